@@ -1,0 +1,52 @@
+"""The HTTP API: blueprints, the admin guard and the error handlers."""
+from __future__ import annotations
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from ..auth import admin, is_public
+from ..errors import AiimplError
+
+
+def register_api(app: Flask) -> None:
+    from .health import bp as health_bp
+
+    app.register_blueprint(health_bp)
+    _install_admin_guard(app)
+    _install_error_handlers(app)
+
+
+def _install_admin_guard(app: Flask) -> None:
+    """Every ``/api/`` route needs the admin session unless its view is marked public."""
+
+    @app.before_request
+    def _require_admin():  # noqa: ANN202
+        if not request.path.startswith("/api/") or request.url_rule is None:
+            return None
+        view = app.view_functions.get(request.endpoint or "")
+        if view is None or is_public(view) or request.method == "OPTIONS":
+            return None
+        if admin.session_valid(admin.bearer(request.headers.get("Authorization"))):
+            return None
+        return jsonify(error="Unauthorized"), 401
+
+
+def _install_error_handlers(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):  # noqa: ANN202
+        if exc.code == 413 and request.path.startswith(("/runner/", "/trigger/")):
+            return jsonify(error="invalid_body"), 400
+        if exc.code == 413:
+            return jsonify(error="Invalid request body"), 400
+        return jsonify(error=exc.description or exc.name), exc.code
+
+    @app.errorhandler(AiimplError)
+    def _aiimpl_error(exc: AiimplError):  # noqa: ANN202
+        return jsonify(error=exc.message), 400
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):  # noqa: ANN202
+        if isinstance(exc, HTTPException):
+            return _http_error(exc)
+        app.logger.exception("unhandled error on %s %s", request.method, request.path)
+        return jsonify(error="Internal server error"), 500

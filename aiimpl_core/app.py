@@ -1,0 +1,123 @@
+"""The Flask application factory."""
+from __future__ import annotations
+
+import logging
+import os
+import secrets as _secrets
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from flask import Flask
+
+from . import config as config_mod
+from . import database  # noqa: F401 - installs the engine event listeners
+from .extensions import db, migrate
+from .http import HttpClient
+from .plugins import Plugins
+from .providers import ProviderContext
+
+log = logging.getLogger("aiimpl")
+
+MIGRATIONS_DIR = os.path.join(os.path.dirname(__file__), "migrations")
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10, "pool_recycle": 1800}
+
+
+def create_app(
+    config: Mapping[str, Any] | None = None,
+    *,
+    plugins: Iterable[object] = (),
+    load_entrypoints: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> Flask:
+    """Build the application.
+
+    :param config: values that override the environment (same keys as the ``AIIMPL_*`` variables,
+        plus Flask's own such as ``TESTING``).
+    :param plugins: extra plugin objects (modules or instances with hook implementations) — tests
+        pass their fake tracker and runner here.
+    :param load_entrypoints: load installed plugins from the ``aiimpl`` entry-point group.
+    :param environ: the environment to read (default ``os.environ``).
+    """
+    app = Flask("aiimpl_core", instance_path=os.environ.get("AIIMPL_INSTANCE_PATH") or None)
+    overrides = dict(config or {})
+    env = os.environ if environ is None else environ
+
+    settings = config_mod.load(env)
+    settings.update({k: v for k, v in overrides.items() if k in config_mod.SETTINGS_BY_NAME})
+    app.config.update(settings)
+
+    facade = Plugins(
+        load_entrypoints=load_entrypoints,
+        extra=plugins,
+        disabled=app.config["AIIMPL_DISABLED_PLUGINS"] or (),
+        trace=bool(app.config["AIIMPL_TRACE_PLUGINS"]),
+    )
+    for _pid, var in facade.config_vars():
+        if var.name not in app.config:
+            app.config[var.name] = env.get(var.name) or var.default
+    app.config.update(overrides)
+
+    logging.basicConfig(level=str(app.config.get("AIIMPL_LOG_LEVEL") or "INFO").upper())
+
+    if not app.config.get("AIIMPL_SECRET_KEY"):
+        log.warning("AIIMPL_SECRET_KEY is not set: using a random key for this process only")
+        app.config["AIIMPL_SECRET_KEY"] = _secrets.token_hex(32)
+    app.config["SECRET_KEY"] = app.config["AIIMPL_SECRET_KEY"]
+
+    url = app.config.get("AIIMPL_DATABASE_URL")
+    if not url:
+        os.makedirs(app.instance_path, exist_ok=True)
+        url = "sqlite:///" + os.path.join(app.instance_path, "aiimpl.db")
+        app.config["AIIMPL_DATABASE_URL"] = url
+    app.config["SQLALCHEMY_DATABASE_URI"] = url
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(url))
+    app.config["MAX_CONTENT_LENGTH"] = app.config.get("MAX_CONTENT_LENGTH") or 2 * 1024 * 1024
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True, compare_type=True)
+
+    def make_http(base_url: str = "", **kwargs: Any) -> HttpClient:
+        return HttpClient(base_url, **kwargs)
+
+    from .services import secrets as secrets_service
+
+    context = ProviderContext(
+        config=app.config,
+        http=make_http,
+        secret=lambda name, scope=None: secrets_service.read_value(app, name, scope),
+        logger=log,
+    )
+    facade.bind(context)
+    app.extensions["aiimpl"] = facade
+    for name, error in facade.failures().items():
+        log.error("plugin %s is not loaded: %s", name, error)
+
+    from .api import register_api
+
+    register_api(app)
+    for plugin_name, blueprint, options in facade.blueprints():
+        try:
+            app.register_blueprint(blueprint, **options)
+        except Exception as exc:  # noqa: BLE001 - a plugin's blueprint must not take the app down
+            facade.records[plugin_name].error = f"blueprint {blueprint.name!r} failed: {exc}"
+            log.error("plugin %s: blueprint %s failed: %s", plugin_name, blueprint.name, exc)
+
+    from .ui import register_ui
+
+    register_ui(app)
+
+    if app.config.get("AIIMPL_SCHEDULER") and not app.config.get("TESTING"):
+        from .services.scheduler import start_scheduler
+
+        start_scheduler(app)
+    return app
+
+
+def plugins_of(app: Flask) -> Plugins:
+    """The app's plugin facade."""
+    return app.extensions["aiimpl"]

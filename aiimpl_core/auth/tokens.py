@@ -1,0 +1,95 @@
+"""Run tokens and job nonces.
+
+Run tokens are JWTs (HS256, key ``AIIMPL_SECRET_KEY``) with ``sub`` (job id), ``phase``, ``aud``
+(the one endpoint they open), ``iat``, ``exp`` and ``jti``. A job's nonce has 256 random bits and
+is stored only as its SHA-256.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import jwt
+
+AUD_RESULT = "runner:result"
+AUD_PROGRESS = "runner:progress"
+AUD_PLANNING_CONTEXT = "runner:planning-context"
+AUDIENCES = (AUD_RESULT, AUD_PROGRESS, AUD_PLANNING_CONTEXT)
+ALGORITHM = "HS256"
+
+
+class TokenError(Exception):
+    """A run token was refused; ``slug`` is the reference's error code."""
+
+    def __init__(self, slug: str) -> None:
+        super().__init__(slug)
+        self.slug = slug
+
+
+@dataclass(frozen=True)
+class RunClaims:
+    job_id: int
+    phase: str
+    audience: str
+    jti: str
+    expires_at: datetime
+
+
+def issue_run_token(secret: str, job_id: int, phase: str, audience: str, ttl_seconds: int,
+                    now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    claims = {
+        "sub": str(job_id),
+        "phase": phase,
+        "aud": audience,
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(seconds=ttl_seconds)).timestamp()),
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def issue_run_tokens(secret: str, job_id: int, phase: str, ttl_seconds: int) -> dict[str, str]:
+    """The three run tokens of a job, keyed by audience."""
+    return {aud: issue_run_token(secret, job_id, phase, aud, ttl_seconds) for aud in AUDIENCES}
+
+
+def verify_run_token(secret: str, token: str, audience: str) -> RunClaims:
+    """Check signature, expiry, shape and audience; raise :class:`TokenError` with the slug."""
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            audience=audience,
+            options={"require": ["sub", "aud", "exp", "iat", "jti"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise TokenError("expired") from None
+    except jwt.InvalidSignatureError:
+        raise TokenError("bad_signature") from None
+    except jwt.InvalidAudienceError:
+        raise TokenError("wrong_audience") from None
+    except jwt.PyJWTError:
+        raise TokenError("malformed") from None
+    try:
+        job_id = int(claims["sub"])
+    except (TypeError, ValueError):
+        raise TokenError("malformed") from None
+    phase = claims.get("phase")
+    if not isinstance(phase, str) or not isinstance(claims["jti"], str):
+        raise TokenError("malformed")
+    return RunClaims(job_id, phase, audience, claims["jti"], datetime.fromtimestamp(claims["exp"], UTC))
+
+
+def new_nonce() -> tuple[str, str]:
+    """A fresh nonce and the hash to store."""
+    nonce = secrets.token_urlsafe(32)
+    return nonce, hash_nonce(nonce)
+
+
+def hash_nonce(nonce: str) -> str:
+    return hashlib.sha256(nonce.encode()).hexdigest()

@@ -1,0 +1,127 @@
+"""The ``aiimpl`` command line: one click group built on Flask's ``FlaskGroup``.
+
+Plugins add commands through ``aiimpl_register_commands``. Commands that need the database or
+the providers run inside the app context; ``aiimpl session run`` needs neither.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import click
+from flask.cli import FlaskGroup, with_appcontext
+
+from .. import __version__
+from ..errors import AiimplError
+
+
+def _create_app():  # noqa: ANN202
+    from .. import create_app
+
+    return create_app()
+
+
+def echo_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+class AiimplGroup(FlaskGroup):
+    """Turns the project's errors into clean messages and exit codes instead of tracebacks."""
+
+    def invoke(self, ctx: click.Context):  # noqa: ANN201
+        try:
+            return super().invoke(ctx)
+        except AiimplError as exc:
+            raise click.ClickException(exc.message) from None
+
+
+@click.group(cls=AiimplGroup, create_app=_create_app, add_version_option=False, load_dotenv=False)
+@click.version_option(__version__, prog_name="aiimpl")
+def cli() -> None:
+    """AI-Implement: turns tracker issues into pull requests written by a coding agent."""
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@with_appcontext
+def serve(host: str, port: int) -> None:
+    """Run the orchestrator's web server for local use (use gunicorn in production)."""
+    from flask import current_app
+    from werkzeug.serving import run_simple
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    click.echo(f"AI-Implement {__version__} on http://{host}:{port}  (database: {_safe_url(app)})")
+    run_simple(host, port, app, threaded=True, use_reloader=False)
+
+
+def _safe_url(app) -> str:  # noqa: ANN001
+    from sqlalchemy.engine import make_url
+
+    return make_url(app.config["SQLALCHEMY_DATABASE_URI"]).render_as_string(hide_password=True)
+
+
+@cli.group("plugins")
+def plugins_group() -> None:
+    """Installed plugins."""
+
+
+@plugins_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plugins_list(as_json: bool) -> None:
+    """List plugins: name, distribution, version, kind, what each provides, and load errors."""
+    from ..config import load
+    from ..plugins import Plugins
+
+    settings = load()
+    facade = Plugins(disabled=settings["AIIMPL_DISABLED_PLUGINS"] or ())
+    rows = facade.listing()
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        provides = ", ".join(f"{p['kind']}:{p['id']}" for p in row["provides"]) or "-"
+        dist = f"{row['distribution'] or '?'} {row['version'] or ''}".strip()
+        line = f"{row['name']:<14} {dist:<24} {row['kind'] or '-':<18} {provides}"
+        if row["error"]:
+            line += f"\n{'':<14} FAILED: {row['error']}"
+        click.echo(line)
+
+
+@cli.command("config")
+@click.option("--markdown", is_flag=True, help="Print the configuration table as Markdown.")
+def config_cmd(markdown: bool) -> None:
+    """Show the configuration variables (values of sensitive ones are never shown)."""
+    from ..config import SETTINGS, markdown_table
+    from ..plugins import Plugins
+
+    extra = Plugins().config_vars()
+    if markdown:
+        click.echo(markdown_table(extra))
+        return
+    names = [(s.name, s.sensitive) for s in SETTINGS] + [(v.name, v.sensitive) for _, v in extra]
+    for name, sensitive in names:
+        value = os.environ.get(name)
+        shown = "(set)" if sensitive and value else (value if value else "-")
+        click.echo(f"{name:<40} {shown}")
+
+
+def _add_subcommands() -> None:
+    from . import commands  # noqa: F401 - registers the core's other command groups
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("AIIMPL_LOG_LEVEL", "WARNING").upper())
+    _add_subcommands()
+    try:
+        from ..config import load
+        from ..plugins import Plugins
+
+        Plugins(disabled=load()["AIIMPL_DISABLED_PLUGINS"] or ()).add_commands(cli)
+    except AiimplError as exc:
+        click.echo(f"Error: {exc.message}", err=True)
+        if len(sys.argv) > 1 and sys.argv[1] not in ("plugins", "--help", "--version", "config"):
+            sys.exit(1)
+    cli(prog_name="aiimpl")

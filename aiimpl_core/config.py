@@ -1,0 +1,117 @@
+"""Configuration from ``AIIMPL_*`` environment variables.
+
+:data:`SETTINGS` is the one table of the core's variables; ``docs/configuration.md`` and
+``aiimpl config`` are generated from it. Plugins declare theirs on their provider classes
+(:class:`~aiimpl_core.providers.ConfigVar`); those are read from the environment the same way.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+
+def _bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in {"1", "true", "yes", "on"}:
+        return True
+    if v in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    help: str
+    default: Any = None
+    parse: Callable[[str], Any] = str
+    sensitive: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("AIIMPL_DATABASE_URL", "SQLAlchemy database URL. PostgreSQL in production "
+            "(`postgresql+psycopg://user@host/db`).", "sqlite:///<instance folder>/aiimpl.db"),
+    Setting("AIIMPL_SECRET_KEY", "Signs run tokens (JWT HS256) and admin sessions, and encrypts stored "
+            "secrets. Required in production; a random per-process key is used when unset (tokens "
+            "then do not survive a restart or work across workers).", None, sensitive=True),
+    Setting("AIIMPL_ADMIN_ACCESS_CODE", "Access code for the admin UI and API (`POST /api/auth`). "
+            "Admin sign-in is refused while unset.", None, sensitive=True),
+    Setting("AIIMPL_ADMIN_SESSION_SECONDS", "Lifetime of an admin session token.", 43200, int),
+    Setting("AIIMPL_PUBLIC_URL", "The URL runners use to reach this orchestrator.", "http://127.0.0.1:8000"),
+    Setting("AIIMPL_TRIGGER_SECRET", "Bearer secret of `POST /trigger/gap-fill`; the endpoint answers 501 "
+            "while unset.", None, sensitive=True),
+    Setting("AIIMPL_GITHUB_WEBHOOK_SECRET", "Secret of the GitHub webhook (`X-Hub-Signature-256`).", None,
+            sensitive=True),
+    Setting("AIIMPL_GITHUB_API_URL", "GitHub REST API base URL.", "https://api.github.com"),
+    Setting("AIIMPL_GITHUB_APP_ID", "GitHub App id (App authentication).", None),
+    Setting("AIIMPL_GITHUB_PRIVATE_KEY", "GitHub App private key (PEM text, or a path to a PEM file).", None,
+            sensitive=True),
+    Setting("AIIMPL_GITHUB_TOKEN", "Personal access token, for small installs without a GitHub App.", None,
+            sensitive=True),
+    Setting("RUNNER_MODE", "Overrides the persisted runner mode at runtime "
+            "(`default`, `gha`, `fly`, `local`, `shadow`).", None),
+    Setting("AIIMPL_POLL_INTERVAL", "Seconds between poll cycles.", 60, int),
+    Setting("AIIMPL_SCHEDULER", "Run the poller inside the web process (single-process installs only).",
+            False, _bool),
+    Setting("AIIMPL_RUN_NOT_FOUND_SECONDS", "A dispatched job with no linked run after this long ends "
+            "`timed_out` / `run_not_found`.", 600, int),
+    Setting("AIIMPL_SESSION_LIFETIME_SECONDS", "Lifetime of a session machine or container before it is "
+            "stopped (`machine_timeout` / `container_timeout`).", 3600, int),
+    Setting("AIIMPL_DEDUP_WINDOW_SECONDS", "Window of the `dedup` blocker.", 86400, int),
+    Setting("AIIMPL_GLOBAL_CAP", "Optional cap on non-terminal jobs across all teams.", None, int),
+    Setting("AIIMPL_BACKEND_CAPS", "Optional caps per runner backend, e.g. `fly-machines=10,local-docker=2`.",
+            None, lambda v: {k.strip(): int(n) for k, n in (p.split("=", 1) for p in _list(v))}),
+    Setting("AIIMPL_RUN_TOKEN_SECONDS", "Lifetime of run tokens (JWT `exp`).", 10800, int),
+    Setting("AIIMPL_DISABLED_PLUGINS", "Comma-separated plugin names not to load.", [], _list),
+    Setting("AIIMPL_TRACE_PLUGINS", "Log every hook call (debugging).", False, _bool),
+    Setting("AIIMPL_LOG_LEVEL", "Log level.", "INFO"),
+)
+
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def load(environ: Mapping[str, str] | None = None, extra_names: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read the core's settings (and ``extra_names``, as strings) from the environment."""
+    env = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = env.get(setting.name)
+        if raw is None or raw == "":
+            out[setting.name] = None if setting.name == "AIIMPL_DATABASE_URL" else setting.default
+            continue
+        try:
+            out[setting.name] = setting.parse(raw)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{setting.name}: {exc}") from None
+    for name in extra_names:
+        if env.get(name):
+            out[name] = env[name]
+    return out
+
+
+def markdown_table(extra: list[tuple[str, Any]] = ()) -> str:  # type: ignore[assignment]
+    """The configuration table for the README and docs."""
+    lines = ["| Variable | Default | Sensitive | Meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        default = "" if s.default in (None, [], False) else f"`{s.default}`"
+        lines.append(f"| `{s.name}` | {default} | {'yes' if s.sensitive else ''} | {s.help} |")
+    for provider_id, var in extra:
+        default = f"`{var.default}`" if var.default else ""
+        lines.append(
+            f"| `{var.name}` | {default} | {'yes' if var.sensitive else ''} | {var.help} (`{provider_id}`) |"
+        )
+    return "\n".join(lines)
+
+
+def sensitive_names(extra: list[tuple[str, Any]] = ()) -> set[str]:  # type: ignore[assignment]
+    names = {s.name for s in SETTINGS if s.sensitive}
+    names.update(var.name for _, var in extra if var.sensitive)
+    return names

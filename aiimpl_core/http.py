@@ -1,0 +1,179 @@
+"""The one helper for outbound HTTP.
+
+Every remote call of the core and its plugins goes through :class:`HttpClient`: a timeout on every
+request, retries with backoff on 429 and 5xx honouring ``Retry-After`` (and GitHub's
+``x-ratelimit-reset``), a ``User-Agent`` naming the caller, and remote failures mapped to
+:class:`~aiimpl_core.errors.ProviderError` in one place.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+
+from . import __version__
+from .errors import ProviderError
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from ``Retry-After`` (seconds or HTTP date) or rate-limit reset headers."""
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    now = time.time() if now is None else now
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+            except (TypeError, ValueError):
+                return None
+    if headers.get("x-ratelimit-remaining") == "0" and headers.get("x-ratelimit-reset"):
+        try:
+            return max(0.0, float(headers["x-ratelimit-reset"]) - now)
+        except ValueError:
+            return None
+    return None
+
+
+class HttpClient:
+    """A ``requests.Session`` with a base URL, default headers, timeouts and retries.
+
+    :param base_url: prefix of every relative path.
+    :param provider: id used in errors and the User-Agent (``linear``, ``github`` …).
+    :param timeout: seconds for connect and read.
+    :param retries: extra attempts on 429/5xx/connection errors (only for idempotent methods,
+        unless ``retry_unsafe`` is true or the status is 429, which means nothing was done).
+    :param max_wait: the longest ``Retry-After`` we sleep for; longer waits raise at once with
+        ``retry_after`` set so the caller can postpone the whole connection.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "",
+        *,
+        provider: str = "http",
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 15.0,
+        retries: int = 2,
+        backoff: float = 0.5,
+        max_wait: float = 10.0,
+        user_agent: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.provider = provider
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_wait = max_wait
+        self.sleep = sleep
+        self.session = session or requests.Session()
+        self.session.headers["User-Agent"] = user_agent or f"aiimpl/{__version__} ({provider})"
+        if headers:
+            self.session.headers.update(headers)
+        self.calls = 0  # remote calls made (benchmarks and tests read it)
+
+    def url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return path
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        retry_unsafe: bool = False,
+        expected: tuple[int, ...] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send a request; return the response for 2xx (or ``expected``) statuses, raise otherwise."""
+        method = method.upper()
+        kwargs.setdefault("timeout", self.timeout)
+        attempt = 0
+        while True:
+            attempt += 1
+            self.calls += 1
+            try:
+                resp = self.session.request(method, self.url(path), **kwargs)
+            except requests.RequestException as exc:
+                if attempt <= self.retries and (method in IDEMPOTENT or retry_unsafe):
+                    self.sleep(self.backoff * 2 ** (attempt - 1))
+                    continue
+                raise ProviderError(
+                    f"{self.provider}: {method} {path} failed: {type(exc).__name__}", provider=self.provider
+                ) from None
+            ok = resp.status_code in expected if expected else resp.ok
+            if ok:
+                return resp
+            wait = parse_retry_after(resp.headers)
+            retryable = resp.status_code in RETRY_STATUSES or (
+                resp.status_code == 403 and wait is not None  # GitHub's secondary rate limit
+            )
+            may_repeat = method in IDEMPOTENT or retry_unsafe or resp.status_code == 429
+            if retryable and may_repeat and attempt <= self.retries:
+                delay = wait if wait is not None else self.backoff * 2 ** (attempt - 1)
+                if delay <= self.max_wait:
+                    log.info("%s: %s %s -> %s, retrying in %.1fs", self.provider, method, path,
+                             resp.status_code, delay)
+                    self.sleep(delay)
+                    continue
+            raise ProviderError(
+                f"{self.provider}: {method} {path} failed with HTTP {resp.status_code}: {remote_message(resp)}",
+                provider=self.provider,
+                status=resp.status_code,
+                retry_after=wait,
+                detail=_json_or_text(resp),
+            )
+
+    def get(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("POST", path, **kw)
+
+    def put(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("PUT", path, **kw)
+
+    def patch(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("PATCH", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("DELETE", path, **kw)
+
+
+def _json_or_text(resp: requests.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return resp.text[:2000]
+
+
+def remote_message(resp: requests.Response) -> str:
+    """The human message of a remote error body (GitHub ``message``, Jira ``errorMessages`` …)."""
+    body = _json_or_text(resp)
+    if isinstance(body, dict):
+        for key in ("message", "error", "detail", "errorMessage"):
+            if isinstance(body.get(key), str) and body[key]:
+                return body[key]
+        msgs = body.get("errorMessages")
+        if isinstance(msgs, list) and msgs:
+            return "; ".join(str(m) for m in msgs)
+        errors = body.get("errors")
+        if isinstance(errors, dict) and errors:
+            return "; ".join(f"{k}: {v}" for k, v in errors.items())
+        if isinstance(errors, list) and errors:
+            first = errors[0]
+            return str(first.get("message", first)) if isinstance(first, dict) else str(first)
+    text = str(body).strip()
+    return text[:300] or resp.reason or "no message"

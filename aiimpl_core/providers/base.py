@@ -1,0 +1,237 @@
+"""Abstract base classes for ticketing providers, runner backends and model providers.
+
+A plugin subclasses one of these, sets the class-level ``id`` and ``display_name``, declares
+its configuration variables and capabilities, and registers the class through the matching
+registration hook (see :mod:`aiimpl_core.hookspecs`). The core instantiates the class once per
+application with a :class:`ProviderContext`.
+
+Capabilities are declared with explicit class flags (``supports_sessions`` …); the core never
+guesses them from the presence of a method.
+"""
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..errors import ProviderConfigError, ProviderNotConfigured
+
+if TYPE_CHECKING:
+    from ..http import HttpClient
+    from ..types import (
+        Comment,
+        DispatchRequest,
+        DispatchResult,
+        InFlightRun,
+        MappingView,
+        RunState,
+        SessionInfo,
+        Stage,
+        SyncResult,
+        TrackerIssue,
+        TriggeredPage,
+    )
+
+
+@dataclass(frozen=True)
+class ConfigVar:
+    """One environment variable a provider reads.
+
+    :param name: the variable, ``AIIMPL_<PLUGIN>_<NAME>``.
+    :param help: one line for the configuration table.
+    :param sensitive: true for secrets: never logged, shown or returned.
+    :param default: the value when unset.
+    """
+
+    name: str
+    help: str
+    sensitive: bool = False
+    default: str | None = None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ProviderContext:
+    """What the core gives a provider instance.
+
+    :param config: the application's configuration (``AIIMPL_*`` values, already parsed).
+    :param http: builds an :class:`~aiimpl_core.http.HttpClient` for a base URL (timeouts,
+        retries honouring ``Retry-After``, a ``User-Agent`` naming the plugin).
+    :param clock: the current time (UTC); tests pass a controllable one.
+    :param secret: reads a stored secret by name and scope (``None`` scope: global).
+    """
+
+    config: Mapping[str, Any]
+    http: Callable[..., HttpClient]
+    clock: Callable[[], datetime] = _utcnow
+    secret: Callable[[str, str | None], str | None] = lambda name, scope=None: None
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("aiimpl"))
+
+    def setting(self, name: str, default: Any = None) -> Any:
+        value = self.config.get(name)
+        return default if value in (None, "") else value
+
+
+class Provider(ABC):
+    """What every provider kind shares."""
+
+    #: stable id used in mappings and the API (``linear``, ``github-actions``, ``anthropic``)
+    id: ClassVar[str]
+    #: human name for the UI
+    display_name: ClassVar[str]
+    #: environment variables the provider reads (shown in ``aiimpl plugins list`` and the docs)
+    config_vars: ClassVar[tuple[ConfigVar, ...]] = ()
+
+    def __init__(self, context: ProviderContext) -> None:
+        self.context = context
+
+    @property
+    def log(self) -> logging.Logger:
+        return self.context.logger.getChild(self.id)
+
+    def is_configured(self) -> bool:
+        """Whether this provider has what it needs to talk to its service (credentials, URLs)."""
+        return True
+
+    def require_configured(self) -> None:
+        if not self.is_configured():
+            raise ProviderNotConfigured(f"{self.display_name} is not configured", provider=self.id)
+
+    def validate_mapping(self, mapping: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Check a mapping's settings that concern this provider.
+
+        :param mapping: the mapping as posted to ``POST /api/mappings`` merged over the stored one
+            (camelCase keys as in the API).
+        :raises ProviderConfigError: with a message naming the field.
+        """
+
+
+class TicketingProvider(Provider):
+    """A tracker: Linear, Jira, or a third party's.
+
+    ``teams`` below are team keys (Linear team key, Jira project key).
+    """
+
+    supports_webhooks: ClassVar[bool] = False
+
+    @abstractmethod
+    def iter_triggered(self, teams: Sequence[str]) -> Iterator[TriggeredPage]:
+        """Yield the issues carrying the trigger, a page per remote call.
+
+        :param teams: the team keys that have a mapping. A provider may also return triggered
+            issues of other teams (they are shown as ``no-mapping`` blockers).
+        The last page has ``complete=True``. One remote call per page, never one per issue:
+        each issue carries everything the dispatcher needs (team, title, description, stage,
+        labels, open blocking links).
+        """
+
+    @abstractmethod
+    def get_issue(self, key: str) -> TrackerIssue:
+        """Read one issue with its description, comments and blocking links.
+
+        :raises NotFound: when the tracker has no such issue.
+        """
+
+    @abstractmethod
+    def post_comment(self, key: str, body: str) -> Comment:
+        """Post a Markdown comment on an issue and return it (with its remote id)."""
+
+    @abstractmethod
+    def set_stage(self, key: str, stage: Stage) -> None:
+        """Move an issue to a lifecycle stage (a label on Linear, a status on Jira).
+
+        Must be idempotent and must not drop the issue's unrelated labels. Failed stages remove
+        the AI labels on label-based trackers. ``Stage.TRIGGERED`` is never set by the core.
+        """
+
+    @abstractmethod
+    def mark_done(self, key: str) -> None:
+        """Close an issue out after its pull request merged."""
+
+    def team_of(self, key: str) -> str:
+        """The team key of an issue key (``ENG-12`` → ``ENG``); override for other key shapes."""
+        return key.rsplit("-", 1)[0]
+
+
+class RunnerBackend(Provider):
+    """Where sessions run: GitHub Actions, Fly Machines, local Docker, or a third party's."""
+
+    #: the runner mode that forces this backend globally (``gha``, ``fly``, ``local``), if any
+    runner_mode: ClassVar[str | None] = None
+    #: whether a mapping may name this backend in ``executionMode``
+    mapping_selectable: ClassVar[bool] = True
+    #: lists and destroys sessions (``/api/sessions``)
+    supports_sessions: ClassVar[bool] = False
+    #: passes team and global secrets privately into sessions (enables ``/api/*secrets``)
+    supports_secrets: ClassVar[bool] = False
+    #: installs workflow files in the repository (``sync-workflows``)
+    supports_workflow_sync: ClassVar[bool] = False
+    #: can dispatch a gap-analysis run on an existing PR (``/trigger/gap-fill``)
+    supports_gap_fill: ClassVar[bool] = False
+
+    @abstractmethod
+    def dispatch(self, request: DispatchRequest) -> DispatchResult:
+        """Start one session for a job.
+
+        :raises DispatchError: when the backend refuses (with the remote status and detail).
+        """
+
+    @abstractmethod
+    def poll_runs(self, runs: Sequence[InFlightRun]) -> Sequence[RunState]:
+        """Report the state of all this backend's in-flight runs, in as few remote calls as possible.
+
+        Called once per reconcile cycle with every non-terminal job of this backend. Return one
+        state per run the backend can say something about; omitted runs are left as they are.
+        A backend that enforces lifetimes stops runs past ``lifetime_seconds`` here and reports
+        them ``TIMED_OUT`` with its reason.
+        """
+
+    def cancel(self, run: InFlightRun) -> None:  # noqa: B027 - optional
+        """Stop and clean up a run (best effort)."""
+
+    # -- optional capabilities: only called when the matching ``supports_*`` flag is true --
+
+    def list_sessions(self) -> Sequence[SessionInfo]:
+        raise NotImplementedError(f"{self.id} does not support sessions")
+
+    def destroy_session(self, session_id: str) -> bool:
+        """Destroy a session; return false when this backend does not know the id."""
+        raise NotImplementedError(f"{self.id} does not support sessions")
+
+    def sync_workflows(self, mapping: MappingView) -> SyncResult:
+        raise NotImplementedError(f"{self.id} does not support workflow sync")
+
+    def dispatch_gap_fill(self, request: DispatchRequest) -> DispatchResult:
+        raise NotImplementedError(f"{self.id} does not support gap-fill dispatch")
+
+
+class ModelProvider(Provider):
+    """The AI model service a session's agent talks to (Anthropic API, AWS Bedrock, …)."""
+
+    def validate_mapping(self, mapping: Mapping[str, Any]) -> None:
+        """Check cross-field rules (for example a region, or backends the provider cannot run on).
+
+        :raises ProviderConfigError: with the reference's message.
+        """
+
+    @abstractmethod
+    def session_env(self, mapping: MappingView) -> dict[str, str]:
+        """The environment variables a session needs to reach this model provider.
+
+        Values that are secrets must also be listed by :meth:`secret_env_names`.
+        """
+
+    def secret_env_names(self, mapping: MappingView) -> frozenset[str]:
+        """Which keys of :meth:`session_env` hold secrets."""
+        return frozenset()
+
+
+def config_error(message: str, provider: str | None = None) -> ProviderConfigError:
+    """Shorthand used by providers' ``validate_mapping``."""
+    return ProviderConfigError(message, provider=provider)

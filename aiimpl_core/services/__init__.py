@@ -1,0 +1,1 @@
+"""Business rules shared by the HTTP API, the poller and the CLI."""

@@ -1,0 +1,192 @@
+"""Job lifecycle and issue stages: the primitives every other service uses.
+
+Status changes are compare-and-set updates in the database, so two processes racing to end the
+same job cannot both win, and a terminal status never changes. Each change is recorded as a
+:class:`~aiimpl_core.orm.JobTransition` with its time, and plugins hear of it after commit.
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import event, select, update
+from sqlalchemy.orm import Session
+
+from ..extensions import db
+from ..orm import Job, JobTransition, OutboxItem, TrackedIssue, utcnow
+from ..types import TERMINAL_STATUSES, JobStatus, Stage
+
+_ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.UNKNOWN: frozenset({JobStatus.DISPATCHED, JobStatus.RUNNING}) | TERMINAL_STATUSES,
+    JobStatus.DISPATCHED: frozenset({JobStatus.RUNNING}) | TERMINAL_STATUSES,
+    JobStatus.RUNNING: TERMINAL_STATUSES,
+}
+_TIMESTAMP = {
+    JobStatus.DISPATCHED: "dispatched_at",
+    JobStatus.RUNNING: "running_at",
+}
+_EVENTS_KEY = "aiimpl_events"
+
+
+def can_transition(old: JobStatus, new: JobStatus) -> bool:
+    return new in _ALLOWED.get(old, frozenset())
+
+
+def _queue_event(kind: str, **payload: Any) -> None:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    db.session.info.setdefault(_EVENTS_KEY, []).append((app, kind, payload))
+
+
+@event.listens_for(Session, "after_commit")
+def _fire_events(session: Session) -> None:
+    pending = session.info.pop(_EVENTS_KEY, None)
+    for app, kind, payload in pending or ():
+        facade = app.extensions.get("aiimpl")
+        if facade is None:
+            continue
+        if kind == "job":
+            facade.job_status_changed(**payload)
+        else:
+            facade.issue_stage_changed(**payload)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_events(session: Session) -> None:
+    session.info.pop(_EVENTS_KEY, None)
+
+
+def record_created(job: Job) -> None:
+    """Record the initial transition of a job that was just added and flushed."""
+    db.session.add(JobTransition(job_id=job.id, from_status=None, to_status=job.status, at=job.created_at))
+    _queue_event("job", job_id=job.id, issue_key=job.issue_key, old=None, new=JobStatus(job.status))
+
+
+def transition(
+    job: Job,
+    new: JobStatus,
+    *,
+    reason: str | None = None,
+    timeout_reason: str | None = None,
+    now: datetime | None = None,
+    **fields: Any,
+) -> bool:
+    """Move ``job`` to ``new`` if the lifecycle allows it; return whether it moved.
+
+    The caller commits. ``fields`` are other columns to set in the same update (``error``,
+    ``pr_url`` …). Refused (returns false, changes nothing): a terminal job, a backward move,
+    or another process having changed the status first.
+    """
+    old = JobStatus(job.status)
+    if old == new or not can_transition(old, new):
+        return False
+    now = now or utcnow()
+    values: dict[str, Any] = {"status": new.value, "updated_at": now, **fields}
+    if new in _TIMESTAMP and getattr(job, _TIMESTAMP[new]) is None:
+        values[_TIMESTAMP[new]] = now
+    if new in TERMINAL_STATUSES:
+        values["finished_at"] = now
+    if timeout_reason is not None:
+        values["timeout_reason"] = timeout_reason
+    result = db.session.execute(
+        update(Job).where(Job.id == job.id, Job.status == old.value).values(**values),
+        execution_options={"synchronize_session": False},
+    )
+    if result.rowcount != 1:
+        db.session.refresh(job)
+        return False
+    for key, value in values.items():
+        setattr(job, key, value)
+    db.session.add(JobTransition(job_id=job.id, from_status=old.value, to_status=new.value, reason=reason, at=now))
+    _queue_event("job", job_id=job.id, issue_key=job.issue_key, old=old, new=new)
+    return True
+
+
+def tracked_issue(issue_key: str, *, team_key: str | None = None, provider: str | None = None) -> TrackedIssue:
+    row = db.session.scalar(select(TrackedIssue).where(TrackedIssue.issue_key == issue_key))
+    if row is None:
+        row = TrackedIssue(
+            issue_key=issue_key,
+            team_key=team_key or issue_key.rsplit("-", 1)[0],
+            provider=provider or "",
+        )
+        db.session.add(row)
+        db.session.flush()
+    return row
+
+
+def set_stage(
+    issue_key: str,
+    stage: Stage,
+    *,
+    provider: str,
+    job: Job | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Record the issue's new stage and queue the tracker change (none in shadow mode)."""
+    now = now or utcnow()
+    tracked = tracked_issue(issue_key, provider=provider)
+    old = Stage(tracked.stage) if tracked.stage else None
+    tracked.stage = stage.value
+    tracked.stage_changed_at = now
+    if not (job is not None and job.shadow):
+        _enqueue(
+            op="stage",
+            provider=provider,
+            issue_key=issue_key,
+            job_id=job.id if job else None,
+            stage=stage.value,
+            dedupe_key=f"stage:{issue_key}:{job.id if job else uuid.uuid4().hex}:{stage.value}",
+            now=now,
+        )
+    if old != stage:
+        _queue_event("stage", issue_key=issue_key, old=old, new=stage)
+
+
+def enqueue_comment(
+    issue_key: str,
+    body: str,
+    *,
+    provider: str,
+    kind: str,
+    job: Job | None = None,
+    dedupe_key: str | None = None,
+    now: datetime | None = None,
+) -> OutboxItem | None:
+    """Queue a comment for the issue. Returns ``None`` when ``dedupe_key`` was queued already.
+
+    In shadow mode the comment is recorded (state ``shadow``) and never sent.
+    """
+    return _enqueue(
+        op="comment",
+        provider=provider,
+        issue_key=issue_key,
+        job_id=job.id if job else None,
+        kind=kind,
+        body=body,
+        dedupe_key=dedupe_key or f"comment:{uuid.uuid4().hex}",
+        state="shadow" if job is not None and job.shadow else "pending",
+        now=now,
+    )
+
+
+def enqueue_done(issue_key: str, *, provider: str, job: Job | None = None) -> OutboxItem | None:
+    return _enqueue(
+        op="done",
+        provider=provider,
+        issue_key=issue_key,
+        job_id=job.id if job else None,
+        dedupe_key=f"done:{issue_key}:{job.id if job else uuid.uuid4().hex}",
+        state="shadow" if job is not None and job.shadow else "pending",
+    )
+
+
+def _enqueue(*, dedupe_key: str, now: datetime | None = None, state: str = "pending", **values: Any) -> OutboxItem | None:
+    existing = db.session.scalar(select(OutboxItem).where(OutboxItem.dedupe_key == dedupe_key))
+    if existing is not None:
+        return None
+    item = OutboxItem(dedupe_key=dedupe_key, state=state, next_attempt_at=now or utcnow(), **values)
+    db.session.add(item)
+    db.session.flush()
+    return item

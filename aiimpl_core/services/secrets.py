@@ -1,0 +1,103 @@
+"""Team and global secrets: encrypted at rest with a key derived from ``AIIMPL_SECRET_KEY``.
+
+Values leave this module only towards a session's environment; the API lists names and times.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from datetime import datetime
+
+from cryptography.fernet import Fernet, InvalidToken
+from flask import Flask, current_app, has_app_context
+from sqlalchemy import select
+
+from ..errors import NotFound, ValidationError
+from ..extensions import db
+from ..orm import Mapping, Secret, utcnow
+
+GLOBAL = ""
+NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def _fernet(app: Flask | None = None) -> Fernet:
+    app = app or current_app
+    digest = hashlib.sha256(b"aiimpl-secrets:" + str(app.config["AIIMPL_SECRET_KEY"]).encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(digest))
+
+
+def team_prefix(team_key: str) -> str:
+    return f"{team_key}_"
+
+
+def validate(name: object, value: object, *, scope: str) -> tuple[str, str]:
+    """Apply the reference's rules; returns the name and value or raises with its message."""
+    if not isinstance(name, str) or not name or not isinstance(value, str) or value == "":
+        raise ValidationError("name and value are required")
+    if not NAME_RE.match(name):
+        raise ValidationError("name must contain only letters, digits, and underscores")
+    if scope == GLOBAL:
+        teams = db.session.scalars(select(Mapping.team_key)).all()
+        for team in sorted(teams):
+            prefix = team_prefix(team)
+            if name.upper().startswith(prefix.upper()):
+                raise ValidationError(f"Secret name must not start with a team key prefix ({prefix})")
+    return name, value
+
+
+def list_secrets(scope: str) -> list[dict[str, object]]:
+    rows = db.session.scalars(select(Secret).where(Secret.scope == scope).order_by(Secret.name)).all()
+    return [{"name": r.name, "updatedAt": _iso(r.updated_at), "createdAt": _iso(r.created_at)} for r in rows]
+
+
+def set_secret(scope: str, name: str, value: str) -> dict[str, object]:
+    token = _fernet().encrypt(value.encode()).decode()
+    row = db.session.scalar(select(Secret).where(Secret.scope == scope, Secret.name == name))
+    if row is None:
+        row = Secret(scope=scope, name=name, value_encrypted=token)
+        db.session.add(row)
+    else:
+        row.value_encrypted = token
+        row.updated_at = utcnow()
+    db.session.commit()
+    return {"name": row.name, "updatedAt": _iso(row.updated_at), "createdAt": _iso(row.created_at)}
+
+
+def delete_secret(scope: str, name: str) -> None:
+    row = db.session.scalar(select(Secret).where(Secret.scope == scope, Secret.name == name))
+    if row is None:
+        raise NotFound("Secret not found")
+    db.session.delete(row)
+    db.session.commit()
+
+
+def values_for_team(team_key: str) -> dict[str, str]:
+    """Global secrets overlaid with the team's own (team values win)."""
+    out: dict[str, str] = {}
+    f = _fernet()
+    for scope in (GLOBAL, team_key):
+        for row in db.session.scalars(select(Secret).where(Secret.scope == scope)):
+            try:
+                out[row.name] = f.decrypt(row.value_encrypted.encode()).decode()
+            except InvalidToken:  # the secret key changed: the value is unreadable, not exposed
+                continue
+    return out
+
+
+def read_value(app: Flask, name: str, scope: str | None = None) -> str | None:
+    """One secret's value (providers read their credentials this way); ``None`` when absent."""
+    if not has_app_context():
+        with app.app_context():
+            return read_value(app, name, scope)
+    row = db.session.scalar(select(Secret).where(Secret.scope == (scope or GLOBAL), Secret.name == name))
+    if row is None:
+        return None
+    try:
+        return _fernet(app).decrypt(row.value_encrypted.encode()).decode()
+    except InvalidToken:
+        return None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None

@@ -1,0 +1,42 @@
+"""Persisted global settings, and the runner mode with its environment override."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+
+from ..extensions import db
+from ..orm import Setting
+
+RUNNER_MODES = ("default", "gha", "fly", "local", "shadow")
+RUNNER_MODE_KEY = "runner_mode"
+
+
+def get(key: str, default: Any = None) -> Any:
+    row = db.session.scalar(select(Setting).where(Setting.key == key))
+    return default if row is None else row.value
+
+
+def put(key: str, value: Any) -> None:
+    row = db.session.get(Setting, key)
+    if row is None:
+        db.session.add(Setting(key=key, value=value))
+    else:
+        row.value = value
+    db.session.commit()
+
+
+def persisted_runner_mode() -> str:
+    return get(RUNNER_MODE_KEY, "default") or "default"
+
+
+def env_runner_mode() -> str | None:
+    value = current_app.config.get("RUNNER_MODE")
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def effective_runner_mode() -> str:
+    """The mode in force: the ``RUNNER_MODE`` environment variable wins over the database."""
+    env = env_runner_mode()
+    return env if env in RUNNER_MODES else persisted_runner_mode()

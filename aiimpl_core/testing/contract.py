@@ -1,0 +1,223 @@
+"""Contract tests per provider kind.
+
+Subclass one in your plugin's test suite and provide the fixtures it names; every test in the
+class then runs against your provider::
+
+    from aiimpl_core.testing.contract import RunnerBackendContract
+
+    class TestMyRunner(RunnerBackendContract):
+        @pytest.fixture
+        def runner_backend(self, ...):
+            return MyBackend(make_context(...))
+
+        @pytest.fixture
+        def dispatch_request(self):
+            return sample_dispatch_request()
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from ..http import HttpClient
+from ..providers import ModelProvider, ProviderContext, RunnerBackend, TicketingProvider
+from ..types import (
+    Comment,
+    DispatchRequest,
+    DispatchResult,
+    InFlightRun,
+    MappingView,
+    Phase,
+    RunPhase,
+    RunState,
+    Stage,
+    TrackerIssue,
+    TriggeredPage,
+)
+
+
+def make_context(config: Mapping[str, Any] | None = None, **kw: Any) -> ProviderContext:
+    """A provider context for tests (no app needed)."""
+    return ProviderContext(config=dict(config or {}), http=lambda base_url="", **o: HttpClient(base_url, **o), **kw)
+
+
+def sample_mapping(**kw: Any) -> MappingView:
+    values: dict[str, Any] = dict(team_key="ENG", owner="acme", repo="api", default_branch="main")
+    values.update(kw)
+    return MappingView(**values)
+
+
+def sample_dispatch_request(job_id: int = 1, phase: Phase = Phase.IMPLEMENTATION, **kw: Any) -> DispatchRequest:
+    mapping = kw.pop("mapping", None) or sample_mapping()
+    values: dict[str, Any] = dict(
+        job_id=job_id,
+        phase=phase,
+        issue_key="ENG-1",
+        mapping=mapping,
+        branch="ai/ENG-1",
+        base_branch=mapping.default_branch,
+        run_name=f"ai-implement job {job_id} ENG-1",
+        env={"AIIMPL_URL": "http://orchestrator.test", "AIIMPL_JOB_ID": str(job_id), "AIIMPL_NONCE": "n0nce"},
+        secret_names=frozenset({"AIIMPL_NONCE"}),
+    )
+    values.update(kw)
+    return DispatchRequest(**values)
+
+
+def _valid_mapping_dict(**kw: Any) -> dict[str, Any]:
+    return {"teamKey": "ENG", "owner": "acme", "repo": "api", "defaultBranch": "main",
+            "provider": "anthropic", "executionMode": "github-actions", **kw}
+
+
+class _ProviderBasics:
+    provider_fixture = ""
+    base: type = object
+
+    @pytest.fixture
+    def provider(self, request: pytest.FixtureRequest) -> Any:
+        return request.getfixturevalue(self.provider_fixture)
+
+    def test_contract_is_concrete_subclass(self, provider: Any) -> None:
+        assert isinstance(provider, self.base)
+        assert not inspect.isabstract(type(provider))
+
+    def test_contract_has_id_and_display_name(self, provider: Any) -> None:
+        assert isinstance(type(provider).id, str) and type(provider).id
+        assert isinstance(type(provider).display_name, str) and type(provider).display_name
+
+    def test_contract_config_vars_are_named_for_the_project(self, provider: Any) -> None:
+        for var in type(provider).config_vars:
+            assert var.name.startswith("AIIMPL_"), var.name
+            assert var.help
+
+    def test_contract_is_configured_is_bool(self, provider: Any) -> None:
+        assert isinstance(provider.is_configured(), bool)
+
+
+class TicketingProviderContract(_ProviderBasics):
+    """Fixtures: ``ticketing_provider`` (bound to a fake server holding at least one triggered
+    issue) and ``contract_issue_key`` (the key of that issue)."""
+
+    provider_fixture = "ticketing_provider"
+    base = TicketingProvider
+
+    def test_contract_iter_triggered_pages(self, provider: TicketingProvider, contract_issue_key: str) -> None:
+        team = provider.team_of(contract_issue_key)
+        pages = list(provider.iter_triggered([team]))
+        assert pages and all(isinstance(p, TriggeredPage) for p in pages)
+        assert pages[-1].complete
+        issues = [i for p in pages for i in p.issues]
+        assert all(isinstance(i, TrackerIssue) for i in issues)
+        found = [i for i in issues if i.key == contract_issue_key]
+        assert found, "the triggered issue is listed"
+        assert found[0].team_key == team and found[0].triggered and found[0].provider == type(provider).id
+
+    def test_contract_get_issue(self, provider: TicketingProvider, contract_issue_key: str) -> None:
+        issue = provider.get_issue(contract_issue_key)
+        assert isinstance(issue, TrackerIssue) and issue.key == contract_issue_key
+        assert isinstance(issue.description, str)
+        assert all(isinstance(c, Comment) for c in issue.comments)
+
+    def test_contract_post_comment_round_trips(self, provider: TicketingProvider, contract_issue_key: str) -> None:
+        comment = provider.post_comment(contract_issue_key, "contract **check**")
+        assert isinstance(comment, Comment)
+        bodies = [c.body for c in provider.get_issue(contract_issue_key).comments]
+        assert any("contract" in b for b in bodies)
+
+    @pytest.mark.parametrize("stage", [Stage.PLANNING, Stage.IMPLEMENTING, Stage.PR_OPENED,
+                                       Stage.IMPLEMENTATION_FAILED])
+    def test_contract_set_stage_is_idempotent(self, provider: TicketingProvider, contract_issue_key: str,
+                                              stage: Stage) -> None:
+        provider.set_stage(contract_issue_key, stage)
+        once = provider.get_issue(contract_issue_key)
+        provider.set_stage(contract_issue_key, stage)
+        twice = provider.get_issue(contract_issue_key)
+        assert set(once.labels) == set(twice.labels) and once.state == twice.state
+        assert not twice.triggered, "a stage the orchestrator sets removes the trigger"
+        if stage in (Stage.PLANNING, Stage.IMPLEMENTING, Stage.PR_OPENED):
+            assert twice.stage == stage
+
+    def test_contract_mark_done(self, provider: TicketingProvider, contract_issue_key: str) -> None:
+        provider.mark_done(contract_issue_key)
+
+    def test_contract_validate_mapping_accepts_its_own_settings(self, provider: TicketingProvider) -> None:
+        provider.validate_mapping(_valid_mapping_dict(ticketing={"provider": type(provider).id}))
+
+
+class RunnerBackendContract(_ProviderBasics):
+    """Fixtures: ``runner_backend`` and ``dispatch_request`` (a request it can dispatch)."""
+
+    provider_fixture = "runner_backend"
+    base = RunnerBackend
+
+    def test_contract_capability_flags_are_bools(self, provider: RunnerBackend) -> None:
+        for flag in ("supports_sessions", "supports_secrets", "supports_workflow_sync", "supports_gap_fill",
+                     "mapping_selectable"):
+            assert isinstance(getattr(type(provider), flag), bool), flag
+
+    def test_contract_capabilities_are_implemented(self, provider: RunnerBackend) -> None:
+        cls = type(provider)
+        pairs = {"supports_sessions": ("list_sessions", "destroy_session"),
+                 "supports_workflow_sync": ("sync_workflows",),
+                 "supports_gap_fill": ("dispatch_gap_fill",)}
+        for flag, methods in pairs.items():
+            if getattr(cls, flag):
+                for name in methods:
+                    assert getattr(cls, name) is not getattr(RunnerBackend, name), f"{flag} needs {name}()"
+
+    def test_contract_dispatch_then_poll(self, provider: RunnerBackend, dispatch_request: DispatchRequest) -> None:
+        result = provider.dispatch(dispatch_request)
+        assert isinstance(result, DispatchResult)
+        run = InFlightRun(
+            job_id=dispatch_request.job_id,
+            phase=dispatch_request.phase,
+            issue_key=dispatch_request.issue_key,
+            mapping=dispatch_request.mapping,
+            run_id=result.run_id,
+            run_name=dispatch_request.run_name,
+            dispatched_at=datetime.now(UTC),
+            lifetime_seconds=dispatch_request.lifetime_seconds,
+        )
+        states = provider.poll_runs([run])
+        assert all(isinstance(s, RunState) for s in states)
+        assert {s.job_id for s in states} <= {run.job_id}
+        assert all(isinstance(s.phase, RunPhase) for s in states)
+        provider.cancel(run)
+
+    def test_contract_poll_nothing_is_empty(self, provider: RunnerBackend) -> None:
+        assert list(provider.poll_runs([])) == []
+
+    def test_contract_sessions_list(self, provider: RunnerBackend) -> None:
+        if type(provider).supports_sessions:
+            assert isinstance(list(provider.list_sessions()), list)
+
+    def test_contract_validate_mapping_accepts_valid(self, provider: RunnerBackend) -> None:
+        provider.validate_mapping(_valid_mapping_dict(executionMode=type(provider).id))
+
+
+class ModelProviderContract(_ProviderBasics):
+    """Fixture: ``model_provider``; optionally ``valid_mapping`` (a mapping dict it accepts)."""
+
+    provider_fixture = "model_provider"
+    base = ModelProvider
+
+    @pytest.fixture
+    def valid_mapping(self, provider: ModelProvider) -> dict[str, Any]:
+        return _valid_mapping_dict(provider=type(provider).id)
+
+    def test_contract_validate_mapping_accepts_valid(self, provider: ModelProvider,
+                                                     valid_mapping: dict[str, Any]) -> None:
+        provider.validate_mapping(valid_mapping)
+
+    def test_contract_session_env_is_strings(self, provider: ModelProvider) -> None:
+        env = provider.session_env(sample_mapping(provider=type(provider).id, aws_region="us-east-1"))
+        assert isinstance(env, dict)
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
+
+    def test_contract_secret_names_are_a_frozenset(self, provider: ModelProvider) -> None:
+        names = provider.secret_env_names(sample_mapping(provider=type(provider).id))
+        assert isinstance(names, frozenset)

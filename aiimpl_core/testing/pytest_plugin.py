@@ -1,0 +1,187 @@
+"""Pytest fixtures shipped with the core (entry point ``pytest11``: ``aiimpl``).
+
+Databases: every test that uses ``app`` runs on SQLite, and again on PostgreSQL when
+``AIIMPL_TEST_DATABASE_URL`` is set. Each test session gets its own PostgreSQL database (created
+from that URL, dropped at the end), so parallel runs never share rows. The schema is built by
+the real Alembic migrations once per session; tables are emptied after each test.
+
+Override ``aiimpl_plugins`` (a list of plugin objects) and ``aiimpl_config`` (a dict) in a test
+module or conftest to shape the app.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+TEST_SECRET_KEY = "test-secret-key-0123456789abcdef"
+TEST_ADMIN_CODE = "test-admin-code"
+
+
+def _pg_base_url() -> str | None:
+    return os.environ.get("AIIMPL_TEST_DATABASE_URL") or None
+
+
+def _migrate(url: str) -> None:
+    from flask_migrate import upgrade
+
+    from ..app import create_app
+
+    app = create_app({"AIIMPL_DATABASE_URL": url, "AIIMPL_SECRET_KEY": TEST_SECRET_KEY, "TESTING": True},
+                     load_entrypoints=False)
+    with app.app_context():
+        upgrade()
+        from ..extensions import db
+
+        db.engine.dispose()
+
+
+class _Databases:
+    def __init__(self) -> None:
+        self.urls: dict[str, str] = {}
+        self._tmp = tempfile.TemporaryDirectory(prefix="aiimpl-test-")
+        self._pg_admin: Any = None
+        self._pg_name: str | None = None
+
+    def get(self, kind: str) -> str:
+        if kind not in self.urls:
+            self.urls[kind] = self._create(kind)
+            _migrate(self.urls[kind])
+        return self.urls[kind]
+
+    def _create(self, kind: str) -> str:
+        if kind == "sqlite":
+            return "sqlite:///" + os.path.join(self._tmp.name, "aiimpl.db")
+        base = _pg_base_url()
+        if not base:
+            pytest.skip("PostgreSQL tests need AIIMPL_TEST_DATABASE_URL")
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.engine import make_url
+
+        self._pg_name = f"aiimpl_t_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        self._pg_admin = create_engine(base, isolation_level="AUTOCOMMIT")
+        with self._pg_admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{self._pg_name}"'))
+        return make_url(base).set(database=self._pg_name).render_as_string(hide_password=False)
+
+    def close(self) -> None:
+        if self._pg_admin is not None and self._pg_name:
+            from sqlalchemy import text
+
+            with self._pg_admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{self._pg_name}" WITH (FORCE)'))
+            self._pg_admin.dispose()
+        self._tmp.cleanup()
+
+
+@pytest.fixture(scope="session")
+def aiimpl_databases() -> Iterator[_Databases]:
+    dbs = _Databases()
+    yield dbs
+    dbs.close()
+
+
+def _db_params() -> list[Any]:
+    return ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=_db_params())
+def database_url(request: pytest.FixtureRequest, aiimpl_databases: _Databases) -> str:
+    """A migrated, empty database: SQLite, then PostgreSQL when configured."""
+    return aiimpl_databases.get(request.param)
+
+
+@pytest.fixture
+def aiimpl_plugins() -> list[object]:
+    """Plugins the test app loads (entry points are not loaded). Override to add yours."""
+    return []
+
+
+@pytest.fixture
+def aiimpl_config() -> dict[str, Any]:
+    """Extra configuration for the test app. Override to add yours."""
+    return {}
+
+
+@pytest.fixture
+def app(database_url: str, aiimpl_plugins: list[object], aiimpl_config: dict[str, Any]) -> Iterator[Any]:
+    """A Flask app on a migrated test database, with ``aiimpl_plugins`` registered."""
+    from ..app import create_app
+    from ..extensions import db
+
+    config = {
+        "AIIMPL_DATABASE_URL": database_url,
+        "AIIMPL_SECRET_KEY": TEST_SECRET_KEY,
+        "AIIMPL_ADMIN_ACCESS_CODE": TEST_ADMIN_CODE,
+        "AIIMPL_PUBLIC_URL": "http://orchestrator.test",
+        "TESTING": True,
+        **aiimpl_config,
+    }
+    app = create_app(config, plugins=aiimpl_plugins, load_entrypoints=False, environ={})
+    ctx = app.app_context()
+    ctx.push()
+    try:
+        yield app
+    finally:
+        db.session.remove()
+        empty_tables()
+        db.engine.dispose()
+        ctx.pop()
+
+
+def empty_tables() -> None:
+    """Delete every row of every table (the schema stays)."""
+    from ..extensions import db
+
+    tables = [t.name for t in db.metadata.sorted_tables]
+    with db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")
+        else:
+            for table in reversed(db.metadata.sorted_tables):
+                conn.execute(table.delete())
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+@pytest.fixture
+def admin_token(client: Any) -> str:
+    resp = client.post("/api/auth", json={"code": TEST_ADMIN_CODE})
+    assert resp.status_code == 200, resp.get_json()
+    body = resp.get_json()
+    return body.get("token") or body["sessionToken"]
+
+
+@pytest.fixture
+def admin_headers(admin_token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {admin_token}"}
+
+
+def specs_dir() -> str:
+    """The directory of official API descriptions (``shared/specs`` beside the repository)."""
+    env = os.environ.get("AIIMPL_SPECS_DIR")
+    if env:
+        return env
+    here = os.path.dirname(os.path.abspath(__file__))
+    probe = here
+    for _ in range(8):
+        candidate = os.path.join(probe, "..", "shared", "specs")
+        if os.path.isdir(candidate):
+            return os.path.normpath(candidate)
+        probe = os.path.dirname(probe)
+    raise FileNotFoundError("shared/specs not found; set AIIMPL_SPECS_DIR")
+
+
+@pytest.fixture(scope="session")
+def aiimpl_specs_dir() -> str:
+    try:
+        return specs_dir()
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc))

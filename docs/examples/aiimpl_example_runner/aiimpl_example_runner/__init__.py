@@ -1,0 +1,1 @@
+"""Example runner plugin: dispatches to a spool directory."""

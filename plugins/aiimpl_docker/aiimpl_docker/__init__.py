@@ -1,0 +1,1 @@
+"""AI-Implement plugin: Local Docker runner backend."""

@@ -1,0 +1,1 @@
+"""AI-Implement plugin: Fly Machines runner backend."""

@@ -1,0 +1,1 @@
+"""AI-Implement plugin: GitHub Actions runner backend."""

@@ -1,0 +1,1 @@
+"""AI-Implement plugin: Jira Cloud ticketing provider and /api/jira endpoints."""

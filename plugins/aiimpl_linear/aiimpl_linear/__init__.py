@@ -1,0 +1,1 @@
+"""AI-Implement plugin: Linear ticketing provider."""

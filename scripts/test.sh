@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Sets up a virtual environment with the core, every plugin and the test tools, prepares the
+# optional test engines (a Docker-API engine, Chromium) where this machine allows, and runs the
+# whole test suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+VENV=${AIIMPL_VENV:-.venv}
+[[ -x $VENV/bin/python ]] || "$PY" -m venv "$VENV"
+"$VENV/bin/pip" install -q --upgrade pip >/dev/null
+"$VENV/bin/pip" install -q -e ".[test]" \
+  -e plugins/aiimpl_linear -e plugins/aiimpl_jira -e plugins/aiimpl_gha \
+  -e plugins/aiimpl_fly -e plugins/aiimpl_docker \
+  -e docs/examples/aiimpl_example_runner
+
+# Optional engines: each script prints what it did, and exports what the tests read into
+# .ci/env (DOCKER_HOST, AIIMPL_CHROMIUM …). Where one cannot start, its tests skip with the reason.
+: > .ci/env.sh
+for setup in scripts/setup-podman.sh scripts/setup-chromium.sh; do
+  [[ -f $setup ]] && bash "$setup" .ci/env.sh || echo "note: $setup did not complete; its tests will skip"
+done
+# shellcheck disable=SC1091
+source .ci/env.sh
+
+exec "$VENV/bin/python" -m pytest "$@"

@@ -1,0 +1,176 @@
+"""The plugin manager: built-ins, entry points, broken plugins, collisions, the facade."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from aiimpl_core import hookimpl
+from aiimpl_core.errors import DuplicateProviderError
+from aiimpl_core.plugins import DEFAULT_PLUGINS, Plugins
+from aiimpl_core.providers import ModelProvider
+from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
+
+
+def test_builtin_model_providers_are_plugins():
+    facade = Plugins(load_entrypoints=False)
+    assert facade.ids("model") == ["anthropic", "bedrock"] or set(facade.ids("model")) == {"anthropic", "bedrock"}
+    assert len(DEFAULT_PLUGINS) == 2
+    assert facade.owner("model", "bedrock") == "bedrock"
+
+
+def test_extra_plugins_register_their_providers():
+    tracker, runner = FakeTracker(), FakeRunner()
+    facade = Plugins(load_entrypoints=False, extra=[tracker.plugin, runner.plugin])
+    assert "fake-tracker" in facade.ids("ticketing")
+    assert facade.runner_modes() == ["gha"]
+
+
+def test_two_plugins_claiming_one_provider_id_is_an_error_naming_both():
+    a, b = FakeTracker("same"), FakeTracker("same")
+    with pytest.raises(DuplicateProviderError) as err:
+        Plugins(load_entrypoints=False, extra=[a.plugin, b.plugin])
+    msg = str(err.value)
+    assert "'same'" in msg and "fake-tracker-same" in msg and msg.count("fake-tracker-same") == 2
+
+
+def test_two_backends_claiming_one_runner_mode_is_an_error():
+    with pytest.raises(DuplicateProviderError, match="runner mode 'gha'"):
+        Plugins(load_entrypoints=False, extra=[FakeRunner("a", "gha").plugin, FakeRunner("b", "gha").plugin])
+
+
+class WrongSignature:
+    @hookimpl
+    def aiimpl_register_model_providers(self, register, unexpected):  # noqa: ANN001, ANN201
+        pass
+
+
+class UnknownHook:
+    @hookimpl
+    def aiimpl_no_such_hook(self):  # noqa: ANN201
+        pass
+
+
+class RegistersGarbage:
+    @hookimpl
+    def aiimpl_register_model_providers(self, register):  # noqa: ANN001, ANN201
+        register(object)
+
+
+def test_bad_plugins_are_recorded_not_fatal():
+    facade = Plugins(load_entrypoints=False, extra=[WrongSignature(), UnknownHook(), RegistersGarbage()])
+    failures = facade.failures()
+    assert "invalid hook implementation" in failures["WrongSignature"]
+    assert "unknown hook 'aiimpl_no_such_hook'" in failures["UnknownHook"]
+    assert "not a concrete ModelProvider" in failures["RegistersGarbage"]
+    assert set(facade.ids("model")) == {"anthropic", "bedrock"}
+
+
+def test_disabled_plugins_are_blocked():
+    facade = Plugins(load_entrypoints=False, disabled=["bedrock"])
+    assert facade.ids("model") == ["anthropic"]
+
+
+def test_event_hook_failures_are_isolated(caplog):
+    seen = []
+
+    class Observer:
+        @hookimpl
+        def aiimpl_job_status_changed(self, job_id, issue_key, old, new):  # noqa: ANN001, ANN201
+            seen.append((job_id, new))
+
+    class Broken:
+        @hookimpl
+        def aiimpl_job_status_changed(self, job_id):  # noqa: ANN001, ANN201
+            raise RuntimeError("boom")
+
+    facade = Plugins(load_entrypoints=False, extra=[Observer(), Broken()])
+    facade.job_status_changed(1, "ENG-1", None, "dispatched")
+    assert seen == [(1, "dispatched")]
+    assert "boom" in caplog.text
+
+
+def _write_broken_dist(tmp_path):
+    site = tmp_path / "site"
+    dist = site / "broken_plugin-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[aiimpl]\nbroken = broken_plugin_mod\n")
+    (site / "broken_plugin_mod.py").write_text("import this_module_does_not_exist\n")
+    return site
+
+
+def _env(tmp_path, **extra):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(_write_broken_dist(tmp_path)), env.get("PYTHONPATH", "")])
+    env["AIIMPL_DATABASE_URL"] = f"sqlite:///{tmp_path}/x.db"
+    env["AIIMPL_SECRET_KEY"] = "k"
+    env.update(extra)
+    return env
+
+
+def test_plugins_list_json_shows_builtins_example_and_failures(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "aiimpl_core.cli", "plugins", "list", "--json"],
+                         env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["anthropic"]["provides"] == [{"kind": "model", "id": "anthropic", "name": "Anthropic API"}]
+    assert rows["bedrock"]["kind"] == "model" and rows["bedrock"]["distribution"] == "aiimpl-core"
+    assert rows["broken"]["status"] == "failed"
+    assert "ModuleNotFoundError" in rows["broken"]["error"] and "this_module_does_not_exist" in rows["broken"]["error"]
+    assert rows["broken"]["distribution"] == "broken-plugin"
+    if "example_runner" in rows:  # installed in the test environment by .ci/run
+        assert rows["example_runner"]["provides"][0]["id"] == "example-spool"
+
+
+def test_example_plugin_is_discovered_through_its_entry_point():
+    pytest.importorskip("aiimpl_example_runner")
+    facade = Plugins()
+    assert "example-spool" in facade.ids("runner")
+    assert facade.records["example_runner"].distribution == "aiimpl-example-runner"
+
+
+def test_serve_starts_with_a_broken_plugin_and_answers_healthz(tmp_path):
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = _env(tmp_path)
+    subprocess.run([sys.executable, "-m", "aiimpl_core.cli", "db", "upgrade"], env=env, check=True,
+                   capture_output=True, timeout=60)
+    proc = subprocess.Popen([sys.executable, "-m", "aiimpl_core.cli", "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        body = None
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+                    body = json.loads(resp.read())
+                    break
+            except OSError:
+                time.sleep(0.1)
+        assert body is not None, proc.stderr.read() if proc.poll() is not None else "no answer"
+        assert body["status"] == "ok" and "broken" in body["failedPlugins"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+class Sneaky(ModelProvider):
+    id = "sneaky"
+    display_name = "Sneaky"
+
+    def session_env(self, mapping):  # noqa: ANN001, ANN201
+        return {}
+
+
+def test_provider_instances_are_built_once_per_app(app):
+    facade = app.extensions["aiimpl"]
+    assert facade.model("anthropic") is facade.model("anthropic")
