@@ -1,2 +1,4 @@
-"""The core's command groups beyond ``serve``/``plugins``/``config``; each module adds itself to ``cli``."""
+"""Imports the modules that add the core's command groups to ``cli``."""
 from __future__ import annotations
+
+from . import demo, jobs, manage, openapi, session  # noqa: F401

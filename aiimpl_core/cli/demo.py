@@ -1,0 +1,2 @@
+"""CLI: demo commands."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""CLI: jobs commands."""
+from __future__ import annotations

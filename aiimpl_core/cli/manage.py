@@ -1,0 +1,2 @@
+"""CLI: manage commands."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""CLI: openapi commands."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""CLI: session commands."""
+from __future__ import annotations

@@ -1,0 +1,191 @@
+"""Creating a job and handing it to a runner backend.
+
+:func:`create_job` adds the job row inside the caller's transaction (the dispatcher's claim, which
+checks caps and blockers under a lock); :func:`launch` runs after that commit: it builds the
+session's environment with fresh credentials and calls the backend. A crash between the two
+leaves a job in ``unknown`` that the reconciler ends (``run_not_found``); it is never launched twice.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import current_app
+
+from ..auth import tokens
+from ..errors import AiimplError, DispatchError, ProviderError
+from ..extensions import db
+from ..orm import Job
+from ..orm import Mapping as MappingRow
+from ..session import env as session_env
+from ..types import DispatchRequest, DispatchResult, JobStatus, LogLabel, Phase
+from . import secrets as secrets_service
+from . import settings
+from .jobs import record_created, transition
+from .outcomes import Outcome, end_job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """Which backend runs a mapping's jobs under the current runner mode."""
+
+    backend_id: str | None
+    runner_mode: str
+    shadow: bool
+
+
+def choose_backend(mapping: MappingRow, runner_mode: str | None = None) -> BackendChoice:
+    """``default`` uses the mapping's ``executionMode``; ``gha``/``fly``/``local`` force the
+    backend registered for that mode; ``shadow`` records what would run and starts nothing."""
+    facade = current_app.extensions["aiimpl"]
+    mode = runner_mode or settings.effective_runner_mode()
+    if mode in ("default", "shadow"):
+        backend_id = mapping.execution_mode if mapping.execution_mode in facade.ids("runner") else None
+        return BackendChoice(backend_id if mode == "default" else (backend_id or mapping.execution_mode),
+                             mode, mode == "shadow")
+    backend = facade.runner_for_mode(mode)
+    return BackendChoice(backend.id if backend else None, mode, False)
+
+
+def create_job(
+    mapping: MappingRow,
+    issue_key: str,
+    *,
+    phase: Phase,
+    provider: str,
+    choice: BackendChoice,
+    pr_number: int | None = None,
+    plan: str | None = None,
+    forced: bool = False,
+    base_branch: str | None = None,
+) -> Job:
+    """Add a job in ``unknown`` (flushed, not committed). The caller commits, then calls :func:`launch`."""
+    job = Job(
+        issue_key=issue_key,
+        team_key=mapping.team_key,
+        mapping_id=mapping.id,
+        provider=provider,
+        phase=phase.value,
+        status=JobStatus.UNKNOWN.value,
+        backend=choice.backend_id,
+        runner_mode=choice.runner_mode,
+        shadow=choice.shadow,
+        owner=mapping.owner,
+        repo=mapping.repo,
+        base_branch=base_branch or mapping.default_branch,
+        branch=f"{mapping.branch_prefix or ''}{issue_key}",
+        pr_number=pr_number,
+        plan=plan,
+        forced=forced,
+    )
+    db.session.add(job)
+    db.session.flush()
+    job.run_name = f"AI-Implement {issue_key} {phase.value} job-{job.id}"
+    record_created(job)
+    return job
+
+
+def build_request(job: Job, mapping: MappingRow, nonce: str, run_tokens: dict[str, str]) -> DispatchRequest:
+    """The session's environment: job identity, credentials, model provider, ``extraEnv``, secrets."""
+    facade = current_app.extensions["aiimpl"]
+    view = mapping.view()
+    backend = facade.runner(job.backend) if job.backend in facade.ids("runner") else None
+    lifetime = int(current_app.config["AIIMPL_SESSION_LIFETIME_SECONDS"])
+    env: dict[str, str] = {}
+    secret_names: set[str] = set()
+
+    env.update(view.extra_env)
+    if backend is not None and backend.supports_secrets:
+        team_secrets = secrets_service.values_for_team(mapping.team_key)
+        env.update(team_secrets)
+        secret_names.update(team_secrets)
+    if mapping.provider in facade.ids("model"):
+        model = facade.model(mapping.provider)
+        env.update(model.session_env(view))
+        secret_names.update(model.secret_env_names(view))
+
+    core = {
+        session_env.URL.name: str(current_app.config["AIIMPL_PUBLIC_URL"]).rstrip("/"),
+        session_env.JOB_ID.name: str(job.id),
+        session_env.PHASE.name: job.phase,
+        session_env.ISSUE_KEY.name: job.issue_key,
+        session_env.REPOSITORY.name: f"{job.owner}/{job.repo}",
+        session_env.BASE_BRANCH.name: job.base_branch or view.default_branch,
+        session_env.BRANCH.name: job.branch or "",
+        session_env.SESSION_MODE.name: view.session_mode,
+        session_env.LIFETIME.name: str(lifetime),
+        session_env.NONCE.name: nonce,
+        session_env.RESULT_TOKEN.name: run_tokens[tokens.AUD_RESULT],
+        session_env.PROGRESS_TOKEN.name: run_tokens[tokens.AUD_PROGRESS],
+        session_env.CONTEXT_TOKEN.name: run_tokens[tokens.AUD_PLANNING_CONTEXT],
+    }
+    if job.pr_number:
+        core[session_env.PR_NUMBER.name] = str(job.pr_number)
+    env.update(core)  # the core's own variables cannot be overridden by extraEnv or secrets
+    secret_names.update(v.name for v in session_env.ALL if v.secret)
+    env[session_env.SECRET_NAMES.name] = ",".join(sorted(n for n in secret_names if n in env))
+    return DispatchRequest(
+        job_id=job.id,
+        phase=Phase(job.phase),
+        issue_key=job.issue_key,
+        mapping=view,
+        branch=job.branch or "",
+        base_branch=job.base_branch or view.default_branch,
+        run_name=job.run_name or f"job-{job.id}",
+        env=env,
+        secret_names=frozenset(n for n in secret_names if n in env),
+        pr_number=job.pr_number,
+        lifetime_seconds=lifetime,
+    )
+
+
+def issue_credentials(job: Job) -> tuple[str, dict[str, str]]:
+    """A fresh nonce (stored hashed on the job) and the job's three run tokens."""
+    nonce, digest = tokens.new_nonce()
+    job.nonce_hash = digest
+    run_tokens = tokens.issue_run_tokens(
+        str(current_app.config["AIIMPL_SECRET_KEY"]), job.id, job.phase,
+        int(current_app.config["AIIMPL_RUN_TOKEN_SECONDS"]),
+    )
+    return nonce, run_tokens
+
+
+def launch(job: Job, *, gap_fill: bool = False) -> DispatchResult | None:
+    """Start the job's session; commit. Shadow jobs and jobs with no backend start nothing.
+
+    :raises DispatchError: after ending the job ``failed``, when the backend refused.
+    """
+    facade = current_app.extensions["aiimpl"]
+    mapping = db.session.get(MappingRow, job.mapping_id) if job.mapping_id else None
+    if mapping is None:
+        end_job(job, Outcome(JobStatus.FAILED, reason="the project mapping was deleted before dispatch"))
+        db.session.commit()
+        return None
+    nonce, run_tokens = issue_credentials(job)
+    if job.shadow:
+        transition(job, JobStatus.DISPATCHED, reason="shadow mode: no runner started")
+        db.session.commit()
+        return None
+    if not job.backend or job.backend not in facade.ids("runner"):
+        end_job(job, Outcome(JobStatus.FAILED, reason=f"no runner backend {job.backend!r} is installed",
+                             log_label=LogLabel.SESSION_FAILED))
+        db.session.commit()
+        raise DispatchError(f"no runner backend {job.backend!r} is installed", status=None)
+    backend = facade.runner(job.backend)
+    request = build_request(job, mapping, nonce, run_tokens)
+    db.session.commit()  # the nonce hash is stored before the session can use it
+    try:
+        result = backend.dispatch_gap_fill(request) if gap_fill else backend.dispatch(request)
+    except AiimplError as exc:
+        status = exc.status if isinstance(exc, ProviderError) else None
+        detail = exc.detail if isinstance(exc, ProviderError) else None
+        end_job(job, Outcome(JobStatus.FAILED, reason=f"dispatch to {backend.display_name} failed: {exc.message}"))
+        db.session.commit()
+        if isinstance(exc, DispatchError):
+            raise
+        raise DispatchError(exc.message, provider=backend.id, status=status, detail=detail) from exc
+    transition(job, JobStatus.DISPATCHED, run_id=result.run_id, run_url=result.run_url)
+    db.session.commit()
+    return result

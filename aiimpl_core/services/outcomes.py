@@ -1,0 +1,126 @@
+"""How a job ends: its terminal status, the issue's stage, and the outcome comments.
+
+Used by ``/runner/result``, the reconciler (timeouts, failed runs) and the dispatcher (a refused
+dispatch). Ending is compare-and-set: whoever ends a job first wins, and the loser changes nothing.
+The caller commits, then delivers the outbox (``outbox.deliver(issue_keys=[job.issue_key])``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..extensions import db
+from ..orm import Job, utcnow
+from ..types import JobStatus, LogLabel, Phase, Stage
+from . import comments
+from .jobs import enqueue_comment, set_stage, tracked_issue, transition
+
+APPROVE_HINT = (
+    "To approve the plan and start the implementation, apply the trigger again "
+    "(Linear: add the `AI-Implement` label; Jira: move the issue to `Ready`)."
+)
+
+FAILED_STAGE = {
+    Phase.PLANNING: Stage.PLANNING_FAILED,
+    Phase.IMPLEMENTATION: Stage.IMPLEMENTATION_FAILED,
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What is known about how a job ended.
+
+    :param status: a terminal status.
+    :param reason: the underlying failure message (``{reason}`` of the failure comment).
+    :param timeout_reason: with ``timed_out``.
+    :param log_label: label of the log excerpt, when there is one.
+    :param log_excerpt: already redacted by whoever captured it.
+    """
+
+    status: JobStatus
+    reason: str | None = None
+    timeout_reason: str | None = None
+    log_label: LogLabel | None = None
+    log_excerpt: str | None = None
+    pr_url: str | None = None
+    pr_number: int | None = None
+    plan: str | None = None
+    cost_usd: float | None = None
+    turns: int | None = None
+    duration_seconds: float | None = None
+
+
+def end_job(job: Job, outcome: Outcome) -> bool:
+    """End ``job`` with ``outcome``; return false (changing nothing) when it had already ended."""
+    assert outcome.status.terminal, outcome.status
+    fields: dict[str, object] = {}
+    for attr in ("pr_url", "pr_number", "plan", "cost_usd", "turns", "duration_seconds"):
+        value = getattr(outcome, attr)
+        if value is not None:
+            fields[attr] = value
+    if outcome.reason:
+        fields["error"] = outcome.reason
+    if outcome.log_label:
+        fields["log_label"] = outcome.log_label.value
+    if outcome.log_excerpt:
+        fields["log_excerpt"] = outcome.log_excerpt
+    moved = transition(job, outcome.status, reason=outcome.reason or outcome.timeout_reason,
+                       timeout_reason=outcome.timeout_reason, **fields)
+    if not moved:
+        return False
+    _report(job, outcome)
+    db.session.flush()
+    return True
+
+
+def _comment(job: Job, kind: str, body: str) -> None:
+    enqueue_comment(job.issue_key, body, provider=job.provider or "", kind=kind, job=job,
+                    dedupe_key=f"outcome:{job.id}:{kind}")
+
+
+def _report(job: Job, outcome: Outcome) -> None:
+    phase = Phase(job.phase)
+    provider = job.provider or ""
+    status = outcome.status
+    now = utcnow()
+
+    if status is JobStatus.COMPLETED:
+        if phase is Phase.PLANNING:
+            tracked = tracked_issue(job.issue_key, team_key=job.team_key, provider=provider)
+            tracked.plan = outcome.plan or job.plan
+            tracked.plan_job_id = job.id
+            set_stage(job.issue_key, Stage.PLAN_COMPLETE, provider=provider, job=job, now=now)
+            _comment(job, "plan", comments.plan_ready(outcome.plan or job.plan or "(empty plan)", APPROVE_HINT))
+        else:
+            tracked = tracked_issue(job.issue_key, team_key=job.team_key, provider=provider)
+            tracked.plan = None  # a plan is used once; a new trigger plans again
+            set_stage(job.issue_key, Stage.PR_OPENED, provider=provider, job=job, now=now)
+            if job.pr_url:
+                _comment(job, "pr", comments.pr_link(job.pr_number, job.pr_url))
+        return
+
+    if status is JobStatus.REVIEW_FAILED:
+        if job.pr_url:
+            _comment(job, "pr", comments.pr_link(job.pr_number, job.pr_url))
+        reason = outcome.reason or "the post-push review flagged blockers"
+        _comment(job, "failure", comments.failure(phase, reason))
+        _comment(job, "log", comments.log_excerpt(LogLabel.POST_PUSH_REVIEW_NOT_APPROVED,
+                                                  outcome.log_excerpt or reason))
+        if phase in FAILED_STAGE:
+            set_stage(job.issue_key, FAILED_STAGE[phase], provider=provider, job=job, now=now)
+        return
+
+    # failed or timed_out
+    if status is JobStatus.TIMED_OUT:
+        reason = outcome.reason or comments.timed_out_reason(outcome.timeout_reason or "timed_out")
+    else:
+        reason = outcome.reason or "the run failed"
+    _comment(job, "failure", comments.failure(phase, reason))
+    label = outcome.log_label
+    if label is None and status is JobStatus.TIMED_OUT and outcome.timeout_reason in (
+        LogLabel.MACHINE_TIMEOUT.value, LogLabel.CONTAINER_TIMEOUT.value
+    ):
+        label = LogLabel(outcome.timeout_reason)
+    if label is not None:
+        _comment(job, "log", comments.log_excerpt(label, outcome.log_excerpt or reason))
+    if phase in FAILED_STAGE:
+        set_stage(job.issue_key, FAILED_STAGE[phase], provider=provider, job=job, now=now)

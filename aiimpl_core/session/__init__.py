@@ -1,0 +1,1 @@
+"""The session program (``aiimpl session run``) that runs inside every runner."""
