@@ -8,10 +8,31 @@ from ..auth import admin, is_public
 from ..errors import AiimplError
 
 
-def register_api(app: Flask) -> None:
-    from .health import bp as health_bp
+#: Blueprint modules, each exposing ``bp``: grouped as the reference groups the endpoints.
+BLUEPRINT_MODULES = (
+    "health",
+    # integration and callback API (runners, automation)
+    "runner",
+    "trigger",
+    "session",
+    "webhook",
+    # admin API
+    "admin_auth",
+    "admin_jobs",
+    "admin_mappings",
+    "admin_runner_mode",
+    "admin_sessions",
+    "admin_secrets",
+    "openapi",
+)
 
-    app.register_blueprint(health_bp)
+
+def register_api(app: Flask) -> None:
+    import importlib
+
+    for name in BLUEPRINT_MODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        app.register_blueprint(module.bp)
     _install_admin_guard(app)
     _install_error_handlers(app)
 

@@ -1,0 +1,6 @@
+"""API blueprint: trigger."""
+from __future__ import annotations
+
+from flask import Blueprint
+
+bp = Blueprint("trigger", __name__)
