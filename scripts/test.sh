@@ -18,7 +18,8 @@ VENV=${AIIMPL_VENV:-.venv}
 # .ci/env (DOCKER_HOST, AIIMPL_CHROMIUM …). Where one cannot start, its tests skip with the reason.
 : > .ci/env.sh
 for setup in scripts/setup-podman.sh scripts/setup-chromium.sh; do
-  [[ -f $setup ]] && bash "$setup" .ci/env.sh || echo "note: $setup did not complete; its tests will skip"
+  [[ -f $setup ]] || continue
+  bash "$setup" .ci/env.sh || echo "note: $setup did not complete; its tests will skip"
 done
 # shellcheck disable=SC1091
 source .ci/env.sh
