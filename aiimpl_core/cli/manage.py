@@ -1,2 +1,363 @@
-"""CLI: manage commands."""
+"""Management commands mirroring the admin UI's actions, for scripting.
+
+Each command goes through the same HTTP API the UI uses (in-process, with an admin session minted
+for the call), so validation, messages and side effects are exactly the API's. Errors print the
+API's message and exit with status 1; ``--json`` prints the API's answer.
+"""
 from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+from urllib.parse import quote
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from . import cli, echo_json
+
+
+class ApiCall:
+    """One in-process request to the admin API."""
+
+    def __init__(self) -> None:
+        from ..auth import admin
+
+        self.client = current_app.test_client()
+        self.headers = {"Authorization": f"Bearer {admin.issue_session()}"}
+
+    def __call__(self, method: str, path: str, body: Any = None, *, ok: tuple[int, ...] = ()) -> Any:
+        resp = self.client.open(path, method=method, json=body, headers=self.headers)
+        data = resp.get_json(silent=True)
+        if resp.status_code >= 400 and resp.status_code not in ok:
+            message = data.get("error") if isinstance(data, dict) and data.get("error") else None
+            raise click.ClickException(message or f"HTTP {resp.status_code}")
+        return data
+
+
+def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
+    if not rows:
+        click.echo("(none)")
+        return
+    widths = [max(len(title), *(len(str(r.get(key, "") if r.get(key) is not None else "")) for r in rows))
+              for key, title in columns]
+    click.echo("  ".join(title.ljust(w) for (_, title), w in zip(columns, widths, strict=True)))
+    for r in rows:
+        click.echo("  ".join(str(r.get(key) if r.get(key) is not None else "").ljust(w)
+                             for (key, _), w in zip(columns, widths, strict=True)))
+
+
+def _as_list(body: Any, *keys: str) -> list[dict[str, Any]]:
+    if isinstance(body, list):
+        return body
+    for key in keys:
+        if isinstance(body, dict) and isinstance(body.get(key), list):
+            return body[key]
+    return []
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")
+
+
+# -- mappings ---------------------------------------------------------------------------------------
+
+@cli.group("mappings")
+def mappings() -> None:
+    """Project mappings (tracker team -> repository)."""
+
+
+MAPPING_COLUMNS = [("teamKey", "TEAM"), ("owner", "OWNER"), ("repo", "REPO"), ("defaultBranch", "BRANCH"),
+                   ("executionMode", "RUNNER"), ("provider", "MODEL"), ("maxInProgressAiIssues", "CAP"),
+                   ("paused", "PAUSED")]
+
+
+@mappings.command("list")
+@json_option
+@with_appcontext
+def mappings_list(as_json: bool) -> None:
+    """List mappings."""
+    body = ApiCall()("GET", "/api/mappings")
+    if as_json:
+        echo_json(body)
+    else:
+        _table(_as_list(body, "mappings", "items"), MAPPING_COLUMNS)
+
+
+@mappings.command("show")
+@click.argument("team_key")
+@json_option
+@with_appcontext
+def mappings_show(team_key: str, as_json: bool) -> None:
+    """Show one mapping."""
+    body = ApiCall()("GET", f"/api/mappings/{quote(team_key, safe='')}")
+    if as_json:
+        echo_json(body)
+    else:
+        mapping = body.get("mapping", body) if isinstance(body, dict) else body
+        for key, value in mapping.items():
+            click.echo(f"{key:<24} {json.dumps(value) if isinstance(value, dict | list) else value}")
+
+
+def _mapping_options(func):  # noqa: ANN001, ANN202
+    options = [
+        click.option("--owner", help="GitHub owner (user or organisation)."),
+        click.option("--repo", help="GitHub repository name."),
+        click.option("--default-branch", "defaultBranch", help="Base branch for the work."),
+        click.option("--provider", help="Model provider id (anthropic, bedrock, …)."),
+        click.option("--aws-region", "awsRegion", help="AWS region (provider bedrock)."),
+        click.option("--execution-mode", "executionMode", help="Runner backend id (github-actions, fly-machines, …)."),
+        click.option("--machine-cpus", "machineCpus", type=int, help="CPUs of a session machine."),
+        click.option("--machine-memory-mb", "machineMemoryMb", type=int, help="Memory of a session machine (MB)."),
+        click.option("--session-mode", "sessionMode", help="autonomous, interactive or hybrid."),
+        click.option("--branch-prefix", "branchPrefix", help="Prefix of the work branch (default ai/)."),
+        click.option("--cap", "maxInProgressAiIssues", type=int, help="Max issues in progress at once."),
+        click.option("--planning/--no-planning", "planningEnabled", default=None, help="Plan before implementing."),
+        click.option("--planning-workflow-file", "planningWorkflowFile", help="Workflow file of planning runs."),
+        click.option("--env", "extraEnv", multiple=True, metavar="KEY=VALUE", help="Extra session environment."),
+        click.option("--ticketing", help='Ticketing settings as JSON, e.g. {"provider": "linear"}.'),
+        click.option("--from-json", "from_json", type=click.File("r"), help="Read the mapping from a JSON file (- for stdin)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _mapping_body(team_key: str, values: dict[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    source = values.pop("from_json", None)
+    if source is not None:
+        try:
+            body.update(json.load(source))
+        except ValueError as exc:
+            raise click.ClickException(f"--from-json: not valid JSON ({exc})") from None
+    env = values.pop("extraEnv", ())
+    if env:
+        pairs = {}
+        for item in env:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--env")
+            pairs[key] = value
+        body["extraEnv"] = pairs
+    ticketing = values.pop("ticketing", None)
+    if ticketing:
+        try:
+            body["ticketing"] = json.loads(ticketing)
+        except ValueError as exc:
+            raise click.BadParameter(f"not valid JSON ({exc})", param_hint="--ticketing") from None
+    body.update({k: v for k, v in values.items() if v is not None})
+    body["teamKey"] = team_key
+    return body
+
+
+@mappings.command("create")
+@click.argument("team_key")
+@_mapping_options
+@json_option
+@with_appcontext
+def mappings_create(team_key: str, as_json: bool, **values: Any) -> None:
+    """Create a mapping for TEAM_KEY (or update it when it exists)."""
+    body = ApiCall()("POST", "/api/mappings", _mapping_body(team_key, values))
+    echo_json(body) if as_json else click.echo(f"Mapping {team_key} saved.")
+
+
+@mappings.command("update")
+@click.argument("team_key")
+@_mapping_options
+@json_option
+@with_appcontext
+def mappings_update(team_key: str, as_json: bool, **values: Any) -> None:
+    """Change the given fields of TEAM_KEY's mapping; the others keep their values."""
+    call = ApiCall()
+    call("GET", f"/api/mappings/{quote(team_key, safe='')}")  # 404 "Team not found" when it does not exist
+    body = call("POST", "/api/mappings", _mapping_body(team_key, values))
+    echo_json(body) if as_json else click.echo(f"Mapping {team_key} updated.")
+
+
+def _patch(team_key: str, body: dict[str, Any], as_json: bool, done: str) -> None:
+    result = ApiCall()("PATCH", f"/api/mappings/{quote(team_key, safe='')}", body)
+    echo_json(result) if as_json else click.echo(done)
+
+
+@mappings.command("pause")
+@click.argument("team_key")
+@json_option
+@with_appcontext
+def mappings_pause(team_key: str, as_json: bool) -> None:
+    """Pause a mapping: its issues are not dispatched."""
+    _patch(team_key, {"paused": True}, as_json, f"Mapping {team_key} paused.")
+
+
+@mappings.command("resume")
+@click.argument("team_key")
+@json_option
+@with_appcontext
+def mappings_resume(team_key: str, as_json: bool) -> None:
+    """Resume a paused mapping."""
+    _patch(team_key, {"paused": False}, as_json, f"Mapping {team_key} resumed.")
+
+
+@mappings.command("set-cap")
+@click.argument("team_key")
+@click.argument("cap", type=int)
+@json_option
+@with_appcontext
+def mappings_set_cap(team_key: str, cap: int, as_json: bool) -> None:
+    """Set the concurrency cap (max issues in progress) of a mapping."""
+    _patch(team_key, {"maxInProgressAiIssues": cap}, as_json, f"Cap of {team_key} set to {cap}.")
+
+
+@mappings.command("delete")
+@click.argument("team_key")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@with_appcontext
+def mappings_delete(team_key: str, yes: bool, as_json: bool) -> None:
+    """Delete a mapping."""
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Delete the mapping of {team_key}?", abort=True)
+    body = ApiCall()("DELETE", f"/api/mappings/{quote(team_key, safe='')}", ok=(404,))
+    if isinstance(body, dict) and body.get("deleted") is False:
+        raise click.ClickException("Team not found")
+    echo_json(body) if as_json else click.echo(f"Mapping {team_key} deleted.")
+
+
+@mappings.command("sync-workflows")
+@click.argument("team_key", required=False)
+@click.option("--all", "all_", is_flag=True, help="Sync every mapping (with a progress bar).")
+@json_option
+@with_appcontext
+def mappings_sync(team_key: str | None, all_: bool, as_json: bool) -> None:
+    """Create or update the workflow templates in the mapping's repository."""
+    call = ApiCall()
+    if not team_key and not all_:
+        raise click.UsageError("give a TEAM_KEY or --all")
+    teams = [team_key] if team_key else [m["teamKey"] for m in _as_list(call("GET", "/api/mappings"), "mappings", "items")]
+    results: dict[str, Any] = {}
+    failures = 0
+    with click.progressbar(teams, label="Syncing workflows", show_pos=True, file=sys.stderr) as bar:
+        for team in bar:
+            try:
+                results[team] = call("POST", f"/api/mappings/{quote(team, safe='')}/sync-workflows")
+            except click.ClickException as exc:
+                results[team] = {"error": exc.message}
+                failures += 1
+    if as_json:
+        echo_json(results)
+    else:
+        for team, result in results.items():
+            click.echo(f"{team}: {result.get('error') if isinstance(result, dict) and 'error' in result else 'ok'}")
+    if failures:
+        raise click.ClickException(f"{failures} of {len(teams)} mappings failed to sync")
+
+
+# -- secrets -----------------------------------------------------------------------------------------
+
+def _secrets_path(team: str | None) -> str:
+    return f"/api/mappings/{quote(team, safe='')}/secrets" if team else "/api/global-secrets"
+
+
+team_option = click.option("--team", help="A team's secrets (default: global secrets).")
+
+
+@cli.group("secrets")
+def secrets() -> None:
+    """Team and global secrets (names only; values are never shown)."""
+
+
+@secrets.command("list")
+@team_option
+@json_option
+@with_appcontext
+def secrets_list(team: str | None, as_json: bool) -> None:
+    """List secret names and update times."""
+    body = ApiCall()("GET", _secrets_path(team))
+    echo_json(body) if as_json else _table(_as_list(body, "secrets", "items"), [("name", "NAME"), ("updatedAt", "UPDATED")])
+
+
+@secrets.command("set")
+@click.argument("name")
+@team_option
+@json_option
+@with_appcontext
+def secrets_set(name: str, team: str | None, as_json: bool) -> None:
+    """Set a secret. The value is read from standard input, or asked for (never an argument)."""
+    if sys.stdin.isatty():
+        value = click.prompt(f"Value of {name}", hide_input=True)
+    else:
+        value = sys.stdin.read().rstrip("\n")
+    body = ApiCall()("POST", _secrets_path(team), {"name": name, "value": value})
+    echo_json(body) if as_json else click.echo(f"Secret {name} set.")
+
+
+@secrets.command("delete")
+@click.argument("name")
+@team_option
+@json_option
+@with_appcontext
+def secrets_delete(name: str, team: str | None, as_json: bool) -> None:
+    """Delete a secret."""
+    body = ApiCall()("DELETE", f"{_secrets_path(team)}/{quote(name, safe='')}")
+    echo_json(body) if as_json else click.echo(f"Secret {name} deleted.")
+
+
+# -- runner mode ---------------------------------------------------------------------------------------
+
+@cli.group("runner-mode")
+def runner_mode() -> None:
+    """The global runner mode (default, gha, fly, local, shadow)."""
+
+
+@runner_mode.command("get")
+@json_option
+@with_appcontext
+def runner_mode_get(as_json: bool) -> None:
+    """Show the saved and the effective runner mode."""
+    body = ApiCall()("GET", "/api/runner-mode")
+    if as_json:
+        echo_json(body)
+        return
+    click.echo(f"mode: {body.get('mode')}")
+    click.echo(f"effective: {body.get('effective', body.get('mode'))}")
+    if body.get("envOverride"):
+        click.echo(f"RUNNER_MODE env var overrides it: {body['envOverride']}")
+
+
+@runner_mode.command("set")
+@click.argument("mode")
+@json_option
+@with_appcontext
+def runner_mode_set(mode: str, as_json: bool) -> None:
+    """Save the runner mode."""
+    body = ApiCall()("POST", "/api/runner-mode", {"mode": mode})
+    echo_json(body) if as_json else click.echo(f"Runner mode set to {mode}.")
+
+
+# -- sessions ----------------------------------------------------------------------------------------
+
+@cli.group("sessions")
+def sessions() -> None:
+    """Active session machines and containers."""
+
+
+@sessions.command("list")
+@json_option
+@with_appcontext
+def sessions_list(as_json: bool) -> None:
+    """List active sessions."""
+    body = ApiCall()("GET", "/api/sessions")
+    echo_json(body) if as_json else _table(
+        _as_list(body, "sessions", "items"),
+        [("id", "SESSION"), ("backend", "BACKEND"), ("state", "STATE"), ("jobId", "JOB"), ("issueKey", "ISSUE")],
+    )
+
+
+@sessions.command("destroy")
+@click.argument("session_id")
+@json_option
+@with_appcontext
+def sessions_destroy(session_id: str, as_json: bool) -> None:
+    """Destroy a session."""
+    body = ApiCall()("DELETE", f"/api/sessions/{quote(session_id, safe='')}")
+    echo_json(body) if as_json else click.echo(f"Session {session_id} destroyed.")

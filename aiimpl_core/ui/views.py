@@ -1,11 +1,57 @@
-"""Admin UI pages."""
+"""Admin UI pages: server-rendered shells; every action goes through the documented HTTP API.
+
+The pages hold no data of their own: ``static/app.js`` signs in with ``POST /api/auth``, keeps the
+session token in the browser's session storage, and reads and writes through the ``/api/*``
+endpoints, refreshing the panels that change by themselves (jobs, issues, blockers, sessions).
+"""
 from __future__ import annotations
 
-from flask import Blueprint, redirect
+from flask import Blueprint, abort, current_app, redirect, render_template, url_for
 
-bp = Blueprint("ui", __name__, template_folder="templates", static_folder="static", static_url_path="/ui/static")
+bp = Blueprint("ui", __name__, template_folder="templates", static_folder="static",
+               static_url_path="/ui/static")
+
+PANELS = (
+    ("projects", "Projects"),
+    ("issues", "Issues"),
+    ("blockers", "Blockers"),
+    ("jobs", "Dispatch log"),
+    ("sessions", "Sessions"),
+    ("secrets", "Secrets"),
+    ("runner-mode", "Runner mode"),
+    ("jira", "Jira settings"),
+)
+
+
+def _panels() -> list[tuple[str, str]]:
+    jira_installed = "jira" in current_app.extensions["aiimpl"].ids("ticketing")
+    return [(slug, title) for slug, title in PANELS if slug != "jira" or jira_installed]
 
 
 @bp.get("/")
 def index():  # noqa: ANN201
-    return redirect("/healthz")
+    return redirect(url_for("ui.panel", name="projects"))
+
+
+@bp.get("/ui/")
+def ui_root():  # noqa: ANN201
+    return redirect(url_for("ui.panel", name="projects"))
+
+
+@bp.get("/ui/signin")
+def signin():  # noqa: ANN201
+    return render_template("signin.html", banner=current_app.config.get("AIIMPL_UI_BANNER"))
+
+
+@bp.get("/ui/<name>")
+def panel(name: str):  # noqa: ANN201
+    panels = _panels()
+    if name not in dict(panels):
+        abort(404)
+    return render_template(
+        f"panel_{name.replace('-', '_')}.html",
+        panels=panels,
+        active=name,
+        title=dict(panels)[name],
+        banner=current_app.config.get("AIIMPL_UI_BANNER"),
+    )

@@ -1,0 +1,408 @@
+/* AI-Implement admin UI: a thin client of the documented /api endpoints. */
+"use strict";
+
+const TOKEN_KEY = "aiimpl.token";
+const REFRESH_MS = 3000;
+
+function token() { return sessionStorage.getItem(TOKEN_KEY); }
+
+function esc(value) {
+  return String(value ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+}
+
+function pick(obj, ...names) {
+  for (const n of names) { if (obj && obj[n] !== undefined && obj[n] !== null) return obj[n]; }
+  return undefined;
+}
+
+function asList(body, ...keys) {
+  if (Array.isArray(body)) return body;
+  for (const k of keys) { if (body && Array.isArray(body[k])) return body[k]; }
+  return [];
+}
+
+function when(value) {
+  if (!value) return "";
+  const d = new Date(value);
+  return isNaN(d) ? esc(value) : `<time datetime="${esc(value)}">${esc(d.toLocaleString())}</time>`;
+}
+
+function link(url, text) {
+  if (!url) return "";
+  const safe = /^https?:\/\//.test(url) ? url : "#";
+  return `<a href="${esc(safe)}" target="_blank" rel="noopener">${esc(text || url)}</a>`;
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.error) || `HTTP ${status}`);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = {"Accept": "application/json"};
+  if (token()) headers["Authorization"] = `Bearer ${token()}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const resp = await fetch(path, {method, headers, body: body === undefined ? undefined : JSON.stringify(body)});
+  let data = null;
+  try { data = await resp.json(); } catch (_) { data = null; }
+  if (resp.status === 401 && path !== "/api/auth") {
+    sessionStorage.removeItem(TOKEN_KEY);
+    location.assign(`/ui/signin?next=${encodeURIComponent(location.pathname)}`);
+    throw new ApiError(401, data);
+  }
+  if (!resp.ok) throw new ApiError(resp.status, data);
+  return data;
+}
+
+function flash(message, kind = "ok") {
+  const el = document.getElementById("flash");
+  if (!el) return;
+  el.textContent = message;
+  el.className = `flash ${kind}`;
+}
+
+function every(fn) {
+  fn();
+  const id = setInterval(() => { if (!document.hidden) fn(); }, REFRESH_MS);
+  window.addEventListener("beforeunload", () => clearInterval(id));
+}
+
+function fillRows(table, rowsHtml, cols, empty) {
+  const tbody = document.querySelector(`${table} tbody`);
+  tbody.innerHTML = rowsHtml.length ? rowsHtml.join("") : `<tr><td colspan="${cols}">${esc(empty)}</td></tr>`;
+}
+
+function statusBadge(status, extra) {
+  return `<span class="status s-${esc(status)}">${esc(status)}${extra ? ` (${esc(extra)})` : ""}</span>`;
+}
+
+/* ---- sign in ---------------------------------------------------------------------------- */
+
+function initSignin() {
+  const form = document.getElementById("signin-form");
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const err = document.getElementById("signin-error");
+    err.textContent = "";
+    try {
+      const body = await api("POST", "/api/auth", {code: form.code.value});
+      sessionStorage.setItem(TOKEN_KEY, pick(body, "token", "sessionToken"));
+      const next = new URLSearchParams(location.search).get("next");
+      location.assign(next && next.startsWith("/ui/") ? next : "/ui/projects");
+    } catch (e) {
+      err.textContent = e.message;
+    }
+  });
+}
+
+/* ---- projects ----------------------------------------------------------------------------- */
+
+const MAPPING_FIELDS = ["teamKey", "owner", "repo", "defaultBranch", "provider", "awsRegion", "executionMode",
+  "sessionMode", "machineCpus", "machineMemoryMb", "branchPrefix", "maxInProgressAiIssues", "planningWorkflowFile",
+  "planningEnabled", "extraEnv", "ticketing"];
+
+function fieldOfMessage(message) {
+  const m = /^([A-Za-z]+)/.exec(message || "");
+  if (!m) return null;
+  if (message.startsWith("provider 'bedrock' is not supported")) return "executionMode";
+  return MAPPING_FIELDS.includes(m[1]) ? m[1] : (message.includes("ticketing") ? "ticketing" : null);
+}
+
+function clearFieldErrors(form) {
+  form.querySelectorAll(".field-error").forEach((p) => { p.textContent = ""; });
+  form.querySelectorAll("[aria-invalid]").forEach((i) => i.removeAttribute("aria-invalid"));
+}
+
+function showFieldError(form, field, message) {
+  const slot = field && form.querySelector(`.field-error[data-for="${field}"]`);
+  const input = field && form.querySelector(`[name="${field}"]`);
+  if (slot && input) {
+    slot.textContent = message;
+    input.setAttribute("aria-invalid", "true");
+    input.setAttribute("aria-describedby", slot.id || "");
+    input.focus();
+    return true;
+  }
+  return false;
+}
+
+function readMappingForm(form) {
+  const out = {};
+  for (const el of form.elements) {
+    if (!el.name || el.type === "submit" || el.type === "reset") continue;
+    const kind = el.dataset.type;
+    if (kind === "bool") { out[el.name] = el.checked; continue; }
+    const raw = el.value.trim();
+    if (raw === "") continue;
+    if (kind === "int") out[el.name] = /^-?\d+$/.test(raw) ? Number(raw) : raw;
+    else if (kind === "json") {
+      try { out[el.name] = JSON.parse(raw); } catch (_) { throw {field: el.name, message: `${el.name} must be valid JSON`}; }
+    } else out[el.name] = raw;
+  }
+  return out;
+}
+
+function fillMappingForm(form, m) {
+  for (const el of form.elements) {
+    if (!el.name) continue;
+    const v = m[el.name];
+    if (el.dataset.type === "bool") el.checked = !!v;
+    else if (el.dataset.type === "json") el.value = v && Object.keys(v).length ? JSON.stringify(v) : "";
+    else el.value = v ?? "";
+  }
+  form.scrollIntoView({behavior: "smooth"});
+  form.querySelector("[name=teamKey]").focus();
+}
+
+function initProjects() {
+  const form = document.getElementById("mapping-form");
+  let mappings = [];
+  const load = async () => {
+    mappings = asList(await api("GET", "/api/mappings"), "mappings", "items");
+    fillRows("#mappings-table", mappings.map((m) => {
+      const team = esc(m.teamKey);
+      const paused = !!m.paused;
+      return `<tr data-team="${team}"><th scope="row">${team}</th><td>${esc(m.owner)}/${esc(m.repo)}</td>
+        <td>${esc(m.defaultBranch)}</td><td>${esc(m.executionMode)}</td><td>${esc(m.provider)}</td>
+        <td><label class="sr-only" for="cap-${team}">Cap for ${team}</label>
+            <input class="cap" id="cap-${team}" inputmode="numeric" size="3" value="${esc(m.maxInProgressAiIssues ?? "")}">
+            <button type="button" data-act="cap">Set cap</button></td>
+        <td>${paused ? '<span class="status s-paused">paused</span>' : '<span class="status s-running">active</span>'}</td>
+        <td class="actions"><button type="button" data-act="edit">Edit</button>
+          <button type="button" data-act="${paused ? "resume" : "pause"}">${paused ? "Resume" : "Pause"}</button>
+          <button type="button" data-act="sync">Sync workflows</button>
+          <button type="button" class="danger" data-act="delete">Delete</button></td></tr>`;
+    }), 8, "No mappings yet: create one below.");
+  };
+  document.querySelector("#mappings-table").addEventListener("click", async (ev) => {
+    const btn = ev.target.closest("button[data-act]");
+    if (!btn) return;
+    const team = btn.closest("tr").dataset.team;
+    const path = `/api/mappings/${encodeURIComponent(team)}`;
+    try {
+      switch (btn.dataset.act) {
+        case "edit": fillMappingForm(form, mappings.find((m) => m.teamKey === team)); return;
+        case "pause": await api("PATCH", path, {paused: true}); flash(`${team} paused`); break;
+        case "resume": await api("PATCH", path, {paused: false}); flash(`${team} resumed`); break;
+        case "cap": {
+          const raw = btn.parentElement.querySelector("input").value.trim();
+          await api("PATCH", path, {maxInProgressAiIssues: /^-?\d+$/.test(raw) ? Number(raw) : raw});
+          flash(`Cap of ${team} set to ${raw}`);
+          break;
+        }
+        case "sync": {
+          const r = await api("POST", `${path}/sync-workflows`);
+          flash(`Workflows of ${team} synced: ${esc(JSON.stringify(r))}`);
+          break;
+        }
+        case "delete":
+          if (!confirm(`Delete the mapping of ${team}?`)) return;
+          await api("DELETE", path); flash(`${team} deleted`); break;
+      }
+      await load();
+    } catch (e) { flash(e.message, "error"); }
+  });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    clearFieldErrors(form);
+    const general = document.getElementById("mapping-error");
+    general.textContent = "";
+    let body;
+    try { body = readMappingForm(form); } catch (e) { showFieldError(form, e.field, e.message); return; }
+    try {
+      await api("POST", "/api/mappings", body);
+      flash(`Mapping ${body.teamKey} saved`);
+      form.reset();
+      await load();
+    } catch (e) {
+      if (!showFieldError(form, fieldOfMessage(e.message), e.message)) general.textContent = e.message;
+    }
+  });
+  load().catch((e) => flash(e.message, "error"));
+}
+
+/* ---- issues, blockers, jobs, sessions --------------------------------------------------------- */
+
+function initIssues() {
+  every(async () => {
+    const issues = asList(await api("GET", "/api/issues"), "issues", "items");
+    fillRows("#issues-table", issues.map((i) => {
+      const job = pick(i, "latestJob", "job") || {};
+      return `<tr><th scope="row">${link(i.url, pick(i, "issueKey", "key"))}</th><td>${esc(i.title)}</td>
+        <td>${esc(pick(i, "teamKey", "team"))}</td><td>${esc(pick(i, "stageTitle", "stage"))}</td>
+        <td>${esc(job.id ?? "")}</td><td>${job.status ? statusBadge(job.status, job.timeoutReason) : ""}</td>
+        <td>${link(job.prUrl, job.prNumber ? `#${job.prNumber}` : "PR")}</td></tr>`;
+    }), 7, "No tracked issues yet.");
+  });
+}
+
+function initBlockers() {
+  every(async () => {
+    const rows = asList(await api("GET", "/api/blockers"), "blockers", "items");
+    fillRows("#blockers-table", rows.map((b) => `<tr><th scope="row">${esc(pick(b, "issueKey", "key"))}</th>
+      <td>${esc(pick(b, "teamKey", "team"))}</td><td><code>${esc(b.reason)}</code></td><td>${esc(b.message)}</td>
+      <td>${when(pick(b, "since", "firstSeenAt", "lastSeenAt"))}</td></tr>`), 5, "Nothing is blocked.");
+  });
+}
+
+async function showSteps(jobId) {
+  const section = document.getElementById("job-steps");
+  const steps = asList(await api("GET", `/api/jobs/${encodeURIComponent(jobId)}/steps`), "steps", "items");
+  document.getElementById("steps-job").textContent = jobId;
+  document.getElementById("steps-list").innerHTML = steps.length ? steps.map((s) =>
+    `<li><span class="step-type">${esc(pick(s, "type"))}</span> ${statusBadge(pick(s, "status"))}
+      <span class="muted">${when(pick(s, "startedAt", "started_at"))}${pick(s, "finishedAt", "finished_at") ? " → " + when(pick(s, "finishedAt", "finished_at")) : ""}</span></li>`
+  ).join("") : "<li>No steps reported yet.</li>";
+  section.hidden = false;
+  section.dataset.job = jobId;
+}
+
+function initJobs() {
+  every(async () => {
+    const jobs = asList(await api("GET", "/api/jobs"), "jobs", "items");
+    fillRows("#jobs-table", jobs.map((j) => `<tr data-job="${esc(j.id)}"><th scope="row">${esc(j.id)}</th>
+      <td>${esc(pick(j, "issueKey"))}</td><td>${esc(j.phase)}</td><td>${esc(j.backend)}${j.shadow ? " (shadow)" : ""}</td>
+      <td>${statusBadge(j.status, pick(j, "timeoutReason"))}</td><td>${link(pick(j, "prUrl"), j.prNumber ? `#${j.prNumber}` : "PR")}</td>
+      <td>${when(pick(j, "createdAt"))}</td><td><button type="button" data-act="steps">Steps</button></td></tr>`),
+    8, "No jobs yet.");
+    const open = document.getElementById("job-steps");
+    if (!open.hidden && open.dataset.job) await showSteps(open.dataset.job);
+  });
+  document.querySelector("#jobs-table").addEventListener("click", (ev) => {
+    const btn = ev.target.closest("button[data-act=steps]");
+    if (btn) showSteps(btn.closest("tr").dataset.job).catch((e) => flash(e.message, "error"));
+  });
+}
+
+function initSessions() {
+  const load = async () => {
+    const rows = asList(await api("GET", "/api/sessions"), "sessions", "items");
+    fillRows("#sessions-table", rows.map((s) => `<tr data-id="${esc(s.id)}"><th scope="row">${esc(s.id)}</th>
+      <td>${esc(s.backend)}</td><td>${esc(s.state)}</td><td>${esc(pick(s, "jobId") ?? "")}</td><td>${esc(pick(s, "issueKey") ?? "")}</td>
+      <td><button type="button" class="danger" data-act="destroy">Destroy</button></td></tr>`), 6, "No active sessions.");
+  };
+  every(() => load().catch((e) => flash(e.message, "error")));
+  document.querySelector("#sessions-table").addEventListener("click", async (ev) => {
+    const btn = ev.target.closest("button[data-act=destroy]");
+    if (!btn) return;
+    const id = btn.closest("tr").dataset.id;
+    if (!confirm(`Destroy session ${id}?`)) return;
+    try { await api("DELETE", `/api/sessions/${encodeURIComponent(id)}`); flash(`Session ${id} destroyed`); await load(); }
+    catch (e) { flash(e.message, "error"); }
+  });
+}
+
+/* ---- secrets ---------------------------------------------------------------------------------- */
+
+function initSecrets() {
+  const scope = document.getElementById("s-scope");
+  const base = () => scope.value ? `/api/mappings/${encodeURIComponent(scope.value)}/secrets` : "/api/global-secrets";
+  const load = async () => {
+    const rows = asList(await api("GET", base()), "secrets", "items");
+    fillRows("#secrets-table", rows.map((s) => `<tr data-name="${esc(s.name)}"><th scope="row"><code>${esc(s.name)}</code></th>
+      <td>${when(pick(s, "updatedAt"))}</td><td><button type="button" class="danger" data-act="delete">Delete</button></td></tr>`),
+    3, "No secrets in this scope.");
+  };
+  api("GET", "/api/mappings").then((body) => {
+    for (const m of asList(body, "mappings", "items")) {
+      const opt = document.createElement("option");
+      opt.value = m.teamKey; opt.textContent = `Team ${m.teamKey}`;
+      scope.appendChild(opt);
+    }
+  }).catch(() => {});
+  scope.addEventListener("change", () => load().catch((e) => flash(e.message, "error")));
+  document.getElementById("secret-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const form = ev.target;
+    const err = document.getElementById("secret-error");
+    err.textContent = "";
+    try {
+      await api("POST", base(), {name: form.name.value, value: form.value.value});
+      flash(`Secret ${form.name.value} set`);
+      form.reset();
+      await load();
+    } catch (e) { err.textContent = e.message; }
+  });
+  document.querySelector("#secrets-table").addEventListener("click", async (ev) => {
+    const btn = ev.target.closest("button[data-act=delete]");
+    if (!btn) return;
+    const name = btn.closest("tr").dataset.name;
+    if (!confirm(`Delete secret ${name}?`)) return;
+    try { await api("DELETE", `${base()}/${encodeURIComponent(name)}`); flash(`Secret ${name} deleted`); await load(); }
+    catch (e) { flash(e.message, "error"); }
+  });
+  load().catch((e) => flash(e.message, "error"));
+}
+
+/* ---- runner mode, jira ---------------------------------------------------------------------- */
+
+function initRunnerMode() {
+  const form = document.getElementById("runner-mode-form");
+  const warning = document.getElementById("runner-mode-warning");
+  const load = async () => {
+    const body = await api("GET", "/api/runner-mode");
+    const mode = pick(body, "mode", "persisted");
+    const input = form.querySelector(`input[value="${mode}"]`);
+    if (input) input.checked = true;
+    document.getElementById("runner-mode-effective").textContent = pick(body, "effective", "mode");
+    const env = pick(body, "envOverride");
+    warning.hidden = !env;
+    if (env) warning.textContent = `RUNNER_MODE env var is set (${env}); the saved value has no effect until it is unset.`;
+  };
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const mode = form.querySelector("input[name=mode]:checked");
+    if (!mode) return;
+    try { await api("POST", "/api/runner-mode", {mode: mode.value}); flash(`Runner mode set to ${mode.value}`); }
+    catch (e) {
+      if (e.status === 409) { warning.hidden = false; warning.textContent = e.message; }
+      else flash(e.message, "error");
+    }
+    await load().catch(() => {});
+  });
+  load().catch((e) => flash(e.message, "error"));
+}
+
+function initJira() {
+  const form = document.getElementById("jql-form");
+  const result = document.getElementById("jql-result");
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const body = await api("POST", "/api/jira/validate-jql", {jql: form.jql.value});
+      result.className = "ok"; result.textContent = body && body.valid === false ? "Invalid" : "Valid JQL";
+    } catch (e) { result.className = "error"; result.textContent = e.message; }
+  });
+  const fieldSel = document.getElementById("jira-field");
+  const optSel = document.getElementById("jira-option");
+  api("GET", "/api/jira/fields").then((body) => {
+    const fields = asList(body, "fields", "items");
+    fieldSel.innerHTML = '<option value="">Choose a field</option>' +
+      fields.map((f) => `<option value="${esc(f.id)}">${esc(f.name)} (${esc(f.id)})</option>`).join("");
+  }).catch((e) => { fieldSel.innerHTML = `<option value="">${esc(e.message)}</option>`; });
+  fieldSel.addEventListener("change", async () => {
+    if (!fieldSel.value) return;
+    try {
+      const opts = asList(await api("GET", `/api/jira/field-options?fieldId=${encodeURIComponent(fieldSel.value)}`), "options", "items");
+      optSel.innerHTML = opts.length ? opts.map((o) => `<option value="${esc(o.id ?? o.value)}">${esc(o.value ?? o.name)}</option>`).join("")
+        : '<option value="">This field has no options</option>';
+    } catch (e) { optSel.innerHTML = `<option value="">${esc(e.message)}</option>`; }
+  });
+}
+
+/* ---- boot ------------------------------------------------------------------------------------ */
+
+const PANELS = {projects: initProjects, issues: initIssues, blockers: initBlockers, jobs: initJobs,
+  sessions: initSessions, secrets: initSecrets, "runner-mode": initRunnerMode, jira: initJira};
+
+document.addEventListener("DOMContentLoaded", () => {
+  if (document.getElementById("signin-form")) { initSignin(); return; }
+  if (!token()) { location.assign(`/ui/signin?next=${encodeURIComponent(location.pathname)}`); return; }
+  const out = document.getElementById("signout");
+  if (out) out.addEventListener("click", () => { sessionStorage.removeItem(TOKEN_KEY); location.assign("/ui/signin"); });
+  const init = PANELS[document.body.dataset.panel];
+  if (init) init();
+});
