@@ -65,8 +65,12 @@ class FakeTracker:
     :param page_size: issues per page of ``iter_triggered``.
     """
 
-    def __init__(self, provider_id: str = "fake-tracker", page_size: int = 50) -> None:
+    def __init__(self, provider_id: str = "fake-tracker", page_size: int = 50,
+                 display_name: str = "Fake tracker") -> None:
         self.provider_id = provider_id
+        self.display_name = display_name
+        #: called with (issue key, body) after each posted comment
+        self.on_comment: list[Callable[[str, str], None]] = []
         self.page_size = page_size
         self.issues: dict[str, FakeIssue] = {}
         self.comments: dict[str, list[str]] = defaultdict(list)
@@ -117,7 +121,7 @@ class FakeTracker:
 
         class Provider(TicketingProvider):
             id = state.provider_id
-            display_name = "Fake tracker"
+            display_name = state.display_name
 
             def iter_triggered(self, teams: Sequence[str]) -> Iterator[TriggeredPage]:
                 state._check("iter_triggered", tuple(teams))
@@ -143,7 +147,10 @@ class FakeTracker:
                 state._check("post_comment", key)
                 with state.lock:
                     state.comments[key].append(body)
-                    return Comment(body=body, id=str(len(state.comments[key])))
+                    comment = Comment(body=body, id=str(len(state.comments[key])))
+                for callback in state.on_comment:
+                    callback(key, body)
+                return comment
 
             def set_stage(self, key: str, stage: Stage) -> None:
                 state._check("set_stage", (key, stage))
