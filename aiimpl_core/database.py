@@ -55,7 +55,8 @@ def serialized(session: Session | None = None) -> Iterator[Session]:
     PostgreSQL: an ordinary transaction; take :func:`advisory_lock` for what must not interleave.
     Commits on success, rolls back on error.
     """
-    session = session or db.session
+    # the scoped_session proxy has no in_transaction(): work on the current Session itself
+    session = session or db.session()
     if session.in_transaction():
         session.commit()
     if session.get_bind().dialect.name == "sqlite":

@@ -1,6 +1,172 @@
-"""API blueprint: session."""
+"""Session endpoints: ``POST /api/token``, ``POST /api/status``, ``POST /api/step-report``.
+
+A session authenticates with its job's one-time nonce (in the body), not the admin session, so
+these views are marked public for the admin guard. Errors are the reference's messages.
+"""
 from __future__ import annotations
 
-from flask import Blueprint
+from typing import Any
+
+from flask import Blueprint, jsonify
+
+from ..auth import public_endpoint
+from ..schemas import runner as schemas
+from ..services import callbacks
 
 bp = Blueprint("session", __name__)
+
+
+def _refusal(exc: schemas.BodyError | callbacks.CallbackError) -> tuple[Any, int]:
+    if isinstance(exc, schemas.BodyError):
+        return jsonify(error=exc.answer), 400
+    return jsonify(exc.body()), exc.status
+
+
+@bp.post("/api/token")
+@public_endpoint
+def github_token():  # noqa: ANN201
+    """Issue a short-lived GitHub token for the job's repository.
+    ---
+    post:
+      summary: Exchange the job nonce for a short-lived GitHub installation token
+      tags: [session]
+      security:
+        - nonce: []
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: TokenRequestSchema
+      responses:
+        200:
+          description: The token and its expiry
+          content:
+            application/json:
+              schema: TokenResponseSchema
+        400:
+          description: nonce and owner are required
+          content:
+            application/json:
+              schema: CallbackErrorSchema
+        403:
+          description: Invalid or expired nonce; Owner mismatch
+          content:
+            application/json:
+              schema: CallbackErrorSchema
+        500:
+          description: Failed to generate token (also when the body is not valid JSON)
+          content:
+            application/json:
+              schema: CallbackErrorSchema
+    """
+    body = schemas.read_json_body()
+    if body is schemas.NOT_JSON:
+        # the reference answers an unparsable body as a failed generation
+        return jsonify(error=callbacks.TOKEN_FAILED), 500
+    try:
+        data = schemas.load(schemas.TokenRequestSchema(), body, not_object="nonce and owner are required")
+        return jsonify(callbacks.github_token(data["nonce"], data["owner"])), 200
+    except (schemas.BodyError, callbacks.CallbackError) as exc:
+        return _refusal(exc)
+
+
+@bp.post("/api/status")
+@public_endpoint
+def status_event():  # noqa: ANN201
+    """Post a session lifecycle event; it becomes a progress comment on the issue.
+    ---
+    post:
+      summary: Report a session lifecycle event (posted on the issue as a progress comment)
+      description: >-
+        Event types: session_created, environment_ready, pr_opened, verification_started,
+        verification_passed, verification_failed, session_cleaned_up, session_failed,
+        session_timed_out. The comment is delivered before answering; a retried event is never
+        posted twice. When posting fails the answer is 500 and the comment stays queued.
+      tags: [session]
+      security:
+        - nonce: []
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: StatusEventSchema
+      responses:
+        200:
+          description: Posted
+          content:
+            application/json:
+              schema: StatusResponseSchema
+        400:
+          description: "event is required; Invalid JSON body; nonce is required; Unknown event type: {type}"
+          content:
+            application/json:
+              schema: CallbackErrorSchema
+        403:
+          description: Invalid or expired nonce
+          content:
+            application/json:
+              schema: CallbackErrorSchema
+        500:
+          description: Internal server error (posting the status comment failed)
+          content:
+            application/json:
+              schema: CallbackErrorSchema
+    """
+    try:
+        data = schemas.load(schemas.StatusEventSchema(), _json_or_invalid(), not_object="nonce is required")
+        return jsonify(callbacks.status_event(data["nonce"], data)), 200
+    except (schemas.BodyError, callbacks.CallbackError) as exc:
+        return _refusal(exc)
+
+
+@bp.post("/api/step-report")
+@public_endpoint
+def step_report():  # noqa: ANN201
+    """Report the status of one pipeline step.
+    ---
+    post:
+      summary: Report a pipeline step of the session (upserted by step id)
+      tags: [session]
+      security:
+        - nonce: []
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: StepReportSchema
+      responses:
+        200:
+          description: Recorded
+          content:
+            application/json:
+              schema: ProgressResponseSchema
+        400:
+          description: >-
+            nonce is required; Invalid JSON body; step is required;
+            step.{id|type|status|started_at} is required and must be a string
+          content:
+            application/json:
+              schema: CallbackErrorSchema
+        403:
+          description: Invalid or expired nonce
+          content:
+            application/json:
+              schema: CallbackErrorSchema
+        500:
+          description: Internal server error (persisting the step failed)
+          content:
+            application/json:
+              schema: CallbackErrorSchema
+    """
+    try:
+        data = schemas.load(schemas.StepReportSchema(), _json_or_invalid(), not_object="nonce is required")
+        return jsonify(callbacks.record_step_report(data["nonce"], data["step"])), 200
+    except (schemas.BodyError, callbacks.CallbackError) as exc:
+        return _refusal(exc)
+
+
+def _json_or_invalid() -> Any:
+    body = schemas.read_json_body()
+    if body is schemas.NOT_JSON:
+        raise schemas.BodyError("Invalid JSON body")
+    return body

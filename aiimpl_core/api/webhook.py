@@ -1,6 +1,119 @@
-"""API blueprint: webhook."""
+"""``POST /api/github/webhook``: GitHub tells us a pull request merged.
+
+The delivery is verified first (``X-Hub-Signature-256``, HMAC-SHA256 of the raw body with
+``AIIMPL_GITHUB_WEBHOOK_SECRET``); with no secret configured every delivery is refused. Events
+other than a merged pull request answer 200 and are ignored. Each ``X-GitHub-Delivery`` acts once.
+"""
 from __future__ import annotations
 
-from flask import Blueprint
+import json
+import logging
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from ..auth import public_endpoint
+from ..auth.signatures import webhook_signature_valid
+from ..services import merge
 
 bp = Blueprint("webhook", __name__)
+log = logging.getLogger(__name__)
+
+MISSING_FIELDS = "Missing required PR fields"
+
+
+def merged_pull_request(payload: dict[str, Any]) -> merge.MergedPullRequest | None:
+    """The merged PR of a ``pull_request`` payload, or ``None`` when a required field is missing."""
+    pr = payload.get("pull_request")
+    repository = payload.get("repository")
+    if not isinstance(pr, dict) or not isinstance(repository, dict):
+        return None
+    number = pr.get("number", payload.get("number"))
+    url = pr.get("html_url")
+    head = pr.get("head")
+    branch = head.get("ref") if isinstance(head, dict) else None
+    sha = pr.get("merge_commit_sha")
+    full_name = repository.get("full_name")
+    if isinstance(number, bool) or not isinstance(number, int) or not 0 < number < 2**31:
+        return None
+    for value in (url, branch, sha, full_name):
+        if not isinstance(value, str) or not value:
+            return None
+    assert isinstance(full_name, str) and isinstance(url, str) and isinstance(branch, str) and isinstance(sha, str)
+    owner, _, repo = full_name.partition("/")
+    if not owner or not repo:
+        return None
+    return merge.MergedPullRequest(owner=owner, repo=repo, number=number, url=url, branch=branch, merge_sha=sha)
+
+
+@bp.post("/api/github/webhook")
+@public_endpoint
+def github_webhook():  # noqa: ANN201
+    """Receive a GitHub webhook delivery.
+    ---
+    post:
+      summary: GitHub pull-request events (a merged PR closes the issue out)
+      description: >-
+        Verified with `X-Hub-Signature-256`. Only a `pull_request` event with action `closed` and
+        `merged: true` acts; every other event answers 200 with `ignored: true`. A delivery id
+        (`X-GitHub-Delivery`) seen before answers 200 with `duplicate: true` and does nothing.
+      tags: [webhook]
+      security:
+        - githubSignature: []
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+      responses:
+        200:
+          description: Handled, ignored or duplicate
+          content:
+            application/json:
+              schema:
+                type: object
+        400:
+          description: Invalid JSON payload; Missing required PR fields
+          content:
+            application/json:
+              schema: CallbackErrorSchema
+        401:
+          description: Invalid signature (also while no webhook secret is configured)
+          content:
+            application/json:
+              schema: CallbackErrorSchema
+    """
+    secret = current_app.config.get("AIIMPL_GITHUB_WEBHOOK_SECRET")
+    try:
+        raw = request.get_data(cache=True)
+    except HTTPException:  # larger than MAX_CONTENT_LENGTH: cannot be verified
+        return jsonify(error="Invalid signature"), 401
+    if not secret:
+        log.error("GitHub webhook refused: AIIMPL_GITHUB_WEBHOOK_SECRET is not set")
+        return jsonify(error="Invalid signature"), 401
+    if not webhook_signature_valid(str(secret), raw, request.headers.get("X-Hub-Signature-256")):
+        return jsonify(error="Invalid signature"), 401
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return jsonify(error="Invalid JSON payload"), 400
+    event = request.headers.get("X-GitHub-Event")
+    delivery = request.headers.get("X-GitHub-Delivery")
+    is_merge = (
+        isinstance(payload, dict)
+        and event in (None, "pull_request")
+        and payload.get("action") == "closed"
+        and isinstance(payload.get("pull_request"), dict)
+        and payload["pull_request"].get("merged") is True
+    )
+    if not is_merge:
+        fresh = merge.record_ignored(delivery, event)
+        return jsonify(ignored=True, duplicate=not fresh), 200
+    pr = merged_pull_request(payload)
+    if pr is None:
+        return jsonify(error=MISSING_FIELDS), 400
+    result = merge.handle_merged(pr, delivery_id=delivery, event=event)
+    return jsonify(ignored=False, duplicate=result.duplicate, matched=result.job_id is not None,
+                   jobId=result.job_id), 200

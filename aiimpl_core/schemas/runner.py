@@ -1,0 +1,427 @@
+"""Request and response schemas of the integration and callback API.
+
+The ``/runner/*`` and ``/trigger/gap-fill`` endpoints answer a failed validation with one slug,
+the ``/api/*`` session endpoints with one message: always the *first* failing rule, in the order
+of the reference's tables. Marshmallow reports every failing field at once, so each schema
+carries its rules as an ordered list of (error path, answer) and :func:`first_error` picks the
+first that matches. A path ``("comments", "*")`` matches an error inside an element of a list;
+a path that ends at a field matches any error of that field or below it.
+
+Fields are strict: no string→number or number→bool coercion, booleans are not integers.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from flask import request
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from werkzeug.exceptions import HTTPException
+
+from ..auth.tokens import AUDIENCES  # noqa: F401 - re-exported for the OpenAPI description
+from ..types import LogLabel, Phase
+
+MAX_INT = 2**31 - 1  # the database's INTEGER
+
+#: Sentinel for "the body is missing or is not JSON".
+NOT_JSON = object()
+
+
+def read_json_body() -> Any:
+    """The request body parsed as JSON, or :data:`NOT_JSON` (empty, not UTF-8, not JSON, too
+    large or too deeply nested). Never raises: every body shape must get a 4xx, not a 500."""
+    try:
+        raw = request.get_data(cache=True)
+    except HTTPException:  # 413: larger than MAX_CONTENT_LENGTH
+        return NOT_JSON
+    if not raw or not raw.strip():
+        return NOT_JSON
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return NOT_JSON
+
+
+# -- strict fields --------------------------------------------------------------------------
+
+
+class StrictString(fields.String):
+    """A string, never a number or a boolean."""
+
+
+class StrictInteger(fields.Integer):
+    """An integer, never a boolean, a float or a numeric string."""
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.make_error("invalid")
+        return value
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("validate", validate.Range(min=0, max=MAX_INT))
+        super().__init__(strict=True, **kwargs)
+
+
+class StrictNumber(fields.Float):
+    """A finite JSON number (int or float), never a boolean or a string."""
+
+    def _validated(self, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.make_error("invalid")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.make_error("special")
+        return float(value)
+
+
+class StrictBoolean(fields.Boolean):
+    """``true`` or ``false`` only."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+# -- the ordered-rules machinery -----------------------------------------------------------
+
+
+class OrderedRulesSchema(Schema):
+    """A schema whose validation failure is answered with one code, the first of ``RULES``.
+
+    ``RULES`` is a sequence of ``(path, answer)``; errors on fields no rule names are answered
+    with ``FALLBACK`` (plus the field's name).
+    """
+
+    RULES: ClassVar[Sequence[tuple[tuple[str, ...], str]]] = ()
+    FALLBACK: ClassVar[str] = "invalid_field"
+
+    class Meta:
+        unknown = EXCLUDE  # runners may send more than we read
+
+
+def _matches(errors: Any, path: tuple[str, ...]) -> bool:
+    node = errors
+    for part in path:
+        if not isinstance(node, dict):
+            return False
+        if part == "*":
+            keys = [k for k in node if isinstance(k, int)]
+            if not keys:
+                return False
+            node = node[min(keys)]
+            continue
+        if part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def first_error(schema: OrderedRulesSchema, errors: Mapping[str, Any]) -> tuple[str, str | None]:
+    """The answer of the first rule that matches ``errors``, and the field it concerns."""
+    for path, answer in schema.RULES:
+        if _matches(errors, path):
+            return answer, path[-1] if path[-1] != "*" else path[0]
+    field_name = sorted(str(k) for k in errors)[0] if errors else None
+    return schema.FALLBACK, field_name
+
+
+class BodyError(Exception):
+    """A body failed validation; ``answer`` is the reference's slug or message."""
+
+    def __init__(self, answer: str, field: str | None = None) -> None:
+        super().__init__(answer)
+        self.answer = answer
+        self.field = field
+
+
+def load(schema: OrderedRulesSchema, data: Any, *, not_object: str) -> dict[str, Any]:
+    """Validate ``data``; raise :class:`BodyError` with the first failing rule's answer.
+
+    :param not_object: the answer when ``data`` is missing or not a JSON object.
+    """
+    if data is NOT_JSON or not isinstance(data, dict):
+        raise BodyError(not_object)
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        errors = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+        answer, field_name = first_error(schema, errors)
+        raise BodyError(answer, field_name) from None
+
+
+# -- POST /runner/result --------------------------------------------------------------------
+
+
+class ResultCommentSchema(Schema):
+    """A comment the runner wants on the issue."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    body = StrictString(required=True, metadata={"description": "Markdown body"})
+
+
+class ReviewSchema(Schema):
+    """The post-push review's verdict."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    approved = StrictBoolean(required=True)
+    blockers = fields.List(StrictString(), load_default=list)
+
+
+class RunnerResultSchema(OrderedRulesSchema):
+    """Body of ``POST /runner/result``: the final outcome of a run."""
+
+    RULES = (
+        (("comments", "*"), "invalid_comment_shape"),
+        (("comments",), "invalid_comments"),
+        (("outcome",), "invalid_outcome"),
+        (("phase",), "invalid_phase"),
+    )
+
+    outcome = StrictString(required=True, validate=validate.OneOf(["success", "failure"]))
+    phase = StrictString(required=True, validate=validate.OneOf([p.value for p in Phase]))
+    comments = fields.List(fields.Nested(ResultCommentSchema), required=True)
+    prUrl = StrictString(allow_none=True, validate=validate.Length(max=2000))
+    prNumber = StrictInteger(allow_none=True)
+    plan = StrictString(allow_none=True)
+    error = StrictString(allow_none=True)
+    logExcerpt = StrictString(allow_none=True)
+    logLabel = StrictString(allow_none=True, validate=validate.OneOf([label.value for label in LogLabel]))
+    review = fields.Nested(ReviewSchema, allow_none=True)
+    costUsd = StrictNumber(allow_none=True, validate=validate.Range(min=0))
+    turns = StrictInteger(allow_none=True)
+    durationSeconds = StrictNumber(allow_none=True, validate=validate.Range(min=0))
+
+
+class RunnerResultResponseSchema(Schema):
+    """Answer of ``POST /runner/result``."""
+
+    jobId = fields.Integer()
+    status = fields.String(metadata={"description": "the job's status after the result (terminal)"})
+    ended = fields.Boolean(metadata={"description": "false when the job had already ended (e.g. timed out)"})
+
+
+# -- POST /runner/progress and POST /api/step-report ----------------------------------------
+
+
+class StepSchema(Schema):
+    """One pipeline step as a runner reports it. Fields beyond these are kept as its detail."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    id = StrictString(required=True, validate=validate.Length(min=1, max=255))
+    type = StrictString(required=True, validate=validate.Length(max=255))
+    status = StrictString(required=True, validate=validate.Length(max=64))
+    started_at = StrictString(required=True, validate=validate.Length(max=64))
+    finished_at = StrictString(allow_none=True, validate=validate.Length(max=64))
+    detail = fields.Raw(allow_none=True)
+
+
+class RunnerProgressSchema(OrderedRulesSchema):
+    """Body of ``POST /runner/progress``."""
+
+    RULES = (
+        (("step", "id"), "invalid_step_id"),
+        (("step", "started_at"), "invalid_step_started_at"),
+        (("step", "status"), "invalid_step_status"),
+        (("step", "type"), "invalid_step_type"),
+        (("step",), "step_required"),
+    )
+
+    step = fields.Nested(StepSchema, required=True)
+
+
+class StepReportSchema(OrderedRulesSchema):
+    """Body of ``POST /api/step-report`` (nonce-authenticated)."""
+
+    RULES = (
+        (("nonce",), "nonce is required"),
+        (("step", "id"), "step.id is required and must be a string"),
+        (("step", "type"), "step.type is required and must be a string"),
+        (("step", "status"), "step.status is required and must be a string"),
+        (("step", "started_at"), "step.started_at is required and must be a string"),
+        (("step",), "step is required"),
+    )
+    FALLBACK = "Invalid JSON body"
+
+    nonce = StrictString(required=True, validate=validate.Length(min=1))
+    step = fields.Nested(StepSchema, required=True)
+
+
+class ProgressResponseSchema(Schema):
+    """Answer of ``POST /runner/progress`` and ``POST /api/step-report``."""
+
+    ok = fields.Boolean()
+    jobId = fields.Integer()
+    status = fields.String(metadata={"description": "the job's status (unchanged once terminal)"})
+    stepId = fields.String()
+
+
+# -- GET /runner/planning-context -----------------------------------------------------------
+
+
+class ContextCommentSchema(Schema):
+    body = fields.String()
+    author = fields.String(allow_none=True)
+    createdAt = fields.String(allow_none=True)
+
+
+class ContextIssueSchema(Schema):
+    key = fields.String()
+    title = fields.String()
+    description = fields.String()
+    url = fields.String(allow_none=True)
+    comments = fields.List(fields.Nested(ContextCommentSchema))
+
+
+class ContextRepositorySchema(Schema):
+    owner = fields.String()
+    repo = fields.String()
+    fullName = fields.String()
+
+
+class PlanningContextSchema(Schema):
+    """Answer of ``GET /runner/planning-context``."""
+
+    jobId = fields.Integer()
+    phase = fields.String()
+    issue = fields.Nested(ContextIssueSchema)
+    issueSource = fields.String(metadata={"description": "`tracker` (read live) or `cache` (the tracker failed)"})
+    trackerError = fields.String(allow_none=True)
+    repository = fields.Nested(ContextRepositorySchema)
+    baseBranch = fields.String()
+    branch = fields.String()
+    plan = fields.String(allow_none=True, metadata={"description": "the approved plan (implementation)"})
+    prNumber = fields.Integer(allow_none=True, metadata={"description": "the PR under analysis (gap-analysis)"})
+
+
+# -- POST /api/token ------------------------------------------------------------------------
+
+
+class TokenRequestSchema(OrderedRulesSchema):
+    """Body of ``POST /api/token``."""
+
+    RULES = ((("nonce",), "nonce and owner are required"), (("owner",), "nonce and owner are required"))
+    FALLBACK = "nonce and owner are required"
+
+    nonce = StrictString(required=True, validate=validate.Length(min=1))
+    owner = StrictString(required=True, validate=validate.Length(min=1))
+    repo = StrictString(allow_none=True)
+
+
+class TokenResponseSchema(Schema):
+    """A short-lived GitHub installation token limited to the job's repository."""
+
+    token = fields.String()
+    expiresAt = fields.String()
+
+
+# -- POST /api/status -----------------------------------------------------------------------
+
+
+class ScalarField(fields.Field):
+    """A string or a number (shown as text in a comment)."""
+
+    default_error_messages = {"invalid": "must be a string or a number"}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise self.make_error("invalid")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.make_error("invalid")
+        return str(value)[:2000]
+
+
+class StatusEventSchema(OrderedRulesSchema):
+    """Body of ``POST /api/status``: a lifecycle event that becomes a progress comment."""
+
+    RULES = (
+        (("nonce",), "nonce is required"),
+        (("event",), "event is required"),
+        (("prNumber",), "prNumber must be a string or a number"),
+        (("prUrl",), "prUrl must be a string"),
+        (("detail",), "detail must be a string or a number"),
+        (("duration",), "duration must be a string or a number"),
+        (("reason",), "reason must be a string or a number"),
+        (("logUrl",), "logUrl must be an http(s) URL"),
+    )
+    FALLBACK = "Invalid JSON body"
+
+    nonce = StrictString(required=True, validate=validate.Length(min=1))
+    event = StrictString(required=True)
+    prNumber = ScalarField(allow_none=True)
+    prUrl = StrictString(allow_none=True, validate=validate.Length(max=2000))
+    detail = ScalarField(allow_none=True)
+    duration = ScalarField(allow_none=True)
+    reason = ScalarField(allow_none=True)
+    logUrl = fields.Url(allow_none=True, schemes={"http", "https"}, require_tld=False,
+                        validate=validate.Length(max=2000))
+
+
+class StatusResponseSchema(Schema):
+    ok = fields.Boolean()
+    event = fields.String()
+    duplicate = fields.Boolean(metadata={"description": "the event was reported before; nothing was posted twice"})
+
+
+# -- POST /trigger/gap-fill -----------------------------------------------------------------
+
+
+GAP_FILL_BAD_BODY = "issueKey and positive integer prNumber required"
+
+
+class GapFillSchema(OrderedRulesSchema):
+    """Body of ``POST /trigger/gap-fill``."""
+
+    RULES = ((("issueKey",), GAP_FILL_BAD_BODY), (("prNumber",), GAP_FILL_BAD_BODY))
+    FALLBACK = GAP_FILL_BAD_BODY
+
+    issueKey = StrictString(required=True, validate=validate.Length(min=1, max=64))
+    prNumber = StrictInteger(required=True, validate=validate.Range(min=1, max=MAX_INT))
+
+
+class GapFillResponseSchema(Schema):
+    jobId = fields.Integer()
+    status = fields.String()
+
+
+# -- error bodies ---------------------------------------------------------------------------
+
+
+class CallbackErrorSchema(Schema):
+    """An error of the integration and callback API (slug or message, as the reference says)."""
+
+    error = fields.String(required=True)
+    field = fields.String(metadata={"description": "the offending field, for `invalid_field`"})
+    teamKey = fields.String(metadata={"description": "with 423 project_paused"})
+    detail = fields.String(metadata={"description": "with 502 dispatch_failed: GitHub's message"})
+    dispatchStatus = fields.Integer(allow_none=True, metadata={"description": "with 502 dispatch_failed"})
+
+
+__all__ = [
+    "BodyError",
+    "CallbackErrorSchema",
+    "GapFillResponseSchema",
+    "GapFillSchema",
+    "NOT_JSON",
+    "PlanningContextSchema",
+    "ProgressResponseSchema",
+    "RunnerProgressSchema",
+    "RunnerResultResponseSchema",
+    "RunnerResultSchema",
+    "StatusEventSchema",
+    "StatusResponseSchema",
+    "StepReportSchema",
+    "StepSchema",
+    "TokenRequestSchema",
+    "TokenResponseSchema",
+    "first_error",
+    "load",
+    "read_json_body",
+]

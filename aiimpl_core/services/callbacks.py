@@ -1,0 +1,368 @@
+"""What runners report back: results, progress steps, status events, and what they ask for.
+
+The ``/runner/*`` and session (``/api/token``, ``/api/status``, ``/api/step-report``) views parse
+and authenticate; everything they change happens here. A refusal is a :class:`CallbackError`
+carrying the HTTP status and the reference's ``error`` (slug or message).
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ..auth.nonce import INVALID_NONCE, active_job_for_nonce
+from ..auth.tokens import RunClaims
+from ..database import advisory_lock, serialized
+from ..errors import AiimplError
+from ..extensions import db
+from ..orm import ConsumedToken, Job, JobStep, OutboxItem, TrackedIssue, utcnow
+from ..types import JobStatus, LogLabel, Phase
+from . import comments as comments_mod
+from . import outbox
+from .jobs import enqueue_comment, transition
+from .outcomes import Outcome, end_job
+
+log = logging.getLogger(__name__)
+
+MAX_REASON = 4000  # a failure reason goes into a ticket comment: keep it postable
+MAX_EXCERPT = 20000
+_PR_NUMBER_IN_URL = re.compile(r"/pull/(\d+)(?:[/?#]|$)")
+
+
+@dataclass
+class CallbackError(Exception):
+    """A refused callback: ``status`` and the body ``{"error": error, **extra}``."""
+
+    status: int
+    error: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.error, **self.extra}
+
+
+class _AlreadyConsumed(Exception):
+    pass
+
+
+def _clip(text: str | None, limit: int) -> str | None:
+    if text is None:
+        return None
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def pr_number_from_url(url: str | None) -> int | None:
+    """``https://github.com/o/r/pull/42`` → 42."""
+    if not url:
+        return None
+    match = _PR_NUMBER_IN_URL.search(url)
+    if not match:
+        return None
+    number = int(match.group(1))
+    return number if 0 < number < 2**31 else None
+
+
+# -- POST /runner/result --------------------------------------------------------------------
+
+
+def _default_failure_label(phase: Phase, error: str | None) -> LogLabel:
+    """``pr_not_found`` when an implementation ran through without producing a PR (the
+    reference's "No changes were produced" failure), else ``session_failed``."""
+    if phase is Phase.IMPLEMENTATION and error and error.lstrip().startswith("Nothing to commit"):
+        return LogLabel.PR_NOT_FOUND
+    return LogLabel.SESSION_FAILED
+
+
+def result_outcome(data: dict[str, Any]) -> tuple[Outcome, bool]:
+    """The :class:`Outcome` a validated result body means, and whether the runner's comments are
+    already carried by it (a plan taken from the comments is posted once, as the plan)."""
+    phase = Phase(data["phase"])
+    pr_url = data.get("prUrl") or None
+    pr_number = data.get("prNumber") or pr_number_from_url(pr_url)
+    error = _clip(data.get("error") or None, MAX_REASON)
+    excerpt = _clip(data.get("logExcerpt") or None, MAX_EXCERPT)
+    common: dict[str, Any] = {
+        "pr_url": pr_url,
+        "pr_number": pr_number,
+        "cost_usd": data.get("costUsd"),
+        "turns": data.get("turns"),
+        "duration_seconds": data.get("durationSeconds"),
+    }
+    if data["outcome"] == "success":
+        if phase is Phase.PLANNING:
+            plan = data.get("plan") or None
+            from_comments = plan is None
+            if plan is None:
+                plan = "\n\n".join(c["body"] for c in data["comments"] if c["body"].strip()) or None
+            return Outcome(JobStatus.COMPLETED, plan=plan, **common), from_comments and plan is not None
+        review = data.get("review")
+        if review is not None and review["approved"] is False:
+            blockers = [b for b in review.get("blockers") or [] if b.strip()]
+            excerpt = "\n".join(f"- {b}" for b in blockers) or excerpt
+            return Outcome(JobStatus.REVIEW_FAILED, reason=error, log_label=LogLabel.POST_PUSH_REVIEW_NOT_APPROVED,
+                           log_excerpt=_clip(excerpt, MAX_EXCERPT), **common), False
+        return Outcome(JobStatus.COMPLETED, **common), False
+    label = LogLabel(data["logLabel"]) if data.get("logLabel") else _default_failure_label(phase, error)
+    return Outcome(JobStatus.FAILED, reason=error or "the run failed", log_label=label,
+                   log_excerpt=excerpt, **common), False
+
+
+def record_result(claims: RunClaims, data: dict[str, Any]) -> dict[str, Any]:
+    """End the job of a result token; consume the token in the same transaction.
+
+    :raises CallbackError: ``missing_prUrl`` and ``phase_mismatch`` (400, in the table's order),
+        ``job_not_found`` (404), ``already_consumed`` (409).
+    """
+    if data["outcome"] == "success" and data["phase"] == Phase.IMPLEMENTATION.value and not data.get("prUrl"):
+        raise CallbackError(400, "missing_prUrl")
+    if data["phase"] != claims.phase:
+        raise CallbackError(400, "phase_mismatch")
+    outcome, comments_in_plan = result_outcome(data)
+    try:
+        with serialized():
+            job = db.session.get(Job, claims.job_id)
+            if job is None:
+                raise CallbackError(404, "job_not_found")
+            # The primary key on jti is the single-use guarantee: a second post (even a
+            # concurrent one in another process) fails here and its transaction changes nothing.
+            db.session.add(ConsumedToken(jti=claims.jti, job_id=job.id))
+            try:
+                db.session.flush()
+            except IntegrityError:
+                raise _AlreadyConsumed() from None
+            if not comments_in_plan:
+                for index, comment in enumerate(data["comments"]):
+                    if comment["body"].strip():
+                        enqueue_comment(job.issue_key, comment["body"], provider=job.provider or "",
+                                        kind="runner", job=job, dedupe_key=f"result:{job.id}:{index}")
+            ended = end_job(job, outcome)
+            answer = {"jobId": job.id, "status": job.status, "ended": ended}
+            issue_key = job.issue_key
+    except _AlreadyConsumed:
+        raise CallbackError(409, "already_consumed") from None
+    except IntegrityError:
+        # the concurrent loser can also trip over the winner's rows on PostgreSQL
+        raise CallbackError(409, "already_consumed") from None
+    deliver_quietly(issue_key)
+    return answer
+
+
+def deliver_quietly(issue_key: str) -> None:
+    """Deliver an issue's queued tracker writes now; a failure leaves them for the poller."""
+    try:
+        outbox.deliver(issue_keys=[issue_key])
+    except Exception:  # noqa: BLE001 - the answer does not depend on the tracker
+        db.session.rollback()
+        log.warning("delivering comments of %s failed; they stay queued", issue_key, exc_info=True)
+
+
+# -- steps (POST /runner/progress, POST /api/step-report) -----------------------------------
+
+
+def _upsert_step(job: Job, step: dict[str, Any], source: str) -> JobStep:
+    advisory_lock(f"job-steps:{job.id}")  # two reports of one step must not both insert
+    row = db.session.scalar(select(JobStep).where(JobStep.job_id == job.id, JobStep.step_id == step["id"]))
+    detail = step.get("detail")
+    if detail is not None and not isinstance(detail, dict):
+        detail = {"text": detail}
+    if row is None:
+        row = JobStep(job_id=job.id, step_id=step["id"], source=source)
+        db.session.add(row)
+    row.type = step["type"]
+    row.status = step["status"]
+    row.started_at = step["started_at"]
+    row.finished_at = step.get("finished_at")
+    if detail is not None:
+        row.detail = detail
+    db.session.flush()
+    return row
+
+
+def _mark_running(job: Job, why: str) -> None:
+    # late reports after the job ended are recorded but never change its status
+    if JobStatus(job.status) in (JobStatus.UNKNOWN, JobStatus.DISPATCHED):
+        transition(job, JobStatus.RUNNING, reason=why)
+
+
+def record_progress(job_id: int, step: dict[str, Any]) -> dict[str, Any]:
+    """Record a ``/runner/progress`` step; the first report moves the job to ``running``."""
+    with serialized():
+        job = db.session.get(Job, job_id)
+        if job is None:
+            raise CallbackError(404, "job_not_found")
+        _upsert_step(job, step, "runner")
+        _mark_running(job, "the runner reported progress")
+        answer = {"ok": True, "jobId": job.id, "status": job.status, "stepId": step["id"]}
+    return answer
+
+
+def record_step_report(nonce: str, step: dict[str, Any]) -> dict[str, Any]:
+    """Record a ``/api/step-report`` step for the job of ``nonce``."""
+    with serialized():
+        job = active_job_for_nonce(nonce)
+        if job is None:
+            raise CallbackError(403, INVALID_NONCE)
+        _upsert_step(job, step, "session")
+        _mark_running(job, "the session reported a step")
+        answer = {"ok": True, "jobId": job.id, "status": job.status, "stepId": step["id"]}
+    return answer
+
+
+# -- GET /runner/planning-context -----------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def planning_context(job_id: int) -> dict[str, Any]:
+    """Everything the session needs to plan or implement: the issue (live from the tracker, or
+    what the orchestrator knows when the tracker fails), the repository and branches, the plan."""
+    job = db.session.get(Job, job_id)
+    if job is None:
+        raise CallbackError(404, "job_not_found")
+    tracked = db.session.scalar(select(TrackedIssue).where(TrackedIssue.issue_key == job.issue_key))
+    db.session.commit()  # no transaction held open across the tracker call
+    facade = current_app.extensions["aiimpl"]
+    tracker_error: str | None = None
+    try:
+        live = facade.ticketing(job.provider or "").get_issue(job.issue_key)
+        issue = {
+            "key": live.key,
+            "title": live.title,
+            "description": live.description or "",
+            "url": live.url,
+            "comments": [
+                {"body": c.body, "author": c.author, "createdAt": _iso(c.created_at)} for c in live.comments
+            ],
+        }
+        source = "tracker"
+    except Exception as exc:  # noqa: BLE001 - any tracker failure falls back to what we know
+        tracker_error = exc.message if isinstance(exc, AiimplError) else f"unexpected error ({type(exc).__name__})"
+        log.warning("planning context of job %s: tracker failed: %s", job.id, tracker_error)
+        issue = {
+            "key": job.issue_key,
+            "title": tracked.title if tracked else "",
+            "description": "",
+            "url": tracked.url if tracked else None,
+            "comments": [],
+        }
+        source = "cache"
+    phase = Phase(job.phase)
+    plan = None
+    if phase is Phase.IMPLEMENTATION:
+        plan = job.plan or (tracked.plan if tracked else None)
+    return {
+        "jobId": job.id,
+        "phase": phase.value,
+        "issue": issue,
+        "issueSource": source,
+        "trackerError": tracker_error,
+        "repository": {"owner": job.owner, "repo": job.repo, "fullName": f"{job.owner}/{job.repo}"},
+        "baseBranch": job.base_branch,
+        "branch": job.branch,
+        "plan": plan,
+        "prNumber": job.pr_number if phase is Phase.GAP_ANALYSIS else None,
+    }
+
+
+# -- POST /api/status -----------------------------------------------------------------------
+
+STATUS_FIELDS = ("prNumber", "prUrl", "detail", "duration", "reason")
+
+
+def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Turn a session's lifecycle event into its progress comment and deliver it now.
+
+    The comment is queued with the key ``status:{job}:{event}``, so a retried event is never
+    posted twice. ``session_created`` moves the job to ``running``.
+
+    :raises CallbackError: ``Unknown event type: …`` (400), ``Invalid or expired nonce`` (403),
+        ``Internal server error`` (500) when the comment could not be posted (it stays queued).
+    """
+    event = data["event"]
+    if event not in comments_mod.PROGRESS_EVENTS:
+        raise CallbackError(400, f"Unknown event type: {event[:200]}")
+    now = utcnow()
+    with serialized():
+        job = active_job_for_nonce(nonce)
+        if job is None:
+            raise CallbackError(403, INVALID_NONCE)
+        if data.get("logUrl"):
+            job.log_url = data["logUrl"]
+        if event == "pr_opened" and job.pr_url is None and data.get("prUrl"):
+            job.pr_url = data["prUrl"]
+            job.pr_number = job.pr_number or _int_or_none(data.get("prNumber")) or pr_number_from_url(data["prUrl"])
+        if event == "session_created":
+            _mark_running(job, "session created")
+        body = comments_mod.progress(event, {k: data.get(k) for k in STATUS_FIELDS}, now, job.log_url or job.run_url)
+        dedupe_key = f"status:{job.id}:{event}"
+        item = enqueue_comment(job.issue_key, body, provider=job.provider or "", kind=f"progress:{event}",
+                               job=job, dedupe_key=dedupe_key)
+        duplicate = item is None
+        if item is None:
+            item = db.session.scalar(select(OutboxItem).where(OutboxItem.dedupe_key == dedupe_key))
+            assert item is not None
+            if item.state == "pending":
+                item.next_attempt_at = now  # the runner retries: try again at once
+        item_id, issue_key = item.id, job.issue_key
+    try:
+        outbox.deliver(issue_keys=[issue_key])
+    except Exception:  # noqa: BLE001 - answered as the reference's 500 below
+        db.session.rollback()
+        log.exception("delivering the %s comment of %s failed", event, issue_key)
+    state = db.session.scalar(select(OutboxItem.state).where(OutboxItem.id == item_id))
+    db.session.commit()
+    if state not in ("done", "shadow"):
+        raise CallbackError(500, "Internal server error")
+    return {"ok": True, "event": event, "duplicate": duplicate}
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        number = int(str(value))
+    except (TypeError, ValueError):
+        return None
+    return number if 0 < number < 2**31 else None
+
+
+# -- POST /api/token ------------------------------------------------------------------------
+
+TOKEN_FAILED = "Failed to generate token"
+
+
+def github_token(nonce: str, owner: str) -> dict[str, str]:
+    """A short-lived GitHub token for the job's repository.
+
+    :raises CallbackError: ``Invalid or expired nonce`` / ``Owner mismatch`` (403),
+        ``Failed to generate token`` (500).
+    """
+    job = active_job_for_nonce(nonce)
+    if job is None:
+        db.session.commit()
+        raise CallbackError(403, INVALID_NONCE)
+    job_owner, job_repo, job_id = job.owner or "", job.repo or "", job.id
+    db.session.commit()
+    if owner.strip().lower() != job_owner.lower():
+        raise CallbackError(403, "Owner mismatch")
+    try:
+        from .. import github
+
+        token, expires_at = github.repository_token(job_owner, job_repo)
+    except AiimplError as exc:
+        log.warning("GitHub token for job %s (%s/%s) failed: %s", job_id, job_owner, job_repo, exc.message)
+        raise CallbackError(500, TOKEN_FAILED) from None
+    except Exception as exc:  # noqa: BLE001 - never a traceback (or a key) to the session
+        log.error("GitHub token for job %s failed: %s", job_id, type(exc).__name__)
+        raise CallbackError(500, TOKEN_FAILED) from None
+    return {"token": token, "expiresAt": _iso(expires_at) or ""}

@@ -1,0 +1,128 @@
+"""Gap-fill: a gap-analysis run on an existing pull request, triggered by external automation.
+
+``POST /trigger/gap-fill`` authenticates and parses; :func:`trigger_gap_fill` finds the mapping
+that owns the issue, picks a backend that can dispatch gap-fill runs, creates the job on the PR's
+branch and launches it.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from ..database import serialized
+from ..errors import DispatchError
+from ..extensions import db
+from ..orm import Job
+from ..orm import Mapping as MappingRow
+from ..types import ACTIVE_STATUSES, Phase
+from .callbacks import CallbackError
+from .launch import BackendChoice, choose_backend, create_job, launch
+
+log = logging.getLogger(__name__)
+
+NO_GAP_FILL_BACKEND = "no installed runner backend supports gap-fill dispatch"
+
+
+def owning_mapping(issue_key: str) -> MappingRow | None:
+    """The mapping whose team owns ``issue_key``, asking each mapping's tracker how its keys
+    name their team (``ENG-12`` → ``ENG`` unless the tracker says otherwise)."""
+    facade = current_app.extensions["aiimpl"]
+    installed = set(facade.ids("ticketing"))
+    for mapping in db.session.scalars(select(MappingRow).order_by(MappingRow.id)):
+        provider_id = mapping.view().ticketing_provider
+        if provider_id in installed:
+            team = facade.ticketing(provider_id).team_of(issue_key)
+        else:
+            team = issue_key.rsplit("-", 1)[0]
+        if team == mapping.team_key:
+            return mapping
+    return None
+
+
+def gap_fill_backend(mapping: MappingRow) -> BackendChoice:
+    """The mapping's chosen backend when it supports gap-fill, else the first configured one
+    that does. Shadow mode keeps its choice (nothing is started)."""
+    facade = current_app.extensions["aiimpl"]
+    choice = choose_backend(mapping)
+    if choice.shadow:
+        return choice
+    if choice.backend_id in facade.ids("runner") and facade.runner(choice.backend_id).supports_gap_fill:
+        return choice
+    for backend in facade.runners():
+        if backend.supports_gap_fill and backend.is_configured():
+            return BackendChoice(backend.id, choice.runner_mode, False)
+    raise CallbackError(502, "dispatch_failed", {"detail": NO_GAP_FILL_BACKEND, "dispatchStatus": None})
+
+
+def pr_branch(mapping: MappingRow, issue_key: str, pr_number: int) -> str:
+    """The PR's branch: the one the job that opened it pushed, else ``{branchPrefix}{issueKey}``."""
+    branch = db.session.scalar(
+        select(Job.branch)
+        .where(
+            func.lower(Job.owner) == mapping.owner.lower(),
+            func.lower(Job.repo) == mapping.repo.lower(),
+            Job.pr_number == pr_number,
+            Job.branch.is_not(None),
+        )
+        .order_by(Job.id.desc())
+        .limit(1)
+    )
+    return branch or f"{mapping.branch_prefix or ''}{issue_key}"
+
+
+def _dispatch_detail(exc: DispatchError) -> str:
+    detail = exc.detail
+    if isinstance(detail, dict):
+        for key in ("message", "detail", "error"):
+            if isinstance(detail.get(key), str) and detail[key]:
+                return detail[key]
+    if isinstance(detail, str) and detail:
+        return detail
+    return exc.message
+
+
+def trigger_gap_fill(issue_key: str, pr_number: int) -> dict[str, Any]:
+    """Create and launch a gap-analysis job on PR ``pr_number``.
+
+    :raises CallbackError: ``mapping_not_found`` (404), ``project_paused`` (423, with
+        ``teamKey``), ``already_running`` (409), ``dispatch_failed`` (502, with ``detail`` and
+        ``dispatchStatus``).
+    """
+    mapping = owning_mapping(issue_key)
+    if mapping is None:
+        raise CallbackError(404, "mapping_not_found")
+    if mapping.paused:
+        raise CallbackError(423, "project_paused", {"teamKey": mapping.team_key})
+    choice = gap_fill_backend(mapping)
+    base_branch = pr_branch(mapping, issue_key, pr_number)
+    provider = mapping.view().ticketing_provider or ""
+    mapping_id = mapping.id
+    try:
+        with serialized():
+            mapping = db.session.get(MappingRow, mapping_id)
+            if mapping is None:
+                raise CallbackError(404, "mapping_not_found")
+            active = db.session.scalar(
+                select(Job.id).where(Job.issue_key == issue_key,
+                                     Job.status.in_([s.value for s in ACTIVE_STATUSES]))
+            )
+            if active is not None:
+                raise CallbackError(409, "already_running", {"jobId": active})
+            job = create_job(mapping, issue_key, phase=Phase.GAP_ANALYSIS, provider=provider, choice=choice,
+                             pr_number=pr_number, base_branch=base_branch)
+    except IntegrityError:
+        # another process created an active job for this issue at the same moment
+        db.session.rollback()
+        raise CallbackError(409, "already_running") from None
+    try:
+        launch(job, gap_fill=True)
+    except DispatchError as exc:
+        log.warning("gap-fill dispatch of %s failed: %s", issue_key, exc.message)
+        raise CallbackError(502, "dispatch_failed",
+                            {"detail": _dispatch_detail(exc), "dispatchStatus": exc.status}) from None
+    db.session.refresh(job)
+    return {"jobId": job.id, "status": job.status}

@@ -1,0 +1,121 @@
+"""A pull request merged on GitHub: close the issue out.
+
+Called by ``POST /api/github/webhook`` for a verified, merged ``pull_request`` delivery. The job
+is found by repository and PR number, else by branch; the merge commit is recorded, the issue's
+stage becomes ``done``, and the tracker gets a comment and its "done" change (through the outbox,
+so a tracker outage delays them but never loses them).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from ..database import serialized
+from ..extensions import db
+from ..orm import Job, WebhookDelivery, utcnow
+from ..types import Stage
+from . import comments
+from .callbacks import deliver_quietly
+from .jobs import enqueue_comment, enqueue_done, tracked_issue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MergedPullRequest:
+    """What the webhook tells us about a merged pull request."""
+
+    owner: str
+    repo: str
+    number: int
+    url: str
+    branch: str
+    merge_sha: str
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    duplicate: bool = False
+    job_id: int | None = None
+    issue_key: str | None = None
+
+
+def find_job(pr: MergedPullRequest) -> Job | None:
+    """The latest job of this repository that opened (or analysed) PR ``number``, else the latest
+    one that pushed ``branch``. Owner and repository compare case-insensitively, as GitHub does."""
+    same_repo = (func.lower(Job.owner) == pr.owner.lower(), func.lower(Job.repo) == pr.repo.lower())
+    job = db.session.scalar(
+        select(Job).where(*same_repo, Job.pr_number == pr.number).order_by(Job.id.desc()).limit(1)
+    )
+    if job is None:
+        job = db.session.scalar(
+            select(Job).where(*same_repo, Job.branch == pr.branch).order_by(Job.id.desc()).limit(1)
+        )
+    return job
+
+
+def record_delivery(delivery_id: str | None, event: str | None) -> bool:
+    """Insert the delivery id in the current transaction; false when it was handled already."""
+    if not delivery_id:
+        return True
+    db.session.add(WebhookDelivery(delivery_id=delivery_id[:128], source="github", event=(event or "")[:64]))
+    try:
+        with db.session.begin_nested():
+            db.session.flush()
+    except IntegrityError:
+        return False
+    return True
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def handle_merged(pr: MergedPullRequest, *, delivery_id: str | None, event: str | None) -> MergeResult:
+    """Act once per delivery: record the merge and queue the tracker writes, then deliver them."""
+    try:
+        with serialized():
+            if not record_delivery(delivery_id, event):
+                raise _Duplicate()
+            job = find_job(pr)
+            if job is None:
+                log.info("merged PR %s/%s#%s matches no job", pr.owner, pr.repo, pr.number)
+                return MergeResult()
+            job.merge_sha = pr.merge_sha
+            if job.pr_number is None:
+                job.pr_number = pr.number
+            if job.pr_url is None:
+                job.pr_url = pr.url
+            provider = job.provider or ""
+            tracked = tracked_issue(job.issue_key, team_key=job.team_key, provider=provider)
+            now = utcnow()
+            tracked.stage = Stage.DONE.value
+            tracked.stage_changed_at = now
+            tracked.done_at = now
+            enqueue_comment(job.issue_key, comments.merged(pr.number, pr.merge_sha), provider=provider,
+                            kind="merged", job=job, dedupe_key=f"merged:{job.id}:{pr.number}")
+            enqueue_done(job.issue_key, provider=provider, job=job)
+            result = MergeResult(job_id=job.id, issue_key=job.issue_key)
+    except _Duplicate:
+        return MergeResult(duplicate=True)
+    except IntegrityError:
+        # a concurrent copy of this delivery committed first (PostgreSQL)
+        db.session.rollback()
+        return MergeResult(duplicate=True)
+    if result.issue_key:
+        deliver_quietly(result.issue_key)
+    return result
+
+
+def record_ignored(delivery_id: str | None, event: str | None) -> bool:
+    """Remember a delivery we ignored (so its redelivery is recognised); false if seen before."""
+    try:
+        with serialized():
+            fresh = record_delivery(delivery_id, event)
+    except IntegrityError:
+        db.session.rollback()
+        return False
+    return fresh

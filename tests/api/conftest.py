@@ -1,0 +1,106 @@
+"""Fixtures shared by the HTTP API tests."""
+from __future__ import annotations
+
+
+# -- integration and callback API (runner, session, webhook, trigger tests) -------------------
+# Fixtures below are prefixed ``cb_``; test modules pick them up by overriding ``aiimpl_plugins``
+# with ``[cb_tracker.plugin, cb_runner.plugin]``.
+
+import threading as _cb_threading
+from collections.abc import Callable as _CbCallable
+from collections.abc import Iterator as _CbIterator
+from typing import Any as _CbAny
+
+import pytest as _cb_pytest
+
+
+@_cb_pytest.fixture
+def cb_tracker():
+    """An in-memory tracker (provider id ``fake-tracker``) with issue ENG-1."""
+    from aiimpl_core.testing.fakes import FakeTracker
+
+    tracker = FakeTracker()
+    tracker.add("ENG-1", title="Add a health check", description="We need /healthz.")
+    return tracker
+
+
+@_cb_pytest.fixture
+def cb_runner():
+    """A fake ``github-actions`` backend that can dispatch gap-fill runs."""
+    from aiimpl_core.testing.fakes import FakeRunner
+
+    return FakeRunner(gap_fill=True)
+
+
+@_cb_pytest.fixture
+def cb_mapping(app) -> _CbCallable[..., int]:
+    """Create a mapping (team ENG → acme/api by default); returns its id."""
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import Mapping
+
+    def make(team_key: str = "ENG", **kw: _CbAny) -> int:
+        values = dict(owner="acme", repo="api", default_branch="main", execution_mode="github-actions",
+                      branch_prefix="ai/", ticketing={"provider": "fake-tracker"})
+        values.update(kw)
+        row = Mapping(team_key=team_key, **values)
+        db.session.add(row)
+        db.session.commit()
+        return row.id
+
+    return make
+
+
+@_cb_pytest.fixture
+def cb_job(app, cb_mapping) -> _CbCallable[..., tuple[int, str]]:
+    """Create a job (and its mapping when missing); returns ``(job id, nonce)``."""
+    from sqlalchemy import select
+
+    from aiimpl_core.auth import tokens
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import Job, Mapping
+
+    def make(issue_key: str = "ENG-1", *, phase: str = "implementation", status: str = "dispatched",
+             **kw: _CbAny) -> tuple[int, str]:
+        team = issue_key.rsplit("-", 1)[0]
+        mapping = db.session.scalar(select(Mapping).where(Mapping.team_key == team))
+        mapping_id = mapping.id if mapping else cb_mapping(team)
+        nonce, digest = tokens.new_nonce()
+        values = dict(issue_key=issue_key, team_key=team, mapping_id=mapping_id, provider="fake-tracker",
+                      phase=phase, status=status, backend="github-actions", owner="acme", repo="api",
+                      base_branch="main", branch=f"ai/{issue_key}", nonce_hash=digest,
+                      run_url="https://runs.test/run-1")
+        values.update(kw)
+        job = Job(**values)
+        db.session.add(job)
+        db.session.commit()
+        return job.id, nonce
+
+    return make
+
+
+@_cb_pytest.fixture
+def cb_token(app) -> _CbCallable[..., str]:
+    """Mint a run token: ``cb_token(job_id, phase, audience, ttl=600, secret=None)``."""
+    from aiimpl_core.auth import tokens
+    from aiimpl_core.testing.pytest_plugin import TEST_SECRET_KEY
+
+    def make(job_id: int, phase: str, audience: str, ttl: int = 600, secret: str | None = None,
+             now: _CbAny = None) -> str:
+        return tokens.issue_run_token(secret or TEST_SECRET_KEY, job_id, phase, audience, ttl, now=now)
+
+    return make
+
+
+@_cb_pytest.fixture
+def cb_live_server(app) -> _CbIterator[str]:
+    """The test app served by a real threaded HTTP server on 127.0.0.1; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = _cb_threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
