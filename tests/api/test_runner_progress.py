@@ -1,0 +1,152 @@
+"""``POST /runner/progress``: every row of the reference's table, and how steps are recorded."""
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from aiimpl_core.auth import tokens
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import Job, JobStep
+
+URL = "/runner/progress"
+
+
+@pytest.fixture
+def aiimpl_plugins(cb_tracker, cb_runner):
+    return [cb_tracker.plugin, cb_runner.plugin]
+
+
+def step(**over):
+    value = {"id": "clone", "type": "git", "status": "running", "started_at": "2026-11-29T05:00:00Z"}
+    value.update(over)
+    return value
+
+
+def without(key):
+    return {k: v for k, v in step().items() if k != key}
+
+
+def _post(client, token, body=None, raw=None, headers=None):
+    hdrs = {"Authorization": f"Bearer {token}"} if token else {}
+    hdrs.update(headers or {})
+    if raw is not None:
+        return client.post(URL, data=raw, headers=hdrs, content_type="application/json")
+    if body is None:
+        return client.post(URL, headers=hdrs)
+    return client.post(URL, json=body, headers=hdrs)
+
+
+def _fresh(job_id):
+    db.session.commit()
+    return db.session.get(Job, job_id)
+
+
+BODY_ROWS = [
+    # invalid_body: Body is missing or not a JSON object
+    ("invalid_body", None, None),
+    ("invalid_body", None, b"{oops"),
+    ("invalid_body", None, b"[]"),
+    ("invalid_body", None, b"null"),
+    ("invalid_body", None, b"true"),
+    # invalid_step_id: step.id is missing or not a string
+    ("invalid_step_id", {"step": without("id")}, None),
+    ("invalid_step_id", {"step": step(id=3)}, None),
+    ("invalid_step_id", {"step": step(id=None)}, None),
+    # invalid_step_started_at: step.started_at is missing or not a string
+    ("invalid_step_started_at", {"step": without("started_at")}, None),
+    ("invalid_step_started_at", {"step": step(started_at=1732856400)}, None),
+    # invalid_step_status: step.status is missing or not a string
+    ("invalid_step_status", {"step": without("status")}, None),
+    ("invalid_step_status", {"step": step(status=["ok"])}, None),
+    # invalid_step_type: step.type is missing or not a string
+    ("invalid_step_type", {"step": without("type")}, None),
+    ("invalid_step_type", {"step": step(type=False)}, None),
+    # step_required: step is missing or not an object
+    ("step_required", {}, None),
+    ("step_required", {"step": None}, None),
+    ("step_required", {"step": "clone"}, None),
+    ("step_required", {"step": [step()]}, None),
+]
+
+
+@pytest.mark.parametrize(("error", "body", "raw"), BODY_ROWS)
+def test_progress_table_400_rows(client, cb_job, cb_token, error, body, raw):
+    job_id, _ = cb_job()
+    resp = _post(client, cb_token(job_id, "implementation", tokens.AUD_PROGRESS), body=body, raw=raw)
+    assert resp.status_code == 400
+    assert resp.get_json() == {"error": error}
+    assert db.session.scalar(select(JobStep)) is None
+
+
+def test_progress_first_failing_rule_in_table_order(client, cb_job, cb_token):
+    job_id, _ = cb_job()
+    token = cb_token(job_id, "implementation", tokens.AUD_PROGRESS)
+    assert _post(client, token, {"step": {}}).get_json() == {"error": "invalid_step_id"}
+    assert _post(client, token, {"step": {"id": "a"}}).get_json() == {"error": "invalid_step_started_at"}
+    assert _post(client, token, {"step": {"id": "a", "started_at": "t"}}).get_json() == {
+        "error": "invalid_step_status"}
+    assert _post(client, token, {"step": {"id": "a", "started_at": "t", "status": "s"}}).get_json() == {
+        "error": "invalid_step_type"}
+
+
+AUTH_ROWS = [
+    ("bad_signature", lambda j, t: tokens.issue_run_token("wrong-secret-wrong-secret-000000", j,
+                                                          "implementation", tokens.AUD_PROGRESS, 600), {}),
+    ("expired", lambda j, t: t(j, "implementation", tokens.AUD_PROGRESS,
+                              now=datetime.now(UTC) - timedelta(days=1)), {}),
+    ("malformed", lambda j, t: "eyJhbGciOiJIUzI1NiJ9.e30", {}),
+    ("wrong_audience", lambda j, t: t(j, "implementation", tokens.AUD_RESULT), {}),
+    ("missing_bearer", lambda j, t: None, {}),
+    ("missing_bearer", lambda j, t: None, {"Authorization": "Token abc"}),
+]
+
+
+@pytest.mark.parametrize(("error", "make", "headers"), AUTH_ROWS)
+def test_progress_table_401_rows(client, cb_job, cb_token, error, make, headers):
+    job_id, _ = cb_job()
+    resp = _post(client, make(job_id, cb_token), {"step": step()}, headers=headers)
+    assert resp.status_code == 401
+    assert resp.get_json() == {"error": error}
+
+
+def test_progress_table_404_job_not_found(client, cb_token):
+    resp = _post(client, cb_token(4242, "implementation", tokens.AUD_PROGRESS), {"step": step()})
+    assert resp.status_code == 404
+    assert resp.get_json() == {"error": "job_not_found"}
+
+
+@pytest.mark.parametrize("initial", ["unknown", "dispatched"])
+def test_first_progress_moves_the_job_to_running(client, cb_job, cb_token, initial):
+    job_id, _ = cb_job(status=initial)
+    resp = _post(client, cb_token(job_id, "implementation", tokens.AUD_PROGRESS), {"step": step()})
+    assert resp.status_code == 200
+    assert resp.get_json() == {"ok": True, "jobId": job_id, "status": "running", "stepId": "clone"}
+    job = _fresh(job_id)
+    assert job.status == "running" and job.running_at is not None
+    assert [(t.from_status, t.to_status) for t in job.transitions] == [(initial, "running")]
+
+
+def test_progress_upserts_by_step_id(client, cb_job, cb_token):
+    job_id, _ = cb_job()
+    token = cb_token(job_id, "implementation", tokens.AUD_PROGRESS)
+    _post(client, token, {"step": step()})
+    _post(client, token, {"step": step(status="succeeded", finished_at="2026-11-29T05:01:00Z",
+                                       detail={"exitCode": 0})})
+    _post(client, token, {"step": step(id="setup", type="shell")})
+    db.session.commit()
+    rows = db.session.scalars(select(JobStep).where(JobStep.job_id == job_id).order_by(JobStep.id)).all()
+    assert [(r.step_id, r.status, r.finished_at) for r in rows] == [
+        ("clone", "succeeded", "2026-11-29T05:01:00Z"), ("setup", "running", None)]
+    assert rows[0].detail == {"exitCode": 0}
+    assert rows[0].source == "runner"
+
+
+def test_late_progress_is_recorded_but_never_changes_a_terminal_status(client, cb_job, cb_token):
+    job_id, _ = cb_job(status="failed")
+    resp = _post(client, cb_token(job_id, "implementation", tokens.AUD_PROGRESS), {"step": step(id="late")})
+    assert resp.status_code == 200
+    assert resp.get_json()["status"] == "failed"
+    assert _fresh(job_id).status == "failed"
+    assert db.session.scalar(select(JobStep.step_id)) == "late"
