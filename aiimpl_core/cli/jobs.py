@@ -1,2 +1,235 @@
-"""CLI: jobs commands."""
+"""CLI: the poller (``aiimpl poll``), manual dispatch (``aiimpl dispatch``) and ``aiimpl jobs``."""
 from __future__ import annotations
+
+import signal
+import sys
+from datetime import datetime
+from typing import Any
+
+import click
+from flask.cli import with_appcontext
+from sqlalchemy import select
+
+from ..errors import AiimplError
+from ..extensions import db
+from ..orm import Job
+from ..types import ACTIVE_STATUSES, JobStatus, Phase
+from . import cli, echo_json
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def job_dict(job: Job, *, details: bool = False) -> dict[str, Any]:
+    """A job as ``aiimpl jobs`` prints it (``--json``). Never includes credentials."""
+    data: dict[str, Any] = {
+        "id": job.id,
+        "issueKey": job.issue_key,
+        "teamKey": job.team_key,
+        "phase": job.phase,
+        "status": job.status,
+        "timeoutReason": job.timeout_reason,
+        "backend": job.backend,
+        "runnerMode": job.runner_mode,
+        "shadow": job.shadow,
+        "repository": f"{job.owner}/{job.repo}" if job.owner else None,
+        "branch": job.branch,
+        "runId": job.run_id,
+        "runUrl": job.run_url,
+        "prNumber": job.pr_number,
+        "prUrl": job.pr_url,
+        "createdAt": _iso(job.created_at),
+        "dispatchedAt": _iso(job.dispatched_at),
+        "finishedAt": _iso(job.finished_at),
+    }
+    if details:
+        data.update(
+            {
+                "baseBranch": job.base_branch,
+                "runName": job.run_name,
+                "logUrl": job.log_url,
+                "mergeSha": job.merge_sha,
+                "error": job.error,
+                "logLabel": job.log_label,
+                "forced": job.forced,
+                "plan": job.plan,
+                "transitions": [
+                    {"from": t.from_status, "to": t.to_status, "reason": t.reason, "at": _iso(t.at)}
+                    for t in job.transitions
+                ],
+                "steps": [
+                    {
+                        "id": s.step_id,
+                        "type": s.type,
+                        "status": s.status,
+                        "startedAt": s.started_at,
+                        "finishedAt": s.finished_at,
+                        "source": s.source,
+                    }
+                    for s in job.steps
+                ],
+            }
+        )
+    return data
+
+
+# -- poll -----------------------------------------------------------------------------------
+
+
+@cli.command("poll")
+@click.option("--once", is_flag=True, help="Run one cycle, print a summary and exit.")
+@click.option("--interval", type=float, default=None,
+              help="Seconds between cycles (default AIIMPL_POLL_INTERVAL, 60).")
+@click.option("--json", "as_json", is_flag=True, help="Print each cycle's report as JSON.")
+@with_appcontext
+def poll(once: bool, interval: float | None, as_json: bool) -> None:
+    """Poll the trackers, dispatch eligible issues, reconcile jobs and deliver comments.
+
+    Without --once it runs until SIGTERM or SIGINT, which stop it after the current cycle.
+    """
+    from ..services.dispatch import run_cycle
+    from ..services.poller import Poller
+
+    def show(report: Any) -> None:
+        if as_json:
+            echo_json(report.as_dict())
+        else:
+            click.echo(f"[{report.started_at:%Y-%m-%d %H:%M:%S}] {report.summary()}")
+            for key, blocked in sorted(report.blocked.items()):
+                click.echo(f"  blocked {key}: {blocked['message']}")
+            for provider_id, why in sorted(report.providers_skipped.items()):
+                click.echo(f"  skipped {provider_id}: {why}")
+            for error in report.errors:
+                click.echo(f"  error: {error}")
+
+    if once:
+        # an operator's explicit cycle reads every tracker, whatever the leases of running pollers
+        show(run_cycle())
+        return
+    poller = Poller(interval)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        click.echo(f"signal {signal.Signals(signum).name}: stopping after the current cycle", err=True)
+        poller.stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        click.echo(f"polling every {poller.interval:g}s (SIGTERM or Ctrl-C stops after the current cycle)", err=True)
+        poller.run_forever(on_cycle=show)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo(f"stopped after {poller.cycles} cycle(s)", err=True)
+
+
+# -- dispatch -------------------------------------------------------------------------------
+
+
+@cli.command("dispatch")
+@click.argument("issue_key")
+@click.option("--phase", type=click.Choice([Phase.PLANNING.value, Phase.IMPLEMENTATION.value]), default=None,
+              help="Run this phase instead of the one the dispatch rules choose.")
+@click.option("--force", is_flag=True, help="Dispatch past the blockers and without the trigger "
+              "(a paused project and a job already in flight still hold it).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_appcontext
+def dispatch_cmd(issue_key: str, phase: str | None, force: bool, as_json: bool) -> None:
+    """Dispatch one issue now, with the same checks as the poller unless --force."""
+    from ..services.dispatch import dispatch_issue
+
+    try:
+        report = dispatch_issue(issue_key, phase=Phase(phase) if phase else None, force=force)
+    except AiimplError as exc:
+        raise click.ClickException(exc.message) from None
+    if as_json:
+        echo_json(report.as_dict())
+    for entry in report.dispatched:
+        if not as_json:
+            state = f"{entry.status}" + (f" ({entry.error})" if entry.error else "")
+            click.echo(f"Dispatched {entry.issue_key}: job {entry.job_id}, {entry.phase} on "
+                       f"{entry.backend or '-'}{' (shadow)' if entry.shadow else ''}: {state}")
+        if entry.error:
+            sys.exit(1)
+    if report.dispatched:
+        return
+    if issue_key in report.blocked:
+        blocked = report.blocked[issue_key]
+        if not as_json:
+            click.echo(f"Not dispatched ({blocked['reason']}): {blocked['message']}", err=True)
+    elif not as_json:
+        click.echo(f"Not dispatched: {report.skipped.get(issue_key, 'nothing to do')}", err=True)
+    sys.exit(1)
+
+
+# -- jobs -----------------------------------------------------------------------------------
+
+
+@cli.group("jobs")
+def jobs_group() -> None:
+    """The dispatch log: jobs and their history."""
+
+
+@jobs_group.command("list")
+@click.option("--status", type=click.Choice([s.value for s in JobStatus] + ["active"]), default=None,
+              help="Only jobs with this status (active: every non-terminal status).")
+@click.option("--issue", "issue_key", default=None, help="Only this issue's jobs.")
+@click.option("--team", "team_key", default=None, help="Only this team's jobs.")
+@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True, help="Newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_appcontext
+def jobs_list(status: str | None, issue_key: str | None, team_key: str | None, limit: int, as_json: bool) -> None:
+    """List jobs, newest first."""
+    query = select(Job).order_by(Job.id.desc()).limit(limit)
+    if status == "active":
+        query = query.where(Job.status.in_([s.value for s in ACTIVE_STATUSES]))
+    elif status:
+        query = query.where(Job.status == status)
+    if issue_key:
+        query = query.where(Job.issue_key == issue_key)
+    if team_key:
+        query = query.where(Job.team_key == team_key)
+    rows = [job_dict(j) for j in db.session.scalars(query).all()]
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("(no jobs)")
+        return
+    click.echo(f"{'ID':>6}  {'ISSUE':<14} {'PHASE':<15} {'STATUS':<22} {'BACKEND':<16} CREATED")
+    for r in rows:
+        status_text = r["status"] + (f"/{r['timeoutReason']}" if r["timeoutReason"] else "")
+        backend = (r["backend"] or "-") + (" (shadow)" if r["shadow"] else "")
+        click.echo(f"{r['id']:>6}  {r['issueKey']:<14} {r['phase']:<15} {status_text:<22} {backend:<16} "
+                   f"{(r['createdAt'] or '')[:19]}")
+
+
+@jobs_group.command("show")
+@click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_appcontext
+def jobs_show(job_id: int, as_json: bool) -> None:
+    """Show one job with its transitions and steps."""
+    job = db.session.get(Job, job_id)
+    if job is None:
+        raise click.ClickException(f"job {job_id} not found")
+    data = job_dict(job, details=True)
+    if as_json:
+        echo_json(data)
+        return
+    status_text = data["status"] + (f" ({data['timeoutReason']})" if data["timeoutReason"] else "")
+    click.echo(f"Job {data['id']}: {data['issueKey']} {data['phase']}, {status_text}")
+    for label, key in (("Repository", "repository"), ("Branch", "branch"), ("Backend", "backend"),
+                       ("Runner mode", "runnerMode"), ("Run", "runUrl"), ("Pull request", "prUrl"),
+                       ("Merge commit", "mergeSha"), ("Error", "error"), ("Log label", "logLabel")):
+        if data.get(key):
+            click.echo(f"  {label + ':':<14}{data[key]}")
+    if data["shadow"]:
+        click.echo("  Shadow:       yes (no runner started, nothing written to the tracker)")
+    click.echo("Transitions:")
+    for t in data["transitions"]:
+        arrow = f"{t['from'] or '(new)'} -> {t['to']}"
+        click.echo(f"  {(t['at'] or '')[:19]}  {arrow}" + (f"  ({t['reason']})" if t["reason"] else ""))
+    click.echo("Steps:" if data["steps"] else "Steps: (none reported)")
+    for s in data["steps"]:
+        click.echo(f"  {s['startedAt']}  {s['type']:<20} {s['status']:<10} {s['id']}")

@@ -1,0 +1,204 @@
+"""Why an eligible issue is not dispatched: the checks, their messages, and the Blockers view rows.
+
+The checks run in the order of the product spec (§4): ``no-mapping``, paused, ``concurrency``,
+``dedup``, open blocking issues, then the optional global and per-backend caps. The messages of
+the reference's "Blocker reasons" table are reproduced word for word; the other reasons follow
+the same shape and say which condition holds the issue.
+
+:func:`evaluate` only reads; the dispatcher calls it inside its claim (under the team and global
+locks), so the counts it sees cannot change before the job is created.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import delete, func, select
+
+from ..extensions import db
+from ..orm import Blocker as BlockerRow
+from ..orm import Job
+from ..orm import Mapping as MappingRow
+from ..orm import utcnow
+from ..types import ACTIVE_STATUSES, TrackerIssue
+
+NO_MAPPING = "no-mapping"
+PAUSED = "paused"
+CONCURRENCY = "concurrency"
+DEDUP = "dedup"
+BLOCKED_BY = "blocked-by"
+GLOBAL_CAP = "global-cap"
+BACKEND_CAP = "backend-cap"
+BACKEND_UNAVAILABLE = "backend-unavailable"
+
+_ACTIVE = [s.value for s in ACTIVE_STATUSES]
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """One reason an issue waits, as the Blockers view shows it."""
+
+    reason: str
+    message: str
+
+
+def no_mapping(team_key: str) -> Blocked:
+    return Blocked(NO_MAPPING, f"No mapping for team {team_key}. Add one in Projects.")
+
+
+def paused(team_key: str) -> Blocked:
+    return Blocked(PAUSED, f"Project {team_key} is paused.")
+
+
+def concurrency(in_progress: int, cap: int) -> Blocked:
+    return Blocked(CONCURRENCY, f"at concurrency cap ({in_progress}/{cap}). Waiting for a slot.")
+
+
+def dedup() -> Blocked:
+    return Blocked(DEDUP, "Already dispatched recently. Waiting for the in-flight job.")
+
+
+def blocked_by(keys: Iterable[str]) -> Blocked:
+    keys = list(keys)
+    noun = "issue" if len(keys) == 1 else "issues"
+    return Blocked(BLOCKED_BY, f"Blocked by open {noun} {', '.join(keys)}. Waiting until done.")
+
+
+def global_cap(in_progress: int, cap: int) -> Blocked:
+    return Blocked(GLOBAL_CAP, f"at global concurrency cap ({in_progress}/{cap}). Waiting for a slot.")
+
+
+def backend_cap(backend_id: str, in_progress: int, cap: int) -> Blocked:
+    return Blocked(BACKEND_CAP, f"at runner backend cap for {backend_id} ({in_progress}/{cap}). Waiting for a slot.")
+
+
+def backend_unavailable(backend_id: str, until: datetime) -> Blocked:
+    return Blocked(
+        BACKEND_UNAVAILABLE,
+        f"Runner backend {backend_id} is unavailable. Retrying after {until.strftime('%H:%M:%S')} UTC.",
+    )
+
+
+# -- counts ---------------------------------------------------------------------------------
+
+
+def team_in_progress(team_key: str, *, excluding: str | None = None) -> int:
+    """Issues of the team with a non-terminal job (the ``N`` of the concurrency message)."""
+    query = select(func.count(func.distinct(Job.issue_key))).where(
+        Job.team_key == team_key, Job.status.in_(_ACTIVE)
+    )
+    if excluding is not None:
+        query = query.where(Job.issue_key != excluding)
+    return int(db.session.scalar(query) or 0)
+
+
+def global_in_progress() -> int:
+    return int(db.session.scalar(select(func.count(Job.id)).where(Job.status.in_(_ACTIVE))) or 0)
+
+
+def backend_in_progress(backend_id: str) -> int:
+    return int(
+        db.session.scalar(select(func.count(Job.id)).where(Job.status.in_(_ACTIVE), Job.backend == backend_id)) or 0
+    )
+
+
+def recent_active_job(issue_key: str, now: datetime) -> Job | None:
+    """A non-terminal job of the issue created inside the dedup window."""
+    window = timedelta(seconds=int(current_app.config.get("AIIMPL_DEDUP_WINDOW_SECONDS") or 86400))
+    return db.session.scalar(
+        select(Job)
+        .where(Job.issue_key == issue_key, Job.status.in_(_ACTIVE), Job.created_at > now - window)
+        .order_by(Job.id.desc())
+        .limit(1)
+    )
+
+
+# -- the checks -----------------------------------------------------------------------------
+
+
+def evaluate(
+    issue: TrackerIssue,
+    mapping: MappingRow | None,
+    *,
+    backend_id: str | None,
+    now: datetime,
+) -> Blocked | None:
+    """The first blocker that holds ``issue``, in the product spec's order, or ``None``."""
+    if mapping is None:
+        return no_mapping(issue.team_key)
+    if mapping.paused:
+        return paused(mapping.team_key)
+    cap = mapping.max_in_progress
+    if cap is not None and cap > 0:
+        # An issue that already has a job in flight takes no new slot, so it is not counted against
+        # itself: the dedup check below is what holds it.
+        others = team_in_progress(mapping.team_key, excluding=issue.key)
+        if others >= cap:
+            return concurrency(team_in_progress(mapping.team_key), cap)
+    if recent_active_job(issue.key, now) is not None:
+        return dedup()
+    if issue.open_blockers:
+        return blocked_by(b.key for b in issue.open_blockers)
+    global_limit = current_app.config.get("AIIMPL_GLOBAL_CAP")
+    if global_limit:
+        count = global_in_progress()
+        if count >= int(global_limit):
+            return global_cap(count, int(global_limit))
+    backend_caps = current_app.config.get("AIIMPL_BACKEND_CAPS") or {}
+    if backend_id and backend_id in backend_caps:
+        count = backend_in_progress(backend_id)
+        if count >= int(backend_caps[backend_id]):
+            return backend_cap(backend_id, count, int(backend_caps[backend_id]))
+    return None
+
+
+# -- the Blockers view rows -----------------------------------------------------------------
+
+
+def record(issue: TrackerIssue, blocked: Blocked, now: datetime | None = None) -> None:
+    """Create or refresh the issue's blocker row (the caller commits)."""
+    now = now or utcnow()
+    row = db.session.scalar(select(BlockerRow).where(BlockerRow.issue_key == issue.key))
+    if row is None:
+        db.session.add(
+            BlockerRow(
+                issue_key=issue.key,
+                team_key=issue.team_key,
+                provider=issue.provider,
+                title=issue.title,
+                reason=blocked.reason,
+                message=blocked.message,
+                first_seen_at=now,
+                last_seen_at=now,
+            )
+        )
+        return
+    if row.reason != blocked.reason:
+        row.first_seen_at = now  # a new reason is a new wait
+    row.reason = blocked.reason
+    row.message = blocked.message
+    row.title = issue.title
+    row.team_key = issue.team_key
+    row.provider = issue.provider
+    row.last_seen_at = now
+
+
+def clear(issue_key: str) -> None:
+    """Remove the issue's blocker row (dispatched, or no longer triggered). The caller commits."""
+    db.session.execute(delete(BlockerRow).where(BlockerRow.issue_key == issue_key))
+
+
+def prune(provider_id: str, seen: set[str], listed_since: datetime) -> int:
+    """After a complete listing: drop the provider's blockers the listing did not show again.
+
+    Rows refreshed after the listing began (a webhook's check running meanwhile) are kept.
+    """
+    stale = db.session.scalars(
+        select(BlockerRow.issue_key).where(BlockerRow.provider == provider_id, BlockerRow.last_seen_at < listed_since)
+    ).all()
+    gone = [key for key in stale if key not in seen]
+    if gone:
+        db.session.execute(delete(BlockerRow).where(BlockerRow.issue_key.in_(gone)))
+    return len(gone)

@@ -1,0 +1,474 @@
+"""The dispatcher: from triggered tracker issues to launched jobs, once per trigger.
+
+A poll cycle (:func:`run_cycle`) reads every tracker connection's triggered issues, page by page;
+checks each issue's blockers (:mod:`.blockers`); claims the eligible ones; launches the claimed
+jobs; then runs the reconciler and delivers the outbox.
+
+**Once per trigger.** An issue is eligible when the listing shows its trigger, its
+``TrackedIssue.trigger_consumed`` is not set, and the listing was read after
+``trigger_cleared_at`` (a listing read before our own stage change reached the tracker is stale).
+The claim re-checks all of this in one serialized transaction (``BEGIN IMMEDIATE`` on SQLite; the
+team's and the global advisory locks on PostgreSQL), creates the job, sets ``trigger_consumed``
+and the stage, and commits; only then is the backend called. The partial unique index
+``uq_jobs_active_issue`` is the last guard: a violation means "already dispatched".
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..database import advisory_lock, is_sqlite, serialized
+from ..errors import AiimplError, DispatchError, NotFound, ProviderError
+from ..extensions import db
+from ..orm import Job, TrackedIssue, utcnow
+from ..orm import Mapping as MappingRow
+from ..providers import TicketingProvider
+from ..types import Phase, Stage, TrackerIssue
+from . import blockers, outbox, poller
+from .jobs import set_stage, tracked_issue
+from .launch import choose_backend, create_job, launch
+
+log = logging.getLogger(__name__)
+
+GLOBAL_LOCK = "dispatch:global"
+
+
+@dataclass
+class Dispatched:
+    issue_key: str
+    job_id: int
+    phase: str
+    backend: str | None
+    shadow: bool
+    status: str = "unknown"
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class CycleReport:
+    """What one cycle did; ``aiimpl poll --once --json`` prints :meth:`as_dict`."""
+
+    started_at: datetime
+    finished_at: datetime | None = None
+    listed: dict[str, int] = field(default_factory=dict)  # provider -> triggered issues read
+    dispatched: list[Dispatched] = field(default_factory=list)
+    blocked: dict[str, dict[str, str]] = field(default_factory=dict)  # issue -> reason, message
+    skipped: dict[str, str] = field(default_factory=dict)  # issue -> why it needs nothing
+    providers_skipped: dict[str, str] = field(default_factory=dict)  # provider -> why
+    errors: list[str] = field(default_factory=list)
+    reconciled: dict[str, Any] = field(default_factory=dict)
+    outbox: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "startedAt": self.started_at.isoformat(),
+            "finishedAt": self.finished_at.isoformat() if self.finished_at else None,
+            "listed": dict(self.listed),
+            "dispatched": [d.as_dict() for d in self.dispatched],
+            "blocked": dict(self.blocked),
+            "skipped": dict(self.skipped),
+            "providersSkipped": dict(self.providers_skipped),
+            "errors": list(self.errors),
+            "reconciled": dict(self.reconciled),
+            "outbox": dict(self.outbox),
+        }
+
+    def summary(self) -> str:
+        listed = sum(self.listed.values())
+        parts = [
+            f"{listed} triggered issue(s) read",
+            f"{len(self.dispatched)} dispatched",
+            f"{len(self.blocked)} blocked",
+        ]
+        if self.providers_skipped:
+            parts.append(f"{len(self.providers_skipped)} connection(s) skipped")
+        if self.reconciled.get("ended"):
+            parts.append(f"{self.reconciled['ended']} job(s) ended by the reconciler")
+        if self.outbox.get("sent") or self.outbox.get("failed"):
+            parts.append(f"outbox {self.outbox.get('sent', 0)} sent / {self.outbox.get('failed', 0)} failed")
+        return ", ".join(parts)
+
+
+# -- mappings and providers -------------------------------------------------------------------
+
+
+def _mappings_by_provider() -> dict[str, list[MappingRow]]:
+    out: dict[str, list[MappingRow]] = {}
+    for mapping in db.session.scalars(select(MappingRow).order_by(MappingRow.team_key)).all():
+        provider_id = (mapping.ticketing or {}).get("provider")
+        if provider_id:
+            out.setdefault(str(provider_id), []).append(mapping)
+    return out
+
+
+def _mapping_for(provider_id: str, team_key: str) -> MappingRow | None:
+    for mapping in db.session.scalars(select(MappingRow).where(MappingRow.team_key == team_key)).all():
+        if (mapping.ticketing or {}).get("provider") == provider_id:
+            return mapping
+    return None
+
+
+def _tracker(provider_id: str) -> TicketingProvider:
+    facade = current_app.extensions["aiimpl"]
+    return facade.ticketing(provider_id)
+
+
+# -- the claim ------------------------------------------------------------------------------
+
+
+def _phase_for(mapping: MappingRow, tracked: TrackedIssue, requested: Phase | None) -> tuple[Phase, str | None]:
+    """§4: an approved plan → implementation with it; else planning when enabled; else implementation."""
+    if requested is Phase.PLANNING:
+        return Phase.PLANNING, None
+    if requested is Phase.IMPLEMENTATION:
+        return Phase.IMPLEMENTATION, tracked.plan
+    if tracked.plan:
+        return Phase.IMPLEMENTATION, tracked.plan
+    if mapping.planning_enabled:
+        return Phase.PLANNING, None
+    return Phase.IMPLEMENTATION, None
+
+
+_STAGE_OF = {Phase.PLANNING: Stage.PLANNING, Phase.IMPLEMENTATION: Stage.IMPLEMENTING}
+
+
+def consider(
+    issue: TrackerIssue,
+    *,
+    fetched_at: datetime,
+    report: CycleReport,
+    now: datetime | None = None,
+    force: bool = False,
+    phase: Phase | None = None,
+    launch_now: bool = True,
+) -> Job | None:
+    """Check one triggered issue and, when nothing holds it, claim and launch its job.
+
+    :param fetched_at: when the listing (or the single read) that shows the trigger began.
+    :param force: manual dispatch past the blockers and the trigger check (``aiimpl dispatch
+        --force``); the one-job-in-flight rule still holds.
+    :param launch_now: false leaves the claimed job in ``unknown`` (used by tests that simulate a
+        crash between the claim and the backend call).
+    :returns: the created job, or ``None`` when the issue was not dispatched.
+    """
+    now = now or utcnow()
+    key = issue.key
+    job: Job | None = None
+    with serialized():
+        if not is_sqlite():
+            # the team's lock keeps its cap exact; the global lock keeps the global and backend caps
+            advisory_lock(f"team:{issue.team_key}")
+            advisory_lock(GLOBAL_LOCK)
+        tracked = db.session.scalar(
+            select(TrackedIssue).where(TrackedIssue.issue_key == key).execution_options(populate_existing=True)
+        )
+        if tracked is None:
+            tracked = tracked_issue(key, team_key=issue.team_key, provider=issue.provider)
+        tracked.team_key = issue.team_key
+        tracked.provider = issue.provider
+        tracked.title = issue.title or tracked.title or ""
+        tracked.url = issue.url or tracked.url
+        tracked.triggered = bool(issue.triggered)
+        tracked.last_seen_at = now
+        if not force:
+            if not issue.triggered:
+                report.skipped[key] = "not triggered"
+                return None
+            if tracked.trigger_consumed:
+                report.skipped[key] = "trigger already dispatched"
+                return None
+            if tracked.trigger_cleared_at is not None and fetched_at <= tracked.trigger_cleared_at:
+                report.skipped[key] = "listing older than our last stage change"
+                return None
+        mapping = _mapping_for(issue.provider, issue.team_key)
+        choice = choose_backend(mapping) if mapping is not None else None
+        backend_id = choice.backend_id if choice is not None else None
+        held = blockers.evaluate(issue, mapping, backend_id=backend_id, now=now)
+        if held is None and choice is not None and not choice.shadow and backend_id:
+            backoff = poller.backoff_of("runner", backend_id, now)
+            if backoff is not None:
+                held = blockers.backend_unavailable(backend_id, backoff.until)
+        if held is not None and mapping is not None and force and held.reason != blockers.PAUSED:
+            held = None  # --force passes every check but a paused project and the in-flight rule
+        if held is not None and force and held.reason == blockers.DEDUP:
+            held = None  # the unique index below decides
+        if held is not None:
+            blockers.record(issue, held, now)
+            report.blocked[key] = {"reason": held.reason, "message": held.message}
+            return None
+        assert mapping is not None and choice is not None
+        chosen_phase, plan = _phase_for(mapping, tracked, phase)
+        try:
+            with db.session.begin_nested():
+                job = create_job(mapping, key, phase=chosen_phase, provider=issue.provider, choice=choice,
+                                 plan=plan, forced=force)
+        except IntegrityError:
+            # another process holds a job in flight for this issue (the partial unique index)
+            held = blockers.dedup()
+            blockers.record(issue, held, now)
+            report.blocked[key] = {"reason": held.reason, "message": held.message}
+            return None
+        if issue.triggered:
+            tracked.trigger_consumed = True
+        set_stage(key, _STAGE_OF.get(chosen_phase, Stage.IMPLEMENTING), provider=issue.provider, job=job, now=now)
+        blockers.clear(key)
+    entry = Dispatched(key, job.id, job.phase, job.backend, job.shadow)
+    report.dispatched.append(entry)
+    if launch_now:
+        _launch(job, entry, report, now)
+    return job
+
+
+def _launch(job: Job, entry: Dispatched, report: CycleReport, now: datetime) -> None:
+    try:
+        launch(job)
+    except DispatchError as exc:
+        # launch ended the job failed and queued its comments; a backend that is down is left
+        # alone for a while so the next issues wait instead of failing one by one
+        entry.error = exc.message
+        report.errors.append(f"{job.issue_key}: {exc.message}")
+        if job.backend and poller.is_transient(exc):
+            poller.record_failure("runner", job.backend, exc, now)
+    except AiimplError as exc:  # pragma: no cover - launch converts backend errors already
+        entry.error = exc.message
+        report.errors.append(f"{job.issue_key}: {exc.message}")
+    db.session.refresh(job)
+    entry.status = job.status
+
+
+# -- listings -------------------------------------------------------------------------------
+
+
+def _after_complete_listing(provider_id: str, seen: set[str], listed_since: datetime, now: datetime) -> None:
+    """A complete listing is the truth about which issues carry the trigger right now."""
+    with serialized():
+        blockers.prune(provider_id, seen, listed_since)
+        rows = db.session.scalars(
+            select(TrackedIssue).where(
+                TrackedIssue.provider == provider_id,
+                (TrackedIssue.triggered.is_(True)) | (TrackedIssue.trigger_consumed.is_(True)),
+            )
+        ).all()
+        for tracked in rows:
+            if tracked.issue_key in seen:
+                continue
+            tracked.triggered = False
+            if tracked.trigger_consumed:
+                # Only a listing that began after the trigger was consumed can say it is gone; an
+                # older one may simply predate the trigger (a webhook dispatched it meanwhile).
+                last_job = db.session.scalar(
+                    select(func.max(Job.created_at)).where(Job.issue_key == tracked.issue_key)
+                )
+                if last_job is None or last_job < listed_since:
+                    tracked.trigger_consumed = False
+                    tracked.trigger_cleared_at = listed_since
+
+
+def _poll_provider(
+    provider_id: str,
+    mappings: Sequence[MappingRow],
+    report: CycleReport,
+    *,
+    now: datetime,
+    issue_keys: set[str] | None,
+    lease_seconds: float | None,
+    holder: str | None,
+) -> None:
+    backoff = poller.backoff_of("ticketing", provider_id, now)
+    if backoff is not None:
+        report.providers_skipped[provider_id] = f"backing off until {backoff.until.isoformat()}: {backoff.error}"
+        return
+    if lease_seconds is not None and not poller.acquire_lease(
+        f"poll:{provider_id}", max(1.0, lease_seconds * 0.9), holder=holder, now=now
+    ):
+        report.providers_skipped[provider_id] = "another poller read it this interval"
+        return
+    tracker = _tracker(provider_id)
+    teams = sorted({m.team_key for m in mappings})
+    seen: set[str] = set()
+    listed_since = utcnow()
+    complete = False
+    pages = tracker.iter_triggered(teams)
+    try:
+        while True:
+            fetched_at = utcnow()  # the time this page's remote call began
+            try:
+                page = next(pages)
+            except StopIteration:
+                break
+            for issue in page.issues:
+                if not issue.triggered:
+                    continue
+                seen.add(issue.key)
+                report.listed[provider_id] = report.listed.get(provider_id, 0) + 1
+                if issue_keys is not None and issue.key not in issue_keys:
+                    continue
+                try:
+                    consider(issue, fetched_at=fetched_at, report=report, now=now)
+                except AiimplError as exc:
+                    report.errors.append(f"{issue.key}: {exc.message}")
+            if page.complete:
+                complete = True
+                break
+    except Exception as exc:  # noqa: BLE001 - one connection's failure must not stop the cycle
+        db.session.rollback()
+        if isinstance(exc, ProviderError) or poller.is_transient(exc):
+            poller.record_failure("ticketing", provider_id, exc, now)
+            report.providers_skipped[provider_id] = f"listing failed: {exc}"
+        else:
+            log.exception("listing %s failed", provider_id)
+            poller.record_failure("ticketing", provider_id, exc, now)
+            report.providers_skipped[provider_id] = f"listing failed: {type(exc).__name__}"
+        return
+    finally:
+        close = getattr(pages, "close", None)
+        if close is not None:
+            close()
+    poller.record_success("ticketing", provider_id)
+    report.listed.setdefault(provider_id, 0)
+    if complete and issue_keys is None:
+        _after_complete_listing(provider_id, seen, listed_since, now)
+
+
+def run_cycle(
+    now: datetime | None = None,
+    issue_keys: Iterable[str] | None = None,
+    *,
+    lease_seconds: float | None = None,
+    holder: str | None = None,
+    reconcile: bool = True,
+    deliver: bool = True,
+) -> CycleReport:
+    """One poll cycle: list, check, claim and launch; then reconcile and deliver the outbox.
+
+    :param now: the cycle's clock (tests move it forward); defaults to the current time.
+    :param issue_keys: only consider these issues of the listings (and skip the clean-up a complete
+        listing allows).
+    :param lease_seconds: hold each tracker's listing lease this long (the poll loop passes its
+        interval); ``None`` reads every tracker whatever other pollers do.
+    """
+    from . import reconcile as reconcile_mod
+
+    started = utcnow()
+    now = now or started
+    report = CycleReport(started_at=started)
+    wanted = set(issue_keys) if issue_keys is not None else None
+    facade = current_app.extensions["aiimpl"]
+    installed = set(facade.ids("ticketing"))
+    for provider_id, mappings in sorted(_mappings_by_provider().items()):
+        if provider_id not in installed:
+            report.providers_skipped[provider_id] = "tracker plugin not installed"
+            continue
+        try:
+            configured = _tracker(provider_id).is_configured()
+        except AiimplError as exc:
+            report.providers_skipped[provider_id] = exc.message
+            continue
+        if not configured:
+            report.providers_skipped[provider_id] = "not configured"
+            continue
+        _poll_provider(provider_id, mappings, report, now=now, issue_keys=wanted,
+                       lease_seconds=lease_seconds, holder=holder)
+    db.session.commit()
+    if reconcile:
+        try:
+            report.reconciled = reconcile_mod.reconcile(now=now).as_dict()
+        except Exception as exc:  # noqa: BLE001 - the outbox still goes out
+            db.session.rollback()
+            log.exception("reconcile failed")
+            report.errors.append(f"reconcile: {type(exc).__name__}: {exc}")
+    if deliver:
+        report.outbox = outbox.deliver(now=max(now, utcnow()))
+    report.finished_at = utcnow()
+    return report
+
+
+def run_cycle_for_issues(provider_id: str, issue_keys: list[str]) -> CycleReport:
+    """Check and dispatch these issues at once (tracker webhooks call this).
+
+    Each issue is read with ``get_issue`` and goes through the same blockers and claim as in a
+    poll cycle; an issue without its trigger only has its blocker row cleared.
+    """
+    now = utcnow()
+    report = CycleReport(started_at=now)
+    tracker = _tracker(provider_id)
+    backoff = poller.backoff_of("ticketing", provider_id, now)
+    if backoff is not None:
+        report.providers_skipped[provider_id] = f"backing off until {backoff.until.isoformat()}: {backoff.error}"
+        report.finished_at = utcnow()
+        return report
+    for key in dict.fromkeys(issue_keys):
+        fetched_at = utcnow()
+        try:
+            issue = tracker.get_issue(key)
+        except NotFound:
+            report.skipped[key] = "not found in the tracker"
+            continue
+        except ProviderError as exc:
+            if poller.is_transient(exc):
+                poller.record_failure("ticketing", provider_id, exc, now)
+            report.errors.append(f"{key}: {exc.message}")
+            break
+        if not issue.triggered:
+            with serialized():
+                blockers.clear(key)
+                db.session.execute(
+                    update(TrackedIssue).where(TrackedIssue.issue_key == key).values(triggered=False),
+                    execution_options={"synchronize_session": False},
+                )
+            report.skipped[key] = "not triggered"
+            continue
+        report.listed[provider_id] = report.listed.get(provider_id, 0) + 1
+        try:
+            consider(issue, fetched_at=fetched_at, report=report, now=now)
+        except AiimplError as exc:
+            report.errors.append(f"{key}: {exc.message}")
+    db.session.commit()
+    report.outbox = outbox.deliver(issue_keys=list(dict.fromkeys(issue_keys)))
+    report.finished_at = utcnow()
+    return report
+
+
+# -- manual dispatch --------------------------------------------------------------------------
+
+
+def resolve_provider(issue_key: str) -> tuple[str, MappingRow | None]:
+    """The tracker connection and mapping that own an issue key."""
+    facade = current_app.extensions["aiimpl"]
+    installed = set(facade.ids("ticketing"))
+    for provider_id, mappings in _mappings_by_provider().items():
+        if provider_id not in installed:
+            continue
+        team = facade.ticketing(provider_id).team_of(issue_key)
+        for mapping in mappings:
+            if mapping.team_key == team:
+                return provider_id, mapping
+    team = issue_key.rsplit("-", 1)[0]
+    raise NotFound(blockers.no_mapping(team).message)
+
+
+def dispatch_issue(issue_key: str, *, phase: Phase | None = None, force: bool = False) -> CycleReport:
+    """Manual dispatch of one issue (``aiimpl dispatch``): the same checks unless ``force``."""
+    provider_id, _mapping = resolve_provider(issue_key)
+    now = utcnow()
+    report = CycleReport(started_at=now)
+    fetched_at = utcnow()
+    issue = _tracker(provider_id).get_issue(issue_key)
+    if not issue.triggered and not force:
+        report.skipped[issue_key] = "the issue does not carry the trigger (use --force to dispatch anyway)"
+    else:
+        consider(issue, fetched_at=fetched_at, report=report, now=now, force=force, phase=phase)
+    db.session.commit()
+    report.outbox = outbox.deliver(issue_keys=[issue_key])
+    report.finished_at = utcnow()
+    return report

@@ -1,0 +1,198 @@
+"""The poll loop, and what lets several pollers share the remote connections politely.
+
+Several pollers may run at once (threads, gunicorn workers, hosts). Two things are shared through
+the database:
+
+- **Leases** (:class:`~aiimpl_core.orm.Lease`): the poller holding ``poll:<tracker>`` reads that
+  tracker's listing for one interval, so two pollers do not both read it in the same interval.
+  This only saves remote calls; correctness never depends on it (the dispatcher's claim is what
+  prevents double dispatch).
+- **Back-offs** (:class:`~aiimpl_core.orm.Setting` rows ``backoff:<kind>:<id>``): a tracker or
+  runner backend that failed (timeout, 5xx, 429) is left alone until its "not before" time, by
+  every poller; the others carry on.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..database import serialized
+from ..errors import ProviderError
+from ..extensions import db
+from ..orm import Lease, Setting, utcnow
+
+log = logging.getLogger(__name__)
+
+MIN_BACKOFF = timedelta(seconds=30)
+MAX_BACKOFF = timedelta(minutes=15)
+
+
+def holder_id() -> str:
+    """This poller's name in lease rows: host, process and thread."""
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"[:128]
+
+
+# -- leases -----------------------------------------------------------------------------------
+
+
+def acquire_lease(name: str, seconds: float, *, holder: str | None = None, now: datetime | None = None) -> bool:
+    """Take or renew the lease ``name`` for ``seconds``; false when another holder has it."""
+    holder = holder or holder_id()
+    now = now or utcnow()
+    expires = now + timedelta(seconds=max(0.0, seconds))
+    try:
+        with serialized():
+            row = db.session.get(Lease, name, populate_existing=True)
+            if row is None:
+                db.session.add(Lease(name=name, holder=holder, expires_at=expires))
+                return True
+            # compare-and-set: only an expired lease, or our own, changes hands
+            result = db.session.execute(
+                update(Lease)
+                .where(Lease.name == name, (Lease.expires_at <= now) | (Lease.holder == holder))
+                .values(holder=holder, expires_at=expires),
+                execution_options={"synchronize_session": False},
+            )
+            return result.rowcount == 1
+    except IntegrityError:  # another poller inserted the row first
+        db.session.rollback()
+        return False
+
+
+def release_lease(name: str, *, holder: str | None = None) -> None:
+    holder = holder or holder_id()
+    with serialized():
+        row = db.session.get(Lease, name, populate_existing=True)
+        if row is not None and row.holder == holder:
+            db.session.delete(row)
+
+
+# -- back-offs --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """A connection left alone until ``until`` after ``failures`` failures in a row."""
+
+    until: datetime
+    failures: int
+    error: str
+
+
+def _backoff_key(kind: str, provider_id: str) -> str:
+    return f"backoff:{kind}:{provider_id}"[:64]
+
+
+def backoff_of(kind: str, provider_id: str, now: datetime | None = None) -> Backoff | None:
+    """The connection's back-off while it is in force, else ``None``."""
+    now = now or utcnow()
+    row = db.session.scalar(select(Setting).where(Setting.key == _backoff_key(kind, provider_id)))
+    if row is None or not isinstance(row.value, dict):
+        return None
+    try:
+        until = datetime.fromisoformat(str(row.value["until"]))
+    except (KeyError, ValueError):
+        return None
+    if until <= now:
+        return None
+    return Backoff(until, int(row.value.get("failures") or 1), str(row.value.get("error") or ""))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth waiting out: no answer (timeout, refused), 429, 5xx."""
+    if not isinstance(exc, ProviderError):
+        return False
+    return exc.status is None or exc.status == 429 or exc.status >= 500 or exc.retry_after is not None
+
+
+def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetime | None = None) -> Backoff:
+    """Remember that a connection failed; returns the new back-off.
+
+    ``Retry-After`` is honoured as given; otherwise the wait doubles per failure in a row, from
+    30 seconds up to 15 minutes.
+    """
+    now = now or utcnow()
+    key = _backoff_key(kind, provider_id)
+    retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
+    message = str(exc)[:500]
+    with serialized():
+        row = db.session.get(Setting, key, populate_existing=True)
+        failures = 1
+        if row is not None and isinstance(row.value, dict):
+            failures = int(row.value.get("failures") or 0) + 1
+        if retry_after is not None:
+            wait = timedelta(seconds=max(1.0, float(retry_after)))
+        else:
+            wait = min(MAX_BACKOFF, MIN_BACKOFF * 2 ** min(failures - 1, 10))
+        value: dict[str, Any] = {"until": (now + wait).isoformat(), "failures": failures, "error": message}
+        if row is None:
+            db.session.add(Setting(key=key, value=value))
+        else:
+            row.value = value
+    log.warning("%s %s failed (%s); leaving it alone for %ss", kind, provider_id, message, int(wait.total_seconds()))
+    return Backoff(now + wait, failures, message)
+
+
+def record_success(kind: str, provider_id: str) -> None:
+    """Forget a connection's failures (no write when there were none)."""
+    key = _backoff_key(kind, provider_id)
+    if db.session.scalar(select(Setting.key).where(Setting.key == key)) is None:
+        db.session.commit()
+        return
+    with serialized():
+        row = db.session.get(Setting, key, populate_existing=True)
+        if row is not None:
+            db.session.delete(row)
+
+
+# -- the loop ---------------------------------------------------------------------------------
+
+
+class Poller:
+    """Runs poll cycles every ``interval`` seconds until :meth:`stop` is called.
+
+    A stop request lets the current cycle finish; the wait between cycles ends at once.
+    """
+
+    def __init__(self, interval: float | None = None) -> None:
+        self.interval = float(interval if interval is not None else current_app.config.get("AIIMPL_POLL_INTERVAL") or 60)
+        self.holder = holder_id()
+        self._stop = threading.Event()
+        self.cycles = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run_once(self) -> Any:
+        from .dispatch import run_cycle
+
+        try:
+            return run_cycle(lease_seconds=self.interval, holder=self.holder)
+        finally:
+            self.cycles += 1
+            db.session.remove()
+
+    def run_forever(self, on_cycle: Any = None) -> None:
+        """Run cycles until stopped; a failing cycle is logged and the loop goes on."""
+        while not self._stop.is_set():
+            try:
+                report = self.run_once()
+                if on_cycle is not None:
+                    on_cycle(report)
+            except Exception:  # noqa: BLE001 - one bad cycle must not end the poller
+                log.exception("poll cycle failed")
+                db.session.remove()
+            self._stop.wait(self.interval)

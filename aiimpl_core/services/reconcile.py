@@ -1,0 +1,266 @@
+"""The reconciler: keeps every in-flight job's status true to what its runner backend reports.
+
+Once per cycle it groups the non-terminal jobs by backend and asks each backend about all of them
+in one ``poll_runs`` call (never one call per job). It links runs (``running``, run id and URL),
+and ends jobs whose run failed, timed out, finished without a result, or was never linked:
+
+======================================  ==============================================
+what is known                            how the job ends
+======================================  ==============================================
+``RUNNING``                              ``running`` (run id and URL linked)
+``NOT_FOUND`` / no run id after the      ``timed_out`` / ``run_not_found``
+``run_not_found`` window
+``TIMED_OUT``                            ``timed_out`` with the backend's reason
+``FAILED``                               ``failed`` with the log excerpt and its label
+``SUCCEEDED`` and no ``/runner/result``  after a grace period, ``failed``: ``pr_not_found``
+                                         (implementation) or ``session_failed``
+still ``unknown`` (crash between the     ``timed_out`` / ``run_not_found``
+claim and the backend call)
+shadow job (no runner was started)       ``timed_out`` / ``run_not_found``
+======================================  ==============================================
+
+Every ending goes through :func:`~aiimpl_core.services.outcomes.end_job` (compare-and-set): a job
+that ``/runner/result`` ended first is left as it is.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import delete, select
+
+from ..database import serialized
+from ..errors import AiimplError
+from ..extensions import db
+from ..orm import Job, Setting, utcnow
+from ..orm import Mapping as MappingRow
+from ..types import ACTIVE_STATUSES, InFlightRun, JobStatus, LogLabel, Phase, RunPhase, RunState, TimeoutReason
+from . import poller
+from .jobs import transition
+from .outcomes import Outcome, end_job
+
+log = logging.getLogger(__name__)
+
+#: how long a run may be over (``SUCCEEDED``) before its missing ``/runner/result`` counts as lost
+RESULT_GRACE = timedelta(minutes=5)
+
+
+@dataclass
+class ReconcileReport:
+    """What one reconcile pass did."""
+
+    polled: dict[str, int] = field(default_factory=dict)  # backend -> runs asked about
+    linked: int = 0
+    ended: int = 0
+    endings: dict[int, str] = field(default_factory=dict)  # job id -> status/reason
+    skipped: dict[str, str] = field(default_factory=dict)  # backend -> why it was not asked
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "polled": dict(self.polled),
+            "linked": self.linked,
+            "ended": self.ended,
+            "endings": {str(k): v for k, v in self.endings.items()},
+            "skipped": dict(self.skipped),
+        }
+
+
+def _window() -> timedelta:
+    return timedelta(seconds=int(current_app.config.get("AIIMPL_RUN_NOT_FOUND_SECONDS") or 600))
+
+
+def _grace_key(job_id: int) -> str:
+    return f"run-ended:{job_id}"
+
+
+def _end(job: Job, outcome: Outcome, report: ReconcileReport) -> None:
+    if end_job(job, outcome):
+        report.ended += 1
+        report.endings[job.id] = f"{outcome.status.value}" + (f"/{outcome.timeout_reason}" if outcome.timeout_reason else "")
+    db.session.execute(delete(Setting).where(Setting.key == _grace_key(job.id)))
+
+
+def _run_not_found(job: Job, report: ReconcileReport) -> None:
+    _end(job, Outcome(JobStatus.TIMED_OUT, timeout_reason=TimeoutReason.RUN_NOT_FOUND.value), report)
+
+
+def _since_dispatch(job: Job) -> datetime:
+    return job.dispatched_at or job.created_at
+
+
+def _in_flight(job: Job, mapping: MappingRow | None, lifetime: int) -> InFlightRun | None:
+    if mapping is None:
+        return None
+    return InFlightRun(
+        job_id=job.id,
+        phase=Phase(job.phase),
+        issue_key=job.issue_key,
+        mapping=mapping.view(),
+        run_id=job.run_id,
+        run_name=job.run_name or f"job-{job.id}",
+        dispatched_at=_since_dispatch(job),
+        started_at=job.running_at,
+        lifetime_seconds=lifetime,
+    )
+
+
+def reconcile(now: datetime | None = None) -> ReconcileReport:
+    """One reconcile pass over every non-terminal job."""
+    now = now or utcnow()
+    report = ReconcileReport()
+    facade = current_app.extensions["aiimpl"]
+    installed = set(facade.ids("runner"))
+    window = _window()
+    lifetime = int(current_app.config.get("AIIMPL_SESSION_LIFETIME_SECONDS") or 3600)
+
+    jobs = db.session.scalars(
+        select(Job).where(Job.status.in_([s.value for s in ACTIVE_STATUSES])).order_by(Job.id)
+    ).all()
+    by_backend: dict[str, list[Job]] = defaultdict(list)
+    for job in jobs:
+        if job.status == JobStatus.UNKNOWN.value or job.shadow or not job.backend or job.backend not in installed:
+            # nothing to ask a backend: a job never handed over (a crash between the claim and the
+            # backend call), a shadow job (no runner started), or a backend no longer installed
+            if _since_dispatch(job) + window <= now:
+                with serialized():
+                    db.session.refresh(job)
+                    if not JobStatus(job.status).terminal:
+                        _run_not_found(job, report)
+            continue
+        by_backend[job.backend].append(job)
+    db.session.commit()
+
+    for backend_id, backend_jobs in sorted(by_backend.items()):
+        backoff = poller.backoff_of("runner", backend_id, now)
+        if backoff is not None:
+            report.skipped[backend_id] = f"backing off until {backoff.until.isoformat()}: {backoff.error}"
+            continue
+        mappings = {m.id: m for m in db.session.scalars(
+            select(MappingRow).where(MappingRow.id.in_({j.mapping_id for j in backend_jobs if j.mapping_id}))
+        ).all()}
+        runs: list[InFlightRun] = []
+        for job in backend_jobs:
+            run = _in_flight(job, mappings.get(job.mapping_id or -1), lifetime)
+            if run is None:  # the mapping was deleted: nobody can report on it
+                if _since_dispatch(job) + window <= now:
+                    with serialized():
+                        db.session.refresh(job)
+                        if not JobStatus(job.status).terminal:
+                            _run_not_found(job, report)
+                continue
+            runs.append(run)
+        if not runs:
+            continue
+        backend = facade.runner(backend_id)
+        try:
+            states = list(backend.poll_runs(runs))
+        except Exception as exc:  # noqa: BLE001 - one backend's failure must not stop the others
+            db.session.rollback()
+            poller.record_failure("runner", backend_id, exc, now)
+            report.skipped[backend_id] = f"poll failed: {exc if isinstance(exc, AiimplError) else type(exc).__name__}"
+            continue
+        poller.record_success("runner", backend_id)
+        report.polled[backend_id] = len(runs)
+        by_job = {s.job_id: s for s in states}
+        for job in backend_jobs:
+            state = by_job.get(job.id)
+            try:
+                with serialized():
+                    _apply(job, state, now=now, window=window, report=report)
+            except Exception:  # noqa: BLE001 - one job's trouble must not stop the pass
+                db.session.rollback()
+                log.exception("reconciling job %s failed", job.id)
+    return report
+
+
+def _link(job: Job, state: RunState) -> bool:
+    changed = False
+    if state.run_id and job.run_id != state.run_id:
+        job.run_id = state.run_id
+        changed = True
+    if state.run_url and job.run_url != state.run_url:
+        job.run_url = state.run_url
+        changed = True
+    return changed
+
+
+def _apply(job: Job, state: RunState | None, *, now: datetime, window: timedelta, report: ReconcileReport) -> None:
+    db.session.refresh(job)
+    if JobStatus(job.status).terminal:
+        return
+    overdue = _since_dispatch(job) + window <= now
+    if state is None:
+        if not job.run_id and overdue:
+            _run_not_found(job, report)
+        return
+    phase = state.phase
+    if phase is RunPhase.NOT_FOUND:
+        if overdue:
+            _run_not_found(job, report)
+        return
+    if phase is RunPhase.PENDING:
+        if _link(job, state):
+            report.linked += 1
+        elif not job.run_id and overdue:
+            _run_not_found(job, report)
+        return
+    if phase is RunPhase.RUNNING:
+        fields: dict[str, Any] = {}
+        if state.run_id:
+            fields["run_id"] = state.run_id
+        if state.run_url:
+            fields["run_url"] = state.run_url
+        if job.status != JobStatus.RUNNING.value:
+            if transition(job, JobStatus.RUNNING, reason="run linked", now=now, **fields):
+                report.linked += 1
+        elif _link(job, state):
+            report.linked += 1
+        return
+    _link(job, state)
+    if phase is RunPhase.TIMED_OUT:
+        reason = state.timeout_reason.value if state.timeout_reason else TimeoutReason.TIMED_OUT.value
+        _end(job, Outcome(JobStatus.TIMED_OUT, timeout_reason=reason, log_label=state.log_label,
+                          log_excerpt=state.log_excerpt), report)
+        return
+    if phase is RunPhase.FAILED:
+        if state.detail:
+            reason = state.detail
+        elif state.exit_code is not None:
+            reason = f"the run exited with code {state.exit_code}"
+        else:
+            reason = "the run failed"
+        _end(job, Outcome(JobStatus.FAILED, reason=reason, log_label=state.log_label or LogLabel.SESSION_FAILED,
+                          log_excerpt=state.log_excerpt), report)
+        return
+    if phase is RunPhase.SUCCEEDED:
+        _after_success_without_result(job, state, now=now, report=report)
+
+
+def _after_success_without_result(job: Job, state: RunState, *, now: datetime, report: ReconcileReport) -> None:
+    """The run is over but ``/runner/result`` has not ended the job: wait a grace period for it.
+
+    The time the reconciler first saw the run over is kept in a ``settings`` row, so every poller
+    counts the grace from the same moment.
+    """
+    key = _grace_key(job.id)
+    row = db.session.get(Setting, key, populate_existing=True)
+    if row is None:
+        db.session.add(Setting(key=key, value={"seen": now.isoformat()}))
+        return
+    try:
+        seen = datetime.fromisoformat(str(row.value["seen"]))
+    except (KeyError, TypeError, ValueError):
+        seen = now
+    if seen + RESULT_GRACE > now:
+        return
+    if Phase(job.phase) is Phase.IMPLEMENTATION:
+        outcome = Outcome(JobStatus.FAILED, reason="the run finished without opening a pull request",
+                          log_label=LogLabel.PR_NOT_FOUND, log_excerpt=state.log_excerpt)
+    else:
+        outcome = Outcome(JobStatus.FAILED, reason="the run finished without reporting a result",
+                          log_label=LogLabel.SESSION_FAILED, log_excerpt=state.log_excerpt)
+    _end(job, outcome, report)
