@@ -1,0 +1,155 @@
+"""``POST /api/status``: every row of the reference's table, and the progress comments it posts."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import select
+
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import Job, OutboxItem
+from aiimpl_core.testing.fakes import fail_with
+
+URL = "/api/status"
+STAMP = r"\n\n_\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
+
+
+@pytest.fixture
+def aiimpl_plugins(cb_tracker, cb_runner):
+    return [cb_tracker.plugin, cb_runner.plugin]
+
+
+def _fresh(job_id):
+    db.session.commit()
+    return db.session.get(Job, job_id)
+
+
+ROWS = [
+    # 400 event is required: event is missing or not a string
+    (400, "event is required", lambda n: {"nonce": n}, None),
+    (400, "event is required", lambda n: {"nonce": n, "event": 7}, None),
+    (400, "event is required", lambda n: {"nonce": n, "event": None}, None),
+    # 400 Invalid JSON body: Body could not be parsed as JSON
+    (400, "Invalid JSON body", None, b"{nonce:"),
+    (400, "Invalid JSON body", None, b""),
+    (400, "Invalid JSON body", None, b"\x00\xff"),
+    # 400 nonce is required: nonce is missing or not a string
+    (400, "nonce is required", lambda n: {"event": "session_created"}, None),
+    (400, "nonce is required", lambda n: {"nonce": 1, "event": "session_created"}, None),
+    (400, "nonce is required", lambda n: ["session_created"], None),
+    # 400 Unknown event type: {type}
+    (400, "Unknown event type: rocket_launched", lambda n: {"nonce": n, "event": "rocket_launched"}, None),
+    (400, "Unknown event type: ", lambda n: {"nonce": n, "event": ""}, None),
+    # 403 Invalid or expired nonce: No active job matches the nonce
+    (403, "Invalid or expired nonce", lambda n: {"nonce": "guess", "event": "session_created"}, None),
+]
+
+
+@pytest.mark.parametrize(("status", "error", "make_body", "raw"), ROWS)
+def test_status_table_rows(client, cb_job, cb_tracker, status, error, make_body, raw):
+    _, nonce = cb_job()
+    if raw is not None:
+        resp = client.post(URL, data=raw, content_type="application/json")
+    else:
+        resp = client.post(URL, json=make_body(nonce))
+    assert resp.status_code == status
+    assert resp.get_json() == {"error": error}
+    assert cb_tracker.comments["ENG-1"] == []
+
+
+def test_status_table_403_for_a_terminal_job(client, cb_job):
+    _, nonce = cb_job(status="timed_out")
+    resp = client.post(URL, json={"nonce": nonce, "event": "session_failed"})
+    assert resp.status_code == 403
+    assert resp.get_json() == {"error": "Invalid or expired nonce"}
+
+
+def test_status_table_500_when_posting_fails_and_the_retry_posts_once(client, cb_job, cb_tracker):
+    job_id, nonce = cb_job()
+    cb_tracker.fail["post_comment"] = fail_with(503, "tracker unavailable")
+    resp = client.post(URL, json={"nonce": nonce, "event": "verification_started"})
+    assert resp.status_code == 500
+    assert resp.get_json() == {"error": "Internal server error"}
+    item = db.session.scalar(select(OutboxItem).where(OutboxItem.dedupe_key == f"status:{job_id}:verification_started"))
+    assert item.state == "pending"  # kept for the poller
+    del cb_tracker.fail["post_comment"]
+    retry = client.post(URL, json={"nonce": nonce, "event": "verification_started"})
+    assert retry.status_code == 200
+    assert retry.get_json() == {"ok": True, "event": "verification_started", "duplicate": True}
+    assert len(cb_tracker.comments["ENG-1"]) == 1
+
+
+EVENTS = [
+    ("session_created", {}, "🚀 Session machine created. Cloning repo and running setup…"),
+    ("environment_ready", {}, "✅ Environment ready. Claude is implementing…"),
+    ("pr_opened", {"prNumber": 42, "prUrl": "https://github.com/acme/api/pull/42"},
+     "📝 Claude finished. PR #42 opened: https://github.com/acme/api/pull/42"),
+    ("verification_started", {}, "🧪 Running verification script…"),
+    ("verification_passed", {}, "✅ Verification passed"),
+    ("verification_failed", {"detail": "3 tests failed"}, "❌ Verification failed: 3 tests failed"),
+    ("session_cleaned_up", {"duration": "12m 30s"}, "🧹 Session machine cleaned up. Duration: 12m 30s"),
+    ("session_failed", {"reason": "OOM killed"}, "⚠️ Session failed: OOM killed. Machine will be cleaned up."),
+    ("session_timed_out", {"reason": "60 minutes"},
+     "⚠️ Session timed out: 60 minutes. Machine will be cleaned up."),
+]
+
+
+@pytest.mark.parametrize(("event", "fields", "text"), EVENTS)
+def test_each_event_posts_the_reference_comment(client, cb_job, cb_tracker, event, fields, text):
+    _, nonce = cb_job()
+    resp = client.post(URL, json={"nonce": nonce, "event": event, "logUrl": "https://fly.test/logs/m1", **fields})
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json() == {"ok": True, "event": event, "duplicate": False}
+    [posted] = cb_tracker.comments["ENG-1"]
+    assert re.fullmatch(re.escape(text) + STAMP + re.escape(" · [Machine logs](https://fly.test/logs/m1)_"),
+                        posted), posted
+
+
+def test_log_link_falls_back_to_the_run_url_and_log_url_is_stored(client, cb_job, cb_tracker):
+    job_id, nonce = cb_job()
+    client.post(URL, json={"nonce": nonce, "event": "environment_ready"})
+    assert cb_tracker.comments["ENG-1"][0].endswith("· [Machine logs](https://runs.test/run-1)_")
+    client.post(URL, json={"nonce": nonce, "event": "verification_started", "logUrl": "https://logs.test/x"})
+    assert _fresh(job_id).log_url == "https://logs.test/x"
+    assert cb_tracker.comments["ENG-1"][1].endswith("· [Machine logs](https://logs.test/x)_")
+
+
+def test_a_retried_event_is_never_posted_twice(client, cb_job, cb_tracker):
+    _, nonce = cb_job()
+    for _ in range(3):
+        assert client.post(URL, json={"nonce": nonce, "event": "environment_ready"}).status_code == 200
+    assert len(cb_tracker.comments["ENG-1"]) == 1
+
+
+def test_session_created_moves_the_job_to_running(client, cb_job):
+    job_id, nonce = cb_job(status="dispatched")
+    client.post(URL, json={"nonce": nonce, "event": "session_created"})
+    assert _fresh(job_id).status == "running"
+
+
+def test_pr_opened_records_the_pull_request(client, cb_job):
+    job_id, nonce = cb_job(status="running")
+    client.post(URL, json={"nonce": nonce, "event": "pr_opened", "prNumber": "42",
+                           "prUrl": "https://github.com/acme/api/pull/42"})
+    job = _fresh(job_id)
+    assert (job.pr_number, job.pr_url) == (42, "https://github.com/acme/api/pull/42")
+
+
+def test_shadow_jobs_record_and_post_nothing(client, cb_job, cb_tracker):
+    job_id, nonce = cb_job(shadow=True)
+    resp = client.post(URL, json={"nonce": nonce, "event": "session_created"})
+    assert resp.status_code == 200
+    assert cb_tracker.comments["ENG-1"] == []
+    assert db.session.scalar(select(OutboxItem.state).where(OutboxItem.job_id == job_id)) == "shadow"
+
+
+@pytest.mark.parametrize(("field", "value", "error"), [
+    ("logUrl", "javascript:alert(1)", "logUrl must be an http(s) URL"),
+    ("prNumber", {"n": 1}, "prNumber must be a string or a number"),
+    ("prUrl", 42, "prUrl must be a string"),
+])
+def test_wrongly_typed_optional_fields(client, cb_job, field, value, error):
+    _, nonce = cb_job()
+    resp = client.post(URL, json={"nonce": nonce, "event": "pr_opened", field: value})
+    assert resp.status_code == 400
+    assert resp.get_json() == {"error": error}

@@ -1,0 +1,111 @@
+"""``POST /api/token``: every row of the reference's table."""
+from __future__ import annotations
+
+import sys
+import types
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+import aiimpl_core
+from aiimpl_core.errors import ProviderError
+
+URL = "/api/token"
+EXPIRES = datetime(2026, 11, 29, 7, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def aiimpl_plugins(cb_tracker, cb_runner):
+    return [cb_tracker.plugin, cb_runner.plugin]
+
+
+@pytest.fixture
+def github_calls(monkeypatch):
+    """Replace ``aiimpl_core.github.repository_token``; record its calls, fail on demand."""
+    try:
+        import aiimpl_core.github as module
+    except ImportError:  # the GitHub client is not installed in this checkout yet
+        module = types.ModuleType("aiimpl_core.github")
+        monkeypatch.setitem(sys.modules, "aiimpl_core.github", module)
+        monkeypatch.setattr(aiimpl_core, "github", module, raising=False)
+    calls: list[tuple[str, str]] = []
+    state = {"error": None}
+
+    def repository_token(owner: str, repo: str) -> tuple[str, datetime]:
+        calls.append((owner, repo))
+        if state["error"] is not None:
+            raise state["error"]
+        return "ghs_fake_installation_token", EXPIRES
+
+    monkeypatch.setattr(module, "repository_token", repository_token, raising=False)
+    calls_state = types.SimpleNamespace(calls=calls, state=state)
+    return calls_state
+
+
+def test_token_issued_for_the_jobs_repository(client, cb_job, github_calls):
+    _, nonce = cb_job()
+    resp = client.post(URL, json={"nonce": nonce, "owner": "ACME", "repo": "ignored"})
+    assert resp.status_code == 200
+    assert resp.get_json() == {"token": "ghs_fake_installation_token", "expiresAt": "2026-11-29T07:00:00Z"}
+    assert github_calls.calls == [("acme", "api")]
+
+
+def _terminal_nonce(cb_job):
+    return cb_job(status="completed")[1]
+
+
+ROWS = [
+    # 400 nonce and owner are required: nonce or owner is missing
+    (400, "nonce and owner are required", lambda j: {"owner": "acme"}),
+    (400, "nonce and owner are required", lambda j: {"nonce": j()[1]}),
+    (400, "nonce and owner are required", lambda j: {}),
+    (400, "nonce and owner are required", lambda j: {"nonce": 12345, "owner": "acme"}),
+    (400, "nonce and owner are required", lambda j: {"nonce": j()[1], "owner": ["acme"]}),
+    (400, "nonce and owner are required", lambda j: {"nonce": "", "owner": "acme"}),
+    (400, "nonce and owner are required", lambda j: [1, 2]),
+    # 403 Invalid or expired nonce: No active job matches the nonce
+    (403, "Invalid or expired nonce", lambda j: {"nonce": "not-a-real-nonce", "owner": "acme"}),
+    (403, "Invalid or expired nonce", lambda j: {"nonce": _terminal_nonce(j), "owner": "acme"}),
+    # 403 Owner mismatch: The owner does not match the job's repository owner
+    (403, "Owner mismatch", lambda j: {"nonce": j()[1], "owner": "evil-corp"}),
+]
+
+
+@pytest.mark.parametrize(("status", "error", "make_body"), ROWS)
+def test_token_table_rows(client, cb_job, github_calls, status, error, make_body):
+    resp = client.post(URL, json=make_body(cb_job))
+    assert resp.status_code == status
+    assert resp.get_json() == {"error": error}
+    assert github_calls.calls == []
+
+
+@pytest.mark.parametrize("raw", [b"{nonce", b"", b"\xff", b"[" * 50000])
+def test_token_table_500_when_the_body_is_not_json(client, github_calls, raw):
+    resp = client.post(URL, data=raw, content_type="application/json")
+    assert resp.status_code == 500
+    assert resp.get_json() == {"error": "Failed to generate token"}
+
+
+def test_token_table_500_when_generation_fails(client, cb_job, github_calls, caplog):
+    _, nonce = cb_job()
+    github_calls.state["error"] = ProviderError("github: POST /app/installations/1/access_tokens failed with "
+                                                "HTTP 404: Not Found", status=404)
+    resp = client.post(URL, json={"nonce": nonce, "owner": "acme"})
+    assert resp.status_code == 500
+    assert resp.get_json() == {"error": "Failed to generate token"}
+
+
+def test_token_needs_no_admin_session(client, cb_job, github_calls):
+    _, nonce = cb_job()
+    assert client.post(URL, json={"nonce": nonce, "owner": "acme"}, headers={"Authorization": "Bearer x"}
+                       ).status_code == 200
+
+
+def test_expired_github_token_expiry_is_reported_in_utc(client, cb_job, github_calls, monkeypatch):
+    import aiimpl_core.github as module
+
+    local = datetime(2026, 11, 29, 9, 0, tzinfo=UTC).astimezone(__import__("datetime").timezone(timedelta(hours=2)))
+    monkeypatch.setattr(module, "repository_token", lambda owner, repo: ("t", local))
+    _, nonce = cb_job()
+    assert client.post(URL, json={"nonce": nonce, "owner": "acme"}).get_json()["expiresAt"] == (
+        "2026-11-29T09:00:00Z")
