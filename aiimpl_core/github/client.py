@@ -1,0 +1,304 @@
+"""The core's GitHub REST client.
+
+:class:`GitHub` holds the orchestrator's credentials (a GitHub App, or a personal token for small
+installs) and hands out repository tokens and :class:`Repo` clients. Every call goes through
+:class:`~aiimpl_core.http.HttpClient` (timeouts, retries honouring ``Retry-After`` and GitHub's
+rate-limit headers, errors as :class:`~aiimpl_core.errors.ProviderError`) with GitHub's media type
+and ``X-GitHub-Api-Version: 2022-11-28``.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from ..errors import ProviderError, ProviderNotConfigured
+from ..http import HttpClient
+from .app_auth import TOKENS, CachedToken, TokenCache, app_jwt, load_private_key, permissions_key
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "2022-11-28"
+DEFAULT_API_URL = "https://api.github.com"
+HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION}
+
+#: what a session does with its token: push a branch, open the PR, comment, read its own run
+SESSION_PERMISSIONS: Mapping[str, str] = {
+    "contents": "write",
+    "pull_requests": "write",
+    "issues": "write",
+    "actions": "read",
+}
+#: what the orchestrator's runner backend does: dispatch workflows, read runs, install workflow
+#: files (GitHub requires ``workflows: write`` to change anything under ``.github/workflows``)
+ORCHESTRATOR_PERMISSIONS: Mapping[str, str] = {
+    "actions": "write",
+    "contents": "write",
+    "workflows": "write",
+}
+#: personal tokens carry no expiry we could read; a session is told a day, far beyond its life
+PERSONAL_TOKEN_LIFETIME = timedelta(days=1)
+
+HttpFactory = Callable[..., HttpClient]
+
+
+def _default_http(base_url: str = "", **kwargs: Any) -> HttpClient:
+    return HttpClient(base_url, **kwargs)
+
+
+def github_message(exc: ProviderError) -> str:
+    """GitHub's own message from a failed call (``message`` plus any ``errors[].message``)."""
+    detail = exc.detail
+    if isinstance(detail, dict) and isinstance(detail.get("message"), str):
+        message = detail["message"]
+        errors = detail.get("errors")
+        if isinstance(errors, list):
+            extra = [e.get("message") for e in errors if isinstance(e, dict) and isinstance(e.get("message"), str)]
+            if extra:
+                message = f"{message}: {'; '.join(extra)}"
+        return message
+    return exc.message
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class RepoFile:
+    """A file read through the contents API."""
+
+    path: str
+    sha: str
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8")
+
+
+class GitHub:
+    """GitHub credentials and the clients built on them.
+
+    :param api_url: REST API base (``AIIMPL_GITHUB_API_URL``).
+    :param app_id: GitHub App id; with ``private_key`` selects App authentication.
+    :param private_key: the App's key: PEM text or a path to a PEM file.
+    :param token: a personal access token, used when no App is configured.
+    :param http: builds the :class:`HttpClient` (a provider context's ``http``).
+    """
+
+    def __init__(
+        self,
+        api_url: str | None = None,
+        *,
+        app_id: str | int | None = None,
+        private_key: str | None = None,
+        token: str | None = None,
+        http: HttpFactory | None = None,
+        cache: TokenCache = TOKENS,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.api_url = (api_url or DEFAULT_API_URL).rstrip("/")
+        self.app_id = str(app_id) if app_id not in (None, "") else None
+        self._private_key_setting = private_key or None
+        self._private_key: str | None = None
+        self._token = token or None
+        self.cache = cache
+        self.clock = clock
+        self.http = (http or _default_http)(self.api_url, provider="github", headers=HEADERS)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], http: HttpFactory | None = None) -> GitHub:
+        """Build from ``AIIMPL_GITHUB_*`` settings (an app's ``config`` or a provider context's)."""
+        return cls(
+            config.get("AIIMPL_GITHUB_API_URL") or DEFAULT_API_URL,
+            app_id=config.get("AIIMPL_GITHUB_APP_ID"),
+            private_key=config.get("AIIMPL_GITHUB_PRIVATE_KEY"),
+            token=config.get("AIIMPL_GITHUB_TOKEN"),
+            http=http,
+        )
+
+    # -- credentials --
+
+    @property
+    def mode(self) -> str | None:
+        """``app``, ``token`` or ``None`` (not configured)."""
+        if self.app_id and self._private_key_setting:
+            return "app"
+        if self._token:
+            return "token"
+        return None
+
+    def is_configured(self) -> bool:
+        return self.mode is not None
+
+    def _require(self) -> str:
+        mode = self.mode
+        if mode is None:
+            raise ProviderNotConfigured(
+                "GitHub is not configured: set AIIMPL_GITHUB_APP_ID and AIIMPL_GITHUB_PRIVATE_KEY, "
+                "or AIIMPL_GITHUB_TOKEN", provider="github")
+        return mode
+
+    def _app_headers(self) -> dict[str, str]:
+        if self._private_key is None:
+            self._private_key = load_private_key(self._private_key_setting or "")
+        assert self.app_id is not None
+        # the JWT is checked against GitHub's clock, so it always uses the wall clock
+        return {"Authorization": f"Bearer {app_jwt(self.app_id, self._private_key)}"}
+
+    def installation_id(self, owner: str, repo: str) -> int:
+        """The App's installation on a repository (404 from GitHub: the App is not installed there)."""
+        self._require()
+        try:
+            resp = self.http.get(f"/repos/{quote(owner, safe='')}/{quote(repo, safe='')}/installation",
+                                 headers=self._app_headers())
+        except ProviderError as exc:
+            if exc.status == 404:
+                raise ProviderError(f"the GitHub App is not installed on {owner}/{repo}", provider="github",
+                                    status=404, detail=exc.detail) from None
+            raise
+        return int(resp.json()["id"])
+
+    def repository_token(
+        self, owner: str, repo: str, permissions: Mapping[str, str] | None = None
+    ) -> tuple[str, datetime]:
+        """A token for one repository: an installation token limited to ``repo`` and
+        ``permissions`` (default: what a session needs), or the personal token.
+
+        Installation tokens are cached until five minutes before they expire.
+        :raises ProviderError: when GitHub refuses or is unreachable.
+        """
+        if self._require() == "token":
+            assert self._token is not None
+            return self._token, self.clock() + PERSONAL_TOKEN_LIFETIME
+        perms = dict(permissions or SESSION_PERMISSIONS)
+        key = (self.api_url, self.app_id, owner.lower(), repo.lower(), permissions_key(perms))
+        now = self.clock()
+        cached = self.cache.get(key, now)
+        if cached is not None:
+            return cached.token, cached.expires_at
+        with self.cache.lock_for(key):
+            cached = self.cache.get(key, self.clock())
+            if cached is not None:  # another thread minted it while we waited
+                return cached.token, cached.expires_at
+            installation = self.installation_id(owner, repo)
+            resp = self.http.post(
+                f"/app/installations/{installation}/access_tokens",
+                headers=self._app_headers(),
+                json={"repositories": [repo], "permissions": perms},
+            )
+            body = resp.json()
+            token = CachedToken(str(body["token"]), _parse_time(str(body["expires_at"])))
+            self.cache.put(key, token)
+            log.info("minted a GitHub installation token for %s/%s (expires %s)", owner, repo,
+                     token.expires_at.isoformat())
+            return token.token, token.expires_at
+
+    def repo(self, owner: str, repo: str, permissions: Mapping[str, str] | None = None) -> Repo:
+        """A client for one repository, authenticated with :meth:`repository_token`."""
+        return Repo(self, owner, repo, dict(permissions or ORCHESTRATOR_PERMISSIONS))
+
+
+class Repo:
+    """The REST calls on one repository the project makes."""
+
+    def __init__(self, github: GitHub, owner: str, name: str, permissions: Mapping[str, str]) -> None:
+        self.github = github
+        self.owner = owner
+        self.name = name
+        self.permissions = permissions
+        self.base = f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+    def _auth(self) -> dict[str, str]:
+        token, _ = self.github.repository_token(self.owner, self.name, self.permissions)
+        return {"Authorization": f"Bearer {token}"}
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.github.http.request(method, self.base + path, headers=self._auth(), **kwargs)
+
+    # -- Actions --
+
+    def dispatch_workflow(self, workflow: str, ref: str, inputs: Mapping[str, str]) -> None:
+        """``workflow_dispatch`` a workflow (file name or id) on ``ref`` with ``inputs``."""
+        self._call("POST", f"/actions/workflows/{quote(workflow, safe='')}/dispatches",
+                   json={"ref": ref, "inputs": dict(inputs)})
+
+    def list_workflow_runs(self, workflow: str | None = None, *, event: str | None = None,
+                           branch: str | None = None, per_page: int = 100, page: int = 1) -> dict[str, Any]:
+        """One page of runs, newest first (``workflow`` ``None``: every workflow of the repository)."""
+        params: dict[str, Any] = {"per_page": per_page, "page": page}
+        if event:
+            params["event"] = event
+        if branch:
+            params["branch"] = branch
+        path = f"/actions/workflows/{quote(workflow, safe='')}/runs" if workflow else "/actions/runs"
+        return self._call("GET", path, params=params).json()
+
+    def iter_workflow_runs(self, since: datetime, *, workflow: str | None = None, event: str | None = None,
+                           per_page: int = 100, max_pages: int = 10) -> Iterator[dict[str, Any]]:
+        """Runs created at or after ``since``, newest first, paging only as deep as needed.
+
+        GitHub's ``created`` filter would do this server-side, but its description types the
+        parameter as a plain date-time while the service expects search syntax (``>=…``); paging
+        newest-first and stopping at the first older run needs no such parameter.
+        """
+        for page in range(1, max_pages + 1):
+            body = self.list_workflow_runs(workflow, event=event, per_page=per_page, page=page)
+            runs = body.get("workflow_runs") or []
+            for run in runs:
+                created = run.get("created_at")
+                if created and _parse_time(created) < since:
+                    return
+                yield run
+            if len(runs) < per_page:
+                return
+
+    def get_run(self, run_id: int | str) -> dict[str, Any]:
+        return self._call("GET", f"/actions/runs/{int(run_id)}").json()
+
+    # -- contents --
+
+    def get_file(self, path: str, ref: str | None = None) -> RepoFile | None:
+        """A file's bytes and blob sha; ``None`` when it does not exist."""
+        resp = self._call("GET", f"/contents/{quote(path, safe='/')}", params={"ref": ref} if ref else None,
+                          expected=(200, 404))
+        if resp.status_code == 404:
+            return None
+        body = resp.json()
+        if not isinstance(body, dict) or body.get("type") != "file":
+            raise ProviderError(f"github: {path} in {self.full_name} is not a file", provider="github")
+        return RepoFile(path, str(body["sha"]), base64.b64decode(body.get("content") or ""))
+
+    def put_file(self, path: str, content: bytes, message: str, *, sha: str | None = None,
+                 branch: str | None = None) -> dict[str, Any]:
+        """Create (no ``sha``) or update (the current blob ``sha``) a file in one commit."""
+        body: dict[str, Any] = {"message": message, "content": base64.b64encode(content).decode()}
+        if sha:
+            body["sha"] = sha
+        if branch:
+            body["branch"] = branch
+        return self._call("PUT", f"/contents/{quote(path, safe='/')}", json=body).json()
+
+    # -- pull requests and comments --
+
+    def create_pull(self, head: str, base: str, title: str, body: str | None = None,
+                    draft: bool = False) -> dict[str, Any]:
+        payload: dict[str, Any] = {"head": head, "base": base, "title": title, "draft": draft}
+        if body is not None:
+            payload["body"] = body
+        return self._call("POST", "/pulls", json=payload).json()
+
+    def create_issue_comment(self, number: int, body: str) -> dict[str, Any]:
+        return self._call("POST", f"/issues/{int(number)}/comments", json={"body": body}).json()
+
+    def list_issue_comments(self, number: int) -> list[dict[str, Any]]:
+        return self._call("GET", f"/issues/{int(number)}/comments", params={"per_page": 100}).json()

@@ -1,0 +1,190 @@
+"""The core GitHub client against the fake GitHub: App auth, token caching and scoping, REST calls."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+import pytest
+
+from aiimpl_core import github
+from aiimpl_core.errors import ProviderConfigError, ProviderError, ProviderNotConfigured
+from aiimpl_core.github.app_auth import TokenCache, app_jwt, load_private_key
+from aiimpl_core.github.client import ORCHESTRATOR_PERMISSIONS, SESSION_PERMISSIONS, GitHub, github_message
+from aiimpl_core.testing.fake_github import FakeGitHub
+
+
+@pytest.fixture
+def gh() -> Iterator[FakeGitHub]:
+    with FakeGitHub() as fake:
+        fake.add_repo("acme", "api")
+        fake.add_repo("acme", "web")
+        fake.add_installation("acme")
+        yield fake
+        fake.assert_clean()
+
+
+def app_client(gh: FakeGitHub, **kw: Any) -> GitHub:
+    return GitHub(gh.url, app_id=gh.app_id, private_key=gh.private_key_pem, cache=TokenCache(), **kw)
+
+
+def test_app_jwt_is_rs256_backdated_and_short() -> None:
+    gh = FakeGitHub()
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    token = app_jwt(gh.app_id, gh.private_key_pem, now)
+    claims = jwt.decode(token, gh.public_key_pem, algorithms=["RS256"], options={"verify_exp": False})
+    assert jwt.get_unverified_header(token)["alg"] == "RS256"
+    assert claims["iss"] == str(gh.app_id)
+    assert claims["iat"] == int(now.timestamp()) - 60
+    assert claims["exp"] - int(now.timestamp()) <= 600
+
+
+def test_private_key_from_pem_text_escaped_text_or_path(tmp_path: Any) -> None:
+    pem = FakeGitHub().private_key_pem
+    assert load_private_key(pem).startswith("-----BEGIN")
+    assert load_private_key(pem.replace("\n", "\\n")).strip() == pem.strip()
+    path = tmp_path / "key.pem"
+    path.write_text(pem)
+    assert load_private_key(str(path)) == pem
+    with pytest.raises(ProviderConfigError) as err:
+        load_private_key("not a key")
+    assert "AIIMPL_GITHUB_PRIVATE_KEY" in str(err.value)
+
+
+def test_repository_token_is_scoped_to_one_repository(gh: FakeGitHub) -> None:
+    client = app_client(gh)
+    token, expires = client.repository_token("acme", "api")
+    assert token.startswith("ghs_") and expires > datetime.now(UTC) + timedelta(minutes=50)
+    issued = gh.issued_tokens[-1]
+    assert issued.repositories == {"api"}
+    assert issued.permissions == dict(SESSION_PERMISSIONS)
+    body = gh.server.requests_to("POST", "/access_tokens")[-1].json
+    assert body == {"repositories": ["api"], "permissions": dict(SESSION_PERMISSIONS)}
+    # every call to GitHub names the API version
+    assert all(r.header("X-GitHub-Api-Version") == "2022-11-28" for r in gh.requests)
+    # the token opens its repository and not its neighbour
+    gh.put_file("acme", "api", "a.txt", "a")
+    gh.put_file("acme", "web", "a.txt", "a")
+    import requests
+
+    ok = requests.get(f"{gh.url}/repos/acme/api/contents/a.txt", headers={"Authorization": f"Bearer {token}"})
+    other = requests.get(f"{gh.url}/repos/acme/web/contents/a.txt", headers={"Authorization": f"Bearer {token}"})
+    assert ok.status_code == 200 and other.status_code == 404
+
+
+def test_repository_token_is_cached_until_five_minutes_before_expiry(gh: FakeGitHub) -> None:
+    now = [datetime.now(UTC)]
+    client = app_client(gh, clock=lambda: now[0])
+    first = client.repository_token("acme", "api")
+    assert client.repository_token("acme", "api") == first
+    assert len(gh.issued_tokens) == 1
+    # another repository, or other permissions, is another token
+    client.repository_token("acme", "web")
+    client.repository_token("acme", "api", {"contents": "read"})
+    assert len(gh.issued_tokens) == 3
+    # 54 minutes later the token (60 minutes) is still good; at 56 it is replaced
+    now[0] = now[0] + timedelta(minutes=54)
+    assert client.repository_token("acme", "api") == first
+    now[0] = now[0] + timedelta(minutes=2)
+    assert client.repository_token("acme", "api")[0] != first[0]
+    assert len(gh.issued_tokens) == 4
+
+
+def test_concurrent_callers_share_one_mint(gh: FakeGitHub) -> None:
+    client = app_client(gh)
+    results: list[tuple[str, datetime]] = []
+    threads = [threading.Thread(target=lambda: results.append(client.repository_token("acme", "api")))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({r[0] for r in results}) == 1 and len(gh.issued_tokens) == 1
+
+
+def test_not_installed_and_bad_key_are_provider_errors(gh: FakeGitHub) -> None:
+    gh.add_repo("other", "x")
+    with pytest.raises(ProviderError) as err:
+        app_client(gh).repository_token("other", "x")
+    assert err.value.status == 404 and "not installed" in err.value.message
+    from aiimpl_core.testing.fake_github import generate_private_key
+
+    wrong = GitHub(gh.url, app_id=gh.app_id, private_key=generate_private_key()[0], cache=TokenCache())
+    with pytest.raises(ProviderError) as err:
+        wrong.repository_token("acme", "api")
+    assert err.value.status == 401
+    assert "BEGIN" not in err.value.message
+
+
+def test_not_configured() -> None:
+    with pytest.raises(ProviderNotConfigured):
+        GitHub("http://127.0.0.1:9").repository_token("acme", "api")
+
+
+def test_personal_token_mode(gh: FakeGitHub) -> None:
+    client = GitHub(gh.url, token=gh.personal_token)
+    token, expires = client.repository_token("acme", "api")
+    assert token == gh.personal_token and expires > datetime.now(UTC) + timedelta(hours=12)
+    assert gh.requests == []  # no call needed
+    gh.put_file("acme", "api", "README.md", "hi")
+    assert client.repo("acme", "api").get_file("README.md").text == "hi"  # type: ignore[union-attr]
+
+
+def test_repository_token_in_an_app_context(gh: FakeGitHub) -> None:
+    from flask import Flask
+
+    app = Flask("t")
+    app.config.update(AIIMPL_GITHUB_API_URL=gh.url, AIIMPL_GITHUB_APP_ID=str(gh.app_id),
+                      AIIMPL_GITHUB_PRIVATE_KEY=gh.private_key_pem)
+    with app.app_context():
+        token, _ = github.repository_token("acme", "api")
+    assert token in gh.tokens
+
+
+def test_repo_calls(gh: FakeGitHub) -> None:
+    repo = app_client(gh).repo("acme", "api", {**ORCHESTRATOR_PERMISSIONS, "pull_requests": "write",
+                                               "issues": "write"})
+    assert repo.get_file("docs/x.md") is None
+    repo.put_file("docs/x.md", b"one", "add x")
+    f = repo.get_file("docs/x.md")
+    assert f is not None and f.text == "one"
+    repo.put_file("docs/x.md", b"two", "update x", sha=f.sha)
+    assert gh.file("acme", "api", "docs/x.md") == "two"
+    gh.add_workflow("acme", "api", "w.yml", inputs={"job_id": {"required": True}}, run_name="r ${{ inputs.job_id }}")
+    repo.dispatch_workflow("w.yml", "main", {"job_id": "5"})
+    runs = list(repo.iter_workflow_runs(datetime.now(UTC) - timedelta(minutes=1), workflow="w.yml"))
+    assert [r["name"] for r in runs] == ["r 5"]
+    assert repo.get_run(runs[0]["id"])["status"] == "queued"
+    gh.add_branch("acme", "api", "ai/ENG-1")
+    pr = repo.create_pull("ai/ENG-1", "main", "ENG-1: title", "body")
+    repo.create_issue_comment(pr["number"], "hello")
+    assert [c["body"] for c in repo.list_issue_comments(pr["number"])] == ["hello"]
+    with pytest.raises(ProviderError) as err:
+        repo.create_pull("ai/ENG-1", "main", "again")
+    assert err.value.status == 422
+    assert "A pull request already exists" in github_message(err.value)
+
+
+def test_runs_listing_stops_at_older_runs(gh: FakeGitHub) -> None:
+    repo = app_client(gh).repo("acme", "api")
+    gh.add_workflow("acme", "api", "w.yml")
+    for _ in range(3):
+        repo.dispatch_workflow("w.yml", "main", {})
+    old = list(gh.runs.values())[0]
+    old.created_at = datetime.now(UTC) - timedelta(days=2)
+    recent = list(repo.iter_workflow_runs(datetime.now(UTC) - timedelta(hours=1), workflow="w.yml", per_page=1))
+    assert len(recent) == 2 and old.id not in {r["id"] for r in recent}
+
+
+def test_secondary_rate_limit_is_retried(gh: FakeGitHub) -> None:
+    sleeps: list[float] = []
+    from aiimpl_core.http import HttpClient
+
+    client = GitHub(gh.url, token=gh.personal_token,
+                    http=lambda base, **kw: HttpClient(base, sleep=sleeps.append, **kw))
+    gh.put_file("acme", "api", "a.txt", "a")
+    gh.fail_next("GET", "/contents/", 403, "You have exceeded a secondary rate limit", headers={"Retry-After": "2"})
+    assert client.repo("acme", "api").get_file("a.txt") is not None
+    assert sleeps == [2.0]
