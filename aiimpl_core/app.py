@@ -91,6 +91,7 @@ def create_app(
         http=make_http,
         secret=lambda name, scope=None: secrets_service.read_value(app, name, scope),
         logger=log,
+        mappings=_mapping_views,
     )
     facade.bind(context)
     app.extensions["aiimpl"] = facade
@@ -116,6 +117,15 @@ def create_app(
 
         start_scheduler(app)
     return app
+
+
+def _mapping_views() -> list[Any]:
+    """Every mapping as a :class:`~aiimpl_core.types.MappingView` (for ``ProviderContext.mappings``)."""
+    from sqlalchemy import select
+
+    from .orm import Mapping as MappingRow
+
+    return [row.view() for row in db.session.scalars(select(MappingRow).order_by(MappingRow.team_key))]
 
 
 def plugins_of(app: Flask) -> Plugins:

@@ -65,6 +65,8 @@ class ProviderContext:
         retries honouring ``Retry-After``, a ``User-Agent`` naming the plugin).
     :param clock: the current time (UTC); tests pass a controllable one.
     :param secret: reads a stored secret by name and scope (``None`` scope: global).
+    :param mappings: the configured mappings (needs an application context); a tracker reads its
+        own per-mapping ``ticketing`` settings from them (for example Jira's JQL clause).
     """
 
     config: Mapping[str, Any]
@@ -72,6 +74,7 @@ class ProviderContext:
     clock: Callable[[], datetime] = _utcnow
     secret: Callable[[str, str | None], str | None] = lambda name, scope=None: None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("aiimpl"))
+    mappings: Callable[[], Sequence[MappingView]] = lambda: ()
 
     def setting(self, name: str, default: Any = None) -> Any:
         value = self.config.get(name)

@@ -1,1 +1,20 @@
-"""Hook implementations of aiimpl-jira."""
+"""Hook implementations of aiimpl-jira: the ``jira`` ticketing provider and the ``/api/jira`` blueprint."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiimpl_core import hookimpl
+
+
+@hookimpl
+def aiimpl_register_ticketing_providers(register: Callable[..., None]) -> None:
+    from .provider import JiraProvider
+
+    register(JiraProvider)
+
+
+@hookimpl
+def aiimpl_register_blueprints(register: Callable[..., None]) -> None:
+    from .api import bp
+
+    register(bp, url_prefix="/api/jira")

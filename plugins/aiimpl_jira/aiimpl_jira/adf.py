@@ -1,0 +1,371 @@
+"""Markdown ↔ Atlassian Document Format (ADF).
+
+Jira's REST API v3 takes and returns rich text (descriptions, comments) as ADF documents. Our
+comments are Markdown; :func:`markdown_to_adf` renders the subset the orchestrator writes
+(paragraphs, headings, links and bare URLs, inline code, fenced code blocks, bullet and numbered
+lists with nesting, bold, italic, strike-through, block quotes, rules). :func:`adf_to_markdown`
+turns a description or comment back into Markdown for the planning context and the admin UI;
+nodes it does not know are rendered through their children, so no text is lost.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+Node = dict[str, Any]
+
+# -- Markdown -> ADF ---------------------------------------------------------------------------
+
+_FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})\s*(?P<lang>[^`\s]*)\s*$")
+_HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+_RULE = re.compile(r"^ {0,3}([-*_])(\s*\1){2,}\s*$")
+_QUOTE = re.compile(r"^ {0,3}> ?(.*)$")
+_ITEM = re.compile(r"^(?P<indent>\s*)(?P<marker>[-*+]|\d{1,9}[.)])\s+(?P<text>.*)$")
+
+# One alternation: at any position the first alternative that matches wins, which gives code
+# spans priority over emphasis (so `a*b*` stays literal) and links over bare URLs.
+_INLINE = re.compile(
+    r"(?P<escape>\\[\\`*_{}\[\]()#+\-.!~>|])"
+    r"|(?P<code>(?P<ticks>`+)(?P<code_text>.+?)(?P=ticks))"
+    r"|\[(?P<link_text>[^\]]+)\]\((?P<link_url>[^)\s]+)\)"
+    r"|<(?P<autolink>https?://[^>\s]+)>"
+    r"|\*\*(?P<strong>.+?)\*\*"
+    r"|(?<![A-Za-z0-9])__(?P<strong2>.+?)__(?![A-Za-z0-9])"
+    r"|~~(?P<strike>.+?)~~"
+    r"|\*(?P<em>[^\s*](?:.*?[^\s*])?)\*"
+    r"|(?<![A-Za-z0-9])_(?P<em2>[^\s_](?:.*?[^\s_])?)_(?![A-Za-z0-9])"
+    r"|(?P<url>https?://[^\s<>()\[\]]+)"
+)
+_TRAILING_PUNCT = ".,;:!?'\""
+
+
+def _text(text: str, marks: Sequence[Node]) -> Node:
+    node: Node = {"type": "text", "text": text}
+    if marks:
+        node["marks"] = [dict(m) for m in marks]
+    return node
+
+
+def _with_mark(marks: Sequence[Node], mark: Node) -> list[Node]:
+    if any(m["type"] == mark["type"] for m in marks):
+        return list(marks)
+    return [*marks, mark]
+
+
+def _inline(text: str, marks: Sequence[Node] = ()) -> list[Node]:
+    out: list[Node] = []
+    pos = 0
+    for match in _INLINE.finditer(text):
+        start = match.start()
+        if start < pos:
+            continue
+        if start > pos:
+            out.append(_text(text[pos:start], marks))
+        pos = match.end()
+        group = match.lastgroup
+        if match.group("escape"):
+            out.append(_text(match.group("escape")[1], marks))
+        elif match.group("code"):
+            # ADF allows the code mark only together with a link mark.
+            kept = [m for m in marks if m["type"] == "link"]
+            out.append(_text(match.group("code_text").strip(" ") or match.group("code_text"),
+                             [*kept, {"type": "code"}]))
+        elif match.group("link_text") is not None:
+            link = {"type": "link", "attrs": {"href": match.group("link_url")}}
+            out.extend(_inline(match.group("link_text"), _with_mark(marks, link)))
+        elif match.group("autolink"):
+            url = match.group("autolink")
+            out.append(_text(url, _with_mark(marks, {"type": "link", "attrs": {"href": url}})))
+        elif group in ("strong", "strong2"):
+            out.extend(_inline(match.group(group), _with_mark(marks, {"type": "strong"})))
+        elif group == "strike":
+            out.extend(_inline(match.group("strike"), _with_mark(marks, {"type": "strike"})))
+        elif group in ("em", "em2"):
+            out.extend(_inline(match.group(group), _with_mark(marks, {"type": "em"})))
+        elif match.group("url"):
+            url = match.group("url")
+            trimmed = url.rstrip(_TRAILING_PUNCT)
+            pos = match.start() + len(trimmed)
+            if any(m["type"] == "link" for m in marks):
+                out.append(_text(trimmed, marks))
+            else:
+                out.append(_text(trimmed, [*marks, {"type": "link", "attrs": {"href": trimmed}}]))
+    if pos < len(text):
+        out.append(_text(text[pos:], marks))
+    return _merge(out)
+
+
+def _merge(nodes: Iterable[Node]) -> list[Node]:
+    """Join neighbouring text nodes that carry the same marks."""
+    merged: list[Node] = []
+    for node in nodes:
+        if not node.get("text") and node["type"] == "text":
+            continue
+        prev = merged[-1] if merged else None
+        if (prev is not None and prev["type"] == "text" and node["type"] == "text"
+                and prev.get("marks") == node.get("marks")):
+            prev["text"] += node["text"]
+        else:
+            merged.append(node)
+    return merged
+
+
+def _paragraph(lines: Sequence[str]) -> Node:
+    content: list[Node] = []
+    for i, line in enumerate(lines):
+        if i:
+            content.append({"type": "hardBreak"})
+        content.extend(_inline(line.strip()))
+    return {"type": "paragraph", "content": content}
+
+
+def _starts_block(line: str) -> bool:
+    return bool(_FENCE.match(line) or _HEADING.match(line) or _RULE.match(line) or _QUOTE.match(line)
+                or _ITEM.match(line))
+
+
+def _item_indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _blocks(lines: list[str]) -> list[Node]:
+    out: list[Node] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if not line.strip():
+            i += 1
+            continue
+        fence = _FENCE.match(line)
+        if fence:
+            marker = fence.group("fence")
+            body: list[str] = []
+            i += 1
+            while i < len(lines):
+                close = _FENCE.match(lines[i])
+                if close and close.group("fence")[0] == marker[0] and len(close.group("fence")) >= len(marker) \
+                        and not close.group("lang"):
+                    i += 1
+                    break
+                body.append(lines[i])
+                i += 1
+            node: Node = {"type": "codeBlock"}
+            if fence.group("lang"):
+                node["attrs"] = {"language": fence.group("lang")}
+            text = "\n".join(body)
+            if text:
+                node["content"] = [{"type": "text", "text": text}]
+            out.append(node)
+            continue
+        heading = _HEADING.match(line)
+        if heading:
+            out.append({"type": "heading", "attrs": {"level": len(heading.group(1))},
+                        "content": _inline(heading.group(2))})
+            i += 1
+            continue
+        if _RULE.match(line):  # a thematic break wins over a list item ("* * *")
+            out.append({"type": "rule"})
+            i += 1
+            continue
+        if _QUOTE.match(line):
+            quoted: list[str] = []
+            while i < len(lines) and _QUOTE.match(lines[i]):
+                quoted.append(_QUOTE.match(lines[i]).group(1))  # type: ignore[union-attr]
+                i += 1
+            inner = [n for n in _blocks(quoted) if n["type"] in ("paragraph", "bulletList", "orderedList",
+                                                                  "codeBlock")]
+            out.append({"type": "blockquote", "content": inner or [{"type": "paragraph", "content": []}]})
+            continue
+        if _ITEM.match(line):
+            node, i = _list(lines, i)
+            out.append(node)
+            continue
+        para = [line]
+        i += 1
+        while i < len(lines) and lines[i].strip() and not _starts_block(lines[i]):
+            para.append(lines[i])
+            i += 1
+        out.append(_paragraph(para))
+    return out
+
+
+_LIST_ITEM_CHILDREN = ("paragraph", "bulletList", "orderedList", "codeBlock")
+
+
+def _list(lines: list[str], i: int) -> tuple[Node, int]:
+    first = _ITEM.match(lines[i])
+    assert first is not None
+    indent = len(first.group("indent"))
+    ordered = first.group("marker")[0].isdigit()
+    items: list[Node] = []
+    while i < len(lines):
+        match = _ITEM.match(lines[i])
+        if not match or len(match.group("indent")) != indent or match.group("marker")[0].isdigit() != ordered:
+            break
+        content_col = len(match.group("indent")) + len(match.group("marker")) + 1
+        body = [match.group("text")]
+        i += 1
+        while i < len(lines):
+            nxt = lines[i]
+            if not nxt.strip():
+                # a blank line ends the item unless indented content follows it
+                if i + 1 < len(lines) and lines[i + 1].strip() and _item_indent(lines[i + 1]) > indent:
+                    body.append("")
+                    i += 1
+                    continue
+                break
+            if _item_indent(nxt) <= indent and (_ITEM.match(nxt) or _starts_block(nxt)):
+                break
+            if _item_indent(nxt) <= indent and not body[-1].strip():
+                break
+            body.append(nxt[min(content_col, _item_indent(nxt)):] if _item_indent(nxt) > indent else nxt.strip())
+            i += 1
+        children = []
+        for child in _blocks(body):
+            if child["type"] == "heading":
+                child = {"type": "paragraph", "content": child.get("content", [])}
+            if child["type"] in _LIST_ITEM_CHILDREN:
+                children.append(child)
+        items.append({"type": "listItem", "content": children or [{"type": "paragraph", "content": []}]})
+        # skip blank lines between items of the same list
+        j = i
+        while j < len(lines) and not lines[j].strip():
+            j += 1
+        if j < len(lines) and j != i:
+            nxt_item = _ITEM.match(lines[j])
+            if nxt_item and len(nxt_item.group("indent")) == indent:
+                i = j
+    node: Node = {"type": "orderedList" if ordered else "bulletList", "content": items}
+    if ordered:
+        start = int(first.group("marker")[:-1])
+        node["attrs"] = {"order": start}
+    return node, i
+
+
+def markdown_to_adf(markdown: str) -> Node:
+    """Render Markdown as an ADF ``doc`` (version 1)."""
+    lines = markdown.replace("\r\n", "\n").replace("\r", "\n").expandtabs(4).split("\n")
+    content = _blocks(lines)
+    return {"type": "doc", "version": 1, "content": content}
+
+
+# -- ADF -> Markdown ---------------------------------------------------------------------------
+
+
+def _marked(text: str, marks: Sequence[Node]) -> str:
+    kinds = {m.get("type"): m for m in marks or ()}
+    if "code" in kinds:
+        ticks = "``" if "`" in text else "`"
+        text = f"{ticks}{text}{ticks}"
+    else:
+        if "strong" in kinds:
+            text = f"**{text}**"
+        if "em" in kinds:
+            text = f"*{text}*"
+        if "strike" in kinds:
+            text = f"~~{text}~~"
+    link = kinds.get("link")
+    if link:
+        href = (link.get("attrs") or {}).get("href", "")
+        text = href if text == href else f"[{text}]({href})"
+    return text
+
+
+def _inline_md(nodes: Iterable[Node]) -> str:
+    parts: list[str] = []
+    for node in nodes or ():
+        kind = node.get("type")
+        attrs = node.get("attrs") or {}
+        if kind == "text":
+            parts.append(_marked(str(node.get("text", "")), node.get("marks") or ()))
+        elif kind == "hardBreak":
+            parts.append("\n")
+        elif kind == "mention":
+            parts.append(str(attrs.get("text") or f"@{attrs.get('id', '')}"))
+        elif kind == "emoji":
+            parts.append(str(attrs.get("text") or attrs.get("shortName") or ""))
+        elif kind in ("inlineCard", "blockCard"):
+            parts.append(str(attrs.get("url", "")))
+        elif kind == "status":
+            parts.append(f"[{attrs.get('text', '')}]")
+        elif kind == "date":
+            parts.append(str(attrs.get("timestamp", "")))
+        else:
+            parts.append(_inline_md(node.get("content") or ()))
+    return "".join(parts)
+
+
+def _indent(text: str, prefix: str) -> str:
+    return "\n".join(prefix + line if line else line for line in text.split("\n"))
+
+
+def _block_md(node: Node) -> str:
+    kind = node.get("type")
+    content = node.get("content") or []
+    attrs = node.get("attrs") or {}
+    if kind == "paragraph":
+        return _inline_md(content)
+    if kind == "heading":
+        return "#" * int(attrs.get("level", 1)) + " " + _inline_md(content)
+    if kind == "codeBlock":
+        text = "".join(str(c.get("text", "")) for c in content)
+        fence = "````" if "```" in text else "```"
+        return f"{fence}{attrs.get('language') or ''}\n{text}\n{fence}"
+    if kind == "rule":
+        return "---"
+    if kind == "blockquote":
+        return _indent(_blocks_md(content), "> ").replace("\n\n", "\n>\n")
+    if kind in ("bulletList", "orderedList"):
+        lines = []
+        number = int(attrs.get("order", 1) or 1)
+        for item in content:
+            marker = f"{number}." if kind == "orderedList" else "-"
+            number += 1
+            body = _blocks_md(item.get("content") or [], sep="\n")
+            pad = " " * (len(marker) + 1)
+            first, _, rest = body.partition("\n")
+            lines.append(f"{marker} {first}" + ("\n" + _indent(rest, pad) if rest else ""))
+        return "\n".join(lines)
+    if kind == "table":
+        rows = []
+        for r, row in enumerate(content):
+            cells = [_blocks_md(c.get("content") or [], sep=" ").replace("|", "\\|").replace("\n", " ")
+                     for c in row.get("content") or []]
+            rows.append("| " + " | ".join(cells) + " |")
+            if r == 0:
+                rows.append("|" + "---|" * len(cells))
+        return "\n".join(rows)
+    if kind in ("mediaSingle", "mediaGroup", "media"):
+        return ""
+    if content and all(c.get("type") in ("text", "hardBreak", "mention", "emoji", "inlineCard")
+                       for c in content):
+        return _inline_md(content)
+    return _blocks_md(content)
+
+
+def _blocks_md(nodes: Iterable[Node], sep: str = "\n\n") -> str:
+    return sep.join(part for part in (_block_md(n) for n in nodes or ()) if part != "")
+
+
+def adf_to_markdown(doc: object) -> str:
+    """Markdown of an ADF document; a plain string (older payloads) is returned as it is."""
+    if doc is None:
+        return ""
+    if isinstance(doc, str):
+        return doc
+    if isinstance(doc, dict):
+        if doc.get("type") == "doc":
+            return _blocks_md(doc.get("content") or [])
+        return _block_md(doc)
+    return ""
+
+
+def adf_text(doc: object) -> str:
+    """All the plain text of an ADF document (for searching and tests)."""
+    if isinstance(doc, dict):
+        own = str(doc.get("text", "")) if doc.get("type") == "text" else ""
+        return own + "".join(adf_text(c) for c in doc.get("content") or [])
+    if isinstance(doc, list):
+        return "".join(adf_text(c) for c in doc)
+    return ""

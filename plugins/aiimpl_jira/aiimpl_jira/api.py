@@ -1,0 +1,387 @@
+"""The ``/api/jira/*`` blueprint: Jira configuration helpers for the admin UI, and the webhook.
+
+The configuration views are admin routes (the core's guard requires the admin session for
+``/api/*``); their errors are the reference's "Jira configuration" table. The webhook
+authenticates itself with the shared secret and is marked public.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from typing import Any
+
+from aiimpl_core.auth import public_endpoint
+from aiimpl_core.errors import AiimplError, NotFound, ProviderError
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from .config import TRIGGER_STATUS
+from .provider import JiraProvider
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("jira", __name__)
+
+NOT_CONFIGURED = "Jira not configured"
+WEBHOOK_SECRET_HEADER = "X-Aiimpl-Webhook-Secret"
+
+
+def _error(message: str, status: int) -> tuple[Response, int]:
+    return jsonify(error=message), status
+
+
+def _provider() -> JiraProvider:
+    provider = current_app.extensions["aiimpl"].ticketing(JiraProvider.id)
+    assert isinstance(provider, JiraProvider)
+    return provider
+
+
+def _configured_provider() -> JiraProvider | None:
+    provider = _provider()
+    return provider if provider.is_configured() else None
+
+
+@bp.post("/validate-jql")
+def validate_jql() -> Any:
+    """Validate a JQL clause with Jira's JQL parser.
+    ---
+    post:
+      summary: Validate a JQL clause
+      description: Parses the clause with Jira (strict validation). A mapping's `ticketing.jql` is
+        ANDed to the trigger query, so check it here before saving.
+      tags: [Jira]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [jql]
+              properties:
+                jql: {type: string, example: 'labels = backend'}
+      responses:
+        200:
+          description: The clause is valid.
+          content:
+            application/json:
+              schema:
+                type: object
+                properties:
+                  valid: {type: boolean}
+                  jql: {type: string}
+                  warnings: {type: array, items: {type: string}}
+        400:
+          description: "`Invalid JSON body`, `jql field required`, or Jira's validation message."
+          content: {application/json: {schema: {type: object, properties: {error: {type: string}}}}}
+        401:
+          description: "`Unauthorized`: no valid admin session."
+          content: {application/json: {schema: {type: object, properties: {error: {type: string}}}}}
+        500:
+          description: The Jira request failed (the underlying error message).
+          content: {application/json: {schema: {type: object, properties: {error: {type: string}}}}}
+        501:
+          description: "`Jira not configured`."
+          content: {application/json: {schema: {type: object, properties: {error: {type: string}}}}}
+    """
+    provider = _configured_provider()
+    if provider is None:
+        return _error(NOT_CONFIGURED, 501)
+    body = request.get_json(silent=True)
+    if body is None or not isinstance(body, dict):
+        return _error("Invalid JSON body", 400)
+    jql = body.get("jql")
+    if not isinstance(jql, str) or not jql.strip():
+        return _error("jql field required", 400)
+    try:
+        parsed = provider.client.parse_jql([jql.strip()])
+    except ProviderError as exc:
+        if exc.status == 400:  # Jira refused the query itself: its message is the validation message
+            return _error(_jira_messages(exc.detail) or exc.message, 400)
+        return _error(exc.message, 500)
+    entry = parsed[0] if parsed else {}
+    errors = [str(e) for e in entry.get("errors") or ()]
+    if errors:
+        return _error("; ".join(errors), 400)
+    return jsonify(valid=True, jql=entry.get("query", jql.strip()), warnings=list(entry.get("warnings") or []))
+
+
+def _jira_messages(detail: object) -> str | None:
+    """The messages of a Jira ``ErrorCollection`` body, joined."""
+    if not isinstance(detail, dict):
+        return None
+    messages = [str(m) for m in detail.get("errorMessages") or ()]
+    errors = detail.get("errors")
+    if isinstance(errors, dict):
+        messages.extend(str(v) for v in errors.values())
+    return "; ".join(messages) or None
+
+
+@bp.get("/fields")
+def list_fields() -> Any:
+    """List the Jira fields (system and custom).
+    ---
+    get:
+      summary: List Jira fields
+      tags: [Jira]
+      responses:
+        200:
+          description: Every field, sorted by name.
+          content:
+            application/json:
+              schema:
+                type: array
+                items:
+                  type: object
+                  properties:
+                    id: {type: string}
+                    key: {type: string}
+                    name: {type: string}
+                    custom: {type: boolean}
+                    clauseNames: {type: array, items: {type: string}}
+                    type: {type: string, nullable: true}
+        401:
+          description: "`Unauthorized`: no valid admin session."
+          content: {application/json: {schema: {type: object, properties: {error: {type: string}}}}}
+        500:
+          description: The Jira request failed (the underlying error message).
+          content: {application/json: {schema: {type: object, properties: {error: {type: string}}}}}
+        501:
+          description: "`Jira not configured`."
+          content: {application/json: {schema: {type: object, properties: {error: {type: string}}}}}
+    """
+    provider = _configured_provider()
+    if provider is None:
+        return _error(NOT_CONFIGURED, 501)
+    try:
+        raw = provider.client.fields()
+    except ProviderError as exc:
+        return _error(exc.message, 500)
+    out = [
+        {
+            "id": str(f.get("id", "")),
+            "key": str(f.get("key") or f.get("id") or ""),
+            "name": str(f.get("name") or f.get("id") or ""),
+            "custom": bool(f.get("custom", False)),
+            "clauseNames": sorted(str(c) for c in f.get("clauseNames") or ()),
+            "type": (f.get("schema") or {}).get("type"),
+        }
+        for f in raw
+        if isinstance(f, dict) and f.get("id")
+    ]
+    out.sort(key=lambda f: (f["name"].casefold(), f["id"]))
+    return jsonify(out)
+
+
+@bp.get("/field-options")
+def field_options() -> Any:
+    """List the selectable options of a Jira field, over all its contexts.
+    ---
+    get:
+      summary: List a Jira field's options
+      description: An empty list (not an error) when the field has no selectable options.
+      tags: [Jira]
+      parameters:
+        - in: query
+          name: fieldId
+          required: true
+          schema: {type: string, example: customfield_10010}
+      responses:
+        200:
+          description: The options, in Jira's order, each with the context it belongs to.
+          content:
+            application/json:
+              schema:
+                type: array
+                items:
+                  type: object
+                  properties:
+                    id: {type: string}
+                    value: {type: string}
+                    disabled: {type: boolean}
+                    contextId: {type: string}
+                    contextName: {type: string}
+                    parentId: {type: string, nullable: true}
+        400:
+          description: "`fieldId query param required`."
+          content: {application/json: {schema: {type: object, properties: {error: {type: string}}}}}
+        401:
+          description: "`Unauthorized`: no valid admin session."
+          content: {application/json: {schema: {type: object, properties: {error: {type: string}}}}}
+        500:
+          description: The Jira request failed (the underlying error message).
+          content: {application/json: {schema: {type: object, properties: {error: {type: string}}}}}
+        501:
+          description: "`Jira not configured`."
+          content: {application/json: {schema: {type: object, properties: {error: {type: string}}}}}
+    """
+    provider = _configured_provider()
+    if provider is None:
+        return _error(NOT_CONFIGURED, 501)
+    field_id = (request.args.get("fieldId") or "").strip()
+    if not field_id:
+        return _error("fieldId query param required", 400)
+    try:
+        options = _options(provider, field_id)
+    except ProviderError as exc:
+        return _error(exc.message, 500)
+    return jsonify(options)
+
+
+# Jira answers these for fields that have no contexts or whose type has no options (system
+# fields, text fields): "no selectable options", not a failure.
+_NO_OPTIONS_STATUSES = (400, 404)
+
+
+def _options(provider: JiraProvider, field_id: str) -> list[dict[str, Any]]:
+    client = provider.client
+    try:
+        contexts = client.field_contexts(field_id)
+    except ProviderError as exc:
+        if exc.status in _NO_OPTIONS_STATUSES:
+            return []
+        raise
+    out: list[dict[str, Any]] = []
+    for context in contexts:
+        try:
+            values = client.context_options(field_id, str(context.get("id")))
+        except ProviderError as exc:
+            if exc.status in _NO_OPTIONS_STATUSES:
+                continue
+            raise
+        for option in values:
+            out.append({
+                "id": str(option.get("id", "")),
+                "value": str(option.get("value", "")),
+                "disabled": bool(option.get("disabled", False)),
+                "contextId": str(context.get("id", "")),
+                "contextName": str(context.get("name", "")),
+                "parentId": option.get("optionId"),
+            })
+    return out
+
+
+# -- webhook -----------------------------------------------------------------------------------
+
+
+def _secret_matches(secret: str, raw_body: bytes) -> bool:
+    """The shared secret as a query parameter or header, or an HMAC-SHA256 ``X-Hub-Signature``."""
+    expected = secret.encode()
+    given = request.args.get("secret") or request.headers.get(WEBHOOK_SECRET_HEADER)
+    if given is not None and hmac.compare_digest(given.encode(), expected):
+        return True
+    signature = request.headers.get("X-Hub-Signature", "")
+    if signature.startswith("sha256="):
+        digest = hmac.new(expected, raw_body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(signature[len("sha256="):].encode(), digest.encode())
+    return False
+
+
+def _run_cycle(issue_key: str) -> Any:
+    """Ask the dispatcher for an immediate cycle over one issue; ``None`` when it is not installed."""
+    try:
+        from aiimpl_core.services import dispatch
+    except ImportError:
+        return None
+    run = getattr(dispatch, "run_cycle_for_issues", None)
+    if run is None:
+        return None
+    return run(JiraProvider.id, [issue_key])
+
+
+def _jsonable(value: Any) -> Any:
+    for attr in ("as_dict", "to_dict"):
+        if hasattr(value, attr):
+            return getattr(value, attr)()
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return str(value)
+
+
+@bp.post("/webhook")
+@public_endpoint
+def webhook() -> Any:
+    """Jira issue events: an issue moved to Ready is picked up at once instead of at the next poll.
+    ---
+    post:
+      summary: Jira webhook
+      description: Authenticated with `AIIMPL_JIRA_WEBHOOK_SECRET`, given as the `secret` query
+        parameter, the `X-Aiimpl-Webhook-Secret` header, or an `X-Hub-Signature` HMAC-SHA256 of the body.
+        Events about issues not in `Ready` are acknowledged and ignored.
+      tags: [Jira]
+      security: []
+      parameters:
+        - in: query
+          name: secret
+          required: false
+          schema: {type: string}
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              properties:
+                webhookEvent: {type: string, example: 'jira:issue_updated'}
+                issue:
+                  type: object
+                  properties:
+                    key: {type: string}
+      responses:
+        200:
+          description: Handled (dispatched through a cycle, or ignored).
+          content: {application/json: {schema: {type: object}}}
+        202:
+          description: Accepted; the next poll cycle dispatches it.
+          content: {application/json: {schema: {type: object}}}
+        400:
+          description: "`Invalid JSON payload`."
+          content: {application/json: {schema: {type: object, properties: {error: {type: string}}}}}
+        401:
+          description: "`Invalid signature`: the shared secret did not match."
+          content: {application/json: {schema: {type: object, properties: {error: {type: string}}}}}
+        500:
+          description: Reading the issue or dispatching failed (the underlying error message).
+          content: {application/json: {schema: {type: object, properties: {error: {type: string}}}}}
+        501:
+          description: "`Jira webhook not configured`."
+          content: {application/json: {schema: {type: object, properties: {error: {type: string}}}}}
+    """
+    provider = _provider()
+    secret = provider.settings.webhook_secret
+    if not secret:
+        return _error("Jira webhook not configured", 501)
+    raw = request.get_data(cache=True)
+    if not _secret_matches(secret, raw):
+        return _error("Invalid signature", 401)
+    try:
+        payload = json.loads(raw or b"")
+    except ValueError:
+        return _error("Invalid JSON payload", 400)
+    issue = payload.get("issue") if isinstance(payload, dict) else None
+    key = issue.get("key") if isinstance(issue, dict) else None
+    if not isinstance(key, str) or not key:
+        return jsonify(ignored=True, reason="no issue in the event")
+    status = ((issue.get("fields") or {}).get("status") or {}).get("name") if isinstance(
+        issue.get("fields"), dict) else None
+    try:
+        if status is None:
+            # Some events carry no fields: ask Jira where the issue stands.
+            if not provider.is_configured():
+                return _error(NOT_CONFIGURED, 501)
+            triggered = provider.get_issue(key).triggered
+        else:
+            triggered = str(status).casefold() == TRIGGER_STATUS.casefold()
+        if not triggered:
+            return jsonify(ignored=True, issueKey=key, reason=f"not in {TRIGGER_STATUS}")
+        result = _run_cycle(key)
+    except NotFound:
+        return jsonify(ignored=True, issueKey=key, reason="issue not found")
+    except AiimplError as exc:
+        log.warning("jira webhook for %s failed: %s", key, exc)
+        return _error(exc.message, 500)
+    if result is None:
+        return jsonify(accepted=True, issueKey=key, dispatched=False), 202
+    return jsonify(accepted=True, issueKey=key, dispatched=True, result=_jsonable(result))

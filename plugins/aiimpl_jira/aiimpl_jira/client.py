@@ -1,0 +1,137 @@
+"""A small client for the Jira Cloud platform REST API v3.
+
+Every call goes through the core's :class:`~aiimpl_core.http.HttpClient` (timeouts, retries with
+backoff on 429/5xx honouring ``Retry-After``, remote errors raised as
+:class:`~aiimpl_core.errors.ProviderError`). Only the operations the plugin needs are here, each
+shaped as Jira's OpenAPI description says.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+from urllib.parse import quote
+
+from aiimpl_core.errors import NotFound, ProviderError
+from aiimpl_core.http import HttpClient
+
+from . import __version__
+from .config import JiraSettings
+
+API = "/rest/api/3"
+
+#: The issue fields the orchestrator reads: enough to dispatch without a call per issue.
+ISSUE_FIELDS: tuple[str, ...] = ("summary", "description", "status", "project", "labels", "issuelinks",
+                                 "updated")
+
+
+def _key(issue_key: str) -> str:
+    return quote(issue_key, safe="")
+
+
+class JiraClient:
+    """Jira REST v3 operations over one authenticated :class:`HttpClient`.
+
+    :param settings: the connection (site URL and credentials).
+    :param http: the core's HTTP client factory (``ProviderContext.http``).
+    """
+
+    def __init__(self, settings: JiraSettings, http: Callable[..., HttpClient]) -> None:
+        if not settings.url:
+            raise ProviderError("Jira not configured", provider="jira")
+        self.http = http(
+            settings.url,
+            provider="jira",
+            headers={"Authorization": settings.auth_header(), "Accept": "application/json"},
+            user_agent=f"aiimpl-jira/{__version__}",
+        )
+
+    # -- search -------------------------------------------------------------------------------
+
+    def search_page(self, jql: str, *, fields: Sequence[str] = ISSUE_FIELDS, max_results: int = 50,
+                    next_page_token: str | None = None) -> dict[str, Any]:
+        """One page of ``POST /rest/api/3/search/jql`` (the current, token-paginated search)."""
+        body: dict[str, Any] = {"jql": jql, "fields": list(fields), "maxResults": max_results}
+        if next_page_token:
+            body["nextPageToken"] = next_page_token
+        # A search changes nothing, so repeating it after a 5xx is safe.
+        return self.http.post(f"{API}/search/jql", json=body, retry_unsafe=True).json()
+
+    def search(self, jql: str, *, fields: Sequence[str] = ISSUE_FIELDS,
+               max_results: int = 50) -> Iterator[dict[str, Any]]:
+        """Every page of a search, one request each; stops on ``isLast`` or a missing token."""
+        token: str | None = None
+        while True:
+            page = self.search_page(jql, fields=fields, max_results=max_results, next_page_token=token)
+            yield page
+            token = page.get("nextPageToken")
+            if page.get("isLast", token is None) or not token:
+                return
+
+    # -- issues -------------------------------------------------------------------------------
+
+    def get_issue(self, key: str, *, fields: Sequence[str] = ISSUE_FIELDS,
+                  expand: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"fields": ",".join(fields)}
+        if expand:
+            params["expand"] = expand
+        try:
+            return self.http.get(f"{API}/issue/{_key(key)}", params=params).json()
+        except ProviderError as exc:
+            if exc.status == 404:
+                raise NotFound(f"Jira issue {key} not found") from None
+            raise
+
+    def comments(self, key: str, *, page_size: int = 100) -> list[dict[str, Any]]:
+        """All comments of an issue, oldest first (``startAt`` pagination)."""
+        out: list[dict[str, Any]] = []
+        start = 0
+        while True:
+            page = self.http.get(f"{API}/issue/{_key(key)}/comment",
+                                 params={"startAt": start, "maxResults": page_size, "orderBy": "created"}).json()
+            batch = page.get("comments") or []
+            out.extend(batch)
+            start += len(batch)
+            if not batch or start >= int(page.get("total", start)):
+                return out
+
+    def add_comment(self, key: str, adf_body: dict[str, Any]) -> dict[str, Any]:
+        return self.http.post(f"{API}/issue/{_key(key)}/comment", json={"body": adf_body},
+                              expected=(201,)).json()
+
+    def transitions(self, key: str) -> list[dict[str, Any]]:
+        data = self.http.get(f"{API}/issue/{_key(key)}/transitions").json()
+        return list(data.get("transitions") or [])
+
+    def transition(self, key: str, transition_id: str) -> None:
+        self.http.post(f"{API}/issue/{_key(key)}/transitions", json={"transition": {"id": transition_id}},
+                       expected=(204,))
+
+    # -- configuration endpoints ----------------------------------------------------------------
+
+    def parse_jql(self, queries: Sequence[str]) -> list[dict[str, Any]]:
+        """``POST /rest/api/3/jql/parse?validation=strict``: one parsed entry (with ``errors``) per query."""
+        resp = self.http.post(f"{API}/jql/parse", params={"validation": "strict"},
+                              json={"queries": list(queries)}, retry_unsafe=True)
+        return list(resp.json().get("queries") or [])
+
+    def fields(self) -> list[dict[str, Any]]:
+        return list(self.http.get(f"{API}/field").json())
+
+    def field_contexts(self, field_id: str) -> list[dict[str, Any]]:
+        return self._paged(f"{API}/field/{quote(field_id, safe='')}/context", page_size=50)
+
+    def context_options(self, field_id: str, context_id: str) -> list[dict[str, Any]]:
+        return self._paged(f"{API}/field/{quote(field_id, safe='')}/context/{quote(str(context_id), safe='')}"
+                           "/option", page_size=100)
+
+    def _paged(self, path: str, *, page_size: int) -> list[dict[str, Any]]:
+        """Every ``values`` of a ``PageBean`` listing (``startAt``/``isLast`` pagination)."""
+        out: list[dict[str, Any]] = []
+        start = 0
+        while True:
+            page = self.http.get(path, params={"startAt": start, "maxResults": page_size}).json()
+            values = page.get("values") or []
+            out.extend(values)
+            start += len(values)
+            if page.get("isLast", True) or not values:
+                return out

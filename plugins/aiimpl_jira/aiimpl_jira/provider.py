@@ -1,0 +1,275 @@
+"""Ticketing provider ``jira``: Jira Cloud through REST API v3.
+
+The trigger is the status ``Ready``; each lifecycle stage is a status (the reference's "Issue
+lifecycle" table). Stages are set by finding the workflow transition whose target status has
+the stage's name, so the workflow must offer it: when it does not, the error names the gap.
+Comments go out as Atlassian Document Format rendered from our Markdown.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any, ClassVar
+
+from aiimpl_core.errors import ProviderConfigError, ProviderError
+from aiimpl_core.providers import TicketingProvider
+from aiimpl_core.types import BlockingLink, Comment, Stage, TrackerIssue, TriggeredPage
+
+from .adf import adf_to_markdown, markdown_to_adf
+from .client import ISSUE_FIELDS, JiraClient
+from .config import (
+    CONFIG_VARS,
+    DONE_CATEGORY,
+    STAGE_STATUS,
+    STATUS_STAGE,
+    TRIGGER_STATUS,
+    JiraSettings,
+    TicketingSettingsSchema,
+    ticketing_errors,
+)
+
+
+def jql_string(value: str) -> str:
+    """A JQL string literal (double-quoted, with ``\\`` and ``"`` escaped)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def trigger_jql(projects: Sequence[str], clauses: Mapping[str, str] | None = None) -> str:
+    """The search for triggered issues: status ``Ready`` in ``projects``, each with its own clause.
+
+    Projects without a clause share one ``project in (...)``; the order is stable (by creation)
+    because token pagination walks one consistent ordering.
+    """
+    clauses = clauses or {}
+    plain = [p for p in projects if not clauses.get(p)]
+    parts = []
+    if plain:
+        parts.append(f"project in ({', '.join(jql_string(p) for p in plain)})")
+    for project in projects:
+        clause = clauses.get(project)
+        if clause:
+            parts.append(f"(project = {jql_string(project)} AND ({clause}))")
+    scope = parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
+    return f"status = {jql_string(TRIGGER_STATUS)} AND {scope} ORDER BY created ASC, key ASC"
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.replace("Z", "+00:00")
+    if len(text) > 5 and text[-5] in "+-" and text[-3] != ":":  # Jira's +0000 offsets
+        text = f"{text[:-2]}:{text[-2:]}"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _status(fields: Mapping[str, Any]) -> Mapping[str, Any]:
+    status = fields.get("status")
+    return status if isinstance(status, Mapping) else {}
+
+
+def _category(status: Mapping[str, Any]) -> str | None:
+    category = status.get("statusCategory")
+    return str(category.get("key")) if isinstance(category, Mapping) and category.get("key") else None
+
+
+def blocking_links(fields: Mapping[str, Any]) -> tuple[BlockingLink, ...]:
+    """Issues that block this one: links of the "Blocks" type read inward ("is blocked by").
+
+    In an issue's ``issuelinks`` the *other* issue is ``inwardIssue`` when the link reads with the
+    type's inward description from this issue's side. A blocker is open until its status is in
+    the done category.
+    """
+    out = []
+    for link in fields.get("issuelinks") or ():
+        if not isinstance(link, Mapping):
+            continue
+        link_type = link.get("type") or {}
+        is_blocks = str(link_type.get("name", "")).casefold() == "blocks" or \
+            str(link_type.get("inward", "")).casefold() == "is blocked by"
+        other = link.get("inwardIssue")
+        if not is_blocks or not isinstance(other, Mapping) or not other.get("key"):
+            continue
+        other_fields = other.get("fields") or {}
+        out.append(BlockingLink(
+            key=str(other["key"]),
+            title=str(other_fields.get("summary") or ""),
+            open=_category(_status(other_fields)) != DONE_CATEGORY,
+        ))
+    return tuple(out)
+
+
+class JiraProvider(TicketingProvider):
+    """Jira Cloud: trigger by the ``Ready`` status, stages as statuses, ADF comments."""
+
+    id = "jira"
+    display_name = "Jira"
+    config_vars = CONFIG_VARS
+    supports_webhooks = True
+    settings_schema: ClassVar[type[TicketingSettingsSchema]] = TicketingSettingsSchema
+
+    #: issues per search page (Jira allows up to 5000 with few fields; 100 keeps answers small)
+    page_size: ClassVar[int] = 100
+
+    _client: JiraClient | None = None
+
+    @property
+    def settings(self) -> JiraSettings:
+        return JiraSettings.from_config(self.context.config)
+
+    def is_configured(self) -> bool:
+        return self.settings.configured
+
+    @property
+    def client(self) -> JiraClient:
+        self.require_configured()
+        if self._client is None:
+            self._client = JiraClient(self.settings, self.context.http)
+        return self._client
+
+    @property
+    def site(self) -> str:
+        return self.settings.url or ""
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _mapping_clauses(self) -> dict[str, str]:
+        """The optional JQL clause of each Jira mapping (``ticketing.jql``), by project key."""
+        source = getattr(self.context, "mappings", None)
+        if source is None:
+            return {}
+        clauses = {}
+        for mapping in source():
+            ticketing = mapping.ticketing or {}
+            if ticketing.get("provider") not in (None, self.id):
+                continue
+            jql = ticketing.get("jql")
+            if isinstance(jql, str) and jql.strip():
+                clauses[mapping.team_key] = jql.strip()
+        return clauses
+
+    def searched_projects(self, teams: Sequence[str]) -> list[str]:
+        """The mapped projects to search, limited to ``AIIMPL_JIRA_PROJECTS`` when that is set."""
+        allowed = {p.upper() for p in self.settings.projects}
+        seen: dict[str, None] = {}
+        for team in teams:
+            if team and (not allowed or team.upper() in allowed):
+                seen.setdefault(team, None)
+        return list(seen)
+
+    def iter_triggered(self, teams: Sequence[str]) -> Iterator[TriggeredPage]:
+        projects = self.searched_projects(teams)
+        if not projects:
+            yield TriggeredPage((), complete=True)
+            return
+        jql = trigger_jql(projects, self._mapping_clauses())
+        for page in self.client.search(jql, fields=ISSUE_FIELDS, max_results=self.page_size):
+            issues = tuple(self.to_issue(raw) for raw in page.get("issues") or ())
+            last = bool(page.get("isLast", not page.get("nextPageToken"))) or not page.get("nextPageToken")
+            yield TriggeredPage(issues, complete=last)
+
+    def to_issue(self, raw: Mapping[str, Any], comments: Sequence[Mapping[str, Any]] = ()) -> TrackerIssue:
+        """A :class:`TrackerIssue` from an ``IssueBean``."""
+        key = str(raw.get("key") or "")
+        fields = raw.get("fields") or {}
+        status = _status(fields)
+        status_name = str(status.get("name") or "")
+        project = fields.get("project") if isinstance(fields.get("project"), Mapping) else {}
+        return TrackerIssue(
+            key=key,
+            team_key=str(project.get("key") or self.team_of(key)),
+            title=str(fields.get("summary") or ""),
+            provider=self.id,
+            description=adf_to_markdown(fields.get("description")),
+            url=f"{self.site}/browse/{key}" if self.site else None,
+            state=status_name or None,
+            labels=tuple(str(label) for label in fields.get("labels") or ()),
+            stage=STATUS_STAGE.get(status_name.casefold()),
+            triggered=status_name.casefold() == TRIGGER_STATUS.casefold(),
+            blocked_by=blocking_links(fields),
+            comments=tuple(self.to_comment(c) for c in comments),
+            remote_id=str(raw["id"]) if raw.get("id") else None,
+            updated_at=_parse_time(fields.get("updated")),
+        )
+
+    @staticmethod
+    def to_comment(raw: Mapping[str, Any]) -> Comment:
+        author = raw.get("author") if isinstance(raw.get("author"), Mapping) else {}
+        return Comment(
+            body=adf_to_markdown(raw.get("body")),
+            author=str(author.get("displayName")) if author.get("displayName") else None,
+            created_at=_parse_time(raw.get("created")),
+            id=str(raw["id"]) if raw.get("id") else None,
+        )
+
+    def get_issue(self, key: str) -> TrackerIssue:
+        raw = self.client.get_issue(key, fields=(*ISSUE_FIELDS, "comment"))
+        page = (raw.get("fields") or {}).get("comment") or {}
+        comments = list(page.get("comments") or []) if isinstance(page, Mapping) else []
+        # The issue carries the first page of comments only; fetch the rest when there are more.
+        if isinstance(page, Mapping) and int(page.get("total", len(comments)) or 0) > len(comments):
+            comments = self.client.comments(key)
+        return self.to_issue(raw, comments)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def post_comment(self, key: str, body: str) -> Comment:
+        created = self.client.add_comment(key, markdown_to_adf(body))
+        return Comment(body=body, id=str(created.get("id")) if created.get("id") else None,
+                       created_at=_parse_time(created.get("created")))
+
+    def _status_and_transitions(self, key: str) -> tuple[Mapping[str, Any], list[Mapping[str, Any]]]:
+        # One call: the issue's status plus the transitions available from it.
+        raw = self.client.get_issue(key, fields=("status",), expand="transitions")
+        transitions = raw.get("transitions")
+        if transitions is None:
+            transitions = self.client.transitions(key)
+        return _status((raw.get("fields") or {})), [t for t in transitions if isinstance(t, Mapping)]
+
+    def move_to_status(self, key: str, target: str) -> bool:
+        """Transition ``key`` to the status named ``target``; return false when it is there already.
+
+        :raises ProviderError: when the workflow offers no transition to ``target``.
+        """
+        status, transitions = self._status_and_transitions(key)
+        current = str(status.get("name") or "")
+        if current.casefold() == target.casefold():
+            return False
+        for transition in transitions:
+            to = transition.get("to") or {}
+            if str(to.get("name", "")).casefold() == target.casefold() and transition.get("isAvailable", True):
+                self.client.transition(key, str(transition["id"]))
+                return True
+        raise ProviderError(f"no transition from '{current}' to '{target}' in the workflow of {key}",
+                            provider=self.id)
+
+    def set_stage(self, key: str, stage: Stage) -> None:
+        if stage is Stage.DONE:
+            self.mark_done(key)
+            return
+        self.move_to_status(key, STAGE_STATUS[stage])
+
+    def mark_done(self, key: str) -> None:
+        status, transitions = self._status_and_transitions(key)
+        if _category(status) == DONE_CATEGORY:
+            return
+        candidates = [t for t in transitions
+                      if _category(t.get("to") or {}) == DONE_CATEGORY and t.get("isAvailable", True)]
+        if not candidates:
+            raise ProviderError(f"no transition from '{status.get('name', '')}' to a done status in the "
+                                f"workflow of {key}", provider=self.id)
+        # Prefer a status literally called "Done" when the workflow has several finished states.
+        candidates.sort(key=lambda t: str((t.get("to") or {}).get("name", "")).casefold() != "done")
+        self.client.transition(key, str(candidates[0]["id"]))
+
+    # -- settings -----------------------------------------------------------------------------
+
+    def validate_mapping(self, mapping: Mapping[str, Any]) -> None:
+        ticketing = mapping.get("ticketing")
+        if ticketing is None:
+            return
+        problem = ticketing_errors(ticketing)
+        if problem:
+            raise ProviderConfigError(problem, provider=self.id)

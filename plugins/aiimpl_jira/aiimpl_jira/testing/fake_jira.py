@@ -1,0 +1,714 @@
+"""A fake Jira Cloud site for tests, served on 127.0.0.1 and checked against Jira's OpenAPI description.
+
+:class:`FakeJira` keeps projects, issues (status, labels, links, ADF description and comments),
+a workflow, fields with their contexts and options, and answers the REST v3 operations the plugin
+uses the way Jira does: the token-paginated ``search/jql`` with a real (small) JQL evaluator,
+``jql/parse`` with Jira's error messages, transitions limited by the workflow, ADF comments.
+
+Served through :class:`aiimpl_core.testing.fakeserver.OpenAPIFakeServer`, every request and every
+answer is validated against ``jira/swagger-v3.v3.json``; on top of that the fake checks what the
+description leaves free: ADF documents it receives (:func:`adf_violations`) and the shapes of the
+issue field values it returns (against the description's component schemas). Findings land in
+``violations``; :meth:`FakeJira.assert_clean` fails a test on any of them::
+
+    with FakeJira() as jira:
+        jira.add_issue("ENG-1", status="Ready")
+        provider = JiraProvider(make_context(jira.config()))
+        ...
+        jira.assert_clean()
+"""
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+
+from ..adf import markdown_to_adf
+from . import jql as jql_mod
+
+SPEC_RELATIVE = ("jira", "swagger-v3.v3.json")
+
+#: Status name → status category key (``new``, ``indeterminate``, ``done``).
+DEFAULT_STATUSES: dict[str, str] = {
+    "To Do": "new",
+    "Ready": "new",
+    "Planning": "indeterminate",
+    "Plan Approved": "indeterminate",
+    "Implementing": "indeterminate",
+    "PR Ready": "indeterminate",
+    "Planning Failed": "indeterminate",
+    "Implementation Failed": "indeterminate",
+    "Done": "done",
+    "Won't Do": "done",
+}
+_CATEGORY = {
+    "new": (2, "blue-gray", "To Do"),
+    "indeterminate": (4, "yellow", "In Progress"),
+    "done": (3, "green", "Done"),
+}
+
+# -- ADF checks --------------------------------------------------------------------------------
+
+_BLOCKS = {"paragraph", "heading", "bulletList", "orderedList", "codeBlock", "blockquote", "rule", "panel",
+           "table", "mediaSingle", "mediaGroup", "expand", "blockCard"}
+_INLINES = {"text", "hardBreak", "mention", "emoji", "inlineCard", "date", "status"}
+_LIST_ITEM_CHILDREN = {"paragraph", "bulletList", "orderedList", "codeBlock", "mediaSingle"}
+_QUOTE_CHILDREN = {"paragraph", "bulletList", "orderedList", "codeBlock", "mediaGroup", "mediaSingle"}
+_MARKS = {"code", "em", "link", "strike", "strong", "subsup", "textColor", "underline"}
+
+
+def adf_violations(doc: object) -> list[str]:
+    """What makes ``doc`` an invalid ADF document (the structure rules of ADF v1); empty when valid."""
+    problems: list[str] = []
+    if not isinstance(doc, dict) or doc.get("type") != "doc":
+        return ["the body is not an ADF document (type 'doc')"]
+    if doc.get("version") != 1:
+        problems.append("doc.version must be 1")
+    content = doc.get("content")
+    if not isinstance(content, list):
+        return [*problems, "doc.content must be an array"]
+    for i, node in enumerate(content):
+        _check_node(node, _BLOCKS, f"doc.content[{i}]", problems)
+    return problems
+
+
+def _check_node(node: object, allowed: set[str], where: str, problems: list[str]) -> None:
+    if not isinstance(node, dict) or not isinstance(node.get("type"), str):
+        problems.append(f"{where}: not a node")
+        return
+    kind = node["type"]
+    if kind not in allowed:
+        problems.append(f"{where}: '{kind}' is not allowed here")
+        return
+    content = node.get("content")
+    attrs = node.get("attrs") or {}
+    children: Sequence[Any] = content if isinstance(content, list) else []
+    if content is not None and not isinstance(content, list):
+        problems.append(f"{where}.content must be an array")
+    if kind == "text":
+        if not isinstance(node.get("text"), str) or not node["text"]:
+            problems.append(f"{where}: a text node needs non-empty text")
+        marks = node.get("marks") or []
+        kinds = [m.get("type") for m in marks if isinstance(m, dict)]
+        if len(kinds) != len(marks) or any(k not in _MARKS for k in kinds):
+            problems.append(f"{where}: unknown mark in {marks}")
+        if len(set(kinds)) != len(kinds):
+            problems.append(f"{where}: a mark is repeated")
+        if "code" in kinds and set(kinds) - {"code", "link"}:
+            problems.append(f"{where}: the code mark combines only with link")
+        for mark in marks:
+            if isinstance(mark, dict) and mark.get("type") == "link" and not (mark.get("attrs") or {}).get("href"):
+                problems.append(f"{where}: a link mark needs attrs.href")
+        return
+    if kind in ("hardBreak", "rule", "mention", "emoji", "inlineCard", "date", "status"):
+        if content:
+            problems.append(f"{where}: '{kind}' has no content")
+        return
+    if kind in ("paragraph", "heading"):
+        if kind == "heading" and attrs.get("level") not in range(1, 7):
+            problems.append(f"{where}: heading level must be 1-6")
+        for i, child in enumerate(children):
+            _check_node(child, _INLINES, f"{where}.content[{i}]", problems)
+        return
+    if kind in ("bulletList", "orderedList"):
+        if not children:
+            problems.append(f"{where}: a list needs at least one listItem")
+        if kind == "orderedList" and "order" in attrs and (not isinstance(attrs["order"], int) or attrs["order"] < 0):
+            problems.append(f"{where}: orderedList.attrs.order must be a non-negative integer")
+        for i, child in enumerate(children):
+            _check_node(child, {"listItem"}, f"{where}.content[{i}]", problems)
+        return
+    if kind == "listItem":
+        if not children:
+            problems.append(f"{where}: a listItem needs content")
+        for i, child in enumerate(children):
+            _check_node(child, _LIST_ITEM_CHILDREN, f"{where}.content[{i}]", problems)
+        return
+    if kind == "codeBlock":
+        if "language" in attrs and not isinstance(attrs["language"], str):
+            problems.append(f"{where}: codeBlock.attrs.language must be a string")
+        for i, child in enumerate(children):
+            if not isinstance(child, dict) or child.get("type") != "text" or child.get("marks"):
+                problems.append(f"{where}.content[{i}]: a codeBlock holds unmarked text only")
+            else:
+                _check_node(child, {"text"}, f"{where}.content[{i}]", problems)
+        return
+    if kind == "blockquote":
+        for i, child in enumerate(children):
+            _check_node(child, _QUOTE_CHILDREN, f"{where}.content[{i}]", problems)
+        return
+    for i, child in enumerate(children):  # panels, tables …: accept any block or inline inside
+        _check_node(child, _BLOCKS | _INLINES | {"listItem", "tableRow", "tableCell", "tableHeader", "media"},
+                    f"{where}.content[{i}]", problems)
+
+
+# -- state -------------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeComment:
+    id: str
+    body: dict[str, Any]
+    created: datetime
+    author: str = "AI-Implement"
+
+
+@dataclass
+class FakeLink:
+    """``key`` is blocked by ``blocker`` (a "Blocks" link, inward from ``key``'s side)."""
+
+    id: str
+    blocked: str
+    blocker: str
+    type_name: str = "Blocks"
+
+
+@dataclass
+class FakeIssue:
+    key: str
+    id: str
+    summary: str
+    status: str
+    description: dict[str, Any] | None = None
+    labels: list[str] = field(default_factory=list)
+    comments: list[FakeComment] = field(default_factory=list)
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
+    updated: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def project(self) -> str:
+        return self.key.rsplit("-", 1)[0]
+
+
+def _stamp(at: datetime) -> str:
+    # Jira writes offsets as "+0000", which the description's own ``date-time`` format rejects;
+    # the fake answers RFC 3339 ("+00:00") so its answers validate. The provider reads both.
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+00:00")
+
+
+class FakeJira:
+    """A Jira Cloud site in memory, served by an :class:`OpenAPIFakeServer`.
+
+    :param email: / :param api_token: the basic credentials it accepts.
+    :param bearer_token: a bearer token it accepts too.
+    :param statuses: status name → category key; defaults to the orchestrator's workflow.
+    :param workflow: status name → statuses reachable from it. ``None``: every status is
+        reachable from every other (global transitions), the recommended set-up.
+    :param spec_path: Jira's OpenAPI description (found under the shared specs by default).
+    """
+
+    def __init__(
+        self,
+        *,
+        email: str = "bot@acme.test",
+        api_token: str = "jira-api-token-secret",
+        bearer_token: str | None = None,
+        statuses: Mapping[str, str] | None = None,
+        workflow: Mapping[str, Iterable[str]] | None = None,
+        spec_path: str | None = None,
+    ) -> None:
+        self.email = email
+        self.api_token = api_token
+        self.bearer_token = bearer_token
+        self.statuses: dict[str, str] = dict(statuses or DEFAULT_STATUSES)
+        self.workflow: dict[str, list[str]] | None = (
+            {k: list(v) for k, v in workflow.items()} if workflow is not None else None
+        )
+        self.issues: dict[str, FakeIssue] = {}
+        self.links: list[FakeLink] = []
+        self.projects: dict[str, str] = {}
+        self.fields: list[dict[str, Any]] = list(_default_fields())
+        self.contexts: dict[str, list[dict[str, Any]]] = {}
+        self.options: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.violations: list[str] = []
+        #: (method, path suffix) → queue of (status, body, headers) answered before the real one
+        self.failures: dict[tuple[str, str], list[tuple[int, Any, dict[str, str]]]] = {}
+        self.lock = threading.RLock()
+        self._ids = itertools.count(10001)
+        self._clock = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+        self.app = self._make_app()
+        self.spec_path = spec_path or _default_spec_path()
+        self.server: Any = None
+
+    # -- lifecycle --
+
+    def start(self) -> FakeJira:
+        from aiimpl_core.testing.fakeserver import OpenAPIFakeServer
+
+        self.server = OpenAPIFakeServer(self.app, self.spec_path).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    def __enter__(self) -> FakeJira:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return str(self.server.url)
+
+    def config(self, **extra: Any) -> dict[str, Any]:
+        """The ``AIIMPL_JIRA_*`` configuration that points the plugin here."""
+        values: dict[str, Any] = {"AIIMPL_JIRA_URL": self.url}
+        if self.bearer_token:
+            values["AIIMPL_JIRA_BEARER_TOKEN"] = self.bearer_token
+        else:
+            values["AIIMPL_JIRA_EMAIL"] = self.email
+            values["AIIMPL_JIRA_API_TOKEN"] = self.api_token
+        values.update(extra)
+        return values
+
+    @property
+    def requests(self) -> list[Any]:
+        return list(self.server.requests) if self.server is not None else []
+
+    def requests_to(self, method: str, path_suffix: str = "") -> list[Any]:
+        return self.server.requests_to(method, path_suffix)
+
+    def assert_clean(self) -> None:
+        """Fail when a request or answer broke Jira's description or the fake's own checks."""
+        problems = list(self.violations)
+        if self.server is not None:
+            problems.extend(self.server.violations)
+        if problems:
+            raise AssertionError(f"{len(problems)} problem(s) on the fake Jira:\n" + "\n\n".join(problems))
+
+    # -- building state --
+
+    def _tick(self) -> datetime:
+        self._clock += timedelta(minutes=1)
+        return self._clock
+
+    def add_issue(self, key: str, *, summary: str = "An issue", status: str = "Ready",
+                  description: str | dict[str, Any] | None = None, labels: Iterable[str] = ()) -> FakeIssue:
+        """Add an issue; a Markdown ``description`` is stored as ADF like Jira stores it."""
+        if status not in self.statuses:
+            raise ValueError(f"unknown status {status!r}")
+        adf = markdown_to_adf(description) if isinstance(description, str) else description
+        now = self._tick()
+        issue = FakeIssue(key=key, id=str(next(self._ids)), summary=summary, status=status, description=adf,
+                          labels=list(labels), created=now, updated=now)
+        with self.lock:
+            self.issues[key] = issue
+            self.projects.setdefault(issue.project, str(next(self._ids)))
+        return issue
+
+    def link_blocks(self, blocker: str, blocked: str, type_name: str = "Blocks") -> None:
+        """Record "``blocker`` blocks ``blocked``"."""
+        self.links.append(FakeLink(id=str(next(self._ids)), blocked=blocked, blocker=blocker, type_name=type_name))
+
+    def set_status(self, key: str, status: str) -> None:
+        """Move an issue as a person would (no workflow check)."""
+        self.issues[key].status = status
+        self.issues[key].updated = self._tick()
+
+    def add_select_field(self, field_id: str, name: str, contexts: Mapping[str, Sequence[str]]) -> None:
+        """A custom select field with ``contexts``: context name → option values."""
+        self.fields.append({
+            "id": field_id, "key": field_id, "name": name, "custom": True, "orderable": True, "navigable": True,
+            "searchable": True, "clauseNames": [f"cf[{field_id.rsplit('_', 1)[-1]}]", name],
+            "schema": {"type": "option", "custom": "com.atlassian.jira.plugin.system.customfieldtypes:select",
+                       "customId": int(field_id.rsplit("_", 1)[-1])},
+        })
+        self.contexts[field_id] = []
+        for ctx_name, values in contexts.items():
+            ctx_id = str(next(self._ids))
+            self.contexts[field_id].append({"id": ctx_id, "name": ctx_name, "description": "",
+                                            "isGlobalContext": True, "isAnyIssueType": True})
+            self.options[(field_id, ctx_id)] = [
+                {"id": str(next(self._ids)), "value": v, "disabled": False} for v in values
+            ]
+
+    def add_text_field(self, field_id: str, name: str) -> None:
+        """A custom text field: it has a context but no options (Jira answers 400 for its options)."""
+        self.fields.append({
+            "id": field_id, "key": field_id, "name": name, "custom": True, "orderable": True, "navigable": True,
+            "searchable": True, "clauseNames": [name],
+            "schema": {"type": "string", "custom": "com.atlassian.jira.plugin.system.customfieldtypes:textfield",
+                       "customId": int(field_id.rsplit("_", 1)[-1])},
+        })
+        self.contexts[field_id] = [{"id": str(next(self._ids)), "name": "Default", "description": "",
+                                    "isGlobalContext": True, "isAnyIssueType": True}]
+
+    def fail_next(self, method: str, path_suffix: str, status: int, body: Any = None,
+                  headers: Mapping[str, str] | None = None, times: int = 1) -> None:
+        """Answer the next ``times`` matching requests with ``status`` (a Jira ``ErrorCollection`` by default)."""
+        if body is None:
+            body = {"errorMessages": [f"Injected failure {status}"], "errors": {}}
+        queue = self.failures.setdefault((method.upper(), path_suffix), [])
+        queue.extend([(status, body, dict(headers or {}))] * times)
+
+    def comment_docs(self, key: str) -> list[dict[str, Any]]:
+        return [c.body for c in self.issues[key].comments]
+
+    # -- representation --
+
+    def _status_json(self, name: str) -> dict[str, Any]:
+        category = self.statuses[name]
+        cat_id, color, cat_name = _CATEGORY[category]
+        status_id = str(10000 + sorted(self.statuses).index(name))
+        return {
+            "self": f"{self.url}/rest/api/3/status/{status_id}",
+            "description": "",
+            "iconUrl": f"{self.url}/images/icons/statuses/generic.png",
+            "name": name,
+            "id": status_id,
+            "statusCategory": {"self": f"{self.url}/rest/api/3/statuscategory/{cat_id}", "id": cat_id,
+                               "key": category, "colorName": color, "name": cat_name},
+        }
+
+    def _project_json(self, key: str) -> dict[str, Any]:
+        pid = self.projects.setdefault(key, str(next(self._ids)))
+        return {"self": f"{self.url}/rest/api/3/project/{pid}", "id": pid, "key": key, "name": f"Project {key}",
+                "projectTypeKey": "software", "simplified": False}
+
+    def _linked(self, key: str) -> dict[str, Any]:
+        other = self.issues.get(key)
+        data: dict[str, Any] = {"key": key, "self": f"{self.url}/rest/api/3/issue/{key}"}
+        if other is not None:
+            data["id"] = other.id
+            data["self"] = f"{self.url}/rest/api/3/issue/{other.id}"
+            data["fields"] = {"summary": other.summary, "status": self._status_json(other.status)}
+        return data
+
+    def _links_json(self, key: str) -> list[dict[str, Any]]:
+        out = []
+        for link in self.links:
+            link_type = {"id": "10000", "name": link.type_name, "inward": "is blocked by", "outward": "blocks",
+                         "self": f"{self.url}/rest/api/3/issueLinkType/10000"}
+            if link.type_name != "Blocks":
+                link_type = {"id": "10001", "name": link.type_name, "inward": "relates to",
+                             "outward": "relates to", "self": f"{self.url}/rest/api/3/issueLinkType/10001"}
+            if link.blocked == key:
+                out.append({"id": link.id, "self": f"{self.url}/rest/api/3/issueLink/{link.id}", "type": link_type,
+                            "inwardIssue": self._linked(link.blocker)})
+            elif link.blocker == key:
+                out.append({"id": link.id, "self": f"{self.url}/rest/api/3/issueLink/{link.id}", "type": link_type,
+                            "outwardIssue": self._linked(link.blocked)})
+        return out
+
+    def _comment_json(self, issue: FakeIssue, comment: FakeComment) -> dict[str, Any]:
+        author = {"accountId": "5b10a2844c20165700ede21g", "active": True, "displayName": comment.author,
+                  "self": f"{self.url}/rest/api/3/user?accountId=5b10a2844c20165700ede21g"}
+        return {"self": f"{self.url}/rest/api/3/issue/{issue.id}/comment/{comment.id}", "id": comment.id,
+                "author": author, "updateAuthor": author, "body": comment.body,
+                "created": _stamp(comment.created), "updated": _stamp(comment.created), "jsdPublic": True}
+
+    def _comments_page(self, issue: FakeIssue, start: int = 0, limit: int = 100) -> dict[str, Any]:
+        chunk = issue.comments[start : start + limit]
+        return {"comments": [self._comment_json(issue, c) for c in chunk], "maxResults": limit,
+                "total": len(issue.comments), "startAt": start}
+
+    def _field_values(self, issue: FakeIssue, wanted: Sequence[str]) -> dict[str, Any]:
+        everything = "*all" in wanted or "*navigable" in wanted
+        values: dict[str, Any] = {
+            "summary": issue.summary,
+            "description": issue.description,
+            "status": self._status_json(issue.status),
+            "project": self._project_json(issue.project),
+            "labels": list(issue.labels),
+            "issuelinks": self._links_json(issue.key),
+            "created": _stamp(issue.created),
+            "updated": _stamp(issue.updated),
+            "comment": self._comments_page(issue, 0, 5),  # Jira embeds a first page only
+        }
+        return {k: v for k, v in values.items() if everything or k in wanted}
+
+    def _issue_json(self, issue: FakeIssue, wanted: Sequence[str], expand: str = "") -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "expand": "renderedFields,names,schema,operations,editmeta,changelog,versionedRepresentations",
+            "id": issue.id, "self": f"{self.url}/rest/api/3/issue/{issue.id}", "key": issue.key,
+            "fields": self._field_values(issue, wanted),
+        }
+        if "transitions" in expand.split(","):
+            data["transitions"] = self._transitions_json(issue)
+        self._check_fields(data["fields"])
+        return data
+
+    def _transitions_json(self, issue: FakeIssue) -> list[dict[str, Any]]:
+        if self.workflow is None:
+            targets = [s for s in self.statuses if s != issue.status]
+        else:
+            targets = list(self.workflow.get(issue.status, []))
+        out = []
+        for target in targets:
+            tid = str(11 + sorted(self.statuses).index(target))
+            out.append({"id": tid, "name": f"Move to {target}", "to": self._status_json(target),
+                        "hasScreen": False, "isGlobal": self.workflow is None, "isInitial": False,
+                        "isAvailable": True, "isConditional": False, "isLooped": False})
+        return out
+
+    def _check_fields(self, fields: Mapping[str, Any]) -> None:
+        """The description leaves issue fields free-form; check each against its own schema."""
+        checks = {"status": "StatusDetails", "project": "ProjectDetails", "comment": "PageOfComments"}
+        for name, schema in checks.items():
+            if name in fields:
+                self._validate(fields[name], schema, f"fields.{name}")
+        for i, link in enumerate(fields.get("issuelinks") or []):
+            self._validate(link["type"], "IssueLinkType", f"fields.issuelinks[{i}].type")
+            for side in ("inwardIssue", "outwardIssue"):
+                if side in link:
+                    self._validate(link[side], "LinkedIssue", f"fields.issuelinks[{i}].{side}")
+        if fields.get("description") is not None:
+            for problem in adf_violations(fields["description"]):
+                self.violations.append(f"fake answered an invalid ADF description: {problem}")
+
+    def _validate(self, value: Any, schema_name: str, where: str) -> None:
+        for problem in _schema_problems(self.spec_path, value, schema_name):
+            self.violations.append(f"fake answered {where} that breaks {schema_name}: {problem}")
+
+    # -- the Flask app --
+
+    def _make_app(self) -> Flask:
+        app = Flask("fake_jira")
+        fake = self
+        api = "/rest/api/3"
+
+        def error(status: int, *messages: str, **errors: str) -> Response:
+            body = {"errorMessages": list(messages), "errors": errors}
+            fake._validate(body, "ErrorCollection", "an error body")
+            resp = jsonify(body)
+            resp.status_code = status
+            return _undocumented_if_needed(resp)
+
+        @app.before_request
+        def _auth_and_failures() -> Response | None:
+            auth = request.headers.get("Authorization", "")
+            basic = "Basic " + base64.b64encode(f"{fake.email}:{fake.api_token}".encode()).decode()
+            accepted = {basic} | ({f"Bearer {fake.bearer_token}"} if fake.bearer_token else set())
+            if auth not in accepted:
+                resp = Response("Client must be authenticated to access this resource.", 401,
+                                content_type="text/plain")
+                return _undocumented_if_needed(resp)
+            with fake.lock:
+                for (method, suffix), queue in fake.failures.items():
+                    if queue and request.method == method and request.path.endswith(suffix):
+                        status, body, headers = queue.pop(0)
+                        resp = jsonify(body)
+                        resp.status_code = status
+                        resp.headers.update(headers)
+                        return _undocumented_if_needed(resp)
+            return None
+
+        def get_issue_or_404(key: str) -> FakeIssue | Response:
+            issue = fake.issues.get(key) or next((i for i in fake.issues.values() if i.id == key), None)
+            if issue is None:
+                return error(404, "Issue does not exist or you do not have permission to see it.")
+            return issue
+
+        @app.post(f"{api}/search/jql")
+        def search() -> Any:
+            body = request.get_json(silent=True) or {}
+            query_text = str(body.get("jql") or "")
+            try:
+                query = jql_mod.parse(query_text)
+            except jql_mod.JqlError as exc:
+                return error(400, str(exc))
+            if query.predicate is None:
+                return error(400, "Unbounded JQL queries are not allowed here. Please add a search restriction "
+                                  "to your query.")
+            limit = int(body.get("maxResults") or 50)
+            offset = 0
+            token = body.get("nextPageToken")
+            if token:
+                try:
+                    offset = int(base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)[1])
+                except (ValueError, IndexError):
+                    return error(400, "The provided next page token is invalid or expired.")
+            wanted = [f.strip() for f in body.get("fields") or ["id"] for f in f.split(",")]
+            with fake.lock:
+                matching = [i for i in fake.issues.values() if query.matches(fake._searchable(i))]
+                ordered = [fake.issues[d["key"]] for d in query.sort([fake._searchable(i) for i in matching])]
+                chunk = ordered[offset : offset + limit]
+                result: dict[str, Any] = {"issues": [fake._issue_json(i, wanted) for i in chunk],
+                                          "isLast": offset + limit >= len(ordered)}
+            if not result["isLast"]:
+                result["nextPageToken"] = base64.urlsafe_b64encode(f"page:{offset + limit}".encode()).decode()
+            return jsonify(result)
+
+        @app.get(f"{api}/issue/<key>")
+        def get_issue(key: str) -> Any:
+            with fake.lock:
+                found = get_issue_or_404(key)
+                if isinstance(found, Response):
+                    return found
+                wanted = [f for v in request.args.getlist("fields") for f in v.split(",")] or ["*all"]
+                return jsonify(fake._issue_json(found, wanted, request.args.get("expand", "")))
+
+        @app.get(f"{api}/issue/<key>/comment")
+        def get_comments(key: str) -> Any:
+            with fake.lock:
+                found = get_issue_or_404(key)
+                if isinstance(found, Response):
+                    return found
+                page = fake._comments_page(found, int(request.args.get("startAt", 0)),
+                                           int(request.args.get("maxResults", 100)))
+                fake._validate(page, "PageOfComments", "comment page")
+                return jsonify(page)
+
+        @app.post(f"{api}/issue/<key>/comment")
+        def add_comment(key: str) -> Any:
+            body = request.get_json(silent=True) or {}
+            problems = adf_violations(body.get("body"))
+            if problems:
+                fake.violations.extend(f"comment on {key} is not valid ADF: {p}" for p in problems)
+                return error(400, "INVALID_INPUT", comment="Comment body is not valid!")
+            with fake.lock:
+                found = get_issue_or_404(key)
+                if isinstance(found, Response):
+                    return found
+                comment = FakeComment(id=str(next(fake._ids)), body=body["body"], created=fake._tick())
+                found.comments.append(comment)
+                found.updated = comment.created
+                resp = jsonify(fake._comment_json(found, comment))
+                resp.status_code = 201
+                return resp
+
+        @app.get(f"{api}/issue/<key>/transitions")
+        def get_transitions(key: str) -> Any:
+            with fake.lock:
+                found = get_issue_or_404(key)
+                if isinstance(found, Response):
+                    return found
+                return jsonify({"expand": "transitions", "transitions": fake._transitions_json(found)})
+
+        @app.post(f"{api}/issue/<key>/transitions")
+        def do_transition(key: str) -> Any:
+            body = request.get_json(silent=True) or {}
+            wanted = str((body.get("transition") or {}).get("id") or "")
+            with fake.lock:
+                found = get_issue_or_404(key)
+                if isinstance(found, Response):
+                    return found
+                match = next((t for t in fake._transitions_json(found) if t["id"] == wanted), None)
+                if match is None:
+                    return error(400, f"Transition id '{wanted}' is not valid for this issue.")
+                found.status = match["to"]["name"]
+                found.updated = fake._tick()
+            # Jira answers 204 with no body; the description declares a JSON body for it, which no
+            # real answer has, so this answer is exempt from response validation.
+            from aiimpl_core.testing.fakeserver import UNDOCUMENTED_HEADER
+
+            return Response(status=204, headers={UNDOCUMENTED_HEADER: "1"})
+
+        @app.post(f"{api}/jql/parse")
+        def parse_jql() -> Any:
+            body = request.get_json(silent=True) or {}
+            out = []
+            for query_text in body.get("queries") or []:
+                entry: dict[str, Any] = {"query": query_text}
+                try:
+                    jql_mod.parse(query_text)
+                    entry["structure"] = {}
+                except jql_mod.JqlError as exc:
+                    entry["errors"] = [str(exc)]
+                out.append(entry)
+            return jsonify({"queries": out})
+
+        @app.get(f"{api}/field")
+        def list_fields() -> Any:
+            return jsonify(fake.fields)
+
+        @app.get(f"{api}/field/<field_id>/context")
+        def list_contexts(field_id: str) -> Any:
+            if field_id not in fake.contexts:
+                return error(404, "The custom field was not found.")
+            values = fake.contexts[field_id]
+            return jsonify(_page(values, request.args))
+
+        @app.get(f"{api}/field/<field_id>/context/<context_id>/option")
+        def list_options(field_id: str, context_id: str) -> Any:
+            if field_id not in fake.contexts:
+                return error(404, "The custom field was not found.")
+            if not any(c["id"] == context_id for c in fake.contexts[field_id]):
+                return error(404, "The context was not found.")
+            if (field_id, context_id) not in fake.options:
+                return error(400, "The custom field doesn't support options.")
+            return jsonify(_page(fake.options[(field_id, context_id)], request.args))
+
+        return app
+
+    def _searchable(self, issue: FakeIssue) -> dict[str, Any]:
+        project, _, number = issue.key.rpartition("-")
+        return {"key": issue.key, "status": issue.status, "project": issue.project, "labels": issue.labels,
+                "summary": issue.summary, "statuscategory": self.statuses[issue.status],
+                "created": _stamp(issue.created), "updated": _stamp(issue.updated),
+                "_natural_key": (project, int(number) if number.isdigit() else 0)}
+
+
+def _page(values: list[dict[str, Any]], args: Mapping[str, str]) -> dict[str, Any]:
+    start = int(args.get("startAt", 0))
+    limit = int(args.get("maxResults", 50))
+    chunk = values[start : start + limit]
+    return {"startAt": start, "maxResults": limit, "total": len(values), "isLast": start + limit >= len(values),
+            "values": chunk}
+
+
+def _undocumented_if_needed(resp: Response) -> Response:
+    """Jira's description documents many error statuses without a body; real Jira sends one.
+
+    Such answers are marked for the fake server so it does not flag the body, and the fake keeps
+    them in Jira's ``ErrorCollection`` shape itself.
+    """
+    from aiimpl_core.testing.fakeserver import UNDOCUMENTED_HEADER
+
+    if resp.status_code >= 400:
+        resp.headers[UNDOCUMENTED_HEADER] = "1"
+    return resp
+
+
+def _default_fields() -> list[dict[str, Any]]:
+    def system(fid: str, name: str, kind: str) -> dict[str, Any]:
+        return {"id": fid, "key": fid, "name": name, "custom": False, "orderable": True, "navigable": True,
+                "searchable": True, "clauseNames": [fid], "schema": {"type": kind, "system": fid}}
+
+    return [system("summary", "Summary", "string"), system("status", "Status", "status"),
+            system("labels", "Labels", "array"), system("description", "Description", "string")]
+
+
+def _default_spec_path() -> str:
+    import os
+
+    from aiimpl_core.testing.pytest_plugin import specs_dir
+
+    return os.path.join(specs_dir(), *SPEC_RELATIVE)
+
+
+_SCHEMA_CACHE: dict[str, Any] = {}
+
+
+def _schema_problems(spec_path: str, value: Any, schema_name: str) -> list[str]:
+    """Problems of ``value`` against ``#/components/schemas/<schema_name>`` of the description."""
+    from openapi_schema_validator import OAS30ReadValidator
+    from referencing import Registry, Resource
+
+    cached = _SCHEMA_CACHE.get(spec_path)
+    if cached is None:
+        with open(spec_path, encoding="utf-8") as fh:
+            document = json.load(fh)
+        resource = Resource.from_contents(document, default_specification=_draft4())
+        cached = (document, Registry().with_resource("urn:jira", resource))
+        _SCHEMA_CACHE[spec_path] = cached
+    _document, registry = cached
+    validator = OAS30ReadValidator({"$ref": f"urn:jira#/components/schemas/{schema_name}"}, registry=registry)
+    # readOnly properties are what a server returns: validate as a response would be
+    return [f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
+            for e in validator.iter_errors(value)]
+
+
+def _draft4() -> Any:
+    from referencing.jsonschema import DRAFT4
+
+    return DRAFT4

@@ -1,0 +1,36 @@
+"""Fixtures of the aiimpl-jira tests: a fake Jira site per test, checked against Jira's description."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiimpl_core.testing.contract import make_context
+
+import aiimpl_jira.plugin
+from aiimpl_jira.provider import JiraProvider
+from aiimpl_jira.testing.fake_jira import FakeJira
+
+
+@pytest.fixture
+def jira() -> Iterator[FakeJira]:
+    """A running fake Jira; the test fails if any exchange broke Jira's OpenAPI description."""
+    with FakeJira() as fake:
+        yield fake
+        fake.assert_clean()
+
+
+@pytest.fixture
+def provider(jira: FakeJira) -> JiraProvider:
+    """The provider bound to the fake, without an application."""
+    return JiraProvider(make_context(jira.config()))
+
+
+@pytest.fixture
+def aiimpl_plugins() -> list[object]:
+    return [aiimpl_jira.plugin]
+
+
+@pytest.fixture
+def aiimpl_config(jira: FakeJira) -> dict[str, Any]:
+    return jira.config(AIIMPL_JIRA_WEBHOOK_SECRET="hook-secret-123")

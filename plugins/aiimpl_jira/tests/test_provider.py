@@ -1,0 +1,290 @@
+"""The ``jira`` ticketing provider against the fake Jira: search, issues, links, stages, comments."""
+from __future__ import annotations
+
+import base64
+
+import pytest
+from aiimpl_core.errors import NotFound, ProviderConfigError, ProviderError, ProviderNotConfigured
+from aiimpl_core.testing.contract import TicketingProviderContract, make_context, sample_mapping
+from aiimpl_core.types import Stage
+
+from aiimpl_jira.adf import adf_text
+from aiimpl_jira.config import JiraSettings
+from aiimpl_jira.provider import JiraProvider, trigger_jql
+from aiimpl_jira.testing.fake_jira import FakeJira
+
+
+class TestJiraContract(TicketingProviderContract):
+    """The core's ticketing contract, against the fake Jira."""
+
+    @pytest.fixture
+    def ticketing_provider(self, provider: JiraProvider) -> JiraProvider:
+        return provider
+
+    @pytest.fixture
+    def contract_issue_key(self, jira: FakeJira) -> str:
+        jira.add_issue("ENG-1", summary="Contract issue", description="Please *do* it")
+        return "ENG-1"
+
+
+# -- search ------------------------------------------------------------------------------------
+
+
+def test_iter_triggered_pages_with_next_page_token(jira: FakeJira, provider: JiraProvider) -> None:
+    for n in range(1, 8):
+        jira.add_issue(f"ENG-{n}", summary=f"Issue {n}")
+    jira.add_issue("ENG-8", status="To Do")
+    provider.page_size = 3
+
+    pages = list(provider.iter_triggered(["ENG"]))
+
+    assert [len(p.issues) for p in pages] == [3, 3, 1]
+    assert [p.complete for p in pages] == [False, False, True]
+    assert [i.key for p in pages for i in p.issues] == [f"ENG-{n}" for n in range(1, 8)]
+    searches = jira.requests_to("POST", "/rest/api/3/search/jql")
+    assert len(searches) == 3, "one call per page"
+    assert "nextPageToken" not in searches[0].json
+    assert searches[1].json["nextPageToken"] and searches[2].json["nextPageToken"] != searches[1].json["nextPageToken"]
+    assert set(searches[0].json["fields"]) >= {"summary", "description", "status", "project", "labels", "issuelinks"}
+    assert all(r.path.endswith("/search/jql") for r in jira.requests), "never a call per issue"
+
+
+def test_iter_triggered_selects_ready_issues_of_the_searched_projects(jira: FakeJira) -> None:
+    jira.add_issue("ENG-1")
+    jira.add_issue("ENG-2", status="Planning")
+    jira.add_issue("OPS-1")
+    jira.add_issue("WEB-1")
+    provider = JiraProvider(make_context(jira.config(AIIMPL_JIRA_PROJECTS="ENG, WEB")))
+
+    keys = [i.key for p in provider.iter_triggered(["ENG", "OPS"]) for i in p.issues]
+
+    assert keys == ["ENG-1"], "OPS is mapped but not in AIIMPL_JIRA_PROJECTS; WEB is not mapped"
+    jql = jira.requests_to("POST", "/search/jql")[0].json["jql"]
+    assert jql.startswith('status = "Ready" AND project in ("ENG")')
+
+
+def test_iter_triggered_adds_the_mapping_jql_clause(jira: FakeJira) -> None:
+    jira.add_issue("ENG-1", labels=["backend"])
+    jira.add_issue("ENG-2", labels=["frontend"])
+    jira.add_issue("OPS-1")
+    mappings = [sample_mapping(team_key="ENG", ticketing={"provider": "jira", "jql": "labels = backend"}),
+                sample_mapping(team_key="OPS", ticketing={"provider": "jira"})]
+    provider = JiraProvider(make_context(jira.config(), mappings=lambda: mappings))
+
+    keys = sorted(i.key for p in provider.iter_triggered(["ENG", "OPS"]) for i in p.issues)
+
+    assert keys == ["ENG-1", "OPS-1"]
+
+
+def test_iter_triggered_without_projects_asks_nothing(jira: FakeJira, provider: JiraProvider) -> None:
+    pages = list(provider.iter_triggered([]))
+    assert len(pages) == 1 and pages[0].complete and not pages[0].issues
+    assert jira.requests == []
+
+
+def test_trigger_jql_quotes_keys_and_clauses() -> None:
+    jql = trigger_jql(["ENG", 'A"B'], {"ENG": "labels = x"})
+    assert jql == ('status = "Ready" AND (project in ("A\\"B") OR (project = "ENG" AND (labels = x))) '
+                   "ORDER BY created ASC, key ASC")
+
+
+def test_search_retries_after_429_with_retry_after(jira: FakeJira, provider: JiraProvider) -> None:
+    jira.add_issue("ENG-1")
+    jira.fail_next("POST", "/search/jql", 429, headers={"Retry-After": "0"})
+
+    keys = [i.key for p in provider.iter_triggered(["ENG"]) for i in p.issues]
+
+    assert keys == ["ENG-1"]
+    assert [r.status for r in jira.requests_to("POST", "/search/jql")] == [429, 200]
+
+
+# -- issues ------------------------------------------------------------------------------------
+
+
+def test_issue_fields_description_and_links(jira: FakeJira, provider: JiraProvider) -> None:
+    jira.add_issue("ENG-1", summary="Add export", labels=["api"],
+                   description="Export **CSV**:\n\n1. endpoint\n2. tests\n\n```sql\nselect 1;\n```")
+    jira.add_issue("ENG-2", status="Implementing", summary="Schema change")
+    jira.add_issue("ENG-3", status="Done", summary="Old blocker")
+    jira.add_issue("ENG-4", status="To Do")
+    jira.link_blocks("ENG-2", "ENG-1")  # ENG-2 blocks ENG-1: open
+    jira.link_blocks("ENG-3", "ENG-1")  # done: not open
+    jira.link_blocks("ENG-1", "ENG-4")  # ENG-1 blocks ENG-4: not a blocker of ENG-1
+    jira.link_blocks("ENG-4", "ENG-1", type_name="Relates")  # another link type
+
+    issue = provider.get_issue("ENG-1")
+
+    assert issue.title == "Add export" and issue.team_key == "ENG" and issue.labels == ("api",)
+    assert issue.triggered and issue.state == "Ready" and issue.stage is None
+    assert issue.url == f"{jira.url}/browse/ENG-1"
+    assert issue.description == "Export **CSV**:\n\n1. endpoint\n2. tests\n\n```sql\nselect 1;\n```"
+    assert [(b.key, b.title, b.open) for b in issue.blocked_by] == [("ENG-2", "Schema change", True),
+                                                                    ("ENG-3", "Old blocker", False)]
+    assert [b.key for b in issue.open_blockers] == ["ENG-2"]
+    assert [(b.key, b.open) for b in provider.get_issue("ENG-4").blocked_by] == [("ENG-1", True)]
+
+
+def test_get_issue_reads_every_comment_page(jira: FakeJira, provider: JiraProvider) -> None:
+    jira.add_issue("ENG-1")
+    for n in range(7):
+        provider.post_comment("ENG-1", f"note {n}")
+
+    comments = provider.get_issue("ENG-1").comments
+
+    assert [c.body for c in comments] == [f"note {n}" for n in range(7)]
+    assert jira.requests_to("GET", "/issue/ENG-1/comment"), "the embedded first page was not enough"
+
+
+def test_get_issue_not_found(jira: FakeJira, provider: JiraProvider) -> None:
+    with pytest.raises(NotFound):
+        provider.get_issue("ENG-404")
+
+
+def test_stage_statuses_read_back(jira: FakeJira, provider: JiraProvider) -> None:
+    for n, status in enumerate(["Planning", "Plan Approved", "Implementing", "PR Ready", "Planning Failed",
+                                "Implementation Failed"], start=1):
+        jira.add_issue(f"ENG-{n}", status=status)
+    stages = [provider.get_issue(f"ENG-{n}").stage for n in range(1, 7)]
+    assert stages == [Stage.PLANNING, Stage.PLAN_COMPLETE, Stage.IMPLEMENTING, Stage.PR_OPENED,
+                      Stage.PLANNING_FAILED, Stage.IMPLEMENTATION_FAILED]
+
+
+# -- stages ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("stage", "status"), [
+    (Stage.PLANNING, "Planning"), (Stage.PLAN_COMPLETE, "Plan Approved"), (Stage.IMPLEMENTING, "Implementing"),
+    (Stage.PR_OPENED, "PR Ready"), (Stage.PLANNING_FAILED, "Planning Failed"),
+    (Stage.IMPLEMENTATION_FAILED, "Implementation Failed"),
+])
+def test_set_stage_moves_to_the_status(jira: FakeJira, provider: JiraProvider, stage: Stage, status: str) -> None:
+    jira.add_issue("ENG-1")
+    provider.set_stage("ENG-1", stage)
+    assert jira.issues["ENG-1"].status == status
+    posted = jira.requests_to("POST", "/issue/ENG-1/transitions")
+    assert len(posted) == 1 and posted[0].json == {"transition": {"id": posted[0].json["transition"]["id"]}}
+
+
+def test_set_stage_is_idempotent(jira: FakeJira, provider: JiraProvider) -> None:
+    jira.add_issue("ENG-1")
+    provider.set_stage("ENG-1", Stage.PLANNING)
+    provider.set_stage("ENG-1", Stage.PLANNING)
+    assert len(jira.requests_to("POST", "/transitions")) == 1
+
+
+def test_missing_transition_names_the_workflow_gap() -> None:
+    workflow = {"Ready": ["Planning"], "Planning": ["Plan Approved", "Planning Failed"]}
+    with FakeJira(workflow=workflow) as jira:
+        jira.add_issue("ENG-1")
+        provider = JiraProvider(make_context(jira.config()))
+        provider.set_stage("ENG-1", Stage.PLANNING)
+        with pytest.raises(ProviderError) as err:
+            provider.set_stage("ENG-1", Stage.IMPLEMENTING)
+        assert str(err.value) == "no transition from 'Planning' to 'Implementing' in the workflow of ENG-1"
+        assert jira.issues["ENG-1"].status == "Planning"
+        jira.assert_clean()
+
+
+def test_mark_done_prefers_done_and_is_idempotent(jira: FakeJira, provider: JiraProvider) -> None:
+    jira.add_issue("ENG-1", status="PR Ready")
+    provider.mark_done("ENG-1")
+    assert jira.issues["ENG-1"].status == "Done", "not \"Won't Do\", also in the done category"
+    provider.mark_done("ENG-1")
+    assert len(jira.requests_to("POST", "/transitions")) == 1
+
+
+def test_mark_done_without_a_done_transition() -> None:
+    with FakeJira(workflow={"PR Ready": ["Implementing"]}) as jira:
+        jira.add_issue("ENG-1", status="PR Ready")
+        provider = JiraProvider(make_context(jira.config()))
+        with pytest.raises(ProviderError, match="no transition from 'PR Ready' to a done status in the workflow "
+                                                "of ENG-1"):
+            provider.mark_done("ENG-1")
+        jira.assert_clean()
+
+
+# -- comments ----------------------------------------------------------------------------------
+
+
+def test_post_comment_sends_adf(jira: FakeJira, provider: JiraProvider) -> None:
+    jira.add_issue("ENG-1")
+    comment = provider.post_comment("ENG-1", "🔗 PR #42 is ready for review: https://github.com/acme/api/pull/42")
+    assert comment.id
+    doc = jira.comment_docs("ENG-1")[0]
+    assert doc["type"] == "doc" and doc["version"] == 1
+    link = doc["content"][0]["content"][1]
+    assert link == {"type": "text", "text": "https://github.com/acme/api/pull/42",
+                    "marks": [{"type": "link", "attrs": {"href": "https://github.com/acme/api/pull/42"}}]}
+    assert adf_text(doc) == "🔗 PR #42 is ready for review: https://github.com/acme/api/pull/42"
+
+
+# -- connection --------------------------------------------------------------------------------
+
+
+def test_bearer_token_authentication() -> None:
+    with FakeJira(bearer_token="bearer-xyz") as jira:
+        jira.add_issue("ENG-1")
+        provider = JiraProvider(make_context(jira.config()))
+        assert [i.key for p in provider.iter_triggered(["ENG"]) for i in p.issues] == ["ENG-1"]
+        assert jira.requests[0].header("Authorization") == "Bearer bearer-xyz"
+        jira.assert_clean()
+
+
+def test_basic_authentication_header(jira: FakeJira, provider: JiraProvider) -> None:
+    jira.add_issue("ENG-1")
+    provider.get_issue("ENG-1")
+    expected = base64.b64encode(f"{jira.email}:{jira.api_token}".encode()).decode()
+    assert jira.requests[0].header("Authorization") == f"Basic {expected}"
+    assert jira.requests[0].header("User-Agent").startswith("aiimpl-jira/")
+
+
+def test_wrong_credentials_fail_without_leaking_them(jira: FakeJira) -> None:
+    jira.add_issue("ENG-1")
+    provider = JiraProvider(make_context(jira.config(AIIMPL_JIRA_API_TOKEN="wrong-secret-token")))
+    with pytest.raises(ProviderError) as err:
+        provider.get_issue("ENG-1")
+    assert err.value.status == 401
+    assert "wrong-secret-token" not in str(err.value) and jira.api_token not in str(err.value)
+
+
+def test_not_configured() -> None:
+    provider = JiraProvider(make_context({"AIIMPL_JIRA_URL": "https://acme.atlassian.net"}))
+    assert provider.is_configured() is False
+    with pytest.raises(ProviderNotConfigured):
+        provider.get_issue("ENG-1")
+
+
+def test_settings_repr_hides_credentials() -> None:
+    settings = JiraSettings.from_config({"AIIMPL_JIRA_URL": "https://acme.atlassian.net/",
+                                         "AIIMPL_JIRA_EMAIL": "a@b.c", "AIIMPL_JIRA_API_TOKEN": "tok-123",
+                                         "AIIMPL_JIRA_WEBHOOK_SECRET": "whs-456"})
+    assert settings.configured and settings.url == "https://acme.atlassian.net"
+    assert "tok-123" not in repr(settings) and "whs-456" not in repr(settings)
+
+
+def test_config_vars_mark_secrets_sensitive() -> None:
+    sensitive = {v.name for v in JiraProvider.config_vars if v.sensitive}
+    assert sensitive == {"AIIMPL_JIRA_API_TOKEN", "AIIMPL_JIRA_BEARER_TOKEN", "AIIMPL_JIRA_WEBHOOK_SECRET"}
+
+
+# -- mapping settings --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("ticketing", "message"), [
+    ({"provider": "jira", "jql": 5}, "ticketing.jql must be a string"),
+    ({"provider": "jira", "jql": "labels = x ORDER BY key"}, "ticketing.jql must be a filter clause without ORDER BY"),
+    ({"provider": "jira", "jql": "labels = \"x"}, "ticketing.jql has unbalanced quotes or parentheses"),
+    ({"provider": "jira", "board": 1}, "ticketing.board is not a Jira setting (allowed: provider, jql)"),
+    ({"provider": "linear"}, "ticketing.provider must be 'jira'"),
+    ("jira", "ticketing must be an object"),
+])
+def test_validate_mapping_names_the_field(ticketing: object, message: str) -> None:
+    provider = JiraProvider(make_context({}))
+    with pytest.raises(ProviderConfigError) as err:
+        provider.validate_mapping({"teamKey": "ENG", "ticketing": ticketing})
+    assert str(err.value) == message
+
+
+def test_validate_mapping_accepts_a_clause() -> None:
+    JiraProvider(make_context({})).validate_mapping(
+        {"teamKey": "ENG", "ticketing": {"provider": "jira", "jql": 'labels in (backend, "api") AND priority = High'}})
