@@ -67,3 +67,27 @@ def outbox_of(issue_key: str) -> list[OutboxItem]:
     db.session.expire_all()
     return list(db.session.scalars(db.select(OutboxItem).where(OutboxItem.issue_key == issue_key)
                                    .order_by(OutboxItem.id)).all())
+
+
+def session_env(runner: FakeRunner, job_id: int) -> dict[str, str]:
+    """The environment the fake runner received for a job (tokens, nonce …)."""
+    return dict(runner.runs[job_id].request.env)
+
+
+def post_result(client: Any, runner: FakeRunner, job_id: int, **body: Any) -> Any:
+    """``POST /runner/result`` as the job's session does."""
+    env = session_env(runner, job_id)
+    payload: dict[str, Any] = {"comments": [], "phase": env["AIIMPL_PHASE"], **body}
+    return client.post("/runner/result", json=payload,
+                       headers={"Authorization": f"Bearer {env['AIIMPL_RESULT_TOKEN']}"})
+
+
+def post_status(client: Any, runner: FakeRunner, job_id: int, event: str, **fields: Any) -> Any:
+    """``POST /api/status`` as the job's session does."""
+    env = session_env(runner, job_id)
+    return client.post("/api/status", json={"nonce": env["AIIMPL_NONCE"], "event": event, **fields})
+
+
+def first_lines(comments: list[str]) -> list[str]:
+    """Each comment's first line (progress comments end with their timestamp line)."""
+    return [c.split("\n", 1)[0] for c in comments]

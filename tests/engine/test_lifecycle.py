@@ -1,0 +1,404 @@
+"""Whole lifecycles: poll → dispatch → session callbacks over HTTP → outcome, stage and comments."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import Job
+from aiimpl_core.services import settings
+from aiimpl_core.services.dispatch import CycleReport, consider, run_cycle
+from aiimpl_core.types import LogLabel, RunPhase, TimeoutReason
+
+from .conftest import first_lines, jobs_of, later, outbox_of, post_result, post_status, session_env, tracked
+
+STAMP = re.compile(r"^_\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC · \[Machine logs\]\(https://runs\.test/run-\d+\)_$")
+
+
+def transitions(job: Job) -> list[str]:
+    db.session.expire_all()
+    job = db.session.get(Job, job.id)
+    return [t.to_status for t in job.transitions]
+
+
+def test_success_with_pr_posts_the_reference_comments(app, client, tracker, runner, add_mapping):
+    add_mapping("ENG")
+    tracker.add("ENG-1", title="Add a health endpoint")
+
+    report = run_cycle()
+
+    [job] = jobs_of("ENG-1")
+    assert [d.issue_key for d in report.dispatched] == ["ENG-1"]
+    assert job.status == "dispatched" and job.phase == "implementation" and job.backend == "github-actions"
+    assert runner.runs[job.id].request.branch == "ai/ENG-1"
+    assert tracker.stage_labels("ENG-1") == {"AI-Working"}  # the trigger label is gone
+    assert tracker.comments["ENG-1"] == []  # the reference has no comment on dispatch
+
+    pr_url = "https://github.com/acme/eng/pull/42"
+    for event, fields in [
+        ("session_created", {}),
+        ("environment_ready", {}),
+        ("pr_opened", {"prNumber": 42, "prUrl": pr_url}),
+        ("verification_started", {}),
+        ("verification_passed", {}),
+        ("session_cleaned_up", {"duration": "4m 10s"}),
+    ]:
+        resp = post_status(client, runner, job.id, event, **fields)
+        assert resp.status_code == 200, resp.get_json()
+    resp = post_result(client, runner, job.id, outcome="success", prUrl=pr_url)
+    assert resp.status_code == 200 and resp.get_json()["status"] == "completed"
+
+    comments = tracker.comments["ENG-1"]
+    assert first_lines(comments) == [
+        "🚀 Session machine created. Cloning repo and running setup…",
+        "✅ Environment ready. Claude is implementing…",
+        f"📝 Claude finished. PR #42 opened: {pr_url}",
+        "🧪 Running verification script…",
+        "✅ Verification passed",
+        "🧹 Session machine cleaned up. Duration: 4m 10s",
+        f"🔗 PR #42 is ready for review: {pr_url}",
+    ]
+    for body in comments[:6]:  # each progress comment carries its timestamp and the log link
+        assert STAMP.match(body.split("\n")[-1]), body
+    assert tracker.stage_labels("ENG-1") == {"Ready for Review"}
+    assert transitions(job) == ["unknown", "dispatched", "running", "completed"]
+
+    # the trigger was removed by our own stage change: nothing more to do
+    report = run_cycle()
+    assert report.dispatched == [] and len(jobs_of("ENG-1")) == 1
+    # re-applying the trigger runs again
+    tracker.trigger("ENG-1")
+    report = run_cycle()
+    assert len(report.dispatched) == 1 and len(jobs_of("ENG-1")) == 2
+
+
+def test_planning_then_approval_then_implementation_with_the_plan(app, client, tracker, runner, add_mapping):
+    add_mapping("ENG", planning_enabled=True, planning_workflow_file="ai-plan.yml")
+    tracker.add("ENG-7", title="Rework billing", description="Split invoices by tenant.")
+
+    run_cycle()
+    [planning] = jobs_of("ENG-7")
+    assert planning.phase == "planning"
+    assert tracker.stage_labels("ENG-7") == {"AI-Planning"}
+    ctx_token = session_env(runner, planning.id)["AIIMPL_CONTEXT_TOKEN"]
+    ctx = client.get("/runner/planning-context", headers={"Authorization": f"Bearer {ctx_token}"}).get_json()
+    assert ctx["phase"] == "planning" and ctx["plan"] is None
+    assert ctx["issue"]["title"] == "Rework billing" and ctx["issue"]["description"] == "Split invoices by tenant."
+
+    plan = "1. Add tenant id to invoices\n2. Split the export"
+    resp = post_result(client, runner, planning.id, outcome="success", plan=plan)
+    assert resp.get_json()["status"] == "completed"
+    assert tracker.stage_labels("ENG-7") == {"Plan-Complete"}
+    assert tracked("ENG-7").plan == plan
+    assert tracker.comments["ENG-7"][-1].startswith("📋 Plan ready for review.\n\n" + plan)
+
+    # not approved yet: nothing is dispatched
+    assert run_cycle().dispatched == []
+    # approval: a person applies the trigger again
+    tracker.trigger("ENG-7")
+    report = run_cycle()
+    [entry] = report.dispatched
+    implementation = db.session.get(Job, entry.job_id)
+    assert implementation.phase == "implementation" and implementation.plan == plan
+    assert tracker.stage_labels("ENG-7") == {"AI-Working"}
+    ctx_token = session_env(runner, implementation.id)["AIIMPL_CONTEXT_TOKEN"]
+    ctx = client.get("/runner/planning-context", headers={"Authorization": f"Bearer {ctx_token}"}).get_json()
+    assert ctx["phase"] == "implementation" and ctx["plan"] == plan
+
+    resp = post_result(client, runner, implementation.id, outcome="success",
+                       prUrl="https://github.com/acme/eng/pull/9")
+    assert resp.get_json()["status"] == "completed"
+    assert tracker.stage_labels("ENG-7") == {"Ready for Review"}
+    assert tracked("ENG-7").plan is None  # a plan is used once
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "LLM invocation failed with exit code 1 … Reached max turns (50)",
+        "LLM invocation failed with exit code 1: API error 529 overloaded",
+        "Nothing to commit: Claude left no file changes in the working tree",
+        "PR creation failed with HTTP 422: A pull request already exists for acme:ai/ENG-3",
+        "git clone failed (exit 128): repository not found",
+    ],
+)
+def test_run_failure_messages_are_posted_word_for_word(app, client, tracker, runner, add_mapping, error):
+    add_mapping("ENG")
+    tracker.add("ENG-3")
+    run_cycle()
+    [job] = jobs_of("ENG-3")
+
+    resp = post_result(client, runner, job.id, outcome="failure", error=error, logExcerpt="last lines")
+    assert resp.get_json()["status"] == "failed"
+
+    label = "pr_not_found" if error.startswith("Nothing to commit") else "session_failed"
+    assert tracker.comments["ENG-3"] == [
+        f"⚠️ Implementation failed: {error}",
+        f"Log excerpt (`{label}`):\n\n```\nlast lines\n```",
+    ]
+    assert tracker.stage_labels("ENG-3") == set()  # the AI labels are removed
+    # re-applying the trigger re-runs
+    tracker.trigger("ENG-3")
+    assert len(run_cycle().dispatched) == 1
+
+
+def test_planning_failure_comment(app, client, tracker, runner, add_mapping):
+    add_mapping("ENG", planning_enabled=True, planning_workflow_file="ai-plan.yml")
+    tracker.add("ENG-4")
+    run_cycle()
+    [job] = jobs_of("ENG-4")
+    post_result(client, runner, job.id, outcome="failure", error="git clone failed (exit 128): denied")
+    assert tracker.comments["ENG-4"][0] == "⚠️ Planning failed: git clone failed (exit 128): denied"
+    assert tracker.stage_labels("ENG-4") == set()
+
+
+def test_review_failed_posts_the_pr_and_the_review_label(app, client, tracker, runner, add_mapping):
+    add_mapping("ENG")
+    tracker.add("ENG-5")
+    run_cycle()
+    [job] = jobs_of("ENG-5")
+    pr_url = "https://github.com/acme/eng/pull/5"
+    resp = post_result(client, runner, job.id, outcome="success", prUrl=pr_url, error="review found blockers",
+                       review={"approved": False, "blockers": ["SQL built by string concatenation"]})
+    assert resp.get_json()["status"] == "review_failed"
+    assert tracker.comments["ENG-5"] == [
+        f"🔗 PR #5 is ready for review: {pr_url}",
+        "⚠️ Implementation failed: review found blockers",
+        "Log excerpt (`post_push_review_not_approved`):\n\n```\n- SQL built by string concatenation\n```",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("state", "expected_status", "expected_reason", "comments"),
+    [
+        (
+            {"phase": RunPhase.FAILED, "detail": "container exited with code 2", "exit_code": 2,
+             "log_label": LogLabel.CONTAINER_FAILED, "log_excerpt": "npm ERR! missing script"},
+            "failed", None,
+            ["⚠️ Implementation failed: container exited with code 2",
+             "Log excerpt (`container_failed`):\n\n```\nnpm ERR! missing script\n```"],
+        ),
+        (
+            {"phase": RunPhase.FAILED, "exit_code": 1, "log_excerpt": "Traceback …"},
+            "failed", None,
+            ["⚠️ Implementation failed: the run exited with code 1",
+             "Log excerpt (`session_failed`):\n\n```\nTraceback …\n```"],
+        ),
+        (
+            {"phase": RunPhase.TIMED_OUT, "timeout_reason": TimeoutReason.MACHINE_TIMEOUT, "log_excerpt": "still running"},
+            "timed_out", "machine_timeout",
+            ["⚠️ Implementation failed: the session machine exceeded its lifetime (machine_timeout)",
+             "Log excerpt (`machine_timeout`):\n\n```\nstill running\n```"],
+        ),
+        (
+            {"phase": RunPhase.TIMED_OUT, "timeout_reason": TimeoutReason.CONTAINER_TIMEOUT, "log_excerpt": "tick"},
+            "timed_out", "container_timeout",
+            ["⚠️ Implementation failed: the local Docker session exceeded its lifetime (container_timeout)",
+             "Log excerpt (`container_timeout`):\n\n```\ntick\n```"],
+        ),
+        (
+            {"phase": RunPhase.TIMED_OUT, "timeout_reason": TimeoutReason.TIMED_OUT},
+            "timed_out", "timed_out",
+            ["⚠️ Implementation failed: the GitHub Actions run reported a timeout (timed_out)"],
+        ),
+    ],
+)
+def test_reconciler_ends_runs_the_backend_reports(app, tracker, runner, add_mapping, state, expected_status,
+                                                  expected_reason, comments):
+    add_mapping("ENG")
+    tracker.add("ENG-8")
+    run_cycle()
+    [job] = jobs_of("ENG-8")
+    runner.set_state(job.id, RunPhase.RUNNING)
+    run_cycle()
+    assert jobs_of("ENG-8")[0].status == "running"
+
+    state = dict(state)  # the parameters are shared between the SQLite and PostgreSQL runs
+    phase = state.pop("phase")
+    runner.set_state(job.id, phase, **state)
+    report = run_cycle()
+    [job] = jobs_of("ENG-8")
+    assert report.reconciled["ended"] == 1
+    assert (job.status, job.timeout_reason) == (expected_status, expected_reason)
+    assert tracker.comments["ENG-8"] == comments
+    assert tracker.stage_labels("ENG-8") == set()
+    assert transitions(job) == ["unknown", "dispatched", "running", expected_status]
+    # terminal statuses never change
+    runner.set_state(job.id, RunPhase.RUNNING)
+    run_cycle()
+    assert jobs_of("ENG-8")[0].status == expected_status
+
+
+@pytest.mark.parametrize(("planning", "label", "reason"), [
+    (False, "pr_not_found", "⚠️ Implementation failed: the run finished without opening a pull request"),
+    (True, "session_failed", "⚠️ Planning failed: the run finished without reporting a result"),
+])
+def test_run_over_without_a_result_fails_after_the_grace_period(app, tracker, runner, add_mapping,
+                                                               planning, label, reason):
+    add_mapping("ENG", planning_enabled=planning, planning_workflow_file="p.yml" if planning else None)
+    tracker.add("ENG-9")
+    run_cycle()
+    [job] = jobs_of("ENG-9")
+    runner.set_state(job.id, RunPhase.SUCCEEDED, log_excerpt="done, no result sent")
+    run_cycle(now=later(seconds=30))
+    assert jobs_of("ENG-9")[0].status == "dispatched"  # /runner/result may still arrive
+    run_cycle(now=later(minutes=4))
+    assert jobs_of("ENG-9")[0].status == "dispatched"
+    run_cycle(now=later(minutes=6))
+    [job] = jobs_of("ENG-9")
+    assert job.status == "failed" and job.log_label == label
+    assert tracker.comments["ENG-9"] == [reason, f"Log excerpt (`{label}`):\n\n```\ndone, no result sent\n```"]
+
+
+def test_result_after_the_backend_reported_success_wins(app, client, tracker, runner, add_mapping):
+    add_mapping("ENG")
+    tracker.add("ENG-10")
+    run_cycle()
+    [job] = jobs_of("ENG-10")
+    runner.set_state(job.id, RunPhase.SUCCEEDED)
+    run_cycle()
+    resp = post_result(client, runner, job.id, outcome="success", prUrl="https://github.com/acme/eng/pull/10")
+    assert resp.get_json()["status"] == "completed"
+    run_cycle(now=later(minutes=10))
+    assert jobs_of("ENG-10")[0].status == "completed"
+
+
+def test_run_not_found_when_no_run_is_ever_linked(app, tracker, add_mapping, runner):
+    runner.link_on_dispatch = False
+    add_mapping("ENG")
+    tracker.add("ENG-11")
+    run_cycle(reconcile=False)
+    [job] = jobs_of("ENG-11")
+    assert job.status == "dispatched" and job.run_id is None
+    runner.runs.pop(job.id)  # the backend never heard of it: NOT_FOUND
+    run_cycle(now=later(minutes=9))
+    assert jobs_of("ENG-11")[0].status == "dispatched"  # inside the window
+    run_cycle(now=later(minutes=11))
+    [job] = jobs_of("ENG-11")
+    assert (job.status, job.timeout_reason) == ("timed_out", "run_not_found")
+    assert tracker.comments["ENG-11"] == [
+        "⚠️ Implementation failed: no run was linked to the dispatch within the time limit (run_not_found)"
+    ]
+
+
+def test_pending_run_is_linked_and_not_timed_out(app, tracker, add_mapping, runner):
+    runner.link_on_dispatch = False
+    add_mapping("ENG")
+    tracker.add("ENG-12")
+    run_cycle(reconcile=False)
+    [job] = jobs_of("ENG-12")
+    assert job.run_id is None
+    runner.set_state(job.id, RunPhase.PENDING, run_url="https://runs.test/x")
+    report = run_cycle()
+    assert report.reconciled["linked"] == 1
+    [job] = jobs_of("ENG-12")
+    assert job.run_id and job.run_url == "https://runs.test/x"
+    run_cycle(now=later(minutes=20))
+    assert jobs_of("ENG-12")[0].status == "dispatched"
+
+
+def test_crash_between_claim_and_launch_ends_run_not_found_and_never_dispatches_twice(
+    app, tracker, runner, add_mapping
+):
+    add_mapping("ENG")
+    tracker.add("ENG-13")
+    issue = tracker.provider_class(None).get_issue("ENG-13")  # type: ignore[arg-type]
+    from aiimpl_core.orm import utcnow
+
+    consider(issue, fetched_at=utcnow(), report=CycleReport(started_at=utcnow()), launch_now=False)
+    [job] = jobs_of("ENG-13")
+    assert job.status == "unknown"
+
+    # "restart": new cycles neither launch it nor dispatch the trigger again
+    tracker.trigger("ENG-13")
+    run_cycle()
+    run_cycle(now=later(minutes=5))
+    assert [j.status for j in jobs_of("ENG-13")] == ["unknown"]
+    assert runner.runs == {} and runner.poll_calls == []  # never handed to the backend
+    run_cycle(now=later(minutes=11))
+    [job] = jobs_of("ENG-13")
+    assert (job.status, job.timeout_reason) == ("timed_out", "run_not_found")
+    assert runner.runs == {}
+
+
+def test_refused_dispatch_fails_the_job_with_a_comment(app, tracker, runner, add_mapping):
+    from aiimpl_core.testing.fakes import dispatch_refused
+
+    runner.dispatch_error = dispatch_refused(422)
+    add_mapping("ENG")
+    tracker.add("ENG-14")
+    report = run_cycle()
+    [job] = jobs_of("ENG-14")
+    assert job.status == "failed" and report.dispatched[0].error
+    assert tracker.comments["ENG-14"][0].startswith("⚠️ Implementation failed: dispatch to Fake github-actions failed")
+    assert tracker.stage_labels("ENG-14") == set()
+
+
+def test_shadow_mode_records_everything_and_touches_nothing(app, tracker, runner, add_mapping):
+    settings.put(settings.RUNNER_MODE_KEY, "shadow")
+    add_mapping("ENG")
+    add_mapping("OPS", paused=True)
+    tracker.add("ENG-20")
+    tracker.add("OPS-1")
+
+    report = run_cycle()
+    [job] = jobs_of("ENG-20")
+    assert job.shadow and job.status == "dispatched" and job.runner_mode == "shadow"
+    assert report.blocked["OPS-1"]["reason"] == "paused"
+    assert runner.runs == {}  # no runner started
+    assert {op for op, _ in tracker.calls} == {"iter_triggered"}  # nothing written to the tracker
+    assert tracker.stage_labels("ENG-20") == {"AI-Implement"}  # the trigger stays: no stage written
+
+    run_cycle(now=later(minutes=5))
+    assert len(jobs_of("ENG-20")) == 1  # same trigger: not dispatched twice
+    assert runner.poll_calls == []  # no backend asked about shadow jobs
+
+    run_cycle(now=later(minutes=11))
+    [job] = jobs_of("ENG-20")
+    assert (job.status, job.timeout_reason) == ("timed_out", "run_not_found")
+    items = outbox_of("ENG-20")
+    assert items and {i.state for i in items} == {"shadow"} and {i.op for i in items} == {"comment"}
+    assert {op for op, _ in tracker.calls} == {"iter_triggered"}
+    assert tracker.comments["ENG-20"] == []
+
+    # the trigger removed and applied again by a person: a new trigger, a new shadow job
+    tracker.issues["ENG-20"].labels.discard("AI-Implement")
+    run_cycle(now=later(minutes=12))
+    tracker.trigger("ENG-20")
+    run_cycle(now=later(minutes=13))
+    assert len(jobs_of("ENG-20")) == 2
+
+
+def test_runner_mode_env_override_wins(app, tracker, runner, add_mapping):
+    app.config["RUNNER_MODE"] = "shadow"
+    settings.put(settings.RUNNER_MODE_KEY, "default")
+    add_mapping("ENG")
+    tracker.add("ENG-21")
+    run_cycle()
+    [job] = jobs_of("ENG-21")
+    assert job.shadow and runner.runs == {}
+
+
+def test_outbox_retries_a_failed_comment_then_delivers_it_once(app, client, tracker, runner, add_mapping):
+    from aiimpl_core.testing.fakes import fail_with
+
+    add_mapping("ENG")
+    tracker.add("ENG-30")
+    run_cycle()
+    [job] = jobs_of("ENG-30")
+    tracker.fail["post_comment"] = fail_with(503, "tracker down")
+    resp = post_result(client, runner, job.id, outcome="failure", error="git clone failed (exit 128): x")
+    assert resp.status_code == 200
+    assert tracker.comments["ENG-30"] == []
+    run_cycle()
+    assert tracker.comments["ENG-30"] == []
+    del tracker.fail["post_comment"]
+    run_cycle(now=later(hours=2))
+    run_cycle(now=later(hours=3))
+    assert tracker.comments["ENG-30"] == [
+        "⚠️ Implementation failed: git clone failed (exit 128): x",
+        "Log excerpt (`session_failed`):\n\n```\ngit clone failed (exit 128): x\n```",
+    ]
+    assert tracker.stage_labels("ENG-30") == set()
+    assert {i.state for i in outbox_of("ENG-30")} == {"done"}
