@@ -1,0 +1,159 @@
+"""Blockers: the product spec's order, the reference's messages, the Blockers view rows, the caps."""
+from __future__ import annotations
+
+import pytest
+
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import Blocker
+from aiimpl_core.services.dispatch import run_cycle
+from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
+from aiimpl_core.types import BlockingLink
+
+from .conftest import jobs_of
+
+
+def blocker_rows() -> dict[str, tuple[str, str]]:
+    db.session.expire_all()
+    return {b.issue_key: (b.reason, b.message) for b in db.session.scalars(db.select(Blocker)).all()}
+
+
+def test_no_mapping(app, tracker, add_mapping):
+    add_mapping("ENG")
+    tracker.add("OPS-3", title="Rotate keys")
+    report = run_cycle()
+    assert report.blocked["OPS-3"] == {"reason": "no-mapping", "message": "No mapping for team OPS. Add one in Projects."}
+    assert blocker_rows() == {"OPS-3": ("no-mapping", "No mapping for team OPS. Add one in Projects.")}
+    assert jobs_of("OPS-3") == []
+
+
+def test_paused(app, tracker, add_mapping):
+    add_mapping("ENG", paused=True)
+    tracker.add("ENG-1")
+    run_cycle()
+    assert blocker_rows() == {"ENG-1": ("paused", "Project ENG is paused.")}
+    assert jobs_of("ENG-1") == []
+
+
+def test_concurrency_cap_and_slot_freed(app, client, tracker, runner, add_mapping):
+    add_mapping("ENG", max_in_progress=2)
+    for n in (1, 2, 3):
+        tracker.add(f"ENG-{n}")
+    report = run_cycle()
+    assert sorted(d.issue_key for d in report.dispatched) == ["ENG-1", "ENG-2"]
+    assert blocker_rows() == {"ENG-3": ("concurrency", "at concurrency cap (2/2). Waiting for a slot.")}
+
+    from .conftest import post_result
+
+    [job] = jobs_of("ENG-1")
+    post_result(client, runner, job.id, outcome="success", prUrl="https://github.com/acme/eng/pull/1")
+    report = run_cycle()
+    assert [d.issue_key for d in report.dispatched] == ["ENG-3"]
+    assert blocker_rows() == {}
+
+
+def test_dedup_when_the_trigger_is_applied_again_during_the_run(app, tracker, runner, add_mapping):
+    add_mapping("ENG", max_in_progress=1)
+    tracker.add("ENG-1")
+    run_cycle()
+    tracker.trigger("ENG-1")  # a person re-applies the trigger while the job runs
+    report = run_cycle()
+    # its own in-flight job takes no new slot, so this is dedup, not the concurrency cap
+    assert report.blocked["ENG-1"] == {
+        "reason": "dedup", "message": "Already dispatched recently. Waiting for the in-flight job."
+    }
+    assert len(jobs_of("ENG-1")) == 1
+
+
+def test_open_blocking_issues(app, tracker, add_mapping):
+    add_mapping("ENG")
+    tracker.add("ENG-1", blocked_by=[BlockingLink("ENG-9", open=True), BlockingLink("ENG-8", open=False)])
+    tracker.add("ENG-2", blocked_by=[BlockingLink("ENG-5"), BlockingLink("ENG-6")])
+    run_cycle()
+    assert blocker_rows() == {
+        "ENG-1": ("blocked-by", "Blocked by open issue ENG-9. Waiting until done."),
+        "ENG-2": ("blocked-by", "Blocked by open issues ENG-5, ENG-6. Waiting until done."),
+    }
+    tracker.issues["ENG-1"].blocked_by = [BlockingLink("ENG-9", open=False)]
+    report = run_cycle()
+    assert [d.issue_key for d in report.dispatched] == ["ENG-1"]
+    assert set(blocker_rows()) == {"ENG-2"}
+
+
+def test_order_no_mapping_paused_concurrency_dedup_blocked(app, tracker, add_mapping):
+    # paused beats concurrency and blocking links
+    add_mapping("ENG", paused=True, max_in_progress=1)
+    tracker.add("ENG-1", blocked_by=[BlockingLink("ENG-2")])
+    run_cycle()
+    assert blocker_rows()["ENG-1"][0] == "paused"
+
+
+def test_concurrency_before_blocking_links(app, tracker, add_mapping):
+    add_mapping("ENG", max_in_progress=1)
+    tracker.add("ENG-1")
+    tracker.add("ENG-2", blocked_by=[BlockingLink("ENG-9")])
+    run_cycle()
+    assert blocker_rows()["ENG-2"] == ("concurrency", "at concurrency cap (1/1). Waiting for a slot.")
+
+
+def test_blockers_not_seen_again_are_removed(app, tracker, add_mapping):
+    add_mapping("ENG", paused=True)
+    tracker.add("ENG-1")
+    tracker.add("ENG-2")
+    run_cycle()
+    assert set(blocker_rows()) == {"ENG-1", "ENG-2"}
+    tracker.issues["ENG-2"].labels.clear()  # the trigger was removed by a person
+    run_cycle()
+    assert set(blocker_rows()) == {"ENG-1"}
+
+
+def test_an_incomplete_listing_removes_no_blocker(app, tracker, add_mapping):
+    from aiimpl_core.testing.fakes import fail_with
+
+    tracker.page_size = 1
+    add_mapping("ENG", paused=True)
+    tracker.add("ENG-1")
+    tracker.add("ENG-2")
+    run_cycle()
+    tracker.issues["ENG-2"].labels.clear()
+    tracker.issues["ENG-1"].labels.clear()
+    tracker.add("ENG-3")
+    tracker.add("ENG-4")
+    tracker.fail["iter_triggered_page"] = fail_with(500)  # the second page fails
+    run_cycle()
+    assert set(blocker_rows()) == {"ENG-1", "ENG-2", "ENG-3"}
+
+
+class TestCaps:
+    @pytest.fixture
+    def fly(self) -> FakeRunner:
+        return FakeRunner("fly-machines", "fly")
+
+    @pytest.fixture
+    def aiimpl_plugins(self, tracker: FakeTracker, runner: FakeRunner, fly: FakeRunner) -> list[object]:
+        return [tracker.plugin, runner.plugin, fly.plugin]
+
+    @pytest.fixture
+    def aiimpl_config(self) -> dict[str, object]:
+        return {"AIIMPL_GLOBAL_CAP": 3, "AIIMPL_BACKEND_CAPS": {"fly-machines": 1}}
+
+    def test_global_cap(self, app, tracker, add_mapping):
+        add_mapping("ENG", max_in_progress=5)
+        add_mapping("WEB", max_in_progress=5)
+        for key in ("ENG-1", "ENG-2", "WEB-1", "WEB-2"):
+            tracker.add(key)
+        report = run_cycle()
+        assert len(report.dispatched) == 3
+        [held] = [k for k in ("ENG-1", "ENG-2", "WEB-1", "WEB-2") if k in report.blocked]
+        assert blocker_rows()[held] == ("global-cap", "at global concurrency cap (3/3). Waiting for a slot.")
+
+    def test_backend_cap(self, app, tracker, fly, add_mapping):
+        add_mapping("ENG", max_in_progress=5, execution_mode="fly-machines")
+        add_mapping("WEB", max_in_progress=5)
+        for key in ("ENG-1", "ENG-2", "WEB-1"):
+            tracker.add(key)
+        report = run_cycle()
+        assert sorted(d.issue_key for d in report.dispatched) == ["ENG-1", "WEB-1"]
+        assert blocker_rows()["ENG-2"] == (
+            "backend-cap", "at runner backend cap for fly-machines (1/1). Waiting for a slot."
+        )
+        assert len(fly.runs) == 1

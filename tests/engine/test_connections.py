@@ -1,0 +1,158 @@
+"""Connections: a failing tracker or backend delays only itself; one poll_runs call per backend;
+the webhook entry point; listing leases."""
+from __future__ import annotations
+
+import pytest
+
+from aiimpl_core.errors import ProviderError
+from aiimpl_core.services import poller
+from aiimpl_core.services.dispatch import run_cycle, run_cycle_for_issues
+from aiimpl_core.testing.fakes import FakeRunner, FakeTracker, fail_with
+from aiimpl_core.types import RunPhase
+
+from .conftest import jobs_of, later
+
+
+@pytest.fixture
+def jira() -> FakeTracker:
+    return FakeTracker("fake-jira")
+
+
+@pytest.fixture
+def fly() -> FakeRunner:
+    return FakeRunner("fly-machines", "fly")
+
+
+@pytest.fixture
+def aiimpl_plugins(tracker: FakeTracker, jira: FakeTracker, runner: FakeRunner, fly: FakeRunner) -> list[object]:
+    return [tracker.plugin, jira.plugin, runner.plugin, fly.plugin]
+
+
+@pytest.mark.parametrize(
+    ("error", "retry_after"),
+    [
+        (fail_with(500, "HTTP 500 from tracker"), None),
+        (fail_with(429, "rate limited", retry_after=120), 120),
+        (ProviderError("timed out after 30s", status=None), None),
+    ],
+    ids=["5xx", "429", "timeout"],
+)
+def test_a_failing_tracker_delays_only_itself(app, tracker, jira, add_mapping, error, retry_after):
+    add_mapping("ENG")
+    add_mapping("OPS", provider="fake-jira")
+    tracker.add("ENG-1")
+    jira.add("OPS-1")
+    tracker.fail["iter_triggered"] = error
+
+    report = run_cycle()
+    assert [d.issue_key for d in report.dispatched] == ["OPS-1"]
+    assert "fake-tracker" in report.providers_skipped
+    backoff = poller.backoff_of("ticketing", "fake-tracker")
+    assert backoff is not None
+    wait = (backoff.until - report.started_at).total_seconds()
+    if retry_after:
+        assert retry_after - 2 < wait <= retry_after + 2  # Retry-After is honoured
+    else:
+        assert 25 < wait <= 32
+
+    # the tracker recovered, but the back-off holds until its time: not even asked
+    del tracker.fail["iter_triggered"]
+    calls = len(tracker.calls)
+    report = run_cycle()
+    assert len(tracker.calls) == calls and "fake-tracker" in report.providers_skipped
+    report = run_cycle(now=later(seconds=(retry_after or 30) + 5))
+    assert [d.issue_key for d in report.dispatched] == ["ENG-1"]
+    assert poller.backoff_of("ticketing", "fake-tracker", later(seconds=10_000)) is None
+
+
+def test_back_off_grows_with_failures_in_a_row(app, tracker, add_mapping):
+    add_mapping("ENG")
+    tracker.fail["iter_triggered"] = fail_with(503)
+    waits = []
+    for n in range(3):
+        report = run_cycle(now=later(hours=n))
+        backoff = poller.backoff_of("ticketing", "fake-tracker", later(hours=n))
+        assert backoff is not None
+        waits.append(round((backoff.until - later(hours=n)).total_seconds()))
+    assert waits[0] < waits[1] < waits[2]
+
+
+def test_a_failing_tracker_write_does_not_stop_the_other_tracker(app, client, tracker, jira, add_mapping):
+    add_mapping("ENG")
+    add_mapping("OPS", provider="fake-jira")
+    tracker.add("ENG-1")
+    jira.add("OPS-1")
+    tracker.fail["set_stage"] = fail_with(502)
+    run_cycle()
+    assert jira.stage_labels("OPS-1") == {"AI-Working"}
+    assert tracker.stage_labels("ENG-1") == {"AI-Implement"}
+    del tracker.fail["set_stage"]
+    run_cycle(now=later(hours=1))
+    assert tracker.stage_labels("ENG-1") == {"AI-Working"}
+    assert len(jobs_of("ENG-1")) == 1  # the stale trigger was not dispatched again meanwhile
+
+
+def test_reconciler_asks_each_backend_once_per_cycle(app, tracker, runner, fly, add_mapping):
+    add_mapping("ENG", execution_mode="github-actions")
+    add_mapping("WEB", execution_mode="fly-machines")
+    for n in range(1, 4):
+        tracker.add(f"ENG-{n}")
+        tracker.add(f"WEB-{n}")
+    run_cycle()
+    assert len(runner.poll_calls) == 1 and sorted(runner.poll_calls[0]) == sorted(runner.runs)
+    assert len(fly.poll_calls) == 1 and sorted(fly.poll_calls[0]) == sorted(fly.runs)
+    assert len(runner.runs) == 3 and len(fly.runs) == 3
+    run_cycle()
+    assert len(runner.poll_calls) == 2 and len(fly.poll_calls) == 2
+
+
+def test_a_failing_backend_delays_only_itself(app, tracker, runner, fly, add_mapping):
+    add_mapping("ENG", execution_mode="github-actions")
+    add_mapping("WEB", execution_mode="fly-machines")
+    tracker.add("ENG-1")
+    tracker.add("WEB-1")
+    run_cycle(reconcile=False)
+    [eng] = jobs_of("ENG-1")
+    [web] = jobs_of("WEB-1")
+    runner.poll_error = fail_with(503, "GitHub unavailable")
+    runner.set_state(eng.id, RunPhase.RUNNING)
+    fly.set_state(web.id, RunPhase.RUNNING)
+    report = run_cycle()
+    assert "github-actions" in report.reconciled["skipped"]
+    assert jobs_of("WEB-1")[0].status == "running"
+    assert jobs_of("ENG-1")[0].status == "dispatched"
+    # new issues for the backing-off backend wait with a blocker; others are dispatched
+    tracker.add("ENG-2")
+    tracker.add("WEB-2")
+    report = run_cycle()
+    assert [d.issue_key for d in report.dispatched] == ["WEB-2"]
+    assert report.blocked["ENG-2"]["reason"] == "backend-unavailable"
+    runner.poll_error = None
+    report = run_cycle(now=later(minutes=2))
+    assert jobs_of("ENG-1")[0].status == "running"
+    assert "ENG-2" in [d.issue_key for d in report.dispatched]
+
+
+def test_webhook_entry_dispatches_at_once(app, tracker, runner, add_mapping):
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    tracker.add("ENG-2", labels=set())  # not triggered
+    report = run_cycle_for_issues("fake-tracker", ["ENG-1", "ENG-2", "ENG-404"])
+    assert [d.issue_key for d in report.dispatched] == ["ENG-1"]
+    assert report.skipped == {"ENG-2": "not triggered", "ENG-404": "not found in the tracker"}
+    assert tracker.stage_labels("ENG-1") == {"AI-Working"}
+    # the same webhook delivered again, then a poll: still one job
+    run_cycle_for_issues("fake-tracker", ["ENG-1"])
+    run_cycle()
+    assert len(jobs_of("ENG-1")) == 1
+
+
+def test_listing_lease_lets_one_poller_read_a_tracker_per_interval(app, tracker, add_mapping):
+    add_mapping("ENG")
+    first = run_cycle(lease_seconds=60, holder="poller-a")
+    second = run_cycle(lease_seconds=60, holder="poller-b")
+    assert "fake-tracker" not in first.providers_skipped
+    assert second.providers_skipped["fake-tracker"] == "another poller read it this interval"
+    assert [op for op, _ in tracker.calls].count("iter_triggered") == 1
+    third = run_cycle(now=later(seconds=61), lease_seconds=60, holder="poller-b")
+    assert "fake-tracker" not in third.providers_skipped
