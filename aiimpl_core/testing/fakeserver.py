@@ -200,7 +200,10 @@ class OpenAPIFakeServer:
         if self._server is not None:
             return self
         self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="openapi-fake", daemon=True)
+        server = self._server
+        # a short poll interval keeps stop() quick: tests start and stop many fakes
+        self._thread = threading.Thread(target=lambda: server.serve_forever(poll_interval=0.05),
+                                        name="openapi-fake", daemon=True)
         self._thread.start()
         return self
 

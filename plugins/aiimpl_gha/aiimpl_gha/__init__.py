@@ -1,1 +1,1 @@
-"""AI-Implement plugin: GitHub Actions runner backend."""
+"""AI-Implement plugin: the GitHub Actions runner backend (``github-actions``, runner mode ``gha``)."""

@@ -1,1 +1,13 @@
-"""Hook implementations of aiimpl-gha."""
+"""Hook implementations of aiimpl-gha: the ``github-actions`` runner backend."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiimpl_core import hookimpl
+
+
+@hookimpl
+def aiimpl_register_runner_backends(register: Callable[..., None]) -> None:
+    from .backend import GitHubActionsBackend
+
+    register(GitHubActionsBackend)

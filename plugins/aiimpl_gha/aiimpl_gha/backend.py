@@ -1,0 +1,210 @@
+"""The ``github-actions`` runner backend: sessions run as GitHub Actions workflow runs.
+
+Dispatch sends ``workflow_dispatch`` to the mapping's repository on its default branch with the
+inputs of :data:`~aiimpl_gha.config.WORKFLOW_INPUTS`. GitHub's dispatch answer carries no run id, so
+the run is found by name: the workflow sets ``run-name`` to the job's ``run_name`` (it contains the
+job id). :meth:`GitHubActionsBackend.poll_runs` lists each repository's dispatched runs once per
+cycle for all of that repository's in-flight jobs and maps each run's status and conclusion to a
+:class:`~aiimpl_core.types.RunPhase`.
+
+Workflow inputs are public to anyone who can read the repository's Actions: the backend never
+sends secret values other than the session's own short-lived, single-use credentials (which the
+workflow masks first), hence ``supports_secrets = False``.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from aiimpl_core.errors import DispatchError, ProviderConfigError, ProviderError
+from aiimpl_core.github import ORCHESTRATOR_PERMISSIONS, GitHub, Repo, github_message
+from aiimpl_core.providers import RunnerBackend
+from aiimpl_core.types import (
+    DispatchRequest,
+    DispatchResult,
+    InFlightRun,
+    LogLabel,
+    MappingView,
+    Phase,
+    RunPhase,
+    RunState,
+    SyncResult,
+    TimeoutReason,
+)
+
+from . import config, workflows
+
+#: statuses of a run that has not started its job yet
+PENDING_STATUSES = frozenset({"queued", "requested", "waiting", "pending"})
+#: runs are listed back to a little before the oldest dispatch: GitHub stamps ``created_at`` with
+#: its own clock
+CLOCK_SLACK = timedelta(minutes=2)
+WORKFLOW_FILE_RE = re.compile(r"^[A-Za-z0-9_.-]+\.ya?ml$")
+
+
+class GitHubActionsBackend(RunnerBackend):
+    """Runs sessions as GitHub Actions workflow runs in the mapping's repository."""
+
+    id = "github-actions"
+    display_name = "GitHub Actions"
+    runner_mode: ClassVar[str | None] = "gha"
+    mapping_selectable = True
+    supports_sessions = False
+    supports_secrets = False
+    supports_workflow_sync = True
+    supports_gap_fill = True
+    config_vars = config.CONFIG_VARS
+
+    # -- configuration --
+
+    def github(self) -> GitHub:
+        return GitHub.from_config(self.context.config, http=self.context.http)
+
+    def is_configured(self) -> bool:
+        return self.github().is_configured()
+
+    def validate_mapping(self, mapping: Mapping[str, Any]) -> None:
+        value = mapping.get("planningWorkflowFile")
+        if value not in (None, "") and (not isinstance(value, str) or not WORKFLOW_FILE_RE.match(value)):
+            raise ProviderConfigError(
+                "planningWorkflowFile must be a workflow file name in .github/workflows, "
+                "e.g. ai-implement-planning.yml", provider=self.id)
+
+    def _repo(self, mapping: MappingView) -> Repo:
+        return self.github().repo(mapping.owner, mapping.repo, ORCHESTRATOR_PERMISSIONS)
+
+    def workflow_file(self, phase: Phase, mapping: MappingView) -> str:
+        """Which workflow runs a phase: the mapping's planning workflow, the gap-fill workflow,
+        or the implementation workflow."""
+        if phase is Phase.PLANNING:
+            return mapping.planning_workflow_file or config.DEFAULT_PLANNING_WORKFLOW_FILE
+        if phase is Phase.GAP_ANALYSIS:
+            return str(self.context.setting(config.GAP_FILL_WORKFLOW_FILE, config.DEFAULT_GAP_FILL_WORKFLOW_FILE))
+        return str(self.context.setting(config.WORKFLOW_FILE, config.DEFAULT_WORKFLOW_FILE))
+
+    def templates(self, mapping: MappingView) -> list[workflows.WorkflowTemplate]:
+        out = [
+            workflows.WorkflowTemplate("ai-implement.yml", self.workflow_file(Phase.IMPLEMENTATION, mapping)),
+            workflows.WorkflowTemplate("ai-implement-gap-fill.yml", self.workflow_file(Phase.GAP_ANALYSIS, mapping)),
+        ]
+        if mapping.planning_enabled or mapping.planning_workflow_file:
+            out.append(workflows.WorkflowTemplate("ai-implement-planning.yml",
+                                                  self.workflow_file(Phase.PLANNING, mapping)))
+        return out
+
+    # -- dispatch --
+
+    def workflow_inputs(self, request: DispatchRequest) -> dict[str, str]:
+        """The ``workflow_dispatch`` inputs for a request (exactly :data:`config.WORKFLOW_INPUTS`).
+
+        Secret values other than the session's own credentials are dropped: inputs are public.
+        """
+        env = dict(request.env)
+        inputs = {"run_name": request.run_name}
+        for name, var in {**config.IDENTITY_INPUTS, **config.CREDENTIAL_INPUTS}.items():
+            inputs[name] = env.pop(var, "")
+        inputs["job_id"] = inputs["job_id"] or str(request.job_id)
+        inputs["phase"] = inputs["phase"] or request.phase.value
+        inputs["issue_key"] = inputs["issue_key"] or request.issue_key
+        dropped = sorted(k for k in env if k in request.secret_names)
+        if dropped:
+            self.log.info("job %s: not passing secret variables %s as workflow inputs (they are public); "
+                          "the workflow reads model keys from the repository's Actions secrets",
+                          request.job_id, ", ".join(dropped))
+        public = {k: v for k, v in sorted(env.items()) if k not in request.secret_names}
+        inputs["env"] = json.dumps(public, separators=(",", ":"))
+        return inputs
+
+    def _dispatch(self, request: DispatchRequest) -> DispatchResult:
+        mapping = request.mapping
+        workflow = self.workflow_file(request.phase, mapping)
+        try:
+            self._repo(mapping).dispatch_workflow(workflow, mapping.default_branch, self.workflow_inputs(request))
+        except ProviderError as exc:
+            message = github_message(exc)
+            raise DispatchError(
+                f"GitHub refused to dispatch {workflow} on {mapping.owner}/{mapping.repo}: {message}",
+                provider=self.id, status=exc.status, detail=message,
+            ) from None
+        # GitHub answers 204 without a run id; poll_runs links the run by its name
+        return DispatchResult()
+
+    def dispatch(self, request: DispatchRequest) -> DispatchResult:
+        return self._dispatch(request)
+
+    def dispatch_gap_fill(self, request: DispatchRequest) -> DispatchResult:
+        if request.phase is not Phase.GAP_ANALYSIS:
+            request = DispatchRequest(**{**request.__dict__, "phase": Phase.GAP_ANALYSIS})
+        return self._dispatch(request)
+
+    # -- reconciling --
+
+    def poll_runs(self, runs: Sequence[InFlightRun]) -> Sequence[RunState]:
+        """One listing per repository for all its in-flight jobs; runs matched by name (or id).
+
+        A repository whose listing fails is left out of this cycle (its jobs keep their status);
+        when every listing fails the error is raised so the reconciler backs off.
+        """
+        by_repo: dict[tuple[str, str], list[InFlightRun]] = defaultdict(list)
+        for run in runs:
+            by_repo[(run.mapping.owner, run.mapping.repo)].append(run)
+        states: list[RunState] = []
+        errors: list[ProviderError] = []
+        for (owner, name), repo_runs in by_repo.items():
+            since = min(r.dispatched_at for r in repo_runs) - CLOCK_SLACK
+            try:
+                listed = list(self._repo(repo_runs[0].mapping).iter_workflow_runs(
+                    _aware(since), event="workflow_dispatch"))
+            except ProviderError as exc:
+                self.log.warning("listing workflow runs of %s/%s failed: %s", owner, name, exc.message)
+                errors.append(exc)
+                continue
+            by_id = {str(r.get("id")): r for r in listed}
+            by_name: dict[str, dict[str, Any]] = {}
+            for r in listed:  # newest first: keep the newest run of a name
+                for key in (r.get("name"), r.get("display_title")):
+                    if isinstance(key, str):
+                        by_name.setdefault(key, r)
+            for run in repo_runs:
+                found = by_id.get(run.run_id or "") or by_name.get(run.run_name)
+                states.append(run_state(run.job_id, found))
+        if errors and len(errors) == len(by_repo):
+            raise errors[0]
+        return states
+
+    # -- workflow sync --
+
+    def sync_workflows(self, mapping: MappingView) -> SyncResult:
+        return workflows.sync(self._repo(mapping), mapping, self.templates(mapping))
+
+
+def _aware(value: datetime) -> datetime:
+    from datetime import UTC
+
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def run_state(job_id: int, run: Mapping[str, Any] | None) -> RunState:
+    """A GitHub workflow run (``None``: not listed yet) as the reconciler's :class:`RunState`."""
+    if run is None:
+        return RunState(job_id=job_id, phase=RunPhase.NOT_FOUND)
+    run_id = str(run["id"])
+    url = run.get("html_url")
+    status = run.get("status")
+    conclusion = run.get("conclusion")
+    if status in PENDING_STATUSES:
+        return RunState(job_id=job_id, phase=RunPhase.PENDING, run_id=run_id, run_url=url)
+    if status != "completed":
+        return RunState(job_id=job_id, phase=RunPhase.RUNNING, run_id=run_id, run_url=url)
+    if conclusion == "success":
+        return RunState(job_id=job_id, phase=RunPhase.SUCCEEDED, run_id=run_id, run_url=url)
+    if conclusion == "timed_out":
+        return RunState(job_id=job_id, phase=RunPhase.TIMED_OUT, run_id=run_id, run_url=url,
+                        timeout_reason=TimeoutReason.TIMED_OUT, detail=f"the GitHub Actions run timed out: {url}")
+    return RunState(job_id=job_id, phase=RunPhase.FAILED, run_id=run_id, run_url=url,
+                    log_label=LogLabel.SESSION_FAILED,
+                    detail=f"the GitHub Actions run ended {conclusion or 'without a conclusion'}: {url}")

@@ -1,0 +1,41 @@
+"""Configuration of the GitHub Actions backend and the inputs its workflows take.
+
+The GitHub connection itself is the core's (``AIIMPL_GITHUB_*``); this plugin adds only the
+workflow file names.
+"""
+from __future__ import annotations
+
+from aiimpl_core.providers import ConfigVar
+
+WORKFLOW_FILE = "AIIMPL_GHA_WORKFLOW_FILE"
+GAP_FILL_WORKFLOW_FILE = "AIIMPL_GHA_GAP_FILL_WORKFLOW_FILE"
+
+DEFAULT_WORKFLOW_FILE = "ai-implement.yml"
+DEFAULT_GAP_FILL_WORKFLOW_FILE = "ai-implement-gap-fill.yml"
+#: installed by sync-workflows when a mapping enables planning without naming its own file
+DEFAULT_PLANNING_WORKFLOW_FILE = "ai-implement-planning.yml"
+
+CONFIG_VARS: tuple[ConfigVar, ...] = (
+    ConfigVar(WORKFLOW_FILE, "Workflow file (in .github/workflows) that runs implementation sessions",
+              default=DEFAULT_WORKFLOW_FILE),
+    ConfigVar(GAP_FILL_WORKFLOW_FILE, "Workflow file that runs gap-analysis sessions (/trigger/gap-fill)",
+              default=DEFAULT_GAP_FILL_WORKFLOW_FILE),
+)
+
+#: credentials of the session: short-lived, single-use, masked by the workflow before any use
+CREDENTIAL_INPUTS: dict[str, str] = {
+    "nonce": "AIIMPL_NONCE",
+    "result_token": "AIIMPL_RESULT_TOKEN",
+    "progress_token": "AIIMPL_PROGRESS_TOKEN",
+    "context_token": "AIIMPL_CONTEXT_TOKEN",
+}
+#: the job's identity, one input each so the run page shows what the run is
+IDENTITY_INPUTS: dict[str, str] = {
+    "job_id": "AIIMPL_JOB_ID",
+    "phase": "AIIMPL_PHASE",
+    "issue_key": "AIIMPL_ISSUE_KEY",
+    "orchestrator_url": "AIIMPL_URL",
+}
+#: ``run_name`` becomes the run's name (``run-name``), which is how runs are linked to jobs;
+#: ``env`` carries the session's other non-secret variables as one JSON object
+WORKFLOW_INPUTS: tuple[str, ...] = ("run_name", *IDENTITY_INPUTS, *CREDENTIAL_INPUTS, "env")

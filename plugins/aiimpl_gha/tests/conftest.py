@@ -1,0 +1,36 @@
+"""Fixtures of the GitHub Actions backend's tests: a fake GitHub and a backend bound to it."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from aiimpl_core.github.app_auth import TOKENS
+from aiimpl_core.testing.contract import make_context
+from aiimpl_core.testing.fake_github import FakeGitHub
+from aiimpl_gha.backend import GitHubActionsBackend
+
+
+@pytest.fixture
+def gh() -> Iterator[FakeGitHub]:
+    with FakeGitHub() as fake:
+        fake.add_repo("acme", "api")
+        fake.add_installation("acme")
+        yield fake
+        # every request the backend sent, and every answer, matches GitHub's description
+        fake.assert_clean()
+    TOKENS.clear()
+
+
+def github_config(gh: FakeGitHub) -> dict[str, Any]:
+    return {
+        "AIIMPL_GITHUB_API_URL": gh.url,
+        "AIIMPL_GITHUB_APP_ID": str(gh.app_id),
+        "AIIMPL_GITHUB_PRIVATE_KEY": gh.private_key_pem,
+    }
+
+
+@pytest.fixture
+def backend(gh: FakeGitHub) -> GitHubActionsBackend:
+    return GitHubActionsBackend(make_context(github_config(gh)))

@@ -1,0 +1,237 @@
+"""The github-actions backend against the fake GitHub (every exchange checked against GitHub's description)."""
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from aiimpl_core.errors import DispatchError, ProviderConfigError, ProviderError
+from aiimpl_core.testing.contract import RunnerBackendContract, make_context, sample_dispatch_request, sample_mapping
+from aiimpl_core.testing.fake_github import FakeGitHub
+from aiimpl_core.types import DispatchRequest, InFlightRun, LogLabel, Phase, RunPhase, TimeoutReason
+from aiimpl_gha.backend import GitHubActionsBackend
+from aiimpl_gha.workflows import template_text
+
+from .conftest import github_config
+
+SECRET = "sk-ant-very-secret-value"
+
+
+def full_request(job_id: int = 1, phase: Phase = Phase.IMPLEMENTATION, **kw: object) -> DispatchRequest:
+    env = {
+        "AIIMPL_URL": "http://orchestrator.test",
+        "AIIMPL_JOB_ID": str(job_id),
+        "AIIMPL_PHASE": phase.value,
+        "AIIMPL_ISSUE_KEY": "ENG-1",
+        "AIIMPL_REPOSITORY": "acme/api",
+        "AIIMPL_BRANCH": "ai/ENG-1",
+        "AIIMPL_NONCE": "nonce-123",
+        "AIIMPL_RESULT_TOKEN": "result.jwt",
+        "AIIMPL_PROGRESS_TOKEN": "progress.jwt",
+        "AIIMPL_CONTEXT_TOKEN": "context.jwt",
+        "ANTHROPIC_API_KEY": SECRET,
+        "EXTRA": "visible",
+    }
+    secret_names = frozenset({"AIIMPL_NONCE", "AIIMPL_RESULT_TOKEN", "AIIMPL_PROGRESS_TOKEN",
+                              "AIIMPL_CONTEXT_TOKEN", "ANTHROPIC_API_KEY"})
+    return sample_dispatch_request(job_id, phase, env=env, secret_names=secret_names,
+                                   run_name=f"AI-Implement ENG-1 {phase.value} job-{job_id}", **kw)
+
+
+def in_flight(request: DispatchRequest, run_id: str | None = None,
+              dispatched_at: datetime | None = None) -> InFlightRun:
+    return InFlightRun(job_id=request.job_id, phase=request.phase, issue_key=request.issue_key,
+                       mapping=request.mapping, run_id=run_id, run_name=request.run_name,
+                       dispatched_at=dispatched_at or datetime.now(UTC))
+
+
+def install(gh: FakeGitHub, backend: GitHubActionsBackend, **mapping_kw: object) -> None:
+    backend.sync_workflows(sample_mapping(**mapping_kw))
+
+
+class TestContract(RunnerBackendContract):
+    @pytest.fixture
+    def runner_backend(self, gh: FakeGitHub, backend: GitHubActionsBackend) -> GitHubActionsBackend:
+        install(gh, backend)
+        return backend
+
+    @pytest.fixture
+    def dispatch_request(self) -> DispatchRequest:
+        return full_request()
+
+
+def test_flags() -> None:
+    cls = GitHubActionsBackend
+    assert (cls.id, cls.runner_mode) == ("github-actions", "gha")
+    assert cls.mapping_selectable and cls.supports_workflow_sync and cls.supports_gap_fill
+    assert not cls.supports_secrets and not cls.supports_sessions
+
+
+def test_dispatch_sends_the_inputs_on_the_default_branch(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
+    install(gh, backend)
+    result = backend.dispatch(full_request(7))
+    assert result.run_id is None and not result.linked  # linked later, by name
+    [call] = gh.server.requests_to("POST", "/actions/workflows/ai-implement.yml/dispatches")
+    assert call.json["ref"] == "main"
+    inputs = call.json["inputs"]
+    assert inputs["run_name"] == "AI-Implement ENG-1 implementation job-7"
+    assert (inputs["job_id"], inputs["phase"], inputs["issue_key"]) == ("7", "implementation", "ENG-1")
+    assert inputs["orchestrator_url"] == "http://orchestrator.test"
+    assert (inputs["nonce"], inputs["result_token"]) == ("nonce-123", "result.jwt")
+    env = json.loads(inputs["env"])
+    assert env["EXTRA"] == "visible" and env["AIIMPL_BRANCH"] == "ai/ENG-1"
+    assert "AIIMPL_NONCE" not in env  # credentials travel only in their own (masked) inputs
+    # a secret of the session's environment is never sent to GitHub: inputs are public
+    for request in gh.requests:
+        assert SECRET not in request.body.decode()
+    # the run the fake created carries the job's run name
+    run = gh.run_named("job-7")
+    assert run.head_branch == "main" and run.workflow.file == "ai-implement.yml"
+
+
+def test_dispatch_uses_the_configured_workflow_file(gh: FakeGitHub) -> None:
+    backend = GitHubActionsBackend(make_context({**github_config(gh), "AIIMPL_GHA_WORKFLOW_FILE": "custom.yml"}))
+    backend.sync_workflows(sample_mapping())
+    assert gh.file("acme", "api", ".github/workflows/custom.yml") == template_text("ai-implement.yml")
+    backend.dispatch(full_request())
+    assert gh.server.requests_to("POST", "/actions/workflows/custom.yml/dispatches")
+
+
+def test_planning_uses_the_mappings_planning_workflow(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
+    mapping = sample_mapping(planning_enabled=True, planning_workflow_file="plan.yml")
+    backend.sync_workflows(mapping)
+    assert gh.file("acme", "api", ".github/workflows/plan.yml") == template_text("ai-implement-planning.yml")
+    backend.dispatch(full_request(3, Phase.PLANNING, mapping=mapping))
+    assert gh.server.requests_to("POST", "/actions/workflows/plan.yml/dispatches")
+    assert gh.run_named("job-3").workflow.file == "plan.yml"
+
+
+def test_gap_fill_dispatches_the_gap_fill_workflow(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
+    install(gh, backend)
+    backend.dispatch_gap_fill(full_request(9, Phase.GAP_ANALYSIS, pr_number=42))
+    assert gh.server.requests_to("POST", "/actions/workflows/ai-implement-gap-fill.yml/dispatches")
+    assert gh.run_named("job-9").inputs["phase"] == "gap-analysis"
+
+
+def test_refused_dispatch_carries_githubs_status_and_message(gh: FakeGitHub,
+                                                             backend: GitHubActionsBackend) -> None:
+    # a workflow file without a workflow_dispatch trigger
+    gh.put_file("acme", "api", ".github/workflows/ai-implement-gap-fill.yml", "name: x\non: push\njobs: {}\n")
+    with pytest.raises(DispatchError) as err:
+        backend.dispatch_gap_fill(full_request(1, Phase.GAP_ANALYSIS))
+    assert err.value.status == 422
+    assert err.value.detail == "Workflow does not have 'workflow_dispatch' trigger"
+    # no workflow at all
+    with pytest.raises(DispatchError) as err:
+        backend.dispatch(full_request())
+    assert err.value.status == 404 and err.value.detail == "Not Found"
+
+
+def test_poll_links_by_name_with_one_listing_per_repository(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
+    gh.add_repo("acme", "web")
+    install(gh, backend)
+    install(gh, backend, repo="web")
+    requests_ = [full_request(n) for n in (1, 2, 3)]
+    web = full_request(4, mapping=sample_mapping(repo="web"))
+    for r in [*requests_, web]:
+        backend.dispatch(r)
+    # a run of another job with the same repository is not confused with ours
+    not_dispatched = full_request(5)
+    gh.server.reset()
+
+    states = {s.job_id: s for s in backend.poll_runs([in_flight(r) for r in [*requests_, web, not_dispatched]])}
+
+    listings = gh.server.requests_to("GET", "/actions/runs")
+    assert len(listings) == 2, "one listing per repository per cycle"
+    assert all(r.query.get("event") == ["workflow_dispatch"] for r in listings)
+    assert states[5].phase is RunPhase.NOT_FOUND
+    for job_id in (1, 2, 3, 4):
+        run = gh.run_named(f"job-{job_id}")
+        assert states[job_id].phase is RunPhase.PENDING and states[job_id].run_id == str(run.id)
+        assert states[job_id].run_url.endswith(f"/actions/runs/{run.id}")
+
+
+@pytest.mark.parametrize(
+    ("status", "conclusion", "phase"),
+    [
+        ("queued", None, RunPhase.PENDING),
+        ("in_progress", None, RunPhase.RUNNING),
+        ("completed", "success", RunPhase.SUCCEEDED),
+        ("completed", "failure", RunPhase.FAILED),
+        ("completed", "cancelled", RunPhase.FAILED),
+        ("completed", "timed_out", RunPhase.TIMED_OUT),
+    ],
+)
+def test_run_states(gh: FakeGitHub, backend: GitHubActionsBackend, status: str, conclusion: str | None,
+                    phase: RunPhase) -> None:
+    install(gh, backend)
+    request = full_request()
+    backend.dispatch(request)
+    run = gh.run_named("job-1")
+    gh.advance_run(run.id, status, conclusion)
+    [state] = backend.poll_runs([in_flight(request)])
+    assert state.phase is phase and state.run_id == str(run.id)
+    if phase is RunPhase.TIMED_OUT:
+        assert state.timeout_reason is TimeoutReason.TIMED_OUT
+    if phase is RunPhase.FAILED:
+        assert state.log_label is LogLabel.SESSION_FAILED
+        assert conclusion in (state.detail or "") and str(run.id) in (state.detail or "")
+
+
+def test_poll_ignores_runs_older_than_the_dispatch(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
+    install(gh, backend)
+    request = full_request()
+    backend.dispatch(request)
+    run = gh.run_named("job-1")
+    run.created_at = datetime.now(UTC) - timedelta(days=3)  # an old run of a job id reused elsewhere
+    [state] = backend.poll_runs([in_flight(request)])
+    assert state.phase is RunPhase.NOT_FOUND
+
+
+def test_poll_failure_of_every_repository_raises(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
+    install(gh, backend)
+    gh.fail_next("GET", "/actions/runs", 404, "Not Found", times=5)
+    with pytest.raises(ProviderError):
+        backend.poll_runs([in_flight(full_request())])
+
+
+def test_sync_twice_writes_once(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
+    mapping = sample_mapping()
+    first = backend.sync_workflows(mapping)
+    assert set(first.created) == {".github/workflows/ai-implement.yml", ".github/workflows/ai-implement-gap-fill.yml"}
+    commits = len(gh.commits("acme", "api"))
+    second = backend.sync_workflows(mapping)
+    assert second.created == () and second.updated == ()
+    assert set(second.unchanged) == set(first.created)
+    assert len(gh.commits("acme", "api")) == commits == 2
+    assert len(gh.server.requests_to("PUT")) == 2
+
+
+def test_sync_updates_a_changed_file_with_its_sha(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
+    gh.put_file("acme", "api", ".github/workflows/ai-implement.yml", "name: old\non: push\njobs: {}\n")
+    result = backend.sync_workflows(sample_mapping())
+    assert result.updated == (".github/workflows/ai-implement.yml",)
+    assert gh.file("acme", "api", ".github/workflows/ai-implement.yml") == template_text("ai-implement.yml")
+    put = gh.server.requests_to("PUT", "/contents/.github/workflows/ai-implement.yml")[0]
+    assert put.json["sha"]
+
+
+def test_sync_failure_reports_githubs_message(gh: FakeGitHub) -> None:
+    gh.add_repo("other", "repo")
+    gh.add_installation("other", permissions={"contents": "write", "actions": "write", "metadata": "read"})
+    backend = GitHubActionsBackend(make_context(github_config(gh)))
+    with pytest.raises(ProviderError) as err:
+        backend.sync_workflows(sample_mapping(owner="other", repo="repo"))
+    assert err.value.message == "The permissions requested are not granted to this installation."
+
+
+def test_validate_mapping_checks_the_planning_workflow_file(backend: GitHubActionsBackend) -> None:
+    backend.validate_mapping({"planningWorkflowFile": "plan.yml"})
+    with pytest.raises(ProviderConfigError) as err:
+        backend.validate_mapping({"planningWorkflowFile": "../evil.yml"})
+    assert "planningWorkflowFile" in err.value.message
+
+
+def test_not_configured_without_github_settings() -> None:
+    assert GitHubActionsBackend(make_context({})).is_configured() is False

@@ -1,0 +1,69 @@
+"""The shipped workflow templates: valid workflows whose inputs are exactly what the backend sends."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from aiimpl_core.session import env as session_env
+from aiimpl_core.testing.contract import make_context, sample_dispatch_request
+from aiimpl_gha import config
+from aiimpl_gha.backend import GitHubActionsBackend
+from aiimpl_gha.workflows import template_text
+
+TEMPLATES = ["ai-implement.yml", "ai-implement-planning.yml", "ai-implement-gap-fill.yml"]
+
+
+def load(name: str) -> dict:
+    doc = yaml.safe_load(template_text(name))
+    assert isinstance(doc, dict)
+    return doc
+
+
+def triggers(doc: dict) -> dict:
+    # YAML 1.1 reads the bare key ``on`` as true
+    return doc.get("on", doc.get(True))
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_template_is_a_dispatchable_workflow(name: str) -> None:
+    doc = load(name)
+    assert doc["name"] and doc["jobs"]
+    assert set(triggers(doc)) == {"workflow_dispatch"}
+    assert doc["run-name"] == "${{ inputs.run_name }}"
+    for job in doc["jobs"].values():
+        assert job["runs-on"] and job["steps"] and job["timeout-minutes"] > 0
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_template_inputs_match_what_the_backend_sends(name: str) -> None:
+    declared = triggers(load(name))["workflow_dispatch"]["inputs"]
+    sent = GitHubActionsBackend(make_context({})).workflow_inputs(sample_dispatch_request())
+    assert list(declared) == list(config.WORKFLOW_INPUTS)
+    assert set(sent) == set(declared)
+    for key, spec in declared.items():
+        assert spec["type"] == "string" and spec["description"]
+        assert spec.get("required") is (key != "env")
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_template_masks_credentials_first_and_runs_the_session(name: str) -> None:
+    steps = next(iter(load(name)["jobs"].values()))["steps"]
+    first = steps[0]
+    assert "env" not in first, "credentials must not reach a step's env before they are masked"
+    for credential in config.CREDENTIAL_INPUTS:
+        assert credential in first["run"]
+    assert "::add-mask::" in first["run"]
+    run_step = steps[-1]
+    assert run_step["run"].strip() == "aiimpl session run"
+    assert any("pip install" in s.get("run", "") and "aiimpl-core" in s.get("run", "") for s in steps)
+    env = run_step["env"]
+    known = {v.name for v in session_env.ALL}
+    for input_name, var in {**config.IDENTITY_INPUTS, **config.CREDENTIAL_INPUTS}.items():
+        assert var in known
+        assert env[var] == f"${{{{ inputs.{input_name} }}}}"
+    # secrets come from the repository's Actions secrets, never from inputs
+    for var, value in env.items():
+        match = re.fullmatch(r"\$\{\{ (\w+)\.(\w+) \}\}", value)
+        assert match and match.group(1) in ("inputs", "secrets"), var
