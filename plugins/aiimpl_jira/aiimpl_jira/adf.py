@@ -255,6 +255,11 @@ def markdown_to_adf(markdown: str) -> Node:
 
 def _marked(text: str, marks: Sequence[Node]) -> str:
     kinds = {m.get("type"): m for m in marks or ()}
+    if kinds and text.strip() and text != text.strip():
+        # Markdown delimiters must touch the text: keep surrounding spaces outside them
+        lead = text[: len(text) - len(text.lstrip())]
+        trail = text[len(text.rstrip()):]
+        return lead + _marked(text.strip(), marks) + trail
     if "code" in kinds:
         ticks = "``" if "`" in text else "`"
         text = f"{ticks}{text}{ticks}"

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from aiimpl_core.auth import public_endpoint
-from aiimpl_core.errors import AiimplError, NotFound, ProviderError
+from aiimpl_core.errors import AiimplError, ProviderError
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from .config import TRIGGER_STATUS
@@ -364,21 +364,14 @@ def webhook() -> Any:
     key = issue.get("key") if isinstance(issue, dict) else None
     if not isinstance(key, str) or not key:
         return jsonify(ignored=True, reason="no issue in the event")
-    status = ((issue.get("fields") or {}).get("status") or {}).get("name") if isinstance(
-        issue.get("fields"), dict) else None
+    fields = issue.get("fields") if isinstance(issue.get("fields"), dict) else {}
+    status = (fields.get("status") or {}).get("name") if isinstance(fields.get("status"), dict) else None
+    # An event that shows another status needs nothing (the poller clears stale blockers). One
+    # without fields goes to the dispatcher, which reads the issue from Jira itself.
+    if status is not None and str(status).casefold() != TRIGGER_STATUS.casefold():
+        return jsonify(ignored=True, issueKey=key, reason=f"not in {TRIGGER_STATUS}")
     try:
-        if status is None:
-            # Some events carry no fields: ask Jira where the issue stands.
-            if not provider.is_configured():
-                return _error(NOT_CONFIGURED, 501)
-            triggered = provider.get_issue(key).triggered
-        else:
-            triggered = str(status).casefold() == TRIGGER_STATUS.casefold()
-        if not triggered:
-            return jsonify(ignored=True, issueKey=key, reason=f"not in {TRIGGER_STATUS}")
         result = _run_cycle(key)
-    except NotFound:
-        return jsonify(ignored=True, issueKey=key, reason="issue not found")
     except AiimplError as exc:
         log.warning("jira webhook for %s failed: %s", key, exc)
         return _error(exc.message, 500)

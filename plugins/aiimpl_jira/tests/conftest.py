@@ -34,3 +34,21 @@ def aiimpl_plugins() -> list[object]:
 @pytest.fixture
 def aiimpl_config(jira: FakeJira) -> dict[str, Any]:
     return jira.config(AIIMPL_JIRA_WEBHOOK_SECRET="hook-secret-123")
+
+
+@pytest.fixture
+def admin_token(client: Any) -> str:
+    """An admin session token from ``POST /api/auth`` (the core's fixture, tolerant of its absence).
+
+    While the sign-in endpoint is not installed the token is issued the way that endpoint issues
+    it, so these tests still exercise the core's admin guard on ``/api/jira/*``.
+    """
+    from aiimpl_core.auth import admin
+    from aiimpl_core.testing.pytest_plugin import TEST_ADMIN_CODE
+
+    resp = client.post("/api/auth", json={"code": TEST_ADMIN_CODE})
+    if resp.status_code == 404:
+        return admin.issue_session()
+    assert resp.status_code == 200, resp.get_json()
+    body = resp.get_json()
+    return body.get("token") or body["sessionToken"]

@@ -1,0 +1,176 @@
+"""Markdown → ADF rendering of our comments, and ADF → Markdown of descriptions."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import UTC, datetime
+
+import pytest
+from aiimpl_core.services import comments
+from aiimpl_core.types import LogLabel, Phase
+
+from aiimpl_jira.adf import adf_text, adf_to_markdown, markdown_to_adf
+from aiimpl_jira.testing.fake_jira import adf_violations
+
+
+def _para(*nodes: dict) -> dict:
+    return {"type": "paragraph", "content": list(nodes)}
+
+
+def _t(text: str, *marks: dict) -> dict:
+    node: dict = {"type": "text", "text": text}
+    if marks:
+        node["marks"] = list(marks)
+    return node
+
+
+def test_paragraphs_and_inline_marks() -> None:
+    doc = markdown_to_adf("Hello **bold** and *em* and _also em_ and ~~gone~~ and `x = 1`.\n\nSecond")
+    assert doc == {"type": "doc", "version": 1, "content": [
+        _para(_t("Hello "), _t("bold", {"type": "strong"}), _t(" and "), _t("em", {"type": "em"}), _t(" and "),
+              _t("also em", {"type": "em"}), _t(" and "), _t("gone", {"type": "strike"}), _t(" and "),
+              _t("x = 1", {"type": "code"}), _t(".")),
+        _para(_t("Second")),
+    ]}
+
+
+def test_links_bare_urls_and_code_inside_links() -> None:
+    doc = markdown_to_adf("See [the **PR**](https://x.test/pr/1), <https://x.test/a> or https://x.test/b.")
+    link1 = {"type": "link", "attrs": {"href": "https://x.test/pr/1"}}
+    assert doc["content"] == [_para(
+        _t("See "), _t("the ", link1), _t("PR", link1, {"type": "strong"}), _t(", "),
+        _t("https://x.test/a", {"type": "link", "attrs": {"href": "https://x.test/a"}}), _t(" or "),
+        _t("https://x.test/b", {"type": "link", "attrs": {"href": "https://x.test/b"}}), _t("."),
+    )]
+
+
+def test_code_mark_drops_other_marks() -> None:
+    doc = markdown_to_adf("**bold `code` bold**")
+    assert doc["content"][0]["content"][1] == _t("code", {"type": "code"})
+    assert adf_violations(doc) == []
+
+
+def test_snake_case_words_are_not_emphasis() -> None:
+    doc = markdown_to_adf("run_not_found and post_push_review_not_approved")
+    assert doc["content"] == [_para(_t("run_not_found and post_push_review_not_approved"))]
+
+
+def test_code_block_with_language_and_longer_fence() -> None:
+    doc = markdown_to_adf("````text\nline ``` inside\n````")
+    assert doc["content"] == [{"type": "codeBlock", "attrs": {"language": "text"},
+                               "content": [{"type": "text", "text": "line ``` inside"}]}]
+
+
+def test_nested_lists_and_ordered_start() -> None:
+    doc = markdown_to_adf("3. three\n   - sub a\n   - sub b\n4. four")
+    assert doc["content"] == [{
+        "type": "orderedList", "attrs": {"order": 3}, "content": [
+            {"type": "listItem", "content": [_para(_t("three")), {"type": "bulletList", "content": [
+                {"type": "listItem", "content": [_para(_t("sub a"))]},
+                {"type": "listItem", "content": [_para(_t("sub b"))]},
+            ]}]},
+            {"type": "listItem", "content": [_para(_t("four"))]},
+        ]}]
+
+
+def test_headings_quotes_rules_and_line_breaks() -> None:
+    doc = markdown_to_adf("## Title\n\n> quoted\n\n---\n\nline one\nline two")
+    assert doc["content"] == [
+        {"type": "heading", "attrs": {"level": 2}, "content": [_t("Title")]},
+        {"type": "blockquote", "content": [_para(_t("quoted"))]},
+        {"type": "rule"},
+        _para(_t("line one"), {"type": "hardBreak"}, _t("line two")),
+    ]
+
+
+def test_empty_markdown_is_an_empty_document() -> None:
+    assert markdown_to_adf("") == {"type": "doc", "version": 1, "content": []}
+
+
+_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+REFERENCE_COMMENTS = [
+    *(comments.progress(event, {"prNumber": 42, "prUrl": "https://github.com/acme/api/pull/42",
+                                "detail": "3 tests failed", "duration": "12m", "reason": "exit 1"},
+                        _AT, "https://fly.test/logs/m1") for event in comments.PROGRESS_EVENTS),
+    comments.failure(Phase.PLANNING, "LLM invocation failed with exit code 1 … Reached max turns (50)"),
+    comments.failure(Phase.IMPLEMENTATION, "PR creation failed with HTTP 422: A pull request already exists"),
+    comments.pr_link(42, "https://github.com/acme/api/pull/42"),
+    comments.log_excerpt(LogLabel.SESSION_FAILED, "Traceback (most recent call last):\n  ```boom```\nError: *x*"),
+    comments.plan_ready("## Plan\n\n1. Add `export()`\n2. Test it\n   - unit\n   - api", "Move to `Ready`."),
+    comments.merged(42, "abcdef1234567"),
+]
+
+
+def _hrefs(node: object) -> set[str]:
+    if isinstance(node, dict):
+        found = {m["attrs"]["href"] for m in node.get("marks") or () if m.get("type") == "link"}
+        for child in node.get("content") or ():
+            found |= _hrefs(child)
+        return found
+    return set()
+
+
+@pytest.mark.parametrize("markdown", REFERENCE_COMMENTS)
+def test_every_comment_we_post_is_valid_adf_and_keeps_its_text(markdown: str) -> None:
+    doc = markdown_to_adf(markdown)
+    assert adf_violations(doc) == []
+    text = adf_text(doc)
+    # every word survives, Markdown syntax aside ([label](url) keeps its label; the URL is the href)
+    visible = re.sub(r"\[([^\]]*)\]\(([^)]*)\)", r"\1", markdown)
+    for word in visible.split():
+        bare = word.replace("`", "").strip("*_#>-")
+        if bare and not re.fullmatch(r"\d+\.", bare):
+            assert bare.rstrip(".") in text.replace("`", ""), word
+    for url in re.findall(r"https?://[^\s)>]+", markdown):
+        url = url.rstrip(".,")
+        assert url in _hrefs(doc) or url in text, url
+
+
+def _styled_chars(node: dict, blocks: tuple[str, ...] = ()) -> list[tuple]:
+    """Each visible character with its enclosing block types and its marks (order-free)."""
+    if node.get("type") == "text":
+        marks = frozenset(json.dumps(m, sort_keys=True) for m in node.get("marks") or ())
+        return [(blocks, ch, marks) for ch in node["text"] if not ch.isspace()]
+    inner = blocks if node.get("type") in ("doc", "paragraph") else (*blocks, node["type"])
+    return [c for child in node.get("content") or () for c in _styled_chars(child, inner)]
+
+
+@pytest.mark.parametrize("markdown", REFERENCE_COMMENTS)
+def test_markdown_round_trips(markdown: str) -> None:
+    once = adf_to_markdown(markdown_to_adf(markdown))
+    assert _styled_chars(markdown_to_adf(once)) == _styled_chars(markdown_to_adf(markdown))
+
+
+def test_description_from_the_official_example_reads_as_markdown(aiimpl_specs_dir: str) -> None:
+    with open(os.path.join(aiimpl_specs_dir, "jira", "swagger-v3.v3.json"), encoding="utf-8") as fh:
+        spec = json.load(fh)
+    example = spec["paths"]["/rest/api/3/issue/{issueIdOrKey}"]["get"]["responses"]["200"]["content"][
+        "application/json"]["example"]
+    issue = json.loads(example) if isinstance(example, str) else example
+    description = issue["fields"]["description"]
+    assert adf_violations(description) == []
+    assert adf_to_markdown(description).strip() == adf_text(description).strip()
+    assert adf_to_markdown(description).strip()
+
+
+def test_adf_to_markdown_of_rich_nodes() -> None:
+    doc = {"type": "doc", "version": 1, "content": [
+        {"type": "paragraph", "content": [
+            {"type": "mention", "attrs": {"id": "abc", "text": "@Mia"}}, {"type": "text", "text": " see "},
+            {"type": "inlineCard", "attrs": {"url": "https://x.test/c"}}, {"type": "text", "text": " "},
+            {"type": "emoji", "attrs": {"shortName": ":smile:", "text": "😄"}}]},
+        {"type": "panel", "attrs": {"panelType": "info"}, "content": [_para(_t("inside a panel"))]},
+        {"type": "table", "content": [
+            {"type": "tableRow", "content": [{"type": "tableHeader", "content": [_para(_t("A"))]},
+                                             {"type": "tableHeader", "content": [_para(_t("B"))]}]},
+            {"type": "tableRow", "content": [{"type": "tableCell", "content": [_para(_t("1"))]},
+                                             {"type": "tableCell", "content": [_para(_t("2"))]}]}]},
+    ]}
+    assert adf_to_markdown(doc) == "@Mia see https://x.test/c 😄\n\ninside a panel\n\n| A | B |\n|---|---|\n| 1 | 2 |"
+
+
+def test_adf_to_markdown_of_missing_or_plain_descriptions() -> None:
+    assert adf_to_markdown(None) == ""
+    assert adf_to_markdown("plain text") == "plain text"
