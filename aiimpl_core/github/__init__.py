@@ -4,6 +4,7 @@
 token limited to the job's repository (or the personal token in personal-token mode). Runner
 backends build a :class:`GitHub` from their provider context's config instead.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -29,7 +30,9 @@ def from_app() -> GitHub:
     return GitHub.from_config(current_app.config, http=getattr(context, "http", None))
 
 
-def repository_token(owner: str, repo: str, permissions: Mapping[str, str] | None = None) -> tuple[str, datetime]:
+def repository_token(
+    owner: str, repo: str, permissions: Mapping[str, str] | None = None
+) -> tuple[str, datetime]:
     """A GitHub token for one repository and when it expires; needs a Flask app context.
 
     :param permissions: what the token may do (default: what a session needs).

@@ -6,6 +6,7 @@ installation access token limited to that one repository and the permissions ask
 last an hour; :class:`TokenCache` keeps each until five minutes before it expires, so sessions
 that ask again get the same token instead of minting one per call.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,12 +41,14 @@ def load_private_key(value: str) -> str:
             with open(text, encoding="utf-8") as fh:
                 pem = fh.read()
         except OSError as exc:
-            raise ProviderConfigError(f"AIIMPL_GITHUB_PRIVATE_KEY: cannot read the key file ({exc.strerror})",
-                                      provider="github") from None
+            raise ProviderConfigError(
+                f"AIIMPL_GITHUB_PRIVATE_KEY: cannot read the key file ({exc.strerror})", provider="github"
+            ) from None
         if "-----BEGIN" in pem:
             return pem
-    raise ProviderConfigError("AIIMPL_GITHUB_PRIVATE_KEY is neither a PEM private key nor the path of one",
-                              provider="github")
+    raise ProviderConfigError(
+        "AIIMPL_GITHUB_PRIVATE_KEY is neither a PEM private key nor the path of one", provider="github"
+    )
 
 
 def app_jwt(app_id: str | int, private_key_pem: str, now: datetime | None = None) -> str:
@@ -60,8 +63,9 @@ def app_jwt(app_id: str | int, private_key_pem: str, now: datetime | None = None
         return jwt.encode(payload, private_key_pem, algorithm="RS256")
     except (ValueError, TypeError, jwt.PyJWTError):
         # the library's message may quote key material: say only what is wrong
-        raise ProviderConfigError("AIIMPL_GITHUB_PRIVATE_KEY is not a usable RSA private key",
-                                  provider="github") from None
+        raise ProviderConfigError(
+            "AIIMPL_GITHUB_PRIVATE_KEY is not a usable RSA private key", provider="github"
+        ) from None
 
 
 @dataclass(frozen=True)

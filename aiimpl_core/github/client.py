@@ -6,6 +6,7 @@ installs) and hands out repository tokens and :class:`Repo` clients. Every call 
 rate-limit headers, errors as :class:`~aiimpl_core.errors.ProviderError`) with GitHub's media type
 and ``X-GitHub-Api-Version: 2022-11-28``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -57,7 +58,9 @@ def github_message(exc: ProviderError) -> str:
         message = detail["message"]
         errors = detail.get("errors")
         if isinstance(errors, list):
-            extra = [e.get("message") for e in errors if isinstance(e, dict) and isinstance(e.get("message"), str)]
+            extra = [
+                e.get("message") for e in errors if isinstance(e, dict) and isinstance(e.get("message"), str)
+            ]
             if extra:
                 message = f"{message}: {'; '.join(extra)}"
         return message
@@ -141,7 +144,9 @@ class GitHub:
         if mode is None:
             raise ProviderNotConfigured(
                 "GitHub is not configured: set AIIMPL_GITHUB_APP_ID and AIIMPL_GITHUB_PRIVATE_KEY, "
-                "or AIIMPL_GITHUB_TOKEN", provider="github")
+                "or AIIMPL_GITHUB_TOKEN",
+                provider="github",
+            )
         return mode
 
     def _app_headers(self) -> dict[str, str]:
@@ -155,12 +160,18 @@ class GitHub:
         """The App's installation on a repository (404 from GitHub: the App is not installed there)."""
         self._require()
         try:
-            resp = self.http.get(f"/repos/{quote(owner, safe='')}/{quote(repo, safe='')}/installation",
-                                 headers=self._app_headers())
+            resp = self.http.get(
+                f"/repos/{quote(owner, safe='')}/{quote(repo, safe='')}/installation",
+                headers=self._app_headers(),
+            )
         except ProviderError as exc:
             if exc.status == 404:
-                raise ProviderError(f"the GitHub App is not installed on {owner}/{repo}", provider="github",
-                                    status=404, detail=exc.detail) from None
+                raise ProviderError(
+                    f"the GitHub App is not installed on {owner}/{repo}",
+                    provider="github",
+                    status=404,
+                    detail=exc.detail,
+                ) from None
             raise
         return int(resp.json()["id"])
 
@@ -195,8 +206,12 @@ class GitHub:
             body = resp.json()
             token = CachedToken(str(body["token"]), _parse_time(str(body["expires_at"])))
             self.cache.put(key, token)
-            log.info("minted a GitHub installation token for %s/%s (expires %s)", owner, repo,
-                     token.expires_at.isoformat())
+            log.info(
+                "minted a GitHub installation token for %s/%s (expires %s)",
+                owner,
+                repo,
+                token.expires_at.isoformat(),
+            )
             return token.token, token.expires_at
 
     def repo(self, owner: str, repo: str, permissions: Mapping[str, str] | None = None) -> Repo:
@@ -229,11 +244,21 @@ class Repo:
 
     def dispatch_workflow(self, workflow: str, ref: str, inputs: Mapping[str, str]) -> None:
         """``workflow_dispatch`` a workflow (file name or id) on ``ref`` with ``inputs``."""
-        self._call("POST", f"/actions/workflows/{quote(workflow, safe='')}/dispatches",
-                   json={"ref": ref, "inputs": dict(inputs)})
+        self._call(
+            "POST",
+            f"/actions/workflows/{quote(workflow, safe='')}/dispatches",
+            json={"ref": ref, "inputs": dict(inputs)},
+        )
 
-    def list_workflow_runs(self, workflow: str | None = None, *, event: str | None = None,
-                           branch: str | None = None, per_page: int = 100, page: int = 1) -> dict[str, Any]:
+    def list_workflow_runs(
+        self,
+        workflow: str | None = None,
+        *,
+        event: str | None = None,
+        branch: str | None = None,
+        per_page: int = 100,
+        page: int = 1,
+    ) -> dict[str, Any]:
         """One page of runs, newest first (``workflow`` ``None``: every workflow of the repository)."""
         params: dict[str, Any] = {"per_page": per_page, "page": page}
         if event:
@@ -243,8 +268,15 @@ class Repo:
         path = f"/actions/workflows/{quote(workflow, safe='')}/runs" if workflow else "/actions/runs"
         return self._call("GET", path, params=params).json()
 
-    def iter_workflow_runs(self, since: datetime, *, workflow: str | None = None, event: str | None = None,
-                           per_page: int = 100, max_pages: int = 10) -> Iterator[dict[str, Any]]:
+    def iter_workflow_runs(
+        self,
+        since: datetime,
+        *,
+        workflow: str | None = None,
+        event: str | None = None,
+        per_page: int = 100,
+        max_pages: int = 10,
+    ) -> Iterator[dict[str, Any]]:
         """Runs created at or after ``since``, newest first, paging only as deep as needed.
 
         GitHub's ``created`` filter would do this server-side, but its description types the
@@ -269,8 +301,12 @@ class Repo:
 
     def get_file(self, path: str, ref: str | None = None) -> RepoFile | None:
         """A file's bytes and blob sha; ``None`` when it does not exist."""
-        resp = self._call("GET", f"/contents/{quote(path, safe='/')}", params={"ref": ref} if ref else None,
-                          expected=(200, 404))
+        resp = self._call(
+            "GET",
+            f"/contents/{quote(path, safe='/')}",
+            params={"ref": ref} if ref else None,
+            expected=(200, 404),
+        )
         if resp.status_code == 404:
             return None
         body = resp.json()
@@ -278,8 +314,9 @@ class Repo:
             raise ProviderError(f"github: {path} in {self.full_name} is not a file", provider="github")
         return RepoFile(path, str(body["sha"]), base64.b64decode(body.get("content") or ""))
 
-    def put_file(self, path: str, content: bytes, message: str, *, sha: str | None = None,
-                 branch: str | None = None) -> dict[str, Any]:
+    def put_file(
+        self, path: str, content: bytes, message: str, *, sha: str | None = None, branch: str | None = None
+    ) -> dict[str, Any]:
         """Create (no ``sha``) or update (the current blob ``sha``) a file in one commit."""
         body: dict[str, Any] = {"message": message, "content": base64.b64encode(content).decode()}
         if sha:
@@ -290,8 +327,9 @@ class Repo:
 
     # -- pull requests and comments --
 
-    def create_pull(self, head: str, base: str, title: str, body: str | None = None,
-                    draft: bool = False) -> dict[str, Any]:
+    def create_pull(
+        self, head: str, base: str, title: str, body: str | None = None, draft: bool = False
+    ) -> dict[str, Any]:
         payload: dict[str, Any] = {"head": head, "base": base, "title": title, "draft": draft}
         if body is not None:
             payload["body"] = body

@@ -25,6 +25,7 @@ a workflow without a ``workflow_dispatch`` trigger, or 401 on repository endpoin
 still sends them, with GitHub's ``basic-error`` body checked against the description's schema,
 and lists them in :attr:`FakeGitHub.undocumented`.
 """
+
 from __future__ import annotations
 
 import base64
@@ -91,11 +92,15 @@ def generate_private_key() -> tuple[str, str]:
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
     ).decode()
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     return private, public
 
 
@@ -117,7 +122,9 @@ class Installation:
     permissions: dict[str, str]
 
     def covers(self, owner: str, repo: str) -> bool:
-        return owner.lower() == self.owner.lower() and (self.repositories is None or repo in self.repositories)
+        return owner.lower() == self.owner.lower() and (
+            self.repositories is None or repo in self.repositories
+        )
 
 
 @dataclass
@@ -221,8 +228,13 @@ class Repository:
 class GitHubError(Exception):
     """An error answer of the fake: status, GitHub's message, optional ``errors`` list."""
 
-    def __init__(self, status: int, message: str, errors: list[dict[str, Any]] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -253,7 +265,7 @@ def render_run_name(template: str, inputs: dict[str, Any]) -> str:
         expr = match.group(1)
         for prefix in ("inputs.", "github.event.inputs."):
             if expr.startswith(prefix):
-                return str(inputs.get(expr[len(prefix):], ""))
+                return str(inputs.get(expr[len(prefix) :], ""))
         return ""
 
     return _EXPR.sub(value, template)
@@ -283,9 +295,11 @@ class FakeGitHub:
 
             key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
             self.private_key_pem = private_key_pem
-            self.public_key_pem = key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            ).decode()
+            self.public_key_pem = (
+                key.public_key()
+                .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+                .decode()
+            )
         self.app_id = app_id
         self.token_ttl = token_ttl
         self.personal_token = "ghp_" + secrets.token_hex(18)
@@ -337,8 +351,9 @@ class FakeGitHub:
 
     # -- setup helpers for tests --
 
-    def add_repo(self, owner: str, repo: str, *, default_branch: str = "main",
-                 branches: tuple[str, ...] = ()) -> Repository:
+    def add_repo(
+        self, owner: str, repo: str, *, default_branch: str = "main", branches: tuple[str, ...] = ()
+    ) -> Repository:
         with self.lock:
             r = Repository(owner, repo, default_branch, {default_branch, *branches}, id=next(self._ids))
             for b in r.branches:
@@ -352,27 +367,48 @@ class FakeGitHub:
             r.branches.add(branch)
             r.files.setdefault(branch, dict(r.files[r.default_branch]))
 
-    def add_installation(self, owner: str, repositories: list[str] | None = None,
-                         permissions: dict[str, str] | None = None) -> int:
+    def add_installation(
+        self, owner: str, repositories: list[str] | None = None, permissions: dict[str, str] | None = None
+    ) -> int:
         """Install the App on ``owner`` (all its repositories, or only ``repositories``)."""
         with self.lock:
-            inst = Installation(next(self._ids), owner, set(repositories) if repositories is not None else None,
-                                dict(permissions or DEFAULT_APP_PERMISSIONS))
+            inst = Installation(
+                next(self._ids),
+                owner,
+                set(repositories) if repositories is not None else None,
+                dict(permissions or DEFAULT_APP_PERMISSIONS),
+            )
             self.installations[inst.id] = inst
             return inst.id
 
-    def add_workflow(self, owner: str, repo: str, file: str, *, dispatchable: bool = True,
-                     inputs: dict[str, dict[str, Any]] | None = None, run_name: str | None = None,
-                     name: str | None = None) -> Workflow:
+    def add_workflow(
+        self,
+        owner: str,
+        repo: str,
+        file: str,
+        *,
+        dispatchable: bool = True,
+        inputs: dict[str, dict[str, Any]] | None = None,
+        run_name: str | None = None,
+        name: str | None = None,
+    ) -> Workflow:
         """Register a workflow without writing its file (a file in the repository wins)."""
         r = self.repo(owner, repo)
         with self.lock:
-            wf = Workflow(next(self._ids), f".github/workflows/{file}", name or file, dispatchable,
-                          dict(inputs or {}), run_name)
+            wf = Workflow(
+                next(self._ids),
+                f".github/workflows/{file}",
+                name or file,
+                dispatchable,
+                dict(inputs or {}),
+                run_name,
+            )
             r.workflows[file] = wf
             return wf
 
-    def put_file(self, owner: str, repo: str, path: str, content: str | bytes, branch: str | None = None) -> str:
+    def put_file(
+        self, owner: str, repo: str, path: str, content: str | bytes, branch: str | None = None
+    ) -> str:
         """Write a file directly (no API call); returns its blob sha."""
         r = self.repo(owner, repo)
         data = content.encode() if isinstance(content, str) else content
@@ -396,7 +432,11 @@ class FakeGitHub:
         return [c.body for c in self.comments.get((owner.lower(), repo.lower(), number), [])]
 
     def runs_of(self, owner: str, repo: str) -> list[Run]:
-        return [r for r in self.runs.values() if (r.owner.lower(), r.repo.lower()) == (owner.lower(), repo.lower())]
+        return [
+            r
+            for r in self.runs.values()
+            if (r.owner.lower(), r.repo.lower()) == (owner.lower(), repo.lower())
+        ]
 
     def run_named(self, fragment: str) -> Run:
         found = [r for r in self.runs.values() if fragment in r.name]
@@ -416,14 +456,24 @@ class FakeGitHub:
                 run.run_started_at = run.updated_at
             return run
 
-    def fail_next(self, method: str, path_pattern: str, status: int, message: str, *, times: int = 1,
-                  headers: dict[str, str] | None = None) -> None:
+    def fail_next(
+        self,
+        method: str,
+        path_pattern: str,
+        status: int,
+        message: str,
+        *,
+        times: int = 1,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """Answer the next ``times`` matching requests with an error (rate limits, outages).
 
         :param path_pattern: a regular expression searched in the request path.
         """
         with self.lock:
-            self.failures.append((method.upper(), path_pattern, GitHubError(status, message, headers=headers), times))
+            self.failures.append(
+                (method.upper(), path_pattern, GitHubError(status, message, headers=headers), times)
+            )
 
     def repo(self, owner: str, repo: str) -> Repository:
         try:
@@ -434,8 +484,11 @@ class FakeGitHub:
     def app_jwt(self, *, iat_offset: int = -60, lifetime: int = 600, iss: Any = None) -> str:
         """An App JWT signed with the App's key (for tests that call the fake directly)."""
         now = int(_now().timestamp())
-        payload = {"iat": now + iat_offset, "exp": now + iat_offset + lifetime,
-                   "iss": str(self.app_id) if iss is None else iss}
+        payload = {
+            "iat": now + iat_offset,
+            "exp": now + iat_offset + lifetime,
+            "iss": str(self.app_id) if iss is None else iss,
+        }
         return jwt.encode(payload, self.private_key_pem, algorithm="RS256")
 
     # -- answers built from the description's examples --
@@ -465,13 +518,28 @@ class FakeGitHub:
         html = f"https://github.com/{r.full_name}/actions/runs/{run.id}"
         api = f"{self.url}/repos/{r.full_name}/actions/runs/{run.id}"
         out.update(
-            id=run.id, name=run.name, display_title=run.name, head_branch=run.head_branch,
-            path=run.workflow.path, run_number=run.run_number, event=run.event, status=run.status,
-            conclusion=run.conclusion, workflow_id=run.workflow.id, url=api, html_url=html,
-            created_at=_iso(run.created_at), updated_at=_iso(run.updated_at),
-            run_started_at=_iso(run.run_started_at or run.created_at), pull_requests=[],
-            jobs_url=f"{api}/jobs", logs_url=f"{api}/logs", artifacts_url=f"{api}/artifacts",
-            cancel_url=f"{api}/cancel", rerun_url=f"{api}/rerun", previous_attempt_url=None,
+            id=run.id,
+            name=run.name,
+            display_title=run.name,
+            head_branch=run.head_branch,
+            path=run.workflow.path,
+            run_number=run.run_number,
+            event=run.event,
+            status=run.status,
+            conclusion=run.conclusion,
+            workflow_id=run.workflow.id,
+            url=api,
+            html_url=html,
+            created_at=_iso(run.created_at),
+            updated_at=_iso(run.updated_at),
+            run_started_at=_iso(run.run_started_at or run.created_at),
+            pull_requests=[],
+            jobs_url=f"{api}/jobs",
+            logs_url=f"{api}/logs",
+            artifacts_url=f"{api}/artifacts",
+            cancel_url=f"{api}/cancel",
+            rerun_url=f"{api}/rerun",
+            previous_attempt_url=None,
             workflow_url=f"{self.url}/repos/{r.full_name}/actions/workflows/{run.workflow.id}",
         )
         out["repository"] = self._repo_json(r)
@@ -486,8 +554,16 @@ class FakeGitHub:
         git = f"{self.url}/repos/{r.full_name}/git/blobs/{entry.sha}"
         html = f"https://github.com/{r.full_name}/blob/{branch}/{path}"
         return {
-            "type": "file", "encoding": "base64", "size": len(entry.content), "name": path.rsplit("/", 1)[-1],
-            "path": path, "content": wrapped, "sha": entry.sha, "url": api, "git_url": git, "html_url": html,
+            "type": "file",
+            "encoding": "base64",
+            "size": len(entry.content),
+            "name": path.rsplit("/", 1)[-1],
+            "path": path,
+            "content": wrapped,
+            "sha": entry.sha,
+            "url": api,
+            "git_url": git,
+            "html_url": html,
             "download_url": f"https://raw.githubusercontent.com/{r.full_name}/{branch}/{path}",
             "_links": {"git": git, "self": api, "html": html},
         }
@@ -498,26 +574,52 @@ class FakeGitHub:
         html = f"https://github.com/{r.full_name}/pull/{pr.number}"
         api = f"{self.url}/repos/{r.full_name}/pulls/{pr.number}"
         out.update(
-            id=pr.number + 100000, number=pr.number, title=pr.title, body=pr.body, state=pr.state, draft=pr.draft,
-            html_url=html, url=api, diff_url=f"{html}.diff", patch_url=f"{html}.patch",
-            issue_url=f"{self.url}/repos/{r.full_name}/issues/{pr.number}", created_at=_iso(pr.created_at),
-            updated_at=_iso(pr.created_at), closed_at=None, merged_at=None, merge_commit_sha=None, merged=False,
-            mergeable=None, merged_by=None, locked=False, active_lock_reason=None, labels=[], milestone=None,
-            assignee=None, assignees=[], requested_reviewers=[], requested_teams=[], review_comments=0,
-            commits=1, comments=len(self.comments.get((r.owner.lower(), r.name.lower(),
-                                                                            pr.number), [])),
+            id=pr.number + 100000,
+            number=pr.number,
+            title=pr.title,
+            body=pr.body,
+            state=pr.state,
+            draft=pr.draft,
+            html_url=html,
+            url=api,
+            diff_url=f"{html}.diff",
+            patch_url=f"{html}.patch",
+            issue_url=f"{self.url}/repos/{r.full_name}/issues/{pr.number}",
+            created_at=_iso(pr.created_at),
+            updated_at=_iso(pr.created_at),
+            closed_at=None,
+            merged_at=None,
+            merge_commit_sha=None,
+            merged=False,
+            mergeable=None,
+            merged_by=None,
+            locked=False,
+            active_lock_reason=None,
+            labels=[],
+            milestone=None,
+            assignee=None,
+            assignees=[],
+            requested_reviewers=[],
+            requested_teams=[],
+            review_comments=0,
+            commits=1,
+            comments=len(self.comments.get((r.owner.lower(), r.name.lower(), pr.number), [])),
         )
         for side, ref in (("head", pr.head), ("base", pr.base)):
             out[side]["ref"] = ref
             out[side]["label"] = f"{r.owner}:{ref}"
-            out[side]["repo"] = self._repo_json(r) | {k: v for k, v in out[side]["repo"].items()
-                                                      if k not in self._repo_json(r)}
+            out[side]["repo"] = self._repo_json(r) | {
+                k: v for k, v in out[side]["repo"].items() if k not in self._repo_json(r)
+            }
         return out
 
     def _comment_json(self, r: Repository, c: IssueComment) -> dict[str, Any]:
         out = self._example("issue-comment")
         out.update(
-            id=c.id, body=c.body, created_at=_iso(c.created_at), updated_at=_iso(c.created_at),
+            id=c.id,
+            body=c.body,
+            created_at=_iso(c.created_at),
+            updated_at=_iso(c.created_at),
             html_url=f"https://github.com/{r.full_name}/issues/{c.number}#issuecomment-{c.id}",
             url=f"{self.url}/repos/{r.full_name}/issues/comments/{c.id}",
             issue_url=f"{self.url}/repos/{r.full_name}/issues/{c.number}",
@@ -531,19 +633,30 @@ class FakeGitHub:
             raise GitHubError(401, "A JSON web token could not be decoded")
         token = auth.split(" ", 1)[1].strip()
         try:
-            claims = jwt.decode(token, self.public_key_pem, algorithms=["RS256"],
-                                options={"require": ["iat", "exp", "iss"]}, leeway=0)
+            claims = jwt.decode(
+                token,
+                self.public_key_pem,
+                algorithms=["RS256"],
+                options={"require": ["iat", "exp", "iss"]},
+                leeway=0,
+            )
         except jwt.ExpiredSignatureError:
-            raise GitHubError(401, "'Expiration time' claim ('exp') must be a numeric value representing "
-                                   "the future time at which the assertion expires") from None
+            raise GitHubError(
+                401,
+                "'Expiration time' claim ('exp') must be a numeric value representing "
+                "the future time at which the assertion expires",
+            ) from None
         except jwt.PyJWTError:
             raise GitHubError(401, "A JSON web token could not be decoded") from None
         now = int(_now().timestamp())
         if int(claims["exp"]) > now + 600 + 5:  # GitHub: at most ten minutes ahead
             raise GitHubError(401, "'Expiration time' claim ('exp') is too far in the future")
         if int(claims["iat"]) > now + 5:
-            raise GitHubError(401, "'Issued at' claim ('iat') must be an Integer representing the time "
-                                   "that the assertion was issued")
+            raise GitHubError(
+                401,
+                "'Issued at' claim ('iat') must be an Integer representing the time "
+                "that the assertion was issued",
+            )
         if str(claims["iss"]) != str(self.app_id):
             raise GitHubError(401, "'Issuer' claim ('iss') must be an Integer")
 
@@ -603,7 +716,11 @@ class FakeGitHub:
 
         @app.errorhandler(GitHubError)
         def github_error(err: GitHubError) -> flask.Response:
-            payload: dict[str, Any] = {"message": err.message, "documentation_url": DOCS, "status": str(err.status)}
+            payload: dict[str, Any] = {
+                "message": err.message,
+                "documentation_url": DOCS,
+                "status": str(err.status),
+            }
             if err.errors is not None:
                 payload["errors"] = err.errors
             resp = json_response(payload, err.status)
@@ -646,28 +763,48 @@ class FakeGitHub:
                 wanted = set(data["repositories"])
                 accessible = {r.name for r in gh.repos.values() if inst.covers(r.owner, r.name)}
                 if wanted - accessible:
-                    raise GitHubError(422, "There is at least one repository that does not exist or is not "
-                                           "accessible to the parent installation.")
+                    raise GitHubError(
+                        422,
+                        "There is at least one repository that does not exist or is not "
+                        "accessible to the parent installation.",
+                    )
                 repos = wanted
             perms = dict(inst.permissions)
             if data.get("permissions") is not None:
                 for name, level in data["permissions"].items():
-                    if PERMISSION_LEVELS.get(inst.permissions.get(name, ""), 0) < PERMISSION_LEVELS.get(level, 9):
-                        raise GitHubError(422, "The permissions requested are not granted to this installation.")
+                    if PERMISSION_LEVELS.get(inst.permissions.get(name, ""), 0) < PERMISSION_LEVELS.get(
+                        level, 9
+                    ):
+                        raise GitHubError(
+                            422, "The permissions requested are not granted to this installation."
+                        )
                 perms = dict(data["permissions"])
-            record = InstallationToken("ghs_" + secrets.token_urlsafe(27)[:36], inst.id, inst.owner, repos, perms,
-                                       _now() + gh.token_ttl)
+            record = InstallationToken(
+                "ghs_" + secrets.token_urlsafe(27)[:36],
+                inst.id,
+                inst.owner,
+                repos,
+                perms,
+                _now() + gh.token_ttl,
+            )
             with gh.lock:
                 gh.tokens[record.token] = record
                 gh.issued_tokens.append(record)
             out = gh._example("installation-token")
-            out.update(token=record.token, expires_at=_iso(record.expires_at), permissions=perms,
-                       repository_selection="selected" if repos is not None else "all")
+            out.update(
+                token=record.token,
+                expires_at=_iso(record.expires_at),
+                permissions=perms,
+                repository_selection="selected" if repos is not None else "all",
+            )
             template = out["repositories"][0]
             out["repositories"] = [
-                gh._repo_json(gh.repos[(inst.owner.lower(), name.lower())]) | {
-                    k: v for k, v in template.items() if k not in ("id", "name", "full_name", "owner", "url",
-                                                                    "html_url")}
+                gh._repo_json(gh.repos[(inst.owner.lower(), name.lower())])
+                | {
+                    k: v
+                    for k, v in template.items()
+                    if k not in ("id", "name", "full_name", "owner", "url", "html_url")
+                }
                 for name in sorted(repos or [])
             ]
             if repos is None:
@@ -700,13 +837,20 @@ class FakeGitHub:
             values = {name: inputs.get(name, spec.get("default", "")) for name, spec in wf.inputs.items()}
             name = render_run_name(wf.run_name, values) if wf.run_name else wf.name
             with gh.lock:
-                number = 1 + sum(1 for x in gh.runs.values() if x.workflow.path == wf.path and x.repo == r.name)
+                number = 1 + sum(
+                    1 for x in gh.runs.values() if x.workflow.path == wf.path and x.repo == r.name
+                )
                 run = Run(next(gh._ids), r.owner, r.name, wf, name, branch, values, run_number=number)
                 gh.runs[run.id] = run
             if data.get("return_run_details"):
                 api = f"{gh.url}/repos/{r.full_name}/actions/runs/{run.id}"
-                return json_response({"workflow_run_id": run.id, "run_url": api,
-                                      "html_url": f"https://github.com/{r.full_name}/actions/runs/{run.id}"})
+                return json_response(
+                    {
+                        "workflow_run_id": run.id,
+                        "run_url": api,
+                        "html_url": f"https://github.com/{r.full_name}/actions/runs/{run.id}",
+                    }
+                )
             return flask.Response(status=204)
 
         def list_runs(r: Repository, wf: Workflow | None) -> flask.Response:
@@ -726,7 +870,9 @@ class FakeGitHub:
             per_page = min(int(args.get("per_page", 30)), 100)
             page = max(int(args.get("page", 1)), 1)
             chunk = runs[(page - 1) * per_page : page * per_page]
-            return json_response({"total_count": len(runs), "workflow_runs": [gh._run_json(x) for x in chunk]})
+            return json_response(
+                {"total_count": len(runs), "workflow_runs": [gh._run_json(x) for x in chunk]}
+            )
 
         @app.get("/repos/<owner>/<repo>/actions/runs")
         def list_repo_runs(owner: str, repo: str) -> flask.Response:
@@ -776,8 +922,9 @@ class FakeGitHub:
                     raise GitHubError(403, "Resource not accessible by integration")
             data = body()
             if not isinstance(data.get("message"), str) or not isinstance(data.get("content"), str):
-                raise GitHubError(422, "Invalid request.\n\n\"message\" and \"content\" are required.",
-                                  errors=None)
+                raise GitHubError(
+                    422, 'Invalid request.\n\n"message" and "content" are required.', errors=None
+                )
             branch = data.get("branch") or r.default_branch
             if branch not in r.branches:
                 raise GitHubError(404, f"Branch {branch} not found")
@@ -788,7 +935,7 @@ class FakeGitHub:
             files = r.files.setdefault(branch, {})
             existing = files.get(path)
             if existing is not None and not data.get("sha"):
-                raise GitHubError(422, "Invalid request.\n\n\"sha\" wasn't supplied.")
+                raise GitHubError(422, 'Invalid request.\n\n"sha" wasn\'t supplied.')
             if existing is not None and data["sha"] != existing.sha:
                 raise GitHubError(409, f"{path} does not match {data['sha']}")
             if existing is None and data.get("sha"):
@@ -797,13 +944,19 @@ class FakeGitHub:
                 files[path] = FileEntry(content)
                 commit_sha = hashlib.sha1(f"{path}{len(r.commits)}{data['message']}".encode()).hexdigest()  # noqa: S324
                 r.commits.append(Commit(commit_sha, branch, path, data["message"], existing is None))
-            out = gh._example("file-commit-example-for-creating-a-file" if existing is None
-                              else "file-commit-example-for-updating-a-file")
+            out = gh._example(
+                "file-commit-example-for-creating-a-file"
+                if existing is None
+                else "file-commit-example-for-updating-a-file"
+            )
             info = gh._content_json(r, path, files[path], branch)
             out["content"] = {k: v for k, v in info.items() if k not in ("content", "encoding")}
-            out["commit"].update(sha=commit_sha, message=data["message"],
-                                 url=f"{gh.url}/repos/{r.full_name}/git/commits/{commit_sha}",
-                                 html_url=f"https://github.com/{r.full_name}/commit/{commit_sha}")
+            out["commit"].update(
+                sha=commit_sha,
+                message=data["message"],
+                url=f"{gh.url}/repos/{r.full_name}/git/commits/{commit_sha}",
+                html_url=f"https://github.com/{r.full_name}/commit/{commit_sha}",
+            )
             return json_response(out, 201 if existing is None else 200)
 
         # pull requests and comments
@@ -816,21 +969,46 @@ class FakeGitHub:
             head = str(data.get("head", "")).split(":", 1)[-1]
             base = str(data.get("base", ""))
             if not head or not base or not data.get("title"):
-                raise GitHubError(422, "Validation Failed", errors=[
-                    {"resource": "PullRequest", "field": f, "code": "missing_field"}
-                    for f in ("title", "head", "base") if not data.get(f)])
+                raise GitHubError(
+                    422,
+                    "Validation Failed",
+                    errors=[
+                        {"resource": "PullRequest", "field": f, "code": "missing_field"}
+                        for f in ("title", "head", "base")
+                        if not data.get(f)
+                    ],
+                )
             if base not in r.branches:
-                raise GitHubError(422, "Validation Failed",
-                                  errors=[{"resource": "PullRequest", "field": "base", "code": "invalid"}])
+                raise GitHubError(
+                    422,
+                    "Validation Failed",
+                    errors=[{"resource": "PullRequest", "field": "base", "code": "invalid"}],
+                )
             key = (r.owner.lower(), r.name.lower())
             with gh.lock:
                 if any(p.head == head and p.state == "open" for p in gh.pulls.get(key, [])):
-                    raise GitHubError(422, "Validation Failed", errors=[{
-                        "resource": "PullRequest", "code": "custom",
-                        "message": f"A pull request already exists for {r.owner}:{head}."}])
+                    raise GitHubError(
+                        422,
+                        "Validation Failed",
+                        errors=[
+                            {
+                                "resource": "PullRequest",
+                                "code": "custom",
+                                "message": f"A pull request already exists for {r.owner}:{head}.",
+                            }
+                        ],
+                    )
                 number = 1 + sum(len(v) for k, v in gh.pulls.items() if k == key)
-                pr = PullRequest(number, r.owner, r.name, str(data["title"]), head, base, data.get("body"),
-                                 bool(data.get("draft", False)))
+                pr = PullRequest(
+                    number,
+                    r.owner,
+                    r.name,
+                    str(data["title"]),
+                    head,
+                    base,
+                    data.get("body"),
+                    bool(data.get("draft", False)),
+                )
                 gh.pulls.setdefault(key, []).append(pr)
             return json_response(gh._pull_json(pr), 201)
 
@@ -853,8 +1031,11 @@ class FakeGitHub:
             gh._issue_or_404(r, number)
             data = body()
             if not isinstance(data.get("body"), str):
-                raise GitHubError(422, "Validation Failed",
-                                  errors=[{"resource": "IssueComment", "field": "body", "code": "missing_field"}])
+                raise GitHubError(
+                    422,
+                    "Validation Failed",
+                    errors=[{"resource": "IssueComment", "field": "body", "code": "missing_field"}],
+                )
             with gh.lock:
                 c = IssueComment(next(gh._ids), number, data["body"])
                 gh.comments.setdefault((r.owner.lower(), r.name.lower(), number), []).append(c)
@@ -870,7 +1051,9 @@ class FakeGitHub:
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         if (method.upper(), path, status) in AMBIGUOUS_ANSWERS:
             return False
-        spec = self.server.openapi.spec.read_value() if hasattr(self.server.openapi.spec, "read_value") else {}
+        spec = (
+            self.server.openapi.spec.read_value() if hasattr(self.server.openapi.spec, "read_value") else {}
+        )
         op = spec.get("paths", {}).get(path, {}).get(method.lower(), {})
         return str(status) in op.get("responses", {}) or "default" in op.get("responses", {})
 
@@ -889,10 +1072,15 @@ class FakeGitHub:
 
     def _installation_json(self, inst: Installation) -> dict[str, Any]:
         out = self._example("installation")
-        out.update(id=inst.id, app_id=self.app_id, target_id=inst.id, permissions=dict(inst.permissions),
-                   repository_selection="all" if inst.repositories is None else "selected",
-                   access_tokens_url=f"{self.url}/app/installations/{inst.id}/access_tokens",
-                   html_url=f"https://github.com/settings/installations/{inst.id}")
+        out.update(
+            id=inst.id,
+            app_id=self.app_id,
+            target_id=inst.id,
+            permissions=dict(inst.permissions),
+            repository_selection="all" if inst.repositories is None else "selected",
+            access_tokens_url=f"{self.url}/app/installations/{inst.id}/access_tokens",
+            html_url=f"https://github.com/settings/installations/{inst.id}",
+        )
         out["account"]["login"] = inst.owner
         return out
 
@@ -924,10 +1112,24 @@ class FakeGitHub:
         file = path.rsplit("/", 1)[-1]
         # keep a stable id per file so runs of a rewritten workflow stay its runs
         registered = r.workflows.get(file)
-        wf_id = registered.id if registered else int(hashlib.sha1(f"{r.full_name}/{path}".encode())  # noqa: S324
-                                                     .hexdigest()[:7], 16)
-        return Workflow(wf_id, path, str(doc.get("name") or path), dispatchable,
-                        {k: dict(v or {}) for k, v in inputs.items()}, doc.get("run-name"))
+        wf_id = (
+            registered.id
+            if registered
+            else int(
+                hashlib.sha1(f"{r.full_name}/{path}".encode()).hexdigest()[  # noqa: S324
+                    :7
+                ],
+                16,
+            )
+        )
+        return Workflow(
+            wf_id,
+            path,
+            str(doc.get("name") or path),
+            dispatchable,
+            {k: dict(v or {}) for k, v in inputs.items()},
+            doc.get("run-name"),
+        )
 
     def _issue_or_404(self, r: Repository, number: int) -> None:
         # pull requests are issues too; plain issues are not modelled beyond PRs
@@ -948,9 +1150,18 @@ def _created_matches(created: datetime, query: str) -> bool:
         return (lo in ("", "*") or created >= parse(lo)) and (hi in ("", "*") or created <= parse(hi))
     for op in (">=", "<=", ">", "<"):
         if query.startswith(op):
-            when = parse(query[len(op):])
-            return {">=": created >= when, "<=": created <= when, ">": created > when, "<": created < when}[op]
+            when = parse(query[len(op) :])
+            return {">=": created >= when, "<=": created <= when, ">": created > when, "<": created < when}[
+                op
+            ]
     return created.date() == parse(query).date()
 
 
-__all__ = ["FakeGitHub", "GitHubError", "blob_sha", "generate_private_key", "github_subset_spec", "render_run_name"]
+__all__ = [
+    "FakeGitHub",
+    "GitHubError",
+    "blob_sha",
+    "generate_private_key",
+    "github_subset_spec",
+    "render_run_name",
+]

@@ -15,6 +15,7 @@ service never would. Each exchange is recorded for assertions::
 Parsed descriptions are cached per file for the whole test session: a large one (Jira's is
 2.4 MB, GitHub's full one 13 MB) is read once.
 """
+
 from __future__ import annotations
 
 import io
@@ -202,8 +203,9 @@ class OpenAPIFakeServer:
         self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
         server = self._server
         # a short poll interval keeps stop() quick: tests start and stop many fakes
-        self._thread = threading.Thread(target=lambda: server.serve_forever(poll_interval=0.05),
-                                        name="openapi-fake", daemon=True)
+        self._thread = threading.Thread(
+            target=lambda: server.serve_forever(poll_interval=0.05), name="openapi-fake", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -268,7 +270,9 @@ class OpenAPIFakeServer:
         try:
             self.openapi.validate_request(_Request(request))
         except Exception as exc:  # noqa: BLE001 - every validation failure is a finding
-            record.violations.append(f"request {request.method} {request.full_path.rstrip('?')}: {describe_error(exc)}")
+            record.violations.append(
+                f"request {request.method} {request.full_path.rstrip('?')}: {describe_error(exc)}"
+            )
 
         # the fake app reads the body again from a fresh stream
         environ["wsgi.input"] = io.BytesIO(body)
@@ -284,9 +288,8 @@ class OpenAPIFakeServer:
             try:
                 self.openapi.validate_response(_Request(request), WerkzeugOpenAPIResponse(response))
             except Exception as exc:  # noqa: BLE001
-                record.violations.append(
-                    f"response {response.status_code} to {request.method} {request.path}: {describe_error(exc)}"
-                )
+                where = f"response {response.status_code} to {request.method} {request.path}"
+                record.violations.append(f"{where}: {describe_error(exc)}")
         with self._lock:
             self.requests.append(record)
             self.violations.extend(record.violations)

@@ -1,4 +1,5 @@
 """The core GitHub client against the fake GitHub: App auth, token caching and scoping, REST calls."""
+
 from __future__ import annotations
 
 import threading
@@ -70,7 +71,9 @@ def test_repository_token_is_scoped_to_one_repository(gh: FakeGitHub) -> None:
     import requests
 
     ok = requests.get(f"{gh.url}/repos/acme/api/contents/a.txt", headers={"Authorization": f"Bearer {token}"})
-    other = requests.get(f"{gh.url}/repos/acme/web/contents/a.txt", headers={"Authorization": f"Bearer {token}"})
+    other = requests.get(
+        f"{gh.url}/repos/acme/web/contents/a.txt", headers={"Authorization": f"Bearer {token}"}
+    )
     assert ok.status_code == 200 and other.status_code == 404
 
 
@@ -95,8 +98,10 @@ def test_repository_token_is_cached_until_five_minutes_before_expiry(gh: FakeGit
 def test_concurrent_callers_share_one_mint(gh: FakeGitHub) -> None:
     client = app_client(gh)
     results: list[tuple[str, datetime]] = []
-    threads = [threading.Thread(target=lambda: results.append(client.repository_token("acme", "api")))
-               for _ in range(8)]
+    threads = [
+        threading.Thread(target=lambda: results.append(client.repository_token("acme", "api")))
+        for _ in range(8)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -136,23 +141,29 @@ def test_repository_token_in_an_app_context(gh: FakeGitHub) -> None:
     from flask import Flask
 
     app = Flask("t")
-    app.config.update(AIIMPL_GITHUB_API_URL=gh.url, AIIMPL_GITHUB_APP_ID=str(gh.app_id),
-                      AIIMPL_GITHUB_PRIVATE_KEY=gh.private_key_pem)
+    app.config.update(
+        AIIMPL_GITHUB_API_URL=gh.url,
+        AIIMPL_GITHUB_APP_ID=str(gh.app_id),
+        AIIMPL_GITHUB_PRIVATE_KEY=gh.private_key_pem,
+    )
     with app.app_context():
         token, _ = github.repository_token("acme", "api")
     assert token in gh.tokens
 
 
 def test_repo_calls(gh: FakeGitHub) -> None:
-    repo = app_client(gh).repo("acme", "api", {**ORCHESTRATOR_PERMISSIONS, "pull_requests": "write",
-                                               "issues": "write"})
+    repo = app_client(gh).repo(
+        "acme", "api", {**ORCHESTRATOR_PERMISSIONS, "pull_requests": "write", "issues": "write"}
+    )
     assert repo.get_file("docs/x.md") is None
     repo.put_file("docs/x.md", b"one", "add x")
     f = repo.get_file("docs/x.md")
     assert f is not None and f.text == "one"
     repo.put_file("docs/x.md", b"two", "update x", sha=f.sha)
     assert gh.file("acme", "api", "docs/x.md") == "two"
-    gh.add_workflow("acme", "api", "w.yml", inputs={"job_id": {"required": True}}, run_name="r ${{ inputs.job_id }}")
+    gh.add_workflow(
+        "acme", "api", "w.yml", inputs={"job_id": {"required": True}}, run_name="r ${{ inputs.job_id }}"
+    )
     repo.dispatch_workflow("w.yml", "main", {"job_id": "5"})
     runs = list(repo.iter_workflow_runs(datetime.now(UTC) - timedelta(minutes=1), workflow="w.yml"))
     assert [r["name"] for r in runs] == ["r 5"]
@@ -174,7 +185,9 @@ def test_runs_listing_stops_at_older_runs(gh: FakeGitHub) -> None:
         repo.dispatch_workflow("w.yml", "main", {})
     old = list(gh.runs.values())[0]
     old.created_at = datetime.now(UTC) - timedelta(days=2)
-    recent = list(repo.iter_workflow_runs(datetime.now(UTC) - timedelta(hours=1), workflow="w.yml", per_page=1))
+    recent = list(
+        repo.iter_workflow_runs(datetime.now(UTC) - timedelta(hours=1), workflow="w.yml", per_page=1)
+    )
     assert len(recent) == 2 and old.id not in {r["id"] for r in recent}
 
 
@@ -182,9 +195,12 @@ def test_secondary_rate_limit_is_retried(gh: FakeGitHub) -> None:
     sleeps: list[float] = []
     from aiimpl_core.http import HttpClient
 
-    client = GitHub(gh.url, token=gh.personal_token,
-                    http=lambda base, **kw: HttpClient(base, sleep=sleeps.append, **kw))
+    client = GitHub(
+        gh.url, token=gh.personal_token, http=lambda base, **kw: HttpClient(base, sleep=sleeps.append, **kw)
+    )
     gh.put_file("acme", "api", "a.txt", "a")
-    gh.fail_next("GET", "/contents/", 403, "You have exceeded a secondary rate limit", headers={"Retry-After": "2"})
+    gh.fail_next(
+        "GET", "/contents/", 403, "You have exceeded a secondary rate limit", headers={"Retry-After": "2"}
+    )
     assert client.repo("acme", "api").get_file("a.txt") is not None
     assert sleeps == [2.0]

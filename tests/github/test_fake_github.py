@@ -1,4 +1,5 @@
 """The fake GitHub answers as GitHub's description says, and refuses what GitHub refuses."""
+
 from __future__ import annotations
 
 import base64
@@ -28,16 +29,18 @@ def app_headers(gh: FakeGitHub, **kw: Any) -> dict[str, str]:
     return {**API, "Authorization": f"Bearer {gh.app_jwt(**kw)}"}
 
 
-def token_headers(gh: FakeGitHub, repositories: list[str] | None = None,
-                  permissions: dict[str, str] | None = None) -> dict[str, str]:
+def token_headers(
+    gh: FakeGitHub, repositories: list[str] | None = None, permissions: dict[str, str] | None = None
+) -> dict[str, str]:
     inst = requests.get(f"{gh.url}/repos/acme/api/installation", headers=app_headers(gh)).json()
     body: dict[str, Any] = {}
     if repositories is not None:
         body["repositories"] = repositories
     if permissions is not None:
         body["permissions"] = permissions
-    resp = requests.post(f"{gh.url}/app/installations/{inst['id']}/access_tokens", headers=app_headers(gh),
-                         json=body)
+    resp = requests.post(
+        f"{gh.url}/app/installations/{inst['id']}/access_tokens", headers=app_headers(gh), json=body
+    )
     assert resp.status_code == 201, resp.text
     return {**API, "Authorization": f"Bearer {resp.json()['token']}"}
 
@@ -89,8 +92,9 @@ def test_installation_token_needs_a_valid_app_jwt(gh: FakeGitHub) -> None:
     assert far.status_code == 401 and "exp" in far.json()["message"]
     # the wrong issuer is refused
     assert requests.post(url, headers=app_headers(gh, iss="999"), json={}).status_code == 401
-    ok = requests.post(url, headers=app_headers(gh), json={"repositories": ["api"],
-                                                           "permissions": {"contents": "write"}})
+    ok = requests.post(
+        url, headers=app_headers(gh), json={"repositories": ["api"], "permissions": {"contents": "write"}}
+    )
     assert ok.status_code == 201
     body = ok.json()
     assert body["token"].startswith("ghs_") and body["permissions"] == {"contents": "write"}
@@ -104,13 +108,19 @@ def test_token_scoping_is_enforced(gh: FakeGitHub) -> None:
     gh.put_file("acme", "other", "README.md", "hello")
     assert requests.get(f"{gh.url}/repos/acme/api/contents/README.md", headers=headers).status_code == 200
     assert requests.get(f"{gh.url}/repos/acme/other/contents/README.md", headers=headers).status_code == 404
-    put = requests.put(f"{gh.url}/repos/acme/api/contents/x.txt", headers=headers,
-                       json={"message": "m", "content": base64.b64encode(b"x").decode()})
+    put = requests.put(
+        f"{gh.url}/repos/acme/api/contents/x.txt",
+        headers=headers,
+        json={"message": "m", "content": base64.b64encode(b"x").decode()},
+    )
     assert put.status_code == 403
     # asking for a repository the installation cannot see is refused
     inst = requests.get(f"{gh.url}/repos/acme/api/installation", headers=app_headers(gh)).json()
-    resp = requests.post(f"{gh.url}/app/installations/{inst['id']}/access_tokens", headers=app_headers(gh),
-                         json={"repositories": ["missing"]})
+    resp = requests.post(
+        f"{gh.url}/app/installations/{inst['id']}/access_tokens",
+        headers=app_headers(gh),
+        json={"repositories": ["missing"]},
+    )
     assert resp.status_code == 422
     gh.assert_clean()
 
@@ -128,8 +138,11 @@ def test_contents_create_update_and_sha_checks(gh: FakeGitHub) -> None:
     assert stale.status_code == 409
     got = requests.get(url, headers=headers).json()
     assert base64.b64decode(got["content"]) == b"one"
-    updated = requests.put(url, headers=headers, json={"message": "u", "content": base64.b64encode(b"two").decode(),
-                                                       "sha": got["sha"]})
+    updated = requests.put(
+        url,
+        headers=headers,
+        json={"message": "u", "content": base64.b64encode(b"two").decode(), "sha": got["sha"]},
+    )
     assert updated.status_code == 200
     assert gh.file("acme", "api", "docs/a.md") == "two" and len(gh.commits("acme", "api")) == 2
     gh.assert_clean()
@@ -151,28 +164,38 @@ def test_dispatch_creates_a_named_run_and_lists_it(gh: FakeGitHub) -> None:
     gh.put_file("acme", "api", ".github/workflows/impl.yml", WORKFLOW)
     gh.put_file("acme", "api", ".github/workflows/push.yml", "name: P\non: push\njobs: {}\n")
     base = f"{gh.url}/repos/acme/api/actions/workflows"
-    ok = requests.post(f"{base}/impl.yml/dispatches", headers=headers, json={"ref": "main", "inputs": {"job_id": "7"}})
+    ok = requests.post(
+        f"{base}/impl.yml/dispatches", headers=headers, json={"ref": "main", "inputs": {"job_id": "7"}}
+    )
     assert ok.status_code == 204
     refused = requests.post(f"{base}/push.yml/dispatches", headers=headers, json={"ref": "main"})
     assert refused.status_code == 422
     assert refused.json()["message"] == "Workflow does not have 'workflow_dispatch' trigger"
-    extra = requests.post(f"{base}/impl.yml/dispatches", headers=headers,
-                          json={"ref": "main", "inputs": {"job_id": "1", "nope": "x"}})
+    extra = requests.post(
+        f"{base}/impl.yml/dispatches",
+        headers=headers,
+        json={"ref": "main", "inputs": {"job_id": "1", "nope": "x"}},
+    )
     assert extra.status_code == 422 and "Unexpected inputs" in extra.json()["message"]
     missing = requests.post(f"{base}/impl.yml/dispatches", headers=headers, json={"ref": "main"})
     assert missing.status_code == 422 and "job_id" in missing.json()["message"]
     assert len(gh.undocumented) == 3
 
     run = gh.run_named("ai-implement 7")
-    listed = requests.get(f"{base}/impl.yml/runs", headers=headers, params={"event": "workflow_dispatch",
-                                                                           "per_page": 100})
+    listed = requests.get(
+        f"{base}/impl.yml/runs", headers=headers, params={"event": "workflow_dispatch", "per_page": 100}
+    )
     runs = listed.json()["workflow_runs"]
     assert [r["name"] for r in runs] == ["ai-implement 7"] and runs[0]["status"] == "queued"
     gh.advance_run(run.id, "completed", "timed_out")
     one = requests.get(f"{gh.url}/repos/acme/api/actions/runs/{run.id}", headers=headers).json()
     assert one["conclusion"] == "timed_out" and one["display_title"] == "ai-implement 7"
-    assert requests.get(f"{gh.url}/repos/acme/api/actions/runs", headers=headers,
-                        params={"event": "push"}).json()["total_count"] == 0
+    assert (
+        requests.get(
+            f"{gh.url}/repos/acme/api/actions/runs", headers=headers, params={"event": "push"}
+        ).json()["total_count"]
+        == 0
+    )
     gh.assert_clean()
     # GitHub documents ``created`` as a date-time although it takes search syntax: a client
     # sending ``>=DATE`` breaks the description, and the fake says so
@@ -184,7 +207,9 @@ def test_pulls_and_comments(gh: FakeGitHub) -> None:
     headers = token_headers(gh)
     gh.add_branch("acme", "api", "ai/ENG-1")
     url = f"{gh.url}/repos/acme/api/pulls"
-    pr = requests.post(url, headers=headers, json={"title": "ENG-1", "head": "ai/ENG-1", "base": "main", "body": "b"})
+    pr = requests.post(
+        url, headers=headers, json={"title": "ENG-1", "head": "ai/ENG-1", "base": "main", "body": "b"}
+    )
     assert pr.status_code == 201 and pr.json()["number"] == 1
     dup = requests.post(url, headers=headers, json={"title": "ENG-1", "head": "ai/ENG-1", "base": "main"})
     assert dup.status_code == 422 and "already exists" in dup.json()["errors"][0]["message"]
@@ -197,18 +222,23 @@ def test_pulls_and_comments(gh: FakeGitHub) -> None:
 
 def test_personal_token_and_bad_credentials(gh: FakeGitHub) -> None:
     gh.put_file("acme", "api", "a.txt", "a")
-    ok = requests.get(f"{gh.url}/repos/acme/api/contents/a.txt",
-                      headers={**API, "Authorization": f"Bearer {gh.personal_token}"})
+    ok = requests.get(
+        f"{gh.url}/repos/acme/api/contents/a.txt",
+        headers={**API, "Authorization": f"Bearer {gh.personal_token}"},
+    )
     assert ok.status_code == 200
-    bad = requests.get(f"{gh.url}/repos/acme/api/contents/a.txt", headers={**API, "Authorization": "Bearer nope"})
+    bad = requests.get(
+        f"{gh.url}/repos/acme/api/contents/a.txt", headers={**API, "Authorization": "Bearer nope"}
+    )
     assert bad.status_code == 401 and bad.json()["message"] == "Bad credentials"
     gh.assert_clean()
 
 
 def test_fail_next_injects_rate_limits(gh: FakeGitHub) -> None:
     gh.put_file("acme", "api", "a.txt", "a")
-    gh.fail_next("GET", r"/contents/", 403, "You have exceeded a secondary rate limit",
-                 headers={"Retry-After": "1"})
+    gh.fail_next(
+        "GET", r"/contents/", 403, "You have exceeded a secondary rate limit", headers={"Retry-After": "1"}
+    )
     headers = {**API, "Authorization": f"Bearer {gh.personal_token}"}
     first = requests.get(f"{gh.url}/repos/acme/api/contents/a.txt", headers=headers)
     assert first.status_code == 403 and first.headers["Retry-After"] == "1"

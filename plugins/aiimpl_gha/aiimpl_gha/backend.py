@@ -11,6 +11,7 @@ Workflow inputs are public to anyone who can read the repository's Actions: the 
 sends secret values other than the session's own short-lived, single-use credentials (which the
 workflow masks first), hence ``supports_secrets = False``.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,7 +73,9 @@ class GitHubActionsBackend(RunnerBackend):
         if value not in (None, "") and (not isinstance(value, str) or not WORKFLOW_FILE_RE.match(value)):
             raise ProviderConfigError(
                 "planningWorkflowFile must be a workflow file name in .github/workflows, "
-                "e.g. ai-implement-planning.yml", provider=self.id)
+                "e.g. ai-implement-planning.yml",
+                provider=self.id,
+            )
 
     def _repo(self, mapping: MappingView) -> Repo:
         return self.github().repo(mapping.owner, mapping.repo, ORCHESTRATOR_PERMISSIONS)
@@ -83,17 +86,24 @@ class GitHubActionsBackend(RunnerBackend):
         if phase is Phase.PLANNING:
             return mapping.planning_workflow_file or config.DEFAULT_PLANNING_WORKFLOW_FILE
         if phase is Phase.GAP_ANALYSIS:
-            return str(self.context.setting(config.GAP_FILL_WORKFLOW_FILE, config.DEFAULT_GAP_FILL_WORKFLOW_FILE))
+            return str(
+                self.context.setting(config.GAP_FILL_WORKFLOW_FILE, config.DEFAULT_GAP_FILL_WORKFLOW_FILE)
+            )
         return str(self.context.setting(config.WORKFLOW_FILE, config.DEFAULT_WORKFLOW_FILE))
 
     def templates(self, mapping: MappingView) -> list[workflows.WorkflowTemplate]:
         out = [
             workflows.WorkflowTemplate("ai-implement.yml", self.workflow_file(Phase.IMPLEMENTATION, mapping)),
-            workflows.WorkflowTemplate("ai-implement-gap-fill.yml", self.workflow_file(Phase.GAP_ANALYSIS, mapping)),
+            workflows.WorkflowTemplate(
+                "ai-implement-gap-fill.yml", self.workflow_file(Phase.GAP_ANALYSIS, mapping)
+            ),
         ]
         if mapping.planning_enabled or mapping.planning_workflow_file:
-            out.append(workflows.WorkflowTemplate("ai-implement-planning.yml",
-                                                  self.workflow_file(Phase.PLANNING, mapping)))
+            out.append(
+                workflows.WorkflowTemplate(
+                    "ai-implement-planning.yml", self.workflow_file(Phase.PLANNING, mapping)
+                )
+            )
         return out
 
     # -- dispatch --
@@ -112,9 +122,12 @@ class GitHubActionsBackend(RunnerBackend):
         inputs["issue_key"] = inputs["issue_key"] or request.issue_key
         dropped = sorted(k for k in env if k in request.secret_names)
         if dropped:
-            self.log.info("job %s: not passing secret variables %s as workflow inputs (they are public); "
-                          "the workflow reads model keys from the repository's Actions secrets",
-                          request.job_id, ", ".join(dropped))
+            self.log.info(
+                "job %s: not passing secret variables %s as workflow inputs (they are public); "
+                "the workflow reads model keys from the repository's Actions secrets",
+                request.job_id,
+                ", ".join(dropped),
+            )
         public = {k: v for k, v in sorted(env.items()) if k not in request.secret_names}
         inputs["env"] = json.dumps(public, separators=(",", ":"))
         return inputs
@@ -123,12 +136,16 @@ class GitHubActionsBackend(RunnerBackend):
         mapping = request.mapping
         workflow = self.workflow_file(request.phase, mapping)
         try:
-            self._repo(mapping).dispatch_workflow(workflow, mapping.default_branch, self.workflow_inputs(request))
+            self._repo(mapping).dispatch_workflow(
+                workflow, mapping.default_branch, self.workflow_inputs(request)
+            )
         except ProviderError as exc:
             message = github_message(exc)
             raise DispatchError(
                 f"GitHub refused to dispatch {workflow} on {mapping.owner}/{mapping.repo}: {message}",
-                provider=self.id, status=exc.status, detail=message,
+                provider=self.id,
+                status=exc.status,
+                detail=message,
             ) from None
         # GitHub answers 204 without a run id; poll_runs links the run by its name
         return DispatchResult()
@@ -157,8 +174,11 @@ class GitHubActionsBackend(RunnerBackend):
         for (owner, name), repo_runs in by_repo.items():
             since = min(r.dispatched_at for r in repo_runs) - CLOCK_SLACK
             try:
-                listed = list(self._repo(repo_runs[0].mapping).iter_workflow_runs(
-                    _aware(since), event="workflow_dispatch"))
+                listed = list(
+                    self._repo(repo_runs[0].mapping).iter_workflow_runs(
+                        _aware(since), event="workflow_dispatch"
+                    )
+                )
             except ProviderError as exc:
                 self.log.warning("listing workflow runs of %s/%s failed: %s", owner, name, exc.message)
                 errors.append(exc)
@@ -203,8 +223,19 @@ def run_state(job_id: int, run: Mapping[str, Any] | None) -> RunState:
     if conclusion == "success":
         return RunState(job_id=job_id, phase=RunPhase.SUCCEEDED, run_id=run_id, run_url=url)
     if conclusion == "timed_out":
-        return RunState(job_id=job_id, phase=RunPhase.TIMED_OUT, run_id=run_id, run_url=url,
-                        timeout_reason=TimeoutReason.TIMED_OUT, detail=f"the GitHub Actions run timed out: {url}")
-    return RunState(job_id=job_id, phase=RunPhase.FAILED, run_id=run_id, run_url=url,
-                    log_label=LogLabel.SESSION_FAILED,
-                    detail=f"the GitHub Actions run ended {conclusion or 'without a conclusion'}: {url}")
+        return RunState(
+            job_id=job_id,
+            phase=RunPhase.TIMED_OUT,
+            run_id=run_id,
+            run_url=url,
+            timeout_reason=TimeoutReason.TIMED_OUT,
+            detail=f"the GitHub Actions run timed out: {url}",
+        )
+    return RunState(
+        job_id=job_id,
+        phase=RunPhase.FAILED,
+        run_id=run_id,
+        run_url=url,
+        log_label=LogLabel.SESSION_FAILED,
+        detail=f"the GitHub Actions run ended {conclusion or 'without a conclusion'}: {url}",
+    )

@@ -3,6 +3,7 @@
 The GitHub connection itself is the core's (``AIIMPL_GITHUB_*``); this plugin adds only the
 workflow file names.
 """
+
 from __future__ import annotations
 
 from aiimpl_core.providers import ConfigVar
@@ -16,10 +17,16 @@ DEFAULT_GAP_FILL_WORKFLOW_FILE = "ai-implement-gap-fill.yml"
 DEFAULT_PLANNING_WORKFLOW_FILE = "ai-implement-planning.yml"
 
 CONFIG_VARS: tuple[ConfigVar, ...] = (
-    ConfigVar(WORKFLOW_FILE, "Workflow file (in .github/workflows) that runs implementation sessions",
-              default=DEFAULT_WORKFLOW_FILE),
-    ConfigVar(GAP_FILL_WORKFLOW_FILE, "Workflow file that runs gap-analysis sessions (/trigger/gap-fill)",
-              default=DEFAULT_GAP_FILL_WORKFLOW_FILE),
+    ConfigVar(
+        WORKFLOW_FILE,
+        "Workflow file (in .github/workflows) that runs implementation sessions",
+        default=DEFAULT_WORKFLOW_FILE,
+    ),
+    ConfigVar(
+        GAP_FILL_WORKFLOW_FILE,
+        "Workflow file that runs gap-analysis sessions (/trigger/gap-fill)",
+        default=DEFAULT_GAP_FILL_WORKFLOW_FILE,
+    ),
 )
 
 #: credentials of the session: short-lived, single-use, masked by the workflow before any use

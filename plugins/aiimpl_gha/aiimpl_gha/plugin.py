@@ -1,4 +1,5 @@
 """Hook implementations of aiimpl-gha: the ``github-actions`` runner backend."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

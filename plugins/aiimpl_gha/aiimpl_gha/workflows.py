@@ -4,6 +4,7 @@
 branch through the contents API: created when missing, updated (with the current blob sha) when
 different, left alone when the decoded content is already the same, so running it twice commits once.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,7 +33,8 @@ class WorkflowTemplate:
 
 
 def template_text(name: str) -> str:
-    """A shipped template's text (``ai-implement.yml``, ``ai-implement-planning.yml``, ``ai-implement-gap-fill.yml``)."""
+    """A shipped template's text: ``ai-implement.yml``, ``ai-implement-planning.yml`` or
+    ``ai-implement-gap-fill.yml``."""
     return resources.files(__package__).joinpath("templates", name).read_text(encoding="utf-8")
 
 
@@ -55,10 +57,13 @@ def sync(repo: Repo, mapping: MappingView, templates: list[WorkflowTemplate]) ->
             elif current.content == wanted:
                 unchanged.append(tpl.path)
             else:
-                repo.put_file(tpl.path, wanted, f"AI-Implement: update {tpl.path}", sha=current.sha, branch=branch)
+                repo.put_file(
+                    tpl.path, wanted, f"AI-Implement: update {tpl.path}", sha=current.sha, branch=branch
+                )
                 updated.append(tpl.path)
         except ProviderError as exc:
             # the API shows this message as the 500 row's "(underlying error message)"
-            raise ProviderError(github_message(exc), provider="github-actions", status=exc.status,
-                                detail=exc.detail) from None
+            raise ProviderError(
+                github_message(exc), provider="github-actions", status=exc.status, detail=exc.detail
+            ) from None
     return SyncResult(created=tuple(created), updated=tuple(updated), unchanged=tuple(unchanged))

@@ -1,14 +1,15 @@
 """Fixtures of the GitHub Actions backend's tests: a fake GitHub and a backend bound to it."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from aiimpl_core.github.app_auth import TOKENS
 from aiimpl_core.testing.contract import make_context
 from aiimpl_core.testing.fake_github import FakeGitHub
+
 from aiimpl_gha.backend import GitHubActionsBackend
 
 

@@ -1,15 +1,21 @@
-"""The github-actions backend against the fake GitHub (every exchange checked against GitHub's description)."""
+"""The github-actions backend against the fake GitHub (every exchange checked by the fake)."""
+
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from aiimpl_core.errors import DispatchError, ProviderConfigError, ProviderError
-from aiimpl_core.testing.contract import RunnerBackendContract, make_context, sample_dispatch_request, sample_mapping
+from aiimpl_core.testing.contract import (
+    RunnerBackendContract,
+    make_context,
+    sample_dispatch_request,
+    sample_mapping,
+)
 from aiimpl_core.testing.fake_github import FakeGitHub
 from aiimpl_core.types import DispatchRequest, InFlightRun, LogLabel, Phase, RunPhase, TimeoutReason
+
 from aiimpl_gha.backend import GitHubActionsBackend
 from aiimpl_gha.workflows import template_text
 
@@ -33,17 +39,37 @@ def full_request(job_id: int = 1, phase: Phase = Phase.IMPLEMENTATION, **kw: obj
         "ANTHROPIC_API_KEY": SECRET,
         "EXTRA": "visible",
     }
-    secret_names = frozenset({"AIIMPL_NONCE", "AIIMPL_RESULT_TOKEN", "AIIMPL_PROGRESS_TOKEN",
-                              "AIIMPL_CONTEXT_TOKEN", "ANTHROPIC_API_KEY"})
-    return sample_dispatch_request(job_id, phase, env=env, secret_names=secret_names,
-                                   run_name=f"AI-Implement ENG-1 {phase.value} job-{job_id}", **kw)
+    secret_names = frozenset(
+        {
+            "AIIMPL_NONCE",
+            "AIIMPL_RESULT_TOKEN",
+            "AIIMPL_PROGRESS_TOKEN",
+            "AIIMPL_CONTEXT_TOKEN",
+            "ANTHROPIC_API_KEY",
+        }
+    )
+    return sample_dispatch_request(
+        job_id,
+        phase,
+        env=env,
+        secret_names=secret_names,
+        run_name=f"AI-Implement ENG-1 {phase.value} job-{job_id}",
+        **kw,
+    )
 
 
-def in_flight(request: DispatchRequest, run_id: str | None = None,
-              dispatched_at: datetime | None = None) -> InFlightRun:
-    return InFlightRun(job_id=request.job_id, phase=request.phase, issue_key=request.issue_key,
-                       mapping=request.mapping, run_id=run_id, run_name=request.run_name,
-                       dispatched_at=dispatched_at or datetime.now(UTC))
+def in_flight(
+    request: DispatchRequest, run_id: str | None = None, dispatched_at: datetime | None = None
+) -> InFlightRun:
+    return InFlightRun(
+        job_id=request.job_id,
+        phase=request.phase,
+        issue_key=request.issue_key,
+        mapping=request.mapping,
+        run_id=run_id,
+        run_name=request.run_name,
+        dispatched_at=dispatched_at or datetime.now(UTC),
+    )
 
 
 def install(gh: FakeGitHub, backend: GitHubActionsBackend, **mapping_kw: object) -> None:
@@ -68,7 +94,9 @@ def test_flags() -> None:
     assert not cls.supports_secrets and not cls.supports_sessions
 
 
-def test_dispatch_sends_the_inputs_on_the_default_branch(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
+def test_dispatch_sends_the_inputs_on_the_default_branch(
+    gh: FakeGitHub, backend: GitHubActionsBackend
+) -> None:
     install(gh, backend)
     result = backend.dispatch(full_request(7))
     assert result.run_id is None and not result.linked  # linked later, by name
@@ -91,7 +119,9 @@ def test_dispatch_sends_the_inputs_on_the_default_branch(gh: FakeGitHub, backend
 
 
 def test_dispatch_uses_the_configured_workflow_file(gh: FakeGitHub) -> None:
-    backend = GitHubActionsBackend(make_context({**github_config(gh), "AIIMPL_GHA_WORKFLOW_FILE": "custom.yml"}))
+    backend = GitHubActionsBackend(
+        make_context({**github_config(gh), "AIIMPL_GHA_WORKFLOW_FILE": "custom.yml"})
+    )
     backend.sync_workflows(sample_mapping())
     assert gh.file("acme", "api", ".github/workflows/custom.yml") == template_text("ai-implement.yml")
     backend.dispatch(full_request())
@@ -114,8 +144,9 @@ def test_gap_fill_dispatches_the_gap_fill_workflow(gh: FakeGitHub, backend: GitH
     assert gh.run_named("job-9").inputs["phase"] == "gap-analysis"
 
 
-def test_refused_dispatch_carries_githubs_status_and_message(gh: FakeGitHub,
-                                                             backend: GitHubActionsBackend) -> None:
+def test_refused_dispatch_carries_githubs_status_and_message(
+    gh: FakeGitHub, backend: GitHubActionsBackend
+) -> None:
     # a workflow file without a workflow_dispatch trigger
     gh.put_file("acme", "api", ".github/workflows/ai-implement-gap-fill.yml", "name: x\non: push\njobs: {}\n")
     with pytest.raises(DispatchError) as err:
@@ -128,7 +159,9 @@ def test_refused_dispatch_carries_githubs_status_and_message(gh: FakeGitHub,
     assert err.value.status == 404 and err.value.detail == "Not Found"
 
 
-def test_poll_links_by_name_with_one_listing_per_repository(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
+def test_poll_links_by_name_with_one_listing_per_repository(
+    gh: FakeGitHub, backend: GitHubActionsBackend
+) -> None:
     gh.add_repo("acme", "web")
     install(gh, backend)
     install(gh, backend, repo="web")
@@ -140,7 +173,9 @@ def test_poll_links_by_name_with_one_listing_per_repository(gh: FakeGitHub, back
     not_dispatched = full_request(5)
     gh.server.reset()
 
-    states = {s.job_id: s for s in backend.poll_runs([in_flight(r) for r in [*requests_, web, not_dispatched]])}
+    states = {
+        s.job_id: s for s in backend.poll_runs([in_flight(r) for r in [*requests_, web, not_dispatched]])
+    }
 
     listings = gh.server.requests_to("GET", "/actions/runs")
     assert len(listings) == 2, "one listing per repository per cycle"
@@ -163,8 +198,9 @@ def test_poll_links_by_name_with_one_listing_per_repository(gh: FakeGitHub, back
         ("completed", "timed_out", RunPhase.TIMED_OUT),
     ],
 )
-def test_run_states(gh: FakeGitHub, backend: GitHubActionsBackend, status: str, conclusion: str | None,
-                    phase: RunPhase) -> None:
+def test_run_states(
+    gh: FakeGitHub, backend: GitHubActionsBackend, status: str, conclusion: str | None, phase: RunPhase
+) -> None:
     install(gh, backend)
     request = full_request()
     backend.dispatch(request)
@@ -199,7 +235,10 @@ def test_poll_failure_of_every_repository_raises(gh: FakeGitHub, backend: GitHub
 def test_sync_twice_writes_once(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
     mapping = sample_mapping()
     first = backend.sync_workflows(mapping)
-    assert set(first.created) == {".github/workflows/ai-implement.yml", ".github/workflows/ai-implement-gap-fill.yml"}
+    assert set(first.created) == {
+        ".github/workflows/ai-implement.yml",
+        ".github/workflows/ai-implement-gap-fill.yml",
+    }
     commits = len(gh.commits("acme", "api"))
     second = backend.sync_workflows(mapping)
     assert second.created == () and second.updated == ()

@@ -4,6 +4,7 @@ Dispatch by the poll cycle → the run GitHub creates is linked to its job by th
 run's end (here GitHub's ``timed_out``) ends the job; the session's ``/api/token`` gets an
 installation token for its repository; ``/trigger/gap-fill`` reports GitHub's refusal.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-import aiimpl_gha.plugin
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job
 from aiimpl_core.orm import Mapping as MappingRow
@@ -20,6 +19,8 @@ from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.services.reconcile import reconcile
 from aiimpl_core.testing.fake_github import FakeGitHub
 from aiimpl_core.testing.fakes import FakeTracker
+
+import aiimpl_gha.plugin
 from aiimpl_gha.backend import GitHubActionsBackend
 
 from .conftest import github_config
@@ -44,8 +45,14 @@ def aiimpl_config(gh: FakeGitHub) -> dict[str, Any]:
 
 @pytest.fixture
 def mapping(app: Any, gh: FakeGitHub) -> Iterator[MappingRow]:
-    row = MappingRow(team_key="ENG", owner="acme", repo="api", default_branch="main",
-                     execution_mode="github-actions", ticketing={"provider": "fake-tracker"})
+    row = MappingRow(
+        team_key="ENG",
+        owner="acme",
+        repo="api",
+        default_branch="main",
+        execution_mode="github-actions",
+        ticketing={"provider": "fake-tracker"},
+    )
     db.session.add(row)
     db.session.commit()
     backend = app.extensions["aiimpl"].runner("github-actions")
@@ -60,8 +67,9 @@ def job_of(issue_key: str) -> Job:
     return job
 
 
-def test_dispatched_job_is_linked_and_a_timed_out_run_ends_it(app: Any, client: Any, gh: FakeGitHub,
-                                                             tracker: FakeTracker, mapping: MappingRow) -> None:
+def test_dispatched_job_is_linked_and_a_timed_out_run_ends_it(
+    app: Any, client: Any, gh: FakeGitHub, tracker: FakeTracker, mapping: MappingRow
+) -> None:
     tracker.add("ENG-1", title="Add a health endpoint")
     run_cycle(reconcile=False)
     job = job_of("ENG-1")
@@ -85,8 +93,9 @@ def test_dispatched_job_is_linked_and_a_timed_out_run_ends_it(app: Any, client: 
     assert (job.status, job.timeout_reason) == ("timed_out", "timed_out")
 
 
-def test_session_gets_a_token_for_its_repository_only(app: Any, client: Any, gh: FakeGitHub,
-                                                      tracker: FakeTracker, mapping: MappingRow) -> None:
+def test_session_gets_a_token_for_its_repository_only(
+    app: Any, client: Any, gh: FakeGitHub, tracker: FakeTracker, mapping: MappingRow
+) -> None:
     tracker.add("ENG-2")
     run_cycle(reconcile=False)
     job = job_of("ENG-2")
@@ -96,8 +105,12 @@ def test_session_gets_a_token_for_its_repository_only(app: Any, client: Any, gh:
     body = resp.get_json()
     issued = gh.tokens[body["token"]]
     assert issued.repositories == {"api"}
-    assert issued.permissions == {"contents": "write", "pull_requests": "write", "issues": "write",
-                                  "actions": "read"}
+    assert issued.permissions == {
+        "contents": "write",
+        "pull_requests": "write",
+        "issues": "write",
+        "actions": "read",
+    }
     assert body["expiresAt"].startswith(issued.expires_at.strftime("%Y-%m-%dT%H:%M"))
     # the session env passed through inputs names its repository and branch
     env = json.loads(inputs["env"])
@@ -107,8 +120,9 @@ def test_session_gets_a_token_for_its_repository_only(app: Any, client: Any, gh:
     assert (wrong_owner.status_code, wrong_owner.get_json()) == (403, {"error": "Owner mismatch"})
 
 
-def test_token_failure_is_the_reference_500(app: Any, client: Any, gh: FakeGitHub, tracker: FakeTracker,
-                                            mapping: MappingRow) -> None:
+def test_token_failure_is_the_reference_500(
+    app: Any, client: Any, gh: FakeGitHub, tracker: FakeTracker, mapping: MappingRow
+) -> None:
     tracker.add("ENG-3")
     run_cycle(reconcile=False)
     job = job_of("ENG-3")
@@ -121,21 +135,31 @@ def test_token_failure_is_the_reference_500(app: Any, client: Any, gh: FakeGitHu
     assert (resp.status_code, resp.get_json()) == (500, {"error": "Failed to generate token"})
 
 
-def test_gap_fill_refused_by_github_is_502_dispatch_failed(app: Any, client: Any, gh: FakeGitHub,
-                                                           mapping: MappingRow) -> None:
+def test_gap_fill_refused_by_github_is_502_dispatch_failed(
+    app: Any, client: Any, gh: FakeGitHub, mapping: MappingRow
+) -> None:
     gh.put_file("acme", "api", ".github/workflows/ai-implement-gap-fill.yml", "name: x\non: push\njobs: {}\n")
-    resp = client.post("/trigger/gap-fill", json={"issueKey": "ENG-4", "prNumber": 12},
-                       headers={"Authorization": f"Bearer {TRIGGER_SECRET}"})
+    resp = client.post(
+        "/trigger/gap-fill",
+        json={"issueKey": "ENG-4", "prNumber": 12},
+        headers={"Authorization": f"Bearer {TRIGGER_SECRET}"},
+    )
     assert resp.status_code == 502
-    assert resp.get_json() == {"error": "dispatch_failed",
-                               "detail": "Workflow does not have 'workflow_dispatch' trigger",
-                               "dispatchStatus": 422}
+    assert resp.get_json() == {
+        "error": "dispatch_failed",
+        "detail": "Workflow does not have 'workflow_dispatch' trigger",
+        "dispatchStatus": 422,
+    }
 
 
-def test_gap_fill_dispatches_the_gap_fill_workflow(app: Any, client: Any, gh: FakeGitHub,
-                                                   mapping: MappingRow) -> None:
-    resp = client.post("/trigger/gap-fill", json={"issueKey": "ENG-5", "prNumber": 12},
-                       headers={"Authorization": f"Bearer {TRIGGER_SECRET}"})
+def test_gap_fill_dispatches_the_gap_fill_workflow(
+    app: Any, client: Any, gh: FakeGitHub, mapping: MappingRow
+) -> None:
+    resp = client.post(
+        "/trigger/gap-fill",
+        json={"issueKey": "ENG-5", "prNumber": 12},
+        headers={"Authorization": f"Bearer {TRIGGER_SECRET}"},
+    )
     assert resp.status_code in (200, 201, 202), resp.get_json()
     job = job_of("ENG-5")
     run = gh.run_named(f"job-{job.id}")

@@ -1,13 +1,14 @@
 """The shipped workflow templates: valid workflows whose inputs are exactly what the backend sends."""
+
 from __future__ import annotations
 
 import re
 
 import pytest
 import yaml
-
 from aiimpl_core.session import env as session_env
 from aiimpl_core.testing.contract import make_context, sample_dispatch_request
+
 from aiimpl_gha import config
 from aiimpl_gha.backend import GitHubActionsBackend
 from aiimpl_gha.workflows import template_text
