@@ -1,0 +1,1 @@
+"""Benchmarks (measured figures, not timed tests). See README.md."""

@@ -1,0 +1,168 @@
+"""Callback throughput and worker memory under gunicorn with the production configuration.
+
+    python -m bench.callbacks [--db postgres|sqlite] [--requests 6000] [--concurrency 100]
+
+Starts gunicorn (``aiimpl_core.gunicorn_conf``, access log off) on a fresh database seeded with
+running jobs, then a second process (``bench/loadgen.py``) plays many runners posting
+``/runner/progress`` and ``/api/status``, and the same load against a bare endpoint doing one
+database insert on the same stack (``/bench/bare``): requests per second, p50/p99 latency, and the
+ratio to the bare endpoint. Then a one-worker gunicorn (no recycling) takes three rounds of 10,000
+callbacks and reports the worker's resident size after each.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from .common import HERE, ROOT, fresh_database, migrate, print_table, write_result
+
+SECRET = "bench-secret-key-0123456789abcdef"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def seed(url: str, runners: int) -> list[dict]:
+    from aiimpl_core import create_app
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import Mapping
+    from aiimpl_core.services import launch
+    from aiimpl_core.services.jobs import transition
+    from aiimpl_core.types import JobStatus, Phase
+
+    from .benchapp import BenchPlugin
+
+    app = create_app({"AIIMPL_DATABASE_URL": url, "AIIMPL_SECRET_KEY": SECRET}, plugins=[BenchPlugin()],
+                     load_entrypoints=False)
+    migrate(app)
+    creds = []
+    with app.app_context():
+        mapping = Mapping(team_key="BENCH", owner="acme", repo="api", default_branch="main",
+                          execution_mode="github-actions", provider="anthropic", branch_prefix="ai/")
+        db.session.add(mapping)
+        db.session.commit()
+        choice = launch.BackendChoice("github-actions", "default", False)
+        for n in range(runners):
+            job = launch.create_job(mapping, f"BENCH-{n + 1}", phase=Phase.IMPLEMENTATION, provider="bench",
+                                    choice=choice)
+            nonce, tokens = launch.issue_credentials(job)
+            transition(job, JobStatus.RUNNING)
+            db.session.commit()
+            creds.append({"jobId": job.id, "nonce": nonce, "progressToken": tokens["runner:progress"]})
+        db.engine.dispose()
+    return creds
+
+
+def start_gunicorn(url: str, port: int, *, workers: int | None = None, max_requests: int | None = None):
+    env = dict(os.environ, AIIMPL_DATABASE_URL=url, AIIMPL_SECRET_KEY=SECRET, AIIMPL_BIND=f"127.0.0.1:{port}",
+               AIIMPL_ACCESS_LOG="", AIIMPL_LOG_LEVEL="warning", PYTHONPATH=ROOT)
+    if workers:
+        env["AIIMPL_WORKERS"] = str(workers)
+    if max_requests is not None:
+        env["AIIMPL_MAX_REQUESTS"] = str(max_requests)
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:aiimpl_core.gunicorn_conf",
+                             "bench.benchapp:create()"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    for _ in range(300):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited: {proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("gunicorn did not answer /healthz")
+
+
+def stop(proc) -> None:  # noqa: ANN001
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def load(port: int, runners_file: str, kind: str, requests: int, concurrency: int) -> dict:
+    out = subprocess.run([sys.executable, os.path.join(HERE, "loadgen.py"), "--url", f"http://127.0.0.1:{port}",
+                          "--runners", runners_file, "--kind", kind, "--requests", str(requests),
+                          "--concurrency", str(concurrency)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def worker_rss_mb(master_pid: int) -> float:
+    with open(f"/proc/{master_pid}/task/{master_pid}/children") as fh:
+        children = [int(p) for p in fh.read().split()]
+    sizes = []
+    for pid in children:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    sizes.append(int(line.split()[1]) / 1024)
+    return round(max(sizes), 1)
+
+
+def run(db_kind: str, requests: int, concurrency: int, memory_rounds: int) -> dict:
+    url, drop = fresh_database(db_kind)
+    try:
+        creds = seed(url, concurrency)
+        runners_file = os.path.join(tempfile.mkdtemp(prefix="aiimpl-bench-"), "runners.json")
+        with open(runners_file, "w") as fh:
+            json.dump(creds, fh)
+
+        port = _free_port()
+        proc = start_gunicorn(url, port)
+        try:
+            load(port, runners_file, "bare", min(1000, requests), concurrency)  # warm-up
+            phases = [load(port, runners_file, kind, requests, concurrency)
+                      for kind in ("bare", "progress", "status", "bare")]
+        finally:
+            stop(proc)
+        bare_rps = (phases[0]["rps"] + phases[3]["rps"]) / 2
+        for p in phases:
+            p["ratio_to_bare"] = round(p["rps"] / bare_rps, 2) if bare_rps else None
+
+        memory = []
+        if memory_rounds:
+            port = _free_port()
+            proc = start_gunicorn(url, port, workers=1, max_requests=0)
+            try:
+                memory.append({"callbacks": 0, "rss_mb": worker_rss_mb(proc.pid)})
+                for n in range(1, memory_rounds + 1):
+                    load(port, runners_file, "progress", 5000, 20)
+                    load(port, runners_file, "status", 5000, 20)
+                    memory.append({"callbacks": n * 10000, "rss_mb": worker_rss_mb(proc.pid)})
+            finally:
+                stop(proc)
+        return {"database": db_kind, "phases": phases, "memory": memory}
+    finally:
+        drop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", default="postgres", help="postgres, sqlite, or a database URL")
+    parser.add_argument("--requests", type=int, default=6000, help="requests per phase")
+    parser.add_argument("--concurrency", type=int, default=100, help="simulated runners")
+    parser.add_argument("--memory-rounds", type=int, default=3, help="rounds of 10,000 callbacks (0: skip)")
+    args = parser.parse_args()
+    result = run(args.db, args.requests, args.concurrency, args.memory_rounds)
+    print_table(result["phases"], ["kind", "requests", "rps", "p50_ms", "p99_ms", "ratio_to_bare", "errors"])
+    if result["memory"]:
+        print()
+        print_table(result["memory"], ["callbacks", "rss_mb"])
+    print("\nwritten:", write_result(f"callbacks-{args.db if args.db in ('postgres', 'sqlite') else 'custom'}", result))
+
+
+if __name__ == "__main__":
+    main()
