@@ -175,7 +175,7 @@ class Run:
     owner: str
     repo: str
     workflow: Workflow
-    name: str
+    title: str  # ``display_title``: the rendered ``run-name`` (``name`` is the workflow's name)
     head_branch: str
     inputs: dict[str, Any]
     event: str = "workflow_dispatch"
@@ -439,7 +439,7 @@ class FakeGitHub:
         ]
 
     def run_named(self, fragment: str) -> Run:
-        found = [r for r in self.runs.values() if fragment in r.name]
+        found = [r for r in self.runs.values() if fragment in r.title]
         if len(found) != 1:
             raise LookupError(f"{len(found)} runs named like {fragment!r}")
         return found[0]
@@ -519,8 +519,8 @@ class FakeGitHub:
         api = f"{self.url}/repos/{r.full_name}/actions/runs/{run.id}"
         out.update(
             id=run.id,
-            name=run.name,
-            display_title=run.name,
+            name=run.workflow.name,
+            display_title=run.title,
             head_branch=run.head_branch,
             path=run.workflow.path,
             run_number=run.run_number,
@@ -835,12 +835,12 @@ class FakeGitHub:
                 if spec.get("required") and name not in inputs and spec.get("default") is None:
                     raise GitHubError(422, f"Required input '{name}' not provided")
             values = {name: inputs.get(name, spec.get("default", "")) for name, spec in wf.inputs.items()}
-            name = render_run_name(wf.run_name, values) if wf.run_name else wf.name
+            title = render_run_name(wf.run_name, values) if wf.run_name else wf.name
             with gh.lock:
                 number = 1 + sum(
                     1 for x in gh.runs.values() if x.workflow.path == wf.path and x.repo == r.name
                 )
-                run = Run(next(gh._ids), r.owner, r.name, wf, name, branch, values, run_number=number)
+                run = Run(next(gh._ids), r.owner, r.name, wf, title, branch, values, run_number=number)
                 gh.runs[run.id] = run
             if data.get("return_run_details"):
                 api = f"{gh.url}/repos/{r.full_name}/actions/runs/{run.id}"

@@ -166,7 +166,7 @@ def test_repo_calls(gh: FakeGitHub) -> None:
     )
     repo.dispatch_workflow("w.yml", "main", {"job_id": "5"})
     runs = list(repo.iter_workflow_runs(datetime.now(UTC) - timedelta(minutes=1), workflow="w.yml"))
-    assert [r["name"] for r in runs] == ["r 5"]
+    assert [r["display_title"] for r in runs] == ["r 5"] and runs[0]["name"] == "w.yml"
     assert repo.get_run(runs[0]["id"])["status"] == "queued"
     gh.add_branch("acme", "api", "ai/ENG-1")
     pr = repo.create_pull("ai/ENG-1", "main", "ENG-1: title", "body")

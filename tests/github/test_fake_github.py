@@ -186,7 +186,8 @@ def test_dispatch_creates_a_named_run_and_lists_it(gh: FakeGitHub) -> None:
         f"{base}/impl.yml/runs", headers=headers, params={"event": "workflow_dispatch", "per_page": 100}
     )
     runs = listed.json()["workflow_runs"]
-    assert [r["name"] for r in runs] == ["ai-implement 7"] and runs[0]["status"] == "queued"
+    assert [r["display_title"] for r in runs] == ["ai-implement 7"] and runs[0]["name"] == "Impl"
+    assert runs[0]["status"] == "queued"
     gh.advance_run(run.id, "completed", "timed_out")
     one = requests.get(f"{gh.url}/repos/acme/api/actions/runs/{run.id}", headers=headers).json()
     assert one["conclusion"] == "timed_out" and one["display_title"] == "ai-implement 7"

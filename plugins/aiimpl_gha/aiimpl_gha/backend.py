@@ -184,13 +184,13 @@ class GitHubActionsBackend(RunnerBackend):
                 errors.append(exc)
                 continue
             by_id = {str(r.get("id")): r for r in listed}
-            by_name: dict[str, dict[str, Any]] = {}
-            for r in listed:  # newest first: keep the newest run of a name
-                for key in (r.get("name"), r.get("display_title")):
-                    if isinstance(key, str):
-                        by_name.setdefault(key, r)
+            by_title: dict[str, dict[str, Any]] = {}
+            for r in listed:  # newest first: keep the newest run of a title
+                # ``display_title`` is the rendered ``run-name``; ``name`` is the workflow's name
+                if isinstance(r.get("display_title"), str):
+                    by_title.setdefault(r["display_title"], r)
             for run in repo_runs:
-                found = by_id.get(run.run_id or "") or by_name.get(run.run_name)
+                found = by_id.get(run.run_id or "") or by_title.get(run.run_name)
                 states.append(run_state(run.job_id, found))
         if errors and len(errors) == len(by_repo):
             raise errors[0]

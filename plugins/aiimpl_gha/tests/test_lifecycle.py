@@ -75,7 +75,7 @@ def test_dispatched_job_is_linked_and_a_timed_out_run_ends_it(
     job = job_of("ENG-1")
     assert (job.status, job.backend) == ("dispatched", "github-actions")
     run = gh.run_named(f"job-{job.id}")
-    assert run.name == job.run_name and run.inputs["job_id"] == str(job.id)
+    assert run.title == job.run_name and run.inputs["job_id"] == str(job.id)
 
     # queued: the reconciler links the run without calling it running
     reconcile()
