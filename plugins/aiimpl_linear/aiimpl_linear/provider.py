@@ -1,0 +1,330 @@
+"""The ``linear`` ticketing provider: triggered issues, stage labels, comments, done on merge."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any, ClassVar
+
+from aiimpl_core.errors import NotFound, ProviderError, ProviderNotConfigured
+from aiimpl_core.providers import ProviderContext, TicketingProvider
+from aiimpl_core.types import BlockingLink, Comment, Stage, TrackerIssue, TriggeredPage
+
+from .client import LinearClient
+from .config import (
+    AI_LABELS,
+    API_KEY_SECRET,
+    CLOSED_STATE_TYPES,
+    CONFIG_VARS,
+    LABEL_STAGES,
+    PROVIDER_ID,
+    STAGE_LABELS,
+    TRIGGER_LABEL,
+    LinearSettings,
+    authorization_header,
+    validate_ticketing,
+)
+
+#: Colours of the labels we create (Linear requires none, but a visible colour helps people).
+LABEL_COLORS = {
+    TRIGGER_LABEL: "#5e6ad2",
+    "AI-Planning": "#f2c94c",
+    "Plan-Complete": "#26b5ce",
+    "AI-Working": "#f2994a",
+    "Ready for Review": "#4cb782",
+}
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _nodes(connection: Any) -> list[dict[str, Any]]:
+    if isinstance(connection, dict) and isinstance(connection.get("nodes"), list):
+        return [n for n in connection["nodes"] if isinstance(n, dict)]
+    return []
+
+
+def stage_of(labels: Sequence[str]) -> Stage | None:
+    """The lifecycle stage an issue's labels show (the furthest one when several are present)."""
+    found = [LABEL_STAGES[name.casefold()] for name in labels if name.casefold() in LABEL_STAGES]
+    order = list(STAGE_LABELS)
+    return max(found, key=order.index) if found else None
+
+
+class LinearProvider(TicketingProvider):
+    """Linear, through its GraphQL API. Stages are labels; the trigger is the label ``AI-Implement``."""
+
+    id: ClassVar[str] = PROVIDER_ID
+    display_name: ClassVar[str] = "Linear"
+    config_vars = CONFIG_VARS
+    supports_webhooks: ClassVar[bool] = True
+
+    def __init__(self, context: ProviderContext) -> None:
+        super().__init__(context)
+        self._lock = threading.Lock()
+        self._client: LinearClient | None = None
+        self._client_auth: str | None = None
+        # Linear ids never change, so what we learn once is kept for the life of the process.
+        self._issue_refs: dict[str, tuple[str, str]] = {}  # identifier -> (issue id, team id)
+        self._labels: dict[tuple[str, str], str] = {}  # (team id, folded name) -> label id
+        self._done_states: dict[str, str] = {}  # team id -> workflow state id
+
+    # -- connection ---------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> LinearSettings:
+        return LinearSettings.from_config(self.context.config)
+
+    def _authorization(self) -> str | None:
+        settings = self.settings
+        header = authorization_header(settings.api_key, settings.oauth_token)
+        if header:
+            return header
+        try:
+            stored = self.context.secret(API_KEY_SECRET, None)
+        except Exception:  # noqa: BLE001 - an unreadable secret store means "not configured"
+            self.log.warning("could not read the stored secret %s", API_KEY_SECRET)
+            stored = None
+        return authorization_header(stored, None)
+
+    def is_configured(self) -> bool:
+        return self._authorization() is not None
+
+    @property
+    def client(self) -> LinearClient:
+        """The GraphQL client, rebuilt when the credentials change."""
+        auth = self._authorization()
+        if auth is None:
+            raise ProviderNotConfigured(
+                "Linear is not configured: set AIIMPL_LINEAR_API_KEY or AIIMPL_LINEAR_OAUTH_TOKEN, "
+                f"or store the global secret {API_KEY_SECRET}",
+                provider=PROVIDER_ID,
+            )
+        with self._lock:
+            if self._client is None or self._client_auth != auth:
+                settings = self.settings
+                self._client = LinearClient(
+                    settings.api_url, auth, http_factory=self.context.http, timeout=settings.timeout
+                )
+                self._client_auth = auth
+            return self._client
+
+    def validate_mapping(self, mapping: Mapping[str, Any]) -> None:
+        validate_ticketing(mapping)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def iter_triggered(self, teams: Sequence[str]) -> Iterator[TriggeredPage]:
+        # All teams, not only ``teams``: a triggered issue of an unmapped team is shown to the
+        # operator as a ``no-mapping`` blocker instead of being silently ignored.
+        client = self.client
+        after: str | None = None
+        page_size = self.settings.page_size
+        while True:
+            data = client.execute(
+                "TriggeredIssues", {"first": page_size, "after": after, "label": TRIGGER_LABEL}
+            )
+            connection = data.get("issues") or {}
+            issues = tuple(self._issue(node, listed=True) for node in _nodes(connection))
+            info = connection.get("pageInfo") or {}
+            cursor = info.get("endCursor")
+            more = bool(info.get("hasNextPage")) and bool(cursor) and cursor != after
+            yield TriggeredPage(issues, complete=not more)
+            if not more:
+                return
+            after = cursor
+
+    def get_issue(self, key: str) -> TrackerIssue:
+        data = self.client.execute("IssueWithComments", {"id": key})
+        node = data.get("issue")
+        if not isinstance(node, dict):
+            raise NotFound(f"Linear issue {key} not found")
+        return self._issue(node, with_comments=True)
+
+    def _issue(
+        self, node: dict[str, Any], *, with_comments: bool = False, listed: bool = False
+    ) -> TrackerIssue:
+        """A :class:`TrackerIssue` from an issue node. ``listed``: the node comes from the
+        triggered listing, whose filter already guarantees the trigger label (the listing reads
+        only a short page of labels, which might not include it)."""
+        team = node.get("team") or {}
+        identifier = str(node.get("identifier") or "")
+        if node.get("id") and team.get("id"):
+            self._issue_refs[identifier] = (str(node["id"]), str(team["id"]))
+        labels = tuple(str(label.get("name")) for label in _nodes(node.get("labels")) if label.get("name"))
+        folded = {name.casefold() for name in labels}
+        state = node.get("state") or {}
+        blockers = []
+        for relation in _nodes(node.get("inverseRelations")):
+            # an inverse relation of type "blocks" is one where the *other* issue blocks this one
+            other = relation.get("issue") or {}
+            if relation.get("type") != "blocks" or not other.get("identifier"):
+                continue
+            other_state = (other.get("state") or {}).get("type")
+            blockers.append(
+                BlockingLink(
+                    key=str(other["identifier"]),
+                    title=str(other.get("title") or ""),
+                    open=other_state not in CLOSED_STATE_TYPES,
+                )
+            )
+        comments: tuple[Comment, ...] = ()
+        if with_comments:
+            comments = tuple(
+                Comment(
+                    body=str(c.get("body") or ""),
+                    author=(c.get("user") or {}).get("name"),
+                    created_at=_parse_time(c.get("createdAt")),
+                    id=c.get("id"),
+                )
+                for c in sorted(_nodes(node.get("comments")), key=lambda c: str(c.get("createdAt") or ""))
+            )
+        return TrackerIssue(
+            key=identifier,
+            team_key=str(team.get("key") or self.team_of(identifier)),
+            title=str(node.get("title") or ""),
+            provider=PROVIDER_ID,
+            description=str(node.get("description") or ""),
+            url=node.get("url"),
+            state=state.get("name"),
+            labels=labels,
+            stage=stage_of(labels),
+            triggered=(listed or TRIGGER_LABEL.casefold() in folded)
+            and state.get("type") not in CLOSED_STATE_TYPES,
+            blocked_by=tuple(blockers),
+            comments=comments,
+            remote_id=node.get("id"),
+            updated_at=_parse_time(node.get("updatedAt")),
+        )
+
+    def _ref(self, key: str) -> tuple[str, str]:
+        """The issue's id and its team's id (mutations take ids, not identifiers)."""
+        ref = self._issue_refs.get(key)
+        if ref is None:
+            node = self.client.execute("IssueRef", {"id": key}).get("issue")
+            if not isinstance(node, dict) or not node.get("id"):
+                raise NotFound(f"Linear issue {key} not found")
+            ref = (str(node["id"]), str((node.get("team") or {}).get("id") or ""))
+            self._issue_refs[key] = ref
+        return ref
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def post_comment(self, key: str, body: str) -> Comment:
+        issue_id, _team = self._ref(key)
+        data = self.client.execute("CreateComment", {"issueId": issue_id, "body": body})
+        payload = data.get("commentCreate") or {}
+        comment = payload.get("comment") or {}
+        if not payload.get("success") or not comment.get("id"):
+            raise ProviderError(
+                f"Linear CreateComment failed: the comment on {key} was not created", provider=PROVIDER_ID
+            )
+        return Comment(
+            body=str(comment.get("body") or body),
+            author=(comment.get("user") or {}).get("name"),
+            created_at=_parse_time(comment.get("createdAt")),
+            id=str(comment["id"]),
+        )
+
+    def set_stage(self, key: str, stage: Stage) -> None:
+        if stage is Stage.TRIGGERED:
+            raise ProviderError("the orchestrator never sets the trigger itself", provider=PROVIDER_ID)
+        if stage is Stage.DONE:
+            self.mark_done(key)
+            return
+        target = STAGE_LABELS.get(stage)  # failed stages: no label, every AI label goes
+        node = self.client.execute("IssueLabelsOfIssue", {"id": key}).get("issue")
+        if not isinstance(node, dict) or not node.get("id"):
+            raise NotFound(f"Linear issue {key} not found")
+        issue_id = str(node["id"])
+        team_id = str((node.get("team") or {}).get("id") or "")
+        self._issue_refs[key] = (issue_id, team_id)
+        current = {
+            str(label["name"]).casefold(): str(label["id"])
+            for label in _nodes(node.get("labels"))
+            if label.get("name") and label.get("id")
+        }
+        ai = {name.casefold() for name in AI_LABELS}
+        # Only our own labels are touched (added/removed ids, never the full list): a label a
+        # person adds at the same moment survives.
+        removed = [
+            label_id for name, label_id in current.items() if name in ai and name != (target or "").casefold()
+        ]
+        added = []
+        if target is not None and target.casefold() not in current:
+            added.append(self._label_id(team_id, target))
+        if not added and not removed:
+            return  # already there: setting a stage is idempotent and costs one read
+        data = self.client.execute("UpdateIssueLabels", {"id": issue_id, "added": added, "removed": removed})
+        if not (data.get("issueUpdate") or {}).get("success"):
+            raise ProviderError(
+                f"Linear UpdateIssueLabels failed: the labels of {key} were not changed", provider=PROVIDER_ID
+            )
+
+    def _label_id(self, team_id: str, name: str) -> str:
+        """The id of label ``name`` usable in the team (a team label or a workspace label);
+        created in the team on first use, then cached."""
+        cache_key = (team_id, name.casefold())
+        cached = self._labels.get(cache_key)
+        if cached:
+            return cached
+        data = self.client.execute("LabelsByName", {"names": sorted({name, *AI_LABELS})})
+        workspace: dict[str, str] = {}
+        for label in _nodes(data.get("issueLabels")):
+            if label.get("isGroup") or not label.get("id") or not label.get("name"):
+                continue  # a label group cannot be put on an issue
+            owner = (label.get("team") or {}).get("id")
+            folded = str(label["name"]).casefold()
+            if owner == team_id:
+                self._labels[(team_id, folded)] = str(label["id"])
+            elif owner is None:
+                workspace.setdefault(folded, str(label["id"]))
+        for folded, label_id in workspace.items():
+            # a team label of the same name wins over the workspace one
+            self._labels.setdefault((team_id, folded), label_id)
+        cached = self._labels.get(cache_key)
+        if cached:
+            return cached
+        if not team_id:
+            raise ProviderError(
+                f"Linear: cannot create label {name!r}: the issue's team is unknown", provider=PROVIDER_ID
+            )
+        created = self.client.execute(
+            "CreateLabel", {"name": name, "teamId": team_id, "color": LABEL_COLORS.get(name)}
+        )
+        payload = created.get("issueLabelCreate") or {}
+        label = payload.get("issueLabel") or {}
+        if not payload.get("success") or not label.get("id"):
+            raise ProviderError(
+                f"Linear CreateLabel failed: label {name!r} was not created", provider=PROVIDER_ID
+            )
+        self.log.info("created Linear label %r in team %s", name, team_id)
+        self._labels[cache_key] = str(label["id"])
+        return str(label["id"])
+
+    def mark_done(self, key: str) -> None:
+        issue_id, team_id = self._ref(key)
+        state_id = self._done_states.get(team_id)
+        if state_id is None:
+            team = self.client.execute("TeamDoneStates", {"teamId": team_id}).get("team") or {}
+            states = [s for s in _nodes(team.get("states")) if s.get("type") == "completed" and s.get("id")]
+            if not states:
+                raise ProviderError(
+                    f"Linear: team {team.get('key') or team_id} has no completed workflow state",
+                    provider=PROVIDER_ID,
+                )
+            # the first "completed" state by position is the team's usual "Done"
+            state_id = str(min(states, key=lambda s: float(s.get("position") or 0))["id"])
+            self._done_states[team_id] = state_id
+        data = self.client.execute("SetIssueState", {"id": issue_id, "stateId": state_id})
+        if not (data.get("issueUpdate") or {}).get("success"):
+            raise ProviderError(
+                f"Linear SetIssueState failed: {key} was not moved to done", provider=PROVIDER_ID
+            )

@@ -1,0 +1,176 @@
+"""Every GraphQL document the Linear client sends, in one place.
+
+Each document is registered in :data:`DOCUMENTS` under its operation name; the test suite
+validates all of them against Linear's published schema, and the client refuses to send a
+document that is not registered here.
+"""
+
+from __future__ import annotations
+
+DOCUMENTS: dict[str, str] = {}
+
+
+def _document(name: str, text: str) -> str:
+    """Register ``text`` (whose operation is called ``name``) and return it."""
+    if name in DOCUMENTS:
+        raise ValueError(f"GraphQL operation {name} is defined twice")
+    DOCUMENTS[name] = text
+    return text
+
+
+# Linear prices a query by its shape: 0.1 point per scalar, 1 per object, and a connection's
+# nodes multiplied by its ``first`` -- so nested connections in a page of issues multiply by the
+# page size, and a query above 10,000 points is refused. The listing reads a short page of each
+# issue's labels and blocking relations (about 36 points per issue: 250 issues fit); the single
+# issue read takes longer pages.
+LIST_LABELS = 12
+LIST_RELATIONS = 5
+
+
+def _issue_fields(name: str, labels: int, relations: int) -> str:
+    return f"""
+fragment {name} on Issue {{
+  id
+  identifier
+  title
+  description
+  url
+  updatedAt
+  team {{ id key }}
+  state {{ name type }}
+  labels(first: {labels}) {{ nodes {{ name }} }}
+  inverseRelations(first: {relations}) {{
+    nodes {{ type issue {{ identifier title state {{ type }} }} }}
+  }}
+}}
+"""
+
+
+TRIGGERED_ISSUES = _document(
+    "TriggeredIssues",
+    """
+query TriggeredIssues($first: Int!, $after: String, $label: String!) {
+  issues(
+    first: $first
+    after: $after
+    orderBy: createdAt
+    filter: {
+      labels: { some: { name: { eqIgnoreCase: $label } } }
+      state: { type: { nin: ["completed", "canceled"] } }
+    }
+  ) {
+    nodes { ...ListedIssue }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+"""
+    + _issue_fields("ListedIssue", LIST_LABELS, LIST_RELATIONS),
+)
+
+ISSUE_WITH_COMMENTS = _document(
+    "IssueWithComments",
+    """
+query IssueWithComments($id: String!) {
+  issue(id: $id) {
+    ...FullIssue
+    comments(first: 100) { nodes { id body createdAt user { name } } }
+  }
+}
+"""
+    + _issue_fields("FullIssue", 100, 50),
+)
+
+ISSUE_LABELS = _document(
+    "IssueLabelsOfIssue",
+    """
+query IssueLabelsOfIssue($id: String!) {
+  issue(id: $id) {
+    id
+    identifier
+    team { id key }
+    labels(first: 100) { nodes { id name } }
+  }
+}
+""",
+)
+
+ISSUE_REF = _document(
+    "IssueRef",
+    """
+query IssueRef($id: String!) {
+  issue(id: $id) { id identifier team { id key } }
+}
+""",
+)
+
+LABELS_BY_NAME = _document(
+    "LabelsByName",
+    """
+query LabelsByName($names: [String!]!) {
+  issueLabels(first: 100, filter: { name: { in: $names } }) {
+    nodes { id name isGroup team { id } }
+  }
+}
+""",
+)
+
+CREATE_LABEL = _document(
+    "CreateLabel",
+    """
+mutation CreateLabel($name: String!, $teamId: String!, $color: String) {
+  issueLabelCreate(input: { name: $name, teamId: $teamId, color: $color }) {
+    success
+    issueLabel { id name team { id } }
+  }
+}
+""",
+)
+
+UPDATE_LABELS = _document(
+    "UpdateIssueLabels",
+    """
+mutation UpdateIssueLabels($id: String!, $added: [String!], $removed: [String!]) {
+  issueUpdate(id: $id, input: { addedLabelIds: $added, removedLabelIds: $removed }) {
+    success
+    issue { id labels(first: 50) { nodes { id name } } }
+  }
+}
+""",
+)
+
+CREATE_COMMENT = _document(
+    "CreateComment",
+    """
+mutation CreateComment($issueId: String!, $body: String!) {
+  commentCreate(input: { issueId: $issueId, body: $body }) {
+    success
+    comment { id body createdAt user { name } }
+  }
+}
+""",
+)
+
+TEAM_DONE_STATES = _document(
+    "TeamDoneStates",
+    """
+query TeamDoneStates($teamId: String!) {
+  team(id: $teamId) {
+    id
+    key
+    states(first: 50, filter: { type: { eq: "completed" } }) { nodes { id name type position } }
+  }
+}
+""",
+)
+
+SET_STATE = _document(
+    "SetIssueState",
+    """
+mutation SetIssueState($id: String!, $stateId: String!) {
+  issueUpdate(id: $id, input: { stateId: $stateId }) {
+    success
+    issue { id state { id name type } }
+  }
+}
+""",
+)

@@ -1,0 +1,110 @@
+"""``POST /api/linear/webhook``: Linear tells us an issue changed, so a new trigger runs at once.
+
+Linear signs each delivery: the ``Linear-Signature`` header is the hex HMAC-SHA256 of the raw
+body with the webhook's signing secret, and the body's ``webhookTimestamp`` (epoch milliseconds)
+lets us refuse replays older than :data:`~aiimpl_linear.config.WEBHOOK_WINDOW_SECONDS`.
+Issue events whose labels include ``AI-Implement`` run a dispatch cycle for that issue; the
+regular poll remains the safety net for anything a webhook misses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiimpl_core.auth import public_endpoint
+from aiimpl_core.errors import AiimplError
+from flask import Blueprint, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from .config import PROVIDER_ID, TRIGGER_LABEL, WEBHOOK_WINDOW_SECONDS, LinearSettings
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "Linear-Signature"
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The ``Linear-Signature`` value for ``body``."""
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def signature_valid(secret: str, body: bytes, header: str | None) -> bool:
+    if not header:
+        return False
+    return hmac.compare_digest(signature(secret, body), header.strip().lower())
+
+
+def triggered_identifier(payload: dict[str, Any]) -> str | None:
+    """The issue identifier of an Issue event whose labels include the trigger, else ``None``."""
+    if payload.get("type") != "Issue" or payload.get("action") not in ("create", "update"):
+        return None
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        return None
+    labels = data.get("labels")
+    names = (
+        {str(label.get("name", "")).casefold() for label in labels if isinstance(label, dict)}
+        if isinstance(labels, list)
+        else set()
+    )
+    if TRIGGER_LABEL.casefold() not in names:
+        return None
+    identifier = data.get("identifier")
+    return identifier if isinstance(identifier, str) and identifier else None
+
+
+def _run_cycle(identifiers: Sequence[str]) -> Any:
+    # Imported when needed: the engine owns dispatch, and this plugin must load without it.
+    from aiimpl_core.services.dispatch import run_cycle_for_issues
+
+    return run_cycle_for_issues(PROVIDER_ID, list(identifiers))
+
+
+#: What the view calls to dispatch; tests replace it.
+run_cycle: Callable[[Sequence[str]], Any] = _run_cycle
+
+
+def make_blueprint() -> Blueprint:
+    """A fresh blueprint (one per application)."""
+    bp = Blueprint("linear", __name__)
+
+    @bp.post("/api/linear/webhook")
+    @public_endpoint
+    def linear_webhook() -> ResponseReturnValue:
+        """Receive a Linear webhook delivery (signed with the webhook's secret)."""
+        secret = LinearSettings.from_config(current_app.config).webhook_secret
+        if not secret:
+            return jsonify(error="Linear webhook not configured"), 501
+        raw = request.get_data(cache=True)
+        if not signature_valid(secret, raw, request.headers.get(SIGNATURE_HEADER)):
+            return jsonify(error="Invalid signature"), 401
+        try:
+            payload = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return jsonify(error="Invalid JSON payload"), 400
+        if not isinstance(payload, dict):
+            return jsonify(error="Invalid JSON payload"), 400
+        stamp = payload.get("webhookTimestamp")
+        if isinstance(stamp, bool) or not isinstance(stamp, (int, float)):
+            return jsonify(error="Missing webhookTimestamp"), 400
+        if abs(time.time() - stamp / 1000.0) > WEBHOOK_WINDOW_SECONDS:
+            return jsonify(error="Webhook timestamp outside the allowed window"), 401
+        identifier = triggered_identifier(payload)
+        if identifier is None:
+            return jsonify(ok=True, ignored=True), 200
+        try:
+            run_cycle([identifier])
+        except AiimplError as exc:
+            # Linear retries failed deliveries; the next poll picks the issue up anyway, so a
+            # failure here is logged and acknowledged rather than bounced back.
+            log.warning("Linear webhook: dispatch cycle for %s failed: %s", identifier, exc.message)
+            return jsonify(ok=True, issue=identifier, dispatched=False), 200
+        return jsonify(ok=True, issue=identifier, dispatched=True), 200
+
+    return bp

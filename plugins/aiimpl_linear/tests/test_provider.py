@@ -1,0 +1,317 @@
+"""The ``linear`` ticketing provider against the fake Linear server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiimpl_core.errors import NotFound, ProviderConfigError, ProviderError, ProviderNotConfigured
+from aiimpl_core.testing.contract import TicketingProviderContract, make_context
+from aiimpl_core.types import Stage
+
+from aiimpl_linear.provider import LinearProvider
+from aiimpl_linear.testing import FakeLinear
+
+AI = {"AI-Implement", "AI-Planning", "Plan-Complete", "AI-Working", "Ready for Review"}
+
+
+class TestLinearContract(TicketingProviderContract):
+    @pytest.fixture
+    def ticketing_provider(self, provider: LinearProvider) -> LinearProvider:
+        return provider
+
+    @pytest.fixture
+    def contract_issue_key(self, fake: FakeLinear) -> str:
+        return fake.add_issue("ENG", "Contract issue", labels=["AI-Implement", "bug"])["identifier"]
+
+
+# -- listing ------------------------------------------------------------------------------------
+
+
+def test_iter_triggered_reads_everything_in_one_query_per_page(
+    fake: FakeLinear, provider: LinearProvider
+) -> None:
+    fake.add_team("OPS")
+    blocker = fake.add_issue("ENG", "Schema migration", labels=[])
+    done_blocker = fake.add_issue("ENG", "Old work", labels=[], state="Done")
+    issue = fake.add_issue(
+        "ENG", "Fix login", labels=["AI-Implement", "bug", "Plan-Complete"], description="Steps to reproduce"
+    )
+    fake.add_blocker(blocker["identifier"], issue["identifier"])
+    fake.add_blocker(done_blocker["identifier"], issue["identifier"])
+    other = fake.add_issue("OPS", "Rotate keys")  # a team without a mapping is listed too
+    fake.add_issue("ENG", "Not triggered", labels=["bug"])
+    fake.add_issue("ENG", "Already done", state="Done")
+    fake.requests.clear()
+
+    pages = list(provider.iter_triggered(["ENG"]))
+
+    assert len(pages) == 1 and pages[0].complete
+    assert fake.operations() == ["TriggeredIssues"]
+    by_key = {i.key: i for i in pages[0].issues}
+    assert set(by_key) == {issue["identifier"], other["identifier"]}
+    listed = by_key[issue["identifier"]]
+    assert (
+        listed.team_key == "ENG"
+        and listed.title == "Fix login"
+        and listed.description == "Steps to reproduce"
+    )
+    assert listed.provider == "linear" and listed.triggered and listed.state == "Todo"
+    assert listed.url == f"https://linear.app/fake/issue/{issue['identifier']}"
+    assert set(listed.labels) == {"AI-Implement", "bug", "Plan-Complete"}
+    assert listed.stage is Stage.PLAN_COMPLETE
+    assert {(b.key, b.open) for b in listed.blocked_by} == {
+        (blocker["identifier"], True),
+        (done_blocker["identifier"], False),
+    }
+    assert [b.key for b in listed.open_blockers] == [blocker["identifier"]]
+    assert by_key[other["identifier"]].team_key == "OPS"
+
+
+def test_iter_triggered_paginates_600_issues_in_3_calls(fake: FakeLinear) -> None:
+    for n in range(600):
+        fake.add_issue("ENG", f"Issue {n}", labels=["AI-Implement"] if n % 2 == 0 or n < 600 else [])
+    provider = LinearProvider(make_context({**fake.config(), "AIIMPL_LINEAR_PAGE_SIZE": "250"}))
+    fake.requests.clear()
+
+    pages = list(provider.iter_triggered(["ENG"]))
+
+    assert [len(p.issues) for p in pages] == [250, 250, 100]
+    assert [p.complete for p in pages] == [False, False, True]
+    assert fake.operations() == ["TriggeredIssues"] * 3
+    assert [r.variables["after"] is None for r in fake.requests] == [True, False, False]
+    keys = [i.key for p in pages for i in p.issues]
+    assert len(set(keys)) == 600
+    assert max(r.complexity for r in fake.requests) <= 10_000
+
+
+def test_iter_triggered_with_nothing_triggered_yields_one_complete_page(
+    fake: FakeLinear, provider: LinearProvider
+) -> None:
+    fake.add_issue("ENG", "Quiet", labels=["bug"])
+    pages = list(provider.iter_triggered(["ENG"]))
+    assert len(pages) == 1 and pages[0].complete and pages[0].issues == ()
+
+
+def test_trigger_label_is_matched_case_insensitively(fake: FakeLinear, provider: LinearProvider) -> None:
+    issue = fake.add_issue("ENG", "Lowercase", labels=["ai-implement"])
+    keys = [i.key for p in provider.iter_triggered(["ENG"]) for i in p.issues]
+    assert keys == [issue["identifier"]]
+
+
+# -- reading one issue ----------------------------------------------------------------------------
+
+
+def test_get_issue_reads_comments_in_order(fake: FakeLinear, provider: LinearProvider) -> None:
+    key = fake.add_issue("ENG", "With comments")["identifier"]
+    provider.post_comment(key, "first")
+    provider.post_comment(key, "second **bold**")
+    issue = provider.get_issue(key)
+    assert [c.body for c in issue.comments] == ["first", "second **bold**"]
+    assert all(c.id and c.created_at for c in issue.comments)
+    assert issue.remote_id == fake.issue(key)["id"]
+
+
+def test_get_issue_unknown_is_not_found(fake: FakeLinear, provider: LinearProvider) -> None:
+    with pytest.raises(NotFound):
+        provider.get_issue("ENG-999")
+
+
+def test_post_comment_sends_markdown_unchanged(fake: FakeLinear, provider: LinearProvider) -> None:
+    key = fake.add_issue("ENG")["identifier"]
+    body = "⚠️ Implementation failed: `git clone` failed (exit 128)\n\n- one\n- two"
+    comment = provider.post_comment(key, body)
+    assert comment.body == body and comment.id
+    assert fake.comments_of(key) == [body]
+    sent = [r for r in fake.requests if r.operation == "CreateComment"]
+    assert sent[-1].variables == {"issueId": fake.issue(key)["id"], "body": body}
+
+
+# -- stages -------------------------------------------------------------------------------------
+
+
+def test_stage_labels_follow_the_lifecycle_and_keep_other_labels(
+    fake: FakeLinear, provider: LinearProvider
+) -> None:
+    fake.add_label("customer", None)  # a workspace label
+    key = fake.add_issue("ENG", labels=["AI-Implement", "bug", "customer"])["identifier"]
+
+    expected = {
+        Stage.PLANNING: "AI-Planning",
+        Stage.PLAN_COMPLETE: "Plan-Complete",
+        Stage.IMPLEMENTING: "AI-Working",
+        Stage.PR_OPENED: "Ready for Review",
+    }
+    for stage, label in expected.items():
+        provider.set_stage(key, stage)
+        assert set(fake.labels_of(key)) == {"bug", "customer", label}, stage
+        assert provider.get_issue(key).stage is stage
+
+    fake.add_labels(key, "AI-Implement")  # a person approves / re-triggers
+    provider.set_stage(key, Stage.IMPLEMENTATION_FAILED)
+    assert set(fake.labels_of(key)) == {"bug", "customer"}
+    issue = provider.get_issue(key)
+    assert issue.stage is None and not issue.triggered
+
+
+def test_set_stage_changes_only_our_labels_by_id(fake: FakeLinear, provider: LinearProvider) -> None:
+    key = fake.add_issue("ENG", labels=["AI-Implement", "bug"])["identifier"]
+    provider.set_stage(key, Stage.IMPLEMENTING)
+    update = [r for r in fake.requests if r.operation == "UpdateIssueLabels"][-1]
+    # added/removed ids, never the full label list: a label a person adds meanwhile survives
+    assert set(update.variables) == {"id", "added", "removed"}
+    assert update.variables["removed"] == [fake._label_named("AI-Implement", fake.team("ENG")["id"])["id"]]
+
+
+def test_set_stage_twice_sends_no_second_update(fake: FakeLinear, provider: LinearProvider) -> None:
+    key = fake.add_issue("ENG")["identifier"]
+    provider.set_stage(key, Stage.IMPLEMENTING)
+    fake.requests.clear()
+    provider.set_stage(key, Stage.IMPLEMENTING)
+    assert fake.operations() == ["IssueLabelsOfIssue"]
+
+
+def test_missing_labels_are_created_once_in_the_team(fake: FakeLinear, provider: LinearProvider) -> None:
+    first = fake.add_issue("ENG")["identifier"]
+    second = fake.add_issue("ENG")["identifier"]
+    provider.set_stage(first, Stage.IMPLEMENTING)
+    provider.set_stage(second, Stage.IMPLEMENTING)
+    provider.set_stage(first, Stage.PR_OPENED)
+    provider.set_stage(second, Stage.PR_OPENED)
+    assert fake.created_labels == [("AI-Working", "ENG"), ("Ready for Review", "ENG")]
+    assert fake.operations().count("LabelsByName") == 2  # then cached
+    # a fresh provider (another process) finds the labels instead of creating duplicates
+    other = LinearProvider(make_context(fake.config()))
+    third = fake.add_issue("ENG")["identifier"]
+    other.set_stage(third, Stage.IMPLEMENTING)
+    assert len(fake.created_labels) == 2
+    assert fake.labels_of(third) == ["AI-Working"]
+
+
+def test_existing_workspace_label_is_used_not_duplicated(fake: FakeLinear, provider: LinearProvider) -> None:
+    workspace = fake.add_label("AI-Working", None)
+    key = fake.add_issue("ENG")["identifier"]
+    provider.set_stage(key, Stage.IMPLEMENTING)
+    assert fake.created_labels == []
+    assert fake.issue(key)["labelIds"] == [workspace["id"]]
+
+
+def test_label_of_another_team_is_not_used(fake: FakeLinear, provider: LinearProvider) -> None:
+    fake.add_team("OPS")
+    fake.add_label("AI-Working", "OPS")
+    key = fake.add_issue("ENG")["identifier"]
+    provider.set_stage(key, Stage.IMPLEMENTING)
+    assert fake.created_labels == [("AI-Working", "ENG")]
+    assert fake.labels_of(key) == ["AI-Working"]
+
+
+def test_set_stage_unknown_issue_is_not_found(fake: FakeLinear, provider: LinearProvider) -> None:
+    with pytest.raises(NotFound):
+        provider.set_stage("ENG-404", Stage.IMPLEMENTING)
+
+
+def test_set_stage_triggered_is_refused(fake: FakeLinear, provider: LinearProvider) -> None:
+    key = fake.add_issue("ENG")["identifier"]
+    with pytest.raises(ProviderError):
+        provider.set_stage(key, Stage.TRIGGERED)
+
+
+# -- done ---------------------------------------------------------------------------------------
+
+
+def test_mark_done_uses_the_first_completed_state_by_position(
+    fake: FakeLinear, provider: LinearProvider
+) -> None:
+    fake.add_state("ENG", "Released", "completed", 10.0)  # listed first by the fake, but later in the flow
+    key = fake.add_issue("ENG")["identifier"]
+    other = fake.add_issue("ENG")["identifier"]
+    provider.mark_done(key)
+    provider.mark_done(other)
+    assert fake.state_of(key) == "Done" and fake.state_of(other) == "Done"
+    assert fake.operations().count("TeamDoneStates") == 1  # cached per team
+
+
+def test_mark_done_without_completed_state_is_a_clear_error(fake: FakeLinear) -> None:
+    fake.add_team("ODD", states=[("Todo", "unstarted"), ("Closed", "canceled")])
+    provider = LinearProvider(make_context(fake.config()))
+    key = fake.add_issue("ODD")["identifier"]
+    with pytest.raises(ProviderError, match="no completed workflow state"):
+        provider.mark_done(key)
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+def test_api_key_is_sent_bare(fake: FakeLinear, provider: LinearProvider) -> None:
+    fake.add_issue("ENG")
+    list(provider.iter_triggered(["ENG"]))
+    assert fake.requests[-1].authorization == fake.api_key
+
+
+def test_oauth_token_is_sent_as_bearer() -> None:
+    with FakeLinear(oauth_token="oauth-token-1") as fake:
+        fake.add_team("ENG")
+        fake.add_issue("ENG")
+        provider = LinearProvider(
+            make_context({"AIIMPL_LINEAR_API_URL": fake.url, "AIIMPL_LINEAR_OAUTH_TOKEN": "oauth-token-1"})
+        )
+        assert len([i for p in provider.iter_triggered(["ENG"]) for i in p.issues]) == 1
+        assert fake.requests[-1].authorization == "Bearer oauth-token-1"
+        assert fake.validation_errors == []
+
+
+def test_api_key_from_a_stored_secret(fake: FakeLinear) -> None:
+    asked: list[tuple[str, str | None]] = []
+
+    def secret(name: str, scope: str | None = None) -> str | None:
+        asked.append((name, scope))
+        return fake.api_key if name == "LINEAR_API_KEY" else None
+
+    provider = LinearProvider(make_context({"AIIMPL_LINEAR_API_URL": fake.url}, secret=secret))
+    assert provider.is_configured()
+    fake.add_issue("ENG")
+    assert len([i for p in provider.iter_triggered(["ENG"]) for i in p.issues]) == 1
+    assert ("LINEAR_API_KEY", None) in asked
+
+
+def test_not_configured(fake: FakeLinear) -> None:
+    provider = LinearProvider(make_context({"AIIMPL_LINEAR_API_URL": fake.url}))
+    assert provider.is_configured() is False
+    with pytest.raises(ProviderNotConfigured):
+        list(provider.iter_triggered(["ENG"]))
+    assert fake.requests == []
+
+
+def test_wrong_key_is_an_error_naming_the_operation_without_the_key(fake: FakeLinear) -> None:
+    provider = LinearProvider(
+        make_context({**fake.config(), "AIIMPL_LINEAR_API_KEY": "lin_api_wrong_secret"})
+    )
+    with pytest.raises(ProviderError) as err:
+        list(provider.iter_triggered(["ENG"]))
+    assert "TriggeredIssues" in err.value.message and "lin_api_wrong_secret" not in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("ticketing", "message"),
+    [
+        ({"provider": "linear", "teamId": "x"}, "ticketing.teamId is not a Linear setting"),
+        ({"provider": "linear", "jql": "project = ENG"}, "ticketing.jql is not a Linear setting"),
+        ("linear", "ticketing must be an object"),
+    ],
+)
+def test_validate_mapping_names_the_field(provider: LinearProvider, ticketing: Any, message: str) -> None:
+    with pytest.raises(ProviderConfigError, match=message):
+        provider.validate_mapping({"teamKey": "ENG", "ticketing": ticketing})
+
+
+def test_validate_mapping_checks_the_team_key_shape(provider: LinearProvider) -> None:
+    with pytest.raises(ProviderConfigError, match="teamKey must be a Linear team key"):
+        provider.validate_mapping({"teamKey": "ENG-TEAM", "ticketing": {"provider": "linear"}})
+    provider.validate_mapping({"teamKey": "ENG", "ticketing": {"provider": "linear"}})
+    provider.validate_mapping({"teamKey": "ENG-TEAM", "ticketing": {"provider": "jira"}})  # not ours
+
+
+def test_bad_page_size_is_a_config_error(fake: FakeLinear) -> None:
+    provider = LinearProvider(make_context({**fake.config(), "AIIMPL_LINEAR_PAGE_SIZE": "500"}))
+    with pytest.raises(ProviderConfigError, match="AIIMPL_LINEAR_PAGE_SIZE must be between 1 and 250"):
+        list(provider.iter_triggered(["ENG"]))
