@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from ..auth import tokens
+from ..database import serialized
 from ..errors import AiimplError, DispatchError, ProviderError
 from ..extensions import db
 from ..orm import Job
@@ -120,6 +121,9 @@ def build_request(job: Job, mapping: MappingRow, nonce: str, run_tokens: dict[st
         session_env.RESULT_TOKEN.name: run_tokens[tokens.AUD_RESULT],
         session_env.PROGRESS_TOKEN.name: run_tokens[tokens.AUD_PROGRESS],
         session_env.CONTEXT_TOKEN.name: run_tokens[tokens.AUD_PLANNING_CONTEXT],
+        # the session opens the pull request on the same GitHub the orchestrator talks to
+        session_env.GITHUB_API_URL.name: str(current_app.config.get("AIIMPL_GITHUB_API_URL")
+                                             or session_env.GITHUB_API_URL.default),
     }
     if job.pr_number:
         core[session_env.PR_NUMBER.name] = str(job.pr_number)
@@ -155,37 +159,46 @@ def issue_credentials(job: Job) -> tuple[str, dict[str, str]]:
 def launch(job: Job, *, gap_fill: bool = False) -> DispatchResult | None:
     """Start the job's session; commit. Shadow jobs and jobs with no backend start nothing.
 
+    Each database step is its own serialized transaction (``BEGIN IMMEDIATE`` on SQLite): several
+    pollers launch at once, and a SQLite transaction that read before another process wrote
+    cannot write any more. The backend is called outside any transaction.
+
     :raises DispatchError: after ending the job ``failed``, when the backend refused.
     """
     facade = current_app.extensions["aiimpl"]
-    mapping = db.session.get(MappingRow, job.mapping_id) if job.mapping_id else None
-    if mapping is None:
-        end_job(job, Outcome(JobStatus.FAILED, reason="the project mapping was deleted before dispatch"))
-        db.session.commit()
-        return None
-    nonce, run_tokens = issue_credentials(job)
-    if job.shadow:
-        transition(job, JobStatus.DISPATCHED, reason="shadow mode: no runner started")
-        db.session.commit()
-        return None
-    if not job.backend or job.backend not in facade.ids("runner"):
-        end_job(job, Outcome(JobStatus.FAILED, reason=f"no runner backend {job.backend!r} is installed",
-                             log_label=LogLabel.SESSION_FAILED))
-        db.session.commit()
+    with serialized():
+        db.session.refresh(job)
+        mapping = db.session.get(MappingRow, job.mapping_id) if job.mapping_id else None
+        if mapping is None:
+            end_job(job, Outcome(JobStatus.FAILED, reason="the project mapping was deleted before dispatch"))
+            return None
+        nonce, run_tokens = issue_credentials(job)
+        if job.shadow:
+            transition(job, JobStatus.DISPATCHED, reason="shadow mode: no runner started")
+            return None
+        if not job.backend or job.backend not in facade.ids("runner"):
+            end_job(job, Outcome(JobStatus.FAILED, reason=f"no runner backend {job.backend!r} is installed",
+                                 log_label=LogLabel.SESSION_FAILED))
+            missing = True
+        else:
+            missing = False
+            backend = facade.runner(job.backend)
+            request = build_request(job, mapping, nonce, run_tokens)
+        # committed here: the nonce hash is stored before the session can use it
+    if missing:
         raise DispatchError(f"no runner backend {job.backend!r} is installed", status=None)
-    backend = facade.runner(job.backend)
-    request = build_request(job, mapping, nonce, run_tokens)
-    db.session.commit()  # the nonce hash is stored before the session can use it
     try:
         result = backend.dispatch_gap_fill(request) if gap_fill else backend.dispatch(request)
     except AiimplError as exc:
         status = exc.status if isinstance(exc, ProviderError) else None
         detail = exc.detail if isinstance(exc, ProviderError) else None
-        end_job(job, Outcome(JobStatus.FAILED, reason=f"dispatch to {backend.display_name} failed: {exc.message}"))
-        db.session.commit()
+        with serialized():
+            db.session.refresh(job)
+            end_job(job, Outcome(JobStatus.FAILED, reason=f"dispatch to {backend.display_name} failed: {exc.message}"))
         if isinstance(exc, DispatchError):
             raise
         raise DispatchError(exc.message, provider=backend.id, status=status, detail=detail) from exc
-    transition(job, JobStatus.DISPATCHED, run_id=result.run_id, run_url=result.run_url)
-    db.session.commit()
+    with serialized():
+        db.session.refresh(job)
+        transition(job, JobStatus.DISPATCHED, run_id=result.run_id, run_url=result.run_url)
     return result

@@ -1,0 +1,126 @@
+"""The session's settings, read once from the environment the runner backend prepared."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from ..types import Phase
+from . import env as E
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() not in ("0", "false", "no", "off", "")
+
+
+def _int(environ: Mapping[str, str], var: E.EnvVar, minimum: int = 1) -> int:
+    raw = (environ.get(var.name) or var.default or "").strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{var.name} must be an integer, not {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{var.name} must be at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Everything ``aiimpl session run`` needs; :meth:`from_environ` names any missing variable."""
+
+    url: str
+    job_id: str
+    phase: Phase
+    issue_key: str
+    owner: str
+    repo: str
+    base_branch: str
+    branch: str
+    nonce: str
+    result_token: str | None
+    progress_token: str | None
+    context_token: str | None
+    secret_names: tuple[str, ...]
+    lifetime: int
+    github_api_url: str
+    git_base_url: str
+    agent_command: str
+    review_command: str
+    max_turns: int
+    review_max_turns: int
+    review_enabled: bool
+    setup_command: str | None
+    verify_command: str | None
+    workdir: str | None
+    log_url: str | None
+    refresh_margin: float
+    author_name: str
+    author_email: str
+    pr_number: int | None = None
+
+    @property
+    def clone_url(self) -> str:
+        return f"{self.git_base_url.rstrip('/')}/{self.owner}/{self.repo}.git"
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> SessionConfig:
+        def need(var: E.EnvVar) -> str:
+            value = (environ.get(var.name) or "").strip()
+            if not value:
+                raise ConfigError(f"{var.name} is not set ({var.help})")
+            return value
+
+        def opt(var: E.EnvVar) -> str | None:
+            value = (environ.get(var.name) or "").strip()
+            return value or var.default
+
+        phase_raw = need(E.PHASE)
+        try:
+            phase = Phase(phase_raw)
+        except ValueError:
+            raise ConfigError(f"{E.PHASE.name} must be planning, implementation or gap-analysis, "
+                              f"not {phase_raw!r}") from None
+        repository = need(E.REPOSITORY)
+        owner, _, repo = repository.partition("/")
+        if not owner or not repo or "/" in repo:
+            raise ConfigError(f"{E.REPOSITORY.name} must be owner/repo, not {repository!r}")
+        pr_number = None
+        if environ.get(E.PR_NUMBER.name):
+            pr_number = _int(environ, E.PR_NUMBER)
+        api_url = (opt(E.GITHUB_API_URL) or "https://api.github.com").rstrip("/")
+        from .github import web_base
+
+        agent_command = opt(E.AGENT_COMMAND) or ""
+        base_branch = need(E.BASE_BRANCH)
+        return cls(
+            url=need(E.URL).rstrip("/"),
+            job_id=need(E.JOB_ID),
+            phase=phase,
+            issue_key=need(E.ISSUE_KEY),
+            owner=owner,
+            repo=repo,
+            base_branch=base_branch,
+            # planning pushes nothing; gap-analysis works on the PR branch itself
+            branch=(environ.get(E.BRANCH.name) or "").strip() or base_branch,
+            nonce=need(E.NONCE),
+            result_token=opt(E.RESULT_TOKEN),
+            progress_token=opt(E.PROGRESS_TOKEN),
+            context_token=opt(E.CONTEXT_TOKEN),
+            secret_names=tuple(n.strip() for n in (environ.get(E.SECRET_NAMES.name) or "").split(",") if n.strip()),
+            lifetime=_int(environ, E.LIFETIME),
+            github_api_url=api_url,
+            git_base_url=(opt(E.GIT_BASE_URL) or web_base(api_url)).rstrip("/"),
+            agent_command=agent_command,
+            review_command=opt(E.REVIEW_COMMAND) or agent_command,
+            max_turns=_int(environ, E.MAX_TURNS),
+            review_max_turns=_int(environ, E.REVIEW_MAX_TURNS),
+            review_enabled=_bool(opt(E.REVIEW) or "true"),
+            setup_command=opt(E.SETUP_COMMAND),
+            verify_command=opt(E.VERIFY_COMMAND),
+            workdir=opt(E.WORKDIR),
+            log_url=opt(E.LOG_URL),
+            refresh_margin=float(_int(environ, E.TOKEN_REFRESH_SECONDS, minimum=0)),
+            author_name=opt(E.GIT_AUTHOR_NAME) or "AI-Implement",
+            author_email=opt(E.GIT_AUTHOR_EMAIL) or "ai-implement@users.noreply.github.com",
+            pr_number=pr_number,
+        )

@@ -1,0 +1,78 @@
+"""The git credential helper of the session: ``python -m aiimpl_core.session.credential get``.
+
+Git asks it for a password before every network operation. It answers with the newest cached
+repository token that is still valid for a while, and otherwise asks ``/api/token`` for a fresh
+one (GitHub App installation tokens live one hour; a push after a long agent run needs a new
+one). The token reaches git only through this helper's standard output: it is never written
+to ``.git/config``, a remote URL or a log.
+
+Configured per git command through ``GIT_CONFIG_COUNT`` environment variables (see
+:func:`git_environment`), so the clone's configuration never mentions it.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Mapping
+
+from . import env as session_env
+
+USERNAME = "x-access-token"  # what GitHub expects with an installation token
+
+
+def git_environment(base: Mapping[str, str], cache_path: str) -> dict[str, str]:
+    """``base`` plus what makes git use this helper (and only it) without prompting."""
+    out = dict(base)
+    helper = f"!{shlex.quote(sys.executable)} -m aiimpl_core.session.credential"
+    # an empty value first clears helpers from system/global configuration (a stored password
+    # from elsewhere must not win over the job's token)
+    entries = [("credential.helper", ""), ("credential.helper", helper)]
+    count = int(out.get("GIT_CONFIG_COUNT", "0") or 0)
+    for offset, (key, value) in enumerate(entries):
+        out[f"GIT_CONFIG_KEY_{count + offset}"] = key
+        out[f"GIT_CONFIG_VALUE_{count + offset}"] = value
+    out["GIT_CONFIG_COUNT"] = str(count + len(entries))
+    out["GIT_TERMINAL_PROMPT"] = "0"
+    out.pop("GIT_ASKPASS", None)
+    out.pop("SSH_ASKPASS", None)
+    out[session_env.CREDENTIAL_CACHE.name] = cache_path
+    return out
+
+
+def answer(environ: Mapping[str, str]) -> str:
+    """The helper's answer to ``get``: ``username=…`` and ``password=…`` lines."""
+    from .api import Orchestrator, TokenCache
+    from .redact import Redactor
+
+    cache = TokenCache(environ[session_env.CREDENTIAL_CACHE.name])
+    margin = float(environ.get(session_env.TOKEN_REFRESH_SECONDS.name) or session_env.TOKEN_REFRESH_SECONDS.default
+                   or 300)
+    token = cache.current(margin)
+    if token is None:
+        client = Orchestrator(environ[session_env.URL.name], environ[session_env.NONCE.name], {}, Redactor())
+        owner = environ[session_env.REPOSITORY.name].split("/", 1)[0]
+        token = client.repository_token(owner)
+        cache.add(token)  # the session learns it from here (redaction, reuse)
+    return f"username={USERNAME}\npassword={token.token}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    operation = argv[0] if argv else ""
+    # git sends the request on stdin; it must be read even when unused
+    sys.stdin.read()
+    if operation != "get":
+        return 0  # "store" and "erase": the orchestrator owns the tokens
+    if session_env.CREDENTIAL_CACHE.name not in os.environ:
+        return 0
+    try:
+        sys.stdout.write(answer(os.environ))
+    except Exception as exc:  # noqa: BLE001 - git reports the missing credentials itself
+        # only the class name: the message of a failed call could name the URL or worse
+        sys.stderr.write(f"aiimpl credential helper: could not get a repository token ({type(exc).__name__})\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

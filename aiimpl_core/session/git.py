@@ -1,0 +1,79 @@
+"""The git operations of the session, run as child processes with the credential helper.
+
+Git's output is returned to the caller, which redacts it before it goes anywhere.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from . import procs
+
+
+@dataclass
+class GitError(Exception):
+    """A git command failed: its subcommand, exit code and output."""
+
+    command: str
+    code: int
+    output: str
+
+    def __str__(self) -> str:
+        return f"git {self.command} failed (exit {self.code}): {procs.tail(self.output, 1500)}"
+
+
+class Git:
+    """Runs git in one working tree with a fixed environment.
+
+    :param env: the environment of every git command (credential helper, identity).
+    :param deadline: ``time.monotonic()`` after which running commands are stopped.
+    """
+
+    def __init__(self, cwd: str, env: Mapping[str, str], *, deadline: float | None = None,
+                 stop: threading.Event | None = None) -> None:
+        self.cwd = cwd
+        self.env = dict(env)
+        self.deadline = deadline
+        self.stop = stop
+
+    def run(self, *args: str, cwd: str | None = None, check: bool = True, deadline: float | None = None,
+            ignore_stop: bool = False) -> procs.ProcessResult:
+        result = procs.run(["git", *args], cwd=cwd or self.cwd, env=self.env,
+                           deadline=deadline if deadline is not None else self.deadline,
+                           stop=None if ignore_stop else self.stop)
+        if check and not result.ok:
+            code = result.code if result.stopped is None else 124
+            raise GitError(args[0], code, result.output or f"stopped ({result.stopped})")
+        return result
+
+    def clone(self, url: str, branch: str, dest: str) -> None:
+        self.run("clone", "--no-tags", "--branch", branch, "--", url, dest, cwd=".")
+
+    def head(self) -> str:
+        return self.run("rev-parse", "HEAD").stdout.strip()
+
+    def checkout_new(self, branch: str) -> None:
+        self.run("checkout", "-B", branch)
+
+    def has_changes(self) -> bool:
+        return bool(self.run("status", "--porcelain").stdout.strip())
+
+    def commit_all(self, message: str, **kw: object) -> str | None:
+        """Stage everything and commit; ``None`` when there was nothing to commit."""
+        self.run("add", "--all", **kw)  # type: ignore[arg-type]
+        staged = self.run("diff", "--cached", "--quiet", check=False, **kw)  # type: ignore[arg-type]
+        if staged.code == 0:
+            return None
+        self.run("commit", "--no-verify", "-q", "-m", message, **kw)  # type: ignore[arg-type]
+        return self.run("rev-parse", "HEAD", **kw).stdout.strip()  # type: ignore[arg-type]
+
+    def push(self, branch: str, *, force: bool = False, **kw: object) -> None:
+        args = ["push", "--porcelain"]
+        if force:
+            args.append("--force")
+        self.run(*args, "origin", f"HEAD:refs/heads/{branch}", **kw)  # type: ignore[arg-type]
+
+    def diff(self, since: str, limit: int = 60000) -> str:
+        text = self.run("diff", "--stat", "--patch", f"{since}..HEAD").stdout
+        return text if len(text) <= limit else text[:limit] + "\n… (diff truncated)\n"

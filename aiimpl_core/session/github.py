@@ -1,0 +1,74 @@
+"""The session's GitHub REST calls: opening the pull request, and where repositories live."""
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import ProviderError
+from ..http import HttpClient
+
+API_VERSION = "2022-11-28"
+
+
+class PullRequestError(Exception):
+    """GitHub refused the pull request; ``str()`` is the reference's failure wording."""
+
+    def __init__(self, status: int | None, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def __str__(self) -> str:
+        if self.status is None:
+            return f"PR creation failed: {self.message}"
+        return f"PR creation failed with HTTP {self.status}: {self.message}"
+
+
+def web_base(api_url: str) -> str:
+    """``https://api.github.com`` → ``https://github.com``; GitHub Enterprise's
+    ``https://host/api/v3`` → ``https://host``; anything else: its scheme and host."""
+    parts = urlsplit(api_url.rstrip("/"))
+    host = parts.netloc
+    if host == "api.github.com":
+        host = "github.com"
+    return f"{parts.scheme or 'https'}://{host}"
+
+
+def _message(exc: ProviderError) -> str:
+    detail = exc.detail
+    if isinstance(detail, dict):
+        text = str(detail.get("message") or "")
+        extra = []
+        for err in detail.get("errors") or []:
+            if isinstance(err, dict):
+                extra.append(str(err.get("message") or " ".join(
+                    str(err[k]) for k in ("resource", "field", "code") if err.get(k))))
+            else:
+                extra.append(str(err))
+        if extra:
+            text = f"{text} ({'; '.join(extra)})" if text else "; ".join(extra)
+        if text:
+            return text
+    return exc.message.split(": ", 2)[-1]
+
+
+def open_pull_request(api_url: str, token: str, owner: str, repo: str, *, title: str, body: str, head: str,
+                      base: str) -> dict[str, Any]:
+    """``POST /repos/{owner}/{repo}/pulls``; the created pull request.
+
+    :raises PullRequestError: with GitHub's status and message.
+    """
+    client = HttpClient(api_url, provider="github", timeout=30.0, headers={
+        "Accept": "application/vnd.github+json",
+        "Authorization": f"Bearer {token}",
+        "X-GitHub-Api-Version": API_VERSION,
+    })
+    try:
+        resp = client.post(f"/repos/{owner}/{repo}/pulls",
+                           json={"title": title, "head": head, "base": base, "body": body})
+    except ProviderError as exc:
+        raise PullRequestError(exc.status, _message(exc)) from None
+    data = resp.json()
+    if not isinstance(data, dict) or not isinstance(data.get("number"), int):
+        raise PullRequestError(resp.status_code, "GitHub answered without a pull request")
+    return data

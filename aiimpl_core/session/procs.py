@@ -1,0 +1,117 @@
+"""Running child processes under the session's clock and stop signal.
+
+Every command the session starts (git, setup, the agent, verification) runs in its own process
+group with its output captured to a file, and is stopped — SIGTERM to the whole group, then
+SIGKILL after a grace period — when the wall-clock budget runs out or the runner stops the
+session. Nothing here prints: callers decide what (redacted) output goes anywhere.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+#: seconds a stopped process gets to exit after SIGTERM before SIGKILL
+GRACE_SECONDS = 10.0
+
+
+@dataclass
+class ProcessResult:
+    """How a child process ended. ``stopped`` is ``"deadline"`` or ``"signal"`` when we ended it."""
+
+    code: int
+    stdout: str
+    stderr: str
+    stopped: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0 and self.stopped is None
+
+    @property
+    def output(self) -> str:
+        """stdout and stderr together (stderr last: that is where tools put the error)."""
+        return "\n".join(part for part in (self.stdout.rstrip(), self.stderr.rstrip()) if part)
+
+
+def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
+    deadline: float | None = None,
+    stop: threading.Event | None = None,
+    grace: float = GRACE_SECONDS,
+) -> ProcessResult:
+    """Run ``argv`` to completion, or until ``deadline`` (a ``time.monotonic()`` value) or ``stop``.
+
+    A missing executable is reported like a shell would (exit 127), not raised.
+    """
+    started = time.monotonic()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(
+                list(argv), cwd=cwd, env=dict(env) if env is not None else None,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=out, stderr=err, start_new_session=True,
+            )
+        except FileNotFoundError:
+            return ProcessResult(127, "", f"{argv[0]}: command not found", None, 0.0)
+        except PermissionError:
+            return ProcessResult(126, "", f"{argv[0]}: permission denied", None, 0.0)
+        if stdin is not None:
+            assert proc.stdin is not None
+            try:
+                proc.stdin.write(stdin.encode())
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        stopped: str | None = None
+        while True:
+            try:
+                proc.wait(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if stop is not None and stop.is_set():
+                stopped = "signal"
+            elif deadline is not None and time.monotonic() >= deadline:
+                stopped = "deadline"
+            if stopped:
+                _kill_group(proc, grace)
+                break
+        code = proc.returncode if proc.returncode is not None else -9
+        out.seek(0)
+        err.seek(0)
+        return ProcessResult(code, out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace"),
+                             stopped, time.monotonic() - started)
+
+
+def tail(text: str, chars: int = 2000) -> str:
+    """The end of ``text`` (where errors are), at most ``chars`` characters, cut at a line start."""
+    text = text.strip()
+    if len(text) <= chars:
+        return text
+    cut = text[-chars:]
+    newline = cut.find("\n")
+    return "…" + (cut[newline:] if 0 <= newline < chars // 2 else cut)

@@ -1,0 +1,103 @@
+"""The prompts the session gives the agent, built from ``/runner/planning-context``."""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+REVIEW_MARKER = "You are the post-push reviewer"
+
+
+def _issue_block(ctx: dict[str, Any]) -> str:
+    issue = ctx.get("issue") or {}
+    lines = [f"# {issue.get('key', '')}: {issue.get('title', '')}".rstrip(": ")]
+    if issue.get("url"):
+        lines.append(f"Issue: {issue['url']}")
+    lines += ["", "## Description", "", (issue.get("description") or "(no description)").strip()]
+    comments = [c for c in issue.get("comments") or [] if isinstance(c, dict) and (c.get("body") or "").strip()]
+    if comments:
+        lines += ["", "## Comments", ""]
+        for c in comments:
+            who = c.get("author") or "someone"
+            lines += [f"### {who}", "", c["body"].strip(), ""]
+    return "\n".join(lines).rstrip()
+
+
+def implementation(ctx: dict[str, Any], *, branch: str) -> str:
+    parts = [
+        "You are implementing a tracker issue in this repository (the current directory).",
+        "Make the code changes the issue asks for, with tests where the project has them.",
+        "Edit files only; do not commit, push or open pull requests: that is done for you after you finish.",
+        f"Your changes will be pushed to the branch `{branch}` and opened as a pull request.",
+        "",
+        _issue_block(ctx),
+    ]
+    if ctx.get("plan"):
+        parts += ["", "## Approved plan", "", "Follow this plan, which a person approved:", "",
+                  str(ctx["plan"]).strip()]
+    return "\n".join(parts) + "\n"
+
+
+def planning(ctx: dict[str, Any]) -> str:
+    return "\n".join([
+        "You are planning the implementation of a tracker issue in this repository (the current directory).",
+        "Read the code, then write a concise implementation plan: the files to change, the approach, the",
+        "tests to add and the risks. Do not modify any file. Your final answer is the plan itself, in",
+        "Markdown; it is posted on the issue for a person to approve.",
+        "",
+        _issue_block(ctx),
+    ]) + "\n"
+
+
+def gap_analysis(ctx: dict[str, Any], *, pr_number: int | None) -> str:
+    pr = f"pull request #{pr_number}" if pr_number else "the open pull request"
+    return "\n".join([
+        f"This repository is checked out at the branch of {pr}, which implements the tracker issue below.",
+        "Compare what the branch does with what the issue asks for and implement whatever is missing.",
+        "Edit files only; do not commit or push: that is done for you. If nothing is missing, change nothing",
+        "and say so.",
+        "",
+        _issue_block(ctx),
+    ]) + "\n"
+
+
+def review(ctx: dict[str, Any], diff: str, verification: str | None) -> str:
+    parts = [
+        f"{REVIEW_MARKER} of a pull request that implements the tracker issue below.",
+        "Review the diff for correctness, missing pieces of the issue, broken tests, security problems and",
+        "leaked secrets. Do not modify any file.",
+        "Answer with one JSON object on the last line, exactly of this shape:",
+        '{"approved": true, "blockers": []}',
+        'or {"approved": false, "blockers": ["<one line per problem that must be fixed before merging>"]}.',
+        "",
+        _issue_block(ctx),
+        "",
+        "## Diff",
+        "",
+        "```diff",
+        diff.rstrip(),
+        "```",
+    ]
+    if verification is not None:
+        parts += ["", "## Verification script output", "", "```", verification.rstrip(), "```"]
+    return "\n".join(parts) + "\n"
+
+
+def parse_review(text: str) -> tuple[bool, list[str]] | None:
+    """``(approved, blockers)`` from the reviewer's answer, or ``None`` when it gave no verdict."""
+    candidates = re.findall(r"\{[^{}]*\"approved\"[^{}]*\}", text, flags=re.DOTALL)
+    for raw in reversed(candidates):
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and isinstance(value.get("approved"), bool):
+            blockers = value.get("blockers") or []
+            if not isinstance(blockers, list):
+                blockers = [blockers]
+            clean = [str(b).strip() for b in blockers if str(b).strip()]
+            return (value["approved"] and not clean), clean
+    stripped = text.strip().splitlines()
+    if stripped and stripped[-1].strip().upper() in ("APPROVE", "APPROVED"):
+        return True, []
+    return None

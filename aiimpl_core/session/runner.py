@@ -1,0 +1,578 @@
+"""The session pipeline: token, clone, setup, agent, commit, push, PR, verification, review, result.
+
+Each step is reported to the orchestrator (``/runner/progress``) and the lifecycle events become
+the reference's progress comments (``/api/status``). Every failure ends as one
+:class:`Failure` whose ``reason`` is the reference's "Run failure messages" wording; the result,
+the steps, the comments and the session's own log pass through the :class:`Redactor`.
+
+Order at the end: the working tree is removed and ``session_cleaned_up`` is posted *before*
+``/runner/result``, because the result ends the job and a job's nonce (which opens
+``/api/status``) stops working once the job has ended.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from ..errors import ProviderError
+from ..types import LogLabel, Phase
+from . import env as E
+from . import procs, prompts
+from .agent import AgentRun, run_agent
+from .api import Orchestrator, RepoToken, TokenCache
+from .config import SessionConfig
+from .credential import git_environment
+from .git import Git, GitError
+from .github import PullRequestError, open_pull_request, web_base
+from .redact import Redactor
+
+NO_CHANGES = "Nothing to commit: Claude left no file changes in the working tree"
+EXCERPT_CHARS = 4000
+#: seconds kept back from the budget to save the work, report and clean up after a stop
+MAX_RESERVE = 120.0
+
+
+@dataclass
+class Failure(Exception):
+    """How the run failed. ``kind``: ``failed``, ``timed_out`` (the budget ran out) or
+    ``stopped`` (the runner sent SIGTERM)."""
+
+    reason: str
+    label: LogLabel = LogLabel.SESSION_FAILED
+    excerpt: str | None = None
+    kind: str = "failed"
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+@dataclass
+class Usage:
+    """The agent's cost and turns over all its passes."""
+
+    cost_usd: float | None = None
+    turns: int | None = None
+
+    def add(self, run: AgentRun) -> None:
+        if run.cost_usd is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + run.cost_usd
+        if run.turns is not None:
+            self.turns = (self.turns or 0) + run.turns
+
+
+@dataclass
+class State:
+    """What the run has produced so far (read when building the result)."""
+
+    context: dict[str, Any] = field(default_factory=dict)
+    clone_dir: str | None = None
+    start_sha: str | None = None
+    agent_ran: bool = False
+    pushed: bool = False
+    pr_url: str | None = None
+    pr_number: int | None = None
+    step: str = "start"
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def format_duration(seconds: float) -> str:
+    """``3725`` → ``1h 02m 05s``; ``65`` → ``1m 05s``; ``4`` → ``4s``."""
+    total = int(round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+class Session:
+    """One run of the session program.
+
+    :param config: the parsed environment.
+    :param environ: the full environment (secret values are read from it; children inherit it).
+    :param out: where the session's own (redacted) log goes.
+    """
+
+    def __init__(self, config: SessionConfig, environ: Mapping[str, str], *, out: TextIO | None = None) -> None:
+        self.cfg = config
+        self.environ = dict(environ)
+        self.out = out or sys.stderr
+        secrets = [self.environ.get(name, "") for name in config.secret_names]
+        secrets += [config.nonce, config.result_token or "", config.progress_token or "",
+                    config.context_token or ""]
+        self.redactor = Redactor(secrets)
+        self.api = Orchestrator(config.url, config.nonce, {
+            "runner:result": config.result_token,
+            "runner:progress": config.progress_token,
+            "runner:planning-context": config.context_token,
+        }, self.redactor)
+        self.stop = threading.Event()
+        self.started = time.monotonic()
+        reserve = min(MAX_RESERVE, config.lifetime * 0.15)
+        self.deadline = self.started + config.lifetime - reserve
+        self.state_dir = tempfile.mkdtemp(prefix="aiimpl-session-")
+        self.cache = TokenCache(os.path.join(self.state_dir, "tokens.json"))
+        self.usage = Usage()
+        self.state = State()
+        self.own_workdir: str | None = None
+        self.git: Git | None = None
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def log(self, message: str) -> None:
+        print(f"[aiimpl session] {self.redactor.text(message)}", file=self.out, flush=True)
+
+    def _learn_tokens(self) -> None:
+        # the credential helper may have fetched tokens in its own process
+        self.redactor.add(*(t.token for t in self.cache.load()))
+
+    def _excerpt(self, text: str) -> str:
+        return self.redactor.text(procs.tail(text, EXCERPT_CHARS))
+
+    @property
+    def child_env(self) -> dict[str, str]:
+        """The environment of setup, the agent and verification: without the job's credentials."""
+        return {k: v for k, v in self.environ.items() if k not in E.HIDDEN_FROM_AGENT}
+
+    @property
+    def git_env(self) -> dict[str, str]:
+        env = git_environment(self.environ, self.cache.path)
+        env.update(GIT_AUTHOR_NAME=self.cfg.author_name, GIT_AUTHOR_EMAIL=self.cfg.author_email,
+                   GIT_COMMITTER_NAME=self.cfg.author_name, GIT_COMMITTER_EMAIL=self.cfg.author_email)
+        return env
+
+    def repo_token(self) -> RepoToken:
+        """A repository token valid for a while: the cached one, else a fresh one."""
+        self._learn_tokens()
+        token = self.cache.current(self.cfg.refresh_margin)
+        if token is None:
+            token = self.api.repository_token(self.cfg.owner)
+            self.cache.add(token)
+        return token
+
+    def _check_clock(self, during: str) -> None:
+        if self.stop.is_set():
+            raise Failure(f"The session was stopped by its runner (SIGTERM) during {during}", kind="stopped")
+        if time.monotonic() >= self.deadline:
+            raise Failure(f"the wall-clock budget of {self.cfg.lifetime}s ran out during {during}",
+                          kind="timed_out")
+
+    def _stopped(self, result: procs.ProcessResult, during: str) -> None:
+        if result.stopped == "signal":
+            raise Failure(f"The session was stopped by its runner (SIGTERM) during {during}",
+                          excerpt=self._excerpt(result.output), kind="stopped")
+        if result.stopped == "deadline":
+            raise Failure(f"the wall-clock budget of {self.cfg.lifetime}s ran out during {during}",
+                          excerpt=self._excerpt(result.output), kind="timed_out")
+
+    @contextlib.contextmanager
+    def step(self, step_id: str, step_type: str | None = None) -> Iterator[dict[str, Any]]:
+        """Report a step as running, then succeeded or failed, with the detail the body fills."""
+        self.state.step = step_id
+        started_at = _now_iso()
+        record = {"id": step_id, "type": step_type or step_id, "started_at": started_at}
+        self.api.step({**record, "status": "running"})
+        self.log(f"{step_id}: started")
+        detail: dict[str, Any] = {}
+        try:
+            yield detail
+        except Failure as failure:
+            detail["error"] = failure.reason
+            self.api.step({**record, "status": "failed", "finished_at": _now_iso(), "detail": detail})
+            self.log(f"{step_id}: failed: {failure.reason}")
+            raise
+        except Exception as exc:
+            detail["error"] = f"{type(exc).__name__}"
+            self.api.step({**record, "status": "failed", "finished_at": _now_iso(), "detail": detail})
+            raise
+        status = "skipped" if detail.get("skipped") else "succeeded"
+        self.api.step({**record, "status": status, "finished_at": _now_iso(), "detail": detail})
+        self.log(f"{step_id}: {status}")
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_signal(signum: int, frame: object) -> None:  # noqa: ARG001
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    # -- the run ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run every step and report the result; the process exit code (0: success reported)."""
+        self._install_signals()
+        body: dict[str, Any]
+        try:
+            body = self._pipeline()
+        except Failure as failure:
+            body = self._on_failure(failure)
+        except Exception as exc:  # noqa: BLE001 - a bug must still end the job with a clean report
+            reason = f"the session program failed unexpectedly ({type(exc).__name__}: {exc})"
+            body = self._on_failure(Failure(self.redactor.text(reason)))
+        return self._finish(body)
+
+    def _pipeline(self) -> dict[str, Any]:
+        cfg = self.cfg
+        with self.step("token") as detail:
+            try:
+                token = self.api.repository_token(cfg.owner)
+            except ProviderError as exc:
+                raise Failure(f"Could not get a repository token: {exc.message}") from None
+            self.cache.add(token)
+            detail["expiresAt"] = token.expires_at
+        self.api.status("session_created", logUrl=cfg.log_url)
+
+        with self.step("context", "planning-context") as detail:
+            try:
+                self.state.context = self.api.planning_context()
+            except ProviderError as exc:
+                raise Failure(f"Could not fetch the planning context: {exc.message}") from None
+            detail["issueSource"] = self.state.context.get("issueSource")
+        self._clone()
+        self._setup()
+        self.api.status("environment_ready")
+
+        run = self._agent()
+        if cfg.phase is Phase.PLANNING:
+            return self._plan_result(run)
+        if not self._commit():
+            # gap analysis that found nothing missing: the PR stays as it is
+            return self._success_body(comments=["🔎 Gap analysis found nothing missing; the pull request "
+                                                "is unchanged."])
+        self._push()
+        if cfg.phase is Phase.IMPLEMENTATION:
+            self._open_pr()
+        else:
+            self.state.pr_number = cfg.pr_number
+            if cfg.pr_number:
+                self.state.pr_url = f"{web_base(cfg.github_api_url)}/{cfg.owner}/{cfg.repo}/pull/{cfg.pr_number}"
+        verification = self._verify()
+        return self._review(verification)
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _clone(self) -> None:
+        cfg = self.cfg
+        with self.step("clone") as detail:
+            parent = cfg.workdir
+            if not parent:
+                parent = self.own_workdir = tempfile.mkdtemp(prefix="aiimpl-work-")
+            os.makedirs(parent, exist_ok=True)
+            dest = os.path.join(parent, cfg.repo)
+            git = Git(dest, self.git_env, deadline=self.deadline, stop=self.stop)
+            try:
+                git.clone(cfg.clone_url, cfg.base_branch, dest)
+            except GitError as exc:
+                self._learn_tokens()
+                self._check_clock("the clone")
+                raise Failure(self.redactor.text(f"git clone failed (exit {exc.code}): "
+                                                 f"{procs.tail(exc.output, 800)}"),
+                              excerpt=self._excerpt(exc.output)) from None
+            self._learn_tokens()
+            self.git = git
+            self.state.clone_dir = dest
+            self.state.start_sha = git.head()
+            if cfg.phase is not Phase.GAP_ANALYSIS:
+                git.checkout_new(cfg.branch)
+            detail.update(branch=cfg.base_branch, commit=self.state.start_sha)
+
+    def _script(self, name: str, fallback: str | None) -> list[str] | None:
+        assert self.state.clone_dir is not None
+        path = os.path.join(self.state.clone_dir, ".ai-implement", name)
+        if os.path.isfile(path):
+            return ["bash", path]
+        if fallback:
+            return ["bash", "-c", fallback]
+        return None
+
+    def _setup(self) -> None:
+        with self.step("setup") as detail:
+            argv = self._script("setup.sh", self.cfg.setup_command)
+            if argv is None:
+                detail["skipped"] = True
+                return
+            detail["source"] = "repository" if argv[1] != "-c" else "mapping"
+            result = procs.run(argv, cwd=self.state.clone_dir, env=self.child_env, deadline=self.deadline,
+                               stop=self.stop)
+            self._stopped(result, "setup")
+            if result.code != 0:
+                raise Failure(self.redactor.text(f"Setup failed (exit {result.code}): {procs.tail(result.output, 600)}"),
+                              excerpt=self._excerpt(result.output))
+
+    def _agent(self) -> AgentRun:
+        cfg = self.cfg
+        ctx = self.state.context
+        if cfg.phase is Phase.PLANNING:
+            prompt = prompts.planning(ctx)
+        elif cfg.phase is Phase.GAP_ANALYSIS:
+            prompt = prompts.gap_analysis(ctx, pr_number=cfg.pr_number)
+        else:
+            prompt = prompts.implementation(ctx, branch=cfg.branch)
+        with self.step("agent") as detail:
+            self.state.agent_ran = True
+            run = run_agent(cfg.agent_command, prompt, max_turns=cfg.max_turns, cwd=self.state.clone_dir or ".",
+                            env=self.child_env, state_dir=self.state_dir, deadline=self.deadline, stop=self.stop)
+            self.usage.add(run)
+            detail.update(exitCode=run.exit_code, turns=run.turns, costUsd=run.cost_usd,
+                          seconds=round(run.process.seconds, 1))
+            self.log(f"agent output (end):\n{procs.tail(run.process.output, 2000)}")
+            if run.stopped:
+                where = self._save_work("the agent was stopped")
+                kind = "stopped" if run.stopped == "signal" else "timed_out"
+                what = ("The session was stopped by its runner (SIGTERM) while the agent was running"
+                        if kind == "stopped"
+                        else f"the wall-clock budget of {cfg.lifetime}s ran out while the agent was running")
+                raise Failure(self.redactor.text(f"{what}. {where}".strip()),
+                              excerpt=self._excerpt(run.process.output), kind=kind)
+            if run.failed:
+                reason = run.failure_reason()
+                if run.hit_max_turns:
+                    reason = f"{reason}. {self._save_work('the agent reached its turn limit')}".rstrip(". ")
+                raise Failure(self.redactor.text(reason), excerpt=self._excerpt(run.process.output))
+        return run
+
+    def _save_work(self, why: str) -> str:
+        """Commit and push what the agent changed so far (planning keeps nothing); where it is."""
+        if self.cfg.phase is Phase.PLANNING or self.git is None:
+            return ""
+        # the budget is spent: saving the work gets its own short allowance
+        allowance = time.monotonic() + 90.0
+        try:
+            sha = self.git.commit_all(f"{self.cfg.issue_key}: work in progress ({why})", deadline=allowance,
+                                      ignore_stop=True)
+            head = self.git.run("rev-parse", "HEAD", deadline=allowance, ignore_stop=True).stdout.strip()
+            if sha is None and head == self.state.start_sha:
+                return "There were no file changes to save."
+            self.git.push(self.cfg.branch, force=self.cfg.phase is Phase.IMPLEMENTATION, deadline=allowance,
+                          ignore_stop=True)
+            self._learn_tokens()
+            self.state.pushed = True
+            return f"Work so far is on branch `{self.cfg.branch}` (commit {head[:7]})."
+        except GitError as exc:
+            self._learn_tokens()
+            return self.redactor.text(f"Saving the work so far failed: {exc}")
+
+    def _commit(self) -> bool:
+        cfg = self.cfg
+        assert self.git is not None
+        with self.step("commit") as detail:
+            issue = self.state.context.get("issue") or {}
+            title = (issue.get("title") or "").strip()
+            message = f"{cfg.issue_key}: {title}".rstrip(": ") + "\n\n"
+            if issue.get("url"):
+                message += f"{issue['url']}\n\n"
+            message += f"Written by the coding agent of AI-Implement (job {cfg.job_id})."
+            sha = self.git.commit_all(message)
+            head = self.git.head()
+            if sha is None and head == self.state.start_sha:
+                if cfg.phase is Phase.GAP_ANALYSIS:
+                    detail["skipped"] = True
+                    return False
+                raise Failure(NO_CHANGES, label=LogLabel.PR_NOT_FOUND,
+                              excerpt="The agent finished without changing any file in the working tree.")
+            detail["commit"] = head
+            return True
+
+    def _push(self) -> None:
+        assert self.git is not None
+        with self.step("push") as detail:
+            try:
+                self.git.push(self.cfg.branch, force=self.cfg.phase is Phase.IMPLEMENTATION)
+            except GitError as exc:
+                self._learn_tokens()
+                self._check_clock("the push")
+                raise Failure(self.redactor.text(f"git push failed (exit {exc.code}): {procs.tail(exc.output, 800)}"),
+                              excerpt=self._excerpt(exc.output)) from None
+            self._learn_tokens()
+            self.state.pushed = True
+            detail["branch"] = self.cfg.branch
+
+    def _open_pr(self) -> None:
+        cfg = self.cfg
+        issue = self.state.context.get("issue") or {}
+        with self.step("pull-request") as detail:
+            title = f"{cfg.issue_key}: {(issue.get('title') or '').strip()}".rstrip(": ")
+            link = f"[{cfg.issue_key}]({issue['url']})" if issue.get("url") else cfg.issue_key
+            description = (issue.get("description") or "").strip()
+            if len(description) > 4000:
+                description = description[:4000] + "…"
+            body = f"Resolves {link}.\n\n"
+            if description:
+                body += "".join(f"> {line}\n" for line in description.splitlines()) + "\n"
+            body += f"---\nOpened by AI-Implement (job {cfg.job_id}) from branch `{cfg.branch}`."
+            try:
+                token = self.repo_token()
+                pr = open_pull_request(cfg.github_api_url, token.token, cfg.owner, cfg.repo,
+                                       title=self.redactor.text(title), body=self.redactor.text(body),
+                                       head=cfg.branch, base=cfg.base_branch)
+            except PullRequestError as exc:
+                raise Failure(self.redactor.text(str(exc))) from None
+            except ProviderError as exc:
+                raise Failure(f"PR creation failed: could not get a repository token: {exc.message}") from None
+            self.state.pr_number = pr["number"]
+            self.state.pr_url = pr.get("html_url") or ""
+            detail.update(prNumber=self.state.pr_number, prUrl=self.state.pr_url)
+        self.api.status("pr_opened", prNumber=self.state.pr_number, prUrl=self.state.pr_url)
+
+    def _verify(self) -> str | None:
+        """Run the verification script; its (redacted) output, or ``None`` when there is none."""
+        with self.step("verify", "verification") as detail:
+            argv = self._script("verify.sh", self.cfg.verify_command)
+            if argv is None:
+                detail["skipped"] = True
+                return None
+            self.api.status("verification_started")
+            result = procs.run(argv, cwd=self.state.clone_dir, env=self.child_env, deadline=self.deadline,
+                               stop=self.stop)
+            self._stopped(result, "verification")
+            output = self._excerpt(result.output)
+            detail.update(exitCode=result.code, passed=result.code == 0)
+        if result.code == 0:
+            self.api.status("verification_passed")
+        else:
+            tail = procs.tail(output, 500) or "no output"
+            self.api.status("verification_failed", detail=f"exit {result.code}\n```\n{tail}\n```")
+        return f"exit code {result.code}\n{output}"
+
+    def _review(self, verification: str | None) -> dict[str, Any]:
+        cfg = self.cfg
+        assert self.git is not None
+        notes: list[str] = []
+        review: dict[str, Any] | None = None
+        with self.step("review", "post-push-review") as detail:
+            if not cfg.review_enabled:
+                detail["skipped"] = True
+            else:
+                self._check_clock("the post-push review")
+                diff = self.redactor.text(self.git.diff(self.state.start_sha or "HEAD~1"))
+                prompt = prompts.review(self.state.context, diff, verification)
+                run = run_agent(cfg.review_command, prompt, max_turns=cfg.review_max_turns,
+                                cwd=self.state.clone_dir or ".", env=self.child_env, state_dir=self.state_dir,
+                                name="review", deadline=self.deadline, stop=self.stop)
+                self.usage.add(run)
+                self._stopped(run.process, "the post-push review")
+                verdict = None if run.failed else prompts.parse_review(run.text)
+                if verdict is None:
+                    why = run.failure_reason() if run.failed else "its answer had no verdict"
+                    notes.append(self.redactor.text(f"⚠️ The post-push review could not decide ({why}); "
+                                                    "please review the pull request yourself."))
+                    detail["verdict"] = None
+                else:
+                    approved, blockers = verdict
+                    review = {"approved": approved, "blockers": [self.redactor.text(b) for b in blockers]}
+                    detail.update(approved=approved, blockers=len(blockers))
+        body = self._success_body(comments=notes)
+        if review is not None:
+            body["review"] = review
+            if not review["approved"]:
+                count = len(review["blockers"])
+                body["error"] = f"the post-push review flagged {count} blocker{'s' if count != 1 else ''}"
+        return body
+
+    def _plan_result(self, run: AgentRun) -> dict[str, Any]:
+        plan = run.text.strip()
+        if not plan:
+            raise Failure("LLM invocation produced no plan: the agent's answer was empty",
+                          excerpt=self._excerpt(run.process.output))
+        return self._success_body(plan=self.redactor.text(plan))
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def _usage_comment(self) -> str | None:
+        parts = []
+        if self.usage.turns is not None:
+            parts.append(f"{self.usage.turns} turn{'s' if self.usage.turns != 1 else ''}")
+        if self.usage.cost_usd is not None:
+            parts.append(f"${self.usage.cost_usd:.2f}")
+        if not parts:
+            return None
+        return f"🤖 Agent usage: {' · '.join(parts)} (session {format_duration(time.monotonic() - self.started)})."
+
+    def _success_body(self, *, comments: list[str] = (), plan: str | None = None) -> dict[str, Any]:  # type: ignore[assignment]
+        body: dict[str, Any] = {"outcome": "success", "phase": self.cfg.phase.value,
+                                "comments": [{"body": c} for c in comments]}
+        if plan is not None:
+            body["plan"] = plan
+        if self.state.pr_url:
+            body["prUrl"] = self.state.pr_url
+        if self.state.pr_number:
+            body["prNumber"] = self.state.pr_number
+        return body
+
+    def _on_failure(self, failure: Failure) -> dict[str, Any]:
+        self.log(f"failed: {failure.reason}")
+        reason = self.redactor.text(failure.reason)
+        if failure.kind == "timed_out":
+            self.api.status("session_timed_out", reason=reason)
+        else:
+            self.api.status("session_failed", reason=reason)
+        body: dict[str, Any] = {"outcome": "failure", "phase": self.cfg.phase.value, "comments": [],
+                                "error": reason, "logLabel": failure.label.value}
+        if failure.excerpt:
+            body["logExcerpt"] = self.redactor.text(failure.excerpt)
+        if self.state.pr_url:
+            body["prUrl"] = self.state.pr_url
+        if self.state.pr_number:
+            body["prNumber"] = self.state.pr_number
+        return body
+
+    def _cleanup(self) -> None:
+        if self.own_workdir:
+            shutil.rmtree(self.own_workdir, ignore_errors=True)
+        elif self.state.clone_dir:
+            shutil.rmtree(self.state.clone_dir, ignore_errors=True)
+
+    def _finish(self, body: dict[str, Any]) -> int:
+        self._learn_tokens()
+        self._cleanup()
+        duration = time.monotonic() - self.started
+        usage = self._usage_comment()
+        if usage:
+            body["comments"].append({"body": usage})
+        if self.usage.cost_usd is not None:
+            body["costUsd"] = round(self.usage.cost_usd, 6)
+        if self.usage.turns is not None:
+            body["turns"] = self.usage.turns
+        body["durationSeconds"] = round(duration, 3)
+        self.api.status("session_cleaned_up", duration=format_duration(duration))
+        try:
+            answer = self.api.result(body)
+            self.log(f"result reported: {answer.get('status', 'recorded')}")
+            code = 0 if body["outcome"] == "success" else 1
+        except ProviderError as exc:
+            self.log(f"reporting the result failed: {exc.message}")
+            code = 2
+        finally:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        return code
+
+
+def main(environ: Mapping[str, str] | None = None, out: TextIO | None = None) -> int:
+    """Read the environment, run the session, return the exit code."""
+    from ..errors import ConfigError
+
+    environ = dict(os.environ if environ is None else environ)
+    try:
+        config = SessionConfig.from_environ(environ)
+    except ConfigError as exc:
+        print(f"aiimpl session: {exc.message}", file=out or sys.stderr)
+        return 2
+    return Session(config, environ, out=out).run()
