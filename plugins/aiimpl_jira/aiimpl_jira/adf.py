@@ -7,6 +7,7 @@ lists with nesting, bold, italic, strike-through, block quotes, rules). :func:`a
 turns a description or comment back into Markdown for the planning context and the admin UI;
 nodes it does not know are rendered through their children, so no text is lost.
 """
+
 from __future__ import annotations
 
 import re
@@ -69,8 +70,11 @@ def _inline(text: str, marks: Sequence[Node] = ()) -> list[Node]:
         elif match.group("code"):
             # ADF allows the code mark only together with a link mark.
             kept = [m for m in marks if m["type"] == "link"]
-            out.append(_text(match.group("code_text").strip(" ") or match.group("code_text"),
-                             [*kept, {"type": "code"}]))
+            out.append(
+                _text(
+                    match.group("code_text").strip(" ") or match.group("code_text"), [*kept, {"type": "code"}]
+                )
+            )
         elif match.group("link_text") is not None:
             link = {"type": "link", "attrs": {"href": match.group("link_url")}}
             out.extend(_inline(match.group("link_text"), _with_mark(marks, link)))
@@ -103,8 +107,12 @@ def _merge(nodes: Iterable[Node]) -> list[Node]:
         if not node.get("text") and node["type"] == "text":
             continue
         prev = merged[-1] if merged else None
-        if (prev is not None and prev["type"] == "text" and node["type"] == "text"
-                and prev.get("marks") == node.get("marks")):
+        if (
+            prev is not None
+            and prev["type"] == "text"
+            and node["type"] == "text"
+            and prev.get("marks") == node.get("marks")
+        ):
             prev["text"] += node["text"]
         else:
             merged.append(node)
@@ -121,8 +129,13 @@ def _paragraph(lines: Sequence[str]) -> Node:
 
 
 def _starts_block(line: str) -> bool:
-    return bool(_FENCE.match(line) or _HEADING.match(line) or _RULE.match(line) or _QUOTE.match(line)
-                or _ITEM.match(line))
+    return bool(
+        _FENCE.match(line)
+        or _HEADING.match(line)
+        or _RULE.match(line)
+        or _QUOTE.match(line)
+        or _ITEM.match(line)
+    )
 
 
 def _item_indent(line: str) -> int:
@@ -144,8 +157,12 @@ def _blocks(lines: list[str]) -> list[Node]:
             i += 1
             while i < len(lines):
                 close = _FENCE.match(lines[i])
-                if close and close.group("fence")[0] == marker[0] and len(close.group("fence")) >= len(marker) \
-                        and not close.group("lang"):
+                if (
+                    close
+                    and close.group("fence")[0] == marker[0]
+                    and len(close.group("fence")) >= len(marker)
+                    and not close.group("lang")
+                ):
                     i += 1
                     break
                 body.append(lines[i])
@@ -160,8 +177,13 @@ def _blocks(lines: list[str]) -> list[Node]:
             continue
         heading = _HEADING.match(line)
         if heading:
-            out.append({"type": "heading", "attrs": {"level": len(heading.group(1))},
-                        "content": _inline(heading.group(2))})
+            out.append(
+                {
+                    "type": "heading",
+                    "attrs": {"level": len(heading.group(1))},
+                    "content": _inline(heading.group(2)),
+                }
+            )
             i += 1
             continue
         if _RULE.match(line):  # a thematic break wins over a list item ("* * *")
@@ -173,8 +195,11 @@ def _blocks(lines: list[str]) -> list[Node]:
             while i < len(lines) and _QUOTE.match(lines[i]):
                 quoted.append(_QUOTE.match(lines[i]).group(1))  # type: ignore[union-attr]
                 i += 1
-            inner = [n for n in _blocks(quoted) if n["type"] in ("paragraph", "bulletList", "orderedList",
-                                                                  "codeBlock")]
+            inner = [
+                n
+                for n in _blocks(quoted)
+                if n["type"] in ("paragraph", "bulletList", "orderedList", "codeBlock")
+            ]
             out.append({"type": "blockquote", "content": inner or [{"type": "paragraph", "content": []}]})
             continue
         if _ITEM.match(line):
@@ -219,7 +244,9 @@ def _list(lines: list[str], i: int) -> tuple[Node, int]:
                 break
             if _item_indent(nxt) <= indent and not body[-1].strip():
                 break
-            body.append(nxt[min(content_col, _item_indent(nxt)):] if _item_indent(nxt) > indent else nxt.strip())
+            body.append(
+                nxt[min(content_col, _item_indent(nxt)) :] if _item_indent(nxt) > indent else nxt.strip()
+            )
             i += 1
         children = []
         for child in _blocks(body):
@@ -258,7 +285,7 @@ def _marked(text: str, marks: Sequence[Node]) -> str:
     if kinds and text.strip() and text != text.strip():
         # Markdown delimiters must touch the text: keep surrounding spaces outside them
         lead = text[: len(text) - len(text.lstrip())]
-        trail = text[len(text.rstrip()):]
+        trail = text[len(text.rstrip()) :]
         return lead + _marked(text.strip(), marks) + trail
     if "code" in kinds:
         ticks = "``" if "`" in text else "`"
@@ -335,16 +362,19 @@ def _block_md(node: Node) -> str:
     if kind == "table":
         rows = []
         for r, row in enumerate(content):
-            cells = [_blocks_md(c.get("content") or [], sep=" ").replace("|", "\\|").replace("\n", " ")
-                     for c in row.get("content") or []]
+            cells = [
+                _blocks_md(c.get("content") or [], sep=" ").replace("|", "\\|").replace("\n", " ")
+                for c in row.get("content") or []
+            ]
             rows.append("| " + " | ".join(cells) + " |")
             if r == 0:
                 rows.append("|" + "---|" * len(cells))
         return "\n".join(rows)
     if kind in ("mediaSingle", "mediaGroup", "media"):
         return ""
-    if content and all(c.get("type") in ("text", "hardBreak", "mention", "emoji", "inlineCard")
-                       for c in content):
+    if content and all(
+        c.get("type") in ("text", "hardBreak", "mention", "emoji", "inlineCard") for c in content
+    ):
         return _inline_md(content)
     return _blocks_md(content)
 

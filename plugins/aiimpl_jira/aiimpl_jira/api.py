@@ -4,6 +4,7 @@ The configuration views are admin routes (the core's guard requires the admin se
 ``/api/*``); their errors are the reference's "Jira configuration" table. The webhook
 authenticates itself with the shared secret and is marked public.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +17,7 @@ from aiimpl_core.auth import public_endpoint
 from aiimpl_core.errors import AiimplError, ProviderError
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from .config import TRIGGER_STATUS
+from .config import ORDER_BY, TRIGGER_STATUS
 from .provider import JiraProvider
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,12 @@ def validate_jql() -> Any:
     errors = [str(e) for e in entry.get("errors") or ()]
     if errors:
         return _error("; ".join(errors), 400)
-    return jsonify(valid=True, jql=entry.get("query", jql.strip()), warnings=list(entry.get("warnings") or []))
+    if ORDER_BY.search(jql):
+        # valid JQL, but the clause is ANDed into the trigger query, which sorts itself
+        return _error("The JQL clause must not contain ORDER BY", 400)
+    return jsonify(
+        valid=True, jql=entry.get("query", jql.strip()), warnings=list(entry.get("warnings") or [])
+    )
 
 
 def _jira_messages(detail: object) -> str | None:
@@ -250,14 +256,16 @@ def _options(provider: JiraProvider, field_id: str) -> list[dict[str, Any]]:
                 continue
             raise
         for option in values:
-            out.append({
-                "id": str(option.get("id", "")),
-                "value": str(option.get("value", "")),
-                "disabled": bool(option.get("disabled", False)),
-                "contextId": str(context.get("id", "")),
-                "contextName": str(context.get("name", "")),
-                "parentId": option.get("optionId"),
-            })
+            out.append(
+                {
+                    "id": str(option.get("id", "")),
+                    "value": str(option.get("value", "")),
+                    "disabled": bool(option.get("disabled", False)),
+                    "contextId": str(context.get("id", "")),
+                    "contextName": str(context.get("name", "")),
+                    "parentId": option.get("optionId"),
+                }
+            )
     return out
 
 
@@ -273,7 +281,7 @@ def _secret_matches(secret: str, raw_body: bytes) -> bool:
     signature = request.headers.get("X-Hub-Signature", "")
     if signature.startswith("sha256="):
         digest = hmac.new(expected, raw_body, hashlib.sha256).hexdigest()
-        return hmac.compare_digest(signature[len("sha256="):].encode(), digest.encode())
+        return hmac.compare_digest(signature[len("sha256=") :].encode(), digest.encode())
     return False
 
 

@@ -5,6 +5,7 @@ backoff on 429/5xx honouring ``Retry-After``, remote errors raised as
 :class:`~aiimpl_core.errors.ProviderError`). Only the operations the plugin needs are here, each
 shaped as Jira's OpenAPI description says.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
@@ -20,8 +21,15 @@ from .config import JiraSettings
 API = "/rest/api/3"
 
 #: The issue fields the orchestrator reads: enough to dispatch without a call per issue.
-ISSUE_FIELDS: tuple[str, ...] = ("summary", "description", "status", "project", "labels", "issuelinks",
-                                 "updated")
+ISSUE_FIELDS: tuple[str, ...] = (
+    "summary",
+    "description",
+    "status",
+    "project",
+    "labels",
+    "issuelinks",
+    "updated",
+)
 
 
 def _key(issue_key: str) -> str:
@@ -47,8 +55,14 @@ class JiraClient:
 
     # -- search -------------------------------------------------------------------------------
 
-    def search_page(self, jql: str, *, fields: Sequence[str] = ISSUE_FIELDS, max_results: int = 50,
-                    next_page_token: str | None = None) -> dict[str, Any]:
+    def search_page(
+        self,
+        jql: str,
+        *,
+        fields: Sequence[str] = ISSUE_FIELDS,
+        max_results: int = 50,
+        next_page_token: str | None = None,
+    ) -> dict[str, Any]:
         """One page of ``POST /rest/api/3/search/jql`` (the current, token-paginated search)."""
         body: dict[str, Any] = {"jql": jql, "fields": list(fields), "maxResults": max_results}
         if next_page_token:
@@ -56,8 +70,9 @@ class JiraClient:
         # A search changes nothing, so repeating it after a 5xx is safe.
         return self.http.post(f"{API}/search/jql", json=body, retry_unsafe=True).json()
 
-    def search(self, jql: str, *, fields: Sequence[str] = ISSUE_FIELDS,
-               max_results: int = 50) -> Iterator[dict[str, Any]]:
+    def search(
+        self, jql: str, *, fields: Sequence[str] = ISSUE_FIELDS, max_results: int = 50
+    ) -> Iterator[dict[str, Any]]:
         """Every page of a search, one request each; stops on ``isLast`` or a missing token."""
         token: str | None = None
         while True:
@@ -69,8 +84,9 @@ class JiraClient:
 
     # -- issues -------------------------------------------------------------------------------
 
-    def get_issue(self, key: str, *, fields: Sequence[str] = ISSUE_FIELDS,
-                  expand: str | None = None) -> dict[str, Any]:
+    def get_issue(
+        self, key: str, *, fields: Sequence[str] = ISSUE_FIELDS, expand: str | None = None
+    ) -> dict[str, Any]:
         params: dict[str, Any] = {"fields": ",".join(fields)}
         if expand:
             params["expand"] = expand
@@ -86,8 +102,10 @@ class JiraClient:
         out: list[dict[str, Any]] = []
         start = 0
         while True:
-            page = self.http.get(f"{API}/issue/{_key(key)}/comment",
-                                 params={"startAt": start, "maxResults": page_size, "orderBy": "created"}).json()
+            page = self.http.get(
+                f"{API}/issue/{_key(key)}/comment",
+                params={"startAt": start, "maxResults": page_size, "orderBy": "created"},
+            ).json()
             batch = page.get("comments") or []
             out.extend(batch)
             start += len(batch)
@@ -95,23 +113,31 @@ class JiraClient:
                 return out
 
     def add_comment(self, key: str, adf_body: dict[str, Any]) -> dict[str, Any]:
-        return self.http.post(f"{API}/issue/{_key(key)}/comment", json={"body": adf_body},
-                              expected=(201,)).json()
+        return self.http.post(
+            f"{API}/issue/{_key(key)}/comment", json={"body": adf_body}, expected=(201,)
+        ).json()
 
     def transitions(self, key: str) -> list[dict[str, Any]]:
         data = self.http.get(f"{API}/issue/{_key(key)}/transitions").json()
         return list(data.get("transitions") or [])
 
     def transition(self, key: str, transition_id: str) -> None:
-        self.http.post(f"{API}/issue/{_key(key)}/transitions", json={"transition": {"id": transition_id}},
-                       expected=(204,))
+        self.http.post(
+            f"{API}/issue/{_key(key)}/transitions",
+            json={"transition": {"id": transition_id}},
+            expected=(204,),
+        )
 
     # -- configuration endpoints ----------------------------------------------------------------
 
     def parse_jql(self, queries: Sequence[str]) -> list[dict[str, Any]]:
         """``POST /rest/api/3/jql/parse?validation=strict``: one parsed entry (with ``errors``) per query."""
-        resp = self.http.post(f"{API}/jql/parse", params={"validation": "strict"},
-                              json={"queries": list(queries)}, retry_unsafe=True)
+        resp = self.http.post(
+            f"{API}/jql/parse",
+            params={"validation": "strict"},
+            json={"queries": list(queries)},
+            retry_unsafe=True,
+        )
         return list(resp.json().get("queries") or [])
 
     def fields(self) -> list[dict[str, Any]]:
@@ -121,8 +147,10 @@ class JiraClient:
         return self._paged(f"{API}/field/{quote(field_id, safe='')}/context", page_size=50)
 
     def context_options(self, field_id: str, context_id: str) -> list[dict[str, Any]]:
-        return self._paged(f"{API}/field/{quote(field_id, safe='')}/context/{quote(str(context_id), safe='')}"
-                           "/option", page_size=100)
+        return self._paged(
+            f"{API}/field/{quote(field_id, safe='')}/context/{quote(str(context_id), safe='')}/option",
+            page_size=100,
+        )
 
     def _paged(self, path: str, *, page_size: int) -> list[dict[str, Any]]:
         """Every ``values`` of a ``PageBean`` listing (``startAt``/``isLast`` pagination)."""

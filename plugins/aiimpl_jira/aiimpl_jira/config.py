@@ -5,6 +5,7 @@ The connection comes from ``AIIMPL_JIRA_*`` variables, declared here as
 environment. A mapping's ``ticketing`` object (``{"provider": "jira", "jql": "..."}``) is
 checked by :class:`TicketingSettingsSchema`; every message names the field.
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,13 +22,21 @@ CONFIG_VARS: tuple[ConfigVar, ...] = (
     ConfigVar("AIIMPL_JIRA_URL", "Jira Cloud site URL, e.g. https://acme.atlassian.net"),
     ConfigVar("AIIMPL_JIRA_EMAIL", "Account email for basic authentication (with AIIMPL_JIRA_API_TOKEN)"),
     ConfigVar("AIIMPL_JIRA_API_TOKEN", "API token of that account (basic authentication)", sensitive=True),
-    ConfigVar("AIIMPL_JIRA_BEARER_TOKEN", "OAuth 2.0 or personal access token, instead of email + API token",
-              sensitive=True),
-    ConfigVar("AIIMPL_JIRA_WEBHOOK_SECRET", "Shared secret of POST /api/jira/webhook "
-              "(query parameter `secret`, header X-Aiimpl-Webhook-Secret, or X-Hub-Signature HMAC)",
-              sensitive=True),
-    ConfigVar("AIIMPL_JIRA_PROJECTS", "Comma-separated project keys; when set, only these of the mapped "
-              "projects are searched"),
+    ConfigVar(
+        "AIIMPL_JIRA_BEARER_TOKEN",
+        "OAuth 2.0 or personal access token, instead of email + API token",
+        sensitive=True,
+    ),
+    ConfigVar(
+        "AIIMPL_JIRA_WEBHOOK_SECRET",
+        "Shared secret of POST /api/jira/webhook "
+        "(query parameter `secret`, header X-Aiimpl-Webhook-Secret, or X-Hub-Signature HMAC)",
+        sensitive=True,
+    ),
+    ConfigVar(
+        "AIIMPL_JIRA_PROJECTS",
+        "Comma-separated project keys; when set, only these of the mapped projects are searched",
+    ),
 )
 
 #: The trigger: a person moves the issue to this status.
@@ -105,7 +114,7 @@ class JiraSettings:
         return f"JiraSettings(url={self.url!r}, projects={self.projects!r}, configured={self.configured})"
 
 
-_ORDER_BY = re.compile(r"\border\s+by\b", re.IGNORECASE)
+ORDER_BY = re.compile(r"\border\s+by\b", re.IGNORECASE)
 
 
 class TicketingSettingsSchema(Schema):
@@ -130,7 +139,7 @@ class TicketingSettingsSchema(Schema):
     def _jql(self, value: str | None, **_: Any) -> None:
         if value is None:
             return
-        if _ORDER_BY.search(value):
+        if ORDER_BY.search(value):
             raise ValidationError("must be a filter clause without ORDER BY")
         if value.count('"') % 2 or value.count("(") != value.count(")"):
             raise ValidationError("has unbalanced quotes or parentheses")

@@ -1,4 +1,5 @@
 """Hook implementations of aiimpl-jira: the ``jira`` ticketing provider and the ``/api/jira`` blueprint."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

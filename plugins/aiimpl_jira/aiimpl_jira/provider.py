@@ -5,6 +5,7 @@ lifecycle" table). Stages are set by finding the workflow transition whose targe
 the stage's name, so the workflow must offer it: when it does not, the error names the gap.
 Comments go out as Atlassian Document Format rendered from our Markdown.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
@@ -87,17 +88,21 @@ def blocking_links(fields: Mapping[str, Any]) -> tuple[BlockingLink, ...]:
         if not isinstance(link, Mapping):
             continue
         link_type = link.get("type") or {}
-        is_blocks = str(link_type.get("name", "")).casefold() == "blocks" or \
-            str(link_type.get("inward", "")).casefold() == "is blocked by"
+        is_blocks = (
+            str(link_type.get("name", "")).casefold() == "blocks"
+            or str(link_type.get("inward", "")).casefold() == "is blocked by"
+        )
         other = link.get("inwardIssue")
         if not is_blocks or not isinstance(other, Mapping) or not other.get("key"):
             continue
         other_fields = other.get("fields") or {}
-        out.append(BlockingLink(
-            key=str(other["key"]),
-            title=str(other_fields.get("summary") or ""),
-            open=_category(_status(other_fields)) != DONE_CATEGORY,
-        ))
+        out.append(
+            BlockingLink(
+                key=str(other["key"]),
+                title=str(other_fields.get("summary") or ""),
+                open=_category(_status(other_fields)) != DONE_CATEGORY,
+            )
+        )
     return tuple(out)
 
 
@@ -164,11 +169,33 @@ class JiraProvider(TicketingProvider):
         if not projects:
             yield TriggeredPage((), complete=True)
             return
-        jql = trigger_jql(projects, self._mapping_clauses())
-        for page in self.client.search(jql, fields=ISSUE_FIELDS, max_results=self.page_size):
+        clauses = {p: c for p, c in self._mapping_clauses().items() if p in projects}
+        jql = trigger_jql(projects, clauses)
+        pages = self.client.search(jql, fields=ISSUE_FIELDS, max_results=self.page_size)
+        while True:
+            try:
+                page = next(pages)
+            except StopIteration:
+                return
+            except ProviderError as exc:
+                if exc.status == 400 and clauses:
+                    self._raise_for_bad_clause(clauses, exc)
+                raise
             issues = tuple(self.to_issue(raw) for raw in page.get("issues") or ())
             last = bool(page.get("isLast", not page.get("nextPageToken"))) or not page.get("nextPageToken")
             yield TriggeredPage(issues, complete=last)
+
+    def _raise_for_bad_clause(self, clauses: Mapping[str, str], exc: ProviderError) -> None:
+        """Name the mapping whose ``ticketing.jql`` made Jira refuse the whole search."""
+        parsed = self.client.parse_jql(list(clauses.values()))
+        for (project, _clause), entry in zip(clauses.items(), parsed, strict=False):
+            errors = [str(e) for e in entry.get("errors") or ()]
+            if errors:
+                raise ProviderError(
+                    f"the JQL clause of mapping {project} (ticketing.jql) is invalid: {'; '.join(errors)}",
+                    provider=self.id,
+                    status=400,
+                ) from exc
 
     def to_issue(self, raw: Mapping[str, Any], comments: Sequence[Mapping[str, Any]] = ()) -> TrackerIssue:
         """A :class:`TrackerIssue` from an ``IssueBean``."""
@@ -217,8 +244,11 @@ class JiraProvider(TicketingProvider):
 
     def post_comment(self, key: str, body: str) -> Comment:
         created = self.client.add_comment(key, markdown_to_adf(body))
-        return Comment(body=body, id=str(created.get("id")) if created.get("id") else None,
-                       created_at=_parse_time(created.get("created")))
+        return Comment(
+            body=body,
+            id=str(created.get("id")) if created.get("id") else None,
+            created_at=_parse_time(created.get("created")),
+        )
 
     def _status_and_transitions(self, key: str) -> tuple[Mapping[str, Any], list[Mapping[str, Any]]]:
         # One call: the issue's status plus the transitions available from it.
@@ -226,7 +256,7 @@ class JiraProvider(TicketingProvider):
         transitions = raw.get("transitions")
         if transitions is None:
             transitions = self.client.transitions(key)
-        return _status((raw.get("fields") or {})), [t for t in transitions if isinstance(t, Mapping)]
+        return _status(raw.get("fields") or {}), [t for t in transitions if isinstance(t, Mapping)]
 
     def move_to_status(self, key: str, target: str) -> bool:
         """Transition ``key`` to the status named ``target``; return false when it is there already.
@@ -239,11 +269,14 @@ class JiraProvider(TicketingProvider):
             return False
         for transition in transitions:
             to = transition.get("to") or {}
-            if str(to.get("name", "")).casefold() == target.casefold() and transition.get("isAvailable", True):
+            if str(to.get("name", "")).casefold() == target.casefold() and transition.get(
+                "isAvailable", True
+            ):
                 self.client.transition(key, str(transition["id"]))
                 return True
-        raise ProviderError(f"no transition from '{current}' to '{target}' in the workflow of {key}",
-                            provider=self.id)
+        raise ProviderError(
+            f"no transition from '{current}' to '{target}' in the workflow of {key}", provider=self.id
+        )
 
     def set_stage(self, key: str, stage: Stage) -> None:
         if stage is Stage.DONE:
@@ -255,11 +288,16 @@ class JiraProvider(TicketingProvider):
         status, transitions = self._status_and_transitions(key)
         if _category(status) == DONE_CATEGORY:
             return
-        candidates = [t for t in transitions
-                      if _category(t.get("to") or {}) == DONE_CATEGORY and t.get("isAvailable", True)]
+        candidates = [
+            t
+            for t in transitions
+            if _category(t.get("to") or {}) == DONE_CATEGORY and t.get("isAvailable", True)
+        ]
         if not candidates:
-            raise ProviderError(f"no transition from '{status.get('name', '')}' to a done status in the "
-                                f"workflow of {key}", provider=self.id)
+            raise ProviderError(
+                f"no transition from '{status.get('name', '')}' to a done status in the workflow of {key}",
+                provider=self.id,
+            )
         # Prefer a status literally called "Done" when the workflow has several finished states.
         candidates.sort(key=lambda t: str((t.get("to") or {}).get("name", "")).casefold() != "done")
         self.client.transition(key, str(candidates[0]["id"]))

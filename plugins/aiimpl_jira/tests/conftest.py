@@ -1,4 +1,5 @@
 """Fixtures of the aiimpl-jira tests: a fake Jira site per test, checked against Jira's description."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

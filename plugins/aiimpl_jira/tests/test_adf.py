@@ -1,4 +1,5 @@
 """Markdown → ADF rendering of our comments, and ADF → Markdown of descriptions."""
+
 from __future__ import annotations
 
 import json
@@ -27,22 +28,43 @@ def _t(text: str, *marks: dict) -> dict:
 
 def test_paragraphs_and_inline_marks() -> None:
     doc = markdown_to_adf("Hello **bold** and *em* and _also em_ and ~~gone~~ and `x = 1`.\n\nSecond")
-    assert doc == {"type": "doc", "version": 1, "content": [
-        _para(_t("Hello "), _t("bold", {"type": "strong"}), _t(" and "), _t("em", {"type": "em"}), _t(" and "),
-              _t("also em", {"type": "em"}), _t(" and "), _t("gone", {"type": "strike"}), _t(" and "),
-              _t("x = 1", {"type": "code"}), _t(".")),
-        _para(_t("Second")),
-    ]}
+    assert doc == {
+        "type": "doc",
+        "version": 1,
+        "content": [
+            _para(
+                _t("Hello "),
+                _t("bold", {"type": "strong"}),
+                _t(" and "),
+                _t("em", {"type": "em"}),
+                _t(" and "),
+                _t("also em", {"type": "em"}),
+                _t(" and "),
+                _t("gone", {"type": "strike"}),
+                _t(" and "),
+                _t("x = 1", {"type": "code"}),
+                _t("."),
+            ),
+            _para(_t("Second")),
+        ],
+    }
 
 
 def test_links_bare_urls_and_code_inside_links() -> None:
     doc = markdown_to_adf("See [the **PR**](https://x.test/pr/1), <https://x.test/a> or https://x.test/b.")
     link1 = {"type": "link", "attrs": {"href": "https://x.test/pr/1"}}
-    assert doc["content"] == [_para(
-        _t("See "), _t("the ", link1), _t("PR", link1, {"type": "strong"}), _t(", "),
-        _t("https://x.test/a", {"type": "link", "attrs": {"href": "https://x.test/a"}}), _t(" or "),
-        _t("https://x.test/b", {"type": "link", "attrs": {"href": "https://x.test/b"}}), _t("."),
-    )]
+    assert doc["content"] == [
+        _para(
+            _t("See "),
+            _t("the ", link1),
+            _t("PR", link1, {"type": "strong"}),
+            _t(", "),
+            _t("https://x.test/a", {"type": "link", "attrs": {"href": "https://x.test/a"}}),
+            _t(" or "),
+            _t("https://x.test/b", {"type": "link", "attrs": {"href": "https://x.test/b"}}),
+            _t("."),
+        )
+    ]
 
 
 def test_code_mark_drops_other_marks() -> None:
@@ -58,20 +80,39 @@ def test_snake_case_words_are_not_emphasis() -> None:
 
 def test_code_block_with_language_and_longer_fence() -> None:
     doc = markdown_to_adf("````text\nline ``` inside\n````")
-    assert doc["content"] == [{"type": "codeBlock", "attrs": {"language": "text"},
-                               "content": [{"type": "text", "text": "line ``` inside"}]}]
+    assert doc["content"] == [
+        {
+            "type": "codeBlock",
+            "attrs": {"language": "text"},
+            "content": [{"type": "text", "text": "line ``` inside"}],
+        }
+    ]
 
 
 def test_nested_lists_and_ordered_start() -> None:
     doc = markdown_to_adf("3. three\n   - sub a\n   - sub b\n4. four")
-    assert doc["content"] == [{
-        "type": "orderedList", "attrs": {"order": 3}, "content": [
-            {"type": "listItem", "content": [_para(_t("three")), {"type": "bulletList", "content": [
-                {"type": "listItem", "content": [_para(_t("sub a"))]},
-                {"type": "listItem", "content": [_para(_t("sub b"))]},
-            ]}]},
-            {"type": "listItem", "content": [_para(_t("four"))]},
-        ]}]
+    assert doc["content"] == [
+        {
+            "type": "orderedList",
+            "attrs": {"order": 3},
+            "content": [
+                {
+                    "type": "listItem",
+                    "content": [
+                        _para(_t("three")),
+                        {
+                            "type": "bulletList",
+                            "content": [
+                                {"type": "listItem", "content": [_para(_t("sub a"))]},
+                                {"type": "listItem", "content": [_para(_t("sub b"))]},
+                            ],
+                        },
+                    ],
+                },
+                {"type": "listItem", "content": [_para(_t("four"))]},
+            ],
+        }
+    ]
 
 
 def test_headings_quotes_rules_and_line_breaks() -> None:
@@ -91,13 +132,27 @@ def test_empty_markdown_is_an_empty_document() -> None:
 _AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 REFERENCE_COMMENTS = [
-    *(comments.progress(event, {"prNumber": 42, "prUrl": "https://github.com/acme/api/pull/42",
-                                "detail": "3 tests failed", "duration": "12m", "reason": "exit 1"},
-                        _AT, "https://fly.test/logs/m1") for event in comments.PROGRESS_EVENTS),
+    *(
+        comments.progress(
+            event,
+            {
+                "prNumber": 42,
+                "prUrl": "https://github.com/acme/api/pull/42",
+                "detail": "3 tests failed",
+                "duration": "12m",
+                "reason": "exit 1",
+            },
+            _AT,
+            "https://fly.test/logs/m1",
+        )
+        for event in comments.PROGRESS_EVENTS
+    ),
     comments.failure(Phase.PLANNING, "LLM invocation failed with exit code 1 … Reached max turns (50)"),
     comments.failure(Phase.IMPLEMENTATION, "PR creation failed with HTTP 422: A pull request already exists"),
     comments.pr_link(42, "https://github.com/acme/api/pull/42"),
-    comments.log_excerpt(LogLabel.SESSION_FAILED, "Traceback (most recent call last):\n  ```boom```\nError: *x*"),
+    comments.log_excerpt(
+        LogLabel.SESSION_FAILED, "Traceback (most recent call last):\n  ```boom```\nError: *x*"
+    ),
     comments.plan_ready("## Plan\n\n1. Add `export()`\n2. Test it\n   - unit\n   - api", "Move to `Ready`."),
     comments.merged(42, "abcdef1234567"),
 ]
@@ -147,7 +202,8 @@ def test_description_from_the_official_example_reads_as_markdown(aiimpl_specs_di
     with open(os.path.join(aiimpl_specs_dir, "jira", "swagger-v3.v3.json"), encoding="utf-8") as fh:
         spec = json.load(fh)
     example = spec["paths"]["/rest/api/3/issue/{issueIdOrKey}"]["get"]["responses"]["200"]["content"][
-        "application/json"]["example"]
+        "application/json"
+    ]["example"]
     issue = json.loads(example) if isinstance(example, str) else example
     description = issue["fields"]["description"]
     assert adf_violations(description) == []
@@ -156,19 +212,46 @@ def test_description_from_the_official_example_reads_as_markdown(aiimpl_specs_di
 
 
 def test_adf_to_markdown_of_rich_nodes() -> None:
-    doc = {"type": "doc", "version": 1, "content": [
-        {"type": "paragraph", "content": [
-            {"type": "mention", "attrs": {"id": "abc", "text": "@Mia"}}, {"type": "text", "text": " see "},
-            {"type": "inlineCard", "attrs": {"url": "https://x.test/c"}}, {"type": "text", "text": " "},
-            {"type": "emoji", "attrs": {"shortName": ":smile:", "text": "😄"}}]},
-        {"type": "panel", "attrs": {"panelType": "info"}, "content": [_para(_t("inside a panel"))]},
-        {"type": "table", "content": [
-            {"type": "tableRow", "content": [{"type": "tableHeader", "content": [_para(_t("A"))]},
-                                             {"type": "tableHeader", "content": [_para(_t("B"))]}]},
-            {"type": "tableRow", "content": [{"type": "tableCell", "content": [_para(_t("1"))]},
-                                             {"type": "tableCell", "content": [_para(_t("2"))]}]}]},
-    ]}
-    assert adf_to_markdown(doc) == "@Mia see https://x.test/c 😄\n\ninside a panel\n\n| A | B |\n|---|---|\n| 1 | 2 |"
+    doc = {
+        "type": "doc",
+        "version": 1,
+        "content": [
+            {
+                "type": "paragraph",
+                "content": [
+                    {"type": "mention", "attrs": {"id": "abc", "text": "@Mia"}},
+                    {"type": "text", "text": " see "},
+                    {"type": "inlineCard", "attrs": {"url": "https://x.test/c"}},
+                    {"type": "text", "text": " "},
+                    {"type": "emoji", "attrs": {"shortName": ":smile:", "text": "😄"}},
+                ],
+            },
+            {"type": "panel", "attrs": {"panelType": "info"}, "content": [_para(_t("inside a panel"))]},
+            {
+                "type": "table",
+                "content": [
+                    {
+                        "type": "tableRow",
+                        "content": [
+                            {"type": "tableHeader", "content": [_para(_t("A"))]},
+                            {"type": "tableHeader", "content": [_para(_t("B"))]},
+                        ],
+                    },
+                    {
+                        "type": "tableRow",
+                        "content": [
+                            {"type": "tableCell", "content": [_para(_t("1"))]},
+                            {"type": "tableCell", "content": [_para(_t("2"))]},
+                        ],
+                    },
+                ],
+            },
+        ],
+    }
+    assert (
+        adf_to_markdown(doc)
+        == "@Mia see https://x.test/c 😄\n\ninside a panel\n\n| A | B |\n|---|---|\n| 1 | 2 |"
+    )
 
 
 def test_adf_to_markdown_of_missing_or_plain_descriptions() -> None:

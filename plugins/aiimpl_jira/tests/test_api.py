@@ -1,4 +1,5 @@
 """The ``/api/jira/*`` rows of the reference's "Jira configuration" table, and the webhook."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,9 +20,14 @@ SECRET = "hook-secret-123"
 # -- 401 / 501 ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("post", "/api/jira/validate-jql"), ("get", "/api/jira/fields"), ("get", "/api/jira/field-options?fieldId=x"),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("post", "/api/jira/validate-jql"),
+        ("get", "/api/jira/fields"),
+        ("get", "/api/jira/field-options?fieldId=x"),
+    ],
+)
 def test_admin_session_required(client: Any, method: str, path: str) -> None:
     resp = getattr(client, method)(path, json={"jql": "status = Ready"})
     assert resp.status_code == 401 and resp.get_json() == {"error": "Unauthorized"}
@@ -30,9 +36,17 @@ def test_admin_session_required(client: Any, method: str, path: str) -> None:
 @pytest.fixture
 def unconfigured_client(database_url: str) -> Any:
     """The plugin installed, no Jira connection configured."""
-    app = create_app({"AIIMPL_DATABASE_URL": database_url, "AIIMPL_SECRET_KEY": TEST_SECRET_KEY,
-                      "AIIMPL_ADMIN_ACCESS_CODE": TEST_ADMIN_CODE, "TESTING": True},
-                     plugins=[aiimpl_jira.plugin], load_entrypoints=False, environ={})
+    app = create_app(
+        {
+            "AIIMPL_DATABASE_URL": database_url,
+            "AIIMPL_SECRET_KEY": TEST_SECRET_KEY,
+            "AIIMPL_ADMIN_ACCESS_CODE": TEST_ADMIN_CODE,
+            "TESTING": True,
+        },
+        plugins=[aiimpl_jira.plugin],
+        load_entrypoints=False,
+        environ={},
+    )
     with app.app_context():
         from aiimpl_core.auth import admin
 
@@ -46,9 +60,14 @@ def unconfigured_client(database_url: str) -> Any:
         db.engine.dispose()
 
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("post", "/api/jira/validate-jql"), ("get", "/api/jira/fields"), ("get", "/api/jira/field-options?fieldId=x"),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("post", "/api/jira/validate-jql"),
+        ("get", "/api/jira/fields"),
+        ("get", "/api/jira/field-options?fieldId=x"),
+    ],
+)
 def test_501_when_jira_is_not_configured(unconfigured_client: Any, method: str, path: str) -> None:
     resp = getattr(unconfigured_client, method)(path, json={"jql": "status = Ready"})
     assert resp.status_code == 501 and resp.get_json() == {"error": "Jira not configured"}
@@ -63,41 +82,65 @@ def test_webhook_501_without_a_secret(unconfigured_client: Any) -> None:
 
 
 def test_validate_jql_valid(client: Any, admin_headers: dict[str, str], jira: FakeJira) -> None:
-    resp = client.post("/api/jira/validate-jql", json={"jql": 'labels in (backend, "api")'}, headers=admin_headers)
+    resp = client.post(
+        "/api/jira/validate-jql", json={"jql": 'labels in (backend, "api")'}, headers=admin_headers
+    )
     assert resp.status_code == 200
     assert resp.get_json() == {"valid": True, "jql": 'labels in (backend, "api")', "warnings": []}
     [call] = jira.requests_to("POST", "/rest/api/3/jql/parse")
-    assert call.query == {"validation": ["strict"]} and call.json == {"queries": ['labels in (backend, "api")']}
+    assert call.query == {"validation": ["strict"]} and call.json == {
+        "queries": ['labels in (backend, "api")']
+    }
 
 
 def test_validate_jql_invalid_json(client: Any, admin_headers: dict[str, str], jira: FakeJira) -> None:
-    resp = client.post("/api/jira/validate-jql", data="{not json", content_type="application/json",
-                       headers=admin_headers)
+    resp = client.post(
+        "/api/jira/validate-jql", data="{not json", content_type="application/json", headers=admin_headers
+    )
     assert resp.status_code == 400 and resp.get_json() == {"error": "Invalid JSON body"}
     assert jira.requests == []
 
 
 @pytest.mark.parametrize("body", [{}, {"jql": ""}, {"jql": "   "}, {"jql": 5}, {"query": "x"}])
-def test_validate_jql_requires_jql(client: Any, admin_headers: dict[str, str], jira: FakeJira, body: Any) -> None:
+def test_validate_jql_requires_jql(
+    client: Any, admin_headers: dict[str, str], jira: FakeJira, body: Any
+) -> None:
     resp = client.post("/api/jira/validate-jql", json=body, headers=admin_headers)
     assert resp.status_code == 400 and resp.get_json() == {"error": "jql field required"}
 
 
-@pytest.mark.parametrize(("jql", "message"), [
-    ('labels = "backend', "Error in the JQL Query: The quoted string has not been completed."),
-    ("sprintz = 3", "Field 'sprintz' does not exist or you do not have permission to view it."),
-])
-def test_validate_jql_invalid_clause_gives_jiras_message(client: Any, admin_headers: dict[str, str],
-                                                         jira: FakeJira, jql: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("jql", "message"),
+    [
+        ('labels = "backend', "Error in the JQL Query: The quoted string has not been completed."),
+        ("sprintz = 3", "Field 'sprintz' does not exist or you do not have permission to view it."),
+    ],
+)
+def test_validate_jql_invalid_clause_gives_jiras_message(
+    client: Any, admin_headers: dict[str, str], jira: FakeJira, jql: str, message: str
+) -> None:
     resp = client.post("/api/jira/validate-jql", json={"jql": jql}, headers=admin_headers)
     assert resp.status_code == 400 and resp.get_json() == {"error": message}
+
+
+def test_validate_jql_refuses_a_sorting_clause(
+    client: Any, admin_headers: dict[str, str], jira: FakeJira
+) -> None:
+    resp = client.post(
+        "/api/jira/validate-jql", json={"jql": "labels = x order by key"}, headers=admin_headers
+    )
+    assert resp.status_code == 400 and resp.get_json() == {
+        "error": "The JQL clause must not contain ORDER BY"
+    }
 
 
 def test_validate_jql_500_when_jira_fails(client: Any, admin_headers: dict[str, str], jira: FakeJira) -> None:
     jira.fail_next("POST", "/jql/parse", 503, headers={"Retry-After": "0"}, times=3)
     resp = client.post("/api/jira/validate-jql", json={"jql": "labels = x"}, headers=admin_headers)
     assert resp.status_code == 500
-    assert resp.get_json() == {"error": "jira: POST /rest/api/3/jql/parse failed with HTTP 503: Injected failure 503"}
+    assert resp.get_json() == {
+        "error": "jira: POST /rest/api/3/jql/parse failed with HTTP 503: Injected failure 503"
+    }
 
 
 # -- fields ------------------------------------------------------------------------------------
@@ -109,15 +152,23 @@ def test_fields_listed_by_name(client: Any, admin_headers: dict[str, str], jira:
     assert resp.status_code == 200
     fields = resp.get_json()
     assert [f["name"] for f in fields] == ["Area", "Description", "Labels", "Status", "Summary"]
-    assert fields[0] == {"id": "customfield_10010", "key": "customfield_10010", "name": "Area", "custom": True,
-                         "clauseNames": ["Area", "cf[10010]"], "type": "option"}
+    assert fields[0] == {
+        "id": "customfield_10010",
+        "key": "customfield_10010",
+        "name": "Area",
+        "custom": True,
+        "clauseNames": ["Area", "cf[10010]"],
+        "type": "option",
+    }
 
 
 def test_fields_500_when_jira_fails(client: Any, admin_headers: dict[str, str], jira: FakeJira) -> None:
     jira.fail_next("GET", "/rest/api/3/field", 403, body={"errorMessages": ["You are not an administrator"]})
     resp = client.get("/api/jira/fields", headers=admin_headers)
     assert resp.status_code == 500
-    assert resp.get_json() == {"error": "jira: GET /rest/api/3/field failed with HTTP 403: You are not an administrator"}
+    assert resp.get_json() == {
+        "error": "jira: GET /rest/api/3/field failed with HTTP 403: You are not an administrator"
+    }
 
 
 # -- field-options -----------------------------------------------------------------------------
@@ -134,20 +185,26 @@ def test_field_options_over_every_context(client: Any, admin_headers: dict[str, 
     resp = client.get("/api/jira/field-options?fieldId=customfield_10010", headers=admin_headers)
     assert resp.status_code == 200
     options = resp.get_json()
-    assert [(o["value"], o["contextName"]) for o in options] == [("API", "Default"), ("UI", "Default"),
-                                                                 ("Infra", "Ops projects")]
+    assert [(o["value"], o["contextName"]) for o in options] == [
+        ("API", "Default"),
+        ("UI", "Default"),
+        ("Infra", "Ops projects"),
+    ]
     assert all(o["id"] and o["contextId"] and o["disabled"] is False for o in options)
 
 
 @pytest.mark.parametrize("field_id", ["summary", "customfield_10020"])
-def test_field_options_empty_list_when_the_field_has_none(client: Any, admin_headers: dict[str, str],
-                                                          jira: FakeJira, field_id: str) -> None:
+def test_field_options_empty_list_when_the_field_has_none(
+    client: Any, admin_headers: dict[str, str], jira: FakeJira, field_id: str
+) -> None:
     jira.add_text_field("customfield_10020", "Notes")
     resp = client.get(f"/api/jira/field-options?fieldId={field_id}", headers=admin_headers)
     assert resp.status_code == 200 and resp.get_json() == []
 
 
-def test_field_options_500_when_jira_fails(client: Any, admin_headers: dict[str, str], jira: FakeJira) -> None:
+def test_field_options_500_when_jira_fails(
+    client: Any, admin_headers: dict[str, str], jira: FakeJira
+) -> None:
     jira.add_select_field("customfield_10010", "Area", {"Default": ["API"]})
     jira.fail_next("GET", "/option", 401, body={"errorMessages": ["Token expired"]})
     resp = client.get("/api/jira/field-options?fieldId=customfield_10010", headers=admin_headers)
@@ -155,7 +212,9 @@ def test_field_options_500_when_jira_fails(client: Any, admin_headers: dict[str,
     assert resp.get_json()["error"].endswith("failed with HTTP 401: Token expired")
 
 
-def test_errors_never_carry_the_credentials(client: Any, admin_headers: dict[str, str], jira: FakeJira) -> None:
+def test_errors_never_carry_the_credentials(
+    client: Any, admin_headers: dict[str, str], jira: FakeJira
+) -> None:
     jira.fail_next("GET", "/rest/api/3/field", 500, headers={"Retry-After": "0"}, times=3)
     body = client.get("/api/jira/fields", headers=admin_headers).get_data(as_text=True)
     assert jira.api_token not in body and jira.email not in body
@@ -168,8 +227,13 @@ def _event(key: str = "ENG-1", status: str | None = "Ready") -> dict[str, Any]:
     issue: dict[str, Any] = {"id": "10001", "key": key}
     if status is not None:
         issue["fields"] = {"status": {"name": status, "statusCategory": {"key": "new"}}}
-    return {"timestamp": 1767600000000, "webhookEvent": "jira:issue_updated", "issue_event_type_name": "issue_generic",
-            "issue": issue, "changelog": {"items": [{"field": "status", "toString": status or ""}]}}
+    return {
+        "timestamp": 1767600000000,
+        "webhookEvent": "jira:issue_updated",
+        "issue_event_type_name": "issue_generic",
+        "issue": issue,
+        "changelog": {"items": [{"field": "status", "toString": status or ""}]},
+    }
 
 
 @pytest.fixture
@@ -190,8 +254,12 @@ def cycles(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[str]]]:
 def test_webhook_secret_as_query_parameter(client: Any, jira: FakeJira, cycles: list) -> None:
     resp = client.post(f"/api/jira/webhook?secret={SECRET}", json=_event())
     assert resp.status_code == 200
-    assert resp.get_json() == {"accepted": True, "issueKey": "ENG-1", "dispatched": True,
-                               "result": {"dispatched": [{"issueKey": "ENG-1"}]}}
+    assert resp.get_json() == {
+        "accepted": True,
+        "issueKey": "ENG-1",
+        "dispatched": True,
+        "result": {"dispatched": [{"issueKey": "ENG-1"}]},
+    }
     assert cycles == [("jira", ["ENG-1"])]
 
 
@@ -203,17 +271,24 @@ def test_webhook_secret_as_header(client: Any, jira: FakeJira, cycles: list) -> 
 def test_webhook_hmac_signature(client: Any, jira: FakeJira, cycles: list) -> None:
     body = json.dumps(_event()).encode()
     signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    resp = client.post("/api/jira/webhook", data=body, content_type="application/json",
-                       headers={"X-Hub-Signature": signature})
+    resp = client.post(
+        "/api/jira/webhook",
+        data=body,
+        content_type="application/json",
+        headers={"X-Hub-Signature": signature},
+    )
     assert resp.status_code == 200 and cycles == [("jira", ["ENG-1"])]
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"query_string": {"secret": "wrong"}},
-    {"headers": {"X-Aiimpl-Webhook-Secret": SECRET + "x"}},
-    {"headers": {"X-Hub-Signature": "sha256=" + "0" * 64}},
-    {},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"query_string": {"secret": "wrong"}},
+        {"headers": {"X-Aiimpl-Webhook-Secret": SECRET + "x"}},
+        {"headers": {"X-Hub-Signature": "sha256=" + "0" * 64}},
+        {},
+    ],
+)
 def test_webhook_refuses_a_wrong_secret(client: Any, jira: FakeJira, cycles: list, kwargs: dict) -> None:
     resp = client.post("/api/jira/webhook", json=_event(), **kwargs)
     assert resp.status_code == 401 and resp.get_json() == {"error": "Invalid signature"}
@@ -233,8 +308,9 @@ def test_webhook_ignores_issues_not_in_ready(client: Any, jira: FakeJira, cycles
     assert cycles == []
 
 
-def test_webhook_without_fields_lets_the_dispatcher_read_the_issue(client: Any, jira: FakeJira,
-                                                                   cycles: list) -> None:
+def test_webhook_without_fields_lets_the_dispatcher_read_the_issue(
+    client: Any, jira: FakeJira, cycles: list
+) -> None:
     resp = client.post(f"/api/jira/webhook?secret={SECRET}", json=_event(status=None))
     assert resp.status_code == 200 and cycles == [("jira", ["ENG-1"])]
 

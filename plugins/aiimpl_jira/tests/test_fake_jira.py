@@ -1,4 +1,5 @@
 """The fake Jira's own checks: a fake that accepts anything would prove nothing."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,12 @@ def _auth(jira: FakeJira) -> tuple[str, str]:
 
 
 def test_a_request_off_the_description_is_recorded(jira: FakeJira) -> None:
-    resp = requests.post(f"{jira.url}/rest/api/3/search/jql", auth=_auth(jira), timeout=5,
-                         json={"jql": 'status = "Ready"', "fields": ["summary"], "startAt": 0})
+    resp = requests.post(
+        f"{jira.url}/rest/api/3/search/jql",
+        auth=_auth(jira),
+        timeout=5,
+        json={"jql": 'status = "Ready"', "fields": ["summary"], "startAt": 0},
+    )
     assert resp.status_code == 200  # Jira ignores it; the description forbids it
     assert any("startAt" in v for v in jira.server.violations)
     with pytest.raises(AssertionError, match="OpenAPI|problem"):
@@ -24,8 +29,12 @@ def test_a_request_off_the_description_is_recorded(jira: FakeJira) -> None:
 
 def test_an_invalid_adf_comment_is_refused_and_recorded(jira: FakeJira) -> None:
     jira.add_issue("ENG-1")
-    resp = requests.post(f"{jira.url}/rest/api/3/issue/ENG-1/comment", auth=_auth(jira), timeout=5,
-                         json={"body": {"type": "doc", "version": 1, "content": [{"type": "text", "text": "x"}]}})
+    resp = requests.post(
+        f"{jira.url}/rest/api/3/issue/ENG-1/comment",
+        auth=_auth(jira),
+        timeout=5,
+        json={"body": {"type": "doc", "version": 1, "content": [{"type": "text", "text": "x"}]}},
+    )
     assert resp.status_code == 400
     assert resp.json()["errors"] == {"comment": "Comment body is not valid!"}
     assert jira.violations and "not allowed here" in jira.violations[0]
@@ -37,22 +46,74 @@ def test_unauthenticated_requests_are_refused(jira: FakeJira) -> None:
     assert resp.status_code == 401
 
 
-@pytest.mark.parametrize(("doc", "problem"), [
-    ({"type": "doc", "version": 2, "content": []}, "doc.version must be 1"),
-    ({"type": "doc", "version": 1, "content": [{"type": "paragraph", "content": [{"type": "text", "text": ""}]}]},
-     "non-empty text"),
-    ({"type": "doc", "version": 1, "content": [{"type": "paragraph", "content": [
-        {"type": "text", "text": "x", "marks": [{"type": "code"}, {"type": "strong"}]}]}]},
-     "the code mark combines only with link"),
-    ({"type": "doc", "version": 1, "content": [{"type": "bulletList", "content": []}]}, "at least one listItem"),
-    ({"type": "doc", "version": 1, "content": [{"type": "heading", "attrs": {"level": 7}, "content": []}]},
-     "heading level"),
-    ({"type": "doc", "version": 1, "content": [{"type": "paragraph", "content": [
-        {"type": "text", "text": "x", "marks": [{"type": "link", "attrs": {}}]}]}]}, "attrs.href"),
-    ({"type": "doc", "version": 1, "content": [{"type": "codeBlock", "content": [
-        {"type": "text", "text": "x", "marks": [{"type": "strong"}]}]}]}, "unmarked text only"),
-    ("just text", "not an ADF document"),
-])
+@pytest.mark.parametrize(
+    ("doc", "problem"),
+    [
+        ({"type": "doc", "version": 2, "content": []}, "doc.version must be 1"),
+        (
+            {
+                "type": "doc",
+                "version": 1,
+                "content": [{"type": "paragraph", "content": [{"type": "text", "text": ""}]}],
+            },
+            "non-empty text",
+        ),
+        (
+            {
+                "type": "doc",
+                "version": 1,
+                "content": [
+                    {
+                        "type": "paragraph",
+                        "content": [
+                            {"type": "text", "text": "x", "marks": [{"type": "code"}, {"type": "strong"}]}
+                        ],
+                    }
+                ],
+            },
+            "the code mark combines only with link",
+        ),
+        (
+            {"type": "doc", "version": 1, "content": [{"type": "bulletList", "content": []}]},
+            "at least one listItem",
+        ),
+        (
+            {
+                "type": "doc",
+                "version": 1,
+                "content": [{"type": "heading", "attrs": {"level": 7}, "content": []}],
+            },
+            "heading level",
+        ),
+        (
+            {
+                "type": "doc",
+                "version": 1,
+                "content": [
+                    {
+                        "type": "paragraph",
+                        "content": [{"type": "text", "text": "x", "marks": [{"type": "link", "attrs": {}}]}],
+                    }
+                ],
+            },
+            "attrs.href",
+        ),
+        (
+            {
+                "type": "doc",
+                "version": 1,
+                "content": [
+                    {
+                        "type": "codeBlock",
+                        "content": [{"type": "text", "text": "x", "marks": [{"type": "strong"}]}],
+                    }
+                ],
+            },
+            "unmarked text only",
+        ),
+        ("just text", "not an ADF document"),
+    ],
+)
 def test_adf_violations(doc: object, problem: str) -> None:
     assert any(problem in p for p in adf_violations(doc))
 
@@ -64,27 +125,33 @@ ISSUES = [
 ]
 
 
-@pytest.mark.parametrize(("query", "keys"), [
-    ('status = "Ready"', ["ENG-1", "OPS-1"]),
-    ('status = Ready AND project in ("ENG")', ["ENG-1"]),
-    ("project not in (ENG) OR labels = api", ["ENG-1", "OPS-1"]),
-    ("NOT labels = ops AND (status = Ready OR key = ENG-2)", ["ENG-1", "ENG-2"]),
-    ("summary ~ export", ["ENG-1"]),
-    ("status != Ready ORDER BY key DESC", ["ENG-2"]),
-])
+@pytest.mark.parametrize(
+    ("query", "keys"),
+    [
+        ('status = "Ready"', ["ENG-1", "OPS-1"]),
+        ('status = Ready AND project in ("ENG")', ["ENG-1"]),
+        ("project not in (ENG) OR labels = api", ["ENG-1", "OPS-1"]),
+        ("NOT labels = ops AND (status = Ready OR key = ENG-2)", ["ENG-1", "ENG-2"]),
+        ("summary ~ export", ["ENG-1"]),
+        ("status != Ready ORDER BY key DESC", ["ENG-2"]),
+    ],
+)
 def test_jql_evaluation(query: str, keys: list[str]) -> None:
     parsed = jql.parse(query)
     assert [i["key"] for i in parsed.sort([i for i in ISSUES if parsed.matches(i)])] == keys
 
 
-@pytest.mark.parametrize(("query", "message"), [
-    ('status = "Ready', "The quoted string has not been completed."),
-    ("(status = Ready", "Expecting ')' but got the end of the query."),
-    ("sprintz = 3", "Field 'sprintz' does not exist or you do not have permission to view it."),
-    ("status = Ready labels = x", "Expecting either 'OR' or 'AND' but got 'labels'."),
-    ("status =", "Expecting either a value, list or function but got the end of the query."),
-    ("status = Ready ORDER BY nonsense", "Not able to sort using field 'nonsense'."),
-])
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ('status = "Ready', "The quoted string has not been completed."),
+        ("(status = Ready", "Expecting ')' but got the end of the query."),
+        ("sprintz = 3", "Field 'sprintz' does not exist or you do not have permission to view it."),
+        ("status = Ready labels = x", "Expecting either 'OR' or 'AND' but got 'labels'."),
+        ("status =", "Expecting either a value, list or function but got the end of the query."),
+        ("status = Ready ORDER BY nonsense", "Not able to sort using field 'nonsense'."),
+    ],
+)
 def test_jql_errors_read_like_jira(query: str, message: str) -> None:
     with pytest.raises(jql.JqlError) as err:
         jql.parse(query)

@@ -6,6 +6,7 @@ comments → PR opened (``PR Ready``) → merged (done). And the failure path (`
 Failed`` with the reference's failure comment). Every request the plugin made validates against
 Jira's OpenAPI description (the ``jira`` fixture checks at teardown).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -35,8 +36,15 @@ def aiimpl_plugins(runner: FakeRunner) -> list[object]:
 
 
 def _mapping(**kw: Any) -> Mapping:
-    row = Mapping(team_key="ENG", owner="acme", repo="api", default_branch="main",
-                  execution_mode="github-actions", ticketing={"provider": "jira"}, **kw)
+    row = Mapping(
+        team_key="ENG",
+        owner="acme",
+        repo="api",
+        default_branch="main",
+        execution_mode="github-actions",
+        ticketing={"provider": "jira"},
+        **kw,
+    )
     db.session.add(row)
     db.session.commit()
     return row
@@ -53,12 +61,17 @@ def _env(runner: FakeRunner, job_id: int) -> dict[str, str]:
 
 def _result(client: Any, runner: FakeRunner, job_id: int, **body: Any) -> Any:
     env = _env(runner, job_id)
-    return client.post("/runner/result", json={"comments": [], "phase": env["AIIMPL_PHASE"], **body},
-                       headers={"Authorization": f"Bearer {env['AIIMPL_RESULT_TOKEN']}"})
+    return client.post(
+        "/runner/result",
+        json={"comments": [], "phase": env["AIIMPL_PHASE"], **body},
+        headers={"Authorization": f"Bearer {env['AIIMPL_RESULT_TOKEN']}"},
+    )
 
 
 def _status(client: Any, runner: FakeRunner, job_id: int, event: str, **fields: Any) -> Any:
-    return client.post("/api/status", json={"nonce": _env(runner, job_id)["AIIMPL_NONCE"], "event": event, **fields})
+    return client.post(
+        "/api/status", json={"nonce": _env(runner, job_id)["AIIMPL_NONCE"], "event": event, **fields}
+    )
 
 
 def _comment_texts(jira: FakeJira, key: str) -> list[str]:
@@ -71,7 +84,9 @@ def _statuses_moved(jira: FakeJira, key: str) -> list[str]:
     return [names[r.json["transition"]["id"]] for r in jira.requests_to("POST", f"/issue/{key}/transitions")]
 
 
-def test_planning_approval_implementation_merge(app: Any, client: Any, jira: FakeJira, runner: FakeRunner) -> None:
+def test_planning_approval_implementation_merge(
+    app: Any, client: Any, jira: FakeJira, runner: FakeRunner
+) -> None:
     _mapping(planning_enabled=True, planning_workflow_file="ai-plan.yml")
     jira.add_issue("ENG-1", summary="Rework billing", description="Split invoices by **tenant**.")
     jira.add_issue("ENG-2", status="To Do")
@@ -84,8 +99,10 @@ def test_planning_approval_implementation_merge(app: Any, client: Any, jira: Fak
     assert _jobs("ENG-2") == []
 
     # the planning context carries the description, read from ADF as Markdown
-    ctx = client.get("/runner/planning-context",
-                     headers={"Authorization": f"Bearer {_env(runner, planning.id)['AIIMPL_CONTEXT_TOKEN']}"})
+    ctx = client.get(
+        "/runner/planning-context",
+        headers={"Authorization": f"Bearer {_env(runner, planning.id)['AIIMPL_CONTEXT_TOKEN']}"},
+    )
     assert ctx.status_code == 200, ctx.get_json()
     assert "Split invoices by **tenant**." in str(ctx.get_json())
 
@@ -96,14 +113,19 @@ def test_planning_approval_implementation_merge(app: Any, client: Any, jira: Fak
     [plan_doc] = jira.comment_docs("ENG-1")
     assert plan_doc["content"][0]["content"][0]["text"] == "📋 Plan ready for review."
     ordered = next(n for n in plan_doc["content"] if n["type"] == "orderedList")
-    assert ordered["content"][0]["content"][0]["content"][1] == {"type": "text", "text": "tenant_id",
-                                                                 "marks": [{"type": "code"}]}
+    assert ordered["content"][0]["content"][0]["content"][1] == {
+        "type": "text",
+        "text": "tenant_id",
+        "marks": [{"type": "code"}],
+    }
     assert ordered["content"][1]["content"][1]["type"] == "bulletList"
 
     # a person approves by moving the issue to Ready; Jira's webhook picks it up at once
     jira.set_status("ENG-1", "Ready")
-    event = {"webhookEvent": "jira:issue_updated",
-             "issue": {"id": jira.issues["ENG-1"].id, "key": "ENG-1", "fields": {"status": {"name": "Ready"}}}}
+    event = {
+        "webhookEvent": "jira:issue_updated",
+        "issue": {"id": jira.issues["ENG-1"].id, "key": "ENG-1", "fields": {"status": {"name": "Ready"}}},
+    }
     resp = client.post(f"/api/jira/webhook?secret={SECRET}", json=event)
     assert resp.status_code == 200, resp.get_json()
     assert resp.get_json()["dispatched"] is True
@@ -113,8 +135,11 @@ def test_planning_approval_implementation_merge(app: Any, client: Any, jira: Fak
 
     # the session reports progress, then the PR
     pr_url = "https://github.com/acme/api/pull/42"
-    for name, fields in [("session_created", {}), ("pr_opened", {"prNumber": 42, "prUrl": pr_url}),
-                         ("verification_passed", {})]:
+    for name, fields in [
+        ("session_created", {}),
+        ("pr_opened", {"prNumber": 42, "prUrl": pr_url}),
+        ("verification_passed", {}),
+    ]:
         assert _status(client, runner, implementation.id, name, **fields).status_code == 200
     assert _result(client, runner, implementation.id, outcome="success", prUrl=pr_url).status_code == 200
     assert jira.issues["ENG-1"].status == "PR Ready"
@@ -126,8 +151,13 @@ def test_planning_approval_implementation_merge(app: Any, client: Any, jira: Fak
     assert {"type": "link", "attrs": {"href": pr_url}} in pr_doc["content"][0]["content"][-1]["marks"]
 
     # merged on GitHub: the issue goes to the done category
-    handle_merged(MergedPullRequest(owner="acme", repo="api", number=42, url=pr_url, branch="ai/ENG-1",
-                                    merge_sha="abcdef1234567"), delivery_id="d-1", event="pull_request")
+    handle_merged(
+        MergedPullRequest(
+            owner="acme", repo="api", number=42, url=pr_url, branch="ai/ENG-1", merge_sha="abcdef1234567"
+        ),
+        delivery_id="d-1",
+        event="pull_request",
+    )
     assert jira.issues["ENG-1"].status == "Done"
     assert _comment_texts(jira, "ENG-1")[-1] == "🎉 PR #42 merged (abcdef1). Closing this issue out."
 
@@ -136,8 +166,9 @@ def test_planning_approval_implementation_merge(app: Any, client: Any, jira: Fak
     assert len(jira.requests_to("POST", "/search/jql")) == 1
 
 
-def test_implementation_failure_moves_to_implementation_failed(app: Any, client: Any, jira: FakeJira,
-                                                               runner: FakeRunner) -> None:
+def test_implementation_failure_moves_to_implementation_failed(
+    app: Any, client: Any, jira: FakeJira, runner: FakeRunner
+) -> None:
     _mapping()
     jira.add_issue("ENG-5", summary="Add export")
 

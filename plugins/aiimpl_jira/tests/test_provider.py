@@ -1,4 +1,5 @@
 """The ``jira`` ticketing provider against the fake Jira: search, issues, links, stages, comments."""
+
 from __future__ import annotations
 
 import base64
@@ -44,8 +45,18 @@ def test_iter_triggered_pages_with_next_page_token(jira: FakeJira, provider: Jir
     searches = jira.requests_to("POST", "/rest/api/3/search/jql")
     assert len(searches) == 3, "one call per page"
     assert "nextPageToken" not in searches[0].json
-    assert searches[1].json["nextPageToken"] and searches[2].json["nextPageToken"] != searches[1].json["nextPageToken"]
-    assert set(searches[0].json["fields"]) >= {"summary", "description", "status", "project", "labels", "issuelinks"}
+    assert (
+        searches[1].json["nextPageToken"]
+        and searches[2].json["nextPageToken"] != searches[1].json["nextPageToken"]
+    )
+    assert set(searches[0].json["fields"]) >= {
+        "summary",
+        "description",
+        "status",
+        "project",
+        "labels",
+        "issuelinks",
+    }
     assert all(r.path.endswith("/search/jql") for r in jira.requests), "never a call per issue"
 
 
@@ -67,8 +78,10 @@ def test_iter_triggered_adds_the_mapping_jql_clause(jira: FakeJira) -> None:
     jira.add_issue("ENG-1", labels=["backend"])
     jira.add_issue("ENG-2", labels=["frontend"])
     jira.add_issue("OPS-1")
-    mappings = [sample_mapping(team_key="ENG", ticketing={"provider": "jira", "jql": "labels = backend"}),
-                sample_mapping(team_key="OPS", ticketing={"provider": "jira"})]
+    mappings = [
+        sample_mapping(team_key="ENG", ticketing={"provider": "jira", "jql": "labels = backend"}),
+        sample_mapping(team_key="OPS", ticketing={"provider": "jira"}),
+    ]
     provider = JiraProvider(make_context(jira.config(), mappings=lambda: mappings))
 
     keys = sorted(i.key for p in provider.iter_triggered(["ENG", "OPS"]) for i in p.issues)
@@ -84,8 +97,10 @@ def test_iter_triggered_without_projects_asks_nothing(jira: FakeJira, provider: 
 
 def test_trigger_jql_quotes_keys_and_clauses() -> None:
     jql = trigger_jql(["ENG", 'A"B'], {"ENG": "labels = x"})
-    assert jql == ('status = "Ready" AND (project in ("A\\"B") OR (project = "ENG" AND (labels = x))) '
-                   "ORDER BY created ASC, key ASC")
+    assert jql == (
+        'status = "Ready" AND (project in ("A\\"B") OR (project = "ENG" AND (labels = x))) '
+        "ORDER BY created ASC, key ASC"
+    )
 
 
 def test_search_retries_after_429_with_retry_after(jira: FakeJira, provider: JiraProvider) -> None:
@@ -102,8 +117,12 @@ def test_search_retries_after_429_with_retry_after(jira: FakeJira, provider: Jir
 
 
 def test_issue_fields_description_and_links(jira: FakeJira, provider: JiraProvider) -> None:
-    jira.add_issue("ENG-1", summary="Add export", labels=["api"],
-                   description="Export **CSV**:\n\n1. endpoint\n2. tests\n\n```sql\nselect 1;\n```")
+    jira.add_issue(
+        "ENG-1",
+        summary="Add export",
+        labels=["api"],
+        description="Export **CSV**:\n\n1. endpoint\n2. tests\n\n```sql\nselect 1;\n```",
+    )
     jira.add_issue("ENG-2", status="Implementing", summary="Schema change")
     jira.add_issue("ENG-3", status="Done", summary="Old blocker")
     jira.add_issue("ENG-4", status="To Do")
@@ -118,8 +137,10 @@ def test_issue_fields_description_and_links(jira: FakeJira, provider: JiraProvid
     assert issue.triggered and issue.state == "Ready" and issue.stage is None
     assert issue.url == f"{jira.url}/browse/ENG-1"
     assert issue.description == "Export **CSV**:\n\n1. endpoint\n2. tests\n\n```sql\nselect 1;\n```"
-    assert [(b.key, b.title, b.open) for b in issue.blocked_by] == [("ENG-2", "Schema change", True),
-                                                                    ("ENG-3", "Old blocker", False)]
+    assert [(b.key, b.title, b.open) for b in issue.blocked_by] == [
+        ("ENG-2", "Schema change", True),
+        ("ENG-3", "Old blocker", False),
+    ]
     assert [b.key for b in issue.open_blockers] == ["ENG-2"]
     assert [(b.key, b.open) for b in provider.get_issue("ENG-4").blocked_by] == [("ENG-1", True)]
 
@@ -141,23 +162,39 @@ def test_get_issue_not_found(jira: FakeJira, provider: JiraProvider) -> None:
 
 
 def test_stage_statuses_read_back(jira: FakeJira, provider: JiraProvider) -> None:
-    for n, status in enumerate(["Planning", "Plan Approved", "Implementing", "PR Ready", "Planning Failed",
-                                "Implementation Failed"], start=1):
+    for n, status in enumerate(
+        ["Planning", "Plan Approved", "Implementing", "PR Ready", "Planning Failed", "Implementation Failed"],
+        start=1,
+    ):
         jira.add_issue(f"ENG-{n}", status=status)
     stages = [provider.get_issue(f"ENG-{n}").stage for n in range(1, 7)]
-    assert stages == [Stage.PLANNING, Stage.PLAN_COMPLETE, Stage.IMPLEMENTING, Stage.PR_OPENED,
-                      Stage.PLANNING_FAILED, Stage.IMPLEMENTATION_FAILED]
+    assert stages == [
+        Stage.PLANNING,
+        Stage.PLAN_COMPLETE,
+        Stage.IMPLEMENTING,
+        Stage.PR_OPENED,
+        Stage.PLANNING_FAILED,
+        Stage.IMPLEMENTATION_FAILED,
+    ]
 
 
 # -- stages ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("stage", "status"), [
-    (Stage.PLANNING, "Planning"), (Stage.PLAN_COMPLETE, "Plan Approved"), (Stage.IMPLEMENTING, "Implementing"),
-    (Stage.PR_OPENED, "PR Ready"), (Stage.PLANNING_FAILED, "Planning Failed"),
-    (Stage.IMPLEMENTATION_FAILED, "Implementation Failed"),
-])
-def test_set_stage_moves_to_the_status(jira: FakeJira, provider: JiraProvider, stage: Stage, status: str) -> None:
+@pytest.mark.parametrize(
+    ("stage", "status"),
+    [
+        (Stage.PLANNING, "Planning"),
+        (Stage.PLAN_COMPLETE, "Plan Approved"),
+        (Stage.IMPLEMENTING, "Implementing"),
+        (Stage.PR_OPENED, "PR Ready"),
+        (Stage.PLANNING_FAILED, "Planning Failed"),
+        (Stage.IMPLEMENTATION_FAILED, "Implementation Failed"),
+    ],
+)
+def test_set_stage_moves_to_the_status(
+    jira: FakeJira, provider: JiraProvider, stage: Stage, status: str
+) -> None:
     jira.add_issue("ENG-1")
     provider.set_stage("ENG-1", stage)
     assert jira.issues["ENG-1"].status == status
@@ -188,7 +225,7 @@ def test_missing_transition_names_the_workflow_gap() -> None:
 def test_mark_done_prefers_done_and_is_idempotent(jira: FakeJira, provider: JiraProvider) -> None:
     jira.add_issue("ENG-1", status="PR Ready")
     provider.mark_done("ENG-1")
-    assert jira.issues["ENG-1"].status == "Done", "not \"Won't Do\", also in the done category"
+    assert jira.issues["ENG-1"].status == "Done", 'not "Won\'t Do", also in the done category'
     provider.mark_done("ENG-1")
     assert len(jira.requests_to("POST", "/transitions")) == 1
 
@@ -197,8 +234,9 @@ def test_mark_done_without_a_done_transition() -> None:
     with FakeJira(workflow={"PR Ready": ["Implementing"]}) as jira:
         jira.add_issue("ENG-1", status="PR Ready")
         provider = JiraProvider(make_context(jira.config()))
-        with pytest.raises(ProviderError, match="no transition from 'PR Ready' to a done status in the workflow "
-                                                "of ENG-1"):
+        with pytest.raises(
+            ProviderError, match="no transition from 'PR Ready' to a done status in the workflow of ENG-1"
+        ):
             provider.mark_done("ENG-1")
         jira.assert_clean()
 
@@ -208,13 +246,18 @@ def test_mark_done_without_a_done_transition() -> None:
 
 def test_post_comment_sends_adf(jira: FakeJira, provider: JiraProvider) -> None:
     jira.add_issue("ENG-1")
-    comment = provider.post_comment("ENG-1", "🔗 PR #42 is ready for review: https://github.com/acme/api/pull/42")
+    comment = provider.post_comment(
+        "ENG-1", "🔗 PR #42 is ready for review: https://github.com/acme/api/pull/42"
+    )
     assert comment.id
     doc = jira.comment_docs("ENG-1")[0]
     assert doc["type"] == "doc" and doc["version"] == 1
     link = doc["content"][0]["content"][1]
-    assert link == {"type": "text", "text": "https://github.com/acme/api/pull/42",
-                    "marks": [{"type": "link", "attrs": {"href": "https://github.com/acme/api/pull/42"}}]}
+    assert link == {
+        "type": "text",
+        "text": "https://github.com/acme/api/pull/42",
+        "marks": [{"type": "link", "attrs": {"href": "https://github.com/acme/api/pull/42"}}],
+    }
     assert adf_text(doc) == "🔗 PR #42 is ready for review: https://github.com/acme/api/pull/42"
 
 
@@ -255,9 +298,14 @@ def test_not_configured() -> None:
 
 
 def test_settings_repr_hides_credentials() -> None:
-    settings = JiraSettings.from_config({"AIIMPL_JIRA_URL": "https://acme.atlassian.net/",
-                                         "AIIMPL_JIRA_EMAIL": "a@b.c", "AIIMPL_JIRA_API_TOKEN": "tok-123",
-                                         "AIIMPL_JIRA_WEBHOOK_SECRET": "whs-456"})
+    settings = JiraSettings.from_config(
+        {
+            "AIIMPL_JIRA_URL": "https://acme.atlassian.net/",
+            "AIIMPL_JIRA_EMAIL": "a@b.c",
+            "AIIMPL_JIRA_API_TOKEN": "tok-123",
+            "AIIMPL_JIRA_WEBHOOK_SECRET": "whs-456",
+        }
+    )
     assert settings.configured and settings.url == "https://acme.atlassian.net"
     assert "tok-123" not in repr(settings) and "whs-456" not in repr(settings)
 
@@ -270,14 +318,20 @@ def test_config_vars_mark_secrets_sensitive() -> None:
 # -- mapping settings --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("ticketing", "message"), [
-    ({"provider": "jira", "jql": 5}, "ticketing.jql must be a string"),
-    ({"provider": "jira", "jql": "labels = x ORDER BY key"}, "ticketing.jql must be a filter clause without ORDER BY"),
-    ({"provider": "jira", "jql": "labels = \"x"}, "ticketing.jql has unbalanced quotes or parentheses"),
-    ({"provider": "jira", "board": 1}, "ticketing.board is not a Jira setting (allowed: provider, jql)"),
-    ({"provider": "linear"}, "ticketing.provider must be 'jira'"),
-    ("jira", "ticketing must be an object"),
-])
+@pytest.mark.parametrize(
+    ("ticketing", "message"),
+    [
+        ({"provider": "jira", "jql": 5}, "ticketing.jql must be a string"),
+        (
+            {"provider": "jira", "jql": "labels = x ORDER BY key"},
+            "ticketing.jql must be a filter clause without ORDER BY",
+        ),
+        ({"provider": "jira", "jql": 'labels = "x'}, "ticketing.jql has unbalanced quotes or parentheses"),
+        ({"provider": "jira", "board": 1}, "ticketing.board is not a Jira setting (allowed: provider, jql)"),
+        ({"provider": "linear"}, "ticketing.provider must be 'jira'"),
+        ("jira", "ticketing must be an object"),
+    ],
+)
 def test_validate_mapping_names_the_field(ticketing: object, message: str) -> None:
     provider = JiraProvider(make_context({}))
     with pytest.raises(ProviderConfigError) as err:
@@ -287,4 +341,23 @@ def test_validate_mapping_names_the_field(ticketing: object, message: str) -> No
 
 def test_validate_mapping_accepts_a_clause() -> None:
     JiraProvider(make_context({})).validate_mapping(
-        {"teamKey": "ENG", "ticketing": {"provider": "jira", "jql": 'labels in (backend, "api") AND priority = High'}})
+        {
+            "teamKey": "ENG",
+            "ticketing": {"provider": "jira", "jql": 'labels in (backend, "api") AND priority = High'},
+        }
+    )
+
+
+def test_an_invalid_mapping_clause_is_named(jira: FakeJira) -> None:
+    jira.add_issue("ENG-1")
+    mappings = [
+        sample_mapping(team_key="ENG", ticketing={"provider": "jira", "jql": "sprintz = 3"}),
+        sample_mapping(team_key="OPS", ticketing={"provider": "jira", "jql": "labels = ops"}),
+    ]
+    provider = JiraProvider(make_context(jira.config(), mappings=lambda: mappings))
+    with pytest.raises(ProviderError) as err:
+        list(provider.iter_triggered(["ENG", "OPS"]))
+    assert str(err.value) == (
+        "the JQL clause of mapping ENG (ticketing.jql) is invalid: "
+        "Field 'sprintz' does not exist or you do not have permission to view it."
+    )

@@ -17,6 +17,7 @@ issue field values it returns (against the description's component schemas). Fin
         ...
         jira.assert_clean()
 """
+
 from __future__ import annotations
 
 import base64
@@ -56,8 +57,21 @@ _CATEGORY = {
 
 # -- ADF checks --------------------------------------------------------------------------------
 
-_BLOCKS = {"paragraph", "heading", "bulletList", "orderedList", "codeBlock", "blockquote", "rule", "panel",
-           "table", "mediaSingle", "mediaGroup", "expand", "blockCard"}
+_BLOCKS = {
+    "paragraph",
+    "heading",
+    "bulletList",
+    "orderedList",
+    "codeBlock",
+    "blockquote",
+    "rule",
+    "panel",
+    "table",
+    "mediaSingle",
+    "mediaGroup",
+    "expand",
+    "blockCard",
+}
 _INLINES = {"text", "hardBreak", "mention", "emoji", "inlineCard", "date", "status"}
 _LIST_ITEM_CHILDREN = {"paragraph", "bulletList", "orderedList", "codeBlock", "mediaSingle"}
 _QUOTE_CHILDREN = {"paragraph", "bulletList", "orderedList", "codeBlock", "mediaGroup", "mediaSingle"}
@@ -104,7 +118,11 @@ def _check_node(node: object, allowed: set[str], where: str, problems: list[str]
         if "code" in kinds and set(kinds) - {"code", "link"}:
             problems.append(f"{where}: the code mark combines only with link")
         for mark in marks:
-            if isinstance(mark, dict) and mark.get("type") == "link" and not (mark.get("attrs") or {}).get("href"):
+            if (
+                isinstance(mark, dict)
+                and mark.get("type") == "link"
+                and not (mark.get("attrs") or {}).get("href")
+            ):
                 problems.append(f"{where}: a link mark needs attrs.href")
         return
     if kind in ("hardBreak", "rule", "mention", "emoji", "inlineCard", "date", "status"):
@@ -120,7 +138,11 @@ def _check_node(node: object, allowed: set[str], where: str, problems: list[str]
     if kind in ("bulletList", "orderedList"):
         if not children:
             problems.append(f"{where}: a list needs at least one listItem")
-        if kind == "orderedList" and "order" in attrs and (not isinstance(attrs["order"], int) or attrs["order"] < 0):
+        if (
+            kind == "orderedList"
+            and "order" in attrs
+            and (not isinstance(attrs["order"], int) or attrs["order"] < 0)
+        ):
             problems.append(f"{where}: orderedList.attrs.order must be a non-negative integer")
         for i, child in enumerate(children):
             _check_node(child, {"listItem"}, f"{where}.content[{i}]", problems)
@@ -145,8 +167,12 @@ def _check_node(node: object, allowed: set[str], where: str, problems: list[str]
             _check_node(child, _QUOTE_CHILDREN, f"{where}.content[{i}]", problems)
         return
     for i, child in enumerate(children):  # panels, tables …: accept any block or inline inside
-        _check_node(child, _BLOCKS | _INLINES | {"listItem", "tableRow", "tableCell", "tableHeader", "media"},
-                    f"{where}.content[{i}]", problems)
+        _check_node(
+            child,
+            _BLOCKS | _INLINES | {"listItem", "tableRow", "tableCell", "tableHeader", "media"},
+            f"{where}.content[{i}]",
+            problems,
+        )
 
 
 # -- state -------------------------------------------------------------------------------------
@@ -291,15 +317,30 @@ class FakeJira:
         self._clock += timedelta(minutes=1)
         return self._clock
 
-    def add_issue(self, key: str, *, summary: str = "An issue", status: str = "Ready",
-                  description: str | dict[str, Any] | None = None, labels: Iterable[str] = ()) -> FakeIssue:
+    def add_issue(
+        self,
+        key: str,
+        *,
+        summary: str = "An issue",
+        status: str = "Ready",
+        description: str | dict[str, Any] | None = None,
+        labels: Iterable[str] = (),
+    ) -> FakeIssue:
         """Add an issue; a Markdown ``description`` is stored as ADF like Jira stores it."""
         if status not in self.statuses:
             raise ValueError(f"unknown status {status!r}")
         adf = markdown_to_adf(description) if isinstance(description, str) else description
         now = self._tick()
-        issue = FakeIssue(key=key, id=str(next(self._ids)), summary=summary, status=status, description=adf,
-                          labels=list(labels), created=now, updated=now)
+        issue = FakeIssue(
+            key=key,
+            id=str(next(self._ids)),
+            summary=summary,
+            status=status,
+            description=adf,
+            labels=list(labels),
+            created=now,
+            updated=now,
+        )
         with self.lock:
             self.issues[key] = issue
             self.projects.setdefault(issue.project, str(next(self._ids)))
@@ -307,7 +348,9 @@ class FakeJira:
 
     def link_blocks(self, blocker: str, blocked: str, type_name: str = "Blocks") -> None:
         """Record "``blocker`` blocks ``blocked``"."""
-        self.links.append(FakeLink(id=str(next(self._ids)), blocked=blocked, blocker=blocker, type_name=type_name))
+        self.links.append(
+            FakeLink(id=str(next(self._ids)), blocked=blocked, blocker=blocker, type_name=type_name)
+        )
 
     def set_status(self, key: str, status: str) -> None:
         """Move an issue as a person would (no workflow check)."""
@@ -316,35 +359,81 @@ class FakeJira:
 
     def add_select_field(self, field_id: str, name: str, contexts: Mapping[str, Sequence[str]]) -> None:
         """A custom select field with ``contexts``: context name → option values."""
-        self.fields.append({
-            "id": field_id, "key": field_id, "name": name, "custom": True, "orderable": True, "navigable": True,
-            "searchable": True, "clauseNames": [f"cf[{field_id.rsplit('_', 1)[-1]}]", name],
-            "schema": {"type": "option", "custom": "com.atlassian.jira.plugin.system.customfieldtypes:select",
-                       "customId": int(field_id.rsplit("_", 1)[-1])},
-        })
+        self.fields.append(
+            {
+                "id": field_id,
+                "key": field_id,
+                "name": name,
+                "custom": True,
+                "orderable": True,
+                "navigable": True,
+                "searchable": True,
+                "clauseNames": [f"cf[{field_id.rsplit('_', 1)[-1]}]", name],
+                "schema": {
+                    "type": "option",
+                    "custom": "com.atlassian.jira.plugin.system.customfieldtypes:select",
+                    "customId": int(field_id.rsplit("_", 1)[-1]),
+                },
+            }
+        )
         self.contexts[field_id] = []
         for ctx_name, values in contexts.items():
             ctx_id = str(next(self._ids))
-            self.contexts[field_id].append({"id": ctx_id, "name": ctx_name, "description": "",
-                                            "isGlobalContext": True, "isAnyIssueType": True})
+            self.contexts[field_id].append(
+                {
+                    "id": ctx_id,
+                    "name": ctx_name,
+                    "description": "",
+                    "isGlobalContext": True,
+                    "isAnyIssueType": True,
+                }
+            )
             self.options[(field_id, ctx_id)] = [
                 {"id": str(next(self._ids)), "value": v, "disabled": False} for v in values
             ]
 
     def add_text_field(self, field_id: str, name: str) -> None:
         """A custom text field: it has a context but no options (Jira answers 400 for its options)."""
-        self.fields.append({
-            "id": field_id, "key": field_id, "name": name, "custom": True, "orderable": True, "navigable": True,
-            "searchable": True, "clauseNames": [name],
-            "schema": {"type": "string", "custom": "com.atlassian.jira.plugin.system.customfieldtypes:textfield",
-                       "customId": int(field_id.rsplit("_", 1)[-1])},
-        })
-        self.contexts[field_id] = [{"id": str(next(self._ids)), "name": "Default", "description": "",
-                                    "isGlobalContext": True, "isAnyIssueType": True}]
+        self.fields.append(
+            {
+                "id": field_id,
+                "key": field_id,
+                "name": name,
+                "custom": True,
+                "orderable": True,
+                "navigable": True,
+                "searchable": True,
+                "clauseNames": [name],
+                "schema": {
+                    "type": "string",
+                    "custom": "com.atlassian.jira.plugin.system.customfieldtypes:textfield",
+                    "customId": int(field_id.rsplit("_", 1)[-1]),
+                },
+            }
+        )
+        self.contexts[field_id] = [
+            {
+                "id": str(next(self._ids)),
+                "name": "Default",
+                "description": "",
+                "isGlobalContext": True,
+                "isAnyIssueType": True,
+            }
+        ]
 
-    def fail_next(self, method: str, path_suffix: str, status: int, body: Any = None,
-                  headers: Mapping[str, str] | None = None, times: int = 1) -> None:
-        """Answer the next ``times`` matching requests with ``status`` (a Jira ``ErrorCollection`` by default)."""
+    def fail_next(
+        self,
+        method: str,
+        path_suffix: str,
+        status: int,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        times: int = 1,
+    ) -> None:
+        """Answer the next ``times`` matching requests with ``status``.
+
+        The body defaults to a Jira ``ErrorCollection``.
+        """
         if body is None:
             body = {"errorMessages": [f"Injected failure {status}"], "errors": {}}
         queue = self.failures.setdefault((method.upper(), path_suffix), [])
@@ -365,14 +454,25 @@ class FakeJira:
             "iconUrl": f"{self.url}/images/icons/statuses/generic.png",
             "name": name,
             "id": status_id,
-            "statusCategory": {"self": f"{self.url}/rest/api/3/statuscategory/{cat_id}", "id": cat_id,
-                               "key": category, "colorName": color, "name": cat_name},
+            "statusCategory": {
+                "self": f"{self.url}/rest/api/3/statuscategory/{cat_id}",
+                "id": cat_id,
+                "key": category,
+                "colorName": color,
+                "name": cat_name,
+            },
         }
 
     def _project_json(self, key: str) -> dict[str, Any]:
         pid = self.projects.setdefault(key, str(next(self._ids)))
-        return {"self": f"{self.url}/rest/api/3/project/{pid}", "id": pid, "key": key, "name": f"Project {key}",
-                "projectTypeKey": "software", "simplified": False}
+        return {
+            "self": f"{self.url}/rest/api/3/project/{pid}",
+            "id": pid,
+            "key": key,
+            "name": f"Project {key}",
+            "projectTypeKey": "software",
+            "simplified": False,
+        }
 
     def _linked(self, key: str) -> dict[str, Any]:
         other = self.issues.get(key)
@@ -386,30 +486,67 @@ class FakeJira:
     def _links_json(self, key: str) -> list[dict[str, Any]]:
         out = []
         for link in self.links:
-            link_type = {"id": "10000", "name": link.type_name, "inward": "is blocked by", "outward": "blocks",
-                         "self": f"{self.url}/rest/api/3/issueLinkType/10000"}
+            link_type = {
+                "id": "10000",
+                "name": link.type_name,
+                "inward": "is blocked by",
+                "outward": "blocks",
+                "self": f"{self.url}/rest/api/3/issueLinkType/10000",
+            }
             if link.type_name != "Blocks":
-                link_type = {"id": "10001", "name": link.type_name, "inward": "relates to",
-                             "outward": "relates to", "self": f"{self.url}/rest/api/3/issueLinkType/10001"}
+                link_type = {
+                    "id": "10001",
+                    "name": link.type_name,
+                    "inward": "relates to",
+                    "outward": "relates to",
+                    "self": f"{self.url}/rest/api/3/issueLinkType/10001",
+                }
             if link.blocked == key:
-                out.append({"id": link.id, "self": f"{self.url}/rest/api/3/issueLink/{link.id}", "type": link_type,
-                            "inwardIssue": self._linked(link.blocker)})
+                out.append(
+                    {
+                        "id": link.id,
+                        "self": f"{self.url}/rest/api/3/issueLink/{link.id}",
+                        "type": link_type,
+                        "inwardIssue": self._linked(link.blocker),
+                    }
+                )
             elif link.blocker == key:
-                out.append({"id": link.id, "self": f"{self.url}/rest/api/3/issueLink/{link.id}", "type": link_type,
-                            "outwardIssue": self._linked(link.blocked)})
+                out.append(
+                    {
+                        "id": link.id,
+                        "self": f"{self.url}/rest/api/3/issueLink/{link.id}",
+                        "type": link_type,
+                        "outwardIssue": self._linked(link.blocked),
+                    }
+                )
         return out
 
     def _comment_json(self, issue: FakeIssue, comment: FakeComment) -> dict[str, Any]:
-        author = {"accountId": "5b10a2844c20165700ede21g", "active": True, "displayName": comment.author,
-                  "self": f"{self.url}/rest/api/3/user?accountId=5b10a2844c20165700ede21g"}
-        return {"self": f"{self.url}/rest/api/3/issue/{issue.id}/comment/{comment.id}", "id": comment.id,
-                "author": author, "updateAuthor": author, "body": comment.body,
-                "created": _stamp(comment.created), "updated": _stamp(comment.created), "jsdPublic": True}
+        author = {
+            "accountId": "5b10a2844c20165700ede21g",
+            "active": True,
+            "displayName": comment.author,
+            "self": f"{self.url}/rest/api/3/user?accountId=5b10a2844c20165700ede21g",
+        }
+        return {
+            "self": f"{self.url}/rest/api/3/issue/{issue.id}/comment/{comment.id}",
+            "id": comment.id,
+            "author": author,
+            "updateAuthor": author,
+            "body": comment.body,
+            "created": _stamp(comment.created),
+            "updated": _stamp(comment.created),
+            "jsdPublic": True,
+        }
 
     def _comments_page(self, issue: FakeIssue, start: int = 0, limit: int = 100) -> dict[str, Any]:
         chunk = issue.comments[start : start + limit]
-        return {"comments": [self._comment_json(issue, c) for c in chunk], "maxResults": limit,
-                "total": len(issue.comments), "startAt": start}
+        return {
+            "comments": [self._comment_json(issue, c) for c in chunk],
+            "maxResults": limit,
+            "total": len(issue.comments),
+            "startAt": start,
+        }
 
     def _field_values(self, issue: FakeIssue, wanted: Sequence[str]) -> dict[str, Any]:
         everything = "*all" in wanted or "*navigable" in wanted
@@ -429,7 +566,9 @@ class FakeJira:
     def _issue_json(self, issue: FakeIssue, wanted: Sequence[str], expand: str = "") -> dict[str, Any]:
         data: dict[str, Any] = {
             "expand": "renderedFields,names,schema,operations,editmeta,changelog,versionedRepresentations",
-            "id": issue.id, "self": f"{self.url}/rest/api/3/issue/{issue.id}", "key": issue.key,
+            "id": issue.id,
+            "self": f"{self.url}/rest/api/3/issue/{issue.id}",
+            "key": issue.key,
             "fields": self._field_values(issue, wanted),
         }
         if "transitions" in expand.split(","):
@@ -445,9 +584,19 @@ class FakeJira:
         out = []
         for target in targets:
             tid = str(11 + sorted(self.statuses).index(target))
-            out.append({"id": tid, "name": f"Move to {target}", "to": self._status_json(target),
-                        "hasScreen": False, "isGlobal": self.workflow is None, "isInitial": False,
-                        "isAvailable": True, "isConditional": False, "isLooped": False})
+            out.append(
+                {
+                    "id": tid,
+                    "name": f"Move to {target}",
+                    "to": self._status_json(target),
+                    "hasScreen": False,
+                    "isGlobal": self.workflow is None,
+                    "isInitial": False,
+                    "isAvailable": True,
+                    "isConditional": False,
+                    "isLooped": False,
+                }
+            )
         return out
 
     def _check_fields(self, fields: Mapping[str, Any]) -> None:
@@ -489,8 +638,9 @@ class FakeJira:
             basic = "Basic " + base64.b64encode(f"{fake.email}:{fake.api_token}".encode()).decode()
             accepted = {basic} | ({f"Bearer {fake.bearer_token}"} if fake.bearer_token else set())
             if auth not in accepted:
-                resp = Response("Client must be authenticated to access this resource.", 401,
-                                content_type="text/plain")
+                resp = Response(
+                    "Client must be authenticated to access this resource.", 401, content_type="text/plain"
+                )
                 return _undocumented_if_needed(resp)
             with fake.lock:
                 for (method, suffix), queue in fake.failures.items():
@@ -517,8 +667,11 @@ class FakeJira:
             except jql_mod.JqlError as exc:
                 return error(400, str(exc))
             if query.predicate is None:
-                return error(400, "Unbounded JQL queries are not allowed here. Please add a search restriction "
-                                  "to your query.")
+                return error(
+                    400,
+                    "Unbounded JQL queries are not allowed here. Please add a search restriction "
+                    "to your query.",
+                )
             limit = int(body.get("maxResults") or 50)
             offset = 0
             token = body.get("nextPageToken")
@@ -532,8 +685,10 @@ class FakeJira:
                 matching = [i for i in fake.issues.values() if query.matches(fake._searchable(i))]
                 ordered = [fake.issues[d["key"]] for d in query.sort([fake._searchable(i) for i in matching])]
                 chunk = ordered[offset : offset + limit]
-                result: dict[str, Any] = {"issues": [fake._issue_json(i, wanted) for i in chunk],
-                                          "isLast": offset + limit >= len(ordered)}
+                result: dict[str, Any] = {
+                    "issues": [fake._issue_json(i, wanted) for i in chunk],
+                    "isLast": offset + limit >= len(ordered),
+                }
             if not result["isLast"]:
                 result["nextPageToken"] = base64.urlsafe_b64encode(f"page:{offset + limit}".encode()).decode()
             return jsonify(result)
@@ -553,8 +708,9 @@ class FakeJira:
                 found = get_issue_or_404(key)
                 if isinstance(found, Response):
                     return found
-                page = fake._comments_page(found, int(request.args.get("startAt", 0)),
-                                           int(request.args.get("maxResults", 100)))
+                page = fake._comments_page(
+                    found, int(request.args.get("startAt", 0)), int(request.args.get("maxResults", 100))
+                )
                 fake._validate(page, "PageOfComments", "comment page")
                 return jsonify(page)
 
@@ -642,18 +798,30 @@ class FakeJira:
 
     def _searchable(self, issue: FakeIssue) -> dict[str, Any]:
         project, _, number = issue.key.rpartition("-")
-        return {"key": issue.key, "status": issue.status, "project": issue.project, "labels": issue.labels,
-                "summary": issue.summary, "statuscategory": self.statuses[issue.status],
-                "created": _stamp(issue.created), "updated": _stamp(issue.updated),
-                "_natural_key": (project, int(number) if number.isdigit() else 0)}
+        return {
+            "key": issue.key,
+            "status": issue.status,
+            "project": issue.project,
+            "labels": issue.labels,
+            "summary": issue.summary,
+            "statuscategory": self.statuses[issue.status],
+            "created": _stamp(issue.created),
+            "updated": _stamp(issue.updated),
+            "_natural_key": (project, int(number) if number.isdigit() else 0),
+        }
 
 
 def _page(values: list[dict[str, Any]], args: Mapping[str, str]) -> dict[str, Any]:
     start = int(args.get("startAt", 0))
     limit = int(args.get("maxResults", 50))
     chunk = values[start : start + limit]
-    return {"startAt": start, "maxResults": limit, "total": len(values), "isLast": start + limit >= len(values),
-            "values": chunk}
+    return {
+        "startAt": start,
+        "maxResults": limit,
+        "total": len(values),
+        "isLast": start + limit >= len(values),
+        "values": chunk,
+    }
 
 
 def _undocumented_if_needed(resp: Response) -> Response:
@@ -671,11 +839,24 @@ def _undocumented_if_needed(resp: Response) -> Response:
 
 def _default_fields() -> list[dict[str, Any]]:
     def system(fid: str, name: str, kind: str) -> dict[str, Any]:
-        return {"id": fid, "key": fid, "name": name, "custom": False, "orderable": True, "navigable": True,
-                "searchable": True, "clauseNames": [fid], "schema": {"type": kind, "system": fid}}
+        return {
+            "id": fid,
+            "key": fid,
+            "name": name,
+            "custom": False,
+            "orderable": True,
+            "navigable": True,
+            "searchable": True,
+            "clauseNames": [fid],
+            "schema": {"type": kind, "system": fid},
+        }
 
-    return [system("summary", "Summary", "string"), system("status", "Status", "status"),
-            system("labels", "Labels", "array"), system("description", "Description", "string")]
+    return [
+        system("summary", "Summary", "string"),
+        system("status", "Status", "status"),
+        system("labels", "Labels", "array"),
+        system("description", "Description", "string"),
+    ]
 
 
 def _default_spec_path() -> str:
@@ -704,8 +885,10 @@ def _schema_problems(spec_path: str, value: Any, schema_name: str) -> list[str]:
     _document, registry = cached
     validator = OAS30ReadValidator({"$ref": f"urn:jira#/components/schemas/{schema_name}"}, registry=registry)
     # readOnly properties are what a server returns: validate as a response would be
-    return [f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
-            for e in validator.iter_errors(value)]
+    return [
+        f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
+        for e in validator.iter_errors(value)
+    ]
 
 
 def _draft4() -> Any:

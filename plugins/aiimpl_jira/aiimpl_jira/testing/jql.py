@@ -6,6 +6,7 @@ keeps (``status``, ``project``, ``labels``, ``key``, ``summary``, ``statusCatego
 reports errors in Jira's words, so tests see the plugin's queries actually select the right
 issues and bad clauses are refused the way Jira refuses them.
 """
+
 from __future__ import annotations
 
 import re
@@ -13,8 +14,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-KNOWN_FIELDS = frozenset({"status", "project", "labels", "key", "issuekey", "summary", "statuscategory",
-                          "created", "updated", "issuetype", "type", "assignee", "priority"})
+KNOWN_FIELDS = frozenset(
+    {
+        "status",
+        "project",
+        "labels",
+        "key",
+        "issuekey",
+        "summary",
+        "statuscategory",
+        "created",
+        "updated",
+        "issuetype",
+        "type",
+        "assignee",
+        "priority",
+    }
+)
 _KEYWORDS = frozenset({"and", "or", "not", "in", "order", "by", "asc", "desc", "empty", "null", "is"})
 
 _TOKEN = re.compile(
@@ -50,8 +66,10 @@ def tokenize(query: str) -> list[Token]:
         elif kind == "bad":
             if text in "\"'":
                 raise JqlError("Error in the JQL Query: The quoted string has not been completed.")
-            raise JqlError(f"Error in the JQL Query: The character '{text}' is a reserved JQL character. "
-                           "You must enclose it in a string or use the escape '\\u0025' instead.")
+            raise JqlError(
+                f"Error in the JQL Query: The character '{text}' is a reserved JQL character. "
+                "You must enclose it in a string or use the escape '\\u0025' instead."
+            )
         else:
             tokens.append(Token(kind, text))
     return tokens
@@ -104,7 +122,9 @@ class _Parser:
                 break
         leftover = self.peek()
         if leftover is not None:
-            raise JqlError(f"Error in the JQL Query: Expecting either 'OR' or 'AND' but got '{leftover.value}'.")
+            raise JqlError(
+                f"Error in the JQL Query: Expecting either 'OR' or 'AND' but got '{leftover.value}'."
+            )
         return predicate, order
 
     def or_clause(self) -> Predicate:
@@ -145,7 +165,9 @@ class _Parser:
             raise JqlError(f"Error in the JQL Query: Expecting a field name but got '{field_token.value}'.")
         field = field_token.value.lower()
         if field not in KNOWN_FIELDS:
-            raise JqlError(f"Field '{field_token.value}' does not exist or you do not have permission to view it.")
+            raise JqlError(
+                f"Field '{field_token.value}' does not exist or you do not have permission to view it."
+            )
         op_token = self.peek()
         if op_token is None:
             raise JqlError("Error in the JQL Query: Expecting operator but got the end of the query.")
@@ -179,12 +201,16 @@ class _Parser:
     def value(self) -> str:
         token = self.peek()
         if token is None:
-            raise JqlError("Error in the JQL Query: Expecting either a value, list or function but got the "
-                           "end of the query.")
-        if token.kind not in ("word", "value") or (token.kind == "word" and token.value.lower() in
-                                                    ("and", "or", "order")):
-            raise JqlError("Error in the JQL Query: Expecting either a value, list or function but got "
-                           f"'{token.value}'.")
+            raise JqlError(
+                "Error in the JQL Query: Expecting either a value, list or function but got the "
+                "end of the query."
+            )
+        if token.kind not in ("word", "value") or (
+            token.kind == "word" and token.value.lower() in ("and", "or", "order")
+        ):
+            raise JqlError(
+                f"Error in the JQL Query: Expecting either a value, list or function but got '{token.value}'."
+            )
         self.pos += 1
         return token.value
 
@@ -199,8 +225,11 @@ class _Parser:
             values.append(self.value())
         close = self.peek()
         if close is None or close.value != ")":
-            raise JqlError("Error in the JQL Query: Expecting ')' but got the end of the query."
-                           if close is None else f"Error in the JQL Query: Expecting ')' but got '{close.value}'.")
+            raise JqlError(
+                "Error in the JQL Query: Expecting ')' but got the end of the query."
+                if close is None
+                else f"Error in the JQL Query: Expecting ')' but got '{close.value}'."
+            )
         self.pos += 1
         return values
 
