@@ -173,7 +173,14 @@ class GitHub:
                     detail=exc.detail,
                 ) from None
             raise
-        return int(resp.json()["id"])
+        try:
+            return int(resp.json()["id"])
+        except (ValueError, KeyError, TypeError):
+            raise ProviderError(
+                f"github: the installation answer for {owner}/{repo} could not be read",
+                provider="github",
+                status=resp.status_code,
+            ) from None
 
     def repository_token(
         self, owner: str, repo: str, permissions: Mapping[str, str] | None = None
@@ -202,9 +209,18 @@ class GitHub:
                 f"/app/installations/{installation}/access_tokens",
                 headers=self._app_headers(),
                 json={"repositories": [repo], "permissions": perms},
+                # minting twice is harmless (the spare token just expires), so a 5xx is retried
+                retry_unsafe=True,
             )
-            body = resp.json()
-            token = CachedToken(str(body["token"]), _parse_time(str(body["expires_at"])))
+            try:
+                body = resp.json()
+                token = CachedToken(str(body["token"]), _parse_time(str(body["expires_at"])))
+            except (ValueError, KeyError, TypeError):
+                raise ProviderError(
+                    "github: the installation token answer could not be read",
+                    provider="github",
+                    status=resp.status_code,
+                ) from None
             self.cache.put(key, token)
             log.info(
                 "minted a GitHub installation token for %s/%s (expires %s)",

@@ -204,3 +204,19 @@ def test_secondary_rate_limit_is_retried(gh: FakeGitHub) -> None:
     )
     assert client.repo("acme", "api").get_file("a.txt") is not None
     assert sleeps == [2.0]
+
+
+def test_token_mint_is_retried_after_a_server_error(gh: FakeGitHub) -> None:
+    sleeps: list[float] = []
+    from aiimpl_core.http import HttpClient
+
+    client = GitHub(
+        gh.url,
+        app_id=gh.app_id,
+        private_key=gh.private_key_pem,
+        cache=TokenCache(),
+        http=lambda base, **kw: HttpClient(base, sleep=sleeps.append, **kw),
+    )
+    gh.fail_next("POST", "/access_tokens", 502, "Server Error")
+    token, _ = client.repository_token("acme", "api")
+    assert token in gh.tokens and len(sleeps) == 1
