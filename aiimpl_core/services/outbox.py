@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import or_, select, update
 
+from ..database import serialized
 from ..errors import AiimplError, ProviderError
 from ..extensions import db
 from ..orm import OutboxItem, TrackedIssue, utcnow
@@ -77,6 +78,10 @@ def deliver(
             )
         ).all()
     )
+    # On SQLite a transaction that began with a read cannot write once another connection has
+    # committed ("database is locked" at once, without waiting): end every read transaction
+    # before writing, and write the outcome of each send in a transaction of its own.
+    db.session.commit()
     for item_id, issue_key, provider_id in rows:
         if issue_key in blocked_issues or provider_id in postponed_providers or issue_key in waiting:
             counts["skipped"] += 1
@@ -86,33 +91,41 @@ def deliver(
             continue
         item = db.session.get(OutboxItem, item_id)
         assert item is not None
+        db.session.expunge(item)  # a detached copy keeps its values across the commit below
+        db.session.commit()
         try:
             _send(facade, item)
         except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
             retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
-            item.attempts += 1
-            item.last_error = str(exc)[:2000] if isinstance(exc, AiimplError) else type(exc).__name__
-            if item.attempts >= MAX_ATTEMPTS:
-                item.state = "dead"
-            else:
-                item.state = "pending"
-                item.next_attempt_at = now + _backoff(item.attempts, retry_after)
-            db.session.commit()
-            log.warning("outbox item %s (%s %s) failed: %s", item.id, item.op, item.issue_key, item.last_error)
+            with serialized():
+                row = db.session.get(OutboxItem, item_id)
+                assert row is not None
+                row.attempts += 1
+                row.last_error = str(exc)[:2000] if isinstance(exc, AiimplError) else type(exc).__name__
+                if row.attempts >= MAX_ATTEMPTS:
+                    row.state = "dead"
+                else:
+                    row.state = "pending"
+                    row.next_attempt_at = now + _backoff(row.attempts, retry_after)
+                last_error = row.last_error
+            log.warning("outbox item %s (%s %s) failed: %s", item_id, item.op, item.issue_key, last_error)
             counts["failed"] += 1
             blocked_issues.add(issue_key)
             if retry_after is not None or (isinstance(exc, ProviderError) and (exc.status or 0) >= 500):
                 postponed_providers.add(provider_id)
             continue
-        item.state = "done"
-        item.done_at = utcnow()
-        if item.op == "stage" and item.stage != Stage.TRIGGERED.value:
-            # our own write removed the trigger from the tracker: a trigger seen after now is new
-            tracked = db.session.scalar(select(TrackedIssue).where(TrackedIssue.issue_key == item.issue_key))
-            if tracked is not None:
-                tracked.trigger_consumed = False
-                tracked.trigger_cleared_at = item.done_at
-        db.session.commit()
+        with serialized():
+            row = db.session.get(OutboxItem, item_id)
+            assert row is not None
+            row.state = "done"
+            row.done_at = utcnow()
+            row.remote_id = item.remote_id
+            if row.op == "stage" and row.stage != Stage.TRIGGERED.value:
+                # our own write removed the trigger from the tracker: a trigger seen after now is new
+                tracked = db.session.scalar(select(TrackedIssue).where(TrackedIssue.issue_key == row.issue_key))
+                if tracked is not None:
+                    tracked.trigger_consumed = False
+                    tracked.trigger_cleared_at = row.done_at
         counts["sent"] += 1
     return counts
 
