@@ -130,6 +130,19 @@ class JiraClient:
 
     # -- configuration endpoints ----------------------------------------------------------------
 
+    def myself(self) -> dict[str, Any]:
+        """The account the credentials belong to (``GET /rest/api/3/myself``)."""
+        return dict(self.http.get(f"{API}/myself").json())
+
+    def project_statuses(self, project: str) -> list[dict[str, Any]]:
+        """Each issue type of a project with the statuses its workflow has."""
+        try:
+            return list(self.http.get(f"{API}/project/{quote(project, safe='')}/statuses").json())
+        except ProviderError as exc:
+            if exc.status == 404:
+                raise NotFound(f"Jira project {project} not found") from None
+            raise
+
     def parse_jql(self, queries: Sequence[str]) -> list[dict[str, Any]]:
         """``POST /rest/api/3/jql/parse?validation=strict``: one parsed entry (with ``errors``) per query."""
         resp = self.http.post(

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiimpl_core import hookimpl
+
+if TYPE_CHECKING:
+    import click
 
 
 @hookimpl
@@ -19,3 +23,10 @@ def aiimpl_register_blueprints(register: Callable[..., None]) -> None:
     from .api import bp
 
     register(bp, url_prefix="/api/jira")
+
+
+@hookimpl
+def aiimpl_register_commands(cli: click.Group) -> None:
+    from .cli import jira_group
+
+    cli.add_command(jira_group)

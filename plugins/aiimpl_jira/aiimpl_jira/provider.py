@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
-from aiimpl_core.errors import ProviderConfigError, ProviderError
+from aiimpl_core.errors import NotFound, ProviderConfigError, ProviderError
 from aiimpl_core.providers import TicketingProvider
 from aiimpl_core.types import BlockingLink, Comment, Stage, TrackerIssue, TriggeredPage
 
@@ -301,6 +301,42 @@ class JiraProvider(TicketingProvider):
         # Prefer a status literally called "Done" when the workflow has several finished states.
         candidates.sort(key=lambda t: str((t.get("to") or {}).get("name", "")).casefold() != "done")
         self.client.transition(key, str(candidates[0]["id"]))
+
+    # -- set-up check -------------------------------------------------------------------------
+
+    def check_setup(self, projects: Sequence[str]) -> dict[str, Any]:
+        """Whether the credentials work and each project's workflow has the lifecycle's statuses.
+
+        Returns ``{"ok", "account", "projects": {KEY: {"missing": [...], "done": bool, "error"}}}``.
+        Transitions between the statuses are not checked (Jira has no read API for them that works
+        without an issue); a missing transition shows up as a named error when a stage is set.
+        """
+        account = self.client.myself()
+        report: dict[str, Any] = {
+            "ok": True,
+            "account": {"accountId": account.get("accountId"), "displayName": account.get("displayName")},
+            "projects": {},
+        }
+        wanted = [STAGE_STATUS[stage] for stage in STAGE_STATUS]
+        for project in projects:
+            entry: dict[str, Any] = {"missing": [], "done": False, "error": None}
+            try:
+                issue_types = self.client.project_statuses(project)
+            except (ProviderError, NotFound) as exc:
+                entry["error"] = exc.message
+                report["ok"] = False
+                report["projects"][project] = entry
+                continue
+            names: set[str] = set()
+            for issue_type in issue_types:
+                for status in issue_type.get("statuses") or ():
+                    names.add(str(status.get("name", "")).casefold())
+                    entry["done"] = entry["done"] or _category(status) == DONE_CATEGORY
+            entry["missing"] = [name for name in wanted if name.casefold() not in names]
+            if entry["missing"] or not entry["done"]:
+                report["ok"] = False
+            report["projects"][project] = entry
+        return report
 
     # -- settings -----------------------------------------------------------------------------
 

@@ -326,3 +326,15 @@ def test_webhook_is_described_for_the_openapi_generator() -> None:
         assert method in ("get", "post") and operation["summary"] and "responses" in operation
     errors = yaml.safe_load(api.field_options.__doc__.split("---", 1)[1])["get"]["responses"]
     assert {400, 401, 500, 501} <= set(errors)
+
+
+def test_the_generated_openapi_describes_the_jira_endpoints(client: Any) -> None:
+    from openapi_spec_validator import validate
+
+    spec = client.get("/api/openapi.json").get_json()
+    validate(spec)
+    paths = spec["paths"]
+    assert set(paths["/api/jira/validate-jql"]["post"]["responses"]) == {"200", "400", "401", "500", "501"}
+    assert set(paths["/api/jira/fields"]["get"]["responses"]) == {"200", "401", "500", "501"}
+    assert set(paths["/api/jira/field-options"]["get"]["responses"]) == {"200", "400", "401", "500", "501"}
+    assert paths["/api/jira/webhook"]["post"]["security"] == []

@@ -759,6 +759,37 @@ class FakeJira:
 
             return Response(status=204, headers={UNDOCUMENTED_HEADER: "1"})
 
+        @app.get(f"{api}/myself")
+        def myself() -> Any:
+            return jsonify(
+                {
+                    "accountId": "5b10a2844c20165700ede21g",
+                    "accountType": "atlassian",
+                    "active": True,
+                    "displayName": "AI-Implement bot",
+                    "emailAddress": fake.email,
+                    "timeZone": "UTC",
+                    "self": f"{fake.url}/rest/api/3/user?accountId=5b10a2844c20165700ede21g",
+                }
+            )
+
+        @app.get(f"{api}/project/<key>/statuses")
+        def project_statuses(key: str) -> Any:
+            if key not in fake.projects:
+                return error(404, f"No project could be found with key '{key}'.")
+            statuses = [fake._status_json(name) for name in fake.statuses]
+            return jsonify(
+                [
+                    {
+                        "id": "10001",
+                        "name": "Task",
+                        "subtask": False,
+                        "statuses": statuses,
+                        "self": f"{fake.url}/rest/api/3/issueType/10001",
+                    },
+                ]
+            )
+
         @app.post(f"{api}/jql/parse")
         def parse_jql() -> Any:
             body = request.get_json(silent=True) or {}
