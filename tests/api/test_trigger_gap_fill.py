@@ -1,0 +1,181 @@
+"""``POST /trigger/gap-fill``: every row of the reference's table, and the gap-analysis job it starts."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import Job
+from aiimpl_core.testing.fakes import FakeRunner, dispatch_refused
+
+URL = "/trigger/gap-fill"
+SECRET = "gap-fill-trigger-secret"
+AUTH = {"Authorization": f"Bearer {SECRET}"}
+BAD_BODY = "issueKey and positive integer prNumber required"
+
+
+@pytest.fixture
+def aiimpl_config():
+    return {"AIIMPL_TRIGGER_SECRET": SECRET}
+
+
+@pytest.fixture
+def aiimpl_plugins(cb_tracker, cb_runner):
+    return [cb_tracker.plugin, cb_runner.plugin]
+
+
+def post(client, body=None, raw=None, headers=AUTH):
+    if raw is not None:
+        return client.post(URL, data=raw, headers=headers, content_type="application/json")
+    return client.post(URL, json=body, headers=headers)
+
+
+def _jobs():
+    db.session.commit()
+    return db.session.scalars(select(Job).order_by(Job.id)).all()
+
+
+BAD_BODIES = [
+    {"prNumber": 5},
+    {"issueKey": "", "prNumber": 5},
+    {"issueKey": 7, "prNumber": 5},
+    {"issueKey": "ENG-1"},
+    {"issueKey": "ENG-1", "prNumber": 0},
+    {"issueKey": "ENG-1", "prNumber": -3},
+    {"issueKey": "ENG-1", "prNumber": "5"},
+    {"issueKey": "ENG-1", "prNumber": 2.5},
+    {"issueKey": "ENG-1", "prNumber": True},
+    {"issueKey": "ENG-1", "prNumber": None},
+    {"issueKey": "ENG-1", "prNumber": 10**30},
+    [{"issueKey": "ENG-1", "prNumber": 5}],
+    None,
+]
+
+
+@pytest.mark.parametrize("body", BAD_BODIES)
+def test_gap_fill_table_400_bad_body(client, cb_mapping, body):
+    cb_mapping()
+    resp = post(client, body) if body is not None else post(client, raw=b"{not json")
+    assert resp.status_code == 400
+    assert resp.get_json() == {"error": BAD_BODY}
+    assert _jobs() == []
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {SECRET}"},
+                                     {"Authorization": f"Bearer {SECRET}x"}, {"Authorization": SECRET}])
+def test_gap_fill_table_401_unauthorized(client, cb_mapping, headers):
+    cb_mapping()
+    resp = post(client, {"issueKey": "ENG-1", "prNumber": 5}, headers=headers)
+    assert resp.status_code == 401
+    assert resp.get_json() == {"error": "unauthorized"}
+
+
+def test_gap_fill_table_404_mapping_not_found(client, cb_mapping):
+    cb_mapping("ENG")
+    for key in ("OPS-9", "ENGX-1", "nohyphen"):
+        resp = post(client, {"issueKey": key, "prNumber": 5})
+        assert resp.status_code == 404
+        assert resp.get_json() == {"error": "mapping_not_found"}
+
+
+def test_gap_fill_table_423_project_paused(client, cb_mapping):
+    cb_mapping("ENG", paused=True)
+    resp = post(client, {"issueKey": "ENG-1", "prNumber": 5})
+    assert resp.status_code == 423
+    assert resp.get_json() == {"error": "project_paused", "teamKey": "ENG"}
+    assert _jobs() == []
+
+
+@pytest.mark.parametrize("aiimpl_config", [{}, {"AIIMPL_TRIGGER_SECRET": ""}])
+def test_gap_fill_table_501_not_configured(client, cb_mapping, aiimpl_config):
+    cb_mapping()
+    for headers in ({}, AUTH):
+        resp = post(client, {"issueKey": "ENG-1", "prNumber": 5}, headers=headers)
+        assert resp.status_code == 501
+        assert resp.get_json() == {"error": "Gap fill trigger not configured"}
+
+
+def test_gap_fill_table_502_dispatch_failed(client, cb_mapping, cb_runner, cb_tracker):
+    cb_mapping()
+    cb_runner.dispatch_error = dispatch_refused(422, "Workflow does not have 'workflow_dispatch' trigger")
+    resp = post(client, {"issueKey": "ENG-1", "prNumber": 5})
+    assert resp.status_code == 502
+    assert resp.get_json() == {"error": "dispatch_failed",
+                               "detail": "Workflow does not have 'workflow_dispatch' trigger",
+                               "dispatchStatus": 422}
+    [job] = _jobs()
+    assert job.status == "failed"
+
+
+def test_gap_fill_502_detail_from_githubs_error_body(client, cb_mapping, cb_runner):
+    from aiimpl_core.errors import DispatchError
+
+    cb_mapping()
+    cb_runner.dispatch_error = DispatchError(
+        "github: POST /repos/acme/api/actions/workflows/ai.yml/dispatches failed with HTTP 404: Not Found",
+        status=404, detail={"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
+    resp = post(client, {"issueKey": "ENG-1", "prNumber": 5})
+    assert resp.get_json() == {"error": "dispatch_failed", "detail": "Not Found", "dispatchStatus": 404}
+
+
+@pytest.mark.parametrize("cb_runner", [FakeRunner(gap_fill=False)])
+def test_gap_fill_502_when_no_backend_supports_it(client, cb_mapping, cb_runner):
+    cb_mapping()
+    resp = post(client, {"issueKey": "ENG-1", "prNumber": 5})
+    assert resp.status_code == 502
+    assert resp.get_json() == {"error": "dispatch_failed",
+                               "detail": "no installed runner backend supports gap-fill dispatch",
+                               "dispatchStatus": None}
+    assert _jobs() == []
+
+
+def test_gap_fill_409_already_running(client, cb_mapping, cb_job):
+    cb_job(status="running")
+    resp = post(client, {"issueKey": "ENG-1", "prNumber": 5})
+    assert resp.status_code == 409
+    assert resp.get_json()["error"] == "already_running"
+    assert len(_jobs()) == 1
+
+
+def test_gap_fill_dispatches_a_gap_analysis_job_on_the_prs_branch(client, cb_job, cb_runner):
+    opener, _ = cb_job(status="completed", pr_number=42, branch="ai/ENG-1-retry")
+    resp = post(client, {"issueKey": "ENG-1", "prNumber": 42})
+    assert resp.status_code == 202
+    jobs = _jobs()
+    job = jobs[-1]
+    assert resp.get_json() == {"jobId": job.id, "status": "dispatched"}
+    assert (job.phase, job.pr_number, job.base_branch, job.backend) == (
+        "gap-analysis", 42, "ai/ENG-1-retry", "github-actions")
+    run = cb_runner.runs[job.id]
+    assert run.request.pr_number == 42
+    assert run.request.base_branch == "ai/ENG-1-retry"
+    assert run.request.env["AIIMPL_PR_NUMBER"] == "42"
+    assert run.request.env["AIIMPL_PHASE"] == "gap-analysis"
+
+
+def test_gap_fill_base_branch_defaults_to_prefix_and_key(client, cb_mapping, cb_runner):
+    cb_mapping("ENG", branch_prefix="bot/")
+    resp = post(client, {"issueKey": "ENG-3", "prNumber": 9})
+    assert resp.status_code == 202
+    assert _jobs()[-1].base_branch == "bot/ENG-3"
+
+
+class TestMappingBackendWithoutGapFill:
+    """The mapping runs on fly-machines, which cannot dispatch gap-fill; github-actions can."""
+
+    @pytest.fixture
+    def fly_runner(self):
+        return FakeRunner("fly-machines", "fly", gap_fill=False)
+
+    @pytest.fixture
+    def aiimpl_plugins(self, cb_tracker, cb_runner, fly_runner):
+        return [cb_tracker.plugin, cb_runner.plugin, fly_runner.plugin]
+
+    def test_gap_fill_falls_back_to_a_backend_that_supports_it(self, client, cb_mapping, fly_runner, cb_runner):
+        cb_mapping("ENG", execution_mode="fly-machines")
+        resp = post(client, {"issueKey": "ENG-1", "prNumber": 5})
+        assert resp.status_code == 202, resp.get_json()
+        job = _jobs()[-1]
+        assert job.backend == "github-actions"
+        assert fly_runner.runs == {}
+        assert job.id in cb_runner.runs
