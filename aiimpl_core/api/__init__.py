@@ -6,6 +6,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..auth import admin, is_public
 from ..errors import AiimplError
+from ..schemas.common import UNAUTHORIZED, ApiError
 
 
 #: Blueprint modules, each exposing ``bp``: grouped as the reference groups the endpoints.
@@ -28,6 +29,7 @@ BLUEPRINT_MODULES = (
 
 
 def register_api(app: Flask) -> None:
+    """Register every blueprint, then the admin guard and the error handlers (in one place)."""
     import importlib
 
     for name in BLUEPRINT_MODULES:
@@ -49,7 +51,7 @@ def _install_admin_guard(app: Flask) -> None:
             return None
         if admin.session_valid(admin.bearer(request.headers.get("Authorization"))):
             return None
-        return jsonify(error="Unauthorized"), 401
+        return jsonify(error=UNAUTHORIZED), 401
 
 
 def _install_error_handlers(app: Flask) -> None:
@@ -60,6 +62,10 @@ def _install_error_handlers(app: Flask) -> None:
         if exc.code == 413:
             return jsonify(error="Invalid request body"), 400
         return jsonify(error=exc.description or exc.name), exc.code
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):  # noqa: ANN202
+        return jsonify(exc.body()), exc.status
 
     @app.errorhandler(AiimplError)
     def _aiimpl_error(exc: AiimplError):  # noqa: ANN202

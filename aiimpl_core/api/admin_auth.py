@@ -1,6 +1,76 @@
-"""API blueprint: admin_auth."""
+"""``POST /api/auth``: the admin access code exchanged for a session token.
+
+Public (it is how a session starts). Wrong codes from one client are counted in the database and
+slow that client's further attempts down (see :mod:`aiimpl_core.auth.admin`).
+"""
 from __future__ import annotations
 
-from flask import Blueprint
+import time
+
+from flask import Blueprint, jsonify, request
+
+from ..auth import admin, public_endpoint
+from ..schemas import admin as schemas
+from ..schemas.common import ApiError, read_json
 
 bp = Blueprint("admin_auth", __name__)
+
+INVALID_CODE = "Invalid access code"
+
+#: replaced by tests to observe the delays instead of waiting them out
+sleep = time.sleep
+
+
+def _client() -> str:
+    # Behind a reverse proxy, wrap the app with werkzeug's ProxyFix so this is the real client.
+    return request.remote_addr or "unknown"
+
+
+@bp.post("/api/auth")
+@public_endpoint
+def auth():  # noqa: ANN201
+    """Exchange the admin access code for a session token.
+    ---
+    post:
+      summary: Sign in with the admin access code
+      description: >-
+        Returns a signed session token to send as `Authorization: Bearer <token>` to every other
+        admin endpoint. After 5 wrong codes within 10 minutes, each further attempt from the same
+        client waits progressively longer (up to a few seconds); a right code resets the count.
+        While `AIIMPL_ADMIN_ACCESS_CODE` is unset every code is refused.
+      tags: [admin]
+      security: []
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: AuthRequestSchema
+      responses:
+        200:
+          description: The session token and its expiry
+          content:
+            application/json:
+              schema: AuthResponseSchema
+        400:
+          description: Invalid request body (not JSON, not an object, or no string `code`)
+          content:
+            application/json:
+              schema: ErrorSchema
+        403:
+          description: Invalid access code
+          content:
+            application/json:
+              schema: ErrorSchema
+    """
+    data = schemas.load(schemas.AuthRequestSchema(), read_json(), schemas.INVALID_BODY_MESSAGE)
+    client = _client()
+    delay = admin.throttle_delay(client)
+    if delay:
+        sleep(delay)
+    if not admin.code_matches(data["code"]):
+        admin.record_failure(client)
+        raise ApiError(403, INVALID_CODE)
+    admin.reset_failures(client)
+    expires = admin.session_expiry()
+    token = admin.issue_session()
+    return jsonify(token=token, expiresAt=expires.isoformat().replace("+00:00", "Z"))

@@ -1,6 +1,287 @@
-"""API blueprint: admin_jobs."""
+"""Admin reads: ``GET /api/jobs``, ``GET /api/jobs/<jobId>``, ``GET /api/jobs/<jobId>/steps``,
+``GET /api/issues`` and ``GET /api/blockers`` (the dispatch log, issue list and Blockers view)."""
 from __future__ import annotations
 
-from flask import Blueprint
+import logging
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy import select
+
+from ..errors import AiimplError
+from ..extensions import db
+from ..orm import Blocker, Job, JobStep, TrackedIssue
+from ..schemas import admin as schemas
+from ..schemas.common import ApiError
+from ..services import mappings as mapping_service
+from ..types import STAGE_TITLES, Stage, TrackerIssue
 
 bp = Blueprint("admin_jobs", __name__)
+log = logging.getLogger(__name__)
+
+JOB_NOT_FOUND = "job not found"
+#: a tracker listing is paged; this many pages is far beyond any real backlog and stops a loop
+MAX_PAGES = 200
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def job_summary(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "issueKey": job.issue_key,
+        "teamKey": job.team_key,
+        "phase": job.phase,
+        "status": job.status,
+        "timeoutReason": job.timeout_reason,
+        "backend": job.backend,
+        "runnerMode": job.runner_mode,
+        "shadow": bool(job.shadow),
+        "owner": job.owner,
+        "repo": job.repo,
+        "baseBranch": job.base_branch,
+        "branch": job.branch,
+        "runId": job.run_id,
+        "runUrl": job.run_url,
+        "logUrl": job.log_url,
+        "prNumber": job.pr_number,
+        "prUrl": job.pr_url,
+        "error": job.error,
+        "logLabel": job.log_label,
+        "costUsd": job.cost_usd,
+        "turns": job.turns,
+        "durationSeconds": job.duration_seconds,
+        "createdAt": _iso(job.created_at),
+        "dispatchedAt": _iso(job.dispatched_at),
+        "runningAt": _iso(job.running_at),
+        "finishedAt": _iso(job.finished_at),
+    }
+
+
+def _job(job_id: str) -> Job:
+    # the id is taken as text so that any path answers the reference's "job not found"
+    if not job_id.isdigit() or len(job_id) > 10:
+        raise ApiError(404, JOB_NOT_FOUND)
+    job = db.session.get(Job, int(job_id))
+    if job is None:
+        raise ApiError(404, JOB_NOT_FOUND)
+    return job
+
+
+@bp.get("/api/jobs")
+def list_jobs():  # noqa: ANN201
+    """List jobs, newest first.
+    ---
+    get:
+      summary: The dispatch log (jobs, newest first)
+      tags: [admin]
+      parameters:
+        - in: query
+          schema: JobsQuerySchema
+      responses:
+        200:
+          description: The jobs
+          content:
+            application/json:
+              schema:
+                type: array
+                items: JobSchema
+        400:
+          description: A filter is invalid
+          content:
+            application/json:
+              schema: ErrorSchema
+    """
+    query = schemas.load_ordered(schemas.JobsQuerySchema(), request.args.to_dict(), schemas.JOBS_QUERY_RULES)
+    stmt = select(Job).order_by(Job.id.desc()).limit(query["limit"])
+    if "status" in query:
+        stmt = stmt.where(Job.status == query["status"])
+    if "team" in query:
+        stmt = stmt.where(Job.team_key == query["team"])
+    if "issue" in query:
+        stmt = stmt.where(Job.issue_key == query["issue"])
+    return jsonify([job_summary(j) for j in db.session.scalars(stmt)])
+
+
+@bp.get("/api/jobs/<jobId>")
+def get_job(jobId: str):  # noqa: ANN201, N803 - the reference's parameter name
+    """One job with its status history.
+    ---
+    get:
+      summary: One job with its transitions
+      tags: [admin]
+      responses:
+        200:
+          description: The job
+          content:
+            application/json:
+              schema: JobDetailSchema
+        404:
+          description: job not found
+          content:
+            application/json:
+              schema: ErrorSchema
+    """
+    job = _job(jobId)
+    body = job_summary(job)
+    body["plan"] = job.plan
+    body["logExcerpt"] = job.log_excerpt
+    body["transitions"] = [
+        {"fromStatus": t.from_status, "toStatus": t.to_status, "reason": t.reason, "at": _iso(t.at)}
+        for t in job.transitions
+    ]
+    return jsonify(body)
+
+
+@bp.get("/api/jobs/<jobId>/steps")
+def job_steps(jobId: str):  # noqa: ANN201, N803
+    """A job's step history.
+    ---
+    get:
+      summary: The steps a job's runner reported, in order
+      tags: [admin]
+      responses:
+        200:
+          description: The steps
+          content:
+            application/json:
+              schema:
+                type: array
+                items: JobStepViewSchema
+        404:
+          description: job not found
+          content:
+            application/json:
+              schema: ErrorSchema
+    """
+    job = _job(jobId)
+    rows = db.session.scalars(select(JobStep).where(JobStep.job_id == job.id).order_by(JobStep.id))
+    return jsonify([
+        {"id": s.step_id, "type": s.type, "status": s.status, "startedAt": s.started_at,
+         "finishedAt": s.finished_at, "detail": s.detail, "source": s.source}
+        for s in rows
+    ])
+
+
+def _latest_jobs(keys: list[str]) -> dict[str, Job]:
+    latest: dict[str, Job] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        for job in db.session.scalars(select(Job).where(Job.issue_key.in_(chunk)).order_by(Job.id)):
+            latest[job.issue_key] = job  # ascending ids: the last one wins
+    return latest
+
+
+def _job_brief(job: Job | None) -> dict[str, Any] | None:
+    if job is None:
+        return None
+    return {"id": job.id, "phase": job.phase, "status": job.status, "timeoutReason": job.timeout_reason,
+            "prNumber": job.pr_number, "prUrl": job.pr_url, "createdAt": _iso(job.created_at)}
+
+
+def _stage(value: str | Stage | None) -> tuple[str | None, str | None]:
+    if value is None:
+        return None, None
+    try:
+        stage = Stage(value)
+    except ValueError:
+        return str(value), str(value)
+    return stage.value, STAGE_TITLES[stage]
+
+
+def _tracked(row: TrackedIssue, job: Job | None) -> dict[str, Any]:
+    stage, title = _stage(row.stage)
+    return {"issueKey": row.issue_key, "teamKey": row.team_key, "provider": row.provider, "title": row.title,
+            "url": row.url, "stage": stage, "stageTitle": title, "triggered": bool(row.triggered),
+            "lastSeenAt": _iso(row.last_seen_at), "latestJob": _job_brief(job)}
+
+
+def _live(issue: TrackerIssue, job: Job | None) -> dict[str, Any]:
+    stage, title = _stage(issue.stage)
+    return {"issueKey": issue.key, "teamKey": issue.team_key, "provider": issue.provider, "title": issue.title,
+            "url": issue.url, "stage": stage, "stageTitle": title, "triggered": issue.triggered,
+            "lastSeenAt": None, "latestJob": _job_brief(job)}
+
+
+def _live_triggered() -> list[TrackerIssue]:
+    """Every triggered issue, read now from every configured ticketing provider.
+
+    :raises ApiError: 502 with the provider's message when one fails.
+    """
+    facade = current_app.extensions["aiimpl"]
+    teams = mapping_service.views_by_tracker()
+    issues: list[TrackerIssue] = []
+    for tracker in facade.trackers():
+        if not tracker.is_configured():
+            continue
+        try:
+            for n, page in enumerate(tracker.iter_triggered(teams.get(tracker.id, []))):
+                issues.extend(page.issues)
+                if page.complete or n + 1 >= MAX_PAGES:
+                    break
+        except AiimplError as exc:
+            raise ApiError(502, exc.message) from None
+        except Exception as exc:  # noqa: BLE001 - a plugin bug is still the tracker failing
+            log.exception("listing triggered issues of %s failed", tracker.id)
+            raise ApiError(502, f"{tracker.display_name}: {type(exc).__name__}") from None
+    return issues
+
+
+@bp.get("/api/issues")
+def list_issues():  # noqa: ANN201
+    """Tracked issues with their stage and latest job.
+    ---
+    get:
+      summary: Tracked issues (stage and latest job); `refresh=1` reads triggered issues live
+      tags: [admin]
+      parameters:
+        - in: query
+          schema: IssuesQuerySchema
+      responses:
+        200:
+          description: The issues
+          content:
+            application/json:
+              schema:
+                type: array
+                items: IssueSchema
+        502:
+          description: (underlying error message) Fetching issues from the ticketing provider failed
+          content:
+            application/json:
+              schema: ErrorSchema
+    """
+    if request.args.get("refresh", "").lower() in ("1", "true", "yes"):
+        live = _live_triggered()
+        latest = _latest_jobs([i.key for i in live])
+        return jsonify([_live(i, latest.get(i.key)) for i in live])
+    rows = list(db.session.scalars(select(TrackedIssue).order_by(TrackedIssue.updated_at.desc(), TrackedIssue.id)))
+    latest = _latest_jobs([r.issue_key for r in rows])
+    return jsonify([_tracked(r, latest.get(r.issue_key)) for r in rows])
+
+
+@bp.get("/api/blockers")
+def list_blockers():  # noqa: ANN201
+    """Issues the latest poll cycle did not dispatch, and why.
+    ---
+    get:
+      summary: Issues currently blocked from dispatch (the Blockers view)
+      tags: [admin]
+      responses:
+        200:
+          description: The blocked issues
+          content:
+            application/json:
+              schema:
+                type: array
+                items: BlockerSchema
+    """
+    rows = db.session.scalars(select(Blocker).order_by(Blocker.first_seen_at, Blocker.issue_key))
+    return jsonify([
+        {"issueKey": b.issue_key, "teamKey": b.team_key, "provider": b.provider, "reason": b.reason,
+         "message": b.message, "title": b.title, "since": _iso(b.first_seen_at), "lastSeenAt": _iso(b.last_seen_at)}
+        for b in rows
+    ])

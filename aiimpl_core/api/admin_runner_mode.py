@@ -1,6 +1,79 @@
-"""API blueprint: admin_runner_mode."""
+"""``GET``/``POST /api/runner-mode``: the global runner mode, saved in the database.
+
+A ``RUNNER_MODE`` environment variable overrides the saved mode at runtime: a change is still
+saved, and answered with the reference's 409 so the operator knows it has no effect yet.
+"""
 from __future__ import annotations
 
-from flask import Blueprint
+from typing import Any
+
+from flask import Blueprint, jsonify
+
+from ..schemas import admin as schemas
+from ..schemas.common import ApiError, read_json
+from ..services import settings
 
 bp = Blueprint("admin_runner_mode", __name__)
+
+
+def _state() -> dict[str, Any]:
+    return {
+        "mode": settings.persisted_runner_mode(),
+        "effective": settings.effective_runner_mode(),
+        "envOverride": settings.env_runner_mode(),
+    }
+
+
+@bp.get("/api/runner-mode")
+def get_runner_mode():  # noqa: ANN201
+    """The saved and the effective runner mode.
+    ---
+    get:
+      summary: The saved runner mode, the one in force, and the RUNNER_MODE override
+      tags: [runner-mode]
+      responses:
+        200:
+          description: The modes
+          content:
+            application/json:
+              schema: RunnerModeSchema
+    """
+    return jsonify(_state())
+
+
+@bp.post("/api/runner-mode")
+def set_runner_mode():  # noqa: ANN201
+    """Save the global runner mode.
+    ---
+    post:
+      summary: Save the global runner mode (default, gha, fly, local, shadow)
+      tags: [runner-mode]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: RunnerModeRequestSchema
+      responses:
+        200:
+          description: Saved and in force
+          content:
+            application/json:
+              schema: RunnerModeSchema
+        400:
+          description: "Invalid request body; mode must be one of: default, gha, fly, local, shadow"
+          content:
+            application/json:
+              schema: ErrorSchema
+        409:
+          description: >-
+            RUNNER_MODE env var is set; persisted to DB but has no effect at runtime until the env
+            var is unset
+          content:
+            application/json:
+              schema: ErrorSchema
+    """
+    data = schemas.load(schemas.RunnerModeRequestSchema(), read_json(), schemas.RUNNER_MODE_INVALID)
+    settings.put(settings.RUNNER_MODE_KEY, data["mode"])
+    if settings.env_runner_mode() is not None:
+        raise ApiError(409, schemas.RUNNER_MODE_ENV_SET)
+    return jsonify(_state())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hmac
+from datetime import UTC, datetime, timedelta
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -44,3 +45,72 @@ def bearer(header: str | None) -> str | None:
     if scheme.lower() != "bearer" or not token or " " in token:
         return None
     return token
+
+
+# -- slowing down repeated wrong codes -------------------------------------------------------------
+# Counted per client in the database (``orm.AuthFailure``), so every worker and host of one
+# installation sees the same count. The delay is taken *before* the code is checked, whatever the
+# code: a client that gave up waiting must not learn from a quick answer that it guessed right.
+
+#: wrong codes tolerated within the window before each further attempt is slowed down
+THROTTLE_AFTER = 5
+#: seconds over which wrong codes are counted
+THROTTLE_WINDOW = 600
+#: the delay of the first slowed attempt, doubled by each further wrong code, capped
+THROTTLE_BASE_DELAY = 0.25
+THROTTLE_MAX_DELAY = 4.0
+
+
+def throttle_delay(client: str, now: datetime | None = None) -> float:
+    """Seconds the next attempt of ``client`` must wait (0 while under the threshold)."""
+    from ..extensions import db
+    from ..orm import AuthFailure
+
+    now = now or datetime.now(UTC)
+    row = db.session.get(AuthFailure, client[:128])
+    if row is None or (now - row.window_start).total_seconds() > THROTTLE_WINDOW:
+        return 0.0
+    excess = row.failures - THROTTLE_AFTER
+    if excess < 0:
+        return 0.0
+    return min(THROTTLE_MAX_DELAY, THROTTLE_BASE_DELAY * 2 ** min(excess, 16))
+
+
+def record_failure(client: str, now: datetime | None = None) -> int:
+    """Count a wrong code of ``client``; returns the count within the current window."""
+    from ..database import advisory_lock, serialized
+    from ..extensions import db
+    from ..orm import AuthFailure
+
+    now = now or datetime.now(UTC)
+    key = client[:128]
+    with serialized() as session:
+        advisory_lock(f"auth-failure:{key}", session)
+        row = session.get(AuthFailure, key, populate_existing=True)
+        if row is None:
+            row = AuthFailure(client=key, failures=0, window_start=now, last_failure_at=now)
+            session.add(row)
+        elif (now - row.window_start).total_seconds() > THROTTLE_WINDOW:
+            row.failures, row.window_start = 0, now
+        row.failures += 1
+        row.last_failure_at = now
+        count = row.failures
+    db.session.expire_all()
+    return count
+
+
+def reset_failures(client: str) -> None:
+    """A right code clears the client's count."""
+    from sqlalchemy import delete
+
+    from ..extensions import db
+    from ..orm import AuthFailure
+
+    db.session.execute(delete(AuthFailure).where(AuthFailure.client == client[:128]))
+    db.session.commit()
+
+
+def session_expiry(now: datetime | None = None) -> datetime:
+    """When a session issued now stops being accepted."""
+    now = now or datetime.now(UTC)
+    return now + timedelta(seconds=int(current_app.config["AIIMPL_ADMIN_SESSION_SECONDS"]))

@@ -104,3 +104,54 @@ def cb_live_server(app) -> _CbIterator[str]:
     finally:
         server.shutdown()
         thread.join(timeout=10)
+
+
+# -- admin API (test_admin_*.py, test_openapi*.py) ------------------------------------------------
+# Fixtures below are prefixed ``adm_``; admin test modules override ``aiimpl_plugins`` with
+# ``adm_plugins``: a fake tracker, a ``github-actions`` backend with sessions, secrets and
+# workflow sync, and a ``fly-machines`` backend with none of them.
+
+
+@_cb_pytest.fixture
+def adm_tracker():
+    """An in-memory tracker (provider id ``fake-tracker``) with issue ENG-1."""
+    from aiimpl_core.testing.fakes import FakeTracker
+
+    tracker = FakeTracker()
+    tracker.add("ENG-1", title="Add a health check")
+    return tracker
+
+
+@_cb_pytest.fixture
+def adm_runner():
+    """A ``github-actions`` backend that manages sessions and secrets and syncs workflows."""
+    from aiimpl_core.testing.fakes import FakeRunner
+
+    return FakeRunner(sessions=True, secrets=True, workflow_sync=True)
+
+
+@_cb_pytest.fixture
+def adm_fly():
+    """A ``fly-machines`` backend without sessions, secrets or workflow sync."""
+    from aiimpl_core.testing.fakes import FakeRunner
+
+    return FakeRunner("fly-machines", "fly")
+
+
+@_cb_pytest.fixture
+def adm_plugins(adm_tracker, adm_runner, adm_fly) -> list[object]:
+    return [adm_tracker.plugin, adm_runner.plugin, adm_fly.plugin]
+
+
+@_cb_pytest.fixture
+def adm_mapping(app) -> _CbCallable[..., dict[str, _CbAny]]:
+    """Create a mapping through the API's service (team ENG → acme/api by default); returns it."""
+    from aiimpl_core.services import mappings
+
+    def make(team_key: str = "ENG", **kw: _CbAny) -> dict[str, _CbAny]:
+        body = {"teamKey": team_key, "owner": "acme", "repo": "api", "defaultBranch": "main",
+                "ticketing": {"provider": "fake-tracker"}, **kw}
+        mapping, _ = mappings.save(body)
+        return mapping
+
+    return make

@@ -1,0 +1,322 @@
+"""Request and response schemas of the admin API (``/api/*`` behind the admin session).
+
+The same classes parse request bodies and query strings in the views and describe them in the
+OpenAPI document. Field names are camelCase as on the wire. Bodies whose rules depend on the
+installed plugins (mappings) or that the CLI shares (secrets) are validated by their services;
+their schemas here describe them.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+
+from ..services.settings import RUNNER_MODES
+from ..types import JobStatus
+from .common import INVALID_BODY, NOT_JSON, ApiError
+from .runner import MAX_INT, StrictBoolean, StrictInteger, StrictString
+
+INVALID_BODY_MESSAGE = INVALID_BODY
+RUNNER_MODE_INVALID = "mode must be one of: " + ", ".join(RUNNER_MODES)
+RUNNER_MODE_ENV_SET = (
+    "RUNNER_MODE env var is set; persisted to DB but has no effect at runtime until the env var is unset"
+)
+
+
+def load(schema: Schema, data: Any, message: str, *, not_object: str = INVALID_BODY) -> dict[str, Any]:
+    """Validate ``data`` with ``schema``; a non-object answers ``not_object``, a failed rule ``message``."""
+    if data is NOT_JSON or not isinstance(data, dict):
+        raise ApiError(400, not_object)
+    try:
+        return schema.load(data)
+    except ValidationError:
+        raise ApiError(400, message) from None
+
+
+def load_ordered(schema: Schema, data: Any, rules: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """Like :func:`load`, answering the message of the first field in ``rules`` that failed."""
+    if data is NOT_JSON or not isinstance(data, dict):
+        raise ApiError(400, INVALID_BODY)
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        failed = exc.messages if isinstance(exc.messages, dict) else {}
+        for field_name, message in rules:
+            if field_name in failed:
+                raise ApiError(400, message) from None
+        raise ApiError(400, INVALID_BODY) from None
+
+
+class _Lenient(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+
+# -- POST /api/auth --------------------------------------------------------------------------------
+
+
+class AuthRequestSchema(_Lenient):
+    """Body of ``POST /api/auth``."""
+
+    code = StrictString(required=True, validate=validate.Length(max=1024),
+                        metadata={"description": "the admin access code (AIIMPL_ADMIN_ACCESS_CODE)"})
+
+
+class AuthResponseSchema(Schema):
+    """An admin session: send ``Authorization: Bearer <token>`` until ``expiresAt``."""
+
+    token = fields.String(required=True)
+    expiresAt = fields.String(required=True, metadata={"description": "ISO 8601, UTC"})
+
+
+# -- jobs, steps, issues, blockers ------------------------------------------------------------------
+
+
+class JobsQuerySchema(_Lenient):
+    """Filters of ``GET /api/jobs``."""
+
+    status = StrictString(validate=validate.OneOf([s.value for s in JobStatus]),
+                          metadata={"description": "only jobs in this status"})
+    team = StrictString(validate=validate.Length(min=1, max=64), metadata={"description": "only this team's jobs"})
+    issue = StrictString(validate=validate.Length(min=1, max=64), metadata={"description": "only this issue's jobs"})
+    limit = fields.Integer(validate=validate.Range(min=1, max=500), load_default=100,
+                           metadata={"description": "at most this many, newest first (1-500, default 100)"})
+
+
+JOBS_QUERY_RULES = (
+    ("status", "status must be one of: " + ", ".join(s.value for s in JobStatus)),
+    ("team", "team must be 1 to 64 characters"),
+    ("issue", "issue must be 1 to 64 characters"),
+    ("limit", "limit must be an integer between 1 and 500"),
+)
+
+
+class TransitionSchema(Schema):
+    """One status change of a job."""
+
+    fromStatus = fields.String(allow_none=True)
+    toStatus = fields.String()
+    reason = fields.String(allow_none=True)
+    at = fields.String()
+
+
+class JobSchema(Schema):
+    """A job (one dispatch) as the dispatch log shows it."""
+
+    id = fields.Integer()
+    issueKey = fields.String()
+    teamKey = fields.String()
+    phase = fields.String(metadata={"description": "planning, implementation or gap-analysis"})
+    status = fields.String(metadata={"description": "the reference's job status values"})
+    timeoutReason = fields.String(allow_none=True)
+    backend = fields.String(allow_none=True)
+    runnerMode = fields.String(allow_none=True)
+    shadow = fields.Boolean()
+    owner = fields.String(allow_none=True)
+    repo = fields.String(allow_none=True)
+    baseBranch = fields.String(allow_none=True)
+    branch = fields.String(allow_none=True)
+    runId = fields.String(allow_none=True)
+    runUrl = fields.String(allow_none=True)
+    logUrl = fields.String(allow_none=True)
+    prNumber = fields.Integer(allow_none=True)
+    prUrl = fields.String(allow_none=True)
+    error = fields.String(allow_none=True)
+    logLabel = fields.String(allow_none=True)
+    costUsd = fields.Float(allow_none=True)
+    turns = fields.Integer(allow_none=True)
+    durationSeconds = fields.Float(allow_none=True)
+    createdAt = fields.String(allow_none=True)
+    dispatchedAt = fields.String(allow_none=True)
+    runningAt = fields.String(allow_none=True)
+    finishedAt = fields.String(allow_none=True)
+
+
+class JobDetailSchema(JobSchema):
+    """A job with its status history."""
+
+    plan = fields.String(allow_none=True)
+    logExcerpt = fields.String(allow_none=True)
+    transitions = fields.List(fields.Nested(TransitionSchema))
+
+
+class JobStepViewSchema(Schema):
+    """A pipeline step a runner reported."""
+
+    id = fields.String(metadata={"description": "the runner's step id"})
+    type = fields.String()
+    status = fields.String()
+    startedAt = fields.String()
+    finishedAt = fields.String(allow_none=True)
+    detail = fields.Raw(allow_none=True)
+    source = fields.String(metadata={"description": "runner (/runner/progress) or session (/api/step-report)"})
+
+
+class IssuesQuerySchema(_Lenient):
+    refresh = fields.String(metadata={"description": "`1` reads the triggered issues live from every configured tracker"})
+
+
+class IssueJobSchema(Schema):
+    id = fields.Integer()
+    phase = fields.String()
+    status = fields.String()
+    timeoutReason = fields.String(allow_none=True)
+    prNumber = fields.Integer(allow_none=True)
+    prUrl = fields.String(allow_none=True)
+    createdAt = fields.String(allow_none=True)
+
+
+class IssueSchema(Schema):
+    """A tracked issue with its lifecycle stage and latest job."""
+
+    issueKey = fields.String()
+    teamKey = fields.String()
+    provider = fields.String(allow_none=True)
+    title = fields.String()
+    url = fields.String(allow_none=True)
+    stage = fields.String(allow_none=True)
+    stageTitle = fields.String(allow_none=True)
+    triggered = fields.Boolean()
+    lastSeenAt = fields.String(allow_none=True)
+    latestJob = fields.Nested(IssueJobSchema, allow_none=True)
+
+
+class BlockerSchema(Schema):
+    """An issue the latest poll cycle did not dispatch, and why."""
+
+    issueKey = fields.String()
+    teamKey = fields.String()
+    provider = fields.String(allow_none=True)
+    reason = fields.String(metadata={"description": "concurrency, dedup, no-mapping, …"})
+    message = fields.String()
+    title = fields.String(allow_none=True)
+    since = fields.String(metadata={"description": "when this reason first held"})
+    lastSeenAt = fields.String()
+
+
+# -- mappings ----------------------------------------------------------------------------------------
+
+
+class TicketingSchema(Schema):
+    """The tracker of a mapping and that tracker's own settings."""
+
+    class Meta:
+        unknown = "include"
+
+    provider = fields.String(required=True, metadata={"description": "an installed ticketing provider id"})
+
+
+class MappingInputSchema(Schema):
+    """Body of ``POST /api/mappings``: create, or update the fields given (others keep their values)."""
+
+    teamKey = fields.String(required=True, metadata={"description": "the tracker team (Linear team key, Jira project key)"})
+    owner = fields.String(required=True)
+    repo = fields.String(required=True)
+    defaultBranch = fields.String(metadata={"description": "required unless the mapping has one"})
+    provider = fields.String(metadata={"description": "an installed model provider id (default anthropic)"})
+    awsRegion = fields.String(allow_none=True)
+    executionMode = fields.String(metadata={"description": "an installed runner backend id (default github-actions)"})
+    machineCpus = fields.Integer(allow_none=True, validate=validate.Range(min=1, max=MAX_INT))
+    machineMemoryMb = fields.Integer(allow_none=True, validate=validate.Range(min=256, max=MAX_INT))
+    sessionMode = fields.String(validate=validate.OneOf(["autonomous", "interactive", "hybrid"]))
+    branchPrefix = fields.String(metadata={"description": "default `ai/`; git ref-name rules apply"})
+    extraEnv = fields.Dict(keys=fields.String(), values=fields.String(), allow_none=True)
+    maxInProgressAiIssues = fields.Integer(allow_none=True, validate=validate.Range(min=1, max=MAX_INT))
+    planningEnabled = fields.Boolean()
+    planningWorkflowFile = fields.String(allow_none=True)
+    ticketing = fields.Nested(TicketingSchema, allow_none=True)
+    paused = fields.Boolean()
+
+
+class MappingSchema(MappingInputSchema):
+    """A stored mapping (a "Project")."""
+
+    createdAt = fields.String()
+    updatedAt = fields.String()
+
+
+class MappingPatchSchema(Schema):
+    """Body of ``PATCH /api/mappings/{teamKey}``: exactly one of the two fields."""
+
+    paused = StrictBoolean()
+    maxInProgressAiIssues = StrictInteger(allow_none=True, validate=validate.Range(min=1, max=MAX_INT))
+
+
+class DeletedSchema(Schema):
+    deleted = fields.Boolean(required=True)
+
+
+class SyncWorkflowsSchema(Schema):
+    """What a workflow sync changed in the repository."""
+
+    teamKey = fields.String()
+    backend = fields.String()
+    created = fields.List(fields.String())
+    updated = fields.List(fields.String())
+    unchanged = fields.List(fields.String())
+
+
+# -- runner mode ---------------------------------------------------------------------------------------
+
+
+class RunnerModeRequestSchema(_Lenient):
+    """Body of ``POST /api/runner-mode``."""
+
+    mode = StrictString(required=True, validate=validate.OneOf(RUNNER_MODES))
+
+
+class RunnerModeSchema(Schema):
+    """The saved runner mode, the one in force, and the ``RUNNER_MODE`` override (if set)."""
+
+    mode = fields.String(metadata={"description": "saved in the database"})
+    effective = fields.String(metadata={"description": "in force (RUNNER_MODE wins)"})
+    envOverride = fields.String(allow_none=True)
+
+
+# -- sessions and secrets --------------------------------------------------------------------------------
+
+
+class SessionSchema(Schema):
+    """An active session machine or container."""
+
+    id = fields.String()
+    backend = fields.String()
+    state = fields.String()
+    jobId = fields.Integer(allow_none=True)
+    issueKey = fields.String(allow_none=True)
+    createdAt = fields.String(allow_none=True)
+    image = fields.String(allow_none=True)
+    region = fields.String(allow_none=True)
+    logUrl = fields.String(allow_none=True)
+
+
+class SessionDestroyedSchema(Schema):
+    id = fields.String()
+    backend = fields.String()
+    destroyed = fields.Boolean()
+
+
+class SecretInputSchema(Schema):
+    """Body of a secret write; the value is stored encrypted and never returned."""
+
+    name = fields.String(required=True, metadata={"description": "letters, digits and underscores"})
+    value = fields.String(required=True, validate=validate.Length(min=1))
+
+
+class SecretSchema(Schema):
+    """A secret's name and times (never its value)."""
+
+    name = fields.String()
+    createdAt = fields.String(allow_none=True)
+    updatedAt = fields.String(allow_none=True)
+
+
+__all__ = [name for name in dir() if name.endswith("Schema")] + [
+    "INVALID_BODY_MESSAGE",
+    "JOBS_QUERY_RULES",
+    "load_ordered",
+    "RUNNER_MODE_ENV_SET",
+    "RUNNER_MODE_INVALID",
+    "load",
+]

@@ -1,0 +1,72 @@
+"""The one error schema of the ``/api/*`` admin endpoints, and the exception views raise to answer with it.
+
+Every failed ``/api/*`` admin request answers ``{"error": "<message>"}`` (the reference's text), so
+the OpenAPI description documents a single error body. :class:`ApiError` carries the status and
+the message (and the rare extra fields) from a view or a service to the handler registered in
+:mod:`aiimpl_core.api`.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import request
+from marshmallow import Schema, fields
+from werkzeug.exceptions import HTTPException
+
+#: The body of a request that is missing, not JSON, too large or too deeply nested.
+NOT_JSON = object()
+
+INVALID_BODY = "Invalid request body"
+UNAUTHORIZED = "Unauthorized"
+
+
+class ErrorSchema(Schema):
+    """An error of the admin API: ``error`` is the reference's human-readable message."""
+
+    error = fields.String(required=True, metadata={"description": "the reference's message"})
+
+
+class ApiError(Exception):
+    """Answer the current request with ``status`` and ``{"error": message, **extra}``.
+
+    ``message=None`` answers with ``extra`` alone (``DELETE /api/mappings/<teamKey>``'s
+    ``{"deleted": false}``).
+    """
+
+    def __init__(self, status: int, message: str | None, **extra: Any) -> None:
+        super().__init__(message or "")
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {} if self.message is None else {"error": self.message}
+        out.update(self.extra)
+        return out
+
+
+def read_json() -> Any:
+    """The request body parsed as JSON, or :data:`NOT_JSON`. Never raises: a body of any shape
+    gets a 4xx answer, not a 500."""
+    try:
+        raw = request.get_data(cache=True)
+    except HTTPException:  # larger than MAX_CONTENT_LENGTH
+        return NOT_JSON
+    if not raw or not raw.strip():
+        return NOT_JSON
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return NOT_JSON
+
+
+def json_object(message: str = INVALID_BODY) -> dict[str, Any]:
+    """The request body as a JSON object, or :class:`ApiError` 400 with ``message``."""
+    data = read_json()
+    if data is NOT_JSON or not isinstance(data, dict):
+        raise ApiError(400, message)
+    return data
+
+
+__all__ = ["INVALID_BODY", "NOT_JSON", "UNAUTHORIZED", "ApiError", "ErrorSchema", "json_object", "read_json"]

@@ -1,0 +1,427 @@
+"""Project mappings: validation and storage, shared by the admin API, the UI and the CLI.
+
+A mapping is written through the API as camelCase JSON (``maxInProgressAiIssues`` …) and stored in
+:class:`~aiimpl_core.orm.Mapping` (snake_case columns). :func:`validate` applies the reference's
+rules of ``POST /api/mappings`` and answers the *first* failing one, in the order of the
+reference's tables:
+
+1. ``teamKey, owner, and repo are required``, ``defaultBranch is required``;
+2. the model provider: its id among the installed ones, then the provider's own
+   ``validate_mapping`` (bedrock: ``awsRegion`` required, refused with ``fly-machines``);
+3. ``executionMode`` among the selectable runner backends, ``machineCpus``, ``machineMemoryMb``,
+   ``sessionMode``;
+4. ``branchPrefix`` (git ref-name rules), ``extraEnv``, ``maxInProgressAiIssues``,
+   ``planningWorkflowFile``, then the runner backend's and the ticketing provider's own
+   ``validate_mapping``.
+
+Allowed values in messages come from the installed plugins, so with the standard plugins they read
+exactly as the reference: ``provider must be 'anthropic' or 'bedrock'``.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import delete, select
+
+from ..errors import NotFound, ProviderConfigError, ValidationError
+from ..extensions import db
+from ..orm import Mapping, Secret
+from ..plugins import Plugins
+
+MAX_INT = 2**31 - 1  # the database's INTEGER
+SESSION_MODES = ("autonomous", "interactive", "hybrid")
+MIN_MEMORY_MB = 256
+
+#: API field → ORM column, in the order the API shows them.
+FIELDS: dict[str, str] = {
+    "teamKey": "team_key",
+    "owner": "owner",
+    "repo": "repo",
+    "defaultBranch": "default_branch",
+    "provider": "provider",
+    "awsRegion": "aws_region",
+    "executionMode": "execution_mode",
+    "machineCpus": "machine_cpus",
+    "machineMemoryMb": "machine_memory_mb",
+    "sessionMode": "session_mode",
+    "branchPrefix": "branch_prefix",
+    "extraEnv": "extra_env",
+    "maxInProgressAiIssues": "max_in_progress",
+    "planningEnabled": "planning_enabled",
+    "planningWorkflowFile": "planning_workflow_file",
+    "ticketing": "ticketing",
+    "paused": "paused",
+}
+
+DEFAULTS: dict[str, Any] = {
+    "awsRegion": None,
+    "machineCpus": None,
+    "machineMemoryMb": None,
+    "sessionMode": "autonomous",
+    "branchPrefix": "ai/",
+    "extraEnv": {},
+    "maxInProgressAiIssues": None,
+    "planningEnabled": False,
+    "planningWorkflowFile": None,
+    "paused": False,
+}
+
+TEAM_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+OWNER_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
+REPO_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+BRANCH_PREFIX_MAX = 100
+REF_FORBIDDEN = "~^:?*[\\"
+
+
+#: The standard providers, in the order the reference names them; others follow alphabetically,
+#: so messages read the same whatever order the plugins happened to load in.
+STANDARD_ORDER: dict[str, tuple[str, ...]] = {
+    "model": ("anthropic", "bedrock"),
+    "runner": ("github-actions", "fly-machines", "local-docker"),
+    "ticketing": ("linear", "jira"),
+}
+
+
+def _facade() -> Plugins:
+    return current_app.extensions["aiimpl"]
+
+
+def ordered(kind: str, ids: Sequence[str]) -> list[str]:
+    """``ids`` with the standard providers first, in the reference's order, then the others by id."""
+    standard = STANDARD_ORDER.get(kind, ())
+    rank = {pid: n for n, pid in enumerate(standard)}
+    return sorted(ids, key=lambda pid: (rank.get(pid, len(standard)), pid))
+
+
+def model_ids() -> list[str]:
+    return ordered("model", _facade().ids("model"))
+
+
+def execution_modes() -> list[str]:
+    """Runner backends a mapping may name in ``executionMode``."""
+    return ordered("runner", _facade().selectable_execution_modes())
+
+
+def tracker_ids() -> list[str]:
+    return ordered("ticketing", _facade().ids("ticketing"))
+
+
+def one_of(values: Sequence[str]) -> str:
+    """``'a'``, ``'a' or 'b'``, ``'a', 'b', or 'c'`` (the reference's wording)."""
+    quoted = [f"'{v}'" for v in values]
+    if not quoted:
+        return "an installed value (none is installed)"
+    if len(quoted) == 1:
+        return quoted[0]
+    if len(quoted) == 2:
+        return f"{quoted[0]} or {quoted[1]}"
+    return ", ".join(quoted[:-1]) + f", or {quoted[-1]}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _present(value: Any) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+def branch_prefix_problem(prefix: Any) -> str | None:
+    """Why ``prefix`` cannot start a git branch name (git's ref-name rules), or ``None``."""
+    if not isinstance(prefix, str):
+        return "must be a string"
+    if len(prefix) > BRANCH_PREFIX_MAX:
+        return f"must be at most {BRANCH_PREFIX_MAX} characters"
+    if ".." in prefix:
+        return "must not contain '..'"
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in prefix):
+        return "must not contain spaces or control characters"
+    for ch in REF_FORBIDDEN:
+        if ch in prefix:
+            return f"must not contain '{ch}'"
+    if prefix.startswith("-"):
+        return "must not start with '-'"
+    if prefix.startswith("/"):
+        return "must not start with '/'"
+    if "//" in prefix:
+        return "must not contain '//'"
+    if "@{" in prefix:
+        return "must not contain '@{'"
+    components = prefix.split("/")
+    # every component but the last is complete; the last is continued by the issue key
+    for component in components[:-1]:
+        if component.endswith(".lock"):
+            return "a path component must not end with '.lock'"
+    if prefix.endswith(".lock"):
+        return "must not end with '.lock'"
+    if any(c.startswith(".") for c in components):
+        return "a path component must not start with '.'"
+    return None
+
+
+# -- representation ----------------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def to_api(row: Mapping) -> dict[str, Any]:
+    """A stored mapping as the API shows it (camelCase)."""
+    out: dict[str, Any] = {api: getattr(row, column) for api, column in FIELDS.items()}
+    out["extraEnv"] = dict(row.extra_env or {})
+    out["ticketing"] = dict(row.ticketing or {})
+    out["paused"] = bool(row.paused)
+    out["planningEnabled"] = bool(row.planning_enabled)
+    out["createdAt"] = _iso(row.created_at)
+    out["updatedAt"] = _iso(row.updated_at)
+    return out
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+def _default_provider(facade: Plugins) -> str | None:
+    ids = model_ids()
+    return "anthropic" if "anthropic" in ids else (ids[0] if ids else None)
+
+
+def _default_execution_mode(facade: Plugins) -> str | None:
+    modes = execution_modes()
+    return "github-actions" if "github-actions" in modes else (modes[0] if modes else None)
+
+
+def _provider_check(kind: str, provider_id: str, merged: dict[str, Any]) -> None:
+    """Run one provider's ``validate_mapping``; its :class:`ProviderConfigError` is the answer."""
+    facade = _facade()
+    getter = {"model": facade.model, "runner": facade.runner, "ticketing": facade.ticketing}[kind]
+    provider = getter(provider_id)
+    try:
+        provider.validate_mapping(merged)
+    except ProviderConfigError as exc:
+        raise ValidationError(exc.message) from None
+
+
+def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Validate a ``POST /api/mappings`` body merged over the stored mapping (when updating).
+
+    Returns the complete mapping (camelCase, defaults filled in). Raises
+    :class:`~aiimpl_core.errors.ValidationError` with the first failing rule's message.
+    Fields the body omits keep their stored values; an explicit ``null`` clears an optional field.
+    """
+    if not isinstance(body, dict):
+        raise ValidationError("Invalid request body")
+    facade = _facade()
+    merged: dict[str, Any] = dict(DEFAULTS)
+    if stored:
+        merged.update({k: stored[k] for k in FIELDS if k in stored})
+    merged.update({k: v for k, v in body.items() if k in FIELDS})
+    if merged.get("provider") is None:
+        merged["provider"] = _default_provider(facade)
+    if merged.get("executionMode") is None:
+        merged["executionMode"] = _default_execution_mode(facade)
+
+    # -- group 1: identity --------------------------------------------------------------------
+    if not all(_present(merged.get(k)) for k in ("teamKey", "owner", "repo")):
+        raise ValidationError("teamKey, owner, and repo are required")
+    if not TEAM_KEY_RE.match(merged["teamKey"]):
+        raise ValidationError("teamKey must be at most 64 letters, digits, '_' or '-', starting with a letter or digit")
+    if not OWNER_RE.match(merged["owner"]):
+        raise ValidationError("owner must be a GitHub user or organization name")
+    if not REPO_RE.match(merged["repo"]) or merged["repo"] in (".", ".."):
+        raise ValidationError("repo must be a GitHub repository name")
+    if not _present(merged.get("defaultBranch")):
+        raise ValidationError("defaultBranch is required")
+    if len(merged["defaultBranch"]) > 255 or branch_prefix_problem(merged["defaultBranch"]):
+        raise ValidationError("defaultBranch must be a valid branch name")
+
+    # -- group 2: the model provider ------------------------------------------------------------
+    models = model_ids()
+    if merged["provider"] not in models:
+        raise ValidationError(f"provider must be {one_of(models)}")
+    region = merged.get("awsRegion")
+    if region is not None and (not isinstance(region, str) or len(region) > 64):
+        raise ValidationError("awsRegion must be a string of at most 64 characters")
+    if region == "":
+        merged["awsRegion"] = None
+    _provider_check("model", merged["provider"], merged)
+
+    # -- group 3: where sessions run ------------------------------------------------------------
+    modes = execution_modes()
+    if merged["executionMode"] not in modes:
+        raise ValidationError(f"executionMode must be {one_of(modes)}")
+    cpus = merged.get("machineCpus")
+    if cpus is not None and (not _is_int(cpus) or not 1 <= cpus <= MAX_INT):
+        raise ValidationError("machineCpus must be a positive integer")
+    memory = merged.get("machineMemoryMb")
+    if memory is not None and (not _is_int(memory) or not MIN_MEMORY_MB <= memory <= MAX_INT):
+        raise ValidationError(f"machineMemoryMb must be an integer >= {MIN_MEMORY_MB}")
+    if merged.get("sessionMode") is None:
+        merged["sessionMode"] = DEFAULTS["sessionMode"]
+    if merged["sessionMode"] not in SESSION_MODES:
+        raise ValidationError(f"sessionMode must be {one_of(SESSION_MODES)}")
+
+    # -- group 4: the work itself ---------------------------------------------------------------
+    if merged.get("branchPrefix") is None:
+        merged["branchPrefix"] = DEFAULTS["branchPrefix"]
+    problem = branch_prefix_problem(merged["branchPrefix"])
+    if problem:
+        raise ValidationError(f"branchPrefix invalid: {problem}")
+    env = merged.get("extraEnv")
+    if env is None:
+        env = merged["extraEnv"] = {}
+    if not isinstance(env, dict):
+        raise ValidationError("extraEnv must be a plain object")
+    if not all(isinstance(v, str) for v in env.values()):
+        raise ValidationError("extraEnv values must all be strings")
+    if not all(ENV_NAME_RE.match(k) for k in env):
+        raise ValidationError("extraEnv keys must be environment variable names (letters, digits, '_')")
+    cap = merged.get("maxInProgressAiIssues")
+    if cap is not None and (not _is_int(cap) or not 1 <= cap <= MAX_INT):
+        raise ValidationError("maxInProgressAiIssues must be a positive integer")
+    planning = merged.get("planningEnabled")
+    if planning is None:
+        planning = merged["planningEnabled"] = False
+    if not isinstance(planning, bool):
+        raise ValidationError("planningEnabled must be true or false")
+    workflow = merged.get("planningWorkflowFile")
+    if workflow is not None and (not isinstance(workflow, str) or len(workflow) > 255):
+        raise ValidationError("planningWorkflowFile must be a string of at most 255 characters")
+    if workflow == "":
+        workflow = merged["planningWorkflowFile"] = None
+    if planning and not workflow:
+        raise ValidationError("planningWorkflowFile is required when planningEnabled is true")
+    paused = merged.get("paused")
+    if paused is None:
+        paused = merged["paused"] = False
+    if not isinstance(paused, bool):
+        raise ValidationError("paused must be true or false")
+    _provider_check("runner", merged["executionMode"], merged)
+    merged["ticketing"] = _validate_ticketing(merged.get("ticketing"), merged)
+    return {k: merged[k] for k in FIELDS}
+
+
+def _validate_ticketing(ticketing: Any, merged: dict[str, Any]) -> dict[str, Any]:
+    """``ticketing`` is ``{"provider": "<id>", ...that provider's settings}``.
+
+    Omitted with a single ticketing provider installed, it defaults to that provider.
+    """
+    trackers = tracker_ids()
+    if ticketing is None or ticketing == {}:
+        if len(trackers) == 1:
+            ticketing = {"provider": trackers[0]}
+        elif not trackers:
+            return {}
+        else:
+            raise ValidationError(f"ticketing.provider must be {one_of(trackers)}")
+    if not isinstance(ticketing, dict):
+        raise ValidationError("ticketing must be a plain object")
+    if ticketing.get("provider") not in trackers:
+        raise ValidationError(f"ticketing.provider must be {one_of(trackers)}")
+    merged = {**merged, "ticketing": ticketing}
+    _provider_check("ticketing", ticketing["provider"], merged)
+    return dict(ticketing)
+
+
+# -- storage -------------------------------------------------------------------------------------
+
+
+def get_row(team_key: str) -> Mapping | None:
+    return db.session.scalar(select(Mapping).where(Mapping.team_key == team_key))
+
+
+def require(team_key: str) -> Mapping:
+    row = get_row(team_key)
+    if row is None:
+        raise NotFound("Team not found")
+    return row
+
+
+def list_mappings() -> list[dict[str, Any]]:
+    return [to_api(r) for r in db.session.scalars(select(Mapping).order_by(Mapping.team_key))]
+
+
+def get(team_key: str) -> dict[str, Any]:
+    return to_api(require(team_key))
+
+
+def save(body: Any) -> tuple[dict[str, Any], bool]:
+    """Create the mapping of ``body["teamKey"]``, or update it; returns it and whether it was created."""
+    team_key = body.get("teamKey") if isinstance(body, dict) else None
+    row = get_row(team_key) if isinstance(team_key, str) and team_key else None
+    values = validate(body, to_api(row) if row else None)
+    created = row is None
+    if row is None:
+        row = Mapping(team_key=values["teamKey"])
+        db.session.add(row)
+    for api, column in FIELDS.items():
+        setattr(row, column, values[api])
+    db.session.commit()
+    return to_api(row), created
+
+
+def patch(team_key: str, body: Any) -> dict[str, Any]:
+    """Set a mapping's pause state or its concurrency cap (one of them per request)."""
+    if not isinstance(body, dict):
+        raise ValidationError("Invalid request body")
+    has_paused, has_cap = "paused" in body, "maxInProgressAiIssues" in body
+    if has_paused == has_cap:
+        raise ValidationError("Specify either paused or maxInProgressAiIssues, not both")
+    if has_cap:
+        cap = body["maxInProgressAiIssues"]
+        if cap is not None and (not _is_int(cap) or not 1 <= cap <= MAX_INT):
+            raise ValidationError("maxInProgressAiIssues must be a positive integer")
+    elif not isinstance(body["paused"], bool):
+        raise ValidationError("paused must be true or false")
+    row = require(team_key)
+    if has_cap:
+        row.max_in_progress = body["maxInProgressAiIssues"]
+    else:
+        row.paused = body["paused"]
+    db.session.commit()
+    return to_api(row)
+
+
+def delete_mapping(team_key: str) -> bool:
+    """Delete a mapping and its team secrets; false when there was none."""
+    row = get_row(team_key)
+    if row is None:
+        return False
+    db.session.execute(delete(Secret).where(Secret.scope == team_key))
+    db.session.delete(row)
+    db.session.commit()
+    return True
+
+
+def team_keys() -> list[str]:
+    return list(db.session.scalars(select(Mapping.team_key).order_by(Mapping.team_key)))
+
+
+def views_by_tracker() -> dict[str, list[str]]:
+    """Team keys per ticketing provider id."""
+    out: dict[str, list[str]] = {}
+    for row in db.session.scalars(select(Mapping).order_by(Mapping.team_key)):
+        provider_id = (row.ticketing or {}).get("provider")
+        if provider_id:
+            out.setdefault(str(provider_id), []).append(row.team_key)
+    return out
+
+
+__all__ = [
+    "FIELDS",
+    "SESSION_MODES",
+    "branch_prefix_problem",
+    "delete_mapping",
+    "get",
+    "list_mappings",
+    "one_of",
+    "patch",
+    "save",
+    "to_api",
+    "validate",
+]

@@ -1,0 +1,336 @@
+"""``/api/mappings``: every row of the reference's ``POST /api/mappings``, "Mapping changes" and
+``sync-workflows`` tables, with the fake tracker and runner plugins, on the real database."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from aiimpl_core import hookimpl
+from aiimpl_core.errors import ProviderConfigError, ProviderError
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import Mapping, Secret
+from aiimpl_core.services import mappings as service
+from aiimpl_core.services import secrets as secrets_service
+
+VALID: dict[str, Any] = {"teamKey": "ENG", "owner": "acme", "repo": "api", "defaultBranch": "main",
+                         "ticketing": {"provider": "fake-tracker"}}
+
+
+class StrictTracker:
+    """A second ticketing provider whose settings need a ``project`` string."""
+
+    def __init__(self, base: type) -> None:
+        class Provider(base):  # type: ignore[misc, valid-type]
+            id = "strict-tracker"
+            display_name = "Strict tracker"
+
+            def validate_mapping(self, mapping: Any) -> None:
+                project = (mapping.get("ticketing") or {}).get("project")
+                if not isinstance(project, str) or not project:
+                    raise ProviderConfigError("ticketing.project is required for strict-tracker")
+
+        self.provider = Provider
+
+    @hookimpl
+    def aiimpl_register_ticketing_providers(self, register: Callable[..., None]) -> None:
+        register(self.provider)
+
+
+@pytest.fixture
+def aiimpl_plugins(adm_plugins, adm_tracker) -> list[object]:
+    return [*adm_plugins, StrictTracker(adm_tracker.provider_class)]
+
+
+def post(client: Any, headers: dict[str, str], body: Any = None, *, data: Any = None) -> Any:
+    if data is not None:
+        return client.post("/api/mappings", data=data, headers={**headers, "Content-Type": "application/json"})
+    return client.post("/api/mappings", json=body, headers=headers)
+
+
+def merged(**changes: Any) -> dict[str, Any]:
+    body = {**VALID, **changes}
+    return {k: v for k, v in body.items() if v is not ...}
+
+
+# The reference's POST /api/mappings tables, every row (group 1, model provider, runner, work),
+# then our own rows for what the reference leaves open. Each case: (id, body, message).
+POST_ROWS: list[tuple[str, Any, str]] = [
+    # group 1
+    ("defaultBranch missing", merged(defaultBranch=...), "defaultBranch is required"),
+    ("defaultBranch empty", merged(defaultBranch=""), "defaultBranch is required"),
+    ("not JSON", b"{nope", "Invalid request body"),
+    ("JSON array", b"[1, 2]", "Invalid request body"),
+    ("teamKey missing", merged(teamKey=...), "teamKey, owner, and repo are required"),
+    ("owner missing", merged(owner=...), "teamKey, owner, and repo are required"),
+    ("repo not a string", merged(repo=5), "teamKey, owner, and repo are required"),
+    # group 2: the model provider
+    ("bedrock without region", merged(provider="bedrock"), "awsRegion is required when provider is 'bedrock'"),
+    ("bedrock on fly", merged(provider="bedrock", awsRegion="eu-west-1", executionMode="fly-machines"),
+     "provider 'bedrock' is not supported with executionMode 'fly-machines'"),
+    ("unknown provider", merged(provider="openai"), "provider must be 'anthropic' or 'bedrock'"),
+    # group 3: where sessions run
+    ("unknown executionMode", merged(executionMode="k8s"),
+     "executionMode must be 'github-actions' or 'fly-machines'"),
+    ("machineCpus zero", merged(machineCpus=0), "machineCpus must be a positive integer"),
+    ("machineCpus string", merged(machineCpus="2"), "machineCpus must be a positive integer"),
+    ("machineCpus bool", merged(machineCpus=True), "machineCpus must be a positive integer"),
+    ("machineMemoryMb small", merged(machineMemoryMb=255), "machineMemoryMb must be an integer >= 256"),
+    ("machineMemoryMb float", merged(machineMemoryMb=512.5), "machineMemoryMb must be an integer >= 256"),
+    ("sessionMode other", merged(sessionMode="lazy"),
+     "sessionMode must be 'autonomous', 'interactive', or 'hybrid'"),
+    # group 4: the work
+    ("branchPrefix invalid", merged(branchPrefix="ai..x/"), "branchPrefix invalid: must not contain '..'"),
+    ("extraEnv list", merged(extraEnv=["A=1"]), "extraEnv must be a plain object"),
+    ("extraEnv number value", merged(extraEnv={"A": 1}), "extraEnv values must all be strings"),
+    ("cap zero", merged(maxInProgressAiIssues=0), "maxInProgressAiIssues must be a positive integer"),
+    ("cap string", merged(maxInProgressAiIssues="3"), "maxInProgressAiIssues must be a positive integer"),
+    ("planning without workflow", merged(planningEnabled=True),
+     "planningWorkflowFile is required when planningEnabled is true"),
+    ("ticketing validation", merged(ticketing={"provider": "strict-tracker"}),
+     "ticketing.project is required for strict-tracker"),
+    # beyond the reference: clear messages, never a 500
+    ("teamKey shape", merged(teamKey="EN G"),
+     "teamKey must be at most 64 letters, digits, '_' or '-', starting with a letter or digit"),
+    ("teamKey too long", merged(teamKey="E" * 65),
+     "teamKey must be at most 64 letters, digits, '_' or '-', starting with a letter or digit"),
+    ("owner shape", merged(owner="acme/inc"), "owner must be a GitHub user or organization name"),
+    ("repo shape", merged(repo="a" * 101), "repo must be a GitHub repository name"),
+    ("extraEnv key", merged(extraEnv={"1A": "x"}),
+     "extraEnv keys must be environment variable names (letters, digits, '_')"),
+    ("ticketing provider unknown", merged(ticketing={"provider": "trello"}),
+     "ticketing.provider must be 'fake-tracker' or 'strict-tracker'"),
+    ("ticketing not an object", merged(ticketing="linear"), "ticketing must be a plain object"),
+    ("ticketing missing with two trackers", merged(ticketing=...),
+     "ticketing.provider must be 'fake-tracker' or 'strict-tracker'"),
+    ("planningEnabled string", merged(planningEnabled="yes"), "planningEnabled must be true or false"),
+    ("paused number", merged(paused=1), "paused must be true or false"),
+]
+
+
+@pytest.mark.parametrize("body,message", [pytest.param(b, m, id=i) for i, b, m in POST_ROWS])
+def test_post_mappings_table(client, admin_headers, body, message) -> None:
+    resp = post(client, admin_headers, data=body) if isinstance(body, bytes) else post(client, admin_headers, body)
+    assert resp.status_code == 400, resp.get_json()
+    assert resp.get_json() == {"error": message}
+    assert db.session.scalars(select(Mapping)).all() == []
+
+
+def test_first_failing_rule_wins_in_table_order(client, admin_headers) -> None:
+    body = merged(defaultBranch=..., provider="openai", executionMode="k8s", machineCpus=0, extraEnv=[])
+    assert post(client, admin_headers, body).get_json() == {"error": "defaultBranch is required"}
+    body = merged(provider="openai", executionMode="k8s", machineCpus=0, extraEnv=[])
+    assert post(client, admin_headers, body).get_json() == {"error": "provider must be 'anthropic' or 'bedrock'"}
+    body = merged(executionMode="k8s", sessionMode="x", branchPrefix="-x")
+    assert post(client, admin_headers, body).get_json()["error"].startswith("executionMode must be")
+    body = merged(sessionMode="x", branchPrefix="-x", maxInProgressAiIssues=0)
+    assert post(client, admin_headers, body).get_json()["error"].startswith("sessionMode must be")
+    body = merged(branchPrefix="-x", extraEnv=[], ticketing={"provider": "strict-tracker"})
+    assert post(client, admin_headers, body).get_json() == {"error": "branchPrefix invalid: must not start with '-'"}
+
+
+@pytest.mark.parametrize(
+    "prefix,detail",
+    [
+        ("a..b/", "must not contain '..'"),
+        ("ai /", "must not contain spaces or control characters"),
+        ("ai\t/", "must not contain spaces or control characters"),
+        ("ai\x01/", "must not contain spaces or control characters"),
+        ("ai~/", "must not contain '~'"),
+        ("ai^/", "must not contain '^'"),
+        ("ai:/", "must not contain ':'"),
+        ("ai?/", "must not contain '?'"),
+        ("ai*/", "must not contain '*'"),
+        ("ai[/", "must not contain '['"),
+        ("ai\\/", "must not contain '\\'"),
+        ("-ai/", "must not start with '-'"),
+        ("/ai/", "must not start with '/'"),
+        ("ai//x", "must not contain '//'"),
+        ("ai.lock", "must not end with '.lock'"),
+        ("ai.lock/", "a path component must not end with '.lock'"),
+        ("ai@{x/", "must not contain '@{'"),
+        ("ai/.hidden/", "a path component must not start with '.'"),
+        (5, "must be a string"),
+        ("a" * 101, "must be at most 100 characters"),
+    ],
+)
+def test_branch_prefix_rules_say_which(client, admin_headers, prefix, detail) -> None:
+    resp = post(client, admin_headers, merged(branchPrefix=prefix))
+    assert resp.status_code == 400
+    assert resp.get_json() == {"error": f"branchPrefix invalid: {detail}"}
+
+
+@pytest.mark.parametrize("prefix", ["ai/", "", "feature/ai-", "bot.x/", "a@b/"])
+def test_valid_branch_prefixes_are_kept(client, admin_headers, prefix) -> None:
+    resp = post(client, admin_headers, merged(branchPrefix=prefix))
+    assert resp.status_code == 201, resp.get_json()
+    assert resp.get_json()["branchPrefix"] == prefix
+
+
+def test_create_then_update_keeps_omitted_fields(client, admin_headers) -> None:
+    full = merged(provider="bedrock", awsRegion="eu-west-1", machineCpus=4, machineMemoryMb=4096,
+                  sessionMode="hybrid", branchPrefix="bot/", extraEnv={"NODE_ENV": "test"},
+                  maxInProgressAiIssues=3, planningEnabled=True, planningWorkflowFile="plan.yml")
+    created = post(client, admin_headers, full)
+    assert created.status_code == 201, created.get_json()
+    body = created.get_json()
+    for key, value in full.items():
+        assert body[key] == value, key
+
+    updated = post(client, admin_headers, {"teamKey": "ENG", "repo": "web"})
+    assert updated.status_code == 200, updated.get_json()
+    after = updated.get_json()
+    assert after["repo"] == "web"
+    for key in ("owner", "defaultBranch", "provider", "awsRegion", "machineCpus", "extraEnv",
+                "maxInProgressAiIssues", "planningWorkflowFile", "ticketing"):
+        assert after[key] == body[key], key
+    row = db.session.scalar(select(Mapping).where(Mapping.team_key == "ENG"))
+    assert (row.repo, row.max_in_progress, row.aws_region) == ("web", 3, "eu-west-1")
+
+    # an explicit null clears an optional field; an update is validated as a whole
+    cleared = post(client, admin_headers, {"teamKey": "ENG", "maxInProgressAiIssues": None, "provider": "anthropic"})
+    assert cleared.get_json()["maxInProgressAiIssues"] is None
+    refused = post(client, admin_headers, {"teamKey": "ENG", "provider": "bedrock", "awsRegion": None})
+    assert refused.get_json() == {"error": "awsRegion is required when provider is 'bedrock'"}
+    assert post(client, admin_headers, {"teamKey": "ENG", "defaultBranch": ""}).get_json() == {
+        "error": "defaultBranch is required"}
+
+
+def test_update_without_default_branch_uses_the_stored_one(client, admin_headers, adm_mapping) -> None:
+    adm_mapping("ENG")
+    resp = post(client, admin_headers, {"teamKey": "ENG", "owner": "acme", "repo": "api"})
+    assert resp.status_code == 200
+    assert resp.get_json()["defaultBranch"] == "main"
+
+
+def test_defaults_on_create(client, admin_headers) -> None:
+    body = post(client, admin_headers, VALID).get_json()
+    assert body["provider"] == "anthropic"
+    assert body["executionMode"] == "github-actions"
+    assert body["sessionMode"] == "autonomous"
+    assert body["branchPrefix"] == "ai/"
+    assert body["paused"] is False and body["planningEnabled"] is False
+
+
+def test_list_and_get(client, admin_headers, adm_mapping) -> None:
+    adm_mapping("WEB")
+    adm_mapping("ENG")
+    listed = client.get("/api/mappings", headers=admin_headers).get_json()
+    assert [m["teamKey"] for m in listed] == ["ENG", "WEB"]
+    one = client.get("/api/mappings/WEB", headers=admin_headers)
+    assert one.status_code == 200 and one.get_json()["teamKey"] == "WEB"
+    missing = client.get("/api/mappings/NOPE", headers=admin_headers)
+    assert (missing.status_code, missing.get_json()) == (404, {"error": "Team not found"})
+
+
+# The reference's "Mapping changes" table (PATCH and DELETE), every row.
+CHANGE_ROWS: list[tuple[str, str, Any, int, Any]] = [
+    ("patch not JSON", "PATCH", b"nope", 400, {"error": "Invalid request body"}),
+    ("patch array", "PATCH", b"[]", 400, {"error": "Invalid request body"}),
+    ("cap zero", "PATCH", {"maxInProgressAiIssues": 0}, 400,
+     {"error": "maxInProgressAiIssues must be a positive integer"}),
+    ("cap string", "PATCH", {"maxInProgressAiIssues": "2"}, 400,
+     {"error": "maxInProgressAiIssues must be a positive integer"}),
+    ("both", "PATCH", {"paused": True, "maxInProgressAiIssues": 2}, 400,
+     {"error": "Specify either paused or maxInProgressAiIssues, not both"}),
+    ("neither", "PATCH", {}, 400, {"error": "Specify either paused or maxInProgressAiIssues, not both"}),
+    ("paused not bool", "PATCH", {"paused": "yes"}, 400, {"error": "paused must be true or false"}),
+    ("patch unknown team", "PATCH:NOPE", {"paused": True}, 404, {"error": "Team not found"}),
+    ("delete unknown team", "DELETE:NOPE", None, 404, {"deleted": False}),
+]
+
+
+@pytest.mark.parametrize("method,body,status,answer", [pytest.param(*r[1:], id=r[0]) for r in CHANGE_ROWS])
+def test_mapping_changes_table(client, admin_headers, adm_mapping, method, body, status, answer) -> None:
+    adm_mapping("ENG")
+    method, _, team = method.partition(":")
+    path = f"/api/mappings/{team or 'ENG'}"
+    if isinstance(body, bytes):
+        resp = client.open(path, method=method, data=body,
+                           headers={**admin_headers, "Content-Type": "application/json"})
+    else:
+        resp = client.open(path, method=method, json=body, headers=admin_headers)
+    assert (resp.status_code, resp.get_json()) == (status, answer)
+    row = db.session.scalar(select(Mapping).where(Mapping.team_key == "ENG"))
+    assert row is not None and row.paused is False and row.max_in_progress is None
+
+
+def test_patch_pause_and_cap(client, admin_headers, adm_mapping) -> None:
+    adm_mapping("ENG")
+    paused = client.patch("/api/mappings/ENG", json={"paused": True}, headers=admin_headers)
+    assert paused.status_code == 200 and paused.get_json()["paused"] is True
+    capped = client.patch("/api/mappings/ENG", json={"maxInProgressAiIssues": 2}, headers=admin_headers)
+    assert capped.get_json()["maxInProgressAiIssues"] == 2 and capped.get_json()["paused"] is True
+    uncapped = client.patch("/api/mappings/ENG", json={"maxInProgressAiIssues": None}, headers=admin_headers)
+    assert uncapped.get_json()["maxInProgressAiIssues"] is None
+    db.session.expire_all()
+    row = db.session.scalar(select(Mapping).where(Mapping.team_key == "ENG"))
+    assert row.paused is True and row.max_in_progress is None
+
+
+def test_delete_removes_the_mapping_and_its_secrets(client, admin_headers, adm_mapping) -> None:
+    adm_mapping("ENG")
+    secrets_service.set_secret("ENG", "TOKEN", "s3cret")
+    secrets_service.set_secret("", "GLOBAL_ONE", "g")
+    resp = client.delete("/api/mappings/ENG", headers=admin_headers)
+    assert (resp.status_code, resp.get_json()) == (200, {"deleted": True})
+    assert db.session.scalars(select(Mapping)).all() == []
+    assert [s.name for s in db.session.scalars(select(Secret))] == ["GLOBAL_ONE"]
+    again = client.delete("/api/mappings/ENG", headers=admin_headers)
+    assert (again.status_code, again.get_json()) == (404, {"deleted": False})
+
+
+# The reference's sync-workflows table, every row, plus the success and a backend without workflows.
+def test_sync_workflows_table(client, admin_headers, adm_mapping, adm_runner, monkeypatch) -> None:
+    adm_mapping("ENG")
+    adm_mapping("FLY", executionMode="fly-machines")
+
+    missing = client.post("/api/mappings/NOPE/sync-workflows", headers=admin_headers)
+    assert (missing.status_code, missing.get_json()) == (404, {"error": "Team not found"})
+
+    ok = client.post("/api/mappings/ENG/sync-workflows", headers=admin_headers)
+    assert ok.status_code == 200
+    assert ok.get_json() == {"teamKey": "ENG", "backend": "github-actions", "created": [], "updated": [],
+                             "unchanged": [".github/workflows/ai-implement.yml"]}
+    assert adm_runner.synced == ["ENG"]
+
+    no_workflows = client.post("/api/mappings/FLY/sync-workflows", headers=admin_headers)
+    assert no_workflows.status_code == 400
+    assert no_workflows.get_json() == {
+        "error": "executionMode 'fly-machines' does not use workflow files; nothing to sync"}
+
+    def refuse(self: Any, mapping: Any) -> Any:
+        raise ProviderError("GitHub API error 403: Resource not accessible by integration", status=403)
+
+    monkeypatch.setattr(adm_runner.backend_class, "sync_workflows", refuse)
+    failed = client.post("/api/mappings/ENG/sync-workflows", headers=admin_headers)
+    assert (failed.status_code, failed.get_json()) == (
+        500, {"error": "GitHub API error 403: Resource not accessible by integration"})
+
+    def crash(self: Any, mapping: Any) -> Any:
+        raise KeyError("token=abc")
+
+    monkeypatch.setattr(adm_runner.backend_class, "sync_workflows", crash)
+    crashed = client.post("/api/mappings/ENG/sync-workflows", headers=admin_headers)
+    assert (crashed.status_code, crashed.get_json()) == (500, {"error": "Fake github-actions: KeyError"})
+
+
+@pytest.mark.parametrize(
+    "values,text",
+    [
+        ([], "an installed value (none is installed)"),
+        (["a"], "'a'"),
+        (["anthropic", "bedrock"], "'anthropic' or 'bedrock'"),
+        (["a", "b", "c"], "'a', 'b', or 'c'"),
+    ],
+)
+def test_allowed_values_wording(values, text) -> None:
+    assert service.one_of(values) == text
+
+
+def test_standard_providers_are_listed_in_the_reference_order() -> None:
+    assert service.ordered("runner", ["example", "fly-machines", "github-actions"]) == [
+        "github-actions", "fly-machines", "example"]
+    assert service.ordered("model", ["bedrock", "anthropic"]) == ["anthropic", "bedrock"]
