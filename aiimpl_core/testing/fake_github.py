@@ -105,6 +105,7 @@ def generate_private_key() -> tuple[str, str]:
 
 
 _KEY_CACHE: list[tuple[str, str]] = []
+_APP_IDS = itertools.count(4242)
 
 
 def _test_key() -> tuple[str, str]:
@@ -274,7 +275,7 @@ def render_run_name(template: str, inputs: dict[str, Any]) -> str:
 class FakeGitHub:
     """In-memory GitHub behind an OpenAPI-validated local server.
 
-    :param app_id: the GitHub App's id (JWT ``iss``).
+    :param app_id: the GitHub App's id (JWT ``iss``); a fresh one per fake when omitted.
     :param private_key_pem: the App's key; a test key is generated when omitted.
     :param token_ttl: lifetime of installation tokens (GitHub: one hour).
     :param spec_path: the description to validate against (default: the subset in ``shared/specs``).
@@ -283,7 +284,7 @@ class FakeGitHub:
     def __init__(
         self,
         *,
-        app_id: int = 4242,
+        app_id: int | None = None,
         private_key_pem: str | None = None,
         token_ttl: timedelta = timedelta(hours=1),
         spec_path: str | None = None,
@@ -300,7 +301,9 @@ class FakeGitHub:
                 .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
                 .decode()
             )
-        self.app_id = app_id
+        # a fresh App id per fake: the client's token cache is keyed by API URL and App id, and a
+        # later fake may get an earlier one's port
+        self.app_id = next(_APP_IDS) if app_id is None else app_id
         self.token_ttl = token_ttl
         self.personal_token = "ghp_" + secrets.token_hex(18)
         self.spec_path = spec_path or github_subset_spec()
@@ -325,6 +328,10 @@ class FakeGitHub:
         return self.server.url
 
     def start(self) -> FakeGitHub:
+        from ..github.app_auth import TOKENS
+
+        # tokens minted against an earlier fake mean nothing to this one
+        TOKENS.clear()
         self.server.start()
         return self
 
