@@ -345,7 +345,8 @@ class Session:
             if run.failed:
                 reason = run.failure_reason()
                 if run.hit_max_turns:
-                    reason = f"{reason}. {self._save_work('the agent reached its turn limit')}".rstrip(". ")
+                    where = self._save_work("the agent reached its turn limit")
+                    reason = f"{reason}. {where}" if where else reason
                 raise Failure(self.redactor.text(reason), excerpt=self._excerpt(run.process.output))
         return run
 

@@ -1,0 +1,200 @@
+"""Each failure class of the reference's "Run failure messages", produced for real."""
+from __future__ import annotations
+
+import re
+
+import requests
+
+from .conftest import World, script
+
+FAILED = "⚠️ Session failed: "
+
+
+def failure_comment(world: World) -> str:
+    [comment] = [c for c in world.comments() if c.startswith("⚠️ Implementation failed: ")]
+    return comment
+
+
+def test_turn_limit_fails_with_the_reference_message_and_keeps_the_work(world: World) -> None:
+    world.mapping(FAKE_AGENT_MODE="max_turns")
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id)
+
+    assert code == 1, out
+    job = world.job(job_id)
+    assert job.status == "failed"
+    sha = world.remote.branches()["ai/ENG-1"]
+    assert job.error == ("LLM invocation failed with exit code 1: Reached max turns (50). "
+                         f"Work so far is on branch `ai/ENG-1` (commit {sha[:7]}).")
+    assert failure_comment(world) == f"⚠️ Implementation failed: {job.error}"
+    # the work so far was committed and pushed; no PR was opened
+    assert world.remote.show("ai/ENG-1", "greeting.txt") == "hello from the agent\n"
+    assert world.github.pull_requests("acme", "eng") == []
+    lines = world.first_lines()
+    assert lines[:2] == ["🚀 Session machine created. Cloning repo and running setup…",
+                         "✅ Environment ready. Claude is implementing…"]
+    assert lines[2].startswith(FAILED + "LLM invocation failed with exit code 1: Reached max turns (50)")
+    assert lines[2].endswith(". Machine will be cleaned up.")
+    assert lines[3].startswith("🧹 Session machine cleaned up. Duration: ")
+    # the agent's cost and turns still travel
+    assert job.turns == 50 and job.cost_usd == 1.5
+    assert world.steps(job_id)["agent"].status == "failed"
+    world.assert_no_secret_anywhere(job_id)
+
+
+def test_agent_error_fails_with_exit_code_and_message(world: World) -> None:
+    world.mapping(FAKE_AGENT_MODE="error")
+    job_id = world.dispatch()
+
+    code, _ = world.run_session(job_id)
+
+    assert code == 1
+    job = world.job(job_id)
+    assert job.status == "failed" and job.log_label == "session_failed"
+    assert job.error.startswith("LLM invocation failed with exit code 1: API Error: 500 ")
+    assert "Overloaded" in job.error
+    assert failure_comment(world) == f"⚠️ Implementation failed: {job.error}"
+    assert "ai/ENG-1" not in world.remote.branches()  # nothing to save
+
+
+def test_no_changes_fails_with_nothing_to_commit(world: World) -> None:
+    world.mapping(FAKE_AGENT_MODE="noop")
+    job_id = world.dispatch()
+
+    code, _ = world.run_session(job_id)
+
+    assert code == 1
+    job = world.job(job_id)
+    assert job.status == "failed"
+    assert job.error == "Nothing to commit: Claude left no file changes in the working tree"
+    assert job.log_label == "pr_not_found"
+    assert failure_comment(world) == ("⚠️ Implementation failed: Nothing to commit: Claude left no file "
+                                      "changes in the working tree")
+    assert any(c.startswith("Log excerpt (`pr_not_found`)") for c in world.comments())
+    assert "ai/ENG-1" not in world.remote.branches()
+
+
+def test_refused_pull_request_fails_with_githubs_status_and_message(world: World) -> None:
+    world.mapping()
+    # a pull request for the branch is already open: GitHub answers 422
+    world.github.add_branch("acme", "eng", "ai/ENG-1")
+    resp = requests.post(f"{world.github.url}/repos/acme/eng/pulls", timeout=10,
+                         headers={"Authorization": f"Bearer {world.github.personal_token}"},
+                         json={"title": "earlier attempt", "head": "ai/ENG-1", "base": "main"})
+    assert resp.status_code == 201
+    job_id = world.dispatch()
+
+    code, _ = world.run_session(job_id)
+
+    assert code == 1
+    job = world.job(job_id)
+    assert job.status == "failed"
+    assert job.error == ("PR creation failed with HTTP 422: Validation Failed "
+                         "(A pull request already exists for acme:ai/ENG-1.)")
+    assert failure_comment(world) == f"⚠️ Implementation failed: {job.error}"
+    assert world.remote.show("ai/ENG-1", "greeting.txt")  # the push itself went through
+    assert world.steps(job_id)["pull-request"].status == "failed"
+
+
+def test_clone_failure_fails_with_gits_exit_code(world: World) -> None:
+    world.mapping(default_branch="no-such-branch")
+    job_id = world.dispatch()
+
+    code, _ = world.run_session(job_id)
+
+    assert code == 1
+    job = world.job(job_id)
+    assert job.status == "failed"
+    assert re.match(r"git clone failed \(exit 128\): .*no-such-branch", job.error, re.DOTALL), job.error
+    assert failure_comment(world) == f"⚠️ Implementation failed: {job.error}"
+    assert world.agent_calls() == []  # the agent never ran
+    assert world.first_lines()[1].startswith(FAILED + "git clone failed (exit 128)")
+
+
+def test_setup_failure_names_the_step_and_its_output(world: World) -> None:
+    world.remote.commit({".ai-implement/setup.sh": script("echo 'npm ERR! missing script: build' >&2; exit 7")})
+    world.mapping()
+    job_id = world.dispatch()
+
+    code, _ = world.run_session(job_id)
+
+    assert code == 1
+    job = world.job(job_id)
+    assert job.status == "failed"
+    assert job.error == "Setup failed (exit 7): npm ERR! missing script: build"
+    assert world.agent_calls() == []
+
+
+def test_mapping_setup_command_runs_when_the_repository_has_none(world: World) -> None:
+    marker = world.tmp / "mapping-setup-ran"
+    world.mapping(AIIMPL_SETUP_COMMAND=f"echo ran > {marker}")
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id)
+
+    assert code == 0, out
+    assert marker.read_text() == "ran\n"
+    assert world.steps(job_id)["setup"].detail["source"] == "mapping"
+
+
+def test_leaked_secrets_are_redacted_everywhere(world: World) -> None:
+    world.mapping(FAKE_AGENT_MODE="leak")
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id)
+
+    assert code == 1
+    job = world.job(job_id)
+    assert job.status == "failed"
+    assert job.error.startswith("LLM invocation failed with exit code 3: ")
+    assert "[REDACTED]" in job.error and "[REDACTED]" in (job.log_excerpt or "")
+    assert "ANTHROPIC_API_KEY" in world.env_of(job_id)["AIIMPL_SECRET_NAMES"]
+    world.assert_no_secret_anywhere(job_id)
+
+
+def test_review_blockers_end_the_job_review_failed(world: World) -> None:
+    world.mapping(FAKE_REVIEW="block")
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id)
+
+    assert code == 0, out
+    job = world.job(job_id)
+    assert job.status == "review_failed"
+    assert job.log_label == "post_push_review_not_approved"
+    assert job.pr_url == "https://github.com/acme/eng/pull/1"
+    assert "The new greeting has no test" in job.log_excerpt
+    comments = world.comments()
+    assert "⚠️ Implementation failed: the post-push review flagged 2 blockers" in comments
+    assert any(c.startswith("Log excerpt (`post_push_review_not_approved`)") and "README still describes" in c
+               for c in comments)
+
+
+def test_review_without_a_verdict_does_not_block(world: World) -> None:
+    world.mapping(FAKE_REVIEW="mumble")
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id)
+
+    assert code == 0, out
+    assert world.job(job_id).status == "completed"
+    assert any(c.startswith("⚠️ The post-push review could not decide") for c in world.comments())
+
+
+def test_failed_verification_is_reported_with_its_output(world: World) -> None:
+    world.remote.commit({".ai-implement/verify.sh": script("echo '2 tests failed: test_greeting'; exit 1")})
+    world.mapping()
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id)
+
+    assert code == 0, out
+    job = world.job(job_id)
+    assert job.status == "completed"  # the PR is open; the reviewer saw the failure
+    [failed] = [c for c in world.comments() if c.startswith("❌ Verification failed: ")]
+    assert "2 tests failed: test_greeting" in failed
+    lines = world.first_lines()
+    assert lines.index("🧪 Running verification script…") < lines.index(failed.split("\n", 1)[0])
+    review_prompt = world.agent_calls()[1]["prompt"]
+    assert "2 tests failed: test_greeting" in review_prompt

@@ -1,0 +1,78 @@
+"""Long runs: expiring repository tokens, the wall-clock budget, and a stop from the runner."""
+from __future__ import annotations
+
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+
+from .conftest import World
+
+
+def test_push_after_the_clone_token_expired_gets_a_fresh_token(world: World) -> None:
+    """GitHub installation tokens live one hour; here four seconds stand for it and an agent
+    run of six seconds for the seventy minutes: the push must still authenticate."""
+    world.github.token_ttl = timedelta(seconds=4)
+    world.mapping(FAKE_AGENT_MODE="slow", FAKE_AGENT_SLEEP="6", AIIMPL_TOKEN_REFRESH_SECONDS="2")
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id)
+
+    assert code == 0, out
+    assert world.job(job_id).status == "completed"
+    served = [r for r in world.git_server.requests if r.status == 200]
+    clone_token = next(r.password for r in served if r.service == "git-upload-pack")
+    push = world.git_server.pushes()[-1]
+    assert push.status == 200 and push.password != clone_token
+    issued = {t.token: t for t in world.github.issued_tokens}
+    # the clone's token had expired by the time of the push: the helper fetched a new one
+    assert issued[clone_token].expires_at <= datetime.now(UTC)
+    assert push.password in issued
+    assert len(world.github.issued_tokens) >= 2
+    world.assert_no_secret_anywhere(job_id)
+
+
+def test_wall_clock_budget_stops_the_agent_and_pushes_the_work_so_far(world: World) -> None:
+    world.mapping(FAKE_AGENT_MODE="hang")
+    job_id = world.dispatch()
+
+    started = time.monotonic()
+    code, out = world.run_session(job_id, timeout=90, AIIMPL_LIFETIME_SECONDS="8")
+    elapsed = time.monotonic() - started
+
+    assert code == 1, out
+    assert elapsed < 30  # the agent (which never ends by itself) was stopped
+    job = world.job(job_id)
+    assert job.status == "failed"
+    sha = world.remote.branches()["ai/ENG-1"]
+    assert job.error == ("the wall-clock budget of 8s ran out while the agent was running. "
+                         f"Work so far is on branch `ai/ENG-1` (commit {sha[:7]}).")
+    assert world.remote.show("ai/ENG-1", "greeting.txt") == "hello from the agent\n"
+    lines = world.first_lines()
+    assert lines[2] == f"⚠️ Session timed out: {job.error}. Machine will be cleaned up."
+    assert lines[3].startswith("🧹 Session machine cleaned up. Duration: ")
+    assert f"⚠️ Implementation failed: {job.error}" in world.comments()
+
+
+def test_sigterm_stops_the_agent_cleanly_and_saves_the_work(world: World) -> None:
+    marker = world.tmp / "agent-started"
+    world.mapping(FAKE_AGENT_MODE="hang", FAKE_AGENT_STARTED=str(marker))
+    job_id = world.dispatch()
+
+    proc = world.start_session(job_id)
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    world.outputs.append(out)
+
+    assert proc.returncode == 1, out
+    job = world.job(job_id)
+    assert job.status == "failed"
+    sha = world.remote.branches()["ai/ENG-1"]
+    assert job.error == ("The session was stopped by its runner (SIGTERM) while the agent was running. "
+                         f"Work so far is on branch `ai/ENG-1` (commit {sha[:7]}).")
+    assert world.first_lines()[2] == f"⚠️ Session failed: {job.error}. Machine will be cleaned up."
+    world.assert_no_secret_anywhere(job_id)
