@@ -1,13 +1,11 @@
 """``POST /api/token``: every row of the reference's table."""
 from __future__ import annotations
 
-import sys
 import types
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-import aiimpl_core
 from aiimpl_core.errors import ProviderError
 
 URL = "/api/token"
@@ -22,12 +20,8 @@ def aiimpl_plugins(cb_tracker, cb_runner):
 @pytest.fixture
 def github_calls(monkeypatch):
     """Replace ``aiimpl_core.github.repository_token``; record its calls, fail on demand."""
-    try:
-        import aiimpl_core.github as module
-    except ImportError:  # the GitHub client is not installed in this checkout yet
-        module = types.ModuleType("aiimpl_core.github")
-        monkeypatch.setitem(sys.modules, "aiimpl_core.github", module)
-        monkeypatch.setattr(aiimpl_core, "github", module, raising=False)
+    import aiimpl_core.github as module
+
     calls: list[tuple[str, str]] = []
     state = {"error": None}
 
@@ -37,7 +31,7 @@ def github_calls(monkeypatch):
             raise state["error"]
         return "ghs_fake_installation_token", EXPIRES
 
-    monkeypatch.setattr(module, "repository_token", repository_token, raising=False)
+    monkeypatch.setattr(module, "repository_token", repository_token)
     calls_state = types.SimpleNamespace(calls=calls, state=state)
     return calls_state
 
@@ -109,3 +103,43 @@ def test_expired_github_token_expiry_is_reported_in_utc(client, cb_job, github_c
     _, nonce = cb_job()
     assert client.post(URL, json={"nonce": nonce, "owner": "acme"}).get_json()["expiresAt"] == (
         "2026-11-29T09:00:00Z")
+
+
+class TestAgainstTheFakeGitHub:
+    """``/api/token`` through the real GitHub client and a fake GitHub checked against GitHub's
+    own OpenAPI description (App JWT, installation lookup, repository-scoped token)."""
+
+    @pytest.fixture
+    def gh(self):
+        from aiimpl_core.testing.fake_github import FakeGitHub
+
+        with FakeGitHub() as fake:
+            fake.add_repo("acme", "api")
+            fake.add_repo("acme", "other")
+            fake.add_installation("acme")
+            yield fake
+            fake.assert_clean()
+
+    @pytest.fixture
+    def aiimpl_config(self, gh):
+        return {"AIIMPL_GITHUB_API_URL": gh.url, "AIIMPL_GITHUB_APP_ID": str(gh.app_id),
+                "AIIMPL_GITHUB_PRIVATE_KEY": gh.private_key_pem}
+
+    def test_token_is_limited_to_the_jobs_repository(self, client, cb_job, gh):
+        _, nonce = cb_job()
+        resp = client.post(URL, json={"nonce": nonce, "owner": "Acme"})
+        assert resp.status_code == 200, resp.get_json()
+        body = resp.get_json()
+        issued = gh.tokens[body["token"]]
+        assert issued.repositories == {"api"}
+        assert body["expiresAt"] == issued.expires_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def test_uninstalled_app_is_the_reference_500(self, client, cb_job, gh, caplog):
+        _, nonce = cb_job()
+        gh.installations.clear()
+        from aiimpl_core.github.app_auth import TOKENS
+
+        TOKENS.clear()
+        resp = client.post(URL, json={"nonce": nonce, "owner": "acme"})
+        assert (resp.status_code, resp.get_json()) == (500, {"error": "Failed to generate token"})
+        assert gh.private_key_pem.splitlines()[1] not in caplog.text
