@@ -60,11 +60,13 @@ def test_template_masks_credentials_first_and_runs_the_session(name: str) -> Non
     assert run_step["run"].strip() == "aiimpl session run"
     assert any("pip install" in s.get("run", "") and "aiimpl-core" in s.get("run", "") for s in steps)
     env = run_step["env"]
-    known = {v.name for v in session_env.ALL}
+    known = {v.name for v in (*session_env.ALL, *session_env.OPTIONAL)}
     for input_name, var in {**config.IDENTITY_INPUTS, **config.CREDENTIAL_INPUTS}.items():
         assert var in known
         assert env[var] == f"${{{{ inputs.{input_name} }}}}"
-    # secrets come from the repository's Actions secrets, never from inputs
+    # values come from inputs, the repository's Actions secrets, or GitHub's own run context
     for var, value in env.items():
-        match = re.fullmatch(r"\$\{\{ (\w+)\.(\w+) \}\}", value)
-        assert match and match.group(1) in ("inputs", "secrets"), var
+        contexts = re.findall(r"\$\{\{ (\w+)\.\w+ \}\}", value)
+        assert contexts and set(contexts) <= {"inputs", "secrets", "github"}, var
+        assert var in known or "secrets" in contexts, var
+    assert "npm install --global @anthropic-ai/claude-code" in "\n".join(s.get("run", "") for s in steps)
