@@ -1,0 +1,343 @@
+"""The ``fly-machines`` runner backend: each session is one Fly Machine.
+
+Dispatch creates a machine in the configured app (``POST /apps/{app}/machines``) from the session
+image, with the mapping's ``machineCpus`` / ``machineMemoryMb``, the session's whole environment
+(credentials, model provider variables, ``extraEnv``, team and global secrets), restart policy
+``no`` and ``auto_destroy``: the machine runs ``aiimpl session run`` once and is destroyed when it
+exits. The machine id is the job's run id. Secrets travel only in ``config.env``; the machine's
+metadata (which anyone listing the app's machines sees) carries the job id, issue key, phase and
+session mode, nothing else.
+
+:meth:`FlyMachinesBackend.poll_runs` lists the app's machines once per reconcile cycle
+(``include_deleted`` so that a machine that already exited and destroyed itself still reports its
+exit code) and reports every in-flight run from that one answer:
+
+==================================  ====================================================
+machine                             reported
+==================================  ====================================================
+``created`` / ``starting``          ``PENDING``
+``started`` (and others in flight)  ``RUNNING``
+older than its lifetime             stopped and destroyed: ``TIMED_OUT`` /
+                                    ``machine_timeout``
+exited with code 0                  ``SUCCEEDED`` (the session reported its own result)
+exited non-zero, or gone without    ``FAILED`` / ``session_failed``
+an exit status
+absent from the list                ``NOT_FOUND``
+==================================  ====================================================
+
+Session modes (the mapping's ``sessionMode``, passed to the machine as ``AIIMPL_SESSION_MODE``):
+``autonomous`` — the machine ends with the session; ``interactive`` — after the agent ends the
+machine stays up for a person to attach (``fly ssh console``) until its lifetime; ``hybrid`` — it
+stays up only when the session failed. The session image's entrypoint does the holding; the
+lifetime is enforced here, also for machines whose job already ended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from aiimpl_core.errors import DispatchError, ProviderError
+from aiimpl_core.providers import RunnerBackend
+from aiimpl_core.types import (
+    DispatchRequest,
+    DispatchResult,
+    InFlightRun,
+    LogLabel,
+    RunPhase,
+    RunState,
+    SessionInfo,
+    TimeoutReason,
+)
+
+from . import config
+from .client import FlyClient
+
+#: machine states before the session program runs
+PENDING_STATES = frozenset({"created", "starting"})
+#: states of a machine whose process has ended (or is ending for good)
+ENDED_STATES = frozenset({"stopped", "destroying", "destroyed", "suspended", "failed"})
+#: states not worth listing as sessions
+GONE_STATES = frozenset({"destroying", "destroyed"})
+
+
+def _aware(value: datetime) -> datetime:
+    # the database may hand back naive UTC timestamps (SQLite)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return _aware(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        return None
+
+
+def exit_event(machine: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The latest ``exit`` event's ``exit_event`` object (``exit_code``, ``oom_killed`` …), if any."""
+    latest: tuple[int, Mapping[str, Any]] | None = None
+    for event in machine.get("events") or ():
+        if not isinstance(event, dict) or event.get("type") != "exit":
+            continue
+        request = event.get("request")
+        detail = request.get("exit_event") if isinstance(request, dict) else None
+        if not isinstance(detail, dict):
+            continue
+        stamp = event.get("timestamp") if isinstance(event.get("timestamp"), int) else 0
+        if latest is None or stamp >= latest[0]:
+            latest = (stamp, detail)
+    return latest[1] if latest else None
+
+
+class FlyMachinesBackend(RunnerBackend):
+    """Runs each session on its own Fly Machine."""
+
+    id = "fly-machines"
+    display_name = "Fly Machines"
+    runner_mode: ClassVar[str | None] = "fly"
+    mapping_selectable = True
+    supports_sessions = True
+    supports_secrets = True
+    config_vars = config.CONFIG_VARS
+
+    # -- configuration --
+
+    def is_configured(self) -> bool:
+        return bool(self.context.setting(config.API_TOKEN)) and bool(self.context.setting(config.APP))
+
+    @property
+    def app_name(self) -> str:
+        return str(self.context.setting(config.APP, ""))
+
+    @property
+    def image(self) -> str:
+        return str(self.context.setting(config.IMAGE, config.DEFAULT_IMAGE))
+
+    def client(self) -> FlyClient:
+        self.require_configured()
+        http = self.context.http(
+            str(self.context.setting(config.API_URL, config.DEFAULT_API_URL)),
+            provider="fly",
+            headers={"Authorization": f"Bearer {self.context.setting(config.API_TOKEN)}"},
+        )
+        return FlyClient(http, self.app_name)
+
+    def machine_url(self, machine_id: str) -> str:
+        """The machine's page (logs, events) on the Fly dashboard."""
+        return f"https://fly.io/apps/{self.app_name}/machines/{machine_id}"
+
+    # -- dispatch --
+
+    def machine_request(self, request: DispatchRequest) -> dict[str, Any]:
+        """The ``CreateMachineRequest`` body for one session."""
+        mapping = request.mapping
+        env = {str(k): str(v) for k, v in request.env.items()}
+        env.setdefault("AIIMPL_SESSION_MODE", mapping.session_mode)
+        env.setdefault("AIIMPL_LOG_URL", f"https://fly.io/apps/{self.app_name}/monitoring")
+        body: dict[str, Any] = {
+            "name": f"aiimpl-job-{request.job_id}",
+            "config": {
+                "image": self.image,
+                "env": env,
+                "guest": {
+                    "cpu_kind": "shared",
+                    "cpus": int(mapping.machine_cpus or config.DEFAULT_CPUS),
+                    "memory_mb": int(mapping.machine_memory_mb or config.DEFAULT_MEMORY_MB),
+                },
+                "restart": {"policy": "no"},
+                "auto_destroy": True,
+                # public to anyone who lists the app's machines: identity only, never a secret
+                "metadata": {
+                    config.META_JOB: str(request.job_id),
+                    config.META_ISSUE: request.issue_key,
+                    config.META_PHASE: request.phase.value,
+                    config.META_MODE: mapping.session_mode,
+                },
+            },
+        }
+        region = self.context.setting(config.REGION)
+        if region:
+            body["region"] = str(region)
+        return body
+
+    def dispatch(self, request: DispatchRequest) -> DispatchResult:
+        client = self.client()
+        try:
+            machine = client.create_machine(self.machine_request(request))
+        except ProviderError as exc:
+            # Fly's error text may quote the request: keep the session's secret values out of it
+            message = _redact(exc.message, request)
+            raise DispatchError(message, provider=self.id, status=exc.status) from None
+        machine_id = machine.get("id")
+        if not isinstance(machine_id, str) or not machine_id:
+            raise DispatchError("Fly answered the machine creation without a machine id", provider=self.id)
+        self.log.info("job %s: created machine %s", request.job_id, machine_id)
+        return DispatchResult(run_id=machine_id, run_url=self.machine_url(machine_id), linked=True)
+
+    # -- reconcile --
+
+    def poll_runs(self, runs: Sequence[InFlightRun]) -> Sequence[RunState]:
+        if not runs:
+            return []
+        client = self.client()
+        machines = client.list_machines(include_deleted=True)  # the one remote call of the cycle
+        ours = [m for m in machines if config.META_JOB in ((m.get("config") or {}).get("metadata") or {})]
+        by_id = {str(m.get("id")): m for m in ours}
+        by_job: dict[str, dict[str, Any]] = {}
+        for m in ours:
+            job = str(m["config"]["metadata"][config.META_JOB])
+            # a live machine wins over a destroyed one of an earlier attempt
+            if job not in by_job or by_job[job].get("state") in GONE_STATES:
+                by_job[job] = m
+        now = _aware(self.context.clock())
+        states: list[RunState] = []
+        reported: set[str] = set()
+        for run in runs:
+            machine = by_id.get(run.run_id or "") or by_job.get(str(run.job_id))
+            if machine is None:
+                states.append(RunState(job_id=run.job_id, phase=RunPhase.NOT_FOUND, run_id=run.run_id))
+                continue
+            reported.add(str(machine.get("id")))
+            state = self._state(client, run, machine, now)
+            if state is not None:
+                states.append(state)
+        self._sweep(client, [m for m in ours if str(m.get("id")) not in reported], now, runs)
+        return states
+
+    def _state(
+        self, client: FlyClient, run: InFlightRun, machine: Mapping[str, Any], now: datetime
+    ) -> RunState | None:
+        machine_id = str(machine.get("id"))
+        url = self.machine_url(machine_id)
+        status = str(machine.get("state") or "")
+        if status in ENDED_STATES:
+            exited = exit_event(machine)
+            code = exited.get("exit_code") if exited else None
+            if isinstance(code, int) and code == 0:
+                return RunState(
+                    job_id=run.job_id, phase=RunPhase.SUCCEEDED, run_id=machine_id, run_url=url, exit_code=0
+                )
+            if isinstance(code, int):
+                detail = f"the session machine exited with code {code}"
+                if exited and exited.get("oom_killed"):
+                    detail += " (out of memory)"
+            else:
+                detail = f"the session machine is {status} without an exit status"
+            return RunState(
+                job_id=run.job_id,
+                phase=RunPhase.FAILED,
+                run_id=machine_id,
+                run_url=url,
+                exit_code=code if isinstance(code, int) else None,
+                detail=detail,
+                log_label=LogLabel.SESSION_FAILED,
+                log_excerpt=f"machine {machine_id} ({machine.get('region') or 'unknown region'}): "
+                f"{detail}. Logs: {url}",
+            )
+        started = _aware(run.dispatched_at)
+        age = (now - started).total_seconds()
+        if age >= run.lifetime_seconds:
+            try:
+                self._remove(client, machine_id)
+            except ProviderError as exc:
+                # still running: report it as such and try again next cycle
+                self.log.warning(
+                    "job %s: stopping machine %s past its lifetime failed: %s", run.job_id, machine_id, exc
+                )
+                return RunState(job_id=run.job_id, phase=RunPhase.RUNNING, run_id=machine_id, run_url=url)
+            minutes = int(age // 60)
+            excerpt = (
+                f"machine {machine_id} exceeded its lifetime of {run.lifetime_seconds} s "
+                f"(running for {minutes} min); it was stopped and destroyed. Logs: {url}"
+            )
+            return RunState(
+                job_id=run.job_id,
+                phase=RunPhase.TIMED_OUT,
+                run_id=machine_id,
+                run_url=url,
+                timeout_reason=TimeoutReason.MACHINE_TIMEOUT,
+                log_label=LogLabel.MACHINE_TIMEOUT,
+                log_excerpt=excerpt,
+            )
+        phase = RunPhase.PENDING if status in PENDING_STATES else RunPhase.RUNNING
+        return RunState(job_id=run.job_id, phase=phase, run_id=machine_id, run_url=url)
+
+    def _remove(self, client: FlyClient, machine_id: str) -> None:
+        client.stop_machine(machine_id)
+        client.destroy_machine(machine_id)
+
+    def _sweep(
+        self,
+        client: FlyClient,
+        machines: Sequence[Mapping[str, Any]],
+        now: datetime,
+        runs: Sequence[InFlightRun],
+    ) -> None:
+        """Destroy our machines past their lifetime whose job already ended (an interactive
+        session held open, or a machine left behind): best effort, from the same listing."""
+        lifetime = max(run.lifetime_seconds for run in runs)
+        for machine in machines:
+            if machine.get("state") in GONE_STATES:
+                continue
+            created = _parse_time(machine.get("created_at"))
+            if created is None or (now - created).total_seconds() < lifetime:
+                continue
+            try:
+                self._remove(client, str(machine.get("id")))
+                self.log.info("destroyed machine %s past its lifetime", machine.get("id"))
+            except ProviderError as exc:
+                self.log.warning("destroying machine %s past its lifetime failed: %s", machine.get("id"), exc)
+
+    def cancel(self, run: InFlightRun) -> None:
+        if run.run_id and self.is_configured():
+            try:
+                self._remove(self.client(), run.run_id)
+            except ProviderError as exc:
+                self.log.warning("job %s: destroying machine %s failed: %s", run.job_id, run.run_id, exc)
+
+    # -- sessions --
+
+    def list_sessions(self) -> Sequence[SessionInfo]:
+        if not self.is_configured():
+            return []
+        out: list[SessionInfo] = []
+        for machine in self.client().list_machines():
+            meta = (machine.get("config") or {}).get("metadata") or {}
+            if config.META_JOB not in meta or machine.get("state") in GONE_STATES:
+                continue
+            job = str(meta.get(config.META_JOB))
+            machine_id = str(machine.get("id"))
+            out.append(
+                SessionInfo(
+                    id=machine_id,
+                    backend=self.id,
+                    state=str(machine.get("state") or "unknown"),
+                    job_id=int(job) if job.isdigit() else None,
+                    issue_key=meta.get(config.META_ISSUE),
+                    created_at=_parse_time(machine.get("created_at")),
+                    image=(machine.get("config") or {}).get("image"),
+                    region=machine.get("region"),
+                    log_url=self.machine_url(machine_id),
+                )
+            )
+        return out
+
+    def destroy_session(self, session_id: str) -> bool:
+        client = self.client()
+        machine = client.get_machine(session_id)
+        # only machines this orchestrator created: the app may run others
+        if machine is None or config.META_JOB not in ((machine.get("config") or {}).get("metadata") or {}):
+            return False
+        self._remove(client, session_id)
+        return True
+
+
+def _redact(text: str, request: DispatchRequest) -> str:
+    for name in request.secret_names:
+        value = request.env.get(name)
+        if value:
+            text = text.replace(value, "***")
+    return text

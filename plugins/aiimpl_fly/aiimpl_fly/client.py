@@ -1,0 +1,76 @@
+"""A thin client of the Fly Machines REST API (``https://api.machines.dev/v1``).
+
+Every call goes through the core's :class:`~aiimpl_core.http.HttpClient` (timeouts, retries on
+429/5xx honouring ``Retry-After``, errors mapped to :class:`~aiimpl_core.errors.ProviderError`
+with Fly's ``error`` message). Only the operations the backend uses are wrapped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from aiimpl_core.errors import ProviderError
+from aiimpl_core.http import HttpClient
+
+
+class FlyClient:
+    """Machines of one Fly app."""
+
+    def __init__(self, http: HttpClient, app: str) -> None:
+        self.http = http
+        self.app = app
+
+    def _machines(self, machine_id: str | None = None, action: str | None = None) -> str:
+        path = f"/apps/{quote(self.app, safe='')}/machines"
+        if machine_id is not None:
+            path += f"/{quote(machine_id, safe='')}"
+        if action:
+            path += f"/{action}"
+        return path
+
+    def create_machine(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /apps/{app}/machines``: create and start a machine; returns the Machine."""
+        # not retried on a 5xx: a second POST could start a second machine for the same job
+        return _object(_json(self.http.post(self._machines(), json=body)))
+
+    def list_machines(self, *, include_deleted: bool = False) -> list[dict[str, Any]]:
+        """``GET /apps/{app}/machines``: every machine of the app (one call)."""
+        params = {"include_deleted": "true"} if include_deleted else None
+        body = _json(self.http.get(self._machines(), params=params))
+        if not isinstance(body, list):
+            raise ProviderError("fly: the machine list is not a JSON array", provider="fly")
+        return [m for m in body if isinstance(m, dict)]
+
+    def get_machine(self, machine_id: str) -> dict[str, Any] | None:
+        """``GET /apps/{app}/machines/{id}``; ``None`` when Fly knows no such machine."""
+        resp = self.http.get(self._machines(machine_id), expected=(200, 404))
+        return None if resp.status_code == 404 else _object(_json(resp))
+
+    def stop_machine(self, machine_id: str) -> None:
+        """``POST /apps/{app}/machines/{id}/stop`` (SIGTERM, then Fly's kill timeout)."""
+        self.http.post(
+            self._machines(machine_id, "stop"),
+            json={"signal": "SIGTERM"},
+            retry_unsafe=True,
+            expected=(200, 404),
+        )
+
+    def destroy_machine(self, machine_id: str) -> bool:
+        """``DELETE /apps/{app}/machines/{id}?force=true``; false when Fly knows no such machine."""
+        resp = self.http.delete(self._machines(machine_id), params={"force": "true"}, expected=(200, 404))
+        return resp.status_code == 200
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ProviderError("fly: the answer is not a JSON object", provider="fly")
+    return body
+
+
+def _json(resp: requests.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        raise ProviderError(f"fly: HTTP {resp.status_code} answer is not JSON", provider="fly") from None

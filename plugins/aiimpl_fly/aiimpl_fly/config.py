@@ -1,0 +1,33 @@
+"""Configuration of the Fly Machines backend (environment variables, read by the core)."""
+
+from __future__ import annotations
+
+from aiimpl_core.providers import ConfigVar
+
+API_TOKEN = "AIIMPL_FLY_API_TOKEN"
+APP = "AIIMPL_FLY_APP"
+API_URL = "AIIMPL_FLY_API_URL"
+IMAGE = "AIIMPL_FLY_IMAGE"
+REGION = "AIIMPL_FLY_REGION"
+
+DEFAULT_API_URL = "https://api.machines.dev/v1"
+#: the session image (docker/session.Dockerfile) pushed to the app's registry
+DEFAULT_IMAGE = "registry.fly.io/aiimpl-session:latest"
+DEFAULT_CPUS = 2
+DEFAULT_MEMORY_MB = 4096
+
+CONFIG_VARS: tuple[ConfigVar, ...] = (
+    ConfigVar(API_TOKEN, "Fly API token (deploy or org token) for the Machines API", sensitive=True),
+    ConfigVar(APP, "Fly app the session machines are created in"),
+    ConfigVar(API_URL, "Fly Machines API base URL", default=DEFAULT_API_URL),
+    ConfigVar(
+        IMAGE, "Session image the machines run (built from docker/session.Dockerfile)", default=DEFAULT_IMAGE
+    ),
+    ConfigVar(REGION, "Fly region of the machines (default: Fly chooses)"),
+)
+
+#: metadata keys on every machine we create; ``aiimpl_job`` is how poll_runs finds our machines
+META_JOB = "aiimpl_job"
+META_ISSUE = "aiimpl_issue"
+META_PHASE = "aiimpl_phase"
+META_MODE = "aiimpl_session_mode"

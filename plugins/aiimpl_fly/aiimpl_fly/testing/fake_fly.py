@@ -1,0 +1,250 @@
+"""A fake Fly Machines API on ``127.0.0.1``, validated against Fly's Swagger description.
+
+It keeps machines in memory the way Fly reports them (``state``, ``config`` echoed back,
+``events`` with ``exit`` events carrying ``exit_event.exit_code``, destroyed machines listed only
+with ``include_deleted``) and checks the bearer token. Tests drive the machines' lives with
+:meth:`FakeFly.exit` and read what was sent from :attr:`FakeFly.server`'s records::
+
+    with FakeFly(token="fly-token", app="aiimpl-sessions") as fly:
+        ...  # point AIIMPL_FLY_API_URL at fly.url
+        fly.exit(machine_id, 1)
+        fly.server.assert_clean()
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import flask
+from aiimpl_core.testing.fakeserver import UNDOCUMENTED_HEADER
+
+from .swagger import SwaggerDescription, SwaggerFakeServer
+
+
+def fly_spec_path() -> str:
+    """``fly/machines-api.swagger.json`` of the shared API descriptions."""
+    from aiimpl_core.testing.pytest_plugin import specs_dir
+
+    return os.path.join(specs_dir(), "fly", "machines-api.swagger.json")
+
+
+class FakeFly:
+    """One Fly app's machines behind the Machines API.
+
+    :param token: the bearer token the fake accepts.
+    :param app: the app name the fake serves (other names answer 404).
+    :param clock: the time stamped on machines and events (tests pass a controllable one).
+    """
+
+    def __init__(
+        self,
+        token: str = "fly-test-token",
+        app: str = "aiimpl-sessions",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.token = token
+        self.app_name = app
+        self.clock = clock
+        self.machines: dict[str, dict[str, Any]] = {}
+        self.failures: list[tuple[str, str, int, str]] = []  # (method, path suffix, status, message)
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self.description = SwaggerDescription.from_file(fly_spec_path())
+        self.server = SwaggerFakeServer(self._build(), self.description)
+
+    # -- lifecycle --
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def __enter__(self) -> FakeFly:
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop()
+
+    # -- test controls --
+
+    def fail_next(self, method: str, path_suffix: str, status: int, message: str) -> None:
+        """Answer the next matching request with an error body ``{"error": message}``."""
+        self.failures.append((method.upper(), path_suffix, status, message))
+
+    def exit(self, machine_id: str, exit_code: int, *, oom_killed: bool = False) -> None:
+        """The machine's process exits: stopped, then destroyed when ``auto_destroy`` is set."""
+        with self._lock:
+            machine = self.machines[machine_id]
+            self._event(
+                machine,
+                "exit",
+                "stopped",
+                {
+                    "exit_event": {
+                        "exit_code": exit_code,
+                        "oom_killed": oom_killed,
+                        "requested_stop": False,
+                        "exited_at": self._now(),
+                    }
+                },
+            )
+            machine["state"] = "destroyed" if machine["config"].get("auto_destroy") else "stopped"
+
+    def start(self, machine_id: str) -> None:
+        """The machine finished booting."""
+        with self._lock:
+            self.machines[machine_id]["state"] = "started"
+            self._event(self.machines[machine_id], "start", "started")
+
+    def live(self) -> list[dict[str, Any]]:
+        """Machines not destroyed."""
+        return [m for m in self.machines.values() if m["state"] != "destroyed"]
+
+    # -- the API --
+
+    def _now(self) -> str:
+        return self.clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _event(self, machine: dict[str, Any], kind: str, status: str, request: Any = None) -> None:
+        event: dict[str, Any] = {
+            "id": f"ev{next(self._ids):06d}",
+            "type": kind,
+            "status": status,
+            "source": "flyd",
+            "timestamp": int(self.clock().timestamp() * 1000),
+        }
+        if request is not None:
+            event["request"] = request
+        machine["events"].insert(0, event)  # Fly lists the newest event first
+        machine["updated_at"] = self._now()
+
+    def _build(self) -> flask.Flask:
+        app = flask.Flask("fake-fly")
+        base = self.description.base_path
+
+        def error(status: int, message: str, *, documented: bool = False) -> flask.Response:
+            resp = flask.jsonify({"error": message})
+            resp.status_code = status
+            if not documented:
+                # the description omits most error statuses; the body is still Fly's ErrorResponse
+                problems = self.description.schema_errors(
+                    {"$ref": "#/definitions/ErrorResponse"}, {"error": message}
+                )
+                assert not problems, problems
+                resp.headers[UNDOCUMENTED_HEADER] = "1"
+            return resp
+
+        @app.before_request
+        def _checks() -> flask.Response | None:
+            auth = flask.request.headers.get("Authorization", "")
+            if auth != f"Bearer {self.token}":
+                return error(401, "You must be authenticated to view this.")
+            for i, (method, suffix, status, message) in enumerate(self.failures):
+                if flask.request.method == method and flask.request.path.endswith(suffix):
+                    del self.failures[i]
+                    return error(status, message)
+            app_name = (flask.request.view_args or {}).get("app")
+            if app_name is not None and app_name != self.app_name:
+                return error(404, "app not found")
+            return None
+
+        def find(machine_id: str) -> dict[str, Any] | None:
+            machine = self.machines.get(machine_id)
+            return machine
+
+        @app.post(f"{base}/apps/<app>/machines")
+        def create(app: str) -> Any:
+            body = flask.request.get_json(force=True)
+            with self._lock:
+                machine_id = f"{next(self._ids):014x}"
+                now = self._now()
+                config = body.get("config") or {}
+                image = str(config.get("image") or "")
+                repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
+                machine = {
+                    "id": machine_id,
+                    "name": body.get("name") or f"machine-{machine_id}",
+                    "state": "created",
+                    "region": body.get("region") or "iad",
+                    "instance_id": f"01H{machine_id.upper()}",
+                    "private_ip": f"fdaa:0:1::{int(machine_id, 16)}",
+                    "config": config,
+                    "image_ref": {
+                        "registry": repo.split("/")[0] if "/" in repo else "docker.io",
+                        "repository": repo.split("/", 1)[-1],
+                        "tag": tag or "latest",
+                        "digest": "sha256:" + "0" * 64,
+                        "labels": {},
+                    },
+                    "created_at": now,
+                    "updated_at": now,
+                    "events": [],
+                }
+                self._event(machine, "launch", "created", {"config": config})
+                self.machines[machine_id] = machine
+            return flask.jsonify(machine)
+
+        @app.get(f"{base}/apps/<app>/machines")
+        def list_machines(app: str) -> Any:
+            deleted = flask.request.args.get("include_deleted") == "true"
+            region = flask.request.args.get("region")
+            with self._lock:
+                out = [
+                    m
+                    for m in self.machines.values()
+                    if (deleted or m["state"] != "destroyed") and (not region or m["region"] == region)
+                ]
+            return flask.jsonify(out)
+
+        @app.get(f"{base}/apps/<app>/machines/<machine_id>")
+        def get_machine(app: str, machine_id: str) -> Any:
+            machine = find(machine_id)
+            if machine is None or machine["state"] == "destroyed":
+                return error(404, "machine not found")
+            return flask.jsonify(machine)
+
+        @app.post(f"{base}/apps/<app>/machines/<machine_id>/stop")
+        def stop(app: str, machine_id: str) -> Any:
+            machine = find(machine_id)
+            if machine is None or machine["state"] == "destroyed":
+                return error(404, "machine not found")
+            with self._lock:
+                if machine["state"] not in ("stopped", "destroyed"):
+                    self._event(
+                        machine,
+                        "exit",
+                        "stopped",
+                        {
+                            "exit_event": {
+                                "exit_code": 143,
+                                "signal": 15,
+                                "requested_stop": True,
+                                "oom_killed": False,
+                                "exited_at": self._now(),
+                            }
+                        },
+                    )
+                    machine["state"] = "stopped"
+            return flask.Response(status=200)
+
+        @app.delete(f"{base}/apps/<app>/machines/<machine_id>")
+        def destroy(app: str, machine_id: str) -> Any:
+            machine = find(machine_id)
+            if machine is None or machine["state"] == "destroyed":
+                return error(404, "machine not found")
+            if machine["state"] in ("started", "starting") and flask.request.args.get("force") != "true":
+                return error(412, "unable to destroy machine, not currently stopped")
+            with self._lock:
+                self._event(machine, "destroy", "destroyed")
+                machine["state"] = "destroyed"
+            return flask.Response(status=200)
+
+        return app
+
+
+__all__ = ["FakeFly", "fly_spec_path"]

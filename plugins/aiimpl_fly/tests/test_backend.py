@@ -1,0 +1,301 @@
+"""The ``fly-machines`` backend against the fake Machines API.
+
+Every exchange is checked against Fly's Swagger description (the ``fake_fly`` fixture fails the
+test at teardown on any violation).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiimpl_core.errors import DispatchError, ProviderError
+from aiimpl_core.testing.contract import (
+    RunnerBackendContract,
+    make_context,
+    sample_dispatch_request,
+    sample_mapping,
+)
+from aiimpl_core.types import DispatchRequest, InFlightRun, LogLabel, RunPhase, TimeoutReason
+
+from aiimpl_fly.backend import FlyMachinesBackend
+from aiimpl_fly.testing import FakeFly
+
+from .conftest import APP, TOKEN, Clock
+
+SECRET = "sk-team-secret-value-123"
+
+
+def request_for(job_id: int = 7, **kw: Any) -> DispatchRequest:
+    mapping = sample_mapping(
+        machine_cpus=4, machine_memory_mb=2048, session_mode="hybrid", extra_env={"FOO": "bar"}
+    )
+    env = {
+        "AIIMPL_URL": "http://orchestrator.test",
+        "AIIMPL_JOB_ID": str(job_id),
+        "AIIMPL_NONCE": "nonce-abc",
+        "AIIMPL_SESSION_MODE": "hybrid",
+        "FOO": "bar",
+        "TEAM_TOKEN": SECRET,
+        "AIIMPL_SECRET_NAMES": "AIIMPL_NONCE,TEAM_TOKEN",
+    }
+    return sample_dispatch_request(
+        job_id, mapping=mapping, env=env, secret_names=frozenset({"AIIMPL_NONCE", "TEAM_TOKEN"}), **kw
+    )
+
+
+def in_flight(req: DispatchRequest, run_id: str | None, clock: Clock, lifetime: int = 3600) -> InFlightRun:
+    return InFlightRun(
+        job_id=req.job_id,
+        phase=req.phase,
+        issue_key=req.issue_key,
+        mapping=req.mapping,
+        run_id=run_id,
+        run_name=req.run_name,
+        dispatched_at=clock(),
+        lifetime_seconds=lifetime,
+    )
+
+
+class TestFlyContract(RunnerBackendContract):
+    @pytest.fixture
+    def runner_backend(self, backend: FlyMachinesBackend) -> FlyMachinesBackend:
+        return backend
+
+    @pytest.fixture
+    def dispatch_request(self) -> DispatchRequest:
+        return request_for()
+
+
+def test_flags_and_identity() -> None:
+    assert FlyMachinesBackend.id == "fly-machines" and FlyMachinesBackend.runner_mode == "fly"
+    assert FlyMachinesBackend.mapping_selectable and FlyMachinesBackend.supports_sessions
+    assert FlyMachinesBackend.supports_secrets
+    token_var = next(v for v in FlyMachinesBackend.config_vars if v.name == "AIIMPL_FLY_API_TOKEN")
+    assert token_var.sensitive
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({}, False),
+        ({"AIIMPL_FLY_API_TOKEN": "t"}, False),
+        ({"AIIMPL_FLY_APP": "a"}, False),
+        ({"AIIMPL_FLY_API_TOKEN": "t", "AIIMPL_FLY_APP": "a"}, True),
+    ],
+)
+def test_is_configured_needs_token_and_app(config: dict[str, str], expected: bool) -> None:
+    assert FlyMachinesBackend(make_context(config)).is_configured() is expected
+
+
+def test_dispatch_creates_one_machine_as_described(backend: FlyMachinesBackend, fake_fly: FakeFly) -> None:
+    result = backend.dispatch(request_for(7))
+
+    [create] = fake_fly.server.requests_to("POST", f"/apps/{APP}/machines")
+    assert create.header("Authorization") == f"Bearer {TOKEN}"
+    body = create.json
+    config = body["config"]
+    assert body["region"] == "ams" and body["name"] == "aiimpl-job-7"
+    assert config["image"] == "registry.fly.io/aiimpl-session:v1"
+    assert config["guest"] == {"cpu_kind": "shared", "cpus": 4, "memory_mb": 2048}
+    assert config["restart"] == {"policy": "no"} and config["auto_destroy"] is True
+    assert config["env"]["TEAM_TOKEN"] == SECRET and config["env"]["FOO"] == "bar"
+    assert config["env"]["AIIMPL_SESSION_MODE"] == "hybrid"
+    assert config["metadata"] == {
+        "aiimpl_job": "7",
+        "aiimpl_issue": "ENG-1",
+        "aiimpl_phase": "implementation",
+        "aiimpl_session_mode": "hybrid",
+    }
+    [machine] = fake_fly.live()
+    assert result.run_id == machine["id"] and result.linked
+    assert result.run_url == f"https://fly.io/apps/{APP}/machines/{machine['id']}"
+
+
+def test_secrets_reach_only_the_machine_env(
+    backend: FlyMachinesBackend, fake_fly: FakeFly, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    result = backend.dispatch(request_for(7))
+    [create] = fake_fly.server.requests_to("POST", "/machines")
+    config = dict(create.json["config"])
+    assert config.pop("env")["TEAM_TOKEN"] == SECRET
+    assert SECRET not in repr(config) and SECRET not in repr(create.json.get("name"))
+    assert SECRET not in caplog.text and "nonce-abc" not in caplog.text and TOKEN not in caplog.text
+    sessions = backend.list_sessions()
+    assert SECRET not in repr(sessions) and SECRET not in repr(result)
+
+
+def test_poll_reports_every_run_from_one_list_call(
+    backend: FlyMachinesBackend, fake_fly: FakeFly, clock: Clock
+) -> None:
+    reqs = [request_for(job) for job in (1, 2, 3, 4, 5)]
+    ids = [backend.dispatch(r).run_id for r in reqs]
+    fake_fly.start(ids[1])
+    fake_fly.start(ids[2])
+    fake_fly.exit(ids[2], 0)
+    fake_fly.start(ids[3])
+    fake_fly.exit(ids[3], 1)
+    runs = [in_flight(r, i, clock) for r, i in zip(reqs, ids, strict=True)]
+    runs.append(in_flight(request_for(6), None, clock))  # never created
+    before = len(fake_fly.server.requests)
+
+    states = {s.job_id: s for s in backend.poll_runs(runs)}
+
+    calls = fake_fly.server.requests[before:]
+    assert [(c.method, c.path, c.query) for c in calls] == [
+        ("GET", f"/v1/apps/{APP}/machines", {"include_deleted": ["true"]})
+    ]
+    assert states[1].phase is RunPhase.PENDING and states[1].run_id == ids[0]
+    assert states[2].phase is RunPhase.RUNNING
+    assert states[3].phase is RunPhase.SUCCEEDED and states[3].exit_code == 0
+    assert states[4].phase is RunPhase.FAILED and states[4].exit_code == 1
+    assert states[4].log_label is LogLabel.SESSION_FAILED and "exited with code 1" in (states[4].detail or "")
+    assert states[5].phase is RunPhase.PENDING
+    assert states[6].phase is RunPhase.NOT_FOUND
+
+
+def test_run_is_found_by_job_metadata_before_it_is_linked(
+    backend: FlyMachinesBackend, fake_fly: FakeFly, clock: Clock
+) -> None:
+    req = request_for(9)
+    machine_id = backend.dispatch(req).run_id
+    fake_fly.start(machine_id)
+    [state] = backend.poll_runs([in_flight(req, None, clock)])
+    assert state.phase is RunPhase.RUNNING and state.run_id == machine_id
+
+
+def test_machine_past_its_lifetime_is_stopped_destroyed_and_timed_out(
+    backend: FlyMachinesBackend, fake_fly: FakeFly, clock: Clock
+) -> None:
+    req = request_for(3)
+    machine_id = backend.dispatch(req).run_id
+    fake_fly.start(machine_id)
+    run = in_flight(req, machine_id, clock, lifetime=3600)
+
+    clock.advance(minutes=59)
+    [state] = backend.poll_runs([run])
+    assert state.phase is RunPhase.RUNNING and fake_fly.machines[machine_id]["state"] == "started"
+
+    clock.advance(minutes=2)
+    [state] = backend.poll_runs([run])
+    assert state.phase is RunPhase.TIMED_OUT
+    assert (
+        state.timeout_reason is TimeoutReason.MACHINE_TIMEOUT and state.log_label is LogLabel.MACHINE_TIMEOUT
+    )
+    assert "exceeded its lifetime of 3600 s" in (state.log_excerpt or "")
+    assert fake_fly.server.requests_to("POST", f"/machines/{machine_id}/stop")
+    [destroy] = fake_fly.server.requests_to("DELETE", f"/machines/{machine_id}")
+    assert destroy.query == {"force": ["true"]}
+    assert fake_fly.machines[machine_id]["state"] == "destroyed" and fake_fly.live() == []
+
+
+def test_a_failed_stop_keeps_the_run_running_for_the_next_cycle(
+    backend: FlyMachinesBackend, fake_fly: FakeFly, clock: Clock
+) -> None:
+    req = request_for(3)
+    machine_id = backend.dispatch(req).run_id
+    fake_fly.start(machine_id)
+    fake_fly.fail_next("DELETE", f"/machines/{machine_id}", 409, "machine is busy")
+    run = InFlightRun(
+        job_id=3,
+        phase=req.phase,
+        issue_key=req.issue_key,
+        mapping=req.mapping,
+        run_id=machine_id,
+        run_name=req.run_name,
+        dispatched_at=clock() - timedelta(hours=2),
+        lifetime_seconds=3600,
+    )
+    [state] = backend.poll_runs([run])
+    assert state.phase is RunPhase.RUNNING
+    assert fake_fly.live()
+
+
+def test_old_machines_of_ended_jobs_are_swept(
+    backend: FlyMachinesBackend, fake_fly: FakeFly, clock: Clock
+) -> None:
+    held = backend.dispatch(request_for(1)).run_id  # an interactive session held open after its job ended
+    fake_fly.start(held)
+    clock.advance(minutes=61)
+    req = request_for(2)
+    current = backend.dispatch(req).run_id
+    backend.poll_runs([in_flight(req, current, clock)])
+    assert fake_fly.machines[held]["state"] == "destroyed"
+    assert fake_fly.machines[current]["state"] == "created"
+
+
+def test_sessions_list_only_our_live_machines(backend: FlyMachinesBackend, fake_fly: FakeFly) -> None:
+    ours = backend.dispatch(request_for(5)).run_id
+    fake_fly.start(ours)
+    gone = backend.dispatch(request_for(6)).run_id
+    fake_fly.exit(gone, 0)
+    foreign = _create_foreign(fake_fly)
+
+    sessions = backend.list_sessions()
+
+    assert [s.id for s in sessions] == [ours]
+    [s] = sessions
+    assert (s.backend, s.state, s.job_id, s.issue_key, s.region) == (
+        "fly-machines",
+        "started",
+        5,
+        "ENG-1",
+        "ams",
+    )
+    assert s.image == "registry.fly.io/aiimpl-session:v1" and s.created_at is not None
+    assert backend.destroy_session(foreign) is False  # never another workload's machine
+    assert fake_fly.machines[foreign]["state"] == "started"
+    assert backend.destroy_session("nope") is False
+    assert backend.destroy_session(ours) is True
+    assert fake_fly.machines[ours]["state"] == "destroyed"
+
+
+def test_not_configured_lists_nothing_and_calls_nothing(fake_fly: FakeFly) -> None:
+    backend = FlyMachinesBackend(make_context({"AIIMPL_FLY_API_URL": fake_fly.url}))
+    assert backend.list_sessions() == []
+    with pytest.raises(ProviderError, match="not configured"):
+        backend.dispatch(request_for())
+    assert fake_fly.server.requests == []
+
+
+def test_fly_errors_become_dispatch_errors_without_secrets(
+    backend: FlyMachinesBackend, fake_fly: FakeFly
+) -> None:
+    fake_fly.fail_next("POST", "/machines", 422, f"invalid env TEAM_TOKEN={SECRET}")
+    with pytest.raises(DispatchError) as info:
+        backend.dispatch(request_for())
+    assert info.value.status == 422 and "invalid env TEAM_TOKEN=***" in info.value.message
+    assert SECRET not in info.value.message and TOKEN not in info.value.message
+
+
+def test_list_failure_raises_a_provider_error(
+    backend: FlyMachinesBackend, fake_fly: FakeFly, clock: Clock
+) -> None:
+    req = request_for()
+    backend.dispatch(req)
+    fake_fly.fail_next("GET", f"/apps/{APP}/machines", 401, "token expired")
+    with pytest.raises(ProviderError, match="token expired"):
+        backend.poll_runs([in_flight(req, None, clock)])
+
+
+def test_a_wrong_token_is_refused_by_the_fake(fly_config: dict[str, Any], fake_fly: FakeFly) -> None:
+    backend = FlyMachinesBackend(make_context({**fly_config, "AIIMPL_FLY_API_TOKEN": "wrong"}))
+    with pytest.raises(ProviderError) as info:
+        backend.list_sessions()
+    assert info.value.status == 401 and "wrong" not in info.value.message
+
+
+def _create_foreign(fake_fly: FakeFly) -> str:
+    import requests
+
+    resp = requests.post(
+        f"{fake_fly.url}/apps/{APP}/machines",
+        json={"config": {"image": "nginx:1"}},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=5,
+    )
+    machine_id = resp.json()["id"]
+    fake_fly.start(machine_id)
+    return machine_id
