@@ -166,3 +166,48 @@ def test_gap_fill_dispatches_the_gap_fill_workflow(
     assert run.workflow.file == "ai-implement-gap-fill.yml"
     assert run.inputs["phase"] == "gap-analysis"
     assert json.loads(run.inputs["env"])["AIIMPL_PR_NUMBER"] == "12"
+
+
+def test_sync_workflows_api_twice_writes_once(
+    app: Any, client: Any, admin_headers: dict[str, str], gh: FakeGitHub
+) -> None:
+    row = MappingRow(
+        team_key="WEB",
+        owner="acme",
+        repo="api",
+        default_branch="main",
+        execution_mode="github-actions",
+        ticketing={"provider": "fake-tracker"},
+    )
+    db.session.add(row)
+    db.session.commit()
+    first = client.post("/api/mappings/WEB/sync-workflows", headers=admin_headers)
+    assert first.status_code == 200, first.get_json()
+    assert sorted(first.get_json()["created"]) == [
+        ".github/workflows/ai-implement-gap-fill.yml",
+        ".github/workflows/ai-implement.yml",
+    ]
+    second = client.post("/api/mappings/WEB/sync-workflows", headers=admin_headers)
+    assert second.status_code == 200
+    assert second.get_json()["created"] == [] and second.get_json()["updated"] == []
+    assert len(gh.commits("acme", "api")) == 2
+
+
+def test_sync_workflows_api_failure_is_the_500_row_with_githubs_message(
+    app: Any, client: Any, admin_headers: dict[str, str], gh: FakeGitHub
+) -> None:
+    row = MappingRow(
+        team_key="OPS",
+        owner="acme",
+        repo="api",
+        default_branch="main",
+        execution_mode="github-actions",
+        ticketing={"provider": "fake-tracker"},
+    )
+    db.session.add(row)
+    db.session.commit()
+    gh.fail_next("PUT", "/contents/", 409, "is at 2b1c3d but expected 9f8e7d")
+    resp = client.post("/api/mappings/OPS/sync-workflows", headers=admin_headers)
+    assert (resp.status_code, resp.get_json()) == (500, {"error": "is at 2b1c3d but expected 9f8e7d"})
+    missing = client.post("/api/mappings/NOPE/sync-workflows", headers=admin_headers)
+    assert (missing.status_code, missing.get_json()) == (404, {"error": "Team not found"})
