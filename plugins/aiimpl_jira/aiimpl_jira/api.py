@@ -26,6 +26,8 @@ bp = Blueprint("jira", __name__)
 
 NOT_CONFIGURED = "Jira not configured"
 WEBHOOK_SECRET_HEADER = "X-Aiimpl-Webhook-Secret"
+#: Webhook events that can show an issue arriving in ``Ready``.
+ISSUE_EVENTS = frozenset({"jira:issue_created", "jira:issue_updated"})
 
 
 def _error(message: str, status: int) -> tuple[Response, int]:
@@ -368,6 +370,10 @@ def webhook() -> Any:
         payload = json.loads(raw or b"")
     except ValueError:
         return _error("Invalid JSON payload", 400)
+    event = payload.get("webhookEvent") if isinstance(payload, dict) else None
+    if isinstance(event, str) and event not in ISSUE_EVENTS:
+        # comment, worklog … events: a move to Ready always comes as an issue event too
+        return jsonify(ignored=True, reason=f"event {event} needs nothing")
     issue = payload.get("issue") if isinstance(payload, dict) else None
     key = issue.get("key") if isinstance(issue, dict) else None
     if not isinstance(key, str) or not key:

@@ -54,6 +54,28 @@ def trigger_jql(projects: Sequence[str], clauses: Mapping[str, str] | None = Non
     return f"status = {jql_string(TRIGGER_STATUS)} AND {scope} ORDER BY created ASC, key ASC"
 
 
+#: Jira refuses comments longer than 32,767 characters; keep a margin for the notice.
+MAX_COMMENT_CHARS = 32_000
+TRUNCATED_NOTICE = "\n\n… (truncated: the full text is in the orchestrator's job details)"
+
+
+def fit_comment(body: str, limit: int = MAX_COMMENT_CHARS) -> str:
+    """``body`` cut to Jira's comment size, ending with a notice when it was cut.
+
+    A cut inside a fenced code block closes the fence, so the rest still renders as text.
+    """
+    if len(body) <= limit:
+        return body
+    head = body[: limit - len(TRUNCATED_NOTICE) - 8]
+    fences = [line.strip() for line in head.split("\n") if line.strip().startswith(("```", "~~~"))]
+    closing = ""
+    if len(fences) % 2:
+        opener = fences[-1]
+        marker = opener[0] * (len(opener) - len(opener.lstrip(opener[0])))
+        closing = "\n" + marker
+    return head + closing + TRUNCATED_NOTICE
+
+
 def _parse_time(value: object) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
@@ -243,7 +265,7 @@ class JiraProvider(TicketingProvider):
     # -- writing ------------------------------------------------------------------------------
 
     def post_comment(self, key: str, body: str) -> Comment:
-        created = self.client.add_comment(key, markdown_to_adf(body))
+        created = self.client.add_comment(key, markdown_to_adf(fit_comment(body)))
         return Comment(
             body=body,
             id=str(created.get("id")) if created.get("id") else None,

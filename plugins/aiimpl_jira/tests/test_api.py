@@ -338,3 +338,10 @@ def test_the_generated_openapi_describes_the_jira_endpoints(client: Any) -> None
     assert set(paths["/api/jira/fields"]["get"]["responses"]) == {"200", "401", "500", "501"}
     assert set(paths["/api/jira/field-options"]["get"]["responses"]) == {"200", "400", "401", "500", "501"}
     assert paths["/api/jira/webhook"]["post"]["security"] == []
+
+
+def test_webhook_ignores_comment_events(client: Any, jira: FakeJira, cycles: list) -> None:
+    event = {**_event(status=None), "webhookEvent": "comment_created", "comment": {"id": "1"}}
+    resp = client.post(f"/api/jira/webhook?secret={SECRET}", json=event)
+    assert resp.status_code == 200 and resp.get_json()["ignored"] is True
+    assert cycles == []

@@ -11,7 +11,7 @@ from aiimpl_core.types import Stage
 
 from aiimpl_jira.adf import adf_text
 from aiimpl_jira.config import JiraSettings
-from aiimpl_jira.provider import JiraProvider, trigger_jql
+from aiimpl_jira.provider import JiraProvider, fit_comment, trigger_jql
 from aiimpl_jira.testing.fake_jira import FakeJira
 
 
@@ -361,3 +361,18 @@ def test_an_invalid_mapping_clause_is_named(jira: FakeJira) -> None:
         "the JQL clause of mapping ENG (ticketing.jql) is invalid: "
         "Field 'sprintz' does not exist or you do not have permission to view it."
     )
+
+
+def test_long_comments_are_cut_to_jiras_limit(jira: FakeJira, provider: JiraProvider) -> None:
+    jira.add_issue("ENG-1")
+    body = "Log excerpt (`session_failed`):\n\n```\n" + "x" * 60 + "\n" + ("line\n" * 10_000) + "```"
+    provider.post_comment("ENG-1", body)
+    [doc] = jira.comment_docs("ENG-1")
+    text = adf_text(doc)
+    assert len(text) < 32_767
+    assert doc["content"][1]["type"] == "codeBlock", "the cut closed the fence"
+    assert text.endswith("… (truncated: the full text is in the orchestrator's job details)")
+
+
+def test_short_comments_are_not_cut() -> None:
+    assert fit_comment("hello") == "hello"
