@@ -1,0 +1,57 @@
+"""``GET``/``POST /api/runner-mode``: every row of the reference's table, and the saved/effective modes."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from aiimpl_core.services import settings
+
+ENV_SET = "RUNNER_MODE env var is set; persisted to DB but has no effect at runtime until the env var is unset"
+BAD_MODE = "mode must be one of: default, gha, fly, local, shadow"
+
+
+@pytest.fixture
+def aiimpl_plugins(adm_plugins) -> list[object]:
+    return adm_plugins
+
+
+def post(client: Any, headers: dict[str, str], body: Any) -> Any:
+    if isinstance(body, bytes):
+        return client.post("/api/runner-mode", data=body, headers={**headers, "Content-Type": "application/json"})
+    return client.post("/api/runner-mode", json=body, headers=headers)
+
+
+# The reference's table, every row (the 409 row is provoked with RUNNER_MODE set, below).
+ROWS: list[tuple[str, Any, int, str]] = [
+    ("not JSON", b"mode=gha", 400, "Invalid request body"),
+    ("JSON string", b'"gha"', 400, "Invalid request body"),
+    ("unknown mode", {"mode": "turbo"}, 400, BAD_MODE),
+    ("mode missing", {}, 400, BAD_MODE),
+    ("mode not a string", {"mode": 1}, 400, BAD_MODE),
+    ("mode wrong case", {"mode": "GHA"}, 400, BAD_MODE),
+]
+
+
+@pytest.mark.parametrize("body,status,message", [pytest.param(*r[1:], id=r[0]) for r in ROWS])
+def test_runner_mode_table(client, admin_headers, body, status, message) -> None:
+    resp = post(client, admin_headers, body)
+    assert (resp.status_code, resp.get_json()) == (status, {"error": message})
+    assert settings.persisted_runner_mode() == "default"
+
+
+def test_env_override_is_409_but_the_value_is_saved(app, client, admin_headers) -> None:
+    app.config["RUNNER_MODE"] = "fly"
+    resp = post(client, admin_headers, {"mode": "shadow"})
+    assert (resp.status_code, resp.get_json()) == (409, {"error": ENV_SET})
+    assert settings.persisted_runner_mode() == "shadow"
+    state = client.get("/api/runner-mode", headers=admin_headers).get_json()
+    assert state == {"mode": "shadow", "effective": "fly", "envOverride": "fly"}
+
+
+@pytest.mark.parametrize("mode", settings.RUNNER_MODES)
+def test_every_mode_is_saved(client, admin_headers, mode) -> None:
+    resp = post(client, admin_headers, {"mode": mode})
+    assert resp.status_code == 200
+    assert resp.get_json() == {"mode": mode, "effective": mode, "envOverride": None}
+    assert client.get("/api/runner-mode", headers=admin_headers).get_json()["mode"] == mode

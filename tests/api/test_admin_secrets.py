@@ -1,0 +1,110 @@
+"""Team and global secrets: every row of the reference's "Secrets" table; names and times only."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from aiimpl_core.errors import ProviderError
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import Secret
+from aiimpl_core.services import secrets as secrets_service
+
+TEAM = "/api/mappings/ENG/secrets"
+GLOBAL = "/api/global-secrets"
+VALUE = "sk-live-very-secret-value"
+
+
+@pytest.fixture
+def aiimpl_plugins(adm_plugins) -> list[object]:
+    return adm_plugins
+
+
+def call(client: Any, headers: dict[str, str], method: str, path: str, body: Any = None) -> Any:
+    if isinstance(body, bytes):
+        return client.open(path, method=method, data=body, headers={**headers, "Content-Type": "application/json"})
+    return client.open(path, method=method, json=body, headers=headers)
+
+
+# The reference's table, every row: (id, method, path, body, status, error).
+ROWS: list[tuple[str, str, str, Any, int, str]] = [
+    ("not JSON (team)", "POST", TEAM, b"name=A", 400, "Invalid request body"),
+    ("not JSON (global)", "POST", GLOBAL, b"[1]", 400, "Invalid request body"),
+    ("name missing", "POST", TEAM, {"value": "x"}, 400, "name and value are required"),
+    ("value missing", "POST", GLOBAL, {"name": "A"}, 400, "name and value are required"),
+    ("value empty", "POST", TEAM, {"name": "A", "value": ""}, 400, "name and value are required"),
+    ("value not a string", "POST", TEAM, {"name": "A", "value": 5}, 400, "name and value are required"),
+    ("name with a dash", "POST", TEAM, {"name": "API-KEY", "value": "x"}, 400,
+     "name must contain only letters, digits, and underscores"),
+    ("global name with a team prefix", "POST", GLOBAL, {"name": "ENG_TOKEN", "value": "x"}, 400,
+     "Secret name must not start with a team key prefix (ENG_)"),
+    ("delete unknown secret (team)", "DELETE", TEAM + "/NOPE", None, 404, "Secret not found"),
+    ("delete unknown secret (global)", "DELETE", GLOBAL + "/NOPE", None, 404, "Secret not found"),
+    ("unknown team: list", "GET", "/api/mappings/OPS/secrets", None, 404, "Team not found"),
+    ("unknown team: set", "POST", "/api/mappings/OPS/secrets", {"name": "A", "value": "x"}, 404, "Team not found"),
+    ("unknown team: delete", "DELETE", "/api/mappings/OPS/secrets/A", None, 404, "Team not found"),
+    ("name too long", "POST", GLOBAL, {"name": "A" * 256, "value": "x"}, 400, "name must be at most 255 characters"),
+]
+
+
+@pytest.mark.parametrize("method,path,body,status,error", [pytest.param(*r[1:], id=r[0]) for r in ROWS])
+def test_secrets_table(client, admin_headers, adm_mapping, method, path, body, status, error) -> None:
+    adm_mapping("ENG")
+    resp = call(client, admin_headers, method, path, body)
+    assert (resp.status_code, resp.get_json()) == (status, {"error": error})
+    assert db.session.scalars(select(Secret)).all() == []
+
+
+@pytest.mark.parametrize("path", [TEAM, GLOBAL])
+def test_secret_operation_failures_are_500_with_the_message(client, admin_headers, adm_mapping, monkeypatch, path):
+    adm_mapping("ENG")
+
+    def fails(*args: Any) -> Any:
+        raise ProviderError("secret store unavailable")
+
+    monkeypatch.setattr(secrets_service, "set_secret", fails)
+    resp = call(client, admin_headers, "POST", path, {"name": "TOKEN", "value": VALUE})
+    assert (resp.status_code, resp.get_json()) == (500, {"error": "secret store unavailable"})
+
+    def crashes(*args: Any) -> Any:
+        raise RuntimeError(f"INSERT failed for value {VALUE}")
+
+    monkeypatch.setattr(secrets_service, "set_secret", crashes)
+    resp = call(client, admin_headers, "POST", path, {"name": "TOKEN", "value": VALUE})
+    assert (resp.status_code, resp.get_json()) == (500, {"error": "Secret operation failed (RuntimeError)"})
+    assert VALUE not in resp.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "method,path,body",
+    [("GET", TEAM, None), ("POST", TEAM, {"name": "A", "value": "x"}), ("DELETE", TEAM + "/A", None),
+     ("GET", GLOBAL, None), ("POST", GLOBAL, {"name": "A", "value": "x"}), ("DELETE", GLOBAL + "/A", None)],
+)
+def test_secrets_need_a_configured_backend_with_secrets(client, admin_headers, adm_mapping, adm_runner,
+                                                        monkeypatch, method, path, body) -> None:
+    adm_mapping("ENG")
+    monkeypatch.setattr(adm_runner.backend_class, "is_configured", lambda self: False)
+    resp = call(client, admin_headers, method, path, body)
+    assert (resp.status_code, resp.get_json()) == (503, {"error": "Fly sessions config not set"})
+
+
+def test_names_and_times_only_never_values(client, admin_headers, adm_mapping) -> None:
+    adm_mapping("ENG")
+    for path, name in ((TEAM, "DEPLOY_KEY"), (GLOBAL, "NPM_TOKEN")):
+        resp = call(client, admin_headers, "POST", path, {"name": name, "value": VALUE})
+        assert resp.status_code == 200
+        assert set(resp.get_json()) == {"name", "createdAt", "updatedAt"} and resp.get_json()["name"] == name
+        listed = call(client, admin_headers, "GET", path)
+        assert [s["name"] for s in listed.get_json()] == [name]
+        assert VALUE not in resp.get_data(as_text=True) + listed.get_data(as_text=True)
+    # stored encrypted, and handed to the team's sessions
+    assert all(VALUE not in row.value_encrypted for row in db.session.scalars(select(Secret)))
+    assert secrets_service.values_for_team("ENG") == {"DEPLOY_KEY": VALUE, "NPM_TOKEN": VALUE}
+    # replacing keeps one row; deleting removes it
+    assert call(client, admin_headers, "POST", TEAM, {"name": "DEPLOY_KEY", "value": "new"}).status_code == 200
+    assert secrets_service.values_for_team("ENG")["DEPLOY_KEY"] == "new"
+    gone = call(client, admin_headers, "DELETE", TEAM + "/DEPLOY_KEY")
+    assert (gone.status_code, gone.get_json()) == (200, {"deleted": True, "name": "DEPLOY_KEY"})
+    assert call(client, admin_headers, "GET", TEAM).get_json() == []
+    assert [s["name"] for s in call(client, admin_headers, "GET", GLOBAL).get_json()] == ["NPM_TOKEN"]
