@@ -34,6 +34,8 @@ BUDGETS = ("Requests", "Complexity")
 RATE_LIMITED_CODE = "RATELIMITED"
 #: Sleep through a rate limit at most this long inside one call.
 DEFAULT_MAX_WAIT = 10.0
+#: Added to a reset time: it is rounded to milliseconds and our clock is not Linear's.
+RESET_MARGIN = 0.25
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -58,7 +60,8 @@ def rate_limit_wait(headers: Mapping[str, str], now: float) -> float | None:
         try:
             if float(remaining) > 0:
                 continue
-            waits.append(max(0.0, float(reset) / 1000.0 - now))  # Linear sends epoch milliseconds
+            # Linear sends epoch milliseconds
+            waits.append(max(0.0, float(reset) / 1000.0 - now) + RESET_MARGIN)
         except ValueError:
             continue
     return max(waits) if waits else None

@@ -201,9 +201,11 @@ class FakeLinear:
         #: labels created through the API (name, team key)
         self.created_labels: list[tuple[str, str | None]] = []
         self.lock = threading.RLock()
+        #: the fake's clock for its rate limits (tests that fake sleeping replace it)
+        self.clock: Callable[[], float] = time.time
         self.request_limit = request_limit
         self.requests_remaining = request_limit
-        self.requests_reset_at = time.time() + 3600
+        self.requests_reset_at = self.clock() + 3600
         self._forced_429: list[float] = []
         self._failures: dict[str, _Failure] = {}
         self._numbers: dict[str, itertools.count[int]] = {}
@@ -258,7 +260,7 @@ class FakeLinear:
         """Set the request budget: once it is spent, requests get 429 until it resets."""
         with self.lock:
             self.requests_remaining = remaining
-            self.requests_reset_at = time.time() + reset_in
+            self.requests_reset_at = self.clock() + reset_in
 
     def fail(
         self,
@@ -540,7 +542,7 @@ class FakeLinear:
                     ]
                 },
             )
-        now = time.time()
+        now = self.clock()
         if now >= self.requests_reset_at:
             self.requests_remaining, self.requests_reset_at = self.request_limit, now + 3600
         if self._forced_429:

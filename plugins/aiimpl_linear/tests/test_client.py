@@ -1,0 +1,164 @@
+"""The GraphQL client: rate limits with Linear's headers, GraphQL errors, retries."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from aiimpl_core.errors import NotFound, ProviderError
+
+from aiimpl_linear.client import LinearClient, rate_limit_wait
+from aiimpl_linear.testing import FakeLinear
+
+
+class Sleeper:
+    """Sleeping moves a clock shared by the client and the fake forward, instantly."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def sleeper(fake: FakeLinear) -> Sleeper:
+    sleeper = Sleeper()
+    fake.clock = sleeper.clock
+    return sleeper
+
+
+@pytest.fixture
+def client(fake: FakeLinear, sleeper: Sleeper) -> LinearClient:
+    return LinearClient(fake.url, fake.api_key, sleep=sleeper, clock=sleeper.clock, max_wait=10.0)
+
+
+def test_short_429_is_waited_out_and_retried(
+    fake: FakeLinear, client: LinearClient, sleeper: Sleeper
+) -> None:
+    fake.add_issue("ENG")
+    fake.rate_limit(times=1, retry_in=3.0)
+    data = client.execute("TriggeredIssues", {"first": 10, "after": None, "label": "AI-Implement"})
+    assert len(data["issues"]["nodes"]) == 1
+    assert [r.status for r in fake.requests] == [429, 200]
+    # the wait comes from X-RateLimit-Requests-Reset (epoch milliseconds), not a guess
+    assert len(sleeper.waits) == 1 and 1.5 < sleeper.waits[0] <= 3.25
+
+
+def test_long_429_raises_with_retry_after_and_holds_later_calls(
+    fake: FakeLinear, client: LinearClient, sleeper: Sleeper
+) -> None:
+    fake.rate_limit(times=1, retry_in=300.0)
+    with pytest.raises(ProviderError) as err:
+        client.execute("IssueRef", {"id": "ENG-1"})
+    assert (
+        err.value.status == 429
+        and err.value.retry_after is not None
+        and 250 < err.value.retry_after <= 300.25
+    )
+    assert "IssueRef" in err.value.message
+    assert sleeper.waits == []
+    # the client does not hammer Linear while the budget is exhausted
+    with pytest.raises(ProviderError) as again:
+        client.execute("IssueRef", {"id": "ENG-1"})
+    assert again.value.retry_after is not None and again.value.retry_after > 250
+    assert len(fake.requests) == 1
+
+
+def test_repeated_429_gives_up_after_the_retries(
+    fake: FakeLinear, client: LinearClient, sleeper: Sleeper
+) -> None:
+    fake.rate_limit(times=5, retry_in=2.0)
+    with pytest.raises(ProviderError) as err:
+        client.execute("IssueRef", {"id": "ENG-1"})
+    assert err.value.status == 429 and err.value.retry_after is not None
+    assert len(fake.requests) == 3  # the first try and two retries
+    assert len(sleeper.waits) == 2
+
+
+def test_exhausted_budget_on_a_success_makes_the_next_call_wait(
+    fake: FakeLinear, client: LinearClient, sleeper: Sleeper
+) -> None:
+    key = fake.add_issue("ENG")["identifier"]
+    fake.set_budget(remaining=1, reset_in=4.0)
+    client.execute("IssueRef", {"id": key})  # spends the last request of the budget
+    assert sleeper.waits == []
+    # the next call waits for the reset before it is sent, and is not refused
+    assert client.execute("IssueRef", {"id": key})["issue"]["identifier"] == key
+    assert len(sleeper.waits) == 1 and 2.0 < sleeper.waits[0] <= 4.25
+    assert [r.status for r in fake.requests] == [200, 200]
+
+
+def test_graphql_error_names_the_operation(fake: FakeLinear, client: LinearClient) -> None:
+    fake.fail("CreateComment", "Database unavailable", code="INTERNAL_ERROR")
+    issue = fake.add_issue("ENG")
+    with pytest.raises(ProviderError) as err:
+        client.execute("CreateComment", {"issueId": issue["id"], "body": "hello"})
+    assert err.value.message == "Linear CreateComment failed: Database unavailable [INTERNAL_ERROR]"
+    assert fake.comments_of(issue["identifier"]) == []
+
+
+def test_mutation_is_not_retried_on_5xx(fake: FakeLinear, client: LinearClient) -> None:
+    issue = fake.add_issue("ENG")
+    fake.fail("CreateComment", "Bad gateway", status=502)
+    with pytest.raises(ProviderError) as err:
+        client.execute("CreateComment", {"issueId": issue["id"], "body": "hello"})
+    assert err.value.status == 502 and "CreateComment" in err.value.message
+    assert fake.operations() == ["CreateComment"]  # a comment may have been made: never twice
+
+
+def test_query_is_retried_on_5xx(fake: FakeLinear, client: LinearClient) -> None:
+    key = fake.add_issue("ENG")["identifier"]
+    fake.fail("IssueRef", "Bad gateway", status=502)
+    assert client.execute("IssueRef", {"id": key})["issue"]["identifier"] == key
+    assert fake.operations() == ["IssueRef", "IssueRef"]
+
+
+def test_entity_not_found_is_not_found(fake: FakeLinear, client: LinearClient) -> None:
+    with pytest.raises(NotFound, match="IssueRef"):
+        client.execute("IssueRef", {"id": "ENG-404"})
+
+
+def test_unregistered_operation_is_refused_before_sending(fake: FakeLinear, client: LinearClient) -> None:
+    with pytest.raises(ProviderError, match="unknown operation"):
+        client.execute("DeleteEverything")
+    assert fake.requests == []
+
+
+def test_fake_rejects_documents_that_do_not_validate(fake: FakeLinear) -> None:
+    import requests
+
+    resp = requests.post(
+        fake.url,
+        json={"query": 'query Bad { issue(id: "x") { noSuchField } }', "operationName": "Bad"},
+        headers={"Authorization": fake.api_key},
+        timeout=5,
+    )
+    assert resp.status_code == 400
+    assert resp.json()["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert fake.validation_errors  # the fixture would fail any test where this happens
+    fake.validation_errors.clear()
+
+
+def test_rate_limit_wait_reads_linear_headers() -> None:
+    now = time.time()
+    reset_ms = str(int((now + 20) * 1000))
+    assert rate_limit_wait({"Retry-After": "7"}, now) == 7.0
+    wait = rate_limit_wait(
+        {"X-RateLimit-Requests-Remaining": "0", "X-RateLimit-Requests-Reset": reset_ms}, now
+    )
+    assert wait is not None and 19 < wait <= 20.25
+    wait = rate_limit_wait(
+        {"X-RateLimit-Complexity-Remaining": "0", "X-RateLimit-Complexity-Reset": reset_ms}, now
+    )
+    assert wait is not None and 19 < wait <= 20.25
+    assert (
+        rate_limit_wait({"X-RateLimit-Requests-Remaining": "12", "X-RateLimit-Requests-Reset": reset_ms}, now)
+        is None
+    )
+    assert rate_limit_wait({}, now) is None

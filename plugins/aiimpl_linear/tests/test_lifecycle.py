@@ -1,0 +1,177 @@
+"""Whole lifecycles through the core with the real Linear plugin and the fake Linear server:
+poll -> dispatch (AI-Working) -> session result -> Ready for Review / failure -> merge -> Done."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import Job, Mapping, utcnow
+from aiimpl_core.services import poller
+from aiimpl_core.services.dispatch import run_cycle
+from aiimpl_core.services.merge import MergedPullRequest, handle_merged
+from aiimpl_core.testing.fakes import FakeRunner
+
+import aiimpl_linear.plugin
+from aiimpl_linear.testing import FakeLinear
+
+
+@pytest.fixture
+def runner() -> FakeRunner:
+    return FakeRunner()
+
+
+@pytest.fixture
+def aiimpl_plugins(runner: FakeRunner) -> list[object]:
+    return [aiimpl_linear.plugin, runner.plugin]
+
+
+@pytest.fixture
+def aiimpl_config(fake: FakeLinear) -> dict[str, Any]:
+    return fake.config()
+
+
+@pytest.fixture
+def add_mapping(app: Any) -> Callable[..., Mapping]:
+    def make(team_key: str = "ENG", **kw: Any) -> Mapping:
+        values: dict[str, Any] = {
+            "owner": "acme",
+            "repo": team_key.lower(),
+            "default_branch": "main",
+            "execution_mode": "github-actions",
+            "ticketing": {"provider": "linear"},
+            **kw,
+        }
+        row = Mapping(team_key=team_key, **values)
+        db.session.add(row)
+        db.session.commit()
+        return row
+
+    return make
+
+
+def jobs_of(issue_key: str) -> list[Job]:
+    db.session.expire_all()
+    return list(db.session.scalars(db.select(Job).where(Job.issue_key == issue_key).order_by(Job.id)).all())
+
+
+def post_result(client: Any, runner: FakeRunner, job_id: int, **body: Any) -> Any:
+    env = dict(runner.runs[job_id].request.env)
+    payload: dict[str, Any] = {"comments": [], "phase": env["AIIMPL_PHASE"], **body}
+    return client.post(
+        "/runner/result", json=payload, headers={"Authorization": f"Bearer {env['AIIMPL_RESULT_TOKEN']}"}
+    )
+
+
+def test_trigger_to_ready_for_review_to_done(app, client, fake, runner, add_mapping) -> None:
+    add_mapping("ENG")
+    key = fake.add_issue("ENG", "Add a health endpoint", labels=["AI-Implement", "backend"])["identifier"]
+
+    report = run_cycle()
+
+    assert [d.issue_key for d in report.dispatched] == [key], report.as_dict()
+    [job] = jobs_of(key)
+    assert job.status == "dispatched" and job.provider == "linear" and job.phase == "implementation"
+    assert fake.labels_of(key) == ["AI-Working", "backend"]  # the trigger went, the person's label stayed
+    assert fake.created_labels == [("AI-Working", "ENG")]
+
+    pr_url = "https://github.com/acme/eng/pull/42"
+    resp = post_result(client, runner, job.id, outcome="success", prUrl=pr_url)
+    assert resp.status_code == 200 and resp.get_json()["status"] == "completed"
+    assert fake.labels_of(key) == ["Ready for Review", "backend"]
+    assert fake.comments_of(key) == [f"🔗 PR #42 is ready for review: {pr_url}"]
+
+    # our own label change removed the trigger: the next poll dispatches nothing
+    assert run_cycle().dispatched == []
+    assert len(jobs_of(key)) == 1
+
+    handle_merged(
+        MergedPullRequest(
+            owner="acme", repo="eng", number=42, url=pr_url, branch=f"ai/{key}", merge_sha="abc123"
+        ),
+        delivery_id="d-1",
+        event="pull_request",
+    )
+    assert fake.state_of(key) == "Done"
+    assert len(fake.comments_of(key)) == 2
+
+
+def test_failure_removes_the_ai_labels_and_comments(app, client, fake, runner, add_mapping) -> None:
+    add_mapping("ENG")
+    key = fake.add_issue("ENG", "Flaky", labels=["AI-Implement", "bug"])["identifier"]
+    run_cycle()
+    [job] = jobs_of(key)
+    assert fake.labels_of(key) == ["AI-Working", "bug"]
+
+    error = "git clone failed (exit 128): repository not found"
+    resp = post_result(client, runner, job.id, outcome="failure", error=error, logExcerpt="fatal: not found")
+    assert resp.get_json()["status"] == "failed"
+
+    assert fake.labels_of(key) == ["bug"]
+    assert fake.comments_of(key) == [
+        f"⚠️ Implementation failed: {error}",
+        "Log excerpt (`session_failed`):\n\n```\nfatal: not found\n```",
+    ]
+    # a person re-applies the trigger: it runs again
+    fake.add_labels(key, "AI-Implement")
+    assert len(run_cycle().dispatched) == 1
+    assert fake.labels_of(key) == ["AI-Working", "bug"]
+
+
+def test_planning_then_approval(app, client, fake, runner, add_mapping) -> None:
+    add_mapping("ENG", planning_enabled=True, planning_workflow_file="ai-plan.yml")
+    key = fake.add_issue("ENG", "Rework billing", labels=["AI-Implement"])["identifier"]
+    run_cycle()
+    [planning] = jobs_of(key)
+    assert planning.phase == "planning" and fake.labels_of(key) == ["AI-Planning"]
+
+    post_result(client, runner, planning.id, outcome="success", plan="1. Split invoices")
+    assert fake.labels_of(key) == ["Plan-Complete"]
+    assert fake.comments_of(key)[-1].startswith("📋 Plan ready for review.")
+    assert run_cycle().dispatched == []  # not approved yet
+
+    fake.add_labels(key, "AI-Implement")  # approval
+    [entry] = run_cycle().dispatched
+    assert entry.phase == "implementation"
+    assert fake.labels_of(key) == ["AI-Working"]
+
+
+def test_blocked_issue_is_not_dispatched_until_its_blocker_is_done(app, fake, runner, add_mapping) -> None:
+    add_mapping("ENG")
+    blocker = fake.add_issue("ENG", "Migrate schema", labels=[])["identifier"]
+    key = fake.add_issue("ENG", "Use new schema")["identifier"]
+    fake.add_blocker(blocker, key)
+
+    report = run_cycle()
+    assert report.dispatched == [] and key in report.blocked
+    assert blocker in report.blocked[key]["message"]
+
+    fake.set_state(blocker, "Done")
+    assert [d.issue_key for d in run_cycle().dispatched] == [key]
+
+
+def test_unmapped_team_is_a_no_mapping_blocker(app, fake, runner, add_mapping) -> None:
+    add_mapping("ENG")
+    fake.add_team("OPS")
+    key = fake.add_issue("OPS", "Rotate keys")["identifier"]
+    report = run_cycle()
+    assert report.blocked[key]["message"] == "No mapping for team OPS. Add one in Projects."
+
+
+def test_rate_limited_listing_postpones_only_linear(app, fake, runner, add_mapping) -> None:
+    add_mapping("ENG")
+    key = fake.add_issue("ENG")["identifier"]
+    fake.rate_limit(times=1, retry_in=600)
+
+    report = run_cycle()
+    assert report.dispatched == [] and jobs_of(key) == []
+    assert fake.operations() == ["TriggeredIssues"]  # one refused call, no hammering
+    assert "rate limited for 600s" in report.providers_skipped["linear"]
+    # the engine backs off this connection for the time Linear asked: the next cycle sends nothing
+    backoff = poller.backoff_of("ticketing", "linear")
+    assert backoff is not None and (backoff.until - utcnow()).total_seconds() > 500
+    fake.requests.clear()
+    run_cycle()
+    assert fake.operations() == []

@@ -1,0 +1,187 @@
+"""``POST /api/linear/webhook``: Linear's signature, the timestamp window, and immediate dispatch."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import Job, Mapping
+from aiimpl_core.testing.fakes import FakeRunner
+
+import aiimpl_linear.plugin
+from aiimpl_linear import webhook
+from aiimpl_linear.testing import FakeLinear, shape_problems
+
+URL = "/api/linear/webhook"
+
+
+@pytest.fixture
+def runner() -> FakeRunner:
+    return FakeRunner()
+
+
+@pytest.fixture
+def aiimpl_plugins(runner: FakeRunner) -> list[object]:
+    return [aiimpl_linear.plugin, runner.plugin]
+
+
+@pytest.fixture
+def aiimpl_config(fake: FakeLinear) -> dict[str, Any]:
+    return fake.config()
+
+
+@pytest.fixture
+def cycles(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(webhook, "run_cycle", lambda keys: calls.append(list(keys)))
+    return calls
+
+
+def deliver(
+    client: Any, fake: FakeLinear, payload: Any, *, secret: str | None = None, raw: bytes | None = None
+) -> Any:
+    body = raw if raw is not None else json.dumps(payload).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "Linear-Event": "Issue",
+        "Linear-Delivery": "d-1",
+        "Linear-Signature": fake.sign(body, secret),
+    }
+    return client.post(URL, data=body, headers=headers)
+
+
+def test_fake_payloads_have_linear_shapes(fake: FakeLinear) -> None:
+    key = fake.add_issue("ENG", labels=["AI-Implement", "bug"])["identifier"]
+    payload = fake.issue_webhook_payload(key)
+    assert shape_problems(payload, "EntityWebhookPayload") == []
+    assert shape_problems(payload["data"], "IssueWebhookPayload") == []
+    # the check has teeth
+    broken = dict(payload["data"], labels=[{"name": "AI-Implement"}], extra=1)
+    problems = shape_problems(broken, "IssueWebhookPayload")
+    assert any("labels[0].id" in p for p in problems) and any(".extra" in p for p in problems)
+
+
+def test_trigger_label_runs_a_cycle_for_the_issue(client, fake, cycles) -> None:
+    key = fake.add_issue("ENG", labels=["AI-Implement"])["identifier"]
+    resp = deliver(client, fake, fake.issue_webhook_payload(key))
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json() == {"ok": True, "issue": key, "dispatched": True}
+    assert cycles == [[key]]
+
+
+def test_issue_without_the_trigger_is_ignored(client, fake, cycles) -> None:
+    key = fake.add_issue("ENG", labels=["bug"])["identifier"]
+    resp = deliver(client, fake, fake.issue_webhook_payload(key))
+    assert resp.status_code == 200 and resp.get_json()["ignored"] is True
+    assert cycles == []
+
+
+@pytest.mark.parametrize("change", [{"type": "Comment"}, {"action": "remove"}])
+def test_other_events_are_ignored(client, fake, cycles, change: dict[str, str]) -> None:
+    key = fake.add_issue("ENG")["identifier"]
+    resp = deliver(client, fake, {**fake.issue_webhook_payload(key), **change})
+    assert resp.status_code == 200 and cycles == []
+
+
+def test_bad_signature_is_401(client, fake, cycles) -> None:
+    key = fake.add_issue("ENG")["identifier"]
+    resp = deliver(client, fake, fake.issue_webhook_payload(key), secret="not-the-secret")
+    assert resp.status_code == 401 and resp.get_json() == {"error": "Invalid signature"}
+    resp = client.post(URL, json=fake.issue_webhook_payload(key))  # no signature at all
+    assert resp.status_code == 401 and resp.get_json() == {"error": "Invalid signature"}
+    assert cycles == []
+
+
+def test_body_changed_after_signing_is_401(client, fake, cycles) -> None:
+    key = fake.add_issue("ENG")["identifier"]
+    body = json.dumps(fake.issue_webhook_payload(key)).encode()
+    signature = fake.sign(body)
+    tampered = body.replace(key.encode(), b"ENG-999")
+    resp = client.post(
+        URL, data=tampered, headers={"Content-Type": "application/json", "Linear-Signature": signature}
+    )
+    assert resp.status_code == 401 and cycles == []
+
+
+@pytest.mark.parametrize("age_seconds", [120, -120])
+def test_timestamp_outside_the_window_is_401(client, fake, cycles, age_seconds: int) -> None:
+    key = fake.add_issue("ENG")["identifier"]
+    payload = fake.issue_webhook_payload(key, timestamp_ms=(time.time() - age_seconds) * 1000)
+    resp = deliver(client, fake, payload)
+    assert resp.status_code == 401
+    assert resp.get_json() == {"error": "Webhook timestamp outside the allowed window"}
+    assert cycles == []
+
+
+def test_timestamp_inside_the_window_is_accepted(client, fake, cycles) -> None:
+    key = fake.add_issue("ENG")["identifier"]
+    payload = fake.issue_webhook_payload(key, timestamp_ms=(time.time() - 30) * 1000)
+    assert deliver(client, fake, payload).status_code == 200 and cycles == [[key]]
+
+
+def test_missing_timestamp_is_400(client, fake, cycles) -> None:
+    key = fake.add_issue("ENG")["identifier"]
+    payload = fake.issue_webhook_payload(key)
+    del payload["webhookTimestamp"]
+    resp = deliver(client, fake, payload)
+    assert resp.status_code == 400 and resp.get_json() == {"error": "Missing webhookTimestamp"}
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"\xff\xfe"])
+def test_invalid_json_is_400(client, fake, cycles, raw: bytes) -> None:
+    resp = deliver(client, fake, None, raw=raw)
+    assert resp.status_code == 400 and resp.get_json() == {"error": "Invalid JSON payload"}
+
+
+class TestNotConfigured:
+    @pytest.fixture
+    def aiimpl_config(self, fake: FakeLinear) -> dict[str, Any]:
+        return {"AIIMPL_LINEAR_API_URL": fake.url, "AIIMPL_LINEAR_API_KEY": fake.api_key}
+
+    def test_without_a_secret_the_webhook_is_501(self, client, fake, cycles) -> None:
+        key = fake.add_issue("ENG")["identifier"]
+        resp = deliver(client, fake, fake.issue_webhook_payload(key))
+        assert resp.status_code == 501 and resp.get_json() == {"error": "Linear webhook not configured"}
+        assert cycles == []
+
+
+@pytest.fixture
+def add_mapping(app: Any) -> Callable[..., Mapping]:
+    def make(team_key: str = "ENG") -> Mapping:
+        row = Mapping(
+            team_key=team_key,
+            owner="acme",
+            repo="api",
+            default_branch="main",
+            execution_mode="github-actions",
+            ticketing={"provider": "linear"},
+        )
+        db.session.add(row)
+        db.session.commit()
+        return row
+
+    return make
+
+
+def test_label_added_in_linear_dispatches_at_once(app, client, fake, runner, add_mapping) -> None:
+    # the real engine, no monkeypatch: webhook -> run_cycle_for_issues -> job -> AI-Working
+    add_mapping("ENG")
+    key = fake.add_issue("ENG", "Add export", labels=["feature"])["identifier"]
+    fake.add_labels(key, "AI-Implement")  # a person adds the trigger; Linear sends the delivery
+
+    payload = fake.issue_webhook_payload(key)
+    resp = deliver(client, fake, payload)
+
+    assert resp.status_code == 200 and resp.get_json()["dispatched"] is True
+    db.session.expire_all()
+    jobs = db.session.scalars(db.select(Job).where(Job.issue_key == key)).all()
+    assert [j.status for j in jobs] == ["dispatched"]
+    assert fake.labels_of(key) == ["AI-Working", "feature"]
+    # the same delivery again (Linear retries) dispatches nothing more: the issue is re-read
+    assert deliver(client, fake, payload).status_code == 200
+    db.session.expire_all()
+    assert len(db.session.scalars(db.select(Job).where(Job.issue_key == key)).all()) == 1
