@@ -220,3 +220,29 @@ def test_token_mint_is_retried_after_a_server_error(gh: FakeGitHub) -> None:
     gh.fail_next("POST", "/access_tokens", 502, "Server Error")
     token, _ = client.repository_token("acme", "api")
     assert token in gh.tokens and len(sleeps) == 1
+
+
+def test_exhausted_primary_rate_limit_raises_with_the_reset_time(gh: FakeGitHub) -> None:
+    import time
+
+    sleeps: list[float] = []
+    from aiimpl_core.http import HttpClient
+
+    client = GitHub(
+        gh.url, token=gh.personal_token, http=lambda base, **kw: HttpClient(base, sleep=sleeps.append, **kw)
+    )
+    gh.put_file("acme", "api", "a.txt", "a")
+    reset = int(time.time()) + 1800
+    gh.fail_next(
+        "GET",
+        "/contents/",
+        403,
+        "API rate limit exceeded for installation ID 1.",
+        headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)},
+    )
+    with pytest.raises(ProviderError) as err:
+        client.repo("acme", "api").get_file("a.txt")
+    # too long to sleep through: the caller learns when to come back instead
+    assert sleeps == [] and err.value.status == 403
+    assert err.value.retry_after is not None and 1700 < err.value.retry_after <= 1800
+    assert "rate limit" in github_message(err.value)

@@ -14,11 +14,12 @@ workflow masks first), hence ``supports_secrets = False``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from aiimpl_core.errors import DispatchError, ProviderConfigError, ProviderError
@@ -155,7 +156,7 @@ class GitHubActionsBackend(RunnerBackend):
 
     def dispatch_gap_fill(self, request: DispatchRequest) -> DispatchResult:
         if request.phase is not Phase.GAP_ANALYSIS:
-            request = DispatchRequest(**{**request.__dict__, "phase": Phase.GAP_ANALYSIS})
+            request = dataclasses.replace(request, phase=Phase.GAP_ANALYSIS)
         return self._dispatch(request)
 
     # -- reconciling --
@@ -168,7 +169,7 @@ class GitHubActionsBackend(RunnerBackend):
         """
         by_repo: dict[tuple[str, str], list[InFlightRun]] = defaultdict(list)
         for run in runs:
-            by_repo[(run.mapping.owner, run.mapping.repo)].append(run)
+            by_repo[(run.mapping.owner.lower(), run.mapping.repo.lower())].append(run)
         states: list[RunState] = []
         errors: list[ProviderError] = []
         for (owner, name), repo_runs in by_repo.items():
@@ -203,8 +204,6 @@ class GitHubActionsBackend(RunnerBackend):
 
 
 def _aware(value: datetime) -> datetime:
-    from datetime import UTC
-
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
