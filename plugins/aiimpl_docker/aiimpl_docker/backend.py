@@ -1,0 +1,375 @@
+"""The ``local-docker`` runner backend: each session is one container on a Docker-API engine.
+
+Chosen by the global runner mode ``local`` (a mapping's ``executionMode`` cannot name it, so the
+reference's ``executionMode must be 'github-actions' or 'fly-machines'`` stays as it is).
+
+Dispatch starts the session image with the session's whole environment (credentials, model
+provider variables, ``extraEnv``, team and global secrets), labels carrying the job's identity
+(never a secret), and the mapping's ``machineCpus`` / ``machineMemoryMb`` as CPU and memory
+limits. Containers are not started with auto-remove: with it, Podman's Docker-compatible API
+reports exit code 0 for a failed container, and the log tail would be gone.
+
+:meth:`LocalDockerBackend.poll_runs` lists our containers (by label) once per reconcile cycle:
+
+===================================  ======================================================
+container                            reported
+===================================  ======================================================
+``created``                          ``PENDING``
+``running`` (``paused``, …)          ``RUNNING``
+running past its lifetime            stopped, log tail kept, removed: ``TIMED_OUT`` /
+                                     ``container_timeout``
+exited non-zero (or ``dead``)        log tail kept, removed: ``FAILED`` / ``container_failed``
+exited 0                             log tail kept, removed: ``SUCCEEDED`` (the session
+                                     reported its own result)
+absent                               ``NOT_FOUND``
+===================================  ======================================================
+
+The exit code is read before the container is removed, and every ended container of ours is
+removed, also those whose job already ended. Log tails are redacted of the session's secret
+values (the variables ``AIIMPL_SECRET_NAMES`` lists) before they go anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from aiimpl_core.errors import DispatchError, ProviderConfigError, ProviderError
+from aiimpl_core.providers import RunnerBackend
+from aiimpl_core.types import (
+    DispatchRequest,
+    DispatchResult,
+    InFlightRun,
+    LogLabel,
+    RunPhase,
+    RunState,
+    SessionInfo,
+    TimeoutReason,
+)
+
+from . import client as engine
+from . import config
+
+ENDED = frozenset({"exited", "dead", "stopped"})
+PENDING = frozenset({"created", "configured", "initialized"})
+SECRET_NAMES_VAR = "AIIMPL_SECRET_NAMES"
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.replace("Z", "+00:00")
+    # engines stamp nanoseconds; Python reads at most microseconds
+    if "." in text:
+        head, _, rest = text.partition(".")
+        digits = "".join(ch for ch in rest if ch.isdigit())
+        text = f"{head}.{digits[:6]}{rest[len(digits) :]}"
+    try:
+        return _aware(datetime.fromisoformat(text))
+    except ValueError:
+        return None
+
+
+def redact(text: str, env: Mapping[str, str]) -> str:
+    """``text`` with the values of the secret variables of ``env`` replaced by ``***``."""
+    names = {n.strip() for n in str(env.get(SECRET_NAMES_VAR, "")).split(",") if n.strip()}
+    # longest first, so a secret containing another is replaced whole
+    for value in sorted({env[n] for n in names if env.get(n)}, key=len, reverse=True):
+        text = text.replace(value, "***")
+    return text
+
+
+def parse_volumes(spec: str) -> dict[str, dict[str, str]]:
+    """``host:container[:ro|rw],...`` as the SDK's ``volumes`` mapping."""
+    out: dict[str, dict[str, str]] = {}
+    for item in (p.strip() for p in spec.split(",")):
+        if not item:
+            continue
+        parts = item.split(":")
+        if (
+            len(parts) not in (2, 3)
+            or not parts[0]
+            or not parts[1]
+            or (len(parts) == 3 and parts[2] not in ("ro", "rw"))
+        ):
+            raise ProviderConfigError(
+                f"{config.VOLUMES}: {item!r} is not host:container[:ro|rw]", provider="local-docker"
+            )
+        out[parts[0]] = {"bind": parts[1], "mode": parts[2] if len(parts) == 3 else "rw"}
+    return out
+
+
+class LocalDockerBackend(RunnerBackend):
+    """Runs each session in its own container on the local Docker (or Podman) engine."""
+
+    id = "local-docker"
+    display_name = "Local Docker"
+    runner_mode: ClassVar[str | None] = "local"
+    mapping_selectable = False
+    supports_sessions = True
+    supports_secrets = True
+    config_vars = config.CONFIG_VARS
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        self._docker: Any = None
+
+    # -- configuration --
+
+    def is_configured(self) -> bool:
+        """An engine is named (``DOCKER_HOST``) or the default socket exists; no remote call."""
+        return bool(os.environ.get("DOCKER_HOST")) or os.path.exists("/var/run/docker.sock")
+
+    @property
+    def image(self) -> str:
+        return str(self.context.setting(config.IMAGE, config.DEFAULT_IMAGE))
+
+    @property
+    def instance(self) -> str:
+        """Which orchestrator's containers these are, when several share one engine."""
+        return str(self.context.setting(config.INSTANCE, config.DEFAULT_INSTANCE))
+
+    def docker(self) -> Any:
+        if self._docker is None:
+            self._docker = engine.connect()
+        return self._docker
+
+    # -- dispatch --
+
+    def container_options(self, request: DispatchRequest) -> dict[str, Any]:
+        """Keyword arguments of ``containers.run`` for one session."""
+        mapping = request.mapping
+        env = {str(k): str(v) for k, v in request.env.items()}
+        env.setdefault("AIIMPL_SESSION_MODE", mapping.session_mode)
+        if request.secret_names and SECRET_NAMES_VAR not in env:
+            env[SECRET_NAMES_VAR] = ",".join(sorted(request.secret_names))
+        options: dict[str, Any] = {
+            "image": self.image,
+            "detach": True,
+            "environment": env,
+            "name": f"aiimpl-job-{request.job_id}-{uuid.uuid4().hex[:6]}",
+            "labels": {
+                config.LABEL_JOB: str(request.job_id),
+                config.LABEL_ISSUE: request.issue_key,
+                config.LABEL_PHASE: request.phase.value,
+                config.LABEL_MODE: mapping.session_mode,
+                config.LABEL_BACKEND: self.id,
+                config.LABEL_INSTANCE: self.instance,
+            },
+            # never auto-remove: the exit code and the log tail are read before removal
+            "auto_remove": False,
+        }
+        if mapping.machine_cpus:
+            options["nano_cpus"] = int(mapping.machine_cpus) * 1_000_000_000
+        if mapping.machine_memory_mb:
+            options["mem_limit"] = f"{int(mapping.machine_memory_mb)}m"
+        network = self.context.setting(config.NETWORK)
+        if network:
+            options["network"] = str(network)
+        command = self.context.setting(config.COMMAND)
+        if command:
+            options["command"] = shlex.split(str(command))
+        volumes = self.context.setting(config.VOLUMES)
+        if volumes:
+            options["volumes"] = parse_volumes(str(volumes))
+        return options
+
+    def dispatch(self, request: DispatchRequest) -> DispatchResult:
+        options = self.container_options(request)
+        try:
+            container = engine.call(
+                "starting the session container", lambda: self.docker().containers.run(**options)
+            )
+        except ProviderError as exc:
+            text = redact(exc.message, {**request.env, SECRET_NAMES_VAR: ",".join(request.secret_names)})
+            raise DispatchError(text, provider=self.id, status=exc.status) from None
+        self.log.info("job %s: started container %s", request.job_id, container.id[:12])
+        return DispatchResult(run_id=container.id, linked=True)
+
+    # -- reconcile --
+
+    def _ours(self, *, all_states: bool = True) -> list[dict[str, Any]]:
+        """Our containers' summaries: one list call (``sparse``: no inspect per container)."""
+        containers = engine.call(
+            "listing containers",
+            lambda: self.docker().containers.list(
+                all=all_states,
+                sparse=True,
+                filters={"label": [config.LABEL_JOB, f"{config.LABEL_INSTANCE}={self.instance}"]},
+            ),
+        )
+        return [dict(c.attrs) for c in containers]
+
+    def poll_runs(self, runs: Sequence[InFlightRun]) -> Sequence[RunState]:
+        if not runs:
+            return []
+        summaries = self._ours()
+        by_id = {str(s.get("Id")): s for s in summaries}
+        by_job: dict[str, dict[str, Any]] = {}
+        for s in summaries:
+            by_job.setdefault(str((s.get("Labels") or {}).get(config.LABEL_JOB)), s)
+        now = _aware(self.context.clock())
+        states: list[RunState] = []
+        seen: set[str] = set()
+        for run in runs:
+            summary = by_id.get(run.run_id or "") or by_job.get(str(run.job_id))
+            if summary is None:
+                states.append(RunState(job_id=run.job_id, phase=RunPhase.NOT_FOUND, run_id=run.run_id))
+                continue
+            seen.add(str(summary.get("Id")))
+            try:
+                states.append(self._state(run, summary, now))
+            except ProviderError as exc:
+                # this container only: the others are still reported, this one next cycle
+                self.log.warning(
+                    "job %s: reading container %s failed: %s", run.job_id, str(summary.get("Id"))[:12], exc
+                )
+        self._sweep([s for s in summaries if str(s.get("Id")) not in seen], now, runs)
+        return states
+
+    def _state(self, run: InFlightRun, summary: Mapping[str, Any], now: datetime) -> RunState:
+        container_id = str(summary.get("Id"))
+        status = str(summary.get("State") or "").lower()
+        if status in ENDED:
+            code, excerpt = self._finish(container_id)
+            if code == 0:
+                return RunState(
+                    job_id=run.job_id,
+                    phase=RunPhase.SUCCEEDED,
+                    run_id=container_id,
+                    exit_code=0,
+                    log_excerpt=excerpt,
+                )
+            detail = (
+                f"the session container exited with code {code}"
+                if code is not None
+                else f"the session container is {status} without an exit code"
+            )
+            return RunState(
+                job_id=run.job_id,
+                phase=RunPhase.FAILED,
+                run_id=container_id,
+                exit_code=code,
+                detail=detail,
+                log_label=LogLabel.CONTAINER_FAILED,
+                log_excerpt=excerpt or detail,
+            )
+        age = (now - _aware(run.dispatched_at)).total_seconds()
+        if age >= run.lifetime_seconds:
+            engine.call(
+                "stopping a container past its lifetime",
+                lambda: self.docker().api.stop(container_id, timeout=config.STOP_TIMEOUT),
+            )
+            _, tail = self._finish(container_id)
+            note = (
+                f"[the container exceeded its lifetime of {run.lifetime_seconds} s after "
+                f"{int(age // 60)} min; it was stopped and removed]"
+            )
+            return RunState(
+                job_id=run.job_id,
+                phase=RunPhase.TIMED_OUT,
+                run_id=container_id,
+                timeout_reason=TimeoutReason.CONTAINER_TIMEOUT,
+                log_label=LogLabel.CONTAINER_TIMEOUT,
+                log_excerpt=f"{tail}\n{note}" if tail else note,
+            )
+        phase = RunPhase.PENDING if status in PENDING else RunPhase.RUNNING
+        return RunState(job_id=run.job_id, phase=phase, run_id=container_id)
+
+    def _finish(self, container_id: str) -> tuple[int | None, str]:
+        """Read an ended container's exit code and redacted log tail, then remove it."""
+        api = self.docker().api
+        info = engine.call("inspecting a container", lambda: api.inspect_container(container_id))
+        code = (info.get("State") or {}).get("ExitCode")
+        env = dict(e.split("=", 1) for e in ((info.get("Config") or {}).get("Env") or []) if "=" in e)
+        raw = engine.call(
+            "reading a container's logs",
+            lambda: api.logs(container_id, stdout=True, stderr=True, tail=config.LOG_TAIL_LINES),
+        )
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        tail = redact(text, env).strip()[-config.LOG_TAIL_CHARS :]
+        self._remove(container_id)
+        return (code if isinstance(code, int) else None), tail
+
+    def _remove(self, container_id: str) -> bool:
+        try:
+            engine.call(
+                "removing a container", lambda: self.docker().api.remove_container(container_id, force=True)
+            )
+        except ProviderError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def _sweep(
+        self, summaries: Sequence[Mapping[str, Any]], now: datetime, runs: Sequence[InFlightRun]
+    ) -> None:
+        """Remove our containers whose job already ended: exited ones at once, running ones (an
+        interactive session held open) once past the lifetime. Best effort."""
+        lifetime = max(run.lifetime_seconds for run in runs)
+        for summary in summaries:
+            container_id = str(summary.get("Id"))
+            status = str(summary.get("State") or "").lower()
+            created = _parse_time(summary.get("Created"))
+            expired = created is not None and (now - created).total_seconds() >= lifetime
+            if status in ENDED or expired:
+                try:
+                    self._remove(container_id)
+                    self.log.info("removed container %s of an ended job", container_id[:12])
+                except ProviderError as exc:
+                    self.log.warning("removing container %s failed: %s", container_id[:12], exc)
+
+    def cancel(self, run: InFlightRun) -> None:
+        if run.run_id:
+            try:
+                self._remove(run.run_id)
+            except ProviderError as exc:
+                self.log.warning("job %s: removing container failed: %s", run.job_id, exc)
+
+    # -- sessions --
+
+    def list_sessions(self) -> Sequence[SessionInfo]:
+        if not self.is_configured():
+            return []
+        out: list[SessionInfo] = []
+        for summary in self._ours(all_states=False):
+            labels = summary.get("Labels") or {}
+            job = str(labels.get(config.LABEL_JOB) or "")
+            out.append(
+                SessionInfo(
+                    id=str(summary.get("Id")),
+                    backend=self.id,
+                    state=str(summary.get("State") or "unknown"),
+                    job_id=int(job) if job.isdigit() else None,
+                    issue_key=labels.get(config.LABEL_ISSUE),
+                    created_at=_parse_time(summary.get("Created")),
+                    image=summary.get("Image"),
+                )
+            )
+        return out
+
+    def destroy_session(self, session_id: str) -> bool:
+        try:
+            info = engine.call(
+                "inspecting a container", lambda: self.docker().api.inspect_container(session_id)
+            )
+        except ProviderError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        # only containers this orchestrator started
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        if config.LABEL_JOB not in labels or labels.get(config.LABEL_INSTANCE) != self.instance:
+            return False
+        return self._remove(str(info.get("Id")))

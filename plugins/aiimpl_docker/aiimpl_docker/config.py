@@ -1,0 +1,53 @@
+"""Configuration of the local Docker backend (environment variables, read by the core).
+
+The engine itself is found the Docker way (``DOCKER_HOST``, ``DOCKER_TLS_VERIFY``,
+``DOCKER_CERT_PATH``, else the default socket); rootful Podman's Docker-compatible service works.
+"""
+
+from __future__ import annotations
+
+from aiimpl_core.providers import ConfigVar
+
+IMAGE = "AIIMPL_DOCKER_IMAGE"
+NETWORK = "AIIMPL_DOCKER_NETWORK"
+COMMAND = "AIIMPL_DOCKER_COMMAND"
+VOLUMES = "AIIMPL_DOCKER_VOLUMES"
+INSTANCE = "AIIMPL_DOCKER_INSTANCE"
+
+DEFAULT_IMAGE = "localhost/aiimpl-session:latest"
+DEFAULT_INSTANCE = "default"
+
+CONFIG_VARS: tuple[ConfigVar, ...] = (
+    ConfigVar(
+        IMAGE,
+        "Session image the containers run (built from docker/session.Dockerfile)",
+        default=DEFAULT_IMAGE,
+    ),
+    ConfigVar(
+        NETWORK,
+        "Docker network the containers join (e.g. host, or a network shared with the "
+        "orchestrator); default: the engine's default bridge",
+    ),
+    ConfigVar(COMMAND, "Command line (shell words) run instead of the image's own entrypoint and command"),
+    ConfigVar(VOLUMES, "Comma-separated bind mounts host:container[:ro|rw] (e.g. a package cache)"),
+    ConfigVar(
+        INSTANCE,
+        "Name of this orchestrator on a shared engine: it sees and removes only the "
+        "containers it labelled with this name",
+        default=DEFAULT_INSTANCE,
+    ),
+)
+
+#: labels on every container we start; ``aiimpl.job`` is how poll_runs finds our containers
+LABEL_JOB = "aiimpl.job"
+LABEL_ISSUE = "aiimpl.issue"
+LABEL_PHASE = "aiimpl.phase"
+LABEL_MODE = "aiimpl.session-mode"
+LABEL_BACKEND = "aiimpl.backend"
+LABEL_INSTANCE = "aiimpl.instance"
+
+#: how much of a container's output is kept for the ticket's log excerpt
+LOG_TAIL_LINES = 60
+LOG_TAIL_CHARS = 4000
+#: seconds a stopped container gets between SIGTERM and SIGKILL
+STOP_TIMEOUT = 10

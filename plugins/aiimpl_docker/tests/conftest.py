@@ -1,0 +1,108 @@
+"""Fixtures of the Docker plugin's tests: a real Docker-API engine, or a skip with the reason.
+
+``scripts/setup-podman.sh`` starts rootful Podman's Docker-compatible service and writes
+``DOCKER_HOST`` for the suite; the tests use its ``localhost/bbox:latest`` image (busybox) and
+tiny shell commands. Each test session labels its containers with its own instance name, so
+parallel runs never see (or remove) each other's containers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from aiimpl_core.testing.contract import make_context
+from aiimpl_docker.backend import LocalDockerBackend
+
+BUSYBOX = "localhost/bbox:latest"
+INSTANCE = f"test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _engine_or_reason() -> tuple[Any, str | None]:
+    if not os.environ.get("DOCKER_HOST"):
+        return None, "DOCKER_HOST is not set: no Docker-API engine (scripts/setup-podman.sh starts one)"
+    try:
+        import docker
+
+        client = docker.from_env(timeout=10)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means: no engine here
+        return None, f"the Docker engine at {os.environ['DOCKER_HOST']} does not answer: {type(exc).__name__}"
+    try:
+        client.images.get(BUSYBOX)
+    except Exception:  # noqa: BLE001
+        return None, f"image {BUSYBOX} is missing (scripts/setup-podman.sh imports it)"
+    return client, None
+
+
+@pytest.fixture(scope="session")
+def engine() -> Any:
+    client, reason = _engine_or_reason()
+    if client is None:
+        pytest.skip(reason)
+    return client
+
+
+def ours(engine: Any) -> list[Any]:
+    """This session's containers, in any state."""
+    return engine.containers.list(all=True, sparse=True, filters={"label": f"aiimpl.instance={INSTANCE}"})
+
+
+@pytest.fixture
+def no_leftovers(engine: Any) -> Iterator[None]:
+    """Fails a test that leaves a container of ours behind (and removes it)."""
+    yield
+    left = ours(engine)
+    for container in left:
+        container.remove(force=True)
+    assert not left, f"containers left behind: {[c.id[:12] for c in left]}"
+
+
+class Clock:
+    """A clock tests move by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kw: float) -> None:
+        self.now += timedelta(**kw)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def docker_config(command: str | None = None, **extra: str) -> dict[str, str]:
+    config = {"AIIMPL_DOCKER_IMAGE": BUSYBOX, "AIIMPL_DOCKER_INSTANCE": INSTANCE, **extra}
+    if command is not None:
+        config["AIIMPL_DOCKER_COMMAND"] = command
+    return config
+
+
+@pytest.fixture
+def make_backend(engine: Any, clock: Clock, no_leftovers: None) -> Any:
+    def make(command: str | None = None, **extra: str) -> LocalDockerBackend:
+        return LocalDockerBackend(make_context(docker_config(command, **extra), clock=clock))
+
+    return make
+
+
+def wait_exited(engine: Any, container_id: str, timeout: float = 20) -> None:
+    """Until the container's process has ended (the backend reads it afterwards)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        container = engine.containers.get(container_id)
+        if container.status in ("exited", "dead", "stopped"):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"container {container_id[:12]} did not exit in {timeout} s")

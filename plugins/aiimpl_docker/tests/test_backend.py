@@ -1,0 +1,248 @@
+"""The ``local-docker`` backend on a real Docker-API engine, with busybox commands."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from aiimpl_core.errors import DispatchError, ProviderConfigError
+from aiimpl_core.testing.contract import (
+    RunnerBackendContract,
+    make_context,
+    sample_dispatch_request,
+    sample_mapping,
+)
+from aiimpl_core.types import DispatchRequest, InFlightRun, LogLabel, RunPhase, TimeoutReason
+from aiimpl_docker.backend import LocalDockerBackend, parse_volumes, redact
+
+from .conftest import INSTANCE, Clock, docker_config, ours, wait_exited
+
+SECRET = "team-secret-value-9z"
+
+
+def request_for(job_id: int = 11, **kw: Any) -> DispatchRequest:
+    mapping = kw.pop("mapping", None) or sample_mapping(session_mode="interactive")
+    env = {
+        "AIIMPL_URL": "http://orchestrator.test",
+        "AIIMPL_JOB_ID": str(job_id),
+        "AIIMPL_NONCE": "nonce-xyz",
+        "TEAM_TOKEN": SECRET,
+        "AIIMPL_SECRET_NAMES": "AIIMPL_NONCE,TEAM_TOKEN",
+    }
+    return sample_dispatch_request(
+        job_id, mapping=mapping, env=env, secret_names=frozenset({"AIIMPL_NONCE", "TEAM_TOKEN"}), **kw
+    )
+
+
+def in_flight(req: DispatchRequest, run_id: str | None, clock: Clock, lifetime: int = 3600) -> InFlightRun:
+    return InFlightRun(
+        job_id=req.job_id,
+        phase=req.phase,
+        issue_key=req.issue_key,
+        mapping=req.mapping,
+        run_id=run_id,
+        run_name=req.run_name,
+        dispatched_at=clock(),
+        lifetime_seconds=lifetime,
+    )
+
+
+class TestDockerContract(RunnerBackendContract):
+    @pytest.fixture
+    def runner_backend(self, make_backend: Any) -> LocalDockerBackend:
+        return make_backend("sh -c 'sleep 5'")
+
+    @pytest.fixture
+    def dispatch_request(self) -> DispatchRequest:
+        return request_for()
+
+
+def test_flags() -> None:
+    assert LocalDockerBackend.id == "local-docker" and LocalDockerBackend.runner_mode == "local"
+    # chosen by runner mode only: the executionMode message stays the reference's
+    assert LocalDockerBackend.mapping_selectable is False
+    assert LocalDockerBackend.supports_sessions and LocalDockerBackend.supports_secrets
+
+
+def test_success_reports_succeeded_with_the_log_tail_and_removes_it(
+    engine: Any, make_backend: Any, clock: Clock
+) -> None:
+    backend = make_backend("sh -c 'echo hello from job $AIIMPL_JOB_ID'")
+    req = request_for(11)
+    run_id = backend.dispatch(req).run_id
+    wait_exited(engine, run_id)
+
+    [state] = backend.poll_runs([in_flight(req, run_id, clock)])
+
+    assert state.phase is RunPhase.SUCCEEDED and state.exit_code == 0 and state.run_id == run_id
+    assert "hello from job 11" in (state.log_excerpt or "")
+    assert ours(engine) == []
+
+
+def test_non_zero_exit_is_container_failed_with_a_redacted_excerpt(
+    engine: Any, make_backend: Any, clock: Clock
+) -> None:
+    backend = make_backend(
+        "sh -c 'echo token is $TEAM_TOKEN; echo nonce $AIIMPL_NONCE; echo boom >&2; exit 3'"
+    )
+    req = request_for(12)
+    run_id = backend.dispatch(req).run_id
+    wait_exited(engine, run_id)
+
+    [state] = backend.poll_runs([in_flight(req, run_id, clock)])
+
+    assert state.phase is RunPhase.FAILED and state.exit_code == 3
+    assert state.log_label is LogLabel.CONTAINER_FAILED
+    assert state.detail == "the session container exited with code 3"
+    excerpt = state.log_excerpt or ""
+    assert "boom" in excerpt and "token is ***" in excerpt and "nonce ***" in excerpt
+    assert SECRET not in excerpt and "nonce-xyz" not in excerpt
+    assert ours(engine) == []
+
+
+def test_a_container_past_its_lifetime_is_stopped_and_timed_out(
+    engine: Any, make_backend: Any, clock: Clock
+) -> None:
+    # `sleep & wait` lets the shell (PID 1) act on SIGTERM at once
+    backend = make_backend("sh -c 'echo working; trap \"exit 143\" TERM; sleep 60 & wait'")
+    req = request_for(13)
+    run_id = backend.dispatch(req).run_id
+    run = in_flight(req, run_id, clock, lifetime=3600)
+
+    [state] = backend.poll_runs([run])
+    assert state.phase is RunPhase.RUNNING
+
+    clock.advance(minutes=61)
+    [state] = backend.poll_runs([run])
+
+    assert state.phase is RunPhase.TIMED_OUT
+    assert state.timeout_reason is TimeoutReason.CONTAINER_TIMEOUT
+    assert state.log_label is LogLabel.CONTAINER_TIMEOUT
+    assert "working" in (state.log_excerpt or "") and "exceeded its lifetime of 3600 s" in (
+        state.log_excerpt or ""
+    )
+    assert ours(engine) == []
+
+
+def test_labels_env_and_limits(engine: Any, make_backend: Any, clock: Clock) -> None:
+    backend = make_backend("sh -c 'sleep 30 & wait'")
+    mapping = sample_mapping(machine_cpus=1, machine_memory_mb=512, session_mode="hybrid")
+    req = request_for(14, mapping=mapping)
+    run_id = backend.dispatch(req).run_id
+    try:
+        attrs = engine.containers.get(run_id).attrs
+        labels = attrs["Config"]["Labels"]
+        assert {k: v for k, v in labels.items() if k.startswith("aiimpl.")} == {
+            "aiimpl.job": "14",
+            "aiimpl.issue": "ENG-1",
+            "aiimpl.phase": "implementation",
+            "aiimpl.session-mode": "hybrid",
+            "aiimpl.backend": "local-docker",
+            "aiimpl.instance": INSTANCE,
+        }
+        assert SECRET not in repr(labels) and SECRET not in attrs["Name"]
+        env = dict(e.split("=", 1) for e in attrs["Config"]["Env"])
+        assert env["TEAM_TOKEN"] == SECRET and env["AIIMPL_SESSION_MODE"] == "hybrid"
+        assert attrs["HostConfig"]["NanoCpus"] == 1_000_000_000
+        assert attrs["HostConfig"]["Memory"] == 512 * 1024 * 1024
+        assert attrs["HostConfig"].get("AutoRemove") in (False, None)
+
+        [session] = backend.list_sessions()
+        assert (session.id, session.backend, session.job_id, session.issue_key) == (
+            run_id,
+            "local-docker",
+            14,
+            "ENG-1",
+        )
+        assert session.state == "running" and SECRET not in repr(session)
+    finally:
+        backend.cancel(in_flight(req, run_id, clock))
+    assert ours(engine) == []
+
+
+def test_sessions_destroy_only_ours(engine: Any, make_backend: Any) -> None:
+    backend = make_backend("sh -c 'sleep 30 & wait'")
+    run_id = backend.dispatch(request_for(15)).run_id
+    foreign = engine.containers.run(
+        "localhost/bbox:latest",
+        ["sh", "-c", "sleep 30 & wait"],
+        detach=True,
+        labels={"aiimpl.job": "99", "aiimpl.instance": "someone-else"},
+    )
+    try:
+        assert backend.destroy_session(foreign.id) is False
+        assert backend.destroy_session("0" * 64) is False
+        assert engine.containers.get(foreign.id).status == "running"
+        assert backend.destroy_session(run_id) is True
+        assert ours(engine) == []
+    finally:
+        foreign.remove(force=True)
+
+
+def test_ended_containers_of_finished_jobs_are_swept(engine: Any, make_backend: Any, clock: Clock) -> None:
+    backend = make_backend("sh -c 'exit 0'")
+    orphan = backend.dispatch(request_for(16)).run_id  # its job ended through /runner/result
+    wait_exited(engine, orphan)
+    req = request_for(17)
+    current = backend.dispatch(req).run_id
+    wait_exited(engine, current)
+
+    states = backend.poll_runs([in_flight(req, current, clock)])
+
+    assert [s.job_id for s in states] == [17]
+    assert ours(engine) == []
+
+
+def test_unknown_run_is_not_found(make_backend: Any, clock: Clock) -> None:
+    backend = make_backend()
+    [state] = backend.poll_runs([in_flight(request_for(18), "f" * 64, clock)])
+    assert state.phase is RunPhase.NOT_FOUND
+
+
+def test_a_missing_image_is_a_dispatch_error(make_backend: Any) -> None:
+    backend = make_backend(AIIMPL_DOCKER_IMAGE="localhost/no-such-image:latest")
+    with pytest.raises(DispatchError) as info:
+        backend.dispatch(request_for(19))
+    assert "no-such-image" in info.value.message and SECRET not in info.value.message
+
+
+def test_unreachable_engine_is_a_dispatch_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    backend = LocalDockerBackend(make_context(docker_config()))
+    with pytest.raises(DispatchError):
+        backend.dispatch(request_for(20))
+
+
+def test_not_configured_lists_no_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+    import aiimpl_docker.backend as module
+
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setattr(module.os.path, "exists", lambda path: False)
+    backend = LocalDockerBackend(make_context(docker_config()))
+    assert backend.is_configured() is False
+    assert backend.list_sessions() == []
+
+
+def test_redact_replaces_listed_secret_values_only() -> None:
+    env = {"AIIMPL_SECRET_NAMES": "A,B", "A": "alpha-secret", "B": "alpha-secret-longer", "C": "visible"}
+    assert redact("x alpha-secret-longer y alpha-secret z visible", env) == "x *** y *** z visible"
+
+
+def test_volumes_are_parsed_and_checked() -> None:
+    assert parse_volumes("/a:/b:ro, /c:/d") == {
+        "/a": {"bind": "/b", "mode": "ro"},
+        "/c": {"bind": "/d", "mode": "rw"},
+    }
+    with pytest.raises(ProviderConfigError, match="AIIMPL_DOCKER_VOLUMES"):
+        parse_volumes("/a")
+
+
+def test_timestamps_of_the_engine_are_read() -> None:
+    from aiimpl_docker.backend import _parse_time
+
+    assert _parse_time("2026-11-29T05:46:59.119002981Z") == datetime(
+        2026, 11, 29, 5, 46, 59, 119002, tzinfo=UTC
+    )
+    assert _parse_time(0) == datetime(1970, 1, 1, tzinfo=UTC)
