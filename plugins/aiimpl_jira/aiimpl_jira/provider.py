@@ -366,6 +366,23 @@ class JiraProvider(TicketingProvider):
         ticketing = mapping.get("ticketing")
         if ticketing is None:
             return
+        if isinstance(ticketing, Mapping) and ticketing.get("provider") not in (None, self.id):
+            return  # another tracker's mapping: its own provider checks it
         problem = ticketing_errors(ticketing)
         if problem:
             raise ProviderConfigError(problem, provider=self.id)
+        jql = ticketing.get("jql") if isinstance(ticketing, Mapping) else None
+        if isinstance(jql, str) and jql.strip() and self.is_configured():
+            self._check_clause_with_jira(jql.strip())
+
+    def _check_clause_with_jira(self, jql: str) -> None:
+        """Refuse a clause Jira's parser refuses: saved, it would fail every Jira listing."""
+        try:
+            parsed = self.client.parse_jql([jql])
+        except ProviderError as exc:
+            # Jira unreachable: accept; a bad clause is still named when the listing fails
+            self.log.warning("could not check ticketing.jql with Jira: %s", exc.message)
+            return
+        errors = [str(e) for entry in parsed for e in entry.get("errors") or ()]
+        if errors:
+            raise ProviderConfigError(f"ticketing.jql is invalid: {'; '.join(errors)}", provider=self.id)

@@ -328,7 +328,7 @@ def test_config_vars_mark_secrets_sensitive() -> None:
         ),
         ({"provider": "jira", "jql": 'labels = "x'}, "ticketing.jql has unbalanced quotes or parentheses"),
         ({"provider": "jira", "board": 1}, "ticketing.board is not a Jira setting (allowed: provider, jql)"),
-        ({"provider": "linear"}, "ticketing.provider must be 'jira'"),
+        ({"jql": "labels = x"}, "ticketing.provider is required"),
         ("jira", "ticketing must be an object"),
     ],
 )
@@ -376,3 +376,26 @@ def test_long_comments_are_cut_to_jiras_limit(jira: FakeJira, provider: JiraProv
 
 def test_short_comments_are_not_cut() -> None:
     assert fit_comment("hello") == "hello"
+
+
+def test_validate_mapping_leaves_other_trackers_alone() -> None:
+    JiraProvider(make_context({})).validate_mapping(
+        {"teamKey": "ENG", "ticketing": {"provider": "linear", "x": 1}}
+    )
+
+
+def test_validate_mapping_asks_jira_about_the_clause(jira: FakeJira, provider: JiraProvider) -> None:
+    with pytest.raises(ProviderConfigError) as err:
+        provider.validate_mapping({"teamKey": "ENG", "ticketing": {"provider": "jira", "jql": "sprintz = 3"}})
+    assert str(err.value) == (
+        "ticketing.jql is invalid: Field 'sprintz' does not exist or you do not have permission to view it."
+    )
+    provider.validate_mapping({"teamKey": "ENG", "ticketing": {"provider": "jira", "jql": "labels = api"}})
+    assert len(jira.requests_to("POST", "/jql/parse")) == 2
+
+
+def test_validate_mapping_accepts_the_clause_when_jira_is_down(
+    jira: FakeJira, provider: JiraProvider
+) -> None:
+    jira.fail_next("POST", "/jql/parse", 503, headers={"Retry-After": "0"}, times=3)
+    provider.validate_mapping({"teamKey": "ENG", "ticketing": {"provider": "jira", "jql": "labels = api"}})
