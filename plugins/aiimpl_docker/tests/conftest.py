@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-
 from aiimpl_core.testing.contract import make_context
+
 from aiimpl_docker.backend import LocalDockerBackend
 
 BUSYBOX = "localhost/bbox:latest"

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-
 from aiimpl_core.errors import DispatchError, ProviderConfigError
 from aiimpl_core.testing.contract import (
     RunnerBackendContract,
@@ -15,6 +14,7 @@ from aiimpl_core.testing.contract import (
     sample_mapping,
 )
 from aiimpl_core.types import DispatchRequest, InFlightRun, LogLabel, RunPhase, TimeoutReason
+
 from aiimpl_docker.backend import LocalDockerBackend, parse_volumes, redact
 
 from .conftest import INSTANCE, Clock, docker_config, ours, wait_exited
