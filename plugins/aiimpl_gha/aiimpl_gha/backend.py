@@ -45,6 +45,16 @@ PENDING_STATUSES = frozenset({"queued", "requested", "waiting", "pending"})
 #: runs are listed back to a little before the oldest dispatch: GitHub stamps ``created_at`` with
 #: its own clock
 CLOCK_SLACK = timedelta(minutes=2)
+#: how a failed run's conclusion reads in the failure comment
+CONCLUSION_TEXT = {
+    "failure": "failed",
+    "cancelled": "was cancelled",
+    "startup_failure": "failed to start",
+    "action_required": "is waiting for approval",
+    "skipped": "was skipped",
+    "stale": "went stale",
+    "neutral": "ended without a result",
+}
 WORKFLOW_FILE_RE = re.compile(r"^[A-Za-z0-9_.-]+\.ya?ml$")
 
 
@@ -230,11 +240,12 @@ def run_state(job_id: int, run: Mapping[str, Any] | None) -> RunState:
             timeout_reason=TimeoutReason.TIMED_OUT,
             detail=f"the GitHub Actions run timed out: {url}",
         )
+    what = CONCLUSION_TEXT.get(str(conclusion), f"ended with conclusion {conclusion or 'none'}")
     return RunState(
         job_id=job_id,
         phase=RunPhase.FAILED,
         run_id=run_id,
         run_url=url,
         log_label=LogLabel.SESSION_FAILED,
-        detail=f"the GitHub Actions run ended {conclusion or 'without a conclusion'}: {url}",
+        detail=f"the GitHub Actions run {what}: {url}",
     )

@@ -212,7 +212,11 @@ def test_run_states(
         assert state.timeout_reason is TimeoutReason.TIMED_OUT
     if phase is RunPhase.FAILED:
         assert state.log_label is LogLabel.SESSION_FAILED
-        assert conclusion in (state.detail or "") and str(run.id) in (state.detail or "")
+        expected = {
+            "failure": "the GitHub Actions run failed",
+            "cancelled": "the GitHub Actions run was cancelled",
+        }
+        assert state.detail == f"{expected[conclusion]}: https://github.com/acme/api/actions/runs/{run.id}"
 
 
 def test_poll_ignores_runs_older_than_the_dispatch(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:

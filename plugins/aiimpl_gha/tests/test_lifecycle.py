@@ -88,9 +88,27 @@ def test_dispatched_job_is_linked_and_a_timed_out_run_ends_it(
     assert job.status == "running" and job.run_url == f"https://github.com/acme/api/actions/runs/{run.id}"
 
     gh.advance_run(run.id, "completed", "timed_out")
-    reconcile()
+    run_cycle()
     job = job_of("ENG-1")
     assert (job.status, job.timeout_reason) == ("timed_out", "timed_out")
+    assert tracker.comments["ENG-1"] == [
+        "⚠️ Implementation failed: the GitHub Actions run reported a timeout (timed_out)"
+    ]
+
+
+def test_failed_run_ends_the_job_failed_with_the_run_link(
+    app: Any, gh: FakeGitHub, tracker: FakeTracker, mapping: MappingRow
+) -> None:
+    tracker.add("ENG-6")
+    run_cycle(reconcile=False)
+    job = job_of("ENG-6")
+    run = gh.run_named(f"job-{job.id}")
+    gh.advance_run(run.id, "completed", "failure")
+    run_cycle()
+    job = job_of("ENG-6")
+    url = f"https://github.com/acme/api/actions/runs/{run.id}"
+    assert (job.status, job.run_url) == ("failed", url)
+    assert tracker.comments["ENG-6"][0] == f"⚠️ Implementation failed: the GitHub Actions run failed: {url}"
 
 
 def test_session_gets_a_token_for_its_repository_only(
