@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 @hookimpl
 def aiimpl_register_ticketing_providers(register: Callable[..., None]) -> None:
+    """Register the ``jira`` ticketing provider."""
     from .provider import JiraProvider
 
     register(JiraProvider)
@@ -20,6 +21,7 @@ def aiimpl_register_ticketing_providers(register: Callable[..., None]) -> None:
 
 @hookimpl
 def aiimpl_register_blueprints(register: Callable[..., None]) -> None:
+    """Mount the ``/api/jira`` blueprint (admin configuration helpers and the webhook)."""
     from .api import bp
 
     register(bp, url_prefix="/api/jira")
@@ -27,6 +29,7 @@ def aiimpl_register_blueprints(register: Callable[..., None]) -> None:
 
 @hookimpl
 def aiimpl_register_commands(cli: click.Group) -> None:
+    """Add ``aiimpl jira`` (``aiimpl jira check``)."""
     from .cli import jira_group
 
     cli.add_command(jira_group)

@@ -180,6 +180,8 @@ def _check_node(node: object, allowed: set[str], where: str, problems: list[str]
 
 @dataclass
 class FakeComment:
+    """A comment as the fake stores it: its ADF body as received."""
+
     id: str
     body: dict[str, Any]
     created: datetime
@@ -198,6 +200,8 @@ class FakeLink:
 
 @dataclass
 class FakeIssue:
+    """An issue of the fake site; ``status`` is a status name of the fake's workflow."""
+
     key: str
     id: str
     summary: str

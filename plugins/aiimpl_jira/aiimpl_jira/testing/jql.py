@@ -45,11 +45,14 @@ class JqlError(ValueError):
 
 @dataclass(frozen=True)
 class Token:
+    """One lexical token: ``word``, ``value`` (a quoted string), ``op`` or ``punct``."""
+
     kind: str
     value: str
 
 
 def tokenize(query: str) -> list[Token]:
+    """Split a query into tokens; :class:`JqlError` for an unterminated string or a reserved character."""
     tokens: list[Token] = []
     pos = 0
     while pos < len(query):
