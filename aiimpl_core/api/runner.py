@@ -3,6 +3,7 @@
 Each is opened by a run token (JWT) whose audience names it; errors are the reference's slugs.
 Views parse and authenticate; :mod:`aiimpl_core.services.callbacks` does the work.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -127,7 +128,9 @@ def runner_progress(claims: RunClaims):  # noqa: ANN201
               schema: CallbackErrorSchema
     """
     try:
-        data = schemas.load(schemas.RunnerProgressSchema(), schemas.read_json_body(), not_object="invalid_body")
+        data = schemas.load(
+            schemas.RunnerProgressSchema(), schemas.read_json_body(), not_object="invalid_body"
+        )
         return jsonify(callbacks.record_progress(claims.job_id, data["step"])), 200
     except (schemas.BodyError, callbacks.CallbackError) as exc:
         return _refusal(exc)

@@ -3,6 +3,7 @@
 A session authenticates with its job's one-time nonce (in the body), not the admin session, so
 these views are marked public for the admin guard. Errors are the reference's messages.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -3,6 +3,7 @@
 Authenticated by ``Authorization: Bearer <AIIMPL_TRIGGER_SECRET>``; while the secret is unset
 the endpoint answers 501. Errors are the reference's slugs.
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
@@ -82,7 +83,9 @@ def gap_fill():  # noqa: ANN201
     if not secret_matches(str(secret), bearer(request.headers.get("Authorization"))):
         return jsonify(error="unauthorized"), 401
     try:
-        data = schemas.load(schemas.GapFillSchema(), schemas.read_json_body(), not_object=schemas.GAP_FILL_BAD_BODY)
+        data = schemas.load(
+            schemas.GapFillSchema(), schemas.read_json_body(), not_object=schemas.GAP_FILL_BAD_BODY
+        )
         return jsonify(gapfill.trigger_gap_fill(data["issueKey"], data["prNumber"])), 202
     except schemas.BodyError as exc:
         return jsonify(error=exc.answer), 400

@@ -4,6 +4,7 @@ The delivery is verified first (``X-Hub-Signature-256``, HMAC-SHA256 of the raw 
 ``AIIMPL_GITHUB_WEBHOOK_SECRET``); with no secret configured every delivery is refused. Events
 other than a merged pull request answer 200 and are ignored. Each ``X-GitHub-Delivery`` acts once.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,11 +41,18 @@ def merged_pull_request(payload: dict[str, Any]) -> merge.MergedPullRequest | No
     for value in (url, branch, sha, full_name):
         if not isinstance(value, str) or not value:
             return None
-    assert isinstance(full_name, str) and isinstance(url, str) and isinstance(branch, str) and isinstance(sha, str)
+    assert (
+        isinstance(full_name, str)
+        and isinstance(url, str)
+        and isinstance(branch, str)
+        and isinstance(sha, str)
+    )
     owner, _, repo = full_name.partition("/")
     if not owner or not repo:
         return None
-    return merge.MergedPullRequest(owner=owner, repo=repo, number=number, url=url, branch=branch, merge_sha=sha)
+    return merge.MergedPullRequest(
+        owner=owner, repo=repo, number=number, url=url, branch=branch, merge_sha=sha
+    )
 
 
 @bp.post("/api/github/webhook")
@@ -115,5 +123,6 @@ def github_webhook():  # noqa: ANN201
     if pr is None:
         return jsonify(error=MISSING_FIELDS), 400
     result = merge.handle_merged(pr, delivery_id=delivery, event=event)
-    return jsonify(ignored=False, duplicate=result.duplicate, matched=result.job_id is not None,
-                   jobId=result.job_id), 200
+    return jsonify(
+        ignored=False, duplicate=result.duplicate, matched=result.job_id is not None, jobId=result.job_id
+    ), 200

@@ -3,6 +3,7 @@
 A session holds its job's nonce; the database holds only its SHA-256 (``Job.nonce_hash``). A nonce
 opens its job while the job is not terminal.
 """
+
 from __future__ import annotations
 
 from sqlalchemy import select

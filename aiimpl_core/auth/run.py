@@ -5,6 +5,7 @@ the token for one audience and hands the view its :class:`~aiimpl_core.auth.toke
 Refusals are the reference's slugs (``missing_bearer``, ``bad_signature``, ``expired``,
 ``malformed``, ``wrong_audience``) with status 401.
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,7 +35,9 @@ def run_token_required(audience: str) -> Callable[[F], F]:
             if token is None:
                 return jsonify(error="missing_bearer"), 401
             try:
-                claims = tokens.verify_run_token(str(current_app.config["AIIMPL_SECRET_KEY"]), token, audience)
+                claims = tokens.verify_run_token(
+                    str(current_app.config["AIIMPL_SECRET_KEY"]), token, audience
+                )
             except tokens.TokenError as exc:
                 return jsonify(error=exc.slug), 401
             return view(*args, claims=claims, **kwargs)

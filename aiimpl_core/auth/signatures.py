@@ -3,6 +3,7 @@
 Both compare in constant time (:func:`hmac.compare_digest`) and never accept anything while their
 secret is unset.
 """
+
 from __future__ import annotations
 
 import hashlib

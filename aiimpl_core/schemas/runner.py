@@ -9,6 +9,7 @@ a path that ends at a field matches any error of that field or below it.
 
 Fields are strict: no string→number or number→bool coercion, booleans are not integers.
 """
+
 from __future__ import annotations
 
 import json
@@ -292,13 +293,17 @@ class PlanningContextSchema(Schema):
     jobId = fields.Integer()
     phase = fields.String()
     issue = fields.Nested(ContextIssueSchema)
-    issueSource = fields.String(metadata={"description": "`tracker` (read live) or `cache` (the tracker failed)"})
+    issueSource = fields.String(
+        metadata={"description": "`tracker` (read live) or `cache` (the tracker failed)"}
+    )
     trackerError = fields.String(allow_none=True)
     repository = fields.Nested(ContextRepositorySchema)
     baseBranch = fields.String()
     branch = fields.String()
     plan = fields.String(allow_none=True, metadata={"description": "the approved plan (implementation)"})
-    prNumber = fields.Integer(allow_none=True, metadata={"description": "the PR under analysis (gap-analysis)"})
+    prNumber = fields.Integer(
+        allow_none=True, metadata={"description": "the PR under analysis (gap-analysis)"}
+    )
 
 
 # -- POST /api/token ------------------------------------------------------------------------
@@ -360,14 +365,17 @@ class StatusEventSchema(OrderedRulesSchema):
     detail = ScalarField(allow_none=True)
     duration = ScalarField(allow_none=True)
     reason = ScalarField(allow_none=True)
-    logUrl = fields.Url(allow_none=True, schemes={"http", "https"}, require_tld=False,
-                        validate=validate.Length(max=2000))
+    logUrl = fields.Url(
+        allow_none=True, schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2000)
+    )
 
 
 class StatusResponseSchema(Schema):
     ok = fields.Boolean()
     event = fields.String()
-    duplicate = fields.Boolean(metadata={"description": "the event was reported before; nothing was posted twice"})
+    duplicate = fields.Boolean(
+        metadata={"description": "the event was reported before; nothing was posted twice"}
+    )
 
 
 # -- POST /trigger/gap-fill -----------------------------------------------------------------

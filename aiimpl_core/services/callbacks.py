@@ -4,6 +4,7 @@ The ``/runner/*`` and session (``/api/token``, ``/api/status``, ``/api/step-repo
 and authenticate; everything they change happens here. A refusal is a :class:`CallbackError`
 carrying the HTTP status and the reference's ``error`` (slug or message).
 """
+
 from __future__ import annotations
 
 import logging
@@ -105,12 +106,18 @@ def result_outcome(data: dict[str, Any]) -> tuple[Outcome, bool]:
         if review is not None and review["approved"] is False:
             blockers = [b for b in review.get("blockers") or [] if b.strip()]
             excerpt = "\n".join(f"- {b}" for b in blockers) or excerpt
-            return Outcome(JobStatus.REVIEW_FAILED, reason=error, log_label=LogLabel.POST_PUSH_REVIEW_NOT_APPROVED,
-                           log_excerpt=_clip(excerpt, MAX_EXCERPT), **common), False
+            return Outcome(
+                JobStatus.REVIEW_FAILED,
+                reason=error,
+                log_label=LogLabel.POST_PUSH_REVIEW_NOT_APPROVED,
+                log_excerpt=_clip(excerpt, MAX_EXCERPT),
+                **common,
+            ), False
         return Outcome(JobStatus.COMPLETED, **common), False
     label = LogLabel(data["logLabel"]) if data.get("logLabel") else _default_failure_label(phase, error)
-    return Outcome(JobStatus.FAILED, reason=error or "the run failed", log_label=label,
-                   log_excerpt=excerpt, **common), False
+    return Outcome(
+        JobStatus.FAILED, reason=error or "the run failed", log_label=label, log_excerpt=excerpt, **common
+    ), False
 
 
 def record_result(claims: RunClaims, data: dict[str, Any]) -> dict[str, Any]:
@@ -139,8 +146,14 @@ def record_result(claims: RunClaims, data: dict[str, Any]) -> dict[str, Any]:
             if not comments_in_plan:
                 for index, comment in enumerate(data["comments"]):
                     if comment["body"].strip():
-                        enqueue_comment(job.issue_key, comment["body"], provider=job.provider or "",
-                                        kind="runner", job=job, dedupe_key=f"result:{job.id}:{index}")
+                        enqueue_comment(
+                            job.issue_key,
+                            comment["body"],
+                            provider=job.provider or "",
+                            kind="runner",
+                            job=job,
+                            dedupe_key=f"result:{job.id}:{index}",
+                        )
             ended = end_job(job, outcome)
             answer = {"jobId": job.id, "status": job.status, "ended": ended}
             issue_key = job.issue_key
@@ -248,7 +261,9 @@ def planning_context(job_id: int) -> dict[str, Any]:
         }
         source = "tracker"
     except Exception as exc:  # noqa: BLE001 - any tracker failure falls back to what we know
-        tracker_error = exc.message if isinstance(exc, AiimplError) else f"unexpected error ({type(exc).__name__})"
+        tracker_error = (
+            exc.message if isinstance(exc, AiimplError) else f"unexpected error ({type(exc).__name__})"
+        )
         log.warning("planning context of job %s: tracker failed: %s", job.id, tracker_error)
         issue = {
             "key": job.issue_key,
@@ -302,13 +317,23 @@ def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
             job.log_url = data["logUrl"]
         if event == "pr_opened" and job.pr_url is None and data.get("prUrl"):
             job.pr_url = data["prUrl"]
-            job.pr_number = job.pr_number or _int_or_none(data.get("prNumber")) or pr_number_from_url(data["prUrl"])
+            job.pr_number = (
+                job.pr_number or _int_or_none(data.get("prNumber")) or pr_number_from_url(data["prUrl"])
+            )
         if event == "session_created":
             _mark_running(job, "session created")
-        body = comments_mod.progress(event, {k: data.get(k) for k in STATUS_FIELDS}, now, job.log_url or job.run_url)
+        body = comments_mod.progress(
+            event, {k: data.get(k) for k in STATUS_FIELDS}, now, job.log_url or job.run_url
+        )
         dedupe_key = f"status:{job.id}:{event}"
-        item = enqueue_comment(job.issue_key, body, provider=job.provider or "", kind=f"progress:{event}",
-                               job=job, dedupe_key=dedupe_key)
+        item = enqueue_comment(
+            job.issue_key,
+            body,
+            provider=job.provider or "",
+            kind=f"progress:{event}",
+            job=job,
+            dedupe_key=dedupe_key,
+        )
         duplicate = item is None
         if item is None:
             item = db.session.scalar(select(OutboxItem).where(OutboxItem.dedupe_key == dedupe_key))

@@ -4,6 +4,7 @@
 that owns the issue, picks a backend that can dispatch gap-fill runs, creates the job on the PR's
 branch and launches it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -107,13 +108,21 @@ def trigger_gap_fill(issue_key: str, pr_number: int) -> dict[str, Any]:
             if mapping is None:
                 raise CallbackError(404, "mapping_not_found")
             active = db.session.scalar(
-                select(Job.id).where(Job.issue_key == issue_key,
-                                     Job.status.in_([s.value for s in ACTIVE_STATUSES]))
+                select(Job.id).where(
+                    Job.issue_key == issue_key, Job.status.in_([s.value for s in ACTIVE_STATUSES])
+                )
             )
             if active is not None:
                 raise CallbackError(409, "already_running", {"jobId": active})
-            job = create_job(mapping, issue_key, phase=Phase.GAP_ANALYSIS, provider=provider, choice=choice,
-                             pr_number=pr_number, base_branch=base_branch)
+            job = create_job(
+                mapping,
+                issue_key,
+                phase=Phase.GAP_ANALYSIS,
+                provider=provider,
+                choice=choice,
+                pr_number=pr_number,
+                base_branch=base_branch,
+            )
     except IntegrityError:
         # another process created an active job for this issue at the same moment
         db.session.rollback()
@@ -122,7 +131,8 @@ def trigger_gap_fill(issue_key: str, pr_number: int) -> dict[str, Any]:
         launch(job, gap_fill=True)
     except DispatchError as exc:
         log.warning("gap-fill dispatch of %s failed: %s", issue_key, exc.message)
-        raise CallbackError(502, "dispatch_failed",
-                            {"detail": _dispatch_detail(exc), "dispatchStatus": exc.status}) from None
+        raise CallbackError(
+            502, "dispatch_failed", {"detail": _dispatch_detail(exc), "dispatchStatus": exc.status}
+        ) from None
     db.session.refresh(job)
     return {"jobId": job.id, "status": job.status}

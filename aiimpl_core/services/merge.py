@@ -5,6 +5,7 @@ is found by repository and PR number, else by branch; the merge commit is record
 stage becomes ``done``, and the tracker gets a comment and its "done" change (through the outbox,
 so a tracker outage delays them but never loses them).
 """
+
 from __future__ import annotations
 
 import logging
@@ -95,8 +96,14 @@ def handle_merged(pr: MergedPullRequest, *, delivery_id: str | None, event: str 
             tracked.stage = Stage.DONE.value
             tracked.stage_changed_at = now
             tracked.done_at = now
-            enqueue_comment(job.issue_key, comments.merged(pr.number, pr.merge_sha), provider=provider,
-                            kind="merged", job=job, dedupe_key=f"merged:{job.id}:{pr.number}")
+            enqueue_comment(
+                job.issue_key,
+                comments.merged(pr.number, pr.merge_sha),
+                provider=provider,
+                kind="merged",
+                job=job,
+                dedupe_key=f"merged:{job.id}:{pr.number}",
+            )
             enqueue_done(job.issue_key, provider=provider, job=job)
             result = MergeResult(job_id=job.id, issue_key=job.issue_key)
     except _Duplicate:

@@ -122,7 +122,9 @@ def deliver(
             row.remote_id = item.remote_id
             if row.op == "stage" and row.stage != Stage.TRIGGERED.value:
                 # our own write removed the trigger from the tracker: a trigger seen after now is new
-                tracked = db.session.scalar(select(TrackedIssue).where(TrackedIssue.issue_key == row.issue_key))
+                tracked = db.session.scalar(
+                    select(TrackedIssue).where(TrackedIssue.issue_key == row.issue_key)
+                )
                 if tracked is not None:
                     tracked.trigger_consumed = False
                     tracked.trigger_cleared_at = row.done_at

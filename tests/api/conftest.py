@@ -1,11 +1,9 @@
 """Fixtures shared by the HTTP API tests."""
 from __future__ import annotations
 
-
 # -- integration and callback API (runner, session, webhook, trigger tests) -------------------
 # Fixtures below are prefixed ``cb_``; test modules pick them up by overriding ``aiimpl_plugins``
 # with ``[cb_tracker.plugin, cb_runner.plugin]``.
-
 import threading as _cb_threading
 from collections.abc import Callable as _CbCallable
 from collections.abc import Iterator as _CbIterator
@@ -153,5 +151,77 @@ def adm_mapping(app) -> _CbCallable[..., dict[str, _CbAny]]:
                 "ticketing": {"provider": "fake-tracker"}, **kw}
         mapping, _ = mappings.save(body)
         return mapping
+
+    return make
+
+
+@_cb_pytest.fixture(scope="session")
+def cb_webhooks_dir() -> str:
+    """``shared/specs/github/webhooks``: octokit's real payloads and their JSON schemas."""
+    import os
+
+    from aiimpl_core.testing.pytest_plugin import specs_dir
+
+    return os.path.join(specs_dir(), "github", "webhooks")
+
+
+@_cb_pytest.fixture(scope="session")
+def cb_validate_webhook(cb_webhooks_dir):
+    """``cb_validate_webhook(payload, "pull_request$closed")`` raises unless the payload fits
+    octokit's schema (every schema file registered under its ``$id``, so relative refs resolve)."""
+    import glob
+    import json
+    import os
+
+    from jsonschema import Draft7Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT7
+
+    base = "https://octokit-webhooks.test/"
+    resources = []
+    for path in glob.glob(os.path.join(cb_webhooks_dir, "schemas", "**", "*.json"), recursive=True):
+        with open(path, encoding="utf-8") as fh:
+            schema = json.load(fh)
+        if "$id" not in schema:
+            continue
+        schema["$id"] = base + schema["$id"]
+        resources.append((schema["$id"], Resource.from_contents(schema, default_specification=DRAFT7)))
+    registry = Registry().with_resources(resources)
+
+    def check(payload: dict, schema_id: str) -> None:
+        Draft7Validator({"$ref": base + schema_id}, registry=registry).validate(payload)
+
+    return check
+
+
+@_cb_pytest.fixture
+def cb_merged_payload(cb_webhooks_dir, cb_validate_webhook):
+    """A merged-PR delivery: the derived example, optionally moved to another PR (validated)."""
+    import copy
+    import json
+    import os
+
+    with open(os.path.join(cb_webhooks_dir, "derived", "pull_request.closed.merged.payload.json"),
+              encoding="utf-8") as fh:
+        example = json.load(fh)
+
+    def make(full_name: str | None = None, number: int | None = None, branch: str | None = None,
+             sha: str | None = None) -> dict:
+        payload = copy.deepcopy(example)
+        pr = payload["pull_request"]
+        if full_name:
+            payload["repository"]["full_name"] = full_name
+            payload["repository"]["name"] = full_name.split("/", 1)[1]
+            payload["repository"]["owner"]["login"] = full_name.split("/", 1)[0]
+        if number:
+            payload["number"] = pr["number"] = number
+        full = payload["repository"]["full_name"]
+        pr["html_url"] = f"https://github.com/{full}/pull/{pr['number']}"
+        if branch:
+            pr["head"]["ref"] = branch
+        if sha:
+            pr["merge_commit_sha"] = sha
+        cb_validate_webhook(payload, "pull_request$closed")
+        return payload
 
     return make

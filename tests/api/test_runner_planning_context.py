@@ -1,4 +1,5 @@
 """``GET /runner/planning-context``: every row of the reference's table, and what the context holds."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -25,10 +26,18 @@ def _get(client, token, headers=None):
 
 
 AUTH_ROWS = [
-    ("bad_signature", lambda j, t: tokens.issue_run_token("x" * 32, j, "planning",
-                                                          tokens.AUD_PLANNING_CONTEXT, 600), {}),
-    ("expired", lambda j, t: t(j, "planning", tokens.AUD_PLANNING_CONTEXT,
-                              now=datetime.now(UTC) - timedelta(hours=4), ttl=60), {}),
+    (
+        "bad_signature",
+        lambda j, t: tokens.issue_run_token("x" * 32, j, "planning", tokens.AUD_PLANNING_CONTEXT, 600),
+        {},
+    ),
+    (
+        "expired",
+        lambda j, t: t(
+            j, "planning", tokens.AUD_PLANNING_CONTEXT, now=datetime.now(UTC) - timedelta(hours=4), ttl=60
+        ),
+        {},
+    ),
     ("malformed", lambda j, t: "%%%", {}),
     ("wrong_audience", lambda j, t: t(j, "planning", tokens.AUD_PROGRESS), {}),
     ("missing_bearer", lambda j, t: None, {}),
@@ -71,8 +80,15 @@ def test_planning_context_for_planning(client, cb_job, cb_token, cb_tracker):
 
 
 def test_planning_context_for_implementation_carries_the_approved_plan(client, cb_job, cb_token):
-    db.session.add(TrackedIssue(issue_key="ENG-1", team_key="ENG", provider="fake-tracker",
-                                title="Add a health check", plan="1. Do it"))
+    db.session.add(
+        TrackedIssue(
+            issue_key="ENG-1",
+            team_key="ENG",
+            provider="fake-tracker",
+            title="Add a health check",
+            plan="1. Do it",
+        )
+    )
     db.session.commit()
     job_id, _ = cb_job()
     body = _get(client, cb_token(job_id, "implementation", tokens.AUD_PLANNING_CONTEXT)).get_json()
@@ -80,7 +96,8 @@ def test_planning_context_for_implementation_carries_the_approved_plan(client, c
     # the job's own plan (given at dispatch) wins over the issue's
     job2, _ = cb_job("ENG-2", plan="job plan", status="completed")
     assert _get(client, cb_token(job2, "implementation", tokens.AUD_PLANNING_CONTEXT)).get_json()["plan"] == (
-        "job plan")
+        "job plan"
+    )
 
 
 def test_planning_context_for_gap_analysis_has_the_pr_number(client, cb_job, cb_token):
@@ -91,18 +108,32 @@ def test_planning_context_for_gap_analysis_has_the_pr_number(client, cb_job, cb_
 
 
 def test_planning_context_falls_back_when_the_tracker_fails(client, cb_job, cb_token, cb_tracker):
-    db.session.add(TrackedIssue(issue_key="ENG-1", team_key="ENG", provider="fake-tracker",
-                                title="Cached title", url="https://tracker.test/ENG-1"))
+    db.session.add(
+        TrackedIssue(
+            issue_key="ENG-1",
+            team_key="ENG",
+            provider="fake-tracker",
+            title="Cached title",
+            url="https://tracker.test/ENG-1",
+        )
+    )
     db.session.commit()
-    cb_tracker.fail["get_issue"] = fail_with(502, "fake-tracker: GET /issue failed with HTTP 502: bad gateway")
+    cb_tracker.fail["get_issue"] = fail_with(
+        502, "fake-tracker: GET /issue failed with HTTP 502: bad gateway"
+    )
     job_id, _ = cb_job(phase="planning")
     resp = _get(client, cb_token(job_id, "planning", tokens.AUD_PLANNING_CONTEXT))
     assert resp.status_code == 200
     body = resp.get_json()
     assert body["issueSource"] == "cache"
     assert body["trackerError"] == "fake-tracker: GET /issue failed with HTTP 502: bad gateway"
-    assert body["issue"] == {"key": "ENG-1", "title": "Cached title", "description": "",
-                             "url": "https://tracker.test/ENG-1", "comments": []}
+    assert body["issue"] == {
+        "key": "ENG-1",
+        "title": "Cached title",
+        "description": "",
+        "url": "https://tracker.test/ENG-1",
+        "comments": [],
+    }
 
 
 def test_planning_context_for_a_missing_job_is_404(client, cb_token):

@@ -1,4 +1,5 @@
 """``POST /runner/progress``: every row of the reference's table, and how steps are recorded."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -86,16 +87,26 @@ def test_progress_first_failing_rule_in_table_order(client, cb_job, cb_token):
     assert _post(client, token, {"step": {}}).get_json() == {"error": "invalid_step_id"}
     assert _post(client, token, {"step": {"id": "a"}}).get_json() == {"error": "invalid_step_started_at"}
     assert _post(client, token, {"step": {"id": "a", "started_at": "t"}}).get_json() == {
-        "error": "invalid_step_status"}
+        "error": "invalid_step_status"
+    }
     assert _post(client, token, {"step": {"id": "a", "started_at": "t", "status": "s"}}).get_json() == {
-        "error": "invalid_step_type"}
+        "error": "invalid_step_type"
+    }
 
 
 AUTH_ROWS = [
-    ("bad_signature", lambda j, t: tokens.issue_run_token("wrong-secret-wrong-secret-000000", j,
-                                                          "implementation", tokens.AUD_PROGRESS, 600), {}),
-    ("expired", lambda j, t: t(j, "implementation", tokens.AUD_PROGRESS,
-                              now=datetime.now(UTC) - timedelta(days=1)), {}),
+    (
+        "bad_signature",
+        lambda j, t: tokens.issue_run_token(
+            "wrong-secret-wrong-secret-000000", j, "implementation", tokens.AUD_PROGRESS, 600
+        ),
+        {},
+    ),
+    (
+        "expired",
+        lambda j, t: t(j, "implementation", tokens.AUD_PROGRESS, now=datetime.now(UTC) - timedelta(days=1)),
+        {},
+    ),
     ("malformed", lambda j, t: "eyJhbGciOiJIUzI1NiJ9.e30", {}),
     ("wrong_audience", lambda j, t: t(j, "implementation", tokens.AUD_RESULT), {}),
     ("missing_bearer", lambda j, t: None, {}),
@@ -132,13 +143,18 @@ def test_progress_upserts_by_step_id(client, cb_job, cb_token):
     job_id, _ = cb_job()
     token = cb_token(job_id, "implementation", tokens.AUD_PROGRESS)
     _post(client, token, {"step": step()})
-    _post(client, token, {"step": step(status="succeeded", finished_at="2026-11-29T05:01:00Z",
-                                       detail={"exitCode": 0})})
+    _post(
+        client,
+        token,
+        {"step": step(status="succeeded", finished_at="2026-11-29T05:01:00Z", detail={"exitCode": 0})},
+    )
     _post(client, token, {"step": step(id="setup", type="shell")})
     db.session.commit()
     rows = db.session.scalars(select(JobStep).where(JobStep.job_id == job_id).order_by(JobStep.id)).all()
     assert [(r.step_id, r.status, r.finished_at) for r in rows] == [
-        ("clone", "succeeded", "2026-11-29T05:01:00Z"), ("setup", "running", None)]
+        ("clone", "succeeded", "2026-11-29T05:01:00Z"),
+        ("setup", "running", None),
+    ]
     assert rows[0].detail == {"exitCode": 0}
     assert rows[0].source == "runner"
 

@@ -1,4 +1,5 @@
 """``POST /runner/result``: every row of the reference's table, and how results end jobs."""
+
 from __future__ import annotations
 
 import json
@@ -102,22 +103,29 @@ def test_result_table_first_failing_rule_in_table_order(client, cb_job, cb_token
     token = cb_token(job_id, "implementation", tokens.AUD_RESULT)
     everything_wrong = {"outcome": "maybe", "phase": "build", "comments": [3]}
     assert _post(client, token, everything_wrong).get_json() == {"error": "invalid_comment_shape"}
-    assert _post(client, token, {"outcome": "maybe", "phase": "build"}).get_json() == {"error": "invalid_comments"}
+    assert _post(client, token, {"outcome": "maybe", "phase": "build"}).get_json() == {
+        "error": "invalid_comments"
+    }
     assert _post(client, token, {"outcome": "maybe", "phase": "build", "comments": []}).get_json() == {
-        "error": "invalid_outcome"}
+        "error": "invalid_outcome"
+    }
     # missing_prUrl comes before phase_mismatch, as in the table
     assert _post(client, token, ok_body(prUrl=None)).get_json() == {"error": "missing_prUrl"}
 
 
 def _other_secret_token(job_id):
-    return tokens.issue_run_token("another-secret-entirely-000000000", job_id, "implementation",
-                                  tokens.AUD_RESULT, 600)
+    return tokens.issue_run_token(
+        "another-secret-entirely-000000000", job_id, "implementation", tokens.AUD_RESULT, 600
+    )
 
 
 AUTH_ROWS = [
     ("bad_signature", lambda j, t: _other_secret_token(j), {}),
-    ("expired", lambda j, t: t(j, "implementation", tokens.AUD_RESULT,
-                              now=datetime.now(UTC) - timedelta(hours=5)), {}),
+    (
+        "expired",
+        lambda j, t: t(j, "implementation", tokens.AUD_RESULT, now=datetime.now(UTC) - timedelta(hours=5)),
+        {},
+    ),
     ("malformed", lambda j, t: "not-a-jwt", {}),
     ("malformed", lambda j, t: "a.b.c", {}),
     ("wrong_audience", lambda j, t: t(j, "implementation", tokens.AUD_PROGRESS), {}),
@@ -156,10 +164,20 @@ def test_result_for_missing_job_is_404(client, cb_token):
     assert resp.get_json() == {"error": "job_not_found"}
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("costUsd", "1.5"), ("turns", 1.5), ("turns", True), ("durationSeconds", -1), ("prNumber", "42"),
-    ("review", {"approved": "no"}), ("review", {"blockers": []}), ("logLabel", "weird"), ("error", 3),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("costUsd", "1.5"),
+        ("turns", 1.5),
+        ("turns", True),
+        ("durationSeconds", -1),
+        ("prNumber", "42"),
+        ("review", {"approved": "no"}),
+        ("review", {"blockers": []}),
+        ("logLabel", "weird"),
+        ("error", 3),
+    ],
+)
 def test_result_wrongly_typed_optional_field(client, cb_job, cb_token, field, value):
     job_id, _ = cb_job()
     resp = _post(client, cb_token(job_id, "implementation", tokens.AUD_RESULT), ok_body(**{field: value}))
@@ -180,14 +198,20 @@ def test_result_body_too_large_is_invalid_body(client, cb_job, cb_token):
 
 def test_success_with_pr_completes_and_comments(client, cb_job, cb_token, cb_tracker):
     job_id, _ = cb_job()
-    body = ok_body(comments=[{"body": "Implemented the health check."}], costUsd=0.42, turns=17,
-                   durationSeconds=321.5)
+    body = ok_body(
+        comments=[{"body": "Implemented the health check."}], costUsd=0.42, turns=17, durationSeconds=321.5
+    )
     resp = _post(client, cb_token(job_id, "implementation", tokens.AUD_RESULT), body)
     assert resp.status_code == 200
     assert resp.get_json() == {"jobId": job_id, "status": "completed", "ended": True}
     job = _job(job_id)
     assert (job.pr_url, job.pr_number, job.cost_usd, job.turns, job.duration_seconds) == (
-        PR_URL, 42, 0.42, 17, 321.5)
+        PR_URL,
+        42,
+        0.42,
+        17,
+        321.5,
+    )
     posted = cb_tracker.comments["ENG-1"]
     assert posted[0] == "Implemented the health check."
     assert f"🔗 PR #42 is ready for review: {PR_URL}" in posted
@@ -217,21 +241,31 @@ def test_review_not_approved_is_review_failed(client, cb_job, cb_token, cb_track
 def test_review_approved_completes(client, cb_job, cb_token):
     job_id, _ = cb_job()
     body = ok_body(review={"approved": True, "blockers": []})
-    assert _post(client, cb_token(job_id, "implementation", tokens.AUD_RESULT), body).get_json()["status"] == (
-        "completed")
+    assert _post(client, cb_token(job_id, "implementation", tokens.AUD_RESULT), body).get_json()[
+        "status"
+    ] == ("completed")
 
 
-@pytest.mark.parametrize(("error", "label", "expected_label"), [
-    (MAX_TURNS, None, "session_failed"),
-    ("Nothing to commit: Claude left no file changes in the working tree", None, "pr_not_found"),
-    ("PR creation failed with HTTP 422: A pull request already exists", None, "session_failed"),
-    ("git clone failed (exit 128): repository not found", "container_failed", "container_failed"),
-])
-def test_failure_ends_failed_with_reason_and_label(client, cb_job, cb_token, cb_tracker, error, label,
-                                                   expected_label):
+@pytest.mark.parametrize(
+    ("error", "label", "expected_label"),
+    [
+        (MAX_TURNS, None, "session_failed"),
+        ("Nothing to commit: Claude left no file changes in the working tree", None, "pr_not_found"),
+        ("PR creation failed with HTTP 422: A pull request already exists", None, "session_failed"),
+        ("git clone failed (exit 128): repository not found", "container_failed", "container_failed"),
+    ],
+)
+def test_failure_ends_failed_with_reason_and_label(
+    client, cb_job, cb_token, cb_tracker, error, label, expected_label
+):
     job_id, _ = cb_job()
-    body = {"outcome": "failure", "phase": "implementation", "comments": [], "error": error,
-            "logExcerpt": "last lines of the log"}
+    body = {
+        "outcome": "failure",
+        "phase": "implementation",
+        "comments": [],
+        "error": error,
+        "logExcerpt": "last lines of the log",
+    }
     if label:
         body["logLabel"] = label
     resp = _post(client, cb_token(job_id, "implementation", tokens.AUD_RESULT), body)
@@ -253,8 +287,12 @@ def test_planning_failure_uses_planning_prefix(client, cb_job, cb_token, cb_trac
 
 def test_planning_success_stores_the_plan(client, cb_job, cb_token, cb_tracker):
     job_id, _ = cb_job(phase="planning")
-    body = {"outcome": "success", "phase": "planning", "comments": [{"body": "Note for humans"}],
-            "plan": "1. Add route\n2. Add test"}
+    body = {
+        "outcome": "success",
+        "phase": "planning",
+        "comments": [{"body": "Note for humans"}],
+        "plan": "1. Add route\n2. Add test",
+    }
     resp = _post(client, cb_token(job_id, "planning", tokens.AUD_RESULT), body)
     assert resp.get_json()["status"] == "completed"
     tracked = db.session.scalar(select(TrackedIssue).where(TrackedIssue.issue_key == "ENG-1"))
@@ -269,7 +307,11 @@ def test_planning_success_stores_the_plan(client, cb_job, cb_token, cb_tracker):
 
 def test_planning_plan_falls_back_to_the_comments(client, cb_job, cb_token, cb_tracker):
     job_id, _ = cb_job(phase="planning")
-    body = {"outcome": "success", "phase": "planning", "comments": [{"body": "Step one"}, {"body": "Step two"}]}
+    body = {
+        "outcome": "success",
+        "phase": "planning",
+        "comments": [{"body": "Step one"}, {"body": "Step two"}],
+    }
     _post(client, cb_token(job_id, "planning", tokens.AUD_RESULT), body)
     assert _job(job_id).plan == "Step one\n\nStep two"
     # posted once, as the plan, not a second time as loose comments
@@ -289,8 +331,9 @@ def test_result_for_a_timed_out_job_keeps_its_status(client, cb_job, cb_token, c
 def test_tracker_failure_does_not_change_the_answer(client, cb_job, cb_token, cb_tracker):
     cb_tracker.fail["post_comment"] = fail_with(503, "tracker down")
     job_id, _ = cb_job()
-    resp = _post(client, cb_token(job_id, "implementation", tokens.AUD_RESULT),
-                 ok_body(comments=[{"body": "hello"}]))
+    resp = _post(
+        client, cb_token(job_id, "implementation", tokens.AUD_RESULT), ok_body(comments=[{"body": "hello"}])
+    )
     assert resp.status_code == 200
     assert resp.get_json()["status"] == "completed"
     pending = db.session.scalars(select(OutboxItem).where(OutboxItem.op == "comment")).all()
@@ -300,10 +343,32 @@ def test_tracker_failure_does_not_change_the_answer(client, cb_job, cb_token, cb
 
 def test_runner_comments_are_deduplicated_per_job_and_index(client, cb_job, cb_token):
     job_id, _ = cb_job()
-    _post(client, cb_token(job_id, "implementation", tokens.AUD_RESULT),
-          ok_body(comments=[{"body": "one"}, {"body": "two"}]))
+    _post(
+        client,
+        cb_token(job_id, "implementation", tokens.AUD_RESULT),
+        ok_body(comments=[{"body": "one"}, {"body": "two"}]),
+    )
     keys = set(db.session.scalars(select(OutboxItem.dedupe_key).where(OutboxItem.kind == "runner")))
     assert keys == {f"result:{job_id}:0", f"result:{job_id}:1"}
+
+
+def _race(base_url: str, token: str) -> list[tuple[int, dict]]:
+    """Post a success and a failure with the same result token at the same moment."""
+    barrier = threading.Barrier(2)
+    answers: list[tuple[int, dict]] = []
+    failure = {"outcome": "failure", "phase": "implementation", "comments": [], "error": "boom"}
+
+    def post(body: dict) -> None:
+        barrier.wait()
+        r = requests.post(base_url + URL, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        answers.append((r.status_code, r.json()))
+
+    threads = [threading.Thread(target=post, args=(b,)) for b in (ok_body(), failure)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return answers
 
 
 def test_concurrent_results_one_wins_one_conflicts(app, cb_live_server, cb_job, cb_token, cb_tracker):
@@ -311,27 +376,10 @@ def test_concurrent_results_one_wins_one_conflicts(app, cb_live_server, cb_job, 
     for n in range(1, 6):
         cb_tracker.add(f"ENG-{100 + n}")
         job_id, _ = cb_job(f"ENG-{100 + n}")
-        token = cb_token(job_id, "implementation", tokens.AUD_RESULT)
-        barrier = threading.Barrier(2)
-        answers: list[tuple[int, dict]] = []
-
-        def post(outcome: str) -> None:
-            body = ok_body() if outcome == "success" else {"outcome": "failure", "phase": "implementation",
-                                                           "comments": [], "error": "boom"}
-            barrier.wait()
-            r = requests.post(cb_live_server + URL, json=body, headers={"Authorization": f"Bearer {token}"},
-                              timeout=60)
-            answers.append((r.status_code, r.json()))
-
-        threads = [threading.Thread(target=post, args=(o,)) for o in ("success", "failure")]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        statuses = sorted(code for code, _ in answers)
-        assert statuses == [200, 409], answers
+        answers = _race(cb_live_server, cb_token(job_id, "implementation", tokens.AUD_RESULT))
+        assert sorted(code for code, _ in answers) == [200, 409], answers
         assert {"error": "already_consumed"} in [body for _, body in answers]
         winner = next(body for code, body in answers if code == 200)
         job = _job(job_id)
         assert job.status == winner["status"] in ("completed", "failed")
-        assert len(job.transitions) == 1  # ended exactly once (no created transition in this fixture)
+        assert len(job.transitions) == 1  # ended exactly once (the fixture records no creation)

@@ -1,4 +1,5 @@
 """``POST /api/status``: every row of the reference's table, and the progress comments it posts."""
+
 from __future__ import annotations
 
 import re
@@ -70,7 +71,9 @@ def test_status_table_500_when_posting_fails_and_the_retry_posts_once(client, cb
     resp = client.post(URL, json={"nonce": nonce, "event": "verification_started"})
     assert resp.status_code == 500
     assert resp.get_json() == {"error": "Internal server error"}
-    item = db.session.scalar(select(OutboxItem).where(OutboxItem.dedupe_key == f"status:{job_id}:verification_started"))
+    item = db.session.scalar(
+        select(OutboxItem).where(OutboxItem.dedupe_key == f"status:{job_id}:verification_started")
+    )
     assert item.state == "pending"  # kept for the poller
     del cb_tracker.fail["post_comment"]
     retry = client.post(URL, json={"nonce": nonce, "event": "verification_started"})
@@ -82,27 +85,36 @@ def test_status_table_500_when_posting_fails_and_the_retry_posts_once(client, cb
 EVENTS = [
     ("session_created", {}, "🚀 Session machine created. Cloning repo and running setup…"),
     ("environment_ready", {}, "✅ Environment ready. Claude is implementing…"),
-    ("pr_opened", {"prNumber": 42, "prUrl": "https://github.com/acme/api/pull/42"},
-     "📝 Claude finished. PR #42 opened: https://github.com/acme/api/pull/42"),
+    (
+        "pr_opened",
+        {"prNumber": 42, "prUrl": "https://github.com/acme/api/pull/42"},
+        "📝 Claude finished. PR #42 opened: https://github.com/acme/api/pull/42",
+    ),
     ("verification_started", {}, "🧪 Running verification script…"),
     ("verification_passed", {}, "✅ Verification passed"),
     ("verification_failed", {"detail": "3 tests failed"}, "❌ Verification failed: 3 tests failed"),
     ("session_cleaned_up", {"duration": "12m 30s"}, "🧹 Session machine cleaned up. Duration: 12m 30s"),
     ("session_failed", {"reason": "OOM killed"}, "⚠️ Session failed: OOM killed. Machine will be cleaned up."),
-    ("session_timed_out", {"reason": "60 minutes"},
-     "⚠️ Session timed out: 60 minutes. Machine will be cleaned up."),
+    (
+        "session_timed_out",
+        {"reason": "60 minutes"},
+        "⚠️ Session timed out: 60 minutes. Machine will be cleaned up.",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("event", "fields", "text"), EVENTS)
 def test_each_event_posts_the_reference_comment(client, cb_job, cb_tracker, event, fields, text):
     _, nonce = cb_job()
-    resp = client.post(URL, json={"nonce": nonce, "event": event, "logUrl": "https://fly.test/logs/m1", **fields})
+    resp = client.post(
+        URL, json={"nonce": nonce, "event": event, "logUrl": "https://fly.test/logs/m1", **fields}
+    )
     assert resp.status_code == 200, resp.get_json()
     assert resp.get_json() == {"ok": True, "event": event, "duplicate": False}
     [posted] = cb_tracker.comments["ENG-1"]
-    assert re.fullmatch(re.escape(text) + STAMP + re.escape(" · [Machine logs](https://fly.test/logs/m1)_"),
-                        posted), posted
+    assert re.fullmatch(
+        re.escape(text) + STAMP + re.escape(" · [Machine logs](https://fly.test/logs/m1)_"), posted
+    ), posted
 
 
 def test_log_link_falls_back_to_the_run_url_and_log_url_is_stored(client, cb_job, cb_tracker):
@@ -129,8 +141,15 @@ def test_session_created_moves_the_job_to_running(client, cb_job):
 
 def test_pr_opened_records_the_pull_request(client, cb_job):
     job_id, nonce = cb_job(status="running")
-    client.post(URL, json={"nonce": nonce, "event": "pr_opened", "prNumber": "42",
-                           "prUrl": "https://github.com/acme/api/pull/42"})
+    client.post(
+        URL,
+        json={
+            "nonce": nonce,
+            "event": "pr_opened",
+            "prNumber": "42",
+            "prUrl": "https://github.com/acme/api/pull/42",
+        },
+    )
     job = _fresh(job_id)
     assert (job.pr_number, job.pr_url) == (42, "https://github.com/acme/api/pull/42")
 
@@ -143,11 +162,14 @@ def test_shadow_jobs_record_and_post_nothing(client, cb_job, cb_tracker):
     assert db.session.scalar(select(OutboxItem.state).where(OutboxItem.job_id == job_id)) == "shadow"
 
 
-@pytest.mark.parametrize(("field", "value", "error"), [
-    ("logUrl", "javascript:alert(1)", "logUrl must be an http(s) URL"),
-    ("prNumber", {"n": 1}, "prNumber must be a string or a number"),
-    ("prUrl", 42, "prUrl must be a string"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("logUrl", "javascript:alert(1)", "logUrl must be an http(s) URL"),
+        ("prNumber", {"n": 1}, "prNumber must be a string or a number"),
+        ("prUrl", 42, "prUrl must be a string"),
+    ],
+)
 def test_wrongly_typed_optional_fields(client, cb_job, field, value, error):
     _, nonce = cb_job()
     resp = client.post(URL, json={"nonce": nonce, "event": "pr_opened", field: value})

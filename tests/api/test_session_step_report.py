@@ -1,4 +1,5 @@
 """``POST /api/step-report``: every row of the reference's table."""
+
 from __future__ import annotations
 
 import pytest
@@ -40,10 +41,24 @@ ROWS = [
     # 400 step.<field> is required and must be a string (id, type, status, started_at)
     (400, "step.id is required and must be a string", lambda n: {"nonce": n, "step": without("id")}, None),
     (400, "step.id is required and must be a string", lambda n: {"nonce": n, "step": step(id=1)}, None),
-    (400, "step.type is required and must be a string", lambda n: {"nonce": n, "step": without("type")}, None),
-    (400, "step.status is required and must be a string", lambda n: {"nonce": n, "step": step(status=0)}, None),
-    (400, "step.started_at is required and must be a string",
-     lambda n: {"nonce": n, "step": without("started_at")}, None),
+    (
+        400,
+        "step.type is required and must be a string",
+        lambda n: {"nonce": n, "step": without("type")},
+        None,
+    ),
+    (
+        400,
+        "step.status is required and must be a string",
+        lambda n: {"nonce": n, "step": step(status=0)},
+        None,
+    ),
+    (
+        400,
+        "step.started_at is required and must be a string",
+        lambda n: {"nonce": n, "step": without("started_at")},
+        None,
+    ),
     # 403 Invalid or expired nonce: No active job matches the nonce
     (403, "Invalid or expired nonce", lambda n: {"nonce": "nope", "step": step()}, None),
 ]
@@ -64,9 +79,11 @@ def test_step_report_table_rows(client, cb_job, status, error, make_body, raw):
 def test_step_report_first_failing_field_in_order(client, cb_job):
     _, nonce = cb_job()
     assert client.post(URL, json={"nonce": nonce, "step": {}}).get_json() == {
-        "error": "step.id is required and must be a string"}
+        "error": "step.id is required and must be a string"
+    }
     assert client.post(URL, json={"nonce": nonce, "step": {"id": "a"}}).get_json() == {
-        "error": "step.type is required and must be a string"}
+        "error": "step.type is required and must be a string"
+    }
     assert client.post(URL, json={"step": {}}).get_json() == {"error": "nonce is required"}
 
 
@@ -86,12 +103,19 @@ def test_step_report_table_500_when_persisting_fails(client, cb_job, monkeypatch
 def test_step_report_is_recorded_and_upserted(client, cb_job):
     job_id, nonce = cb_job(status="dispatched")
     assert client.post(URL, json={"nonce": nonce, "step": step()}).status_code == 200
-    resp = client.post(URL, json={"nonce": nonce, "step": step(status="passed", finished_at="2026-11-29T05:11:00Z")})
+    resp = client.post(
+        URL, json={"nonce": nonce, "step": step(status="passed", finished_at="2026-11-29T05:11:00Z")}
+    )
     assert resp.get_json() == {"ok": True, "jobId": job_id, "status": "running", "stepId": "verify"}
     db.session.commit()
     [row] = db.session.scalars(select(JobStep)).all()
     assert (row.step_id, row.type, row.status, row.finished_at, row.source) == (
-        "verify", "script", "passed", "2026-11-29T05:11:00Z", "session")
+        "verify",
+        "script",
+        "passed",
+        "2026-11-29T05:11:00Z",
+        "session",
+    )
     assert db.session.get(Job, job_id).status == "running"
 
 

@@ -1,4 +1,5 @@
 """``POST /api/token``: every row of the reference's table."""
+
 from __future__ import annotations
 
 import types
@@ -82,8 +83,9 @@ def test_token_table_500_when_the_body_is_not_json(client, github_calls, raw):
 
 def test_token_table_500_when_generation_fails(client, cb_job, github_calls, caplog):
     _, nonce = cb_job()
-    github_calls.state["error"] = ProviderError("github: POST /app/installations/1/access_tokens failed with "
-                                                "HTTP 404: Not Found", status=404)
+    github_calls.state["error"] = ProviderError(
+        "github: POST /app/installations/1/access_tokens failed with HTTP 404: Not Found", status=404
+    )
     resp = client.post(URL, json={"nonce": nonce, "owner": "acme"})
     assert resp.status_code == 500
     assert resp.get_json() == {"error": "Failed to generate token"}
@@ -91,18 +93,25 @@ def test_token_table_500_when_generation_fails(client, cb_job, github_calls, cap
 
 def test_token_needs_no_admin_session(client, cb_job, github_calls):
     _, nonce = cb_job()
-    assert client.post(URL, json={"nonce": nonce, "owner": "acme"}, headers={"Authorization": "Bearer x"}
-                       ).status_code == 200
+    assert (
+        client.post(
+            URL, json={"nonce": nonce, "owner": "acme"}, headers={"Authorization": "Bearer x"}
+        ).status_code
+        == 200
+    )
 
 
 def test_expired_github_token_expiry_is_reported_in_utc(client, cb_job, github_calls, monkeypatch):
     import aiimpl_core.github as module
 
-    local = datetime(2026, 11, 29, 9, 0, tzinfo=UTC).astimezone(__import__("datetime").timezone(timedelta(hours=2)))
+    local = datetime(2026, 11, 29, 9, 0, tzinfo=UTC).astimezone(
+        __import__("datetime").timezone(timedelta(hours=2))
+    )
     monkeypatch.setattr(module, "repository_token", lambda owner, repo: ("t", local))
     _, nonce = cb_job()
     assert client.post(URL, json={"nonce": nonce, "owner": "acme"}).get_json()["expiresAt"] == (
-        "2026-11-29T09:00:00Z")
+        "2026-11-29T09:00:00Z"
+    )
 
 
 class TestAgainstTheFakeGitHub:
@@ -122,8 +131,11 @@ class TestAgainstTheFakeGitHub:
 
     @pytest.fixture
     def aiimpl_config(self, gh):
-        return {"AIIMPL_GITHUB_API_URL": gh.url, "AIIMPL_GITHUB_APP_ID": str(gh.app_id),
-                "AIIMPL_GITHUB_PRIVATE_KEY": gh.private_key_pem}
+        return {
+            "AIIMPL_GITHUB_API_URL": gh.url,
+            "AIIMPL_GITHUB_APP_ID": str(gh.app_id),
+            "AIIMPL_GITHUB_PRIVATE_KEY": gh.private_key_pem,
+        }
 
     def test_token_is_limited_to_the_jobs_repository(self, client, cb_job, gh):
         _, nonce = cb_job()

@@ -1,4 +1,5 @@
 """``POST /trigger/gap-fill``: every row of the reference's table, and the gap-analysis job it starts."""
+
 from __future__ import annotations
 
 import pytest
@@ -61,8 +62,16 @@ def test_gap_fill_table_400_bad_body(client, cb_mapping, body):
     assert _jobs() == []
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {SECRET}"},
-                                     {"Authorization": f"Bearer {SECRET}x"}, {"Authorization": SECRET}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {SECRET}"},
+        {"Authorization": f"Bearer {SECRET}x"},
+        {"Authorization": SECRET},
+    ],
+)
 def test_gap_fill_table_401_unauthorized(client, cb_mapping, headers):
     cb_mapping()
     resp = post(client, {"issueKey": "ENG-1", "prNumber": 5}, headers=headers)
@@ -100,9 +109,11 @@ def test_gap_fill_table_502_dispatch_failed(client, cb_mapping, cb_runner, cb_tr
     cb_runner.dispatch_error = dispatch_refused(422, "Workflow does not have 'workflow_dispatch' trigger")
     resp = post(client, {"issueKey": "ENG-1", "prNumber": 5})
     assert resp.status_code == 502
-    assert resp.get_json() == {"error": "dispatch_failed",
-                               "detail": "Workflow does not have 'workflow_dispatch' trigger",
-                               "dispatchStatus": 422}
+    assert resp.get_json() == {
+        "error": "dispatch_failed",
+        "detail": "Workflow does not have 'workflow_dispatch' trigger",
+        "dispatchStatus": 422,
+    }
     [job] = _jobs()
     assert job.status == "failed"
 
@@ -113,7 +124,9 @@ def test_gap_fill_502_detail_from_githubs_error_body(client, cb_mapping, cb_runn
     cb_mapping()
     cb_runner.dispatch_error = DispatchError(
         "github: POST /repos/acme/api/actions/workflows/ai.yml/dispatches failed with HTTP 404: Not Found",
-        status=404, detail={"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
+        status=404,
+        detail={"message": "Not Found", "documentation_url": "https://docs.github.com/rest"},
+    )
     resp = post(client, {"issueKey": "ENG-1", "prNumber": 5})
     assert resp.get_json() == {"error": "dispatch_failed", "detail": "Not Found", "dispatchStatus": 404}
 
@@ -123,9 +136,11 @@ def test_gap_fill_502_when_no_backend_supports_it(client, cb_mapping, cb_runner)
     cb_mapping()
     resp = post(client, {"issueKey": "ENG-1", "prNumber": 5})
     assert resp.status_code == 502
-    assert resp.get_json() == {"error": "dispatch_failed",
-                               "detail": "no installed runner backend supports gap-fill dispatch",
-                               "dispatchStatus": None}
+    assert resp.get_json() == {
+        "error": "dispatch_failed",
+        "detail": "no installed runner backend supports gap-fill dispatch",
+        "dispatchStatus": None,
+    }
     assert _jobs() == []
 
 
@@ -145,7 +160,11 @@ def test_gap_fill_dispatches_a_gap_analysis_job_on_the_prs_branch(client, cb_job
     job = jobs[-1]
     assert resp.get_json() == {"jobId": job.id, "status": "dispatched"}
     assert (job.phase, job.pr_number, job.base_branch, job.backend) == (
-        "gap-analysis", 42, "ai/ENG-1-retry", "github-actions")
+        "gap-analysis",
+        42,
+        "ai/ENG-1-retry",
+        "github-actions",
+    )
     run = cb_runner.runs[job.id]
     assert run.request.pr_number == 42
     assert run.request.base_branch == "ai/ENG-1-retry"
@@ -171,7 +190,9 @@ class TestMappingBackendWithoutGapFill:
     def aiimpl_plugins(self, cb_tracker, cb_runner, fly_runner):
         return [cb_tracker.plugin, cb_runner.plugin, fly_runner.plugin]
 
-    def test_gap_fill_falls_back_to_a_backend_that_supports_it(self, client, cb_mapping, fly_runner, cb_runner):
+    def test_gap_fill_falls_back_to_a_backend_that_supports_it(
+        self, client, cb_mapping, fly_runner, cb_runner
+    ):
         cb_mapping("ENG", execution_mode="fly-machines")
         resp = post(client, {"issueKey": "ENG-1", "prNumber": 5})
         assert resp.status_code == 202, resp.get_json()

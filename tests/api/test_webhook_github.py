@@ -4,10 +4,10 @@ Payloads come from ``shared/specs/github/webhooks`` (octokit's captured examples
 merged example); every payload a test builds from them is validated against the octokit JSON
 schemas first, so the handler is only ever shown deliveries GitHub could send.
 """
+
 from __future__ import annotations
 
 import copy
-import glob
 import json
 import logging
 import os
@@ -17,9 +17,6 @@ from datetime import timedelta
 
 import pytest
 import requests
-from jsonschema import Draft7Validator
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT7
 from sqlalchemy import func, select
 
 from aiimpl_core.auth.signatures import github_signature
@@ -29,7 +26,6 @@ from aiimpl_core.services import outbox
 
 URL = "/api/github/webhook"
 SECRET = "webhook-secret-for-tests"
-BASE = "https://octokit-webhooks.test/"
 
 
 @pytest.fixture
@@ -43,30 +39,14 @@ def aiimpl_plugins(cb_tracker, cb_runner):
     return [cb_tracker.plugin, cb_runner.plugin]
 
 
-@pytest.fixture(scope="module")
-def webhooks_dir():
-    from aiimpl_core.testing.pytest_plugin import specs_dir
-
-    return os.path.join(specs_dir(), "github", "webhooks")
+@pytest.fixture
+def webhooks_dir(cb_webhooks_dir):
+    return cb_webhooks_dir
 
 
-@pytest.fixture(scope="module")
-def validate(webhooks_dir):
-    """``validate(payload, "pull_request$closed")`` raises unless the payload fits the schema."""
-    resources = []
-    for path in glob.glob(os.path.join(webhooks_dir, "schemas", "**", "*.json"), recursive=True):
-        with open(path, encoding="utf-8") as fh:
-            schema = json.load(fh)
-        if "$id" not in schema:
-            continue
-        schema["$id"] = BASE + schema["$id"]
-        resources.append((schema["$id"], Resource.from_contents(schema, default_specification=DRAFT7)))
-    registry = Registry().with_resources(resources)
-
-    def check(payload, schema_id):
-        Draft7Validator({"$ref": BASE + schema_id}, registry=registry).validate(payload)
-
-    return check
+@pytest.fixture
+def validate(cb_validate_webhook):
+    return cb_validate_webhook
 
 
 def load(webhooks_dir, relative):
@@ -81,7 +61,9 @@ def merged_payload(webhooks_dir, validate):
     return payload
 
 
-def deliver(client, payload=None, *, raw=None, event="pull_request", delivery=None, secret=SECRET, signature=None):
+def deliver(
+    client, payload=None, *, raw=None, event="pull_request", delivery=None, secret=SECRET, signature=None
+):
     body = raw if raw is not None else json.dumps(payload).encode()
     headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery or str(uuid.uuid4())}
     if signature is not None:
@@ -92,8 +74,14 @@ def deliver(client, payload=None, *, raw=None, event="pull_request", delivery=No
 
 
 def hello_world_job(cb_job, **kw):
-    values = dict(owner="Codertocat", repo="Hello-World", status="completed", pr_number=2,
-                  pr_url="https://github.com/Codertocat/Hello-World/pull/2", branch="changes")
+    values = dict(
+        owner="Codertocat",
+        repo="Hello-World",
+        status="completed",
+        pr_number=2,
+        pr_url="https://github.com/Codertocat/Hello-World/pull/2",
+        branch="changes",
+    )
     values.update(kw)
     return cb_job("HW-7", **values)[0]
 
@@ -114,6 +102,7 @@ def _drop(path):
         for key in path[:-1]:
             node = node[key]
         del node[path[-1]]
+
     return mutate
 
 
@@ -123,18 +112,23 @@ def _null(path):
         for key in path[:-1]:
             node = node[key]
         node[path[-1]] = None
+
     return mutate
 
 
-@pytest.mark.parametrize("mutate", [
-    _drop(("pull_request", "html_url")),
-    _null(("pull_request", "merge_commit_sha")),
-    _drop(("pull_request", "head", "ref")),
-    _drop(("pull_request", "head")),
-    _drop(("repository",)),
-    _drop(("repository", "full_name")),
-    _drop(("pull_request", "number")),
-], ids=["url", "merge-sha", "branch", "head", "repository", "repository-name", "number"])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        _drop(("pull_request", "html_url")),
+        _null(("pull_request", "merge_commit_sha")),
+        _drop(("pull_request", "head", "ref")),
+        _drop(("pull_request", "head")),
+        _drop(("repository",)),
+        _drop(("repository", "full_name")),
+        _drop(("pull_request", "number")),
+    ],
+    ids=["url", "merge-sha", "branch", "head", "repository", "repository-name", "number"],
+)
 def test_webhook_table_400_missing_required_pr_fields(client, cb_job, merged_payload, mutate):
     hello_world_job(cb_job)
     payload = copy.deepcopy(merged_payload)
@@ -147,9 +141,16 @@ def test_webhook_table_400_missing_required_pr_fields(client, cb_job, merged_pay
     assert db.session.scalar(select(func.count()).select_from(OutboxItem)) == 0
 
 
-@pytest.mark.parametrize("signature", [
-    "sha256=" + "0" * 64, "sha1=abc", "", "garbage", github_signature("another-secret", b"{}"),
-])
+@pytest.mark.parametrize(
+    "signature",
+    [
+        "sha256=" + "0" * 64,
+        "sha1=abc",
+        "",
+        "garbage",
+        github_signature("another-secret", b"{}"),
+    ],
+)
 def test_webhook_table_401_invalid_signature(client, merged_payload, signature):
     resp = deliver(client, merged_payload, signature=signature)
     assert resp.status_code == 401
@@ -192,7 +193,9 @@ IGNORED = [
 
 
 @pytest.mark.parametrize(("event", "relative", "schema_id"), IGNORED)
-def test_other_events_are_ignored(client, cb_job, webhooks_dir, validate, cb_tracker, event, relative, schema_id):
+def test_other_events_are_ignored(
+    client, cb_job, webhooks_dir, validate, cb_tracker, event, relative, schema_id
+):
     hello_world_job(cb_job)
     payload = load(webhooks_dir, relative)
     validate(payload, schema_id)
@@ -271,8 +274,12 @@ def test_redelivery_acts_once(client, cb_job, merged_payload, cb_tracker):
 def test_same_delivery_five_times_at_once_acts_once(app, cb_live_server, cb_job, merged_payload, cb_tracker):
     hello_world_job(cb_job)
     body = json.dumps(merged_payload).encode()
-    headers = {"X-GitHub-Event": "pull_request", "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
-               "X-Hub-Signature-256": github_signature(SECRET, body), "Content-Type": "application/json"}
+    headers = {
+        "X-GitHub-Event": "pull_request",
+        "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+        "X-Hub-Signature-256": github_signature(SECRET, body),
+        "Content-Type": "application/json",
+    }
     barrier = threading.Barrier(5)
     answers = []
 
