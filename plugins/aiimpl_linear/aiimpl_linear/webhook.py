@@ -77,7 +77,62 @@ def make_blueprint() -> Blueprint:
     @bp.post("/api/linear/webhook")
     @public_endpoint
     def linear_webhook() -> ResponseReturnValue:
-        """Receive a Linear webhook delivery (signed with the webhook's secret)."""
+        """Linear webhook: an issue that gets the AI-Implement label is dispatched at once.
+        ---
+        post:
+          summary: Linear webhook
+          description: Verified with `AIIMPL_LINEAR_WEBHOOK_SECRET`, the webhook's signing secret -
+            the `Linear-Signature` header is the hex HMAC-SHA256 of the raw body - and the body's
+            `webhookTimestamp` (epoch milliseconds) must be within 60 seconds of the server's clock.
+            `Issue` create/update events whose labels include `AI-Implement` run a dispatch check
+            for that issue; every other event is acknowledged and ignored.
+          tags: [Linear]
+          security: []
+          parameters:
+            - in: header
+              name: Linear-Signature
+              required: true
+              schema: {type: string, pattern: '^[0-9a-f]{64}$'}
+          requestBody:
+            required: true
+            content:
+              application/json:
+                schema:
+                  type: object
+                  required: [action, type, data, webhookTimestamp]
+                  properties:
+                    action: {type: string, example: update}
+                    type: {type: string, example: Issue}
+                    webhookTimestamp: {type: number}
+                    data:
+                      type: object
+                      properties:
+                        identifier: {type: string, example: ENG-12}
+                        labels:
+                          type: array
+                          items: {type: object, properties: {name: {type: string}}}
+          responses:
+            200:
+              description: Handled (a dispatch check ran for the issue) or ignored.
+              content:
+                application/json:
+                  schema:
+                    type: object
+                    properties:
+                      ok: {type: boolean}
+                      issue: {type: string}
+                      dispatched: {type: boolean}
+                      ignored: {type: boolean}
+            400:
+              description: "`Invalid JSON payload` or `Missing webhookTimestamp`"
+              content: {application/json: {schema: ErrorSchema}}
+            401:
+              description: "`Invalid signature` or `Webhook timestamp outside the allowed window`"
+              content: {application/json: {schema: ErrorSchema}}
+            501:
+              description: "`Linear webhook not configured`: no signing secret is set"
+              content: {application/json: {schema: ErrorSchema}}
+        """
         secret = LinearSettings.from_config(current_app.config).webhook_secret
         if not secret:
             return jsonify(error="Linear webhook not configured"), 501

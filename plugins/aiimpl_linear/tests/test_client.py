@@ -162,3 +162,22 @@ def test_rate_limit_wait_reads_linear_headers() -> None:
         is None
     )
     assert rate_limit_wait({}, now) is None
+
+
+def test_credentials_never_reach_the_logs(fake: FakeLinear, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from aiimpl_core.testing.contract import make_context
+
+    from aiimpl_linear.provider import LinearProvider
+
+    caplog.set_level(logging.DEBUG)
+    provider = LinearProvider(make_context(fake.config()))
+    key = fake.add_issue("ENG")["identifier"]
+    provider.post_comment(key, "hello")
+    fake.rate_limit(times=1, retry_in=0.5)
+    fake.fail("IssueWithComments", "boom")
+    with pytest.raises(ProviderError) as err:
+        provider.get_issue(key)
+    text = caplog.text + str(err.value)
+    assert fake.api_key not in text and fake.webhook_secret not in text

@@ -137,6 +137,16 @@ def test_invalid_json_is_400(client, fake, cycles, raw: bytes) -> None:
     assert resp.status_code == 400 and resp.get_json() == {"error": "Invalid JSON payload"}
 
 
+def test_webhook_is_described_in_the_openapi_document(client) -> None:
+    spec = client.get("/api/openapi.json").get_json()
+    operation = spec["paths"]["/api/linear/webhook"]["post"]
+    assert operation["security"] == []  # public: it authenticates itself with the signature
+    assert {"200", "400", "401", "501"} <= set(operation["responses"])
+    assert operation["responses"]["401"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorSchema"
+    }
+
+
 class TestNotConfigured:
     @pytest.fixture
     def aiimpl_config(self, fake: FakeLinear) -> dict[str, Any]:
