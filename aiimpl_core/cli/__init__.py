@@ -68,7 +68,7 @@ def plugins_group() -> None:
     """Installed plugins."""
 
 
-@plugins_group.command("list")
+@plugins_group.command("list", with_appcontext=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins_list(as_json: bool) -> None:
     """List plugins: name, distribution, version, kind, what each provides, and load errors."""
@@ -90,7 +90,7 @@ def plugins_list(as_json: bool) -> None:
         click.echo(line)
 
 
-@cli.command("config")
+@cli.command("config", with_appcontext=False)
 @click.option("--markdown", is_flag=True, help="Print the configuration table as Markdown.")
 def config_cmd(markdown: bool) -> None:
     """Show the configuration variables (values of sensitive ones are never shown)."""
