@@ -17,7 +17,8 @@ from aiimpl_core.auth import public_endpoint
 from aiimpl_core.errors import AiimplError, ProviderError
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from .config import ORDER_BY, TRIGGER_STATUS
+from . import admin
+from .config import TRIGGER_STATUS
 from .provider import JiraProvider
 
 log = logging.getLogger(__name__)
@@ -97,32 +98,12 @@ def validate_jql() -> Any:
     if not isinstance(jql, str) or not jql.strip():
         return _error("jql field required", 400)
     try:
-        parsed = provider.client.parse_jql([jql.strip()])
+        result = admin.check_jql(provider, jql.strip())
+    except admin.JqlInvalid as exc:
+        return _error(exc.message, 400)
     except ProviderError as exc:
-        if exc.status == 400:  # Jira refused the query itself: its message is the validation message
-            return _error(_jira_messages(exc.detail) or exc.message, 400)
         return _error(exc.message, 500)
-    entry = parsed[0] if parsed else {}
-    errors = [str(e) for e in entry.get("errors") or ()]
-    if errors:
-        return _error("; ".join(errors), 400)
-    if ORDER_BY.search(jql):
-        # valid JQL, but the clause is ANDed into the trigger query, which sorts itself
-        return _error("The JQL clause must not contain ORDER BY", 400)
-    return jsonify(
-        valid=True, jql=entry.get("query", jql.strip()), warnings=list(entry.get("warnings") or [])
-    )
-
-
-def _jira_messages(detail: object) -> str | None:
-    """The messages of a Jira ``ErrorCollection`` body, joined."""
-    if not isinstance(detail, dict):
-        return None
-    messages = [str(m) for m in detail.get("errorMessages") or ()]
-    errors = detail.get("errors")
-    if isinstance(errors, dict):
-        messages.extend(str(v) for v in errors.values())
-    return "; ".join(messages) or None
+    return jsonify(result.as_dict())
 
 
 @bp.get("/fields")
@@ -162,23 +143,9 @@ def list_fields() -> Any:
     if provider is None:
         return _error(NOT_CONFIGURED, 501)
     try:
-        raw = provider.client.fields()
+        return jsonify(admin.list_fields(provider))
     except ProviderError as exc:
         return _error(exc.message, 500)
-    out = [
-        {
-            "id": str(f.get("id", "")),
-            "key": str(f.get("key") or f.get("id") or ""),
-            "name": str(f.get("name") or f.get("id") or ""),
-            "custom": bool(f.get("custom", False)),
-            "clauseNames": sorted(str(c) for c in f.get("clauseNames") or ()),
-            "type": (f.get("schema") or {}).get("type"),
-        }
-        for f in raw
-        if isinstance(f, dict) and f.get("id")
-    ]
-    out.sort(key=lambda f: (f["name"].casefold(), f["id"]))
-    return jsonify(out)
 
 
 @bp.get("/field-options")
@@ -230,45 +197,10 @@ def field_options() -> Any:
     if not field_id:
         return _error("fieldId query param required", 400)
     try:
-        options = _options(provider, field_id)
+        options = admin.field_options(provider, field_id)
     except ProviderError as exc:
         return _error(exc.message, 500)
     return jsonify(options)
-
-
-# Jira answers these for fields that have no contexts or whose type has no options (system
-# fields, text fields): "no selectable options", not a failure.
-_NO_OPTIONS_STATUSES = (400, 404)
-
-
-def _options(provider: JiraProvider, field_id: str) -> list[dict[str, Any]]:
-    client = provider.client
-    try:
-        contexts = client.field_contexts(field_id)
-    except ProviderError as exc:
-        if exc.status in _NO_OPTIONS_STATUSES:
-            return []
-        raise
-    out: list[dict[str, Any]] = []
-    for context in contexts:
-        try:
-            values = client.context_options(field_id, str(context.get("id")))
-        except ProviderError as exc:
-            if exc.status in _NO_OPTIONS_STATUSES:
-                continue
-            raise
-        for option in values:
-            out.append(
-                {
-                    "id": str(option.get("id", "")),
-                    "value": str(option.get("value", "")),
-                    "disabled": bool(option.get("disabled", False)),
-                    "contextId": str(context.get("id", "")),
-                    "contextName": str(context.get("name", "")),
-                    "parentId": option.get("optionId"),
-                }
-            )
-    return out
 
 
 # -- webhook -----------------------------------------------------------------------------------
