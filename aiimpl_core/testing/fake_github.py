@@ -45,7 +45,7 @@ import flask
 import jwt
 import yaml
 
-from .fakeserver import UNDOCUMENTED_HEADER, OpenAPIFakeServer, load_openapi
+from .fakeserver import UNDOCUMENTED_HEADER, OpenAPIFakeServer, load_spec
 
 DOCS = "https://docs.github.com/rest"
 PERMISSION_LEVELS = {"read": 1, "write": 2, "admin": 3}
@@ -501,11 +501,7 @@ class FakeGitHub:
     # -- answers built from the description's examples --
 
     def _examples(self) -> dict[str, Any]:
-        api = load_openapi(self.spec_path)
-        spec = api.spec.read_value() if hasattr(api.spec, "read_value") else None
-        if spec is None:
-            with open(self.spec_path, encoding="utf-8") as fh:
-                spec = json.load(fh)
+        spec = load_spec(self.spec_path).document
         return {k: v["value"] for k, v in spec["components"]["examples"].items()}
 
     def _example(self, name: str) -> Any:
@@ -1058,9 +1054,7 @@ class FakeGitHub:
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         if (method.upper(), path, status) in AMBIGUOUS_ANSWERS:
             return False
-        spec = (
-            self.server.openapi.spec.read_value() if hasattr(self.server.openapi.spec, "read_value") else {}
-        )
+        spec = self.server.spec.document
         op = spec.get("paths", {}).get(path, {}).get(method.lower(), {})
         return str(status) in op.get("responses", {}) or "default" in op.get("responses", {})
 
@@ -1068,8 +1062,7 @@ class FakeGitHub:
         """Check an off-description error body against GitHub's ``basic-error`` schema."""
         from openapi_schema_validator import OAS30Validator
 
-        spec = self.server.openapi.spec.read_value()
-        schema = dict(spec["components"]["schemas"]["basic-error"])
+        schema = dict(self.server.spec.document["components"]["schemas"]["basic-error"])
         errors = [e.message for e in OAS30Validator(schema).iter_errors(payload)]
         line = f"{flask.request.method} {flask.request.path} -> {status}: {payload['message']}"
         with self.lock:

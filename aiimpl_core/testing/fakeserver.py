@@ -22,7 +22,7 @@ import io
 import json
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,12 +36,26 @@ from werkzeug.wrappers import Request, Response
 #: responsible for checking the body's shape itself.
 UNDOCUMENTED_HEADER = "X-Fake-Undocumented"
 
-_SPEC_CACHE: dict[tuple[str, str], Any] = {}
+_SPEC_CACHE: dict[tuple[str, str], LoadedSpec] = {}
 _SPEC_LOCK = threading.Lock()
 
 
+@dataclass(frozen=True)
+class LoadedSpec:
+    """A parsed description: the openapi-core object, the document, and its multi-segment paths."""
+
+    openapi: Any
+    document: dict[str, Any]
+    multi_segment: list[tuple[re.Pattern[str], str]]
+
+
 def load_openapi(spec_path: str, server_base: str = "") -> Any:
-    """The openapi-core ``OpenAPI`` object of a description file, cached per (path, base).
+    """The openapi-core ``OpenAPI`` object of a description file (see :func:`load_spec`)."""
+    return load_spec(spec_path, server_base).openapi
+
+
+def load_spec(spec_path: str, server_base: str = "") -> LoadedSpec:
+    """A description file parsed for validation, cached per (path, base).
 
     The description's ``servers`` are replaced by the relative ``server_base`` (``""`` means the
     API's paths start at the root) so requests to ``http://127.0.0.1:<port>`` match. The
@@ -66,9 +80,9 @@ def load_openapi(spec_path: str, server_base: str = "") -> Any:
         data = dict(data)
         data["servers"] = [{"url": server_base or "/"}]
         api = OpenAPI.from_dict(data, config=Config(spec_validator_cls=None))
-        api._aiimpl_multi_segment = _multi_segment_patterns(data, server_base)  # type: ignore[attr-defined]
-        _SPEC_CACHE[key] = api
-        return api
+        loaded = LoadedSpec(api, data, _multi_segment_patterns(data, server_base))
+        _SPEC_CACHE[key] = loaded
+        return loaded
 
 
 def _multi_segment_patterns(data: dict[str, Any], server_base: str) -> list[tuple[re.Pattern[str], str]]:
@@ -99,8 +113,8 @@ def _multi_segment_patterns(data: dict[str, Any], server_base: str) -> list[tupl
     return out
 
 
-def _escape_multi_segment(api: Any, path: str) -> str:
-    for pattern, names in getattr(api, "_aiimpl_multi_segment", ()):
+def _escape_multi_segment(patterns: list[tuple[re.Pattern[str], str]], path: str) -> str:
+    for pattern, names in patterns:
         match = pattern.match(path)
         if not match:
             continue
@@ -181,7 +195,8 @@ class OpenAPIFakeServer:
         self.spec_path = spec_path
         self.server_base = server_base.rstrip("/")
         self.validate_responses = validate_responses
-        self.openapi = load_openapi(spec_path, self.server_base)
+        self.spec = load_spec(spec_path, self.server_base)
+        self.openapi = self.spec.openapi
         self.requests: list[RecordedRequest] = []
         self.violations: list[str] = []
         self._lock = threading.Lock()
@@ -250,12 +265,12 @@ class OpenAPIFakeServer:
     def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
 
-        api = self.openapi
+        patterns = self.spec.multi_segment
 
         class _Request(WerkzeugOpenAPIRequest):
             @property
             def path(self) -> str:
-                return _escape_multi_segment(api, super().path)
+                return _escape_multi_segment(patterns, super().path)
 
         request = Request(environ)
         body = request.get_data(cache=True)
@@ -305,10 +320,12 @@ def _parse_json(data: bytes) -> Any:
         return None
 
 
-def iter_violations(servers: Iterable[OpenAPIFakeServer]) -> Iterator[str]:
-    """All violations of several fakes (for a fixture that checks them at teardown)."""
-    for server in servers:
-        yield from server.violations
-
-
-__all__ = ["UNDOCUMENTED_HEADER", "OpenAPIFakeServer", "RecordedRequest", "describe_error", "load_openapi"]
+__all__ = [
+    "UNDOCUMENTED_HEADER",
+    "LoadedSpec",
+    "OpenAPIFakeServer",
+    "RecordedRequest",
+    "describe_error",
+    "load_openapi",
+    "load_spec",
+]

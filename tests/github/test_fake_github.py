@@ -245,3 +245,13 @@ def test_fail_next_injects_rate_limits(gh: FakeGitHub) -> None:
     assert first.status_code == 403 and first.headers["Retry-After"] == "1"
     assert requests.get(f"{gh.url}/repos/acme/api/contents/a.txt", headers=headers).status_code == 200
     gh.assert_clean()
+
+
+def test_descriptions_are_parsed_once_per_file() -> None:
+    from aiimpl_core.testing.fakeserver import load_spec
+
+    first = load_spec(github_subset_spec())
+    assert load_spec(github_subset_spec()) is first
+    assert load_spec(github_subset_spec(), "/api/v3") is not first  # another base is another server entry
+    # GitHub's contents path may span segments; validation sees it escaped
+    assert any("path" in names for _, names in first.multi_segment)
