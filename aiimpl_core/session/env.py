@@ -83,3 +83,13 @@ OPTIONAL: tuple[EnvVar, ...] = (GIT_BASE_URL, AGENT_COMMAND, REVIEW_COMMAND, MAX
 HIDDEN_FROM_AGENT: frozenset[str] = frozenset(
     {NONCE.name, RESULT_TOKEN.name, PROGRESS_TOKEN.name, CONTEXT_TOKEN.name, CREDENTIAL_CACHE.name}
 )
+
+
+def markdown_table(variables: tuple[EnvVar, ...]) -> str:
+    """The Markdown table of ``variables`` as ``docs/session.md`` shows it (a test keeps them equal)."""
+    lines = ["| Variable | Default | Secret | Meaning |", "|---|---|---|---|"]
+    for var in variables:
+        default = f"`{var.default}`" if var.default else ""
+        help_text = var.help.replace("|", "\\|")
+        lines.append(f"| `{var.name}` | {default} | {'yes' if var.secret else ''} | {help_text} |")
+    return "\n".join(lines)

@@ -33,7 +33,7 @@ from .api import Orchestrator, RepoToken, TokenCache
 from .config import SessionConfig
 from .credential import git_environment
 from .git import Git, GitError
-from .github import PullRequestError, open_pull_request, web_base
+from .github import PullRequestError, open_pull_request
 from .redact import Redactor
 
 NO_CHANGES = "Nothing to commit: Claude left no file changes in the working tree"
@@ -261,9 +261,8 @@ class Session:
         if cfg.phase is Phase.IMPLEMENTATION:
             self._open_pr()
         else:
+            # the pull request already exists; the orchestrator knows its URL
             self.state.pr_number = cfg.pr_number
-            if cfg.pr_number:
-                self.state.pr_url = f"{web_base(cfg.github_api_url)}/{cfg.owner}/{cfg.repo}/pull/{cfg.pr_number}"
         verification = self._verify()
         return self._review(verification)
 

@@ -105,7 +105,7 @@ def tracker() -> FakeTracker:
 
 @pytest.fixture
 def runner() -> FakeRunner:
-    return FakeRunner(secrets=True)
+    return FakeRunner(secrets=True, gap_fill=True)
 
 
 @pytest.fixture

@@ -1,0 +1,279 @@
+"""The session program's parts on their own: redaction, agent classification, configuration,
+the credential helper, review parsing, and importability without the orchestrator's stack."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from urllib.parse import quote, quote_plus
+
+import pytest
+
+from aiimpl_core.errors import ConfigError
+from aiimpl_core.session import env as E
+from aiimpl_core.session import procs, prompts
+from aiimpl_core.session.agent import AgentRun, build_command, parse_report
+from aiimpl_core.session.api import RepoToken, TokenCache
+from aiimpl_core.session.config import SessionConfig
+from aiimpl_core.session.credential import git_environment
+from aiimpl_core.session.github import web_base
+from aiimpl_core.session.redact import MASK, Redactor
+from aiimpl_core.session.runner import format_duration
+
+SECRET = "ghs_16C7e42F292c6912E7710c838347Ae178B4a"
+
+
+# -- redaction -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [
+    SECRET,
+    f"{SECRET[:10]}\n{SECRET[10:]}",
+    f"{SECRET[:5]}\r\n{SECRET[5:20]}\n  {SECRET[20:]}",
+    f"{SECRET[:10]}\\n{SECRET[10:]}",  # escaped inside a JSON string
+    quote("p@ss/w rd&" + SECRET, safe=""),
+    base64.b64encode(f"x-access-token:{SECRET}".encode()).decode(),
+])
+def test_redactor_masks_every_shape_of_a_secret(shape: str) -> None:
+    r = Redactor([SECRET, "p@ss/w rd&" + SECRET])
+    out = r.text(f"before {shape} after")
+    assert out.startswith("before ") and out.endswith(" after")
+    assert MASK in out
+    for piece in (SECRET, SECRET[10:], SECRET[:20]):
+        assert piece not in out
+
+
+def test_redactor_masks_url_encoding_in_either_case() -> None:
+    value = "a/b+c d=e&f"
+    r = Redactor([value])
+    for shape in (quote(value, safe=""), quote_plus(value, safe=""), quote(value, safe="").lower()):
+        assert r.text(shape) == MASK, shape
+
+
+def test_redactor_leaves_other_text_and_short_values_alone() -> None:
+    r = Redactor(["on", "", None, "abc"])  # type: ignore[list-item]
+    assert r.text("turn it on, abc") == "turn it on, abc"
+    assert Redactor([SECRET]).text(SECRET[:-1] + "X") == SECRET[:-1] + "X"
+
+
+def test_redactor_data_keeps_the_named_top_level_keys() -> None:
+    r = Redactor([SECRET])
+    body = {"nonce": SECRET, "step": {"detail": [f"x {SECRET}"]}, "n": 3}
+    assert r.data(body, keep=("nonce",)) == {"nonce": SECRET, "step": {"detail": [f"x {MASK}"]}, "n": 3}
+
+
+def test_redactor_masks_each_line_of_a_multiline_secret() -> None:
+    pem = "-----BEGIN KEY-----\nMIIEowIBAAKCAQEAx1234567890abcdef\nQWERTYUIOPasdfghjkl0987654321zz\n-----END KEY-----"
+    out = Redactor([pem]).text("oops: QWERTYUIOPasdfghjkl0987654321zz")
+    assert "QWERTYUIOP" not in out
+
+
+# -- the agent's report and its failure wording -------------------------------------------------
+
+
+def _run(code: int, stdout: str = "", stderr: str = "", max_turns: int = 50) -> AgentRun:
+    return AgentRun(procs.ProcessResult(code, stdout, stderr), parse_report(stdout), max_turns)
+
+
+def test_claude_json_report_gives_text_cost_and_turns() -> None:
+    run = _run(0, json.dumps({"type": "result", "subtype": "success", "is_error": False, "result": "done",
+                              "num_turns": 12, "total_cost_usd": 0.4321}))
+    assert (run.text, run.turns, run.cost_usd, run.failed) == ("done", 12, 0.4321, False)
+
+
+def test_stream_json_output_is_read_from_its_last_result_line() -> None:
+    lines = [json.dumps({"type": "system"}), json.dumps({"type": "result", "result": "ok", "num_turns": 2})]
+    assert parse_report("\n".join(lines)) == {"type": "result", "result": "ok", "num_turns": 2}
+    assert parse_report("plain text") is None
+
+
+def test_max_turns_wording_from_the_json_subtype() -> None:
+    run = _run(1, json.dumps({"type": "result", "subtype": "error_max_turns", "is_error": True, "num_turns": 30}),
+               max_turns=30)
+    assert run.failure_reason() == "LLM invocation failed with exit code 1: Reached max turns (30)"
+
+
+def test_max_turns_wording_from_the_cli_message() -> None:
+    run = _run(1, "", "Error: Reached max turns (50)")
+    assert run.failure_reason() == "LLM invocation failed with exit code 1: Reached max turns (50)"
+
+
+def test_agent_error_wording_names_the_exit_code_and_the_end_of_the_output() -> None:
+    run = _run(2, "", "starting\nAPI Error: 401 invalid x-api-key")
+    assert run.failure_reason() == "LLM invocation failed with exit code 2: starting\nAPI Error: 401 invalid x-api-key"
+    reported = _run(0, json.dumps({"type": "result", "subtype": "error_during_execution", "is_error": True,
+                                   "result": "context lost"}))
+    assert reported.failed
+    assert reported.failure_reason() == "LLM invocation failed with exit code 1: context lost"
+
+
+def test_agent_command_placeholders_and_stdin() -> None:
+    argv, stdin = build_command(E.AGENT_COMMAND.default or "", "do it", "/tmp/p.md", 7)
+    assert argv == ["claude", "-p", "do it", "--output-format", "json", "--max-turns", "7"] and stdin is None
+    argv, stdin = build_command("aider --message-file {prompt_file} --yes", "x", "/s/p.md", 3)
+    assert argv == ["aider", "--message-file", "/s/p.md", "--yes"] and stdin is None
+    argv, stdin = build_command("my-agent --json '{\"a\": 1}'", "the prompt", "/s/p.md", 3)
+    assert argv == ["my-agent", "--json", '{"a": 1}'] and stdin == "the prompt"
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+
+def test_a_process_past_its_deadline_is_stopped_with_its_children() -> None:
+    started = time.monotonic()
+    result = procs.run(["bash", "-c", "sleep 30 & sleep 30; echo never"], deadline=time.monotonic() + 0.5,
+                       grace=1)
+    assert result.stopped == "deadline" and not result.ok
+    assert time.monotonic() - started < 10
+
+
+def test_a_stop_event_ends_a_process() -> None:
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    result = procs.run(["sleep", "30"], stop=stop, grace=1)
+    assert result.stopped == "signal"
+
+
+def test_a_missing_executable_is_exit_127() -> None:
+    result = procs.run(["no-such-agent-binary-xyz"])
+    assert result.code == 127 and "command not found" in result.stderr
+
+
+# -- review verdicts ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "verdict"), [
+    ('Fine.\n{"approved": true, "blockers": []}', (True, [])),
+    ('{"approved": false, "blockers": ["no tests", " "]}', (False, ["no tests"])),
+    ('{"approved": true, "blockers": ["but this is broken"]}', (False, ["but this is broken"])),
+    ("LGTM\nAPPROVE", (True, [])),
+    ("no idea", None),
+    ('{"approved": "yes"}', None),
+])
+def test_review_verdicts(text: str, verdict: object) -> None:
+    assert prompts.parse_review(text) == verdict
+
+
+# -- configuration ---------------------------------------------------------------------------------
+
+
+def base_env(**kw: str) -> dict[str, str]:
+    env = {"AIIMPL_URL": "http://o.test/", "AIIMPL_JOB_ID": "5", "AIIMPL_PHASE": "implementation",
+           "AIIMPL_ISSUE_KEY": "ENG-1", "AIIMPL_REPOSITORY": "acme/api", "AIIMPL_BASE_BRANCH": "main",
+           "AIIMPL_BRANCH": "ai/ENG-1", "AIIMPL_NONCE": "n" * 40}
+    env.update(kw)
+    return env
+
+
+def test_config_defaults() -> None:
+    cfg = SessionConfig.from_environ(base_env())
+    assert cfg.url == "http://o.test" and cfg.max_turns == 50 and cfg.lifetime == 3600
+    assert cfg.clone_url == "https://github.com/acme/api.git"
+    assert cfg.agent_command.startswith("claude -p {prompt}") and cfg.review_command == cfg.agent_command
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"AIIMPL_NONCE": ""}, "AIIMPL_NONCE is not set"),
+    ({"AIIMPL_PHASE": "deploy"}, "AIIMPL_PHASE must be planning, implementation or gap-analysis"),
+    ({"AIIMPL_REPOSITORY": "acme"}, "AIIMPL_REPOSITORY must be owner/repo"),
+    ({"AIIMPL_MAX_TURNS": "many"}, "AIIMPL_MAX_TURNS must be an integer"),
+    ({"AIIMPL_LIFETIME_SECONDS": "0"}, "AIIMPL_LIFETIME_SECONDS must be at least 1"),
+])
+def test_config_errors_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        SessionConfig.from_environ(base_env(**env))
+
+
+def test_session_run_without_configuration_exits_2_with_a_clear_message() -> None:
+    proc = subprocess.run([sys.executable, "-m", "aiimpl_core.session", "run"], capture_output=True, text=True,
+                          env={"PATH": os.environ["PATH"]}, timeout=60)
+    assert proc.returncode == 2
+    assert "AIIMPL_PHASE is not set" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_web_base() -> None:
+    assert web_base("https://api.github.com") == "https://github.com"
+    assert web_base("https://ghe.example.com/api/v3") == "https://ghe.example.com"
+
+
+def test_format_duration() -> None:
+    assert [format_duration(s) for s in (4, 65, 3725)] == ["4s", "1m 05s", "1h 02m 05s"]
+
+
+# -- the credential helper ----------------------------------------------------------------------
+
+
+def test_git_environment_adds_the_helper_after_existing_config_entries(tmp_path: Path) -> None:
+    env = git_environment({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.x", "GIT_CONFIG_VALUE_0": "y",
+                           "GIT_ASKPASS": "/bin/pass"}, str(tmp_path / "t.json"))
+    assert env["GIT_CONFIG_COUNT"] == "3" and env["GIT_CONFIG_KEY_0"] == "core.x"
+    assert (env["GIT_CONFIG_KEY_1"], env["GIT_CONFIG_VALUE_1"]) == ("credential.helper", "")
+    assert env["GIT_CONFIG_VALUE_2"].endswith("-m aiimpl_core.session.credential")
+    assert "GIT_ASKPASS" not in env and env["GIT_TERMINAL_PROMPT"] == "0"
+
+
+def test_credential_helper_answers_from_a_fresh_cached_token(tmp_path: Path) -> None:
+    cache = TokenCache(str(tmp_path / "tokens.json"))
+    cache.add(RepoToken("ghs_old_one_expired", time.time() - 10))
+    cache.add(RepoToken("ghs_fresh_token_123", time.time() + 3600))
+    env = {**os.environ, E.CREDENTIAL_CACHE.name: cache.path, "AIIMPL_URL": "http://127.0.0.1:9",
+           "AIIMPL_NONCE": "x", "AIIMPL_REPOSITORY": "acme/api"}
+    proc = subprocess.run([sys.executable, "-m", "aiimpl_core.session.credential", "get"],
+                          input="protocol=https\nhost=github.com\n\n", capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.stdout == "username=x-access-token\npassword=ghs_fresh_token_123\n"
+    assert oct(os.stat(cache.path).st_mode & 0o777) == "0o600"
+
+
+def test_credential_helper_failure_says_nothing_secret(tmp_path: Path) -> None:
+    env = {**os.environ, E.CREDENTIAL_CACHE.name: str(tmp_path / "none.json"), "AIIMPL_URL": "http://127.0.0.1:9",
+           "AIIMPL_NONCE": "the-nonce-value", "AIIMPL_REPOSITORY": "acme/api"}
+    proc = subprocess.run([sys.executable, "-m", "aiimpl_core.session.credential", "get"], input="\n",
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == ""
+    assert "could not get a repository token" in proc.stderr and "the-nonce-value" not in proc.stderr
+
+
+# -- light dependencies ------------------------------------------------------------------------------
+
+
+def test_session_package_imports_without_flask_or_sqlalchemy() -> None:
+    code = textwrap.dedent("""
+        import sys
+        BLOCKED = {"flask", "flask_sqlalchemy", "flask_migrate", "sqlalchemy", "alembic", "werkzeug",
+                   "marshmallow", "apispec", "jwt", "psycopg"}
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ImportError("blocked: " + name)
+        sys.meta_path.insert(0, Block())
+        import aiimpl_core.session.runner, aiimpl_core.session.cli, aiimpl_core.session.credential
+        from aiimpl_core.session.cli import session_group
+        print(sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_aiimpl_session_is_a_command_of_the_main_cli() -> None:
+    from click.testing import CliRunner
+
+    from aiimpl_core.cli import cli
+    from aiimpl_core.cli import session as _session  # noqa: F401 - registers the group
+
+    result = CliRunner().invoke(cli, ["session", "env"])
+    assert result.exit_code == 0, result.output
+    assert "AIIMPL_AGENT_COMMAND" in result.output and "AIIMPL_MAX_TURNS" in result.output
+
+
+def test_docs_show_the_environment_tables_as_the_code_defines_them() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "session.md").read_text()
+    assert E.markdown_table(E.ALL) in doc
+    assert E.markdown_table(E.OPTIONAL) in doc
