@@ -33,7 +33,7 @@ from ..providers import TicketingProvider
 from ..types import Phase, Stage, TrackerIssue
 from . import blockers, outbox, poller
 from .jobs import set_stage, tracked_issue
-from .launch import choose_backend, create_job, launch
+from .launch import BackendChoice, choose_backend, create_job, launch
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,85 @@ def _phase_for(mapping: MappingRow, tracked: TrackedIssue, requested: Phase | No
 _STAGE_OF = {Phase.PLANNING: Stage.PLANNING, Phase.IMPLEMENTATION: Stage.IMPLEMENTING}
 
 
+@dataclass(frozen=True)
+class _Go:
+    """Nothing holds the issue: dispatch with this mapping and backend choice."""
+
+    mapping: MappingRow
+    choice: BackendChoice
+
+
+def _verdict(
+    issue: TrackerIssue, tracked: TrackedIssue | None, *, fetched_at: datetime, now: datetime, force: bool
+) -> str | blockers.Blocked | _Go:
+    """Whether the issue is dispatched: a reason it needs nothing (str), a blocker, or go."""
+    if not force:
+        if not issue.triggered:
+            return "not triggered"
+        if tracked is not None and tracked.trigger_consumed:
+            return "trigger already dispatched"
+        if tracked is not None and tracked.trigger_cleared_at is not None and fetched_at <= tracked.trigger_cleared_at:
+            return "listing older than our last stage change"
+    mapping = _mapping_for(issue.provider, issue.team_key)
+    choice = choose_backend(mapping) if mapping is not None else None
+    backend_id = choice.backend_id if choice is not None else None
+    held = blockers.evaluate(issue, mapping, backend_id=backend_id, now=now)
+    if held is None and choice is not None and not choice.shadow and backend_id:
+        backoff = poller.backoff_of("runner", backend_id, now)
+        if backoff is not None:
+            held = blockers.backend_unavailable(backend_id, backoff.until)
+    if held is not None and force and held.reason != blockers.PAUSED and mapping is not None:
+        held = None  # --force passes every check but a paused project (and the in-flight rule below)
+    if held is not None:
+        return held
+    assert mapping is not None and choice is not None
+    return _Go(mapping, choice)
+
+
+def _read_tracked(key: str) -> TrackedIssue | None:
+    return db.session.scalar(
+        select(TrackedIssue).where(TrackedIssue.issue_key == key).execution_options(populate_existing=True)
+    )
+
+
+def _touch(issue: TrackerIssue, now: datetime) -> TrackedIssue:
+    """The issue's tracked row, created or refreshed from the tracker's view."""
+    tracked = _read_tracked(issue.key)
+    if tracked is None:
+        tracked = tracked_issue(issue.key, team_key=issue.team_key, provider=issue.provider)
+    tracked.team_key = issue.team_key
+    tracked.provider = issue.provider
+    tracked.title = issue.title or tracked.title or ""
+    tracked.url = issue.url or tracked.url
+    tracked.triggered = bool(issue.triggered)
+    tracked.last_seen_at = now
+    return tracked
+
+
+def _hold(issue: TrackerIssue, held: blockers.Blocked, now: datetime, report: CycleReport, *, force: bool) -> None:
+    """Record a blocker found without locks, unless another poller dispatched the issue meanwhile.
+
+    The team's lock (the one a claim holds) makes "dispatched meanwhile" visible here. Two
+    pollers may insert the same rows at once: the loser retries as an update.
+    """
+    for attempt in range(3):
+        try:
+            with serialized():
+                if not is_sqlite():
+                    advisory_lock(f"team:{issue.team_key}")
+                tracked = _read_tracked(issue.key)
+                if tracked is not None and tracked.trigger_consumed and not force:
+                    report.skipped[issue.key] = "trigger already dispatched"
+                    return
+                _touch(issue, now)
+                blockers.record(issue, held, now)
+            break
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    report.blocked[issue.key] = {"reason": held.reason, "message": held.message}
+
+
 def consider(
     issue: TrackerIssue,
     *,
@@ -154,66 +233,50 @@ def consider(
 ) -> Job | None:
     """Check one triggered issue and, when nothing holds it, claim and launch its job.
 
+    A first check runs without locks, so issues that wait (most of them, on a busy install) cost
+    no lock; an issue that may go is checked again under the locks before its job is created.
+
     :param fetched_at: when the listing (or the single read) that shows the trigger began.
     :param force: manual dispatch past the blockers and the trigger check (``aiimpl dispatch
-        --force``); the one-job-in-flight rule still holds.
+        --force``); a paused project and the one-job-in-flight rule still hold.
     :param launch_now: false leaves the claimed job in ``unknown`` (used by tests that simulate a
         crash between the claim and the backend call).
     :returns: the created job, or ``None`` when the issue was not dispatched.
     """
     now = now or utcnow()
     key = issue.key
+    first = _verdict(issue, _read_tracked(key), fetched_at=fetched_at, now=now, force=force)
+    db.session.commit()  # end the read: the claim below is a transaction of its own
+    if isinstance(first, str):
+        report.skipped[key] = first
+        return None
+    if isinstance(first, blockers.Blocked):
+        _hold(issue, first, now, report, force=force)
+        return None
+
     job: Job | None = None
+    held: blockers.Blocked | None = None
     with serialized():
         if not is_sqlite():
             # the team's lock keeps its cap exact; the global lock keeps the global and backend caps
             advisory_lock(f"team:{issue.team_key}")
             advisory_lock(GLOBAL_LOCK)
-        tracked = db.session.scalar(
-            select(TrackedIssue).where(TrackedIssue.issue_key == key).execution_options(populate_existing=True)
-        )
-        if tracked is None:
-            tracked = tracked_issue(key, team_key=issue.team_key, provider=issue.provider)
-        tracked.team_key = issue.team_key
-        tracked.provider = issue.provider
-        tracked.title = issue.title or tracked.title or ""
-        tracked.url = issue.url or tracked.url
-        tracked.triggered = bool(issue.triggered)
-        tracked.last_seen_at = now
-        if not force:
-            if not issue.triggered:
-                report.skipped[key] = "not triggered"
-                return None
-            if tracked.trigger_consumed:
-                report.skipped[key] = "trigger already dispatched"
-                return None
-            if tracked.trigger_cleared_at is not None and fetched_at <= tracked.trigger_cleared_at:
-                report.skipped[key] = "listing older than our last stage change"
-                return None
-        mapping = _mapping_for(issue.provider, issue.team_key)
-        choice = choose_backend(mapping) if mapping is not None else None
-        backend_id = choice.backend_id if choice is not None else None
-        held = blockers.evaluate(issue, mapping, backend_id=backend_id, now=now)
-        if held is None and choice is not None and not choice.shadow and backend_id:
-            backoff = poller.backoff_of("runner", backend_id, now)
-            if backoff is not None:
-                held = blockers.backend_unavailable(backend_id, backoff.until)
-        if held is not None and mapping is not None and force and held.reason != blockers.PAUSED:
-            held = None  # --force passes every check but a paused project and the in-flight rule
-        if held is not None and force and held.reason == blockers.DEDUP:
-            held = None  # the unique index below decides
-        if held is not None:
-            blockers.record(issue, held, now)
-            report.blocked[key] = {"reason": held.reason, "message": held.message}
+        tracked = _touch(issue, now)
+        verdict = _verdict(issue, tracked, fetched_at=fetched_at, now=now, force=force)
+        if isinstance(verdict, str):
+            report.skipped[key] = verdict
             return None
-        assert mapping is not None and choice is not None
-        chosen_phase, plan = _phase_for(mapping, tracked, phase)
+        if isinstance(verdict, blockers.Blocked):
+            blockers.record(issue, verdict, now)
+            report.blocked[key] = {"reason": verdict.reason, "message": verdict.message}
+            return None
+        chosen_phase, plan = _phase_for(verdict.mapping, tracked, phase)
         try:
             with db.session.begin_nested():
-                job = create_job(mapping, key, phase=chosen_phase, provider=issue.provider, choice=choice,
-                                 plan=plan, forced=force)
+                job = create_job(verdict.mapping, key, phase=chosen_phase, provider=issue.provider,
+                                 choice=verdict.choice, plan=plan, forced=force)
         except IntegrityError:
-            # another process holds a job in flight for this issue (the partial unique index)
+            # a job of this issue is still in flight (the partial unique index): already dispatched
             held = blockers.dedup()
             blockers.record(issue, held, now)
             report.blocked[key] = {"reason": held.reason, "message": held.message}
