@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -70,3 +75,45 @@ def test_template_masks_credentials_first_and_runs_the_session(name: str) -> Non
         assert contexts and set(contexts) <= {"inputs", "secrets", "github"}, var
         assert var in known or "secrets" in contexts, var
     assert "npm install --global @anthropic-ai/claude-code" in "\n".join(s.get("run", "") for s in steps)
+
+
+def _bash_steps(name: str) -> list[dict]:
+    steps = next(iter(load(name)["jobs"].values()))["steps"]
+    return [s for s in steps if "run" in s]
+
+
+@pytest.mark.skipif(not (shutil.which("bash") and shutil.which("jq")), reason="needs bash and jq")
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_template_preparation_steps_mask_and_export(name: str, tmp_path: Path) -> None:
+    """Run the first two steps as a runner would: credentials masked, ``env`` exported."""
+    request = sample_dispatch_request(
+        env={
+            "AIIMPL_NONCE": "n-1",
+            "AIIMPL_RESULT_TOKEN": "r-2",
+            "AIIMPL_PROGRESS_TOKEN": "p-3",
+            "AIIMPL_CONTEXT_TOKEN": "c-4",
+            "AIIMPL_BRANCH": "ai/ENG-1",
+            "MULTI": "line one\nline two",
+        },
+        secret_names=frozenset(
+            {"AIIMPL_NONCE", "AIIMPL_RESULT_TOKEN", "AIIMPL_PROGRESS_TOKEN", "AIIMPL_CONTEXT_TOKEN"}
+        ),
+    )
+    inputs = GitHubActionsBackend(make_context({})).workflow_inputs(request)
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"inputs": inputs}))
+    github_env = tmp_path / "github_env"
+    github_env.write_text("")
+    env = {**os.environ, "GITHUB_EVENT_PATH": str(event), "GITHUB_ENV": str(github_env)}
+    mask, export = _bash_steps(name)[:2]
+
+    out = subprocess.run(
+        ["bash", "-e", "-c", mask["run"]], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["::add-mask::n-1", "::add-mask::r-2", "::add-mask::p-3", "::add-mask::c-4"]
+
+    subprocess.run(["bash", "-e", "-c", export["run"]], env=env, capture_output=True, text=True, check=True)
+    text = github_env.read_text()
+    assert "AIIMPL_BRANCH<<" in text and "\nai/ENG-1\n" in text
+    assert "\nline one\nline two\n" in text
+    assert "n-1" not in text  # credentials are not exported through the env input
