@@ -183,13 +183,10 @@ class GitHubActionsBackend(RunnerBackend):
         states: list[RunState] = []
         errors: list[ProviderError] = []
         for (owner, name), repo_runs in by_repo.items():
-            since = min(r.dispatched_at for r in repo_runs) - CLOCK_SLACK
+            since = min(_aware(r.dispatched_at) for r in repo_runs) - CLOCK_SLACK
+            repo = self._repo(repo_runs[0].mapping)
             try:
-                listed = list(
-                    self._repo(repo_runs[0].mapping).iter_workflow_runs(
-                        _aware(since), event="workflow_dispatch"
-                    )
-                )
+                listed = list(repo.iter_workflow_runs(since, event="workflow_dispatch"))
             except ProviderError as exc:
                 self.log.warning("listing workflow runs of %s/%s failed: %s", owner, name, exc.message)
                 errors.append(exc)
@@ -202,6 +199,16 @@ class GitHubActionsBackend(RunnerBackend):
                     by_title.setdefault(r["display_title"], r)
             for run in repo_runs:
                 found = by_id.get(run.run_id or "") or by_title.get(run.run_name)
+                if found is None and run.run_id:
+                    # linked, but beyond the pages read: ask for it rather than call it lost
+                    try:
+                        found = repo.get_run(run.run_id)
+                    except ProviderError as exc:
+                        if exc.status != 404:
+                            self.log.warning(
+                                "reading run %s of %s/%s failed: %s", run.run_id, owner, name, exc.message
+                            )
+                            continue
                 states.append(run_state(run.job_id, found))
         if errors and len(errors) == len(by_repo):
             raise errors[0]

@@ -278,3 +278,21 @@ def test_validate_mapping_checks_the_planning_workflow_file(backend: GitHubActio
 
 def test_not_configured_without_github_settings() -> None:
     assert GitHubActionsBackend(make_context({})).is_configured() is False
+
+
+def test_a_linked_run_beyond_the_listing_is_read_directly(
+    gh: FakeGitHub, backend: GitHubActionsBackend
+) -> None:
+    install(gh, backend)
+    request = full_request()
+    backend.dispatch(request)
+    run = gh.run_named("job-1")
+    gh.advance_run(run.id, "in_progress")
+    run.created_at = datetime.now(UTC) - timedelta(days=3)  # older than any listing reaches
+    [state] = backend.poll_runs([in_flight(request, run_id=str(run.id))])
+    assert state.phase is RunPhase.RUNNING and state.run_id == str(run.id)
+    assert gh.server.requests_to("GET", f"/actions/runs/{run.id}")
+    # a linked run GitHub no longer knows is reported not found
+    del gh.runs[run.id]
+    [state] = backend.poll_runs([in_flight(request, run_id=str(run.id))])
+    assert state.phase is RunPhase.NOT_FOUND
