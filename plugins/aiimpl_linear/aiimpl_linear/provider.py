@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
@@ -25,6 +26,9 @@ from .config import (
     authorization_header,
     validate_ticketing,
 )
+
+#: Seconds a key read from the secret store is reused.
+STORED_SECRET_TTL = 30.0
 
 #: Colours of the labels we create (Linear requires none, but a visible colour helps people).
 LABEL_COLORS = {
@@ -71,6 +75,7 @@ class LinearProvider(TicketingProvider):
         self._lock = threading.Lock()
         self._client: LinearClient | None = None
         self._client_auth: str | None = None
+        self._stored: tuple[float, str | None] | None = None  # (read at, stored API key)
         # Linear ids never change, so what we learn once is kept for the life of the process.
         self._issue_refs: dict[str, tuple[str, str]] = {}  # identifier -> (issue id, team id)
         self._labels: dict[tuple[str, str], str] = {}  # (team id, folded name) -> label id
@@ -87,12 +92,17 @@ class LinearProvider(TicketingProvider):
         header = authorization_header(settings.api_key, settings.oauth_token)
         if header:
             return header
-        try:
-            stored = self.context.secret(API_KEY_SECRET, None)
-        except Exception:  # noqa: BLE001 - an unreadable secret store means "not configured"
-            self.log.warning("could not read the stored secret %s", API_KEY_SECRET)
-            stored = None
-        return authorization_header(stored, None)
+        # The stored secret is a database read: remember it briefly rather than on every call,
+        # so a changed key is still picked up within STORED_SECRET_TTL seconds.
+        now = time.monotonic()
+        if self._stored is None or now - self._stored[0] > STORED_SECRET_TTL:
+            try:
+                value = self.context.secret(API_KEY_SECRET, None)
+            except Exception:  # noqa: BLE001 - an unreadable secret store means "not configured"
+                self.log.warning("could not read the stored secret %s", API_KEY_SECRET)
+                value = None
+            self._stored = (now, value)
+        return authorization_header(self._stored[1], None)
 
     def is_configured(self) -> bool:
         return self._authorization() is not None
@@ -272,10 +282,23 @@ class LinearProvider(TicketingProvider):
         """The id of label ``name`` usable in the team (a team label or a workspace label);
         created in the team on first use, then cached."""
         cache_key = (team_id, name.casefold())
-        cached = self._labels.get(cache_key)
-        if cached:
-            return cached
-        data = self.client.execute("LabelsByName", {"names": sorted({name, *AI_LABELS})})
+        if cache_key not in self._labels:
+            self._load_labels(team_id, name)
+        if cache_key not in self._labels:
+            self._create_label(team_id, name)
+        return self._labels[cache_key]
+
+    def _load_labels(self, team_id: str, name: str) -> None:
+        """Cache the team's and the workspace's labels named like ``name`` or any AI label."""
+        names = sorted({name, *AI_LABELS}, key=str.casefold)
+        label_filter = {
+            "and": [
+                # Linear compares label names ignoring case, so "ai-working" is the same label
+                {"or": [{"name": {"eqIgnoreCase": n}} for n in names]},
+                {"or": [{"team": {"id": {"eq": team_id}}}, {"team": {"null": True}}]},
+            ]
+        }
+        data = self.client.execute("LabelsByName", {"filter": label_filter})
         workspace: dict[str, str] = {}
         for label in _nodes(data.get("issueLabels")):
             if label.get("isGroup") or not label.get("id") or not label.get("name"):
@@ -289,16 +312,23 @@ class LinearProvider(TicketingProvider):
         for folded, label_id in workspace.items():
             # a team label of the same name wins over the workspace one
             self._labels.setdefault((team_id, folded), label_id)
-        cached = self._labels.get(cache_key)
-        if cached:
-            return cached
+
+    def _create_label(self, team_id: str, name: str) -> None:
         if not team_id:
             raise ProviderError(
                 f"Linear: cannot create label {name!r}: the issue's team is unknown", provider=PROVIDER_ID
             )
-        created = self.client.execute(
-            "CreateLabel", {"name": name, "teamId": team_id, "color": LABEL_COLORS.get(name)}
-        )
+        try:
+            created = self.client.execute(
+                "CreateLabel", {"name": name, "teamId": team_id, "color": LABEL_COLORS.get(name)}
+            )
+        except ProviderError:
+            # Another orchestrator process (or a person) may have created it since we looked:
+            # use that one rather than fail.
+            self._load_labels(team_id, name)
+            if (team_id, name.casefold()) in self._labels:
+                return
+            raise
         payload = created.get("issueLabelCreate") or {}
         label = payload.get("issueLabel") or {}
         if not payload.get("success") or not label.get("id"):
@@ -306,8 +336,7 @@ class LinearProvider(TicketingProvider):
                 f"Linear CreateLabel failed: label {name!r} was not created", provider=PROVIDER_ID
             )
         self.log.info("created Linear label %r in team %s", name, team_id)
-        self._labels[cache_key] = str(label["id"])
-        return str(label["id"])
+        self._labels[(team_id, name.casefold())] = str(label["id"])
 
     def mark_done(self, key: str) -> None:
         issue_id, team_id = self._ref(key)

@@ -106,8 +106,8 @@ query IssueRef($id: String!) {
 LABELS_BY_NAME = _document(
     "LabelsByName",
     """
-query LabelsByName($names: [String!]!) {
-  issueLabels(first: 100, filter: { name: { in: $names } }) {
+query LabelsByName($filter: IssueLabelFilter!) {
+  issueLabels(first: 100, filter: $filter) {
     nodes { id name isGroup team { id } }
   }
 }

@@ -196,6 +196,26 @@ def test_existing_workspace_label_is_used_not_duplicated(fake: FakeLinear, provi
     assert fake.issue(key)["labelIds"] == [workspace["id"]]
 
 
+def test_label_named_in_another_case_is_used(fake: FakeLinear, provider: LinearProvider) -> None:
+    lower = fake.add_label("ai-working", "ENG")
+    key = fake.add_issue("ENG")["identifier"]
+    provider.set_stage(key, Stage.IMPLEMENTING)
+    assert fake.created_labels == []
+    assert fake.issue(key)["labelIds"] == [lower["id"]]
+    assert provider.get_issue(key).stage is Stage.IMPLEMENTING
+
+
+def test_label_created_concurrently_elsewhere_is_used(fake: FakeLinear, provider: LinearProvider) -> None:
+    key = fake.add_issue("ENG")["identifier"]
+    # between our lookup and our create, another process creates the label: Linear refuses ours
+    fake.before("CreateLabel", lambda: fake.add_label("AI-Working", "ENG"))
+    provider.set_stage(key, Stage.IMPLEMENTING)
+    assert fake.labels_of(key) == ["AI-Working"]
+    assert fake.created_labels == []
+    assert [r.status for r in fake.requests if r.operation == "CreateLabel"] == [200]
+    assert fake.operations().count("LabelsByName") == 2
+
+
 def test_label_of_another_team_is_not_used(fake: FakeLinear, provider: LinearProvider) -> None:
     fake.add_team("OPS")
     fake.add_label("AI-Working", "OPS")
@@ -271,7 +291,23 @@ def test_api_key_from_a_stored_secret(fake: FakeLinear) -> None:
     assert provider.is_configured()
     fake.add_issue("ENG")
     assert len([i for p in provider.iter_triggered(["ENG"]) for i in p.issues]) == 1
-    assert ("LINEAR_API_KEY", None) in asked
+    assert set(asked) == {("LINEAR_API_KEY", None)}
+    assert len(asked) == 1  # reused for a while, not read from the database on every call
+
+
+def test_stored_secret_is_read_again_after_a_while(fake: FakeLinear, monkeypatch: pytest.MonkeyPatch) -> None:
+    import aiimpl_linear.provider as provider_mod
+
+    stored = {"value": "lin_api_old"}
+    provider = LinearProvider(
+        make_context({"AIIMPL_LINEAR_API_URL": fake.url}, secret=lambda name, scope=None: stored["value"])
+    )
+    with pytest.raises(ProviderError):
+        list(provider.iter_triggered(["ENG"]))  # the old key is refused
+    stored["value"] = fake.api_key  # an operator stores the new key
+    monkeypatch.setattr(provider_mod, "STORED_SECRET_TTL", 0.0)
+    assert list(provider.iter_triggered(["ENG"]))[-1].complete
+    assert fake.requests[-1].authorization == fake.api_key
 
 
 def test_not_configured(fake: FakeLinear) -> None:

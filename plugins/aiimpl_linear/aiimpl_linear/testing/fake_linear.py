@@ -208,6 +208,7 @@ class FakeLinear:
         self.requests_reset_at = self.clock() + 3600
         self._forced_429: list[float] = []
         self._failures: dict[str, _Failure] = {}
+        self._before: dict[str, list[Callable[[], None]]] = {}
         self._numbers: dict[str, itertools.count[int]] = {}
         self._sync = itertools.count(1000)
         self._server: Any = None
@@ -274,6 +275,12 @@ class FakeLinear:
         """Answer the next ``times`` requests of ``operation`` with a GraphQL error."""
         with self.lock:
             self._failures[operation] = _Failure(message, code, times, status)
+
+    def before(self, operation: str, action: Callable[[], None]) -> None:
+        """Run ``action`` once, just before the next request of ``operation`` is answered (to
+        stage a concurrent change, such as another process creating the same label)."""
+        with self.lock:
+            self._before.setdefault(operation, []).append(action)
 
     def operations(self) -> list[str | None]:
         return [r.operation for r in self.requests]
@@ -586,6 +593,9 @@ class FakeLinear:
         ops = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
         if operation is None and len(ops) == 1 and ops[0].name:
             operation = record.operation = ops[0].name.value
+        pending = self._before.get(operation or "")
+        if pending:
+            pending.pop(0)()
         failure = self._failures.get(operation or "")
         if failure is not None:
             failure.times -= 1
