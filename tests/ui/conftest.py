@@ -1,0 +1,92 @@
+"""A live server and a real browser (Debian's Chromium driven by Playwright)."""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
+
+ARTIFACTS = os.environ.get("AIIMPL_ARTIFACTS", os.path.join(os.path.dirname(__file__), "..", "..", "artifacts"))
+
+
+def _chromium() -> str | None:
+    path = os.environ.get("AIIMPL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    return path if os.path.exists(path) else None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("Chromium is not installed (scripts/setup-chromium.sh installs Debian's chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=exe, headless=True,
+            args=["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def tracker() -> FakeTracker:
+    return FakeTracker()
+
+
+@pytest.fixture
+def runner() -> FakeRunner:
+    return FakeRunner("fly-machines", "fly", sessions=True, secrets=True, workflow_sync=True)
+
+
+@pytest.fixture
+def aiimpl_plugins(tracker: FakeTracker, runner: FakeRunner) -> list[object]:
+    gha = FakeRunner("github-actions", "gha", workflow_sync=True, gap_fill=True)
+    plugins = [tracker.plugin, runner.plugin, gha.plugin]
+    try:  # the Jira settings panel appears when the Jira plugin is installed
+        import aiimpl_jira.plugin as jira_plugin
+
+        plugins.append(jira_plugin)
+    except ImportError:
+        pass
+    return plugins
+
+
+@pytest.fixture
+def live_server(app: Any) -> Iterator[str]:
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def page(browser: Any, live_server: str) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1366, "height": 800}, base_url=live_server)
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    yield page
+    context.close()
+
+
+def shot(page: Any, name: str) -> None:
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    page.screenshot(path=os.path.join(ARTIFACTS, f"ui-{name}.png"), full_page=True)
+
+
+@pytest.fixture
+def database_url(aiimpl_databases: Any) -> str:
+    """The browser tests exercise the UI, not the database: SQLite is enough (the API tests cover both)."""
+    return aiimpl_databases.get("sqlite")

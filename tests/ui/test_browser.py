@@ -1,0 +1,124 @@
+"""The admin UI in a real browser: sign-in, mappings, pausing, a job moving, secrets, every panel."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from aiimpl_core.testing.pytest_plugin import TEST_ADMIN_CODE
+
+from .conftest import shot
+
+pytestmark = pytest.mark.browser
+
+
+def sign_in(page, code=TEST_ADMIN_CODE):  # noqa: ANN001, ANN201
+    page.goto("/ui/projects")
+    page.wait_for_url(re.compile(r"/ui/signin"))
+    page.get_by_label("Access code").fill(code)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/ui/projects"))
+
+
+def test_sign_in_refuses_a_wrong_code_then_accepts_the_right_one(page):
+    page.goto("/ui/signin")
+    shot(page, "signin")
+    page.get_by_label("Access code").fill("wrong")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_text("Invalid access code").wait_for()
+    page.get_by_label("Access code").fill(TEST_ADMIN_CODE)
+    page.keyboard.press("Enter")  # keyboard use works
+    page.wait_for_url(re.compile(r"/ui/projects"))
+
+
+def test_create_mapping_with_validation_error_then_success_then_pause(page):
+    sign_in(page)
+    page.get_by_label("Team key").fill("ENG")
+    page.get_by_label("GitHub owner").fill("acme")
+    page.get_by_label("Repository").fill("api")
+    page.get_by_label("Default branch").fill("main")
+    page.get_by_label("Machine CPUs").fill("0")
+    page.get_by_role("button", name="Save mapping").click()
+    error = page.locator('.field-error[data-for="machineCpus"]')
+    error.get_by_text("machineCpus must be a positive integer").wait_for()
+    assert page.get_by_label("Machine CPUs").get_attribute("aria-invalid") == "true"
+    shot(page, "projects-validation-error")
+
+    page.get_by_label("Machine CPUs").fill("2")
+    page.get_by_label("Ticketing (JSON object)").fill('{"provider": "fake-tracker"}')
+    page.get_by_role("button", name="Save mapping").click()
+    row = page.locator('#mappings-table tr[data-team="ENG"]')
+    row.wait_for()
+    assert "acme/api" in row.inner_text()
+
+    row.get_by_role("button", name="Pause").click()
+    row.get_by_text("paused").wait_for()
+    row.get_by_role("button", name="Resume").wait_for()
+    shot(page, "projects")
+
+
+def test_job_moves_through_statuses_without_reload(page, app):
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import Mapping
+    from aiimpl_core.services import launch
+    from aiimpl_core.services.jobs import transition
+    from aiimpl_core.types import JobStatus, Phase
+
+    mapping = Mapping(team_key="ENG", owner="acme", repo="api", default_branch="main",
+                      execution_mode="github-actions", provider="anthropic", branch_prefix="ai/")
+    db.session.add(mapping)
+    db.session.commit()
+    choice = launch.BackendChoice("github-actions", "default", False)
+    job = launch.create_job(mapping, "ENG-7", phase=Phase.IMPLEMENTATION, provider="fake-tracker", choice=choice)
+    db.session.commit()
+    from aiimpl_core.orm import JobStep
+
+    for n, (kind, status) in enumerate([("clone", "succeeded"), ("setup", "succeeded"), ("agent", "running")]):
+        db.session.add(JobStep(job_id=job.id, step_id=f"s{n}", type=kind, status=status,
+                               started_at=f"2026-11-29T05:0{n}:00Z", source="runner"))
+    db.session.commit()
+
+    sign_in(page)
+    page.get_by_role("link", name="Dispatch log").click()
+    row = page.locator(f'#jobs-table tr[data-job="{job.id}"]')
+    row.get_by_text("unknown").wait_for()
+    for status in (JobStatus.DISPATCHED, JobStatus.RUNNING):
+        transition(job, status)
+        db.session.commit()
+        row.get_by_text(status.value, exact=True).wait_for()
+    transition(job, JobStatus.COMPLETED, pr_url="https://github.com/acme/api/pull/42", pr_number=42)
+    db.session.commit()
+    row.get_by_text("completed").wait_for()
+    row.get_by_role("link", name="#42").wait_for()
+    row.get_by_role("button", name="Steps").click()
+    page.locator("#steps-list").get_by_text("agent").wait_for()
+    assert page.locator("#steps-list li").count() == 3
+    shot(page, "jobs")
+
+
+def test_set_and_delete_a_secret(page):
+    sign_in(page)
+    page.get_by_role("link", name="Secrets").click()
+    page.get_by_label("Name").fill("NPM_TOKEN")
+    page.get_by_label("Value").fill("s3cr3t-value")
+    page.get_by_role("button", name="Set secret").click()
+    row = page.locator('#secrets-table tr[data-name="NPM_TOKEN"]')
+    row.wait_for()
+    assert "s3cr3t-value" not in page.content()
+    shot(page, "secrets")
+    page.once("dialog", lambda d: d.accept())
+    row.get_by_role("button", name="Delete").click()
+    row.wait_for(state="detached")
+
+
+@pytest.mark.parametrize("panel", ["projects", "issues", "blockers", "jobs", "sessions", "secrets", "runner-mode",
+                                   "jira"])
+def test_every_panel_renders(page, panel):
+    if panel == "jira":
+        pytest.importorskip("aiimpl_jira")
+    sign_in(page)
+    page.goto(f"/ui/{panel}")
+    page.locator("main h1").wait_for()
+    page.wait_for_load_state("networkidle")
+    assert page.locator("#flash.error").count() == 0, page.locator("#flash").inner_text()
+    shot(page, f"panel-{panel}")
