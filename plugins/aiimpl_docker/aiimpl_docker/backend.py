@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -241,8 +242,10 @@ class LocalDockerBackend(RunnerBackend):
         container_id = str(summary.get("Id"))
         status = str(summary.get("State") or "").lower()
         if status in ENDED:
-            code, excerpt = self._finish(container_id)
+            code, excerpt = self._read(container_id)
             if code == 0:
+                # kept while its job is in flight: every poller sees the same ended run during the
+                # core's grace period for a missing result; removed once the job has ended
                 return RunState(
                     job_id=run.job_id,
                     phase=RunPhase.SUCCEEDED,
@@ -250,6 +253,7 @@ class LocalDockerBackend(RunnerBackend):
                     exit_code=0,
                     log_excerpt=excerpt,
                 )
+            self._remove(container_id)
             detail = (
                 f"the session container exited with code {code}"
                 if code is not None
@@ -270,7 +274,8 @@ class LocalDockerBackend(RunnerBackend):
                 "stopping a container past its lifetime",
                 lambda: self.docker().api.stop(container_id, timeout=config.STOP_TIMEOUT),
             )
-            _, tail = self._finish(container_id)
+            _, tail = self._read(container_id)
+            self._remove(container_id)
             note = (
                 f"[the container exceeded its lifetime of {run.lifetime_seconds} s after "
                 f"{int(age // 60)} min; it was stopped and removed]"
@@ -286,8 +291,8 @@ class LocalDockerBackend(RunnerBackend):
         phase = RunPhase.PENDING if status in PENDING else RunPhase.RUNNING
         return RunState(job_id=run.job_id, phase=phase, run_id=container_id)
 
-    def _finish(self, container_id: str) -> tuple[int | None, str]:
-        """Read an ended container's exit code and redacted log tail, then remove it."""
+    def _read(self, container_id: str) -> tuple[int | None, str]:
+        """An ended container's exit code and its log tail, redacted of the session's secrets."""
         api = self.docker().api
         info = engine.call("inspecting a container", lambda: api.inspect_container(container_id))
         code = (info.get("State") or {}).get("ExitCode")
@@ -298,7 +303,6 @@ class LocalDockerBackend(RunnerBackend):
         )
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         tail = redact(text, env).strip()[-config.LOG_TAIL_CHARS :]
-        self._remove(container_id)
         return (code if isinstance(code, int) else None), tail
 
     def _remove(self, container_id: str) -> bool:
@@ -329,6 +333,50 @@ class LocalDockerBackend(RunnerBackend):
                     self.log.info("removed container %s of an ended job", container_id[:12])
                 except ProviderError as exc:
                     self.log.warning("removing container %s failed: %s", container_id[:12], exc)
+
+    def cleanup_job(self, job_id: int) -> None:
+        """Remove a job's container once its process has ended (called when the job ends).
+
+        The session usually posts its result and then exits: a container still running is waited
+        for in a daemon thread (at most the session lifetime), then removed. The sweep in
+        :meth:`poll_runs` catches whatever a restarted process left behind.
+        """
+        summaries = engine.call(
+            "listing containers",
+            lambda: self.docker().containers.list(
+                all=True,
+                sparse=True,
+                filters={
+                    "label": [f"{config.LABEL_JOB}={job_id}", f"{config.LABEL_INSTANCE}={self.instance}"]
+                },
+            ),
+        )
+        lifetime = int(self.context.setting("AIIMPL_SESSION_LIFETIME_SECONDS", 3600))
+        for container in summaries:
+            container_id = str(container.attrs.get("Id"))
+            if str(container.attrs.get("State") or "").lower() in ENDED:
+                self._remove(container_id)
+                continue
+            threading.Thread(
+                target=self._remove_when_exited,
+                args=(container_id, lifetime + 60),
+                name=f"aiimpl-docker-reap-{container_id[:12]}",
+                daemon=True,
+            ).start()
+
+    def _remove_when_exited(self, container_id: str, timeout: int) -> None:
+        try:
+            engine.call(
+                "waiting for a container", lambda: self.docker().api.wait(container_id, timeout=timeout)
+            )
+        except ProviderError:
+            pass  # gone already, or still running: removed below either way
+        except Exception:  # noqa: BLE001 - the SDK raises the transport's timeout as is
+            pass
+        try:
+            self._remove(container_id)
+        except ProviderError as exc:
+            self.log.warning("removing container %s failed: %s", container_id[:12], exc)
 
     def cancel(self, run: InFlightRun) -> None:
         if run.run_id:

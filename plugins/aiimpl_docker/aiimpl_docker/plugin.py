@@ -1,10 +1,15 @@
-"""Hook implementations of aiimpl-docker: the ``local-docker`` runner backend."""
+"""Hook implementations of aiimpl-docker: the ``local-docker`` runner backend, and the removal
+of a job's container once the job has ended."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiimpl_core import hookimpl
+
+if TYPE_CHECKING:
+    from aiimpl_core.types import JobStatus
 
 
 @hookimpl
@@ -12,3 +17,27 @@ def aiimpl_register_runner_backends(register: Callable[..., None]) -> None:
     from .backend import LocalDockerBackend
 
     register(LocalDockerBackend)
+
+
+@hookimpl
+def aiimpl_job_status_changed(job_id: int, issue_key: str, old: JobStatus | None, new: JobStatus) -> None:
+    """A job that ended (by its session's result, usually) no longer needs its container."""
+    if not new.terminal:
+        return
+    from aiimpl_core.errors import ProviderError
+    from flask import current_app, has_app_context
+
+    from .backend import LocalDockerBackend
+
+    if not has_app_context():
+        return
+    facade = current_app.extensions["aiimpl"]
+    if LocalDockerBackend.id not in facade.ids("runner"):
+        return
+    backend = facade.runner(LocalDockerBackend.id)
+    if not isinstance(backend, LocalDockerBackend) or not backend.is_configured():
+        return
+    try:
+        backend.cleanup_job(job_id)
+    except ProviderError as exc:  # the poll's sweep removes it later
+        backend.log.warning("job %s: removing its container failed: %s", job_id, exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,7 +67,7 @@ def test_flags() -> None:
     assert LocalDockerBackend.supports_sessions and LocalDockerBackend.supports_secrets
 
 
-def test_success_reports_succeeded_with_the_log_tail_and_removes_it(
+def test_success_reports_succeeded_and_keeps_the_container_until_the_job_ends(
     engine: Any, make_backend: Any, clock: Clock
 ) -> None:
     backend = make_backend("sh -c 'echo hello from job $AIIMPL_JOB_ID'")
@@ -78,6 +79,23 @@ def test_success_reports_succeeded_with_the_log_tail_and_removes_it(
 
     assert state.phase is RunPhase.SUCCEEDED and state.exit_code == 0 and state.run_id == run_id
     assert "hello from job 11" in (state.log_excerpt or "")
+    # every poller sees the ended run until the job ends (the core waits a grace period for its result)
+    [again] = backend.poll_runs([in_flight(req, run_id, clock)])
+    assert again.phase is RunPhase.SUCCEEDED
+    assert [c.id for c in ours(engine)] == [run_id]
+
+    backend.cleanup_job(11)  # the job ended
+    assert ours(engine) == []
+
+
+def test_cleanup_waits_for_a_container_still_finishing(engine: Any, make_backend: Any) -> None:
+    backend = make_backend("sh -c 'sleep 1'")
+    run_id = backend.dispatch(request_for(21)).run_id
+    backend.cleanup_job(21)  # the result came in; the session is still cleaning up
+    assert [c.id for c in ours(engine)] == [run_id]
+    deadline = time.monotonic() + 15
+    while ours(engine) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert ours(engine) == []
 
 
@@ -192,6 +210,8 @@ def test_ended_containers_of_finished_jobs_are_swept(engine: Any, make_backend: 
     states = backend.poll_runs([in_flight(req, current, clock)])
 
     assert [s.job_id for s in states] == [17]
+    assert [c.id for c in ours(engine)] == [current]  # its job is still in flight
+    backend.cleanup_job(17)
     assert ours(engine) == []
 
 
