@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -326,6 +327,7 @@ def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
             event, {k: data.get(k) for k in STATUS_FIELDS}, now, job.log_url or job.run_url
         )
         dedupe_key = f"status:{job.id}:{event}"
+        advisory_lock(dedupe_key)  # concurrent retries of one event queue it once (PostgreSQL)
         item = enqueue_comment(
             job.issue_key,
             body,
@@ -338,7 +340,7 @@ def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
         if item is None:
             item = db.session.scalar(select(OutboxItem).where(OutboxItem.dedupe_key == dedupe_key))
             assert item is not None
-            if item.state == "pending":
+            if item.state == "pending" and item.next_attempt_at > now:
                 item.next_attempt_at = now  # the runner retries: try again at once
         item_id, issue_key = item.id, job.issue_key
     try:
@@ -346,11 +348,22 @@ def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - answered as the reference's 500 below
         db.session.rollback()
         log.exception("delivering the %s comment of %s failed", event, issue_key)
-    state = db.session.scalar(select(OutboxItem.state).where(OutboxItem.id == item_id))
-    db.session.commit()
+    state = _settled_state(item_id)
     if state not in ("done", "shadow"):
         raise CallbackError(500, "Internal server error")
     return {"ok": True, "event": event, "duplicate": duplicate}
+
+
+def _settled_state(item_id: int, wait_seconds: float = 5.0) -> str | None:
+    """The item's state once no one is sending it (a concurrent retry of the same event may be
+    posting it right now: its answer is that post's outcome, not a premature failure)."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        state = db.session.scalar(select(OutboxItem.state).where(OutboxItem.id == item_id))
+        db.session.commit()
+        if state != "sending" or time.monotonic() >= deadline:
+            return state
+        time.sleep(0.05)
 
 
 def _int_or_none(value: Any) -> int | None:

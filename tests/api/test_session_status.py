@@ -175,3 +175,29 @@ def test_wrongly_typed_optional_fields(client, cb_job, field, value, error):
     resp = client.post(URL, json={"nonce": nonce, "event": "pr_opened", field: value})
     assert resp.status_code == 400
     assert resp.get_json() == {"error": error}
+
+
+def test_the_same_event_five_times_at_once_posts_once(app, cb_live_server, cb_job, cb_tracker):
+    import threading
+
+    import requests
+
+    _, nonce = cb_job()
+    barrier = threading.Barrier(5)
+    answers = []
+
+    def send():
+        barrier.wait()
+        r = requests.post(
+            cb_live_server + URL, json={"nonce": nonce, "event": "environment_ready"}, timeout=60
+        )
+        answers.append((r.status_code, r.json()))
+
+    threads = [threading.Thread(target=send) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [code for code, _ in answers] == [200] * 5, answers
+    assert sorted(body["duplicate"] for _, body in answers) == [False, True, True, True, True]
+    assert len(cb_tracker.comments["ENG-1"]) == 1
