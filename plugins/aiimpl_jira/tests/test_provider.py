@@ -399,3 +399,13 @@ def test_validate_mapping_accepts_the_clause_when_jira_is_down(
 ) -> None:
     jira.fail_next("POST", "/jql/parse", 503, headers={"Retry-After": "0"}, times=3)
     provider.validate_mapping({"teamKey": "ENG", "ticketing": {"provider": "jira", "jql": "labels = api"}})
+
+
+def test_a_long_retry_after_is_reported_not_slept(jira: FakeJira, provider: JiraProvider) -> None:
+    """Jira asks for minutes: the error carries it, so the core postpones the whole connection."""
+    jira.add_issue("ENG-1")
+    jira.fail_next("POST", "/search/jql", 429, headers={"Retry-After": "120"})
+    with pytest.raises(ProviderError) as err:
+        list(provider.iter_triggered(["ENG"]))
+    assert err.value.status == 429 and err.value.retry_after == 120.0
+    assert len(jira.requests_to("POST", "/search/jql")) == 1
