@@ -1,0 +1,256 @@
+"""The Fly backend inside the orchestrator: secrets set through the admin API reach a machine's
+environment and nothing else; sessions are listed and destroyed through ``/api/sessions``; a
+machine past its lifetime ends its job ``timed_out`` / ``machine_timeout`` through the reconciler."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import Job, Mapping, utcnow
+from aiimpl_core.services.dispatch import run_cycle
+from aiimpl_core.services.reconcile import reconcile
+from aiimpl_core.testing.fakes import FakeTracker
+
+import aiimpl_fly.plugin
+from aiimpl_fly.testing import FakeFly
+
+from .conftest import APP, TOKEN
+
+TEAM_SECRET = "team-secret-5c1d9e"
+GLOBAL_SECRET = "global-secret-a0b4f7"
+OTHER_TEAM_SECRET = "ops-secret-2e6f"
+
+
+@pytest.fixture
+def tracker() -> FakeTracker:
+    return FakeTracker()
+
+
+@pytest.fixture
+def app_fly() -> Iterator[FakeFly]:
+    with FakeFly(token=TOKEN, app=APP) as fly:  # real time: the orchestrator's clock
+        yield fly
+        fly.server.assert_clean()
+
+
+@pytest.fixture
+def aiimpl_plugins(tracker: FakeTracker) -> list[object]:
+    return [tracker.plugin, aiimpl_fly.plugin]
+
+
+@pytest.fixture
+def configured() -> bool:
+    return True
+
+
+@pytest.fixture
+def aiimpl_config(app_fly: FakeFly, configured: bool) -> dict[str, Any]:
+    if not configured:
+        return {"AIIMPL_FLY_API_URL": app_fly.url}
+    return {
+        "AIIMPL_FLY_API_TOKEN": TOKEN,
+        "AIIMPL_FLY_APP": APP,
+        "AIIMPL_FLY_API_URL": app_fly.url,
+        "AIIMPL_FLY_IMAGE": "registry.fly.io/aiimpl-session:v1",
+    }
+
+
+def add_mapping(team_key: str = "ENG", **kw: Any) -> None:
+    values: dict[str, Any] = dict(
+        owner="acme",
+        repo="api",
+        default_branch="main",
+        execution_mode="fly-machines",
+        machine_cpus=2,
+        machine_memory_mb=1024,
+        session_mode="interactive",
+        extra_env={"NODE_ENV": "test"},
+        ticketing={"provider": "fake-tracker"},
+    )
+    values.update(kw)
+    db.session.add(Mapping(team_key=team_key, **values))
+    db.session.commit()
+
+
+def set_secrets(client: Any, headers: dict[str, str]) -> None:
+    for url, body in [
+        ("/api/mappings/ENG/secrets", {"name": "TEAM_TOKEN", "value": TEAM_SECRET}),
+        ("/api/mappings/ENG/secrets", {"name": "SHARED_KEY", "value": "team-wins-9d"}),
+        ("/api/mappings/OPS/secrets", {"name": "OPS_ONLY", "value": OTHER_TEAM_SECRET}),
+        ("/api/global-secrets", {"name": "SHARED_KEY", "value": GLOBAL_SECRET}),
+        ("/api/global-secrets", {"name": "GLOBAL_ONLY", "value": GLOBAL_SECRET + "-2"}),
+    ]:
+        resp = client.post(url, json=body, headers=headers)
+        assert resp.status_code in (200, 201), resp.get_json()
+
+
+def dispatch(tracker: FakeTracker, key: str = "ENG-1") -> Job:
+    tracker.add(key, title="Add a health endpoint")
+    run_cycle(reconcile=False)
+    db.session.expire_all()
+    return db.session.scalars(db.select(Job).where(Job.issue_key == key)).one()
+
+
+def test_secrets_reach_the_machine_env_and_nowhere_else(
+    app: Any,
+    client: Any,
+    admin_headers: dict[str, str],
+    tracker: FakeTracker,
+    app_fly: FakeFly,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("DEBUG")
+    add_mapping("ENG")
+    add_mapping("OPS", repo="ops")
+    set_secrets(client, admin_headers)
+
+    job = dispatch(tracker)
+
+    assert job.backend == "fly-machines" and job.status == "dispatched"
+    [machine] = app_fly.live()
+    assert job.run_id == machine["id"]
+    env = machine["config"]["env"]
+    assert env["TEAM_TOKEN"] == TEAM_SECRET and env["GLOBAL_ONLY"] == GLOBAL_SECRET + "-2"
+    assert env["SHARED_KEY"] == "team-wins-9d"  # the team's value over the global one
+    assert "OPS_ONLY" not in env  # another team's secret
+    assert env["NODE_ENV"] == "test" and env["AIIMPL_SESSION_MODE"] == "interactive"
+    assert set(env["AIIMPL_SECRET_NAMES"].split(",")) >= {"TEAM_TOKEN", "SHARED_KEY", "GLOBAL_ONLY"}
+    assert machine["config"]["guest"]["cpus"] == 2 and machine["config"]["guest"]["memory_mb"] == 1024
+
+    # everywhere else a person or a log could look
+    elsewhere = [
+        repr({k: v for k, v in machine["config"].items() if k != "env"}),
+        repr(machine["name"]),
+        caplog.text,
+        "\n".join(tracker.comments["ENG-1"]),
+    ]
+    for url in (
+        "/api/sessions",
+        "/api/mappings/ENG/secrets",
+        "/api/global-secrets",
+        "/api/issues",
+        f"/api/jobs/{job.id}/steps",
+    ):
+        resp = client.get(url, headers=admin_headers)
+        assert resp.status_code == 200, (url, resp.get_json())
+        elsewhere.append(resp.get_data(as_text=True))
+    for text in elsewhere:
+        for secret in (TEAM_SECRET, GLOBAL_SECRET, "team-wins-9d", TOKEN):
+            assert secret not in text
+
+
+def test_sessions_are_listed_and_destroyed_through_the_api(
+    app: Any, client: Any, admin_headers: dict[str, str], tracker: FakeTracker, app_fly: FakeFly
+) -> None:
+    add_mapping()
+    job = dispatch(tracker)
+    app_fly.start(job.run_id)
+
+    sessions = client.get("/api/sessions", headers=admin_headers).get_json()
+
+    assert len(sessions) == 1
+    row = sessions[0]
+    assert (row["id"], row["backend"], row["state"], row["jobId"], row["issueKey"]) == (
+        job.run_id,
+        "fly-machines",
+        "started",
+        job.id,
+        "ENG-1",
+    )
+    resp = client.delete(f"/api/sessions/{job.run_id}", headers=admin_headers)
+    assert resp.status_code == 200, resp.get_json()
+    assert app_fly.machines[job.run_id]["state"] == "destroyed"
+    assert client.get("/api/sessions", headers=admin_headers).get_json() == []
+
+
+def test_a_fly_failure_listing_sessions_is_a_500_with_its_message(
+    app: Any, client: Any, admin_headers: dict[str, str], app_fly: FakeFly
+) -> None:
+    app_fly.fail_next("GET", f"/apps/{APP}/machines", 401, "token has expired")
+    resp = client.get("/api/sessions", headers=admin_headers)
+    assert resp.status_code == 500 and "token has expired" in resp.get_json()["error"]
+    assert TOKEN not in resp.get_data(as_text=True)
+
+
+def test_machine_past_its_lifetime_ends_the_job_machine_timeout(
+    app: Any, client: Any, tracker: FakeTracker, app_fly: FakeFly
+) -> None:
+    add_mapping()
+    job = dispatch(tracker)
+    app_fly.start(job.run_id)
+    reconcile()
+    db.session.expire_all()
+    assert db.session.get(Job, job.id).status == "running"
+
+    db.session.execute(
+        db.update(Job).where(Job.id == job.id).values(dispatched_at=utcnow() - timedelta(minutes=61))
+    )
+    db.session.commit()
+    reconcile()
+    run_cycle(reconcile=False)  # delivers the outbox
+
+    db.session.expire_all()
+    ended = db.session.get(Job, job.id)
+    assert (ended.status, ended.timeout_reason) == ("timed_out", "machine_timeout")
+    assert app_fly.machines[job.run_id]["state"] == "destroyed"
+    [excerpt] = [c for c in tracker.comments["ENG-1"] if c.startswith("Log excerpt (`machine_timeout`)")]
+    assert "exceeded its lifetime" in excerpt
+    assert tracker.stage_labels("ENG-1") == set()
+
+
+def test_a_machine_that_exits_non_zero_fails_the_job_session_failed(
+    app: Any, tracker: FakeTracker, app_fly: FakeFly
+) -> None:
+    add_mapping()
+    job = dispatch(tracker)
+    app_fly.start(job.run_id)
+    app_fly.exit(job.run_id, 1)
+
+    reconcile()
+    run_cycle(reconcile=False)
+
+    db.session.expire_all()
+    assert db.session.get(Job, job.id).status == "failed"
+    comments = tracker.comments["ENG-1"]
+    assert "⚠️ Implementation failed: the session machine exited with code 1" in comments
+    assert any(c.startswith("Log excerpt (`session_failed`)") for c in comments)
+
+
+def test_bedrock_is_refused_on_fly_machines(app: Any, client: Any, admin_headers: dict[str, str]) -> None:
+    body = {
+        "teamKey": "ENG",
+        "owner": "acme",
+        "repo": "api",
+        "defaultBranch": "main",
+        "provider": "bedrock",
+        "awsRegion": "us-east-1",
+        "executionMode": "fly-machines",
+        "ticketing": {"provider": "fake-tracker"},
+    }
+    resp = client.post("/api/mappings", json=body, headers=admin_headers)
+    assert resp.status_code == 400
+    assert resp.get_json() == {
+        "error": "provider 'bedrock' is not supported with executionMode 'fly-machines'"
+    }
+
+
+@pytest.mark.parametrize("configured", [False])
+def test_not_configured_sessions_are_empty_and_secrets_503(
+    app: Any, client: Any, admin_headers: dict[str, str], app_fly: FakeFly
+) -> None:
+    add_mapping()
+    assert client.get("/api/sessions", headers=admin_headers).get_json() == []
+    for method, url in [
+        ("delete", "/api/sessions/abc"),
+        ("get", "/api/global-secrets"),
+        ("get", "/api/mappings/ENG/secrets"),
+    ]:
+        resp = getattr(client, method)(url, headers=admin_headers)
+        assert (resp.status_code, resp.get_json()) == (503, {"error": "Fly sessions config not set"}), url
+    resp = client.post("/api/global-secrets", json={"name": "X", "value": "y"}, headers=admin_headers)
+    assert (resp.status_code, resp.get_json()) == (503, {"error": "Fly sessions config not set"})
+    assert app_fly.server.requests == []
