@@ -22,6 +22,7 @@ bp = Blueprint("webhook", __name__)
 log = logging.getLogger(__name__)
 
 MISSING_FIELDS = "Missing required PR fields"
+MAX_DELIVERY_BYTES = 25 * 1024 * 1024
 
 
 def merged_pull_request(payload: dict[str, Any]) -> merge.MergedPullRequest | None:
@@ -94,6 +95,8 @@ def github_webhook():  # noqa: ANN201
               schema: CallbackErrorSchema
     """
     secret = current_app.config.get("AIIMPL_GITHUB_WEBHOOK_SECRET")
+    # GitHub caps deliveries at 25 MB; a long PR description must not be refused as forged
+    request.max_content_length = MAX_DELIVERY_BYTES
     try:
         raw = request.get_data(cache=True)
     except HTTPException:  # larger than MAX_CONTENT_LENGTH: cannot be verified

@@ -303,3 +303,13 @@ def test_same_delivery_five_times_at_once_acts_once(app, cb_live_server, cb_job,
     outbox.deliver(now=utcnow() + timedelta(hours=2))
     assert cb_tracker.comments["HW-7"] == ["🎉 PR #2 merged (c4295bd). Closing this issue out."]
     assert cb_tracker.issues["HW-7"].done is True
+
+
+def test_a_delivery_larger_than_other_bodies_is_accepted(client, cb_job, merged_payload, cb_tracker):
+    """GitHub sends up to 25 MB; the API's usual body limit (2 MB) does not apply here."""
+    job_id = hello_world_job(cb_job)
+    payload = copy.deepcopy(merged_payload)
+    payload["pull_request"]["body"] = "x" * (3 * 1024 * 1024)
+    resp = deliver(client, payload)
+    assert resp.status_code == 200
+    assert resp.get_json()["jobId"] == job_id
