@@ -214,9 +214,10 @@ class LinearProvider(TicketingProvider):
             updated_at=_parse_time(node.get("updatedAt")),
         )
 
-    def _ref(self, key: str) -> tuple[str, str]:
-        """The issue's id and its team's id (mutations take ids, not identifiers)."""
-        ref = self._issue_refs.get(key)
+    def _ref(self, key: str, *, fresh: bool = False) -> tuple[str, str]:
+        """The issue's id and its team's id (mutations take ids, not identifiers). ``fresh``
+        reads them again: an issue moved to another team keeps its id but changes team."""
+        ref = None if fresh else self._issue_refs.get(key)
         if ref is None:
             node = self.client.execute("IssueRef", {"id": key}).get("issue")
             if not isinstance(node, dict) or not node.get("id"):
@@ -339,7 +340,8 @@ class LinearProvider(TicketingProvider):
         self._labels[(team_id, name.casefold())] = str(label["id"])
 
     def mark_done(self, key: str) -> None:
-        issue_id, team_id = self._ref(key)
+        # workflow states belong to a team, so the issue's current team matters here
+        issue_id, team_id = self._ref(key, fresh=True)
         state_id = self._done_states.get(team_id)
         if state_id is None:
             team = self.client.execute("TeamDoneStates", {"teamId": team_id}).get("team") or {}

@@ -251,6 +251,21 @@ def test_mark_done_uses_the_first_completed_state_by_position(
     assert fake.operations().count("TeamDoneStates") == 1  # cached per team
 
 
+def test_mark_done_after_the_issue_moved_team(fake: FakeLinear, provider: LinearProvider) -> None:
+    fake.add_team("OPS")
+    key = fake.add_issue("ENG")["identifier"]
+    list(provider.iter_triggered(["ENG"]))  # the provider has seen the issue in ENG
+    with fake.lock:
+        fake.issue(key)["teamId"] = fake.team("OPS")["id"]
+        fake.issue(key)["labelIds"] = []
+        fake.issue(key)["stateId"] = next(
+            s["id"] for s in fake.store.states.values() if s["teamId"] == fake.team("OPS")["id"]
+        )
+    provider.mark_done(key)
+    done = fake.store.states[fake.issue(key)["stateId"]]
+    assert done["name"] == "Done" and done["teamId"] == fake.team("OPS")["id"]
+
+
 def test_mark_done_without_completed_state_is_a_clear_error(fake: FakeLinear) -> None:
     fake.add_team("ODD", states=[("Todo", "unstarted"), ("Closed", "canceled")])
     provider = LinearProvider(make_context(fake.config()))

@@ -956,7 +956,8 @@ class FakeLinear:
                 labels.append(label_id)
         removed = set(input.get("removedLabelIds") or [])
         labels = [i for i in labels if i not in removed]
-        for label_id in labels:
+        label_change = any(input.get(k) is not None for k in ("labelIds", "addedLabelIds", "removedLabelIds"))
+        for label_id in labels if label_change else []:
             label = self.store.labels.get(label_id)
             if label is None:
                 raise _not_found("IssueLabel")

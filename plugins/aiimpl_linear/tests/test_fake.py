@@ -1,0 +1,79 @@
+"""The fake Linear itself: it answers in the schema's shapes and refuses what Linear refuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import requests
+
+from aiimpl_linear.testing import FakeLinear
+
+
+def post(
+    fake: FakeLinear, query: str, variables: dict[str, Any] | None = None, name: str | None = None
+) -> Any:
+    body = {"query": query, "variables": variables or {}, "operationName": name}
+    return requests.post(fake.url, json=body, headers={"Authorization": fake.api_key}, timeout=10)
+
+
+def test_a_field_the_fake_cannot_fill_is_an_error_not_a_guess(fake: FakeLinear) -> None:
+    key = fake.add_issue("ENG")["identifier"]
+    resp = post(fake, 'query P { issue(id: "' + key + '") { identifier priorityLabel } }', name="P")
+    body = resp.json()
+    assert body["data"] is None and "priorityLabel" in body["errors"][0]["message"]
+
+
+def test_pagination_follows_cursors(fake: FakeLinear) -> None:
+    for n in range(5):
+        fake.add_issue("ENG", f"n{n}")
+    query = (
+        "query Q($after: String) { issues(first: 2, after: $after) "
+        "{ nodes { title } pageInfo { hasNextPage endCursor } } }"
+    )
+    titles, after, pages = [], None, 0
+    while True:
+        page = post(fake, query, {"after": after}, "Q").json()["data"]["issues"]
+        pages += 1
+        titles += [n["title"] for n in page["nodes"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert titles == [f"n{n}" for n in range(5)] and pages == 3
+
+
+def test_page_size_above_250_is_refused(fake: FakeLinear) -> None:
+    body = post(fake, "query Q { issues(first: 251) { nodes { id } } }", name="Q").json()
+    assert body["data"] is None and "first" in body["errors"][0]["message"]
+
+
+def test_unimplemented_filter_is_loud(fake: FakeLinear) -> None:
+    fake.add_issue("ENG")
+    body = post(fake, "query Q { issues(filter: { priority: { eq: 1 } }) { nodes { id } } }", name="Q").json()
+    assert "fake Linear does not implement filter IssueFilter.priority" in body["errors"][0]["message"]
+
+
+def test_too_complex_query_is_refused(fake: FakeLinear) -> None:
+    query = "query Q { issues(first: 250) { nodes { id labels(first: 250) { nodes { id name } } } } }"
+    resp = post(fake, query, name="Q")
+    assert resp.status_code == 400 and "too complex" in resp.json()["errors"][0]["message"]
+
+
+def test_rate_limit_answer_carries_linear_headers(fake: FakeLinear) -> None:
+    fake.rate_limit(times=1, retry_in=30)
+    resp = post(fake, "query Q { teams { nodes { key } } }", name="Q")
+    assert resp.status_code == 429
+    assert resp.json()["errors"][0]["extensions"]["code"] == "RATELIMITED"
+    assert resp.headers["X-RateLimit-Requests-Remaining"] == "0"
+    assert int(resp.headers["X-RateLimit-Requests-Reset"]) > 0
+    ok = post(fake, "query Q { teams { nodes { key } } }", name="Q")
+    assert ok.status_code == 429  # the budget stays empty until the reset
+
+
+@pytest.mark.parametrize("auth", [None, "wrong", "Bearer lin_api_fake0123456789"])
+def test_authentication_is_checked(fake: FakeLinear, auth: str | None) -> None:
+    headers = {"Authorization": auth} if auth else {}
+    resp = requests.post(
+        fake.url, json={"query": "query Q { teams { nodes { key } } }"}, headers=headers, timeout=10
+    )
+    assert resp.json()["errors"][0]["extensions"]["code"] == "AUTHENTICATION_ERROR"
