@@ -205,6 +205,12 @@ class RunnerResultResponseSchema(Schema):
     jobId = fields.Integer()
     status = fields.String(metadata={"description": "the job's status after the result (terminal)"})
     ended = fields.Boolean(metadata={"description": "false when the job had already ended (e.g. timed out)"})
+    failureKind = fields.String(
+        metadata={
+            "description": "with a failure: max_turns, agent_failed, no_changes, push_or_pr_failed, "
+            "clone_failed or other (the reference's run failure messages)"
+        }
+    )
 
 
 # -- POST /runner/progress and POST /api/step-report ----------------------------------------

@@ -73,10 +73,36 @@ def pr_number_from_url(url: str | None) -> int | None:
 # -- POST /runner/result --------------------------------------------------------------------
 
 
+#: The reference's "Run failure messages", recognised by how the session words them (first match).
+FAILURE_KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("max_turns", re.compile(r"Reached max turns", re.I)),
+    ("no_changes", re.compile(r"^Nothing to commit", re.I)),
+    ("push_or_pr_failed", re.compile(r"^(PR creation failed|git push failed|Push failed)", re.I)),
+    ("clone_failed", re.compile(r"^(git clone failed|git checkout failed|Clone failed)", re.I)),
+    ("agent_failed", re.compile(r"^LLM invocation failed", re.I)),
+)
+_PHASE_PREFIX = re.compile(r"^\s*(?:⚠️\s*)?(?:Planning|Implementation|Gap analysis) failed:\s*", re.I)
+
+
+def strip_phase_prefix(error: str) -> str:
+    """``Implementation failed: git clone failed …`` → ``git clone failed …``: the comment adds the
+    phase itself (``⚠️ Implementation failed: {reason}``), so it is never said twice."""
+    return _PHASE_PREFIX.sub("", error, count=1)
+
+
+def failure_kind(error: str | None) -> str:
+    """Which of the reference's run failures ``error`` is (``other`` when none matches)."""
+    text = (error or "").strip()
+    for kind, pattern in FAILURE_KINDS:
+        if pattern.search(text):
+            return kind
+    return "other"
+
+
 def _default_failure_label(phase: Phase, error: str | None) -> LogLabel:
     """``pr_not_found`` when an implementation ran through without producing a PR (the
     reference's "No changes were produced" failure), else ``session_failed``."""
-    if phase is Phase.IMPLEMENTATION and error and error.lstrip().startswith("Nothing to commit"):
+    if phase is Phase.IMPLEMENTATION and failure_kind(error) == "no_changes":
         return LogLabel.PR_NOT_FOUND
     return LogLabel.SESSION_FAILED
 
@@ -87,7 +113,7 @@ def result_outcome(data: dict[str, Any]) -> tuple[Outcome, bool]:
     phase = Phase(data["phase"])
     pr_url = data.get("prUrl") or None
     pr_number = data.get("prNumber") or pr_number_from_url(pr_url)
-    error = _clip(data.get("error") or None, MAX_REASON)
+    error = _clip(strip_phase_prefix(data["error"]) if data.get("error") else None, MAX_REASON) or None
     excerpt = _clip(data.get("logExcerpt") or None, MAX_EXCERPT)
     common: dict[str, Any] = {
         "pr_url": pr_url,
@@ -156,7 +182,9 @@ def record_result(claims: RunClaims, data: dict[str, Any]) -> dict[str, Any]:
                             dedupe_key=f"result:{job.id}:{index}",
                         )
             ended = end_job(job, outcome)
-            answer = {"jobId": job.id, "status": job.status, "ended": ended}
+            answer: dict[str, Any] = {"jobId": job.id, "status": job.status, "ended": ended}
+            if outcome.status is JobStatus.FAILED:
+                answer["failureKind"] = failure_kind(outcome.reason)
             issue_key = job.issue_key
     except _AlreadyConsumed:
         raise CallbackError(409, "already_consumed") from None

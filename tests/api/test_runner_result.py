@@ -246,17 +246,41 @@ def test_review_approved_completes(client, cb_job, cb_token):
     ] == ("completed")
 
 
+# The reference's "Run failure messages", as the session words them.
 @pytest.mark.parametrize(
-    ("error", "label", "expected_label"),
+    ("error", "label", "expected_label", "kind"),
     [
-        (MAX_TURNS, None, "session_failed"),
-        ("Nothing to commit: Claude left no file changes in the working tree", None, "pr_not_found"),
-        ("PR creation failed with HTTP 422: A pull request already exists", None, "session_failed"),
-        ("git clone failed (exit 128): repository not found", "container_failed", "container_failed"),
+        (MAX_TURNS, None, "session_failed", "max_turns"),
+        (
+            "LLM invocation failed with exit code 1: API Error: overloaded",
+            None,
+            "session_failed",
+            "agent_failed",
+        ),
+        (
+            "Nothing to commit: Claude left no file changes in the working tree",
+            None,
+            "pr_not_found",
+            "no_changes",
+        ),
+        (
+            "PR creation failed with HTTP 422: A pull request already exists",
+            None,
+            "session_failed",
+            "push_or_pr_failed",
+        ),
+        ("git push failed (exit 1): protected branch", None, "session_failed", "push_or_pr_failed"),
+        (
+            "git clone failed (exit 128): repository not found",
+            "container_failed",
+            "container_failed",
+            "clone_failed",
+        ),
+        ("Setup failed (exit 2): npm ERR!", None, "session_failed", "other"),
     ],
 )
 def test_failure_ends_failed_with_reason_and_label(
-    client, cb_job, cb_token, cb_tracker, error, label, expected_label
+    client, cb_job, cb_token, cb_tracker, error, label, expected_label, kind
 ):
     job_id, _ = cb_job()
     body = {
@@ -269,13 +293,25 @@ def test_failure_ends_failed_with_reason_and_label(
     if label:
         body["logLabel"] = label
     resp = _post(client, cb_token(job_id, "implementation", tokens.AUD_RESULT), body)
-    assert resp.get_json()["status"] == "failed"
+    assert resp.get_json() == {"jobId": job_id, "status": "failed", "ended": True, "failureKind": kind}
     job = _job(job_id)
     assert job.error == error
     assert job.log_label == expected_label
     posted = cb_tracker.comments["ENG-1"]
     assert f"⚠️ Implementation failed: {error}" in posted
     assert f"Log excerpt (`{expected_label}`):\n\n```\nlast lines of the log\n```" in posted
+
+
+def test_a_reason_already_naming_its_phase_is_not_repeated(client, cb_job, cb_token, cb_tracker):
+    job_id, _ = cb_job()
+    body = {
+        "outcome": "failure",
+        "phase": "implementation",
+        "comments": [],
+        "error": "Implementation failed: git clone failed (exit 128): denied",
+    }
+    _post(client, cb_token(job_id, "implementation", tokens.AUD_RESULT), body)
+    assert "⚠️ Implementation failed: git clone failed (exit 128): denied" in cb_tracker.comments["ENG-1"]
 
 
 def test_planning_failure_uses_planning_prefix(client, cb_job, cb_token, cb_tracker):
