@@ -1,4 +1,5 @@
 """CLI: the ``aiimpl session`` group (the session program that runs inside runners)."""
+
 from __future__ import annotations
 
 from ..session.cli import session_group

@@ -5,6 +5,7 @@ without a prompt placeholder the prompt goes to standard input, so any agent tha
 and edits files can take Claude Code's place. Claude Code's ``--output-format json`` answer
 (``result``, ``is_error``, ``subtype``, ``num_turns``, ``total_cost_usd``) is read when present.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,9 @@ class AgentRun:
 
     @property
     def reported_error(self) -> bool:
-        return bool((self.report or {}).get("is_error")) or str((self.report or {}).get("subtype", "")).startswith(
-            "error")
+        return bool((self.report or {}).get("is_error")) or str(
+            (self.report or {}).get("subtype", "")
+        ).startswith("error")
 
     @property
     def hit_max_turns(self) -> bool:
@@ -107,7 +109,9 @@ def parse_report(stdout: str) -> dict[str, Any] | None:
     return None
 
 
-def build_command(template: str, prompt: str, prompt_file: str, max_turns: int) -> tuple[list[str], str | None]:
+def build_command(
+    template: str, prompt: str, prompt_file: str, max_turns: int
+) -> tuple[list[str], str | None]:
     """The argv of the agent and the text for its stdin (``None`` when the prompt is an argument)."""
     words = shlex.split(template)
     if not words:

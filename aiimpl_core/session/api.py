@@ -3,6 +3,7 @@
 Every body is redacted before it leaves (only the nonce a request must carry passes through);
 the tokens the orchestrator hands out are learned by the redactor the moment they arrive.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,11 @@ class TokenCache:
                 rows = json.load(fh)
         except (OSError, ValueError):
             return []
-        return [RepoToken(r["token"], r.get("expiresAt")) for r in rows
-                if isinstance(r, dict) and isinstance(r.get("token"), str)]
+        return [
+            RepoToken(r["token"], r.get("expiresAt"))
+            for r in rows
+            if isinstance(r, dict) and isinstance(r.get("token"), str)
+        ]
 
     def add(self, token: RepoToken) -> None:
         rows = [{"token": t.token, "expiresAt": t.expires_at} for t in self.load()]
@@ -92,8 +96,16 @@ class Orchestrator:
     :param tokens: run tokens by audience (``runner:result`` …); missing ones are ``None``.
     """
 
-    def __init__(self, url: str, nonce: str, tokens: dict[str, str | None], redactor: Redactor,
-                 *, timeout: float = 30.0, retries: int = 2) -> None:
+    def __init__(
+        self,
+        url: str,
+        nonce: str,
+        tokens: dict[str, str | None],
+        redactor: Redactor,
+        *,
+        timeout: float = 30.0,
+        retries: int = 2,
+    ) -> None:
         self.http = HttpClient(url, provider="orchestrator", timeout=timeout, retries=retries, max_wait=30.0)
         self.nonce = nonce
         self.tokens = tokens
@@ -129,10 +141,16 @@ class Orchestrator:
         clean = self.redactor.data(step)
         try:
             if self.tokens.get("runner:progress"):
-                self.http.post("/runner/progress", json={"step": clean}, headers=self._bearer("runner:progress"),
-                               retry_unsafe=True)
+                self.http.post(
+                    "/runner/progress",
+                    json={"step": clean},
+                    headers=self._bearer("runner:progress"),
+                    retry_unsafe=True,
+                )
             else:
-                self.http.post("/api/step-report", json={"nonce": self.nonce, "step": clean}, retry_unsafe=True)
+                self.http.post(
+                    "/api/step-report", json={"nonce": self.nonce, "step": clean}, retry_unsafe=True
+                )
             return True
         except ProviderError as exc:
             log.warning("step %s was not recorded: %s", step.get("id"), self.redactor.text(exc.message))
@@ -143,7 +161,9 @@ class Orchestrator:
         resp = self.http.get("/runner/planning-context", headers=self._bearer("runner:planning-context"))
         body = resp.json()
         if not isinstance(body, dict):
-            raise ProviderError("orchestrator: the planning context is not an object", provider="orchestrator")
+            raise ProviderError(
+                "orchestrator: the planning context is not an object", provider="orchestrator"
+            )
         return body
 
     def result(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -157,8 +177,9 @@ class Orchestrator:
         while True:
             attempts += 1
             try:
-                resp = self.http.post("/runner/result", json=clean, headers=self._bearer("runner:result"),
-                                      retry_unsafe=False)
+                resp = self.http.post(
+                    "/runner/result", json=clean, headers=self._bearer("runner:result"), retry_unsafe=False
+                )
                 return resp.json() if resp.content else {}
             except ProviderError as exc:
                 if exc.status == 409 and attempts > 1:

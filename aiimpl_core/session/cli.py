@@ -3,6 +3,7 @@
 Defined here, without Flask, so a runner can use ``python -m aiimpl_core.session run`` with only
 click, requests and git installed; ``aiimpl session run`` is the same command in the main CLI.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """The session's settings, read once from the environment the runner backend prepared."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -78,8 +79,9 @@ class SessionConfig:
         try:
             phase = Phase(phase_raw)
         except ValueError:
-            raise ConfigError(f"{E.PHASE.name} must be planning, implementation or gap-analysis, "
-                              f"not {phase_raw!r}") from None
+            raise ConfigError(
+                f"{E.PHASE.name} must be planning, implementation or gap-analysis, not {phase_raw!r}"
+            ) from None
         repository = need(E.REPOSITORY)
         owner, _, repo = repository.partition("/")
         if not owner or not repo or "/" in repo:
@@ -106,7 +108,9 @@ class SessionConfig:
             result_token=opt(E.RESULT_TOKEN),
             progress_token=opt(E.PROGRESS_TOKEN),
             context_token=opt(E.CONTEXT_TOKEN),
-            secret_names=tuple(n.strip() for n in (environ.get(E.SECRET_NAMES.name) or "").split(",") if n.strip()),
+            secret_names=tuple(
+                n.strip() for n in (environ.get(E.SECRET_NAMES.name) or "").split(",") if n.strip()
+            ),
             lifetime=_int(environ, E.LIFETIME),
             github_api_url=api_url,
             git_base_url=(opt(E.GIT_BASE_URL) or web_base(api_url)).rstrip("/"),

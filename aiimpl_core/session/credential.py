@@ -9,6 +9,7 @@ to ``.git/config``, a remote URL or a log.
 Configured per git command through ``GIT_CONFIG_COUNT`` environment variables (see
 :func:`git_environment`), so the clone's configuration never mentions it.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,11 @@ def answer(environ: Mapping[str, str]) -> str:
     from .redact import Redactor
 
     cache = TokenCache(environ[session_env.CREDENTIAL_CACHE.name])
-    margin = float(environ.get(session_env.TOKEN_REFRESH_SECONDS.name) or session_env.TOKEN_REFRESH_SECONDS.default
-                   or 300)
+    margin = float(
+        environ.get(session_env.TOKEN_REFRESH_SECONDS.name)
+        or session_env.TOKEN_REFRESH_SECONDS.default
+        or 300
+    )
     token = cache.current(margin)
     if token is None:
         client = Orchestrator(environ[session_env.URL.name], environ[session_env.NONCE.name], {}, Redactor())
@@ -70,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(answer(os.environ))
     except Exception as exc:  # noqa: BLE001 - git reports the missing credentials itself
         # only the class name: the message of a failed call could name the URL or worse
-        sys.stderr.write(f"aiimpl credential helper: could not get a repository token ({type(exc).__name__})\n")
+        sys.stderr.write(
+            f"aiimpl credential helper: could not get a repository token ({type(exc).__name__})\n"
+        )
     return 0
 
 

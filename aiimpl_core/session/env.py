@@ -5,6 +5,7 @@ them); ``docs/session.md`` documents it. The first block is filled by the dispat
 job; the second block holds optional knobs an operator sets through a mapping's ``extraEnv``
 (or the runner's own environment).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,54 +31,107 @@ BRANCH = EnvVar("AIIMPL_BRANCH", "Branch the session pushes: {branchPrefix}{issu
 PR_NUMBER = EnvVar("AIIMPL_PR_NUMBER", "Pull request number (gap-analysis only)")
 SESSION_MODE = EnvVar("AIIMPL_SESSION_MODE", "autonomous, interactive or hybrid")
 LIFETIME = EnvVar("AIIMPL_LIFETIME_SECONDS", "Wall-clock budget of the session", default="3600")
-NONCE = EnvVar("AIIMPL_NONCE", "One-time job nonce for /api/token, /api/status, /api/step-report", secret=True)
+NONCE = EnvVar(
+    "AIIMPL_NONCE", "One-time job nonce for /api/token, /api/status, /api/step-report", secret=True
+)
 RESULT_TOKEN = EnvVar("AIIMPL_RESULT_TOKEN", "Single-use run token for POST /runner/result", secret=True)
 PROGRESS_TOKEN = EnvVar("AIIMPL_PROGRESS_TOKEN", "Run token for POST /runner/progress", secret=True)
 CONTEXT_TOKEN = EnvVar("AIIMPL_CONTEXT_TOKEN", "Run token for GET /runner/planning-context", secret=True)
-SECRET_NAMES = EnvVar("AIIMPL_SECRET_NAMES", "Comma-separated names of environment variables holding secrets "
-                      "(the session redacts their values)")
-GITHUB_API_URL = EnvVar("AIIMPL_GITHUB_API_URL", "GitHub REST API base URL (pull requests)",
-                        default="https://api.github.com")
+SECRET_NAMES = EnvVar(
+    "AIIMPL_SECRET_NAMES",
+    "Comma-separated names of environment variables holding secrets (the session redacts their values)",
+)
+GITHUB_API_URL = EnvVar(
+    "AIIMPL_GITHUB_API_URL", "GitHub REST API base URL (pull requests)", default="https://api.github.com"
+)
 
 # -- optional knobs (a mapping's extraEnv, or the runner's environment) ----------------------
 
-GIT_BASE_URL = EnvVar("AIIMPL_GIT_BASE_URL", "Base URL of git remotes; the clone URL is "
-                      "{base}/{owner}/{repo}.git. Default: derived from AIIMPL_GITHUB_API_URL "
-                      "(https://github.com for api.github.com, the host for GitHub Enterprise)")
-AGENT_COMMAND = EnvVar("AIIMPL_AGENT_COMMAND", "The agent command line (shell words). Placeholders "
-                       "{prompt}, {prompt_file} and {max_turns} are filled in; without {prompt} or "
-                       "{prompt_file} the prompt is written to the agent's standard input",
-                       default="claude -p {prompt} --output-format json --max-turns {max_turns}")
-REVIEW_COMMAND = EnvVar("AIIMPL_REVIEW_COMMAND", "The post-push review command (same placeholders); "
-                        "default: AIIMPL_AGENT_COMMAND")
+GIT_BASE_URL = EnvVar(
+    "AIIMPL_GIT_BASE_URL",
+    "Base URL of git remotes; the clone URL is "
+    "{base}/{owner}/{repo}.git. Default: derived from AIIMPL_GITHUB_API_URL "
+    "(https://github.com for api.github.com, the host for GitHub Enterprise)",
+)
+AGENT_COMMAND = EnvVar(
+    "AIIMPL_AGENT_COMMAND",
+    "The agent command line (shell words). Placeholders "
+    "{prompt}, {prompt_file} and {max_turns} are filled in; without {prompt} or "
+    "{prompt_file} the prompt is written to the agent's standard input",
+    default="claude -p {prompt} --output-format json --max-turns {max_turns}",
+)
+REVIEW_COMMAND = EnvVar(
+    "AIIMPL_REVIEW_COMMAND", "The post-push review command (same placeholders); default: AIIMPL_AGENT_COMMAND"
+)
 MAX_TURNS = EnvVar("AIIMPL_MAX_TURNS", "Turn limit of the agent run", default="50")
 REVIEW_MAX_TURNS = EnvVar("AIIMPL_REVIEW_MAX_TURNS", "Turn limit of the post-push review", default="10")
 REVIEW = EnvVar("AIIMPL_REVIEW", "Run the post-push review (true/false)", default="true")
-SETUP_COMMAND = EnvVar("AIIMPL_SETUP_COMMAND", "The mapping's setup command (bash), used when the repository "
-                       "has no .ai-implement/setup.sh")
-VERIFY_COMMAND = EnvVar("AIIMPL_VERIFY_COMMAND", "The mapping's verification command (bash), used when the "
-                        "repository has no .ai-implement/verify.sh")
+SETUP_COMMAND = EnvVar(
+    "AIIMPL_SETUP_COMMAND",
+    "The mapping's setup command (bash), used when the repository has no .ai-implement/setup.sh",
+)
+VERIFY_COMMAND = EnvVar(
+    "AIIMPL_VERIFY_COMMAND",
+    "The mapping's verification command (bash), used when the repository has no .ai-implement/verify.sh",
+)
 WORKDIR = EnvVar("AIIMPL_WORKDIR", "Directory the session clones into (default: a fresh temporary directory)")
 LOG_URL = EnvVar("AIIMPL_LOG_URL", "Link to this session's logs, shown in the progress comments")
-TOKEN_REFRESH_SECONDS = EnvVar("AIIMPL_TOKEN_REFRESH_SECONDS", "A repository token expiring within this "
-                               "many seconds is replaced by a fresh one from /api/token", default="300")
-GIT_AUTHOR_NAME = EnvVar("AIIMPL_GIT_AUTHOR_NAME", "Author name of the session's commits", default="AI-Implement")
-GIT_AUTHOR_EMAIL = EnvVar("AIIMPL_GIT_AUTHOR_EMAIL", "Author e-mail of the session's commits",
-                          default="ai-implement@users.noreply.github.com")
+TOKEN_REFRESH_SECONDS = EnvVar(
+    "AIIMPL_TOKEN_REFRESH_SECONDS",
+    "A repository token expiring within this many seconds is replaced by a fresh one from /api/token",
+    default="300",
+)
+GIT_AUTHOR_NAME = EnvVar(
+    "AIIMPL_GIT_AUTHOR_NAME", "Author name of the session's commits", default="AI-Implement"
+)
+GIT_AUTHOR_EMAIL = EnvVar(
+    "AIIMPL_GIT_AUTHOR_EMAIL",
+    "Author e-mail of the session's commits",
+    default="ai-implement@users.noreply.github.com",
+)
 
 # -- set by the session for its own git credential helper (never by an operator) -------------
 
-CREDENTIAL_CACHE = EnvVar("AIIMPL_CREDENTIAL_CACHE", "Internal: the session's private token cache file, "
-                          "read and refreshed by the git credential helper")
+CREDENTIAL_CACHE = EnvVar(
+    "AIIMPL_CREDENTIAL_CACHE",
+    "Internal: the session's private token cache file, read and refreshed by the git credential helper",
+)
 
-ALL: tuple[EnvVar, ...] = (URL, JOB_ID, PHASE, ISSUE_KEY, REPOSITORY, BASE_BRANCH, BRANCH, PR_NUMBER,
-                           SESSION_MODE, LIFETIME, NONCE, RESULT_TOKEN, PROGRESS_TOKEN, CONTEXT_TOKEN, SECRET_NAMES,
-                           GITHUB_API_URL)
+ALL: tuple[EnvVar, ...] = (
+    URL,
+    JOB_ID,
+    PHASE,
+    ISSUE_KEY,
+    REPOSITORY,
+    BASE_BRANCH,
+    BRANCH,
+    PR_NUMBER,
+    SESSION_MODE,
+    LIFETIME,
+    NONCE,
+    RESULT_TOKEN,
+    PROGRESS_TOKEN,
+    CONTEXT_TOKEN,
+    SECRET_NAMES,
+    GITHUB_API_URL,
+)
 
 #: The optional knobs, documented with the table above.
-OPTIONAL: tuple[EnvVar, ...] = (GIT_BASE_URL, AGENT_COMMAND, REVIEW_COMMAND, MAX_TURNS, REVIEW_MAX_TURNS, REVIEW,
-                                SETUP_COMMAND, VERIFY_COMMAND, WORKDIR, LOG_URL, TOKEN_REFRESH_SECONDS,
-                                GIT_AUTHOR_NAME, GIT_AUTHOR_EMAIL)
+OPTIONAL: tuple[EnvVar, ...] = (
+    GIT_BASE_URL,
+    AGENT_COMMAND,
+    REVIEW_COMMAND,
+    MAX_TURNS,
+    REVIEW_MAX_TURNS,
+    REVIEW,
+    SETUP_COMMAND,
+    VERIFY_COMMAND,
+    WORKDIR,
+    LOG_URL,
+    TOKEN_REFRESH_SECONDS,
+    GIT_AUTHOR_NAME,
+    GIT_AUTHOR_EMAIL,
+)
 
 #: Variables the agent process never sees: the job's credentials stay with the session.
 HIDDEN_FROM_AGENT: frozenset[str] = frozenset(

@@ -2,6 +2,7 @@
 
 Git's output is returned to the caller, which redacts it before it goes anywhere.
 """
+
 from __future__ import annotations
 
 import threading
@@ -30,18 +31,34 @@ class Git:
     :param deadline: ``time.monotonic()`` after which running commands are stopped.
     """
 
-    def __init__(self, cwd: str, env: Mapping[str, str], *, deadline: float | None = None,
-                 stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        cwd: str,
+        env: Mapping[str, str],
+        *,
+        deadline: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.cwd = cwd
         self.env = dict(env)
         self.deadline = deadline
         self.stop = stop
 
-    def run(self, *args: str, cwd: str | None = None, check: bool = True, deadline: float | None = None,
-            ignore_stop: bool = False) -> procs.ProcessResult:
-        result = procs.run(["git", *args], cwd=cwd or self.cwd, env=self.env,
-                           deadline=deadline if deadline is not None else self.deadline,
-                           stop=None if ignore_stop else self.stop)
+    def run(
+        self,
+        *args: str,
+        cwd: str | None = None,
+        check: bool = True,
+        deadline: float | None = None,
+        ignore_stop: bool = False,
+    ) -> procs.ProcessResult:
+        result = procs.run(
+            ["git", *args],
+            cwd=cwd or self.cwd,
+            env=self.env,
+            deadline=deadline if deadline is not None else self.deadline,
+            stop=None if ignore_stop else self.stop,
+        )
         if check and not result.ok:
             code = result.code if result.stopped is None else 124
             raise GitError(args[0], code, result.output or f"stopped ({result.stopped})")
@@ -53,8 +70,18 @@ class Git:
     def head(self) -> str:
         return self.run("rev-parse", "HEAD").stdout.strip()
 
-    def checkout_new(self, branch: str) -> None:
-        self.run("checkout", "-B", branch)
+    def checkout_new(self, branch: str, start: str | None = None) -> None:
+        self.run("checkout", "-q", "-B", branch, *([start] if start else []))
+
+    def remote_branch_exists(self, branch: str) -> bool:
+        """Whether the remote has ``branch`` (seen by the clone, which fetched every branch)."""
+        return (
+            self.run("rev-parse", "--verify", "--quiet", f"refs/remotes/origin/{branch}", check=False).code
+            == 0
+        )
+
+    def commits_since(self, since: str) -> int:
+        return int(self.run("rev-list", "--count", f"{since}..HEAD").stdout.strip() or 0)
 
     def has_changes(self) -> bool:
         return bool(self.run("status", "--porcelain").stdout.strip())
@@ -68,11 +95,9 @@ class Git:
         self.run("commit", "--no-verify", "-q", "-m", message, **kw)  # type: ignore[arg-type]
         return self.run("rev-parse", "HEAD", **kw).stdout.strip()  # type: ignore[arg-type]
 
-    def push(self, branch: str, *, force: bool = False, **kw: object) -> None:
-        args = ["push", "--porcelain"]
-        if force:
-            args.append("--force")
-        self.run(*args, "origin", f"HEAD:refs/heads/{branch}", **kw)  # type: ignore[arg-type]
+    def push(self, branch: str, **kw: object) -> None:
+        # never forced: the branch may hold an earlier attempt's work, which the session continues
+        self.run("push", "origin", f"HEAD:refs/heads/{branch}", **kw)  # type: ignore[arg-type]
 
     def diff(self, since: str, limit: int = 60000) -> str:
         text = self.run("diff", "--stat", "--patch", f"{since}..HEAD").stdout

@@ -1,4 +1,5 @@
 """The session's GitHub REST calls: opening the pull request, and where repositories live."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -41,8 +42,12 @@ def _message(exc: ProviderError) -> str:
         extra = []
         for err in detail.get("errors") or []:
             if isinstance(err, dict):
-                extra.append(str(err.get("message") or " ".join(
-                    str(err[k]) for k in ("resource", "field", "code") if err.get(k))))
+                extra.append(
+                    str(
+                        err.get("message")
+                        or " ".join(str(err[k]) for k in ("resource", "field", "code") if err.get(k))
+                    )
+                )
             else:
                 extra.append(str(err))
         if extra:
@@ -52,20 +57,27 @@ def _message(exc: ProviderError) -> str:
     return exc.message.split(": ", 2)[-1]
 
 
-def open_pull_request(api_url: str, token: str, owner: str, repo: str, *, title: str, body: str, head: str,
-                      base: str) -> dict[str, Any]:
+def open_pull_request(
+    api_url: str, token: str, owner: str, repo: str, *, title: str, body: str, head: str, base: str
+) -> dict[str, Any]:
     """``POST /repos/{owner}/{repo}/pulls``; the created pull request.
 
     :raises PullRequestError: with GitHub's status and message.
     """
-    client = HttpClient(api_url, provider="github", timeout=30.0, headers={
-        "Accept": "application/vnd.github+json",
-        "Authorization": f"Bearer {token}",
-        "X-GitHub-Api-Version": API_VERSION,
-    })
+    client = HttpClient(
+        api_url,
+        provider="github",
+        timeout=30.0,
+        headers={
+            "Accept": "application/vnd.github+json",
+            "Authorization": f"Bearer {token}",
+            "X-GitHub-Api-Version": API_VERSION,
+        },
+    )
     try:
-        resp = client.post(f"/repos/{owner}/{repo}/pulls",
-                           json={"title": title, "head": head, "base": base, "body": body})
+        resp = client.post(
+            f"/repos/{owner}/{repo}/pulls", json={"title": title, "head": head, "base": base, "body": body}
+        )
     except ProviderError as exc:
         raise PullRequestError(exc.status, _message(exc)) from None
     data = resp.json()

@@ -5,6 +5,7 @@ group with its output captured to a file, and is stopped — SIGTERM to the whol
 SIGKILL after a grace period — when the wall-clock budget runs out or the runner stops the
 session. Nothing here prints: callers decide what (redacted) output goes anywhere.
 """
+
 from __future__ import annotations
 
 import os
@@ -71,9 +72,13 @@ def run(
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
             proc = subprocess.Popen(
-                list(argv), cwd=cwd, env=dict(env) if env is not None else None,
+                list(argv),
+                cwd=cwd,
+                env=dict(env) if env is not None else None,
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=out, stderr=err, start_new_session=True,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
             )
         except FileNotFoundError:
             return ProcessResult(127, "", f"{argv[0]}: command not found", None, 0.0)
@@ -103,8 +108,13 @@ def run(
         code = proc.returncode if proc.returncode is not None else -9
         out.seek(0)
         err.seek(0)
-        return ProcessResult(code, out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace"),
-                             stopped, time.monotonic() - started)
+        return ProcessResult(
+            code,
+            out.read().decode("utf-8", "replace"),
+            err.read().decode("utf-8", "replace"),
+            stopped,
+            time.monotonic() - started,
+        )
 
 
 def tail(text: str, chars: int = 2000) -> str:

@@ -1,4 +1,5 @@
 """The prompts the session gives the agent, built from ``/runner/planning-context``."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,9 @@ def _issue_block(ctx: dict[str, Any]) -> str:
     if issue.get("url"):
         lines.append(f"Issue: {issue['url']}")
     lines += ["", "## Description", "", (issue.get("description") or "(no description)").strip()]
-    comments = [c for c in issue.get("comments") or [] if isinstance(c, dict) and (c.get("body") or "").strip()]
+    comments = [
+        c for c in issue.get("comments") or [] if isinstance(c, dict) and (c.get("body") or "").strip()
+    ]
     if comments:
         lines += ["", "## Comments", ""]
         for c in comments:
@@ -33,32 +36,40 @@ def implementation(ctx: dict[str, Any], *, branch: str) -> str:
         _issue_block(ctx),
     ]
     if ctx.get("plan"):
-        parts += ["", "## Approved plan", "", "Follow this plan, which a person approved:", "",
-                  str(ctx["plan"]).strip()]
+        parts += [
+            "",
+            "## Approved plan",
+            "",
+            "Follow this plan, which a person approved:",
+            "",
+            str(ctx["plan"]).strip(),
+        ]
     return "\n".join(parts) + "\n"
 
 
 def planning(ctx: dict[str, Any]) -> str:
-    return "\n".join([
-        "You are planning the implementation of a tracker issue in this repository (the current directory).",
-        "Read the code, then write a concise implementation plan: the files to change, the approach, the",
-        "tests to add and the risks. Do not modify any file. Your final answer is the plan itself, in",
-        "Markdown; it is posted on the issue for a person to approve.",
+    lines = [
+        "You are planning the implementation of a tracker issue in this repository",
+        "(the current directory). Read the code, then write a concise implementation plan: the files",
+        "to change, the approach, the tests to add and the risks. Do not modify any file. Your final",
+        "answer is the plan itself, in Markdown; it is posted on the issue for a person to approve.",
         "",
         _issue_block(ctx),
-    ]) + "\n"
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def gap_analysis(ctx: dict[str, Any], *, pr_number: int | None) -> str:
     pr = f"pull request #{pr_number}" if pr_number else "the open pull request"
-    return "\n".join([
-        f"This repository is checked out at the branch of {pr}, which implements the tracker issue below.",
-        "Compare what the branch does with what the issue asks for and implement whatever is missing.",
-        "Edit files only; do not commit or push: that is done for you. If nothing is missing, change nothing",
-        "and say so.",
+    lines = [
+        f"This repository is checked out at the branch of {pr}, which implements the tracker",
+        "issue below. Compare what the branch does with what the issue asks for and implement",
+        "whatever is missing. Edit files only; do not commit or push: that is done for you.",
+        "If nothing is missing, change nothing and say so.",
         "",
         _issue_block(ctx),
-    ]) + "\n"
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def review(ctx: dict[str, Any], diff: str, verification: str | None) -> str:

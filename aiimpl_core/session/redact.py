@@ -4,6 +4,7 @@ A secret can reach an output in more shapes than its plain text: URL-encoded (in
 base64 inside an HTTP ``Authorization: Basic`` header (curl traces), or split across lines by a
 tool that wraps long output. :class:`Redactor` matches all of them.
 """
+
 from __future__ import annotations
 
 import base64

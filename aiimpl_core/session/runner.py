@@ -9,6 +9,7 @@ Order at the end: the working tree is removed and ``session_cleaned_up`` is post
 ``/runner/result``, because the result ends the job and a job's nonce (which opens
 ``/api/status``) stops working once the job has ended.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -76,12 +77,20 @@ class State:
 
     context: dict[str, Any] = field(default_factory=dict)
     clone_dir: str | None = None
-    start_sha: str | None = None
+    start_sha: str | None = None  # where the agent started
+    base_sha: str | None = None  # the base branch: what the pull request is compared with
+    resumed: bool = False  # the branch existed (an earlier attempt's work): continued from it
     agent_ran: bool = False
     pushed: bool = False
     pr_url: str | None = None
     pr_number: int | None = None
     step: str = "start"
+
+
+_STOPPED_BY = {
+    "deadline": "stopped: the wall-clock budget ran out",
+    "signal": "stopped: the runner stopped the session (SIGTERM)",
+}
 
 
 def _now_iso() -> str:
@@ -108,19 +117,30 @@ class Session:
     :param out: where the session's own (redacted) log goes.
     """
 
-    def __init__(self, config: SessionConfig, environ: Mapping[str, str], *, out: TextIO | None = None) -> None:
+    def __init__(
+        self, config: SessionConfig, environ: Mapping[str, str], *, out: TextIO | None = None
+    ) -> None:
         self.cfg = config
         self.environ = dict(environ)
         self.out = out or sys.stderr
         secrets = [self.environ.get(name, "") for name in config.secret_names]
-        secrets += [config.nonce, config.result_token or "", config.progress_token or "",
-                    config.context_token or ""]
+        secrets += [
+            config.nonce,
+            config.result_token or "",
+            config.progress_token or "",
+            config.context_token or "",
+        ]
         self.redactor = Redactor(secrets)
-        self.api = Orchestrator(config.url, config.nonce, {
-            "runner:result": config.result_token,
-            "runner:progress": config.progress_token,
-            "runner:planning-context": config.context_token,
-        }, self.redactor)
+        self.api = Orchestrator(
+            config.url,
+            config.nonce,
+            {
+                "runner:result": config.result_token,
+                "runner:progress": config.progress_token,
+                "runner:planning-context": config.context_token,
+            },
+            self.redactor,
+        )
         self.stop = threading.Event()
         self.started = time.monotonic()
         reserve = min(MAX_RESERVE, config.lifetime * 0.15)
@@ -152,8 +172,12 @@ class Session:
     @property
     def git_env(self) -> dict[str, str]:
         env = git_environment(self.environ, self.cache.path)
-        env.update(GIT_AUTHOR_NAME=self.cfg.author_name, GIT_AUTHOR_EMAIL=self.cfg.author_email,
-                   GIT_COMMITTER_NAME=self.cfg.author_name, GIT_COMMITTER_EMAIL=self.cfg.author_email)
+        env.update(
+            GIT_AUTHOR_NAME=self.cfg.author_name,
+            GIT_AUTHOR_EMAIL=self.cfg.author_email,
+            GIT_COMMITTER_NAME=self.cfg.author_name,
+            GIT_COMMITTER_EMAIL=self.cfg.author_email,
+        )
         return env
 
     def repo_token(self) -> RepoToken:
@@ -169,16 +193,23 @@ class Session:
         if self.stop.is_set():
             raise Failure(f"The session was stopped by its runner (SIGTERM) during {during}", kind="stopped")
         if time.monotonic() >= self.deadline:
-            raise Failure(f"the wall-clock budget of {self.cfg.lifetime}s ran out during {during}",
-                          kind="timed_out")
+            raise Failure(
+                f"the wall-clock budget of {self.cfg.lifetime}s ran out during {during}", kind="timed_out"
+            )
 
     def _stopped(self, result: procs.ProcessResult, during: str) -> None:
         if result.stopped == "signal":
-            raise Failure(f"The session was stopped by its runner (SIGTERM) during {during}",
-                          excerpt=self._excerpt(result.output), kind="stopped")
+            raise Failure(
+                f"The session was stopped by its runner (SIGTERM) during {during}",
+                excerpt=self._excerpt(result.output),
+                kind="stopped",
+            )
         if result.stopped == "deadline":
-            raise Failure(f"the wall-clock budget of {self.cfg.lifetime}s ran out during {during}",
-                          excerpt=self._excerpt(result.output), kind="timed_out")
+            raise Failure(
+                f"the wall-clock budget of {self.cfg.lifetime}s ran out during {during}",
+                excerpt=self._excerpt(result.output),
+                kind="timed_out",
+            )
 
     @contextlib.contextmanager
     def step(self, step_id: str, step_type: str | None = None) -> Iterator[dict[str, Any]]:
@@ -231,6 +262,8 @@ class Session:
 
     def _pipeline(self) -> dict[str, Any]:
         cfg = self.cfg
+        # the machine (or container, or job) exists and runs this program: say so first
+        self.api.status("session_created", logUrl=cfg.log_url)
         with self.step("token") as detail:
             try:
                 token = self.api.repository_token(cfg.owner)
@@ -238,7 +271,6 @@ class Session:
                 raise Failure(f"Could not get a repository token: {exc.message}") from None
             self.cache.add(token)
             detail["expiresAt"] = token.expires_at
-        self.api.status("session_created", logUrl=cfg.log_url)
 
         with self.step("context", "planning-context") as detail:
             try:
@@ -255,8 +287,9 @@ class Session:
             return self._plan_result(run)
         if not self._commit():
             # gap analysis that found nothing missing: the PR stays as it is
-            return self._success_body(comments=["🔎 Gap analysis found nothing missing; the pull request "
-                                                "is unchanged."])
+            return self._success_body(
+                comments=["🔎 Gap analysis found nothing missing; the pull request is unchanged."]
+            )
         self._push()
         if cfg.phase is Phase.IMPLEMENTATION:
             self._open_pr()
@@ -282,16 +315,25 @@ class Session:
             except GitError as exc:
                 self._learn_tokens()
                 self._check_clock("the clone")
-                raise Failure(self.redactor.text(f"git clone failed (exit {exc.code}): "
-                                                 f"{procs.tail(exc.output, 800)}"),
-                              excerpt=self._excerpt(exc.output)) from None
+                raise Failure(
+                    self.redactor.text(f"git clone failed (exit {exc.code}): {procs.tail(exc.output, 800)}"),
+                    excerpt=self._excerpt(exc.output),
+                ) from None
             self._learn_tokens()
             self.git = git
             self.state.clone_dir = dest
-            self.state.start_sha = git.head()
+            self.state.base_sha = git.head()
             if cfg.phase is not Phase.GAP_ANALYSIS:
-                git.checkout_new(cfg.branch)
-            detail.update(branch=cfg.base_branch, commit=self.state.start_sha)
+                # an earlier attempt may have left its work on the branch (turn limit, budget,
+                # stop): continue from it instead of starting over and throwing it away
+                self.state.resumed = git.remote_branch_exists(cfg.branch)
+                git.checkout_new(cfg.branch, f"origin/{cfg.branch}" if self.state.resumed else None)
+            self.state.start_sha = git.head()
+            detail.update(
+                branch=cfg.base_branch,
+                commit=self.state.base_sha,
+                resumedFrom=(cfg.branch if self.state.resumed else None),
+            )
 
     def _script(self, name: str, fallback: str | None) -> list[str] | None:
         assert self.state.clone_dir is not None
@@ -309,12 +351,17 @@ class Session:
                 detail["skipped"] = True
                 return
             detail["source"] = "repository" if argv[1] != "-c" else "mapping"
-            result = procs.run(argv, cwd=self.state.clone_dir, env=self.child_env, deadline=self.deadline,
-                               stop=self.stop)
+            result = procs.run(
+                argv, cwd=self.state.clone_dir, env=self.child_env, deadline=self.deadline, stop=self.stop
+            )
             self._stopped(result, "setup")
             if result.code != 0:
-                raise Failure(self.redactor.text(f"Setup failed (exit {result.code}): {procs.tail(result.output, 600)}"),
-                              excerpt=self._excerpt(result.output))
+                raise Failure(
+                    self.redactor.text(
+                        f"Setup failed (exit {result.code}): {procs.tail(result.output, 600)}"
+                    ),
+                    excerpt=self._excerpt(result.output),
+                )
 
     def _agent(self) -> AgentRun:
         cfg = self.cfg
@@ -327,20 +374,37 @@ class Session:
             prompt = prompts.implementation(ctx, branch=cfg.branch)
         with self.step("agent") as detail:
             self.state.agent_ran = True
-            run = run_agent(cfg.agent_command, prompt, max_turns=cfg.max_turns, cwd=self.state.clone_dir or ".",
-                            env=self.child_env, state_dir=self.state_dir, deadline=self.deadline, stop=self.stop)
+            run = run_agent(
+                cfg.agent_command,
+                prompt,
+                max_turns=cfg.max_turns,
+                cwd=self.state.clone_dir or ".",
+                env=self.child_env,
+                state_dir=self.state_dir,
+                deadline=self.deadline,
+                stop=self.stop,
+            )
             self.usage.add(run)
-            detail.update(exitCode=run.exit_code, turns=run.turns, costUsd=run.cost_usd,
-                          seconds=round(run.process.seconds, 1))
+            detail.update(
+                exitCode=run.exit_code,
+                turns=run.turns,
+                costUsd=run.cost_usd,
+                seconds=round(run.process.seconds, 1),
+            )
             self.log(f"agent output (end):\n{procs.tail(run.process.output, 2000)}")
             if run.stopped:
                 where = self._save_work("the agent was stopped")
                 kind = "stopped" if run.stopped == "signal" else "timed_out"
-                what = ("The session was stopped by its runner (SIGTERM) while the agent was running"
-                        if kind == "stopped"
-                        else f"the wall-clock budget of {cfg.lifetime}s ran out while the agent was running")
-                raise Failure(self.redactor.text(f"{what}. {where}".strip()),
-                              excerpt=self._excerpt(run.process.output), kind=kind)
+                what = (
+                    "The session was stopped by its runner (SIGTERM) while the agent was running"
+                    if kind == "stopped"
+                    else f"the wall-clock budget of {cfg.lifetime}s ran out while the agent was running"
+                )
+                raise Failure(
+                    self.redactor.text(f"{what}. {where}".strip()),
+                    excerpt=self._excerpt(run.process.output),
+                    kind=kind,
+                )
             if run.failed:
                 reason = run.failure_reason()
                 if run.hit_max_turns:
@@ -349,6 +413,18 @@ class Session:
                 raise Failure(self.redactor.text(reason), excerpt=self._excerpt(run.process.output))
         return run
 
+    @property
+    def push_branch(self) -> str:
+        """Implementation pushes to ``AIIMPL_BRANCH``; gap analysis to the pull request's own branch."""
+        return self.cfg.base_branch if self.cfg.phase is Phase.GAP_ANALYSIS else self.cfg.branch
+
+    def _has_work(self) -> bool:
+        """Whether there is anything for a pull request: commits beyond the base (implementation,
+        including an earlier attempt's), or beyond the starting point (gap analysis)."""
+        assert self.git is not None
+        since = self.state.start_sha if self.cfg.phase is Phase.GAP_ANALYSIS else self.state.base_sha
+        return self.git.commits_since(since or "HEAD") > 0
+
     def _save_work(self, why: str) -> str:
         """Commit and push what the agent changed so far (planning keeps nothing); where it is."""
         if self.cfg.phase is Phase.PLANNING or self.git is None:
@@ -356,16 +432,16 @@ class Session:
         # the budget is spent: saving the work gets its own short allowance
         allowance = time.monotonic() + 90.0
         try:
-            sha = self.git.commit_all(f"{self.cfg.issue_key}: work in progress ({why})", deadline=allowance,
-                                      ignore_stop=True)
+            sha = self.git.commit_all(
+                f"{self.cfg.issue_key}: work in progress ({why})", deadline=allowance, ignore_stop=True
+            )
             head = self.git.run("rev-parse", "HEAD", deadline=allowance, ignore_stop=True).stdout.strip()
             if sha is None and head == self.state.start_sha:
                 return "There were no file changes to save."
-            self.git.push(self.cfg.branch, force=self.cfg.phase is Phase.IMPLEMENTATION, deadline=allowance,
-                          ignore_stop=True)
+            self.git.push(self.push_branch, deadline=allowance, ignore_stop=True)
             self._learn_tokens()
             self.state.pushed = True
-            return f"Work so far is on branch `{self.cfg.branch}` (commit {head[:7]})."
+            return f"Work so far is on branch `{self.push_branch}` (commit {head[:7]})."
         except GitError as exc:
             self._learn_tokens()
             return self.redactor.text(f"Saving the work so far failed: {exc}")
@@ -380,14 +456,17 @@ class Session:
             if issue.get("url"):
                 message += f"{issue['url']}\n\n"
             message += f"Written by the coding agent of AI-Implement (job {cfg.job_id})."
-            sha = self.git.commit_all(message)
+            self.git.commit_all(message)
             head = self.git.head()
-            if sha is None and head == self.state.start_sha:
+            if not self._has_work():
                 if cfg.phase is Phase.GAP_ANALYSIS:
                     detail["skipped"] = True
                     return False
-                raise Failure(NO_CHANGES, label=LogLabel.PR_NOT_FOUND,
-                              excerpt="The agent finished without changing any file in the working tree.")
+                raise Failure(
+                    NO_CHANGES,
+                    label=LogLabel.PR_NOT_FOUND,
+                    excerpt="The agent finished without changing any file in the working tree.",
+                )
             detail["commit"] = head
             return True
 
@@ -395,15 +474,17 @@ class Session:
         assert self.git is not None
         with self.step("push") as detail:
             try:
-                self.git.push(self.cfg.branch, force=self.cfg.phase is Phase.IMPLEMENTATION)
+                self.git.push(self.push_branch)
             except GitError as exc:
                 self._learn_tokens()
                 self._check_clock("the push")
-                raise Failure(self.redactor.text(f"git push failed (exit {exc.code}): {procs.tail(exc.output, 800)}"),
-                              excerpt=self._excerpt(exc.output)) from None
+                raise Failure(
+                    self.redactor.text(f"git push failed (exit {exc.code}): {procs.tail(exc.output, 800)}"),
+                    excerpt=self._excerpt(exc.output),
+                ) from None
             self._learn_tokens()
             self.state.pushed = True
-            detail["branch"] = self.cfg.branch
+            detail["branch"] = self.push_branch
 
     def _open_pr(self) -> None:
         cfg = self.cfg
@@ -420,13 +501,22 @@ class Session:
             body += f"---\nOpened by AI-Implement (job {cfg.job_id}) from branch `{cfg.branch}`."
             try:
                 token = self.repo_token()
-                pr = open_pull_request(cfg.github_api_url, token.token, cfg.owner, cfg.repo,
-                                       title=self.redactor.text(title), body=self.redactor.text(body),
-                                       head=cfg.branch, base=cfg.base_branch)
+                pr = open_pull_request(
+                    cfg.github_api_url,
+                    token.token,
+                    cfg.owner,
+                    cfg.repo,
+                    title=self.redactor.text(title),
+                    body=self.redactor.text(body),
+                    head=cfg.branch,
+                    base=cfg.base_branch,
+                )
             except PullRequestError as exc:
                 raise Failure(self.redactor.text(str(exc))) from None
             except ProviderError as exc:
-                raise Failure(f"PR creation failed: could not get a repository token: {exc.message}") from None
+                raise Failure(
+                    f"PR creation failed: could not get a repository token: {exc.message}"
+                ) from None
             self.state.pr_number = pr["number"]
             self.state.pr_url = pr.get("html_url") or ""
             detail.update(prNumber=self.state.pr_number, prUrl=self.state.pr_url)
@@ -440,17 +530,20 @@ class Session:
                 detail["skipped"] = True
                 return None
             self.api.status("verification_started")
-            result = procs.run(argv, cwd=self.state.clone_dir, env=self.child_env, deadline=self.deadline,
-                               stop=self.stop)
-            self._stopped(result, "verification")
+            result = procs.run(
+                argv, cwd=self.state.clone_dir, env=self.child_env, deadline=self.deadline, stop=self.stop
+            )
             output = self._excerpt(result.output)
-            detail.update(exitCode=result.code, passed=result.code == 0)
-        if result.code == 0:
+            detail.update(exitCode=result.code, passed=result.ok, stopped=result.stopped)
+        if result.ok:
             self.api.status("verification_passed")
-        else:
-            tail = procs.tail(output, 500) or "no output"
-            self.api.status("verification_failed", detail=f"exit {result.code}\n```\n{tail}\n```")
-        return f"exit code {result.code}\n{output}"
+            return f"exit code 0\n{output}"
+        # the pull request is open whatever happens here: a stopped script is a failed one
+        # (the job still ends with its PR), never a lost run
+        outcome = f"exit {result.code}" if result.stopped is None else _STOPPED_BY[result.stopped]
+        tail = procs.tail(output, 500) or "no output"
+        self.api.status("verification_failed", detail=f"{outcome}\n```\n{tail}\n```")
+        return f"{outcome}\n{output}"
 
     def _review(self, verification: str | None) -> dict[str, Any]:
         cfg = self.cfg
@@ -461,19 +554,33 @@ class Session:
             if not cfg.review_enabled:
                 detail["skipped"] = True
             else:
-                self._check_clock("the post-push review")
-                diff = self.redactor.text(self.git.diff(self.state.start_sha or "HEAD~1"))
+                since = self.state.start_sha if cfg.phase is Phase.GAP_ANALYSIS else self.state.base_sha
+                diff = self.redactor.text(self.git.diff(since or "HEAD~1"))
                 prompt = prompts.review(self.state.context, diff, verification)
-                run = run_agent(cfg.review_command, prompt, max_turns=cfg.review_max_turns,
-                                cwd=self.state.clone_dir or ".", env=self.child_env, state_dir=self.state_dir,
-                                name="review", deadline=self.deadline, stop=self.stop)
+                run = run_agent(
+                    cfg.review_command,
+                    prompt,
+                    max_turns=cfg.review_max_turns,
+                    cwd=self.state.clone_dir or ".",
+                    env=self.child_env,
+                    state_dir=self.state_dir,
+                    name="review",
+                    deadline=self.deadline,
+                    stop=self.stop,
+                )
                 self.usage.add(run)
-                self._stopped(run.process, "the post-push review")
-                verdict = None if run.failed else prompts.parse_review(run.text)
+                verdict = None if run.failed or run.stopped else prompts.parse_review(run.text)
                 if verdict is None:
-                    why = run.failure_reason() if run.failed else "its answer had no verdict"
-                    notes.append(self.redactor.text(f"⚠️ The post-push review could not decide ({why}); "
-                                                    "please review the pull request yourself."))
+                    if run.stopped:
+                        why = _STOPPED_BY[run.stopped]
+                    else:
+                        why = run.failure_reason() if run.failed else "its answer had no verdict"
+                    notes.append(
+                        self.redactor.text(
+                            f"⚠️ The post-push review could not decide ({why}); "
+                            "please review the pull request yourself."
+                        )
+                    )
                     detail["verdict"] = None
                 else:
                     approved, blockers = verdict
@@ -490,8 +597,10 @@ class Session:
     def _plan_result(self, run: AgentRun) -> dict[str, Any]:
         plan = run.text.strip()
         if not plan:
-            raise Failure("LLM invocation produced no plan: the agent's answer was empty",
-                          excerpt=self._excerpt(run.process.output))
+            raise Failure(
+                "LLM invocation produced no plan: the agent's answer was empty",
+                excerpt=self._excerpt(run.process.output),
+            )
         return self._success_body(plan=self.redactor.text(plan))
 
     # -- the end ----------------------------------------------------------------------------
@@ -504,11 +613,15 @@ class Session:
             parts.append(f"${self.usage.cost_usd:.2f}")
         if not parts:
             return None
-        return f"🤖 Agent usage: {' · '.join(parts)} (session {format_duration(time.monotonic() - self.started)})."
+        session = format_duration(time.monotonic() - self.started)
+        return f"🤖 Agent usage: {' · '.join(parts)} (session {session})."
 
-    def _success_body(self, *, comments: list[str] = (), plan: str | None = None) -> dict[str, Any]:  # type: ignore[assignment]
-        body: dict[str, Any] = {"outcome": "success", "phase": self.cfg.phase.value,
-                                "comments": [{"body": c} for c in comments]}
+    def _success_body(self, *, comments: Sequence[str] = (), plan: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "outcome": "success",
+            "phase": self.cfg.phase.value,
+            "comments": [{"body": c} for c in comments],
+        }
         if plan is not None:
             body["plan"] = plan
         if self.state.pr_url:
@@ -524,8 +637,13 @@ class Session:
             self.api.status("session_timed_out", reason=reason)
         else:
             self.api.status("session_failed", reason=reason)
-        body: dict[str, Any] = {"outcome": "failure", "phase": self.cfg.phase.value, "comments": [],
-                                "error": reason, "logLabel": failure.label.value}
+        body: dict[str, Any] = {
+            "outcome": "failure",
+            "phase": self.cfg.phase.value,
+            "comments": [],
+            "error": reason,
+            "logLabel": failure.label.value,
+        }
         if failure.excerpt:
             body["logExcerpt"] = self.redactor.text(failure.excerpt)
         if self.state.pr_url:

@@ -11,6 +11,7 @@
 :meth:`World.run_session` starts ``python -m aiimpl_core.session run`` as a child process with
 exactly the environment the dispatcher built, as a runner backend would.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,13 @@ OWNER, REPO = "acme", "eng"
 
 
 def git(*args: str, cwd: str | Path) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "t@example.test",
-           "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "t@example.test"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Test",
+        "GIT_AUTHOR_EMAIL": "t@example.test",
+        "GIT_COMMITTER_NAME": "Test",
+        "GIT_COMMITTER_EMAIL": "t@example.test",
+    }
     return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
 
 
@@ -139,8 +145,9 @@ def git_server(remote: Remote, github: FakeGitHub) -> Iterator[GitHttpServer]:
             return False
         if record.expires_at <= datetime.now(UTC):
             return False  # GitHub refuses an expired installation token
-        if record.owner.lower() != owner.lower() or (record.repositories is not None
-                                                     and repo not in record.repositories):
+        if record.owner.lower() != owner.lower() or (
+            record.repositories is not None and repo not in record.repositories
+        ):
             return False
         return record.permissions.get("contents") in (("write",) if write else ("read", "write"))
 
@@ -175,8 +182,18 @@ def agent_bin(tmp_path: Path) -> Path:
 class World:
     """Everything a session test touches, with the helpers to drive and inspect it."""
 
-    def __init__(self, app: Any, tracker: FakeTracker, runner: FakeRunner, github: FakeGitHub, remote: Remote,
-                 git_server: GitHttpServer, orchestrator: str, agent_bin: Path, tmp_path: Path) -> None:
+    def __init__(
+        self,
+        app: Any,
+        tracker: FakeTracker,
+        runner: FakeRunner,
+        github: FakeGitHub,
+        remote: Remote,
+        git_server: GitHttpServer,
+        orchestrator: str,
+        agent_bin: Path,
+        tmp_path: Path,
+    ) -> None:
         self.app = app
         self.tracker = tracker
         self.runner = runner
@@ -191,13 +208,24 @@ class World:
         self.home.mkdir()
         self.outputs: list[str] = []
 
-    def mapping(self, *, default_branch: str = "main", planning: bool = False, **extra_env: str) -> MappingRow:
+    def mapping(
+        self, *, default_branch: str = "main", planning: bool = False, **extra_env: str
+    ) -> MappingRow:
         row = MappingRow(
-            team_key="ENG", owner=OWNER, repo=REPO, default_branch=default_branch, provider="anthropic",
-            execution_mode="github-actions", ticketing={"provider": "fake-tracker"},
-            planning_enabled=planning, planning_workflow_file="plan.yml" if planning else None,
-            extra_env={"AIIMPL_GIT_BASE_URL": self.git_server.url, "FAKE_AGENT_LOG": str(self.agent_log),
-                       **extra_env},
+            team_key="ENG",
+            owner=OWNER,
+            repo=REPO,
+            default_branch=default_branch,
+            provider="anthropic",
+            execution_mode="github-actions",
+            ticketing={"provider": "fake-tracker"},
+            planning_enabled=planning,
+            planning_workflow_file="plan.yml" if planning else None,
+            extra_env={
+                "AIIMPL_GIT_BASE_URL": self.git_server.url,
+                "FAKE_AGENT_LOG": str(self.agent_log),
+                **extra_env,
+            },
         )
         db.session.add(row)
         db.session.commit()
@@ -233,9 +261,13 @@ class World:
         return env
 
     def start_session(self, job_id: int, **overrides: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "aiimpl_core.session", "run"],
-                                env=self.session_env(job_id, **overrides), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "aiimpl_core.session", "run"],
+            env=self.session_env(job_id, **overrides),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     def run_session(self, job_id: int, timeout: float = 120, **overrides: str) -> tuple[int, str]:
         proc = self.start_session(job_id, **overrides)
@@ -301,8 +333,17 @@ class World:
 
 
 @pytest.fixture
-def world(app: Any, tracker: FakeTracker, runner: FakeRunner, github: FakeGitHub, remote: Remote,
-          git_server: GitHttpServer, orchestrator: str, agent_bin: Path, tmp_path: Path) -> Iterator[World]:
+def world(
+    app: Any,
+    tracker: FakeTracker,
+    runner: FakeRunner,
+    github: FakeGitHub,
+    remote: Remote,
+    git_server: GitHttpServer,
+    orchestrator: str,
+    agent_bin: Path,
+    tmp_path: Path,
+) -> Iterator[World]:
     w = World(app, tracker, runner, github, remote, git_server, orchestrator, agent_bin, tmp_path)
     yield w
     github.assert_clean()

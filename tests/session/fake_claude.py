@@ -10,6 +10,7 @@ the model API key (plain, split across lines, URL-encoded) and fails; ``slow`` e
 sleeps ``FAKE_AGENT_SLEEP`` seconds; ``hang`` edits, then never finishes.
 The post-push review answers as ``FAKE_REVIEW`` says (``approve``, ``block`` or ``mumble``).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,20 @@ REVIEW_MARKER = "You are the post-push reviewer"
 
 
 def report(result: str, *, turns: int, cost: float, subtype: str = "success", is_error: bool = False) -> None:
-    print(json.dumps({"type": "result", "subtype": subtype, "is_error": is_error, "result": result,
-                      "num_turns": turns, "total_cost_usd": cost, "duration_ms": 1234,
-                      "session_id": "00000000-0000-0000-0000-000000000000"}))
+    print(
+        json.dumps(
+            {
+                "type": "result",
+                "subtype": subtype,
+                "is_error": is_error,
+                "result": result,
+                "num_turns": turns,
+                "total_cost_usd": cost,
+                "duration_ms": 1234,
+                "session_id": "00000000-0000-0000-0000-000000000000",
+            }
+        )
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -40,18 +52,31 @@ def main(argv: list[str]) -> int:
     log = os.environ.get("FAKE_AGENT_LOG")
     if log:
         with open(log, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({
-                "prompt": prompt, "max_turns": max_turns, "cwd": os.getcwd(),
-                "env_names": sorted(os.environ),
-            }) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "prompt": prompt,
+                        "max_turns": max_turns,
+                        "cwd": os.getcwd(),
+                        "env_names": sorted(os.environ),
+                    }
+                )
+                + "\n"
+            )
 
     if REVIEW_MARKER in prompt:
         verdict = os.environ.get("FAKE_REVIEW", "approve")
         if verdict == "approve":
-            report('The change does what the issue asks.\n{"approved": true, "blockers": []}', turns=2, cost=0.05)
+            report(
+                'The change does what the issue asks.\n{"approved": true, "blockers": []}', turns=2, cost=0.05
+            )
         elif verdict == "block":
-            report('{"approved": false, "blockers": ["The new greeting has no test", '
-                   '"README still describes the old behaviour"]}', turns=3, cost=0.05)
+            report(
+                '{"approved": false, "blockers": ["The new greeting has no test", '
+                '"README still describes the old behaviour"]}',
+                turns=3,
+                cost=0.05,
+            )
         else:
             report("I have some thoughts but no verdict.", turns=1, cost=0.01)
         return 0
@@ -65,8 +90,10 @@ def main(argv: list[str]) -> int:
         report("Nothing needed changing.", turns=3, cost=0.02)
         return 0
     if mode == "error":
-        print('API Error: 500 {"type":"error","error":{"type":"api_error","message":"Overloaded"}}',
-              file=sys.stderr)
+        print(
+            'API Error: 500 {"type":"error","error":{"type":"api_error","message":"Overloaded"}}',
+            file=sys.stderr,
+        )
         return 1
     if mode == "leak":
         key = os.environ["ANTHROPIC_API_KEY"]

@@ -5,6 +5,7 @@ callback whether the password is a token that is valid *now* for the repository,
 installation token is refused exactly when GitHub would refuse it. Each request is recorded with
 the token it used.
 """
+
 from __future__ import annotations
 
 import base64
@@ -78,8 +79,9 @@ class GitHttpServer:
         allowed = bool(user and password) and self.check(owner, repo, user or "", password or "", write)
         if not allowed:
             self._record(request, service, user, password, 401)
-            return Response("Authentication failed", 401,
-                            {"WWW-Authenticate": 'Basic realm="git"'})(environ, start_response)
+            return Response("Authentication failed", 401, {"WWW-Authenticate": 'Basic realm="git"'})(
+                environ, start_response
+            )
         body = request.get_data()
         env = {
             "GIT_PROJECT_ROOT": self.root,
@@ -112,6 +114,8 @@ class GitHttpServer:
         self._record(request, service, user, password, status)
         return Response(payload, status, headers)(environ, start_response)
 
-    def _record(self, request: Request, service: str, user: str | None, password: str | None, status: int) -> None:
+    def _record(
+        self, request: Request, service: str, user: str | None, password: str | None, status: int
+    ) -> None:
         with self._lock:
             self.requests.append(GitRequest(request.method, request.path, service, user, password, status))

@@ -1,4 +1,5 @@
 """End to end: the session program against the real orchestrator, a git remote and fake GitHub."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,13 +16,15 @@ PROGRESS_SUCCESS = [
 
 
 def test_success_opens_a_pr_with_the_progress_comments_in_order(world: World) -> None:
-    world.remote.commit({
-        ".ai-implement/setup.sh": script("echo setting up; touch .setup-ran"),
-        ".ai-implement/verify.sh": script("""
+    world.remote.commit(
+        {
+            ".ai-implement/setup.sh": script("echo setting up; touch .setup-ran"),
+            ".ai-implement/verify.sh": script("""
             test -f greeting.txt && echo all good
             cp .git/config "$CONFIG_SNAPSHOT"  # after the push: what git kept of its credentials
         """),
-    })
+        }
+    )
     snapshot = world.tmp / "git-config-after-push"
     world.mapping(CONFIG_SNAPSHOT=str(snapshot))
     job_id = world.dispatch("ENG-1", title="Greet the user", description="Add a greeting file.")
@@ -52,8 +55,18 @@ def test_success_opens_a_pr_with_the_progress_comments_in_order(world: World) ->
     assert job.duration_seconds and job.duration_seconds > 0
     # every step was reported, in order, and succeeded
     steps = world.steps(job_id)
-    for step_id in ("token", "context", "clone", "setup", "agent", "commit", "push", "pull-request", "verify",
-                    "review"):
+    for step_id in (
+        "token",
+        "context",
+        "clone",
+        "setup",
+        "agent",
+        "commit",
+        "push",
+        "pull-request",
+        "verify",
+        "review",
+    ):
         assert steps[step_id].status == "succeeded", (step_id, steps[step_id].detail)
     assert steps["setup"].detail["source"] == "repository"
     # the agent got the issue in its prompt, its turn limit, and none of the job's credentials
@@ -66,7 +79,7 @@ def test_success_opens_a_pr_with_the_progress_comments_in_order(world: World) ->
     assert "ANTHROPIC_API_KEY" in call["env_names"]
     # git credentials never landed in the clone's or the remote's configuration
     config = snapshot.read_text()
-    assert "[remote \"origin\"]" in config and world.git_server.url in config
+    assert '[remote "origin"]' in config and world.git_server.url in config
     assert "x-access-token" not in config and "helper" not in config
     for token in world.github.issued_tokens:
         assert token.token not in config

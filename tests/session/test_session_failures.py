@@ -1,4 +1,5 @@
 """Each failure class of the reference's "Run failure messages", produced for real."""
+
 from __future__ import annotations
 
 import re
@@ -25,15 +26,19 @@ def test_turn_limit_fails_with_the_reference_message_and_keeps_the_work(world: W
     job = world.job(job_id)
     assert job.status == "failed"
     sha = world.remote.branches()["ai/ENG-1"]
-    assert job.error == ("LLM invocation failed with exit code 1: Reached max turns (50). "
-                         f"Work so far is on branch `ai/ENG-1` (commit {sha[:7]}).")
+    assert job.error == (
+        "LLM invocation failed with exit code 1: Reached max turns (50). "
+        f"Work so far is on branch `ai/ENG-1` (commit {sha[:7]})."
+    )
     assert failure_comment(world) == f"⚠️ Implementation failed: {job.error}"
     # the work so far was committed and pushed; no PR was opened
     assert world.remote.show("ai/ENG-1", "greeting.txt") == "hello from the agent\n"
     assert world.github.pull_requests("acme", "eng") == []
     lines = world.first_lines()
-    assert lines[:2] == ["🚀 Session machine created. Cloning repo and running setup…",
-                         "✅ Environment ready. Claude is implementing…"]
+    assert lines[:2] == [
+        "🚀 Session machine created. Cloning repo and running setup…",
+        "✅ Environment ready. Claude is implementing…",
+    ]
     assert lines[2].startswith(FAILED + "LLM invocation failed with exit code 1: Reached max turns (50)")
     assert lines[2].endswith(". Machine will be cleaned up.")
     assert lines[3].startswith("🧹 Session machine cleaned up. Duration: ")
@@ -69,8 +74,9 @@ def test_no_changes_fails_with_nothing_to_commit(world: World) -> None:
     assert job.status == "failed"
     assert job.error == "Nothing to commit: Claude left no file changes in the working tree"
     assert job.log_label == "pr_not_found"
-    assert failure_comment(world) == ("⚠️ Implementation failed: Nothing to commit: Claude left no file "
-                                      "changes in the working tree")
+    assert failure_comment(world) == (
+        "⚠️ Implementation failed: Nothing to commit: Claude left no file changes in the working tree"
+    )
     assert any(c.startswith("Log excerpt (`pr_not_found`)") for c in world.comments())
     assert "ai/ENG-1" not in world.remote.branches()
 
@@ -79,9 +85,12 @@ def test_refused_pull_request_fails_with_githubs_status_and_message(world: World
     world.mapping()
     # a pull request for the branch is already open: GitHub answers 422
     world.github.add_branch("acme", "eng", "ai/ENG-1")
-    resp = requests.post(f"{world.github.url}/repos/acme/eng/pulls", timeout=10,
-                         headers={"Authorization": f"Bearer {world.github.personal_token}"},
-                         json={"title": "earlier attempt", "head": "ai/ENG-1", "base": "main"})
+    resp = requests.post(
+        f"{world.github.url}/repos/acme/eng/pulls",
+        timeout=10,
+        headers={"Authorization": f"Bearer {world.github.personal_token}"},
+        json={"title": "earlier attempt", "head": "ai/ENG-1", "base": "main"},
+    )
     assert resp.status_code == 201
     job_id = world.dispatch()
 
@@ -90,8 +99,10 @@ def test_refused_pull_request_fails_with_githubs_status_and_message(world: World
     assert code == 1
     job = world.job(job_id)
     assert job.status == "failed"
-    assert job.error == ("PR creation failed with HTTP 422: Validation Failed "
-                         "(A pull request already exists for acme:ai/ENG-1.)")
+    assert job.error == (
+        "PR creation failed with HTTP 422: Validation Failed "
+        "(A pull request already exists for acme:ai/ENG-1.)"
+    )
     assert failure_comment(world) == f"⚠️ Implementation failed: {job.error}"
     assert world.remote.show("ai/ENG-1", "greeting.txt")  # the push itself went through
     assert world.steps(job_id)["pull-request"].status == "failed"
@@ -113,7 +124,9 @@ def test_clone_failure_fails_with_gits_exit_code(world: World) -> None:
 
 
 def test_setup_failure_names_the_step_and_its_output(world: World) -> None:
-    world.remote.commit({".ai-implement/setup.sh": script("echo 'npm ERR! missing script: build' >&2; exit 7")})
+    world.remote.commit(
+        {".ai-implement/setup.sh": script("echo 'npm ERR! missing script: build' >&2; exit 7")}
+    )
     world.mapping()
     job_id = world.dispatch()
 
@@ -167,8 +180,10 @@ def test_review_blockers_end_the_job_review_failed(world: World) -> None:
     assert "The new greeting has no test" in job.log_excerpt
     comments = world.comments()
     assert "⚠️ Implementation failed: the post-push review flagged 2 blockers" in comments
-    assert any(c.startswith("Log excerpt (`post_push_review_not_approved`)") and "README still describes" in c
-               for c in comments)
+    assert any(
+        c.startswith("Log excerpt (`post_push_review_not_approved`)") and "README still describes" in c
+        for c in comments
+    )
 
 
 def test_review_without_a_verdict_does_not_block(world: World) -> None:
@@ -198,3 +213,48 @@ def test_failed_verification_is_reported_with_its_output(world: World) -> None:
     assert lines.index("🧪 Running verification script…") < lines.index(failed.split("\n", 1)[0])
     review_prompt = world.agent_calls()[1]["prompt"]
     assert "2 tests failed: test_greeting" in review_prompt
+
+
+def test_refused_push_fails_with_gits_message(world: World) -> None:
+    hook = world.remote.bare / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'GH006: Protected branch update failed for refs/heads/ai/ENG-1.' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    world.mapping()
+    job_id = world.dispatch()
+
+    code, _ = world.run_session(job_id)
+
+    assert code == 1
+    job = world.job(job_id)
+    assert job.status == "failed"
+    assert job.error.startswith("git push failed (exit 1): ")
+    assert "GH006: Protected branch update failed" in job.error and "pre-receive hook declined" in job.error
+    assert failure_comment(world) == f"⚠️ Implementation failed: {job.error}"
+    assert world.github.pull_requests("acme", "eng") == []
+
+
+def test_a_rerun_continues_from_the_work_an_earlier_attempt_saved(world: World) -> None:
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import Mapping
+
+    world.mapping(FAKE_AGENT_MODE="max_turns")
+    first = world.dispatch()
+    assert world.run_session(first)[0] == 1
+    saved = world.remote.branches()["ai/ENG-1"]
+
+    row = db.session.scalar(db.select(Mapping))
+    row.extra_env = {**row.extra_env, "FAKE_AGENT_MODE": "edit"}
+    db.session.commit()
+    second = world.dispatch()  # the trigger applied again
+    code, out = world.run_session(second)
+
+    assert code == 0, out
+    assert world.job(second).status == "completed"
+    # both attempts' work is on the branch: the second built on the first, nothing was forced over it
+    assert world.remote.show("ai/ENG-1", "greeting.txt") == "hello from the agent\n" * 2
+    log = world.remote.branches()["ai/ENG-1"]
+    assert saved != log
+    from .conftest import git
+
+    assert git("merge-base", "--is-ancestor", saved, log, cwd=world.remote.bare) == ""
+    assert world.steps(second)["clone"].detail["resumedFrom"] == "ai/ENG-1"

@@ -1,4 +1,5 @@
 """Long runs: expiring repository tokens, the wall-clock budget, and a stop from the runner."""
+
 from __future__ import annotations
 
 import signal
@@ -44,8 +45,10 @@ def test_wall_clock_budget_stops_the_agent_and_pushes_the_work_so_far(world: Wor
     job = world.job(job_id)
     assert job.status == "failed"
     sha = world.remote.branches()["ai/ENG-1"]
-    assert job.error == ("the wall-clock budget of 8s ran out while the agent was running. "
-                         f"Work so far is on branch `ai/ENG-1` (commit {sha[:7]}).")
+    assert job.error == (
+        "the wall-clock budget of 8s ran out while the agent was running. "
+        f"Work so far is on branch `ai/ENG-1` (commit {sha[:7]})."
+    )
     assert world.remote.show("ai/ENG-1", "greeting.txt") == "hello from the agent\n"
     lines = world.first_lines()
     assert lines[2] == f"⚠️ Session timed out: {job.error}. Machine will be cleaned up."
@@ -72,7 +75,9 @@ def test_sigterm_stops_the_agent_cleanly_and_saves_the_work(world: World) -> Non
     job = world.job(job_id)
     assert job.status == "failed"
     sha = world.remote.branches()["ai/ENG-1"]
-    assert job.error == ("The session was stopped by its runner (SIGTERM) while the agent was running. "
-                         f"Work so far is on branch `ai/ENG-1` (commit {sha[:7]}).")
+    assert job.error == (
+        "The session was stopped by its runner (SIGTERM) while the agent was running. "
+        f"Work so far is on branch `ai/ENG-1` (commit {sha[:7]})."
+    )
     assert world.first_lines()[2] == f"⚠️ Session failed: {job.error}. Machine will be cleaned up."
     world.assert_no_secret_anywhere(job_id)

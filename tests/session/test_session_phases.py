@@ -1,4 +1,5 @@
 """Planning (a plan, no PR) and the implementation that follows it with the approved plan."""
+
 from __future__ import annotations
 
 from .conftest import World
@@ -48,7 +49,11 @@ def test_gap_analysis_works_on_the_pr_branch_and_pushes_to_it(world: World) -> N
     db.session.remove()
     job_id = answer["jobId"]
     env = world.env_of(job_id)
-    assert (env["AIIMPL_PHASE"], env["AIIMPL_BASE_BRANCH"], env["AIIMPL_PR_NUMBER"]) == ("gap-analysis", "ai/ENG-3", "1")
+    assert (env["AIIMPL_PHASE"], env["AIIMPL_BASE_BRANCH"], env["AIIMPL_PR_NUMBER"]) == (
+        "gap-analysis",
+        "ai/ENG-3",
+        "1",
+    )
 
     code, out = world.run_session(job_id)
 

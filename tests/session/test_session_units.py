@@ -1,5 +1,6 @@
 """The session program's parts on their own: redaction, agent classification, configuration,
 the credential helper, review parsing, and importability without the orchestrator's stack."""
+
 from __future__ import annotations
 
 import base64
@@ -32,14 +33,17 @@ SECRET = "ghs_16C7e42F292c6912E7710c838347Ae178B4a"
 # -- redaction -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape", [
-    SECRET,
-    f"{SECRET[:10]}\n{SECRET[10:]}",
-    f"{SECRET[:5]}\r\n{SECRET[5:20]}\n  {SECRET[20:]}",
-    f"{SECRET[:10]}\\n{SECRET[10:]}",  # escaped inside a JSON string
-    quote("p@ss/w rd&" + SECRET, safe=""),
-    base64.b64encode(f"x-access-token:{SECRET}".encode()).decode(),
-])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        SECRET,
+        f"{SECRET[:10]}\n{SECRET[10:]}",
+        f"{SECRET[:5]}\r\n{SECRET[5:20]}\n  {SECRET[20:]}",
+        f"{SECRET[:10]}\\n{SECRET[10:]}",  # escaped inside a JSON string
+        quote("p@ss/w rd&" + SECRET, safe=""),
+        base64.b64encode(f"x-access-token:{SECRET}".encode()).decode(),
+    ],
+)
 def test_redactor_masks_every_shape_of_a_secret(shape: str) -> None:
     r = Redactor([SECRET, "p@ss/w rd&" + SECRET])
     out = r.text(f"before {shape} after")
@@ -69,7 +73,9 @@ def test_redactor_data_keeps_the_named_top_level_keys() -> None:
 
 
 def test_redactor_masks_each_line_of_a_multiline_secret() -> None:
-    pem = "-----BEGIN KEY-----\nMIIEowIBAAKCAQEAx1234567890abcdef\nQWERTYUIOPasdfghjkl0987654321zz\n-----END KEY-----"
+    pem = "\n".join(
+        ["-----BEGIN KEY-----", "MIIEowIBAAKCAQEAx1234567890abcdef", "QWERTYUIOPasdfghjkl0987654321zz"]
+    )
     out = Redactor([pem]).text("oops: QWERTYUIOPasdfghjkl0987654321zz")
     assert "QWERTYUIOP" not in out
 
@@ -82,8 +88,19 @@ def _run(code: int, stdout: str = "", stderr: str = "", max_turns: int = 50) -> 
 
 
 def test_claude_json_report_gives_text_cost_and_turns() -> None:
-    run = _run(0, json.dumps({"type": "result", "subtype": "success", "is_error": False, "result": "done",
-                              "num_turns": 12, "total_cost_usd": 0.4321}))
+    run = _run(
+        0,
+        json.dumps(
+            {
+                "type": "result",
+                "subtype": "success",
+                "is_error": False,
+                "result": "done",
+                "num_turns": 12,
+                "total_cost_usd": 0.4321,
+            }
+        ),
+    )
     assert (run.text, run.turns, run.cost_usd, run.failed) == ("done", 12, 0.4321, False)
 
 
@@ -94,8 +111,11 @@ def test_stream_json_output_is_read_from_its_last_result_line() -> None:
 
 
 def test_max_turns_wording_from_the_json_subtype() -> None:
-    run = _run(1, json.dumps({"type": "result", "subtype": "error_max_turns", "is_error": True, "num_turns": 30}),
-               max_turns=30)
+    run = _run(
+        1,
+        json.dumps({"type": "result", "subtype": "error_max_turns", "is_error": True, "num_turns": 30}),
+        max_turns=30,
+    )
     assert run.failure_reason() == "LLM invocation failed with exit code 1: Reached max turns (30)"
 
 
@@ -106,9 +126,21 @@ def test_max_turns_wording_from_the_cli_message() -> None:
 
 def test_agent_error_wording_names_the_exit_code_and_the_end_of_the_output() -> None:
     run = _run(2, "", "starting\nAPI Error: 401 invalid x-api-key")
-    assert run.failure_reason() == "LLM invocation failed with exit code 2: starting\nAPI Error: 401 invalid x-api-key"
-    reported = _run(0, json.dumps({"type": "result", "subtype": "error_during_execution", "is_error": True,
-                                   "result": "context lost"}))
+    assert (
+        run.failure_reason()
+        == "LLM invocation failed with exit code 2: starting\nAPI Error: 401 invalid x-api-key"
+    )
+    reported = _run(
+        0,
+        json.dumps(
+            {
+                "type": "result",
+                "subtype": "error_during_execution",
+                "is_error": True,
+                "result": "context lost",
+            }
+        ),
+    )
     assert reported.failed
     assert reported.failure_reason() == "LLM invocation failed with exit code 1: context lost"
 
@@ -127,8 +159,9 @@ def test_agent_command_placeholders_and_stdin() -> None:
 
 def test_a_process_past_its_deadline_is_stopped_with_its_children() -> None:
     started = time.monotonic()
-    result = procs.run(["bash", "-c", "sleep 30 & sleep 30; echo never"], deadline=time.monotonic() + 0.5,
-                       grace=1)
+    result = procs.run(
+        ["bash", "-c", "sleep 30 & sleep 30; echo never"], deadline=time.monotonic() + 0.5, grace=1
+    )
     assert result.stopped == "deadline" and not result.ok
     assert time.monotonic() - started < 10
 
@@ -148,14 +181,17 @@ def test_a_missing_executable_is_exit_127() -> None:
 # -- review verdicts ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "verdict"), [
-    ('Fine.\n{"approved": true, "blockers": []}', (True, [])),
-    ('{"approved": false, "blockers": ["no tests", " "]}', (False, ["no tests"])),
-    ('{"approved": true, "blockers": ["but this is broken"]}', (False, ["but this is broken"])),
-    ("LGTM\nAPPROVE", (True, [])),
-    ("no idea", None),
-    ('{"approved": "yes"}', None),
-])
+@pytest.mark.parametrize(
+    ("text", "verdict"),
+    [
+        ('Fine.\n{"approved": true, "blockers": []}', (True, [])),
+        ('{"approved": false, "blockers": ["no tests", " "]}', (False, ["no tests"])),
+        ('{"approved": true, "blockers": ["but this is broken"]}', (False, ["but this is broken"])),
+        ("LGTM\nAPPROVE", (True, [])),
+        ("no idea", None),
+        ('{"approved": "yes"}', None),
+    ],
+)
 def test_review_verdicts(text: str, verdict: object) -> None:
     assert prompts.parse_review(text) == verdict
 
@@ -164,9 +200,16 @@ def test_review_verdicts(text: str, verdict: object) -> None:
 
 
 def base_env(**kw: str) -> dict[str, str]:
-    env = {"AIIMPL_URL": "http://o.test/", "AIIMPL_JOB_ID": "5", "AIIMPL_PHASE": "implementation",
-           "AIIMPL_ISSUE_KEY": "ENG-1", "AIIMPL_REPOSITORY": "acme/api", "AIIMPL_BASE_BRANCH": "main",
-           "AIIMPL_BRANCH": "ai/ENG-1", "AIIMPL_NONCE": "n" * 40}
+    env = {
+        "AIIMPL_URL": "http://o.test/",
+        "AIIMPL_JOB_ID": "5",
+        "AIIMPL_PHASE": "implementation",
+        "AIIMPL_ISSUE_KEY": "ENG-1",
+        "AIIMPL_REPOSITORY": "acme/api",
+        "AIIMPL_BASE_BRANCH": "main",
+        "AIIMPL_BRANCH": "ai/ENG-1",
+        "AIIMPL_NONCE": "n" * 40,
+    }
     env.update(kw)
     return env
 
@@ -178,21 +221,29 @@ def test_config_defaults() -> None:
     assert cfg.agent_command.startswith("claude -p {prompt}") and cfg.review_command == cfg.agent_command
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"AIIMPL_NONCE": ""}, "AIIMPL_NONCE is not set"),
-    ({"AIIMPL_PHASE": "deploy"}, "AIIMPL_PHASE must be planning, implementation or gap-analysis"),
-    ({"AIIMPL_REPOSITORY": "acme"}, "AIIMPL_REPOSITORY must be owner/repo"),
-    ({"AIIMPL_MAX_TURNS": "many"}, "AIIMPL_MAX_TURNS must be an integer"),
-    ({"AIIMPL_LIFETIME_SECONDS": "0"}, "AIIMPL_LIFETIME_SECONDS must be at least 1"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"AIIMPL_NONCE": ""}, "AIIMPL_NONCE is not set"),
+        ({"AIIMPL_PHASE": "deploy"}, "AIIMPL_PHASE must be planning, implementation or gap-analysis"),
+        ({"AIIMPL_REPOSITORY": "acme"}, "AIIMPL_REPOSITORY must be owner/repo"),
+        ({"AIIMPL_MAX_TURNS": "many"}, "AIIMPL_MAX_TURNS must be an integer"),
+        ({"AIIMPL_LIFETIME_SECONDS": "0"}, "AIIMPL_LIFETIME_SECONDS must be at least 1"),
+    ],
+)
 def test_config_errors_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         SessionConfig.from_environ(base_env(**env))
 
 
 def test_session_run_without_configuration_exits_2_with_a_clear_message() -> None:
-    proc = subprocess.run([sys.executable, "-m", "aiimpl_core.session", "run"], capture_output=True, text=True,
-                          env={"PATH": os.environ["PATH"]}, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "aiimpl_core.session", "run"],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"]},
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "AIIMPL_PHASE is not set" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -210,8 +261,15 @@ def test_format_duration() -> None:
 
 
 def test_git_environment_adds_the_helper_after_existing_config_entries(tmp_path: Path) -> None:
-    env = git_environment({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.x", "GIT_CONFIG_VALUE_0": "y",
-                           "GIT_ASKPASS": "/bin/pass"}, str(tmp_path / "t.json"))
+    env = git_environment(
+        {
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "core.x",
+            "GIT_CONFIG_VALUE_0": "y",
+            "GIT_ASKPASS": "/bin/pass",
+        },
+        str(tmp_path / "t.json"),
+    )
     assert env["GIT_CONFIG_COUNT"] == "3" and env["GIT_CONFIG_KEY_0"] == "core.x"
     assert (env["GIT_CONFIG_KEY_1"], env["GIT_CONFIG_VALUE_1"]) == ("credential.helper", "")
     assert env["GIT_CONFIG_VALUE_2"].endswith("-m aiimpl_core.session.credential")
@@ -222,20 +280,41 @@ def test_credential_helper_answers_from_a_fresh_cached_token(tmp_path: Path) -> 
     cache = TokenCache(str(tmp_path / "tokens.json"))
     cache.add(RepoToken("ghs_old_one_expired", time.time() - 10))
     cache.add(RepoToken("ghs_fresh_token_123", time.time() + 3600))
-    env = {**os.environ, E.CREDENTIAL_CACHE.name: cache.path, "AIIMPL_URL": "http://127.0.0.1:9",
-           "AIIMPL_NONCE": "x", "AIIMPL_REPOSITORY": "acme/api"}
-    proc = subprocess.run([sys.executable, "-m", "aiimpl_core.session.credential", "get"],
-                          input="protocol=https\nhost=github.com\n\n", capture_output=True, text=True, env=env,
-                          timeout=60)
+    env = {
+        **os.environ,
+        E.CREDENTIAL_CACHE.name: cache.path,
+        "AIIMPL_URL": "http://127.0.0.1:9",
+        "AIIMPL_NONCE": "x",
+        "AIIMPL_REPOSITORY": "acme/api",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "aiimpl_core.session.credential", "get"],
+        input="protocol=https\nhost=github.com\n\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.stdout == "username=x-access-token\npassword=ghs_fresh_token_123\n"
     assert oct(os.stat(cache.path).st_mode & 0o777) == "0o600"
 
 
 def test_credential_helper_failure_says_nothing_secret(tmp_path: Path) -> None:
-    env = {**os.environ, E.CREDENTIAL_CACHE.name: str(tmp_path / "none.json"), "AIIMPL_URL": "http://127.0.0.1:9",
-           "AIIMPL_NONCE": "the-nonce-value", "AIIMPL_REPOSITORY": "acme/api"}
-    proc = subprocess.run([sys.executable, "-m", "aiimpl_core.session.credential", "get"], input="\n",
-                          capture_output=True, text=True, env=env, timeout=60)
+    env = {
+        **os.environ,
+        E.CREDENTIAL_CACHE.name: str(tmp_path / "none.json"),
+        "AIIMPL_URL": "http://127.0.0.1:9",
+        "AIIMPL_NONCE": "the-nonce-value",
+        "AIIMPL_REPOSITORY": "acme/api",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "aiimpl_core.session.credential", "get"],
+        input="\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == 0 and proc.stdout == ""
     assert "could not get a repository token" in proc.stderr and "the-nonce-value" not in proc.stderr
 
