@@ -166,3 +166,36 @@ def test_late_progress_is_recorded_but_never_changes_a_terminal_status(client, c
     assert resp.get_json()["status"] == "failed"
     assert _fresh(job_id).status == "failed"
     assert db.session.scalar(select(JobStep.step_id)) == "late"
+
+
+def test_concurrent_reports_of_one_step_keep_one_row(app, cb_live_server, cb_job, cb_token):
+    import threading
+
+    import requests
+
+    job_id, _ = cb_job()
+    token = cb_token(job_id, "implementation", tokens.AUD_PROGRESS)
+    barrier = threading.Barrier(5)
+    codes = []
+
+    def send(status):
+        barrier.wait()
+        r = requests.post(
+            cb_live_server + URL,
+            json={"step": step(status=status)},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+        codes.append(r.status_code)
+
+    threads = [threading.Thread(target=send, args=(f"s{i}",)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert codes == [200] * 5
+    db.session.commit()
+    rows = db.session.scalars(select(JobStep).where(JobStep.job_id == job_id)).all()
+    assert len(rows) == 1 and rows[0].status in {f"s{i}" for i in range(5)}
+    job = db.session.get(Job, job_id)
+    assert [(t.from_status, t.to_status) for t in job.transitions] == [("dispatched", "running")]
