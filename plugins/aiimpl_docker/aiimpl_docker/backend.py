@@ -179,7 +179,8 @@ class LocalDockerBackend(RunnerBackend):
             options["network"] = str(network)
         command = self.context.setting(config.COMMAND)
         if command:
-            options["command"] = shlex.split(str(command))
+            # replaces the entrypoint too: the session image's entrypoint would take it as arguments
+            options["entrypoint"] = shlex.split(str(command))
         volumes = self.context.setting(config.VOLUMES)
         if volumes:
             options["volumes"] = parse_volumes(str(volumes))
