@@ -22,7 +22,7 @@ from ..orm import Blocker as BlockerRow
 from ..orm import Job
 from ..orm import Mapping as MappingRow
 from ..orm import utcnow
-from ..types import ACTIVE_STATUSES, TrackerIssue
+from ..types import ACTIVE_STATUSES, MappingView, TrackerIssue
 
 NO_MAPPING = "no-mapping"
 PAUSED = "paused"
@@ -84,35 +84,79 @@ def backend_unavailable(backend_id: str, until: datetime) -> Blocked:
 # -- counts ---------------------------------------------------------------------------------
 
 
-def team_in_progress(team_key: str, *, excluding: str | None = None) -> int:
-    """Issues of the team with a non-terminal job (the ``N`` of the concurrency message)."""
-    query = select(func.count(func.distinct(Job.issue_key))).where(
-        Job.team_key == team_key, Job.status.in_(_ACTIVE)
-    )
-    if excluding is not None:
-        query = query.where(Job.issue_key != excluding)
-    return int(db.session.scalar(query) or 0)
+def _dedup_window() -> timedelta:
+    return timedelta(seconds=int(current_app.config.get("AIIMPL_DEDUP_WINDOW_SECONDS") or 86400))
 
 
-def global_in_progress() -> int:
-    return int(db.session.scalar(select(func.count(Job.id)).where(Job.status.in_(_ACTIVE))) or 0)
+class LiveCounts:
+    """The counts the checks need, read from the database at each call (used under the locks)."""
+
+    def team(self, team_key: str, *, excluding: str | None = None) -> int:
+        """Issues of the team with a non-terminal job (the ``N`` of the concurrency message)."""
+        query = select(func.count(func.distinct(Job.issue_key))).where(
+            Job.team_key == team_key, Job.status.in_(_ACTIVE)
+        )
+        if excluding is not None:
+            query = query.where(Job.issue_key != excluding)
+        return int(db.session.scalar(query) or 0)
+
+    def recent_active(self, issue_key: str, now: datetime) -> bool:
+        """Whether a non-terminal job of the issue was created inside the dedup window."""
+        return db.session.scalar(
+            select(Job.id)
+            .where(Job.issue_key == issue_key, Job.status.in_(_ACTIVE), Job.created_at > now - _dedup_window())
+            .limit(1)
+        ) is not None
+
+    def total(self) -> int:
+        return int(db.session.scalar(select(func.count(Job.id)).where(Job.status.in_(_ACTIVE))) or 0)
+
+    def backend(self, backend_id: str) -> int:
+        return int(
+            db.session.scalar(select(func.count(Job.id)).where(Job.status.in_(_ACTIVE), Job.backend == backend_id))
+            or 0
+        )
 
 
-def backend_in_progress(backend_id: str) -> int:
-    return int(
-        db.session.scalar(select(func.count(Job.id)).where(Job.status.in_(_ACTIVE), Job.backend == backend_id)) or 0
-    )
+class SnapshotCounts:
+    """The same counts from one read of the non-terminal jobs, kept up to date with the jobs this
+    poller creates. Used for the first, lock-free check of a listing page; every dispatch is
+    checked again with :class:`LiveCounts` under the locks."""
+
+    def __init__(self, now: datetime) -> None:
+        self.team_issues: dict[str, set[str]] = {}
+        self.recent: set[str] = set()
+        self.by_backend: dict[str | None, int] = {}
+        self.count = 0
+        since = now - _dedup_window()
+        rows = db.session.execute(
+            select(Job.issue_key, Job.team_key, Job.backend, Job.created_at).where(Job.status.in_(_ACTIVE))
+        ).all()
+        for issue_key, team_key, backend_id, created_at in rows:
+            self.add(issue_key, team_key, backend_id, recent=created_at > since)
+
+    def add(self, issue_key: str, team_key: str, backend_id: str | None, *, recent: bool = True) -> None:
+        self.team_issues.setdefault(team_key, set()).add(issue_key)
+        if recent:
+            self.recent.add(issue_key)
+        self.by_backend[backend_id] = self.by_backend.get(backend_id, 0) + 1
+        self.count += 1
+
+    def team(self, team_key: str, *, excluding: str | None = None) -> int:
+        issues = self.team_issues.get(team_key, set())
+        return len(issues) - (1 if excluding in issues else 0)
+
+    def recent_active(self, issue_key: str, now: datetime) -> bool:
+        return issue_key in self.recent
+
+    def total(self) -> int:
+        return self.count
+
+    def backend(self, backend_id: str) -> int:
+        return self.by_backend.get(backend_id, 0)
 
 
-def recent_active_job(issue_key: str, now: datetime) -> Job | None:
-    """A non-terminal job of the issue created inside the dedup window."""
-    window = timedelta(seconds=int(current_app.config.get("AIIMPL_DEDUP_WINDOW_SECONDS") or 86400))
-    return db.session.scalar(
-        select(Job)
-        .where(Job.issue_key == issue_key, Job.status.in_(_ACTIVE), Job.created_at > now - window)
-        .order_by(Job.id.desc())
-        .limit(1)
-    )
+Counts = LiveCounts | SnapshotCounts
 
 
 # -- the checks -----------------------------------------------------------------------------
@@ -120,12 +164,14 @@ def recent_active_job(issue_key: str, now: datetime) -> Job | None:
 
 def evaluate(
     issue: TrackerIssue,
-    mapping: MappingRow | None,
+    mapping: MappingRow | MappingView | None,
     *,
     backend_id: str | None,
     now: datetime,
+    counts: Counts | None = None,
 ) -> Blocked | None:
     """The first blocker that holds ``issue``, in the product spec's order, or ``None``."""
+    counts = counts if counts is not None else LiveCounts()
     if mapping is None:
         return no_mapping(issue.team_key)
     if mapping.paused:
@@ -134,21 +180,20 @@ def evaluate(
     if cap is not None and cap > 0:
         # An issue that already has a job in flight takes no new slot, so it is not counted against
         # itself: the dedup check below is what holds it.
-        others = team_in_progress(mapping.team_key, excluding=issue.key)
-        if others >= cap:
-            return concurrency(team_in_progress(mapping.team_key), cap)
-    if recent_active_job(issue.key, now) is not None:
+        if counts.team(mapping.team_key, excluding=issue.key) >= cap:
+            return concurrency(counts.team(mapping.team_key), cap)
+    if counts.recent_active(issue.key, now):
         return dedup()
     if issue.open_blockers:
         return blocked_by(b.key for b in issue.open_blockers)
     global_limit = current_app.config.get("AIIMPL_GLOBAL_CAP")
     if global_limit:
-        count = global_in_progress()
+        count = counts.total()
         if count >= int(global_limit):
             return global_cap(count, int(global_limit))
     backend_caps = current_app.config.get("AIIMPL_BACKEND_CAPS") or {}
     if backend_id and backend_id in backend_caps:
-        count = backend_in_progress(backend_id)
+        count = counts.backend(backend_id)
         if count >= int(backend_caps[backend_id]):
             return backend_cap(backend_id, count, int(backend_caps[backend_id]))
     return None
@@ -157,10 +202,26 @@ def evaluate(
 # -- the Blockers view rows -----------------------------------------------------------------
 
 
-def record(issue: TrackerIssue, blocked: Blocked, now: datetime | None = None) -> None:
-    """Create or refresh the issue's blocker row (the caller commits)."""
+def existing_rows(keys: Iterable[str]) -> dict[str, BlockerRow]:
+    """The blocker rows of these issues, read in one query (for :func:`record`'s ``row``)."""
+    keys = list(keys)
+    if not keys:
+        return {}
+    return {r.issue_key: r for r in db.session.scalars(select(BlockerRow).where(BlockerRow.issue_key.in_(keys))).all()}
+
+
+_UNREAD = object()
+
+
+def record(issue: TrackerIssue, blocked: Blocked, now: datetime | None = None, *, row: object = _UNREAD) -> None:
+    """Create or refresh the issue's blocker row (the caller commits).
+
+    :param row: the issue's current row (or ``None``) when the caller read it already.
+    """
     now = now or utcnow()
-    row = db.session.scalar(select(BlockerRow).where(BlockerRow.issue_key == issue.key))
+    if row is _UNREAD:
+        row = db.session.scalar(select(BlockerRow).where(BlockerRow.issue_key == issue.key))
+    assert row is None or isinstance(row, BlockerRow)
     if row is None:
         db.session.add(
             BlockerRow(

@@ -30,8 +30,8 @@ from ..extensions import db
 from ..orm import Job, TrackedIssue, utcnow
 from ..orm import Mapping as MappingRow
 from ..providers import TicketingProvider
-from ..types import Phase, Stage, TrackerIssue
-from . import blockers, outbox, poller
+from ..types import MappingView, Phase, Stage, TrackerIssue
+from . import blockers, outbox, poller, settings
 from .jobs import set_stage, tracked_issue
 from .launch import BackendChoice, choose_backend, create_job, launch
 
@@ -144,29 +144,94 @@ _STAGE_OF = {Phase.PLANNING: Stage.PLANNING, Phase.IMPLEMENTATION: Stage.IMPLEME
 
 @dataclass(frozen=True)
 class _Go:
-    """Nothing holds the issue: dispatch with this mapping and backend choice."""
+    """Nothing holds the issue: dispatch it under this mapping's settings and backend choice."""
 
-    mapping: MappingRow
+    mapping: MappingRow | MappingView
     choice: BackendChoice
 
 
+@dataclass(frozen=True)
+class _TriggerState:
+    consumed: bool
+    cleared_at: datetime | None
+
+
+class _Live:
+    """What the checks read, straight from the database (used under the claim's locks)."""
+
+    def __init__(self) -> None:
+        self.counts: blockers.Counts = blockers.LiveCounts()
+
+    def trigger(self, key: str) -> _TriggerState | None:
+        row = _read_tracked(key)
+        return None if row is None else _TriggerState(bool(row.trigger_consumed), row.trigger_cleared_at)
+
+    def mapping_for(self, provider_id: str, team_key: str) -> MappingRow | MappingView | None:
+        return _mapping_for(provider_id, team_key)
+
+    def choice(self, mapping: MappingRow | MappingView) -> BackendChoice:
+        return choose_backend(mapping)  # type: ignore[arg-type]
+
+    def backoff(self, backend_id: str, now: datetime) -> poller.Backoff | None:
+        return poller.backoff_of("runner", backend_id, now)
+
+
+class _Snapshot(_Live):
+    """The same reads for a whole listing page at once, in a handful of queries.
+
+    The first check of each issue runs on it, without locks; only issues it lets through are
+    checked again live under the locks. Jobs this poller creates are added as it goes.
+    """
+
+    def __init__(self, provider_id: str, keys: Sequence[str], now: datetime) -> None:
+        super().__init__()
+        self.counts = blockers.SnapshotCounts(now)
+        self.mappings = {
+            m.team_key: m.view()
+            for m in db.session.scalars(select(MappingRow)).all()
+            if (m.ticketing or {}).get("provider") == provider_id
+        }
+        self.mode = settings.effective_runner_mode()
+        self.triggers = {
+            row.issue_key: _TriggerState(bool(row.trigger_consumed), row.trigger_cleared_at)
+            for row in db.session.scalars(select(TrackedIssue).where(TrackedIssue.issue_key.in_(list(keys)))).all()
+        } if keys else {}
+        self.backoffs: dict[str, poller.Backoff | None] = {}
+        db.session.commit()
+
+    def trigger(self, key: str) -> _TriggerState | None:
+        return self.triggers.get(key)
+
+    def mapping_for(self, provider_id: str, team_key: str) -> MappingView | None:
+        return self.mappings.get(team_key)
+
+    def choice(self, mapping: MappingRow | MappingView) -> BackendChoice:
+        return choose_backend(mapping, self.mode)  # type: ignore[arg-type]
+
+    def backoff(self, backend_id: str, now: datetime) -> poller.Backoff | None:
+        if backend_id not in self.backoffs:
+            self.backoffs[backend_id] = poller.backoff_of("runner", backend_id, now)
+        return self.backoffs[backend_id]
+
+
 def _verdict(
-    issue: TrackerIssue, tracked: TrackedIssue | None, *, fetched_at: datetime, now: datetime, force: bool
+    issue: TrackerIssue, reads: _Live, *, fetched_at: datetime, now: datetime, force: bool
 ) -> str | blockers.Blocked | _Go:
     """Whether the issue is dispatched: a reason it needs nothing (str), a blocker, or go."""
     if not force:
         if not issue.triggered:
             return "not triggered"
-        if tracked is not None and tracked.trigger_consumed:
+        state = reads.trigger(issue.key)
+        if state is not None and state.consumed:
             return "trigger already dispatched"
-        if tracked is not None and tracked.trigger_cleared_at is not None and fetched_at <= tracked.trigger_cleared_at:
+        if state is not None and state.cleared_at is not None and fetched_at <= state.cleared_at:
             return "listing older than our last stage change"
-    mapping = _mapping_for(issue.provider, issue.team_key)
-    choice = choose_backend(mapping) if mapping is not None else None
+    mapping = reads.mapping_for(issue.provider, issue.team_key)
+    choice = reads.choice(mapping) if mapping is not None else None
     backend_id = choice.backend_id if choice is not None else None
-    held = blockers.evaluate(issue, mapping, backend_id=backend_id, now=now)
+    held = blockers.evaluate(issue, mapping, backend_id=backend_id, now=now, counts=reads.counts)
     if held is None and choice is not None and not choice.shadow and backend_id:
-        backoff = poller.backoff_of("runner", backend_id, now)
+        backoff = reads.backoff(backend_id, now)
         if backoff is not None:
             held = blockers.backend_unavailable(backend_id, backoff.until)
     if held is not None and force and held.reason != blockers.PAUSED and mapping is not None:
@@ -183,11 +248,19 @@ def _read_tracked(key: str) -> TrackedIssue | None:
     )
 
 
-def _touch(issue: TrackerIssue, now: datetime) -> TrackedIssue:
-    """The issue's tracked row, created or refreshed from the tracker's view."""
-    tracked = _read_tracked(issue.key)
+_UNREAD: Any = object()
+
+
+def _touch(issue: TrackerIssue, now: datetime, tracked: TrackedIssue | None = _UNREAD) -> TrackedIssue:
+    """The issue's tracked row, created or refreshed from the tracker's view.
+
+    :param tracked: the row (or ``None``) when the caller read it already.
+    """
+    if tracked is _UNREAD:
+        tracked = _read_tracked(issue.key)
     if tracked is None:
-        tracked = tracked_issue(issue.key, team_key=issue.team_key, provider=issue.provider)
+        tracked = TrackedIssue(issue_key=issue.key, team_key=issue.team_key, provider=issue.provider)
+        db.session.add(tracked)
     tracked.team_key = issue.team_key
     tracked.provider = issue.provider
     tracked.title = issue.title or tracked.title or ""
@@ -197,28 +270,47 @@ def _touch(issue: TrackerIssue, now: datetime) -> TrackedIssue:
     return tracked
 
 
-def _hold(issue: TrackerIssue, held: blockers.Blocked, now: datetime, report: CycleReport, *, force: bool) -> None:
-    """Record a blocker found without locks, unless another poller dispatched the issue meanwhile.
+def hold_all(held: Sequence[tuple[TrackerIssue, blockers.Blocked]], now: datetime, report: CycleReport, *,
+             force: bool = False) -> None:
+    """Record blockers found without locks, in one transaction, except for issues another poller
+    dispatched meanwhile.
 
-    The team's lock (the one a claim holds) makes "dispatched meanwhile" visible here. Two
-    pollers may insert the same rows at once: the loser retries as an update.
+    The teams' locks (one of which each claim holds, taken here in a fixed order) make "dispatched
+    meanwhile" visible. Two pollers may insert the same rows at once: the loser retries.
     """
+    if not held:
+        return
     for attempt in range(3):
+        recorded: list[tuple[TrackerIssue, blockers.Blocked]] = []
+        dispatched: list[str] = []
         try:
             with serialized():
                 if not is_sqlite():
-                    advisory_lock(f"team:{issue.team_key}")
-                tracked = _read_tracked(issue.key)
-                if tracked is not None and tracked.trigger_consumed and not force:
-                    report.skipped[issue.key] = "trigger already dispatched"
-                    return
-                _touch(issue, now)
-                blockers.record(issue, held, now)
+                    for team in sorted({issue.team_key for issue, _ in held}):
+                        advisory_lock(f"team:{team}")
+                keys = [issue.key for issue, _ in held]
+                tracked_rows = {
+                    r.issue_key: r
+                    for r in db.session.scalars(select(TrackedIssue).where(TrackedIssue.issue_key.in_(keys))
+                                                .execution_options(populate_existing=True)).all()
+                }
+                blocker_rows = blockers.existing_rows(keys)
+                for issue, blocked in held:
+                    tracked = tracked_rows.get(issue.key)
+                    if tracked is not None and tracked.trigger_consumed and not force:
+                        dispatched.append(issue.key)
+                        continue
+                    _touch(issue, now, tracked)
+                    blockers.record(issue, blocked, now, row=blocker_rows.get(issue.key))
+                    recorded.append((issue, blocked))
             break
         except IntegrityError:
             if attempt == 2:
                 raise
-    report.blocked[issue.key] = {"reason": held.reason, "message": held.message}
+    for key in dispatched:
+        report.skipped[key] = "trigger already dispatched"
+    for issue, blocked in recorded:
+        report.blocked[issue.key] = {"reason": blocked.reason, "message": blocked.message}
 
 
 def consider(
@@ -230,39 +322,46 @@ def consider(
     force: bool = False,
     phase: Phase | None = None,
     launch_now: bool = True,
+    snapshot: _Snapshot | None = None,
+    held: list[tuple[TrackerIssue, blockers.Blocked]] | None = None,
 ) -> Job | None:
     """Check one triggered issue and, when nothing holds it, claim and launch its job.
 
-    A first check runs without locks, so issues that wait (most of them, on a busy install) cost
-    no lock; an issue that may go is checked again under the locks before its job is created.
+    A first check runs without locks (on ``snapshot`` when given), so issues that wait — most of
+    them on a busy install — cost no lock; an issue it lets through is checked again under the
+    locks before its job is created.
 
     :param fetched_at: when the listing (or the single read) that shows the trigger began.
     :param force: manual dispatch past the blockers and the trigger check (``aiimpl dispatch
         --force``); a paused project and the one-job-in-flight rule still hold.
     :param launch_now: false leaves the claimed job in ``unknown`` (used by tests that simulate a
         crash between the claim and the backend call).
+    :param held: when given, blockers of the first check are appended here for the caller to
+        record in one go (:func:`hold_all`); else they are recorded at once.
     :returns: the created job, or ``None`` when the issue was not dispatched.
     """
     now = now or utcnow()
     key = issue.key
-    first = _verdict(issue, _read_tracked(key), fetched_at=fetched_at, now=now, force=force)
+    first = _verdict(issue, snapshot or _Live(), fetched_at=fetched_at, now=now, force=force)
     db.session.commit()  # end the read: the claim below is a transaction of its own
     if isinstance(first, str):
         report.skipped[key] = first
         return None
     if isinstance(first, blockers.Blocked):
-        _hold(issue, first, now, report, force=force)
+        if held is not None:
+            held.append((issue, first))
+        else:
+            hold_all([(issue, first)], now, report, force=force)
         return None
 
     job: Job | None = None
-    held: blockers.Blocked | None = None
     with serialized():
         if not is_sqlite():
             # the team's lock keeps its cap exact; the global lock keeps the global and backend caps
             advisory_lock(f"team:{issue.team_key}")
             advisory_lock(GLOBAL_LOCK)
         tracked = _touch(issue, now)
-        verdict = _verdict(issue, tracked, fetched_at=fetched_at, now=now, force=force)
+        verdict = _verdict(issue, _Live(), fetched_at=fetched_at, now=now, force=force)
         if isinstance(verdict, str):
             report.skipped[key] = verdict
             return None
@@ -270,16 +369,18 @@ def consider(
             blockers.record(issue, verdict, now)
             report.blocked[key] = {"reason": verdict.reason, "message": verdict.message}
             return None
-        chosen_phase, plan = _phase_for(verdict.mapping, tracked, phase)
+        mapping = verdict.mapping
+        assert isinstance(mapping, MappingRow)
+        chosen_phase, plan = _phase_for(mapping, tracked, phase)
         try:
             with db.session.begin_nested():
-                job = create_job(verdict.mapping, key, phase=chosen_phase, provider=issue.provider,
+                job = create_job(mapping, key, phase=chosen_phase, provider=issue.provider,
                                  choice=verdict.choice, plan=plan, forced=force)
         except IntegrityError:
             # a job of this issue is still in flight (the partial unique index): already dispatched
-            held = blockers.dedup()
-            blockers.record(issue, held, now)
-            report.blocked[key] = {"reason": held.reason, "message": held.message}
+            dedup = blockers.dedup()
+            blockers.record(issue, dedup, now)
+            report.blocked[key] = {"reason": dedup.reason, "message": dedup.message}
             return None
         if issue.triggered:
             tracked.trigger_consumed = True
@@ -287,6 +388,8 @@ def consider(
         blockers.clear(key)
     entry = Dispatched(key, job.id, job.phase, job.backend, job.shadow)
     report.dispatched.append(entry)
+    if snapshot is not None:
+        snapshot.counts.add(key, issue.team_key, job.backend)
     if launch_now:
         _launch(job, entry, report, now)
     return job
@@ -369,17 +472,19 @@ def _poll_provider(
                 page = next(pages)
             except StopIteration:
                 break
-            for issue in page.issues:
-                if not issue.triggered:
-                    continue
-                seen.add(issue.key)
-                report.listed[provider_id] = report.listed.get(provider_id, 0) + 1
-                if issue_keys is not None and issue.key not in issue_keys:
-                    continue
+            wanted = [i for i in page.issues if i.triggered]
+            seen.update(i.key for i in wanted)
+            report.listed[provider_id] = report.listed.get(provider_id, 0) + len(wanted)
+            if issue_keys is not None:
+                wanted = [i for i in wanted if i.key in issue_keys]
+            snapshot = _Snapshot(provider_id, [i.key for i in wanted], now)
+            held: list[tuple[TrackerIssue, blockers.Blocked]] = []
+            for issue in wanted:
                 try:
-                    consider(issue, fetched_at=fetched_at, report=report, now=now)
+                    consider(issue, fetched_at=fetched_at, report=report, now=now, snapshot=snapshot, held=held)
                 except AiimplError as exc:
                     report.errors.append(f"{issue.key}: {exc.message}")
+            hold_all(held, now, report)
             if page.complete:
                 complete = True
                 break
