@@ -125,6 +125,7 @@ def run_demo(workdir: str, port: int, *, exit_when_done: bool, timeout: float, e
     import logging
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the narration is the demo's output
     with app.app_context():
         upgrade()
     server = make_server("127.0.0.1", port, app, threaded=True)
