@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiimpl_core import hookimpl
 
 from .provider import LinearProvider
 from .webhook import make_blueprint
+
+if TYPE_CHECKING:
+    import click
 
 
 @hookimpl
@@ -21,3 +24,11 @@ def aiimpl_register_ticketing_providers(register: Callable[[type[LinearProvider]
 def aiimpl_register_blueprints(register: Callable[..., Any]) -> None:
     """Add ``POST /api/linear/webhook``."""
     register(make_blueprint())
+
+
+@hookimpl
+def aiimpl_register_commands(cli: click.Group) -> None:
+    """Add ``aiimpl linear check``."""
+    from .cli import linear_group
+
+    cli.add_command(linear_group)

@@ -359,3 +359,46 @@ class LinearProvider(TicketingProvider):
             raise ProviderError(
                 f"Linear SetIssueState failed: {key} was not moved to done", provider=PROVIDER_ID
             )
+
+    # -- operator checks ----------------------------------------------------------------------
+
+    def check_setup(self, team_keys: Sequence[str]) -> dict[str, Any]:
+        """Check the credentials and each team: it exists and has a ``completed`` workflow state.
+
+        Missing stage labels are reported but are not a problem: they are created on first use.
+        Returns ``{"ok", "viewer", "teams": {key: {"found", "name", "done", "labels", "missing",
+        "problems"}}}``.
+        """
+        keys = sorted(set(team_keys))
+        label_filter = {"or": [{"name": {"eqIgnoreCase": n}} for n in AI_LABELS]}
+        data = self.client.execute("SetupCheck", {"teamKeys": keys, "labelFilter": label_filter})
+        teams = {str(t.get("key")): t for t in _nodes(data.get("teams"))}
+        labels = [
+            label
+            for label in _nodes(data.get("issueLabels"))
+            if label.get("name") and not label.get("isGroup")
+        ]
+        report: dict[str, Any] = {"ok": True, "viewer": data.get("viewer") or {}, "teams": {}}
+        for key in keys:
+            team = teams.get(key)
+            if team is None:
+                report["teams"][key] = {"found": False, "problems": [f"no Linear team with key {key}"]}
+                report["ok"] = False
+                continue
+            done = sorted(_nodes(team.get("states")), key=lambda s: float(s.get("position") or 0))
+            usable = {
+                str(label["name"]).casefold()
+                for label in labels
+                if (label.get("team") or {}).get("key") in (key, None)
+            }
+            problems = [] if done else ["no workflow state of type completed (needed when a PR merges)"]
+            report["teams"][key] = {
+                "found": True,
+                "name": team.get("name"),
+                "done": done[0].get("name") if done else None,
+                "labels": [n for n in AI_LABELS if n.casefold() in usable],
+                "missing": [n for n in AI_LABELS if n.casefold() not in usable],
+                "problems": problems,
+            }
+            report["ok"] = report["ok"] and not problems
+        return report

@@ -174,3 +174,21 @@ mutation SetIssueState($id: String!, $stateId: String!) {
 }
 """,
 )
+
+SETUP_CHECK = _document(
+    "SetupCheck",
+    """
+query SetupCheck($teamKeys: [String!]!, $labelFilter: IssueLabelFilter!) {
+  viewer { name email }
+  teams(first: 100, filter: { key: { in: $teamKeys } }) {
+    nodes {
+      id
+      key
+      name
+      states(first: 50, filter: { type: { eq: "completed" } }) { nodes { name position } }
+    }
+  }
+  issueLabels(first: 250, filter: $labelFilter) { nodes { name isGroup team { key } } }
+}
+""",
+)

@@ -665,6 +665,13 @@ class FakeLinear:
                 [self._state_view(s) for s in self._sorted_states() if self._state_match(s, a.get("filter"))],
                 a,
             ),
+            "viewer": lambda info: {
+                "id": "user-fake",
+                "name": "Fake User",
+                "displayName": "fake",
+                "email": "fake@example.test",
+                "active": True,
+            },
             "issueUpdate": self._m_issue_update,
             "commentCreate": self._m_comment_create,
             "issueLabelCreate": self._m_label_create,

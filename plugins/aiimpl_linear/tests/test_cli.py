@@ -1,0 +1,66 @@
+"""``aiimpl linear check`` against the fake Linear."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import Mapping
+
+import aiimpl_linear.plugin
+from aiimpl_linear.cli import linear_group
+from aiimpl_linear.testing import FakeLinear
+
+
+@pytest.fixture
+def aiimpl_plugins() -> list[object]:
+    return [aiimpl_linear.plugin]
+
+
+@pytest.fixture
+def aiimpl_config(fake: FakeLinear) -> dict[str, Any]:
+    return fake.config()
+
+
+def test_check_reports_teams_done_states_and_labels(app, fake: FakeLinear) -> None:
+    db.session.add(
+        Mapping(
+            team_key="ENG", owner="acme", repo="api", default_branch="main", ticketing={"provider": "linear"}
+        )
+    )
+    db.session.commit()
+    fake.add_label("AI-Implement", None)
+    fake.add_label("AI-Working", "ENG")
+    result = app.test_cli_runner().invoke(linear_group, ["check", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["ok"] is True and report["viewer"]["name"] == "Fake User"
+    eng = report["teams"]["ENG"]
+    assert eng["found"] and eng["done"] == "Done"
+    assert eng["labels"] == ["AI-Implement", "AI-Working"]
+    assert eng["missing"] == ["AI-Planning", "Plan-Complete", "Ready for Review"]
+
+
+def test_check_fails_for_an_unknown_team_and_a_team_without_done_state(app, fake: FakeLinear) -> None:
+    fake.add_team("ODD", states=[("Todo", "unstarted")])
+    result = app.test_cli_runner().invoke(linear_group, ["check", "--team", "NOPE", "--team", "ODD"])
+    assert result.exit_code == 1
+    assert "NOPE: no Linear team with key NOPE" in result.output
+    assert (
+        "ODD (Team ODD): done state -" in result.output
+        and "no workflow state of type completed" in result.output
+    )
+    assert fake.api_key not in result.output
+
+
+def test_check_is_registered_through_the_commands_hook() -> None:
+    import click
+    from aiimpl_core.plugins import Plugins
+    from click.testing import CliRunner
+
+    root = click.Group("aiimpl")
+    Plugins(load_entrypoints=False, extra=[aiimpl_linear.plugin]).add_commands(root)
+    result = CliRunner().invoke(root, ["linear", "check", "--help"])
+    assert result.exit_code == 0 and "Check the credentials" in result.output
