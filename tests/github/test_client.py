@@ -246,3 +246,25 @@ def test_exhausted_primary_rate_limit_raises_with_the_reset_time(gh: FakeGitHub)
     assert sleeps == [] and err.value.status == 403
     assert err.value.retry_after is not None and 1700 < err.value.retry_after <= 1800
     assert "rate limit" in github_message(err.value)
+
+
+def test_client_calls_against_the_full_description(aiimpl_specs_dir: str) -> None:
+    import os
+
+    path = os.path.join(aiimpl_specs_dir, "github", "rest", "api.github.com.json")
+    with FakeGitHub(spec_path=path) as full:
+        full.add_repo("acme", "api", branches=("ai/ENG-1",))
+        full.add_installation("acme")
+        client = GitHub(full.url, app_id=full.app_id, private_key=full.private_key_pem, cache=TokenCache())
+        repo = client.repo(
+            "acme", "api", {**ORCHESTRATOR_PERMISSIONS, **SESSION_PERMISSIONS, "actions": "write"}
+        )
+        repo.put_file("docs/a.md", b"a", "add")
+        assert repo.get_file("docs/a.md") is not None
+        pr = repo.create_pull("ai/ENG-1", "main", "ENG-1", "body")
+        repo.create_issue_comment(pr["number"], "hi")
+        assert repo.list_issue_comments(pr["number"])[0]["body"] == "hi"
+        full.add_workflow("acme", "api", "w.yml")
+        repo.dispatch_workflow("w.yml", "main", {})
+        assert repo.list_workflow_runs("w.yml")["total_count"] == 1
+        full.assert_clean()
