@@ -1,0 +1,139 @@
+"""The operators' commands: ``aiimpl poll``, ``aiimpl dispatch``, ``aiimpl jobs``; the in-app scheduler."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from click.testing import CliRunner
+from flask.cli import ScriptInfo
+
+from aiimpl_core.cli import cli
+from aiimpl_core.cli import jobs as _jobs_commands  # noqa: F401 - registers the commands
+from aiimpl_core.services.scheduler import start_scheduler, stop_scheduler
+
+from .conftest import jobs_of, post_result
+
+
+def invoke(app: Any, *args: str) -> Any:
+    return CliRunner().invoke(cli, list(args), obj=ScriptInfo(create_app=lambda: app), catch_exceptions=False)
+
+
+def test_poll_once_json(app, tracker, add_mapping):
+    add_mapping("ENG")
+    add_mapping("OPS", paused=True)
+    tracker.add("ENG-1")
+    tracker.add("OPS-1")
+    result = invoke(app, "poll", "--once", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [d["issue_key"] for d in report["dispatched"]] == ["ENG-1"]
+    assert report["blocked"] == {"OPS-1": {"reason": "paused", "message": "Project OPS is paused."}}
+    assert report["listed"] == {"fake-tracker": 2}
+
+
+def test_poll_once_summary(app, tracker, add_mapping):
+    add_mapping("ENG", max_in_progress=1)
+    tracker.add("ENG-1")
+    tracker.add("ENG-2")
+    result = invoke(app, "poll", "--once")
+    assert result.exit_code == 0
+    assert "2 triggered issue(s) read, 1 dispatched, 1 blocked" in result.stdout
+    assert "blocked ENG-2: at concurrency cap (1/1). Waiting for a slot." in result.stdout
+
+
+def test_poll_stops_cleanly_on_sigterm(app, tracker, add_mapping):
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    started = time.monotonic()
+    result = invoke(app, "poll", "--interval", "0.2")
+    timer.cancel()
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - started < 20
+    assert "stopping after the current cycle" in result.stderr and "stopped after" in result.stderr
+    assert [op for op, _ in tracker.calls].count("iter_triggered") >= 2
+    assert len(jobs_of("ENG-1")) == 1
+    assert signal.getsignal(signal.SIGTERM) is not None  # the previous handler is restored
+
+
+def test_dispatch_prints_the_blocker_and_force_passes_it(app, tracker, runner, add_mapping):
+    add_mapping("ENG", max_in_progress=1)
+    tracker.add("ENG-1")
+    tracker.add("ENG-2")
+    invoke(app, "poll", "--once")
+    result = invoke(app, "dispatch", "ENG-2")
+    assert result.exit_code == 1
+    assert "Not dispatched (concurrency): at concurrency cap (1/1). Waiting for a slot." in result.stderr
+    result = invoke(app, "dispatch", "ENG-2", "--force", "--phase", "planning")
+    assert result.exit_code == 0, result.output
+    [job] = jobs_of("ENG-2")
+    assert job.forced and job.phase == "planning" and job.status == "dispatched"
+    assert f"Dispatched ENG-2: job {job.id}, planning on github-actions: dispatched" in result.stdout
+    # the one-job-in-flight rule holds even with --force
+    result = invoke(app, "dispatch", "ENG-2", "--force")
+    assert result.exit_code == 1 and "dedup" in result.stderr
+    assert len(jobs_of("ENG-2")) == 1
+
+
+def test_dispatch_unknown_team_and_untriggered_issue(app, tracker, add_mapping):
+    add_mapping("ENG")
+    tracker.add("ENG-3", labels=set())
+    result = invoke(app, "dispatch", "OPS-1")
+    assert result.exit_code == 1 and "No mapping for team OPS. Add one in Projects." in result.output
+    result = invoke(app, "dispatch", "ENG-3")
+    assert result.exit_code == 1 and "does not carry the trigger" in result.stderr
+    result = invoke(app, "dispatch", "ENG-404")
+    assert result.exit_code == 1 and "ENG-404" in result.output and "Traceback" not in result.output
+
+
+def test_jobs_list_and_show(app, client, tracker, runner, add_mapping):
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    tracker.add("ENG-2")
+    invoke(app, "poll", "--once")
+    [job] = jobs_of("ENG-1")
+    env = runner.runs[job.id].request.env
+    client.post("/runner/progress", json={"step": {"id": "clone", "type": "clone", "status": "succeeded",
+                                                   "started_at": "2026-01-01T00:00:00Z"}},
+                headers={"Authorization": f"Bearer {env['AIIMPL_PROGRESS_TOKEN']}"})
+    post_result(client, runner, job.id, outcome="success", prUrl="https://github.com/acme/eng/pull/3")
+
+    result = invoke(app, "jobs", "list", "--json")
+    rows = json.loads(result.stdout)
+    assert {r["issueKey"]: r["status"] for r in rows} == {"ENG-1": "completed", "ENG-2": "dispatched"}
+    result = invoke(app, "jobs", "list", "--status", "active", "--json")
+    assert [r["issueKey"] for r in json.loads(result.stdout)] == ["ENG-2"]
+    result = invoke(app, "jobs", "list")
+    assert "ENG-1" in result.stdout and "completed" in result.stdout
+
+    result = invoke(app, "jobs", "show", str(job.id), "--json")
+    data = json.loads(result.stdout)
+    assert [t["to"] for t in data["transitions"]] == ["unknown", "dispatched", "running", "completed"]
+    assert [s["id"] for s in data["steps"]] == ["clone"]
+    assert data["prUrl"] == "https://github.com/acme/eng/pull/3"
+    text = json.dumps(data)
+    assert env["AIIMPL_NONCE"] not in text and env["AIIMPL_RESULT_TOKEN"] not in text
+    result = invoke(app, "jobs", "show", str(job.id))
+    assert "dispatched -> running" in result.stdout and "clone" in result.stdout
+    result = invoke(app, "jobs", "show", "999")
+    assert result.exit_code == 1 and "job 999 not found" in result.output
+
+
+def test_in_app_scheduler_runs_cycles_until_stopped(app, tracker, add_mapping):
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    start_scheduler(app, interval=0.2)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and tracker.stage_labels("ENG-1") != {"AI-Working"}:
+            time.sleep(0.1)
+    finally:
+        stop_scheduler(app)
+    assert tracker.stage_labels("ENG-1") == {"AI-Working"}
+    assert len(jobs_of("ENG-1")) == 1
+    assert "aiimpl_scheduler" not in app.extensions
