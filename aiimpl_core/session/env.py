@@ -8,6 +8,7 @@ job; the second block holds optional knobs an operator sets through a mapping's 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -58,7 +59,7 @@ AGENT_COMMAND = EnvVar(
     "The agent command line (shell words). Placeholders "
     "{prompt}, {prompt_file} and {max_turns} are filled in; without {prompt} or "
     "{prompt_file} the prompt is written to the agent's standard input",
-    default="claude -p {prompt} --output-format json --max-turns {max_turns}",
+    default="claude -p {prompt} --output-format json --max-turns {max_turns} --permission-mode acceptEdits",
 )
 REVIEW_COMMAND = EnvVar(
     "AIIMPL_REVIEW_COMMAND", "The post-push review command (same placeholders); default: AIIMPL_AGENT_COMMAND"
@@ -131,6 +132,12 @@ OPTIONAL: tuple[EnvVar, ...] = (
     TOKEN_REFRESH_SECONDS,
     GIT_AUTHOR_NAME,
     GIT_AUTHOR_EMAIL,
+)
+
+#: Names that hold secrets even when ``AIIMPL_SECRET_NAMES`` forgets them (a runner may add its own
+#: credentials, e.g. ``GITHUB_TOKEN`` on GitHub Actions): their values are redacted too.
+LIKELY_SECRET_NAME = re.compile(
+    r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|PRIVATE_KEY|ACCESS_KEY|CREDENTIAL)", re.IGNORECASE
 )
 
 #: Variables the agent process never sees: the job's credentials stay with the session.

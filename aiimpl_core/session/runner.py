@@ -123,7 +123,8 @@ class Session:
         self.cfg = config
         self.environ = dict(environ)
         self.out = out or sys.stderr
-        secrets = [self.environ.get(name, "") for name in config.secret_names]
+        names = set(config.secret_names) | {n for n in self.environ if E.LIKELY_SECRET_NAME.search(n)}
+        secrets = [self.environ.get(name, "") for name in sorted(names)]
         secrets += [
             config.nonce,
             config.result_token or "",

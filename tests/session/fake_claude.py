@@ -56,6 +56,7 @@ def main(argv: list[str]) -> int:
                 json.dumps(
                     {
                         "prompt": prompt,
+                        "options": [a for a in argv[1:] if a != prompt],
                         "max_turns": max_turns,
                         "cwd": os.getcwd(),
                         "env_names": sorted(os.environ),

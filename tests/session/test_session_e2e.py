@@ -73,6 +73,15 @@ def test_success_opens_a_pr_with_the_progress_comments_in_order(world: World) ->
     [call, review] = world.agent_calls()
     assert "Greet the user" in call["prompt"] and "Add a greeting file." in call["prompt"]
     assert call["max_turns"] == 50 and review["max_turns"] == 10
+    assert call["options"] == [
+        "-p",
+        "--output-format",
+        "json",
+        "--max-turns",
+        "50",
+        "--permission-mode",
+        "acceptEdits",
+    ]
     assert "greeting.txt" in review["prompt"]  # the reviewer reads the diff
     for hidden in ("AIIMPL_NONCE", "AIIMPL_RESULT_TOKEN", "AIIMPL_PROGRESS_TOKEN", "AIIMPL_CONTEXT_TOKEN"):
         assert hidden not in call["env_names"]

@@ -217,7 +217,9 @@ def test_failed_verification_is_reported_with_its_output(world: World) -> None:
 
 def test_refused_push_fails_with_gits_message(world: World) -> None:
     hook = world.remote.bare / "hooks" / "pre-receive"
-    hook.write_text("#!/bin/sh\necho 'GH006: Protected branch update failed for refs/heads/ai/ENG-1.' >&2\nexit 1\n")
+    hook.write_text(
+        "#!/bin/sh\necho 'GH006: Protected branch update failed for refs/heads/ai/ENG-1.' >&2\nexit 1\n"
+    )
     hook.chmod(0o755)
     world.mapping()
     job_id = world.dispatch()

@@ -147,7 +147,8 @@ def test_agent_error_wording_names_the_exit_code_and_the_end_of_the_output() -> 
 
 def test_agent_command_placeholders_and_stdin() -> None:
     argv, stdin = build_command(E.AGENT_COMMAND.default or "", "do it", "/tmp/p.md", 7)
-    assert argv == ["claude", "-p", "do it", "--output-format", "json", "--max-turns", "7"] and stdin is None
+    assert argv[:7] == ["claude", "-p", "do it", "--output-format", "json", "--max-turns", "7"]
+    assert argv[7:] == ["--permission-mode", "acceptEdits"] and stdin is None
     argv, stdin = build_command("aider --message-file {prompt_file} --yes", "x", "/s/p.md", 3)
     assert argv == ["aider", "--message-file", "/s/p.md", "--yes"] and stdin is None
     argv, stdin = build_command("my-agent --json '{\"a\": 1}'", "the prompt", "/s/p.md", 3)
@@ -356,3 +357,27 @@ def test_docs_show_the_environment_tables_as_the_code_defines_them() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "session.md").read_text()
     assert E.markdown_table(E.ALL) in doc
     assert E.markdown_table(E.OPTIONAL) in doc
+
+
+def test_values_of_variables_named_like_secrets_are_redacted_even_when_unlisted(tmp_path: Path) -> None:
+    from aiimpl_core.session.runner import Session
+
+    env = base_env(
+        AIIMPL_SECRET_NAMES="LISTED",
+        LISTED="listed-value-1234",
+        GITHUB_TOKEN="ghp_runner_own_token_99",
+        AWS_SECRET_ACCESS_KEY="aws/secret+key=123",
+        AIIMPL_TOKEN_REFRESH_SECONDS="300",
+        PLAIN="not-a-secret-value",
+    )
+    session = Session(SessionConfig.from_environ(env), env)
+    try:
+        text = session.redactor.text(
+            "listed-value-1234 ghp_runner_own_token_99 aws%2Fsecret%2Bkey%3D123 not-a-secret-value 300 "
+            + "n" * 40
+        )
+    finally:
+        import shutil
+
+        shutil.rmtree(session.state_dir)
+    assert text == f"{MASK} {MASK} {MASK} not-a-secret-value 300 {MASK}"
