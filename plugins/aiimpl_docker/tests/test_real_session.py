@@ -1,0 +1,143 @@
+"""The real session program in a container, talking to a live orchestrator over HTTP.
+
+The container runs ``python -m aiimpl_core.session run`` from ``localhost/aiimpl-pytest:latest``
+(busybox plus this machine's Python, built by ``scripts/setup-podman.sh``), with this machine's
+site-packages and the repository mounted read-only and the host's network, so it reaches the
+orchestrator served on 127.0.0.1. No GitHub is configured: the session's first call
+(``POST /api/token``) fails, and the session reports that failure through ``/runner/result``
+itself — the job ends with the session's own reason, and the container is removed once it exits.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import Job, Mapping
+from aiimpl_core.services.dispatch import run_cycle
+from aiimpl_core.testing.fakes import FakeTracker
+from werkzeug.serving import make_server
+
+import aiimpl_docker.plugin
+
+from .conftest import INSTANCE, ours, wait_exited
+
+IMAGE = "localhost/aiimpl-pytest:latest"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _mounts() -> str:
+    """This interpreter's packages and the repository (editable installs point into it), read-only."""
+    import sysconfig
+
+    paths = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], REPO}
+    if sys.prefix != sys.base_prefix:
+        paths.add(sys.prefix)  # a virtual environment: its python and pyvenv.cfg
+    return ",".join(f"{p}:{p}:ro" for p in sorted(paths) if os.path.isdir(p))
+
+
+def _interpreter() -> str:
+    """The image has the base interpreter as ``bin/python3``; a virtual environment's is mounted."""
+    if sys.prefix != sys.base_prefix:
+        return sys.executable
+    return os.path.join(sys.base_prefix, "bin", "python3")
+
+
+@pytest.fixture(scope="module")
+def python_image(engine: Any) -> str:
+    try:
+        engine.images.get(IMAGE)
+    except Exception:  # noqa: BLE001
+        pytest.skip(f"image {IMAGE} is missing (scripts/setup-podman.sh imports it)")
+    return IMAGE
+
+
+@pytest.fixture(scope="module")
+def port() -> int:
+    return _free_port()
+
+
+@pytest.fixture
+def tracker() -> FakeTracker:
+    return FakeTracker()
+
+
+@pytest.fixture
+def aiimpl_plugins(tracker: FakeTracker, python_image: str) -> list[object]:
+    return [tracker.plugin, aiimpl_docker.plugin]
+
+
+@pytest.fixture
+def aiimpl_config(port: int, python_image: str) -> dict[str, Any]:
+    return {
+        "AIIMPL_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "AIIMPL_DOCKER_IMAGE": python_image,
+        "AIIMPL_DOCKER_INSTANCE": INSTANCE,
+        "AIIMPL_DOCKER_NETWORK": "host",
+        "AIIMPL_DOCKER_VOLUMES": _mounts(),
+        "AIIMPL_DOCKER_COMMAND": f"{_interpreter()} -m aiimpl_core.session run",
+        "RUNNER_MODE": "local",
+    }
+
+
+@pytest.fixture
+def live(app: Any, port: int) -> Iterator[str]:
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+
+def test_the_session_in_a_container_reports_its_own_failure(
+    app: Any, live: str, tracker: FakeTracker, engine: Any
+) -> None:
+    db.session.add(
+        Mapping(
+            team_key="ENG",
+            owner="acme",
+            repo="api",
+            default_branch="main",
+            execution_mode="github-actions",
+            ticketing={"provider": "fake-tracker"},
+        )
+    )
+    db.session.commit()
+    tracker.add("ENG-1", title="Add a health endpoint")
+
+    run_cycle(reconcile=False)
+
+    job = db.session.scalars(db.select(Job).where(Job.issue_key == "ENG-1")).one()
+    assert job.backend == "local-docker" and job.run_id, [(t.to_status, t.reason) for t in job.transitions]
+    wait_exited(engine, job.run_id, timeout=60)
+    code = engine.api.inspect_container(job.run_id)["State"]["ExitCode"]
+    logs = engine.api.logs(job.run_id).decode("utf-8", "replace")
+
+    db.session.rollback()  # a fresh transaction sees what the server's threads committed
+    job = db.session.get(Job, job.id)
+    assert code == 1, logs[-2000:]  # 1: the session delivered its failure report
+    assert job.status == "failed", logs[-2000:]
+    run_cycle(reconcile=False)  # delivers the outbox
+    failures = [c for c in tracker.comments["ENG-1"] if c.startswith("⚠️ Implementation failed:")]
+    assert len(failures) == 1 and "token" in failures[0].lower(), tracker.comments["ENG-1"]
+
+    deadline = time.monotonic() + 15  # removed once it exited (the job ended first)
+    while ours(engine) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ours(engine) == []
