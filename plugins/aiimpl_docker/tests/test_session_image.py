@@ -26,22 +26,32 @@ def session_stub(tmp_path: Path) -> Path:
 
 
 def run(stub: Path, mode: str, exit_code: int, lifetime: int = 1) -> tuple[int, float, str]:
-    env = {**os.environ, "AIIMPL_SESSION_COMMAND": str(stub), "AIIMPL_SESSION_MODE": mode,
-           "AIIMPL_LIFETIME_SECONDS": str(lifetime), "STUB_EXIT": str(exit_code)}
+    env = {
+        **os.environ,
+        "AIIMPL_SESSION_COMMAND": str(stub),
+        "AIIMPL_SESSION_MODE": mode,
+        "AIIMPL_LIFETIME_SECONDS": str(lifetime),
+        "STUB_EXIT": str(exit_code),
+    }
     started = time.monotonic()
-    proc = subprocess.run(["sh", str(ENTRYPOINT), "--flag"], env=env, capture_output=True, text=True, timeout=20)
+    proc = subprocess.run(
+        ["sh", str(ENTRYPOINT), "--flag"], env=env, capture_output=True, text=True, timeout=20
+    )
     return proc.returncode, time.monotonic() - started, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize(("mode", "exit_code", "holds"), [
-    ("autonomous", 0, False),
-    ("autonomous", 1, False),
-    ("interactive", 0, True),
-    ("interactive", 1, True),
-    ("hybrid", 0, False),
-    ("hybrid", 1, True),
-    ("bogus", 1, False),
-])
+@pytest.mark.parametrize(
+    ("mode", "exit_code", "holds"),
+    [
+        ("autonomous", 0, False),
+        ("autonomous", 1, False),
+        ("interactive", 0, True),
+        ("interactive", 1, True),
+        ("hybrid", 0, False),
+        ("hybrid", 1, True),
+        ("bogus", 1, False),
+    ],
+)
 def test_session_modes_hold_as_documented(session_stub: Path, mode: str, exit_code: int, holds: bool) -> None:
     code, elapsed, output = run(session_stub, mode, exit_code, lifetime=1)
     assert code == exit_code  # the backend reads the session's own outcome either way
@@ -53,10 +63,16 @@ def test_session_modes_hold_as_documented(session_stub: Path, mode: str, exit_co
 
 
 def test_sigterm_ends_a_hold_at_once(session_stub: Path) -> None:
-    env = {**os.environ, "AIIMPL_SESSION_COMMAND": str(session_stub), "AIIMPL_SESSION_MODE": "interactive",
-           "AIIMPL_LIFETIME_SECONDS": "30", "STUB_EXIT": "0"}
-    proc = subprocess.Popen(["sh", str(ENTRYPOINT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    env = {
+        **os.environ,
+        "AIIMPL_SESSION_COMMAND": str(session_stub),
+        "AIIMPL_SESSION_MODE": "interactive",
+        "AIIMPL_LIFETIME_SECONDS": "30",
+        "STUB_EXIT": "0",
+    }
+    proc = subprocess.Popen(
+        ["sh", str(ENTRYPOINT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + 10
