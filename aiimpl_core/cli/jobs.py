@@ -1,4 +1,5 @@
 """CLI: the poller (``aiimpl poll``), manual dispatch (``aiimpl dispatch``) and ``aiimpl jobs``."""
+
 from __future__ import annotations
 
 import signal
@@ -79,8 +80,9 @@ def job_dict(job: Job, *, details: bool = False) -> dict[str, Any]:
 
 @cli.command("poll")
 @click.option("--once", is_flag=True, help="Run one cycle, print a summary and exit.")
-@click.option("--interval", type=float, default=None,
-              help="Seconds between cycles (default AIIMPL_POLL_INTERVAL, 60).")
+@click.option(
+    "--interval", type=float, default=None, help="Seconds between cycles (default AIIMPL_POLL_INTERVAL, 60)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print each cycle's report as JSON.")
 @with_appcontext
 def poll(once: bool, interval: float | None, as_json: bool) -> None:
@@ -115,7 +117,9 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        click.echo(f"polling every {poller.interval:g}s (SIGTERM or Ctrl-C stops after the current cycle)", err=True)
+        click.echo(
+            f"polling every {poller.interval:g}s (SIGTERM or Ctrl-C stops after the current cycle)", err=True
+        )
         poller.run_forever(on_cycle=show)
     finally:
         for sig, handler in previous.items():
@@ -128,10 +132,18 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
 
 @cli.command("dispatch")
 @click.argument("issue_key")
-@click.option("--phase", type=click.Choice([Phase.PLANNING.value, Phase.IMPLEMENTATION.value]), default=None,
-              help="Run this phase instead of the one the dispatch rules choose.")
-@click.option("--force", is_flag=True, help="Dispatch past the blockers and without the trigger "
-              "(a paused project and a job already in flight still hold it).")
+@click.option(
+    "--phase",
+    type=click.Choice([Phase.PLANNING.value, Phase.IMPLEMENTATION.value]),
+    default=None,
+    help="Run this phase instead of the one the dispatch rules choose.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Dispatch past the blockers and without the trigger "
+    "(a paused project and a job already in flight still hold it).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @with_appcontext
 def dispatch_cmd(issue_key: str, phase: str | None, force: bool, as_json: bool) -> None:
@@ -147,8 +159,10 @@ def dispatch_cmd(issue_key: str, phase: str | None, force: bool, as_json: bool) 
     for entry in report.dispatched:
         if not as_json:
             state = f"{entry.status}" + (f" ({entry.error})" if entry.error else "")
-            click.echo(f"Dispatched {entry.issue_key}: job {entry.job_id}, {entry.phase} on "
-                       f"{entry.backend or '-'}{' (shadow)' if entry.shadow else ''}: {state}")
+            click.echo(
+                f"Dispatched {entry.issue_key}: job {entry.job_id}, {entry.phase} on "
+                f"{entry.backend or '-'}{' (shadow)' if entry.shadow else ''}: {state}"
+            )
         if entry.error:
             sys.exit(1)
     if report.dispatched:
@@ -171,14 +185,20 @@ def jobs_group() -> None:
 
 
 @jobs_group.command("list")
-@click.option("--status", type=click.Choice([s.value for s in JobStatus] + ["active"]), default=None,
-              help="Only jobs with this status (active: every non-terminal status).")
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in JobStatus] + ["active"]),
+    default=None,
+    help="Only jobs with this status (active: every non-terminal status).",
+)
 @click.option("--issue", "issue_key", default=None, help="Only this issue's jobs.")
 @click.option("--team", "team_key", default=None, help="Only this team's jobs.")
 @click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True, help="Newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @with_appcontext
-def jobs_list(status: str | None, issue_key: str | None, team_key: str | None, limit: int, as_json: bool) -> None:
+def jobs_list(
+    status: str | None, issue_key: str | None, team_key: str | None, limit: int, as_json: bool
+) -> None:
     """List jobs, newest first."""
     query = select(Job).order_by(Job.id.desc()).limit(limit)
     if status == "active":
@@ -200,8 +220,10 @@ def jobs_list(status: str | None, issue_key: str | None, team_key: str | None, l
     for r in rows:
         status_text = r["status"] + (f"/{r['timeoutReason']}" if r["timeoutReason"] else "")
         backend = (r["backend"] or "-") + (" (shadow)" if r["shadow"] else "")
-        click.echo(f"{r['id']:>6}  {r['issueKey']:<14} {r['phase']:<15} {status_text:<22} {backend:<16} "
-                   f"{(r['createdAt'] or '')[:19]}")
+        click.echo(
+            f"{r['id']:>6}  {r['issueKey']:<14} {r['phase']:<15} {status_text:<22} {backend:<16} "
+            f"{(r['createdAt'] or '')[:19]}"
+        )
 
 
 @jobs_group.command("show")
@@ -219,9 +241,17 @@ def jobs_show(job_id: int, as_json: bool) -> None:
         return
     status_text = data["status"] + (f" ({data['timeoutReason']})" if data["timeoutReason"] else "")
     click.echo(f"Job {data['id']}: {data['issueKey']} {data['phase']}, {status_text}")
-    for label, key in (("Repository", "repository"), ("Branch", "branch"), ("Backend", "backend"),
-                       ("Runner mode", "runnerMode"), ("Run", "runUrl"), ("Pull request", "prUrl"),
-                       ("Merge commit", "mergeSha"), ("Error", "error"), ("Log label", "logLabel")):
+    for label, key in (
+        ("Repository", "repository"),
+        ("Branch", "branch"),
+        ("Backend", "backend"),
+        ("Runner mode", "runnerMode"),
+        ("Run", "runUrl"),
+        ("Pull request", "prUrl"),
+        ("Merge commit", "mergeSha"),
+        ("Error", "error"),
+        ("Log label", "logLabel"),
+    ):
         if data.get(key):
             click.echo(f"  {label + ':':<14}{data[key]}")
     if data["shadow"]:

@@ -8,6 +8,7 @@ the same shape and say which condition holds the issue.
 :func:`evaluate` only reads; the dispatcher calls it inside its claim (under the team and global
 locks), so the counts it sees cannot change before the job is created.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -19,9 +20,8 @@ from sqlalchemy import delete, func, select
 
 from ..extensions import db
 from ..orm import Blocker as BlockerRow
-from ..orm import Job
+from ..orm import Job, utcnow
 from ..orm import Mapping as MappingRow
-from ..orm import utcnow
 from ..types import ACTIVE_STATUSES, MappingView, TrackerIssue
 
 NO_MAPPING = "no-mapping"
@@ -71,7 +71,9 @@ def global_cap(in_progress: int, cap: int) -> Blocked:
 
 
 def backend_cap(backend_id: str, in_progress: int, cap: int) -> Blocked:
-    return Blocked(BACKEND_CAP, f"at runner backend cap for {backend_id} ({in_progress}/{cap}). Waiting for a slot.")
+    return Blocked(
+        BACKEND_CAP, f"at runner backend cap for {backend_id} ({in_progress}/{cap}). Waiting for a slot."
+    )
 
 
 def backend_unavailable(backend_id: str, until: datetime) -> Blocked:
@@ -102,18 +104,27 @@ class LiveCounts:
 
     def recent_active(self, issue_key: str, now: datetime) -> bool:
         """Whether a non-terminal job of the issue was created inside the dedup window."""
-        return db.session.scalar(
-            select(Job.id)
-            .where(Job.issue_key == issue_key, Job.status.in_(_ACTIVE), Job.created_at > now - _dedup_window())
-            .limit(1)
-        ) is not None
+        return (
+            db.session.scalar(
+                select(Job.id)
+                .where(
+                    Job.issue_key == issue_key,
+                    Job.status.in_(_ACTIVE),
+                    Job.created_at > now - _dedup_window(),
+                )
+                .limit(1)
+            )
+            is not None
+        )
 
     def total(self) -> int:
         return int(db.session.scalar(select(func.count(Job.id)).where(Job.status.in_(_ACTIVE))) or 0)
 
     def backend(self, backend_id: str) -> int:
         return int(
-            db.session.scalar(select(func.count(Job.id)).where(Job.status.in_(_ACTIVE), Job.backend == backend_id))
+            db.session.scalar(
+                select(func.count(Job.id)).where(Job.status.in_(_ACTIVE), Job.backend == backend_id)
+            )
             or 0
         )
 
@@ -207,13 +218,18 @@ def existing_rows(keys: Iterable[str]) -> dict[str, BlockerRow]:
     keys = list(keys)
     if not keys:
         return {}
-    return {r.issue_key: r for r in db.session.scalars(select(BlockerRow).where(BlockerRow.issue_key.in_(keys))).all()}
+    return {
+        r.issue_key: r
+        for r in db.session.scalars(select(BlockerRow).where(BlockerRow.issue_key.in_(keys))).all()
+    }
 
 
 _UNREAD = object()
 
 
-def record(issue: TrackerIssue, blocked: Blocked, now: datetime | None = None, *, row: object = _UNREAD) -> None:
+def record(
+    issue: TrackerIssue, blocked: Blocked, now: datetime | None = None, *, row: object = _UNREAD
+) -> None:
     """Create or refresh the issue's blocker row (the caller commits).
 
     :param row: the issue's current row (or ``None``) when the caller read it already.
@@ -257,7 +273,9 @@ def prune(provider_id: str, seen: set[str], listed_since: datetime) -> int:
     Rows refreshed after the listing began (a webhook's check running meanwhile) are kept.
     """
     stale = db.session.scalars(
-        select(BlockerRow.issue_key).where(BlockerRow.provider == provider_id, BlockerRow.last_seen_at < listed_since)
+        select(BlockerRow.issue_key).where(
+            BlockerRow.provider == provider_id, BlockerRow.last_seen_at < listed_since
+        )
     ).all()
     gone = [key for key in stale if key not in seen]
     if gone:

@@ -12,6 +12,7 @@ team's and the global advisory locks on PostgreSQL), creates the job, sets ``tri
 and the stage, and commits; only then is the backend called. The partial unique index
 ``uq_jobs_active_issue`` is the last guard: a violation means "already dispatched".
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,7 +33,7 @@ from ..orm import Mapping as MappingRow
 from ..providers import TicketingProvider
 from ..types import MappingView, Phase, Stage, TrackerIssue
 from . import blockers, outbox, poller, settings
-from .jobs import set_stage, tracked_issue
+from .jobs import set_stage
 from .launch import BackendChoice, choose_backend, create_job, launch
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,9 @@ def _tracker(provider_id: str) -> TicketingProvider:
 # -- the claim ------------------------------------------------------------------------------
 
 
-def _phase_for(mapping: MappingRow, tracked: TrackedIssue, requested: Phase | None) -> tuple[Phase, str | None]:
+def _phase_for(
+    mapping: MappingRow, tracked: TrackedIssue, requested: Phase | None
+) -> tuple[Phase, str | None]:
     """§4: an approved plan → implementation with it; else planning when enabled; else implementation."""
     if requested is Phase.PLANNING:
         return Phase.PLANNING, None
@@ -192,10 +195,16 @@ class _Snapshot(_Live):
             if (m.ticketing or {}).get("provider") == provider_id
         }
         self.mode = settings.effective_runner_mode()
-        self.triggers = {
-            row.issue_key: _TriggerState(bool(row.trigger_consumed), row.trigger_cleared_at)
-            for row in db.session.scalars(select(TrackedIssue).where(TrackedIssue.issue_key.in_(list(keys)))).all()
-        } if keys else {}
+        self.triggers = (
+            {
+                row.issue_key: _TriggerState(bool(row.trigger_consumed), row.trigger_cleared_at)
+                for row in db.session.scalars(
+                    select(TrackedIssue).where(TrackedIssue.issue_key.in_(list(keys)))
+                ).all()
+            }
+            if keys
+            else {}
+        )
         self.backoffs: dict[str, poller.Backoff | None] = {}
         db.session.commit()
 
@@ -270,8 +279,13 @@ def _touch(issue: TrackerIssue, now: datetime, tracked: TrackedIssue | None = _U
     return tracked
 
 
-def hold_all(held: Sequence[tuple[TrackerIssue, blockers.Blocked]], now: datetime, report: CycleReport, *,
-             force: bool = False) -> None:
+def hold_all(
+    held: Sequence[tuple[TrackerIssue, blockers.Blocked]],
+    now: datetime,
+    report: CycleReport,
+    *,
+    force: bool = False,
+) -> None:
     """Record blockers found without locks, in one transaction, except for issues another poller
     dispatched meanwhile.
 
@@ -291,8 +305,11 @@ def hold_all(held: Sequence[tuple[TrackerIssue, blockers.Blocked]], now: datetim
                 keys = [issue.key for issue, _ in held]
                 tracked_rows = {
                     r.issue_key: r
-                    for r in db.session.scalars(select(TrackedIssue).where(TrackedIssue.issue_key.in_(keys))
-                                                .execution_options(populate_existing=True)).all()
+                    for r in db.session.scalars(
+                        select(TrackedIssue)
+                        .where(TrackedIssue.issue_key.in_(keys))
+                        .execution_options(populate_existing=True)
+                    ).all()
                 }
                 blocker_rows = blockers.existing_rows(keys)
                 for issue, blocked in held:
@@ -374,8 +391,15 @@ def consider(
         chosen_phase, plan = _phase_for(mapping, tracked, phase)
         try:
             with db.session.begin_nested():
-                job = create_job(mapping, key, phase=chosen_phase, provider=issue.provider,
-                                 choice=verdict.choice, plan=plan, forced=force)
+                job = create_job(
+                    mapping,
+                    key,
+                    phase=chosen_phase,
+                    provider=issue.provider,
+                    choice=verdict.choice,
+                    plan=plan,
+                    forced=force,
+                )
         except IntegrityError:
             # a job of this issue is still in flight (the partial unique index): already dispatched
             dedup = blockers.dedup()
@@ -384,7 +408,9 @@ def consider(
             return None
         if issue.triggered:
             tracked.trigger_consumed = True
-        set_stage(key, _STAGE_OF.get(chosen_phase, Stage.IMPLEMENTING), provider=issue.provider, job=job, now=now)
+        set_stage(
+            key, _STAGE_OF.get(chosen_phase, Stage.IMPLEMENTING), provider=issue.provider, job=job, now=now
+        )
         blockers.clear(key)
     entry = Dispatched(key, job.id, job.phase, job.backend, job.shadow)
     report.dispatched.append(entry)
@@ -452,7 +478,9 @@ def _poll_provider(
 ) -> None:
     backoff = poller.backoff_of("ticketing", provider_id, now)
     if backoff is not None:
-        report.providers_skipped[provider_id] = f"backing off until {backoff.until.isoformat()}: {backoff.error}"
+        report.providers_skipped[provider_id] = (
+            f"backing off until {backoff.until.isoformat()}: {backoff.error}"
+        )
         return
     if lease_seconds is not None and not poller.acquire_lease(
         f"poll:{provider_id}", max(1.0, lease_seconds * 0.9), holder=holder, now=now
@@ -481,7 +509,9 @@ def _poll_provider(
             held: list[tuple[TrackerIssue, blockers.Blocked]] = []
             for issue in wanted:
                 try:
-                    consider(issue, fetched_at=fetched_at, report=report, now=now, snapshot=snapshot, held=held)
+                    consider(
+                        issue, fetched_at=fetched_at, report=report, now=now, snapshot=snapshot, held=held
+                    )
                 except AiimplError as exc:
                     report.errors.append(f"{issue.key}: {exc.message}")
             hold_all(held, now, report)
@@ -545,8 +575,15 @@ def run_cycle(
         if not configured:
             report.providers_skipped[provider_id] = "not configured"
             continue
-        _poll_provider(provider_id, mappings, report, now=now, issue_keys=wanted,
-                       lease_seconds=lease_seconds, holder=holder)
+        _poll_provider(
+            provider_id,
+            mappings,
+            report,
+            now=now,
+            issue_keys=wanted,
+            lease_seconds=lease_seconds,
+            holder=holder,
+        )
     db.session.commit()
     if reconcile:
         try:
@@ -572,7 +609,9 @@ def run_cycle_for_issues(provider_id: str, issue_keys: list[str]) -> CycleReport
     tracker = _tracker(provider_id)
     backoff = poller.backoff_of("ticketing", provider_id, now)
     if backoff is not None:
-        report.providers_skipped[provider_id] = f"backing off until {backoff.until.isoformat()}: {backoff.error}"
+        report.providers_skipped[provider_id] = (
+            f"backing off until {backoff.until.isoformat()}: {backoff.error}"
+        )
         report.finished_at = utcnow()
         return report
     for key in dict.fromkeys(issue_keys):

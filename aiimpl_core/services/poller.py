@@ -11,6 +11,7 @@ the database:
   runner backend that failed (timeout, 5xx, 429) is left alone until its "not before" time, by
   every poller; the others carry on.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,7 +45,9 @@ def holder_id() -> str:
 # -- leases -----------------------------------------------------------------------------------
 
 
-def acquire_lease(name: str, seconds: float, *, holder: str | None = None, now: datetime | None = None) -> bool:
+def acquire_lease(
+    name: str, seconds: float, *, holder: str | None = None, now: datetime | None = None
+) -> bool:
     """Take or renew the lease ``name`` for ``seconds``; false when another holder has it."""
     holder = holder or holder_id()
     now = now or utcnow()
@@ -138,7 +141,9 @@ def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetim
             db.session.add(Setting(key=key, value=value))
         else:
             row.value = value
-    log.warning("%s %s failed (%s); leaving it alone for %ss", kind, provider_id, message, int(wait.total_seconds()))
+    log.warning(
+        "%s %s failed (%s); leaving it alone for %ss", kind, provider_id, message, int(wait.total_seconds())
+    )
     return Backoff(now + wait, failures, message)
 
 
@@ -164,7 +169,9 @@ class Poller:
     """
 
     def __init__(self, interval: float | None = None) -> None:
-        self.interval = float(interval if interval is not None else current_app.config.get("AIIMPL_POLL_INTERVAL") or 60)
+        self.interval = float(
+            interval if interval is not None else current_app.config.get("AIIMPL_POLL_INTERVAL") or 60
+        )
         self.holder = holder_id()
         self._stop = threading.Event()
         self.cycles = 0

@@ -22,6 +22,7 @@ shadow job (no runner was started)       ``timed_out`` / ``run_not_found``
 Every ending goes through :func:`~aiimpl_core.services.outcomes.end_job` (compare-and-set): a job
 that ``/runner/result`` ended first is left as it is.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,7 +39,16 @@ from ..errors import AiimplError
 from ..extensions import db
 from ..orm import Job, Setting, utcnow
 from ..orm import Mapping as MappingRow
-from ..types import ACTIVE_STATUSES, InFlightRun, JobStatus, LogLabel, Phase, RunPhase, RunState, TimeoutReason
+from ..types import (
+    ACTIVE_STATUSES,
+    InFlightRun,
+    JobStatus,
+    LogLabel,
+    Phase,
+    RunPhase,
+    RunState,
+    TimeoutReason,
+)
 from . import poller
 from .jobs import transition
 from .outcomes import Outcome, end_job
@@ -80,7 +90,9 @@ def _grace_key(job_id: int) -> str:
 def _end(job: Job, outcome: Outcome, report: ReconcileReport) -> None:
     if end_job(job, outcome):
         report.ended += 1
-        report.endings[job.id] = f"{outcome.status.value}" + (f"/{outcome.timeout_reason}" if outcome.timeout_reason else "")
+        report.endings[job.id] = f"{outcome.status.value}" + (
+            f"/{outcome.timeout_reason}" if outcome.timeout_reason else ""
+        )
     db.session.execute(delete(Setting).where(Setting.key == _grace_key(job.id)))
 
 
@@ -122,7 +134,12 @@ def reconcile(now: datetime | None = None) -> ReconcileReport:
     ).all()
     by_backend: dict[str, list[Job]] = defaultdict(list)
     for job in jobs:
-        if job.status == JobStatus.UNKNOWN.value or job.shadow or not job.backend or job.backend not in installed:
+        if (
+            job.status == JobStatus.UNKNOWN.value
+            or job.shadow
+            or not job.backend
+            or job.backend not in installed
+        ):
             # nothing to ask a backend: a job never handed over (a crash between the claim and the
             # backend call), a shadow job (no runner started), or a backend no longer installed
             if _since_dispatch(job) + window <= now:
@@ -139,9 +156,14 @@ def reconcile(now: datetime | None = None) -> ReconcileReport:
         if backoff is not None:
             report.skipped[backend_id] = f"backing off until {backoff.until.isoformat()}: {backoff.error}"
             continue
-        mappings = {m.id: m for m in db.session.scalars(
-            select(MappingRow).where(MappingRow.id.in_({j.mapping_id for j in backend_jobs if j.mapping_id}))
-        ).all()}
+        mappings = {
+            m.id: m
+            for m in db.session.scalars(
+                select(MappingRow).where(
+                    MappingRow.id.in_({j.mapping_id for j in backend_jobs if j.mapping_id})
+                )
+            ).all()
+        }
         runs: list[InFlightRun] = []
         for job in backend_jobs:
             run = _in_flight(job, mappings.get(job.mapping_id or -1), lifetime)
@@ -161,7 +183,9 @@ def reconcile(now: datetime | None = None) -> ReconcileReport:
         except Exception as exc:  # noqa: BLE001 - one backend's failure must not stop the others
             db.session.rollback()
             poller.record_failure("runner", backend_id, exc, now)
-            report.skipped[backend_id] = f"poll failed: {exc if isinstance(exc, AiimplError) else type(exc).__name__}"
+            report.skipped[backend_id] = (
+                f"poll failed: {exc if isinstance(exc, AiimplError) else type(exc).__name__}"
+            )
             continue
         poller.record_success("runner", backend_id)
         report.polled[backend_id] = len(runs)
@@ -188,7 +212,9 @@ def _link(job: Job, state: RunState) -> bool:
     return changed
 
 
-def _apply(job: Job, state: RunState | None, *, now: datetime, window: timedelta, report: ReconcileReport) -> None:
+def _apply(
+    job: Job, state: RunState | None, *, now: datetime, window: timedelta, report: ReconcileReport
+) -> None:
     db.session.refresh(job)
     if JobStatus(job.status).terminal:
         return
@@ -223,8 +249,16 @@ def _apply(job: Job, state: RunState | None, *, now: datetime, window: timedelta
     _link(job, state)
     if phase is RunPhase.TIMED_OUT:
         reason = state.timeout_reason.value if state.timeout_reason else TimeoutReason.TIMED_OUT.value
-        _end(job, Outcome(JobStatus.TIMED_OUT, timeout_reason=reason, log_label=state.log_label,
-                          log_excerpt=state.log_excerpt), report)
+        _end(
+            job,
+            Outcome(
+                JobStatus.TIMED_OUT,
+                timeout_reason=reason,
+                log_label=state.log_label,
+                log_excerpt=state.log_excerpt,
+            ),
+            report,
+        )
         return
     if phase is RunPhase.FAILED:
         if state.detail:
@@ -233,14 +267,24 @@ def _apply(job: Job, state: RunState | None, *, now: datetime, window: timedelta
             reason = f"the run exited with code {state.exit_code}"
         else:
             reason = "the run failed"
-        _end(job, Outcome(JobStatus.FAILED, reason=reason, log_label=state.log_label or LogLabel.SESSION_FAILED,
-                          log_excerpt=state.log_excerpt), report)
+        _end(
+            job,
+            Outcome(
+                JobStatus.FAILED,
+                reason=reason,
+                log_label=state.log_label or LogLabel.SESSION_FAILED,
+                log_excerpt=state.log_excerpt,
+            ),
+            report,
+        )
         return
     if phase is RunPhase.SUCCEEDED:
         _after_success_without_result(job, state, now=now, report=report)
 
 
-def _after_success_without_result(job: Job, state: RunState, *, now: datetime, report: ReconcileReport) -> None:
+def _after_success_without_result(
+    job: Job, state: RunState, *, now: datetime, report: ReconcileReport
+) -> None:
     """The run is over but ``/runner/result`` has not ended the job: wait a grace period for it.
 
     The time the reconciler first saw the run over is kept in a ``settings`` row, so every poller
@@ -258,9 +302,17 @@ def _after_success_without_result(job: Job, state: RunState, *, now: datetime, r
     if seen + RESULT_GRACE > now:
         return
     if Phase(job.phase) is Phase.IMPLEMENTATION:
-        outcome = Outcome(JobStatus.FAILED, reason="the run finished without opening a pull request",
-                          log_label=LogLabel.PR_NOT_FOUND, log_excerpt=state.log_excerpt)
+        outcome = Outcome(
+            JobStatus.FAILED,
+            reason="the run finished without opening a pull request",
+            log_label=LogLabel.PR_NOT_FOUND,
+            log_excerpt=state.log_excerpt,
+        )
     else:
-        outcome = Outcome(JobStatus.FAILED, reason="the run finished without reporting a result",
-                          log_label=LogLabel.SESSION_FAILED, log_excerpt=state.log_excerpt)
+        outcome = Outcome(
+            JobStatus.FAILED,
+            reason="the run finished without reporting a result",
+            log_label=LogLabel.SESSION_FAILED,
+            log_excerpt=state.log_excerpt,
+        )
     _end(job, outcome, report)

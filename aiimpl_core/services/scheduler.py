@@ -4,6 +4,7 @@ For single-process installs (``AIIMPL_SCHEDULER=1``). Installs with several work
 ``aiimpl poll`` as its own process instead; running both is safe (the dispatcher's claim prevents
 double dispatch, and tracker leases keep the listings from being read twice per interval).
 """
+
 from __future__ import annotations
 
 import logging

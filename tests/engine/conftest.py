@@ -1,4 +1,5 @@
 """Fixtures of the engine's tests: a fake tracker and a fake runner registered as plugins."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -65,8 +66,11 @@ def tracked(issue_key: str) -> TrackedIssue:
 
 def outbox_of(issue_key: str) -> list[OutboxItem]:
     db.session.expire_all()
-    return list(db.session.scalars(db.select(OutboxItem).where(OutboxItem.issue_key == issue_key)
-                                   .order_by(OutboxItem.id)).all())
+    return list(
+        db.session.scalars(
+            db.select(OutboxItem).where(OutboxItem.issue_key == issue_key).order_by(OutboxItem.id)
+        ).all()
+    )
 
 
 def session_env(runner: FakeRunner, job_id: int) -> dict[str, str]:
@@ -78,8 +82,9 @@ def post_result(client: Any, runner: FakeRunner, job_id: int, **body: Any) -> An
     """``POST /runner/result`` as the job's session does."""
     env = session_env(runner, job_id)
     payload: dict[str, Any] = {"comments": [], "phase": env["AIIMPL_PHASE"], **body}
-    return client.post("/runner/result", json=payload,
-                       headers={"Authorization": f"Bearer {env['AIIMPL_RESULT_TOKEN']}"})
+    return client.post(
+        "/runner/result", json=payload, headers={"Authorization": f"Bearer {env['AIIMPL_RESULT_TOKEN']}"}
+    )
 
 
 def post_status(client: Any, runner: FakeRunner, job_id: int, event: str, **fields: Any) -> Any:

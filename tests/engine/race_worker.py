@@ -4,6 +4,7 @@ Usage: ``python race_worker.py DATABASE_URL``. It builds the same fake tracker a
 issues are deterministic), prints ``ready``, waits for a line on stdin, runs one poll cycle and
 prints the cycle's report as JSON.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,16 +34,28 @@ def main(url: str) -> None:
     from aiimpl_core.testing.pytest_plugin import TEST_SECRET_KEY
 
     tracker, runner = build_tracker(), FakeRunner()
-    app = create_app({"AIIMPL_DATABASE_URL": url, "AIIMPL_SECRET_KEY": TEST_SECRET_KEY, "TESTING": True},
-                     plugins=[tracker.plugin, runner.plugin], load_entrypoints=False, environ={})
+    app = create_app(
+        {"AIIMPL_DATABASE_URL": url, "AIIMPL_SECRET_KEY": TEST_SECRET_KEY, "TESTING": True},
+        plugins=[tracker.plugin, runner.plugin],
+        load_entrypoints=False,
+        environ={},
+    )
     with app.app_context():
         db.session.execute(db.text("SELECT 1"))  # connect before the start line
         db.session.commit()
         print("ready", flush=True)
         sys.stdin.readline()
         report = run_cycle(reconcile=False)
-        print(json.dumps({"dispatched": [d.issue_key for d in report.dispatched], "launched": len(runner.runs),
-                          "errors": report.errors}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "dispatched": [d.issue_key for d in report.dispatched],
+                    "launched": len(runner.runs),
+                    "errors": report.errors,
+                }
+            ),
+            flush=True,
+        )
         db.session.remove()
         db.engine.dispose()
 

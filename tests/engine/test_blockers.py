@@ -1,4 +1,5 @@
 """Blockers: the product spec's order, the reference's messages, the Blockers view rows, the caps."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,7 +22,10 @@ def test_no_mapping(app, tracker, add_mapping):
     add_mapping("ENG")
     tracker.add("OPS-3", title="Rotate keys")
     report = run_cycle()
-    assert report.blocked["OPS-3"] == {"reason": "no-mapping", "message": "No mapping for team OPS. Add one in Projects."}
+    assert report.blocked["OPS-3"] == {
+        "reason": "no-mapping",
+        "message": "No mapping for team OPS. Add one in Projects.",
+    }
     assert blocker_rows() == {"OPS-3": ("no-mapping", "No mapping for team OPS. Add one in Projects.")}
     assert jobs_of("OPS-3") == []
 
@@ -59,7 +63,8 @@ def test_dedup_when_the_trigger_is_applied_again_during_the_run(app, tracker, ru
     report = run_cycle()
     # its own in-flight job takes no new slot, so this is dedup, not the concurrency cap
     assert report.blocked["ENG-1"] == {
-        "reason": "dedup", "message": "Already dispatched recently. Waiting for the in-flight job."
+        "reason": "dedup",
+        "message": "Already dispatched recently. Waiting for the in-flight job.",
     }
     assert len(jobs_of("ENG-1")) == 1
 
@@ -154,6 +159,7 @@ class TestCaps:
         report = run_cycle()
         assert sorted(d.issue_key for d in report.dispatched) == ["ENG-1", "WEB-1"]
         assert blocker_rows()["ENG-2"] == (
-            "backend-cap", "at runner backend cap for fly-machines (1/1). Waiting for a slot."
+            "backend-cap",
+            "at runner backend cap for fly-machines (1/1). Waiting for a slot.",
         )
         assert len(fly.runs) == 1

@@ -1,4 +1,5 @@
 """The operators' commands: ``aiimpl poll``, ``aiimpl dispatch``, ``aiimpl jobs``; the in-app scheduler."""
+
 from __future__ import annotations
 
 import json
@@ -98,9 +99,18 @@ def test_jobs_list_and_show(app, client, tracker, runner, add_mapping):
     invoke(app, "poll", "--once")
     [job] = jobs_of("ENG-1")
     env = runner.runs[job.id].request.env
-    client.post("/runner/progress", json={"step": {"id": "clone", "type": "clone", "status": "succeeded",
-                                                   "started_at": "2026-01-01T00:00:00Z"}},
-                headers={"Authorization": f"Bearer {env['AIIMPL_PROGRESS_TOKEN']}"})
+    client.post(
+        "/runner/progress",
+        json={
+            "step": {
+                "id": "clone",
+                "type": "clone",
+                "status": "succeeded",
+                "started_at": "2026-01-01T00:00:00Z",
+            }
+        },
+        headers={"Authorization": f"Bearer {env['AIIMPL_PROGRESS_TOKEN']}"},
+    )
     post_result(client, runner, job.id, outcome="success", prUrl="https://github.com/acme/eng/pull/3")
 
     result = invoke(app, "jobs", "list", "--json")

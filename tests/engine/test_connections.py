@@ -1,5 +1,6 @@
 """Connections: a failing tracker or backend delays only itself; one poll_runs call per backend;
 the webhook entry point; listing leases."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,7 +25,9 @@ def fly() -> FakeRunner:
 
 
 @pytest.fixture
-def aiimpl_plugins(tracker: FakeTracker, jira: FakeTracker, runner: FakeRunner, fly: FakeRunner) -> list[object]:
+def aiimpl_plugins(
+    tracker: FakeTracker, jira: FakeTracker, runner: FakeRunner, fly: FakeRunner
+) -> list[object]:
     return [tracker.plugin, jira.plugin, runner.plugin, fly.plugin]
 
 
@@ -70,10 +73,12 @@ def test_back_off_grows_with_failures_in_a_row(app, tracker, add_mapping):
     tracker.fail["iter_triggered"] = fail_with(503)
     waits = []
     for n in range(3):
-        report = run_cycle(now=later(hours=n))
-        backoff = poller.backoff_of("ticketing", "fake-tracker", later(hours=n))
+        at = later(hours=n)
+        report = run_cycle(now=at)
+        assert report.providers_skipped["fake-tracker"].startswith("listing failed")
+        backoff = poller.backoff_of("ticketing", "fake-tracker", at)
         assert backoff is not None
-        waits.append(round((backoff.until - later(hours=n)).total_seconds()))
+        waits.append(round((backoff.until - at).total_seconds()))
     assert waits[0] < waits[1] < waits[2]
 
 

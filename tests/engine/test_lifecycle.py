@@ -1,4 +1,5 @@
 """Whole lifecycles: poll → dispatch → session callbacks over HTTP → outcome, stage and comments."""
+
 from __future__ import annotations
 
 import re
@@ -84,7 +85,10 @@ def test_planning_then_approval_then_implementation_with_the_plan(app, client, t
     ctx_token = session_env(runner, planning.id)["AIIMPL_CONTEXT_TOKEN"]
     ctx = client.get("/runner/planning-context", headers={"Authorization": f"Bearer {ctx_token}"}).get_json()
     assert ctx["phase"] == "planning" and ctx["plan"] is None
-    assert ctx["issue"]["title"] == "Rework billing" and ctx["issue"]["description"] == "Split invoices by tenant."
+    assert (
+        ctx["issue"]["title"] == "Rework billing"
+        and ctx["issue"]["description"] == "Split invoices by tenant."
+    )
 
     plan = "1. Add tenant id to invoices\n2. Split the export"
     resp = post_result(client, runner, planning.id, outcome="success", plan=plan)
@@ -106,8 +110,9 @@ def test_planning_then_approval_then_implementation_with_the_plan(app, client, t
     ctx = client.get("/runner/planning-context", headers={"Authorization": f"Bearer {ctx_token}"}).get_json()
     assert ctx["phase"] == "implementation" and ctx["plan"] == plan
 
-    resp = post_result(client, runner, implementation.id, outcome="success",
-                       prUrl="https://github.com/acme/eng/pull/9")
+    resp = post_result(
+        client, runner, implementation.id, outcome="success", prUrl="https://github.com/acme/eng/pull/9"
+    )
     assert resp.get_json()["status"] == "completed"
     assert tracker.stage_labels("ENG-7") == {"Ready for Review"}
     assert tracked("ENG-7").plan is None  # a plan is used once
@@ -159,8 +164,15 @@ def test_review_failed_posts_the_pr_and_the_review_label(app, client, tracker, r
     run_cycle()
     [job] = jobs_of("ENG-5")
     pr_url = "https://github.com/acme/eng/pull/5"
-    resp = post_result(client, runner, job.id, outcome="success", prUrl=pr_url, error="review found blockers",
-                       review={"approved": False, "blockers": ["SQL built by string concatenation"]})
+    resp = post_result(
+        client,
+        runner,
+        job.id,
+        outcome="success",
+        prUrl=pr_url,
+        error="review found blockers",
+        review={"approved": False, "blockers": ["SQL built by string concatenation"]},
+    )
     assert resp.get_json()["status"] == "review_failed"
     assert tracker.comments["ENG-5"] == [
         f"🔗 PR #5 is ready for review: {pr_url}",
@@ -173,39 +185,66 @@ def test_review_failed_posts_the_pr_and_the_review_label(app, client, tracker, r
     ("state", "expected_status", "expected_reason", "comments"),
     [
         (
-            {"phase": RunPhase.FAILED, "detail": "container exited with code 2", "exit_code": 2,
-             "log_label": LogLabel.CONTAINER_FAILED, "log_excerpt": "npm ERR! missing script"},
-            "failed", None,
-            ["⚠️ Implementation failed: container exited with code 2",
-             "Log excerpt (`container_failed`):\n\n```\nnpm ERR! missing script\n```"],
+            {
+                "phase": RunPhase.FAILED,
+                "detail": "container exited with code 2",
+                "exit_code": 2,
+                "log_label": LogLabel.CONTAINER_FAILED,
+                "log_excerpt": "npm ERR! missing script",
+            },
+            "failed",
+            None,
+            [
+                "⚠️ Implementation failed: container exited with code 2",
+                "Log excerpt (`container_failed`):\n\n```\nnpm ERR! missing script\n```",
+            ],
         ),
         (
             {"phase": RunPhase.FAILED, "exit_code": 1, "log_excerpt": "Traceback …"},
-            "failed", None,
-            ["⚠️ Implementation failed: the run exited with code 1",
-             "Log excerpt (`session_failed`):\n\n```\nTraceback …\n```"],
+            "failed",
+            None,
+            [
+                "⚠️ Implementation failed: the run exited with code 1",
+                "Log excerpt (`session_failed`):\n\n```\nTraceback …\n```",
+            ],
         ),
         (
-            {"phase": RunPhase.TIMED_OUT, "timeout_reason": TimeoutReason.MACHINE_TIMEOUT, "log_excerpt": "still running"},
-            "timed_out", "machine_timeout",
-            ["⚠️ Implementation failed: the session machine exceeded its lifetime (machine_timeout)",
-             "Log excerpt (`machine_timeout`):\n\n```\nstill running\n```"],
+            {
+                "phase": RunPhase.TIMED_OUT,
+                "timeout_reason": TimeoutReason.MACHINE_TIMEOUT,
+                "log_excerpt": "still running",
+            },
+            "timed_out",
+            "machine_timeout",
+            [
+                "⚠️ Implementation failed: the session machine exceeded its lifetime (machine_timeout)",
+                "Log excerpt (`machine_timeout`):\n\n```\nstill running\n```",
+            ],
         ),
         (
-            {"phase": RunPhase.TIMED_OUT, "timeout_reason": TimeoutReason.CONTAINER_TIMEOUT, "log_excerpt": "tick"},
-            "timed_out", "container_timeout",
-            ["⚠️ Implementation failed: the local Docker session exceeded its lifetime (container_timeout)",
-             "Log excerpt (`container_timeout`):\n\n```\ntick\n```"],
+            {
+                "phase": RunPhase.TIMED_OUT,
+                "timeout_reason": TimeoutReason.CONTAINER_TIMEOUT,
+                "log_excerpt": "tick",
+            },
+            "timed_out",
+            "container_timeout",
+            [
+                "⚠️ Implementation failed: the local Docker session exceeded its lifetime (container_timeout)",
+                "Log excerpt (`container_timeout`):\n\n```\ntick\n```",
+            ],
         ),
         (
             {"phase": RunPhase.TIMED_OUT, "timeout_reason": TimeoutReason.TIMED_OUT},
-            "timed_out", "timed_out",
+            "timed_out",
+            "timed_out",
             ["⚠️ Implementation failed: the GitHub Actions run reported a timeout (timed_out)"],
         ),
     ],
 )
-def test_reconciler_ends_runs_the_backend_reports(app, tracker, runner, add_mapping, state, expected_status,
-                                                  expected_reason, comments):
+def test_reconciler_ends_runs_the_backend_reports(
+    app, tracker, runner, add_mapping, state, expected_status, expected_reason, comments
+):
     add_mapping("ENG")
     tracker.add("ENG-8")
     run_cycle()
@@ -230,12 +269,16 @@ def test_reconciler_ends_runs_the_backend_reports(app, tracker, runner, add_mapp
     assert jobs_of("ENG-8")[0].status == expected_status
 
 
-@pytest.mark.parametrize(("planning", "label", "reason"), [
-    (False, "pr_not_found", "⚠️ Implementation failed: the run finished without opening a pull request"),
-    (True, "session_failed", "⚠️ Planning failed: the run finished without reporting a result"),
-])
-def test_run_over_without_a_result_fails_after_the_grace_period(app, tracker, runner, add_mapping,
-                                                               planning, label, reason):
+@pytest.mark.parametrize(
+    ("planning", "label", "reason"),
+    [
+        (False, "pr_not_found", "⚠️ Implementation failed: the run finished without opening a pull request"),
+        (True, "session_failed", "⚠️ Planning failed: the run finished without reporting a result"),
+    ],
+)
+def test_run_over_without_a_result_fails_after_the_grace_period(
+    app, tracker, runner, add_mapping, planning, label, reason
+):
     add_mapping("ENG", planning_enabled=planning, planning_workflow_file="p.yml" if planning else None)
     tracker.add("ENG-9")
     run_cycle()
@@ -248,7 +291,10 @@ def test_run_over_without_a_result_fails_after_the_grace_period(app, tracker, ru
     run_cycle(now=later(minutes=6))
     [job] = jobs_of("ENG-9")
     assert job.status == "failed" and job.log_label == label
-    assert tracker.comments["ENG-9"] == [reason, f"Log excerpt (`{label}`):\n\n```\ndone, no result sent\n```"]
+    assert tracker.comments["ENG-9"] == [
+        reason,
+        f"Log excerpt (`{label}`):\n\n```\ndone, no result sent\n```",
+    ]
 
 
 def test_result_after_the_backend_reported_success_wins(app, client, tracker, runner, add_mapping):
@@ -331,7 +377,9 @@ def test_refused_dispatch_fails_the_job_with_a_comment(app, tracker, runner, add
     report = run_cycle()
     [job] = jobs_of("ENG-14")
     assert job.status == "failed" and report.dispatched[0].error
-    assert tracker.comments["ENG-14"][0].startswith("⚠️ Implementation failed: dispatch to Fake github-actions failed")
+    assert tracker.comments["ENG-14"][0].startswith(
+        "⚠️ Implementation failed: dispatch to Fake github-actions failed"
+    )
     assert tracker.stage_labels("ENG-14") == set()
 
 

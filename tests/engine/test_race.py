@@ -4,6 +4,7 @@ Asserts exact counts: no issue dispatched twice, every team exactly at its cap (
 global cap exact. Threads with their own app contexts run on SQLite and PostgreSQL; separate
 processes run on PostgreSQL.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ import pytest
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Blocker, Job, OutboxItem
 from aiimpl_core.services.dispatch import run_cycle
-from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
+from aiimpl_core.testing.fakes import FakeTracker
 
 from .race_worker import ISSUES_PER_TEAM, TEAMS, build_tracker
 
@@ -92,7 +93,10 @@ def test_race_threads_respect_team_caps_and_never_double_dispatch(app, tracker, 
     assert len(blockers) == len(TEAMS) * ISSUES_PER_TEAM - len(jobs)
     for b in blockers.values():
         cap = TEAMS[b.team_key]
-        assert (b.reason, b.message) == ("concurrency", f"at concurrency cap ({cap}/{cap}). Waiting for a slot.")
+        assert (b.reason, b.message) == (
+            "concurrency",
+            f"at concurrency cap ({cap}/{cap}). Waiting for a slot.",
+        )
 
     # a second round of cycles changes nothing
     _race_threads(app)
@@ -127,8 +131,14 @@ def test_race_processes_on_postgresql(app, add_mapping, round_):
     worker = os.path.join(os.path.dirname(__file__), "race_worker.py")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     procs = [
-        subprocess.Popen([sys.executable, worker, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env)
+        subprocess.Popen(
+            [sys.executable, worker, url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for _ in range(POLLERS)
     ]
     try:
