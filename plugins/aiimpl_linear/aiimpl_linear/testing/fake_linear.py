@@ -708,7 +708,9 @@ class FakeLinear:
         return f"https://linear.app/fake/issue/{issue['identifier']}"
 
     def _issue_view(self, issue: dict[str, Any]) -> dict[str, Any]:
-        def relations(key: str, other: str) -> Callable[..., Any]:
+        def relations(key: str) -> Callable[..., Any]:
+            """The relations whose ``key`` side is this issue (``issueId``: it relates to others)."""
+
             def resolve(info: Any, **a: Any) -> dict[str, Any]:
                 rows = [r for r in self.store.relations.values() if r[key] == issue["id"]]
                 return self._connection([self._relation_view(r) for r in rows], a)
@@ -735,8 +737,8 @@ class FakeLinear:
                 ],
                 a,
             ),
-            "relations": relations("issueId", "relatedIssueId"),
-            "inverseRelations": relations("relatedIssueId", "issueId"),
+            "relations": relations("issueId"),
+            "inverseRelations": relations("relatedIssueId"),
             "comments": lambda info, **a: self._connection(
                 [self._comment_view(c) for c in self.store.comments.values() if c["issueId"] == issue["id"]],
                 a,
