@@ -1,0 +1,106 @@
+"""The end of a lifecycle (GitHub's merged-PR webhook) and gap-fill, around jobs the poller dispatched."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from typing import Any
+
+import pytest
+
+from aiimpl_core.auth.signatures import github_signature
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import Job
+from aiimpl_core.services.dispatch import run_cycle
+from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
+from aiimpl_core.testing.pytest_plugin import specs_dir
+
+from .conftest import jobs_of, post_result
+
+WEBHOOK_SECRET = "engine-webhook-secret"
+TRIGGER_SECRET = "engine-trigger-secret"
+
+
+@pytest.fixture
+def runner() -> FakeRunner:
+    return FakeRunner(gap_fill=True)
+
+
+@pytest.fixture
+def aiimpl_config() -> dict[str, Any]:
+    return {"AIIMPL_GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET, "AIIMPL_TRIGGER_SECRET": TRIGGER_SECRET}
+
+
+def merged_payload() -> dict[str, Any]:
+    """GitHub's merged ``pull_request`` delivery from the specs (Codertocat/Hello-World#2)."""
+    name = "pull_request.closed.merged.payload.json"
+    path = os.path.join(specs_dir(), "github", "webhooks", "derived", name)
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def deliver(client: Any, payload: dict[str, Any], delivery: str) -> Any:
+    body = json.dumps(payload).encode()
+    headers = {
+        "X-GitHub-Event": "pull_request",
+        "X-GitHub-Delivery": delivery,
+        "X-Hub-Signature-256": github_signature(WEBHOOK_SECRET, body),
+    }
+    return client.post("/api/github/webhook", data=body, headers=headers, content_type="application/json")
+
+
+def test_poll_to_pr_to_merge(app, client, tracker: FakeTracker, runner: FakeRunner, add_mapping):
+    payload = merged_payload()
+    pr = payload["pull_request"]
+    add_mapping("HW", owner="Codertocat", repo="Hello-World")
+    tracker.add("HW-7", title="Hello world change")
+    run_cycle()
+    [job] = jobs_of("HW-7")
+    resp = post_result(client, runner, job.id, outcome="success", prUrl=pr["html_url"], prNumber=pr["number"])
+    assert resp.get_json()["status"] == "completed"
+
+    delivery = str(uuid.uuid4())
+    answers = [deliver(client, payload, delivery) for _ in range(5)]  # the same delivery five times
+    assert all(a.status_code == 200 for a in answers)
+    db.session.expire_all()
+    job = db.session.get(Job, job.id)
+    assert job.merge_sha == pr["merge_commit_sha"]
+    assert tracker.issues["HW-7"].done
+    merged = [c for c in tracker.comments["HW-7"] if "merged" in c]
+    assert merged == [f"🎉 PR #{pr['number']} merged ({pr['merge_commit_sha'][:7]}). Closing this issue out."]
+    assert [op for op, _ in tracker.calls].count("mark_done") == 1
+    # the poller finds nothing more to do for the issue
+    assert run_cycle().dispatched == [] and len(jobs_of("HW-7")) == 1
+
+
+def test_gap_fill_on_a_pr_the_engine_opened(app, client, tracker, runner, add_mapping):
+    add_mapping("ENG")
+    tracker.add("ENG-5")
+    run_cycle()
+    [job] = jobs_of("ENG-5")
+    post_result(client, runner, job.id, outcome="success", prUrl="https://github.com/acme/eng/pull/77")
+
+    resp = client.post(
+        "/trigger/gap-fill",
+        json={"issueKey": "ENG-5", "prNumber": 77},
+        headers={"Authorization": f"Bearer {TRIGGER_SECRET}"},
+    )
+    assert resp.status_code in (200, 201, 202), resp.get_json()
+    gap = [j for j in jobs_of("ENG-5") if j.phase == "gap-analysis"]
+    assert len(gap) == 1 and gap[0].pr_number == 77 and gap[0].status == "dispatched"
+    assert runner.runs[gap[0].id].request.pr_number == 77
+    # the reconciler asks about the gap-analysis run with the others, in one call
+    runner.poll_calls.clear()
+    run_cycle()
+    assert runner.poll_calls == [[gap[0].id]]
+
+    # paused: 423 with the team key
+    db.session.execute(db.text("UPDATE mappings SET paused = :p"), {"p": True})
+    db.session.commit()
+    resp = client.post(
+        "/trigger/gap-fill",
+        json={"issueKey": "ENG-5", "prNumber": 77},
+        headers={"Authorization": f"Bearer {TRIGGER_SECRET}"},
+    )
+    assert resp.status_code == 423 and resp.get_json() == {"error": "project_paused", "teamKey": "ENG"}
