@@ -9,11 +9,11 @@ __version__ = "0.1.0"
 hookimpl = pluggy.HookimplMarker("aiimpl")
 
 
-def create_app(config=None, *, plugins=(), load_entrypoints=True):  # noqa: ANN001, ANN201
+def create_app(config=None, *, plugins=(), load_entrypoints=True, environ=None):  # noqa: ANN001, ANN201
     """Build the Flask application (see :func:`aiimpl_core.app.create_app`)."""
     from .app import create_app as _create_app
 
-    return _create_app(config, plugins=plugins, load_entrypoints=load_entrypoints)
+    return _create_app(config, plugins=plugins, load_entrypoints=load_entrypoints, environ=environ)
 
 
 __all__ = ["__version__", "create_app", "hookimpl"]

@@ -58,6 +58,7 @@ class PluginRecord:
     builtin: bool = False
     provides: list[dict[str, str]] = field(default_factory=list)
     error: str | None = None
+    disabled: bool = False
 
     @property
     def kinds(self) -> list[str]:
@@ -71,7 +72,7 @@ class PluginRecord:
             "builtin": self.builtin,
             "kind": ", ".join(self.kinds) or None,
             "provides": list(self.provides),
-            "status": "failed" if self.error else "loaded",
+            "status": "disabled" if self.disabled else ("failed" if self.error else "loaded"),
             "error": self.error,
         }
 
@@ -104,6 +105,7 @@ def make_plugin_manager(
         short = modname.rsplit(".", 1)[1]
         rec = records.setdefault(short, PluginRecord(short, "aiimpl-core", _core_version(), builtin=True))
         if short in blocked:
+            rec.disabled = True
             continue
         _register(pm, importlib.import_module(modname), short, rec)
 
@@ -115,7 +117,7 @@ def make_plugin_manager(
                 PluginRecord(ep.name, dist.metadata["Name"] if dist else None, dist.version if dist else None),
             )
             if ep.name in blocked:
-                rec.error = "disabled by AIIMPL_DISABLED_PLUGINS"
+                rec.disabled = True  # an operator's choice, not a failure
                 continue
             try:
                 plugin = ep.load()
