@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -336,11 +335,12 @@ class LocalDockerBackend(RunnerBackend):
                     self.log.warning("removing container %s failed: %s", container_id[:12], exc)
 
     def cleanup_job(self, job_id: int) -> None:
-        """Remove a job's container once its process has ended (called when the job ends).
+        """Remove a job's container once its process has ended; blocks until then.
 
-        The session usually posts its result and then exits: a container still running is waited
-        for in a daemon thread (at most the session lifetime), then removed. The sweep in
-        :meth:`poll_runs` catches whatever a restarted process left behind.
+        The session usually posts its result and then exits (or holds, in the interactive
+        modes): a container still running is waited for, at most the session lifetime, then
+        removed. The plugin's ``aiimpl_job_status_changed`` runs this in a background thread; the
+        sweep in :meth:`poll_runs` catches whatever a restarted process left behind.
         """
         summaries = engine.call(
             "listing containers",
@@ -355,29 +355,15 @@ class LocalDockerBackend(RunnerBackend):
         lifetime = int(self.context.setting("AIIMPL_SESSION_LIFETIME_SECONDS", 3600))
         for container in summaries:
             container_id = str(container.attrs.get("Id"))
-            if str(container.attrs.get("State") or "").lower() in ENDED:
-                self._remove(container_id)
-                continue
-            threading.Thread(
-                target=self._remove_when_exited,
-                args=(container_id, lifetime + 60),
-                name=f"aiimpl-docker-reap-{container_id[:12]}",
-                daemon=True,
-            ).start()
-
-    def _remove_when_exited(self, container_id: str, timeout: int) -> None:
-        try:
-            engine.call(
-                "waiting for a container", lambda: self.docker().api.wait(container_id, timeout=timeout)
-            )
-        except ProviderError:
-            pass  # gone already, or still running: removed below either way
-        except Exception:  # noqa: BLE001 - the SDK raises the transport's timeout as is
-            pass
-        try:
+            if str(container.attrs.get("State") or "").lower() not in ENDED:
+                try:
+                    engine.call(
+                        "waiting for a container",
+                        lambda cid=container_id: self.docker().api.wait(cid, timeout=lifetime + 60),
+                    )
+                except ProviderError as exc:  # still running after its lifetime: removed all the same
+                    self.log.info("container %s did not exit in time: %s", container_id[:12], exc)
             self._remove(container_id)
-        except ProviderError as exc:
-            self.log.warning("removing container %s failed: %s", container_id[:12], exc)
 
     def cancel(self, run: InFlightRun) -> None:
         if run.run_id:

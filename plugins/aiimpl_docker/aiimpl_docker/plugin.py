@@ -24,6 +24,8 @@ def aiimpl_job_status_changed(job_id: int, issue_key: str, old: JobStatus | None
     """A job that ended (by its session's result, usually) no longer needs its container."""
     if not new.terminal:
         return
+    import threading
+
     from aiimpl_core.errors import ProviderError
     from flask import current_app, has_app_context
 
@@ -37,7 +39,13 @@ def aiimpl_job_status_changed(job_id: int, issue_key: str, old: JobStatus | None
     backend = facade.runner(LocalDockerBackend.id)
     if not isinstance(backend, LocalDockerBackend) or not backend.is_configured():
         return
-    try:
-        backend.cleanup_job(job_id)
-    except ProviderError as exc:  # the poll's sweep removes it later
-        backend.log.warning("job %s: removing its container failed: %s", job_id, exc)
+
+    def clean() -> None:
+        try:
+            backend.cleanup_job(job_id)
+        except ProviderError as exc:  # the poll's sweep removes it later
+            backend.log.warning("job %s: removing its container failed: %s", job_id, exc)
+
+    # never in the caller's way: the job's end is often a runner's /runner/result request, and
+    # the container may still be finishing (or holding, in the interactive session modes)
+    threading.Thread(target=clean, name=f"aiimpl-docker-cleanup-{job_id}", daemon=True).start()
