@@ -35,7 +35,7 @@ import os
 import shlex
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from aiimpl_core.errors import DispatchError, ProviderConfigError, ProviderError
@@ -57,6 +57,8 @@ from . import config
 ENDED = frozenset({"exited", "dead", "stopped"})
 PENDING = frozenset({"created", "configured", "initialized"})
 SECRET_NAMES_VAR = "AIIMPL_SECRET_NAMES"
+#: ended containers of jobs no longer in flight are swept once at least this old
+SWEEP_AFTER = timedelta(minutes=5)
 
 
 def _aware(value: datetime) -> datetime:
@@ -319,15 +321,17 @@ class LocalDockerBackend(RunnerBackend):
     def _sweep(
         self, summaries: Sequence[Mapping[str, Any]], now: datetime, runs: Sequence[InFlightRun]
     ) -> None:
-        """Remove our containers whose job already ended: exited ones at once, running ones (an
-        interactive session held open) once past the lifetime. Best effort."""
+        """Remove our containers whose job is not in flight: ended ones created more than
+        :data:`SWEEP_AFTER` ago (a younger one may belong to a job another poller launched after
+        this cycle read its jobs), running ones (an interactive hold) once past the lifetime.
+        Best effort; the removal when a job ends usually came first."""
         lifetime = max(run.lifetime_seconds for run in runs)
         for summary in summaries:
             container_id = str(summary.get("Id"))
             status = str(summary.get("State") or "").lower()
             created = _parse_time(summary.get("Created"))
-            expired = created is not None and (now - created).total_seconds() >= lifetime
-            if status in ENDED or expired:
+            age = (now - created).total_seconds() if created is not None else 0.0
+            if (status in ENDED and age >= SWEEP_AFTER.total_seconds()) or age >= lifetime:
                 try:
                     self._remove(container_id)
                     self.log.info("removed container %s of an ended job", container_id[:12])
