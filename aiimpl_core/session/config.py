@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -12,6 +13,18 @@ from . import env as E
 
 def _bool(value: str) -> bool:
     return value.strip().lower() not in ("0", "false", "no", "off", "")
+
+
+def _command(environ: Mapping[str, str], var: E.EnvVar) -> str:
+    """A command line that splits into shell words (checked now, not when the agent is due)."""
+    value = (environ.get(var.name) or "").strip() or var.default or ""
+    try:
+        words = shlex.split(value)
+    except ValueError as exc:
+        raise ConfigError(f"{var.name} is not a valid command line ({exc})") from None
+    if not words:
+        raise ConfigError(f"{var.name} is empty")
+    return value
 
 
 def _int(environ: Mapping[str, str], var: E.EnvVar, minimum: int = 1) -> int:
@@ -92,7 +105,7 @@ class SessionConfig:
         api_url = (opt(E.GITHUB_API_URL) or "https://api.github.com").rstrip("/")
         from .github import web_base
 
-        agent_command = opt(E.AGENT_COMMAND) or ""
+        agent_command = _command(environ, E.AGENT_COMMAND)
         base_branch = need(E.BASE_BRANCH)
         return cls(
             url=need(E.URL).rstrip("/"),
@@ -115,7 +128,9 @@ class SessionConfig:
             github_api_url=api_url,
             git_base_url=(opt(E.GIT_BASE_URL) or web_base(api_url)).rstrip("/"),
             agent_command=agent_command,
-            review_command=opt(E.REVIEW_COMMAND) or agent_command,
+            review_command=_command(environ, E.REVIEW_COMMAND)
+            if environ.get(E.REVIEW_COMMAND.name)
+            else agent_command,
             max_turns=_int(environ, E.MAX_TURNS),
             review_max_turns=_int(environ, E.REVIEW_MAX_TURNS),
             review_enabled=_bool(opt(E.REVIEW) or "true"),

@@ -693,5 +693,34 @@ def main(environ: Mapping[str, str] | None = None, out: TextIO | None = None) ->
         config = SessionConfig.from_environ(environ)
     except ConfigError as exc:
         print(f"aiimpl session: {exc.message}", file=out or sys.stderr)
+        report_config_error(environ, exc.message, out or sys.stderr)
         return 2
     return Session(config, environ, out=out).run()
+
+
+def report_config_error(environ: Mapping[str, str], message: str, out: TextIO) -> None:
+    """End the job at once when the configuration is unusable but the orchestrator is reachable
+    (a bad ``extraEnv`` value, say), instead of leaving it running until it times out."""
+    url, token = environ.get(E.URL.name), environ.get(E.RESULT_TOKEN.name)
+    phase = environ.get(E.PHASE.name)
+    if not url or not token or phase not in {p.value for p in Phase}:
+        return
+    names = [n.strip() for n in (environ.get(E.SECRET_NAMES.name) or "").split(",")]
+    names += [n for n in environ if E.LIKELY_SECRET_NAME.search(n)]
+    redactor = Redactor([environ.get(n, "") for n in names] + [environ.get(E.NONCE.name, ""), token])
+    api = Orchestrator(url, environ.get(E.NONCE.name, ""), {"runner:result": token}, redactor)
+    reason = f"the session configuration is invalid: {message}"
+    if environ.get(E.NONCE.name):
+        api.status("session_failed", reason=reason)
+    try:
+        api.result(
+            {
+                "outcome": "failure",
+                "phase": phase,
+                "comments": [],
+                "error": reason,
+                "logLabel": LogLabel.SESSION_FAILED.value,
+            }
+        )
+    except ProviderError as exc:
+        print(f"aiimpl session: reporting the failure failed: {redactor.text(exc.message)}", file=out)

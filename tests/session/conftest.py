@@ -207,6 +207,7 @@ class World:
         self.home = tmp_path / "home"
         self.home.mkdir()
         self.outputs: list[str] = []
+        self.sessions: list[int] = []  # jobs whose session ran
 
     def mapping(
         self, *, default_branch: str = "main", planning: bool = False, **extra_env: str
@@ -261,6 +262,7 @@ class World:
         return env
 
     def start_session(self, job_id: int, **overrides: str) -> subprocess.Popen[str]:
+        self.sessions.append(job_id)
         return subprocess.Popen(
             [sys.executable, "-m", "aiimpl_core.session", "run"],
             env=self.session_env(job_id, **overrides),
@@ -347,6 +349,9 @@ def world(
     w = World(app, tracker, runner, github, remote, git_server, orchestrator, agent_bin, tmp_path)
     yield w
     github.assert_clean()
+    # whatever the test did: no secret of any session it ran was stored or posted anywhere
+    for job_id in w.sessions:
+        w.assert_no_secret_anywhere(job_id)
 
 
 def script(body: str) -> str:

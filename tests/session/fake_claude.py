@@ -101,6 +101,8 @@ def main(argv: list[str]) -> int:
         print(f"debug: using key {key}", file=sys.stderr)
         print(f"wrapped: {key[:12]}\n{key[12:]}", file=sys.stderr)
         print(f"url: https://example.test/?k={quote(key, safe='')}", file=sys.stderr)
+        team = os.environ["DEPLOY_KEY"]  # a team secret with symbols: its URL-encoding differs
+        print(f"deploy: https://example.test/?d={quote(team, safe='')} raw={team}", file=sys.stderr)
         return 3
 
     with open("greeting.txt", "a", encoding="utf-8") as fh:

@@ -162,7 +162,9 @@ def test_leaked_secrets_are_redacted_everywhere(world: World) -> None:
     assert job.status == "failed"
     assert job.error.startswith("LLM invocation failed with exit code 3: ")
     assert "[REDACTED]" in job.error and "[REDACTED]" in (job.log_excerpt or "")
-    assert "ANTHROPIC_API_KEY" in world.env_of(job_id)["AIIMPL_SECRET_NAMES"]
+    names = world.env_of(job_id)["AIIMPL_SECRET_NAMES"].split(",")
+    assert "ANTHROPIC_API_KEY" in names and "DEPLOY_KEY" in names
+    assert "deploy: https://example.test/?d=[REDACTED] raw=[REDACTED]" in (job.log_excerpt or "")
     world.assert_no_secret_anywhere(job_id)
 
 
@@ -260,3 +262,21 @@ def test_a_rerun_continues_from_the_work_an_earlier_attempt_saved(world: World) 
 
     assert git("merge-base", "--is-ancestor", saved, log, cwd=world.remote.bare) == ""
     assert world.steps(second)["clone"].detail["resumedFrom"] == "ai/ENG-1"
+
+
+def test_an_unusable_configuration_ends_the_job_at_once(world: World) -> None:
+    world.mapping(AIIMPL_AGENT_COMMAND='claude -p "{prompt}')  # an unbalanced quote in extraEnv
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id)
+
+    assert code == 2, out
+    job = world.job(job_id)
+    assert job.status == "failed"
+    assert job.error == (
+        "the session configuration is invalid: AIIMPL_AGENT_COMMAND is not a valid command line "
+        "(No closing quotation)"
+    )
+    assert world.first_lines()[0] == f"⚠️ Session failed: {job.error}. Machine will be cleaned up."
+    assert f"⚠️ Implementation failed: {job.error}" in world.comments()
+    assert world.agent_calls() == []
