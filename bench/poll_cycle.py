@@ -1,0 +1,268 @@
+"""Cost of one poll cycle at scale, against the local fake servers.
+
+    python -m bench.poll_cycle [--db sqlite|postgres] [--issues 1000,10000] [--inflight 500]
+
+The scene: 100 mappings (teams ``T000``–``T099``, one repository each) on the real Linear plugin
+talking to the fake Linear server (``aiimpl_linear.testing.FakeLinear``, pages of 250 issues); the
+triggered issues are spread over 10 of those teams; 500 in-flight jobs (50 per busy team, runs
+``in_progress``) belong to the real GitHub Actions backend talking to the fake GitHub
+(``aiimpl_core.testing.fake_github.FakeGitHub``). Each busy team's cap is 55, so the **first
+cycle** dispatches 5 issues per team (50 workflow dispatches) and records every other issue as
+blocked; the **steady-state cycle** that follows finds the caps full and everything blocked.
+
+Measured per cycle:
+
+- tracker calls: requests the fake Linear received (listing pages, and the stage changes of the
+  dispatched issues);
+- backend calls: requests the fake GitHub received (run listings, token, dispatches);
+- database queries: SQLAlchemy ``before_cursor_execute`` events on the app's engine;
+- orchestrator time: the cycle's wall time minus the time spent inside ``requests`` sends to the
+  fakes (the fakes run in threads of this process; while a send waits, the orchestrator is idle,
+  so what remains is the orchestrator's own work: Python, JSON, SQL and the database's answers).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import requests
+from sqlalchemy import event
+
+from .common import fresh_database, migrate, print_table, write_result
+
+TEAMS = 100
+BUSY_TEAMS = 10
+CAP = 55
+SECRET = "bench-secret-key-0123456789abcdef"
+
+
+class SendTimer:
+    """Counts and times every ``requests`` send of this process's calling threads.
+
+    The fakes answer in threads of their own, so only sends made by the orchestrator are seen.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+        self._original = requests.Session.send
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        timer, original = self, self._original
+
+        def send(session: requests.Session, request: Any, **kw: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(session, request, **kw)
+            finally:
+                with timer._lock:
+                    timer.seconds += time.perf_counter() - started
+                    timer.calls += 1
+
+        requests.Session.send = send  # type: ignore[method-assign]
+
+    def uninstall(self) -> None:
+        requests.Session.send = self._original  # type: ignore[method-assign]
+
+
+class QueryCounter:
+    """SQLAlchemy ``before_cursor_execute`` events on one engine."""
+
+    def __init__(self, engine: Any) -> None:
+        self.count = 0
+        self.kinds: Counter[str] = Counter()
+        event.listen(engine, "before_cursor_execute", self._on)
+
+    def _on(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.count += 1
+        # the statement's head names what it does (SELECT ... FROM x / UPDATE x / INSERT INTO x)
+        words = " ".join(statement.split())
+        head = words.split(" WHERE ")[0]
+        if head.startswith("SELECT") and " FROM " in head:
+            head = "SELECT … FROM " + head.split(" FROM ", 1)[1][:60]
+        self.kinds[head[:90]] += 1
+
+
+def team_key(n: int) -> str:
+    return f"T{n:03d}"
+
+
+def build_scene(url: str, issues: int, inflight: int) -> dict[str, Any]:
+    """Fakes, app, mappings, triggered issues and in-flight jobs. Nothing here is measured."""
+    from aiimpl_core.app import create_app
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import Mapping, utcnow
+    from aiimpl_core.services import launch
+    from aiimpl_core.services.jobs import transition
+    from aiimpl_core.testing.fake_github import FakeGitHub, Run
+    from aiimpl_core.types import JobStatus, Phase
+    from aiimpl_gha import plugin as gha_plugin
+    from aiimpl_linear import plugin as linear_plugin
+    from aiimpl_linear.testing import FakeLinear
+
+    linear = FakeLinear(request_limit=1_000_000).start()
+    gh = FakeGitHub().start()
+    gh.add_installation("acme")
+    for n in range(TEAMS):
+        linear.add_team(team_key(n))
+        gh.add_repo("acme", f"repo-{n:03d}")
+    # triggered issues interleaved over the busy teams, as a real listing mixes them
+    for i in range(issues):
+        linear.add_issue(team_key(i % BUSY_TEAMS), f"Triggered issue {i}")
+
+    config = {
+        "AIIMPL_DATABASE_URL": url,
+        "AIIMPL_SECRET_KEY": SECRET,
+        "AIIMPL_PUBLIC_URL": "http://orchestrator.bench",
+        "AIIMPL_LINEAR_PAGE_SIZE": "250",
+        "AIIMPL_GITHUB_API_URL": gh.url,
+        "AIIMPL_GITHUB_APP_ID": str(gh.app_id),
+        "AIIMPL_GITHUB_PRIVATE_KEY": gh.private_key_pem,
+        **linear.config(),
+    }
+    app = create_app(config, plugins=[linear_plugin, gha_plugin], load_entrypoints=False, environ={})
+    migrate(app)
+    with app.app_context():
+        backend = app.extensions["aiimpl"].runner("github-actions")
+        rows = []
+        for n in range(TEAMS):
+            row = Mapping(team_key=team_key(n), owner="acme", repo=f"repo-{n:03d}", default_branch="main",
+                          execution_mode="github-actions", branch_prefix="ai/",
+                          max_in_progress=CAP if n < BUSY_TEAMS else None, ticketing={"provider": "linear"})
+            db.session.add(row)
+            rows.append(row)
+        db.session.commit()
+        for row in rows[:BUSY_TEAMS]:
+            backend.sync_workflows(row.view())  # the workflow files the dispatches need
+        choice = launch.BackendChoice("github-actions", "default", False)
+        started = utcnow() - timedelta(minutes=3)
+        for k in range(inflight):
+            row = rows[k % BUSY_TEAMS]
+            job = launch.create_job(row, f"{row.team_key}-{90000 + k}", phase=Phase.IMPLEMENTATION,
+                                    provider="linear", choice=choice)
+            repo = gh.repo("acme", row.repo)
+            wf = gh._workflow(repo, "ai-implement.yml", None)  # the file sync_workflows wrote
+            assert wf is not None
+            with gh.lock:
+                run = Run(next(gh._ids), "acme", row.repo, wf, job.run_name or "", f"ai/{job.issue_key}",
+                          {"job_id": str(job.id)}, status="in_progress", created_at=started,
+                          updated_at=started, run_started_at=started)
+                gh.runs[run.id] = run
+            transition(job, JobStatus.DISPATCHED)
+            transition(job, JobStatus.RUNNING)
+            job.run_id = str(run.id)
+            job.dispatched_at = started
+        db.session.commit()
+    return {"app": app, "linear": linear, "gh": gh}
+
+
+def measure_cycle(scene: dict[str, Any], timer: SendTimer, counter: QueryCounter) -> dict[str, Any]:
+    from aiimpl_core.extensions import db
+    from aiimpl_core.services.dispatch import run_cycle
+
+    linear, gh = scene["linear"], scene["gh"]
+    lin0, gh0, q0, t0, s0 = len(linear.requests), len(gh.requests), counter.count, timer.seconds, timer.calls
+    kinds0 = Counter(counter.kinds)
+    started, cpu0 = time.perf_counter(), time.thread_time()
+    report = run_cycle()
+    wall, cpu = time.perf_counter() - started, time.thread_time() - cpu0
+    db.session.remove()
+    ops = [r.operation for r in linear.requests[lin0:]]
+    waited = timer.seconds - t0
+    return {
+        "wall_s": round(wall, 3),
+        "fake_wait_s": round(waited, 3),
+        "orchestrator_s": round(wall - waited, 3),
+        # CPU of this thread only: the fakes' threads are not counted, and neither is load from
+        # other processes on a shared machine (nor PostgreSQL's own work, which is another process)
+        "orchestrator_cpu_s": round(cpu, 3),
+        "tracker_calls": len(ops),
+        "listing_pages": ops.count("TriggeredIssues"),
+        "backend_calls": len(gh.requests) - gh0,
+        "db_queries": counter.count - q0,
+        "sends": timer.calls - s0,
+        "listed": sum(report.listed.values()),
+        "dispatched": len(report.dispatched),
+        "blocked": len(report.blocked),
+        "errors": len(report.errors),
+        "top_queries": dict((counter.kinds - kinds0).most_common(8)),
+    }
+
+
+@contextmanager
+def scene_for(db_kind: str, issues: int, inflight: int) -> Any:
+    url, drop = fresh_database(db_kind)
+    scene: dict[str, Any] = {}
+    try:
+        scene = build_scene(url, issues, inflight)
+        yield scene
+    finally:
+        if scene:
+            from aiimpl_core.extensions import db
+
+            with scene["app"].app_context():
+                db.engine.dispose()
+            scene["linear"].stop()
+            scene["gh"].stop()
+        drop()
+
+
+def run(db_kind: str, sizes: list[int], inflight: int) -> list[dict[str, Any]]:
+    from aiimpl_core.extensions import db
+
+    rows: list[dict[str, Any]] = []
+    for issues in sizes:
+        with scene_for(db_kind, issues, inflight) as scene:
+            timer = SendTimer()
+            timer.install()
+            try:
+                with scene["app"].app_context():
+                    counter = QueryCounter(db.engine)
+                    for label in ("first", "steady", "steady"):
+                        row = {"db": db_kind, "issues": issues, "inflight": inflight, "cycle": label,
+                               **measure_cycle(scene, timer, counter)}
+                        rows.append(row)
+                        print_row(row)
+                # every request the plugins sent, and every answer, matched the services' descriptions
+                scene["gh"].assert_clean()
+                assert not scene["linear"].validation_errors, scene["linear"].validation_errors[:3]
+            finally:
+                timer.uninstall()
+    return rows
+
+
+COLUMNS = ["db", "issues", "cycle", "listing_pages", "tracker_calls", "backend_calls", "db_queries",
+           "dispatched", "blocked", "wall_s", "fake_wait_s", "orchestrator_s", "orchestrator_cpu_s"]
+
+
+def print_row(row: dict[str, Any]) -> None:
+    print("  ".join(f"{c}={row[c]}" for c in COLUMNS), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", default="sqlite", help="sqlite, postgres, or both (comma-separated)")
+    parser.add_argument("--issues", default="1000,10000", help="triggered issues, comma-separated sizes")
+    parser.add_argument("--inflight", type=int, default=500, help="in-flight jobs")
+    args = parser.parse_args()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the fakes' request lines
+    sizes = [int(s) for s in args.issues.split(",") if s.strip()]
+    rows: list[dict[str, Any]] = []
+    for kind in [k.strip() for k in args.db.split(",") if k.strip()]:
+        rows.extend(run(kind, sizes, args.inflight))
+    print()
+    print_table(rows, COLUMNS)
+    name = "poll_cycle-" + "-".join(sorted({r["db"] for r in rows}))
+    print("\nwritten:", write_result(name, {"teams": TEAMS, "busy_teams": BUSY_TEAMS, "cap": CAP,
+                                            "cycles": rows}))
+
+
+if __name__ == "__main__":
+    main()

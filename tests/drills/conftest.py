@@ -1,0 +1,64 @@
+"""Fixtures of the fault drills: PostgreSQL only, real plugins against their local fakes.
+
+The drills are about crashes, outages and dropped connections of a production install, which runs
+on PostgreSQL; they skip (with the reason) when ``AIIMPL_TEST_DATABASE_URL`` is not set.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from aiimpl_core.github.app_auth import TOKENS
+from aiimpl_core.testing.fake_github import FakeGitHub
+
+SKIP_REASON = (
+    "fault drills run on PostgreSQL only: set AIIMPL_TEST_DATABASE_URL "
+    "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)"
+)
+
+
+@pytest.fixture
+def database_url(aiimpl_databases: Any) -> str:
+    """The session's PostgreSQL database (overrides the core fixture's SQLite + PostgreSQL pair)."""
+    if not os.environ.get("AIIMPL_TEST_DATABASE_URL"):
+        pytest.skip(SKIP_REASON)
+    return aiimpl_databases.get("postgres")
+
+
+@pytest.fixture
+def gh() -> Iterator[FakeGitHub]:
+    """A fake GitHub with ``acme`` installed; fails the drill if any exchange broke GitHub's description."""
+    with FakeGitHub() as fake:
+        fake.add_installation("acme")
+        yield fake
+        fake.assert_clean()
+    TOKENS.clear()
+
+
+def github_config(gh: FakeGitHub) -> dict[str, str]:
+    return {
+        "AIIMPL_GITHUB_API_URL": gh.url,
+        "AIIMPL_GITHUB_APP_ID": str(gh.app_id),
+        "AIIMPL_GITHUB_PRIVATE_KEY": gh.private_key_pem,
+    }
+
+
+@pytest.fixture
+def live_server(app: Any) -> Iterator[str]:
+    """The drill's app served by a real threaded HTTP server on 127.0.0.1; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
