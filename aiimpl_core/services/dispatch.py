@@ -587,7 +587,9 @@ def run_cycle(
     db.session.commit()
     if reconcile:
         try:
-            report.reconciled = reconcile_mod.reconcile(now=now).as_dict()
+            report.reconciled = reconcile_mod.reconcile(
+                now=now, lease_seconds=lease_seconds, holder=holder
+            ).as_dict()
         except Exception as exc:  # noqa: BLE001 - the outbox still goes out
             db.session.rollback()
             log.exception("reconcile failed")

@@ -17,6 +17,8 @@ what is known                            how the job ends
 still ``unknown`` (crash between the     ``timed_out`` / ``run_not_found``
 claim and the backend call)
 shadow job (no runner was started)       ``timed_out`` / ``run_not_found``
+still in flight 10 minutes past its      cancelled; ``timed_out`` / ``machine_timeout``
+lifetime (the backend did not stop it)   (``container_timeout`` for local containers)
 ======================================  ==============================================
 
 Every ending goes through :func:`~aiimpl_core.services.outcomes.end_job` (compare-and-set): a job
@@ -57,6 +59,8 @@ log = logging.getLogger(__name__)
 
 #: how long a run may be over (``SUCCEEDED``) before its missing ``/runner/result`` counts as lost
 RESULT_GRACE = timedelta(minutes=5)
+#: how long past its lifetime a run the backend still reports in flight is stopped by the reconciler
+OVERRUN_GRACE = timedelta(minutes=10)
 
 
 @dataclass
@@ -120,8 +124,14 @@ def _in_flight(job: Job, mapping: MappingRow | None, lifetime: int) -> InFlightR
     )
 
 
-def reconcile(now: datetime | None = None) -> ReconcileReport:
-    """One reconcile pass over every non-terminal job."""
+def reconcile(
+    now: datetime | None = None, *, lease_seconds: float | None = None, holder: str | None = None
+) -> ReconcileReport:
+    """One reconcile pass over every non-terminal job.
+
+    :param lease_seconds: with several pollers, ask each backend at most once per interval: the
+        poller holding the ``reconcile:<backend>`` lease does it (the poll loop passes its interval).
+    """
     now = now or utcnow()
     report = ReconcileReport()
     facade = current_app.extensions["aiimpl"]
@@ -155,6 +165,11 @@ def reconcile(now: datetime | None = None) -> ReconcileReport:
         backoff = poller.backoff_of("runner", backend_id, now)
         if backoff is not None:
             report.skipped[backend_id] = f"backing off until {backoff.until.isoformat()}: {backoff.error}"
+            continue
+        if lease_seconds is not None and not poller.acquire_lease(
+            f"reconcile:{backend_id}", max(1.0, lease_seconds * 0.9), holder=holder, now=now
+        ):
+            report.skipped[backend_id] = "another poller reconciled it this interval"
             continue
         mappings = {
             m.id: m
@@ -190,15 +205,42 @@ def reconcile(now: datetime | None = None) -> ReconcileReport:
         poller.record_success("runner", backend_id)
         report.polled[backend_id] = len(runs)
         by_job = {s.job_id: s for s in states}
+        by_run = {r.job_id: r for r in runs}
         for job in backend_jobs:
             state = by_job.get(job.id)
             try:
                 with serialized():
                     _apply(job, state, now=now, window=window, report=report)
+                run = by_run.get(job.id)
+                if run is not None and _overran(job, state, now, lifetime):
+                    _stop_overrun(job, run, backend, report)
             except Exception:  # noqa: BLE001 - one job's trouble must not stop the pass
                 db.session.rollback()
                 log.exception("reconciling job %s failed", job.id)
     return report
+
+
+def _overran(job: Job, state: RunState | None, now: datetime, lifetime: int) -> bool:
+    """Still in flight well past its lifetime: the backend did not stop it (a safety net)."""
+    if JobStatus(job.status).terminal or state is None:
+        return False
+    if state.phase not in (RunPhase.RUNNING, RunPhase.PENDING):
+        return False
+    started = job.running_at or _since_dispatch(job)
+    return started + timedelta(seconds=lifetime) + OVERRUN_GRACE <= now
+
+
+def _stop_overrun(job: Job, run: InFlightRun, backend: Any, report: ReconcileReport) -> None:
+    try:
+        backend.cancel(run)
+    except Exception:  # noqa: BLE001 - best effort; the job ends either way
+        log.warning("cancelling the overrunning run of job %s failed", job.id, exc_info=True)
+    reason = (
+        TimeoutReason.CONTAINER_TIMEOUT if backend.runner_mode == "local" else TimeoutReason.MACHINE_TIMEOUT
+    )
+    with serialized():
+        db.session.refresh(job)
+        _end(job, Outcome(JobStatus.TIMED_OUT, timeout_reason=reason.value), report)
 
 
 def _link(job: Job, state: RunState) -> bool:

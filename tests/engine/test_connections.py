@@ -161,3 +161,14 @@ def test_listing_lease_lets_one_poller_read_a_tracker_per_interval(app, tracker,
     assert [op for op, _ in tracker.calls].count("iter_triggered") == 1
     third = run_cycle(now=later(seconds=61), lease_seconds=60, holder="poller-b")
     assert "fake-tracker" not in third.providers_skipped
+
+
+def test_reconcile_lease_lets_one_poller_ask_a_backend_per_interval(app, tracker, runner, add_mapping):
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    run_cycle(reconcile=False)
+    first = run_cycle(lease_seconds=60, holder="poller-a")
+    second = run_cycle(lease_seconds=60, holder="poller-b")
+    assert first.reconciled["polled"] == {"github-actions": 1}
+    assert second.reconciled["skipped"] == {"github-actions": "another poller reconciled it this interval"}
+    assert len(runner.poll_calls) == 1

@@ -450,3 +450,21 @@ def test_outbox_retries_a_failed_comment_then_delivers_it_once(app, client, trac
     ]
     assert tracker.stage_labels("ENG-30") == set()
     assert {i.state for i in outbox_of("ENG-30")} == {"done"}
+
+
+def test_a_run_far_past_its_lifetime_is_stopped_as_machine_timeout(app, tracker, runner, add_mapping):
+    add_mapping("ENG")
+    tracker.add("ENG-40")
+    run_cycle()
+    [job] = jobs_of("ENG-40")
+    runner.set_state(job.id, RunPhase.RUNNING)
+    run_cycle()
+    run_cycle(now=later(minutes=65))  # past the 60-minute lifetime, inside the grace
+    assert jobs_of("ENG-40")[0].status == "running"
+    run_cycle(now=later(minutes=75))
+    [job] = jobs_of("ENG-40")
+    assert (job.status, job.timeout_reason) == ("timed_out", "machine_timeout")
+    assert runner.destroyed == [job.run_id]  # the backend was asked to stop it
+    assert tracker.comments["ENG-40"][0] == (
+        "⚠️ Implementation failed: the session machine exceeded its lifetime (machine_timeout)"
+    )
