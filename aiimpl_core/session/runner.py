@@ -310,6 +310,8 @@ class Session:
                 parent = self.own_workdir = tempfile.mkdtemp(prefix="aiimpl-work-")
             os.makedirs(parent, exist_ok=True)
             dest = os.path.join(parent, cfg.repo)
+            # a session restarted on the same machine finds its earlier clone: start clean
+            shutil.rmtree(dest, ignore_errors=True)
             git = Git(dest, self.git_env, deadline=self.deadline, stop=self.stop)
             try:
                 git.clone(cfg.clone_url, cfg.base_branch, dest)

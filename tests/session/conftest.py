@@ -261,18 +261,22 @@ class World:
         env.update(overrides)
         return env
 
-    def start_session(self, job_id: int, **overrides: str) -> subprocess.Popen[str]:
+    def start_session(
+        self, job_id: int, command: tuple[str, ...] = (), **overrides: str
+    ) -> subprocess.Popen[str]:
         self.sessions.append(job_id)
         return subprocess.Popen(
-            [sys.executable, "-m", "aiimpl_core.session", "run"],
+            list(command or (sys.executable, "-m", "aiimpl_core.session", "run")),
             env=self.session_env(job_id, **overrides),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
 
-    def run_session(self, job_id: int, timeout: float = 120, **overrides: str) -> tuple[int, str]:
-        proc = self.start_session(job_id, **overrides)
+    def run_session(
+        self, job_id: int, timeout: float = 120, command: tuple[str, ...] = (), **overrides: str
+    ) -> tuple[int, str]:
+        proc = self.start_session(job_id, command, **overrides)
         out, _ = proc.communicate(timeout=timeout)
         self.outputs.append(out)
         db.session.remove()

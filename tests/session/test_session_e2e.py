@@ -95,3 +95,20 @@ def test_success_opens_a_pr_with_the_progress_comments_in_order(world: World) ->
     # the remote saw the clone and the push authenticated with installation tokens
     assert world.git_server.pushes() and all(r.status == 200 for r in world.git_server.pushes())
     world.assert_no_secret_anywhere(job_id)
+
+
+def test_the_main_cli_runs_the_same_session(world: World) -> None:
+    """Runner images call ``aiimpl session run`` (the GitHub Actions templates do)."""
+    import shutil
+
+    aiimpl = shutil.which("aiimpl")
+    assert aiimpl, "the aiimpl console script is installed with the core"
+    world.mapping(AIIMPL_REVIEW="false")
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id, command=(aiimpl, "session", "run"))
+
+    assert code == 0, out
+    assert world.job(job_id).status == "completed"
+    assert world.steps(job_id)["review"].status == "skipped"
+    assert len(world.agent_calls()) == 1  # no review pass
