@@ -1,0 +1,323 @@
+"""Secrets never leave the orchestrator: not in logs, stored rows, comments, step history, admin
+answers, the OpenAPI description, the UI, or the ``aiimpl`` command line.
+
+A whole run is played with the credentials the launcher really issues (nonce, run tokens), with
+every credential configured with a distinctive value; then the logs (DEBUG), every row of every
+table, every comment the fake tracker received, every GET of the admin API and every UI page are
+searched for each value.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from aiimpl_core.auth.signatures import github_signature
+from aiimpl_core.types import Phase
+
+from .conftest import GLOBAL_SECRET, SECRETS, TEAM_SECRET, bearer, dump_rows, leaks
+
+
+def _fill(rule: str, job_id: int) -> str:
+    values = {"jobId": str(job_id), "teamKey": "ENG", "name": TEAM_SECRET[0], "machineId": "run-1"}
+    return re.sub(r"<(?:[a-z]+:)?(\w+)>", lambda m: values.get(m.group(1), "x"), rule)
+
+
+def _admin_get_bodies(app: Any, client: Any, headers: dict[str, str], job_id: int) -> dict[str, str]:
+    """The body of every GET under ``/api/`` that the admin UI can call."""
+    out = {}
+    for rule in app.url_map.iter_rules():
+        if "GET" not in rule.methods or not rule.rule.startswith("/api/"):
+            continue
+        url = _fill(rule.rule, job_id)
+        resp = client.get(url, headers=headers)
+        assert resp.status_code < 500, (url, resp.status_code, resp.get_data(as_text=True)[:500])
+        out[url] = resp.get_data(as_text=True)
+    return out
+
+
+def _ui_pages(app: Any, client: Any) -> dict[str, str]:
+    out = {}
+    for rule in app.url_map.iter_rules():
+        if "GET" not in rule.methods or not rule.rule.startswith("/ui/") or "static" in rule.rule:
+            continue
+        urls = [rule.rule] if "<" not in rule.rule else [
+            f"/ui/{slug}" for slug in ("projects", "issues", "blockers", "jobs", "sessions", "secrets",
+                                       "runner-mode", "jira")
+        ]
+        for url in urls:
+            resp = client.get(url)
+            out[url] = resp.get_data(as_text=True)
+    return out
+
+
+@pytest.fixture
+def played_run(app, client, sec_logs, sec_admin, sec_mapping, sec_launch, sec_tracker):
+    """A planning-free implementation run, start to end, through every callback endpoint."""
+    sec_mapping("ENG", extra_env={"FEATURE_FLAG": "on"})
+    assert client.post("/api/mappings/ENG/secrets", headers=sec_admin,
+                       json={"name": TEAM_SECRET[0], "value": TEAM_SECRET[1]}).status_code in (200, 201)
+    assert client.post("/api/global-secrets", headers=sec_admin,
+                       json={"name": GLOBAL_SECRET[0], "value": GLOBAL_SECRET[1]}).status_code in (200, 201)
+    job_id, env = sec_launch("ENG-1", Phase.IMPLEMENTATION)
+    # the session really received the credentials the audit searches for afterwards
+    assert env["DB_PASSWORD"] == TEAM_SECRET[1]
+    assert env["NPM_TOKEN"] == GLOBAL_SECRET[1]
+    assert env["ANTHROPIC_API_KEY"] == SECRETS["AIIMPL_ANTHROPIC_API_KEY"]
+    nonce = env["AIIMPL_NONCE"]
+
+    ok = client.post("/api/status", json={"nonce": nonce, "event": "session_created",
+                                          "logUrl": "https://logs.test/1"})
+    assert ok.status_code == 200, ok.get_json()
+    step = {"id": "clone", "type": "clone", "status": "succeeded", "started_at": "2026-01-01T00:00:00Z"}
+    assert client.post("/api/step-report", json={"nonce": nonce, "step": step}).status_code == 200
+    assert client.post("/runner/progress", headers=bearer(env["AIIMPL_PROGRESS_TOKEN"]),
+                       json={"step": {**step, "id": "agent", "type": "agent"}}).status_code == 200
+    assert client.get("/runner/planning-context",
+                      headers=bearer(env["AIIMPL_CONTEXT_TOKEN"])).status_code == 200
+    # refusals log too: a wrong admin code, a forged run token, a bad webhook signature
+    assert client.post("/api/auth", json={"code": "wrong-code"}).status_code == 403
+    forged = env["AIIMPL_RESULT_TOKEN"][:-4] + "AAAA"
+    assert client.post("/runner/result", headers=bearer(forged), json={}).status_code == 401
+    assert client.post("/api/github/webhook", data=b"{}", headers={"X-Hub-Signature-256": "sha256=00"},
+                       content_type="application/json").status_code == 401
+    body = b'{"action": "opened"}'
+    signed = github_signature(SECRETS["AIIMPL_GITHUB_WEBHOOK_SECRET"], body)
+    assert client.post("/api/github/webhook", data=body, content_type="application/json",
+                       headers={"X-Hub-Signature-256": signed, "X-GitHub-Event": "pull_request"}
+                       ).status_code == 200
+    assert client.post("/trigger/gap-fill", headers=bearer("not-the-secret"),
+                       json={"issueKey": "ENG-1", "prNumber": 3}).status_code == 401
+    # the tracker refuses once: the outbox logs the failure and retries later
+    from aiimpl_core.testing.fakes import fail_with
+
+    sec_tracker.fail["post_comment"] = fail_with(503, "tracker unavailable")
+    result = client.post(
+        "/runner/result",
+        headers=bearer(env["AIIMPL_RESULT_TOKEN"]),
+        json={"outcome": "failure", "phase": "implementation", "comments": [{"body": "Tried twice."}],
+              "error": "git clone failed (exit 128): repository not found",
+              "logExcerpt": "fatal: repository not found", "logLabel": "session_failed"},
+    )
+    assert result.status_code == 200, result.get_json()
+    del sec_tracker.fail["post_comment"]
+    from aiimpl_core.orm import utcnow
+    from aiimpl_core.services import outbox
+
+    assert outbox.deliver(issue_keys=["ENG-1"], now=utcnow() + timedelta(hours=2))["sent"] >= 1
+    # the nonce of the ended job is dead now: a late status is refused (and logged, perhaps)
+    assert client.post("/api/status", json={"nonce": nonce, "event": "session_cleaned_up"}).status_code == 403
+    return job_id, env
+
+
+def _secret_values(env: dict[str, str]) -> dict[str, str]:
+    values = dict(SECRETS)
+    values["team secret"] = TEAM_SECRET[1]
+    values["global secret"] = GLOBAL_SECRET[1]
+    values["nonce"] = env["AIIMPL_NONCE"]
+    for name in ("AIIMPL_RESULT_TOKEN", "AIIMPL_PROGRESS_TOKEN", "AIIMPL_CONTEXT_TOKEN"):
+        values[name] = env[name]
+        # the signature part alone is as good as the token to whoever also sees the claims
+        values[name + " signature"] = env[name].rsplit(".", 1)[1]
+    return values
+
+
+def _assert_clean(where: str, text: str, values: dict[str, str]) -> None:
+    found = leaks(text, values.values())
+    names = [name for name, value in values.items() if value in found]
+    assert not names, f"{where} contains {names}"
+
+
+def test_no_secret_in_logs(played_run, sec_logs):
+    job_id, env = played_run
+    text = sec_logs.text()
+    # captured at DEBUG; the outbox's warning proves the search below sees the run's records
+    assert "tracker unavailable" in text, "the run's log records were not captured"
+    _assert_clean("the logs", text, _secret_values(env))
+
+
+def test_no_secret_in_any_stored_row(played_run):
+    job_id, env = played_run
+    rows = dump_rows()
+    assert "jobs: " in rows and "job_steps: " in rows and "outbox" in rows
+    _assert_clean("the database", rows, _secret_values(env))
+
+
+def test_nonce_is_stored_only_hashed(played_run):
+    job_id, env = played_run
+    rows = dump_rows()
+    assert env["AIIMPL_NONCE"] not in rows
+    assert hashlib.sha256(env["AIIMPL_NONCE"].encode()).hexdigest() in rows
+
+
+def test_no_secret_in_tracker_comments(played_run, sec_tracker):
+    job_id, env = played_run
+    posted = "\n".join(body for bodies in sec_tracker.comments.values() for body in bodies)
+    assert "Session machine created" in posted and "Implementation failed" in posted
+    _assert_clean("the tracker comments", posted, _secret_values(env))
+
+
+def test_no_secret_in_admin_answers_or_openapi(played_run, app, client, sec_admin):
+    job_id, env = played_run
+    bodies = _admin_get_bodies(app, client, sec_admin, job_id)
+    assert f"/api/jobs/{job_id}/steps" in bodies and "/api/openapi.json" in bodies
+    assert TEAM_SECRET[0] in bodies["/api/mappings/ENG/secrets"]  # names are listed ...
+    assert GLOBAL_SECRET[0] in bodies["/api/global-secrets"]
+    for url, text in bodies.items():
+        _assert_clean(f"GET {url}", text, _secret_values(env))  # ... values never
+
+
+def test_no_secret_in_ui_pages(played_run, app, client):
+    job_id, env = played_run
+    pages = _ui_pages(app, client)
+    assert "/ui/signin" in pages and "/ui/projects" in pages
+    for url, text in pages.items():
+        _assert_clean(f"GET {url}", text, _secret_values(env))
+
+
+def test_admin_session_token_does_not_carry_the_access_code(client):
+    resp = client.post("/api/auth", json={"code": SECRETS["AIIMPL_ADMIN_ACCESS_CODE"]})
+    token = resp.get_json()["token"]
+    import base64
+
+    decoded = base64.urlsafe_b64decode(token.split(".")[0] + "==").decode("latin-1")
+    assert SECRETS["AIIMPL_ADMIN_ACCESS_CODE"] not in token + decoded
+    assert SECRETS["AIIMPL_SECRET_KEY"] not in token + decoded
+
+
+# -- the GitHub App key and installation tokens -----------------------------------------------
+
+
+class TestGitHubAppCredentials:
+    """``/api/token`` through the real GitHub client against the fake GitHub: the App's private
+    key and the installation token it hands out appear nowhere but in that one answer."""
+
+    @pytest.fixture
+    def gh(self):
+        from aiimpl_core.testing.fake_github import FakeGitHub
+
+        with FakeGitHub() as fake:
+            fake.add_repo("acme", "api")
+            fake.add_installation("acme")
+            yield fake
+            fake.assert_clean()
+
+    @pytest.fixture
+    def aiimpl_config(self, gh):
+        config = dict(SECRETS)
+        del config["AIIMPL_GITHUB_TOKEN"]
+        config.update({"AIIMPL_GITHUB_API_URL": gh.url, "AIIMPL_GITHUB_APP_ID": str(gh.app_id),
+                       "AIIMPL_GITHUB_PRIVATE_KEY": gh.private_key_pem})
+        return config
+
+    def test_installation_token_and_app_key_stay_out_of_logs_and_rows(
+        self, app, client, sec_logs, sec_mapping, sec_launch, gh
+    ):
+        sec_mapping("ENG")
+        job_id, env = sec_launch("ENG-1")
+        resp = client.post("/api/token", json={"nonce": env["AIIMPL_NONCE"], "owner": "acme"})
+        assert resp.status_code == 200, resp.get_json()
+        token = resp.get_json()["token"]
+        assert token
+        # a wrong owner is refused without echoing anything secret
+        refused = client.post("/api/token", json={"nonce": env["AIIMPL_NONCE"], "owner": "evil"})
+        assert refused.status_code == 403 and refused.get_json() == {"error": "Owner mismatch"}
+        key_body = "".join(line for line in gh.private_key_pem.splitlines() if "-----" not in line)
+        logs = sec_logs.text()
+        assert "urllib3" in logs  # the client's requests to the fake GitHub were logged at DEBUG
+        for where, text in (("the logs", logs), ("the database", dump_rows())):
+            assert token not in text, where
+            assert key_body[:40] not in text, where
+            assert env["AIIMPL_NONCE"] not in text, where
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def _cli(args: list[str], env: dict[str, str]) -> str:
+    from aiimpl_core.cli import cli
+
+    result = CliRunner().invoke(cli, args, env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_aiimpl_config_shows_no_secret_value(tmp_path):
+    env = {**SECRETS, "AIIMPL_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
+    out = _cli(["config"], env)
+    assert "AIIMPL_ANTHROPIC_API_KEY" in out and "AIIMPL_LINEAR_API_KEY" in out  # plugins' vars too
+    assert "(set)" in out
+    found = leaks(out, SECRETS.values())
+    assert not found, f"aiimpl config printed {found}"
+
+
+def test_aiimpl_plugins_list_shows_no_secret_value(tmp_path):
+    env = {**SECRETS, "AIIMPL_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
+    out = _cli(["plugins", "list"], env) + _cli(["plugins", "list", "--json"], env)
+    assert "linear" in out and "jira" in out
+    found = leaks(out, SECRETS.values())
+    assert not found, f"aiimpl plugins list printed {found}"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "aiimpl_core/cli/__init__.py:config_cmd — AIIMPL_DATABASE_URL is not sensitive, so its "
+    "password is printed verbatim; render it with make_url(...).render_as_string(hide_password=True) "
+    "as serve's _safe_url does"))
+def test_aiimpl_config_hides_the_database_password():
+    out = _cli(["config"], {"AIIMPL_DATABASE_URL": "postgresql+psycopg://aiimpl:db-pass-9f8e7d6c@db/aiimpl"})
+    assert "AIIMPL_DATABASE_URL" in out
+    assert "db-pass-9f8e7d6c" not in out
+
+
+# -- what runners send back -------------------------------------------------------------------
+# The session program redacts what it knows; the orchestrator knows the values it handed out
+# (stored secrets, the model key, its own credentials) and should not pass them on unchecked
+# when a runner that was not the session program (a customised workflow, an older image) sends
+# them back.
+
+_REDACTION_GAP = (
+    "aiimpl_core/services/callbacks.py:record_result/_upsert_step — runner-supplied error, "
+    "logExcerpt, comments and step detail are stored and posted to the tracker verbatim, without "
+    "redacting the secret values the orchestrator itself gave the session (team/global secrets, "
+    "model API key); fix: mask the job's secret env values (secrets.values_for_team + "
+    "model.session_env + sensitive config) before enqueue_comment/end_job/_upsert_step"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=_REDACTION_GAP)
+def test_runner_result_text_is_redacted_of_known_secrets(
+    app, client, sec_admin, sec_mapping, sec_launch, sec_tracker
+):
+    sec_mapping("ENG")
+    client.post("/api/mappings/ENG/secrets", headers=sec_admin,
+                json={"name": TEAM_SECRET[0], "value": TEAM_SECRET[1]})
+    job_id, env = sec_launch("ENG-1")
+    leaked = f"psql: password {TEAM_SECRET[1]} rejected; key {SECRETS['AIIMPL_ANTHROPIC_API_KEY']}"
+    resp = client.post(
+        "/runner/result", headers=bearer(env["AIIMPL_RESULT_TOKEN"]),
+        json={"outcome": "failure", "phase": "implementation", "error": leaked,
+              "logExcerpt": leaked, "comments": [{"body": leaked}]},
+    )
+    assert resp.status_code == 200, resp.get_json()
+    posted = "\n".join(body for bodies in sec_tracker.comments.values() for body in bodies)
+    assert "Implementation failed" in posted
+    assert not leaks(posted + dump_rows(), [TEAM_SECRET[1], SECRETS["AIIMPL_ANTHROPIC_API_KEY"]])
+
+
+@pytest.mark.xfail(strict=True, reason=_REDACTION_GAP)
+def test_step_detail_is_redacted_of_known_secrets(app, client, sec_admin, sec_mapping, sec_launch):
+    sec_mapping("ENG")
+    client.post("/api/global-secrets", headers=sec_admin,
+                json={"name": GLOBAL_SECRET[0], "value": GLOBAL_SECRET[1]})
+    job_id, env = sec_launch("ENG-1")
+    step = {"id": "setup", "type": "setup", "status": "failed", "started_at": "2026-01-01T00:00:00Z",
+            "detail": {"output": f"npm ERR! token {GLOBAL_SECRET[1]} expired"}}
+    report = client.post("/api/step-report", json={"nonce": env["AIIMPL_NONCE"], "step": step})
+    assert report.status_code == 200
+    steps = client.get(f"/api/jobs/{job_id}/steps", headers=sec_admin).get_data(as_text=True)
+    assert "npm ERR!" in steps
+    assert GLOBAL_SECRET[1] not in steps + dump_rows()
