@@ -52,7 +52,15 @@ class Dispatched:
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {
+            "issueKey": self.issue_key,
+            "jobId": self.job_id,
+            "phase": self.phase,
+            "backend": self.backend,
+            "shadow": self.shadow,
+            "status": self.status,
+            "error": self.error,
+        }
 
 
 @dataclass

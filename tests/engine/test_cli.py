@@ -31,7 +31,7 @@ def test_poll_once_json(app, tracker, add_mapping):
     result = invoke(app, "poll", "--once", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert [d["issue_key"] for d in report["dispatched"]] == ["ENG-1"]
+    assert [d["issueKey"] for d in report["dispatched"]] == ["ENG-1"]
     assert report["blocked"] == {"OPS-1": {"reason": "paused", "message": "Project OPS is paused."}}
     assert report["listed"] == {"fake-tracker": 2}
 
