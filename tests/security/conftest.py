@@ -3,6 +3,7 @@
 Every credential the orchestrator can hold is configured with a distinctive value (see
 :data:`SECRETS`), so a test can look for each of them in logs, stored rows, comments and answers.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,7 @@ SECRETS: dict[str, str] = {
 TEAM_SECRET = ("DB_PASSWORD", "audit-team-secret-value-c0ffee42")
 GLOBAL_SECRET = ("NPM_TOKEN", "audit-global-secret-value-facade99")
 
-#: Where a runner callback's body sits that admin and runners must never see (see test helpers).
+#: The /api/ routes the reference (and the plugins' docs) name as not needing the admin session.
 PUBLIC_API = frozenset(
     {
         "/api/auth",
@@ -92,8 +93,15 @@ def sec_mapping(app: Any) -> Callable[..., Any]:
     from aiimpl_core.orm import Mapping
 
     def make(team_key: str = "ENG", **kw: Any) -> Any:
-        values = dict(owner="acme", repo="api", default_branch="main", execution_mode="github-actions",
-                      branch_prefix="ai/", provider="anthropic", ticketing={"provider": "fake-tracker"})
+        values = dict(
+            owner="acme",
+            repo="api",
+            default_branch="main",
+            execution_mode="github-actions",
+            branch_prefix="ai/",
+            provider="anthropic",
+            ticketing={"provider": "fake-tracker"},
+        )
         values.update(kw)
         row = Mapping(team_key=team_key, **values)
         db.session.add(row)
@@ -120,8 +128,9 @@ def sec_launch(app: Any, sec_runner: Any) -> Callable[..., tuple[int, dict[str, 
         team = issue_key.rsplit("-", 1)[0]
         mapping = db.session.scalar(select(Mapping).where(Mapping.team_key == team))
         assert mapping is not None
-        job = launch.create_job(mapping, issue_key, phase=phase, provider="fake-tracker",
-                                choice=launch.choose_backend(mapping))
+        job = launch.create_job(
+            mapping, issue_key, phase=phase, provider="fake-tracker", choice=launch.choose_backend(mapping)
+        )
         db.session.commit()
         launch.launch(job)
         return job.id, dict(sec_runner.runs[job.id].request.env)
@@ -203,3 +212,37 @@ def sec_logs(app: Any) -> Iterator[_Records]:
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
+
+
+@pytest.fixture
+def full_app(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The app with every installed plugin loaded from its entry point (Linear, Jira, GHA, Fly,
+    Docker) and the audit's credentials; no external service is reachable from it."""
+    from aiimpl_core.app import create_app
+    from aiimpl_core.extensions import db
+    from aiimpl_core.testing.pytest_plugin import empty_tables
+
+    # the Docker backend finds its engine in the process environment: none here
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    config = {
+        **SECRETS,
+        "AIIMPL_DATABASE_URL": database_url,
+        "AIIMPL_PUBLIC_URL": "http://orchestrator.test",
+        "AIIMPL_GITHUB_API_URL": "http://127.0.0.1:9",
+        "AIIMPL_LINEAR_API_URL": "http://127.0.0.1:9/graphql",
+        "AIIMPL_FLY_API_URL": "http://127.0.0.1:9",
+        "TESTING": True,
+    }
+    # Fly without an app is unconfigured: no session listing reaches out
+    config.pop("AIIMPL_FLY_API_TOKEN")
+    app = create_app(config, load_entrypoints=True, environ={})
+    assert not app.extensions["aiimpl"].failures(), app.extensions["aiimpl"].failures()
+    ctx = app.app_context()
+    ctx.push()
+    try:
+        yield app
+    finally:
+        db.session.remove()
+        empty_tables()
+        db.engine.dispose()
+        ctx.pop()

@@ -6,6 +6,7 @@ every credential configured with a distinctive value; then the logs (DEBUG), eve
 table, every comment the fake tracker received, every GET of the admin API and every UI page are
 searched for each value.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,10 +46,23 @@ def _ui_pages(app: Any, client: Any) -> dict[str, str]:
     for rule in app.url_map.iter_rules():
         if "GET" not in rule.methods or not rule.rule.startswith("/ui/") or "static" in rule.rule:
             continue
-        urls = [rule.rule] if "<" not in rule.rule else [
-            f"/ui/{slug}" for slug in ("projects", "issues", "blockers", "jobs", "sessions", "secrets",
-                                       "runner-mode", "jira")
-        ]
+        urls = (
+            [rule.rule]
+            if "<" not in rule.rule
+            else [
+                f"/ui/{slug}"
+                for slug in (
+                    "projects",
+                    "issues",
+                    "blockers",
+                    "jobs",
+                    "sessions",
+                    "secrets",
+                    "runner-mode",
+                    "jira",
+                )
+            ]
+        )
         for url in urls:
             resp = client.get(url)
             out[url] = resp.get_data(as_text=True)
@@ -59,10 +73,12 @@ def _ui_pages(app: Any, client: Any) -> dict[str, str]:
 def played_run(app, client, sec_logs, sec_admin, sec_mapping, sec_launch, sec_tracker):
     """A planning-free implementation run, start to end, through every callback endpoint."""
     sec_mapping("ENG", extra_env={"FEATURE_FLAG": "on"})
-    assert client.post("/api/mappings/ENG/secrets", headers=sec_admin,
-                       json={"name": TEAM_SECRET[0], "value": TEAM_SECRET[1]}).status_code in (200, 201)
-    assert client.post("/api/global-secrets", headers=sec_admin,
-                       json={"name": GLOBAL_SECRET[0], "value": GLOBAL_SECRET[1]}).status_code in (200, 201)
+    assert client.post(
+        "/api/mappings/ENG/secrets", headers=sec_admin, json={"name": TEAM_SECRET[0], "value": TEAM_SECRET[1]}
+    ).status_code in (200, 201)
+    assert client.post(
+        "/api/global-secrets", headers=sec_admin, json={"name": GLOBAL_SECRET[0], "value": GLOBAL_SECRET[1]}
+    ).status_code in (200, 201)
     job_id, env = sec_launch("ENG-1", Phase.IMPLEMENTATION)
     # the session really received the credentials the audit searches for afterwards
     assert env["DB_PASSWORD"] == TEAM_SECRET[1]
@@ -70,28 +86,53 @@ def played_run(app, client, sec_logs, sec_admin, sec_mapping, sec_launch, sec_tr
     assert env["ANTHROPIC_API_KEY"] == SECRETS["AIIMPL_ANTHROPIC_API_KEY"]
     nonce = env["AIIMPL_NONCE"]
 
-    ok = client.post("/api/status", json={"nonce": nonce, "event": "session_created",
-                                          "logUrl": "https://logs.test/1"})
+    ok = client.post(
+        "/api/status", json={"nonce": nonce, "event": "session_created", "logUrl": "https://logs.test/1"}
+    )
     assert ok.status_code == 200, ok.get_json()
     step = {"id": "clone", "type": "clone", "status": "succeeded", "started_at": "2026-01-01T00:00:00Z"}
     assert client.post("/api/step-report", json={"nonce": nonce, "step": step}).status_code == 200
-    assert client.post("/runner/progress", headers=bearer(env["AIIMPL_PROGRESS_TOKEN"]),
-                       json={"step": {**step, "id": "agent", "type": "agent"}}).status_code == 200
-    assert client.get("/runner/planning-context",
-                      headers=bearer(env["AIIMPL_CONTEXT_TOKEN"])).status_code == 200
+    assert (
+        client.post(
+            "/runner/progress",
+            headers=bearer(env["AIIMPL_PROGRESS_TOKEN"]),
+            json={"step": {**step, "id": "agent", "type": "agent"}},
+        ).status_code
+        == 200
+    )
+    assert (
+        client.get("/runner/planning-context", headers=bearer(env["AIIMPL_CONTEXT_TOKEN"])).status_code == 200
+    )
     # refusals log too: a wrong admin code, a forged run token, a bad webhook signature
     assert client.post("/api/auth", json={"code": "wrong-code"}).status_code == 403
     forged = env["AIIMPL_RESULT_TOKEN"][:-4] + "AAAA"
     assert client.post("/runner/result", headers=bearer(forged), json={}).status_code == 401
-    assert client.post("/api/github/webhook", data=b"{}", headers={"X-Hub-Signature-256": "sha256=00"},
-                       content_type="application/json").status_code == 401
+    assert (
+        client.post(
+            "/api/github/webhook",
+            data=b"{}",
+            headers={"X-Hub-Signature-256": "sha256=00"},
+            content_type="application/json",
+        ).status_code
+        == 401
+    )
     body = b'{"action": "opened"}'
     signed = github_signature(SECRETS["AIIMPL_GITHUB_WEBHOOK_SECRET"], body)
-    assert client.post("/api/github/webhook", data=body, content_type="application/json",
-                       headers={"X-Hub-Signature-256": signed, "X-GitHub-Event": "pull_request"}
-                       ).status_code == 200
-    assert client.post("/trigger/gap-fill", headers=bearer("not-the-secret"),
-                       json={"issueKey": "ENG-1", "prNumber": 3}).status_code == 401
+    assert (
+        client.post(
+            "/api/github/webhook",
+            data=body,
+            content_type="application/json",
+            headers={"X-Hub-Signature-256": signed, "X-GitHub-Event": "pull_request"},
+        ).status_code
+        == 200
+    )
+    assert (
+        client.post(
+            "/trigger/gap-fill", headers=bearer("not-the-secret"), json={"issueKey": "ENG-1", "prNumber": 3}
+        ).status_code
+        == 401
+    )
     # the tracker refuses once: the outbox logs the failure and retries later
     from aiimpl_core.testing.fakes import fail_with
 
@@ -99,9 +140,14 @@ def played_run(app, client, sec_logs, sec_admin, sec_mapping, sec_launch, sec_tr
     result = client.post(
         "/runner/result",
         headers=bearer(env["AIIMPL_RESULT_TOKEN"]),
-        json={"outcome": "failure", "phase": "implementation", "comments": [{"body": "Tried twice."}],
-              "error": "git clone failed (exit 128): repository not found",
-              "logExcerpt": "fatal: repository not found", "logLabel": "session_failed"},
+        json={
+            "outcome": "failure",
+            "phase": "implementation",
+            "comments": [{"body": "Tried twice."}],
+            "error": "git clone failed (exit 128): repository not found",
+            "logExcerpt": "fatal: repository not found",
+            "logLabel": "session_failed",
+        },
     )
     assert result.status_code == 200, result.get_json()
     del sec_tracker.fail["post_comment"]
@@ -210,8 +256,13 @@ class TestGitHubAppCredentials:
     def aiimpl_config(self, gh):
         config = dict(SECRETS)
         del config["AIIMPL_GITHUB_TOKEN"]
-        config.update({"AIIMPL_GITHUB_API_URL": gh.url, "AIIMPL_GITHUB_APP_ID": str(gh.app_id),
-                       "AIIMPL_GITHUB_PRIVATE_KEY": gh.private_key_pem})
+        config.update(
+            {
+                "AIIMPL_GITHUB_API_URL": gh.url,
+                "AIIMPL_GITHUB_APP_ID": str(gh.app_id),
+                "AIIMPL_GITHUB_PRIVATE_KEY": gh.private_key_pem,
+            }
+        )
         return config
 
     def test_installation_token_and_app_key_stay_out_of_logs_and_rows(
@@ -263,10 +314,14 @@ def test_aiimpl_plugins_list_shows_no_secret_value(tmp_path):
     assert not found, f"aiimpl plugins list printed {found}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "aiimpl_core/cli/__init__.py:config_cmd — AIIMPL_DATABASE_URL is not sensitive, so its "
-    "password is printed verbatim; render it with make_url(...).render_as_string(hide_password=True) "
-    "as serve's _safe_url does"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "aiimpl_core/cli/__init__.py:config_cmd — AIIMPL_DATABASE_URL is not sensitive, so its "
+        "password is printed verbatim; render it with make_url(...).render_as_string(hide_password=True) "
+        "as serve's _safe_url does"
+    ),
+)
 def test_aiimpl_config_hides_the_database_password():
     out = _cli(["config"], {"AIIMPL_DATABASE_URL": "postgresql+psycopg://aiimpl:db-pass-9f8e7d6c@db/aiimpl"})
     assert "AIIMPL_DATABASE_URL" in out
@@ -293,14 +348,21 @@ def test_runner_result_text_is_redacted_of_known_secrets(
     app, client, sec_admin, sec_mapping, sec_launch, sec_tracker
 ):
     sec_mapping("ENG")
-    client.post("/api/mappings/ENG/secrets", headers=sec_admin,
-                json={"name": TEAM_SECRET[0], "value": TEAM_SECRET[1]})
+    client.post(
+        "/api/mappings/ENG/secrets", headers=sec_admin, json={"name": TEAM_SECRET[0], "value": TEAM_SECRET[1]}
+    )
     job_id, env = sec_launch("ENG-1")
     leaked = f"psql: password {TEAM_SECRET[1]} rejected; key {SECRETS['AIIMPL_ANTHROPIC_API_KEY']}"
     resp = client.post(
-        "/runner/result", headers=bearer(env["AIIMPL_RESULT_TOKEN"]),
-        json={"outcome": "failure", "phase": "implementation", "error": leaked,
-              "logExcerpt": leaked, "comments": [{"body": leaked}]},
+        "/runner/result",
+        headers=bearer(env["AIIMPL_RESULT_TOKEN"]),
+        json={
+            "outcome": "failure",
+            "phase": "implementation",
+            "error": leaked,
+            "logExcerpt": leaked,
+            "comments": [{"body": leaked}],
+        },
     )
     assert resp.status_code == 200, resp.get_json()
     posted = "\n".join(body for bodies in sec_tracker.comments.values() for body in bodies)
@@ -311,11 +373,17 @@ def test_runner_result_text_is_redacted_of_known_secrets(
 @pytest.mark.xfail(strict=True, reason=_REDACTION_GAP)
 def test_step_detail_is_redacted_of_known_secrets(app, client, sec_admin, sec_mapping, sec_launch):
     sec_mapping("ENG")
-    client.post("/api/global-secrets", headers=sec_admin,
-                json={"name": GLOBAL_SECRET[0], "value": GLOBAL_SECRET[1]})
+    client.post(
+        "/api/global-secrets", headers=sec_admin, json={"name": GLOBAL_SECRET[0], "value": GLOBAL_SECRET[1]}
+    )
     job_id, env = sec_launch("ENG-1")
-    step = {"id": "setup", "type": "setup", "status": "failed", "started_at": "2026-01-01T00:00:00Z",
-            "detail": {"output": f"npm ERR! token {GLOBAL_SECRET[1]} expired"}}
+    step = {
+        "id": "setup",
+        "type": "setup",
+        "status": "failed",
+        "started_at": "2026-01-01T00:00:00Z",
+        "detail": {"output": f"npm ERR! token {GLOBAL_SECRET[1]} expired"},
+    }
     report = client.post("/api/step-report", json={"nonce": env["AIIMPL_NONCE"], "step": step})
     assert report.status_code == 200
     steps = client.get(f"/api/jobs/{job_id}/steps", headers=sec_admin).get_data(as_text=True)

@@ -1,0 +1,162 @@
+"""The admin guard: every ``/api/`` route but the documented public ones answers
+``401 {"error": "Unauthorized"}`` to anything but a valid admin session token.
+
+Run against the app with every installed plugin loaded from its entry point, so a plugin's
+route is held to the same rule.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from typing import Any
+
+import pytest
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+
+from aiimpl_core.auth import admin, tokens
+
+from .conftest import PUBLIC_API, SECRETS, bearer
+
+KEY = SECRETS["AIIMPL_SECRET_KEY"]
+PARAMS = {"jobId": "1", "teamKey": "ENG", "name": "NPM_TOKEN", "machineId": "m-1"}
+
+
+def _url(rule: str) -> str:
+    return re.sub(r"<(?:[a-z]+:)?(\w+)>", lambda m: PARAMS.get(m.group(1), "x"), rule)
+
+
+def _api_routes(app: Any) -> list[tuple[str, str, str]]:
+    """(method, url, rule) of every /api/ route."""
+    out = []
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/"):
+            continue
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            out.append((method, _url(rule.rule), rule.rule))
+    return out
+
+
+class _OldSigner(TimestampSigner):
+    """Signs with a timestamp far older than any session lifetime."""
+
+    def get_timestamp(self) -> int:
+        return int(time.time()) - 10 * 86400
+
+
+def _bad_credentials() -> dict[str, dict[str, str]]:
+    """Every way of presenting a credential that is not a valid admin session."""
+    valid_shape = URLSafeTimedSerializer(KEY, salt=admin.SALT)
+    run = {aud: tokens.issue_run_token(KEY, 1, "implementation", aud, 600) for aud in tokens.AUDIENCES}
+    code = SECRETS["AIIMPL_ADMIN_ACCESS_CODE"]
+    creds: dict[str, dict[str, str]] = {
+        "none": {},
+        "empty bearer": {"Authorization": "Bearer "},
+        "garbage bearer": {"Authorization": "Bearer not-a-token"},
+        "two words": {"Authorization": "Bearer a b"},
+        "access code as bearer": bearer(code),
+        "access code as basic": {
+            "Authorization": "Basic " + base64.b64encode(f"admin:{code}".encode()).decode()
+        },
+        "secret key as bearer": bearer(KEY),
+        "expired session": bearer(
+            URLSafeTimedSerializer(KEY, salt=admin.SALT, signer=_OldSigner).dumps({"admin": True})
+        ),
+        "forged with another key": bearer(
+            URLSafeTimedSerializer("another-key", salt=admin.SALT).dumps({"admin": True})
+        ),
+        "right key, another salt": bearer(
+            URLSafeTimedSerializer(KEY, salt="cookie-session").dumps({"admin": True})
+        ),
+        "signed, not admin": bearer(valid_shape.dumps({"admin": False})),
+        "signed, admin as string": bearer(valid_shape.dumps({"admin": "true"})),
+        "signed, a list": bearer(valid_shape.dumps([True])),
+        "truncated session": bearer(valid_shape.dumps({"admin": True})[:-3]),
+    }
+    for aud, token in run.items():
+        creds[f"run token {aud}"] = bearer(token)
+    return creds
+
+
+BAD = _bad_credentials()
+
+
+def test_public_api_routes_are_exactly_the_documented_ones(full_app):
+    from aiimpl_core.auth import is_public
+
+    public = {
+        rule.rule
+        for rule in full_app.url_map.iter_rules()
+        if rule.rule.startswith("/api/") and is_public(full_app.view_functions[rule.endpoint])
+    }
+    assert public == set(PUBLIC_API)
+
+
+def test_every_admin_route_refuses_every_bad_credential(full_app):
+    client = full_app.test_client()
+    routes = [r for r in _api_routes(full_app) if r[2] not in PUBLIC_API]
+    assert len(routes) >= 20  # core and the Jira plugin's admin routes
+    failures = []
+    for method, url, _rule in routes:
+        for name, headers in BAD.items():
+            resp = client.open(url, method=method, headers=headers, json={"code": "x"})
+            if resp.status_code != 401 or resp.get_json() != {"error": "Unauthorized"}:
+                failures.append((method, url, name, resp.status_code, resp.get_data(as_text=True)[:100]))
+    assert not failures
+
+
+def test_a_valid_session_opens_them(full_app):
+    """The counter-check: the guard is not refusing everything."""
+    client = full_app.test_client()
+    token = client.post("/api/auth", json={"code": SECRETS["AIIMPL_ADMIN_ACCESS_CODE"]}).get_json()["token"]
+    for method, url, rule in _api_routes(full_app):
+        if rule in PUBLIC_API or method != "GET":
+            continue
+        resp = client.get(url, headers=bearer(token))
+        assert resp.status_code != 401, (url, resp.get_json())
+
+
+def test_session_token_in_query_or_cookie_is_not_accepted(full_app):
+    client = full_app.test_client()
+    token = client.post("/api/auth", json={"code": SECRETS["AIIMPL_ADMIN_ACCESS_CODE"]}).get_json()["token"]
+    assert client.get(f"/api/mappings?token={token}").status_code == 401
+    client.set_cookie("token", token)
+    client.set_cookie("session", token)
+    assert client.get("/api/mappings").status_code == 401
+
+
+def test_unknown_api_paths_and_methods_answer_json(full_app):
+    client = full_app.test_client()
+    for resp in (client.get("/api/nope"), client.put("/api/mappings"), client.post("/api/jobs/1")):
+        assert resp.status_code in (401, 404, 405)
+        assert isinstance(resp.get_json(), dict) and "error" in resp.get_json()
+
+
+def test_wrong_access_code_is_refused_and_slowed(full_app, monkeypatch):
+    from aiimpl_core.api import admin_auth
+
+    waits: list[float] = []
+    monkeypatch.setattr(admin_auth, "sleep", waits.append)
+    client = full_app.test_client()
+    for _ in range(8):
+        resp = client.post("/api/auth", json={"code": "guess"})
+        assert resp.status_code == 403 and resp.get_json() == {"error": "Invalid access code"}
+    assert waits and waits == sorted(waits)  # later guesses wait longer
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "aiimpl_core/auth/admin.py:issue_session/session_valid — the session carries only "
+        "{'admin': True}, so rotating (or unsetting) AIIMPL_ADMIN_ACCESS_CODE leaves every session "
+        "issued under the old code valid for up to 12 h; fix: put an HMAC fingerprint of the current "
+        "code in the payload and compare it (constant-time) in session_valid"
+    ),
+)
+def test_rotating_the_access_code_ends_existing_sessions(full_app):
+    client = full_app.test_client()
+    token = client.post("/api/auth", json={"code": SECRETS["AIIMPL_ADMIN_ACCESS_CODE"]}).get_json()["token"]
+    assert client.get("/api/mappings", headers=bearer(token)).status_code == 200
+    full_app.config["AIIMPL_ADMIN_ACCESS_CODE"] = "a-new-code-after-a-leak"
+    assert client.get("/api/mappings", headers=bearer(token)).status_code == 401
