@@ -7,6 +7,7 @@ classes the views use, so the description cannot drift from the code. Path param
 security requirement (and its 401) and operation ids are added here, so a plugin blueprint without
 YAML is still described.
 """
+
 from __future__ import annotations
 
 import copy
@@ -15,10 +16,10 @@ import logging
 import re
 from typing import Any
 
+import yaml
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.yaml_utils import load_operations_from_docstring
-import yaml
 from flask import Flask
 
 from .auth import is_public
@@ -27,7 +28,9 @@ log = logging.getLogger(__name__)
 
 OPENAPI_VERSION = "3.0.3"
 _METHODS = ("get", "post", "put", "patch", "delete")
-_RULE_VAR = re.compile(r"<(?:(?P<converter>[a-zA-Z_][a-zA-Z0-9_]*)(?:\([^)]*\))?:)?(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)>")
+_RULE_VAR = re.compile(
+    r"<(?:(?P<converter>[a-zA-Z_][a-zA-Z0-9_]*)(?:\([^)]*\))?:)?(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)>"
+)
 _CONVERTER_TYPES = {"int": "integer", "float": "number", "uuid": "string", "path": "string"}
 
 #: Modules whose schemas the views name in their YAML (imported so the names resolve).
@@ -109,7 +112,9 @@ def _summary(doc: str | None, fallback: str) -> str:
     return fallback
 
 
-def _operation(app: Flask, rule: Any, method: str, documented: dict[str, Any], path_params: list[dict[str, Any]]) -> dict[str, Any]:
+def _operation(
+    app: Flask, rule: Any, method: str, documented: dict[str, Any], path_params: list[dict[str, Any]]
+) -> dict[str, Any]:
     view = app.view_functions[rule.endpoint]
     op = copy.deepcopy(documented.get(method) or {})
     op.setdefault("summary", _summary(view.__doc__, rule.endpoint))
@@ -150,7 +155,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
         info={
             "description": "The orchestrator's HTTP API: runner callbacks, session endpoints, the "
             "gap-fill trigger, webhooks, and the admin API behind the admin UI. Admin endpoints need "
-            "`Authorization: Bearer <token>` from `POST /api/auth`; errors are `{\"error\": ...}`."
+            '`Authorization: Bearer <token>` from `POST /api/auth`; errors are `{"error": ...}`.'
         },
     )
     for name, scheme in SECURITY_SCHEMES.items():

@@ -3,6 +3,7 @@
 Public (it is how a session starts). Wrong codes from one client are counted in the database and
 slow that client's further attempts down (see :mod:`aiimpl_core.auth.admin`).
 """
+
 from __future__ import annotations
 
 import time

@@ -1,5 +1,6 @@
 """Admin reads: ``GET /api/jobs``, ``GET /api/jobs/<jobId>``, ``GET /api/jobs/<jobId>/steps``,
 ``GET /api/issues`` and ``GET /api/blockers`` (the dispatch log, issue list and Blockers view)."""
+
 from __future__ import annotations
 
 import logging
@@ -159,11 +160,20 @@ def job_steps(jobId: str):  # noqa: ANN201, N803
     """
     job = _job(jobId)
     rows = db.session.scalars(select(JobStep).where(JobStep.job_id == job.id).order_by(JobStep.id))
-    return jsonify([
-        {"id": s.step_id, "type": s.type, "status": s.status, "startedAt": s.started_at,
-         "finishedAt": s.finished_at, "detail": s.detail, "source": s.source}
-        for s in rows
-    ])
+    return jsonify(
+        [
+            {
+                "id": s.step_id,
+                "type": s.type,
+                "status": s.status,
+                "startedAt": s.started_at,
+                "finishedAt": s.finished_at,
+                "detail": s.detail,
+                "source": s.source,
+            }
+            for s in rows
+        ]
+    )
 
 
 def _latest_jobs(keys: list[str]) -> dict[str, Job]:
@@ -178,8 +188,15 @@ def _latest_jobs(keys: list[str]) -> dict[str, Job]:
 def _job_brief(job: Job | None) -> dict[str, Any] | None:
     if job is None:
         return None
-    return {"id": job.id, "phase": job.phase, "status": job.status, "timeoutReason": job.timeout_reason,
-            "prNumber": job.pr_number, "prUrl": job.pr_url, "createdAt": _iso(job.created_at)}
+    return {
+        "id": job.id,
+        "phase": job.phase,
+        "status": job.status,
+        "timeoutReason": job.timeout_reason,
+        "prNumber": job.pr_number,
+        "prUrl": job.pr_url,
+        "createdAt": _iso(job.created_at),
+    }
 
 
 def _stage(value: str | Stage | None) -> tuple[str | None, str | None]:
@@ -194,16 +211,34 @@ def _stage(value: str | Stage | None) -> tuple[str | None, str | None]:
 
 def _tracked(row: TrackedIssue, job: Job | None) -> dict[str, Any]:
     stage, title = _stage(row.stage)
-    return {"issueKey": row.issue_key, "teamKey": row.team_key, "provider": row.provider, "title": row.title,
-            "url": row.url, "stage": stage, "stageTitle": title, "triggered": bool(row.triggered),
-            "lastSeenAt": _iso(row.last_seen_at), "latestJob": _job_brief(job)}
+    return {
+        "issueKey": row.issue_key,
+        "teamKey": row.team_key,
+        "provider": row.provider,
+        "title": row.title,
+        "url": row.url,
+        "stage": stage,
+        "stageTitle": title,
+        "triggered": bool(row.triggered),
+        "lastSeenAt": _iso(row.last_seen_at),
+        "latestJob": _job_brief(job),
+    }
 
 
 def _live(issue: TrackerIssue, job: Job | None) -> dict[str, Any]:
     stage, title = _stage(issue.stage)
-    return {"issueKey": issue.key, "teamKey": issue.team_key, "provider": issue.provider, "title": issue.title,
-            "url": issue.url, "stage": stage, "stageTitle": title, "triggered": issue.triggered,
-            "lastSeenAt": None, "latestJob": _job_brief(job)}
+    return {
+        "issueKey": issue.key,
+        "teamKey": issue.team_key,
+        "provider": issue.provider,
+        "title": issue.title,
+        "url": issue.url,
+        "stage": stage,
+        "stageTitle": title,
+        "triggered": issue.triggered,
+        "lastSeenAt": None,
+        "latestJob": _job_brief(job),
+    }
 
 
 def _live_triggered() -> list[TrackerIssue]:
@@ -258,7 +293,9 @@ def list_issues():  # noqa: ANN201
         live = _live_triggered()
         latest = _latest_jobs([i.key for i in live])
         return jsonify([_live(i, latest.get(i.key)) for i in live])
-    rows = list(db.session.scalars(select(TrackedIssue).order_by(TrackedIssue.updated_at.desc(), TrackedIssue.id)))
+    rows = list(
+        db.session.scalars(select(TrackedIssue).order_by(TrackedIssue.updated_at.desc(), TrackedIssue.id))
+    )
     latest = _latest_jobs([r.issue_key for r in rows])
     return jsonify([_tracked(r, latest.get(r.issue_key)) for r in rows])
 
@@ -280,8 +317,18 @@ def list_blockers():  # noqa: ANN201
                 items: BlockerSchema
     """
     rows = db.session.scalars(select(Blocker).order_by(Blocker.first_seen_at, Blocker.issue_key))
-    return jsonify([
-        {"issueKey": b.issue_key, "teamKey": b.team_key, "provider": b.provider, "reason": b.reason,
-         "message": b.message, "title": b.title, "since": _iso(b.first_seen_at), "lastSeenAt": _iso(b.last_seen_at)}
-        for b in rows
-    ])
+    return jsonify(
+        [
+            {
+                "issueKey": b.issue_key,
+                "teamKey": b.team_key,
+                "provider": b.provider,
+                "reason": b.reason,
+                "message": b.message,
+                "title": b.title,
+                "since": _iso(b.first_seen_at),
+                "lastSeenAt": _iso(b.last_seen_at),
+            }
+            for b in rows
+        ]
+    )

@@ -2,6 +2,7 @@
 
 Validation and storage live in :mod:`aiimpl_core.services.mappings` (shared with the CLI).
 """
+
 from __future__ import annotations
 
 import logging
@@ -228,5 +229,10 @@ def sync_workflows(teamKey: str):  # noqa: ANN201, N803
     except Exception as exc:  # noqa: BLE001 - the reference's 500 row, without a traceback
         log.exception("sync-workflows of %s failed", teamKey)
         raise ApiError(500, f"{backend.display_name}: {type(exc).__name__}") from None
-    return jsonify(teamKey=row.team_key, backend=backend.id, created=list(result.created),
-                   updated=list(result.updated), unchanged=list(result.unchanged))
+    return jsonify(
+        teamKey=row.team_key,
+        backend=backend.id,
+        created=list(result.created),
+        updated=list(result.updated),
+        unchanged=list(result.unchanged),
+    )

@@ -3,6 +3,7 @@
 A ``RUNNER_MODE`` environment variable overrides the saved mode at runtime: a change is still
 saved, and answered with the reference's 409 so the operator knows it has no effect yet.
 """
+
 from __future__ import annotations
 
 from typing import Any

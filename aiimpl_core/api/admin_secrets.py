@@ -4,6 +4,7 @@ Secrets are passed privately into sessions, so these endpoints need a configured
 that supports secrets (else the reference's ``503 Fly sessions config not set``). Answers carry
 names and times only, never a value.
 """
+
 from __future__ import annotations
 
 import logging
@@ -78,7 +79,6 @@ def _delete(team_key: str | None, name: str) -> Any:
     except NotFound as exc:
         raise ApiError(404, exc.message) from None
     return jsonify(deleted=True, name=name)
-
 
 
 @bp.get("/api/mappings/<teamKey>/secrets")

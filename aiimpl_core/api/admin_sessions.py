@@ -1,5 +1,6 @@
 """``GET /api/sessions`` and ``DELETE /api/sessions/<machineId>``: active session machines and
 containers of every configured runner backend that manages sessions."""
+
 from __future__ import annotations
 
 from flask import Blueprint, jsonify

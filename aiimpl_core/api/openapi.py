@@ -1,4 +1,5 @@
 """``GET /api/openapi.json``: the OpenAPI 3 description of this orchestrator's HTTP API (public)."""
+
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify

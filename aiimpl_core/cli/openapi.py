@@ -1,4 +1,5 @@
 """``aiimpl openapi``: print the OpenAPI description of the HTTP API."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,9 @@ from . import cli
 
 @cli.command("openapi")
 @click.option("--indent", default=2, show_default=True, type=int, help="JSON indentation (0: one line).")
-@click.option("--output", "-o", type=click.File("w"), default="-", help="Write to this file instead of stdout.")
+@click.option(
+    "--output", "-o", type=click.File("w"), default="-", help="Write to this file instead of stdout."
+)
 @with_appcontext
 def openapi_cmd(indent: int, output) -> None:  # noqa: ANN001
     """Print the OpenAPI 3 document (every endpoint, including the installed plugins')."""

@@ -5,6 +5,7 @@ OpenAPI document. Field names are camelCase as on the wire. Bodies whose rules d
 installed plugins (mappings) or that the CLI shares (secrets) are validated by their services;
 their schemas here describe them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -59,8 +60,11 @@ class _Lenient(Schema):
 class AuthRequestSchema(_Lenient):
     """Body of ``POST /api/auth``."""
 
-    code = StrictString(required=True, validate=validate.Length(max=1024),
-                        metadata={"description": "the admin access code (AIIMPL_ADMIN_ACCESS_CODE)"})
+    code = StrictString(
+        required=True,
+        validate=validate.Length(max=1024),
+        metadata={"description": "the admin access code (AIIMPL_ADMIN_ACCESS_CODE)"},
+    )
 
 
 class AuthResponseSchema(Schema):
@@ -76,12 +80,21 @@ class AuthResponseSchema(Schema):
 class JobsQuerySchema(_Lenient):
     """Filters of ``GET /api/jobs``."""
 
-    status = StrictString(validate=validate.OneOf([s.value for s in JobStatus]),
-                          metadata={"description": "only jobs in this status"})
-    team = StrictString(validate=validate.Length(min=1, max=64), metadata={"description": "only this team's jobs"})
-    issue = StrictString(validate=validate.Length(min=1, max=64), metadata={"description": "only this issue's jobs"})
-    limit = fields.Integer(validate=validate.Range(min=1, max=500), load_default=100,
-                           metadata={"description": "at most this many, newest first (1-500, default 100)"})
+    status = StrictString(
+        validate=validate.OneOf([s.value for s in JobStatus]),
+        metadata={"description": "only jobs in this status"},
+    )
+    team = StrictString(
+        validate=validate.Length(min=1, max=64), metadata={"description": "only this team's jobs"}
+    )
+    issue = StrictString(
+        validate=validate.Length(min=1, max=64), metadata={"description": "only this issue's jobs"}
+    )
+    limit = fields.Integer(
+        validate=validate.Range(min=1, max=500),
+        load_default=100,
+        metadata={"description": "at most this many, newest first (1-500, default 100)"},
+    )
 
 
 JOBS_QUERY_RULES = (
@@ -150,11 +163,15 @@ class JobStepViewSchema(Schema):
     startedAt = fields.String()
     finishedAt = fields.String(allow_none=True)
     detail = fields.Raw(allow_none=True)
-    source = fields.String(metadata={"description": "runner (/runner/progress) or session (/api/step-report)"})
+    source = fields.String(
+        metadata={"description": "runner (/runner/progress) or session (/api/step-report)"}
+    )
 
 
 class IssuesQuerySchema(_Lenient):
-    refresh = fields.String(metadata={"description": "`1` reads the triggered issues live from every configured tracker"})
+    refresh = fields.String(
+        metadata={"description": "`1` reads the triggered issues live from every configured tracker"}
+    )
 
 
 class IssueJobSchema(Schema):
@@ -210,13 +227,17 @@ class TicketingSchema(Schema):
 class MappingInputSchema(Schema):
     """Body of ``POST /api/mappings``: create, or update the fields given (others keep their values)."""
 
-    teamKey = fields.String(required=True, metadata={"description": "the tracker team (Linear team key, Jira project key)"})
+    teamKey = fields.String(
+        required=True, metadata={"description": "the tracker team (Linear team key, Jira project key)"}
+    )
     owner = fields.String(required=True)
     repo = fields.String(required=True)
     defaultBranch = fields.String(metadata={"description": "required unless the mapping has one"})
     provider = fields.String(metadata={"description": "an installed model provider id (default anthropic)"})
     awsRegion = fields.String(allow_none=True)
-    executionMode = fields.String(metadata={"description": "an installed runner backend id (default github-actions)"})
+    executionMode = fields.String(
+        metadata={"description": "an installed runner backend id (default github-actions)"}
+    )
     machineCpus = fields.Integer(allow_none=True, validate=validate.Range(min=1, max=MAX_INT))
     machineMemoryMb = fields.Integer(allow_none=True, validate=validate.Range(min=256, max=MAX_INT))
     sessionMode = fields.String(validate=validate.OneOf(["autonomous", "interactive", "hybrid"]))

@@ -5,6 +5,7 @@ the OpenAPI description documents a single error body. :class:`ApiError` carries
 the message (and the rare extra fields) from a view or a service to the handler registered in
 :mod:`aiimpl_core.api`.
 """
+
 from __future__ import annotations
 
 import json

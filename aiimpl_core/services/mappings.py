@@ -17,6 +17,7 @@ reference's tables:
 Allowed values in messages come from the installed plugins, so with the standard plugins they read
 exactly as the reference: ``provider must be 'anthropic' or 'bedrock'``.
 """
+
 from __future__ import annotations
 
 import re
@@ -230,7 +231,9 @@ def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
     if not all(_present(merged.get(k)) for k in ("teamKey", "owner", "repo")):
         raise ValidationError("teamKey, owner, and repo are required")
     if not TEAM_KEY_RE.match(merged["teamKey"]):
-        raise ValidationError("teamKey must be at most 64 letters, digits, '_' or '-', starting with a letter or digit")
+        raise ValidationError(
+            "teamKey must be at most 64 letters, digits, '_' or '-', starting with a letter or digit"
+        )
     if not OWNER_RE.match(merged["owner"]):
         raise ValidationError("owner must be a GitHub user or organization name")
     if not REPO_RE.match(merged["repo"]) or merged["repo"] in (".", ".."):

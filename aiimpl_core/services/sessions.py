@@ -4,6 +4,7 @@ A backend takes part when it declares ``supports_sessions`` and :meth:`is_config
 need a configured backend with ``supports_secrets``. With none, the reference's answers apply:
 an empty list for ``GET /api/sessions`` and ``503 Fly sessions config not set`` elsewhere.
 """
+
 from __future__ import annotations
 
 from datetime import datetime

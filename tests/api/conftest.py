@@ -225,3 +225,17 @@ def cb_merged_payload(cb_webhooks_dir, cb_validate_webhook):
         return payload
 
     return make
+
+
+@_cb_pytest.fixture
+def adm_full_app(database_url):
+    """The app with every installed plugin (entry points), as ``aiimpl serve`` runs it."""
+    from aiimpl_core.app import create_app
+    from aiimpl_core.extensions import db
+    from aiimpl_core.testing.pytest_plugin import TEST_ADMIN_CODE, TEST_SECRET_KEY
+
+    app = create_app({"AIIMPL_DATABASE_URL": database_url, "AIIMPL_SECRET_KEY": TEST_SECRET_KEY,
+                      "AIIMPL_ADMIN_ACCESS_CODE": TEST_ADMIN_CODE, "TESTING": True}, environ={})
+    with app.app_context():
+        yield app
+        db.session.remove()

@@ -1,5 +1,6 @@
 """``POST /api/auth`` (every row of its table), the admin guard over every ``/api/`` route, and
 the slow-down of repeated wrong codes across application instances sharing one database."""
+
 from __future__ import annotations
 
 import re
@@ -74,8 +75,7 @@ def test_right_code_gives_a_working_expiring_session(app, client, delays) -> Non
 
 @pytest.mark.parametrize(
     "header",
-    [None, "", "Bearer", "Bearer ", "Basic abc", "Bearer not-a-token", "Bearer a b",
-     "Bearer " + "x" * 5000],
+    [None, "", "Bearer", "Bearer ", "Basic abc", "Bearer not-a-token", "Bearer a b", "Bearer " + "x" * 5000],
 )
 def test_bad_sessions_are_unauthorized(client, header) -> None:
     headers = {"Authorization": header} if header is not None else {}
@@ -119,9 +119,16 @@ def test_counts_are_per_client(app, client, delays) -> None:
 
 def test_the_count_is_shared_by_every_worker_of_one_database(app, database_url, delays) -> None:
     """Two application instances (two workers or hosts) on one database see one count."""
-    other = create_app({"AIIMPL_DATABASE_URL": database_url, "AIIMPL_SECRET_KEY": TEST_SECRET_KEY,
-                        "AIIMPL_ADMIN_ACCESS_CODE": TEST_ADMIN_CODE, "TESTING": True},
-                       load_entrypoints=False, environ={})
+    other = create_app(
+        {
+            "AIIMPL_DATABASE_URL": database_url,
+            "AIIMPL_SECRET_KEY": TEST_SECRET_KEY,
+            "AIIMPL_ADMIN_ACCESS_CODE": TEST_ADMIN_CODE,
+            "TESTING": True,
+        },
+        load_entrypoints=False,
+        environ={},
+    )
     first, second = app.test_client(), other.test_client()
     for n in range(admin.THROTTLE_AFTER):
         (first if n % 2 else second).post("/api/auth", json={"code": "nope"})
@@ -151,19 +158,18 @@ def test_old_failures_expire(app, client, delays) -> None:
 
 #: The views that authenticate themselves (tokens, nonces, signatures) or start a session.
 EXPECTED_PUBLIC = {
-    "/api/auth", "/api/openapi.json", "/api/token", "/api/status", "/api/step-report",
+    "/api/auth",
+    "/api/openapi.json",
+    "/api/token",
+    "/api/status",
+    "/api/step-report",
     "/api/github/webhook",
 }
 
 
 @pytest.fixture
-def full_app(database_url) -> Any:
-    """The app with every installed plugin (entry points), as ``aiimpl serve`` runs it."""
-    app = create_app({"AIIMPL_DATABASE_URL": database_url, "AIIMPL_SECRET_KEY": TEST_SECRET_KEY,
-                      "AIIMPL_ADMIN_ACCESS_CODE": TEST_ADMIN_CODE, "TESTING": True}, environ={})
-    with app.app_context():
-        yield app
-        db.session.remove()
+def full_app(adm_full_app) -> Any:
+    return adm_full_app
 
 
 def _fill(rule: str) -> str:
@@ -182,7 +188,10 @@ def test_every_api_route_needs_the_admin_session_unless_public(full_app) -> None
             continue
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             resp = client.open(_fill(rule.rule), method=method, json={})
-            assert (resp.status_code, resp.get_json()) == (401, {"error": "Unauthorized"}), (method, rule.rule)
+            assert (resp.status_code, resp.get_json()) == (401, {"error": "Unauthorized"}), (
+                method,
+                rule.rule,
+            )
             guarded.append((method, rule.rule))
     plugin_webhooks = public - EXPECTED_PUBLIC
     assert EXPECTED_PUBLIC <= public

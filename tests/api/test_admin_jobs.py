@@ -1,5 +1,6 @@
 """The reference's "Job steps and issue lists" table (every row) and the dispatch log, issue list
 and Blockers view the admin UI reads."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -19,8 +20,16 @@ def aiimpl_plugins(adm_plugins) -> list[object]:
 
 def make_job(issue_key: str = "ENG-1", status: str = "dispatched", **kw: Any) -> Job:
     team = issue_key.rsplit("-", 1)[0]
-    job = Job(issue_key=issue_key, team_key=team, phase=kw.pop("phase", "implementation"), status=status,
-              backend="github-actions", owner="acme", repo="api", **kw)
+    job = Job(
+        issue_key=issue_key,
+        team_key=team,
+        phase=kw.pop("phase", "implementation"),
+        status=status,
+        backend="github-actions",
+        owner="acme",
+        repo="api",
+        **kw,
+    )
     db.session.add(job)
     db.session.commit()
     return job
@@ -36,7 +45,10 @@ def test_job_steps_and_issue_lists_table(client, admin_headers, adm_tracker, adm
     # 502 (underlying error message) — fetching issues from the ticketing provider failed
     adm_tracker.fail["iter_triggered"] = ProviderError("Linear API error: rate limited (HTTP 429)")
     resp = client.get("/api/issues?refresh=1", headers=admin_headers)
-    assert (resp.status_code, resp.get_json()) == (502, {"error": "Linear API error: rate limited (HTTP 429)"})
+    assert (resp.status_code, resp.get_json()) == (
+        502,
+        {"error": "Linear API error: rate limited (HTTP 429)"},
+    )
 
 
 def test_a_tracker_crash_is_a_502_without_a_traceback(client, admin_headers, adm_tracker) -> None:
@@ -47,20 +59,50 @@ def test_a_tracker_crash_is_a_502_without_a_traceback(client, admin_headers, adm
 
 def test_steps_in_order(client, admin_headers) -> None:
     job = make_job()
-    db.session.add_all([
-        JobStep(job_id=job.id, step_id="clone", type="clone", status="succeeded",
-                started_at="2026-01-01T10:00:00Z", finished_at="2026-01-01T10:00:05Z", source="runner"),
-        JobStep(job_id=job.id, step_id="agent", type="agent", status="running",
-                started_at="2026-01-01T10:00:06Z", detail={"turns": 3}, source="session"),
-    ])
+    db.session.add_all(
+        [
+            JobStep(
+                job_id=job.id,
+                step_id="clone",
+                type="clone",
+                status="succeeded",
+                started_at="2026-01-01T10:00:00Z",
+                finished_at="2026-01-01T10:00:05Z",
+                source="runner",
+            ),
+            JobStep(
+                job_id=job.id,
+                step_id="agent",
+                type="agent",
+                status="running",
+                started_at="2026-01-01T10:00:06Z",
+                detail={"turns": 3},
+                source="session",
+            ),
+        ]
+    )
     db.session.commit()
     resp = client.get(f"/api/jobs/{job.id}/steps", headers=admin_headers)
     assert resp.status_code == 200
     assert resp.get_json() == [
-        {"id": "clone", "type": "clone", "status": "succeeded", "startedAt": "2026-01-01T10:00:00Z",
-         "finishedAt": "2026-01-01T10:00:05Z", "detail": None, "source": "runner"},
-        {"id": "agent", "type": "agent", "status": "running", "startedAt": "2026-01-01T10:00:06Z",
-         "finishedAt": None, "detail": {"turns": 3}, "source": "session"},
+        {
+            "id": "clone",
+            "type": "clone",
+            "status": "succeeded",
+            "startedAt": "2026-01-01T10:00:00Z",
+            "finishedAt": "2026-01-01T10:00:05Z",
+            "detail": None,
+            "source": "runner",
+        },
+        {
+            "id": "agent",
+            "type": "agent",
+            "status": "running",
+            "startedAt": "2026-01-01T10:00:06Z",
+            "finishedAt": None,
+            "detail": {"turns": 3},
+            "source": "session",
+        },
     ]
     empty = make_job("ENG-2")
     assert client.get(f"/api/jobs/{empty.id}/steps", headers=admin_headers).get_json() == []
@@ -72,7 +114,10 @@ def test_jobs_list_filters_and_detail(client, admin_headers) -> None:
     third = make_job("ENG-3", status="timed_out", timeout_reason="machine_timeout")
     listed = client.get("/api/jobs", headers=admin_headers).get_json()
     assert [j["id"] for j in listed] == [third.id, second.id, first.id]
-    assert listed[2]["prUrl"] == "https://github.com/acme/api/pull/7" and listed[0]["timeoutReason"] == "machine_timeout"
+    assert (
+        listed[2]["prUrl"] == "https://github.com/acme/api/pull/7"
+        and listed[0]["timeoutReason"] == "machine_timeout"
+    )
     by_status = client.get("/api/jobs?status=running", headers=admin_headers).get_json()
     assert [j["id"] for j in by_status] == [second.id]
     by_team = client.get("/api/jobs?team=ENG&limit=1", headers=admin_headers).get_json()
@@ -80,15 +125,19 @@ def test_jobs_list_filters_and_detail(client, admin_headers) -> None:
     by_issue = client.get("/api/jobs?issue=ENG-1", headers=admin_headers).get_json()
     assert [j["id"] for j in by_issue] == [first.id]
 
-    db.session.add_all([
-        JobTransition(job_id=first.id, from_status=None, to_status="unknown"),
-        JobTransition(job_id=first.id, from_status="unknown", to_status="completed", reason="PR opened"),
-    ])
+    db.session.add_all(
+        [
+            JobTransition(job_id=first.id, from_status=None, to_status="unknown"),
+            JobTransition(job_id=first.id, from_status="unknown", to_status="completed", reason="PR opened"),
+        ]
+    )
     db.session.commit()
     detail = client.get(f"/api/jobs/{first.id}", headers=admin_headers)
     assert detail.status_code == 200
     assert [(t["fromStatus"], t["toStatus"], t["reason"]) for t in detail.get_json()["transitions"]] == [
-        (None, "unknown", None), ("unknown", "completed", "PR opened")]
+        (None, "unknown", None),
+        ("unknown", "completed", "PR opened"),
+    ]
     missing = client.get("/api/jobs/12345", headers=admin_headers)
     assert (missing.status_code, missing.get_json()) == (404, {"error": "job not found"})
 
@@ -96,8 +145,11 @@ def test_jobs_list_filters_and_detail(client, admin_headers) -> None:
 @pytest.mark.parametrize(
     "query,message",
     [
-        ("status=bogus", "status must be one of: unknown, dispatched, running, completed, review_failed, "
-                         "failed, timed_out"),
+        (
+            "status=bogus",
+            "status must be one of: unknown, dispatched, running, completed, review_failed, "
+            "failed, timed_out",
+        ),
         ("team=" + "x" * 65, "team must be 1 to 64 characters"),
         ("issue=", "issue must be 1 to 64 characters"),
         ("limit=0", "limit must be an integer between 1 and 500"),
@@ -111,11 +163,22 @@ def test_jobs_list_rejects_bad_filters(client, admin_headers, query, message) ->
 
 
 def test_issues_with_stage_and_latest_job(client, admin_headers) -> None:
-    db.session.add_all([
-        TrackedIssue(issue_key="ENG-1", team_key="ENG", provider="fake-tracker", title="Health check",
-                     url="https://tracker.test/ENG-1", stage="pr_opened", triggered=False),
-        TrackedIssue(issue_key="ENG-2", team_key="ENG", provider="fake-tracker", title="Other", triggered=True),
-    ])
+    db.session.add_all(
+        [
+            TrackedIssue(
+                issue_key="ENG-1",
+                team_key="ENG",
+                provider="fake-tracker",
+                title="Health check",
+                url="https://tracker.test/ENG-1",
+                stage="pr_opened",
+                triggered=False,
+            ),
+            TrackedIssue(
+                issue_key="ENG-2", team_key="ENG", provider="fake-tracker", title="Other", triggered=True
+            ),
+        ]
+    )
     db.session.commit()
     make_job("ENG-1", status="failed")
     latest = make_job("ENG-1", status="completed", pr_number=9, pr_url="https://github.com/acme/api/pull/9")
@@ -125,7 +188,9 @@ def test_issues_with_stage_and_latest_job(client, admin_headers) -> None:
     assert issues["ENG-2"]["latestJob"] is None and issues["ENG-2"]["stage"] is None
 
 
-def test_issues_refresh_reads_every_configured_tracker_live(client, admin_headers, adm_tracker, adm_mapping) -> None:
+def test_issues_refresh_reads_every_configured_tracker_live(
+    client, admin_headers, adm_tracker, adm_mapping
+) -> None:
     adm_mapping("ENG")
     adm_tracker.add("ENG-2", title="Second")
     adm_tracker.add("OPS-1", title="Unmapped team")
@@ -138,21 +203,51 @@ def test_issues_refresh_reads_every_configured_tracker_live(client, admin_header
 
 def test_blockers(client, admin_headers) -> None:
     since = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
-    db.session.add_all([
-        Blocker(issue_key="ENG-4", team_key="ENG", provider="fake-tracker", title="Busy", reason="concurrency",
-                message="at concurrency cap (2/2). Waiting for a slot.", first_seen_at=since,
-                last_seen_at=since + timedelta(minutes=5)),
-        Blocker(issue_key="OPS-1", team_key="OPS", provider="fake-tracker", title="Unmapped", reason="no-mapping",
-                message="No mapping for team OPS. Add one in Projects.", first_seen_at=since + timedelta(minutes=1),
-                last_seen_at=since + timedelta(minutes=5)),
-    ])
+    db.session.add_all(
+        [
+            Blocker(
+                issue_key="ENG-4",
+                team_key="ENG",
+                provider="fake-tracker",
+                title="Busy",
+                reason="concurrency",
+                message="at concurrency cap (2/2). Waiting for a slot.",
+                first_seen_at=since,
+                last_seen_at=since + timedelta(minutes=5),
+            ),
+            Blocker(
+                issue_key="OPS-1",
+                team_key="OPS",
+                provider="fake-tracker",
+                title="Unmapped",
+                reason="no-mapping",
+                message="No mapping for team OPS. Add one in Projects.",
+                first_seen_at=since + timedelta(minutes=1),
+                last_seen_at=since + timedelta(minutes=5),
+            ),
+        ]
+    )
     db.session.commit()
     rows = client.get("/api/blockers", headers=admin_headers).get_json()
     assert rows == [
-        {"issueKey": "ENG-4", "teamKey": "ENG", "provider": "fake-tracker", "reason": "concurrency",
-         "message": "at concurrency cap (2/2). Waiting for a slot.", "title": "Busy",
-         "since": "2026-01-01T09:00:00Z", "lastSeenAt": "2026-01-01T09:05:00Z"},
-        {"issueKey": "OPS-1", "teamKey": "OPS", "provider": "fake-tracker", "reason": "no-mapping",
-         "message": "No mapping for team OPS. Add one in Projects.", "title": "Unmapped",
-         "since": "2026-01-01T09:01:00Z", "lastSeenAt": "2026-01-01T09:05:00Z"},
+        {
+            "issueKey": "ENG-4",
+            "teamKey": "ENG",
+            "provider": "fake-tracker",
+            "reason": "concurrency",
+            "message": "at concurrency cap (2/2). Waiting for a slot.",
+            "title": "Busy",
+            "since": "2026-01-01T09:00:00Z",
+            "lastSeenAt": "2026-01-01T09:05:00Z",
+        },
+        {
+            "issueKey": "OPS-1",
+            "teamKey": "OPS",
+            "provider": "fake-tracker",
+            "reason": "no-mapping",
+            "message": "No mapping for team OPS. Add one in Projects.",
+            "title": "Unmapped",
+            "since": "2026-01-01T09:01:00Z",
+            "lastSeenAt": "2026-01-01T09:05:00Z",
+        },
     ]

@@ -1,5 +1,6 @@
 """``/api/mappings``: every row of the reference's ``POST /api/mappings``, "Mapping changes" and
 ``sync-workflows`` tables, with the fake tracker and runner plugins, on the real database."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -15,8 +16,13 @@ from aiimpl_core.orm import Mapping, Secret
 from aiimpl_core.services import mappings as service
 from aiimpl_core.services import secrets as secrets_service
 
-VALID: dict[str, Any] = {"teamKey": "ENG", "owner": "acme", "repo": "api", "defaultBranch": "main",
-                         "ticketing": {"provider": "fake-tracker"}}
+VALID: dict[str, Any] = {
+    "teamKey": "ENG",
+    "owner": "acme",
+    "repo": "api",
+    "defaultBranch": "main",
+    "ticketing": {"provider": "fake-tracker"},
+}
 
 
 class StrictTracker:
@@ -46,7 +52,9 @@ def aiimpl_plugins(adm_plugins, adm_tracker) -> list[object]:
 
 def post(client: Any, headers: dict[str, str], body: Any = None, *, data: Any = None) -> Any:
     if data is not None:
-        return client.post("/api/mappings", data=data, headers={**headers, "Content-Type": "application/json"})
+        return client.post(
+            "/api/mappings", data=data, headers={**headers, "Content-Type": "application/json"}
+        )
     return client.post("/api/mappings", json=body, headers=headers)
 
 
@@ -67,44 +75,78 @@ POST_ROWS: list[tuple[str, Any, str]] = [
     ("owner missing", merged(owner=...), "teamKey, owner, and repo are required"),
     ("repo not a string", merged(repo=5), "teamKey, owner, and repo are required"),
     # group 2: the model provider
-    ("bedrock without region", merged(provider="bedrock"), "awsRegion is required when provider is 'bedrock'"),
-    ("bedrock on fly", merged(provider="bedrock", awsRegion="eu-west-1", executionMode="fly-machines"),
-     "provider 'bedrock' is not supported with executionMode 'fly-machines'"),
+    (
+        "bedrock without region",
+        merged(provider="bedrock"),
+        "awsRegion is required when provider is 'bedrock'",
+    ),
+    (
+        "bedrock on fly",
+        merged(provider="bedrock", awsRegion="eu-west-1", executionMode="fly-machines"),
+        "provider 'bedrock' is not supported with executionMode 'fly-machines'",
+    ),
     ("unknown provider", merged(provider="openai"), "provider must be 'anthropic' or 'bedrock'"),
     # group 3: where sessions run
-    ("unknown executionMode", merged(executionMode="k8s"),
-     "executionMode must be 'github-actions' or 'fly-machines'"),
+    (
+        "unknown executionMode",
+        merged(executionMode="k8s"),
+        "executionMode must be 'github-actions' or 'fly-machines'",
+    ),
     ("machineCpus zero", merged(machineCpus=0), "machineCpus must be a positive integer"),
     ("machineCpus string", merged(machineCpus="2"), "machineCpus must be a positive integer"),
     ("machineCpus bool", merged(machineCpus=True), "machineCpus must be a positive integer"),
     ("machineMemoryMb small", merged(machineMemoryMb=255), "machineMemoryMb must be an integer >= 256"),
     ("machineMemoryMb float", merged(machineMemoryMb=512.5), "machineMemoryMb must be an integer >= 256"),
-    ("sessionMode other", merged(sessionMode="lazy"),
-     "sessionMode must be 'autonomous', 'interactive', or 'hybrid'"),
+    (
+        "sessionMode other",
+        merged(sessionMode="lazy"),
+        "sessionMode must be 'autonomous', 'interactive', or 'hybrid'",
+    ),
     # group 4: the work
     ("branchPrefix invalid", merged(branchPrefix="ai..x/"), "branchPrefix invalid: must not contain '..'"),
     ("extraEnv list", merged(extraEnv=["A=1"]), "extraEnv must be a plain object"),
     ("extraEnv number value", merged(extraEnv={"A": 1}), "extraEnv values must all be strings"),
     ("cap zero", merged(maxInProgressAiIssues=0), "maxInProgressAiIssues must be a positive integer"),
     ("cap string", merged(maxInProgressAiIssues="3"), "maxInProgressAiIssues must be a positive integer"),
-    ("planning without workflow", merged(planningEnabled=True),
-     "planningWorkflowFile is required when planningEnabled is true"),
-    ("ticketing validation", merged(ticketing={"provider": "strict-tracker"}),
-     "ticketing.project is required for strict-tracker"),
+    (
+        "planning without workflow",
+        merged(planningEnabled=True),
+        "planningWorkflowFile is required when planningEnabled is true",
+    ),
+    (
+        "ticketing validation",
+        merged(ticketing={"provider": "strict-tracker"}),
+        "ticketing.project is required for strict-tracker",
+    ),
     # beyond the reference: clear messages, never a 500
-    ("teamKey shape", merged(teamKey="EN G"),
-     "teamKey must be at most 64 letters, digits, '_' or '-', starting with a letter or digit"),
-    ("teamKey too long", merged(teamKey="E" * 65),
-     "teamKey must be at most 64 letters, digits, '_' or '-', starting with a letter or digit"),
+    (
+        "teamKey shape",
+        merged(teamKey="EN G"),
+        "teamKey must be at most 64 letters, digits, '_' or '-', starting with a letter or digit",
+    ),
+    (
+        "teamKey too long",
+        merged(teamKey="E" * 65),
+        "teamKey must be at most 64 letters, digits, '_' or '-', starting with a letter or digit",
+    ),
     ("owner shape", merged(owner="acme/inc"), "owner must be a GitHub user or organization name"),
     ("repo shape", merged(repo="a" * 101), "repo must be a GitHub repository name"),
-    ("extraEnv key", merged(extraEnv={"1A": "x"}),
-     "extraEnv keys must be environment variable names (letters, digits, '_')"),
-    ("ticketing provider unknown", merged(ticketing={"provider": "trello"}),
-     "ticketing.provider must be 'fake-tracker' or 'strict-tracker'"),
+    (
+        "extraEnv key",
+        merged(extraEnv={"1A": "x"}),
+        "extraEnv keys must be environment variable names (letters, digits, '_')",
+    ),
+    (
+        "ticketing provider unknown",
+        merged(ticketing={"provider": "trello"}),
+        "ticketing.provider must be 'fake-tracker' or 'strict-tracker'",
+    ),
     ("ticketing not an object", merged(ticketing="linear"), "ticketing must be a plain object"),
-    ("ticketing missing with two trackers", merged(ticketing=...),
-     "ticketing.provider must be 'fake-tracker' or 'strict-tracker'"),
+    (
+        "ticketing missing with two trackers",
+        merged(ticketing=...),
+        "ticketing.provider must be 'fake-tracker' or 'strict-tracker'",
+    ),
     ("planningEnabled string", merged(planningEnabled="yes"), "planningEnabled must be true or false"),
     ("paused number", merged(paused=1), "paused must be true or false"),
 ]
@@ -112,7 +154,11 @@ POST_ROWS: list[tuple[str, Any, str]] = [
 
 @pytest.mark.parametrize("body,message", [pytest.param(b, m, id=i) for i, b, m in POST_ROWS])
 def test_post_mappings_table(client, admin_headers, body, message) -> None:
-    resp = post(client, admin_headers, data=body) if isinstance(body, bytes) else post(client, admin_headers, body)
+    resp = (
+        post(client, admin_headers, data=body)
+        if isinstance(body, bytes)
+        else post(client, admin_headers, body)
+    )
     assert resp.status_code == 400, resp.get_json()
     assert resp.get_json() == {"error": message}
     assert db.session.scalars(select(Mapping)).all() == []
@@ -122,13 +168,17 @@ def test_first_failing_rule_wins_in_table_order(client, admin_headers) -> None:
     body = merged(defaultBranch=..., provider="openai", executionMode="k8s", machineCpus=0, extraEnv=[])
     assert post(client, admin_headers, body).get_json() == {"error": "defaultBranch is required"}
     body = merged(provider="openai", executionMode="k8s", machineCpus=0, extraEnv=[])
-    assert post(client, admin_headers, body).get_json() == {"error": "provider must be 'anthropic' or 'bedrock'"}
+    assert post(client, admin_headers, body).get_json() == {
+        "error": "provider must be 'anthropic' or 'bedrock'"
+    }
     body = merged(executionMode="k8s", sessionMode="x", branchPrefix="-x")
     assert post(client, admin_headers, body).get_json()["error"].startswith("executionMode must be")
     body = merged(sessionMode="x", branchPrefix="-x", maxInProgressAiIssues=0)
     assert post(client, admin_headers, body).get_json()["error"].startswith("sessionMode must be")
     body = merged(branchPrefix="-x", extraEnv=[], ticketing={"provider": "strict-tracker"})
-    assert post(client, admin_headers, body).get_json() == {"error": "branchPrefix invalid: must not start with '-'"}
+    assert post(client, admin_headers, body).get_json() == {
+        "error": "branchPrefix invalid: must not start with '-'"
+    }
 
 
 @pytest.mark.parametrize(
@@ -170,9 +220,18 @@ def test_valid_branch_prefixes_are_kept(client, admin_headers, prefix) -> None:
 
 
 def test_create_then_update_keeps_omitted_fields(client, admin_headers) -> None:
-    full = merged(provider="bedrock", awsRegion="eu-west-1", machineCpus=4, machineMemoryMb=4096,
-                  sessionMode="hybrid", branchPrefix="bot/", extraEnv={"NODE_ENV": "test"},
-                  maxInProgressAiIssues=3, planningEnabled=True, planningWorkflowFile="plan.yml")
+    full = merged(
+        provider="bedrock",
+        awsRegion="eu-west-1",
+        machineCpus=4,
+        machineMemoryMb=4096,
+        sessionMode="hybrid",
+        branchPrefix="bot/",
+        extraEnv={"NODE_ENV": "test"},
+        maxInProgressAiIssues=3,
+        planningEnabled=True,
+        planningWorkflowFile="plan.yml",
+    )
     created = post(client, admin_headers, full)
     assert created.status_code == 201, created.get_json()
     body = created.get_json()
@@ -183,19 +242,31 @@ def test_create_then_update_keeps_omitted_fields(client, admin_headers) -> None:
     assert updated.status_code == 200, updated.get_json()
     after = updated.get_json()
     assert after["repo"] == "web"
-    for key in ("owner", "defaultBranch", "provider", "awsRegion", "machineCpus", "extraEnv",
-                "maxInProgressAiIssues", "planningWorkflowFile", "ticketing"):
+    for key in (
+        "owner",
+        "defaultBranch",
+        "provider",
+        "awsRegion",
+        "machineCpus",
+        "extraEnv",
+        "maxInProgressAiIssues",
+        "planningWorkflowFile",
+        "ticketing",
+    ):
         assert after[key] == body[key], key
     row = db.session.scalar(select(Mapping).where(Mapping.team_key == "ENG"))
     assert (row.repo, row.max_in_progress, row.aws_region) == ("web", 3, "eu-west-1")
 
     # an explicit null clears an optional field; an update is validated as a whole
-    cleared = post(client, admin_headers, {"teamKey": "ENG", "maxInProgressAiIssues": None, "provider": "anthropic"})
+    cleared = post(
+        client, admin_headers, {"teamKey": "ENG", "maxInProgressAiIssues": None, "provider": "anthropic"}
+    )
     assert cleared.get_json()["maxInProgressAiIssues"] is None
     refused = post(client, admin_headers, {"teamKey": "ENG", "provider": "bedrock", "awsRegion": None})
     assert refused.get_json() == {"error": "awsRegion is required when provider is 'bedrock'"}
     assert post(client, admin_headers, {"teamKey": "ENG", "defaultBranch": ""}).get_json() == {
-        "error": "defaultBranch is required"}
+        "error": "defaultBranch is required"
+    }
 
 
 def test_update_without_default_branch_uses_the_stored_one(client, admin_headers, adm_mapping) -> None:
@@ -229,12 +300,27 @@ def test_list_and_get(client, admin_headers, adm_mapping) -> None:
 CHANGE_ROWS: list[tuple[str, str, Any, int, Any]] = [
     ("patch not JSON", "PATCH", b"nope", 400, {"error": "Invalid request body"}),
     ("patch array", "PATCH", b"[]", 400, {"error": "Invalid request body"}),
-    ("cap zero", "PATCH", {"maxInProgressAiIssues": 0}, 400,
-     {"error": "maxInProgressAiIssues must be a positive integer"}),
-    ("cap string", "PATCH", {"maxInProgressAiIssues": "2"}, 400,
-     {"error": "maxInProgressAiIssues must be a positive integer"}),
-    ("both", "PATCH", {"paused": True, "maxInProgressAiIssues": 2}, 400,
-     {"error": "Specify either paused or maxInProgressAiIssues, not both"}),
+    (
+        "cap zero",
+        "PATCH",
+        {"maxInProgressAiIssues": 0},
+        400,
+        {"error": "maxInProgressAiIssues must be a positive integer"},
+    ),
+    (
+        "cap string",
+        "PATCH",
+        {"maxInProgressAiIssues": "2"},
+        400,
+        {"error": "maxInProgressAiIssues must be a positive integer"},
+    ),
+    (
+        "both",
+        "PATCH",
+        {"paused": True, "maxInProgressAiIssues": 2},
+        400,
+        {"error": "Specify either paused or maxInProgressAiIssues, not both"},
+    ),
     ("neither", "PATCH", {}, 400, {"error": "Specify either paused or maxInProgressAiIssues, not both"}),
     ("paused not bool", "PATCH", {"paused": "yes"}, 400, {"error": "paused must be true or false"}),
     ("patch unknown team", "PATCH:NOPE", {"paused": True}, 404, {"error": "Team not found"}),
@@ -248,8 +334,9 @@ def test_mapping_changes_table(client, admin_headers, adm_mapping, method, body,
     method, _, team = method.partition(":")
     path = f"/api/mappings/{team or 'ENG'}"
     if isinstance(body, bytes):
-        resp = client.open(path, method=method, data=body,
-                           headers={**admin_headers, "Content-Type": "application/json"})
+        resp = client.open(
+            path, method=method, data=body, headers={**admin_headers, "Content-Type": "application/json"}
+        )
     else:
         resp = client.open(path, method=method, json=body, headers=admin_headers)
     assert (resp.status_code, resp.get_json()) == (status, answer)
@@ -292,14 +379,20 @@ def test_sync_workflows_table(client, admin_headers, adm_mapping, adm_runner, mo
 
     ok = client.post("/api/mappings/ENG/sync-workflows", headers=admin_headers)
     assert ok.status_code == 200
-    assert ok.get_json() == {"teamKey": "ENG", "backend": "github-actions", "created": [], "updated": [],
-                             "unchanged": [".github/workflows/ai-implement.yml"]}
+    assert ok.get_json() == {
+        "teamKey": "ENG",
+        "backend": "github-actions",
+        "created": [],
+        "updated": [],
+        "unchanged": [".github/workflows/ai-implement.yml"],
+    }
     assert adm_runner.synced == ["ENG"]
 
     no_workflows = client.post("/api/mappings/FLY/sync-workflows", headers=admin_headers)
     assert no_workflows.status_code == 400
     assert no_workflows.get_json() == {
-        "error": "executionMode 'fly-machines' does not use workflow files; nothing to sync"}
+        "error": "executionMode 'fly-machines' does not use workflow files; nothing to sync"
+    }
 
     def refuse(self: Any, mapping: Any) -> Any:
         raise ProviderError("GitHub API error 403: Resource not accessible by integration", status=403)
@@ -307,7 +400,9 @@ def test_sync_workflows_table(client, admin_headers, adm_mapping, adm_runner, mo
     monkeypatch.setattr(adm_runner.backend_class, "sync_workflows", refuse)
     failed = client.post("/api/mappings/ENG/sync-workflows", headers=admin_headers)
     assert (failed.status_code, failed.get_json()) == (
-        500, {"error": "GitHub API error 403: Resource not accessible by integration"})
+        500,
+        {"error": "GitHub API error 403: Resource not accessible by integration"},
+    )
 
     def crash(self: Any, mapping: Any) -> Any:
         raise KeyError("token=abc")
@@ -332,5 +427,8 @@ def test_allowed_values_wording(values, text) -> None:
 
 def test_standard_providers_are_listed_in_the_reference_order() -> None:
     assert service.ordered("runner", ["example", "fly-machines", "github-actions"]) == [
-        "github-actions", "fly-machines", "example"]
+        "github-actions",
+        "fly-machines",
+        "example",
+    ]
     assert service.ordered("model", ["bedrock", "anthropic"]) == ["anthropic", "bedrock"]

@@ -1,4 +1,5 @@
 """``GET``/``POST /api/runner-mode``: every row of the reference's table, and the saved/effective modes."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -7,7 +8,9 @@ import pytest
 
 from aiimpl_core.services import settings
 
-ENV_SET = "RUNNER_MODE env var is set; persisted to DB but has no effect at runtime until the env var is unset"
+ENV_SET = (
+    "RUNNER_MODE env var is set; persisted to DB but has no effect at runtime until the env var is unset"
+)
 BAD_MODE = "mode must be one of: default, gha, fly, local, shadow"
 
 
@@ -18,7 +21,9 @@ def aiimpl_plugins(adm_plugins) -> list[object]:
 
 def post(client: Any, headers: dict[str, str], body: Any) -> Any:
     if isinstance(body, bytes):
-        return client.post("/api/runner-mode", data=body, headers={**headers, "Content-Type": "application/json"})
+        return client.post(
+            "/api/runner-mode", data=body, headers={**headers, "Content-Type": "application/json"}
+        )
     return client.post("/api/runner-mode", json=body, headers=headers)
 
 

@@ -1,4 +1,5 @@
 """Team and global secrets: every row of the reference's "Secrets" table; names and times only."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,7 +24,9 @@ def aiimpl_plugins(adm_plugins) -> list[object]:
 
 def call(client: Any, headers: dict[str, str], method: str, path: str, body: Any = None) -> Any:
     if isinstance(body, bytes):
-        return client.open(path, method=method, data=body, headers={**headers, "Content-Type": "application/json"})
+        return client.open(
+            path, method=method, data=body, headers={**headers, "Content-Type": "application/json"}
+        )
     return client.open(path, method=method, json=body, headers=headers)
 
 
@@ -35,16 +38,42 @@ ROWS: list[tuple[str, str, str, Any, int, str]] = [
     ("value missing", "POST", GLOBAL, {"name": "A"}, 400, "name and value are required"),
     ("value empty", "POST", TEAM, {"name": "A", "value": ""}, 400, "name and value are required"),
     ("value not a string", "POST", TEAM, {"name": "A", "value": 5}, 400, "name and value are required"),
-    ("name with a dash", "POST", TEAM, {"name": "API-KEY", "value": "x"}, 400,
-     "name must contain only letters, digits, and underscores"),
-    ("global name with a team prefix", "POST", GLOBAL, {"name": "ENG_TOKEN", "value": "x"}, 400,
-     "Secret name must not start with a team key prefix (ENG_)"),
+    (
+        "name with a dash",
+        "POST",
+        TEAM,
+        {"name": "API-KEY", "value": "x"},
+        400,
+        "name must contain only letters, digits, and underscores",
+    ),
+    (
+        "global name with a team prefix",
+        "POST",
+        GLOBAL,
+        {"name": "ENG_TOKEN", "value": "x"},
+        400,
+        "Secret name must not start with a team key prefix (ENG_)",
+    ),
     ("delete unknown secret (team)", "DELETE", TEAM + "/NOPE", None, 404, "Secret not found"),
     ("delete unknown secret (global)", "DELETE", GLOBAL + "/NOPE", None, 404, "Secret not found"),
     ("unknown team: list", "GET", "/api/mappings/OPS/secrets", None, 404, "Team not found"),
-    ("unknown team: set", "POST", "/api/mappings/OPS/secrets", {"name": "A", "value": "x"}, 404, "Team not found"),
+    (
+        "unknown team: set",
+        "POST",
+        "/api/mappings/OPS/secrets",
+        {"name": "A", "value": "x"},
+        404,
+        "Team not found",
+    ),
     ("unknown team: delete", "DELETE", "/api/mappings/OPS/secrets/A", None, 404, "Team not found"),
-    ("name too long", "POST", GLOBAL, {"name": "A" * 256, "value": "x"}, 400, "name must be at most 255 characters"),
+    (
+        "name too long",
+        "POST",
+        GLOBAL,
+        {"name": "A" * 256, "value": "x"},
+        400,
+        "name must be at most 255 characters",
+    ),
 ]
 
 
@@ -57,7 +86,9 @@ def test_secrets_table(client, admin_headers, adm_mapping, method, path, body, s
 
 
 @pytest.mark.parametrize("path", [TEAM, GLOBAL])
-def test_secret_operation_failures_are_500_with_the_message(client, admin_headers, adm_mapping, monkeypatch, path):
+def test_secret_operation_failures_are_500_with_the_message(
+    client, admin_headers, adm_mapping, monkeypatch, path
+):
     adm_mapping("ENG")
 
     def fails(*args: Any) -> Any:
@@ -78,11 +109,18 @@ def test_secret_operation_failures_are_500_with_the_message(client, admin_header
 
 @pytest.mark.parametrize(
     "method,path,body",
-    [("GET", TEAM, None), ("POST", TEAM, {"name": "A", "value": "x"}), ("DELETE", TEAM + "/A", None),
-     ("GET", GLOBAL, None), ("POST", GLOBAL, {"name": "A", "value": "x"}), ("DELETE", GLOBAL + "/A", None)],
+    [
+        ("GET", TEAM, None),
+        ("POST", TEAM, {"name": "A", "value": "x"}),
+        ("DELETE", TEAM + "/A", None),
+        ("GET", GLOBAL, None),
+        ("POST", GLOBAL, {"name": "A", "value": "x"}),
+        ("DELETE", GLOBAL + "/A", None),
+    ],
 )
-def test_secrets_need_a_configured_backend_with_secrets(client, admin_headers, adm_mapping, adm_runner,
-                                                        monkeypatch, method, path, body) -> None:
+def test_secrets_need_a_configured_backend_with_secrets(
+    client, admin_headers, adm_mapping, adm_runner, monkeypatch, method, path, body
+) -> None:
     adm_mapping("ENG")
     monkeypatch.setattr(adm_runner.backend_class, "is_configured", lambda self: False)
     resp = call(client, admin_headers, method, path, body)
@@ -102,7 +140,9 @@ def test_names_and_times_only_never_values(client, admin_headers, adm_mapping) -
     assert all(VALUE not in row.value_encrypted for row in db.session.scalars(select(Secret)))
     assert secrets_service.values_for_team("ENG") == {"DEPLOY_KEY": VALUE, "NPM_TOKEN": VALUE}
     # replacing keeps one row; deleting removes it
-    assert call(client, admin_headers, "POST", TEAM, {"name": "DEPLOY_KEY", "value": "new"}).status_code == 200
+    assert (
+        call(client, admin_headers, "POST", TEAM, {"name": "DEPLOY_KEY", "value": "new"}).status_code == 200
+    )
     assert secrets_service.values_for_team("ENG")["DEPLOY_KEY"] == "new"
     gone = call(client, admin_headers, "DELETE", TEAM + "/DEPLOY_KEY")
     assert (gone.status_code, gone.get_json()) == (200, {"deleted": True, "name": "DEPLOY_KEY"})

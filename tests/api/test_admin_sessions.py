@@ -1,5 +1,6 @@
 """``GET /api/sessions`` and ``DELETE /api/sessions/<machineId>``: every row of the reference's
 "Sessions" table, over the fake runner backends."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -7,7 +8,7 @@ from typing import Any
 import pytest
 
 from aiimpl_core.errors import ProviderError
-from aiimpl_core.testing.fakes import FakeRunner, FakeRun
+from aiimpl_core.testing.fakes import FakeRun, FakeRunner
 from aiimpl_core.types import RunPhase
 
 
@@ -23,6 +24,7 @@ def start(runner: FakeRunner, job_id: int, run_id: str, issue_key: str = "ENG-1"
 
 def test_sessions_table(client, admin_headers, adm_runner, monkeypatch) -> None:
     start(adm_runner, 1, "m-1")
+
     # 500 (underlying error message): listing failed
     def list_fails(self: Any) -> Any:
         raise ProviderError("Fly API error 500: machines unavailable")
@@ -30,7 +32,10 @@ def test_sessions_table(client, admin_headers, adm_runner, monkeypatch) -> None:
     with monkeypatch.context() as m:
         m.setattr(adm_runner.backend_class, "list_sessions", list_fails)
         resp = client.get("/api/sessions", headers=admin_headers)
-        assert (resp.status_code, resp.get_json()) == (500, {"error": "Fly API error 500: machines unavailable"})
+        assert (resp.status_code, resp.get_json()) == (
+            500,
+            {"error": "Fly API error 500: machines unavailable"},
+        )
 
     # 500 (underlying error message): destroying failed
     def destroy_fails(self: Any, session_id: str) -> Any:
@@ -57,9 +62,14 @@ def test_list_and_destroy(client, admin_headers, adm_runner) -> None:
     start(adm_runner, 2, "m-2", "ENG-2")
     listed = client.get("/api/sessions", headers=admin_headers).get_json()
     assert [(s["id"], s["backend"], s["state"], s["jobId"], s["issueKey"]) for s in listed] == [
-        ("m-1", "github-actions", "running", 1, "ENG-1"), ("m-2", "github-actions", "running", 2, "ENG-2")]
+        ("m-1", "github-actions", "running", 1, "ENG-1"),
+        ("m-2", "github-actions", "running", 2, "ENG-2"),
+    ]
     resp = client.delete("/api/sessions/m-1", headers=admin_headers)
-    assert (resp.status_code, resp.get_json()) == (200, {"id": "m-1", "backend": "github-actions", "destroyed": True})
+    assert (resp.status_code, resp.get_json()) == (
+        200,
+        {"id": "m-1", "backend": "github-actions", "destroyed": True},
+    )
     assert adm_runner.destroyed == ["m-1"]
     assert [s["id"] for s in client.get("/api/sessions", headers=admin_headers).get_json()] == ["m-2"]
     unknown = client.delete("/api/sessions/m-404", headers=admin_headers)

@@ -1,5 +1,6 @@
 """The OpenAPI description: valid, complete (every rule of the URL map), served publicly and printed
 by ``aiimpl openapi``; generated from the same schemas the views use."""
+
 from __future__ import annotations
 
 import json
@@ -9,35 +10,46 @@ import pytest
 from click.testing import CliRunner
 from openapi_spec_validator import validate
 
-from aiimpl_core.app import create_app
 from aiimpl_core.auth import is_public
-from aiimpl_core.extensions import db
 from aiimpl_core.openapi import build_spec, described_rules, openapi_path
-from aiimpl_core.testing.pytest_plugin import TEST_ADMIN_CODE, TEST_SECRET_KEY
+from aiimpl_core.testing.pytest_plugin import TEST_SECRET_KEY
 
 #: Every endpoint of the reference (issue 3), with its methods.
 REFERENCE_OPERATIONS = {
-    ("post", "/runner/result"), ("post", "/runner/progress"), ("get", "/runner/planning-context"),
-    ("post", "/trigger/gap-fill"), ("post", "/api/token"), ("post", "/api/status"), ("post", "/api/step-report"),
-    ("post", "/api/github/webhook"), ("post", "/api/auth"), ("get", "/api/jobs/{jobId}/steps"),
-    ("get", "/api/issues"), ("get", "/api/blockers"), ("post", "/api/mappings"), ("get", "/api/mappings"),
-    ("get", "/api/mappings/{teamKey}"), ("patch", "/api/mappings/{teamKey}"), ("delete", "/api/mappings/{teamKey}"),
-    ("post", "/api/mappings/{teamKey}/sync-workflows"), ("get", "/api/runner-mode"), ("post", "/api/runner-mode"),
-    ("get", "/api/sessions"), ("delete", "/api/sessions/{machineId}"),
-    ("get", "/api/mappings/{teamKey}/secrets"), ("post", "/api/mappings/{teamKey}/secrets"),
-    ("delete", "/api/mappings/{teamKey}/secrets/{name}"), ("get", "/api/global-secrets"),
-    ("post", "/api/global-secrets"), ("delete", "/api/global-secrets/{name}"),
+    ("post", "/runner/result"),
+    ("post", "/runner/progress"),
+    ("get", "/runner/planning-context"),
+    ("post", "/trigger/gap-fill"),
+    ("post", "/api/token"),
+    ("post", "/api/status"),
+    ("post", "/api/step-report"),
+    ("post", "/api/github/webhook"),
+    ("post", "/api/auth"),
+    ("get", "/api/jobs/{jobId}/steps"),
+    ("get", "/api/issues"),
+    ("get", "/api/blockers"),
+    ("post", "/api/mappings"),
+    ("get", "/api/mappings"),
+    ("get", "/api/mappings/{teamKey}"),
+    ("patch", "/api/mappings/{teamKey}"),
+    ("delete", "/api/mappings/{teamKey}"),
+    ("post", "/api/mappings/{teamKey}/sync-workflows"),
+    ("get", "/api/runner-mode"),
+    ("post", "/api/runner-mode"),
+    ("get", "/api/sessions"),
+    ("delete", "/api/sessions/{machineId}"),
+    ("get", "/api/mappings/{teamKey}/secrets"),
+    ("post", "/api/mappings/{teamKey}/secrets"),
+    ("delete", "/api/mappings/{teamKey}/secrets/{name}"),
+    ("get", "/api/global-secrets"),
+    ("post", "/api/global-secrets"),
+    ("delete", "/api/global-secrets/{name}"),
 }
 
 
 @pytest.fixture
-def full_app(database_url) -> Any:
-    """The app with every installed plugin (entry points), as ``aiimpl serve`` runs it."""
-    app = create_app({"AIIMPL_DATABASE_URL": database_url, "AIIMPL_SECRET_KEY": TEST_SECRET_KEY,
-                      "AIIMPL_ADMIN_ACCESS_CODE": TEST_ADMIN_CODE, "TESTING": True}, environ={})
-    with app.app_context():
-        yield app
-        db.session.remove()
+def full_app(adm_full_app) -> Any:
+    return adm_full_app
 
 
 @pytest.fixture
@@ -74,7 +86,12 @@ def test_plugin_blueprints_are_described(full_app, spec) -> None:
 def test_security_schemes_and_requirements(full_app, spec) -> None:
     schemes = spec["components"]["securitySchemes"]
     assert {"adminSession", "runToken", "triggerSecret", "githubSignature", "nonce"} <= set(schemes)
-    assert schemes["runToken"] == {**schemes["runToken"], "type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    assert schemes["runToken"] == {
+        **schemes["runToken"],
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+    }
     assert schemes["githubSignature"]["name"] == "X-Hub-Signature-256"
     ops = spec["paths"]
     assert ops["/runner/result"]["post"]["security"] == [{"runToken": []}]
@@ -120,16 +137,30 @@ def test_error_responses_use_the_one_error_schema(spec) -> None:
                 continue  # {"deleted": false}, no error field
             schema = _ref(spec, responses[code]["content"]["application/json"]["schema"])
             assert schema["properties"]["error"]["type"] == "string", (path, method, code)
-    deleted = _ref(spec, spec["paths"]["/api/mappings/{teamKey}"]["delete"]["responses"]["404"]["content"][
-        "application/json"]["schema"])
+    deleted = _ref(
+        spec,
+        spec["paths"]["/api/mappings/{teamKey}"]["delete"]["responses"]["404"]["content"]["application/json"][
+            "schema"
+        ],
+    )
     assert set(deleted["properties"]) == {"deleted"}
 
 
 def test_request_bodies_come_from_the_views_schemas(spec) -> None:
     body = spec["paths"]["/api/mappings"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     props = _ref(spec, body)["properties"]
-    assert {"teamKey", "owner", "repo", "defaultBranch", "provider", "executionMode", "maxInProgressAiIssues",
-            "ticketing", "extraEnv", "branchPrefix"} <= set(props)
+    assert {
+        "teamKey",
+        "owner",
+        "repo",
+        "defaultBranch",
+        "provider",
+        "executionMode",
+        "maxInProgressAiIssues",
+        "ticketing",
+        "extraEnv",
+        "branchPrefix",
+    } <= set(props)
     mode = spec["paths"]["/api/runner-mode"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert _ref(spec, mode)["properties"]["mode"]["enum"] == ["default", "gha", "fly", "local", "shadow"]
 

@@ -4,6 +4,7 @@ bodies, parameters and headers the description allows (and breaks), no operation
 Admin operations are called with a valid admin session so that they get past the guard and
 exercise their own validation; the others authenticate (or fail to) as the generated case says.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -31,7 +32,10 @@ def aiimpl_plugins(adm_plugins) -> list[object]:
 @pytest.fixture
 def aiimpl_config() -> dict[str, Any]:
     # configured, so the trigger and the webhook check what they receive instead of answering 501
-    return {"AIIMPL_TRIGGER_SECRET": "trigger-secret-for-tests", "AIIMPL_GITHUB_WEBHOOK_SECRET": "webhook-secret"}
+    return {
+        "AIIMPL_TRIGGER_SECRET": "trigger-secret-for-tests",
+        "AIIMPL_GITHUB_WEBHOOK_SECRET": "webhook-secret",
+    }
 
 
 @pytest.fixture
@@ -58,8 +62,9 @@ def _guarded(app: Any, path: str, method: str) -> bool:
 
 
 @schema.parametrize()
-@settings(max_examples=3, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=3, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 def test_no_operation_answers_5xx(case, app, admin_headers) -> None:
     headers = dict(admin_headers) if _guarded(app, case.operation.path, case.method) else None
     response = case.call(headers=headers)
