@@ -8,7 +8,6 @@ from ..auth import admin, is_public
 from ..errors import AiimplError
 from ..schemas.common import UNAUTHORIZED, ApiError
 
-
 #: Blueprint modules, each exposing ``bp``: grouped as the reference groups the endpoints.
 BLUEPRINT_MODULES = (
     "health",
