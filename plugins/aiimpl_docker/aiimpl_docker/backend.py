@@ -152,7 +152,7 @@ class LocalDockerBackend(RunnerBackend):
         """Keyword arguments of ``containers.run`` for one session."""
         mapping = request.mapping
         env = {str(k): str(v) for k, v in request.env.items()}
-        env.setdefault("AIIMPL_SESSION_MODE", mapping.session_mode)
+        env.setdefault("AIIMPL_SESSION_MODE", mapping.session_mode or "autonomous")
         if request.secret_names and SECRET_NAMES_VAR not in env:
             env[SECRET_NAMES_VAR] = ",".join(sorted(request.secret_names))
         options: dict[str, Any] = {
@@ -164,7 +164,7 @@ class LocalDockerBackend(RunnerBackend):
                 config.LABEL_JOB: str(request.job_id),
                 config.LABEL_ISSUE: request.issue_key,
                 config.LABEL_PHASE: request.phase.value,
-                config.LABEL_MODE: mapping.session_mode,
+                config.LABEL_MODE: mapping.session_mode or "autonomous",
                 config.LABEL_BACKEND: self.id,
                 config.LABEL_INSTANCE: self.instance,
             },

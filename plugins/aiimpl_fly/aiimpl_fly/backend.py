@@ -135,7 +135,7 @@ class FlyMachinesBackend(RunnerBackend):
         """The ``CreateMachineRequest`` body for one session."""
         mapping = request.mapping
         env = {str(k): str(v) for k, v in request.env.items()}
-        env.setdefault("AIIMPL_SESSION_MODE", mapping.session_mode)
+        env.setdefault("AIIMPL_SESSION_MODE", mapping.session_mode or "autonomous")
         env.setdefault("AIIMPL_LOG_URL", f"https://fly.io/apps/{self.app_name}/monitoring")
         body: dict[str, Any] = {
             "name": f"aiimpl-job-{request.job_id}",
@@ -154,7 +154,7 @@ class FlyMachinesBackend(RunnerBackend):
                     config.META_JOB: str(request.job_id),
                     config.META_ISSUE: request.issue_key,
                     config.META_PHASE: request.phase.value,
-                    config.META_MODE: mapping.session_mode,
+                    config.META_MODE: mapping.session_mode or "autonomous",
                 },
             },
         }
