@@ -27,6 +27,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 
 from ..errors import NotFound, ProviderConfigError, ValidationError
 from ..extensions import db
@@ -354,7 +355,19 @@ def get(team_key: str) -> dict[str, Any]:
 
 
 def save(body: Any) -> tuple[dict[str, Any], bool]:
-    """Create the mapping of ``body["teamKey"]``, or update it; returns it and whether it was created."""
+    """Create the mapping of ``body["teamKey"]``, or update it; returns it and whether it was created.
+
+    Two requests creating the same team at once: the database's unique team key refuses the
+    second insert, which is then applied as an update of the row the first one created.
+    """
+    try:
+        return _save(body)
+    except IntegrityError:
+        db.session.rollback()
+        return _save(body)
+
+
+def _save(body: Any) -> tuple[dict[str, Any], bool]:
     team_key = body.get("teamKey") if isinstance(body, dict) else None
     row = get_row(team_key) if isinstance(team_key, str) and team_key else None
     values = validate(body, to_api(row) if row else None)

@@ -432,3 +432,41 @@ def test_standard_providers_are_listed_in_the_reference_order() -> None:
         "example",
     ]
     assert service.ordered("model", ["bedrock", "anthropic"]) == ["anthropic", "bedrock"]
+
+
+def test_a_concurrent_create_of_the_same_team_becomes_an_update(
+    client, admin_headers, adm_mapping, monkeypatch
+):
+    """The other request's row is not visible yet when this one looks: the unique key refuses the
+    insert, and the body is applied to the row the other request created."""
+    adm_mapping("ENG")
+    real_get_row = service.get_row
+    calls = []
+
+    def not_yet_visible(team_key: str) -> Any:
+        calls.append(team_key)
+        return None if len(calls) == 1 else real_get_row(team_key)
+
+    monkeypatch.setattr(service, "get_row", not_yet_visible)
+    resp = post(client, admin_headers, merged(repo="web"))
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["repo"] == "web"
+    assert [m.repo for m in db.session.scalars(select(Mapping))] == ["web"]
+
+
+def test_deleting_a_mapping_keeps_its_jobs(client, admin_headers, adm_mapping) -> None:
+    from aiimpl_core.orm import Job
+
+    adm_mapping("ENG")
+    row = db.session.scalar(select(Mapping))
+    job = Job(
+        issue_key="ENG-1", team_key="ENG", mapping_id=row.id, phase="implementation", status="completed"
+    )
+    db.session.add(job)
+    db.session.commit()
+    job_id = job.id
+    assert client.delete("/api/mappings/ENG", headers=admin_headers).status_code == 200
+    db.session.expire_all()
+    kept = db.session.get(Job, job_id)
+    assert kept is not None and kept.mapping_id is None
+    assert client.get(f"/api/jobs/{job_id}", headers=admin_headers).status_code == 200
