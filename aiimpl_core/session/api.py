@@ -71,8 +71,14 @@ class TokenCache:
         ]
 
     def add(self, token: RepoToken) -> None:
-        rows = [{"token": t.token, "expiresAt": t.expires_at} for t in self.load()]
-        rows.append({"token": token.token, "expiresAt": token.expires_at})
+        self._write([*self.load(), token])
+
+    def discard(self, value: str) -> None:
+        """Mark a token GitHub refused as expired (kept in the file: it must still be redacted)."""
+        self._write([RepoToken(t.token, 0.0) if t.token == value else t for t in self.load()])
+
+    def _write(self, tokens: list[RepoToken]) -> None:
+        rows = [{"token": t.token, "expiresAt": t.expires_at} for t in tokens]
         directory = os.path.dirname(self.path) or "."
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tokens-")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -65,11 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     operation = argv[0] if argv else ""
     # git sends the request on stdin; it must be read even when unused
-    sys.stdin.read()
-    if operation != "get":
-        return 0  # "store" and "erase": the orchestrator owns the tokens
+    request = dict(line.split("=", 1) for line in sys.stdin.read().splitlines() if "=" in line)
     if session_env.CREDENTIAL_CACHE.name not in os.environ:
         return 0
+    if operation == "erase" and request.get("password"):
+        # GitHub refused this token (revoked, expired early): the next "get" fetches a new one
+        from .api import TokenCache
+
+        TokenCache(os.environ[session_env.CREDENTIAL_CACHE.name]).discard(request["password"])
+        return 0
+    if operation != "get":
+        return 0  # "store": the orchestrator owns the tokens
     try:
         sys.stdout.write(answer(os.environ))
     except Exception as exc:  # noqa: BLE001 - git reports the missing credentials itself

@@ -381,3 +381,23 @@ def test_values_of_variables_named_like_secrets_are_redacted_even_when_unlisted(
 
         shutil.rmtree(session.state_dir)
     assert text == f"{MASK} {MASK} {MASK} not-a-secret-value 300 {MASK}"
+
+
+def test_credential_helper_erase_makes_the_next_get_fetch_a_new_token(tmp_path: Path) -> None:
+    cache = TokenCache(str(tmp_path / "tokens.json"))
+    cache.add(RepoToken("ghs_revoked_by_github_1", time.time() + 3600))
+    env = {
+        **os.environ,
+        E.CREDENTIAL_CACHE.name: cache.path,
+        "AIIMPL_URL": "http://127.0.0.1:9",
+        "AIIMPL_NONCE": "x",
+        "AIIMPL_REPOSITORY": "acme/api",
+    }
+    helper = [sys.executable, "-m", "aiimpl_core.session.credential"]
+    request = "protocol=https\nhost=github.com\nusername=x-access-token\npassword=ghs_revoked_by_github_1\n\n"
+    subprocess.run([*helper, "erase"], input=request, text=True, env=env, check=True, timeout=60)
+
+    assert cache.current(60) is None
+    assert [t.token for t in cache.load()] == ["ghs_revoked_by_github_1"]  # still known, for redaction
+    proc = subprocess.run([*helper, "get"], input="\n", capture_output=True, text=True, env=env, timeout=60)
+    assert proc.stdout == ""  # it tried the orchestrator (unreachable here) instead of the refused token
