@@ -474,6 +474,52 @@ def _after_complete_listing(provider_id: str, seen: set[str], listed_since: date
                     tracked.trigger_cleared_at = listed_since
 
 
+def _handle_page(
+    provider_id: str,
+    issues: Sequence[TrackerIssue],
+    report: CycleReport,
+    *,
+    now: datetime,
+    fetched_at: datetime,
+    issue_keys: set[str] | None,
+    seen: set[str],
+) -> None:
+    """Check and claim one listing page's issues; one issue's trouble does not stop the others."""
+    wanted = [i for i in issues if i.triggered]
+    seen.update(i.key for i in wanted)
+    report.listed[provider_id] = report.listed.get(provider_id, 0) + len(wanted)
+    if issue_keys is not None:
+        wanted = [i for i in wanted if i.key in issue_keys]
+    snapshot = _Snapshot(provider_id, [i.key for i in wanted], now)
+    held: list[tuple[TrackerIssue, blockers.Blocked]] = []
+    for issue in wanted:
+        try:
+            consider(issue, fetched_at=fetched_at, report=report, now=now, snapshot=snapshot, held=held)
+        except Exception as exc:  # noqa: BLE001 - reported; the next cycle tries again
+            db.session.rollback()
+            if not isinstance(exc, AiimplError):
+                log.exception("dispatching %s failed", issue.key)
+            report.errors.append(
+                f"{issue.key}: {exc.message if isinstance(exc, AiimplError) else type(exc).__name__}"
+            )
+    try:
+        hold_all(held, now, report)
+    except Exception as exc:  # noqa: BLE001 - the blockers are recorded again next cycle
+        db.session.rollback()
+        log.exception("recording blockers failed")
+        report.errors.append(f"blockers: {type(exc).__name__}")
+
+
+def _listing_failed(provider_id: str, exc: Exception, report: CycleReport, now: datetime) -> None:
+    """Only the tracker's own call counts against the connection (never our database)."""
+    db.session.rollback()
+    if not isinstance(exc, AiimplError):
+        log.exception("listing %s failed", provider_id)
+    poller.record_failure("ticketing", provider_id, exc, now)
+    shown = exc.message if isinstance(exc, AiimplError) else type(exc).__name__
+    report.providers_skipped[provider_id] = f"listing failed: {shown}"
+
+
 def _poll_provider(
     provider_id: str,
     mappings: Sequence[MappingRow],
@@ -500,7 +546,11 @@ def _poll_provider(
     seen: set[str] = set()
     listed_since = utcnow()
     complete = False
-    pages = tracker.iter_triggered(teams)
+    try:
+        pages = iter(tracker.iter_triggered(teams))
+    except Exception as exc:  # noqa: BLE001 - one connection's failure must not stop the cycle
+        _listing_failed(provider_id, exc, report, now)
+        return
     try:
         while True:
             fetched_at = utcnow()  # the time this page's remote call began
@@ -508,34 +558,21 @@ def _poll_provider(
                 page = next(pages)
             except StopIteration:
                 break
-            wanted = [i for i in page.issues if i.triggered]
-            seen.update(i.key for i in wanted)
-            report.listed[provider_id] = report.listed.get(provider_id, 0) + len(wanted)
-            if issue_keys is not None:
-                wanted = [i for i in wanted if i.key in issue_keys]
-            snapshot = _Snapshot(provider_id, [i.key for i in wanted], now)
-            held: list[tuple[TrackerIssue, blockers.Blocked]] = []
-            for issue in wanted:
-                try:
-                    consider(
-                        issue, fetched_at=fetched_at, report=report, now=now, snapshot=snapshot, held=held
-                    )
-                except AiimplError as exc:
-                    report.errors.append(f"{issue.key}: {exc.message}")
-            hold_all(held, now, report)
+            except Exception as exc:  # noqa: BLE001 - one connection's failure must not stop the cycle
+                _listing_failed(provider_id, exc, report, now)
+                return
+            _handle_page(
+                provider_id,
+                page.issues,
+                report,
+                now=now,
+                fetched_at=fetched_at,
+                issue_keys=issue_keys,
+                seen=seen,
+            )
             if page.complete:
                 complete = True
                 break
-    except Exception as exc:  # noqa: BLE001 - one connection's failure must not stop the cycle
-        db.session.rollback()
-        if isinstance(exc, ProviderError) or poller.is_transient(exc):
-            poller.record_failure("ticketing", provider_id, exc, now)
-            report.providers_skipped[provider_id] = f"listing failed: {exc}"
-        else:
-            log.exception("listing %s failed", provider_id)
-            poller.record_failure("ticketing", provider_id, exc, now)
-            report.providers_skipped[provider_id] = f"listing failed: {type(exc).__name__}"
-        return
     finally:
         close = getattr(pages, "close", None)
         if close is not None:

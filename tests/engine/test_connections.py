@@ -37,8 +37,9 @@ def aiimpl_plugins(
         (fail_with(500, "HTTP 500 from tracker"), None),
         (fail_with(429, "rate limited", retry_after=120), 120),
         (ProviderError("timed out after 30s", status=None), None),
+        (RuntimeError("the plugin crashed"), None),
     ],
-    ids=["5xx", "429", "timeout"],
+    ids=["5xx", "429", "timeout", "plugin-bug"],
 )
 def test_a_failing_tracker_delays_only_itself(app, tracker, jira, add_mapping, error, retry_after):
     add_mapping("ENG")
