@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, jsonify
+from sqlalchemy.exc import IntegrityError
 
 from ..errors import NotFound, ProviderError, ValidationError
 from ..extensions import db
@@ -53,6 +54,16 @@ def _run(operation: Callable[[], Any]) -> Any:
         raise ApiError(500, f"Secret operation failed ({type(exc).__name__})") from None
 
 
+def _store(scope: str, name: str, value: str) -> Any:
+    # two requests creating one name at once: the unique (scope, name) refuses the second insert,
+    # which then replaces the value the first one stored
+    try:
+        return service.set_secret(scope, name, value)
+    except IntegrityError:
+        db.session.rollback()
+        return service.set_secret(scope, name, value)
+
+
 def _list(team_key: str | None) -> Any:
     scope = _scope(team_key)
     return jsonify(_run(lambda: service.list_secrets(scope)))
@@ -69,7 +80,7 @@ def _set(team_key: str | None) -> Any:
         raise ApiError(400, exc.message) from None
     if len(name) > MAX_NAME:
         raise ApiError(400, f"name must be at most {MAX_NAME} characters")
-    return jsonify(_run(lambda: service.set_secret(scope, name, value)))
+    return jsonify(_run(lambda: _store(scope, name, value)))
 
 
 def _delete(team_key: str | None, name: str) -> Any:

@@ -148,3 +148,28 @@ def test_names_and_times_only_never_values(client, admin_headers, adm_mapping) -
     assert (gone.status_code, gone.get_json()) == (200, {"deleted": True, "name": "DEPLOY_KEY"})
     assert call(client, admin_headers, "GET", TEAM).get_json() == []
     assert [s["name"] for s in call(client, admin_headers, "GET", GLOBAL).get_json()] == ["NPM_TOKEN"]
+
+
+def test_a_concurrent_first_write_of_one_name_replaces_the_value(
+    client, admin_headers, adm_mapping, monkeypatch
+):
+    """The other request inserted the name first: the unique key refuses this insert, and the
+    write is retried as a replacement instead of answering 500."""
+    from sqlalchemy.exc import IntegrityError
+
+    adm_mapping("ENG")
+    real = secrets_service.set_secret
+    attempts = []
+
+    def raced(scope: str, name: str, value: str) -> Any:
+        attempts.append(name)
+        if len(attempts) == 1:
+            real(scope, name, "written by the other request")
+            raise IntegrityError("INSERT INTO secrets", {}, Exception("duplicate key"))
+        return real(scope, name, value)
+
+    monkeypatch.setattr(secrets_service, "set_secret", raced)
+    resp = call(client, admin_headers, "POST", TEAM, {"name": "TOKEN", "value": VALUE})
+    assert resp.status_code == 200, resp.get_json()
+    assert secrets_service.values_for_team("ENG") == {"TOKEN": VALUE}
+    assert len(attempts) == 2
