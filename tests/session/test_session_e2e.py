@@ -112,3 +112,20 @@ def test_the_main_cli_runs_the_same_session(world: World) -> None:
     assert world.job(job_id).status == "completed"
     assert world.steps(job_id)["review"].status == "skipped"
     assert len(world.agent_calls()) == 1  # no review pass
+
+
+def test_a_tracker_outage_does_not_stop_the_session(world: World) -> None:
+    """``/api/status`` answers 500 while the tracker is down; the run goes on and its result lands."""
+    from aiimpl_core.testing.fakes import fail_with
+
+    world.mapping()
+    job_id = world.dispatch()
+    world.tracker.fail["post_comment"] = fail_with(503, "tracker unavailable")
+
+    code, out = world.run_session(job_id)
+
+    assert code == 0, out
+    job = world.job(job_id)
+    assert job.status == "completed" and job.pr_number == 1
+    assert "status event session_created was not accepted" in out
+    assert world.comments() == []  # nothing could be posted; the orchestrator keeps them queued
