@@ -163,3 +163,29 @@ class TestCaps:
             "at runner backend cap for fly-machines (1/1). Waiting for a slot.",
         )
         assert len(fly.runs) == 1
+
+
+def test_a_listing_read_before_our_own_stage_change_is_stale(app, client, tracker, runner, add_mapping):
+    from datetime import timedelta
+
+    from aiimpl_core.services.dispatch import CycleReport, consider
+
+    from .conftest import post_result, tracked
+
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    run_cycle()
+    [job] = jobs_of("ENG-1")
+    post_result(client, runner, job.id, outcome="failure", error="git clone failed (exit 128): x")
+    cleared_at = tracked("ENG-1").trigger_cleared_at
+    assert cleared_at is not None and not tracked("ENG-1").trigger_consumed
+    # a listing that began before our stage change still shows the old trigger
+    stale = tracker.provider_class(None).get_issue("ENG-1")  # type: ignore[arg-type]
+    stale = type(stale)(**{**stale.__dict__, "triggered": True})
+    report = CycleReport(started_at=cleared_at)
+    assert consider(stale, fetched_at=cleared_at - timedelta(seconds=1), report=report) is None
+    assert report.skipped == {"ENG-1": "listing older than our last stage change"}
+    assert len(jobs_of("ENG-1")) == 1
+    # a listing that began afterwards and shows the trigger is a new trigger
+    assert consider(stale, fetched_at=cleared_at + timedelta(seconds=1), report=report) is not None
+    assert len(jobs_of("ENG-1")) == 2
