@@ -34,8 +34,8 @@ from aiimpl_core.testing.pytest_plugin import TEST_SECRET_KEY
 from .conftest import github_config
 
 TEAMS = ("ENG", "OPS")
-ISSUES_PER_TEAM = 12
-KILLS = 5
+ISSUES_PER_TEAM = 10
+KILLS = 4
 WORKER = os.path.join(os.path.dirname(__file__), "poll_worker.py")
 
 
