@@ -88,13 +88,28 @@ def configuration() -> str:
     ])
 
 
+README_START = "<!-- config-table:start -->"
+README_END = "<!-- config-table:end -->"
+
+
+def readme(current: str) -> str:
+    from aiimpl_core.config import markdown_table
+
+    head, _, rest = current.partition(README_START)
+    _, _, tail = rest.partition(README_END)
+    return f"{head}{README_START}\n{markdown_table([])}\n{README_END}{tail}"
+
+
 def generate() -> dict[str, str]:
     from aiimpl_core import create_app
     from aiimpl_core.openapi import get_spec
 
     app = create_app({"AIIMPL_DATABASE_URL": "sqlite://", "AIIMPL_SECRET_KEY": "docs",
                       "AIIMPL_DISABLED_PLUGINS": ["example_runner"]}, environ={})
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        current_readme = fh.read()
     return {
+        os.path.join(ROOT, "README.md"): readme(current_readme),
         os.path.join(DOCS, "api-reference.md"): api_reference(get_spec(app)),
         os.path.join(DOCS, "configuration.md"): configuration(),
     }

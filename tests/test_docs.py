@@ -30,3 +30,14 @@ def test_every_documented_hook_exists():
     with open(os.path.join(DOCS, "plugin-hooks.md"), encoding="utf-8") as fh:
         documented = set(re.findall(r"### `(aiimpl_\w+)\(", fh.read()))
     assert documented == {n for n, _ in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("aiimpl_")}
+
+
+def test_generated_docs_are_current():
+    """docs/api-reference.md, docs/configuration.md and the README's table match the code."""
+    import subprocess
+    import sys
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    out = subprocess.run([sys.executable, os.path.join(root, "scripts", "gen_docs.py"), "--check"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
