@@ -1,0 +1,74 @@
+"""What the poll-cycle benchmark found, kept as a check: a reconcile pass over in-flight jobs
+whose runs did not change should cost the database a few queries, not several per job.
+
+With 500 in-flight jobs the reconciler made ~3,300 of the ~3,360 queries of a steady-state cycle
+and most of its CPU time (``bench/README.md``). Counting queries, not timing them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import Mapping
+from aiimpl_core.services.dispatch import run_cycle
+from aiimpl_core.services.reconcile import reconcile
+from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
+from aiimpl_core.types import RunPhase
+
+IN_FLIGHT = 40
+
+
+@pytest.fixture
+def tracker() -> FakeTracker:
+    tracker = FakeTracker()
+    for n in range(1, IN_FLIGHT + 1):
+        tracker.add(f"ENG-{n}")
+    return tracker
+
+
+@pytest.fixture
+def runner() -> FakeRunner:
+    return FakeRunner()
+
+
+@pytest.fixture
+def aiimpl_plugins(tracker: FakeTracker, runner: FakeRunner) -> list[object]:
+    return [tracker.plugin, runner.plugin]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "reconcile.py opens a serialized() transaction and commits once per in-flight job even "
+        "when the backend reports no change (RUNNING stays RUNNING, run already linked); every "
+        "commit expires all loaded Job rows, so each next job is re-SELECTed: ~4 queries (164 for 40 jobs on PostgreSQL) and one "
+        "BEGIN IMMEDIATE / advisory-lock transaction per job per cycle, and SQLAlchemy expiry work "
+        "quadratic in the number of in-flight jobs (816k InstanceState._expire calls for 500 jobs)"
+    ),
+)
+def test_reconcile_of_unchanged_runs_costs_fewer_queries_than_jobs(app: Any, runner: FakeRunner) -> None:
+    db.session.add(Mapping(team_key="ENG", owner="acme", repo="eng", default_branch="main",
+                           execution_mode="github-actions", ticketing={"provider": "fake-tracker"}))
+    db.session.commit()
+    assert len(run_cycle().dispatched) == IN_FLIGHT
+    for job_id in list(runner.runs):
+        runner.set_state(job_id, RunPhase.RUNNING)
+    reconcile()  # links and moves every job to running once
+    db.session.remove()
+
+    queries: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        queries.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        report = reconcile()  # nothing changed since the last pass
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert report.polled == {"github-actions": IN_FLIGHT}
+    assert len(queries) < IN_FLIGHT, f"{len(queries)} queries for {IN_FLIGHT} unchanged in-flight jobs"
