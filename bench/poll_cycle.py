@@ -96,6 +96,10 @@ def team_key(n: int) -> str:
 
 def build_scene(url: str, issues: int, inflight: int) -> dict[str, Any]:
     """Fakes, app, mappings, triggered issues and in-flight jobs. Nothing here is measured."""
+    from aiimpl_gha import plugin as gha_plugin
+    from aiimpl_linear import plugin as linear_plugin
+    from aiimpl_linear.testing import FakeLinear
+
     from aiimpl_core.app import create_app
     from aiimpl_core.extensions import db
     from aiimpl_core.orm import Mapping, utcnow
@@ -103,9 +107,6 @@ def build_scene(url: str, issues: int, inflight: int) -> dict[str, Any]:
     from aiimpl_core.services.jobs import transition
     from aiimpl_core.testing.fake_github import FakeGitHub, Run
     from aiimpl_core.types import JobStatus, Phase
-    from aiimpl_gha import plugin as gha_plugin
-    from aiimpl_linear import plugin as linear_plugin
-    from aiimpl_linear.testing import FakeLinear
 
     linear = FakeLinear(request_limit=1_000_000).start()
     gh = FakeGitHub().start()
@@ -285,7 +286,9 @@ def print_row(row: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--db", default="sqlite", help="sqlite, postgres, or both (comma-separated)")
     parser.add_argument("--issues", default="1000,10000", help="triggered issues, comma-separated sizes")
     parser.add_argument("--inflight", type=int, default=500, help="in-flight jobs")

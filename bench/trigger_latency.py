@@ -35,15 +35,15 @@ TEAM = "ENG"
 
 @contextmanager
 def scene(db_kind: str) -> Iterator[dict[str, Any]]:
-    from werkzeug.serving import make_server
-
     import aiimpl_gha.plugin
     import aiimpl_linear.plugin
+    from aiimpl_linear.testing import FakeLinear
+    from werkzeug.serving import make_server
+
     from aiimpl_core.app import create_app
     from aiimpl_core.extensions import db
     from aiimpl_core.orm import Mapping
     from aiimpl_core.testing.fake_github import FakeGitHub
-    from aiimpl_linear.testing import FakeLinear
 
     url, drop = fresh_database(db_kind)
     linear, gh = FakeLinear().start(), FakeGitHub().start()
@@ -173,7 +173,9 @@ def summary(kind: str, values: list[float], **extra: Any) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--db", default="sqlite", help="sqlite or postgres")
     parser.add_argument("--webhooks", type=int, default=20, help="triggers delivered by webhook")
     parser.add_argument("--polled", type=int, default=10, help="triggers found by polling")
@@ -186,10 +188,12 @@ def main() -> None:
     cycle = max(cycles) if cycles else 0.0
     rows = [
         summary("webhook", hooks, target_ms=1000, within_target=max(hooks) < 1.0),
-        summary("polling", polled, interval_s=args.interval, bound_ms=round((args.interval + cycle) * 1000, 1),
+        summary("polling", polled, interval_s=args.interval,
+                bound_ms=round((args.interval + cycle) * 1000, 1),
                 within_bound=max(polled) <= args.interval + cycle),
     ]
-    print_table(rows, ["path", "samples", "p50_ms", "mean_ms", "max_ms", "target_ms", "interval_s", "bound_ms",
+    print_table(rows, ["path", "samples", "p50_ms", "mean_ms", "max_ms", "target_ms", "interval_s",
+                       "bound_ms",
                        "within_target", "within_bound"])
     print("\nwritten:", write_result(f"trigger_latency-{args.db}", {"database": args.db, "paths": rows,
                                                                     "webhook_s": hooks, "polling_s": polled,

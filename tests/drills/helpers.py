@@ -22,7 +22,9 @@ def result_request(runner: FakeRunner, job_id: int, **body: Any) -> tuple[dict[s
     return payload, {"Authorization": f"Bearer {env['AIIMPL_RESULT_TOKEN']}"}
 
 
-def progress_request(runner: FakeRunner, job_id: int, step_id: str = "agent") -> tuple[dict[str, Any], dict[str, str]]:
+def progress_request(
+    runner: FakeRunner, job_id: int, step_id: str = "agent"
+) -> tuple[dict[str, Any], dict[str, str]]:
     env = env_of(runner, job_id)
     step = {"id": step_id, "type": "agent", "status": "running", "started_at": "2026-11-29T06:00:00Z"}
     return {"step": step}, {"Authorization": f"Bearer {env['AIIMPL_PROGRESS_TOKEN']}"}

@@ -29,7 +29,6 @@ from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job, Mapping, utcnow
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.testing.fake_github import FakeGitHub
-from aiimpl_core.testing.pytest_plugin import TEST_SECRET_KEY
 
 from .conftest import github_config
 
@@ -74,7 +73,8 @@ def _start(app: Any) -> subprocess.Popen[str]:
     line = proc.stdout.readline().strip()
     if line != "ready":
         proc.kill()
-        raise AssertionError(f"worker did not start: {line!r} {proc.stderr.read()[-3000:] if proc.stderr else ''}")
+        err = proc.stderr.read()[-3000:] if proc.stderr else ""
+        raise AssertionError(f"worker did not start: {line!r} {err}")
     return proc
 
 
@@ -110,7 +110,8 @@ def test_drill_sigkill_mid_cycle_dispatches_each_issue_once_and_leaves_no_job_st
     try:
         assert proc.stdout is not None
         for _ in range(2):
-            assert proc.stdout.readline().startswith("cycle"), proc.stderr.read()[-3000:] if proc.stderr else ""
+            line = proc.stdout.readline()
+            assert line.startswith("cycle"), proc.stderr.read()[-3000:] if proc.stderr else line
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)

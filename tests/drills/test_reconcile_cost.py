@@ -45,7 +45,8 @@ def aiimpl_plugins(tracker: FakeTracker, runner: FakeRunner) -> list[object]:
     reason=(
         "reconcile.py opens a serialized() transaction and commits once per in-flight job even "
         "when the backend reports no change (RUNNING stays RUNNING, run already linked); every "
-        "commit expires all loaded Job rows, so each next job is re-SELECTed: ~4 queries (164 for 40 jobs on PostgreSQL) and one "
+        "commit expires all loaded Job rows, so each next job is re-SELECTed: ~4 queries (164 for "
+        "40 jobs on PostgreSQL) and one "
         "BEGIN IMMEDIATE / advisory-lock transaction per job per cycle, and SQLAlchemy expiry work "
         "quadratic in the number of in-flight jobs (816k InstanceState._expire calls for 500 jobs)"
     ),

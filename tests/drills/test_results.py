@@ -96,7 +96,9 @@ def test_drill_tracker_down_while_the_result_is_reported(live_server, tracker, r
     assert job_of("ENG-1").status == "completed"
 
 
-def test_drill_result_twice_late_progress_and_result_after_timeout(app, live_server, tracker, runner, dispatched):
+def test_drill_result_twice_late_progress_and_result_after_timeout(
+    app, live_server, tracker, runner, dispatched
+):
     ids = dispatched("ENG-1", "ENG-2", "ENG-3")
 
     # the result posted twice, one after the other
