@@ -300,3 +300,27 @@ def test_a_relaunch_replaces_the_nonce(client, app, two_jobs):
     db.session.commit()
     resp = client.post("/api/step-report", json={"nonce": env_a["AIIMPL_NONCE"], "step": STEP})
     assert resp.status_code == 403
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "aiimpl_core/schemas/runner.py:RunnerResultSchema — `comments` has no cap on count or body "
+        "length: one result (under the 2 MB body limit) queues thousands of tracker comments, and "
+        "callbacks.record_result delivers up to 200 of them synchronously inside the request "
+        "(200 tracker calls, past gunicorn's 30 s timeout on a real tracker); fix: validate "
+        "Length(max=~20) on the list (invalid_comments) and a max body length (invalid_comment_shape)"
+    ),
+)
+def test_a_result_cannot_flood_the_tracker_with_comments(client, two_jobs, sec_tracker):
+    (a, env_a), _ = two_jobs
+    comments = [{"body": f"note {i}"} for i in range(1000)]
+    resp = client.post(
+        "/runner/result", headers=bearer(env_a["AIIMPL_RESULT_TOKEN"]), json={**FAILURE, "comments": comments}
+    )
+    posted = sum(len(v) for v in sec_tracker.comments.values())
+    assert resp.status_code == 400 and resp.get_json()["error"] in (
+        "invalid_comments",
+        "invalid_comment_shape",
+    )
+    assert posted < 50
