@@ -34,8 +34,30 @@ def register_api(app: Flask) -> None:
     for name in BLUEPRINT_MODULES:
         module = importlib.import_module(f"{__name__}.{name}")
         app.register_blueprint(module.bp)
+    _install_hardening(app)
     _install_admin_guard(app)
     _install_error_handlers(app)
+
+
+def _install_hardening(app: Flask) -> None:
+    """Headers every answer carries, and paths no route can take."""
+
+    @app.before_request
+    def _refuse_nul_in_path():  # noqa: ANN202
+        # NUL never belongs in a path, and PostgreSQL refuses it in text: answer before any view
+        if "\x00" in request.path:
+            return jsonify(error="Not Found"), 404
+        return None
+
+    @app.after_request
+    def _headers(resp):  # noqa: ANN001, ANN202
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("X-Frame-Options", "DENY")
+        resp.headers.setdefault("Referrer-Policy", "no-referrer")
+        policy = "default-src 'self'; frame-ancestors 'none'" if request.path.startswith("/ui") else (
+            "frame-ancestors 'none'")
+        resp.headers.setdefault("Content-Security-Policy", policy)
+        return resp
 
 
 def _install_admin_guard(app: Flask) -> None:

@@ -64,7 +64,8 @@ def job_summary(job: Job) -> dict[str, Any]:
 
 def _job(job_id: str) -> Job:
     # the id is taken as text so that any path answers the reference's "job not found"
-    if not job_id.isdigit() or len(job_id) > 10:
+    # ASCII digits only (str.isdigit() accepts '²'), within the INTEGER column's range
+    if not (job_id.isascii() and job_id.isdigit()) or len(job_id) > 10 or int(job_id) > 2**31 - 1:
         raise ApiError(404, JOB_NOT_FOUND)
     job = db.session.get(Job, int(job_id))
     if job is None:

@@ -7,7 +7,6 @@ other than a merged pull request answer 200 and are ignored. Each ``X-GitHub-Del
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -16,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..auth import public_endpoint
 from ..auth.signatures import webhook_signature_valid
+from ..schemas.common import NOT_JSON, parse_json
 from ..services import merge
 
 bp = Blueprint("webhook", __name__)
@@ -106,9 +106,8 @@ def github_webhook():  # noqa: ANN201
         return jsonify(error="Invalid signature"), 401
     if not webhook_signature_valid(str(secret), raw, request.headers.get("X-Hub-Signature-256")):
         return jsonify(error="Invalid signature"), 401
-    try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+    payload = parse_json(raw)
+    if payload is NOT_JSON:
         return jsonify(error="Invalid JSON payload"), 400
     event = request.headers.get("X-GitHub-Event")
     delivery = request.headers.get("X-GitHub-Delivery")

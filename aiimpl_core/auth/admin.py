@@ -22,8 +22,20 @@ def code_matches(code: str) -> bool:
     return hmac.compare_digest(code.encode(), str(expected).encode())
 
 
+def _code_fingerprint() -> str:
+    """Ties sessions to the access code in force: changing or unsetting the code ends them.
+
+    Sessions minted in-process by the CLI while no code is set carry the empty fingerprint.
+    """
+    code = current_app.config.get("AIIMPL_ADMIN_ACCESS_CODE")
+    if not code:
+        return ""
+    key = str(current_app.config["AIIMPL_SECRET_KEY"]).encode()
+    return hmac.new(key, b"admin-code:" + str(code).encode(), "sha256").hexdigest()[:32]
+
+
 def issue_session() -> str:
-    return _serializer().dumps({"admin": True})
+    return _serializer().dumps({"admin": True, "code": _code_fingerprint()})
 
 
 def session_valid(token: str | None) -> bool:
@@ -33,7 +45,9 @@ def session_valid(token: str | None) -> bool:
         data = _serializer().loads(token, max_age=int(current_app.config["AIIMPL_ADMIN_SESSION_SECONDS"]))
     except (BadSignature, SignatureExpired):
         return False
-    return isinstance(data, dict) and data.get("admin") is True
+    if not isinstance(data, dict) or data.get("admin") is not True or not isinstance(data.get("code"), str):
+        return False
+    return hmac.compare_digest(data["code"], _code_fingerprint())
 
 
 def bearer(header: str | None) -> str | None:

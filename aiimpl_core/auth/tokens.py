@@ -65,7 +65,8 @@ def verify_run_token(secret: str, token: str, audience: str) -> RunClaims:
             secret,
             algorithms=[ALGORITHM],
             audience=audience,
-            options={"require": ["sub", "aud", "exp", "iat", "jti"]},
+            # strict: the token's aud must be this one endpoint, not a list that happens to name it
+            options={"require": ["sub", "aud", "exp", "iat", "jti"], "strict_aud": True},
         )
     except jwt.ExpiredSignatureError:
         raise TokenError("expired") from None

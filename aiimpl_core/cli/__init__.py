@@ -58,9 +58,17 @@ def serve(host: str, port: int) -> None:
 
 
 def _safe_url(app) -> str:  # noqa: ANN001
-    from sqlalchemy.engine import make_url
+    return _hide_password(app.config["SQLALCHEMY_DATABASE_URI"])
 
-    return make_url(app.config["SQLALCHEMY_DATABASE_URI"]).render_as_string(hide_password=True)
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparsable URL)"
 
 
 @cli.group("plugins")
@@ -104,6 +112,8 @@ def config_cmd(markdown: bool) -> None:
     names = [(s.name, s.sensitive) for s in SETTINGS] + [(v.name, v.sensitive) for _, v in extra]
     for name, sensitive in names:
         value = os.environ.get(name)
+        if value and name == "AIIMPL_DATABASE_URL":
+            value = _hide_password(value)
         shown = "(set)" if sensitive and value else (value if value else "-")
         click.echo(f"{name:<40} {shown}")
 

@@ -47,19 +47,47 @@ class ApiError(Exception):
         return out
 
 
+def _storable(value: Any) -> bool:
+    """Whether every string in ``value`` can be stored and re-encoded: no NUL (PostgreSQL refuses it
+    in text) and no lone surrogate (not encodable as UTF-8)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return False
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
+
+
+def parse_json(raw: bytes | str | None) -> Any:
+    """``raw`` parsed as JSON, or :data:`NOT_JSON` when it is empty, not UTF-8, not JSON, nested too
+    deeply, or holds text no database or encoder can take (NUL, lone surrogates). Never raises:
+    every endpoint reads its body through here, so a body of any shape gets a 4xx, not a 500."""
+    if not raw or not raw.strip():
+        return NOT_JSON
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return NOT_JSON
+    return value if _storable(value) else NOT_JSON
+
+
 def read_json() -> Any:
-    """The request body parsed as JSON, or :data:`NOT_JSON`. Never raises: a body of any shape
-    gets a 4xx answer, not a 500."""
+    """The request body parsed with :func:`parse_json`, or :data:`NOT_JSON`."""
     try:
         raw = request.get_data(cache=True)
     except HTTPException:  # larger than MAX_CONTENT_LENGTH
         return NOT_JSON
-    if not raw or not raw.strip():
-        return NOT_JSON
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return NOT_JSON
+    return parse_json(raw)
 
 
 def json_object(message: str = INVALID_BODY) -> dict[str, Any]:
@@ -70,4 +98,5 @@ def json_object(message: str = INVALID_BODY) -> dict[str, Any]:
     return data
 
 
-__all__ = ["INVALID_BODY", "NOT_JSON", "UNAUTHORIZED", "ApiError", "ErrorSchema", "json_object", "read_json"]
+__all__ = ["INVALID_BODY", "NOT_JSON", "UNAUTHORIZED", "ApiError", "ErrorSchema", "json_object", "parse_json",
+           "read_json"]

@@ -12,7 +12,6 @@ Fields are strict: no string→number or number→bool coercion, booleans are no
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -23,11 +22,11 @@ from werkzeug.exceptions import HTTPException
 
 from ..auth.tokens import AUDIENCES  # noqa: F401 - re-exported for the OpenAPI description
 from ..types import LogLabel, Phase
+from .common import NOT_JSON, parse_json
 
 MAX_INT = 2**31 - 1  # the database's INTEGER
 
 #: Sentinel for "the body is missing or is not JSON".
-NOT_JSON = object()
 
 
 def read_json_body() -> Any:
@@ -37,12 +36,7 @@ def read_json_body() -> Any:
         raw = request.get_data(cache=True)
     except HTTPException:  # 413: larger than MAX_CONTENT_LENGTH
         return NOT_JSON
-    if not raw or not raw.strip():
-        return NOT_JSON
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return NOT_JSON
+    return parse_json(raw)
 
 
 # -- strict fields --------------------------------------------------------------------------

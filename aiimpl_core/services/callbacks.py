@@ -26,7 +26,7 @@ from ..extensions import db
 from ..orm import ConsumedToken, Job, JobStep, OutboxItem, TrackedIssue, utcnow
 from ..types import JobStatus, LogLabel, Phase
 from . import comments as comments_mod
-from . import outbox
+from . import outbox, redaction
 from .jobs import enqueue_comment, transition
 from .outcomes import Outcome, end_job
 
@@ -157,6 +157,10 @@ def record_result(claims: RunClaims, data: dict[str, Any]) -> dict[str, Any]:
         raise CallbackError(400, "missing_prUrl")
     if data["phase"] != claims.phase:
         raise CallbackError(400, "phase_mismatch")
+    known = db.session.get(Job, claims.job_id)
+    if known is not None:
+        data = redaction.redact_data(known, data)  # the runner's text is stored and posted
+    db.session.commit()
     outcome, comments_in_plan = result_outcome(data)
     try:
         with serialized():
@@ -213,6 +217,8 @@ def _upsert_step(job: Job, step: dict[str, Any], source: str) -> JobStep:
     detail = step.get("detail")
     if detail is not None and not isinstance(detail, dict):
         detail = {"text": detail}
+    if detail is not None:
+        detail = redaction.redact_data(job, detail)
     if row is None:
         row = JobStep(job_id=job.id, step_id=step["id"], source=source)
         db.session.add(row)
@@ -351,6 +357,8 @@ def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
             )
         if event == "session_created":
             _mark_running(job, "session created")
+        if any(isinstance(data.get(k), str) and data.get(k) for k in STATUS_FIELDS):
+            data = redaction.redact_data(job, data, keep=("nonce",))
         body = comments_mod.progress(
             event, {k: data.get(k) for k in STATUS_FIELDS}, now, job.log_url or job.run_url
         )

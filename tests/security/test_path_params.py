@@ -4,29 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from .test_nul_bytes import _pg_xfail
-
-_OUT_OF_RANGE = (
-    "aiimpl_core/api/admin_jobs.py:_job — an id of up to 10 digits above 2**31-1 (the INTEGER "
-    "column's range) reaches the query and PostgreSQL raises NumericValueOutOfRange: unhandled 500 "
-    "instead of 404 'job not found'; fix: also refuse int(job_id) > 2**31 - 1"
-)
-_SUPERSCRIPT = (
-    "aiimpl_core/api/admin_jobs.py:_job — str.isdigit() is true for superscripts such as '²', "
-    "which int() refuses with ValueError: unhandled 500 instead of 404 'job not found'; fix: test "
-    "job_id.isascii() and job_id.isdigit() (or re.fullmatch(r'[0-9]{1,10}', job_id))"
-)
-
 
 @pytest.mark.parametrize("suffix", ["", "/steps"])
 @pytest.mark.parametrize("job_id", ["2147483648", "9999999999"])
 def test_job_id_beyond_the_integer_range(request, app, client, sec_admin, job_id, suffix):
-    _pg_xfail(request, app, _OUT_OF_RANGE)
     resp = client.get(f"/api/jobs/{job_id}{suffix}", headers=sec_admin)
     assert resp.status_code == 404 and resp.get_json() == {"error": "job not found"}
 
 
-@pytest.mark.xfail(strict=True, reason=_SUPERSCRIPT)
 @pytest.mark.parametrize("suffix", ["", "/steps"])
 def test_job_id_that_isdigit_but_is_not_a_number(client, sec_admin, suffix):
     resp = client.get(f"/api/jobs/%C2%B2{suffix}", headers=sec_admin)  # "²"

@@ -219,15 +219,6 @@ def test_forged_tokens_are_refused(client, two_jobs):
     assert _status(a) in ("dispatched", "running")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "aiimpl_core/auth/tokens.py:verify_run_token — a token whose aud is a list naming several "
-        "endpoints opens each of them (pyjwt matches any member), so one token is no longer tied to one "
-        "endpoint; the issuer never makes such tokens, but the verifier should refuse them: pass "
-        "options={'strict_aud': True} (pyjwt >= 2.9) or check isinstance(claims['aud'], str)"
-    ),
-)
 def test_an_audience_list_does_not_open_several_endpoints(client, two_jobs):
     (a, _), _ = two_jobs
     token = jwt.encode(

@@ -315,14 +315,6 @@ def test_aiimpl_plugins_list_shows_no_secret_value(tmp_path):
     assert not found, f"aiimpl plugins list printed {found}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "aiimpl_core/cli/__init__.py:config_cmd — AIIMPL_DATABASE_URL is not sensitive, so its "
-        "password is printed verbatim; render it with make_url(...).render_as_string(hide_password=True) "
-        "as serve's _safe_url does"
-    ),
-)
 def test_aiimpl_config_hides_the_database_password():
     out = _cli(["config"], {"AIIMPL_DATABASE_URL": "postgresql+psycopg://aiimpl:db-pass-9f8e7d6c@db/aiimpl"})
     assert "AIIMPL_DATABASE_URL" in out
@@ -344,7 +336,6 @@ _REDACTION_GAP = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=_REDACTION_GAP)
 def test_runner_result_text_is_redacted_of_known_secrets(
     app, client, sec_admin, sec_mapping, sec_launch, sec_tracker
 ):
@@ -371,7 +362,6 @@ def test_runner_result_text_is_redacted_of_known_secrets(
     assert not leaks(posted + dump_rows(), [TEAM_SECRET[1], SECRETS["AIIMPL_ANTHROPIC_API_KEY"]])
 
 
-@pytest.mark.xfail(strict=True, reason=_REDACTION_GAP)
 def test_step_detail_is_redacted_of_known_secrets(app, client, sec_admin, sec_mapping, sec_launch):
     sec_mapping("ENG")
     client.post(

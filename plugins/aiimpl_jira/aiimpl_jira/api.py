@@ -15,6 +15,7 @@ from typing import Any
 
 from aiimpl_core.auth import public_endpoint
 from aiimpl_core.errors import AiimplError, ProviderError
+from aiimpl_core.schemas.common import NOT_JSON, parse_json, read_json
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from . import admin
@@ -91,8 +92,8 @@ def validate_jql() -> Any:
     provider = _configured_provider()
     if provider is None:
         return _error(NOT_CONFIGURED, 501)
-    body = request.get_json(silent=True)
-    if body is None or not isinstance(body, dict):
+    body = read_json()
+    if body is NOT_JSON or not isinstance(body, dict):
         return _error("Invalid JSON body", 400)
     jql = body.get("jql")
     if not isinstance(jql, str) or not jql.strip():
@@ -298,9 +299,8 @@ def webhook() -> Any:
     raw = request.get_data(cache=True)
     if not _secret_matches(secret, raw):
         return _error("Invalid signature", 401)
-    try:
-        payload = json.loads(raw or b"")
-    except ValueError:
+    payload = parse_json(raw)
+    if payload is NOT_JSON:
         return _error("Invalid JSON payload", 400)
     event = payload.get("webhookEvent") if isinstance(payload, dict) else None
     if isinstance(event, str) and event not in ISSUE_EVENTS:

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiimpl_core.auth import public_endpoint
 from aiimpl_core.errors import AiimplError
+from aiimpl_core.schemas.common import NOT_JSON, parse_json
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
@@ -139,16 +140,17 @@ def make_blueprint() -> Blueprint:
         raw = request.get_data(cache=True)
         if not signature_valid(secret, raw, request.headers.get(SIGNATURE_HEADER)):
             return jsonify(error="Invalid signature"), 401
-        try:
-            payload = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return jsonify(error="Invalid JSON payload"), 400
-        if not isinstance(payload, dict):
+        payload = parse_json(raw)
+        if payload is NOT_JSON or not isinstance(payload, dict):
             return jsonify(error="Invalid JSON payload"), 400
         stamp = payload.get("webhookTimestamp")
         if isinstance(stamp, bool) or not isinstance(stamp, (int, float)):
             return jsonify(error="Missing webhookTimestamp"), 400
-        if abs(time.time() - stamp / 1000.0) > WEBHOOK_WINDOW_SECONDS:
+        try:
+            seconds = float(stamp) / 1000.0
+        except OverflowError:  # an integer too large for a float is no timestamp
+            seconds = math.inf
+        if not math.isfinite(seconds) or abs(time.time() - seconds) > WEBHOOK_WINDOW_SECONDS:
             return jsonify(error="Webhook timestamp outside the allowed window"), 401
         identifier = triggered_identifier(payload)
         if identifier is None:
