@@ -1,0 +1,81 @@
+"""The management commands do what the admin UI does, through the same API, with --json and exit codes."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from flask.cli import ScriptInfo
+
+from aiimpl_core.cli import cli
+from aiimpl_core.cli import commands  # noqa: F401 - registers the command groups
+from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
+
+
+@pytest.fixture
+def runner_backend() -> FakeRunner:
+    return FakeRunner("fly-machines", "fly", sessions=True, secrets=True, workflow_sync=True)
+
+
+@pytest.fixture
+def aiimpl_plugins(runner_backend):
+    return [FakeTracker().plugin, runner_backend.plugin, FakeRunner("github-actions", "gha", workflow_sync=True).plugin]
+
+
+@pytest.fixture
+def run(app):
+    def invoke(*args: str, input: str | None = None):  # noqa: A002
+        result = CliRunner().invoke(cli, list(args), obj=ScriptInfo(create_app=lambda: app), input=input)
+        return result
+
+    return invoke
+
+
+def test_mappings_lifecycle(run):
+    r = run("mappings", "create", "ENG", "--owner", "acme", "--repo", "api", "--default-branch", "main",
+            "--execution-mode", "fly-machines", "--env", "NODE_ENV=test")
+    assert r.exit_code == 0, r.output
+    r = run("mappings", "create", "BAD", "--owner", "acme", "--repo", "api", "--default-branch", "main",
+            "--machine-cpus", "0")
+    assert r.exit_code == 1 and "machineCpus must be a positive integer" in r.output
+    listed = json.loads(run("mappings", "list", "--json").output)
+    rows = listed if isinstance(listed, list) else listed.get("mappings", [])
+    assert [m["teamKey"] for m in rows] == ["ENG"] and rows[0]["extraEnv"] == {"NODE_ENV": "test"}
+    assert run("mappings", "pause", "ENG").exit_code == 0
+    shown = json.loads(run("mappings", "show", "ENG", "--json").output)
+    assert (shown.get("mapping", shown))["paused"] is True
+    assert run("mappings", "resume", "ENG").exit_code == 0
+    assert run("mappings", "set-cap", "ENG", "3").exit_code == 0
+    r = run("mappings", "set-cap", "ENG", "0")
+    assert r.exit_code == 1 and "maxInProgressAiIssues must be a positive integer" in r.output
+    r = run("mappings", "update", "ENG", "--repo", "web")
+    assert r.exit_code == 0, r.output
+    shown = json.loads(run("mappings", "show", "ENG", "--json").output)
+    assert (shown.get("mapping", shown))["repo"] == "web" and (shown.get("mapping", shown))["maxInProgressAiIssues"] == 3
+    r = run("mappings", "sync-workflows", "--all")
+    assert r.exit_code == 0, r.output
+    assert run("mappings", "delete", "ENG", "--yes").exit_code == 0
+    r = run("mappings", "delete", "ENG", "--yes")
+    assert r.exit_code == 1 and "Team not found" in r.output
+
+
+def test_secrets_runner_mode_and_sessions(run, runner_backend):
+    run("mappings", "create", "ENG", "--owner", "acme", "--repo", "api", "--default-branch", "main")
+    r = run("secrets", "set", "NPM_TOKEN", "--team", "ENG", input="s3cr3t-value\n")
+    assert r.exit_code == 0, r.output
+    r = run("secrets", "list", "--team", "ENG", "--json")
+    assert "NPM_TOKEN" in r.output and "s3cr3t-value" not in r.output
+    r = run("secrets", "set", "bad-name", input="x\n")
+    assert r.exit_code == 1 and "name must contain only letters, digits, and underscores" in r.output
+    assert run("secrets", "delete", "NPM_TOKEN", "--team", "ENG").exit_code == 0
+    r = run("secrets", "delete", "NPM_TOKEN", "--team", "ENG")
+    assert r.exit_code == 1 and "Secret not found" in r.output
+
+    assert run("runner-mode", "set", "shadow").exit_code == 0
+    assert json.loads(run("runner-mode", "get", "--json").output)["mode"] == "shadow"
+    r = run("runner-mode", "set", "warp")
+    assert r.exit_code == 1 and "mode must be one of: default, gha, fly, local, shadow" in r.output
+
+    assert json.loads(run("sessions", "list", "--json").output) in ([], {"sessions": []})
+    r = run("sessions", "destroy", "m-404")
+    assert r.exit_code == 1 and "Session not found" in r.output
