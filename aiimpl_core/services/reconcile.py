@@ -159,7 +159,10 @@ def reconcile(
                         _run_not_found(job, report)
             continue
         by_backend[job.backend].append(job)
+    ids = [job.id for job in jobs]
+    ids_by_backend = {backend_id: [job.id for job in js] for backend_id, js in by_backend.items()}
     db.session.commit()
+    _reload(ids)
 
     for backend_id, backend_jobs in sorted(by_backend.items()):
         backoff = poller.backoff_of("runner", backend_id, now)
@@ -203,14 +206,16 @@ def reconcile(
             )
             continue
         poller.record_success("runner", backend_id)
+        _reload(ids_by_backend[backend_id])
         report.polled[backend_id] = len(runs)
         by_job = {s.job_id: s for s in states}
         by_run = {r.job_id: r for r in runs}
         for job in backend_jobs:
             state = by_job.get(job.id)
             try:
-                with serialized():
-                    _apply(job, state, now=now, window=window, report=report)
+                if not _unchanged(job, state, now=now, window=window):
+                    with serialized():
+                        _apply(job, state, now=now, window=window, report=report)
                 run = by_run.get(job.id)
                 if run is not None and _overran(job, state, now, lifetime):
                     _stop_overrun(job, run, backend, report)
@@ -241,6 +246,38 @@ def _stop_overrun(job: Job, run: InFlightRun, backend: Any, report: ReconcileRep
     with serialized():
         db.session.refresh(job)
         _end(job, Outcome(JobStatus.TIMED_OUT, timeout_reason=reason.value), report)
+
+
+def _reload(ids: list[int]) -> None:
+    """Load expired job rows in one query (a commit expires them all; touching each one would
+    otherwise cost a query per job)."""
+    if ids:
+        db.session.scalars(select(Job).where(Job.id.in_(ids))).all()
+
+
+def _needs_link(job: Job, state: RunState) -> bool:
+    return bool((state.run_id and state.run_id != job.run_id) or (state.run_url and state.run_url != job.run_url))
+
+
+def _unchanged(job: Job, state: RunState | None, *, now: datetime, window: timedelta) -> bool:
+    """Whether :func:`_apply` would change nothing, judged on the job as loaded this cycle.
+
+    Most in-flight runs report the same state cycle after cycle; skipping them saves a serialized
+    transaction (and the expiry of every loaded row its commit causes) per job per cycle. A job that
+    another process changed meanwhile is at most one cycle late: the next cycle looks again.
+    """
+    if JobStatus(job.status).terminal:
+        return True
+    overdue = _since_dispatch(job) + window <= now
+    if state is None:
+        return bool(job.run_id) or not overdue
+    if state.phase is RunPhase.NOT_FOUND:
+        return not overdue
+    if state.phase is RunPhase.PENDING:
+        return not _needs_link(job, state) and (bool(job.run_id) or not overdue)
+    if state.phase is RunPhase.RUNNING:
+        return job.status == JobStatus.RUNNING.value and not _needs_link(job, state)
+    return False
 
 
 def _link(job: Job, state: RunState) -> bool:

@@ -46,17 +46,6 @@ def aiimpl_plugins(tracker: FakeTracker, runner: FakeRunner) -> list[object]:
     return [tracker.plugin, runner.plugin]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "reconcile.py opens a serialized() transaction and commits once per in-flight job even "
-        "when the backend reports no change (RUNNING stays RUNNING, run already linked); every "
-        "commit expires all loaded Job rows, so each next job is re-SELECTed: ~4 queries (164 for "
-        "40 jobs on PostgreSQL) and one "
-        "BEGIN IMMEDIATE / advisory-lock transaction per job per cycle, and SQLAlchemy expiry work "
-        "quadratic in the number of in-flight jobs (816k InstanceState._expire calls for 500 jobs)"
-    ),
-)
 def test_reconcile_of_unchanged_runs_costs_fewer_queries_than_jobs(app: Any, runner: FakeRunner) -> None:
     db.session.add(Mapping(team_key="ENG", owner="acme", repo="eng", default_branch="main",
                            execution_mode="github-actions", ticketing={"provider": "fake-tracker"}))
