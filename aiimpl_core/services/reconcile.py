@@ -256,7 +256,8 @@ def _reload(ids: list[int]) -> None:
 
 
 def _needs_link(job: Job, state: RunState) -> bool:
-    return bool((state.run_id and state.run_id != job.run_id) or (state.run_url and state.run_url != job.run_url))
+    new_id = bool(state.run_id) and state.run_id != job.run_id
+    return new_id or (bool(state.run_url) and state.run_url != job.run_url)
 
 
 def _unchanged(job: Job, state: RunState | None, *, now: datetime, window: timedelta) -> bool:
