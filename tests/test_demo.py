@@ -6,9 +6,6 @@ import socket
 import subprocess
 import sys
 
-import pytest
-
-pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/git") and not os.environ.get("PATH"), reason="needs git")
 
 
 def _port() -> int:
