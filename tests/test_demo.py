@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 
-
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
