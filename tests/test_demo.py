@@ -16,8 +16,8 @@ def _port() -> int:
 def test_demo_opens_a_pr_with_the_reference_comments(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIIMPL_", "RUNNER_MODE"))}
     out = subprocess.run(
-        [sys.executable, "-m", "aiimpl_core.cli", "demo", "--dir", str(tmp_path / "demo"), "--port", str(_port()),
-         "--exit-when-done", "--timeout", "120"],
+        [sys.executable, "-m", "aiimpl_core.cli", "demo", "--dir", str(tmp_path / "demo"),
+         "--port", str(_port()), "--exit-when-done", "--timeout", "120"],
         env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path,
     )
     assert out.returncode == 0, out.stdout + out.stderr
