@@ -14,7 +14,17 @@ from datetime import timedelta
 from typing import ClassVar
 
 from ..providers import RunnerBackend
-from ..types import DispatchRequest, DispatchResult, InFlightRun, LogLabel, RunPhase, RunState, SessionInfo, TimeoutReason
+from ..session.redact import Redactor
+from ..types import (
+    DispatchRequest,
+    DispatchResult,
+    InFlightRun,
+    LogLabel,
+    RunPhase,
+    RunState,
+    SessionInfo,
+    TimeoutReason,
+)
 
 
 class LocalProcessBackend(RunnerBackend):
@@ -26,7 +36,7 @@ class LocalProcessBackend(RunnerBackend):
     #: the processes of this interpreter, by job id (shared by the app's provider instances)
     processes: ClassVar[dict[int, subprocess.Popen[bytes]]] = {}
     logs: ClassVar[dict[int, str]] = {}
-    secret_values: ClassVar[dict[int, list[str]]] = {}
+    redactors: ClassVar[dict[int, Redactor]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def dispatch(self, request: DispatchRequest) -> DispatchResult:
@@ -42,7 +52,7 @@ class LocalProcessBackend(RunnerBackend):
         with self._lock:
             self.processes[request.job_id] = proc
             self.logs[request.job_id] = log_path
-            self.secret_values[request.job_id] = [request.env[n] for n in request.secret_names if request.env.get(n)]
+            self.redactors[request.job_id] = Redactor(request.env[n] for n in request.secret_names)
         return DispatchResult(run_id=f"pid-{proc.pid}", run_url=None, linked=True)
 
     def poll_runs(self, runs: Sequence[InFlightRun]) -> Sequence[RunState]:
@@ -75,9 +85,8 @@ class LocalProcessBackend(RunnerBackend):
             return ""
         with open(path, "rb") as fh:
             text = b"\n".join(fh.read().splitlines()[-lines:]).decode("utf-8", "replace")
-        for value in sorted(self.secret_values.get(job_id, ()), key=len, reverse=True):
-            text = text.replace(value, "[REDACTED]")
-        return text
+        redactor = self.redactors.get(job_id)
+        return redactor.text(text) if redactor else text
 
     def cancel(self, run: InFlightRun) -> None:
         proc = self.processes.get(run.job_id)

@@ -16,27 +16,19 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from flask import request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
-from werkzeug.exceptions import HTTPException
 
 from ..auth.tokens import AUDIENCES  # noqa: F401 - re-exported for the OpenAPI description
 from ..types import LogLabel, Phase
-from .common import NOT_JSON, parse_json
+from .common import NOT_JSON, read_json
 
 MAX_INT = 2**31 - 1  # the database's INTEGER
 
 #: Sentinel for "the body is missing or is not JSON".
 
 
-def read_json_body() -> Any:
-    """The request body parsed as JSON, or :data:`NOT_JSON` (empty, not UTF-8, not JSON, too
-    large or too deeply nested). Never raises: every body shape must get a 4xx, not a 500."""
-    try:
-        raw = request.get_data(cache=True)
-    except HTTPException:  # 413: larger than MAX_CONTENT_LENGTH
-        return NOT_JSON
-    return parse_json(raw)
+#: The callbacks read their bodies with the one reader every endpoint uses.
+read_json_body = read_json
 
 
 # -- strict fields --------------------------------------------------------------------------
