@@ -23,7 +23,9 @@ Measured per cycle:
 from __future__ import annotations
 
 import argparse
+import cProfile
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -34,7 +36,7 @@ from typing import Any
 import requests
 from sqlalchemy import event
 
-from .common import fresh_database, migrate, print_table, write_result
+from .common import RESULTS, fresh_database, migrate, print_table, write_result
 
 TEAMS = 100
 BUSY_TEAMS = 10
@@ -193,7 +195,7 @@ class ReconcileMeter:
 
 
 def measure_cycle(scene: dict[str, Any], timer: SendTimer, counter: QueryCounter,
-                  meter: ReconcileMeter) -> dict[str, Any]:
+                  meter: ReconcileMeter, profile: str | None = None) -> dict[str, Any]:
     from aiimpl_core.extensions import db
     from aiimpl_core.services.dispatch import run_cycle
 
@@ -202,9 +204,16 @@ def measure_cycle(scene: dict[str, Any], timer: SendTimer, counter: QueryCounter
     kinds0 = Counter(counter.kinds)
     meter.cpu = meter.wait = 0.0
     meter.queries = 0
+    profiler = cProfile.Profile() if profile else None
     started, cpu0 = time.perf_counter(), time.thread_time()
+    if profiler is not None:
+        profiler.enable()
     report = run_cycle()
+    if profiler is not None:
+        profiler.disable()
     wall, cpu = time.perf_counter() - started, time.thread_time() - cpu0
+    if profiler is not None:
+        profiler.dump_stats(profile)
     db.session.remove()
     ops = [r.operation for r in linear.requests[lin0:]]
     waited = timer.seconds - t0
@@ -248,7 +257,7 @@ def scene_for(db_kind: str, issues: int, inflight: int) -> Any:
         drop()
 
 
-def run(db_kind: str, sizes: list[int], inflight: int) -> list[dict[str, Any]]:
+def run(db_kind: str, sizes: list[int], inflight: int, profile: bool = False) -> list[dict[str, Any]]:
     from aiimpl_core.extensions import db
 
     rows: list[dict[str, Any]] = []
@@ -261,9 +270,14 @@ def run(db_kind: str, sizes: list[int], inflight: int) -> list[dict[str, Any]]:
                     counter = QueryCounter(db.engine)
                     meter = ReconcileMeter(timer, counter)
                     try:
-                        for label in ("first", "steady", "steady"):
+                        for n, label in enumerate(("first", "steady", "steady")):
+                            path = (
+                                os.path.join(RESULTS, f"poll_cycle-{db_kind}-{issues}-{n}-{label}.prof")
+                                if profile
+                                else None
+                            )
                             row = {"db": db_kind, "issues": issues, "inflight": inflight, "cycle": label,
-                                   **measure_cycle(scene, timer, counter, meter)}
+                                   **measure_cycle(scene, timer, counter, meter, path)}
                             rows.append(row)
                             print_row(row)
                     finally:
@@ -292,12 +306,14 @@ def main() -> None:
     parser.add_argument("--db", default="sqlite", help="sqlite, postgres, or both (comma-separated)")
     parser.add_argument("--issues", default="1000,10000", help="triggered issues, comma-separated sizes")
     parser.add_argument("--inflight", type=int, default=500, help="in-flight jobs")
+    parser.add_argument("--profile", action="store_true",
+                        help="write each cycle's cProfile statistics to bench/results/ (slows the cycle)")
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the fakes' request lines
     sizes = [int(s) for s in args.issues.split(",") if s.strip()]
     rows: list[dict[str, Any]] = []
     for kind in [k.strip() for k in args.db.split(",") if k.strip()]:
-        rows.extend(run(kind, sizes, args.inflight))
+        rows.extend(run(kind, sizes, args.inflight, args.profile))
     print()
     print_table(rows, COLUMNS)
     name = "poll_cycle-" + "-".join(sorted({r["db"] for r in rows}))

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..database import advisory_lock, is_sqlite, serialized
@@ -127,6 +127,15 @@ def _mapping_for(provider_id: str, team_key: str) -> MappingRow | None:
     return None
 
 
+def mapping_views(provider_id: str) -> dict[str, MappingView]:
+    """The provider's mappings by team key, as plain views."""
+    return {
+        m.team_key: m.view()
+        for m in db.session.scalars(select(MappingRow)).all()
+        if (m.ticketing or {}).get("provider") == provider_id
+    }
+
+
 def _tracker(provider_id: str) -> TicketingProvider:
     facade = current_app.extensions["aiimpl"]
     return facade.ticketing(provider_id)
@@ -194,25 +203,29 @@ class _Snapshot(_Live):
     checked again live under the locks. Jobs this poller creates are added as it goes.
     """
 
-    def __init__(self, provider_id: str, keys: Sequence[str], now: datetime) -> None:
+    def __init__(
+        self,
+        provider_id: str,
+        keys: Sequence[str],
+        now: datetime,
+        mappings: dict[str, MappingView] | None = None,
+    ) -> None:
+        """:param mappings: the provider's mappings by team, when the caller read them already
+        (once per listing rather than once per page)."""
         super().__init__()
         self.counts = blockers.SnapshotCounts(now)
-        self.mappings = {
-            m.team_key: m.view()
-            for m in db.session.scalars(select(MappingRow)).all()
-            if (m.ticketing or {}).get("provider") == provider_id
-        }
+        self.mappings = mappings if mappings is not None else mapping_views(provider_id)
         self.mode = settings.effective_runner_mode()
-        self.triggers = (
-            {
-                row.issue_key: _TriggerState(bool(row.trigger_consumed), row.trigger_cleared_at)
-                for row in db.session.scalars(
-                    select(TrackedIssue).where(TrackedIssue.issue_key.in_(list(keys)))
-                ).all()
-            }
-            if keys
-            else {}
-        )
+        self.triggers: dict[str, _TriggerState] = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            rows = db.session.execute(
+                select(
+                    TrackedIssue.issue_key, TrackedIssue.trigger_consumed, TrackedIssue.trigger_cleared_at
+                ).where(TrackedIssue.issue_key.in_(chunk))
+            )
+            for key, consumed, cleared_at in rows:
+                self.triggers[key] = _TriggerState(bool(consumed), cleared_at)
         self.backoffs: dict[str, poller.Backoff | None] = {}
         db.session.commit()
 
@@ -287,6 +300,71 @@ def _touch(issue: TrackerIssue, now: datetime, tracked: TrackedIssue | None = _U
     return tracked
 
 
+def _touch_many(issues: Sequence[TrackerIssue], now: datetime, *, force: bool) -> set[str]:
+    """:func:`_touch` for many issues in a few statements, skipping those whose trigger is consumed
+    (unless ``force``). Rows that only need ``last_seen_at`` moved — most of them, cycle after
+    cycle — are moved in one ``UPDATE``.
+
+    :returns: the keys of the issues whose trigger a job consumed meanwhile.
+    """
+    latest = {issue.key: issue for issue in issues}
+    consumed: set[str] = set()
+    keys = list(latest)
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        current = {
+            row.issue_key: row
+            for row in db.session.execute(
+                select(
+                    TrackedIssue.id,
+                    TrackedIssue.issue_key,
+                    TrackedIssue.team_key,
+                    TrackedIssue.provider,
+                    TrackedIssue.title,
+                    TrackedIssue.url,
+                    TrackedIssue.triggered,
+                    TrackedIssue.trigger_consumed,
+                ).where(TrackedIssue.issue_key.in_(chunk))
+            )
+        }
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        unchanged: list[str] = []
+        for key in chunk:
+            issue, row = latest[key], current.get(key)
+            if row is not None and row.trigger_consumed and not force:
+                consumed.add(key)
+                continue
+            values = {
+                "team_key": issue.team_key,
+                "provider": issue.provider,
+                "title": issue.title or (row.title if row is not None else "") or "",
+                "url": issue.url or (row.url if row is not None else None),
+                "triggered": bool(issue.triggered),
+            }
+            if row is None:
+                inserts.append({"issue_key": key, **values, "last_seen_at": now})
+            elif all(getattr(row, name) == value for name, value in values.items()):
+                unchanged.append(key)
+            else:
+                updates.append({"id": row.id, **values})
+        if inserts:
+            db.session.execute(insert(TrackedIssue), inserts)
+        for values in updates:
+            db.session.execute(
+                update(TrackedIssue)
+                .where(TrackedIssue.id == values.pop("id"))
+                .values(**values, last_seen_at=now),
+                execution_options={"synchronize_session": False},
+            )
+        if unchanged:
+            db.session.execute(
+                update(TrackedIssue).where(TrackedIssue.issue_key.in_(unchanged)).values(last_seen_at=now),
+                execution_options={"synchronize_session": False},
+            )
+    return consumed
+
+
 def hold_all(
     held: Sequence[tuple[TrackerIssue, blockers.Blocked]],
     now: datetime,
@@ -303,31 +381,14 @@ def hold_all(
     if not held:
         return
     for attempt in range(3):
-        recorded: list[tuple[TrackerIssue, blockers.Blocked]] = []
-        dispatched: list[str] = []
         try:
             with serialized():
                 if not is_sqlite():
                     for team in sorted({issue.team_key for issue, _ in held}):
                         advisory_lock(f"team:{team}")
-                keys = [issue.key for issue, _ in held]
-                tracked_rows = {
-                    r.issue_key: r
-                    for r in db.session.scalars(
-                        select(TrackedIssue)
-                        .where(TrackedIssue.issue_key.in_(keys))
-                        .execution_options(populate_existing=True)
-                    ).all()
-                }
-                blocker_rows = blockers.existing_rows(keys)
-                for issue, blocked in held:
-                    tracked = tracked_rows.get(issue.key)
-                    if tracked is not None and tracked.trigger_consumed and not force:
-                        dispatched.append(issue.key)
-                        continue
-                    _touch(issue, now, tracked)
-                    blockers.record(issue, blocked, now, row=blocker_rows.get(issue.key))
-                    recorded.append((issue, blocked))
+                dispatched = _touch_many([issue for issue, _ in held], now, force=force)
+                recorded = [(issue, blocked) for issue, blocked in held if issue.key not in dispatched]
+                blockers.record_many(recorded, now)
             break
         except IntegrityError:
             if attempt == 2:
@@ -368,7 +429,10 @@ def consider(
     now = now or utcnow()
     key = issue.key
     first = _verdict(issue, snapshot or _Live(), fetched_at=fetched_at, now=now, force=force)
-    db.session.commit()  # end the read: the claim below is a transaction of its own
+    if snapshot is None:
+        # end the live read. (A snapshot check reads nothing: committing after each of a page's
+        # issues would only expire every row the session holds, a large cost on a busy install.)
+        db.session.commit()
     if isinstance(first, str):
         report.skipped[key] = first
         return None
@@ -453,25 +517,43 @@ def _after_complete_listing(provider_id: str, seen: set[str], listed_since: date
     """A complete listing is the truth about which issues carry the trigger right now."""
     with serialized():
         blockers.prune(provider_id, seen, listed_since)
-        rows = db.session.scalars(
-            select(TrackedIssue).where(
+        rows = db.session.execute(
+            select(TrackedIssue.id, TrackedIssue.issue_key, TrackedIssue.trigger_consumed).where(
                 TrackedIssue.provider == provider_id,
                 (TrackedIssue.triggered.is_(True)) | (TrackedIssue.trigger_consumed.is_(True)),
             )
         ).all()
-        for tracked in rows:
-            if tracked.issue_key in seen:
+        gone = [row for row in rows if row.issue_key not in seen]
+        for start in range(0, len(gone), 500):
+            chunk = gone[start : start + 500]
+            db.session.execute(
+                update(TrackedIssue).where(TrackedIssue.id.in_([r.id for r in chunk])).values(triggered=False),
+                execution_options={"synchronize_session": False},
+            )
+            # Only a listing that began after the trigger was consumed can say it is gone; an older
+            # one may simply predate the trigger (a webhook dispatched it meanwhile).
+            consumed = [r for r in chunk if r.trigger_consumed]
+            if not consumed:
                 continue
-            tracked.triggered = False
-            if tracked.trigger_consumed:
-                # Only a listing that began after the trigger was consumed can say it is gone; an
-                # older one may simply predate the trigger (a webhook dispatched it meanwhile).
-                last_job = db.session.scalar(
-                    select(func.max(Job.created_at)).where(Job.issue_key == tracked.issue_key)
+            last_job = dict(
+                db.session.execute(
+                    select(Job.issue_key, func.max(Job.created_at))
+                    .where(Job.issue_key.in_([r.issue_key for r in consumed]))
+                    .group_by(Job.issue_key)
+                ).tuples().all()
+            )
+            cleared = [
+                r.id
+                for r in consumed
+                if last_job.get(r.issue_key) is None or last_job[r.issue_key] < listed_since
+            ]
+            if cleared:
+                db.session.execute(
+                    update(TrackedIssue)
+                    .where(TrackedIssue.id.in_(cleared))
+                    .values(trigger_consumed=False, trigger_cleared_at=listed_since),
+                    execution_options={"synchronize_session": False},
                 )
-                if last_job is None or last_job < listed_since:
-                    tracked.trigger_consumed = False
-                    tracked.trigger_cleared_at = listed_since
 
 
 def _handle_page(
@@ -483,6 +565,7 @@ def _handle_page(
     fetched_at: datetime,
     issue_keys: set[str] | None,
     seen: set[str],
+    mappings: dict[str, MappingView] | None = None,
 ) -> None:
     """Check and claim one listing page's issues; one issue's trouble does not stop the others."""
     wanted = [i for i in issues if i.triggered]
@@ -490,7 +573,7 @@ def _handle_page(
     report.listed[provider_id] = report.listed.get(provider_id, 0) + len(wanted)
     if issue_keys is not None:
         wanted = [i for i in wanted if i.key in issue_keys]
-    snapshot = _Snapshot(provider_id, [i.key for i in wanted], now)
+    snapshot = _Snapshot(provider_id, [i.key for i in wanted], now, mappings)
     held: list[tuple[TrackerIssue, blockers.Blocked]] = []
     for issue in wanted:
         try:
@@ -543,6 +626,7 @@ def _poll_provider(
         return
     tracker = _tracker(provider_id)
     teams = sorted({m.team_key for m in mappings})
+    views = mapping_views(provider_id)
     seen: set[str] = set()
     listed_since = utcnow()
     complete = False
@@ -569,6 +653,7 @@ def _poll_provider(
                 fetched_at=fetched_at,
                 issue_keys=issue_keys,
                 seen=seen,
+                mappings=views,
             )
             if page.complete:
                 complete = True

@@ -4,7 +4,7 @@
   queries, not several per job (with 500 in-flight jobs the reconciler made ~3,300 of the ~3,360
   queries of a steady-state cycle, and most of its CPU time);
 - a cycle over issues that all stay blocked should not commit once per issue (each commit expires
-  every row the session holds, which made the listing side cost ~0.8 ms of CPU per blocked issue).
+  every row the session holds, which made the listing side cost ~0.4 ms of CPU per blocked issue).
 
 See ``bench/README.md``.
 """
@@ -78,15 +78,6 @@ class TestBlockedIssues:
             tracker.add(f"OPS-{n}")
         return tracker
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason=(
-            "dispatch.py commits the session once per issue of a listing page even when the "
-            "lock-free snapshot check already found it blocked and nothing changed; each commit "
-            "expires every ORM row the session holds (the page's snapshot), so a steady cycle "
-            "costs ~0.8 ms of CPU per blocked issue (~8 s at 10,000 issues, bench/README.md)"
-        ),
-    )
     def test_steady_cycle_over_blocked_issues_commits_fewer_times_than_issues(self, app: Any) -> None:
         db.session.add(Mapping(team_key="OPS", owner="acme", repo="ops", default_branch="main",
                                execution_mode="github-actions", max_in_progress=1,
