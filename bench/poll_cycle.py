@@ -1,12 +1,13 @@
 """Cost of one poll cycle at scale, against the local fake servers.
 
-    python -m bench.poll_cycle [--db sqlite|postgres] [--issues 1000,10000] [--inflight 500]
+    python -m bench.poll_cycle [--db sqlite|postgres] [--issues 1000,10000] [--inflight 500] [--profile]
 
 The scene: 100 mappings (teams ``T000``–``T099``, one repository each) on the real Linear plugin
 talking to the fake Linear server (``aiimpl_linear.testing.FakeLinear``, pages of 250 issues); the
 triggered issues are spread over 10 of those teams; 500 in-flight jobs (50 per busy team, runs
 ``in_progress``) belong to the real GitHub Actions backend talking to the fake GitHub
-(``aiimpl_core.testing.fake_github.FakeGitHub``). Each busy team's cap is 55, so the **first
+(``aiimpl_core.testing.fake_github.FakeGitHub``), both served from a child process
+(``bench/fakes_process.py``). Each busy team's cap is 55, so the **first
 cycle** dispatches 5 issues per team (50 workflow dispatches) and records every other issue as
 blocked; the **steady-state cycle** that follows finds the caps full and everything blocked.
 
@@ -15,15 +16,20 @@ Measured per cycle:
 - tracker calls: requests the fake Linear received (listing pages, and the stage changes of the
   dispatched issues);
 - backend calls: requests the fake GitHub received (run listings, token, dispatches);
-- database queries: SQLAlchemy ``before_cursor_execute`` events on the app's engine;
+- database queries: SQLAlchemy ``before_cursor_execute`` events on the app's engine, and the
+  time from each statement's send to its answer (``db_s``);
 - orchestrator time: the cycle's wall time minus the time spent inside ``requests`` sends to the
-  fakes (the fakes run in threads of this process; while a send waits, the orchestrator is idle,
-  so what remains is the orchestrator's own work: Python, JSON, SQL and the database's answers).
+  fakes (while a send waits, the orchestrator is idle, so what remains is the orchestrator's own
+  work: Python, JSON, SQL and the database's answers), and the CPU time of its thread;
+- ``gc_s``: pauses of the cyclic garbage collector inside the cycle.
+
+``--profile`` writes each cycle's cProfile statistics to ``bench/results/`` (it slows the cycle).
 """
 from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import logging
 import os
 import threading
@@ -37,6 +43,7 @@ import requests
 from sqlalchemy import event
 
 from .common import RESULTS, fresh_database, migrate, print_table, write_result
+from .fakes_process import RemoteFakes
 
 TEAMS = 100
 BUSY_TEAMS = 10
@@ -47,7 +54,7 @@ SECRET = "bench-secret-key-0123456789abcdef"
 class SendTimer:
     """Counts and times every ``requests`` send of this process's calling threads.
 
-    The fakes answer in threads of their own, so only sends made by the orchestrator are seen.
+    The fakes answer from a process of their own, so every send counted is the orchestrator's.
     """
 
     def __init__(self) -> None:
@@ -74,22 +81,57 @@ class SendTimer:
         requests.Session.send = self._original  # type: ignore[method-assign]
 
 
+class GCTimer:
+    """Time spent in the cyclic garbage collector (all threads), from ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+
+    def install(self) -> None:
+        gc.callbacks.append(self)
+
+    def uninstall(self) -> None:
+        gc.callbacks.remove(self)
+
+
 class QueryCounter:
-    """SQLAlchemy ``before_cursor_execute`` events on one engine."""
+    """SQLAlchemy ``before_cursor_execute`` / ``after_cursor_execute`` events on one engine: how
+    many statements, of which kinds, and the time spent waiting for their answers."""
 
     def __init__(self, engine: Any) -> None:
         self.count = 0
+        self.seconds = 0.0
         self.kinds: Counter[str] = Counter()
-        event.listen(engine, "before_cursor_execute", self._on)
+        self.kind_seconds: Counter[str] = Counter()
+        self._started = 0.0
+        event.listen(engine, "before_cursor_execute", self._before)
+        event.listen(engine, "after_cursor_execute", self._after)
 
-    def _on(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        self.count += 1
+    @staticmethod
+    def kind(statement: str) -> str:
         # the statement's head names what it does (SELECT ... FROM x / UPDATE x / INSERT INTO x)
         words = " ".join(statement.split())
         head = words.split(" WHERE ")[0]
         if head.startswith("SELECT") and " FROM " in head:
             head = "SELECT … FROM " + head.split(" FROM ", 1)[1][:60]
-        self.kinds[head[:90]] += 1
+        return head[:90]
+
+    def _before(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.count += 1
+        self.kinds[self.kind(statement)] += 1
+        self._started = time.perf_counter()
+
+    def _after(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        elapsed = time.perf_counter() - self._started
+        self.seconds += elapsed
+        self.kind_seconds[self.kind(statement)] += elapsed
 
 
 def team_key(n: int) -> str:
@@ -100,35 +142,30 @@ def build_scene(url: str, issues: int, inflight: int) -> dict[str, Any]:
     """Fakes, app, mappings, triggered issues and in-flight jobs. Nothing here is measured."""
     from aiimpl_gha import plugin as gha_plugin
     from aiimpl_linear import plugin as linear_plugin
-    from aiimpl_linear.testing import FakeLinear
 
     from aiimpl_core.app import create_app
     from aiimpl_core.extensions import db
+    from aiimpl_core.github.app_auth import TOKENS
     from aiimpl_core.orm import Mapping, utcnow
     from aiimpl_core.services import launch
     from aiimpl_core.services.jobs import transition
-    from aiimpl_core.testing.fake_github import FakeGitHub, Run
     from aiimpl_core.types import JobStatus, Phase
 
-    linear = FakeLinear(request_limit=1_000_000).start()
-    gh = FakeGitHub().start()
-    gh.add_installation("acme")
-    for n in range(TEAMS):
-        linear.add_team(team_key(n))
-        gh.add_repo("acme", f"repo-{n:03d}")
     # triggered issues interleaved over the busy teams, as a real listing mixes them
-    for i in range(issues):
-        linear.add_issue(team_key(i % BUSY_TEAMS), f"Triggered issue {i}")
-
+    fakes = RemoteFakes(
+        [team_key(n) for n in range(TEAMS)],
+        [(team_key(i % BUSY_TEAMS), f"Triggered issue {i}") for i in range(issues)],
+    )
+    TOKENS.clear()  # installation tokens of an earlier scene's fake mean nothing to this one
     config = {
         "AIIMPL_DATABASE_URL": url,
         "AIIMPL_SECRET_KEY": SECRET,
         "AIIMPL_PUBLIC_URL": "http://orchestrator.bench",
         "AIIMPL_LINEAR_PAGE_SIZE": "250",
-        "AIIMPL_GITHUB_API_URL": gh.url,
-        "AIIMPL_GITHUB_APP_ID": str(gh.app_id),
-        "AIIMPL_GITHUB_PRIVATE_KEY": gh.private_key_pem,
-        **linear.config(),
+        "AIIMPL_GITHUB_API_URL": fakes.github_url,
+        "AIIMPL_GITHUB_APP_ID": str(fakes.github_app_id),
+        "AIIMPL_GITHUB_PRIVATE_KEY": fakes.github_private_key_pem,
+        **fakes.linear_config,
     }
     app = create_app(config, plugins=[linear_plugin, gha_plugin], load_entrypoints=False, environ={})
     migrate(app)
@@ -146,24 +183,22 @@ def build_scene(url: str, issues: int, inflight: int) -> dict[str, Any]:
             backend.sync_workflows(row.view())  # the workflow files the dispatches need
         choice = launch.BackendChoice("github-actions", "default", False)
         started = utcnow() - timedelta(minutes=3)
+        jobs = []
         for k in range(inflight):
             row = rows[k % BUSY_TEAMS]
             job = launch.create_job(row, f"{row.team_key}-{90000 + k}", phase=Phase.IMPLEMENTATION,
                                     provider="linear", choice=choice)
-            repo = gh.repo("acme", row.repo)
-            wf = gh._workflow(repo, "ai-implement.yml", None)  # the file sync_workflows wrote
-            assert wf is not None
-            with gh.lock:
-                run = Run(next(gh._ids), "acme", row.repo, wf, job.run_name or "", f"ai/{job.issue_key}",
-                          {"job_id": str(job.id)}, status="in_progress", created_at=started,
-                          updated_at=started, run_started_at=started)
-                gh.runs[run.id] = run
+            jobs.append(job)
+        run_ids = fakes.add_runs(
+            [(job.repo, job.run_name or "", f"ai/{job.issue_key}", job.id, started) for job in jobs]
+        )
+        for job, run_id in zip(jobs, run_ids, strict=True):
             transition(job, JobStatus.DISPATCHED)
             transition(job, JobStatus.RUNNING)
-            job.run_id = str(run.id)
+            job.run_id = str(run_id)
             job.dispatched_at = started
         db.session.commit()
-    return {"app": app, "linear": linear, "gh": gh}
+    return {"app": app, "fakes": fakes}
 
 
 class ReconcileMeter:
@@ -199,8 +234,12 @@ def measure_cycle(scene: dict[str, Any], timer: SendTimer, counter: QueryCounter
     from aiimpl_core.extensions import db
     from aiimpl_core.services.dispatch import run_cycle
 
-    linear, gh = scene["linear"], scene["gh"]
-    lin0, gh0, q0, t0, s0 = len(linear.requests), len(gh.requests), counter.count, timer.seconds, timer.calls
+    fakes = scene["fakes"]
+    lin0, gh0 = len(fakes.linear_operations()), fakes.github_requests()
+    q0, qs0, t0, s0 = counter.count, counter.seconds, timer.seconds, timer.calls
+    kind_seconds0 = Counter(counter.kind_seconds)
+    gc_timer = GCTimer()
+    gc_timer.install()
     kinds0 = Counter(counter.kinds)
     meter.cpu = meter.wait = 0.0
     meter.queries = 0
@@ -212,10 +251,11 @@ def measure_cycle(scene: dict[str, Any], timer: SendTimer, counter: QueryCounter
     if profiler is not None:
         profiler.disable()
     wall, cpu = time.perf_counter() - started, time.thread_time() - cpu0
+    gc_timer.uninstall()
     if profiler is not None:
         profiler.dump_stats(profile)
     db.session.remove()
-    ops = [r.operation for r in linear.requests[lin0:]]
+    ops = fakes.linear_operations()[lin0:]
     waited = timer.seconds - t0
     return {
         "wall_s": round(wall, 3),
@@ -224,10 +264,14 @@ def measure_cycle(scene: dict[str, Any], timer: SendTimer, counter: QueryCounter
         # CPU of this thread only: the fakes' threads are not counted, and neither is load from
         # other processes on a shared machine (nor PostgreSQL's own work, which is another process)
         "orchestrator_cpu_s": round(cpu, 3),
+        # the cyclic garbage collector's pauses inside the cycle
+        "gc_s": round(gc_timer.seconds, 3),
         "tracker_calls": len(ops),
         "listing_pages": ops.count("TriggeredIssues"),
-        "backend_calls": len(gh.requests) - gh0,
+        "backend_calls": fakes.github_requests() - gh0,
         "db_queries": counter.count - q0,
+        # time from sending each statement to its answer (the database's work and the round trip)
+        "db_s": round(counter.seconds - qs0, 3),
         "sends": timer.calls - s0,
         "listed": sum(report.listed.values()),
         "dispatched": len(report.dispatched),
@@ -236,6 +280,9 @@ def measure_cycle(scene: dict[str, Any], timer: SendTimer, counter: QueryCounter
         "reconcile_cpu_s": round(meter.cpu, 3),
         "reconcile_queries": meter.queries,
         "top_queries": dict((counter.kinds - kinds0).most_common(8)),
+        "slowest_queries_s": {
+            k: round(v, 3) for k, v in (counter.kind_seconds - kind_seconds0).most_common(5)
+        },
     }
 
 
@@ -252,8 +299,7 @@ def scene_for(db_kind: str, issues: int, inflight: int) -> Any:
 
             with scene["app"].app_context():
                 db.engine.dispose()
-            scene["linear"].stop()
-            scene["gh"].stop()
+            scene["fakes"].stop()
         drop()
 
 
@@ -283,8 +329,7 @@ def run(db_kind: str, sizes: list[int], inflight: int, profile: bool = False) ->
                     finally:
                         meter.uninstall()
                 # every request the plugins sent, and every answer, matched the services' descriptions
-                scene["gh"].assert_clean()
-                assert not scene["linear"].validation_errors, scene["linear"].validation_errors[:3]
+                scene["fakes"].assert_clean()
             finally:
                 timer.uninstall()
     return rows
@@ -292,7 +337,7 @@ def run(db_kind: str, sizes: list[int], inflight: int, profile: bool = False) ->
 
 COLUMNS = ["db", "issues", "cycle", "listing_pages", "tracker_calls", "backend_calls", "db_queries",
            "dispatched", "blocked", "wall_s", "fake_wait_s", "orchestrator_s", "orchestrator_cpu_s",
-           "reconcile_queries", "reconcile_cpu_s"]
+           "db_s", "gc_s", "reconcile_queries", "reconcile_cpu_s"]
 
 
 def print_row(row: dict[str, Any]) -> None:

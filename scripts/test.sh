@@ -24,4 +24,7 @@ done
 # shellcheck disable=SC1091
 source .ci/env.sh
 
+# the environment's scripts (aiimpl, gunicorn) come first on PATH, as when it is activated
+PATH="$(cd "$VENV/bin" && pwd):$PATH"
+export PATH
 exec "$VENV/bin/python" -m pytest "$@"

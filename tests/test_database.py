@@ -86,3 +86,18 @@ def test_one_active_job_per_issue_is_enforced_by_the_database(app):
     db.session.rollback()
     db.session.add(Job(issue_key="ENG-1", team_key="ENG", phase="implementation", status="failed"))
     db.session.commit()
+
+
+def test_postgres_connections_prepare_no_statements(app):
+    """A generic plan prepared while a table was small stays in use as the table grows (found by the
+    poll-cycle benchmark: a sequential scan per listing page at 10,000 issues); connections
+    therefore plan every statement afresh."""
+    from aiimpl_core.extensions import db
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL connection setting")
+    raw = db.engine.raw_connection()
+    try:
+        assert raw.driver_connection.prepare_threshold is None
+    finally:
+        raw.close()

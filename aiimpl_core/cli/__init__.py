@@ -50,11 +50,18 @@ def cli() -> None:
 def serve(host: str, port: int) -> None:
     """Run the orchestrator's web server for local use (use gunicorn in production)."""
     from flask import current_app
-    from werkzeug.serving import run_simple
+
+    from .devserver import make_dev_server
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    server = make_dev_server(host, port, app)
     click.echo(f"AI-Implement {__version__} on http://{host}:{port}  (database: {_safe_url(app)})")
-    run_simple(host, port, app, threaded=True, use_reloader=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 def _safe_url(app) -> str:  # noqa: ANN001

@@ -23,6 +23,10 @@ from ..types import LogLabel, Phase
 from .common import NOT_JSON, read_json
 
 MAX_INT = 2**31 - 1  # the database's INTEGER
+#: A result's own comments are posted on the issue while the request waits: a handful, each of a
+#: size every tracker takes (GitHub's limit is 65,536 characters; Jira Cloud's is 32,767).
+MAX_RESULT_COMMENTS = 20
+MAX_COMMENT_CHARS = 32_767
 
 #: Sentinel for "the body is missing or is not JSON".
 
@@ -147,7 +151,11 @@ class ResultCommentSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    body = StrictString(required=True, metadata={"description": "Markdown body"})
+    body = StrictString(
+        required=True,
+        validate=validate.Length(max=MAX_COMMENT_CHARS),
+        metadata={"description": f"Markdown body, at most {MAX_COMMENT_CHARS:,} characters"},
+    )
 
 
 class ReviewSchema(Schema):
@@ -172,7 +180,12 @@ class RunnerResultSchema(OrderedRulesSchema):
 
     outcome = StrictString(required=True, validate=validate.OneOf(["success", "failure"]))
     phase = StrictString(required=True, validate=validate.OneOf([p.value for p in Phase]))
-    comments = fields.List(fields.Nested(ResultCommentSchema), required=True)
+    comments = fields.List(
+        fields.Nested(ResultCommentSchema),
+        required=True,
+        validate=validate.Length(max=MAX_RESULT_COMMENTS),
+        metadata={"description": f"at most {MAX_RESULT_COMMENTS} comments to post on the issue"},
+    )
     prUrl = StrictString(allow_none=True, validate=validate.Length(max=2000))
     prNumber = StrictInteger(allow_none=True)
     plan = StrictString(allow_none=True)

@@ -213,10 +213,13 @@ def evaluate(
 # -- the Blockers view rows -----------------------------------------------------------------
 
 
-def record_many(held: Sequence[tuple[TrackerIssue, Blocked]], now: datetime) -> None:
+def record_many(
+    held: Sequence[tuple[TrackerIssue, Blocked]], now: datetime, *, fresh_for: timedelta = timedelta(0)
+) -> None:
     """:func:`record` for many issues at once, in a few statements whatever their number (the caller
     commits). A poll cycle over a busy install finds most issues held for the same reason as in the
-    cycle before: those rows only have ``last_seen_at`` moved, in one ``UPDATE``."""
+    cycle before: those rows only have ``last_seen_at`` moved, in one ``UPDATE``, and only when it
+    is older than ``fresh_for``."""
     latest = {issue.key: (issue, blocked) for issue, blocked in held}
     for chunk in _chunks(list(latest)):
         current = {
@@ -230,6 +233,7 @@ def record_many(held: Sequence[tuple[TrackerIssue, Blocked]], now: datetime) -> 
                     BlockerRow.title,
                     BlockerRow.reason,
                     BlockerRow.message,
+                    BlockerRow.last_seen_at,
                 ).where(BlockerRow.issue_key.in_(chunk))
             )
         }
@@ -249,7 +253,8 @@ def record_many(held: Sequence[tuple[TrackerIssue, Blocked]], now: datetime) -> 
             if row is None:
                 inserts.append({"issue_key": key, **values, "first_seen_at": now, "last_seen_at": now})
             elif all(getattr(row, name) == value for name, value in values.items()):
-                unchanged.append(key)
+                if row.last_seen_at is None or row.last_seen_at <= now - fresh_for:
+                    unchanged.append(key)
             else:
                 update_values = {"id": row.id, **values, "last_seen_at": now}
                 if row.reason != blocked.reason:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
@@ -39,6 +39,9 @@ from .launch import BackendChoice, choose_backend, create_job, launch
 log = logging.getLogger(__name__)
 
 GLOBAL_LOCK = "dispatch:global"
+#: a poll cycle refreshes the ``last_seen_at`` of a waiting issue whose rows it does not otherwise
+#: change at most this often (the Blockers view's "last seen" is that fresh)
+SEEN_REFRESH = timedelta(minutes=1)
 
 
 @dataclass
@@ -300,10 +303,12 @@ def _touch(issue: TrackerIssue, now: datetime, tracked: TrackedIssue | None = _U
     return tracked
 
 
-def _touch_many(issues: Sequence[TrackerIssue], now: datetime, *, force: bool) -> set[str]:
+def _touch_many(
+    issues: Sequence[TrackerIssue], now: datetime, *, force: bool, fresh_for: timedelta = timedelta(0)
+) -> set[str]:
     """:func:`_touch` for many issues in a few statements, skipping those whose trigger is consumed
     (unless ``force``). Rows that only need ``last_seen_at`` moved — most of them, cycle after
-    cycle — are moved in one ``UPDATE``.
+    cycle — are moved in one ``UPDATE``, and only when it is older than ``fresh_for``.
 
     :returns: the keys of the issues whose trigger a job consumed meanwhile.
     """
@@ -324,6 +329,7 @@ def _touch_many(issues: Sequence[TrackerIssue], now: datetime, *, force: bool) -
                     TrackedIssue.url,
                     TrackedIssue.triggered,
                     TrackedIssue.trigger_consumed,
+                    TrackedIssue.last_seen_at,
                 ).where(TrackedIssue.issue_key.in_(chunk))
             )
         }
@@ -345,7 +351,8 @@ def _touch_many(issues: Sequence[TrackerIssue], now: datetime, *, force: bool) -
             if row is None:
                 inserts.append({"issue_key": key, **values, "last_seen_at": now})
             elif all(getattr(row, name) == value for name, value in values.items()):
-                unchanged.append(key)
+                if row.last_seen_at is None or row.last_seen_at <= now - fresh_for:
+                    unchanged.append(key)
             else:
                 updates.append({"id": row.id, **values})
         if inserts:
@@ -371,9 +378,13 @@ def hold_all(
     report: CycleReport,
     *,
     force: bool = False,
+    fresh_for: timedelta = timedelta(0),
 ) -> None:
     """Record blockers found without locks, in one transaction, except for issues another poller
     dispatched meanwhile.
+
+    :param fresh_for: rows where nothing changed keep a ``last_seen_at`` younger than this (a poll
+        cycle passes :data:`SEEN_REFRESH`, sparing the database a write per waiting issue per cycle).
 
     The teams' locks (one of which each claim holds, taken here in a fixed order) make "dispatched
     meanwhile" visible. Two pollers may insert the same rows at once: the loser retries.
@@ -386,9 +397,9 @@ def hold_all(
                 if not is_sqlite():
                     for team in sorted({issue.team_key for issue, _ in held}):
                         advisory_lock(f"team:{team}")
-                dispatched = _touch_many([issue for issue, _ in held], now, force=force)
+                dispatched = _touch_many([issue for issue, _ in held], now, force=force, fresh_for=fresh_for)
                 recorded = [(issue, blocked) for issue, blocked in held if issue.key not in dispatched]
-                blockers.record_many(recorded, now)
+                blockers.record_many(recorded, now, fresh_for=fresh_for)
             break
         except IntegrityError:
             if attempt == 2:
@@ -518,7 +529,9 @@ def _after_complete_listing(provider_id: str, seen: set[str], listed_since: date
     with serialized():
         blockers.prune(provider_id, seen, listed_since)
         rows = db.session.execute(
-            select(TrackedIssue.id, TrackedIssue.issue_key, TrackedIssue.trigger_consumed).where(
+            select(
+                TrackedIssue.id, TrackedIssue.issue_key, TrackedIssue.triggered, TrackedIssue.trigger_consumed
+            ).where(
                 TrackedIssue.provider == provider_id,
                 (TrackedIssue.triggered.is_(True)) | (TrackedIssue.trigger_consumed.is_(True)),
             )
@@ -526,10 +539,12 @@ def _after_complete_listing(provider_id: str, seen: set[str], listed_since: date
         gone = [row for row in rows if row.issue_key not in seen]
         for start in range(0, len(gone), 500):
             chunk = gone[start : start + 500]
-            db.session.execute(
-                update(TrackedIssue).where(TrackedIssue.id.in_([r.id for r in chunk])).values(triggered=False),
-                execution_options={"synchronize_session": False},
-            )
+            untriggered = [r.id for r in chunk if r.triggered]
+            if untriggered:
+                db.session.execute(
+                    update(TrackedIssue).where(TrackedIssue.id.in_(untriggered)).values(triggered=False),
+                    execution_options={"synchronize_session": False},
+                )
             # Only a listing that began after the trigger was consumed can say it is gone; an older
             # one may simply predate the trigger (a webhook dispatched it meanwhile).
             consumed = [r for r in chunk if r.trigger_consumed]
@@ -586,7 +601,7 @@ def _handle_page(
                 f"{issue.key}: {exc.message if isinstance(exc, AiimplError) else type(exc).__name__}"
             )
     try:
-        hold_all(held, now, report)
+        hold_all(held, now, report, fresh_for=SEEN_REFRESH)
     except Exception as exc:  # noqa: BLE001 - the blockers are recorded again next cycle
         db.session.rollback()
         log.exception("recording blockers failed")

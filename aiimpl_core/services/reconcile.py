@@ -210,19 +210,53 @@ def reconcile(
         report.polled[backend_id] = len(runs)
         by_job = {s.job_id: s for s in states}
         by_run = {r.job_id: r for r in runs}
+        changed = [j.id for j in backend_jobs if not _unchanged(j, by_job.get(j.id), now=now, window=window)]
+        for start in range(0, len(changed), APPLY_BATCH):
+            _apply_batch(changed[start : start + APPLY_BATCH], by_job, now=now, window=window, report=report)
+        _reload(ids_by_backend[backend_id])
         for job in backend_jobs:
-            state = by_job.get(job.id)
+            run = by_run.get(job.id)
             try:
-                if not _unchanged(job, state, now=now, window=window):
-                    with serialized():
-                        _apply(job, state, now=now, window=window, report=report)
-                run = by_run.get(job.id)
-                if run is not None and _overran(job, state, now, lifetime):
+                if run is not None and _overran(job, by_job.get(job.id), now, lifetime):
                     _stop_overrun(job, run, backend, report)
             except Exception:  # noqa: BLE001 - one job's trouble must not stop the pass
                 db.session.rollback()
-                log.exception("reconciling job %s failed", job.id)
+                log.exception("stopping the overrunning run of job %s failed", job.id)
     return report
+
+
+#: jobs whose state changed are updated this many to a transaction (each job in a savepoint)
+APPLY_BATCH = 100
+
+
+def _apply_batch(
+    job_ids: list[int],
+    states: dict[int, RunState],
+    *,
+    now: datetime,
+    window: timedelta,
+    report: ReconcileReport,
+) -> None:
+    """Apply what the backend reported to these jobs in one serialized transaction.
+
+    The rows are read again inside it (another process may have ended a job meanwhile); each job is
+    applied in a savepoint, so one job's trouble is logged and does not undo the others.
+    """
+    try:
+        with serialized():
+            jobs = db.session.scalars(
+                select(Job).where(Job.id.in_(job_ids)).execution_options(populate_existing=True)
+            ).all()
+            for job in jobs:
+                before = (report.linked, report.ended, dict(report.endings))
+                try:
+                    with db.session.begin_nested():
+                        _apply(job, states.get(job.id), now=now, window=window, report=report)
+                except Exception:  # noqa: BLE001 - one job's trouble must not stop the pass
+                    report.linked, report.ended, report.endings = before
+                    log.exception("reconciling job %s failed", job.id)
+    except Exception:  # noqa: BLE001 - the next pass looks again
+        log.exception("reconciling jobs %s failed", job_ids)
 
 
 def _overran(job: Job, state: RunState | None, now: datetime, lifetime: int) -> bool:
@@ -295,7 +329,7 @@ def _link(job: Job, state: RunState) -> bool:
 def _apply(
     job: Job, state: RunState | None, *, now: datetime, window: timedelta, report: ReconcileReport
 ) -> None:
-    db.session.refresh(job)
+    """Bring one job (read inside the caller's serialized transaction) in line with ``state``."""
     if JobStatus(job.status).terminal:
         return
     overdue = _since_dispatch(job) + window <= now

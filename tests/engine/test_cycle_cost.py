@@ -99,3 +99,45 @@ class TestBlockedIssues:
             event.remove(Session, "after_commit", count)
         assert not steady.dispatched and len(steady.blocked) == BLOCKED
         assert len(commits) < BLOCKED, f"{len(commits)} commits for {BLOCKED} issues that stayed blocked"
+
+    def test_issues_that_stay_blocked_are_not_rewritten_every_cycle(self, app: Any) -> None:
+        """Only a changed blocker is written at once; an unchanged one has its ``last_seen_at``
+        moved at most once a minute (``SEEN_REFRESH``), in one statement for the page."""
+        from datetime import timedelta
+
+        from aiimpl_core.orm import Blocker, utcnow
+
+        db.session.add(Mapping(team_key="OPS", owner="acme", repo="ops", default_branch="main",
+                               execution_mode="github-actions", max_in_progress=1,
+                               ticketing={"provider": "fake-tracker"}))
+        db.session.commit()
+        start = utcnow()
+        run_cycle(now=start, reconcile=False)
+        db.session.remove()
+
+        def writes(now: Any) -> list[str]:
+            statements: list[str] = []
+
+            def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+                if statement.lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE")):
+                    statements.append(statement)
+
+            event.listen(db.engine, "before_cursor_execute", count)
+            try:
+                report = run_cycle(now=now, reconcile=False, deliver=False)
+            finally:
+                event.remove(db.engine, "before_cursor_execute", count)
+            assert len(report.blocked) == BLOCKED
+            db.session.remove()
+            return statements
+
+        def last_seen() -> set[Any]:
+            return set(db.session.scalars(db.select(Blocker.last_seen_at)).all())
+
+        writes(start + timedelta(seconds=10))  # notes that the dispatched issue lost its trigger
+        assert writes(start + timedelta(seconds=20)) == []
+        assert last_seen() == {start}
+        refreshed = writes(start + timedelta(seconds=61))
+        page_updates = [w for w in refreshed if w.lstrip().upper().startswith("UPDATE BLOCKERS")]
+        assert 1 <= len(page_updates) <= 3  # one per listing page, not one per issue
+        assert last_seen() == {start + timedelta(seconds=61)}

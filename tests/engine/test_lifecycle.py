@@ -468,3 +468,39 @@ def test_a_run_far_past_its_lifetime_is_stopped_as_machine_timeout(app, tracker,
     assert tracker.comments["ENG-40"][0] == (
         "⚠️ Implementation failed: the session machine exceeded its lifetime (machine_timeout)"
     )
+
+
+def test_one_jobs_trouble_in_a_reconcile_pass_leaves_the_others_applied(
+    app, tracker, runner, add_mapping, monkeypatch
+):
+    """The reconciler applies a backend's changed jobs in one transaction, each in a savepoint: a
+    job whose update fails is logged and looked at again next pass; the others are kept."""
+    from aiimpl_core.services import reconcile as reconcile_mod
+
+    add_mapping("ENG", max_in_progress=5)
+    for n in (1, 2, 3):
+        tracker.add(f"ENG-{n}")
+    run_cycle()
+    jobs = {key: jobs_of(key)[0] for key in ("ENG-1", "ENG-2", "ENG-3")}
+    for job in jobs.values():
+        runner.set_state(job.id, RunPhase.FAILED, detail="boom")
+    troubled = jobs["ENG-2"].id
+    original = reconcile_mod.end_job
+
+    def end_job(job, outcome):
+        ended = original(job, outcome)
+        if job.id == troubled:
+            raise RuntimeError("disk full")
+        return ended
+
+    monkeypatch.setattr(reconcile_mod, "end_job", end_job)
+    report = run_cycle()
+    assert report.reconciled["ended"] == 2
+    assert set(report.reconciled["endings"]) == {str(jobs["ENG-1"].id), str(jobs["ENG-3"].id)}
+    assert [jobs_of(k)[0].status for k in ("ENG-1", "ENG-2", "ENG-3")] == ["failed", "dispatched", "failed"]
+
+    monkeypatch.setattr(reconcile_mod, "end_job", original)
+    report = run_cycle()  # the next pass ends it
+    assert report.reconciled["endings"] == {str(troubled): "failed"}
+    assert jobs_of("ENG-2")[0].status == "failed"
+    assert len(tracker.comments["ENG-2"]) == len(tracker.comments["ENG-1"])  # its comments once

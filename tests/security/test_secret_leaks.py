@@ -396,22 +396,14 @@ def test_gunicorn_access_log_has_no_query_string_or_headers():
         assert leaky not in fmt, leaky
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "aiimpl_core/cli/__init__.py:serve — the development server (werkzeug run_simple) logs the "
-        "full request line, so POST /api/jira/webhook?secret=<AIIMPL_JIRA_WEBHOOK_SECRET> writes the "
-        "Jira webhook secret to the log; fix: pass a WSGIRequestHandler subclass whose log_request "
-        "drops the query string (as gunicorn_conf's %(U)s does), or stop accepting the secret in the query"
-    ),
-)
 def test_dev_server_access_log_does_not_carry_the_jira_secret(full_app, sec_logs):
     import threading
 
     import requests
-    from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", 0, full_app, threaded=True)
+    from aiimpl_core.cli.devserver import make_dev_server
+
+    server = make_dev_server("127.0.0.1", 0, full_app)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -99,9 +99,13 @@ def test_success_opens_a_pr_with_the_progress_comments_in_order(world: World) ->
 
 def test_the_main_cli_runs_the_same_session(world: World) -> None:
     """Runner images call ``aiimpl session run`` (the GitHub Actions templates do)."""
+    import os
     import shutil
+    import sys
 
-    aiimpl = shutil.which("aiimpl")
+    # the script beside this interpreter (the environment the suite runs in), else on PATH
+    aiimpl = shutil.which("aiimpl", path=os.pathsep.join([os.path.dirname(sys.executable),
+                                                          os.environ.get("PATH", "")]))
     assert aiimpl, "the aiimpl console script is installed with the core"
     world.mapping(AIIMPL_REVIEW="false")
     job_id = world.dispatch()
