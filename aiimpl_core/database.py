@@ -10,6 +10,7 @@ import hashlib
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
@@ -69,6 +70,21 @@ def serialized(session: Session | None = None) -> Iterator[Session]:
         raise
 
 
+def upsert(model: Any, session: Session | None = None) -> Any:
+    """An ``INSERT`` of ``model`` with ``on_conflict_do_update`` / ``on_conflict_do_nothing``, in
+    the dialect of the session's database (SQLite and PostgreSQL share the syntax)."""
+    name = (session or db.session).get_bind().dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(model)
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(model)
+    raise NotImplementedError(f"no upsert for the {name} dialect")
+
+
 def lock_key(name: str) -> int:
     """A stable signed 64-bit key for ``pg_advisory_xact_lock``."""
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
@@ -86,5 +102,6 @@ def try_advisory_lock(name: str, session: Session | None = None) -> bool:
     """Like :func:`advisory_lock` but returns false at once when another transaction holds it."""
     session = session or db.session
     if session.get_bind().dialect.name == "postgresql":
-        return bool(session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_key(name)}).scalar())
+        locked = session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_key(name)})
+        return bool(locked.scalar())
     return True

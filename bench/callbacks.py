@@ -1,13 +1,19 @@
 """Callback throughput and worker memory under gunicorn with the production configuration.
 
-    python -m bench.callbacks [--db postgres|sqlite] [--requests 6000] [--concurrency 100]
+    python -m bench.callbacks [--db postgres|sqlite] [--requests 6000] [--concurrency 100] [--rate 200]
 
 Starts gunicorn (``aiimpl_core.gunicorn_conf``, access log off) on a fresh database seeded with
 running jobs, then a second process (``bench/loadgen.py``) plays many runners posting
 ``/runner/progress`` and ``/api/status``, and the same load against a bare endpoint doing one
-database insert on the same stack (``/bench/bare``): requests per second, p50/p99 latency, and the
-ratio to the bare endpoint. Then a one-worker gunicorn (no recycling) takes three rounds of 10,000
-callbacks and reports the worker's resident size after each.
+database insert on the same stack (``/bench/bare``):
+
+- throughput: the runners post as fast as they are answered (closed loop); requests per second,
+  and the ratio to the bare endpoint (the mean of a bare phase before and after);
+- latency: the runners together offer ``--rate`` requests per second on a fixed schedule (open
+  loop); p50 and p99 from each request's scheduled time.
+
+Then a one-worker gunicorn (no recycling) takes three rounds of 10,000 callbacks and reports the
+worker's resident size after each.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import time
 import urllib.request
 
 from .common import HERE, ROOT, fresh_database, migrate, print_table, write_result
+from .loadgen import status_slots
 
 SECRET = "bench-secret-key-0123456789abcdef"
 
@@ -79,7 +86,7 @@ def start_gunicorn(url: str, port: int, *, workers: int | None = None, max_reque
                 return proc
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {proc.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"gunicorn exited: {proc.stderr.read().decode()[-2000:]}") from None
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("gunicorn did not answer /healthz")
@@ -93,10 +100,14 @@ def stop(proc) -> None:  # noqa: ANN001
         proc.kill()
 
 
-def load(port: int, runners_file: str, kind: str, requests: int, concurrency: int) -> dict:
-    out = subprocess.run([sys.executable, os.path.join(HERE, "loadgen.py"), "--url", f"http://127.0.0.1:{port}",
-                          "--runners", runners_file, "--kind", kind, "--requests", str(requests),
-                          "--concurrency", str(concurrency)], capture_output=True, text=True, check=True)
+def load(port: int, runners_file: str, kind: str, requests: int, concurrency: int, *,
+         rate: float | None = None, offset: int = 0) -> dict:
+    command = [sys.executable, os.path.join(HERE, "loadgen.py"), "--url", f"http://127.0.0.1:{port}",
+               "--runners", runners_file, "--kind", kind, "--requests", str(requests),
+               "--concurrency", str(concurrency), "--offset", str(offset)]
+    if rate:
+        command += ["--rate", str(rate)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
 
@@ -112,20 +123,35 @@ def worker_rss_mb(master_pid: int) -> float:
     return round(max(sizes), 1)
 
 
-def run(db_kind: str, requests: int, concurrency: int, memory_rounds: int) -> dict:
+def run(db_kind: str, requests: int, concurrency: int, memory_rounds: int, rate: float) -> dict:
     url, drop = fresh_database(db_kind)
     try:
-        creds = seed(url, concurrency)
+        # /api/status posts each event once per job: enough jobs for every status phase below
+        status_phases = [(requests, concurrency)] * 2 + [(5000, 20)] * memory_rounds
+        creds = seed(url, max(concurrency, sum(status_slots(n, c) for n, c in status_phases)))
         runners_file = os.path.join(tempfile.mkdtemp(prefix="aiimpl-bench-"), "runners.json")
         with open(runners_file, "w") as fh:
             json.dump(creds, fh)
+        offset = 0
+
+        def status(n: int, c: int, **kw: float) -> dict:
+            nonlocal offset
+            result = load(port, runners_file, "status", n, c, offset=offset, **kw)
+            offset += status_slots(n, c)
+            return result
 
         port = _free_port()
         proc = start_gunicorn(url, port)
         try:
             load(port, runners_file, "bare", min(1000, requests), concurrency)  # warm-up
-            phases = [load(port, runners_file, kind, requests, concurrency)
-                      for kind in ("bare", "progress", "status", "bare")]
+            phases = [load(port, runners_file, "bare", requests, concurrency),
+                      load(port, runners_file, "progress", requests, concurrency),
+                      status(requests, concurrency),
+                      load(port, runners_file, "bare", requests, concurrency)]
+            # latency at a steady offered load, the same for all three
+            latency = [load(port, runners_file, "bare", requests, concurrency, rate=rate),
+                       load(port, runners_file, "progress", requests, concurrency, rate=rate),
+                       status(requests, concurrency, rate=rate)]
         finally:
             stop(proc)
         bare_rps = (phases[0]["rps"] + phases[3]["rps"]) / 2
@@ -140,28 +166,34 @@ def run(db_kind: str, requests: int, concurrency: int, memory_rounds: int) -> di
                 memory.append({"callbacks": 0, "rss_mb": worker_rss_mb(proc.pid)})
                 for n in range(1, memory_rounds + 1):
                     load(port, runners_file, "progress", 5000, 20)
-                    load(port, runners_file, "status", 5000, 20)
+                    status(5000, 20)
                     memory.append({"callbacks": n * 10000, "rss_mb": worker_rss_mb(proc.pid)})
             finally:
                 stop(proc)
-        return {"database": db_kind, "phases": phases, "memory": memory}
+        return {"database": db_kind, "phases": phases, "latency": latency, "memory": memory}
     finally:
         drop()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", default="postgres", help="postgres, sqlite, or a database URL")
     parser.add_argument("--requests", type=int, default=6000, help="requests per phase")
     parser.add_argument("--concurrency", type=int, default=100, help="simulated runners")
     parser.add_argument("--memory-rounds", type=int, default=3, help="rounds of 10,000 callbacks (0: skip)")
+    parser.add_argument("--rate", type=float, default=200.0,
+                        help="requests per second offered by all runners together in the latency phases")
     args = parser.parse_args()
-    result = run(args.db, args.requests, args.concurrency, args.memory_rounds)
+    result = run(args.db, args.requests, args.concurrency, args.memory_rounds, args.rate)
     print_table(result["phases"], ["kind", "requests", "rps", "p50_ms", "p99_ms", "ratio_to_bare", "errors"])
+    print()
+    print_table(result["latency"], ["kind", "mode", "requests", "rps", "p50_ms", "p99_ms", "errors"])
     if result["memory"]:
         print()
         print_table(result["memory"], ["callbacks", "rss_mb"])
-    print("\nwritten:", write_result(f"callbacks-{args.db if args.db in ('postgres', 'sqlite') else 'custom'}", result))
+    name = f"callbacks-{args.db if args.db in ('postgres', 'sqlite') else 'custom'}"
+    print("\nwritten:", write_result(name, result))
 
 
 if __name__ == "__main__":

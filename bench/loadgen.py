@@ -1,5 +1,18 @@
 """Load generator for the callback benchmark: many simulated runners in threads, keep-alive
-connections, latencies measured per request. Run as a separate process; prints JSON."""
+connections, latencies measured per request. Run as a separate process; prints JSON.
+
+Two ways to load the server:
+
+- closed loop (default): each runner sends its next request as soon as the last one is answered,
+  so the server is saturated; the figure is throughput;
+- open loop (``--rate``): the runners together send ``rate`` requests per second on a fixed
+  schedule, whatever the answers take; a request's latency runs from its *scheduled* time, so a
+  slow answer that delays the next send counts against the server (no coordinated omission).
+
+``/api/status`` posts each lifecycle event once per job, as sessions do (a repeated event is the
+cheap duplicate path): runner ``i``'s ``n``-th request is event ``n mod 9`` of the job in slot
+``offset + i + (n // 9) * concurrency`` of the runners file.
+"""
 from __future__ import annotations
 
 import argparse
@@ -18,18 +31,36 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
-def run_phase(base_url: str, kind: str, runners: list[dict], total: int, concurrency: int) -> dict:
+EVENTS = ["session_created", "environment_ready", "pr_opened", "verification_started",
+          "verification_passed", "verification_failed", "session_failed", "session_timed_out",
+          "session_cleaned_up"]
+
+
+def status_slots(total: int, concurrency: int) -> int:
+    """How many jobs of the runners file a status phase uses (each (job, event) posted once)."""
+    per_thread = max(1, total // concurrency)
+    return concurrency * -(-per_thread // len(EVENTS))
+
+
+def run_phase(base_url: str, kind: str, runners: list[dict], total: int, concurrency: int,
+              rate: float | None = None, offset: int = 0) -> dict:
     parts = urlsplit(base_url)
     per_thread = max(1, total // concurrency)
     latencies: list[float] = []
     errors: dict[str, int] = {}
     lock = threading.Lock()
 
+    interval = concurrency / rate if rate else 0.0  # each runner's time between sends
+
     def worker(index: int) -> None:
         runner = runners[index % len(runners)]
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
         mine: list[float] = []
+        # open loop: the runners' schedules are spread evenly over one interval
+        next_at = started + interval * index / concurrency
         for n in range(per_thread):
+            if kind == "status":
+                runner = runners[(offset + index + (n // len(EVENTS)) * concurrency) % len(runners)]
             if kind == "progress":
                 path = "/runner/progress"
                 body = {"step": {"id": f"s{index}-{n}", "type": "agent", "status": "running",
@@ -37,7 +68,7 @@ def run_phase(base_url: str, kind: str, runners: list[dict], total: int, concurr
                 headers = {"Authorization": f"Bearer {runner['progressToken']}"}
             elif kind == "status":
                 path = "/api/status"
-                body = {"nonce": runner["nonce"], "event": "environment_ready"}
+                body = {"nonce": runner["nonce"], "event": EVENTS[n % len(EVENTS)]}
                 headers = {}
             else:
                 path = "/bench/bare"
@@ -45,7 +76,14 @@ def run_phase(base_url: str, kind: str, runners: list[dict], total: int, concurr
                 headers = {}
             headers["Content-Type"] = "application/json"
             payload = json.dumps(body)
-            start = time.perf_counter()
+            if interval:
+                pause = next_at - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+                start = next_at
+                next_at += interval
+            else:
+                start = time.perf_counter()
             try:
                 conn.request("POST", path, payload, headers)
                 resp = conn.getresponse()
@@ -66,7 +104,8 @@ def run_phase(base_url: str, kind: str, runners: list[dict], total: int, concurr
             latencies.extend(mine)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
-    started = time.perf_counter()
+    # the open-loop schedules begin once every thread runs
+    started = time.perf_counter() + (0.2 if interval else 0.0)
     for t in threads:
         t.start()
     for t in threads:
@@ -75,6 +114,7 @@ def run_phase(base_url: str, kind: str, runners: list[dict], total: int, concurr
     latencies.sort()
     return {
         "kind": kind,
+        "mode": f"open loop, {rate:g} requests/s offered" if rate else "closed loop",
         "requests": len(latencies),
         "errors": errors,
         "concurrency": concurrency,
@@ -93,10 +133,13 @@ def main() -> None:
     parser.add_argument("--kind", required=True, choices=["bare", "progress", "status"])
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=None, help="open loop: requests per second in all")
+    parser.add_argument("--offset", type=int, default=0, help="first job slot of a status phase")
     args = parser.parse_args()
     with open(args.runners) as fh:
         runners = json.load(fh)
-    print(json.dumps(run_phase(args.url, args.kind, runners, args.requests, args.concurrency)))
+    print(json.dumps(run_phase(args.url, args.kind, runners, args.requests, args.concurrency,
+                               args.rate, args.offset)))
 
 
 if __name__ == "__main__":

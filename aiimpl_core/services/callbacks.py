@@ -15,12 +15,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..auth.nonce import INVALID_NONCE, active_job_for_nonce
 from ..auth.tokens import RunClaims
-from ..database import advisory_lock, serialized
+from ..database import advisory_lock, serialized, upsert
 from ..errors import AiimplError
 from ..extensions import db
 from ..orm import ConsumedToken, Job, JobStep, OutboxItem, TrackedIssue, utcnow
@@ -211,25 +211,53 @@ def deliver_quietly(issue_key: str) -> None:
 # -- steps (POST /runner/progress, POST /api/step-report) -----------------------------------
 
 
-def _upsert_step(job: Job, step: dict[str, Any], source: str) -> JobStep:
-    advisory_lock(f"job-steps:{job.id}")  # two reports of one step must not both insert
-    row = db.session.scalar(select(JobStep).where(JobStep.job_id == job.id, JobStep.step_id == step["id"]))
+_STEP_FIELDS = ("type", "status", "started_at", "finished_at", "updated_at")
+_step_upserts: dict[tuple[str, bool], Any] = {}
+
+
+def _step_upsert(with_detail: bool) -> Any:
+    """The step upsert statement, built once per dialect (building ``excluded`` is not cheap)."""
+    dialect = db.session.get_bind().dialect.name
+    statement = _step_upserts.get((dialect, with_detail))
+    if statement is None:
+        table = JobStep.__table__  # a Core statement: no ORM bookkeeping per report
+        insert = upsert(table)
+        changed = _STEP_FIELDS + (("detail",) if with_detail else ())
+        statement = insert.on_conflict_do_update(
+            index_elements=[table.c.job_id, table.c.step_id],
+            set_={name: insert.excluded[name] for name in changed},
+        )
+        _step_upserts[(dialect, with_detail)] = statement
+    return statement
+
+
+def _upsert_step(job_id: int, step: dict[str, Any], source: str, job: Job | None = None) -> None:
+    """Insert the step, or update it when the job already has a step of that id, in one atomic
+    statement (two reports of one step at once cannot both insert). The step keeps the source
+    that first reported it, and its detail when a later report has none.
+
+    :param job: the job's row when the caller has it (a detail is redacted with the job's secrets).
+    """
     detail = step.get("detail")
     if detail is not None and not isinstance(detail, dict):
         detail = {"text": detail}
     if detail is not None:
-        detail = redaction.redact_data(job, detail)
-    if row is None:
-        row = JobStep(job_id=job.id, step_id=step["id"], source=source)
-        db.session.add(row)
-    row.type = step["type"]
-    row.status = step["status"]
-    row.started_at = step["started_at"]
-    row.finished_at = step.get("finished_at")
+        detail = redaction.redact_data(job or db.session.get_one(Job, job_id), detail)
+    now = utcnow()
+    values: dict[str, Any] = {
+        "job_id": job_id,
+        "step_id": step["id"],
+        "source": source,
+        "type": step["type"],
+        "status": step["status"],
+        "started_at": step["started_at"],
+        "finished_at": step.get("finished_at"),
+        "created_at": now,
+        "updated_at": now,
+    }
     if detail is not None:
-        row.detail = detail
-    db.session.flush()
-    return row
+        values["detail"] = detail
+    db.session.execute(_step_upsert(detail is not None), values)
 
 
 def _mark_running(job: Job, why: str) -> None:
@@ -238,15 +266,22 @@ def _mark_running(job: Job, why: str) -> None:
         transition(job, JobStatus.RUNNING, reason=why)
 
 
+_JOB_STATUS = select(Job.__table__.c.status).where(Job.__table__.c.id == bindparam("job_id"))
+
+
 def record_progress(job_id: int, step: dict[str, Any]) -> dict[str, Any]:
     """Record a ``/runner/progress`` step; the first report moves the job to ``running``."""
     with serialized():
-        job = db.session.get(Job, job_id)
-        if job is None:
+        # the status alone: most reports only add a step (loading the whole job costs as much)
+        status = db.session.scalar(_JOB_STATUS, {"job_id": job_id})
+        if status is None:
             raise CallbackError(404, "job_not_found")
-        _upsert_step(job, step, "runner")
-        _mark_running(job, "the runner reported progress")
-        answer = {"ok": True, "jobId": job.id, "status": job.status, "stepId": step["id"]}
+        _upsert_step(job_id, step, "runner")
+        if JobStatus(status) in (JobStatus.UNKNOWN, JobStatus.DISPATCHED):
+            job = db.session.get_one(Job, job_id)
+            _mark_running(job, "the runner reported progress")
+            status = job.status
+        answer = {"ok": True, "jobId": job_id, "status": status, "stepId": step["id"]}
     return answer
 
 
@@ -256,7 +291,7 @@ def record_step_report(nonce: str, step: dict[str, Any]) -> dict[str, Any]:
         job = active_job_for_nonce(nonce)
         if job is None:
             raise CallbackError(403, INVALID_NONCE)
-        _upsert_step(job, step, "session")
+        _upsert_step(job.id, step, "session", job)
         _mark_running(job, "the session reported a step")
         answer = {"ok": True, "jobId": job.id, "status": job.status, "stepId": step["id"]}
     return answer
@@ -364,30 +399,63 @@ def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
         )
         dedupe_key = f"status:{job.id}:{event}"
         advisory_lock(dedupe_key)  # concurrent retries of one event queue it once (PostgreSQL)
-        item = enqueue_comment(
-            job.issue_key,
-            body,
-            provider=job.provider or "",
-            kind=f"progress:{event}",
-            job=job,
-            dedupe_key=dedupe_key,
-        )
-        duplicate = item is None
-        if item is None:
-            item = db.session.scalar(select(OutboxItem).where(OutboxItem.dedupe_key == dedupe_key))
+        # this event's item, if queued already, and any item of the issue still to be sent
+        queued = db.session.execute(
+            select(OutboxItem.id, OutboxItem.dedupe_key, OutboxItem.state, OutboxItem.next_attempt_at).where(
+                OutboxItem.issue_key == job.issue_key,
+                or_(OutboxItem.dedupe_key == dedupe_key, OutboxItem.state.in_(("pending", "sending"))),
+            )
+        ).all()
+        mine = next((row for row in queued if row.dedupe_key == dedupe_key), None)
+        duplicate = mine is not None
+        claimed: outbox.Claimed | None = None
+        if mine is None:
+            # the usual case: nothing of the issue waits, so the item is queued already taken and
+            # sent right after the commit; else it goes out behind the earlier ones, in order
+            item = enqueue_comment(
+                job.issue_key,
+                body,
+                provider=job.provider or "",
+                kind=f"progress:{event}",
+                job=job,
+                dedupe_key=dedupe_key,
+                now=now,
+                sending=not queued,
+                known_new=True,
+            )
             assert item is not None
-            if item.state == "pending" and item.next_attempt_at > now:
-                item.next_attempt_at = now  # the runner retries: try again at once
-        item_id, issue_key = item.id, job.issue_key
+            item_id, state = item.id, item.state
+            if state == "sending":
+                claimed = outbox.claimed(item)
+        else:
+            item_id, state = mine.id, mine.state
+            if state == "pending" and mine.next_attempt_at > now:
+                # the runner retries: try again at once
+                db.session.execute(
+                    update(OutboxItem).where(OutboxItem.id == item_id).values(next_attempt_at=now),
+                    execution_options={"synchronize_session": False},
+                )
+        issue_key = job.issue_key
+    answer = {"ok": True, "event": event, "duplicate": duplicate}
+    if state in ("done", "shadow"):
+        return answer  # posted by an earlier try, or recorded only (shadow mode)
+    if claimed is not None:
+        try:
+            if outbox.send_claimed(claimed, now):
+                return answer
+        except Exception:  # noqa: BLE001 - answered as the reference's 500 below
+            db.session.rollback()
+            log.exception("delivering the %s comment of %s failed", event, issue_key)
+        raise CallbackError(500, "Internal server error")  # it stays queued: the poller retries
+    sent: set[int] = set()
     try:
-        outbox.deliver(issue_keys=[issue_key])
+        outbox.deliver(issue_keys=[issue_key], sent=sent)
     except Exception:  # noqa: BLE001 - answered as the reference's 500 below
         db.session.rollback()
         log.exception("delivering the %s comment of %s failed", event, issue_key)
-    state = _settled_state(item_id)
-    if state not in ("done", "shadow"):
+    if item_id not in sent and _settled_state(item_id) not in ("done", "shadow"):
         raise CallbackError(500, "Internal server error")
-    return {"ok": True, "event": event, "duplicate": duplicate}
+    return answer
 
 
 def _settled_state(item_id: int, wait_seconds: float = 5.0) -> str | None:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from ..extensions import db
 from ..orm import Job, JobTransition, OutboxItem, TrackedIssue, utcnow
 from ..types import TERMINAL_STATUSES, JobStatus, Stage
+from .outbox import LEASE
 
 _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.UNKNOWN: frozenset({JobStatus.DISPATCHED, JobStatus.RUNNING}) | TERMINAL_STATUSES,
@@ -98,12 +99,16 @@ def transition(
         return False
     for key, value in values.items():
         setattr(job, key, value)
-    db.session.add(JobTransition(job_id=job.id, from_status=old.value, to_status=new.value, reason=reason, at=now))
+    db.session.add(
+        JobTransition(job_id=job.id, from_status=old.value, to_status=new.value, reason=reason, at=now)
+    )
     _queue_event("job", job_id=job.id, issue_key=job.issue_key, old=old, new=new)
     return True
 
 
-def tracked_issue(issue_key: str, *, team_key: str | None = None, provider: str | None = None) -> TrackedIssue:
+def tracked_issue(
+    issue_key: str, *, team_key: str | None = None, provider: str | None = None
+) -> TrackedIssue:
     row = db.session.scalar(select(TrackedIssue).where(TrackedIssue.issue_key == issue_key))
     if row is None:
         row = TrackedIssue(
@@ -153,11 +158,20 @@ def enqueue_comment(
     job: Job | None = None,
     dedupe_key: str | None = None,
     now: datetime | None = None,
+    sending: bool = False,
+    known_new: bool = False,
 ) -> OutboxItem | None:
     """Queue a comment for the issue. Returns ``None`` when ``dedupe_key`` was queued already.
 
     In shadow mode the comment is recorded (state ``shadow``) and never sent.
+
+    :param sending: queue it already taken for sending, under the outbox's lease: the caller sends
+        it with :func:`~aiimpl_core.services.outbox.send_claimed` once it has committed (the caller
+        checks first that no earlier item of the issue is waiting: items of an issue go in order).
+    :param known_new: the caller has checked that ``dedupe_key`` is not queued (under a lock).
     """
+    shadow = job is not None and job.shadow
+    state = "shadow" if shadow else "sending" if sending else "pending"
     return _enqueue(
         op="comment",
         provider=provider,
@@ -166,8 +180,9 @@ def enqueue_comment(
         kind=kind,
         body=body,
         dedupe_key=dedupe_key or f"comment:{uuid.uuid4().hex}",
-        state="shadow" if job is not None and job.shadow else "pending",
-        now=now,
+        state=state,
+        now=(now or utcnow()) + LEASE if state == "sending" else now,
+        known_new=known_new,
     )
 
 
@@ -182,10 +197,18 @@ def enqueue_done(issue_key: str, *, provider: str, job: Job | None = None) -> Ou
     )
 
 
-def _enqueue(*, dedupe_key: str, now: datetime | None = None, state: str = "pending", **values: Any) -> OutboxItem | None:
-    existing = db.session.scalar(select(OutboxItem).where(OutboxItem.dedupe_key == dedupe_key))
-    if existing is not None:
-        return None
+def _enqueue(
+    *,
+    dedupe_key: str,
+    now: datetime | None = None,
+    state: str = "pending",
+    known_new: bool = False,
+    **values: Any,
+) -> OutboxItem | None:
+    if not known_new:
+        existing = db.session.scalar(select(OutboxItem.id).where(OutboxItem.dedupe_key == dedupe_key))
+        if existing is not None:
+            return None
     item = OutboxItem(dedupe_key=dedupe_key, state=state, next_attempt_at=now or utcnow(), **values)
     db.session.add(item)
     db.session.flush()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
@@ -32,19 +33,42 @@ def _backoff(attempts: int, retry_after: float | None) -> timedelta:
     return min(MAX_BACKOFF, timedelta(seconds=5 * 2 ** min(attempts, 12)))
 
 
-def _claim(item_id: int, now: datetime) -> bool:
-    result = db.session.execute(
+@dataclass
+class Claimed:
+    """An item taken for sending, with what sending it needs."""
+
+    id: int
+    op: str
+    provider: str
+    issue_key: str
+    body: str | None
+    stage: str | None
+    remote_id: str | None = None
+
+
+def _claim(item_id: int, now: datetime) -> Claimed | None:
+    """Take the item for sending (compare-and-set, with a lease); ``None`` when it is not due or
+    another sender has it."""
+    row = db.session.execute(
         update(OutboxItem)
         .where(
             OutboxItem.id == item_id,
             or_(OutboxItem.state == "pending", OutboxItem.state == "sending"),
             OutboxItem.next_attempt_at <= now,
         )
-        .values(state="sending", next_attempt_at=now + LEASE),
+        .values(state="sending", next_attempt_at=now + LEASE)
+        .returning(
+            OutboxItem.id,
+            OutboxItem.op,
+            OutboxItem.provider,
+            OutboxItem.issue_key,
+            OutboxItem.body,
+            OutboxItem.stage,
+        ),
         execution_options={"synchronize_session": False},
-    )
+    ).first()
     db.session.commit()
-    return result.rowcount == 1
+    return None if row is None else Claimed(*row)
 
 
 def deliver(
@@ -53,86 +77,113 @@ def deliver(
     ids: Iterable[int] | None = None,
     limit: int = 200,
     now: datetime | None = None,
+    sent: set[int] | None = None,
 ) -> dict[str, int]:
-    """Send due items; return counts of ``sent``, ``failed`` and ``skipped`` items."""
+    """Send due items; return counts of ``sent``, ``failed`` and ``skipped`` items.
+
+    :param sent: when given, the ids of the items this call sent are added to it.
+    """
     facade = current_app.extensions["aiimpl"]
     now = now or utcnow()
+    keys = list(issue_keys) if issue_keys is not None else None
     query = select(OutboxItem.id, OutboxItem.issue_key, OutboxItem.provider).where(
         or_(OutboxItem.state == "pending", OutboxItem.state == "sending"),
         OutboxItem.next_attempt_at <= now,
     )
-    if issue_keys is not None:
-        query = query.where(OutboxItem.issue_key.in_(list(issue_keys)))
+    # an earlier item of the same issue still waiting (not due) holds the later ones back
+    waiting_query = select(OutboxItem.issue_key).where(
+        OutboxItem.state.in_(("pending", "sending")), OutboxItem.next_attempt_at > now
+    )
+    if keys is not None:
+        query = query.where(OutboxItem.issue_key.in_(keys))
+        waiting_query = waiting_query.where(OutboxItem.issue_key.in_(keys))
     if ids is not None:
         query = query.where(OutboxItem.id.in_(list(ids)))
     rows = db.session.execute(query.order_by(OutboxItem.id).limit(limit)).all()
-    db.session.commit()
-    counts = {"sent": 0, "failed": 0, "skipped": 0}
-    blocked_issues: set[str] = set()
-    postponed_providers: set[str] = set()
-    # an earlier item of the same issue still waiting (not due) holds the later ones back
-    waiting = set(
-        db.session.scalars(
-            select(OutboxItem.issue_key).where(
-                OutboxItem.state.in_(("pending", "sending")), OutboxItem.next_attempt_at > now
-            )
-        ).all()
-    )
+    waiting = set(db.session.scalars(waiting_query).all())
     # On SQLite a transaction that began with a read cannot write once another connection has
     # committed ("database is locked" at once, without waiting): end every read transaction
     # before writing, and write the outcome of each send in a transaction of its own.
     db.session.commit()
+    counts = {"sent": 0, "failed": 0, "skipped": 0}
+    blocked_issues: set[str] = set()
+    postponed_providers: set[str] = set()
     for item_id, issue_key, provider_id in rows:
         if issue_key in blocked_issues or provider_id in postponed_providers or issue_key in waiting:
             counts["skipped"] += 1
             continue
-        if not _claim(item_id, now):
+        item = _claim(item_id, now)
+        if item is None:
             counts["skipped"] += 1
             continue
-        item = db.session.get(OutboxItem, item_id)
-        assert item is not None
-        db.session.expunge(item)  # a detached copy keeps its values across the commit below
-        db.session.commit()
-        try:
-            _send(facade, item)
-        except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
-            retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
-            with serialized():
-                row = db.session.get(OutboxItem, item_id)
-                assert row is not None
-                row.attempts += 1
-                row.last_error = str(exc)[:2000] if isinstance(exc, AiimplError) else type(exc).__name__
-                if row.attempts >= MAX_ATTEMPTS:
-                    row.state = "dead"
-                else:
-                    row.state = "pending"
-                    row.next_attempt_at = now + _backoff(row.attempts, retry_after)
-                last_error = row.last_error
-            log.warning("outbox item %s (%s %s) failed: %s", item_id, item.op, item.issue_key, last_error)
+        error = _send_and_record(facade, item, now)
+        if error is not None:
             counts["failed"] += 1
             blocked_issues.add(issue_key)
-            if retry_after is not None or (isinstance(exc, ProviderError) and (exc.status or 0) >= 500):
+            retry_after = error.retry_after if isinstance(error, ProviderError) else None
+            if retry_after is not None or (isinstance(error, ProviderError) and (error.status or 0) >= 500):
                 postponed_providers.add(provider_id)
             continue
-        with serialized():
-            row = db.session.get(OutboxItem, item_id)
-            assert row is not None
-            row.state = "done"
-            row.done_at = utcnow()
-            row.remote_id = item.remote_id
-            if row.op == "stage" and row.stage != Stage.TRIGGERED.value:
-                # our own write removed the trigger from the tracker: a trigger seen after now is new
-                tracked = db.session.scalar(
-                    select(TrackedIssue).where(TrackedIssue.issue_key == row.issue_key)
-                )
-                if tracked is not None:
-                    tracked.trigger_consumed = False
-                    tracked.trigger_cleared_at = row.done_at
         counts["sent"] += 1
+        if sent is not None:
+            sent.add(item_id)
     return counts
 
 
-def _send(facade, item: OutboxItem) -> None:  # noqa: ANN001
+def claimed(item: OutboxItem) -> Claimed:
+    """What sending ``item`` needs, read while its row is loaded (before the commit)."""
+    return Claimed(item.id, item.op, item.provider, item.issue_key, item.body, item.stage)
+
+
+def send_claimed(item: Claimed, now: datetime | None = None) -> bool:
+    """Send an item its caller queued already taken (``sending=True`` of
+    :func:`~aiimpl_core.services.jobs.enqueue_comment`) and committed; record the outcome. Should
+    the caller die first, the item's lease runs out and the poller sends it.
+
+    :returns: whether it was sent (else it waits for the poller's retry, as any failed item).
+    """
+    return _send_and_record(current_app.extensions["aiimpl"], item, now or utcnow()) is None
+
+
+def _send_and_record(facade, item: Claimed, now: datetime) -> Exception | None:  # noqa: ANN001
+    """Send one claimed item and record the outcome; the failure, or ``None`` when it was sent."""
+    try:
+        _send(facade, item)
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
+        retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
+        with serialized():
+            row = db.session.get(OutboxItem, item.id)
+            assert row is not None
+            row.attempts += 1
+            row.last_error = str(exc)[:2000] if isinstance(exc, AiimplError) else type(exc).__name__
+            if row.attempts >= MAX_ATTEMPTS:
+                row.state = "dead"
+            else:
+                row.state = "pending"
+                row.next_attempt_at = now + _backoff(row.attempts, retry_after)
+            last_error = row.last_error
+        log.warning("outbox item %s (%s %s) failed: %s", item.id, item.op, item.issue_key, last_error)
+        return exc
+    done_at = utcnow()
+    with serialized():
+        db.session.execute(
+            update(OutboxItem)
+            .where(OutboxItem.id == item.id)
+            .values(state="done", done_at=done_at, remote_id=item.remote_id),
+            execution_options={"synchronize_session": False},
+        )
+        if item.op == "stage" and item.stage != Stage.TRIGGERED.value:
+            # our own write removed the trigger from the tracker: a trigger seen after now is new
+            db.session.execute(
+                update(TrackedIssue)
+                .where(TrackedIssue.issue_key == item.issue_key)
+                .values(trigger_consumed=False, trigger_cleared_at=done_at),
+                execution_options={"synchronize_session": False},
+            )
+    return None
+
+
+def _send(facade, item: Claimed) -> None:  # noqa: ANN001
     tracker = facade.ticketing(item.provider)
     if item.op == "comment":
         comment = tracker.post_comment(item.issue_key, item.body or "")

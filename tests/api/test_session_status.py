@@ -82,6 +82,37 @@ def test_status_table_500_when_posting_fails_and_the_retry_posts_once(client, cb
     assert len(cb_tracker.comments["ENG-1"]) == 1
 
 
+def test_an_event_waits_behind_an_earlier_comment_of_the_issue(client, cb_job, cb_tracker):
+    """Comments of an issue go out in order: with an earlier one still queued (the tracker failed
+    it a moment ago), a new event is queued behind it, and answers 500 while neither can be posted;
+    once the tracker is back, the retry posts both, the earlier first."""
+    from aiimpl_core.services import outbox
+
+    job_id, nonce = cb_job()
+    cb_tracker.fail["post_comment"] = fail_with(503, "tracker unavailable")
+    assert client.post(URL, json={"nonce": nonce, "event": "session_created"}).status_code == 500
+    del cb_tracker.fail["post_comment"]
+    # the earlier comment is not due yet (its backoff): the new one must not overtake it
+    resp = client.post(URL, json={"nonce": nonce, "event": "environment_ready"})
+    assert resp.status_code == 500
+    assert cb_tracker.comments["ENG-1"] == []
+    items = db.session.scalars(
+        select(OutboxItem).where(OutboxItem.job_id == job_id).order_by(OutboxItem.id)
+    ).all()
+    assert [(i.kind, i.state) for i in items] == [
+        ("progress:session_created", "pending"),
+        ("progress:environment_ready", "pending"),
+    ]
+    retry = client.post(URL, json={"nonce": nonce, "event": "session_created"})  # due at once now
+    assert retry.status_code == 200 and retry.get_json()["duplicate"] is True
+    db.session.commit()
+    outbox.deliver(issue_keys=["ENG-1"])
+    assert [c.split("\n")[0] for c in cb_tracker.comments["ENG-1"]] == [
+        "🚀 Session machine created. Cloning repo and running setup…",
+        "✅ Environment ready. Claude is implementing…",
+    ]
+
+
 EVENTS = [
     ("session_created", {}, "🚀 Session machine created. Cloning repo and running setup…"),
     ("environment_ready", {}, "✅ Environment ready. Claude is implementing…"),
