@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from typing import Any
 
 from .common import HERE, ROOT, fresh_database, migrate, print_table, write_result
 from .loadgen import status_slots
@@ -111,6 +112,50 @@ def load(port: int, runners_file: str, kind: str, requests: int, concurrency: in
     return json.loads(out.stdout)
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        return [int(p) for p in fh.read().split()]
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as fh:
+                    if fh.read().strip() == "postgres":
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+def measured(proc: subprocess.Popen, phase: Any) -> dict:
+    """Run ``phase()`` (a load) and add the CPU time the app's workers and PostgreSQL spent per
+    request meanwhile (the machine's two cores are shared by them and the load generator)."""
+    workers, database = _children(proc.pid), _postgres_pids()
+    app0, db0 = _cpu_seconds(workers), _cpu_seconds(database)
+    result = phase()
+    app_s, db_s = _cpu_seconds(workers) - app0, _cpu_seconds(database) - db0
+    served = max(1, result["requests"])
+    result["app_cpu_ms_per_request"] = round(app_s / served * 1000, 3)
+    result["db_cpu_ms_per_request"] = round(db_s / served * 1000, 3)
+    return result
+
+
 def worker_rss_mb(master_pid: int) -> float:
     with open(f"/proc/{master_pid}/task/{master_pid}/children") as fh:
         children = [int(p) for p in fh.read().split()]
@@ -144,10 +189,10 @@ def run(db_kind: str, requests: int, concurrency: int, memory_rounds: int, rate:
         proc = start_gunicorn(url, port)
         try:
             load(port, runners_file, "bare", min(1000, requests), concurrency)  # warm-up
-            phases = [load(port, runners_file, "bare", requests, concurrency),
-                      load(port, runners_file, "progress", requests, concurrency),
-                      status(requests, concurrency),
-                      load(port, runners_file, "bare", requests, concurrency)]
+            phases = [measured(proc, lambda: load(port, runners_file, "bare", requests, concurrency)),
+                      measured(proc, lambda: load(port, runners_file, "progress", requests, concurrency)),
+                      measured(proc, lambda: status(requests, concurrency)),
+                      measured(proc, lambda: load(port, runners_file, "bare", requests, concurrency))]
             # latency at a steady offered load, the same for all three
             latency = [load(port, runners_file, "bare", requests, concurrency, rate=rate),
                        load(port, runners_file, "progress", requests, concurrency, rate=rate),
@@ -186,7 +231,8 @@ def main() -> None:
                         help="requests per second offered by all runners together in the latency phases")
     args = parser.parse_args()
     result = run(args.db, args.requests, args.concurrency, args.memory_rounds, args.rate)
-    print_table(result["phases"], ["kind", "requests", "rps", "p50_ms", "p99_ms", "ratio_to_bare", "errors"])
+    print_table(result["phases"], ["kind", "requests", "rps", "p50_ms", "p99_ms", "ratio_to_bare",
+                                   "app_cpu_ms_per_request", "db_cpu_ms_per_request", "errors"])
     print()
     print_table(result["latency"], ["kind", "mode", "requests", "rps", "p50_ms", "p99_ms", "errors"])
     if result["memory"]:

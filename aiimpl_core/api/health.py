@@ -20,4 +20,5 @@ def healthz():  # noqa: ANN201
         database = "unavailable"
     failed = sorted(current_app.extensions["aiimpl"].failures())
     status = 200 if database == "ok" else 503
-    return jsonify(status="ok" if status == 200 else "degraded", database=database, failedPlugins=failed), status
+    answer = jsonify(status="ok" if status == 200 else "degraded", database=database, failedPlugins=failed)
+    return answer, status

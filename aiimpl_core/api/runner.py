@@ -18,6 +18,10 @@ from ..services import callbacks
 
 bp = Blueprint("runner", __name__)
 
+#: Schema instances are reusable: loading keeps no state in them.
+_RUNNER_RESULT = schemas.RunnerResultSchema()
+_RUNNER_PROGRESS = schemas.RunnerProgressSchema()
+
 
 def _refusal(exc: schemas.BodyError | callbacks.CallbackError) -> tuple[Any, int]:
     if isinstance(exc, schemas.BodyError):
@@ -79,7 +83,7 @@ def runner_result(claims: RunClaims):  # noqa: ANN201
               schema: CallbackErrorSchema
     """
     try:
-        data = schemas.load(schemas.RunnerResultSchema(), schemas.read_json_body(), not_object="invalid_body")
+        data = schemas.load(_RUNNER_RESULT, schemas.read_json_body(), not_object="invalid_body")
         return jsonify(callbacks.record_result(claims, data)), 200
     except (schemas.BodyError, callbacks.CallbackError) as exc:
         return _refusal(exc)
@@ -129,7 +133,7 @@ def runner_progress(claims: RunClaims):  # noqa: ANN201
     """
     try:
         data = schemas.load(
-            schemas.RunnerProgressSchema(), schemas.read_json_body(), not_object="invalid_body"
+            _RUNNER_PROGRESS, schemas.read_json_body(), not_object="invalid_body"
         )
         return jsonify(callbacks.record_progress(claims.job_id, data["step"])), 200
     except (schemas.BodyError, callbacks.CallbackError) as exc:

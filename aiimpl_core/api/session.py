@@ -16,6 +16,11 @@ from ..services import callbacks
 
 bp = Blueprint("session", __name__)
 
+#: Schema instances are reusable: loading keeps no state in them.
+_TOKEN_REQUEST = schemas.TokenRequestSchema()
+_STATUS_EVENT = schemas.StatusEventSchema()
+_STEP_REPORT = schemas.StepReportSchema()
+
 
 def _refusal(exc: schemas.BodyError | callbacks.CallbackError) -> tuple[Any, int]:
     if isinstance(exc, schemas.BodyError):
@@ -65,7 +70,7 @@ def github_token():  # noqa: ANN201
         # the reference answers an unparsable body as a failed generation
         return jsonify(error=callbacks.TOKEN_FAILED), 500
     try:
-        data = schemas.load(schemas.TokenRequestSchema(), body, not_object="nonce and owner are required")
+        data = schemas.load(_TOKEN_REQUEST, body, not_object="nonce and owner are required")
         return jsonify(callbacks.github_token(data["nonce"], data["owner"])), 200
     except (schemas.BodyError, callbacks.CallbackError) as exc:
         return _refusal(exc)
@@ -114,7 +119,7 @@ def status_event():  # noqa: ANN201
               schema: CallbackErrorSchema
     """
     try:
-        data = schemas.load(schemas.StatusEventSchema(), _json_or_invalid(), not_object="nonce is required")
+        data = schemas.load(_STATUS_EVENT, _json_or_invalid(), not_object="nonce is required")
         return jsonify(callbacks.status_event(data["nonce"], data)), 200
     except (schemas.BodyError, callbacks.CallbackError) as exc:
         return _refusal(exc)
@@ -160,7 +165,7 @@ def step_report():  # noqa: ANN201
               schema: CallbackErrorSchema
     """
     try:
-        data = schemas.load(schemas.StepReportSchema(), _json_or_invalid(), not_object="nonce is required")
+        data = schemas.load(_STEP_REPORT, _json_or_invalid(), not_object="nonce is required")
         return jsonify(callbacks.record_step_report(data["nonce"], data["step"])), 200
     except (schemas.BodyError, callbacks.CallbackError) as exc:
         return _refusal(exc)
