@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
-from sqlalchemy import event, text
+from sqlalchemy import event, insert, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from .extensions import db
 
 IMMEDIATE = "aiimpl_immediate"
+T = TypeVar("T")
 
 
 @event.listens_for(Engine, "connect")
@@ -83,6 +85,57 @@ def upsert(model: Any, session: Session | None = None) -> Any:
 
         return sqlite_insert(model)
     raise NotImplementedError(f"no upsert for the {name} dialect")
+
+
+def chunks(items: Sequence[T], size: int = 500) -> Iterator[Sequence[T]]:
+    """``items`` in slices of ``size`` (bound parameters of an ``IN`` list stay few per statement)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def write_seen_rows(
+    model: Any,
+    wanted: Mapping[str, Mapping[str, Any]],
+    current: Mapping[str, Any],
+    now: datetime,
+    *,
+    fresh_for: timedelta = timedelta(0),
+    on_insert: Mapping[str, Any] | None = None,
+    on_change: Callable[[Any], Mapping[str, Any]] | None = None,
+) -> None:
+    """Bring the rows of ``model`` keyed by ``issue_key`` in line with ``wanted`` (the values of
+    each key's row), in a few statements whatever their number; the caller commits.
+
+    A missing row is inserted (with ``on_insert`` too); a row whose values differ is updated (with
+    what ``on_change(row)`` adds); a row that matches only has ``last_seen_at`` moved to ``now``,
+    in one ``UPDATE`` for all of them, and only when it is older than ``fresh_for``.
+
+    :param current: the existing rows by key, each with ``id``, the columns of ``wanted`` and
+        ``last_seen_at``.
+    """
+    inserts: list[dict[str, Any]] = []
+    changed: list[tuple[int, dict[str, Any]]] = []
+    seen: list[str] = []
+    for key, values in wanted.items():
+        row = current.get(key)
+        if row is None:
+            inserts.append({"issue_key": key, **values, **(on_insert or {}), "last_seen_at": now})
+        elif any(getattr(row, name) != value for name, value in values.items()):
+            extra = on_change(row) if on_change is not None else {}
+            changed.append((row.id, {**values, **extra, "last_seen_at": now}))
+        elif row.last_seen_at is None or row.last_seen_at <= now - fresh_for:
+            seen.append(key)
+    no_sync = {"synchronize_session": False}
+    if inserts:
+        db.session.execute(insert(model), inserts)
+    for row_id, values in changed:  # rare: something about the issue changed
+        db.session.execute(
+            update(model).where(model.id == row_id).values(**values), execution_options=no_sync
+        )
+    if seen:
+        db.session.execute(
+            update(model).where(model.issue_key.in_(seen)).values(last_seen_at=now), execution_options=no_sync
+        )
 
 
 def lock_key(name: str) -> int:

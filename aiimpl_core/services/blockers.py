@@ -11,13 +11,15 @@ locks), so the counts it sees cannot change before the job is created.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, select
 
+from ..database import chunks, write_seen_rows
 from ..extensions import db
 from ..orm import Blocker as BlockerRow
 from ..orm import Job, utcnow
@@ -221,7 +223,12 @@ def record_many(
     cycle before: those rows only have ``last_seen_at`` moved, in one ``UPDATE``, and only when it
     is older than ``fresh_for``."""
     latest = {issue.key: (issue, blocked) for issue, blocked in held}
-    for chunk in _chunks(list(latest)):
+
+    def new_wait(row: Any) -> dict[str, Any]:
+        # a new reason is a new wait
+        return {"first_seen_at": now} if row.reason != latest[row.issue_key][1].reason else {}
+
+    for chunk in chunks(list(latest)):
         current = {
             row.issue_key: row
             for row in db.session.execute(
@@ -237,46 +244,25 @@ def record_many(
                 ).where(BlockerRow.issue_key.in_(chunk))
             )
         }
-        inserts: list[dict[str, object]] = []
-        updates: list[dict[str, object]] = []
-        unchanged: list[str] = []
-        for key in chunk:
-            issue, blocked = latest[key]
-            values = {
-                "team_key": issue.team_key,
-                "provider": issue.provider,
-                "title": issue.title,
-                "reason": blocked.reason,
-                "message": blocked.message,
+        wanted = {
+            key: {
+                "team_key": latest[key][0].team_key,
+                "provider": latest[key][0].provider,
+                "title": latest[key][0].title,
+                "reason": latest[key][1].reason,
+                "message": latest[key][1].message,
             }
-            row = current.get(key)
-            if row is None:
-                inserts.append({"issue_key": key, **values, "first_seen_at": now, "last_seen_at": now})
-            elif all(getattr(row, name) == value for name, value in values.items()):
-                if row.last_seen_at is None or row.last_seen_at <= now - fresh_for:
-                    unchanged.append(key)
-            else:
-                update_values = {"id": row.id, **values, "last_seen_at": now}
-                if row.reason != blocked.reason:
-                    update_values["first_seen_at"] = now  # a new reason is a new wait
-                updates.append(update_values)
-        if inserts:
-            db.session.execute(insert(BlockerRow), inserts)
-        for values in updates:  # rare: the reason or the title changed
-            db.session.execute(
-                update(BlockerRow).where(BlockerRow.id == values.pop("id")).values(**values),
-                execution_options={"synchronize_session": False},
-            )
-        if unchanged:
-            db.session.execute(
-                update(BlockerRow).where(BlockerRow.issue_key.in_(unchanged)).values(last_seen_at=now),
-                execution_options={"synchronize_session": False},
-            )
-
-
-def _chunks(keys: list[str], size: int = 500) -> Iterator[list[str]]:
-    for start in range(0, len(keys), size):
-        yield keys[start : start + size]
+            for key in chunk
+        }
+        write_seen_rows(
+            BlockerRow,
+            wanted,
+            current,
+            now,
+            fresh_for=fresh_for,
+            on_insert={"first_seen_at": now},
+            on_change=new_wait,
+        )
 
 
 _UNREAD = object()

@@ -22,10 +22,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..database import advisory_lock, is_sqlite, serialized
+from ..database import advisory_lock, chunks, is_sqlite, serialized, write_seen_rows
 from ..errors import AiimplError, DispatchError, NotFound, ProviderError
 from ..extensions import db
 from ..orm import Job, TrackedIssue, utcnow
@@ -220,12 +220,11 @@ class _Snapshot(_Live):
         self.mappings = mappings if mappings is not None else mapping_views(provider_id)
         self.mode = settings.effective_runner_mode()
         self.triggers: dict[str, _TriggerState] = {}
-        for start in range(0, len(keys), 500):
-            chunk = list(keys[start : start + 500])
+        for chunk in chunks(keys):
             rows = db.session.execute(
                 select(
                     TrackedIssue.issue_key, TrackedIssue.trigger_consumed, TrackedIssue.trigger_cleared_at
-                ).where(TrackedIssue.issue_key.in_(chunk))
+                ).where(TrackedIssue.issue_key.in_(list(chunk)))
             )
             for key, consumed, cleared_at in rows:
                 self.triggers[key] = _TriggerState(bool(consumed), cleared_at)
@@ -314,9 +313,7 @@ def _touch_many(
     """
     latest = {issue.key: issue for issue in issues}
     consumed: set[str] = set()
-    keys = list(latest)
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
+    for chunk in chunks(list(latest)):
         current = {
             row.issue_key: row
             for row in db.session.execute(
@@ -333,42 +330,20 @@ def _touch_many(
                 ).where(TrackedIssue.issue_key.in_(chunk))
             )
         }
-        inserts: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
-        unchanged: list[str] = []
+        wanted: dict[str, dict[str, Any]] = {}
         for key in chunk:
             issue, row = latest[key], current.get(key)
             if row is not None and row.trigger_consumed and not force:
                 consumed.add(key)
                 continue
-            values = {
+            wanted[key] = {
                 "team_key": issue.team_key,
                 "provider": issue.provider,
                 "title": issue.title or (row.title if row is not None else "") or "",
                 "url": issue.url or (row.url if row is not None else None),
                 "triggered": bool(issue.triggered),
             }
-            if row is None:
-                inserts.append({"issue_key": key, **values, "last_seen_at": now})
-            elif all(getattr(row, name) == value for name, value in values.items()):
-                if row.last_seen_at is None or row.last_seen_at <= now - fresh_for:
-                    unchanged.append(key)
-            else:
-                updates.append({"id": row.id, **values})
-        if inserts:
-            db.session.execute(insert(TrackedIssue), inserts)
-        for values in updates:
-            db.session.execute(
-                update(TrackedIssue)
-                .where(TrackedIssue.id == values.pop("id"))
-                .values(**values, last_seen_at=now),
-                execution_options={"synchronize_session": False},
-            )
-        if unchanged:
-            db.session.execute(
-                update(TrackedIssue).where(TrackedIssue.issue_key.in_(unchanged)).values(last_seen_at=now),
-                execution_options={"synchronize_session": False},
-            )
+        write_seen_rows(TrackedIssue, wanted, current, now, fresh_for=fresh_for)
     return consumed
 
 
@@ -537,8 +512,7 @@ def _after_complete_listing(provider_id: str, seen: set[str], listed_since: date
             )
         ).all()
         gone = [row for row in rows if row.issue_key not in seen]
-        for start in range(0, len(gone), 500):
-            chunk = gone[start : start + 500]
+        for chunk in chunks(gone):
             untriggered = [r.id for r in chunk if r.triggered]
             if untriggered:
                 db.session.execute(

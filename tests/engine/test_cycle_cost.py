@@ -36,16 +36,6 @@ def tracker() -> FakeTracker:
     return tracker
 
 
-@pytest.fixture
-def runner() -> FakeRunner:
-    return FakeRunner()
-
-
-@pytest.fixture
-def aiimpl_plugins(tracker: FakeTracker, runner: FakeRunner) -> list[object]:
-    return [tracker.plugin, runner.plugin]
-
-
 def test_reconcile_of_unchanged_runs_costs_fewer_queries_than_jobs(app: Any, runner: FakeRunner) -> None:
     db.session.add(Mapping(team_key="ENG", owner="acme", repo="eng", default_branch="main",
                            execution_mode="github-actions", ticketing={"provider": "fake-tracker"}))
