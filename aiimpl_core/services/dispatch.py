@@ -529,7 +529,7 @@ def _after_complete_listing(provider_id: str, seen: set[str], listed_since: date
                     select(Job.issue_key, func.max(Job.created_at))
                     .where(Job.issue_key.in_([r.issue_key for r in consumed]))
                     .group_by(Job.issue_key)
-                ).tuples().all()
+                ).all()
             )
             cleared = [
                 r.id
