@@ -126,8 +126,8 @@ def write_seen_rows(
         elif row.last_seen_at is None or row.last_seen_at <= now - fresh_for:
             seen.append(key)
     no_sync = {"synchronize_session": False}
-    if inserts:
-        db.session.execute(insert(model), inserts)
+    if inserts:  # a Core executemany: the ORM's per-row bookkeeping of a bulk insert is not needed
+        db.session.execute(insert(model.__table__), inserts)
     for row_id, values in changed:  # rare: something about the issue changed
         db.session.execute(
             update(model).where(model.id == row_id).values(**values), execution_options=no_sync

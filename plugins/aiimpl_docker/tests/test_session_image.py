@@ -25,7 +25,7 @@ def session_stub(tmp_path: Path) -> Path:
     return stub
 
 
-def run(stub: Path, mode: str, exit_code: int, lifetime: int = 1) -> tuple[int, float, str]:
+def run(stub: Path, mode: str, exit_code: int, lifetime: int) -> tuple[int, float, str]:
     env = {
         **os.environ,
         "AIIMPL_SESSION_COMMAND": str(stub),
@@ -53,7 +53,9 @@ def run(stub: Path, mode: str, exit_code: int, lifetime: int = 1) -> tuple[int, 
     ],
 )
 def test_session_modes_hold_as_documented(session_stub: Path, mode: str, exit_code: int, holds: bool) -> None:
-    code, elapsed, output = run(session_stub, mode, exit_code, lifetime=1)
+    # The script counts in whole seconds (``date +%s``): with a lifetime of 2 s, a hold lasts at
+    # least 1 s even when the session ends across a second boundary (with 1 s it could last 0 s).
+    code, elapsed, output = run(session_stub, mode, exit_code, lifetime=2)
     assert code == exit_code  # the backend reads the session's own outcome either way
     assert "session ran with --flag" in output
     if holds:
