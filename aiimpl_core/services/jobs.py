@@ -55,7 +55,22 @@ def _fire_events(session: Session) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _drop_events(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint's rollback: the events of what the transaction keeps still hold
     session.info.pop(_EVENTS_KEY, None)
+
+
+def queued_events() -> int:
+    """How many hook events wait for the session's commit (a mark for :func:`discard_events_after`)."""
+    return len(db.session.info.get(_EVENTS_KEY, ()))
+
+
+def discard_events_after(mark: int) -> None:
+    """Forget the events queued after ``mark``: a savepoint's rollback undid their changes. (A
+    rollback of the whole transaction forgets them all by itself; a savepoint's cannot tell which.)"""
+    events = db.session.info.get(_EVENTS_KEY)
+    if events:
+        del events[mark:]
 
 
 def record_created(job: Job) -> None:

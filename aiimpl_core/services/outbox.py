@@ -1,7 +1,9 @@
 """Delivery of queued tracker writes (comments, stage changes, done), with retries.
 
 Items are claimed with a compare-and-set update and a short lease, so two processes never send
-the same item at once; an item whose sender died is picked up again when its lease runs out.
+the same item at once; an item whose sender died is picked up again when its lease runs out. A
+caller that must answer only once its comment is posted (``/api/status``) may queue the item
+already claimed and send it itself right after its commit (:func:`send_claimed`).
 Per issue, items go out in order: when one fails, the later ones wait for it.
 """
 from __future__ import annotations

@@ -52,7 +52,7 @@ from ..types import (
     TimeoutReason,
 )
 from . import poller
-from .jobs import transition
+from .jobs import discard_events_after, queued_events, transition
 from .outcomes import Outcome, end_job
 
 log = logging.getLogger(__name__)
@@ -242,6 +242,7 @@ def _apply_batch(
     The rows are read again inside it (another process may have ended a job meanwhile); each job is
     applied in a savepoint, so one job's trouble is logged and does not undo the others.
     """
+    batch_before = (report.linked, report.ended, dict(report.endings))
     try:
         with serialized():
             jobs = db.session.scalars(
@@ -249,13 +250,16 @@ def _apply_batch(
             ).all()
             for job in jobs:
                 before = (report.linked, report.ended, dict(report.endings))
+                mark = queued_events()
                 try:
                     with db.session.begin_nested():
                         _apply(job, states.get(job.id), now=now, window=window, report=report)
                 except Exception:  # noqa: BLE001 - one job's trouble must not stop the pass
                     report.linked, report.ended, report.endings = before
+                    discard_events_after(mark)  # what they announce was undone
                     log.exception("reconciling job %s failed", job.id)
     except Exception:  # noqa: BLE001 - the next pass looks again
+        report.linked, report.ended, report.endings = batch_before
         log.exception("reconciling jobs %s failed", job_ids)
 
 

@@ -494,8 +494,14 @@ def test_one_jobs_trouble_in_a_reconcile_pass_leaves_the_others_applied(
         return ended
 
     monkeypatch.setattr(reconcile_mod, "end_job", end_job)
+    announced: list[tuple[int, str]] = []
+    facade = app.extensions["aiimpl"]
+    monkeypatch.setattr(facade, "job_status_changed",
+                        lambda job_id, issue_key, old, new: announced.append((job_id, str(new))))
     report = run_cycle()
     assert report.reconciled["ended"] == 2
+    # plugins hear of the two endings that were kept, not of the one that was undone
+    assert sorted(announced) == sorted((jobs[k].id, "failed") for k in ("ENG-1", "ENG-3"))
     assert set(report.reconciled["endings"]) == {str(jobs["ENG-1"].id), str(jobs["ENG-3"].id)}
     assert [jobs_of(k)[0].status for k in ("ENG-1", "ENG-2", "ENG-3")] == ["failed", "dispatched", "failed"]
 
