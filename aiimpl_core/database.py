@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import event, insert, text, update
+from sqlalchemy import event, insert, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -84,13 +84,21 @@ def upsert(model: Any, session: Session | None = None) -> Any:
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         return sqlite_insert(model)
-    raise NotImplementedError(f"no upsert for the {name} dialect")
+    # AI-Implement runs on SQLite and PostgreSQL only (docs/configuration.md, AIIMPL_DATABASE_URL)
+    raise NotImplementedError(f"no upsert for the {name} dialect: use SQLite or PostgreSQL")
 
 
 def chunks(items: Sequence[T], size: int = 500) -> Iterator[Sequence[T]]:
     """``items`` in slices of ``size`` (bound parameters of an ``IN`` list stay few per statement)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def rows_by_issue_key(model: Any, keys: Sequence[str], *columns: Any) -> dict[str, Any]:
+    """``columns`` (and ``issue_key``) of the rows of ``model`` for these issue keys, by key, in one
+    query (pass at most a chunk of keys, see :func:`chunks`)."""
+    query = select(model.issue_key, *columns).where(model.issue_key.in_(list(keys)))
+    return {row.issue_key: row for row in db.session.execute(query)}
 
 
 def write_seen_rows(
@@ -110,8 +118,8 @@ def write_seen_rows(
     what ``on_change(row)`` adds); a row that matches only has ``last_seen_at`` moved to ``now``,
     in one ``UPDATE`` for all of them, and only when it is older than ``fresh_for``.
 
-    :param current: the existing rows by key, each with ``id``, the columns of ``wanted`` and
-        ``last_seen_at``.
+    :param current: the existing rows by key (:func:`rows_by_issue_key`), each with ``id``, the
+        columns of ``wanted`` and ``last_seen_at``.
     """
     inserts: list[dict[str, Any]] = []
     changed: list[tuple[int, dict[str, Any]]] = []

@@ -10,6 +10,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import select
 
+from ..database import chunks
 from ..errors import AiimplError
 from ..extensions import db
 from ..orm import Blocker, Job, JobStep, TrackedIssue
@@ -179,9 +180,8 @@ def job_steps(jobId: str):  # noqa: ANN201, N803
 
 def _latest_jobs(keys: list[str]) -> dict[str, Job]:
     latest: dict[str, Job] = {}
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        for job in db.session.scalars(select(Job).where(Job.issue_key.in_(chunk)).order_by(Job.id)):
+    for chunk in chunks(keys):
+        for job in db.session.scalars(select(Job).where(Job.issue_key.in_(list(chunk))).order_by(Job.id)):
             latest[job.issue_key] = job  # ascending ids: the last one wins
     return latest
 

@@ -19,7 +19,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import delete, func, select
 
-from ..database import chunks, write_seen_rows
+from ..database import chunks, rows_by_issue_key, write_seen_rows
 from ..extensions import db
 from ..orm import Blocker as BlockerRow
 from ..orm import Job, utcnow
@@ -229,21 +229,17 @@ def record_many(
         return {"first_seen_at": now} if row.reason != latest[row.issue_key][1].reason else {}
 
     for chunk in chunks(list(latest)):
-        current = {
-            row.issue_key: row
-            for row in db.session.execute(
-                select(
-                    BlockerRow.id,
-                    BlockerRow.issue_key,
-                    BlockerRow.team_key,
-                    BlockerRow.provider,
-                    BlockerRow.title,
-                    BlockerRow.reason,
-                    BlockerRow.message,
-                    BlockerRow.last_seen_at,
-                ).where(BlockerRow.issue_key.in_(chunk))
-            )
-        }
+        current = rows_by_issue_key(
+            BlockerRow,
+            chunk,
+            BlockerRow.id,
+            BlockerRow.team_key,
+            BlockerRow.provider,
+            BlockerRow.title,
+            BlockerRow.reason,
+            BlockerRow.message,
+            BlockerRow.last_seen_at,
+        )
         wanted = {
             key: {
                 "team_key": latest[key][0].team_key,

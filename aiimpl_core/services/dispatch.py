@@ -25,7 +25,7 @@ from flask import current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..database import advisory_lock, chunks, is_sqlite, serialized, write_seen_rows
+from ..database import advisory_lock, chunks, is_sqlite, rows_by_issue_key, serialized, write_seen_rows
 from ..errors import AiimplError, DispatchError, NotFound, ProviderError
 from ..extensions import db
 from ..orm import Job, TrackedIssue, utcnow
@@ -221,13 +221,11 @@ class _Snapshot(_Live):
         self.mode = settings.effective_runner_mode()
         self.triggers: dict[str, _TriggerState] = {}
         for chunk in chunks(keys):
-            rows = db.session.execute(
-                select(
-                    TrackedIssue.issue_key, TrackedIssue.trigger_consumed, TrackedIssue.trigger_cleared_at
-                ).where(TrackedIssue.issue_key.in_(list(chunk)))
+            rows = rows_by_issue_key(
+                TrackedIssue, chunk, TrackedIssue.trigger_consumed, TrackedIssue.trigger_cleared_at
             )
-            for key, consumed, cleared_at in rows:
-                self.triggers[key] = _TriggerState(bool(consumed), cleared_at)
+            for key, row in rows.items():
+                self.triggers[key] = _TriggerState(bool(row.trigger_consumed), row.trigger_cleared_at)
         self.backoffs: dict[str, poller.Backoff | None] = {}
         db.session.commit()
 
@@ -314,22 +312,18 @@ def _touch_many(
     latest = {issue.key: issue for issue in issues}
     consumed: set[str] = set()
     for chunk in chunks(list(latest)):
-        current = {
-            row.issue_key: row
-            for row in db.session.execute(
-                select(
-                    TrackedIssue.id,
-                    TrackedIssue.issue_key,
-                    TrackedIssue.team_key,
-                    TrackedIssue.provider,
-                    TrackedIssue.title,
-                    TrackedIssue.url,
-                    TrackedIssue.triggered,
-                    TrackedIssue.trigger_consumed,
-                    TrackedIssue.last_seen_at,
-                ).where(TrackedIssue.issue_key.in_(chunk))
-            )
-        }
+        current = rows_by_issue_key(
+            TrackedIssue,
+            chunk,
+            TrackedIssue.id,
+            TrackedIssue.team_key,
+            TrackedIssue.provider,
+            TrackedIssue.title,
+            TrackedIssue.url,
+            TrackedIssue.triggered,
+            TrackedIssue.trigger_consumed,
+            TrackedIssue.last_seen_at,
+        )
         wanted: dict[str, dict[str, Any]] = {}
         for key in chunk:
             issue, row = latest[key], current.get(key)

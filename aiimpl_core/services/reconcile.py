@@ -36,7 +36,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import delete, select
 
-from ..database import serialized
+from ..database import chunks, serialized
 from ..errors import AiimplError
 from ..extensions import db
 from ..orm import Job, Setting, utcnow
@@ -211,8 +211,8 @@ def reconcile(
         by_job = {s.job_id: s for s in states}
         by_run = {r.job_id: r for r in runs}
         changed = [j.id for j in backend_jobs if not _unchanged(j, by_job.get(j.id), now=now, window=window)]
-        for start in range(0, len(changed), APPLY_BATCH):
-            _apply_batch(changed[start : start + APPLY_BATCH], by_job, now=now, window=window, report=report)
+        for batch in chunks(changed, APPLY_BATCH):
+            _apply_batch(list(batch), by_job, now=now, window=window, report=report)
         _reload(ids_by_backend[backend_id])
         for job in backend_jobs:
             run = by_run.get(job.id)
