@@ -27,7 +27,7 @@ from werkzeug.serving import make_server
 
 import aiimpl_docker.plugin
 
-from .conftest import INSTANCE, ours, wait_exited
+from .conftest import INSTANCE, ours
 
 IMAGE = "localhost/aiimpl-pytest:latest"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -105,6 +105,28 @@ def live(app: Any, port: int) -> Iterator[str]:
         thread.join(timeout=5)
 
 
+def _exit_code_and_logs(engine: Any, container_id: str, timeout: float) -> tuple[int, str]:
+    """Waits for the container's exit while attached to its log stream.
+
+    Both are taken while it runs: the plugin removes an exited container as soon as its job has
+    ended, so reading them after the exit races that removal.
+    """
+    chunks: list[bytes] = []
+
+    def follow() -> None:
+        try:
+            for chunk in engine.api.logs(container_id, stream=True, follow=True):
+                chunks.append(chunk)
+        except Exception:  # noqa: BLE001 - the stream ends however the container goes
+            pass
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    code = int(engine.api.wait(container_id, timeout=timeout)["StatusCode"])
+    reader.join(timeout=5)
+    return code, b"".join(chunks).decode("utf-8", "replace")
+
+
 def test_the_session_in_a_container_reports_its_own_failure(
     app: Any, live: str, tracker: FakeTracker, engine: Any
 ) -> None:
@@ -125,9 +147,7 @@ def test_the_session_in_a_container_reports_its_own_failure(
 
     job = db.session.scalars(db.select(Job).where(Job.issue_key == "ENG-1")).one()
     assert job.backend == "local-docker" and job.run_id, [(t.to_status, t.reason) for t in job.transitions]
-    wait_exited(engine, job.run_id, timeout=60)
-    code = engine.api.inspect_container(job.run_id)["State"]["ExitCode"]
-    logs = engine.api.logs(job.run_id).decode("utf-8", "replace")
+    code, logs = _exit_code_and_logs(engine, job.run_id, timeout=60)
 
     db.session.rollback()  # a fresh transaction sees what the server's threads committed
     job = db.session.get(Job, job.id)
