@@ -313,6 +313,19 @@ class Repo:
     def get_run(self, run_id: int | str) -> dict[str, Any]:
         return self._call("GET", f"/actions/runs/{int(run_id)}").json()
 
+    def cancel_run(self, run_id: int | str) -> bool:
+        """Ask GitHub to cancel a workflow run (it answers ``202`` and cancels asynchronously).
+
+        :returns: false when the run had already completed (GitHub's ``409``).
+        """
+        try:
+            self._call("POST", f"/actions/runs/{int(run_id)}/cancel")
+        except ProviderError as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
     # -- contents --
 
     def get_file(self, path: str, ref: str | None = None) -> RepoFile | None:

@@ -2,8 +2,9 @@
 
 It serves the operations the project uses (see ``shared/specs/README.md``): App installation
 lookup and installation access tokens, workflow dispatch and workflow runs, repository contents,
-pull requests and issue comments. State lives in memory on the :class:`FakeGitHub` object;
-answers are built from the description's own examples. Every exchange goes through
+pull requests and issue comments, and cancelling a run (an operation the fast subset lacks: a test
+that cancels passes ``spec_path`` of the complete description). State lives in memory on the
+:class:`FakeGitHub` object; answers are built from the description's own examples. Every exchange goes through
 :class:`~aiimpl_core.testing.fakeserver.OpenAPIFakeServer`, so ``assert_clean()`` fails a test whose
 client (or this fake) strays from the description::
 
@@ -898,6 +899,20 @@ class FakeGitHub:
             if run is None or (run.owner.lower(), run.repo.lower()) != (r.owner.lower(), r.name.lower()):
                 raise GitHubError(404, "Not Found")
             return json_response(gh._run_json(run))
+
+        @app.post("/repos/<owner>/<repo>/actions/runs/<int:run_id>/cancel")
+        def cancel_run(owner: str, repo: str, run_id: int) -> flask.Response:
+            r = repo_or_404(owner, repo)
+            gh._check_token(flask.request.headers.get("Authorization"), r, "actions", "write")
+            with gh.lock:
+                run = gh.runs.get(run_id)
+                if run is None or (run.owner.lower(), run.repo.lower()) != (r.owner.lower(), r.name.lower()):
+                    raise GitHubError(404, "Not Found")
+                if run.status == "completed":
+                    raise GitHubError(409, "Cannot cancel a workflow run that is completed.")
+                # GitHub cancels asynchronously; here the run is cancelled at once
+                gh.advance_run(run.id, "completed", "cancelled")
+            return json_response({}, 202)
 
         # contents
 

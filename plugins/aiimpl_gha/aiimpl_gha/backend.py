@@ -214,6 +214,22 @@ class GitHubActionsBackend(RunnerBackend):
             raise errors[0]
         return states
 
+    def cancel(self, run: InFlightRun) -> None:
+        """Cancel the job's workflow run (the reconciler's safety net for a run past its lifetime).
+
+        A run not linked yet cannot be named to GitHub and is left to the workflow's
+        ``timeout-minutes``; one that already completed is left as it is.
+        """
+        if not run.run_id or not self.is_configured():
+            return
+        try:
+            if self._repo(run.mapping).cancel_run(run.run_id):
+                self.log.info("job %s: cancelled workflow run %s", run.job_id, run.run_id)
+        except ProviderError as exc:
+            self.log.warning(
+                "job %s: cancelling workflow run %s failed: %s", run.job_id, run.run_id, github_message(exc)
+            )
+
     # -- workflow sync --
 
     def sync_workflows(self, mapping: MappingView) -> SyncResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,8 +15,13 @@ from aiimpl_gha.backend import GitHubActionsBackend
 
 
 @pytest.fixture
-def gh() -> Iterator[FakeGitHub]:
-    with FakeGitHub() as fake:
+def gh(request: pytest.FixtureRequest, aiimpl_specs_dir: str) -> Iterator[FakeGitHub]:
+    """The fake GitHub, checked against the fast subset of GitHub's description; a test that calls
+    an operation outside it asks for the complete one (``parametrize("gh", ["full"], indirect=True)``)."""
+    spec = None
+    if getattr(request, "param", None) == "full":
+        spec = os.path.join(aiimpl_specs_dir, "github", "rest", "api.github.com.json")
+    with FakeGitHub(spec_path=spec) as fake:
         fake.add_repo("acme", "api")
         fake.add_installation("acme")
         yield fake

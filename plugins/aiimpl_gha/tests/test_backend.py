@@ -296,3 +296,31 @@ def test_a_linked_run_beyond_the_listing_is_read_directly(
     del gh.runs[run.id]
     [state] = backend.poll_runs([in_flight(request, run_id=str(run.id))])
     assert state.phase is RunPhase.NOT_FOUND
+
+
+@pytest.mark.parametrize("gh", ["full"], indirect=True)  # cancelling is outside the fast subset
+def test_cancel_asks_github_once_per_linked_run(
+    gh: FakeGitHub, backend: GitHubActionsBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    install(gh, backend)
+    request = full_request()
+    backend.dispatch(request)
+    run = gh.run_named("job-1")
+    gh.advance_run(run.id, "in_progress")
+
+    backend.cancel(in_flight(request))  # not linked yet: nothing to name to GitHub
+    assert gh.server.requests_to("POST", "/cancel") == []
+
+    backend.cancel(in_flight(request, run_id=str(run.id)))
+    assert (gh.runs[run.id].status, gh.runs[run.id].conclusion) == ("completed", "cancelled")
+    [state] = backend.poll_runs([in_flight(request, run_id=str(run.id))])
+    assert state.phase is RunPhase.FAILED and "was cancelled" in (state.detail or "")
+
+    caplog.clear()
+    backend.cancel(in_flight(request, run_id=str(run.id)))  # completed already: GitHub's 409
+    assert len(gh.server.requests_to("POST", f"/actions/runs/{run.id}/cancel")) == 2
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+    gh.fail_next("POST", r"/cancel$", 500, "Server Error")
+    backend.cancel(in_flight(request, run_id=str(run.id)))  # best effort: logged, not raised
+    assert "cancelling workflow run" in caplog.text and "Server Error" in caplog.text

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiimpl_core.extensions import db
-from aiimpl_core.orm import Job
+from aiimpl_core.orm import Job, utcnow
 from aiimpl_core.orm import Mapping as MappingRow
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.services.reconcile import reconcile
@@ -229,3 +230,32 @@ def test_sync_workflows_api_failure_is_the_500_row_with_githubs_message(
     assert (resp.status_code, resp.get_json()) == (500, {"error": "is at 2b1c3d but expected 9f8e7d"})
     missing = client.post("/api/mappings/NOPE/sync-workflows", headers=admin_headers)
     assert (missing.status_code, missing.get_json()) == (404, {"error": "Team not found"})
+
+
+@pytest.mark.parametrize("gh", ["full"], indirect=True)  # cancelling is outside the fast subset
+def test_a_run_far_past_its_lifetime_is_cancelled_on_github(
+    app: Any, gh: FakeGitHub, tracker: FakeTracker, mapping: MappingRow
+) -> None:
+    tracker.add("ENG-7")
+    run_cycle(reconcile=False)
+    job = job_of("ENG-7")
+    run = gh.run_named(f"job-{job.id}")
+    gh.advance_run(run.id, "in_progress")
+    reconcile()
+    assert job_of("ENG-7").status == "running"
+
+    reconcile(now=utcnow() + timedelta(minutes=65))  # past the hour's lifetime, inside the grace
+    assert job_of("ENG-7").status == "running" and gh.runs[run.id].status == "in_progress"
+
+    reconcile(now=utcnow() + timedelta(minutes=75))
+    job = job_of("ENG-7")
+    assert (job.status, job.timeout_reason) == ("timed_out", "machine_timeout")
+    assert (gh.runs[run.id].status, gh.runs[run.id].conclusion) == ("completed", "cancelled")
+    [cancel] = gh.server.requests_to("POST", f"/actions/runs/{run.id}/cancel")
+    assert cancel.header("Authorization").startswith("Bearer ")
+
+    run_cycle()  # the cancelled run's end is not taken for a second ending
+    assert job_of("ENG-7").status == "timed_out"
+    failure, excerpt = tracker.comments["ENG-7"]  # the notice and its labelled excerpt, once
+    assert failure == "⚠️ Implementation failed: the session machine exceeded its lifetime (machine_timeout)"
+    assert excerpt.startswith("Log excerpt (`machine_timeout`)")
