@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import event, insert, select, text, update
+from sqlalchemy import any_, bindparam, event, insert, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -94,10 +94,26 @@ def chunks(items: Sequence[T], size: int = 500) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+def one_of(column: Any, values: Iterable[Any], session: Session | None = None) -> Any:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(:values)`` with one array parameter.
+
+    An ``IN`` list is rendered with a parameter per value, so its text differs with each length:
+    SQLAlchemy renders it and psycopg parses it again every time. The array form is one statement
+    text whatever the number of values (measured on a page of 250 issue keys: half the client CPU
+    and half the round trip).
+    """
+    values = list(values)
+    if (session or db.session).get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, values, type_=ARRAY(column.type), unique=True))
+    return column.in_(values)
+
+
 def rows_by_issue_key(model: Any, keys: Sequence[str], *columns: Any) -> dict[str, Any]:
     """``columns`` (and ``issue_key``) of the rows of ``model`` for these issue keys, by key, in one
     query (pass at most a chunk of keys, see :func:`chunks`)."""
-    query = select(model.issue_key, *columns).where(model.issue_key.in_(list(keys)))
+    query = select(model.issue_key, *columns).where(one_of(model.issue_key, keys))
     return {row.issue_key: row for row in db.session.execute(query)}
 
 
@@ -142,7 +158,8 @@ def write_seen_rows(
         )
     if seen:
         db.session.execute(
-            update(model).where(model.issue_key.in_(seen)).values(last_seen_at=now), execution_options=no_sync
+            update(model).where(one_of(model.issue_key, seen)).values(last_seen_at=now),
+            execution_options=no_sync,
         )
 
 

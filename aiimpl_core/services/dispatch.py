@@ -25,7 +25,15 @@ from flask import current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..database import advisory_lock, chunks, is_sqlite, rows_by_issue_key, serialized, write_seen_rows
+from ..database import (
+    advisory_lock,
+    chunks,
+    is_sqlite,
+    one_of,
+    rows_by_issue_key,
+    serialized,
+    write_seen_rows,
+)
 from ..errors import AiimplError, DispatchError, NotFound, ProviderError
 from ..extensions import db
 from ..orm import Job, TrackedIssue, utcnow
@@ -510,7 +518,7 @@ def _after_complete_listing(provider_id: str, seen: set[str], listed_since: date
             untriggered = [r.id for r in chunk if r.triggered]
             if untriggered:
                 db.session.execute(
-                    update(TrackedIssue).where(TrackedIssue.id.in_(untriggered)).values(triggered=False),
+                    update(TrackedIssue).where(one_of(TrackedIssue.id, untriggered)).values(triggered=False),
                     execution_options={"synchronize_session": False},
                 )
             # Only a listing that began after the trigger was consumed can say it is gone; an older
@@ -521,7 +529,7 @@ def _after_complete_listing(provider_id: str, seen: set[str], listed_since: date
             last_job = dict(
                 db.session.execute(
                     select(Job.issue_key, func.max(Job.created_at))
-                    .where(Job.issue_key.in_([r.issue_key for r in consumed]))
+                    .where(one_of(Job.issue_key, [r.issue_key for r in consumed]))
                     .group_by(Job.issue_key)
                 ).all()
             )
@@ -533,7 +541,7 @@ def _after_complete_listing(provider_id: str, seen: set[str], listed_since: date
             if cleared:
                 db.session.execute(
                     update(TrackedIssue)
-                    .where(TrackedIssue.id.in_(cleared))
+                    .where(one_of(TrackedIssue.id, cleared))
                     .values(trigger_consumed=False, trigger_cleared_at=listed_since),
                     execution_options={"synchronize_session": False},
                 )

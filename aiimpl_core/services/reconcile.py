@@ -36,7 +36,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import delete, select
 
-from ..database import chunks, serialized
+from ..database import chunks, one_of, serialized
 from ..errors import AiimplError
 from ..extensions import db
 from ..orm import Job, Setting, utcnow
@@ -246,7 +246,7 @@ def _apply_batch(
     try:
         with serialized():
             jobs = db.session.scalars(
-                select(Job).where(Job.id.in_(job_ids)).execution_options(populate_existing=True)
+                select(Job).where(one_of(Job.id, job_ids)).execution_options(populate_existing=True)
             ).all()
             for job in jobs:
                 before = (report.linked, report.ended, dict(report.endings))
@@ -290,7 +290,7 @@ def _reload(ids: list[int]) -> None:
     """Load expired job rows in one query (a commit expires them all; touching each one would
     otherwise cost a query per job)."""
     if ids:
-        db.session.scalars(select(Job).where(Job.id.in_(ids))).all()
+        db.session.scalars(select(Job).where(one_of(Job.id, ids))).all()
 
 
 def _needs_link(job: Job, state: RunState) -> bool:
