@@ -101,3 +101,37 @@ def test_postgres_connections_prepare_no_statements(app):
         assert raw.driver_connection.prepare_threshold is None
     finally:
         raw.close()
+
+
+def test_one_of_is_one_statement_text_whatever_the_number_of_values(app):
+    """``one_of`` selects the same rows as ``IN``; on PostgreSQL its text does not change with the
+    number of values (one array parameter), so it is rendered and parsed once, not per length."""
+    from sqlalchemy import event, select
+
+    from aiimpl_core.database import one_of, rows_by_issue_key
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import TrackedIssue
+
+    db.session.add_all(
+        TrackedIssue(issue_key=f"ENG-{n}", team_key="ENG", provider="fake") for n in range(1, 301)
+    )
+    db.session.commit()
+    texts: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        texts.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        few = rows_by_issue_key(TrackedIssue, ["ENG-1", "ENG-2", "ENG-999"], TrackedIssue.id)
+        many = rows_by_issue_key(TrackedIssue, [f"ENG-{n}" for n in range(1, 251)], TrackedIssue.id)
+        wanted = [r.id for r in few.values()]
+        ids = db.session.scalars(select(TrackedIssue.id).where(one_of(TrackedIssue.id, wanted))).all()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert sorted(few) == ["ENG-1", "ENG-2"] and len(many) == 250
+    assert sorted(ids) == sorted(r.id for r in few.values())
+    if db.engine.dialect.name == "postgresql":
+        assert texts[0] == texts[1] and "ANY" in texts[0]
+    else:
+        assert texts[0] != texts[1]  # an IN list, one parameter per value
