@@ -240,7 +240,9 @@ def _apply_batch(
     """Apply what the backend reported to these jobs in one serialized transaction.
 
     The rows are read again inside it (another process may have ended a job meanwhile); each job is
-    applied in a savepoint, so one job's trouble is logged and does not undo the others.
+    applied in a savepoint, so one job's trouble is logged and does not undo the others. Jobs whose
+    only change is their run's id or URL (the common case after dispatch) share one savepoint, and
+    so one batched ``UPDATE``; should it fail, each is applied in its own.
     """
     batch_before = (report.linked, report.ended, dict(report.endings))
     try:
@@ -248,7 +250,11 @@ def _apply_batch(
             jobs = db.session.scalars(
                 select(Job).where(one_of(Job.id, job_ids)).execution_options(populate_existing=True)
             ).all()
+            linked = _link_together([job for job in jobs if _only_links(job, states.get(job.id))], states)
+            report.linked += len(linked)
             for job in jobs:
+                if job.id in linked:
+                    continue
                 before = (report.linked, report.ended, dict(report.endings))
                 mark = queued_events()
                 try:
@@ -261,6 +267,29 @@ def _apply_batch(
     except Exception:  # noqa: BLE001 - the next pass looks again
         report.linked, report.ended, report.endings = batch_before
         log.exception("reconciling jobs %s failed", job_ids)
+
+
+def _only_links(job: Job, state: RunState | None) -> bool:
+    """Whether :func:`_apply` would only record the run's id or URL (no status change)."""
+    if state is None or JobStatus(job.status).terminal or not _needs_link(job, state):
+        return False
+    if state.phase is RunPhase.PENDING:
+        return True
+    return state.phase is RunPhase.RUNNING and job.status == JobStatus.RUNNING.value
+
+
+def _link_together(jobs: list[Job], states: dict[int, RunState]) -> set[int]:
+    """Link these jobs' runs in one savepoint; the ids linked (none when it failed)."""
+    if not jobs:
+        return set()
+    try:
+        with db.session.begin_nested():
+            for job in jobs:
+                _link(job, states[job.id])
+    except Exception:  # noqa: BLE001 - each job is then applied in a savepoint of its own
+        log.warning("linking %s runs together failed; linking them one by one", len(jobs), exc_info=True)
+        return set()
+    return {job.id for job in jobs}
 
 
 def _overran(job: Job, state: RunState | None, now: datetime, lifetime: int) -> bool:

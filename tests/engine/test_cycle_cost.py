@@ -18,7 +18,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from aiimpl_core.extensions import db
-from aiimpl_core.orm import Mapping
+from aiimpl_core.orm import Job, Mapping
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.services.reconcile import reconcile
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
@@ -58,6 +58,36 @@ def test_reconcile_of_unchanged_runs_costs_fewer_queries_than_jobs(app: Any, run
         event.remove(db.engine, "before_cursor_execute", count)
     assert report.polled == {"github-actions": IN_FLIGHT}
     assert len(queries) < IN_FLIGHT, f"{len(queries)} queries for {IN_FLIGHT} unchanged in-flight jobs"
+
+
+def test_linking_runs_costs_fewer_statements_than_jobs(app: Any, runner: FakeRunner) -> None:
+    """Runs reported for the first time (a run id and URL to record, nothing else) are linked in
+    one savepoint and one batched update, not a savepoint and an update per job."""
+    runner.link_on_dispatch = False
+    db.session.add(Mapping(team_key="ENG", owner="acme", repo="eng", default_branch="main",
+                           execution_mode="github-actions", ticketing={"provider": "fake-tracker"}))
+    db.session.commit()
+    assert len(run_cycle(reconcile=False).dispatched) == IN_FLIGHT
+    for job_id, run in list(runner.runs.items()):
+        runner.set_state(job_id, RunPhase.PENDING, run_url=f"https://runs.test/{run.run_id}")
+    db.session.remove()
+
+    queries: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        queries.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        report = reconcile()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert report.linked == IN_FLIGHT
+    assert len(queries) < IN_FLIGHT, f"{len(queries)} queries to link {IN_FLIGHT} runs"
+    jobs = db.session.scalars(db.select(Job)).all()
+    assert {(j.status, j.run_id, j.run_url) for j in jobs} == {
+        ("dispatched", run.run_id, f"https://runs.test/{run.run_id}") for run in runner.runs.values()
+    }
 
 
 class TestBlockedIssues:

@@ -10,6 +10,7 @@ from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job
 from aiimpl_core.services import settings
 from aiimpl_core.services.dispatch import CycleReport, consider, run_cycle
+from aiimpl_core.services.reconcile import reconcile
 from aiimpl_core.types import LogLabel, RunPhase, TimeoutReason
 
 from .conftest import first_lines, jobs_of, later, outbox_of, post_result, post_status, session_env, tracked
@@ -468,6 +469,46 @@ def test_a_run_far_past_its_lifetime_is_stopped_as_machine_timeout(app, tracker,
     assert tracker.comments["ENG-40"][0] == (
         "⚠️ Implementation failed: the session machine exceeded its lifetime (machine_timeout)"
     )
+
+
+def test_one_jobs_trouble_in_linking_its_run_leaves_the_others_linked(
+    app, tracker, runner, add_mapping, monkeypatch
+):
+    """Runs to link are recorded together; when that fails, each job is tried on its own, so only
+    the troubled one waits for the next pass."""
+    from aiimpl_core.services import reconcile as reconcile_mod
+
+    runner.link_on_dispatch = False
+    add_mapping("ENG", max_in_progress=5)
+    for n in (1, 2, 3):
+        tracker.add(f"ENG-{n}")
+    run_cycle(reconcile=False)
+    jobs = {key: jobs_of(key)[0] for key in ("ENG-1", "ENG-2", "ENG-3")}
+    for job in jobs.values():
+        runner.set_state(job.id, RunPhase.PENDING)
+    troubled = jobs["ENG-2"].id
+    original = reconcile_mod._link
+
+    def link(job, state):
+        changed = original(job, state)
+        if job.id == troubled:
+            db.session.flush()
+            raise RuntimeError("disk full")
+        return changed
+
+    monkeypatch.setattr(reconcile_mod, "_link", link)
+    report = reconcile()
+    assert report.linked == 2
+    runs = {k: (jobs_of(k)[0].status, jobs_of(k)[0].run_id) for k in jobs}
+    assert runs == {
+        "ENG-1": ("dispatched", runner.runs[jobs["ENG-1"].id].run_id),
+        "ENG-2": ("dispatched", None),
+        "ENG-3": ("dispatched", runner.runs[jobs["ENG-3"].id].run_id),
+    }
+
+    monkeypatch.setattr(reconcile_mod, "_link", original)
+    assert reconcile().linked == 1  # the next pass links it
+    assert jobs_of("ENG-2")[0].run_id == runner.runs[troubled].run_id
 
 
 def test_one_jobs_trouble_in_a_reconcile_pass_leaves_the_others_applied(
