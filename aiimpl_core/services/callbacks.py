@@ -7,6 +7,7 @@ carrying the HTTP status and the reference's ``error`` (slug or message).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -269,30 +270,22 @@ def _mark_running(job: Job, why: str) -> None:
 _JOB_STATUS = select(Job.__table__.c.status).where(Job.__table__.c.id == bindparam("job_id"))
 
 
-_progress_statements: dict[str, Any] = {}
-
-
+@functools.cache
 def _status_and_upsert() -> Any:
     """PostgreSQL: one statement reads the job's status and upserts the step when the job exists
     (a data-modifying ``WITH``), sparing a round trip and a statement's parse and plan."""
-    statement = _progress_statements.get("postgresql")
-    if statement is None:
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        jobs, steps = Job.__table__, JobStep.__table__
-        job = select(jobs.c.id, jobs.c.status).where(jobs.c.id == bindparam("job_id")).cte("job")
-        names = (
-            "step_id", "source", "type", "status", "started_at", "finished_at", "created_at", "updated_at"
-        )
-        rows = select(job.c.id, *(bindparam(n, type_=steps.c[n].type) for n in names))
-        insert = pg_insert(steps).from_select(["job_id", *names], rows)
-        insert = insert.on_conflict_do_update(
-            index_elements=[steps.c.job_id, steps.c.step_id],
-            set_={name: insert.excluded[name] for name in _STEP_FIELDS},
-        )
-        statement = select(job.c.status).add_cte(insert.returning(steps.c.id).cte("step"))
-        _progress_statements["postgresql"] = statement
-    return statement
+    jobs, steps = Job.__table__, JobStep.__table__
+    job = select(jobs.c.id, jobs.c.status).where(jobs.c.id == bindparam("job_id")).cte("job")
+    names = ("step_id", "source", "type", "status", "started_at", "finished_at", "created_at", "updated_at")
+    rows = select(job.c.id, *(bindparam(n, type_=steps.c[n].type) for n in names))
+    insert = pg_insert(steps).from_select(["job_id", *names], rows)
+    insert = insert.on_conflict_do_update(
+        index_elements=[steps.c.job_id, steps.c.step_id],
+        set_={name: insert.excluded[name] for name in _STEP_FIELDS},
+    )
+    return select(job.c.status).add_cte(insert.returning(steps.c.id).cte("step"))
 
 
 def record_progress(job_id: int, step: dict[str, Any]) -> dict[str, Any]:
