@@ -244,8 +244,16 @@ def _upsert_step(job_id: int, step: dict[str, Any], source: str, job: Job | None
         detail = {"text": detail}
     if detail is not None:
         detail = redaction.redact_data(job or db.session.get_one(Job, job_id), detail)
+    values = _step_values(job_id, step, source)
+    if detail is not None:
+        values["detail"] = detail
+    db.session.execute(_step_upsert(detail is not None), values)
+
+
+def _step_values(job_id: int, step: dict[str, Any], source: str) -> dict[str, Any]:
+    """A step's row (without its detail) as the upsert statements' parameters."""
     now = utcnow()
-    values: dict[str, Any] = {
+    return {
         "job_id": job_id,
         "step_id": step["id"],
         "source": source,
@@ -256,9 +264,6 @@ def _upsert_step(job_id: int, step: dict[str, Any], source: str, job: Job | None
         "created_at": now,
         "updated_at": now,
     }
-    if detail is not None:
-        values["detail"] = detail
-    db.session.execute(_step_upsert(detail is not None), values)
 
 
 def _mark_running(job: Job, why: str) -> None:
@@ -292,21 +297,7 @@ def record_progress(job_id: int, step: dict[str, Any]) -> dict[str, Any]:
     """Record a ``/runner/progress`` step; the first report moves the job to ``running``."""
     with serialized():
         if step.get("detail") is None and db.session.get_bind().dialect.name == "postgresql":
-            now = utcnow()
-            status = db.session.scalar(
-                _status_and_upsert(),
-                {
-                    "job_id": job_id,
-                    "step_id": step["id"],
-                    "source": "runner",
-                    "type": step["type"],
-                    "status": step["status"],
-                    "started_at": step["started_at"],
-                    "finished_at": step.get("finished_at"),
-                    "created_at": now,
-                    "updated_at": now,
-                },
-            )
+            status = db.session.scalar(_status_and_upsert(), _step_values(job_id, step, "runner"))
             if status is None:
                 raise CallbackError(404, "job_not_found")
         else:

@@ -11,6 +11,8 @@ See ``bench/README.md``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -36,6 +38,21 @@ def tracker() -> FakeTracker:
     return tracker
 
 
+@contextmanager
+def statements() -> Iterator[list[str]]:
+    """The statements the app's engine sends inside the block."""
+    sent: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        yield sent
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+
+
 def test_reconcile_of_unchanged_runs_costs_fewer_queries_than_jobs(app: Any, runner: FakeRunner) -> None:
     db.session.add(Mapping(team_key="ENG", owner="acme", repo="eng", default_branch="main",
                            execution_mode="github-actions", ticketing={"provider": "fake-tracker"}))
@@ -46,16 +63,8 @@ def test_reconcile_of_unchanged_runs_costs_fewer_queries_than_jobs(app: Any, run
     reconcile()  # links and moves every job to running once
     db.session.remove()
 
-    queries: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        queries.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", count)
-    try:
+    with statements() as queries:
         report = reconcile()  # nothing changed since the last pass
-    finally:
-        event.remove(db.engine, "before_cursor_execute", count)
     assert report.polled == {"github-actions": IN_FLIGHT}
     assert len(queries) < IN_FLIGHT, f"{len(queries)} queries for {IN_FLIGHT} unchanged in-flight jobs"
 
@@ -72,16 +81,8 @@ def test_linking_runs_costs_fewer_statements_than_jobs(app: Any, runner: FakeRun
         runner.set_state(job_id, RunPhase.PENDING, run_url=f"https://runs.test/{run.run_id}")
     db.session.remove()
 
-    queries: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        queries.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", count)
-    try:
+    with statements() as queries:
         report = reconcile()
-    finally:
-        event.remove(db.engine, "before_cursor_execute", count)
     assert report.linked == IN_FLIGHT
     assert len(queries) < IN_FLIGHT, f"{len(queries)} queries to link {IN_FLIGHT} runs"
     jobs = db.session.scalars(db.select(Job)).all()
@@ -136,20 +137,11 @@ class TestBlockedIssues:
         db.session.remove()
 
         def writes(now: Any) -> list[str]:
-            statements: list[str] = []
-
-            def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-                if statement.lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE")):
-                    statements.append(statement)
-
-            event.listen(db.engine, "before_cursor_execute", count)
-            try:
+            with statements() as sent:
                 report = run_cycle(now=now, reconcile=False, deliver=False)
-            finally:
-                event.remove(db.engine, "before_cursor_execute", count)
             assert len(report.blocked) == BLOCKED
             db.session.remove()
-            return statements
+            return [s for s in sent if s.lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE"))]
 
         def last_seen() -> set[Any]:
             return set(db.session.scalars(db.select(Blocker.last_seen_at)).all())

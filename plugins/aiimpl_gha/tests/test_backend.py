@@ -13,7 +13,7 @@ from aiimpl_core.testing.contract import (
     sample_dispatch_request,
     sample_mapping,
 )
-from aiimpl_core.testing.fake_github import FakeGitHub
+from aiimpl_core.testing.fake_github import FakeGitHub, Run
 from aiimpl_core.types import DispatchRequest, InFlightRun, LogLabel, Phase, RunPhase, TimeoutReason
 
 from aiimpl_gha.backend import GitHubActionsBackend
@@ -280,14 +280,20 @@ def test_not_configured_without_github_settings() -> None:
     assert GitHubActionsBackend(make_context({})).is_configured() is False
 
 
-def test_a_linked_run_beyond_the_listing_is_read_directly(
-    gh: FakeGitHub, backend: GitHubActionsBackend
-) -> None:
+def running_run(gh: FakeGitHub, backend: GitHubActionsBackend) -> tuple[DispatchRequest, Run]:
+    """Job 1 dispatched, and its run on GitHub in progress."""
     install(gh, backend)
     request = full_request()
     backend.dispatch(request)
     run = gh.run_named("job-1")
     gh.advance_run(run.id, "in_progress")
+    return request, run
+
+
+def test_a_linked_run_beyond_the_listing_is_read_directly(
+    gh: FakeGitHub, backend: GitHubActionsBackend
+) -> None:
+    request, run = running_run(gh, backend)
     run.created_at = datetime.now(UTC) - timedelta(days=3)  # older than any listing reaches
     [state] = backend.poll_runs([in_flight(request, run_id=str(run.id))])
     assert state.phase is RunPhase.RUNNING and state.run_id == str(run.id)
@@ -302,11 +308,7 @@ def test_a_linked_run_beyond_the_listing_is_read_directly(
 def test_cancel_asks_github_once_per_linked_run(
     gh: FakeGitHub, backend: GitHubActionsBackend, caplog: pytest.LogCaptureFixture
 ) -> None:
-    install(gh, backend)
-    request = full_request()
-    backend.dispatch(request)
-    run = gh.run_named("job-1")
-    gh.advance_run(run.id, "in_progress")
+    request, run = running_run(gh, backend)
 
     backend.cancel(in_flight(request))  # not linked yet: nothing to name to GitHub
     assert gh.server.requests_to("POST", "/cancel") == []
