@@ -163,6 +163,9 @@ def write_seen_rows(
         )
 
 
+_ADVISORY_XACT_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+
+
 def lock_key(name: str) -> int:
     """A stable signed 64-bit key for ``pg_advisory_xact_lock``."""
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
@@ -173,7 +176,7 @@ def advisory_lock(name: str, session: Session | None = None) -> None:
     serializes writers with :func:`serialized` already)."""
     session = session or db.session
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key(name)})
+        session.execute(_ADVISORY_XACT_LOCK, {"k": lock_key(name)})
 
 
 def try_advisory_lock(name: str, session: Session | None = None) -> bool:

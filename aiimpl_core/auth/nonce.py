@@ -6,7 +6,7 @@ opens its job while the job is not terminal.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from ..extensions import db
 from ..orm import Job
@@ -14,6 +14,12 @@ from ..types import ACTIVE_STATUSES
 from .tokens import hash_nonce
 
 INVALID_NONCE = "Invalid or expired nonce"
+
+# built once: sessions call on every status event and step report
+_ACTIVE_BY_HASH = select(Job).where(
+    Job.nonce_hash == bindparam("nonce_hash"), Job.status.in_([s.value for s in ACTIVE_STATUSES])
+)
+_ACTIVE_BY_HASH_FOR_UPDATE = _ACTIVE_BY_HASH.with_for_update()
 
 
 def active_job_for_nonce(nonce: str, *, for_update: bool = False) -> Job | None:
@@ -24,10 +30,5 @@ def active_job_for_nonce(nonce: str, *, for_update: bool = False) -> Job | None:
     """
     if not nonce:
         return None
-    query = select(Job).where(
-        Job.nonce_hash == hash_nonce(nonce),
-        Job.status.in_([s.value for s in ACTIVE_STATUSES]),
-    )
-    if for_update:
-        query = query.with_for_update()
-    return db.session.scalar(query)
+    query = _ACTIVE_BY_HASH_FOR_UPDATE if for_update else _ACTIVE_BY_HASH
+    return db.session.scalar(query, {"nonce_hash": hash_nonce(nonce)})

@@ -394,6 +394,13 @@ def planning_context(job_id: int) -> dict[str, Any]:
 
 STATUS_FIELDS = ("prNumber", "prUrl", "detail", "duration", "reason")
 
+_QUEUED_FOR_ISSUE = select(
+    OutboxItem.id, OutboxItem.dedupe_key, OutboxItem.state, OutboxItem.next_attempt_at
+).where(
+    OutboxItem.issue_key == bindparam("issue_key"),
+    or_(OutboxItem.dedupe_key == bindparam("dedupe_key"), OutboxItem.state.in_(("pending", "sending"))),
+)
+
 
 def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
     """Turn a session's lifecycle event into its progress comment and deliver it now.
@@ -430,10 +437,7 @@ def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
         advisory_lock(dedupe_key)  # concurrent retries of one event queue it once (PostgreSQL)
         # this event's item, if queued already, and any item of the issue still to be sent
         queued = db.session.execute(
-            select(OutboxItem.id, OutboxItem.dedupe_key, OutboxItem.state, OutboxItem.next_attempt_at).where(
-                OutboxItem.issue_key == job.issue_key,
-                or_(OutboxItem.dedupe_key == dedupe_key, OutboxItem.state.in_(("pending", "sending"))),
-            )
+            _QUEUED_FOR_ISSUE, {"issue_key": job.issue_key, "dedupe_key": dedupe_key}
         ).all()
         mine = next((row for row in queued if row.dedupe_key == dedupe_key), None)
         duplicate = mine is not None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 
 from ..database import serialized
 from ..errors import AiimplError, ProviderError
@@ -147,6 +147,13 @@ def send_claimed(item: Claimed, now: datetime | None = None) -> bool:
     return _send_and_record(current_app.extensions["aiimpl"], item, now or utcnow()) is None
 
 
+_MARK_DONE = (
+    update(OutboxItem)
+    .where(OutboxItem.id == bindparam("item_id"))
+    .values(state="done", done_at=bindparam("when"), remote_id=bindparam("remote"))
+)
+
+
 def _send_and_record(facade, item: Claimed, now: datetime) -> Exception | None:  # noqa: ANN001
     """Send one claimed item and record the outcome; the failure, or ``None`` when it was sent."""
     try:
@@ -169,9 +176,8 @@ def _send_and_record(facade, item: Claimed, now: datetime) -> Exception | None: 
     done_at = utcnow()
     with serialized():
         db.session.execute(
-            update(OutboxItem)
-            .where(OutboxItem.id == item.id)
-            .values(state="done", done_at=done_at, remote_id=item.remote_id),
+            _MARK_DONE,
+            {"item_id": item.id, "when": done_at, "remote": item.remote_id},
             execution_options={"synchronize_session": False},
         )
         if item.op == "stage" and item.stage != Stage.TRIGGERED.value:

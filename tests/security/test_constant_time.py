@@ -126,12 +126,29 @@ def test_the_spy_sees_nothing_when_no_secret_is_compared(client, spy):
     assert spy.calls == []
 
 
-def test_nonce_lookup_is_by_hash_not_by_value():
+def test_nonce_lookup_is_by_hash_not_by_value(client):
     """Nonces are not compared at all: the job is found by the SHA-256 of the nonce (an index
-    probe), so timing reveals nothing about how close a guess came."""
-    import inspect
+    probe), so timing reveals nothing about how close a guess came. The database sees the hash,
+    never the nonce."""
+    from sqlalchemy import event
 
-    from aiimpl_core.auth import nonce
+    from aiimpl_core.auth.nonce import active_job_for_nonce
+    from aiimpl_core.auth.tokens import hash_nonce
+    from aiimpl_core.extensions import db
 
-    source = inspect.getsource(nonce.active_job_for_nonce)
-    assert "hash_nonce(nonce)" in source and "Job.nonce_hash ==" in source
+    nonce = "a-nonce-no-job-holds"
+    sent: list[tuple[str, Any]] = []
+
+    def record(conn, cursor, statement, parameters, *args):
+        sent.append((statement, parameters))
+
+    with client.application.app_context():
+        event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            assert active_job_for_nonce(nonce) is None
+        finally:
+            event.remove(db.engine, "before_cursor_execute", record)
+    [(statement, parameters)] = [(st, p) for st, p in sent if "FROM jobs" in st]
+    assert "nonce_hash" in statement
+    values = list(parameters.values()) if isinstance(parameters, dict) else list(parameters)
+    assert hash_nonce(nonce) in values and nonce not in values
