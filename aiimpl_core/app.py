@@ -11,6 +11,7 @@ from flask import Flask
 
 from . import config as config_mod
 from . import database  # noqa: F401 - installs the engine event listeners
+from .errors import ConfigError
 from .extensions import db, migrate
 from .http import HttpClient
 from .plugins import Plugins
@@ -37,6 +38,24 @@ def _engine_options(url: str) -> dict[str, Any]:
         # PgBouncer's transaction pooling cannot carry prepared statements anyway.
         options["connect_args"] = {"prepare_threshold": None}
     return options
+
+
+def _check_database_url(url: str) -> None:
+    """Only SQLite and PostgreSQL are supported (upserts, advisory locks, array parameters): any
+    other database is refused at start-up, not at its first write. The URL itself is not echoed
+    (it may carry a password)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        raise ConfigError("AIIMPL_DATABASE_URL is not a database URL") from None
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            f"AIIMPL_DATABASE_URL: the {backend} database is not supported; use SQLite "
+            "(sqlite:///path) or PostgreSQL (postgresql+psycopg://user@host/db)"
+        )
 
 
 def create_app(
@@ -86,6 +105,7 @@ def create_app(
         os.makedirs(app.instance_path, exist_ok=True)
         url = "sqlite:///" + os.path.join(app.instance_path, "aiimpl.db")
         app.config["AIIMPL_DATABASE_URL"] = url
+    _check_database_url(url)
     app.config["SQLALCHEMY_DATABASE_URI"] = url
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(url))
     app.config["MAX_CONTENT_LENGTH"] = app.config.get("MAX_CONTENT_LENGTH") or 2 * 1024 * 1024

@@ -84,7 +84,7 @@ def upsert(model: Any, session: Session | None = None) -> Any:
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         return sqlite_insert(model)
-    # AI-Implement runs on SQLite and PostgreSQL only (docs/configuration.md, AIIMPL_DATABASE_URL)
+    # unreachable from the app: create_app refuses any other database (AIIMPL_DATABASE_URL)
     raise NotImplementedError(f"no upsert for the {name} dialect: use SQLite or PostgreSQL")
 
 

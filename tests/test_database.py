@@ -135,3 +135,20 @@ def test_one_of_is_one_statement_text_whatever_the_number_of_values(app):
         assert texts[0] == texts[1] and "ANY" in texts[0]
     else:
         assert texts[0] != texts[1]  # an IN list, one parameter per value
+
+
+def test_an_unsupported_database_is_refused_at_start_up_without_echoing_its_url(tmp_path):
+    """Only SQLite and PostgreSQL are supported; another database fails when the app is built (a
+    clear error, no traceback), not at its first upsert. The URL, password included, is not shown."""
+    from aiimpl_core import create_app
+    from aiimpl_core.errors import ConfigError
+
+    for url, shown in (("mysql+pymysql://app:hunter2@db/aiimpl", "the mysql database is not supported"),
+                       ("not a url", "AIIMPL_DATABASE_URL is not a database URL")):
+        with pytest.raises(ConfigError) as err:
+            create_app({"AIIMPL_DATABASE_URL": url}, load_entrypoints=False)
+        assert shown in err.value.message and "hunter2" not in err.value.message
+    done = _upgrade("mysql+pymysql://app:hunter2@db/aiimpl")
+    assert done.returncode != 0
+    assert "the mysql database is not supported" in done.stderr
+    assert "Traceback" not in done.stderr and "hunter2" not in done.stderr
