@@ -45,9 +45,13 @@ def _on_begin(conn):  # noqa: ANN001, ANN202
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def dialect_name(session: Session | None = None) -> str:
+    """``sqlite`` or ``postgresql``: the database of the session (default: the app's)."""
+    return str((session or db.session).get_bind().dialect.name)
+
+
 def is_sqlite(session: Session | None = None) -> bool:
-    bind = (session or db.session).get_bind()
-    return bind.dialect.name == "sqlite"
+    return dialect_name(session) == "sqlite"
 
 
 @contextmanager
@@ -62,7 +66,7 @@ def serialized(session: Session | None = None) -> Iterator[Session]:
     session = session or db.session()
     if session.in_transaction():
         session.commit()
-    if session.get_bind().dialect.name == "sqlite":
+    if dialect_name(session) == "sqlite":
         session.connection(execution_options={IMMEDIATE: True})
     try:
         yield session
@@ -75,7 +79,7 @@ def serialized(session: Session | None = None) -> Iterator[Session]:
 def upsert(model: Any, session: Session | None = None) -> Any:
     """An ``INSERT`` of ``model`` with ``on_conflict_do_update`` / ``on_conflict_do_nothing``, in
     the dialect of the session's database (SQLite and PostgreSQL share the syntax)."""
-    name = (session or db.session).get_bind().dialect.name
+    name = dialect_name(session)
     if name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -103,7 +107,7 @@ def one_of(column: Any, values: Iterable[Any], session: Session | None = None) -
     and half the round trip).
     """
     values = list(values)
-    if (session or db.session).get_bind().dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         from sqlalchemy.dialects.postgresql import ARRAY
 
         return column == any_(bindparam(None, values, type_=ARRAY(column.type), unique=True))
@@ -175,14 +179,14 @@ def advisory_lock(name: str, session: Session | None = None) -> None:
     """Take a lock released at the end of the current transaction (no-op on SQLite, which
     serializes writers with :func:`serialized` already)."""
     session = session or db.session
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         session.execute(_ADVISORY_XACT_LOCK, {"k": lock_key(name)})
 
 
 def try_advisory_lock(name: str, session: Session | None = None) -> bool:
     """Like :func:`advisory_lock` but returns false at once when another transaction holds it."""
     session = session or db.session
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         locked = session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_key(name)})
         return bool(locked.scalar())
     return True

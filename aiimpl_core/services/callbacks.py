@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..auth.nonce import INVALID_NONCE, active_job_for_nonce
 from ..auth.tokens import RunClaims
-from ..database import advisory_lock, serialized, upsert
+from ..database import advisory_lock, dialect_name, serialized, upsert
 from ..errors import AiimplError
 from ..extensions import db
 from ..orm import ConsumedToken, Job, JobStep, OutboxItem, TrackedIssue, utcnow
@@ -218,7 +218,7 @@ _step_upserts: dict[tuple[str, bool], Any] = {}
 
 def _step_upsert(with_detail: bool) -> Any:
     """The step upsert statement, built once per dialect (building ``excluded`` is not cheap)."""
-    dialect = db.session.get_bind().dialect.name
+    dialect = dialect_name()
     statement = _step_upserts.get((dialect, with_detail))
     if statement is None:
         table = JobStep.__table__  # a Core statement: no ORM bookkeeping per report
@@ -296,7 +296,7 @@ def _status_and_upsert() -> Any:
 def record_progress(job_id: int, step: dict[str, Any]) -> dict[str, Any]:
     """Record a ``/runner/progress`` step; the first report moves the job to ``running``."""
     with serialized():
-        if step.get("detail") is None and db.session.get_bind().dialect.name == "postgresql":
+        if step.get("detail") is None and dialect_name() == "postgresql":
             status = db.session.scalar(_status_and_upsert(), _step_values(job_id, step, "runner"))
             if status is None:
                 raise CallbackError(404, "job_not_found")
