@@ -183,6 +183,20 @@ def advisory_lock(name: str, session: Session | None = None) -> None:
         session.execute(_ADVISORY_XACT_LOCK, {"k": lock_key(name)})
 
 
+_ADVISORY_XACT_LOCKS = text(
+    "SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:ks AS bigint[])) WITH ORDINALITY AS t(k, n) ORDER BY n"
+)
+
+
+def advisory_locks(names: Iterable[str], session: Session | None = None) -> None:
+    """:func:`advisory_lock` for several names, taken in the order given, in one statement (pass
+    them in an order every caller uses, such as sorted, so no two transactions deadlock)."""
+    session = session or db.session
+    keys = [lock_key(name) for name in names]
+    if keys and dialect_name(session) == "postgresql":
+        session.execute(_ADVISORY_XACT_LOCKS, {"ks": keys})
+
+
 def try_advisory_lock(name: str, session: Session | None = None) -> bool:
     """Like :func:`advisory_lock` but returns false at once when another transaction holds it."""
     session = session or db.session

@@ -253,6 +253,7 @@ def measure_cycle(scene: dict[str, Any], timer: SendTimer, counter: QueryCounter
     wall, cpu = time.perf_counter() - started, time.thread_time() - cpu0
     gc_timer.uninstall()
     if profiler is not None:
+        os.makedirs(os.path.dirname(profile), exist_ok=True)
         profiler.dump_stats(profile)
     db.session.remove()
     ops = fakes.linear_operations()[lin0:]

@@ -137,6 +137,40 @@ def test_one_of_is_one_statement_text_whatever_the_number_of_values(app):
         assert texts[0] != texts[1]  # an IN list, one parameter per value
 
 
+def test_advisory_locks_takes_every_lock_in_one_statement_until_the_transaction_ends(app):
+    """``advisory_locks`` holds each named lock, as ``advisory_lock`` would, until its transaction
+    ends; another transaction cannot take any of them meanwhile."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from aiimpl_core.database import advisory_locks, try_advisory_lock
+    from aiimpl_core.extensions import db
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("advisory locks are PostgreSQL's (SQLite serializes writers)")
+    texts: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        texts.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        advisory_locks(["team:A", "team:B", "team:C"])
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert len(texts) == 1
+    with Session(db.engine) as other:
+        assert not try_advisory_lock("team:A", other)
+        other.rollback()
+        assert not try_advisory_lock("team:C", other)
+        other.rollback()
+        assert try_advisory_lock("team:D", other)
+        other.rollback()
+        db.session.commit()  # ends the transaction holding them
+        assert try_advisory_lock("team:A", other) and try_advisory_lock("team:C", other)
+        other.rollback()
+
+
 def test_an_unsupported_database_is_refused_at_start_up_without_echoing_its_url(tmp_path):
     """Only SQLite and PostgreSQL are supported; another database fails when the app is built (a
     clear error, no traceback), not at its first upsert. The URL, password included, is not shown."""

@@ -155,6 +155,16 @@ class SnapshotCounts:
         self.by_backend[backend_id] = self.by_backend.get(backend_id, 0) + 1
         self.count += 1
 
+    def remove(self, issue_key: str, team_key: str, backend_id: str | None) -> None:
+        """A job counted by :meth:`add` ended (its launch failed)."""
+        issues = self.team_issues.get(team_key, set())
+        if issue_key not in issues:
+            return
+        issues.discard(issue_key)
+        self.recent.discard(issue_key)
+        self.by_backend[backend_id] = max(0, self.by_backend.get(backend_id, 0) - 1)
+        self.count = max(0, self.count - 1)
+
     def team(self, team_key: str, *, excluding: str | None = None) -> int:
         issues = self.team_issues.get(team_key, set())
         return len(issues) - (1 if excluding in issues else 0)

@@ -26,9 +26,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..database import (
-    advisory_lock,
+    advisory_locks,
     chunks,
-    is_sqlite,
     one_of,
     rows_by_issue_key,
     serialized,
@@ -39,7 +38,7 @@ from ..extensions import db
 from ..orm import Job, TrackedIssue, utcnow
 from ..orm import Mapping as MappingRow
 from ..providers import TicketingProvider
-from ..types import MappingView, Phase, Stage, TrackerIssue
+from ..types import ACTIVE_STATUSES, MappingView, Phase, Stage, TrackerIssue
 from . import blockers, outbox, poller, settings
 from .jobs import set_stage
 from .launch import BackendChoice, choose_backend, create_job, launch
@@ -47,6 +46,7 @@ from .launch import BackendChoice, choose_backend, create_job, launch
 log = logging.getLogger(__name__)
 
 GLOBAL_LOCK = "dispatch:global"
+_ACTIVE_VALUES = frozenset(s.value for s in ACTIVE_STATUSES)
 #: a poll cycle refreshes the ``last_seen_at`` of a waiting issue whose rows it does not otherwise
 #: change at most this often (the Blockers view's "last seen" is that fresh)
 SEEN_REFRESH = timedelta(minutes=1)
@@ -190,11 +190,14 @@ class _TriggerState:
 class _Live:
     """What the checks read, straight from the database (used under the claim's locks)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tracked: TrackedIssue | None = None) -> None:
+        """:param tracked: the issue's tracked row, when the caller has just read it under the locks."""
         self.counts: blockers.Counts = blockers.LiveCounts()
+        self.tracked = tracked
 
     def trigger(self, key: str) -> _TriggerState | None:
-        row = _read_tracked(key)
+        known = self.tracked is not None and self.tracked.issue_key == key
+        row = self.tracked if known else _read_tracked(key)
         return None if row is None else _TriggerState(bool(row.trigger_consumed), row.trigger_cleared_at)
 
     def mapping_for(self, provider_id: str, team_key: str) -> MappingRow | MappingView | None:
@@ -205,6 +208,22 @@ class _Live:
 
     def backoff(self, backend_id: str, now: datetime) -> poller.Backoff | None:
         return poller.backoff_of("runner", backend_id, now)
+
+
+@dataclass
+class _ListingReads:
+    """What every page of one listing is checked against first, read once per listing: the
+    provider's mappings, the runner mode and the non-terminal jobs (kept up to date with the jobs
+    this poller creates). Staleness within a listing only delays an issue to the next cycle: each
+    dispatch is checked again live under the locks."""
+
+    mappings: dict[str, MappingView]
+    mode: str
+    counts: blockers.SnapshotCounts
+
+    @classmethod
+    def read(cls, provider_id: str, now: datetime) -> _ListingReads:
+        return cls(mapping_views(provider_id), settings.effective_runner_mode(), blockers.SnapshotCounts(now))
 
 
 class _Snapshot(_Live):
@@ -219,14 +238,15 @@ class _Snapshot(_Live):
         provider_id: str,
         keys: Sequence[str],
         now: datetime,
-        mappings: dict[str, MappingView] | None = None,
+        listing: _ListingReads | None = None,
     ) -> None:
-        """:param mappings: the provider's mappings by team, when the caller read them already
+        """:param listing: the reads shared by the pages of a listing, when the caller made them
         (once per listing rather than once per page)."""
         super().__init__()
-        self.counts = blockers.SnapshotCounts(now)
-        self.mappings = mappings if mappings is not None else mapping_views(provider_id)
-        self.mode = settings.effective_runner_mode()
+        listing = listing if listing is not None else _ListingReads.read(provider_id, now)
+        self.counts = listing.counts
+        self.mappings = listing.mappings
+        self.mode = listing.mode
         self.triggers: dict[str, _TriggerState] = {}
         for chunk in chunks(keys):
             rows = rows_by_issue_key(
@@ -371,9 +391,7 @@ def hold_all(
     for attempt in range(3):
         try:
             with serialized():
-                if not is_sqlite():
-                    for team in sorted({issue.team_key for issue, _ in held}):
-                        advisory_lock(f"team:{team}")
+                advisory_locks(f"team:{team}" for team in sorted({issue.team_key for issue, _ in held}))
                 dispatched = _touch_many([issue for issue, _ in held], now, force=force, fresh_for=fresh_for)
                 recorded = [(issue, blocked) for issue, blocked in held if issue.key not in dispatched]
                 blockers.record_many(recorded, now, fresh_for=fresh_for)
@@ -433,12 +451,10 @@ def consider(
 
     job: Job | None = None
     with serialized():
-        if not is_sqlite():
-            # the team's lock keeps its cap exact; the global lock keeps the global and backend caps
-            advisory_lock(f"team:{issue.team_key}")
-            advisory_lock(GLOBAL_LOCK)
+        # the team's lock keeps its cap exact; the global lock keeps the global and backend caps
+        advisory_locks([f"team:{issue.team_key}", GLOBAL_LOCK])
         tracked = _touch(issue, now)
-        verdict = _verdict(issue, _Live(), fetched_at=fetched_at, now=now, force=force)
+        verdict = _verdict(issue, _Live(tracked), fetched_at=fetched_at, now=now, force=force)
         if isinstance(verdict, str):
             report.skipped[key] = verdict
             return None
@@ -478,6 +494,8 @@ def consider(
         snapshot.counts.add(key, issue.team_key, job.backend)
     if launch_now:
         _launch(job, entry, report, now)
+        if snapshot is not None and entry.status not in _ACTIVE_VALUES:
+            snapshot.counts.remove(key, issue.team_key, job.backend)  # its launch ended it
     return job
 
 
@@ -556,7 +574,7 @@ def _handle_page(
     fetched_at: datetime,
     issue_keys: set[str] | None,
     seen: set[str],
-    mappings: dict[str, MappingView] | None = None,
+    listing: _ListingReads | None = None,
 ) -> None:
     """Check and claim one listing page's issues; one issue's trouble does not stop the others."""
     wanted = [i for i in issues if i.triggered]
@@ -564,7 +582,7 @@ def _handle_page(
     report.listed[provider_id] = report.listed.get(provider_id, 0) + len(wanted)
     if issue_keys is not None:
         wanted = [i for i in wanted if i.key in issue_keys]
-    snapshot = _Snapshot(provider_id, [i.key for i in wanted], now, mappings)
+    snapshot = _Snapshot(provider_id, [i.key for i in wanted], now, listing)
     held: list[tuple[TrackerIssue, blockers.Blocked]] = []
     for issue in wanted:
         try:
@@ -617,7 +635,7 @@ def _poll_provider(
         return
     tracker = _tracker(provider_id)
     teams = sorted({m.team_key for m in mappings})
-    views = mapping_views(provider_id)
+    listing: _ListingReads | None = None  # read with the first page
     seen: set[str] = set()
     listed_since = utcnow()
     complete = False
@@ -636,6 +654,8 @@ def _poll_provider(
             except Exception as exc:  # noqa: BLE001 - one connection's failure must not stop the cycle
                 _listing_failed(provider_id, exc, report, now)
                 return
+            if listing is None:
+                listing = _ListingReads.read(provider_id, now)
             _handle_page(
                 provider_id,
                 page.issues,
@@ -644,7 +664,7 @@ def _poll_provider(
                 fetched_at=fetched_at,
                 issue_keys=issue_keys,
                 seen=seen,
-                mappings=views,
+                listing=listing,
             )
             if page.complete:
                 complete = True

@@ -210,6 +210,8 @@ class FakeRunner:
         self.runs: dict[int, FakeRun] = {}
         self.poll_calls: list[list[int]] = []
         self.dispatch_error: Exception | None = None
+        #: errors raised by the next dispatches, one each, before ``dispatch_error``
+        self.next_dispatch_errors: list[Exception] = []
         self.poll_error: Exception | None = None
         self.synced: list[str] = []
         self.destroyed: list[str] = []
@@ -242,6 +244,10 @@ class FakeRunner:
             mapping_selectable = state._flags["mapping_selectable"]
 
             def dispatch(self, request: DispatchRequest) -> DispatchResult:
+                with state.lock:
+                    error = state.next_dispatch_errors.pop(0) if state.next_dispatch_errors else None
+                if error is not None:
+                    raise error
                 if state.dispatch_error is not None:
                     raise state.dispatch_error
                 run_id = f"run-{next(FakeRunner._ids)}"

@@ -153,3 +153,77 @@ class TestBlockedIssues:
         page_updates = [w for w in refreshed if w.lstrip().upper().startswith("UPDATE BLOCKERS")]
         assert 1 <= len(page_updates) <= 3  # one per listing page, not one per issue
         assert last_seen() == {start + timedelta(seconds=61)}
+
+
+PAGE = 4
+
+
+class TestListingReads:
+    """The first, lock-free check of a listing's pages reads the in-flight jobs, the mappings and
+    the runner mode once per listing, not once per page (with 500 in-flight jobs and 40 pages a
+    steady cycle read 20,000 job rows)."""
+
+    @pytest.fixture
+    def tracker(self) -> FakeTracker:
+        tracker = FakeTracker(page_size=PAGE)
+        for n in range(1, 41):
+            tracker.add(f"{'OPS' if n % 2 else 'WEB'}-{n}")
+        return tracker
+
+    @pytest.fixture
+    def mapped(self, app: Any) -> None:
+        for team in ("OPS", "WEB"):
+            db.session.add(Mapping(team_key=team, owner="acme", repo=team.lower(), default_branch="main",
+                                   execution_mode="github-actions", max_in_progress=1,
+                                   ticketing={"provider": "fake-tracker"}))
+        db.session.commit()
+
+    def test_jobs_and_settings_are_read_once_per_listing(self, app: Any, mapped: None) -> None:
+        first = run_cycle(reconcile=False)
+        assert len(first.dispatched) == 2 and len(first.blocked) == 38
+        db.session.remove()
+        with statements() as sent:
+            steady = run_cycle(reconcile=False, deliver=False)  # ten pages, every issue blocked
+        assert not steady.dispatched and len(steady.blocked) == 38
+
+        def reads(table: str) -> int:
+            selects = [s.upper() for s in sent if s.lstrip().upper().startswith("SELECT")]
+            return sum(1 for s in selects if f"FROM {table}" in s)
+
+        pages = 40 // PAGE
+        assert reads("JOBS") == 1
+        # the tracker's back-off, the runner mode and the tracker's success: none per page
+        assert reads("SETTINGS") <= 3 < pages
+        assert reads("MAPPINGS") <= 2 < pages  # the cycle's mappings by provider, the listing's views
+
+    def test_team_locks_of_a_page_are_one_statement(self, app: Any, mapped: None) -> None:
+        """On PostgreSQL, recording a page's blockers takes its teams' locks in one statement (no
+        locks on SQLite, where writers are serialized already)."""
+        run_cycle(reconcile=False)
+        db.session.remove()
+        with statements() as sent:
+            run_cycle(reconcile=False, deliver=False)
+        locks = [s for s in sent if "pg_advisory_xact_lock" in s]
+        pages = 40 // PAGE
+        if db.engine.dialect.name == "postgresql":
+            assert 1 <= len(locks) <= pages  # two teams on every page
+        else:
+            assert locks == []
+
+    def test_a_job_whose_launch_failed_frees_its_slot_for_the_next_pages(
+        self, app: Any, mapped: None, runner: FakeRunner
+    ) -> None:
+        """The listing's counts forget a job its launch ended, as a fresh read would: the team's
+        next issue is dispatched in the same cycle, not held by the listing's stale count."""
+        from aiimpl_core.errors import ProviderError
+
+        runner.next_dispatch_errors.append(
+            ProviderError("workflow not found", provider="github-actions", status=404)
+        )
+        report = run_cycle(reconcile=False)
+        assert not runner.next_dispatch_errors and len(report.errors) == 1
+        dispatched = {d.issue_key: d.status for d in report.dispatched}
+        ops = sorted((key for key in dispatched if key.startswith("OPS")), key=lambda k: int(k[4:]))
+        # OPS-1 failed to launch; the team's next issue, OPS-3, takes the slot it left
+        assert [dispatched[key] for key in ops] == ["failed", "dispatched"], dispatched
+        assert ops == ["OPS-1", "OPS-3"]
