@@ -10,7 +10,10 @@ from typing import Any
 from flask import Flask
 
 from . import config as config_mod
-from . import database  # noqa: F401 - installs the engine event listeners
+from . import (
+    database,  # noqa: F401 - installs the engine event listeners
+    logs,
+)
 from .errors import ConfigError
 from .extensions import db, migrate
 from .http import HttpClient
@@ -93,7 +96,7 @@ def create_app(
             app.config[var.name] = env.get(var.name) or var.default
     app.config.update(overrides)
 
-    logging.basicConfig(level=str(app.config.get("AIIMPL_LOG_LEVEL") or "INFO").upper())
+    logs.configure(str(app.config.get("AIIMPL_LOG_LEVEL") or "INFO"))
 
     if not app.config.get("AIIMPL_SECRET_KEY"):
         log.warning("AIIMPL_SECRET_KEY is not set: using a random key for this process only")

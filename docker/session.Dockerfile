@@ -12,6 +12,17 @@ ARG BASE=docker.io/library/python:3.11-slim-bookworm
 FROM ${BASE}
 
 ARG AGENT_PACKAGE=@anthropic-ai/claude-code
+# extra CA certificates (PEM text) to trust, for networks behind a TLS-inspecting proxy: used by
+# the build (npm, pip) and kept in the image's trust store for the sessions (git, the session
+# program, the agent). Certificates are public: this is not a secret.
+ARG CA_CERTS=
+
+# every TLS client of the image uses the system trust store (Python's requests and Node.js would
+# otherwise use bundles of their own, without CA_CERTS)
+ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
 
 # git and certificates for the clone and push; bash for setup and verification scripts;
 # Node.js only when an agent CLI from npm is installed
@@ -19,6 +30,10 @@ RUN set -eux; \
     export DEBIAN_FRONTEND=noninteractive; \
     apt-get update; \
     apt-get install -y --no-install-recommends git ca-certificates bash openssh-client procps; \
+    if [ -n "$CA_CERTS" ]; then \
+        printf '%s\n' "$CA_CERTS" > /usr/local/share/ca-certificates/aiimpl-extra.crt; \
+        update-ca-certificates; \
+    fi; \
     if ! command -v python3 >/dev/null; then \
         apt-get install -y --no-install-recommends python3 python3-pip python3-venv; \
     fi; \

@@ -6,14 +6,13 @@ the providers run inside the app context; ``aiimpl session run`` needs neither.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 
 import click
 from flask.cli import FlaskGroup, with_appcontext
 
-from .. import __version__
+from .. import __version__, logs
 from ..errors import AiimplError
 
 
@@ -130,7 +129,7 @@ def _add_subcommands() -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("AIIMPL_LOG_LEVEL", "WARNING").upper())
+    logs.configure(os.environ.get("AIIMPL_LOG_LEVEL", "WARNING"))
     _add_subcommands()
     try:
         from ..config import load

@@ -6,11 +6,12 @@ click, requests and git installed; ``aiimpl session run`` is the same command in
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
 import click
+
+from .. import logs
 
 
 @click.group("session")
@@ -28,7 +29,7 @@ def run_command() -> None:
     """
     from .runner import main
 
-    logging.basicConfig(level=os.environ.get("AIIMPL_LOG_LEVEL", "WARNING").upper(), stream=sys.stderr)
+    logs.configure(os.environ.get("AIIMPL_LOG_LEVEL", "WARNING"), stream=sys.stderr)
     sys.exit(main())
 
 
