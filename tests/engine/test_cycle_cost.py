@@ -210,7 +210,7 @@ class TestListingReads:
         else:
             assert locks == []
 
-    def test_a_job_whose_launch_failed_frees_its_slot_for_the_next_pages(
+    def test_a_job_whose_launch_failed_frees_its_slot_in_the_same_cycle(
         self, app: Any, mapped: None, runner: FakeRunner
     ) -> None:
         """The listing's counts forget a job its launch ended, as a fresh read would: the team's
