@@ -3,7 +3,9 @@
 The container runs ``python -m aiimpl_core.session run`` from ``localhost/aiimpl-pytest:latest``
 (busybox plus this machine's Python, built by ``scripts/setup-podman.sh``), with this machine's
 site-packages and the repository mounted read-only and the host's network, so it reaches the
-orchestrator served on 127.0.0.1. No GitHub is configured: the session's first call
+orchestrator served on 127.0.0.1. Where the session image itself has been built
+(``localhost/aiimpl-session:latest``, ``docs/session-image.md``), the same test runs it as
+operators do: its own entrypoint, nothing mounted. No GitHub is configured: the session's first call
 (``POST /api/token``) fails, and the session reports that failure through ``/runner/result``
 itself — the job ends with the session's own reason, and the container is removed once it exits.
 """
@@ -30,6 +32,7 @@ import aiimpl_docker.plugin
 from .conftest import INSTANCE, ours
 
 IMAGE = "localhost/aiimpl-pytest:latest"
+SESSION_IMAGE = "localhost/aiimpl-session:latest"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
@@ -56,13 +59,15 @@ def _interpreter() -> str:
     return os.path.join(sys.base_prefix, "bin", "python3")
 
 
-@pytest.fixture(scope="module")
-def python_image(engine: Any) -> str:
+@pytest.fixture(scope="module", params=[IMAGE, SESSION_IMAGE])
+def python_image(request: pytest.FixtureRequest, engine: Any) -> str:
+    image = str(request.param)
     try:
-        engine.images.get(IMAGE)
+        engine.images.get(image)
     except Exception:  # noqa: BLE001
-        pytest.skip(f"image {IMAGE} is missing (scripts/setup-podman.sh imports it)")
-    return IMAGE
+        how = "scripts/setup-podman.sh imports it" if image == IMAGE else "build it: docs/session-image.md"
+        pytest.skip(f"image {image} is missing ({how})")
+    return image
 
 
 @pytest.fixture(scope="module")
@@ -82,15 +87,17 @@ def aiimpl_plugins(tracker: FakeTracker, python_image: str) -> list[object]:
 
 @pytest.fixture
 def aiimpl_config(port: int, python_image: str) -> dict[str, Any]:
-    return {
+    config = {
         "AIIMPL_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "AIIMPL_DOCKER_IMAGE": python_image,
         "AIIMPL_DOCKER_INSTANCE": INSTANCE,
         "AIIMPL_DOCKER_NETWORK": "host",
-        "AIIMPL_DOCKER_VOLUMES": _mounts(),
-        "AIIMPL_DOCKER_COMMAND": f"{_interpreter()} -m aiimpl_core.session run",
         "RUNNER_MODE": "local",
     }
+    if python_image == IMAGE:  # the session image brings the program and its entrypoint
+        config["AIIMPL_DOCKER_VOLUMES"] = _mounts()
+        config["AIIMPL_DOCKER_COMMAND"] = f"{_interpreter()} -m aiimpl_core.session run"
+    return config
 
 
 @pytest.fixture
