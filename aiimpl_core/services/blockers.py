@@ -162,8 +162,8 @@ class SnapshotCounts:
             return
         issues.discard(issue_key)
         self.recent.discard(issue_key)
-        self.by_backend[backend_id] = max(0, self.by_backend.get(backend_id, 0) - 1)
-        self.count = max(0, self.count - 1)
+        self.by_backend[backend_id] -= 1  # add() counted it
+        self.count -= 1
 
     def team(self, team_key: str, *, excluding: str | None = None) -> int:
         issues = self.team_issues.get(team_key, set())

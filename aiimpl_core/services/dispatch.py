@@ -38,7 +38,7 @@ from ..extensions import db
 from ..orm import Job, TrackedIssue, utcnow
 from ..orm import Mapping as MappingRow
 from ..providers import TicketingProvider
-from ..types import ACTIVE_STATUSES, MappingView, Phase, Stage, TrackerIssue
+from ..types import ACTIVE_STATUSES, JobStatus, MappingView, Phase, Stage, TrackerIssue
 from . import blockers, outbox, poller, settings
 from .jobs import set_stage
 from .launch import BackendChoice, choose_backend, create_job, launch
@@ -46,7 +46,6 @@ from .launch import BackendChoice, choose_backend, create_job, launch
 log = logging.getLogger(__name__)
 
 GLOBAL_LOCK = "dispatch:global"
-_ACTIVE_VALUES = frozenset(s.value for s in ACTIVE_STATUSES)
 #: a poll cycle refreshes the ``last_seen_at`` of a waiting issue whose rows it does not otherwise
 #: change at most this often (the Blockers view's "last seen" is that fresh)
 SEEN_REFRESH = timedelta(minutes=1)
@@ -494,7 +493,7 @@ def consider(
         snapshot.counts.add(key, issue.team_key, job.backend)
     if launch_now:
         _launch(job, entry, report, now)
-        if snapshot is not None and entry.status not in _ACTIVE_VALUES:
+        if snapshot is not None and JobStatus(entry.status) not in ACTIVE_STATUSES:
             snapshot.counts.remove(key, issue.team_key, job.backend)  # its launch ended it
     return job
 
