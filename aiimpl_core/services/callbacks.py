@@ -7,7 +7,6 @@ carrying the HTTP status and the reference's ``error`` (slug or message).
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import time
@@ -16,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import bindparam, literal_column, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..auth.nonce import INVALID_NONCE, active_job_for_nonce
@@ -273,35 +272,51 @@ def _mark_running(job: Job, why: str) -> None:
 
 
 _JOB_STATUS = select(Job.__table__.c.status).where(Job.__table__.c.id == bindparam("job_id"))
+_progress_upserts: dict[str, Any] = {}
 
 
-@functools.cache
-def _status_and_upsert() -> Any:
-    """PostgreSQL: one statement reads the job's status and upserts the step when the job exists
-    (a data-modifying ``WITH``), sparing a round trip and a statement's parse and plan."""
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-    jobs, steps = Job.__table__, JobStep.__table__
-    job = select(jobs.c.id, jobs.c.status).where(jobs.c.id == bindparam("job_id")).cte("job")
-    names = ("step_id", "source", "type", "status", "started_at", "finished_at", "created_at", "updated_at")
-    rows = select(job.c.id, *(bindparam(n, type_=steps.c[n].type) for n in names))
-    insert = pg_insert(steps).from_select(["job_id", *names], rows)
-    insert = insert.on_conflict_do_update(
-        index_elements=[steps.c.job_id, steps.c.step_id],
-        set_={name: insert.excluded[name] for name in _STEP_FIELDS},
-    )
-    return select(job.c.status).add_cte(insert.returning(steps.c.id).cte("step"))
+def _progress_upsert() -> Any:
+    """One statement that upserts a step of an existing job and returns the job's status: the
+    step's row is selected from the job's (no row, no insert, no status: the job does not exist)
+    and ``RETURNING`` reads the status by a subquery. SQLite and PostgreSQL share the syntax; it
+    spares a round trip and a statement per report. Built once per dialect."""
+    dialect = dialect_name()
+    statement = _progress_upserts.get(dialect)
+    if statement is None:
+        jobs, steps = Job.__table__, JobStep.__table__
+        names = (
+            "step_id", "source", "type", "status", "started_at", "finished_at", "created_at", "updated_at"
+        )
+        # SQLite reads ``INSERT … SELECT … ON CONFLICT`` unambiguously only when the SELECT has a
+        # WHERE clause, which this one always has
+        rows = select(jobs.c.id, *(bindparam(n, type_=steps.c[n].type) for n in names)).where(
+            jobs.c.id == bindparam("job_id")
+        )
+        insert = upsert(steps).from_select(["job_id", *names], rows)
+        insert = insert.on_conflict_do_update(
+            index_elements=[steps.c.job_id, steps.c.step_id],
+            set_={name: insert.excluded[name] for name in _STEP_FIELDS},
+        )
+        # written out: SQLAlchemy renders a RETURNING clause's columns unqualified and does not
+        # correlate a subquery there with the table the statement writes
+        status = literal_column(
+            f"(SELECT {jobs.name}.status FROM {jobs.name} WHERE {jobs.name}.id = {steps.name}.job_id)",
+            type_=jobs.c.status.type,
+        )
+        statement = insert.returning(status)
+        _progress_upserts[dialect] = statement
+    return statement
 
 
 def record_progress(job_id: int, step: dict[str, Any]) -> dict[str, Any]:
     """Record a ``/runner/progress`` step; the first report moves the job to ``running``."""
     with serialized():
-        if step.get("detail") is None and dialect_name() == "postgresql":
-            status = db.session.scalar(_status_and_upsert(), _step_values(job_id, step, "runner"))
+        if step.get("detail") is None:
+            status = db.session.scalar(_progress_upsert(), _step_values(job_id, step, "runner"))
             if status is None:
                 raise CallbackError(404, "job_not_found")
         else:
-            # the status alone: most reports only add a step (loading the whole job costs as much)
+            # a detail is redacted with the job's secrets: the job is read first
             status = db.session.scalar(_JOB_STATUS, {"job_id": job_id})
             if status is None:
                 raise CallbackError(404, "job_not_found")
