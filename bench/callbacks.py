@@ -1,6 +1,7 @@
 """Callback throughput and worker memory under gunicorn with the production configuration.
 
     python -m bench.callbacks [--db postgres|sqlite] [--requests 6000] [--concurrency 100] [--rate 200]
+                              [--rounds 3]
 
 Starts gunicorn (``aiimpl_core.gunicorn_conf``, access log off) on a fresh database seeded with
 running jobs, then a second process (``bench/loadgen.py``) plays many runners posting
@@ -8,7 +9,10 @@ running jobs, then a second process (``bench/loadgen.py``) plays many runners po
 database insert on the same stack (``/bench/bare``):
 
 - throughput: the runners post as fast as they are answered (closed loop); requests per second,
-  and the ratio to the bare endpoint (the mean of a bare phase before and after);
+  and the ratio to the bare endpoint (the mean of the bare phases just before and after). After a
+  warm-up of each kind, ``--rounds`` rounds of bare, progress and status run in turn, closed by a
+  last bare phase; the summary gives each kind's median over the rounds and the spread of its
+  ratio (one phase's figure moves by ±10 % on a shared two-core machine);
 - latency: the runners together offer ``--rate`` requests per second on a fixed schedule (open
   loop); p50 and p99 from each request's scheduled time.
 
@@ -21,6 +25,7 @@ import argparse
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -168,11 +173,47 @@ def worker_rss_mb(master_pid: int) -> float:
     return round(max(sizes), 1)
 
 
-def run(db_kind: str, requests: int, concurrency: int, memory_rounds: int, rate: float) -> dict:
+def summary(phases: list[dict]) -> list[dict]:
+    """Each kind's median over the rounds; a phase's ratio is to the mean of the bare phases just
+    before and after it (a round is bare, progress, status; a last bare phase closes the run)."""
+    bare = [i for i, p in enumerate(phases) if p["kind"] == "bare"]
+    for i, p in enumerate(phases):
+        before = max((b for b in bare if b < i), default=None)
+        after = min((b for b in bare if b > i), default=None)
+        around = [phases[b]["rps"] for b in (before, after) if b is not None]
+        reference = sum(around) / len(around) if around else 0
+        p["ratio_to_bare"] = round(p["rps"] / reference, 2) if reference else None
+    rows = []
+    for kind in ("bare", "progress", "status"):
+        mine = [p for p in phases if p["kind"] == kind]
+        ratios = [p["ratio_to_bare"] for p in mine if p["ratio_to_bare"] is not None]
+        errors: dict[str, int] = {}
+        for p in mine:
+            for error, n in p["errors"].items():
+                errors[error] = errors.get(error, 0) + n
+        rows.append({
+            "kind": kind,
+            "phases": len(mine),
+            "rps": round(statistics.median(p["rps"] for p in mine), 1),
+            "p50_ms": round(statistics.median(p["p50_ms"] for p in mine), 2),
+            "p99_ms": round(statistics.median(p["p99_ms"] for p in mine), 2),
+            "ratio_to_bare": round(statistics.median(ratios), 2) if ratios else None,
+            "ratio_range": f"{min(ratios):.2f}–{max(ratios):.2f}" if ratios else "",
+            "app_cpu_ms_per_request": round(statistics.median(p["app_cpu_ms_per_request"] for p in mine), 3),
+            "db_cpu_ms_per_request": round(statistics.median(p["db_cpu_ms_per_request"] for p in mine), 3),
+            "errors": errors,
+        })
+    return rows
+
+
+def run(db_kind: str, requests: int, concurrency: int, memory_rounds: int, rate: float,
+        rounds: int = 3) -> dict:
     url, drop = fresh_database(db_kind)
     try:
+        warm = min(1000, requests)
         # /api/status posts each event once per job: enough jobs for every status phase below
-        status_phases = [(requests, concurrency)] * 2 + [(5000, 20)] * memory_rounds
+        status_phases = ([(warm, concurrency)] + [(requests, concurrency)] * (rounds + 1)
+                         + [(5000, 20)] * memory_rounds)
         creds = seed(url, max(concurrency, sum(status_slots(n, c) for n, c in status_phases)))
         runners_file = os.path.join(tempfile.mkdtemp(prefix="aiimpl-bench-"), "runners.json")
         with open(runners_file, "w") as fh:
@@ -188,20 +229,25 @@ def run(db_kind: str, requests: int, concurrency: int, memory_rounds: int, rate:
         port = _free_port()
         proc = start_gunicorn(url, port)
         try:
-            load(port, runners_file, "bare", min(1000, requests), concurrency)  # warm-up
-            phases = [measured(proc, lambda: load(port, runners_file, "bare", requests, concurrency)),
-                      measured(proc, lambda: load(port, runners_file, "progress", requests, concurrency)),
-                      measured(proc, lambda: status(requests, concurrency)),
-                      measured(proc, lambda: load(port, runners_file, "bare", requests, concurrency))]
+            # warm-up: every worker has served each kind before anything is measured
+            load(port, runners_file, "bare", warm, concurrency)
+            load(port, runners_file, "progress", warm, concurrency)
+            status(warm, concurrency)
+
+            def closed(kind: str) -> dict:
+                if kind == "status":
+                    return measured(proc, lambda: status(requests, concurrency))
+                return measured(proc, lambda: load(port, runners_file, kind, requests, concurrency))
+
+            phases = [closed(kind) for _ in range(rounds) for kind in ("bare", "progress", "status")]
+            phases.append(closed("bare"))
             # latency at a steady offered load, the same for all three
             latency = [load(port, runners_file, "bare", requests, concurrency, rate=rate),
                        load(port, runners_file, "progress", requests, concurrency, rate=rate),
                        status(requests, concurrency, rate=rate)]
         finally:
             stop(proc)
-        bare_rps = (phases[0]["rps"] + phases[3]["rps"]) / 2
-        for p in phases:
-            p["ratio_to_bare"] = round(p["rps"] / bare_rps, 2) if bare_rps else None
+        kinds = summary(phases)
 
         memory = []
         if memory_rounds:
@@ -215,7 +261,8 @@ def run(db_kind: str, requests: int, concurrency: int, memory_rounds: int, rate:
                     memory.append({"callbacks": n * 10000, "rss_mb": worker_rss_mb(proc.pid)})
             finally:
                 stop(proc)
-        return {"database": db_kind, "phases": phases, "latency": latency, "memory": memory}
+        return {"database": db_kind, "rounds": rounds, "summary": kinds, "phases": phases, "latency": latency,
+                "memory": memory}
     finally:
         drop()
 
@@ -229,10 +276,16 @@ def main() -> None:
     parser.add_argument("--memory-rounds", type=int, default=3, help="rounds of 10,000 callbacks (0: skip)")
     parser.add_argument("--rate", type=float, default=200.0,
                         help="requests per second offered by all runners together in the latency phases")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of bare, progress and status phases (medians reported)")
     args = parser.parse_args()
-    result = run(args.db, args.requests, args.concurrency, args.memory_rounds, args.rate)
+    result = run(args.db, args.requests, args.concurrency, args.memory_rounds, args.rate, max(1, args.rounds))
     print_table(result["phases"], ["kind", "requests", "rps", "p50_ms", "p99_ms", "ratio_to_bare",
                                    "app_cpu_ms_per_request", "db_cpu_ms_per_request", "errors"])
+    print()
+    print_table(result["summary"], ["kind", "phases", "rps", "p50_ms", "p99_ms", "ratio_to_bare",
+                                    "ratio_range", "app_cpu_ms_per_request", "db_cpu_ms_per_request",
+                                    "errors"])
     print()
     print_table(result["latency"], ["kind", "mode", "requests", "rps", "p50_ms", "p99_ms", "errors"])
     if result["memory"]:
