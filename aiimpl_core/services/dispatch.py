@@ -130,6 +130,18 @@ def _mappings_by_provider() -> dict[str, list[MappingRow]]:
     return out
 
 
+def _teams_by_provider() -> dict[str, list[str]]:
+    """Each tracker connection's mapped team keys, read as plain rows: a cycle holds no mapping
+    objects, which every one of its many commits would otherwise expire."""
+    out: dict[str, list[str]] = {}
+    rows = db.session.execute(select(MappingRow.team_key, MappingRow.ticketing).order_by(MappingRow.team_key))
+    for team_key, ticketing in rows:
+        provider_id = (ticketing or {}).get("provider")
+        if provider_id:
+            out.setdefault(str(provider_id), []).append(team_key)
+    return out
+
+
 def _mapping_for(provider_id: str, team_key: str) -> MappingRow | None:
     for mapping in db.session.scalars(select(MappingRow).where(MappingRow.team_key == team_key)).all():
         if (mapping.ticketing or {}).get("provider") == provider_id:
@@ -613,7 +625,7 @@ def _listing_failed(provider_id: str, exc: Exception, report: CycleReport, now: 
 
 def _poll_provider(
     provider_id: str,
-    mappings: Sequence[MappingRow],
+    teams: Sequence[str],
     report: CycleReport,
     *,
     now: datetime,
@@ -633,7 +645,7 @@ def _poll_provider(
         report.providers_skipped[provider_id] = "another poller read it this interval"
         return
     tracker = _tracker(provider_id)
-    teams = sorted({m.team_key for m in mappings})
+    teams = sorted(set(teams))
     listing: _ListingReads | None = None  # read with the first page
     seen: set[str] = set()
     listed_since = utcnow()
@@ -703,7 +715,7 @@ def run_cycle(
     wanted = set(issue_keys) if issue_keys is not None else None
     facade = current_app.extensions["aiimpl"]
     installed = set(facade.ids("ticketing"))
-    for provider_id, mappings in sorted(_mappings_by_provider().items()):
+    for provider_id, teams in sorted(_teams_by_provider().items()):
         if provider_id not in installed:
             report.providers_skipped[provider_id] = "tracker plugin not installed"
             continue
@@ -717,7 +729,7 @@ def run_cycle(
             continue
         _poll_provider(
             provider_id,
-            mappings,
+            teams,
             report,
             now=now,
             issue_keys=wanted,
