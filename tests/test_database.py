@@ -137,6 +137,51 @@ def test_one_of_is_one_statement_text_whatever_the_number_of_values(app):
         assert texts[0] != texts[1]  # an IN list, one parameter per value
 
 
+def test_insert_rows_keeps_every_value_and_default_in_one_statement_on_postgresql(app):
+    """``insert_rows`` stores what an ``executemany`` would, defaults included; on PostgreSQL it
+    is one statement (an array per column) whatever the number of rows."""
+    from datetime import timedelta
+
+    from sqlalchemy import event, select
+
+    from aiimpl_core.database import insert_rows
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import TrackedIssue, utcnow
+
+    seen = utcnow() - timedelta(minutes=5)
+    # text an array literal would have to quote: commas, braces, quotes, a backslash, the word NULL
+    titles = ['a, "b" {c}', "back\\slash", "NULL", "", "émoji 🚀", "plain"]
+    rows = [
+        {"issue_key": f"ENG-{n}", "team_key": "ENG", "provider": "fake", "title": titles[n % 6],
+         "url": None if n % 2 else f"https://x/{n}", "triggered": n % 3 == 0, "last_seen_at": seen}
+        for n in range(1, 301)
+    ]
+    texts: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        texts.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        insert_rows(TrackedIssue, rows)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    db.session.commit()
+    if db.engine.dialect.name == "postgresql":
+        assert len(texts) == 1 and "unnest" in texts[0]
+    stored = {
+        r.issue_key: r
+        for r in db.session.execute(select(TrackedIssue)).scalars()
+    }
+    assert len(stored) == 300
+    for row in rows:
+        got = stored[row["issue_key"]]
+        assert (got.title, got.url, got.triggered, got.last_seen_at) == (
+            row["title"], row["url"], row["triggered"], seen
+        )
+        assert got.trigger_consumed is False and got.created_at is not None  # the columns' defaults
+
+
 def test_advisory_locks_takes_every_lock_in_one_statement_until_the_transaction_ends(app):
     """``advisory_locks`` holds each named lock, as ``advisory_lock`` would, until its transaction
     ends; another transaction cannot take any of them meanwhile."""
