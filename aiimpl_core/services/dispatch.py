@@ -496,17 +496,23 @@ def consider(
         if issue.triggered:
             tracked.trigger_consumed = True
         set_stage(
-            key, _STAGE_OF.get(chosen_phase, Stage.IMPLEMENTING), provider=issue.provider, job=job, now=now
+            key,
+            _STAGE_OF.get(chosen_phase, Stage.IMPLEMENTING),
+            provider=issue.provider,
+            job=job,
+            now=now,
+            tracked=tracked,
         )
         blockers.clear(key)
-    entry = Dispatched(key, job.id, job.phase, job.backend, job.shadow)
+        # read before the commit expires the job (else reading it loads it again)
+        entry = Dispatched(key, job.id, job.phase, job.backend, job.shadow)
     report.dispatched.append(entry)
     if snapshot is not None:
-        snapshot.counts.add(key, issue.team_key, job.backend)
+        snapshot.counts.add(key, issue.team_key, entry.backend)
     if launch_now:
         _launch(job, entry, report, now)
         if snapshot is not None and JobStatus(entry.status) not in ACTIVE_STATUSES:
-            snapshot.counts.remove(key, issue.team_key, job.backend)  # its launch ended it
+            snapshot.counts.remove(key, issue.team_key, entry.backend)  # its launch ended it
     return job
 
 

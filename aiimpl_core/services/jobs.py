@@ -13,6 +13,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..extensions import db
 from ..orm import Job, JobTransition, OutboxItem, TrackedIssue, utcnow
@@ -113,7 +114,8 @@ def transition(
         db.session.refresh(job)
         return False
     for key, value in values.items():
-        setattr(job, key, value)
+        # the row holds these already: set them as loaded, or the flush would send the update again
+        set_committed_value(job, key, value)
     db.session.add(
         JobTransition(job_id=job.id, from_status=old.value, to_status=new.value, reason=reason, at=now)
     )
@@ -143,10 +145,15 @@ def set_stage(
     provider: str,
     job: Job | None = None,
     now: datetime | None = None,
+    tracked: TrackedIssue | None = None,
 ) -> None:
-    """Record the issue's new stage and queue the tracker change (none in shadow mode)."""
+    """Record the issue's new stage and queue the tracker change (none in shadow mode).
+
+    :param tracked: the issue's row when the caller holds it already (spares reading it again).
+    """
     now = now or utcnow()
-    tracked = tracked_issue(issue_key, provider=provider)
+    if tracked is None:
+        tracked = tracked_issue(issue_key, provider=provider)
     old = Stage(tracked.stage) if tracked.stage else None
     tracked.stage = stage.value
     tracked.stage_changed_at = now

@@ -252,3 +252,38 @@ class TestListingReads:
         # OPS-1 failed to launch; the team's next issue, OPS-3, takes the slot it left
         assert [dispatched[key] for key in ops] == ["failed", "dispatched"], dispatched
         assert ops == ["OPS-1", "OPS-3"]
+
+
+class TestOneLaunch:
+    @pytest.fixture
+    def tracker(self) -> FakeTracker:
+        tracker = FakeTracker()
+        tracker.add("ENG-1")
+        return tracker
+
+    def test_claim_and_launch_write_each_row_once(self, app: Any) -> None:
+        """A dispatched issue's claim and launch (most of a first cycle's statements: about 33 per
+        launch) update its tracked row once and its job's status once, and read the job again only
+        where a serialized step of the launch must see it fresh."""
+        db.session.add(Mapping(team_key="ENG", owner="acme", repo="eng", default_branch="main",
+                               execution_mode="github-actions", ticketing={"provider": "fake-tracker"}))
+        db.session.commit()
+        db.session.remove()
+        with statements() as sent:
+            report = run_cycle(reconcile=False, deliver=False)
+        assert [d.status for d in report.dispatched] == ["dispatched"]
+
+        def starting(prefix: str) -> list[str]:
+            return [s for s in sent if " ".join(s.split()).upper().startswith(prefix)]
+
+        # a transition's guarded update is the only update of the status (the ORM sends it no more)
+        assert len(starting("UPDATE JOBS SET STATUS")) == 1, starting("UPDATE JOBS")
+        # the claim sets the stage and consumes the trigger in one update of the tracked row
+        assert len(starting("UPDATE TRACKED_ISSUES")) == 1, starting("UPDATE TRACKED_ISSUES")
+        # the claim's row is handed to the stage change, not read again by key
+        tracked_reads = starting("SELECT TRACKED_ISSUES.ID, TRACKED_ISSUES.ISSUE_KEY, TRACKED_ISSUES.TEAM")
+        assert len(tracked_reads) == 1, tracked_reads
+        # the launch's two serialized steps refresh the job, and the report reads its status: nothing
+        # reloads it because the claim's commit expired it
+        job_reads = starting("SELECT JOBS.ID, JOBS.ISSUE_KEY")
+        assert len(job_reads) == 3, job_reads
