@@ -41,7 +41,7 @@ from ..providers import TicketingProvider
 from ..types import ACTIVE_STATUSES, JobStatus, MappingView, Phase, Stage, TrackerIssue
 from . import blockers, outbox, poller, settings
 from .jobs import set_stage
-from .launch import BackendChoice, choose_backend, create_job, launch
+from .launch import BackendChoice, Prepared, choose_backend, create_job, launch, prepare
 
 log = logging.getLogger(__name__)
 
@@ -504,21 +504,39 @@ def consider(
             tracked=tracked,
         )
         blockers.clear(key)
+        # the session's credentials and request, committed with the claim: the launch goes
+        # straight to the backend instead of reading the job and its mapping again first
+        prepared = _prepare(job, mapping) if launch_now else None
         # read before the commit expires the job (else reading it loads it again)
         entry = Dispatched(key, job.id, job.phase, job.backend, job.shadow)
     report.dispatched.append(entry)
     if snapshot is not None:
         snapshot.counts.add(key, issue.team_key, entry.backend)
     if launch_now:
-        _launch(job, entry, report, now)
+        _launch(job, entry, report, now, prepared)
         if snapshot is not None and JobStatus(entry.status) not in ACTIVE_STATUSES:
             snapshot.counts.remove(key, issue.team_key, entry.backend)  # its launch ended it
     return job
 
 
-def _launch(job: Job, entry: Dispatched, report: CycleReport, now: datetime) -> None:
+def _prepare(job: Job, mapping: MappingRow) -> Prepared | None:
+    """:func:`~aiimpl_core.services.launch.prepare` within the claim; if building the request fails
+    (a team secret that cannot be read, a model plugin's error), the claim still commits and the
+    launch's own first step builds it again and reports the failure as it always has."""
     try:
-        launch(job)
+        return prepare(job, mapping)
+    except AiimplError:
+        return None
+    except Exception:  # noqa: BLE001 - launch builds the request again and reports what fails
+        log.warning("building the session request of %s in its claim failed", job.issue_key, exc_info=True)
+        return None
+
+
+def _launch(
+    job: Job, entry: Dispatched, report: CycleReport, now: datetime, prepared: Prepared | None = None
+) -> None:
+    try:
+        launch(job, prepared=prepared)
     except DispatchError as exc:
         # launch ended the job failed and queued its comments; a backend that is down is left
         # alone for a while so the next issues wait instead of failing one by one

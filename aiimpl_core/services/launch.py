@@ -2,8 +2,10 @@
 
 :func:`create_job` adds the job row inside the caller's transaction (the dispatcher's claim, which
 checks caps and blockers under a lock); :func:`launch` runs after that commit: it builds the
-session's environment with fresh credentials and calls the backend. A crash between the two
-leaves a job in ``unknown`` that the reconciler ends (``run_not_found``); it is never launched twice.
+session's environment with fresh credentials and calls the backend. The claim may build them
+itself with :func:`prepare` (one transaction fewer per dispatch). A crash between the claim and
+the backend call leaves a job in ``unknown`` that the reconciler ends (``run_not_found``); it is
+never launched twice.
 """
 from __future__ import annotations
 
@@ -156,37 +158,62 @@ def issue_credentials(job: Job) -> tuple[str, dict[str, str]]:
     return nonce, run_tokens
 
 
-def launch(job: Job, *, gap_fill: bool = False) -> DispatchResult | None:
+@dataclass(frozen=True)
+class Prepared:
+    """A job's session request, built in the transaction that created the job."""
+
+    backend_id: str
+    request: DispatchRequest
+
+
+def prepare(job: Job, mapping: MappingRow) -> Prepared | None:
+    """Issue the job's credentials and build its session's request inside the caller's
+    transaction, which must commit before :func:`launch` (the nonce hash is stored before the
+    session can use it). ``None`` for a shadow job or one whose backend is not installed: those are
+    left to :func:`launch`, which ends them."""
+    facade = current_app.extensions["aiimpl"]
+    if job.shadow or not job.backend or job.backend not in facade.ids("runner"):
+        return None
+    nonce, run_tokens = issue_credentials(job)
+    return Prepared(job.backend, build_request(job, mapping, nonce, run_tokens))
+
+
+def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None) -> DispatchResult | None:
     """Start the job's session; commit. Shadow jobs and jobs with no backend start nothing.
 
     Each database step is its own serialized transaction (``BEGIN IMMEDIATE`` on SQLite): several
     pollers launch at once, and a SQLite transaction that read before another process wrote
     cannot write any more. The backend is called outside any transaction.
 
+    :param prepared: what :func:`prepare` built in the committed transaction that created the job
+        (the dispatcher's claim); without it, the first step reads the job and its mapping again and
+        builds it.
     :raises DispatchError: after ending the job ``failed``, when the backend refused.
     """
     facade = current_app.extensions["aiimpl"]
-    with serialized():
-        db.session.refresh(job)
-        mapping = db.session.get(MappingRow, job.mapping_id) if job.mapping_id else None
-        if mapping is None:
-            end_job(job, Outcome(JobStatus.FAILED, reason="the project mapping was deleted before dispatch"))
-            return None
-        nonce, run_tokens = issue_credentials(job)
-        if job.shadow:
-            transition(job, JobStatus.DISPATCHED, reason="shadow mode: no runner started")
-            return None
-        if not job.backend or job.backend not in facade.ids("runner"):
-            end_job(job, Outcome(JobStatus.FAILED, reason=f"no runner backend {job.backend!r} is installed",
-                                 log_label=LogLabel.SESSION_FAILED))
-            missing = True
-        else:
-            missing = False
-            backend = facade.runner(job.backend)
-            request = build_request(job, mapping, nonce, run_tokens)
-        # committed here: the nonce hash is stored before the session can use it
-    if missing:
-        raise DispatchError(f"no runner backend {job.backend!r} is installed", status=None)
+    if prepared is None:
+        missing: str | None = None
+        with serialized():
+            db.session.refresh(job)
+            mapping = db.session.get(MappingRow, job.mapping_id) if job.mapping_id else None
+            if mapping is None:
+                deleted = "the project mapping was deleted before dispatch"
+                end_job(job, Outcome(JobStatus.FAILED, reason=deleted))
+                return None
+            prepared = prepare(job, mapping)
+            if prepared is None and job.shadow:
+                issue_credentials(job)
+                transition(job, JobStatus.DISPATCHED, reason="shadow mode: no runner started")
+                return None
+            if prepared is None:
+                missing = job.backend
+                end_job(job, Outcome(JobStatus.FAILED, reason=f"no runner backend {missing!r} is installed",
+                                     log_label=LogLabel.SESSION_FAILED))
+            # committed here: the nonce hash is stored before the session can use it
+        if prepared is None:
+            raise DispatchError(f"no runner backend {missing!r} is installed", status=None)
+    backend = facade.runner(prepared.backend_id)
+    request = prepared.request
     try:
         result = backend.dispatch_gap_fill(request) if gap_fill else backend.dispatch(request)
     except AiimplError as exc:
@@ -194,7 +221,8 @@ def launch(job: Job, *, gap_fill: bool = False) -> DispatchResult | None:
         detail = exc.detail if isinstance(exc, ProviderError) else None
         with serialized():
             db.session.refresh(job)
-            end_job(job, Outcome(JobStatus.FAILED, reason=f"dispatch to {backend.display_name} failed: {exc.message}"))
+            refused = f"dispatch to {backend.display_name} failed: {exc.message}"
+            end_job(job, Outcome(JobStatus.FAILED, reason=refused))
         if isinstance(exc, DispatchError):
             raise
         raise DispatchError(exc.message, provider=backend.id, status=status, detail=detail) from exc

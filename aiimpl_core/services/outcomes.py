@@ -88,12 +88,15 @@ def _report(job: Job, outcome: Outcome) -> None:
             tracked = tracked_issue(job.issue_key, team_key=job.team_key, provider=provider)
             tracked.plan = outcome.plan or job.plan
             tracked.plan_job_id = job.id
-            set_stage(job.issue_key, Stage.PLAN_COMPLETE, provider=provider, job=job, now=now)
-            _comment(job, "plan", comments.plan_ready(outcome.plan or job.plan or "(empty plan)", APPROVE_HINT))
+            set_stage(
+                job.issue_key, Stage.PLAN_COMPLETE, provider=provider, job=job, now=now, tracked=tracked
+            )
+            plan = outcome.plan or job.plan or "(empty plan)"
+            _comment(job, "plan", comments.plan_ready(plan, APPROVE_HINT))
         else:
             tracked = tracked_issue(job.issue_key, team_key=job.team_key, provider=provider)
             tracked.plan = None  # a plan is used once; a new trigger plans again
-            set_stage(job.issue_key, Stage.PR_OPENED, provider=provider, job=job, now=now)
+            set_stage(job.issue_key, Stage.PR_OPENED, provider=provider, job=job, now=now, tracked=tracked)
             if job.pr_url:
                 _comment(job, "pr", comments.pr_link(job.pr_number, job.pr_url))
         return

@@ -263,8 +263,8 @@ class TestOneLaunch:
 
     def test_claim_and_launch_write_each_row_once(self, app: Any) -> None:
         """A dispatched issue's claim and launch (most of a first cycle's statements: about 33 per
-        launch) update its tracked row once and its job's status once, and read the job again only
-        where a serialized step of the launch must see it fresh."""
+        launch) update its tracked row once and its job's status once, read its mapping once, and
+        read the job again only where the launch must see it fresh."""
         db.session.add(Mapping(team_key="ENG", owner="acme", repo="eng", default_branch="main",
                                execution_mode="github-actions", ticketing={"provider": "fake-tracker"}))
         db.session.commit()
@@ -283,7 +283,36 @@ class TestOneLaunch:
         # the claim's row is handed to the stage change, not read again by key
         tracked_reads = starting("SELECT TRACKED_ISSUES.ID, TRACKED_ISSUES.ISSUE_KEY, TRACKED_ISSUES.TEAM")
         assert len(tracked_reads) == 1, tracked_reads
-        # the launch's two serialized steps refresh the job, and the report reads its status: nothing
-        # reloads it because the claim's commit expired it
+        # the claim builds the session's request with the mapping it checked: the launch reads
+        # neither the mapping nor the job before calling the backend; the job is read again to
+        # record the run (under the lock) and for the report's status, and nothing reloads it
+        # because the claim's commit expired it
+        mapping_reads = [s for s in starting("SELECT MAPPINGS.ID") if "WHERE" in s.upper()]
+        assert len(mapping_reads) == 1 and "TEAM_KEY" in mapping_reads[0].upper(), mapping_reads
         job_reads = starting("SELECT JOBS.ID, JOBS.ISSUE_KEY")
-        assert len(job_reads) == 3, job_reads
+        assert len(job_reads) == 2, job_reads
+
+    def test_a_request_the_claim_could_not_build_is_built_by_the_launch(
+        self, app: Any, monkeypatch: Any
+    ) -> None:
+        """Building the session's request within the claim only spares statements: when it fails
+        there, the claim still commits and the launch builds the request itself, as it did before."""
+        from aiimpl_core.services import launch as launch_mod
+
+        real = launch_mod.build_request
+        calls: list[int] = []
+
+        def fails_once(*args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("the claim could not build it")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(launch_mod, "build_request", fails_once)
+        db.session.add(Mapping(team_key="ENG", owner="acme", repo="eng", default_branch="main",
+                               execution_mode="github-actions", ticketing={"provider": "fake-tracker"}))
+        db.session.commit()
+        report = run_cycle(reconcile=False, deliver=False)
+        assert [d.status for d in report.dispatched] == ["dispatched"] and not report.errors
+        assert len(calls) == 2
+        assert db.session.scalar(db.select(Job.nonce_hash)) is not None
