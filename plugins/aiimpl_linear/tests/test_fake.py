@@ -77,3 +77,27 @@ def test_authentication_is_checked(fake: FakeLinear, auth: str | None) -> None:
         fake.url, json={"query": "query Q { teams { nodes { key } } }"}, headers=headers, timeout=10
     )
     assert resp.json()["errors"][0]["extensions"]["code"] == "AUTHENTICATION_ERROR"
+
+
+def test_a_slow_answer_does_not_hold_up_other_requests(fake: FakeLinear) -> None:
+    """An action staged with ``before`` (here a slow answer) runs without the fake's lock, so a
+    request sent meanwhile is answered at once, as the real service would answer it."""
+    import threading
+    import time
+
+    release = threading.Event()
+    fake.before("Slow", lambda: release.wait(10))
+    slow = threading.Thread(target=post, args=(fake, "query Slow { viewer { id } }", None, "Slow"))
+    slow.start()
+    try:
+        deadline = time.monotonic() + 5
+        while "Slow" not in fake.operations() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = time.monotonic()
+        resp = post(fake, "query Fast { viewer { id } }", name="Fast")
+        assert resp.status_code == 200 and resp.json()["data"]["viewer"]["id"]
+        assert time.monotonic() - started < 2  # not after the slow one
+        assert slow.is_alive()
+    finally:
+        release.set()
+        slow.join(10)

@@ -278,7 +278,8 @@ class FakeLinear:
 
     def before(self, operation: str, action: Callable[[], None]) -> None:
         """Run ``action`` once, just before the next request of ``operation`` is answered (to
-        stage a concurrent change, such as another process creating the same label)."""
+        stage a concurrent change, such as another process creating the same label, or a slow
+        answer). It runs without the fake's lock: other requests are answered meanwhile."""
         with self.lock:
             self._before.setdefault(operation, []).append(action)
 
@@ -595,7 +596,14 @@ class FakeLinear:
             operation = record.operation = ops[0].name.value
         pending = self._before.get(operation or "")
         if pending:
-            pending.pop(0)()
+            action = pending.pop(0)
+            # run without the fake's lock: a slow answer (an action that sleeps) must not hold up
+            # the requests other clients send meanwhile, as it would not on the real service
+            self.lock.release()
+            try:
+                action()
+            finally:
+                self.lock.acquire()
         failure = self._failures.get(operation or "")
         if failure is not None:
             failure.times -= 1
