@@ -12,6 +12,9 @@ ARG BASE=docker.io/library/python:3.11-slim-bookworm
 FROM ${BASE}
 
 ARG AGENT_PACKAGE=@anthropic-ai/claude-code
+# the Node.js major version the agent CLI runs on (Claude Code needs 22 or later; Debian bookworm
+# ships 18, so the build installs this one from the npm registry, beside Debian's npm)
+ARG NODE_MAJOR=22
 # extra CA certificates (PEM text) to trust, for networks behind a TLS-inspecting proxy: used by
 # the build (npm, pip) and kept in the image's trust store for the sessions (git, the session
 # program, the agent). Certificates are public: this is not a secret.
@@ -39,6 +42,9 @@ RUN set -eux; \
     fi; \
     if [ -n "$AGENT_PACKAGE" ]; then \
         apt-get install -y --no-install-recommends nodejs npm; \
+        npm install -g "node@${NODE_MAJOR}"; \
+        hash -r; \
+        test "$(node -p 'process.versions.node.split(".")[0]')" = "$NODE_MAJOR"; \
         npm install -g "$AGENT_PACKAGE"; \
         npm cache clean --force; \
     fi; \

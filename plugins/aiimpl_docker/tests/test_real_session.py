@@ -168,3 +168,17 @@ def test_the_session_in_a_container_reports_its_own_failure(
     while ours(engine) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert ours(engine) == []
+
+
+def test_the_built_image_runs_its_agent_cli_on_a_node_it_supports(engine: Any) -> None:
+    """Claude Code declares Node.js 22 or later; Debian bookworm ships 18, on which it installs
+    with a warning only. The image must run the agent on the Node.js it was built for."""
+    try:
+        engine.images.get(SESSION_IMAGE)
+    except Exception:  # noqa: BLE001
+        pytest.skip(f"image {SESSION_IMAGE} is missing (build it: docs/session-image.md)")
+    script = "node -p 'process.versions.node'; claude --version"
+    out = engine.containers.run(SESSION_IMAGE, ["-c", script], entrypoint="sh", remove=True).decode()
+    node, agent = out.strip().splitlines()[:2]
+    assert int(node.split(".")[0]) >= 22, out
+    assert "Claude Code" in agent, out
