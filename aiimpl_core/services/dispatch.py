@@ -121,15 +121,6 @@ class CycleReport:
 # -- mappings and providers -------------------------------------------------------------------
 
 
-def _mappings_by_provider() -> dict[str, list[MappingRow]]:
-    out: dict[str, list[MappingRow]] = {}
-    for mapping in db.session.scalars(select(MappingRow).order_by(MappingRow.team_key)).all():
-        provider_id = (mapping.ticketing or {}).get("provider")
-        if provider_id:
-            out.setdefault(str(provider_id), []).append(mapping)
-    return out
-
-
 def _teams_by_provider() -> dict[str, list[str]]:
     """Each tracker connection's mapped team keys, read as plain rows: a cycle holds no mapping
     objects, which every one of its many commits would otherwise expire."""
@@ -831,13 +822,12 @@ def resolve_provider(issue_key: str) -> tuple[str, MappingRow | None]:
     """The tracker connection and mapping that own an issue key."""
     facade = current_app.extensions["aiimpl"]
     installed = set(facade.ids("ticketing"))
-    for provider_id, mappings in _mappings_by_provider().items():
+    for provider_id, teams in _teams_by_provider().items():
         if provider_id not in installed:
             continue
         team = facade.ticketing(provider_id).team_of(issue_key)
-        for mapping in mappings:
-            if mapping.team_key == team:
-                return provider_id, mapping
+        if team in teams:
+            return provider_id, _mapping_for(provider_id, team)
     team = issue_key.rsplit("-", 1)[0]
     raise NotFound(blockers.no_mapping(team).message)
 

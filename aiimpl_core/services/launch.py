@@ -200,12 +200,12 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
                 deleted = "the project mapping was deleted before dispatch"
                 end_job(job, Outcome(JobStatus.FAILED, reason=deleted))
                 return None
-            prepared = prepare(job, mapping)
-            if prepared is None and job.shadow:
+            if job.shadow:
                 issue_credentials(job)
                 transition(job, JobStatus.DISPATCHED, reason="shadow mode: no runner started")
                 return None
-            if prepared is None:
+            prepared = prepare(job, mapping)
+            if prepared is None:  # no backend of that id is installed
                 missing = job.backend
                 end_job(job, Outcome(JobStatus.FAILED, reason=f"no runner backend {missing!r} is installed",
                                      log_label=LogLabel.SESSION_FAILED))
