@@ -196,15 +196,15 @@ class TestListingReads:
         assert reads("SETTINGS") <= 3 < pages
         assert reads("MAPPINGS") <= 2 < pages  # the cycle's mappings by provider, the listing's views
 
-    def test_the_cycle_holds_no_mapping_objects_across_its_commits(self, app: Any, mapped: None) -> None:
+    def test_the_cycle_holds_no_mapping_objects_across_its_commits(
+        self, app: Any, mapped: None, add_mapping: Any
+    ) -> None:
         """A cycle's many commits each expire every object its session holds: the listing works
         from the mappings' team keys and plain views, so idle mappings cost nothing per commit
         (100 mappings held through a 10,000-issue first cycle's 500 commits were 50,000
         expiries, a tenth of its CPU)."""
         for n in range(30):  # idle mappings beside the two busy teams
-            db.session.add(Mapping(team_key=f"IDLE{n}", owner="acme", repo=f"idle{n}", default_branch="main",
-                                   execution_mode="github-actions", ticketing={"provider": "fake-tracker"}))
-        db.session.commit()
+            add_mapping(f"IDLE{n}")
         db.session.remove()
         held: list[int] = []
 
@@ -261,13 +261,11 @@ class TestOneLaunch:
         tracker.add("ENG-1")
         return tracker
 
-    def test_claim_and_launch_write_each_row_once(self, app: Any) -> None:
+    def test_claim_and_launch_write_each_row_once(self, app: Any, add_mapping: Any) -> None:
         """A dispatched issue's claim and launch (most of a first cycle's statements: about 33 per
         launch) update its tracked row once and its job's status once, read its mapping once, and
         read the job again only where the launch must see it fresh."""
-        db.session.add(Mapping(team_key="ENG", owner="acme", repo="eng", default_branch="main",
-                               execution_mode="github-actions", ticketing={"provider": "fake-tracker"}))
-        db.session.commit()
+        add_mapping()
         db.session.remove()
         with statements() as sent:
             report = run_cycle(reconcile=False, deliver=False)
@@ -293,7 +291,7 @@ class TestOneLaunch:
         assert len(job_reads) == 2, job_reads
 
     def test_a_request_the_claim_could_not_build_is_built_by_the_launch(
-        self, app: Any, monkeypatch: Any
+        self, app: Any, add_mapping: Any, monkeypatch: Any
     ) -> None:
         """Building the session's request within the claim only spares statements: when it fails
         there, the claim still commits and the launch builds the request itself, as it did before."""
@@ -309,9 +307,7 @@ class TestOneLaunch:
             return real(*args, **kwargs)
 
         monkeypatch.setattr(launch_mod, "build_request", fails_once)
-        db.session.add(Mapping(team_key="ENG", owner="acme", repo="eng", default_branch="main",
-                               execution_mode="github-actions", ticketing={"provider": "fake-tracker"}))
-        db.session.commit()
+        add_mapping()
         report = run_cycle(reconcile=False, deliver=False)
         assert [d.status for d in report.dispatched] == ["dispatched"] and not report.errors
         assert len(calls) == 2

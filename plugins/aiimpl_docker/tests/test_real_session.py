@@ -59,15 +59,18 @@ def _interpreter() -> str:
     return os.path.join(sys.base_prefix, "bin", "python3")
 
 
-@pytest.fixture(scope="module", params=[IMAGE, SESSION_IMAGE])
-def python_image(request: pytest.FixtureRequest, engine: Any) -> str:
-    image = str(request.param)
+def _image_or_skip(engine: Any, image: str) -> str:
     try:
         engine.images.get(image)
     except Exception:  # noqa: BLE001
         how = "scripts/setup-podman.sh imports it" if image == IMAGE else "build it: docs/session-image.md"
         pytest.skip(f"image {image} is missing ({how})")
     return image
+
+
+@pytest.fixture(scope="module", params=[IMAGE, SESSION_IMAGE])
+def python_image(request: pytest.FixtureRequest, engine: Any) -> str:
+    return _image_or_skip(engine, str(request.param))
 
 
 @pytest.fixture(scope="module")
@@ -173,10 +176,7 @@ def test_the_session_in_a_container_reports_its_own_failure(
 def test_the_built_image_runs_its_agent_cli_on_a_node_it_supports(engine: Any) -> None:
     """Claude Code declares Node.js 22 or later; Debian bookworm ships 18, on which it installs
     with a warning only. The image must run the agent on the Node.js it was built for."""
-    try:
-        engine.images.get(SESSION_IMAGE)
-    except Exception:  # noqa: BLE001
-        pytest.skip(f"image {SESSION_IMAGE} is missing (build it: docs/session-image.md)")
+    _image_or_skip(engine, SESSION_IMAGE)
     script = "node -p 'process.versions.node'; claude --version"
     out = engine.containers.run(SESSION_IMAGE, ["-c", script], entrypoint="sh", remove=True).decode()
     node, agent = out.strip().splitlines()[:2]
