@@ -13,9 +13,10 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import any_, bindparam, event, func, insert, select, text, update
+from sqlalchemy import any_, bindparam, event, func, insert, inspect, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from .extensions import db
 
@@ -55,12 +56,17 @@ def is_sqlite(session: Session | None = None) -> bool:
 
 
 @contextmanager
-def serialized(session: Session | None = None) -> Iterator[Session]:
+def serialized(session: Session | None = None, *, keep: Iterable[object] = ()) -> Iterator[Session]:
     """A transaction that excludes other writers of the same database while it runs.
 
     SQLite: ``BEGIN IMMEDIATE`` (the session must not be inside a transaction already).
     PostgreSQL: an ordinary transaction; take :func:`advisory_lock` for what must not interleave.
     Commits on success, rolls back on error.
+
+    :param keep: mapped objects whose column values stay loaded after the commit, as this
+        transaction wrote them (the commit expires every object, so reading one again costs a
+        query). For an object the caller goes on to change only with compare-and-set updates
+        (a job's :func:`~aiimpl_core.services.jobs.transition`), which notice another writer.
     """
     # the scoped_session proxy has no in_transaction(): work on the current Session itself
     session = session or db.session()
@@ -70,10 +76,30 @@ def serialized(session: Session | None = None) -> Iterator[Session]:
         session.connection(execution_options={IMMEDIATE: True})
     try:
         yield session
+        kept = _loaded_columns(session, keep)
         session.commit()
     except BaseException:
         session.rollback()
         raise
+    for obj, values in kept:
+        for key, value in values.items():
+            set_committed_value(obj, key, value)
+
+
+def _loaded_columns(session: Session, objects: Iterable[object]) -> list[tuple[object, dict[str, Any]]]:
+    """The loaded column values of ``objects`` once the session's changes are flushed."""
+    objects = list(objects)
+    if not objects:
+        return []
+    session.flush()
+    kept = []
+    for obj in objects:
+        state = inspect(obj)
+        if state.session_id != session.hash_key:
+            continue
+        keys = state.mapper.column_attrs.keys()
+        kept.append((obj, {key: state.dict[key] for key in keys if key in state.dict}))
+    return kept
 
 
 def upsert(model: Any, session: Session | None = None) -> Any:

@@ -88,6 +88,42 @@ def test_one_active_job_per_issue_is_enforced_by_the_database(app):
     db.session.commit()
 
 
+def test_serialized_keeps_the_objects_it_is_asked_to_keep_loaded_past_its_commit(app):
+    """A kept object reads as the transaction wrote it without a query; the others are expired by
+    the commit as usual, and a later change of the row by someone else is noticed on refresh."""
+    from sqlalchemy import event, update
+
+    from aiimpl_core.database import serialized
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import Job
+
+    kept: list[Job] = []
+    with serialized(keep=kept):
+        job = Job(issue_key="ENG-2", team_key="ENG", phase="implementation", status="unknown")
+        other = Job(issue_key="ENG-3", team_key="ENG", phase="implementation", status="unknown")
+        db.session.add_all([job, other])
+        db.session.flush()
+        job.run_name = f"job-{job.id}"  # written by the commit's flush, kept as written
+        kept.append(job)
+    sent: list[str] = []
+
+    def count(conn, cursor, statement, *args):  # noqa: ANN001, ANN202
+        sent.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        assert (job.status, job.issue_key, job.run_name) == ("unknown", "ENG-2", f"job-{job.id}")
+        assert sent == []
+        assert other.status == "unknown"  # expired: read again
+        assert [s for s in sent if s.startswith("SELECT")] == [sent[-1]] and "jobs.id = " in sent[-1]
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    db.session.execute(update(Job).where(Job.id == job.id).values(status="running"))
+    db.session.commit()
+    db.session.refresh(job)
+    assert job.status == "running"
+
+
 def test_postgres_connections_prepare_no_statements(app):
     """A generic plan prepared while a table was small stays in use as the table grows (found by the
     poll-cycle benchmark: a sequential scan per listing page at 10,000 issues); connections

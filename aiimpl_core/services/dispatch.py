@@ -452,7 +452,8 @@ def consider(
         return None
 
     job: Job | None = None
-    with serialized():
+    claimed: list[Job] = []  # the claimed job stays loaded after the commit, for its launch
+    with serialized(keep=claimed):
         # the team's lock keeps its cap exact; the global lock keeps the global and backend caps
         advisory_locks([f"team:{issue.team_key}", GLOBAL_LOCK])
         tracked = _touch(issue, now)
@@ -467,6 +468,7 @@ def consider(
         mapping = verdict.mapping
         assert isinstance(mapping, MappingRow)
         chosen_phase, plan = _phase_for(mapping, tracked, phase)
+        prepared: Prepared | None = None
         try:
             with db.session.begin_nested():
                 job = create_job(
@@ -478,6 +480,10 @@ def consider(
                     plan=plan,
                     forced=force,
                 )
+                # the session's credentials and request, committed with the claim: the launch
+                # goes straight to the backend instead of reading the job and its mapping again
+                # first (built here, the nonce's hash joins the job's run name in one UPDATE)
+                prepared = _prepare(job, mapping) if launch_now else None
         except IntegrityError:
             # a job of this issue is still in flight (the partial unique index): already dispatched
             dedup = blockers.dedup()
@@ -493,13 +499,11 @@ def consider(
             job=job,
             now=now,
             tracked=tracked,
+            new_job=True,
         )
         blockers.clear(key)
-        # the session's credentials and request, committed with the claim: the launch goes
-        # straight to the backend instead of reading the job and its mapping again first
-        prepared = _prepare(job, mapping) if launch_now else None
-        # read before the commit expires the job (else reading it loads it again)
         entry = Dispatched(key, job.id, job.phase, job.backend, job.shadow)
+        claimed.append(job)
     report.dispatched.append(entry)
     if snapshot is not None:
         snapshot.counts.add(key, issue.team_key, entry.backend)
@@ -538,8 +542,7 @@ def _launch(
     except AiimplError as exc:  # pragma: no cover - launch converts backend errors already
         entry.error = exc.message
         report.errors.append(f"{job.issue_key}: {exc.message}")
-    db.session.refresh(job)
-    entry.status = job.status
+    entry.status = job.status  # launch's last transaction keeps it loaded
 
 
 # -- listings -------------------------------------------------------------------------------

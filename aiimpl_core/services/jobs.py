@@ -146,10 +146,13 @@ def set_stage(
     job: Job | None = None,
     now: datetime | None = None,
     tracked: TrackedIssue | None = None,
+    new_job: bool = False,
 ) -> None:
     """Record the issue's new stage and queue the tracker change (none in shadow mode).
 
     :param tracked: the issue's row when the caller holds it already (spares reading it again).
+    :param new_job: ``job`` was created in this transaction, so no change of it is queued yet
+        (spares looking for one).
     """
     now = now or utcnow()
     if tracked is None:
@@ -166,6 +169,7 @@ def set_stage(
             stage=stage.value,
             dedupe_key=f"stage:{issue_key}:{job.id if job else uuid.uuid4().hex}:{stage.value}",
             now=now,
+            known_new=new_job and job is not None,
         )
     if old != stage:
         _queue_event("stage", issue_key=issue_key, old=old, new=stage)

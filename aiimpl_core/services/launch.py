@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from flask import current_app
+from sqlalchemy import func, update
 
 from ..auth import tokens
 from ..database import serialized
@@ -21,7 +22,7 @@ from ..extensions import db
 from ..orm import Job
 from ..orm import Mapping as MappingRow
 from ..session import env as session_env
-from ..types import DispatchRequest, DispatchResult, JobStatus, LogLabel, Phase
+from ..types import ACTIVE_STATUSES, DispatchRequest, DispatchResult, JobStatus, LogLabel, Phase
 from . import secrets as secrets_service
 from . import settings
 from .jobs import record_created, transition
@@ -82,6 +83,10 @@ def create_job(
         pr_number=pr_number,
         plan=plan,
         forced=forced,
+        # set, not left to the column: loaded on the object, so the transitions that fill them
+        # (read to keep a first time) need not load the job again when its claim kept it
+        dispatched_at=None,
+        running_at=None,
     )
     db.session.add(job)
     db.session.flush()
@@ -193,7 +198,7 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
     facade = current_app.extensions["aiimpl"]
     if prepared is None:
         missing: str | None = None
-        with serialized():
+        with serialized(keep=(job,)):
             db.session.refresh(job)
             mapping = db.session.get(MappingRow, job.mapping_id) if job.mapping_id else None
             if mapping is None:
@@ -219,14 +224,34 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
     except AiimplError as exc:
         status = exc.status if isinstance(exc, ProviderError) else None
         detail = exc.detail if isinstance(exc, ProviderError) else None
-        with serialized():
+        with serialized(keep=(job,)):
             db.session.refresh(job)
             refused = f"dispatch to {backend.display_name} failed: {exc.message}"
             end_job(job, Outcome(JobStatus.FAILED, reason=refused))
         if isinstance(exc, DispatchError):
             raise
         raise DispatchError(exc.message, provider=backend.id, status=status, detail=detail) from exc
-    with serialized():
-        db.session.refresh(job)
-        transition(job, JobStatus.DISPATCHED, run_id=result.run_id, run_url=result.run_url)
+    # The job as the claim committed it (kept loaded) or as it is read now: the transition is a
+    # compare-and-set, so a session that reported in the meantime is noticed, not overwritten.
+    with serialized(keep=(job,)):
+        moved = transition(job, JobStatus.DISPATCHED, run_id=result.run_id, run_url=result.run_url)
+        if not moved and JobStatus(job.status) in ACTIVE_STATUSES:
+            _link_run(job, result)
     return result
+
+
+def _link_run(job: Job, result: DispatchResult) -> None:
+    """Record the run a dispatch started on a job its session moved to ``running`` first (a
+    runner that starts fast reports before the backend's answer is recorded)."""
+    fields = {}
+    if result.run_id and not job.run_id:
+        fields["run_id"] = func.coalesce(Job.run_id, result.run_id)
+    if result.run_url and not job.run_url:
+        fields["run_url"] = func.coalesce(Job.run_url, result.run_url)
+    if fields:
+        # a run the reconciler linked meanwhile is kept
+        db.session.execute(
+            update(Job).where(Job.id == job.id).values(**fields),
+            execution_options={"synchronize_session": False},
+        )
+        db.session.expire(job, list(fields))

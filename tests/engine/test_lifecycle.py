@@ -384,6 +384,33 @@ def test_refused_dispatch_fails_the_job_with_a_comment(app, tracker, runner, add
     assert tracker.stage_labels("ENG-14") == set()
 
 
+def test_a_session_that_reports_before_its_dispatch_returns_keeps_its_run(
+    app, client, tracker, runner, add_mapping, monkeypatch
+):
+    """A runner that starts fast reports before the backend's answer is recorded: the job is
+    ``running`` by then, and the launch still records the run the backend started."""
+    add_mapping("ENG")
+    tracker.add("ENG-15")
+    backend = app.extensions["aiimpl"].runner("github-actions")
+    dispatch = type(backend).dispatch
+    answers = []
+
+    def reporting_first(self, request):
+        result = dispatch(self, request)
+        answers.append(client.post("/api/status", json={"nonce": request.env["AIIMPL_NONCE"],
+                                                        "event": "session_created"}))
+        return result
+
+    monkeypatch.setattr(type(backend), "dispatch", reporting_first)
+    report = run_cycle()
+    assert [a.status_code for a in answers] == [200]
+    [job] = jobs_of("ENG-15")
+    run = runner.runs[job.id]
+    assert (job.status, job.run_id, job.run_url) == ("running", run.run_id, f"https://runs.test/{run.run_id}")
+    assert report.dispatched[0].status == "running" and not report.errors
+    assert transitions(job) == ["unknown", "running"]
+
+
 def test_shadow_mode_records_everything_and_touches_nothing(app, tracker, runner, add_mapping):
     settings.put(settings.RUNNER_MODE_KEY, "shadow")
     add_mapping("ENG")
