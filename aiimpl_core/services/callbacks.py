@@ -474,7 +474,7 @@ def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
             assert item is not None
             item_id, state = item.id, item.state
             if state == "sending":
-                claimed = outbox.claimed(item)
+                claimed = item.item
         else:
             item_id, state = mine.id, mine.state
             if state == "pending" and mine.next_attempt_at > now:

@@ -7,18 +7,19 @@ same job cannot both win, and a terminal status never changes. Each change is re
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import event, select, update
+from sqlalchemy import event, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..extensions import db
 from ..orm import Job, JobTransition, OutboxItem, TrackedIssue, utcnow
 from ..types import TERMINAL_STATUSES, JobStatus, Stage
-from .outbox import LEASE
+from .outbox import LEASE, Claimed
 
 _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.UNKNOWN: frozenset({JobStatus.DISPATCHED, JobStatus.RUNNING}) | TERMINAL_STATUSES,
@@ -186,7 +187,7 @@ def enqueue_comment(
     now: datetime | None = None,
     sending: bool = False,
     known_new: bool = False,
-) -> OutboxItem | None:
+) -> Queued | None:
     """Queue a comment for the issue. Returns ``None`` when ``dedupe_key`` was queued already.
 
     In shadow mode the comment is recorded (state ``shadow``) and never sent.
@@ -212,7 +213,7 @@ def enqueue_comment(
     )
 
 
-def enqueue_done(issue_key: str, *, provider: str, job: Job | None = None) -> OutboxItem | None:
+def enqueue_done(issue_key: str, *, provider: str, job: Job | None = None) -> Queued | None:
     return _enqueue(
         op="done",
         provider=provider,
@@ -223,19 +224,53 @@ def enqueue_done(issue_key: str, *, provider: str, job: Job | None = None) -> Ou
     )
 
 
+@dataclass(frozen=True)
+class Queued:
+    """An outbox item just queued: its id, its state, and what sending it needs."""
+
+    id: int
+    state: str
+    item: Claimed
+
+
+_OUTBOX = OutboxItem.__table__
+_INSERT_OUTBOX = insert(_OUTBOX).returning(_OUTBOX.c.id)
+
+
 def _enqueue(
     *,
     dedupe_key: str,
     now: datetime | None = None,
     state: str = "pending",
     known_new: bool = False,
+    op: str,
+    provider: str,
+    issue_key: str,
+    body: str | None = None,
+    stage: str | None = None,
     **values: Any,
-) -> OutboxItem | None:
+) -> Queued | None:
     if not known_new:
         existing = db.session.scalar(select(OutboxItem.id).where(OutboxItem.dedupe_key == dedupe_key))
         if existing is not None:
             return None
-    item = OutboxItem(dedupe_key=dedupe_key, state=state, next_attempt_at=now or utcnow(), **values)
-    db.session.add(item)
-    db.session.flush()
-    return item
+    created = utcnow()
+    # a Core insert: nothing reads the item back as an object, and the ORM's unit of work would
+    # cost more than the statement (this is on every /api/status event's path)
+    item_id = db.session.execute(
+        _INSERT_OUTBOX,
+        {
+            "dedupe_key": dedupe_key,
+            "state": state,
+            "next_attempt_at": now or created,
+            "created_at": created,
+            "attempts": 0,
+            "op": op,
+            "provider": provider,
+            "issue_key": issue_key,
+            "body": body,
+            "stage": stage,
+            **values,
+        },
+    ).scalar_one()
+    return Queued(item_id, state, Claimed(item_id, op, provider, issue_key, body, stage))

@@ -132,11 +132,6 @@ def deliver(
     return counts
 
 
-def claimed(item: OutboxItem) -> Claimed:
-    """What sending ``item`` needs, read while its row is loaded (before the commit)."""
-    return Claimed(item.id, item.op, item.provider, item.issue_key, item.body, item.stage)
-
-
 def send_claimed(item: Claimed, now: datetime | None = None) -> bool:
     """Send an item its caller queued already taken (``sending=True`` of
     :func:`~aiimpl_core.services.jobs.enqueue_comment`) and committed; record the outcome. Should
