@@ -6,8 +6,10 @@ is stored only as its SHA-256.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -58,7 +60,21 @@ def issue_run_tokens(secret: str, job_id: int, phase: str, ttl_seconds: int) -> 
 
 
 def verify_run_token(secret: str, token: str, audience: str) -> RunClaims:
-    """Check signature, expiry, shape and audience; raise :class:`TokenError` with the slug."""
+    """Check signature, expiry, shape and audience; raise :class:`TokenError` with the slug.
+
+    A runner presents the same token with every progress report: a token once verified is
+    remembered (a bounded cache of valid tokens only), and only its expiry is checked again.
+    """
+    claims = _verified(secret, token, audience)
+    if claims.expires_at.timestamp() <= time.time():
+        raise TokenError("expired")
+    return claims
+
+
+@functools.lru_cache(maxsize=4096)
+def _verified(secret: str, token: str, audience: str) -> RunClaims:
+    """The token's claims once its signature, shape and audience are checked (a refusal raises,
+    so it is never cached)."""
     try:
         claims = jwt.decode(
             token,

@@ -316,3 +316,20 @@ def test_a_result_cannot_flood_the_tracker_with_comments(client, two_jobs, sec_t
     posted = [body for bodies in sec_tracker.comments.values() for body in bodies]
     assert {f"note {i}" for i in range(MAX_RESULT_COMMENTS - 1)} <= set(posted)
     assert "y" * MAX_COMMENT_CHARS in posted
+
+
+def test_a_token_verified_before_still_expires_and_its_variants_are_refused(client, two_jobs):
+    """Verified tokens are remembered (a runner sends the same one with every report): a
+    remembered token is still refused once it expires, and a token that differs from it in its
+    signature alone is checked afresh."""
+    (a, _), _ = two_jobs
+    claims = {**_claims(a, "runner:progress"), "exp": int(time.time()) + 2}
+    token = jwt.encode(claims, KEY, algorithm="HS256")
+    assert client.post("/runner/progress", headers=bearer(token), json={"step": STEP}).status_code == 200
+    header, payload, signature = token.split(".")
+    tampered = f"{header}.{payload}.{'A' if signature[0] != 'A' else 'B'}{signature[1:]}"
+    resp = client.post("/runner/progress", headers=bearer(tampered), json={"step": STEP})
+    assert (resp.status_code, resp.get_json()["error"]) == (401, "bad_signature")
+    time.sleep(max(0.0, claims["exp"] - time.time()) + 0.05)
+    resp = client.post("/runner/progress", headers=bearer(token), json={"step": STEP})
+    assert (resp.status_code, resp.get_json()["error"]) == (401, "expired")
