@@ -56,12 +56,19 @@ def is_sqlite(session: Session | None = None) -> bool:
 
 
 @contextmanager
-def serialized(session: Session | None = None, *, keep: Iterable[object] = ()) -> Iterator[Session]:
+def serialized(
+    session: Session | None = None, *, keep: Iterable[object] = (), writes_first: bool = False
+) -> Iterator[Session]:
     """A transaction that excludes other writers of the same database while it runs.
 
     SQLite: ``BEGIN IMMEDIATE`` (the session must not be inside a transaction already).
     PostgreSQL: an ordinary transaction; take :func:`advisory_lock` for what must not interleave.
     Commits on success, rolls back on error.
+
+    :param writes_first: the transaction's first statement writes, so on SQLite that statement
+        takes the write lock itself (a plain ``BEGIN``; SQLite waits for the lock as it does for
+        ``BEGIN IMMEDIATE``) and holds it from there to the commit only. What follows a first
+        statement that wrote nothing must not write.
 
     :param keep: mapped objects whose column values stay loaded after the commit, as this
         transaction wrote them (the commit expires every object, so reading one again costs a
@@ -72,7 +79,7 @@ def serialized(session: Session | None = None, *, keep: Iterable[object] = ()) -
     session = session or db.session()
     if session.in_transaction():
         session.commit()
-    if dialect_name(session) == "sqlite":
+    if not writes_first and dialect_name(session) == "sqlite":
         session.connection(execution_options={IMMEDIATE: True})
     try:
         yield session

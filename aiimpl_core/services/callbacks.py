@@ -310,10 +310,13 @@ def _progress_upsert() -> Any:
 
 def record_progress(job_id: int, step: dict[str, Any]) -> dict[str, Any]:
     """Record a ``/runner/progress`` step; the first report moves the job to ``running``."""
-    with serialized():
-        if step.get("detail") is None:
+    plain = step.get("detail") is None
+    # the usual report is one statement that writes (the step, with the job's status returned):
+    # on SQLite it takes the write lock itself, and holds it for less time than BEGIN IMMEDIATE
+    with serialized(writes_first=plain):
+        if plain:
             status = db.session.scalar(_progress_upsert(), _step_values(job_id, step, "runner"))
-            if status is None:
+            if status is None:  # no such job: nothing was written, and nothing will be
                 raise CallbackError(404, "job_not_found")
         else:
             # a detail is redacted with the job's secrets: the job is read first

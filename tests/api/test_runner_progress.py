@@ -228,3 +228,29 @@ def test_a_report_of_a_running_job_costs_one_statement(client, cb_job, cb_token)
     rows = db.session.scalars(select(JobStep).where(JobStep.job_id == job_id)).all()
     assert [(r.step_id, r.status, r.source) for r in rows] == [("clone", "succeeded", "runner")]
     assert db.session.scalar(select(JobStep).where(JobStep.job_id == 4242)) is None
+
+
+def test_on_sqlite_a_report_takes_the_write_lock_only_at_its_statement(client, cb_job, cb_token):
+    """The usual report's one statement takes SQLite's write lock itself (a plain BEGIN), so the
+    lock is held from that statement to the commit only; a report with a detail reads the job
+    before it writes, so it takes the lock up front (BEGIN IMMEDIATE)."""
+    from sqlalchemy import event
+
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's locking")
+    job_id, _ = cb_job(status="running")
+    token = cb_token(job_id, "implementation", tokens.AUD_PROGRESS)
+    begins: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        if statement.upper().startswith("BEGIN"):
+            begins.append(statement.upper())
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        plain = _post(client, token, {"step": step()})
+        detailed = _post(client, token, {"step": step(detail="cloned")})
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert [plain.status_code, detailed.status_code] == [200, 200]
+    assert begins == ["BEGIN", "BEGIN IMMEDIATE"], begins
