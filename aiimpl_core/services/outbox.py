@@ -169,7 +169,7 @@ def _send_and_record(facade, item: Claimed, now: datetime) -> Exception | None: 
         log.warning("outbox item %s (%s %s) failed: %s", item.id, item.op, item.issue_key, last_error)
         return exc
     done_at = utcnow()
-    with serialized():
+    with serialized(writes_first=True):  # updates only
         db.session.execute(
             _MARK_DONE,
             {"item_id": item.id, "when": done_at, "remote": item.remote_id},
