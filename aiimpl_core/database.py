@@ -65,15 +65,15 @@ def serialized(
     PostgreSQL: an ordinary transaction; take :func:`advisory_lock` for what must not interleave.
     Commits on success, rolls back on error.
 
+    :param keep: mapped objects whose column values stay loaded after the commit, as this
+        transaction wrote them (the commit expires every object, so reading one again costs a
+        query); read when the block ends, so the caller may add to it inside. For an object the
+        caller goes on to change only with compare-and-set updates (a job's
+        :func:`~aiimpl_core.services.jobs.transition`), which notice another writer.
     :param writes_first: the transaction's first statement writes, so on SQLite that statement
         takes the write lock itself (a plain ``BEGIN``; SQLite waits for the lock as it does for
         ``BEGIN IMMEDIATE``) and holds it from there to the commit only. What follows a first
         statement that wrote nothing must not write.
-
-    :param keep: mapped objects whose column values stay loaded after the commit, as this
-        transaction wrote them (the commit expires every object, so reading one again costs a
-        query). For an object the caller goes on to change only with compare-and-set updates
-        (a job's :func:`~aiimpl_core.services.jobs.transition`), which notice another writer.
     """
     # the scoped_session proxy has no in_transaction(): work on the current Session itself
     session = session or db.session()

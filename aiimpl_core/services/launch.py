@@ -83,8 +83,8 @@ def create_job(
         pr_number=pr_number,
         plan=plan,
         forced=forced,
-        # set, not left to the column: loaded on the object, so the transitions that fill them
-        # (read to keep a first time) need not load the job again when its claim kept it
+        # set explicitly, so they are loaded on the new object: a transition reads the one it
+        # fills, and a job its claim keeps loaded is then not read again by its launch
         dispatched_at=None,
         running_at=None,
     )
