@@ -262,7 +262,7 @@ class TestOneLaunch:
         return tracker
 
     def test_claim_and_launch_write_each_row_once(self, app: Any, add_mapping: Any) -> None:
-        """A dispatched issue's claim and launch (most of a first cycle's statements: about 26 per
+        """A dispatched issue's claim and launch (most of a first cycle's statements: about 28 per
         launch) update its tracked row once and its job's status once, read its mapping once, and
         never read the job they created."""
         add_mapping()
