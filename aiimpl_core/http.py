@@ -8,12 +8,15 @@ request, retries with backoff on 429 and 5xx honouring ``Retry-After`` (and GitH
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
+import requests.utils
 
 from . import __version__
 from .errors import ProviderError
@@ -78,6 +81,16 @@ class HttpClient:
         self.max_wait = max_wait
         self.sleep = sleep
         self.session = session or requests.Session()
+        if session is None:
+            # The environment's proxies and CA bundle are read once per host here, not by requests
+            # on every call (it reads the whole environment twice per request: a pod may carry
+            # hundreds of variables). Credentials come from the configuration only: a ~/.netrc
+            # is not read.
+            self.session.trust_env = False
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            if bundle:
+                self.session.verify = bundle
+        self._proxies: dict[str, dict[str, str]] = {}
         self.session.headers["User-Agent"] = user_agent or f"aiimpl/{__version__} ({provider})"
         if headers:
             self.session.headers.update(headers)
@@ -87,6 +100,16 @@ class HttpClient:
         if path.startswith(("http://", "https://")):
             return path
         return f"{self.base_url}/{path.lstrip('/')}"
+
+    def _proxies_for(self, url: str) -> dict[str, str]:
+        """The environment's proxies for ``url``'s host (``HTTPS_PROXY``, ``NO_PROXY`` …), as
+        requests would apply them, read the first time the host is called."""
+        parts = urlsplit(url)
+        key = f"{parts.scheme}://{parts.netloc}"
+        proxies = self._proxies.get(key)
+        if proxies is None:
+            proxies = self._proxies[key] = requests.utils.get_environ_proxies(url)
+        return proxies
 
     def request(
         self,
@@ -99,13 +122,16 @@ class HttpClient:
     ) -> requests.Response:
         """Send a request; return the response for 2xx (or ``expected``) statuses, raise otherwise."""
         method = method.upper()
+        url = self.url(path)
         kwargs.setdefault("timeout", self.timeout)
+        if not self.session.trust_env and "proxies" not in kwargs:
+            kwargs["proxies"] = self._proxies_for(url)
         attempt = 0
         while True:
             attempt += 1
             self.calls += 1
             try:
-                resp = self.session.request(method, self.url(path), **kwargs)
+                resp = self.session.request(method, url, **kwargs)
             except requests.RequestException as exc:
                 if attempt <= self.retries and (method in IDEMPOTENT or retry_unsafe):
                     self.sleep(self.backoff * 2 ** (attempt - 1))

@@ -1,0 +1,98 @@
+"""The outbound HTTP client's use of the environment: proxies and CA bundle as requests would
+apply them, read once per host instead of on every call, and no ``~/.netrc`` credentials."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from aiimpl_core.errors import ProviderError
+from aiimpl_core.http import HttpClient
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    seen: list[tuple[str, str | None]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - the handler's protocol
+        type(self).seen.append((self.path, self.headers.get("Authorization")))
+        body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder() -> Iterator[tuple[str, list[tuple[str, str | None]]]]:
+    """A local server that records each request's target (an absolute URL when it is used as a
+    proxy) and Authorization header."""
+    handler = type("Recorder", (_Recorder,), {"seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", handler.seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _clear_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+def test_the_environments_proxy_is_used_and_no_proxy_is_honoured(recorder, monkeypatch) -> None:
+    proxy, seen = recorder
+    _clear_proxies(monkeypatch)
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.setenv("NO_PROXY", "direct.invalid")
+    import requests.utils
+
+    reads: list[str] = []
+    real = requests.utils.get_environ_proxies
+    monkeypatch.setattr(requests.utils, "get_environ_proxies",
+                        lambda url, *a, **kw: reads.append(url) or real(url))
+    client = HttpClient("http://tracker.invalid", provider="test", retries=0)
+    assert client.get("/graphql?x=1").json() == {"ok": True}
+    assert client.get("/graphql?x=2").json() == {"ok": True}
+    assert [target for target, _ in seen] == ["http://tracker.invalid/graphql?x=1",
+                                               "http://tracker.invalid/graphql?x=2"]
+    # a host NO_PROXY names is called directly (here: a name that does not resolve)
+    with pytest.raises(ProviderError):
+        client.get("http://direct.invalid/anything")
+    assert len(seen) == 2
+    # the environment is read once per host, not on every call
+    assert reads == ["http://tracker.invalid/graphql?x=1", "http://direct.invalid/anything"]
+
+
+def test_without_a_proxy_the_host_is_called_directly(recorder, monkeypatch) -> None:
+    base, seen = recorder
+    _clear_proxies(monkeypatch)
+    assert HttpClient(base, provider="test").get("/x").json() == {"ok": True}
+    assert seen == [("/x", None)]
+
+
+def test_a_netrc_file_lends_no_credentials(recorder, monkeypatch, tmp_path) -> None:
+    base, seen = recorder
+    _clear_proxies(monkeypatch)
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password hunter2\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    HttpClient(base, provider="test").get("/x")
+    assert seen == [("/x", None)]
+
+
+def test_the_environments_ca_bundle_is_used(monkeypatch) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    assert HttpClient("https://example.invalid").session.verify == "/etc/ssl/certs/ca-certificates.crt"
