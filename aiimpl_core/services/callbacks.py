@@ -15,12 +15,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import bindparam, literal_column, or_, select, update
+from sqlalchemy import Boolean, bindparam, case, literal, literal_column, select, true, update
 from sqlalchemy.exc import IntegrityError
 
 from ..auth.nonce import INVALID_NONCE, active_job_for_nonce
 from ..auth.tokens import RunClaims
-from ..database import advisory_lock, dialect_name, serialized, upsert
+from ..database import dialect_name, serialized, upsert
 from ..errors import AiimplError
 from ..extensions import db
 from ..orm import ConsumedToken, Job, JobStep, OutboxItem, TrackedIssue, utcnow
@@ -412,12 +412,65 @@ def planning_context(job_id: int) -> dict[str, Any]:
 
 STATUS_FIELDS = ("prNumber", "prUrl", "detail", "duration", "reason")
 
-_QUEUED_FOR_ISSUE = select(
-    OutboxItem.id, OutboxItem.dedupe_key, OutboxItem.state, OutboxItem.next_attempt_at
-).where(
-    OutboxItem.issue_key == bindparam("issue_key"),
-    or_(OutboxItem.dedupe_key == bindparam("dedupe_key"), OutboxItem.state.in_(("pending", "sending"))),
+_QUEUED = select(OutboxItem.id, OutboxItem.state, OutboxItem.next_attempt_at).where(
+    OutboxItem.dedupe_key == bindparam("dedupe_key")
 )
+_status_inserts: dict[str, Any] = {}
+
+
+def _status_insert() -> Any:
+    """One statement that queues a status event's comment unless its key is queued already
+    (``ON CONFLICT DO NOTHING``: concurrent retries of one event queue it once), and returns the
+    new item's id and state: ``sending`` (taken, for the caller to send right after its commit)
+    when nothing of the issue waits, else ``pending``, behind the earlier items. Built once per
+    dialect (SQLite and PostgreSQL share the syntax)."""
+    dialect = dialect_name()
+    statement = _status_inserts.get(dialect)
+    if statement is None:
+        items = OutboxItem.__table__
+        c = items.c
+
+        def param(name: str, column: Any) -> Any:
+            return bindparam(name, type_=column.type)
+
+        waiting = (
+            select(literal_column("1"))
+            .where(c.issue_key == bindparam("issue_key"), c.state.in_(("pending", "sending")))
+            .exists()
+        )
+        shadow = bindparam("shadow", type_=Boolean())
+        state = case(
+            (shadow, literal("shadow", c.state.type)),
+            (waiting, literal("pending", c.state.type)),
+            else_=literal("sending", c.state.type),
+        )
+        # a taken item's lease, else due now
+        due = case(
+            (state == "sending", param("lease_until", c.next_attempt_at)), else_=param("now", c.created_at)
+        )
+        row = select(
+            param("dedupe_key", c.dedupe_key),
+            literal("comment", c.op.type),
+            param("provider", c.provider),
+            param("issue_key", c.issue_key),
+            param("job_id", c.job_id),
+            param("kind", c.kind),
+            param("body", c.body),
+            state,
+            literal(0, c.attempts.type),
+            due,
+            param("now", c.created_at),
+        ).where(true())  # SQLite reads INSERT … SELECT … ON CONFLICT only with a WHERE clause
+        columns = ["dedupe_key", "op", "provider", "issue_key", "job_id", "kind", "body", "state", "attempts",
+                   "next_attempt_at", "created_at"]
+        statement = (
+            upsert(items)
+            .from_select(columns, row)
+            .on_conflict_do_nothing(index_elements=[c.dedupe_key])
+            .returning(c.id, c.state)
+        )
+        _status_inserts[dialect] = statement
+    return statement
 
 
 def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -452,32 +505,24 @@ def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
             event, {k: data.get(k) for k in STATUS_FIELDS}, now, job.log_url or job.run_url
         )
         dedupe_key = f"status:{job.id}:{event}"
-        advisory_lock(dedupe_key)  # concurrent retries of one event queue it once (PostgreSQL)
-        # this event's item, if queued already, and any item of the issue still to be sent
-        queued = db.session.execute(
-            _QUEUED_FOR_ISSUE, {"issue_key": job.issue_key, "dedupe_key": dedupe_key}
-        ).all()
-        mine = next((row for row in queued if row.dedupe_key == dedupe_key), None)
-        duplicate = mine is not None
+        provider, kind = job.provider or "", f"progress:{event}"
         claimed: outbox.Claimed | None = None
-        if mine is None:
-            # the usual case: nothing of the issue waits, so the item is queued already taken and
-            # sent right after the commit; else it goes out behind the earlier ones, in order
-            item = enqueue_comment(
-                job.issue_key,
-                body,
-                provider=job.provider or "",
-                kind=f"progress:{event}",
-                job=job,
-                dedupe_key=dedupe_key,
-                now=now,
-                sending=not queued,
-                known_new=True,
-            )
-            assert item is not None
-            item_id, state = item.id, item.state
+        # the usual case: nothing of the issue waits, so the item is queued already taken and sent
+        # right after the commit; else it goes out behind the earlier ones, in order (a shadow
+        # job's is recorded only)
+        queued = db.session.execute(
+            _status_insert(),
+            {"dedupe_key": dedupe_key, "provider": provider, "issue_key": job.issue_key, "job_id": job.id,
+             "kind": kind, "body": body, "now": now, "lease_until": now + outbox.LEASE,
+             "shadow": bool(job.shadow)},
+        ).first()
+        # none: this event is queued already (a retry)
+        mine = db.session.execute(_QUEUED, {"dedupe_key": dedupe_key}).one() if queued is None else None
+        duplicate = mine is not None
+        if queued is not None:
+            item_id, state = queued.id, queued.state
             if state == "sending":
-                claimed = item.item
+                claimed = outbox.Claimed(item_id, "comment", provider, job.issue_key, body, None)
         else:
             item_id, state = mine.id, mine.state
             if state == "pending" and mine.next_attempt_at > now:

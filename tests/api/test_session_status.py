@@ -164,6 +164,35 @@ def test_a_retried_event_is_never_posted_twice(client, cb_job, cb_tracker):
     assert len(cb_tracker.comments["ENG-1"]) == 1
 
 
+def test_an_event_costs_three_statements_as_does_its_retry(client, cb_job, cb_tracker):
+    """The usual event reads its job, queues its comment already taken (one statement that also
+    sees whether anything of the issue waits, and skips a key queued already), and records it
+    sent after the post; a retry of a posted event queues nothing and finds its item by key."""
+    from sqlalchemy import event
+
+    _, nonce = cb_job(status="running")
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK")):
+            statements.append(" ".join(statement.split()).upper())
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        first = client.post(URL, json={"nonce": nonce, "event": "environment_ready"})
+        posted = list(statements)
+        again = client.post(URL, json={"nonce": nonce, "event": "environment_ready"})
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert (first.get_json()["duplicate"], again.get_json()["duplicate"]) == (False, True)
+    assert len(posted) == 3, posted
+    assert posted[0].startswith("SELECT JOBS.") and posted[1].startswith("INSERT INTO OUTBOX")
+    assert posted[2].startswith("UPDATE OUTBOX")
+    retry = statements[len(posted):]
+    assert len(retry) == 3 and retry[2].startswith("SELECT OUTBOX."), retry
+    assert len(cb_tracker.comments["ENG-1"]) == 1
+
+
 def test_session_created_moves_the_job_to_running(client, cb_job):
     job_id, nonce = cb_job(status="dispatched")
     client.post(URL, json={"nonce": nonce, "event": "session_created"})
