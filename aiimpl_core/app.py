@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets as _secrets
+import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -43,6 +44,10 @@ def _engine_options(url: str) -> dict[str, Any]:
     return options
 
 
+#: the oldest SQLite the statements work on (``RETURNING``)
+MIN_SQLITE = (3, 35, 0)
+
+
 def _check_database_url(url: str) -> None:
     """Only SQLite and PostgreSQL are supported (upserts, advisory locks, array parameters): any
     other database is refused at start-up, not at its first write. The URL itself is not echoed
@@ -58,6 +63,12 @@ def _check_database_url(url: str) -> None:
         raise ConfigError(
             f"AIIMPL_DATABASE_URL: the {backend} database is not supported; use SQLite "
             "(sqlite:///path) or PostgreSQL (postgresql+psycopg://user@host/db)"
+        )
+    if backend == "sqlite" and sqlite3.sqlite_version_info < MIN_SQLITE:
+        # the callbacks' and the outbox's statements use RETURNING (SQLite 3.35)
+        raise ConfigError(
+            f"SQLite {'.'.join(map(str, MIN_SQLITE))} or newer is needed; this Python has SQLite "
+            f"{sqlite3.sqlite_version}: use PostgreSQL, or a Python built with a newer SQLite"
         )
 
 

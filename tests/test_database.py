@@ -267,3 +267,18 @@ def test_an_unsupported_database_is_refused_at_start_up_without_echoing_its_url(
     assert done.returncode != 0
     assert "the mysql database is not supported" in done.stderr
     assert "Traceback" not in done.stderr and "hunter2" not in done.stderr
+
+
+def test_a_sqlite_without_returning_is_refused_at_start_up(monkeypatch):
+    """The statements use RETURNING (SQLite 3.35): an older SQLite library is named at start-up,
+    not met as a 500 at the first progress report."""
+    import sqlite3
+
+    from aiimpl_core import create_app
+    from aiimpl_core.errors import ConfigError
+
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.34.1")
+    with pytest.raises(ConfigError) as err:
+        create_app({"AIIMPL_DATABASE_URL": "sqlite://"}, load_entrypoints=False)
+    assert "SQLite 3.35.0 or newer is needed" in err.value.message and "3.34.1" in err.value.message
