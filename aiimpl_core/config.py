@@ -37,8 +37,9 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("AIIMPL_DATABASE_URL", "SQLAlchemy database URL: SQLite or PostgreSQL, others are refused "
-            "at start-up. PostgreSQL in production (`postgresql+psycopg://user@host/db`).",
+    Setting("AIIMPL_DATABASE_URL", "SQLAlchemy database URL: SQLite (3.35 or newer, the library Python "
+            "was built with) or PostgreSQL, others are refused at start-up. PostgreSQL in production "
+            "(`postgresql+psycopg://user@host/db`).",
             "sqlite:///<instance folder>/aiimpl.db"),
     Setting("AIIMPL_SECRET_KEY", "Signs run tokens (JWT HS256) and admin sessions, and encrypts stored "
             "secrets. Required in production; a random per-process key is used when unset (tokens "
