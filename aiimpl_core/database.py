@@ -6,6 +6,7 @@ first). On PostgreSQL, work that must be serialized takes transaction-scoped adv
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -107,6 +108,23 @@ def _loaded_columns(session: Session, objects: Iterable[object]) -> list[tuple[o
         keys = state.mapper.column_attrs.keys()
         kept.append((obj, {key: state.dict[key] for key in keys if key in state.dict}))
     return kept
+
+
+def per_dialect(build: Callable[..., T]) -> Callable[..., T]:
+    """``build``'s statement, built once per database dialect and arguments (an :func:`upsert` is
+    the dialect's own construct) and kept: a statement on a hot path is not built again for every
+    request."""
+    built: dict[tuple[Any, ...], T] = {}
+
+    @functools.wraps(build)
+    def get(*args: Any) -> T:
+        key = (dialect_name(), *args)
+        statement = built.get(key)
+        if statement is None:
+            statement = built[key] = build(*args)
+        return statement
+
+    return get
 
 
 def upsert(model: Any, session: Session | None = None) -> Any:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..auth.nonce import INVALID_NONCE, active_job_for_nonce
 from ..auth.tokens import RunClaims
-from ..database import dialect_name, serialized, upsert
+from ..database import per_dialect, serialized, upsert
 from ..errors import AiimplError
 from ..extensions import db
 from ..orm import ConsumedToken, Job, JobStep, OutboxItem, TrackedIssue, utcnow
@@ -212,23 +212,18 @@ def deliver_quietly(issue_key: str) -> None:
 
 
 _STEP_FIELDS = ("type", "status", "started_at", "finished_at", "updated_at")
-_step_upserts: dict[tuple[str, bool], Any] = {}
 
 
+@per_dialect
 def _step_upsert(with_detail: bool) -> Any:
-    """The step upsert statement, built once per dialect (building ``excluded`` is not cheap)."""
-    dialect = dialect_name()
-    statement = _step_upserts.get((dialect, with_detail))
-    if statement is None:
-        table = JobStep.__table__  # a Core statement: no ORM bookkeeping per report
-        insert = upsert(table)
-        changed = _STEP_FIELDS + (("detail",) if with_detail else ())
-        statement = insert.on_conflict_do_update(
-            index_elements=[table.c.job_id, table.c.step_id],
-            set_={name: insert.excluded[name] for name in changed},
-        )
-        _step_upserts[(dialect, with_detail)] = statement
-    return statement
+    """The step upsert statement (building ``excluded`` is not cheap)."""
+    table = JobStep.__table__  # a Core statement: no ORM bookkeeping per report
+    insert = upsert(table)
+    changed = _STEP_FIELDS + (("detail",) if with_detail else ())
+    return insert.on_conflict_do_update(
+        index_elements=[table.c.job_id, table.c.step_id],
+        set_={name: insert.excluded[name] for name in changed},
+    )
 
 
 def _upsert_step(job_id: int, step: dict[str, Any], source: str, job: Job | None = None) -> None:
@@ -272,40 +267,35 @@ def _mark_running(job: Job, why: str) -> None:
 
 
 _JOB_STATUS = select(Job.__table__.c.status).where(Job.__table__.c.id == bindparam("job_id"))
-_progress_upserts: dict[str, Any] = {}
 
 
+@per_dialect
 def _progress_upsert() -> Any:
     """One statement that upserts a step of an existing job and returns the job's status: the
     step's row is selected from the job's (no row, no insert, no status: the job does not exist)
     and ``RETURNING`` reads the status by a subquery. SQLite and PostgreSQL share the syntax; it
-    spares a round trip and a statement per report. Built once per dialect."""
-    dialect = dialect_name()
-    statement = _progress_upserts.get(dialect)
-    if statement is None:
-        jobs, steps = Job.__table__, JobStep.__table__
-        names = (
-            "step_id", "source", "type", "status", "started_at", "finished_at", "created_at", "updated_at"
-        )
-        # SQLite reads ``INSERT … SELECT … ON CONFLICT`` unambiguously only when the SELECT has a
-        # WHERE clause, which this one always has
-        rows = select(jobs.c.id, *(bindparam(n, type_=steps.c[n].type) for n in names)).where(
-            jobs.c.id == bindparam("job_id")
-        )
-        insert = upsert(steps).from_select(["job_id", *names], rows)
-        insert = insert.on_conflict_do_update(
-            index_elements=[steps.c.job_id, steps.c.step_id],
-            set_={name: insert.excluded[name] for name in _STEP_FIELDS},
-        )
-        # written out: SQLAlchemy renders a RETURNING clause's columns unqualified and does not
-        # correlate a subquery there with the table the statement writes
-        status = literal_column(
-            f"(SELECT {jobs.name}.status FROM {jobs.name} WHERE {jobs.name}.id = {steps.name}.job_id)",
-            type_=jobs.c.status.type,
-        )
-        statement = insert.returning(status)
-        _progress_upserts[dialect] = statement
-    return statement
+    spares a round trip and a statement per report."""
+    jobs, steps = Job.__table__, JobStep.__table__
+    names = (
+        "step_id", "source", "type", "status", "started_at", "finished_at", "created_at", "updated_at"
+    )
+    # SQLite reads ``INSERT … SELECT … ON CONFLICT`` unambiguously only when the SELECT has a
+    # WHERE clause, which this one always has
+    rows = select(jobs.c.id, *(bindparam(n, type_=steps.c[n].type) for n in names)).where(
+        jobs.c.id == bindparam("job_id")
+    )
+    insert = upsert(steps).from_select(["job_id", *names], rows)
+    insert = insert.on_conflict_do_update(
+        index_elements=[steps.c.job_id, steps.c.step_id],
+        set_={name: insert.excluded[name] for name in _STEP_FIELDS},
+    )
+    # written out: SQLAlchemy renders a RETURNING clause's columns unqualified and does not
+    # correlate a subquery there with the table the statement writes
+    status = literal_column(
+        f"(SELECT {jobs.name}.status FROM {jobs.name} WHERE {jobs.name}.id = {steps.name}.job_id)",
+        type_=jobs.c.status.type,
+    )
+    return insert.returning(status)
 
 
 def record_progress(job_id: int, step: dict[str, Any]) -> dict[str, Any]:
@@ -415,62 +405,57 @@ STATUS_FIELDS = ("prNumber", "prUrl", "detail", "duration", "reason")
 _QUEUED = select(OutboxItem.id, OutboxItem.state, OutboxItem.next_attempt_at).where(
     OutboxItem.dedupe_key == bindparam("dedupe_key")
 )
-_status_inserts: dict[str, Any] = {}
 
 
+@per_dialect
 def _status_insert() -> Any:
     """One statement that queues a status event's comment unless its key is queued already
     (``ON CONFLICT DO NOTHING``: concurrent retries of one event queue it once), and returns the
     new item's id and state: ``sending`` (taken, for the caller to send right after its commit)
-    when nothing of the issue waits, else ``pending``, behind the earlier items. Built once per
-    dialect (SQLite and PostgreSQL share the syntax)."""
-    dialect = dialect_name()
-    statement = _status_inserts.get(dialect)
-    if statement is None:
-        items = OutboxItem.__table__
-        c = items.c
+    when nothing of the issue waits, else ``pending``, behind the earlier items (SQLite and
+    PostgreSQL share the syntax)."""
+    items = OutboxItem.__table__
+    c = items.c
 
-        def param(name: str, column: Any) -> Any:
-            return bindparam(name, type_=column.type)
+    def param(name: str, column: Any) -> Any:
+        return bindparam(name, type_=column.type)
 
-        waiting = (
-            select(literal_column("1"))
-            .where(c.issue_key == bindparam("issue_key"), c.state.in_(("pending", "sending")))
-            .exists()
-        )
-        shadow = bindparam("shadow", type_=Boolean())
-        state = case(
-            (shadow, literal("shadow", c.state.type)),
-            (waiting, literal("pending", c.state.type)),
-            else_=literal("sending", c.state.type),
-        )
-        # a taken item's lease, else due now
-        due = case(
-            (state == "sending", param("lease_until", c.next_attempt_at)), else_=param("now", c.created_at)
-        )
-        row = select(
-            param("dedupe_key", c.dedupe_key),
-            literal("comment", c.op.type),
-            param("provider", c.provider),
-            param("issue_key", c.issue_key),
-            param("job_id", c.job_id),
-            param("kind", c.kind),
-            param("body", c.body),
-            state,
-            literal(0, c.attempts.type),
-            due,
-            param("now", c.created_at),
-        ).where(true())  # SQLite reads INSERT … SELECT … ON CONFLICT only with a WHERE clause
-        columns = ["dedupe_key", "op", "provider", "issue_key", "job_id", "kind", "body", "state", "attempts",
-                   "next_attempt_at", "created_at"]
-        statement = (
-            upsert(items)
-            .from_select(columns, row)
-            .on_conflict_do_nothing(index_elements=[c.dedupe_key])
-            .returning(c.id, c.state)
-        )
-        _status_inserts[dialect] = statement
-    return statement
+    waiting = (
+        select(literal_column("1"))
+        .where(c.issue_key == bindparam("issue_key"), c.state.in_(("pending", "sending")))
+        .exists()
+    )
+    shadow = bindparam("shadow", type_=Boolean())
+    state = case(
+        (shadow, literal("shadow", c.state.type)),
+        (waiting, literal("pending", c.state.type)),
+        else_=literal("sending", c.state.type),
+    )
+    # a taken item's lease, else due now
+    due = case(
+        (state == "sending", param("lease_until", c.next_attempt_at)), else_=param("now", c.created_at)
+    )
+    row = select(
+        param("dedupe_key", c.dedupe_key),
+        literal("comment", c.op.type),
+        param("provider", c.provider),
+        param("issue_key", c.issue_key),
+        param("job_id", c.job_id),
+        param("kind", c.kind),
+        param("body", c.body),
+        state,
+        literal(0, c.attempts.type),
+        due,
+        param("now", c.created_at),
+    ).where(true())  # SQLite reads INSERT … SELECT … ON CONFLICT only with a WHERE clause
+    columns = ["dedupe_key", "op", "provider", "issue_key", "job_id", "kind", "body", "state", "attempts",
+               "next_attempt_at", "created_at"]
+    return (
+        upsert(items)
+        .from_select(columns, row)
+        .on_conflict_do_nothing(index_elements=[c.dedupe_key])
+        .returning(c.id, c.state)
+    )
 
 
 def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -516,14 +501,13 @@ def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
              "kind": kind, "body": body, "now": now, "lease_until": now + outbox.LEASE,
              "shadow": bool(job.shadow)},
         ).first()
-        # none: this event is queued already (a retry)
-        mine = db.session.execute(_QUEUED, {"dedupe_key": dedupe_key}).one() if queued is None else None
-        duplicate = mine is not None
-        if queued is not None:
+        duplicate = queued is None  # this event is queued already (a retry)
+        if not duplicate:
             item_id, state = queued.id, queued.state
             if state == "sending":
                 claimed = outbox.Claimed(item_id, "comment", provider, job.issue_key, body, None)
         else:
+            mine = db.session.execute(_QUEUED, {"dedupe_key": dedupe_key}).one()
             item_id, state = mine.id, mine.state
             if state == "pending" and mine.next_attempt_at > now:
                 # the runner retries: try again at once

@@ -7,7 +7,6 @@ same job cannot both win, and a terminal status never changes. Each change is re
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +18,6 @@ from sqlalchemy.orm.attributes import set_committed_value
 from ..extensions import db
 from ..orm import Job, JobTransition, OutboxItem, TrackedIssue, utcnow
 from ..types import TERMINAL_STATUSES, JobStatus, Stage
-from .outbox import LEASE, Claimed
 
 _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.UNKNOWN: frozenset({JobStatus.DISPATCHED, JobStatus.RUNNING}) | TERMINAL_STATUSES,
@@ -185,20 +183,12 @@ def enqueue_comment(
     job: Job | None = None,
     dedupe_key: str | None = None,
     now: datetime | None = None,
-    sending: bool = False,
-    known_new: bool = False,
-) -> Queued | None:
-    """Queue a comment for the issue. Returns ``None`` when ``dedupe_key`` was queued already.
+) -> int | None:
+    """Queue a comment for the issue; its item's id, or ``None`` when ``dedupe_key`` was queued
+    already.
 
     In shadow mode the comment is recorded (state ``shadow``) and never sent.
-
-    :param sending: queue it already taken for sending, under the outbox's lease: the caller sends
-        it with :func:`~aiimpl_core.services.outbox.send_claimed` once it has committed (the caller
-        checks first that no earlier item of the issue is waiting: items of an issue go in order).
-    :param known_new: the caller has checked that ``dedupe_key`` is not queued (under a lock).
     """
-    shadow = job is not None and job.shadow
-    state = "shadow" if shadow else "sending" if sending else "pending"
     return _enqueue(
         op="comment",
         provider=provider,
@@ -207,13 +197,12 @@ def enqueue_comment(
         kind=kind,
         body=body,
         dedupe_key=dedupe_key or f"comment:{uuid.uuid4().hex}",
-        state=state,
-        now=(now or utcnow()) + LEASE if state == "sending" else now,
-        known_new=known_new,
+        state="shadow" if job is not None and job.shadow else "pending",
+        now=now,
     )
 
 
-def enqueue_done(issue_key: str, *, provider: str, job: Job | None = None) -> Queued | None:
+def enqueue_done(issue_key: str, *, provider: str, job: Job | None = None) -> int | None:
     return _enqueue(
         op="done",
         provider=provider,
@@ -222,15 +211,6 @@ def enqueue_done(issue_key: str, *, provider: str, job: Job | None = None) -> Qu
         dedupe_key=f"done:{issue_key}:{job.id if job else uuid.uuid4().hex}",
         state="shadow" if job is not None and job.shadow else "pending",
     )
-
-
-@dataclass(frozen=True)
-class Queued:
-    """An outbox item just queued: its id, its state, and what sending it needs."""
-
-    id: int
-    state: str
-    item: Claimed
 
 
 _OUTBOX = OutboxItem.__table__
@@ -243,34 +223,15 @@ def _enqueue(
     now: datetime | None = None,
     state: str = "pending",
     known_new: bool = False,
-    op: str,
-    provider: str,
-    issue_key: str,
-    body: str | None = None,
-    stage: str | None = None,
     **values: Any,
-) -> Queued | None:
+) -> int | None:
     if not known_new:
         existing = db.session.scalar(select(OutboxItem.id).where(OutboxItem.dedupe_key == dedupe_key))
         if existing is not None:
             return None
     created = utcnow()
     # a Core insert: nothing reads the item back as an object, and the ORM's unit of work would
-    # cost more than the statement (this is on every /api/status event's path)
-    item_id = db.session.execute(
-        _INSERT_OUTBOX,
-        {
-            "dedupe_key": dedupe_key,
-            "state": state,
-            "next_attempt_at": now or created,
-            "created_at": created,
-            "attempts": 0,
-            "op": op,
-            "provider": provider,
-            "issue_key": issue_key,
-            "body": body,
-            "stage": stage,
-            **values,
-        },
-    ).scalar_one()
-    return Queued(item_id, state, Claimed(item_id, op, provider, issue_key, body, stage))
+    # cost more than the statement (a claim queues its stage change this way)
+    values = {"dedupe_key": dedupe_key, "state": state, "next_attempt_at": now or created,
+              "created_at": created, "attempts": 0, **values}
+    return int(db.session.execute(_INSERT_OUTBOX, values).scalar_one())

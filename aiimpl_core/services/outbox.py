@@ -133,9 +133,9 @@ def deliver(
 
 
 def send_claimed(item: Claimed, now: datetime | None = None) -> bool:
-    """Send an item its caller queued already taken (``sending=True`` of
-    :func:`~aiimpl_core.services.jobs.enqueue_comment`) and committed; record the outcome. Should
-    the caller die first, the item's lease runs out and the poller sends it.
+    """Send an item its caller queued already taken (state ``sending``, its lease running: a
+    status event's comment) and committed; record the outcome. Should the caller die first, the
+    item's lease runs out and the poller sends it.
 
     :returns: whether it was sent (else it waits for the poller's retry, as any failed item).
     """
