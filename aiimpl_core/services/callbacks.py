@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Boolean, bindparam, case, literal, literal_column, select, true, update
+from sqlalchemy import bindparam, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..auth.nonce import INVALID_NONCE, active_job_for_nonce
@@ -407,57 +407,6 @@ _QUEUED = select(OutboxItem.id, OutboxItem.state, OutboxItem.next_attempt_at).wh
 )
 
 
-@per_dialect
-def _status_insert() -> Any:
-    """One statement that queues a status event's comment unless its key is queued already
-    (``ON CONFLICT DO NOTHING``: concurrent retries of one event queue it once), and returns the
-    new item's id and state: ``sending`` (taken, for the caller to send right after its commit)
-    when nothing of the issue waits, else ``pending``, behind the earlier items (SQLite and
-    PostgreSQL share the syntax)."""
-    items = OutboxItem.__table__
-    c = items.c
-
-    def param(name: str, column: Any) -> Any:
-        return bindparam(name, type_=column.type)
-
-    waiting = (
-        select(literal_column("1"))
-        .where(c.issue_key == bindparam("issue_key"), c.state.in_(("pending", "sending")))
-        .exists()
-    )
-    shadow = bindparam("shadow", type_=Boolean())
-    state = case(
-        (shadow, literal("shadow", c.state.type)),
-        (waiting, literal("pending", c.state.type)),
-        else_=literal("sending", c.state.type),
-    )
-    # a taken item's lease, else due now
-    due = case(
-        (state == "sending", param("lease_until", c.next_attempt_at)), else_=param("now", c.created_at)
-    )
-    row = select(
-        param("dedupe_key", c.dedupe_key),
-        literal("comment", c.op.type),
-        param("provider", c.provider),
-        param("issue_key", c.issue_key),
-        param("job_id", c.job_id),
-        param("kind", c.kind),
-        param("body", c.body),
-        state,
-        literal(0, c.attempts.type),
-        due,
-        param("now", c.created_at),
-    ).where(true())  # SQLite reads INSERT … SELECT … ON CONFLICT only with a WHERE clause
-    columns = ["dedupe_key", "op", "provider", "issue_key", "job_id", "kind", "body", "state", "attempts",
-               "next_attempt_at", "created_at"]
-    return (
-        upsert(items)
-        .from_select(columns, row)
-        .on_conflict_do_nothing(index_elements=[c.dedupe_key])
-        .returning(c.id, c.state)
-    )
-
-
 def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
     """Turn a session's lifecycle event into its progress comment and deliver it now.
 
@@ -495,12 +444,10 @@ def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
         # the usual case: nothing of the issue waits, so the item is queued already taken and sent
         # right after the commit; else it goes out behind the earlier ones, in order (a shadow
         # job's is recorded only)
-        queued = db.session.execute(
-            _status_insert(),
-            {"dedupe_key": dedupe_key, "provider": provider, "issue_key": job.issue_key, "job_id": job.id,
-             "kind": kind, "body": body, "now": now, "lease_until": now + outbox.LEASE,
-             "shadow": bool(job.shadow)},
-        ).first()
+        queued = outbox.queue_taken(
+            dedupe_key=dedupe_key, op="comment", provider=provider, issue_key=job.issue_key, job_id=job.id,
+            kind=kind, body=body, now=now, shadow=bool(job.shadow),
+        )
         duplicate = queued is None  # this event is queued already (a retry)
         if not duplicate:
             item_id, state = queued.id, queued.state

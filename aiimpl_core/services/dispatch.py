@@ -407,6 +407,10 @@ def hold_all(
         report.blocked[issue.key] = {"reason": blocked.reason, "message": blocked.message}
 
 
+class _InFlight(Exception):
+    """The claim's new job broke the unique index of active jobs: one of the issue's is in flight."""
+
+
 def consider(
     issue: TrackerIssue,
     *,
@@ -453,24 +457,23 @@ def consider(
 
     job: Job | None = None
     claimed: list[Job] = []  # the claimed job stays loaded after the commit, for its launch
-    with serialized(keep=claimed):
-        # the team's lock keeps its cap exact; the global lock keeps the global and backend caps
-        advisory_locks([f"team:{issue.team_key}", GLOBAL_LOCK])
-        tracked = _touch(issue, now)
-        verdict = _verdict(issue, _Live(tracked), fetched_at=fetched_at, now=now, force=force)
-        if isinstance(verdict, str):
-            report.skipped[key] = verdict
-            return None
-        if isinstance(verdict, blockers.Blocked):
-            blockers.record(issue, verdict, now)
-            report.blocked[key] = {"reason": verdict.reason, "message": verdict.message}
-            return None
-        mapping = verdict.mapping
-        assert isinstance(mapping, MappingRow)
-        chosen_phase, plan = _phase_for(mapping, tracked, phase)
-        prepared: Prepared | None = None
-        try:
-            with db.session.begin_nested():
+    try:
+        with serialized(keep=claimed):
+            # the team's lock keeps its cap exact; the global lock keeps the global and backend caps
+            advisory_locks([f"team:{issue.team_key}", GLOBAL_LOCK])
+            tracked = _touch(issue, now)
+            verdict = _verdict(issue, _Live(tracked), fetched_at=fetched_at, now=now, force=force)
+            if isinstance(verdict, str):
+                report.skipped[key] = verdict
+                return None
+            if isinstance(verdict, blockers.Blocked):
+                blockers.record(issue, verdict, now)
+                report.blocked[key] = {"reason": verdict.reason, "message": verdict.message}
+                return None
+            mapping = verdict.mapping
+            assert isinstance(mapping, MappingRow)
+            chosen_phase, plan = _phase_for(mapping, tracked, phase)
+            try:
                 job = create_job(
                     mapping,
                     key,
@@ -480,30 +483,36 @@ def consider(
                     plan=plan,
                     forced=force,
                 )
-                # the session's credentials and request, committed with the claim: the launch
-                # goes straight to the backend instead of reading the job and its mapping again
-                # first (built here, the nonce's hash joins the job's run name in one UPDATE)
-                prepared = _prepare(job, mapping) if launch_now else None
-        except IntegrityError:
-            # a job of this issue is still in flight (the partial unique index): already dispatched
+            except IntegrityError as exc:
+                raise _InFlight from exc  # rolls the claim back
+            # the session's credentials and request, committed with the claim: the launch goes
+            # straight to the backend instead of reading the job and its mapping again first (built
+            # here, the nonce's hash joins the job's run name in one UPDATE)
+            prepared = _prepare(job, mapping) if launch_now else None
+            if issue.triggered:
+                tracked.trigger_consumed = True
+            set_stage(
+                key,
+                _STAGE_OF.get(chosen_phase, Stage.IMPLEMENTING),
+                provider=issue.provider,
+                job=job,
+                now=now,
+                tracked=tracked,
+                new_job=True,
+            )
+            blockers.clear(key)
+            entry = Dispatched(key, job.id, job.phase, job.backend, job.shadow)
+            claimed.append(job)
+    except _InFlight:
+        # a job of this issue is still in flight (the partial unique index): already dispatched.
+        # The claim is rolled back whole (no savepoint costs two statements on every claim for
+        # this rare case); the blocker is recorded in a transaction of its own.
+        with serialized():
+            advisory_locks([f"team:{issue.team_key}"])
             dedup = blockers.dedup()
             blockers.record(issue, dedup, now)
-            report.blocked[key] = {"reason": dedup.reason, "message": dedup.message}
-            return None
-        if issue.triggered:
-            tracked.trigger_consumed = True
-        set_stage(
-            key,
-            _STAGE_OF.get(chosen_phase, Stage.IMPLEMENTING),
-            provider=issue.provider,
-            job=job,
-            now=now,
-            tracked=tracked,
-            new_job=True,
-        )
-        blockers.clear(key)
-        entry = Dispatched(key, job.id, job.phase, job.backend, job.shadow)
-        claimed.append(job)
+        report.blocked[key] = {"reason": dedup.reason, "message": dedup.message}
+        return None
     report.dispatched.append(entry)
     if snapshot is not None:
         snapshot.counts.add(key, issue.team_key, entry.backend)

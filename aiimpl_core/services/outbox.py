@@ -12,11 +12,12 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import Boolean, Row, bindparam, case, literal, literal_column, or_, select, true, update
 
-from ..database import serialized
+from ..database import per_dialect, serialized, upsert
 from ..errors import AiimplError, ProviderError
 from ..extensions import db
 from ..orm import OutboxItem, TrackedIssue, utcnow
@@ -71,6 +72,81 @@ def _claim(item_id: int, now: datetime) -> Claimed | None:
     ).first()
     db.session.commit()
     return None if row is None else Claimed(*row)
+
+
+@per_dialect
+def _insert_taken() -> Any:
+    """See :func:`queue_taken` (SQLite and PostgreSQL share the syntax)."""
+    c = OutboxItem.__table__.c
+
+    def param(name: str, column: Any) -> Any:
+        return bindparam(name, type_=column.type)
+
+    waiting = (
+        select(literal_column("1"))
+        .where(c.issue_key == bindparam("issue_key"), c.state.in_(("pending", "sending")))
+        .exists()
+    )
+    # the state is computed once, in a derived table, so the queue is looked at once
+    chosen = select(
+        case(
+            (bindparam("shadow", type_=Boolean()), literal("shadow", c.state.type)),
+            (waiting, literal("pending", c.state.type)),
+            else_=literal("sending", c.state.type),
+        ).label("state")
+    ).subquery("chosen")
+    row = select(
+        param("dedupe_key", c.dedupe_key),
+        param("op", c.op),
+        param("provider", c.provider),
+        param("issue_key", c.issue_key),
+        param("job_id", c.job_id),
+        param("kind", c.kind),
+        param("body", c.body),
+        chosen.c.state,
+        literal(0, c.attempts.type),
+        # a taken item's lease, else due now
+        case((chosen.c.state == "sending", param("lease_until", c.next_attempt_at)),
+             else_=param("now", c.created_at)),
+        param("now", c.created_at),
+    ).where(true())  # SQLite reads INSERT … SELECT … ON CONFLICT only with a WHERE clause
+    columns = ["dedupe_key", "op", "provider", "issue_key", "job_id", "kind", "body", "state", "attempts",
+               "next_attempt_at", "created_at"]
+    return (
+        upsert(OutboxItem.__table__)
+        .from_select(columns, row)
+        .on_conflict_do_nothing(index_elements=[c.dedupe_key])
+        .returning(c.id, c.state)
+    )
+
+
+def queue_taken(
+    *,
+    dedupe_key: str,
+    op: str,
+    provider: str,
+    issue_key: str,
+    job_id: int | None,
+    now: datetime,
+    shadow: bool = False,
+    kind: str | None = None,
+    body: str | None = None,
+) -> Row[Any] | None:
+    """Queue an item the caller means to send itself right after its commit, in one statement.
+
+    The item is queued already taken (state ``sending``, under a lease) when nothing of the issue
+    waits; else ``pending``, behind the earlier items, for :func:`deliver`; ``shadow`` (recorded
+    only) for a shadow job. ``ON CONFLICT DO NOTHING`` on the dedupe key: concurrent tries queue it
+    once.
+
+    :returns: the new item's ``id`` and ``state``, or ``None`` when the key was queued already.
+    """
+    return db.session.execute(
+        _insert_taken(),
+        {"dedupe_key": dedupe_key, "op": op, "provider": provider, "issue_key": issue_key, "job_id": job_id,
+         "kind": kind, "body": body, "now": now, "lease_until": now + LEASE,
+         "shadow": shadow},
+    ).first()
 
 
 def deliver(

@@ -69,6 +69,39 @@ def test_dedup_when_the_trigger_is_applied_again_during_the_run(app, tracker, ru
     assert len(jobs_of("ENG-1")) == 1
 
 
+def test_an_in_flight_job_older_than_the_dedup_window_still_holds_its_issue(
+    app, tracker, runner, add_mapping
+):
+    """The checks count only jobs created inside the dedup window; an older job still in flight is
+    caught by the unique index of active jobs: the whole claim is rolled back (no second job, no
+    stage change queued for it) and the issue shows the dedup blocker."""
+    from datetime import timedelta
+
+    from aiimpl_core.orm import Job, OutboxItem
+
+    from .conftest import outbox_of
+
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    run_cycle()
+    [job] = jobs_of("ENG-1")
+    db.session.execute(db.update(Job).values(created_at=job.created_at - timedelta(days=2)))
+    db.session.commit()
+    queued = [(i.op, i.job_id) for i in outbox_of("ENG-1")]
+    tracker.trigger("ENG-1")
+    report = run_cycle()
+    assert report.blocked["ENG-1"] == {
+        "reason": "dedup",
+        "message": "Already dispatched recently. Waiting for the in-flight job.",
+    }
+    assert [j.id for j in jobs_of("ENG-1")] == [job.id] and not report.errors
+    assert [(i.op, i.job_id) for i in outbox_of("ENG-1")] == queued
+    assert blocker_rows() == {
+        "ENG-1": ("dedup", "Already dispatched recently. Waiting for the in-flight job.")
+    }
+    assert db.session.scalar(db.select(db.func.count(OutboxItem.id)).where(OutboxItem.job_id.is_(None))) == 0
+
+
 def test_open_blocking_issues(app, tracker, add_mapping):
     add_mapping("ENG")
     tracker.add("ENG-1", blocked_by=[BlockingLink("ENG-9", open=True), BlockingLink("ENG-8", open=False)])
