@@ -4,8 +4,9 @@
                               [--rounds 3]
 
 Starts gunicorn (``aiimpl_core.gunicorn_conf``, access log off) on a fresh database seeded with
-running jobs, then a second process (``bench/loadgen.py``) plays many runners posting
-``/runner/progress`` and ``/api/status``, and the same load against a bare endpoint doing one
+running jobs (and a few team and global secrets), then a second process (``bench/loadgen.py``)
+plays many runners posting ``/runner/progress`` (each step running, then finished with a detail,
+as the session program reports it) and ``/api/status``, and the same load against a bare endpoint doing one
 database insert on the same stack (``/bench/bare``):
 
 - throughput: the runners post as fast as they are answered (closed loop); requests per second,
@@ -49,7 +50,7 @@ def seed(url: str, runners: int) -> list[dict]:
     from aiimpl_core import create_app
     from aiimpl_core.extensions import db
     from aiimpl_core.orm import Mapping
-    from aiimpl_core.services import launch
+    from aiimpl_core.services import launch, secrets
     from aiimpl_core.services.jobs import transition
     from aiimpl_core.types import JobStatus, Phase
 
@@ -64,6 +65,10 @@ def seed(url: str, runners: int) -> list[dict]:
                           execution_mode="github-actions", provider="anthropic", branch_prefix="ai/")
         db.session.add(mapping)
         db.session.commit()
+        # secrets a step's detail is redacted of, as on an install that hands sessions some
+        for n in range(4):
+            secrets.set_secret(secrets.GLOBAL, f"GLOBAL_TOKEN_{n}", f"global-secret-value-{n:04d}-0123456789")
+            secrets.set_secret("BENCH", f"BENCH_TOKEN_{n}", f"team-secret-value-{n:04d}-0123456789")
         choice = launch.BackendChoice("github-actions", "default", False)
         for n in range(runners):
             job = launch.create_job(mapping, f"BENCH-{n + 1}", phase=Phase.IMPLEMENTATION, provider="bench",

@@ -9,6 +9,9 @@ Two ways to load the server:
   schedule, whatever the answers take; a request's latency runs from its *scheduled* time, so a
   slow answer that delays the next send counts against the server (no coordinated omission).
 
+``/runner/progress`` reports steps as the session program does: each step once ``running``, then
+once finished with its detail (text to redact: a commit and a branch).
+
 ``/api/status`` posts each lifecycle event once per job, as sessions do (a repeated event is the
 cheap duplicate path): runner ``i``'s ``n``-th request is event ``n mod 9`` of the job in slot
 ``offset + i + (n // 9) * concurrency`` of the runners file.
@@ -63,8 +66,12 @@ def run_phase(base_url: str, kind: str, runners: list[dict], total: int, concurr
                 runner = runners[(offset + index + (n // len(EVENTS)) * concurrency) % len(runners)]
             if kind == "progress":
                 path = "/runner/progress"
-                body = {"step": {"id": f"s{index}-{n}", "type": "agent", "status": "running",
+                # as the session program reports a step: running, then finished with its detail
+                body = {"step": {"id": f"s{index}-{n // 2}", "type": "commit", "status": "running",
                                  "started_at": "2026-11-29T05:00:00Z"}}
+                if n % 2:
+                    detail = {"commit": f"{index:08x}{n:032x}", "branch": f"ai/BENCH-{index}"}
+                    body["step"].update(status="succeeded", finished_at="2026-11-29T05:00:09Z", detail=detail)
                 headers = {"Authorization": f"Bearer {runner['progressToken']}"}
             elif kind == "status":
                 path = "/api/status"

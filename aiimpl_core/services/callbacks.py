@@ -226,22 +226,23 @@ def _step_upsert(with_detail: bool) -> Any:
     )
 
 
-def _upsert_step(job_id: int, step: dict[str, Any], source: str, job: Job | None = None) -> None:
+def _upsert_step(job_id: int, step: dict[str, Any], source: str, job: Job) -> None:
     """Insert the step, or update it when the job already has a step of that id, in one atomic
     statement (two reports of one step at once cannot both insert). The step keeps the source
-    that first reported it, and its detail when a later report has none.
+    that first reported it, and its detail when a later report has none. A detail is redacted
+    with the job's secrets."""
+    detail = _detail_of(step)
+    values = _step_values(job_id, step, source)
+    if detail is not None:
+        values["detail"] = redaction.redact_data(job, detail)
+    db.session.execute(_step_upsert(detail is not None), values)
 
-    :param job: the job's row when the caller has it (a detail is redacted with the job's secrets).
-    """
+
+def _detail_of(step: dict[str, Any]) -> dict[str, Any] | None:
     detail = step.get("detail")
     if detail is not None and not isinstance(detail, dict):
         detail = {"text": detail}
-    if detail is not None:
-        detail = redaction.redact_data(job or db.session.get_one(Job, job_id), detail)
-    values = _step_values(job_id, step, source)
-    if detail is not None:
-        values["detail"] = detail
-    db.session.execute(_step_upsert(detail is not None), values)
+    return detail
 
 
 def _step_values(job_id: int, step: dict[str, Any], source: str) -> dict[str, Any]:
@@ -266,11 +267,8 @@ def _mark_running(job: Job, why: str) -> None:
         transition(job, JobStatus.RUNNING, reason=why)
 
 
-_JOB_STATUS = select(Job.__table__.c.status).where(Job.__table__.c.id == bindparam("job_id"))
-
-
 @per_dialect
-def _progress_upsert() -> Any:
+def _progress_upsert(with_detail: bool) -> Any:
     """One statement that upserts a step of an existing job and returns the job's status: the
     step's row is selected from the job's (no row, no insert, no status: the job does not exist)
     and ``RETURNING`` reads the status by a subquery. SQLite and PostgreSQL share the syntax; it
@@ -278,7 +276,7 @@ def _progress_upsert() -> Any:
     jobs, steps = Job.__table__, JobStep.__table__
     names = (
         "step_id", "source", "type", "status", "started_at", "finished_at", "created_at", "updated_at"
-    )
+    ) + (("detail",) if with_detail else ())
     # SQLite reads ``INSERT … SELECT … ON CONFLICT`` unambiguously only when the SELECT has a
     # WHERE clause, which this one always has
     rows = select(jobs.c.id, *(bindparam(n, type_=steps.c[n].type) for n in names)).where(
@@ -287,7 +285,7 @@ def _progress_upsert() -> Any:
     insert = upsert(steps).from_select(["job_id", *names], rows)
     insert = insert.on_conflict_do_update(
         index_elements=[steps.c.job_id, steps.c.step_id],
-        set_={name: insert.excluded[name] for name in _STEP_FIELDS},
+        set_={name: insert.excluded[name] for name in _STEP_FIELDS + (("detail",) if with_detail else ())},
     )
     # written out: SQLAlchemy renders a RETURNING clause's columns unqualified and does not
     # correlate a subquery there with the table the statement writes
@@ -300,20 +298,24 @@ def _progress_upsert() -> Any:
 
 def record_progress(job_id: int, step: dict[str, Any]) -> dict[str, Any]:
     """Record a ``/runner/progress`` step; the first report moves the job to ``running``."""
-    plain = step.get("detail") is None
-    # the usual report is one statement that writes (the step, with the job's status returned):
-    # on SQLite it takes the write lock itself, and holds it for less time than BEGIN IMMEDIATE
-    with serialized(writes_first=plain):
-        if plain:
-            status = db.session.scalar(_progress_upsert(), _step_values(job_id, step, "runner"))
-            if status is None:  # no such job: nothing was written, and nothing will be
-                raise CallbackError(404, "job_not_found")
-        else:
-            # a detail is redacted with the job's secrets: the job is read first
-            status = db.session.scalar(_JOB_STATUS, {"job_id": job_id})
-            if status is None:
-                raise CallbackError(404, "job_not_found")
-            _upsert_step(job_id, step, "runner")
+    values = _step_values(job_id, step, "runner")
+    detail = _detail_of(step)
+    if detail is not None and not redaction.has_text(detail):
+        values["detail"] = detail  # nothing in it to redact (the session program's is often {})
+    elif detail is not None:
+        # a detail is redacted with the job's secrets before the write, which stays one statement
+        owner = db.session.execute(redaction.JOB_OWNER, {"job_id": job_id}).first()
+        if owner is None:
+            db.session.commit()
+            raise CallbackError(404, "job_not_found")
+        redactor = redaction.redactor(owner.team_key, owner.mapping_id, mapping_state=owner.mapping_state)
+        values["detail"] = redactor.data(detail)
+    # one statement that writes (the step, with the job's status returned): on SQLite it takes the
+    # write lock itself, and holds it for less time than BEGIN IMMEDIATE
+    with serialized(writes_first=True):
+        status = db.session.scalar(_progress_upsert(detail is not None), values)
+        if status is None:  # no such job: nothing was written, and nothing will be
+            raise CallbackError(404, "job_not_found")
         if JobStatus(status) in (JobStatus.UNKNOWN, JobStatus.DISPATCHED):
             job = db.session.get_one(Job, job_id)
             _mark_running(job, "the runner reported progress")

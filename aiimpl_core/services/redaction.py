@@ -5,25 +5,51 @@ before a runner's free text (result errors, log excerpts, comments, step details
 stored or posted, every secret value this orchestrator could have handed to the job's session is
 masked — the team's and global secrets, the model provider's credentials, and the orchestrator's own
 sensitive settings — in plain, URL-encoded, base64 and line-split forms.
+
+Building a redactor reads and decrypts every secret and compiles one pattern of all their forms,
+several times the cost of the report it serves. Each process keeps the redactors it built, keyed by
+the team, its mapping's last change and the state of the secrets table (every row's id and update
+time, read in one query each time): a secret added, changed or removed through the API or the CLI,
+or an edited mapping, gives a new key, so a report is never redacted with stale values.
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
 from typing import Any
 
 from flask import current_app
+from sqlalchemy import bindparam, select
 
 from ..config import sensitive_names
 from ..extensions import db
-from ..orm import Job
+from ..orm import Job, Secret
 from ..orm import Mapping as MappingRow
 from ..session.redact import Redactor
 from . import secrets as secrets_service
 
+#: redactors kept per process (a team and its mapping each; they are small)
+CACHE_SIZE = 256
 
-def known_secret_values(job: Job) -> list[str]:
+_SECRETS_STATE = select(Secret.id, Secret.updated_at).order_by(Secret.id)
+_MAPPING_STATE = select(MappingRow.updated_at).where(MappingRow.id == bindparam("mapping_id"))
+_EXTENSION = "aiimpl.redactors"
+_UNREAD: Any = object()
+
+#: a job's team and mapping with the mapping's last change, what :func:`redactor` is keyed by
+JOB_OWNER = (
+    select(Job.team_key, Job.mapping_id, MappingRow.updated_at.label("mapping_state"))
+    .outerjoin(MappingRow, MappingRow.id == Job.mapping_id)
+    .where(Job.id == bindparam("job_id"))
+)
+
+
+def known_secret_values(team_key: str, mapping_id: int | None) -> list[str]:
+    """Every secret value the orchestrator could hand to a session of this team and mapping."""
     facade = current_app.extensions["aiimpl"]
-    values: list[str] = list(secrets_service.values_for_team(job.team_key).values())
-    mapping = db.session.get(MappingRow, job.mapping_id) if job.mapping_id else None
+    values: list[str] = list(secrets_service.values_for_team(team_key).values())
+    mapping = db.session.get(MappingRow, mapping_id) if mapping_id else None
     if mapping is not None and mapping.provider in facade.ids("model"):
         model = facade.model(mapping.provider)
         view = mapping.view()
@@ -36,8 +62,64 @@ def known_secret_values(job: Job) -> list[str]:
     return values
 
 
+class _Redactors:
+    """The redactors one app built, least recently used first out."""
+
+    def __init__(self) -> None:
+        self.items: OrderedDict[Hashable, Redactor] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Redactor | None:
+        with self.lock:
+            found = self.items.get(key)
+            if found is not None:
+                self.items.move_to_end(key)
+            return found
+
+    def put(self, key: Hashable, redactor: Redactor) -> None:
+        with self.lock:
+            self.items[key] = redactor
+            self.items.move_to_end(key)
+            while len(self.items) > CACHE_SIZE:
+                self.items.popitem(last=False)
+
+
+def redactor(team_key: str, mapping_id: int | None, *, mapping_state: Any = _UNREAD) -> Redactor:
+    """The redactor of a team's sessions (built again whenever the secrets or the mapping change).
+
+    :param mapping_state: the mapping's ``updated_at`` when the caller read it already (``None``
+        when the mapping is gone).
+    """
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    cache = app.extensions.get(_EXTENSION)
+    if cache is None:
+        cache = app.extensions.setdefault(_EXTENSION, _Redactors())
+    if mapping_state is _UNREAD:
+        mapping_state = (
+            db.session.scalar(_MAPPING_STATE, {"mapping_id": mapping_id}) if mapping_id is not None else None
+        )
+    secrets_state = tuple(tuple(row) for row in db.session.execute(_SECRETS_STATE))
+    key = (team_key, mapping_id, mapping_state, secrets_state)
+    found = cache.get(key)
+    if found is None:
+        found = Redactor(known_secret_values(team_key, mapping_id))
+        cache.put(key, found)
+    return found
+
+
+def has_text(data: Any) -> bool:
+    """Whether a JSON-like value holds a string anywhere (else there is nothing to redact)."""
+    if isinstance(data, str):
+        return True
+    if isinstance(data, dict):
+        return any(has_text(v) for v in data.values())  # keys are not redacted (Redactor.data)
+    if isinstance(data, list):
+        return any(has_text(v) for v in data)
+    return False
+
+
 def redactor_for(job: Job) -> Redactor:
-    return Redactor(known_secret_values(job))
+    return redactor(job.team_key, job.mapping_id)
 
 
 def redact_data(job: Job, data: Any, keep: tuple[str, ...] = ()) -> Any:

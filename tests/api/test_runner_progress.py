@@ -231,20 +231,19 @@ def test_a_report_of_a_running_job_costs_one_statement(client, cb_job, cb_token)
 
 
 def test_on_sqlite_a_report_takes_the_write_lock_only_at_its_statement(client, cb_job, cb_token):
-    """The usual report's one statement takes SQLite's write lock itself (a plain BEGIN), so the
-    lock is held from that statement to the commit only; a report with a detail reads the job
-    before it writes, so it takes the lock up front (BEGIN IMMEDIATE)."""
+    """A report's one statement takes SQLite's write lock itself (a plain BEGIN), so the lock is
+    held from that statement to the commit only; a report with a detail reads what redacting it
+    needs in a read transaction of its own first, so its write holds the lock no longer."""
     from sqlalchemy import event
 
     if db.engine.dialect.name != "sqlite":
         pytest.skip("SQLite's locking")
     job_id, _ = cb_job(status="running")
     token = cb_token(job_id, "implementation", tokens.AUD_PROGRESS)
-    begins: list[str] = []
+    sent: list[str] = []
 
     def count(conn, cursor, statement, *args):
-        if statement.upper().startswith("BEGIN"):
-            begins.append(statement.upper())
+        sent.append(" ".join(statement.split()).upper())
 
     event.listen(db.engine, "before_cursor_execute", count)
     try:
@@ -253,4 +252,39 @@ def test_on_sqlite_a_report_takes_the_write_lock_only_at_its_statement(client, c
     finally:
         event.remove(db.engine, "before_cursor_execute", count)
     assert [plain.status_code, detailed.status_code] == [200, 200]
-    assert begins == ["BEGIN", "BEGIN IMMEDIATE"], begins
+    begins = [s for s in sent if s.startswith("BEGIN")]
+    assert begins == ["BEGIN", "BEGIN", "BEGIN"], begins
+    # each report writes with one statement right after its BEGIN
+    writes = [sent[n + 1] for n, s in enumerate(sent) if s == "BEGIN" and n + 1 < len(sent)
+              and sent[n + 1].startswith("INSERT")]
+    assert len(writes) == 2 and all(w.startswith("INSERT INTO JOB_STEPS") for w in writes), sent
+
+
+def test_a_detail_without_text_is_stored_in_the_one_statement(client, cb_job, cb_token):
+    """The session program reports every finished step with a detail, often ``{}`` or numbers
+    only: nothing in it can hold a secret, so it is written at once, without reading the job's
+    secrets first (one statement, as a report without a detail)."""
+    from sqlalchemy import event
+
+    from aiimpl_core.orm import JobStep
+
+    job_id, _ = cb_job(status="running")
+    token = cb_token(job_id, "implementation", tokens.AUD_PROGRESS)
+    sent: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        if not statement.upper().startswith("BEGIN"):
+            sent.append(" ".join(statement.split()).upper())
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        empty = _post(client, token, {"step": step(id="a", status="succeeded", detail={})})
+        numbers = _post(client, token,
+                        {"step": step(id="b", status="succeeded", detail={"tests": 12, "ok": True})})
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert [empty.status_code, numbers.status_code] == [200, 200]
+    assert len(sent) == 2 and all(s.startswith("INSERT INTO JOB_STEPS") for s in sent), sent
+    rows = db.session.execute(db.select(JobStep.step_id, JobStep.detail).where(JobStep.job_id == job_id))
+    stored = dict(rows.all())
+    assert stored == {"a": {}, "b": {"tests": 12, "ok": True}}

@@ -10,6 +10,7 @@ searched for each value.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from datetime import timedelta
 from typing import Any
@@ -380,6 +381,75 @@ def test_step_detail_is_redacted_of_known_secrets(app, client, sec_admin, sec_ma
     steps = client.get(f"/api/jobs/{job_id}/steps", headers=sec_admin).get_data(as_text=True)
     assert "npm ERR!" in steps
     assert GLOBAL_SECRET[1] not in steps + dump_rows()
+
+
+def _report_detail(client: Any, token: str, job_id: int, n: int, text: str) -> str:
+    """Post a finished step whose detail carries ``text``; the detail as stored."""
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import JobStep
+
+    step = {"id": f"s{n}", "type": "agent", "status": "succeeded", "started_at": "2026-01-01T00:00:00Z",
+            "finished_at": "2026-01-01T00:01:00Z", "detail": {"output": text}}
+    resp = client.post("/runner/progress", headers=bearer(token), json={"step": step})
+    assert resp.status_code == 200, resp.get_json()
+    stored = db.session.scalar(
+        db.select(JobStep.detail).where(JobStep.job_id == job_id, JobStep.step_id == f"s{n}")
+    )
+    db.session.commit()
+    return json.dumps(stored)
+
+
+def test_a_secret_changed_after_a_report_is_redacted_from_the_next_one(
+    app, client, sec_admin, sec_mapping, sec_launch
+):
+    """Redactors are kept per process, keyed by the state of the secrets table: a secret added or
+    changed between two reports is known to the second one at once."""
+    sec_mapping("ENG")
+    job_id, env = sec_launch("ENG-1")
+    token = env["AIIMPL_PROGRESS_TOKEN"]
+    first, second = "first-value-4d9a7c1e5b", "second-value-8e2f6a0d3c"
+    assert first in _report_detail(client, token, job_id, 1, f"using {first}")  # not a secret yet
+    for value in (first, second):  # created, then changed
+        saved = client.post("/api/global-secrets", headers=sec_admin,
+                            json={"name": "LATE_TOKEN", "value": value})
+        assert saved.status_code in (200, 201), saved.get_json()
+    assert second not in _report_detail(client, token, job_id, 2, f"using {second}")
+    saved = client.post("/api/mappings/ENG/secrets", headers=sec_admin,
+                        json={"name": TEAM_SECRET[0], "value": TEAM_SECRET[1]})
+    assert saved.status_code in (200, 201), saved.get_json()
+    assert TEAM_SECRET[1] not in _report_detail(client, token, job_id, 3, f"password {TEAM_SECRET[1]}")
+
+
+def test_a_report_with_a_detail_reuses_the_redactor_while_nothing_changes(
+    app, client, sec_admin, sec_mapping, sec_launch
+):
+    """Building a redactor reads and decrypts every secret; a report whose secrets and mapping are
+    unchanged since the last one reads only their state: three statements in all, the last one
+    the write."""
+    from sqlalchemy import event
+
+    from aiimpl_core.extensions import db
+
+    sec_mapping("ENG")
+    saved = client.post("/api/global-secrets", headers=sec_admin,
+                        json={"name": GLOBAL_SECRET[0], "value": GLOBAL_SECRET[1]})
+    assert saved.status_code in (200, 201), saved.get_json()
+    job_id, env = sec_launch("ENG-1")
+    token = env["AIIMPL_PROGRESS_TOKEN"]
+    assert GLOBAL_SECRET[1] not in _report_detail(client, token, job_id, 1, f"token {GLOBAL_SECRET[1]}")
+    sent: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(" ".join(statement.split()).upper())
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        assert GLOBAL_SECRET[1] not in _report_detail(client, token, job_id, 2, f"token {GLOBAL_SECRET[1]}")
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    mine = [s for s in sent if not s.startswith(("BEGIN", "SELECT JOB_STEPS.DETAIL"))]  # the test's read
+    assert len(mine) == 3 and mine[-1].startswith("INSERT INTO JOB_STEPS"), mine
+    assert not any("VALUE_ENCRYPTED" in s for s in mine), mine
 
 
 # -- access logs ------------------------------------------------------------------------------
