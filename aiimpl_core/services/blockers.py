@@ -88,36 +88,50 @@ def backend_unavailable(backend_id: str, until: datetime) -> Blocked:
 # -- counts ---------------------------------------------------------------------------------
 
 
+def _recent_query(issue_key: str, since: datetime) -> Any:
+    return select(Job.id).where(Job.issue_key == issue_key, Job.status.in_(_ACTIVE), Job.created_at > since)
+
+
 def _dedup_window() -> timedelta:
     return timedelta(seconds=int(current_app.config.get("AIIMPL_DEDUP_WINDOW_SECONDS") or 86400))
 
 
 class LiveCounts:
-    """The counts the checks need, read from the database at each call (used under the locks)."""
+    """The counts the checks need, read from the database at each call (used under the locks).
 
-    def team(self, team_key: str, *, excluding: str | None = None) -> int:
-        """Issues of the team with a non-terminal job (the ``N`` of the concurrency message)."""
+    The team's count and whether the issue it leaves out has a recent job are read in one
+    statement (the checks ask both of a team with a cap, one after the other).
+    """
+
+    def __init__(self) -> None:
+        self._recent: tuple[str, datetime, bool] | None = None  # issue, since, answer
+
+    def team(self, team_key: str, *, excluding: str | None = None, now: datetime | None = None) -> int:
+        """Issues of the team with a non-terminal job (the ``N`` of the concurrency message).
+
+        :param now: with ``excluding``, also learn whether that issue has a recent job, for
+            :meth:`recent_active` to answer without a query.
+        """
         query = select(func.count(func.distinct(Job.issue_key))).where(
             Job.team_key == team_key, Job.status.in_(_ACTIVE)
         )
         if excluding is not None:
             query = query.where(Job.issue_key != excluding)
-        return int(db.session.scalar(query) or 0)
+        if excluding is None or now is None:
+            return int(db.session.scalar(query) or 0)
+        since = now - _dedup_window()
+        count, recent = db.session.execute(
+            select(query.scalar_subquery(), _recent_query(excluding, since).exists())
+        ).one()
+        self._recent = (excluding, since, bool(recent))
+        return int(count or 0)
 
     def recent_active(self, issue_key: str, now: datetime) -> bool:
         """Whether a non-terminal job of the issue was created inside the dedup window."""
-        return (
-            db.session.scalar(
-                select(Job.id)
-                .where(
-                    Job.issue_key == issue_key,
-                    Job.status.in_(_ACTIVE),
-                    Job.created_at > now - _dedup_window(),
-                )
-                .limit(1)
-            )
-            is not None
-        )
+        since = now - _dedup_window()
+        if self._recent is not None and self._recent[:2] == (issue_key, since):
+            return self._recent[2]
+        return db.session.scalar(_recent_query(issue_key, since).limit(1)) is not None
 
     def total(self) -> int:
         return int(db.session.scalar(select(func.count(Job.id)).where(Job.status.in_(_ACTIVE))) or 0)
@@ -165,7 +179,7 @@ class SnapshotCounts:
         self.by_backend[backend_id] -= 1  # add() counted it
         self.count -= 1
 
-    def team(self, team_key: str, *, excluding: str | None = None) -> int:
+    def team(self, team_key: str, *, excluding: str | None = None, now: datetime | None = None) -> int:
         issues = self.team_issues.get(team_key, set())
         return len(issues) - (1 if excluding in issues else 0)
 
@@ -203,7 +217,7 @@ def evaluate(
     if cap is not None and cap > 0:
         # An issue that already has a job in flight takes no new slot, so it is not counted against
         # itself: the dedup check below is what holds it.
-        if counts.team(mapping.team_key, excluding=issue.key) >= cap:
+        if counts.team(mapping.team_key, excluding=issue.key, now=now) >= cap:
             return concurrency(counts.team(mapping.team_key), cap)
     if counts.recent_active(issue.key, now):
         return dedup()

@@ -308,7 +308,7 @@ def record_progress(job_id: int, step: dict[str, Any]) -> dict[str, Any]:
         if owner is None:
             db.session.commit()
             raise CallbackError(404, "job_not_found")
-        redactor = redaction.redactor(owner.team_key, owner.mapping_id, mapping_state=owner.mapping_state)
+        redactor = redaction.redactor(owner.team_key, owner.mapping_id, state=(owner.mapping, owner.secrets))
         values["detail"] = redactor.data(detail)
     # one statement that writes (the step, with the job's status returned): on SQLite it takes the
     # write lock itself, and holds it for less time than BEGIN IMMEDIATE

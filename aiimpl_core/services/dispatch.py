@@ -196,6 +196,7 @@ class _Live:
         """:param tracked: the issue's tracked row, when the caller has just read it under the locks."""
         self.counts: blockers.Counts = blockers.LiveCounts()
         self.tracked = tracked
+        self._backoffs: dict[str, Any] = {}  # backend -> its back-off setting, read with the mode
 
     def trigger(self, key: str) -> _TriggerState | None:
         known = self.tracked is not None and self.tracked.issue_key == key
@@ -206,9 +207,20 @@ class _Live:
         return _mapping_for(provider_id, team_key)
 
     def choice(self, mapping: MappingRow | MappingView) -> BackendChoice:
-        return choose_backend(mapping)  # type: ignore[arg-type]
+        # the runner mode and the back-off of the backend the mapping names, in one query (in the
+        # default mode that is the backend the check asks about next)
+        keys = [settings.RUNNER_MODE_KEY]
+        if mapping.execution_mode:
+            keys.append(poller.backoff_key("runner", mapping.execution_mode))
+        values = settings.get_many(keys)
+        if mapping.execution_mode:
+            self._backoffs[mapping.execution_mode] = values.get(keys[1])
+        mode = settings.effective_runner_mode(values.get(settings.RUNNER_MODE_KEY) or "default")
+        return choose_backend(mapping, mode)  # type: ignore[arg-type]
 
     def backoff(self, backend_id: str, now: datetime) -> poller.Backoff | None:
+        if backend_id in self._backoffs:
+            return poller.backoff_from(self._backoffs[backend_id], now)
         return poller.backoff_of("runner", backend_id, now)
 
 
@@ -250,12 +262,13 @@ class _Snapshot(_Live):
         self.mappings = listing.mappings
         self.mode = listing.mode
         self.triggers: dict[str, _TriggerState] = {}
+        # the rows recording the page's waiting issues compares with (hold_all), read here whole
+        self.tracked_rows: dict[str, Any] = {}
         for chunk in chunks(keys):
-            rows = rows_by_issue_key(
-                TrackedIssue, chunk, TrackedIssue.trigger_consumed, TrackedIssue.trigger_cleared_at
-            )
+            rows = rows_by_issue_key(TrackedIssue, chunk, *_TRACKED_COLUMNS)
             for key, row in rows.items():
                 self.triggers[key] = _TriggerState(bool(row.trigger_consumed), row.trigger_cleared_at)
+            self.tracked_rows.update(rows)
         self.backoffs: dict[str, poller.Backoff | None] = {}
         db.session.commit()
 
@@ -330,34 +343,55 @@ def _touch(issue: TrackerIssue, now: datetime, tracked: TrackedIssue | None = _U
     return tracked
 
 
+_TRACKED_COLUMNS = (
+    TrackedIssue.id,
+    TrackedIssue.team_key,
+    TrackedIssue.provider,
+    TrackedIssue.title,
+    TrackedIssue.url,
+    TrackedIssue.triggered,
+    TrackedIssue.trigger_consumed,
+    TrackedIssue.trigger_cleared_at,
+    TrackedIssue.last_seen_at,
+)
+
+
 def _touch_many(
-    issues: Sequence[TrackerIssue], now: datetime, *, force: bool, fresh_for: timedelta = timedelta(0)
+    issues: Sequence[TrackerIssue],
+    now: datetime,
+    *,
+    force: bool,
+    fresh_for: timedelta = timedelta(0),
+    known: dict[str, Any] | None = None,
 ) -> set[str]:
     """:func:`_touch` for many issues in a few statements, skipping those whose trigger is consumed
     (unless ``force``). Rows that only need ``last_seen_at`` moved — most of them, cycle after
     cycle — are moved in one ``UPDATE``, and only when it is older than ``fresh_for``.
 
+    :param known: the issues' rows as read before the caller's locks (a page's snapshot): only
+        which triggers are consumed is read again; the rest is compared with these. (A row another
+        poller inserted meanwhile makes the insert fail, and the caller tries again without them.)
     :returns: the keys of the issues whose trigger a job consumed meanwhile.
     """
     latest = {issue.key: issue for issue in issues}
     consumed: set[str] = set()
     for chunk in chunks(list(latest)):
-        current = rows_by_issue_key(
-            TrackedIssue,
-            chunk,
-            TrackedIssue.id,
-            TrackedIssue.team_key,
-            TrackedIssue.provider,
-            TrackedIssue.title,
-            TrackedIssue.url,
-            TrackedIssue.triggered,
-            TrackedIssue.trigger_consumed,
-            TrackedIssue.last_seen_at,
-        )
+        if known is None:
+            current = rows_by_issue_key(TrackedIssue, chunk, *_TRACKED_COLUMNS)
+            taken = {key for key, row in current.items() if row.trigger_consumed}
+        else:
+            current = {key: known[key] for key in chunk if key in known}
+            taken = set(
+                db.session.scalars(
+                    select(TrackedIssue.issue_key).where(
+                        one_of(TrackedIssue.issue_key, chunk), TrackedIssue.trigger_consumed.is_(True)
+                    )
+                )
+            )
         wanted: dict[str, dict[str, Any]] = {}
         for key in chunk:
             issue, row = latest[key], current.get(key)
-            if row is not None and row.trigger_consumed and not force:
+            if key in taken and not force:
                 consumed.add(key)
                 continue
             wanted[key] = {
@@ -378,23 +412,32 @@ def hold_all(
     *,
     force: bool = False,
     fresh_for: timedelta = timedelta(0),
+    snapshot: _Snapshot | None = None,
 ) -> None:
     """Record blockers found without locks, in one transaction, except for issues another poller
     dispatched meanwhile.
 
     :param fresh_for: rows where nothing changed keep a ``last_seen_at`` younger than this (a poll
         cycle passes :data:`SEEN_REFRESH`, sparing the database a write per waiting issue per cycle).
+    :param snapshot: the page's snapshot, whose tracked rows are compared with instead of reading
+        them again under the locks (only which triggers are consumed is read there; the blocker
+        rows are read there, as other pollers write them too).
 
     The teams' locks (one of which each claim holds, taken here in a fixed order) make "dispatched
-    meanwhile" visible. Two pollers may insert the same rows at once: the loser retries.
+    meanwhile" visible. Two pollers may insert the same rows at once: the loser retries, reading
+    every row afresh.
     """
     if not held:
         return
     for attempt in range(3):
+        known = snapshot if attempt == 0 else None
         try:
             with serialized():
                 advisory_locks(f"team:{team}" for team in sorted({issue.team_key for issue, _ in held}))
-                dispatched = _touch_many([issue for issue, _ in held], now, force=force, fresh_for=fresh_for)
+                tracked_rows = known.tracked_rows if known is not None else None
+                dispatched = _touch_many(
+                    [issue for issue, _ in held], now, force=force, fresh_for=fresh_for, known=tracked_rows
+                )
                 recorded = [(issue, blocked) for issue, blocked in held if issue.key not in dispatched]
                 blockers.record_many(recorded, now, fresh_for=fresh_for)
             break
@@ -633,7 +676,7 @@ def _handle_page(
                 f"{issue.key}: {exc.message if isinstance(exc, AiimplError) else type(exc).__name__}"
             )
     try:
-        hold_all(held, now, report, fresh_for=SEEN_REFRESH)
+        hold_all(held, now, report, fresh_for=SEEN_REFRESH, snapshot=snapshot)
     except Exception as exc:  # noqa: BLE001 - the blockers are recorded again next cycle
         db.session.rollback()
         log.exception("recording blockers failed")

@@ -17,7 +17,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import Boolean, Row, bindparam, case, literal, literal_column, or_, select, true, update
 
-from ..database import per_dialect, serialized, upsert
+from ..database import one_of, per_dialect, serialized, upsert
 from ..errors import AiimplError, ProviderError
 from ..extensions import db
 from ..orm import OutboxItem, TrackedIssue, utcnow
@@ -52,26 +52,7 @@ class Claimed:
 def _claim(item_id: int, now: datetime) -> Claimed | None:
     """Take the item for sending (compare-and-set, with a lease); ``None`` when it is not due or
     another sender has it."""
-    row = db.session.execute(
-        update(OutboxItem)
-        .where(
-            OutboxItem.id == item_id,
-            or_(OutboxItem.state == "pending", OutboxItem.state == "sending"),
-            OutboxItem.next_attempt_at <= now,
-        )
-        .values(state="sending", next_attempt_at=now + LEASE)
-        .returning(
-            OutboxItem.id,
-            OutboxItem.op,
-            OutboxItem.provider,
-            OutboxItem.issue_key,
-            OutboxItem.body,
-            OutboxItem.stage,
-        ),
-        execution_options={"synchronize_session": False},
-    ).first()
-    db.session.commit()
-    return None if row is None else Claimed(*row)
+    return _claim_many([item_id], now).get(item_id)
 
 
 @per_dialect
@@ -149,6 +130,50 @@ def queue_taken(
     ).first()
 
 
+#: operations that change nothing when sent twice (a comment would be posted twice)
+IDEMPOTENT_OPS = ("stage", "done")
+
+
+def _claim_many(item_ids: list[int], now: datetime) -> dict[int, Claimed]:
+    """Take these items for sending in one statement (compare-and-set, with a lease); the ones
+    taken, by id (an item not due, or that another sender has, is left out)."""
+    if not item_ids:
+        return {}
+    rows = db.session.execute(
+        update(OutboxItem)
+        .where(
+            one_of(OutboxItem.id, item_ids),
+            or_(OutboxItem.state == "pending", OutboxItem.state == "sending"),
+            OutboxItem.next_attempt_at <= now,
+        )
+        .values(state="sending", next_attempt_at=now + LEASE)
+        .returning(
+            OutboxItem.id,
+            OutboxItem.op,
+            OutboxItem.provider,
+            OutboxItem.issue_key,
+            OutboxItem.body,
+            OutboxItem.stage,
+        ),
+        execution_options={"synchronize_session": False},
+    ).all()
+    db.session.commit()
+    return {row.id: Claimed(*row) for row in rows}
+
+
+def _release(item_ids: list[int], now: datetime) -> None:
+    """Give back items taken and not sent: due again at once."""
+    if not item_ids:
+        return
+    with serialized(writes_first=True):
+        db.session.execute(
+            update(OutboxItem)
+            .where(one_of(OutboxItem.id, item_ids), OutboxItem.state == "sending")
+            .values(state="pending", next_attempt_at=now),
+            execution_options={"synchronize_session": False},
+        )
+
+
 def deliver(
     *,
     issue_keys: Iterable[str] | None = None,
@@ -164,7 +189,7 @@ def deliver(
     facade = current_app.extensions["aiimpl"]
     now = now or utcnow()
     keys = list(issue_keys) if issue_keys is not None else None
-    query = select(OutboxItem.id, OutboxItem.issue_key, OutboxItem.provider).where(
+    query = select(OutboxItem.id, OutboxItem.issue_key, OutboxItem.provider, OutboxItem.op).where(
         or_(OutboxItem.state == "pending", OutboxItem.state == "sending"),
         OutboxItem.next_attempt_at <= now,
     )
@@ -183,14 +208,19 @@ def deliver(
     # committed ("database is locked" at once, without waiting): end every read transaction
     # before writing, and write the outcome of each send in a transaction of its own.
     db.session.commit()
+    # Stage changes and "done" are idempotent on the tracker: they are taken together, in one
+    # statement (a first cycle queues one per dispatched issue). Should a pass outlast their lease,
+    # another sender may repeat one, which changes nothing. Comments are taken one by one, just
+    # before each is sent, so a comment is never posted twice.
+    taken = _claim_many([r.id for r in rows if r.op in IDEMPOTENT_OPS and r.issue_key not in waiting], now)
     counts = {"sent": 0, "failed": 0, "skipped": 0}
     blocked_issues: set[str] = set()
     postponed_providers: set[str] = set()
-    for item_id, issue_key, provider_id in rows:
+    for item_id, issue_key, provider_id, op in rows:
         if issue_key in blocked_issues or provider_id in postponed_providers or issue_key in waiting:
             counts["skipped"] += 1
             continue
-        item = _claim(item_id, now)
+        item = taken.pop(item_id, None) if op in IDEMPOTENT_OPS else _claim(item_id, now)
         if item is None:
             counts["skipped"] += 1
             continue
@@ -205,6 +235,9 @@ def deliver(
         counts["sent"] += 1
         if sent is not None:
             sent.add(item_id)
+    # taken together, then held back (an earlier item of the issue failed, or its tracker asked to
+    # wait): due again at once. (Should this pass die first, their lease runs out instead.)
+    _release(list(taken), now)
     return counts
 
 

@@ -91,23 +91,28 @@ class Backoff:
     error: str
 
 
-def _backoff_key(kind: str, provider_id: str) -> str:
+def backoff_key(kind: str, provider_id: str) -> str:
+    """The setting that holds a connection's back-off."""
     return f"backoff:{kind}:{provider_id}"[:64]
 
 
 def backoff_of(kind: str, provider_id: str, now: datetime | None = None) -> Backoff | None:
     """The connection's back-off while it is in force, else ``None``."""
-    now = now or utcnow()
-    row = db.session.scalar(select(Setting).where(Setting.key == _backoff_key(kind, provider_id)))
-    if row is None or not isinstance(row.value, dict):
+    row = db.session.scalar(select(Setting).where(Setting.key == backoff_key(kind, provider_id)))
+    return backoff_from(row.value if row is not None else None, now)
+
+
+def backoff_from(value: Any, now: datetime | None = None) -> Backoff | None:
+    """The back-off a setting's value holds while it is in force, else ``None``."""
+    if not isinstance(value, dict):
         return None
     try:
-        until = datetime.fromisoformat(str(row.value["until"]))
+        until = datetime.fromisoformat(str(value["until"]))
     except (KeyError, ValueError):
         return None
-    if until <= now:
+    if until <= (now or utcnow()):
         return None
-    return Backoff(until, int(row.value.get("failures") or 1), str(row.value.get("error") or ""))
+    return Backoff(until, int(value.get("failures") or 1), str(value.get("error") or ""))
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -124,7 +129,7 @@ def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetim
     30 seconds up to 15 minutes.
     """
     now = now or utcnow()
-    key = _backoff_key(kind, provider_id)
+    key = backoff_key(kind, provider_id)
     retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
     message = str(exc)[:500]
     with serialized():
@@ -149,7 +154,7 @@ def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetim
 
 def record_success(kind: str, provider_id: str) -> None:
     """Forget a connection's failures (no write when there were none)."""
-    key = _backoff_key(kind, provider_id)
+    key = backoff_key(kind, provider_id)
     if db.session.scalar(select(Setting.key).where(Setting.key == key)) is None:
         db.session.commit()
         return

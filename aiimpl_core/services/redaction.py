@@ -9,8 +9,8 @@ sensitive settings — in plain, URL-encoded, base64 and line-split forms.
 Building a redactor reads and decrypts every secret and compiles one pattern of all their forms,
 several times the cost of the report it serves. Each process keeps the redactors it built, keyed by
 the team, its mapping's last change and the state of the secrets table (every row's id and update
-time, read in one query each time): a secret added, changed or removed through the API or the CLI,
-or an edited mapping, gives a new key, so a report is never redacted with stale values.
+time), read in one statement with each report: a secret added, changed or removed through the API
+or the CLI, or an edited mapping, gives a new key, so a report is never redacted with stale values.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import bindparam, select
+from sqlalchemy import String, bindparam, cast, func, literal, select
 
 from ..config import sensitive_names
 from ..extensions import db
@@ -32,17 +32,27 @@ from . import secrets as secrets_service
 #: redactors kept per process (a team and its mapping each; they are small)
 CACHE_SIZE = 256
 
-_SECRETS_STATE = select(Secret.id, Secret.updated_at).order_by(Secret.id)
-_MAPPING_STATE = select(MappingRow.updated_at).where(MappingRow.id == bindparam("mapping_id"))
-_EXTENSION = "aiimpl.redactors"
-_UNREAD: Any = object()
-
-#: a job's team and mapping with the mapping's last change, what :func:`redactor` is keyed by
-JOB_OWNER = (
-    select(Job.team_key, Job.mapping_id, MappingRow.updated_at.label("mapping_state"))
-    .outerjoin(MappingRow, MappingRow.id == Job.mapping_id)
-    .where(Job.id == bindparam("job_id"))
+# The state a redactor is keyed by, read in one statement: the mapping's last change and every
+# secret's id and update time, as one string (its order only matters to the cache's hit rate).
+_ordered_secrets = select(Secret.id, Secret.updated_at).order_by(Secret.id).subquery()
+_SECRETS_STATE = select(
+    func.aggregate_strings(
+        cast(_ordered_secrets.c.id, String) + literal(":") + cast(_ordered_secrets.c.updated_at, String),
+        ",",
+    )
+).scalar_subquery()
+_STATE = select(
+    select(MappingRow.updated_at).where(MappingRow.id == bindparam("mapping_id")).scalar_subquery(),
+    _SECRETS_STATE,
 )
+#: a job's team and mapping with the state :func:`redactor` is keyed by, in one statement
+JOB_OWNER = select(
+    Job.team_key,
+    Job.mapping_id,
+    select(MappingRow.updated_at).where(MappingRow.id == Job.mapping_id).scalar_subquery().label("mapping"),
+    _SECRETS_STATE.label("secrets"),
+).where(Job.id == bindparam("job_id"))
+_EXTENSION = "aiimpl.redactors"
 
 
 def known_secret_values(team_key: str, mapping_id: int | None) -> list[str]:
@@ -84,22 +94,19 @@ class _Redactors:
                 self.items.popitem(last=False)
 
 
-def redactor(team_key: str, mapping_id: int | None, *, mapping_state: Any = _UNREAD) -> Redactor:
+def redactor(team_key: str, mapping_id: int | None, *, state: tuple[Any, Any] | None = None) -> Redactor:
     """The redactor of a team's sessions (built again whenever the secrets or the mapping change).
 
-    :param mapping_state: the mapping's ``updated_at`` when the caller read it already (``None``
-        when the mapping is gone).
+    :param state: the mapping's and the secrets' state when the caller read it already
+        (:data:`JOB_OWNER`).
     """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     cache = app.extensions.get(_EXTENSION)
     if cache is None:
         cache = app.extensions.setdefault(_EXTENSION, _Redactors())
-    if mapping_state is _UNREAD:
-        mapping_state = (
-            db.session.scalar(_MAPPING_STATE, {"mapping_id": mapping_id}) if mapping_id is not None else None
-        )
-    secrets_state = tuple(tuple(row) for row in db.session.execute(_SECRETS_STATE))
-    key = (team_key, mapping_id, mapping_state, secrets_state)
+    if state is None:
+        state = tuple(db.session.execute(_STATE, {"mapping_id": mapping_id}).one())
+    key = (team_key, mapping_id, *state)
     found = cache.get(key)
     if found is None:
         found = Redactor(known_secret_values(team_key, mapping_id))

@@ -18,6 +18,14 @@ def get(key: str, default: Any = None) -> Any:
     return default if row is None else row.value
 
 
+def get_many(keys: list[str]) -> dict[str, Any]:
+    """The values of those of ``keys`` that are set, in one query."""
+    if not keys:
+        return {}
+    rows = db.session.execute(select(Setting.key, Setting.value).where(Setting.key.in_(keys)))
+    return {key: value for key, value in rows}
+
+
 def put(key: str, value: Any) -> None:
     row = db.session.get(Setting, key)
     if row is None:
@@ -36,7 +44,12 @@ def env_runner_mode() -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
-def effective_runner_mode() -> str:
-    """The mode in force: the ``RUNNER_MODE`` environment variable wins over the database."""
+def effective_runner_mode(persisted: Any = None) -> str:
+    """The mode in force: the ``RUNNER_MODE`` environment variable wins over the database.
+
+    :param persisted: the stored setting's value when the caller read it already.
+    """
     env = env_runner_mode()
-    return env if env in RUNNER_MODES else persisted_runner_mode()
+    if env in RUNNER_MODES:
+        return env  # type: ignore[return-value]
+    return (persisted or "default") if persisted is not None else persisted_runner_mode()

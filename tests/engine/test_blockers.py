@@ -222,3 +222,81 @@ def test_a_listing_read_before_our_own_stage_change_is_stale(app, client, tracke
     # a listing that began afterwards and shows the trigger is a new trigger
     assert consider(stale, fetched_at=cleared_at + timedelta(seconds=1), report=report) is not None
     assert len(jobs_of("ENG-1")) == 2
+
+
+class TestRecordingAPageOfWaitingIssues:
+    """A page's waiting issues are recorded with the rows its snapshot read before the locks;
+    under the locks only which triggers are consumed is read again."""
+
+    @pytest.fixture
+    def page(self, app, tracker, runner, add_mapping):
+        add_mapping("ENG", max_in_progress=1)
+        for n in (1, 2, 3):
+            tracker.add(f"ENG-{n}")
+        run_cycle()  # ENG-1 runs; ENG-2 and ENG-3 wait at the cap, rows and blockers exist now
+        assert set(blocker_rows()) == {"ENG-2", "ENG-3"}
+        return tracker
+
+    def _between_snapshot_and_recording(self, monkeypatch, meanwhile):
+        from aiimpl_core.services import dispatch
+
+        original = dispatch.hold_all
+
+        def hold_all(held, *args, **kw):
+            meanwhile()  # another poller, after this page's snapshot
+            return original(held, *args, **kw)
+
+        monkeypatch.setattr(dispatch, "hold_all", hold_all)
+
+    def test_an_issue_dispatched_meanwhile_is_not_recorded_as_waiting(self, page, monkeypatch):
+        from aiimpl_core.orm import TrackedIssue
+
+        def consume() -> None:
+            db.session.execute(
+                db.update(TrackedIssue).where(TrackedIssue.issue_key == "ENG-2").values(trigger_consumed=True)
+            )
+            db.session.execute(db.delete(Blocker).where(Blocker.issue_key == "ENG-2"))
+            db.session.commit()
+
+        self._between_snapshot_and_recording(monkeypatch, consume)
+        report = run_cycle()
+        assert report.skipped["ENG-2"] == "trigger already dispatched" and "ENG-2" not in report.blocked
+        assert set(blocker_rows()) == {"ENG-3"} and not report.errors
+
+    def test_a_blocker_another_poller_wrote_meanwhile_is_read_again(self, page, monkeypatch):
+        def rewrite() -> None:
+            # another poller's view: ENG-3 waits for another reason (the blocker rows are read
+            # under the locks, not taken from the snapshot)
+            db.session.execute(db.delete(Blocker).where(Blocker.issue_key == "ENG-3"))
+            db.session.add(Blocker(issue_key="ENG-3", team_key="ENG", reason="paused", message=PAUSED))
+            db.session.commit()
+
+        self._between_snapshot_and_recording(monkeypatch, rewrite)
+        report = run_cycle()
+        assert not report.errors
+        assert blocker_rows()["ENG-3"] == ("concurrency", "at concurrency cap (1/1). Waiting for a slot.")
+
+    def test_a_row_inserted_meanwhile_makes_the_recording_read_afresh(
+        self, app, tracker, runner, add_mapping, monkeypatch
+    ):
+        from aiimpl_core.orm import TrackedIssue
+
+        add_mapping("ENG", max_in_progress=1)
+        for n in (1, 2):
+            tracker.add(f"ENG-{n}", title=f"Issue {n}")
+
+        def insert() -> None:
+            # the snapshot saw no row for ENG-2; another poller inserts one before this one does
+            row = TrackedIssue(issue_key="ENG-2", team_key="ENG", provider="fake-tracker", title="old")
+            db.session.add(row)
+            db.session.commit()
+
+        self._between_snapshot_and_recording(monkeypatch, insert)
+        report = run_cycle()
+        assert not report.errors and [d.issue_key for d in report.dispatched] == ["ENG-1"]
+        assert blocker_rows() == {"ENG-2": ("concurrency", "at concurrency cap (1/1). Waiting for a slot.")}
+        title = db.session.scalar(db.select(TrackedIssue.title).where(TrackedIssue.issue_key == "ENG-2"))
+        assert title == "Issue 2"
+
+
+PAUSED = "Project ENG is paused."

@@ -296,6 +296,55 @@ class TestOneLaunch:
         # the stage change of a job created in this claim is new: nothing looks for it first
         assert starting("SELECT OUTBOX") == [], starting("SELECT OUTBOX")
 
+    def test_the_check_under_the_locks_reads_in_three_statements(
+        self, app: Any, add_mapping: Any, monkeypatch: Any
+    ) -> None:
+        """The claim's check of an issue of a team with a cap: its mapping; the runner mode with
+        the back-off of the mapping's backend; the team's count with the issue's recent job."""
+        from aiimpl_core.services import dispatch
+
+        add_mapping(max_in_progress=3)
+        db.session.remove()
+        verdict = dispatch._verdict
+        live: list[list[str]] = []
+
+        def recording(issue: Any, reads: Any, **kw: Any) -> Any:
+            if type(reads) is not dispatch._Live:
+                return verdict(issue, reads, **kw)
+            with statements() as sent:
+                answer = verdict(issue, reads, **kw)
+            # (the claim's new tracked row is flushed before the first read: not a read)
+            words = [" ".join(s.split()).upper() for s in sent]
+            live.append([s for s in words if s.startswith("SELECT")])
+            return answer
+
+        monkeypatch.setattr(dispatch, "_verdict", recording)
+        report = run_cycle(reconcile=False, deliver=False)
+        assert [d.status for d in report.dispatched] == ["dispatched"]
+        [reads] = live
+        assert len(reads) == 3, reads
+        assert reads[0].startswith("SELECT MAPPINGS."), reads
+        assert reads[1].replace('"', "").startswith("SELECT SETTINGS.KEY, SETTINGS.VALUE FROM SETTINGS"), reads
+        assert "COUNT(DISTINCT" in reads[2] and "EXISTS" in reads[2], reads
+
+    def test_a_delivery_takes_its_stage_changes_in_one_statement(
+        self, app: Any, tracker: FakeTracker, add_mapping: Any
+    ) -> None:
+        """A first cycle queues a stage change per dispatched issue; the delivery takes them all
+        for sending with one update (they are idempotent), then records each as it is sent."""
+        for n in (2, 3):
+            tracker.add(f"ENG-{n}")
+        add_mapping()
+        db.session.remove()
+        with statements() as sent:
+            report = run_cycle(reconcile=False)
+        assert len(report.dispatched) == 3 and report.outbox["sent"] == 3
+        words = [" ".join(s.split()).upper() for s in sent]
+        updates = [s for s in words if s.startswith("UPDATE OUTBOX")]
+        taking = [u for u in updates if "SET STATE=" in u and "NEXT_ATTEMPT_AT" in u]
+        assert len(taking) == 1 and (" IN " in taking[0] or "= ANY" in taking[0]), updates
+        assert len([u for u in updates if "DONE_AT" in u]) == 3, updates
+
     def test_a_request_the_claim_could_not_build_is_built_by_the_launch(
         self, app: Any, add_mapping: Any, monkeypatch: Any
     ) -> None:

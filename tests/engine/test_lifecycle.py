@@ -480,6 +480,32 @@ def test_outbox_retries_a_failed_comment_then_delivers_it_once(app, client, trac
     assert {i.state for i in outbox_of("ENG-30")} == {"done"}
 
 
+def test_a_stage_change_held_back_behind_a_failed_comment_is_due_again_at_once(
+    app, client, tracker, runner, add_mapping
+):
+    """Stage changes are taken for sending together at the start of a delivery; one held back
+    because an earlier comment of its issue failed is given back (due again), not left taken
+    until its lease runs out."""
+    from aiimpl_core.orm import utcnow
+    from aiimpl_core.testing.fakes import fail_with
+
+    add_mapping("ENG")
+    tracker.add("ENG-31")
+    run_cycle()
+    [job] = jobs_of("ENG-31")
+    tracker.fail["post_comment"] = fail_with(503, "tracker down")
+    resp = post_result(client, runner, job.id, outcome="failure", error="git clone failed (exit 128): x")
+    assert resp.status_code == 200
+    waiting = [(i.op, i.state) for i in outbox_of("ENG-31") if i.state != "done"]
+    assert waiting == [("comment", "pending"), ("comment", "pending"), ("stage", "pending")], waiting
+    [stage] = [i for i in outbox_of("ENG-31") if i.op == "stage" and i.state != "done"]
+    assert stage.next_attempt_at <= utcnow() and stage.attempts == 0
+    del tracker.fail["post_comment"]
+    run_cycle(now=later(hours=2))
+    assert {i.state for i in outbox_of("ENG-31")} == {"done"}
+    assert tracker.stage_labels("ENG-31") == set() and len(tracker.comments["ENG-31"]) == 2
+
+
 def test_a_run_far_past_its_lifetime_is_stopped_as_machine_timeout(app, tracker, runner, add_mapping):
     add_mapping("ENG")
     tracker.add("ENG-40")
