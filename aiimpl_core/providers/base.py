@@ -155,7 +155,11 @@ class TicketingProvider(Provider):
 
     @abstractmethod
     def mark_done(self, key: str) -> None:
-        """Close an issue out after its pull request merged."""
+        """Close an issue out after its pull request merged.
+
+        Must be idempotent: an issue already done stays done without an error (the outbox may send
+        this twice, as it may a stage change; a comment it sends once).
+        """
 
     def team_of(self, key: str) -> str:
         """The team key of an issue key (``ENG-12`` → ``ENG``); override for other key shapes."""

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import bindparam, literal_column, select, update
+from sqlalchemy import Text, bindparam, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..auth.nonce import INVALID_NONCE, active_job_for_nonce
@@ -23,7 +23,7 @@ from ..auth.tokens import RunClaims
 from ..database import per_dialect, serialized, upsert
 from ..errors import AiimplError
 from ..extensions import db
-from ..orm import ConsumedToken, Job, JobStep, OutboxItem, TrackedIssue, utcnow
+from ..orm import ConsumedToken, Job, JobStep, Mapping, OutboxItem, TrackedIssue, utcnow
 from ..types import JobStatus, LogLabel, Phase
 from . import comments as comments_mod
 from . import outbox, redaction
@@ -272,7 +272,8 @@ def _progress_upsert(with_detail: bool) -> Any:
     """One statement that upserts a step of an existing job and returns the job's status: the
     step's row is selected from the job's (no row, no insert, no status: the job does not exist)
     and ``RETURNING`` reads the status by a subquery. SQLite and PostgreSQL share the syntax; it
-    spares a round trip and a statement per report."""
+    spares a round trip and a statement per report. With a detail, it returns also the state its
+    redaction is keyed by (:func:`~aiimpl_core.services.redaction.state_sql`)."""
     jobs, steps = Job.__table__, JobStep.__table__
     names = (
         "step_id", "source", "type", "status", "started_at", "finished_at", "created_at", "updated_at"
@@ -293,29 +294,62 @@ def _progress_upsert(with_detail: bool) -> Any:
         f"(SELECT {jobs.name}.status FROM {jobs.name} WHERE {jobs.name}.id = {steps.name}.job_id)",
         type_=jobs.c.status.type,
     )
-    return insert.returning(status)
+    if not with_detail:
+        return insert.returning(status)
+    mapping_sql, secrets_sql = redaction.state_sql(f"{steps.name}.job_id", db.engine.dialect)
+    mapping = literal_column(mapping_sql, type_=Mapping.__table__.c.updated_at.type)
+    secrets = literal_column(secrets_sql, type_=Text())
+    return insert.returning(status, mapping, secrets)
+
+
+_steps = JobStep.__table__
+_STEP_DETAIL = (
+    update(_steps)
+    .where(_steps.c.job_id == bindparam("of_job"), _steps.c.step_id == bindparam("of_step"))
+    .values(detail=bindparam("new_detail", type_=_steps.c.detail.type))
+)
 
 
 def record_progress(job_id: int, step: dict[str, Any]) -> dict[str, Any]:
-    """Record a ``/runner/progress`` step; the first report moves the job to ``running``."""
+    """Record a ``/runner/progress`` step; the first report moves the job to ``running``.
+
+    A detail with text is redacted with the job's secrets before the write, which stays one
+    statement: with the redactor of the state this process saw last for the job, and the write
+    returns the state now. Should a secret or the mapping have changed since, the detail is
+    redacted again and rewritten in the same transaction, so no one ever reads it redacted with
+    stale values.
+    """
     values = _step_values(job_id, step, "runner")
     detail = _detail_of(step)
+    owner: redaction.Owner | None = None
     if detail is not None and not redaction.has_text(detail):
         values["detail"] = detail  # nothing in it to redact (the session program's is often {})
     elif detail is not None:
-        # a detail is redacted with the job's secrets before the write, which stays one statement
-        owner = db.session.execute(redaction.JOB_OWNER, {"job_id": job_id}).first()
-        if owner is None:
-            db.session.commit()
-            raise CallbackError(404, "job_not_found")
-        redactor = redaction.redactor(owner.team_key, owner.mapping_id, state=(owner.mapping, owner.secrets))
+        owner = redaction.remembered_owner(job_id)
+        if owner is None:  # the job's first report with a detail to this process
+            row = db.session.execute(redaction.JOB_OWNER, {"job_id": job_id}).first()
+            if row is None:
+                db.session.commit()
+                raise CallbackError(404, "job_not_found")
+            owner = redaction.Owner(row.team_key, row.mapping_id, (row.mapping, row.secrets))
+        redactor = redaction.redactor(owner.team_key, owner.mapping_id, state=owner.state)
         values["detail"] = redactor.data(detail)
     # one statement that writes (the step, with the job's status returned): on SQLite it takes the
     # write lock itself, and holds it for less time than BEGIN IMMEDIATE
     with serialized(writes_first=True):
-        status = db.session.scalar(_progress_upsert(detail is not None), values)
-        if status is None:  # no such job: nothing was written, and nothing will be
+        written = db.session.execute(_progress_upsert(detail is not None), values).first()
+        if written is None:  # no such job: nothing was written, and nothing will be
             raise CallbackError(404, "job_not_found")
+        status = written[0]
+        if owner is not None:
+            state = (written[1], written[2])
+            if state != owner.state:
+                owner = redaction.Owner(owner.team_key, owner.mapping_id, state)
+                again = redaction.redactor(owner.team_key, owner.mapping_id, state=state).data(detail)
+                if again != values["detail"]:
+                    rewrite = {"of_job": job_id, "of_step": step["id"], "new_detail": again}
+                    db.session.execute(_STEP_DETAIL, rewrite)
+            redaction.remember_owner(job_id, owner)
         if JobStatus(status) in (JobStatus.UNKNOWN, JobStatus.DISPATCHED):
             job = db.session.get_one(Job, job_id)
             _mark_running(job, "the runner reported progress")

@@ -516,6 +516,7 @@ def consider(
             mapping = verdict.mapping
             assert isinstance(mapping, MappingRow)
             chosen_phase, plan = _phase_for(mapping, tracked, phase)
+            db.session.flush()  # the tracked row's changes: a conflict there is not a job in flight
             try:
                 job = create_job(
                     mapping,

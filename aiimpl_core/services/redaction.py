@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
@@ -53,6 +54,45 @@ JOB_OWNER = select(
     _SECRETS_STATE.label("secrets"),
 ).where(Job.id == bindparam("job_id"))
 _EXTENSION = "aiimpl.redactors"
+_OWNERS = "aiimpl.job-owners"
+#: jobs whose team and mapping a process remembers (they never change for a job)
+OWNERS_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A job's team and mapping, with the state of the secrets and the mapping last seen."""
+
+    team_key: str
+    mapping_id: int | None
+    state: tuple[Any, Any]
+
+
+def state_sql(job_id_column: str, dialect: Any) -> tuple[str, str]:
+    """SQL of the mapping's and the secrets' state for a job whose id is ``job_id_column``, as
+    :data:`JOB_OWNER` reads them (the same expressions, so the two compare equal), to be read in
+    a statement's ``RETURNING``."""
+    secrets_sql = str(_SECRETS_STATE.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    jobs, mappings = Job.__table__.name, MappingRow.__table__.name
+    mapping_sql = (
+        f"(SELECT {mappings}.updated_at FROM {mappings} WHERE {mappings}.id = "
+        f"(SELECT {jobs}.mapping_id FROM {jobs} WHERE {jobs}.id = {job_id_column}))"
+    )
+    return mapping_sql, secrets_sql
+
+
+def remembered_owner(job_id: int) -> Owner | None:
+    """The job's team and mapping with the state seen last, if this process has seen them."""
+    cache = current_app.extensions.get(_OWNERS)
+    return cache.get(job_id) if cache is not None else None
+
+
+def remember_owner(job_id: int, owner: Owner) -> None:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    cache = app.extensions.get(_OWNERS)
+    if cache is None:
+        cache = app.extensions.setdefault(_OWNERS, _Lru(OWNERS_SIZE))
+    cache.put(job_id, owner)
 
 
 def known_secret_values(team_key: str, mapping_id: int | None) -> list[str]:
@@ -72,25 +112,26 @@ def known_secret_values(team_key: str, mapping_id: int | None) -> list[str]:
     return values
 
 
-class _Redactors:
-    """The redactors one app built, least recently used first out."""
+class _Lru:
+    """A bounded map, least recently used first out; thread-safe."""
 
-    def __init__(self) -> None:
-        self.items: OrderedDict[Hashable, Redactor] = OrderedDict()
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.items: OrderedDict[Hashable, Any] = OrderedDict()
         self.lock = threading.Lock()
 
-    def get(self, key: Hashable) -> Redactor | None:
+    def get(self, key: Hashable) -> Any:
         with self.lock:
             found = self.items.get(key)
             if found is not None:
                 self.items.move_to_end(key)
             return found
 
-    def put(self, key: Hashable, redactor: Redactor) -> None:
+    def put(self, key: Hashable, value: Any) -> None:
         with self.lock:
-            self.items[key] = redactor
+            self.items[key] = value
             self.items.move_to_end(key)
-            while len(self.items) > CACHE_SIZE:
+            while len(self.items) > self.size:
                 self.items.popitem(last=False)
 
 
@@ -103,7 +144,7 @@ def redactor(team_key: str, mapping_id: int | None, *, state: tuple[Any, Any] | 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     cache = app.extensions.get(_EXTENSION)
     if cache is None:
-        cache = app.extensions.setdefault(_EXTENSION, _Redactors())
+        cache = app.extensions.setdefault(_EXTENSION, _Lru(CACHE_SIZE))
     if state is None:
         state = tuple(db.session.execute(_STATE, {"mapping_id": mapping_id}).one())
     key = (team_key, mapping_id, *state)

@@ -398,11 +398,19 @@ function initJira() {
 const PANELS = {projects: initProjects, issues: initIssues, blockers: initBlockers, jobs: initJobs,
   sessions: initSessions, secrets: initSecrets, "runner-mode": initRunnerMode, jira: initJira};
 
+/* Submit buttons are served disabled and enabled here, once their forms' handlers are attached: a
+   form submitted before that would go out natively, and none of them is meant to (a secret or a
+   password in a URL). Their method is POST all the same. */
+function enableForms() {
+  document.querySelectorAll('form button[type="submit"][disabled]').forEach((b) => { b.disabled = false; });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
-  if (document.getElementById("signin-form")) { initSignin(); return; }
+  if (document.getElementById("signin-form")) { initSignin(); enableForms(); return; }
   if (!token()) { location.assign(`/ui/signin?next=${encodeURIComponent(location.pathname)}`); return; }
   const out = document.getElementById("signout");
   if (out) out.addEventListener("click", () => { sessionStorage.removeItem(TOKEN_KEY); location.assign("/ui/signin"); });
   const init = PANELS[document.body.dataset.panel];
   if (init) init();
+  enableForms();
 });
