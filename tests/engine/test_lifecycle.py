@@ -456,16 +456,22 @@ def test_runner_mode_env_override_wins(app, tracker, runner, add_mapping):
     assert job.shadow and runner.runs == {}
 
 
-def test_outbox_retries_a_failed_comment_then_delivers_it_once(app, client, tracker, runner, add_mapping):
+def _fails_while_the_tracker_is_down(client, tracker, runner, add_mapping, key):  # noqa: ANN001, ANN202
+    """Dispatch ``key``, then post its failure while the tracker refuses comments."""
     from aiimpl_core.testing.fakes import fail_with
 
     add_mapping("ENG")
-    tracker.add("ENG-30")
+    tracker.add(key)
     run_cycle()
-    [job] = jobs_of("ENG-30")
+    [job] = jobs_of(key)
     tracker.fail["post_comment"] = fail_with(503, "tracker down")
     resp = post_result(client, runner, job.id, outcome="failure", error="git clone failed (exit 128): x")
     assert resp.status_code == 200
+    return job
+
+
+def test_outbox_retries_a_failed_comment_then_delivers_it_once(app, client, tracker, runner, add_mapping):
+    _fails_while_the_tracker_is_down(client, tracker, runner, add_mapping, "ENG-30")
     assert tracker.comments["ENG-30"] == []
     run_cycle()
     assert tracker.comments["ENG-30"] == []
@@ -487,15 +493,8 @@ def test_a_stage_change_held_back_behind_a_failed_comment_is_due_again_at_once(
     because an earlier comment of its issue failed is given back (due again), not left taken
     until its lease runs out."""
     from aiimpl_core.orm import utcnow
-    from aiimpl_core.testing.fakes import fail_with
 
-    add_mapping("ENG")
-    tracker.add("ENG-31")
-    run_cycle()
-    [job] = jobs_of("ENG-31")
-    tracker.fail["post_comment"] = fail_with(503, "tracker down")
-    resp = post_result(client, runner, job.id, outcome="failure", error="git clone failed (exit 128): x")
-    assert resp.status_code == 200
+    _fails_while_the_tracker_is_down(client, tracker, runner, add_mapping, "ENG-31")
     waiting = [(i.op, i.state) for i in outbox_of("ENG-31") if i.state != "done"]
     assert waiting == [("comment", "pending"), ("comment", "pending"), ("stage", "pending")], waiting
     [stage] = [i for i in outbox_of("ENG-31") if i.op == "stage" and i.state != "done"]
