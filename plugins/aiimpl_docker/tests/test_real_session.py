@@ -138,8 +138,21 @@ def _exit_code_and_logs(engine: Any, container_id: str, timeout: float) -> tuple
 
 
 def test_the_session_in_a_container_reports_its_own_failure(
-    app: Any, live: str, tracker: FakeTracker, engine: Any
+    app: Any, live: str, tracker: FakeTracker, engine: Any, monkeypatch: Any
 ) -> None:
+    from aiimpl_docker.backend import LocalDockerBackend
+
+    # The plugin removes the container once the job has ended and the process exited; this
+    # session fails at its first step, so that can happen before the test starts waiting on it
+    # (an engine then answers the wait for a removed container). The removal waits for the test.
+    read = threading.Event()
+    cleanup = LocalDockerBackend.cleanup_job
+
+    def after_the_test_read(self: Any, job_id: int) -> None:
+        read.wait(timeout=90)
+        cleanup(self, job_id)
+
+    monkeypatch.setattr(LocalDockerBackend, "cleanup_job", after_the_test_read)
     db.session.add(
         Mapping(
             team_key="ENG",
@@ -158,6 +171,7 @@ def test_the_session_in_a_container_reports_its_own_failure(
     job = db.session.scalars(db.select(Job).where(Job.issue_key == "ENG-1")).one()
     assert job.backend == "local-docker" and job.run_id, [(t.to_status, t.reason) for t in job.transitions]
     code, logs = _exit_code_and_logs(engine, job.run_id, timeout=60)
+    read.set()
 
     db.session.rollback()  # a fresh transaction sees what the server's threads committed
     job = db.session.get(Job, job.id)
