@@ -214,25 +214,29 @@ def deliver_quietly(issue_key: str) -> None:
 _STEP_FIELDS = ("type", "status", "started_at", "finished_at", "updated_at")
 
 
+def _updated_fields(with_detail: bool) -> tuple[str, ...]:
+    """What a later report of a step replaces (its detail only when it brings one)."""
+    return _STEP_FIELDS + (("detail",) if with_detail else ())
+
+
 @per_dialect
 def _step_upsert(with_detail: bool) -> Any:
     """The step upsert statement (building ``excluded`` is not cheap)."""
     table = JobStep.__table__  # a Core statement: no ORM bookkeeping per report
     insert = upsert(table)
-    changed = _STEP_FIELDS + (("detail",) if with_detail else ())
     return insert.on_conflict_do_update(
         index_elements=[table.c.job_id, table.c.step_id],
-        set_={name: insert.excluded[name] for name in changed},
+        set_={name: insert.excluded[name] for name in _updated_fields(with_detail)},
     )
 
 
-def _upsert_step(job_id: int, step: dict[str, Any], source: str, job: Job) -> None:
+def _upsert_step(job: Job, step: dict[str, Any], source: str) -> None:
     """Insert the step, or update it when the job already has a step of that id, in one atomic
     statement (two reports of one step at once cannot both insert). The step keeps the source
     that first reported it, and its detail when a later report has none. A detail is redacted
     with the job's secrets."""
     detail = _detail_of(step)
-    values = _step_values(job_id, step, source)
+    values = _step_values(job.id, step, source)
     if detail is not None:
         values["detail"] = redaction.redact_data(job, detail)
     db.session.execute(_step_upsert(detail is not None), values)
@@ -286,7 +290,7 @@ def _progress_upsert(with_detail: bool) -> Any:
     insert = upsert(steps).from_select(["job_id", *names], rows)
     insert = insert.on_conflict_do_update(
         index_elements=[steps.c.job_id, steps.c.step_id],
-        set_={name: insert.excluded[name] for name in _STEP_FIELDS + (("detail",) if with_detail else ())},
+        set_={name: insert.excluded[name] for name in _updated_fields(with_detail)},
     )
     # written out: SQLAlchemy renders a RETURNING clause's columns unqualified and does not
     # correlate a subquery there with the table the statement writes
@@ -364,7 +368,7 @@ def record_step_report(nonce: str, step: dict[str, Any]) -> dict[str, Any]:
         job = active_job_for_nonce(nonce)
         if job is None:
             raise CallbackError(403, INVALID_NONCE)
-        _upsert_step(job.id, step, "session", job)
+        _upsert_step(job, step, "session")
         _mark_running(job, "the session reported a step")
         answer = {"ok": True, "jobId": job.id, "status": job.status, "stepId": step["id"]}
     return answer

@@ -171,5 +171,8 @@ def redactor_for(job: Job) -> Redactor:
 
 
 def redact_data(job: Job, data: Any, keep: tuple[str, ...] = ()) -> Any:
-    """``data`` (a JSON-like value) with every secret the job could know masked."""
+    """``data`` (a JSON-like value) with every secret the job could know masked (without text in
+    it, there is nothing to mask, and the redactor's state is not read)."""
+    if not has_text(data):
+        return data
     return redactor_for(job).data(data, keep=keep)
