@@ -8,13 +8,28 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import any_, bindparam, event, func, insert, inspect, select, text, update
+from sqlalchemy import (
+    JSON,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    column,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -177,10 +192,11 @@ def insert_rows(model: Any, rows: Sequence[Mapping[str, Any]], session: Session 
     per-row bookkeeping.
 
     SQLite: one ``executemany`` (the driver loops in C). PostgreSQL: one statement whatever the
-    number of rows, ``INSERT … SELECT … FROM unnest(…)`` with an array parameter per column (an
-    ``executemany`` sends a statement per row, or a ``VALUES`` list whose text differs with each
-    length; measured on a page of 250 rows: about 40 % less time). Columns left out take
-    their defaults.
+    number of rows, ``INSERT … SELECT … FROM json_to_recordset(…)`` with the rows as one JSON
+    parameter (an ``executemany`` sends a statement per row, or a ``VALUES`` list whose text
+    differs with each length; an array parameter per column, ``unnest``, is one statement too,
+    but the driver builds each array element by element in Python: measured on 40 pages of 250
+    rows, the JSON form takes half the time). Columns left out take their defaults.
     """
     if not rows:
         return
@@ -189,15 +205,32 @@ def insert_rows(model: Any, rows: Sequence[Mapping[str, Any]], session: Session 
     if dialect_name(session) != "postgresql":
         session.execute(insert(table), list(rows))
         return
-    from sqlalchemy.dialects.postgresql import ARRAY
-
     names = list(rows[0])
-    arrays = [
-        bindparam(f"values_{n}", [row[name] for row in rows], type_=ARRAY(table.c[name].type))
-        for n, name in enumerate(names)
-    ]
-    source = func.unnest(*arrays).table_valued(*names).render_derived()
+    dialect = session.get_bind().dialect
+    # the columns' own conversions (a type decorator's), as a bound parameter would have them
+    convert = {
+        name: processor
+        for name in names
+        if (processor := table.c[name].type.bind_processor(dialect)) is not None
+    }
+    payload = json.dumps(
+        [{name: (convert[name](row[name]) if name in convert else row[name]) for name in names}
+         for row in rows],
+        default=_json_value,
+    )
+    source = (
+        func.json_to_recordset(cast(bindparam("rows", payload, type_=Text), JSON))
+        .table_valued(*(column(name, table.c[name].type) for name in names))
+        .render_derived(with_types=True)
+    )
     session.execute(insert(table).from_select(names, select(*(source.c[name] for name in names))))
+
+
+def _json_value(value: Any) -> Any:
+    """What :func:`json.dumps` cannot write itself, as PostgreSQL reads it back from text."""
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    raise TypeError(f"cannot store a {type(value).__name__} through insert_rows")
 
 
 def write_seen_rows(

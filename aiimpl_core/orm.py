@@ -130,6 +130,11 @@ class TrackedIssue(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
+def run_name_for(issue_key: str, phase: str, job_id: int) -> str:
+    """What :attr:`Job.run_name` is for a job with these fields."""
+    return f"AI-Implement {issue_key} {phase} job-{job_id}"
+
+
 class Job(db.Model):
     """One dispatch: one run of one phase for one issue.
 
@@ -165,7 +170,6 @@ class Job(db.Model):
     repo: Mapped[str | None] = mapped_column(String(100))
     base_branch: Mapped[str | None] = mapped_column(String(255))
     branch: Mapped[str | None] = mapped_column(String(255))
-    run_name: Mapped[str | None] = mapped_column(String(255))
     run_id: Mapped[str | None] = mapped_column(String(255), index=True)
     run_url: Mapped[str | None] = mapped_column(Text)
     log_url: Mapped[str | None] = mapped_column(Text)
@@ -193,6 +197,16 @@ class Job(db.Model):
     steps: Mapped[list[JobStep]] = relationship(
         back_populates="job", order_by="JobStep.id", cascade="all, delete-orphan"
     )
+
+    #: the nonce whose hash the job was created with, until its session request is built (never
+    #: stored: only its hash is)
+    unsent_nonce = None
+
+    @property
+    def run_name(self) -> str:
+        """The run's name at the backend (a GitHub Actions run's ``run-name``), by which a run is
+        linked to its job: derived from the job, so a new job is one ``INSERT``."""
+        return run_name_for(self.issue_key, self.phase, self.id)
 
 
 class JobTransition(db.Model):

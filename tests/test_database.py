@@ -11,9 +11,9 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 
-def _upgrade(url: str) -> subprocess.CompletedProcess:
+def _upgrade(url: str, *revision: str, command: str = "upgrade") -> subprocess.CompletedProcess:
     env = dict(os.environ, AIIMPL_DATABASE_URL=url, AIIMPL_SECRET_KEY="k")
-    return subprocess.run([sys.executable, "-m", "aiimpl_core.cli", "db", "upgrade"], env=env,
+    return subprocess.run([sys.executable, "-m", "aiimpl_core.cli", "db", command, *revision], env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -38,12 +38,42 @@ def _check_twice(url: str) -> None:
     assert _schema(url) == schema
 
 
+def _check_run_name_migration(url: str) -> None:
+    """0002 drops the stored run name, which is derived since; going back fills it in again."""
+    assert _upgrade(url, "0001").returncode == 0
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO jobs (id, issue_key, team_key, phase, status, shadow, forced, created_at,"
+                " updated_at, run_name) VALUES (7, 'ENG-1', 'ENG', 'planning', 'failed', false, false,"
+                " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'AI-Implement ENG-1 planning job-7')"
+            ))
+        assert _upgrade(url).returncode == 0
+        assert "run_name" not in _schema(url)["jobs"]
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT issue_key FROM jobs WHERE id = 7")).scalar() == "ENG-1"
+        down = _upgrade(url, "0001", command="downgrade")
+        assert down.returncode == 0, down.stderr
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT run_name FROM jobs WHERE id = 7")).scalar() == (
+                "AI-Implement ENG-1 planning job-7"
+            )
+    finally:
+        engine.dispose()
+
+
 def test_db_upgrade_on_sqlite_twice(tmp_path):
     _check_twice(f"sqlite:///{tmp_path}/x.db")
 
 
-@pytest.mark.postgres
-def test_db_upgrade_on_postgres_twice():
+def test_run_name_migration_on_sqlite(tmp_path):
+    _check_run_name_migration(f"sqlite:///{tmp_path}/x.db")
+
+
+@pytest.fixture
+def scratch_postgres():
+    """The URL of a new, empty PostgreSQL database, dropped afterwards."""
     base = os.environ.get("AIIMPL_TEST_DATABASE_URL")
     if not base:
         pytest.skip("needs AIIMPL_TEST_DATABASE_URL")
@@ -52,11 +82,21 @@ def test_db_upgrade_on_postgres_twice():
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        _check_twice(make_url(base).set(database=name).render_as_string(hide_password=False))
+        yield make_url(base).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.mark.postgres
+def test_db_upgrade_on_postgres_twice(scratch_postgres):
+    _check_twice(scratch_postgres)
+
+
+@pytest.mark.postgres
+def test_run_name_migration_on_postgres(scratch_postgres):
+    _check_run_name_migration(scratch_postgres)
 
 
 def test_models_match_migrations(app):
@@ -103,7 +143,7 @@ def test_serialized_keeps_the_objects_it_is_asked_to_keep_loaded_past_its_commit
         other = Job(issue_key="ENG-3", team_key="ENG", phase="implementation", status="unknown")
         db.session.add_all([job, other])
         db.session.flush()
-        job.run_name = f"job-{job.id}"  # written by the commit's flush, kept as written
+        job.branch = f"ai/job-{job.id}"  # written by the commit's flush, kept as written
         kept.append(job)
     sent: list[str] = []
 
@@ -112,7 +152,7 @@ def test_serialized_keeps_the_objects_it_is_asked_to_keep_loaded_past_its_commit
 
     event.listen(db.engine, "before_cursor_execute", count)
     try:
-        assert (job.status, job.issue_key, job.run_name) == ("unknown", "ENG-2", f"job-{job.id}")
+        assert (job.status, job.issue_key, job.branch) == ("unknown", "ENG-2", f"ai/job-{job.id}")
         assert sent == []
         assert other.status == "unknown"  # expired: read again
         assert [s for s in sent if s.startswith("SELECT")] == [sent[-1]] and "jobs.id = " in sent[-1]
@@ -175,7 +215,7 @@ def test_one_of_is_one_statement_text_whatever_the_number_of_values(app):
 
 def test_insert_rows_keeps_every_value_and_default_in_one_statement_on_postgresql(app):
     """``insert_rows`` stores what an ``executemany`` would, defaults included; on PostgreSQL it
-    is one statement (an array per column) whatever the number of rows."""
+    is one statement (the rows as one JSON parameter) whatever the number of rows."""
     from datetime import timedelta
 
     from sqlalchemy import event, select
@@ -189,7 +229,9 @@ def test_insert_rows_keeps_every_value_and_default_in_one_statement_on_postgresq
     titles = ['a, "b" {c}', "back\\slash", "NULL", "", "émoji 🚀", "plain"]
     rows = [
         {"issue_key": f"ENG-{n}", "team_key": "ENG", "provider": "fake", "title": titles[n % 6],
-         "url": None if n % 2 else f"https://x/{n}", "triggered": n % 3 == 0, "last_seen_at": seen}
+         "url": None if n % 2 else f"https://x/{n}", "triggered": n % 3 == 0,
+         # a naive time is UTC, as the column's type has it
+         "last_seen_at": seen.replace(tzinfo=None) if n % 5 == 0 else seen}
         for n in range(1, 301)
     ]
     texts: list[str] = []
@@ -204,7 +246,7 @@ def test_insert_rows_keeps_every_value_and_default_in_one_statement_on_postgresq
         event.remove(db.engine, "before_cursor_execute", record)
     db.session.commit()
     if db.engine.dialect.name == "postgresql":
-        assert len(texts) == 1 and "unnest" in texts[0]
+        assert len(texts) == 1 and "json_to_recordset" in texts[0]
     stored = {
         r.issue_key: r
         for r in db.session.execute(select(TrackedIssue)).scalars()

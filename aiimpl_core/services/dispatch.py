@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..database import (
@@ -35,6 +35,7 @@ from ..database import (
 )
 from ..errors import AiimplError, DispatchError, NotFound, ProviderError
 from ..extensions import db
+from ..orm import Blocker as BlockerRow
 from ..orm import Job, TrackedIssue, utcnow
 from ..orm import Mapping as MappingRow
 from ..providers import TicketingProvider
@@ -321,26 +322,31 @@ def _read_tracked(key: str) -> TrackedIssue | None:
     )
 
 
-_UNREAD: Any = object()
+def _read_for_claim(key: str) -> tuple[TrackedIssue | None, bool]:
+    """The issue's tracked row (or ``None``) and whether it has a blocker row, in one query.
 
-
-def _touch(issue: TrackerIssue, now: datetime, tracked: TrackedIssue | None = _UNREAD) -> TrackedIssue:
-    """The issue's tracked row, created or refreshed from the tracker's view.
-
-    :param tracked: the row (or ``None``) when the caller read it already.
+    Read under the team's lock, which every writer of the issue's blocker row but a deletion
+    holds, so "no blocker row" stays true until the claim commits.
     """
-    if tracked is _UNREAD:
-        tracked = _read_tracked(issue.key)
-    if tracked is None:
-        tracked = TrackedIssue(issue_key=issue.key, team_key=issue.team_key, provider=issue.provider)
-        db.session.add(tracked)
+    one = select(literal(1).label("one")).subquery()
+    has_blocker = exists().where(BlockerRow.issue_key == key).label("has_blocker")
+    row = db.session.execute(
+        select(TrackedIssue, has_blocker)
+        .select_from(one)
+        .outerjoin(TrackedIssue, TrackedIssue.issue_key == key)
+        .execution_options(populate_existing=True)
+    ).one()
+    return row[0], bool(row[1])
+
+
+def _touch(issue: TrackerIssue, now: datetime, tracked: TrackedIssue) -> None:
+    """Refresh the issue's tracked row (read, or new and added by the caller) from the tracker's view."""
     tracked.team_key = issue.team_key
     tracked.provider = issue.provider
     tracked.title = issue.title or tracked.title or ""
     tracked.url = issue.url or tracked.url
     tracked.triggered = bool(issue.triggered)
     tracked.last_seen_at = now
-    return tracked
 
 
 _TRACKED_COLUMNS = (
@@ -504,8 +510,13 @@ def consider(
         with serialized(keep=claimed):
             # the team's lock keeps its cap exact; the global lock keeps the global and backend caps
             advisory_locks([f"team:{issue.team_key}", GLOBAL_LOCK])
-            tracked = _touch(issue, now)
+            known, has_blocker = _read_for_claim(key)
+            tracked = known or TrackedIssue(issue_key=key, team_key=issue.team_key, provider=issue.provider)
             verdict = _verdict(issue, _Live(tracked), fetched_at=fetched_at, now=now, force=force)
+            if not isinstance(verdict, _Go):
+                _touch(issue, now, tracked)
+                if known is None:
+                    db.session.add(tracked)
             if isinstance(verdict, str):
                 report.skipped[key] = verdict
                 return None
@@ -516,7 +527,9 @@ def consider(
             mapping = verdict.mapping
             assert isinstance(mapping, MappingRow)
             chosen_phase, plan = _phase_for(mapping, tracked, phase)
-            db.session.flush()  # the tracked row's changes: a conflict there is not a job in flight
+            # the job's INSERT goes out alone (a conflict is a job in flight): the issue's row is
+            # unchanged so far, or new and not in the session yet. It is brought up to date once,
+            # below: a known row in one UPDATE, a new one in one INSERT with every value
             try:
                 job = create_job(
                     mapping,
@@ -530,9 +543,10 @@ def consider(
             except IntegrityError as exc:
                 raise _InFlight from exc  # rolls the claim back
             # the session's credentials and request, committed with the claim: the launch goes
-            # straight to the backend instead of reading the job and its mapping again first (built
-            # here, the nonce's hash joins the job's run name in one UPDATE)
+            # straight to the backend instead of reading the job and its mapping again first (with
+            # the nonce whose hash the job's INSERT carried)
             prepared = _prepare(job, mapping) if launch_now else None
+            _touch(issue, now, tracked)
             if issue.triggered:
                 tracked.trigger_consumed = True
             set_stage(
@@ -544,7 +558,10 @@ def consider(
                 tracked=tracked,
                 new_job=True,
             )
-            blockers.clear(key)
+            if has_blocker:
+                blockers.clear(key)
+            if known is None:
+                db.session.add(tracked)
             entry = Dispatched(key, job.id, job.phase, job.backend, job.shadow)
             claimed.append(job)
     except _InFlight:

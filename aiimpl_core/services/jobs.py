@@ -11,10 +11,11 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import event, insert, select, update
+from sqlalchemy import event, insert, literal, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from ..database import dialect_name
 from ..extensions import db
 from ..orm import Job, JobTransition, OutboxItem, TrackedIssue, utcnow
 from ..types import TERMINAL_STATUSES, JobStatus, Stage
@@ -105,21 +106,47 @@ def transition(
         values["finished_at"] = now
     if timeout_reason is not None:
         values["timeout_reason"] = timeout_reason
-    result = db.session.execute(
-        update(Job).where(Job.id == job.id, Job.status == old.value).values(**values),
-        execution_options={"synchronize_session": False},
-    )
-    if result.rowcount != 1:
+    if not _move(job, old, new, values, reason, now):
         db.session.refresh(job)
         return False
     for key, value in values.items():
         # the row holds these already: set them as loaded, or the flush would send the update again
         set_committed_value(job, key, value)
-    db.session.add(
-        JobTransition(job_id=job.id, from_status=old.value, to_status=new.value, reason=reason, at=now)
-    )
     _queue_event("job", job_id=job.id, issue_key=job.issue_key, old=old, new=new)
     return True
+
+
+_JOBS, _TRANSITIONS = Job.__table__, JobTransition.__table__
+
+
+def _move(job: Job, old: JobStatus, new: JobStatus, values: dict[str, Any], reason: str | None,
+          now: datetime) -> bool:
+    """The compare-and-set of :func:`transition` and the transition's record; whether it moved.
+
+    On PostgreSQL one statement (the record is inserted from what the update returns, so only a
+    move that happened is recorded); on SQLite, where a statement is a call into the library and
+    not a round trip, an ``UPDATE`` and an ``INSERT``.
+    """
+    moved = update(_JOBS).where(_JOBS.c.id == job.id, _JOBS.c.status == old.value).values(**values)
+    if dialect_name() != "postgresql":
+        if db.session.execute(moved, execution_options={"synchronize_session": False}).rowcount != 1:
+            return False
+        db.session.add(
+            JobTransition(job_id=job.id, from_status=old.value, to_status=new.value, reason=reason, at=now)
+        )
+        return True
+    row = moved.returning(_JOBS.c.id).cte("moved")
+    record = insert(_TRANSITIONS).from_select(
+        ["job_id", "from_status", "to_status", "reason", "at"],
+        select(
+            row.c.id,
+            literal(old.value, _TRANSITIONS.c.from_status.type),
+            literal(new.value, _TRANSITIONS.c.to_status.type),
+            literal(reason, _TRANSITIONS.c.reason.type),
+            literal(now, _TRANSITIONS.c.at.type),
+        ),
+    )
+    return db.session.execute(record.returning(_TRANSITIONS.c.id)).first() is not None
 
 
 def tracked_issue(

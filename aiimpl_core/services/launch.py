@@ -65,7 +65,12 @@ def create_job(
     forced: bool = False,
     base_branch: str | None = None,
 ) -> Job:
-    """Add a job in ``unknown`` (flushed, not committed). The caller commits, then calls :func:`launch`."""
+    """Add a job in ``unknown`` (flushed, not committed). The caller commits, then calls :func:`launch`.
+
+    The job is created with the hash of a fresh nonce, which :func:`issue_credentials` hands to its
+    session: one ``INSERT``, no ``UPDATE`` after it.
+    """
+    nonce, digest = tokens.new_nonce()
     job = Job(
         issue_key=issue_key,
         team_key=mapping.team_key,
@@ -83,14 +88,15 @@ def create_job(
         pr_number=pr_number,
         plan=plan,
         forced=forced,
+        nonce_hash=digest,
         # set explicitly, so they are loaded on the new object: a transition reads the one it
         # fills, and a job its claim keeps loaded is then not read again by its launch
         dispatched_at=None,
         running_at=None,
     )
+    job.unsent_nonce = nonce
     db.session.add(job)
     db.session.flush()
-    job.run_name = f"AI-Implement {issue_key} {phase.value} job-{job.id}"
     record_created(job)
     return job
 
@@ -144,7 +150,7 @@ def build_request(job: Job, mapping: MappingRow, nonce: str, run_tokens: dict[st
         mapping=view,
         branch=job.branch or "",
         base_branch=job.base_branch or view.default_branch,
-        run_name=job.run_name or f"job-{job.id}",
+        run_name=job.run_name,
         env=env,
         secret_names=frozenset(n for n in secret_names if n in env),
         pr_number=job.pr_number,
@@ -153,9 +159,12 @@ def build_request(job: Job, mapping: MappingRow, nonce: str, run_tokens: dict[st
 
 
 def issue_credentials(job: Job) -> tuple[str, dict[str, str]]:
-    """A fresh nonce (stored hashed on the job) and the job's three run tokens."""
-    nonce, digest = tokens.new_nonce()
-    job.nonce_hash = digest
+    """The job's nonce and its three run tokens: the nonce it was created with when this process
+    created it and it is still the job's, else a fresh one (stored hashed on the job)."""
+    nonce = job.unsent_nonce
+    job.unsent_nonce = None
+    if nonce is None or job.nonce_hash != tokens.hash_nonce(nonce):
+        nonce, job.nonce_hash = tokens.new_nonce()
     run_tokens = tokens.issue_run_tokens(
         str(current_app.config["AIIMPL_SECRET_KEY"]), job.id, job.phase,
         int(current_app.config["AIIMPL_RUN_TOKEN_SECONDS"]),

@@ -17,7 +17,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import Boolean, Row, bindparam, case, literal, literal_column, or_, select, true, update
 
-from ..database import one_of, per_dialect, serialized, upsert
+from ..database import dialect_name, one_of, per_dialect, serialized, upsert
 from ..errors import AiimplError, ProviderError
 from ..extensions import db
 from ..orm import OutboxItem, TrackedIssue, utcnow
@@ -251,11 +251,21 @@ def send_claimed(item: Claimed, now: datetime | None = None) -> bool:
     return _send_and_record(current_app.extensions["aiimpl"], item, now or utcnow()) is None
 
 
+_OUTBOX, _TRACKED = OutboxItem.__table__, TrackedIssue.__table__
 _MARK_DONE = (
-    update(OutboxItem)
-    .where(OutboxItem.id == bindparam("item_id"))
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("item_id"))
     .values(state="done", done_at=bindparam("when"), remote_id=bindparam("remote"))
 )
+#: our own write removed the trigger from the tracker: a trigger seen after now is new
+_TRIGGER_CLEARED = (
+    update(_TRACKED)
+    .where(_TRACKED.c.issue_key == bindparam("item_issue"))
+    # (updated_at given: a column's Python-side default is not filled in under a WITH)
+    .values(trigger_consumed=False, trigger_cleared_at=bindparam("when"), updated_at=bindparam("when"))
+)
+#: both in one statement (PostgreSQL: a data-modifying ``WITH`` runs whatever the main statement does)
+_MARK_DONE_CLEARED = _TRIGGER_CLEARED.add_cte(_MARK_DONE.cte("done"))
 
 
 def _send_and_record(facade, item: Claimed, now: datetime) -> Exception | None:  # noqa: ANN001
@@ -277,21 +287,15 @@ def _send_and_record(facade, item: Claimed, now: datetime) -> Exception | None: 
             last_error = row.last_error
         log.warning("outbox item %s (%s %s) failed: %s", item.id, item.op, item.issue_key, last_error)
         return exc
-    done_at = utcnow()
+    done = {"item_id": item.id, "when": utcnow(), "remote": item.remote_id, "item_issue": item.issue_key}
+    cleared = item.op == "stage" and item.stage != Stage.TRIGGERED.value
     with serialized(writes_first=True):  # updates only
-        db.session.execute(
-            _MARK_DONE,
-            {"item_id": item.id, "when": done_at, "remote": item.remote_id},
-            execution_options={"synchronize_session": False},
-        )
-        if item.op == "stage" and item.stage != Stage.TRIGGERED.value:
-            # our own write removed the trigger from the tracker: a trigger seen after now is new
-            db.session.execute(
-                update(TrackedIssue)
-                .where(TrackedIssue.issue_key == item.issue_key)
-                .values(trigger_consumed=False, trigger_cleared_at=done_at),
-                execution_options={"synchronize_session": False},
-            )
+        if cleared and dialect_name() == "postgresql":
+            db.session.execute(_MARK_DONE_CLEARED, done)
+        else:
+            db.session.execute(_MARK_DONE, done)
+            if cleared:
+                db.session.execute(_TRIGGER_CLEARED, done)
     return None
 
 

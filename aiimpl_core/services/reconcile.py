@@ -117,7 +117,7 @@ def _in_flight(job: Job, mapping: MappingRow | None, lifetime: int) -> InFlightR
         issue_key=job.issue_key,
         mapping=mapping.view(),
         run_id=job.run_id,
-        run_name=job.run_name or f"job-{job.id}",
+        run_name=job.run_name,
         dispatched_at=_since_dispatch(job),
         started_at=job.running_at,
         lifetime_seconds=lifetime,

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from aiimpl_core.extensions import db
@@ -274,13 +274,20 @@ class TestOneLaunch:
         def starting(prefix: str) -> list[str]:
             return [s for s in sent if " ".join(s.split()).upper().startswith(prefix)]
 
+        def containing(fragment: str) -> list[str]:
+            return [s for s in sent if fragment in " ".join(s.split()).upper()]
+
         # a transition's guarded update is the only update of the status (the ORM sends it no more)
-        assert len(starting("UPDATE JOBS SET STATUS")) == 1, starting("UPDATE JOBS")
-        # the claim sets the stage and consumes the trigger in one update of the tracked row
-        assert len(starting("UPDATE TRACKED_ISSUES")) == 1, starting("UPDATE TRACKED_ISSUES")
+        assert len(containing("UPDATE JOBS SET STATUS")) == 1, containing("UPDATE JOBS")
+        # an issue seen for the first time: the claim inserts its tracked row once, with the stage
+        # and the consumed trigger, and updates it never; it had no blocker row, so deletes none
+        [inserted] = starting("INSERT INTO TRACKED_ISSUES")
+        assert "STAGE" in inserted.upper() and "TRIGGER_CONSUMED" in inserted.upper(), inserted
+        assert starting("UPDATE TRACKED_ISSUES") == [] and starting("DELETE FROM BLOCKERS") == [], sent
         # the claim's row is handed to the stage change, not read again by key
-        tracked_reads = starting("SELECT TRACKED_ISSUES.ID, TRACKED_ISSUES.ISSUE_KEY, TRACKED_ISSUES.TEAM")
-        assert len(tracked_reads) == 1, tracked_reads
+        by_key = [q for q in containing("TRACKED_ISSUES.ISSUE_KEY = ") if "ANY" not in q.upper()]
+        [claim_read] = by_key  # (the listing page's snapshot reads its keys at once)
+        assert "FROM BLOCKERS" in claim_read.upper(), claim_read  # with whether a blocker row exists
         # the claim builds the session's request with the mapping it checked: the launch reads
         # neither the mapping nor the job before calling the backend. The claim's job stays loaded
         # past its commit, so recording the run (a compare-and-set) and the report's status read
@@ -290,11 +297,46 @@ class TestOneLaunch:
         # (the listing's snapshot and the claim's checks read jobs by status, not this job)
         job_reads = [s for s in starting("SELECT JOBS.") if "JOBS.STATUS IN" not in s.upper()]
         assert job_reads == [], job_reads
-        # the run name and the nonce's hash are one update of the new job
-        job_updates = starting("UPDATE JOBS")
-        assert len(job_updates) == 2 and "NONCE_HASH" in job_updates[0].upper(), job_updates
+        # the new job is one INSERT, with its nonce's hash (its run name is derived): the status
+        # change that records the run is the one update of it
+        [created] = starting("INSERT INTO JOBS")
+        assert "NONCE_HASH" in created.upper() and len(containing("UPDATE JOBS")) == 1, sent
+        # each transition is recorded; on PostgreSQL the status change and its record are one
+        # statement (the record inserted from what the update returns)
+        records = containing("INSERT INTO JOB_TRANSITIONS")
+        assert len(records) == 2, records
+        if db.engine.dialect.name == "postgresql":
+            assert "UPDATE JOBS SET STATUS" in " ".join(records[1].split()).upper(), records
         # the stage change of a job created in this claim is new: nothing looks for it first
         assert starting("SELECT OUTBOX") == [], starting("SELECT OUTBOX")
+
+    def test_a_known_issue_with_a_blocker_row_is_updated_once_and_its_blocker_deleted(
+        self, app: Any, add_mapping: Any
+    ) -> None:
+        """An issue the database knows (held in an earlier cycle): its claim updates its tracked row
+        once, with the tracker's view, the stage and the consumed trigger, and deletes its
+        blocker row."""
+        from aiimpl_core.orm import Blocker, TrackedIssue, utcnow
+
+        add_mapping()
+        db.session.add(TrackedIssue(issue_key="ENG-1", team_key="ENG", provider="fake", title="old",
+                                    triggered=True, last_seen_at=utcnow()))
+        db.session.add(Blocker(issue_key="ENG-1", team_key="ENG", provider="fake", reason="paused",
+                               message="Project is paused"))
+        db.session.commit()
+        db.session.remove()
+        with statements() as sent:
+            report = run_cycle(reconcile=False, deliver=False)
+        assert [d.status for d in report.dispatched] == ["dispatched"]
+        words = [" ".join(s.split()).upper() for s in sent]
+        [updated] = [s for s in words if s.startswith("UPDATE TRACKED_ISSUES")]
+        assert "STAGE=" in updated and "TRIGGER_CONSUMED=" in updated and "TITLE=" in updated, updated
+        assert [s for s in words if s.startswith("INSERT INTO TRACKED_ISSUES")] == []
+        assert len([s for s in words if s.startswith("DELETE FROM BLOCKERS")]) == 1
+        db.session.remove()
+        row = db.session.scalar(select(TrackedIssue).where(TrackedIssue.issue_key == "ENG-1"))
+        assert row.trigger_consumed and row.stage is not None and row.title != "old"
+        assert db.session.scalar(select(Blocker).where(Blocker.issue_key == "ENG-1")) is None
 
     def test_the_check_under_the_locks_reads_in_three_statements(
         self, app: Any, add_mapping: Any, monkeypatch: Any
@@ -331,7 +373,8 @@ class TestOneLaunch:
         self, app: Any, tracker: FakeTracker, add_mapping: Any
     ) -> None:
         """A first cycle queues a stage change per dispatched issue; the delivery takes them all
-        for sending with one update (they are idempotent), then records each as it is sent."""
+        for sending with one update (they are idempotent), then records each as it is sent, with
+        the trigger the change cleared."""
         for n in (2, 3):
             tracker.add(f"ENG-{n}")
         add_mapping()
@@ -343,7 +386,12 @@ class TestOneLaunch:
         updates = [s for s in words if s.startswith("UPDATE OUTBOX")]
         taking = [u for u in updates if "SET STATE=" in u and "NEXT_ATTEMPT_AT" in u]
         assert len(taking) == 1 and (" IN " in taking[0] or "= ANY" in taking[0]), updates
-        assert len([u for u in updates if "DONE_AT" in u]) == 3, updates
+        # each sent change is recorded with the trigger it cleared: on PostgreSQL in one statement
+        records = [s for s in words if "UPDATE OUTBOX SET" in s and "DONE_AT" in s]
+        assert len(records) == 3, words
+        if db.engine.dialect.name == "postgresql":
+            assert all("UPDATE TRACKED_ISSUES SET TRIGGER_CONSUMED" in r for r in records), records
+            assert [s for s in words if s.startswith("UPDATE TRACKED_ISSUES")] == []
 
     def test_a_request_the_claim_could_not_build_is_built_by_the_launch(
         self, app: Any, add_mapping: Any, monkeypatch: Any
