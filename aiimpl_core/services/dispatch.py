@@ -36,7 +36,7 @@ from ..database import (
 from ..errors import AiimplError, DispatchError, NotFound, ProviderError
 from ..extensions import db
 from ..orm import Blocker as BlockerRow
-from ..orm import Job, TrackedIssue, utcnow
+from ..orm import Job, Setting, TrackedIssue, utcnow
 from ..orm import Mapping as MappingRow
 from ..providers import TicketingProvider
 from ..types import ACTIVE_STATUSES, JobStatus, MappingView, Phase, Stage, TrackerIssue
@@ -190,6 +190,12 @@ class _TriggerState:
     cleared_at: datetime | None
 
 
+_RUNNER_MODE = select(Setting.value).where(Setting.key == settings.RUNNER_MODE_KEY).scalar_subquery()
+#: the back-off of the runner backend a mapping names (:func:`poller.backoff_key`), read with it
+_BACKOFF_KEY = func.substr(literal(poller.backoff_key("runner", "")) + MappingRow.execution_mode, 1, 64)
+_MAPPING_BACKOFF = select(Setting.value).where(Setting.key == _BACKOFF_KEY).scalar_subquery()
+
+
 class _Live:
     """What the checks read, straight from the database (used under the claim's locks)."""
 
@@ -197,7 +203,8 @@ class _Live:
         """:param tracked: the issue's tracked row, when the caller has just read it under the locks."""
         self.counts: blockers.Counts = blockers.LiveCounts()
         self.tracked = tracked
-        self._backoffs: dict[str, Any] = {}  # backend -> its back-off setting, read with the mode
+        self._backoffs: dict[str, Any] = {}  # backend -> its back-off setting, read with the mapping
+        self._mode: str | None = None  # the persisted runner mode, read with the mapping
 
     def trigger(self, key: str) -> _TriggerState | None:
         known = self.tracked is not None and self.tracked.issue_key == key
@@ -205,19 +212,23 @@ class _Live:
         return None if row is None else _TriggerState(bool(row.trigger_consumed), row.trigger_cleared_at)
 
     def mapping_for(self, provider_id: str, team_key: str) -> MappingRow | MappingView | None:
-        return _mapping_for(provider_id, team_key)
+        # the mapping with the runner mode and the back-off of the backend it names, in one query
+        # (in the default mode that is the backend the check asks about next)
+        rows = db.session.execute(
+            select(MappingRow, _RUNNER_MODE, _MAPPING_BACKOFF).where(MappingRow.team_key == team_key)
+        )
+        for mapping, mode, backoff in rows:
+            if (mapping.ticketing or {}).get("provider") == provider_id:
+                self._mode = mode or "default"
+                if mapping.execution_mode:
+                    self._backoffs[mapping.execution_mode] = backoff
+                return mapping
+        return None
 
     def choice(self, mapping: MappingRow | MappingView) -> BackendChoice:
-        # the runner mode and the back-off of the backend the mapping names, in one query (in the
-        # default mode that is the backend the check asks about next)
-        keys = [settings.RUNNER_MODE_KEY]
-        if mapping.execution_mode:
-            keys.append(poller.backoff_key("runner", mapping.execution_mode))
-        values = settings.get_many(keys)
-        if mapping.execution_mode:
-            self._backoffs[mapping.execution_mode] = values.get(keys[1])
-        mode = settings.effective_runner_mode(values.get(settings.RUNNER_MODE_KEY) or "default")
-        return choose_backend(mapping, mode)  # type: ignore[arg-type]
+        if self._mode is None:
+            self._mode = settings.get(settings.RUNNER_MODE_KEY, "default") or "default"
+        return choose_backend(mapping, settings.effective_runner_mode(self._mode))  # type: ignore[arg-type]
 
     def backoff(self, backend_id: str, now: datetime) -> poller.Backoff | None:
         if backend_id in self._backoffs:

@@ -18,14 +18,6 @@ def get(key: str, default: Any = None) -> Any:
     return default if row is None else row.value
 
 
-def get_many(keys: list[str]) -> dict[str, Any]:
-    """The values of those of ``keys`` that are set, in one query."""
-    if not keys:
-        return {}
-    rows = db.session.execute(select(Setting.key, Setting.value).where(Setting.key.in_(keys)))
-    return {key: value for key, value in rows}
-
-
 def put(key: str, value: Any) -> None:
     row = db.session.get(Setting, key)
     if row is None:

@@ -173,3 +173,27 @@ def test_reconcile_lease_lets_one_poller_ask_a_backend_per_interval(app, tracker
     assert first.reconciled["polled"] == {"github-actions": 1}
     assert second.reconciled["skipped"] == {"github-actions": "another poller reconciled it this interval"}
     assert len(runner.poll_calls) == 1
+
+
+def test_the_live_check_reads_the_back_off_and_the_runner_mode_with_the_mapping(app, tracker, add_mapping):
+    """A webhook's check runs live (no listing before it): the back-off of the mapping's backend
+    and the runner mode it reads in the mapping's query hold the issue, and let it through."""
+    from aiimpl_core.services import settings
+
+    add_mapping("ENG", execution_mode="github-actions")
+    tracker.add("ENG-1")
+    tracker.add("ENG-2")
+    poller.record_failure("runner", "github-actions", fail_with(503, "GitHub unavailable"))
+    report = run_cycle_for_issues("fake-tracker", ["ENG-1"])
+    assert report.blocked["ENG-1"]["reason"] == "backend-unavailable" and not report.dispatched
+    # shadow mode starts nothing, so a backend backing off holds nothing
+    settings.put(settings.RUNNER_MODE_KEY, "shadow")
+    report = run_cycle_for_issues("fake-tracker", ["ENG-2"])
+    assert [d.issue_key for d in report.dispatched] == ["ENG-2"]
+    [job] = jobs_of("ENG-2")
+    assert job.shadow and job.runner_mode == "shadow"
+    # and once the backend answers again, a default-mode dispatch goes ahead
+    settings.put(settings.RUNNER_MODE_KEY, "default")
+    poller.record_success("runner", "github-actions")
+    report = run_cycle_for_issues("fake-tracker", ["ENG-1"])
+    assert [d.issue_key for d in report.dispatched] == ["ENG-1"] and not jobs_of("ENG-1")[0].shadow
