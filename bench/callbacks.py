@@ -104,11 +104,17 @@ def start_gunicorn(url: str, port: int, *, workers: int | None = None, max_reque
 
 
 def stop(proc) -> None:  # noqa: ANN001
-    proc.terminate()
+    """Stop gunicorn; what it logged (warnings and errors) goes to this process's stderr."""
+    if proc.poll() is None:
+        proc.terminate()
     try:
-        proc.wait(timeout=20)
+        _, err = proc.communicate(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+        _, err = proc.communicate()
+    text = err.decode(errors="replace").strip()
+    if text:
+        print(f"gunicorn (exit {proc.returncode}) logged:\n{text[-4000:]}", file=sys.stderr)
 
 
 def load(port: int, runners_file: str, kind: str, requests: int, concurrency: int, *,
@@ -119,7 +125,11 @@ def load(port: int, runners_file: str, kind: str, requests: int, concurrency: in
     if rate:
         command += ["--rate", str(rate)]
     out = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+    result = json.loads(out.stdout)
+    if result["requests"] == 0:
+        # nothing was answered: the figures would be of nothing (gunicorn gone, say)
+        raise RuntimeError(f"no {kind} request was answered: {result['errors']}")
+    return result
 
 
 def _cpu_seconds(pids: list[int]) -> float:
