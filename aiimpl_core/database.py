@@ -207,12 +207,17 @@ def insert_rows(model: Any, rows: Sequence[Mapping[str, Any]], session: Session 
         return
     names = list(rows[0])
     dialect = session.get_bind().dialect
-    # the columns' own conversions (a type decorator's), as a bound parameter would have them
-    convert = {
+    # the columns' own conversions (a type decorator's), as a bound parameter would have them; a
+    # JSON column's value travels as its JSON text, cast back (so None is JSON null, as the ORM
+    # stores it, unless the column says none_as_null)
+    as_text = {name for name in names if isinstance(table.c[name].type, JSON)}
+    convert: dict[str, Callable[[Any], Any]] = {
         name: processor
         for name in names
-        if (processor := table.c[name].type.bind_processor(dialect)) is not None
+        if name not in as_text and (processor := table.c[name].type.bind_processor(dialect)) is not None
     }
+    for name in as_text:
+        convert[name] = functools.partial(_json_text, none_as_null=table.c[name].type.none_as_null)
     payload = json.dumps(
         [{name: (convert[name](row[name]) if name in convert else row[name]) for name in names}
          for row in rows],
@@ -220,10 +225,17 @@ def insert_rows(model: Any, rows: Sequence[Mapping[str, Any]], session: Session 
     )
     source = (
         func.json_to_recordset(cast(bindparam("rows", payload, type_=Text), JSON))
-        .table_valued(*(column(name, table.c[name].type) for name in names))
+        .table_valued(*(column(name, Text() if name in as_text else table.c[name].type) for name in names))
         .render_derived(with_types=True)
     )
-    session.execute(insert(table).from_select(names, select(*(source.c[name] for name in names))))
+    picked = [
+        cast(source.c[name], table.c[name].type) if name in as_text else source.c[name] for name in names
+    ]
+    session.execute(insert(table).from_select(names, select(*picked)))
+
+
+def _json_text(value: Any, *, none_as_null: bool) -> str | None:
+    return None if value is None and none_as_null else json.dumps(value, default=_json_value)
 
 
 def _json_value(value: Any) -> Any:

@@ -88,19 +88,28 @@ def start_gunicorn(url: str, port: int, *, workers: int | None = None, max_reque
         env["AIIMPL_WORKERS"] = str(workers)
     if max_requests is not None:
         env["AIIMPL_MAX_REQUESTS"] = str(max_requests)
+    # its log goes to a file: a pipe nobody reads during the run would stop gunicorn once full
+    log = tempfile.NamedTemporaryFile(prefix="aiimpl-bench-gunicorn-", suffix=".log", delete=False)
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:aiimpl_core.gunicorn_conf",
                              "bench.benchapp:create()"], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=log)
+    log.close()
+    proc.log_path = log.name  # type: ignore[attr-defined]
     for _ in range(300):
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
                 return proc
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {proc.stderr.read().decode()[-2000:]}") from None
+                raise RuntimeError(f"gunicorn exited: {_log_tail(proc)}") from None
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("gunicorn did not answer /healthz")
+
+
+def _log_tail(proc, size: int = 4000) -> str:  # noqa: ANN001
+    with open(proc.log_path, encoding="utf-8", errors="replace") as fh:
+        return fh.read()[-size:].strip()
 
 
 def stop(proc) -> None:  # noqa: ANN001
@@ -108,13 +117,14 @@ def stop(proc) -> None:  # noqa: ANN001
     if proc.poll() is None:
         proc.terminate()
     try:
-        _, err = proc.communicate(timeout=20)
+        proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
-        _, err = proc.communicate()
-    text = err.decode(errors="replace").strip()
+        proc.wait()
+    text = _log_tail(proc)
+    os.unlink(proc.log_path)
     if text:
-        print(f"gunicorn (exit {proc.returncode}) logged:\n{text[-4000:]}", file=sys.stderr)
+        print(f"gunicorn (exit {proc.returncode}) logged:\n{text}", file=sys.stderr)
 
 
 def load(port: int, runners_file: str, kind: str, requests: int, concurrency: int, *,

@@ -260,6 +260,21 @@ def test_insert_rows_keeps_every_value_and_default_in_one_statement_on_postgresq
         assert got.trigger_consumed is False and got.created_at is not None  # the columns' defaults
 
 
+def test_insert_rows_keeps_a_json_column_s_structure(app):
+    """A JSON column's value is stored as the structure it is, not as a string of it."""
+    from sqlalchemy import select
+
+    from aiimpl_core.database import insert_rows
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import Setting, utcnow
+
+    values = [{"until": "2026-12-02T05:00:00+00:00", "failures": 3}, ["a", 1, None], "text", 7, None]
+    insert_rows(Setting, [{"key": f"k{n}", "value": v, "updated_at": utcnow()} for n, v in enumerate(values)])
+    db.session.commit()
+    stored = dict(db.session.execute(select(Setting.key, Setting.value)).all())
+    assert [stored[f"k{n}"] for n in range(len(values))] == values
+
+
 def test_advisory_locks_takes_every_lock_in_one_statement_until_the_transaction_ends(app):
     """``advisory_locks`` holds each named lock, as ``advisory_lock`` would, until its transaction
     ends; another transaction cannot take any of them meanwhile."""
