@@ -134,10 +134,12 @@ def _teams_by_provider() -> dict[str, list[str]]:
     return out
 
 
-def _mapping_for(provider_id: str, team_key: str) -> MappingRow | None:
-    for mapping in db.session.scalars(select(MappingRow).where(MappingRow.team_key == team_key)).all():
-        if (mapping.ticketing or {}).get("provider") == provider_id:
-            return mapping
+def _mapping_for(provider_id: str, team_key: str, *also: Any) -> Any:
+    """The row of the team's mapping that this tracker connection owns: the mapping, then the
+    values of ``also`` read in the same query; ``None`` when there is none."""
+    for row in db.session.execute(select(MappingRow, *also).where(MappingRow.team_key == team_key)).all():
+        if (row[0].ticketing or {}).get("provider") == provider_id:
+            return row
     return None
 
 
@@ -214,16 +216,14 @@ class _Live:
     def mapping_for(self, provider_id: str, team_key: str) -> MappingRow | MappingView | None:
         # the mapping with the runner mode and the back-off of the backend it names, in one query
         # (in the default mode that is the backend the check asks about next)
-        rows = db.session.execute(
-            select(MappingRow, _RUNNER_MODE, _MAPPING_BACKOFF).where(MappingRow.team_key == team_key)
-        )
-        for mapping, mode, backoff in rows:
-            if (mapping.ticketing or {}).get("provider") == provider_id:
-                self._mode = mode or "default"
-                if mapping.execution_mode:
-                    self._backoffs[mapping.execution_mode] = backoff
-                return mapping
-        return None
+        row = _mapping_for(provider_id, team_key, _RUNNER_MODE, _MAPPING_BACKOFF)
+        if row is None:
+            return None
+        mapping, mode, backoff = row
+        self._mode = mode or "default"
+        if mapping.execution_mode:
+            self._backoffs[mapping.execution_mode] = backoff
+        return mapping
 
     def choice(self, mapping: MappingRow | MappingView) -> BackendChoice:
         if self._mode is None:
@@ -911,7 +911,8 @@ def resolve_provider(issue_key: str) -> tuple[str, MappingRow | None]:
             continue
         team = facade.ticketing(provider_id).team_of(issue_key)
         if team in teams:
-            return provider_id, _mapping_for(provider_id, team)
+            row = _mapping_for(provider_id, team)
+            return provider_id, row[0] if row is not None else None
     team = issue_key.rsplit("-", 1)[0]
     raise NotFound(blockers.no_mapping(team).message)
 
