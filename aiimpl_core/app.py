@@ -30,7 +30,8 @@ def _engine_options(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 30, "check_same_thread": False}}
     options: dict[str, Any] = {
-        "pool_pre_ping": True,
+        # psycopg connections are checked at checkout by aiimpl_core.database, at less cost
+        "pool_pre_ping": not url.startswith("postgresql+psycopg:"),
         "pool_size": 5,
         "max_overflow": 10,
         "pool_recycle": 1800,

@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import select as select_module
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
@@ -31,8 +33,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.pool import Pool
 
 from .extensions import db
 
@@ -53,6 +57,60 @@ def _on_connect(dbapi_connection, connection_record):  # noqa: ANN001, ANN202
             pass
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
+    elif _is_psycopg(dbapi_connection):
+        connection_record.info[_RETURNED] = time.monotonic()  # new: no need to ping it
+
+
+#: a PostgreSQL connection back from the pool after longer than this is pinged before it is used
+PING_IDLE_AFTER = 5.0
+_RETURNED = "aiimpl_returned_at"
+
+
+def _is_psycopg(dbapi_connection: Any) -> bool:
+    module = type(dbapi_connection).__module__
+    return module == "psycopg" or module.startswith("psycopg.")
+
+
+@event.listens_for(Pool, "checkin")
+def _on_checkin(dbapi_connection, connection_record):  # noqa: ANN001, ANN202
+    if dbapi_connection is not None:
+        connection_record.info[_RETURNED] = time.monotonic()
+
+
+@event.listens_for(Pool, "checkout")
+def _on_checkout(dbapi_connection, connection_record, connection_proxy):  # noqa: ANN001, ANN202
+    """Make sure a PostgreSQL connection taken from the pool still works (in place of SQLAlchemy's
+    ``pool_pre_ping``, which costs a round trip at every checkout: several per poll-cycle dispatch,
+    one or two per runner callback).
+
+    A connection the server ended (a restart, ``pg_terminate_backend``, an idle timeout) has
+    something to read — the server's last message, or the end of the stream — while a live idle
+    one has nothing: that look costs no round trip and is made every time. A connection that sat
+    in the pool longer than :data:`PING_IDLE_AFTER` is pinged too (a connection a network device
+    dropped silently shows nothing to read). A dead one is replaced by a new connection.
+    """
+    if not _is_psycopg(dbapi_connection):
+        return
+    returned = connection_record.info.get(_RETURNED)
+    if returned is not None and time.monotonic() - returned < PING_IDLE_AFTER:
+        if not dbapi_connection.closed and not select_module.select([dbapi_connection], [], [], 0)[0]:
+            return
+    if dbapi_connection.closed or not _ping(dbapi_connection):
+        raise DisconnectionError("a pooled connection was found closed; replacing it")
+
+
+def _ping(dbapi_connection: Any) -> bool:
+    """One round trip outside any transaction: whether the connection works."""
+    autocommit = dbapi_connection.autocommit
+    try:
+        if not autocommit:
+            dbapi_connection.autocommit = True
+        dbapi_connection.execute("SELECT 1")
+        if not autocommit:
+            dbapi_connection.autocommit = False
+    except Exception:  # noqa: BLE001 - whatever failed, the connection cannot be used
+        return False
+    return True
 
 
 @event.listens_for(Engine, "begin")

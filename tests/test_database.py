@@ -339,3 +339,59 @@ def test_a_sqlite_without_returning_is_refused_at_start_up(monkeypatch):
     with pytest.raises(ConfigError) as err:
         create_app({"AIIMPL_DATABASE_URL": "sqlite://"}, load_entrypoints=False)
     assert "SQLite 3.35.0 or newer is needed" in err.value.message and "3.34.1" in err.value.message
+
+
+def test_a_pooled_connection_is_checked_without_a_round_trip_unless_idle_or_ended(app, monkeypatch):
+    """A connection back from the pool moments ago is used without a ping; one idle longer than
+    ``PING_IDLE_AFTER`` is pinged; one the server ended meanwhile is noticed at checkout (it has
+    the server's goodbye to read) and replaced, so the next statement succeeds."""
+    import select as select_module
+    import time
+
+    from sqlalchemy import create_engine, select, text
+    from sqlalchemy.engine import make_url
+
+    from aiimpl_core import database
+    from aiimpl_core.extensions import db
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no server to end a connection")
+    assert db.engine.pool._pre_ping is False
+    pings: list[object] = []
+    real_ping = database._ping
+
+    def counted(connection):
+        pings.append(connection)
+        return real_ping(connection)
+
+    monkeypatch.setattr(database, "_ping", counted)
+
+    def one_transaction() -> int:
+        pid = db.session.scalar(text("SELECT pg_backend_pid()"))
+        db.session.commit()
+        return pid
+
+    pid = one_transaction()
+    for _ in range(5):
+        assert one_transaction() == pid  # the same pooled connection, returned and taken again
+    assert pings == []
+
+    monkeypatch.setattr(database, "PING_IDLE_AFTER", 0.0)
+    assert one_transaction() == pid and len(pings) == 1  # idle "too long": pinged, and fine
+    monkeypatch.setattr(database, "PING_IDLE_AFTER", 60.0)
+
+    admin = create_engine(make_url(str(db.engine.url)), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            assert conn.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        admin.dispose()
+    deadline = time.monotonic() + 5
+    idle = db.engine.pool._pool.queue[0].dbapi_connection  # the one connection in the pool
+    while time.monotonic() < deadline:  # the backend's exit reaches the client's socket
+        if select_module.select([idle], [], [], 0.05)[0]:
+            break
+    pings.clear()
+    assert db.session.scalar(select(1)) == 1  # no error: the ended connection was replaced
+    db.session.commit()
+    assert len(pings) == 1 and one_transaction() != pid
