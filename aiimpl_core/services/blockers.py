@@ -105,6 +105,26 @@ class LiveCounts:
 
     def __init__(self) -> None:
         self._recent: tuple[str, datetime, bool] | None = None  # issue, since, answer
+        self._team: tuple[str, str, int] | None = None  # team, the issue left out, count
+
+    @staticmethod
+    def queries(team_key: str, issue_key: str, now: datetime) -> tuple[Any, Any]:
+        """What :meth:`team` (leaving ``issue_key`` out) and :meth:`recent_active` read, as a scalar
+        subquery and an ``EXISTS`` for a caller to read with its own query (see :meth:`knowing`)."""
+        since = now - _dedup_window()
+        count = select(func.count(func.distinct(Job.issue_key))).where(
+            Job.team_key == team_key, Job.status.in_(_ACTIVE), Job.issue_key != issue_key
+        )
+        return count.scalar_subquery(), _recent_query(issue_key, since).exists()
+
+    @classmethod
+    def knowing(cls, team_key: str, issue_key: str, now: datetime, count: int, recent: bool) -> LiveCounts:
+        """Counts that answer :meth:`team` and :meth:`recent_active` for this issue with what the
+        caller read under the same locks (the values of :meth:`queries`)."""
+        counts = cls()
+        counts._team = (team_key, issue_key, int(count or 0))
+        counts._recent = (issue_key, now - _dedup_window(), bool(recent))
+        return counts
 
     def team(self, team_key: str, *, excluding: str | None = None, now: datetime | None = None) -> int:
         """Issues of the team with a non-terminal job (the ``N`` of the concurrency message).
@@ -112,6 +132,8 @@ class LiveCounts:
         :param now: with ``excluding``, also learn whether that issue has a recent job, for
             :meth:`recent_active` to answer without a query.
         """
+        if excluding is not None and self._team is not None and self._team[:2] == (team_key, excluding):
+            return self._team[2]
         query = select(func.count(func.distinct(Job.issue_key))).where(
             Job.team_key == team_key, Job.status.in_(_ACTIVE)
         )

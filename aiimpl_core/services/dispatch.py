@@ -138,18 +138,20 @@ def _mapping_for(provider_id: str, team_key: str, *also: Any) -> Any:
     """The row of the team's mapping that this tracker connection owns: the mapping, then the
     values of ``also`` read in the same query; ``None`` when there is none."""
     for row in db.session.execute(select(MappingRow, *also).where(MappingRow.team_key == team_key)).all():
-        if (row[0].ticketing or {}).get("provider") == provider_id:
+        if _owns(provider_id, row[0]):
             return row
     return None
 
 
+def _owns(provider_id: str, mapping: MappingRow | None) -> bool:
+    """Whether the mapping belongs to this tracker connection."""
+    return mapping is not None and (mapping.ticketing or {}).get("provider") == provider_id
+
+
 def mapping_views(provider_id: str) -> dict[str, MappingView]:
     """The provider's mappings by team key, as plain views."""
-    return {
-        m.team_key: m.view()
-        for m in db.session.scalars(select(MappingRow)).all()
-        if (m.ticketing or {}).get("provider") == provider_id
-    }
+    mappings = db.session.scalars(select(MappingRow)).all()
+    return {m.team_key: m.view() for m in mappings if _owns(provider_id, m)}
 
 
 def _tracker(provider_id: str) -> TicketingProvider:
@@ -207,6 +209,8 @@ class _Live:
         self.tracked = tracked
         self._backoffs: dict[str, Any] = {}  # backend -> its back-off setting, read with the mapping
         self._mode: str | None = None  # the persisted runner mode, read with the mapping
+        # (provider, team) -> the mapping row with the mode and back-off, when the caller read it
+        self._mappings: dict[tuple[str, str], Any] = {}
 
     def trigger(self, key: str) -> _TriggerState | None:
         known = self.tracked is not None and self.tracked.issue_key == key
@@ -216,7 +220,10 @@ class _Live:
     def mapping_for(self, provider_id: str, team_key: str) -> MappingRow | MappingView | None:
         # the mapping with the runner mode and the back-off of the backend it names, in one query
         # (in the default mode that is the backend the check asks about next)
-        row = _mapping_for(provider_id, team_key, _RUNNER_MODE, _MAPPING_BACKOFF)
+        if (provider_id, team_key) in self._mappings:
+            row = self._mappings[(provider_id, team_key)]
+        else:
+            row = _mapping_for(provider_id, team_key, _RUNNER_MODE, _MAPPING_BACKOFF)
         if row is None:
             return None
         mapping, mode, backoff = row
@@ -224,6 +231,12 @@ class _Live:
         if mapping.execution_mode:
             self._backoffs[mapping.execution_mode] = backoff
         return mapping
+
+    def knowing_mapping(self, provider_id: str, team_key: str, row: Any) -> None:
+        """Answer :meth:`mapping_for` with a row the caller read under the same locks: the
+        mapping, the runner mode and the back-off (the values of :func:`_mapping_for`), or
+        ``None`` for no mapping."""
+        self._mappings[(provider_id, team_key)] = row
 
     def choice(self, mapping: MappingRow | MappingView) -> BackendChoice:
         if self._mode is None:
@@ -333,21 +346,33 @@ def _read_tracked(key: str) -> TrackedIssue | None:
     )
 
 
-def _read_for_claim(key: str) -> tuple[TrackedIssue | None, bool]:
-    """The issue's tracked row (or ``None``) and whether it has a blocker row, in one query.
+def _read_for_claim(issue: TrackerIssue, now: datetime) -> tuple[TrackedIssue | None, bool, _Live]:
+    """Everything the check under the locks reads, in one query: the issue's tracked row (or
+    ``None``), whether it has a blocker row, the team's mapping with the runner mode and the
+    back-off of the mapping's backend, the team's count of issues in flight but this one and
+    whether this one has a recent job. Returns the row, the blocker's presence, and the reads for
+    :func:`_verdict` (the optional global and backend caps are read there, when configured).
 
     Read under the team's lock, which every writer of the issue's blocker row but a deletion
     holds, so "no blocker row" stays true until the claim commits.
     """
+    key, team_key = issue.key, issue.team_key
     one = select(literal(1).label("one")).subquery()
     has_blocker = exists().where(BlockerRow.issue_key == key).label("has_blocker")
-    row = db.session.execute(
-        select(TrackedIssue, has_blocker)
+    in_flight, recent = blockers.LiveCounts.queries(team_key, key, now)
+    rows = db.session.execute(
+        select(TrackedIssue, has_blocker, in_flight, recent, MappingRow, _RUNNER_MODE, _MAPPING_BACKOFF)
         .select_from(one)
         .outerjoin(TrackedIssue, TrackedIssue.issue_key == key)
+        .outerjoin(MappingRow, MappingRow.team_key == team_key)
         .execution_options(populate_existing=True)
-    ).one()
-    return row[0], bool(row[1])
+    ).all()
+    first = rows[0]  # one row per mapping of the team, or one with no mapping
+    reads = _Live(first[0])
+    reads.counts = blockers.LiveCounts.knowing(team_key, key, now, first[2], first[3])
+    owned = next((row[4:] for row in rows if _owns(issue.provider, row[4])), None)
+    reads.knowing_mapping(issue.provider, team_key, owned)
+    return first[0], bool(first[1]), reads
 
 
 def _touch(issue: TrackerIssue, now: datetime, tracked: TrackedIssue) -> None:
@@ -521,9 +546,10 @@ def consider(
         with serialized(keep=claimed):
             # the team's lock keeps its cap exact; the global lock keeps the global and backend caps
             advisory_locks([f"team:{issue.team_key}", GLOBAL_LOCK])
-            known, has_blocker = _read_for_claim(key)
+            known, has_blocker, reads = _read_for_claim(issue, now)
             tracked = known or TrackedIssue(issue_key=key, team_key=issue.team_key, provider=issue.provider)
-            verdict = _verdict(issue, _Live(tracked), fetched_at=fetched_at, now=now, force=force)
+            reads.tracked = tracked
+            verdict = _verdict(issue, reads, fetched_at=fetched_at, now=now, force=force)
             if not isinstance(verdict, _Go):
                 _touch(issue, now, tracked)
                 if known is None:

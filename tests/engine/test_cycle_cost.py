@@ -287,13 +287,14 @@ class TestOneLaunch:
         # the claim's row is handed to the stage change, not read again by key
         by_key = [q for q in containing("TRACKED_ISSUES.ISSUE_KEY = ") if "ANY" not in q.upper()]
         [claim_read] = by_key  # (the listing page's snapshot reads its keys at once)
-        assert "FROM BLOCKERS" in claim_read.upper(), claim_read  # with whether a blocker row exists
-        # the claim builds the session's request with the mapping it checked: the launch reads
-        # neither the mapping nor the job before calling the backend. The claim's job stays loaded
-        # past its commit, so recording the run (a compare-and-set) and the report's status read
+        # with whether a blocker row exists and the team's mapping, the one read of it: the claim
+        # builds the session's request with the mapping it checked, so the launch reads neither
+        # the mapping nor the job before calling the backend. The claim's job stays loaded past
+        # its commit, so recording the run (a compare-and-set) and the report's status read
         # nothing either
-        mapping_reads = [s for s in starting("SELECT MAPPINGS.ID") if "WHERE" in s.upper()]
-        assert len(mapping_reads) == 1 and "TEAM_KEY" in mapping_reads[0].upper(), mapping_reads
+        assert "FROM BLOCKERS" in claim_read.upper() and "MAPPINGS.TEAM_KEY" in claim_read.upper(), claim_read
+        mapping_reads = [s for s in containing("FROM MAPPINGS") if "WHERE" in s.upper()]
+        assert mapping_reads == [], mapping_reads
         # (the listing's snapshot and the claim's checks read jobs by status, not this job)
         job_reads = [s for s in starting("SELECT JOBS.") if "JOBS.STATUS IN" not in s.upper()]
         assert job_reads == [], job_reads
@@ -338,35 +339,72 @@ class TestOneLaunch:
         assert row.trigger_consumed and row.stage is not None and row.title != "old"
         assert db.session.scalar(select(Blocker).where(Blocker.issue_key == "ENG-1")) is None
 
-    def test_the_check_under_the_locks_reads_in_two_statements(
+    def test_the_check_under_the_locks_reads_with_the_claim_s_row(
         self, app: Any, add_mapping: Any, monkeypatch: Any
     ) -> None:
-        """The claim's check of an issue of a team with a cap: its mapping with the runner mode
-        and the back-off of the mapping's backend; the team's count with the issue's recent job."""
+        """The claim's check of an issue of a team with a cap reads nothing of its own: the issue's
+        row, its mapping with the runner mode and the back-off of the mapping's backend, and the
+        team's count with the issue's recent job are one statement after the locks."""
         from aiimpl_core.services import dispatch
 
         add_mapping(max_in_progress=3)
         db.session.remove()
-        verdict = dispatch._verdict
+        verdict, read_for_claim = dispatch._verdict, dispatch._read_for_claim
         live: list[list[str]] = []
+        claim_reads: list[list[str]] = []
 
         def recording(issue: Any, reads: Any, **kw: Any) -> Any:
             if type(reads) is not dispatch._Live:
                 return verdict(issue, reads, **kw)
             with statements() as sent:
                 answer = verdict(issue, reads, **kw)
-            # (the claim's new tracked row is flushed before the first read: not a read)
-            words = [" ".join(s.split()).upper() for s in sent]
-            live.append([s for s in words if s.startswith("SELECT")])
+            live.append([s for s in sent if s.lstrip().upper().startswith("SELECT")])
+            return answer
+
+        def reading(*args: Any) -> Any:
+            with statements() as sent:
+                answer = read_for_claim(*args)
+            claim_reads.append([" ".join(s.split()).upper() for s in sent])
             return answer
 
         monkeypatch.setattr(dispatch, "_verdict", recording)
+        monkeypatch.setattr(dispatch, "_read_for_claim", reading)
         report = run_cycle(reconcile=False, deliver=False)
         assert [d.status for d in report.dispatched] == ["dispatched"]
-        [reads] = live
-        assert len(reads) == 2, reads
-        assert reads[0].startswith("SELECT MAPPINGS.") and reads[0].count("FROM SETTINGS") == 2, reads
-        assert "COUNT(DISTINCT" in reads[1] and "EXISTS" in reads[1], reads
+        assert live == [[]], live
+        [[read]] = claim_reads
+        assert "FROM BLOCKERS" in read and "MAPPINGS.TEAM_KEY" in read, read
+        assert read.count("FROM SETTINGS") == 2 and "COUNT(DISTINCT" in read and "EXISTS" in read, read
+
+    def test_the_claim_s_check_holds_an_issue_over_the_cap_and_with_a_recent_job(
+        self, app: Any, add_mapping: Any
+    ) -> None:
+        """The counts read with the claim's row decide as a query of their own would: a team at its
+        cap holds the issue; an issue with a job in flight is not counted against itself but
+        held by the dedup rule."""
+        from aiimpl_core.orm import utcnow
+        from aiimpl_core.services import blockers, dispatch
+        from aiimpl_core.services.launch import choose_backend, create_job
+        from aiimpl_core.types import Phase, TrackerIssue
+
+        mapping = add_mapping(max_in_progress=1)
+        create_job(mapping, "ENG-1", phase=Phase.IMPLEMENTATION, provider="fake-tracker",
+                   choice=choose_backend(mapping, "default"))
+        db.session.commit()
+        now = utcnow()
+
+        def check(key: str) -> Any:
+            issue = TrackerIssue(key=key, team_key="ENG", provider="fake-tracker", title="t", triggered=True)
+            _, _, reads = dispatch._read_for_claim(issue, now)
+            answer = dispatch._verdict(issue, reads, fetched_at=now, now=now, force=False)
+            db.session.rollback()
+            return answer
+
+        held = check("ENG-2")
+        assert isinstance(held, blockers.Blocked) and held.reason == blockers.CONCURRENCY, held
+        assert held.message == "at concurrency cap (1/1). Waiting for a slot."
+        again = check("ENG-1")
+        assert isinstance(again, blockers.Blocked) and again.reason == blockers.DEDUP, again
 
     def test_a_delivery_takes_its_stage_changes_in_one_statement(
         self, app: Any, tracker: FakeTracker, add_mapping: Any
