@@ -268,8 +268,9 @@ class _ListingReads:
 class _Snapshot(_Live):
     """The same reads for a whole listing page at once, in a handful of queries.
 
-    The first check of each issue runs on it, without locks; only issues it lets through are
-    checked again live under the locks. Jobs this poller creates are added as it goes.
+    The first check of each issue runs on it (read under the page's team locks, which are released
+    before any claim: see :func:`_settle_waiting_page`); only issues it lets through are checked
+    again live under the claim's locks. Jobs this poller creates are added as it goes.
     """
 
     def __init__(
@@ -278,9 +279,12 @@ class _Snapshot(_Live):
         keys: Sequence[str],
         now: datetime,
         listing: _ListingReads | None = None,
+        *,
+        commit: bool = True,
     ) -> None:
         """:param listing: the reads shared by the pages of a listing, when the caller made them
-        (once per listing rather than once per page)."""
+        (once per listing rather than once per page).
+        :param commit: end the read's transaction (false: the caller's transaction goes on)."""
         super().__init__()
         listing = listing if listing is not None else _ListingReads.read(provider_id, now)
         self.counts = listing.counts
@@ -295,7 +299,8 @@ class _Snapshot(_Live):
                 self.triggers[key] = _TriggerState(bool(row.trigger_consumed), row.trigger_cleared_at)
             self.tracked_rows.update(rows)
         self.backoffs: dict[str, poller.Backoff | None] = {}
-        db.session.commit()
+        if commit:
+            db.session.commit()
 
     def trigger(self, key: str) -> _TriggerState | None:
         return self.triggers.get(key)
@@ -405,6 +410,7 @@ def _touch_many(
     force: bool,
     fresh_for: timedelta = timedelta(0),
     known: dict[str, Any] | None = None,
+    known_locked: bool = False,
 ) -> set[str]:
     """:func:`_touch` for many issues in a few statements, skipping those whose trigger is consumed
     (unless ``force``). Rows that only need ``last_seen_at`` moved — most of them, cycle after
@@ -413,6 +419,8 @@ def _touch_many(
     :param known: the issues' rows as read before the caller's locks (a page's snapshot): only
         which triggers are consumed is read again; the rest is compared with these. (A row another
         poller inserted meanwhile makes the insert fail, and the caller tries again without them.)
+    :param known_locked: ``known`` was read under the caller's locks, in this transaction: nothing
+        is read again.
     :returns: the keys of the issues whose trigger a job consumed meanwhile.
     """
     latest = {issue.key: issue for issue in issues}
@@ -420,6 +428,9 @@ def _touch_many(
     for chunk in chunks(list(latest)):
         if known is None:
             current = rows_by_issue_key(TrackedIssue, chunk, *_TRACKED_COLUMNS)
+            taken = {key for key, row in current.items() if row.trigger_consumed}
+        elif known_locked:
+            current = {key: known[key] for key in chunk if key in known}
             taken = {key for key, row in current.items() if row.trigger_consumed}
         else:
             current = {key: known[key] for key in chunk if key in known}
@@ -718,7 +729,10 @@ def _handle_page(
     report.listed[provider_id] = report.listed.get(provider_id, 0) + len(wanted)
     if issue_keys is not None:
         wanted = [i for i in wanted if i.key in issue_keys]
-    snapshot = _Snapshot(provider_id, [i.key for i in wanted], now, listing)
+    snapshot = _settle_waiting_page(provider_id, wanted, report, now=now, fetched_at=fetched_at,
+                                    listing=listing)
+    if snapshot is None:
+        return
     held: list[tuple[TrackerIssue, blockers.Blocked]] = []
     for issue in wanted:
         try:
@@ -736,6 +750,56 @@ def _handle_page(
         db.session.rollback()
         log.exception("recording blockers failed")
         report.errors.append(f"blockers: {type(exc).__name__}")
+
+
+def _settle_waiting_page(
+    provider_id: str,
+    wanted: Sequence[TrackerIssue],
+    report: CycleReport,
+    *,
+    now: datetime,
+    fetched_at: datetime,
+    listing: _ListingReads | None,
+) -> _Snapshot | None:
+    """Read the page's snapshot under the locks of its teams and, when it lets no issue through —
+    most pages, cycle after cycle: the waiting issues of a busy install — record the page in the
+    same transaction (:func:`hold_all`'s writes, on rows read under the same locks, so nothing is
+    read again). ``None`` when the page is done; else its snapshot, for the checks one issue at a
+    time and their claims (the locks are released first: a claim takes its own)."""
+    if not wanted:
+        return None
+    held: list[tuple[TrackerIssue, blockers.Blocked]] = []
+    skipped: dict[str, str] = {}
+    try:
+        with serialized():
+            advisory_locks(f"team:{team}" for team in sorted({issue.team_key for issue in wanted}))
+            snapshot = _Snapshot(provider_id, [i.key for i in wanted], now, listing, commit=False)
+            for issue in wanted:
+                first = _verdict(issue, snapshot, fetched_at=fetched_at, now=now, force=False)
+                if isinstance(first, str):
+                    skipped[issue.key] = first
+                elif isinstance(first, blockers.Blocked):
+                    held.append((issue, first))
+                else:
+                    return snapshot  # some issue goes on to its claim: commit, releasing the locks
+            dispatched = _touch_many([issue for issue, _ in held], now, force=False, fresh_for=SEEN_REFRESH,
+                                     known=snapshot.tracked_rows, known_locked=True)
+            # (none: the check already skips an issue whose trigger a job consumed)
+            skipped.update(dict.fromkeys(dispatched, "trigger already dispatched"))
+            held = [(issue, blocked) for issue, blocked in held if issue.key not in dispatched]
+            blockers.record_many(held, now, fresh_for=SEEN_REFRESH)
+    except IntegrityError:
+        # another poller inserted one of these rows meanwhile (an issue seen under another team):
+        # the one-at-a-time path records the page again, reading every row afresh
+        return _Snapshot(provider_id, [i.key for i in wanted], now, listing)
+    except Exception:  # noqa: BLE001 - a check's own error is reported issue by issue below
+        db.session.rollback()
+        log.debug("checking the page at once failed; checking its issues one by one", exc_info=True)
+        return _Snapshot(provider_id, [i.key for i in wanted], now, listing)
+    report.skipped.update(skipped)
+    for issue, blocked in held:
+        report.blocked[issue.key] = {"reason": blocked.reason, "message": blocked.message}
+    return None
 
 
 def _listing_failed(provider_id: str, exc: Exception, report: CycleReport, now: datetime) -> None:

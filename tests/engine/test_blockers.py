@@ -225,16 +225,19 @@ def test_a_listing_read_before_our_own_stage_change_is_stale(app, client, tracke
 
 
 class TestRecordingAPageOfWaitingIssues:
-    """A page's waiting issues are recorded with the rows its snapshot read before the locks;
-    under the locks only which triggers are consumed is read again."""
+    """The waiting issues of a page where some issue is dispatched are recorded after its claims,
+    with the rows its snapshot read before them; under the locks only which triggers are consumed
+    is read again."""
 
     @pytest.fixture
     def page(self, app, tracker, runner, add_mapping):
         add_mapping("ENG", max_in_progress=1)
+        add_mapping("OPS")
         for n in (1, 2, 3):
             tracker.add(f"ENG-{n}")
         run_cycle()  # ENG-1 runs; ENG-2 and ENG-3 wait at the cap, rows and blockers exist now
         assert set(blocker_rows()) == {"ENG-2", "ENG-3"}
+        tracker.add("OPS-1")  # dispatched in the next cycle's page, before its waiting issues are recorded
         return tracker
 
     def _between_snapshot_and_recording(self, monkeypatch, meanwhile):
@@ -260,6 +263,7 @@ class TestRecordingAPageOfWaitingIssues:
 
         self._between_snapshot_and_recording(monkeypatch, consume)
         report = run_cycle()
+        assert [d.issue_key for d in report.dispatched] == ["OPS-1"]
         assert report.skipped["ENG-2"] == "trigger already dispatched" and "ENG-2" not in report.blocked
         assert set(blocker_rows()) == {"ENG-3"} and not report.errors
 
@@ -273,7 +277,7 @@ class TestRecordingAPageOfWaitingIssues:
 
         self._between_snapshot_and_recording(monkeypatch, rewrite)
         report = run_cycle()
-        assert not report.errors
+        assert not report.errors and [d.issue_key for d in report.dispatched] == ["OPS-1"]
         assert blocker_rows()["ENG-3"] == ("concurrency", "at concurrency cap (1/1). Waiting for a slot.")
 
     def test_a_row_inserted_meanwhile_makes_the_recording_read_afresh(
@@ -297,6 +301,86 @@ class TestRecordingAPageOfWaitingIssues:
         assert blocker_rows() == {"ENG-2": ("concurrency", "at concurrency cap (1/1). Waiting for a slot.")}
         title = db.session.scalar(db.select(TrackedIssue.title).where(TrackedIssue.issue_key == "ENG-2"))
         assert title == "Issue 2"
+
+
+class TestAPageWithNothingToDispatch:
+    """A page whose issues all wait (or were dispatched already) is read under its teams' locks and
+    recorded in the same transaction: nothing is read twice, and another poller's dispatch that
+    took the locks first is seen."""
+
+    @pytest.fixture
+    def page(self, app, tracker, runner, add_mapping):
+        add_mapping("ENG", max_in_progress=1)
+        for n in (1, 2, 3):
+            tracker.add(f"ENG-{n}", title=f"Issue {n}")
+        run_cycle()  # ENG-1 runs; ENG-2 and ENG-3 wait at the cap
+        db.session.remove()
+        return tracker
+
+    def test_it_is_one_transaction_reading_the_issues_once(self, page, monkeypatch):
+        from sqlalchemy import event
+
+        from aiimpl_core.orm import TrackedIssue
+        from aiimpl_core.services import dispatch
+
+        page.issues["ENG-3"].title = "Issue 3, renamed"  # a change to write, besides the waits
+        monkeypatch.setattr(dispatch, "hold_all", lambda *a, **kw: pytest.fail("recorded after the checks"))
+        sent: list[str] = []
+
+        def record(conn, cursor, statement, *args):
+            sent.append(" ".join(statement.split()).upper())
+
+        event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            report = run_cycle(reconcile=False, deliver=False)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", record)
+        assert not report.dispatched and set(report.blocked) == {"ENG-2", "ENG-3"} and not report.errors
+        by_keys = [s for s in sent if s.startswith("SELECT") and ("TRACKED_ISSUES.ISSUE_KEY IN" in s
+                                                                   or "TRACKED_ISSUES.ISSUE_KEY = ANY" in s)]
+        assert len(by_keys) == 1, by_keys  # the page's read, under the locks: not again to record it
+        assert blocker_rows() == {
+            "ENG-2": ("concurrency", "at concurrency cap (1/1). Waiting for a slot."),
+            "ENG-3": ("concurrency", "at concurrency cap (1/1). Waiting for a slot."),
+        }
+        title = db.session.scalar(db.select(TrackedIssue.title).where(TrackedIssue.issue_key == "ENG-3"))
+        assert title == "Issue 3, renamed"
+
+    def test_a_dispatch_that_held_the_team_s_lock_first_is_seen(self, app, page):
+        """PostgreSQL: another poller claims ENG-2 under the team's lock while this cycle waits for
+        it; the page is read after, so ENG-2 is not recorded as waiting."""
+        import threading
+        import time
+
+        from sqlalchemy.orm import Session
+
+        from aiimpl_core.database import advisory_lock
+        from aiimpl_core.orm import TrackedIssue
+
+        if db.engine.dialect.name != "postgresql":
+            pytest.skip("SQLite serializes writers: no other poller holds a lock meanwhile")
+        other = Session(db.engine)
+        advisory_lock("team:ENG", other)
+        eng_2 = TrackedIssue.issue_key == "ENG-2"
+        other.execute(db.update(TrackedIssue).where(eng_2).values(trigger_consumed=True))
+        other.execute(db.delete(Blocker).where(Blocker.issue_key == "ENG-2"))
+        reports = []
+
+        def cycle() -> None:
+            with app.app_context():
+                reports.append(run_cycle(reconcile=False, deliver=False))
+                db.session.remove()
+
+        thread = threading.Thread(target=cycle)
+        thread.start()
+        time.sleep(0.5)
+        assert thread.is_alive()  # waiting for the team's lock
+        other.commit()
+        other.close()
+        thread.join(30)
+        [report] = reports
+        assert report.skipped["ENG-2"] == "trigger already dispatched" and "ENG-2" not in report.blocked
+        assert set(blocker_rows()) == {"ENG-3"} and not report.errors
 
 
 PAUSED = "Project ENG is paused."
