@@ -93,10 +93,25 @@ def _on_checkout(dbapi_connection, connection_record, connection_proxy):  # noqa
         return
     returned = connection_record.info.get(_RETURNED)
     if returned is not None and time.monotonic() - returned < PING_IDLE_AFTER:
-        if not dbapi_connection.closed and not select_module.select([dbapi_connection], [], [], 0)[0]:
+        if not dbapi_connection.closed and not _has_input(dbapi_connection):
             return
     if dbapi_connection.closed or not _ping(dbapi_connection):
         raise DisconnectionError("a pooled connection was found closed; replacing it")
+
+
+def _has_input(dbapi_connection: Any) -> bool:
+    """Whether the connection's socket has something to read (or is closed), without waiting.
+    ``poll`` rather than ``select``: a busy worker's descriptors may number past ``select``'s
+    limit of 1,024."""
+    try:
+        fd = dbapi_connection.fileno()
+        if hasattr(select_module, "poll"):
+            watch = select_module.poll()
+            watch.register(fd, select_module.POLLIN)  # (an error or a hang-up is always reported)
+            return bool(watch.poll(0))
+        return bool(select_module.select([fd], [], [], 0)[0])
+    except Exception:  # noqa: BLE001 - when in doubt, the caller pings
+        return True
 
 
 def _ping(dbapi_connection: Any) -> bool:

@@ -395,3 +395,34 @@ def test_a_pooled_connection_is_checked_without_a_round_trip_unless_idle_or_ende
     assert db.session.scalar(select(1)) == 1  # no error: the ended connection was replaced
     db.session.commit()
     assert len(pings) == 1 and one_transaction() != pid
+
+
+def test_a_connection_s_socket_is_looked_at_past_select_s_descriptor_limit():
+    """The check-out's look at a socket works for a descriptor numbered past 1,024 (``select``'s
+    limit, which a busy worker's connections can pass): nothing to read on a live connection,
+    something once the peer has gone."""
+    import os
+    import resource
+    import socket
+
+    from aiimpl_core.database import _has_input
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip("the process may not open a descriptor numbered past 1,024 here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    ours, peer = socket.socketpair()
+    high = os.dup2(ours.fileno(), 1100)
+    try:
+
+        class Connection:
+            def fileno(self) -> int:
+                return high
+
+        assert _has_input(Connection()) is False
+        peer.close()  # the server ends the connection: the end of the stream is there to read
+        assert _has_input(Connection()) is True
+    finally:
+        os.close(high)
+        ours.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
