@@ -12,7 +12,7 @@ from flask import Flask
 
 from . import config as config_mod
 from . import (
-    database,  # noqa: F401 - installs the engine event listeners
+    database,  # (importing it installs the SQLite engine event listeners)
     logs,
 )
 from .errors import ConfigError
@@ -30,7 +30,7 @@ def _engine_options(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 30, "check_same_thread": False}}
     options: dict[str, Any] = {
-        # psycopg connections are checked at checkout by aiimpl_core.database, at less cost
+        # psycopg connections are checked at check-out at less cost (create_app installs it)
         "pool_pre_ping": not url.startswith("postgresql+psycopg:"),
         "pool_size": 5,
         "max_overflow": 10,
@@ -126,6 +126,9 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = app.config.get("MAX_CONTENT_LENGTH") or 2 * 1024 * 1024
 
     db.init_app(app)
+    if url.startswith("postgresql+psycopg:"):
+        with app.app_context():
+            database.check_connections_at_checkout(db.engine)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True, compare_type=True)
 
     def make_http(base_url: str = "", **kwargs: Any) -> HttpClient:

@@ -36,7 +36,6 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.pool import Pool
 
 from .extensions import db
 
@@ -57,8 +56,6 @@ def _on_connect(dbapi_connection, connection_record):  # noqa: ANN001, ANN202
             pass
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
-    elif _is_psycopg(dbapi_connection):
-        connection_record.info[_RETURNED] = time.monotonic()  # new: no need to ping it
 
 
 #: a PostgreSQL connection back from the pool after longer than this is pinged before it is used
@@ -66,22 +63,11 @@ PING_IDLE_AFTER = 5.0
 _RETURNED = "aiimpl_returned_at"
 
 
-def _is_psycopg(dbapi_connection: Any) -> bool:
-    module = type(dbapi_connection).__module__
-    return module == "psycopg" or module.startswith("psycopg.")
-
-
-@event.listens_for(Pool, "checkin")
-def _on_checkin(dbapi_connection, connection_record):  # noqa: ANN001, ANN202
-    if dbapi_connection is not None:
-        connection_record.info[_RETURNED] = time.monotonic()
-
-
-@event.listens_for(Pool, "checkout")
-def _on_checkout(dbapi_connection, connection_record, connection_proxy):  # noqa: ANN001, ANN202
-    """Make sure a PostgreSQL connection taken from the pool still works (in place of SQLAlchemy's
-    ``pool_pre_ping``, which costs a round trip at every checkout: several per poll-cycle dispatch,
-    one or two per runner callback).
+def check_connections_at_checkout(engine: Engine) -> None:
+    """Make sure a PostgreSQL (psycopg) connection taken from ``engine``'s pool still works, in
+    place of SQLAlchemy's ``pool_pre_ping``, which costs a round trip at every check-out: several
+    per poll-cycle dispatch, one or two per runner callback. (The app installs it on its own
+    engine; other engines of the process are left as they are.)
 
     A connection the server ended (a restart, ``pg_terminate_backend``, an idle timeout) has
     something to read — the server's last message, or the end of the stream — while a live idle
@@ -89,8 +75,17 @@ def _on_checkout(dbapi_connection, connection_record, connection_proxy):  # noqa
     in the pool longer than :data:`PING_IDLE_AFTER` is pinged too (a connection a network device
     dropped silently shows nothing to read). A dead one is replaced by a new connection.
     """
-    if not _is_psycopg(dbapi_connection):
-        return
+    event.listen(engine, "connect", _mark_returned)  # a new connection needs no ping
+    event.listen(engine, "checkin", _mark_returned)
+    event.listen(engine, "checkout", _on_checkout)
+
+
+def _mark_returned(dbapi_connection, connection_record):  # noqa: ANN001, ANN202
+    if dbapi_connection is not None:
+        connection_record.info[_RETURNED] = time.monotonic()
+
+
+def _on_checkout(dbapi_connection, connection_record, connection_proxy):  # noqa: ANN001, ANN202
     returned = connection_record.info.get(_RETURNED)
     if returned is not None and time.monotonic() - returned < PING_IDLE_AFTER:
         if not dbapi_connection.closed and not _has_input(dbapi_connection):

@@ -348,7 +348,7 @@ def test_a_pooled_connection_is_checked_without_a_round_trip_unless_idle_or_ende
     import select as select_module
     import time
 
-    from sqlalchemy import create_engine, select, text
+    from sqlalchemy import create_engine, event, select, text
     from sqlalchemy.engine import make_url
 
     from aiimpl_core import database
@@ -357,6 +357,10 @@ def test_a_pooled_connection_is_checked_without_a_round_trip_unless_idle_or_ende
     if db.engine.dialect.name != "postgresql":
         pytest.skip("SQLite has no server to end a connection")
     assert db.engine.pool._pre_ping is False
+    assert event.contains(db.engine, "checkout", database._on_checkout)
+    unrelated = create_engine(make_url(str(db.engine.url)))  # another engine of the process
+    assert not event.contains(unrelated, "checkout", database._on_checkout)
+    unrelated.dispose()
     pings: list[object] = []
     real_ping = database._ping
 
