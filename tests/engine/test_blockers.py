@@ -317,7 +317,7 @@ class TestAPageWithNothingToDispatch:
         db.session.remove()
         return tracker
 
-    def test_it_is_one_transaction_reading_the_issues_once(self, page, monkeypatch):
+    def test_its_rows_are_read_once_and_recorded_in_the_same_transaction(self, page, monkeypatch):
         from sqlalchemy import event
 
         from aiimpl_core.orm import TrackedIssue
@@ -373,11 +373,14 @@ class TestAPageWithNothingToDispatch:
 
         thread = threading.Thread(target=cycle)
         thread.start()
-        time.sleep(0.5)
-        assert thread.is_alive()  # waiting for the team's lock
-        other.commit()
-        other.close()
-        thread.join(30)
+        try:
+            time.sleep(0.5)
+            waited = thread.is_alive()  # waiting for the team's lock
+        finally:
+            other.commit()  # (also when the check fails: the cycle and the teardown go on)
+            other.close()
+            thread.join(30)
+        assert waited
         [report] = reports
         assert report.skipped["ENG-2"] == "trigger already dispatched" and "ENG-2" not in report.blocked
         assert set(blocker_rows()) == {"ENG-3"} and not report.errors
