@@ -26,17 +26,21 @@ log = logging.getLogger("aiimpl")
 MIGRATIONS_DIR = os.path.join(os.path.dirname(__file__), "migrations")
 
 
+def _uses_psycopg(url: str) -> bool:
+    return url.startswith("postgresql+psycopg:")
+
+
 def _engine_options(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 30, "check_same_thread": False}}
     options: dict[str, Any] = {
         # psycopg connections are checked at check-out at less cost (create_app installs it)
-        "pool_pre_ping": not url.startswith("postgresql+psycopg:"),
+        "pool_pre_ping": not _uses_psycopg(url),
         "pool_size": 5,
         "max_overflow": 10,
         "pool_recycle": 1800,
     }
-    if url.startswith("postgresql+psycopg:"):
+    if _uses_psycopg(url):
         # No server-side prepared statements: a statement psycopg prepares after a few runs keeps the
         # generic plan PostgreSQL made then, chosen while a table was small (a fresh install's
         # tracked_issues: a sequential scan, later ~100 ms per listing page at 10,000 issues); and
@@ -126,7 +130,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = app.config.get("MAX_CONTENT_LENGTH") or 2 * 1024 * 1024
 
     db.init_app(app)
-    if url.startswith("postgresql+psycopg:"):
+    if _uses_psycopg(url):
         with app.app_context():
             database.check_connections_at_checkout(db.engine)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True, compare_type=True)

@@ -92,6 +92,14 @@ def _recent_query(issue_key: str, since: datetime) -> Any:
     return select(Job.id).where(Job.issue_key == issue_key, Job.status.in_(_ACTIVE), Job.created_at > since)
 
 
+def _team_count_query(team_key: str, excluding: str | None = None) -> Any:
+    """Issues of the team with a non-terminal job, leaving ``excluding`` out."""
+    query = select(func.count(func.distinct(Job.issue_key))).where(
+        Job.team_key == team_key, Job.status.in_(_ACTIVE)
+    )
+    return query if excluding is None else query.where(Job.issue_key != excluding)
+
+
 def _dedup_window() -> timedelta:
     return timedelta(seconds=int(current_app.config.get("AIIMPL_DEDUP_WINDOW_SECONDS") or 86400))
 
@@ -111,11 +119,8 @@ class LiveCounts:
     def queries(team_key: str, issue_key: str, now: datetime) -> tuple[Any, Any]:
         """What :meth:`team` (leaving ``issue_key`` out) and :meth:`recent_active` read, as a scalar
         subquery and an ``EXISTS`` for a caller to read with its own query (see :meth:`knowing`)."""
-        since = now - _dedup_window()
-        count = select(func.count(func.distinct(Job.issue_key))).where(
-            Job.team_key == team_key, Job.status.in_(_ACTIVE), Job.issue_key != issue_key
-        )
-        return count.scalar_subquery(), _recent_query(issue_key, since).exists()
+        count = _team_count_query(team_key, issue_key).scalar_subquery()
+        return count, _recent_query(issue_key, now - _dedup_window()).exists()
 
     @classmethod
     def knowing(cls, team_key: str, issue_key: str, now: datetime, count: int, recent: bool) -> LiveCounts:
@@ -134,18 +139,10 @@ class LiveCounts:
         """
         if excluding is not None and self._team is not None and self._team[:2] == (team_key, excluding):
             return self._team[2]
-        query = select(func.count(func.distinct(Job.issue_key))).where(
-            Job.team_key == team_key, Job.status.in_(_ACTIVE)
-        )
-        if excluding is not None:
-            query = query.where(Job.issue_key != excluding)
         if excluding is None or now is None:
-            return int(db.session.scalar(query) or 0)
-        since = now - _dedup_window()
-        count, recent = db.session.execute(
-            select(query.scalar_subquery(), _recent_query(excluding, since).exists())
-        ).one()
-        self._recent = (excluding, since, bool(recent))
+            return int(db.session.scalar(_team_count_query(team_key, excluding)) or 0)
+        count, recent = db.session.execute(select(*self.queries(team_key, excluding, now))).one()
+        self._recent = (excluding, now - _dedup_window(), bool(recent))
         return int(count or 0)
 
     def recent_active(self, issue_key: str, now: datetime) -> bool:

@@ -89,6 +89,10 @@ class CycleReport:
     reconciled: dict[str, Any] = field(default_factory=dict)
     outbox: dict[str, int] = field(default_factory=dict)
 
+    def hold(self, issue_key: str, blocked: blockers.Blocked) -> None:
+        """Report the issue as waiting for this reason."""
+        self.blocked[issue_key] = {"reason": blocked.reason, "message": blocked.message}
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "startedAt": self.started_at.isoformat(),
@@ -428,12 +432,11 @@ def _touch_many(
     for chunk in chunks(list(latest)):
         if known is None:
             current = rows_by_issue_key(TrackedIssue, chunk, *_TRACKED_COLUMNS)
-            taken = {key for key, row in current.items() if row.trigger_consumed}
-        elif known_locked:
-            current = {key: known[key] for key in chunk if key in known}
-            taken = {key for key, row in current.items() if row.trigger_consumed}
         else:
             current = {key: known[key] for key in chunk if key in known}
+        if known is None or known_locked:
+            taken = {key for key, row in current.items() if row.trigger_consumed}
+        else:
             taken = set(
                 db.session.scalars(
                     select(TrackedIssue.issue_key).where(
@@ -500,7 +503,7 @@ def hold_all(
     for key in dispatched:
         report.skipped[key] = "trigger already dispatched"
     for issue, blocked in recorded:
-        report.blocked[issue.key] = {"reason": blocked.reason, "message": blocked.message}
+        report.hold(issue.key, blocked)
 
 
 class _InFlight(Exception):
@@ -570,7 +573,7 @@ def consider(
                 return None
             if isinstance(verdict, blockers.Blocked):
                 blockers.record(issue, verdict, now)
-                report.blocked[key] = {"reason": verdict.reason, "message": verdict.message}
+                report.hold(key, verdict)
                 return None
             mapping = verdict.mapping
             assert isinstance(mapping, MappingRow)
@@ -620,7 +623,7 @@ def consider(
             advisory_locks([f"team:{issue.team_key}"])
             dedup = blockers.dedup()
             blockers.record(issue, dedup, now)
-        report.blocked[key] = {"reason": dedup.reason, "message": dedup.message}
+        report.hold(key, dedup)
         return None
     report.dispatched.append(entry)
     if snapshot is not None:
@@ -782,23 +785,21 @@ def _settle_waiting_page(
                     held.append((issue, first))
                 else:
                     return snapshot  # some issue goes on to its claim: commit, releasing the locks
-            dispatched = _touch_many([issue for issue, _ in held], now, force=False, fresh_for=SEEN_REFRESH,
-                                     known=snapshot.tracked_rows, known_locked=True)
-            # (none: the check already skips an issue whose trigger a job consumed)
-            skipped.update(dict.fromkeys(dispatched, "trigger already dispatched"))
-            held = [(issue, blocked) for issue, blocked in held if issue.key not in dispatched]
+            # (no issue here has a trigger a job consumed: the check skipped those, on the same rows)
+            _touch_many([issue for issue, _ in held], now, force=False, fresh_for=SEEN_REFRESH,
+                        known=snapshot.tracked_rows, known_locked=True)
             blockers.record_many(held, now, fresh_for=SEEN_REFRESH)
-    except IntegrityError:
-        # another poller inserted one of these rows meanwhile (an issue seen under another team):
-        # the one-at-a-time path records the page again, reading every row afresh
-        return _Snapshot(provider_id, [i.key for i in wanted], now, listing)
-    except Exception:  # noqa: BLE001 - a check's own error is reported issue by issue below
+    except Exception as exc:  # noqa: BLE001 - a check's own error is reported issue by issue below
+        # Another poller inserting one of these rows meanwhile (an issue seen under another team)
+        # is expected: the one-at-a-time path records the page again, reading every row afresh.
+        # (serialized rolled its transaction back; this covers a failure before it began)
         db.session.rollback()
-        log.debug("checking the page at once failed; checking its issues one by one", exc_info=True)
+        if not isinstance(exc, IntegrityError):
+            log.debug("checking the page at once failed; checking its issues one by one", exc_info=True)
         return _Snapshot(provider_id, [i.key for i in wanted], now, listing)
     report.skipped.update(skipped)
     for issue, blocked in held:
-        report.blocked[issue.key] = {"reason": blocked.reason, "message": blocked.message}
+        report.hold(issue.key, blocked)
     return None
 
 
