@@ -254,13 +254,19 @@ class OutboxItem(db.Model):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_pending", "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_pending", "state", "next_attempt_at"),
+        # an issue's items, and whether any of them waits, in one probe: with the state beside the
+        # key, "does anything of this issue wait" never walks the pending index, whose entries for
+        # every item taken and sent since the last vacuum are still there on PostgreSQL
+        Index("ix_outbox_issue_state", "issue_key", "state"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     dedupe_key: Mapped[str] = mapped_column(String(255), unique=True)
     op: Mapped[str] = mapped_column(String(16))  # comment | stage | done
     provider: Mapped[str] = mapped_column(String(64))
-    issue_key: Mapped[str] = mapped_column(String(64), index=True)
+    issue_key: Mapped[str] = mapped_column(String(64))
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
     kind: Mapped[str | None] = mapped_column(String(64))  # progress event, outcome, plan, log …
     body: Mapped[str | None] = mapped_column(Text)  # comment Markdown

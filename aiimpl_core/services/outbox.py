@@ -68,14 +68,16 @@ def _insert_taken() -> Any:
         .where(c.issue_key == bindparam("issue_key"), c.state.in_(("pending", "sending")))
         .exists()
     )
-    # the state is computed once, in a derived table, so the queue is looked at once
+    # the state is computed once, in a derived table, so the queue is looked at once (OFFSET 0
+    # keeps PostgreSQL from pulling the table up into the two expressions that read its state,
+    # which would look twice)
     chosen = select(
         case(
             (bindparam("shadow", type_=Boolean()), literal("shadow", c.state.type)),
             (waiting, literal("pending", c.state.type)),
             else_=literal("sending", c.state.type),
         ).label("state")
-    ).subquery("chosen")
+    ).offset(0).subquery("chosen")
     row = select(
         param("dedupe_key", c.dedupe_key),
         param("op", c.op),
