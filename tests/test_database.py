@@ -63,6 +63,48 @@ def _check_run_name_migration(url: str) -> None:
         engine.dispose()
 
 
+def _outbox_indexes(engine) -> dict[str, list[str]]:  # noqa: ANN001
+    return {ix["name"]: ix["column_names"] for ix in inspect(engine).get_indexes("outbox")}
+
+
+def _check_outbox_index_migration(url: str) -> None:
+    """0003 replaces the outbox's index on the issue with one on (issue, state), built on
+    PostgreSQL concurrently (outside a transaction) and valid; going back restores the old one."""
+    assert _upgrade(url, "0002").returncode == 0
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO outbox (dedupe_key, op, provider, issue_key, state, attempts, next_attempt_at,"
+                " created_at) VALUES ('status:1:pr_opened', 'comment', 'linear', 'ENG-1', 'done', 0,"
+                " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            ))
+        assert _outbox_indexes(engine)["ix_outbox_issue_key"] == ["issue_key"]
+        up = _upgrade(url)
+        assert up.returncode == 0, up.stderr
+        indexes = _outbox_indexes(engine)
+        assert indexes["ix_outbox_issue_state"] == ["issue_key", "state"]
+        assert "ix_outbox_issue_key" not in indexes
+        if engine.dialect.name == "postgresql":
+            with engine.connect() as conn:
+                assert conn.execute(text(
+                    "SELECT indisvalid FROM pg_index WHERE indexrelid = 'ix_outbox_issue_state'::regclass"
+                )).scalar() is True
+        down = _upgrade(url, "0002", command="downgrade")
+        assert down.returncode == 0, down.stderr
+        indexes = _outbox_indexes(engine)
+        assert indexes["ix_outbox_issue_key"] == ["issue_key"]
+        assert "ix_outbox_issue_state" not in indexes
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM outbox")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_outbox_index_migration_on_sqlite(tmp_path):
+    _check_outbox_index_migration(f"sqlite:///{tmp_path}/x.db")
+
+
 def test_db_upgrade_on_sqlite_twice(tmp_path):
     _check_twice(f"sqlite:///{tmp_path}/x.db")
 
@@ -97,6 +139,11 @@ def test_db_upgrade_on_postgres_twice(scratch_postgres):
 @pytest.mark.postgres
 def test_run_name_migration_on_postgres(scratch_postgres):
     _check_run_name_migration(scratch_postgres)
+
+
+@pytest.mark.postgres
+def test_outbox_index_migration_on_postgres(scratch_postgres):
+    _check_outbox_index_migration(scratch_postgres)
 
 
 def test_models_match_migrations(app):

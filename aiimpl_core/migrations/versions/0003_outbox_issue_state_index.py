@@ -9,9 +9,13 @@ for every comment queued. With ``issue_key`` alone indexed, PostgreSQL answered 
 that index with ``ix_outbox_pending``, whose entries for every item taken and then sent stay until
 the table is vacuumed: the check grew with the items sent since. ``(issue_key, state)`` answers it
 in one probe and serves every lookup by issue as the old index did, which it replaces.
-"""
-from alembic import op
 
+On PostgreSQL both indexes are built and dropped ``CONCURRENTLY``. Should the build be
+interrupted, PostgreSQL keeps an invalid ``ix_outbox_issue_state``: drop it and upgrade again.
+"""
+import contextlib
+
+from alembic import op
 
 revision = '0003'
 down_revision = '0002'
@@ -19,11 +23,24 @@ branch_labels = None
 depends_on = None
 
 
+def _concurrently():
+    """On PostgreSQL the index is built and dropped without locking out writes (status events go
+    on during an upgrade): ``CONCURRENTLY``, outside the migration's transaction."""
+    context = op.get_context()
+    if context.dialect.name == "postgresql":
+        return context.autocommit_block(), {"postgresql_concurrently": True}
+    return contextlib.nullcontext(), {}
+
+
 def upgrade():
-    op.create_index('ix_outbox_issue_state', 'outbox', ['issue_key', 'state'], unique=False)
-    op.drop_index('ix_outbox_issue_key', table_name='outbox')
+    block, options = _concurrently()
+    with block:
+        op.create_index('ix_outbox_issue_state', 'outbox', ['issue_key', 'state'], unique=False, **options)
+        op.drop_index('ix_outbox_issue_key', table_name='outbox', **options)
 
 
 def downgrade():
-    op.create_index('ix_outbox_issue_key', 'outbox', ['issue_key'], unique=False)
-    op.drop_index('ix_outbox_issue_state', table_name='outbox')
+    block, options = _concurrently()
+    with block:
+        op.create_index('ix_outbox_issue_key', 'outbox', ['issue_key'], unique=False, **options)
+        op.drop_index('ix_outbox_issue_state', table_name='outbox', **options)
