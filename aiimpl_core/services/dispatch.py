@@ -491,15 +491,41 @@ def hold_all(
             with serialized():
                 advisory_locks(f"team:{team}" for team in sorted({issue.team_key for issue, _ in held}))
                 tracked_rows = known.tracked_rows if known is not None else None
-                dispatched = _touch_many(
-                    [issue for issue, _ in held], now, force=force, fresh_for=fresh_for, known=tracked_rows
+                dispatched, recorded = _record_held(
+                    held, now, force=force, fresh_for=fresh_for, known=tracked_rows
                 )
-                recorded = [(issue, blocked) for issue, blocked in held if issue.key not in dispatched]
-                blockers.record_many(recorded, now, fresh_for=fresh_for)
             break
         except IntegrityError:
             if attempt == 2:
                 raise
+    _report_held(report, dispatched, recorded)
+
+
+def _record_held(
+    held: Sequence[tuple[TrackerIssue, blockers.Blocked]],
+    now: datetime,
+    *,
+    force: bool,
+    fresh_for: timedelta,
+    known: dict[str, Any] | None,
+    known_locked: bool = False,
+) -> tuple[set[str], list[tuple[TrackerIssue, blockers.Blocked]]]:
+    """The writes of waiting issues, under the caller's locks: their tracked rows (see
+    :func:`_touch_many`) and the blockers of those whose trigger no job consumed meanwhile.
+
+    :returns: the keys of the issues dispatched meanwhile, and the issues recorded as waiting.
+    """
+    issues = [issue for issue, _ in held]
+    dispatched = _touch_many(issues, now, force=force, fresh_for=fresh_for, known=known,
+                             known_locked=known_locked)
+    recorded = [(issue, blocked) for issue, blocked in held if issue.key not in dispatched]
+    blockers.record_many(recorded, now, fresh_for=fresh_for)
+    return dispatched, recorded
+
+
+def _report_held(
+    report: CycleReport, dispatched: set[str], recorded: Sequence[tuple[TrackerIssue, blockers.Blocked]]
+) -> None:
     for key in dispatched:
         report.skipped[key] = "trigger already dispatched"
     for issue, blocked in recorded:
@@ -766,9 +792,10 @@ def _settle_waiting_page(
 ) -> _Snapshot | None:
     """Read the page's snapshot under the locks of its teams and, when it lets no issue through —
     most pages, cycle after cycle: the waiting issues of a busy install — record the page in the
-    same transaction (:func:`hold_all`'s writes, on rows read under the same locks, so nothing is
-    read again). ``None`` when the page is done; else its snapshot, for the checks one issue at a
-    time and their claims (the locks are released first: a claim takes its own)."""
+    same transaction (:func:`hold_all`'s writes, :func:`_record_held`, on rows read under the
+    same locks, so nothing is read again). ``None`` when the page is done; else its snapshot, for
+    the checks one issue at a time and their claims (the locks are released first: a claim takes
+    its own)."""
     if not wanted:
         return None
     held: list[tuple[TrackerIssue, blockers.Blocked]] = []
@@ -785,10 +812,8 @@ def _settle_waiting_page(
                     held.append((issue, first))
                 else:
                     return snapshot  # some issue goes on to its claim: commit, releasing the locks
-            # (no issue here has a trigger a job consumed: the check skipped those, on the same rows)
-            _touch_many([issue for issue, _ in held], now, force=False, fresh_for=SEEN_REFRESH,
-                        known=snapshot.tracked_rows, known_locked=True)
-            blockers.record_many(held, now, fresh_for=SEEN_REFRESH)
+            dispatched, recorded = _record_held(held, now, force=False, fresh_for=SEEN_REFRESH,
+                                                known=snapshot.tracked_rows, known_locked=True)
     except Exception as exc:  # noqa: BLE001 - a check's own error is reported issue by issue below
         # Another poller inserting one of these rows meanwhile (an issue seen under another team)
         # is expected: the one-at-a-time path records the page again, reading every row afresh.
@@ -798,8 +823,7 @@ def _settle_waiting_page(
             log.debug("checking the page at once failed; checking its issues one by one", exc_info=True)
         return _Snapshot(provider_id, [i.key for i in wanted], now, listing)
     report.skipped.update(skipped)
-    for issue, blocked in held:
-        report.hold(issue.key, blocked)
+    _report_held(report, dispatched, recorded)
     return None
 
 
