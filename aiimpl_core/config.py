@@ -27,6 +27,18 @@ def _list(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+#: the runner modes, in the reference's order
+RUNNER_MODES = ("default", "gha", "fly", "local", "shadow")
+
+
+def _runner_mode(value: str) -> str | None:
+    mode = value.strip()
+    if mode and mode not in RUNNER_MODES:
+        # refused at start-up: a mode that is ignored would leave the persisted one in force unseen
+        raise ValueError(f"must be one of {', '.join(RUNNER_MODES)}, not {mode!r}")
+    return mode or None
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -59,7 +71,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AIIMPL_GITHUB_TOKEN", "Personal access token, for small installs without a GitHub App.", None,
             sensitive=True),
     Setting("RUNNER_MODE", "Overrides the persisted runner mode at runtime "
-            "(`default`, `gha`, `fly`, `local`, `shadow`).", None),
+            "(`default`, `gha`, `fly`, `local`, `shadow`; another value is refused at start-up).", None,
+            _runner_mode),
     Setting("AIIMPL_POLL_INTERVAL", "Seconds between poll cycles.", 60, int),
     Setting("AIIMPL_SCHEDULER", "Run the poller inside the web process (single-process installs only).",
             False, _bool),

@@ -47,12 +47,19 @@ class ApiError(Exception):
         return out
 
 
+#: How deeply a request body may nest. Real payloads (webhooks included) stay far below it; a
+#: deeper one is refused like unparsable JSON, so no code walking a body (the redaction of a step's
+#: detail, say) can run out of stack on what the parser accepted.
+MAX_DEPTH = 64
+
+
 def _storable(value: Any) -> bool:
-    """Whether every string in ``value`` can be stored and re-encoded: no NUL (PostgreSQL refuses it
-    in text) and no lone surrogate (not encodable as UTF-8)."""
-    stack = [value]
+    """Whether ``value`` nests at most :data:`MAX_DEPTH` levels and every string in it can be stored
+    and re-encoded: no NUL (PostgreSQL refuses it in text) and no lone surrogate (not encodable as
+    UTF-8)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
         if isinstance(item, str):
             if "\x00" in item:
                 return False
@@ -60,18 +67,21 @@ def _storable(value: Any) -> bool:
                 item.encode("utf-8")
             except UnicodeEncodeError:
                 return False
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+        elif isinstance(item, (dict, list)):
+            if depth >= MAX_DEPTH:
+                return False
+            if isinstance(item, dict):
+                stack.extend((key, depth) for key in item)
+                item = item.values()
+            stack.extend((child, depth + 1) for child in item)
     return True
 
 
 def parse_json(raw: bytes | str | None) -> Any:
-    """``raw`` parsed as JSON, or :data:`NOT_JSON` when it is empty, not UTF-8, not JSON, nested too
-    deeply, or holds text no database or encoder can take (NUL, lone surrogates). Never raises:
-    every endpoint reads its body through here, so a body of any shape gets a 4xx, not a 500."""
+    """``raw`` parsed as JSON, or :data:`NOT_JSON` when it is empty, not UTF-8, not JSON, nested more
+    than :data:`MAX_DEPTH` levels, or holds text no database or encoder can take (NUL, lone
+    surrogates). Never raises: every endpoint reads its body through here, so a body of any shape
+    gets a 4xx, not a 500."""
     if not raw or not raw.strip():
         return NOT_JSON
     try:

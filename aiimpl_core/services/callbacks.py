@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -142,9 +142,27 @@ def result_outcome(data: dict[str, Any]) -> tuple[Outcome, bool]:
             ), False
         return Outcome(JobStatus.COMPLETED, **common), False
     label = LogLabel(data["logLabel"]) if data.get("logLabel") else _default_failure_label(phase, error)
+    if label in TIMEOUT_LABELS:
+        # the run exceeded its time budget: timed out, with the reason its runner's lifetime
+        # gives (set by :func:`record_result`, which knows the job's runner)
+        return Outcome(
+            JobStatus.TIMED_OUT, reason=error, timeout_reason=label.value, log_label=label,
+            log_excerpt=excerpt, **common,
+        ), False
     return Outcome(
         JobStatus.FAILED, reason=error or "the run failed", log_label=label, log_excerpt=excerpt, **common
     ), False
+
+
+#: log labels that make a failure result a timeout
+TIMEOUT_LABELS = (LogLabel.MACHINE_TIMEOUT, LogLabel.CONTAINER_TIMEOUT)
+
+
+def _timeout_of(job: Job) -> LogLabel:
+    """The lifetime timeout of the job's runner: a local container's, else a machine's."""
+    facade = current_app.extensions["aiimpl"]
+    local = job.backend in facade.ids("runner") and facade.runner(job.backend).runner_mode == "local"
+    return LogLabel.CONTAINER_TIMEOUT if local else LogLabel.MACHINE_TIMEOUT
 
 
 def record_result(claims: RunClaims, data: dict[str, Any]) -> dict[str, Any]:
@@ -185,6 +203,9 @@ def record_result(claims: RunClaims, data: dict[str, Any]) -> dict[str, Any]:
                             job=job,
                             dedupe_key=f"result:{job.id}:{index}",
                         )
+            if outcome.status is JobStatus.TIMED_OUT:
+                label = _timeout_of(job)
+                outcome = replace(outcome, timeout_reason=label.value, log_label=label)
             ended = end_job(job, outcome)
             answer: dict[str, Any] = {"jobId": job.id, "status": job.status, "ended": ended}
             if outcome.status is JobStatus.FAILED:
@@ -230,16 +251,18 @@ def _step_upsert(with_detail: bool) -> Any:
     )
 
 
-def _upsert_step(job: Job, step: dict[str, Any], source: str) -> None:
+def _upsert_step(job: Job, step: dict[str, Any], source: str) -> str:
     """Insert the step, or update it when the job already has a step of that id, in one atomic
     statement (two reports of one step at once cannot both insert). The step keeps the source
-    that first reported it, and its detail when a later report has none. A detail is redacted
-    with the job's secrets."""
+    that first reported it, and its detail when a later report has none. Its text is redacted
+    with the job's secrets.
+
+    :returns: the step's id as stored.
+    """
     detail = _detail_of(step)
-    values = _step_values(job.id, step, source)
-    if detail is not None:
-        values["detail"] = redaction.redact_data(job, detail)
+    values = _redacted_step(redaction.redactor_for(job), _step_values(job.id, step, source), detail)
     db.session.execute(_step_upsert(detail is not None), values)
+    return values["step_id"]
 
 
 def _detail_of(step: dict[str, Any]) -> dict[str, Any] | None:
@@ -247,6 +270,22 @@ def _detail_of(step: dict[str, Any]) -> dict[str, Any] | None:
     if detail is not None and not isinstance(detail, dict):
         detail = {"text": detail}
     return detail
+
+
+#: a step's columns that hold the runner's text (besides its detail)
+_STEP_TEXT = ("step_id", "type", "status", "started_at", "finished_at")
+
+
+def _redacted_step(redactor: Any, values: dict[str, Any], detail: dict[str, Any] | None) -> dict[str, Any]:
+    """A step's row with every secret masked in the runner's text: its id, type, status and
+    times as well as its detail (keys included), since a runner is not trusted to redact them."""
+    values = dict(values)
+    for name in _STEP_TEXT:
+        if isinstance(values[name], str):
+            values[name] = redactor.text(values[name])
+    if detail is not None:
+        values["detail"] = redactor.data(detail) if redaction.has_text(detail) else detail
+    return values
 
 
 def _step_values(job_id: int, step: dict[str, Any], source: str) -> dict[str, Any]:
@@ -273,11 +312,12 @@ def _mark_running(job: Job, why: str) -> None:
 
 @per_dialect
 def _progress_upsert(with_detail: bool) -> Any:
-    """One statement that upserts a step of an existing job and returns the job's status: the
-    step's row is selected from the job's (no row, no insert, no status: the job does not exist)
-    and ``RETURNING`` reads the status by a subquery. SQLite and PostgreSQL share the syntax; it
-    spares a round trip and a statement per report. With a detail, it returns also the state its
-    redaction is keyed by (:func:`~aiimpl_core.services.redaction.state_sql`)."""
+    """One statement that upserts a step of an existing job and returns the job's status and the
+    state its redaction is keyed by (:func:`~aiimpl_core.services.redaction.state_sql`): the
+    step's row is selected from the job's (no row, no insert, nothing returned: the job does not
+    exist) and ``RETURNING`` reads the rest by subqueries. SQLite and PostgreSQL share the syntax;
+    it spares a round trip and a statement per report. A report without a detail keeps the one
+    stored."""
     jobs, steps = Job.__table__, JobStep.__table__
     names = (
         "step_id", "source", "type", "status", "started_at", "finished_at", "created_at", "updated_at"
@@ -298,68 +338,62 @@ def _progress_upsert(with_detail: bool) -> Any:
         f"(SELECT {jobs.name}.status FROM {jobs.name} WHERE {jobs.name}.id = {steps.name}.job_id)",
         type_=jobs.c.status.type,
     )
-    if not with_detail:
-        return insert.returning(status)
     mapping_sql, secrets_sql = redaction.state_sql(f"{steps.name}.job_id", db.engine.dialect)
     mapping = literal_column(mapping_sql, type_=Mapping.__table__.c.updated_at.type)
     secrets = literal_column(secrets_sql, type_=Text())
     return insert.returning(status, mapping, secrets)
 
 
-_steps = JobStep.__table__
-_STEP_DETAIL = (
-    update(_steps)
-    .where(_steps.c.job_id == bindparam("of_job"), _steps.c.step_id == bindparam("of_step"))
-    .values(detail=bindparam("new_detail", type_=_steps.c.detail.type))
-)
+class _StaleRedaction(Exception):
+    """The secrets or the mapping changed since the report was redacted: write it again."""
+
+
+#: how many times a report is written again when the secrets keep changing under it
+_REDACTION_TRIES = 5
 
 
 def record_progress(job_id: int, step: dict[str, Any]) -> dict[str, Any]:
     """Record a ``/runner/progress`` step; the first report moves the job to ``running``.
 
-    A detail with text is redacted with the job's secrets before the write, which stays one
-    statement: with the redactor of the state this process saw last for the job, and the write
-    returns the state now. Should a secret or the mapping have changed since, the detail is
-    redacted again and rewritten in the same transaction, so no one ever reads it redacted with
-    stale values.
+    The step's text (id, type, status, times, detail) is redacted with the job's secrets before
+    the write, which stays one statement: with the redactor of the state this process saw last
+    for the job, and the write returns the state now. Should a secret or the mapping have changed
+    since, the write is rolled back and done again with the new state's redactor, so no one ever
+    reads a step redacted with stale values.
     """
-    values = _step_values(job_id, step, "runner")
-    detail = _detail_of(step)
-    owner: redaction.Owner | None = None
-    if detail is not None and not redaction.has_text(detail):
-        values["detail"] = detail  # nothing in it to redact (the session program's is often {})
-    elif detail is not None:
-        owner = redaction.remembered_owner(job_id)
-        if owner is None:  # the job's first report with a detail to this process
-            row = db.session.execute(redaction.JOB_OWNER, {"job_id": job_id}).first()
-            if row is None:
-                db.session.commit()
-                raise CallbackError(404, "job_not_found")
-            owner = redaction.Owner(row.team_key, row.mapping_id, (row.mapping, row.secrets))
-        redactor = redaction.redactor(owner.team_key, owner.mapping_id, state=owner.state)
-        values["detail"] = redactor.data(detail)
-    # one statement that writes (the step, with the job's status returned): on SQLite it takes the
-    # write lock itself, and holds it for less time than BEGIN IMMEDIATE
-    with serialized(writes_first=True):
-        written = db.session.execute(_progress_upsert(detail is not None), values).first()
-        if written is None:  # no such job: nothing was written, and nothing will be
+    owner = redaction.remembered_owner(job_id)
+    if owner is None:  # the job's first report to this process
+        row = db.session.execute(redaction.JOB_OWNER, {"job_id": job_id}).first()
+        db.session.commit()
+        if row is None:
             raise CallbackError(404, "job_not_found")
-        status = written[0]
-        if owner is not None:
-            state = (written[1], written[2])
-            if state != owner.state:
-                owner = redaction.Owner(owner.team_key, owner.mapping_id, state)
-                again = redaction.redactor(owner.team_key, owner.mapping_id, state=state).data(detail)
-                if again != values["detail"]:
-                    rewrite = {"of_job": job_id, "of_step": step["id"], "new_detail": again}
-                    db.session.execute(_STEP_DETAIL, rewrite)
-            redaction.remember_owner(job_id, owner)
-        if JobStatus(status) in (JobStatus.UNKNOWN, JobStatus.DISPATCHED):
-            job = db.session.get_one(Job, job_id)
-            _mark_running(job, "the runner reported progress")
-            status = job.status
-        answer = {"ok": True, "jobId": job_id, "status": status, "stepId": step["id"]}
-    return answer
+        owner = redaction.Owner(row.team_key, row.mapping_id, (row.mapping, row.secrets))
+    detail = _detail_of(step)
+    for _ in range(_REDACTION_TRIES):
+        redactor = redaction.redactor(owner.team_key, owner.mapping_id, state=owner.state)
+        values = _redacted_step(redactor, _step_values(job_id, step, "runner"), detail)
+        try:
+            # one statement that writes (the step, with the job's status returned): on SQLite it
+            # takes the write lock itself, and holds it for less time than BEGIN IMMEDIATE
+            with serialized(writes_first=True):
+                written = db.session.execute(_progress_upsert(detail is not None), values).first()
+                if written is None:  # no such job: nothing was written, and nothing will be
+                    raise CallbackError(404, "job_not_found")
+                state = (written[1], written[2])
+                if state != owner.state:
+                    owner = redaction.Owner(owner.team_key, owner.mapping_id, state)
+                    raise _StaleRedaction()
+                status = written[0]
+                if JobStatus(status) in (JobStatus.UNKNOWN, JobStatus.DISPATCHED):
+                    job = db.session.get_one(Job, job_id)
+                    _mark_running(job, "the runner reported progress")
+                    status = job.status
+                answer = {"ok": True, "jobId": job_id, "status": status, "stepId": values["step_id"]}
+        except _StaleRedaction:
+            continue
+        redaction.remember_owner(job_id, owner)
+        return answer
+    raise RuntimeError(f"the secrets of job {job_id} kept changing while its progress was recorded")
 
 
 def record_step_report(nonce: str, step: dict[str, Any]) -> dict[str, Any]:
@@ -368,9 +402,9 @@ def record_step_report(nonce: str, step: dict[str, Any]) -> dict[str, Any]:
         job = active_job_for_nonce(nonce)
         if job is None:
             raise CallbackError(403, INVALID_NONCE)
-        _upsert_step(job, step, "session")
+        step_id = _upsert_step(job, step, "session")
         _mark_running(job, "the session reported a step")
-        answer = {"ok": True, "jobId": job.id, "status": job.status, "stepId": step["id"]}
+        answer = {"ok": True, "jobId": job.id, "status": job.status, "stepId": step_id}
     return answer
 
 
@@ -464,6 +498,9 @@ def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
         job = active_job_for_nonce(nonce)
         if job is None:
             raise CallbackError(403, INVALID_NONCE)
+        # the runner's text is redacted before any of it is stored or posted
+        if any(isinstance(data.get(k), str) and data.get(k) for k in (*STATUS_FIELDS, "logUrl")):
+            data = redaction.redact_data(job, data, keep=("nonce",))
         if data.get("logUrl"):
             job.log_url = data["logUrl"]
         if event == "pr_opened" and job.pr_url is None and data.get("prUrl"):
@@ -473,8 +510,6 @@ def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
             )
         if event == "session_created":
             _mark_running(job, "session created")
-        if any(isinstance(data.get(k), str) and data.get(k) for k in STATUS_FIELDS):
-            data = redaction.redact_data(job, data, keep=("nonce",))
         body = comments_mod.progress(
             event, {k: data.get(k) for k in STATUS_FIELDS}, now, job.log_url or job.run_url
         )

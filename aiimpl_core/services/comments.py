@@ -45,6 +45,10 @@ def stamp(text: str, at: datetime, log_url: str | None = None) -> str:
 def progress(event: str, fields: dict[str, object], at: datetime, log_url: str | None = None) -> str:
     values = dict(EVENT_FIELDS.get(event, {}))
     values.update({k: str(v) for k, v in fields.items() if v not in (None, "")})
+    if "reason" in values:
+        # the template puts the full stop after the reason: a reason that ends a sentence (the
+        # session's "… (commit abc1234).") must not make it two
+        values["reason"] = values["reason"].rstrip().rstrip(".").rstrip() or "unknown error"
     return stamp(PROGRESS_EVENTS[event].format_map(values), at, log_url)
 
 

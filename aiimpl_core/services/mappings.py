@@ -72,10 +72,10 @@ DEFAULTS: dict[str, Any] = {
     "paused": False,
 }
 
-TEAM_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-OWNER_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
-REPO_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TEAM_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+OWNER_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
+REPO_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 BRANCH_PREFIX_MAX = 100
 REF_FORBIDDEN = "~^:?*[\\"
 
@@ -231,13 +231,13 @@ def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
     # -- group 1: identity --------------------------------------------------------------------
     if not all(_present(merged.get(k)) for k in ("teamKey", "owner", "repo")):
         raise ValidationError("teamKey, owner, and repo are required")
-    if not TEAM_KEY_RE.match(merged["teamKey"]):
+    if not TEAM_KEY_RE.fullmatch(merged["teamKey"]):
         raise ValidationError(
             "teamKey must be at most 64 letters, digits, '_' or '-', starting with a letter or digit"
         )
-    if not OWNER_RE.match(merged["owner"]):
+    if not OWNER_RE.fullmatch(merged["owner"]):
         raise ValidationError("owner must be a GitHub user or organization name")
-    if not REPO_RE.match(merged["repo"]) or merged["repo"] in (".", ".."):
+    if not REPO_RE.fullmatch(merged["repo"]) or merged["repo"] in (".", ".."):
         raise ValidationError("repo must be a GitHub repository name")
     if not _present(merged.get("defaultBranch")):
         raise ValidationError("defaultBranch is required")
@@ -283,7 +283,7 @@ def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
         raise ValidationError("extraEnv must be a plain object")
     if not all(isinstance(v, str) for v in env.values()):
         raise ValidationError("extraEnv values must all be strings")
-    if not all(ENV_NAME_RE.match(k) for k in env):
+    if not all(ENV_NAME_RE.fullmatch(k) for k in env):
         raise ValidationError("extraEnv keys must be environment variable names (letters, digits, '_')")
     cap = merged.get("maxInProgressAiIssues")
     if cap is not None and (not _is_int(cap) or not 1 <= cap <= MAX_INT):

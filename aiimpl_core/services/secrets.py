@@ -18,7 +18,7 @@ from ..extensions import db
 from ..orm import Mapping, Secret, utcnow
 
 GLOBAL = ""
-NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
+NAME_RE = re.compile(r"[A-Za-z0-9_]+")
 
 
 def _fernet(app: Flask | None = None) -> Fernet:
@@ -35,7 +35,7 @@ def validate(name: object, value: object, *, scope: str) -> tuple[str, str]:
     """Apply the reference's rules; returns the name and value or raises with its message."""
     if not isinstance(name, str) or not name or not isinstance(value, str) or value == "":
         raise ValidationError("name and value are required")
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise ValidationError("name must contain only letters, digits, and underscores")
     if scope == GLOBAL:
         teams = db.session.scalars(select(Mapping.team_key)).all()

@@ -6,10 +6,10 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
+from ..config import RUNNER_MODES
 from ..extensions import db
 from ..orm import Setting
 
-RUNNER_MODES = ("default", "gha", "fly", "local", "shadow")
 RUNNER_MODE_KEY = "runner_mode"
 
 
@@ -32,8 +32,9 @@ def persisted_runner_mode() -> str:
 
 
 def env_runner_mode() -> str | None:
+    """The ``RUNNER_MODE`` override in force, if any (the setting refuses other values at start-up)."""
     value = current_app.config.get("RUNNER_MODE")
-    return value.strip() if isinstance(value, str) and value.strip() else None
+    return value.strip() if isinstance(value, str) and value.strip() in RUNNER_MODES else None
 
 
 def effective_runner_mode(persisted: Any = None) -> str:

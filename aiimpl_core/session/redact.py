@@ -86,11 +86,14 @@ class Redactor:
         return pattern.sub(MASK, value) if pattern else value
 
     def data(self, value: Any, keep: Iterable[str] = ()) -> Any:
-        """A JSON-like value with every string masked; top-level keys in ``keep`` pass unchanged
-        (the nonce a request must carry)."""
+        """A JSON-like value with every string masked, an object's keys included; top-level keys
+        in ``keep`` pass unchanged with their values (the nonce a request must carry)."""
         kept = set(keep)
         if isinstance(value, dict):
-            return {k: (v if k in kept else self.data(v)) for k, v in value.items()}
+            return {
+                (k if k in kept or not isinstance(k, str) else self.text(k)): v if k in kept else self.data(v)
+                for k, v in value.items()
+            }
         if isinstance(value, list):
             return [self.data(v) for v in value]
         if isinstance(value, str):

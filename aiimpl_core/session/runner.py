@@ -640,12 +640,15 @@ class Session:
             self.api.status("session_timed_out", reason=reason)
         else:
             self.api.status("session_failed", reason=reason)
+        # the reference has no result outcome for a timeout: a failure labelled with a timeout's
+        # log label is one (the orchestrator names the timeout of the job's runner)
+        label = LogLabel.MACHINE_TIMEOUT if failure.kind == "timed_out" else failure.label
         body: dict[str, Any] = {
             "outcome": "failure",
             "phase": self.cfg.phase.value,
             "comments": [],
             "error": reason,
-            "logLabel": failure.label.value,
+            "logLabel": label.value,
         }
         if failure.excerpt:
             body["logExcerpt"] = self.redactor.text(failure.excerpt)

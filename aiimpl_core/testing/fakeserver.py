@@ -109,13 +109,13 @@ def _multi_segment_patterns(data: dict[str, Any], server_base: str) -> list[tupl
                 regex += f"(?P<{group}>{'.+' if name in multi else '[^/]+'})"
             else:
                 regex += re.escape(part)
-        out.append((re.compile("^" + re.escape(server_base) + regex + "$"), ",".join(sorted(multi))))
+        out.append((re.compile(re.escape(server_base) + regex), ",".join(sorted(multi))))
     return out
 
 
 def _escape_multi_segment(patterns: list[tuple[re.Pattern[str], str]], path: str) -> str:
     for pattern, names in patterns:
-        match = pattern.match(path)
+        match = pattern.fullmatch(path)
         if not match:
             continue
         for name in names.split(","):

@@ -129,7 +129,19 @@ POST_ROWS: list[tuple[str, Any, str]] = [
         merged(teamKey="E" * 65),
         "teamKey must be at most 64 letters, digits, '_' or '-', starting with a letter or digit",
     ),
+    (
+        "teamKey ending in a newline",
+        merged(teamKey="ENG\n"),
+        "teamKey must be at most 64 letters, digits, '_' or '-', starting with a letter or digit",
+    ),
     ("owner shape", merged(owner="acme/inc"), "owner must be a GitHub user or organization name"),
+    ("owner ending in a newline", merged(owner="acme\n"), "owner must be a GitHub user or organization name"),
+    ("repo ending in a newline", merged(repo="api\n"), "repo must be a GitHub repository name"),
+    (
+        "extraEnv key ending in a newline",
+        merged(extraEnv={"FOO\n": "x"}),
+        "extraEnv keys must be environment variable names (letters, digits, '_')",
+    ),
     ("repo shape", merged(repo="a" * 101), "repo must be a GitHub repository name"),
     (
         "extraEnv key",

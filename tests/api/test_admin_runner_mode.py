@@ -54,6 +54,25 @@ def test_env_override_is_409_but_the_value_is_saved(app, client, admin_headers) 
     assert state == {"mode": "shadow", "effective": "fly", "envOverride": "fly"}
 
 
+def test_an_override_not_in_force_is_no_409(app, client, admin_headers) -> None:
+    # set in the app's config directly: the environment variable is refused at start-up
+    app.config["RUNNER_MODE"] = "GHA"
+    resp = post(client, admin_headers, {"mode": "shadow"})
+    assert resp.status_code == 200
+    assert resp.get_json() == {"mode": "shadow", "effective": "shadow", "envOverride": None}
+
+
+@pytest.mark.parametrize("value", ["GHA", "bogus", "fly machines"])
+def test_an_unknown_runner_mode_is_refused_at_start_up(value) -> None:
+    from aiimpl_core.config import load
+    from aiimpl_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="RUNNER_MODE: must be one of default, gha, fly, local, shadow"):
+        load({"RUNNER_MODE": value})
+    assert load({"RUNNER_MODE": " fly "})["RUNNER_MODE"] == "fly"
+    assert load({"RUNNER_MODE": ""})["RUNNER_MODE"] is None
+
+
 @pytest.mark.parametrize("mode", settings.RUNNER_MODES)
 def test_every_mode_is_saved(client, admin_headers, mode) -> None:
     resp = post(client, admin_headers, {"mode": mode})

@@ -47,6 +47,14 @@ ROWS: list[tuple[str, str, str, Any, int, str]] = [
         "name must contain only letters, digits, and underscores",
     ),
     (
+        "name ending in a newline (a pattern's $ matches before one)",
+        "POST",
+        GLOBAL,
+        {"name": "API_KEY\n", "value": "x"},
+        400,
+        "name must contain only letters, digits, and underscores",
+    ),
+    (
         "global name with a team prefix",
         "POST",
         GLOBAL,

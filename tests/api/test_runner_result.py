@@ -22,7 +22,10 @@ MAX_TURNS = "LLM invocation failed with exit code 1: … Reached max turns (50)"
 
 @pytest.fixture
 def aiimpl_plugins(cb_tracker, cb_runner):
-    return [cb_tracker.plugin, cb_runner.plugin]
+    from aiimpl_core.testing.fakes import FakeRunner
+
+    # a local runner too: a timeout on it is a container's
+    return [cb_tracker.plugin, cb_runner.plugin, FakeRunner("local-docker", "local").plugin]
 
 
 def ok_body(**over):
@@ -300,6 +303,33 @@ def test_failure_ends_failed_with_reason_and_label(
     posted = cb_tracker.comments["ENG-1"]
     assert f"⚠️ Implementation failed: {error}" in posted
     assert f"Log excerpt (`{expected_label}`):\n\n```\nlast lines of the log\n```" in posted
+
+
+@pytest.mark.parametrize(
+    ("backend", "sent", "reason"),
+    [
+        ("github-actions", "machine_timeout", "machine_timeout"),
+        ("local-docker", "machine_timeout", "container_timeout"),
+        ("local-docker", "container_timeout", "container_timeout"),
+        ("github-actions", "container_timeout", "machine_timeout"),
+    ],
+)
+def test_a_failure_labelled_as_a_timeout_ends_timed_out(
+    client, cb_job, cb_token, cb_tracker, backend, sent, reason
+):
+    """The session reports its time budget running out as a failure with a timeout's log label
+    (the result has no timeout outcome): the job is timed out, with its runner's timeout."""
+    job_id, _ = cb_job(backend=backend)
+    error = "the wall-clock budget of 3540s ran out while the agent was running"
+    body = {"outcome": "failure", "phase": "implementation", "comments": [], "error": error,
+            "logLabel": sent, "logExcerpt": "last lines of the log"}
+    resp = _post(client, cb_token(job_id, "implementation", tokens.AUD_RESULT), body)
+    assert resp.get_json() == {"jobId": job_id, "status": "timed_out", "ended": True}
+    job = _job(job_id)
+    assert (job.status, job.timeout_reason, job.log_label, job.error) == ("timed_out", reason, reason, error)
+    posted = cb_tracker.comments["ENG-1"]
+    assert f"⚠️ Implementation failed: {error}" in posted
+    assert f"Log excerpt (`{reason}`):\n\n```\nlast lines of the log\n```" in posted
 
 
 def test_a_reason_already_naming_its_phase_is_not_repeated(client, cb_job, cb_token, cb_tracker):

@@ -127,6 +127,11 @@ EVENTS = [
     ("session_cleaned_up", {"duration": "12m 30s"}, "🧹 Session machine cleaned up. Duration: 12m 30s"),
     ("session_failed", {"reason": "OOM killed"}, "⚠️ Session failed: OOM killed. Machine will be cleaned up."),
     (
+        "session_failed",
+        {"reason": "Work so far is on branch `ai/ENG-1` (commit abc1234). "},
+        "⚠️ Session failed: Work so far is on branch `ai/ENG-1` (commit abc1234). Machine will be cleaned up.",
+    ),
+    (
         "session_timed_out",
         {"reason": "60 minutes"},
         "⚠️ Session timed out: 60 minutes. Machine will be cleaned up.",

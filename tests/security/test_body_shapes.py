@@ -159,6 +159,15 @@ def _object_bodies(nonce: str) -> list[tuple[str, bytes, str]]:
         out.append((f"nonce + all keys = {value!r:.20}", json.dumps(body).encode(), JSON))
     step = {"id": 1, "type": [], "status": {}, "started_at": None, "detail": "x" * 50000}
     out.append(("odd step", json.dumps({"nonce": nonce, "step": step}).encode(), JSON))
+    # a valid step whose detail nests deeply inside a small body: the parser takes it, and code
+    # that walks it recursively (redaction) would run out of stack
+    deep: Any = "x"
+    for _ in range(400):
+        deep = [deep]
+    step = {"id": "s1", "type": "commit", "status": "running", "started_at": "2026-11-29T05:00:00Z",
+            "detail": deep}
+    out.append(("deep step detail", json.dumps({"nonce": nonce, "step": step}).encode(), JSON))
+    out.append(("deep value", json.dumps({k: deep for k in KEYS}).encode(), JSON))
     return out
 
 
@@ -404,3 +413,12 @@ def test_jira_validate_jql_deeply_nested_body(caller, full_app):
     # ... a deeply nested one is not
     resp = caller.send("POST", "/api/jira/validate-jql", _deep(100_000), JSON)
     assert resp.status_code == 400 and resp.get_json() == {"error": "Invalid JSON body"}
+
+
+def test_a_body_may_nest_up_to_the_limit() -> None:
+    from aiimpl_core.schemas.common import MAX_DEPTH, NOT_JSON, parse_json
+
+    assert parse_json(_deep(MAX_DEPTH)) is not NOT_JSON
+    assert parse_json(_deep_object(MAX_DEPTH)) is not NOT_JSON
+    assert parse_json(_deep(MAX_DEPTH + 1)) is NOT_JSON
+    assert parse_json(_deep_object(MAX_DEPTH + 1)) is NOT_JSON

@@ -422,6 +422,46 @@ def test_step_detail_is_redacted_of_known_secrets(app, client, sec_admin, sec_ma
     assert GLOBAL_SECRET[1] not in steps + dump_rows()
 
 
+def test_every_text_a_runner_sends_is_redacted(app, client, sec_admin, sec_mapping, sec_launch, sec_tracker):
+    """Not only details and reasons: a status event's log and PR links, and a step's id, type,
+    status, times and detail keys, on both step endpoints; none reaches a row, an admin answer or
+    a comment."""
+    sec_mapping("ENG")
+    client.post(
+        "/api/global-secrets", headers=sec_admin, json={"name": GLOBAL_SECRET[0], "value": GLOBAL_SECRET[1]}
+    )
+    secret = GLOBAL_SECRET[1]
+    job_id, env = sec_launch("ENG-1")
+    nonce = env["AIIMPL_NONCE"]
+    events = [
+        {"event": "session_created", "logUrl": f"https://logs.example/run?token={secret}"},
+        {"event": "pr_opened", "prUrl": f"https://github.com/acme/api/pull/7?t={secret}"},
+    ]
+    for event in events:
+        resp = client.post("/api/status", json={"nonce": nonce, **event})
+        assert resp.status_code == 200, resp.get_json()
+
+    def step(n: int) -> dict[str, Any]:
+        return {"id": f"clone-{n}-{secret}", "type": f"git clone https://x:{secret}@github.com",
+                "status": f"failed {secret}", "started_at": secret, "finished_at": secret,
+                "detail": {secret: "key", "nested": [{secret: secret}]}}
+
+    report = client.post("/api/step-report", json={"nonce": nonce, "step": step(1)})
+    assert report.status_code == 200 and secret not in report.get_data(as_text=True)
+    progress = client.post("/runner/progress", headers=bearer(env["AIIMPL_PROGRESS_TOKEN"]),
+                           json={"step": step(2)})
+    assert progress.status_code == 200 and secret not in progress.get_data(as_text=True)
+
+    job = client.get(f"/api/jobs/{job_id}", headers=sec_admin).get_json()
+    assert job["logUrl"] == "https://logs.example/run?token=[REDACTED]"
+    assert job["prUrl"] == "https://github.com/acme/api/pull/7?t=[REDACTED]"
+    steps = client.get(f"/api/jobs/{job_id}/steps", headers=sec_admin).get_data(as_text=True)
+    assert "git clone https://x:[REDACTED]@github.com" in steps
+    posted = "\n".join(body for bodies in sec_tracker.comments.values() for body in bodies)
+    assert "logs.example" in posted
+    assert not leaks(json.dumps(job) + steps + posted + dump_rows(), [secret])
+
+
 def _report_detail(client: Any, token: str, job_id: int, n: int, text: str) -> str:
     """Post a finished step whose detail carries ``text``; the detail as stored."""
     from aiimpl_core.extensions import db

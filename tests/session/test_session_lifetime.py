@@ -43,7 +43,8 @@ def test_wall_clock_budget_stops_the_agent_and_pushes_the_work_so_far(world: Wor
     assert code == 1, out
     assert elapsed < 30  # the agent (which never ends by itself) was stopped
     job = world.job(job_id)
-    assert job.status == "failed"
+    # the run exceeded its time budget: timed out, with its runner's lifetime as the reason
+    assert (job.status, job.timeout_reason, job.log_label) == ("timed_out",) + ("machine_timeout",) * 2
     sha = world.remote.branches()["ai/ENG-1"]
     assert job.error == (
         "the wall-clock budget of 8s ran out while the agent was running. "
@@ -51,7 +52,8 @@ def test_wall_clock_budget_stops_the_agent_and_pushes_the_work_so_far(world: Wor
     )
     assert world.remote.show("ai/ENG-1", "greeting.txt") == "hello from the agent\n"
     lines = world.first_lines()
-    assert lines[2] == f"⚠️ Session timed out: {job.error}. Machine will be cleaned up."
+    # the reason's own full stop is not doubled by the template's
+    assert lines[2] == f"⚠️ Session timed out: {job.error[:-1]}. Machine will be cleaned up."
     assert lines[3].startswith("🧹 Session machine cleaned up. Duration: ")
     assert f"⚠️ Implementation failed: {job.error}" in world.comments()
 
@@ -79,5 +81,5 @@ def test_sigterm_stops_the_agent_cleanly_and_saves_the_work(world: World) -> Non
         "The session was stopped by its runner (SIGTERM) while the agent was running. "
         f"Work so far is on branch `ai/ENG-1` (commit {sha[:7]})."
     )
-    assert world.first_lines()[2] == f"⚠️ Session failed: {job.error}. Machine will be cleaned up."
+    assert world.first_lines()[2] == f"⚠️ Session failed: {job.error[:-1]}. Machine will be cleaned up."
     world.assert_no_secret_anywhere(job_id)

@@ -3,9 +3,11 @@
 Jira's REST API v3 takes and returns rich text (descriptions, comments) as ADF documents. Our
 comments are Markdown; :func:`markdown_to_adf` renders the subset the orchestrator writes
 (paragraphs, headings, links and bare URLs, inline code, fenced code blocks, bullet and numbered
-lists with nesting, bold, italic, strike-through, block quotes, rules). :func:`adf_to_markdown`
-turns a description or comment back into Markdown for the planning context and the admin UI;
-nodes it does not know are rendered through their children, so no text is lost.
+lists with nesting, bold, italic, strike-through, block quotes, rules); a block that ADF does not
+allow where Markdown nests it (a heading in a quote, a quote in a list item) keeps its text in a
+node ADF allows there. :func:`adf_to_markdown` turns a description or comment back into Markdown
+for the planning context and the admin UI; nodes it does not know are rendered through their
+children, so no text is lost.
 """
 
 from __future__ import annotations
@@ -195,12 +197,8 @@ def _blocks(lines: list[str]) -> list[Node]:
             while i < len(lines) and _QUOTE.match(lines[i]):
                 quoted.append(_QUOTE.match(lines[i]).group(1))  # type: ignore[union-attr]
                 i += 1
-            inner = [
-                n
-                for n in _blocks(quoted)
-                if n["type"] in ("paragraph", "bulletList", "orderedList", "codeBlock")
-            ]
-            out.append({"type": "blockquote", "content": inner or [{"type": "paragraph", "content": []}]})
+            inner = _nested(_blocks(quoted))
+            out.append({"type": "blockquote", "content": inner or [_empty_paragraph()]})
             continue
         if _ITEM.match(line):
             node, i = _list(lines, i)
@@ -215,7 +213,43 @@ def _blocks(lines: list[str]) -> list[Node]:
     return out
 
 
-_LIST_ITEM_CHILDREN = ("paragraph", "bulletList", "orderedList", "codeBlock")
+#: What ADF lets a blockquote and a listItem hold, of the nodes we write (media aside).
+_NESTED_CHILDREN = ("paragraph", "bulletList", "orderedList", "codeBlock")
+#: What a listItem may start with (ADF's ``listItem`` spec: lists only after one of these).
+_LIST_ITEM_FIRST = ("paragraph", "codeBlock")
+
+
+def _empty_paragraph() -> Node:
+    return {"type": "paragraph", "content": []}
+
+
+def _strong(node: Node) -> Node:
+    """``node`` with the strong mark added (not to code: ADF combines code only with link)."""
+    marks = node.get("marks") or []
+    if node["type"] != "text" or any(m["type"] == "code" for m in marks):
+        return node
+    return {**node, "marks": _with_mark(marks, {"type": "strong"})}
+
+
+def _nested(nodes: Iterable[Node]) -> list[Node]:
+    """``nodes`` as children of a blockquote or a listItem, without losing any text.
+
+    ADF allows only paragraphs, lists and code blocks there (and media, which we never write).
+    A heading becomes a paragraph of strong text; a quote gives its own children (ADF quotes do
+    not nest); a rule is left out, having no text; anything else becomes a paragraph of its text.
+    """
+    out: list[Node] = []
+    for node in nodes:
+        kind = node["type"]
+        if kind in _NESTED_CHILDREN:
+            out.append(node)
+        elif kind == "heading":
+            out.append({"type": "paragraph", "content": [_strong(n) for n in node.get("content") or ()]})
+        elif kind == "blockquote":
+            out.extend(_nested(node.get("content") or ()))
+        elif adf_text(node):
+            out.append({"type": "paragraph", "content": [_text(adf_text(node), ())]})
+    return out
 
 
 def _list(lines: list[str], i: int) -> tuple[Node, int]:
@@ -248,13 +282,11 @@ def _list(lines: list[str], i: int) -> tuple[Node, int]:
                 nxt[min(content_col, _item_indent(nxt)) :] if _item_indent(nxt) > indent else nxt.strip()
             )
             i += 1
-        children = []
-        for child in _blocks(body):
-            if child["type"] == "heading":
-                child = {"type": "paragraph", "content": child.get("content", [])}
-            if child["type"] in _LIST_ITEM_CHILDREN:
-                children.append(child)
-        items.append({"type": "listItem", "content": children or [{"type": "paragraph", "content": []}]})
+        children = _nested(_blocks(body))
+        if not children or children[0]["type"] not in _LIST_ITEM_FIRST:
+            # "- - x": the item's first line is a list; ADF wants a paragraph before it
+            children.insert(0, _empty_paragraph())
+        items.append({"type": "listItem", "content": children})
         # skip blank lines between items of the same list
         j = i
         while j < len(lines) and not lines[j].strip():

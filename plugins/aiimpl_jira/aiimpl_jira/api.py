@@ -252,7 +252,9 @@ def webhook() -> Any:
       summary: Jira webhook
       description: Authenticated with `AIIMPL_JIRA_WEBHOOK_SECRET`, given as the `secret` query
         parameter, the `X-Aiimpl-Webhook-Secret` header, or an `X-Hub-Signature` HMAC-SHA256 of the body.
-        Events about issues not in `Ready` are acknowledged and ignored.
+        Events about issues not in `Ready` are acknowledged and ignored, as are issues outside the
+        trigger's scope (a project not mapped or not in `AIIMPL_JIRA_PROJECTS`, or not matched by
+        the mapping's `ticketing.jql`), so the webhook dispatches what the poll would.
       tags: [Jira]
       security: []
       parameters:

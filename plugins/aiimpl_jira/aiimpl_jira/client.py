@@ -62,11 +62,18 @@ class JiraClient:
         fields: Sequence[str] = ISSUE_FIELDS,
         max_results: int = 50,
         next_page_token: str | None = None,
+        reconcile_issues: Sequence[int] = (),
     ) -> dict[str, Any]:
-        """One page of ``POST /rest/api/3/search/jql`` (the current, token-paginated search)."""
+        """One page of ``POST /rest/api/3/search/jql`` (the current, token-paginated search).
+
+        :param reconcile_issues: ids of issues the search must see as they are now (Jira's search
+            index lags behind recent updates otherwise).
+        """
         body: dict[str, Any] = {"jql": jql, "fields": list(fields), "maxResults": max_results}
         if next_page_token:
             body["nextPageToken"] = next_page_token
+        if reconcile_issues:
+            body["reconcileIssues"] = list(reconcile_issues)
         # A search changes nothing, so repeating it after a 5xx is safe.
         return self.http.post(f"{API}/search/jql", json=body, retry_unsafe=True).json()
 

@@ -35,7 +35,8 @@ CONFIG_VARS: tuple[ConfigVar, ...] = (
     ),
     ConfigVar(
         "AIIMPL_JIRA_PROJECTS",
-        "Comma-separated project keys; when set, only these of the mapped projects are searched",
+        "Comma-separated project keys; when set, only these of the mapped projects are searched and "
+        "dispatched, by the poll and the webhook",
     ),
 )
 

@@ -9,8 +9,9 @@ Comments go out as Atlassian Document Format rendered from our Markdown.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiimpl_core.errors import NotFound, ProviderConfigError, ProviderError
 from aiimpl_core.providers import TicketingProvider
@@ -28,6 +29,9 @@ from .config import (
     TicketingSettingsSchema,
     ticketing_errors,
 )
+
+if TYPE_CHECKING:
+    from aiimpl_core.types import MappingView
 
 
 def jql_string(value: str) -> str:
@@ -162,13 +166,14 @@ class JiraProvider(TicketingProvider):
 
     # -- reading ------------------------------------------------------------------------------
 
-    def _mapping_clauses(self) -> dict[str, str]:
-        """The optional JQL clause of each Jira mapping (``ticketing.jql``), by project key."""
+    def _mappings(self) -> list[MappingView]:
         source = getattr(self.context, "mappings", None)
-        if source is None:
-            return {}
+        return list(source()) if source is not None else []
+
+    def _mapping_clauses(self, mappings: Sequence[MappingView] | None = None) -> dict[str, str]:
+        """The optional JQL clause of each Jira mapping (``ticketing.jql``), by project key."""
         clauses = {}
-        for mapping in source():
+        for mapping in self._mappings() if mappings is None else mappings:
             ticketing = mapping.ticketing or {}
             if ticketing.get("provider") not in (None, self.id):
                 continue
@@ -219,8 +224,40 @@ class JiraProvider(TicketingProvider):
                     status=400,
                 ) from exc
 
+    def _in_trigger_scope(self, issue: TrackerIssue) -> bool:
+        """Whether the poll's search would list this ``Ready`` issue, so both paths agree on the trigger.
+
+        Its project must be a mapped one that is searched (``AIIMPL_JIRA_PROJECTS``), and the issue
+        must match the mapping's ``ticketing.jql``: one search (``key = … AND (<clause>)``) when the
+        mapping has a clause, no request otherwise.
+        """
+        mappings = self._mappings()
+        mapped = [m.team_key for m in mappings if (m.ticketing or {}).get("provider") == self.id]
+        project = next(
+            (p for p in self.searched_projects(mapped) if p.upper() == issue.team_key.upper()), None
+        )
+        if project is None:
+            return False
+        clause = self._mapping_clauses(mappings).get(project)
+        if not clause:
+            return True
+        issue_id = issue.remote_id or ""
+        try:
+            page = self.client.search_page(
+                f"key = {jql_string(issue.key)} AND ({clause})",
+                fields=("id",),
+                max_results=1,
+                # a webhook reads the issue right after a change, which the search index may lag
+                reconcile_issues=[int(issue_id)] if issue_id.isdigit() else (),
+            )
+        except ProviderError as exc:
+            if exc.status == 400:
+                self._raise_for_bad_clause({project: clause}, exc)
+            raise
+        return bool(page.get("issues"))
+
     def to_issue(self, raw: Mapping[str, Any], comments: Sequence[Mapping[str, Any]] = ()) -> TrackerIssue:
-        """A :class:`TrackerIssue` from an ``IssueBean``."""
+        """A :class:`TrackerIssue` from an ``IssueBean``; ``triggered`` reads the status alone."""
         key = str(raw.get("key") or "")
         fields = raw.get("fields") or {}
         status = _status(fields)
@@ -254,13 +291,21 @@ class JiraProvider(TicketingProvider):
         )
 
     def get_issue(self, key: str) -> TrackerIssue:
+        """The issue, ``triggered`` only when in ``Ready`` *and* in the poll's scope.
+
+        The issue is returned whatever its scope (the planning context reads it too); only the
+        trigger is narrowed, so a webhook dispatches no issue that the poll would skip.
+        """
         raw = self.client.get_issue(key, fields=(*ISSUE_FIELDS, "comment"))
         page = (raw.get("fields") or {}).get("comment") or {}
         comments = list(page.get("comments") or []) if isinstance(page, Mapping) else []
         # The issue carries the first page of comments only; fetch the rest when there are more.
         if isinstance(page, Mapping) and int(page.get("total", len(comments)) or 0) > len(comments):
             comments = self.client.comments(key)
-        return self.to_issue(raw, comments)
+        issue = self.to_issue(raw, comments)
+        if issue.triggered and not self._in_trigger_scope(issue):
+            issue = replace(issue, triggered=False)
+        return issue
 
     # -- writing ------------------------------------------------------------------------------
 

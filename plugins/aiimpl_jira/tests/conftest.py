@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiimpl_core.testing.contract import make_context
+from aiimpl_core.testing.contract import make_context, sample_mapping
 
 import aiimpl_jira.plugin
 from aiimpl_jira.provider import JiraProvider
@@ -23,8 +23,9 @@ def jira() -> Iterator[FakeJira]:
 
 @pytest.fixture
 def provider(jira: FakeJira) -> JiraProvider:
-    """The provider bound to the fake, without an application."""
-    return JiraProvider(make_context(jira.config()))
+    """The provider bound to the fake, without an application; project ENG is mapped to Jira."""
+    mappings = [sample_mapping(team_key="ENG", ticketing={"provider": "jira"})]
+    return JiraProvider(make_context(jira.config(), mappings=lambda: mappings))
 
 
 @pytest.fixture

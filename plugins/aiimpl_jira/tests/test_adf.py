@@ -257,3 +257,71 @@ def test_adf_to_markdown_of_rich_nodes() -> None:
 def test_adf_to_markdown_of_missing_or_plain_descriptions() -> None:
     assert adf_to_markdown(None) == ""
     assert adf_to_markdown("plain text") == "plain text"
+
+
+def test_a_list_item_starting_with_a_list_starts_with_an_empty_paragraph() -> None:
+    """ADF's listItem starts with a paragraph (or a code block); lists may only follow it."""
+    nested = {"type": "bulletList", "content": [{"type": "listItem", "content": [_para(_t("a"))]}]}
+    item = {"type": "listItem", "content": [_para(), nested]}
+    assert markdown_to_adf("- - a")["content"] == [{"type": "bulletList", "content": [item]}]
+    assert markdown_to_adf("1. - a")["content"] == [
+        {"type": "orderedList", "attrs": {"order": 1}, "content": [item]}
+    ]
+    for markdown in ("- - a", "1. - a"):
+        assert adf_violations(markdown_to_adf(markdown)) == []
+        assert adf_to_markdown(markdown_to_adf(markdown)) == markdown
+
+
+def test_a_heading_rule_or_quote_inside_a_quote_keeps_its_text() -> None:
+    doc = markdown_to_adf("> ## Risk `x`\n> Data loss\n>\n> ---\n>\n> > nested *quote*")
+    assert doc["content"] == [
+        {
+            "type": "blockquote",
+            "content": [
+                _para(_t("Risk ", {"type": "strong"}), _t("x", {"type": "code"})),
+                _para(_t("Data loss")),
+                _para(_t("nested "), _t("quote", {"type": "em"})),
+            ],
+        }
+    ]
+    assert adf_violations(doc) == []
+
+
+def test_a_quote_or_heading_inside_a_list_item_keeps_its_text() -> None:
+    doc = markdown_to_adf("1. Update the schema\n   > Note: keep the old column\n2. # Deploy\n\n   ---")
+    assert doc["content"] == [
+        {
+            "type": "orderedList",
+            "attrs": {"order": 1},
+            "content": [
+                {
+                    "type": "listItem",
+                    "content": [_para(_t("Update the schema")), _para(_t("Note: keep the old column"))],
+                },
+                {"type": "listItem", "content": [_para(_t("Deploy", {"type": "strong"}))]},
+            ],
+        }
+    ]
+    assert adf_violations(doc) == []
+
+
+NESTING = [
+    "1. Update the schema\n   > Note: keep the old column until the backfill ran\n2. Deploy",
+    "> ## Risk\n> Data loss if the migration runs twice",
+    "- item\n\n  ---\n  after rule",
+    "> > nested quote text",
+    "> - a\n>   > quoted in a list in a quote\n> ### end",
+    "- - nested item\n- second",
+    "1. - a\n2. b",
+    "-  \n  - child",
+    "- > quoted text in item",
+    "- ```\n  code first\n  ```\n  - then a list",
+]
+
+
+@pytest.mark.parametrize("markdown", NESTING)
+def test_nested_blocks_are_valid_adf_and_lose_no_text(markdown: str) -> None:
+    doc = markdown_to_adf(markdown)
+    assert adf_violations(doc) == []
+    # every letter of the Markdown, in order (adf_text joins the blocks without separators)
+    assert re.sub("[^A-Za-z]", "", adf_text(doc)) == re.sub("[^A-Za-z]", "", markdown)

@@ -46,6 +46,9 @@ def test_unauthenticated_requests_are_refused(jira: FakeJira) -> None:
     assert resp.status_code == 401
 
 
+_LIST = {"type": "bulletList", "content": [{"type": "listItem", "content": [{"type": "paragraph"}]}]}
+
+
 @pytest.mark.parametrize(
     ("doc", "problem"),
     [
@@ -110,6 +113,14 @@ def test_unauthenticated_requests_are_refused(jira: FakeJira) -> None:
                 ],
             },
             "unmarked text only",
+        ),
+        (
+            {
+                "type": "doc",
+                "version": 1,
+                "content": [{"type": "bulletList", "content": [{"type": "listItem", "content": [_LIST]}]}],
+            },
+            "a listItem starts with a paragraph, codeBlock or mediaSingle, not 'bulletList'",
         ),
         ("just text", "not an ADF document"),
     ],

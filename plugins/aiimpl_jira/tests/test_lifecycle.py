@@ -204,3 +204,45 @@ def test_a_workflow_gap_is_retried_not_lost(app: Any, client: Any, runner: FakeR
         assert item.last_error == "no transition from 'Ready' to 'Planning' in the workflow of ENG-9"
         assert jira.issues["ENG-9"].status == "Ready"
         jira.assert_clean()
+
+
+def _webhook(client: Any, jira: FakeJira, key: str) -> Any:
+    event = {
+        "webhookEvent": "jira:issue_updated",
+        "issue": {"id": jira.issues[key].id, "key": key, "fields": {"status": {"name": "Ready"}}},
+    }
+    resp = client.post(f"/api/jira/webhook?secret={SECRET}", json=event)
+    assert resp.status_code == 200, resp.get_json()
+    return resp.get_json()
+
+
+def test_the_webhook_dispatches_only_what_the_mapping_jql_selects(
+    app: Any, client: Any, jira: FakeJira, runner: FakeRunner
+) -> None:
+    row = _mapping()
+    row.ticketing = {"provider": "jira", "jql": "labels = ai"}
+    db.session.commit()
+    jira.add_issue("ENG-1", labels=["manual"])
+    jira.add_issue("ENG-2", labels=["ai"])
+
+    assert _webhook(client, jira, "ENG-1")["result"]["skipped"] == {"ENG-1": "not triggered"}
+    assert _jobs("ENG-1") == [] and jira.issues["ENG-1"].status == "Ready"
+
+    _webhook(client, jira, "ENG-2")
+    assert [j.phase for j in _jobs("ENG-2")] == ["implementation"]
+    assert jira.issues["ENG-2"].status == "Implementing"
+
+    # the poll agrees: ENG-1 is not triggered there either
+    assert run_cycle().dispatched == [] and _jobs("ENG-1") == []
+
+
+def test_the_webhook_dispatches_nothing_outside_aiimpl_jira_projects(
+    app: Any, client: Any, jira: FakeJira, runner: FakeRunner
+) -> None:
+    _mapping()
+    app.config["AIIMPL_JIRA_PROJECTS"] = "OPS"
+    jira.add_issue("ENG-1")
+
+    assert _webhook(client, jira, "ENG-1")["result"]["skipped"] == {"ENG-1": "not triggered"}
+    assert _jobs("ENG-1") == [] and jira.issues["ENG-1"].status == "Ready"
+    assert jira.requests_to("POST", "/search/jql") == []

@@ -145,6 +145,60 @@ def test_issue_fields_description_and_links(jira: FakeJira, provider: JiraProvid
     assert [(b.key, b.open) for b in provider.get_issue("ENG-4").blocked_by] == [("ENG-1", True)]
 
 
+def test_get_issue_triggers_only_in_the_searched_projects(jira: FakeJira) -> None:
+    """As the poll: a mapped project, limited to ``AIIMPL_JIRA_PROJECTS`` when that is set."""
+    for key in ("ENG-1", "OPS-1", "WEB-1"):
+        jira.add_issue(key, summary=f"Issue {key}")
+    mappings = [
+        sample_mapping(team_key="ENG", ticketing={"provider": "jira"}),
+        sample_mapping(team_key="OPS", ticketing={"provider": "jira"}),
+    ]
+    provider = JiraProvider(make_context(jira.config(AIIMPL_JIRA_PROJECTS="ENG"), mappings=lambda: mappings))
+
+    issues = {key: provider.get_issue(key) for key in ("ENG-1", "OPS-1", "WEB-1")}
+
+    assert {key: issue.triggered for key, issue in issues.items()} == {
+        "ENG-1": True,
+        "OPS-1": False,  # mapped, but not in AIIMPL_JIRA_PROJECTS
+        "WEB-1": False,  # not mapped
+    }
+    assert issues["OPS-1"].title == "Issue OPS-1" and issues["OPS-1"].state == "Ready", "still read"
+    assert jira.requests_to("POST", "/search/jql") == [], "no clause: no search"
+
+
+def test_get_issue_triggers_only_when_the_mapping_jql_matches(jira: FakeJira) -> None:
+    ai = jira.add_issue("ENG-1", labels=["ai"])
+    jira.add_issue("ENG-2", labels=["manual"])
+    jira.add_issue("ENG-3", status="Planning", labels=["manual"])
+    mappings = [sample_mapping(team_key="ENG", ticketing={"provider": "jira", "jql": "labels = ai"})]
+    provider = JiraProvider(make_context(jira.config(), mappings=lambda: mappings))
+
+    assert provider.get_issue("ENG-1").triggered is True
+    assert provider.get_issue("ENG-2").triggered is False
+    assert provider.get_issue("ENG-3").triggered is False
+
+    searches = jira.requests_to("POST", "/search/jql")
+    assert len(searches) == 2, "one search per issue in Ready, none for the others"
+    assert searches[0].json == {
+        "jql": 'key = "ENG-1" AND (labels = ai)',
+        "fields": ["id"],
+        "maxResults": 1,
+        "reconcileIssues": [int(ai.id)],
+    }
+
+
+def test_get_issue_names_an_invalid_mapping_clause(jira: FakeJira) -> None:
+    jira.add_issue("ENG-1")
+    mappings = [sample_mapping(team_key="ENG", ticketing={"provider": "jira", "jql": "sprintz = 3"})]
+    provider = JiraProvider(make_context(jira.config(), mappings=lambda: mappings))
+    with pytest.raises(ProviderError) as err:
+        provider.get_issue("ENG-1")
+    assert str(err.value) == (
+        "the JQL clause of mapping ENG (ticketing.jql) is invalid: "
+        "Field 'sprintz' does not exist or you do not have permission to view it."
+    )
+
+
 def test_get_issue_reads_every_comment_page(jira: FakeJira, provider: JiraProvider) -> None:
     jira.add_issue("ENG-1")
     for n in range(7):

@@ -78,7 +78,7 @@ DONE_STATE_TYPE = "completed"
 
 #: Settings a mapping's ``ticketing`` object may carry for Linear.
 TICKETING_KEYS = ("provider",)
-_TEAM_KEY = re.compile(r"^[A-Za-z0-9]{1,7}$")
+_TEAM_KEY = re.compile(r"[A-Za-z0-9]{1,7}")
 
 
 def _text(config: Mapping[str, Any], name: str) -> str | None:
@@ -154,7 +154,7 @@ def validate_ticketing(mapping: Mapping[str, Any]) -> None:
             provider=PROVIDER_ID,
         )
     team_key = mapping.get("teamKey")
-    if isinstance(team_key, str) and team_key and not _TEAM_KEY.match(team_key):
+    if isinstance(team_key, str) and team_key and not _TEAM_KEY.fullmatch(team_key):
         raise ProviderConfigError(
             "teamKey must be a Linear team key (1 to 7 letters or digits, e.g. ENG)", provider=PROVIDER_ID
         )

@@ -76,7 +76,9 @@ class LinearProvider(TicketingProvider):
         self._client: LinearClient | None = None
         self._client_auth: str | None = None
         self._stored: tuple[float, str | None] | None = None  # (read at, stored API key)
-        # Linear ids never change, so what we learn once is kept for the life of the process.
+        # Linear ids never change, so what we learn once is kept for the life of the process --
+        # but a label or a workflow state can be deleted (and created again under a new id), so
+        # a cached id that Linear no longer knows is forgotten and looked up again.
         self._issue_refs: dict[str, tuple[str, str]] = {}  # identifier -> (issue id, team id)
         self._labels: dict[tuple[str, str], str] = {}  # (team id, folded name) -> label id
         self._done_states: dict[str, str] = {}  # team id -> workflow state id
@@ -142,7 +144,9 @@ class LinearProvider(TicketingProvider):
                 "TriggeredIssues", {"first": page_size, "after": after, "label": TRIGGER_LABEL}
             )
             connection = data.get("issues") or {}
-            issues = tuple(self._issue(node, listed=True) for node in _nodes(connection))
+            issues = tuple(
+                self._issue(self._with_all_relations(node), listed=True) for node in _nodes(connection)
+            )
             info = connection.get("pageInfo") or {}
             cursor = info.get("endCursor")
             more = bool(info.get("hasNextPage")) and bool(cursor) and cursor != after
@@ -156,7 +160,28 @@ class LinearProvider(TicketingProvider):
         node = data.get("issue")
         if not isinstance(node, dict):
             raise NotFound(f"Linear issue {key} not found")
-        return self._issue(node, with_comments=True)
+        return self._issue(self._with_all_relations(node), with_comments=True)
+
+    def _with_all_relations(self, node: dict[str, Any]) -> dict[str, Any]:
+        """``node`` with every one of its inverse relations. A query reads only a page of them,
+        and a relation that blocks the issue may be on any page: the rest are read here, for
+        the few issues that have more."""
+        connection = node.get("inverseRelations")
+        info = (connection.get("pageInfo") if isinstance(connection, dict) else None) or {}
+        after = info.get("endCursor")
+        issue_id = node.get("id") or node.get("identifier")
+        if not info.get("hasNextPage") or not after or not issue_id:
+            return node
+        relations = _nodes(connection)
+        while True:
+            data = self.client.execute("IssueInverseRelations", {"id": issue_id, "after": after})
+            page = (data.get("issue") or {}).get("inverseRelations") or {}
+            relations.extend(_nodes(page))
+            info = page.get("pageInfo") or {}
+            cursor = info.get("endCursor")
+            if not info.get("hasNextPage") or not cursor or cursor == after:
+                return {**node, "inverseRelations": {"nodes": relations}}
+            after = cursor
 
     def _issue(
         self, node: dict[str, Any], *, with_comments: bool = False, listed: bool = False
@@ -251,46 +276,71 @@ class LinearProvider(TicketingProvider):
             self.mark_done(key)
             return
         target = STAGE_LABELS.get(stage)  # failed stages: no label, every AI label goes
-        node = self.client.execute("IssueLabelsOfIssue", {"id": key}).get("issue")
-        if not isinstance(node, dict) or not node.get("id"):
-            raise NotFound(f"Linear issue {key} not found")
-        issue_id = str(node["id"])
-        team_id = str((node.get("team") or {}).get("id") or "")
-        self._issue_refs[key] = (issue_id, team_id)
-        current = {
-            str(label["name"]).casefold(): str(label["id"])
-            for label in _nodes(node.get("labels"))
-            if label.get("name") and label.get("id")
-        }
         ai = {name.casefold() for name in AI_LABELS}
-        # Only our own labels are touched (added/removed ids, never the full list): a label a
-        # person adds at the same moment survives.
-        removed = [
-            label_id for name, label_id in current.items() if name in ai and name != (target or "").casefold()
-        ]
-        added = []
-        if target is not None and target.casefold() not in current:
-            added.append(self._label_id(team_id, target))
-        if not added and not removed:
-            return  # already there: setting a stage is idempotent and costs one read
-        data = self.client.execute("UpdateIssueLabels", {"id": issue_id, "added": added, "removed": removed})
-        if not (data.get("issueUpdate") or {}).get("success"):
-            raise ProviderError(
-                f"Linear UpdateIssueLabels failed: the labels of {key} were not changed", provider=PROVIDER_ID
-            )
+        for last_try in (False, True):
+            node = self.client.execute("IssueLabelsOfIssue", {"id": key}).get("issue")
+            if not isinstance(node, dict) or not node.get("id"):
+                raise NotFound(f"Linear issue {key} not found")
+            issue_id = str(node["id"])
+            team_id = str((node.get("team") or {}).get("id") or "")
+            self._issue_refs[key] = (issue_id, team_id)
+            current = {
+                str(label["name"]).casefold(): str(label["id"])
+                for label in _nodes(node.get("labels"))
+                if label.get("name") and label.get("id")
+            }
+            # Only our own labels are touched (added/removed ids, never the full list): a label a
+            # person adds at the same moment survives.
+            removed = [
+                label_id
+                for name, label_id in current.items()
+                if name in ai and name != (target or "").casefold()
+            ]
+            added = []
+            if target is not None and target.casefold() not in current:
+                added.append(self._label_id(team_id, target))
+            if not added and not removed:
+                return  # already there: setting a stage is idempotent and costs one read
+            try:
+                data = self.client.execute(
+                    "UpdateIssueLabels", {"id": issue_id, "added": added, "removed": removed}
+                )
+            except NotFound:
+                if last_try:
+                    raise
+                # The label id we cached may be gone: a person deleted the label in Linear (and
+                # perhaps created it again). Forget the team's ids and try once more with the
+                # issue's labels and ours looked up afresh.
+                self.log.info("Linear refused a label id for %s: looking the team's labels up again", key)
+                self._forget_labels(team_id)
+                continue
+            if not (data.get("issueUpdate") or {}).get("success"):
+                raise ProviderError(
+                    f"Linear UpdateIssueLabels failed: the labels of {key} were not changed",
+                    provider=PROVIDER_ID,
+                )
+            return
 
     def _label_id(self, team_id: str, name: str) -> str:
         """The id of label ``name`` usable in the team (a team label or a workspace label);
         created in the team on first use, then cached."""
         cache_key = (team_id, name.casefold())
-        if cache_key not in self._labels:
-            self._load_labels(team_id, name)
-        if cache_key not in self._labels:
-            self._create_label(team_id, name)
-        return self._labels[cache_key]
+        # read with get(): another thread may forget the team's labels at any moment
+        label_id = self._labels.get(cache_key)
+        if label_id is None:
+            label_id = self._load_labels(team_id, name).get(name.casefold())
+        if label_id is None:
+            label_id = self._create_label(team_id, name)
+        return label_id
 
-    def _load_labels(self, team_id: str, name: str) -> None:
-        """Cache the team's and the workspace's labels named like ``name`` or any AI label."""
+    def _forget_labels(self, team_id: str) -> None:
+        """Drop the cached label ids of the team (list() first: other threads may add some)."""
+        for cache_key in [k for k in list(self._labels) if k[0] == team_id]:
+            self._labels.pop(cache_key, None)
+
+    def _load_labels(self, team_id: str, name: str) -> dict[str, str]:
+        """Cache the team's and the workspace's labels named like ``name`` or any AI label; return
+        the ids found, by folded name."""
         names = sorted({name, *AI_LABELS}, key=str.casefold)
         label_filter = {
             "and": [
@@ -300,6 +350,7 @@ class LinearProvider(TicketingProvider):
             ]
         }
         data = self.client.execute("LabelsByName", {"filter": label_filter})
+        found: dict[str, str] = {}
         workspace: dict[str, str] = {}
         for label in _nodes(data.get("issueLabels")):
             if label.get("isGroup") or not label.get("id") or not label.get("name"):
@@ -307,14 +358,17 @@ class LinearProvider(TicketingProvider):
             owner = (label.get("team") or {}).get("id")
             folded = str(label["name"]).casefold()
             if owner == team_id:
-                self._labels[(team_id, folded)] = str(label["id"])
+                found[folded] = str(label["id"])
             elif owner is None:
                 workspace.setdefault(folded, str(label["id"]))
         for folded, label_id in workspace.items():
             # a team label of the same name wins over the workspace one
-            self._labels.setdefault((team_id, folded), label_id)
+            found.setdefault(folded, label_id)
+        for folded, label_id in found.items():
+            self._labels[(team_id, folded)] = label_id
+        return found
 
-    def _create_label(self, team_id: str, name: str) -> None:
+    def _create_label(self, team_id: str, name: str) -> str:
         if not team_id:
             raise ProviderError(
                 f"Linear: cannot create label {name!r}: the issue's team is unknown", provider=PROVIDER_ID
@@ -326,9 +380,9 @@ class LinearProvider(TicketingProvider):
         except ProviderError:
             # Another orchestrator process (or a person) may have created it since we looked:
             # use that one rather than fail.
-            self._load_labels(team_id, name)
-            if (team_id, name.casefold()) in self._labels:
-                return
+            existing = self._load_labels(team_id, name).get(name.casefold())
+            if existing is not None:
+                return existing
             raise
         payload = created.get("issueLabelCreate") or {}
         label = payload.get("issueLabel") or {}
@@ -338,10 +392,30 @@ class LinearProvider(TicketingProvider):
             )
         self.log.info("created Linear label %r in team %s", name, team_id)
         self._labels[(team_id, name.casefold())] = str(label["id"])
+        return str(label["id"])
 
     def mark_done(self, key: str) -> None:
         # workflow states belong to a team, so the issue's current team matters here
         issue_id, team_id = self._ref(key, fresh=True)
+        for last_try in (False, True):
+            state_id = self._done_state(team_id)
+            try:
+                data = self.client.execute("SetIssueState", {"id": issue_id, "stateId": state_id})
+            except NotFound:
+                if last_try:
+                    raise
+                # the cached state may have been deleted in Linear: look the team's up again
+                self.log.info("Linear refused the done state of team %s: looking it up again", team_id)
+                self._done_states.pop(team_id, None)
+                continue
+            if not (data.get("issueUpdate") or {}).get("success"):
+                raise ProviderError(
+                    f"Linear SetIssueState failed: {key} was not moved to done", provider=PROVIDER_ID
+                )
+            return
+
+    def _done_state(self, team_id: str) -> str:
+        """The id of the team's first ``completed`` workflow state (its usual "Done"), cached."""
         state_id = self._done_states.get(team_id)
         if state_id is None:
             team = self.client.execute("TeamDoneStates", {"teamId": team_id}).get("team") or {}
@@ -354,11 +428,7 @@ class LinearProvider(TicketingProvider):
             # the first "completed" state by position is the team's usual "Done"
             state_id = str(min(states, key=lambda s: float(s.get("position") or 0))["id"])
             self._done_states[team_id] = state_id
-        data = self.client.execute("SetIssueState", {"id": issue_id, "stateId": state_id})
-        if not (data.get("issueUpdate") or {}).get("success"):
-            raise ProviderError(
-                f"Linear SetIssueState failed: {key} was not moved to done", provider=PROVIDER_ID
-            )
+        return state_id
 
     # -- operator checks ----------------------------------------------------------------------
 

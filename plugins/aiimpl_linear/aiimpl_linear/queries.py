@@ -21,10 +21,17 @@ def _document(name: str, text: str) -> str:
 # Linear prices a query by its shape: 0.1 point per scalar, 1 per object, and a connection's
 # nodes multiplied by its ``first`` -- so nested connections in a page of issues multiply by the
 # page size, and a query above 10,000 points is refused. The listing reads a short page of each
-# issue's labels and blocking relations (about 36 points per issue: 250 issues fit); the single
-# issue read takes longer pages.
+# issue's labels and relations (about 37 points per issue: 250 issues fit); the single issue read
+# takes longer pages. A blocking relation may be anywhere among an issue's relations (they cannot
+# be filtered by type), so both read the relations' ``pageInfo``, and the rare issue with more
+# relations than the page has the rest read by ``IssueInverseRelations``.
 LIST_LABELS = 12
 LIST_RELATIONS = 5
+#: Relations per ``IssueInverseRelations`` page (Linear's largest page).
+RELATIONS_PAGE = 250
+
+# What is read of a relation: an inverse relation of type "blocks" is one whose issue blocks ours.
+_RELATION_FIELDS = "type issue { identifier title state { type } }"
 
 
 def _issue_fields(name: str, labels: int, relations: int) -> str:
@@ -40,7 +47,8 @@ fragment {name} on Issue {{
   state {{ name type }}
   labels(first: {labels}) {{ nodes {{ name }} }}
   inverseRelations(first: {relations}) {{
-    nodes {{ type issue {{ identifier title state {{ type }} }} }}
+    nodes {{ {_RELATION_FIELDS} }}
+    pageInfo {{ hasNextPage endCursor }}
   }}
 }}
 """
@@ -78,6 +86,20 @@ query IssueWithComments($id: String!) {
 }
 """
     + _issue_fields("FullIssue", 100, 50),
+)
+
+ISSUE_INVERSE_RELATIONS = _document(
+    "IssueInverseRelations",
+    f"""
+query IssueInverseRelations($id: String!, $after: String) {{
+  issue(id: $id) {{
+    inverseRelations(first: {RELATIONS_PAGE}, after: $after) {{
+      nodes {{ {_RELATION_FIELDS} }}
+      pageInfo {{ hasNextPage endCursor }}
+    }}
+  }}
+}}
+""",
 )
 
 ISSUE_LABELS = _document(

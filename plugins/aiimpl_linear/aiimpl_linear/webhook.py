@@ -38,7 +38,10 @@ def signature(secret: str, body: bytes) -> str:
 def signature_valid(secret: str, body: bytes, header: str | None) -> bool:
     if not header:
         return False
-    return hmac.compare_digest(signature(secret, body), header.strip().lower())
+    # compared as bytes: compare_digest refuses str with non-ASCII characters (TypeError), and a
+    # header may carry any byte (WSGI decodes headers as latin-1)
+    given = header.strip().lower().encode("utf-8", "replace")
+    return hmac.compare_digest(signature(secret, body).encode(), given)
 
 
 def triggered_identifier(payload: dict[str, Any]) -> str | None:

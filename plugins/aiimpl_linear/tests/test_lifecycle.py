@@ -15,6 +15,7 @@ from aiimpl_core.services.merge import MergedPullRequest, handle_merged
 from aiimpl_core.testing.fakes import FakeRunner
 
 import aiimpl_linear.plugin
+from aiimpl_linear.queries import LIST_RELATIONS
 from aiimpl_linear.testing import FakeLinear
 
 
@@ -150,6 +151,19 @@ def test_blocked_issue_is_not_dispatched_until_its_blocker_is_done(app, fake, ru
 
     fake.set_state(blocker, "Done")
     assert [d.issue_key for d in run_cycle().dispatched] == [key]
+
+
+def test_blocker_among_many_relations_holds_the_dispatch(app, fake, runner, add_mapping) -> None:
+    add_mapping("ENG")
+    key = fake.add_issue("ENG", "Use new schema")["identifier"]
+    for n in range(LIST_RELATIONS):  # older related links fill the listing's page of relations
+        fake.add_relation(fake.add_issue("ENG", f"Related {n}", labels=[])["identifier"], key)
+    blocker = fake.add_issue("ENG", "Migrate schema", labels=[])["identifier"]
+    fake.add_blocker(blocker, key)
+
+    report = run_cycle()
+    assert report.dispatched == [] and key in report.blocked
+    assert blocker in report.blocked[key]["message"]
 
 
 def test_unmapped_team_is_a_no_mapping_blocker(app, fake, runner, add_mapping) -> None:

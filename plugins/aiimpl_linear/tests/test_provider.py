@@ -10,6 +10,7 @@ from aiimpl_core.testing.contract import TicketingProviderContract, make_context
 from aiimpl_core.types import Stage
 
 from aiimpl_linear.provider import LinearProvider
+from aiimpl_linear.queries import LIST_RELATIONS
 from aiimpl_linear.testing import FakeLinear
 
 AI = {"AI-Implement", "AI-Planning", "Plan-Complete", "AI-Working", "Ready for Review"}
@@ -99,6 +100,28 @@ def test_trigger_label_is_matched_case_insensitively(fake: FakeLinear, provider:
     assert keys == [issue["identifier"]]
 
 
+def test_blocker_past_the_listed_relations_is_read_with_one_more_call(
+    fake: FakeLinear, provider: LinearProvider
+) -> None:
+    key = fake.add_issue("ENG", "Blocked")["identifier"]
+    for n in range(LIST_RELATIONS):  # older links of another type fill the listing's page of relations
+        fake.add_relation(fake.add_issue("ENG", f"Related {n}", labels=[])["identifier"], key)
+    blocker = fake.add_issue("ENG", "Blocker", labels=[])["identifier"]
+    fake.add_blocker(blocker, key)
+    few = fake.add_issue("ENG", "Few relations")["identifier"]
+    fake.add_relation(blocker, few)
+    fake.requests.clear()
+
+    listed = {i.key: i for p in provider.iter_triggered(["ENG"]) for i in p.issues}
+
+    assert [b.key for b in listed[key].open_blockers] == [blocker]
+    assert listed[few].blocked_by == ()
+    # one more call, only for the issue whose relations did not fit, from where the listing stopped
+    assert fake.operations() == ["TriggeredIssues", "IssueInverseRelations"]
+    assert fake.requests[1].variables["id"] == fake.issue(key)["id"]
+    assert fake.requests[1].variables["after"] is not None
+
+
 # -- reading one issue ----------------------------------------------------------------------------
 
 
@@ -110,6 +133,21 @@ def test_get_issue_reads_comments_in_order(fake: FakeLinear, provider: LinearPro
     assert [c.body for c in issue.comments] == ["first", "second **bold**"]
     assert all(c.id and c.created_at for c in issue.comments)
     assert issue.remote_id == fake.issue(key)["id"]
+
+
+def test_get_issue_reads_every_relation(fake: FakeLinear, provider: LinearProvider) -> None:
+    key = fake.add_issue("ENG", "Blocked")["identifier"]
+    for n in range(300):  # more than get_issue's 50 and a whole IssueInverseRelations page of 250
+        fake.add_relation(fake.add_issue("ENG", f"Related {n}", labels=[])["identifier"], key)
+    blocker = fake.add_issue("ENG", "Blocker", labels=[])["identifier"]
+    fake.add_blocker(blocker, key)
+    fake.requests.clear()
+
+    issue = provider.get_issue(key)
+
+    assert [b.key for b in issue.open_blockers] == [blocker]
+    assert fake.operations() == ["IssueWithComments", "IssueInverseRelations", "IssueInverseRelations"]
+    assert max(r.complexity for r in fake.requests) <= 10_000
 
 
 def test_get_issue_unknown_is_not_found(fake: FakeLinear, provider: LinearProvider) -> None:
@@ -216,6 +254,44 @@ def test_label_created_concurrently_elsewhere_is_used(fake: FakeLinear, provider
     assert fake.operations().count("LabelsByName") == 2
 
 
+def test_label_deleted_and_created_again_in_linear_is_looked_up_again(
+    fake: FakeLinear, provider: LinearProvider
+) -> None:
+    first = fake.add_issue("ENG")["identifier"]
+    second = fake.add_issue("ENG")["identifier"]
+    provider.set_stage(first, Stage.IMPLEMENTING)  # creates AI-Working; its id is cached
+    old = fake._label_named("AI-Working", fake.team("ENG")["id"])
+    fake.delete_label(old["id"])  # a person deletes the label, then creates it again: a new id
+    new = fake.add_label("AI-Working", "ENG")
+    fake.requests.clear()
+
+    provider.set_stage(second, Stage.IMPLEMENTING)
+
+    assert fake.issue(second)["labelIds"] == [new["id"]]
+    assert fake.operations() == [
+        "IssueLabelsOfIssue",
+        "UpdateIssueLabels",  # refused: the cached id is gone
+        "IssueLabelsOfIssue",
+        "LabelsByName",
+        "UpdateIssueLabels",
+    ]
+    assert fake.created_labels == [("AI-Working", "ENG")]  # the new label is used, not duplicated
+    fake.requests.clear()
+    provider.set_stage(first, Stage.IMPLEMENTING)  # the new id is cached in turn
+    assert fake.operations() == ["IssueLabelsOfIssue", "UpdateIssueLabels"]
+    assert fake.issue(first)["labelIds"] == [new["id"]]
+
+
+def test_label_refused_again_after_a_fresh_lookup_is_not_found(
+    fake: FakeLinear, provider: LinearProvider
+) -> None:
+    key = fake.add_issue("ENG")["identifier"]
+    fake.fail("UpdateIssueLabels", "Entity not found: IssueLabel", code="INVALID_INPUT", times=3)
+    with pytest.raises(NotFound):
+        provider.set_stage(key, Stage.IMPLEMENTING)
+    assert fake.operations().count("UpdateIssueLabels") == 2  # tried once more, not in a loop
+
+
 def test_label_of_another_team_is_not_used(fake: FakeLinear, provider: LinearProvider) -> None:
     fake.add_team("OPS")
     fake.add_label("AI-Working", "OPS")
@@ -249,6 +325,21 @@ def test_mark_done_uses_the_first_completed_state_by_position(
     provider.mark_done(other)
     assert fake.state_of(key) == "Done" and fake.state_of(other) == "Done"
     assert fake.operations().count("TeamDoneStates") == 1  # cached per team
+
+
+def test_done_state_deleted_in_linear_is_looked_up_again(fake: FakeLinear, provider: LinearProvider) -> None:
+    key = fake.add_issue("ENG")["identifier"]
+    other = fake.add_issue("ENG")["identifier"]
+    provider.mark_done(key)  # the team's Done state is cached
+    fake.set_state(key, "In Review")
+    fake.delete_state("ENG", "Done")  # a person replaces Done with another completed state
+    fake.add_state("ENG", "Shipped", "completed", 4.0)
+    fake.requests.clear()
+
+    provider.mark_done(other)
+
+    assert fake.state_of(other) == "Shipped"
+    assert fake.operations() == ["IssueRef", "SetIssueState", "TeamDoneStates", "SetIssueState"]
 
 
 def test_mark_done_after_the_issue_moved_team(fake: FakeLinear, provider: LinearProvider) -> None:
@@ -358,6 +449,8 @@ def test_validate_mapping_names_the_field(provider: LinearProvider, ticketing: A
 def test_validate_mapping_checks_the_team_key_shape(provider: LinearProvider) -> None:
     with pytest.raises(ProviderConfigError, match="teamKey must be a Linear team key"):
         provider.validate_mapping({"teamKey": "ENG-TEAM", "ticketing": {"provider": "linear"}})
+    with pytest.raises(ProviderConfigError, match="teamKey must be a Linear team key"):
+        provider.validate_mapping({"teamKey": "ENG\n", "ticketing": {"provider": "linear"}})
     provider.validate_mapping({"teamKey": "ENG", "ticketing": {"provider": "linear"}})
     provider.validate_mapping({"teamKey": "ENG-TEAM", "ticketing": {"provider": "jira"}})  # not ours
 

@@ -33,6 +33,7 @@ def test_documents_are_registered() -> None:
     assert set(queries.DOCUMENTS) >= {
         "TriggeredIssues",
         "IssueWithComments",
+        "IssueInverseRelations",
         "IssueLabelsOfIssue",
         "IssueRef",
         "LabelsByName",

@@ -96,6 +96,16 @@ def test_bad_signature_is_401(client, fake, cycles) -> None:
     assert cycles == []
 
 
+def test_non_ascii_signature_is_401(client, fake, cycles) -> None:
+    # any byte may arrive in a header (WSGI decodes them as latin-1): refused, never a 500
+    body = json.dumps(fake.issue_webhook_payload(fake.add_issue("ENG")["identifier"])).encode()
+    resp = client.post(
+        URL, data=body, headers={"Content-Type": "application/json", "Linear-Signature": "\u00e9" * 64}
+    )
+    assert resp.status_code == 401 and resp.get_json() == {"error": "Invalid signature"}
+    assert cycles == []
+
+
 def test_body_changed_after_signing_is_401(client, fake, cycles) -> None:
     key = fake.add_issue("ENG")["identifier"]
     body = json.dumps(fake.issue_webhook_payload(key)).encode()

@@ -91,7 +91,7 @@ class SwaggerDescription:
                     Operation(
                         method.upper(),
                         template,
-                        re.compile(f"^{regex}$"),
+                        re.compile(regex),
                         definition,
                         tuple(self._deref(p) for p in params.values()),
                     )
@@ -118,7 +118,7 @@ class SwaggerDescription:
         for op in self.operations:
             if op.method != method.upper():
                 continue
-            match = op.pattern.match(path)
+            match = op.pattern.fullmatch(path)
             if match:
                 names = re.findall(r"\{([^}]+)\}", op.template)
                 return op, {n: match.group(_group(n)) for n in names}

@@ -74,6 +74,8 @@ _BLOCKS = {
 }
 _INLINES = {"text", "hardBreak", "mention", "emoji", "inlineCard", "date", "status"}
 _LIST_ITEM_CHILDREN = {"paragraph", "bulletList", "orderedList", "codeBlock", "mediaSingle"}
+#: ADF's ``listItem`` is a tuple: it starts with one of these, lists come only after it.
+_LIST_ITEM_FIRST = {"paragraph", "codeBlock", "mediaSingle"}
 _QUOTE_CHILDREN = {"paragraph", "bulletList", "orderedList", "codeBlock", "mediaGroup", "mediaSingle"}
 _MARKS = {"code", "em", "link", "strike", "strong", "subsup", "textColor", "underline"}
 
@@ -150,6 +152,11 @@ def _check_node(node: object, allowed: set[str], where: str, problems: list[str]
     if kind == "listItem":
         if not children:
             problems.append(f"{where}: a listItem needs content")
+        elif isinstance(children[0], dict) and children[0].get("type") not in _LIST_ITEM_FIRST:
+            problems.append(
+                f"{where}.content[0]: a listItem starts with a paragraph, codeBlock or mediaSingle, "
+                f"not '{children[0].get('type')}'"
+            )
         for i, child in enumerate(children):
             _check_node(child, _LIST_ITEM_CHILDREN, f"{where}.content[{i}]", problems)
         return

@@ -312,6 +312,18 @@ class FakeLinear:
         self.store.states[state["id"]] = state
         return state
 
+    def delete_state(self, team_key: str, name: str) -> None:
+        """A person deletes the team's workflow state ``name`` (its id is then unknown)."""
+        with self.lock:
+            team_id = self.team(team_key)["id"]
+            state = next(
+                s for s in self.store.states.values() if s["teamId"] == team_id and s["name"] == name
+            )
+            if any(i["stateId"] == state["id"] for i in self.store.issues.values()):
+                # the fake would have no state to show for them: move them first (set_state)
+                raise ValueError(f"state {name} still has issues")
+            del self.store.states[state["id"]]
+
     def team(self, key: str) -> dict[str, Any]:
         for team in self.store.teams.values():
             if team["key"] == key:
@@ -329,6 +341,14 @@ class FakeLinear:
             }
             self.store.labels[label["id"]] = label
             return label
+
+    def delete_label(self, label_id: str) -> None:
+        """A person deletes a label: it goes from every issue, and its id is then unknown."""
+        with self.lock:
+            del self.store.labels[label_id]
+            for issue in self.store.issues.values():
+                if label_id in issue["labelIds"]:
+                    issue["labelIds"].remove(label_id)
 
     def _label_named(self, name: str, team_id: str) -> dict[str, Any] | None:
         for label in self.store.labels.values():
@@ -388,12 +408,17 @@ class FakeLinear:
 
     def add_blocker(self, blocker: str, blocked: str) -> None:
         """``blocker`` blocks ``blocked`` (a Linear relation of type ``blocks``)."""
+        self.add_relation(blocker, blocked, "blocks")
+
+    def add_relation(self, issue: str, related: str, relation_type: str = "related") -> None:
+        """A relation from ``issue`` to ``related`` (``blocks``, ``related``, ``duplicate`` or
+        ``similar``); it is one of ``related``'s ``inverseRelations``, listed in creation order."""
         with self.lock:
             rel = {
                 "id": str(uuid.uuid4()),
-                "type": "blocks",
-                "issueId": self.issue(blocker)["id"],
-                "relatedIssueId": self.issue(blocked)["id"],
+                "type": relation_type,
+                "issueId": self.issue(issue)["id"],
+                "relatedIssueId": self.issue(related)["id"],
             }
             self.store.relations[rel["id"]] = rel
 
