@@ -233,13 +233,17 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
     except AiimplError as exc:
         status = exc.status if isinstance(exc, ProviderError) else None
         detail = exc.detail if isinstance(exc, ProviderError) else None
+        # kept so that the dispatcher's back-off honours the remote's Retry-After
+        retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
         with serialized(keep=(job,)):
             db.session.refresh(job)
             refused = f"dispatch to {backend.display_name} failed: {exc.message}"
             end_job(job, Outcome(JobStatus.FAILED, reason=refused))
         if isinstance(exc, DispatchError):
             raise
-        raise DispatchError(exc.message, provider=backend.id, status=status, detail=detail) from exc
+        raise DispatchError(
+            exc.message, provider=backend.id, status=status, detail=detail, retry_after=retry_after
+        ) from exc
     # The job as the claim committed it (kept loaded) or as it is read now: the transition is a
     # compare-and-set, so a session that reported in the meantime is noticed, not overwritten.
     with serialized(keep=(job,)):

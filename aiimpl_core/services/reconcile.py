@@ -2,7 +2,8 @@
 
 Once per cycle it groups the non-terminal jobs by backend and asks each backend about all of them
 in one ``poll_runs`` call (never one call per job). It links runs (``running``, run id and URL),
-and ends jobs whose run failed, timed out, finished without a result, or was never linked:
+and ends jobs whose run failed, timed out, finished without a result, disappeared, or was never
+linked:
 
 ======================================  ==============================================
 what is known                            how the job ends
@@ -10,6 +11,16 @@ what is known                            how the job ends
 ``RUNNING``                              ``running`` (run id and URL linked)
 ``NOT_FOUND`` / no run id after the      ``timed_out`` / ``run_not_found``
 ``run_not_found`` window
+``NOT_FOUND`` for a run that was         ``failed`` / ``session_failed``: the run
+linked, after the window                 disappeared (its session was destroyed or
+                                         removed) before it reported a result; once its
+                                         lifetime has passed, ``timed_out`` /
+                                         ``machine_timeout`` (``container_timeout`` for
+                                         local containers)
+left out of the backend's answer         left as it is (the backend could not look);
+                                         a run never linked is ended ``timed_out`` /
+                                         ``run_not_found`` only 10 minutes past its
+                                         lifetime
 ``TIMED_OUT``                            ``timed_out`` with the backend's reason
 ``FAILED``                               ``failed`` with the log excerpt and its label
 ``SUCCEEDED`` and no ``/runner/result``  after a grace period, ``failed``: ``pr_not_found``
@@ -21,8 +32,16 @@ still in flight 10 minutes past its      cancelled; ``timed_out`` / ``machine_ti
 lifetime (the backend did not stop it)   (``container_timeout`` for local containers)
 ======================================  ==============================================
 
+``run_not_found`` is kept for what the reference says it means, "a run was never linked": a
+linked run that is no longer found did exist, so it ends ``failed`` with that said, or as the
+lifetime timeout once its lifetime has passed (the reference has no timeout reason of its own
+for a run that vanished).
+
 Every ending goes through :func:`~aiimpl_core.services.outcomes.end_job` (compare-and-set): a job
-that ``/runner/result`` ended first is left as it is.
+that ``/runner/result`` ended first is left as it is. Log excerpts and failure details a backend
+reports are masked with every secret the orchestrator could have handed to the job's session
+(:mod:`~aiimpl_core.services.redaction`) before they are stored or posted: a backend's own
+masking is not trusted alone, as the runners' reports are not.
 """
 
 from __future__ import annotations
@@ -51,7 +70,7 @@ from ..types import (
     RunState,
     TimeoutReason,
 )
-from . import poller
+from . import poller, redaction
 from .jobs import discard_events_after, queued_events, transition
 from .outcomes import Outcome, end_job
 
@@ -85,6 +104,28 @@ class ReconcileReport:
 
 def _window() -> timedelta:
     return timedelta(seconds=int(current_app.config.get("AIIMPL_RUN_NOT_FOUND_SECONDS") or 600))
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """The time limits one backend's jobs are judged by in a cycle."""
+
+    window: timedelta  # how long a dispatch may go without a linked run (``run_not_found``)
+    lifetime: timedelta  # a session's lifetime
+    lifetime_reason: TimeoutReason  # how a run past its lifetime ends on this backend
+
+
+def _lifetime_reason(backend: Any) -> TimeoutReason:
+    """The reference's reason for a session past its lifetime: a local container's, or a machine's."""
+    if backend.runner_mode == "local":
+        return TimeoutReason.CONTAINER_TIMEOUT
+    return TimeoutReason.MACHINE_TIMEOUT
+
+
+def _masked(job: Job, text: str | None) -> str | None:
+    """A backend's text (log excerpt, failure detail) with every secret the job's session could
+    know masked in all its forms (plain, URL-encoded, base64, split across lines)."""
+    return redaction.redactor_for(job).text(text) if text else text
 
 
 def _grace_key(job_id: int) -> str:
@@ -196,6 +237,7 @@ def reconcile(
         if not runs:
             continue
         backend = facade.runner(backend_id)
+        limits = _Limits(window, timedelta(seconds=lifetime), _lifetime_reason(backend))
         try:
             states = list(backend.poll_runs(runs))
         except Exception as exc:  # noqa: BLE001 - one backend's failure must not stop the others
@@ -210,9 +252,9 @@ def reconcile(
         report.polled[backend_id] = len(runs)
         by_job = {s.job_id: s for s in states}
         by_run = {r.job_id: r for r in runs}
-        changed = [j.id for j in backend_jobs if not _unchanged(j, by_job.get(j.id), now=now, window=window)]
+        changed = [j.id for j in backend_jobs if not _unchanged(j, by_job.get(j.id), now=now, limits=limits)]
         for batch in chunks(changed, APPLY_BATCH):
-            _apply_batch(list(batch), by_job, now=now, window=window, report=report)
+            _apply_batch(list(batch), by_job, now=now, limits=limits, report=report)
         _reload(ids_by_backend[backend_id])
         for job in backend_jobs:
             run = by_run.get(job.id)
@@ -234,7 +276,7 @@ def _apply_batch(
     states: dict[int, RunState],
     *,
     now: datetime,
-    window: timedelta,
+    limits: _Limits,
     report: ReconcileReport,
 ) -> None:
     """Apply what the backend reported to these jobs in one serialized transaction.
@@ -259,7 +301,7 @@ def _apply_batch(
                 mark = queued_events()
                 try:
                     with db.session.begin_nested():
-                        _apply(job, states.get(job.id), now=now, window=window, report=report)
+                        _apply(job, states.get(job.id), now=now, limits=limits, report=report)
                 except Exception:  # noqa: BLE001 - one job's trouble must not stop the pass
                     report.linked, report.ended, report.endings = before
                     discard_events_after(mark)  # what they announce was undone
@@ -307,9 +349,7 @@ def _stop_overrun(job: Job, run: InFlightRun, backend: Any, report: ReconcileRep
         backend.cancel(run)
     except Exception:  # noqa: BLE001 - best effort; the job ends either way
         log.warning("cancelling the overrunning run of job %s failed", job.id, exc_info=True)
-    reason = (
-        TimeoutReason.CONTAINER_TIMEOUT if backend.runner_mode == "local" else TimeoutReason.MACHINE_TIMEOUT
-    )
+    reason = _lifetime_reason(backend)
     with serialized():
         db.session.refresh(job)
         _end(job, Outcome(JobStatus.TIMED_OUT, timeout_reason=reason.value), report)
@@ -327,7 +367,13 @@ def _needs_link(job: Job, state: RunState) -> bool:
     return new_id or (bool(state.run_url) and state.run_url != job.run_url)
 
 
-def _unchanged(job: Job, state: RunState | None, *, now: datetime, window: timedelta) -> bool:
+def _omitted_too_long(job: Job, now: datetime, limits: _Limits) -> bool:
+    """A run never linked that the backend has left out of its answers until 10 minutes past the
+    session's lifetime: whatever run it had, the reconciler would have stopped it by now."""
+    return _since_dispatch(job) + limits.lifetime + OVERRUN_GRACE <= now
+
+
+def _unchanged(job: Job, state: RunState | None, *, now: datetime, limits: _Limits) -> bool:
     """Whether :func:`_apply` would change nothing, judged on the job as loaded this cycle.
 
     Most in-flight runs report the same state cycle after cycle; skipping them saves a serialized
@@ -336,9 +382,9 @@ def _unchanged(job: Job, state: RunState | None, *, now: datetime, window: timed
     """
     if JobStatus(job.status).terminal:
         return True
-    overdue = _since_dispatch(job) + window <= now
+    overdue = _since_dispatch(job) + limits.window <= now
     if state is None:
-        return bool(job.run_id) or not overdue
+        return bool(job.run_id) or not _omitted_too_long(job, now, limits)
     if state.phase is RunPhase.NOT_FOUND:
         return not overdue
     if state.phase is RunPhase.PENDING:
@@ -360,19 +406,28 @@ def _link(job: Job, state: RunState) -> bool:
 
 
 def _apply(
-    job: Job, state: RunState | None, *, now: datetime, window: timedelta, report: ReconcileReport
+    job: Job, state: RunState | None, *, now: datetime, limits: _Limits, report: ReconcileReport
 ) -> None:
-    """Bring one job (read inside the caller's serialized transaction) in line with ``state``."""
+    """Bring one job (read inside the caller's serialized transaction) in line with ``state``.
+
+    ``state`` is ``None`` when the backend left the run out of its answer: it could not look this
+    cycle (a listing that failed), so the job is left as it is; only a run never linked is ended
+    once it is far past its lifetime (:func:`_omitted_too_long`).
+    """
     if JobStatus(job.status).terminal:
         return
-    overdue = _since_dispatch(job) + window <= now
+    overdue = _since_dispatch(job) + limits.window <= now
     if state is None:
-        if not job.run_id and overdue:
+        if not job.run_id and _omitted_too_long(job, now, limits):
             _run_not_found(job, report)
         return
     phase = state.phase
     if phase is RunPhase.NOT_FOUND:
-        if overdue:
+        if not overdue:
+            return
+        if job.run_id:
+            _run_gone(job, now=now, limits=limits, report=report)
+        else:
             _run_not_found(job, report)
         return
     if phase is RunPhase.PENDING:
@@ -402,14 +457,14 @@ def _apply(
                 JobStatus.TIMED_OUT,
                 timeout_reason=reason,
                 log_label=state.log_label,
-                log_excerpt=state.log_excerpt,
+                log_excerpt=_masked(job, state.log_excerpt),
             ),
             report,
         )
         return
     if phase is RunPhase.FAILED:
         if state.detail:
-            reason = state.detail
+            reason = _masked(job, state.detail) or state.detail
         elif state.exit_code is not None:
             reason = f"the run exited with code {state.exit_code}"
         else:
@@ -420,13 +475,44 @@ def _apply(
                 JobStatus.FAILED,
                 reason=reason,
                 log_label=state.log_label or LogLabel.SESSION_FAILED,
-                log_excerpt=state.log_excerpt,
+                log_excerpt=_masked(job, state.log_excerpt),
             ),
             report,
         )
         return
     if phase is RunPhase.SUCCEEDED:
         _after_success_without_result(job, state, now=now, report=report)
+
+
+def _run_gone(job: Job, *, now: datetime, limits: _Limits, report: ReconcileReport) -> None:
+    """End a job whose run was linked and is no longer found (after the ``run_not_found`` window).
+
+    Not ``run_not_found``: the reference keeps that for a run that was never linked. The run
+    existed and vanished without reporting a result: its session was destroyed or removed (an
+    admin's ``DELETE /api/sessions/{id}``, ``docker rm``, a run deleted on GitHub), so the job
+    ends ``failed`` and says so. Once the session's lifetime has passed, it ends as the backend's
+    lifetime timeout instead (``machine_timeout``, ``container_timeout`` for local containers):
+    the session exceeded its lifetime whatever removed it, and a backend that enforces lifetimes
+    removes such sessions itself.
+    """
+    started = job.running_at or _since_dispatch(job)
+    if started + limits.lifetime <= now:
+        seconds = int(limits.lifetime.total_seconds())
+        note = f"run {job.run_id} is no longer found; its session's lifetime of {seconds} s has passed"
+        outcome = Outcome(
+            JobStatus.TIMED_OUT,
+            timeout_reason=limits.lifetime_reason.value,
+            log_label=LogLabel(limits.lifetime_reason.value),
+            log_excerpt=note,
+        )
+    else:
+        outcome = Outcome(
+            JobStatus.FAILED,
+            reason=f"the run {job.run_id} disappeared before it reported a result "
+            "(its session was destroyed or removed)",
+            log_label=LogLabel.SESSION_FAILED,
+        )
+    _end(job, outcome, report)
 
 
 def _after_success_without_result(
@@ -453,13 +539,13 @@ def _after_success_without_result(
             JobStatus.FAILED,
             reason="the run finished without opening a pull request",
             log_label=LogLabel.PR_NOT_FOUND,
-            log_excerpt=state.log_excerpt,
+            log_excerpt=_masked(job, state.log_excerpt),
         )
     else:
         outcome = Outcome(
             JobStatus.FAILED,
             reason="the run finished without reporting a result",
             log_label=LogLabel.SESSION_FAILED,
-            log_excerpt=state.log_excerpt,
+            log_excerpt=_masked(job, state.log_excerpt),
         )
     _end(job, outcome, report)

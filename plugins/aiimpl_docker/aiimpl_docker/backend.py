@@ -16,17 +16,26 @@ container                            reported
 ===================================  ======================================================
 ``created``                          ``PENDING``
 ``running`` (``paused``, …)          ``RUNNING``
-running past its lifetime            stopped, log tail kept, removed: ``TIMED_OUT`` /
+running past its lifetime            stopped, log tail read: ``TIMED_OUT`` /
                                      ``container_timeout``
-exited non-zero (or ``dead``)        log tail kept, removed: ``FAILED`` / ``container_failed``
-exited 0                             log tail kept, removed: ``SUCCEEDED`` (the session
-                                     reported its own result)
+ended at or after the end of its     ``TIMED_OUT`` / ``container_timeout`` (our own stop,
+lifetime                             seen again by a later poll, or its hold ending)
+exited non-zero (or ``dead``)        log tail read: ``FAILED`` / ``container_failed``
+exited 0                             log tail read: ``SUCCEEDED`` (the session reported its
+                                     own result)
 absent                               ``NOT_FOUND``
 ===================================  ======================================================
 
-The exit code is read before the container is removed, and every ended container of ours is
-removed, also those whose job already ended. Log tails are redacted of the session's secret
-values (the variables ``AIIMPL_SECRET_NAMES`` lists) before they go anywhere.
+An ended container is kept while its job is in flight, whatever its outcome: every poll (the
+next cycle, should this one's outcome fail to be recorded, or another poller's) reads the same
+exit code, end time and log tail, and so reports the same outcome. A container stopped for its
+lifetime is recognised on later polls by when it ended: at or after the end of its lifetime, so
+the exit code our stop caused (143, or the session's own after SIGTERM) is not read as a failure.
+A job's container is removed once the job has ended (:meth:`LocalDockerBackend.cleanup_job`, run
+by the plugin's ``aiimpl_job_status_changed``), and the sweep of every poll removes whatever that
+missed. Log tails are redacted of the session's secret values (the variables
+``AIIMPL_SECRET_NAMES`` lists) before they go anywhere; the core masks them again, in all their
+encoded forms, with every secret the orchestrator knows.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import os
 import shlex
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -59,6 +69,8 @@ PENDING = frozenset({"created", "configured", "initialized"})
 SECRET_NAMES_VAR = "AIIMPL_SECRET_NAMES"
 #: ended containers of jobs no longer in flight are swept once at least this old
 SWEEP_AFTER = timedelta(minutes=5)
+#: how far the engine's clock may be behind ours when a container's end is matched to its lifetime
+CLOCK_SLACK = timedelta(minutes=1)
 
 
 def _aware(value: datetime) -> datetime:
@@ -74,12 +86,22 @@ def _parse_time(value: Any) -> datetime | None:
     # engines stamp nanoseconds; Python reads at most microseconds
     if "." in text:
         head, _, rest = text.partition(".")
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        text = f"{head}.{digits[:6]}{rest[len(digits) :]}"
+        # the fraction's digits only: the offset that follows (``+02:00``) is kept as it is
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        text = f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}"
     try:
         return _aware(datetime.fromisoformat(text))
     except ValueError:
         return None
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """What an ended container says about its run."""
+
+    code: int | None  # exit code
+    finished_at: datetime | None  # when its process ended (the engine's clock)
+    tail: str  # the end of its output, redacted
 
 
 def redact(text: str, env: Mapping[str, str]) -> str:
@@ -195,7 +217,9 @@ class LocalDockerBackend(RunnerBackend):
             )
         except ProviderError as exc:
             text = redact(exc.message, {**request.env, SECRET_NAMES_VAR: ",".join(request.secret_names)})
-            raise DispatchError(text, provider=self.id, status=exc.status) from None
+            raise DispatchError(
+                text, provider=self.id, status=exc.status, retry_after=exc.retry_after
+            ) from None
         self.log.info("job %s: started container %s", request.job_id, container.id[:12])
         return DispatchResult(run_id=container.id, linked=True)
 
@@ -244,8 +268,10 @@ class LocalDockerBackend(RunnerBackend):
         container_id = str(summary.get("Id"))
         status = str(summary.get("State") or "").lower()
         if status in ENDED:
-            code, excerpt = self._read(container_id)
-            if code == 0:
+            ended = self._read(container_id)
+            if self._ended_past_lifetime(run, ended):
+                return self._timed_out(run, container_id, ended.tail, now)
+            if ended.code == 0:
                 # kept while its job is in flight: every poller sees the same ended run during the
                 # core's grace period for a missing result; removed once the job has ended
                 return RunState(
@@ -253,22 +279,22 @@ class LocalDockerBackend(RunnerBackend):
                     phase=RunPhase.SUCCEEDED,
                     run_id=container_id,
                     exit_code=0,
-                    log_excerpt=excerpt,
+                    log_excerpt=ended.tail,
                 )
-            self._remove(container_id)
+            # kept too, so that the failure is read again until the core has recorded it
             detail = (
-                f"the session container exited with code {code}"
-                if code is not None
+                f"the session container exited with code {ended.code}"
+                if ended.code is not None
                 else f"the session container is {status} without an exit code"
             )
             return RunState(
                 job_id=run.job_id,
                 phase=RunPhase.FAILED,
                 run_id=container_id,
-                exit_code=code,
+                exit_code=ended.code,
                 detail=detail,
                 log_label=LogLabel.CONTAINER_FAILED,
-                log_excerpt=excerpt or detail,
+                log_excerpt=ended.tail or detail,
             )
         age = (now - _aware(run.dispatched_at)).total_seconds()
         if age >= run.lifetime_seconds:
@@ -276,28 +302,42 @@ class LocalDockerBackend(RunnerBackend):
                 "stopping a container past its lifetime",
                 lambda: self.docker().api.stop(container_id, timeout=config.STOP_TIMEOUT),
             )
-            _, tail = self._read(container_id)
-            self._remove(container_id)
-            note = (
-                f"[the container exceeded its lifetime of {run.lifetime_seconds} s after "
-                f"{int(age // 60)} min; it was stopped and removed]"
-            )
-            return RunState(
-                job_id=run.job_id,
-                phase=RunPhase.TIMED_OUT,
-                run_id=container_id,
-                timeout_reason=TimeoutReason.CONTAINER_TIMEOUT,
-                log_label=LogLabel.CONTAINER_TIMEOUT,
-                log_excerpt=f"{tail}\n{note}" if tail else note,
-            )
+            # kept until the job has ended (see the module's docstring): a later poll that reads it
+            # again reports the same timeout from when it ended
+            return self._timed_out(run, container_id, self._read(container_id).tail, now)
         phase = RunPhase.PENDING if status in PENDING else RunPhase.RUNNING
         return RunState(job_id=run.job_id, phase=phase, run_id=container_id)
 
-    def _read(self, container_id: str) -> tuple[int | None, str]:
-        """An ended container's exit code and its log tail, redacted of the session's secrets."""
+    def _ended_past_lifetime(self, run: InFlightRun, ended: _Ended) -> bool:
+        """Whether the container ended at or after the end of its lifetime: this backend stopped
+        it (or its interactive hold ran out), so the session exceeded its lifetime."""
+        if ended.finished_at is None:
+            return False
+        lifetime_ends = _aware(run.dispatched_at) + timedelta(seconds=run.lifetime_seconds)
+        return ended.finished_at >= lifetime_ends - CLOCK_SLACK
+
+    def _timed_out(self, run: InFlightRun, container_id: str, tail: str, now: datetime) -> RunState:
+        minutes = int((now - _aware(run.dispatched_at)).total_seconds() // 60)
+        note = (
+            f"[the container exceeded its lifetime of {run.lifetime_seconds} s "
+            f"(dispatched {minutes} min ago); it was stopped]"
+        )
+        return RunState(
+            job_id=run.job_id,
+            phase=RunPhase.TIMED_OUT,
+            run_id=container_id,
+            timeout_reason=TimeoutReason.CONTAINER_TIMEOUT,
+            log_label=LogLabel.CONTAINER_TIMEOUT,
+            log_excerpt=f"{tail}\n{note}" if tail else note,
+        )
+
+    def _read(self, container_id: str) -> _Ended:
+        """An ended container's exit code, end time and log tail, redacted of the session's secrets."""
         api = self.docker().api
         info = engine.call("inspecting a container", lambda: api.inspect_container(container_id))
-        code = (info.get("State") or {}).get("ExitCode")
+        state = info.get("State") or {}
+        code = state.get("ExitCode")
+        finished = _parse_time(state.get("FinishedAt"))
         env = dict(e.split("=", 1) for e in ((info.get("Config") or {}).get("Env") or []) if "=" in e)
         raw = engine.call(
             "reading a container's logs",
@@ -305,7 +345,7 @@ class LocalDockerBackend(RunnerBackend):
         )
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         tail = redact(text, env).strip()[-config.LOG_TAIL_CHARS :]
-        return (code if isinstance(code, int) else None), tail
+        return _Ended(code if isinstance(code, int) else None, finished, tail)
 
     def _remove(self, container_id: str) -> bool:
         try:

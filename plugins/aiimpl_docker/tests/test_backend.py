@@ -115,6 +115,9 @@ def test_non_zero_exit_is_container_failed_with_a_redacted_excerpt(
     excerpt = state.log_excerpt or ""
     assert "boom" in excerpt and "token is ***" in excerpt and "nonce ***" in excerpt
     assert SECRET not in excerpt and "nonce-xyz" not in excerpt
+    # kept until the job has ended: another poll reads the same failure
+    assert [c.id for c in ours(engine)] == [run_id]
+    backend.cleanup_job(12)
     assert ours(engine) == []
 
 
@@ -139,6 +142,9 @@ def test_a_container_past_its_lifetime_is_stopped_and_timed_out(
     assert "working" in (state.log_excerpt or "") and "exceeded its lifetime of 3600 s" in (
         state.log_excerpt or ""
     )
+    # stopped, and kept until the job has ended
+    assert [(c.id, c.status) for c in ours(engine)] == [(run_id, "exited")]
+    backend.cleanup_job(13)
     assert ours(engine) == []
 
 

@@ -18,12 +18,21 @@ machine                             reported
 ``created`` / ``starting``          ``PENDING``
 ``started`` (and others in flight)  ``RUNNING``
 older than its lifetime             stopped and destroyed: ``TIMED_OUT`` /
-                                    ``machine_timeout``
+                                    ``machine_timeout`` (``RUNNING`` while the stop or
+                                    the destroy fails: tried again next cycle)
+stopped by us for its lifetime      destroyed if it is not yet: ``TIMED_OUT`` /
+                                    ``machine_timeout``, on every later poll too
 exited with code 0                  ``SUCCEEDED`` (the session reported its own result)
 exited non-zero, or gone without    ``FAILED`` / ``session_failed``
 an exit status
 absent from the list                ``NOT_FOUND``
 ==================================  ====================================================
+
+A machine stopped for its lifetime is recognised from Fly's own record of the stop: its latest
+``exit`` event says ``requested_stop`` (a stop asked through the API, not a crash) and is stamped
+at or after the end of the machine's lifetime. So a poll that comes after the stop (the next
+cycle, when the destroy failed, or another poller's cycle before the first one recorded the
+timeout) reports the same timeout, never the exit code the stop caused (143, SIGTERM).
 
 Session modes (the mapping's ``sessionMode``, passed to the machine as ``AIIMPL_SESSION_MODE``):
 ``autonomous`` — the machine ends with the session; ``interactive`` — after the agent ends the
@@ -35,7 +44,7 @@ lifetime is enforced here, also for machines whose job already ended.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from aiimpl_core.errors import DispatchError, ProviderError
@@ -60,6 +69,8 @@ PENDING_STATES = frozenset({"created", "starting"})
 ENDED_STATES = frozenset({"stopped", "destroying", "destroyed", "suspended", "failed"})
 #: states not worth listing as sessions
 GONE_STATES = frozenset({"destroying", "destroyed"})
+#: how far Fly's clock (exit events) may be behind ours when a stop is matched to a lifetime
+CLOCK_SLACK = timedelta(minutes=1)
 
 
 def _aware(value: datetime) -> datetime:
@@ -78,6 +89,12 @@ def _parse_time(value: Any) -> datetime | None:
 
 def exit_event(machine: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The latest ``exit`` event's ``exit_event`` object (``exit_code``, ``oom_killed`` …), if any."""
+    latest = _latest_exit(machine)
+    return latest[1] if latest else None
+
+
+def _latest_exit(machine: Mapping[str, Any]) -> tuple[int, Mapping[str, Any]] | None:
+    """The latest ``exit`` event's time stamp (milliseconds, 0 when missing) and ``exit_event``."""
     latest: tuple[int, Mapping[str, Any]] | None = None
     for event in machine.get("events") or ():
         if not isinstance(event, dict) or event.get("type") != "exit":
@@ -89,7 +106,7 @@ def exit_event(machine: Mapping[str, Any]) -> Mapping[str, Any] | None:
         stamp = event.get("timestamp") if isinstance(event.get("timestamp"), int) else 0
         if latest is None or stamp >= latest[0]:
             latest = (stamp, detail)
-    return latest[1] if latest else None
+    return latest
 
 
 class FlyMachinesBackend(RunnerBackend):
@@ -170,7 +187,10 @@ class FlyMachinesBackend(RunnerBackend):
         except ProviderError as exc:
             # Fly's error text may quote the request: keep the session's secret values out of it
             message = _redact(exc.message, request)
-            raise DispatchError(message, provider=self.id, status=exc.status) from None
+            # retry_after kept: the dispatcher backs off for as long as Fly asked
+            raise DispatchError(
+                message, provider=self.id, status=exc.status, retry_after=exc.retry_after
+            ) from None
         machine_id = machine.get("id")
         if not isinstance(machine_id, str) or not machine_id:
             raise DispatchError("Fly answered the machine creation without a machine id", provider=self.id)
@@ -201,28 +221,33 @@ class FlyMachinesBackend(RunnerBackend):
                 states.append(RunState(job_id=run.job_id, phase=RunPhase.NOT_FOUND, run_id=run.run_id))
                 continue
             reported.add(str(machine.get("id")))
-            state = self._state(client, run, machine, now)
-            if state is not None:
-                states.append(state)
+            states.append(self._state(client, run, machine, now))
         self._sweep(client, [m for m in ours if str(m.get("id")) not in reported], now, runs)
         return states
 
     def _state(
         self, client: FlyClient, run: InFlightRun, machine: Mapping[str, Any], now: datetime
-    ) -> RunState | None:
+    ) -> RunState:
         machine_id = str(machine.get("id"))
         url = self.machine_url(machine_id)
         status = str(machine.get("state") or "")
         if status in ENDED_STATES:
-            exited = exit_event(machine)
-            code = exited.get("exit_code") if exited else None
+            exited = _latest_exit(machine)
+            if exited is not None and self._stopped_for_lifetime(run, exited):
+                return self._timed_out(client, run, machine, now)
+            detail_of_exit = exited[1] if exited else None
+            code = detail_of_exit.get("exit_code") if detail_of_exit else None
             if isinstance(code, int) and code == 0:
                 return RunState(
                     job_id=run.job_id, phase=RunPhase.SUCCEEDED, run_id=machine_id, run_url=url, exit_code=0
                 )
             if isinstance(code, int):
-                detail = f"the session machine exited with code {code}"
-                if exited and exited.get("oom_killed"):
+                if detail_of_exit and detail_of_exit.get("requested_stop") is True:
+                    # stopped through the API before its lifetime: a person, or /api/sessions
+                    detail = f"the session machine was stopped before it finished (exit code {code})"
+                else:
+                    detail = f"the session machine exited with code {code}"
+                if detail_of_exit and detail_of_exit.get("oom_killed"):
                     detail += " (out of memory)"
             else:
                 detail = f"the session machine is {status} without an exit status"
@@ -237,36 +262,63 @@ class FlyMachinesBackend(RunnerBackend):
                 log_excerpt=f"machine {machine_id} ({machine.get('region') or 'unknown region'}): "
                 f"{detail}. Logs: {url}",
             )
-        started = _aware(run.dispatched_at)
-        age = (now - started).total_seconds()
+        age = (now - _aware(run.dispatched_at)).total_seconds()
         if age >= run.lifetime_seconds:
+            return self._timed_out(client, run, machine, now)
+        phase = RunPhase.PENDING if status in PENDING_STATES else RunPhase.RUNNING
+        return RunState(job_id=run.job_id, phase=phase, run_id=machine_id, run_url=url)
+
+    def _stopped_for_lifetime(self, run: InFlightRun, exited: tuple[int, Mapping[str, Any]]) -> bool:
+        """Whether the machine's latest exit is a stop asked through the API at or after the end
+        of its lifetime: the stop this backend sends a machine past its lifetime."""
+        stamp, detail = exited
+        if detail.get("requested_stop") is not True:
+            return False
+        at = datetime.fromtimestamp(stamp / 1000, UTC) if stamp > 0 else _parse_time(detail.get("exited_at"))
+        if at is None:
+            return False
+        lifetime_ends = _aware(run.dispatched_at) + timedelta(seconds=run.lifetime_seconds)
+        return at >= lifetime_ends - CLOCK_SLACK
+
+    def _timed_out(
+        self, client: FlyClient, run: InFlightRun, machine: Mapping[str, Any], now: datetime
+    ) -> RunState:
+        """Stop (if it still runs) and destroy (if not yet) a machine past its lifetime, and report
+        it ``TIMED_OUT``; ``RUNNING`` while Fly refuses, so that the next cycle tries again (the
+        job stays in flight until the machine, which holds the session's secrets, is gone)."""
+        machine_id = str(machine.get("id"))
+        url = self.machine_url(machine_id)
+        status = str(machine.get("state") or "")
+        if status not in GONE_STATES:
             try:
-                self._remove(client, machine_id)
+                self._remove(client, machine_id, stop=status not in ENDED_STATES)
             except ProviderError as exc:
-                # still running: report it as such and try again next cycle
                 self.log.warning(
                     "job %s: stopping machine %s past its lifetime failed: %s", run.job_id, machine_id, exc
                 )
                 return RunState(job_id=run.job_id, phase=RunPhase.RUNNING, run_id=machine_id, run_url=url)
-            minutes = int(age // 60)
-            excerpt = (
-                f"machine {machine_id} exceeded its lifetime of {run.lifetime_seconds} s "
-                f"(running for {minutes} min); it was stopped and destroyed. Logs: {url}"
-            )
-            return RunState(
-                job_id=run.job_id,
-                phase=RunPhase.TIMED_OUT,
-                run_id=machine_id,
-                run_url=url,
-                timeout_reason=TimeoutReason.MACHINE_TIMEOUT,
-                log_label=LogLabel.MACHINE_TIMEOUT,
-                log_excerpt=excerpt,
-            )
-        phase = RunPhase.PENDING if status in PENDING_STATES else RunPhase.RUNNING
-        return RunState(job_id=run.job_id, phase=phase, run_id=machine_id, run_url=url)
+        minutes = int((now - _aware(run.dispatched_at)).total_seconds() // 60)
+        excerpt = (
+            f"machine {machine_id} exceeded its lifetime of {run.lifetime_seconds} s "
+            f"(dispatched {minutes} min ago); it was stopped and destroyed. Logs: {url}"
+        )
+        return RunState(
+            job_id=run.job_id,
+            phase=RunPhase.TIMED_OUT,
+            run_id=machine_id,
+            run_url=url,
+            timeout_reason=TimeoutReason.MACHINE_TIMEOUT,
+            log_label=LogLabel.MACHINE_TIMEOUT,
+            log_excerpt=excerpt,
+        )
 
-    def _remove(self, client: FlyClient, machine_id: str) -> None:
-        client.stop_machine(machine_id)
+    def _remove(self, client: FlyClient, machine_id: str, *, stop: bool = True) -> None:
+        """Stop a machine (SIGTERM, so that its session can say it is ending), then destroy it.
+
+        :param stop: false for a machine that is not running any more (stopped, failed).
+        """
+        if stop:
+            client.stop_machine(machine_id)
         client.destroy_machine(machine_id)
 
     def _sweep(
@@ -286,7 +338,7 @@ class FlyMachinesBackend(RunnerBackend):
             if created is None or (now - created).total_seconds() < lifetime:
                 continue
             try:
-                self._remove(client, str(machine.get("id")))
+                self._remove(client, str(machine.get("id")), stop=machine.get("state") not in ENDED_STATES)
                 self.log.info("destroyed machine %s past its lifetime", machine.get("id"))
             except ProviderError as exc:
                 self.log.warning("destroying machine %s past its lifetime failed: %s", machine.get("id"), exc)
@@ -294,7 +346,11 @@ class FlyMachinesBackend(RunnerBackend):
     def cancel(self, run: InFlightRun) -> None:
         if run.run_id and self.is_configured():
             try:
-                self._remove(self.client(), run.run_id)
+                client = self.client()
+                machine = client.get_machine(run.run_id)
+                if machine is None or machine.get("state") in GONE_STATES:
+                    return
+                self._remove(client, run.run_id, stop=machine.get("state") not in ENDED_STATES)
             except ProviderError as exc:
                 self.log.warning("job %s: destroying machine %s failed: %s", run.job_id, run.run_id, exc)
 
@@ -331,7 +387,7 @@ class FlyMachinesBackend(RunnerBackend):
         # only machines this orchestrator created: the app may run others
         if machine is None or config.META_JOB not in ((machine.get("config") or {}).get("metadata") or {}):
             return False
-        self._remove(client, session_id)
+        self._remove(client, session_id, stop=machine.get("state") not in ENDED_STATES)
         return True
 
 

@@ -55,7 +55,7 @@ CONCLUSION_TEXT = {
     "stale": "went stale",
     "neutral": "ended without a result",
 }
-WORKFLOW_FILE_RE = re.compile(r"^[A-Za-z0-9_.-]+\.ya?ml$")
+WORKFLOW_FILE_RE = re.compile(r"[A-Za-z0-9_.-]+\.ya?ml")
 
 
 class GitHubActionsBackend(RunnerBackend):
@@ -81,7 +81,7 @@ class GitHubActionsBackend(RunnerBackend):
 
     def validate_mapping(self, mapping: Mapping[str, Any]) -> None:
         value = mapping.get("planningWorkflowFile")
-        if value not in (None, "") and (not isinstance(value, str) or not WORKFLOW_FILE_RE.match(value)):
+        if value not in (None, "") and (not isinstance(value, str) or not WORKFLOW_FILE_RE.fullmatch(value)):
             raise ProviderConfigError(
                 "planningWorkflowFile must be a workflow file name in .github/workflows, "
                 "e.g. ai-implement-planning.yml",
@@ -152,11 +152,14 @@ class GitHubActionsBackend(RunnerBackend):
             )
         except ProviderError as exc:
             message = github_message(exc)
+            # retry_after kept: a rate-limited dispatch backs the dispatcher off for as long as
+            # GitHub asked (a 403 rate limit counts as transient only through it)
             raise DispatchError(
                 f"GitHub refused to dispatch {workflow} on {mapping.owner}/{mapping.repo}: {message}",
                 provider=self.id,
                 status=exc.status,
                 detail=message,
+                retry_after=exc.retry_after,
             ) from None
         # GitHub answers 204 without a run id; poll_runs links the run by its name
         return DispatchResult()

@@ -274,6 +274,8 @@ def test_validate_mapping_checks_the_planning_workflow_file(backend: GitHubActio
     with pytest.raises(ProviderConfigError) as err:
         backend.validate_mapping({"planningWorkflowFile": "../evil.yml"})
     assert "planningWorkflowFile" in err.value.message
+    with pytest.raises(ProviderConfigError):
+        backend.validate_mapping({"planningWorkflowFile": "plan.yml\n"})  # $ matches before a newline
 
 
 def test_not_configured_without_github_settings() -> None:

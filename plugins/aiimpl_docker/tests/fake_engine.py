@@ -1,0 +1,243 @@
+"""A fake Docker Engine API on ``127.0.0.1``: the operations the backend uses, nothing more.
+
+It answers over TCP, so the real ``docker`` SDK and the real backend code run against it; no
+container engine is needed. Containers are kept in memory with what the backend reads (state,
+exit code, end time, labels, environment, log output); tests drive their lives with
+:meth:`FakeEngine.exit` and make the next matching request fail with :meth:`FakeEngine.fail_next`::
+
+    with FakeEngine(clock=clock) as engine:
+        monkeypatch.setenv("DOCKER_HOST", engine.url)
+        ...
+        engine.exit(container_id, 1, b"git clone failed\\n")
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import flask
+from werkzeug.serving import make_server
+
+#: what Docker reports as the end of a container that has not ended
+NEVER = "0001-01-01T00:00:00Z"
+
+
+def _stamp(moment: datetime) -> str:
+    """Docker's time stamps: RFC 3339 with nanoseconds."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+
+
+class FakeEngine:
+    """Containers behind the Docker Engine API.
+
+    :param clock: the engine's time (creation and end of containers); tests pass the backend's.
+    """
+
+    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.clock = clock
+        self.containers: dict[str, dict[str, Any]] = {}
+        self.logs: dict[str, bytes] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.failures: list[tuple[str, str, int, str]] = []  # method, path suffix, status, message
+        self._lock = threading.Lock()
+        self._server = make_server("127.0.0.1", 0, self._build(), threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"tcp://127.0.0.1:{self._server.server_port}"
+
+    def __enter__(self) -> FakeEngine:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+
+    # -- test controls --
+
+    def exit(self, container_id: str, code: int, output: bytes = b"") -> None:
+        """The container's process ends with ``code`` after printing ``output``."""
+        with self._lock:
+            container = self.containers[container_id]
+            container["State"], container["ExitCode"] = "exited", code
+            container["FinishedAt"] = _stamp(self.clock())
+            if output:
+                self.logs[container_id] = self.logs.get(container_id, b"") + output
+
+    def print(self, container_id: str, output: bytes) -> None:
+        """The container prints ``output`` (and goes on)."""
+        with self._lock:
+            self.logs[container_id] = self.logs.get(container_id, b"") + output
+
+    def fail_next(self, method: str, path_suffix: str, status: int, message: str) -> None:
+        """Answer the next request whose path ends with ``path_suffix`` with an error."""
+        self.failures.append((method.upper(), path_suffix, status, message))
+
+    def calls(self, method: str, path_suffix: str = "") -> list[str]:
+        """The paths of the requests received with this method (ending with ``path_suffix``)."""
+        return [p for m, p in self.requests if m == method.upper() and p.endswith(path_suffix)]
+
+    # -- the API --
+
+    def _build(self) -> flask.Flask:
+        app = flask.Flask("fake-docker-engine")
+
+        def error(status: int, message: str) -> flask.Response:
+            resp = flask.jsonify({"message": message})
+            resp.status_code = status
+            return resp
+
+        def find(ref: str) -> dict[str, Any] | None:
+            for key, container in self.containers.items():
+                if key == ref or key.startswith(ref) or container["Name"] == f"/{ref}":
+                    return container
+            return None
+
+        @app.before_request
+        def _record_and_fail() -> flask.Response | None:
+            self.requests.append((flask.request.method, flask.request.path))
+            for i, (method, suffix, status, message) in enumerate(self.failures):
+                if flask.request.method == method and flask.request.path.endswith(suffix):
+                    del self.failures[i]
+                    return error(status, message)
+            return None
+
+        @app.get("/_ping")
+        @app.get("/<version>/_ping")
+        def ping(version: str | None = None) -> Any:
+            return "OK"
+
+        @app.get("/version")
+        @app.get("/<version>/version")
+        def server_version(version: str | None = None) -> Any:
+            return flask.jsonify({"ApiVersion": "1.45", "Version": "26.0.0", "MinAPIVersion": "1.24"})
+
+        @app.post("/<version>/containers/create")
+        def create(version: str) -> Any:
+            body = flask.request.get_json(force=True)
+            container_id = uuid.uuid4().hex + uuid.uuid4().hex
+            with self._lock:
+                self.containers[container_id] = {
+                    "Id": container_id,
+                    "Name": "/" + (flask.request.args.get("name") or container_id[:12]),
+                    "Created": self.clock().timestamp(),
+                    "State": "created",
+                    "ExitCode": 0,
+                    "FinishedAt": NEVER,
+                    "Config": {
+                        "Env": body.get("Env") or [],
+                        "Labels": body.get("Labels") or {},
+                        "Image": body.get("Image"),
+                        "Tty": False,
+                    },
+                }
+            return flask.jsonify({"Id": container_id, "Warnings": []}), 201
+
+        @app.get("/<version>/containers/<ref>/json")
+        def inspect(version: str, ref: str) -> Any:
+            container = find(ref)
+            if container is None:
+                return error(404, f"No such container: {ref}")
+            return flask.jsonify(
+                {
+                    "Id": container["Id"],
+                    "Name": container["Name"],
+                    "Created": _stamp(datetime.fromtimestamp(container["Created"], UTC)),
+                    "State": {
+                        "Status": container["State"],
+                        "Running": container["State"] == "running",
+                        "ExitCode": container["ExitCode"],
+                        "FinishedAt": container["FinishedAt"],
+                        "OOMKilled": False,
+                    },
+                    "Config": container["Config"],
+                    "HostConfig": {"LogConfig": {"Type": "json-file"}},
+                }
+            )
+
+        @app.post("/<version>/containers/<ref>/start")
+        def start(version: str, ref: str) -> Any:
+            container = find(ref)
+            if container is None:
+                return error(404, f"No such container: {ref}")
+            container["State"] = "running"
+            return "", 204
+
+        @app.post("/<version>/containers/<ref>/stop")
+        def stop(version: str, ref: str) -> Any:
+            container = find(ref)
+            if container is None:
+                return error(404, f"No such container: {ref}")
+            if container["State"] == "running":  # SIGTERM, and the process ends on it
+                self.exit(container["Id"], 143)
+            return "", 204
+
+        @app.post("/<version>/containers/<ref>/wait")
+        def wait(version: str, ref: str) -> Any:
+            container = find(ref)
+            if container is None:
+                return error(404, f"No such container: {ref}")
+            return flask.jsonify({"StatusCode": container["ExitCode"]})
+
+        @app.get("/<version>/containers/<ref>/logs")
+        def logs(version: str, ref: str) -> Any:
+            container = find(ref)
+            if container is None:
+                return error(404, f"No such container: {ref}")
+            data = self.logs.get(container["Id"], b"")
+            # the multiplexed stream of a container without a TTY: stdout frames
+            frame = struct.pack(">BxxxL", 1, len(data)) + data if data else b""
+            return flask.Response(frame, mimetype="application/vnd.docker.raw-stream")
+
+        @app.delete("/<version>/containers/<ref>")
+        def remove(version: str, ref: str) -> Any:
+            container = find(ref)
+            if container is None:
+                return error(404, f"No such container: {ref}")
+            forced = flask.request.args.get("force") in ("1", "True", "true")
+            if container["State"] == "running" and not forced:
+                return error(409, "You cannot remove a running container")
+            with self._lock:
+                del self.containers[container["Id"]]
+            return "", 204
+
+        @app.get("/<version>/containers/json")
+        def listing(version: str) -> Any:
+            wanted = json.loads(flask.request.args.get("filters") or "{}").get("label") or []
+            if isinstance(wanted, dict):
+                wanted = [k for k, on in wanted.items() if on]
+            every_state = flask.request.args.get("all") in ("1", "True", "true")
+            out = []
+            with self._lock:
+                for container in self.containers.values():
+                    labels = container["Config"]["Labels"]
+                    if not all(_has_label(labels, w) for w in wanted):
+                        continue
+                    if not every_state and container["State"] != "running":
+                        continue
+                    out.append(
+                        {
+                            "Id": container["Id"],
+                            "Names": [container["Name"]],
+                            "Image": container["Config"]["Image"],
+                            "Created": int(container["Created"]),
+                            "State": container["State"],
+                            "Status": container["State"],
+                            "Labels": labels,
+                        }
+                    )
+            return flask.jsonify(out)
+
+        return app
+
+
+def _has_label(labels: dict[str, str], wanted: str) -> bool:
+    name, eq, value = wanted.partition("=")
+    return name in labels and (not eq or labels[name] == value)

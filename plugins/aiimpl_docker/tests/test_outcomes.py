@@ -1,0 +1,317 @@
+"""The outcomes the backend reports, against a fake engine (runs without a container engine).
+
+* An ended container is kept while its job is in flight, so every poll reports the same outcome:
+  a failure is not lost to a poll that comes after a removal (another poller, or a cycle whose
+  outcome was not recorded), and a container stopped for its lifetime stays ``container_timeout``
+  rather than turning into the failure its stop caused (exit code 143).
+* It is removed once the job has ended.
+* A linked container that disappears (an admin destroyed the session) ends its job ``failed``,
+  never ``run_not_found``; the log excerpt posted on the ticket is masked of the team's secrets in
+  every form.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import Job, Mapping, utcnow
+from aiimpl_core.services.dispatch import run_cycle
+from aiimpl_core.services.reconcile import reconcile
+from aiimpl_core.testing.contract import make_context, sample_dispatch_request, sample_mapping
+from aiimpl_core.testing.fakes import FakeTracker
+from aiimpl_core.types import InFlightRun, LogLabel, RunPhase, RunState, TimeoutReason
+
+import aiimpl_docker.plugin
+from aiimpl_docker.backend import LocalDockerBackend
+
+from .conftest import Clock
+from .fake_engine import FakeEngine
+
+IMAGE = "localhost/aiimpl-session:test"
+
+
+@pytest.fixture
+def fake_engine(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEngine]:
+    with FakeEngine(clock=clock) as fake:
+        monkeypatch.setenv("DOCKER_HOST", fake.url)
+        yield fake
+
+
+@pytest.fixture
+def backend(fake_engine: FakeEngine, clock: Clock) -> LocalDockerBackend:
+    return LocalDockerBackend(make_context({"AIIMPL_DOCKER_IMAGE": IMAGE}, clock=clock))
+
+
+def _started(
+    backend: LocalDockerBackend, fake_engine: FakeEngine, clock: Clock, job_id: int = 5
+) -> InFlightRun:
+    req = sample_dispatch_request(job_id, mapping=sample_mapping())
+    container_id = backend.dispatch(req).run_id
+    assert container_id in fake_engine.containers
+    return InFlightRun(
+        job_id=job_id,
+        phase=req.phase,
+        issue_key=req.issue_key,
+        mapping=req.mapping,
+        run_id=container_id,
+        run_name=req.run_name,
+        dispatched_at=clock(),
+        lifetime_seconds=3600,
+    )
+
+
+def _assert_container_timeout(state: RunState) -> None:
+    assert state.phase is RunPhase.TIMED_OUT, state
+    assert state.timeout_reason is TimeoutReason.CONTAINER_TIMEOUT
+    assert state.log_label is LogLabel.CONTAINER_TIMEOUT
+
+
+def test_a_failed_container_is_kept_until_its_job_has_ended(
+    backend: LocalDockerBackend, fake_engine: FakeEngine, clock: Clock
+) -> None:
+    run = _started(backend, fake_engine, clock)
+    clock.advance(minutes=3)
+    fake_engine.exit(str(run.run_id), 1, b"git clone failed (exit 128)\n")
+
+    [first] = backend.poll_runs([run])
+    [again] = backend.poll_runs([run])  # another poller, or the next cycle
+
+    for state in (first, again):
+        assert state.phase is RunPhase.FAILED and state.exit_code == 1
+        assert state.log_label is LogLabel.CONTAINER_FAILED
+        assert "git clone failed" in (state.log_excerpt or "")
+    assert run.run_id in fake_engine.containers
+    backend.cleanup_job(run.job_id)  # the job ended
+    assert fake_engine.containers == {}
+
+
+def test_a_container_stopped_for_its_lifetime_stays_a_container_timeout(
+    backend: LocalDockerBackend, fake_engine: FakeEngine, clock: Clock
+) -> None:
+    run = _started(backend, fake_engine, clock)
+    fake_engine.print(str(run.run_id), b"agent running\n")
+    clock.advance(minutes=61)
+
+    [first] = backend.poll_runs([run])
+    _assert_container_timeout(first)
+    assert "agent running" in (first.log_excerpt or "") and "exceeded its lifetime of 3600 s" in (
+        first.log_excerpt or ""
+    )
+    assert fake_engine.containers[str(run.run_id)]["ExitCode"] == 143
+
+    clock.advance(minutes=1)
+    [again] = backend.poll_runs([run])  # the stop's exit code is not read as the session's failure
+    _assert_container_timeout(again)
+    assert len(fake_engine.calls("POST", "/stop")) == 1
+    backend.cleanup_job(run.job_id)
+    assert fake_engine.containers == {}
+
+
+def test_a_timeout_whose_read_failed_is_reported_by_the_next_poll(
+    backend: LocalDockerBackend, fake_engine: FakeEngine, clock: Clock
+) -> None:
+    run = _started(backend, fake_engine, clock)
+    clock.advance(minutes=61)
+    fake_engine.fail_next("GET", "/logs", 500, "driver failed reading logs")
+
+    assert backend.poll_runs([run]) == []  # stopped; not reported this cycle
+    assert fake_engine.containers[str(run.run_id)]["State"] == "exited"
+
+    [state] = backend.poll_runs([run])
+    _assert_container_timeout(state)
+
+
+def test_a_container_that_failed_before_its_lifetime_is_a_failure_when_read_later(
+    backend: LocalDockerBackend, fake_engine: FakeEngine, clock: Clock
+) -> None:
+    run = _started(backend, fake_engine, clock)
+    clock.advance(minutes=50)
+    fake_engine.exit(str(run.run_id), 143)  # stopped by someone else, before its lifetime
+    clock.advance(minutes=15)  # the reconciler was down for a while
+    [state] = backend.poll_runs([run])
+    assert state.phase is RunPhase.FAILED and state.exit_code == 143
+
+
+def test_end_times_with_an_offset_are_read_as_such() -> None:
+    from aiimpl_docker.backend import _parse_time
+
+    assert _parse_time("2026-03-01T10:00:00.123456789+01:00") == _parse_time("2026-03-01T09:00:00.123456Z")
+
+
+# -- inside the orchestrator ------------------------------------------------------------------------
+
+TEAM_SECRET = "team-secret-3f8e1c/+=xyz"
+
+
+@pytest.fixture
+def app_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEngine]:
+    with FakeEngine() as fake:  # real time: the orchestrator's clock
+        monkeypatch.setenv("DOCKER_HOST", fake.url)
+        yield fake
+
+
+@pytest.fixture
+def tracker() -> FakeTracker:
+    return FakeTracker()
+
+
+@pytest.fixture
+def aiimpl_plugins(tracker: FakeTracker, app_engine: FakeEngine) -> list[object]:
+    return [tracker.plugin, aiimpl_docker.plugin]
+
+
+@pytest.fixture
+def aiimpl_config() -> dict[str, Any]:
+    return {"AIIMPL_DOCKER_IMAGE": IMAGE}
+
+
+@pytest.fixture
+def local_job(
+    app: Any, client: Any, admin_headers: dict[str, str], tracker: FakeTracker, app_engine: FakeEngine
+) -> Job:
+    """ENG-1 dispatched in runner mode ``local``, with a team secret."""
+    db.session.add(
+        Mapping(
+            team_key="ENG",
+            owner="acme",
+            repo="api",
+            default_branch="main",
+            execution_mode="github-actions",
+            ticketing={"provider": "fake-tracker"},
+        )
+    )
+    db.session.commit()
+    resp = client.post(
+        "/api/mappings/ENG/secrets", json={"name": "TEAM_TOKEN", "value": TEAM_SECRET}, headers=admin_headers
+    )
+    assert resp.status_code in (200, 201), resp.get_json()
+    assert client.post("/api/runner-mode", json={"mode": "local"}, headers=admin_headers).status_code == 200
+    tracker.add("ENG-1", title="Add a health endpoint")
+    run_cycle(reconcile=False)
+    job = db.session.scalars(db.select(Job)).one()
+    assert job.backend == "local-docker" and job.run_id in app_engine.containers
+    return job
+
+
+def _age(job: Job, minutes: int) -> None:
+    db.session.execute(
+        db.update(Job).where(Job.id == job.id).values(dispatched_at=utcnow() - timedelta(minutes=minutes))
+    )
+    db.session.commit()
+
+
+def _ended(job: Job) -> Job:
+    run_cycle(reconcile=False)  # delivers the outbox
+    db.session.expire_all()
+    return db.session.get(Job, job.id)
+
+
+def _until_removed(fake: FakeEngine) -> None:
+    """The plugin removes an ended job's container in a background thread."""
+    deadline = time.monotonic() + 10
+    while fake.containers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake.containers == {}
+
+
+def test_a_second_poller_after_the_first_read_a_failure_still_reports_it(
+    app: Any, local_job: Job, tracker: FakeTracker, app_engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _age(local_job, 15)
+    app_engine.exit(local_job.run_id, 1, b"git clone failed (exit 128)\n")
+    answer = LocalDockerBackend.poll_runs
+    polls: list[int] = []
+    other_report: list[dict[str, Any]] = []
+
+    def poll_runs(self: LocalDockerBackend, runs: Sequence[InFlightRun]) -> Sequence[RunState]:
+        states = answer(self, runs)
+        polls.append(len(runs))
+        if len(polls) == 1:  # another process reconciles before this one records the failure
+
+            def other() -> None:
+                with app.app_context():
+                    other_report.append(reconcile().as_dict())
+
+            thread = threading.Thread(target=other)
+            thread.start()
+            thread.join()
+        return states
+
+    monkeypatch.setattr(LocalDockerBackend, "poll_runs", poll_runs)
+    reconcile()
+
+    job = _ended(local_job)
+    assert other_report[0]["endings"] == {str(job.id): "failed"}
+    assert (job.status, job.timeout_reason, job.log_label) == ("failed", None, "container_failed")
+    comments = tracker.comments["ENG-1"]
+    assert comments[0] == "⚠️ Implementation failed: the session container exited with code 1"
+    assert "git clone failed" in comments[1]
+    _until_removed(app_engine)
+
+
+def test_a_lifetime_timeout_ends_the_job_and_then_removes_the_container(
+    app: Any, local_job: Job, tracker: FakeTracker, app_engine: FakeEngine
+) -> None:
+    reconcile()
+    _age(local_job, 61)
+    app_engine.fail_next("GET", "/logs", 500, "driver failed reading logs")
+    reconcile()  # stopped; reading it failed, so nothing is reported this cycle
+    assert _ended(local_job).status == "running"
+    reconcile()  # the next cycle reads the stopped container: the stop is not a failure
+
+    job = _ended(local_job)
+    assert (job.status, job.timeout_reason) == ("timed_out", "container_timeout")
+    assert not any("exited with code" in c for c in tracker.comments["ENG-1"])
+    _until_removed(app_engine)
+
+
+def test_a_destroyed_session_ends_its_linked_job_failed_not_run_not_found(
+    app: Any, client: Any, admin_headers: dict[str, str], local_job: Job, tracker: FakeTracker
+) -> None:
+    _age(local_job, 3)
+    reconcile()
+    assert _ended(local_job).status == "running"
+    resp = client.delete(f"/api/sessions/{local_job.run_id}", headers=admin_headers)
+    assert resp.status_code == 200, resp.get_json()
+    _age(local_job, 12)
+
+    reconcile()
+
+    job = _ended(local_job)
+    assert (job.status, job.timeout_reason) == ("failed", None)
+    assert tracker.comments["ENG-1"][0] == (
+        f"⚠️ Implementation failed: the run {job.run_id} disappeared before it reported a result "
+        "(its session was destroyed or removed)"
+    )
+
+
+def test_the_posted_excerpt_is_masked_of_encoded_secrets(
+    app: Any, local_job: Job, tracker: FakeTracker, app_engine: FakeEngine
+) -> None:
+    env = dict(e.split("=", 1) for e in app_engine.containers[local_job.run_id]["Config"]["Env"])
+    assert env["TEAM_TOKEN"] == TEAM_SECRET
+    encoded = quote(TEAM_SECRET, safe="")
+    basic = base64.b64encode(f"x-access-token:{TEAM_SECRET}".encode()).decode()  # git over HTTPS
+    output = (
+        f"fatal: unable to access 'https://x:{encoded}@git.example/acme/api.git/'\n"
+        f"Authorization: Basic {basic}\n"
+        f"plain: {TEAM_SECRET}\n"
+    ).encode()
+    app_engine.exit(local_job.run_id, 1, output)
+
+    reconcile()
+
+    job = _ended(local_job)
+    assert job.status == "failed"
+    posted = "\n".join(tracker.comments["ENG-1"])
+    assert "fatal: unable to access" in posted
+    for form in (TEAM_SECRET, encoded, basic):
+        assert form not in posted and form not in (job.log_excerpt or ""), form

@@ -1,0 +1,129 @@
+"""GitHub failures that concern part of the work: one repository's run listing, or a rate limit.
+
+* A repository whose run listing fails is left out of ``poll_runs`` for that cycle: its jobs keep
+  their status (they are not ended ``run_not_found`` while their runs go on).
+* A rate-limited dispatch keeps GitHub's ``Retry-After`` (or the primary limit's reset time), so
+  the dispatcher backs off for that long and the other issues wait instead of failing one by one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import Job, utcnow
+from aiimpl_core.orm import Mapping as MappingRow
+from aiimpl_core.services import poller
+from aiimpl_core.services.dispatch import run_cycle
+from aiimpl_core.services.reconcile import reconcile
+from aiimpl_core.testing.fake_github import FakeGitHub
+from aiimpl_core.testing.fakes import FakeTracker
+
+import aiimpl_gha.plugin
+
+from .conftest import github_config
+
+
+@pytest.fixture
+def tracker() -> FakeTracker:
+    return FakeTracker()
+
+
+@pytest.fixture
+def aiimpl_plugins(tracker: FakeTracker) -> list[object]:
+    return [tracker.plugin, aiimpl_gha.plugin]
+
+
+@pytest.fixture
+def aiimpl_config(gh: FakeGitHub) -> dict[str, Any]:
+    return github_config(gh)
+
+
+def _add_mapping(app: Any, team_key: str, repo: str) -> MappingRow:
+    row = MappingRow(
+        team_key=team_key,
+        owner="acme",
+        repo=repo,
+        default_branch="main",
+        execution_mode="github-actions",
+        ticketing={"provider": "fake-tracker"},
+    )
+    db.session.add(row)
+    db.session.commit()
+    app.extensions["aiimpl"].runner("github-actions").sync_workflows(row.view())
+    return row
+
+
+@pytest.fixture
+def mappings(app: Any, gh: FakeGitHub) -> Iterator[None]:
+    gh.add_repo("acme", "web")
+    _add_mapping(app, "ENG", "api")
+    _add_mapping(app, "WEB", "web")
+    yield
+
+
+def jobs() -> dict[str, Job]:
+    db.session.expire_all()
+    return {j.issue_key: j for j in db.session.scalars(db.select(Job)).all()}
+
+
+def test_jobs_of_a_repository_whose_listing_failed_keep_their_status(
+    app: Any, gh: FakeGitHub, tracker: FakeTracker, mappings: None
+) -> None:
+    tracker.add("ENG-1")
+    tracker.add("WEB-1")
+    run_cycle(reconcile=False)
+    dispatched = jobs()
+    web_run = gh.run_named(f"job-{dispatched['WEB-1'].id}")
+    gh.advance_run(web_run.id, "in_progress")
+    gh.fail_next(
+        "GET",
+        r"/repos/acme/web/actions/runs$",
+        403,
+        "You have exceeded a secondary rate limit",
+        times=100,
+        headers={"retry-after": "60"},
+    )
+    db.session.execute(db.update(Job).values(dispatched_at=utcnow() - timedelta(minutes=11)))
+    db.session.commit()
+
+    report = reconcile()
+
+    ended = jobs()
+    assert ended["ENG-1"].run_id  # acme/api was listed: its run is linked
+    assert (ended["WEB-1"].status, ended["WEB-1"].run_id) == ("dispatched", None)
+    assert report.endings == {} and tracker.comments.get("WEB-1", []) == []
+
+    # the listing works again: the run is linked and running
+    gh.failures.clear()
+    reconcile()
+    assert (jobs()["WEB-1"].status, jobs()["WEB-1"].run_id) == ("running", str(web_run.id))
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "at_least"),
+    [
+        (403, {"retry-after": "120"}, 110),  # secondary rate limit
+        (403, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "+1800"}, 1700),  # primary
+        (429, {"retry-after": "600"}, 590),
+    ],
+)
+def test_a_rate_limited_dispatch_backs_off_as_long_as_github_asked(
+    app: Any, gh: FakeGitHub, tracker: FakeTracker, mappings: None, status: int, headers: dict, at_least: int
+) -> None:
+    headers = {k: str(int(time.time()) + 1800) if v == "+1800" else v for k, v in headers.items()}
+    gh.fail_next("POST", r"/dispatches$", status, "API rate limit exceeded", times=10, headers=headers)
+    for key in ("ENG-1", "ENG-2", "ENG-3"):
+        tracker.add(key)
+    started = utcnow()
+
+    run_cycle(reconcile=False)
+
+    backoff = poller.backoff_of("runner", "github-actions")
+    assert backoff is not None and backoff.until >= started + timedelta(seconds=at_least)
+    statuses = [j.status for j in jobs().values()]
+    assert statuses.count("failed") <= 1, statuses

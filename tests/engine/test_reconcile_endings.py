@@ -1,0 +1,190 @@
+"""How the reconciler ends jobs whose run vanished or was left out of a backend's answer, and
+what it does with the text a backend reports.
+
+* A run that was linked and is no longer found did exist: the job ends ``failed`` (the run
+  disappeared), or as the lifetime timeout once the lifetime has passed, never ``run_not_found``
+  (which the reference keeps for "a run was never linked").
+* A run the backend left out of its answer was not looked at (``poll_runs``: "omitted runs are
+  left as they are"): its job keeps its status.
+* A backend's log excerpt and failure detail are masked of the team's secrets in every form.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from aiimpl_core.orm import Job
+from aiimpl_core.services import secrets as secrets_service
+from aiimpl_core.services.dispatch import run_cycle
+from aiimpl_core.testing.fakes import FakeRunner
+from aiimpl_core.types import InFlightRun, LogLabel, RunPhase, RunState
+
+from .conftest import jobs_of, later
+
+
+def _dispatched(tracker: Any, add_mapping: Callable[..., Any], key: str) -> Job:
+    """``key`` (of team ENG) dispatched by a poll cycle."""
+    add_mapping("ENG")
+    tracker.add(key)
+    run_cycle(reconcile=False)
+    [job] = jobs_of(key)
+    return job
+
+
+def _omitting(runner: FakeRunner, monkeypatch: pytest.MonkeyPatch, left_out: set[int]) -> None:
+    """The backend answers for every run except ``left_out`` (as when a listing failed)."""
+    answer = runner.backend_class.poll_runs
+
+    def poll_runs(self: Any, runs: Sequence[InFlightRun]) -> Sequence[RunState]:
+        return [s for s in answer(self, runs) if s.job_id not in left_out]
+
+    monkeypatch.setattr(runner.backend_class, "poll_runs", poll_runs)
+
+
+# -- a linked run that is no longer found ---------------------------------------------------------
+
+
+def test_a_linked_run_that_disappears_ends_failed_not_run_not_found(app, tracker, runner, add_mapping):
+    job = _dispatched(tracker, add_mapping, "ENG-1")
+    runner.set_state(job.id, RunPhase.RUNNING)
+    run_cycle()
+    [job] = jobs_of("ENG-1")
+    assert job.status == "running" and job.run_id
+
+    runner.set_state(job.id, RunPhase.NOT_FOUND)  # its session was destroyed
+    run_cycle(now=later(minutes=20))
+
+    [job] = jobs_of("ENG-1")
+    assert (job.status, job.timeout_reason, job.log_label) == ("failed", None, "session_failed")
+    reason = (
+        f"the run {job.run_id} disappeared before it reported a result "
+        "(its session was destroyed or removed)"
+    )
+    assert job.error == reason
+    assert tracker.comments["ENG-1"][0] == f"⚠️ Implementation failed: {reason}"
+    assert not any("run_not_found" in c for c in tracker.comments["ENG-1"])
+
+
+def test_a_linked_run_not_found_inside_the_window_is_left_as_it_is(app, tracker, runner, add_mapping):
+    job = _dispatched(tracker, add_mapping, "ENG-2")
+    runner.set_state(job.id, RunPhase.NOT_FOUND)  # not listed yet
+    run_cycle(now=later(minutes=5))
+    [job] = jobs_of("ENG-2")
+    assert job.status == "dispatched" and job.run_id
+
+
+def test_a_linked_run_gone_after_its_lifetime_ends_as_the_lifetime_timeout(app, tracker, runner, add_mapping):
+    job = _dispatched(tracker, add_mapping, "ENG-3")
+    runner.set_state(job.id, RunPhase.RUNNING)
+    run_cycle()
+    runner.set_state(job.id, RunPhase.NOT_FOUND)
+    run_cycle(now=later(minutes=62))
+    [job] = jobs_of("ENG-3")
+    assert (job.status, job.timeout_reason) == ("timed_out", "machine_timeout")
+    comments = tracker.comments["ENG-3"]
+    assert comments[0] == (
+        "⚠️ Implementation failed: the session machine exceeded its lifetime (machine_timeout)"
+    )
+    assert comments[1].startswith("Log excerpt (`machine_timeout`)") and "no longer found" in comments[1]
+
+
+class TestLocalContainers:
+    """On the backend of runner mode ``local`` the lifetime timeout is ``container_timeout``."""
+
+    @pytest.fixture
+    def runner(self) -> FakeRunner:
+        return FakeRunner("local-docker", runner_mode="local", mapping_selectable=False)
+
+    def test_a_container_gone_after_its_lifetime_is_a_container_timeout(
+        self, app, tracker, runner, add_mapping
+    ):
+        from aiimpl_core.services import settings
+
+        settings.put(settings.RUNNER_MODE_KEY, "local")
+        job = _dispatched(tracker, add_mapping, "ENG-8")
+        assert job.backend == "local-docker"
+        runner.set_state(job.id, RunPhase.RUNNING)
+        run_cycle()
+        runner.set_state(job.id, RunPhase.NOT_FOUND)
+        run_cycle(now=later(minutes=61))
+        [job] = jobs_of("ENG-8")
+        assert (job.status, job.timeout_reason) == ("timed_out", "container_timeout")
+
+
+def test_a_never_linked_run_still_ends_run_not_found(app, tracker, runner, add_mapping):
+    runner.link_on_dispatch = False
+    job = _dispatched(tracker, add_mapping, "ENG-4")
+    runner.runs.pop(job.id)
+    run_cycle(now=later(minutes=11))
+    [job] = jobs_of("ENG-4")
+    assert (job.status, job.timeout_reason) == ("timed_out", "run_not_found")
+
+
+# -- runs left out of the backend's answer ----------------------------------------------------------
+
+
+def test_an_unlinked_run_left_out_of_the_answer_keeps_its_job(app, tracker, runner, add_mapping, monkeypatch):
+    runner.link_on_dispatch = False
+    job = _dispatched(tracker, add_mapping, "ENG-5")
+    _omitting(runner, monkeypatch, {job.id})
+
+    run_cycle(now=later(minutes=11))  # past the run_not_found window: not looked at, not ended
+    run_cycle(now=later(minutes=65))
+    assert jobs_of("ENG-5")[0].status == "dispatched"
+    assert tracker.comments["ENG-5"] == []
+
+    # never answered for until 10 minutes past its lifetime: whatever run it had was over by then
+    run_cycle(now=later(minutes=71))
+    [job] = jobs_of("ENG-5")
+    assert (job.status, job.timeout_reason) == ("timed_out", "run_not_found")
+
+
+def test_a_linked_run_left_out_of_the_answer_keeps_its_job(app, tracker, runner, add_mapping, monkeypatch):
+    job = _dispatched(tracker, add_mapping, "ENG-6")
+    runner.set_state(job.id, RunPhase.RUNNING)
+    run_cycle()
+    _omitting(runner, monkeypatch, {job.id})
+    run_cycle(now=later(minutes=30))
+    run_cycle(now=later(minutes=90))
+    assert jobs_of("ENG-6")[0].status == "running"
+
+
+# -- text a backend reports -------------------------------------------------------------------------
+
+TEAM_SECRET = "team-secret-3f8e1c/+=xyz"
+
+
+def test_a_backend_excerpt_is_masked_in_every_form(app, tracker, runner, add_mapping):
+    secrets_service.set_secret("ENG", "TEAM_TOKEN", TEAM_SECRET)
+    job = _dispatched(tracker, add_mapping, "ENG-7")
+    encoded = quote(TEAM_SECRET, safe="")
+    basic = base64.b64encode(f"x-access-token:{TEAM_SECRET}".encode()).decode()
+    excerpt = (
+        f"fatal: unable to access 'https://x:{encoded}@git.example/acme/api.git/'\n"
+        f"Authorization: Basic {basic}\n"
+        f"split: {TEAM_SECRET[:10]}\n{TEAM_SECRET[10:]}\n"
+        f"plain: {TEAM_SECRET}\n"
+    )
+    runner.set_state(
+        job.id,
+        RunPhase.FAILED,
+        exit_code=1,
+        detail=f"clone of https://x:{encoded}@git.example failed",
+        log_label=LogLabel.CONTAINER_FAILED,
+        log_excerpt=excerpt,
+    )
+    run_cycle()
+
+    [job] = jobs_of("ENG-7")
+    assert job.status == "failed"
+    stored = f"{job.error}\n{job.log_excerpt}"
+    posted = "\n".join(tracker.comments["ENG-7"])
+    for text in (stored, posted):
+        assert "[REDACTED]" in text
+        for form in (TEAM_SECRET, encoded, basic, TEAM_SECRET[10:]):
+            assert form not in text, form
