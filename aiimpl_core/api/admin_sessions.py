@@ -18,6 +18,10 @@ def list_sessions():  # noqa: ANN201
     ---
     get:
       summary: Active sessions (an empty list when no backend manages sessions)
+      description: >-
+        A backend that fails to list while it is not in use (the runner mode in force does not
+        select it, no mapping may name it, none of its jobs is in flight: local Docker with an
+        unreachable engine, say) is left out, and the failure logged.
       tags: [sessions]
       responses:
         200:
@@ -28,7 +32,7 @@ def list_sessions():  # noqa: ANN201
                 type: array
                 items: SessionSchema
         500:
-          description: (underlying error message) Listing the sessions failed
+          description: (underlying error message) Listing the sessions of a backend in use failed
           content:
             application/json:
               schema: ErrorSchema
@@ -58,7 +62,9 @@ def destroy_session(machineId: str):  # noqa: ANN201, N803 - the reference's par
             application/json:
               schema: ErrorSchema
         500:
-          description: (underlying error message) Destroying the session failed
+          description: >-
+            (underlying error message) Destroying the session failed, or a backend failed and no
+            other one had the session
           content:
             application/json:
               schema: ErrorSchema

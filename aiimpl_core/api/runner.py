@@ -98,7 +98,9 @@ def runner_progress(claims: RunClaims):  # noqa: ANN201
       summary: Report a step of a run (upserted by step id)
       description: >-
         The first report moves the job to `running`. Reports after the job ended are recorded
-        but never change its status.
+        but never change its status. Validation answers the first failing rule in the order of
+        the table below; a wrongly typed or too long optional step field (`finished_at`) gives
+        `invalid_field` with `field` (`step.finished_at`).
       tags: [runner]
       security:
         - runToken: []
@@ -116,7 +118,7 @@ def runner_progress(claims: RunClaims):  # noqa: ANN201
         400:
           description: >-
             invalid_body, invalid_step_id, invalid_step_started_at, invalid_step_status,
-            invalid_step_type, step_required
+            invalid_step_type, step_required, invalid_field
           content:
             application/json:
               schema: CallbackErrorSchema

@@ -35,6 +35,9 @@ def github_token():  # noqa: ANN201
     ---
     post:
       summary: Exchange the job nonce for a short-lived GitHub installation token
+      description: >-
+        The token is limited to the job's repository. Only `nonce` and `owner` are read; any other
+        field (`repo`, say) is ignored, whatever its type.
       tags: [session]
       security:
         - nonce: []
@@ -103,7 +106,12 @@ def status_event():  # noqa: ANN201
             application/json:
               schema: StatusResponseSchema
         400:
-          description: "event is required; Invalid JSON body; nonce is required; Unknown event type: {type}"
+          description: >-
+            event is required; Invalid JSON body; nonce is required; Unknown event type: {type};
+            beyond the reference, an optional field that is wrongly typed or too long:
+            prNumber, detail, duration or reason must be a string or a number;
+            prUrl must be a string of at most 2000 characters;
+            logUrl must be an http(s) URL of at most 2000 characters
           content:
             application/json:
               schema: CallbackErrorSchema
@@ -149,7 +157,8 @@ def step_report():  # noqa: ANN201
         400:
           description: >-
             nonce is required; Invalid JSON body; step is required;
-            step.{id|type|status|started_at} is required and must be a string
+            step.{id|type|status|started_at} is required and must be a string;
+            step.finished_at must be a string of at most 64 characters
           content:
             application/json:
               schema: CallbackErrorSchema

@@ -4,8 +4,12 @@ The ``/runner/*`` and ``/trigger/gap-fill`` endpoints answer a failed validation
 the ``/api/*`` session endpoints with one message: always the *first* failing rule, in the order
 of the reference's tables. Marshmallow reports every failing field at once, so each schema
 carries its rules as an ordered list of (error path, answer) and :func:`first_error` picks the
-first that matches. A path ``("comments", "*")`` matches an error inside an element of a list;
-a path that ends at a field matches any error of that field or below it.
+first that matches. A path ``("comments", "*")`` matches any error inside an element of a list; a
+path that ends at a field matches an error of that field itself (missing, null, wrong type, a
+failed validator), never one of a field nested in it: ``("step",)`` is "step is missing or not an
+object", so a bad ``step.finished_at`` must not be answered with it. An error no rule names is
+answered with the schema's ``FALLBACK``, which names the field (by its dotted path) and so never
+claims a condition that does not hold.
 
 Fields are strict: no string→number or number→bool coercion, booleans are not integers.
 """
@@ -27,6 +31,10 @@ MAX_INT = 2**31 - 1  # the database's INTEGER
 #: size every tracker takes (GitHub's limit is 65,536 characters; Jira Cloud's is 32,767).
 MAX_RESULT_COMMENTS = 20
 MAX_COMMENT_CHARS = 32_767
+#: a step's time stamps (the database column's size)
+STEP_TIME_CHARS = 64
+#: a URL a runner reports (``prUrl``, ``logUrl``)
+MAX_URL_CHARS = 2000
 
 #: Sentinel for "the body is missing or is not JSON".
 
@@ -82,7 +90,8 @@ class OrderedRulesSchema(Schema):
     """A schema whose validation failure is answered with one code, the first of ``RULES``.
 
     ``RULES`` is a sequence of ``(path, answer)``; errors on fields no rule names are answered
-    with ``FALLBACK`` (plus the field's name).
+    with ``FALLBACK``: a slug (the field's dotted path goes alongside it, in ``field``) or a
+    message with a ``{field}`` placeholder.
     """
 
     RULES: ClassVar[Sequence[tuple[tuple[str, ...], str]]] = ()
@@ -90,6 +99,12 @@ class OrderedRulesSchema(Schema):
 
     class Meta:
         unknown = EXCLUDE  # runners may send more than we read
+
+
+def _own_error(node: Any) -> bool:
+    """Whether ``node`` (a field's entry in marshmallow's errors) is an error of the field itself:
+    a list of messages, or a nested schema's ``_schema`` (the value is not an object)."""
+    return isinstance(node, list) or (isinstance(node, dict) and "_schema" in node)
 
 
 def _matches(errors: Any, path: tuple[str, ...]) -> bool:
@@ -106,16 +121,36 @@ def _matches(errors: Any, path: tuple[str, ...]) -> bool:
         if part not in node:
             return False
         node = node[part]
-    return True
+    return path[-1] == "*" or _own_error(node)
+
+
+def error_path(errors: Any) -> str | None:
+    """The dotted path of the first failing field in ``errors`` (``step.finished_at``).
+
+    It stops at a list's elements and at a nested schema's own error, whose field it names.
+    """
+    parts: list[str] = []
+    node = errors
+    while isinstance(node, dict):
+        keys = sorted(k for k in node if isinstance(k, str) and k != "_schema")
+        if not keys:
+            break
+        parts.append(keys[0])
+        node = node[keys[0]]
+    return ".".join(parts) or None
 
 
 def first_error(schema: OrderedRulesSchema, errors: Mapping[str, Any]) -> tuple[str, str | None]:
-    """The answer of the first rule that matches ``errors``, and the field it concerns."""
+    """The answer of the first rule that matches ``errors``, and the field it concerns.
+
+    With no matching rule: ``FALLBACK`` with the failing field's dotted path (substituted for its
+    ``{field}``, if it has one).
+    """
     for path, answer in schema.RULES:
         if _matches(errors, path):
-            return answer, path[-1] if path[-1] != "*" else path[0]
-    field_name = sorted(str(k) for k in errors)[0] if errors else None
-    return schema.FALLBACK, field_name
+            return answer, ".".join(p for p in path if p != "*")
+    field_name = error_path(errors)
+    return schema.FALLBACK.replace("{field}", field_name or "body"), field_name
 
 
 class BodyError(Exception):
@@ -186,7 +221,7 @@ class RunnerResultSchema(OrderedRulesSchema):
         validate=validate.Length(max=MAX_RESULT_COMMENTS),
         metadata={"description": f"at most {MAX_RESULT_COMMENTS} comments to post on the issue"},
     )
-    prUrl = StrictString(allow_none=True, validate=validate.Length(max=2000))
+    prUrl = StrictString(allow_none=True, validate=validate.Length(max=MAX_URL_CHARS))
     prNumber = StrictInteger(allow_none=True)
     plan = StrictString(allow_none=True)
     error = StrictString(allow_none=True)
@@ -224,8 +259,9 @@ class StepSchema(Schema):
     id = StrictString(required=True, validate=validate.Length(min=1, max=255))
     type = StrictString(required=True, validate=validate.Length(max=255))
     status = StrictString(required=True, validate=validate.Length(max=64))
-    started_at = StrictString(required=True, validate=validate.Length(max=64))
-    finished_at = StrictString(allow_none=True, validate=validate.Length(max=64))
+    started_at = StrictString(required=True, validate=validate.Length(max=STEP_TIME_CHARS))
+    finished_at = StrictString(allow_none=True, validate=validate.Length(max=STEP_TIME_CHARS))
+    #: any JSON value: one that is not an object is kept as ``{"text": value}``
     detail = fields.Raw(allow_none=True)
 
 
@@ -239,8 +275,12 @@ class RunnerProgressSchema(OrderedRulesSchema):
         (("step", "type"), "invalid_step_type"),
         (("step",), "step_required"),
     )
+    # a bad optional step field (``finished_at``) is the FALLBACK: invalid_field, field step.finished_at
 
     step = fields.Nested(StepSchema, required=True)
+
+
+BAD_FINISHED_AT = f"step.finished_at must be a string of at most {STEP_TIME_CHARS} characters"
 
 
 class StepReportSchema(OrderedRulesSchema):
@@ -253,8 +293,10 @@ class StepReportSchema(OrderedRulesSchema):
         (("step", "status"), "step.status is required and must be a string"),
         (("step", "started_at"), "step.started_at is required and must be a string"),
         (("step",), "step is required"),
+        # beyond the reference: its optional field, in the style of the rows above
+        (("step", "finished_at"), BAD_FINISHED_AT),
     )
-    FALLBACK = "Invalid JSON body"
+    FALLBACK = "{field} is invalid"
 
     nonce = StrictString(required=True, validate=validate.Length(min=1))
     step = fields.Nested(StepSchema, required=True)
@@ -315,14 +357,18 @@ class PlanningContextSchema(Schema):
 
 
 class TokenRequestSchema(OrderedRulesSchema):
-    """Body of ``POST /api/token``."""
+    """Body of ``POST /api/token``.
+
+    Only ``nonce`` and ``owner`` are read. The token is always for the job's repository, so any
+    other field (a ``repo``, say) is ignored like every unknown field of a callback, whatever its
+    type: refusing one the endpoint never reads would only break a session for nothing.
+    """
 
     RULES = ((("nonce",), "nonce and owner are required"), (("owner",), "nonce and owner are required"))
-    FALLBACK = "nonce and owner are required"
+    FALLBACK = "{field} is invalid"
 
     nonce = StrictString(required=True, validate=validate.Length(min=1))
     owner = StrictString(required=True, validate=validate.Length(min=1))
-    repo = StrictString(allow_none=True)
 
 
 class TokenResponseSchema(Schema):
@@ -355,23 +401,26 @@ class StatusEventSchema(OrderedRulesSchema):
         (("nonce",), "nonce is required"),
         (("event",), "event is required"),
         (("prNumber",), "prNumber must be a string or a number"),
-        (("prUrl",), "prUrl must be a string"),
+        (("prUrl",), f"prUrl must be a string of at most {MAX_URL_CHARS} characters"),
         (("detail",), "detail must be a string or a number"),
         (("duration",), "duration must be a string or a number"),
         (("reason",), "reason must be a string or a number"),
-        (("logUrl",), "logUrl must be an http(s) URL"),
+        (("logUrl",), f"logUrl must be an http(s) URL of at most {MAX_URL_CHARS} characters"),
     )
-    FALLBACK = "Invalid JSON body"
+    FALLBACK = "{field} is invalid"
 
     nonce = StrictString(required=True, validate=validate.Length(min=1))
     event = StrictString(required=True)
     prNumber = ScalarField(allow_none=True)
-    prUrl = StrictString(allow_none=True, validate=validate.Length(max=2000))
+    prUrl = StrictString(allow_none=True, validate=validate.Length(max=MAX_URL_CHARS))
     detail = ScalarField(allow_none=True)
     duration = ScalarField(allow_none=True)
     reason = ScalarField(allow_none=True)
     logUrl = fields.Url(
-        allow_none=True, schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2000)
+        allow_none=True,
+        schemes={"http", "https"},
+        require_tld=False,
+        validate=validate.Length(max=MAX_URL_CHARS),
     )
 
 
@@ -434,6 +483,7 @@ __all__ = [
     "StepSchema",
     "TokenRequestSchema",
     "TokenResponseSchema",
+    "error_path",
     "first_error",
     "load",
     "read_json_body",

@@ -3,18 +3,31 @@
 A backend takes part when it declares ``supports_sessions`` and :meth:`is_configured`; secrets
 need a configured backend with ``supports_secrets``. With none, the reference's answers apply:
 an empty list for ``GET /api/sessions`` and ``503 Fly sessions config not set`` elsewhere.
+
+"Configured" can be a guess: local Docker counts as configured whenever ``DOCKER_HOST`` is set or
+the default socket exists, used or not. So a backend whose listing fails answers the reference's
+500 only while it is *in use* (:func:`in_use`); otherwise it is left out of the list with a
+warning, as if it were not configured, and one idle backend's unreachable engine does not turn
+the list of the backend in use (or the empty list) into a 500.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
 from flask import current_app
+from sqlalchemy import select
 
 from ..errors import AiimplError, NotFound, ProviderError
+from ..extensions import db
+from ..orm import Job
 from ..providers import RunnerBackend
-from ..types import SessionInfo
+from ..types import ACTIVE_STATUSES, SessionInfo
+from . import settings
+
+log = logging.getLogger(__name__)
 
 NOT_CONFIGURED = "Fly sessions config not set"
 SESSION_NOT_FOUND = "Session not found"
@@ -71,17 +84,44 @@ def _wrap(backend: RunnerBackend, exc: Exception) -> ProviderError:
     return ProviderError(f"{backend.display_name}: {type(exc).__name__}", provider=backend.id)
 
 
+def in_use(backend: RunnerBackend) -> bool:
+    """Whether ``backend`` runs, or may run, this orchestrator's sessions.
+
+    It does when the runner mode in force selects it (``local`` → local Docker), when under the
+    ``default`` or ``shadow`` mode a mapping may name it in ``executionMode``, or while a job it
+    started is in flight. Local Docker, which only the ``local`` mode selects, is otherwise idle.
+    """
+    mode = settings.effective_runner_mode()
+    if backend.runner_mode is not None and backend.runner_mode == mode:
+        return True
+    if mode in ("default", "shadow") and backend.mapping_selectable:
+        return True
+    in_flight = select(Job.id).where(
+        Job.backend == backend.id,
+        Job.shadow.is_(False),
+        Job.status.in_([s.value for s in ACTIVE_STATUSES]),
+    )
+    return db.session.scalar(in_flight.limit(1)) is not None
+
+
 def list_sessions() -> list[dict[str, Any]]:
     """Every active session of every configured session backend (empty when there is none).
 
-    :raises ProviderError: when a backend fails to list (the API answers 500 with its message).
+    A backend that fails while it is not :func:`in_use` is left out, with a warning.
+
+    :raises ProviderError: when a backend in use fails to list (the API answers 500 with its
+        message).
     """
     out: list[dict[str, Any]] = []
     for backend in session_backends():
         try:
             sessions = backend.list_sessions()
-        except Exception as exc:  # noqa: BLE001 - every failure is the 500 row of the reference
-            raise _wrap(backend, exc) from None
+        except Exception as exc:  # noqa: BLE001 - the 500 row while the backend is in use
+            error = _wrap(backend, exc)
+            if in_use(backend):
+                raise error from None
+            log.warning("sessions of %s left out (the backend is not in use): %s", backend.id, error.message)
+            continue
         out.extend(to_api(s) for s in sessions)
     return out
 
@@ -89,18 +129,27 @@ def list_sessions() -> list[dict[str, Any]]:
 def destroy(session_id: str) -> dict[str, Any]:
     """Destroy one session, asking each configured backend in turn whose it is.
 
+    A backend that fails does not keep the others from being asked; when none of them has the
+    session, the first failure is the answer (the session may be that backend's), never a 404.
+
     :raises SessionsNotConfigured: no configured backend manages sessions.
     :raises NotFound: no backend knows the id.
-    :raises ProviderError: the backend failed.
+    :raises ProviderError: a backend failed and no other one had the session.
     """
     backends = session_backends()
     if not backends:
         raise SessionsNotConfigured()
+    failure: ProviderError | None = None
     for backend in backends:
         try:
             destroyed = backend.destroy_session(session_id)
         except Exception as exc:  # noqa: BLE001
-            raise _wrap(backend, exc) from None
+            error = _wrap(backend, exc)
+            log.warning("destroying session %r: %s failed: %s", session_id, backend.id, error.message)
+            failure = failure or error
+            continue
         if destroyed:
             return {"id": session_id, "backend": backend.id, "destroyed": True}
+    if failure is not None:
+        raise failure
     raise NotFound(SESSION_NOT_FOUND)

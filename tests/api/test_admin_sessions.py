@@ -83,3 +83,93 @@ def test_a_backend_crash_is_a_500_without_a_traceback(client, admin_headers, adm
     monkeypatch.setattr(adm_runner.backend_class, "list_sessions", crash)
     resp = client.get("/api/sessions", headers=admin_headers)
     assert (resp.status_code, resp.get_json()) == (500, {"error": "Fake github-actions: ValueError"})
+
+
+# -- a backend that is not in use does not turn the list into a 500 ----------------------------
+# Local Docker counts as configured whenever DOCKER_HOST is set or the default socket exists, used
+# or not: its failure answers the reference's 500 only while it is in use (the runner mode selects
+# it, or a job of it is in flight). The Docker plugin's own tests do the same with a real
+# unreachable engine.
+
+ENGINE_DOWN = "local-docker: cannot reach the Docker engine: Connection refused"
+
+
+@pytest.fixture
+def idle_local() -> FakeRunner:
+    """A ``local-docker`` backend (mode ``local`` only, like the Docker plugin's) whose listing and
+    destroying fail as with an unreachable engine."""
+    runner = FakeRunner("local-docker", "local", sessions=True, secrets=True, mapping_selectable=False)
+
+    def engine_down(self: Any, *args: Any) -> Any:
+        raise ProviderError(ENGINE_DOWN, provider="local-docker")
+
+    runner.backend_class.list_sessions = engine_down  # type: ignore[method-assign]
+    runner.backend_class.destroy_session = engine_down  # type: ignore[method-assign]
+    return runner
+
+
+def _local_mode(client, admin_headers) -> None:
+    assert client.post("/api/runner-mode", json={"mode": "local"}, headers=admin_headers).status_code == 200
+
+
+class TestABackendNotInUse:
+    @pytest.fixture
+    def aiimpl_plugins(self, adm_tracker, adm_runner, idle_local) -> list[object]:
+        return [adm_tracker.plugin, adm_runner.plugin, idle_local.plugin]
+
+    def test_its_failure_is_left_out_of_the_list_and_logged(self, client, admin_headers, adm_runner, caplog):
+        start(adm_runner, 1, "m-1")
+        resp = client.get("/api/sessions", headers=admin_headers)
+        assert resp.status_code == 200, resp.get_json()
+        assert [(s["id"], s["backend"]) for s in resp.get_json()] == [("m-1", "github-actions")]
+        assert "local-docker" in caplog.text and "cannot reach the Docker engine" in caplog.text
+
+    def test_its_failure_is_the_500_while_the_runner_mode_selects_it(self, client, admin_headers, adm_runner):
+        start(adm_runner, 1, "m-1")
+        _local_mode(client, admin_headers)
+        resp = client.get("/api/sessions", headers=admin_headers)
+        assert (resp.status_code, resp.get_json()) == (500, {"error": ENGINE_DOWN})
+
+    @pytest.mark.parametrize(("status", "shadow", "answer"), [
+        ("running", False, 500),
+        ("dispatched", False, 500),
+        ("unknown", False, 500),
+        ("completed", False, 200),  # ended: its container is no session of ours any more
+        ("running", True, 200),  # a shadow job started nothing
+    ])
+    def test_its_failure_is_the_500_while_one_of_its_jobs_is_in_flight(
+        self, client, admin_headers, cb_job, status, shadow, answer
+    ) -> None:
+        cb_job(status=status, shadow=shadow, backend="local-docker")
+        resp = client.get("/api/sessions", headers=admin_headers)
+        assert resp.status_code == answer
+        if answer == 500:
+            assert resp.get_json() == {"error": ENGINE_DOWN}
+
+    def test_destroy_asks_the_other_backends(self, client, admin_headers, adm_runner):
+        start(adm_runner, 1, "m-1")
+        resp = client.delete("/api/sessions/m-1", headers=admin_headers)
+        assert (resp.status_code, resp.get_json()) == (
+            200,
+            {"id": "m-1", "backend": "github-actions", "destroyed": True},
+        )
+        # no backend had it, and one could not be asked: its failure, never "Session not found"
+        resp = client.delete("/api/sessions/c-404", headers=admin_headers)
+        assert (resp.status_code, resp.get_json()) == (500, {"error": ENGINE_DOWN})
+
+
+class TestOnlyAnIdleBackend:
+    """The review's case: Fly not configured, local mode not in use, local Docker unreachable."""
+
+    @pytest.fixture
+    def aiimpl_plugins(self, adm_tracker, adm_fly, idle_local) -> list[object]:
+        return [adm_tracker.plugin, adm_fly.plugin, idle_local.plugin]
+
+    def test_the_list_is_empty(self, client, admin_headers) -> None:
+        resp = client.get("/api/sessions", headers=admin_headers)
+        assert (resp.status_code, resp.get_json()) == (200, [])
+
+    def test_in_local_mode_the_list_is_the_500(self, client, admin_headers) -> None:
+        _local_mode(client, admin_headers)
+        resp = client.get("/api/sessions", headers=admin_headers)
+        assert (resp.status_code, resp.get_json()) == (500, {"error": ENGINE_DOWN})

@@ -94,6 +94,42 @@ def test_progress_first_failing_rule_in_table_order(client, cb_job, cb_token):
     }
 
 
+@pytest.mark.parametrize(
+    "finished_at",
+    [123, True, ["2026-11-29T05:01:00Z"], {"at": 1}, "x" * 65],
+    ids=["number", "bool", "list", "object", "65-chars"],
+)
+def test_a_bad_optional_finished_at_is_invalid_field_not_step_required(client, cb_job, cb_token, finished_at):
+    """The step is there and is an object, so ``step_required`` ("step is missing or not an
+    object") would be false: a wrongly typed (or too long) optional field answers ``invalid_field``
+    naming it, as every runner callback does."""
+    job_id, _ = cb_job()
+    token = cb_token(job_id, "implementation", tokens.AUD_PROGRESS)
+    resp = _post(client, token, {"step": step(finished_at=finished_at)})
+    assert resp.status_code == 400
+    assert resp.get_json() == {"error": "invalid_field", "field": "step.finished_at"}
+    assert db.session.scalar(select(JobStep)) is None
+
+
+def test_required_step_fields_still_come_before_a_bad_finished_at(client, cb_job, cb_token):
+    job_id, _ = cb_job()
+    token = cb_token(job_id, "implementation", tokens.AUD_PROGRESS)
+    resp = _post(client, token, {"step": step(id=5, finished_at=5)})
+    assert resp.get_json() == {"error": "invalid_step_id"}
+
+
+@pytest.mark.parametrize(
+    ("finished_at", "detail"),
+    [(None, None), ("x" * 64, "text"), ("2026-11-29T05:01:00Z", ["a", 1]), ("t", 3), ("t", {"k": "v"})],
+)
+def test_optional_step_fields_accept_what_they_document(client, cb_job, cb_token, finished_at, detail):
+    """``finished_at``: a string of at most 64 characters, or null; ``detail``: any JSON value."""
+    job_id, _ = cb_job()
+    token = cb_token(job_id, "implementation", tokens.AUD_PROGRESS)
+    resp = _post(client, token, {"step": step(finished_at=finished_at, detail=detail)})
+    assert resp.status_code == 200, resp.get_json()
+
+
 AUTH_ROWS = [
     (
         "bad_signature",

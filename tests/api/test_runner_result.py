@@ -168,24 +168,26 @@ def test_result_for_missing_job_is_404(client, cb_token):
 
 
 @pytest.mark.parametrize(
-    ("field", "value"),
+    ("field", "value", "named"),
     [
-        ("costUsd", "1.5"),
-        ("turns", 1.5),
-        ("turns", True),
-        ("durationSeconds", -1),
-        ("prNumber", "42"),
-        ("review", {"approved": "no"}),
-        ("review", {"blockers": []}),
-        ("logLabel", "weird"),
-        ("error", 3),
+        ("costUsd", "1.5", "costUsd"),
+        ("turns", 1.5, "turns"),
+        ("turns", True, "turns"),
+        ("durationSeconds", -1, "durationSeconds"),
+        ("prNumber", "42", "prNumber"),
+        # a field nested in an object is named by its dotted path
+        ("review", {"approved": "no"}, "review.approved"),
+        ("review", {"blockers": []}, "review.approved"),
+        ("review", "yes", "review"),
+        ("logLabel", "weird", "logLabel"),
+        ("error", 3, "error"),
     ],
 )
-def test_result_wrongly_typed_optional_field(client, cb_job, cb_token, field, value):
+def test_result_wrongly_typed_optional_field(client, cb_job, cb_token, field, value, named):
     job_id, _ = cb_job()
     resp = _post(client, cb_token(job_id, "implementation", tokens.AUD_RESULT), ok_body(**{field: value}))
     assert resp.status_code == 400
-    assert resp.get_json() == {"error": "invalid_field", "field": field}
+    assert resp.get_json() == {"error": "invalid_field", "field": named}
 
 
 def test_result_body_too_large_is_invalid_body(client, cb_job, cb_token):

@@ -230,16 +230,38 @@ def test_shadow_jobs_record_and_post_nothing(client, cb_job, cb_tracker):
 @pytest.mark.parametrize(
     ("field", "value", "error"),
     [
-        ("logUrl", "javascript:alert(1)", "logUrl must be an http(s) URL"),
+        ("logUrl", "javascript:alert(1)", "logUrl must be an http(s) URL of at most 2000 characters"),
         ("prNumber", {"n": 1}, "prNumber must be a string or a number"),
-        ("prUrl", 42, "prUrl must be a string"),
+        ("prUrl", 42, "prUrl must be a string of at most 2000 characters"),
+        # a string, but too long: the message says what is wrong, not "must be a string"
+        (
+            "prUrl",
+            "https://github.com/acme/api/pull/1?" + "x" * 1966,
+            "prUrl must be a string of at most 2000 characters",
+        ),
+        (
+            "logUrl",
+            "https://logs.test/run?" + "x" * 1979,
+            "logUrl must be an http(s) URL of at most 2000 characters",
+        ),
     ],
+    ids=["logUrl-not-http", "prNumber-object", "prUrl-number", "prUrl-2001-chars", "logUrl-2001-chars"],
 )
-def test_wrongly_typed_optional_fields(client, cb_job, field, value, error):
+def test_wrongly_typed_optional_fields(client, cb_job, cb_tracker, field, value, error):
     _, nonce = cb_job()
     resp = client.post(URL, json={"nonce": nonce, "event": "pr_opened", field: value})
     assert resp.status_code == 400
     assert resp.get_json() == {"error": error}
+    assert cb_tracker.comments["ENG-1"] == []
+
+
+@pytest.mark.parametrize("field", ["prUrl", "logUrl"])
+def test_urls_of_2000_characters_are_accepted(client, cb_job, field):
+    _, nonce = cb_job()
+    url = "https://github.com/acme/api/pull/1?" + "x" * 1965
+    assert len(url) == 2000
+    resp = client.post(URL, json={"nonce": nonce, "event": "pr_opened", "prNumber": 1, field: url})
+    assert resp.status_code == 200, resp.get_json()
 
 
 def test_the_same_event_five_times_at_once_posts_once(app, cb_live_server, cb_job, cb_tracker):

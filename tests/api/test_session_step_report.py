@@ -87,6 +87,32 @@ def test_step_report_first_failing_field_in_order(client, cb_job):
     assert client.post(URL, json={"step": {}}).get_json() == {"error": "nonce is required"}
 
 
+@pytest.mark.parametrize(
+    "finished_at", [123, False, ["t"], "x" * 65], ids=["number", "bool", "list", "65-chars"]
+)
+def test_a_bad_optional_finished_at_is_named_not_step_is_required(client, cb_job, finished_at):
+    """The step is there and is an object, so "step is required" would be false: the message names
+    the optional field and what it must be, in the style of the table's ``step.<field>`` rows."""
+    _, nonce = cb_job()
+    resp = client.post(URL, json={"nonce": nonce, "step": step(finished_at=finished_at)})
+    assert resp.status_code == 400
+    assert resp.get_json() == {"error": "step.finished_at must be a string of at most 64 characters"}
+    assert db.session.scalar(select(JobStep)) is None
+
+
+def test_required_step_fields_come_before_a_bad_finished_at(client, cb_job):
+    _, nonce = cb_job()
+    resp = client.post(URL, json={"nonce": nonce, "step": {"id": "a", "finished_at": 1}})
+    assert resp.get_json() == {"error": "step.type is required and must be a string"}
+
+
+@pytest.mark.parametrize(("finished_at", "detail"), [(None, None), ("x" * 64, "log tail"), ("t", [1, 2])])
+def test_optional_step_fields_accept_what_they_document(client, cb_job, finished_at, detail):
+    _, nonce = cb_job()
+    resp = client.post(URL, json={"nonce": nonce, "step": step(finished_at=finished_at, detail=detail)})
+    assert resp.status_code == 200, resp.get_json()
+
+
 def test_step_report_table_500_when_persisting_fails(client, cb_job, monkeypatch):
     from aiimpl_core.services import callbacks
 

@@ -45,6 +45,21 @@ def test_token_issued_for_the_jobs_repository(client, cb_job, github_calls):
     assert github_calls.calls == [("acme", "api")]
 
 
+@pytest.mark.parametrize(
+    "repo", [5, None, ["api"], {"name": "api"}, "other", "x" * 5000],
+    ids=["number", "null", "list", "object", "another-repo", "long"],
+)
+def test_repo_is_ignored_whatever_its_type(client, cb_job, github_calls, repo):
+    """Only nonce and owner are read: the token is always for the job's repository, so a ``repo``
+    of any type neither fails the request nor changes the token (never "nonce and owner are
+    required" while both are there)."""
+    _, nonce = cb_job()
+    resp = client.post(URL, json={"nonce": nonce, "owner": "acme", "repo": repo})
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["token"] == "ghs_fake_installation_token"
+    assert github_calls.calls == [("acme", "api")]
+
+
 def _terminal_nonce(cb_job):
     return cb_job(status="completed")[1]
 
