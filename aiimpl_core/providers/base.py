@@ -127,8 +127,10 @@ class TicketingProvider(Provider):
     def iter_triggered(self, teams: Sequence[str]) -> Iterator[TriggeredPage]:
         """Yield the issues carrying the trigger, a page per remote call.
 
-        :param teams: the team keys that have a mapping. A provider may also return triggered
-            issues of other teams (they are shown as ``no-mapping`` blockers).
+        :param teams: the team keys that have a mapping; empty when no mapping names this
+            tracker (it is still read, so its triggered issues show as ``no-mapping``): a provider
+            that can only search mapped teams yields one empty, complete page then. A provider may
+            also return triggered issues of other teams (they are shown as ``no-mapping`` blockers).
         The last page has ``complete=True``. One remote call per page, never one per issue:
         each issue carries everything the dispatcher needs (team, title, description, stage,
         labels, open blocking links).

@@ -879,7 +879,9 @@ def _poll_provider(
             except Exception as exc:  # noqa: BLE001 - one connection's failure must not stop the cycle
                 _listing_failed(provider_id, exc, report, now)
                 return
-            if listing is None:
+            if listing is None and page.issues:
+                # (an empty listing — a tracker with nothing triggered, or one that searches only
+                # mapped teams and has none — reads nothing more)
                 listing = _ListingReads.read(provider_id, now)
             _handle_page(
                 provider_id,
@@ -929,21 +931,31 @@ def run_cycle(
     wanted = set(issue_keys) if issue_keys is not None else None
     facade = current_app.extensions["aiimpl"]
     installed = set(facade.ids("ticketing"))
-    for provider_id, teams in sorted(_teams_by_provider().items()):
+    mapped = _teams_by_provider()
+    # Every configured tracker is read, whether or not a mapping names it: on a fresh install, or
+    # once its last mapping is deleted, its triggered issues are still shown (``no-mapping``), and
+    # the blockers of a deleted mapping's team are checked again instead of keeping their reason.
+    for provider_id in sorted(installed | set(mapped)):
+        teams = mapped.get(provider_id)
         if provider_id not in installed:
             report.providers_skipped[provider_id] = "tracker plugin not installed"
             continue
         try:
             configured = _tracker(provider_id).is_configured()
-        except AiimplError as exc:
-            report.providers_skipped[provider_id] = exc.message
+        except Exception as exc:  # noqa: BLE001 - one connection's failure must not stop the cycle
+            if not isinstance(exc, AiimplError):
+                log.exception("asking whether %s is configured failed", provider_id)
+            report.providers_skipped[provider_id] = (
+                exc.message if isinstance(exc, AiimplError) else type(exc).__name__
+            )
             continue
         if not configured:
-            report.providers_skipped[provider_id] = "not configured"
+            if teams is not None:  # an installed tracker nobody uses is not worth a line
+                report.providers_skipped[provider_id] = "not configured"
             continue
         _poll_provider(
             provider_id,
-            teams,
+            teams or [],
             report,
             now=now,
             issue_keys=wanted,
