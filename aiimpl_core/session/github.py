@@ -1,4 +1,5 @@
-"""The session's GitHub REST calls: opening the pull request, and where repositories live."""
+"""The session's GitHub REST calls: opening the pull request (or finding the one already open for
+the branch), and where repositories live."""
 
 from __future__ import annotations
 
@@ -57,14 +58,8 @@ def _message(exc: ProviderError) -> str:
     return exc.message.split(": ", 2)[-1]
 
 
-def open_pull_request(
-    api_url: str, token: str, owner: str, repo: str, *, title: str, body: str, head: str, base: str
-) -> dict[str, Any]:
-    """``POST /repos/{owner}/{repo}/pulls``; the created pull request.
-
-    :raises PullRequestError: with GitHub's status and message.
-    """
-    client = HttpClient(
+def _client(api_url: str, token: str) -> HttpClient:
+    return HttpClient(
         api_url,
         provider="github",
         timeout=30.0,
@@ -74,8 +69,17 @@ def open_pull_request(
             "X-GitHub-Api-Version": API_VERSION,
         },
     )
+
+
+def open_pull_request(
+    api_url: str, token: str, owner: str, repo: str, *, title: str, body: str, head: str, base: str
+) -> dict[str, Any]:
+    """``POST /repos/{owner}/{repo}/pulls``; the created pull request.
+
+    :raises PullRequestError: with GitHub's status and message.
+    """
     try:
-        resp = client.post(
+        resp = _client(api_url, token).post(
             f"/repos/{owner}/{repo}/pulls", json={"title": title, "head": head, "base": base, "body": body}
         )
     except ProviderError as exc:
@@ -84,3 +88,46 @@ def open_pull_request(
     if not isinstance(data, dict) or not isinstance(data.get("number"), int):
         raise PullRequestError(resp.status_code, "GitHub answered without a pull request")
     return data
+
+
+def find_open_pull_request(
+    api_url: str, token: str, owner: str, repo: str, *, head: str, base: str
+) -> dict[str, Any] | None:
+    """The open pull request from branch ``head`` of ``owner/repo`` into ``base``, or ``None``.
+
+    ``GET /repos/{owner}/{repo}/pulls?head={owner}:{head}&base={base}&state=open``. GitHub keeps at
+    most one open pull request per head and base; closed and merged ones never count, and the
+    answer is checked again here rather than trusted to the filters.
+
+    :raises PullRequestError: when GitHub refuses the listing or cannot be reached.
+    """
+    try:
+        resp = _client(api_url, token).get(
+            f"/repos/{owner}/{repo}/pulls",
+            params={"head": f"{owner}:{head}", "base": base, "state": "open", "per_page": 100},
+        )
+    except ProviderError as exc:
+        raise PullRequestError(exc.status, _message(exc)) from None
+    data = resp.json()
+    if not isinstance(data, list):
+        raise PullRequestError(resp.status_code, "GitHub answered without a list of pull requests")
+    for pr in data:
+        if isinstance(pr, dict) and _is_open_pull(pr, f"{owner}/{repo}", head, base):
+            return pr
+    return None
+
+
+def _is_open_pull(pr: dict[str, Any], full_name: str, head: str, base: str) -> bool:
+    """Whether ``pr`` is open, not merged, from ``head`` of ``full_name`` itself (not a fork that
+    has a branch of the same name) and into ``base``."""
+    pr_head = pr.get("head") if isinstance(pr.get("head"), dict) else {}
+    pr_base = pr.get("base") if isinstance(pr.get("base"), dict) else {}
+    head_repo = pr_head.get("repo") if isinstance(pr_head.get("repo"), dict) else {}
+    return (
+        isinstance(pr.get("number"), int)
+        and pr.get("state") == "open"
+        and not pr.get("merged_at")
+        and pr_head.get("ref") == head
+        and str(head_repo.get("full_name") or "").lower() == full_name.lower()
+        and pr_base.get("ref") == base
+    )

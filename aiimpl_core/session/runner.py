@@ -34,7 +34,7 @@ from .api import Orchestrator, RepoToken, TokenCache
 from .config import SessionConfig
 from .credential import git_environment
 from .git import Git, GitError
-from .github import PullRequestError, open_pull_request
+from .github import PullRequestError, find_open_pull_request, open_pull_request
 from .redact import Redactor
 
 NO_CHANGES = "Nothing to commit: Claude left no file changes in the working tree"
@@ -504,16 +504,20 @@ class Session:
             body += f"---\nOpened by AI-Implement (job {cfg.job_id}) from branch `{cfg.branch}`."
             try:
                 token = self.repo_token()
-                pr = open_pull_request(
-                    cfg.github_api_url,
-                    token.token,
-                    cfg.owner,
-                    cfg.repo,
-                    title=self.redactor.text(title),
-                    body=self.redactor.text(body),
-                    head=cfg.branch,
-                    base=cfg.base_branch,
-                )
+                try:
+                    pr = open_pull_request(
+                        cfg.github_api_url,
+                        token.token,
+                        cfg.owner,
+                        cfg.repo,
+                        title=self.redactor.text(title),
+                        body=self.redactor.text(body),
+                        head=cfg.branch,
+                        base=cfg.base_branch,
+                    )
+                except PullRequestError as refused:
+                    pr = self._open_pr_of_branch(token.token, refused)
+                    detail["reused"] = True
             except PullRequestError as exc:
                 raise Failure(self.redactor.text(str(exc))) from None
             except ProviderError as exc:
@@ -524,6 +528,30 @@ class Session:
             self.state.pr_url = pr.get("html_url") or ""
             detail.update(prNumber=self.state.pr_number, prUrl=self.state.pr_url)
         self.api.status("pr_opened", prNumber=self.state.pr_number, prUrl=self.state.pr_url)
+
+    def _open_pr_of_branch(self, token: str, refused: PullRequestError) -> dict[str, Any]:
+        """The pull request already open from ``AIIMPL_BRANCH`` into the base branch, when GitHub
+        refused a new one with 422 because of it; otherwise ``refused`` is raised again.
+
+        A re-run after ``review_failed`` (or after a failure or stop once the pull request was
+        open) continues the same branch, whose pull request is still open: the new commits are
+        already in it, and the run carries on with it as with one it opened. Closed and merged
+        pull requests are never reused: GitHub accepts a new one then.
+        """
+        cfg = self.cfg
+        if refused.status != 422:
+            raise refused
+        try:
+            pr = find_open_pull_request(
+                cfg.github_api_url, token, cfg.owner, cfg.repo, head=cfg.branch, base=cfg.base_branch
+            )
+        except PullRequestError as exc:
+            self.log(f"looking up the open pull request of {cfg.branch} failed: {exc.message}")
+            raise refused from None
+        if pr is None:
+            raise refused
+        self.log(f"branch {cfg.branch} already has pull request #{pr['number']} open: continuing with it")
+        return pr
 
     def _verify(self) -> str | None:
         """Run the verification script; its (redacted) output, or ``None`` when there is none."""

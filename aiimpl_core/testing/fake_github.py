@@ -2,9 +2,10 @@
 
 It serves the operations the project uses (see ``shared/specs/README.md``): App installation
 lookup and installation access tokens, workflow dispatch and workflow runs, repository contents,
-pull requests and issue comments, and cancelling a run (an operation the fast subset lacks: a test
-that cancels passes ``spec_path`` of the complete description). State lives in memory on the
-:class:`FakeGitHub` object; answers are built from the description's own examples. Every exchange goes through
+pull requests and issue comments, and two operations the fast subset lacks: cancelling a run and
+listing pull requests (a test that calls them passes ``spec_path`` of the complete description).
+State lives in memory on the :class:`FakeGitHub` object; answers are built from the description's
+own examples. Every exchange goes through
 :class:`~aiimpl_core.testing.fakeserver.OpenAPIFakeServer`, so ``assert_clean()`` fails a test whose
 client (or this fake) strays from the description::
 
@@ -59,6 +60,13 @@ DEFAULT_APP_PERMISSIONS = {
     "workflows": "write",
 }
 
+
+#: properties of a full pull request (``pulls/get``, ``pulls/create``) that GitHub's
+#: ``pull-request-simple`` (the items of ``pulls/list``) does not have
+PULL_DETAIL_ONLY = frozenset(
+    "merged mergeable rebaseable mergeable_state merged_by comments review_comments"
+    " maintainer_can_modify commits additions deletions changed_files".split()
+)
 
 #: answers the description documents with a schema no body can satisfy: the 409 of a contents
 #: update is ``oneOf`` basic-error / repository-rule-violation-error, two schemas without required
@@ -617,6 +625,10 @@ class FakeGitHub:
             }
         return out
 
+    def _pull_simple_json(self, pr: PullRequest) -> dict[str, Any]:
+        """A pull request as ``GET /repos/{owner}/{repo}/pulls`` lists it (``pull-request-simple``)."""
+        return {k: v for k, v in self._pull_json(pr).items() if k not in PULL_DETAIL_ONLY}
+
     def _comment_json(self, r: Repository, c: IssueComment) -> dict[str, Any]:
         out = self._example("issue-comment")
         out.update(
@@ -1029,6 +1041,44 @@ class FakeGitHub:
                 )
                 gh.pulls.setdefault(key, []).append(pr)
             return json_response(gh._pull_json(pr), 201)
+
+        @app.get("/repos/<owner>/<repo>/pulls")
+        def list_pulls(owner: str, repo: str) -> flask.Response:
+            r = repo_or_404(owner, repo)
+            gh._check_token(flask.request.headers.get("Authorization"), r, "pull_requests", "read")
+            args = flask.request.args
+            state = args.get("state", "open")
+            sort = args.get("sort", "created")
+            direction = args.get("direction", "desc" if sort == "created" else "asc")
+            for name, value, allowed in (
+                ("state", state, ("open", "closed", "all")),
+                ("sort", sort, ("created", "updated", "popularity", "long-running")),
+                ("direction", direction, ("asc", "desc")),
+            ):
+                if value not in allowed:
+                    raise GitHubError(
+                        422,
+                        "Validation Failed",
+                        errors=[
+                            {"resource": "PullRequest", "field": name, "code": "invalid", "value": value}
+                        ],
+                    )
+            with gh.lock:
+                pulls = gh.pull_requests(r.owner, r.name)
+            if state != "all":
+                pulls = [p for p in pulls if p.state == state]
+            if args.get("head"):
+                # GitHub's format is ``user:ref-name``: the head's owner and branch
+                user, _, ref = args["head"].rpartition(":")
+                pulls = [p for p in pulls if user.lower() == p.owner.lower() and ref == p.head]
+            if args.get("base"):
+                pulls = [p for p in pulls if p.base == args["base"]]
+            # every sort falls back to creation order: the fake keeps no activity or comment counts
+            pulls.sort(key=lambda p: (p.created_at, p.number), reverse=direction == "desc")
+            per_page = min(int(args.get("per_page", 30)), 100)
+            page = max(int(args.get("page", 1)), 1)
+            chunk = pulls[(page - 1) * per_page : page * per_page]
+            return json_response([gh._pull_simple_json(p) for p in chunk])
 
         @app.get("/repos/<owner>/<repo>/issues/<int:number>/comments")
         def list_comments(owner: str, repo: str, number: int) -> flask.Response:

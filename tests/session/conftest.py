@@ -3,7 +3,7 @@
 * the orchestrator is ``create_app`` with the fake tracker and a fake runner backend, served by
   werkzeug on 127.0.0.1 in a thread; the fake runner captures each dispatch's environment;
 * GitHub is :class:`~aiimpl_core.testing.fake_github.FakeGitHub` (checked against GitHub's OpenAPI
-  description) minting the installation tokens and taking the pull requests;
+  description) minting the installation tokens and taking (and listing) the pull requests;
 * the git remote is a bare repository behind ``git http-backend`` that accepts only installation
   tokens the fake GitHub minted and that have not expired;
 * the agent is ``fake_claude.py`` installed as ``claude`` on the session's PATH.
@@ -95,8 +95,14 @@ class Remote:
 
 
 @pytest.fixture
-def github() -> Iterator[FakeGitHub]:
-    gh = FakeGitHub()
+def github(request: pytest.FixtureRequest, aiimpl_specs_dir: str) -> Iterator[FakeGitHub]:
+    """The fake GitHub, checked against the fast subset of GitHub's description; a test whose
+    session lists pull requests (an operation outside the subset) asks for the complete one with
+    ``@pytest.mark.parametrize("github", ["full"], indirect=True)``."""
+    spec = None
+    if getattr(request, "param", None) == "full":
+        spec = os.path.join(aiimpl_specs_dir, "github", "rest", "api.github.com.json")
+    gh = FakeGitHub(spec_path=spec)
     gh.start()
     gh.add_repo(OWNER, REPO)
     gh.add_installation(OWNER, [REPO])
@@ -362,4 +368,8 @@ def script(body: str) -> str:
     return "#!/usr/bin/env bash\nset -euo pipefail\n" + textwrap.dedent(body).lstrip()
 
 
-__all__ = ["ANTHROPIC_KEY", "TEAM_SECRET", "World", "git", "script", "shutil", "timedelta"]
+#: ``@FULL_GITHUB`` on a test: its fake GitHub is checked against GitHub's complete description
+FULL_GITHUB = pytest.mark.parametrize("github", ["full"], indirect=True)
+
+
+__all__ = ["ANTHROPIC_KEY", "FULL_GITHUB", "TEAM_SECRET", "World", "git", "script", "shutil", "timedelta"]

@@ -6,7 +6,7 @@ import re
 
 import requests
 
-from .conftest import World, script
+from .conftest import FULL_GITHUB, World, git, script
 
 FAILED = "⚠️ Session failed: "
 
@@ -81,20 +81,99 @@ def test_no_changes_fails_with_nothing_to_commit(world: World) -> None:
     assert "ai/ENG-1" not in world.remote.branches()
 
 
+@FULL_GITHUB
 def test_refused_pull_request_fails_with_githubs_status_and_message(world: World) -> None:
-    world.mapping()
-    # a pull request for the branch is already open: GitHub answers 422
-    world.github.add_branch("acme", "eng", "ai/ENG-1")
+    # the base branch exists in git but GitHub refuses it: 422, and no pull request of the branch
+    # is open to continue with
+    world.remote.commit({"CHANGELOG.md": "develop\n"}, "start develop", branch="develop")
+    world.mapping(default_branch="develop")
+    job_id = world.dispatch()
+
+    code, _ = world.run_session(job_id)
+
+    assert code == 1
+    job = world.job(job_id)
+    assert job.status == "failed"
+    assert job.error == "PR creation failed with HTTP 422: Validation Failed (PullRequest base invalid)"
+    assert failure_comment(world) == f"⚠️ Implementation failed: {job.error}"
+    assert world.remote.show("ai/ENG-1", "greeting.txt")  # the push itself went through
+    assert world.steps(job_id)["pull-request"].status == "failed"
+    assert world.github.pull_requests("acme", "eng") == []
+    [lookup] = world.github.server.requests_to("GET", "/repos/acme/eng/pulls")
+    assert lookup.query == {
+        "head": ["acme:ai/ENG-1"], "base": ["develop"], "state": ["open"], "per_page": ["100"]
+    }
+
+
+def open_pull_request_by_hand(world: World, head: str = "ai/ENG-1", base: str = "main") -> int:
+    """A pull request opened on GitHub before the session (by an earlier run, or a person)."""
+    world.github.add_branch("acme", "eng", head)
     resp = requests.post(
         f"{world.github.url}/repos/acme/eng/pulls",
         timeout=10,
         headers={"Authorization": f"Bearer {world.github.personal_token}"},
-        json={"title": "earlier attempt", "head": "ai/ENG-1", "base": "main"},
+        json={"title": "earlier attempt", "head": head, "base": base},
     )
     assert resp.status_code == 201
+    return int(resp.json()["number"])
+
+
+@FULL_GITHUB
+def test_the_pull_request_already_open_for_the_branch_is_continued_with(world: World) -> None:
+    world.mapping()
+    number = open_pull_request_by_hand(world)
     job_id = world.dispatch()
 
-    code, _ = world.run_session(job_id)
+    code, out = world.run_session(job_id)
+
+    assert code == 0, out
+    job = world.job(job_id)
+    url = f"https://github.com/acme/eng/pull/{number}"
+    # reported exactly as a pull request the session opened
+    assert job.status == "completed", (job.status, job.error)
+    assert (job.pr_number, job.pr_url) == (number, url)
+    assert f"📝 Claude finished. PR #{number} opened: {url}" in world.first_lines()
+    assert f"🔗 PR #{number} is ready for review: {url}" in world.first_lines()
+    step = world.steps(job_id)["pull-request"]
+    assert step.status == "succeeded"
+    assert step.detail["prNumber"] == number and step.detail["reused"] is True
+    assert world.steps(job_id)["review"].status == "succeeded"  # the lifecycle went on
+    [pr] = world.github.pull_requests("acme", "eng")
+    assert pr.title == "earlier attempt"  # left as it was; the push updated it
+    [create] = world.github.server.requests_to("POST", "/repos/acme/eng/pulls")[1:]
+    assert create.status == 422
+    [lookup] = world.github.server.requests_to("GET", "/repos/acme/eng/pulls")
+    assert lookup.query["head"] == ["acme:ai/ENG-1"] and lookup.query["state"] == ["open"]
+
+
+def test_a_closed_pull_request_of_the_branch_is_not_reused(world: World) -> None:
+    world.mapping()
+    number = open_pull_request_by_hand(world)
+    [earlier] = world.github.pull_requests("acme", "eng")
+    earlier.state = "closed"  # closed (or merged) since
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id)
+
+    assert code == 0, out
+    job = world.job(job_id)
+    assert job.status == "completed"
+    assert job.pr_number == number + 1
+    assert f"📝 Claude finished. PR #{number + 1} opened: {job.pr_url}" in world.first_lines()
+    assert [p.state for p in world.github.pull_requests("acme", "eng")] == ["closed", "open"]
+    assert "reused" not in world.steps(job_id)["pull-request"].detail
+    # GitHub accepted the new one at once: nothing was looked up (the fast subset has no listing)
+    assert world.github.server.requests_to("GET", "/repos/acme/eng/pulls") == []
+
+
+@FULL_GITHUB
+def test_the_pull_request_lookup_failing_keeps_githubs_refusal(world: World) -> None:
+    world.mapping()
+    open_pull_request_by_hand(world)
+    world.github.fail_next("GET", r"/repos/acme/eng/pulls$", 503, "Service Unavailable", times=3)
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id)
 
     assert code == 1
     job = world.job(job_id)
@@ -103,8 +182,7 @@ def test_refused_pull_request_fails_with_githubs_status_and_message(world: World
         "PR creation failed with HTTP 422: Validation Failed "
         "(A pull request already exists for acme:ai/ENG-1.)"
     )
-    assert failure_comment(world) == f"⚠️ Implementation failed: {job.error}"
-    assert world.remote.show("ai/ENG-1", "greeting.txt")  # the push itself went through
+    assert "looking up the open pull request of ai/ENG-1 failed" in out
     assert world.steps(job_id)["pull-request"].status == "failed"
 
 
@@ -262,6 +340,52 @@ def test_a_rerun_continues_from_the_work_an_earlier_attempt_saved(world: World) 
 
     assert git("merge-base", "--is-ancestor", saved, log, cwd=world.remote.bare) == ""
     assert world.steps(second)["clone"].detail["resumedFrom"] == "ai/ENG-1"
+
+
+@FULL_GITHUB
+def test_a_rerun_after_review_failed_continues_with_the_open_pull_request(world: World) -> None:
+    """The documented way out of "Implementation failed": apply the trigger again. The first run's
+    pull request is still open; the re-run pushes to its branch and carries on with it."""
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import Mapping
+
+    world.mapping(FAKE_REVIEW="block")
+    first = world.dispatch()
+    assert world.run_session(first)[0] == 0
+    assert world.job(first).status == "review_failed"
+    assert world.tracker.stage_labels("ENG-1") == set()  # "Implementation failed": AI labels removed
+    after_first = world.remote.branches()["ai/ENG-1"]
+
+    row = db.session.scalar(db.select(Mapping))
+    row.extra_env = {**row.extra_env, "FAKE_REVIEW": "approve"}
+    db.session.commit()
+    second = world.dispatch()  # the trigger applied again
+    code, out = world.run_session(second)
+
+    assert code == 0, out
+    job = world.job(second)
+    url = "https://github.com/acme/eng/pull/1"
+    assert job.status == "completed", (job.status, job.error)
+    assert (job.pr_number, job.pr_url) == (1, url)
+    # one pull request: the first run's, now holding both runs' commits
+    [pr] = world.github.pull_requests("acme", "eng")
+    assert (pr.number, pr.state, pr.head, pr.base) == (1, "open", "ai/ENG-1", "main")
+    assert world.remote.show("ai/ENG-1", "greeting.txt") == "hello from the agent\n" * 2
+    assert git("merge-base", "--is-ancestor", after_first, "ai/ENG-1", cwd=world.remote.bare) == ""
+    # the second run's comments are those of a run that opened its pull request
+    lines = world.first_lines()
+    second_run = lines[lines.index("🚀 Session machine created. Cloning repo and running setup…", 1) :]
+    assert second_run[:3] == [
+        "🚀 Session machine created. Cloning repo and running setup…",
+        "✅ Environment ready. Claude is implementing…",
+        f"📝 Claude finished. PR #1 opened: {url}",
+    ]
+    assert f"🔗 PR #1 is ready for review: {url}" in second_run
+    assert not any(line.startswith("⚠️") for line in second_run), second_run
+    assert world.tracker.stage_labels("ENG-1") == {"Ready for Review"}
+    steps = world.steps(second)
+    assert steps["pull-request"].status == "succeeded" and steps["pull-request"].detail["reused"] is True
+    assert steps["review"].status == "succeeded"
 
 
 def test_an_unusable_configuration_ends_the_job_at_once(world: World) -> None:

@@ -1,5 +1,6 @@
 """The session program's parts on their own: redaction, agent classification, configuration,
-the credential helper, review parsing, and importability without the orchestrator's stack."""
+the credential helper, review parsing, the pull request lookup, and importability without the
+orchestrator's stack."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
+import requests
 
 from aiimpl_core.errors import ConfigError
 from aiimpl_core.session import env as E
@@ -23,9 +27,10 @@ from aiimpl_core.session.agent import AgentRun, build_command, parse_report
 from aiimpl_core.session.api import RepoToken, TokenCache
 from aiimpl_core.session.config import SessionConfig
 from aiimpl_core.session.credential import git_environment
-from aiimpl_core.session.github import web_base
+from aiimpl_core.session.github import PullRequestError, find_open_pull_request, web_base
 from aiimpl_core.session.redact import MASK, Redactor
 from aiimpl_core.session.runner import format_duration
+from aiimpl_core.testing.fake_github import FakeGitHub, PullRequest
 
 SECRET = "ghs_16C7e42F292c6912E7710c838347Ae178B4a"
 
@@ -252,6 +257,92 @@ def test_session_run_without_configuration_exits_2_with_a_clear_message() -> Non
 def test_web_base() -> None:
     assert web_base("https://api.github.com") == "https://github.com"
     assert web_base("https://ghe.example.com/api/v3") == "https://ghe.example.com"
+
+
+# -- the open pull request of a branch -----------------------------------------------------------
+
+
+@pytest.fixture
+def full_github(aiimpl_specs_dir: str) -> Iterator[FakeGitHub]:
+    with FakeGitHub(spec_path=os.path.join(aiimpl_specs_dir, "github", "rest", "api.github.com.json")) as gh:
+        gh.add_repo("acme", "eng", branches=("ai/ENG-1", "ai/ENG-2", "release"))
+        yield gh
+        gh.assert_clean()  # the listing's requests and answers match GitHub's description
+
+
+def _pull(gh: FakeGitHub, number: int, head: str, base: str, state: str = "open") -> None:
+    # set up directly: the fake refuses a second open pull request per head whatever the base
+    gh.pulls.setdefault(("acme", "eng"), []).append(
+        PullRequest(number, "acme", "eng", f"PR {number}", head, base, None, state=state)
+    )
+
+
+def test_find_open_pull_request_matches_branch_base_and_state(full_github: FakeGitHub) -> None:
+    gh = full_github
+    _pull(gh, 1, "ai/ENG-1", "main", state="closed")  # an earlier attempt, closed or merged
+    _pull(gh, 2, "ai/ENG-1", "release")  # the same branch into another base
+    _pull(gh, 3, "ai/ENG-2", "main")  # another branch
+
+    def find() -> dict[str, Any] | None:
+        return find_open_pull_request(
+            gh.url, gh.personal_token, "acme", "eng", head="ai/ENG-1", base="main"
+        )
+
+    assert find() is None
+    _pull(gh, 4, "ai/ENG-1", "main")
+    pr = find()
+    assert pr is not None and pr["number"] == 4
+    assert pr["html_url"] == "https://github.com/acme/eng/pull/4"
+    assert pr["head"]["ref"] == "ai/ENG-1" and pr["base"]["ref"] == "main"
+    assert "mergeable" not in pr  # listed as GitHub lists pull requests: pull-request-simple
+    [request] = gh.server.requests_to("GET", "/repos/acme/eng/pulls")[1:]
+    assert request.query == {
+        "head": ["acme:ai/ENG-1"], "base": ["main"], "state": ["open"], "per_page": ["100"]
+    }
+
+
+def test_find_open_pull_request_raises_githubs_refusal(full_github: FakeGitHub) -> None:
+    with pytest.raises(PullRequestError) as err:
+        find_open_pull_request(full_github.url, "ghs_not-a-token", "acme", "eng", head="x", base="main")
+    assert err.value.status == 401 and str(err.value) == "PR creation failed with HTTP 401: Bad credentials"
+
+
+def test_fake_github_lists_pull_requests_as_githubs_description_says(full_github: FakeGitHub) -> None:
+    gh = full_github
+    _pull(gh, 1, "ai/ENG-1", "main", state="closed")
+    _pull(gh, 2, "ai/ENG-2", "main")
+    auth = {"Authorization": f"Bearer {gh.personal_token}"}
+
+    def numbers(**params: str) -> list[int]:
+        resp = requests.get(f"{gh.url}/repos/acme/eng/pulls", params=params, headers=auth, timeout=10)
+        assert resp.status_code == 200, resp.text
+        return [p["number"] for p in resp.json()]
+
+    assert numbers() == [2]  # state defaults to open
+    assert numbers(state="all") == [2, 1]  # newest first
+    assert numbers(state="all", direction="asc") == [1, 2]
+    assert numbers(state="closed", head="acme:ai/ENG-1") == [1]
+    assert numbers(state="all", head="other:ai/ENG-1") == []
+    assert numbers(state="all", base="release") == []
+    assert numbers(state="all", per_page="1", page="2") == [1]
+    bad = requests.get(f"{gh.url}/repos/acme/eng/pulls", params={"state": "merged"}, headers=auth, timeout=10)
+    assert bad.status_code == 422 and bad.json()["message"] == "Validation Failed"
+    # the description rejects that state too: the fake's validator noticed it
+    assert any("state" in v for v in gh.violations)
+    gh.server.violations.clear()
+
+
+def test_fake_github_checks_the_listing_against_the_description_it_was_given() -> None:
+    """The fast subset lacks ``pulls/list``: a session test that lists asks for the full one."""
+    with FakeGitHub() as gh:
+        gh.add_repo("acme", "eng")
+        resp = requests.get(
+            f"{gh.url}/repos/acme/eng/pulls",
+            headers={"Authorization": f"Bearer {gh.personal_token}"},
+            timeout=10,
+        )
+        assert resp.status_code == 200 and resp.json() == []
+        assert gh.violations and "GET /repos/acme/eng/pulls" in gh.violations[0]
 
 
 def test_format_duration() -> None:
