@@ -160,27 +160,33 @@ class LinearProvider(TicketingProvider):
         node = data.get("issue")
         if not isinstance(node, dict):
             raise NotFound(f"Linear issue {key} not found")
+        node = self._with_all_pages(node, "comments", "IssueComments")
         return self._issue(self._with_all_relations(node), with_comments=True)
 
     def _with_all_relations(self, node: dict[str, Any]) -> dict[str, Any]:
-        """``node`` with every one of its inverse relations. A query reads only a page of them,
-        and a relation that blocks the issue may be on any page: the rest are read here, for
-        the few issues that have more."""
-        connection = node.get("inverseRelations")
+        """``node`` with every one of its inverse relations: a relation that blocks the issue
+        may be on any page of them."""
+        return self._with_all_pages(node, "inverseRelations", "IssueInverseRelations")
+
+    def _with_all_pages(self, node: dict[str, Any], field: str, operation: str) -> dict[str, Any]:
+        """``node`` with every node of its connection ``field``. A query reads only a first page
+        (with its ``pageInfo``); the rest are read here with ``operation`` (variables ``id`` and
+        ``after``), for the few issues that have more."""
+        connection = node.get(field)
         info = (connection.get("pageInfo") if isinstance(connection, dict) else None) or {}
         after = info.get("endCursor")
         issue_id = node.get("id") or node.get("identifier")
         if not info.get("hasNextPage") or not after or not issue_id:
             return node
-        relations = _nodes(connection)
+        nodes = _nodes(connection)
         while True:
-            data = self.client.execute("IssueInverseRelations", {"id": issue_id, "after": after})
-            page = (data.get("issue") or {}).get("inverseRelations") or {}
-            relations.extend(_nodes(page))
+            data = self.client.execute(operation, {"id": issue_id, "after": after})
+            page = (data.get("issue") or {}).get(field) or {}
+            nodes.extend(_nodes(page))
             info = page.get("pageInfo") or {}
             cursor = info.get("endCursor")
             if not info.get("hasNextPage") or not cursor or cursor == after:
-                return {**node, "inverseRelations": {"nodes": relations}}
+                return {**node, field: {"nodes": nodes}}
             after = cursor
 
     def _issue(
@@ -219,6 +225,7 @@ class LinearProvider(TicketingProvider):
                     created_at=_parse_time(c.get("createdAt")),
                     id=c.get("id"),
                 )
+                # oldest first, as a conversation reads (and the agent's context shows it)
                 for c in sorted(_nodes(node.get("comments")), key=lambda c: str(c.get("createdAt") or ""))
             )
         return TrackerIssue(

@@ -24,14 +24,22 @@ def _document(name: str, text: str) -> str:
 # issue's labels and relations (about 37 points per issue: 250 issues fit); the single issue read
 # takes longer pages. A blocking relation may be anywhere among an issue's relations (they cannot
 # be filtered by type), so both read the relations' ``pageInfo``, and the rare issue with more
-# relations than the page has the rest read by ``IssueInverseRelations``.
+# relations than the page has the rest read by ``IssueInverseRelations``. Every comment goes into
+# the agent's context (the orchestrator alone posts several per run), so the single issue read
+# takes a first page of comments with its ``pageInfo`` and ``IssueComments`` reads the rest.
 LIST_LABELS = 12
 LIST_RELATIONS = 5
 #: Relations per ``IssueInverseRelations`` page (Linear's largest page).
 RELATIONS_PAGE = 250
+#: Comments read with the issue by ``IssueWithComments``.
+FIRST_COMMENTS = 100
+#: Comments per ``IssueComments`` page (Linear's largest page).
+COMMENTS_PAGE = 250
 
 # What is read of a relation: an inverse relation of type "blocks" is one whose issue blocks ours.
 _RELATION_FIELDS = "type issue { identifier title state { type } }"
+# What is read of a comment.
+_COMMENT_FIELDS = "id body createdAt user { name }"
 
 
 def _issue_fields(name: str, labels: int, relations: int) -> str:
@@ -77,15 +85,32 @@ query TriggeredIssues($first: Int!, $after: String, $label: String!) {
 
 ISSUE_WITH_COMMENTS = _document(
     "IssueWithComments",
-    """
-query IssueWithComments($id: String!) {
-  issue(id: $id) {
+    f"""
+query IssueWithComments($id: String!) {{
+  issue(id: $id) {{
     ...FullIssue
-    comments(first: 100) { nodes { id body createdAt user { name } } }
-  }
-}
+    comments(first: {FIRST_COMMENTS}) {{
+      nodes {{ {_COMMENT_FIELDS} }}
+      pageInfo {{ hasNextPage endCursor }}
+    }}
+  }}
+}}
 """
     + _issue_fields("FullIssue", 100, 50),
+)
+
+ISSUE_COMMENTS = _document(
+    "IssueComments",
+    f"""
+query IssueComments($id: String!, $after: String) {{
+  issue(id: $id) {{
+    comments(first: {COMMENTS_PAGE}, after: $after) {{
+      nodes {{ {_COMMENT_FIELDS} }}
+      pageInfo {{ hasNextPage endCursor }}
+    }}
+  }}
+}}
+""",
 )
 
 ISSUE_INVERSE_RELATIONS = _document(

@@ -10,7 +10,7 @@ from aiimpl_core.testing.contract import TicketingProviderContract, make_context
 from aiimpl_core.types import Stage
 
 from aiimpl_linear.provider import LinearProvider
-from aiimpl_linear.queries import LIST_RELATIONS
+from aiimpl_linear.queries import COMMENTS_PAGE, FIRST_COMMENTS, LIST_RELATIONS
 from aiimpl_linear.testing import FakeLinear
 
 AI = {"AI-Implement", "AI-Planning", "Plan-Complete", "AI-Working", "Ready for Review"}
@@ -133,6 +133,34 @@ def test_get_issue_reads_comments_in_order(fake: FakeLinear, provider: LinearPro
     assert [c.body for c in issue.comments] == ["first", "second **bold**"]
     assert all(c.id and c.created_at for c in issue.comments)
     assert issue.remote_id == fake.issue(key)["id"]
+
+
+def test_get_issue_reads_every_comment_oldest_first(fake: FakeLinear, provider: LinearProvider) -> None:
+    key = fake.add_issue("ENG", "Many runs")["identifier"]
+    count = FIRST_COMMENTS + COMMENTS_PAGE + 30  # the first page, a whole IssueComments page, and more
+    for n in range(count):
+        fake.add_comment(key, f"comment {n}", created_at=f"2024-05-01T10:{n // 60:02d}:{n % 60:02d}.000Z")
+    fake.requests.clear()
+
+    issue = provider.get_issue(key)
+
+    # every comment, the newest included, in the order they were written
+    assert [c.body for c in issue.comments] == [f"comment {n}" for n in range(count)]
+    assert fake.operations() == ["IssueWithComments", "IssueComments", "IssueComments"]
+    assert all(r.variables["id"] == fake.issue(key)["id"] for r in fake.requests[1:])
+    assert max(r.complexity for r in fake.requests) <= 10_000
+
+
+def test_get_issue_with_a_page_of_comments_reads_them_in_one_call(
+    fake: FakeLinear, provider: LinearProvider
+) -> None:
+    key = fake.add_issue("ENG", "One run")["identifier"]
+    for n in range(FIRST_COMMENTS):
+        fake.add_comment(key, f"comment {n}")
+    fake.requests.clear()
+
+    assert len(provider.get_issue(key).comments) == FIRST_COMMENTS
+    assert fake.operations() == ["IssueWithComments"]
 
 
 def test_get_issue_reads_every_relation(fake: FakeLinear, provider: LinearProvider) -> None:

@@ -34,6 +34,7 @@ def test_documents_are_registered() -> None:
         "TriggeredIssues",
         "IssueWithComments",
         "IssueInverseRelations",
+        "IssueComments",
         "IssueLabelsOfIssue",
         "IssueRef",
         "LabelsByName",

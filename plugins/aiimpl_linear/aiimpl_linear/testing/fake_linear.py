@@ -448,6 +448,18 @@ class FakeLinear:
     def state_of(self, identifier: str) -> str:
         return self.store.states[self.issue(identifier)["stateId"]]["name"]
 
+    def add_comment(self, identifier: str, body: str, *, created_at: str | None = None) -> dict[str, Any]:
+        """A person comments on the issue (``created_at``: an ISO time, default now)."""
+        with self.lock:
+            comment = {
+                "id": str(uuid.uuid4()),
+                "issueId": self.issue(identifier)["id"],
+                "body": body,
+                "createdAt": created_at or _now_iso(),
+            }
+            self.store.comments[comment["id"]] = comment
+            return comment
+
     def comments_of(self, identifier: str) -> list[str]:
         issue_id = self.issue(identifier)["id"]
         return [c["body"] for c in self.store.comments.values() if c["issueId"] == issue_id]
@@ -772,8 +784,14 @@ class FakeLinear:
             ),
             "relations": relations("issueId"),
             "inverseRelations": relations("relatedIssueId"),
+            # in creation order, Linear's default (``orderBy: createdAt``); the fake keeps no
+            # separate update time, so ``orderBy: updatedAt`` gives the same order
             "comments": lambda info, **a: self._connection(
-                [self._comment_view(c) for c in self.store.comments.values() if c["issueId"] == issue["id"]],
+                [
+                    self._comment_view(c)
+                    for c in sorted(self.store.comments.values(), key=lambda c: c["createdAt"])
+                    if c["issueId"] == issue["id"]
+                ],
                 a,
             ),
         }
@@ -1032,13 +1050,7 @@ class FakeLinear:
             raise _not_found("Issue")
         if not input.get("body"):
             raise _error("Comment body is required")
-        comment = {
-            "id": str(uuid.uuid4()),
-            "issueId": issue["id"],
-            "body": input["body"],
-            "createdAt": _now_iso(),
-        }
-        self.store.comments[comment["id"]] = comment
+        comment = self.add_comment(issue["identifier"], input["body"])
         return {
             "success": True,
             "lastSyncId": float(next(self._sync)),
