@@ -159,7 +159,7 @@ class TestABackendNotInUse:
 
 
 class TestOnlyAnIdleBackend:
-    """The review's case: Fly not configured, local mode not in use, local Docker unreachable."""
+    """Fly not configured, local mode not in use, local Docker unreachable."""
 
     @pytest.fixture
     def aiimpl_plugins(self, adm_tracker, adm_fly, idle_local) -> list[object]:
