@@ -4,7 +4,9 @@ Items are claimed with a compare-and-set update and a short lease, so two proces
 the same item at once; an item whose sender died is picked up again when its lease runs out. A
 caller that must answer only once its comment is posted (``/api/status``) may queue the item
 already claimed and send it itself right after its commit (:func:`send_claimed`).
-Per issue, items go out in order: when one fails, the later ones wait for it.
+Per issue, items go out in order: when one fails, the later ones wait for it. An item the tracker
+refuses for good (:data:`REFUSED_STATUSES`) is given up on after a few attempts, so it does not hold
+the issue's later items back for the hours a full series of retries takes.
 """
 from __future__ import annotations
 
@@ -28,12 +30,28 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=2)
 MAX_ATTEMPTS = 25
 MAX_BACKOFF = timedelta(hours=1)
+#: HTTP statuses that say the request itself can never succeed: a stage the workflow has no
+#: transition to or a comment rejected as invalid (400, 422), an issue deleted (404, 410). 401/403
+#: are not among them: credentials can be fixed, and the item then goes out.
+REFUSED_STATUSES = frozenset({400, 404, 410, 422})
+#: attempts given to an item so refused before it is marked ``dead`` (rather than MAX_ATTEMPTS,
+#: about 16 hours, during which the issue's later comments wait); the first retries still cover a
+#: tracker that answered wrongly once
+MAX_ATTEMPTS_REFUSED = 3
 
 
 def _backoff(attempts: int, retry_after: float | None) -> timedelta:
     if retry_after is not None:
         return timedelta(seconds=max(1.0, retry_after))
     return min(MAX_BACKOFF, timedelta(seconds=5 * 2 ** min(attempts, 12)))
+
+
+def _refused_for_good(exc: Exception) -> bool:
+    """Whether the tracker refused the request itself (:data:`REFUSED_STATUSES`), so that no retry
+    can succeed."""
+    if not isinstance(exc, ProviderError) or exc.status not in REFUSED_STATUSES:
+        return False
+    return exc.retry_after is None  # one that asked us to wait will take the request later
 
 
 @dataclass
@@ -276,18 +294,25 @@ def _send_and_record(facade, item: Claimed, now: datetime) -> Exception | None: 
         _send(facade, item)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
         retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
+        refused = _refused_for_good(exc)
         with serialized():
             row = db.session.get(OutboxItem, item.id)
             assert row is not None
             row.attempts += 1
             row.last_error = str(exc)[:2000] if isinstance(exc, AiimplError) else type(exc).__name__
-            if row.attempts >= MAX_ATTEMPTS:
+            if row.attempts >= (MAX_ATTEMPTS_REFUSED if refused else MAX_ATTEMPTS):
+                # given up on: a dead item no longer holds back the later items of its issue
                 row.state = "dead"
             else:
                 row.state = "pending"
                 row.next_attempt_at = now + _backoff(row.attempts, retry_after)
-            last_error = row.last_error
-        log.warning("outbox item %s (%s %s) failed: %s", item.id, item.op, item.issue_key, last_error)
+            attempts, dead, last_error = row.attempts, row.state == "dead", row.last_error
+        if dead:
+            why = f" (refused: HTTP {exc.status})" if isinstance(exc, ProviderError) and refused else ""
+            log.warning("outbox item %s (%s %s) given up after %d attempts%s: %s", item.id, item.op,
+                        item.issue_key, attempts, why, last_error)
+        else:
+            log.warning("outbox item %s (%s %s) failed: %s", item.id, item.op, item.issue_key, last_error)
         return exc
     done = {"item_id": item.id, "when": utcnow(), "remote": item.remote_id, "item_issue": item.issue_key}
     cleared = item.op == "stage" and item.stage != Stage.TRIGGERED.value

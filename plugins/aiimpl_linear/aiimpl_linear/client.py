@@ -220,6 +220,12 @@ def _graphql_error(operation: str, errors: list[Any], status: int) -> Exception:
     return ProviderError(
         f"Linear {operation} failed: {message}{suffix}{more}",
         provider=PROVIDER_ID,
-        status=status,
+        # Linear answers a refused key with HTTP 400: reported as what it is, so a caller never
+        # takes it for a request that can never succeed (credentials can be fixed)
+        status=_AUTH_STATUS.get(str(code), status),
         detail=errors,
     )
+
+
+#: GraphQL error codes that mean the credentials, not the request, were refused
+_AUTH_STATUS = {"AUTHENTICATION_ERROR": 401, "UNAUTHENTICATED": 401, "FORBIDDEN": 403}

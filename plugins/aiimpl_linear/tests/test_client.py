@@ -103,6 +103,19 @@ def test_graphql_error_names_the_operation(fake: FakeLinear, client: LinearClien
     assert fake.comments_of(issue["identifier"]) == []
 
 
+@pytest.mark.parametrize(("code", "status"), [("AUTHENTICATION_ERROR", 401), ("FORBIDDEN", 403)])
+def test_refused_credentials_are_not_a_bad_request(
+    fake: FakeLinear, client: LinearClient, code: str, status: int
+) -> None:
+    """Linear answers a refused key with HTTP 400: it is reported as the credentials' refusal, so
+    nothing takes it for a request that can never succeed (the outbox gives those up early)."""
+    issue = fake.add_issue("ENG")
+    fake.fail("CreateComment", "Authentication required", code=code, status=400)
+    with pytest.raises(ProviderError) as err:
+        client.execute("CreateComment", {"issueId": issue["id"], "body": "hello"})
+    assert err.value.status == status and f"[{code}]" in err.value.message
+
+
 def test_mutation_is_not_retried_on_5xx(fake: FakeLinear, client: LinearClient) -> None:
     issue = fake.add_issue("ENG")
     fake.fail("CreateComment", "Bad gateway", status=502)
