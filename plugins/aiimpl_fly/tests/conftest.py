@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 from aiimpl_core.testing.contract import make_context
+from aiimpl_core.testing.fakes import FakeTracker
 
+import aiimpl_fly.plugin
 from aiimpl_fly.backend import FlyMachinesBackend
 from aiimpl_fly.testing import FakeFly
 
@@ -56,3 +58,23 @@ def fly_config(fake_fly: FakeFly) -> dict[str, Any]:
 @pytest.fixture
 def backend(fly_config: dict[str, Any], clock: Clock) -> FlyMachinesBackend:
     return FlyMachinesBackend(make_context(fly_config, clock=clock))
+
+
+# -- inside the orchestrator (the app fixture): a tracker and the fake Fly on real time ----------
+
+
+@pytest.fixture
+def tracker() -> FakeTracker:
+    return FakeTracker()
+
+
+@pytest.fixture
+def app_fly() -> Iterator[FakeFly]:
+    with FakeFly(token=TOKEN, app=APP) as fly:  # real time: the orchestrator's clock
+        yield fly
+        fly.server.assert_clean()
+
+
+@pytest.fixture
+def aiimpl_plugins(tracker: FakeTracker) -> list[object]:
+    return [tracker.plugin, aiimpl_fly.plugin]

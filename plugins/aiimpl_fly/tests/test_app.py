@@ -4,7 +4,6 @@ machine past its lifetime ends its job ``timed_out`` / ``machine_timeout`` throu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +14,6 @@ from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.services.reconcile import reconcile
 from aiimpl_core.testing.fakes import FakeTracker
 
-import aiimpl_fly.plugin
 from aiimpl_fly.testing import FakeFly
 
 from .conftest import APP, TOKEN
@@ -23,23 +21,6 @@ from .conftest import APP, TOKEN
 TEAM_SECRET = "team-secret-5c1d9e"
 GLOBAL_SECRET = "global-secret-a0b4f7"
 OTHER_TEAM_SECRET = "ops-secret-2e6f"
-
-
-@pytest.fixture
-def tracker() -> FakeTracker:
-    return FakeTracker()
-
-
-@pytest.fixture
-def app_fly() -> Iterator[FakeFly]:
-    with FakeFly(token=TOKEN, app=APP) as fly:  # real time: the orchestrator's clock
-        yield fly
-        fly.server.assert_clean()
-
-
-@pytest.fixture
-def aiimpl_plugins(tracker: FakeTracker) -> list[object]:
-    return [tracker.plugin, aiimpl_fly.plugin]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ which holds the session's secrets, is destroyed in the end.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -23,7 +23,6 @@ from aiimpl_core.testing.contract import sample_dispatch_request, sample_mapping
 from aiimpl_core.testing.fakes import FakeTracker
 from aiimpl_core.types import InFlightRun, LogLabel, RunPhase, RunState, TimeoutReason
 
-import aiimpl_fly.plugin
 from aiimpl_fly.backend import FlyMachinesBackend
 from aiimpl_fly.client import FlyClient
 from aiimpl_fly.testing import FakeFly
@@ -142,23 +141,6 @@ def test_a_dispatch_error_keeps_flys_retry_after(
 
 
 # -- inside the orchestrator ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def tracker() -> FakeTracker:
-    return FakeTracker()
-
-
-@pytest.fixture
-def app_fly() -> Iterator[FakeFly]:
-    with FakeFly(token=TOKEN, app=APP) as fly:  # real time: the orchestrator's clock
-        yield fly
-        fly.server.assert_clean()
-
-
-@pytest.fixture
-def aiimpl_plugins(tracker: FakeTracker) -> list[object]:
-    return [tracker.plugin, aiimpl_fly.plugin]
 
 
 @pytest.fixture

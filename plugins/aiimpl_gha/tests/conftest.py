@@ -10,7 +10,9 @@ import pytest
 from aiimpl_core.github.app_auth import TOKENS
 from aiimpl_core.testing.contract import make_context
 from aiimpl_core.testing.fake_github import FakeGitHub
+from aiimpl_core.testing.fakes import FakeTracker
 
+import aiimpl_gha.plugin
 from aiimpl_gha.backend import GitHubActionsBackend
 
 
@@ -41,3 +43,16 @@ def github_config(gh: FakeGitHub) -> dict[str, Any]:
 @pytest.fixture
 def backend(gh: FakeGitHub) -> GitHubActionsBackend:
     return GitHubActionsBackend(make_context(github_config(gh)))
+
+
+# -- inside the orchestrator (the app fixture) ------------------------------------------------
+
+
+@pytest.fixture
+def tracker() -> FakeTracker:
+    return FakeTracker()
+
+
+@pytest.fixture
+def aiimpl_plugins(tracker: FakeTracker) -> list[object]:
+    return [tracker.plugin, aiimpl_gha.plugin]

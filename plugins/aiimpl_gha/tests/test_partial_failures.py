@@ -23,19 +23,7 @@ from aiimpl_core.services.reconcile import reconcile
 from aiimpl_core.testing.fake_github import FakeGitHub
 from aiimpl_core.testing.fakes import FakeTracker
 
-import aiimpl_gha.plugin
-
 from .conftest import github_config
-
-
-@pytest.fixture
-def tracker() -> FakeTracker:
-    return FakeTracker()
-
-
-@pytest.fixture
-def aiimpl_plugins(tracker: FakeTracker) -> list[object]:
-    return [tracker.plugin, aiimpl_gha.plugin]
 
 
 @pytest.fixture
