@@ -26,7 +26,7 @@ from ..extensions import db
 from ..orm import ConsumedToken, Job, JobStep, Mapping, OutboxItem, TrackedIssue, utcnow
 from ..types import JobStatus, LogLabel, Phase
 from . import comments as comments_mod
-from . import outbox, redaction
+from . import outbox, reconcile, redaction
 from .jobs import enqueue_comment, transition
 from .outcomes import Outcome, end_job
 
@@ -159,10 +159,12 @@ TIMEOUT_LABELS = (LogLabel.MACHINE_TIMEOUT, LogLabel.CONTAINER_TIMEOUT)
 
 
 def _timeout_of(job: Job) -> LogLabel:
-    """The lifetime timeout of the job's runner: a local container's, else a machine's."""
+    """The lifetime timeout of the job's runner (:func:`~.reconcile.lifetime_reason`); a machine's
+    when its backend is no longer installed."""
     facade = current_app.extensions["aiimpl"]
-    local = job.backend in facade.ids("runner") and facade.runner(job.backend).runner_mode == "local"
-    return LogLabel.CONTAINER_TIMEOUT if local else LogLabel.MACHINE_TIMEOUT
+    if job.backend not in facade.ids("runner"):
+        return LogLabel.MACHINE_TIMEOUT
+    return LogLabel(reconcile.lifetime_reason(facade.runner(job.backend)).value)
 
 
 def record_result(claims: RunClaims, data: dict[str, Any]) -> dict[str, Any]:

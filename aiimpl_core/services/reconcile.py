@@ -115,7 +115,7 @@ class _Limits:
     lifetime_reason: TimeoutReason  # how a run past its lifetime ends on this backend
 
 
-def _lifetime_reason(backend: Any) -> TimeoutReason:
+def lifetime_reason(backend: Any) -> TimeoutReason:
     """The reference's reason for a session past its lifetime: a local container's, or a machine's."""
     if backend.runner_mode == "local":
         return TimeoutReason.CONTAINER_TIMEOUT
@@ -237,7 +237,7 @@ def reconcile(
         if not runs:
             continue
         backend = facade.runner(backend_id)
-        limits = _Limits(window, timedelta(seconds=lifetime), _lifetime_reason(backend))
+        limits = _Limits(window, timedelta(seconds=lifetime), lifetime_reason(backend))
         try:
             states = list(backend.poll_runs(runs))
         except Exception as exc:  # noqa: BLE001 - one backend's failure must not stop the others
@@ -349,7 +349,7 @@ def _stop_overrun(job: Job, run: InFlightRun, backend: Any, report: ReconcileRep
         backend.cancel(run)
     except Exception:  # noqa: BLE001 - best effort; the job ends either way
         log.warning("cancelling the overrunning run of job %s failed", job.id, exc_info=True)
-    reason = _lifetime_reason(backend)
+    reason = lifetime_reason(backend)
     with serialized():
         db.session.refresh(job)
         _end(job, Outcome(JobStatus.TIMED_OUT, timeout_reason=reason.value), report)
