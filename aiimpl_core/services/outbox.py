@@ -20,7 +20,7 @@ from flask import current_app
 from sqlalchemy import Boolean, Row, bindparam, case, literal, literal_column, or_, select, true, update
 
 from ..database import dialect_name, one_of, per_dialect, serialized, upsert
-from ..errors import AiimplError, ProviderError
+from ..errors import AiimplError, NotFound, ProviderError
 from ..extensions import db
 from ..orm import OutboxItem, TrackedIssue, utcnow
 from ..types import Stage
@@ -47,8 +47,14 @@ def _backoff(attempts: int, retry_after: float | None) -> timedelta:
 
 
 def _refused_for_good(exc: Exception) -> bool:
-    """Whether the tracker refused the request itself (:data:`REFUSED_STATUSES`), so that no retry
-    can succeed."""
+    """Whether the tracker refused the request itself (:data:`REFUSED_STATUSES`), or a plugin
+    reported the issue (or what the write names) as not found, so that no retry can succeed.
+
+    :class:`~aiimpl_core.errors.NotFound` covers trackers that answer a missing entity without an
+    HTTP error status (Linear's GraphQL answers ``Entity not found`` with HTTP 200).
+    """
+    if isinstance(exc, NotFound):
+        return True
     if not isinstance(exc, ProviderError) or exc.status not in REFUSED_STATUSES:
         return False
     return exc.retry_after is None  # one that asked us to wait will take the request later
@@ -308,7 +314,11 @@ def _send_and_record(facade, item: Claimed, now: datetime) -> Exception | None: 
                 row.next_attempt_at = now + _backoff(row.attempts, retry_after)
             attempts, dead, last_error = row.attempts, row.state == "dead", row.last_error
         if dead:
-            why = f" (refused: HTTP {exc.status})" if isinstance(exc, ProviderError) and refused else ""
+            why = ""
+            if isinstance(exc, NotFound):
+                why = " (refused: not found)"
+            elif refused:
+                why = f" (refused: HTTP {exc.status})"
             log.warning("outbox item %s (%s %s) given up after %d attempts%s: %s", item.id, item.op,
                         item.issue_key, attempts, why, last_error)
         else:

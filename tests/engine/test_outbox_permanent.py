@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from aiimpl_core.errors import ProviderError
+from aiimpl_core.errors import NotFound, ProviderError
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import OutboxItem, utcnow
 from aiimpl_core.services import outbox
@@ -87,3 +87,18 @@ def test_any_other_failure_keeps_being_retried(app, tracker, monkeypatch, error)
     refused, waiting = outbox_of("ENG-1")
     assert (refused.state, refused.attempts) == ("pending", outbox.MAX_ATTEMPTS_REFUSED + 3)
     assert waiting.state == "pending" and tracker.comments["ENG-1"] == []  # still in order
+
+
+def test_a_write_whose_issue_is_not_found_is_given_up_like_a_refused_one(app, tracker, monkeypatch, caplog):
+    # Linear answers a deleted issue with HTTP 200 and "Entity not found": its plugin raises NotFound
+    _refuse(monkeypatch, tracker, NotFound("Linear CreateComment: Entity not found: Issue"))
+    _queue(REFUSED, NEXT)
+    with caplog.at_level(logging.WARNING, logger=outbox.__name__):
+        _deliver_hourly(outbox.MAX_ATTEMPTS_REFUSED)
+    refused, _ = outbox_of("ENG-1")
+    assert (refused.state, refused.attempts) == ("dead", outbox.MAX_ATTEMPTS_REFUSED)
+    [given_up] = [r for r in caplog.records if "given up" in r.getMessage()]
+    assert "(refused: not found)" in given_up.getMessage()
+    outbox.deliver(issue_keys=["ENG-1"], now=utcnow() + timedelta(hours=10))
+    assert tracker.comments["ENG-1"] == [NEXT]
+    assert [i.state for i in outbox_of("ENG-1")] == ["dead", "done"]

@@ -487,3 +487,9 @@ def test_bad_page_size_is_a_config_error(fake: FakeLinear) -> None:
     provider = LinearProvider(make_context({**fake.config(), "AIIMPL_LINEAR_PAGE_SIZE": "500"}))
     with pytest.raises(ProviderConfigError, match="AIIMPL_LINEAR_PAGE_SIZE must be between 1 and 250"):
         list(provider.iter_triggered(["ENG"]))
+
+
+def test_post_comment_on_a_deleted_issue_is_not_found(fake: FakeLinear, provider: LinearProvider) -> None:
+    # Linear answers HTTP 200 with "Entity not found": the outbox gives such a write up early
+    with pytest.raises(NotFound):
+        provider.post_comment("ENG-999", "a comment for a deleted issue")
