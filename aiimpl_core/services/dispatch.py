@@ -7,6 +7,8 @@ jobs; then runs the reconciler and delivers the outbox.
 **Once per trigger.** An issue is eligible when the listing shows its trigger, its
 ``TrackedIssue.trigger_consumed`` is not set, and the listing was read after
 ``trigger_cleared_at`` (a listing read before our own stage change reached the tracker is stale).
+A search may lag behind the tracker's writes even then: an issue whose trigger we cleared before
+is read again (``get_issue``) before it is dispatched once more.
 The claim re-checks all of this in one serialized transaction (``BEGIN IMMEDIATE`` on SQLite; the
 team's and the global advisory locks on PostgreSQL), creates the job, sets ``trigger_consumed``
 and the stage, and commits; only then is the backend called. The partial unique index
@@ -547,6 +549,7 @@ def consider(
     launch_now: bool = True,
     snapshot: _Snapshot | None = None,
     held: list[tuple[TrackerIssue, blockers.Blocked]] | None = None,
+    listed: bool = False,
 ) -> Job | None:
     """Check one triggered issue and, when nothing holds it, claim and launch its job.
 
@@ -561,15 +564,27 @@ def consider(
         crash between the claim and the backend call).
     :param held: when given, blockers of the first check are appended here for the caller to
         record in one go (:func:`hold_all`); else they are recorded at once.
+    :param listed: the issue comes from a listing (a search), which may lag behind the tracker:
+        an issue whose trigger we cleared before is read again (``get_issue``) before its claim.
     :returns: the created job, or ``None`` when the issue was not dispatched.
     """
     now = now or utcnow()
     key = issue.key
-    first = _verdict(issue, snapshot or _Live(), fetched_at=fetched_at, now=now, force=force)
+    reads = snapshot or _Live()
+    first = _verdict(issue, reads, fetched_at=fetched_at, now=now, force=force)
     if snapshot is None:
         # end the live read. (A snapshot check reads nothing: committing after each of a page's
         # issues would only expire every row the session holds, a large cost on a busy install.)
         db.session.commit()
+    if listed and isinstance(first, _Go) and _ran_before(reads.trigger(key)):
+        fetched_at = utcnow()
+        issue = _read_again(issue)
+        if issue is None:
+            report.skipped[key] = TRIGGER_GONE_ON_READ
+            return None
+        first = _verdict(issue, reads, fetched_at=fetched_at, now=now, force=force)
+        if snapshot is None:
+            db.session.commit()
     if isinstance(first, str):
         report.skipped[key] = first
         return None
@@ -659,6 +674,32 @@ def consider(
         if snapshot is not None and JobStatus(entry.status) not in ACTIVE_STATUSES:
             snapshot.counts.remove(key, issue.team_key, entry.backend)  # its launch ended it
     return job
+
+
+#: skip reason of a listed issue that, read again, no longer shows its trigger
+TRIGGER_GONE_ON_READ = "trigger gone when read again (the listing lagged behind the tracker)"
+
+
+def _ran_before(state: _TriggerState | None) -> bool:
+    """Whether we cleared this issue's trigger before (a job of it ended, or ran and moved it on).
+
+    A tracker's search may lag behind its writes (Jira's index does, for seconds or longer): a
+    listing read after our last stage change can still show the trigger that change removed. Such
+    an issue is read again before it is dispatched once more; a first dispatch needs no read.
+    """
+    return state is not None and state.cleared_at is not None
+
+
+def _read_again(issue: TrackerIssue) -> TrackerIssue | None:
+    """The issue as the tracker has it now (``get_issue``), when it still shows the trigger."""
+    try:
+        fresh = _tracker(issue.provider).get_issue(issue.key)
+    except NotFound:
+        return None
+    if not fresh.triggered:
+        log.info("%s: the listing showed a trigger the issue no longer has (the search lagged)", issue.key)
+        return None
+    return fresh
 
 
 def _prepare(job: Job, mapping: MappingRow) -> Prepared | None:
@@ -765,7 +806,8 @@ def _handle_page(
     held: list[tuple[TrackerIssue, blockers.Blocked]] = []
     for issue in wanted:
         try:
-            consider(issue, fetched_at=fetched_at, report=report, now=now, snapshot=snapshot, held=held)
+            consider(issue, fetched_at=fetched_at, report=report, now=now, snapshot=snapshot, held=held,
+                     listed=True)
         except Exception as exc:  # noqa: BLE001 - reported; the next cycle tries again
             db.session.rollback()
             if not isinstance(exc, AiimplError):

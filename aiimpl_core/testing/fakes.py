@@ -13,7 +13,7 @@ import itertools
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from .. import hookimpl
@@ -76,6 +76,9 @@ class FakeTracker:
         self.comments: dict[str, list[str]] = defaultdict(list)
         self.calls: list[tuple[str, Any]] = []
         self.fail: dict[str, Exception] = {}  # operation name -> error raised until removed
+        #: issues the listing shows as they were when :meth:`lag_listing` froze them (a search
+        #: index that lags behind the tracker's writes, as Jira's does)
+        self.indexed: dict[str, FakeIssue] = {}
         self.lock = threading.Lock()
         self.plugin = self._make_plugin()
 
@@ -86,6 +89,16 @@ class FakeTracker:
 
     def trigger(self, key: str) -> None:
         self.issues[key].labels.add(TRIGGER_LABEL)
+
+    def lag_listing(self, key: str) -> None:
+        """From now on ``iter_triggered`` shows the issue as it is now, until :meth:`catch_up`."""
+        issue = self.issues[key]
+        self.indexed[key] = replace(issue, labels=set(issue.labels),
+                                    blocked_by=list(issue.blocked_by))
+
+    def catch_up(self) -> None:
+        """The listing shows every issue as it is again."""
+        self.indexed.clear()
 
     def stage_labels(self, key: str) -> set[str]:
         return self.issues[key].labels & AI_LABELS
@@ -113,7 +126,9 @@ class FakeTracker:
             stage=stage,
             triggered=TRIGGER_LABEL in issue.labels and not issue.done,
             blocked_by=tuple(issue.blocked_by),
-            comments=tuple(Comment(body=b, id=str(i)) for i, b in enumerate(self.comments[issue.key])) if full else (),
+            comments=tuple(
+                Comment(body=b, id=str(i)) for i, b in enumerate(self.comments[issue.key] if full else ())
+            ),
         )
 
     def _make_plugin(self) -> object:
@@ -125,7 +140,8 @@ class FakeTracker:
 
             def iter_triggered(self, teams: Sequence[str]) -> Iterator[TriggeredPage]:
                 state._check("iter_triggered", tuple(teams))
-                triggered = [i for i in state.issues.values() if TRIGGER_LABEL in i.labels and not i.done]
+                listed = [state.indexed.get(key, issue) for key, issue in state.issues.items()]
+                triggered = [i for i in listed if TRIGGER_LABEL in i.labels and not i.done]
                 if not triggered:
                     yield TriggeredPage((), complete=True)
                     return

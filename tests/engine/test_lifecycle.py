@@ -603,3 +603,37 @@ def test_one_jobs_trouble_in_a_reconcile_pass_leaves_the_others_applied(
     assert report.reconciled["endings"] == {str(troubled): "failed"}
     assert jobs_of("ENG-2")[0].status == "failed"
     assert len(tracker.comments["ENG-2"]) == len(tracker.comments["ENG-1"])  # its comments once
+
+
+def test_a_lagging_listing_does_not_dispatch_an_ended_job_again(app, tracker, runner, add_mapping):
+    """A tracker's search may still show a trigger our last stage change removed (Jira's index
+    lags): an issue that ran before is read again before it is dispatched once more."""
+    from aiimpl_core.services.dispatch import TRIGGER_GONE_ON_READ
+    from aiimpl_core.testing.fakes import dispatch_refused
+
+    runner.dispatch_error = dispatch_refused(422)
+    add_mapping("ENG")
+    tracker.add("ENG-15")
+    tracker.lag_listing("ENG-15")  # the search goes on showing the issue as triggered
+    run_cycle()
+    [failed] = jobs_of("ENG-15")
+    assert failed.status == "failed" and not tracker.issues["ENG-15"].labels  # the trigger is gone
+
+    tracker.calls.clear()
+    report = run_cycle()
+    assert len(jobs_of("ENG-15")) == 1 and report.skipped["ENG-15"] == TRIGGER_GONE_ON_READ
+    assert ("get_issue", "ENG-15") in tracker.calls
+
+    runner.dispatch_error = None
+    tracker.trigger("ENG-15")  # a person triggers it again: the read confirms it
+    report = run_cycle()
+    assert [j.status for j in jobs_of("ENG-15")] == ["failed", "dispatched"]
+    assert [d.issue_key for d in report.dispatched] == ["ENG-15"]
+
+
+def test_a_first_dispatch_reads_nothing_more_than_the_listing(app, tracker, runner, add_mapping):
+    add_mapping("ENG")
+    tracker.add("ENG-16")
+    run_cycle()
+    assert len(jobs_of("ENG-16")) == 1
+    assert [op for op, _ in tracker.calls if op == "get_issue"] == []
