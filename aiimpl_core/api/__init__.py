@@ -22,6 +22,7 @@ BLUEPRINT_MODULES = (
     "admin_mappings",
     "admin_runner_mode",
     "admin_sessions",
+    "admin_outbox",
     "admin_secrets",
     "openapi",
 )

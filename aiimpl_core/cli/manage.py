@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import click
 from flask import current_app
@@ -361,3 +361,60 @@ def sessions_destroy(session_id: str, as_json: bool) -> None:
     """Destroy a session."""
     body = ApiCall()("DELETE", f"/api/sessions/{quote(session_id, safe='')}")
     echo_json(body) if as_json else click.echo(f"Session {session_id} destroyed.")
+
+
+# -- outbox ------------------------------------------------------------------------------------------
+
+@cli.group("outbox")
+def outbox() -> None:
+    """Tracker writes (comments, stage changes) in the outbox; re-queue the ones given up on."""
+
+
+OUTBOX_COLUMNS = [("id", "ITEM"), ("issueKey", "ISSUE"), ("write", "WRITE"), ("state", "STATE"),
+                  ("attempts", "ATTEMPTS"), ("createdAt", "CREATED"), ("lastError", "LAST ERROR")]
+#: a longer last error is cut in the table (``--json`` prints it whole)
+ERROR_WIDTH = 60
+
+
+def _outbox_row(item: dict[str, Any]) -> dict[str, Any]:
+    write = item.get("op") or ""
+    if item.get("stage") or item.get("kind"):
+        write += f" {item.get('stage') or item.get('kind')}"
+    error = " ".join(str(item.get("lastError") or "").split())
+    if len(error) > ERROR_WIDTH:
+        error = error[: ERROR_WIDTH - 1] + "…"
+    return {**item, "write": write, "lastError": error}
+
+
+@outbox.command("list")
+@click.option("--state", default="dead", show_default=True, help="dead, pending, sending or done.")
+@click.option("--issue", help="Only this issue's items.")
+@click.option("--limit", type=int, help="At most this many, newest first (1-500, default 100).")
+@json_option
+@with_appcontext
+def outbox_list(state: str, issue: str | None, limit: int | None, as_json: bool) -> None:
+    """List outbox items, newest first (by default the dead ones, given up on)."""
+    params = {"state": state, "issueKey": issue, "limit": limit}
+    body = ApiCall()("GET", "/api/outbox?" + urlencode({k: v for k, v in params.items() if v is not None}))
+    if as_json:
+        echo_json(body)
+        return
+    _table([_outbox_row(i) for i in _as_list(body, "items")], OUTBOX_COLUMNS)
+    counts = body.get("counts") if isinstance(body, dict) else None
+    if isinstance(counts, dict):  # the API's states first (a JSON object's keys come sorted)
+        from ..schemas.admin import OUTBOX_STATES
+
+        order = {name: n for n, name in enumerate(OUTBOX_STATES)}
+        names = sorted(counts, key=lambda name: (order.get(name, len(order)), name))
+        click.echo("counts: " + ", ".join(f"{name} {counts[name]}" for name in names))
+
+
+@outbox.command("retry")
+@click.argument("item_id")
+@json_option
+@with_appcontext
+def outbox_retry(item_id: str, as_json: bool) -> None:
+    """Re-queue a dead outbox item: the next delivery (poll cycle) sends it."""
+    body = ApiCall()("POST", f"/api/outbox/{quote(item_id, safe='')}/retry")
+    echo_json(body) if as_json else click.echo(
+        f"Outbox item {item_id} re-queued; the next poll cycle sends it.")

@@ -212,6 +212,83 @@ class BlockerSchema(Schema):
     lastSeenAt = fields.String()
 
 
+# -- outbox -------------------------------------------------------------------------------------------
+
+#: the states ``GET /api/outbox`` filters on (a shadow job's writes, state ``shadow``, are counted only)
+OUTBOX_STATES = ("dead", "pending", "sending", "done")
+#: longest ``bodyPreview`` of an outbox item (a comment's body may be long)
+OUTBOX_PREVIEW_CHARS = 200
+
+
+def _no_nul(value: str) -> None:
+    # PostgreSQL text cannot hold NUL: refused here, before it reaches a query
+    if "\x00" in value:
+        raise ValidationError("NUL is not allowed")
+
+
+class OutboxQuerySchema(_Lenient):
+    """Filters of ``GET /api/outbox``."""
+
+    state = StrictString(
+        validate=validate.OneOf(OUTBOX_STATES),
+        load_default="dead",
+        metadata={"description": "only items in this state (default dead)"},
+    )
+    issueKey = StrictString(
+        validate=[validate.Length(min=1, max=64), _no_nul],
+        metadata={"description": "only this issue's items"},
+    )
+    limit = fields.Integer(
+        validate=validate.Range(min=1, max=500),
+        load_default=100,
+        metadata={"description": "at most this many, newest first (1-500, default 100)"},
+    )
+
+
+OUTBOX_QUERY_RULES = (
+    ("state", "state must be one of: " + ", ".join(OUTBOX_STATES)),
+    ("issueKey", "issueKey must be 1 to 64 characters"),
+    ("limit", "limit must be an integer between 1 and 500"),
+)
+
+
+class OutboxItemSchema(Schema):
+    """A queued tracker write (its body only as a preview)."""
+
+    id = fields.Integer()
+    issueKey = fields.String()
+    jobId = fields.Integer(allow_none=True)
+    provider = fields.String(metadata={"description": "the ticketing provider id"})
+    op = fields.String(metadata={"description": "comment, stage or done"})
+    kind = fields.String(
+        allow_none=True, metadata={"description": "what the comment reports (outcome, plan, …)"}
+    )
+    stage = fields.String(allow_none=True, metadata={"description": "the stage a `stage` write sets"})
+    state = fields.String(metadata={"description": "pending, sending, done, dead or shadow"})
+    attempts = fields.Integer()
+    lastError = fields.String(allow_none=True, metadata={"description": "the last failure's message"})
+    bodyPreview = fields.String(
+        allow_none=True,
+        metadata={"description": f"the comment's first characters (at most {OUTBOX_PREVIEW_CHARS})"},
+    )
+    createdAt = fields.String(allow_none=True)
+    nextAttemptAt = fields.String(allow_none=True)
+    doneAt = fields.String(allow_none=True)
+
+
+class OutboxListSchema(Schema):
+    """Outbox items, newest first, and how many items are in each state."""
+
+    items = fields.List(fields.Nested(OutboxItemSchema))
+    counts = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(),
+        metadata={
+            "description": "items per state (of the issue, when `issueKey` is given), whatever `state` says"
+        },
+    )
+
+
 # -- mappings ----------------------------------------------------------------------------------------
 
 
@@ -336,6 +413,9 @@ class SecretSchema(Schema):
 __all__ = [name for name in dir() if name.endswith("Schema")] + [
     "INVALID_BODY_MESSAGE",
     "JOBS_QUERY_RULES",
+    "OUTBOX_PREVIEW_CHARS",
+    "OUTBOX_QUERY_RULES",
+    "OUTBOX_STATES",
     "load_ordered",
     "RUNNER_MODE_ENV_SET",
     "RUNNER_MODE_INVALID",

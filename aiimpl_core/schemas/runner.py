@@ -325,7 +325,12 @@ class ContextIssueSchema(Schema):
     title = fields.String()
     description = fields.String()
     url = fields.String(allow_none=True)
-    comments = fields.List(fields.Nested(ContextCommentSchema))
+    comments = fields.List(
+        fields.Nested(ContextCommentSchema),
+        metadata={"description": "the newest comments, oldest first: at most 100 and 100,000 characters "
+                                 "in all, each cut to 32,767 characters"},
+    )
+    commentsOmitted = fields.Integer(metadata={"description": "older comments left out of `comments`"})
 
 
 class ContextRepositorySchema(Schema):

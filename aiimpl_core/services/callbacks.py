@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +25,7 @@ from ..database import per_dialect, serialized, upsert
 from ..errors import AiimplError
 from ..extensions import db
 from ..orm import ConsumedToken, Job, JobStep, Mapping, OutboxItem, TrackedIssue, utcnow
-from ..types import JobStatus, LogLabel, Phase
+from ..types import Comment, JobStatus, LogLabel, Phase
 from . import comments as comments_mod
 from . import outbox, reconcile, redaction
 from .jobs import enqueue_comment, transition
@@ -421,6 +422,33 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+#: the newest comments the planning context carries, at most, and their characters in all: an
+#: issue with years of discussion must not make a prompt no agent can take
+CONTEXT_MAX_COMMENTS = 100
+CONTEXT_MAX_COMMENT_CHARS = 100_000
+#: a longer comment is cut to this many characters (Jira Cloud's own limit on a comment body)
+CONTEXT_MAX_COMMENT_LENGTH = 32_767
+TRUNCATED = "\n\n… (cut: the comment is longer)"
+
+
+def context_comments(comments: Sequence[Comment]) -> tuple[list[dict[str, Any]], int]:
+    """The newest comments within :data:`CONTEXT_MAX_COMMENTS` and :data:`CONTEXT_MAX_COMMENT_CHARS`,
+    oldest first, each cut to :data:`CONTEXT_MAX_COMMENT_LENGTH`; and how many older ones were left out.
+    """
+    kept: list[dict[str, Any]] = []
+    budget = CONTEXT_MAX_COMMENT_CHARS
+    for c in reversed(comments):
+        body = c.body or ""
+        if len(body) > CONTEXT_MAX_COMMENT_LENGTH:
+            body = body[: CONTEXT_MAX_COMMENT_LENGTH - len(TRUNCATED)] + TRUNCATED
+        if len(kept) >= CONTEXT_MAX_COMMENTS or (kept and len(body) > budget):
+            break
+        budget -= len(body)
+        kept.append({"body": body, "author": c.author, "createdAt": _iso(c.created_at)})
+    kept.reverse()
+    return kept, len(comments) - len(kept)
+
+
 def planning_context(job_id: int) -> dict[str, Any]:
     """Everything the session needs to plan or implement: the issue (live from the tracker, or
     what the orchestrator knows when the tracker fails), the repository and branches, the plan."""
@@ -438,10 +466,10 @@ def planning_context(job_id: int) -> dict[str, Any]:
             "title": live.title,
             "description": live.description or "",
             "url": live.url,
-            "comments": [
-                {"body": c.body, "author": c.author, "createdAt": _iso(c.created_at)} for c in live.comments
-            ],
+            "comments": [],
         }
+        issue["comments"], omitted = context_comments(live.comments)
+        issue["commentsOmitted"] = omitted
         source = "tracker"
     except Exception as exc:  # noqa: BLE001 - any tracker failure falls back to what we know
         tracker_error = (
@@ -454,6 +482,7 @@ def planning_context(job_id: int) -> dict[str, Any]:
             "description": "",
             "url": tracked.url if tracked else None,
             "comments": [],
+            "commentsOmitted": 0,
         }
         source = "cache"
     phase = Phase(job.phase)

@@ -18,8 +18,11 @@ def _issue_block(ctx: dict[str, Any]) -> str:
     comments = [
         c for c in issue.get("comments") or [] if isinstance(c, dict) and (c.get("body") or "").strip()
     ]
+    omitted = issue.get("commentsOmitted")
     if comments:
         lines += ["", "## Comments", ""]
+        if isinstance(omitted, int) and omitted > 0:
+            lines += [f"({omitted} older comments are left out; the newest follow.)", ""]
         for c in comments:
             who = c.get("author") or "someone"
             lines += [f"### {who}", "", c["body"].strip(), ""]

@@ -325,6 +325,37 @@ class FakeRunner:
         return Plugin()
 
 
+_outbox_keys = itertools.count(1)
+
+
+def queue_outbox_item(issue_key: str = "ENG-1", *, op: str = "comment", state: str = "pending",
+                      **values: Any) -> int:
+    """Put a tracker write in the outbox of the current app's database, committed; its id.
+
+    A comment gets a body and the kind ``outcome``; a ``dead`` item gets the attempts and the error
+    of a comment the tracker refused. ``values`` sets any other column, or overrides these.
+    """
+    from ..extensions import db
+    from ..orm import OutboxItem, utcnow
+
+    now, dead = utcnow(), state == "dead"
+    row = OutboxItem(**{
+        "dedupe_key": f"test:{issue_key}:{next(_outbox_keys)}",
+        "op": op, "provider": "fake-tracker", "issue_key": issue_key, "state": state,
+        "kind": "outcome" if op == "comment" else None,
+        "body": "A comment." if op == "comment" else None,
+        "attempts": 3 if dead else 0,
+        "last_error": "fake-tracker: POST /comments failed with HTTP 422: comment rejected" if dead else None,
+        "next_attempt_at": now, "created_at": now,
+        **values,
+    })
+    db.session.add(row)
+    db.session.flush()
+    item_id = row.id
+    db.session.commit()  # (reading the id after it would begin a transaction, and with it a snapshot)
+    return item_id
+
+
 def fail_with(status: int, message: str = "fake failure", retry_after: float | None = None) -> ProviderError:
     """An error like the HTTP helper raises for a remote failure."""
     return ProviderError(message, status=status, retry_after=retry_after)

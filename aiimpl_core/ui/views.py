@@ -2,7 +2,7 @@
 
 The pages hold no data of their own: ``static/app.js`` signs in with ``POST /api/auth``, keeps the
 session token in the browser's session storage, and reads and writes through the ``/api/*``
-endpoints, refreshing the panels that change by themselves (jobs, issues, blockers, sessions).
+endpoints, refreshing the panels that change by themselves (jobs, issues, blockers, outbox, sessions).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ PANELS = (
     ("issues", "Issues"),
     ("blockers", "Blockers"),
     ("jobs", "Dispatch log"),
+    ("outbox", "Outbox"),
     ("sessions", "Sessions"),
     ("secrets", "Secrets"),
     ("runner-mode", "Runner mode"),

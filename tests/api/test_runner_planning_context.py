@@ -68,6 +68,7 @@ def test_planning_context_for_planning(client, cb_job, cb_token, cb_tracker):
             "description": "We need /healthz.",
             "url": "https://tracker.test/ENG-1",
             "comments": [{"body": "Please keep it small.", "author": None, "createdAt": None}],
+            "commentsOmitted": 0,
         },
         "issueSource": "tracker",
         "trackerError": None,
@@ -77,6 +78,27 @@ def test_planning_context_for_planning(client, cb_job, cb_token, cb_tracker):
         "plan": None,
         "prNumber": None,
     }
+
+
+def test_planning_context_carries_the_newest_comments_within_its_bounds(client, cb_job, cb_token, cb_tracker):
+    from aiimpl_core.services import callbacks
+
+    count = callbacks.CONTEXT_MAX_COMMENTS + 30
+    cb_tracker.comments["ENG-1"].extend(f"comment {n}" for n in range(count))
+    job_id, _ = cb_job(phase="planning")
+    issue = _get(client, cb_token(job_id, "planning", tokens.AUD_PLANNING_CONTEXT)).get_json()["issue"]
+    assert [c["body"] for c in issue["comments"]] == [f"comment {n}" for n in range(30, count)]
+    assert issue["commentsOmitted"] == 30
+
+    # long ones: each cut to a tracker comment's size, and no more characters than the budget in all
+    cb_tracker.comments["ENG-1"][:] = ["the oldest", "x" * 50_000, *["y" * 30_000] * 3]
+    issue = _get(client, cb_token(job_id, "planning", tokens.AUD_PLANNING_CONTEXT)).get_json()["issue"]
+    bodies = [c["body"] for c in issue["comments"]]
+    assert bodies == ["y" * 30_000] * 3 and issue["commentsOmitted"] == 2
+    cb_tracker.comments["ENG-1"][:] = ["x" * 50_000]
+    issue = _get(client, cb_token(job_id, "planning", tokens.AUD_PLANNING_CONTEXT)).get_json()["issue"]
+    [cut] = [c["body"] for c in issue["comments"]]
+    assert len(cut) == callbacks.CONTEXT_MAX_COMMENT_LENGTH and cut.endswith(callbacks.TRUNCATED)
 
 
 def test_planning_context_for_implementation_carries_the_approved_plan(client, cb_job, cb_token):
@@ -133,6 +155,7 @@ def test_planning_context_falls_back_when_the_tracker_fails(client, cb_job, cb_t
         "description": "",
         "url": "https://tracker.test/ENG-1",
         "comments": [],
+        "commentsOmitted": 0,
     }
 
 

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from aiimpl_core.auth.signatures import github_signature
 from aiimpl_core.types import Phase
+from aiimpl_core.ui.views import PANELS
 
 from .conftest import GLOBAL_SECRET, SECRETS, TEAM_SECRET, bearer, dump_rows, leaks
 
@@ -51,19 +52,7 @@ def _ui_pages(app: Any, client: Any) -> dict[str, str]:
         urls = (
             [rule.rule]
             if "<" not in rule.rule
-            else [
-                f"/ui/{slug}"
-                for slug in (
-                    "projects",
-                    "issues",
-                    "blockers",
-                    "jobs",
-                    "sessions",
-                    "secrets",
-                    "runner-mode",
-                    "jira",
-                )
-            ]
+            else [f"/ui/{slug}" for slug in (*(slug for slug, _ in PANELS), "jira")]
         )
         for url in urls:
             resp = client.get(url)

@@ -492,3 +492,12 @@ def test_credential_helper_erase_makes_the_next_get_fetch_a_new_token(tmp_path: 
     assert [t.token for t in cache.load()] == ["ghs_revoked_by_github_1"]  # still known, for redaction
     proc = subprocess.run([*helper, "get"], input="\n", capture_output=True, text=True, env=env, timeout=60)
     assert proc.stdout == ""  # it tried the orchestrator (unreachable here) instead of the refused token
+
+
+def test_the_prompt_says_when_older_comments_were_left_out() -> None:
+    ctx = {"issue": {"key": "ENG-1", "title": "T", "comments": [{"body": "the newest", "author": "ana"}],
+                     "commentsOmitted": 120}}
+    text = prompts.planning(ctx)
+    assert "(120 older comments are left out; the newest follow.)" in text
+    assert text.index("older comments") < text.index("the newest")
+    assert "left out" not in prompts.planning({"issue": {**ctx["issue"], "commentsOmitted": 0}})

@@ -6,6 +6,7 @@ import re
 import pytest
 
 from aiimpl_core.testing.pytest_plugin import TEST_ADMIN_CODE
+from aiimpl_core.ui.views import PANELS
 
 from .conftest import shot
 
@@ -111,8 +112,7 @@ def test_set_and_delete_a_secret(page):
     row.wait_for(state="detached")
 
 
-@pytest.mark.parametrize("panel", ["projects", "issues", "blockers", "jobs", "sessions", "secrets", "runner-mode",
-                                   "jira"])
+@pytest.mark.parametrize("panel", [*(slug for slug, _ in PANELS), "jira"])
 def test_every_panel_renders(page, panel):
     if panel == "jira":
         pytest.importorskip("aiimpl_jira")

@@ -295,6 +295,36 @@ function initSessions() {
   });
 }
 
+/* ---- outbox ---------------------------------------------------------------------------------- */
+
+const OUTBOX_STATES = ["dead", "pending", "sending", "done"];
+
+function initOutbox() {
+  const load = async () => {
+    const body = await api("GET", "/api/outbox?state=dead");
+    const counts = (body && body.counts) || {};
+    const states = [...OUTBOX_STATES, ...Object.keys(counts).filter((s) => !OUTBOX_STATES.includes(s)).sort()];
+    document.getElementById("outbox-counts").textContent =
+      "Items by state: " + states.map((s) => `${s} ${counts[s] ?? 0}`).join(" · ");
+    fillRows("#outbox-table", asList(body, "items").map((i) => `<tr data-id="${esc(i.id)}"><th scope="row">${esc(i.id)}</th>
+      <td class="nowrap">${esc(i.issueKey)}</td><td><code>${esc(i.op)}</code> ${esc(i.stage || i.kind || "")}</td><td>${esc(i.attempts)}</td>
+      <td>${esc(i.lastError)}</td><td>${when(i.createdAt)}</td><td class="muted">${esc(i.bodyPreview)}</td>
+      <td><button type="button" data-act="retry">Retry</button></td></tr>`), 8, "No tracker write was given up on.");
+  };
+  every(() => load().catch((e) => flash(e.message, "error")));
+  document.querySelector("#outbox-table").addEventListener("click", async (ev) => {
+    const btn = ev.target.closest("button[data-act=retry]");
+    if (!btn) return;
+    const id = btn.closest("tr").dataset.id;
+    btn.disabled = true;
+    try {
+      await api("POST", `/api/outbox/${encodeURIComponent(id)}/retry`);
+      flash(`Outbox item ${id} re-queued: the next poll cycle sends it`);
+      await load();
+    } catch (e) { btn.disabled = false; flash(e.message, "error"); }
+  });
+}
+
 /* ---- secrets ---------------------------------------------------------------------------------- */
 
 function initSecrets() {
@@ -396,7 +426,7 @@ function initJira() {
 /* ---- boot ------------------------------------------------------------------------------------ */
 
 const PANELS = {projects: initProjects, issues: initIssues, blockers: initBlockers, jobs: initJobs,
-  sessions: initSessions, secrets: initSecrets, "runner-mode": initRunnerMode, jira: initJira};
+  outbox: initOutbox, sessions: initSessions, secrets: initSecrets, "runner-mode": initRunnerMode, jira: initJira};
 
 /* Submit buttons are served disabled and enabled here, once their forms' handlers are attached: a
    form submitted before that would go out natively, and none of them is meant to (a secret or a
