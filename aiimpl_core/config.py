@@ -39,6 +39,18 @@ def _runner_mode(value: str) -> str | None:
     return mode or None
 
 
+#: the shortest retention allowed (0 keeps everything): a sender may still repeat a delivery of a
+#: few days ago (GitHub redelivers deliveries of the last three days)
+MIN_RETENTION_DAYS = 7
+
+
+def _retention_days(value: str) -> int:
+    days = int(value)
+    if days != 0 and days < MIN_RETENTION_DAYS:
+        raise ValueError(f"0 (keep everything) or at least {MIN_RETENTION_DAYS} days")
+    return days
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -85,6 +97,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AIIMPL_BACKEND_CAPS", "Optional caps per runner backend, e.g. `fly-machines=10,local-docker=2`.",
             None, lambda v: {k.strip(): int(n) for k, n in (p.split("=", 1) for p in _list(v))}),
     Setting("AIIMPL_RUN_TOKEN_SECONDS", "Lifetime of run tokens (JWT `exp`).", 10800, int),
+    Setting("AIIMPL_RETENTION_DAYS", "Days that delivered tracker writes, handled webhook deliveries and "
+            "used run tokens are kept before the poller removes them (hourly; `aiimpl prune` at once). "
+            "`0` keeps everything; otherwise at least 7. Jobs, their steps and transitions are kept.",
+            90, _retention_days),
     Setting("AIIMPL_DISABLED_PLUGINS", "Comma-separated plugin names not to load.", [], _list),
     Setting("AIIMPL_TRACE_PLUGINS", "Log every hook call (debugging).", False, _bool),
     Setting("AIIMPL_LOG_LEVEL", "Log level.", "INFO"),

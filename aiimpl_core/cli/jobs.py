@@ -1,4 +1,5 @@
-"""CLI: the poller (``aiimpl poll``), manual dispatch (``aiimpl dispatch``) and ``aiimpl jobs``."""
+"""CLI: the poller (``aiimpl poll``), manual dispatch (``aiimpl dispatch``), ``aiimpl jobs`` and
+``aiimpl prune``."""
 
 from __future__ import annotations
 
@@ -125,6 +126,36 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     click.echo(f"stopped after {poller.cycles} cycle(s)", err=True)
+
+
+# -- prune ----------------------------------------------------------------------------------
+
+
+@cli.command("prune")
+@click.option(
+    "--older-than", "days", type=click.IntRange(min=0), default=None,
+    help="Retention in days (default AIIMPL_RETENTION_DAYS, 90; at least 7, 0 removes nothing).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@with_appcontext
+def prune_cmd(days: int | None, as_json: bool) -> None:
+    """Remove delivered tracker writes, handled webhook deliveries and used run tokens older than
+    the retention (the poller does it hourly). Jobs and their history are kept."""
+    from ..config import MIN_RETENTION_DAYS
+    from ..services import housekeeping
+
+    if days is not None and 0 < days < MIN_RETENTION_DAYS:
+        raise click.BadParameter(f"0 or at least {MIN_RETENTION_DAYS} days", param_hint="--older-than")
+    removed = housekeeping.prune(days=days)
+    if as_json:
+        echo_json(removed)
+        return
+    kept = housekeeping.retention_days(days)
+    if kept <= 0:
+        click.echo("Retention is 0: nothing removed.")
+        return
+    click.echo(f"Removed (older than {kept} days): "
+               + ", ".join(f"{table} {n}" for table, n in removed.items()))
 
 
 # -- dispatch -------------------------------------------------------------------------------

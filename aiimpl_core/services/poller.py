@@ -46,9 +46,13 @@ def holder_id() -> str:
 
 
 def acquire_lease(
-    name: str, seconds: float, *, holder: str | None = None, now: datetime | None = None
+    name: str, seconds: float, *, holder: str | None = None, now: datetime | None = None, renew: bool = True
 ) -> bool:
-    """Take or renew the lease ``name`` for ``seconds``; false when another holder has it."""
+    """Take or renew the lease ``name`` for ``seconds``; false when another holder has it.
+
+    :param renew: false takes only an expired lease, ours included: something done at most once
+        per ``seconds`` by all holders together.
+    """
     holder = holder or holder_id()
     now = now or utcnow()
     expires = now + timedelta(seconds=max(0.0, seconds))
@@ -59,9 +63,10 @@ def acquire_lease(
                 db.session.add(Lease(name=name, holder=holder, expires_at=expires))
                 return True
             # compare-and-set: only an expired lease, or our own, changes hands
+            free = (Lease.expires_at <= now) | (Lease.holder == holder) if renew else Lease.expires_at <= now
             result = db.session.execute(
                 update(Lease)
-                .where(Lease.name == name, (Lease.expires_at <= now) | (Lease.holder == holder))
+                .where(Lease.name == name, free)
                 .values(holder=holder, expires_at=expires),
                 execution_options={"synchronize_session": False},
             )
@@ -189,10 +194,17 @@ class Poller:
         return self._stop.is_set()
 
     def run_once(self) -> Any:
+        from . import housekeeping
         from .dispatch import run_cycle
 
         try:
-            return run_cycle(lease_seconds=self.interval, holder=self.holder)
+            report = run_cycle(lease_seconds=self.interval, holder=self.holder)
+            try:
+                housekeeping.maybe_prune(holder=self.holder)
+            except Exception:  # noqa: BLE001 - housekeeping waits for the next hour, polling goes on
+                db.session.rollback()
+                log.exception("housekeeping failed")
+            return report
         finally:
             self.cycles += 1
             db.session.remove()

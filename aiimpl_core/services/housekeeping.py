@@ -1,0 +1,109 @@
+"""Housekeeping: the records that only guard against repeats are removed once no repeat can come.
+
+Every delivered tracker write (``outbox``), handled webhook delivery (``webhook_deliveries``) and
+used result token (``consumed_tokens``) is kept so that a retry, a redelivery or a replay is
+recognised. Past ``AIIMPL_RETENTION_DAYS`` none can come any more — a job's session ends within
+hours, GitHub redelivers for days, a run token expires after ``AIIMPL_RUN_TOKEN_SECONDS`` — so
+they are removed, with admin sign-in failures older than a day. Jobs, their steps and transitions,
+tracked issues and settings are kept: they are the install's history.
+
+The poller runs :func:`maybe_prune` after its cycles; the ``housekeeping`` lease lets one poller of
+all the hosts do it once per :data:`EVERY`. ``aiimpl prune`` runs it at once. Rows go in batches of
+:data:`BATCH`, each its own transaction, so no table is locked for long.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import ColumnElement, delete, or_, select
+
+from ..database import serialized
+from ..extensions import db
+from ..orm import AuthFailure, ConsumedToken, OutboxItem, WebhookDelivery, utcnow
+from . import poller
+
+log = logging.getLogger(__name__)
+
+#: how often the poller's housekeeping runs, over all pollers
+EVERY = timedelta(hours=1)
+#: rows removed per statement (and per transaction)
+BATCH = 5000
+#: an admin sign-in failure counts within minutes; older rows only take room
+AUTH_FAILURES_KEPT = timedelta(days=1)
+LEASE = "housekeeping"
+#: outbox states that are settled: nothing will send the item again
+SETTLED = ("done", "shadow", "dead")
+
+
+def retention_days(value: Any = None) -> int:
+    """The retention in days: ``value``, else ``AIIMPL_RETENTION_DAYS``; 0 keeps everything."""
+    days = current_app.config.get("AIIMPL_RETENTION_DAYS", 90) if value is None else value
+    return int(days or 0)
+
+
+def prune(now: datetime | None = None, *, days: int | None = None, batch: int = BATCH) -> dict[str, int]:
+    """Remove what is older than the retention now; the number of rows removed per table.
+
+    :param days: the retention in days (default ``AIIMPL_RETENTION_DAYS``); 0 removes nothing.
+    """
+    now = now or utcnow()
+    days = retention_days(days)
+    removed = {"outbox": 0, "webhook_deliveries": 0, "consumed_tokens": 0, "auth_failures": 0}
+    if days <= 0:
+        return removed
+    cutoff = now - timedelta(days=days)
+    # a used token is refused as used until it has expired: kept at least that long
+    token_seconds = int(current_app.config.get("AIIMPL_RUN_TOKEN_SECONDS") or 0)
+    tokens_cutoff = min(cutoff, now - timedelta(seconds=token_seconds, days=1))
+    removed["outbox"] = _delete(
+        OutboxItem.id,
+        (
+            OutboxItem.state.in_(SETTLED),
+            OutboxItem.created_at < cutoff,
+            # (an old item delivered only now, after an outage, waits its own retention)
+            or_(OutboxItem.done_at.is_(None), OutboxItem.done_at < cutoff),
+        ),
+        batch,
+    )
+    removed["webhook_deliveries"] = _delete(
+        WebhookDelivery.delivery_id, (WebhookDelivery.received_at < cutoff,), batch
+    )
+    removed["consumed_tokens"] = _delete(
+        ConsumedToken.jti, (ConsumedToken.consumed_at < tokens_cutoff,), batch
+    )
+    removed["auth_failures"] = _delete(
+        AuthFailure.client, (AuthFailure.last_failure_at < now - AUTH_FAILURES_KEPT,), batch
+    )
+    if any(removed.values()):
+        log.info("housekeeping: removed %s (older than %d days)",
+                 ", ".join(f"{n} {table}" for table, n in removed.items() if n), days)
+    return removed
+
+
+def _delete(key: Any, where: tuple[ColumnElement[bool], ...], batch: int) -> int:
+    """Delete the rows matching ``where``, ``batch`` at a time; how many."""
+    table = key.class_
+    total = 0
+    while True:
+        with serialized(writes_first=True):
+            doomed = select(key).where(*where).limit(batch).scalar_subquery()
+            result = db.session.execute(
+                delete(table).where(key.in_(doomed)), execution_options={"synchronize_session": False}
+            )
+        total += result.rowcount
+        if result.rowcount < batch:
+            return total
+
+
+def maybe_prune(now: datetime | None = None, *, holder: str | None = None) -> dict[str, int] | None:
+    """:func:`prune`, when no poller did within :data:`EVERY` (``None`` otherwise)."""
+    now = now or utcnow()
+    if retention_days() <= 0:
+        return None
+    if not poller.acquire_lease(LEASE, EVERY.total_seconds(), holder=holder, now=now, renew=False):
+        return None
+    return prune(now)

@@ -1,0 +1,175 @@
+"""Housekeeping: what only guards against repeats is removed past the retention, nothing else."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from flask.cli import ScriptInfo
+
+from aiimpl_core.cli import cli
+from aiimpl_core.cli import jobs as _jobs_commands  # noqa: F401 - registers the commands
+from aiimpl_core.config import load
+from aiimpl_core.errors import ConfigError
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import AuthFailure, ConsumedToken, Job, OutboxItem, WebhookDelivery, utcnow
+from aiimpl_core.services import housekeeping
+from aiimpl_core.services.poller import Poller
+from aiimpl_core.testing.fakes import queue_outbox_item
+
+OLD, RECENT = timedelta(days=91), timedelta(days=89)
+
+
+def _seed(add_mapping: Any) -> dict[str, Any]:
+    """Rows of every kind housekeeping looks at, some past the retention (90 days) and some not."""
+    now = utcnow()
+    mapping = add_mapping("ENG")
+    job = Job(issue_key="ENG-1", team_key="ENG", phase="implementation", status="succeeded",
+              owner=mapping.owner, repo=mapping.repo, created_at=now - OLD)
+    db.session.add(job)
+    db.session.commit()
+    ids = {
+        state: queue_outbox_item(state=state, created_at=now - OLD, job_id=job.id)
+        for state in ("done", "shadow", "dead", "pending", "sending")
+    }
+    ids["recent"] = queue_outbox_item(state="done", created_at=now - RECENT)
+    db.session.add_all([
+        WebhookDelivery(delivery_id="old", source="github", received_at=now - OLD),
+        WebhookDelivery(delivery_id="recent", source="github", received_at=now - RECENT),
+        ConsumedToken(jti="old", job_id=job.id, consumed_at=now - OLD),
+        ConsumedToken(jti="recent", job_id=job.id, consumed_at=now - RECENT),
+        AuthFailure(client="old", failures=3, window_start=now - timedelta(days=2),
+                    last_failure_at=now - timedelta(days=2)),
+        AuthFailure(client="recent", failures=3, window_start=now, last_failure_at=now),
+    ])
+    db.session.commit()
+    return {"job": job.id, "outbox": ids}
+
+
+def _left(model: Any, key: Any) -> set[Any]:
+    db.session.rollback()
+    return set(db.session.scalars(db.select(key)))
+
+
+def test_prune_removes_only_settled_records_past_the_retention(app, add_mapping):
+    seeded = _seed(add_mapping)
+    removed = housekeeping.prune(batch=2)  # several batches: 3 old settled items at 2 a statement
+    assert removed == {"outbox": 3, "webhook_deliveries": 1, "consumed_tokens": 1, "auth_failures": 1}
+    ids = seeded["outbox"]
+    # an item still to be sent is never removed, however old; jobs are history and stay
+    assert _left(OutboxItem, OutboxItem.id) == {ids["pending"], ids["sending"], ids["recent"]}
+    assert _left(WebhookDelivery, WebhookDelivery.delivery_id) == {"recent"}
+    assert _left(ConsumedToken, ConsumedToken.jti) == {"recent"}
+    assert _left(AuthFailure, AuthFailure.client) == {"recent"}
+    assert _left(Job, Job.id) == {seeded["job"]}
+    assert housekeeping.prune() == dict.fromkeys(removed, 0)
+
+
+def test_a_used_token_is_kept_until_it_has_expired_whatever_the_retention(app, add_mapping):
+    app.config["AIIMPL_RUN_TOKEN_SECONDS"] = 10 * 86400  # tokens that live 10 days
+    now = utcnow()
+    db.session.add_all([ConsumedToken(jti="live", consumed_at=now - timedelta(days=8)),
+                        ConsumedToken(jti="expired", consumed_at=now - timedelta(days=12))])
+    db.session.commit()
+    assert housekeeping.prune(days=7)["consumed_tokens"] == 1
+    assert _left(ConsumedToken, ConsumedToken.jti) == {"live"}
+
+
+def test_retention_zero_keeps_everything(app, add_mapping):
+    _seed(add_mapping)
+    app.config["AIIMPL_RETENTION_DAYS"] = 0
+    assert not any(housekeeping.prune().values())
+    assert housekeeping.maybe_prune() is None
+    assert len(_left(OutboxItem, OutboxItem.id)) == 6
+
+
+def test_the_retention_setting_is_checked_at_start_up():
+    assert load({})["AIIMPL_RETENTION_DAYS"] == 90
+    assert load({"AIIMPL_RETENTION_DAYS": "0"})["AIIMPL_RETENTION_DAYS"] == 0
+    assert load({"AIIMPL_RETENTION_DAYS": "30"})["AIIMPL_RETENTION_DAYS"] == 30
+    for bad in ("3", "-1", "soon"):
+        with pytest.raises(ConfigError, match="AIIMPL_RETENTION_DAYS"):
+            load({"AIIMPL_RETENTION_DAYS": bad})
+
+
+def test_an_old_item_delivered_only_now_waits_its_own_retention(app, add_mapping):
+    now = utcnow()
+    late = queue_outbox_item(state="done", created_at=now - OLD, done_at=now - timedelta(minutes=1))
+    queue_outbox_item(state="done", created_at=now - OLD, done_at=now - OLD)
+    assert housekeeping.prune()["outbox"] == 1
+    assert _left(OutboxItem, OutboxItem.id) == {late}
+
+
+def test_the_poller_prunes_once_an_hour_over_all_pollers(app, add_mapping):
+    old = utcnow() - OLD
+    for _ in range(3):
+        queue_outbox_item(state="done", created_at=old)
+    recent = queue_outbox_item(state="done", created_at=utcnow() - RECENT)
+    first, second = Poller(60), Poller(60)
+    second.holder = "another-host:1:1"
+    first.run_once()
+    assert _left(OutboxItem, OutboxItem.id) == {recent}
+    queue_outbox_item(state="done", created_at=old)
+    first.run_once()
+    second.run_once()  # neither the same poller nor another one within the hour
+    assert len(_left(OutboxItem, OutboxItem.id)) == 2
+    assert housekeeping.maybe_prune(utcnow() + housekeeping.EVERY + timedelta(seconds=1)) is not None
+    assert _left(OutboxItem, OutboxItem.id) == {recent}
+
+
+@pytest.mark.postgres
+def test_pollers_racing_for_the_housekeeping_prune_once(app, add_mapping):
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("a race of connections needs PostgreSQL")
+    _seed(add_mapping)
+    results: list[Any] = []
+    barrier = threading.Barrier(4)
+
+    def race(n: int) -> None:
+        with app.app_context():
+            barrier.wait()
+            try:
+                results.append(housekeeping.maybe_prune(holder=f"host-{n}:1:1"))
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ran = [r for r in results if r is not None]
+    assert len(results) == 4 and len(ran) == 1 and ran[0]["outbox"] == 3
+
+
+def test_a_failing_housekeeping_leaves_the_poll_cycle_alone(app, add_mapping, monkeypatch, caplog):
+    def broken(**_kw: Any) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(housekeeping, "maybe_prune", broken)
+    report = Poller(60).run_once()
+    assert report.finished_at is not None
+    assert "housekeeping failed" in caplog.text
+
+
+def test_prune_command(app, add_mapping):
+    _seed(add_mapping)
+    run = CliRunner()
+    obj = ScriptInfo(create_app=lambda: app)
+    result = run.invoke(cli, ["prune", "--older-than", "200"], obj=obj)
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == (
+        "Removed (older than 200 days): outbox 0, webhook_deliveries 0, consumed_tokens 0, auth_failures 1"
+    )
+    result = run.invoke(cli, ["prune", "--json"], obj=obj)
+    assert json.loads(result.output) == {"outbox": 3, "webhook_deliveries": 1, "consumed_tokens": 1,
+                                         "auth_failures": 0}
+    result = run.invoke(cli, ["prune", "--older-than", "3"], obj=obj)
+    assert result.exit_code == 2 and "0 or at least 7 days" in result.output
+    assert run.invoke(cli, ["prune", "--older-than", "0"], obj=obj).output.strip() == (
+        "Retention is 0: nothing removed."
+    )
