@@ -74,6 +74,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AIIMPL_PUBLIC_URL", "The URL runners use to reach this orchestrator.", "http://127.0.0.1:8000"),
     Setting("AIIMPL_TRIGGER_SECRET", "Bearer secret of `POST /trigger/gap-fill`; the endpoint answers 501 "
             "while unset.", None, sensitive=True),
+    Setting("AIIMPL_METRICS_TOKEN", "Bearer token of `GET /metrics` (Prometheus); the endpoint answers 501 "
+            "while unset.", None, sensitive=True),
     Setting("AIIMPL_GITHUB_WEBHOOK_SECRET", "Secret of the GitHub webhook (`X-Hub-Signature-256`).", None,
             sensitive=True),
     Setting("AIIMPL_GITHUB_API_URL", "GitHub REST API base URL.", "https://api.github.com"),

@@ -54,6 +54,11 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "scheme": "bearer",
         "description": "The shared trigger secret (`AIIMPL_TRIGGER_SECRET`).",
     },
+    "metricsToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The metrics scrape token (`AIIMPL_METRICS_TOKEN`).",
+    },
     "githubSignature": {
         "type": "apiKey",
         "in": "header",

@@ -11,6 +11,7 @@ from ..schemas.common import UNAUTHORIZED, ApiError
 #: Blueprint modules, each exposing ``bp``: grouped as the reference groups the endpoints.
 BLUEPRINT_MODULES = (
     "health",
+    "metrics",
     # integration and callback API (runners, automation)
     "runner",
     "trigger",

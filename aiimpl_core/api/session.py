@@ -158,7 +158,9 @@ def step_report():  # noqa: ANN201
           description: >-
             nonce is required; Invalid JSON body; step is required;
             step.{id|type|status|started_at} is required and must be a string;
-            step.finished_at must be a string of at most 64 characters
+            beyond the reference, a field of the right type that is too long:
+            step.{id|type} must be a string of at most 255 characters,
+            step.{status|started_at|finished_at} must be a string of at most 64 characters
           content:
             application/json:
               schema: CallbackErrorSchema

@@ -96,9 +96,26 @@ class OrderedRulesSchema(Schema):
 
     RULES: ClassVar[Sequence[tuple[tuple[str, ...], str]]] = ()
     FALLBACK: ClassVar[str] = "invalid_field"
+    #: when set, a rule's field that is a string, only too long (a :data:`TOO_LONG` validator), is
+    #: answered with this instead of the rule's answer: ``{field}`` and ``{limit}`` are filled in
+    TOO_LONG_ANSWER: ClassVar[str | None] = None
 
     class Meta:
         unknown = EXCLUDE  # runners may send more than we read
+
+
+#: the message of a length validator whose failure :class:`OrderedRulesSchema` can tell apart
+TOO_LONG = "at most {max} characters"
+
+
+def _too_long(errors: Any, path: tuple[str, ...]) -> str | None:
+    """The limit's message when the field at ``path`` failed only for being too long."""
+    node = errors
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, list) and node and all(isinstance(m, str) and m.startswith("at most ") for m in node):
+        return str(node[0])
+    return None
 
 
 def _own_error(node: Any) -> bool:
@@ -148,7 +165,11 @@ def first_error(schema: OrderedRulesSchema, errors: Mapping[str, Any]) -> tuple[
     """
     for path, answer in schema.RULES:
         if _matches(errors, path):
-            return answer, ".".join(p for p in path if p != "*")
+            field_name = ".".join(p for p in path if p != "*")
+            limit = _too_long(errors, path) if schema.TOO_LONG_ANSWER and "*" not in path else None
+            if limit is not None:
+                return schema.TOO_LONG_ANSWER.format(field=field_name, limit=limit), field_name
+            return answer, field_name
     field_name = error_path(errors)
     return schema.FALLBACK.replace("{field}", field_name or "body"), field_name
 
@@ -256,10 +277,12 @@ class StepSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    id = StrictString(required=True, validate=validate.Length(min=1, max=255))
-    type = StrictString(required=True, validate=validate.Length(max=255))
-    status = StrictString(required=True, validate=validate.Length(max=64))
-    started_at = StrictString(required=True, validate=validate.Length(max=STEP_TIME_CHARS))
+    id = StrictString(
+        required=True, validate=[validate.Length(min=1), validate.Length(max=255, error=TOO_LONG)]
+    )
+    type = StrictString(required=True, validate=validate.Length(max=255, error=TOO_LONG))
+    status = StrictString(required=True, validate=validate.Length(max=64, error=TOO_LONG))
+    started_at = StrictString(required=True, validate=validate.Length(max=STEP_TIME_CHARS, error=TOO_LONG))
     finished_at = StrictString(allow_none=True, validate=validate.Length(max=STEP_TIME_CHARS))
     #: any JSON value: one that is not an object is kept as ``{"text": value}``
     detail = fields.Raw(allow_none=True)
@@ -297,6 +320,8 @@ class StepReportSchema(OrderedRulesSchema):
         (("step", "finished_at"), BAD_FINISHED_AT),
     )
     FALLBACK = "{field} is invalid"
+    # beyond the reference: a required field that is a string, only too long, says so
+    TOO_LONG_ANSWER = "{field} must be a string of {limit}"
 
     nonce = StrictString(required=True, validate=validate.Length(min=1))
     step = fields.Nested(StepSchema, required=True)
@@ -371,6 +396,8 @@ class TokenRequestSchema(OrderedRulesSchema):
 
     RULES = ((("nonce",), "nonce and owner are required"), (("owner",), "nonce and owner are required"))
     FALLBACK = "{field} is invalid"
+    # beyond the reference: a required field that is a string, only too long, says so
+    TOO_LONG_ANSWER = "{field} must be a string of {limit}"
 
     nonce = StrictString(required=True, validate=validate.Length(min=1))
     owner = StrictString(required=True, validate=validate.Length(min=1))
@@ -413,6 +440,8 @@ class StatusEventSchema(OrderedRulesSchema):
         (("logUrl",), f"logUrl must be an http(s) URL of at most {MAX_URL_CHARS} characters"),
     )
     FALLBACK = "{field} is invalid"
+    # beyond the reference: a required field that is a string, only too long, says so
+    TOO_LONG_ANSWER = "{field} must be a string of {limit}"
 
     nonce = StrictString(required=True, validate=validate.Length(min=1))
     event = StrictString(required=True)

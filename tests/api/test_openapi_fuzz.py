@@ -31,10 +31,12 @@ def aiimpl_plugins(adm_plugins) -> list[object]:
 
 @pytest.fixture
 def aiimpl_config() -> dict[str, Any]:
-    # configured, so the trigger and the webhook check what they receive instead of answering 501
+    # configured, so the trigger, the webhook and the metrics check what they receive instead of
+    # answering 501
     return {
         "AIIMPL_TRIGGER_SECRET": "trigger-secret-for-tests",
         "AIIMPL_GITHUB_WEBHOOK_SECRET": "webhook-secret",
+        "AIIMPL_METRICS_TOKEN": "metrics-token-for-tests",
     }
 
 

@@ -100,6 +100,19 @@ def test_a_bad_optional_finished_at_is_named_not_step_is_required(client, cb_job
     assert db.session.scalar(select(JobStep)) is None
 
 
+@pytest.mark.parametrize(("field", "limit"), [("id", 255), ("type", 255), ("status", 64), ("started_at", 64)])
+def test_a_required_step_field_too_long_says_so(client, cb_job, field, limit):
+    _, nonce = cb_job()
+    resp = client.post(URL, json={"nonce": nonce, "step": step(**{field: "x" * (limit + 1)})})
+    assert resp.status_code == 400
+    assert resp.get_json() == {"error": f"step.{field} must be a string of at most {limit} characters"}
+    assert client.post(URL, json={"nonce": nonce, "step": step(**{field: "x" * limit})}).status_code == 200
+    # an empty id is still a missing one
+    assert client.post(URL, json={"nonce": nonce, "step": step(id="")}).get_json() == {
+        "error": "step.id is required and must be a string"
+    }
+
+
 def test_required_step_fields_come_before_a_bad_finished_at(client, cb_job):
     _, nonce = cb_job()
     resp = client.post(URL, json={"nonce": nonce, "step": {"id": "a", "finished_at": 1}})

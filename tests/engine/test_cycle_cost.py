@@ -11,8 +11,6 @@ See ``bench/README.md``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -24,6 +22,7 @@ from aiimpl_core.orm import Job, Mapping
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.services.reconcile import reconcile
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
+from aiimpl_core.testing.sql import statements
 from aiimpl_core.types import RunPhase
 
 IN_FLIGHT = 40
@@ -36,21 +35,6 @@ def tracker() -> FakeTracker:
     for n in range(1, IN_FLIGHT + 1):
         tracker.add(f"ENG-{n}")
     return tracker
-
-
-@contextmanager
-def statements() -> Iterator[list[str]]:
-    """The statements the app's engine sends inside the block."""
-    sent: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        sent.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", count)
-    try:
-        yield sent
-    finally:
-        event.remove(db.engine, "before_cursor_execute", count)
 
 
 def test_reconcile_of_unchanged_runs_costs_fewer_queries_than_jobs(app: Any, runner: FakeRunner) -> None:

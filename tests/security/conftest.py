@@ -19,6 +19,7 @@ SECRETS: dict[str, str] = {
     "AIIMPL_ADMIN_ACCESS_CODE": "audit-admin-code-7f3a9c1e55d2",
     "AIIMPL_SECRET_KEY": "audit-secret-key-b81f0e2d4c6a9e7f3d1b5a0c",
     "AIIMPL_TRIGGER_SECRET": "audit-trigger-secret-3e9d1c7b2a",
+    "AIIMPL_METRICS_TOKEN": "audit-metrics-token-6b2e8f0a4d",
     "AIIMPL_GITHUB_WEBHOOK_SECRET": "audit-gh-webhook-secret-5a1c9e",
     "AIIMPL_GITHUB_TOKEN": "ghp_auditPersonalToken0123456789abcd",
     "AIIMPL_ANTHROPIC_API_KEY": "sk-ant-audit-model-key-0a9b8c7d6e5f",

@@ -187,6 +187,8 @@ class Caller:
             return bearer(tokens.issue_run_token(KEY, self.job_id, "implementation", aud, 600))
         if rule == "/trigger/gap-fill":
             return bearer(SECRETS["AIIMPL_TRIGGER_SECRET"])
+        if rule == "/metrics":
+            return bearer(SECRETS["AIIMPL_METRICS_TOKEN"])
         if rule == "/api/github/webhook":
             return {
                 "X-Hub-Signature-256": github_signature(SECRETS["AIIMPL_GITHUB_WEBHOOK_SECRET"], raw),

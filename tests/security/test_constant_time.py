@@ -1,6 +1,6 @@
 """Shared secrets are compared in constant time (:func:`hmac.compare_digest`).
 
-The access code, the gap-fill trigger secret and the signatures (or shared secrets) of the
+The access code, the gap-fill trigger secret, the metrics token and the signatures (or shared secrets) of the
 GitHub, Linear and Jira webhooks: a spy replaces ``hmac.compare_digest`` and records what each
 request compared; the expected secret (or the signature made with it) must be among the
 compared values, so a plain ``==`` somewhere in between would leave the spy empty.
@@ -67,6 +67,14 @@ def test_trigger_secret(client, spy, given):
     resp = client.post("/trigger/gap-fill", headers=bearer(given), json={})
     assert resp.status_code == (400 if given == SECRETS["AIIMPL_TRIGGER_SECRET"] else 401)
     assert SECRETS["AIIMPL_TRIGGER_SECRET"].encode() in spy.values()
+    assert given.encode() in spy.values()
+
+
+@pytest.mark.parametrize("given", [SECRETS["AIIMPL_METRICS_TOKEN"], "wrong-token"])
+def test_metrics_token(client, spy, given):
+    resp = client.get("/metrics", headers=bearer(given))
+    assert resp.status_code == (200 if given == SECRETS["AIIMPL_METRICS_TOKEN"] else 401)
+    assert SECRETS["AIIMPL_METRICS_TOKEN"].encode() in spy.values()
     assert given.encode() in spy.values()
 
 

@@ -1,5 +1,5 @@
 """Secrets never leave the orchestrator: not in logs, stored rows, comments, step history, admin
-answers, the OpenAPI description, the UI, or the ``aiimpl`` command line.
+answers, the OpenAPI description, the metrics, the UI, or the ``aiimpl`` command line.
 
 A whole run is played with the credentials the launcher really issues (nonce, run tokens), with
 every credential configured with a distinctive value; then the logs (DEBUG), every row of every
@@ -206,6 +206,21 @@ def test_no_secret_in_admin_answers_or_openapi(played_run, app, client, sec_admi
     assert GLOBAL_SECRET[0] in bodies["/api/global-secrets"]
     for url, text in bodies.items():
         _assert_clean(f"GET {url}", text, _secret_values(env))  # ... values never
+
+
+def test_no_secret_in_the_metrics(played_run, client):
+    """``GET /metrics`` exports counts and seconds: not a back-off's error text, nor any value."""
+    from aiimpl_core.services import poller
+    from aiimpl_core.testing.fakes import fail_with
+
+    job_id, env = played_run
+    poller.record_failure("ticketing", "fake-tracker", fail_with(503, "tracker unavailable"))
+    resp = client.get("/metrics", headers=bearer(SECRETS["AIIMPL_METRICS_TOKEN"]))
+    assert resp.status_code == 200
+    text = resp.get_data(as_text=True)
+    assert 'aiimpl_backoff_remaining_seconds{id="fake-tracker",kind="ticketing"}' in text
+    assert "tracker unavailable" not in text
+    _assert_clean("GET /metrics", text, _secret_values(env))
 
 
 def test_no_form_of_the_ui_can_send_a_value_in_a_url(app, client):
