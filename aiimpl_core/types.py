@@ -149,6 +149,19 @@ class TrackerIssue:
 
 
 @dataclass(frozen=True)
+class CheckResult:
+    """One thing a provider verified against its service (``aiimpl check``).
+
+    ``name`` says what was checked (``credentials``, ``project ENG``, ``workflow acme/api``…);
+    ``detail`` what was found, or why it failed — never a secret.
+    """
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class TriggeredPage:
     """One page of triggered issues; ``complete`` is true on the last page of a full listing."""
 

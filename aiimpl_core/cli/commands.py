@@ -1,4 +1,4 @@
 """Imports the modules that add the core's command groups to ``cli``."""
 from __future__ import annotations
 
-from . import demo, jobs, manage, openapi, session  # noqa: F401
+from . import check, demo, jobs, manage, openapi, session  # noqa: F401

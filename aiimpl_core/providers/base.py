@@ -22,6 +22,7 @@ from ..errors import ProviderConfigError, ProviderNotConfigured
 if TYPE_CHECKING:
     from ..http import HttpClient
     from ..types import (
+        CheckResult,
         Comment,
         DispatchRequest,
         DispatchResult,
@@ -105,6 +106,17 @@ class Provider(ABC):
     def require_configured(self) -> None:
         if not self.is_configured():
             raise ProviderNotConfigured(f"{self.display_name} is not configured", provider=self.id)
+
+    def check(self, mappings: Sequence[MappingView]) -> Sequence[CheckResult]:
+        """Verify, read-only, that the service accepts the credentials and knows what ``mappings``
+        name (``aiimpl check``); only called when :meth:`is_configured`.
+
+        :param mappings: the mappings that use this provider (may be empty).
+        :returns: one result per thing checked; none when the provider offers no check. A check
+            that fails returns ``ok=False`` with the reason; an exception is reported as a failure
+            of the provider's connection.
+        """
+        return ()
 
     def validate_mapping(self, mapping: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
         """Check a mapping's settings that concern this provider.

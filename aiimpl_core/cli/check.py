@@ -1,0 +1,33 @@
+"""``aiimpl check``: pre-flight checks of every connection, read-only."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from flask.cli import with_appcontext
+
+from . import cli, echo_json
+
+
+@cli.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@with_appcontext
+def check_cmd(as_json: bool) -> None:
+    """Check, read-only, that every tracker, runner backend and GitHub accepts the configured
+    credentials and knows what the mappings name. Exits 1 when a check fails."""
+    from ..services.checks import FAILED, run_checks
+
+    rows = run_checks()
+    if as_json:
+        echo_json([r.as_dict() for r in rows])
+    else:
+        width = max((len(f"{r.kind} {r.provider}") for r in rows), default=0)
+        for r in rows:
+            mark = {"ok": "ok    ", "failed": "FAILED", "skipped": "skip  "}[r.status]
+            who = f"{r.kind} {r.provider}"
+            click.echo(f"{mark}  {who:<{width}}  {r.name}: {r.detail}")
+        failed = sum(r.status == FAILED for r in rows)
+        click.echo(f"{len(rows)} checks, {failed} failed" if failed else f"{len(rows)} checks, all passed")
+    if any(r.status == FAILED for r in rows):
+        sys.exit(1)

@@ -1,0 +1,120 @@
+"""Pre-flight checks (``aiimpl check``): does every service accept our credentials, and does it know
+what the mappings name?
+
+Read-only. Each installed tracker and runner backend is checked with its provider's
+:meth:`~aiimpl_core.providers.Provider.check`, given the mappings that use it; GitHub, which every
+runner's sessions push to, is checked for each mapped repository. A provider that is not
+configured is a failure when a mapping uses it, and skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+
+from ..errors import AiimplError
+from ..extensions import db
+from ..github import from_app as github_from_app
+from ..orm import Mapping as MappingRow
+from ..types import CheckResult, MappingView
+from . import settings
+from .launch import choose_backend
+
+log = logging.getLogger(__name__)
+
+#: a result's status: passed, failed, or not checked (a provider nobody uses, not configured)
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """One line of the report: what was checked, of which connection, and how it went."""
+
+    kind: str  # ticketing | runner | github
+    provider: str
+    name: str
+    status: str
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "provider": self.provider, "name": self.name, "status": self.status,
+                "detail": self.detail}
+
+
+def _failure(exc: Exception) -> str:
+    # our errors carry a message written without secrets; anything else is named by its class only
+    return exc.message if isinstance(exc, AiimplError) else f"unexpected error ({type(exc).__name__})"
+
+
+def _provider_rows(kind: str, provider: Any, mappings: Sequence[MappingView]) -> list[CheckRow]:
+    used_by = ", ".join(m.team_key for m in mappings)
+    try:
+        configured = provider.is_configured()
+    except Exception as exc:  # noqa: BLE001 - reported as the connection's failure
+        return [CheckRow(kind, provider.id, "configured", FAILED, _failure(exc))]
+    if not configured:
+        if mappings:
+            return [CheckRow(kind, provider.id, "configured", FAILED,
+                             f"not configured, but mappings use it: {used_by}")]
+        return [CheckRow(kind, provider.id, "configured", SKIPPED, "not configured; no mapping uses it")]
+    try:
+        results: Sequence[CheckResult] = list(provider.check(mappings))
+    except Exception as exc:  # noqa: BLE001 - one connection's failure must not hide the others
+        if not isinstance(exc, AiimplError):
+            log.warning("checking %s failed", provider.id, exc_info=True)
+        return [CheckRow(kind, provider.id, "connection", FAILED, _failure(exc))]
+    if not results:
+        return [CheckRow(kind, provider.id, "configured", OK,
+                         "configured (the plugin offers no further check)")]
+    return [CheckRow(kind, provider.id, r.name, OK if r.ok else FAILED, r.detail) for r in results]
+
+
+def _github_rows(rows: Sequence[MappingRow], make: Callable[[], Any]) -> list[CheckRow]:
+    """GitHub for every mapped repository: the App's installation and a session's token (App), or
+    the personal token's access to the repository."""
+    github = make()
+    if not github.is_configured():
+        if rows:
+            return [CheckRow("github", "github", "configured", FAILED,
+                             "not configured (AIIMPL_GITHUB_APP_ID and AIIMPL_GITHUB_PRIVATE_KEY, or "
+                             "AIIMPL_GITHUB_TOKEN), but sessions of every mapping push to GitHub")]
+        return [CheckRow("github", "github", "configured", SKIPPED, "not configured; no mapping yet")]
+    out: list[CheckRow] = []
+    for full_name in sorted({f"{r.owner}/{r.repo}" for r in rows}):
+        owner, repo = full_name.split("/", 1)
+        try:
+            if github.mode == "app":
+                # what a session is given: a token limited to the repository, with its permissions
+                github.repository_token(owner, repo)
+                detail = "the App is installed and grants a session's permissions"
+            else:
+                github.repo(owner, repo).list_workflow_runs(per_page=1)
+                detail = "the personal token reads the repository"
+            out.append(CheckRow("github", "github", f"repository {full_name}", OK, detail))
+        except Exception as exc:  # noqa: BLE001 - reported per repository
+            out.append(CheckRow("github", "github", f"repository {full_name}", FAILED, _failure(exc)))
+    return out or [CheckRow("github", "github", "configured", OK,
+                            f"configured ({github.mode}); no mapping yet")]
+
+
+def run_checks(github: Callable[[], Any] = github_from_app) -> list[CheckRow]:
+    """Check every installed tracker and runner backend, and GitHub for each mapped repository."""
+    facade = current_app.extensions["aiimpl"]
+    rows = list(db.session.scalars(select(MappingRow).order_by(MappingRow.team_key)))
+    mode = settings.effective_runner_mode()
+    db.session.commit()  # no transaction held across the remote calls
+    report: list[CheckRow] = []
+    for provider_id in sorted(facade.ids("ticketing")):
+        used = [r.view() for r in rows if (r.ticketing or {}).get("provider") == provider_id]
+        report += _provider_rows("ticketing", facade.ticketing(provider_id), used)
+    backend_of = {r.team_key: choose_backend(r, mode).backend_id for r in rows}
+    for provider_id in sorted(facade.ids("runner")):
+        used = [r.view() for r in rows if backend_of[r.team_key] == provider_id]
+        report += _provider_rows("runner", facade.runner(provider_id), used)
+    report += _github_rows(rows, github)
+    return report

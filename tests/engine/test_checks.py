@@ -1,0 +1,173 @@
+"""``aiimpl check``: every connection checked read-only, each failure reported, never a secret."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from flask.cli import ScriptInfo
+
+from aiimpl_core import hookimpl
+from aiimpl_core.cli import check as _check_command  # noqa: F401 - registers the command
+from aiimpl_core.cli import cli
+from aiimpl_core.errors import ProviderError
+from aiimpl_core.github.app_auth import TOKENS
+from aiimpl_core.providers import TicketingProvider
+from aiimpl_core.services.checks import run_checks
+from aiimpl_core.testing.fake_github import FakeGitHub
+from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
+from aiimpl_core.types import CheckResult, MappingView
+
+
+class Checked(TicketingProvider):
+    """A tracker whose check reports what the test sets (``outcome``), or raises it."""
+
+    id = "checked"
+    display_name = "Checked tracker"
+    configured = True
+    outcome: Any = ()
+    seen: list[list[str]] = []
+
+    def is_configured(self) -> bool:
+        return type(self).configured
+
+    def check(self, mappings: Sequence[MappingView]) -> Sequence[CheckResult]:
+        type(self).seen.append([m.team_key for m in mappings])
+        if isinstance(type(self).outcome, Exception):
+            raise type(self).outcome
+        return type(self).outcome
+
+    def iter_triggered(self, teams):  # noqa: ANN001, ANN201
+        return iter(())
+
+    def get_issue(self, key):  # noqa: ANN001, ANN201
+        raise NotImplementedError
+
+    def post_comment(self, key, body):  # noqa: ANN001, ANN201
+        raise NotImplementedError
+
+    def set_stage(self, key, stage):  # noqa: ANN001, ANN201
+        raise NotImplementedError
+
+    def mark_done(self, key):  # noqa: ANN001, ANN201
+        raise NotImplementedError
+
+
+class CheckedPlugin:
+    __name__ = "checked-tracker"
+
+    @hookimpl
+    def aiimpl_register_ticketing_providers(self, register: Callable[..., None]) -> None:
+        register(Checked)
+
+
+@pytest.fixture
+def gh():
+    with FakeGitHub() as fake:
+        fake.add_repo("acme", "eng")
+        fake.add_repo("acme", "ops")
+        fake.add_installation("acme")
+        TOKENS.clear()
+        yield fake
+        fake.assert_clean()
+        TOKENS.clear()
+
+
+@pytest.fixture
+def aiimpl_config(gh) -> dict[str, Any]:
+    return {"AIIMPL_GITHUB_API_URL": gh.url, "AIIMPL_GITHUB_APP_ID": str(gh.app_id),
+            "AIIMPL_GITHUB_PRIVATE_KEY": gh.private_key_pem}
+
+
+@pytest.fixture
+def aiimpl_plugins(tracker: FakeTracker, runner: FakeRunner) -> list[object]:
+    Checked.configured, Checked.outcome, Checked.seen = True, (), []
+    return [tracker.plugin, runner.plugin, CheckedPlugin()]
+
+
+def rows() -> dict[tuple[str, str, str], tuple[str, str]]:
+    return {(r.kind, r.provider, r.name): (r.status, r.detail) for r in run_checks()}
+
+
+def test_each_provider_is_checked_with_the_mappings_that_use_it(app, add_mapping):
+    add_mapping("ENG", provider="checked")
+    add_mapping("OPS", provider="fake-tracker")
+    Checked.outcome = (CheckResult("credentials", True, "signed in as bot"),
+                       CheckResult("project ENG", False, "no such project"))
+    got = rows()
+    assert Checked.seen == [["ENG"]]
+    assert got[("ticketing", "checked", "credentials")] == ("ok", "signed in as bot")
+    assert got[("ticketing", "checked", "project ENG")] == ("failed", "no such project")
+    # a plugin without a check of its own: configured is all that is known
+    assert got[("ticketing", "fake-tracker", "configured")][0] == "ok"
+    assert got[("runner", "github-actions", "configured")][0] == "ok"
+    assert got[("github", "github", "repository acme/eng")] == (
+        "ok", "the App is installed and grants a session's permissions")
+    assert got[("github", "github", "repository acme/ops")][0] == "ok"
+
+
+def test_a_provider_that_raises_is_one_failed_line(app, add_mapping):
+    add_mapping("ENG", provider="checked")
+    Checked.outcome = ProviderError("checked: GET /me failed with HTTP 401: bad credentials")
+    assert rows()[("ticketing", "checked", "connection")] == (
+        "failed", "checked: GET /me failed with HTTP 401: bad credentials")
+    Checked.outcome = RuntimeError("token=abc123 leaked in a message")
+    assert rows()[("ticketing", "checked", "connection")] == ("failed", "unexpected error (RuntimeError)")
+
+
+def test_an_unconfigured_provider_fails_only_when_a_mapping_uses_it(app, add_mapping):
+    Checked.configured = False
+    assert rows()[("ticketing", "checked", "configured")][0] == "skipped"
+    add_mapping("ENG", provider="checked")
+    assert rows()[("ticketing", "checked", "configured")] == (
+        "failed", "not configured, but mappings use it: ENG")
+    assert Checked.seen == []  # never asked to check
+
+
+def test_a_repository_the_app_is_not_installed_on_fails(app, add_mapping, gh):
+    add_mapping("ENG")
+    add_mapping("OPS", owner="elsewhere", repo="ops")
+    got = rows()
+    assert got[("github", "github", "repository acme/eng")][0] == "ok"
+    assert got[("github", "github", "repository elsewhere/ops")] == (
+        "failed", "the GitHub App is not installed on elsewhere/ops")
+
+
+@pytest.fixture
+def run(app):
+    def invoke(*args: str):
+        return CliRunner().invoke(cli, ["check", *args], obj=ScriptInfo(create_app=lambda: app))
+
+    return invoke
+
+
+def test_the_command_prints_every_line_and_fails_on_a_failure(run, add_mapping, gh):
+    add_mapping("ENG")
+    result = run()
+    assert result.exit_code == 0, result.output
+    [line] = [x for x in result.output.splitlines() if "repository acme/eng:" in x]
+    assert line.split()[:3] == ["ok", "github", "github"]
+    assert result.output.rstrip().endswith("checks, all passed")
+    assert gh.private_key_pem.splitlines()[1] not in result.output
+
+    add_mapping("OPS", owner="elsewhere", repo="ops")
+    result = run("--json")
+    assert result.exit_code == 1
+    failed = [r for r in json.loads(result.output) if r["status"] == "failed"]
+    assert failed == [{"kind": "github", "provider": "github", "name": "repository elsewhere/ops",
+                       "status": "failed", "detail": "the GitHub App is not installed on elsewhere/ops"}]
+    assert "1 failed" in run().output
+
+
+def test_a_personal_token_is_checked_against_each_repository(app, add_mapping, gh):
+    app.config.update(AIIMPL_GITHUB_APP_ID=None, AIIMPL_GITHUB_PRIVATE_KEY=None,
+                      AIIMPL_GITHUB_TOKEN=gh.personal_token)
+    add_mapping("ENG")
+    assert rows()[("github", "github", "repository acme/eng")] == (
+        "ok", "the personal token reads the repository")
+    app.config["AIIMPL_GITHUB_TOKEN"] = "ghp_" + "0" * 36  # revoked
+    status, detail = rows()[("github", "github", "repository acme/eng")]
+    assert status == "failed" and "401" in detail and "ghp_" not in detail
