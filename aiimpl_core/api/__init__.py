@@ -24,6 +24,7 @@ BLUEPRINT_MODULES = (
     "admin_runner_mode",
     "admin_sessions",
     "admin_outbox",
+    "admin_checks",
     "admin_secrets",
     "openapi",
 )

@@ -289,6 +289,26 @@ class OutboxListSchema(Schema):
     )
 
 
+# -- checks ------------------------------------------------------------------------------------------
+
+
+class CheckSchema(Schema):
+    """One thing ``GET /api/checks`` verified."""
+
+    kind = fields.String(metadata={"description": "ticketing, runner or github"})
+    provider = fields.String(metadata={"description": "the provider id (`github` for GitHub)"})
+    name = fields.String(metadata={"description": "what was checked (`credentials`, `project ENG`, …)"})
+    status = fields.String(metadata={"description": "ok, failed or skipped"})
+    detail = fields.String(metadata={"description": "what was found, or why it failed"})
+
+
+class ChecksSchema(Schema):
+    """Answer of ``GET /api/checks``."""
+
+    checks = fields.List(fields.Nested(CheckSchema))
+    failed = fields.Integer(metadata={"description": "how many checks failed"})
+
+
 # -- mappings ----------------------------------------------------------------------------------------
 
 

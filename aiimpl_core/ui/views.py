@@ -17,6 +17,7 @@ PANELS = (
     ("blockers", "Blockers"),
     ("jobs", "Dispatch log"),
     ("outbox", "Outbox"),
+    ("checks", "Checks"),
     ("sessions", "Sessions"),
     ("secrets", "Secrets"),
     ("runner-mode", "Runner mode"),

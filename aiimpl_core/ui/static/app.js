@@ -325,6 +325,26 @@ function initOutbox() {
   });
 }
 
+/* ---- checks ----------------------------------------------------------------------------------- */
+
+function initChecks() {
+  const btn = document.getElementById("checks-run");
+  const summary = document.getElementById("checks-summary");
+  btn.addEventListener("click", async () => {
+    btn.disabled = true;
+    summary.textContent = "Checking…";
+    try {
+      const body = await api("GET", "/api/checks");
+      const rows = asList(body, "checks");
+      fillRows("#checks-table", rows.map((c) => `<tr class="check-${esc(c.status)}"><th scope="row">${esc(c.status)}</th>
+        <td class="nowrap">${esc(c.kind)} <code>${esc(c.provider)}</code></td><td>${esc(c.name)}</td>
+        <td>${esc(c.detail)}</td></tr>`), 4, "Nothing to check.");
+      summary.textContent = body.failed ? `${rows.length} checks, ${body.failed} failed` : `${rows.length} checks, all passed`;
+    } catch (e) { summary.textContent = ""; flash(e.message, "error"); }
+    btn.disabled = false;
+  });
+}
+
 /* ---- secrets ---------------------------------------------------------------------------------- */
 
 function initSecrets() {
@@ -426,7 +446,7 @@ function initJira() {
 /* ---- boot ------------------------------------------------------------------------------------ */
 
 const PANELS = {projects: initProjects, issues: initIssues, blockers: initBlockers, jobs: initJobs,
-  outbox: initOutbox, sessions: initSessions, secrets: initSecrets, "runner-mode": initRunnerMode, jira: initJira};
+  outbox: initOutbox, checks: initChecks, sessions: initSessions, secrets: initSecrets, "runner-mode": initRunnerMode, jira: initJira};
 
 /* Submit buttons are served disabled and enabled here, once their forms' handlers are attached: a
    form submitted before that would go out natively, and none of them is meant to (a secret or a

@@ -1,0 +1,32 @@
+"""``GET /api/checks``: the pre-flight checks of ``aiimpl check``, for the admin UI."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from ..services.checks import FAILED, run_checks
+
+bp = Blueprint("admin_checks", __name__)
+
+
+@bp.get("/api/checks")
+def checks():  # noqa: ANN201
+    """Run the pre-flight checks of every connection.
+    ---
+    get:
+      summary: Check, read-only, every tracker, runner backend and GitHub (as `aiimpl check`)
+      description: >-
+        Each configured tracker and runner backend checks its credentials and what the mappings
+        that use it name; GitHub is checked for every mapped repository. A provider a mapping uses
+        but that is not configured fails; one nobody uses is skipped. The checks call the services
+        while the request waits (a few seconds at most with the HTTP client's timeouts).
+      tags: [admin]
+      responses:
+        200:
+          description: One line per thing checked, and how many failed
+          content:
+            application/json:
+              schema: ChecksSchema
+    """
+    rows = run_checks()
+    return jsonify(checks=[r.as_dict() for r in rows], failed=sum(r.status == FAILED for r in rows))

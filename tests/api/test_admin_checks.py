@@ -1,0 +1,38 @@
+"""``GET /api/checks``: ``aiimpl check`` for the admin UI."""
+
+from __future__ import annotations
+
+import pytest
+
+URL = "/api/checks"
+
+
+@pytest.fixture
+def aiimpl_plugins(adm_plugins) -> list[object]:
+    return adm_plugins
+
+
+def test_checks_every_connection(client, admin_headers, adm_mapping) -> None:
+    adm_mapping("ENG")
+    resp = client.get(URL, headers=admin_headers)
+    assert resp.status_code == 200
+    body = resp.get_json()
+    got = {(c["kind"], c["provider"], c["name"]): c["status"] for c in body["checks"]}
+    assert got[("ticketing", "fake-tracker", "configured")] == "ok"
+    assert got[("runner", "github-actions", "configured")] == "ok"
+    assert got[("runner", "fly-machines", "configured")] == "ok"
+    # no GitHub credentials, and a mapping whose sessions push to GitHub
+    assert got[("github", "github", "configured")] == "failed"
+    assert body["failed"] == 1
+    assert set(body["checks"][0]) == {"kind", "provider", "name", "status", "detail"}
+
+
+def test_an_install_without_mappings_fails_nothing(client, admin_headers) -> None:
+    body = client.get(URL, headers=admin_headers).get_json()
+    assert body["failed"] == 0
+    assert {c["status"] for c in body["checks"] if c["kind"] == "github"} == {"skipped"}
+
+
+def test_an_admin_session_is_required(client) -> None:
+    resp = client.get(URL)
+    assert (resp.status_code, resp.get_json()) == (401, {"error": "Unauthorized"})
