@@ -38,7 +38,7 @@ from ..extensions import db
 from ..orm import Blocker, Job, OutboxItem, Setting, utcnow
 from ..orm import Mapping as MappingRow
 from ..services import blockers
-from ..services.poller import backoff_from
+from ..services.poller import LAST_CYCLE_KEY, backoff_from, last_cycle_from
 from ..types import ACTIVE_STATUSES, JobStatus, Phase
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ class Snapshot:
     oldest_waiting: datetime | None
     blocked: dict[str, int]
     backoffs: dict[tuple[str, str], float]
+    #: when the latest poll-loop cycle finished, and its errors (``None``: no loop ran yet)
+    last_cycle: tuple[datetime, int] | None = None
 
 
 def read_snapshot(now: datetime) -> Snapshot:
@@ -103,15 +105,21 @@ def read_snapshot(now: datetime) -> Snapshot:
     for reason, n in session.execute(select(Blocker.reason, func.count()).group_by(Blocker.reason)):
         blocked[reason] = n
     backoffs: dict[tuple[str, str], float] = {}
+    last_cycle = None
     for key, value in session.execute(
-        select(Setting.key, Setting.value).where(Setting.key.like(BACKOFF_PREFIX + "%"))
+        select(Setting.key, Setting.value).where(
+            Setting.key.like(BACKOFF_PREFIX + "%") | (Setting.key == LAST_CYCLE_KEY)
+        )
     ):
+        if key == LAST_CYCLE_KEY:
+            last_cycle = last_cycle_from(value)
+            continue
         kind, _, provider_id = key.removeprefix(BACKOFF_PREFIX).partition(":")
         backoff = backoff_from(value, now)  # (its error text is never exported: it may quote a request)
         if backoff is not None and kind and provider_id:
             backoffs[(kind, provider_id)] = (backoff.until - now).total_seconds()
     session.rollback()  # read only: end the transaction now, not at the end of the request
-    return Snapshot(jobs, active, outbox, oldest, blocked, backoffs)
+    return Snapshot(jobs, active, outbox, oldest, blocked, backoffs, last_cycle)
 
 
 def _gauge(name: str, help_text: str, labels: list[str], values: Mapping[Any, float]) -> Metric:
@@ -150,6 +158,18 @@ class AiimplCollector(Collector):
 
 
 def _families(snap: Snapshot, now: datetime) -> Iterator[Metric]:
+    finished, errors = snap.last_cycle or (None, 0)
+    yield GaugeMetricFamily(
+        "aiimpl_poller_last_cycle_timestamp_seconds",
+        "When a poll loop (aiimpl poll, the in-app scheduler) last finished a cycle, as a Unix time; "
+        "0 when none has. Alert when it falls behind by a few intervals: nothing is dispatched.",
+        value=finished.timestamp() if finished else 0.0,
+    )
+    yield GaugeMetricFamily(
+        "aiimpl_poller_last_cycle_errors",
+        "Errors the latest poll-loop cycle reported (a tracker listing, an issue's dispatch, …).",
+        value=errors,
+    )
     yield _gauge(
         "aiimpl_jobs",
         "Jobs by status and phase, all time (jobs are kept, so the terminal statuses only grow).",

@@ -26,7 +26,7 @@ from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..database import serialized
+from ..database import serialized, upsert
 from ..errors import ProviderError
 from ..extensions import db
 from ..orm import Lease, Setting, utcnow
@@ -171,6 +171,37 @@ def record_success(kind: str, provider_id: str) -> None:
 
 # -- the loop ---------------------------------------------------------------------------------
 
+#: the settings row of the latest cycle any poll loop finished (``aiimpl_poller_last_cycle_*``)
+LAST_CYCLE_KEY = "poller:last_cycle"
+
+
+def record_last_cycle(report: Any, holder: str) -> None:
+    """Note that a poll loop finished a cycle: when, by whom, and how it went (one upsert)."""
+    finished = report.finished_at or utcnow()
+    value = {
+        "startedAt": report.started_at.isoformat(),
+        "finishedAt": finished.isoformat(),
+        "holder": holder,
+        "dispatched": len(report.dispatched),
+        "errors": len(report.errors),
+    }
+    stmt = upsert(Setting).values(key=LAST_CYCLE_KEY, value=value, updated_at=finished)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Setting.key], set_={"value": value, "updated_at": finished}
+    )
+    with serialized(writes_first=True):
+        db.session.execute(stmt)
+
+
+def last_cycle_from(value: Any) -> tuple[datetime, int] | None:
+    """When the latest cycle finished and its number of errors, from the row's value."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        return datetime.fromisoformat(str(value["finishedAt"])), int(value.get("errors") or 0)
+    except (KeyError, ValueError, TypeError):
+        return None
+
 
 class Poller:
     """Runs poll cycles every ``interval`` seconds until :meth:`stop` is called.
@@ -199,6 +230,11 @@ class Poller:
 
         try:
             report = run_cycle(lease_seconds=self.interval, holder=self.holder)
+            try:
+                record_last_cycle(report, self.holder)
+            except Exception:  # noqa: BLE001 - only the heartbeat is missed; the next cycle writes it
+                db.session.rollback()
+                log.exception("recording the poll cycle failed")
             try:
                 housekeeping.maybe_prune(holder=self.holder)
             except Exception:  # noqa: BLE001 - housekeeping waits for the next hour, polling goes on

@@ -165,6 +165,24 @@ def test_an_empty_install_reads_zero(client, now):
     assert set(by(m, "aiimpl_outbox_items", "state").values()) == {0}
     assert value(m, "aiimpl_outbox_oldest_pending_age_seconds") == 0
     assert m["aiimpl_backoff_remaining_seconds"] == []  # described, without samples
+    assert value(m, "aiimpl_poller_last_cycle_timestamp_seconds") == 0  # no poll loop ran yet
+
+
+def test_the_latest_poll_loop_cycle_is_reported(app, client):
+    from aiimpl_core.services.poller import Poller
+
+    before = utcnow()
+    Poller(60).run_once()
+    m = scrape(client)
+    finished = value(m, "aiimpl_poller_last_cycle_timestamp_seconds")
+    assert before.timestamp() <= finished <= utcnow().timestamp()
+    assert value(m, "aiimpl_poller_last_cycle_errors") == 0
+    second = Poller(60)
+    second.holder = "another-host:1:1"
+    second.run_once()  # any poll loop's cycle counts: the row is overwritten, not added to
+    assert value(scrape(client), "aiimpl_poller_last_cycle_timestamp_seconds") >= finished
+    assert db.session.scalar(db.select(db.func.count()).select_from(Setting)
+                             .where(Setting.key == "poller:last_cycle")) == 1
 
 
 def test_no_error_text_or_secret_is_exported(client, now):
