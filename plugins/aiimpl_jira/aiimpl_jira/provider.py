@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiimpl_core.errors import NotFound, ProviderConfigError, ProviderError
 from aiimpl_core.providers import TicketingProvider
-from aiimpl_core.types import BlockingLink, Comment, Stage, TrackerIssue, TriggeredPage
+from aiimpl_core.types import BlockingLink, CheckResult, Comment, Stage, TrackerIssue, TriggeredPage
 
 from .adf import adf_to_markdown, markdown_to_adf
 from .client import ISSUE_FIELDS, JiraClient
@@ -57,6 +57,9 @@ def trigger_jql(projects: Sequence[str], clauses: Mapping[str, str] | None = Non
     scope = parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
     return f"status = {jql_string(TRIGGER_STATUS)} AND {scope} ORDER BY created ASC, key ASC"
 
+
+#: The statuses the workflow must have: the trigger and every stage's (:data:`STAGE_STATUS`).
+REQUIRED_STATUSES: tuple[str, ...] = tuple(STAGE_STATUS.values())
 
 #: Jira refuses comments longer than 32,767 characters; keep a margin for the notice.
 MAX_COMMENT_CHARS = 32_000
@@ -212,11 +215,17 @@ class JiraProvider(TicketingProvider):
             last = bool(page.get("isLast", not page.get("nextPageToken"))) or not page.get("nextPageToken")
             yield TriggeredPage(issues, complete=last)
 
+    def _clause_errors(self, clauses: Mapping[str, str]) -> dict[str, list[str]]:
+        """Jira's parser's errors for each mapping's ``ticketing.jql`` (by project), in one call."""
+        parsed = self.client.parse_jql(list(clauses.values()))
+        return {
+            project: [str(e) for e in (parsed[i].get("errors") or ())] if i < len(parsed) else []
+            for i, project in enumerate(clauses)
+        }
+
     def _raise_for_bad_clause(self, clauses: Mapping[str, str], exc: ProviderError) -> None:
         """Name the mapping whose ``ticketing.jql`` made Jira refuse the whole search."""
-        parsed = self.client.parse_jql(list(clauses.values()))
-        for (project, _clause), entry in zip(clauses.items(), parsed, strict=False):
-            errors = [str(e) for e in entry.get("errors") or ()]
+        for project, errors in self._clause_errors(clauses).items():
             if errors:
                 raise ProviderError(
                     f"the JQL clause of mapping {project} (ticketing.jql) is invalid: {'; '.join(errors)}",
@@ -371,6 +380,52 @@ class JiraProvider(TicketingProvider):
 
     # -- set-up check -------------------------------------------------------------------------
 
+    def check(self, mappings: Sequence[MappingView]) -> Sequence[CheckResult]:
+        """``aiimpl check``: the credentials, each mapped project's statuses (:meth:`check_setup`),
+        and every mapping's ``ticketing.jql`` (one parse for all of them).
+
+        Requests: ``GET /myself``, one ``GET /project/{key}/statuses`` per project (Jira has no
+        call that reads several projects' workflow statuses; its 404 also says the project does
+        not exist or is hidden from the account), and one ``POST /jql/parse`` when any mapping
+        has a clause. Refused credentials are a failed ``credentials`` line, not an exception.
+        """
+        projects = list(dict.fromkeys(m.team_key for m in mappings))
+        try:
+            report = self.check_setup(projects)
+        except ProviderError as exc:
+            if exc.status not in (401, 403):
+                raise
+            return [CheckResult("credentials", False, exc.message)]
+        account = report["account"]
+        who = account.get("displayName") or account.get("accountId") or "an unnamed account"
+        results = [CheckResult("credentials", True, f"signed in as {who}")]
+        searched = set(self.searched_projects(projects))
+        for project in projects:
+            entry = report["projects"][project]
+            if entry["error"]:
+                results.append(CheckResult(f"project {project}", False, entry["error"]))
+                continue
+            problems = [f"missing status '{name}'" for name in entry["missing"]]
+            if not entry["done"]:
+                problems.append("no status in the done category (needed when a PR merges)")
+            if project not in searched:
+                problems.append("not in AIIMPL_JIRA_PROJECTS: its issues are never listed")
+            detail = "; ".join(problems) or (
+                f"the workflow has {', '.join(REQUIRED_STATUSES)} and a done status"
+            )
+            results.append(CheckResult(f"project {project}", not problems, detail))
+        clauses = self._mapping_clauses(mappings)
+        if clauses:
+            try:
+                errors = self._clause_errors(clauses)
+            except ProviderError as exc:
+                errors = {p: [f"could not be checked: {exc.message}"] for p in clauses}
+            for project, clause in clauses.items():
+                found = errors.get(project) or []
+                detail = f"ticketing.jql is invalid: {'; '.join(found)}" if found else f"valid: {clause}"
+                results.append(CheckResult(f"jql {project}", not found, detail))
+        return results
+
     def check_setup(self, projects: Sequence[str]) -> dict[str, Any]:
         """Whether the credentials work and each project's workflow has the lifecycle's statuses.
 
@@ -384,7 +439,7 @@ class JiraProvider(TicketingProvider):
             "account": {"accountId": account.get("accountId"), "displayName": account.get("displayName")},
             "projects": {},
         }
-        wanted = [STAGE_STATUS[stage] for stage in STAGE_STATUS]
+        wanted = REQUIRED_STATUSES
         for project in projects:
             entry: dict[str, Any] = {"missing": [], "done": False, "error": None}
             try:

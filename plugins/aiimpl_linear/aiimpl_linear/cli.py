@@ -27,7 +27,8 @@ def linear_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @with_appcontext
 def check(teams: tuple[str, ...], as_json: bool) -> None:
-    """Check the credentials and that each team exists and has a completed workflow state.
+    """Check the credentials and that each team exists, has a completed workflow state and can
+    use the trigger label AI-Implement.
 
     Stage labels the team does not have yet are listed; they are created on first use.
     Exits with status 1 when something is wrong.

@@ -6,11 +6,11 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiimpl_core.errors import NotFound, ProviderError, ProviderNotConfigured
 from aiimpl_core.providers import ProviderContext, TicketingProvider
-from aiimpl_core.types import BlockingLink, Comment, Stage, TrackerIssue, TriggeredPage
+from aiimpl_core.types import BlockingLink, CheckResult, Comment, Stage, TrackerIssue, TriggeredPage
 
 from .client import LinearClient
 from .config import (
@@ -26,6 +26,9 @@ from .config import (
     authorization_header,
     validate_ticketing,
 )
+
+if TYPE_CHECKING:
+    from aiimpl_core.types import MappingView
 
 #: Seconds a key read from the secret store is reused.
 STORED_SECRET_TTL = 30.0
@@ -439,15 +442,49 @@ class LinearProvider(TicketingProvider):
 
     # -- operator checks ----------------------------------------------------------------------
 
+    def check(self, mappings: Sequence[MappingView]) -> Sequence[CheckResult]:
+        """``aiimpl check``: the credentials, then each mapped team (see :meth:`check_setup`), all
+        read in one request. A refused key is a failed ``credentials`` line, not an exception."""
+        keys = sorted({m.team_key for m in mappings})
+        try:
+            report = self.check_setup(keys)
+        except ProviderError as exc:
+            if exc.status not in (401, 403):
+                raise
+            return [CheckResult("credentials", False, exc.message)]
+        viewer = report["viewer"]
+        who = viewer.get("name") or viewer.get("email") or "an unnamed user"
+        results = [CheckResult("credentials", True, f"signed in as {who}")]
+        for key in keys:
+            entry = report["teams"][key]
+            if not entry["found"] or entry["problems"]:
+                prefix = f"{entry['name']}: " if entry.get("name") else ""
+                results.append(CheckResult(f"team {key}", False, prefix + "; ".join(entry["problems"])))
+                continue
+            detail = f"{entry['name']}: trigger label {TRIGGER_LABEL} found; done state {entry['done']}"
+            if entry["missing"]:
+                detail += f"; stage labels created on first use: {', '.join(entry['missing'])}"
+            results.append(CheckResult(f"team {key}", True, detail))
+        return results
+
     def check_setup(self, team_keys: Sequence[str]) -> dict[str, Any]:
-        """Check the credentials and each team: it exists and has a ``completed`` workflow state.
+        """Check the credentials and each team: it exists, has a ``completed`` workflow state, and
+        can use the trigger label (its own or the workspace's) -- in one request.
 
         Missing stage labels are reported but are not a problem: they are created on first use.
+        The trigger label is never created (a person adds it): without it nothing is triggered.
         Returns ``{"ok", "viewer", "teams": {key: {"found", "name", "done", "labels", "missing",
-        "problems"}}}``.
+        "problems"}}}``; ``missing`` lists the stage labels the team does not have yet.
         """
         keys = sorted(set(team_keys))
-        label_filter = {"or": [{"name": {"eqIgnoreCase": n}} for n in AI_LABELS]}
+        label_filter = {
+            "and": [
+                {"or": [{"name": {"eqIgnoreCase": n}} for n in AI_LABELS]},
+                # only the mapped teams' labels and the workspace's: other teams' copies of our
+                # labels cannot fill the page and hide the ones that count
+                {"or": [{"team": {"key": {"in": keys}}}, {"team": {"null": True}}]},
+            ]
+        }
         data = self.client.execute("SetupCheck", {"teamKeys": keys, "labelFilter": label_filter})
         teams = {str(t.get("key")): t for t in _nodes(data.get("teams"))}
         labels = [
@@ -468,13 +505,20 @@ class LinearProvider(TicketingProvider):
                 for label in labels
                 if (label.get("team") or {}).get("key") in (key, None)
             }
-            problems = [] if done else ["no workflow state of type completed (needed when a PR merges)"]
+            problems = []
+            if TRIGGER_LABEL.casefold() not in usable:
+                problems.append(
+                    f"label {TRIGGER_LABEL} not found: add it in Linear "
+                    f"(a workspace label or a label of team {key}); it is the trigger"
+                )
+            if not done:
+                problems.append("no workflow state of type completed (needed when a PR merges)")
             report["teams"][key] = {
                 "found": True,
                 "name": team.get("name"),
                 "done": done[0].get("name") if done else None,
                 "labels": [n for n in AI_LABELS if n.casefold() in usable],
-                "missing": [n for n in AI_LABELS if n.casefold() not in usable],
+                "missing": [n for n in STAGE_LABELS.values() if n.casefold() not in usable],
                 "problems": problems,
             }
             report["ok"] = report["ok"] and not problems

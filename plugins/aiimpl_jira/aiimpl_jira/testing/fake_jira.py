@@ -357,6 +357,11 @@ class FakeJira:
             self.projects.setdefault(issue.project, str(next(self._ids)))
         return issue
 
+    def add_project(self, key: str) -> str:
+        """Add a project without issues (adding an issue adds its project too); return its id."""
+        with self.lock:
+            return self.projects.setdefault(key, str(next(self._ids)))
+
     def link_blocks(self, blocker: str, blocked: str, type_name: str = "Blocks") -> None:
         """Record "``blocker`` blocks ``blocked``"."""
         self.links.append(
