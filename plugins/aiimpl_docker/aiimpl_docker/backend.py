@@ -51,10 +51,12 @@ from typing import Any, ClassVar
 from aiimpl_core.errors import DispatchError, ProviderConfigError, ProviderError
 from aiimpl_core.providers import RunnerBackend
 from aiimpl_core.types import (
+    CheckResult,
     DispatchRequest,
     DispatchResult,
     InFlightRun,
     LogLabel,
+    MappingView,
     RunPhase,
     RunState,
     SessionInfo,
@@ -113,6 +115,20 @@ def redact(text: str, env: Mapping[str, str]) -> str:
     return text
 
 
+def _engine_address() -> str:
+    """Which engine was asked: ``DOCKER_HOST``, or the default socket."""
+    host = os.environ.get("DOCKER_HOST")
+    return f"DOCKER_HOST={host}" if host else "the default socket"
+
+
+def _describe_engine(info: Mapping[str, Any]) -> str:
+    """``GET /version`` in a line: the engine's name and version, and its API version."""
+    components = info.get("Components") or ()
+    names = [c.get("Name") for c in components if isinstance(c, dict) and isinstance(c.get("Name"), str)]
+    engine_name = next((n for n in names if n.endswith("Engine")), "Docker Engine")
+    return f"{engine_name} {info.get('Version') or '(version unknown)'}, API {info.get('ApiVersion') or '?'}"
+
+
 def parse_volumes(spec: str) -> dict[str, dict[str, str]]:
     """``host:container[:ro|rw],...`` as the SDK's ``volumes`` mapping."""
     out: dict[str, dict[str, str]] = {}
@@ -167,6 +183,34 @@ class LocalDockerBackend(RunnerBackend):
         if self._docker is None:
             self._docker = engine.connect()
         return self._docker
+
+    # -- pre-flight check --
+
+    def check(self, mappings: Sequence[MappingView]) -> Sequence[CheckResult]:
+        """Whether the engine answers (its version) and the session image is on it; read-only:
+        nothing is pulled, built or started."""
+        try:
+            client = self.docker()
+            info = engine.call("reading the engine's version", client.version)
+        except ProviderError as exc:
+            return [
+                CheckResult("engine", False, f"{exc.message} ({_engine_address()})"),
+                CheckResult(f"image {self.image}", False, "not checked: the Docker engine does not answer"),
+            ]
+        return [CheckResult("engine", True, _describe_engine(info)), self._check_image(client)]
+
+    def _check_image(self, client: Any) -> CheckResult:
+        name = f"image {self.image}"
+        try:
+            image = engine.call(f"reading image {self.image}", lambda: client.images.get(self.image))
+        except ProviderError as exc:
+            if exc.status != 404:
+                return CheckResult(name, False, exc.message)
+            return CheckResult(
+                name, False, f"not on the engine: build it (docker build -f docker/session.Dockerfile "
+                f"-t {self.image} .) or pull it, or set {config.IMAGE}; see docs/session-image.md",
+            )
+        return CheckResult(name, True, f"present ({image.short_id})")
 
     # -- dispatch --
 

@@ -43,6 +43,8 @@ class FakeEngine:
         self.clock = clock
         self.containers: dict[str, dict[str, Any]] = {}
         self.logs: dict[str, bytes] = {}
+        #: images the engine has (name → id), for ``GET /images/{name}/json``
+        self.images: dict[str, str] = {}
         self.requests: list[tuple[str, str]] = []
         self.failures: list[tuple[str, str, int, str]] = []  # method, path suffix, status, message
         self._lock = threading.Lock()
@@ -118,6 +120,13 @@ class FakeEngine:
         @app.get("/<version>/version")
         def server_version(version: str | None = None) -> Any:
             return flask.jsonify({"ApiVersion": "1.45", "Version": "26.0.0", "MinAPIVersion": "1.24"})
+
+        @app.get("/<version>/images/<path:name>/json")
+        def inspect_image(version: str, name: str) -> Any:
+            image_id = self.images.get(name)
+            if image_id is None:
+                return error(404, f"failed to find image {name}: {name}: No such image")
+            return flask.jsonify({"Id": image_id, "RepoTags": [name], "Created": _stamp(self.clock())})
 
         @app.post("/<version>/containers/create")
         def create(version: str) -> Any:

@@ -43,6 +43,7 @@ lifetime is enforced here, also for machines whose job already ended.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -50,10 +51,12 @@ from typing import Any, ClassVar
 from aiimpl_core.errors import DispatchError, ProviderError
 from aiimpl_core.providers import RunnerBackend
 from aiimpl_core.types import (
+    CheckResult,
     DispatchRequest,
     DispatchResult,
     InFlightRun,
     LogLabel,
+    MappingView,
     RunPhase,
     RunState,
     SessionInfo,
@@ -69,6 +72,11 @@ PENDING_STATES = frozenset({"created", "starting"})
 ENDED_STATES = frozenset({"stopped", "destroying", "destroyed", "suspended", "failed"})
 #: states not worth listing as sessions
 GONE_STATES = frozenset({"destroying", "destroyed"})
+#: an image reference: ``[registry[:port]/]path[:tag][@sha256:digest]``, lower-case path
+IMAGE_RE = re.compile(
+    r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
+)
 #: how far Fly's clock (exit events) may be behind ours when a stop is matched to a lifetime
 CLOCK_SLACK = timedelta(minutes=1)
 
@@ -145,6 +153,49 @@ class FlyMachinesBackend(RunnerBackend):
     def machine_url(self, machine_id: str) -> str:
         """The machine's page (logs, events) on the Fly dashboard."""
         return f"https://fly.io/apps/{self.app_name}/machines/{machine_id}"
+
+    # -- pre-flight check --
+
+    def check(self, mappings: Sequence[MappingView]) -> Sequence[CheckResult]:
+        """Whether the app exists and the token reads it (one ``GET /apps/{app}``), and whether the
+        session image is set. Read-only; the image itself is pulled by Fly only when a machine is
+        created, so it is not looked up here."""
+        return [self._check_app(), self._check_image()]
+
+    def _check_app(self) -> CheckResult:
+        name = f"app {self.app_name}"
+        try:
+            app = self.client().get_app()
+        except ProviderError as exc:
+            if exc.status in (401, 403):
+                refused = f"Fly refused the token (HTTP {exc.status}): {_fly_error(exc)}"
+                return CheckResult(name, False, refused)
+            return CheckResult(name, False, exc.message)
+        if app is None:
+            return CheckResult(
+                name, False, f"Fly knows no app {self.app_name} for this token: create it (fly apps create) "
+                "or check AIIMPL_FLY_APP",
+            )
+        org = app.get("organization") if isinstance(app.get("organization"), dict) else {}
+        found = [f"organization {org['slug']}"] if isinstance(org.get("slug"), str) else []
+        if isinstance(app.get("status"), str) and app["status"]:
+            found.append(f"status {app['status']}")
+        suffix = f" ({', '.join(found)})" if found else ""
+        return CheckResult(name, True, f"the token reads the app{suffix}")
+
+    def _check_image(self) -> CheckResult:
+        image = self.image
+        name = f"image {image}"
+        if not self.context.setting(config.IMAGE):
+            return CheckResult(
+                name, False, f"{config.IMAGE} is not set: push the session image to the app's registry "
+                f"(registry.fly.io/{self.app_name}:session) and set {config.IMAGE} (docs/session-image.md)",
+            )
+        if not IMAGE_RE.fullmatch(image):
+            return CheckResult(
+                name, False, f"{config.IMAGE} is not an image reference ([registry/]name[:tag])"
+            )
+        return CheckResult(name, True, f"set by {config.IMAGE}; Fly pulls it when a machine is created")
 
     # -- dispatch --
 
@@ -389,6 +440,14 @@ class FlyMachinesBackend(RunnerBackend):
             return False
         self._remove(client, session_id, stop=machine.get("state") not in ENDED_STATES)
         return True
+
+
+def _fly_error(exc: ProviderError) -> str:
+    """Fly's own ``error`` text of a failed call."""
+    detail = exc.detail
+    if isinstance(detail, dict) and isinstance(detail.get("error"), str):
+        return detail["error"]
+    return exc.message
 
 
 def _redact(text: str, request: DispatchRequest) -> str:

@@ -30,6 +30,12 @@ class FlyClient:
             path += f"/{action}"
         return path
 
+    def get_app(self) -> dict[str, Any] | None:
+        """``GET /apps/{app}``: the app (``name``, ``status``, ``organization``); ``None`` when Fly
+        knows no such app, or not for this token."""
+        resp = self.http.get(f"/apps/{quote(self.app, safe='')}", expected=(200, 404))
+        return None if resp.status_code == 404 else _object(_json(resp))
+
     def create_machine(self, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /apps/{app}/machines``: create and start a machine; returns the Machine."""
         # not retried on a 5xx: a second POST could start a second machine for the same job

@@ -26,6 +26,7 @@ from aiimpl_core.errors import DispatchError, ProviderConfigError, ProviderError
 from aiimpl_core.github import ORCHESTRATOR_PERMISSIONS, GitHub, Repo, github_message
 from aiimpl_core.providers import RunnerBackend
 from aiimpl_core.types import (
+    CheckResult,
     DispatchRequest,
     DispatchResult,
     InFlightRun,
@@ -237,6 +238,41 @@ class GitHubActionsBackend(RunnerBackend):
 
     def sync_workflows(self, mapping: MappingView) -> SyncResult:
         return workflows.sync(self._repo(mapping), mapping, self.templates(mapping))
+
+    # -- pre-flight check --
+
+    def check(self, mappings: Sequence[MappingView]) -> Sequence[CheckResult]:
+        """Whether each workflow :meth:`sync_workflows` installs is on the mapping's default branch and
+        still what it would write (read-only: one contents read per repository and file)."""
+        # mappings sharing a repository, branch and file are checked once
+        Wanted = tuple[MappingView, workflows.WorkflowTemplate, list[str]]  # a mapping using it, teams
+        wanted: dict[tuple[str, str, str, str], Wanted] = {}
+        for mapping in mappings:
+            for tpl in self.templates(mapping):
+                key = (mapping.owner.lower(), mapping.repo.lower(), mapping.default_branch, tpl.path)
+                wanted.setdefault(key, (mapping, tpl, []))[2].append(mapping.team_key)
+        results: list[CheckResult] = []
+        failed: dict[tuple[str, str], str] = {}  # a repository that could not be read is not asked again
+        for (owner, name, _, _), (mapping, tpl, teams) in wanted.items():
+            label = f"{workflows.LABELS.get(tpl.template, 'workflow')} {mapping.owner}/{mapping.repo}"
+            where = f"{tpl.path} on {mapping.default_branch}"
+            if (owner, name) in failed:
+                results.append(CheckResult(label, False, f"could not read {where}: {failed[(owner, name)]}"))
+                continue
+            try:
+                current = self._repo(mapping).get_file(tpl.path, ref=mapping.default_branch)
+            except ProviderError as exc:
+                failed[(owner, name)] = github_message(exc)
+                results.append(CheckResult(label, False, f"could not read {where}: {failed[(owner, name)]}"))
+                continue
+            fix = f"run aiimpl mappings sync-workflows {min(teams)}"
+            if current is None:
+                results.append(CheckResult(label, False, f"{where} is missing: {fix}"))
+            elif current.content != tpl.content():
+                results.append(CheckResult(label, False, f"{where} is out of date: {fix}"))
+            else:
+                results.append(CheckResult(label, True, f"{where} is installed and current"))
+        return results
 
 
 def _aware(value: datetime) -> datetime:

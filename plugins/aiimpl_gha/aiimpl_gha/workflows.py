@@ -15,6 +15,12 @@ from aiimpl_core.github import Repo, github_message
 from aiimpl_core.types import MappingView, SyncResult
 
 WORKFLOWS_DIR = ".github/workflows"
+#: how ``aiimpl check`` names each template's line (followed by the repository)
+LABELS = {
+    "ai-implement.yml": "workflow",
+    "ai-implement-gap-fill.yml": "gap-fill workflow",
+    "ai-implement-planning.yml": "planning workflow",
+}
 
 
 @dataclass(frozen=True)

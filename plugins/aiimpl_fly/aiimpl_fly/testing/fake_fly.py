@@ -49,6 +49,9 @@ class FakeFly:
     ) -> None:
         self.token = token
         self.app_name = app
+        #: what ``GET /apps/{app}`` reports
+        self.organization = {"name": "Acme Corp", "slug": "acme"}
+        self.app_status = "deployed"
         self.clock = clock
         self.machines: dict[str, dict[str, Any]] = {}
         self.failures: list[tuple[str, str, int, str]] = []  # (method, path suffix, status, message)
@@ -156,6 +159,18 @@ class FakeFly:
         def find(machine_id: str) -> dict[str, Any] | None:
             machine = self.machines.get(machine_id)
             return machine
+
+        @app.get(f"{base}/apps/<app>")
+        def get_app(app: str) -> Any:
+            # another app's name was answered 404 by _checks
+            return flask.jsonify(
+                {
+                    "id": f"app-{self.app_name}",
+                    "name": self.app_name,
+                    "organization": dict(self.organization),
+                    "status": self.app_status,
+                }
+            )
 
         @app.post(f"{base}/apps/<app>/machines")
         def create(app: str) -> Any:

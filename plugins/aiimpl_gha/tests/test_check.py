@@ -1,0 +1,242 @@
+"""``check`` of the github-actions backend: are the workflows it dispatches installed and current?
+
+Read-only against the fake GitHub: one contents read per repository and workflow file, no write.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import Mapping as MappingRow
+from aiimpl_core.services.checks import FAILED, OK, run_checks
+from aiimpl_core.testing.contract import make_context, sample_mapping
+from aiimpl_core.testing.fake_github import FakeGitHub
+from aiimpl_core.types import CheckResult
+
+from aiimpl_gha.backend import GitHubActionsBackend
+
+from .conftest import github_config
+
+FIX = "run aiimpl mappings sync-workflows ENG"
+
+
+def contents_reads(gh: FakeGitHub) -> list[str]:
+    return [r.path for r in gh.requests if r.method == "GET" and "/contents/" in r.path]
+
+
+def writes(gh: FakeGitHub) -> list[str]:
+    # minting an installation token is the only POST a read-only check may send
+    return [
+        f"{r.method} {r.path}"
+        for r in gh.requests
+        if r.method != "GET" and not r.path.endswith("/access_tokens")
+    ]
+
+
+def no_secret(gh: FakeGitHub, results: list[CheckResult]) -> None:
+    secrets = [gh.personal_token, gh.private_key_pem, *(t.token for t in gh.issued_tokens)]
+    for result in results:
+        assert not any(s and s in result.detail for s in secrets), result
+
+
+def by_name(results: list[CheckResult]) -> dict[str, CheckResult]:
+    return {r.name: r for r in results}
+
+
+def test_check_installed_workflows_are_ok(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
+    backend.sync_workflows(sample_mapping())
+    gh.server.reset()
+    results = list(backend.check([sample_mapping()]))
+    assert results == [
+        CheckResult(
+            "workflow acme/api", True, ".github/workflows/ai-implement.yml on main is installed and current"
+        ),
+        CheckResult(
+            "gap-fill workflow acme/api",
+            True,
+            ".github/workflows/ai-implement-gap-fill.yml on main is installed and current",
+        ),
+    ]
+    assert contents_reads(gh) == [
+        "/repos/acme/api/contents/.github/workflows/ai-implement.yml",
+        "/repos/acme/api/contents/.github/workflows/ai-implement-gap-fill.yml",
+    ]
+    assert writes(gh) == []
+    no_secret(gh, results)
+
+
+def test_check_planning_workflow_only_when_the_mapping_plans(
+    gh: FakeGitHub, backend: GitHubActionsBackend
+) -> None:
+    planning = sample_mapping(planning_enabled=True)
+    backend.sync_workflows(planning)
+    results = by_name(list(backend.check([planning])))
+    assert results["planning workflow acme/api"] == CheckResult(
+        "planning workflow acme/api",
+        True,
+        ".github/workflows/ai-implement-planning.yml on main is installed and current",
+    )
+    assert "planning workflow acme/api" not in by_name(list(backend.check([sample_mapping()])))
+
+
+def test_check_missing_workflows_name_the_sync_command(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
+    mapping = sample_mapping(planning_workflow_file="plan.yml")
+    results = list(backend.check([mapping]))
+    assert [(r.name, r.ok, r.detail) for r in results] == [
+        ("workflow acme/api", False, f".github/workflows/ai-implement.yml on main is missing: {FIX}"),
+        (
+            "gap-fill workflow acme/api",
+            False,
+            f".github/workflows/ai-implement-gap-fill.yml on main is missing: {FIX}",
+        ),
+        ("planning workflow acme/api", False, f".github/workflows/plan.yml on main is missing: {FIX}"),
+    ]
+    assert writes(gh) == [] and gh.commits("acme", "api") == []
+    no_secret(gh, results)
+
+
+def test_check_edited_workflow_is_out_of_date(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
+    backend.sync_workflows(sample_mapping())
+    gh.put_file("acme", "api", ".github/workflows/ai-implement.yml", "name: edited by hand\n")
+    results = by_name(list(backend.check([sample_mapping()])))
+    assert results["workflow acme/api"] == CheckResult(
+        "workflow acme/api", False, f".github/workflows/ai-implement.yml on main is out of date: {FIX}"
+    )
+    assert results["gap-fill workflow acme/api"].ok
+
+
+def test_check_reads_the_default_branch(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
+    gh.add_branch("acme", "api", "develop")
+    mapping = sample_mapping(default_branch="develop")
+    backend.sync_workflows(sample_mapping())  # installed on main only
+    results = list(backend.check([mapping]))
+    assert [r.detail for r in results][0] == (
+        f".github/workflows/ai-implement.yml on develop is missing: {FIX}"
+    )
+    backend.sync_workflows(mapping)
+    assert all(r.ok for r in backend.check([mapping]))
+
+
+def test_check_custom_workflow_file_name(gh: FakeGitHub, gh_config_backend: Any) -> None:
+    backend = gh_config_backend({"AIIMPL_GHA_WORKFLOW_FILE": "sessions.yml"})
+    backend.sync_workflows(sample_mapping())
+    results = list(backend.check([sample_mapping()]))
+    assert results[0] == CheckResult(
+        "workflow acme/api", True, ".github/workflows/sessions.yml on main is installed and current"
+    )
+
+
+@pytest.fixture
+def gh_config_backend(gh: FakeGitHub) -> Any:
+    def make(extra: dict[str, Any]) -> GitHubActionsBackend:
+        return GitHubActionsBackend(make_context({**github_config(gh), **extra}))
+
+    return make
+
+
+def test_check_one_read_per_repository_and_file(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
+    gh.add_repo("acme", "web")
+    mappings = [
+        sample_mapping(team_key="ENG"),
+        sample_mapping(team_key="OPS"),  # shares acme/api: read once
+        sample_mapping(team_key="WEB", repo="web"),
+    ]
+    for mapping in mappings:
+        backend.sync_workflows(mapping)
+    gh.server.reset()
+    results = list(backend.check(mappings))
+    assert [r.name for r in results] == [
+        "workflow acme/api",
+        "gap-fill workflow acme/api",
+        "workflow acme/web",
+        "gap-fill workflow acme/web",
+    ]
+    assert all(r.ok for r in results)
+    reads = contents_reads(gh)
+    assert len(reads) == 4 and len(set(reads)) == 4
+    assert writes(gh) == []
+
+
+def test_check_shared_repository_names_one_team(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
+    results = list(backend.check([sample_mapping(team_key="OPS"), sample_mapping(team_key="ENG")]))
+    assert results[0].detail.endswith(FIX)  # either team's sync installs it
+
+
+def test_check_refused_read_reports_github_message_once_per_repository(
+    gh: FakeGitHub, backend: GitHubActionsBackend
+) -> None:
+    gh.fail_next("GET", r"/contents/", 403, "Resource not accessible by integration")
+    results = list(backend.check([sample_mapping()]))
+    assert [(r.ok, r.detail) for r in results] == [
+        (
+            False,
+            "could not read .github/workflows/ai-implement.yml on main: "
+            "Resource not accessible by integration",
+        ),
+        (
+            False,
+            "could not read .github/workflows/ai-implement-gap-fill.yml on main: "
+            "Resource not accessible by integration",
+        ),
+    ]
+    assert len(contents_reads(gh)) == 1  # the repository is not asked again
+    no_secret(gh, results)
+
+
+def test_check_app_not_installed_on_the_repository(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
+    gh.add_repo("other", "svc")
+    results = list(backend.check([sample_mapping(owner="other", repo="svc")]))
+    assert [r.name for r in results] == ["workflow other/svc", "gap-fill workflow other/svc"]
+    assert not any(r.ok for r in results)
+    assert all(r.detail.startswith("could not read .github/workflows/") for r in results)
+    assert contents_reads(gh) == []
+    no_secret(gh, results)
+
+
+def test_check_with_a_personal_token(gh: FakeGitHub) -> None:
+    backend = GitHubActionsBackend(
+        make_context({"AIIMPL_GITHUB_API_URL": gh.url, "AIIMPL_GITHUB_TOKEN": gh.personal_token})
+    )
+    backend.sync_workflows(sample_mapping())
+    results = list(backend.check([sample_mapping()]))
+    assert all(r.ok for r in results)
+    no_secret(gh, results)
+
+
+def test_check_without_mappings_asks_nothing(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
+    assert list(backend.check([])) == []
+    assert gh.requests == []
+
+
+# -- through ``aiimpl check`` --------------------------------------------------------------------
+
+
+@pytest.fixture
+def aiimpl_config(gh: FakeGitHub) -> dict[str, Any]:
+    return github_config(gh)
+
+
+def test_check_rows_in_the_report(app: Any, gh: FakeGitHub) -> None:
+    row = MappingRow(
+        team_key="ENG",
+        owner="acme",
+        repo="api",
+        default_branch="main",
+        execution_mode="github-actions",
+        ticketing={"provider": "fake-tracker"},
+    )
+    db.session.add(row)
+    db.session.commit()
+    rows = [r for r in run_checks() if r.provider == "github-actions"]
+    assert [(r.name, r.status) for r in rows] == [
+        ("workflow acme/api", FAILED),
+        ("gap-fill workflow acme/api", FAILED),
+    ]
+    app.extensions["aiimpl"].runner("github-actions").sync_workflows(row.view())
+    rows = [r for r in run_checks() if r.provider == "github-actions"]
+    assert [(r.name, r.status) for r in rows] == [
+        ("workflow acme/api", OK),
+        ("gap-fill workflow acme/api", OK),
+    ]
