@@ -139,6 +139,45 @@ def get_job(jobId: str):  # noqa: ANN201, N803 - the reference's parameter name
     return jsonify(body)
 
 
+@bp.post("/api/jobs/<jobId>/cancel")
+def cancel_job(jobId: str):  # noqa: ANN201, N803 - the reference's parameter name
+    """Stop a job in flight.
+    ---
+    post:
+      summary: Cancel a job in flight (it ends failed, "cancelled by an operator")
+      description: >-
+        The job ends `failed` with the reason `cancelled by an operator`: the issue gets the
+        failure comment and stage, and a session that reports afterwards finds its job ended.
+        Then its run is stopped through its backend (best effort).
+      tags: [admin]
+      responses:
+        200:
+          description: The job, ended
+          content:
+            application/json:
+              schema: JobSchema
+        404:
+          description: job not found
+          content:
+            application/json:
+              schema: ErrorSchema
+        409:
+          description: job already ended (it had, or a result came first)
+          content:
+            application/json:
+              schema: ErrorSchema
+    """
+    from ..errors import Conflict
+    from ..services.cancel import cancel_job as cancel
+
+    job = _job(jobId)
+    try:
+        cancel(job.id)
+    except Conflict as exc:
+        raise ApiError(409, exc.message) from None
+    return jsonify(job_summary(db.session.get(Job, job.id)))
+
+
 @bp.get("/api/jobs/<jobId>/steps")
 def job_steps(jobId: str):  # noqa: ANN201, N803
     """A job's step history.

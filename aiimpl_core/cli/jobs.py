@@ -294,3 +294,22 @@ def jobs_show(job_id: int, as_json: bool) -> None:
     click.echo("Steps:" if data["steps"] else "Steps: (none reported)")
     for s in data["steps"]:
         click.echo(f"  {s['startedAt']}  {s['type']:<20} {s['status']:<10} {s['id']}")
+
+
+@jobs_group.command("cancel")
+@click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the ended job as JSON.")
+@with_appcontext
+def jobs_cancel(job_id: int, as_json: bool) -> None:
+    """Stop a job in flight: it ends failed ("cancelled by an operator"), with the failure comment
+    and stage on its issue, and its run is stopped through its backend (best effort)."""
+    from ..services.cancel import cancel_job
+
+    try:
+        job = cancel_job(job_id)
+    except AiimplError as exc:
+        raise click.ClickException(f"job {job_id}: {exc.message}") from None
+    if as_json:
+        echo_json(job_dict(job))
+        return
+    click.echo(f"Job {job.id} ({job.issue_key}) cancelled: it ended {job.status}.")

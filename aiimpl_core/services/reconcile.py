@@ -149,7 +149,7 @@ def _since_dispatch(job: Job) -> datetime:
     return job.dispatched_at or job.created_at
 
 
-def _in_flight(job: Job, mapping: MappingRow | None, lifetime: int) -> InFlightRun | None:
+def in_flight_run(job: Job, mapping: MappingRow | None, lifetime: int) -> InFlightRun | None:
     if mapping is None:
         return None
     return InFlightRun(
@@ -225,7 +225,7 @@ def reconcile(
         }
         runs: list[InFlightRun] = []
         for job in backend_jobs:
-            run = _in_flight(job, mappings.get(job.mapping_id or -1), lifetime)
+            run = in_flight_run(job, mappings.get(job.mapping_id or -1), lifetime)
             if run is None:  # the mapping was deleted: nobody can report on it
                 if _since_dispatch(job) + window <= now:
                     with serialized():

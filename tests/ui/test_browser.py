@@ -122,3 +122,34 @@ def test_every_panel_renders(page, panel):
     page.wait_for_load_state("networkidle")
     assert page.locator("#flash.error").count() == 0, page.locator("#flash").inner_text()
     shot(page, f"panel-{panel}")
+
+
+def test_cancel_a_job_from_the_dispatch_log(page, app, tracker):
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import Mapping
+    from aiimpl_core.services import launch
+    from aiimpl_core.services.jobs import transition
+    from aiimpl_core.types import JobStatus, Phase
+
+    tracker.add("ENG-8")
+    mapping = Mapping(team_key="ENG", owner="acme", repo="api", default_branch="main",
+                      execution_mode="github-actions", provider="anthropic", branch_prefix="ai/")
+    db.session.add(mapping)
+    db.session.commit()
+    choice = launch.BackendChoice("github-actions", "default", False)
+    job = launch.create_job(mapping, "ENG-8", phase=Phase.IMPLEMENTATION, provider="fake-tracker",
+                            choice=choice)
+    db.session.commit()
+    transition(job, JobStatus.RUNNING)
+    db.session.commit()
+
+    sign_in(page)
+    page.get_by_role("link", name="Dispatch log").click()
+    row = page.locator(f'#jobs-table tr[data-job="{job.id}"]')
+    row.get_by_text("running", exact=True).wait_for()
+    page.once("dialog", lambda d: d.accept())
+    row.get_by_role("button", name="Cancel").click()
+    page.get_by_text(f"Job {job.id} cancelled").wait_for()
+    row.get_by_text("failed", exact=True).wait_for()
+    assert row.get_by_role("button", name="Cancel").count() == 0  # an ended job offers none
+    assert tracker.comments["ENG-8"][-1] == "⚠️ Implementation failed: cancelled by an operator"

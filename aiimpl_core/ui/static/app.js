@@ -260,20 +260,30 @@ async function showSteps(jobId) {
   section.dataset.job = jobId;
 }
 
+const ACTIVE_STATUSES = ["unknown", "dispatched", "running"];
+
 function initJobs() {
-  every(async () => {
+  const load = async () => {
     const jobs = asList(await api("GET", "/api/jobs"), "jobs", "items");
     fillRows("#jobs-table", jobs.map((j) => `<tr data-job="${esc(j.id)}"><th scope="row">${esc(j.id)}</th>
       <td>${esc(pick(j, "issueKey"))}</td><td>${esc(j.phase)}</td><td>${esc(j.backend)}${j.shadow ? " (shadow)" : ""}</td>
       <td>${statusBadge(j.status, pick(j, "timeoutReason"))}</td><td>${link(pick(j, "prUrl"), j.prNumber ? `#${j.prNumber}` : "PR")}</td>
-      <td>${when(pick(j, "createdAt"))}</td><td><button type="button" data-act="steps">Steps</button></td></tr>`),
+      <td>${when(pick(j, "createdAt"))}</td><td><button type="button" data-act="steps">Steps</button>
+      ${ACTIVE_STATUSES.includes(j.status) ? '<button type="button" class="danger" data-act="cancel">Cancel</button>' : ""}</td></tr>`),
     8, "No jobs yet.");
     const open = document.getElementById("job-steps");
     if (!open.hidden && open.dataset.job) await showSteps(open.dataset.job);
-  });
-  document.querySelector("#jobs-table").addEventListener("click", (ev) => {
-    const btn = ev.target.closest("button[data-act=steps]");
-    if (btn) showSteps(btn.closest("tr").dataset.job).catch((e) => flash(e.message, "error"));
+  };
+  every(() => load().catch((e) => flash(e.message, "error")));
+  document.querySelector("#jobs-table").addEventListener("click", async (ev) => {
+    const btn = ev.target.closest("button[data-act]");
+    if (!btn) return;
+    const id = btn.closest("tr").dataset.job;
+    if (btn.dataset.act === "steps") { showSteps(id).catch((e) => flash(e.message, "error")); return; }
+    if (btn.dataset.act !== "cancel" || !confirm(`Cancel job ${id}? It ends failed and its run is stopped.`)) return;
+    btn.disabled = true;
+    try { await api("POST", `/api/jobs/${encodeURIComponent(id)}/cancel`); flash(`Job ${id} cancelled`); await load(); }
+    catch (e) { btn.disabled = false; flash(e.message, "error"); }
   });
 }
 
