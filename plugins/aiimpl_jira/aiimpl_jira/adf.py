@@ -29,7 +29,8 @@ _ITEM = re.compile(r"^(?P<indent>\s*)(?P<marker>[-*+]|\d{1,9}[.)])\s+(?P<text>.*
 # One alternation: at any position the first alternative that matches wins, which gives code
 # spans priority over emphasis (so `a*b*` stays literal) and links over bare URLs.
 _INLINE = re.compile(
-    r"(?P<escape>\\[\\`*_{}\[\]()#+\-.!~>|])"
+    # (CommonMark: a backslash escapes any ASCII punctuation character)
+    r"(?P<escape>\\[!-/:-@\[-`{-~])"
     r"|(?P<code>(?P<ticks>`+)(?P<code_text>.+?)(?P=ticks))"
     r"|\[(?P<link_text>[^\]]+)\]\((?P<link_url>[^)\s]+)\)"
     r"|<(?P<autolink>https?://[^>\s]+)>"

@@ -325,3 +325,11 @@ def test_nested_blocks_are_valid_adf_and_lose_no_text(markdown: str) -> None:
     assert adf_violations(doc) == []
     # every letter of the Markdown, in order (adf_text joins the blocks without separators)
     assert re.sub("[^A-Za-z]", "", adf_text(doc)) == re.sub("[^A-Za-z]", "", markdown)
+
+
+def test_a_backslash_escapes_any_ascii_punctuation() -> None:
+    # CommonMark: \< \$ \@ … show the character itself, and an escaped marker starts no emphasis
+    doc = markdown_to_adf("a \\< b \\$ \\@ \\\"q\\\" \\_\\_init\\_\\_.py \\*x\\*")
+    assert adf_violations(doc) == []
+    assert adf_text(doc) == 'a < b $ @ "q" __init__.py *x*'
+    assert _styled_chars(doc) == [c for c in _styled_chars(doc) if not c[2]]  # no marks
