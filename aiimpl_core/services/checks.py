@@ -89,7 +89,9 @@ def _github_rows(rows: Sequence[MappingRow], make: Callable[[], Any]) -> list[Ch
         owner, repo = full_name.split("/", 1)
         try:
             if github.mode == "app":
+                # the installation is read afresh (a minted token may be cached for the hour), then
                 # what a session is given: a token limited to the repository, with its permissions
+                github.installation_id(owner, repo)
                 github.repository_token(owner, repo)
                 detail = "the App is installed and grants a session's permissions"
             else:

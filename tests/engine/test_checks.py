@@ -171,3 +171,11 @@ def test_a_personal_token_is_checked_against_each_repository(app, add_mapping, g
     app.config["AIIMPL_GITHUB_TOKEN"] = "ghp_" + "0" * 36  # revoked
     status, detail = rows()[("github", "github", "repository acme/eng")]
     assert status == "failed" and "401" in detail and "ghp_" not in detail
+
+
+def test_an_app_uninstalled_since_a_token_was_minted_fails_at_once(app, add_mapping, gh):
+    add_mapping("ENG")
+    assert rows()[("github", "github", "repository acme/eng")][0] == "ok"  # a token is minted and cached
+    gh.installations.clear()
+    assert rows()[("github", "github", "repository acme/eng")] == (
+        "failed", "the GitHub App is not installed on acme/eng")
