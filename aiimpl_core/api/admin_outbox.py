@@ -16,16 +16,16 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from sqlalchemy import and_, exists, func, not_, select, update
 from sqlalchemy.orm import aliased
 
-from ..config import sensitive_names
 from ..database import serialized
 from ..extensions import db
 from ..orm import OutboxItem, utcnow
 from ..schemas import admin as schemas
 from ..schemas.common import ApiError
+from ..services import redaction
 from ..session.redact import Redactor
 
 bp = Blueprint("admin_outbox", __name__)
@@ -36,7 +36,6 @@ NOT_DEAD = "only a dead item can be retried"
 LATER_STAGE_DELIVERED = "a later stage change of this issue was delivered"
 #: writes that move the issue (sending an older one after a newer one went out moves it back)
 STAGE_OPS = ("stage", "done")
-_MASK_KEY = "aiimpl.outbox-mask"
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -44,19 +43,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _mask() -> Redactor:
-    """A redactor of the orchestrator's own sensitive settings (kept per app and values)."""
-    facade = current_app.extensions["aiimpl"]
-    values = tuple(
-        sorted(
-            value
-            for name in sensitive_names(facade.config_vars())
-            if isinstance(value := current_app.config.get(name), str) and value
-        )
-    )
-    kept = current_app.extensions.get(_MASK_KEY)
-    if kept is None or kept[0] != values:
-        kept = current_app.extensions[_MASK_KEY] = (values, Redactor(values))
-    return kept[1]
+    return redaction.config_redactor()
 
 
 def _preview(body: str | None, mask: Redactor) -> str | None:

@@ -45,10 +45,11 @@ def cancel_job(job_id: int) -> Job:
     facade = current_app.extensions["aiimpl"]
     backend = facade.runner(job.backend) if job.backend in facade.ids("runner") else None
     lifetime = int(current_app.config.get("AIIMPL_SESSION_LIFETIME_SECONDS") or 3600)
-    run = in_flight_run(job, mapping, lifetime)
-    launched = job.status != JobStatus.UNKNOWN.value  # (a job in unknown has no run to stop yet)
     with serialized(keep=[job]):
         db.session.refresh(job)  # compare-and-set on the status: a result or a second cancel wins once
+        # the run as it stands now (linked meanwhile, perhaps); a job in unknown has none to stop yet
+        run = in_flight_run(job, mapping, lifetime)
+        launched = job.status != JobStatus.UNKNOWN.value
         if not end_job(job, Outcome(JobStatus.FAILED, reason=CANCELLED)):
             raise Conflict(ALREADY_ENDED)
     log.info("job %s (%s) cancelled by an operator", job.id, job.issue_key)

@@ -22,7 +22,7 @@ from ..extensions import db
 from ..github import from_app as github_from_app
 from ..orm import Mapping as MappingRow
 from ..types import CheckResult, MappingView
-from . import settings
+from . import redaction, settings
 from .launch import choose_backend
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,10 @@ class CheckRow:
 
 
 def _failure(exc: Exception) -> str:
-    # our errors carry a message written without secrets; anything else is named by its class only
-    return exc.message if isinstance(exc, AiimplError) else f"unexpected error ({type(exc).__name__})"
+    # our errors' messages may quote a remote answer: masked; anything else is named by its class only
+    if isinstance(exc, AiimplError):
+        return redaction.config_redactor().text(exc.message)
+    return f"unexpected error ({type(exc).__name__})"
 
 
 def _provider_rows(kind: str, provider: Any, mappings: Sequence[MappingView]) -> list[CheckRow]:
@@ -71,7 +73,9 @@ def _provider_rows(kind: str, provider: Any, mappings: Sequence[MappingView]) ->
     if not results:
         return [CheckRow(kind, provider.id, "configured", OK,
                          "configured (the plugin offers no further check)")]
-    return [CheckRow(kind, provider.id, r.name, OK if r.ok else FAILED, r.detail) for r in results]
+    # a plugin's detail is remote text too: the orchestrator's own secrets are masked in it all the same
+    mask = redaction.config_redactor()
+    return [CheckRow(kind, provider.id, r.name, OK if r.ok else FAILED, mask.text(r.detail)) for r in results]
 
 
 def _github_rows(rows: Sequence[MappingRow], make: Callable[[], Any]) -> list[CheckRow]:

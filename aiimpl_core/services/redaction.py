@@ -112,6 +112,23 @@ def known_secret_values(team_key: str, mapping_id: int | None) -> list[str]:
     return values
 
 
+_CONFIG_EXTENSION = "aiimpl.config-redactor"
+
+
+def config_redactor() -> Redactor:
+    """A redactor of the orchestrator's own sensitive settings (the core's and every plugin's:
+    tracker keys, backend tokens…), for remote text shown to operators (kept per app and values)."""
+    facade = current_app.extensions["aiimpl"]
+    values = tuple(sorted(
+        value for name in sensitive_names(facade.config_vars())
+        if isinstance(value := current_app.config.get(name), str) and value
+    ))
+    kept = current_app.extensions.get(_CONFIG_EXTENSION)
+    if kept is None or kept[0] != values:
+        kept = current_app.extensions[_CONFIG_EXTENSION] = (values, Redactor(values))
+    return kept[1]
+
+
 class _Lru:
     """A bounded map, least recently used first out; thread-safe."""
 

@@ -179,3 +179,14 @@ def test_an_app_uninstalled_since_a_token_was_minted_fails_at_once(app, add_mapp
     gh.installations.clear()
     assert rows()[("github", "github", "repository acme/eng")] == (
         "failed", "the GitHub App is not installed on acme/eng")
+
+
+def test_the_orchestrators_own_secrets_are_masked_in_every_line(app, add_mapping, gh):
+    add_mapping("ENG", provider="checked")
+    key = "lin_api_" + "k" * 32
+    app.config["AIIMPL_GITHUB_WEBHOOK_SECRET"] = key  # any sensitive setting
+    Checked.outcome = (CheckResult("credentials", False, f"refused key {key}"),)
+    detail = rows()[("ticketing", "checked", "credentials")][1]
+    assert key not in detail and detail.startswith("refused key ")
+    Checked.outcome = ProviderError(f"checked: HTTP 401: bad key {key}")
+    assert key not in rows()[("ticketing", "checked", "connection")][1]
