@@ -23,9 +23,11 @@ from typing import Any
 
 import pytest
 
+from ..errors import AiimplError
 from ..http import HttpClient
 from ..providers import ModelProvider, ProviderContext, RunnerBackend, TicketingProvider
 from ..types import (
+    CheckResult,
     Comment,
     DispatchRequest,
     DispatchResult,
@@ -96,6 +98,20 @@ class _ProviderBasics:
 
     def test_contract_is_configured_is_bool(self, provider: Any) -> None:
         assert isinstance(provider.is_configured(), bool)
+
+    def test_contract_check_answers_check_results(self, provider: Any) -> None:
+        """``check`` (``aiimpl check``; optional) answers one :class:`CheckResult` per thing checked,
+        or raises one of the project's errors (reported as a failed connection)."""
+        if not provider.is_configured():
+            pytest.skip("check is only called on a configured provider")
+        try:
+            results = list(provider.check([]))
+        except AiimplError:
+            return
+        for result in results:
+            assert isinstance(result, CheckResult), result
+            assert isinstance(result.name, str) and result.name
+            assert isinstance(result.ok, bool) and isinstance(result.detail, str)
 
 
 class TicketingProviderContract(_ProviderBasics):
