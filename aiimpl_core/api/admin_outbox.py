@@ -42,10 +42,6 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def _mask() -> Redactor:
-    return redaction.config_redactor()
-
-
 def _preview(body: str | None, mask: Redactor) -> str | None:
     if body is None:
         return None
@@ -122,7 +118,7 @@ def list_outbox():  # noqa: ANN201
     if issue_key is not None:
         stmt = stmt.where(OutboxItem.issue_key == issue_key)
     rows = db.session.scalars(stmt.order_by(OutboxItem.id.desc()).limit(query["limit"])).all()
-    mask = _mask()
+    mask = redaction.config_redactor()
     return jsonify(items=[item_summary(r, mask) for r in rows], counts=_counts(issue_key))
 
 
@@ -196,4 +192,4 @@ def retry_item(itemId: str):  # noqa: ANN201, N803 - the path's parameter name
     if item is None:  # deleted in the meantime
         raise ApiError(404, ITEM_NOT_FOUND)
     log.info("outbox item %s (%s %s) re-queued by an operator", item.id, item.op, item.issue_key)
-    return jsonify(item_summary(item, _mask()))
+    return jsonify(item_summary(item, redaction.config_redactor()))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     GCCollector,
@@ -32,8 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .. import __version__
 from ..auth import public_endpoint
-from ..auth.admin import bearer
-from ..auth.signatures import secret_matches
+from ..auth.admin import shared_secret_refusal
 from ..extensions import db
 from ..orm import Blocker, Job, OutboxItem, Setting, utcnow
 from ..orm import Mapping as MappingRow
@@ -254,10 +253,8 @@ def metrics():  # noqa: ANN201
             application/json:
               schema: ErrorSchema
     """
-    token = current_app.config.get("AIIMPL_METRICS_TOKEN")
-    if not token:
-        return jsonify(error="Metrics not configured"), 501
-    if not secret_matches(str(token), bearer(request.headers.get("Authorization"))):
-        return jsonify(error="unauthorized"), 401
+    refused = shared_secret_refusal("AIIMPL_METRICS_TOKEN", "Metrics not configured")
+    if refused is not None:
+        return refused
     body = generate_latest(scrape_registry())
     return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})

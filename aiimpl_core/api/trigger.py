@@ -6,10 +6,9 @@ the endpoint answers 501. Errors are the reference's slugs.
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify
 
-from ..auth.admin import bearer
-from ..auth.signatures import secret_matches
+from ..auth.admin import shared_secret_refusal
 from ..schemas import runner as schemas
 from ..services import gapfill
 from ..services.callbacks import CallbackError
@@ -77,11 +76,9 @@ def gap_fill():  # noqa: ANN201
             application/json:
               schema: CallbackErrorSchema
     """
-    secret = current_app.config.get("AIIMPL_TRIGGER_SECRET")
-    if not secret:
-        return jsonify(error="Gap fill trigger not configured"), 501
-    if not secret_matches(str(secret), bearer(request.headers.get("Authorization"))):
-        return jsonify(error="unauthorized"), 401
+    refused = shared_secret_refusal("AIIMPL_TRIGGER_SECRET", "Gap fill trigger not configured")
+    if refused is not None:
+        return refused
     try:
         data = schemas.load(
             schemas.GapFillSchema(), schemas.read_json_body(), not_object=schemas.GAP_FILL_BAD_BODY

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hmac
 from datetime import UTC, datetime, timedelta
 
-from flask import current_app
+from flask import Response, current_app, jsonify, request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 SALT = "aiimpl-admin-session"
@@ -48,6 +48,20 @@ def session_valid(token: str | None) -> bool:
     if not isinstance(data, dict) or data.get("admin") is not True or not isinstance(data.get("code"), str):
         return False
     return hmac.compare_digest(data["code"], _code_fingerprint())
+
+
+def shared_secret_refusal(setting: str, not_configured: str) -> tuple[Response, int] | None:
+    """The answer to a request for an endpoint opened by a shared bearer secret (the setting
+    ``setting``): 501 ``not_configured`` while it is unset, 401 ``unauthorized`` when the request's
+    bearer is not it (compared in constant time); ``None`` when the request may go on."""
+    from .signatures import secret_matches
+
+    secret = current_app.config.get(setting)
+    if not secret:
+        return jsonify(error=not_configured), 501
+    if not secret_matches(str(secret), bearer(request.headers.get("Authorization"))):
+        return jsonify(error="unauthorized"), 401
+    return None
 
 
 def bearer(header: str | None) -> str | None:

@@ -325,6 +325,24 @@ class FakeRunner:
         return Plugin()
 
 
+def add_mapping(team_key: str = "ENG", *, provider: str = "fake-tracker", **values: Any) -> Any:
+    """Put a mapping (a "Project") in the current app's database, committed; the row.
+
+    Team ``team_key`` → ``acme/<team key in lower case>`` on ``main``, run by ``github-actions``,
+    its issues in the tracker ``provider``; ``values`` sets any other column, or overrides these.
+    """
+    from ..extensions import db
+    from ..orm import Mapping
+
+    row = Mapping(**{
+        "team_key": team_key, "owner": "acme", "repo": team_key.lower(), "default_branch": "main",
+        "execution_mode": "github-actions", "ticketing": {"provider": provider}, **values,
+    })
+    db.session.add(row)
+    db.session.commit()
+    return row
+
+
 _outbox_keys = itertools.count(1)
 
 

@@ -11,6 +11,7 @@ import pytest
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job, Mapping, OutboxItem, TrackedIssue, utcnow
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
+from aiimpl_core.testing.fakes import add_mapping as add_mapping_row
 
 
 @pytest.fixture
@@ -31,20 +32,20 @@ def aiimpl_plugins(tracker: FakeTracker, runner: FakeRunner) -> list[object]:
 @pytest.fixture
 def add_mapping(app: Any) -> Callable[..., Mapping]:
     def make(team_key: str = "ENG", provider: str = "fake-tracker", **kw: Any) -> Mapping:
-        values: dict[str, Any] = {
-            "owner": "acme",
-            "repo": team_key.lower(),
-            "default_branch": "main",
-            "execution_mode": "github-actions",
-            "ticketing": {"provider": provider},
-        }
-        values.update(kw)
-        row = Mapping(team_key=team_key, **values)
-        db.session.add(row)
-        db.session.commit()
-        return row
+        return add_mapping_row(team_key, provider=provider, **kw)
 
     return make
+
+
+def claim_without_launch(tracker: FakeTracker, issue_key: str) -> Job:
+    """Claim the issue's job as a cycle does, but never launch it (a poller that died in between):
+    the job stays in ``unknown``."""
+    from aiimpl_core.services.dispatch import CycleReport, consider
+
+    issue = tracker.provider_class(None).get_issue(issue_key)  # type: ignore[arg-type]
+    consider(issue, fetched_at=utcnow(), report=CycleReport(started_at=utcnow()), launch_now=False)
+    [job] = jobs_of(issue_key)
+    return job
 
 
 def later(**kw: float) -> datetime:

@@ -18,7 +18,7 @@ from aiimpl_core.extensions import db
 from aiimpl_core.services.cancel import CANCELLED
 from aiimpl_core.services.dispatch import run_cycle
 
-from .conftest import jobs_of, post_result, post_status
+from .conftest import claim_without_launch, jobs_of, post_result, post_status
 
 
 def _running(client: Any, tracker: Any, runner: Any, add_mapping: Any, key: str = "ENG-1") -> int:
@@ -57,14 +57,9 @@ def test_cancel_ends_the_job_failed_posts_the_failure_and_stops_the_run(
 
 def test_a_job_not_launched_yet_is_ended_without_a_backend_call(app, client, admin_headers, tracker, runner,
                                                                 add_mapping):
-    from aiimpl_core.orm import utcnow
-    from aiimpl_core.services.dispatch import CycleReport, consider
-
     add_mapping("ENG")
     tracker.add("ENG-2")
-    issue = tracker.provider_class(None).get_issue("ENG-2")  # type: ignore[arg-type]
-    consider(issue, fetched_at=utcnow(), report=CycleReport(started_at=utcnow()), launch_now=False)
-    [job] = jobs_of("ENG-2")
+    job = claim_without_launch(tracker, "ENG-2")
     assert job.status == "unknown"
     assert client.post(f"/api/jobs/{job.id}/cancel", headers=admin_headers).status_code == 200
     assert jobs_of("ENG-2")[0].status == "failed" and runner.destroyed == []

@@ -9,11 +9,21 @@ import pytest
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job
 from aiimpl_core.services import settings
-from aiimpl_core.services.dispatch import CycleReport, consider, run_cycle
+from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.services.reconcile import reconcile
 from aiimpl_core.types import LogLabel, RunPhase, TimeoutReason
 
-from .conftest import first_lines, jobs_of, later, outbox_of, post_result, post_status, session_env, tracked
+from .conftest import (
+    claim_without_launch,
+    first_lines,
+    jobs_of,
+    later,
+    outbox_of,
+    post_result,
+    post_status,
+    session_env,
+    tracked,
+)
 
 STAMP = re.compile(r"^_\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC · \[Machine logs\]\(https://runs\.test/run-\d+\)_$")
 
@@ -350,11 +360,7 @@ def test_crash_between_claim_and_launch_ends_run_not_found_and_never_dispatches_
 ):
     add_mapping("ENG")
     tracker.add("ENG-13")
-    issue = tracker.provider_class(None).get_issue("ENG-13")  # type: ignore[arg-type]
-    from aiimpl_core.orm import utcnow
-
-    consider(issue, fetched_at=utcnow(), report=CycleReport(started_at=utcnow()), launch_now=False)
-    [job] = jobs_of("ENG-13")
+    job = claim_without_launch(tracker, "ENG-13")
     assert job.status == "unknown"
 
     # "restart": new cycles neither launch it nor dispatch the trigger again

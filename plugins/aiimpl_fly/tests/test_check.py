@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from aiimpl_core.extensions import db
-from aiimpl_core.orm import Mapping as MappingRow
 from aiimpl_core.services.checks import FAILED, OK, run_checks
 from aiimpl_core.testing.contract import make_context, sample_mapping
+from aiimpl_core.testing.fakes import add_mapping
 from aiimpl_core.types import CheckResult
 
 from aiimpl_fly.backend import FlyMachinesBackend
@@ -139,17 +138,7 @@ def aiimpl_config(app_fly: FakeFly) -> dict[str, Any]:
 
 
 def test_check_rows_in_the_report(app: Any, app_fly: FakeFly) -> None:
-    db.session.add(
-        MappingRow(
-            team_key="ENG",
-            owner="acme",
-            repo="api",
-            default_branch="main",
-            execution_mode="fly-machines",
-            ticketing={"provider": "fake-tracker"},
-        )
-    )
-    db.session.commit()
+    add_mapping(repo="api", execution_mode="fly-machines")
     rows = [r for r in run_checks() if r.provider == "fly-machines"]
     assert [(r.name, r.status) for r in rows] == [(f"app {APP}", OK), (f"image {IMAGE}", OK)]
     app_fly.token = "rotated"

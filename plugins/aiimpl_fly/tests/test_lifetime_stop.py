@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from aiimpl_core.errors import DispatchError, ProviderError
 from aiimpl_core.extensions import db
-from aiimpl_core.orm import Job, Mapping, utcnow
+from aiimpl_core.orm import Job, utcnow
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.services.reconcile import reconcile
 from aiimpl_core.testing.contract import sample_dispatch_request, sample_mapping
-from aiimpl_core.testing.fakes import FakeTracker
+from aiimpl_core.testing.fakes import FakeTracker, add_mapping
 from aiimpl_core.types import InFlightRun, LogLabel, RunPhase, RunState, TimeoutReason
 
 from aiimpl_fly.backend import FlyMachinesBackend
@@ -151,17 +151,7 @@ def aiimpl_config(app_fly: FakeFly) -> dict[str, Any]:
 @pytest.fixture
 def overdue_job(app: Any, tracker: FakeTracker, app_fly: FakeFly) -> Job:
     """A job whose machine runs and was dispatched 61 minutes ago."""
-    db.session.add(
-        Mapping(
-            team_key="ENG",
-            owner="acme",
-            repo="api",
-            default_branch="main",
-            execution_mode="fly-machines",
-            ticketing={"provider": "fake-tracker"},
-        )
-    )
-    db.session.commit()
+    add_mapping(repo="api", execution_mode="fly-machines")
     tracker.add("ENG-1", title="Add a health endpoint")
     run_cycle(reconcile=False)
     job = db.session.scalars(db.select(Job)).one()

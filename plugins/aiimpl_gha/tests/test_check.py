@@ -8,11 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from aiimpl_core.extensions import db
-from aiimpl_core.orm import Mapping as MappingRow
 from aiimpl_core.services.checks import FAILED, OK, run_checks
 from aiimpl_core.testing.contract import make_context, sample_mapping
 from aiimpl_core.testing.fake_github import FakeGitHub
+from aiimpl_core.testing.fakes import add_mapping
 from aiimpl_core.types import CheckResult
 
 from aiimpl_gha.backend import GitHubActionsBackend
@@ -219,16 +218,7 @@ def aiimpl_config(gh: FakeGitHub) -> dict[str, Any]:
 
 
 def test_check_rows_in_the_report(app: Any, gh: FakeGitHub) -> None:
-    row = MappingRow(
-        team_key="ENG",
-        owner="acme",
-        repo="api",
-        default_branch="main",
-        execution_mode="github-actions",
-        ticketing={"provider": "fake-tracker"},
-    )
-    db.session.add(row)
-    db.session.commit()
+    row = add_mapping(repo="api")
     rows = [r for r in run_checks() if r.provider == "github-actions"]
     assert [(r.name, r.status) for r in rows] == [
         ("workflow acme/api", FAILED),

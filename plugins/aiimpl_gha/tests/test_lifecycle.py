@@ -19,7 +19,7 @@ from aiimpl_core.orm import Mapping as MappingRow
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.services.reconcile import reconcile
 from aiimpl_core.testing.fake_github import FakeGitHub
-from aiimpl_core.testing.fakes import FakeTracker
+from aiimpl_core.testing.fakes import FakeTracker, add_mapping
 
 from aiimpl_gha.backend import GitHubActionsBackend
 
@@ -35,16 +35,7 @@ def aiimpl_config(gh: FakeGitHub) -> dict[str, Any]:
 
 @pytest.fixture
 def mapping(app: Any, gh: FakeGitHub) -> Iterator[MappingRow]:
-    row = MappingRow(
-        team_key="ENG",
-        owner="acme",
-        repo="api",
-        default_branch="main",
-        execution_mode="github-actions",
-        ticketing={"provider": "fake-tracker"},
-    )
-    db.session.add(row)
-    db.session.commit()
+    row = add_mapping(repo="api")
     backend = app.extensions["aiimpl"].runner("github-actions")
     assert isinstance(backend, GitHubActionsBackend)
     backend.sync_workflows(row.view())

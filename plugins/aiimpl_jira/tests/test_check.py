@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from aiimpl_core.extensions import db
-from aiimpl_core.orm import Mapping
 from aiimpl_core.services.checks import run_checks
 from aiimpl_core.testing.contract import make_context, sample_mapping
+from aiimpl_core.testing.fakes import add_mapping
 from aiimpl_core.types import CheckResult
 
 from aiimpl_jira.provider import REQUIRED_STATUSES, JiraProvider
@@ -158,11 +157,8 @@ def test_check_with_a_bearer_token_shows_no_token() -> None:
 
 @pytest.mark.usefixtures("app")
 def test_run_checks_reports_the_jira_rows(jira: FakeJira) -> None:
-    db.session.add_all(
-        Mapping(team_key=key, owner="acme", repo="api", default_branch="main", ticketing={"provider": "jira"})
-        for key in ("ENG", "NOPE")
-    )
-    db.session.commit()
+    for key in ("ENG", "NOPE"):
+        add_mapping(key, provider="jira", repo="api")
     jira.add_project("ENG")
 
     rows = {row.name: row for row in run_checks() if row.provider == "jira"}

@@ -6,10 +6,9 @@ from typing import Any
 
 import pytest
 from aiimpl_core.errors import ProviderError
-from aiimpl_core.extensions import db
-from aiimpl_core.orm import Mapping
 from aiimpl_core.services.checks import run_checks
 from aiimpl_core.testing.contract import make_context, sample_mapping
+from aiimpl_core.testing.fakes import add_mapping
 from aiimpl_core.types import CheckResult
 
 import aiimpl_linear.plugin
@@ -136,16 +135,7 @@ def aiimpl_config(fake: FakeLinear) -> dict[str, Any]:
 
 def test_run_checks_reports_the_linear_rows(app: Any, fake: FakeLinear) -> None:
     for key in ("ENG", "NOPE"):
-        db.session.add(
-            Mapping(
-                team_key=key,
-                owner="acme",
-                repo="api",
-                default_branch="main",
-                ticketing={"provider": "linear"},
-            )
-        )
-    db.session.commit()
+        add_mapping(key, provider="linear", repo="api")
     fake.add_label("AI-Implement", None)
 
     rows = {row.name: row for row in run_checks() if row.provider == "linear"}

@@ -6,8 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from aiimpl_core.extensions import db
-from aiimpl_core.orm import Mapping
+from aiimpl_core.testing.fakes import add_mapping
 
 import aiimpl_linear.plugin
 from aiimpl_linear.cli import linear_group
@@ -25,12 +24,7 @@ def aiimpl_config(fake: FakeLinear) -> dict[str, Any]:
 
 
 def test_check_reports_teams_done_states_and_labels(app, fake: FakeLinear) -> None:
-    db.session.add(
-        Mapping(
-            team_key="ENG", owner="acme", repo="api", default_branch="main", ticketing={"provider": "linear"}
-        )
-    )
-    db.session.commit()
+    add_mapping("ENG", provider="linear", repo="api")
     fake.add_label("AI-Implement", None)
     fake.add_label("AI-Working", "ENG")
     result = app.test_cli_runner().invoke(linear_group, ["check", "--json"])
