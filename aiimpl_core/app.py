@@ -15,6 +15,7 @@ from . import (
     database,  # (importing it installs the SQLite engine event listeners)
     logs,
 )
+from .database import MIGRATIONS_DIR
 from .errors import ConfigError
 from .extensions import db, migrate
 from .http import HttpClient
@@ -22,8 +23,6 @@ from .plugins import Plugins
 from .providers import ProviderContext
 
 log = logging.getLogger("aiimpl")
-
-MIGRATIONS_DIR = os.path.join(os.path.dirname(__file__), "migrations")
 
 
 def _uses_psycopg(url: str) -> bool:
@@ -112,7 +111,8 @@ def create_app(
             app.config[var.name] = env.get(var.name) or var.default
     app.config.update(overrides)
 
-    logs.configure(str(app.config.get("AIIMPL_LOG_LEVEL") or "INFO"))
+    logs.configure(str(app.config.get("AIIMPL_LOG_LEVEL") or "INFO"),
+                   str(app.config.get("AIIMPL_LOG_FORMAT") or "text"))
 
     if not app.config.get("AIIMPL_SECRET_KEY"):
         log.warning("AIIMPL_SECRET_KEY is not set: using a random key for this process only")

@@ -44,11 +44,79 @@ def _runner_mode(value: str) -> str | None:
 MIN_RETENTION_DAYS = 7
 
 
+def _whole_number(value: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise ValueError(f"must be a whole number, not {value.strip()!r}") from None
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """A parser of a whole number of at least ``minimum`` (a duration of 0 seconds, or less, would
+    poll without a pause, expire every token at once or end every session as it starts)."""
+
+    def parse(value: str) -> int:
+        number = _whole_number(value)
+        if number < minimum:
+            raise ValueError(f"must be at least {minimum}, not {number}")
+        return number
+
+    return parse
+
+
 def _retention_days(value: str) -> int:
-    days = int(value)
+    days = _whole_number(value)
     if days != 0 and days < MIN_RETENTION_DAYS:
         raise ValueError(f"0 (keep everything) or at least {MIN_RETENTION_DAYS} days")
     return days
+
+
+def _backend_caps(value: str) -> dict[str, int]:
+    caps: dict[str, int] = {}
+    for part in _list(value):
+        name, sep, count = part.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"must be backend=count pairs separated by commas (e.g. "
+                             f"fly-machines=10,local-docker=2), not {part!r}")
+        try:
+            caps[name.strip()] = _at_least(0)(count)
+        except ValueError as exc:
+            raise ValueError(f"{name.strip()}: {exc}") from None
+    return caps
+
+
+def _http_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    url = value.strip()
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 1) > 0
+    except ValueError:  # an unbalanced IPv6 bracket, a port that is not a number or out of range
+        ok = False
+    if not ok:
+        raise ValueError(f"must be an http:// or https:// URL with a host, not {url!r}")
+    return url
+
+
+#: the log levels ``AIIMPL_LOG_LEVEL`` takes (any case)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: the line formats ``AIIMPL_LOG_FORMAT`` takes
+LOG_FORMATS = ("text", "json")
+
+
+def _log_level(value: str) -> str:
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, not {value.strip()!r}")
+    return level
+
+
+def _log_format(value: str) -> str:
+    fmt = value.strip().lower()
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}, not {value.strip()!r}")
+    return fmt
 
 
 @dataclass(frozen=True)
@@ -70,15 +138,16 @@ SETTINGS: tuple[Setting, ...] = (
             "then do not survive a restart or work across workers).", None, sensitive=True),
     Setting("AIIMPL_ADMIN_ACCESS_CODE", "Access code for the admin UI and API (`POST /api/auth`). "
             "Admin sign-in is refused while unset.", None, sensitive=True),
-    Setting("AIIMPL_ADMIN_SESSION_SECONDS", "Lifetime of an admin session token.", 43200, int),
-    Setting("AIIMPL_PUBLIC_URL", "The URL runners use to reach this orchestrator.", "http://127.0.0.1:8000"),
+    Setting("AIIMPL_ADMIN_SESSION_SECONDS", "Lifetime of an admin session token.", 43200, _at_least(1)),
+    Setting("AIIMPL_PUBLIC_URL", "The URL runners use to reach this orchestrator.", "http://127.0.0.1:8000",
+            _http_url),
     Setting("AIIMPL_TRIGGER_SECRET", "Bearer secret of `POST /trigger/gap-fill`; the endpoint answers 501 "
             "while unset.", None, sensitive=True),
     Setting("AIIMPL_METRICS_TOKEN", "Bearer token of `GET /metrics` (Prometheus); the endpoint answers 501 "
             "while unset.", None, sensitive=True),
     Setting("AIIMPL_GITHUB_WEBHOOK_SECRET", "Secret of the GitHub webhook (`X-Hub-Signature-256`).", None,
             sensitive=True),
-    Setting("AIIMPL_GITHUB_API_URL", "GitHub REST API base URL.", "https://api.github.com"),
+    Setting("AIIMPL_GITHUB_API_URL", "GitHub REST API base URL.", "https://api.github.com", _http_url),
     Setting("AIIMPL_GITHUB_APP_ID", "GitHub App id (App authentication).", None),
     Setting("AIIMPL_GITHUB_PRIVATE_KEY", "GitHub App private key (PEM text, or a path to a PEM file).", None,
             sensitive=True),
@@ -87,25 +156,31 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RUNNER_MODE", "Overrides the persisted runner mode at runtime "
             "(`default`, `gha`, `fly`, `local`, `shadow`; another value is refused at start-up).", None,
             _runner_mode),
-    Setting("AIIMPL_POLL_INTERVAL", "Seconds between poll cycles.", 60, int),
+    Setting("AIIMPL_POLL_INTERVAL", "Seconds between poll cycles.", 60, _at_least(1)),
     Setting("AIIMPL_SCHEDULER", "Run the poller inside the web process (single-process installs only).",
             False, _bool),
     Setting("AIIMPL_RUN_NOT_FOUND_SECONDS", "A dispatched job with no linked run after this long ends "
-            "`timed_out` / `run_not_found`.", 600, int),
+            "`timed_out` / `run_not_found`.", 600, _at_least(1)),
     Setting("AIIMPL_SESSION_LIFETIME_SECONDS", "Lifetime of a session machine or container before it is "
-            "stopped (`machine_timeout` / `container_timeout`).", 3600, int),
-    Setting("AIIMPL_DEDUP_WINDOW_SECONDS", "Window of the `dedup` blocker.", 86400, int),
-    Setting("AIIMPL_GLOBAL_CAP", "Optional cap on non-terminal jobs across all teams.", None, int),
+            "stopped (`machine_timeout` / `container_timeout`).", 3600, _at_least(1)),
+    Setting("AIIMPL_DEDUP_WINDOW_SECONDS", "Window of the `dedup` blocker.", 86400, _at_least(0)),
+    Setting("AIIMPL_GLOBAL_CAP", "Optional cap on non-terminal jobs across all teams.", None, _at_least(0)),
     Setting("AIIMPL_BACKEND_CAPS", "Optional caps per runner backend, e.g. `fly-machines=10,local-docker=2`.",
-            None, lambda v: {k.strip(): int(n) for k, n in (p.split("=", 1) for p in _list(v))}),
-    Setting("AIIMPL_RUN_TOKEN_SECONDS", "Lifetime of run tokens (JWT `exp`).", 10800, int),
+            None, _backend_caps),
+    Setting("AIIMPL_RUN_TOKEN_SECONDS", "Lifetime of run tokens (JWT `exp`).", 10800, _at_least(1)),
     Setting("AIIMPL_RETENTION_DAYS", "Days that delivered tracker writes, handled webhook deliveries and "
             "used run tokens are kept before the poller removes them (hourly; `aiimpl prune` at once). "
             "`0` keeps everything; otherwise at least 7. Jobs, their steps and transitions are kept.",
             90, _retention_days),
     Setting("AIIMPL_DISABLED_PLUGINS", "Comma-separated plugin names not to load.", [], _list),
     Setting("AIIMPL_TRACE_PLUGINS", "Log every hook call (debugging).", False, _bool),
-    Setting("AIIMPL_LOG_LEVEL", "Log level.", "INFO"),
+    Setting("AIIMPL_LOG_LEVEL", "Log level: `DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL` (another "
+            "value is refused at start-up). The CLI logs warnings and above unless it is set.", "INFO",
+            _log_level),
+    Setting("AIIMPL_LOG_FORMAT", "Log line format: `text` (UTC time, level, logger, message) or `json` "
+            "(one JSON object per line: `time`, `level`, `logger`, `process`, `message`, `exc_info`; "
+            "gunicorn's access lines add `remote`, `method`, `path`, `status`, `bytes`, `duration_ms`). "
+            "Server, poller and CLI; the session program always logs text.", "text", _log_format),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}

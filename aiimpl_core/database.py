@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import select as select_module
 import sqlite3
 import time
@@ -396,3 +397,63 @@ def try_advisory_lock(name: str, session: Session | None = None) -> bool:
         locked = session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_key(name)})
         return bool(locked.scalar())
     return True
+
+
+# -- schema and failures, for an operator ----------------------------------------------------
+
+MIGRATIONS_DIR = os.path.join(os.path.dirname(__file__), "migrations")
+
+
+@functools.cache
+def schema_heads() -> tuple[frozenset[str], frozenset[str]]:
+    """The Alembic heads this code needs, and every revision it knows."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS_DIR)
+    script = ScriptDirectory.from_config(config)
+    return frozenset(script.get_heads()), frozenset(r.revision for r in script.walk_revisions())
+
+
+def schema_revision() -> str | None:
+    """The database's Alembic revision (``None``: no schema yet)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with db.engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def schema_behind(revision: str | None) -> bool:
+    """Whether a database at ``revision`` needs ``aiimpl db upgrade`` for this code (a revision
+    this code does not know is a newer schema: not behind)."""
+    heads, known = schema_heads()
+    return revision is None or (revision in known and revision not in heads)
+
+
+def schema_problem(revision: str | None) -> str | None:
+    """What an operator must do about a database at ``revision``, or ``None`` when this code can
+    use it."""
+    if not schema_behind(revision):
+        return None
+    if revision is None:
+        return "the database has no schema yet: run `aiimpl db upgrade`"
+    heads = ", ".join(sorted(schema_heads()[0]))
+    return (f"the database schema (revision {revision}) is older than this version's ({heads}): "
+            "run `aiimpl db upgrade`")
+
+
+def failure_message(exc: Exception) -> str:
+    """One line for an operator about a database error: what the database said (its first line
+    only: never the statement, its parameters or a row's values) and, when the schema is missing
+    or older than this code, that ``aiimpl db upgrade`` is the fix."""
+    said = str(getattr(exc, "orig", None) or exc).strip()
+    reason = said.splitlines()[0] if said else type(exc).__name__
+    try:
+        db.session.rollback()
+        problem = schema_problem(schema_revision())
+    except Exception:  # noqa: BLE001 - the database does not answer at all
+        return f"the database could not be reached: {reason}"
+    if problem:
+        return f"{problem} ({reason})"
+    return f"the database refused a statement: {reason}"

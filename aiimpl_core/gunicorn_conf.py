@@ -7,6 +7,15 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
+
+from gunicorn import glogging
+
+# (underscored: gunicorn takes every other module-level name that is one of its settings, and
+# ``config`` is one)
+from aiimpl_core import config as _config
+from aiimpl_core import logs as _logs
+from aiimpl_core.errors import ConfigError
 
 bind = os.environ.get("AIIMPL_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("AIIMPL_WORKERS", multiprocessing.cpu_count() * 2 + 1))
@@ -25,3 +34,36 @@ errorlog = "-"
 loglevel = os.environ.get("AIIMPL_LOG_LEVEL", "info").lower()
 # Never log request headers: they carry bearer tokens.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
+# gunicorn 25.1 and later open a control socket (``gunicornc``) at one path per user
+# ($XDG_RUNTIME_DIR or ~/.gunicorn): a second instance on the host takes the path over, and the first
+# to stop removes it, so gunicornc would manage the wrong instance or none. Off unless
+# AIIMPL_CONTROL_SOCKET names this instance's own path. (Older gunicorns ignore both names.)
+_control_socket = os.environ.get("AIIMPL_CONTROL_SOCKET", "").strip()
+control_socket_disable = not _control_socket
+if _control_socket:
+    control_socket = _control_socket
+
+
+class Logger(glogging.Logger):
+    """gunicorn's logger, with its error and access lines in the format of ``AIIMPL_LOG_FORMAT``
+    when that is ``json`` (gunicorn's own text lines otherwise)."""
+
+    def setup(self, cfg) -> None:  # noqa: ANN001
+        super().setup(cfg)
+        if _logs.from_environ("INFO")[1] == "json":
+            for logger in (self.error_log, self.access_log):
+                for handler in logger.handlers:
+                    handler.setFormatter(_logs.json_formatter())
+
+
+logger_class = Logger
+
+
+def on_starting(server) -> None:  # noqa: ANN001
+    """Refuse a configuration that is not valid before any worker starts, with its message (a
+    worker would fail to boot on it, once per worker, with a traceback)."""
+    try:
+        _config.load()
+    except ConfigError as exc:
+        server.log.error("Error: %s", exc.message)
+        sys.exit(1)

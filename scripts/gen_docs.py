@@ -83,6 +83,13 @@ def configuration() -> str:
         "shows the current values (sensitive ones only as \"(set)\") and `aiimpl config --markdown` prints",
         "the table for whatever plugins are installed.",
         "",
+        "The core's values are checked when a process starts (the server, each gunicorn master before its",
+        "workers, the poller, every CLI command but `aiimpl session`): a number of seconds must be a whole",
+        "number of at least 1, a cap or a window at least 0, a URL `http://` or `https://` with a host, and",
+        "a value that is not valid stops the process with the variable's name and what it expects",
+        "(`Error: AIIMPL_POLL_INTERVAL: must be at least 1, not 0`). The session program reads none of",
+        "these: a runner's environment is not the orchestrator's.",
+        "",
         markdown_table(extra),
         "",
     ])

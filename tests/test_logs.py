@@ -38,3 +38,89 @@ def test_configure_holds_the_quiet_loggers_to_warnings_unless_debugging(level, q
     logs.configure(level)
     for name in logs.QUIET_AT_INFO:
         assert logging.getLogger(name).level == quiet
+
+
+# -- line formats ----------------------------------------------------------------------------
+
+UTC_TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+
+
+def _record(name: str = "aiimpl.test", msg: str = "hello %s", args: object = ("world",),
+            level: int = logging.WARNING, exc_info: object = None) -> logging.LogRecord:
+    return logging.LogRecord(name, level, __file__, 1, msg, args, exc_info)
+
+
+def test_a_text_line_has_a_utc_time_the_level_the_logger_and_the_message():
+    import re
+
+    line = logs.TextFormatter().format(_record())
+    assert re.fullmatch(UTC_TIME + r" WARNING aiimpl\.test: hello world", line), line
+
+
+def test_a_json_line_is_one_object_with_the_record_and_its_traceback():
+    import json
+    import re
+    import sys
+
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        record = _record(level=logging.ERROR, exc_info=sys.exc_info())
+    record.job_id = 7  # an ``extra`` field
+    line = logs.formatter("json").format(record)
+    assert "\n" not in line
+    data = json.loads(line)
+    assert re.fullmatch(UTC_TIME, data["time"]), data["time"]
+    assert (data["level"], data["logger"], data["message"]) == ("ERROR", "aiimpl.test", "hello world")
+    assert data["process"] == os.getpid()
+    assert data["job_id"] == 7
+    assert "RuntimeError: boom" in data["exc_info"]
+
+
+def test_a_json_access_line_has_the_requests_fields_and_never_its_query():
+    import json
+
+    from aiimpl_core import gunicorn_conf
+
+    atoms = {"h": "10.0.0.5", "m": "POST", "U": "/api/jira/webhook", "q": "secret=s3cr3t-value",
+             "H": "HTTP/1.1", "s": "200", "b": "-", "M": 12, "a": "curl/8"}
+    record = _record("gunicorn.access", gunicorn_conf.access_log_format, atoms, logging.INFO)
+    line = logs.formatter("json").format(record)
+    data = json.loads(line)
+    assert {k: data.get(k) for k in ("remote", "method", "path", "status", "duration_ms")} == {
+        "remote": "10.0.0.5", "method": "POST", "path": "/api/jira/webhook", "status": 200, "duration_ms": 12}
+    assert "bytes" not in data  # gunicorn's "-": no body
+    assert "s3cr3t" not in line
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("AIIMPL_LOG_LEVEL", "verbose", "AIIMPL_LOG_LEVEL: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, "
+                                    "not 'verbose'"),
+    ("AIIMPL_LOG_FORMAT", "xml", "AIIMPL_LOG_FORMAT: must be one of text, json, not 'xml'"),
+])
+def test_a_log_setting_that_is_not_valid_is_refused_with_its_message(name, value, message):
+    from aiimpl_core.config import load
+    from aiimpl_core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        load({name: value})
+    assert refused.value.message == message
+    assert load({"AIIMPL_LOG_LEVEL": " debug ", "AIIMPL_LOG_FORMAT": "JSON"})["AIIMPL_LOG_LEVEL"] == "DEBUG"
+    assert load({"AIIMPL_LOG_FORMAT": "JSON"})["AIIMPL_LOG_FORMAT"] == "json"
+
+
+def test_the_cli_refuses_a_log_level_that_is_not_valid_without_a_traceback(tmp_path):
+    env = dict(os.environ, AIIMPL_LOG_LEVEL="verbose", AIIMPL_DATABASE_URL=f"sqlite:///{tmp_path}/a.db")
+    done = subprocess.run([sys.executable, "-m", "aiimpl_core.cli", "jobs", "list"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "Error: AIIMPL_LOG_LEVEL: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_session_program_logs_whatever_the_log_settings_say():
+    # a runner's environment is not the operator's: a bad value must not stop a session
+    assert logs.from_environ("WARNING", {"AIIMPL_LOG_LEVEL": "verbose", "AIIMPL_LOG_FORMAT": "xml"}) == (
+        "WARNING", "text")
+    assert logs.from_environ("WARNING", {"AIIMPL_LOG_LEVEL": "info", "AIIMPL_LOG_FORMAT": "json"}) == (
+        "INFO", "json")

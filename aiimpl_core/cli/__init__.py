@@ -30,10 +30,20 @@ class AiimplGroup(FlaskGroup):
     """Turns the project's errors into clean messages and exit codes instead of tracebacks."""
 
     def invoke(self, ctx: click.Context):  # noqa: ANN201
+        from sqlalchemy.exc import SQLAlchemyError
+
         try:
             return super().invoke(ctx)
         except AiimplError as exc:
             raise click.ClickException(exc.message) from None
+        except SQLAlchemyError as exc:  # a database that does not answer, or has no schema yet
+            from flask.cli import ScriptInfo
+
+            from ..database import failure_message
+
+            # (the command's app context has ended by now: the schema is read in a new one)
+            with ctx.ensure_object(ScriptInfo).load_app().app_context():
+                raise click.ClickException(failure_message(exc)) from None
 
 
 @click.group(cls=AiimplGroup, create_app=_create_app, add_version_option=False, load_dotenv=False)
@@ -129,15 +139,18 @@ def _add_subcommands() -> None:
 
 
 def main() -> None:
-    logs.configure(os.environ.get("AIIMPL_LOG_LEVEL", "WARNING"))
+    logs.configure(*logs.from_environ("WARNING"))
     _add_subcommands()
-    try:
-        from ..config import load
-        from ..plugins import Plugins
+    # the session program reads none of the orchestrator's settings (nor needs a plugin's commands):
+    # a runner's environment is not the operator's, and a value there must not stop a session
+    if sys.argv[1:2] != ["session"]:
+        try:
+            from ..config import load
+            from ..plugins import Plugins
 
-        Plugins(disabled=load()["AIIMPL_DISABLED_PLUGINS"] or ()).add_commands(cli)
-    except AiimplError as exc:
-        click.echo(f"Error: {exc.message}", err=True)
-        if len(sys.argv) > 1 and sys.argv[1] not in ("plugins", "--help", "--version", "config"):
-            sys.exit(1)
+            Plugins(disabled=load()["AIIMPL_DISABLED_PLUGINS"] or ()).add_commands(cli)
+        except AiimplError as exc:
+            click.echo(f"Error: {exc.message}", err=True)
+            if len(sys.argv) > 1 and sys.argv[1] not in ("plugins", "--help", "--version", "config"):
+                sys.exit(1)
     cli(prog_name="aiimpl")

@@ -82,7 +82,8 @@ def job_dict(job: Job, *, details: bool = False) -> dict[str, Any]:
 @cli.command("poll")
 @click.option("--once", is_flag=True, help="Run one cycle, print a summary and exit.")
 @click.option(
-    "--interval", type=float, default=None, help="Seconds between cycles (default AIIMPL_POLL_INTERVAL, 60)."
+    "--interval", type=click.FloatRange(min=0, min_open=True), default=None,
+    help="Seconds between cycles (default AIIMPL_POLL_INTERVAL, 60).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print each cycle's report as JSON.")
 @with_appcontext
@@ -91,6 +92,7 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
 
     Without --once it runs until SIGTERM or SIGINT, which stop it after the current cycle.
     """
+    from ..database import schema_problem, schema_revision
     from ..services.dispatch import run_cycle
     from ..services.poller import Poller
 
@@ -110,6 +112,11 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
         # an operator's explicit cycle reads every tracker, whatever the leases of running pollers
         show(run_cycle())
         return
+    # a service that would fail every cycle until `aiimpl db upgrade` runs stops at once instead,
+    # with that to say (a service manager restarts it)
+    problem = schema_problem(schema_revision())
+    if problem:
+        raise click.ClickException(problem)
     poller = Poller(interval)
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -28,6 +28,21 @@ class ErrorSchema(Schema):
     error = fields.String(required=True, metadata={"description": "the reference's message"})
 
 
+class HealthSchema(Schema):
+    """``GET /healthz``: whether this process can serve."""
+
+    status = fields.String(required=True, metadata={"description": "`ok` or `degraded`"})
+    database = fields.String(required=True, metadata={"description": "`ok` or `unavailable`"})
+    schema = fields.String(
+        required=True, allow_none=True,
+        metadata={"description": "`ok`, `upgrade needed` (run `aiimpl db upgrade`), or null when the "
+                                 "database does not answer"},
+    )
+    failedPlugins = fields.List(  # noqa: N815 - the answer's JSON name
+        fields.String(), required=True, metadata={"description": "plugins that failed to load"}
+    )
+
+
 class ApiError(Exception):
     """Answer the current request with ``status`` and ``{"error": message, **extra}``.
 

@@ -6,7 +6,6 @@ click, requests and git installed; ``aiimpl session run`` is the same command in
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -29,7 +28,7 @@ def run_command() -> None:
     """
     from .runner import main
 
-    logs.configure(os.environ.get("AIIMPL_LOG_LEVEL", "WARNING"), stream=sys.stderr)
+    logs.configure(logs.from_environ("WARNING")[0], stream=sys.stderr)
     sys.exit(main())
 
 

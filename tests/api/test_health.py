@@ -1,0 +1,60 @@
+"""``GET /healthz``: 503 until the schema is the one this code needs, so a load balancer sends only
+to processes that can serve; a newer schema (a rolling upgrade) is no reason to stop serving."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from sqlalchemy import text
+
+from aiimpl_core.database import schema_heads
+from aiimpl_core.extensions import db
+
+
+@contextmanager
+def _version(revision: str):
+    """The database's recorded schema revision set to ``revision`` for a while."""
+    (head,) = schema_heads()[0]
+    db.session.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": revision})
+    db.session.commit()
+    try:
+        yield
+    finally:
+        db.session.rollback()
+        db.session.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": head})
+        db.session.commit()
+
+
+def test_a_current_schema_is_healthy(client):
+    resp = client.get("/healthz")
+    assert resp.status_code == 200
+    assert resp.get_json() == {"status": "ok", "database": "ok", "schema": "ok", "failedPlugins": []}
+
+
+def test_an_older_schema_answers_503_until_the_upgrade(app, client):
+    with _version("0001"):
+        resp = client.get("/healthz")
+        assert resp.status_code == 503
+        assert resp.get_json() == {"status": "degraded", "database": "ok", "schema": "upgrade needed",
+                                   "failedPlugins": []}
+    assert client.get("/healthz").status_code == 200
+
+
+def test_a_newer_schema_is_a_rolling_upgrade_and_stays_healthy(app, client):
+    with _version("ffff-a-later-version"):
+        resp = client.get("/healthz")
+        assert resp.status_code == 200
+        assert resp.get_json()["schema"] == "ok"
+
+
+def test_no_schema_at_all_answers_503(app, client):
+    db.session.execute(text("ALTER TABLE alembic_version RENAME TO alembic_version_saved"))
+    db.session.commit()
+    try:
+        resp = client.get("/healthz")
+        assert resp.status_code == 503
+        assert resp.get_json()["schema"] == "upgrade needed"
+    finally:
+        db.session.rollback()
+        db.session.execute(text("ALTER TABLE alembic_version_saved RENAME TO alembic_version"))
+        db.session.commit()
+    assert client.get("/healthz").status_code == 200

@@ -1,0 +1,71 @@
+"""A CLI command whose database does not answer, or has no schema yet, says so in one line and
+what to do, never with a traceback, a statement or its parameters."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _cli(*args: str, url: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    environ.update(AIIMPL_DATABASE_URL=url, AIIMPL_SECRET_KEY="cli-database-test-key")
+    return subprocess.run([sys.executable, "-m", "aiimpl_core.cli", *args], env=environ,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_database_without_a_schema_asks_for_db_upgrade(tmp_path):
+    done = _cli("jobs", "list", url=f"sqlite:///{tmp_path}/new.db")
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "Error: the database has no schema yet: run `aiimpl db upgrade` (no such table: jobs)")
+    done = _cli("db", "upgrade", url=f"sqlite:///{tmp_path}/new.db")
+    assert done.returncode == 0, done.stderr
+    assert _cli("jobs", "list", url=f"sqlite:///{tmp_path}/new.db").stdout.strip() == "(no jobs)"
+
+
+def test_a_database_that_cannot_be_reached_is_named_as_such(tmp_path):
+    done = _cli("jobs", "list", url=f"sqlite:///{tmp_path}/missing-directory/a.db")
+    assert done.returncode == 1
+    assert done.stderr.strip() == "Error: the database could not be reached: unable to open database file"
+    assert "Traceback" not in done.stderr
+
+
+@pytest.fixture
+def sqlite_app(tmp_path):
+    from aiimpl_core import create_app
+
+    return create_app({"AIIMPL_DATABASE_URL": f"sqlite:///{tmp_path}/a.db"}, load_entrypoints=False)
+
+
+class _Failed(Exception):
+    """A driver's error: its first line is the database's message, the next ones its details."""
+
+
+def test_an_older_schema_is_told_apart_from_a_newer_or_a_current_one(sqlite_app):
+    from flask_migrate import upgrade
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from aiimpl_core.database import failure_message, schema_heads
+    from aiimpl_core.extensions import db
+
+    failed = OperationalError("SELECT secret FROM t WHERE v = ?", ("s3cr3t-param",),
+                              _Failed("no such column: jobs.cancel_reason\nDETAIL: Key (value)=(s3cr3t-row)"))
+    (head,) = schema_heads()[0]
+    with sqlite_app.app_context():
+        upgrade(revision="0002")
+        message = failure_message(failed)
+        assert message == (f"the database schema (revision 0002) is older than this version's ({head}): run "
+                           "`aiimpl db upgrade` (no such column: jobs.cancel_reason)")
+        upgrade()
+        refused = "the database refused a statement: no such column: jobs.cancel_reason"
+        assert failure_message(failed) == refused
+        # a newer version's schema: not for `db upgrade` of this one to fix
+        db.session.execute(text("UPDATE alembic_version SET version_num = 'ffff'"))
+        db.session.commit()
+        message = failure_message(failed)
+        assert message == refused
+    assert "s3cr3t" not in message and "SELECT" not in message

@@ -1,0 +1,84 @@
+"""Settings from the environment: a value that is not valid is refused at start-up with a message
+that says what is expected, never a Python error's words or a traceback."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from aiimpl_core.config import load
+from aiimpl_core.errors import ConfigError
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("AIIMPL_POLL_INTERVAL", "abc", "must be a whole number, not 'abc'"),
+    ("AIIMPL_POLL_INTERVAL", "0", "must be at least 1, not 0"),
+    ("AIIMPL_RUN_NOT_FOUND_SECONDS", "-1", "must be at least 1, not -1"),
+    ("AIIMPL_SESSION_LIFETIME_SECONDS", "0", "must be at least 1, not 0"),
+    ("AIIMPL_RUN_TOKEN_SECONDS", "1.5", "must be a whole number, not '1.5'"),
+    ("AIIMPL_ADMIN_SESSION_SECONDS", "-3", "must be at least 1, not -3"),
+    ("AIIMPL_DEDUP_WINDOW_SECONDS", "-1", "must be at least 0, not -1"),
+    ("AIIMPL_GLOBAL_CAP", "-1", "must be at least 0, not -1"),
+    ("AIIMPL_RETENTION_DAYS", "x", "must be a whole number, not 'x'"),
+    ("AIIMPL_RETENTION_DAYS", "3", "0 (keep everything) or at least 7 days"),
+    ("AIIMPL_BACKEND_CAPS", "foo", "must be backend=count pairs separated by commas "
+                                   "(e.g. fly-machines=10,local-docker=2), not 'foo'"),
+    ("AIIMPL_BACKEND_CAPS", "=3", "must be backend=count pairs separated by commas "
+                                  "(e.g. fly-machines=10,local-docker=2), not '=3'"),
+    ("AIIMPL_BACKEND_CAPS", "fly-machines=x", "fly-machines: must be a whole number, not 'x'"),
+    ("AIIMPL_BACKEND_CAPS", "fly-machines=-2", "fly-machines: must be at least 0, not -2"),
+    ("AIIMPL_PUBLIC_URL", "orchestrator.example.com", "must be an http:// or https:// URL with a host, "
+                                                      "not 'orchestrator.example.com'"),
+    ("AIIMPL_PUBLIC_URL", "ftp://orchestrator.example.com", "must be an http:// or https:// URL with a "
+                                                            "host, not 'ftp://orchestrator.example.com'"),
+    ("AIIMPL_PUBLIC_URL", "https://", "must be an http:// or https:// URL with a host, not 'https://'"),
+    ("AIIMPL_PUBLIC_URL", "https://x.example:99999", "must be an http:// or https:// URL with a host, "
+                                                     "not 'https://x.example:99999'"),
+    ("AIIMPL_PUBLIC_URL", "http://[::1", "must be an http:// or https:// URL with a host, not 'http://[::1'"),
+    ("AIIMPL_GITHUB_API_URL", "api.github.com", "must be an http:// or https:// URL with a host, "
+                                                "not 'api.github.com'"),
+])
+def test_a_value_that_is_not_valid_is_refused_with_what_is_expected(name, value, message):
+    with pytest.raises(ConfigError) as refused:
+        load({name: value})
+    assert refused.value.message == f"{name}: {message}"
+
+
+def test_valid_values_are_read():
+    settings = load({
+        "AIIMPL_POLL_INTERVAL": " 30 ", "AIIMPL_GLOBAL_CAP": "0", "AIIMPL_DEDUP_WINDOW_SECONDS": "0",
+        "AIIMPL_BACKEND_CAPS": "fly-machines=10, local-docker=0", "AIIMPL_RETENTION_DAYS": "0",
+        "AIIMPL_PUBLIC_URL": " https://orchestrator.example.com:8443/aiimpl ",
+        "AIIMPL_GITHUB_API_URL": "https://github.example.com/api/v3",
+    })
+    assert settings["AIIMPL_POLL_INTERVAL"] == 30
+    assert settings["AIIMPL_GLOBAL_CAP"] == 0
+    assert settings["AIIMPL_DEDUP_WINDOW_SECONDS"] == 0
+    assert settings["AIIMPL_BACKEND_CAPS"] == {"fly-machines": 10, "local-docker": 0}
+    assert settings["AIIMPL_RETENTION_DAYS"] == 0
+    assert settings["AIIMPL_PUBLIC_URL"] == "https://orchestrator.example.com:8443/aiimpl"
+    assert settings["AIIMPL_GITHUB_API_URL"] == "https://github.example.com/api/v3"
+    defaults = load({})
+    assert (defaults["AIIMPL_POLL_INTERVAL"], defaults["AIIMPL_PUBLIC_URL"]) == (60, "http://127.0.0.1:8000")
+
+
+def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    return subprocess.run([sys.executable, "-m", "aiimpl_core.cli", *args], env={**environ, **env},
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_cli_command_stops_on_a_value_that_is_not_valid(tmp_path):
+    done = _cli("jobs", "list", AIIMPL_POLL_INTERVAL="0", AIIMPL_DATABASE_URL=f"sqlite:///{tmp_path}/a.db")
+    assert done.returncode == 1
+    assert done.stderr.strip() == "Error: AIIMPL_POLL_INTERVAL: must be at least 1, not 0"
+
+
+def test_the_session_program_does_not_read_the_orchestrators_settings():
+    # a runner's environment is not the operator's: the session goes on to its own checks
+    done = _cli("session", "run", AIIMPL_POLL_INTERVAL="0", RUNNER_MODE="bogus")
+    assert done.returncode == 2, done.stderr
+    assert "AIIMPL_PHASE is not set" in done.stderr
+    assert "AIIMPL_POLL_INTERVAL" not in done.stderr and "RUNNER_MODE" not in done.stderr
