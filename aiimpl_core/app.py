@@ -29,7 +29,13 @@ def _uses_psycopg(url: str) -> bool:
     return url.startswith("postgresql+psycopg:")
 
 
+#: seconds a new PostgreSQL connection may take (libpq's ``connect_timeout``)
+CONNECT_TIMEOUT = 10
+
+
 def _engine_options(url: str) -> dict[str, Any]:
+    from sqlalchemy.engine import make_url
+
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 30, "check_same_thread": False}}
     options: dict[str, Any] = {
@@ -45,6 +51,11 @@ def _engine_options(url: str) -> dict[str, Any]:
         # tracked_issues: a sequential scan, later ~100 ms per listing page at 10,000 issues); and
         # PgBouncer's transaction pooling cannot carry prepared statements anyway.
         options["connect_args"] = {"prepare_threshold": None}
+        if "connect_timeout" not in make_url(url).query:
+            # a server that does not answer (a partition, a firewall dropping packets) fails a
+            # connection attempt in seconds, not after the kernel's SYN retries (about two minutes,
+            # past gunicorn's worker timeout); the URL's own ?connect_timeout= wins
+            options["connect_args"]["connect_timeout"] = CONNECT_TIMEOUT
     return options
 
 

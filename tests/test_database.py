@@ -477,3 +477,45 @@ def test_a_connection_s_socket_is_looked_at_past_select_s_descriptor_limit():
         os.close(high)
         ours.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_postgresql_server_that_does_not_answer_fails_a_connection_in_seconds(monkeypatch):
+    """A partition or a firewall that drops packets would hold a connection attempt for the kernel's
+    SYN retries (about two minutes, past gunicorn's worker timeout): the engine gives up after
+    ``CONNECT_TIMEOUT``. Here a listener takes the TCP connection and never says a word."""
+    import socket
+    import threading
+    import time
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+
+    from aiimpl_core import app as app_module
+
+    pytest.importorskip("psycopg")
+    monkeypatch.setattr(app_module, "CONNECT_TIMEOUT", 1)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"postgresql+psycopg://nobody@127.0.0.1:{silent.getsockname()[1]}/none"
+        engine = create_engine(url, **app_module._engine_options(url))
+        outcome: list[BaseException] = []
+
+        def connect() -> None:
+            try:
+                engine.connect()
+            except BaseException as exc:  # noqa: BLE001 - what the attempt ended with
+                outcome.append(exc)
+
+        started = time.monotonic()
+        attempt = threading.Thread(target=connect, daemon=True)  # (without a timeout: stuck for good)
+        attempt.start()
+        attempt.join(15)
+        assert not attempt.is_alive(), "the connection attempt is still waiting"
+        assert time.monotonic() - started < 10
+        assert len(outcome) == 1 and isinstance(outcome[0], OperationalError), outcome
+        engine.dispose()
+    # the URL's own setting wins
+    options = app_module._engine_options(url + "?connect_timeout=3")
+    assert "connect_timeout" not in options["connect_args"]
+    assert app_module._engine_options(url)["connect_args"]["connect_timeout"] == 1
