@@ -231,7 +231,8 @@ class JobStep(db.Model):
     __table_args__ = (UniqueConstraint("job_id", "step_id", name="uq_job_steps_job_step"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    # (found by the unique constraint's index, which starts with it: no index of its own)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     step_id: Mapped[str] = mapped_column(String(255))
     type: Mapped[str] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(64))

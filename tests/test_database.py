@@ -101,6 +101,39 @@ def _check_outbox_index_migration(url: str) -> None:
         engine.dispose()
 
 
+def _check_job_steps_index_migration(url: str) -> None:
+    """0004 drops the index on a step's job, which the unique (job, step) index starts with: a
+    job's steps are still read by an index (PostgreSQL's plan says which); going back restores it."""
+    assert _upgrade(url, "0003").returncode == 0
+    engine = create_engine(url)
+    try:
+        indexes = lambda: {ix["name"] for ix in inspect(engine).get_indexes("job_steps")}  # noqa: E731
+        assert "ix_job_steps_job_id" in indexes()
+        up = _upgrade(url)
+        assert up.returncode == 0, up.stderr
+        assert "ix_job_steps_job_id" not in indexes()
+        if engine.dialect.name == "postgresql":
+            with engine.connect() as conn:
+                conn.execute(text("SET enable_seqscan = off"))  # (an empty table: any index will do)
+                plan = "\n".join(conn.execute(text(
+                    "EXPLAIN SELECT * FROM job_steps WHERE job_id = 7 ORDER BY id")).scalars())
+            assert "uq_job_steps_job_step" in plan, plan
+        down = _upgrade(url, "0003", command="downgrade")
+        assert down.returncode == 0, down.stderr
+        assert "ix_job_steps_job_id" in indexes()
+    finally:
+        engine.dispose()
+
+
+def test_job_steps_index_migration_on_sqlite(tmp_path):
+    _check_job_steps_index_migration(f"sqlite:///{tmp_path}/x.db")
+
+
+@pytest.mark.postgres
+def test_job_steps_index_migration_on_postgres(scratch_postgres):
+    _check_job_steps_index_migration(scratch_postgres)
+
+
 def test_outbox_index_migration_on_sqlite(tmp_path):
     _check_outbox_index_migration(f"sqlite:///{tmp_path}/x.db")
 
