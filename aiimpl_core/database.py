@@ -443,12 +443,18 @@ def schema_problem(revision: str | None) -> str | None:
             "run `aiimpl db upgrade`")
 
 
+def failure_reason(exc: Exception) -> str:
+    """What the database (or its driver) said, first line only: never the statement, its
+    parameters or a row's values, which SQLAlchemy's own message and later lines may carry."""
+    said = str(getattr(exc, "orig", None) or exc).strip()
+    return said.splitlines()[0] if said else type(exc).__name__
+
+
 def failure_message(exc: Exception) -> str:
     """One line for an operator about a database error: what the database said (its first line
     only: never the statement, its parameters or a row's values) and, when the schema is missing
     or older than this code, that ``aiimpl db upgrade`` is the fix."""
-    said = str(getattr(exc, "orig", None) or exc).strip()
-    reason = said.splitlines()[0] if said else type(exc).__name__
+    reason = failure_reason(exc)
     try:
         db.session.rollback()
         problem = schema_problem(schema_revision())

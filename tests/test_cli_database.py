@@ -69,3 +69,32 @@ def test_an_older_schema_is_told_apart_from_a_newer_or_a_current_one(sqlite_app)
         message = failure_message(failed)
         assert message == refused
     assert "s3cr3t" not in message and "SELECT" not in message
+
+
+def test_poll_waits_for_a_database_that_does_not_answer_yet(tmp_path):
+    """Only a schema known to be older stops the poller at start; a database that is not up yet
+    (a service started before it) is retried cycle after cycle, as a long-running poller does."""
+    import signal
+    import socket
+    import time
+
+    pytest.importorskip("psycopg")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: connections are refused
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    environ.update(AIIMPL_DATABASE_URL=f"postgresql+psycopg://nobody@127.0.0.1:{port}/none",
+                   AIIMPL_SECRET_KEY="cli-database-test-key")
+    proc = subprocess.Popen([sys.executable, "-m", "aiimpl_core.cli", "poll", "--interval", "0.2"],
+                            env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(4)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "the database does not answer yet: connection failed" in err
+    assert "polling every 0.2s" in err and "stopped after" in err

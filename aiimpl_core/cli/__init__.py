@@ -39,10 +39,15 @@ class AiimplGroup(FlaskGroup):
         except SQLAlchemyError as exc:  # a database that does not answer, or has no schema yet
             from flask.cli import ScriptInfo
 
-            from ..database import failure_message
+            from ..database import failure_message, failure_reason
 
+            try:
+                app = ctx.ensure_object(ScriptInfo).load_app()
+            except Exception:  # noqa: BLE001 - the app itself did not start: say what the database said
+                reason = failure_reason(exc)
+                raise click.ClickException(f"the database could not be reached: {reason}") from None
             # (the command's app context has ended by now: the schema is read in a new one)
-            with ctx.ensure_object(ScriptInfo).load_app().app_context():
+            with app.app_context():
                 raise click.ClickException(failure_message(exc)) from None
 
 

@@ -92,7 +92,10 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
 
     Without --once it runs until SIGTERM or SIGINT, which stop it after the current cycle.
     """
-    from ..database import schema_problem, schema_revision
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..database import failure_reason, schema_problem, schema_revision
+    from ..extensions import db
     from ..services.dispatch import run_cycle
     from ..services.poller import Poller
 
@@ -113,8 +116,14 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
         show(run_cycle())
         return
     # a service that would fail every cycle until `aiimpl db upgrade` runs stops at once instead,
-    # with that to say (a service manager restarts it)
-    problem = schema_problem(schema_revision())
+    # with that to say (a service manager restarts it); a database that does not answer yet is
+    # waited for, cycle after cycle, as before
+    try:
+        problem = schema_problem(schema_revision())
+    except SQLAlchemyError as exc:
+        db.session.rollback()
+        click.echo(f"the database does not answer yet: {failure_reason(exc)}", err=True)
+        problem = None
     if problem:
         raise click.ClickException(problem)
     poller = Poller(interval)
