@@ -6,6 +6,7 @@ first). On PostgreSQL, work that must be serialized takes transaction-scoped adv
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -401,6 +402,16 @@ def try_advisory_lock(name: str, session: Session | None = None) -> bool:
 
 # -- schema and failures, for an operator ----------------------------------------------------
 
+
+def index_changes_concurrently(op: Any) -> tuple[Any, dict[str, Any]]:
+    """For a migration that only adds or drops indexes: on PostgreSQL, ``CONCURRENTLY`` outside
+    the migration's transaction, so writes go on during an upgrade (the block to run the changes
+    in and the options to pass them); on SQLite, the migration's own transaction."""
+    context = op.get_context()
+    if context.dialect.name == "postgresql":
+        return context.autocommit_block(), {"postgresql_concurrently": True}
+    return contextlib.nullcontext(), {}
+
 MIGRATIONS_DIR = os.path.join(os.path.dirname(__file__), "migrations")
 
 
@@ -417,11 +428,14 @@ def schema_heads() -> tuple[frozenset[str], frozenset[str]]:
 
 
 def schema_revision() -> str | None:
-    """The database's Alembic revision (``None``: no schema yet)."""
-    from alembic.runtime.migration import MigrationContext
+    """The database's Alembic revision (``None``: no schema yet). Read directly, not through an
+    Alembic migration context, which logs two INFO lines each time (``/healthz`` reads it)."""
+    from sqlalchemy import inspect
 
     with db.engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def schema_behind(revision: str | None) -> bool:
@@ -451,9 +465,8 @@ def failure_reason(exc: Exception) -> str:
 
 
 def failure_message(exc: Exception) -> str:
-    """One line for an operator about a database error: what the database said (its first line
-    only: never the statement, its parameters or a row's values) and, when the schema is missing
-    or older than this code, that ``aiimpl db upgrade`` is the fix."""
+    """One line for an operator about a database error: :func:`failure_reason` and, when the
+    schema is missing or older than this code, that ``aiimpl db upgrade`` is the fix."""
     reason = failure_reason(exc)
     try:
         db.session.rollback()

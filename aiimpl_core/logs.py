@@ -77,9 +77,15 @@ def from_environ(default_level: str, environ: Mapping[str, str] | None = None) -
     """``AIIMPL_LOG_LEVEL`` and ``AIIMPL_LOG_FORMAT`` of the environment, each replaced by its
     default when unset or not valid (the configuration check reports a value that is not valid;
     logging must be set up before it can say so)."""
-    from .config import LOG_FORMATS, LOG_LEVELS
+    from .config import SETTINGS_BY_NAME
 
     env = os.environ if environ is None else environ
-    level = (env.get("AIIMPL_LOG_LEVEL") or "").strip().upper()
-    fmt = (env.get("AIIMPL_LOG_FORMAT") or "").strip().lower()
-    return (level if level in LOG_LEVELS else default_level, fmt if fmt in LOG_FORMATS else "text")
+
+    def read(name: str, default: str) -> str:
+        raw = env.get(name)
+        try:
+            return SETTINGS_BY_NAME[name].parse(raw) if raw else default
+        except ValueError:
+            return default
+
+    return read("AIIMPL_LOG_LEVEL", default_level), read("AIIMPL_LOG_FORMAT", "text")

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
-from sqlalchemy import text
 
-from ..database import schema_behind
-from ..extensions import db
+from ..database import schema_behind, schema_revision
 
 bp = Blueprint("health", __name__)
 
@@ -37,16 +35,12 @@ def healthz():  # noqa: ANN201
     """
     database, schema = "unavailable", None
     try:
-        db.session.execute(text("SELECT 1"))
-        database = "ok"
-        try:
-            revision = db.session.scalar(text("SELECT version_num FROM alembic_version"))
-        except Exception:  # noqa: BLE001 - no version table: no schema yet
-            db.session.rollback()
-            revision = None
-        schema = "upgrade needed" if schema_behind(revision) else "ok"
+        revision = schema_revision()
     except Exception:  # noqa: BLE001 - reported, not raised
-        db.session.rollback()
+        pass
+    else:
+        database = "ok"
+        schema = "upgrade needed" if schema_behind(revision) else "ok"
     failed = sorted(current_app.extensions["aiimpl"].failures())
     status = 200 if database == "ok" and schema == "ok" else 503
     answer = jsonify(status="ok" if status == 200 else "degraded", database=database, schema=schema,

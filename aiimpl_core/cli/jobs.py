@@ -95,7 +95,6 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from ..database import failure_reason, schema_problem, schema_revision
-    from ..extensions import db
     from ..services.dispatch import run_cycle
     from ..services.poller import Poller
 
@@ -121,7 +120,6 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
     try:
         problem = schema_problem(schema_revision())
     except SQLAlchemyError as exc:
-        db.session.rollback()
         click.echo(f"the database does not answer yet: {failure_reason(exc)}", err=True)
         problem = None
     if problem:

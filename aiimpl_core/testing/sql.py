@@ -24,3 +24,23 @@ def statements() -> Iterator[list[str]]:
         yield sent
     finally:
         event.remove(db.engine, "before_cursor_execute", count)
+
+
+@contextmanager
+def schema_at(revision: str) -> Iterator[None]:
+    """The database's recorded schema revision set to ``revision`` inside the block, then back to
+    this code's head (in an app context)."""
+    from sqlalchemy import text
+
+    from ..database import schema_heads
+
+    (head,) = schema_heads()[0]
+    update = text("UPDATE alembic_version SET version_num = :v")
+    db.session.execute(update, {"v": revision})
+    db.session.commit()
+    try:
+        yield
+    finally:
+        db.session.rollback()
+        db.session.execute(update, {"v": head})
+        db.session.commit()

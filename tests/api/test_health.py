@@ -2,26 +2,10 @@
 to processes that can serve; a newer schema (a rolling upgrade) is no reason to stop serving."""
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 from sqlalchemy import text
 
-from aiimpl_core.database import schema_heads
 from aiimpl_core.extensions import db
-
-
-@contextmanager
-def _version(revision: str):
-    """The database's recorded schema revision set to ``revision`` for a while."""
-    (head,) = schema_heads()[0]
-    db.session.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": revision})
-    db.session.commit()
-    try:
-        yield
-    finally:
-        db.session.rollback()
-        db.session.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": head})
-        db.session.commit()
+from aiimpl_core.testing.sql import schema_at
 
 
 def test_a_current_schema_is_healthy(client):
@@ -31,7 +15,7 @@ def test_a_current_schema_is_healthy(client):
 
 
 def test_an_older_schema_answers_503_until_the_upgrade(app, client):
-    with _version("0001"):
+    with schema_at("0001"):
         resp = client.get("/healthz")
         assert resp.status_code == 503
         assert resp.get_json() == {"status": "degraded", "database": "ok", "schema": "upgrade needed",
@@ -40,7 +24,7 @@ def test_an_older_schema_answers_503_until_the_upgrade(app, client):
 
 
 def test_a_newer_schema_is_a_rolling_upgrade_and_stays_healthy(app, client):
-    with _version("ffff-a-later-version"):
+    with schema_at("ffff-a-later-version"):
         resp = client.get("/healthz")
         assert resp.status_code == 200
         assert resp.get_json()["schema"] == "ok"

@@ -162,22 +162,13 @@ def test_in_app_scheduler_runs_cycles_until_stopped(app, tracker, add_mapping):
 
 
 def test_poll_does_not_start_on_a_schema_older_than_the_code(app):
-    from sqlalchemy import text
-
     from aiimpl_core.database import schema_heads
-    from aiimpl_core.extensions import db
+    from aiimpl_core.testing.sql import schema_at
 
     (head,) = schema_heads()[0]
-    with app.app_context():
-        db.session.execute(text("UPDATE alembic_version SET version_num = '0002'"))
-        db.session.commit()
-    try:
+    with app.app_context(), schema_at("0002"):
         result = CliRunner().invoke(cli, ["poll", "--interval", "0.2"],
                                     obj=ScriptInfo(create_app=lambda: app))
-    finally:
-        with app.app_context():
-            db.session.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": head})
-            db.session.commit()
     assert result.exit_code == 1
     assert result.stderr.strip() == (
         f"Error: the database schema (revision 0002) is older than this version's ({head}): "

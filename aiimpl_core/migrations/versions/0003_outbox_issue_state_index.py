@@ -13,9 +13,9 @@ in one probe and serves every lookup by issue as the old index did, which it rep
 On PostgreSQL both indexes are built and dropped ``CONCURRENTLY``. Should the build be
 interrupted, PostgreSQL keeps an invalid ``ix_outbox_issue_state``: drop it and upgrade again.
 """
-import contextlib
-
 from alembic import op
+
+from aiimpl_core.database import index_changes_concurrently
 
 revision = '0003'
 down_revision = '0002'
@@ -23,24 +23,15 @@ branch_labels = None
 depends_on = None
 
 
-def _concurrently():
-    """On PostgreSQL the index is built and dropped without locking out writes (status events go
-    on during an upgrade): ``CONCURRENTLY``, outside the migration's transaction."""
-    context = op.get_context()
-    if context.dialect.name == "postgresql":
-        return context.autocommit_block(), {"postgresql_concurrently": True}
-    return contextlib.nullcontext(), {}
-
-
 def upgrade():
-    block, options = _concurrently()
+    block, options = index_changes_concurrently(op)
     with block:
         op.create_index('ix_outbox_issue_state', 'outbox', ['issue_key', 'state'], unique=False, **options)
         op.drop_index('ix_outbox_issue_key', table_name='outbox', **options)
 
 
 def downgrade():
-    block, options = _concurrently()
+    block, options = index_changes_concurrently(op)
     with block:
         op.create_index('ix_outbox_issue_key', 'outbox', ['issue_key'], unique=False, **options)
         op.drop_index('ix_outbox_issue_state', table_name='outbox', **options)

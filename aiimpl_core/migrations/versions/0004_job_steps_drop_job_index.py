@@ -10,9 +10,9 @@ from a deleted job) as well. Every step a runner reports wrote both; now only th
 
 On PostgreSQL the index is dropped and rebuilt (downgrade) ``CONCURRENTLY``.
 """
-import contextlib
-
 from alembic import op
+
+from aiimpl_core.database import index_changes_concurrently
 
 revision = '0004'
 down_revision = '0003'
@@ -20,22 +20,13 @@ branch_labels = None
 depends_on = None
 
 
-def _concurrently():
-    """On PostgreSQL without locking out writes (runners report steps during an upgrade):
-    ``CONCURRENTLY``, outside the migration's transaction."""
-    context = op.get_context()
-    if context.dialect.name == "postgresql":
-        return context.autocommit_block(), {"postgresql_concurrently": True}
-    return contextlib.nullcontext(), {}
-
-
 def upgrade():
-    block, options = _concurrently()
+    block, options = index_changes_concurrently(op)
     with block:
         op.drop_index('ix_job_steps_job_id', table_name='job_steps', **options)
 
 
 def downgrade():
-    block, options = _concurrently()
+    block, options = index_changes_concurrently(op)
     with block:
         op.create_index('ix_job_steps_job_id', 'job_steps', ['job_id'], unique=False, **options)
