@@ -95,7 +95,11 @@ def _http_url(value: str) -> str:
     except ValueError:  # an unbalanced IPv6 bracket, a port that is not a number or out of range
         ok = False
     if not ok:
-        raise ValueError(f"must be an http:// or https:// URL with a host, not {url!r}")
+        # (a URL may carry credentials before its host: never echoed)
+        userinfo, at, rest = url.rpartition("@")
+        scheme = userinfo.split("://", 1)[0] + "://" if "://" in userinfo else ""
+        shown = f"{scheme}***@{rest}" if at else url
+        raise ValueError(f"must be an http:// or https:// URL with a host, not {shown!r}")
     return url
 
 

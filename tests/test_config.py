@@ -37,6 +37,10 @@ from aiimpl_core.errors import ConfigError
     ("AIIMPL_PUBLIC_URL", "https://x.example:99999", "must be an http:// or https:// URL with a host, "
                                                      "not 'https://x.example:99999'"),
     ("AIIMPL_PUBLIC_URL", "http://[::1", "must be an http:// or https:// URL with a host, not 'http://[::1'"),
+    ("AIIMPL_PUBLIC_URL", "ftp://user:s3cret@host.example", "must be an http:// or https:// URL with a "
+                                                            "host, not 'ftp://***@host.example'"),
+    ("AIIMPL_GITHUB_API_URL", "user:s3cret@host.example", "must be an http:// or https:// URL with a host, "
+                                                          "not '***@host.example'"),
     ("AIIMPL_GITHUB_API_URL", "api.github.com", "must be an http:// or https:// URL with a host, "
                                                 "not 'api.github.com'"),
 ])
