@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Text, bindparam, literal_column, select, update
+from sqlalchemy import bindparam, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..auth.nonce import INVALID_NONCE, active_job_for_nonce
@@ -24,7 +24,7 @@ from ..auth.tokens import RunClaims
 from ..database import per_dialect, serialized, upsert
 from ..errors import AiimplError
 from ..extensions import db
-from ..orm import ConsumedToken, Job, JobStep, Mapping, OutboxItem, TrackedIssue, utcnow
+from ..orm import ConsumedToken, Job, JobStep, OutboxItem, TrackedIssue, utcnow
 from ..types import Comment, JobStatus, LogLabel, Phase
 from . import comments as comments_mod
 from . import outbox, reconcile, redaction
@@ -316,7 +316,8 @@ def _mark_running(job: Job, why: str) -> None:
 @per_dialect
 def _progress_upsert(with_detail: bool) -> Any:
     """One statement that upserts a step of an existing job and returns the job's status and the
-    state its redaction is keyed by (:func:`~aiimpl_core.services.redaction.state_sql`): the
+    state its redaction is keyed by (:func:`~aiimpl_core.services.redaction.state_columns`, of
+    the job's team and mapping as bound parameters: they never change for a job): the
     step's row is selected from the job's (no row, no insert, nothing returned: the job does not
     exist) and ``RETURNING`` reads the rest by subqueries. SQLite and PostgreSQL share the syntax;
     it spares a round trip and a statement per report. A report without a detail keeps the one
@@ -341,9 +342,7 @@ def _progress_upsert(with_detail: bool) -> Any:
         f"(SELECT {jobs.name}.status FROM {jobs.name} WHERE {jobs.name}.id = {steps.name}.job_id)",
         type_=jobs.c.status.type,
     )
-    mapping_sql, secrets_sql = redaction.state_sql(f"{steps.name}.job_id", db.engine.dialect)
-    mapping = literal_column(mapping_sql, type_=Mapping.__table__.c.updated_at.type)
-    secrets = literal_column(secrets_sql, type_=Text())
+    mapping, secrets = redaction.state_columns(bindparam("team_key"), bindparam("mapping_id"))
     return insert.returning(status, mapping, secrets)
 
 
@@ -375,6 +374,7 @@ def record_progress(job_id: int, step: dict[str, Any]) -> dict[str, Any]:
     for _ in range(_REDACTION_TRIES):
         redactor = redaction.redactor(owner.team_key, owner.mapping_id, state=owner.state)
         values = _redacted_step(redactor, _step_values(job_id, step, "runner"), detail)
+        values.update(team_key=owner.team_key, mapping_id=owner.mapping_id)
         try:
             # one statement that writes (the step, with the job's status returned): on SQLite it
             # takes the write lock itself, and holds it for less time than BEGIN IMMEDIATE

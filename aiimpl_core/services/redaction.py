@@ -8,9 +8,10 @@ sensitive settings — in plain, URL-encoded, base64 and line-split forms.
 
 Building a redactor reads and decrypts every secret and compiles one pattern of all their forms,
 several times the cost of the report it serves. Each process keeps the redactors it built, keyed by
-the team, its mapping's last change and the state of the secrets table (every row's id and update
-time), read in one statement with each report: a secret added, changed or removed through the API
-or the CLI, or an edited mapping, gives a new key, so a report is never redacted with stale values.
+the team, its mapping's last change and the state of the secrets it masks (the id and update time
+of every global secret and of the team's own), read in one statement with each report: such a
+secret added, changed or removed through the API or the CLI, or an edited mapping, gives a new
+key, so a report is never redacted with stale values.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import String, bindparam, cast, func, literal, select
+from sqlalchemy import String, bindparam, cast, func, literal, or_, select
 
 from ..config import sensitive_names
 from ..extensions import db
@@ -33,25 +34,35 @@ from . import secrets as secrets_service
 #: redactors kept per process (a team and its mapping each; they are small)
 CACHE_SIZE = 256
 
-# The state a redactor is keyed by, read in one statement: the mapping's last change and every
-# secret's id and update time, as one string (its order only matters to the cache's hit rate).
-_ordered_secrets = select(Secret.id, Secret.updated_at).order_by(Secret.id).subquery()
-_SECRETS_STATE = select(
-    func.aggregate_strings(
-        cast(_ordered_secrets.c.id, String) + literal(":") + cast(_ordered_secrets.c.updated_at, String),
-        ",",
+def state_columns(team_key: Any, mapping_id: Any) -> tuple[Any, Any]:
+    """The state a redactor is keyed by, as two scalar subqueries: the mapping's last change, and
+    the id and update time of every global secret and every secret of the team (the ones its
+    redactor masks), as one string (its order only matters to the cache's hit rate).
+
+    ``team_key`` and ``mapping_id`` are the job's columns or bound parameters: a report reads the
+    same state with either, so the two compare equal. A secret of another team is not read, and
+    its change keeps this team's redactors.
+    """
+    ordered = (
+        select(Secret.id, Secret.updated_at)
+        .where(or_(Secret.scope == secrets_service.GLOBAL, Secret.scope == team_key))
+        .order_by(Secret.id)
+        .subquery()
     )
-).scalar_subquery()
-_STATE = select(
-    select(MappingRow.updated_at).where(MappingRow.id == bindparam("mapping_id")).scalar_subquery(),
-    _SECRETS_STATE,
-)
+    secrets_state = select(
+        func.aggregate_strings(
+            cast(ordered.c.id, String) + literal(":") + cast(ordered.c.updated_at, String), ","
+        )
+    ).scalar_subquery()
+    mapping_state = select(MappingRow.updated_at).where(MappingRow.id == mapping_id).scalar_subquery()
+    return mapping_state, secrets_state
+
+
+_STATE = select(*state_columns(bindparam("team_key"), bindparam("mapping_id")))
+_OWNER_MAPPING, _OWNER_SECRETS = state_columns(Job.team_key, Job.mapping_id)
 #: a job's team and mapping with the state :func:`redactor` is keyed by, in one statement
 JOB_OWNER = select(
-    Job.team_key,
-    Job.mapping_id,
-    select(MappingRow.updated_at).where(MappingRow.id == Job.mapping_id).scalar_subquery().label("mapping"),
-    _SECRETS_STATE.label("secrets"),
+    Job.team_key, Job.mapping_id, _OWNER_MAPPING.label("mapping"), _OWNER_SECRETS.label("secrets")
 ).where(Job.id == bindparam("job_id"))
 _EXTENSION = "aiimpl.redactors"
 _OWNERS = "aiimpl.job-owners"
@@ -66,19 +77,6 @@ class Owner:
     team_key: str
     mapping_id: int | None
     state: tuple[Any, Any]
-
-
-def state_sql(job_id_column: str, dialect: Any) -> tuple[str, str]:
-    """SQL of the mapping's and the secrets' state for a job whose id is ``job_id_column``, as
-    :data:`JOB_OWNER` reads them (the same expressions, so the two compare equal), to be read in
-    a statement's ``RETURNING``."""
-    secrets_sql = str(_SECRETS_STATE.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-    jobs, mappings = Job.__table__.name, MappingRow.__table__.name
-    mapping_sql = (
-        f"(SELECT {mappings}.updated_at FROM {mappings} WHERE {mappings}.id = "
-        f"(SELECT {jobs}.mapping_id FROM {jobs} WHERE {jobs}.id = {job_id_column}))"
-    )
-    return mapping_sql, secrets_sql
 
 
 def remembered_owner(job_id: int) -> Owner | None:
@@ -163,7 +161,7 @@ def redactor(team_key: str, mapping_id: int | None, *, state: tuple[Any, Any] | 
     if cache is None:
         cache = app.extensions.setdefault(_EXTENSION, _Lru(CACHE_SIZE))
     if state is None:
-        state = tuple(db.session.execute(_STATE, {"mapping_id": mapping_id}).one())
+        state = tuple(db.session.execute(_STATE, {"team_key": team_key, "mapping_id": mapping_id}).one())
     key = (team_key, mapping_id, *state)
     found = cache.get(key)
     if found is None:

@@ -503,23 +503,12 @@ def test_a_secret_changed_after_a_report_is_redacted_from_the_next_one(
     assert TEAM_SECRET[1] not in _report_detail(client, token, job_id, 3, f"password {TEAM_SECRET[1]}")
 
 
-def test_a_report_with_a_detail_reuses_the_redactor_while_nothing_changes(
-    app, client, sec_admin, sec_mapping, sec_launch
-):
-    """Building a redactor reads and decrypts every secret; a report whose secrets and mapping are
-    unchanged since this process saw the job last is redacted with the redactor it keeps, and its
-    write returns their state to check that: one statement, as a report without a detail."""
+def _statements_of_report(client: Any, token: str, job_id: int, n: int, text: str) -> tuple[str, list[str]]:
+    """:func:`_report_detail`, with the statements the report sent (upper case, one line each)."""
     from sqlalchemy import event
 
     from aiimpl_core.extensions import db
 
-    sec_mapping("ENG")
-    saved = client.post("/api/global-secrets", headers=sec_admin,
-                        json={"name": GLOBAL_SECRET[0], "value": GLOBAL_SECRET[1]})
-    assert saved.status_code in (200, 201), saved.get_json()
-    job_id, env = sec_launch("ENG-1")
-    token = env["AIIMPL_PROGRESS_TOKEN"]
-    assert GLOBAL_SECRET[1] not in _report_detail(client, token, job_id, 1, f"token {GLOBAL_SECRET[1]}")
     sent: list[str] = []
 
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -527,12 +516,52 @@ def test_a_report_with_a_detail_reuses_the_redactor_while_nothing_changes(
 
     event.listen(db.engine, "before_cursor_execute", record)
     try:
-        assert GLOBAL_SECRET[1] not in _report_detail(client, token, job_id, 2, f"token {GLOBAL_SECRET[1]}")
+        stored = _report_detail(client, token, job_id, n, text)
     finally:
         event.remove(db.engine, "before_cursor_execute", record)
-    mine = [s for s in sent if not s.startswith(("BEGIN", "SELECT JOB_STEPS.DETAIL"))]  # the test's read
+    return stored, [s for s in sent if not s.startswith(("BEGIN", "SELECT JOB_STEPS.DETAIL"))]  # the test's read
+
+
+def test_a_report_with_a_detail_reuses_the_redactor_while_nothing_changes(
+    app, client, sec_admin, sec_mapping, sec_launch
+):
+    """Building a redactor reads and decrypts every secret; a report whose secrets and mapping are
+    unchanged since this process saw the job last is redacted with the redactor it keeps, and its
+    write returns their state to check that: one statement, as a report without a detail."""
+    sec_mapping("ENG")
+    saved = client.post("/api/global-secrets", headers=sec_admin,
+                        json={"name": GLOBAL_SECRET[0], "value": GLOBAL_SECRET[1]})
+    assert saved.status_code in (200, 201), saved.get_json()
+    job_id, env = sec_launch("ENG-1")
+    token = env["AIIMPL_PROGRESS_TOKEN"]
+    assert GLOBAL_SECRET[1] not in _report_detail(client, token, job_id, 1, f"token {GLOBAL_SECRET[1]}")
+    stored, mine = _statements_of_report(client, token, job_id, 2, f"token {GLOBAL_SECRET[1]}")
+    assert GLOBAL_SECRET[1] not in stored
     assert len(mine) == 1 and mine[0].startswith("INSERT INTO JOB_STEPS"), mine
     assert not any("VALUE_ENCRYPTED" in s for s in mine), mine
+
+
+def test_another_teams_secret_keeps_the_redactor(app, client, sec_admin, sec_mapping, sec_launch):
+    """A report's redaction is keyed by the global secrets and its own team's: a secret another
+    team adds or changes is not among them, so the next report of this team is still one
+    statement that reads no secret (and the state it reads does not grow with other teams'
+    secrets), while that team's reports mask it at once."""
+    sec_mapping("ENG")
+    sec_mapping("OPS")
+    eng_job, eng_env = sec_launch("ENG-1")
+    ops_job, ops_env = sec_launch("OPS-1")
+    eng_token, ops_token = eng_env["AIIMPL_PROGRESS_TOKEN"], ops_env["AIIMPL_PROGRESS_TOKEN"]
+    ops_secret = "ops-team-secret-value-5e1b9d"
+    assert ops_secret in _report_detail(client, eng_token, eng_job, 1, f"using {ops_secret}")
+    assert ops_secret in _report_detail(client, ops_token, ops_job, 1, f"using {ops_secret}")  # not yet one
+    saved = client.post("/api/mappings/OPS/secrets", headers=sec_admin,
+                        json={"name": "OPS_TOKEN", "value": ops_secret})
+    assert saved.status_code in (200, 201), saved.get_json()
+    stored, mine = _statements_of_report(client, eng_token, eng_job, 2, f"using {ops_secret}")
+    assert ops_secret in stored  # not ENG's secret: its sessions are never handed it
+    assert len(mine) == 1 and mine[0].startswith("INSERT INTO JOB_STEPS"), mine
+    assert not any("VALUE_ENCRYPTED" in s for s in mine), mine
+    assert ops_secret not in _report_detail(client, ops_token, ops_job, 2, f"using {ops_secret}")
 
 
 # -- access logs ------------------------------------------------------------------------------
