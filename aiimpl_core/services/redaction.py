@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import String, bindparam, cast, func, literal, or_, select
+from sqlalchemy import String, bindparam, cast, literal_column, or_, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from ..config import sensitive_names
 from ..extensions import db
@@ -33,6 +35,26 @@ from . import secrets as secrets_service
 
 #: redactors kept per process (a team and its mapping each; they are small)
 CACHE_SIZE = 256
+
+
+class _joined(FunctionElement):  # noqa: N801 - an SQL function, named as one
+    """Strings joined by commas (``string_agg``, ``group_concat``), the comma written into the
+    statement: SQLAlchemy's ``aggregate_strings`` renders it at every execution, a cost per report."""
+
+    name = "joined"
+    type = String()
+    inherit_cache = True
+
+
+@compiles(_joined)
+def _joined_sqlite(element: _joined, compiler: Any, **kw: Any) -> str:
+    return f"group_concat({compiler.process(element.clauses, **kw)}, ',')"
+
+
+@compiles(_joined, "postgresql")
+def _joined_postgresql(element: _joined, compiler: Any, **kw: Any) -> str:
+    return f"string_agg({compiler.process(element.clauses, **kw)}, ',')"
+
 
 def state_columns(team_key: Any, mapping_id: Any) -> tuple[Any, Any]:
     """The state a redactor is keyed by, as two scalar subqueries: the mapping's last change, and
@@ -50,16 +72,19 @@ def state_columns(team_key: Any, mapping_id: Any) -> tuple[Any, Any]:
         .subquery()
     )
     secrets_state = select(
-        func.aggregate_strings(
-            cast(ordered.c.id, String) + literal(":") + cast(ordered.c.updated_at, String), ","
-        )
+        _joined(cast(ordered.c.id, String) + literal_column("':'") + cast(ordered.c.updated_at, String))
     ).scalar_subquery()
     mapping_state = select(MappingRow.updated_at).where(MappingRow.id == mapping_id).scalar_subquery()
     return mapping_state, secrets_state
 
 
 _STATE = select(*state_columns(bindparam("team_key"), bindparam("mapping_id")))
-_OWNER_MAPPING, _OWNER_SECRETS = state_columns(Job.team_key, Job.mapping_id)
+# the job's team and mapping as subqueries of their own: a column of the outer ``jobs`` would not
+# be correlated inside the secrets' derived table, which would then read every job
+_OWNER_MAPPING, _OWNER_SECRETS = state_columns(
+    select(Job.team_key).where(Job.id == bindparam("job_id")).scalar_subquery(),
+    select(Job.mapping_id).where(Job.id == bindparam("job_id")).scalar_subquery(),
+)
 #: a job's team and mapping with the state :func:`redactor` is keyed by, in one statement
 JOB_OWNER = select(
     Job.team_key, Job.mapping_id, _OWNER_MAPPING.label("mapping"), _OWNER_SECRETS.label("secrets")

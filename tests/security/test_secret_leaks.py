@@ -527,14 +527,23 @@ def test_a_report_with_a_detail_reuses_the_redactor_while_nothing_changes(
 ):
     """Building a redactor reads and decrypts every secret; a report whose secrets and mapping are
     unchanged since this process saw the job last is redacted with the redactor it keeps, and its
-    write returns their state to check that: one statement, as a report without a detail."""
+    write returns their state to check that: one statement, as a report without a detail. The
+    job's first report reads that state before its write, the same as the write returns it, so
+    it is written once too."""
     sec_mapping("ENG")
+    sec_mapping("OPS")  # another team, its job and its secret: none of them is the first report's
     saved = client.post("/api/global-secrets", headers=sec_admin,
                         json={"name": GLOBAL_SECRET[0], "value": GLOBAL_SECRET[1]})
     assert saved.status_code in (200, 201), saved.get_json()
+    saved = client.post("/api/mappings/OPS/secrets", headers=sec_admin,
+                        json={"name": TEAM_SECRET[0], "value": TEAM_SECRET[1]})
+    assert saved.status_code in (200, 201), saved.get_json()
+    sec_launch("OPS-1")
     job_id, env = sec_launch("ENG-1")
     token = env["AIIMPL_PROGRESS_TOKEN"]
-    assert GLOBAL_SECRET[1] not in _report_detail(client, token, job_id, 1, f"token {GLOBAL_SECRET[1]}")
+    stored, first = _statements_of_report(client, token, job_id, 1, f"token {GLOBAL_SECRET[1]}")
+    assert GLOBAL_SECRET[1] not in stored
+    assert sum(s.startswith("INSERT INTO JOB_STEPS") for s in first) == 1, first
     stored, mine = _statements_of_report(client, token, job_id, 2, f"token {GLOBAL_SECRET[1]}")
     assert GLOBAL_SECRET[1] not in stored
     assert len(mine) == 1 and mine[0].startswith("INSERT INTO JOB_STEPS"), mine
