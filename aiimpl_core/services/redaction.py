@@ -61,9 +61,9 @@ def state_columns(team_key: Any, mapping_id: Any) -> tuple[Any, Any]:
     the id and update time of every global secret and every secret of the team (the ones its
     redactor masks), as one string (its order only matters to the cache's hit rate).
 
-    ``team_key`` and ``mapping_id`` are the job's columns or bound parameters: a report reads the
-    same state with either, so the two compare equal. A secret of another team is not read, and
-    its change keeps this team's redactors.
+    ``team_key`` and ``mapping_id`` are bound parameters, or subqueries reading them from the job:
+    a report reads the same state with either, so the two compare equal. A secret of another team
+    is not read, and its change keeps this team's redactors.
     """
     ordered = (
         select(Secret.id, Secret.updated_at)

@@ -552,9 +552,9 @@ def test_a_report_with_a_detail_reuses_the_redactor_while_nothing_changes(
 
 def test_another_teams_secret_keeps_the_redactor(app, client, sec_admin, sec_mapping, sec_launch):
     """A report's redaction is keyed by the global secrets and its own team's: a secret another
-    team adds or changes is not among them, so the next report of this team is still one
-    statement that reads no secret (and the state it reads does not grow with other teams'
-    secrets), while that team's reports mask it at once."""
+    team adds or changes is not among them (the state a report reads leaves other teams' secrets
+    out), so the next report of this team is still one statement that reads no secret, while that
+    team's reports mask it at once."""
     sec_mapping("ENG")
     sec_mapping("OPS")
     eng_job, eng_env = sec_launch("ENG-1")
