@@ -541,9 +541,11 @@ def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
             )
         if event == "session_created":
             _mark_running(job, "session created")
-        body = comments_mod.progress(
-            event, {k: data.get(k) for k in STATUS_FIELDS}, now, job.log_url or job.run_url
-        )
+        fields = {k: data.get(k) for k in STATUS_FIELDS}
+        if event == "pr_opened" and fields["prNumber"] in (None, ""):
+            # a runner that sends only the URL: the number is the one recorded, or the URL's
+            fields["prNumber"] = job.pr_number or pr_number_from_url(fields["prUrl"])
+        body = comments_mod.progress(event, fields, now, job.log_url or job.run_url)
         dedupe_key = f"status:{job.id}:{event}"
         provider, kind = job.provider or "", f"progress:{event}"
         claimed: outbox.Claimed | None = None

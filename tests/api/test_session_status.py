@@ -219,6 +219,18 @@ def test_pr_opened_records_the_pull_request(client, cb_job):
     assert (job.pr_number, job.pr_url) == (42, "https://github.com/acme/api/pull/42")
 
 
+@pytest.mark.parametrize("number", [None, ""], ids=["left-out", "empty"])
+def test_pr_opened_without_a_number_takes_the_urls(client, cb_job, cb_tracker, number):
+    _, nonce = cb_job(status="running")
+    event = {"nonce": nonce, "event": "pr_opened", "prUrl": "https://github.com/acme/api/pull/7"}
+    if number is not None:
+        event["prNumber"] = number
+    assert client.post(URL, json=event).status_code == 200
+    assert cb_tracker.comments["ENG-1"][-1].split("\n")[0] == (
+        "📝 Claude finished. PR #7 opened: https://github.com/acme/api/pull/7"
+    )
+
+
 def test_shadow_jobs_record_and_post_nothing(client, cb_job, cb_tracker):
     job_id, nonce = cb_job(shadow=True)
     resp = client.post(URL, json={"nonce": nonce, "event": "session_created"})
