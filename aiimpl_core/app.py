@@ -37,8 +37,11 @@ def _engine_options(url: str) -> dict[str, Any]:
     from sqlalchemy.engine import make_url
 
     if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}, "hide_parameters": True}
     options: dict[str, Any] = {
+        # a failed statement's message (logged, or raised to a caller) never carries the values it
+        # was given: a secret, a token's digest, a comment's text
+        "hide_parameters": True,
         # psycopg connections are checked at check-out at less cost (create_app installs it)
         "pool_pre_ping": not _uses_psycopg(url),
         "pool_size": 5,

@@ -73,9 +73,11 @@ def test_an_older_schema_is_told_apart_from_a_newer_or_a_current_one(sqlite_app)
 
 def test_poll_waits_for_a_database_that_does_not_answer_yet(tmp_path):
     """Only a schema known to be older stops the poller at start; a database that is not up yet
-    (a service started before it) is retried cycle after cycle, as a long-running poller does."""
+    (a service started before it) is retried cycle after cycle, as a long-running poller does,
+    each failed cycle one line (what the driver said), never a traceback."""
     import signal
     import socket
+    import threading
     import time
 
     pytest.importorskip("psycopg")
@@ -87,14 +89,26 @@ def test_poll_waits_for_a_database_that_does_not_answer_yet(tmp_path):
                    AIIMPL_SECRET_KEY="cli-database-test-key")
     proc = subprocess.Popen([sys.executable, "-m", "aiimpl_core.cli", "poll", "--interval", "0.2"],
                             env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
     try:
-        time.sleep(4)
-        assert proc.poll() is None, proc.communicate()
+        # two failed cycles, however long a loaded machine takes to start the command
+        deadline = time.monotonic() + 60
+        while sum("poll cycle failed" in line for line in list(lines)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        reader.join(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
+    err = "".join(lines)
     assert proc.returncode == 0, err
     assert "the database does not answer yet: connection failed" in err
     assert "polling every 0.2s" in err and "stopped after" in err
+    failed = [line for line in lines if "poll cycle failed" in line]
+    assert all("poll cycle failed: the database could not be reached: connection failed" in line
+               for line in failed), failed
+    assert "Traceback" not in err and "[SQL:" not in err

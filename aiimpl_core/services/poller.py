@@ -24,9 +24,9 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from ..database import serialized, upsert
+from ..database import failure_message, serialized, upsert
 from ..errors import ProviderError
 from ..extensions import db
 from ..orm import Lease, Setting, utcnow
@@ -252,6 +252,10 @@ class Poller:
                 report = self.run_once()
                 if on_cycle is not None:
                     on_cycle(report)
+            except SQLAlchemyError as exc:
+                # the database is down or restarting: one line per cycle, not a driver's traceback
+                log.error("poll cycle failed: %s", failure_message(exc))
+                db.session.remove()
             except Exception:  # noqa: BLE001 - one bad cycle must not end the poller
                 log.exception("poll cycle failed")
                 db.session.remove()
