@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pluggy
 
 from . import hookspecs
-from .errors import DuplicateProviderError, NotFound, PluginContractError
+from .errors import AiimplError, DuplicateProviderError, NotFound, PluginContractError, ProviderError
 from .providers import ModelProvider, Provider, ProviderContext, RunnerBackend, TicketingProvider
 
 if TYPE_CHECKING:
@@ -268,7 +268,19 @@ class Plugins:
                 raise NotFound(f"no {kind} provider {provider_id!r} is installed")
             if self.context is None:
                 raise RuntimeError("Plugins.bind() was not called")
-            inst = cls(self.context)
+            try:
+                inst = cls(self.context)
+            except AiimplError:
+                raise
+            except Exception as exc:
+                # a plugin's constructor that breaks: its own message may carry a setting's value,
+                # so the operator is told where to look; the log has the traceback
+                log.warning("setting up the %s provider %r failed", kind, provider_id, exc_info=True)
+                raise ProviderError(
+                    f"the {kind} provider {provider_id!r} could not be set up ({type(exc).__name__}); "
+                    "the server log has the details",
+                    provider=provider_id,
+                ) from exc
             self._instances[key] = inst
         assert isinstance(inst, expected)
         return inst
@@ -286,7 +298,15 @@ class Plugins:
         return [self._get(kind, pid, Provider) for pid in self.classes[kind]]
 
     def runners(self) -> list[RunnerBackend]:
-        return [self.runner(pid) for pid in self.classes["runner"]]
+        """The runner backends that could be set up: one whose constructor fails is left out (and
+        logged), so it cannot take the sessions, secrets or gap-fill of the others down with it."""
+        out: list[RunnerBackend] = []
+        for pid in self.classes["runner"]:
+            try:
+                out.append(self.runner(pid))
+            except ProviderError:
+                continue
+        return out
 
     def trackers(self) -> list[TicketingProvider]:
         return [self.ticketing(pid) for pid in self.classes["ticketing"]]

@@ -17,7 +17,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
-from ..errors import AiimplError
+from ..errors import AiimplError, PluginContractError
 from ..extensions import db
 from ..github import from_app as github_from_app
 from ..orm import Mapping as MappingRow
@@ -53,29 +53,43 @@ def _failure(exc: Exception) -> str:
     return f"unexpected error ({type(exc).__name__})"
 
 
-def _provider_rows(kind: str, provider: Any, mappings: Sequence[MappingView]) -> list[CheckRow]:
+def _provider_rows(kind: str, provider_id: str, mappings: Sequence[MappingView]) -> list[CheckRow]:
+    facade = current_app.extensions["aiimpl"]
     used_by = ", ".join(m.team_key for m in mappings)
     try:
+        provider = facade.runner(provider_id) if kind == "runner" else facade.ticketing(provider_id)
         configured = provider.is_configured()
     except Exception as exc:  # noqa: BLE001 - reported as the connection's failure
-        return [CheckRow(kind, provider.id, "configured", FAILED, _failure(exc))]
+        return [CheckRow(kind, provider_id, "configured", FAILED, _failure(exc))]
     if not configured:
         if mappings:
-            return [CheckRow(kind, provider.id, "configured", FAILED,
+            return [CheckRow(kind, provider_id, "configured", FAILED,
                              f"not configured, but mappings use it: {used_by}")]
-        return [CheckRow(kind, provider.id, "configured", SKIPPED, "not configured; no mapping uses it")]
+        return [CheckRow(kind, provider_id, "configured", SKIPPED, "not configured; no mapping uses it")]
     try:
-        results: Sequence[CheckResult] = list(provider.check(mappings))
+        results: Sequence[CheckResult] = _results(provider.check(mappings))
     except Exception as exc:  # noqa: BLE001 - one connection's failure must not hide the others
         if not isinstance(exc, AiimplError):
-            log.warning("checking %s failed", provider.id, exc_info=True)
-        return [CheckRow(kind, provider.id, "connection", FAILED, _failure(exc))]
+            log.warning("checking %s failed", provider_id, exc_info=True)
+        return [CheckRow(kind, provider_id, "connection", FAILED, _failure(exc))]
     if not results:
-        return [CheckRow(kind, provider.id, "configured", OK,
+        return [CheckRow(kind, provider_id, "configured", OK,
                          "configured (the plugin offers no further check)")]
     # a plugin's detail is remote text too: the orchestrator's own secrets are masked in it all the same
     mask = redaction.config_redactor()
-    return [CheckRow(kind, provider.id, r.name, OK if r.ok else FAILED, mask.text(r.detail)) for r in results]
+    return [CheckRow(kind, provider_id, r.name, OK if r.ok else FAILED, mask.text(r.detail)) for r in results]
+
+
+def _results(answer: Any) -> list[CheckResult]:
+    """``check``'s answer, refused (as the connection's failure) unless it is a sequence of
+    :class:`CheckResult`."""
+    if answer is None or isinstance(answer, (str, bytes, dict)) or not hasattr(answer, "__iter__"):
+        raise PluginContractError(f"check() answered {type(answer).__name__}, not a list of CheckResult")
+    results = list(answer)
+    for result in results:
+        if not isinstance(result, CheckResult):
+            raise PluginContractError(f"check() answered a {type(result).__name__}, not a CheckResult")
+    return results
 
 
 def _github_rows(rows: Sequence[MappingRow], make: Callable[[], Any]) -> list[CheckRow]:
@@ -117,10 +131,10 @@ def run_checks(github: Callable[[], Any] = github_from_app) -> list[CheckRow]:
     report: list[CheckRow] = []
     for provider_id in sorted(facade.ids("ticketing")):
         used = [r.view() for r in rows if (r.ticketing or {}).get("provider") == provider_id]
-        report += _provider_rows("ticketing", facade.ticketing(provider_id), used)
+        report += _provider_rows("ticketing", provider_id, used)
     backend_of = {r.team_key: choose_backend(r, mode).backend_id for r in rows}
     for provider_id in sorted(facade.ids("runner")):
         used = [r.view() for r in rows if backend_of[r.team_key] == provider_id]
-        report += _provider_rows("runner", facade.runner(provider_id), used)
+        report += _provider_rows("runner", provider_id, used)
     report += _github_rows(rows, github)
     return report

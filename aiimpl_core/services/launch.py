@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 from flask import current_app
 from sqlalchemy import func, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..auth import tokens
 from ..database import serialized
-from ..errors import AiimplError, DispatchError, ProviderError
+from ..errors import AiimplError, DispatchError, PluginContractError, ProviderError
 from ..extensions import db
 from ..orm import Job
 from ..orm import Mapping as MappingRow
@@ -206,7 +207,7 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
     """
     facade = current_app.extensions["aiimpl"]
     if prepared is None:
-        missing: str | None = None
+        unprepared = ""
         with serialized(keep=(job,)):
             db.session.refresh(job)
             mapping = db.session.get(MappingRow, job.mapping_id) if job.mapping_id else None
@@ -218,31 +219,42 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
                 issue_credentials(job)
                 transition(job, JobStatus.DISPATCHED, reason="shadow mode: no runner started")
                 return None
-            prepared = prepare(job, mapping)
-            if prepared is None:  # no backend of that id is installed
-                missing = job.backend
-                end_job(job, Outcome(JobStatus.FAILED, reason=f"no runner backend {missing!r} is installed",
-                                     log_label=LogLabel.SESSION_FAILED))
+            try:
+                prepared = prepare(job, mapping)
+            except SQLAlchemyError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a plugin's error (model, backend) ends the job
+                unprepared = f"preparing the session failed: {_plugin_failure(exc, job, job.backend)}"
+                end_job(job, Outcome(JobStatus.FAILED, reason=unprepared, log_label=LogLabel.SESSION_FAILED))
+            else:
+                if prepared is None:  # no backend of that id is installed
+                    unprepared = f"no runner backend {job.backend!r} is installed"
+                    end_job(job, Outcome(JobStatus.FAILED, reason=unprepared,
+                                         log_label=LogLabel.SESSION_FAILED))
             # committed here: the nonce hash is stored before the session can use it
         if prepared is None:
-            raise DispatchError(f"no runner backend {missing!r} is installed", status=None)
-    backend = facade.runner(prepared.backend_id)
+            raise DispatchError(unprepared, status=None)
     request = prepared.request
+    name = prepared.backend_id
     try:
+        backend = facade.runner(prepared.backend_id)
+        name = getattr(backend, "display_name", None) or name
         result = backend.dispatch_gap_fill(request) if gap_fill else backend.dispatch(request)
-    except AiimplError as exc:
+        if not isinstance(result, DispatchResult):
+            raise PluginContractError(f"the backend answered {type(result).__name__}, not a DispatchResult")
+    except Exception as exc:  # noqa: BLE001 - whatever a plugin raised ends the job, never leaves it waiting
+        message = _plugin_failure(exc, job, prepared.backend_id)
         status = exc.status if isinstance(exc, ProviderError) else None
         detail = exc.detail if isinstance(exc, ProviderError) else None
         # kept so that the dispatcher's back-off honours the remote's Retry-After
         retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
         with serialized(keep=(job,)):
             db.session.refresh(job)
-            refused = f"dispatch to {backend.display_name} failed: {exc.message}"
-            end_job(job, Outcome(JobStatus.FAILED, reason=refused))
+            end_job(job, Outcome(JobStatus.FAILED, reason=f"dispatch to {name} failed: {message}"))
         if isinstance(exc, DispatchError):
             raise
         raise DispatchError(
-            exc.message, provider=backend.id, status=status, detail=detail, retry_after=retry_after
+            message, provider=prepared.backend_id, status=status, detail=detail, retry_after=retry_after
         ) from exc
     # The job as the claim committed it (kept loaded) or as it is read now: the transition is a
     # compare-and-set, so a session that reported in the meantime is noticed, not overwritten.
@@ -251,6 +263,15 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
         if not moved and JobStatus(job.status) in ACTIVE_STATUSES:
             _link_run(job, result)
     return result
+
+
+def _plugin_failure(exc: Exception, job: Job, backend_id: str | None) -> str:
+    """What a job's ending says of a plugin's error: our errors' own message; of anything else the
+    class only (a plugin's message may quote a setting), the traceback going to the log."""
+    if isinstance(exc, AiimplError):
+        return exc.message
+    log.error("launching job %s on %s failed", job.id, backend_id, exc_info=True)
+    return f"unexpected error ({type(exc).__name__}); the server log has the details"
 
 
 def _link_run(job: Job, result: DispatchResult) -> None:

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,7 +56,7 @@ from flask import current_app
 from sqlalchemy import delete, select
 
 from ..database import chunks, one_of, serialized
-from ..errors import AiimplError
+from ..errors import AiimplError, PluginContractError
 from ..extensions import db
 from ..orm import Job, Setting, utcnow
 from ..orm import Mapping as MappingRow
@@ -236,10 +236,10 @@ def reconcile(
             runs.append(run)
         if not runs:
             continue
-        backend = facade.runner(backend_id)
-        limits = _Limits(window, timedelta(seconds=lifetime), lifetime_reason(backend))
         try:
-            states = list(backend.poll_runs(runs))
+            backend = facade.runner(backend_id)
+            limits = _Limits(window, timedelta(seconds=lifetime), lifetime_reason(backend))
+            states = _run_states(backend.poll_runs(runs), backend_id)
         except Exception as exc:  # noqa: BLE001 - one backend's failure must not stop the others
             db.session.rollback()
             poller.record_failure("runner", backend_id, exc, now)
@@ -265,6 +265,31 @@ def reconcile(
                 db.session.rollback()
                 log.exception("stopping the overrunning run of job %s failed", job.id)
     return report
+
+
+def _run_states(answer: Any, backend_id: str) -> list[RunState]:
+    """``poll_runs``'s answer as :class:`RunState` s with a :class:`RunPhase` each (a phase given as
+    its string value is taken); any other answer is refused whole, as that backend's failure."""
+    if answer is None or isinstance(answer, (str, bytes, dict)):
+        raise PluginContractError(
+            f"poll_runs of {backend_id!r} answered {type(answer).__name__}, not a list of RunState"
+        )
+    states: list[RunState] = []
+    for state in answer:
+        if not isinstance(state, RunState):
+            raise PluginContractError(
+                f"poll_runs of {backend_id!r} answered a {type(state).__name__}, not a RunState"
+            )
+        if not isinstance(state.phase, RunPhase):
+            try:
+                state = replace(state, phase=RunPhase(state.phase))
+            except ValueError:
+                phase = str(state.phase)[:40]
+                raise PluginContractError(
+                    f"poll_runs of {backend_id!r} answered the phase {phase!r}, not a RunPhase"
+                ) from None
+        states.append(state)
+    return states
 
 
 #: jobs whose state changed are updated this many to a transaction (each job in a savepoint)

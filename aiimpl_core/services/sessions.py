@@ -40,18 +40,28 @@ class SessionsNotConfigured(AiimplError):
         super().__init__(NOT_CONFIGURED)
 
 
+def _configured(backend: RunnerBackend) -> bool:
+    try:
+        return bool(backend.is_configured())
+    except Exception:  # noqa: BLE001 - a plugin's bug: taken as not configured, and logged
+        log.warning("asking whether %s is configured failed", backend.id, exc_info=True)
+        return False
+
+
 def _backends() -> list[RunnerBackend]:
-    return current_app.extensions["aiimpl"].runners()
+    """The installed backends that could be set up and say they are configured (one whose
+    constructor fails is logged and left out: ``aiimpl check`` reports it)."""
+    return [b for b in current_app.extensions["aiimpl"].runners() if _configured(b)]
 
 
 def session_backends() -> list[RunnerBackend]:
     """Configured backends that list and destroy sessions."""
-    return [b for b in _backends() if b.supports_sessions and b.is_configured()]
+    return [b for b in _backends() if b.supports_sessions]
 
 
 def secrets_available() -> bool:
     """Whether a configured backend passes secrets into sessions (enables the secrets API)."""
-    return any(b.supports_secrets and b.is_configured() for b in _backends())
+    return any(b.supports_secrets for b in _backends())
 
 
 def require_secrets() -> None:
@@ -81,7 +91,8 @@ def _wrap(backend: RunnerBackend, exc: Exception) -> ProviderError:
     if isinstance(exc, ProviderError):
         return exc
     # a plugin bug: say where, without echoing data that could hold a secret
-    return ProviderError(f"{backend.display_name}: {type(exc).__name__}", provider=backend.id)
+    name = getattr(backend, "display_name", None) or backend.id
+    return ProviderError(f"{name}: {type(exc).__name__}", provider=backend.id)
 
 
 def in_use(backend: RunnerBackend) -> bool:

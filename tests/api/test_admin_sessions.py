@@ -173,3 +173,39 @@ class TestOnlyAnIdleBackend:
         _local_mode(client, admin_headers)
         resp = client.get("/api/sessions", headers=admin_headers)
         assert (resp.status_code, resp.get_json()) == (500, {"error": ENGINE_DOWN})
+
+
+class TestABackendThatCannotBeSetUp:
+    """A plugin whose constructor raises (say, a setting it cannot parse) is left out of sessions
+    and secrets, never their 500; naming it in a mapping says why it cannot be used."""
+
+    @pytest.fixture
+    def broken(self) -> FakeRunner:
+        runner = FakeRunner("broken-runner", None, sessions=True, secrets=True)
+
+        def cannot(self: Any, context: Any) -> None:
+            raise RuntimeError("BROKEN_TOKEN=xyz-secret cannot be parsed")
+
+        runner.backend_class.__init__ = cannot  # type: ignore[method-assign]
+        return runner
+
+    @pytest.fixture
+    def aiimpl_plugins(self, adm_tracker, adm_runner, broken) -> list[object]:
+        return [adm_tracker.plugin, adm_runner.plugin, broken.plugin]
+
+    def test_sessions_and_secrets_go_on_without_it(self, client, admin_headers, adm_runner, caplog):
+        start(adm_runner, 1, "m-1")
+        resp = client.get("/api/sessions", headers=admin_headers)
+        assert resp.status_code == 200, resp.get_json()
+        assert [s["id"] for s in resp.get_json()] == ["m-1"]
+        assert client.get("/api/global-secrets", headers=admin_headers).status_code == 200
+        assert "setting up the runner provider 'broken-runner' failed" in caplog.text
+
+    def test_a_mapping_naming_it_is_told_why(self, client, admin_headers):
+        body = {"teamKey": "ENG", "owner": "acme", "repo": "api", "defaultBranch": "main",
+                "executionMode": "broken-runner"}
+        resp = client.post("/api/mappings", json=body, headers=admin_headers)
+        assert resp.status_code == 400
+        assert resp.get_json() == {"error": "the runner provider 'broken-runner' could not be set up "
+                                            "(RuntimeError); the server log has the details"}
+        assert "xyz-secret" not in resp.get_data(as_text=True)

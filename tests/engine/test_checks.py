@@ -118,6 +118,39 @@ def test_a_provider_that_raises_is_one_failed_line(app, add_mapping):
     assert rows()[("ticketing", "checked", "connection")] == ("failed", "unexpected error (RuntimeError)")
 
 
+@pytest.mark.parametrize(
+    ("answer", "detail"),
+    [
+        ([{"name": "credentials", "ok": True}], "check() answered a dict, not a CheckResult"),
+        (None, "check() answered NoneType, not a list of CheckResult"),
+        ("ok", "check() answered str, not a list of CheckResult"),
+    ],
+    ids=["dicts", "none", "str"],
+)
+def test_a_check_answering_the_wrong_type_is_one_failed_line(app, add_mapping, answer, detail):
+    add_mapping("ENG", provider="checked")
+    Checked.outcome = answer
+    got = rows()
+    assert got[("ticketing", "checked", "connection")] == ("failed", detail)
+    assert got[("ticketing", "fake-tracker", "configured")][0] in ("ok", "skipped")  # the others go on
+
+
+def test_a_provider_that_cannot_be_set_up_is_one_failed_line(app, add_mapping, monkeypatch):
+    add_mapping("ENG", provider="checked")
+
+    def broken(self, context):  # noqa: ANN001, ANN202
+        raise RuntimeError("LINEAR_API_KEY=lin_api_secret is malformed")
+
+    monkeypatch.setattr(Checked, "__init__", broken)
+    app.extensions["aiimpl"]._instances.pop(("ticketing", "checked"), None)
+    got = rows()
+    assert got[("ticketing", "checked", "configured")] == (
+        "failed",
+        "the ticketing provider 'checked' could not be set up (RuntimeError); the server log has the details",
+    )
+    assert got[("runner", "github-actions", "configured")][0] == "ok"
+
+
 def test_an_unconfigured_provider_fails_only_when_a_mapping_uses_it(app, add_mapping):
     Checked.configured = False
     assert rows()[("ticketing", "checked", "configured")][0] == "skipped"

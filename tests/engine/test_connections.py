@@ -9,7 +9,7 @@ from aiimpl_core.errors import ProviderError
 from aiimpl_core.services import poller
 from aiimpl_core.services.dispatch import run_cycle, run_cycle_for_issues
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker, fail_with
-from aiimpl_core.types import RunPhase
+from aiimpl_core.types import RunPhase, RunState
 
 from .conftest import jobs_of, later
 
@@ -197,3 +197,67 @@ def test_the_live_check_reads_the_back_off_and_the_runner_mode_with_the_mapping(
     poller.record_success("runner", "github-actions")
     report = run_cycle_for_issues("fake-tracker", ["ENG-1"])
     assert [d.issue_key for d in report.dispatched] == ["ENG-1"] and not jobs_of("ENG-1")[0].shadow
+
+
+# -- a backend that breaks its contract, or cannot be set up, is that backend's failure only --------
+# ("fly-machines" sorts before "github-actions": the broken backend is reconciled first)
+
+
+def _one_job_each(tracker, runner, fly, add_mapping):
+    add_mapping("ENG", execution_mode="github-actions")
+    add_mapping("WEB", execution_mode="fly-machines")
+    tracker.add("ENG-1")
+    tracker.add("WEB-1")
+    run_cycle(reconcile=False)
+    [eng] = jobs_of("ENG-1")
+    [web] = jobs_of("WEB-1")
+    runner.set_state(eng.id, RunPhase.RUNNING)
+    fly.set_state(web.id, RunPhase.RUNNING)
+    return eng, web
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        (lambda runs: [{"job_id": r.job_id, "phase": "running"} for r in runs], "answered a dict, not a RunState"),
+        (lambda runs: None, "answered NoneType, not a list of RunState"),
+        (lambda runs: [RunState(job_id=r.job_id, phase="lost") for r in runs],  # type: ignore[arg-type]
+         "answered the phase 'lost', not a RunPhase"),
+    ],
+    ids=["dicts", "none", "unknown-phase"],
+)
+def test_a_backend_answering_the_wrong_type_delays_only_itself(
+    app, tracker, runner, fly, add_mapping, monkeypatch, answer, why
+):
+    _one_job_each(tracker, runner, fly, add_mapping)
+    monkeypatch.setattr(fly.backend_class, "poll_runs", lambda self, runs: answer(runs))
+    report = run_cycle()
+    assert jobs_of("ENG-1")[0].status == "running"
+    assert jobs_of("WEB-1")[0].status == "dispatched"
+    assert why in report.reconciled["skipped"]["fly-machines"]
+    assert poller.backoff_of("runner", "fly-machines", later(seconds=1)) is not None
+
+
+def test_a_phase_given_as_its_string_is_taken(app, tracker, runner, fly, add_mapping, monkeypatch):
+    _, web = _one_job_each(tracker, runner, fly, add_mapping)
+    monkeypatch.setattr(fly.backend_class, "poll_runs",
+                        lambda self, runs: [RunState(job_id=r.job_id, phase="running", run_id="m-1")  # type: ignore[arg-type]
+                                            for r in runs])
+    run_cycle()
+    assert jobs_of("WEB-1")[0].status == "running"
+
+
+def test_a_backend_that_cannot_be_set_up_delays_only_itself(app, tracker, runner, fly, add_mapping, monkeypatch):
+    _one_job_each(tracker, runner, fly, add_mapping)
+
+    def broken(self, context):
+        raise RuntimeError("FLY_API_TOKEN=fo1_secret is malformed")
+
+    monkeypatch.setattr(fly.backend_class, "__init__", broken)
+    app.extensions["aiimpl"]._instances.pop(("runner", "fly-machines"), None)  # built anew, and fails
+    report = run_cycle()
+    assert jobs_of("ENG-1")[0].status == "running"
+    assert jobs_of("WEB-1")[0].status == "dispatched"
+    skipped = report.reconciled["skipped"]["fly-machines"]
+    assert "the runner provider 'fly-machines' could not be set up (RuntimeError)" in skipped
+    assert "fo1_secret" not in skipped

@@ -390,6 +390,56 @@ def test_refused_dispatch_fails_the_job_with_a_comment(app, tracker, runner, add
     assert tracker.stage_labels("ENG-14") == set()
 
 
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("raises", "dispatch to Fake github-actions failed: unexpected error (RuntimeError); "
+                   "the server log has the details"),
+        ("answers-none", "dispatch to Fake github-actions failed: the backend answered NoneType, "
+                         "not a DispatchResult"),
+        ("cannot-be-set-up", "preparing the session failed: the runner provider 'github-actions' "
+                             "could not be set up (RuntimeError); the server log has the details"),
+        ("model-fails", "preparing the session failed: unexpected error (KeyError); "
+                        "the server log has the details"),
+    ],
+    ids=["raises", "answers-none", "cannot-be-set-up", "model-fails"],
+)
+def test_a_plugin_that_breaks_while_launching_fails_the_job_at_once(
+    app, tracker, runner, add_mapping, monkeypatch, how, reason
+):
+    """Whatever a plugin raises or answers while a job is launched ends the job ``failed`` with a
+    comment, at once: never a job left ``unknown`` until ``run_not_found``, never the plugin's own
+    message (it may quote a setting) on the ticket."""
+    from aiimpl_core.services import launch
+
+    secret = "ghp_plugin_message_secret"
+    if how == "raises":
+        runner.dispatch_error = RuntimeError(f"token {secret} refused")
+    elif how == "answers-none":
+        monkeypatch.setattr(runner.backend_class, "dispatch", lambda self, request: None)
+    elif how == "cannot-be-set-up":
+        def broken(self, context):  # noqa: ANN001, ANN202
+            raise RuntimeError(f"token {secret} is malformed")
+
+        monkeypatch.setattr(runner.backend_class, "__init__", broken)
+        app.extensions["aiimpl"]._instances.clear()
+    else:
+        def failing_env(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            raise KeyError(secret)
+
+        monkeypatch.setattr(launch, "build_request", failing_env)
+    add_mapping("ENG")
+    tracker.add("ENG-40")
+    report = run_cycle()
+    [job] = jobs_of("ENG-40")
+    assert (job.status, job.error) == ("failed", reason)
+    [error] = report.errors
+    assert error.startswith("ENG-40: ") and error.endswith(reason.split(" failed: ", 1)[1])
+    assert tracker.comments["ENG-40"][0] == f"⚠️ Implementation failed: {reason}"
+    assert secret not in " ".join(tracker.comments["ENG-40"]) + str(report.errors)
+    assert tracker.stage_labels("ENG-40") == set()
+
+
 def test_a_session_that_reports_before_its_dispatch_returns_keeps_its_run(
     app, client, tracker, runner, add_mapping, monkeypatch
 ):
