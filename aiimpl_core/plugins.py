@@ -11,7 +11,8 @@ import importlib
 import inspect
 import logging
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -50,7 +51,11 @@ P = TypeVar("P", bound=Provider)
 
 @dataclass
 class PluginRecord:
-    """One plugin as ``aiimpl plugins list`` shows it."""
+    """One plugin as ``aiimpl plugins list`` shows it.
+
+    ``name`` is the entry point's name, or ``<distribution>:<entry point>`` when two distributions
+    (or a distribution and a built-in) use the same entry-point name.
+    """
 
     name: str
     distribution: str | None = None
@@ -59,21 +64,36 @@ class PluginRecord:
     provides: list[dict[str, str]] = field(default_factory=list)
     error: str | None = None
     disabled: bool = False
+    #: what the entry point names (``my_package.plugin``)
+    entry_point: str | None = None
+    #: problems that do not stop the plugin from loading (a hook function without ``@hookimpl``)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def kinds(self) -> list[str]:
         return sorted({p["kind"] for p in self.provides})
+
+    @property
+    def status(self) -> str:
+        return "disabled" if self.disabled else ("failed" if self.error else "loaded")
+
+    @property
+    def who(self) -> str:
+        """The plugin as messages name it: ``plugin spool (distribution acme-spool)``."""
+        return f"plugin {self.name}" + (f" (distribution {self.distribution})" if self.distribution else "")
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "distribution": self.distribution,
             "version": self.version,
+            "entryPoint": self.entry_point,
             "builtin": self.builtin,
             "kind": ", ".join(self.kinds) or None,
             "provides": list(self.provides),
-            "status": "disabled" if self.disabled else ("failed" if self.error else "loaded"),
+            "status": self.status,
             "error": self.error,
+            "warnings": list(self.warnings),
         }
 
 
@@ -92,50 +112,81 @@ def make_plugin_manager(
     """Build the plugin manager: specs, built-ins, entry points of group ``aiimpl``, then ``extra``.
 
     A plugin that fails to import or whose hooks do not match the specs is left out and recorded
-    in ``records`` with its error. Ends with ``check_pending()``.
+    in ``records`` with its error; a problem that does not stop it (a hook function without
+    ``@hookimpl``) is recorded as a warning. Nothing is logged here at more than debug level: the
+    process that builds the manager decides how to report (the app factory logs each failure
+    once, ``aiimpl plugins list`` prints them). Ends with ``check_pending()``.
+
+    An entry-point name that two distributions use, or that a built-in already has, is qualified
+    by its distribution (``acme-spool:spool``) for every distribution that uses it, so each loads
+    under a name that does not depend on the order of installation. ``disabled`` names a plugin by
+    either name: the plain name blocks every entry point of that name.
     """
     records = records if records is not None else {}
     blocked = {name.strip() for name in disabled if name.strip()}
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
-    for name in blocked:
-        pm.set_blocked(name)
 
     for modname in DEFAULT_PLUGINS:
         short = modname.rsplit(".", 1)[1]
-        rec = records.setdefault(short, PluginRecord(short, "aiimpl-core", _core_version(), builtin=True))
+        rec = records.setdefault(
+            short, PluginRecord(short, "aiimpl-core", _core_version(), builtin=True, entry_point=modname)
+        )
         if short in blocked:
             rec.disabled = True
             continue
         _register(pm, importlib.import_module(modname), short, rec)
 
     if load_entrypoints:
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        eps = sorted(
+            metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, _dist_name(e) or "")
+        )
+        claims = Counter(ep.name for ep in eps)
+        for ep in eps:
             dist = getattr(ep, "dist", None)
-            rec = records.setdefault(
-                ep.name,
-                PluginRecord(ep.name, dist.metadata["Name"] if dist else None, dist.version if dist else None),
+            dist_name = _dist_name(ep)
+            name = ep.name
+            if claims[ep.name] > 1 or ep.name in records:
+                name = _free_name(records, f"{dist_name or ep.value}:{ep.name}")
+            rec = records[name] = PluginRecord(
+                name, dist_name, dist.version if dist else None, entry_point=ep.value
             )
-            if ep.name in blocked:
+            if ep.name in blocked or name in blocked:
                 rec.disabled = True  # an operator's choice, not a failure
                 continue
             try:
                 plugin = ep.load()
             except Exception as exc:  # a broken plugin must not take the server down
                 rec.error = f"import failed: {_describe_exception(exc)}"
-                log.error("plugin %s (%s) failed to load: %s", ep.name, rec.distribution, rec.error)
+                log.debug("%s failed to load: %s", rec.who, rec.error)
                 continue
-            _register(pm, plugin, ep.name, rec)
+            _register(pm, plugin, name, rec)
 
     for plugin in extra:
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
-        if pm.get_plugin(name) is not None:
+        if pm.get_plugin(name) is not None or name in records:
             name = f"{name}-{id(plugin)}"
         rec = records.setdefault(name, PluginRecord(name))
+        if name in blocked:
+            rec.disabled = True
+            continue
         _register(pm, plugin, name, rec)
 
     pm.check_pending()
     return pm
+
+
+def _dist_name(ep: metadata.EntryPoint) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return dist.metadata["Name"] if dist is not None else None
+
+
+def _free_name(records: Mapping[str, PluginRecord], name: str) -> str:
+    candidate, n = name, 1
+    while candidate in records:
+        n += 1
+        candidate = f"{name}#{n}"
+    return candidate
 
 
 def _core_version() -> str:
@@ -147,18 +198,80 @@ def _core_version() -> str:
 def _register(pm: pluggy.PluginManager, plugin: object, name: str, rec: PluginRecord) -> None:
     try:
         pm.register(plugin, name=name)
-    except (pluggy.PluginValidationError, ValueError) as exc:
+    except pluggy.PluginValidationError as exc:
         rec.error = f"invalid hook implementation: {exc}"
-        log.error("plugin %s rejected: %s", name, rec.error)
+        log.debug("%s rejected: %s", rec.who, rec.error)
+        return
+    except ValueError:
+        # pluggy's own message carries its table of every registered plugin: not for an operator
+        other = pm.get_name(plugin)
+        rec.error = (
+            f"{rec.entry_point or 'this object'} is already loaded as plugin {other}"
+            if other else f"the name {name!r} is already taken by another plugin"
+        )
+        log.debug("%s rejected: %s", rec.who, rec.error)
         return
     # A hook implementation named like ours but with no spec would fail check_pending() for
     # everyone: reject just this plugin instead.
-    for hookimpl in pm.get_hookcallers(plugin) or []:
+    hookcallers = pm.get_hookcallers(plugin) or []
+    for hookimpl in hookcallers:
         if hookimpl.spec is None:
             pm.unregister(plugin)
             rec.error = f"unknown hook {hookimpl.name!r}"
-            log.error("plugin %s rejected: %s", name, rec.error)
+            log.debug("%s rejected: %s", rec.who, rec.error)
             return
+    unmarked = _unmarked_hooks(pm, plugin)
+    for hook_name in unmarked:
+        rec.warnings.append(f"{hook_name} is not decorated with @aiimpl_core.hookimpl: it is never called")
+    if not hookcallers and not unmarked:
+        rec.warnings.append("it implements no hook (no function decorated with @aiimpl_core.hookimpl)")
+
+
+def _unmarked_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
+    """Functions of ``plugin`` named like a hook but without the ``@hookimpl`` marker."""
+    found = []
+    for attr in dir(plugin):
+        if not attr.startswith(f"{PROJECT}_"):
+            continue
+        try:
+            value = getattr(plugin, attr)
+        except Exception:  # noqa: BLE001 - a property that fails is no hook function
+            continue
+        if inspect.isroutine(value) and pm.parse_hookimpl_opts(plugin, attr) is None:
+            found.append(attr)
+    return found
+
+
+def _refusal(cls: object, base: type[Provider]) -> str | None:
+    """Why ``cls`` cannot be registered as a ``base`` (the rest of a sentence), or ``None``."""
+    expected = f"aiimpl_core.providers.{base.__name__}"
+    if not inspect.isclass(cls):
+        return (f"registered an instance of {type(cls).__qualname__}: register the class itself, "
+                f"a subclass of {expected}")
+    if not issubclass(cls, base):
+        return f"registered {cls.__qualname__}, which is not a subclass of {expected}"
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
+        return f"registered {cls.__qualname__}, which does not implement the abstract method(s) {missing}"
+    for attr in ("id", "display_name"):
+        value = getattr(cls, attr, None)
+        if not isinstance(value, str) or not value.strip():
+            return f"registered {cls.__qualname__}, which does not set {attr!r} (a non-empty string)"
+    return None
+
+
+def _runner_warnings(cls: type[Provider]) -> list[str]:
+    from .config import RUNNER_MODES
+
+    forced = [m for m in RUNNER_MODES if m not in ("default", "shadow")]
+    mode = getattr(cls, "runner_mode", None)
+    if mode and mode not in forced:
+        return [f"backend {cls.id!r}: runner_mode {mode!r} is none of {', '.join(forced)}: no runner "
+                "mode selects it"]
+    if not mode and not getattr(cls, "mapping_selectable", True):
+        return [f"backend {cls.id!r} is not mapping_selectable and has no runner_mode: no job is "
+                "ever dispatched to it"]
+    return []
 
 
 class Plugins:
@@ -171,7 +284,12 @@ class Plugins:
         extra: Iterable[object] = (),
         disabled: Iterable[str] = (),
         trace: bool = False,
+        strict: bool = True,
     ) -> None:
+        """:param strict: raise :class:`DuplicateProviderError` when two plugins claim one provider id
+            or one runner mode (the server must not start: which one runs a job would be a guess);
+            with ``strict=False`` the later plugin is only marked failed with the reason (``aiimpl
+            plugins list`` shows everything that is installed, then exits non-zero)."""
         self.records: dict[str, PluginRecord] = {}
         self.pm = make_plugin_manager(load_entrypoints, extra, disabled, self.records)
         if trace:
@@ -181,12 +299,19 @@ class Plugins:
         self._owner: dict[tuple[str, str], str] = {}
         self._instances: dict[tuple[str, str], Provider] = {}
         self.context: ProviderContext | None = None
+        #: collisions between plugins (provider ids, runner modes), each naming both plugins
+        self.conflicts: list[str] = []
         self._build_registries()
+        if strict and self.conflicts:
+            raise DuplicateProviderError("; ".join(self.conflicts))
 
     # -- registries ---------------------------------------------------------------------------
 
     def _impls(self, hook_name: str) -> list[Any]:
         return list(getattr(self.pm.hook, hook_name).get_hookimpls())
+
+    def _record(self, plugin_name: str) -> PluginRecord:
+        return self.records.setdefault(plugin_name, PluginRecord(plugin_name))
 
     def _build_registries(self) -> None:
         for kind, hook in (
@@ -196,60 +321,79 @@ class Plugins:
         ):
             for impl in reversed(self._impls(hook)):  # registration order
                 self._call_register(impl, kind)
+        while self._refuse_runner_mode_collision():
+            pass
+
+    def _refuse_runner_mode_collision(self) -> bool:
+        """Refuse the plugin of the second backend claiming a runner mode another has; whether one was."""
         modes: dict[str, str] = {}
         for backend_id, cls in self.classes["runner"].items():
             mode = getattr(cls, "runner_mode", None)
-            if mode:
-                if mode in modes:
-                    raise DuplicateProviderError(
-                        f"runner mode {mode!r} is claimed by backend {modes[mode]!r} "
-                        f"(plugin {self._owner[('runner', modes[mode])]}) and backend {backend_id!r} "
-                        f"(plugin {self._owner[('runner', backend_id)]})"
-                    )
-                modes[mode] = backend_id
+            if not mode:
+                continue
+            if mode in modes:
+                first = self._record(self._owner[("runner", modes[mode])])
+                second = self._record(self._owner[("runner", backend_id)])
+                message = (
+                    f"runner mode {mode!r} is claimed by backend {modes[mode]!r} ({first.who}) "
+                    f"and backend {backend_id!r} ({second.who})"
+                )
+                self._refuse(second, "runner", message)
+                self.conflicts.append(message)
+                return True
+            modes[mode] = backend_id
+        return False
+
+    def _refuse(self, rec: PluginRecord, kind: str, error: str) -> None:
+        """Mark ``rec`` failed and drop what it registered of ``kind``: half a plugin is worse than none."""
+        rec.error = error
+        log.debug("%s: %s", rec.who, error)
+        for (k, pid), owner in list(self._owner.items()):
+            if owner == rec.name and k == kind:
+                del self._owner[(k, pid)]
+                self.classes[k].pop(pid, None)
+        rec.provides = [p for p in rec.provides if p["kind"] != kind]
 
     def _call_register(self, impl: Any, kind: str) -> None:
         plugin_name = impl.plugin_name
         base = KINDS[kind]
-        rec = self.records.setdefault(plugin_name, PluginRecord(plugin_name))
+        rec = self._record(plugin_name)
 
         def register(cls: type[Provider]) -> None:
-            if not (inspect.isclass(cls) and issubclass(cls, base)) or inspect.isabstract(cls):
-                raise PluginContractError(
-                    f"plugin {plugin_name} registered {cls!r}, which is not a concrete {base.__name__}",
-                    plugin=plugin_name,
-                )
-            provider_id = getattr(cls, "id", None)
-            if not isinstance(provider_id, str) or not provider_id:
-                raise PluginContractError(f"plugin {plugin_name}: {cls.__name__}.id must be a non-empty string")
+            problem = _refusal(cls, base)
+            if problem:
+                raise PluginContractError(f"{rec.who} {problem}", plugin=plugin_name)
+            provider_id = cls.id
             key = (kind, provider_id)
             if key in self._owner and self._owner[key] != plugin_name:
                 raise DuplicateProviderError(
                     f"{kind} provider {provider_id!r} is registered by two plugins: "
-                    f"{self._owner[key]} and {plugin_name}"
+                    f"{self._record(self._owner[key]).who} and {rec.who}"
                 )
             self._owner[key] = plugin_name
             self.classes[kind][provider_id] = cls
-            rec.provides.append({"kind": kind, "id": provider_id, "name": getattr(cls, "display_name", provider_id)})
+            rec.provides.append({"kind": kind, "id": provider_id, "name": cls.display_name})
+            if kind == "runner":
+                rec.warnings.extend(_runner_warnings(cls))
 
         try:
             impl.function(register=register)
-        except DuplicateProviderError:
-            raise
+        except DuplicateProviderError as exc:
+            self.conflicts.append(exc.message)
+            self._refuse(rec, kind, exc.message)
+        except PluginContractError as exc:
+            self._refuse(rec, kind, f"{impl.function.__name__}: {exc.message}")
         except Exception as exc:  # one plugin's failure is reported, not fatal
-            rec.error = f"{impl.function.__name__} failed: {_describe_exception(exc)}"
-            log.error("plugin %s: %s", plugin_name, rec.error)
-            # drop what this plugin registered for this kind: half a plugin is worse than none
-            for (k, pid), owner in list(self._owner.items()):
-                if owner == plugin_name and k == kind:
-                    del self._owner[(k, pid)]
-                    self.classes[k].pop(pid, None)
-            rec.provides = [p for p in rec.provides if p["kind"] != kind]
+            self._refuse(rec, kind, f"{impl.function.__name__} failed: {_describe_exception(exc)}")
 
     def bind(self, context: ProviderContext) -> None:
-        """Give the facade the context providers are built with (done by the app factory)."""
+        """Give the facade the context providers are built with (done by the app factory, once per
+        application: the plugins' warnings are logged here, their failures by the factory)."""
         self.context = context
         self._instances.clear()
+        for rec in self.records.values():
+            for warning in rec.warnings:
+                log.warning("%s: %s", rec.who, warning)
 
     # -- providers ----------------------------------------------------------------------------
 
@@ -344,9 +488,9 @@ class Plugins:
             try:
                 impl.function(register=register)
             except Exception as exc:
-                rec = self.records.setdefault(impl.plugin_name, PluginRecord(impl.plugin_name))
+                rec = self._record(impl.plugin_name)
                 rec.error = f"aiimpl_register_blueprints failed: {_describe_exception(exc)}"
-                log.error("plugin %s: %s", impl.plugin_name, rec.error)
+                log.error("%s: %s", rec.who, rec.error)
         return found
 
     def add_commands(self, cli: click.Group) -> None:
@@ -354,9 +498,9 @@ class Plugins:
             try:
                 impl.function(cli=cli)
             except Exception as exc:
-                rec = self.records.setdefault(impl.plugin_name, PluginRecord(impl.plugin_name))
+                rec = self._record(impl.plugin_name)
                 rec.error = f"aiimpl_register_commands failed: {_describe_exception(exc)}"
-                log.error("plugin %s: %s", impl.plugin_name, rec.error)
+                log.error("%s: %s", rec.who, rec.error)
 
     def _notify(self, hook_name: str, **kwargs: Any) -> None:
         for impl in self._impls(hook_name):

@@ -66,7 +66,10 @@ def test_bad_plugins_are_recorded_not_fatal():
     failures = facade.failures()
     assert "invalid hook implementation" in failures["WrongSignature"]
     assert "unknown hook 'aiimpl_no_such_hook'" in failures["UnknownHook"]
-    assert "not a concrete ModelProvider" in failures["RegistersGarbage"]
+    assert failures["RegistersGarbage"] == (
+        "aiimpl_register_model_providers: plugin RegistersGarbage registered object, which is not a "
+        "subclass of aiimpl_core.providers.ModelProvider"
+    )
     assert set(facade.ids("model")) == {"anthropic", "bedrock"}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Any
 
 import click
 from flask.cli import FlaskGroup, with_appcontext
@@ -100,23 +101,41 @@ def plugins_group() -> None:
 @plugins_group.command("list", with_appcontext=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins_list(as_json: bool) -> None:
-    """List plugins: name, distribution, version, kind, what each provides, and load errors."""
+    """List plugins: name, distribution, version, status, what each provides, load errors and
+    warnings. Exits 1 when two plugins collide (the server would refuse to start)."""
     from ..config import load
     from ..plugins import Plugins
 
     settings = load()
-    facade = Plugins(disabled=settings["AIIMPL_DISABLED_PLUGINS"] or ())
+    facade = Plugins(disabled=settings["AIIMPL_DISABLED_PLUGINS"] or (), strict=False)
     rows = facade.listing()
     if as_json:
         echo_json(rows)
-        return
+    else:
+        click.echo(plugins_table(rows))
+    if facade.conflicts:
+        raise click.ClickException("; ".join(facade.conflicts) + " (the server will not start)")
+
+
+def plugins_table(rows: list[dict[str, Any]]) -> str:
+    """``aiimpl plugins list`` as text: one row per plugin, columns as wide as their longest value,
+    a plugin's error and warnings on indented lines under it."""
+    table = [("NAME", "DISTRIBUTION", "VERSION", "STATUS", "PROVIDES")]
     for row in rows:
         provides = ", ".join(f"{p['kind']}:{p['id']}" for p in row["provides"]) or "-"
-        dist = f"{row['distribution'] or '?'} {row['version'] or ''}".strip()
-        line = f"{row['name']:<14} {dist:<24} {row['kind'] or '-':<18} {provides}"
-        if row["error"]:
-            line += f"\n{'':<14} FAILED: {row['error']}"
-        click.echo(line)
+        dist, version = row["distribution"] or "?", row["version"] or "?"
+        table.append((row["name"], dist, version, row["status"], provides))
+    widths = [max(len(line[i]) for line in table) for i in range(4)]
+    out = []
+    for n, line in enumerate(table):
+        cells = [cell.ljust(width) for cell, width in zip(line[:4], widths, strict=True)]
+        out.append("  ".join([*cells, line[4]]))
+        row = rows[n - 1] if n else None
+        if row and row["error"]:
+            out.append(f"    error: {row['error']}")
+        for warning in row["warnings"] if row else ():
+            out.append(f"    warning: {warning}")
+    return "\n".join(text.rstrip() for text in out)
 
 
 @cli.command("config", with_appcontext=False)
@@ -151,9 +170,15 @@ def main() -> None:
     if sys.argv[1:2] != ["session"]:
         try:
             from ..config import load
+            from ..errors import DuplicateProviderError
             from ..plugins import Plugins
 
-            Plugins(disabled=load()["AIIMPL_DISABLED_PLUGINS"] or ()).add_commands(cli)
+            # Nothing is logged here: the app factory logs each plugin's failure once when the
+            # command needs the app, and `aiimpl plugins list` prints them (with a collision too).
+            facade = Plugins(disabled=load()["AIIMPL_DISABLED_PLUGINS"] or (), strict=False)
+            facade.add_commands(cli)
+            if facade.conflicts and sys.argv[1:2] != ["plugins"]:
+                raise DuplicateProviderError("; ".join(facade.conflicts))
         except AiimplError as exc:
             click.echo(f"Error: {exc.message}", err=True)
             if len(sys.argv) > 1 and sys.argv[1] not in ("plugins", "--help", "--version", "config"):

@@ -7,6 +7,11 @@ the real Alembic migrations once per session; tables are emptied after each test
 
 Override ``aiimpl_plugins`` (a list of plugin objects) and ``aiimpl_config`` (a dict) in a test
 module or conftest to shape the app.
+
+``app`` pushes an application context for the whole test, and ``client``'s requests run in it: the
+test and its requests share one database session. Rows read stay as they were read until
+:func:`aiimpl_core.testing.orchestrator.fresh` starts a new snapshot — call it before reading what
+another thread or process committed.
 """
 from __future__ import annotations
 
@@ -148,6 +153,8 @@ def empty_tables() -> None:
 
 @pytest.fixture
 def client(app: Any) -> Any:
+    """A Flask test client of ``app``; its requests share the test's database session (see
+    :func:`aiimpl_core.testing.orchestrator.fresh`)."""
     return app.test_client()
 
 

@@ -13,9 +13,15 @@ _STATES = {"running": RunPhase.RUNNING, "succeeded": RunPhase.SUCCEEDED, "failed
 
 
 class SpoolBackend(RunnerBackend):
+    """Hands each session to a spool directory; a mapping runs on it with ``executionMode:
+    example-spool`` (under the runner mode ``default``).
+
+    Everything a later ``poll_runs`` or ``cancel`` needs is in the spool, never on the instance:
+    the poller that dispatched is not the one that polls next, nor the server that cancels.
+    """
+
     id = "example-spool"
     display_name = "Example spool directory"
-    mapping_selectable = False  # used only when an operator selects it explicitly
     config_vars = (ConfigVar("AIIMPL_EXAMPLE_SPOOL_DIR", "Directory that receives dispatched sessions"),)
 
     @property

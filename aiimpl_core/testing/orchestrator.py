@@ -1,0 +1,100 @@
+"""Drive the orchestrator from a plugin's tests: poll, dispatch, reconcile, and read jobs afresh.
+
+Each function works in the current application context (the ``app`` fixture pushes one) and does
+what the poll loop, ``aiimpl dispatch`` or the reconciler does in production, with the plugins of
+the test app::
+
+    from aiimpl_core.testing import orchestrator
+    from aiimpl_core.testing.fakes import add_mapping
+
+    def test_a_triggered_issue_is_dispatched_to_my_backend(app, tracker):
+        add_mapping("ENG", execution_mode="my-backend")
+        tracker.add("ENG-1")
+        orchestrator.poll_once(reconcile=False)
+        [job] = orchestrator.jobs("ENG-1")
+        assert (job.status, job.backend) == ("dispatched", "my-backend")
+        orchestrator.reconcile()  # asks my-backend's poll_runs about the job
+
+The test's database session is the one the ``client`` fixture's requests use too: rows it has
+read stay cached, and its open transaction keeps its snapshot. Call :func:`fresh` before reading
+what another thread or process committed (a live server thread, a session program, a second
+poller); :func:`jobs` does it for you.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..orm import Job
+    from ..services.dispatch import CycleReport
+    from ..services.reconcile import ReconcileReport
+    from ..types import Phase
+
+
+def poll_once(now: datetime | None = None, *, reconcile: bool = True, deliver: bool = True) -> CycleReport:
+    """One poll cycle, as ``aiimpl poll --once`` runs it: read every configured tracker, check the
+    triggered issues, claim and dispatch the eligible ones, then reconcile and send the outbox.
+
+    :param now: the cycle's clock (move it forward to pass a window or a lifetime).
+    :param reconcile: also ask the runner backends about the jobs in flight.
+    :param deliver: also send the queued tracker writes (comments, stage changes).
+    :returns: what the cycle did (``report.dispatched``, ``report.blocked``, ``report.errors`` …).
+    """
+    from ..services.dispatch import run_cycle
+
+    return run_cycle(now, reconcile=reconcile, deliver=deliver)
+
+
+def dispatch_issue(issue_key: str, *, phase: Phase | None = None, force: bool = False) -> CycleReport:
+    """Dispatch one issue now, as ``aiimpl dispatch ISSUE`` does: the issue is read with the
+    tracker's ``get_issue`` and goes through the same checks as in a poll cycle.
+
+    :param phase: the phase to run (default: the one the issue's stage calls for).
+    :param force: dispatch even without the trigger, or while a job of the issue is in flight.
+    """
+    from ..services.dispatch import dispatch_issue as dispatch
+
+    return dispatch(issue_key, phase=phase, force=force)
+
+
+def reconcile(now: datetime | None = None) -> ReconcileReport:
+    """One reconcile pass: every runner backend's ``poll_runs`` is called once with its jobs in
+    flight, and the jobs are linked or ended by what it answers.
+
+    :param now: the pass's clock (move it forward to pass the ``run_not_found`` window, a
+        lifetime, or the grace a run that ended without a result gets).
+    """
+    from ..services.reconcile import reconcile as reconcile_pass
+
+    return reconcile_pass(now)
+
+
+def fresh() -> None:
+    """Start a new snapshot: end the test's database transaction and forget every row it read, so
+    the next read (the test's, or a ``client`` request's) sees what others committed since.
+
+    Rows already loaded stay usable and are read again when next touched. What the test changed
+    and did not commit is discarded: commit first.
+    """
+    from ..extensions import db
+
+    db.session.rollback()
+    db.session.expire_all()
+
+
+def jobs(issue_key: str | None = None) -> list[Job]:
+    """The jobs (of ``issue_key``, or all), oldest first, read afresh (see :func:`fresh`)."""
+    from sqlalchemy import select
+
+    from ..extensions import db
+    from ..orm import Job
+
+    fresh()
+    query = select(Job).order_by(Job.id)
+    if issue_key is not None:
+        query = query.where(Job.issue_key == issue_key)
+    return list(db.session.scalars(query))
+
+
+__all__ = ["dispatch_issue", "fresh", "jobs", "poll_once", "reconcile"]

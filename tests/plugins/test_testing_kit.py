@@ -1,0 +1,98 @@
+"""The test kit drives a job through the orchestrator with public helpers only."""
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from aiimpl_core.testing import orchestrator
+from aiimpl_core.testing.fakes import FakeRunner, FakeTracker, add_mapping
+from aiimpl_core.types import RunPhase
+
+
+@pytest.fixture
+def tracker() -> FakeTracker:
+    return FakeTracker()
+
+
+@pytest.fixture
+def runner() -> FakeRunner:
+    return FakeRunner()
+
+
+@pytest.fixture
+def aiimpl_plugins(tracker: FakeTracker, runner: FakeRunner) -> list[object]:
+    return [tracker.plugin, runner.plugin]
+
+
+def test_poll_once_dispatches_and_reconcile_links_and_ends_the_run(
+    app: Any, tracker: FakeTracker, runner: FakeRunner
+) -> None:
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+
+    report = orchestrator.poll_once(reconcile=False)
+
+    assert [d.issue_key for d in report.dispatched] == ["ENG-1"]
+    [job] = orchestrator.jobs("ENG-1")
+    assert (job.status, job.backend) == ("dispatched", "github-actions")
+    runner.set_state(job.id, RunPhase.RUNNING)
+    assert orchestrator.reconcile().polled == {"github-actions": 1}
+    assert orchestrator.jobs("ENG-1")[0].status == "running"
+    runner.set_state(job.id, RunPhase.FAILED, log_excerpt="it broke")
+    orchestrator.reconcile()
+    assert orchestrator.jobs("ENG-1")[0].status == "failed"
+
+
+def test_dispatch_issue_dispatches_one_issue(app: Any, tracker: FakeTracker, runner: FakeRunner) -> None:
+    add_mapping("ENG")
+    tracker.add("ENG-2")
+    tracker.add("ENG-3")
+
+    report = orchestrator.dispatch_issue("ENG-3")
+
+    assert [d.issue_key for d in report.dispatched] == ["ENG-3"]
+    assert [j.issue_key for j in orchestrator.jobs()] == ["ENG-3"]
+
+
+def test_reconcile_takes_a_clock(app: Any, tracker: FakeTracker, runner: FakeRunner) -> None:
+    add_mapping("ENG")
+    tracker.add("ENG-4")
+    orchestrator.poll_once(reconcile=False)
+    [job] = orchestrator.jobs("ENG-4")
+    runner.runs.clear()  # the backend knows no run for the job any more
+
+    assert orchestrator.reconcile().ended == 0
+    orchestrator.reconcile(job.dispatched_at + timedelta(hours=3))
+    assert (orchestrator.jobs("ENG-4")[0].status, orchestrator.jobs("ENG-4")[0].timeout_reason) == (
+        "timed_out", "machine_timeout")
+
+
+def test_fresh_shows_what_another_thread_committed(
+    app: Any, client: Any, admin_headers: dict[str, str], tracker: FakeTracker, runner: FakeRunner
+) -> None:
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import Mapping
+
+    add_mapping("ENG")
+    row = db.session.scalar(db.select(Mapping))
+    assert row.paused is False
+
+    def pause() -> None:
+        with app.app_context():
+            db.session.execute(db.update(Mapping).values(paused=True))
+            db.session.commit()
+            db.session.remove()
+
+    thread = threading.Thread(target=pause)
+    thread.start()
+    thread.join()
+    assert row.paused is False  # the test's session still has the row as it read it
+
+    orchestrator.fresh()
+
+    assert row.paused is True
+    [listed] = client.get("/api/mappings", headers=admin_headers).get_json()
+    assert listed["paused"] is True
