@@ -131,6 +131,7 @@ def create_app(
     if not app.config.get("AIIMPL_SECRET_KEY"):
         log.warning("AIIMPL_SECRET_KEY is not set: using a random key for this process only")
         app.config["AIIMPL_SECRET_KEY"] = _secrets.token_hex(32)
+        app.config["AIIMPL_SECRET_KEY_MADE_UP"] = True  # stored secrets are refused
     app.config["SECRET_KEY"] = app.config["AIIMPL_SECRET_KEY"]
 
     url = app.config.get("AIIMPL_DATABASE_URL")

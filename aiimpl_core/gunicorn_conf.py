@@ -17,15 +17,30 @@ from aiimpl_core import config as _config
 from aiimpl_core import logs as _logs
 from aiimpl_core.errors import ConfigError
 
+
+def _count(name: str, default: int, minimum: int) -> int:
+    """An integer setting of this file; a wrong one stops gunicorn with a message that names it."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer of at least {minimum}, not {raw!r}")
+    return value
+
+
 bind = os.environ.get("AIIMPL_BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("AIIMPL_WORKERS", multiprocessing.cpu_count() * 2 + 1))
+workers = _count("AIIMPL_WORKERS", multiprocessing.cpu_count() * 2 + 1, 1)
 worker_class = "gthread"
-threads = int(os.environ.get("AIIMPL_THREADS", 4))
-timeout = int(os.environ.get("AIIMPL_WORKER_TIMEOUT", 30))
+threads = _count("AIIMPL_THREADS", 4, 1)
+timeout = _count("AIIMPL_WORKER_TIMEOUT", 30, 1)
 graceful_timeout = 30
 keepalive = 5
-# Recycle workers now and then so that a slow leak in a plugin cannot grow without bound.
-max_requests = int(os.environ.get("AIIMPL_MAX_REQUESTS", 20000))
+# Recycle workers now and then so that a slow leak in a plugin cannot grow without bound (0: never).
+max_requests = _count("AIIMPL_MAX_REQUESTS", 20000, 0)
 max_requests_jitter = max_requests // 10
 # Each worker opens its own database pool after the fork.
 preload_app = False
@@ -63,7 +78,40 @@ def on_starting(server) -> None:  # noqa: ANN001
     """Refuse a configuration that is not valid before any worker starts, with its message (a
     worker would fail to boot on it, once per worker, with a traceback)."""
     try:
-        _config.load()
+        settings = _config.load()
     except ConfigError as exc:
         server.log.error("Error: %s", exc.message)
         sys.exit(1)
+    if not settings["AIIMPL_SECRET_KEY"]:
+        # each worker would make up a key of its own: a session signed by one is refused by the next,
+        # and a secret saved through one can never be read by the others or the poller
+        server.log.error("Error: AIIMPL_SECRET_KEY is not set: every worker, poller and host must share "
+                         "one key (make one with `python -c 'import secrets; print(secrets.token_hex(32))'`)")
+        sys.exit(1)
+    if not settings["AIIMPL_ADMIN_ACCESS_CODE"]:
+        server.log.warning("AIIMPL_ADMIN_ACCESS_CODE is not set: every sign-in to the admin UI and API "
+                           "is refused until it is")
+    problem = _schema_problem()
+    if problem:
+        server.log.error("Error: %s", problem)
+        sys.exit(1)
+
+
+def _schema_problem() -> str | None:
+    """What keeps the database from serving this version (no schema, or an older one), read once
+    before the workers start; a database that does not answer yet is waited for by the workers."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from aiimpl_core import create_app
+    from aiimpl_core.database import failure_reason, schema_problem, schema_revision
+    from aiimpl_core.extensions import db
+
+    app = create_app()
+    with app.app_context():
+        try:
+            return schema_problem(schema_revision())
+        except SQLAlchemyError as exc:
+            app.logger.warning("the database does not answer yet: %s", failure_reason(exc))
+            return None
+        finally:
+            db.engine.dispose()  # no connection of the master's is inherited by a worker

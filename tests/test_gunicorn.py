@@ -25,7 +25,11 @@ def _gunicorn(tmp_path, **env: str) -> tuple[subprocess.Popen, int]:
     port = _free_port()
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("AIIMPL_", "RUNNER_MODE"))}
     environ.update(AIIMPL_DATABASE_URL=f"sqlite:///{tmp_path}/aiimpl.db", AIIMPL_WORKERS="1",
-                   AIIMPL_BIND=f"127.0.0.1:{port}", XDG_RUNTIME_DIR=str(tmp_path), **env)
+                   AIIMPL_BIND=f"127.0.0.1:{port}", XDG_RUNTIME_DIR=str(tmp_path),
+                   AIIMPL_SECRET_KEY="gunicorn-test-key", AIIMPL_ADMIN_ACCESS_CODE="gunicorn-test-code")
+    environ.update(env)
+    for name in [k for k, v in environ.items() if v is None]:
+        del environ[name]
     out, err = open(tmp_path / "out.log", "w"), open(tmp_path / "err.log", "w")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:aiimpl_core.gunicorn_conf",
                              "aiimpl_core.wsgi:app"], env=environ, stdout=out, stderr=err, cwd=tmp_path)
@@ -37,11 +41,11 @@ def _output(tmp_path) -> str:
     return (tmp_path / "out.log").read_text() + (tmp_path / "err.log").read_text()
 
 
-def _get(port: int, path: str) -> int:
+def _get(port: int, path: str, data: bytes | None = None) -> int:
     deadline = time.monotonic() + 60
     while True:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", data=data, timeout=5) as resp:
                 return resp.status
         except urllib.error.HTTPError as exc:
             return exc.code
@@ -51,14 +55,19 @@ def _get(port: int, path: str) -> int:
             time.sleep(0.2)
 
 
-def test_json_logs_cover_gunicorns_lines_the_apps_and_the_access_log(tmp_path):
+def _upgrade(tmp_path) -> None:
     subprocess.run([sys.executable, "-m", "aiimpl_core.cli", "db", "upgrade"], check=True,
                    capture_output=True, timeout=120,
                    env=dict(os.environ, AIIMPL_DATABASE_URL=f"sqlite:///{tmp_path}/aiimpl.db"))
-    # no AIIMPL_SECRET_KEY: the app warns at start-up, through the root logger
+
+
+def test_json_logs_cover_gunicorns_lines_the_apps_and_the_access_log(tmp_path):
+    _upgrade(tmp_path)
     proc, port = _gunicorn(tmp_path, AIIMPL_LOG_FORMAT="json")
     try:
         assert _get(port, "/healthz?token=query-value-never-logged") == 200
+        # no AIIMPL_GITHUB_WEBHOOK_SECRET: the app says why it refuses, through the root logger
+        assert _get(port, "/api/github/webhook", data=b"{}") == 401
         assert not (tmp_path / "gunicorn.ctl").exists()  # the control socket is off by default
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -69,9 +78,11 @@ def test_json_logs_cover_gunicorns_lines_the_apps_and_the_access_log(tmp_path):
         assert {"time", "level", "logger", "process", "message"} <= data.keys(), data
     by_logger = {(d["logger"], d["message"]) for d in lines}
     assert any(name == "gunicorn.error" and m.startswith("Booting worker") for name, m in by_logger)
-    assert ("aiimpl", "AIIMPL_SECRET_KEY is not set: using a random key for this process only") in by_logger
+    refused = "GitHub webhook refused: AIIMPL_GITHUB_WEBHOOK_SECRET is not set"
+    assert ("aiimpl_core.api.webhook", refused) in by_logger
     access = [d for d in lines if d["logger"] == "gunicorn.access"]
-    assert [(d["method"], d["path"], d["status"]) for d in access] == [("GET", "/healthz", 200)]
+    assert [(d["method"], d["path"], d["status"]) for d in access] == [
+        ("GET", "/healthz", 200), ("POST", "/api/github/webhook", 401)]
     assert "query-value-never-logged" not in _output(tmp_path)
 
 
@@ -83,3 +94,45 @@ def test_a_setting_that_is_not_valid_stops_gunicorn_before_its_workers(tmp_path)
             "not 'verbose'") in output
     assert "Traceback" not in output
     assert "Booting worker" not in output
+
+
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [
+        ({"AIIMPL_SECRET_KEY": None},
+         "Error: AIIMPL_SECRET_KEY is not set: every worker, poller and host must share one key"),
+        ({"AIIMPL_WORKERS": "abc"}, "AIIMPL_WORKERS must be an integer of at least 1, not 'abc'"),
+        ({"AIIMPL_WORKERS": "0"}, "AIIMPL_WORKERS must be an integer of at least 1, not '0'"),
+        ({"AIIMPL_THREADS": "-2"}, "AIIMPL_THREADS must be an integer of at least 1, not '-2'"),
+    ],
+    ids=["no-secret-key", "workers-abc", "workers-0", "threads-negative"],
+)
+def test_what_would_break_the_workers_stops_gunicorn_before_them(tmp_path, env, error):
+    """Workers that would each make up their own key (a session signed by one is refused by the
+    next; a secret saved through one is unreadable by all others), or a count that is no count."""
+    _upgrade(tmp_path)
+    proc, _port = _gunicorn(tmp_path, **env)
+    assert proc.wait(timeout=60) != 0
+    output = _output(tmp_path)
+    assert error in output
+    assert "Booting worker" not in output
+
+
+def test_a_database_without_the_schema_stops_gunicorn_with_what_to_do(tmp_path):
+    proc, _port = _gunicorn(tmp_path)  # no `aiimpl db upgrade`
+    assert proc.wait(timeout=60) == 1
+    output = _output(tmp_path)
+    assert "Error: the database has no schema yet: run `aiimpl db upgrade`" in output
+    assert "Traceback" not in output and "Booting worker" not in output
+
+
+def test_an_unset_access_code_is_said_at_start(tmp_path):
+    _upgrade(tmp_path)
+    proc, port = _gunicorn(tmp_path, AIIMPL_ADMIN_ACCESS_CODE=None)
+    try:
+        assert _get(port, "/healthz") == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert "AIIMPL_ADMIN_ACCESS_CODE is not set: every sign-in to the admin UI and API is refused" in (
+        _output(tmp_path))

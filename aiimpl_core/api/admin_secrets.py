@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import NotFound, ProviderError, ValidationError
+from ..errors import ConfigError, NotFound, ProviderError, ValidationError
 from ..extensions import db
 from ..schemas.common import INVALID_BODY, NOT_JSON, ApiError, read_json
 from ..services import mappings as mapping_service
@@ -45,7 +45,7 @@ def _run(operation: Callable[[], Any]) -> Any:
         return operation()
     except (ValidationError, NotFound, ApiError):
         raise
-    except ProviderError as exc:
+    except (ProviderError, ConfigError) as exc:
         db.session.rollback()
         raise ApiError(500, exc.message) from None
     except Exception as exc:  # noqa: BLE001 - a database message could quote the value: name the type only

@@ -35,7 +35,7 @@ OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 class CheckRow:
     """One line of the report: what was checked, of which connection, and how it went."""
 
-    kind: str  # ticketing | runner | github
+    kind: str  # ticketing | runner | github | secrets
     provider: str
     name: str
     status: str
@@ -137,4 +137,20 @@ def run_checks(github: Callable[[], Any] = github_from_app) -> list[CheckRow]:
         used = [r.view() for r in rows if backend_of[r.team_key] == provider_id]
         report += _provider_rows("runner", provider_id, used)
     report += _github_rows(rows, github)
+    report += _secret_rows()
     return report
+
+
+def _secret_rows() -> list[CheckRow]:
+    """Stored secrets the current ``AIIMPL_SECRET_KEY`` cannot decrypt: each a failure (they are
+    left out of sessions and of the trackers' credentials until set again)."""
+    from . import secrets as secrets_service
+
+    lost = secrets_service.unreadable()
+    db.session.commit()
+    if not lost:
+        return []
+    names = ", ".join(f"{name} ({scope or 'global'})" for scope, name in lost)
+    return [CheckRow("secrets", "secrets", "decryptable", FAILED,
+                     f"{len(lost)} stored secret(s) cannot be decrypted with the current AIIMPL_SECRET_KEY "
+                     f"(was the key changed?): {names}; set them again")]

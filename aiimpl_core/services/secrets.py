@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import re
 from datetime import datetime
 
@@ -13,11 +14,15 @@ from cryptography.fernet import Fernet, InvalidToken
 from flask import Flask, current_app, has_app_context
 from sqlalchemy import select
 
-from ..errors import NotFound, ValidationError
+from ..errors import ConfigError, NotFound, ValidationError
 from ..extensions import db
 from ..orm import Mapping, Secret, utcnow
 
+log = logging.getLogger(__name__)
+
 GLOBAL = ""
+#: set in the app's config when ``AIIMPL_SECRET_KEY`` was not given and the process made one up
+KEY_MADE_UP = "AIIMPL_SECRET_KEY_MADE_UP"
 NAME_RE = re.compile(r"[A-Za-z0-9_]+")
 
 
@@ -31,12 +36,18 @@ def team_prefix(team_key: str) -> str:
     return f"{team_key}_"
 
 
+#: the longest value stored (GitHub's own limit for an Actions secret is 48 KB)
+MAX_VALUE = 65_536
+
+
 def validate(name: object, value: object, *, scope: str) -> tuple[str, str]:
     """Apply the reference's rules; returns the name and value or raises with its message."""
     if not isinstance(name, str) or not name or not isinstance(value, str) or value == "":
         raise ValidationError("name and value are required")
     if not NAME_RE.fullmatch(name):
         raise ValidationError("name must contain only letters, digits, and underscores")
+    if len(value) > MAX_VALUE:
+        raise ValidationError(f"value must be at most {MAX_VALUE:,} characters")
     if scope == GLOBAL:
         teams = db.session.scalars(select(Mapping.team_key)).all()
         for team in sorted(teams):
@@ -52,6 +63,14 @@ def list_secrets(scope: str) -> list[dict[str, object]]:
 
 
 def set_secret(scope: str, name: str, value: str) -> dict[str, object]:
+    """Store a secret encrypted; refused while the process made up its key (no other process, nor
+    this one once restarted, could ever read the value back).
+
+    :raises ConfigError: ``AIIMPL_SECRET_KEY`` is not set.
+    """
+    if current_app.config.get(KEY_MADE_UP):
+        raise ConfigError("AIIMPL_SECRET_KEY is not set: a secret stored now could never be read back; "
+                          "set it (the same for every process) and try again")
     token = _fernet().encrypt(value.encode()).decode()
     row = db.session.scalar(select(Secret).where(Secret.scope == scope, Secret.name == name))
     if row is None:
@@ -81,7 +100,24 @@ def values_for_team(team_key: str) -> dict[str, str]:
             try:
                 out[row.name] = f.decrypt(row.value_encrypted.encode()).decode()
             except InvalidToken:  # the secret key changed: the value is unreadable, not exposed
-                continue
+                _unreadable(row)
+    return out
+
+
+def _unreadable(row: Secret) -> None:
+    log.warning("the secret %s (%s) cannot be decrypted with the current AIIMPL_SECRET_KEY (was the "
+                "key changed?): set it again", row.name, row.scope or "global")
+
+
+def unreadable() -> list[tuple[str, str]]:
+    """The secrets (scope, name) the current key cannot decrypt (``aiimpl check`` reports them)."""
+    f = _fernet()
+    out = []
+    for row in db.session.scalars(select(Secret).order_by(Secret.scope, Secret.name)):
+        try:
+            f.decrypt(row.value_encrypted.encode())
+        except InvalidToken:
+            out.append((row.scope, row.name))
     return out
 
 
@@ -96,6 +132,7 @@ def read_value(app: Flask, name: str, scope: str | None = None) -> str | None:
     try:
         return _fernet(app).decrypt(row.value_encrypted.encode()).decode()
     except InvalidToken:
+        _unreadable(row)
         return None
 
 

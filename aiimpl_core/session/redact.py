@@ -18,6 +18,10 @@ MASK = "[REDACTED]"
 #: shorter values are not redacted: masking "1" or "on" everywhere would garble every text
 MIN_LENGTH = 6
 _SPLIT = r"(?:\s|\\n|\\r)*"  # a real line break, or one escaped inside a JSON string
+#: variants longer than this are matched as written, not across line breaks (their lines are
+#: variants of their own)
+LONG = 512
+_NOTHING = re.compile(r"(?!)")  # matches nowhere: every variant is a long one
 
 
 def _variant_pattern(variant: str) -> str:
@@ -43,6 +47,7 @@ class Redactor:
     def __init__(self, values: Iterable[str] = ()) -> None:
         self._values: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self._long: tuple[str, ...] = ()
         self._lock = threading.Lock()
         self.add(*values)
 
@@ -63,19 +68,31 @@ class Redactor:
         out = {value, quote(value, safe=""), quote_plus(value, safe="")}
         for raw in (value, f"x-access-token:{value}"):
             out.add(base64.b64encode(raw.encode()).decode().rstrip("="))
-        # multi-line secrets (PEM keys): each line on its own is secret too
-        out.update(line.strip() for line in value.splitlines() if len(line.strip()) >= 16)
         return {v for v in out if len(v) >= MIN_LENGTH}
+
+    @staticmethod
+    def _lines(value: str) -> set[str]:
+        """A multi-line secret's (a PEM key's) lines, each secret on its own."""
+        lines = {line.strip() for line in value.splitlines()}
+        return {line for line in lines if len(line) >= 16} if len(lines) > 1 else set()
 
     def _compiled(self) -> re.Pattern[str] | None:
         with self._lock:
             if self._pattern is None and self._values:
                 variants: set[str] = set()
+                lines: set[str] = set()
                 for value in self._values:
                     variants |= self._variants(value)
-                # longest first so a value containing another is masked whole
-                parts = [_variant_pattern(v) for v in sorted(variants, key=len, reverse=True)]
-                self._pattern = re.compile("|".join(parts))
+                    lines |= self._lines(value)
+                # A value (or an encoding of it) may be broken across lines anywhere; a long one is
+                # replaced as written, and a multi-line one's lines each as written: a pattern that
+                # allows a break between any two characters costs seconds to compile per few
+                # kilobytes. Longest first, so a value containing another is masked whole.
+                self._long = tuple(sorted((v for v in variants if len(v) > LONG), key=len, reverse=True))
+                short = [(v, _variant_pattern(v)) for v in variants if len(v) <= LONG]
+                short += [(line, re.escape(line)) for line in lines - variants]
+                parts = [pattern for _, pattern in sorted(short, key=lambda p: len(p[0]), reverse=True)]
+                self._pattern = re.compile("|".join(parts)) if parts else _NOTHING
             return self._pattern
 
     def text(self, value: str | None) -> str:
@@ -83,7 +100,12 @@ class Redactor:
         if not value:
             return value or ""
         pattern = self._compiled()
-        return pattern.sub(MASK, value) if pattern else value
+        if pattern is None:
+            return value
+        for variant in self._long:
+            if variant in value:
+                value = value.replace(variant, MASK)
+        return pattern.sub(MASK, value)
 
     def data(self, value: Any, keep: Iterable[str] = ()) -> Any:
         """A JSON-like value with every string masked, an object's keys included; top-level keys

@@ -181,3 +181,36 @@ def test_a_concurrent_first_write_of_one_name_replaces_the_value(
     assert resp.status_code == 200, resp.get_json()
     assert secrets_service.values_for_team("ENG") == {"TOKEN": VALUE}
     assert len(attempts) == 2
+
+
+@pytest.mark.parametrize("path", [TEAM, GLOBAL])
+def test_a_value_longer_than_64k_is_refused(client, admin_headers, adm_mapping, path) -> None:
+    adm_mapping("ENG")
+    resp = call(client, admin_headers, "POST", path, {"name": "BUNDLE", "value": "v" * 65_537})
+    assert (resp.status_code, resp.get_json()) == (400, {"error": "value must be at most 65,536 characters"})
+    longest = call(client, admin_headers, "POST", path, {"name": "BUNDLE", "value": "v" * 65_536})
+    assert longest.status_code == 200
+
+
+@pytest.mark.parametrize("path", [TEAM, GLOBAL])
+def test_nothing_is_stored_under_a_key_the_process_made_up(
+    app, client, admin_headers, adm_mapping, path
+) -> None:
+    """Without AIIMPL_SECRET_KEY each process makes up its own key: a value stored under it could
+    never be read by another process, nor by this one once restarted."""
+    adm_mapping("ENG")
+    app.config[secrets_service.KEY_MADE_UP] = True
+    resp = call(client, admin_headers, "POST", path, {"name": "LOST", "value": VALUE})
+    assert (resp.status_code, resp.get_json()) == (500, {
+        "error": "AIIMPL_SECRET_KEY is not set: a secret stored now could never be read back; "
+                 "set it (the same for every process) and try again"})
+    assert db.session.scalar(select(Secret.id).where(Secret.name == "LOST")) is None
+
+
+def test_the_app_notes_a_key_it_made_up(aiimpl_databases) -> None:
+    from aiimpl_core import create_app
+
+    made_up = create_app({"AIIMPL_DATABASE_URL": aiimpl_databases.get("sqlite"), "AIIMPL_SECRET_KEY": ""})
+    given = create_app({"AIIMPL_DATABASE_URL": aiimpl_databases.get("sqlite"), "AIIMPL_SECRET_KEY": "k" * 32})
+    assert made_up.config.get(secrets_service.KEY_MADE_UP) is True
+    assert not given.config.get(secrets_service.KEY_MADE_UP)

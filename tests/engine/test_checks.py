@@ -223,3 +223,22 @@ def test_the_orchestrators_own_secrets_are_masked_in_every_line(app, add_mapping
     assert key not in detail and detail.startswith("refused key ")
     Checked.outcome = ProviderError(f"checked: HTTP 401: bad key {key}")
     assert key not in rows()[("ticketing", "checked", "connection")][1]
+
+
+def test_secrets_the_key_cannot_decrypt_fail_the_check(app, add_mapping, caplog):
+    """A secret stored under another AIIMPL_SECRET_KEY is unreadable: said by the check (with its
+    name, never a value) and in the log when a session or a tracker would have used it."""
+    from aiimpl_core.services import secrets as secrets_service
+
+    add_mapping("ENG", provider="checked")
+    secrets_service.set_secret("", "LINEAR_API_KEY", "lin_api_value_never_shown")
+    secrets_service.set_secret("ENG", "ENG_TOKEN", "team-value-never-shown")
+    assert ("secrets", "secrets", "decryptable") not in rows()
+    app.config["AIIMPL_SECRET_KEY"] = "another-key-than-the-one-they-were-stored-with"
+    status, detail = rows()[("secrets", "secrets", "decryptable")]
+    assert status == "failed"
+    assert detail == ("2 stored secret(s) cannot be decrypted with the current AIIMPL_SECRET_KEY (was the "
+                      "key changed?): LINEAR_API_KEY (global), ENG_TOKEN (ENG); set them again")
+    assert secrets_service.values_for_team("ENG") == {}
+    assert "the secret ENG_TOKEN (ENG) cannot be decrypted with the current AIIMPL_SECRET_KEY" in caplog.text
+    assert "never_shown" not in caplog.text and "never-shown" not in caplog.text
