@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from flask import Flask, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from ..auth import admin, is_public
+from ..database import failure_message
 from ..errors import AiimplError
 from ..schemas.common import UNAUTHORIZED, ApiError
 
@@ -99,5 +101,11 @@ def _install_error_handlers(app: Flask) -> None:
     def _unexpected(exc: Exception):  # noqa: ANN202
         if isinstance(exc, HTTPException):
             return _http_error(exc)
+        if isinstance(exc, SQLAlchemyError):
+            # the database is down, restarting or behind this code's schema: one line that says so,
+            # never a driver's traceback or a statement's parameters
+            app.logger.error("database error on %s %s: %s", request.method, request.path,
+                             failure_message(exc))
+            return jsonify(error="Internal server error"), 500
         app.logger.exception("unhandled error on %s %s", request.method, request.path)
         return jsonify(error="Internal server error"), 500

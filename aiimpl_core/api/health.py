@@ -1,10 +1,13 @@
 """``GET /healthz``: the process is up, the database answers and its schema is this code's."""
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, current_app, jsonify
 
-from ..database import schema_behind, schema_revision
+from ..database import failure_reason, schema_behind, schema_revision
 
+log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
 
 
@@ -36,8 +39,9 @@ def healthz():  # noqa: ANN201
     database, schema = "unavailable", None
     try:
         revision = schema_revision()
-    except Exception:  # noqa: BLE001 - reported, not raised
-        pass
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        # the answer says only "unavailable" (it is public); the log says why
+        log.warning("health: the database does not answer: %s", failure_reason(exc))
     else:
         database = "ok"
         schema = "upgrade needed" if schema_behind(revision) else "ok"

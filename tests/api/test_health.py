@@ -42,3 +42,22 @@ def test_no_schema_at_all_answers_503(app, client):
         db.session.execute(text("ALTER TABLE alembic_version_saved RENAME TO alembic_version"))
         db.session.commit()
     assert client.get("/healthz").status_code == 200
+
+
+def test_a_database_error_is_one_log_line_and_the_reference_500(app, client, admin_headers, caplog):
+    """A statement the database refuses (here: a table gone) answers the 500 of the reference and
+    logs one line with what the database said: no traceback, no statement, no parameters."""
+    db.session.execute(text("ALTER TABLE mappings RENAME TO mappings_saved"))
+    db.session.commit()
+    try:
+        resp = client.get("/api/mappings", headers=admin_headers)
+        assert (resp.status_code, resp.get_json()) == (500, {"error": "Internal server error"})
+    finally:
+        db.session.rollback()
+        db.session.execute(text("ALTER TABLE mappings_saved RENAME TO mappings"))
+        db.session.commit()
+    [line] = [r for r in caplog.records if "GET /api/mappings" in r.getMessage()]
+    said = line.getMessage()
+    assert said.startswith("database error on GET /api/mappings: the database refused a statement: ")
+    assert "mappings" in said and line.exc_info is None
+    assert "SELECT" not in said and "[SQL" not in said
