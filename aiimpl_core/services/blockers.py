@@ -85,6 +85,21 @@ def backend_unavailable(backend_id: str, until: datetime) -> Blocked:
     )
 
 
+def no_backend(runner_mode: str, execution_mode: str | None) -> Blocked:
+    """No installed plugin runs the project's jobs: they wait, none is failed on its ticket."""
+    if runner_mode in ("default", "shadow"):
+        return Blocked(
+            BACKEND_UNAVAILABLE,
+            f"No runner backend {execution_mode} is installed. Install its plugin or change the "
+            "project's executionMode.",
+        )
+    return Blocked(
+        BACKEND_UNAVAILABLE,
+        f"Runner mode {runner_mode} selects no installed runner backend. Install its plugin or change "
+        "the runner mode.",
+    )
+
+
 # -- counts ---------------------------------------------------------------------------------
 
 

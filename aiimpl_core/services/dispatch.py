@@ -339,12 +339,18 @@ def _verdict(
     choice = reads.choice(mapping) if mapping is not None else None
     backend_id = choice.backend_id if choice is not None else None
     held = blockers.evaluate(issue, mapping, backend_id=backend_id, now=now, counts=reads.counts)
+    missing = choice is not None and not choice.shadow and not backend_id
     if held is None and choice is not None and not choice.shadow and backend_id:
         backoff = reads.backoff(backend_id, now)
         if backoff is not None:
             held = blockers.backend_unavailable(backend_id, backoff.until)
-    if held is not None and force and held.reason != blockers.PAUSED and mapping is not None:
-        held = None  # --force passes every check but a paused project (and the in-flight rule below)
+    if held is None and missing:
+        assert mapping is not None and choice is not None
+        held = blockers.no_backend(choice.runner_mode, mapping.execution_mode)
+    if held is not None and force and held.reason != blockers.PAUSED and mapping is not None and not missing:
+        # --force passes every check but a paused project, a backend no plugin provides (its job
+        # could only fail) and the in-flight rule below
+        held = None
     if held is not None:
         return held
     assert mapping is not None and choice is not None

@@ -228,7 +228,8 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
                 end_job(job, Outcome(JobStatus.FAILED, reason=unprepared, log_label=LogLabel.SESSION_FAILED))
             else:
                 if prepared is None:  # no backend of that id is installed
-                    unprepared = f"no runner backend {job.backend!r} is installed"
+                    unprepared = (f"no runner backend {job.backend!r} is installed" if job.backend else
+                                  f"runner mode {job.runner_mode!r} selects no installed runner backend")
                     end_job(job, Outcome(JobStatus.FAILED, reason=unprepared,
                                          log_label=LogLabel.SESSION_FAILED))
             # committed here: the nonce hash is stored before the session can use it

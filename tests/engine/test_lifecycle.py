@@ -693,3 +693,38 @@ def test_a_first_dispatch_reads_nothing_more_than_the_listing(app, tracker, runn
     run_cycle()
     assert len(jobs_of("ENG-16")) == 1
     assert [op for op, _ in tracker.calls if op == "get_issue"] == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "execution_mode", "message"),
+    [
+        ("local", "github-actions",
+         "Runner mode local selects no installed runner backend. Install its plugin or change the "
+         "runner mode."),
+        ("default", "fly-machines",
+         "No runner backend fly-machines is installed. Install its plugin or change the project's "
+         "executionMode."),
+    ],
+    ids=["mode-without-backend", "execution-mode-not-installed"],
+)
+def test_no_installed_backend_holds_issues_instead_of_failing_them(
+    app, tracker, runner, add_mapping, mode, execution_mode, message
+):
+    """A runner mode (or a project's executionMode) that no installed plugin provides: the issues
+    wait with a blocker that says what to do, none is failed on its ticket, and --force cannot
+    start a job that could only fail."""
+    from aiimpl_core.services.dispatch import dispatch_issue
+
+    settings.put(settings.RUNNER_MODE_KEY, mode)
+    mapping = add_mapping("ENG", execution_mode=execution_mode)
+    tracker.add("ENG-41")
+    report = run_cycle()
+    assert report.blocked["ENG-41"] == {"reason": "backend-unavailable", "message": message}
+    assert jobs_of("ENG-41") == [] and tracker.comments["ENG-41"] == []
+    assert dispatch_issue("ENG-41", force=True).blocked["ENG-41"]["message"] == message
+    assert jobs_of("ENG-41") == []
+    settings.put(settings.RUNNER_MODE_KEY, "default")  # the project names an installed backend
+    mapping.execution_mode = "github-actions"
+    db.session.commit()
+    run_cycle()
+    assert [j.status for j in jobs_of("ENG-41")] == ["dispatched"]
