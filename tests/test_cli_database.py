@@ -33,6 +33,26 @@ def test_a_database_that_cannot_be_reached_is_named_as_such(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+API_COMMANDS = [("mappings", "list"), ("mappings", "show", "ENG"), ("runner-mode", "get"),
+                ("runner-mode", "set", "fly"), ("outbox", "list"), ("sessions", "list"), ("secrets", "list"),
+                ("mappings", "sync-workflows", "--all"), ("mappings", "set-cap", "ENG", "2")]
+
+
+@pytest.mark.parametrize("command", API_COMMANDS, ids=" ".join)
+def test_commands_through_the_api_ask_for_db_upgrade_in_one_line(tmp_path, command):
+    done = _cli(*command, url=f"sqlite:///{tmp_path}/new.db")
+    assert done.returncode == 1
+    assert done.stderr.strip() == "Error: the database has no schema yet: run `aiimpl db upgrade`"
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize("command", API_COMMANDS[:2], ids=" ".join)
+def test_commands_through_the_api_name_a_database_that_cannot_be_reached(tmp_path, command):
+    done = _cli(*command, url=f"sqlite:///{tmp_path}/missing-directory/a.db")
+    assert done.returncode == 1
+    assert done.stderr.strip() == "Error: the database could not be reached: unable to open database file"
+
+
 @pytest.fixture
 def sqlite_app(tmp_path):
     from aiimpl_core import create_app

@@ -42,3 +42,63 @@ def test_demo_opens_a_pr_with_the_reference_comments(tmp_path):
     branches = subprocess.run(["git", "--git-dir", str(tmp_path / "demo/git/sandbox/demo-app.git"), "branch"],
                               capture_output=True, text=True, check=True).stdout
     assert "ai/DEMO-1" in branches
+
+
+def _demo(*args: str, cwd) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIIMPL_", "RUNNER_MODE"))}
+    return subprocess.run([sys.executable, "-m", "aiimpl_core.cli", "demo", *args, "--exit-when-done",
+                           "--timeout", "5"], env=env, capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def test_demo_on_a_busy_port_touches_nothing_on_disk(tmp_path):
+    workdir = tmp_path / "mine"
+    workdir.mkdir()
+    (workdir / "notes.txt").write_text("important")
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / ".aiimpl-demo").write_text("")
+    (tmp_path / "demo" / "aiimpl-demo.db").write_text("an earlier demo's")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for where in (workdir, tmp_path / "demo"):
+            out = _demo("--dir", str(where), "--port", str(port), cwd=tmp_path)
+            assert out.returncode == 1
+            assert out.stderr.strip() == (f"Error: port {port} is not free (Address already in use): "
+                                          "pick another with --port")
+    assert (workdir / "notes.txt").read_text() == "important"
+    assert (tmp_path / "demo" / "aiimpl-demo.db").read_text() == "an earlier demo's"
+
+
+def test_demo_refuses_a_directory_it_did_not_make(tmp_path):
+    workdir = tmp_path / "mine"
+    workdir.mkdir()
+    (workdir / "notes.txt").write_text("important")
+    out = _demo("--dir", str(workdir), "--port", str(_port()), cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == (f"Error: {workdir} is not empty and was not made by `aiimpl demo`: "
+                                  "pick an empty or new directory with --dir")
+    assert (workdir / "notes.txt").read_text() == "important"
+    assert sorted(p.name for p in workdir.iterdir()) == ["notes.txt"]
+
+
+def test_demo_empties_only_its_own_working_directory(tmp_path):
+    from aiimpl_core.demo.run import MARKER, prepare_workdir
+
+    new = tmp_path / "new" / "demo"
+    prepare_workdir(str(new))
+    assert sorted(p.name for p in new.iterdir()) == [MARKER]
+    (new / "git").mkdir()
+    (new / "aiimpl-demo.db").write_text("earlier")
+    prepare_workdir(str(new))  # made by the demo: emptied
+    assert sorted(p.name for p in new.iterdir()) == [MARKER]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    prepare_workdir(str(empty))  # an empty directory is fine
+    assert sorted(p.name for p in empty.iterdir()) == [MARKER]
+
+
+def test_demo_port_must_be_a_tcp_port(tmp_path):
+    out = _demo("--dir", str(tmp_path / "demo"), "--port", "99999", cwd=tmp_path)
+    assert out.returncode == 2 and "99999 is not in the range 1<=x<=65535" in out.stderr
+    assert not (tmp_path / "demo").exists()

@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 import click
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import FlaskGroup, routes_command, shell_command, with_appcontext
 
 from .. import __version__, logs
 from ..errors import AiimplError
@@ -28,7 +28,18 @@ def echo_json(data: object) -> None:
 
 
 class AiimplGroup(FlaskGroup):
-    """Turns the project's errors into clean messages and exit codes instead of tracebacks."""
+    """Turns the project's errors into clean messages and exit codes instead of tracebacks.
+
+    Flask's ``run`` (its development server, which logs query strings and offers werkzeug's
+    interactive debugger) and the ``--debug`` option that serves it are left out: ``aiimpl serve``
+    runs the app, never in debug mode.
+    """
+
+    def __init__(self, **extra: Any) -> None:
+        super().__init__(add_default_commands=False, set_debug_flag=False, **extra)
+        self.params = [param for param in self.params if param.name != "debug"]
+        self.add_command(shell_command)
+        self.add_command(routes_command)
 
     def invoke(self, ctx: click.Context):  # noqa: ANN201
         from sqlalchemy.exc import SQLAlchemyError
@@ -60,7 +71,8 @@ def cli() -> None:
 
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535),
+              help="Port to listen on.")
 @with_appcontext
 def serve(host: str, port: int) -> None:
     """Run the orchestrator's web server for local use (use gunicorn in production)."""
@@ -69,6 +81,8 @@ def serve(host: str, port: int) -> None:
     from .devserver import make_dev_server
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    # FLASK_DEBUG reaches the app's config: debug mode is for Flask's own server, never this one
+    app.debug = False
     server = make_dev_server(host, port, app)
     click.echo(f"AI-Implement {__version__} on http://{host}:{port}  (database: {_safe_url(app)})")
     try:
@@ -83,14 +97,26 @@ def _safe_url(app) -> str:  # noqa: ANN001
     return _hide_password(app.config["SQLALCHEMY_DATABASE_URI"])
 
 
+#: query parameters of a database URL whose values are not shown (a driver takes the password
+#: there too, e.g. ``?password=`` or ``?sslpassword=``)
+SECRET_QUERY_WORDS = ("password", "passwd", "pwd", "secret", "token")
+
+
 def _hide_password(url: str) -> str:
+    """``url`` without its secrets: the password of ``user:password@`` and the values of query
+    parameters named like a password, secret or token show as ``***``."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except ArgumentError:
         return "(unparsable URL)"
+    hidden = {name: ("***",) * len(value) if isinstance(value, tuple) else "***"
+              for name, value in parsed.query.items()
+              if any(word in name.lower() for word in SECRET_QUERY_WORDS)}
+    shown = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+    return shown.replace("=%2A%2A%2A", "=***")  # as the password of user:password@ shows
 
 
 @cli.group("plugins")

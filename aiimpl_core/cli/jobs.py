@@ -271,13 +271,24 @@ def jobs_list(
         )
 
 
+def _may_exist(job_id: int) -> bool:
+    """Whether the id column can hold ``job_id`` (a database refuses a larger one in a query, where
+    it simply names no job)."""
+    from sqlalchemy import BigInteger
+
+    from ..database import is_sqlite
+
+    wide = is_sqlite() or isinstance(Job.__table__.c.id.type, BigInteger)
+    return 0 < job_id <= (2**63 - 1 if wide else 2**31 - 1)
+
+
 @jobs_group.command("show")
 @click.argument("job_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @with_appcontext
 def jobs_show(job_id: int, as_json: bool) -> None:
     """Show one job with its transitions and steps."""
-    job = db.session.get(Job, job_id)
+    job = db.session.get(Job, job_id) if _may_exist(job_id) else None
     if job is None:
         raise click.ClickException(f"job {job_id} not found")
     data = job_dict(job, details=True)
@@ -317,8 +328,10 @@ def jobs_show(job_id: int, as_json: bool) -> None:
 def jobs_cancel(job_id: int, as_json: bool) -> None:
     """Stop a job in flight: it ends failed ("cancelled by an operator"), with the failure comment
     and stage on its issue, and its run is stopped through its backend (best effort)."""
-    from ..services.cancel import cancel_job
+    from ..services.cancel import JOB_NOT_FOUND, cancel_job
 
+    if not _may_exist(job_id):
+        raise click.ClickException(f"job {job_id}: {JOB_NOT_FOUND}")
     try:
         job = cancel_job(job_id)
     except AiimplError as exc:

@@ -23,7 +23,14 @@ class ApiCall:
 
     def __init__(self) -> None:
         from ..auth import admin
+        from ..database import schema_problem, schema_revision
 
+        # The API answers a database error with a bare 500 (and logs its traceback): the schema is
+        # checked first, so that a command says what to do instead. A database that does not answer
+        # raises here, and the group's handler says so in one line.
+        problem = schema_problem(schema_revision())
+        if problem:
+            raise click.ClickException(problem)
         self.client = current_app.test_client()
         self.headers = {"Authorization": f"Bearer {admin.issue_session()}"}
 
@@ -99,6 +106,21 @@ def mappings_show(team_key: str, as_json: bool) -> None:
             click.echo(f"{key:<24} {json.dumps(value) if isinstance(value, dict | list) else value}")
 
 
+#: ``--cap none``: what the API takes as "no cap" (``null``)
+NO_CAP = "none"
+
+
+class CapType(click.ParamType):
+    """A concurrency cap: a positive integer (the API checks it), or ``none`` for no cap."""
+
+    name = "integer|none"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.strip().lower() == NO_CAP:
+            return NO_CAP
+        return click.INT.convert(value, param, ctx)
+
+
 def _mapping_options(func):  # noqa: ANN001, ANN202
     options = [
         click.option("--owner", help="GitHub owner (user or organisation)."),
@@ -111,7 +133,8 @@ def _mapping_options(func):  # noqa: ANN001, ANN202
         click.option("--machine-memory-mb", "machineMemoryMb", type=int, help="Memory of a session machine (MB)."),
         click.option("--session-mode", "sessionMode", help="autonomous, interactive or hybrid."),
         click.option("--branch-prefix", "branchPrefix", help="Prefix of the work branch (default ai/)."),
-        click.option("--cap", "maxInProgressAiIssues", type=int, help="Max issues in progress at once."),
+        click.option("--cap", "maxInProgressAiIssues", type=CapType(),
+                     help="Max issues in progress at once (none: no cap)."),
         click.option("--planning/--no-planning", "planningEnabled", default=None, help="Plan before implementing."),
         click.option("--planning-workflow-file", "planningWorkflowFile", help="Workflow file of planning runs."),
         click.option("--env", "extraEnv", multiple=True, metavar="KEY=VALUE", help="Extra session environment."),
@@ -128,9 +151,13 @@ def _mapping_body(team_key: str, values: dict[str, Any]) -> dict[str, Any]:
     source = values.pop("from_json", None)
     if source is not None:
         try:
-            body.update(json.load(source))
+            loaded = json.load(source)
         except ValueError as exc:
             raise click.ClickException(f"--from-json: not valid JSON ({exc})") from None
+        if not isinstance(loaded, dict):
+            name = "standard input" if source.name == "<stdin>" else source.name
+            raise click.ClickException(f"--from-json: {name} must hold a JSON object (the mapping's fields)")
+        body.update(loaded)
     env = values.pop("extraEnv", ())
     if env:
         pairs = {}
@@ -147,6 +174,8 @@ def _mapping_body(team_key: str, values: dict[str, Any]) -> dict[str, Any]:
         except ValueError as exc:
             raise click.BadParameter(f"not valid JSON ({exc})", param_hint="--ticketing") from None
     body.update({k: v for k, v in values.items() if v is not None})
+    if body.get("maxInProgressAiIssues") == NO_CAP:
+        body["maxInProgressAiIssues"] = None
     body["teamKey"] = team_key
     return body
 
@@ -200,12 +229,16 @@ def mappings_resume(team_key: str, as_json: bool) -> None:
 
 @mappings.command("set-cap")
 @click.argument("team_key")
-@click.argument("cap", type=int)
+@click.argument("cap", type=CapType())
 @json_option
 @with_appcontext
-def mappings_set_cap(team_key: str, cap: int, as_json: bool) -> None:
-    """Set the concurrency cap (max issues in progress) of a mapping."""
-    _patch(team_key, {"maxInProgressAiIssues": cap}, as_json, f"Cap of {team_key} set to {cap}.")
+def mappings_set_cap(team_key: str, cap: int | str, as_json: bool) -> None:
+    """Set the concurrency cap (max issues in progress) of a mapping; CAP `none` removes it (the
+    global AIIMPL_GLOBAL_CAP still applies)."""
+    if cap == NO_CAP:
+        _patch(team_key, {"maxInProgressAiIssues": None}, as_json, f"Cap of {team_key} removed.")
+    else:
+        _patch(team_key, {"maxInProgressAiIssues": cap}, as_json, f"Cap of {team_key} set to {cap}.")
 
 
 @mappings.command("delete")
@@ -329,8 +362,17 @@ def runner_mode_get(as_json: bool) -> None:
 @json_option
 @with_appcontext
 def runner_mode_set(mode: str, as_json: bool) -> None:
-    """Save the runner mode."""
-    body = ApiCall()("POST", "/api/runner-mode", {"mode": mode})
+    """Save the runner mode. While the RUNNER_MODE environment variable forces a mode, the value is
+    saved all the same (it takes effect once RUNNER_MODE is unset) and a warning says so."""
+    call = ApiCall()
+    body = call("POST", "/api/runner-mode", {"mode": mode}, ok=(409,))
+    if isinstance(body, dict) and body.get("error"):  # 409: saved, but the env var overrides it
+        body = call("GET", "/api/runner-mode")
+        click.echo(f"Warning: runner mode {mode} saved, but the RUNNER_MODE environment variable forces "
+                   f"{body.get('envOverride')}: {mode} takes effect once RUNNER_MODE is unset.", err=True)
+        if as_json:
+            echo_json(body)
+        return
     echo_json(body) if as_json else click.echo(f"Runner mode set to {mode}.")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import hookimpl
+from ..errors import AiimplError
 from ..testing.fakes import FakeTracker
 from ..types import STAGE_TITLES, JobStatus, Stage
 from .local_runner import LocalProcessBackend
@@ -26,6 +28,9 @@ VERIFY = """#!/usr/bin/env bash
 set -euo pipefail
 python3 -m unittest discover -q
 """
+
+#: written into a working directory the demo made, so that it only ever empties its own
+MARKER = ".aiimpl-demo"
 
 README = """# demo-app
 
@@ -91,6 +96,41 @@ class LocalRunnerPlugin:
         register(LocalProcessBackend)
 
 
+def check_port(port: int) -> None:
+    """Raise :class:`AiimplError` when nothing can listen on ``127.0.0.1:port``."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise AiimplError(f"port {port} is not free ({exc.strerror}): pick another with --port") from None
+
+
+def prepare_workdir(workdir: str) -> None:
+    """Make ``workdir`` an empty working directory marked as the demo's.
+
+    A directory the demo made before (it holds :data:`MARKER`) is emptied; an empty one is used as
+    it is; anything else is left alone and refused, so that the demo never deletes an operator's files.
+    """
+    if os.path.isdir(workdir):
+        entries = os.listdir(workdir)
+        if entries and MARKER not in entries:
+            raise AiimplError(f"{workdir} is not empty and was not made by `aiimpl demo`: "
+                              "pick an empty or new directory with --dir")
+        for name in entries:
+            path = os.path.join(workdir, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+    elif os.path.lexists(workdir):
+        raise AiimplError(f"{workdir} is not a directory: pick an empty or new directory with --dir")
+    else:
+        os.makedirs(workdir)
+    with open(os.path.join(workdir, MARKER), "w") as fh:
+        fh.write("Made by `aiimpl demo`, which empties this directory when it runs again.\n")
+
+
 def run_demo(workdir: str, port: int, *, exit_when_done: bool, timeout: float, echo: Callable[[str], None]) -> int:
     from flask_migrate import upgrade
     from werkzeug.serving import make_server
@@ -100,9 +140,8 @@ def run_demo(workdir: str, port: int, *, exit_when_done: bool, timeout: float, e
     from ..services import dispatch
 
     workdir = os.path.abspath(workdir)
-    if os.path.exists(workdir):
-        shutil.rmtree(workdir)
-    os.makedirs(workdir)
+    check_port(port)
+    prepare_workdir(workdir)
     git_root = make_repository(workdir)
     github = SandboxGitHub(git_root).start()
     tracker = FakeTracker("sandbox", display_name="Sandbox tracker (demo)")
@@ -128,7 +167,11 @@ def run_demo(workdir: str, port: int, *, exit_when_done: bool, timeout: float, e
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the narration is the demo's output
     with app.app_context():
         upgrade()
-    server = make_server("127.0.0.1", port, app, threaded=True)
+    try:
+        server = make_server("127.0.0.1", port, app, threaded=True)
+    except OSError as exc:  # taken since check_port looked
+        github.stop()
+        raise AiimplError(f"port {port} is not free ({exc.strerror}): pick another with --port") from None
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
     client = app.test_client()

@@ -1,0 +1,199 @@
+"""What an operator's first deployment ran into on the command line: each answer is one line that
+says what to do, never a traceback, a secret or a value the command did not use."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from flask.cli import ScriptInfo
+
+from aiimpl_core.cli import (
+    cli,
+    commands,  # noqa: F401 - registers the command groups
+)
+from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
+
+
+@pytest.fixture
+def aiimpl_plugins():
+    return [FakeTracker().plugin, FakeRunner("fly-machines", "fly").plugin]
+
+
+@pytest.fixture
+def run(app):
+    def invoke(*args: str, input: str | None = None, env: dict[str, str] | None = None):  # noqa: A002
+        return CliRunner().invoke(cli, list(args), obj=ScriptInfo(create_app=lambda: app), input=input,
+                                  env=env)
+
+    return invoke
+
+
+def _create(run: Any, team: str = "ENG", *extra: str) -> None:
+    r = run("mappings", "create", team, "--owner", "acme", "--repo", "api", "--default-branch", "main",
+            *extra)
+    assert r.exit_code == 0, r.output
+
+
+def _mapping(run: Any, team: str = "ENG") -> dict[str, Any]:
+    shown = json.loads(run("mappings", "show", team, "--json").output)
+    return shown.get("mapping", shown)
+
+
+# -- mappings create --from-json --------------------------------------------------------------------
+
+@pytest.mark.parametrize("content", ["[1, 2]", '"ENG"', "3", "null", "true"])
+def test_from_json_that_is_not_an_object_is_named(run, tmp_path, content):
+    source = tmp_path / "f.json"
+    source.write_text(content)
+    r = run("mappings", "create", "ENG", "--from-json", str(source))
+    assert r.exit_code == 1, r.output
+    assert r.output.strip() == f"Error: --from-json: {source} must hold a JSON object (the mapping's fields)"
+
+
+def test_from_json_on_standard_input_that_is_not_an_object_is_named(run):
+    r = run("mappings", "create", "ENG", "--from-json", "-", input="[1, 2]")
+    assert r.exit_code == 1
+    assert r.output.strip() == (
+        "Error: --from-json: standard input must hold a JSON object (the mapping's fields)")
+
+
+def test_from_json_object_still_creates_the_mapping(run, tmp_path):
+    source = tmp_path / "f.json"
+    source.write_text(json.dumps({"owner": "acme", "repo": "api", "defaultBranch": "main"}))
+    r = run("mappings", "create", "ENG", "--from-json", str(source))
+    assert r.exit_code == 0, r.output
+    assert _mapping(run)["repo"] == "api"
+
+
+# -- serve, config: ports and database URLs ---------------------------------------------------------
+
+class _Server:
+    def __init__(self, host: str, port: int, app: Any) -> None:
+        self.debug = app.debug
+
+    def serve_forever(self) -> None:
+        pass
+
+    def server_close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def served(monkeypatch):
+    """``aiimpl serve`` with a server that returns at once (what it was made with is kept)."""
+    servers: list[_Server] = []
+
+    def make(host: str, port: int, app: Any) -> _Server:
+        servers.append(_Server(host, port, app))
+        return servers[-1]
+
+    monkeypatch.setattr("aiimpl_core.cli.devserver.make_dev_server", make)
+    return servers
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-1", "0"])
+def test_serve_port_must_be_a_tcp_port(run, served, port):
+    r = run("serve", "--port", port)
+    assert r.exit_code == 2 and "is not in the range 1<=x<=65535" in r.output
+    assert not served
+
+
+SECRET_URL = "postgresql+psycopg://u:pw-SECRET@db.internal/aiimpl?password=qs-SECRET&sslpassword=ssl-SECRET" \
+             "&sslmode=require"
+SHOWN_URL = "postgresql+psycopg://u:***@db.internal/aiimpl?password=***&sslmode=require&sslpassword=***"
+
+
+def test_serve_banner_hides_passwords_in_the_query_too(app, run, served):
+    app.config["SQLALCHEMY_DATABASE_URI"] = SECRET_URL
+    r = run("serve", "--port", "18510")
+    assert r.exit_code == 0, r.output
+    assert f"on http://127.0.0.1:18510  (database: {SHOWN_URL})" in r.output
+    assert "-SECRET" not in r.output
+
+
+def test_config_hides_passwords_in_the_query_too():
+    r = CliRunner().invoke(cli, ["config"], env={"AIIMPL_DATABASE_URL": SECRET_URL})
+    assert r.exit_code == 0, r.output
+    (line,) = [line for line in r.output.splitlines() if line.startswith("AIIMPL_DATABASE_URL ")]
+    assert line.split()[1] == SHOWN_URL
+    assert "-SECRET" not in r.output
+
+
+def test_hide_password_keeps_what_is_not_secret():
+    from aiimpl_core.cli import _hide_password
+
+    assert _hide_password("sqlite:////var/lib/aiimpl/aiimpl.db") == "sqlite:////var/lib/aiimpl/aiimpl.db"
+    assert _hide_password("postgresql+psycopg://u@h/db?PassWord=a&password=b&password=c") == (
+        "postgresql+psycopg://u@h/db?PassWord=***&password=***&password=***")
+    assert _hide_password("not a url") == "(unparsable URL)"
+
+
+# -- Flask's run command and debug mode -----------------------------------------------------------
+
+def test_flask_run_and_debug_are_not_offered():
+    r = CliRunner().invoke(cli, ["--help"])
+    listed = r.output.split("Commands:", 1)[1].split()
+    assert "run" not in listed and "serve" in listed and "shell" in listed and "routes" in listed
+    assert "--debug" not in r.output
+    r = CliRunner().invoke(cli, ["run"])
+    assert r.exit_code == 2 and "No such command 'run'" in r.output
+
+
+def test_serve_never_runs_the_app_in_debug_mode(app, run, served):
+    app.debug = True  # FLASK_DEBUG=1 in the environment does this to the app's config
+    r = run("serve", "--port", "18511", env={"FLASK_DEBUG": "1"})
+    assert r.exit_code == 0, r.output
+    assert [server.debug for server in served] == [False]
+
+
+# -- job ids beyond the id column ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("job_id", ["99999999999999999999", "9223372036854775808", "2147483648"])
+def test_a_job_id_beyond_the_id_column_is_not_found(run, job_id):
+    r = run("jobs", "show", job_id)
+    assert r.exit_code == 1 and r.output.strip() == f"Error: job {job_id} not found"
+    r = run("jobs", "cancel", job_id)
+    assert r.exit_code == 1 and r.output.strip() == f"Error: job {job_id}: job not found"
+
+
+def test_a_job_id_of_zero_or_less_is_not_found(run):
+    assert run("jobs", "show", "--", "-3").output.strip() == "Error: job -3 not found"
+    assert run("jobs", "cancel", "0").output.strip() == "Error: job 0: job not found"
+
+
+# -- runner mode under a RUNNER_MODE override ----------------------------------------------------------
+
+def test_runner_mode_set_under_the_env_override_saves_and_warns(app, run):
+    app.config["RUNNER_MODE"] = "gha"  # what a RUNNER_MODE environment variable does
+    r = run("runner-mode", "set", "fly")
+    assert r.exit_code == 0, r.output
+    assert r.stdout == ""
+    assert r.stderr.strip() == ("Warning: runner mode fly saved, but the RUNNER_MODE environment variable "
+                                "forces gha: fly takes effect once RUNNER_MODE is unset.")
+    state = json.loads(run("runner-mode", "get", "--json").stdout)
+    assert (state["mode"], state["effective"], state["envOverride"]) == ("fly", "gha", "gha")
+    r = run("runner-mode", "set", "shadow", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["mode"] == "shadow"
+    assert "runner mode shadow saved" in r.stderr
+    r = run("runner-mode", "set", "warp")
+    assert r.exit_code == 1 and "mode must be one of" in r.output
+
+
+# -- removing a concurrency cap -------------------------------------------------------------------------
+
+def test_set_cap_none_removes_the_cap(run):
+    _create(run, "ENG", "--cap", "3")
+    assert _mapping(run)["maxInProgressAiIssues"] == 3
+    r = run("mappings", "set-cap", "ENG", "none")
+    assert r.exit_code == 0 and r.output.strip() == "Cap of ENG removed."
+    assert _mapping(run)["maxInProgressAiIssues"] is None
+    assert run("mappings", "set-cap", "ENG", "2").exit_code == 0
+    assert _mapping(run)["maxInProgressAiIssues"] == 2
+    r = run("mappings", "update", "ENG", "--cap", "None")
+    assert r.exit_code == 0, r.output
+    assert _mapping(run)["maxInProgressAiIssues"] is None
+    r = run("mappings", "set-cap", "ENG", "lots")
+    assert r.exit_code == 2 and "'lots' is not a valid integer" in r.output
+    assert "none" in run("mappings", "set-cap", "--help").output
