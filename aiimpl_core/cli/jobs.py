@@ -79,6 +79,20 @@ def job_dict(job: Job, *, details: bool = False) -> dict[str, Any]:
 # -- poll -----------------------------------------------------------------------------------
 
 
+def _require_shared_key() -> None:
+    """A poller or dispatcher signs the run tokens and the nonces the server checks: a key made up
+    for this process alone would fail every session's first call, so it is refused at once."""
+    from flask import current_app
+
+    from ..services.secrets import KEY_MADE_UP
+
+    if current_app.config.get(KEY_MADE_UP):
+        raise click.ClickException(
+            "AIIMPL_SECRET_KEY is not set: the server could not check the run tokens this process "
+            "signs; set the key the server has"
+        )
+
+
 @cli.command("poll")
 @click.option("--once", is_flag=True, help="Run one cycle, print a summary and exit.")
 @click.option(
@@ -97,6 +111,8 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
     from ..database import failure_reason, schema_problem, schema_revision
     from ..services.dispatch import run_cycle
     from ..services.poller import Poller
+
+    _require_shared_key()
 
     def show(report: Any) -> None:
         if as_json:
@@ -194,6 +210,8 @@ def prune_cmd(days: int | None, as_json: bool) -> None:
 def dispatch_cmd(issue_key: str, phase: str | None, force: bool, as_json: bool) -> None:
     """Dispatch one issue now, with the same checks as the poller unless --force."""
     from ..services.dispatch import dispatch_issue
+
+    _require_shared_key()
 
     try:
         report = dispatch_issue(issue_key, phase=Phase(phase) if phase else None, force=force)

@@ -173,3 +173,19 @@ def test_poll_does_not_start_on_a_schema_older_than_the_code(app):
     assert result.stderr.strip() == (
         f"Error: the database schema (revision 0002) is older than this version's ({head}): "
         "run `aiimpl db upgrade`")
+
+
+def test_poll_and_dispatch_refuse_a_key_made_up_for_their_process(app, tracker, add_mapping):
+    """Without AIIMPL_SECRET_KEY the process makes up its own key: the tokens and nonces it would
+    hand to sessions could not be checked by the server, so nothing is dispatched at all."""
+    from aiimpl_core.services.secrets import KEY_MADE_UP
+
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    app.config[KEY_MADE_UP] = True
+    for args in (("poll", "--once"), ("poll", "--interval", "1"), ("dispatch", "ENG-1")):
+        result = invoke(app, *args)
+        assert result.exit_code == 1, args
+        assert ("Error: AIIMPL_SECRET_KEY is not set: the server could not check the run tokens this "
+                "process signs; set the key the server has") in result.output
+    assert jobs_of("ENG-1") == []
