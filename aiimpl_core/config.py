@@ -138,11 +138,16 @@ SETTINGS: tuple[Setting, ...] = (
             "(`postgresql+psycopg://user@host/db`).",
             "sqlite:///<instance folder>/aiimpl.db"),
     Setting("AIIMPL_SECRET_KEY", "Signs run tokens (JWT HS256) and admin sessions, and encrypts stored "
-            "secrets. Required in production; a random per-process key is used when unset (tokens "
-            "then do not survive a restart or work across workers).", None, sensitive=True),
+            "secrets; every process and host shares it. gunicorn (the production configuration), "
+            "`aiimpl poll` and `aiimpl dispatch` refuse to start without it; `aiimpl serve` then "
+            "makes up a key for its own process and stores no secret.", None, sensitive=True),
     Setting("AIIMPL_ADMIN_ACCESS_CODE", "Access code for the admin UI and API (`POST /api/auth`). "
             "Admin sign-in is refused while unset.", None, sensitive=True),
     Setting("AIIMPL_ADMIN_SESSION_SECONDS", "Lifetime of an admin session token.", 43200, _at_least(1)),
+    Setting("AIIMPL_PROXY_HOPS", "How many reverse proxies stand in front of the server: their "
+            "`X-Forwarded-For`, `-Proto` and `-Host` are trusted (werkzeug's `ProxyFix`), so the sign-in "
+            "throttle counts each client, not the proxy. `0` (the default) trusts none: set it only "
+            "behind a proxy that overwrites these headers.", 0, _at_least(0)),
     Setting("AIIMPL_PUBLIC_URL", "The URL runners use to reach this orchestrator.", "http://127.0.0.1:8000",
             _http_url),
     Setting("AIIMPL_TRIGGER_SECRET", "Bearer secret of `POST /trigger/gap-fill`; the endpoint answers 501 "

@@ -92,6 +92,14 @@ def configuration() -> str:
         "",
         markdown_table(extra),
         "",
+        "The production gunicorn configuration (`aiimpl_core.gunicorn_conf`) reads a few more, checked",
+        "before its workers start: `AIIMPL_BIND` (`0.0.0.0:8000`), `AIIMPL_WORKERS` (2 × cores + 1, at",
+        "least 1), `AIIMPL_THREADS` (4, at least 1), `AIIMPL_WORKER_TIMEOUT` (30 seconds, at least 1),",
+        "`AIIMPL_MAX_REQUESTS` (20,000 requests before a worker is recycled; 0: never), `AIIMPL_ACCESS_LOG`",
+        "(`-`, standard output; empty: off) and `AIIMPL_CONTROL_SOCKET` (off unless set to a path of this",
+        "instance's own). `AIIMPL_INSTANCE_PATH` sets the instance folder (the default SQLite database's",
+        "place). See the operator guide.",
+        "",
     ])
 
 

@@ -23,7 +23,7 @@ sleep = time.sleep
 
 
 def _client() -> str:
-    # Behind a reverse proxy, wrap the app with werkzeug's ProxyFix so this is the real client.
+    # behind reverse proxies, AIIMPL_PROXY_HOPS makes this the real client (werkzeug's ProxyFix)
     return request.remote_addr or "unknown"
 
 

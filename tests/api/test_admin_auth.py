@@ -117,6 +117,28 @@ def test_counts_are_per_client(app, client, delays) -> None:
     assert rows == {"10.0.0.1": admin.THROTTLE_AFTER + 1, "10.0.0.2": 1}
 
 
+@pytest.mark.parametrize("hops", [0, 1])
+def test_behind_a_proxy_the_count_is_per_forwarded_client(app, database_url, delays, hops) -> None:
+    """AIIMPL_PROXY_HOPS=1: the client is the one the proxy names in X-Forwarded-For, so one client's
+    wrong codes do not slow down everyone behind the proxy; 0 (the default) trusts no header, so a
+    client cannot pick a fresh address for each guess."""
+    behind = create_app(
+        {"AIIMPL_DATABASE_URL": database_url, "AIIMPL_SECRET_KEY": TEST_SECRET_KEY,
+         "AIIMPL_ADMIN_ACCESS_CODE": TEST_ADMIN_CODE, "AIIMPL_PROXY_HOPS": hops, "TESTING": True},
+        load_entrypoints=False,
+        environ={},
+    ).test_client()
+    proxy = {"REMOTE_ADDR": "10.9.9.9"}
+    for n in range(admin.THROTTLE_AFTER + 1):
+        behind.post("/api/auth", json={"code": "nope"}, environ_base=proxy,
+                    headers={"X-Forwarded-For": f"203.0.113.{n}"})
+    rows = {r.client: r.failures for r in db.session.scalars(select(AuthFailure))}
+    if hops:
+        assert delays == [] and rows == {f"203.0.113.{n}": 1 for n in range(admin.THROTTLE_AFTER + 1)}
+    else:
+        assert delays == [0.25] and rows == {"10.9.9.9": admin.THROTTLE_AFTER + 1}
+
+
 def test_the_count_is_shared_by_every_worker_of_one_database(app, database_url, delays) -> None:
     """Two application instances (two workers or hosts) on one database see one count."""
     other = create_app(
