@@ -35,7 +35,7 @@ OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 class CheckRow:
     """One line of the report: what was checked, of which connection, and how it went."""
 
-    kind: str  # ticketing | runner | github | secrets
+    kind: str  # ticketing | runner | github | secrets | settings
     provider: str
     name: str
     status: str
@@ -138,7 +138,19 @@ def run_checks(github: Callable[[], Any] = github_from_app) -> list[CheckRow]:
         report += _provider_rows("runner", provider_id, used)
     report += _github_rows(rows, github)
     report += _secret_rows()
+    report += _cap_rows(facade.ids("runner"))
     return report
+
+
+def _cap_rows(installed: Sequence[str]) -> list[CheckRow]:
+    """``AIIMPL_BACKEND_CAPS`` naming a backend no plugin provides: a typo, and that cap never holds."""
+    caps = current_app.config.get("AIIMPL_BACKEND_CAPS") or {}
+    unknown = sorted(set(caps) - set(installed))
+    if not unknown:
+        return []
+    return [CheckRow("settings", "AIIMPL_BACKEND_CAPS", "backends", FAILED,
+                     f"names no installed runner backend: {', '.join(unknown)} (installed: "
+                     f"{', '.join(sorted(installed)) or 'none'}); that cap never applies")]
 
 
 def _secret_rows() -> list[CheckRow]:

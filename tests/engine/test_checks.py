@@ -242,3 +242,11 @@ def test_secrets_the_key_cannot_decrypt_fail_the_check(app, add_mapping, caplog)
     assert secrets_service.values_for_team("ENG") == {}
     assert "the secret ENG_TOKEN (ENG) cannot be decrypted with the current AIIMPL_SECRET_KEY" in caplog.text
     assert "never_shown" not in caplog.text and "never-shown" not in caplog.text
+
+
+def test_a_cap_for_a_backend_no_plugin_provides_fails_the_check(app, add_mapping):
+    assert ("settings", "AIIMPL_BACKEND_CAPS", "backends") not in rows()
+    app.config["AIIMPL_BACKEND_CAPS"] = {"github-actions": 3, "fly-machine": 2}  # a typo
+    assert rows()[("settings", "AIIMPL_BACKEND_CAPS", "backends")] == (
+        "failed", "names no installed runner backend: fly-machine (installed: github-actions); "
+                  "that cap never applies")
