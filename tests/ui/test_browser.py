@@ -153,3 +153,25 @@ def test_cancel_a_job_from_the_dispatch_log(page, app, tracker):
     row.get_by_text("failed", exact=True).wait_for()
     assert row.get_by_role("button", name="Cancel").count() == 0  # an ended job offers none
     assert tracker.comments["ENG-8"][-1] == "⚠️ Implementation failed: cancelled by an operator"
+
+
+def test_a_refresh_that_fails_says_so_and_the_next_good_one_clears_it(page, monkeypatch):
+    """A panel's refresh answered with an error (the database down, say) shows why instead of
+    keeping stale rows silently; once the server answers again, the message goes away."""
+    from aiimpl_core.api import admin_jobs
+
+    sign_in(page)
+    failing = {"on": True}
+    latest = admin_jobs._latest_jobs
+
+    def flaky(keys):  # noqa: ANN001, ANN202
+        if failing["on"]:
+            raise RuntimeError("database unavailable")
+        return latest(keys)
+
+    monkeypatch.setattr(admin_jobs, "_latest_jobs", flaky)
+    page.goto("/ui/issues")
+    page.locator("#flash.error").get_by_text("Could not refresh: Internal server error").wait_for()
+    failing["on"] = False
+    page.locator("#flash.error").wait_for(state="detached", timeout=15_000)
+    assert page.locator("#flash").inner_text() == ""

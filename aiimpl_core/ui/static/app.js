@@ -62,11 +62,25 @@ function flash(message, kind = "ok") {
   if (!el) return;
   el.textContent = message;
   el.className = `flash ${kind}`;
+  delete el.dataset.refresh;
 }
 
+/* Run fn now and every few seconds: a refresh that fails says why (the server or the database
+   is down), and the next one that succeeds takes that message away again. */
 function every(fn) {
-  fn();
-  const id = setInterval(() => { if (!document.hidden) fn(); }, REFRESH_MS);
+  const run = () => Promise.resolve().then(fn).then(() => {
+    const el = document.getElementById("flash");
+    if (el && el.dataset.refresh) {
+      el.textContent = "";
+      el.className = "";
+      delete el.dataset.refresh;
+    }
+  }, (e) => {
+    flash(`Could not refresh: ${e.message}`, "error");
+    document.getElementById("flash").dataset.refresh = "1";
+  });
+  run();
+  const id = setInterval(() => { if (!document.hidden) run(); }, REFRESH_MS);
   window.addEventListener("beforeunload", () => clearInterval(id));
 }
 
@@ -274,7 +288,7 @@ function initJobs() {
     const open = document.getElementById("job-steps");
     if (!open.hidden && open.dataset.job) await showSteps(open.dataset.job);
   };
-  every(() => load().catch((e) => flash(e.message, "error")));
+  every(load);
   document.querySelector("#jobs-table").addEventListener("click", async (ev) => {
     const btn = ev.target.closest("button[data-act]");
     if (!btn) return;
@@ -294,7 +308,7 @@ function initSessions() {
       <td>${esc(s.backend)}</td><td>${esc(s.state)}</td><td>${esc(pick(s, "jobId") ?? "")}</td><td>${esc(pick(s, "issueKey") ?? "")}</td>
       <td><button type="button" class="danger" data-act="destroy">Destroy</button></td></tr>`), 6, "No active sessions.");
   };
-  every(() => load().catch((e) => flash(e.message, "error")));
+  every(load);
   document.querySelector("#sessions-table").addEventListener("click", async (ev) => {
     const btn = ev.target.closest("button[data-act=destroy]");
     if (!btn) return;
@@ -321,7 +335,7 @@ function initOutbox() {
       <td>${esc(i.lastError)}</td><td>${when(i.createdAt)}</td><td class="muted">${esc(i.bodyPreview)}</td>
       <td><button type="button" data-act="retry">Retry</button></td></tr>`), 8, "No tracker write was given up on.");
   };
-  every(() => load().catch((e) => flash(e.message, "error")));
+  every(load);
   document.querySelector("#outbox-table").addEventListener("click", async (ev) => {
     const btn = ev.target.closest("button[data-act=retry]");
     if (!btn) return;
