@@ -86,6 +86,11 @@ def _install_error_handlers(app: Flask) -> None:
         if exc.code == 413 and request.path.startswith(("/runner/", "/trigger/")):
             return jsonify(error="invalid_body"), 400
         if exc.code == 413:
+            # a body over the size cap is answered as its endpoint answers one it cannot parse: the
+            # tracker webhooks' tables say "Invalid JSON payload" (their views read the body unguarded)
+            tracker_webhooks = {"/api/linear/webhook", "/api/jira/webhook"}
+            if request.path in tracker_webhooks:
+                return jsonify(error="Invalid JSON payload"), 400
             return jsonify(error="Invalid request body"), 400
         return jsonify(error=exc.description or exc.name), exc.code
 

@@ -8,6 +8,7 @@ other than a merged pull request answer 200 and are ignored. Each ``X-GitHub-Del
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -23,10 +24,12 @@ log = logging.getLogger(__name__)
 
 MISSING_FIELDS = "Missing required PR fields"
 MAX_DELIVERY_BYTES = 25 * 1024 * 1024
+COMMIT_SHA_RE = re.compile(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}")
 
 
 def merged_pull_request(payload: dict[str, Any]) -> merge.MergedPullRequest | None:
-    """The merged PR of a ``pull_request`` payload, or ``None`` when a required field is missing."""
+    """The merged PR of a ``pull_request`` payload, or ``None`` when a required field is missing (or
+    is not what it names: a merge-commit SHA that is not one)."""
     pr = payload.get("pull_request")
     repository = payload.get("repository")
     if not isinstance(pr, dict) or not isinstance(repository, dict):
@@ -42,6 +45,10 @@ def merged_pull_request(payload: dict[str, Any]) -> merge.MergedPullRequest | No
     for value in (url, branch, sha, full_name):
         if not isinstance(value, str) or not value:
             return None
+    # a merge commit's SHA-1 (or SHA-256) in hex: anything else names no commit (and would not fit
+    # the job's merge_sha column)
+    if not COMMIT_SHA_RE.fullmatch(sha):
+        return None
     assert (
         isinstance(full_name, str)
         and isinstance(url, str)

@@ -21,6 +21,10 @@ AUD_PROGRESS = "runner:progress"
 AUD_PLANNING_CONTEXT = "runner:planning-context"
 AUDIENCES = (AUD_RESULT, AUD_PROGRESS, AUD_PLANNING_CONTEXT)
 ALGORITHM = "HS256"
+#: the largest job id (the id column is a 32-bit INTEGER on PostgreSQL)
+MAX_JOB_ID = 2**31 - 1
+#: a token's id is stored when the token is spent (``consumed_tokens.jti``)
+MAX_JTI_CHARS = 64
 
 
 class TokenError(Exception):
@@ -92,14 +96,29 @@ def _verified(secret: str, token: str, audience: str) -> RunClaims:
         raise TokenError("wrong_audience") from None
     except jwt.PyJWTError:
         raise TokenError("malformed") from None
-    try:
-        job_id = int(claims["sub"])
-    except (TypeError, ValueError):
-        raise TokenError("malformed") from None
+    job_id = _job_id(claims["sub"])
     phase = claims.get("phase")
-    if not isinstance(phase, str) or not isinstance(claims["jti"], str):
+    jti = claims["jti"]
+    if not isinstance(phase, str) or not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_CHARS:
         raise TokenError("malformed")
-    return RunClaims(job_id, phase, audience, claims["jti"], datetime.fromtimestamp(claims["exp"], UTC))
+    try:
+        expires_at = datetime.fromtimestamp(claims["exp"], UTC)
+    except (OverflowError, OSError, ValueError):  # beyond the years a datetime can hold
+        raise TokenError("malformed") from None
+    return RunClaims(job_id, phase, audience, jti, expires_at)
+
+
+def _job_id(sub: object) -> int:
+    """The job id a token's ``sub`` names: ASCII digits of a positive id that fits the id column
+    (``int()`` would also take " 8 ", "+8", "8_0" or other scripts' digits)."""
+    if (
+        not isinstance(sub, str)
+        or not (sub.isascii() and sub.isdigit())
+        or len(sub) > len(str(MAX_JOB_ID))
+        or not 0 < int(sub) <= MAX_JOB_ID
+    ):
+        raise TokenError("malformed")
+    return int(sub)
 
 
 def new_nonce() -> tuple[str, str]:

@@ -77,6 +77,12 @@ class AuthResponseSchema(Schema):
 # -- jobs, steps, issues, blockers ------------------------------------------------------------------
 
 
+def _no_nul(value: str) -> None:
+    # PostgreSQL text cannot hold NUL: refused here, before it reaches a query
+    if "\x00" in value:
+        raise ValidationError("NUL is not allowed")
+
+
 class JobsQuerySchema(_Lenient):
     """Filters of ``GET /api/jobs``."""
 
@@ -85,10 +91,10 @@ class JobsQuerySchema(_Lenient):
         metadata={"description": "only jobs in this status"},
     )
     team = StrictString(
-        validate=validate.Length(min=1, max=64), metadata={"description": "only this team's jobs"}
+        validate=[validate.Length(min=1, max=64), _no_nul], metadata={"description": "only this team's jobs"}
     )
     issue = StrictString(
-        validate=validate.Length(min=1, max=64), metadata={"description": "only this issue's jobs"}
+        validate=[validate.Length(min=1, max=64), _no_nul], metadata={"description": "only this issue's jobs"}
     )
     limit = fields.Integer(
         validate=validate.Range(min=1, max=500),
@@ -220,12 +226,6 @@ OUTBOX_STATES = ("dead", "pending", "sending", "done")
 OUTBOX_PREVIEW_CHARS = 200
 
 
-def _no_nul(value: str) -> None:
-    # PostgreSQL text cannot hold NUL: refused here, before it reaches a query
-    if "\x00" in value:
-        raise ValidationError("NUL is not allowed")
-
-
 class OutboxQuerySchema(_Lenient):
     """Filters of ``GET /api/outbox``."""
 
@@ -295,7 +295,10 @@ class OutboxListSchema(Schema):
 class CheckSchema(Schema):
     """One thing ``GET /api/checks`` verified."""
 
-    kind = fields.String(metadata={"description": "ticketing, runner or github"})
+    kind = fields.String(
+        metadata={"description": "ticketing, runner, github, secrets (stored secrets the key cannot "
+                                 "decrypt) or settings (a setting that names what is not installed)"}
+    )
     provider = fields.String(metadata={"description": "the provider id (`github` for GitHub)"})
     name = fields.String(metadata={"description": "what was checked (`credentials`, `project ENG`, …)"})
     status = fields.String(metadata={"description": "ok, failed or skipped"})

@@ -9,6 +9,7 @@ the message (and the rare extra fields) from a view or a service to the handler 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from flask import request
@@ -92,15 +93,31 @@ def _storable(value: Any) -> bool:
     return True
 
 
+def _not_a_json_constant(name: str) -> Any:
+    """Refuse ``NaN``, ``Infinity`` and ``-Infinity``: Python's parser takes them, but they are not
+    JSON, PostgreSQL's json type refuses them and no answer that echoes them back is JSON."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number with a fraction or exponent, refused when a double cannot hold it (``1e400``
+    would become ``inf``, stored and answered as the ``Infinity`` that is not JSON)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
 def parse_json(raw: bytes | str | None) -> Any:
-    """``raw`` parsed as JSON, or :data:`NOT_JSON` when it is empty, not UTF-8, not JSON, nested more
+    """``raw`` parsed as JSON, or :data:`NOT_JSON` when it is empty, not UTF-8, not JSON (``NaN``,
+    ``Infinity`` and a fraction beyond a double's range such as ``1e400`` included), nested more
     than :data:`MAX_DEPTH` levels, or holds text no database or encoder can take (NUL, lone
     surrogates). Never raises: every endpoint reads its body through here, so a body of any shape
     gets a 4xx, not a 500."""
     if not raw or not raw.strip():
         return NOT_JSON
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_not_a_json_constant, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return NOT_JSON
     return value if _storable(value) else NOT_JSON

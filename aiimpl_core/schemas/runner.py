@@ -17,12 +17,14 @@ Fields are strict: no string→number or number→bool coercion, booleans are no
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from ..auth.tokens import AUDIENCES  # noqa: F401 - re-exported for the OpenAPI description
+from ..services.mappings import TEAM_KEY_RE
 from ..types import LogLabel, Phase
 from .common import NOT_JSON, read_json
 
@@ -71,7 +73,10 @@ class StrictNumber(fields.Float):
             raise self.make_error("invalid")
         if isinstance(value, float) and not math.isfinite(value):
             raise self.make_error("special")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond a double's range (1 followed by 400 zeros)
+            raise self.make_error("special") from None
 
 
 class StrictBoolean(fields.Boolean):
@@ -470,6 +475,14 @@ class StatusResponseSchema(Schema):
 
 
 GAP_FILL_BAD_BODY = "issueKey and positive integer prNumber required"
+#: an issue key as the trackers write it and :meth:`TicketingProvider.team_of` reads it: a team
+#: key, a dash and the issue's number (``ENG-42``); ``ENG-`` names no issue
+ISSUE_KEY_RE = re.compile(rf"(?:{TEAM_KEY_RE.pattern})-[1-9][0-9]{{0,9}}", re.ASCII)
+
+
+def _issue_key(value: str) -> None:
+    if not ISSUE_KEY_RE.fullmatch(value):
+        raise ValidationError("not an issue key")
 
 
 class GapFillSchema(OrderedRulesSchema):
@@ -478,7 +491,11 @@ class GapFillSchema(OrderedRulesSchema):
     RULES = ((("issueKey",), GAP_FILL_BAD_BODY), (("prNumber",), GAP_FILL_BAD_BODY))
     FALLBACK = GAP_FILL_BAD_BODY
 
-    issueKey = StrictString(required=True, validate=validate.Length(min=1, max=64))
+    issueKey = StrictString(
+        required=True,
+        validate=[validate.Length(min=1, max=64), _issue_key],
+        metadata={"description": "a tracker issue key: a team key, a dash and the issue's number (`ENG-42`)"},
+    )
     prNumber = StrictInteger(required=True, validate=validate.Range(min=1, max=MAX_INT))
 
 

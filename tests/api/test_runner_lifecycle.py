@@ -146,7 +146,7 @@ def test_planning_then_implementation_then_merge(
     assert late.get_json() == {"error": "Invalid or expired nonce"}
 
     # -- GitHub reports the merge -------------------------------------------------------------
-    payload = cb_merged_payload("acme/api", 12, "ai/ENG-1", "abcdef1234567890")
+    payload = cb_merged_payload("acme/api", 12, "ai/ENG-1", "abcdef12" * 5)
     body = json.dumps(payload).encode()
     merged = client.post(
         "/api/github/webhook",
@@ -159,7 +159,7 @@ def test_planning_then_implementation_then_merge(
         },
     )
     assert merged.get_json()["jobId"] == impl_job
-    assert _job(impl_job).merge_sha == "abcdef1234567890"
+    assert _job(impl_job).merge_sha == "abcdef12" * 5
     assert cb_tracker.issues["ENG-1"].done is True
     tracked = db.session.scalar(select(TrackedIssue).where(TrackedIssue.issue_key == "ENG-1"))
     assert tracked.stage == "done"

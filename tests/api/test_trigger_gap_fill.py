@@ -40,6 +40,15 @@ BAD_BODIES = [
     {"prNumber": 5},
     {"issueKey": "", "prNumber": 5},
     {"issueKey": 7, "prNumber": 5},
+    # not an issue key: a team key, a dash and the issue's number
+    {"issueKey": "ENG-", "prNumber": 5},
+    {"issueKey": "nohyphen", "prNumber": 5},
+    {"issueKey": "ENG-0", "prNumber": 5},
+    {"issueKey": "ENG-1a", "prNumber": 5},
+    {"issueKey": "ENG-1\n", "prNumber": 5},
+    {"issueKey": " ENG-1", "prNumber": 5},
+    {"issueKey": "ENG-\u0661", "prNumber": 5},
+    {"issueKey": "-1", "prNumber": 5},
     {"issueKey": "ENG-1"},
     {"issueKey": "ENG-1", "prNumber": 0},
     {"issueKey": "ENG-1", "prNumber": -3},
@@ -81,7 +90,7 @@ def test_gap_fill_table_401_unauthorized(client, cb_mapping, headers):
 
 def test_gap_fill_table_404_mapping_not_found(client, cb_mapping):
     cb_mapping("ENG")
-    for key in ("OPS-9", "ENGX-1", "nohyphen"):
+    for key in ("OPS-9", "ENGX-1", "EN-1"):
         resp = post(client, {"issueKey": key, "prNumber": 5})
         assert resp.status_code == 404
         assert resp.get_json() == {"error": "mapping_not_found"}
