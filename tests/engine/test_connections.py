@@ -112,7 +112,8 @@ def test_reconciler_asks_each_backend_once_per_cycle(app, tracker, runner, fly, 
     assert len(runner.poll_calls) == 2 and len(fly.poll_calls) == 2
 
 
-def test_a_failing_backend_delays_only_itself(app, tracker, runner, fly, add_mapping):
+def _one_job_each(tracker, runner, fly, add_mapping):
+    """ENG-1 on github-actions and WEB-1 on fly-machines, dispatched, each run reported running."""
     add_mapping("ENG", execution_mode="github-actions")
     add_mapping("WEB", execution_mode="fly-machines")
     tracker.add("ENG-1")
@@ -120,9 +121,14 @@ def test_a_failing_backend_delays_only_itself(app, tracker, runner, fly, add_map
     run_cycle(reconcile=False)
     [eng] = jobs_of("ENG-1")
     [web] = jobs_of("WEB-1")
-    runner.poll_error = fail_with(503, "GitHub unavailable")
     runner.set_state(eng.id, RunPhase.RUNNING)
     fly.set_state(web.id, RunPhase.RUNNING)
+    return eng, web
+
+
+def test_a_failing_backend_delays_only_itself(app, tracker, runner, fly, add_mapping):
+    _one_job_each(tracker, runner, fly, add_mapping)
+    runner.poll_error = fail_with(503, "GitHub unavailable")
     report = run_cycle()
     assert "github-actions" in report.reconciled["skipped"]
     assert jobs_of("WEB-1")[0].status == "running"
@@ -203,23 +209,11 @@ def test_the_live_check_reads_the_back_off_and_the_runner_mode_with_the_mapping(
 # ("fly-machines" sorts before "github-actions": the broken backend is reconciled first)
 
 
-def _one_job_each(tracker, runner, fly, add_mapping):
-    add_mapping("ENG", execution_mode="github-actions")
-    add_mapping("WEB", execution_mode="fly-machines")
-    tracker.add("ENG-1")
-    tracker.add("WEB-1")
-    run_cycle(reconcile=False)
-    [eng] = jobs_of("ENG-1")
-    [web] = jobs_of("WEB-1")
-    runner.set_state(eng.id, RunPhase.RUNNING)
-    fly.set_state(web.id, RunPhase.RUNNING)
-    return eng, web
-
-
 @pytest.mark.parametrize(
     ("answer", "why"),
     [
-        (lambda runs: [{"job_id": r.job_id, "phase": "running"} for r in runs], "answered a dict, not a RunState"),
+        (lambda runs: [{"job_id": r.job_id, "phase": "running"} for r in runs],
+         "answered a dict, not a RunState"),
         (lambda runs: None, "answered NoneType, not a list of RunState"),
         (lambda runs: [RunState(job_id=r.job_id, phase="lost") for r in runs],  # type: ignore[arg-type]
          "answered the phase 'lost', not a RunPhase"),
@@ -247,7 +241,9 @@ def test_a_phase_given_as_its_string_is_taken(app, tracker, runner, fly, add_map
     assert jobs_of("WEB-1")[0].status == "running"
 
 
-def test_a_backend_that_cannot_be_set_up_delays_only_itself(app, tracker, runner, fly, add_mapping, monkeypatch):
+def test_a_backend_that_cannot_be_set_up_delays_only_itself(
+    app, tracker, runner, fly, add_mapping, monkeypatch
+):
     _one_job_each(tracker, runner, fly, add_mapping)
 
     def broken(self, context):
