@@ -16,15 +16,25 @@ import os
 import shlex
 import sys
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from . import env as session_env
 
 USERNAME = "x-access-token"  # what GitHub expects with an installation token
 
 
-def git_environment(base: Mapping[str, str], cache_path: str) -> dict[str, str]:
-    """``base`` plus what makes git use this helper (and only it) without prompting."""
+#: the ``protocol://host[:port]`` the helper answers for (the clone's): a remote the repository's
+#: configuration points elsewhere is never sent the token
+HOST_VAR = "AIIMPL_CREDENTIAL_HOST"
+
+
+def git_environment(base: Mapping[str, str], cache_path: str, clone_url: str | None = None) -> dict[str, str]:
+    """``base`` plus what makes git use this helper (and only it) without prompting; with
+    ``clone_url``, the helper answers only for that URL's protocol and host."""
     out = dict(base)
+    if clone_url:
+        parts = urlsplit(clone_url)
+        out[HOST_VAR] = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
     helper = f"!{shlex.quote(sys.executable)} -m aiimpl_core.session.credential"
     # an empty value first clears helpers from system/global configuration (a stored password
     # from elsewhere must not win over the job's token)
@@ -76,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if operation != "get":
         return 0  # "store": the orchestrator owns the tokens
+    expected = os.environ.get(HOST_VAR)
+    asked = f"{request.get('protocol', '')}://{request.get('host', '')}"
+    if expected and asked != expected:
+        # a remote the repository's configuration (or the agent) pointed elsewhere
+        sys.stderr.write(f"aiimpl credential helper: no token for {asked} (the job's repository is on "
+                         f"{expected})\n")
+        return 0
     try:
         sys.stdout.write(answer(os.environ))
     except Exception as exc:  # noqa: BLE001 - git reports the missing credentials itself

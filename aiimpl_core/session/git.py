@@ -24,10 +24,20 @@ class GitError(Exception):
         return f"git {self.command} failed (exit {self.code}): {procs.tail(self.output, 1500)}"
 
 
+#: Code of the repository, or written by the agent, never runs inside the session's own git
+#: commands: no hooks (a post-commit or pre-push hook would run with the push's credentials at
+#: hand, and a repository's pre-push checks would fail the push), no filesystem monitor.
+SAFE_CONFIG = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
+#: the commands that talk to the remote: the only ones given the credential helper
+NETWORK_COMMANDS = frozenset({"clone", "fetch", "push"})
+
+
 class Git:
     """Runs git in one working tree with a fixed environment.
 
-    :param env: the environment of every git command (credential helper, identity).
+    :param env: the environment of local commands (identity; no credentials).
+    :param credentials: the environment of the commands that reach the remote (the credential
+        helper); local commands, whose filters a repository may define, never see it.
     :param deadline: ``time.monotonic()`` after which running commands are stopped.
     """
 
@@ -36,11 +46,13 @@ class Git:
         cwd: str,
         env: Mapping[str, str],
         *,
+        credentials: Mapping[str, str] | None = None,
         deadline: float | None = None,
         stop: threading.Event | None = None,
     ) -> None:
         self.cwd = cwd
         self.env = dict(env)
+        self.network_env = dict(credentials) if credentials is not None else dict(env)
         self.deadline = deadline
         self.stop = stop
 
@@ -53,9 +65,9 @@ class Git:
         ignore_stop: bool = False,
     ) -> procs.ProcessResult:
         result = procs.run(
-            ["git", *args],
+            ["git", *SAFE_CONFIG, *args],
             cwd=cwd or self.cwd,
-            env=self.env,
+            env=self.network_env if args[0] in NETWORK_COMMANDS else self.env,
             deadline=deadline if deadline is not None else self.deadline,
             stop=None if ignore_stop else self.stop,
         )

@@ -172,13 +172,26 @@ class Session:
 
     @property
     def git_env(self) -> dict[str, str]:
-        env = git_environment(self.environ, self.cache.path)
+        """The environment of git's local commands: the agent's (no credentials), the identity,
+        and no way to ask for a password."""
+        env = git_environment(self.child_env, "")
+        env.pop(E.CREDENTIAL_CACHE.name, None)  # the helper answers nothing without its cache
         env.update(
             GIT_AUTHOR_NAME=self.cfg.author_name,
             GIT_AUTHOR_EMAIL=self.cfg.author_email,
             GIT_COMMITTER_NAME=self.cfg.author_name,
             GIT_COMMITTER_EMAIL=self.cfg.author_email,
         )
+        return env
+
+    @property
+    def git_network_env(self) -> dict[str, str]:
+        """The environment of clone and push: the credential helper, which reads the nonce to ask
+        for a repository token and answers only for the clone's host; never the run tokens."""
+        base = {k: v for k, v in self.environ.items()
+                if k not in (E.RESULT_TOKEN.name, E.PROGRESS_TOKEN.name, E.CONTEXT_TOKEN.name)}
+        env = git_environment(base, self.cache.path, self.cfg.clone_url)
+        env.update({k: v for k, v in self.git_env.items() if k.startswith("GIT_") and "CONFIG" not in k})
         return env
 
     def repo_token(self) -> RepoToken:
@@ -312,7 +325,8 @@ class Session:
             dest = os.path.join(parent, cfg.repo)
             # a session restarted on the same machine finds its earlier clone: start clean
             shutil.rmtree(dest, ignore_errors=True)
-            git = Git(dest, self.git_env, deadline=self.deadline, stop=self.stop)
+            git = Git(dest, self.git_env, credentials=self.git_network_env, deadline=self.deadline,
+                      stop=self.stop)
             try:
                 git.clone(cfg.clone_url, cfg.base_branch, dest)
             except GitError as exc:

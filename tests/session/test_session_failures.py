@@ -404,3 +404,37 @@ def test_an_unusable_configuration_ends_the_job_at_once(world: World) -> None:
     assert world.first_lines()[0] == f"⚠️ Session failed: {job.error}. Machine will be cleaned up."
     assert f"⚠️ Implementation failed: {job.error}" in world.comments()
     assert world.agent_calls() == []
+
+
+def test_the_repositorys_hooks_and_filters_never_run_with_the_sessions_credentials(
+    world: World,
+) -> None:
+    """Setup (npm's husky, or an agent) points git at hooks of the repository: a pre-push that
+    fails, a post-commit that asks git for the push credentials and dumps its environment, and a
+    clean filter that does the same. The session's commit and push run none of the hooks; the
+    filter of ``git add`` runs without the nonce, the run tokens or a credential helper that answers."""
+    dump = world.tmp / "hook-env"
+    ask = "printf 'protocol=http\\nhost=127.0.0.1\\n\\n' | git credential fill"
+    hook = f"#!/bin/sh\nenv >> {dump}\n{ask} >> {dump} 2>&1\nexit 1\n"
+    setup = (
+        "mkdir -p .husky && cat > .husky/pre-push <<'HOOK'\n" + hook + "HOOK\n"
+        "chmod +x .husky/pre-push && cp .husky/pre-push .husky/post-commit"
+        " && cp .husky/pre-push .git/hooks/post-commit && git config core.hooksPath .husky"
+        f" && git config filter.dump.clean 'sh -c \"env >> {dump}; cat\"'"
+        " && echo '*.txt filter=dump' >> .git/info/attributes"
+    )
+    world.mapping(AIIMPL_SETUP_COMMAND=setup)
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id)
+
+    assert code == 0, out
+    assert world.job(job_id).status == "completed"  # the failing pre-push hook did not run
+    env = world.env_of(job_id)
+    seen = dump.read_text()
+    assert "GIT_AUTHOR_NAME=" in seen  # the filter ran, in git's local environment
+    assert "password=" not in seen  # no credential helper answered
+    for name in ("AIIMPL_NONCE", "AIIMPL_RESULT_TOKEN", "AIIMPL_PROGRESS_TOKEN", "AIIMPL_CONTEXT_TOKEN"):
+        assert env[name] not in seen
+    for token in world.github.issued_tokens:
+        assert token.token not in seen

@@ -412,6 +412,25 @@ def test_credential_helper_answers_from_a_fresh_cached_token(tmp_path: Path) -> 
     assert oct(os.stat(cache.path).st_mode & 0o777) == "0o600"
 
 
+def test_credential_helper_answers_only_for_the_clones_host(tmp_path: Path) -> None:
+    """A remote the repository's configuration (or the agent) pointed at another host is never
+    sent the token."""
+    cache = TokenCache(str(tmp_path / "tokens.json"))
+    cache.add(RepoToken("ghs_fresh_token_456", time.time() + 3600))
+    base = git_environment({**os.environ, "AIIMPL_URL": "http://127.0.0.1:9", "AIIMPL_NONCE": "x",
+                            "AIIMPL_REPOSITORY": "acme/api"}, cache.path, "https://github.com/acme/api.git")
+
+    def ask(request: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "aiimpl_core.session.credential", "get"], input=request,
+                              capture_output=True, text=True, env=base, timeout=60)
+
+    assert ask("protocol=https\nhost=github.com\n\n").stdout.endswith("password=ghs_fresh_token_456\n")
+    for elsewhere in ("protocol=https\nhost=evil.example\n\n", "protocol=http\nhost=github.com\n\n"):
+        refused = ask(elsewhere)
+        assert refused.stdout == "" and "ghs_" not in refused.stderr
+        assert "no token for" in refused.stderr
+
+
 def test_credential_helper_failure_says_nothing_secret(tmp_path: Path) -> None:
     env = {
         **os.environ,
