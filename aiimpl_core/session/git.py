@@ -6,7 +6,7 @@ Git's output is returned to the caller, which redacts it before it goes anywhere
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from . import procs
@@ -30,6 +30,26 @@ class GitError(Exception):
 SAFE_CONFIG = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
 #: the commands that talk to the remote: the only ones given the credential helper
 NETWORK_COMMANDS = frozenset({"clone", "fetch", "push"})
+
+
+class RefusedChanges(GitError):
+    """The staged changes were not committed (they hold what must not leave the machine)."""
+
+    def __str__(self) -> str:
+        return self.output
+
+
+def added_lines(patch: str) -> dict[str, str]:
+    """The lines a ``git diff --unified=0`` patch adds, per file (binary files as git prints them)."""
+    out: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in patch.splitlines():
+        if line.startswith("diff --git "):
+            path = line.split(" b/", 1)[-1]
+            current = out.setdefault(path, [])
+        elif current is not None and line.startswith("+") and not line.startswith("+++ "):
+            current.append(line[1:])
+    return {path: "\n".join(lines) for path, lines in out.items()}
 
 
 class Git:
@@ -98,12 +118,25 @@ class Git:
     def has_changes(self) -> bool:
         return bool(self.run("status", "--porcelain").stdout.strip())
 
-    def commit_all(self, message: str, **kw: object) -> str | None:
-        """Stage everything and commit; ``None`` when there was nothing to commit."""
+    def commit_all(
+        self, message: str, *, refuse: Callable[[dict[str, str]], str | None] | None = None, **kw: object
+    ) -> str | None:
+        """Stage everything and commit; ``None`` when there was nothing to commit.
+
+        :param refuse: given the lines each staged file adds (path → text), a reason not to commit
+            them; the files are then unstaged and :class:`RefusedChanges` raised.
+        """
         self.run("add", "--all", **kw)  # type: ignore[arg-type]
         staged = self.run("diff", "--cached", "--quiet", check=False, **kw)  # type: ignore[arg-type]
         if staged.code == 0:
             return None
+        if refuse is not None:
+            patch = self.run("diff", "--cached", "--text", "--no-color", "--no-ext-diff", "--unified=0",
+                             **kw).stdout  # type: ignore[arg-type]
+            reason = refuse(added_lines(patch))
+            if reason:
+                self.run("reset", "-q", **kw)  # type: ignore[arg-type]
+                raise RefusedChanges("commit", 1, reason)
         self.run("commit", "--no-verify", "-q", "-m", message, **kw)  # type: ignore[arg-type]
         return self.run("rev-parse", "HEAD", **kw).stdout.strip()  # type: ignore[arg-type]
 

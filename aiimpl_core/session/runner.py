@@ -33,7 +33,7 @@ from .agent import AgentRun, run_agent
 from .api import Orchestrator, RepoToken, TokenCache
 from .config import SessionConfig
 from .credential import git_environment
-from .git import Git, GitError
+from .git import Git, GitError, RefusedChanges
 from .github import PullRequestError, find_open_pull_request, open_pull_request
 from .redact import Redactor
 
@@ -450,7 +450,8 @@ class Session:
         allowance = time.monotonic() + 90.0
         try:
             sha = self.git.commit_all(
-                f"{self.cfg.issue_key}: work in progress ({why})", deadline=allowance, ignore_stop=True
+                f"{self.cfg.issue_key}: work in progress ({why})", refuse=self._secrets_in,
+                deadline=allowance, ignore_stop=True,
             )
             head = self.git.run("rev-parse", "HEAD", deadline=allowance, ignore_stop=True).stdout.strip()
             if sha is None and head == self.state.start_sha:
@@ -463,6 +464,15 @@ class Session:
             self._learn_tokens()
             return self.redactor.text(f"Saving the work so far failed: {exc}")
 
+    def _secrets_in(self, added: dict[str, str]) -> str | None:
+        """Why the agent's changes must not be committed: files that add the value of a secret the
+        session knows (a ``.env`` the agent wrote, an environment dump), or ``None``."""
+        files = sorted(path for path, text in added.items() if self.redactor.text(text) != text)
+        if not files:
+            return None
+        return (f"The changes hold the value of a secret of the session (in {', '.join(files)}): nothing "
+                "was committed or pushed. Keep secrets out of the repository and re-run")
+
     def _commit(self) -> bool:
         cfg = self.cfg
         assert self.git is not None
@@ -473,7 +483,10 @@ class Session:
             if issue.get("url"):
                 message += f"{issue['url']}\n\n"
             message += f"Written by the coding agent of AI-Implement (job {cfg.job_id})."
-            self.git.commit_all(message)
+            try:
+                self.git.commit_all(message, refuse=self._secrets_in)
+            except RefusedChanges as exc:
+                raise Failure(exc.output, excerpt=exc.output) from None
             head = self.git.head()
             if not self._has_work():
                 if cfg.phase is Phase.GAP_ANALYSIS:

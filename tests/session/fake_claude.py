@@ -7,7 +7,8 @@ passes, records each call, and behaves as ``FAKE_AGENT_MODE`` says (set through 
 ``edit`` (default) edits files; ``noop`` changes nothing; ``max_turns`` edits a little, then
 ends as Claude Code does at its turn limit; ``error`` fails like an API error; ``leak`` prints
 the model API key (plain, split across lines, URL-encoded) and fails; ``slow`` edits, then
-sleeps ``FAKE_AGENT_SLEEP`` seconds; ``hang`` edits, then never finishes.
+sleeps ``FAKE_AGENT_SLEEP`` seconds; ``hang`` edits, then never finishes; ``dotenv`` edits and
+writes the model API key into ``.env`` (``dotenv_max_turns``: and ends at its turn limit).
 The post-push review answers as ``FAKE_REVIEW`` says (``approve``, ``block`` or ``mumble``).
 """
 
@@ -107,7 +108,10 @@ def main(argv: list[str]) -> int:
 
     with open("greeting.txt", "a", encoding="utf-8") as fh:
         fh.write("hello from the agent\n")
-    if mode == "max_turns":
+    if mode in ("dotenv", "dotenv_max_turns"):  # a configuration file with the key in it
+        with open(".env", "w", encoding="utf-8") as fh:
+            fh.write(f"ANTHROPIC_API_KEY={os.environ['ANTHROPIC_API_KEY']}\n")
+    if mode in ("max_turns", "dotenv_max_turns"):
         report("", turns=max_turns, cost=1.5, subtype="error_max_turns", is_error=True)
         print(f"Error: Reached max turns ({max_turns})", file=sys.stderr)
         return 1

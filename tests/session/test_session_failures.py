@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import requests
 
 from .conftest import FULL_GITHUB, World, git, script
@@ -438,3 +439,23 @@ def test_the_repositorys_hooks_and_filters_never_run_with_the_sessions_credentia
         assert env[name] not in seen
     for token in world.github.issued_tokens:
         assert token.token not in seen
+
+
+@pytest.mark.parametrize("mode", ["dotenv", "dotenv_max_turns"])
+def test_changes_holding_a_secret_are_never_committed_or_pushed(world: World, mode: str) -> None:
+    """The agent wrote the model key into ``.env``: the session commits and pushes nothing (the
+    finished run, or the work it saves at its turn limit), and says which file holds it."""
+    world.mapping(FAKE_AGENT_MODE=mode)
+    job_id = world.dispatch()
+    before = world.remote.branches()
+
+    code, out = world.run_session(job_id)
+
+    assert code == 1, out
+    job = world.job(job_id)
+    assert job.status == "failed"
+    refused = "The changes hold the value of a secret of the session (in .env): nothing was committed"
+    assert f"{refused} or pushed" in job.error
+    assert world.remote.branches() == before  # no branch pushed
+    assert world.job(job_id).pr_url is None
+    world.assert_no_secret_anywhere(job_id)
