@@ -8,13 +8,44 @@
 #
 # The lifetime (AIIMPL_LIFETIME_SECONDS, counted from the start of this script) bounds the hold;
 # the runner backend also stops a machine past it. The script exits with the session's own exit
-# code, so the backend reads the same outcome with or without a hold. SIGTERM ends a hold at once.
+# code, so the backend reads the same outcome with or without a hold.
+#
+# A stop (SIGTERM or SIGINT) while the session runs is passed on to it as SIGTERM, and the session
+# saves its work and reports before it exits; there is no hold after a stop. SIGTERM ends a hold
+# at once. The session runs in the background for that: in a Docker container this script is
+# PID 1, and the kernel drops a signal to a PID 1 without a handler; under Fly's init, the signal
+# would end this shell and never reach the session.
 # AIIMPL_SESSION_COMMAND replaces `aiimpl session run` (tests, custom images).
 set -u
 started=$(date +%s)
 
-${AIIMPL_SESSION_COMMAND:-aiimpl session run} "$@"
-status=$?
+child=
+stopped=no
+stop_session() {
+  stopped=yes
+  if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null; fi
+}
+trap stop_session TERM INT
+
+# As a background job the session starts with SIGINT and SIGQUIT ignored and stdin on /dev/null
+# (POSIX): it installs its own SIGTERM and SIGINT handlers and reads nothing from stdin.
+${AIIMPL_SESSION_COMMAND:-aiimpl session run} "$@" &
+child=$!
+if [ "$stopped" = yes ]; then kill -TERM "$child" 2>/dev/null; fi  # a stop before $! was known
+
+# A trapped signal ends `wait` early (status 128 + the signal's number) while the session still
+# runs, or is not yet reaped: wait again until it is gone. A shell that reaps children on its own
+# (bash) still answers a second `wait` with the session's status.
+while :; do
+  wait "$child"
+  status=$?
+  kill -0 "$child" 2>/dev/null || break
+done
+if [ "$status" -gt 128 ]; then
+  wait "$child" 2>/dev/null
+  again=$?
+  [ "$again" -ne 127 ] && status=$again
+fi
 
 mode=${AIIMPL_SESSION_MODE:-autonomous}
 hold=no
@@ -24,6 +55,7 @@ case $mode in
   autonomous) ;;
   *) echo "aiimpl-session: unknown AIIMPL_SESSION_MODE '$mode', treated as autonomous" >&2 ;;
 esac
+[ "$stopped" = yes ] && hold=no  # the runner is stopping the machine: nobody would attach
 
 if [ "$hold" = yes ]; then
   lifetime=${AIIMPL_LIFETIME_SECONDS:-3600}

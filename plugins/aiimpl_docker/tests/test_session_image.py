@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -100,3 +101,92 @@ def test_the_recipe_installs_git_python_and_the_core_and_runs_the_session() -> N
     for sources in re.findall(r"^COPY (.+) \S+$", text, flags=re.M):
         for source in sources.split():
             assert (ROOT / source).exists(), source
+
+
+# -- a stop reaches the session: the script as PID 1 of its own PID namespace, like in a container --
+
+FAKE_AIIMPL = """#!/bin/sh
+trap 'echo "stopped: $*" > "$STOP_MARKER"; exit "$EXIT_ON_STOP"' TERM
+echo running > "$READY_MARKER"
+while :; do sleep 0.05; done
+"""
+
+
+def _pid_namespace_or_reason() -> str | None:
+    if shutil.which("unshare") is None:
+        return "unshare (util-linux) is not installed"
+    try:
+        probe = subprocess.run(
+            ["unshare", "-Urpf", "--mount-proc", "true"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unshare cannot run here: {exc}"
+    if probe.returncode != 0:
+        return f"no unprivileged PID namespace here: {probe.stderr.strip()[:200]}"
+    return None
+
+
+def _child_of(pid: int) -> int | None:
+    """The process whose parent is ``pid`` (unshare's child: PID 1 of the new namespace)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # the command name may hold spaces and parentheses: the fields follow the last ")"
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            return int(entry.name)
+    return None
+
+
+@pytest.mark.parametrize(("mode", "exit_on_stop"), [("autonomous", 0), ("hybrid", 3)])
+def test_sigterm_to_pid_1_reaches_the_session_and_its_status_is_kept(
+    tmp_path: Path, mode: str, exit_on_stop: int
+) -> None:
+    reason = _pid_namespace_or_reason()
+    if reason:
+        pytest.skip(reason)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "aiimpl"
+    fake.write_text(FAKE_AIIMPL)
+    fake.chmod(0o755)
+    stop_marker, ready_marker = tmp_path / "stopped", tmp_path / "ready"
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "AIIMPL_SESSION_COMMAND"},
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "AIIMPL_SESSION_MODE": mode,
+        "AIIMPL_LIFETIME_SECONDS": "60",
+        "STOP_MARKER": str(stop_marker),
+        "READY_MARKER": str(ready_marker),
+        "EXIT_ON_STOP": str(exit_on_stop),
+    }
+    proc = subprocess.Popen(
+        ["unshare", "-Urpf", "--mount-proc", "sh", str(ENTRYPOINT), "--flag"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not ready_marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ready_marker.exists(), "the fake session did not start"
+        pid_1 = _child_of(proc.pid)
+        assert pid_1 is not None
+        os.kill(pid_1, signal.SIGTERM)  # what `docker stop` does
+        try:
+            code = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the entrypoint did not pass SIGTERM on to the session")
+        assert stop_marker.read_text().strip() == "stopped: session run --flag"
+        assert code == exit_on_stop  # no hold after a stop, and the session's own status
+        assert proc.stdout is not None and "staying up" not in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

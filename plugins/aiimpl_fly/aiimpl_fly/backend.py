@@ -217,6 +217,7 @@ class FlyMachinesBackend(RunnerBackend):
                 },
                 "restart": {"policy": "no"},
                 "auto_destroy": True,
+                "stop_config": dict(config.STOP_CONFIG),
                 # public to anyone who lists the app's machines: identity only, never a secret
                 "metadata": {
                     config.META_JOB: str(request.job_id),

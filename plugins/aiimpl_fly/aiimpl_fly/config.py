@@ -15,6 +15,11 @@ DEFAULT_API_URL = "https://api.machines.dev/v1"
 DEFAULT_IMAGE = "registry.fly.io/aiimpl-session:latest"
 DEFAULT_CPUS = 2
 DEFAULT_MEMORY_MB = 4096
+#: how a stop Fly itself or an operator asks for (``fly machine stop``, host maintenance) ends the
+#: machine: SIGTERM (Fly's default is SIGINT), which the entrypoint passes on to the session, and
+#: 120 s before the kill (Fly's default: 5 s) for the session's stop path: its child's 10 s grace
+#: after SIGTERM and 5 s after SIGKILL, a commit and push of the work (up to 90 s), the report
+STOP_CONFIG = {"signal": "SIGTERM", "timeout": "120s"}
 
 CONFIG_VARS: tuple[ConfigVar, ...] = (
     ConfigVar(API_TOKEN, "Fly API token (deploy or org token) for the Machines API", sensitive=True),

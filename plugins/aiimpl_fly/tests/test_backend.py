@@ -100,6 +100,8 @@ def test_dispatch_creates_one_machine_as_described(backend: FlyMachinesBackend, 
     assert config["image"] == "registry.fly.io/aiimpl-session:v1"
     assert config["guest"] == {"cpu_kind": "shared", "cpus": 4, "memory_mb": 2048}
     assert config["restart"] == {"policy": "no"} and config["auto_destroy"] is True
+    # a stop of Fly's or an operator's leaves the session its stop path (Fly's default: SIGINT, 5 s)
+    assert config["stop_config"] == {"signal": "SIGTERM", "timeout": "120s"}
     assert config["env"]["TEAM_TOKEN"] == SECRET and config["env"]["FOO"] == "bar"
     assert config["env"]["AIIMPL_SESSION_MODE"] == "hybrid"
     assert config["metadata"] == {

@@ -14,10 +14,12 @@ with ``include_deleted``) and checks the bearer token. Tests drive the machines'
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import flask
@@ -31,6 +33,20 @@ def fly_spec_path() -> str:
     from aiimpl_core.testing.pytest_plugin import specs_dir
 
     return os.path.join(specs_dir(), "fly", "machines-api.swagger.json")
+
+
+@lru_cache(maxsize=1)
+def fly_description() -> SwaggerDescription:
+    """Fly's description, with ``fly.Duration`` as it travels.
+
+    The description renders Go's ``fly.Duration`` (``struct { time.Duration }``) as an object;
+    on the wire it is a Go duration string such as ``"120s"`` (what Fly's own client, fly-go,
+    sends) or a number of nanoseconds, which is what Fly's API reads.
+    """
+    with open(fly_spec_path(), encoding="utf-8") as fh:
+        document = json.load(fh)
+    document["definitions"]["fly.Duration"] = {"type": ["string", "integer"]}
+    return SwaggerDescription(document)
 
 
 class FakeFly:
@@ -57,7 +73,7 @@ class FakeFly:
         self.failures: list[tuple[str, str, int, str]] = []  # (method, path suffix, status, message)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self.description = SwaggerDescription.from_file(fly_spec_path())
+        self.description = fly_description()
         self.server = SwaggerFakeServer(self._build(), self.description)
 
     # -- lifecycle --
@@ -262,4 +278,4 @@ class FakeFly:
         return app
 
 
-__all__ = ["FakeFly", "fly_spec_path"]
+__all__ = ["FakeFly", "fly_description", "fly_spec_path"]
