@@ -123,7 +123,8 @@ class Orchestrator:
 
     def repository_token(self, owner: str) -> RepoToken:
         """``POST /api/token``: a fresh installation token for the job's repository."""
-        resp = self.http.post("/api/token", json={"nonce": self.nonce, "owner": owner})
+        # minting is safe to repeat: a proxy's 502 or a dropped answer is retried like a read
+        resp = self.http.post("/api/token", json={"nonce": self.nonce, "owner": owner}, retry_unsafe=True)
         body = resp.json()
         token = body.get("token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:

@@ -145,5 +145,7 @@ class Git:
         self.run("push", "origin", f"HEAD:refs/heads/{branch}", **kw)  # type: ignore[arg-type]
 
     def diff(self, since: str, limit: int = 60000) -> str:
-        text = self.run("diff", "--stat", "--patch", f"{since}..HEAD").stdout
+        # what the branch changed since it left ``since``'s line (three dots: from their merge
+        # base), never the base's own later commits shown as undone
+        text = self.run("diff", "--stat", "--patch", f"{since}...HEAD").stdout
         return text if len(text) <= limit else text[:limit] + "\n… (diff truncated)\n"

@@ -487,6 +487,18 @@ class Session:
                 self.git.commit_all(message, refuse=self._secrets_in)
             except RefusedChanges as exc:
                 raise Failure(exc.output, excerpt=exc.output) from None
+            except GitError as exc:
+                if self.stop.is_set() or time.monotonic() >= self.deadline:
+                    # stopped, or out of time, while committing: the work is saved on the reserve
+                    where = self._save_work("the commit was interrupted")
+                    stopped = self.stop.is_set()
+                    what = (
+                        "The session was stopped by its runner (SIGTERM) during the commit" if stopped
+                        else f"the wall-clock budget of {cfg.lifetime}s ran out during the commit"
+                    )
+                    raise Failure(self.redactor.text(f"{what}. {where}".strip()),
+                                  kind="stopped" if stopped else "timed_out") from None
+                raise Failure(self.redactor.text(str(exc)), excerpt=self._excerpt(exc.output)) from None
             head = self.git.head()
             if not self._has_work():
                 if cfg.phase is Phase.GAP_ANALYSIS:
@@ -611,6 +623,11 @@ class Session:
         with self.step("review", "post-push-review") as detail:
             if not cfg.review_enabled:
                 detail["skipped"] = True
+            elif self.stop.is_set() or time.monotonic() >= self.deadline:
+                # stopped (or out of time) during verification: no second agent run now
+                detail["skipped"] = True
+                notes.append("⚠️ The post-push review was skipped (the session was stopped or ran out of "
+                             "time); please review the pull request yourself.")
             else:
                 since = self.state.start_sha if cfg.phase is Phase.GAP_ANALYSIS else self.state.base_sha
                 diff = self.redactor.text(self.git.diff(since or "HEAD~1"))

@@ -6,7 +6,7 @@ import signal
 import time
 from datetime import UTC, datetime, timedelta
 
-from .conftest import World
+from .conftest import World, script
 
 
 def test_push_after_the_clone_token_expired_gets_a_fresh_token(world: World) -> None:
@@ -83,3 +83,27 @@ def test_sigterm_stops_the_agent_cleanly_and_saves_the_work(world: World) -> Non
     )
     assert world.first_lines()[2] == f"⚠️ Session failed: {job.error[:-1]}. Machine will be cleaned up."
     world.assert_no_secret_anywhere(job_id)
+
+
+def test_sigterm_during_verification_skips_the_review(world: World) -> None:
+    """Stopped while the verification script runs: the pull request is open, the job ends with it,
+    and no second agent run (the review) starts on a machine that is going away."""
+    marker = world.tmp / "verification-started"
+    world.remote.commit({".ai-implement/verify.sh": script(f"touch {marker}; sleep 60")})
+    world.mapping()
+    job_id = world.dispatch()
+
+    proc = world.start_session(job_id)
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    world.outputs.append(out)
+
+    job = world.job(job_id)
+    assert job.pr_url, out
+    assert [c for c in world.agent_calls() if "You are the post-push reviewer" in c["prompt"]] == []
+    assert any("The post-push review was skipped" in c for c in world.comments())

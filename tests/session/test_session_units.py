@@ -24,7 +24,7 @@ from aiimpl_core.errors import ConfigError
 from aiimpl_core.session import env as E
 from aiimpl_core.session import procs, prompts
 from aiimpl_core.session.agent import AgentRun, build_command, parse_report
-from aiimpl_core.session.api import RepoToken, TokenCache
+from aiimpl_core.session.api import Orchestrator, RepoToken, TokenCache
 from aiimpl_core.session.config import SessionConfig
 from aiimpl_core.session.credential import git_environment
 from aiimpl_core.session.github import PullRequestError, find_open_pull_request, web_base
@@ -541,3 +541,54 @@ def test_the_prompt_says_when_older_comments_were_left_out() -> None:
     assert "(120 older comments are left out; the newest follow.)" in text
     assert text.index("older comments") < text.index("the newest")
     assert "left out" not in prompts.planning({"issue": {**ctx["issue"], "commentsOmitted": 0}})
+
+
+def test_a_repository_token_is_asked_again_after_a_proxys_502() -> None:
+    """Minting a token is safe to repeat: one 502 of a proxy in front of the orchestrator does not
+    fail the job."""
+    import threading
+
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Request, Response
+
+    answers = [Response("<html>502 Bad Gateway</html>", status=502),
+               Response('{"token": "ghs_after_a_retry_789", "expiresAt": "2099-01-01T00:00:00Z"}',
+                        mimetype="application/json")]
+    seen: list[str] = []
+
+    @Request.application
+    def orchestrator(request: Request) -> Response:
+        seen.append(request.path)
+        return answers.pop(0)
+
+    server = make_server("127.0.0.1", 0, orchestrator)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = Orchestrator(f"http://127.0.0.1:{server.server_port}", "nonce-1", {}, Redactor())
+        client.http.sleep = lambda _seconds: None
+        assert client.repository_token("acme").token == "ghs_after_a_retry_789"
+    finally:
+        server.shutdown()
+    assert seen == ["/api/token", "/api/token"]
+
+
+def test_the_review_diff_shows_only_what_the_branch_changed(tmp_path: Path) -> None:
+    """A resumed branch started from an older base: the base's later commits are not shown to the
+    reviewer as deletions."""
+    from aiimpl_core.session.git import Git
+
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.test",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.test"}
+    git = Git(str(tmp_path), env)
+    git.run("init", "-q", "-b", "main", str(tmp_path), cwd=str(tmp_path))
+    (tmp_path / "README.md").write_text("# r\n")
+    git.commit_all("start")
+    git.run("checkout", "-q", "-b", "ai/ENG-1")
+    (tmp_path / "feature.py").write_text("print('the branch')\n")
+    git.commit_all("the branch's work")
+    git.run("checkout", "-q", "main")
+    (tmp_path / "landed_on_main.py").write_text("print('main moved on')\n")
+    base = git.commit_all("main moves on")
+    git.run("checkout", "-q", "ai/ENG-1")
+    diff = git.diff(str(base))
+    assert "feature.py" in diff and "landed_on_main.py" not in diff
