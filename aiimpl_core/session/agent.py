@@ -109,6 +109,13 @@ def parse_report(stdout: str) -> dict[str, Any] | None:
     return None
 
 
+#: the longest prompt passed as an argument (Linux refuses one argument over 128 KiB: E2BIG)
+MAX_PROMPT_ARG_BYTES = 100_000
+#: what ``{prompt}`` becomes for a longer prompt
+POINTER = ("Your task is too long for the command line: it is written in the file {prompt_file}. "
+           "Read that file first, whole, and do what it says.")
+
+
 def build_command(
     template: str, prompt: str, prompt_file: str, max_turns: int
 ) -> tuple[list[str], str | None]:
@@ -117,7 +124,12 @@ def build_command(
     if not words:
         raise ValueError("the agent command is empty")
     uses_prompt = any("{prompt}" in w or "{prompt_file}" in w for w in words)
-    values = {"prompt": prompt, "prompt_file": prompt_file, "max_turns": str(max_turns)}
+    inline = prompt
+    if len(prompt.encode()) > MAX_PROMPT_ARG_BYTES and any("{prompt}" in w for w in words):
+        # one argument of the kernel's is at most 128 KiB (an issue with a long description, a
+        # review's diff): the agent is pointed at the file that holds the prompt instead
+        inline = POINTER.format(prompt_file=prompt_file)
+    values = {"prompt": inline, "prompt_file": prompt_file, "max_turns": str(max_turns)}
     argv = [_fill(w, values) for w in words]
     return argv, None if uses_prompt else prompt
 

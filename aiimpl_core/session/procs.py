@@ -84,13 +84,12 @@ def run(
             return ProcessResult(127, "", f"{argv[0]}: command not found", None, 0.0)
         except PermissionError:
             return ProcessResult(126, "", f"{argv[0]}: permission denied", None, 0.0)
+        except OSError as exc:  # E2BIG (an argument or the environment too large) and the like
+            return ProcessResult(126, "", f"{argv[0]}: {exc.strerror or type(exc).__name__}", None, 0.0)
         if stdin is not None:
-            assert proc.stdin is not None
-            try:
-                proc.stdin.write(stdin.encode())
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
+            # written beside the wait below, so that a program that never reads its input is still
+            # stopped at the deadline or on a stop, not left blocking this write
+            threading.Thread(target=_feed, args=(proc, stdin.encode()), daemon=True).start()
         stopped: str | None = None
         while True:
             try:
@@ -115,6 +114,15 @@ def run(
             stopped,
             time.monotonic() - started,
         )
+
+
+def _feed(proc: subprocess.Popen, data: bytes) -> None:
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(data)
+        proc.stdin.close()
+    except (BrokenPipeError, OSError, ValueError):  # it exited, or was stopped, before reading it all
+        pass
 
 
 def tail(text: str, chars: int = 2000) -> str:

@@ -592,3 +592,28 @@ def test_the_review_diff_shows_only_what_the_branch_changed(tmp_path: Path) -> N
     git.run("checkout", "-q", "ai/ENG-1")
     diff = git.diff(str(base))
     assert "feature.py" in diff and "landed_on_main.py" not in diff
+
+
+def test_a_prompt_too_long_for_an_argument_points_the_agent_at_its_file(tmp_path: Path) -> None:
+    """Linux refuses one argument over 128 KiB: an issue with a long description (or a review's
+    diff) would fail the run with E2BIG. The agent is pointed at the prompt's file instead."""
+    from aiimpl_core.session.agent import MAX_PROMPT_ARG_BYTES
+
+    template = "claude -p {prompt} --max-turns {max_turns}"
+    short, _ = build_command(template, "fix the bug", "/tmp/p.md", 5)
+    assert short == ["claude", "-p", "fix the bug", "--max-turns", "5"]
+    long_prompt = "é" * (MAX_PROMPT_ARG_BYTES // 2 + 1)  # over the limit in bytes, not in characters
+    argv, stdin = build_command(template, long_prompt, "/tmp/p.md", 5)
+    assert stdin is None and argv[2].startswith("Your task is too long for the command line")
+    assert "/tmp/p.md" in argv[2]
+    piped, stdin = build_command("my-agent --turns {max_turns}", long_prompt, "/tmp/p.md", 5)
+    assert piped == ["my-agent", "--turns", "5"] and stdin == long_prompt
+    # an argument the kernel refuses all the same is a failed run, never a crash of the session
+    refused = procs.run([sys.executable, "-c", "pass", "x" * 200_000])
+    assert refused.code == 126 and "too long" in refused.stderr.lower()
+
+
+def test_an_agent_that_never_reads_its_input_is_still_stopped_at_the_deadline() -> None:
+    started = time.monotonic()
+    result = procs.run(["sleep", "30"], stdin="x" * 1_000_000, deadline=time.monotonic() + 1, grace=1)
+    assert result.stopped == "deadline" and time.monotonic() - started < 10
