@@ -111,8 +111,12 @@ class Orchestrator:
         *,
         timeout: float = 30.0,
         retries: int = 2,
+        report_timeout: float = 10.0,
     ) -> None:
         self.http = HttpClient(url, provider="orchestrator", timeout=timeout, retries=retries, max_wait=30.0)
+        #: seconds a progress report (a status event, a step) may wait for an answer: they are best
+        #: effort, and a slow orchestrator must not hold the run past its budget
+        self.report_timeout = report_timeout
         self.nonce = nonce
         self.tokens = tokens
         self.redactor = redactor
@@ -137,7 +141,8 @@ class Orchestrator:
         body = {"nonce": self.nonce, "event": event, **{k: v for k, v in fields.items() if v is not None}}
         try:
             # the orchestrator de-duplicates an event per job, so a repeat never posts twice
-            self.http.post("/api/status", json=self.redactor.data(body, keep=("nonce",)), retry_unsafe=True)
+            self.http.post("/api/status", json=self.redactor.data(body, keep=("nonce",)), retry_unsafe=True,
+                           timeout=self.report_timeout)
             return True
         except ProviderError as exc:
             log.warning("status event %s was not accepted: %s", event, self.redactor.text(exc.message))
@@ -153,10 +158,12 @@ class Orchestrator:
                     json={"step": clean},
                     headers=self._bearer("runner:progress"),
                     retry_unsafe=True,
+                    timeout=self.report_timeout,
                 )
             else:
                 self.http.post(
-                    "/api/step-report", json={"nonce": self.nonce, "step": clean}, retry_unsafe=True
+                    "/api/step-report", json={"nonce": self.nonce, "step": clean}, retry_unsafe=True,
+                    timeout=self.report_timeout,
                 )
             return True
         except ProviderError as exc:

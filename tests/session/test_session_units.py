@@ -617,3 +617,30 @@ def test_an_agent_that_never_reads_its_input_is_still_stopped_at_the_deadline() 
     started = time.monotonic()
     result = procs.run(["sleep", "30"], stdin="x" * 1_000_000, deadline=time.monotonic() + 1, grace=1)
     assert result.stopped == "deadline" and time.monotonic() - started < 10
+
+
+def test_a_slow_orchestrator_holds_a_progress_report_seconds_not_minutes() -> None:
+    """Reports are best effort: an orchestrator that takes long to answer costs each one its short
+    timeout (and retries), never the run's budget."""
+    import threading
+
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Request, Response
+
+    @Request.application
+    def slow(request: Request) -> Response:
+        time.sleep(3)
+        return Response("{}", mimetype="application/json")
+
+    server = make_server("127.0.0.1", 0, slow, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = Orchestrator(f"http://127.0.0.1:{server.server_port}", "nonce-1", {}, Redactor(),
+                              report_timeout=0.3)
+        client.http.sleep = lambda _seconds: None
+        started = time.monotonic()
+        assert client.step({"id": "s", "type": "agent", "status": "running", "started_at": "x"}) is False
+        assert client.status("environment_ready") is False
+        assert time.monotonic() - started < 5
+    finally:
+        server.shutdown()
