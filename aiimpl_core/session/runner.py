@@ -736,9 +736,20 @@ class Session:
         elif self.state.clone_dir:
             shutil.rmtree(self.state.clone_dir, ignore_errors=True)
 
+    def _keeps_work_tree(self, body: dict[str, Any]) -> bool:
+        """Whether a person may attach after the session (``interactive``, or ``hybrid`` after a
+        failure: the entrypoint holds the machine) and so finds the work tree as it was."""
+        mode = (self.environ.get(E.SESSION_MODE.name) or "autonomous").strip()
+        return mode == "interactive" or (mode == "hybrid" and body.get("outcome") != "success")
+
     def _finish(self, body: dict[str, Any]) -> int:
         self._learn_tokens()
-        self._cleanup()
+        if self._keeps_work_tree(body):
+            # the job's tokens go with the state directory below; the clone holds none
+            kept = self.state.clone_dir or self.own_workdir
+            self.log(f"the work tree is kept for a person to attach: {kept}")
+        else:
+            self._cleanup()
         duration = time.monotonic() - self.started
         usage = self._usage_comment()
         if usage:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -459,3 +460,21 @@ def test_changes_holding_a_secret_are_never_committed_or_pushed(world: World, mo
     assert world.remote.branches() == before  # no branch pushed
     assert world.job(job_id).pr_url is None
     world.assert_no_secret_anywhere(job_id)
+
+
+@pytest.mark.parametrize(("mode", "kept"), [("hybrid", True), ("autonomous", False)])
+def test_a_held_session_keeps_its_work_tree_for_a_person(world: World, mode: str, kept: bool) -> None:
+    """Hybrid (or interactive) mode holds the machine after a failure for a person to attach and
+    continue in the work tree: it is kept; the tokens' state directory never is."""
+    world.mapping(FAKE_AGENT_MODE="error")
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id, AIIMPL_SESSION_MODE=mode)
+
+    assert code == 1, out
+    found = re.search(r"the work tree is kept for a person to attach: (\S+)", out)
+    assert bool(found) is kept
+    if found:
+        tree = found.group(1)
+        assert os.path.isdir(os.path.join(tree, ".git"))
+        assert world.env_of(job_id)["AIIMPL_NONCE"] not in open(os.path.join(tree, ".git", "config")).read()
