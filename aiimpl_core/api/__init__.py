@@ -6,7 +6,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from ..auth import admin, is_public
-from ..database import failure_message
+from ..database import failure_reason
 from ..errors import AiimplError
 from ..schemas.common import UNAUTHORIZED, ApiError
 
@@ -107,10 +107,11 @@ def _install_error_handlers(app: Flask) -> None:
         if isinstance(exc, HTTPException):
             return _http_error(exc)
         if isinstance(exc, SQLAlchemyError):
-            # the database is down, restarting or behind this code's schema: one line that says so,
-            # never a driver's traceback or a statement's parameters
+            # the database is down, restarting or behind this code's schema: one line with what it
+            # said (no second call to it: it may be unreachable), never a driver's traceback or a
+            # statement's parameters
             app.logger.error("database error on %s %s: %s", request.method, request.path,
-                             failure_message(exc))
+                             failure_reason(exc))
             return jsonify(error="Internal server error"), 500
         app.logger.exception("unhandled error on %s %s", request.method, request.path)
         return jsonify(error="Internal server error"), 500
