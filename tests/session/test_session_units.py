@@ -85,16 +85,17 @@ def test_redactor_masks_each_line_of_a_multiline_secret() -> None:
     assert "QWERTYUIOP" not in out
 
 
-@pytest.mark.parametrize("size", ["bundle-64k", "one-line-1.5m"])
+@pytest.mark.parametrize("size", ["bundle-256k", "one-line-1.5m"])
 def test_a_long_secret_is_masked_whole_and_costs_no_time_to_learn(size: str) -> None:
-    """A 64 KB certificate bundle, or a megabyte-and-a-half value on one line: learned and matched
-    in a fraction of a second (a pattern that allows a line break between any two characters took
-    minutes to compile), each line of the bundle masked on its own, a short secret beside it still
+    """A 256 KB certificate bundle, or a megabyte-and-a-half value on one line: learned and matched
+    in well under a second on an idle machine (a pattern that allows a line break between any two
+    characters took about a minute for the bundle, and hours for the long line; the bound leaves a
+    loaded machine room), each line of the bundle masked on its own, a short secret beside it still
     masked across a line break."""
     import time
 
-    if size == "bundle-64k":
-        lines = [base64.b64encode(n.to_bytes(3, "big") * 16).decode() for n in range(1000)]
+    if size == "bundle-256k":
+        lines = [base64.b64encode(n.to_bytes(3, "big") * 16).decode() for n in range(4000)]
         value, piece = "\n".join(lines), lines[7]
     else:
         value = "v" * 1_500_000
@@ -102,7 +103,7 @@ def test_a_long_secret_is_masked_whole_and_costs_no_time_to_learn(size: str) -> 
     redactor = Redactor([value, SECRET])
     started = time.perf_counter()
     out = redactor.text(f"a {value} b {piece} c {SECRET[:9]}\n{SECRET[9:]} d")
-    assert time.perf_counter() - started < 2
+    assert time.perf_counter() - started < 15
     assert out == f"a {MASK} b {MASK} c {MASK} d"
 
 
