@@ -642,6 +642,6 @@ def test_a_slow_orchestrator_holds_a_progress_report_seconds_not_minutes() -> No
         started = time.monotonic()
         assert client.step({"id": "s", "type": "agent", "status": "running", "started_at": "x"}) is False
         assert client.status("environment_ready") is False
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 8  # the default 30 s timeout: 18 s and more
     finally:
         server.shutdown()
