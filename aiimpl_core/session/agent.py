@@ -158,5 +158,6 @@ def run_agent(
     argv, stdin = build_command(template, prompt, prompt_file, max_turns)
     agent_env = dict(env)
     agent_env["AIIMPL_PROMPT_FILE"] = prompt_file
-    result = procs.run(argv, cwd=cwd, env=agent_env, stdin=stdin, deadline=deadline, stop=stop)
+    result = procs.run(argv, cwd=cwd, env=agent_env, stdin=stdin, deadline=deadline, stop=stop,
+                       keep_bytes=procs.KEEP_OUTPUT_BYTES)
     return AgentRun(result, parse_report(result.stdout), max_turns)

@@ -16,9 +16,13 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 #: seconds a stopped process gets to exit after SIGTERM before SIGKILL
 GRACE_SECONDS = 10.0
+#: how much of the agent's, setup's or verification's output (each stream) is read back: the end
+#: (git's own output, which the secret check reads whole, is not cut)
+KEEP_OUTPUT_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -63,6 +67,7 @@ def run(
     deadline: float | None = None,
     stop: threading.Event | None = None,
     grace: float = GRACE_SECONDS,
+    keep_bytes: int | None = None,
 ) -> ProcessResult:
     """Run ``argv`` to completion, or until ``deadline`` (a ``time.monotonic()`` value) or ``stop``.
 
@@ -105,15 +110,21 @@ def run(
                 _kill_group(proc, grace)
                 break
         code = proc.returncode if proc.returncode is not None else -9
-        out.seek(0)
-        err.seek(0)
         return ProcessResult(
-            code,
-            out.read().decode("utf-8", "replace"),
-            err.read().decode("utf-8", "replace"),
-            stopped,
-            time.monotonic() - started,
+            code, _read(out, keep_bytes), _read(err, keep_bytes), stopped, time.monotonic() - started
         )
+
+
+def _read(stream: Any, keep_bytes: int | None) -> str:
+    """A stream's captured text; with ``keep_bytes``, only its end (a tool that printed gigabytes
+    must not take the session's memory: what matters, the error or the result, comes last)."""
+    size = stream.seek(0, os.SEEK_END)
+    if keep_bytes is None or size <= keep_bytes:
+        stream.seek(0)
+        return stream.read().decode("utf-8", "replace")
+    stream.seek(size - keep_bytes)
+    kept = stream.read().decode("utf-8", "replace")
+    return f"… ({size - keep_bytes:,} bytes of output before this left out)\n{kept}"
 
 
 def _feed(proc: subprocess.Popen, data: bytes) -> None:

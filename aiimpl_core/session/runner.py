@@ -369,7 +369,8 @@ class Session:
                 return
             detail["source"] = "repository" if argv[1] != "-c" else "mapping"
             result = procs.run(
-                argv, cwd=self.state.clone_dir, env=self.child_env, deadline=self.deadline, stop=self.stop
+                argv, cwd=self.state.clone_dir, env=self.child_env, deadline=self.deadline, stop=self.stop,
+                keep_bytes=procs.KEEP_OUTPUT_BYTES,
             )
             self._stopped(result, "setup")
             if result.code != 0:
@@ -601,7 +602,8 @@ class Session:
                 return None
             self.api.status("verification_started")
             result = procs.run(
-                argv, cwd=self.state.clone_dir, env=self.child_env, deadline=self.deadline, stop=self.stop
+                argv, cwd=self.state.clone_dir, env=self.child_env, deadline=self.deadline, stop=self.stop,
+                keep_bytes=procs.KEEP_OUTPUT_BYTES,
             )
             output = self._excerpt(result.output)
             detail.update(exitCode=result.code, passed=result.ok, stopped=result.stopped)

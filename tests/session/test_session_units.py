@@ -645,3 +645,14 @@ def test_a_slow_orchestrator_holds_a_progress_report_seconds_not_minutes() -> No
         assert time.monotonic() - started < 8  # the default 30 s timeout: 18 s and more
     finally:
         server.shutdown()
+
+
+def test_only_the_end_of_a_huge_output_is_read_back() -> None:
+    """An agent that prints tens of megabytes: the session keeps the end (where the result and the
+    errors are), not all of it in memory; git's output (the secret check reads it) is never cut."""
+    script = "import sys\nsys.stdout.write('x' * 30_000_000)\nsys.stdout.write('\\nthe end')\n"
+    result = procs.run([sys.executable, "-c", script], keep_bytes=1_000_000)
+    assert result.stdout.startswith("… (29,000,008 bytes of output before this left out)\n")
+    assert result.stdout.endswith("the end") and len(result.stdout) < 1_100_000
+    whole = procs.run([sys.executable, "-c", "print('y' * 2_000_000)"])
+    assert len(whole.stdout) == 2_000_001
