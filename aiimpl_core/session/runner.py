@@ -203,27 +203,27 @@ class Session:
             self.cache.add(token)
         return token
 
-    def _check_clock(self, during: str) -> None:
+    def _interrupted(self) -> str | None:
+        """``stopped`` once the runner sent SIGTERM, ``timed_out`` once the budget ran out, else ``None``."""
         if self.stop.is_set():
-            raise Failure(f"The session was stopped by its runner (SIGTERM) during {during}", kind="stopped")
-        if time.monotonic() >= self.deadline:
-            raise Failure(
-                f"the wall-clock budget of {self.cfg.lifetime}s ran out during {during}", kind="timed_out"
-            )
+            return "stopped"
+        return "timed_out" if time.monotonic() >= self.deadline else None
+
+    def _interruption(self, kind: str, during: str) -> str:
+        """How a run that was stopped (``kind`` ``stopped``) or ran out of time ended, ``during`` what."""
+        if kind == "stopped":
+            return f"The session was stopped by its runner (SIGTERM) during {during}"
+        return f"the wall-clock budget of {self.cfg.lifetime}s ran out during {during}"
+
+    def _check_clock(self, during: str) -> None:
+        kind = self._interrupted()
+        if kind:
+            raise Failure(self._interruption(kind, during), kind=kind)
 
     def _stopped(self, result: procs.ProcessResult, during: str) -> None:
-        if result.stopped == "signal":
-            raise Failure(
-                f"The session was stopped by its runner (SIGTERM) during {during}",
-                excerpt=self._excerpt(result.output),
-                kind="stopped",
-            )
-        if result.stopped == "deadline":
-            raise Failure(
-                f"the wall-clock budget of {self.cfg.lifetime}s ran out during {during}",
-                excerpt=self._excerpt(result.output),
-                kind="timed_out",
-            )
+        kind = {"signal": "stopped", "deadline": "timed_out"}.get(result.stopped or "")
+        if kind:
+            raise Failure(self._interruption(kind, during), excerpt=self._excerpt(result.output), kind=kind)
 
     @contextlib.contextmanager
     def step(self, step_id: str, step_type: str | None = None) -> Iterator[dict[str, Any]]:
@@ -489,16 +489,12 @@ class Session:
             except RefusedChanges as exc:
                 raise Failure(exc.output, excerpt=exc.output) from None
             except GitError as exc:
-                if self.stop.is_set() or time.monotonic() >= self.deadline:
+                kind = self._interrupted()
+                if kind:
                     # stopped, or out of time, while committing: the work is saved on the reserve
                     where = self._save_work("the commit was interrupted")
-                    stopped = self.stop.is_set()
-                    what = (
-                        "The session was stopped by its runner (SIGTERM) during the commit" if stopped
-                        else f"the wall-clock budget of {cfg.lifetime}s ran out during the commit"
-                    )
-                    raise Failure(self.redactor.text(f"{what}. {where}".strip()),
-                                  kind="stopped" if stopped else "timed_out") from None
+                    what = self._interruption(kind, "the commit")
+                    raise Failure(self.redactor.text(f"{what}. {where}".strip()), kind=kind) from None
                 raise Failure(self.redactor.text(str(exc)), excerpt=self._excerpt(exc.output)) from None
             head = self.git.head()
             if not self._has_work():

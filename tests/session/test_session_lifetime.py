@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from .conftest import World, script
+
+
+def _stop_once(world: World, job_id: int, marker: Path) -> tuple[subprocess.Popen, str]:
+    """Run the job's session, send it SIGTERM as soon as ``marker`` exists, and wait for its end."""
+    proc = world.start_session(job_id)
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    world.outputs.append(out)
+    return proc, out
 
 
 def test_push_after_the_clone_token_expired_gets_a_fresh_token(world: World) -> None:
@@ -63,15 +79,7 @@ def test_sigterm_stops_the_agent_cleanly_and_saves_the_work(world: World) -> Non
     world.mapping(FAKE_AGENT_MODE="hang", FAKE_AGENT_STARTED=str(marker))
     job_id = world.dispatch()
 
-    proc = world.start_session(job_id)
-    deadline = time.monotonic() + 60
-    while not marker.exists():
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
-    world.outputs.append(out)
+    proc, out = _stop_once(world, job_id, marker)
 
     assert proc.returncode == 1, out
     job = world.job(job_id)
@@ -93,15 +101,7 @@ def test_sigterm_during_verification_skips_the_review(world: World) -> None:
     world.mapping()
     job_id = world.dispatch()
 
-    proc = world.start_session(job_id)
-    deadline = time.monotonic() + 60
-    while not marker.exists():
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
-    world.outputs.append(out)
+    _, out = _stop_once(world, job_id, marker)
 
     job = world.job(job_id)
     assert job.pr_url, out
