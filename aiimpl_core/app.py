@@ -66,6 +66,19 @@ def _engine_options(url: str) -> dict[str, Any]:
 MIN_SQLITE = (3, 35, 0)
 
 
+def _mask_settings(app: Flask, facade: Plugins) -> None:
+    """Mask the values of the sensitive settings (the core's and every plugin's) and the database
+    password in this process's log lines (:data:`aiimpl_core.logs.SECRETS`)."""
+    from sqlalchemy.engine import make_url
+
+    names = config_mod.sensitive_names(facade.config_vars())
+    logs.mask(*(value for name in sorted(names) if isinstance(value := app.config.get(name), str)))
+    try:
+        logs.mask(make_url(app.config["SQLALCHEMY_DATABASE_URI"]).password)
+    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot read is refused by the engine, with its error
+        pass
+
+
 def _check_database_url(url: str) -> None:
     """Only SQLite and PostgreSQL are supported (upserts, advisory locks, array parameters): any
     other database is refused at start-up, not at its first write. The URL itself is not echoed
@@ -141,6 +154,7 @@ def create_app(
         app.config["AIIMPL_DATABASE_URL"] = url
     _check_database_url(url)
     app.config["SQLALCHEMY_DATABASE_URI"] = url
+    _mask_settings(app, facade)
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(url))
     app.config["MAX_CONTENT_LENGTH"] = app.config.get("MAX_CONTENT_LENGTH") or 2 * 1024 * 1024
     hops = int(app.config.get("AIIMPL_PROXY_HOPS") or 0)

@@ -61,10 +61,13 @@ if _control_socket:
 
 class Logger(glogging.Logger):
     """gunicorn's logger, with its error and access lines in the format of ``AIIMPL_LOG_FORMAT``
-    when that is ``json`` (gunicorn's own text lines otherwise)."""
+    when that is ``json`` (gunicorn's own text lines otherwise), and its error lines masked of the
+    known secrets (:data:`aiimpl_core.logs.SECRETS`)."""
 
     def setup(self, cfg) -> None:  # noqa: ANN001
         super().setup(cfg)
+        for handler in self.error_log.handlers:
+            _logs.guard(handler)  # the worker's sensitive settings are masked here too
         if _logs.from_environ("INFO")[1] == "json":
             for logger in (self.error_log, self.access_log):
                 for handler in logger.handlers:

@@ -3,14 +3,24 @@
 Two line formats (``AIIMPL_LOG_FORMAT``): ``text``, a UTC timestamp, the level, the logger and the
 message; ``json``, one JSON object per line for log collectors. The production gunicorn
 configuration gives its own error and access lines the same format.
+
+Every line passes :data:`SECRETS` first: the values of the sensitive settings, of the stored secrets
+this process decrypted and of a session's secrets are masked in the message, its arguments, the
+traceback and the stack, whatever logged them (a plugin's exception that quotes its own token, a
+library's error that quotes a URL with a password).
 """
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
+
+from .session.redact import MIN_LENGTH, Redactor
 
 #: loggers whose INFO lines tell an operator nothing (alembic names each of its autogenerate plugins
 #: whenever it is imported); they still show at DEBUG
@@ -56,6 +66,98 @@ def json_formatter() -> logging.Formatter:
     return Formatter(JSON_FIELDS, rename_fields=JSON_NAMES)
 
 
+class SecretMask(logging.Filter):
+    """A handler filter that masks known secret values in every record it passes (message,
+    arguments, traceback, stack), in place, so any handler after it gets the masked record too.
+
+    It keeps the last :attr:`size` values it was given (a process that decrypts many secrets over
+    its life does not grow without bound); masking a value that is no longer a secret is harmless.
+    """
+
+    def __init__(self, size: int = 512) -> None:
+        super().__init__()
+        self.size = size
+        self._values: OrderedDict[str, None] = OrderedDict()
+        self._redactor: Redactor | None = None
+        self._followed: weakref.WeakSet[Redactor] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def add(self, *values: str | None) -> None:
+        """Mask these values from now on (empty and very short ones are ignored, as redaction does)."""
+        for value in values:
+            if not isinstance(value, str) or len(value.strip()) < MIN_LENGTH:
+                continue
+            with self._lock:
+                if value in self._values:
+                    self._values.move_to_end(value)
+                    continue
+                self._values[value] = None
+                while len(self._values) > self.size:
+                    self._values.popitem(last=False)
+                self._redactor = None
+
+    def follow(self, redactor: Redactor) -> None:
+        """Mask whatever ``redactor`` masks, including the values it learns later (a session's
+        redactor learns each repository token it fetches); held weakly."""
+        with self._lock:
+            self._followed.add(redactor)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+            self._redactor = None
+            self._followed = weakref.WeakSet()
+
+    def redactors(self) -> list[Redactor]:
+        with self._lock:
+            if self._redactor is None and self._values:
+                self._redactor = Redactor(self._values)
+            own = [self._redactor] if self._redactor is not None else []
+            return own + [r for r in self._followed if r.values]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        redactors = self.redactors()
+        if not redactors or record.name == "gunicorn.access":  # access lines carry no free text
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string: logging reports it as it would
+            return True
+
+        def masked(text: str) -> str:
+            for redactor in redactors:
+                text = redactor.text(text)
+            return text
+
+        record.msg, record.args = masked(message), None
+        if record.exc_info:
+            # formatted once here and kept as the record's text: formatters use it as written
+            record.exc_text = masked(_PLAIN.formatException(record.exc_info))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = masked(record.exc_text)
+        if record.stack_info:
+            record.stack_info = masked(record.stack_info)
+        return True
+
+
+_PLAIN = logging.Formatter()
+#: the process's mask, on every handler :func:`configure` sets up and on gunicorn's
+SECRETS = SecretMask()
+
+
+def mask(*values: str | None) -> None:
+    """Mask these values in every log line of this process from now on."""
+    SECRETS.add(*values)
+
+
+def guard(handler: logging.Handler) -> logging.Handler:
+    """``handler`` with :data:`SECRETS` among its filters (once)."""
+    if SECRETS not in handler.filters:
+        handler.addFilter(SECRETS)
+    return handler
+
+
 def formatter(fmt: str) -> logging.Formatter:
     """The formatter of ``fmt`` (``text`` or ``json``)."""
     return json_formatter() if fmt == "json" else TextFormatter()
@@ -64,10 +166,13 @@ def formatter(fmt: str) -> logging.Formatter:
 def configure(level: str, fmt: str = "text", **kwargs: Any) -> None:
     """``logging.basicConfig`` at ``level`` (a name such as ``INFO``) with lines in ``fmt``
     (``text`` or ``json``), with :data:`QUIET_AT_INFO` held to warnings unless the level is
-    ``DEBUG``. Like ``basicConfig``, it leaves a root logger that has handlers alone."""
+    ``DEBUG``. Like ``basicConfig``, it leaves a root logger that has handlers alone, but for
+    :data:`SECRETS`, which every root handler gets."""
     handler = logging.StreamHandler(kwargs.pop("stream", None))
     handler.setFormatter(formatter(fmt))
-    logging.basicConfig(level=level.upper(), handlers=[handler], **kwargs)
+    logging.basicConfig(level=level.upper(), handlers=[guard(handler)], **kwargs)
+    for existing in logging.getLogger().handlers:  # a root set up before (by a host program, say)
+        guard(existing)
     quiet = logging.getLogger().getEffectiveLevel() > logging.DEBUG
     for name in QUIET_AT_INFO:
         logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.NOTSET)

@@ -124,3 +124,109 @@ def test_the_session_program_logs_whatever_the_log_settings_say():
         "WARNING", "text")
     assert logs.from_environ("WARNING", {"AIIMPL_LOG_LEVEL": "info", "AIIMPL_LOG_FORMAT": "json"}) == (
         "INFO", "json")
+
+
+# -- secrets never in a log line ---------------------------------------------------------------
+
+SECRET = "ghp_log_line_secret_0123456789"
+
+
+@pytest.fixture
+def masked_handler():
+    """A stream handler as :func:`logs.configure` sets one up, on a logger of its own, with the
+    process's mask emptied before and after."""
+    import io
+
+    logs.SECRETS.clear()
+    stream = io.StringIO()
+    handler = logs.guard(logging.StreamHandler(stream))
+    logger = logging.getLogger("aiimpl.test.mask")
+    logger.addHandler(handler)
+    logger.propagate = False
+    yield logger, handler, stream
+    logger.removeHandler(handler)
+    logger.propagate = True
+    logs.SECRETS.clear()
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_known_secret_is_masked_in_the_message_its_arguments_and_the_traceback(masked_handler, fmt):
+    logger, handler, stream = masked_handler
+    handler.setFormatter(logs.formatter(fmt))
+    logs.mask(SECRET)
+    logger.warning("token %s refused", SECRET)
+    logger.warning(f"direct {SECRET}")
+    try:
+        raise RuntimeError(f"token {SECRET} is malformed")
+    except RuntimeError:
+        logger.exception("dispatch failed")
+    logger.warning("stack", stack_info=True, extra={"note": "kept"})
+    out = stream.getvalue()
+    assert SECRET not in out
+    assert out.count("[REDACTED]") == 3
+    assert "RuntimeError: token [REDACTED] is malformed" in out.replace('\\"', '"')
+    assert "Traceback (most recent call last)" in out
+    assert "Stack (most recent call last)" in out
+
+
+def test_encoded_forms_and_short_values_and_followed_redactors(masked_handler):
+    from urllib.parse import quote
+
+    from aiimpl_core.session.redact import Redactor
+
+    logger, _handler, stream = masked_handler
+    logs.mask("p@ss/word+1", "short", None, "")
+    session = Redactor(["session_secret_value"])
+    logs.SECRETS.follow(session)
+    session.add("ghs_learned_later_token")  # a token the session fetched after it started
+    logger.error("url https://u:%s@host/ short 1 %s %s", quote("p@ss/word+1", safe=""),
+                 "session_secret_value", "ghs_learned_later_token")
+    line = stream.getvalue()
+    assert line == "url https://u:[REDACTED]@host/ short 1 [REDACTED] [REDACTED]\n"
+    del session  # followed weakly: a finished session's redactor is not kept alive
+    import gc
+
+    gc.collect()
+    assert len(logs.SECRETS.redactors()) == 1
+
+
+def test_the_mask_keeps_its_last_values_only():
+    mask = logs.SecretMask(size=3)
+    mask.add("value-1", "value-2", "value-3", "value-1", "value-4")  # value-1 used again: kept
+    [redactor] = mask.redactors()
+    assert redactor.values == {"value-1", "value-3", "value-4"}
+
+
+def test_a_record_that_cannot_be_formatted_is_left_to_logging(masked_handler):
+    logger, _handler, stream = masked_handler
+    logs.mask(SECRET)
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "%d apples", ("many",), None)
+    assert logs.SECRETS.filter(record) is True
+    assert (record.msg, record.args) == ("%d apples", ("many",))
+    logger.warning("access", extra={})
+    assert stream.getvalue() == "access\n"
+
+
+def test_the_apps_sensitive_settings_stored_secrets_and_database_password_are_masked(app, caplog):
+    """End to end: what the app knows to be secret never reaches a log line, whoever logs it
+    (building an app puts the mask on every root handler, pytest's own included)."""
+    from aiimpl_core.app import create_app
+    from aiimpl_core.services import secrets as secrets_service
+
+    with app.app_context():
+        secrets_service.set_secret(secrets_service.GLOBAL, "DEPLOY_KEY", "stored_secret_value_42")
+    logs.SECRETS.clear()
+    try:
+        create_app({"TESTING": True, "AIIMPL_SECRET_KEY": "k" * 40, "AIIMPL_GITHUB_TOKEN": SECRET,
+                    "AIIMPL_DATABASE_URL": "postgresql+psycopg://aiimpl:db_password_9876@127.0.0.1:1/x"},
+                   load_entrypoints=False)
+        with app.app_context():
+            assert secrets_service.values_for_team("ENG")["DEPLOY_KEY"] == "stored_secret_value_42"
+        caplog.set_level(logging.INFO)
+        logging.getLogger("aiimpl.plugin").error(
+            "connecting with %s to postgresql://aiimpl:db_password_9876@db/ with %s, then %s",
+            SECRET, "k" * 40, "stored_secret_value_42")
+        assert caplog.messages == ["connecting with [REDACTED] to postgresql://aiimpl:[REDACTED]@db/ "
+                                   "with [REDACTED], then [REDACTED]"]
+    finally:
+        logs.SECRETS.clear()

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 
+from .. import logs
 from ..errors import ProviderConfigError
 
 #: GitHub refuses an App JWT whose ``exp`` is more than ten minutes ahead; ``iat`` is set in the
@@ -35,7 +36,9 @@ def load_private_key(value: str) -> str:
     """
     text = value.strip()
     if "-----BEGIN" in text:
-        return text.replace("\\n", "\n") + "\n"
+        pem = text.replace("\\n", "\n") + "\n"
+        logs.mask(pem)
+        return pem
     if text and os.path.isfile(text):
         try:
             with open(text, encoding="utf-8") as fh:
@@ -45,6 +48,7 @@ def load_private_key(value: str) -> str:
                 f"AIIMPL_GITHUB_PRIVATE_KEY: cannot read the key file ({exc.strerror})", provider="github"
             ) from None
         if "-----BEGIN" in pem:
+            logs.mask(pem)
             return pem
     raise ProviderConfigError(
         "AIIMPL_GITHUB_PRIVATE_KEY is neither a PEM private key nor the path of one", provider="github"

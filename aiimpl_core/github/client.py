@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from .. import logs
 from ..errors import ProviderError, ProviderNotConfigured
 from ..http import HttpClient
 from .app_auth import TOKENS, CachedToken, TokenCache, app_jwt, load_private_key, permissions_key
@@ -215,6 +216,7 @@ class GitHub:
             try:
                 body = resp.json()
                 token = CachedToken(str(body["token"]), _parse_time(str(body["expires_at"])))
+                logs.mask(token.token)
             except (ValueError, KeyError, TypeError):
                 raise ProviderError(
                     "github: the installation token answer could not be read",

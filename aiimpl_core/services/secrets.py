@@ -14,6 +14,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from flask import Flask, current_app, has_app_context
 from sqlalchemy import select
 
+from .. import logs
 from ..errors import ConfigError, NotFound, ValidationError
 from ..extensions import db
 from ..orm import Mapping, Secret, utcnow
@@ -99,6 +100,7 @@ def values_for_team(team_key: str) -> dict[str, str]:
         for row in db.session.scalars(select(Secret).where(Secret.scope == scope)):
             try:
                 out[row.name] = f.decrypt(row.value_encrypted.encode()).decode()
+                logs.mask(out[row.name])
             except InvalidToken:  # the secret key changed: the value is unreadable, not exposed
                 _unreadable(row)
     return out
@@ -130,10 +132,12 @@ def read_value(app: Flask, name: str, scope: str | None = None) -> str | None:
     if row is None:
         return None
     try:
-        return _fernet(app).decrypt(row.value_encrypted.encode()).decode()
+        value = _fernet(app).decrypt(row.value_encrypted.encode()).decode()
     except InvalidToken:
         _unreadable(row)
         return None
+    logs.mask(value)
+    return value
 
 
 def _iso(value: datetime | None) -> str | None:

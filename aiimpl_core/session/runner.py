@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from .. import logs
 from ..errors import ProviderError
 from ..types import LogLabel, Phase
 from . import env as E
@@ -132,6 +133,7 @@ class Session:
             config.context_token or "",
         ]
         self.redactor = Redactor(secrets)
+        logs.SECRETS.follow(self.redactor)  # and in every log line of this process
         self.api = Orchestrator(
             config.url,
             config.nonce,
@@ -794,6 +796,7 @@ def report_config_error(environ: Mapping[str, str], message: str, out: TextIO) -
     names = [n.strip() for n in (environ.get(E.SECRET_NAMES.name) or "").split(",")]
     names += [n for n in environ if E.LIKELY_SECRET_NAME.search(n)]
     redactor = Redactor([environ.get(n, "") for n in names] + [environ.get(E.NONCE.name, ""), token])
+    logs.SECRETS.follow(redactor)
     api = Orchestrator(url, environ.get(E.NONCE.name, ""), {"runner:result": token}, redactor)
     reason = f"the session configuration is invalid: {message}"
     if environ.get(E.NONCE.name):
