@@ -136,3 +136,20 @@ def test_an_unset_access_code_is_said_at_start(tmp_path):
         proc.wait(timeout=30)
     assert "AIIMPL_ADMIN_ACCESS_CODE is not set: every sign-in to the admin UI and API is refused" in (
         _output(tmp_path))
+
+
+def test_gunicorns_error_lines_are_masked_of_the_known_secrets(capsys):
+    """A worker's unhandled error is logged by gunicorn's own error logger, not the root's."""
+    from gunicorn.config import Config
+
+    from aiimpl_core import gunicorn_conf, logs
+
+    logger = gunicorn_conf.Logger(Config())
+    assert all(logs.SECRETS in handler.filters for handler in logger.error_log.handlers)
+    logs.mask("gunicorn-masked-value")
+    try:
+        logger.error("Error handling request with %s", "gunicorn-masked-value")
+    finally:
+        logs.SECRETS.clear()
+    err = capsys.readouterr().err
+    assert "Error handling request with [REDACTED]" in err and "gunicorn-masked-value" not in err
