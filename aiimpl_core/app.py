@@ -66,6 +66,32 @@ def _engine_options(url: str) -> dict[str, Any]:
 MIN_SQLITE = (3, 35, 0)
 
 
+def _flask() -> Flask:
+    return Flask("aiimpl_core", instance_path=os.environ.get("AIIMPL_INSTANCE_PATH") or None)
+
+
+def database_url(configured: str | None, instance_path: str | None = None) -> str:
+    """The database URL in force: ``configured`` (``AIIMPL_DATABASE_URL``), else SQLite in the
+    instance folder (made when missing). One the app cannot use raises :class:`ConfigError`."""
+    url = configured
+    if not url:
+        instance_path = instance_path or _flask().instance_path
+        os.makedirs(instance_path, exist_ok=True)
+        url = "sqlite:///" + os.path.join(instance_path, "aiimpl.db")
+    _check_database_url(url)
+    return url
+
+
+def database_engine(configured: str | None) -> Any:
+    """An engine on the database in force (:func:`database_url`), with the app's options but
+    without the app: gunicorn's master reads the schema's revision with it before its workers
+    start, without loading plugins or starting the in-app scheduler in the master."""
+    from sqlalchemy import create_engine
+
+    url = database_url(configured)
+    return create_engine(url, **_engine_options(url))
+
+
 def _mask_settings(app: Flask, facade: Plugins) -> None:
     """Mask the values of the sensitive settings (the core's and every plugin's) and the database
     password in this process's log lines (:data:`aiimpl_core.logs.SECRETS`)."""
@@ -119,7 +145,7 @@ def create_app(
     :param load_entrypoints: load installed plugins from the ``aiimpl`` entry-point group.
     :param environ: the environment to read (default ``os.environ``).
     """
-    app = Flask("aiimpl_core", instance_path=os.environ.get("AIIMPL_INSTANCE_PATH") or None)
+    app = _flask()
     overrides = dict(config or {})
     env = os.environ if environ is None else environ
 
@@ -147,12 +173,8 @@ def create_app(
         app.config["AIIMPL_SECRET_KEY_MADE_UP"] = True  # stored secrets are refused
     app.config["SECRET_KEY"] = app.config["AIIMPL_SECRET_KEY"]
 
-    url = app.config.get("AIIMPL_DATABASE_URL")
-    if not url:
-        os.makedirs(app.instance_path, exist_ok=True)
-        url = "sqlite:///" + os.path.join(app.instance_path, "aiimpl.db")
-        app.config["AIIMPL_DATABASE_URL"] = url
-    _check_database_url(url)
+    url = app.config["AIIMPL_DATABASE_URL"] = database_url(app.config.get("AIIMPL_DATABASE_URL"),
+                                                          app.instance_path)
     app.config["SQLALCHEMY_DATABASE_URI"] = url
     _mask_settings(app, facade)
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(url))

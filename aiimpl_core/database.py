@@ -427,12 +427,13 @@ def schema_heads() -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(script.get_heads()), frozenset(r.revision for r in script.walk_revisions())
 
 
-def schema_revision() -> str | None:
-    """The database's Alembic revision (``None``: no schema yet). Read directly, not through an
-    Alembic migration context, which logs two INFO lines each time (``/healthz`` reads it)."""
+def schema_revision(engine: Any = None) -> str | None:
+    """The database's Alembic revision (``None``: no schema yet), through ``engine`` (the app's by
+    default). Read directly, not through an Alembic migration context, which logs two INFO lines
+    each time (``/healthz`` reads it)."""
     from sqlalchemy import inspect
 
-    with db.engine.connect() as conn:
+    with (engine or db.engine).connect() as conn:
         if not inspect(conn).has_table("alembic_version"):
             return None
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()

@@ -94,27 +94,32 @@ def on_starting(server) -> None:  # noqa: ANN001
     if not settings["AIIMPL_ADMIN_ACCESS_CODE"]:
         server.log.warning("AIIMPL_ADMIN_ACCESS_CODE is not set: every sign-in to the admin UI and API "
                            "is refused until it is")
-    problem = _schema_problem()
+    problem = _schema_problem(server, settings["AIIMPL_DATABASE_URL"])
     if problem:
         server.log.error("Error: %s", problem)
         sys.exit(1)
 
 
-def _schema_problem() -> str | None:
+def _schema_problem(server, url: str | None) -> str | None:  # noqa: ANN001
     """What keeps the database from serving this version (no schema, or an older one), read once
-    before the workers start; a database that does not answer yet is waited for by the workers."""
+    before the workers start; a database that does not answer yet is waited for by the workers.
+
+    Read through an engine of its own, not an app: an app built in the master would load every
+    plugin there and, with ``AIIMPL_SCHEDULER``, run poll cycles in the master for its whole life.
+    """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from aiimpl_core import create_app
+    from aiimpl_core.app import database_engine
     from aiimpl_core.database import failure_reason, schema_problem, schema_revision
-    from aiimpl_core.extensions import db
 
-    app = create_app()
-    with app.app_context():
-        try:
-            return schema_problem(schema_revision())
-        except SQLAlchemyError as exc:
-            app.logger.warning("the database does not answer yet: %s", failure_reason(exc))
-            return None
-        finally:
-            db.engine.dispose()  # no connection of the master's is inherited by a worker
+    try:
+        engine = database_engine(url)
+    except ConfigError as exc:
+        return exc.message
+    try:
+        return schema_problem(schema_revision(engine))
+    except SQLAlchemyError as exc:
+        server.log.warning("the database does not answer yet: %s", failure_reason(exc))
+        return None
+    finally:
+        engine.dispose()  # no connection of the master's is inherited by a worker

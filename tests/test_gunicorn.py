@@ -153,3 +153,22 @@ def test_gunicorns_error_lines_are_masked_of_the_known_secrets(capsys):
         logs.SECRETS.clear()
     err = capsys.readouterr().err
     assert "Error handling request with [REDACTED]" in err and "gunicorn-masked-value" not in err
+
+
+def test_the_master_reads_the_schema_without_an_app_of_its_own(tmp_path):
+    """With ``AIIMPL_SCHEDULER`` an app built in gunicorn's master would poll in the master for
+    its whole life (and load every plugin there): only the workers run the app."""
+    _upgrade(tmp_path)
+    proc, port = _gunicorn(tmp_path, AIIMPL_LOG_FORMAT="json", AIIMPL_SCHEDULER="1",
+                           AIIMPL_POLL_INTERVAL="3600")
+    try:
+        assert _get(port, "/healthz") == 200
+        deadline = time.monotonic() + 30
+        while "in-app scheduler" not in _output(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    lines = [json.loads(line) for line in _output(tmp_path).splitlines() if line.strip()]
+    scheduling = {d["process"] for d in lines if d["message"].startswith("in-app scheduler")}
+    assert scheduling and proc.pid not in scheduling, lines
