@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
 import time
@@ -107,3 +109,42 @@ def test_sigterm_during_verification_skips_the_review(world: World) -> None:
     assert job.pr_url, out
     assert [c for c in world.agent_calls() if "You are the post-push reviewer" in c["prompt"]] == []
     assert any("The post-push review was skipped" in c for c in world.comments())
+
+
+def test_sigterm_during_the_commit_saves_the_work_on_the_reserve(world: World) -> None:
+    """Stopped while ``git commit`` runs: the commit is stopped with the rest, and the work is then
+    committed and pushed on the session's own reserve, as after a stop during the agent's run."""
+    real_git = shutil.which("git")
+    assert real_git
+    wrapped = world.tmp / "slow-git"
+    wrapped.mkdir()
+    marker, once = world.tmp / "commit-started", world.tmp / "commit-slowed"
+    # the first `git commit` waits (long enough to be stopped); every other git command is git's own
+    (wrapped / "git").write_text(
+        "#!/bin/sh\n"
+        f'for arg in "$@"; do if [ "$arg" = commit ] && [ ! -e {once} ]; then '
+        f"touch {once} {marker}; sleep 60; fi; done\n"
+        f'exec {real_git} "$@"\n'
+    )
+    (wrapped / "git").chmod(0o755)
+    world.mapping()
+    job_id = world.dispatch()
+    proc = world.start_session(job_id, PATH=f"{wrapped}{os.pathsep}{world.session_env(job_id)['PATH']}")
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    world.outputs.append(out)
+
+    assert proc.returncode == 1, out
+    job = world.job(job_id)
+    sha = world.remote.branches()["ai/ENG-1"]
+    assert (job.status, job.error) == (
+        "failed", "The session was stopped by its runner (SIGTERM) during the commit. "
+                  f"Work so far is on branch `ai/ENG-1` (commit {sha[:7]}).")
+    assert world.remote.show("ai/ENG-1", "greeting.txt") == "hello from the agent\n"
+    assert world.steps(job_id)["commit"].status == "failed"
+    world.assert_no_secret_anywhere(job_id)
