@@ -1,12 +1,12 @@
 """``POST /api/auth``: the admin access code exchanged for a session token.
 
 Public (it is how a session starts). Wrong codes from one client are counted in the database and
-slow that client's further attempts down (see :mod:`aiimpl_core.auth.admin`).
+space that client's further attempts out (see :mod:`aiimpl_core.auth.admin`).
 """
 
 from __future__ import annotations
 
-import time
+import math
 
 from flask import Blueprint, jsonify, request
 
@@ -17,9 +17,6 @@ from ..schemas.common import ApiError, read_json
 bp = Blueprint("admin_auth", __name__)
 
 INVALID_CODE = "Invalid access code"
-
-#: replaced by tests to observe the delays instead of waiting them out
-sleep = time.sleep
 
 
 def _client() -> str:
@@ -36,9 +33,11 @@ def auth():  # noqa: ANN201
       summary: Sign in with the admin access code
       description: >-
         Returns a signed session token to send as `Authorization: Bearer <token>` to every other
-        admin endpoint. After 5 wrong codes within 10 minutes, each further attempt from the same
-        client waits progressively longer (up to a few seconds); a right code resets the count.
-        While `AIIMPL_ADMIN_ACCESS_CODE` is unset every code is refused.
+        admin endpoint. After 5 wrong codes within 10 minutes, the same client's attempts must be
+        spaced progressively further apart (0.25 s, doubled by each further wrong code, up to 4 s);
+        one that comes sooner is refused with 403 and a `Retry-After` header without its code being
+        checked. A right code resets the count. While `AIIMPL_ADMIN_ACCESS_CODE` is unset every
+        code is refused.
       tags: [admin]
       security: []
       requestBody:
@@ -58,18 +57,24 @@ def auth():  # noqa: ANN201
             application/json:
               schema: ErrorSchema
         403:
-          description: Invalid access code
+          description: Invalid access code (or an attempt too soon after wrong codes, with `Retry-After`)
+          headers:
+            Retry-After:
+              description: Seconds to wait, when the attempt came too soon after wrong codes
+              schema:
+                type: integer
           content:
             application/json:
               schema: ErrorSchema
     """
     data = schemas.load(schemas.AuthRequestSchema(), read_json(), schemas.INVALID_BODY_MESSAGE)
     client = _client()
-    delay = admin.throttle_delay(client)
-    if delay:
-        sleep(delay)
+    wait = admin.admit(client)  # counted as a wrong code until it proves right
+    if wait:
+        refused = jsonify(error=INVALID_CODE)
+        refused.headers["Retry-After"] = str(math.ceil(wait))
+        return refused, 403
     if not admin.code_matches(data["code"]):
-        admin.record_failure(client)
         raise ApiError(403, INVALID_CODE)
     admin.reset_failures(client)
     expires = admin.session_expiry()

@@ -77,40 +77,46 @@ def bearer(header: str | None) -> str | None:
 
 # -- slowing down repeated wrong codes -------------------------------------------------------------
 # Counted per client in the database (``orm.AuthFailure``), so every worker and host of one
-# installation sees the same count. The delay is taken *before* the code is checked, whatever the
-# code: a client that gave up waiting must not learn from a quick answer that it guessed right.
+# installation sees the same count. Every attempt is counted *before* its code is checked, under
+# the client's lock, as a wrong code until a right one clears the count: attempts sent at once each
+# get a count of their own, so they cannot all slip under the threshold together. Past the
+# threshold, an attempt that comes before its time is refused at once without its code being
+# checked (a quick answer then tells nothing about the code), and nothing waits on the server: a
+# throttled client holds no thread and no database connection.
 
-#: wrong codes tolerated within the window before each further attempt is slowed down
+#: wrong codes tolerated within the window before further attempts are spaced out
 THROTTLE_AFTER = 5
 #: seconds over which wrong codes are counted
 THROTTLE_WINDOW = 600
-#: the delay of the first slowed attempt, doubled by each further wrong code, capped
+#: the spacing after the threshold is reached, doubled by each further wrong code, capped
 THROTTLE_BASE_DELAY = 0.25
 THROTTLE_MAX_DELAY = 4.0
 
 
-def throttle_delay(client: str, now: datetime | None = None) -> float:
-    """Seconds the next attempt of ``client`` must wait (0 while under the threshold)."""
-    from ..extensions import db
-    from ..orm import AuthFailure
+def clock() -> datetime:
+    """Now (replaced by tests to step time)."""
+    return datetime.now(UTC)
 
-    now = now or datetime.now(UTC)
-    row = db.session.get(AuthFailure, client[:128])
-    if row is None or (now - row.window_start).total_seconds() > THROTTLE_WINDOW:
-        return 0.0
-    excess = row.failures - THROTTLE_AFTER
+
+def spacing(failures: int) -> float:
+    """Seconds the next attempt must keep from the last one after ``failures`` wrong codes."""
+    excess = failures - THROTTLE_AFTER
     if excess < 0:
         return 0.0
     return min(THROTTLE_MAX_DELAY, THROTTLE_BASE_DELAY * 2 ** min(excess, 16))
 
 
-def record_failure(client: str, now: datetime | None = None) -> int:
-    """Count a wrong code of ``client``; returns the count within the current window."""
+def admit(client: str, now: datetime | None = None) -> float:
+    """Count an attempt of ``client`` (a wrong code until :func:`reset_failures`), or refuse it.
+
+    :returns: ``0`` when the attempt is admitted and counted; otherwise the seconds the client
+        must still wait, and the attempt is not counted.
+    """
     from ..database import advisory_lock, serialized
     from ..extensions import db
     from ..orm import AuthFailure
 
-    now = now or datetime.now(UTC)
+    now = now or clock()
     key = client[:128]
     with serialized() as session:
         advisory_lock(f"auth-failure:{key}", session)
@@ -120,11 +126,13 @@ def record_failure(client: str, now: datetime | None = None) -> int:
             session.add(row)
         elif (now - row.window_start).total_seconds() > THROTTLE_WINDOW:
             row.failures, row.window_start = 0, now
+        wait = spacing(row.failures) - (now - row.last_failure_at).total_seconds()
+        if wait > 0:
+            return wait
         row.failures += 1
         row.last_failure_at = now
-        count = row.failures
     db.session.expire_all()
-    return count
+    return 0.0
 
 
 def reset_failures(client: str) -> None:

@@ -4,12 +4,12 @@ the slow-down of repeated wrong codes across application instances sharing one d
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from aiimpl_core.api import admin_auth
 from aiimpl_core.app import create_app
 from aiimpl_core.auth import admin, is_public
 from aiimpl_core.extensions import db
@@ -22,12 +22,34 @@ def aiimpl_plugins(adm_plugins) -> list[object]:
     return adm_plugins
 
 
+class Clock:
+    """The throttle's clock, stepped by the tests; ``waits`` are the ``Retry-After`` answers seen."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+        self.waits: list[int] = []
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def step(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
 @pytest.fixture
-def delays(monkeypatch) -> list[float]:
-    """The waits the endpoint asked for (recorded instead of slept)."""
-    seen: list[float] = []
-    monkeypatch.setattr(admin_auth, "sleep", seen.append)
-    return seen
+def delays(monkeypatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(admin, "clock", clock)
+    return clock
+
+
+def attempt(client: Any, code: str, clock: Clock, **kwargs: Any) -> int:
+    """One sign-in; a refusal for coming too soon is recorded in ``clock.waits``."""
+    resp = client.post("/api/auth", json={"code": code}, **kwargs)
+    if "Retry-After" in resp.headers:
+        assert (resp.status_code, resp.get_json()) == (403, {"error": "Invalid access code"})
+        clock.waits.append(int(resp.headers["Retry-After"]))
+    return resp.status_code
 
 
 def raw_post(client: Any, data: bytes) -> Any:
@@ -91,36 +113,77 @@ def test_a_session_signed_with_another_key_is_unauthorized(app, client) -> None:
     assert resp.status_code == 401
 
 
-def test_wrong_codes_slow_the_client_down_and_a_right_code_resets(app, client, delays) -> None:
+def failures() -> dict[str, int]:
+    db.session.expire_all()
+    return {r.client: r.failures for r in db.session.scalars(select(AuthFailure))}
+
+
+def test_wrong_codes_space_the_clients_attempts_out_and_a_right_code_resets(app, client, delays) -> None:
     for _ in range(admin.THROTTLE_AFTER):
-        assert client.post("/api/auth", json={"code": "nope"}).status_code == 403
-    assert delays == []  # the first wrong codes cost nothing
-    for _ in range(8):
-        assert client.post("/api/auth", json={"code": "nope"}).status_code == 403
-    assert delays == [0.25, 0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0]  # progressively longer, capped
-    # the right code waits too (a quick answer must not reveal a right guess), then resets
-    assert client.post("/api/auth", json={"code": TEST_ADMIN_CODE}).status_code == 200
-    assert delays[-1] == 4.0 and len(delays) == 9
-    assert db.session.scalars(select(AuthFailure)).all() == []
-    assert client.post("/api/auth", json={"code": "nope"}).status_code == 403
-    assert len(delays) == 9
+        assert attempt(client, "nope", delays) == 403
+    assert delays.waits == []  # the first wrong codes cost nothing
+    # from now on each attempt must keep its distance from the last, progressively longer, capped;
+    # one that comes sooner is refused at once, uncounted, whatever its code
+    for spacing in (0.25, 0.5, 1.0, 2.0, 4.0, 4.0, 4.0):
+        assert attempt(client, TEST_ADMIN_CODE, delays) == 403
+        delays.step(spacing - 0.01)
+        assert attempt(client, "nope", delays) == 403
+        delays.step(0.01)
+        assert attempt(client, "nope", delays) == 403  # admitted, and wrong
+    assert delays.waits == [1, 1, 1, 1, 1, 1, 2, 1, 4, 1, 4, 1, 4, 1]
+    assert failures() == {"127.0.0.1": admin.THROTTLE_AFTER + 7}
+    # the right code in its time signs in and clears the count
+    delays.step(4)
+    assert attempt(client, TEST_ADMIN_CODE, delays) == 200
+    assert failures() == {}
+    assert attempt(client, "nope", delays) == 403 and len(delays.waits) == 14
+
+
+def test_attempts_sent_at_once_each_get_a_count_of_their_own(app, database_url, delays) -> None:
+    """Attempts racing from many threads cannot all slip under the threshold: each is counted before
+    its code is checked, and past the threshold only one is admitted per spacing. Nothing waits on
+    the server."""
+    import threading
+    import time
+
+    apps = [create_app({"AIIMPL_DATABASE_URL": database_url, "AIIMPL_SECRET_KEY": TEST_SECRET_KEY,
+                        "AIIMPL_ADMIN_ACCESS_CODE": TEST_ADMIN_CODE, "TESTING": True},
+                       load_entrypoints=False, environ={}) for _ in range(4)]
+    answers: list[int] = []
+    barrier = threading.Barrier(16)
+
+    def guess(n: int) -> None:
+        test_client = apps[n % len(apps)].test_client()
+        barrier.wait()
+        resp = test_client.post("/api/auth", json={"code": f"guess-{n}"})
+        answers.append(int(resp.headers.get("Retry-After", 0)))
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert time.monotonic() - started < 10
+    # the clock stands still: the first THROTTLE_AFTER are admitted, the sixth (spacing 0.25 s from
+    # the fifth) and every other attempt is refused at once
+    assert sorted(answers) == [0] * admin.THROTTLE_AFTER + [1] * (16 - admin.THROTTLE_AFTER)
+    assert failures() == {"127.0.0.1": admin.THROTTLE_AFTER}
 
 
 def test_counts_are_per_client(app, client, delays) -> None:
     for _ in range(admin.THROTTLE_AFTER + 1):
-        client.post("/api/auth", json={"code": "nope"}, environ_base={"REMOTE_ADDR": "10.0.0.1"})
-    assert delays == [0.25]  # the sixth attempt of 10.0.0.1 waited
-    before = list(delays)
-    client.post("/api/auth", json={"code": "nope"}, environ_base={"REMOTE_ADDR": "10.0.0.2"})
-    assert delays == before  # another client is not slowed down
-    rows = {r.client: r.failures for r in db.session.scalars(select(AuthFailure))}
-    assert rows == {"10.0.0.1": admin.THROTTLE_AFTER + 1, "10.0.0.2": 1}
+        attempt(client, "nope", delays, environ_base={"REMOTE_ADDR": "10.0.0.1"})
+    assert delays.waits == [1]  # the sixth attempt of 10.0.0.1 came too soon
+    attempt(client, "nope", delays, environ_base={"REMOTE_ADDR": "10.0.0.2"})
+    assert delays.waits == [1]  # another client is not held back
+    assert failures() == {"10.0.0.1": admin.THROTTLE_AFTER, "10.0.0.2": 1}
 
 
 @pytest.mark.parametrize("hops", [0, 1])
 def test_behind_a_proxy_the_count_is_per_forwarded_client(app, database_url, delays, hops) -> None:
     """AIIMPL_PROXY_HOPS=1: the client is the one the proxy names in X-Forwarded-For, so one client's
-    wrong codes do not slow down everyone behind the proxy; 0 (the default) trusts no header, so a
+    wrong codes do not hold back everyone behind the proxy; 0 (the default) trusts no header, so a
     client cannot pick a fresh address for each guess."""
     behind = create_app(
         {"AIIMPL_DATABASE_URL": database_url, "AIIMPL_SECRET_KEY": TEST_SECRET_KEY,
@@ -130,13 +193,12 @@ def test_behind_a_proxy_the_count_is_per_forwarded_client(app, database_url, del
     ).test_client()
     proxy = {"REMOTE_ADDR": "10.9.9.9"}
     for n in range(admin.THROTTLE_AFTER + 1):
-        behind.post("/api/auth", json={"code": "nope"}, environ_base=proxy,
-                    headers={"X-Forwarded-For": f"203.0.113.{n}"})
-    rows = {r.client: r.failures for r in db.session.scalars(select(AuthFailure))}
+        attempt(behind, "nope", delays, environ_base=proxy, headers={"X-Forwarded-For": f"203.0.113.{n}"})
     if hops:
-        assert delays == [] and rows == {f"203.0.113.{n}": 1 for n in range(admin.THROTTLE_AFTER + 1)}
+        assert delays.waits == []
+        assert failures() == {f"203.0.113.{n}": 1 for n in range(admin.THROTTLE_AFTER + 1)}
     else:
-        assert delays == [0.25] and rows == {"10.9.9.9": admin.THROTTLE_AFTER + 1}
+        assert delays.waits == [1] and failures() == {"10.9.9.9": admin.THROTTLE_AFTER}
 
 
 def test_the_count_is_shared_by_every_worker_of_one_database(app, database_url, delays) -> None:
@@ -153,27 +215,22 @@ def test_the_count_is_shared_by_every_worker_of_one_database(app, database_url, 
     )
     first, second = app.test_client(), other.test_client()
     for n in range(admin.THROTTLE_AFTER):
-        (first if n % 2 else second).post("/api/auth", json={"code": "nope"})
-    assert delays == []
-    first.post("/api/auth", json={"code": "nope"})
-    second.post("/api/auth", json={"code": "nope"})
-    assert delays == [0.25, 0.5]
+        attempt(first if n % 2 else second, "nope", delays)
+    assert delays.waits == []
+    attempt(first, "nope", delays)
+    delays.step(0.25)
+    attempt(second, "nope", delays)
+    attempt(first, "nope", delays)
+    assert delays.waits == [1, 1] and failures() == {"127.0.0.1": admin.THROTTLE_AFTER + 1}
 
 
 def test_old_failures_expire(app, client, delays) -> None:
-    from datetime import timedelta
-
-    for _ in range(admin.THROTTLE_AFTER + 2):
-        client.post("/api/auth", json={"code": "nope"})
-    assert delays
-    row = db.session.scalar(select(AuthFailure))
-    row.window_start = row.window_start - timedelta(seconds=admin.THROTTLE_WINDOW + 1)
-    db.session.commit()
-    delays.clear()
-    client.post("/api/auth", json={"code": "nope"})
-    assert delays == []
-    db.session.expire_all()
-    assert db.session.scalar(select(AuthFailure)).failures == 1
+    for _ in range(admin.THROTTLE_AFTER + 1):
+        attempt(client, "nope", delays)
+    assert delays.waits == [1]
+    delays.step(admin.THROTTLE_WINDOW + 1)
+    assert attempt(client, "nope", delays) == 403
+    assert delays.waits == [1] and failures() == {"127.0.0.1": 1}
 
 
 # -- the guard: no /api/ route is open unless marked public ---------------------------------------

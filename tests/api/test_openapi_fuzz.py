@@ -13,7 +13,6 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from aiimpl_core.api import admin_auth
 from aiimpl_core.auth import is_public
 
 #: 5xx answers the reference's tables prescribe for input a generated request can send, with the
@@ -41,10 +40,8 @@ def aiimpl_config() -> dict[str, Any]:
 
 
 @pytest.fixture
-def api_schema(app, adm_mapping, monkeypatch) -> Any:
+def api_schema(app, adm_mapping) -> Any:
     adm_mapping("ENG")  # something for the generated cases to find besides 404s
-    # generated wrong access codes would be slowed down for real: record the waits instead
-    monkeypatch.setattr(admin_auth, "sleep", lambda seconds: None)
     return schemathesis.openapi.from_wsgi("/api/openapi.json", app)
 
 

@@ -133,15 +133,24 @@ def test_unknown_api_paths_and_methods_answer_json(full_app):
 
 
 def test_wrong_access_code_is_refused_and_slowed(full_app, monkeypatch):
-    from aiimpl_core.api import admin_auth
+    import time
+    from datetime import UTC, datetime
 
-    waits: list[float] = []
-    monkeypatch.setattr(admin_auth, "sleep", waits.append)
+    from aiimpl_core.auth import admin
+
+    frozen = datetime.now(UTC)
+    monkeypatch.setattr(admin, "clock", lambda: frozen)  # however slow this machine is
     client = full_app.test_client()
-    for _ in range(8):
-        resp = client.post("/api/auth", json={"code": "guess"})
+    started, retry_after = time.monotonic(), []
+    for _ in range(admin.THROTTLE_AFTER + 3):
+        resp = client.post("/api/auth", json={"code": SECRETS["AIIMPL_ADMIN_ACCESS_CODE"] + "x"})
         assert resp.status_code == 403 and resp.get_json() == {"error": "Invalid access code"}
-    assert waits and waits == sorted(waits)  # later guesses wait longer
+        retry_after.append(resp.headers.get("Retry-After"))
+    # past the threshold a guess that comes too soon is refused at once, told when to come back
+    assert retry_after == [None] * admin.THROTTLE_AFTER + ["1"] * 3
+    assert time.monotonic() - started < 5  # and nothing waited on the server
+    # not even the right code gets in before its time
+    assert client.post("/api/auth", json={"code": SECRETS["AIIMPL_ADMIN_ACCESS_CODE"]}).status_code == 403
 
 
 def test_rotating_the_access_code_ends_existing_sessions(full_app):

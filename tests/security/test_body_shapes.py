@@ -239,12 +239,8 @@ def problems(rule: str, resp: Any) -> str | None:
 
 
 @pytest.fixture
-def caller(full_app: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Caller]:
-    from aiimpl_core.api import admin_auth
+def caller(full_app: Any) -> Iterator[Caller]:
     from aiimpl_core.auth.tokens import new_nonce
-
-    # wrong access codes are slowed down on purpose; the shapes test sends hundreds of them
-    monkeypatch.setattr(admin_auth, "sleep", lambda seconds: None)
     from aiimpl_core.extensions import db
     from aiimpl_core.orm import Job, Mapping
 

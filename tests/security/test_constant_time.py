@@ -45,10 +45,7 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spy]:
 
 
 @pytest.fixture
-def client(full_app: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from aiimpl_core.api import admin_auth
-
-    monkeypatch.setattr(admin_auth, "sleep", lambda seconds: None)  # wrong codes are slowed down
+def client(full_app: Any) -> Any:
     return full_app.test_client()
 
 

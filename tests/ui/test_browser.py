@@ -32,6 +32,26 @@ def test_sign_in_refuses_a_wrong_code_then_accepts_the_right_one(page):
     page.wait_for_url(re.compile(r"/ui/projects"))
 
 
+def test_sign_in_too_soon_after_wrong_codes_says_when_to_try_again(page, monkeypatch):
+    from datetime import UTC, datetime, timedelta
+
+    from aiimpl_core.auth import admin
+
+    now = [datetime.now(UTC)]
+    monkeypatch.setattr(admin, "clock", lambda: now[0])  # the server's clock stands still
+    page.goto("/ui/signin")
+    for n in range(admin.THROTTLE_AFTER + 1):
+        page.get_by_label("Access code").fill(TEST_ADMIN_CODE if n == admin.THROTTLE_AFTER else "wrong")
+        page.get_by_role("button", name="Sign in").click()
+        if n < admin.THROTTLE_AFTER:
+            page.locator("#signin-error").get_by_text("Invalid access code", exact=True).wait_for()
+            page.evaluate("document.getElementById('signin-error').textContent = ''")
+    page.get_by_text("Invalid access code: too many wrong codes, try again in 1 s").wait_for()
+    now[0] += timedelta(seconds=1)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/ui/projects"))
+
+
 def test_create_mapping_with_validation_error_then_success_then_pause(page):
     sign_in(page)
     page.get_by_label("Team key").fill("ENG")

@@ -53,7 +53,11 @@ async function api(method, path, body) {
     location.assign(`/ui/signin?next=${encodeURIComponent(location.pathname)}`);
     throw new ApiError(401, data);
   }
-  if (!resp.ok) throw new ApiError(resp.status, data);
+  if (!resp.ok) {
+    const error = new ApiError(resp.status, data);
+    error.retryAfter = resp.headers.get("Retry-After");
+    throw error;
+  }
   return data;
 }
 
@@ -107,7 +111,9 @@ function initSignin() {
       const next = new URLSearchParams(location.search).get("next");
       location.assign(next && next.startsWith("/ui/") ? next : "/ui/projects");
     } catch (e) {
-      err.textContent = e.message;
+      // too soon after wrong codes: the code was not checked, so say when to try again
+      err.textContent = e.retryAfter
+        ? `${e.message}: too many wrong codes, try again in ${e.retryAfter} s` : e.message;
     }
   });
 }
