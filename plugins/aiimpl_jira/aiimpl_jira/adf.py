@@ -57,6 +57,11 @@ def _with_mark(marks: Sequence[Node], mark: Node) -> list[Node]:
     return [*marks, mark]
 
 
+#: addresses a link mark may carry; any other scheme (``javascript:``, ``data:``) stays plain text,
+#: since comment text may come from a runner whose agent read the issue
+_LINKABLE = re.compile(r"(?i)(?:https?://|mailto:)")
+
+
 def _inline(text: str, marks: Sequence[Node] = ()) -> list[Node]:
     out: list[Node] = []
     pos = 0
@@ -79,8 +84,11 @@ def _inline(text: str, marks: Sequence[Node] = ()) -> list[Node]:
                 )
             )
         elif match.group("link_text") is not None:
-            link = {"type": "link", "attrs": {"href": match.group("link_url")}}
-            out.extend(_inline(match.group("link_text"), _with_mark(marks, link)))
+            if _LINKABLE.match(match.group("link_url")):
+                link = {"type": "link", "attrs": {"href": match.group("link_url")}}
+                out.extend(_inline(match.group("link_text"), _with_mark(marks, link)))
+            else:  # a javascript:, data: or relative address is no link on a ticket: kept as text
+                out.append(_text(match.group(0), marks))
         elif match.group("autolink"):
             url = match.group("autolink")
             out.append(_text(url, _with_mark(marks, {"type": "link", "attrs": {"href": url}})))

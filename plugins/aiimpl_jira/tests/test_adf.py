@@ -67,6 +67,20 @@ def test_links_bare_urls_and_code_inside_links() -> None:
     ]
 
 
+@pytest.mark.parametrize("url", ["javascript:alert(document.domain)", "JavaScript:x", "data:text/html,x",
+                                 "vbscript:x", "/relative/path", "ftp://x.test/f"])
+def test_a_link_to_anything_but_a_web_or_mail_address_stays_text(url) -> None:
+    """Comment text may come from a runner whose agent read the issue: a ``javascript:`` link must
+    not become a link mark on the ticket."""
+    text = f"Implementation failed: [logs]({url}) and [mail](mailto:ops@x.test)"
+    doc = markdown_to_adf(text)
+    assert doc["content"] == [_para(
+        _t(f"Implementation failed: [logs]({url}) and "),
+        _t("mail", {"type": "link", "attrs": {"href": "mailto:ops@x.test"}}),
+    )]
+    assert adf_violations(doc) == []
+
+
 def test_code_mark_drops_other_marks() -> None:
     doc = markdown_to_adf("**bold `code` bold**")
     assert doc["content"][0]["content"][1] == _t("code", {"type": "code"})
