@@ -5,6 +5,11 @@ A message here may be shown to a user: it never contains a secret.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 
 class AiimplError(Exception):
     """Base class of every error the project raises on purpose."""
@@ -84,3 +89,29 @@ class ProviderNotConfigured(ProviderError):
 
 class DispatchError(ProviderError):
     """A runner backend refused or failed to start a run."""
+
+
+def describe_plugin_error(
+    exc: BaseException,
+    *,
+    mask: Callable[[str], str] | None = None,
+    foreign: str = "unexpected error ({cls})",
+    log_foreign: Callable[[BaseException], object] | None = None,
+) -> str:
+    """The text a ticket, a report or an API answer may show of an error a plugin raised.
+
+    A project error (:class:`AiimplError`) is described by its message, which is written to
+    be shown. Any other exception by its class name only: its message may quote a setting or a
+    secret, so it never leaves the server log.
+
+    :param exc: what the plugin raised.
+    :param mask: applied to a trusted message (e.g. the config redactor's ``text``, when the message
+        may quote a remote answer).
+    :param foreign: the description of any other exception; ``{cls}`` is replaced by its class name.
+    :param log_foreign: called with a foreign exception before it is described, to log its traceback.
+    """
+    if isinstance(exc, AiimplError):
+        return mask(exc.message) if mask is not None else exc.message
+    if log_foreign is not None:
+        log_foreign(exc)
+    return foreign.format(cls=type(exc).__name__)

@@ -17,7 +17,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
-from ..errors import AiimplError, PluginContractError
+from ..errors import PluginContractError, describe_plugin_error
 from ..extensions import db
 from ..github import from_app as github_from_app
 from ..orm import Mapping as MappingRow
@@ -46,11 +46,12 @@ class CheckRow:
                 "detail": self.detail}
 
 
-def _failure(exc: Exception) -> str:
-    # our errors' messages may quote a remote answer: masked; anything else is named by its class only
-    if isinstance(exc, AiimplError):
-        return redaction.config_redactor().text(exc.message)
-    return f"unexpected error ({type(exc).__name__})"
+def _failure(exc: Exception, log_foreign: Callable[[BaseException], object] | None = None) -> str:
+    # our errors' messages may quote a remote answer: masked (the redactor built only then, as it reads
+    # every plugin's settings); anything else is named by its class only
+    return describe_plugin_error(
+        exc, mask=lambda message: redaction.config_redactor().text(message), log_foreign=log_foreign
+    )
 
 
 def _provider_rows(kind: str, provider_id: str, mappings: Sequence[MappingView]) -> list[CheckRow]:
@@ -69,9 +70,8 @@ def _provider_rows(kind: str, provider_id: str, mappings: Sequence[MappingView])
     try:
         results: Sequence[CheckResult] = _results(provider.check(mappings))
     except Exception as exc:  # noqa: BLE001 - one connection's failure must not hide the others
-        if not isinstance(exc, AiimplError):
-            log.warning("checking %s failed", provider_id, exc_info=True)
-        return [CheckRow(kind, provider_id, "connection", FAILED, _failure(exc))]
+        failure = _failure(exc, lambda e: log.warning("checking %s failed", provider_id, exc_info=e))
+        return [CheckRow(kind, provider_id, "connection", FAILED, failure)]
     if not results:
         return [CheckRow(kind, provider_id, "configured", OK,
                          "configured (the plugin offers no further check)")]

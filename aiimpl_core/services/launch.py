@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..auth import tokens
 from ..database import serialized
-from ..errors import AiimplError, DispatchError, PluginContractError, ProviderError
+from ..errors import DispatchError, PluginContractError, ProviderError, describe_plugin_error
 from ..extensions import db
 from ..orm import Job
 from ..orm import Mapping as MappingRow
@@ -269,10 +269,11 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
 def _plugin_failure(exc: Exception, job: Job, backend_id: str | None) -> str:
     """What a job's ending says of a plugin's error: our errors' own message; of anything else the
     class only (a plugin's message may quote a setting), the traceback going to the log."""
-    if isinstance(exc, AiimplError):
-        return exc.message
-    log.error("launching job %s on %s failed", job.id, backend_id, exc_info=True)
-    return f"unexpected error ({type(exc).__name__}); the server log has the details"
+    return describe_plugin_error(
+        exc,
+        foreign="unexpected error ({cls}); the server log has the details",
+        log_foreign=lambda e: log.error("launching job %s on %s failed", job.id, backend_id, exc_info=e),
+    )
 
 
 def _link_run(job: Job, result: DispatchResult) -> None:

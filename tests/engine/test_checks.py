@@ -118,6 +118,18 @@ def test_a_provider_that_raises_is_one_failed_line(app, add_mapping):
     assert rows()[("ticketing", "checked", "connection")] == ("failed", "unexpected error (RuntimeError)")
 
 
+def test_only_a_foreign_failure_of_a_check_is_logged_with_its_traceback(app, add_mapping, caplog):
+    add_mapping("ENG", provider="checked")
+    Checked.outcome = ProviderError("checked: HTTP 401")
+    rows()
+    assert "checking checked failed" not in caplog.text
+    Checked.outcome = RuntimeError("token=abc123 leaked in a message")
+    rows()
+    [record] = [r for r in caplog.records if r.getMessage() == "checking checked failed"]
+    assert record.levelname == "WARNING"
+    assert "Traceback" in caplog.text and "RuntimeError" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("answer", "detail"),
     [
