@@ -177,3 +177,55 @@ class Sneaky(ModelProvider):
 def test_provider_instances_are_built_once_per_app(app):
     facade = app.extensions["aiimpl"]
     assert facade.model("anthropic") is facade.model("anthropic")
+
+
+def _write_colliding_dists(tmp_path):
+    """Two installed distributions whose plugins both register the ticketing provider ``clash``."""
+    site = tmp_path / "clash-site"
+    for n in ("one", "two"):
+        dist = site / f"clash_{n}-1.0.dist-info"
+        dist.mkdir(parents=True)
+        (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: clash-{n}\nVersion: 1.0\n")
+        (dist / "entry_points.txt").write_text(f"[aiimpl]\nclash_{n} = clash_{n}_mod:plugin\n")
+        (site / f"clash_{n}_mod.py").write_text(
+            "from aiimpl_core.testing.fakes import FakeTracker\n\nplugin = FakeTracker('clash').plugin\n"
+        )
+    return site
+
+
+def _cli(tmp_path, *args, collide=True, **env_extra):
+    env = _env(tmp_path, **env_extra)
+    if collide:
+        env["PYTHONPATH"] = os.pathsep.join([str(_write_colliding_dists(tmp_path)), env["PYTHONPATH"]])
+    return subprocess.run([sys.executable, "-m", "aiimpl_core.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+COLLISION = "Error: ticketing provider 'clash' is registered by two plugins"
+
+
+@pytest.mark.parametrize("args", [["--help"], []])
+def test_help_with_colliding_plugins_lists_the_commands_and_fails_in_one_line(tmp_path, args):
+    out = _cli(tmp_path, *args)
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.count(COLLISION) == 1, out.stderr
+    assert "clash_one (distribution clash-one)" in out.stderr
+    assert "serve" in out.stdout + out.stderr and "plugins" in out.stdout + out.stderr
+
+
+def test_help_when_the_app_refuses_its_configuration_fails_in_one_line(tmp_path):
+    refused = "Error: AIIMPL_DATABASE_URL: the mysql database is not supported"
+    out = _cli(tmp_path, "--help", collide=False, AIIMPL_DATABASE_URL="mysql://db/aiimpl")
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.count(refused) == 1, out.stderr
+    assert "Commands:" in out.stdout and "serve" in out.stdout
+
+
+@pytest.mark.parametrize("args", [["jobs", "list"], ["routes"], ["no-such-command"]])
+def test_commands_with_colliding_plugins_fail_in_one_line(tmp_path, args):
+    out = _cli(tmp_path, *args)
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.count(COLLISION) == 1, out.stderr

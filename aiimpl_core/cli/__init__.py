@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
-from flask.cli import FlaskGroup, routes_command, shell_command, with_appcontext
+from click.exceptions import Exit, NoArgsIsHelpError
+from flask.cli import FlaskGroup, ScriptInfo, routes_command, shell_command, with_appcontext
 
 from .. import __version__, logs
 from ..errors import AiimplError
@@ -21,6 +22,10 @@ def _create_app():  # noqa: ANN202
     from .. import create_app
 
     return create_app()
+
+
+#: ``ctx.meta`` key of the project error that kept the help from loading the app
+_APP_FAILURE = "aiimpl.app_failure"
 
 
 def echo_json(data: object) -> None:
@@ -33,6 +38,11 @@ class AiimplGroup(FlaskGroup):
     Flask's ``run`` (its development server, which logs query strings and offers werkzeug's
     interactive debugger) and the ``--debug`` option that serves it are left out: ``aiimpl serve``
     runs the app, never in debug mode.
+
+    The help, which loads the app for the commands it adds, still lists the core's and the plugins'
+    commands when the app cannot be built from a project error (two plugins that collide, a refused
+    setting), then ends with that error in one line and exit status 1 (Flask would print the
+    traceback and succeed).
     """
 
     def __init__(self, **extra: Any) -> None:
@@ -40,6 +50,41 @@ class AiimplGroup(FlaskGroup):
         self.params = [param for param in self.params if param.name != "debug"]
         self.add_command(shell_command)
         self.add_command(routes_command)
+        #: the message of a project error :func:`main` has printed already (not printed twice)
+        self.reported: str | None = None
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        if _APP_FAILURE not in ctx.meta:
+            try:
+                ctx.ensure_object(ScriptInfo).load_app()
+            except AiimplError as exc:
+                ctx.meta[_APP_FAILURE] = exc.message
+            except Exception:  # noqa: BLE001 - a bug: Flask's list_commands shows its traceback
+                pass
+        if _APP_FAILURE in ctx.meta:  # the commands that need no app (the app's own are Flask's)
+            self._load_plugin_commands()
+            return sorted(click.Group.list_commands(self, ctx))
+        return super().list_commands(ctx)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # `--help` (and `aiimpl` alone) print the help while the arguments are parsed
+        try:
+            return super().parse_args(ctx, args)
+        except Exit:
+            if _APP_FAILURE in ctx.meta:
+                self._fail(ctx.meta[_APP_FAILURE])
+            raise
+        except NoArgsIsHelpError as usage:
+            if _APP_FAILURE in ctx.meta:
+                usage.show()
+                self._fail(ctx.meta[_APP_FAILURE])
+            raise
+
+    def _fail(self, message: str) -> NoReturn:
+        """End with ``Error: message`` and exit status 1, the message said once."""
+        if message == self.reported:
+            raise Exit(1) from None
+        raise click.ClickException(message) from None
 
     def invoke(self, ctx: click.Context):  # noqa: ANN201
         from sqlalchemy.exc import SQLAlchemyError
@@ -47,10 +92,8 @@ class AiimplGroup(FlaskGroup):
         try:
             return super().invoke(ctx)
         except AiimplError as exc:
-            raise click.ClickException(exc.message) from None
+            self._fail(exc.message)
         except SQLAlchemyError as exc:  # a database that does not answer, or has no schema yet
-            from flask.cli import ScriptInfo
-
             from ..database import failure_message, failure_reason
 
             try:
@@ -207,6 +250,7 @@ def main() -> None:
                 raise DuplicateProviderError("; ".join(facade.conflicts))
         except AiimplError as exc:
             click.echo(f"Error: {exc.message}", err=True)
+            cli.reported = exc.message
             if len(sys.argv) > 1 and sys.argv[1] not in ("plugins", "--help", "--version", "config"):
                 sys.exit(1)
     cli(prog_name="aiimpl")
