@@ -36,12 +36,22 @@ by the plugin's ``aiimpl_job_status_changed``), and the sweep of every poll remo
 missed. Log tails are redacted of the session's secret values (the variables
 ``AIIMPL_SECRET_NAMES`` lists) before they go anywhere; the core masks them again, in all their
 encoded forms, with every secret the orchestrator knows.
+
+:meth:`LocalDockerBackend.cancel` and :meth:`LocalDockerBackend.destroy_session` stop a container
+whose process runs the Docker way — its stop signal (SIGTERM), then SIGKILL once
+``AIIMPL_DOCKER_STOP_GRACE_SECONDS`` (120 s) have passed — so that the session saves its work and
+reports, and remove it once it has stopped. The stop runs in a thread of its own: neither the poll
+cycle nor an API request waits for the grace period. A container that has already ended (or never
+started) is removed at once.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import shlex
+import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -163,6 +173,10 @@ class LocalDockerBackend(RunnerBackend):
     def __init__(self, context: Any) -> None:
         super().__init__(context)
         self._docker: Any = None
+        #: the stops under way (container id -> its thread), so that a container is stopped once
+        self._stops: dict[str, threading.Thread] = {}
+        self._stops_lock = threading.Lock()
+        self._waits_at_exit = False
 
     # -- configuration --
 
@@ -178,6 +192,25 @@ class LocalDockerBackend(RunnerBackend):
     def instance(self) -> str:
         """Which orchestrator's containers these are, when several share one engine."""
         return str(self.context.setting(config.INSTANCE, config.DEFAULT_INSTANCE))
+
+    @property
+    def stop_grace_seconds(self) -> int:
+        """Seconds a cancelled or destroyed session gets between SIGTERM and SIGKILL.
+
+        A value that is not a whole number of seconds in range is named in a warning and the
+        default used: a typo must not keep a cancel from stopping the session.
+        """
+        raw = str(self.context.setting(config.STOP_GRACE, config.DEFAULT_STOP_GRACE_SECONDS)).strip()
+        if raw.isascii() and raw.isdigit() and int(raw) <= config.MAX_STOP_GRACE_SECONDS:
+            return int(raw)
+        self.log.warning(
+            "%s must be a whole number of seconds from 0 to %s, not %r: using %s s",
+            config.STOP_GRACE,
+            config.MAX_STOP_GRACE_SECONDS,
+            raw[:40],
+            config.DEFAULT_STOP_GRACE_SECONDS,
+        )
+        return config.DEFAULT_STOP_GRACE_SECONDS
 
     def docker(self) -> Any:
         if self._docker is None:
@@ -454,11 +487,106 @@ class LocalDockerBackend(RunnerBackend):
             self._remove(container_id)
 
     def cancel(self, run: InFlightRun) -> None:
+        """Stop the run's container, letting its session save its work, and remove it (best
+        effort; :meth:`_end`). Returns at once: the stop goes on in the background."""
         if run.run_id:
             try:
-                self._remove(run.run_id)
+                info = self._inspect(run.run_id)
+                if info is not None:
+                    self._end(str(info.get("Id")), info)
             except ProviderError as exc:
-                self.log.warning("job %s: removing container failed: %s", run.job_id, exc)
+                self.log.warning("job %s: stopping container %s failed: %s", run.job_id, run.run_id[:12], exc)
+
+    # -- stopping --
+
+    def _inspect(self, container_id: str) -> dict[str, Any] | None:
+        """A container's ``inspect``; ``None`` when the engine does not know it."""
+        api = self.docker().api
+        try:
+            return dict(engine.call("inspecting a container", lambda: api.inspect_container(container_id)))
+        except ProviderError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _end(self, container_id: str, info: Mapping[str, Any]) -> bool:
+        """Remove a container; one whose process may still run is stopped first, in the background.
+
+        An ended container (or one never started) has no session to stop: it is removed at once,
+        as it always was. Any other is stopped with Docker's stop — SIGTERM, then SIGKILL after
+        :attr:`stop_grace_seconds` — so that its session saves its work and reports, then removed.
+
+        :returns: false when the container was gone already.
+        """
+        status = str((info.get("State") or {}).get("Status") or "").lower()
+        if status in ENDED or status in PENDING:
+            return self._remove(container_id)
+        grace = self.stop_grace_seconds
+        with self._stops_lock:
+            under_way = self._stops.get(container_id)
+            if under_way is not None and under_way.is_alive():
+                return True  # a second stop would cut the first one's grace short
+            # a daemon, waited for at exit (below); a process killed meanwhile leaves the engine to
+            # finish the stop it was asked for, and the sweep of a later poll to remove the container
+            thread = threading.Thread(
+                target=self._stop_and_remove,
+                args=(container_id, grace),
+                name=f"aiimpl-docker-stop-{container_id[:12]}",
+                daemon=True,
+            )
+            self._stops[container_id] = thread
+            thread.start()
+            if not self._waits_at_exit:
+                # a process that ends (``aiimpl jobs cancel``, a worker recycled) lets its stops
+                # finish first: the engine would stop the container, but nothing would remove it,
+                # with its environment, until a later poll's sweep
+                atexit.register(self.wait_for_stops)
+                self._waits_at_exit = True
+        self.log.info("stopping container %s (%s s to save its work)", container_id[:12], grace)
+        return True
+
+    def _stop_and_remove(self, container_id: str, grace: int) -> None:
+        """The background half of :meth:`_end`: the stop, which answers once the container has
+        stopped, then the removal. A refused stop is logged and the container removed all the
+        same (forced: SIGKILL), so that none is left behind."""
+        short = container_id[:12]
+        try:
+            try:
+                engine.call(
+                    "stopping a container", lambda: self.docker().api.stop(container_id, timeout=grace)
+                )
+            except ProviderError as exc:
+                if exc.status == 404:
+                    return  # removed meanwhile (by its job's clean-up)
+                self.log.warning("container %s: %s; removing it all the same", short, exc)
+            if self._remove(container_id):
+                self.log.info("container %s stopped and removed", short)
+        except ProviderError as exc:
+            self.log.warning("container %s: %s (the sweep of a later poll removes it)", short, exc)
+        except Exception:  # noqa: BLE001 - a thread's failure goes to the log, not to stderr
+            self.log.exception("container %s: stopping and removing it failed", short)
+        finally:
+            with self._stops_lock:
+                if self._stops.get(container_id) is threading.current_thread():
+                    del self._stops[container_id]
+
+    def wait_for_stops(self, timeout: float | None = None) -> bool:
+        """Wait for the stops :meth:`cancel` and :meth:`destroy_session` started to end (tests, or
+        a process that wants its containers gone before it exits).
+
+        :param timeout: seconds to wait at most; ``None``: until they have ended.
+        :returns: whether none is under way any more.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._stops_lock:
+                threads = [t for t in self._stops.values() if t.is_alive()]
+            if not threads:
+                return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            threads[0].join(left)
 
     # -- sessions --
 
@@ -483,16 +611,13 @@ class LocalDockerBackend(RunnerBackend):
         return out
 
     def destroy_session(self, session_id: str) -> bool:
-        try:
-            info = engine.call(
-                "inspecting a container", lambda: self.docker().api.inspect_container(session_id)
-            )
-        except ProviderError as exc:
-            if exc.status == 404:
-                return False
-            raise
+        """Stop and remove one of our containers (:meth:`_end`): true once that is under way, its
+        session saving its work in the background; false when the id is not one of ours."""
+        info = self._inspect(session_id)
+        if info is None:
+            return False
         # only containers this orchestrator started
         labels = (info.get("Config") or {}).get("Labels") or {}
         if config.LABEL_JOB not in labels or labels.get(config.LABEL_INSTANCE) != self.instance:
             return False
-        return self._remove(str(info.get("Id")))
+        return self._end(str(info.get("Id")), info)

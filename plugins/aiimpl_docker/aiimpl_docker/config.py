@@ -13,9 +13,15 @@ NETWORK = "AIIMPL_DOCKER_NETWORK"
 COMMAND = "AIIMPL_DOCKER_COMMAND"
 VOLUMES = "AIIMPL_DOCKER_VOLUMES"
 INSTANCE = "AIIMPL_DOCKER_INSTANCE"
+STOP_GRACE = "AIIMPL_DOCKER_STOP_GRACE_SECONDS"
 
 DEFAULT_IMAGE = "localhost/aiimpl-session:latest"
 DEFAULT_INSTANCE = "default"
+#: seconds a cancelled or destroyed session gets between SIGTERM and SIGKILL: as long as the Fly
+#: backend's stop_config gives a machine, for the session's stop path (its child's 10 s grace after
+#: SIGTERM and 5 s after SIGKILL, a commit and push of the work, up to 90 s, then its report)
+DEFAULT_STOP_GRACE_SECONDS = 120
+MAX_STOP_GRACE_SECONDS = 3600
 
 CONFIG_VARS: tuple[ConfigVar, ...] = (
     ConfigVar(
@@ -36,6 +42,12 @@ CONFIG_VARS: tuple[ConfigVar, ...] = (
         "containers it labelled with this name",
         default=DEFAULT_INSTANCE,
     ),
+    ConfigVar(
+        STOP_GRACE,
+        "Seconds a cancelled or destroyed session's container gets between SIGTERM and SIGKILL to save "
+        f"its work and report (0-{MAX_STOP_GRACE_SECONDS}); it is removed once it has stopped",
+        default=str(DEFAULT_STOP_GRACE_SECONDS),
+    ),
 )
 
 #: labels on every container we start; ``aiimpl.job`` is how poll_runs finds our containers
@@ -49,5 +61,6 @@ LABEL_INSTANCE = "aiimpl.instance"
 #: how much of a container's output is kept for the ticket's log excerpt
 LOG_TAIL_LINES = 60
 LOG_TAIL_CHARS = 4000
-#: seconds a stopped container gets between SIGTERM and SIGKILL
+#: seconds a container stopped for its lifetime gets between SIGTERM and SIGKILL (the session
+#: kept back its reserve before the lifetime ended; the poll waits for this stop)
 STOP_TIMEOUT = 10

@@ -83,18 +83,30 @@ def clock() -> Clock:
 
 
 def docker_config(command: str | None = None, **extra: str) -> dict[str, str]:
-    config = {"AIIMPL_DOCKER_IMAGE": BUSYBOX, "AIIMPL_DOCKER_INSTANCE": INSTANCE, **extra}
+    config = {
+        "AIIMPL_DOCKER_IMAGE": BUSYBOX,
+        "AIIMPL_DOCKER_INSTANCE": INSTANCE,
+        # busybox commands that are PID 1 and set no trap ignore SIGTERM: a cancel waits this long
+        "AIIMPL_DOCKER_STOP_GRACE_SECONDS": "2",
+        **extra,
+    }
     if command is not None:
         config["AIIMPL_DOCKER_COMMAND"] = command
     return config
 
 
 @pytest.fixture
-def make_backend(engine: Any, clock: Clock, no_leftovers: None) -> Any:
-    def make(command: str | None = None, **extra: str) -> LocalDockerBackend:
-        return LocalDockerBackend(make_context(docker_config(command, **extra), clock=clock))
+def make_backend(engine: Any, clock: Clock, no_leftovers: None) -> Iterator[Any]:
+    made: list[LocalDockerBackend] = []
 
-    return make
+    def make(command: str | None = None, **extra: str) -> LocalDockerBackend:
+        backend = LocalDockerBackend(make_context(docker_config(command, **extra), clock=clock))
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:  # the stops a cancel started end before no_leftovers looks
+        backend.wait_for_stops(timeout=60)
 
 
 def wait_exited(engine: Any, container_id: str, timeout: float = 20) -> None:

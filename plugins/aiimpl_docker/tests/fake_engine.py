@@ -9,6 +9,15 @@ exit code, end time, labels, environment, log output); tests drive their lives w
         monkeypatch.setenv("DOCKER_HOST", engine.url)
         ...
         engine.exit(container_id, 1, b"git clone failed\\n")
+
+Every request and every answer is checked against the Docker Engine API description
+(``docker/swagger.yaml`` of the shared API descriptions, see :mod:`.engine_spec`): what breaks it
+is collected in :attr:`FakeEngine.violations`, and leaving the ``with`` block fails the test.
+
+A stop (``POST /containers/{id}/stop?t=N``) is SIGTERM, then SIGKILL ``t`` seconds later, as
+the description says: a container ends on SIGTERM at once (exit code 143) unless the test holds
+its stop with :meth:`FakeEngine.hold_stop` — a session saving its work — and a wait
+(``POST /containers/{id}/wait``) answers once the container is no longer running.
 """
 
 from __future__ import annotations
@@ -24,8 +33,12 @@ from typing import Any
 import flask
 from werkzeug.serving import make_server
 
+from .engine_spec import engine_description
+
 #: what Docker reports as the end of a container that has not ended
 NEVER = "0001-01-01T00:00:00Z"
+#: the grace of a stop without ``t`` (a container created without ``StopTimeout``)
+DEFAULT_STOP_TIMEOUT = 10
 
 
 def _stamp(moment: datetime) -> str:
@@ -46,8 +59,20 @@ class FakeEngine:
         #: images the engine has (name → id), for ``GET /images/{name}/json``
         self.images: dict[str, str] = {}
         self.requests: list[tuple[str, str]] = []
+        #: every exchange: method, path, query (name -> values) and the answer's status (``None``
+        #: until it is sent)
+        self.exchanges: list[dict[str, Any]] = []
+        #: what broke the Engine API description, requests and answers alike
+        self.violations: list[str] = []
+        #: signals delivered to containers, in order: (container id, ``SIGTERM`` / ``SIGKILL``)
+        self.signals: list[tuple[str, str]] = []
         self.failures: list[tuple[str, str, int, str]] = []  # method, path suffix, status, message
         self._lock = threading.Lock()
+        #: notified whenever a container ends or goes (stops and waits wait on it)
+        self._changed = threading.Condition(self._lock)
+        #: stops held by the test: container id -> (released, exit code once released)
+        self._held: dict[str, tuple[threading.Event, int]] = {}
+        self._closing = False
         self._server = make_server("127.0.0.1", 0, self._build(), threaded=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -60,18 +85,50 @@ class FakeEngine:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        with self._changed:  # no request stays blocked on a test that has ended
+            self._closing = True
+            self._changed.notify_all()
+        for released, _ in list(self._held.values()):
+            released.set()
         self._server.shutdown()
+        if exc[0] is None:
+            self.assert_clean()
+
+    def assert_clean(self) -> None:
+        """Fail when a request or an answer broke the Engine API description."""
+        if self.violations:
+            raise AssertionError(
+                f"{len(self.violations)} Engine API violation(s):\n" + "\n".join(self.violations)
+            )
 
     # -- test controls --
 
     def exit(self, container_id: str, code: int, output: bytes = b"") -> None:
         """The container's process ends with ``code`` after printing ``output``."""
-        with self._lock:
+        with self._changed:
             container = self.containers[container_id]
             container["State"], container["ExitCode"] = "exited", code
             container["FinishedAt"] = _stamp(self.clock())
             if output:
                 self.logs[container_id] = self.logs.get(container_id, b"") + output
+            self._changed.notify_all()
+
+    def hold_stop(self, container_id: str, exit_code: int = 0) -> threading.Event:
+        """The container's session takes SIGTERM and saves its work until the returned event is
+        set, then exits with ``exit_code``; a stop's ``t`` seconds run out first: SIGKILL (137)."""
+        released = threading.Event()
+        self._held[container_id] = (released, exit_code)
+        return released
+
+    def stops(self, container_id: str | None = None) -> list[dict[str, list[str]]]:
+        """The query of each stop request received (of one container, when given)."""
+        return [
+            x["query"]
+            for x in self.exchanges
+            if x["method"] == "POST"
+            and x["path"].endswith("/stop")
+            and (container_id is None or f"/containers/{container_id}/" in x["path"])
+        ]
 
     def print(self, container_id: str, output: bytes) -> None:
         """The container prints ``output`` (and goes on)."""
@@ -102,14 +159,41 @@ class FakeEngine:
                     return container
             return None
 
+        description = engine_description()
+
         @app.before_request
         def _record_and_fail() -> flask.Response | None:
-            self.requests.append((flask.request.method, flask.request.path))
+            request = flask.request
+            self.requests.append((request.method, request.path))
+            # recorded as it arrives: a stop answers only once its container has stopped
+            flask.g.exchange = {
+                "method": request.method,
+                "path": request.path,
+                "query": {k: request.args.getlist(k) for k in request.args},
+                "status": None,
+            }
+            self.exchanges.append(flask.g.exchange)
+            self.violations += description.check_request(
+                request.method,
+                request.path,
+                flask.g.exchange["query"],
+                request.get_data(cache=True),
+                request.content_type,
+            )
             for i, (method, suffix, status, message) in enumerate(self.failures):
                 if flask.request.method == method and flask.request.path.endswith(suffix):
                     del self.failures[i]
                     return error(status, message)
             return None
+
+        @app.after_request
+        def _check_answer(response: flask.Response) -> flask.Response:
+            request = flask.request
+            flask.g.exchange["status"] = response.status_code
+            self.violations += description.check_response(
+                request.method, request.path, response.status_code, response.get_data(), response.content_type
+            )
+            return response
 
         @app.get("/_ping")
         @app.get("/<version>/_ping")
@@ -181,11 +265,31 @@ class FakeEngine:
 
         @app.post("/<version>/containers/<ref>/stop")
         def stop(version: str, ref: str) -> Any:
+            try:
+                grace = int(flask.request.args.get("t", DEFAULT_STOP_TIMEOUT))
+            except ValueError:
+                return error(400, f"invalid value for t: {flask.request.args.get('t')!r}")
             container = find(ref)
             if container is None:
                 return error(404, f"No such container: {ref}")
-            if container["State"] == "running":  # SIGTERM, and the process ends on it
-                self.exit(container["Id"], 143)
+            if container["State"] != "running":
+                return "", 304  # "container already stopped"
+            container_id = container["Id"]
+            self.signals.append((container_id, "SIGTERM"))
+            held = self._held.get(container_id)
+            if held is None:  # the process ends on SIGTERM
+                self.exit(container_id, 143)
+                return "", 204
+            released, code = held
+            # the answer comes once the container has stopped: by itself, or SIGKILL after ``t``
+            saved = released.wait(timeout=None if grace < 0 else grace) and not self._closing
+            if (self.containers.get(container_id) or {}).get("State") != "running":
+                return "", 204  # removed or ended meanwhile
+            if saved:
+                self.exit(container_id, code)
+            else:
+                self.signals.append((container_id, "SIGKILL"))
+                self.exit(container_id, 137)
             return "", 204
 
         @app.post("/<version>/containers/<ref>/wait")
@@ -193,6 +297,8 @@ class FakeEngine:
             container = find(ref)
             if container is None:
                 return error(404, f"No such container: {ref}")
+            with self._changed:  # condition ``not-running``: until it has ended (or gone)
+                self._changed.wait_for(lambda: self._closing or container["State"] != "running")
             return flask.jsonify({"StatusCode": container["ExitCode"]})
 
         @app.get("/<version>/containers/<ref>/logs")
@@ -213,8 +319,12 @@ class FakeEngine:
             forced = flask.request.args.get("force") in ("1", "True", "true")
             if container["State"] == "running" and not forced:
                 return error(409, "You cannot remove a running container")
-            with self._lock:
+            if container["State"] == "running":
+                self.signals.append((container["Id"], "SIGKILL"))
+                self.exit(container["Id"], 137)
+            with self._changed:
                 del self.containers[container["Id"]]
+                self._changed.notify_all()
             return "", 204
 
         @app.get("/<version>/containers/json")

@@ -181,6 +181,7 @@ def test_labels_env_and_limits(engine: Any, make_backend: Any, clock: Clock) -> 
         assert session.state == "running" and SECRET not in repr(session)
     finally:
         backend.cancel(in_flight(req, run_id, clock))
+    assert backend.wait_for_stops(timeout=30)  # SIGTERM, ignored by the shell (PID 1): its 2 s grace
     assert ours(engine) == []
 
 
@@ -198,6 +199,7 @@ def test_sessions_destroy_only_ours(engine: Any, make_backend: Any) -> None:
         assert backend.destroy_session("0" * 64) is False
         assert engine.containers.get(foreign.id).status == "running"
         assert backend.destroy_session(run_id) is True
+        assert backend.wait_for_stops(timeout=30)
         assert ours(engine) == []
     finally:
         foreign.remove(force=True)

@@ -274,13 +274,19 @@ def test_a_lifetime_timeout_ends_the_job_and_then_removes_the_container(
 
 
 def test_a_destroyed_session_ends_its_linked_job_failed_not_run_not_found(
-    app: Any, client: Any, admin_headers: dict[str, str], local_job: Job, tracker: FakeTracker
+    app: Any,
+    client: Any,
+    admin_headers: dict[str, str],
+    local_job: Job,
+    tracker: FakeTracker,
+    app_engine: FakeEngine,
 ) -> None:
     _age(local_job, 3)
     reconcile()
     assert _ended(local_job).status == "running"
     resp = client.delete(f"/api/sessions/{local_job.run_id}", headers=admin_headers)
     assert resp.status_code == 200, resp.get_json()
+    _until_removed(app_engine)  # stopped (SIGTERM, the session's grace), then removed, in the background
     _age(local_job, 12)
 
     reconcile()
@@ -291,6 +297,34 @@ def test_a_destroyed_session_ends_its_linked_job_failed_not_run_not_found(
         f"⚠️ Implementation failed: the run {job.run_id} disappeared before it reported a result "
         "(its session was destroyed or removed)"
     )
+
+
+def test_an_operators_cancel_answers_at_once_and_the_container_goes_once_its_work_is_saved(
+    app: Any, client: Any, admin_headers: dict[str, str], local_job: Job, app_engine: FakeEngine
+) -> None:
+    _age(local_job, 3)
+    reconcile()
+    assert _ended(local_job).status == "running"
+    container_id = str(local_job.run_id)
+    saved = app_engine.hold_stop(container_id, exit_code=0)  # the session commits, pushes, reports
+
+    started = time.monotonic()
+    resp = client.post(f"/api/jobs/{local_job.id}/cancel", headers=admin_headers)
+    assert resp.status_code == 200, resp.get_json()
+    assert time.monotonic() - started < 2  # the request does not wait for the session's grace
+
+    assert _ended(local_job).status == "failed"
+    deadline = time.monotonic() + 5
+    while not app_engine.stops(container_id) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert app_engine.stops(container_id) == [{"t": ["120"]}]
+    time.sleep(0.2)
+    # neither the cancel nor the clean-up of the ended job removes it while its session saves its work
+    assert container_id in app_engine.containers
+
+    saved.set()
+    _until_removed(app_engine)
+    assert app_engine.signals == [(container_id, "SIGTERM")]
 
 
 def test_the_posted_excerpt_is_masked_of_encoded_secrets(
