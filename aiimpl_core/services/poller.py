@@ -26,8 +26,8 @@ from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from ..database import failure_message, serialized, upsert
-from ..errors import ProviderError
+from ..database import advisory_lock, failure_message, serialized, upsert
+from ..errors import ProviderError, describe_plugin_error
 from ..extensions import db
 from ..orm import Lease, Setting, utcnow
 
@@ -136,9 +136,14 @@ def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetim
     now = now or utcnow()
     key = backoff_key(kind, provider_id)
     retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
-    message = str(exc)[:500]
-    with serialized():
-        row = db.session.get(Setting, key, populate_existing=True)
+    # stored, and shown in cycle reports: a foreign exception by its class only (its message may
+    # quote a setting); the log line below has the whole message, masked of the known secrets
+    message = describe_plugin_error(exc)[:500]
+    with serialized() as session:
+        # two pollers (or a poller and a webhook) failing on one connection at once: the second
+        # waits here, then counts on from the first's row instead of inserting its own
+        advisory_lock(f"backoff:{key}", session)
+        row = session.get(Setting, key, populate_existing=True)
         failures = 1
         if row is not None and isinstance(row.value, dict):
             failures = int(row.value.get("failures") or 0) + 1
@@ -148,11 +153,12 @@ def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetim
             wait = min(MAX_BACKOFF, MIN_BACKOFF * 2 ** min(failures - 1, 10))
         value: dict[str, Any] = {"until": (now + wait).isoformat(), "failures": failures, "error": message}
         if row is None:
-            db.session.add(Setting(key=key, value=value))
+            session.add(Setting(key=key, value=value))
         else:
             row.value = value
     log.warning(
-        "%s %s failed (%s); leaving it alone for %ss", kind, provider_id, message, int(wait.total_seconds())
+        "%s %s failed (%s); leaving it alone for %ss", kind, provider_id, str(exc)[:500] or message,
+        int(wait.total_seconds()),
     )
     return Backoff(now + wait, failures, message)
 

@@ -257,3 +257,44 @@ def test_a_backend_that_cannot_be_set_up_delays_only_itself(
     skipped = report.reconciled["skipped"]["fly-machines"]
     assert "the runner provider 'fly-machines' could not be set up (RuntimeError)" in skipped
     assert "fo1_secret" not in skipped
+
+
+def test_a_foreign_failure_is_stored_by_its_class_only(app, tracker, add_mapping):
+    add_mapping("ENG")
+    tracker.fail["iter_triggered"] = RuntimeError("token=tracker-token-123 refused")
+    report = run_cycle()
+    backoff = poller.backoff_of("ticketing", "fake-tracker")
+    assert backoff is not None and backoff.error == "unexpected error (RuntimeError)"
+    assert "tracker-token-123" not in str(report.providers_skipped)
+
+
+def test_failures_recorded_at_once_by_several_pollers_are_all_counted(app, database_url):
+    """Pollers on several hosts failing on one connection at the same moment: each failure counts
+    (the back-off grows as it should) and none of them fails on the other's row."""
+    import threading
+
+    from aiimpl_core.app import create_app
+    from aiimpl_core.testing.pytest_plugin import TEST_SECRET_KEY
+
+    apps = [create_app({"AIIMPL_DATABASE_URL": database_url, "AIIMPL_SECRET_KEY": TEST_SECRET_KEY,
+                        "TESTING": True}, load_entrypoints=False, environ={}) for _ in range(4)]
+    rounds, errors = 5, []
+    barrier = threading.Barrier(len(apps))
+
+    def fail(flask_app) -> None:  # noqa: ANN001
+        with flask_app.app_context():
+            for n in range(rounds):
+                barrier.wait()
+                try:
+                    poller.record_failure("ticketing", f"racy-{n}", fail_with(503))
+                except Exception as exc:  # noqa: BLE001 - what the test looks for
+                    errors.append(exc)
+
+    threads = [threading.Thread(target=fail, args=(a,)) for a in apps]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    for n in range(rounds):
+        assert poller.backoff_of("ticketing", f"racy-{n}").failures == len(apps)

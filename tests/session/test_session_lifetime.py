@@ -28,10 +28,11 @@ def _stop_once(world: World, job_id: int, marker: Path) -> tuple[subprocess.Pope
 
 
 def test_push_after_the_clone_token_expired_gets_a_fresh_token(world: World) -> None:
-    """GitHub installation tokens live one hour; here four seconds stand for it and an agent
-    run of six seconds for the seventy minutes: the push must still authenticate."""
-    world.github.token_ttl = timedelta(seconds=4)
-    world.mapping(FAKE_AGENT_MODE="slow", FAKE_AGENT_SLEEP="6", AIIMPL_TOKEN_REFRESH_SECONDS="2")
+    """GitHub installation tokens live one hour; here eight seconds stand for it and an agent
+    run of ten seconds for the seventy minutes: the push must still authenticate. (The push itself
+    must end within the fresh token's life: four seconds were too few on a loaded machine.)"""
+    world.github.token_ttl = timedelta(seconds=8)
+    world.mapping(FAKE_AGENT_MODE="slow", FAKE_AGENT_SLEEP="10", AIIMPL_TOKEN_REFRESH_SECONDS="2")
     job_id = world.dispatch()
 
     code, out = world.run_session(job_id)
