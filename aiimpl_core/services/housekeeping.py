@@ -91,8 +91,11 @@ def _delete(key: Any, where: tuple[ColumnElement[bool], ...], batch: int) -> int
     while True:
         with serialized(writes_first=True):
             doomed = select(key).where(*where).limit(batch).scalar_subquery()
+            # ``where`` again on the rows themselves: on PostgreSQL a row changed while the delete
+            # waited for its lock (a dead comment re-queued by an operator) is checked again as it is
+            # now, where the subquery's choice alone would delete it as it was
             result = db.session.execute(
-                delete(table).where(key.in_(doomed)), execution_options={"synchronize_session": False}
+                delete(table).where(key.in_(doomed), *where), execution_options={"synchronize_session": False}
             )
         total += result.rowcount
         if result.rowcount < batch:

@@ -173,3 +173,33 @@ def test_prune_command(app, add_mapping):
     assert run.invoke(cli, ["prune", "--older-than", "0"], obj=obj).output.strip() == (
         "Retention is 0: nothing removed."
     )
+
+
+def test_an_old_dead_item_requeued_while_the_prune_waits_for_it_is_kept(app, add_mapping):
+    """An operator re-queues an old dead comment (``POST /api/outbox/<id>/retry``) while the prune
+    waits for that row: the prune sees the item as it is now, pending, and leaves it."""
+    import time
+
+    from sqlalchemy import text
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serializes the two writers whole: the prune never waits on a row")
+    item = queue_outbox_item(state="dead", created_at=utcnow() - OLD)
+    db.session.remove()
+    with db.engine.connect() as retry:
+        with retry.begin():  # the retry's compare-and-set, held open while the prune starts
+            assert retry.execute(text("UPDATE outbox SET state = 'pending' WHERE id = :i AND state = 'dead'"),
+                                 {"i": item}).rowcount == 1
+            removed: dict[str, int] = {}
+
+            def prune() -> None:
+                with app.app_context():
+                    removed.update(housekeeping.prune())
+                    db.session.remove()
+
+            pruning = threading.Thread(target=prune)
+            pruning.start()
+            time.sleep(1.0)  # the prune is waiting for the row now
+        pruning.join(30)
+    assert removed["outbox"] == 0
+    assert db.session.get(OutboxItem, item).state == "pending"
