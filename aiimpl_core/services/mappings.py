@@ -29,6 +29,7 @@ from flask import current_app
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
+from ..database import serialized
 from ..errors import NotFound, ProviderConfigError, ValidationError
 from ..extensions import db
 from ..orm import Mapping, Secret
@@ -368,16 +369,18 @@ def save(body: Any) -> tuple[dict[str, Any], bool]:
 
 
 def _save(body: Any) -> tuple[dict[str, Any], bool]:
-    team_key = body.get("teamKey") if isinstance(body, dict) else None
-    row = get_row(team_key) if isinstance(team_key, str) and team_key else None
-    values = validate(body, to_api(row) if row else None)
-    created = row is None
-    if row is None:
-        row = Mapping(team_key=values["teamKey"])
-        db.session.add(row)
-    for api, column in FIELDS.items():
-        setattr(row, column, values[api])
-    db.session.commit()
+    # read and written in one writer's transaction: on SQLite a read in an ordinary transaction,
+    # then a write after another connection's commit, fails at once as "database is locked"
+    with serialized() as session:
+        team_key = body.get("teamKey") if isinstance(body, dict) else None
+        row = get_row(team_key) if isinstance(team_key, str) and team_key else None
+        values = validate(body, to_api(row) if row else None)
+        created = row is None
+        if row is None:
+            row = Mapping(team_key=values["teamKey"])
+            session.add(row)
+        for api, column in FIELDS.items():
+            setattr(row, column, values[api])
     return to_api(row), created
 
 
@@ -394,23 +397,23 @@ def patch(team_key: str, body: Any) -> dict[str, Any]:
             raise ValidationError("maxInProgressAiIssues must be a positive integer")
     elif not isinstance(body["paused"], bool):
         raise ValidationError("paused must be true or false")
-    row = require(team_key)
-    if has_cap:
-        row.max_in_progress = body["maxInProgressAiIssues"]
-    else:
-        row.paused = body["paused"]
-    db.session.commit()
+    with serialized():
+        row = require(team_key)
+        if has_cap:
+            row.max_in_progress = body["maxInProgressAiIssues"]
+        else:
+            row.paused = body["paused"]
     return to_api(row)
 
 
 def delete_mapping(team_key: str) -> bool:
     """Delete a mapping and its team secrets; false when there was none."""
-    row = get_row(team_key)
-    if row is None:
-        return False
-    db.session.execute(delete(Secret).where(Secret.scope == team_key))
-    db.session.delete(row)
-    db.session.commit()
+    with serialized() as session:
+        row = get_row(team_key)
+        if row is None:
+            return False
+        session.execute(delete(Secret).where(Secret.scope == team_key))
+        session.delete(row)
     return True
 
 

@@ -15,6 +15,7 @@ from flask import Flask, current_app, has_app_context
 from sqlalchemy import select
 
 from .. import logs
+from ..database import serialized
 from ..errors import ConfigError, NotFound, ValidationError
 from ..extensions import db
 from ..orm import Mapping, Secret, utcnow
@@ -73,23 +74,23 @@ def set_secret(scope: str, name: str, value: str) -> dict[str, object]:
         raise ConfigError("AIIMPL_SECRET_KEY is not set: a secret stored now could never be read back; "
                           "set it (the same for every process) and try again")
     token = _fernet().encrypt(value.encode()).decode()
-    row = db.session.scalar(select(Secret).where(Secret.scope == scope, Secret.name == name))
-    if row is None:
-        row = Secret(scope=scope, name=name, value_encrypted=token)
-        db.session.add(row)
-    else:
-        row.value_encrypted = token
-        row.updated_at = utcnow()
-    db.session.commit()
+    with serialized() as session:  # read and written by one writer (SQLite: no stale read to write on)
+        row = session.scalar(select(Secret).where(Secret.scope == scope, Secret.name == name))
+        if row is None:
+            row = Secret(scope=scope, name=name, value_encrypted=token)
+            session.add(row)
+        else:
+            row.value_encrypted = token
+            row.updated_at = utcnow()
     return {"name": row.name, "updatedAt": _iso(row.updated_at), "createdAt": _iso(row.created_at)}
 
 
 def delete_secret(scope: str, name: str) -> None:
-    row = db.session.scalar(select(Secret).where(Secret.scope == scope, Secret.name == name))
-    if row is None:
-        raise NotFound("Secret not found")
-    db.session.delete(row)
-    db.session.commit()
+    with serialized() as session:
+        row = session.scalar(select(Secret).where(Secret.scope == scope, Secret.name == name))
+        if row is None:
+            raise NotFound("Secret not found")
+        session.delete(row)
 
 
 def values_for_team(team_key: str) -> dict[str, str]:

@@ -7,6 +7,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from ..config import RUNNER_MODES
+from ..database import serialized
 from ..extensions import db
 from ..orm import Setting
 
@@ -19,12 +20,12 @@ def get(key: str, default: Any = None) -> Any:
 
 
 def put(key: str, value: Any) -> None:
-    row = db.session.get(Setting, key)
-    if row is None:
-        db.session.add(Setting(key=key, value=value))
-    else:
-        row.value = value
-    db.session.commit()
+    with serialized() as session:  # read and written by one writer (SQLite: no stale read to write on)
+        row = session.get(Setting, key, populate_existing=True)
+        if row is None:
+            session.add(Setting(key=key, value=value))
+        else:
+            row.value = value
 
 
 def persisted_runner_mode() -> str:
