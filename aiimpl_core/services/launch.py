@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import func, update
@@ -23,7 +24,7 @@ from ..extensions import db
 from ..orm import Job
 from ..orm import Mapping as MappingRow
 from ..session import env as session_env
-from ..types import ACTIVE_STATUSES, DispatchRequest, DispatchResult, JobStatus, LogLabel, Phase
+from ..types import DispatchRequest, DispatchResult, JobStatus, LogLabel, Phase
 from . import secrets as secrets_service
 from . import settings
 from .jobs import record_created, transition
@@ -261,9 +262,36 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
     # compare-and-set, so a session that reported in the meantime is noticed, not overwritten.
     with serialized(keep=(job,)):
         moved = transition(job, JobStatus.DISPATCHED, run_id=result.run_id, run_url=result.run_url)
-        if not moved and JobStatus(job.status) in ACTIVE_STATUSES:
+        if not moved:
+            # a session that reported first keeps its run; so does a job cancelled meanwhile, whose
+            # run is then stopped below (the cancel found none linked to stop)
             _link_run(job, result)
+    if not moved and _cancelled(job) and not job.shadow:
+        _stop_cancelled_run(backend, job)
     return result
+
+
+def _cancelled(job: Job) -> bool:
+    from .cancel import CANCELLED
+
+    return JobStatus(job.status).terminal and job.error == CANCELLED
+
+
+def _stop_cancelled_run(backend: Any, job: Job) -> None:
+    """Stop the run a dispatch started for a job an operator cancelled while the dispatch was under
+    way (best effort, as the cancel itself: a run that cannot be stopped meets its lifetime)."""
+    from .reconcile import in_flight_run
+
+    mapping = db.session.get(MappingRow, job.mapping_id) if job.mapping_id is not None else None
+    lifetime = int(current_app.config.get("AIIMPL_SESSION_LIFETIME_SECONDS") or 3600)
+    run = in_flight_run(job, mapping, lifetime)
+    if run is None:
+        return
+    try:
+        backend.cancel(run)
+        log.info("job %s was cancelled while its run was started: the run is stopped", job.id)
+    except Exception:  # noqa: BLE001 - the job has ended; the run meets its lifetime
+        log.warning("stopping the run of cancelled job %s failed", job.id, exc_info=True)
 
 
 def _plugin_failure(exc: Exception, job: Job, backend_id: str | None) -> str:

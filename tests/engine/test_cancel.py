@@ -130,3 +130,31 @@ def test_the_cancel_command(run, client, tracker, runner, add_mapping):
     shown = CliRunner().invoke(cli, ["jobs", "show", str(job_id), "--json"],
                                obj=ScriptInfo(create_app=lambda: client.application))
     assert json.loads(shown.output)["status"] == "failed"
+
+
+def test_a_cancel_while_the_run_is_being_started_stops_that_run(
+    app, client, admin_headers, tracker, runner, add_mapping, monkeypatch
+):
+    """The operator's cancel lands while the backend is starting the run: the cancel finds no run to
+    stop yet, so the launch, which loses to it, records the run it started and stops it."""
+    add_mapping("ENG")
+    tracker.add("ENG-3")
+    backend = app.extensions["aiimpl"].runner("github-actions")
+    dispatch = type(backend).dispatch
+    cancels = []
+
+    def cancelled_meanwhile(self, request):  # noqa: ANN001, ANN202
+        result = dispatch(self, request)
+        cancels.append(client.post(f"/api/jobs/{request.job_id}/cancel", headers=admin_headers))
+        return result
+
+    monkeypatch.setattr(type(backend), "dispatch", cancelled_meanwhile)
+    runner.link_on_dispatch = True
+    run_cycle()
+    assert [c.status_code for c in cancels] == [200]
+    db.session.expire_all()
+    [job] = jobs_of("ENG-3")
+    run = runner.runs[job.id]
+    assert (job.status, job.error, job.run_id) == ("failed", CANCELLED, run.run_id)
+    assert runner.destroyed == [run.run_id]
+    assert tracker.comments["ENG-3"][-1] == f"⚠️ Implementation failed: {CANCELLED}"
