@@ -62,6 +62,9 @@ def _install_hardening(app: Flask) -> None:
         policy = "default-src 'self'; frame-ancestors 'none'" if request.path.startswith("/ui") else (
             "frame-ancestors 'none'")
         resp.headers.setdefault("Content-Security-Policy", policy)
+        if not request.path.startswith(("/static/", "/ui/static/")):
+            # session tokens, run tokens, secrets' names, jobs: never kept by a browser or a proxy
+            resp.headers.setdefault("Cache-Control", "no-store")
         return resp
 
 

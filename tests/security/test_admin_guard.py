@@ -169,3 +169,8 @@ def test_ui_and_api_answers_carry_hardening_headers(full_app):
         assert resp.headers.get("X-Content-Type-Options") == "nosniff", url
         framing = resp.headers.get("X-Frame-Options", "") + resp.headers.get("Content-Security-Policy", "")
         assert "DENY" in framing or "frame-ancestors 'none'" in framing, url
+        assert resp.headers.get("Cache-Control") == "no-store", url
+    signed_in = client.post("/api/auth", json={"code": SECRETS["AIIMPL_ADMIN_ACCESS_CODE"]})
+    assert signed_in.status_code == 200 and signed_in.headers.get("Cache-Control") == "no-store"
+    static = client.get("/ui/static/app.js")
+    assert static.status_code == 200 and static.headers.get("Cache-Control") != "no-store"
