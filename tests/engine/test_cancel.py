@@ -110,6 +110,33 @@ def test_a_cancel_racing_the_result_ends_the_job_once(
     assert [t.to_status for t in job.transitions].count("failed") == 1
 
 
+def test_two_cancels_at_once_end_the_job_once(app, client, admin_headers, tracker, runner, add_mapping):
+    """Two operators (or a double click through two workers) cancel the same job at the same moment:
+    one cancel ends it and stops its run, the other is told it had ended, one failure comment."""
+    job_id = _running(client, tracker, runner, add_mapping)
+    answers: list[Any] = []
+    barrier = threading.Barrier(3)
+
+    def cancel() -> None:
+        with app.app_context():
+            barrier.wait()
+            answers.append(app.test_client().post(f"/api/jobs/{job_id}/cancel", headers=admin_headers))
+            db.session.remove()
+
+    threads = [threading.Thread(target=cancel) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    db.session.rollback()
+    assert sorted(a.status_code for a in answers) == [200, 409, 409]
+    [job] = jobs_of("ENG-1")
+    assert (job.status, job.error) == ("failed", CANCELLED)
+    assert [t.to_status for t in job.transitions].count("failed") == 1
+    assert sum(c.startswith("⚠️ Implementation failed:") for c in tracker.comments["ENG-1"]) == 1
+    assert len(runner.destroyed) == 1
+
+
 @pytest.fixture
 def run(app):
     def invoke(*args: str):
