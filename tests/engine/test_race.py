@@ -121,6 +121,23 @@ class TestGlobalCap:
         assert reasons["global-cap"] > 0 and sum(reasons.values()) == len(TEAMS) * ISSUES_PER_TEAM - 15
 
 
+class TestBackendCap:
+    @pytest.fixture
+    def aiimpl_config(self) -> dict[str, object]:
+        return {"AIIMPL_BACKEND_CAPS": {"github-actions": 12}}
+
+    def test_race_threads_respect_a_backend_cap(self, app, tracker, runner, add_mapping):
+        _mappings(add_mapping)
+        _race_threads(app)
+        jobs = _jobs()
+        assert len(jobs) == 12 and len(runner.runs) == 12
+        assert max(Counter(j.issue_key for j in jobs).values()) == 1
+        per_team = Counter(j.team_key for j in jobs)
+        assert all(per_team[t] <= cap for t, cap in TEAMS.items())
+        reasons = Counter(b.reason for b in db.session.scalars(db.select(Blocker)).all())
+        assert reasons["backend-cap"] > 0 and sum(reasons.values()) == len(TEAMS) * ISSUES_PER_TEAM - 12
+
+
 @pytest.mark.parametrize("round_", range(3))
 def test_race_processes_on_postgresql(app, add_mapping, round_):
     url = app.config["AIIMPL_DATABASE_URL"]
