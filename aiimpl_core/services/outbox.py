@@ -1,12 +1,16 @@
 """Delivery of queued tracker writes (comments, stage changes, done), with retries.
 
-Items are claimed with a compare-and-set update and a short lease, so two processes never send
-the same item at once; an item whose sender died is picked up again when its lease runs out. A
-caller that must answer only once its comment is posted (``/api/status``) may queue the item
-already claimed and send it itself right after its commit (:func:`send_claimed`).
-Per issue, items go out in order: when one fails, the later ones wait for it. An item the tracker
-refuses for good (:data:`REFUSED_STATUSES`) is given up on after a few attempts, so it does not hold
-the issue's later items back for the hours a full series of retries takes.
+Items are claimed with a compare-and-set update and a short lease that runs from the claim, so
+two processes never send the same item at once; an item whose sender died is picked up again when
+its lease runs out. The lease is the sender's claim: a failure is recorded only while the sender
+still holds it (a sender whose lease ran out must not undo what the next one recorded), a success
+whoever holds the item (it was posted). A caller that must answer only once its comment is posted
+(``/api/status``) may queue the item already claimed and send it itself right after its commit
+(:func:`send_claimed`).
+Per issue, items go out in order: when one fails, or another sender holds it, the later ones wait
+for it. An item the tracker refuses for good (:data:`REFUSED_STATUSES`) is given up on after a few
+attempts, so it does not hold the issue's later items back for the hours a full series of retries
+takes.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Boolean, Row, bindparam, case, literal, literal_column, or_, select, true, update
+from sqlalchemy import Boolean, Row, and_, bindparam, case, literal, literal_column, or_, select, true, update
 
 from ..database import dialect_name, one_of, per_dialect, serialized, upsert
 from ..errors import AiimplError, NotFound, ProviderError
@@ -71,6 +75,18 @@ class Claimed:
     body: str | None
     stage: str | None
     remote_id: str | None = None
+    #: the end of the lease this sender took it with: its claim, which the failure it records
+    #: compares against (``None``: an item queued taken, see :func:`send_claimed`)
+    lease_until: datetime | None = None
+
+
+def _held(item: Claimed) -> Any:
+    """The item, as long as this sender's claim on it holds (state ``sending``, under its lease)."""
+    return and_(
+        OutboxItem.id == item.id,
+        OutboxItem.state == "sending",
+        OutboxItem.next_attempt_at == item.lease_until,
+    )
 
 
 def _claim(item_id: int, now: datetime) -> Claimed | None:
@@ -162,9 +178,15 @@ IDEMPOTENT_OPS = ("stage", "done")
 
 def _claim_many(item_ids: list[int], now: datetime) -> dict[int, Claimed]:
     """Take these items for sending in one statement (compare-and-set, with a lease); the ones
-    taken, by id (an item not due, or that another sender has, is left out)."""
+    taken, by id (an item not due at ``now``, or that another sender has, is left out).
+
+    The lease runs from the claim, not from ``now`` (the start of a pass, which may have begun
+    minutes ago): a lease counted from then could have run out already, and another sender would
+    take the item again while this one posts it.
+    """
     if not item_ids:
         return {}
+    lease_until = max(now, utcnow()) + LEASE
     rows = db.session.execute(
         update(OutboxItem)
         .where(
@@ -172,7 +194,7 @@ def _claim_many(item_ids: list[int], now: datetime) -> dict[int, Claimed]:
             or_(OutboxItem.state == "pending", OutboxItem.state == "sending"),
             OutboxItem.next_attempt_at <= now,
         )
-        .values(state="sending", next_attempt_at=now + LEASE)
+        .values(state="sending", next_attempt_at=lease_until)
         .returning(
             OutboxItem.id,
             OutboxItem.op,
@@ -184,20 +206,37 @@ def _claim_many(item_ids: list[int], now: datetime) -> dict[int, Claimed]:
         execution_options={"synchronize_session": False},
     ).all()
     db.session.commit()
-    return {row.id: Claimed(*row) for row in rows}
+    return {row.id: Claimed(*row, lease_until=lease_until) for row in rows}
 
 
-def _release(item_ids: list[int], now: datetime) -> None:
-    """Give back items taken and not sent: due again at once."""
-    if not item_ids:
+def _release(items: list[Claimed], now: datetime) -> None:
+    """Give back items taken and not sent: due again at once. Those whose lease ran out and that
+    another sender took since are left to it."""
+    by_lease: dict[datetime | None, list[int]] = {}
+    for item in items:
+        by_lease.setdefault(item.lease_until, []).append(item.id)
+    if not by_lease:
         return
     with serialized(writes_first=True):
-        db.session.execute(
-            update(OutboxItem)
-            .where(one_of(OutboxItem.id, item_ids), OutboxItem.state == "sending")
-            .values(state="pending", next_attempt_at=now),
-            execution_options={"synchronize_session": False},
-        )
+        for lease_until, item_ids in by_lease.items():  # (one lease: the items were taken together)
+            db.session.execute(
+                update(OutboxItem)
+                .where(
+                    one_of(OutboxItem.id, item_ids),
+                    OutboxItem.state == "sending",
+                    OutboxItem.next_attempt_at == lease_until,
+                )
+                .values(state="pending", next_attempt_at=now),
+                execution_options={"synchronize_session": False},
+            )
+
+
+def _still_waiting(item_id: int) -> bool:
+    """Whether an item this sender could not take waits still: another sender holds it, or it
+    failed since this pass read it. (Not when it went out meanwhile, or was given up on.)"""
+    state = db.session.scalar(select(OutboxItem.state).where(OutboxItem.id == item_id))
+    db.session.commit()  # (SQLite: a read transaction must end before the pass writes again)
+    return state in ("pending", "sending")
 
 
 def deliver(
@@ -249,6 +288,10 @@ def deliver(
         item = taken.pop(item_id, None) if op in IDEMPOTENT_OPS else _claim(item_id, now)
         if item is None:
             counts["skipped"] += 1
+            if _still_waiting(item_id):
+                # another sender is posting it, or it failed: the issue's later items wait for it
+                # as they do for one that fails here (else they could be posted before it)
+                blocked_issues.add(issue_key)
             continue
         error = _send_and_record(facade, item, now)
         if error is not None:
@@ -263,7 +306,7 @@ def deliver(
             sent.add(item_id)
     # taken together, then held back (an earlier item of the issue failed, or its tracker asked to
     # wait): due again at once. (Should this pass die first, their lease runs out instead.)
-    _release(list(taken), now)
+    _release(list(taken.values()), now)
     return counts
 
 
@@ -272,15 +315,22 @@ def send_claimed(item: Claimed, now: datetime | None = None) -> bool:
     status event's comment) and committed; record the outcome. Should the caller die first, the
     item's lease runs out and the poller sends it.
 
+    :param now: the time the item was queued taken at (:func:`queue_taken`'s ``now``): its lease
+        runs from it, unless ``item`` carries its ``lease_until``.
     :returns: whether it was sent (else it waits for the poller's retry, as any failed item).
     """
-    return _send_and_record(current_app.extensions["aiimpl"], item, now or utcnow()) is None
+    now = now or utcnow()
+    if item.lease_until is None:
+        item.lease_until = now + LEASE  # as queue_taken took it
+    return _send_and_record(current_app.extensions["aiimpl"], item, now) is None
 
 
 _OUTBOX, _TRACKED = OutboxItem.__table__, TrackedIssue.__table__
+#: recorded whoever holds the item now (a sender whose lease ran out posted it all the same: left
+#: pending, it would be posted again), but never over a post recorded already (its remote id stays)
 _MARK_DONE = (
     update(_OUTBOX)
-    .where(_OUTBOX.c.id == bindparam("item_id"))
+    .where(_OUTBOX.c.id == bindparam("item_id"), _OUTBOX.c.state != "done")
     .values(state="done", done_at=bindparam("when"), remote_id=bindparam("remote"))
 )
 #: our own write removed the trigger from the tracker: a trigger seen after now is new
@@ -301,18 +351,29 @@ def _send_and_record(facade, item: Claimed, now: datetime) -> Exception | None: 
     except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
         retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
         refused = _refused_for_good(exc)
+        last_error = str(exc)[:2000] if isinstance(exc, AiimplError) else type(exc).__name__
+        failed_at = max(now, utcnow())  # (a long pass's back-off counts from the failure, not its start)
+        attempts, dead, recorded = 0, False, False
         with serialized():
-            row = db.session.get(OutboxItem, item.id)
-            assert row is not None
-            row.attempts += 1
-            row.last_error = str(exc)[:2000] if isinstance(exc, AiimplError) else type(exc).__name__
-            if row.attempts >= (MAX_ATTEMPTS_REFUSED if refused else MAX_ATTEMPTS):
+            # compare-and-set on this sender's claim: once its lease ran out, another sender may
+            # have taken the item and posted it (done) or failed it (pending, its own back-off)
+            before = db.session.scalar(select(OutboxItem.attempts).where(_held(item)))
+            if before is not None:
+                attempts = before + 1
+                dead = attempts >= (MAX_ATTEMPTS_REFUSED if refused else MAX_ATTEMPTS)
                 # given up on: a dead item no longer holds back the later items of its issue
-                row.state = "dead"
-            else:
-                row.state = "pending"
-                row.next_attempt_at = now + _backoff(row.attempts, retry_after)
-            attempts, dead, last_error = row.attempts, row.state == "dead", row.last_error
+                values: dict[str, Any] = {"attempts": attempts, "last_error": last_error, "state": "dead"}
+                if not dead:
+                    values.update(state="pending",
+                                  next_attempt_at=failed_at + _backoff(attempts, retry_after))
+                recorded = db.session.execute(
+                    update(OutboxItem).where(_held(item)).values(**values).returning(OutboxItem.id),
+                    execution_options={"synchronize_session": False},
+                ).first() is not None
+        if not recorded:
+            log.warning("outbox item %s (%s %s) failed after its lease ran out, not recorded (another "
+                        "sender took it): %s", item.id, item.op, item.issue_key, last_error)
+            return exc
         if dead:
             why = ""
             if isinstance(exc, NotFound):
