@@ -4,6 +4,9 @@ Called by ``POST /api/github/webhook`` for a verified, merged ``pull_request`` d
 is found by repository and PR number, else by branch; the merge commit is recorded, the issue's
 stage becomes ``done``, and the tracker gets a comment and its "done" change (through the outbox,
 so a tracker outage delays them but never loses them).
+
+A job still running when its PR is merged (auto-merge, or a person merging during verification or
+the post-push review) ends later without moving the issue out of "done": see :mod:`.outcomes`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from ..orm import Job, WebhookDelivery, utcnow
 from ..types import Stage
 from . import comments
 from .callbacks import deliver_quietly
-from .jobs import enqueue_comment, enqueue_done, tracked_issue
+from .jobs import enqueue_comment, enqueue_done
+from .outcomes import locked_issue
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +95,10 @@ def handle_merged(pr: MergedPullRequest, *, delivery_id: str | None, event: str 
             if job.pr_url is None:
                 job.pr_url = pr.url
             provider = job.provider or ""
-            tracked = tracked_issue(job.issue_key, team_key=job.team_key, provider=provider)
+            # the job's row first, then the issue's, as an ending locks them (no circular wait);
+            # an ending that commits after this sees "done" and leaves it (outcomes.locked_issue)
+            db.session.flush()
+            tracked = locked_issue(job.issue_key, team_key=job.team_key, provider=provider)
             now = utcnow()
             tracked.stage = Stage.DONE.value
             tracked.stage_changed_at = now

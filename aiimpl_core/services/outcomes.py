@@ -3,13 +3,23 @@
 Used by ``/runner/result``, the reconciler (timeouts, failed runs) and the dispatcher (a refused
 dispatch). Ending is compare-and-set: whoever ends a job first wins, and the loser changes nothing.
 The caller commits, then delivers the outbox (``outbox.deliver(issue_keys=[job.issue_key])``).
+
+An issue that is done (its pull request was merged: :mod:`.merge`) leaves "done" only by a new
+trigger, whose claim sets its stage. A job that ends afterwards (it was still verifying or
+reviewing when a person or GitHub's auto-merge merged the PR, or a gap-analysis on it) records its
+status and posts what reports its run — the failure notice and the log excerpt — but moves no stage
+and posts nothing that asks for the issue to be acted on: neither "ready for review" nor a plan to
+approve. The decision is taken on the issue's row read under its row lock (:func:`locked_issue`),
+the one the merge takes, so a merge committing at the same moment is never missed.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import select
+
 from ..extensions import db
-from ..orm import Job, utcnow
+from ..orm import Job, TrackedIssue, utcnow
 from ..types import JobStatus, LogLabel, Phase, Stage
 from . import comments
 from .jobs import enqueue_comment, set_stage, tracked_issue, transition
@@ -72,6 +82,24 @@ def end_job(job: Job, outcome: Outcome) -> bool:
     return True
 
 
+def locked_issue(issue_key: str, *, team_key: str | None, provider: str) -> TrackedIssue:
+    """The issue's row, read afresh under its row lock: ``SELECT … FOR UPDATE`` on PostgreSQL
+    (waiting for a merge or an ending of the issue that holds it, then reading what it committed),
+    the transaction's own ``BEGIN IMMEDIATE`` on SQLite. Created when the issue has none yet.
+
+    Take it after writing the job's row (an ending's compare-and-set, the merge's record of the
+    merge commit): both lock the job's row first, then the issue's, so neither waits on the other
+    in a circle.
+    """
+    row = db.session.scalar(
+        select(TrackedIssue)
+        .where(TrackedIssue.issue_key == issue_key)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return row or tracked_issue(issue_key, team_key=team_key, provider=provider)
+
+
 def _comment(job: Job, kind: str, body: str) -> None:
     enqueue_comment(job.issue_key, body, provider=job.provider or "", kind=kind, job=job,
                     dedupe_key=f"outcome:{job.id}:{kind}")
@@ -82,10 +110,18 @@ def _report(job: Job, outcome: Outcome) -> None:
     provider = job.provider or ""
     status = outcome.status
     now = utcnow()
+    failed_stage = FAILED_STAGE.get(phase)
+    tracked = None
+    if status in (JobStatus.COMPLETED, JobStatus.REVIEW_FAILED) or failed_stage is not None:
+        # all but a gap-analysis failure depend on whether the issue is done
+        tracked = locked_issue(job.issue_key, team_key=job.team_key, provider=provider)
+    done = tracked is not None and tracked.stage == Stage.DONE.value
 
     if status is JobStatus.COMPLETED:
+        assert tracked is not None
         if phase is Phase.PLANNING:
-            tracked = tracked_issue(job.issue_key, team_key=job.team_key, provider=provider)
+            if done:  # the merge closed the issue out: no plan waits for its approval
+                return
             tracked.plan = outcome.plan or job.plan
             tracked.plan_job_id = job.id
             set_stage(
@@ -94,22 +130,23 @@ def _report(job: Job, outcome: Outcome) -> None:
             plan = outcome.plan or job.plan or "(empty plan)"
             _comment(job, "plan", comments.plan_ready(plan, APPROVE_HINT))
         else:
-            tracked = tracked_issue(job.issue_key, team_key=job.team_key, provider=provider)
             tracked.plan = None  # a plan is used once; a new trigger plans again
+            if done:  # merged already: not "ready for review", and "done" stays
+                return
             set_stage(job.issue_key, Stage.PR_OPENED, provider=provider, job=job, now=now, tracked=tracked)
             if job.pr_url:
                 _comment(job, "pr", comments.pr_link(job.pr_number, job.pr_url))
         return
 
     if status is JobStatus.REVIEW_FAILED:
-        if job.pr_url:
+        if job.pr_url and not done:
             _comment(job, "pr", comments.pr_link(job.pr_number, job.pr_url))
         reason = outcome.reason or "the post-push review flagged blockers"
         _comment(job, "failure", comments.failure(phase, reason))
         _comment(job, "log", comments.log_excerpt(LogLabel.POST_PUSH_REVIEW_NOT_APPROVED,
                                                   outcome.log_excerpt or reason))
-        if phase in FAILED_STAGE:
-            set_stage(job.issue_key, FAILED_STAGE[phase], provider=provider, job=job, now=now)
+        if failed_stage is not None and not done:
+            set_stage(job.issue_key, failed_stage, provider=provider, job=job, now=now, tracked=tracked)
         return
 
     # failed or timed_out
@@ -125,5 +162,5 @@ def _report(job: Job, outcome: Outcome) -> None:
         label = LogLabel(outcome.timeout_reason)
     if label is not None:
         _comment(job, "log", comments.log_excerpt(label, outcome.log_excerpt or reason))
-    if phase in FAILED_STAGE:
-        set_stage(job.issue_key, FAILED_STAGE[phase], provider=provider, job=job, now=now)
+    if failed_stage is not None and not done:
+        set_stage(job.issue_key, failed_stage, provider=provider, job=job, now=now, tracked=tracked)
