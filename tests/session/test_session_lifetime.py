@@ -13,9 +13,10 @@ from pathlib import Path
 from .conftest import World, script
 
 
-def _stop_once(world: World, job_id: int, marker: Path) -> tuple[subprocess.Popen, str]:
-    """Run the job's session, send it SIGTERM as soon as ``marker`` exists, and wait for its end."""
-    proc = world.start_session(job_id)
+def _stop_once(world: World, job_id: int, marker: Path, **overrides: str) -> tuple[subprocess.Popen, str]:
+    """Run the job's session (its environment with ``overrides``), send it SIGTERM as soon as
+    ``marker`` exists, and wait for its end."""
+    proc = world.start_session(job_id, **overrides)
     deadline = time.monotonic() + 60
     while not marker.exists():
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
@@ -130,15 +131,8 @@ def test_sigterm_during_the_commit_saves_the_work_on_the_reserve(world: World) -
     (wrapped / "git").chmod(0o755)
     world.mapping()
     job_id = world.dispatch()
-    proc = world.start_session(job_id, PATH=f"{wrapped}{os.pathsep}{world.session_env(job_id)['PATH']}")
-    deadline = time.monotonic() + 60
-    while not marker.exists():
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
-    world.outputs.append(out)
+    proc, out = _stop_once(world, job_id, marker,
+                           PATH=f"{wrapped}{os.pathsep}{world.session_env(job_id)['PATH']}")
 
     assert proc.returncode == 1, out
     job = world.job(job_id)
