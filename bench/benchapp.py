@@ -60,6 +60,4 @@ def bare_insert():  # noqa: ANN201
 def create():  # noqa: ANN201
     app = create_app(plugins=[BenchPlugin()])
     app.register_blueprint(bare)
-    with app.app_context():
-        bench_metadata.create_all(db.engine)
-    return app
+    return app  # the bench made bench_rows before starting gunicorn (its workers would race to)

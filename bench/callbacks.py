@@ -54,13 +54,15 @@ def seed(url: str, runners: int) -> list[dict]:
     from aiimpl_core.services.jobs import transition
     from aiimpl_core.types import JobStatus, Phase
 
-    from .benchapp import BenchPlugin
+    from .benchapp import BenchPlugin, bench_metadata
 
     app = create_app({"AIIMPL_DATABASE_URL": url, "AIIMPL_SECRET_KEY": SECRET}, plugins=[BenchPlugin()],
                      load_entrypoints=False)
     migrate(app)
     creds = []
     with app.app_context():
+        # the bare endpoint's table, made once here: workers creating it as they boot race each other
+        bench_metadata.create_all(db.engine)
         mapping = Mapping(team_key="BENCH", owner="acme", repo="api", default_branch="main",
                           execution_mode="github-actions", provider="anthropic", branch_prefix="ai/")
         db.session.add(mapping)
