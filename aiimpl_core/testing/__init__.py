@@ -11,4 +11,7 @@
   ``dispatch_issue``, ``reconcile``) and read them afresh (``jobs``, ``fresh``).
 * :mod:`aiimpl_core.testing.sql` — ``statements()``, the SQL the app sends inside a block (for
   tests that check a cost in statements).
+* :mod:`aiimpl_core.testing.swagger2` — ``SwaggerDescription``: checks requests and answers against
+  a Swagger 2.0 description (a fake server of a service that publishes one, such as Fly's Machines
+  API or the Docker Engine API, answers and is asked only as it describes).
 """

@@ -173,7 +173,7 @@ class FakeEngine:
                 "status": None,
             }
             self.exchanges.append(flask.g.exchange)
-            self.violations += description.check_request(
+            self.violations += description.validate_request(
                 request.method,
                 request.path,
                 flask.g.exchange["query"],
@@ -190,7 +190,7 @@ class FakeEngine:
         def _check_answer(response: flask.Response) -> flask.Response:
             request = flask.request
             flask.g.exchange["status"] = response.status_code
-            self.violations += description.check_response(
+            self.violations += description.validate_response(
                 request.method, request.path, response.status_code, response.get_data(), response.content_type
             )
             return response
