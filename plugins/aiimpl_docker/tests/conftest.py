@@ -82,6 +82,17 @@ def clock() -> Clock:
     return Clock()
 
 
+@pytest.fixture
+def fake_engine(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The fake engine (every exchange checked against the Engine API description) on the test's
+    clock, as ``DOCKER_HOST``."""
+    from .fake_engine import FakeEngine
+
+    with FakeEngine(clock=clock) as fake:
+        monkeypatch.setenv("DOCKER_HOST", fake.url)
+        yield fake
+
+
 def docker_config(command: str | None = None, **extra: str) -> dict[str, str]:
     config = {
         "AIIMPL_DOCKER_IMAGE": BUSYBOX,

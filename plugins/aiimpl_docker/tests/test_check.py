@@ -9,7 +9,6 @@ created or started.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from aiimpl_core.types import CheckResult
 import aiimpl_docker.plugin
 from aiimpl_docker.backend import LocalDockerBackend
 
-from .conftest import BUSYBOX, Clock, ours
+from .conftest import BUSYBOX, ours
 from .fake_engine import FakeEngine
 
 SESSION_IMAGE = "localhost/aiimpl-session:test"
@@ -73,13 +72,6 @@ def test_check_unreachable_engine_is_a_failed_line(host: str, monkeypatch: pytes
 
 
 # -- the fake engine: exact answers, call counts ----------------------------------------------------
-
-
-@pytest.fixture
-def fake_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEngine]:
-    with FakeEngine(clock=Clock()) as fake:
-        monkeypatch.setenv("DOCKER_HOST", fake.url)
-        yield fake
 
 
 @pytest.fixture

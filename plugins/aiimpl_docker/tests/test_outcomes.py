@@ -39,13 +39,6 @@ IMAGE = "localhost/aiimpl-session:test"
 
 
 @pytest.fixture
-def fake_engine(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEngine]:
-    with FakeEngine(clock=clock) as fake:
-        monkeypatch.setenv("DOCKER_HOST", fake.url)
-        yield fake
-
-
-@pytest.fixture
 def backend(fake_engine: FakeEngine, clock: Clock) -> LocalDockerBackend:
     return LocalDockerBackend(make_context({"AIIMPL_DOCKER_IMAGE": IMAGE}, clock=clock))
 

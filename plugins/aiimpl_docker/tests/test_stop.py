@@ -34,13 +34,6 @@ SECRET = "team-secret-value-51c0"
 
 
 @pytest.fixture
-def fake_engine(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEngine]:
-    with FakeEngine(clock=clock) as fake:
-        monkeypatch.setenv("DOCKER_HOST", fake.url)
-        yield fake
-
-
-@pytest.fixture
 def make_fake_backend(fake_engine: FakeEngine, clock: Clock) -> Iterator[Callable[..., LocalDockerBackend]]:
     made: list[LocalDockerBackend] = []
 
