@@ -22,14 +22,17 @@ poller); :func:`jobs` does it for you.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from ..orm import Job
     from ..services.dispatch import CycleReport
     from ..services.reconcile import ReconcileReport
     from ..types import Phase
+
+T = TypeVar("T")
 
 
 def poll_once(now: datetime | None = None, *, reconcile: bool = True, deliver: bool = True) -> CycleReport:
@@ -97,4 +100,36 @@ def jobs(issue_key: str | None = None) -> list[Job]:
     return list(db.session.scalars(query))
 
 
-__all__ = ["dispatch_issue", "fresh", "jobs", "poll_once", "reconcile"]
+def at_once(app: Any, call: Callable[[Any], T], times: int) -> list[T]:
+    """``call(test_client)`` from ``times`` threads released together, each in an app context and
+    a database session of its own (several workers or hosts acting at the same moment); what each
+    answered, in the order they finished. A call that raised fails the test."""
+    import threading
+
+    from ..extensions import db
+
+    barrier = threading.Barrier(times)
+    answers: list[T] = []
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with app.app_context():
+                client = app.test_client()
+                barrier.wait()
+                answers.append(call(client))
+                db.session.remove()
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(times)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return answers
+
+
+__all__ = ["at_once", "dispatch_issue", "fresh", "jobs", "poll_once", "reconcile"]

@@ -183,23 +183,10 @@ def test_gap_fill_dispatches_a_gap_analysis_job_on_the_prs_branch(client, cb_job
 
 def test_gap_fill_triggered_three_times_at_once_starts_one_job(app, cb_job, cb_runner):
     """Automation retrying a trigger (or three hosts receiving it): one 202, the others 409, one job."""
-    import threading
+    from aiimpl_core.testing.orchestrator import at_once
 
     cb_job(status="completed", pr_number=42)
-    answers = []
-    barrier = threading.Barrier(3)
-
-    def trigger() -> None:
-        with app.app_context():
-            barrier.wait()
-            answers.append(post(app.test_client(), {"issueKey": "ENG-1", "prNumber": 42}))
-            db.session.remove()
-
-    threads = [threading.Thread(target=trigger) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    answers = at_once(app, lambda c: post(c, {"issueKey": "ENG-1", "prNumber": 42}), 3)
     assert sorted(a.status_code for a in answers) == [202, 409, 409]
     assert [a.get_json()["error"] for a in answers if a.status_code == 409] == ["already_running"] * 2
     assert [j.phase for j in _jobs()] == ["implementation", "gap-analysis"]

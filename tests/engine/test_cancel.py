@@ -17,6 +17,7 @@ from aiimpl_core.cli import jobs as _jobs_commands  # noqa: F401 - registers the
 from aiimpl_core.extensions import db
 from aiimpl_core.services.cancel import CANCELLED
 from aiimpl_core.services.dispatch import run_cycle
+from aiimpl_core.testing.orchestrator import at_once
 
 from .conftest import claim_without_launch, jobs_of, post_result, post_status
 
@@ -114,20 +115,7 @@ def test_two_cancels_at_once_end_the_job_once(app, client, admin_headers, tracke
     """Two operators (or a double click through two workers) cancel the same job at the same moment:
     one cancel ends it and stops its run, the other is told it had ended, one failure comment."""
     job_id = _running(client, tracker, runner, add_mapping)
-    answers: list[Any] = []
-    barrier = threading.Barrier(3)
-
-    def cancel() -> None:
-        with app.app_context():
-            barrier.wait()
-            answers.append(app.test_client().post(f"/api/jobs/{job_id}/cancel", headers=admin_headers))
-            db.session.remove()
-
-    threads = [threading.Thread(target=cancel) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    answers = at_once(app, lambda c: c.post(f"/api/jobs/{job_id}/cancel", headers=admin_headers), 3)
     db.session.rollback()
     assert sorted(a.status_code for a in answers) == [200, 409, 409]
     [job] = jobs_of("ENG-1")
