@@ -36,7 +36,7 @@ def recorder() -> Iterator[tuple[str, list[tuple[str, str | None]]]]:
     proxy) and Authorization header."""
     handler = type("Recorder", (_Recorder,), {"seen": []})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}", handler.seen

@@ -172,7 +172,7 @@ def run_demo(workdir: str, port: int, *, exit_when_done: bool, timeout: float, e
     except OSError as exc:  # taken since check_port looked
         github.stop()
         raise AiimplError(f"port {port} is not free ({exc.strerror}): pick another with --port") from None
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     client = app.test_client()
     headers = {"Authorization": f"Bearer {_admin_token(app, admin)}"}

@@ -120,12 +120,14 @@ def test_drill_tracker_500_429_timeout_then_recovery(app, client, linear, other,
     assert _listings(linear) == before
     assert [d.issue_key for d in report.dispatched] == ["OPS-3"] and "linear" in report.providers_skipped
 
-    # -- 429: the budget is spent and resets in 15 s, longer than a client waits in-line (10 s)
-    # even on a slow machine,
-    # so the connection is postponed and left alone until then. (The client also remembers the
-    # reset on the real clock and sends nothing before it: the drill waits it out for real.)
+    # -- 429: the budget is spent and resets in 5 s, longer than the client waits in-line (10 s
+    # in production, 2 s in this drill) even on a slow machine, so the connection is postponed and
+    # left alone until then. (The client also remembers the reset on the real clock and sends
+    # nothing before it: the drill waits it out for real.)
     linear._failures.clear()  # the fake has no public "stop failing"; the outage's 500s end here
-    reset_in = 15.0
+    client = app.extensions["aiimpl"].ticketing("linear").client
+    client.max_wait = client.http.max_wait = 2.0
+    reset_in = 5.0
     linear.set_budget(0, reset_in=reset_in)
     reset_at = time.monotonic() + reset_in
     t1 = t0 + timedelta(minutes=20)
@@ -133,7 +135,7 @@ def test_drill_tracker_500_429_timeout_then_recovery(app, client, linear, other,
     report = run_cycle(now=t1)
     assert _listings(linear) == before + 1 and not report.dispatched, report.as_dict()
     backoff = poller.backoff_of("ticketing", "linear", t1)
-    assert backoff is not None and backoff.until >= t1 + timedelta(seconds=10), backoff
+    assert backoff is not None and backoff.until >= t1 + timedelta(seconds=reset_in - 1), backoff
     other.add("OPS-4")
     report = run_cycle(now=t1 + timedelta(seconds=1))
     assert _listings(linear) == before + 1

@@ -46,6 +46,12 @@ DOCUMENTED_5XX: dict[tuple[str, int], str] = {
 #: Routes with a known robustness problem on some bodies, each with its own xfail test below.
 KNOWN: dict[str, set[str]] = {}
 
+#: Routes that read no body and call the outside services on every request: each call waits out
+#: the retries to the unreachable trackers (about 1.5 s), so these get a sample of the shapes.
+REMOTE: dict[str, set[str]] = {
+    "/api/checks": {"no body", "not json", "deep array", "3 MB", "multipart", "all keys = None"},
+}
+
 
 def _deep(n: int) -> bytes:
     return b"[" * n + b"]" * n
@@ -294,10 +300,11 @@ def test_every_route_answers_every_body_shape(caller, full_app):
     routes = _routes(full_app)
     assert ("POST", "/api/linear/webhook") in routes and ("POST", "/api/jira/webhook") in routes
     bodies = _raw_bodies() + _object_bodies(caller.nonce)
+    assert all(names <= {name for name, _, _ in bodies} for names in REMOTE.values())
     failures = []
     for method, rule in routes:
         for name, body, content_type in bodies:
-            if name in KNOWN.get(rule, set()):
+            if name in KNOWN.get(rule, set()) or name not in REMOTE.get(rule, {name}):
                 continue
             resp = caller.send(method, rule, body, content_type)
             problem = problems(rule, resp)

@@ -595,7 +595,7 @@ def test_dev_server_access_log_does_not_carry_the_jira_secret(full_app, sec_logs
     from aiimpl_core.cli.devserver import make_dev_server
 
     server = make_dev_server("127.0.0.1", 0, full_app)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         secret = SECRETS["AIIMPL_JIRA_WEBHOOK_SECRET"]

@@ -165,7 +165,8 @@ def git_server(remote: Remote, github: FakeGitHub) -> Iterator[GitHttpServer]:
 @pytest.fixture
 def orchestrator(app: Any) -> Iterator[str]:
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="orchestrator", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name="orchestrator", daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_port}"
     app.config["AIIMPL_PUBLIC_URL"] = url  # what the dispatcher hands the session as AIIMPL_URL

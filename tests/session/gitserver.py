@@ -50,7 +50,8 @@ class GitHttpServer:
 
     def start(self) -> GitHttpServer:
         self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="git-http", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="git-http", daemon=True)
         self._thread.start()
         return self
 

@@ -563,7 +563,7 @@ def test_a_repository_token_is_asked_again_after_a_proxys_502() -> None:
         return answers.pop(0)
 
     server = make_server("127.0.0.1", 0, orchestrator)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         client = Orchestrator(f"http://127.0.0.1:{server.server_port}", "nonce-1", {}, Redactor())
         client.http.sleep = lambda _seconds: None
@@ -634,7 +634,7 @@ def test_a_slow_orchestrator_holds_a_progress_report_seconds_not_minutes() -> No
         return Response("{}", mimetype="application/json")
 
     server = make_server("127.0.0.1", 0, slow, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         client = Orchestrator(f"http://127.0.0.1:{server.server_port}", "nonce-1", {}, Redactor(),
                               report_timeout=0.3)
