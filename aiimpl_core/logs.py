@@ -71,7 +71,9 @@ class SecretMask(logging.Filter):
     arguments, traceback, stack), in place, so any handler after it gets the masked record too.
 
     It keeps the last :attr:`size` values it was given (a process that decrypts many secrets over
-    its life does not grow without bound); masking a value that is no longer a secret is harmless.
+    its life does not grow without bound); masking a value that is no longer a secret is harmless,
+    so values it dropped are masked on until a quarter of :attr:`size` were, and the redactor is
+    built again from the values kept.
     """
 
     def __init__(self, size: int = 512) -> None:
@@ -79,6 +81,7 @@ class SecretMask(logging.Filter):
         self.size = size
         self._values: OrderedDict[str, None] = OrderedDict()
         self._redactor: Redactor | None = None
+        self._dropped = 0  # values dropped since the redactor was built (it still masks them)
         self._followed: weakref.WeakSet[Redactor] = weakref.WeakSet()
         self._lock = threading.Lock()
 
@@ -94,7 +97,11 @@ class SecretMask(logging.Filter):
                 self._values[value] = None
                 while len(self._values) > self.size:
                     self._values.popitem(last=False)
-                self._redactor = None
+                    self._dropped += 1
+                if self._redactor is not None and self._dropped <= self.size // 4:
+                    self._redactor.add(value)  # compiled on its own: the others stay as they are
+                else:  # built again from the values kept, when next needed
+                    self._redactor, self._dropped = None, 0
 
     def follow(self, redactor: Redactor) -> None:
         """Mask whatever ``redactor`` masks, including the values it learns later (a session's
@@ -105,13 +112,13 @@ class SecretMask(logging.Filter):
     def clear(self) -> None:
         with self._lock:
             self._values.clear()
-            self._redactor = None
+            self._redactor, self._dropped = None, 0
             self._followed = weakref.WeakSet()
 
     def redactors(self) -> list[Redactor]:
         with self._lock:
             if self._redactor is None and self._values:
-                self._redactor = Redactor(self._values)
+                self._redactor, self._dropped = Redactor(self._values), 0
             own = [self._redactor] if self._redactor is not None else []
             return own + [r for r in self._followed if r.values]
 

@@ -197,6 +197,23 @@ def test_the_mask_keeps_its_last_values_only():
     assert redactor.values == {"value-1", "value-3", "value-4"}
 
 
+def test_the_mask_learns_a_value_without_building_its_redactor_again():
+    """Each value a process learns (an installation token it minted) is added to the redactor it
+    has; values dropped past the size are masked on until a quarter of the size were dropped,
+    then the redactor is built again from the values kept."""
+    mask = logs.SecretMask(size=8)
+    mask.add(*(f"value-{n:03d}" for n in range(8)))
+    [first] = mask.redactors()
+    mask.add("value-new-1", "value-new-2")  # two dropped: at most a quarter of the size
+    [same] = mask.redactors()
+    assert same is first and {"value-new-1", "value-new-2", "value-000"} <= same.values
+    mask.add("value-new-3")  # a third dropped
+    [fresh] = mask.redactors()
+    assert fresh is not first
+    assert fresh.values == {f"value-{n:03d}" for n in range(3, 8)} | {f"value-new-{n}" for n in (1, 2, 3)}
+    assert fresh.text("value-new-3 and value-007") == "[REDACTED] and [REDACTED]"
+
+
 def test_a_record_that_cannot_be_formatted_is_left_to_logging(masked_handler):
     logger, _handler, stream = masked_handler
     logs.mask(SECRET)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import re
 import threading
+from bisect import bisect_right
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -17,36 +18,74 @@ from urllib.parse import quote, quote_plus
 MASK = "[REDACTED]"
 #: shorter values are not redacted: masking "1" or "on" everywhere would garble every text
 MIN_LENGTH = 6
-_SPLIT = r"(?:\s|\\n|\\r)*"  # a real line break, or one escaped inside a JSON string
-#: variants longer than this are matched as written, not across line breaks (their lines are
-#: variants of their own)
+#: what may come between two characters of a secret in an output: a real line break or space, or
+#: a line break escaped inside a JSON string
+_BREAK = re.compile(r"\s|\\n|\\r")
+#: variants longer than this are found with a plain substring search, not a pattern
 LONG = 512
-_NOTHING = re.compile(r"(?!)")  # matches nowhere: every variant is a long one
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+#: patterns a redactor keeps before it compiles all its values into one again
+MAX_CHUNKS = 8
+
+
+def _squeezed(text: str) -> str:
+    return _BREAK.sub("", text)
 
 
 def _variant_pattern(variant: str) -> str:
-    """A regex for ``variant`` that tolerates line breaks between any two characters and either
-    case in percent escapes (encoders differ: ``%2F`` or ``%2f``)."""
-    tokens: list[str] = []
-    i = 0
-    while i < len(variant):
-        ch = variant[i]
-        if ch == "%" and re.fullmatch(r"[0-9A-Fa-f]{2}", variant[i + 1 : i + 3]):
-            tokens.append("%" + _SPLIT + f"(?i:{variant[i + 1]}){_SPLIT}(?i:{variant[i + 2]})")
-            i += 3
-            continue
-        if not ch.isspace():
-            tokens.append(re.escape(ch))
-        i += 1
-    return _SPLIT.join(tokens)
+    """A regex for ``variant`` (squeezed) that accepts either case in percent escapes (encoders
+    differ: ``%2F`` or ``%2f``)."""
+    out: list[str] = []
+    at = 0
+    for m in _PERCENT.finditer(variant):
+        out.append(re.escape(variant[at : m.start()]))
+        out.append("%" + "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in m.group()[1:]))
+        at = m.end()
+    out.append(re.escape(variant[at:]))
+    return "".join(out)
+
+
+def _compile(variants: Iterable[str]) -> re.Pattern[str]:
+    """One pattern of ``variants``, longest first, so a value containing another is masked whole."""
+    return re.compile("|".join(_variant_pattern(v) for v in sorted(variants, key=len, reverse=True)))
+
+
+class _Positions:
+    """Maps a position in the squeezed text back to the text it was squeezed from."""
+
+    def __init__(self, text: str) -> None:
+        self.starts: list[int] = []  # where each kept run starts in the squeezed text ...
+        self.origins: list[int] = []  # ... and in the original
+        kept = at = 0
+        for m in _BREAK.finditer(text):
+            if m.start() > at:
+                self.starts.append(kept)
+                self.origins.append(at)
+                kept += m.start() - at
+            at = m.end()
+        if at < len(text):
+            self.starts.append(kept)
+            self.origins.append(at)
+
+    def original(self, position: int) -> int:
+        run = bisect_right(self.starts, position) - 1
+        return self.origins[run] + position - self.starts[run]
 
 
 class Redactor:
-    """Replaces known secret values (and their encodings) with ``[REDACTED]``; thread-safe."""
+    """Replaces known secret values (and their encodings) with ``[REDACTED]``; thread-safe.
+
+    A secret is found even when an output broke it across lines: the text is matched with its
+    line breaks and spaces taken out (its "squeezed" form), and what matched is masked in the text
+    as written, the breaks inside it included. Values learned later are compiled on their own, not
+    with all the earlier ones again: a process that knows hundreds of secrets learns one more in
+    milliseconds.
+    """
 
     def __init__(self, values: Iterable[str] = ()) -> None:
         self._values: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
+        self._pending: set[str] = set()
+        self._chunks: tuple[re.Pattern[str], ...] = ()
         self._long: tuple[str, ...] = ()
         self._lock = threading.Lock()
         self.add(*values)
@@ -62,50 +101,76 @@ class Redactor:
             return
         with self._lock:
             self._values |= fresh
-            self._pattern = None
+            self._pending |= fresh
 
     def _variants(self, value: str) -> set[str]:
         out = {value, quote(value, safe=""), quote_plus(value, safe="")}
         for raw in (value, f"x-access-token:{value}"):
             out.add(base64.b64encode(raw.encode()).decode().rstrip("="))
-        return {v for v in out if len(v) >= MIN_LENGTH}
-
-    @staticmethod
-    def _lines(value: str) -> set[str]:
-        """A multi-line secret's (a PEM key's) lines, each secret on its own."""
+        # a multi-line secret's (a PEM key's) lines, each a secret on its own
         lines = {line.strip() for line in value.splitlines()}
-        return {line for line in lines if len(line) >= 16} if len(lines) > 1 else set()
+        if len(lines) > 1:
+            out |= {line for line in lines if len(line) >= 16}
+        squeezed = {_squeezed(v) for v in out}
+        return {v for v in squeezed if len(v) >= MIN_LENGTH}
 
-    def _compiled(self) -> re.Pattern[str] | None:
+    def _compiled(self) -> tuple[tuple[re.Pattern[str], ...], tuple[str, ...]]:
         with self._lock:
-            if self._pattern is None and self._values:
+            if self._pending:
+                if len(self._chunks) >= MAX_CHUNKS:
+                    self._pending, self._chunks, self._long = set(self._values), (), ()
                 variants: set[str] = set()
-                lines: set[str] = set()
-                for value in self._values:
+                for value in self._pending:
                     variants |= self._variants(value)
-                    lines |= self._lines(value)
-                # A value (or an encoding of it) may be broken across lines anywhere; a long one is
-                # replaced as written, and a multi-line one's lines each as written: a pattern that
-                # allows a break between any two characters costs seconds to compile per few
-                # kilobytes. Longest first, so a value containing another is masked whole.
-                self._long = tuple(sorted((v for v in variants if len(v) > LONG), key=len, reverse=True))
-                short = [(v, _variant_pattern(v)) for v in variants if len(v) <= LONG]
-                short += [(line, re.escape(line)) for line in lines - variants]
-                parts = [pattern for _, pattern in sorted(short, key=lambda p: len(p[0]), reverse=True)]
-                self._pattern = re.compile("|".join(parts)) if parts else _NOTHING
-            return self._pattern
+                short = {v for v in variants if len(v) <= LONG}
+                if short:
+                    self._chunks += (_compile(short),)
+                self._long += tuple(variants - short)
+                self._pending = set()
+            return self._chunks, self._long
 
     def text(self, value: str | None) -> str:
         """``value`` with every known secret masked (``None`` becomes ``""``)."""
         if not value:
             return value or ""
-        pattern = self._compiled()
-        if pattern is None:
+        chunks, long = self._compiled()
+        if not chunks and not long:
             return value
-        for variant in self._long:
-            if variant in value:
-                value = value.replace(variant, MASK)
-        return pattern.sub(MASK, value)
+        squeezed = _squeezed(value)
+        spans: list[tuple[int, int]] = []
+        for variant in long:
+            at = squeezed.find(variant)
+            while at >= 0:
+                spans.append((at, at + len(variant)))
+                at = squeezed.find(variant, at + 1)
+        if spans:  # the patterns need not read what is masked already (a certificate bundle)
+            parts, at = [], 0
+            for start, end in sorted(spans):
+                start = max(start, at)
+                if end > start:
+                    parts += (squeezed[at:start], "\0" * (end - start))
+                    at = end
+            squeezed = "".join(parts) + squeezed[at:]
+        # every match, overlapping ones too: two secrets sharing characters are masked together
+        for chunk in chunks:
+            match = chunk.search(squeezed)
+            while match:
+                spans.append(match.span())
+                match = chunk.search(squeezed, match.start() + 1)
+        if not spans:
+            return value
+        positions = _Positions(value)
+        out: list[str] = []
+        written = 0  # the end in ``value`` of what is in ``out`` already
+        for start, end in sorted(spans):
+            first, last = positions.original(start), positions.original(end - 1) + 1
+            if first < written:  # overlaps the mask before it: that mask grows
+                written = max(written, last)
+                continue
+            out += (value[written:first], MASK)
+            written = last
+        out.append(value[written:])
+        return "".join(out)
 
     def data(self, value: Any, keep: Iterable[str] = ()) -> Any:
         """A JSON-like value with every string masked, an object's keys included; top-level keys

@@ -85,6 +85,46 @@ def test_redactor_masks_each_line_of_a_multiline_secret() -> None:
     assert "QWERTYUIOP" not in out
 
 
+def test_a_value_learned_later_is_compiled_on_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A redactor that knows hundreds of values learns one more without compiling the others again
+    (one pattern of 512 values with a line break allowed between any two characters took about
+    4 s, on the next log line after each installation token a process minted)."""
+    from aiimpl_core.session import redact
+
+    compiled: list[int] = []
+    real = redact._compile
+    monkeypatch.setattr(redact, "_compile", lambda variants: compiled.append(len(variants)) or real(variants))
+    values = [f"ghs_{n:036d}" for n in range(300)]
+    r = Redactor(values)
+    assert r.text(f"a {values[5]} b") == f"a {MASK} b"
+    assert len(compiled) == 1 and compiled[0] >= 300
+    compiled.clear()
+    later = "ghs_learned_later_0123456789abcdef"
+    r.add(later)
+    assert r.text(f"a {later[:10]}\n{later[10:]} b {values[7]}") == f"a {MASK} b {MASK}"
+    assert compiled == [len(r._variants(later))]
+    # each value learned on its own adds a pattern, up to a bound: then all are compiled as one
+    compiled.clear()
+    for n in range(redact.MAX_CHUNKS):
+        r.add(f"learned-one-by-one-{n}")
+        assert r.text(f"x learned-one-by-one-{n} y") == f"x {MASK} y"
+    assert max(compiled) >= 300 and compiled.count(max(compiled)) == 1
+    assert r.text(" ".join(["learned-one-by-one-0", later, values[0]])) == " ".join([MASK] * 3)
+
+
+def test_secrets_containing_or_overlapping_one_another_are_masked_whole() -> None:
+    inner, outer = "inner-secret-42", "outer-inner-secret-42-outer"
+    for first, second in ((inner, outer), (outer, inner)):
+        r = Redactor([first])
+        r.text("x")  # compiled: the second value gets a pattern of its own
+        r.add(second)
+        assert r.text(f"a {outer} b {inner} c") == f"a {MASK} b {MASK} c"
+    # two secrets sharing characters: neither one's rest is left in the clear, even across a break
+    r = Redactor(["abcdef-123456", "123456-uvwxyz"])
+    assert r.text("a abcdef-123456-uvwxyz b") == f"a {MASK} b"
+    assert r.text("a abcdef-12\n3456-uvwx\nyz b") == f"a {MASK} b"
+
+
 @pytest.mark.parametrize("size", ["bundle-256k", "one-line-1.5m"])
 def test_a_long_secret_is_masked_whole_and_costs_no_time_to_learn(size: str) -> None:
     """A 256 KB certificate bundle, or a megabyte-and-a-half value on one line: learned and matched
@@ -625,15 +665,21 @@ def test_a_slow_orchestrator_holds_a_progress_report_seconds_not_minutes() -> No
     timeout (and retries), never the run's budget."""
     import threading
 
-    from werkzeug.serving import make_server
+    from werkzeug.serving import WSGIRequestHandler, make_server
     from werkzeug.wrappers import Request, Response
+
+    released = threading.Event()
 
     @Request.application
     def slow(request: Request) -> Response:
-        time.sleep(3)
+        released.wait(3)
         return Response("{}", mimetype="application/json")
 
-    server = make_server("127.0.0.1", 0, slow, threaded=True)
+    class Quiet(WSGIRequestHandler):
+        def log_request(self, *args: object) -> None:
+            """Answered after the test: no access line in a later test's log."""
+
+    server = make_server("127.0.0.1", 0, slow, threaded=True, request_handler=Quiet)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         client = Orchestrator(f"http://127.0.0.1:{server.server_port}", "nonce-1", {}, Redactor(),
@@ -644,6 +690,7 @@ def test_a_slow_orchestrator_holds_a_progress_report_seconds_not_minutes() -> No
         assert client.status("environment_ready") is False
         assert time.monotonic() - started < 8  # the default 30 s timeout: 18 s and more
     finally:
+        released.set()
         server.shutdown()
 
 
