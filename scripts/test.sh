@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a virtual environment with the core, every plugin and the test tools, prepares the
 # optional test engines (a Docker-API engine, Chromium) where this machine allows, and runs the
-# whole test suite, one pytest worker per core. Extra arguments go to pytest.
+# whole test suite, one pytest worker more than the cores. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +27,7 @@ source .ci/env.sh
 # the environment's scripts (aiimpl, gunicorn) come first on PATH, as when it is activated
 PATH="$(cd "$VENV/bin" && pwd):$PATH"
 export PATH
-# one worker per core (AIIMPL_TEST_WORKERS=0 runs in this process): each worker has databases of
-# its own, and the fakes and engines listen on ports the system picks
-exec "$VENV/bin/python" -m pytest -n "${AIIMPL_TEST_WORKERS:-auto}" "$@"
+# one worker more than the cores, as the tests wait on git, subprocesses and servers about a quarter
+# of the time (AIIMPL_TEST_WORKERS=0 runs in this process): each worker has databases of its own,
+# and the fakes and engines listen on ports the system picks
+exec "$VENV/bin/python" -m pytest -n "${AIIMPL_TEST_WORKERS:-$(($(nproc) + 1))}" "$@"

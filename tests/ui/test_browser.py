@@ -99,6 +99,7 @@ def test_job_moves_through_statuses_without_reload(page, app):
                                started_at=f"2026-11-29T05:0{n}:00Z", source="runner"))
     db.session.commit()
 
+    page.clock.install()  # the page's timers run when the test moves its clock on
     sign_in(page)
     page.get_by_role("link", name="Dispatch log").click()
     row = page.locator(f'#jobs-table tr[data-job="{job.id}"]')
@@ -106,9 +107,11 @@ def test_job_moves_through_statuses_without_reload(page, app):
     for status in (JobStatus.DISPATCHED, JobStatus.RUNNING):
         transition(job, status)
         db.session.commit()
+        page.clock.run_for(3000)  # the next refresh
         row.get_by_text(status.value, exact=True).wait_for()
     transition(job, JobStatus.COMPLETED, pr_url="https://github.com/acme/api/pull/42", pr_number=42)
     db.session.commit()
+    page.clock.run_for(3000)
     row.get_by_text("completed").wait_for()
     row.get_by_role("link", name="#42").wait_for()
     row.get_by_role("button", name="Steps").click()
