@@ -365,14 +365,15 @@ def clear(issue_key: str) -> None:
 def prune(provider_id: str, seen: set[str], listed_since: datetime) -> int:
     """After a complete listing: drop the provider's blockers the listing did not show again.
 
-    Rows refreshed after the listing began (a webhook's check running meanwhile) are kept.
+    Rows refreshed after the listing began (a webhook's check running meanwhile) are kept, also
+    when the refresh commits while the delete waits for the row: the delete checks it again.
     """
-    stale = db.session.scalars(
-        select(BlockerRow.issue_key).where(
-            BlockerRow.provider == provider_id, BlockerRow.last_seen_at < listed_since
-        )
-    ).all()
+    still_stale = (BlockerRow.provider == provider_id, BlockerRow.last_seen_at < listed_since)
+    stale = db.session.scalars(select(BlockerRow.issue_key).where(*still_stale)).all()
     gone = [key for key in stale if key not in seen]
-    if gone:
-        db.session.execute(delete(BlockerRow).where(BlockerRow.issue_key.in_(gone)))
-    return len(gone)
+    removed = 0
+    for chunk in chunks(gone):
+        removed += db.session.execute(
+            delete(BlockerRow).where(BlockerRow.issue_key.in_(chunk), *still_stale)
+        ).rowcount
+    return removed

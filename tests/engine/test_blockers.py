@@ -387,3 +387,46 @@ class TestAPageWithNothingToDispatch:
 
 
 PAUSED = "Project ENG is paused."
+
+
+def test_a_blocker_refreshed_while_the_prune_waits_for_its_row_is_kept(app):
+    """PostgreSQL: a webhook's check refreshes a blocker after the listing began and holds its row
+    while the listing's prune, which read it as stale, comes to delete it: it is kept."""
+    import threading
+    import time
+    from datetime import timedelta
+
+    from sqlalchemy.orm import Session
+
+    from aiimpl_core.orm import utcnow
+    from aiimpl_core.services import blockers
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serializes writers: the prune never waits on a row")
+    listed_since = utcnow()
+    for key in ("ENG-8", "ENG-9"):
+        db.session.add(Blocker(issue_key=key, team_key="ENG", provider="fake-tracker", reason="paused",
+                               message=PAUSED, last_seen_at=listed_since - timedelta(minutes=5)))
+    db.session.commit()
+    other = Session(db.engine)
+    other.execute(db.update(Blocker).where(Blocker.issue_key == "ENG-9")
+                  .values(last_seen_at=listed_since + timedelta(seconds=1)))
+    removed = []
+
+    def prune() -> None:
+        with app.app_context():
+            removed.append(blockers.prune("fake-tracker", set(), listed_since))
+            db.session.commit()
+            db.session.remove()
+
+    thread = threading.Thread(target=prune)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        waited = thread.is_alive()  # waiting for ENG-9's row
+    finally:
+        other.commit()
+        other.close()
+        thread.join(30)
+    assert waited
+    assert removed == [1] and set(blocker_rows()) == {"ENG-9"}
