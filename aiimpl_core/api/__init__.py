@@ -65,6 +65,10 @@ def _install_hardening(app: Flask) -> None:
         if not request.path.startswith(("/static/", "/ui/static/")):
             # session tokens, run tokens, secrets' names, jobs: never kept by a browser or a proxy
             resp.headers.setdefault("Cache-Control", "no-store")
+        if resp.location and resp.location.startswith(request.host_url):
+            # werkzeug's slash redirect (``/ui`` to ``/ui/``) names the host the request named:
+            # a redirect stays on whatever host the client reached, whatever its Host header said
+            resp.location = "/" + resp.location[len(request.host_url):]
         return resp
 
 

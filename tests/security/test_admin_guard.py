@@ -174,3 +174,22 @@ def test_ui_and_api_answers_carry_hardening_headers(full_app):
     assert signed_in.status_code == 200 and signed_in.headers.get("Cache-Control") == "no-store"
     static = client.get("/ui/static/app.js")
     assert static.status_code == 200 and static.headers.get("Cache-Control") != "no-store"
+
+
+def test_no_redirect_names_the_host_the_request_named(full_app):
+    """A forged ``Host`` header never comes back in a ``Location``: werkzeug's slash redirect
+    (``/ui`` to ``/ui/``) and the app's own redirects answer with a path."""
+    client = full_app.test_client()
+    redirects = 0
+    for rule in full_app.url_map.iter_rules():
+        if "GET" not in rule.methods or "<" in rule.rule:
+            continue
+        for path in {rule.rule, rule.rule.rstrip("/") or "/"}:
+            resp = client.get(path, headers={"Host": "attacker.example"})
+            if 300 <= resp.status_code < 400:
+                redirects += 1
+                location = resp.headers["Location"]
+                assert location.startswith("/") and "attacker.example" not in location, (path, location)
+    assert redirects >= 2  # /ui and / at least
+    resp = client.get("/ui", headers={"Host": "attacker.example"})
+    assert (resp.status_code, resp.headers["Location"]) == (308, "/ui/")
