@@ -185,7 +185,13 @@ def record_result(claims: RunClaims, data: dict[str, Any]) -> dict[str, Any]:
     outcome, comments_in_plan = result_outcome(data)
     try:
         with serialized():
-            job = db.session.get(Job, claims.job_id)
+            # read under the row lock the ending's compare-and-set takes (PostgreSQL: FOR NO KEY
+            # UPDATE; SQLite's BEGIN IMMEDIATE serializes already): a concurrent move to another
+            # active status (the first progress step, the reconciler linking the run) is waited
+            # for and read, so the ending does not compare against a status gone meanwhile, fail,
+            # and lose the result with its single-use token
+            job = db.session.get(Job, claims.job_id, with_for_update={"key_share": True},
+                                 populate_existing=True)
             if job is None:
                 raise CallbackError(404, "job_not_found")
             # The primary key on jti is the single-use guarantee: a second post (even a
