@@ -423,6 +423,7 @@ def _touch_many(
     fresh_for: timedelta = timedelta(0),
     known: dict[str, Any] | None = None,
     known_locked: bool = False,
+    fetched_at: datetime | None = None,
 ) -> set[str]:
     """:func:`_touch` for many issues in a few statements, skipping those whose trigger is consumed
     (unless ``force``). Rows that only need ``last_seen_at`` moved — most of them, cycle after
@@ -433,23 +434,34 @@ def _touch_many(
         poller inserted meanwhile makes the insert fail, and the caller tries again without them.)
     :param known_locked: ``known`` was read under the caller's locks, in this transaction: nothing
         is read again.
+    :param fetched_at: when the reads the checks were made on began. An issue whose trigger we
+        cleared since then is skipped too: a job consumed the trigger and its stage change reached
+        the tracker meanwhile (which sets ``trigger_consumed`` back), so what the checks saw is
+        older than that change, as :func:`_verdict` finds a listing that began before it.
     :returns: the keys of the issues whose trigger a job consumed meanwhile.
     """
     latest = {issue.key: issue for issue in issues}
     consumed: set[str] = set()
+    taken_now = TrackedIssue.trigger_consumed.is_(True)
+    if fetched_at is not None:
+        taken_now = taken_now | (TrackedIssue.trigger_cleared_at >= fetched_at)
     for chunk in chunks(list(latest)):
         if known is None:
             current = rows_by_issue_key(TrackedIssue, chunk, *_TRACKED_COLUMNS)
         else:
             current = {key: known[key] for key in chunk if key in known}
         if known is None or known_locked:
-            taken = {key for key, row in current.items() if row.trigger_consumed}
+            taken = {
+                key
+                for key, row in current.items()
+                if row.trigger_consumed
+                or (fetched_at is not None and row.trigger_cleared_at is not None
+                    and row.trigger_cleared_at >= fetched_at)
+            }
         else:
             taken = set(
                 db.session.scalars(
-                    select(TrackedIssue.issue_key).where(
-                        one_of(TrackedIssue.issue_key, chunk), TrackedIssue.trigger_consumed.is_(True)
-                    )
+                    select(TrackedIssue.issue_key).where(one_of(TrackedIssue.issue_key, chunk), taken_now)
                 )
             )
         wanted: dict[str, dict[str, Any]] = {}
@@ -477,15 +489,18 @@ def hold_all(
     force: bool = False,
     fresh_for: timedelta = timedelta(0),
     snapshot: _Snapshot | None = None,
+    fetched_at: datetime | None = None,
 ) -> None:
     """Record blockers found without locks, in one transaction, except for issues another poller
-    dispatched meanwhile.
+    (or a webhook) dispatched meanwhile.
 
     :param fresh_for: rows where nothing changed keep a ``last_seen_at`` younger than this (a poll
         cycle passes :data:`SEEN_REFRESH`, sparing the database a write per waiting issue per cycle).
     :param snapshot: the page's snapshot, whose tracked rows are compared with instead of reading
         them again under the locks (only which triggers are consumed is read there; the blocker
         rows are read there, as other pollers write them too).
+    :param fetched_at: when the listing (or the single read) the checks saw began: an issue whose
+        trigger was cleared since was dispatched meanwhile too (see :func:`_touch_many`).
 
     The teams' locks (one of which each claim holds, taken here in a fixed order) make "dispatched
     meanwhile" visible. Two pollers may insert the same rows at once: the loser retries, reading
@@ -500,7 +515,7 @@ def hold_all(
                 advisory_locks(f"team:{team}" for team in sorted({issue.team_key for issue, _ in held}))
                 tracked_rows = known.tracked_rows if known is not None else None
                 dispatched, recorded = _record_held(
-                    held, now, force=force, fresh_for=fresh_for, known=tracked_rows
+                    held, now, force=force, fresh_for=fresh_for, known=tracked_rows, fetched_at=fetched_at
                 )
             break
         except IntegrityError:
@@ -517,6 +532,7 @@ def _record_held(
     fresh_for: timedelta,
     known: dict[str, Any] | None,
     known_locked: bool = False,
+    fetched_at: datetime | None = None,
 ) -> tuple[set[str], list[tuple[TrackerIssue, blockers.Blocked]]]:
     """The writes of waiting issues, under the caller's locks: their tracked rows (see
     :func:`_touch_many`) and the blockers of those whose trigger no job consumed meanwhile.
@@ -525,7 +541,7 @@ def _record_held(
     """
     issues = [issue for issue, _ in held]
     dispatched = _touch_many(issues, now, force=force, fresh_for=fresh_for, known=known,
-                             known_locked=known_locked)
+                             known_locked=known_locked, fetched_at=fetched_at)
     recorded = [(issue, blocked) for issue, blocked in held if issue.key not in dispatched]
     blockers.record_many(recorded, now, fresh_for=fresh_for)
     return dispatched, recorded
@@ -598,7 +614,7 @@ def consider(
         if held is not None:
             held.append((issue, first))
         else:
-            hold_all([(issue, first)], now, report, force=force)
+            hold_all([(issue, first)], now, report, force=force, fetched_at=fetched_at)
         return None
 
     job: Job | None = None
@@ -822,7 +838,7 @@ def _handle_page(
                 f"{issue.key}: {exc.message if isinstance(exc, AiimplError) else type(exc).__name__}"
             )
     try:
-        hold_all(held, now, report, fresh_for=SEEN_REFRESH, snapshot=snapshot)
+        hold_all(held, now, report, fresh_for=SEEN_REFRESH, snapshot=snapshot, fetched_at=fetched_at)
     except Exception as exc:  # noqa: BLE001 - the blockers are recorded again next cycle
         db.session.rollback()
         log.exception("recording blockers failed")

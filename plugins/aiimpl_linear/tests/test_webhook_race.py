@@ -1,0 +1,197 @@
+"""``POST /api/linear/webhook`` racing a poll cycle over the same issue, on the fake Linear server.
+
+Several gunicorn workers and hosts share one database: a person adds ``AI-Implement``, Linear's
+delivery reaches one worker while another runs its poll cycle. The issue is dispatched once (one
+job, one launch, one label change in Linear), the webhook answers 200, and no blocker is left
+behind. The core's own tests race the same path without HTTP (``tests/engine/test_race_webhooks.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import Blocker, Job, Mapping
+from aiimpl_core.services import dispatch
+from aiimpl_core.services.dispatch import run_cycle
+from aiimpl_core.testing.fakes import FakeRunner
+from aiimpl_core.testing.orchestrator import at_once, fresh
+
+import aiimpl_linear.plugin
+from aiimpl_linear.testing import FakeLinear
+
+URL = "/api/linear/webhook"
+#: why the loser skips the issue: its trigger was consumed, or the stage change had cleared it
+SEEN_DISPATCHED = ("trigger already dispatched", "listing older than our last stage change")
+
+
+@pytest.fixture
+def runner() -> FakeRunner:
+    return FakeRunner()
+
+
+@pytest.fixture
+def aiimpl_plugins(runner: FakeRunner) -> list[object]:
+    return [aiimpl_linear.plugin, runner.plugin]
+
+
+@pytest.fixture
+def aiimpl_config(fake: FakeLinear) -> dict[str, Any]:
+    return fake.config()
+
+
+@pytest.fixture
+def issue(app: Any, fake: FakeLinear) -> str:
+    """ENG's mapping, and an issue a person just gave the trigger (no cycle has seen it yet)."""
+    db.session.add(Mapping(team_key="ENG", owner="acme", repo="api", default_branch="main",
+                           execution_mode="github-actions", ticketing={"provider": "linear"}))
+    db.session.commit()
+    key = fake.add_issue("ENG", "Add export", labels=["feature"])["identifier"]
+    fake.add_labels(key, "AI-Implement")
+    return key
+
+
+def delivery(fake: FakeLinear, key: str) -> Callable[[Any], tuple[int, Any]]:
+    """Linear's delivery for the label change, as ``call(client)`` → (status, body)."""
+    body = json.dumps(fake.issue_webhook_payload(key)).encode()
+    headers = {
+        "Content-Type": "application/json", "Linear-Event": "Issue", "Linear-Signature": fake.sign(body)
+    }
+
+    def send(client: Any) -> tuple[int, Any]:
+        resp = client.post(URL, data=body, headers=headers)
+        return resp.status_code, resp.get_json()
+
+    return send
+
+
+def assert_dispatched_once(fake: FakeLinear, runner: FakeRunner, key: str, answer: tuple[int, Any],
+                           *reports: Any) -> None:
+    assert answer == (200, {"ok": True, "issue": key, "dispatched": True})
+    fresh()
+    [job] = db.session.scalars(db.select(Job).where(Job.issue_key == key)).all()
+    assert job.status == "dispatched" and list(runner.runs) == [job.id]
+    assert db.session.scalars(db.select(Blocker)).all() == []
+    assert fake.labels_of(key) == ["AI-Working", "feature"]
+    assert fake.operations().count("UpdateIssueLabels") == 1  # the stage change, sent once
+    for report in reports:
+        assert not report.errors and key not in report.blocked, report.as_dict()
+        assert report.dispatched or report.skipped[key] in SEEN_DISPATCHED, report.as_dict()
+
+
+class Pause:
+    """``module.name`` waits, after its first call in the thread named ``thread`` returns, until
+    released: that thread's transaction stays open with whatever it holds."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, module: Any, name: str, thread: str) -> None:
+        self.entered, self.released = threading.Event(), threading.Event()
+        original = getattr(module, name)
+
+        def paused(*args: Any, **kwargs: Any) -> Any:
+            result = original(*args, **kwargs)
+            if threading.current_thread().name == thread and not self.entered.is_set():
+                self.entered.set()
+                assert self.released.wait(30), "never released"
+            return result
+
+        monkeypatch.setattr(module, name, paused)
+
+
+def in_thread(app: Any, name: str, work: Callable[[Any], Any], out: dict[str, Any]) -> threading.Thread:
+    """``work(client)`` in a thread with an app context (a database session) of its own; its answer
+    (or error) goes to ``out[name]``."""
+
+    def run() -> None:
+        try:
+            with app.app_context():
+                out[name] = work(app.test_client())
+                db.session.remove()
+        except BaseException as exc:  # noqa: BLE001 - raised again by the test
+            out[name] = exc
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    return thread
+
+
+def answer(out: dict[str, Any], name: str) -> Any:
+    if isinstance(out.get(name), BaseException):
+        raise out[name]
+    return out[name]
+
+
+def test_a_poll_cycle_waits_for_the_webhook_s_claim_and_skips_the_issue(
+    app, fake, runner, issue, monkeypatch
+) -> None:
+    """The webhook's claim is paused before it commits (holding the team's and the global locks
+    on PostgreSQL, SQLite's write lock); a poll cycle starts, and is still running half a second
+    later: it waits for them. Then the cycle finds the trigger consumed."""
+    pause = Pause(monkeypatch, dispatch, "set_stage", thread="webhook")
+    out: dict[str, Any] = {}
+    threads = [in_thread(app, "webhook", delivery(fake, issue), out)]
+    try:
+        assert pause.entered.wait(30), out
+        threads.append(in_thread(app, "poller", lambda _client: run_cycle(), out))
+        if app.config["AIIMPL_DATABASE_URL"].startswith("postgresql"):
+            wait_for_a_lock_wait()
+        else:  # SQLite's wait for BEGIN IMMEDIATE cannot be seen: the cycle has not finished
+            time.sleep(0.5)
+            assert threads[1].is_alive() and "poller" not in out, out
+    finally:
+        pause.released.set()
+        for thread in threads:
+            thread.join(60)
+    poll = answer(out, "poller")
+    assert_dispatched_once(fake, runner, issue, answer(out, "webhook"), poll)
+    assert not poll.dispatched
+
+
+def test_a_webhook_check_that_straddles_a_poll_cycle_leaves_no_blocker(
+    app, fake, runner, issue, monkeypatch
+) -> None:
+    """The webhook read the issue and its trigger state; a whole poll cycle then dispatches the
+    issue and moves it to AI-Working; only then does the webhook's check read the jobs. It must not
+    record "Already dispatched recently" for the issue it saw before that change."""
+    pause = Pause(monkeypatch, dispatch, "_read_tracked", thread="webhook")  # the lock-free check
+    out: dict[str, Any] = {}
+    thread = in_thread(app, "webhook", delivery(fake, issue), out)
+    try:
+        assert pause.entered.wait(30), out
+        poll = run_cycle()
+        assert [d.issue_key for d in poll.dispatched] == [issue]
+        assert "AI-Implement" not in fake.labels_of(issue)
+    finally:
+        pause.released.set()
+        thread.join(60)
+    assert_dispatched_once(fake, runner, issue, answer(out, "webhook"), poll)
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_the_webhook_and_a_poll_cycle_released_together_dispatch_once(
+    app, fake, runner, issue, round_
+) -> None:
+    send = delivery(fake, issue)
+    roles: list[Callable[[Any], Any]] = [lambda _client: run_cycle(), send]
+    answers = at_once(app, lambda client: roles.pop()(client), 2)
+    [hook] = [a for a in answers if isinstance(a, tuple)]
+    [poll] = [a for a in answers if not isinstance(a, tuple)]
+    assert_dispatched_once(fake, runner, issue, hook, poll)
+
+
+def wait_for_a_lock_wait() -> None:
+    """Until a session of the test database waits for a lock (PostgreSQL)."""
+    waiting = db.text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + 20
+    with db.engine.connect() as conn:
+        while conn.execute(waiting).scalar_one() == 0:
+            assert time.monotonic() < deadline, "the poll cycle never waited for the webhook's claim"
+            time.sleep(0.02)
+            conn.rollback()
