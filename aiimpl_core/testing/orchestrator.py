@@ -132,4 +132,86 @@ def at_once(app: Any, call: Callable[[Any], T], times: int) -> list[T]:
     return answers
 
 
-__all__ = ["at_once", "dispatch_issue", "fresh", "jobs", "poll_once", "reconcile"]
+class Pause:
+    """Makes ``module.name`` wait, after its first call in the thread named ``thread`` returns,
+    until :meth:`release`: that thread's transaction stays open with whatever locks it holds, so a
+    test can start a second writer and see it wait (:func:`wait_until_blocked`)."""
+
+    def __init__(self, monkeypatch: Any, module: Any, name: str, thread: str) -> None:
+        import threading
+
+        self.entered, self._release = threading.Event(), threading.Event()
+        original = getattr(module, name)
+
+        def paused(*args: Any, **kwargs: Any) -> Any:
+            result = original(*args, **kwargs)
+            if threading.current_thread().name == thread and not self.entered.is_set():
+                self.entered.set()
+                assert self._release.wait(30), "never released"
+            return result
+
+        monkeypatch.setattr(module, name, paused)
+
+    def release(self) -> None:
+        self._release.set()
+
+
+class Worker:
+    """``work()`` in a thread named ``name``, with an app context (so a database session and
+    connection) of its own: another gunicorn worker or host. :meth:`join` returns its answer or
+    raises what it raised."""
+
+    def __init__(self, app: Any, name: str, work: Callable[[], Any]) -> None:
+        import threading
+
+        from ..extensions import db
+
+        self.answer: Any = None
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                with app.app_context():
+                    self.answer = work()
+                    db.session.remove()
+            except BaseException as exc:  # noqa: BLE001 - raised again by join()
+                self.error = exc
+
+        self.thread = threading.Thread(target=run, name=name)
+        self.thread.start()
+
+    def join(self) -> Any:
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "still running after 60 s"
+        if self.error is not None:
+            raise self.error
+        return self.answer
+
+
+def wait_until_blocked(app: Any, worker: Worker) -> None:
+    """Wait until ``worker`` waits for a lock another transaction holds. PostgreSQL shows it (a
+    session of the test database waiting for a lock: advisory, row or unique-index); SQLite's wait
+    for ``BEGIN IMMEDIATE`` cannot be seen, so there it only has not finished half a second later."""
+    import time
+
+    from ..extensions import db
+
+    if not app.config["AIIMPL_DATABASE_URL"].startswith("postgresql"):
+        time.sleep(0.5)
+        assert worker.thread.is_alive() and worker.error is None, worker.error
+        return
+    waiting = db.text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + 20
+    with db.engine.connect() as conn:
+        while conn.execute(waiting).scalar_one() == 0:
+            assert worker.thread.is_alive(), f"finished without waiting for the lock ({worker.error!r})"
+            assert time.monotonic() < deadline, "never waited for the other transaction's lock"
+            time.sleep(0.02)
+            conn.rollback()
+
+
+__all__ = ["Pause", "Worker", "at_once", "dispatch_issue", "fresh", "jobs", "poll_once", "reconcile",
+           "wait_until_blocked"]

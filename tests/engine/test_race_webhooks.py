@@ -14,8 +14,6 @@ together, round after round. The Linear webhook itself races a poll cycle in
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -29,7 +27,7 @@ from aiimpl_core.orm import Blocker, WebhookDelivery
 from aiimpl_core.services import dispatch, merge, outbox
 from aiimpl_core.services.dispatch import run_cycle, run_cycle_for_issues
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
-from aiimpl_core.testing.orchestrator import at_once, fresh
+from aiimpl_core.testing.orchestrator import Pause, Worker, at_once, fresh, wait_until_blocked
 from aiimpl_core.types import Stage
 
 from .conftest import jobs_of, outbox_of, post_result, tracked
@@ -46,75 +44,6 @@ def aiimpl_config() -> dict[str, Any]:
 
 
 # -- forcing an interleaving --------------------------------------------------------------------
-
-
-class Pause:
-    """Makes ``module.name`` wait, after its first call in the thread named ``thread`` returns,
-    until :meth:`release`: that thread's transaction stays open with whatever it holds."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, module: Any, name: str, thread: str) -> None:
-        self.entered, self._release = threading.Event(), threading.Event()
-        original = getattr(module, name)
-
-        def paused(*args: Any, **kwargs: Any) -> Any:
-            result = original(*args, **kwargs)
-            if threading.current_thread().name == thread and not self.entered.is_set():
-                self.entered.set()
-                assert self._release.wait(30), "never released"
-            return result
-
-        monkeypatch.setattr(module, name, paused)
-
-    def release(self) -> None:
-        self._release.set()
-
-
-class Worker:
-    """``work()`` in a thread named ``name``, with an app context (so a database session and
-    connection) of its own: another gunicorn worker or host."""
-
-    def __init__(self, app: Any, name: str, work: Callable[[], Any]) -> None:
-        self.answer: Any = None
-        self.error: BaseException | None = None
-
-        def run() -> None:
-            try:
-                with app.app_context():
-                    self.answer = work()
-                    db.session.remove()
-            except BaseException as exc:  # noqa: BLE001 - raised again by join()
-                self.error = exc
-
-        self.thread = threading.Thread(target=run, name=name)
-        self.thread.start()
-
-    def join(self) -> Any:
-        self.thread.join(60)
-        assert not self.thread.is_alive(), "still running after 60 s"
-        if self.error is not None:
-            raise self.error
-        return self.answer
-
-
-def wait_until_blocked(app: Any, worker: Worker) -> None:
-    """Wait until ``worker`` waits for a lock another transaction holds. PostgreSQL shows it (a
-    session of the test database waiting for a lock: advisory, row or unique-index); SQLite's wait
-    for ``BEGIN IMMEDIATE`` cannot be seen, so there it only has not finished half a second later."""
-    if not app.config["AIIMPL_DATABASE_URL"].startswith("postgresql"):
-        time.sleep(0.5)
-        assert worker.thread.is_alive() and worker.error is None, worker.error
-        return
-    waiting = db.text(
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    deadline = time.monotonic() + 20
-    with db.engine.connect() as conn:
-        while conn.execute(waiting).scalar_one() == 0:
-            assert worker.thread.is_alive(), f"finished without waiting for the lock ({worker.error!r})"
-            assert time.monotonic() < deadline, "never waited for the other transaction's lock"
-            time.sleep(0.02)
-            conn.rollback()
 
 
 def first_holds_second_waits(app: Any, pause: Pause, first: Worker, second: Callable[[], Worker]) -> Worker:

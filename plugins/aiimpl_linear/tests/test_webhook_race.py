@@ -9,8 +9,6 @@ behind. The core's own tests race the same path without HTTP (``tests/engine/tes
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +18,7 @@ from aiimpl_core.orm import Blocker, Job, Mapping
 from aiimpl_core.services import dispatch
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.testing.fakes import FakeRunner
-from aiimpl_core.testing.orchestrator import at_once, fresh
+from aiimpl_core.testing.orchestrator import Pause, Worker, at_once, fresh, wait_until_blocked
 
 import aiimpl_linear.plugin
 from aiimpl_linear.testing import FakeLinear
@@ -84,47 +82,6 @@ def assert_dispatched_once(fake: FakeLinear, runner: FakeRunner, key: str, answe
         assert report.dispatched or report.skipped[key] in SEEN_DISPATCHED, report.as_dict()
 
 
-class Pause:
-    """``module.name`` waits, after its first call in the thread named ``thread`` returns, until
-    released: that thread's transaction stays open with whatever it holds."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, module: Any, name: str, thread: str) -> None:
-        self.entered, self.released = threading.Event(), threading.Event()
-        original = getattr(module, name)
-
-        def paused(*args: Any, **kwargs: Any) -> Any:
-            result = original(*args, **kwargs)
-            if threading.current_thread().name == thread and not self.entered.is_set():
-                self.entered.set()
-                assert self.released.wait(30), "never released"
-            return result
-
-        monkeypatch.setattr(module, name, paused)
-
-
-def in_thread(app: Any, name: str, work: Callable[[Any], Any], out: dict[str, Any]) -> threading.Thread:
-    """``work(client)`` in a thread with an app context (a database session) of its own; its answer
-    (or error) goes to ``out[name]``."""
-
-    def run() -> None:
-        try:
-            with app.app_context():
-                out[name] = work(app.test_client())
-                db.session.remove()
-        except BaseException as exc:  # noqa: BLE001 - raised again by the test
-            out[name] = exc
-
-    thread = threading.Thread(target=run, name=name)
-    thread.start()
-    return thread
-
-
-def answer(out: dict[str, Any], name: str) -> Any:
-    if isinstance(out.get(name), BaseException):
-        raise out[name]
-    return out[name]
-
-
 def test_a_poll_cycle_waits_for_the_webhook_s_claim_and_skips_the_issue(
     app, fake, runner, issue, monkeypatch
 ) -> None:
@@ -132,22 +89,16 @@ def test_a_poll_cycle_waits_for_the_webhook_s_claim_and_skips_the_issue(
     on PostgreSQL, SQLite's write lock); a poll cycle starts, and is still running half a second
     later: it waits for them. Then the cycle finds the trigger consumed."""
     pause = Pause(monkeypatch, dispatch, "set_stage", thread="webhook")
-    out: dict[str, Any] = {}
-    threads = [in_thread(app, "webhook", delivery(fake, issue), out)]
+    hook = Worker(app, "webhook", lambda: delivery(fake, issue)(app.test_client()))
+    poller = None
     try:
-        assert pause.entered.wait(30), out
-        threads.append(in_thread(app, "poller", lambda _client: run_cycle(), out))
-        if app.config["AIIMPL_DATABASE_URL"].startswith("postgresql"):
-            wait_for_a_lock_wait()
-        else:  # SQLite's wait for BEGIN IMMEDIATE cannot be seen: the cycle has not finished
-            time.sleep(0.5)
-            assert threads[1].is_alive() and "poller" not in out, out
+        assert pause.entered.wait(30), hook.error
+        poller = Worker(app, "poller", run_cycle)
+        wait_until_blocked(app, poller)
     finally:
-        pause.released.set()
-        for thread in threads:
-            thread.join(60)
-    poll = answer(out, "poller")
-    assert_dispatched_once(fake, runner, issue, answer(out, "webhook"), poll)
+        pause.release()
+    poll = poller.join()
+    assert_dispatched_once(fake, runner, issue, hook.join(), poll)
     assert not poll.dispatched
 
 
@@ -158,17 +109,15 @@ def test_a_webhook_check_that_straddles_a_poll_cycle_leaves_no_blocker(
     issue and moves it to AI-Working; only then does the webhook's check read the jobs. It must not
     record "Already dispatched recently" for the issue it saw before that change."""
     pause = Pause(monkeypatch, dispatch, "_read_tracked", thread="webhook")  # the lock-free check
-    out: dict[str, Any] = {}
-    thread = in_thread(app, "webhook", delivery(fake, issue), out)
+    hook = Worker(app, "webhook", lambda: delivery(fake, issue)(app.test_client()))
     try:
-        assert pause.entered.wait(30), out
+        assert pause.entered.wait(30), hook.error
         poll = run_cycle()
         assert [d.issue_key for d in poll.dispatched] == [issue]
         assert "AI-Implement" not in fake.labels_of(issue)
     finally:
-        pause.released.set()
-        thread.join(60)
-    assert_dispatched_once(fake, runner, issue, answer(out, "webhook"), poll)
+        pause.release()
+    assert_dispatched_once(fake, runner, issue, hook.join(), poll)
 
 
 @pytest.mark.parametrize("round_", range(3))
@@ -181,17 +130,3 @@ def test_the_webhook_and_a_poll_cycle_released_together_dispatch_once(
     [hook] = [a for a in answers if isinstance(a, tuple)]
     [poll] = [a for a in answers if not isinstance(a, tuple)]
     assert_dispatched_once(fake, runner, issue, hook, poll)
-
-
-def wait_for_a_lock_wait() -> None:
-    """Until a session of the test database waits for a lock (PostgreSQL)."""
-    waiting = db.text(
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    deadline = time.monotonic() + 20
-    with db.engine.connect() as conn:
-        while conn.execute(waiting).scalar_one() == 0:
-            assert time.monotonic() < deadline, "the poll cycle never waited for the webhook's claim"
-            time.sleep(0.02)
-            conn.rollback()
