@@ -46,7 +46,11 @@ def cancel_job(job_id: int) -> Job:
     backend = facade.runner(job.backend) if job.backend in facade.ids("runner") else None
     lifetime = int(current_app.config.get("AIIMPL_SESSION_LIFETIME_SECONDS") or 3600)
     with serialized(keep=[job]):
-        db.session.refresh(job)  # compare-and-set on the status: a result or a second cancel wins once
+        # compare-and-set on the status: a result or a second cancel wins once. Read under the row
+        # lock the ending takes (PostgreSQL: FOR NO KEY UPDATE), so a move to another active status
+        # in flight (the first progress step, the reconciler linking the run) is waited for and
+        # read, not compared against and lost as "already ended"
+        db.session.refresh(job, with_for_update={"key_share": True})
         # the run as it stands now (linked meanwhile, perhaps); a job in unknown has none to stop yet
         run = in_flight_run(job, mapping, lifetime)
         launched = job.status != JobStatus.UNKNOWN.value

@@ -493,3 +493,40 @@ def test_steps_streamed_as_the_result_lands_are_all_kept_and_never_reopen_the_jo
         assert {a.get_json()["status"] for a in answers.values()} <= {"running", "completed"}
         _assert_ended_once(observer, job_id, "completed", key=key)
         assert _steps(job_id) == set(answers)
+
+
+@pytest.mark.parametrize("mover", ["first_step", "reconciler_linking_the_run"])
+def test_a_cancel_waiting_for_a_move_to_running_still_ends_the_job(
+    app, client, tracker, runner, observer, monkeypatch, admin_headers, mover
+):
+    """An operator's cancel reads the job ``dispatched`` while another transaction moves it to
+    ``running``: the cancel waits for it and ends the job; before, it answered 409 "job already
+    ended" for a job that was running."""
+    _postgresql_only(WRITERS_WHOLE)
+    job_id = _dispatched(tracker)
+    if mover == "first_step":
+        entered, release = _pause_after(monkeypatch, callbacks, "_mark_running")
+
+        def move(c: Any) -> None:
+            assert post_progress(c, runner, job_id, "clone").status_code == 200
+    else:
+        runner.set_state(job_id, RunPhase.RUNNING)
+        entered, release = _pause_after(monkeypatch, reconcile, "transition")
+
+        def move(c: Any) -> None:
+            assert orchestrator.reconcile().linked == 1
+    answers = []
+
+    _held_while(app, move, entered, release,
+                lambda c: answers.append(c.post(f"/api/jobs/{job_id}/cancel", headers=admin_headers)))
+
+    assert answers[0].status_code == 200, answers[0].get_json()
+    orchestrator.fresh()
+    [job] = jobs_of(KEY)
+    assert (job.status, job.error) == ("failed", "cancelled by an operator")
+    moves = [(t.from_status, t.to_status) for t in job.transitions]
+    assert moves[-2:] == [("dispatched", "running"), ("running", "failed")]
+    with observer.lock:
+        assert [new for j, new in observer.statuses if j == job_id and new in TERMINAL] == ["failed"]
+    # the cancel's failure notice, once (a cancel has no log excerpt to post)
+    assert [i.kind for i in outbox_of(KEY) if i.job_id == job_id and i.op == "comment"] == ["failure"]
