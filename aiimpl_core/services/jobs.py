@@ -198,7 +198,12 @@ def set_stage(
             known_new=new_job and job is not None,
         )
     if old != stage:
-        _queue_event("stage", issue_key=issue_key, old=old, new=stage)
+        stage_changed(issue_key, old, stage)
+
+
+def stage_changed(issue_key: str, old: Stage | None, new: Stage) -> None:
+    """Tell the plugins (``aiimpl_issue_stage_changed``) once this transaction commits."""
+    _queue_event("stage", issue_key=issue_key, old=old, new=new)
 
 
 def enqueue_comment(

@@ -23,7 +23,7 @@ from ..orm import Job, WebhookDelivery, utcnow
 from ..types import Stage
 from . import comments
 from .callbacks import deliver_quietly
-from .jobs import enqueue_comment, enqueue_done
+from .jobs import enqueue_comment, enqueue_done, stage_changed
 from .outcomes import locked_issue
 
 log = logging.getLogger(__name__)
@@ -100,9 +100,12 @@ def handle_merged(pr: MergedPullRequest, *, delivery_id: str | None, event: str 
             db.session.flush()
             tracked = locked_issue(job.issue_key, team_key=job.team_key, provider=provider)
             now = utcnow()
+            old = Stage(tracked.stage) if tracked.stage else None
             tracked.stage = Stage.DONE.value
             tracked.stage_changed_at = now
             tracked.done_at = now
+            if old != Stage.DONE:  # plugins hear it after the commit, as any stage change
+                stage_changed(job.issue_key, old, Stage.DONE)
             enqueue_comment(
                 job.issue_key,
                 comments.merged(pr.number, pr.merge_sha),

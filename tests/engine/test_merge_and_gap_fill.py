@@ -9,12 +9,14 @@ from typing import Any
 
 import pytest
 
+from aiimpl_core import hookimpl
 from aiimpl_core.auth.signatures import github_signature
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
 from aiimpl_core.testing.pytest_plugin import specs_dir
+from aiimpl_core.types import Stage
 
 from .conftest import jobs_of, post_result
 
@@ -72,6 +74,37 @@ def test_poll_to_pr_to_merge(app, client, tracker: FakeTracker, runner: FakeRunn
     assert [op for op, _ in tracker.calls].count("mark_done") == 1
     # the poller finds nothing more to do for the issue
     assert run_cycle().dispatched == [] and len(jobs_of("HW-7")) == 1
+
+
+class TestMergeHooks:
+    """Plugins hear the merge: the issue's move to ``done`` reaches ``aiimpl_issue_stage_changed``."""
+
+    @pytest.fixture
+    def stages(self) -> list[tuple[str, Any, Any]]:
+        return []
+
+    @pytest.fixture
+    def aiimpl_plugins(self, tracker: FakeTracker, runner: FakeRunner, stages: list) -> list[object]:
+        class Observer:
+            @hookimpl
+            def aiimpl_issue_stage_changed(self, issue_key: str, old: Any, new: Any) -> None:
+                stages.append((issue_key, old, new))
+
+        return [tracker.plugin, runner.plugin, Observer()]
+
+    def test_a_merge_moves_the_issue_to_done_for_plugins_too(self, app, client, tracker, runner,
+                                                             add_mapping, stages):
+        payload = merged_payload()
+        pr = payload["pull_request"]
+        add_mapping("HW", owner="Codertocat", repo="Hello-World")
+        tracker.add("HW-7")
+        run_cycle()
+        [job] = jobs_of("HW-7")
+        post_result(client, runner, job.id, outcome="success", prUrl=pr["html_url"], prNumber=pr["number"])
+        stages.clear()
+        for _ in range(2):  # the same delivery again: heard once
+            assert deliver(client, payload, "merge-delivery-1").status_code == 200
+        assert stages == [("HW-7", Stage.PR_OPENED, Stage.DONE)]
 
 
 def test_gap_fill_on_a_pr_the_engine_opened(app, client, tracker, runner, add_mapping):
