@@ -101,11 +101,11 @@ def handle_merged(pr: MergedPullRequest, *, delivery_id: str | None, event: str 
             tracked = locked_issue(job.issue_key, team_key=job.team_key, provider=provider)
             now = utcnow()
             old = Stage(tracked.stage) if tracked.stage else None
-            tracked.stage = Stage.DONE.value
-            tracked.stage_changed_at = now
-            tracked.done_at = now
-            if old != Stage.DONE:  # plugins hear it after the commit, as any stage change
-                stage_changed(job.issue_key, old, Stage.DONE)
+            if old != Stage.DONE:  # another delivery of the merge (another hook's id) changes nothing
+                tracked.stage = Stage.DONE.value
+                tracked.stage_changed_at = now
+                tracked.done_at = now
+                stage_changed(job.issue_key, old, Stage.DONE)  # plugins hear it after the commit
             enqueue_comment(
                 job.issue_key,
                 comments.merged(pr.number, pr.merge_sha),

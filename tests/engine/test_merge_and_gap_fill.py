@@ -12,7 +12,7 @@ import pytest
 from aiimpl_core import hookimpl
 from aiimpl_core.auth.signatures import github_signature
 from aiimpl_core.extensions import db
-from aiimpl_core.orm import Job
+from aiimpl_core.orm import Job, TrackedIssue
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
 from aiimpl_core.testing.pytest_plugin import specs_dir
@@ -105,6 +105,18 @@ class TestMergeHooks:
         for _ in range(2):  # the same delivery again: heard once
             assert deliver(client, payload, "merge-delivery-1").status_code == 200
         assert stages == [("HW-7", Stage.PR_OPENED, Stage.DONE)]
+        done = db.session.scalar(db.select(TrackedIssue).where(TrackedIssue.issue_key == "HW-7"))
+        when = (done.stage_changed_at, done.done_at)
+        # the same event through a second webhook (an organization's and a repository's): another
+        # delivery id, and nothing changes again
+        assert deliver(client, payload, "merge-delivery-2").status_code == 200
+        db.session.expire_all()
+        done = db.session.scalar(db.select(TrackedIssue).where(TrackedIssue.issue_key == "HW-7"))
+        assert (done.stage, done.stage_changed_at, done.done_at) == ("done", *when)
+        assert stages == [("HW-7", Stage.PR_OPENED, Stage.DONE)]
+        assert [c for c in tracker.comments["HW-7"] if "merged" in c] == [
+            f"🎉 PR #{pr['number']} merged ({pr['merge_commit_sha'][:7]}). Closing this issue out."]
+        assert [op for op, _ in tracker.calls].count("mark_done") == 1
 
 
 def test_gap_fill_on_a_pr_the_engine_opened(app, client, tracker, runner, add_mapping):
