@@ -188,17 +188,19 @@ class Worker:
         return self.answer
 
 
-def wait_until_blocked(app: Any, worker: Worker) -> None:
-    """Wait until ``worker`` waits for a lock another transaction holds. PostgreSQL shows it (a
-    session of the test database waiting for a lock: advisory, row or unique-index); SQLite's wait
-    for ``BEGIN IMMEDIATE`` cannot be seen, so there it only has not finished half a second later."""
+def wait_until_blocked(app: Any, worker: Worker | None = None) -> None:
+    """Wait until ``worker`` (or, without one, some session) waits for a lock another transaction
+    holds. PostgreSQL shows it (a session of the test database waiting for a lock: advisory, row or
+    unique-index); SQLite's wait for ``BEGIN IMMEDIATE`` cannot be seen, so there it only has not
+    finished half a second later."""
     import time
 
     from ..extensions import db
 
     if not app.config["AIIMPL_DATABASE_URL"].startswith("postgresql"):
         time.sleep(0.5)
-        assert worker.thread.is_alive() and worker.error is None, worker.error
+        if worker is not None:
+            assert worker.thread.is_alive() and worker.error is None, worker.error
         return
     waiting = db.text(
         "SELECT count(*) FROM pg_stat_activity"
@@ -207,7 +209,8 @@ def wait_until_blocked(app: Any, worker: Worker) -> None:
     deadline = time.monotonic() + 20
     with db.engine.connect() as conn:
         while conn.execute(waiting).scalar_one() == 0:
-            assert worker.thread.is_alive(), f"finished without waiting for the lock ({worker.error!r})"
+            if worker is not None:
+                assert worker.thread.is_alive(), f"finished without waiting for the lock ({worker.error!r})"
             assert time.monotonic() < deadline, "never waited for the other transaction's lock"
             time.sleep(0.02)
             conn.rollback()

@@ -5,7 +5,6 @@ run, but never moves the issue out of "done" nor says the merged PR is ready for
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +15,7 @@ from aiimpl_core.extensions import db
 from aiimpl_core.services import merge, outbox, outcomes
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
+from aiimpl_core.testing.orchestrator import wait_until_blocked
 from aiimpl_core.types import RunPhase, Stage, TimeoutReason
 
 from .conftest import jobs_of, outbox_of, post_result, post_status, tracked
@@ -231,24 +231,6 @@ def _pause_after(monkeypatch: Any, module: Any, name: str) -> tuple[threading.Ev
     return entered, release
 
 
-def _wait_until_blocked(app: Any) -> None:
-    """Give the second request time to reach the first one's lock: on PostgreSQL until a session
-    of the test database waits for a lock; SQLite's wait (``BEGIN IMMEDIATE``) cannot be seen."""
-    if not app.config["AIIMPL_DATABASE_URL"].startswith("postgresql"):
-        time.sleep(0.5)
-        return
-    waiting = db.text(
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    deadline = time.monotonic() + 20
-    with db.engine.connect() as conn:
-        while conn.execute(waiting).scalar_one() == 0:
-            assert time.monotonic() < deadline, "the second request never waited for the first one's lock"
-            time.sleep(0.02)
-            conn.rollback()
-
-
 def _in_thread(app: Any, errors: list[BaseException], work: Callable[[Any], None]) -> threading.Thread:
     def run() -> None:
         try:
@@ -271,7 +253,7 @@ def _race(app: Any, first: Callable[[Any], None], second: Callable[[Any], None],
     try:
         assert entered.wait(30), errors
         threads.append(_in_thread(app, errors, second))
-        _wait_until_blocked(app)
+        wait_until_blocked(app)
     finally:
         release.set()
         for thread in threads:

@@ -35,7 +35,7 @@ from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
 from aiimpl_core.types import TERMINAL_STATUSES, JobStatus, RunPhase
 
 from .conftest import jobs_of, later, outbox_of, post_result, session_env, tracked
-from .test_merge_while_running import _in_thread, _pause_after, _wait_until_blocked
+from .test_merge_while_running import _in_thread, _pause_after
 
 KEY = "ENG-1"
 PR_URL = "https://github.com/acme/eng/pull/7"
@@ -167,7 +167,7 @@ def _held_while(app: Any, hold: Callable[[Any], None], entered: threading.Event,
     try:
         assert entered.wait(30), errors
         threads.append(_in_thread(app, errors, contend))
-        _wait_until_blocked(app)
+        orchestrator.wait_until_blocked(app)
         waited = threads[1].is_alive()
     finally:
         release.set()
@@ -417,17 +417,10 @@ def test_a_result_committed_while_the_first_step_is_recorded_is_not_undone(
     assert _steps(job_id) == {"clone"}
 
 
-@pytest.mark.parametrize("mover", ["first_step", "reconciler_linking_the_run"])
-def test_a_result_waiting_for_a_move_to_running_still_ends_the_job(
-    app, client, tracker, runner, observer, monkeypatch, mover
-):
-    """A ``dispatched`` job is being moved to ``running`` (the session's first step, or the
-    reconciler linking the run) and that transaction has not committed when the result arrives
-    (it read the job ``dispatched`` before its own transaction): the result waits for it, and then
-    still ends the job. A result lost here would use up its single-use token and leave the job
-    running until the reconciler failed it."""
-    _postgresql_only(WRITERS_WHOLE)
-    job_id = _dispatched(tracker)
+def _moving_to_running(monkeypatch: pytest.MonkeyPatch, runner: FakeRunner, job_id: int, mover: str
+                       ) -> tuple[Callable[[Any], None], threading.Event, threading.Event]:
+    """What moves a ``dispatched`` job to ``running`` (the session's ``first_step``, or the
+    ``reconciler_linking_the_run``), paused inside its transaction: (move, entered, release)."""
     if mover == "first_step":
         entered, release = _pause_after(monkeypatch, callbacks, "_mark_running")
 
@@ -439,6 +432,21 @@ def test_a_result_waiting_for_a_move_to_running_still_ends_the_job(
 
         def move(c: Any) -> None:
             assert orchestrator.reconcile().linked == 1
+    return move, entered, release
+
+
+@pytest.mark.parametrize("mover", ["first_step", "reconciler_linking_the_run"])
+def test_a_result_waiting_for_a_move_to_running_still_ends_the_job(
+    app, client, tracker, runner, observer, monkeypatch, mover
+):
+    """A ``dispatched`` job is being moved to ``running`` (the session's first step, or the
+    reconciler linking the run) and that transaction has not committed when the result arrives
+    (it read the job ``dispatched`` before its own transaction): the result waits for it, and then
+    still ends the job. A result lost here would use up its single-use token and leave the job
+    running until the reconciler failed it."""
+    _postgresql_only(WRITERS_WHOLE)
+    job_id = _dispatched(tracker)
+    move, entered, release = _moving_to_running(monkeypatch, runner, job_id, mover)
     results = []
 
     _held_while(app, move, entered, release, lambda c: results.append(_success(c, runner, job_id)))
@@ -504,17 +512,7 @@ def test_a_cancel_waiting_for_a_move_to_running_still_ends_the_job(
     ended" for a job that was running."""
     _postgresql_only(WRITERS_WHOLE)
     job_id = _dispatched(tracker)
-    if mover == "first_step":
-        entered, release = _pause_after(monkeypatch, callbacks, "_mark_running")
-
-        def move(c: Any) -> None:
-            assert post_progress(c, runner, job_id, "clone").status_code == 200
-    else:
-        runner.set_state(job_id, RunPhase.RUNNING)
-        entered, release = _pause_after(monkeypatch, reconcile, "transition")
-
-        def move(c: Any) -> None:
-            assert orchestrator.reconcile().linked == 1
+    move, entered, release = _moving_to_running(monkeypatch, runner, job_id, mover)
     answers = []
 
     _held_while(app, move, entered, release,

@@ -1,4 +1,5 @@
-"""Fixtures: a fake Linear server per test (schema built once per session) and a provider bound to it."""
+"""Fixtures: a fake Linear server per test (schema built once per session), a provider bound to it,
+and an app that loads the Linear plugin (and an in-memory runner) configured for it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from typing import Any
 
 import pytest
 from aiimpl_core.testing.contract import make_context
+from aiimpl_core.testing.fakes import FakeRunner
 
+import aiimpl_linear.plugin
 from aiimpl_linear.provider import LinearProvider
 from aiimpl_linear.testing import FakeLinear, linear_schema
 
@@ -34,3 +37,18 @@ def linear_config(fake: FakeLinear) -> dict[str, Any]:
 @pytest.fixture
 def provider(linear_config: dict[str, Any]) -> LinearProvider:
     return LinearProvider(make_context(linear_config))
+
+
+@pytest.fixture
+def runner() -> FakeRunner:
+    return FakeRunner()
+
+
+@pytest.fixture
+def aiimpl_plugins(runner: FakeRunner) -> list[object]:
+    return [aiimpl_linear.plugin, runner.plugin]
+
+
+@pytest.fixture
+def aiimpl_config(fake: FakeLinear) -> dict[str, Any]:
+    return fake.config()

@@ -14,24 +14,7 @@ from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.services.merge import MergedPullRequest, handle_merged
 from aiimpl_core.testing.fakes import FakeRunner
 
-import aiimpl_linear.plugin
 from aiimpl_linear.queries import LIST_RELATIONS
-from aiimpl_linear.testing import FakeLinear
-
-
-@pytest.fixture
-def runner() -> FakeRunner:
-    return FakeRunner()
-
-
-@pytest.fixture
-def aiimpl_plugins(runner: FakeRunner) -> list[object]:
-    return [aiimpl_linear.plugin, runner.plugin]
-
-
-@pytest.fixture
-def aiimpl_config(fake: FakeLinear) -> dict[str, Any]:
-    return fake.config()
 
 
 @pytest.fixture

@@ -10,28 +10,11 @@ from typing import Any
 import pytest
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job, Mapping
-from aiimpl_core.testing.fakes import FakeRunner
 
-import aiimpl_linear.plugin
 from aiimpl_linear import webhook
 from aiimpl_linear.testing import FakeLinear, shape_problems
 
 URL = "/api/linear/webhook"
-
-
-@pytest.fixture
-def runner() -> FakeRunner:
-    return FakeRunner()
-
-
-@pytest.fixture
-def aiimpl_plugins(runner: FakeRunner) -> list[object]:
-    return [aiimpl_linear.plugin, runner.plugin]
-
-
-@pytest.fixture
-def aiimpl_config(fake: FakeLinear) -> dict[str, Any]:
-    return fake.config()
 
 
 @pytest.fixture

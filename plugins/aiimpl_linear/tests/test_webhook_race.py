@@ -20,27 +20,11 @@ from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.testing.fakes import FakeRunner
 from aiimpl_core.testing.orchestrator import Pause, Worker, at_once, fresh, wait_until_blocked
 
-import aiimpl_linear.plugin
 from aiimpl_linear.testing import FakeLinear
 
 URL = "/api/linear/webhook"
 #: why the loser skips the issue: its trigger was consumed, or the stage change had cleared it
 SEEN_DISPATCHED = ("trigger already dispatched", "listing older than our last stage change")
-
-
-@pytest.fixture
-def runner() -> FakeRunner:
-    return FakeRunner()
-
-
-@pytest.fixture
-def aiimpl_plugins(runner: FakeRunner) -> list[object]:
-    return [aiimpl_linear.plugin, runner.plugin]
-
-
-@pytest.fixture
-def aiimpl_config(fake: FakeLinear) -> dict[str, Any]:
-    return fake.config()
 
 
 @pytest.fixture
