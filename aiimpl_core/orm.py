@@ -353,6 +353,16 @@ class AuthFailure(db.Model):
     last_failure_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class EndedAdminSession(db.Model):
+    """An admin session ended by its sign-out before its time: its token is refused by every
+    worker and host until it would have expired anyway (then housekeeping removes the row)."""
+
+    __tablename__ = "ended_admin_sessions"
+
+    session_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Lease(db.Model):
     """A named lease held by one process for a while (one poll cycle at a time per connection)."""
 

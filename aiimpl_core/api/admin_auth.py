@@ -7,6 +7,7 @@ space that client's further attempts out (see :mod:`aiimpl_core.auth.admin`).
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 from flask import Blueprint, jsonify, request
 
@@ -77,6 +78,28 @@ def auth():  # noqa: ANN201
     if not admin.code_matches(data["code"]):
         raise ApiError(403, INVALID_CODE)
     admin.reset_failures(client)
-    expires = admin.session_expiry()
-    token = admin.issue_session()
+    now = datetime.now(UTC)
+    expires, token = admin.session_expiry(now), admin.issue_session(now)
     return jsonify(token=token, expiresAt=expires.isoformat().replace("+00:00", "Z"))
+
+
+@bp.delete("/api/auth")
+def sign_out():  # noqa: ANN201
+    """End the session whose token the request carries.
+    ---
+    delete:
+      summary: Sign out
+      description: >-
+        Ends the session of the bearer token sent: from then on every worker and host of the
+        installation answers it 401 Unauthorized, as it would once expired. Other sessions go on;
+        changing `AIIMPL_ADMIN_ACCESS_CODE` ends them all.
+      tags: [admin]
+      responses:
+        200:
+          description: The session is ended
+          content:
+            application/json:
+              schema: SignOutResponseSchema
+    """
+    admin.end_session(admin.bearer(request.headers.get("Authorization")))
+    return jsonify(ok=True)

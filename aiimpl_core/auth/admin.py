@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import hmac
+import secrets
+import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from flask import Response, current_app, jsonify, request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy import select
 
 SALT = "aiimpl-admin-session"
 
@@ -34,20 +38,62 @@ def _code_fingerprint() -> str:
     return hmac.new(key, b"admin-code:" + str(code).encode(), "sha256").hexdigest()[:32]
 
 
-def issue_session() -> str:
-    return _serializer().dumps({"admin": True, "code": _code_fingerprint()})
+def issue_session(now: datetime | None = None) -> str:
+    """A new session's bearer token: signed, stamped with its own id (to end it by signing out)
+    and with its expiry (a lifetime raised later does not revive it)."""
+    expires = session_expiry(now)
+    payload = {"admin": True, "code": _code_fingerprint(), "sid": secrets.token_hex(16)}
+    return _serializer().dumps({**payload, "exp": int(expires.timestamp())})
 
 
-def session_valid(token: str | None) -> bool:
+def _session(token: str | None) -> dict[str, Any] | None:
+    """The payload of a token that is signed, unexpired and of the access code in force (not yet
+    checked against the ended sessions), or ``None``."""
     if not token:
-        return False
+        return None
     try:
         data = _serializer().loads(token, max_age=int(current_app.config["AIIMPL_ADMIN_SESSION_SECONDS"]))
     except (BadSignature, SignatureExpired):
+        return None
+    if not isinstance(data, dict) or data.get("admin") is not True:
+        return None
+    code, sid, exp = data.get("code"), data.get("sid"), data.get("exp")
+    if not isinstance(code, str) or not isinstance(sid, str) or not 0 < len(sid) <= 32:
+        return None
+    if not isinstance(exp, int) or isinstance(exp, bool) or exp <= time.time():
+        return None
+    return data if hmac.compare_digest(code, _code_fingerprint()) else None
+
+
+def session_valid(token: str | None) -> bool:
+    """Whether ``token`` opens the admin API: signed, unexpired, of the access code in force, and
+    not signed out."""
+    from ..extensions import db
+    from ..orm import EndedAdminSession
+
+    data = _session(token)
+    if data is None:
         return False
-    if not isinstance(data, dict) or data.get("admin") is not True or not isinstance(data.get("code"), str):
+    ended = select(EndedAdminSession.session_id).where(EndedAdminSession.session_id == data["sid"])
+    return db.session.scalar(ended) is None
+
+
+def end_session(token: str | None) -> bool:
+    """Sign the session of ``token`` out for every worker and host; whether it was open."""
+    from ..database import serialized, upsert
+    from ..orm import EndedAdminSession
+
+    data = _session(token)
+    if data is None:
         return False
-    return hmac.compare_digest(data["code"], _code_fingerprint())
+    expires = datetime.fromtimestamp(data["exp"], UTC)
+    # (a sign-out sent twice at once ends the session once: the second changes nothing)
+    with serialized(writes_first=True) as session:
+        ended = session.execute(
+            upsert(EndedAdminSession.__table__).on_conflict_do_nothing(index_elements=["session_id"]),
+            {"session_id": data["sid"], "expires_at": expires},
+        ).rowcount
+    return bool(ended)
 
 
 def shared_secret_refusal(setting: str, not_configured: str) -> tuple[Response, int] | None:

@@ -74,6 +74,12 @@ class AuthResponseSchema(Schema):
     expiresAt = fields.String(required=True, metadata={"description": "ISO 8601, UTC"})
 
 
+class SignOutResponseSchema(Schema):
+    """The session is ended."""
+
+    ok = fields.Boolean(required=True)
+
+
 # -- jobs, steps, issues, blockers ------------------------------------------------------------------
 
 

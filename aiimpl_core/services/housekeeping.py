@@ -4,7 +4,8 @@ Every delivered tracker write (``outbox``), handled webhook delivery (``webhook_
 used result token (``consumed_tokens``) is kept so that a retry, a redelivery or a replay is
 recognised. Past ``AIIMPL_RETENTION_DAYS`` none can come any more — a job's session ends within
 hours, GitHub redelivers for days, a run token expires after ``AIIMPL_RUN_TOKEN_SECONDS`` — so
-they are removed, with admin sign-in failures older than a day. Jobs, their steps and transitions,
+they are removed, with admin sign-in failures older than a day and signed-out admin sessions past
+their expiry. Jobs, their steps and transitions,
 tracked issues and settings are kept: they are the install's history.
 
 The poller runs :func:`maybe_prune` after its cycles; the ``housekeeping`` lease lets one poller of
@@ -23,7 +24,7 @@ from sqlalchemy import ColumnElement, delete, or_, select
 
 from ..database import serialized
 from ..extensions import db
-from ..orm import AuthFailure, ConsumedToken, OutboxItem, WebhookDelivery, utcnow
+from ..orm import AuthFailure, ConsumedToken, EndedAdminSession, OutboxItem, WebhookDelivery, utcnow
 from . import poller
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ def prune(now: datetime | None = None, *, days: int | None = None, batch: int = 
     """
     now = now or utcnow()
     days = retention_days(days)
-    removed = {"outbox": 0, "webhook_deliveries": 0, "consumed_tokens": 0, "auth_failures": 0}
+    removed = {"outbox": 0, "webhook_deliveries": 0, "consumed_tokens": 0, "auth_failures": 0,
+               "ended_admin_sessions": 0}
     if days <= 0:
         return removed
     cutoff = now - timedelta(days=days)
@@ -77,6 +79,10 @@ def prune(now: datetime | None = None, *, days: int | None = None, batch: int = 
     )
     removed["auth_failures"] = _delete(
         AuthFailure.client, (AuthFailure.last_failure_at < now - AUTH_FAILURES_KEPT,), batch
+    )
+    # a signed-out session's token is refused by its own expiry from then on
+    removed["ended_admin_sessions"] = _delete(
+        EndedAdminSession.session_id, (EndedAdminSession.expires_at < now,), batch
     )
     if any(removed.values()):
         log.info("housekeeping: removed %s (older than %d days)",

@@ -278,3 +278,92 @@ def test_every_api_route_needs_the_admin_session_unless_public(full_app) -> None
     assert all(re.fullmatch(r"/api/[a-z0-9-]+/webhook", p) for p in plugin_webhooks), plugin_webhooks
     assert ("POST", "/api/mappings") in guarded and ("DELETE", "/api/sessions/<machineId>") in guarded
     assert len(guarded) >= 20
+
+
+def sign_in(client: Any) -> dict[str, str]:
+    resp = client.post("/api/auth", json={"code": TEST_ADMIN_CODE})
+    assert resp.status_code == 200
+    return {"Authorization": f"Bearer {resp.get_json()['token']}"}
+
+
+def test_sign_out_ends_that_session_and_no_other(app, client, delays) -> None:
+    mine, other = sign_in(client), sign_in(client)
+    resp = client.delete("/api/auth", headers=mine)
+    assert (resp.status_code, resp.get_json()) == (200, {"ok": True})
+    refused = client.get("/api/jobs", headers=mine)
+    assert (refused.status_code, refused.get_json()) == (401, {"error": "Unauthorized"})
+    # an ended session cannot be ended again, nor sign out without a session
+    assert client.delete("/api/auth", headers=mine).status_code == 401
+    assert client.delete("/api/auth").status_code == 401
+    assert client.get("/api/jobs", headers=other).status_code == 200
+
+
+def test_a_signed_out_session_is_refused_by_every_instance_of_one_database(app, database_url, delays) -> None:
+    # another worker or host: its own app and connections, the same database
+    other = create_app(
+        {"AIIMPL_DATABASE_URL": database_url, "AIIMPL_SECRET_KEY": TEST_SECRET_KEY,
+         "AIIMPL_ADMIN_ACCESS_CODE": TEST_ADMIN_CODE, "TESTING": True},
+        load_entrypoints=False, environ={},
+    )
+    headers = sign_in(app.test_client())
+    assert other.test_client().get("/api/jobs", headers=headers).status_code == 200
+    assert app.test_client().delete("/api/auth", headers=headers).status_code == 200
+    assert other.test_client().get("/api/jobs", headers=headers).status_code == 401
+
+
+def test_a_signed_out_session_is_remembered_until_its_own_expiry(app, client, delays) -> None:
+    from aiimpl_core.orm import EndedAdminSession
+
+    headers = sign_in(client)
+    answer = client.post("/api/auth", json={"code": TEST_ADMIN_CODE}).get_json()
+    expires_at = datetime.fromisoformat(answer["expiresAt"].replace("Z", "+00:00"))
+    assert client.delete("/api/auth", headers=headers).status_code == 200
+    ended = db.session.scalars(select(EndedAdminSession)).one()
+    assert abs((ended.expires_at - expires_at).total_seconds()) < 5
+    payload = admin._serializer().loads(headers["Authorization"].split()[1])
+    assert payload["exp"] == int(ended.expires_at.timestamp())
+
+
+def test_a_lifetime_raised_later_revives_no_token_past_its_own_expiry(app, client) -> None:
+    with app.test_request_context():
+        # (issued two hours ago under a one-hour lifetime: the row of its sign-out may be gone)
+        app.config["AIIMPL_ADMIN_SESSION_SECONDS"] = 3600
+        stale = admin.issue_session(datetime.now(UTC) - timedelta(hours=2))
+        fresh = admin.issue_session()
+    app.config["AIIMPL_ADMIN_SESSION_SECONDS"] = 10 * 365 * 86400
+    assert client.get("/api/jobs", headers={"Authorization": f"Bearer {stale}"}).status_code == 401
+    assert client.get("/api/jobs", headers={"Authorization": f"Bearer {fresh}"}).status_code == 200
+
+
+def test_a_token_without_a_session_id_or_expiry_is_refused(app, client) -> None:
+    # (every token issued since sessions can be ended carries both)
+    signer = admin._serializer()
+    fingerprint = admin._code_fingerprint()
+    future = int(datetime.now(UTC).timestamp()) + 3600
+    for payload in (
+        {"admin": True, "code": fingerprint},
+        {"admin": True, "code": fingerprint, "sid": "a" * 32},
+        {"admin": True, "code": fingerprint, "exp": future},
+        {"admin": True, "code": fingerprint, "sid": "", "exp": future},
+        {"admin": True, "code": fingerprint, "sid": "a" * 33, "exp": future},
+        {"admin": True, "code": fingerprint, "sid": "a" * 32, "exp": True},
+        {"admin": True, "code": fingerprint, "sid": "a" * 32, "exp": future - 7200},
+    ):
+        resp = client.get("/api/jobs", headers={"Authorization": f"Bearer {signer.dumps(payload)}"})
+        assert resp.status_code == 401, payload
+    good = {"admin": True, "code": fingerprint, "sid": "a" * 32, "exp": future}
+    opened = client.get("/api/jobs", headers={"Authorization": f"Bearer {signer.dumps(good)}"})
+    assert opened.status_code == 200
+
+
+def test_sign_outs_sent_at_once_end_the_one_session_once(app, client, delays) -> None:
+    from aiimpl_core.orm import EndedAdminSession
+    from aiimpl_core.testing import orchestrator
+
+    headers = sign_in(client)
+    answers = orchestrator.at_once(app, lambda c: c.delete("/api/auth", headers=headers).status_code, 6)
+    # each ended it or came after one that had: never a conflict answered as a 500
+    assert 200 in answers and set(answers) <= {200, 401}, answers
+    db.session.rollback()
+    assert len(db.session.scalars(select(EndedAdminSession)).all()) == 1
+    assert client.get("/api/jobs", headers=headers).status_code == 401

@@ -16,7 +16,15 @@ from aiimpl_core.cli import jobs as _jobs_commands  # noqa: F401 - registers the
 from aiimpl_core.config import load
 from aiimpl_core.errors import ConfigError
 from aiimpl_core.extensions import db
-from aiimpl_core.orm import AuthFailure, ConsumedToken, Job, OutboxItem, WebhookDelivery, utcnow
+from aiimpl_core.orm import (
+    AuthFailure,
+    ConsumedToken,
+    EndedAdminSession,
+    Job,
+    OutboxItem,
+    WebhookDelivery,
+    utcnow,
+)
 from aiimpl_core.services import housekeeping
 from aiimpl_core.services.poller import Poller
 from aiimpl_core.testing.fakes import queue_outbox_item
@@ -45,6 +53,8 @@ def _seed(add_mapping: Any) -> dict[str, Any]:
         AuthFailure(client="old", failures=3, window_start=now - timedelta(days=2),
                     last_failure_at=now - timedelta(days=2)),
         AuthFailure(client="recent", failures=3, window_start=now, last_failure_at=now),
+        EndedAdminSession(session_id="expired", expires_at=now - timedelta(seconds=1)),
+        EndedAdminSession(session_id="unexpired", expires_at=now + timedelta(hours=1)),
     ])
     db.session.commit()
     return {"job": job.id, "outbox": ids}
@@ -58,13 +68,16 @@ def _left(model: Any, key: Any) -> set[Any]:
 def test_prune_removes_only_settled_records_past_the_retention(app, add_mapping):
     seeded = _seed(add_mapping)
     removed = housekeeping.prune(batch=2)  # several batches: 3 old settled items at 2 a statement
-    assert removed == {"outbox": 3, "webhook_deliveries": 1, "consumed_tokens": 1, "auth_failures": 1}
+    assert removed == {"outbox": 3, "webhook_deliveries": 1, "consumed_tokens": 1, "auth_failures": 1,
+                       "ended_admin_sessions": 1}
     ids = seeded["outbox"]
     # an item still to be sent is never removed, however old; jobs are history and stay
     assert _left(OutboxItem, OutboxItem.id) == {ids["pending"], ids["sending"], ids["recent"]}
     assert _left(WebhookDelivery, WebhookDelivery.delivery_id) == {"recent"}
     assert _left(ConsumedToken, ConsumedToken.jti) == {"recent"}
     assert _left(AuthFailure, AuthFailure.client) == {"recent"}
+    # a signed-out session is remembered until its token would have expired anyway
+    assert _left(EndedAdminSession, EndedAdminSession.session_id) == {"unexpired"}
     assert _left(Job, Job.id) == {seeded["job"]}
     assert housekeeping.prune() == dict.fromkeys(removed, 0)
 
@@ -163,11 +176,12 @@ def test_prune_command(app, add_mapping):
     result = run.invoke(cli, ["prune", "--older-than", "200"], obj=obj)
     assert result.exit_code == 0, result.output
     assert result.output.strip() == (
-        "Removed (older than 200 days): outbox 0, webhook_deliveries 0, consumed_tokens 0, auth_failures 1"
+        "Removed (older than 200 days): outbox 0, webhook_deliveries 0, consumed_tokens 0, auth_failures 1, "
+        "ended_admin_sessions 1"
     )
     result = run.invoke(cli, ["prune", "--json"], obj=obj)
     assert json.loads(result.output) == {"outbox": 3, "webhook_deliveries": 1, "consumed_tokens": 1,
-                                         "auth_failures": 0}
+                                         "auth_failures": 0, "ended_admin_sessions": 0}
     result = run.invoke(cli, ["prune", "--older-than", "3"], obj=obj)
     assert result.exit_code == 2 and "0 or at least 7 days" in result.output
     assert run.invoke(cli, ["prune", "--older-than", "0"], obj=obj).output.strip() == (

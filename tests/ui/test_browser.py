@@ -198,3 +198,33 @@ def test_a_refresh_that_fails_says_so_and_the_next_good_one_clears_it(page, monk
     failing["on"] = False
     page.locator("#flash.error").wait_for(state="detached", timeout=15_000)
     assert page.locator("#flash").inner_text() == ""
+
+
+def test_sign_out_ends_the_session_on_the_server(page):
+    sign_in(page)
+    held = page.evaluate("sessionStorage.getItem('aiimpl.token')")
+    bearer = {"Authorization": f"Bearer {held}"}
+    assert page.request.get("/api/mappings", headers=bearer).status == 200
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/ui/signin"))
+    assert page.evaluate("sessionStorage.getItem('aiimpl.token')") is None
+    # a copy of the token kept elsewhere is refused from now on
+    refused = page.request.get("/api/mappings", headers=bearer)
+    assert (refused.status, refused.json()) == (401, {"error": "Unauthorized"})
+
+
+def test_a_sign_out_the_server_did_not_take_keeps_the_session_and_says_so(page):
+    sign_in(page)
+    held = page.evaluate("sessionStorage.getItem('aiimpl.token')")
+    def unreachable(route):  # noqa: ANN001, ANN202
+        return route.abort() if route.request.method == "DELETE" else route.continue_()
+
+    page.route("**/api/auth", unreachable)
+    page.get_by_role("button", name="Sign out").click()
+    page.locator("#flash.error").get_by_text("Not signed out: the server could not be reached").wait_for()
+    assert page.evaluate("sessionStorage.getItem('aiimpl.token')") == held
+    assert re.search(r"/ui/projects", page.url)
+    page.unroute("**/api/auth")
+    page.get_by_role("button", name="Sign out").click()  # once it is reached, it takes
+    page.wait_for_url(re.compile(r"/ui/signin"))
+    assert page.request.get("/api/mappings", headers={"Authorization": f"Bearer {held}"}).status == 401

@@ -485,11 +485,26 @@ function enableForms() {
   document.querySelectorAll('form button[type="submit"][disabled]').forEach((b) => { b.disabled = false; });
 }
 
+/* Sign-out ends the session on the server, for every copy of its token; only then is it dropped
+   here. A server that cannot be reached leaves the session open, and says so. */
+async function signOut() {
+  let resp = null;
+  try {
+    resp = await fetch("/api/auth", {method: "DELETE", headers: {"Accept": "application/json", "Authorization": `Bearer ${token()}`}});
+  } catch (_) { resp = null; }
+  if (resp && (resp.ok || resp.status === 401)) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    location.assign("/ui/signin");
+    return;
+  }
+  flash(`Not signed out: ${resp ? `the server answered ${resp.status}` : "the server could not be reached"}. Try again.`, "error");
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   if (document.getElementById("signin-form")) { initSignin(); enableForms(); return; }
   if (!token()) { location.assign(`/ui/signin?next=${encodeURIComponent(location.pathname)}`); return; }
   const out = document.getElementById("signout");
-  if (out) out.addEventListener("click", () => { sessionStorage.removeItem(TOKEN_KEY); location.assign("/ui/signin"); });
+  if (out) out.addEventListener("click", signOut);
   const init = PANELS[document.body.dataset.panel];
   if (init) init();
   enableForms();
