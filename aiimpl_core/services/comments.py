@@ -1,6 +1,7 @@
 """The texts AI-Implement posts on tickets, word for word as the reference gives them."""
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from ..types import LogLabel, Phase
@@ -34,11 +35,79 @@ FAILURE_PREFIX = {
 }
 
 
+# -- a runner's text, shown as written ---------------------------------------------------------
+# A reason, a detail or a duration comes from the run (a tool's error output, whatever the agent
+# left behind) and goes into a comment the trackers render as Markdown: ``__init__.py`` would show
+# as a bold "init", ``[docs](https://…)`` as a link under our name, ``![](https://…)`` as an image
+# fetched by whoever opens the issue. Backslash escapes (CommonMark: any ASCII punctuation) make
+# it render as the text the run gave; the Jira plugin's ADF conversion reads them as well. Code
+# spans within a line (``on branch `ai/ENG-1` ``) are kept: nothing inside one is formatted, and
+# the session program writes them. What cannot start anything is left alone, so the text stays
+# readable raw: an underscore inside a word (``run_not_found``), ``]``, ``:``, ``(``, ``->``.
+
+#: what opens or closes an inline construct wherever it stands: emphasis, strike-through, a link or
+#: an image (their ``[``), an autolink or HTML (``<``), an escape, a table cell, an entity's ``&``
+_INLINE = re.compile(r"[\\*\[<~|]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])|&(?=#?[0-9A-Za-z]+;)")
+#: what starts a block at the beginning of a line: a heading, a quote, a list item, a rule, a setext
+#: underline (a fence's backticks and tildes are escaped anyway), and the indentation before it,
+#: which is dropped: four spaces after a blank line would make the rest of the line code, shown
+#: with its escapes (a paragraph's lines show without their indentation anyway)
+_LINE_START = re.compile(r"^[ \t]*(?:([#>+=\-])|(\d{1,9})([.)]))?", re.MULTILINE)
+_TICKS = re.compile(r"`+")
+#: a bare http(s) address the trackers link by themselves, with nothing that could end it early
+_BARE_URL = re.compile(r"https?://[^\s<>\[\]()`*\\|]+")
+
+
+def _code_span_end(text: str, opening: re.Match[str]) -> int | None:
+    """Where the code span that ``opening`` (a run of backticks) opens ends: after the next run of
+    as many backticks on the same line; ``None`` when there is none (its backticks are text)."""
+    at = opening.end()
+    while (run := _TICKS.search(text, at)) is not None and "\n" not in text[opening.end():run.start()]:
+        if len(run.group(0)) == len(opening.group(0)):
+            return run.end()
+        at = run.end()
+    return None
+
+
+def _escape_inline(text: str) -> str:
+    return _INLINE.sub(lambda m: "\\" + m.group(0), text).replace("`", "\\`")
+
+
+def as_text(value: object) -> str:
+    """``value`` as Markdown that renders as its text, code spans within a line kept (see above)."""
+    text, out, done, at = str(value), [], 0, 0
+    while (opening := _TICKS.search(text, at)) is not None:
+        end = _code_span_end(text, opening)
+        if end is None:
+            at = opening.end()
+            continue
+        out += [_escape_inline(text[done:opening.start()]), text[opening.start():end]]
+        done = at = end
+    out.append(_escape_inline(text[done:]))
+
+    def line_start(match: re.Match[str]) -> str:
+        marker, number, delimiter = match.groups()
+        return f"\\{marker}" if marker else f"{number}\\{delimiter}" if number else ""
+
+    return _LINE_START.sub(line_start, "".join(out))
+
+
+def as_url(value: object) -> str:
+    """An http(s) address as it is (the trackers link it), anything else as text."""
+    text = str(value)
+    return text if _BARE_URL.fullmatch(text) else as_text(text)
+
+
+def _link_target(url: str) -> str:
+    """``url`` as a link's target: a parenthesis or a space would end the target early."""
+    return url.replace("(", "%28").replace(")", "%29").replace(" ", "%20")
+
+
 def stamp(text: str, at: datetime, log_url: str | None = None) -> str:
     """A progress comment with its timestamp and, when known, the link to the machine logs."""
     footer = at.strftime("%Y-%m-%d %H:%M:%S UTC")
     if log_url:
-        footer += f" · [Machine logs]({log_url})"
+        footer += f" · [Machine logs]({_link_target(log_url)})"
     return f"{text}\n\n_{footer}_"
 
 
@@ -49,20 +118,23 @@ def progress(event: str, fields: dict[str, object], at: datetime, log_url: str |
         # the template puts the full stop after the reason: a reason that ends a sentence (the
         # session's "… (commit abc1234).") must not make it two
         values["reason"] = values["reason"].rstrip().rstrip(".").rstrip() or "unknown error"
-    return stamp(PROGRESS_EVENTS[event].format_map(values), at, log_url)
+    shown = {k: as_url(v) if k == "prUrl" else as_text(v) for k, v in values.items()}
+    return stamp(PROGRESS_EVENTS[event].format_map(shown), at, log_url)
 
 
 def failure(phase: Phase | str, reason: str) -> str:
-    return FAILURE_PREFIX[Phase(phase)].format(reason=reason)
+    return FAILURE_PREFIX[Phase(phase)].format(reason=as_text(reason))
 
 
 def pr_link(pr_number: int | None, pr_url: str) -> str:
     label = f"PR #{pr_number}" if pr_number else "Pull request"
-    return f"🔗 {label} is ready for review: {pr_url}"
+    return f"🔗 {label} is ready for review: {as_url(pr_url)}"
 
 
 def log_excerpt(label: LogLabel | str, excerpt: str) -> str:
-    fence = "````" if "```" in excerpt else "```"
+    # a fence longer than any run of backticks in the excerpt: nothing in it can close the block
+    longest = max((len(run) for run in re.findall(r"`+", excerpt)), default=0)
+    fence = "`" * max(3, longest + 1)
     return f"Log excerpt (`{LogLabel(label).value}`):\n\n{fence}\n{excerpt.rstrip()}\n{fence}"
 
 

@@ -8,6 +8,8 @@ import re
 import pytest
 import requests
 
+from aiimpl_core.services.comments import as_text
+
 from .conftest import FULL_GITHUB, World, git, script
 
 FAILED = "⚠️ Session failed: "
@@ -32,7 +34,7 @@ def test_turn_limit_fails_with_the_reference_message_and_keeps_the_work(world: W
         "LLM invocation failed with exit code 1: Reached max turns (50). "
         f"Work so far is on branch `ai/ENG-1` (commit {sha[:7]})."
     )
-    assert failure_comment(world) == f"⚠️ Implementation failed: {job.error}"
+    assert failure_comment(world) == f"⚠️ Implementation failed: {as_text(job.error)}"
     # the work so far was committed and pushed; no PR was opened
     assert world.remote.show("ai/ENG-1", "greeting.txt") == "hello from the agent\n"
     assert world.github.pull_requests("acme", "eng") == []
@@ -61,7 +63,7 @@ def test_agent_error_fails_with_exit_code_and_message(world: World) -> None:
     assert job.status == "failed" and job.log_label == "session_failed"
     assert job.error.startswith("LLM invocation failed with exit code 1: API Error: 500 ")
     assert "Overloaded" in job.error
-    assert failure_comment(world) == f"⚠️ Implementation failed: {job.error}"
+    assert failure_comment(world) == f"⚠️ Implementation failed: {as_text(job.error)}"
     assert "ai/ENG-1" not in world.remote.branches()  # nothing to save
 
 
@@ -97,7 +99,7 @@ def test_refused_pull_request_fails_with_githubs_status_and_message(world: World
     job = world.job(job_id)
     assert job.status == "failed"
     assert job.error == "PR creation failed with HTTP 422: Validation Failed (PullRequest base invalid)"
-    assert failure_comment(world) == f"⚠️ Implementation failed: {job.error}"
+    assert failure_comment(world) == f"⚠️ Implementation failed: {as_text(job.error)}"
     assert world.remote.show("ai/ENG-1", "greeting.txt")  # the push itself went through
     assert world.steps(job_id)["pull-request"].status == "failed"
     assert world.github.pull_requests("acme", "eng") == []
@@ -198,7 +200,7 @@ def test_clone_failure_fails_with_gits_exit_code(world: World) -> None:
     job = world.job(job_id)
     assert job.status == "failed"
     assert re.match(r"git clone failed \(exit 128\): .*no-such-branch", job.error, re.DOTALL), job.error
-    assert failure_comment(world) == f"⚠️ Implementation failed: {job.error}"
+    assert failure_comment(world) == f"⚠️ Implementation failed: {as_text(job.error)}"
     assert world.agent_calls() == []  # the agent never ran
     assert world.first_lines()[1].startswith(FAILED + "git clone failed (exit 128)")
 
@@ -313,7 +315,7 @@ def test_refused_push_fails_with_gits_message(world: World) -> None:
     assert job.status == "failed"
     assert job.error.startswith("git push failed (exit 1): ")
     assert "GH006: Protected branch update failed" in job.error and "pre-receive hook declined" in job.error
-    assert failure_comment(world) == f"⚠️ Implementation failed: {job.error}"
+    assert failure_comment(world) == f"⚠️ Implementation failed: {as_text(job.error)}"
     assert world.github.pull_requests("acme", "eng") == []
 
 
@@ -404,7 +406,7 @@ def test_an_unusable_configuration_ends_the_job_at_once(world: World) -> None:
         "(No closing quotation)"
     )
     assert world.first_lines()[0] == f"⚠️ Session failed: {job.error}. Machine will be cleaned up."
-    assert f"⚠️ Implementation failed: {job.error}" in world.comments()
+    assert f"⚠️ Implementation failed: {as_text(job.error)}" in world.comments()
     assert world.agent_calls() == []
 
 

@@ -347,3 +347,53 @@ def test_a_backslash_escapes_any_ascii_punctuation() -> None:
     assert adf_violations(doc) == []
     assert adf_text(doc) == 'a < b $ @ "q" __init__.py *x*'
     assert _styled_chars(doc) == [c for c in _styled_chars(doc) if not c[2]]  # no marks
+
+
+RUN_TEXTS = [
+    "__init__.py raised",
+    "see [the docs](https://evil.example/phish) for more",
+    "![pixel](https://evil.example/p.png?leak=1)",
+    "**bold** *em* ~~gone~~ `code`",
+    "# Heading\n- item\n1. first\n> quoted\n---",
+    "```\nfenced\n```",
+    "back\\slash \\* escaped &amp;",
+    "pushed on branch `ai/ENG-1` (commit 67fd990)",
+    " ! [remote rejected] HEAD -> ai/ENG-1 (pre-receive hook declined)",
+]
+
+
+def _shown(node: object) -> str:
+    """The text a reader sees, line breaks as spaces."""
+    if isinstance(node, dict):
+        if node.get("type") == "hardBreak":
+            return " "
+        own = str(node.get("text", "")) if node.get("type") == "text" else ""
+        return own + "".join(_shown(c) for c in node.get("content") or [])
+    return ""
+
+
+def _styled(node: object) -> list[tuple[str, str]]:
+    """(mark, text) of every marked text node; a link whose text is its own address is no disguise."""
+    if not isinstance(node, dict):
+        return []
+    found = [
+        (m["type"], node.get("text", "")) for m in node.get("marks") or ()
+        if not (m["type"] == "link" and m.get("attrs", {}).get("href") == node.get("text"))
+    ]
+    for child in node.get("content") or ():
+        found += _styled(child)
+    return found
+
+
+@pytest.mark.parametrize("text", RUN_TEXTS)
+def test_a_runs_text_in_a_comment_reaches_jira_as_that_text(text: str) -> None:
+    """The core escapes a run's own text (a failure's reason) so that it renders as written; this
+    conversion reads the escapes: no mark or block comes of it but a code span's (a bare address
+    is linked as itself, as in any comment), and the text is the run's."""
+    doc = markdown_to_adf(comments.failure(Phase.IMPLEMENTATION, text))
+    assert adf_violations(doc) == []
+    assert [block["type"] for block in doc["content"]] == ["paragraph"]
+    assert [mark for mark, _ in _styled(doc) if mark != "code"] == []
+    # (its characters, but white space and the backticks a code span drops)
+    shown, written = _shown(doc).replace("`", ""), f"⚠️ Implementation failed: {text}".replace("`", "")
+    assert "".join(shown.split()) == "".join(written.split())
