@@ -148,6 +148,10 @@ SETTINGS: tuple[Setting, ...] = (
             "`X-Forwarded-For`, `-Proto` and `-Host` are trusted (werkzeug's `ProxyFix`), so the sign-in "
             "throttle counts each client, not the proxy. `0` (the default) trusts none: set it only "
             "behind a proxy that overwrites these headers.", 0, _at_least(0)),
+    Setting("AIIMPL_HSTS_SECONDS", "`max-age` of the `Strict-Transport-Security` header sent on answers to "
+            "HTTPS requests (as they reached the server, or as the proxy's `X-Forwarded-Proto` says where "
+            "`AIIMPL_PROXY_HOPS` trusts it). `0` (the default) sends none: the TLS-terminating proxy may.",
+            0, _at_least(0)),
     Setting("AIIMPL_PUBLIC_URL", "The URL runners use to reach this orchestrator.", "http://127.0.0.1:8000",
             _http_url),
     Setting("AIIMPL_TRIGGER_SECRET", "Bearer secret of `POST /trigger/gap-fill`; the endpoint answers 501 "
@@ -218,7 +222,8 @@ def markdown_table(extra: list[tuple[str, Any]] = ()) -> str:  # type: ignore[as
     """The configuration table for the README and docs."""
     lines = ["| Variable | Default | Sensitive | Meaning |", "|---|---|---|---|"]
     for s in SETTINGS:
-        default = "" if s.default in (None, [], False) else f"`{s.default}`"
+        # (``0 in (False,)`` holds: a default of 0 is shown, only none, an empty list and False are not)
+        default = "" if s.default is None or s.default is False or s.default == [] else f"`{s.default}`"
         lines.append(f"| `{s.name}` | {default} | {'yes' if s.sensitive else ''} | {s.help} |")
     for provider_id, var in extra:
         default = f"`{var.default}`" if var.default else ""

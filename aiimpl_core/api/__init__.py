@@ -62,6 +62,10 @@ def _install_hardening(app: Flask) -> None:
         policy = "default-src 'self'; frame-ancestors 'none'" if request.path.startswith("/ui") else (
             "frame-ancestors 'none'")
         resp.headers.setdefault("Content-Security-Policy", policy)
+        hsts = int(app.config.get("AIIMPL_HSTS_SECONDS") or 0)
+        if hsts and request.is_secure:
+            # (a browser ignores it over plain HTTP; sent there it would only mislead a reader)
+            resp.headers.setdefault("Strict-Transport-Security", f"max-age={hsts}")
         if not request.path.startswith(("/static/", "/ui/static/")):
             # session tokens, run tokens, secrets' names, jobs: never kept by a browser or a proxy
             resp.headers.setdefault("Cache-Control", "no-store")

@@ -12,6 +12,7 @@ import re
 import time
 from typing import Any
 
+import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from aiimpl_core.auth import admin, tokens
@@ -193,3 +194,27 @@ def test_no_redirect_names_the_host_the_request_named(full_app):
     assert redirects >= 2  # /ui and / at least
     resp = client.get("/ui", headers={"Host": "attacker.example"})
     assert (resp.status_code, resp.headers["Location"]) == (308, "/ui/")
+
+
+@pytest.mark.parametrize("hops", [0, 1])
+def test_hsts_is_sent_on_https_answers_when_configured(database_url, hops):
+    from aiimpl_core.app import create_app
+
+    def app(seconds):  # noqa: ANN001, ANN202
+        return create_app({"AIIMPL_DATABASE_URL": database_url, "AIIMPL_SECRET_KEY": "k" * 32,
+                           "AIIMPL_HSTS_SECONDS": seconds, "AIIMPL_PROXY_HOPS": hops, "TESTING": True},
+                          load_entrypoints=False, environ={})
+
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "10.0.0.1"}
+    client = app(31536000).test_client()
+    # over HTTPS as the server sees it: reached over TLS, or through a trusted proxy that says so
+    secure = client.get("/api/openapi.json", headers=forwarded) if hops else client.get(
+        "/api/openapi.json", base_url="https://orchestrator.test")
+    assert secure.headers.get("Strict-Transport-Security") == "max-age=31536000"
+    # over plain HTTP, or an untrusted claim of HTTPS: none
+    assert "Strict-Transport-Security" not in client.get("/api/openapi.json").headers
+    if not hops:
+        assert "Strict-Transport-Security" not in client.get("/api/openapi.json", headers=forwarded).headers
+    # off by default
+    quiet = app(0).test_client().get("/api/openapi.json", base_url="https://orchestrator.test")
+    assert "Strict-Transport-Security" not in quiet.headers
