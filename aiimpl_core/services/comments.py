@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Iterator
 from datetime import datetime
 
 from ..types import LogLabel, Phase
@@ -58,15 +61,28 @@ _TICKS = re.compile(r"`+")
 _BARE_URL = re.compile(r"https?://[^\s<>\[\]()`*\\|]+")
 
 
-def _code_span_end(text: str, opening: re.Match[str]) -> int | None:
-    """Where the code span that ``opening`` (a run of backticks) opens ends: after the next run of
-    as many backticks on the same line; ``None`` when there is none (its backticks are text)."""
-    at = opening.end()
-    while (run := _TICKS.search(text, at)) is not None and "\n" not in text[opening.end():run.start()]:
-        if len(run.group(0)) == len(opening.group(0)):
-            return run.end()
-        at = run.end()
-    return None
+def _code_spans(text: str) -> Iterator[tuple[int, int]]:
+    """Where the code spans within a line of ``text`` start and end, in order. A run of backticks
+    opens one that the next run of as many backticks on its line closes; a run that nothing closes
+    is text. (Each line's runs are indexed by length once: a line of many unmatched runs costs
+    no more than a few passes over it.)"""
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        runs = [(m.start() + offset, m.end() + offset) for m in _TICKS.finditer(line)]
+        by_length: dict[int, list[int]] = defaultdict(list)
+        for index, (start, end) in enumerate(runs):
+            by_length[end - start].append(index)
+        index = 0
+        while index < len(runs):
+            start, end = runs[index]
+            same = by_length[end - start]
+            after = bisect_right(same, index)
+            if after < len(same):
+                yield start, runs[same[after]][1]
+                index = same[after] + 1
+            else:
+                index += 1
+        offset += len(line)
 
 
 def _escape_inline(text: str) -> str:
@@ -75,14 +91,10 @@ def _escape_inline(text: str) -> str:
 
 def as_text(value: object) -> str:
     """``value`` as Markdown that renders as its text, code spans within a line kept (see above)."""
-    text, out, done, at = str(value), [], 0, 0
-    while (opening := _TICKS.search(text, at)) is not None:
-        end = _code_span_end(text, opening)
-        if end is None:
-            at = opening.end()
-            continue
-        out += [_escape_inline(text[done:opening.start()]), text[opening.start():end]]
-        done = at = end
+    text, out, done = str(value), [], 0
+    for start, end in _code_spans(text):
+        out += [_escape_inline(text[done:start]), text[start:end]]
+        done = end
     out.append(_escape_inline(text[done:]))
 
     def line_start(match: re.Match[str]) -> str:

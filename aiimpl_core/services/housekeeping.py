@@ -5,8 +5,8 @@ used result token (``consumed_tokens``) is kept so that a retry, a redelivery or
 recognised. Past ``AIIMPL_RETENTION_DAYS`` none can come any more — a job's session ends within
 hours, GitHub redelivers for days, a run token expires after ``AIIMPL_RUN_TOKEN_SECONDS`` — so
 they are removed, with admin sign-in failures older than a day and signed-out admin sessions past
-their expiry. Jobs, their steps and transitions,
-tracked issues and settings are kept: they are the install's history.
+their expiry. Jobs, their steps and transitions, tracked issues and settings are kept: they are the
+install's history.
 
 The poller runs :func:`maybe_prune` after its cycles; the ``housekeeping`` lease lets one poller of
 all the hosts do it once per :data:`EVERY`. ``aiimpl prune`` runs it at once. Rows go in batches of
