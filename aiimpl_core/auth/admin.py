@@ -75,7 +75,11 @@ def session_valid(token: str | None) -> bool:
     if data is None:
         return False
     ended = select(EndedAdminSession.session_id).where(EndedAdminSession.session_id == data["sid"])
-    return db.session.scalar(ended) is None
+    valid = db.session.scalar(ended) is None
+    # the check's read ends here: the view begins a transaction of its own (on SQLite, a view that
+    # went on to write in this one could not take the write lock once another writer had committed)
+    db.session.commit()
+    return valid
 
 
 def end_session(token: str | None) -> bool:

@@ -367,3 +367,25 @@ def test_sign_outs_sent_at_once_end_the_one_session_once(app, client, delays) ->
     db.session.rollback()
     assert len(db.session.scalars(select(EndedAdminSession)).all()) == 1
     assert client.get("/api/jobs", headers=headers).status_code == 401
+
+
+def test_the_guard_leaves_no_transaction_open_for_the_view(app, client, delays) -> None:
+    """The session check reads the ended sessions; the view must not find itself inside that read
+    (on SQLite a view writing in it could not take the write lock once another writer had
+    committed)."""
+    from flask import Blueprint, jsonify
+
+    seen: list[bool] = []
+    probe = Blueprint("transaction_probe", __name__)
+
+    @probe.get("/api/transaction-probe")
+    def transaction_probe():  # noqa: ANN202
+        seen.append(db.session().in_transaction())
+        return jsonify(ok=True)
+
+    app.register_blueprint(probe)
+    headers = sign_in(client)
+    db.session.commit()  # (the test's own session is the requests' too)
+    assert client.get("/api/transaction-probe", headers=headers).status_code == 200
+    assert client.get("/api/transaction-probe").status_code == 401  # it is guarded
+    assert seen == [False]
