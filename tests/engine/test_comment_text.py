@@ -43,7 +43,7 @@ def without_ticks(text: str) -> str:
 
 
 #: rendered HTML that holds nothing but text, line breaks and code spans
-PLAIN = re.compile(r"(?:<p>(?:(?!<(?!/?code>|br />))[^<]|<)*</p>\n)+", re.DOTALL)
+PLAIN = re.compile(r"(?:<p>(?:[^<]|<code>|</code>|<br />)*</p>\n)+")
 
 
 HOSTILE = [
@@ -84,6 +84,14 @@ def test_a_progress_field_renders_as_its_text(text, event, field) -> None:
     expected = comments.PROGRESS_EVENTS[event].format_map({field: value})
     assert without_ticks(shown) == without_ticks(expected)
     assert PLAIN.fullmatch(out), out
+
+
+def test_the_plain_check_sees_markup() -> None:
+    # the counter-check: what the tests above call plain has no link, image, emphasis or block
+    assert PLAIN.fullmatch(MD.render("text `code` and more\nnext line"))
+    for markdown in ("*em*", "[a](https://x.example)", "![](https://x.example/p.png)", "# h", "- item",
+                     "<b>x</b>", "```\ncode\n```", "a\n\n    indented"):
+        assert not PLAIN.fullmatch(MD.render(markdown)), markdown
 
 
 def test_readable_text_is_left_as_it_is() -> None:
