@@ -1,0 +1,228 @@
+"""Races between separate processes: gunicorn with the production configuration and several
+workers on one PostgreSQL database, and runners posting the same callback at the same moment.
+
+The other race tests run threads with their own sessions and connections in one process (and
+``tests/engine/test_race.py`` runs pollers as processes). Here each request may land in another
+worker process, as on a deployment: one runner's result posted many times at once ends its job
+once and is answered ``409 already_consumed`` for every copy but one, and one lifecycle event sent
+many times at once is posted on the issue once. The answers name the worker that gave them, and
+the test checks that several did.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import Job, Mapping, OutboxItem
+from aiimpl_core.testing.pytest_plugin import TEST_SECRET_KEY
+
+pytest.importorskip("gunicorn")
+
+WORKERS = 3
+COPIES = 12  # requests sent at once per round: more than the workers, so they share them out
+ROUNDS = 4
+
+#: the served app: the real one, with a tracker that records each comment as a line of a file
+#: (the workers are separate processes: a file opened for appending is what they can share)
+APP_MODULE = '''
+import os
+
+from aiimpl_core import create_app, hookimpl
+from aiimpl_core.providers import TicketingProvider
+from aiimpl_core.types import Comment, TrackerIssue, TriggeredPage
+
+
+class FileTracker(TicketingProvider):
+    id = "file-tracker"
+    display_name = "Comments to a file"
+
+    def iter_triggered(self, teams):
+        yield TriggeredPage((), complete=True)
+
+    def get_issue(self, key):
+        return TrackerIssue(key=key, team_key=key.rsplit("-", 1)[0], title=key, provider=self.id)
+
+    def post_comment(self, key, body):
+        line = (key + "\\t" + body.replace("\\n", "\\\\n") + "\\n").encode()
+        fd = os.open(os.environ["RACE_COMMENTS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            os.write(fd, line)  # one write of a short line: appended whole
+        finally:
+            os.close(fd)
+        return Comment(body=body, id=str(len(line)))
+
+    def set_stage(self, key, stage):
+        return None
+
+    def mark_done(self, key):
+        return None
+
+
+class Plugin:
+    @hookimpl
+    def aiimpl_register_ticketing_providers(self, register):
+        register(FileTracker)
+
+
+app = create_app(plugins=[Plugin()])
+
+
+@app.after_request
+def _worker(resp):
+    resp.headers["X-Race-Worker"] = str(os.getpid())
+    return resp
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(database_url: str, tmp_path: Path) -> Any:
+    (tmp_path / "race_app.py").write_text(APP_MODULE)
+    comments = tmp_path / "comments.txt"
+    port = _free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    environ.update(
+        AIIMPL_DATABASE_URL=database_url, AIIMPL_SECRET_KEY=TEST_SECRET_KEY, AIIMPL_ADMIN_ACCESS_CODE="race",
+        AIIMPL_WORKERS=str(WORKERS), AIIMPL_THREADS="4", AIIMPL_BIND=f"127.0.0.1:{port}",
+        AIIMPL_PUBLIC_URL=f"http://127.0.0.1:{port}", RACE_COMMENTS=str(comments),
+        XDG_RUNTIME_DIR=str(tmp_path), PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]),
+    )
+    log = open(tmp_path / "gunicorn.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:aiimpl_core.gunicorn_conf",
+                             "race_app:app"], env=environ, stdout=log, stderr=log, cwd=tmp_path)
+    log.close()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_serving(base, proc, tmp_path)
+        yield base, comments
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _wait_until_serving(base: str, proc: subprocess.Popen, tmp_path: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=5):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError((tmp_path / "gunicorn.log").read_text()[-3000:]) from None
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def jobs(app: Any) -> Any:
+    """Running jobs of team ENG on the file tracker, each with its nonce and run tokens."""
+    from aiimpl_core.services import launch
+    from aiimpl_core.services.jobs import transition
+    from aiimpl_core.types import JobStatus, Phase
+
+    mapping = Mapping(team_key="ENG", owner="acme", repo="eng", default_branch="main",
+                      execution_mode="github-actions", ticketing={"provider": "file-tracker"})
+    db.session.add(mapping)
+    db.session.commit()
+    made = []
+    for n in range(ROUNDS):
+        job = launch.create_job(mapping, f"ENG-{n + 1}", phase=Phase.IMPLEMENTATION, provider="file-tracker",
+                                choice=launch.BackendChoice("github-actions", "default", False))
+        nonce, tokens = launch.issue_credentials(job)
+        transition(job, JobStatus.RUNNING)
+        db.session.commit()
+        made.append({"id": job.id, "key": job.issue_key, "nonce": nonce, "result": tokens["runner:result"]})
+    return made
+
+
+def _at_once(base: str, path: str, body: dict[str, Any], headers: dict[str, str]) -> list[requests.Response]:
+    """``COPIES`` identical posts released together, each on a connection of its own."""
+    barrier = threading.Barrier(COPIES)
+    answers: list[requests.Response] = []
+    failures: list[BaseException] = []
+
+    def post() -> None:
+        try:
+            with requests.Session() as session:
+                session.get(base + "/healthz", timeout=30)  # connected before the start
+                barrier.wait()
+                answers.append(session.post(base + path, json=body, headers=headers, timeout=60))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test
+            failures.append(exc)
+
+    threads = [threading.Thread(target=post) for _ in range(COPIES)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not failures, failures
+    return answers
+
+
+def _comment_lines(path: Path) -> Counter[tuple[str, str]]:
+    if not path.exists():
+        return Counter()
+    return Counter(tuple(line.split("\t", 1)) for line in path.read_text().splitlines())  # type: ignore[misc]
+
+
+def test_one_result_posted_at_once_to_several_workers_ends_its_job_once(served, jobs) -> None:
+    base, comments = served
+    workers: set[str] = set()
+    for job in jobs:
+        note = {"body": f"note of {job['key']}"}
+        body = {"outcome": "failure", "phase": "implementation", "comments": [note],
+                "error": "git clone failed (exit 128): denied"}
+        answers = _at_once(base, "/runner/result", body, {"Authorization": f"Bearer {job['result']}"})
+        workers |= {a.headers["X-Race-Worker"] for a in answers}
+        statuses = Counter(a.status_code for a in answers)
+        assert statuses == {200: 1, 409: COPIES - 1}, [a.text for a in answers]
+        assert all(a.json() == {"error": "already_consumed"} for a in answers if a.status_code == 409)
+        [accepted] = [a.json() for a in answers if a.status_code == 200]
+        assert (accepted["status"], accepted["ended"]) == ("failed", True)
+    assert len(workers) > 1, "every request went to one worker: nothing raced between processes"
+    db.session.expire_all()
+    assert {j.status for j in db.session.scalars(db.select(Job))} == {"failed"}
+    # each ending's comments were queued once and posted once (the runner's note, the failure notice)
+    for job in jobs:
+        queued = Counter(i.dedupe_key for i in db.session.scalars(
+            db.select(OutboxItem).where(OutboxItem.issue_key == job["key"])))
+        assert queued and set(queued.values()) == {1}, queued
+    posted = _comment_lines(comments)
+    assert posted and set(posted.values()) == {1}, posted
+
+
+def test_one_event_posted_at_once_to_several_workers_is_commented_once(served, jobs) -> None:
+    base, comments = served
+    workers: set[str] = set()
+    for job in jobs:
+        for event in ("session_created", "environment_ready"):
+            answers = _at_once(base, "/api/status", {"nonce": job["nonce"], "event": event}, {})
+            workers |= {a.headers["X-Race-Worker"] for a in answers}
+            assert {a.status_code for a in answers} == {200}, [a.text for a in answers]
+            # one of them posted it; every other copy is answered as the retry it is
+            assert sorted(a.json()["duplicate"] for a in answers) == [False] + [True] * (COPIES - 1)
+    assert len(workers) > 1, "every request went to one worker: nothing raced between processes"
+    posted = _comment_lines(comments)
+    assert len(posted) == 2 * len(jobs) and set(posted.values()) == {1}, posted
+    db.session.expire_all()
+    assert {j.status for j in db.session.scalars(db.select(Job))} == {"running"}
