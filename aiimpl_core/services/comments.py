@@ -52,10 +52,11 @@ FAILURE_PREFIX = {
 #: an image (their ``[``), an autolink or HTML (``<``), an escape, a table cell, an entity's ``&``
 _INLINE = re.compile(r"[\\*\[<~|]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])|&(?=#?[0-9A-Za-z]+;)")
 #: what starts a block at the beginning of a line: a heading, a quote, a list item, a rule, a setext
-#: underline (a fence's backticks and tildes are escaped anyway), and the indentation before it,
-#: which is dropped: four spaces after a blank line would make the rest of the line code, shown
-#: with its escapes (a paragraph's lines show without their indentation anyway)
-_LINE_START = re.compile(r"^[ \t]*(?:([#>+=\-])|(\d{1,9})([.)]))?", re.MULTILINE)
+#: underline, a table's delimiter row (``:--``; a fence's backticks and tildes and a table's pipes
+#: are escaped anyway), and the indentation before it, which is dropped: four spaces after a blank
+#: line would make the rest of the line code, shown with its escapes (a paragraph's lines show
+#: without their indentation anyway)
+_LINE_START = re.compile(r"^[ \t]*(?:([#>+=:\-])|(\d{1,9})([.)]))?", re.MULTILINE)
 _TICKS = re.compile(r"`+")
 #: a bare http(s) address the trackers link by themselves, with nothing that could end it early
 _BARE_URL = re.compile(r"https?://[^\s<>\[\]()`*\\|]+")
@@ -67,7 +68,7 @@ def _code_spans(text: str) -> Iterator[tuple[int, int]]:
     is text. (Each line's runs are indexed by length once: a line of many unmatched runs costs
     no more than a few passes over it.)"""
     offset = 0
-    for line in text.splitlines(keepends=True):
+    for line in text.split("\n"):
         runs = [(m.start() + offset, m.end() + offset) for m in _TICKS.finditer(line)]
         by_length: dict[int, list[int]] = defaultdict(list)
         for index, (start, end) in enumerate(runs):
@@ -82,7 +83,7 @@ def _code_spans(text: str) -> Iterator[tuple[int, int]]:
                 index = same[after] + 1
             else:
                 index += 1
-        offset += len(line)
+        offset += len(line) + 1
 
 
 def _escape_inline(text: str) -> str:
@@ -91,7 +92,8 @@ def _escape_inline(text: str) -> str:
 
 def as_text(value: object) -> str:
     """``value`` as Markdown that renders as its text, code spans within a line kept (see above)."""
-    text, out, done = str(value), [], 0
+    # a carriage return ends a line for Markdown as a line feed does: one kind of line end is escaped
+    text, out, done = str(value).replace("\r\n", "\n").replace("\r", "\n"), [], 0
     for start, end in _code_spans(text):
         out += [_escape_inline(text[done:start]), text[start:end]]
         done = end

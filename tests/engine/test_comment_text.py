@@ -53,7 +53,9 @@ HOSTILE = [
     "<img src=x onerror=alert(1)> <script>alert(1)</script>",
     "**bold** *em* ~~gone~~ `code`",
     "# Heading\n- item\n+ item\n1. first\n2) second\n> quoted\n---\n===",
+    "carriage\r# returns\r\n- end\r\r    lines too",
     "| a | b |\n|---|---|\n| 1 | 2 |",
+    "header\n:--",
     "```\nfenced\n```",
     "~~~\nfenced\n~~~",
     "entities &amp; &#60; &lt;b&gt;",
@@ -140,7 +142,7 @@ def test_a_log_excerpt_stays_inside_its_code_block(excerpt) -> None:
 
 
 #: Markdown's punctuation, and pieces of its constructs, among a few letters and any character
-MARKDOWN_BITS = st.sampled_from([*"\\`*_[]()<>!#~|&;-+=.:0123456789 \n\taZ", "http://x.y", "&amp;", "    ",
+MARKDOWN_BITS = st.sampled_from([*"\\`*_[]()<>!#~|&;-+=.:0123456789 \n\r\taZ", "http://x.y", "&amp;", "    ",
                                  "\n\n", "```", "~~~", "<div>", "[a]: /u"])
 
 
