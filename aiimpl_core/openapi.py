@@ -22,7 +22,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.yaml_utils import load_operations_from_docstring
 from flask import Flask
 
-from .auth import is_public
+from .auth import needs_admin_session
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,8 @@ def _operation(
     responses = op["responses"] = {str(code): value for code, value in (op.get("responses") or {}).items()}
     if not responses:
         responses["200"] = {"description": "OK"}
-    # the admin guard protects every /api/ view not marked public (aiimpl_core.api)
-    guarded = rule.rule.startswith("/api/") and not is_public(view)
+    # what the admin guard protects (aiimpl_core.api)
+    guarded = needs_admin_session(rule.rule, view)
     if guarded:
         op.setdefault("security", [{"adminSession": []}])
         responses.setdefault("401", copy.deepcopy(UNAUTHORIZED_RESPONSE))

@@ -5,7 +5,7 @@ from flask import Flask, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from ..auth import admin, is_public
+from ..auth import admin, needs_admin_session
 from ..database import failure_reason
 from ..errors import AiimplError
 from ..schemas.common import UNAUTHORIZED, ApiError
@@ -81,10 +81,10 @@ def _install_admin_guard(app: Flask) -> None:
 
     @app.before_request
     def _require_admin():  # noqa: ANN202
-        if not request.path.startswith("/api/") or request.url_rule is None:
+        if request.url_rule is None or request.method == "OPTIONS":
             return None
         view = app.view_functions.get(request.endpoint or "")
-        if view is None or is_public(view) or request.method == "OPTIONS":
+        if view is None or not needs_admin_session(request.path, view):
             return None
         if admin.session_valid(admin.bearer(request.headers.get("Authorization"))):
             return None

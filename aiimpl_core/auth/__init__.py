@@ -17,3 +17,8 @@ def public_endpoint(view: F) -> F:
 
 def is_public(view: object) -> bool:
     return bool(getattr(view, PUBLIC_ATTR, False))
+
+
+def needs_admin_session(path: str, view: object) -> bool:
+    """Whether a route needs the admin session: every ``/api/`` view not marked public."""
+    return path.startswith("/api/") and not is_public(view)
