@@ -22,7 +22,8 @@ poller); :func:`jobs` does it for you.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from ..types import Phase
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def poll_once(now: datetime | None = None, *, reconcile: bool = True, deliver: bool = True) -> CycleReport:
@@ -100,13 +102,15 @@ def jobs(issue_key: str | None = None) -> list[Job]:
     return list(db.session.scalars(query))
 
 
-def at_once(app: Any, call: Callable[[Any], T], times: int) -> list[T]:
-    """``call(test_client)`` from ``times`` threads released together, each in an app context and
-    a database session of its own (several workers or hosts acting at the same moment); what each
-    answered, in the order they finished. A call that raised fails the test."""
+def released_together(
+    prepare: Callable[[], AbstractContextManager[R]], call: Callable[[R], T], times: int,
+    timeout: float | None = None,
+) -> list[T]:
+    """``call(resource)`` from ``times`` threads released together, each with a resource of its
+    own that ``prepare()`` gives (entered before the release, left after the call); what each
+    answered, in the order they finished. A call that raised fails the test, and so does one
+    still running ``timeout`` seconds after the last thread was waited for."""
     import threading
-
-    from ..extensions import db
 
     barrier = threading.Barrier(times)
     answers: list[T] = []
@@ -114,11 +118,9 @@ def at_once(app: Any, call: Callable[[Any], T], times: int) -> list[T]:
 
     def run() -> None:
         try:
-            with app.app_context():
-                client = app.test_client()
+            with prepare() as resource:
                 barrier.wait()
-                answers.append(call(client))
-                db.session.remove()
+                answers.append(call(resource))
         except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
             failures.append(exc)
 
@@ -126,10 +128,28 @@ def at_once(app: Any, call: Callable[[Any], T], times: int) -> list[T]:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(timeout)
     if failures:
         raise failures[0]
+    assert len(answers) == times, f"{times - len(answers)} of {times} calls still running after {timeout} s"
     return answers
+
+
+def at_once(app: Any, call: Callable[[Any], T], times: int, timeout: float | None = None) -> list[T]:
+    """``call(test_client)`` from ``times`` threads released together, each in an app context and
+    a database session of its own (several workers or hosts acting at the same moment); what each
+    answered, in the order they finished. A call that raised fails the test."""
+    from contextlib import contextmanager
+
+    from ..extensions import db
+
+    @contextmanager
+    def client_of_its_own() -> Iterator[Any]:
+        with app.app_context():
+            yield app.test_client()
+            db.session.remove()
+
+    return released_together(client_of_its_own, call, times, timeout)
 
 
 class Pause:

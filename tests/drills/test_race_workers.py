@@ -15,11 +15,12 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import requests
 
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job, Mapping, OutboxItem
+from aiimpl_core.testing.orchestrator import released_together
 from aiimpl_core.testing.pytest_plugin import TEST_SECRET_KEY
 
 pytest.importorskip("gunicorn")
@@ -157,26 +159,16 @@ def jobs(app: Any) -> Any:
 
 def _at_once(base: str, path: str, body: dict[str, Any], headers: dict[str, str]) -> list[requests.Response]:
     """``COPIES`` identical posts released together, each on a connection of its own."""
-    barrier = threading.Barrier(COPIES)
-    answers: list[requests.Response] = []
-    failures: list[BaseException] = []
 
-    def post() -> None:
-        try:
-            with requests.Session() as session:
-                session.get(base + "/healthz", timeout=30)  # connected before the start
-                barrier.wait()
-                answers.append(session.post(base + path, json=body, headers=headers, timeout=60))
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test
-            failures.append(exc)
+    @contextmanager
+    def connected() -> Iterator[requests.Session]:
+        with requests.Session() as session:
+            session.get(base + "/healthz", timeout=30)  # connected before the start
+            yield session
 
-    threads = [threading.Thread(target=post) for _ in range(COPIES)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not failures, failures
-    return answers
+    return released_together(
+        connected, lambda session: session.post(base + path, json=body, headers=headers, timeout=60), COPIES
+    )
 
 
 def _comment_lines(path: Path) -> Counter[tuple[str, str]]:

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections import Counter
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Blocker, Job, OutboxItem
 from aiimpl_core.services.dispatch import run_cycle
+from aiimpl_core.testing import orchestrator
 from aiimpl_core.testing.fakes import FakeTracker
 
 from .race_worker import ISSUES_PER_TEAM, TEAMS, build_tracker
@@ -38,27 +38,7 @@ def _mappings(add_mapping: Any) -> None:
 
 
 def _race_threads(app: Any) -> list[Any]:
-    barrier = threading.Barrier(POLLERS)
-    reports: list[Any] = []
-    failures: list[BaseException] = []
-
-    def poll() -> None:
-        try:
-            with app.app_context():
-                barrier.wait()
-                reports.append(run_cycle(reconcile=False))
-                db.session.remove()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test
-            failures.append(exc)
-
-    threads = [threading.Thread(target=poll) for _ in range(POLLERS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(240)
-    assert not failures, failures
-    assert len(reports) == POLLERS
-    return reports
+    return orchestrator.at_once(app, lambda _client: run_cycle(reconcile=False), POLLERS, timeout=240)
 
 
 def _jobs() -> list[Job]:
