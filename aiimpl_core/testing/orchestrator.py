@@ -22,7 +22,7 @@ poller); :func:`jobs` does it for you.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -102,43 +102,55 @@ def jobs(issue_key: str | None = None) -> list[Job]:
     return list(db.session.scalars(query))
 
 
-def released_together(
-    prepare: Callable[[], AbstractContextManager[R]], call: Callable[[R], T], times: int,
+def each_released_together(
+    prepare: Callable[[], AbstractContextManager[R]], calls: Sequence[Callable[[R], T]],
     timeout: float | None = None,
 ) -> list[T]:
-    """``call(resource)`` from ``times`` threads released together, each with a resource of its
-    own that ``prepare()`` gives (entered before the release, left after the call); what each
-    answered, in the order they finished. A call that raised fails the test, and so does one
-    still running ``timeout`` seconds after the last thread was waited for."""
+    """Each of ``calls`` from a thread of its own, the threads released together, each call with
+    a resource of its own that ``prepare()`` gives (entered before the release, left after the
+    call); what each answered, in the order of ``calls``. A call that raised fails the test, and so
+    does one still running ``timeout`` seconds after the last thread was waited for."""
     import threading
 
-    barrier = threading.Barrier(times)
-    answers: list[T] = []
+    barrier = threading.Barrier(len(calls))
+    answers: dict[int, T] = {}
     failures: list[BaseException] = []
 
-    def run() -> None:
+    def run(n: int) -> None:
         try:
             with prepare() as resource:
                 barrier.wait()
-                answers.append(call(resource))
+                answers[n] = calls[n](resource)
         except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
             failures.append(exc)
 
-    threads = [threading.Thread(target=run) for _ in range(times)]
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(calls))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout)
     if failures:
         raise failures[0]
-    assert len(answers) == times, f"{times - len(answers)} of {times} calls still running after {timeout} s"
-    return answers
+    running = len(calls) - len(answers)
+    assert running == 0, f"{running} of {len(calls)} calls still running after {timeout} s"
+    return [answers[n] for n in range(len(calls))]
 
 
-def at_once(app: Any, call: Callable[[Any], T], times: int, timeout: float | None = None) -> list[T]:
-    """``call(test_client)`` from ``times`` threads released together, each in an app context and
-    a database session of its own (several workers or hosts acting at the same moment); what each
-    answered, in the order they finished. A call that raised fails the test."""
+def released_together(
+    prepare: Callable[[], AbstractContextManager[R]], call: Callable[[R], T], times: int,
+    timeout: float | None = None,
+) -> list[T]:
+    """``call(resource)`` from ``times`` threads released together, each with a resource of its
+    own that ``prepare()`` gives: :func:`each_released_together` with the same call ``times``
+    over."""
+    return each_released_together(prepare, [call] * times, timeout)
+
+
+def each_at_once(app: Any, calls: Sequence[Callable[[Any], T]], timeout: float | None = None) -> list[T]:
+    """Each of ``calls`` as ``call(test_client)`` from a thread of its own, the threads released
+    together, each in an app context and a database session of its own (several workers or hosts
+    acting at the same moment: a cancel and a result, a webhook and a poll cycle); what each
+    answered, in the order of ``calls``. A call that raised fails the test."""
     from contextlib import contextmanager
 
     from ..extensions import db
@@ -146,10 +158,18 @@ def at_once(app: Any, call: Callable[[Any], T], times: int, timeout: float | Non
     @contextmanager
     def client_of_its_own() -> Iterator[Any]:
         with app.app_context():
-            yield app.test_client()
-            db.session.remove()
+            try:
+                yield app.test_client()
+            finally:
+                db.session.remove()
 
-    return released_together(client_of_its_own, call, times, timeout)
+    return each_released_together(client_of_its_own, calls, timeout)
+
+
+def at_once(app: Any, call: Callable[[Any], T], times: int, timeout: float | None = None) -> list[T]:
+    """``call(test_client)`` from ``times`` threads released together, each in an app context and
+    a database session of its own: :func:`each_at_once` with the same call ``times`` over."""
+    return each_at_once(app, [call] * times, timeout)
 
 
 class Pause:
@@ -192,8 +212,10 @@ class Worker:
         def run() -> None:
             try:
                 with app.app_context():
-                    self.answer = work()
-                    db.session.remove()
+                    try:
+                        self.answer = work()
+                    finally:
+                        db.session.remove()
             except BaseException as exc:  # noqa: BLE001 - raised again by join()
                 self.error = exc
 
@@ -206,6 +228,26 @@ class Worker:
         if self.error is not None:
             raise self.error
         return self.answer
+
+
+def first_holds_second_waits(
+    app: Any, pause: Pause, first: Worker, second: Callable[[], Worker]
+) -> tuple[Any, Any]:
+    """An interleaving made for sure: ``first`` reaches ``pause`` (inside its transaction, its locks
+    held); ``second()`` is started and seen waiting for a lock (:func:`wait_until_blocked`); then
+    both go on and finish. Returns what each answered, the first's first; raises what either
+    raised."""
+    waiter: Worker | None = None
+    try:
+        assert pause.entered.wait(30), first.error or "the first worker never reached the pause"
+        waiter = second()
+        wait_until_blocked(app, waiter)
+    finally:
+        pause.release()
+        for worker in (first, waiter):
+            if worker is not None:
+                worker.thread.join(60)
+    return first.join(), waiter.join()
 
 
 def wait_until_blocked(app: Any, worker: Worker | None = None) -> None:
@@ -236,5 +278,6 @@ def wait_until_blocked(app: Any, worker: Worker | None = None) -> None:
             conn.rollback()
 
 
-__all__ = ["Pause", "Worker", "at_once", "dispatch_issue", "fresh", "jobs", "poll_once", "reconcile",
+__all__ = ["Pause", "Worker", "at_once", "dispatch_issue", "each_at_once", "each_released_together",
+           "first_holds_second_waits", "fresh", "jobs", "poll_once", "reconcile", "released_together",
            "wait_until_blocked"]

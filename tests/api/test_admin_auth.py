@@ -4,6 +4,7 @@ the slow-down of repeated wrong codes across application instances sharing one d
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from aiimpl_core.app import create_app
 from aiimpl_core.auth import admin, is_public
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import AuthFailure
+from aiimpl_core.testing.orchestrator import each_released_together
 from aiimpl_core.testing.pytest_plugin import TEST_ADMIN_CODE, TEST_SECRET_KEY
 
 
@@ -143,27 +145,21 @@ def test_attempts_sent_at_once_each_get_a_count_of_their_own(app, database_url, 
     """Attempts racing from many threads cannot all slip under the threshold: each is counted before
     its code is checked, and past the threshold only one is admitted per spacing. Nothing waits on
     the server."""
-    import threading
     import time
+    from contextlib import nullcontext
 
     apps = [create_app({"AIIMPL_DATABASE_URL": database_url, "AIIMPL_SECRET_KEY": TEST_SECRET_KEY,
                         "AIIMPL_ADMIN_ACCESS_CODE": TEST_ADMIN_CODE, "TESTING": True},
                        load_entrypoints=False, environ={}) for _ in range(4)]
-    answers: list[int] = []
-    barrier = threading.Barrier(16)
 
-    def guess(n: int) -> None:
+    def guess(n: int) -> Callable[[None], int]:
         test_client = apps[n % len(apps)].test_client()
-        barrier.wait()
-        resp = test_client.post("/api/auth", json={"code": f"guess-{n}"})
-        answers.append(int(resp.headers.get("Retry-After", 0)))
+        return lambda _: int(
+            test_client.post("/api/auth", json={"code": f"guess-{n}"}).headers.get("Retry-After", 0)
+        )
 
     started = time.monotonic()
-    threads = [threading.Thread(target=guess, args=(n,)) for n in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = each_released_together(nullcontext, [guess(n) for n in range(16)], timeout=60)
     assert time.monotonic() - started < 10
     # the clock stands still: the first THROTTLE_AFTER are admitted, the sixth (spacing 0.25 s from
     # the fifth) and every other attempt is refused at once

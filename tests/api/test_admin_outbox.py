@@ -4,7 +4,7 @@ on, and putting one back in the queue so that the next delivery sends it."""
 from __future__ import annotations
 
 import logging
-import threading
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +14,7 @@ from aiimpl_core.extensions import db
 from aiimpl_core.orm import OutboxItem, utcnow
 from aiimpl_core.services import outbox
 from aiimpl_core.testing.fakes import fail_with, queue_outbox_item
+from aiimpl_core.testing.orchestrator import released_together
 from aiimpl_core.types import Stage
 
 LIST = "/api/outbox"
@@ -239,20 +240,12 @@ def test_retries_at_once_requeue_the_item_once(app, cb_live_server, admin_header
     import requests
 
     item_id = add_item()
-    barrier = threading.Barrier(tries)
-    answers: list[tuple[int, Any]] = []
-
-    def send() -> None:
-        barrier.wait()
+    def send(_: None) -> tuple[int, Any]:
         r = requests.post(f"{cb_live_server}/api/outbox/{item_id}/retry", headers=admin_headers, timeout=60)
-        answers.append((r.status_code, r.json()))
+        return r.status_code, r.json()
 
-    threads = [threading.Thread(target=send) for _ in range(tries)]
     with caplog.at_level(logging.INFO, logger="aiimpl_core.api.admin_outbox"):
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        answers = released_together(nullcontext, send, tries, timeout=60)
     assert sorted(code for code, _ in answers) == [200] + [409] * (tries - 1), answers
     refusals = [body for code, body in answers if code == 409]
     assert all(body == {"error": "only a dead item can be retried"} for body in refusals), refusals

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,6 +12,7 @@ from sqlalchemy import select
 from aiimpl_core.auth import tokens
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job, JobStep
+from aiimpl_core.testing.orchestrator import each_released_together
 
 URL = "/runner/progress"
 
@@ -205,30 +208,19 @@ def test_late_progress_is_recorded_but_never_changes_a_terminal_status(client, c
 
 
 def test_concurrent_reports_of_one_step_keep_one_row(app, cb_live_server, cb_job, cb_token):
-    import threading
-
     import requests
 
     job_id, _ = cb_job()
     token = cb_token(job_id, "implementation", tokens.AUD_PROGRESS)
-    barrier = threading.Barrier(5)
-    codes = []
-
-    def send(status):
-        barrier.wait()
-        r = requests.post(
+    def send(status: str) -> Callable[[None], int]:
+        return lambda _: requests.post(
             cb_live_server + URL,
             json={"step": step(status=status)},
             headers={"Authorization": f"Bearer {token}"},
             timeout=60,
-        )
-        codes.append(r.status_code)
+        ).status_code
 
-    threads = [threading.Thread(target=send, args=(f"s{i}",)) for i in range(5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    codes = each_released_together(nullcontext, [send(f"s{i}") for i in range(5)], timeout=60)
     assert codes == [200] * 5
     db.session.commit()
     rows = db.session.scalars(select(JobStep).where(JobStep.job_id == job_id)).all()

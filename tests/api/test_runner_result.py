@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
+from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,6 +15,7 @@ from aiimpl_core.auth import tokens
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import ConsumedToken, Job, OutboxItem, TrackedIssue
 from aiimpl_core.testing.fakes import fail_with
+from aiimpl_core.testing.orchestrator import each_released_together
 
 URL = "/runner/result"
 PR_URL = "https://github.com/acme/api/pull/42"
@@ -422,21 +424,16 @@ def test_runner_comments_are_deduplicated_per_job_and_index(client, cb_job, cb_t
 
 def _race(base_url: str, token: str) -> list[tuple[int, dict]]:
     """Post a success and a failure with the same result token at the same moment."""
-    barrier = threading.Barrier(2)
-    answers: list[tuple[int, dict]] = []
     failure = {"outcome": "failure", "phase": "implementation", "comments": [], "error": "boom"}
 
-    def post(body: dict) -> None:
-        barrier.wait()
-        r = requests.post(base_url + URL, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60)
-        answers.append((r.status_code, r.json()))
+    def post(body: dict) -> Callable[[None], tuple[int, dict]]:
+        def send(_: None) -> tuple[int, dict]:
+            r = requests.post(base_url + URL, json=body, headers={"Authorization": f"Bearer {token}"},
+                              timeout=60)
+            return r.status_code, r.json()
+        return send
 
-    threads = [threading.Thread(target=post, args=(b,)) for b in (ok_body(), failure)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return answers
+    return each_released_together(nullcontext, [post(ok_body()), post(failure)], timeout=60)
 
 
 def test_concurrent_results_one_wins_one_conflicts(app, cb_live_server, cb_job, cb_token, cb_tracker):

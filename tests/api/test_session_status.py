@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -10,6 +12,7 @@ from sqlalchemy import select
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job, OutboxItem
 from aiimpl_core.testing.fakes import fail_with
+from aiimpl_core.testing.orchestrator import released_together
 
 URL = "/api/status"
 STAMP = r"\n\n_\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
@@ -277,26 +280,15 @@ def test_urls_of_2000_characters_are_accepted(client, cb_job, field):
 
 
 def test_the_same_event_five_times_at_once_posts_once(app, cb_live_server, cb_job, cb_tracker):
-    import threading
-
     import requests
 
     _, nonce = cb_job()
-    barrier = threading.Barrier(5)
-    answers = []
+    def send(_: None) -> tuple[int, Any]:
+        r = requests.post(cb_live_server + URL, json={"nonce": nonce, "event": "environment_ready"},
+                          timeout=60)
+        return r.status_code, r.json()
 
-    def send():
-        barrier.wait()
-        r = requests.post(
-            cb_live_server + URL, json={"nonce": nonce, "event": "environment_ready"}, timeout=60
-        )
-        answers.append((r.status_code, r.json()))
-
-    threads = [threading.Thread(target=send) for _ in range(5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    answers = released_together(nullcontext, send, 5, timeout=60)
     assert [code for code, _ in answers] == [200] * 5, answers
     assert sorted(body["duplicate"] for _, body in answers) == [False, True, True, True, True]
     assert len(cb_tracker.comments["ENG-1"]) == 1

@@ -11,9 +11,10 @@ import copy
 import json
 import logging
 import os
-import threading
 import uuid
+from contextlib import nullcontext
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import requests
@@ -23,6 +24,7 @@ from aiimpl_core.auth.signatures import github_signature
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job, OutboxItem, TrackedIssue, WebhookDelivery, utcnow
 from aiimpl_core.services import outbox
+from aiimpl_core.testing.orchestrator import released_together
 
 URL = "/api/github/webhook"
 SECRET = "webhook-secret-for-tests"
@@ -280,19 +282,11 @@ def test_same_delivery_five_times_at_once_acts_once(app, cb_live_server, cb_job,
         "X-Hub-Signature-256": github_signature(SECRET, body),
         "Content-Type": "application/json",
     }
-    barrier = threading.Barrier(5)
-    answers = []
-
-    def send():
-        barrier.wait()
+    def send(_: None) -> tuple[int, Any]:
         r = requests.post(cb_live_server + URL, data=body, headers=headers, timeout=60)
-        answers.append((r.status_code, r.json()))
+        return r.status_code, r.json()
 
-    threads = [threading.Thread(target=send) for _ in range(5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    answers = released_together(nullcontext, send, 5, timeout=60)
     assert [code for code, _ in answers] == [200] * 5, answers
     assert sorted(a["duplicate"] for _, a in answers) == [False, True, True, True, True]
     db.session.commit()

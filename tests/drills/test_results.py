@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-import threading
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +20,7 @@ from aiimpl_core.extensions import db
 from aiimpl_core.orm import JobStep, Mapping, OutboxItem, utcnow
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker, fail_with
+from aiimpl_core.testing.orchestrator import released_together
 from aiimpl_core.types import RunPhase, TimeoutReason
 
 from .helpers import job_of, jobs_per_issue, progress_request, result_request
@@ -120,19 +121,9 @@ def test_drill_result_twice_late_progress_and_result_after_timeout(
     assert job_of("ENG-1").status == "completed"
 
     # two identical results at the same moment: exactly one is accepted
-    barrier = threading.Barrier(2)
-    answers: list[requests.Response] = []
     request = result_request(runner, ids["ENG-2"], outcome="success", prUrl=PR_URL.replace("42", "43"))
-
-    def post() -> None:
-        barrier.wait()
-        answers.append(_post(live_server, "/runner/result", request))
-
-    threads = [threading.Thread(target=post) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    answers = released_together(nullcontext, lambda _: _post(live_server, "/runner/result", request), 2,
+                                timeout=60)
     assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
     assert [a.json() for a in answers if a.status_code == 409] == [{"error": "already_consumed"}]
     assert job_of("ENG-2").status == "completed"

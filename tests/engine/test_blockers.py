@@ -8,6 +8,7 @@ from aiimpl_core.extensions import db
 from aiimpl_core.orm import Blocker
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
+from aiimpl_core.testing.orchestrator import Worker, wait_until_blocked
 from aiimpl_core.types import BlockingLink
 
 from .conftest import jobs_of
@@ -349,9 +350,6 @@ class TestAPageWithNothingToDispatch:
     def test_a_dispatch_that_held_the_team_s_lock_first_is_seen(self, app, page):
         """PostgreSQL: another poller claims ENG-2 under the team's lock while this cycle waits for
         it; the page is read after, so ENG-2 is not recorded as waiting."""
-        import threading
-        import time
-
         from sqlalchemy.orm import Session
 
         from aiimpl_core.database import advisory_lock
@@ -364,24 +362,13 @@ class TestAPageWithNothingToDispatch:
         eng_2 = TrackedIssue.issue_key == "ENG-2"
         other.execute(db.update(TrackedIssue).where(eng_2).values(trigger_consumed=True))
         other.execute(db.delete(Blocker).where(Blocker.issue_key == "ENG-2"))
-        reports = []
-
-        def cycle() -> None:
-            with app.app_context():
-                reports.append(run_cycle(reconcile=False, deliver=False))
-                db.session.remove()
-
-        thread = threading.Thread(target=cycle)
-        thread.start()
+        cycle = Worker(app, "cycle", lambda: run_cycle(reconcile=False, deliver=False))
         try:
-            time.sleep(0.5)
-            waited = thread.is_alive()  # waiting for the team's lock
+            wait_until_blocked(app, cycle)  # waiting for the team's lock
         finally:
             other.commit()  # (also when the check fails: the cycle and the teardown go on)
             other.close()
-            thread.join(30)
-        assert waited
-        [report] = reports
+        report = cycle.join()
         assert report.skipped["ENG-2"] == "trigger already dispatched" and "ENG-2" not in report.blocked
         assert set(blocker_rows()) == {"ENG-3"} and not report.errors
 
@@ -392,8 +379,6 @@ PAUSED = "Project ENG is paused."
 def test_a_blocker_refreshed_while_the_prune_waits_for_its_row_is_kept(app):
     """PostgreSQL: a webhook's check refreshes a blocker after the listing began and holds its row
     while the listing's prune, which read it as stale, comes to delete it: it is kept."""
-    import threading
-    import time
     from datetime import timedelta
 
     from sqlalchemy.orm import Session
@@ -411,22 +396,16 @@ def test_a_blocker_refreshed_while_the_prune_waits_for_its_row_is_kept(app):
     other = Session(db.engine)
     other.execute(db.update(Blocker).where(Blocker.issue_key == "ENG-9")
                   .values(last_seen_at=listed_since + timedelta(seconds=1)))
-    removed = []
 
-    def prune() -> None:
-        with app.app_context():
-            removed.append(blockers.prune("fake-tracker", set(), listed_since))
-            db.session.commit()
-            db.session.remove()
+    def prune() -> int:
+        removed = blockers.prune("fake-tracker", set(), listed_since)
+        db.session.commit()
+        return removed
 
-    thread = threading.Thread(target=prune)
-    thread.start()
+    pruning = Worker(app, "prune", prune)
     try:
-        time.sleep(0.5)
-        waited = thread.is_alive()  # waiting for ENG-9's row
+        wait_until_blocked(app, pruning)  # waiting for ENG-9's row
     finally:
         other.commit()
         other.close()
-        thread.join(30)
-    assert waited
-    assert removed == [1] and set(blocker_rows()) == {"ENG-9"}
+    assert pruning.join() == 1 and set(blocker_rows()) == {"ENG-9"}

@@ -5,7 +5,6 @@ it once."""
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from aiimpl_core.cli import jobs as _jobs_commands  # noqa: F401 - registers the
 from aiimpl_core.extensions import db
 from aiimpl_core.services.cancel import CANCELLED
 from aiimpl_core.services.dispatch import run_cycle
-from aiimpl_core.testing.orchestrator import at_once
+from aiimpl_core.testing.orchestrator import at_once, each_at_once
 
 from .conftest import claim_without_launch, jobs_of, post_result, post_status
 
@@ -77,34 +76,17 @@ def test_a_cancel_racing_the_result_ends_the_job_once(
     app, client, admin_headers, tracker, runner, add_mapping
 ):
     job_id = _running(client, tracker, runner, add_mapping)
-    answers: dict[str, Any] = {}
-    barrier = threading.Barrier(2)
-
-    def cancel() -> None:
-        with app.app_context():
-            barrier.wait()
-            answers["cancel"] = app.test_client().post(f"/api/jobs/{job_id}/cancel", headers=admin_headers)
-            db.session.remove()
-
-    def result() -> None:
-        with app.app_context():
-            barrier.wait()
-            answers["result"] = post_result(app.test_client(), runner, job_id, outcome="failure",
-                                            error="the agent gave up")
-            db.session.remove()
-
-    threads = [threading.Thread(target=cancel), threading.Thread(target=result)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    cancel, result = each_at_once(app, [
+        lambda c: c.post(f"/api/jobs/{job_id}/cancel", headers=admin_headers),
+        lambda c: post_result(c, runner, job_id, outcome="failure", error="the agent gave up"),
+    ])
     db.session.rollback()  # a new snapshot: what the two requests committed
     [job] = jobs_of("ENG-1")
-    cancel_won = answers["cancel"].status_code == 200
-    assert answers["result"].status_code == 200
-    assert answers["result"].get_json()["ended"] is (not cancel_won)
+    cancel_won = cancel.status_code == 200
+    assert result.status_code == 200
+    assert result.get_json()["ended"] is (not cancel_won)
     if not cancel_won:
-        assert answers["cancel"].get_json() == {"error": "job already ended"}
+        assert cancel.get_json() == {"error": "job already ended"}
     assert job.error == (CANCELLED if cancel_won else "the agent gave up")
     # one failure comment, whoever won
     assert sum(c.startswith("⚠️ Implementation failed:") for c in tracker.comments["ENG-1"]) == 1

@@ -271,30 +271,21 @@ def test_a_foreign_failure_is_stored_by_its_class_only(app, tracker, add_mapping
 def test_failures_recorded_at_once_by_several_pollers_are_all_counted(app, database_url):
     """Pollers on several hosts failing on one connection at the same moment: each failure counts
     (the back-off grows as it should) and none of them fails on the other's row."""
-    import threading
+    from contextlib import nullcontext
 
     from aiimpl_core.app import create_app
+    from aiimpl_core.testing.orchestrator import each_released_together
     from aiimpl_core.testing.pytest_plugin import TEST_SECRET_KEY
 
     apps = [create_app({"AIIMPL_DATABASE_URL": database_url, "AIIMPL_SECRET_KEY": TEST_SECRET_KEY,
                         "TESTING": True}, load_entrypoints=False, environ={}) for _ in range(4)]
-    rounds, errors = 5, []
-    barrier = threading.Barrier(len(apps))
+    rounds = 5
 
-    def fail(flask_app) -> None:  # noqa: ANN001
+    def fail(flask_app, n: int) -> None:  # noqa: ANN001
         with flask_app.app_context():
-            for n in range(rounds):
-                barrier.wait()
-                try:
-                    poller.record_failure("ticketing", f"racy-{n}", fail_with(503))
-                except Exception as exc:  # noqa: BLE001 - what the test looks for
-                    errors.append(exc)
+            poller.record_failure("ticketing", f"racy-{n}", fail_with(503))
 
-    threads = [threading.Thread(target=fail, args=(a,)) for a in apps]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert errors == []
+    for n in range(rounds):
+        each_released_together(nullcontext, [lambda _, a=a, n=n: fail(a, n) for a in apps], timeout=60)
     for n in range(rounds):
         assert poller.backoff_of("ticketing", f"racy-{n}").failures == len(apps)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from datetime import timedelta
 from typing import Any
 
@@ -28,6 +27,7 @@ from aiimpl_core.orm import (
 from aiimpl_core.services import housekeeping
 from aiimpl_core.services.poller import Poller
 from aiimpl_core.testing.fakes import queue_outbox_item
+from aiimpl_core.testing.orchestrator import Worker, each_at_once, wait_until_blocked
 
 OLD, RECENT = timedelta(days=91), timedelta(days=89)
 
@@ -139,22 +139,8 @@ def test_pollers_racing_for_the_housekeeping_prune_once(app, add_mapping):
     if db.engine.dialect.name != "postgresql":
         pytest.skip("a race of connections needs PostgreSQL")
     _seed(add_mapping)
-    results: list[Any] = []
-    barrier = threading.Barrier(4)
-
-    def race(n: int) -> None:
-        with app.app_context():
-            barrier.wait()
-            try:
-                results.append(housekeeping.maybe_prune(holder=f"host-{n}:1:1"))
-            finally:
-                db.session.remove()
-
-    threads = [threading.Thread(target=race, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = each_at_once(app, [lambda _c, n=n: housekeeping.maybe_prune(holder=f"host-{n}:1:1")
+                                 for n in range(4)])
     ran = [r for r in results if r is not None]
     assert len(results) == 4 and len(ran) == 1 and ran[0]["outbox"] == 3
 
@@ -192,8 +178,6 @@ def test_prune_command(app, add_mapping):
 def test_an_old_dead_item_requeued_while_the_prune_waits_for_it_is_kept(app, add_mapping):
     """An operator re-queues an old dead comment (``POST /api/outbox/<id>/retry``) while the prune
     waits for that row: the prune sees the item as it is now, pending, and leaves it."""
-    import time
-
     from sqlalchemy import text
 
     if db.engine.dialect.name != "postgresql":
@@ -204,16 +188,8 @@ def test_an_old_dead_item_requeued_while_the_prune_waits_for_it_is_kept(app, add
         with retry.begin():  # the retry's compare-and-set, held open while the prune starts
             assert retry.execute(text("UPDATE outbox SET state = 'pending' WHERE id = :i AND state = 'dead'"),
                                  {"i": item}).rowcount == 1
-            removed: dict[str, int] = {}
-
-            def prune() -> None:
-                with app.app_context():
-                    removed.update(housekeeping.prune())
-                    db.session.remove()
-
-            pruning = threading.Thread(target=prune)
-            pruning.start()
-            time.sleep(1.0)  # the prune is waiting for the row now
-        pruning.join(30)
+            pruning = Worker(app, "prune", housekeeping.prune)
+            wait_until_blocked(app, pruning)  # the prune waits for the row now
+        removed = pruning.join()
     assert removed["outbox"] == 0
     assert db.session.get(OutboxItem, item).state == "pending"

@@ -4,7 +4,6 @@ run, but never moves the issue out of "done" nor says the merged PR is ready for
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +14,7 @@ from aiimpl_core.extensions import db
 from aiimpl_core.services import merge, outbox, outcomes
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
-from aiimpl_core.testing.orchestrator import wait_until_blocked
+from aiimpl_core.testing.orchestrator import Pause, Worker, first_holds_second_waits
 from aiimpl_core.types import RunPhase, Stage, TimeoutReason
 
 from .conftest import jobs_of, outbox_of, post_result, post_status, tracked
@@ -214,68 +213,28 @@ def test_a_new_trigger_after_the_merge_runs_the_lifecycle_again(app, client, tra
 # -- the merge and the result at the same moment, in two threads (own sessions, connections) ----
 
 
-def _pause_after(monkeypatch: Any, module: Any, name: str) -> tuple[threading.Event, threading.Event]:
-    """Make ``module.name`` wait, after its first call returns, until released: the caller's
-    transaction stays open with its locks. Returns (entered, release)."""
-    entered, release = threading.Event(), threading.Event()
-    original = getattr(module, name)
-
-    def paused(*args: Any, **kwargs: Any) -> Any:
-        result = original(*args, **kwargs)
-        if not entered.is_set():
-            entered.set()
-            assert release.wait(30)
-        return result
-
-    monkeypatch.setattr(module, name, paused)
-    return entered, release
-
-
-def _in_thread(app: Any, errors: list[BaseException], work: Callable[[Any], None]) -> threading.Thread:
-    def run() -> None:
-        try:
-            with app.app_context():
-                work(app.test_client())
-                db.session.remove()
-        except BaseException as exc:  # noqa: BLE001 - re-raised by the test
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
-
-
-def _race(app: Any, first: Callable[[Any], None], second: Callable[[Any], None],
-          entered: threading.Event, release: threading.Event) -> None:
+def _race(app: Any, pause: Pause, first: Callable[[Any], Any], second: Callable[[Any], Any]
+          ) -> tuple[Any, Any]:
+    """``first(test_client)`` as one worker until it reaches ``pause`` (its transaction open), then
+    ``second`` as another, seen waiting for the first's lock before the first goes on; what each
+    answered."""
     db.session.commit()
-    errors: list[BaseException] = []
-    threads = [_in_thread(app, errors, first)]
-    try:
-        assert entered.wait(30), errors
-        threads.append(_in_thread(app, errors, second))
-        wait_until_blocked(app)
-    finally:
-        release.set()
-        for thread in threads:
-            thread.join(60)
-    assert not errors, errors
+    answers = first_holds_second_waits(app, pause, Worker(app, "holder", lambda: first(app.test_client())),
+                                       lambda: Worker(app, "waiter", lambda: second(app.test_client())))
     db.session.rollback()
     outbox.deliver(issue_keys=[KEY])  # whatever a concurrent delivery left for the poller
+    return answers
 
 
 def test_a_result_racing_a_merge_that_holds_the_lock_sees_done(
     app, client, tracker, runner, add_mapping, monkeypatch
 ):
     job_id = _running_with_pr(client, tracker, runner, add_mapping)
-    entered, release = _pause_after(monkeypatch, merge, "enqueue_done")  # the merge's transaction is open
-    answers: dict[str, Any] = {}
-
-    def result(c: Any) -> None:
-        answers["result"] = post_result(c, runner, job_id, outcome="success", prUrl=PR["html_url"],
-                                        prNumber=PR["number"])
-
-    _race(app, _merge, result, entered, release)
-    assert answers["result"].status_code == 200 and answers["result"].get_json()["status"] == "completed"
+    pause = Pause(monkeypatch, merge, "enqueue_done", thread="holder")  # the merge's transaction is open
+    _, result = _race(app, pause, _merge, lambda c: post_result(
+        c, runner, job_id, outcome="success", prUrl=PR["html_url"], prNumber=PR["number"]
+    ))
+    assert result.status_code == 200 and result.get_json()["status"] == "completed"
     _assert_still_done(tracker)
     assert tracker.comments[KEY][-1] == MERGED
 
@@ -284,13 +243,13 @@ def test_a_merge_racing_a_result_that_holds_the_lock_comes_after_it(
     app, client, tracker, runner, add_mapping, monkeypatch
 ):
     job_id = _running_with_pr(client, tracker, runner, add_mapping)
-    entered, release = _pause_after(monkeypatch, outcomes, "set_stage")  # the result's transaction is open
+    pause = Pause(monkeypatch, outcomes, "set_stage", thread="holder")  # the result's transaction is open
 
     def result(c: Any) -> None:
         resp = post_result(c, runner, job_id, outcome="success", prUrl=PR["html_url"], prNumber=PR["number"])
         assert resp.status_code == 200
 
-    _race(app, result, _merge, entered, release)
+    _race(app, pause, result, _merge)
     # the result went first: ready for review, then merged, and the issue ends done
     assert tracked(KEY).stage == Stage.DONE.value
     assert _stage_calls(tracker) == [
@@ -310,13 +269,13 @@ def test_a_result_of_another_job_racing_the_merge_decides_on_the_issue_under_its
     tracker.trigger(KEY)  # applied again while PR #2 waits for its review
     assert run_cycle().dispatched
     second = jobs_of(KEY)[-1].id
-    entered, release = _pause_after(monkeypatch, merge, "enqueue_done")
+    pause = Pause(monkeypatch, merge, "enqueue_done", thread="holder")
 
     def result(c: Any) -> None:
         resp = post_result(c, runner, second, outcome="success", prUrl=PR["html_url"], prNumber=PR["number"])
         assert resp.status_code == 200 and resp.get_json()["status"] == "completed"
 
-    _race(app, _merge, result, entered, release)
+    _race(app, pause, _merge, result)
     assert [j.merge_sha for j in jobs_of(KEY)] == [PR["merge_commit_sha"], None]
     assert tracked(KEY).stage == Stage.DONE.value
     assert _stage_calls(tracker)[-1] == ("mark_done", KEY)

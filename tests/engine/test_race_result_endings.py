@@ -17,7 +17,6 @@ unforced, as production does.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 from collections.abc import Callable
@@ -35,7 +34,6 @@ from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
 from aiimpl_core.types import TERMINAL_STATUSES, JobStatus, RunPhase
 
 from .conftest import jobs_of, later, outbox_of, post_result, session_env, tracked
-from .test_merge_while_running import _in_thread, _pause_after
 
 KEY = "ENG-1"
 PR_URL = "https://github.com/acme/eng/pull/7"
@@ -147,35 +145,25 @@ def _first_call_runs(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, app
     def first(*args: Any, **kwargs: Any) -> Any:
         if not ran.is_set():
             ran.set()
-            errors: list[BaseException] = []
-            _in_thread(app, errors, meanwhile).join(60)
-            assert not errors, errors
+            orchestrator.Worker(app, "meanwhile", lambda: meanwhile(app.test_client())).join()
         return original(*args, **kwargs)
 
     monkeypatch.setattr(owner, name, first)
 
 
-def _held_while(app: Any, hold: Callable[[Any], None], entered: threading.Event,
-                release: threading.Event, contend: Callable[[Any], None]) -> None:
-    """``hold`` in a thread until it is paused with its transaction open (``entered``), then
-    ``contend`` in another; the contender must be seen waiting for a lock (PostgreSQL) before
-    ``hold`` is released to commit. Fails on any error of either."""
+def _held_while(app: Any, pause: orchestrator.Pause, hold: Callable[[Any], Any], contend: Callable[[Any], Any]
+                ) -> tuple[Any, Any]:
+    """``hold(test_client)`` as one worker until it reaches ``pause`` (made for the thread named
+    ``holder``) with its transaction open, then ``contend`` as another; the contender must be seen
+    waiting for a lock before ``hold`` goes on to commit. What each answered; fails on any error of
+    either."""
     db.session.commit()
-    errors: list[BaseException] = []
-    threads = [_in_thread(app, errors, hold)]
-    waited = False
-    try:
-        assert entered.wait(30), errors
-        threads.append(_in_thread(app, errors, contend))
-        orchestrator.wait_until_blocked(app)
-        waited = threads[1].is_alive()
-    finally:
-        release.set()
-        for thread in threads:
-            thread.join(60)
-    assert not errors, errors
-    assert waited, "the contender did not wait for the holder's lock"
+    answers = orchestrator.first_holds_second_waits(
+        app, pause, orchestrator.Worker(app, "holder", lambda: hold(app.test_client())),
+        lambda: orchestrator.Worker(app, "contender", lambda: contend(app.test_client())),
+    )
     orchestrator.fresh()
+    return answers
 
 
 def _postgresql_only(reason: str) -> None:
@@ -281,13 +269,12 @@ def test_a_result_waiting_for_the_reconciler_s_ending_finds_the_job_ended(
     _postgresql_only(WRITERS_WHOLE)
     job_id = _running(client, tracker, runner)
     runner.set_state(job_id, ending.phase)
-    entered, release = _pause_after(monkeypatch, outcomes, "set_stage")
-    reports, answers = [], []
+    pause = orchestrator.Pause(monkeypatch, outcomes, "set_stage", thread="holder")
 
-    _held_while(app, lambda c: reports.append(_reconcile(ending)), entered, release,
-                lambda c: answers.append(_success(c, runner, job_id)))
+    report, answer = _held_while(app, pause, lambda c: _reconcile(ending),
+                                 lambda c: _success(c, runner, job_id))
 
-    _assert_reconciler_won(answers[0], reports[0], observer, job_id, ending)
+    _assert_reconciler_won(answer, report, observer, job_id, ending)
     _no_errors_logged(caplog)
 
 
@@ -300,13 +287,12 @@ def test_a_reconciler_waiting_for_the_result_s_ending_leaves_the_job_as_the_resu
     _postgresql_only(WRITERS_WHOLE)
     job_id = _running(client, tracker, runner)
     runner.set_state(job_id, ending.phase)
-    entered, release = _pause_after(monkeypatch, outcomes, "set_stage")
-    reports, answers = [], []
+    pause = orchestrator.Pause(monkeypatch, outcomes, "set_stage", thread="holder")
 
-    _held_while(app, lambda c: answers.append(_success(c, runner, job_id)), entered, release,
-                lambda c: reports.append(_reconcile(ending)))
+    answer, report = _held_while(app, pause, lambda c: _success(c, runner, job_id),
+                                 lambda c: _reconcile(ending))
 
-    _assert_result_won(answers[0], reports[0], observer, job_id)
+    _assert_result_won(answer, report, observer, job_id)
     _no_errors_logged(caplog)
 
 
@@ -342,15 +328,9 @@ def test_results_and_reconciler_passes_released_together_end_each_job_once(
         job_id = _running(app.test_client(), tracker, runner, key)
         runner.set_state(job_id, ending.phase)
         db.session.commit()
-        roles = itertools.count()
-
-        def race(c: Any, roles: Any = roles, job_id: int = job_id) -> tuple[str, Any]:
-            if next(roles) == 0:
-                return "result", _success(c, runner, job_id)
-            return "reconcile", _reconcile(ending)
-
-        answers = dict(orchestrator.at_once(app, race, 2))
-        result, report = answers["result"], answers["reconcile"]
+        result, report = orchestrator.each_at_once(app, [
+            lambda c, job_id=job_id: _success(c, runner, job_id), lambda _c: _reconcile(ending)
+        ])
         assert result.status_code == 200, result.get_json()
         status = "completed" if result.get_json()["ended"] else ending.status
         assert result.get_json()["status"] == status
@@ -377,15 +357,14 @@ def test_a_first_step_waiting_for_the_result_s_ending_does_not_reopen_the_job(
     step is kept and the answer says ``completed``."""
     _postgresql_only(WRITERS_WHOLE)
     job_id = _dispatched(tracker)
-    entered, release = _pause_after(monkeypatch, outcomes, "set_stage")
-    results, steps = [], []
+    pause = orchestrator.Pause(monkeypatch, outcomes, "set_stage", thread="holder")
 
-    _held_while(app, lambda c: results.append(_success(c, runner, job_id)), entered, release,
-                lambda c: steps.append(post_progress(c, runner, job_id, "clone")))
+    result, step = _held_while(app, pause, lambda c: _success(c, runner, job_id),
+                               lambda c: post_progress(c, runner, job_id, "clone"))
 
-    assert results[0].get_json() == {"jobId": job_id, "status": "completed", "ended": True}
-    assert steps[0].status_code == 200
-    assert steps[0].get_json() == {"ok": True, "jobId": job_id, "status": "completed", "stepId": "clone"}
+    assert result.get_json() == {"jobId": job_id, "status": "completed", "ended": True}
+    assert step.status_code == 200
+    assert step.get_json() == {"ok": True, "jobId": job_id, "status": "completed", "stepId": "clone"}
     _assert_ended_once(observer, job_id, "completed")
     assert "running" not in [t.to_status for t in jobs_of(KEY)[0].transitions]
     assert _steps(job_id) == {"clone"}
@@ -418,21 +397,22 @@ def test_a_result_committed_while_the_first_step_is_recorded_is_not_undone(
 
 
 def _moving_to_running(monkeypatch: pytest.MonkeyPatch, runner: FakeRunner, job_id: int, mover: str
-                       ) -> tuple[Callable[[Any], None], threading.Event, threading.Event]:
+                       ) -> tuple[Callable[[Any], None], orchestrator.Pause]:
     """What moves a ``dispatched`` job to ``running`` (the session's ``first_step``, or the
-    ``reconciler_linking_the_run``), paused inside its transaction: (move, entered, release)."""
+    ``reconciler_linking_the_run``), paused inside its transaction in the thread named ``holder``:
+    (move, pause)."""
     if mover == "first_step":
-        entered, release = _pause_after(monkeypatch, callbacks, "_mark_running")
+        pause = orchestrator.Pause(monkeypatch, callbacks, "_mark_running", thread="holder")
 
         def move(c: Any) -> None:
             assert post_progress(c, runner, job_id, "clone").status_code == 200
     else:
         runner.set_state(job_id, RunPhase.RUNNING)
-        entered, release = _pause_after(monkeypatch, reconcile, "transition")
+        pause = orchestrator.Pause(monkeypatch, reconcile, "transition", thread="holder")
 
         def move(c: Any) -> None:
             assert orchestrator.reconcile().linked == 1
-    return move, entered, release
+    return move, pause
 
 
 @pytest.mark.parametrize("mover", ["first_step", "reconciler_linking_the_run"])
@@ -446,13 +426,12 @@ def test_a_result_waiting_for_a_move_to_running_still_ends_the_job(
     running until the reconciler failed it."""
     _postgresql_only(WRITERS_WHOLE)
     job_id = _dispatched(tracker)
-    move, entered, release = _moving_to_running(monkeypatch, runner, job_id, mover)
-    results = []
+    move, pause = _moving_to_running(monkeypatch, runner, job_id, mover)
 
-    _held_while(app, move, entered, release, lambda c: results.append(_success(c, runner, job_id)))
+    _, result = _held_while(app, pause, move, lambda c: _success(c, runner, job_id))
 
-    assert results[0].status_code == 200
-    assert results[0].get_json() == {"jobId": job_id, "status": "completed", "ended": True}
+    assert result.status_code == 200
+    assert result.get_json() == {"jobId": job_id, "status": "completed", "ended": True}
     _assert_ended_once(observer, job_id, "completed")
     moves = [(t.from_status, t.to_status) for t in jobs_of(KEY)[0].transitions]
     assert moves[-2:] == [("dispatched", "running"), ("running", "completed")]
@@ -487,15 +466,11 @@ def test_steps_streamed_as_the_result_lands_are_all_kept_and_never_reopen_the_jo
         key = f"ENG-{n}"
         job_id = _dispatched(tracker, key)
         db.session.commit()
-        roles = itertools.count()
-
-        def race(c: Any, roles: Any = roles, job_id: int = job_id) -> tuple[str, Any]:
-            role = next(roles)
-            if role == 0:
-                return "result", _success(c, runner, job_id)
-            return f"step-{role}", post_progress(c, runner, job_id, f"step-{role}")
-
-        answers = dict(orchestrator.at_once(app, race, 6))
+        steps = [f"step-{n}" for n in range(1, 6)]
+        answers = dict(zip(["result", *steps], orchestrator.each_at_once(app, [
+            lambda c, job_id=job_id: _success(c, runner, job_id),
+            *(lambda c, job_id=job_id, step=step: post_progress(c, runner, job_id, step) for step in steps),
+        ]), strict=True))
         assert {name: a.status_code for name, a in answers.items()} == dict.fromkeys(answers, 200)
         assert answers.pop("result").get_json() == {"jobId": job_id, "status": "completed", "ended": True}
         assert {a.get_json()["status"] for a in answers.values()} <= {"running", "completed"}
@@ -512,13 +487,12 @@ def test_a_cancel_waiting_for_a_move_to_running_still_ends_the_job(
     ended" for a job that was running."""
     _postgresql_only(WRITERS_WHOLE)
     job_id = _dispatched(tracker)
-    move, entered, release = _moving_to_running(monkeypatch, runner, job_id, mover)
-    answers = []
+    move, pause = _moving_to_running(monkeypatch, runner, job_id, mover)
 
-    _held_while(app, move, entered, release,
-                lambda c: answers.append(c.post(f"/api/jobs/{job_id}/cancel", headers=admin_headers)))
+    _, cancel = _held_while(app, pause, move,
+                            lambda c: c.post(f"/api/jobs/{job_id}/cancel", headers=admin_headers))
 
-    assert answers[0].status_code == 200, answers[0].get_json()
+    assert cancel.status_code == 200, cancel.get_json()
     orchestrator.fresh()
     [job] = jobs_of(KEY)
     assert (job.status, job.error) == ("failed", "cancelled by an operator")

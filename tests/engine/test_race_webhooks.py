@@ -27,7 +27,14 @@ from aiimpl_core.orm import Blocker, WebhookDelivery
 from aiimpl_core.services import dispatch, merge, outbox
 from aiimpl_core.services.dispatch import run_cycle, run_cycle_for_issues
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
-from aiimpl_core.testing.orchestrator import Pause, Worker, at_once, fresh, wait_until_blocked
+from aiimpl_core.testing.orchestrator import (
+    Pause,
+    Worker,
+    at_once,
+    each_at_once,
+    first_holds_second_waits,
+    fresh,
+)
 from aiimpl_core.types import Stage
 
 from .conftest import jobs_of, outbox_of, post_result, tracked
@@ -44,23 +51,6 @@ def aiimpl_config() -> dict[str, Any]:
 
 
 # -- forcing an interleaving --------------------------------------------------------------------
-
-
-def first_holds_second_waits(app: Any, pause: Pause, first: Worker, second: Callable[[], Worker]) -> Worker:
-    """``first`` reaches ``pause`` (inside its transaction); ``second()`` is started and seen
-    waiting for it; then both go on and finish. Returns the second worker."""
-    waiter: Worker | None = None
-    try:
-        assert pause.entered.wait(30), first.error
-        waiter = second()
-        wait_until_blocked(app, waiter)
-    finally:
-        pause.release()
-        first.join()
-        if waiter is not None:
-            waiter.join()
-    assert waiter is not None
-    return waiter
 
 
 # -- 1. a tracker webhook's dispatch and a poll cycle, for the same issue -----------------------
@@ -101,9 +91,9 @@ def test_a_poll_cycle_waits_for_the_webhook_s_claim_and_skips_the_issue(
     tracker.add(KEY)
     pause = Pause(monkeypatch, dispatch, "set_stage", thread="webhook")  # inside the claim
     hook = Worker(app, "webhook", webhook_check)
-    poller = first_holds_second_waits(app, pause, hook, lambda: Worker(app, "poller", run_cycle))
-    assert_dispatched_once(tracker, runner, hook.answer, poller.answer)
-    assert [d.issue_key for d in hook.answer.dispatched] == [KEY]
+    hooked, polled = first_holds_second_waits(app, pause, hook, lambda: Worker(app, "poller", run_cycle))
+    assert_dispatched_once(tracker, runner, hooked, polled)
+    assert [d.issue_key for d in hooked.dispatched] == [KEY]
 
 
 def test_a_webhook_waits_for_the_poll_cycle_s_claim_and_skips_the_issue(
@@ -113,11 +103,12 @@ def test_a_webhook_waits_for_the_poll_cycle_s_claim_and_skips_the_issue(
     tracker.add(KEY)
     pause = Pause(monkeypatch, dispatch, "set_stage", thread="poller")
     poller = Worker(app, "poller", run_cycle)
-    hook = first_holds_second_waits(app, pause, poller, lambda: Worker(app, "webhook", webhook_check))
-    assert_dispatched_once(tracker, runner, poller.answer, hook.answer)
-    assert [d.issue_key for d in poller.answer.dispatched] == [KEY]
+    polled, hooked = first_holds_second_waits(app, pause, poller,
+                                              lambda: Worker(app, "webhook", webhook_check))
+    assert_dispatched_once(tracker, runner, polled, hooked)
+    assert [d.issue_key for d in polled.dispatched] == [KEY]
     # (on SQLite the poller may have sent its stage change before the webhook's claim got its turn)
-    assert hook.answer.skipped[KEY] in SEEN_DISPATCHED
+    assert hooked.skipped[KEY] in SEEN_DISPATCHED
 
 
 def test_a_webhook_check_that_straddles_a_whole_poll_cycle_leaves_no_blocker(
@@ -149,8 +140,7 @@ def test_a_webhook_and_a_poll_cycle_released_together_dispatch_once(
 ):
     add_mapping("ENG")
     tracker.add(KEY)
-    roles: list[Callable[[], Any]] = [webhook_check, run_cycle]  # one each, whichever thread asks first
-    reports = at_once(app, lambda _client: roles.pop()(), 2)
+    reports = each_at_once(app, [lambda _client: webhook_check(), lambda _client: run_cycle()])
     assert_dispatched_once(tracker, runner, *reports)
 
 
@@ -214,13 +204,13 @@ def test_a_second_merge_delivery_waits_for_the_first_and_changes_nothing(
     second_id = first_id if same_id else str(uuid.uuid4())
     pause = Pause(monkeypatch, merge, "enqueue_done", thread="first")  # the merge's writes queued
     first = Worker(app, "first", merge_delivery(app, first_id))
-    second = first_holds_second_waits(
+    held, waited = first_holds_second_waits(
         app, pause, first, lambda: Worker(app, "second", merge_delivery(app, second_id))
     )
-    assert first.answer[1] == {"ignored": False, "duplicate": False, "matched": True, "jobId": job_id}
-    assert_merged_once(tracker, job_id, [first.answer, second.answer])
+    assert held[1] == {"ignored": False, "duplicate": False, "matched": True, "jobId": job_id}
+    assert_merged_once(tracker, job_id, [held, waited])
     if same_id:
-        assert second.answer[1] == {"ignored": False, "duplicate": True, "matched": False, "jobId": None}
+        assert waited[1] == {"ignored": False, "duplicate": True, "matched": False, "jobId": None}
         assert db.session.scalar(select(func.count()).select_from(WebhookDelivery)) == 1
 
 

@@ -96,3 +96,53 @@ def test_fresh_shows_what_another_thread_committed(
     assert row.paused is True
     [listed] = client.get("/api/mappings", headers=admin_headers).get_json()
     assert listed["paused"] is True
+
+
+def test_each_released_together_answers_in_the_order_of_its_calls() -> None:
+    """Every thread has its resource before any call starts; the answers keep the calls' order
+    whatever order the calls finish in."""
+    import time
+    from contextlib import contextmanager
+
+    prepared: list[int] = []
+
+    @contextmanager
+    def resource() -> Any:
+        prepared.append(1)
+        yield len(prepared)
+
+    def call(n: int) -> Any:
+        def answer(_resource: int) -> tuple[int, int]:
+            seen = len(prepared)
+            time.sleep(0.05 * (3 - n))  # the last call finishes first
+            return n, seen
+        return answer
+
+    answers = orchestrator.each_released_together(resource, [call(n) for n in range(3)])
+    assert answers == [(0, 3), (1, 3), (2, 3)]
+
+
+def test_released_together_fails_on_a_call_that_raised_or_still_runs() -> None:
+    from contextlib import nullcontext
+
+    def fails(_: None) -> None:
+        raise ValueError("from a thread")
+
+    with pytest.raises(ValueError, match="from a thread"):
+        orchestrator.each_released_together(nullcontext, [lambda _: 1, fails])
+    gate = threading.Event()
+    try:
+        with pytest.raises(AssertionError, match="1 of 2 calls still running after 0.2 s"):
+            orchestrator.each_released_together(nullcontext, [lambda _: 1, lambda _: gate.wait(10)],
+                                                timeout=0.2)
+    finally:
+        gate.set()
+
+
+def test_each_at_once_runs_each_call_in_a_session_of_its_own(app: Any, client: Any) -> None:
+    from aiimpl_core.extensions import db
+
+    answers = orchestrator.each_at_once(app, [lambda c: (c.get("/healthz").status_code, db.session())] * 2)
+    assert [code for code, _ in answers] == [200, 200]
+    first, second = (session for _, session in answers)  # held here, so neither id is reused
+    assert first is not second and db.session() not in (first, second)

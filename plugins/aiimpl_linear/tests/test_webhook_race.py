@@ -18,7 +18,7 @@ from aiimpl_core.orm import Blocker, Job, Mapping
 from aiimpl_core.services import dispatch
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.testing.fakes import FakeRunner
-from aiimpl_core.testing.orchestrator import Pause, Worker, at_once, fresh, wait_until_blocked
+from aiimpl_core.testing.orchestrator import Pause, Worker, each_at_once, first_holds_second_waits, fresh
 
 from aiimpl_linear.testing import FakeLinear
 
@@ -74,15 +74,8 @@ def test_a_poll_cycle_waits_for_the_webhook_s_claim_and_skips_the_issue(
     later: it waits for them. Then the cycle finds the trigger consumed."""
     pause = Pause(monkeypatch, dispatch, "set_stage", thread="webhook")
     hook = Worker(app, "webhook", lambda: delivery(fake, issue)(app.test_client()))
-    poller = None
-    try:
-        assert pause.entered.wait(30), hook.error
-        poller = Worker(app, "poller", run_cycle)
-        wait_until_blocked(app, poller)
-    finally:
-        pause.release()
-    poll = poller.join()
-    assert_dispatched_once(fake, runner, issue, hook.join(), poll)
+    hooked, poll = first_holds_second_waits(app, pause, hook, lambda: Worker(app, "poller", run_cycle))
+    assert_dispatched_once(fake, runner, issue, hooked, poll)
     assert not poll.dispatched
 
 
@@ -109,8 +102,5 @@ def test_the_webhook_and_a_poll_cycle_released_together_dispatch_once(
     app, fake, runner, issue, round_
 ) -> None:
     send = delivery(fake, issue)
-    roles: list[Callable[[Any], Any]] = [lambda _client: run_cycle(), send]
-    answers = at_once(app, lambda client: roles.pop()(client), 2)
-    [hook] = [a for a in answers if isinstance(a, tuple)]
-    [poll] = [a for a in answers if not isinstance(a, tuple)]
+    hook, poll = each_at_once(app, [send, lambda _client: run_cycle()])
     assert_dispatched_once(fake, runner, issue, hook, poll)
