@@ -16,8 +16,10 @@ description says):
 - the operation exists (method and path template, after the path prefix is removed);
 - path and query parameters: required ones present, values of the declared primitive type,
   ``enum`` respected, no undeclared query parameter;
-- the ``in: body`` parameter: present when required, ``application/json``, matching its schema;
-  a body where the operation takes none;
+- the ``in: body`` parameter: present when required, sent as a media type the operation
+  ``consumes`` (its own, else the description's, else JSON), matching its schema; a body where
+  the operation takes none. A body whose schema is a ``string`` sent as other than JSON (a tar
+  archive, say) is raw bytes: its media type is checked, its content is not;
 - the answer's status is one the operation documents, and its body matches that status's schema.
 
 Schemas are validated with ``jsonschema`` (draft 4, which Swagger 2.0 schemas are a subset of)
@@ -226,18 +228,31 @@ class SwaggerDescription:
                 problems.append("the operation takes no body")
         elif not body:
             if body_param.get("required"):
-                problems.append("a JSON body is required")
+                problems.append("a body is required")
         else:
             # a wrong content type does not stop the check: the body's own faults are reported too
-            if content_type is None or "json" not in content_type:
-                problems.append(f"the body must be application/json, not {content_type!r}")
-            try:
-                payload = json.loads(body)
-            except ValueError:
-                problems.append("the body is not JSON")
-            else:
-                problems += [f"body {m}" for m in self.schema_errors(body_param.get("schema") or {}, payload)]
+            consumes = self._consumes(op)
+            media = (content_type or "").split(";", 1)[0].strip().lower()
+            is_json = "json" in media
+            if media not in consumes and not (is_json and any("json" in c for c in consumes)):
+                problems.append(f"the body must be {' or '.join(consumes)}, not {content_type!r}")
+            schema = body_param.get("schema") or {}
+            # a body the schema only calls a string, sent as other than JSON, is raw bytes (a tar
+            # archive, a stream): there is nothing in it to parse
+            if is_json or self._deref(schema).get("type") != "string":
+                try:
+                    payload = json.loads(body)
+                except ValueError:
+                    problems.append("the body is not JSON")
+                else:
+                    problems += [f"body {m}" for m in self.schema_errors(schema, payload)]
         return [f"request {op.method} {path}: {p}" for p in problems]
+
+    def _consumes(self, op: Operation) -> list[str]:
+        """The media types ``op`` takes a body in: its own ``consumes``, else the description's,
+        else JSON."""
+        declared = op.definition.get("consumes") or self.document.get("consumes") or ["application/json"]
+        return [str(media).lower() for media in declared]
 
     def validate_response(
         self, method: str, path: str, status: int, body: bytes, content_type: str | None = None
