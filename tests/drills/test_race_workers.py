@@ -4,8 +4,9 @@ workers on one PostgreSQL database, and runners posting the same callback at the
 The other race tests run threads with their own sessions and connections in one process (and
 ``tests/engine/test_race.py`` runs pollers as processes). Here each request may land in another
 worker process, as on a deployment: one runner's result posted many times at once ends its job
-once and is answered ``409 already_consumed`` for every copy but one, and one lifecycle event sent
-many times at once is posted on the issue once. The answers name the worker that gave them, and
+once and is answered ``409 already_consumed`` for every copy but one, one lifecycle event sent
+many times at once is posted on the issue once, and operators' cancels released with the result's
+copies end the job once, with one failure notice. The answers name the worker that gave them, and
 the test checks that several did.
 """
 
@@ -28,8 +29,8 @@ import pytest
 import requests
 
 from aiimpl_core.extensions import db
-from aiimpl_core.orm import Job, Mapping, OutboxItem
-from aiimpl_core.testing.orchestrator import released_together
+from aiimpl_core.orm import Job, JobTransition, Mapping, OutboxItem
+from aiimpl_core.testing.orchestrator import each_released_together, released_together
 from aiimpl_core.testing.pytest_plugin import TEST_SECRET_KEY
 
 pytest.importorskip("gunicorn")
@@ -157,17 +158,19 @@ def jobs(app: Any) -> Any:
     return made
 
 
+@contextmanager
+def _connected(base: str) -> Iterator[requests.Session]:
+    """A connection of its own to the server, made before the start."""
+    with requests.Session() as session:
+        session.get(base + "/healthz", timeout=30)
+        yield session
+
+
 def _at_once(base: str, path: str, body: dict[str, Any], headers: dict[str, str]) -> list[requests.Response]:
     """``COPIES`` identical posts released together, each on a connection of its own."""
-
-    @contextmanager
-    def connected() -> Iterator[requests.Session]:
-        with requests.Session() as session:
-            session.get(base + "/healthz", timeout=30)  # connected before the start
-            yield session
-
     return released_together(
-        connected, lambda session: session.post(base + path, json=body, headers=headers, timeout=60), COPIES
+        lambda: _connected(base),
+        lambda session: session.post(base + path, json=body, headers=headers, timeout=60), COPIES,
     )
 
 
@@ -218,3 +221,54 @@ def test_one_event_posted_at_once_to_several_workers_is_commented_once(served, j
     assert len(posted) == 2 * len(jobs) and set(posted.values()) == {1}, posted
     db.session.expire_all()
     assert {j.status for j in db.session.scalars(db.select(Job))} == {"running"}
+
+
+def test_cancels_and_results_at_once_on_several_workers_end_each_job_once(served, jobs) -> None:
+    """Operators cancel a running job (several clicks, several workers) at the moment its runner
+    posts its result (several copies): one of them ends the job, every other cancel is told the
+    job had ended, every other copy of the result that its token was used, and the issue gets one
+    failure notice, whoever won."""
+    base, _ = served
+    signed_in = requests.post(base + "/api/auth", json={"code": "race"}, timeout=30)
+    assert signed_in.status_code == 200, signed_in.text
+    admin = {"Authorization": f"Bearer {signed_in.json()['token']}"}
+    result = {"outcome": "failure", "phase": "implementation", "comments": [], "error": "the agent gave up"}
+    workers: set[str] = set()
+    for job in jobs:
+
+        def cancel(session: requests.Session, job_id: int = job["id"]) -> requests.Response:
+            return session.post(f"{base}/api/jobs/{job_id}/cancel", headers=admin, timeout=60)
+
+        def report(session: requests.Session, token: str = job["result"]) -> requests.Response:
+            return session.post(base + "/runner/result", json=result,
+                                headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+        answers = each_released_together(lambda: _connected(base), [cancel, report] * (COPIES // 2))
+        workers |= {a.headers["X-Race-Worker"] for a in answers}
+        cancels, results = answers[0::2], answers[1::2]
+        assert Counter(a.status_code for a in results) == {200: 1, 409: len(results) - 1}, [
+            a.text for a in results]
+        assert all(a.json() == {"error": "already_consumed"} for a in results if a.status_code == 409)
+        [recorded] = [a.json() for a in results if a.status_code == 200]
+        cancelled = [a.json() for a in cancels if a.status_code == 200]
+        refused = [a.json() for a in cancels if a.status_code != 200]
+        assert all(body == {"error": "job already ended"} for body in refused), refused
+        # exactly one ending: a cancel's, or the result's (then every cancel came too late)
+        assert len(cancelled) + recorded["ended"] == 1, (recorded, cancelled)
+        assert {recorded["status"], *(body["status"] for body in cancelled)} == {"failed"}
+        db.session.expire_all()
+        ended = db.session.get(Job, job["id"])
+        assert ended.error == ("cancelled by an operator" if cancelled else "the agent gave up")
+        moves = list(db.session.scalars(
+            db.select(JobTransition.to_status).where(JobTransition.job_id == job["id"])))
+        assert moves.count("failed") == 1, moves
+    assert len(workers) > 1, "every request went to one worker: nothing raced between processes"
+    # one failure notice queued per job, and posted once (a delivery a worker could not make waits
+    # for the poller, which does not run here)
+    notices = db.session.scalars(
+        db.select(OutboxItem).where(OutboxItem.op == "comment", OutboxItem.kind == "failure"))
+    queued = Counter((item.issue_key, item.state) for item in notices)
+    assert {key for key, _ in queued} == {job["key"] for job in jobs} and set(queued.values()) == {1}, queued
+    posted = Counter(key for key, body in _comment_lines(served[1]).elements()
+                     if body.startswith("⚠️ Implementation failed:"))
+    assert posted == Counter(key for key, state in queued if state == "done"), (posted, queued)
