@@ -112,6 +112,8 @@ def each_released_together(
     does one still running ``timeout`` seconds after the last thread was waited for."""
     import threading
 
+    if not calls:
+        return []
     barrier = threading.Barrier(len(calls))
     answers: dict[int, T] = {}
     failures: list[BaseException] = []

@@ -120,6 +120,7 @@ def test_each_released_together_answers_in_the_order_of_its_calls() -> None:
 
     answers = orchestrator.each_released_together(resource, [call(n) for n in range(3)])
     assert answers == [(0, 3), (1, 3), (2, 3)]
+    assert orchestrator.each_released_together(resource, []) == [] and len(prepared) == 3
 
 
 def test_released_together_fails_on_a_call_that_raised_or_still_runs() -> None:
