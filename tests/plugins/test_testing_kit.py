@@ -147,3 +147,31 @@ def test_each_at_once_runs_each_call_in_a_session_of_its_own(app: Any, client: A
     assert [code for code, _ in answers] == [200, 200]
     first, second = (session for _, session in answers)  # held here, so neither id is reused
     assert first is not second and db.session() not in (first, second)
+
+
+def test_first_holds_second_waits_orders_two_writers_of_one_row(app: Any, monkeypatch: Any) -> None:
+    """The first worker writes the row and is held before its commit; the second is seen waiting to
+    write it, and writes after the first committed: its change is the one left."""
+    import types
+
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import Mapping
+
+    add_mapping("ENG")
+    db.session.commit()
+    points = types.SimpleNamespace(written=lambda: None)
+    pause = orchestrator.Pause(monkeypatch, points, "written", thread="first")
+
+    def write(title: str) -> str:
+        db.session.execute(db.update(Mapping).values(default_branch=title))
+        points.written()  # held here in the first worker, its write uncommitted
+        db.session.commit()
+        return title
+
+    answers = orchestrator.first_holds_second_waits(
+        app, pause, orchestrator.Worker(app, "first", lambda: write("first")),
+        lambda: orchestrator.Worker(app, "second", lambda: write("second")),
+    )
+    assert answers == ("first", "second")
+    orchestrator.fresh()
+    assert db.session.scalar(db.select(Mapping.default_branch)) == "second"
