@@ -5,9 +5,10 @@ The other race tests run threads with their own sessions and connections in one 
 ``tests/engine/test_race.py`` runs pollers as processes). Here each request may land in another
 worker process, as on a deployment: one runner's result posted many times at once ends its job
 once and is answered ``409 already_consumed`` for every copy but one, one lifecycle event sent
-many times at once is posted on the issue once, and operators' cancels released with the result's
-copies end the job once, with one failure notice. The answers name the worker that gave them, and
-the test checks that several did.
+many times at once is posted on the issue once, operators' cancels released with the result's
+copies end the job once, with one failure notice, and an admin session signed out (many times at
+once) is refused by every worker after. The answers name the worker that gave them, and the test
+checks that several did.
 """
 
 from __future__ import annotations
@@ -272,3 +273,35 @@ def test_cancels_and_results_at_once_on_several_workers_end_each_job_once(served
     posted = Counter(key for key, body in _comment_lines(served[1]).elements()
                      if body.startswith("⚠️ Implementation failed:"))
     assert posted == Counter(key for key, state in queued if state == "done"), (posted, queued)
+
+
+def test_a_sign_out_sent_at_once_to_several_workers_ends_the_session_on_every_one(app, served) -> None:
+    """An admin session ended (``DELETE /api/auth``, sent many times at once) is ended on every
+    worker process: each copy ended it or came after one that had, and afterwards no worker lets
+    the token in. A session kept in one process's memory would still open the others."""
+    from aiimpl_core.orm import EndedAdminSession
+
+    base, _ = served
+
+    def at_once(method: str, path: str, headers: dict[str, str]) -> list[requests.Response]:
+        return released_together(
+            lambda: _connected(base),
+            lambda session: session.request(method, base + path, headers=headers, timeout=60), COPIES,
+        )
+
+    workers: set[str] = set()
+    for _ in range(ROUNDS):
+        signed_in = requests.post(base + "/api/auth", json={"code": "race"}, timeout=30)
+        assert signed_in.status_code == 200, signed_in.text
+        admin = {"Authorization": f"Bearer {signed_in.json()['token']}"}
+        opened = at_once("GET", "/api/jobs", admin)
+        assert {a.status_code for a in opened} == {200}, [a.text for a in opened]
+        ended = at_once("DELETE", "/api/auth", admin)
+        # each copy ended the session or came after one that had: never a conflict answered 500
+        assert 200 in {a.status_code for a in ended} <= {200, 401}, [a.text for a in ended]
+        refused = at_once("GET", "/api/jobs", admin)
+        assert {a.status_code for a in refused} == {401}, [a.text for a in refused]
+        workers |= {a.headers["X-Race-Worker"] for a in opened + refused}
+    assert len(workers) > 1, "every request went to one worker: nothing raced between processes"
+    db.session.expire_all()
+    assert len(db.session.scalars(db.select(EndedAdminSession)).all()) == ROUNDS
