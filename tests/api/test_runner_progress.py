@@ -212,6 +212,7 @@ def test_concurrent_reports_of_one_step_keep_one_row(app, cb_live_server, cb_job
 
     job_id, _ = cb_job()
     token = cb_token(job_id, "implementation", tokens.AUD_PROGRESS)
+
     def send(status: str) -> Callable[[None], int]:
         return lambda _: requests.post(
             cb_live_server + URL,

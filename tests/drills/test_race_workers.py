@@ -30,7 +30,7 @@ import pytest
 import requests
 
 from aiimpl_core.extensions import db
-from aiimpl_core.orm import Job, JobTransition, Mapping, OutboxItem
+from aiimpl_core.orm import EndedAdminSession, Job, JobTransition, Mapping, OutboxItem
 from aiimpl_core.testing.orchestrator import each_released_together, released_together
 from aiimpl_core.testing.pytest_plugin import TEST_SECRET_KEY
 
@@ -167,12 +167,20 @@ def _connected(base: str) -> Iterator[requests.Session]:
         yield session
 
 
-def _at_once(base: str, path: str, body: dict[str, Any], headers: dict[str, str]) -> list[requests.Response]:
-    """``COPIES`` identical posts released together, each on a connection of its own."""
+def _at_once(base: str, method: str, path: str, headers: dict[str, str], body: dict[str, Any] | None = None
+             ) -> list[requests.Response]:
+    """``COPIES`` identical requests released together, each on a connection of its own."""
     return released_together(
         lambda: _connected(base),
-        lambda session: session.post(base + path, json=body, headers=headers, timeout=60), COPIES,
+        lambda session: session.request(method, base + path, json=body, headers=headers, timeout=60), COPIES,
     )
+
+
+def _signed_in(base: str) -> dict[str, str]:
+    """The headers of a new admin session."""
+    signed_in = requests.post(base + "/api/auth", json={"code": "race"}, timeout=30)
+    assert signed_in.status_code == 200, signed_in.text
+    return {"Authorization": f"Bearer {signed_in.json()['token']}"}
 
 
 def _comment_lines(path: Path) -> Counter[tuple[str, str]]:
@@ -188,7 +196,7 @@ def test_one_result_posted_at_once_to_several_workers_ends_its_job_once(served, 
         note = {"body": f"note of {job['key']}"}
         body = {"outcome": "failure", "phase": "implementation", "comments": [note],
                 "error": "git clone failed (exit 128): denied"}
-        answers = _at_once(base, "/runner/result", body, {"Authorization": f"Bearer {job['result']}"})
+        answers = _at_once(base, "POST", "/runner/result", {"Authorization": f"Bearer {job['result']}"}, body)
         workers |= {a.headers["X-Race-Worker"] for a in answers}
         statuses = Counter(a.status_code for a in answers)
         assert statuses == {200: 1, 409: COPIES - 1}, [a.text for a in answers]
@@ -212,7 +220,7 @@ def test_one_event_posted_at_once_to_several_workers_is_commented_once(served, j
     workers: set[str] = set()
     for job in jobs:
         for event in ("session_created", "environment_ready"):
-            answers = _at_once(base, "/api/status", {"nonce": job["nonce"], "event": event}, {})
+            answers = _at_once(base, "POST", "/api/status", {}, {"nonce": job["nonce"], "event": event})
             workers |= {a.headers["X-Race-Worker"] for a in answers}
             assert {a.status_code for a in answers} == {200}, [a.text for a in answers]
             # one of them posted it; every other copy is answered as the retry it is
@@ -229,10 +237,8 @@ def test_cancels_and_results_at_once_on_several_workers_end_each_job_once(served
     posts its result (several copies): one of them ends the job, every other cancel is told the
     job had ended, every other copy of the result that its token was used, and the issue gets one
     failure notice, whoever won."""
-    base, _ = served
-    signed_in = requests.post(base + "/api/auth", json={"code": "race"}, timeout=30)
-    assert signed_in.status_code == 200, signed_in.text
-    admin = {"Authorization": f"Bearer {signed_in.json()['token']}"}
+    base, comments = served
+    admin = _signed_in(base)
     result = {"outcome": "failure", "phase": "implementation", "comments": [], "error": "the agent gave up"}
     workers: set[str] = set()
     for job in jobs:
@@ -270,7 +276,7 @@ def test_cancels_and_results_at_once_on_several_workers_end_each_job_once(served
         db.select(OutboxItem).where(OutboxItem.op == "comment", OutboxItem.kind == "failure"))
     queued = Counter((item.issue_key, item.state) for item in notices)
     assert {key for key, _ in queued} == {job["key"] for job in jobs} and set(queued.values()) == {1}, queued
-    posted = Counter(key for key, body in _comment_lines(served[1]).elements()
+    posted = Counter(key for key, body in _comment_lines(comments).elements()
                      if body.startswith("⚠️ Implementation failed:"))
     assert posted == Counter(key for key, state in queued if state == "done"), (posted, queued)
 
@@ -279,27 +285,16 @@ def test_a_sign_out_sent_at_once_to_several_workers_ends_the_session_on_every_on
     """An admin session ended (``DELETE /api/auth``, sent many times at once) is ended on every
     worker process: each copy ended it or came after one that had, and afterwards no worker lets
     the token in. A session kept in one process's memory would still open the others."""
-    from aiimpl_core.orm import EndedAdminSession
-
     base, _ = served
-
-    def at_once(method: str, path: str, headers: dict[str, str]) -> list[requests.Response]:
-        return released_together(
-            lambda: _connected(base),
-            lambda session: session.request(method, base + path, headers=headers, timeout=60), COPIES,
-        )
-
     workers: set[str] = set()
     for _ in range(ROUNDS):
-        signed_in = requests.post(base + "/api/auth", json={"code": "race"}, timeout=30)
-        assert signed_in.status_code == 200, signed_in.text
-        admin = {"Authorization": f"Bearer {signed_in.json()['token']}"}
-        opened = at_once("GET", "/api/jobs", admin)
+        admin = _signed_in(base)
+        opened = _at_once(base, "GET", "/api/jobs", admin)
         assert {a.status_code for a in opened} == {200}, [a.text for a in opened]
-        ended = at_once("DELETE", "/api/auth", admin)
+        ended = _at_once(base, "DELETE", "/api/auth", admin)
         # each copy ended the session or came after one that had: never a conflict answered 500
         assert 200 in {a.status_code for a in ended} <= {200, 401}, [a.text for a in ended]
-        refused = at_once("GET", "/api/jobs", admin)
+        refused = _at_once(base, "GET", "/api/jobs", admin)
         assert {a.status_code for a in refused} == {401}, [a.text for a in refused]
         workers |= {a.headers["X-Race-Worker"] for a in opened + refused}
     assert len(workers) > 1, "every request went to one worker: nothing raced between processes"
