@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiimpl_core.auth import public_endpoint
 from aiimpl_core.errors import AiimplError
@@ -24,6 +24,9 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from .config import PROVIDER_ID, TRIGGER_LABEL, WEBHOOK_WINDOW_SECONDS, LinearSettings
+
+if TYPE_CHECKING:
+    from aiimpl_core.services.dispatch import CycleReport
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ def triggered_identifier(payload: dict[str, Any]) -> str | None:
     return identifier if isinstance(identifier, str) and identifier else None
 
 
-def _run_cycle(identifiers: Sequence[str]) -> Any:
+def _run_cycle(identifiers: Sequence[str]) -> CycleReport:
     # Imported when needed: the engine owns dispatch, and this plugin must load without it.
     from aiimpl_core.services.dispatch import run_cycle_for_issues
 
@@ -71,7 +74,7 @@ def _run_cycle(identifiers: Sequence[str]) -> Any:
 
 
 #: What the view calls to dispatch; tests replace it.
-run_cycle: Callable[[Sequence[str]], Any] = _run_cycle
+run_cycle: Callable[[Sequence[str]], CycleReport] = _run_cycle
 
 
 def make_blueprint() -> Blueprint:
@@ -89,7 +92,11 @@ def make_blueprint() -> Blueprint:
             the `Linear-Signature` header is the hex HMAC-SHA256 of the raw body - and the body's
             `webhookTimestamp` (epoch milliseconds) must be within 60 seconds of the server's clock.
             `Issue` create/update events whose labels include `AI-Implement` run a dispatch check
-            for that issue; every other event is acknowledged and ignored.
+            for that issue; every other event is acknowledged and ignored. The answer says what the
+            check did. `dispatched` is true when this delivery's check dispatched the issue (with
+            its `jobId`), else `reason` says why not - the blocker's message (and its slug in
+            `blocker`), why the issue needs nothing (another check dispatched it, say), or that
+            the check failed; the next poll cycle retries what a failed check missed.
           tags: [Linear]
           security: []
           parameters:
@@ -117,7 +124,8 @@ def make_blueprint() -> Blueprint:
                           items: {type: object, properties: {name: {type: string}}}
           responses:
             200:
-              description: Handled (a dispatch check ran for the issue) or ignored.
+              description: Handled (a dispatch check ran for the issue; the answer says what it
+                did) or ignored.
               content:
                 application/json:
                   schema:
@@ -126,6 +134,9 @@ def make_blueprint() -> Blueprint:
                       ok: {type: boolean}
                       issue: {type: string}
                       dispatched: {type: boolean}
+                      jobId: {type: integer}
+                      blocker: {type: string, example: concurrency}
+                      reason: {type: string, example: trigger already dispatched}
                       ignored: {type: boolean}
             400:
               description: "`Invalid JSON payload` or `Missing webhookTimestamp`"
@@ -159,12 +170,37 @@ def make_blueprint() -> Blueprint:
         if identifier is None:
             return jsonify(ok=True, ignored=True), 200
         try:
-            run_cycle([identifier])
+            report = run_cycle([identifier])
         except AiimplError as exc:
             # Linear retries failed deliveries; the next poll picks the issue up anyway, so a
             # failure here is logged and acknowledged rather than bounced back.
             log.warning("Linear webhook: dispatch cycle for %s failed: %s", identifier, exc.message)
-            return jsonify(ok=True, issue=identifier, dispatched=False), 200
-        return jsonify(ok=True, issue=identifier, dispatched=True), 200
+            return jsonify(ok=True, issue=identifier, dispatched=False, reason=CHECK_FAILED), 200
+        return jsonify(ok=True, issue=identifier, **outcome(report, identifier)), 200
 
     return bp
+
+
+#: the answer's ``reason`` when the check could not run to its end (the log says why)
+CHECK_FAILED = "dispatch check failed; the next poll cycle retries"
+
+
+def outcome(report: CycleReport, identifier: str) -> dict[str, Any]:
+    """What the check of ``run_cycle_for_issues`` did with the issue, for the webhook's answer:
+    ``dispatched`` and the job, or why not (a blocker, a reason it needs nothing, a failure).
+
+    Reasons are the report's own words: the blockers' messages and the skip reasons, never a
+    remote error's text (that goes to the log).
+    """
+    for dispatched in report.dispatched:
+        if dispatched.issue_key == identifier:
+            return {"dispatched": True, "jobId": dispatched.job_id}
+    if identifier in report.blocked:
+        held = report.blocked[identifier]
+        return {"dispatched": False, "blocker": held["reason"], "reason": held["message"]}
+    if identifier in report.skipped:
+        return {"dispatched": False, "reason": report.skipped[identifier]}
+    if report.providers_skipped or report.errors:
+        log.warning("Linear webhook: dispatch check for %s did not run to its end: %s", identifier,
+                    "; ".join([*report.providers_skipped.values(), *report.errors]))
+    return {"dispatched": False, "reason": CHECK_FAILED}

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from aiimpl_core.extensions import db
-from aiimpl_core.orm import Job, Mapping
+from aiimpl_core.orm import Job, Mapping, utcnow
+from aiimpl_core.services.dispatch import CycleReport, Dispatched
 
 from aiimpl_linear import webhook
 from aiimpl_linear.testing import FakeLinear, shape_problems
@@ -19,8 +20,16 @@ URL = "/api/linear/webhook"
 
 @pytest.fixture
 def cycles(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The dispatch checks the webhook ran, each reported as dispatching its issue (as job 7)."""
     calls: list[list[str]] = []
-    monkeypatch.setattr(webhook, "run_cycle", lambda keys: calls.append(list(keys)))
+
+    def run_cycle(keys: list[str]) -> CycleReport:
+        calls.append(list(keys))
+        report = CycleReport(started_at=utcnow())
+        report.dispatched = [Dispatched(key, 7, "implementation", "github-actions", False) for key in keys]
+        return report
+
+    monkeypatch.setattr(webhook, "run_cycle", run_cycle)
     return calls
 
 
@@ -52,7 +61,7 @@ def test_trigger_label_runs_a_cycle_for_the_issue(client, fake, cycles) -> None:
     key = fake.add_issue("ENG", labels=["AI-Implement"])["identifier"]
     resp = deliver(client, fake, fake.issue_webhook_payload(key))
     assert resp.status_code == 200, resp.get_json()
-    assert resp.get_json() == {"ok": True, "issue": key, "dispatched": True}
+    assert resp.get_json() == {"ok": True, "issue": key, "dispatched": True, "jobId": 7}
     assert cycles == [[key]]
 
 
@@ -179,12 +188,71 @@ def test_label_added_in_linear_dispatches_at_once(app, client, fake, runner, add
     payload = fake.issue_webhook_payload(key)
     resp = deliver(client, fake, payload)
 
-    assert resp.status_code == 200 and resp.get_json()["dispatched"] is True
     db.session.expire_all()
     jobs = db.session.scalars(db.select(Job).where(Job.issue_key == key)).all()
     assert [j.status for j in jobs] == ["dispatched"]
+    assert resp.status_code == 200
+    assert resp.get_json() == {"ok": True, "issue": key, "dispatched": True, "jobId": jobs[0].id}
     assert fake.labels_of(key) == ["AI-Working", "feature"]
-    # the same delivery again (Linear retries) dispatches nothing more: the issue is re-read
-    assert deliver(client, fake, payload).status_code == 200
+    # the same delivery again (Linear retries) dispatches nothing more: the issue is re-read, and
+    # has lost the trigger to the stage change
+    again = deliver(client, fake, payload)
+    assert again.status_code == 200
+    assert again.get_json() == {"ok": True, "issue": key, "dispatched": False, "reason": "not triggered"}
     db.session.expire_all()
     assert len(db.session.scalars(db.select(Job).where(Job.issue_key == key)).all()) == 1
+
+
+def test_the_answer_names_the_blocker_that_holds_the_issue(app, client, fake, runner, add_mapping) -> None:
+    row = add_mapping("ENG")
+    row.max_in_progress = 1
+    db.session.commit()
+    first, second = (fake.add_issue("ENG", title, labels=["AI-Implement"])["identifier"]
+                     for title in ("Add export", "Add import"))
+    assert deliver(client, fake, fake.issue_webhook_payload(first)).get_json()["dispatched"] is True
+
+    resp = deliver(client, fake, fake.issue_webhook_payload(second))
+
+    assert resp.status_code == 200
+    assert resp.get_json() == {
+        "ok": True, "issue": second, "dispatched": False, "blocker": "concurrency",
+        "reason": "at concurrency cap (1/1). Waiting for a slot.",
+    }
+    db.session.expire_all()
+    assert [j.issue_key for j in db.session.scalars(db.select(Job))] == [first]
+
+
+def test_an_issue_of_a_team_without_a_mapping_is_not_dispatched(
+    app, client, fake, runner, add_mapping
+) -> None:
+    add_mapping("ENG")
+    fake.add_team("OPS")
+    key = fake.add_issue("OPS", labels=["AI-Implement"])["identifier"]
+    resp = deliver(client, fake, fake.issue_webhook_payload(key))
+    assert resp.status_code == 200
+    assert resp.get_json() == {
+        "ok": True, "issue": key, "dispatched": False, "blocker": "no-mapping",
+        "reason": "No mapping for team OPS. Add one in Projects.",
+    }
+    assert db.session.scalars(db.select(Job)).all() == []
+
+
+def test_a_check_that_could_not_read_the_issue_says_so_and_the_poll_catches_up(
+    app, client, fake, runner, add_mapping, caplog
+) -> None:
+    from aiimpl_core.services.dispatch import run_cycle
+
+    add_mapping("ENG")
+    key = fake.add_issue("ENG", labels=["AI-Implement"])["identifier"]
+    fake.fail("IssueWithComments", "Linear is having a moment", times=1)
+
+    resp = deliver(client, fake, fake.issue_webhook_payload(key))
+
+    # acknowledged (a retry would meet the same outage), with what happened, and no remote text
+    assert resp.status_code == 200
+    assert resp.get_json() == {"ok": True, "issue": key, "dispatched": False, "reason": webhook.CHECK_FAILED}
+    assert "Linear is having a moment" in caplog.text
+    assert db.session.scalars(db.select(Job)).all() == []
+    # the next poll cycle dispatches it
+    report = run_cycle()
+    assert [d.issue_key for d in report.dispatched] == [key], report.as_dict()

@@ -54,16 +54,24 @@ def delivery(fake: FakeLinear, key: str) -> Callable[[Any], tuple[int, Any]]:
 
 def assert_dispatched_once(fake: FakeLinear, runner: FakeRunner, key: str, answer: tuple[int, Any],
                            *reports: Any) -> None:
-    assert answer == (200, {"ok": True, "issue": key, "dispatched": True})
+    """One job, one launch, one stage change, no blocker; exactly one of the webhook's check and
+    the cycles dispatched the issue, and the webhook's answer says which."""
     fresh()
     [job] = db.session.scalars(db.select(Job).where(Job.issue_key == key)).all()
     assert job.status == "dispatched" and list(runner.runs) == [job.id]
     assert db.session.scalars(db.select(Blocker)).all() == []
     assert fake.labels_of(key) == ["AI-Working", "feature"]
     assert fake.operations().count("UpdateIssueLabels") == 1  # the stage change, sent once
+    status, body = answer
+    if body["dispatched"]:
+        assert (status, body) == (200, {"ok": True, "issue": key, "dispatched": True, "jobId": job.id})
+    else:  # a cycle had dispatched it: the check saw that, or read the issue after its stage change
+        assert status == 200 and set(body) == {"ok", "issue", "dispatched", "reason"}, body
+        assert body["reason"] in (*SEEN_DISPATCHED, "not triggered"), body
     for report in reports:
         assert not report.errors and key not in report.blocked, report.as_dict()
         assert report.dispatched or report.skipped[key] in SEEN_DISPATCHED, report.as_dict()
+    assert body["dispatched"] + sum(len(report.dispatched) for report in reports) == 1
 
 
 def test_a_poll_cycle_waits_for_the_webhook_s_claim_and_skips_the_issue(
@@ -76,7 +84,7 @@ def test_a_poll_cycle_waits_for_the_webhook_s_claim_and_skips_the_issue(
     hook = Worker(app, "webhook", lambda: delivery(fake, issue)(app.test_client()))
     hooked, poll = first_holds_second_waits(app, pause, hook, lambda: Worker(app, "poller", run_cycle))
     assert_dispatched_once(fake, runner, issue, hooked, poll)
-    assert not poll.dispatched
+    assert hooked[1]["dispatched"] and not poll.dispatched
 
 
 def test_a_webhook_check_that_straddles_a_poll_cycle_leaves_no_blocker(
