@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiimpl_core.auth import public_endpoint
 from aiimpl_core.errors import AiimplError, ProviderError
@@ -21,6 +20,9 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from . import admin
 from .config import TRIGGER_STATUS
 from .provider import JiraProvider
+
+if TYPE_CHECKING:
+    from aiimpl_core.services.dispatch import CycleReport
 
 log = logging.getLogger(__name__)
 
@@ -220,27 +222,12 @@ def _secret_matches(secret: str, raw_body: bytes) -> bool:
     return False
 
 
-def _run_cycle(issue_key: str) -> Any:
-    """Ask the dispatcher for an immediate cycle over one issue; ``None`` when it is not installed."""
-    try:
-        from aiimpl_core.services import dispatch
-    except ImportError:
-        return None
-    run = getattr(dispatch, "run_cycle_for_issues", None)
-    if run is None:
-        return None
-    return run(JiraProvider.id, [issue_key])
+def _run_cycle(issue_key: str) -> CycleReport:
+    """An immediate dispatch check of one issue (the same checks and claim as a poll cycle)."""
+    # Imported when needed: the engine owns dispatch, and this plugin must load without it.
+    from aiimpl_core.services.dispatch import run_cycle_for_issues
 
-
-def _jsonable(value: Any) -> Any:
-    for attr in ("as_dict", "to_dict"):
-        if hasattr(value, attr):
-            return getattr(value, attr)()
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return str(value)
+    return run_cycle_for_issues(JiraProvider.id, [issue_key])
 
 
 @bp.post("/webhook")
@@ -276,10 +263,10 @@ def webhook() -> Any:
                     key: {type: string}
       responses:
         200:
-          description: Handled (dispatched through a cycle, or ignored).
-          content: {application/json: {schema: {type: object}}}
-        202:
-          description: Accepted; the next poll cycle dispatches it.
+          description: Handled (an immediate dispatch check ran for the issue) or ignored.
+            `dispatched` is true when this delivery's check dispatched the issue; `result` is
+            the check's report (the job, or the blocker that holds the issue, or why it needed
+            nothing).
           content: {application/json: {schema: {type: object}}}
         400:
           description: "`Invalid JSON payload`."
@@ -323,6 +310,5 @@ def webhook() -> Any:
     except AiimplError as exc:
         log.warning("jira webhook for %s failed: %s", key, exc)
         return _error(exc.message, 500)
-    if result is None:
-        return jsonify(accepted=True, issueKey=key, dispatched=False), 202
-    return jsonify(accepted=True, issueKey=key, dispatched=True, result=_jsonable(result))
+    dispatched = any(d.issue_key == key for d in result.dispatched)
+    return jsonify(accepted=True, issueKey=key, dispatched=dispatched, result=result.as_dict())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -243,9 +244,12 @@ def cycles(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[str]]]:
 
     calls: list[tuple[str, list[str]]] = []
 
-    def fake(provider_id: str, issue_keys: list[str]) -> dict[str, Any]:
+    def fake(provider_id: str, issue_keys: list[str]) -> dispatch.CycleReport:
         calls.append((provider_id, list(issue_keys)))
-        return {"dispatched": [{"issueKey": k} for k in issue_keys]}
+        report = dispatch.CycleReport(started_at=datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
+        report.dispatched = [dispatch.Dispatched(k, 7, "implementation", "github-actions", False)
+                             for k in issue_keys]
+        return report
 
     monkeypatch.setattr(dispatch, "run_cycle_for_issues", fake)
     return calls
@@ -254,12 +258,12 @@ def cycles(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[str]]]:
 def test_webhook_secret_as_query_parameter(client: Any, jira: FakeJira, cycles: list) -> None:
     resp = client.post(f"/api/jira/webhook?secret={SECRET}", json=_event())
     assert resp.status_code == 200
-    assert resp.get_json() == {
-        "accepted": True,
-        "issueKey": "ENG-1",
-        "dispatched": True,
-        "result": {"dispatched": [{"issueKey": "ENG-1"}]},
-    }
+    body = resp.get_json()
+    assert (body["accepted"], body["issueKey"], body["dispatched"]) == (True, "ENG-1", True)
+    assert body["result"]["dispatched"] == [{
+        "issueKey": "ENG-1", "jobId": 7, "phase": "implementation", "backend": "github-actions",
+        "shadow": False, "status": "unknown", "error": None,
+    }]
     assert cycles == [("jira", ["ENG-1"])]
 
 

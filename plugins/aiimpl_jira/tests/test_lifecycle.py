@@ -225,10 +225,11 @@ def test_the_webhook_dispatches_only_what_the_mapping_jql_selects(
     jira.add_issue("ENG-1", labels=["manual"])
     jira.add_issue("ENG-2", labels=["ai"])
 
-    assert _webhook(client, jira, "ENG-1")["result"]["skipped"] == {"ENG-1": "not triggered"}
+    skipped = _webhook(client, jira, "ENG-1")
+    assert skipped["result"]["skipped"] == {"ENG-1": "not triggered"} and skipped["dispatched"] is False
     assert _jobs("ENG-1") == [] and jira.issues["ENG-1"].status == "Ready"
 
-    _webhook(client, jira, "ENG-2")
+    assert _webhook(client, jira, "ENG-2")["dispatched"] is True
     assert [j.phase for j in _jobs("ENG-2")] == ["implementation"]
     assert jira.issues["ENG-2"].status == "Implementing"
 
