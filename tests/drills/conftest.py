@@ -16,6 +16,9 @@ import pytest
 from aiimpl_core.github.app_auth import TOKENS
 from aiimpl_core.testing.fake_github import FakeGitHub
 
+#: the teams of the drills that run the real Linear plugin
+TEAMS = ("ENG", "OPS")
+
 SKIP_REASON = (
     "fault drills run on PostgreSQL only: set AIIMPL_TEST_DATABASE_URL "
     "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)"
@@ -46,6 +49,35 @@ def github_config(gh: FakeGitHub) -> dict[str, str]:
         "AIIMPL_GITHUB_APP_ID": str(gh.app_id),
         "AIIMPL_GITHUB_PRIVATE_KEY": gh.private_key_pem,
     }
+
+
+@pytest.fixture
+def linear() -> Iterator[Any]:
+    """A fake Linear with teams ENG and OPS; fails the drill if any exchange broke Linear's schema."""
+    from aiimpl_linear.testing import FakeLinear
+
+    with FakeLinear() as fake:
+        for team in TEAMS:
+            fake.add_team(team)
+        yield fake
+        assert fake.validation_errors == [], fake.validation_errors
+
+
+def map_teams(app: Any, gh: FakeGitHub, caps: dict[str, int | None] | None = None) -> None:
+    """ENG and OPS mapped to Linear and to their repositories (``acme/eng``, ``acme/ops``) on
+    GitHub Actions, with the workflow in place; ``caps``: a team's ``max_in_progress``."""
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import Mapping
+
+    for team in TEAMS:
+        gh.add_repo("acme", team.lower())
+        row = Mapping(team_key=team, owner="acme", repo=team.lower(), default_branch="main",
+                      execution_mode="github-actions", ticketing={"provider": "linear"},
+                      max_in_progress=(caps or {}).get(team))
+        db.session.add(row)
+        db.session.commit()
+        app.extensions["aiimpl"].runner("github-actions").sync_workflows(row.view())
+    db.session.remove()
 
 
 @pytest.fixture

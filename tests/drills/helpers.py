@@ -1,9 +1,23 @@
-"""Small helpers shared by the drills: post as a runner does, read jobs back."""
+"""Small helpers shared by the drills: post as a runner does, read jobs back, and run the
+orchestrator's processes (gunicorn's workers, pollers) beside the test."""
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections import Counter
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import requests
 
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job
@@ -43,3 +57,91 @@ def job_of(issue_key: str) -> Job:
 
 def jobs_per_issue() -> Counter[str]:
     return Counter(j.issue_key for j in jobs())
+
+
+# -- the orchestrator's processes ----------------------------------------------------------------
+
+POLL_WORKER = os.path.join(os.path.dirname(__file__), "poll_worker.py")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def gunicorn_serving(tmp_path: Path, app_module: str, environ: dict[str, str]) -> Iterator[str]:
+    """gunicorn with the production configuration serving ``app_module``'s ``app`` (its source,
+    written to ``tmp_path``), with ``environ``'s ``AIIMPL_*`` settings in place of the test's;
+    yields the base URL."""
+    (tmp_path / "served_app.py").write_text(app_module)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    env.update(environ)
+    env.update(AIIMPL_BIND=f"127.0.0.1:{port}", AIIMPL_PUBLIC_URL=f"http://127.0.0.1:{port}",
+               XDG_RUNTIME_DIR=str(tmp_path), PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
+    log = open(tmp_path / "gunicorn.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:aiimpl_core.gunicorn_conf",
+                             "served_app:app"], env=env, stdout=log, stderr=log, cwd=tmp_path)
+    log.close()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_serving(base, proc, tmp_path)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _wait_until_serving(base: str, proc: subprocess.Popen, tmp_path: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=5):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError((tmp_path / "gunicorn.log").read_text()[-3000:]) from None
+            time.sleep(0.2)
+
+
+@contextmanager
+def connected(base: str) -> Iterator[requests.Session]:
+    """A connection of its own to the server, made before the start."""
+    with requests.Session() as session:
+        session.get(base + "/healthz", timeout=30)
+        yield session
+
+
+def settings_of(app: Any) -> dict[str, Any]:
+    """The app's ``AIIMPL_*`` settings that another process can be given (plain values)."""
+    return {
+        key: app.config[key]
+        for key in app.config
+        if key.startswith("AIIMPL_") and isinstance(app.config[key], str | int | float | bool)
+    }
+
+
+def start_poller(app: Any, output: IO[str] | None = None, interval: float = 0.1) -> subprocess.Popen[str]:
+    """A process running poll cycles back to back with the app's configuration and database
+    (``poll_worker.py``), once it is ready. Its lines (``cycle …`` after each cycle) go to the
+    returned process's ``stdout`` and its log to its ``stderr``, or both to ``output`` (a pipe
+    nobody reads would stop a process that runs long)."""
+    config = {**settings_of(app), "AIIMPL_DATABASE_URL": app.config["AIIMPL_DATABASE_URL"],
+              "AIIMPL_POLL_INTERVAL": interval}
+    env = {**os.environ, "AIIMPL_DRILL_CONFIG": json.dumps(config),
+           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    ready, writer = os.pipe()
+    proc = subprocess.Popen([sys.executable, POLL_WORKER, str(writer)], stdout=output or subprocess.PIPE,
+                            stderr=output or subprocess.PIPE, text=True, env=env, pass_fds=(writer,))
+    os.close(writer)
+    with os.fdopen(ready) as signal:
+        line = signal.readline().strip()
+    if line != "ready":
+        proc.kill()
+        err = proc.stderr.read()[-3000:] if proc.stderr else f"(its output: {getattr(output, 'name', '')})"
+        raise AssertionError(f"poller did not start: {line!r} {err}")
+    return proc

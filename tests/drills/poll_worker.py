@@ -1,8 +1,10 @@
-"""An orchestrator process for the crash drill (run as a script by ``test_crash.py``).
+"""An orchestrator process for the drills (run as a script through ``helpers.start_poller``).
 
-Usage: ``python poll_worker.py`` with the app's configuration as JSON in ``AIIMPL_DRILL_CONFIG``.
-It builds the app with the real Linear and GitHub Actions plugins (pointed at the drill's fakes),
-prints ``ready`` and runs poll cycles back to back until it is killed.
+Usage: ``python poll_worker.py READY_FD`` with the app's configuration as JSON in
+``AIIMPL_DRILL_CONFIG``. It builds the app with the real Linear and GitHub Actions plugins (pointed
+at the drill's fakes), writes ``ready`` to the file descriptor ``READY_FD`` and runs poll cycles
+back to back until it is killed, printing a line after each: ``cycle``, the keys of the issues
+it dispatched (JSON) and what it did, separated by tabs.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Any
 
 
 def main() -> None:
@@ -24,8 +27,14 @@ def main() -> None:
                      environ={})
     with app.app_context():
         poller = Poller(interval=float(config.get("AIIMPL_POLL_INTERVAL", 0.1)))
-        print("ready", flush=True)
-        poller.run_forever(on_cycle=lambda report: print("cycle", report.summary(), flush=True))
+        with os.fdopen(int(sys.argv[1]), "w") as ready:
+            ready.write("ready\n")
+
+        def done(report: Any) -> None:
+            keys = json.dumps([d.issue_key for d in report.dispatched])
+            print("cycle", keys, report.summary(), sep="\t", flush=True)
+
+        poller.run_forever(on_cycle=done)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,11 @@ is left in ``unknown`` (the reconciler ended what a crash left), and no comment 
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
 import subprocess
-import sys
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -26,25 +23,15 @@ import pytest
 from aiimpl_linear.testing import FakeLinear
 
 from aiimpl_core.extensions import db
-from aiimpl_core.orm import Job, Mapping, utcnow
+from aiimpl_core.orm import Job, utcnow
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.testing.fake_github import FakeGitHub
 
-from .conftest import github_config
+from .conftest import TEAMS, github_config, map_teams
+from .helpers import start_poller
 
-TEAMS = ("ENG", "OPS")
 ISSUES_PER_TEAM = 10
 KILLS = 4
-WORKER = os.path.join(os.path.dirname(__file__), "poll_worker.py")
-
-
-@pytest.fixture
-def linear() -> Iterator[FakeLinear]:
-    with FakeLinear() as fake:
-        for team in TEAMS:
-            fake.add_team(team)
-        yield fake
-        assert fake.validation_errors == [], fake.validation_errors
 
 
 @pytest.fixture
@@ -58,42 +45,15 @@ def aiimpl_config(linear: FakeLinear, gh: FakeGitHub) -> dict[str, Any]:
     return {**linear.config(), **github_config(gh), "AIIMPL_LINEAR_PAGE_SIZE": "3"}
 
 
-def _start(app: Any) -> subprocess.Popen[str]:
-    config = {
-        key: app.config[key]
-        for key in app.config
-        if key.startswith("AIIMPL_") and isinstance(app.config[key], str | int | float | bool)
-    }
-    config.update({"AIIMPL_DATABASE_URL": app.config["AIIMPL_DATABASE_URL"], "AIIMPL_POLL_INTERVAL": 0.1})
-    env = {**os.environ, "AIIMPL_DRILL_CONFIG": json.dumps(config),
-           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    proc = subprocess.Popen([sys.executable, WORKER], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    if line != "ready":
-        proc.kill()
-        err = proc.stderr.read()[-3000:] if proc.stderr else ""
-        raise AssertionError(f"worker did not start: {line!r} {err}")
-    return proc
-
-
 def test_drill_sigkill_mid_cycle_dispatches_each_issue_once_and_leaves_no_job_stuck(app, linear, gh):
-    for team in TEAMS:
-        gh.add_repo("acme", team.lower())
-        row = Mapping(team_key=team, owner="acme", repo=team.lower(), default_branch="main",
-                      execution_mode="github-actions", ticketing={"provider": "linear"})
-        db.session.add(row)
-        db.session.commit()
-        app.extensions["aiimpl"].runner("github-actions").sync_workflows(row.view())
+    map_teams(app, gh)
     keys = [linear.add_issue(team, f"Issue {n} of {team}")["identifier"]
             for n in range(ISSUES_PER_TEAM) for team in TEAMS]
-    db.session.remove()
 
     rng = random.Random(int(os.environ.get("AIIMPL_DRILL_SEED", "0")) or None)
     outputs = []
     for _ in range(KILLS):
-        proc = _start(app)
+        proc = start_poller(app)
         try:
             # a random point: before, inside or between cycles (a cycle here is ~1-3 s)
             try:
@@ -106,7 +66,7 @@ def test_drill_sigkill_mid_cycle_dispatches_each_issue_once_and_leaves_no_job_st
             out, _err = proc.communicate(timeout=30)
             outputs.append(out)
     # a last process runs to the end of at least one whole cycle
-    proc = _start(app)
+    proc = start_poller(app)
     try:
         assert proc.stdout is not None
         for _ in range(2):

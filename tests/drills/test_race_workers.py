@@ -13,16 +13,7 @@ checks that several did.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +24,8 @@ from aiimpl_core.extensions import db
 from aiimpl_core.orm import EndedAdminSession, Job, JobTransition, Mapping, OutboxItem
 from aiimpl_core.testing.orchestrator import each_released_together, released_together
 from aiimpl_core.testing.pytest_plugin import TEST_SECRET_KEY
+
+from .helpers import connected, gunicorn_serving
 
 pytest.importorskip("gunicorn")
 
@@ -92,49 +85,16 @@ def _worker(resp):
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def served(database_url: str, tmp_path: Path) -> Any:
-    (tmp_path / "race_app.py").write_text(APP_MODULE)
     comments = tmp_path / "comments.txt"
-    port = _free_port()
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
-    environ.update(
-        AIIMPL_DATABASE_URL=database_url, AIIMPL_SECRET_KEY=TEST_SECRET_KEY, AIIMPL_ADMIN_ACCESS_CODE="race",
-        AIIMPL_WORKERS=str(WORKERS), AIIMPL_THREADS="4", AIIMPL_BIND=f"127.0.0.1:{port}",
-        AIIMPL_PUBLIC_URL=f"http://127.0.0.1:{port}", RACE_COMMENTS=str(comments),
-        XDG_RUNTIME_DIR=str(tmp_path), PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]),
-    )
-    log = open(tmp_path / "gunicorn.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:aiimpl_core.gunicorn_conf",
-                             "race_app:app"], env=environ, stdout=log, stderr=log, cwd=tmp_path)
-    log.close()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_serving(base, proc, tmp_path)
+    environ = {
+        "AIIMPL_DATABASE_URL": database_url, "AIIMPL_SECRET_KEY": TEST_SECRET_KEY,
+        "AIIMPL_ADMIN_ACCESS_CODE": "race", "AIIMPL_WORKERS": str(WORKERS), "AIIMPL_THREADS": "4",
+        "RACE_COMMENTS": str(comments),
+    }
+    with gunicorn_serving(tmp_path, APP_MODULE, environ) as base:
         yield base, comments
-    finally:
-        proc.terminate()
-        proc.wait(30)
-
-
-def _wait_until_serving(base: str, proc: subprocess.Popen, tmp_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=5):
-                return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError((tmp_path / "gunicorn.log").read_text()[-3000:]) from None
-            time.sleep(0.2)
 
 
 @pytest.fixture
@@ -159,19 +119,11 @@ def jobs(app: Any) -> Any:
     return made
 
 
-@contextmanager
-def _connected(base: str) -> Iterator[requests.Session]:
-    """A connection of its own to the server, made before the start."""
-    with requests.Session() as session:
-        session.get(base + "/healthz", timeout=30)
-        yield session
-
-
 def _at_once(base: str, method: str, path: str, headers: dict[str, str], body: dict[str, Any] | None = None
              ) -> list[requests.Response]:
     """``COPIES`` identical requests released together, each on a connection of its own."""
     return released_together(
-        lambda: _connected(base),
+        lambda: connected(base),
         lambda session: session.request(method, base + path, json=body, headers=headers, timeout=60), COPIES,
     )
 
@@ -250,7 +202,7 @@ def test_cancels_and_results_at_once_on_several_workers_end_each_job_once(served
             return session.post(base + "/runner/result", json=result,
                                 headers={"Authorization": f"Bearer {token}"}, timeout=60)
 
-        answers = each_released_together(lambda: _connected(base), [cancel, report] * (COPIES // 2))
+        answers = each_released_together(lambda: connected(base), [cancel, report] * (COPIES // 2))
         workers |= {a.headers["X-Race-Worker"] for a in answers}
         cancels, results = answers[0::2], answers[1::2]
         assert Counter(a.status_code for a in results) == {200: 1, 409: len(results) - 1}, [
