@@ -1,18 +1,22 @@
 """Races between separate processes: gunicorn with the production configuration and several
 workers on one PostgreSQL database, and runners posting the same callback at the same moment.
 
-The other race tests run threads with their own sessions and connections in one process (and
-``tests/engine/test_race.py`` runs pollers as processes). Here each request may land in another
+The other race tests run threads with their own sessions and connections in one process (but
+``tests/engine/test_race.py`` runs pollers as processes, and ``test_webhook_workers.py`` races
+Linear's deliveries on these workers against poller processes). Here each request may land in another
 worker process, as on a deployment: one runner's result posted many times at once ends its job
 once and is answered ``409 already_consumed`` for every copy but one, one lifecycle event sent
 many times at once is posted on the issue once, operators' cancels released with the result's
 copies end the job once, with one failure notice, and an admin session signed out (many times at
-once) is refused by every worker after. The answers name the worker that gave them, and the test
-checks that several did.
+once) is refused by every worker after. GitHub's delivery of a merged PR sent many times at once
+(with its own id, and with others) is acted on once. The answers name the worker that gave them,
+and the test checks that several did.
 """
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -33,8 +37,13 @@ WORKERS = 3
 COPIES = 12  # requests sent at once per round: more than the workers, so they share them out
 ROUNDS = 4
 
-#: the served app: the real one, with a tracker that records each comment as a line of a file
-#: (the workers are separate processes: a file opened for appending is what they can share)
+GITHUB_WEBHOOK_SECRET = "race-github-webhook-secret"
+#: what the served tracker writes for an issue marked done
+DONE = "(marked done)"
+
+#: the served app: the real one, with a tracker that records each comment, and each issue marked
+#: done, as a line of a file (the workers are separate processes: a file opened for appending is
+#: what they can share)
 APP_MODULE = '''
 import os
 
@@ -54,19 +63,23 @@ class FileTracker(TicketingProvider):
         return TrackerIssue(key=key, team_key=key.rsplit("-", 1)[0], title=key, provider=self.id)
 
     def post_comment(self, key, body):
-        line = (key + "\\t" + body.replace("\\n", "\\\\n") + "\\n").encode()
-        fd = os.open(os.environ["RACE_COMMENTS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        try:
-            os.write(fd, line)  # one write of a short line: appended whole
-        finally:
-            os.close(fd)
-        return Comment(body=body, id=str(len(line)))
+        return Comment(body=body, id=str(len(_append(key, body))))
 
     def set_stage(self, key, stage):
         return None
 
     def mark_done(self, key):
-        return None
+        _append(key, "(marked done)")
+
+
+def _append(key, body):
+    line = (key + "\\t" + body.replace("\\n", "\\\\n") + "\\n").encode()
+    fd = os.open(os.environ["RACE_COMMENTS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, line)  # one write of a short line: appended whole
+    finally:
+        os.close(fd)
+    return line
 
 
 class Plugin:
@@ -91,7 +104,7 @@ def served(database_url: str, tmp_path: Path) -> Any:
     environ = {
         "AIIMPL_DATABASE_URL": database_url, "AIIMPL_SECRET_KEY": TEST_SECRET_KEY,
         "AIIMPL_ADMIN_ACCESS_CODE": "race", "AIIMPL_WORKERS": str(WORKERS), "AIIMPL_THREADS": "4",
-        "RACE_COMMENTS": str(comments),
+        "RACE_COMMENTS": str(comments), "AIIMPL_GITHUB_WEBHOOK_SECRET": GITHUB_WEBHOOK_SECRET,
     }
     with gunicorn_serving(tmp_path, APP_MODULE, environ) as base:
         yield base, comments
@@ -252,3 +265,59 @@ def test_a_sign_out_sent_at_once_to_several_workers_ends_the_session_on_every_on
     assert len(workers) > 1, "every request went to one worker: nothing raced between processes"
     db.session.expire_all()
     assert len(db.session.scalars(db.select(EndedAdminSession)).all()) == ROUNDS
+
+
+def test_one_merge_delivered_at_once_to_several_workers_is_acted_on_once(app, served) -> None:
+    """GitHub's merged ``pull_request`` delivery for a job's PR, twelve copies at once: six with
+    the delivery's id (GitHub's redeliveries), six with ids of their own (another hook, a relay).
+    Every copy is answered 200, one of the first six acts and the other five are told they are
+    duplicates, and the issue gets one "PR merged" comment and is marked done once. A round per
+    job, each job with a PR of its own."""
+    from aiimpl_core.auth.signatures import github_signature
+    from aiimpl_core.services import launch
+    from aiimpl_core.services.jobs import transition
+    from aiimpl_core.testing.pytest_plugin import specs_dir
+    from aiimpl_core.types import JobStatus, Phase
+
+    base, comments = served
+    path = Path(specs_dir(), "github", "webhooks", "derived", "pull_request.closed.merged.payload.json")
+    payload = json.loads(path.read_text())
+    mapping = Mapping(team_key="HW", owner="Codertocat", repo="Hello-World", default_branch="main",
+                      execution_mode="github-actions", ticketing={"provider": "file-tracker"})
+    db.session.add(mapping)
+    db.session.commit()
+    expected: Counter[tuple[str, str]] = Counter()
+    workers: set[str] = set()
+    for n in range(ROUNDS):
+        key, number = f"HW-{n + 1}", payload["number"] + n
+        pr = {**payload["pull_request"], "number": number,
+              "html_url": f"https://github.com/Codertocat/Hello-World/pull/{number}"}
+        body = json.dumps({**payload, "number": number, "pull_request": pr}).encode()
+        job = launch.create_job(mapping, key, phase=Phase.IMPLEMENTATION, provider="file-tracker",
+                                choice=launch.BackendChoice("github-actions", "default", False))
+        transition(job, JobStatus.RUNNING)
+        job.pr_number, job.pr_url = number, pr["html_url"]
+        transition(job, JobStatus.COMPLETED)
+        db.session.commit()
+        job_id = job.id
+
+        def deliver(session: requests.Session, delivery: str, body: bytes = body) -> requests.Response:
+            headers = {"Content-Type": "application/json", "X-GitHub-Event": "pull_request",
+                       "X-GitHub-Delivery": delivery,
+                       "X-Hub-Signature-256": github_signature(GITHUB_WEBHOOK_SECRET, body)}
+            return session.post(base + "/api/github/webhook", data=body, headers=headers, timeout=60)
+
+        ids = [str(uuid.uuid4())] * (COPIES // 2) + [str(uuid.uuid4()) for _ in range(COPIES // 2)]
+        answers = each_released_together(
+            lambda: connected(base), [lambda session, one=one: deliver(session, one) for one in ids])
+        workers |= {a.headers["X-Race-Worker"] for a in answers}
+        assert {a.status_code for a in answers} == {200}, [a.text for a in answers]
+        redelivered = [a.json() for a in answers[: COPIES // 2]]  # GitHub's id: one acts
+        assert Counter(a["duplicate"] for a in redelivered) == {False: 1, True: COPIES // 2 - 1}, redelivered
+        assert [a["jobId"] for a in redelivered if not a["duplicate"]] == [job_id], redelivered
+        db.session.expire_all()
+        assert db.session.get(Job, job_id).merge_sha == pr["merge_commit_sha"]
+        merged = f"🎉 PR #{number} merged ({pr['merge_commit_sha'][:7]}). Closing this issue out."
+        expected.update({(key, merged): 1, (key, DONE): 1})
+    assert len(workers) > 1, "every request went to one worker: nothing raced between processes"
+    assert _comment_lines(comments) == expected
