@@ -94,7 +94,8 @@ def make_blueprint() -> Blueprint:
             `Issue` create/update events whose labels include `AI-Implement` run a dispatch check
             for that issue; every other event is acknowledged and ignored. The answer says what the
             check did. `dispatched` is true when this delivery's check dispatched the issue (with
-            its `jobId`), else `reason` says why not - the blocker's message (and its slug in
+            its `jobId`, and its `status` after the launch - `failed` if the backend refused it),
+            else `reason` says why not - the blocker's message (and its slug in
             `blocker`), why the issue needs nothing (another check dispatched it, say), or that
             the check failed; the next poll cycle retries what a failed check missed.
           tags: [Linear]
@@ -135,6 +136,7 @@ def make_blueprint() -> Blueprint:
                       issue: {type: string}
                       dispatched: {type: boolean}
                       jobId: {type: integer}
+                      status: {type: string, example: dispatched}
                       blocker: {type: string, example: concurrency}
                       reason: {type: string, example: trigger already dispatched}
                       ignored: {type: boolean}
@@ -194,7 +196,9 @@ def outcome(report: CycleReport, identifier: str) -> dict[str, Any]:
     """
     for dispatched in report.dispatched:
         if dispatched.issue_key == identifier:
-            return {"dispatched": True, "jobId": dispatched.job_id}
+            # the job's status after its launch: "failed" when the backend refused it (the
+            # failure is commented on the issue, as for a poll cycle's dispatch)
+            return {"dispatched": True, "jobId": dispatched.job_id, "status": dispatched.status}
     if identifier in report.blocked:
         held = report.blocked[identifier]
         return {"dispatched": False, "blocker": held["reason"], "reason": held["message"]}

@@ -61,7 +61,7 @@ def test_trigger_label_runs_a_cycle_for_the_issue(client, fake, cycles) -> None:
     key = fake.add_issue("ENG", labels=["AI-Implement"])["identifier"]
     resp = deliver(client, fake, fake.issue_webhook_payload(key))
     assert resp.status_code == 200, resp.get_json()
-    assert resp.get_json() == {"ok": True, "issue": key, "dispatched": True, "jobId": 7}
+    assert resp.get_json() == {"ok": True, "issue": key, "dispatched": True, "jobId": 7, "status": "unknown"}
     assert cycles == [[key]]
 
 
@@ -192,7 +192,8 @@ def test_label_added_in_linear_dispatches_at_once(app, client, fake, runner, add
     jobs = db.session.scalars(db.select(Job).where(Job.issue_key == key)).all()
     assert [j.status for j in jobs] == ["dispatched"]
     assert resp.status_code == 200
-    assert resp.get_json() == {"ok": True, "issue": key, "dispatched": True, "jobId": jobs[0].id}
+    assert resp.get_json() == {
+        "ok": True, "issue": key, "dispatched": True, "jobId": jobs[0].id, "status": "dispatched"}
     assert fake.labels_of(key) == ["AI-Working", "feature"]
     # the same delivery again (Linear retries) dispatches nothing more: the issue is re-read, and
     # has lost the trigger to the stage change
@@ -256,3 +257,22 @@ def test_a_check_that_could_not_read_the_issue_says_so_and_the_poll_catches_up(
     # the next poll cycle dispatches it
     report = run_cycle()
     assert [d.issue_key for d in report.dispatched] == [key], report.as_dict()
+
+
+def test_a_launch_the_backend_refused_is_answered_with_the_failed_job(
+    app, client, fake, runner, add_mapping
+) -> None:
+    from aiimpl_core.testing.fakes import dispatch_refused
+
+    add_mapping("ENG")
+    key = fake.add_issue("ENG", labels=["AI-Implement"])["identifier"]
+    runner.dispatch_error = dispatch_refused()
+
+    resp = deliver(client, fake, fake.issue_webhook_payload(key))
+
+    db.session.expire_all()
+    [job] = db.session.scalars(db.select(Job).where(Job.issue_key == key)).all()
+    assert job.status == "failed"
+    assert resp.status_code == 200
+    assert resp.get_json() == {
+        "ok": True, "issue": key, "dispatched": True, "jobId": job.id, "status": "failed"}

@@ -64,7 +64,8 @@ def assert_dispatched_once(fake: FakeLinear, runner: FakeRunner, key: str, answe
     assert fake.operations().count("UpdateIssueLabels") == 1  # the stage change, sent once
     status, body = answer
     if body["dispatched"]:
-        assert (status, body) == (200, {"ok": True, "issue": key, "dispatched": True, "jobId": job.id})
+        assert (status, body) == (
+            200, {"ok": True, "issue": key, "dispatched": True, "jobId": job.id, "status": "dispatched"})
     else:  # a cycle had dispatched it: the check saw that, or read the issue after its stage change
         assert status == 200 and set(body) == {"ok", "issue", "dispatched", "reason"}, body
         assert body["reason"] in (*SEEN_DISPATCHED, "not triggered"), body
