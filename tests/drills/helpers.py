@@ -77,10 +77,9 @@ def gunicorn_serving(tmp_path: Path, app_module: str, environ: dict[str, str]) -
     yields the base URL."""
     (tmp_path / "served_app.py").write_text(app_module)
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
-    env.update(environ)
+    env = _module_environ(tmp_path, environ)
     env.update(AIIMPL_BIND=f"127.0.0.1:{port}", AIIMPL_PUBLIC_URL=f"http://127.0.0.1:{port}",
-               XDG_RUNTIME_DIR=str(tmp_path), PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
+               XDG_RUNTIME_DIR=str(tmp_path))
     log = open(tmp_path / "gunicorn.log", "w")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:aiimpl_core.gunicorn_conf",
                              "served_app:app"], env=env, stdout=log, stderr=log, cwd=tmp_path)
@@ -92,6 +91,30 @@ def gunicorn_serving(tmp_path: Path, app_module: str, environ: dict[str, str]) -
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def _module_environ(tmp_path: Path, environ: dict[str, str]) -> dict[str, str]:
+    """This process's environment with ``environ``'s ``AIIMPL_*`` settings in place of the
+    test's, and the module written in ``tmp_path`` importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    env.update(environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), *sys.path])
+    return env
+
+
+def start_app_module_script(tmp_path: Path, environ: dict[str, str], log: Path) -> subprocess.Popen[str]:
+    """The module :func:`gunicorn_serving` wrote, run as a script (its ``__main__`` part: another
+    host's poller, say) with the same settings, once it printed ``ready``; its log goes to ``log``."""
+    with open(log, "a") as errors:
+        proc = subprocess.Popen([sys.executable, str(tmp_path / "served_app.py")], stdout=subprocess.PIPE,
+                                stderr=errors, text=True, env=_module_environ(tmp_path, environ),
+                                cwd=tmp_path)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if line != "ready":
+        proc.kill()
+        raise AssertionError(f"the script did not start: {line!r} {log.read_text()[-3000:]}")
+    return proc
 
 
 def _wait_until_serving(base: str, proc: subprocess.Popen, tmp_path: Path) -> None:

@@ -3,19 +3,28 @@ workers on one PostgreSQL database, and runners posting the same callback at the
 
 The other race tests run threads with their own sessions and connections in one process (but
 ``tests/engine/test_race.py`` runs pollers as processes, and ``test_webhook_workers.py`` races
-Linear's deliveries on these workers against poller processes). Here each request may land in another
-worker process, as on a deployment: one runner's result posted many times at once ends its job
-once and is answered ``409 already_consumed`` for every copy but one, one lifecycle event sent
-many times at once is posted on the issue once, operators' cancels released with the result's
-copies end the job once, with one failure notice, and an admin session signed out (many times at
-once) is refused by every worker after. GitHub's delivery of a merged PR sent many times at once
-(with its own id, and with others) is acted on once. The answers name the worker that gave them,
-and the test checks that several did.
+Linear's deliveries on these workers against poller processes). Here each request may land in
+another worker process, as on a deployment:
+
+- one runner's result posted many times at once ends its job once and is answered ``409
+  already_consumed`` for every copy but one;
+- one lifecycle event sent many times at once is posted on the issue once;
+- operators' cancels released with the result's copies end the job once, with one failure notice;
+- an admin session signed out (many times at once) is refused by every worker after;
+- GitHub's delivery of a merged PR sent many times at once (with its own id, and with others) is
+  acted on once;
+- a result posted many times at once as its run fails, while reconciler processes ask the runner
+  about the job, ends it once.
+
+The answers name the worker that gave them, and the test checks that several did.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import random
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -29,7 +38,7 @@ from aiimpl_core.orm import EndedAdminSession, Job, JobTransition, Mapping, Outb
 from aiimpl_core.testing.orchestrator import each_released_together, released_together
 from aiimpl_core.testing.pytest_plugin import TEST_SECRET_KEY
 
-from .helpers import connected, gunicorn_serving
+from .helpers import connected, gunicorn_serving, start_app_module_script
 
 pytest.importorskip("gunicorn")
 
@@ -43,13 +52,14 @@ DONE = "(marked done)"
 
 #: the served app: the real one, with a tracker that records each comment, and each issue marked
 #: done, as a line of a file (the workers are separate processes: a file opened for appending is
-#: what they can share)
+#: what they can share), and a runner whose runs the test ends through a file; run as a script, a
+#: reconciler on "another host"
 APP_MODULE = '''
 import os
 
 from aiimpl_core import create_app, hookimpl
-from aiimpl_core.providers import TicketingProvider
-from aiimpl_core.types import Comment, TrackerIssue, TriggeredPage
+from aiimpl_core.providers import RunnerBackend, TicketingProvider
+from aiimpl_core.types import Comment, LogLabel, RunPhase, RunState, TrackerIssue, TriggeredPage
 
 
 class FileTracker(TicketingProvider):
@@ -82,10 +92,38 @@ def _append(key, body):
     return line
 
 
+class FileRunner(RunnerBackend):
+    """Runs that the test ends by writing their ids to a file: ``failed`` (the session's process
+    exited with an error), else ``running``."""
+
+    id = "file-runner"
+    display_name = "Runs ended in a file"
+
+    def dispatch(self, request):
+        raise NotImplementedError("the drill creates its jobs running")
+
+    def poll_runs(self, runs):
+        try:
+            with open(os.environ["RACE_FAILED_RUNS"]) as fh:
+                failed = set(fh.read().split())
+        except FileNotFoundError:
+            failed = set()
+        return [
+            RunState(run.job_id, RunPhase.FAILED, run.run_id, log_excerpt="exit status 1",
+                     log_label=LogLabel.SESSION_FAILED, exit_code=1)
+            if run.run_id in failed else RunState(run.job_id, RunPhase.RUNNING, run.run_id)
+            for run in runs
+        ]
+
+
 class Plugin:
     @hookimpl
     def aiimpl_register_ticketing_providers(self, register):
         register(FileTracker)
+
+    @hookimpl
+    def aiimpl_register_runner_backends(self, register):
+        register(FileRunner)
 
 
 app = create_app(plugins=[Plugin()])
@@ -95,40 +133,62 @@ app = create_app(plugins=[Plugin()])
 def _worker(resp):
     resp.headers["X-Race-Worker"] = str(os.getpid())
     return resp
+
+
+if __name__ == "__main__":  # another host's reconciler: passes back to back, as poll cycles run them
+    import sys
+
+    from aiimpl_core.services import outbox
+    from aiimpl_core.services.reconcile import reconcile
+
+    with app.app_context():
+        print("ready", flush=True)
+        while True:
+            reconcile()
+            outbox.deliver()
+            sys.stdout.flush()
 '''
 
 
 @pytest.fixture
-def served(database_url: str, tmp_path: Path) -> Any:
-    comments = tmp_path / "comments.txt"
-    environ = {
+def environ(database_url: str, tmp_path: Path) -> dict[str, str]:
+    """The served app's settings (its workers', and any other process's of the drill)."""
+    return {
         "AIIMPL_DATABASE_URL": database_url, "AIIMPL_SECRET_KEY": TEST_SECRET_KEY,
         "AIIMPL_ADMIN_ACCESS_CODE": "race", "AIIMPL_WORKERS": str(WORKERS), "AIIMPL_THREADS": "4",
-        "RACE_COMMENTS": str(comments), "AIIMPL_GITHUB_WEBHOOK_SECRET": GITHUB_WEBHOOK_SECRET,
+        "RACE_COMMENTS": str(tmp_path / "comments.txt"), "RACE_FAILED_RUNS": str(tmp_path / "failed.txt"),
+        "AIIMPL_GITHUB_WEBHOOK_SECRET": GITHUB_WEBHOOK_SECRET,
     }
+
+
+@pytest.fixture
+def served(environ: dict[str, str], tmp_path: Path) -> Any:
     with gunicorn_serving(tmp_path, APP_MODULE, environ) as base:
-        yield base, comments
+        yield base, Path(environ["RACE_COMMENTS"])
 
 
 @pytest.fixture
 def jobs(app: Any) -> Any:
-    """Running jobs of team ENG on the file tracker, each with its nonce and run tokens."""
+    """Running jobs of team ENG on the file tracker and runner, each with its nonce, run tokens and
+    run id."""
     from aiimpl_core.services import launch
     from aiimpl_core.services.jobs import transition
     from aiimpl_core.types import JobStatus, Phase
 
     mapping = Mapping(team_key="ENG", owner="acme", repo="eng", default_branch="main",
-                      execution_mode="github-actions", ticketing={"provider": "file-tracker"})
+                      execution_mode="file-runner", ticketing={"provider": "file-tracker"})
     db.session.add(mapping)
     db.session.commit()
     made = []
     for n in range(ROUNDS):
         job = launch.create_job(mapping, f"ENG-{n + 1}", phase=Phase.IMPLEMENTATION, provider="file-tracker",
-                                choice=launch.BackendChoice("github-actions", "default", False))
+                                choice=launch.BackendChoice("file-runner", "default", False))
         nonce, tokens = launch.issue_credentials(job)
+        job.run_id = f"run-{job.id}"
         transition(job, JobStatus.RUNNING)
         db.session.commit()
-        made.append({"id": job.id, "key": job.issue_key, "nonce": nonce, "result": tokens["runner:result"]})
+        made.append({"id": job.id, "key": job.issue_key, "nonce": nonce, "result": tokens["runner:result"],
+                     "run": job.run_id})
     return made
 
 
@@ -321,3 +381,75 @@ def test_one_merge_delivered_at_once_to_several_workers_is_acted_on_once(app, se
         expected.update({(key, merged): 1, (key, DONE): 1})
     assert len(workers) > 1, "every request went to one worker: nothing raced between processes"
     assert _comment_lines(comments) == expected
+
+
+def test_results_at_once_on_several_workers_and_reconcilers_end_each_job_once(
+    app, environ, served, jobs, tmp_path
+) -> None:
+    """A session posts its result (twelve copies, to several workers) as its process exits with an
+    error, while two reconcilers on "other hosts" ask the runner about the job, pass after pass:
+    the result ends the job ``completed``, or a reconciler ends it ``failed`` first and the result
+    is recorded late; the job ends once, with the winner's comments only, each posted once."""
+    base, comments = served
+    rng = random.Random(int(os.environ.get("AIIMPL_DRILL_SEED", "0")) or None)
+    reconcilers = [start_app_module_script(tmp_path, environ, tmp_path / "reconcilers.log") for _ in range(2)]
+    result = {"outcome": "success", "phase": "implementation", "comments": [],
+              "prUrl": "https://github.com/acme/eng/pull/7", "prNumber": 7}
+    endings: dict[int, str] = {}
+    workers: set[str] = set()
+    try:
+        for job in jobs:
+
+            def exit_failed(_session: requests.Session, run: str = job["run"]) -> None:
+                time.sleep(rng.uniform(0, 0.01))
+                with open(environ["RACE_FAILED_RUNS"], "a") as failed:
+                    failed.write(run + "\n")
+
+            def post(session: requests.Session, token: str = job["result"]) -> requests.Response:
+                return session.post(base + "/runner/result", json=result,
+                                    headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+            # the session's process exits with an error as its result is posted
+            answers = each_released_together(lambda: connected(base), [exit_failed, *[post] * COPIES])[1:]
+            workers |= {a.headers["X-Race-Worker"] for a in answers}
+            assert Counter(a.status_code for a in answers) == {200: 1, 409: COPIES - 1}, [
+                a.text for a in answers]
+            [recorded] = [a.json() for a in answers if a.status_code == 200]
+            endings[job["id"]] = "completed" if recorded["ended"] else recorded["status"]
+            assert recorded["status"] == endings[job["id"]] in ("completed", "failed"), recorded
+        _wait_until(lambda: _delivered(jobs), "every job's comments posted")
+    finally:
+        for proc in reconcilers:
+            proc.kill()
+            proc.wait(30)
+    assert len(workers) > 1, "every request went to one worker: nothing raced between processes"
+    db.session.expire_all()
+    posted = _comment_lines(comments)
+    for job in jobs:
+        status = endings[job["id"]]
+        moves = list(db.session.scalars(
+            db.select(JobTransition.to_status).where(JobTransition.job_id == job["id"])))
+        assert moves == ["unknown", "running", status], moves
+        kinds = sorted(item.kind for item in db.session.scalars(
+            db.select(OutboxItem).where(OutboxItem.issue_key == job["key"], OutboxItem.op == "comment")))
+        assert kinds == (["pr"] if status == "completed" else ["failure", "log"]), (status, kinds)
+        lines = [body for (key, body), n in posted.items() for _ in range(n) if key == job["key"]]
+        assert len(lines) == len(kinds) == len(set(lines)), lines
+
+
+def _delivered(jobs: list[dict[str, Any]]) -> bool:
+    """Every job ended, and its comments posted."""
+    db.session.expire_all()
+    keys = [job["key"] for job in jobs]
+    ended = db.session.scalars(db.select(Job.status).where(Job.issue_key.in_(keys))).all()
+    waiting = db.session.scalars(db.select(OutboxItem.id).where(
+        OutboxItem.issue_key.in_(keys), OutboxItem.state != "done")).all()
+    db.session.rollback()
+    return "running" not in ended and not waiting
+
+
+def _wait_until(done: Any, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not done():
+        assert time.monotonic() < deadline, f"not within a minute: {what}"
+        time.sleep(0.1)
