@@ -1,5 +1,5 @@
 """Small helpers shared by the drills: post as a runner does, read jobs back, and run the
-orchestrator's processes (gunicorn's workers, pollers) beside the test."""
+orchestrator's processes beside the test (gunicorn's workers, pollers, another host's script)."""
 
 from __future__ import annotations
 
