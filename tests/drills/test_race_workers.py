@@ -427,8 +427,8 @@ def test_results_at_once_on_several_workers_and_reconcilers_end_each_job_once(
     posted = _comment_lines(comments)
     for job in jobs:
         status = endings[job["id"]]
-        moves = list(db.session.scalars(
-            db.select(JobTransition.to_status).where(JobTransition.job_id == job["id"])))
+        moves = list(db.session.scalars(db.select(JobTransition.to_status).where(
+            JobTransition.job_id == job["id"]).order_by(JobTransition.id)))
         assert moves == ["unknown", "running", status], moves
         kinds = sorted(item.kind for item in db.session.scalars(
             db.select(OutboxItem).where(OutboxItem.issue_key == job["key"], OutboxItem.op == "comment")))
