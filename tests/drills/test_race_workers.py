@@ -13,8 +13,8 @@ another worker process, as on a deployment:
 - an admin session signed out (many times at once) is refused by every worker after;
 - GitHub's delivery of a merged PR sent many times at once (with its own id, and with others) is
   acted on once;
-- a result posted many times at once as its run fails, while reconciler processes ask the runner
-  about the job, ends it once.
+- a result posted many times at once as its run fails or overruns its lifetime, while reconciler
+  processes ask the runner about the job, ends it once.
 
 The answers name the worker that gave them, and the test checks that several did.
 """
@@ -383,14 +383,27 @@ def test_one_merge_delivered_at_once_to_several_workers_is_acted_on_once(app, se
     assert _comment_lines(comments) == expected
 
 
+#: how a reconciler ends a job, if it comes first: its status, and the comments it queues
+RECONCILER_ENDINGS = {
+    "run_failed": ("failed", ["failure", "log"]),  # the session's process exited with an error
+    "overran": ("timed_out", ["failure", "log"]),  # still running 10 minutes past its lifetime
+}
+
+
+@pytest.mark.parametrize("ending", list(RECONCILER_ENDINGS))
 def test_results_at_once_on_several_workers_and_reconcilers_end_each_job_once(
-    app, environ, served, jobs, tmp_path
+    app, environ, served, jobs, tmp_path, ending
 ) -> None:
-    """A session posts its result (twelve copies, to several workers) as its process exits with an
-    error, while two reconcilers on "other hosts" ask the runner about the job, pass after pass:
-    the result ends the job ``completed``, or a reconciler ends it ``failed`` first and the result
-    is recorded late; the job ends once, with the winner's comments only, each posted once."""
+    """A session posts its result (twelve copies, to several workers) as its run ends badly (its
+    process exits with an error, or it overruns its lifetime), while two reconcilers on "other
+    hosts" ask the runner about the job, pass after pass: the result ends the job ``completed``,
+    or a reconciler ends it first and the result is recorded late; the job ends once, with the
+    winner's comments only, each posted once."""
+    from sqlalchemy import text
+
     base, comments = served
+    engine = db.engine
+    lost, lost_comments = RECONCILER_ENDINGS[ending]
     rng = random.Random(int(os.environ.get("AIIMPL_DRILL_SEED", "0")) or None)
     reconcilers = [start_app_module_script(tmp_path, environ, tmp_path / "reconcilers.log") for _ in range(2)]
     result = {"outcome": "success", "phase": "implementation", "comments": [],
@@ -400,23 +413,29 @@ def test_results_at_once_on_several_workers_and_reconcilers_end_each_job_once(
     try:
         for job in jobs:
 
-            def exit_failed(_session: requests.Session, run: str = job["run"]) -> None:
+            def end_badly(_session: requests.Session, job: dict[str, Any] = job) -> None:
                 time.sleep(rng.uniform(0, 0.01))
-                with open(environ["RACE_FAILED_RUNS"], "a") as failed:
-                    failed.write(run + "\n")
+                if ending == "run_failed":
+                    with open(environ["RACE_FAILED_RUNS"], "a") as failed:
+                        failed.write(job["run"] + "\n")
+                else:  # it started 75 minutes ago: 10 minutes past its hour, and some
+                    with engine.begin() as connection:
+                        connection.execute(text(
+                            "UPDATE jobs SET running_at = running_at - interval '75 minutes' WHERE id = :id"
+                        ), {"id": job["id"]})
 
             def post(session: requests.Session, token: str = job["result"]) -> requests.Response:
                 return session.post(base + "/runner/result", json=result,
                                     headers={"Authorization": f"Bearer {token}"}, timeout=60)
 
-            # the session's process exits with an error as its result is posted
-            answers = each_released_together(lambda: connected(base), [exit_failed, *[post] * COPIES])[1:]
+            # the run ends badly as its result is posted
+            answers = each_released_together(lambda: connected(base), [end_badly, *[post] * COPIES])[1:]
             workers |= {a.headers["X-Race-Worker"] for a in answers}
             assert Counter(a.status_code for a in answers) == {200: 1, 409: COPIES - 1}, [
                 a.text for a in answers]
             [recorded] = [a.json() for a in answers if a.status_code == 200]
             endings[job["id"]] = "completed" if recorded["ended"] else recorded["status"]
-            assert recorded["status"] == endings[job["id"]] in ("completed", "failed"), recorded
+            assert recorded["status"] == endings[job["id"]] in ("completed", lost), recorded
         _wait_until(lambda: _delivered(jobs), "every job's comments posted")
     finally:
         for proc in reconcilers:
@@ -432,7 +451,7 @@ def test_results_at_once_on_several_workers_and_reconcilers_end_each_job_once(
         assert moves == ["unknown", "running", status], moves
         kinds = sorted(item.kind for item in db.session.scalars(
             db.select(OutboxItem).where(OutboxItem.issue_key == job["key"], OutboxItem.op == "comment")))
-        assert kinds == (["pr"] if status == "completed" else ["failure", "log"]), (status, kinds)
+        assert kinds == (["pr"] if status == "completed" else lost_comments), (status, kinds)
         lines = [body for (key, body), n in posted.items() for _ in range(n) if key == job["key"]]
         assert len(lines) == len(kinds) == len(set(lines)), lines
 
