@@ -13,8 +13,8 @@ another worker process, as on a deployment:
 - an admin session signed out (many times at once) is refused by every worker after;
 - GitHub's delivery of a merged PR sent many times at once (with its own id, and with others) is
   acted on once;
-- a result posted many times at once as its run fails or overruns its lifetime, while reconciler
-  processes ask the runner about the job, ends it once.
+- a result posted many times at once as its run fails, overruns its lifetime or is gone past it,
+  while reconciler processes ask the runner about the job, ends it once.
 
 The answers name the worker that gave them, and the test checks that several did.
 """
@@ -93,8 +93,8 @@ def _append(key, body):
 
 
 class FileRunner(RunnerBackend):
-    """Runs that the test ends by writing their ids to a file: ``failed`` (the session's process
-    exited with an error), else ``running``."""
+    """Runs that the test ends by writing a line ``<run id> <how>`` to a file: ``failed`` (the
+    session's process exited with an error) or ``gone`` (no longer found); else ``running``."""
 
     id = "file-runner"
     display_name = "Runs ended in a file"
@@ -104,16 +104,20 @@ class FileRunner(RunnerBackend):
 
     def poll_runs(self, runs):
         try:
-            with open(os.environ["RACE_FAILED_RUNS"]) as fh:
-                failed = set(fh.read().split())
+            with open(os.environ["RACE_ENDED_RUNS"]) as fh:
+                ended = dict(line.split() for line in fh if line.strip())
         except FileNotFoundError:
-            failed = set()
-        return [
-            RunState(run.job_id, RunPhase.FAILED, run.run_id, log_excerpt="exit status 1",
-                     log_label=LogLabel.SESSION_FAILED, exit_code=1)
-            if run.run_id in failed else RunState(run.job_id, RunPhase.RUNNING, run.run_id)
-            for run in runs
-        ]
+            ended = {}
+        return [self._state(run, ended.get(run.run_id)) for run in runs]
+
+    @staticmethod
+    def _state(run, how):
+        if how == "failed":
+            return RunState(run.job_id, RunPhase.FAILED, run.run_id, log_excerpt="exit status 1",
+                            log_label=LogLabel.SESSION_FAILED, exit_code=1)
+        if how == "gone":
+            return RunState(run.job_id, RunPhase.NOT_FOUND)
+        return RunState(run.job_id, RunPhase.RUNNING, run.run_id)
 
 
 class Plugin:
@@ -156,7 +160,7 @@ def environ(database_url: str, tmp_path: Path) -> dict[str, str]:
     return {
         "AIIMPL_DATABASE_URL": database_url, "AIIMPL_SECRET_KEY": TEST_SECRET_KEY,
         "AIIMPL_ADMIN_ACCESS_CODE": "race", "AIIMPL_WORKERS": str(WORKERS), "AIIMPL_THREADS": "4",
-        "RACE_COMMENTS": str(tmp_path / "comments.txt"), "RACE_FAILED_RUNS": str(tmp_path / "failed.txt"),
+        "RACE_COMMENTS": str(tmp_path / "comments.txt"), "RACE_ENDED_RUNS": str(tmp_path / "ended.txt"),
         "AIIMPL_GITHUB_WEBHOOK_SECRET": GITHUB_WEBHOOK_SECRET,
     }
 
@@ -383,10 +387,11 @@ def test_one_merge_delivered_at_once_to_several_workers_is_acted_on_once(app, se
     assert _comment_lines(comments) == expected
 
 
-#: how a reconciler ends a job, if it comes first: its status, and the comments it queues
+#: how a reconciler ends a job, if it comes first (and queues the failure notice and the log's)
 RECONCILER_ENDINGS = {
-    "run_failed": ("failed", ["failure", "log"]),  # the session's process exited with an error
-    "overran": ("timed_out", ["failure", "log"]),  # still running 10 minutes past its lifetime
+    "run_failed": "failed",  # the session's process exited with an error
+    "overran": "timed_out",  # still running 10 minutes past its lifetime
+    "gone_past_lifetime": "timed_out",  # no longer found, its lifetime over
 }
 
 
@@ -395,15 +400,15 @@ def test_results_at_once_on_several_workers_and_reconcilers_end_each_job_once(
     app, environ, served, jobs, tmp_path, ending
 ) -> None:
     """A session posts its result (twelve copies, to several workers) as its run ends badly (its
-    process exits with an error, or it overruns its lifetime), while two reconcilers on "other
-    hosts" ask the runner about the job, pass after pass: the result ends the job ``completed``,
-    or a reconciler ends it first and the result is recorded late; the job ends once, with the
-    winner's comments only, each posted once."""
+    process exits with an error, it overruns its lifetime, or it is gone past it), while two
+    reconcilers on "other hosts" ask the runner about the job, pass after pass: the result ends
+    the job ``completed``, or a reconciler ends it first and the result is recorded late; the job
+    ends once, with the winner's comments only, each posted once."""
     from sqlalchemy import text
 
     base, comments = served
     engine = db.engine
-    lost, lost_comments = RECONCILER_ENDINGS[ending]
+    lost = RECONCILER_ENDINGS[ending]
     rng = random.Random(int(os.environ.get("AIIMPL_DRILL_SEED", "0")) or None)
     reconcilers = [start_app_module_script(tmp_path, environ, tmp_path / "reconcilers.log") for _ in range(2)]
     result = {"outcome": "success", "phase": "implementation", "comments": [],
@@ -416,13 +421,19 @@ def test_results_at_once_on_several_workers_and_reconcilers_end_each_job_once(
             def end_badly(_session: requests.Session, job: dict[str, Any] = job) -> None:
                 time.sleep(rng.uniform(0, 0.01))
                 if ending == "run_failed":
-                    with open(environ["RACE_FAILED_RUNS"], "a") as failed:
-                        failed.write(job["run"] + "\n")
-                else:  # it started 75 minutes ago: 10 minutes past its hour, and some
-                    with engine.begin() as connection:
-                        connection.execute(text(
-                            "UPDATE jobs SET running_at = running_at - interval '75 minutes' WHERE id = :id"
-                        ), {"id": job["id"]})
+                    with open(environ["RACE_ENDED_RUNS"], "a") as ended:
+                        ended.write(f"{job['run']} failed\n")
+                    return
+                # it was created, dispatched and started 75 minutes ago: its hour is over, and 10 minutes more
+                with engine.begin() as connection:
+                    connection.execute(text(
+                        "UPDATE jobs SET running_at = running_at - interval '75 minutes',"
+                        " dispatched_at = dispatched_at - interval '75 minutes',"
+                        " created_at = created_at - interval '75 minutes' WHERE id = :id"
+                    ), {"id": job["id"]})
+                if ending == "gone_past_lifetime":
+                    with open(environ["RACE_ENDED_RUNS"], "a") as ended:
+                        ended.write(f"{job['run']} gone\n")
 
             def post(session: requests.Session, token: str = job["result"]) -> requests.Response:
                 return session.post(base + "/runner/result", json=result,
@@ -451,7 +462,7 @@ def test_results_at_once_on_several_workers_and_reconcilers_end_each_job_once(
         assert moves == ["unknown", "running", status], moves
         kinds = sorted(item.kind for item in db.session.scalars(
             db.select(OutboxItem).where(OutboxItem.issue_key == job["key"], OutboxItem.op == "comment")))
-        assert kinds == (["pr"] if status == "completed" else lost_comments), (status, kinds)
+        assert kinds == (["pr"] if status == "completed" else ["failure", "log"]), (status, kinds)
         lines = [body for (key, body), n in posted.items() for _ in range(n) if key == job["key"]]
         assert len(lines) == len(kinds) == len(set(lines)), lines
 
