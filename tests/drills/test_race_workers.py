@@ -13,8 +13,8 @@ another worker process, as on a deployment:
 - an admin session signed out (many times at once) is refused by every worker after;
 - GitHub's delivery of a merged PR sent many times at once (with its own id, and with others) is
   acted on once;
-- a result posted many times at once as its run fails, overruns its lifetime or is gone past it,
-  while reconciler processes ask the runner about the job, ends it once.
+- a result posted many times at once as its run fails, is gone, overruns its lifetime or is gone
+  past it, while reconciler processes ask the runner about the job, ends it once.
 
 The answers name the worker that gave them, and the test checks that several did.
 """
@@ -27,6 +27,7 @@ import random
 import time
 import uuid
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -388,10 +389,13 @@ def test_one_merge_delivered_at_once_to_several_workers_is_acted_on_once(app, se
 
 
 #: how a reconciler ends a job, if it comes first (and queues the failure notice and the log's)
+#: the run's ending, written to the runner's file ("" for none), and how many minutes ago the job
+#: was created, dispatched and started, as that moment comes
 RECONCILER_ENDINGS = {
-    "run_failed": "failed",  # the session's process exited with an error
-    "overran": "timed_out",  # still running 10 minutes past its lifetime
-    "gone_past_lifetime": "timed_out",  # no longer found, its lifetime over
+    "run_failed": ("failed", "failed", 0),  # the session's process exited with an error
+    "gone": ("failed", "gone", 20),  # no longer found (past the run-not-found window): removed
+    "overran": ("timed_out", "", 75),  # still running 10 minutes past its hour
+    "gone_past_lifetime": ("timed_out", "gone", 75),  # no longer found, its hour over
 }
 
 
@@ -400,15 +404,15 @@ def test_results_at_once_on_several_workers_and_reconcilers_end_each_job_once(
     app, environ, served, jobs, tmp_path, ending
 ) -> None:
     """A session posts its result (twelve copies, to several workers) as its run ends badly (its
-    process exits with an error, it overruns its lifetime, or it is gone past it), while two
-    reconcilers on "other hosts" ask the runner about the job, pass after pass: the result ends
-    the job ``completed``, or a reconciler ends it first and the result is recorded late; the job
-    ends once, with the winner's comments only, each posted once."""
+    process exits with an error, it is no longer found, it overruns its lifetime, or it is gone
+    past it), while two reconcilers on "other hosts" ask the runner about the job, pass after
+    pass: the result ends the job ``completed``, or a reconciler ends it first and the result is
+    recorded late; the job ends once, with the winner's comments only, each posted once."""
     from sqlalchemy import text
 
     base, comments = served
     engine = db.engine
-    lost = RECONCILER_ENDINGS[ending]
+    lost, how, minutes = RECONCILER_ENDINGS[ending]
     rng = random.Random(int(os.environ.get("AIIMPL_DRILL_SEED", "0")) or None)
     reconcilers = [start_app_module_script(tmp_path, environ, tmp_path / "reconcilers.log") for _ in range(2)]
     result = {"outcome": "success", "phase": "implementation", "comments": [],
@@ -420,20 +424,16 @@ def test_results_at_once_on_several_workers_and_reconcilers_end_each_job_once(
 
             def end_badly(_session: requests.Session, job: dict[str, Any] = job) -> None:
                 time.sleep(rng.uniform(0, 0.01))
-                if ending == "run_failed":
+                if minutes:
+                    with engine.begin() as connection:
+                        connection.execute(text(
+                            "UPDATE jobs SET running_at = running_at - :age,"
+                            " dispatched_at = dispatched_at - :age, created_at = created_at - :age"
+                            " WHERE id = :id"
+                        ), {"age": timedelta(minutes=minutes), "id": job["id"]})
+                if how:
                     with open(environ["RACE_ENDED_RUNS"], "a") as ended:
-                        ended.write(f"{job['run']} failed\n")
-                    return
-                # it was created, dispatched and started 75 minutes ago: its hour is over, and 10 minutes more
-                with engine.begin() as connection:
-                    connection.execute(text(
-                        "UPDATE jobs SET running_at = running_at - interval '75 minutes',"
-                        " dispatched_at = dispatched_at - interval '75 minutes',"
-                        " created_at = created_at - interval '75 minutes' WHERE id = :id"
-                    ), {"id": job["id"]})
-                if ending == "gone_past_lifetime":
-                    with open(environ["RACE_ENDED_RUNS"], "a") as ended:
-                        ended.write(f"{job['run']} gone\n")
+                        ended.write(f"{job['run']} {how}\n")
 
             def post(session: requests.Session, token: str = job["result"]) -> requests.Response:
                 return session.post(base + "/runner/result", json=result,
