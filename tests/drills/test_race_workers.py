@@ -388,9 +388,9 @@ def test_one_merge_delivered_at_once_to_several_workers_is_acted_on_once(app, se
     assert _comment_lines(comments) == expected
 
 
-#: how a reconciler ends a job, if it comes first (and queues the failure notice and the log's)
-#: the run's ending, written to the runner's file ("" for none), and how many minutes ago the job
-#: was created, dispatched and started, as that moment comes
+#: how a reconciler ends a job if it comes first (queueing the failure notice and the log's): the
+#: status, the run's ending written to the runner's file ("" for none), and how many minutes ago
+#: the job is made to have been created, dispatched and started, at that moment
 RECONCILER_ENDINGS = {
     "run_failed": ("failed", "failed", 0),  # the session's process exited with an error
     "gone": ("failed", "gone", 20),  # no longer found (past the run-not-found window): removed
