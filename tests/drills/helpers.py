@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -168,3 +168,11 @@ def start_poller(app: Any, output: IO[str] | None = None, interval: float = 0.1)
         err = proc.stderr.read()[-3000:] if proc.stderr else f"(its output: {getattr(output, 'name', '')})"
         raise AssertionError(f"poller did not start: {line!r} {err}")
     return proc
+
+
+def wait_until(done: Callable[[], object], what: str, timeout: float = 60) -> None:
+    """Until ``done()`` is true; fails the drill, naming ``what``, after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
+        time.sleep(0.05)

@@ -39,7 +39,7 @@ from aiimpl_core.orm import EndedAdminSession, Job, JobTransition, Mapping, Outb
 from aiimpl_core.testing.orchestrator import each_released_together, released_together
 from aiimpl_core.testing.pytest_plugin import TEST_SECRET_KEY
 
-from .helpers import connected, gunicorn_serving, start_app_module_script
+from .helpers import connected, gunicorn_serving, start_app_module_script, wait_until
 
 pytest.importorskip("gunicorn")
 
@@ -141,8 +141,6 @@ def _worker(resp):
 
 
 if __name__ == "__main__":  # another host's reconciler: passes back to back, as poll cycles run them
-    import sys
-
     from aiimpl_core.services import outbox
     from aiimpl_core.services.reconcile import reconcile
 
@@ -151,7 +149,6 @@ if __name__ == "__main__":  # another host's reconciler: passes back to back, as
         while True:
             reconcile()
             outbox.deliver()
-            sys.stdout.flush()
 '''
 
 
@@ -172,25 +169,39 @@ def served(environ: dict[str, str], tmp_path: Path) -> Any:
         yield base, Path(environ["RACE_COMMENTS"])
 
 
+def _mapped(team: str, owner: str, repo: str) -> Mapping:
+    """A project of the file tracker, run on the file runner."""
+    mapping = Mapping(team_key=team, owner=owner, repo=repo, default_branch="main",
+                      execution_mode="file-runner", ticketing={"provider": "file-tracker"})
+    db.session.add(mapping)
+    db.session.commit()
+    return mapping
+
+
+def _running_job(mapping: Mapping, key: str) -> Job:
+    """A job of ``key`` created and moved to ``running`` (not committed)."""
+    from aiimpl_core.services import launch
+    from aiimpl_core.services.jobs import transition
+    from aiimpl_core.types import JobStatus, Phase
+
+    job = launch.create_job(mapping, key, phase=Phase.IMPLEMENTATION, provider="file-tracker",
+                            choice=launch.BackendChoice("file-runner", "default", False))
+    transition(job, JobStatus.RUNNING)
+    return job
+
+
 @pytest.fixture
 def jobs(app: Any) -> Any:
     """Running jobs of team ENG on the file tracker and runner, each with its nonce, run tokens and
     run id."""
     from aiimpl_core.services import launch
-    from aiimpl_core.services.jobs import transition
-    from aiimpl_core.types import JobStatus, Phase
 
-    mapping = Mapping(team_key="ENG", owner="acme", repo="eng", default_branch="main",
-                      execution_mode="file-runner", ticketing={"provider": "file-tracker"})
-    db.session.add(mapping)
-    db.session.commit()
+    mapping = _mapped("ENG", "acme", "eng")
     made = []
     for n in range(ROUNDS):
-        job = launch.create_job(mapping, f"ENG-{n + 1}", phase=Phase.IMPLEMENTATION, provider="file-tracker",
-                                choice=launch.BackendChoice("file-runner", "default", False))
+        job = _running_job(mapping, f"ENG-{n + 1}")
         nonce, tokens = launch.issue_credentials(job)
         job.run_id = f"run-{job.id}"
-        transition(job, JobStatus.RUNNING)
         db.session.commit()
         made.append({"id": job.id, "key": job.issue_key, "nonce": nonce, "result": tokens["runner:result"],
                      "run": job.run_id})
@@ -339,18 +350,14 @@ def test_one_merge_delivered_at_once_to_several_workers_is_acted_on_once(app, se
     duplicates, and the issue gets one "PR merged" comment and is marked done once. A round per
     job, each job with a PR of its own."""
     from aiimpl_core.auth.signatures import github_signature
-    from aiimpl_core.services import launch
     from aiimpl_core.services.jobs import transition
     from aiimpl_core.testing.pytest_plugin import specs_dir
-    from aiimpl_core.types import JobStatus, Phase
+    from aiimpl_core.types import JobStatus
 
     base, comments = served
     path = Path(specs_dir(), "github", "webhooks", "derived", "pull_request.closed.merged.payload.json")
     payload = json.loads(path.read_text())
-    mapping = Mapping(team_key="HW", owner="Codertocat", repo="Hello-World", default_branch="main",
-                      execution_mode="github-actions", ticketing={"provider": "file-tracker"})
-    db.session.add(mapping)
-    db.session.commit()
+    mapping = _mapped("HW", "Codertocat", "Hello-World")
     expected: Counter[tuple[str, str]] = Counter()
     workers: set[str] = set()
     for n in range(ROUNDS):
@@ -358,9 +365,7 @@ def test_one_merge_delivered_at_once_to_several_workers_is_acted_on_once(app, se
         pr = {**payload["pull_request"], "number": number,
               "html_url": f"https://github.com/Codertocat/Hello-World/pull/{number}"}
         body = json.dumps({**payload, "number": number, "pull_request": pr}).encode()
-        job = launch.create_job(mapping, key, phase=Phase.IMPLEMENTATION, provider="file-tracker",
-                                choice=launch.BackendChoice("github-actions", "default", False))
-        transition(job, JobStatus.RUNNING)
+        job = _running_job(mapping, key)
         job.pr_number, job.pr_url = number, pr["html_url"]
         transition(job, JobStatus.COMPLETED)
         db.session.commit()
@@ -447,7 +452,7 @@ def test_results_at_once_on_several_workers_and_reconcilers_end_each_job_once(
             [recorded] = [a.json() for a in answers if a.status_code == 200]
             endings[job["id"]] = "completed" if recorded["ended"] else recorded["status"]
             assert recorded["status"] == endings[job["id"]] in ("completed", lost), recorded
-        _wait_until(lambda: _delivered(jobs), "every job's comments posted")
+        wait_until(lambda: _delivered(jobs), "every job's comments posted")
     finally:
         for proc in reconcilers:
             proc.kill()
@@ -463,7 +468,7 @@ def test_results_at_once_on_several_workers_and_reconcilers_end_each_job_once(
         kinds = sorted(item.kind for item in db.session.scalars(
             db.select(OutboxItem).where(OutboxItem.issue_key == job["key"], OutboxItem.op == "comment")))
         assert kinds == (["pr"] if status == "completed" else ["failure", "log"]), (status, kinds)
-        lines = [body for (key, body), n in posted.items() for _ in range(n) if key == job["key"]]
+        lines = [body for key, body in posted.elements() if key == job["key"]]
         assert len(lines) == len(kinds) == len(set(lines)), lines
 
 
@@ -477,9 +482,3 @@ def _delivered(jobs: list[dict[str, Any]]) -> bool:
     db.session.rollback()
     return "running" not in ended and not waiting
 
-
-def _wait_until(done: Any, what: str) -> None:
-    deadline = time.monotonic() + 60
-    while not done():
-        assert time.monotonic() < deadline, f"not within a minute: {what}"
-        time.sleep(0.1)

@@ -40,7 +40,7 @@ from aiimpl_core.testing.orchestrator import each_released_together
 from aiimpl_core.testing.pytest_plugin import TEST_SECRET_KEY
 
 from .conftest import github_config, map_teams
-from .helpers import connected, gunicorn_serving, start_poller
+from .helpers import connected, gunicorn_serving, start_poller, wait_until
 
 pytest.importorskip("gunicorn")
 
@@ -126,10 +126,8 @@ def _lines(path: Path) -> list[str]:
 def _wait_for_whole_cycles(outputs: list[Path]) -> None:
     """Until every poller has ended two more cycles (so each listed the last issues whole)."""
     before = [len(_lines(path)) for path in outputs]
-    deadline = time.monotonic() + 60
-    while any(len(_lines(path)) < n + 2 for path, n in zip(outputs, before, strict=True)):
-        assert time.monotonic() < deadline, [path.read_text()[-2000:] for path in outputs]
-        time.sleep(0.05)
+    wait_until(lambda: all(len(_lines(path)) >= n + 2 for path, n in zip(outputs, before, strict=True)),
+               f"two more cycles of each poller (their lines: {', '.join(str(path) for path in outputs)})")
 
 
 def _delivery(base: str, linear: FakeLinear, key: str) -> Callable[[requests.Session], requests.Response]:
