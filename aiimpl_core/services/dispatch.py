@@ -95,6 +95,10 @@ class CycleReport:
         """Report the issue as waiting for this reason."""
         self.blocked[issue_key] = {"reason": blocked.reason, "message": blocked.message}
 
+    def dispatched_of(self, issue_key: str) -> Dispatched | None:
+        """This cycle's dispatch of the issue, if it dispatched it (what a tracker webhook answers)."""
+        return next((entry for entry in self.dispatched if entry.issue_key == issue_key), None)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "startedAt": self.started_at.isoformat(),

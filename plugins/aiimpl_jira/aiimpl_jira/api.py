@@ -310,5 +310,5 @@ def webhook() -> Any:
     except AiimplError as exc:
         log.warning("jira webhook for %s failed: %s", key, exc)
         return _error(exc.message, 500)
-    dispatched = any(d.issue_key == key for d in result.dispatched)
+    dispatched = result.dispatched_of(key) is not None
     return jsonify(accepted=True, issueKey=key, dispatched=dispatched, result=result.as_dict())

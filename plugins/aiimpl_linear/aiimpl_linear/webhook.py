@@ -194,11 +194,11 @@ def outcome(report: CycleReport, identifier: str) -> dict[str, Any]:
     Reasons are the report's own words: the blockers' messages and the skip reasons, never a
     remote error's text (that goes to the log).
     """
-    for dispatched in report.dispatched:
-        if dispatched.issue_key == identifier:
-            # the job's status after its launch: "failed" when the backend refused it (the
-            # failure is commented on the issue, as for a poll cycle's dispatch)
-            return {"dispatched": True, "jobId": dispatched.job_id, "status": dispatched.status}
+    dispatched = report.dispatched_of(identifier)
+    if dispatched is not None:
+        # the job's status after its launch: "failed" when the backend refused it (the failure is
+        # commented on the issue, as for a poll cycle's dispatch)
+        return {"dispatched": True, "jobId": dispatched.job_id, "status": dispatched.status}
     if identifier in report.blocked:
         held = report.blocked[identifier]
         return {"dispatched": False, "blocker": held["reason"], "reason": held["message"]}
