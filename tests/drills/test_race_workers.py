@@ -10,11 +10,13 @@ another worker process, as on a deployment:
   already_consumed`` for every copy but one;
 - one lifecycle event sent many times at once is posted on the issue once;
 - operators' cancels released with the result's copies end the job once, with one failure notice;
+- a session's first step reports released with its result's copies never move the ended job back;
 - an admin session signed out (many times at once) is refused by every worker after;
 - GitHub's delivery of a merged PR sent many times at once (with its own id, and with others) is
   acted on once;
-- a result posted many times at once as its run fails, is gone, overruns its lifetime or is gone
-  past it, while reconciler processes ask the runner about the job, ends it once.
+- a result posted many times at once as its run fails, is gone, overruns its lifetime, is gone
+  past it or was never linked and is not found, while reconciler processes ask the runner about
+  the job, ends it once.
 
 The answers name the worker that gave them, and the test checks that several did.
 """
@@ -94,7 +96,7 @@ def _append(key, body):
 
 
 class FileRunner(RunnerBackend):
-    """Runs that the test ends by writing a line ``<run id> <how>`` to a file: ``failed`` (the
+    """Runs that the test ends by writing a line ``<job id> <how>`` to a file: ``failed`` (the
     session's process exited with an error) or ``gone`` (no longer found); else ``running``."""
 
     id = "file-runner"
@@ -109,7 +111,7 @@ class FileRunner(RunnerBackend):
                 ended = dict(line.split() for line in fh if line.strip())
         except FileNotFoundError:
             ended = {}
-        return [self._state(run, ended.get(run.run_id)) for run in runs]
+        return [self._state(run, ended.get(str(run.job_id))) for run in runs]
 
     @staticmethod
     def _state(run, how):
@@ -178,15 +180,15 @@ def _mapped(team: str, owner: str, repo: str) -> Mapping:
     return mapping
 
 
-def _running_job(mapping: Mapping, key: str) -> Job:
-    """A job of ``key`` created and moved to ``running`` (not committed)."""
+def _running_job(mapping: Mapping, key: str, status: str = "running") -> Job:
+    """A job of ``key`` created and moved to ``running`` (or ``status``; not committed)."""
     from aiimpl_core.services import launch
     from aiimpl_core.services.jobs import transition
     from aiimpl_core.types import JobStatus, Phase
 
     job = launch.create_job(mapping, key, phase=Phase.IMPLEMENTATION, provider="file-tracker",
                             choice=launch.BackendChoice("file-runner", "default", False))
-    transition(job, JobStatus.RUNNING)
+    transition(job, JobStatus(status))
     return job
 
 
@@ -204,7 +206,7 @@ def jobs(app: Any) -> Any:
         job.run_id = f"run-{job.id}"
         db.session.commit()
         made.append({"id": job.id, "key": job.issue_key, "nonce": nonce, "result": tokens["runner:result"],
-                     "run": job.run_id})
+                     "progress": tokens["runner:progress"]})
     return made
 
 
@@ -322,6 +324,61 @@ def test_cancels_and_results_at_once_on_several_workers_end_each_job_once(served
     assert posted == Counter(key for key, state in queued if state == "done"), (posted, queued)
 
 
+def test_progress_and_results_at_once_on_several_workers_never_move_an_ended_job_back(app, served) -> None:
+    """A session's first step report (six copies: a runner retrying) and its result (six copies)
+    reach several workers at the same moment, while the job is still ``dispatched``. The result
+    ends the job ``completed`` once (one ``200``, five ``409 already_consumed``); every report is
+    answered ``200`` with the status it left the job in (``running``, or ``completed`` when the
+    result came first) and the step is recorded once; no report moves the ended job back."""
+    from aiimpl_core.orm import JobStep
+    from aiimpl_core.services import launch
+
+    base, _ = served
+    mapping = _mapped("OPS", "acme", "ops")
+    result = {"outcome": "success", "phase": "implementation", "comments": [],
+              "prUrl": "https://github.com/acme/ops/pull/9", "prNumber": 9}
+    step = {"id": "agent", "type": "agent", "status": "running", "started_at": "2026-12-04T06:00:00Z"}
+    rng = random.Random(int(os.environ.get("AIIMPL_DRILL_SEED", "0")) or None)
+    workers: set[str] = set()
+    for n in range(ROUNDS):
+        job = _running_job(mapping, f"OPS-{n + 1}", "dispatched")
+        _, tokens = launch.issue_credentials(job)
+        db.session.commit()
+        job_id = job.id
+
+        def report(session: requests.Session, token: str = tokens["runner:progress"]) -> requests.Response:
+            return session.post(base + "/runner/progress", json={"step": step},
+                                headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+        def post(session: requests.Session, token: str = tokens["runner:result"]) -> requests.Response:
+            time.sleep(rng.uniform(0, 0.02))  # else the result, the cheaper request, mostly comes first
+            return session.post(base + "/runner/result", json=result,
+                                headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+        answers = each_released_together(lambda: connected(base), [report, post] * (COPIES // 2))
+        workers |= {a.headers["X-Race-Worker"] for a in answers}
+        reports, results = answers[0::2], answers[1::2]
+        assert Counter(a.status_code for a in results) == {200: 1, 409: len(results) - 1}, [
+            a.text for a in results]
+        assert all(a.json() == {"error": "already_consumed"} for a in results if a.status_code == 409)
+        [recorded] = [a.json() for a in results if a.status_code == 200]
+        assert (recorded["status"], recorded["ended"]) == ("completed", True), recorded
+        assert {a.status_code for a in reports} == {200}, [a.text for a in reports]
+        assert {a.json()["status"] for a in reports} <= {"running", "completed"}, [a.text for a in reports]
+        db.session.expire_all()
+        moves = list(db.session.scalars(db.select(JobTransition.to_status).where(
+            JobTransition.job_id == job_id).order_by(JobTransition.id)))
+        # the first report moved it to running before the result ended it, or the result came first
+        assert moves in (["unknown", "dispatched", "running", "completed"],
+                         ["unknown", "dispatched", "completed"]), moves
+        if "running" not in moves:
+            assert {a.json()["status"] for a in reports} == {"completed"}, [a.text for a in reports]
+        steps = db.session.scalars(db.select(JobStep).where(JobStep.job_id == job_id)).all()
+        assert [(s.step_id, s.status) for s in steps] == [("agent", "running")]
+        assert db.session.get(Job, job_id).status == "completed"
+    assert len(workers) > 1, "every request went to one worker: nothing raced between processes"
+
+
 def test_a_sign_out_sent_at_once_to_several_workers_ends_the_session_on_every_one(app, served) -> None:
     """An admin session ended (``DELETE /api/auth``, sent many times at once) is ended on every
     worker process: each copy ended it or came after one that had, and afterwards no worker lets
@@ -393,14 +450,15 @@ def test_one_merge_delivered_at_once_to_several_workers_is_acted_on_once(app, se
     assert _comment_lines(comments) == expected
 
 
-#: how a reconciler ends a job if it comes first (queueing the failure notice and the log's): the
-#: status, the run's ending written to the runner's file ("" for none), and how many minutes ago
-#: the job is made to have been created, dispatched and started, at that moment
+#: how a reconciler ends a job if it comes first (queueing its comments): the status, the run's
+#: ending written to the runner's file ("" for none), how many minutes ago the job is made to
+#: have been created, dispatched and started at that moment, and whether its run was linked
 RECONCILER_ENDINGS = {
-    "run_failed": ("failed", "failed", 0),  # the session's process exited with an error
-    "gone": ("failed", "gone", 20),  # no longer found (past the run-not-found window): removed
-    "overran": ("timed_out", "", 75),  # still running 10 minutes past its hour
-    "gone_past_lifetime": ("timed_out", "gone", 75),  # no longer found, its hour over
+    "run_failed": ("failed", "failed", 0, True),  # the session's process exited with an error
+    "gone": ("failed", "gone", 20, True),  # no longer found (past the run-not-found window): removed
+    "overran": ("timed_out", "", 75, True),  # still running 10 minutes past its hour
+    "gone_past_lifetime": ("timed_out", "gone", 75, True),  # no longer found, its hour over
+    "never_linked": ("timed_out", "gone", 20, False),  # run_not_found: no run was ever linked
 }
 
 
@@ -412,12 +470,16 @@ def test_results_at_once_on_several_workers_and_reconcilers_end_each_job_once(
     process exits with an error, it is no longer found, it overruns its lifetime, or it is gone
     past it), while two reconcilers on "other hosts" ask the runner about the job, pass after
     pass: the result ends the job ``completed``, or a reconciler ends it first and the result is
-    recorded late; the job ends once, with the winner's comments only, each posted once."""
+    recorded late; the job ends once, with the winner's comments only, each posted once. The same
+    when no run was ever linked to the job and the runner does not find it (``run_not_found``)."""
     from sqlalchemy import text
 
     base, comments = served
     engine = db.engine
-    lost, how, minutes = RECONCILER_ENDINGS[ending]
+    lost, how, minutes, linked = RECONCILER_ENDINGS[ending]
+    if not linked:
+        db.session.execute(db.update(Job).values(run_id=None))
+        db.session.commit()
     rng = random.Random(int(os.environ.get("AIIMPL_DRILL_SEED", "0")) or None)
     reconcilers = [start_app_module_script(tmp_path, environ, tmp_path / "reconcilers.log") for _ in range(2)]
     result = {"outcome": "success", "phase": "implementation", "comments": [],
@@ -438,7 +500,7 @@ def test_results_at_once_on_several_workers_and_reconcilers_end_each_job_once(
                         ), {"age": timedelta(minutes=minutes), "id": job["id"]})
                 if how:
                     with open(environ["RACE_ENDED_RUNS"], "a") as ended:
-                        ended.write(f"{job['run']} {how}\n")
+                        ended.write(f"{job['id']} {how}\n")
 
             def post(session: requests.Session, token: str = job["result"]) -> requests.Response:
                 return session.post(base + "/runner/result", json=result,
@@ -467,7 +529,9 @@ def test_results_at_once_on_several_workers_and_reconcilers_end_each_job_once(
         assert moves == ["unknown", "running", status], moves
         kinds = sorted(item.kind for item in db.session.scalars(
             db.select(OutboxItem).where(OutboxItem.issue_key == job["key"], OutboxItem.op == "comment")))
-        assert kinds == (["pr"] if status == "completed" else ["failure", "log"]), (status, kinds)
+        # a reconciler's ending has a failure notice, and the run's log when a run was linked
+        lost_comments = ["failure", "log"] if linked else ["failure"]
+        assert kinds == (["pr"] if status == "completed" else lost_comments), (status, kinds)
         lines = [body for key, body in posted.elements() if key == job["key"]]
         assert len(lines) == len(kinds) == len(set(lines)), lines
 
