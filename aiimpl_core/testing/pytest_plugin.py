@@ -139,16 +139,26 @@ def app(database_url: str, aiimpl_plugins: list[object], aiimpl_config: dict[str
 
 
 def empty_tables() -> None:
-    """Delete every row of every table (the schema stays)."""
+    """Delete every row of every table (the schema stays), and start the ids at 1 again.
+
+    On PostgreSQL, one round trip of ``DELETE`` statements and a reset of the schema's sequences,
+    not ``TRUNCATE``: a truncation gives each table, index and sequence a new file, a hundred per
+    test, and a suite's worth of them made every checkpoint sync tens of thousands of files (a
+    ``DROP DATABASE`` waits for one). The ``DELETE``\ s cost about 1.5 ms against 50 ms and more.
+    """
     from ..extensions import db
 
-    tables = [t.name for t in db.metadata.sorted_tables]
+    deletes = [f'DELETE FROM "{t.name}"' for t in reversed(db.metadata.sorted_tables)]
     with db.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")
+            restart = (
+                "SELECT setval(c.oid, 1, false) FROM pg_class c"
+                " WHERE c.relkind = 'S' AND c.relnamespace = current_schema()::regnamespace"
+            )
+            conn.exec_driver_sql("; ".join([*deletes, restart]))
         else:
-            for table in reversed(db.metadata.sorted_tables):
-                conn.execute(table.delete())
+            for statement in deletes:
+                conn.exec_driver_sql(statement)
 
 
 @pytest.fixture
