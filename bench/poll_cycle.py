@@ -9,7 +9,11 @@ triggered issues are spread over 10 of those teams; 500 in-flight jobs (50 per b
 (``aiimpl_core.testing.fake_github.FakeGitHub``), both served from a child process
 (``bench/fakes_process.py``). Each busy team's cap is 55, so the **first
 cycle** dispatches 5 issues per team (50 workflow dispatches) and records every other issue as
-blocked; the **steady-state cycle** that follows finds the caps full and everything blocked.
+blocked; the **steady-state cycles** that follow find the caps full and everything blocked. Their
+clock is the first cycle's start plus a few seconds, whatever the machine's speed, so that they
+write nothing; the **refresh** cycle after them runs a minute later (``SEEN_REFRESH``), when each
+waiting issue's "last seen" time is moved in its tracked-issue and blocker rows, as a poller does
+once a minute.
 
 Measured per cycle:
 
@@ -36,7 +40,7 @@ import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import requests
@@ -229,8 +233,25 @@ class ReconcileMeter:
         self.module.reconcile = self.original
 
 
+#: the cycles measured on each scene, in order
+CYCLES = ("first", "steady", "steady", "refresh")
+
+
+def cycle_clock(label: str, n: int, first_started: datetime) -> datetime:
+    """The clock of the ``n``-th cycle: a steady cycle's is a few seconds after the first cycle
+    began (so it never comes due for the minute's refresh, however long the cycles before took);
+    the refresh cycle's is a minute past every row written so far."""
+    from aiimpl_core.orm import utcnow
+    from aiimpl_core.services.dispatch import SEEN_REFRESH
+
+    if label == "refresh":
+        return utcnow() + SEEN_REFRESH + timedelta(seconds=5)
+    return first_started + timedelta(seconds=5 * n)
+
+
 def measure_cycle(scene: dict[str, Any], timer: SendTimer, counter: QueryCounter,
-                  meter: ReconcileMeter, profile: str | None = None) -> dict[str, Any]:
+                  meter: ReconcileMeter, profile: str | None = None, *, now: datetime | None = None
+                  ) -> dict[str, Any]:
     from aiimpl_core.extensions import db
     from aiimpl_core.services.dispatch import run_cycle
 
@@ -247,7 +268,7 @@ def measure_cycle(scene: dict[str, Any], timer: SendTimer, counter: QueryCounter
     started, cpu0 = time.perf_counter(), time.thread_time()
     if profiler is not None:
         profiler.enable()
-    report = run_cycle()
+    report = run_cycle(now=now)
     if profiler is not None:
         profiler.disable()
     wall, cpu = time.perf_counter() - started, time.thread_time() - cpu0
@@ -259,6 +280,7 @@ def measure_cycle(scene: dict[str, Any], timer: SendTimer, counter: QueryCounter
     ops = fakes.linear_operations()[lin0:]
     waited = timer.seconds - t0
     return {
+        "started_at": report.started_at,
         "wall_s": round(wall, 3),
         "fake_wait_s": round(waited, 3),
         "orchestrator_s": round(wall - waited, 3),
@@ -317,14 +339,18 @@ def run(db_kind: str, sizes: list[int], inflight: int, profile: bool = False) ->
                     counter = QueryCounter(db.engine)
                     meter = ReconcileMeter(timer, counter)
                     try:
-                        for n, label in enumerate(("first", "steady", "steady")):
+                        started: datetime | None = None
+                        for n, label in enumerate(CYCLES):
                             path = (
                                 os.path.join(RESULTS, f"poll_cycle-{db_kind}-{issues}-{n}-{label}.prof")
                                 if profile
                                 else None
                             )
+                            now = None if started is None else cycle_clock(label, n, started)
                             row = {"db": db_kind, "issues": issues, "inflight": inflight, "cycle": label,
-                                   **measure_cycle(scene, timer, counter, meter, path)}
+                                   **measure_cycle(scene, timer, counter, meter, path, now=now)}
+                            began = row.pop("started_at")
+                            started = started or began
                             rows.append(row)
                             print_row(row)
                     finally:
