@@ -142,9 +142,9 @@ def empty_tables() -> None:
     """Delete every row of every table (the schema stays), and start the ids at 1 again.
 
     On PostgreSQL, one round trip of ``DELETE`` statements and a reset of the schema's sequences,
-    not ``TRUNCATE``: a truncation gives each table, index and sequence a new file, a hundred per
+    not ``TRUNCATE``: a truncation gives each table, index and sequence a new file, dozens per
     test, and a suite's worth of them made every checkpoint sync tens of thousands of files (a
-    ``DROP DATABASE`` waits for one). The ``DELETE``\ s cost about 1.5 ms against 50 ms and more.
+    ``DROP DATABASE`` waits for one). The deletes take about 1.5 ms, the truncation 50 ms and more.
     """
     from ..extensions import db
 

@@ -180,8 +180,8 @@ def _mapped(team: str, owner: str, repo: str) -> Mapping:
     return mapping
 
 
-def _running_job(mapping: Mapping, key: str, status: str = "running") -> Job:
-    """A job of ``key`` created and moved to ``running`` (or ``status``; not committed)."""
+def _job(mapping: Mapping, key: str, status: str = "running") -> Job:
+    """A job of ``key`` created and moved to ``status`` (not committed)."""
     from aiimpl_core.services import launch
     from aiimpl_core.services.jobs import transition
     from aiimpl_core.types import JobStatus, Phase
@@ -194,19 +194,18 @@ def _running_job(mapping: Mapping, key: str, status: str = "running") -> Job:
 
 @pytest.fixture
 def jobs(app: Any) -> Any:
-    """Running jobs of team ENG on the file tracker and runner, each with its nonce, run tokens and
-    run id."""
+    """Running jobs of team ENG on the file tracker and runner, each linked to a run, with its
+    nonce and result token."""
     from aiimpl_core.services import launch
 
     mapping = _mapped("ENG", "acme", "eng")
     made = []
     for n in range(ROUNDS):
-        job = _running_job(mapping, f"ENG-{n + 1}")
+        job = _job(mapping, f"ENG-{n + 1}")
         nonce, tokens = launch.issue_credentials(job)
         job.run_id = f"run-{job.id}"
         db.session.commit()
-        made.append({"id": job.id, "key": job.issue_key, "nonce": nonce, "result": tokens["runner:result"],
-                     "progress": tokens["runner:progress"]})
+        made.append({"id": job.id, "key": job.issue_key, "nonce": nonce, "result": tokens["runner:result"]})
     return made
 
 
@@ -341,7 +340,7 @@ def test_progress_and_results_at_once_on_several_workers_never_move_an_ended_job
     rng = random.Random(int(os.environ.get("AIIMPL_DRILL_SEED", "0")) or None)
     workers: set[str] = set()
     for n in range(ROUNDS):
-        job = _running_job(mapping, f"OPS-{n + 1}", "dispatched")
+        job = _job(mapping, f"OPS-{n + 1}", "dispatched")
         _, tokens = launch.issue_credentials(job)
         db.session.commit()
         job_id = job.id
@@ -422,7 +421,7 @@ def test_one_merge_delivered_at_once_to_several_workers_is_acted_on_once(app, se
         pr = {**payload["pull_request"], "number": number,
               "html_url": f"https://github.com/Codertocat/Hello-World/pull/{number}"}
         body = json.dumps({**payload, "number": number, "pull_request": pr}).encode()
-        job = _running_job(mapping, key)
+        job = _job(mapping, key)
         job.pr_number, job.pr_url = number, pr["html_url"]
         transition(job, JobStatus.COMPLETED)
         db.session.commit()
