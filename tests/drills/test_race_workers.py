@@ -225,6 +225,22 @@ def _signed_in(base: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {signed_in.json()['token']}"}
 
 
+def _post_result(session: requests.Session, base: str, token: str, body: dict[str, Any]) -> requests.Response:
+    """``POST /runner/result`` with the job's result token."""
+    return session.post(base + "/runner/result", json=body, headers={"Authorization": f"Bearer {token}"},
+                        timeout=60)
+
+
+def _accepted_once(results: list[requests.Response]) -> dict[str, Any]:
+    """The body of the one copy of a result that was accepted; every other copy was answered
+    ``409 already_consumed``."""
+    statuses = Counter(a.status_code for a in results)
+    assert statuses == {200: 1, 409: len(results) - 1}, [a.text for a in results]
+    assert all(a.json() == {"error": "already_consumed"} for a in results if a.status_code == 409)
+    [accepted] = [a.json() for a in results if a.status_code == 200]
+    return accepted
+
+
 def _comment_lines(path: Path) -> Counter[tuple[str, str]]:
     if not path.exists():
         return Counter()
@@ -240,10 +256,8 @@ def test_one_result_posted_at_once_to_several_workers_ends_its_job_once(served, 
                 "error": "git clone failed (exit 128): denied"}
         answers = _at_once(base, "POST", "/runner/result", {"Authorization": f"Bearer {job['result']}"}, body)
         workers |= {a.headers["X-Race-Worker"] for a in answers}
-        statuses = Counter(a.status_code for a in answers)
-        assert statuses == {200: 1, 409: COPIES - 1}, [a.text for a in answers]
-        assert all(a.json() == {"error": "already_consumed"} for a in answers if a.status_code == 409)
-        [accepted] = [a.json() for a in answers if a.status_code == 200]
+        assert len(answers) == COPIES
+        accepted = _accepted_once(answers)
         assert (accepted["status"], accepted["ended"]) == ("failed", True)
     assert len(workers) > 1, "every request went to one worker: nothing raced between processes"
     db.session.expire_all()
@@ -289,16 +303,12 @@ def test_cancels_and_results_at_once_on_several_workers_end_each_job_once(served
             return session.post(f"{base}/api/jobs/{job_id}/cancel", headers=admin, timeout=60)
 
         def report(session: requests.Session, token: str = job["result"]) -> requests.Response:
-            return session.post(base + "/runner/result", json=result,
-                                headers={"Authorization": f"Bearer {token}"}, timeout=60)
+            return _post_result(session, base, token, result)
 
         answers = each_released_together(lambda: connected(base), [cancel, report] * (COPIES // 2))
         workers |= {a.headers["X-Race-Worker"] for a in answers}
         cancels, results = answers[0::2], answers[1::2]
-        assert Counter(a.status_code for a in results) == {200: 1, 409: len(results) - 1}, [
-            a.text for a in results]
-        assert all(a.json() == {"error": "already_consumed"} for a in results if a.status_code == 409)
-        [recorded] = [a.json() for a in results if a.status_code == 200]
+        recorded = _accepted_once(results)
         cancelled = [a.json() for a in cancels if a.status_code == 200]
         refused = [a.json() for a in cancels if a.status_code != 200]
         assert all(body == {"error": "job already ended"} for body in refused), refused
@@ -351,16 +361,12 @@ def test_progress_and_results_at_once_on_several_workers_never_move_an_ended_job
 
         def post(session: requests.Session, token: str = tokens["runner:result"]) -> requests.Response:
             time.sleep(rng.uniform(0, 0.02))  # else the result, the cheaper request, mostly comes first
-            return session.post(base + "/runner/result", json=result,
-                                headers={"Authorization": f"Bearer {token}"}, timeout=60)
+            return _post_result(session, base, token, result)
 
         answers = each_released_together(lambda: connected(base), [report, post] * (COPIES // 2))
         workers |= {a.headers["X-Race-Worker"] for a in answers}
         reports, results = answers[0::2], answers[1::2]
-        assert Counter(a.status_code for a in results) == {200: 1, 409: len(results) - 1}, [
-            a.text for a in results]
-        assert all(a.json() == {"error": "already_consumed"} for a in results if a.status_code == 409)
-        [recorded] = [a.json() for a in results if a.status_code == 200]
+        recorded = _accepted_once(results)
         assert (recorded["status"], recorded["ended"]) == ("completed", True), recorded
         assert {a.status_code for a in reports} == {200}, [a.text for a in reports]
         assert {a.json()["status"] for a in reports} <= {"running", "completed"}, [a.text for a in reports]
@@ -502,15 +508,13 @@ def test_results_at_once_on_several_workers_and_reconcilers_end_each_job_once(
                         ended.write(f"{job['id']} {how}\n")
 
             def post(session: requests.Session, token: str = job["result"]) -> requests.Response:
-                return session.post(base + "/runner/result", json=result,
-                                    headers={"Authorization": f"Bearer {token}"}, timeout=60)
+                return _post_result(session, base, token, result)
 
             # the run ends badly as its result is posted
             answers = each_released_together(lambda: connected(base), [end_badly, *[post] * COPIES])[1:]
             workers |= {a.headers["X-Race-Worker"] for a in answers}
-            assert Counter(a.status_code for a in answers) == {200: 1, 409: COPIES - 1}, [
-                a.text for a in answers]
-            [recorded] = [a.json() for a in answers if a.status_code == 200]
+            assert len(answers) == COPIES
+            recorded = _accepted_once(answers)
             endings[job["id"]] = "completed" if recorded["ended"] else recorded["status"]
             assert recorded["status"] == endings[job["id"]] in ("completed", lost), recorded
         wait_until(lambda: _delivered(jobs), "every job's comments posted")
