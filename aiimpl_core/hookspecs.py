@@ -16,7 +16,6 @@ import pluggy
 
 if TYPE_CHECKING:
     import click
-    from flask import Blueprint
 
     from .providers import ModelProvider, RunnerBackend, TicketingProvider
     from .types import JobStatus, Stage

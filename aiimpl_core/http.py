@@ -155,7 +155,8 @@ class HttpClient:
                     self.sleep(delay)
                     continue
             raise ProviderError(
-                f"{self.provider}: {method} {path} failed with HTTP {resp.status_code}: {remote_message(resp)}",
+                f"{self.provider}: {method} {path} failed with HTTP {resp.status_code}: "
+                f"{remote_message(resp)}",
                 provider=self.provider,
                 status=resp.status_code,
                 retry_after=wait,

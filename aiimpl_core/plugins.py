@@ -462,10 +462,18 @@ class Plugins:
         return None
 
     def runner_modes(self) -> list[str]:
-        return [cls.runner_mode for cls in self.classes["runner"].values() if getattr(cls, "runner_mode", None)]
+        return [
+            cls.runner_mode
+            for cls in self.classes["runner"].values()
+            if getattr(cls, "runner_mode", None)
+        ]
 
     def selectable_execution_modes(self) -> list[str]:
-        return [pid for pid, cls in self.classes["runner"].items() if getattr(cls, "mapping_selectable", True)]
+        return [
+            pid
+            for pid, cls in self.classes["runner"].items()
+            if getattr(cls, "mapping_selectable", True)
+        ]
 
     def config_vars(self) -> list[tuple[str, Any]]:
         """Every ``ConfigVar`` declared by an installed provider, with the provider id."""
@@ -482,7 +490,9 @@ class Plugins:
         found: list[tuple[str, Blueprint, dict[str, Any]]] = []
         for impl in reversed(self._impls("aiimpl_register_blueprints")):
 
-            def register(blueprint: Blueprint, *, url_prefix: str | None = None, _p: str = impl.plugin_name) -> None:
+            def register(
+                blueprint: Blueprint, *, url_prefix: str | None = None, _p: str = impl.plugin_name
+            ) -> None:
                 found.append((_p, blueprint, {"url_prefix": url_prefix} if url_prefix else {}))
 
             try:

@@ -10,18 +10,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 
-class Phase(str, enum.Enum):
+class Phase(enum.StrEnum):
     """What a job does."""
 
     PLANNING = "planning"
     IMPLEMENTATION = "implementation"
     GAP_ANALYSIS = "gap-analysis"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     """The reference's "Job status values"."""
 
     UNKNOWN = "unknown"
@@ -36,9 +33,6 @@ class JobStatus(str, enum.Enum):
     def terminal(self) -> bool:
         return self in TERMINAL_STATUSES
 
-    def __str__(self) -> str:
-        return self.value
-
 
 TERMINAL_STATUSES = frozenset(
     {JobStatus.COMPLETED, JobStatus.REVIEW_FAILED, JobStatus.FAILED, JobStatus.TIMED_OUT}
@@ -46,7 +40,7 @@ TERMINAL_STATUSES = frozenset(
 ACTIVE_STATUSES = frozenset(set(JobStatus) - TERMINAL_STATUSES)
 
 
-class TimeoutReason(str, enum.Enum):
+class TimeoutReason(enum.StrEnum):
     """Why a job ended ``timed_out``."""
 
     CONTAINER_TIMEOUT = "container_timeout"
@@ -54,11 +48,8 @@ class TimeoutReason(str, enum.Enum):
     RUN_NOT_FOUND = "run_not_found"
     TIMED_OUT = "timed_out"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class LogLabel(str, enum.Enum):
+class LogLabel(enum.StrEnum):
     """Labels of the log excerpt posted on a terminal failure or timeout."""
 
     CONTAINER_FAILED = "container_failed"
@@ -68,11 +59,8 @@ class LogLabel(str, enum.Enum):
     PR_NOT_FOUND = "pr_not_found"
     SESSION_FAILED = "session_failed"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Stage(str, enum.Enum):
+class Stage(enum.StrEnum):
     """Where an issue stands in the reference's "Issue lifecycle"."""
 
     TRIGGERED = "triggered"
@@ -83,9 +71,6 @@ class Stage(str, enum.Enum):
     PLANNING_FAILED = "planning_failed"
     IMPLEMENTATION_FAILED = "implementation_failed"
     DONE = "done"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 STAGE_TITLES = {
@@ -229,7 +214,7 @@ class DispatchResult:
     linked: bool = False
 
 
-class RunPhase(str, enum.Enum):
+class RunPhase(enum.StrEnum):
     """A run's state as a backend sees it."""
 
     PENDING = "pending"  # accepted by the backend, not started yet
@@ -238,9 +223,6 @@ class RunPhase(str, enum.Enum):
     FAILED = "failed"  # ended with an error (exit code, conclusion failure)
     TIMED_OUT = "timed_out"  # the backend stopped it for exceeding its lifetime
     NOT_FOUND = "not_found"  # the backend knows no run for this job (yet)
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,10 @@ import pytest
 from click.testing import CliRunner
 from flask.cli import ScriptInfo
 
-from aiimpl_core.cli import cli
-from aiimpl_core.cli import commands  # noqa: F401 - registers the command groups
+from aiimpl_core.cli import (
+    cli,
+    commands,  # noqa: F401 - registers the command groups
+)
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
 
 
@@ -19,7 +21,11 @@ def runner_backend() -> FakeRunner:
 
 @pytest.fixture
 def aiimpl_plugins(runner_backend):
-    return [FakeTracker().plugin, runner_backend.plugin, FakeRunner("github-actions", "gha", workflow_sync=True).plugin]
+    return [
+        FakeTracker().plugin,
+        runner_backend.plugin,
+        FakeRunner("github-actions", "gha", workflow_sync=True).plugin,
+    ]
 
 
 @pytest.fixture
@@ -51,7 +57,10 @@ def test_mappings_lifecycle(run):
     r = run("mappings", "update", "ENG", "--repo", "web")
     assert r.exit_code == 0, r.output
     shown = json.loads(run("mappings", "show", "ENG", "--json").output)
-    assert (shown.get("mapping", shown))["repo"] == "web" and (shown.get("mapping", shown))["maxInProgressAiIssues"] == 3
+    assert (
+        (shown.get("mapping", shown))["repo"] == "web"
+        and (shown.get("mapping", shown))["maxInProgressAiIssues"] == 3
+    )
     r = run("mappings", "sync-workflows", "--all")
     assert r.exit_code == 0, r.output
     assert run("mappings", "delete", "ENG", "--yes").exit_code == 0

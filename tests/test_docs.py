@@ -17,7 +17,9 @@ def _signature(fn) -> str:  # noqa: ANN001
 def test_every_hook_is_documented_with_its_signature():
     with open(os.path.join(DOCS, "plugin-hooks.md"), encoding="utf-8") as fh:
         text = fh.read()
-    hooks = [fn for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("aiimpl_")]
+    hooks = [
+        fn for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("aiimpl_")
+    ]
     assert len(hooks) >= 7
     for fn in hooks:
         assert f"### `{_signature(fn)}`" in text, f"{fn.__name__} is not documented as {_signature(fn)}"
@@ -29,7 +31,9 @@ def test_every_documented_hook_exists():
 
     with open(os.path.join(DOCS, "plugin-hooks.md"), encoding="utf-8") as fh:
         documented = set(re.findall(r"### `(aiimpl_\w+)\(", fh.read()))
-    assert documented == {n for n, _ in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("aiimpl_")}
+    assert documented == {
+        n for n, _ in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("aiimpl_")
+    }
 
 
 def test_generated_docs_are_current():

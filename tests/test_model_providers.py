@@ -22,7 +22,12 @@ class TestBedrockContract(ModelProviderContract):
 
     @pytest.fixture
     def valid_mapping(self):
-        return {"teamKey": "ENG", "provider": "bedrock", "awsRegion": "us-east-1", "executionMode": "github-actions"}
+        return {
+            "teamKey": "ENG",
+            "provider": "bedrock",
+            "awsRegion": "us-east-1",
+            "executionMode": "github-actions",
+        }
 
 
 def test_bedrock_needs_region():

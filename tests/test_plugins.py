@@ -17,7 +17,10 @@ from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
 
 def test_builtin_model_providers_are_plugins():
     facade = Plugins(load_entrypoints=False)
-    assert facade.ids("model") == ["anthropic", "bedrock"] or set(facade.ids("model")) == {"anthropic", "bedrock"}
+    assert (
+        facade.ids("model") == ["anthropic", "bedrock"]
+        or set(facade.ids("model")) == {"anthropic", "bedrock"}
+    )
     assert len(DEFAULT_PLUGINS) == 2
     assert facade.owner("model", "bedrock") == "bedrock"
 
@@ -123,7 +126,10 @@ def test_plugins_list_json_shows_builtins_example_and_failures(tmp_path):
     assert rows["anthropic"]["provides"] == [{"kind": "model", "id": "anthropic", "name": "Anthropic API"}]
     assert rows["bedrock"]["kind"] == "model" and rows["bedrock"]["distribution"] == "aiimpl-core"
     assert rows["broken"]["status"] == "failed"
-    assert "ModuleNotFoundError" in rows["broken"]["error"] and "this_module_does_not_exist" in rows["broken"]["error"]
+    assert (
+        "ModuleNotFoundError" in rows["broken"]["error"]
+        and "this_module_does_not_exist" in rows["broken"]["error"]
+    )
     assert rows["broken"]["distribution"] == "broken-plugin"
     if "example_runner" in rows:  # installed in the test environment by .ci/run
         assert rows["example_runner"]["provides"][0]["id"] == "example-spool"

@@ -14,7 +14,8 @@ from . import cli
                    "(emptied first); any other is refused.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535),
               help="Port of the orchestrator and its UI.")
-@click.option("--exit-when-done", is_flag=True, help="Exit once the demo job has ended (status 0 if it opened a PR).")
+@click.option("--exit-when-done", is_flag=True,
+              help="Exit once the demo job has ended (status 0 if it opened a PR).")
 @click.option("--timeout", default=300.0, show_default=True, help="Give up after this many seconds.")
 def demo(workdir: str, port: int, exit_when_done: bool, timeout: float) -> None:
     """Run the whole loop locally with no external account.

@@ -128,18 +128,24 @@ def _mapping_options(func):  # noqa: ANN001, ANN202
         click.option("--default-branch", "defaultBranch", help="Base branch for the work."),
         click.option("--provider", help="Model provider id (anthropic, bedrock, …)."),
         click.option("--aws-region", "awsRegion", help="AWS region (provider bedrock)."),
-        click.option("--execution-mode", "executionMode", help="Runner backend id (github-actions, fly-machines, …)."),
+        click.option("--execution-mode", "executionMode",
+                     help="Runner backend id (github-actions, fly-machines, …)."),
         click.option("--machine-cpus", "machineCpus", type=int, help="CPUs of a session machine."),
-        click.option("--machine-memory-mb", "machineMemoryMb", type=int, help="Memory of a session machine (MB)."),
+        click.option("--machine-memory-mb", "machineMemoryMb", type=int,
+                     help="Memory of a session machine (MB)."),
         click.option("--session-mode", "sessionMode", help="autonomous, interactive or hybrid."),
         click.option("--branch-prefix", "branchPrefix", help="Prefix of the work branch (default ai/)."),
         click.option("--cap", "maxInProgressAiIssues", type=CapType(),
                      help="Max issues in progress at once (none: no cap)."),
-        click.option("--planning/--no-planning", "planningEnabled", default=None, help="Plan before implementing."),
-        click.option("--planning-workflow-file", "planningWorkflowFile", help="Workflow file of planning runs."),
-        click.option("--env", "extraEnv", multiple=True, metavar="KEY=VALUE", help="Extra session environment."),
+        click.option("--planning/--no-planning", "planningEnabled", default=None,
+                     help="Plan before implementing."),
+        click.option("--planning-workflow-file", "planningWorkflowFile",
+                     help="Workflow file of planning runs."),
+        click.option("--env", "extraEnv", multiple=True, metavar="KEY=VALUE",
+                     help="Extra session environment."),
         click.option("--ticketing", help='Ticketing settings as JSON, e.g. {"provider": "linear"}.'),
-        click.option("--from-json", "from_json", type=click.File("r"), help="Read the mapping from a JSON file (- for stdin)."),
+        click.option("--from-json", "from_json", type=click.File("r"),
+                     help="Read the mapping from a JSON file (- for stdin)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -266,7 +272,9 @@ def mappings_sync(team_key: str | None, all_: bool, as_json: bool) -> None:
     call = ApiCall()
     if not team_key and not all_:
         raise click.UsageError("give a TEAM_KEY or --all")
-    teams = [team_key] if team_key else [m["teamKey"] for m in _as_list(call("GET", "/api/mappings"), "mappings", "items")]
+    teams = [team_key] if team_key else [
+        m["teamKey"] for m in _as_list(call("GET", "/api/mappings"), "mappings", "items")
+    ]
     results: dict[str, Any] = {}
     failures = 0
     with click.progressbar(teams, label="Syncing workflows", show_pos=True, file=sys.stderr) as bar:
@@ -280,7 +288,9 @@ def mappings_sync(team_key: str | None, all_: bool, as_json: bool) -> None:
         echo_json(results)
     else:
         for team, result in results.items():
-            click.echo(f"{team}: {result.get('error') if isinstance(result, dict) and 'error' in result else 'ok'}")
+            click.echo(
+                f"{team}: {result.get('error') if isinstance(result, dict) and 'error' in result else 'ok'}"
+            )
     if failures:
         raise click.ClickException(f"{failures} of {len(teams)} mappings failed to sync")
 
@@ -306,7 +316,10 @@ def secrets() -> None:
 def secrets_list(team: str | None, as_json: bool) -> None:
     """List secret names and update times."""
     body = ApiCall()("GET", _secrets_path(team))
-    echo_json(body) if as_json else _table(_as_list(body, "secrets", "items"), [("name", "NAME"), ("updatedAt", "UPDATED")])
+    echo_json(body) if as_json else _table(
+        _as_list(body, "secrets", "items"),
+        [("name", "NAME"), ("updatedAt", "UPDATED")],
+    )
 
 
 @secrets.command("set")
@@ -391,7 +404,13 @@ def sessions_list(as_json: bool) -> None:
     body = ApiCall()("GET", "/api/sessions")
     echo_json(body) if as_json else _table(
         _as_list(body, "sessions", "items"),
-        [("id", "SESSION"), ("backend", "BACKEND"), ("state", "STATE"), ("jobId", "JOB"), ("issueKey", "ISSUE")],
+        [
+            ("id", "SESSION"),
+            ("backend", "BACKEND"),
+            ("state", "STATE"),
+            ("jobId", "JOB"),
+            ("issueKey", "ISSUE"),
+        ],
     )
 
 

@@ -10,7 +10,9 @@ class AnthropicProvider(ModelProvider):
     id = "anthropic"
     display_name = "Anthropic API"
     config_vars = (
-        ConfigVar("AIIMPL_ANTHROPIC_API_KEY", "API key passed to sessions as ANTHROPIC_API_KEY", sensitive=True),
+        ConfigVar(
+            "AIIMPL_ANTHROPIC_API_KEY", "API key passed to sessions as ANTHROPIC_API_KEY", sensitive=True
+        ),
         ConfigVar("AIIMPL_ANTHROPIC_MODEL", "Model name passed to sessions as ANTHROPIC_MODEL (optional)"),
     )
 
@@ -19,7 +21,10 @@ class AnthropicProvider(ModelProvider):
 
     def session_env(self, mapping: MappingView) -> dict[str, str]:
         env: dict[str, str] = {}
-        key = self.context.setting("AIIMPL_ANTHROPIC_API_KEY") or self.context.secret("ANTHROPIC_API_KEY", None)
+        key = (
+            self.context.setting("AIIMPL_ANTHROPIC_API_KEY")
+            or self.context.secret("ANTHROPIC_API_KEY", None)
+        )
         if key:
             env["ANTHROPIC_API_KEY"] = key
         model = self.context.setting("AIIMPL_ANTHROPIC_MODEL")

@@ -19,10 +19,18 @@ class BedrockProvider(ModelProvider):
     id = "bedrock"
     display_name = "AWS Bedrock"
     config_vars = (
-        ConfigVar("AIIMPL_BEDROCK_AWS_ACCESS_KEY_ID", "AWS access key id for sessions", sensitive=True),
-        ConfigVar("AIIMPL_BEDROCK_AWS_SECRET_ACCESS_KEY", "AWS secret access key for sessions", sensitive=True),
-        ConfigVar("AIIMPL_BEDROCK_AWS_SESSION_TOKEN", "AWS session token for sessions (optional)", sensitive=True),
-        ConfigVar("AIIMPL_BEDROCK_MODEL", "Bedrock model id passed to sessions as ANTHROPIC_MODEL (optional)"),
+        ConfigVar(
+            "AIIMPL_BEDROCK_AWS_ACCESS_KEY_ID", "AWS access key id for sessions", sensitive=True
+        ),
+        ConfigVar(
+            "AIIMPL_BEDROCK_AWS_SECRET_ACCESS_KEY", "AWS secret access key for sessions", sensitive=True
+        ),
+        ConfigVar(
+            "AIIMPL_BEDROCK_AWS_SESSION_TOKEN", "AWS session token for sessions (optional)", sensitive=True
+        ),
+        ConfigVar(
+            "AIIMPL_BEDROCK_MODEL", "Bedrock model id passed to sessions as ANTHROPIC_MODEL (optional)"
+        ),
     )
 
     def validate_mapping(self, mapping: Mapping[str, Any]) -> None:

@@ -55,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         prompt = fh.read()
     time.sleep(1.0)  # long enough to watch the stages go by
     if REVIEW_MARKER in prompt:
-        _report('Sandbox review: the change matches the issue and has tests.\n{"approved": true, "blockers": []}', 2)
+        _report(
+            'Sandbox review: the change matches the issue and has tests.\n'
+            '{"approved": true, "blockers": []}',
+            2,
+        )
         return 0
     if "plan" in prompt.lower() and "implementation plan" in prompt.lower():
         _report("## Plan\n\n1. Add `greeting.py` with `greet(name)`.\n2. Add unit tests.", 2)

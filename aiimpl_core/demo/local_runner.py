@@ -69,14 +69,17 @@ class LocalProcessBackend(RunnerBackend):
                 proc.terminate()
                 states.append(RunState(job_id=run.job_id, phase=RunPhase.TIMED_OUT, run_id=run.run_id,
                                        timeout_reason=TimeoutReason.CONTAINER_TIMEOUT,
-                                       log_label=LogLabel.CONTAINER_TIMEOUT, log_excerpt=self._tail(run.job_id)))
+                                       log_label=LogLabel.CONTAINER_TIMEOUT,
+                                       log_excerpt=self._tail(run.job_id)))
             elif code is None:
                 states.append(RunState(job_id=run.job_id, phase=RunPhase.RUNNING, run_id=run.run_id))
             elif code == 0:
-                states.append(RunState(job_id=run.job_id, phase=RunPhase.SUCCEEDED, run_id=run.run_id, exit_code=0))
+                states.append(RunState(job_id=run.job_id, phase=RunPhase.SUCCEEDED, run_id=run.run_id,
+                                       exit_code=0))
             else:
-                states.append(RunState(job_id=run.job_id, phase=RunPhase.FAILED, run_id=run.run_id, exit_code=code,
-                                       log_label=LogLabel.SESSION_FAILED, log_excerpt=self._tail(run.job_id)))
+                states.append(RunState(job_id=run.job_id, phase=RunPhase.FAILED, run_id=run.run_id,
+                                       exit_code=code, log_label=LogLabel.SESSION_FAILED,
+                                       log_excerpt=self._tail(run.job_id)))
         return states
 
     def _tail(self, job_id: int, lines: int = 30) -> str:

@@ -73,7 +73,9 @@ class Narrator:
         self.final_status: JobStatus | None = None
 
     @hookimpl
-    def aiimpl_job_status_changed(self, job_id: int, issue_key: str, old: JobStatus | None, new: JobStatus) -> None:
+    def aiimpl_job_status_changed(
+        self, job_id: int, issue_key: str, old: JobStatus | None, new: JobStatus
+    ) -> None:
         self.echo(f"  job {job_id} ({issue_key}): {old.value if old else 'new'} -> {new.value}")
         if new.terminal:
             self.final_status = new
@@ -131,7 +133,9 @@ def prepare_workdir(workdir: str) -> None:
         fh.write("Made by `aiimpl demo`, which empties this directory when it runs again.\n")
 
 
-def run_demo(workdir: str, port: int, *, exit_when_done: bool, timeout: float, echo: Callable[[str], None]) -> int:
+def run_demo(
+    workdir: str, port: int, *, exit_when_done: bool, timeout: float, echo: Callable[[str], None]
+) -> int:
     from flask_migrate import upgrade
     from werkzeug.serving import make_server
 
@@ -182,8 +186,8 @@ def run_demo(workdir: str, port: int, *, exit_when_done: bool, timeout: float, e
         "ticketing": {"provider": "sandbox"},
         "extraEnv": {
             "AIIMPL_GIT_BASE_URL": f"file://{git_root}",
-            "AIIMPL_AGENT_COMMAND": f"{sys.executable} -m aiimpl_core.demo.agent --prompt-file {{prompt_file}} "
-                                    "--max-turns {max_turns}",
+            "AIIMPL_AGENT_COMMAND": f"{sys.executable} -m aiimpl_core.demo.agent "
+                                    "--prompt-file {prompt_file} --max-turns {max_turns}",
         },
     })
     if resp.status_code >= 400:

@@ -62,11 +62,13 @@ class SandboxGitHub:
             body = request.get_json(silent=True) or {}
             for field in ("title", "head", "base"):
                 if not isinstance(body.get(field), str) or not body[field]:
-                    return jsonify(message="Validation Failed", errors=[{"field": field, "code": "missing_field"}]), 422
+                    return jsonify(message="Validation Failed",
+                                   errors=[{"field": field, "code": "missing_field"}]), 422
             with self.lock:
                 if any(p.owner == owner and p.repo == repo and p.head == body["head"] for p in self.pulls):
                     return jsonify(message="Validation Failed",
-                                   errors=[{"message": f"A pull request already exists for {owner}:{body['head']}."}]), 422
+                                   errors=[{"message": "A pull request already exists for "
+                                                       f"{owner}:{body['head']}."}]), 422
                 pr = PullRequest(len(self.pulls) + 1, owner, repo, body["title"], body.get("body") or "",
                                  body["head"], body["base"])
                 self.pulls.append(pr)
@@ -75,7 +77,8 @@ class SandboxGitHub:
 
         @app.get("/")
         def index() -> Any:
-            items = "".join(f'<li><a href="{html.escape(self.pr_url(p))}">{html.escape(p.owner)}/{html.escape(p.repo)}'
+            items = "".join(f'<li><a href="{html.escape(self.pr_url(p))}">'
+                            f"{html.escape(p.owner)}/{html.escape(p.repo)}"
                             f" #{p.number}: {html.escape(p.title)}</a></li>" for p in self.pulls)
             return _page(BANNER, f"<h1>Pull requests</h1><ul>{items or '<li>none yet</li>'}</ul>")
 
@@ -85,7 +88,8 @@ class SandboxGitHub:
             if pr is None:
                 return _page(BANNER, "<h1>Not found</h1>"), 404
             return _page(BANNER, f"<h1>{html.escape(pr.title)} <small>#{pr.number}</small></h1>"
-                                 f"<p><code>{html.escape(pr.head)}</code> → <code>{html.escape(pr.base)}</code></p>"
+                                 f"<p><code>{html.escape(pr.head)}</code> → "
+                                 f"<code>{html.escape(pr.base)}</code></p>"
                                  f"<pre class='body'>{html.escape(pr.body)}</pre>"
                                  f"<h2>Diff</h2><pre>{html.escape(self._diff(pr))}</pre>")
 

@@ -44,7 +44,9 @@ from ..types import (
 
 def make_context(config: Mapping[str, Any] | None = None, **kw: Any) -> ProviderContext:
     """A provider context for tests (no app needed)."""
-    return ProviderContext(config=dict(config or {}), http=lambda base_url="", **o: HttpClient(base_url, **o), **kw)
+    return ProviderContext(
+        config=dict(config or {}), http=lambda base_url="", **o: HttpClient(base_url, **o), **kw
+    )
 
 
 def sample_mapping(**kw: Any) -> MappingView:
@@ -53,7 +55,9 @@ def sample_mapping(**kw: Any) -> MappingView:
     return MappingView(**values)
 
 
-def sample_dispatch_request(job_id: int = 1, phase: Phase = Phase.IMPLEMENTATION, **kw: Any) -> DispatchRequest:
+def sample_dispatch_request(
+    job_id: int = 1, phase: Phase = Phase.IMPLEMENTATION, **kw: Any
+) -> DispatchRequest:
     mapping = kw.pop("mapping", None) or sample_mapping()
     values: dict[str, Any] = dict(
         job_id=job_id,
@@ -121,7 +125,9 @@ class TicketingProviderContract(_ProviderBasics):
     provider_fixture = "ticketing_provider"
     base = TicketingProvider
 
-    def test_contract_iter_triggered_pages(self, provider: TicketingProvider, contract_issue_key: str) -> None:
+    def test_contract_iter_triggered_pages(
+        self, provider: TicketingProvider, contract_issue_key: str
+    ) -> None:
         team = provider.team_of(contract_issue_key)
         pages = list(provider.iter_triggered([team]))
         assert pages and all(isinstance(p, TriggeredPage) for p in pages)
@@ -138,7 +144,9 @@ class TicketingProviderContract(_ProviderBasics):
         assert isinstance(issue.description, str)
         assert all(isinstance(c, Comment) for c in issue.comments)
 
-    def test_contract_post_comment_round_trips(self, provider: TicketingProvider, contract_issue_key: str) -> None:
+    def test_contract_post_comment_round_trips(
+        self, provider: TicketingProvider, contract_issue_key: str
+    ) -> None:
         comment = provider.post_comment(contract_issue_key, "contract **check**")
         assert isinstance(comment, Comment)
         bodies = [c.body for c in provider.get_issue(contract_issue_key).comments]
@@ -185,7 +193,9 @@ class RunnerBackendContract(_ProviderBasics):
                 for name in methods:
                     assert getattr(cls, name) is not getattr(RunnerBackend, name), f"{flag} needs {name}()"
 
-    def test_contract_dispatch_then_poll(self, provider: RunnerBackend, dispatch_request: DispatchRequest) -> None:
+    def test_contract_dispatch_then_poll(
+        self, provider: RunnerBackend, dispatch_request: DispatchRequest
+    ) -> None:
         result = provider.dispatch(dispatch_request)
         assert isinstance(result, DispatchResult)
         run = InFlightRun(

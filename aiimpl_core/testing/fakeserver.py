@@ -79,10 +79,38 @@ def load_spec(spec_path: str, server_base: str = "") -> LoadedSpec:
         # shallow copy: only the top-level ``servers`` differs from the official text
         data = dict(data)
         data["servers"] = [{"url": server_base or "/"}]
-        api = OpenAPI.from_dict(data, config=Config(spec_validator_cls=None))
+        config = Config(spec_validator_cls=None, security_provider_factory=_security_providers())
+        api = OpenAPI.from_dict(data, config=config)
         loaded = LoadedSpec(api, data, _multi_segment_patterns(data, server_base))
         _SPEC_CACHE[key] = loaded
         return loaded
+
+
+def _security_providers() -> Any:
+    """openapi-core's security checks, with OAuth 2.0 and OpenID Connect checked too.
+
+    openapi-core checks ``apiKey`` and ``http`` schemes and lets the other two through with a
+    warning. Their access tokens travel as ``Authorization: Bearer …`` (RFC 6750), so a request
+    whose only matching scheme is one of them must carry a bearer token; which token the fake
+    accepts is the fake's own check.
+    """
+    from openapi_core.security.exceptions import SecurityProviderError
+    from openapi_core.security.factories import SecurityProviderFactory
+    from openapi_core.security.providers import BaseProvider
+
+    class BearerToken(BaseProvider):
+        def __call__(self, parameters: Any) -> Any:
+            if "Authorization" not in parameters.header:
+                raise SecurityProviderError("Missing authorization header.")
+            kind, _, token = parameters.header["Authorization"].partition(" ")
+            if kind.lower() != "bearer" or not token.strip():
+                raise SecurityProviderError("Not a bearer token.")
+            return token
+
+    class Providers(SecurityProviderFactory):
+        PROVIDERS = {**SecurityProviderFactory.PROVIDERS, "oauth2": BearerToken, "openIdConnect": BearerToken}
+
+    return Providers()
 
 
 def _multi_segment_patterns(data: dict[str, Any], server_base: str) -> list[tuple[re.Pattern[str], str]]:

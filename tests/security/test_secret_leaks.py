@@ -519,7 +519,8 @@ def _statements_of_report(client: Any, token: str, job_id: int, n: int, text: st
         stored = _report_detail(client, token, job_id, n, text)
     finally:
         event.remove(db.engine, "before_cursor_execute", record)
-    return stored, [s for s in sent if not s.startswith(("BEGIN", "SELECT JOB_STEPS.DETAIL"))]  # the test's read
+    # the test's read
+    return stored, [s for s in sent if not s.startswith(("BEGIN", "SELECT JOB_STEPS.DETAIL"))]
 
 
 def test_a_report_with_a_detail_reuses_the_redactor_while_nothing_changes(

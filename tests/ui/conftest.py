@@ -11,7 +11,9 @@ import pytest
 
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
 
-ARTIFACTS = os.environ.get("AIIMPL_ARTIFACTS", os.path.join(os.path.dirname(__file__), "..", "..", "artifacts"))
+ARTIFACTS = os.environ.get(
+    "AIIMPL_ARTIFACTS", os.path.join(os.path.dirname(__file__), "..", "..", "artifacts")
+)
 
 
 def _chromium() -> str | None:

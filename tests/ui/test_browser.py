@@ -90,11 +90,15 @@ def test_job_moves_through_statuses_without_reload(page, app):
     db.session.add(mapping)
     db.session.commit()
     choice = launch.BackendChoice("github-actions", "default", False)
-    job = launch.create_job(mapping, "ENG-7", phase=Phase.IMPLEMENTATION, provider="fake-tracker", choice=choice)
+    job = launch.create_job(
+        mapping, "ENG-7", phase=Phase.IMPLEMENTATION, provider="fake-tracker", choice=choice
+    )
     db.session.commit()
     from aiimpl_core.orm import JobStep
 
-    for n, (kind, status) in enumerate([("clone", "succeeded"), ("setup", "succeeded"), ("agent", "running")]):
+    for n, (kind, status) in enumerate(
+        [("clone", "succeeded"), ("setup", "succeeded"), ("agent", "running")]
+    ):
         db.session.add(JobStep(job_id=job.id, step_id=f"s{n}", type=kind, status=status,
                                started_at=f"2026-11-29T05:0{n}:00Z", source="runner"))
     db.session.commit()

@@ -1,13 +1,12 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-29 05:09:07.427733
 
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '0001'
@@ -161,7 +160,8 @@ def upgrade():
     sa.Column('running_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['mapping_id'], ['mappings.id'], name=op.f('fk_jobs_mapping_id_mappings'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['mapping_id'], ['mappings.id'], name=op.f('fk_jobs_mapping_id_mappings'),
+                            ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_jobs')),
     sa.UniqueConstraint('nonce_hash', name=op.f('uq_jobs_nonce_hash'))
     )
@@ -171,7 +171,9 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_jobs_run_id'), ['run_id'], unique=False)
         batch_op.create_index('ix_jobs_status_backend', ['status', 'backend'], unique=False)
         batch_op.create_index(batch_op.f('ix_jobs_team_key'), ['team_key'], unique=False)
-        batch_op.create_index('uq_jobs_active_issue', ['issue_key'], unique=True, sqlite_where=sa.text("status IN ('dispatched', 'running', 'unknown')"), postgresql_where=sa.text("status IN ('dispatched', 'running', 'unknown')"))
+        batch_op.create_index('uq_jobs_active_issue', ['issue_key'], unique=True,
+                              sqlite_where=sa.text("status IN ('dispatched', 'running', 'unknown')"),
+                              postgresql_where=sa.text("status IN ('dispatched', 'running', 'unknown')"))
 
     op.create_table('job_steps',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -185,7 +187,8 @@ def upgrade():
     sa.Column('source', sa.String(length=32), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], name=op.f('fk_job_steps_job_id_jobs'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], name=op.f('fk_job_steps_job_id_jobs'),
+                            ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_job_steps')),
     sa.UniqueConstraint('job_id', 'step_id', name='uq_job_steps_job_step')
     )
@@ -199,7 +202,8 @@ def upgrade():
     sa.Column('to_status', sa.String(length=32), nullable=False),
     sa.Column('reason', sa.Text(), nullable=True),
     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], name=op.f('fk_job_transitions_job_id_jobs'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], name=op.f('fk_job_transitions_job_id_jobs'),
+                            ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_job_transitions'))
     )
     with op.batch_alter_table('job_transitions', schema=None) as batch_op:
@@ -251,7 +255,9 @@ def downgrade():
 
     op.drop_table('job_steps')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
-        batch_op.drop_index('uq_jobs_active_issue', sqlite_where=sa.text("status IN ('dispatched', 'running', 'unknown')"), postgresql_where=sa.text("status IN ('dispatched', 'running', 'unknown')"))
+        batch_op.drop_index('uq_jobs_active_issue',
+                            sqlite_where=sa.text("status IN ('dispatched', 'running', 'unknown')"),
+                            postgresql_where=sa.text("status IN ('dispatched', 'running', 'unknown')"))
         batch_op.drop_index(batch_op.f('ix_jobs_team_key'))
         batch_op.drop_index('ix_jobs_status_backend')
         batch_op.drop_index(batch_op.f('ix_jobs_run_id'))

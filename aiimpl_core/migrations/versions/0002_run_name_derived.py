@@ -7,9 +7,8 @@ Create Date: 2026-12-02 04:40:00
 ``Job.run_name`` is ``AI-Implement {issue_key} {phase} job-{id}``, which every job was created
 with: deriving it makes a new job one ``INSERT`` instead of an ``INSERT`` and an ``UPDATE``.
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0002'
 down_revision = '0001'

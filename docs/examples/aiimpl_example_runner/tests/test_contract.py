@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
-
 from aiimpl_core.testing.contract import RunnerBackendContract, make_context, sample_dispatch_request
+
 from aiimpl_example_runner.backend import SpoolBackend
 
 
@@ -25,7 +25,9 @@ def test_spool_reports_state_written_by_the_consumer(tmp_path):
     backend = SpoolBackend(make_context({"AIIMPL_EXAMPLE_SPOOL_DIR": str(tmp_path)}))
     req = sample_dispatch_request(job_id=3)
     result = backend.dispatch(req)
-    run = InFlightRun(3, req.phase, req.issue_key, req.mapping, result.run_id, req.run_name, datetime.now(UTC))
+    run = InFlightRun(
+        3, req.phase, req.issue_key, req.mapping, result.run_id, req.run_name, datetime.now(UTC)
+    )
     assert backend.poll_runs([run])[0].phase is RunPhase.PENDING
     (tmp_path / "3.state").write_text("failed")
     assert backend.poll_runs([run])[0].phase is RunPhase.FAILED

@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import aiimpl_example_runner.plugin
 import pytest
-
 from aiimpl_core.testing import orchestrator
 from aiimpl_core.testing.fakes import FakeTracker
+
+import aiimpl_example_runner.plugin
 
 
 @pytest.fixture
