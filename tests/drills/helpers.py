@@ -148,14 +148,16 @@ def settings_of(app: Any) -> dict[str, Any]:
     }
 
 
-def start_poller(app: Any, output: IO[str] | None = None, interval: float = 0.1) -> subprocess.Popen[str]:
+def start_poller(
+    app: Any, output: IO[str] | None = None, interval: float = 0.1, tracker: str = "aiimpl_linear"
+) -> subprocess.Popen[str]:
     """A process running poll cycles back to back with the app's configuration and database
-    (``poll_worker.py``), once it is ready. Its lines (``cycle …`` after each cycle) go to the
-    returned process's ``stdout`` and its log to its ``stderr``, or both to ``output`` (a pipe
-    nobody reads would stop a process that runs long)."""
+    (``poll_worker.py``), once it is ready; ``tracker``: the tracker plugin's package it loads.
+    Its lines (``cycle …`` after each cycle) go to the returned process's ``stdout`` and its log to
+    its ``stderr``, or both to ``output`` (a pipe nobody reads would stop a process that runs long)."""
     config = {**settings_of(app), "AIIMPL_DATABASE_URL": app.config["AIIMPL_DATABASE_URL"],
               "AIIMPL_POLL_INTERVAL": interval}
-    env = {**os.environ, "AIIMPL_DRILL_CONFIG": json.dumps(config),
+    env = {**os.environ, "AIIMPL_DRILL_CONFIG": json.dumps(config), "AIIMPL_DRILL_TRACKER": tracker,
            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     ready, writer = os.pipe()
     proc = subprocess.Popen([sys.executable, POLL_WORKER, str(writer)], stdout=output or subprocess.PIPE,
