@@ -16,7 +16,7 @@ import pytest
 from aiimpl_core.github.app_auth import TOKENS
 from aiimpl_core.testing.fake_github import FakeGitHub
 
-#: the teams of the drills that run the real Linear plugin
+#: the teams (Linear) or projects (Jira) of the drills that run a real tracker plugin
 TEAMS = ("ENG", "OPS")
 
 SKIP_REASON = (
@@ -63,16 +63,19 @@ def linear() -> Iterator[Any]:
         assert fake.validation_errors == [], fake.validation_errors
 
 
-def map_teams(app: Any, gh: FakeGitHub, caps: dict[str, int | None] | None = None) -> None:
-    """ENG and OPS mapped to Linear and to their repositories (``acme/eng``, ``acme/ops``) on
-    GitHub Actions, with the workflow in place; ``caps``: a team's ``max_in_progress``."""
+def map_teams(
+    app: Any, gh: FakeGitHub, caps: dict[str, int | None] | None = None, *, tracker: str = "linear"
+) -> None:
+    """ENG and OPS mapped to the tracker ``tracker`` (Linear teams, or Jira projects) and to their
+    repositories (``acme/eng``, ``acme/ops``) on GitHub Actions, with the workflow in place;
+    ``caps``: a team's ``max_in_progress``."""
     from aiimpl_core.extensions import db
     from aiimpl_core.orm import Mapping
 
     for team in TEAMS:
         gh.add_repo("acme", team.lower())
         row = Mapping(team_key=team, owner="acme", repo=team.lower(), default_branch="main",
-                      execution_mode="github-actions", ticketing={"provider": "linear"},
+                      execution_mode="github-actions", ticketing={"provider": tracker},
                       max_in_progress=(caps or {}).get(team))
         db.session.add(row)
         db.session.commit()

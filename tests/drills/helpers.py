@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -163,13 +164,50 @@ def start_poller(
     proc = subprocess.Popen([sys.executable, POLL_WORKER, str(writer)], stdout=output or subprocess.PIPE,
                             stderr=output or subprocess.PIPE, text=True, env=env, pass_fds=(writer,))
     os.close(writer)
-    with os.fdopen(ready) as signal:
-        line = signal.readline().strip()
+    with os.fdopen(ready) as announced:
+        line = announced.readline().strip()
     if line != "ready":
         proc.kill()
         err = proc.stderr.read()[-3000:] if proc.stderr else f"(its output: {getattr(output, 'name', '')})"
         raise AssertionError(f"poller did not start: {line!r} {err}")
     return proc
+
+
+@contextmanager
+def pollers_running(
+    app: Any, tmp_path: Path, count: int, *, interval: float = 0.05, tracker: str = "aiimpl_linear"
+) -> Iterator[list[Path]]:
+    """``count`` poller processes (:func:`start_poller`) running cycles back to back until the block
+    ends, when they are killed; yields the files their lines go to."""
+    outputs = [tmp_path / f"poller-{n}.txt" for n in range(count)]
+    procs = []
+    try:
+        for path in outputs:
+            with open(path, "w") as output:
+                procs.append(start_poller(app, output, interval=interval, tracker=tracker))
+        yield outputs
+    finally:
+        for proc in procs:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=30)
+
+
+def poller_cycles(outputs: list[Path]) -> list[list[str]]:
+    """The keys each poller cycle dispatched, from the pollers' lines."""
+    return [json.loads(line.split("\t")[1]) for path in outputs for line in _cycle_lines(path)]
+
+
+def wait_for_whole_cycles(outputs: list[Path]) -> None:
+    """Until every poller has ended two more cycles (so each listed the last issues whole)."""
+    before = [len(_cycle_lines(path)) for path in outputs]
+    wait_until(
+        lambda: all(len(_cycle_lines(path)) >= n + 2 for path, n in zip(outputs, before, strict=True)),
+        f"two more cycles of each poller (their lines: {', '.join(str(path) for path in outputs)})",
+    )
+
+
+def _cycle_lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.startswith("cycle\t")]
 
 
 def wait_until(done: Callable[[], object], what: str, timeout: float = 60) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -38,17 +37,16 @@ from aiimpl_jira.config import TRIGGER_STATUS
 from aiimpl_jira.testing.fake_jira import FakeJira
 
 from aiimpl_core.extensions import db
-from aiimpl_core.orm import Blocker, Job, Mapping
+from aiimpl_core.orm import Blocker, Job
 from aiimpl_core.testing.fake_github import FakeGitHub
 from aiimpl_core.testing.orchestrator import each_released_together
 from aiimpl_core.testing.pytest_plugin import TEST_SECRET_KEY
 
-from .conftest import github_config
-from .helpers import connected, gunicorn_serving, start_poller, wait_until
+from .conftest import TEAMS, github_config, map_teams
+from .helpers import connected, gunicorn_serving, poller_cycles, pollers_running, wait_for_whole_cycles
 
 pytest.importorskip("gunicorn")
 
-PROJECTS = ("ENG", "OPS")
 WORKERS = 3
 POLLERS = 2
 ROUNDS = 4
@@ -84,7 +82,7 @@ def _worker(resp):
 def jira() -> Iterator[FakeJira]:
     """A fake Jira with projects ENG and OPS; fails the drill if any exchange broke Jira's description."""
     with FakeJira() as fake:
-        for project in PROJECTS:
+        for project in TEAMS:
             fake.add_project(project)
         yield fake
         fake.assert_clean()
@@ -102,17 +100,7 @@ def aiimpl_config(jira: FakeJira, gh: FakeGitHub) -> dict[str, Any]:
 
 @pytest.fixture
 def mapped(app: Any, gh: FakeGitHub) -> None:
-    """ENG and OPS mapped to Jira and to their repositories on GitHub Actions (``conftest.map_teams``
-    maps them to Linear), with the workflow in place; OPS capped at ``OPS_CAP``."""
-    for project in PROJECTS:
-        gh.add_repo("acme", project.lower())
-        row = Mapping(team_key=project, owner="acme", repo=project.lower(), default_branch="main",
-                      execution_mode="github-actions", ticketing={"provider": "jira"},
-                      max_in_progress=OPS_CAP if project == "OPS" else None)
-        db.session.add(row)
-        db.session.commit()
-        app.extensions["aiimpl"].runner("github-actions").sync_workflows(row.view())
-    db.session.remove()
+    map_teams(app, gh, {"OPS": OPS_CAP}, tracker="jira")
 
 
 @pytest.fixture
@@ -130,33 +118,8 @@ def served(app: Any, jira: FakeJira, gh: FakeGitHub, mapped: None, tmp_path: Pat
 def pollers(app: Any, mapped: None, tmp_path: Path) -> Iterator[list[Path]]:
     """Poller processes with the Jira plugin running cycles back to back; yields the files their
     lines go to."""
-    outputs = [tmp_path / f"poller-{n}.txt" for n in range(POLLERS)]
-    procs = []
-    try:
-        for path in outputs:
-            with open(path, "w") as output:
-                procs.append(start_poller(app, output, interval=0.05, tracker="aiimpl_jira"))
+    with pollers_running(app, tmp_path, POLLERS, tracker="aiimpl_jira") as outputs:
         yield outputs
-    finally:
-        for proc in procs:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.communicate(timeout=30)
-
-
-def _cycles(outputs: list[Path]) -> list[list[str]]:
-    """The keys each poller cycle dispatched, from the pollers' lines."""
-    return [json.loads(line.split("\t")[1]) for path in outputs for line in _lines(path)]
-
-
-def _lines(path: Path) -> list[str]:
-    return [line for line in path.read_text().splitlines() if line.startswith("cycle\t")]
-
-
-def _wait_for_whole_cycles(outputs: list[Path]) -> None:
-    """Until every poller has ended two more cycles (so each searched the last issues whole)."""
-    before = [len(_lines(path)) for path in outputs]
-    wait_until(lambda: all(len(_lines(path)) >= n + 2 for path, n in zip(outputs, before, strict=True)),
-               f"two more cycles of each poller (their lines: {', '.join(str(path) for path in outputs)})")
 
 
 def _delivery(base: str, jira: FakeJira, key: str) -> Callable[[requests.Session], requests.Response]:
@@ -212,7 +175,7 @@ def test_deliveries_on_several_workers_and_pollers_dispatch_each_issue_once(
         sent = each_released_together(lambda: connected(base), deliveries * COPIES)
         for m, key in enumerate(keys):
             answers[key] = sent[m::len(keys)]
-    _wait_for_whole_cycles(pollers)
+    wait_for_whole_cycles(pollers)
     # every delivery answered 200 with a check of its issue that ran to its end, by several workers
     for key, sent in answers.items():
         assert {a.status_code for a in sent} == {200}, [a.text for a in sent]
@@ -236,7 +199,7 @@ def test_deliveries_on_several_workers_and_pollers_dispatch_each_issue_once(
 
     # who dispatched: exactly one check of one process per dispatched issue, and none for the rest
     by_webhook = Counter(key for key, sent in answers.items() for a in sent if a.json()["dispatched"])
-    by_pollers = Counter(key for cycle in _cycles(pollers) for key in cycle)
+    by_pollers = Counter(key for cycle in poller_cycles(pollers) for key in cycle)
     assert by_webhook + by_pollers == Counter(per_issue), (by_webhook, by_pollers, per_issue)
     # what each other check saw: the cap, for a waiting issue; else the issue dispatched (never
     # "dedup": that would be a check that saw another's job before its claim consumed the trigger)
@@ -255,7 +218,7 @@ def test_deliveries_on_several_workers_and_pollers_dispatch_each_issue_once(
             assert got == [(key, job.id, "dispatched")], result
 
     # GitHub: one workflow run per job, and none for a job that does not exist
-    runs = [run for project in PROJECTS for run in gh.runs_of("acme", project.lower())]
+    runs = [run for project in TEAMS for run in gh.runs_of("acme", project.lower())]
     assert Counter(str(run.inputs.get("job_id")) for run in runs) == Counter(str(job.id) for job in jobs)
     # Jira: each dispatched issue moved to Implementing by one transition, the waiting ones stayed in
     # Ready (no transition), and no comment was posted twice

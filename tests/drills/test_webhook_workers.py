@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -40,7 +39,7 @@ from aiimpl_core.testing.orchestrator import each_released_together
 from aiimpl_core.testing.pytest_plugin import TEST_SECRET_KEY
 
 from .conftest import github_config, map_teams
-from .helpers import connected, gunicorn_serving, start_poller, wait_until
+from .helpers import connected, gunicorn_serving, poller_cycles, pollers_running, wait_for_whole_cycles
 
 pytest.importorskip("gunicorn")
 
@@ -101,33 +100,8 @@ def served(app: Any, linear: FakeLinear, gh: FakeGitHub, mapped: None, tmp_path:
 @pytest.fixture
 def pollers(app: Any, mapped: None, tmp_path: Path) -> Iterator[list[Path]]:
     """Poller processes running cycles back to back; yields the files their lines go to."""
-    outputs = [tmp_path / f"poller-{n}.txt" for n in range(POLLERS)]
-    procs = []
-    try:
-        for path in outputs:
-            with open(path, "w") as output:
-                procs.append(start_poller(app, output, interval=0.05))
+    with pollers_running(app, tmp_path, POLLERS) as outputs:
         yield outputs
-    finally:
-        for proc in procs:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.communicate(timeout=30)
-
-
-def _cycles(outputs: list[Path]) -> list[list[str]]:
-    """The keys each poller cycle dispatched, from the pollers' lines."""
-    return [json.loads(line.split("\t")[1]) for path in outputs for line in _lines(path)]
-
-
-def _lines(path: Path) -> list[str]:
-    return [line for line in path.read_text().splitlines() if line.startswith("cycle\t")]
-
-
-def _wait_for_whole_cycles(outputs: list[Path]) -> None:
-    """Until every poller has ended two more cycles (so each listed the last issues whole)."""
-    before = [len(_lines(path)) for path in outputs]
-    wait_until(lambda: all(len(_lines(path)) >= n + 2 for path, n in zip(outputs, before, strict=True)),
-               f"two more cycles of each poller (their lines: {', '.join(str(path) for path in outputs)})")
 
 
 def _delivery(base: str, linear: FakeLinear, key: str) -> Callable[[requests.Session], requests.Response]:
@@ -154,7 +128,7 @@ def test_deliveries_on_several_workers_and_pollers_dispatch_each_issue_once(
         sent = each_released_together(lambda: connected(base), deliveries * COPIES)
         for m, key in enumerate(keys):
             answers[key] = sent[m::len(keys)]
-    _wait_for_whole_cycles(pollers)
+    wait_for_whole_cycles(pollers)
     # every delivery answered 200, by several workers
     for key, sent in answers.items():
         assert {(a.status_code, a.json().get("issue")) for a in sent} == {(200, key)}, [a.text for a in sent]
@@ -175,7 +149,7 @@ def test_deliveries_on_several_workers_and_pollers_dispatch_each_issue_once(
 
     # who dispatched: exactly one check of one process per dispatched issue, and none for the rest
     by_webhook = Counter(key for key, sent in answers.items() for a in sent if a.json()["dispatched"])
-    by_pollers = Counter(key for cycle in _cycles(pollers) for key in cycle)
+    by_pollers = Counter(key for cycle in poller_cycles(pollers) for key in cycle)
     assert by_webhook + by_pollers == Counter(per_issue), (by_webhook, by_pollers, per_issue)
     # what each other check saw: the cap, for a waiting issue; else the issue dispatched (never
     # "dedup": that would be a check that saw another's job before its claim consumed the trigger)
