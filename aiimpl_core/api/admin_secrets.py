@@ -147,7 +147,8 @@ def set_team_secret(teamKey: str):  # noqa: ANN201, N803
         400:
           description: >-
             Invalid request body; name and value are required; name must contain only letters,
-            digits, and underscores
+            digits, and underscores; name must be at most 255 characters; value must be at most
+            65,536 characters
           content:
             application/json:
               schema: ErrorSchema
@@ -252,7 +253,8 @@ def set_global_secret():  # noqa: ANN201
         400:
           description: >-
             Invalid request body; name and value are required; name must contain only letters,
-            digits, and underscores; Secret name must not start with a team key prefix (...)
+            digits, and underscores; Secret name must not start with a team key prefix (...); name
+            must be at most 255 characters; value must be at most 65,536 characters
           content:
             application/json:
               schema: ErrorSchema

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
 from ..services.settings import RUNNER_MODES
 from ..types import JobStatus
@@ -330,14 +330,15 @@ class TicketingSchema(Schema):
     provider = fields.String(required=True, metadata={"description": "an installed ticketing provider id"})
 
 
-class MappingInputSchema(Schema):
-    """Body of ``POST /api/mappings``: create, or update the fields given (others keep their values)."""
+class MappingInputSchema(_Lenient):
+    """Body of ``POST /api/mappings``: create, or update the fields given (others keep their values;
+    fields not listed here are ignored)."""
 
     teamKey = fields.String(
         required=True, metadata={"description": "the tracker team (Linear team key, Jira project key)"}
     )
-    owner = fields.String(required=True)
-    repo = fields.String(required=True)
+    owner = fields.String(metadata={"description": "required unless the mapping has one"})
+    repo = fields.String(metadata={"description": "required unless the mapping has one"})
     defaultBranch = fields.String(metadata={"description": "required unless the mapping has one"})
     provider = fields.String(metadata={"description": "an installed model provider id (default anthropic)"})
     awsRegion = fields.String(allow_none=True)
@@ -359,12 +360,17 @@ class MappingInputSchema(Schema):
 class MappingSchema(MappingInputSchema):
     """A stored mapping (a "Project")."""
 
+    class Meta:
+        unknown = RAISE
+
+    owner = fields.String(required=True)
+    repo = fields.String(required=True)
     createdAt = fields.String()
     updatedAt = fields.String()
 
 
-class MappingPatchSchema(Schema):
-    """Body of ``PATCH /api/mappings/{teamKey}``: exactly one of the two fields."""
+class MappingPatchSchema(_Lenient):
+    """Body of ``PATCH /api/mappings/{teamKey}``: exactly one of the two fields (others are ignored)."""
 
     paused = StrictBoolean()
     maxInProgressAiIssues = StrictInteger(allow_none=True, validate=validate.Range(min=1, max=MAX_INT))
@@ -424,8 +430,9 @@ class SessionDestroyedSchema(Schema):
     destroyed = fields.Boolean()
 
 
-class SecretInputSchema(Schema):
-    """Body of a secret write; the value is stored encrypted and never returned."""
+class SecretInputSchema(_Lenient):
+    """Body of a secret write (other fields are ignored); the value is stored encrypted and never
+    returned."""
 
     name = fields.String(required=True, metadata={"description": "letters, digits and underscores"})
     value = fields.String(required=True, validate=validate.Length(min=1))

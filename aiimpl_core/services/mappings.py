@@ -167,6 +167,19 @@ def branch_prefix_problem(prefix: Any) -> str | None:
     return None
 
 
+def branch_name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot be a whole git branch name, or ``None``: a prefix's rules, and no
+    ending a prefix may have (``/``, ``.``), nor ``@`` alone."""
+    problem = branch_prefix_problem(name)
+    if problem:
+        return problem
+    if name.endswith(("/", ".")):
+        return f"must not end with '{name[-1]}'"
+    if name == "@":
+        return "must not be '@'"
+    return None
+
+
 # -- representation ----------------------------------------------------------------------------
 
 
@@ -242,7 +255,7 @@ def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
         raise ValidationError("repo must be a GitHub repository name")
     if not _present(merged.get("defaultBranch")):
         raise ValidationError("defaultBranch is required")
-    if len(merged["defaultBranch"]) > 255 or branch_prefix_problem(merged["defaultBranch"]):
+    if len(merged["defaultBranch"]) > 255 or branch_name_problem(merged["defaultBranch"]):
         raise ValidationError("defaultBranch must be a valid branch name")
 
     # -- group 2: the model provider ------------------------------------------------------------
@@ -252,8 +265,9 @@ def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
     region = merged.get("awsRegion")
     if region is not None and (not isinstance(region, str) or len(region) > 64):
         raise ValidationError("awsRegion must be a string of at most 64 characters")
-    if region == "":
-        merged["awsRegion"] = None
+    if isinstance(region, str):
+        # a blank region is none (bedrock's rule then asks for one); spaces around it are dropped
+        merged["awsRegion"] = region.strip() or None
     _provider_check("model", merged["provider"], merged)
 
     # -- group 3: where sessions run ------------------------------------------------------------
@@ -297,7 +311,7 @@ def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
     workflow = merged.get("planningWorkflowFile")
     if workflow is not None and (not isinstance(workflow, str) or len(workflow) > 255):
         raise ValidationError("planningWorkflowFile must be a string of at most 255 characters")
-    if workflow == "":
+    if isinstance(workflow, str) and not workflow.strip():
         workflow = merged["planningWorkflowFile"] = None
     if planning and not workflow:
         raise ValidationError("planningWorkflowFile is required when planningEnabled is true")
@@ -368,20 +382,49 @@ def save(body: Any) -> tuple[dict[str, Any], bool]:
         return _save(body)
 
 
+#: times a save validates against a fresh read before it validates under the writer's lock
+_SAVE_TRIES = 3
+
+
 def _save(body: Any) -> tuple[dict[str, Any], bool]:
-    # read and written in one writer's transaction: on SQLite a read in an ordinary transaction,
-    # then a write after another connection's commit, fails at once as "database is locked"
-    with serialized() as session:
-        team_key = body.get("teamKey") if isinstance(body, dict) else None
-        row = get_row(team_key) if isinstance(team_key, str) and team_key else None
-        values = validate(body, to_api(row) if row else None)
-        created = row is None
-        if row is None:
-            row = Mapping(team_key=values["teamKey"])
-            session.add(row)
-        for api, column in FIELDS.items():
-            setattr(row, column, values[api])
-    return to_api(row), created
+    # Validated outside the writer's lock: a plugin's check may ask its service (Jira parses the
+    # JQL clause, with retries), and on SQLite the lock would hold every other writer (runner
+    # callbacks, the poller) meanwhile. The write then goes ahead only if the stored mapping is
+    # still the one validated against; one changed meanwhile is validated again, and after a few
+    # such changes under the lock. The row is read and written in one writer's transaction: on
+    # SQLite a read in an ordinary transaction, then a write after another connection's commit,
+    # fails at once as "database is locked".
+    team_key = body.get("teamKey") if isinstance(body, dict) else None
+    for attempt in range(_SAVE_TRIES + 1):
+        last = attempt == _SAVE_TRIES
+        if not last:
+            seen = _stored(team_key)
+            db.session.commit()  # no transaction stays open while the plugins are asked
+            values = validate(body, seen)
+        with serialized() as session:
+            row = _row_of(team_key)
+            stored = to_api(row) if row else None
+            if not last and stored != seen:
+                continue  # changed since it was read: validate against what is stored now
+            if last:
+                values = validate(body, stored)
+            created = row is None
+            if row is None:
+                row = Mapping(team_key=values["teamKey"])
+                session.add(row)
+            for api, column in FIELDS.items():
+                setattr(row, column, values[api])
+        return to_api(row), created
+    raise AssertionError("unreachable: the last try returns or raises")
+
+
+def _row_of(team_key: Any) -> Mapping | None:
+    return get_row(team_key) if isinstance(team_key, str) and team_key else None
+
+
+def _stored(team_key: Any) -> dict[str, Any] | None:
+    row = _row_of(team_key)
+    return to_api(row) if row else None
 
 
 def patch(team_key: str, body: Any) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -25,6 +26,10 @@ VALID: dict[str, Any] = {
 }
 
 
+#: what the strict tracker does while it checks a mapping (a test's stand-in for asking its service)
+DURING_CHECK: list[Callable[[], None]] = []
+
+
 class StrictTracker:
     """A second ticketing provider whose settings need a ``project`` string."""
 
@@ -34,6 +39,8 @@ class StrictTracker:
             display_name = "Strict tracker"
 
             def validate_mapping(self, mapping: Any) -> None:
+                for action in DURING_CHECK:
+                    action()
                 project = (mapping.get("ticketing") or {}).get("project")
                 if not isinstance(project, str) or not project:
                     raise ProviderConfigError("ticketing.project is required for strict-tracker")
@@ -48,6 +55,12 @@ class StrictTracker:
 @pytest.fixture
 def aiimpl_plugins(adm_plugins, adm_tracker) -> list[object]:
     return [*adm_plugins, StrictTracker(adm_tracker.provider_class)]
+
+
+@pytest.fixture
+def during_check() -> Iterator[list[Callable[[], None]]]:
+    yield DURING_CHECK
+    DURING_CHECK.clear()
 
 
 def post(client: Any, headers: dict[str, str], body: Any = None, *, data: Any = None) -> Any:
@@ -113,6 +126,17 @@ POST_ROWS: list[tuple[str, Any, str]] = [
         merged(planningEnabled=True),
         "planningWorkflowFile is required when planningEnabled is true",
     ),
+    # a blank value is not given, as for defaultBranch
+    (
+        "bedrock with a blank region",
+        merged(provider="bedrock", awsRegion=" \t"),
+        "awsRegion is required when provider is 'bedrock'",
+    ),
+    (
+        "planning with a blank workflow",
+        merged(planningEnabled=True, executionMode="fly-machines", planningWorkflowFile="\t "),
+        "planningWorkflowFile is required when planningEnabled is true",
+    ),
     (
         "ticketing validation",
         merged(ticketing={"provider": "strict-tracker"}),
@@ -135,6 +159,10 @@ POST_ROWS: list[tuple[str, Any, str]] = [
         "teamKey must be at most 64 letters, digits, '_' or '-', starting with a letter or digit",
     ),
     ("owner shape", merged(owner="acme/inc"), "owner must be a GitHub user or organization name"),
+    ("defaultBranch ends in '/'", merged(defaultBranch="main/"), "defaultBranch must be a valid branch name"),
+    ("defaultBranch ends in '.'", merged(defaultBranch="main."), "defaultBranch must be a valid branch name"),
+    ("defaultBranch '@'", merged(defaultBranch="@"), "defaultBranch must be a valid branch name"),
+    ("defaultBranch with '..'", merged(defaultBranch="a..b"), "defaultBranch must be a valid branch name"),
     ("owner ending in a newline", merged(owner="acme\n"), "owner must be a GitHub user or organization name"),
     ("repo ending in a newline", merged(repo="api\n"), "repo must be a GitHub repository name"),
     (
@@ -457,13 +485,88 @@ def test_a_concurrent_create_of_the_same_team_becomes_an_update(
 
     def not_yet_visible(team_key: str) -> Any:
         calls.append(team_key)
-        return None if len(calls) == 1 else real_get_row(team_key)
+        # neither the read the body is validated against nor the one under the writer's lock
+        return None if len(calls) <= 2 else real_get_row(team_key)
 
     monkeypatch.setattr(service, "get_row", not_yet_visible)
     resp = post(client, admin_headers, merged(repo="web"))
     assert resp.status_code == 200, resp.get_json()
     assert resp.get_json()["repo"] == "web"
     assert [m.repo for m in db.session.scalars(select(Mapping))] == ["web"]
+
+
+STRICT = {"provider": "strict-tracker", "project": "P"}
+
+
+def _write_meanwhile(app: Any, write: Callable[[], Any]) -> Callable[[], None]:
+    """An action for the tracker's check: another request's write, from its own connection,
+    which must go through while the check runs (it waits behind a writer's lock otherwise)."""
+    went_through: list[bool] = []
+
+    def writer() -> None:
+        with app.app_context():
+            write()
+
+    def action() -> None:
+        if went_through:
+            return  # once
+        thread = threading.Thread(target=writer)
+        thread.start()
+        thread.join(10)
+        went_through.append(not thread.is_alive())
+
+    action.went_through = went_through  # type: ignore[attr-defined]
+    return action
+
+
+def test_the_trackers_check_holds_no_other_writer(app, client, admin_headers, adm_mapping, during_check):
+    """A tracker's check may ask its service (Jira parses the JQL clause, with retries): runner
+    callbacks and the poller must not wait for it."""
+    adm_mapping("OPS")
+    action = _write_meanwhile(app, lambda: service.patch("OPS", {"paused": True}))
+    during_check.append(action)
+    resp = post(client, admin_headers, merged(ticketing=STRICT))
+    assert resp.status_code == 201, resp.get_json()
+    assert action.went_through == [True]
+    assert service.get("OPS")["paused"] is True
+
+
+def test_a_change_made_while_the_tracker_checks_is_kept(
+    app, client, admin_headers, during_check
+) -> None:
+    """The update is validated again against the mapping as the other request left it, and only
+    the fields the body gives are changed (no stale copy of the rest is written back)."""
+    assert post(client, admin_headers, merged(ticketing=STRICT)).status_code == 201
+    checks: list[int] = []
+    during_check.append(lambda: checks.append(1))
+    action = _write_meanwhile(app, lambda: service.patch("ENG", {"maxInProgressAiIssues": 7}))
+    during_check.append(action)
+    resp = post(client, admin_headers, {"teamKey": "ENG", "repo": "web"})
+    assert resp.status_code == 200, resp.get_json()
+    assert action.went_through == [True]
+    assert len(checks) == 2  # checked again against what the other request stored
+    stored = service.get("ENG")
+    assert (stored["repo"], stored["maxInProgressAiIssues"]) == ("web", 7)
+
+
+def test_a_mapping_changing_under_every_check_is_checked_under_the_lock(
+    client, admin_headers, during_check, monkeypatch
+) -> None:
+    assert post(client, admin_headers, merged(ticketing=STRICT)).status_code == 201
+    real_to_api = service.to_api
+    reads: list[int] = []
+
+    def always_new(row: Any) -> dict[str, Any]:
+        reads.append(1)
+        return {**real_to_api(row), "updatedAt": f"read {len(reads)}"}
+
+    monkeypatch.setattr(service, "to_api", always_new)
+    checks: list[int] = []
+    during_check.append(lambda: checks.append(1))
+    resp = post(client, admin_headers, {"teamKey": "ENG", "repo": "web"})
+    assert resp.status_code == 200, resp.get_json()
+    assert len(checks) == service._SAVE_TRIES + 1
+    assert db.session.scalar(select(Mapping.repo)) == "web"
 
 
 def test_deleting_a_mapping_keeps_its_jobs(client, admin_headers, adm_mapping) -> None:
