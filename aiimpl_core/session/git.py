@@ -119,24 +119,36 @@ class Git:
         return bool(self.run("status", "--porcelain").stdout.strip())
 
     def commit_all(
-        self, message: str, *, refuse: Callable[[dict[str, str]], str | None] | None = None, **kw: object
+        self,
+        message: str,
+        *,
+        refuse: Callable[[dict[str, str]], str | None] | None = None,
+        since: str | None = None,
+        **kw: object,
     ) -> str | None:
         """Stage everything and commit; ``None`` when there was nothing to commit.
 
         :param refuse: given the lines each staged file adds (path → text), a reason not to commit
             them; the files are then unstaged and :class:`RefusedChanges` raised.
+        :param since: with ``refuse``, the commit the work started from: the lines that commits
+            made since (by an agent that commits on its own) add are read by ``refuse`` too, since
+            the push sends them along.
         """
         self.run("add", "--all", **kw)  # type: ignore[arg-type]
         staged = self.run("diff", "--cached", "--quiet", check=False, **kw)  # type: ignore[arg-type]
-        if staged.code == 0:
-            return None
         if refuse is not None:
-            patch = self.run("diff", "--cached", "--text", "--no-color", "--no-ext-diff", "--unified=0",
-                             **kw).stdout  # type: ignore[arg-type]
+            plain = ("--text", "--no-color", "--no-ext-diff", "--unified=0")
+            patch = self.run("diff", "--cached", *plain, **kw).stdout  # type: ignore[arg-type]
+            if since:
+                commits = self.run("log", "--format=", "--patch", *plain, f"{since}..HEAD",
+                                   **kw)  # type: ignore[arg-type]
+                patch += "\n" + commits.stdout
             reason = refuse(added_lines(patch))
             if reason:
                 self.run("reset", "-q", **kw)  # type: ignore[arg-type]
                 raise RefusedChanges("commit", 1, reason)
+        if staged.code == 0:
+            return None
         self.run("commit", "--no-verify", "-q", "-m", message, **kw)  # type: ignore[arg-type]
         return self.run("rev-parse", "HEAD", **kw).stdout.strip()  # type: ignore[arg-type]
 

@@ -10,6 +10,8 @@ from ..errors import ProviderError
 from ..http import HttpClient
 
 API_VERSION = "2022-11-28"
+#: GitHub refuses a longer pull request title: 422 "title is too long (maximum is 256 characters)"
+MAX_TITLE_CHARS = 256
 
 
 class PullRequestError(Exception):
@@ -78,6 +80,8 @@ def open_pull_request(
 
     :raises PullRequestError: with GitHub's status and message.
     """
+    if len(title) > MAX_TITLE_CHARS:  # a Jira summary alone may be 255 characters
+        title = title[: MAX_TITLE_CHARS - 1].rstrip() + "…"
     try:
         resp = _client(api_url, token).post(
             f"/repos/{owner}/{repo}/pulls", json={"title": title, "head": head, "base": base, "body": body}

@@ -99,10 +99,13 @@ def review(ctx: dict[str, Any], diff: str, verification: str | None) -> str:
 
 def parse_review(text: str) -> tuple[bool, list[str]] | None:
     """``(approved, blockers)`` from the reviewer's answer, or ``None`` when it gave no verdict."""
-    candidates = re.findall(r"\{[^{}]*\"approved\"[^{}]*\}", text, flags=re.DOTALL)
-    for raw in reversed(candidates):
+    # the last JSON object that decodes, read from each "{" backwards: a blocker that quotes code
+    # (``returns {}``, ``${VAR}``) holds braces of its own, which a pattern cannot balance
+    decoder = json.JSONDecoder()
+    starts = [m.start() for m in re.finditer(r"\{", text)]
+    for start in reversed(starts):
         try:
-            value = json.loads(raw)
+            value, _ = decoder.raw_decode(text, start)
         except ValueError:
             continue
         if isinstance(value, dict) and isinstance(value.get("approved"), bool):

@@ -454,7 +454,7 @@ class Session:
         try:
             sha = self.git.commit_all(
                 f"{self.cfg.issue_key}: work in progress ({why})", refuse=self._secrets_in,
-                deadline=allowance, ignore_stop=True,
+                since=self.state.start_sha, deadline=allowance, ignore_stop=True,
             )
             head = self.git.run("rev-parse", "HEAD", deadline=allowance, ignore_stop=True).stdout.strip()
             if sha is None and head == self.state.start_sha:
@@ -487,7 +487,7 @@ class Session:
                 message += f"{issue['url']}\n\n"
             message += f"Written by the coding agent of AI-Implement (job {cfg.job_id})."
             try:
-                self.git.commit_all(message, refuse=self._secrets_in)
+                self.git.commit_all(message, refuse=self._secrets_in, since=self.state.start_sha)
             except RefusedChanges as exc:
                 raise Failure(exc.output, excerpt=exc.output) from None
             except GitError as exc:
@@ -518,7 +518,13 @@ class Session:
                 self.git.push(self.push_branch)
             except GitError as exc:
                 self._learn_tokens()
-                self._check_clock("the push")
+                kind = self._interrupted()
+                if kind:
+                    # stopped, or out of time, while pushing: the commit is there, and is pushed
+                    # again on the reserve rather than lost with the machine
+                    where = self._save_work("the push was interrupted")
+                    what = self._interruption(kind, "the push")
+                    raise Failure(self.redactor.text(f"{what}. {where}".strip()), kind=kind) from None
                 raise Failure(
                     self.redactor.text(f"git push failed (exit {exc.code}): {procs.tail(exc.output, 800)}"),
                     excerpt=self._excerpt(exc.output),
@@ -574,10 +580,11 @@ class Session:
         A re-run after ``review_failed`` (or after a failure or stop once the pull request was
         open) continues the same branch, whose pull request is still open: the new commits are
         already in it, and the run carries on with it as with one it opened. Closed and merged
-        pull requests are never reused: GitHub accepts a new one then.
+        pull requests are never reused: GitHub accepts a new one then. GitHub may also answer a
+        5xx (or no answer) to a pull request it created all the same: that one is looked up too.
         """
         cfg = self.cfg
-        if refused.status != 422:
+        if refused.status != 422 and not (refused.status is None or refused.status >= 500):
             raise refused
         try:
             pr = find_open_pull_request(

@@ -1,0 +1,130 @@
+"""Edge cases an operator meets: a reviewer whose blockers quote code, an issue with a long
+title, GitHub failing the pull request it created, a stop while the branch is being pushed, and an
+agent that commits by itself."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from aiimpl_core.session import prompts
+
+from .conftest import FULL_GITHUB, World, script
+from .test_session_failures import open_pull_request_by_hand
+from .test_session_lifetime import _stop_once
+
+
+def test_review_blockers_quoting_code_with_braces_are_a_verdict() -> None:
+    """Reviewers quote code: a blocker holding ``{}`` or ``${VAR}`` is still a blocker, not an
+    answer without a verdict (which would let the job end ``completed``)."""
+    assert prompts.parse_review('{"approved": false, "blockers": ["`parse()` returns {} on error"]}') == (
+        False, ["`parse()` returns {} on error"]
+    )
+    fenced = '```json\n{\n  "approved": false,\n  "blockers": ["uses ${TOKEN} unquoted"]\n}\n```'
+    assert prompts.parse_review(fenced) == (False, ["uses ${TOKEN} unquoted"])
+    nested = 'Checked {"a": 1}.\n{"approved": true, "blockers": [], "notes": {"style": "ok"}}'
+    assert prompts.parse_review(nested) == (True, [])
+
+
+def test_a_long_issue_title_still_opens_the_pull_request(world: World) -> None:
+    """GitHub refuses a pull request title over 256 characters (422 "title is too long"); a Jira
+    summary may be 255 characters before the issue key is put in front of it."""
+    world.mapping()
+    title = "Make the importer " + "really " * 33 + "robust"
+    assert len(title) > 240
+    job_id = world.dispatch(title=title)
+
+    code, out = world.run_session(job_id)
+
+    assert code == 0, out
+    [pr] = world.github.pull_requests("acme", "eng")
+    assert len(pr.title) <= 256
+    assert pr.title.startswith("ENG-1: Make the importer really") and pr.title.endswith("…")
+
+
+def test_sigterm_during_the_push_saves_the_work_on_the_reserve(world: World) -> None:
+    """Stopped while ``git push`` runs: the commit exists, and the push is done again on the
+    session's reserve, as after a stop during the commit; the work is not lost."""
+    real_git = shutil.which("git")
+    assert real_git
+    wrapped = world.tmp / "slow-git"
+    wrapped.mkdir()
+    marker, once = world.tmp / "push-started", world.tmp / "push-slowed"
+    (wrapped / "git").write_text(
+        "#!/bin/sh\n"
+        f'for arg in "$@"; do if [ "$arg" = push ] && [ ! -e {once} ]; then '
+        f"touch {once} {marker}; sleep 60; fi; done\n"
+        f'exec {real_git} "$@"\n'
+    )
+    (wrapped / "git").chmod(0o755)
+    world.mapping()
+    job_id = world.dispatch()
+    proc, out = _stop_once(world, job_id, marker,
+                           PATH=f"{wrapped}{os.pathsep}{world.session_env(job_id)['PATH']}")
+
+    assert proc.returncode == 1, out
+    job = world.job(job_id)
+    sha = world.remote.branches().get("ai/ENG-1")
+    assert sha, job.error
+    assert (job.status, job.error) == (
+        "failed", "The session was stopped by its runner (SIGTERM) during the push. "
+                  f"Work so far is on branch `ai/ENG-1` (commit {sha[:7]}).")
+    assert world.remote.show("ai/ENG-1", "greeting.txt") == "hello from the agent\n"
+    world.assert_no_secret_anywhere(job_id)
+
+
+def test_a_secret_the_agent_committed_itself_is_never_pushed(world: World) -> None:
+    """Agents that commit on their own (aider does by default; Claude Code with wider
+    permissions may): their commits are checked for secrets like the session's own."""
+    agent = world.tmp / "committing-agent.sh"
+    agent.write_text(script("""
+        echo "hello from the agent" > greeting.txt
+        echo "ANTHROPIC_API_KEY=$ANTHROPIC_API_KEY" > .env
+        git add -A
+        git -c user.name=agent -c user.email=agent@example.test commit -q -m "the agent's own commit"
+        echo "Done."
+    """))
+    world.mapping(AIIMPL_AGENT_COMMAND=f"bash {agent} {{prompt_file}}", AIIMPL_REVIEW="false")
+    job_id = world.dispatch()
+    before = world.remote.branches()
+
+    code, out = world.run_session(job_id)
+
+    assert code == 1, out
+    job = world.job(job_id)
+    assert job.status == "failed"
+    assert job.error.startswith("The changes hold the value of a secret of the session (in .env): nothing "
+                                "was committed or pushed")
+    assert world.remote.branches() == before
+    assert world.github.pull_requests("acme", "eng") == []
+    world.assert_no_secret_anywhere(job_id)
+
+
+@FULL_GITHUB
+def test_a_pull_request_github_created_before_failing_its_answer_is_used(world: World) -> None:
+    """GitHub may answer 502 to a pull request it has created all the same: the session looks the
+    branch's open pull request up, as after a 422, instead of failing a job whose PR is open."""
+    world.mapping()
+    number = open_pull_request_by_hand(world)  # what GitHub created before its 502
+    world.github.fail_next("POST", r"/repos/acme/eng/pulls$", 502, "Server Error")
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id)
+
+    assert code == 0, out
+    job = world.job(job_id)
+    assert (job.status, job.pr_number) == ("completed", number), job.error
+    assert world.steps(job_id)["pull-request"].detail["reused"] is True
+
+
+@FULL_GITHUB
+def test_a_pull_request_github_failed_to_create_keeps_its_answer(world: World) -> None:
+    world.mapping()
+    world.github.fail_next("POST", r"/repos/acme/eng/pulls$", 502, "Server Error")
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id)
+
+    assert code == 1, out
+    assert world.job(job_id).error == "PR creation failed with HTTP 502: Server Error"
+    assert world.github.pull_requests("acme", "eng") == []
