@@ -42,6 +42,14 @@ def _runner_mode(value: str) -> str | None:
 #: the shortest retention allowed (0 keeps everything): a sender may still repeat a delivery of a
 #: few days ago (GitHub redelivers deliveries of the last three days)
 MIN_RETENTION_DAYS = 7
+#: the longest retention (100 years; nothing is older): a much longer one reaches back before the
+#: calendar's first year, which no date holds
+MAX_RETENTION_DAYS = 36_500
+#: the longest duration a setting takes, in seconds (100 years): a window counted back from now, or
+#: an expiry forward, much longer than that is no date (and no thread waits that long)
+MAX_SECONDS = MAX_RETENTION_DAYS * 86_400
+#: the largest count a setting takes (a cap, proxy hops): the database's INTEGER
+MAX_COUNT = 2**31 - 1
 
 
 def _whole_number(value: str) -> int:
@@ -51,14 +59,17 @@ def _whole_number(value: str) -> int:
         raise ValueError(f"must be a whole number, not {value.strip()!r}") from None
 
 
-def _at_least(minimum: int) -> Callable[[str], int]:
-    """A parser of a whole number of at least ``minimum`` (a duration of 0 seconds, or less, would
-    poll without a pause, expire every token at once or end every session as it starts)."""
+def _at_least(minimum: int, maximum: int = MAX_SECONDS) -> Callable[[str], int]:
+    """A parser of a whole number from ``minimum`` to ``maximum`` (a duration of 0 seconds, or less,
+    would poll without a pause, expire every token at once or end every session as it starts; one
+    of thousands of years is no date)."""
 
     def parse(value: str) -> int:
         number = _whole_number(value)
         if number < minimum:
             raise ValueError(f"must be at least {minimum}, not {number}")
+        if number > maximum:
+            raise ValueError(f"must be at most {maximum}, not {number}")
         return number
 
     return parse
@@ -68,6 +79,8 @@ def _retention_days(value: str) -> int:
     days = _whole_number(value)
     if days != 0 and days < MIN_RETENTION_DAYS:
         raise ValueError(f"0 (keep everything) or at least {MIN_RETENTION_DAYS} days")
+    if days > MAX_RETENTION_DAYS:
+        raise ValueError(f"must be at most {MAX_RETENTION_DAYS} days, not {days}")
     return days
 
 
@@ -79,7 +92,7 @@ def _backend_caps(value: str) -> dict[str, int]:
             raise ValueError(f"must be backend=count pairs separated by commas (e.g. "
                              f"fly-machines=10,local-docker=2), not {part!r}")
         try:
-            caps[name.strip()] = _at_least(0)(count)
+            caps[name.strip()] = _at_least(0, MAX_COUNT)(count)
         except ValueError as exc:
             raise ValueError(f"{name.strip()}: {exc}") from None
     return caps
@@ -147,7 +160,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AIIMPL_PROXY_HOPS", "How many reverse proxies stand in front of the server: their "
             "`X-Forwarded-For`, `-Proto` and `-Host` are trusted (werkzeug's `ProxyFix`), so the sign-in "
             "throttle counts each client, not the proxy. `0` (the default) trusts none: set it only "
-            "behind a proxy that overwrites these headers.", 0, _at_least(0)),
+            "behind a proxy that overwrites these headers.", 0, _at_least(0, MAX_COUNT)),
     Setting("AIIMPL_HSTS_SECONDS", "`max-age` of the `Strict-Transport-Security` header sent on answers to "
             "HTTPS requests (as they reached the server, or as the proxy's `X-Forwarded-Proto` says where "
             "`AIIMPL_PROXY_HOPS` trusts it). `0` (the default) sends none: the TLS-terminating proxy may.",
@@ -177,7 +190,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AIIMPL_SESSION_LIFETIME_SECONDS", "Lifetime of a session machine or container before it is "
             "stopped (`machine_timeout` / `container_timeout`).", 3600, _at_least(1)),
     Setting("AIIMPL_DEDUP_WINDOW_SECONDS", "Window of the `dedup` blocker.", 86400, _at_least(0)),
-    Setting("AIIMPL_GLOBAL_CAP", "Optional cap on non-terminal jobs across all teams.", None, _at_least(0)),
+    Setting("AIIMPL_GLOBAL_CAP", "Optional cap on non-terminal jobs across all teams.", None,
+            _at_least(0, MAX_COUNT)),
     Setting("AIIMPL_BACKEND_CAPS", "Optional caps per runner backend, e.g. `fly-machines=10,local-docker=2`.",
             None, _backend_caps),
     Setting("AIIMPL_RUN_TOKEN_SECONDS", "Lifetime of run tokens (JWT `exp`).", 10800, _at_least(1)),

@@ -23,6 +23,14 @@ from aiimpl_core.errors import ConfigError
     ("AIIMPL_GLOBAL_CAP", "-1", "must be at least 0, not -1"),
     ("AIIMPL_RETENTION_DAYS", "x", "must be a whole number, not 'x'"),
     ("AIIMPL_RETENTION_DAYS", "3", "0 (keep everything) or at least 7 days"),
+    # a date thousands of years away is no date (prune and the housekeeping failed on it)
+    ("AIIMPL_RETENTION_DAYS", "1000000", "must be at most 36500 days, not 1000000"),
+    ("AIIMPL_POLL_INTERVAL", "99999999999", "must be at most 3153600000, not 99999999999"),
+    ("AIIMPL_DEDUP_WINDOW_SECONDS", "10" * 8, f"must be at most 3153600000, not {'10' * 8}"),
+    ("AIIMPL_RUN_TOKEN_SECONDS", "4000000000", "must be at most 3153600000, not 4000000000"),
+    ("AIIMPL_GLOBAL_CAP", "2147483648", "must be at most 2147483647, not 2147483648"),
+    ("AIIMPL_BACKEND_CAPS", "fly-machines=2147483648", "fly-machines: must be at most 2147483647, "
+                                                       "not 2147483648"),
     ("AIIMPL_BACKEND_CAPS", "foo", "must be backend=count pairs separated by commas "
                                    "(e.g. fly-machines=10,local-docker=2), not 'foo'"),
     ("AIIMPL_BACKEND_CAPS", "=3", "must be backend=count pairs separated by commas "

@@ -37,7 +37,7 @@ class AiimplGroup(FlaskGroup):
 
     Flask's ``run`` (its development server, which logs query strings and offers werkzeug's
     interactive debugger) and the ``--debug`` option that serves it are left out: ``aiimpl serve``
-    runs the app, never in debug mode.
+    runs the app, never in debug mode. So is ``--app``: the app is always the project's own.
 
     The help, which loads the app for the commands it adds, still lists the core's and the plugins'
     commands when the app cannot be built from a project error (two plugins that collide, a refused
@@ -47,7 +47,7 @@ class AiimplGroup(FlaskGroup):
 
     def __init__(self, **extra: Any) -> None:
         super().__init__(add_default_commands=False, set_debug_flag=False, **extra)
-        self.params = [param for param in self.params if param.name != "debug"]
+        self.params = [param for param in self.params if param.name not in ("debug", "app")]
         self.add_command(shell_command)
         self.add_command(routes_command)
         #: the message of a project error :func:`main` has printed already (not printed twice)

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
+import threading
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +14,7 @@ import click
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
+from ..config import MAX_RETENTION_DAYS
 from ..errors import AiimplError
 from ..extensions import db
 from ..orm import Job
@@ -93,11 +96,19 @@ def _require_shared_key() -> None:
         )
 
 
+def _a_number(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    # (a range lets NaN through, and a wait of NaN seconds is no wait at all)
+    if value is not None and math.isnan(value):
+        raise click.BadParameter("not a number", ctx, param)
+    return value
+
+
 @cli.command("poll")
 @click.option("--once", is_flag=True, help="Run one cycle, print a summary and exit.")
 @click.option(
-    "--interval", type=click.FloatRange(min=0, min_open=True), default=None,
-    help="Seconds between cycles (default AIIMPL_POLL_INTERVAL, 60).",
+    # (a longer wait than the platform's threads can do would end the loop with a traceback)
+    "--interval", type=click.FloatRange(min=0, min_open=True, max=threading.TIMEOUT_MAX), default=None,
+    callback=_a_number, help="Seconds between cycles (default AIIMPL_POLL_INTERVAL, 60).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print each cycle's report as JSON.")
 @with_appcontext
@@ -163,7 +174,7 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
 
 @cli.command("prune")
 @click.option(
-    "--older-than", "days", type=click.IntRange(min=0), default=None,
+    "--older-than", "days", type=click.IntRange(min=0, max=MAX_RETENTION_DAYS), default=None,
     help="Retention in days (default AIIMPL_RETENTION_DAYS, 90; at least 7, 0 removes nothing).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")

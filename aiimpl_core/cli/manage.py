@@ -66,6 +66,26 @@ def _as_list(body: Any, *keys: str) -> list[dict[str, Any]]:
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")
 
+#: the API's answers for a team, secret, session or outbox item it does not know
+TEAM_NOT_FOUND = "Team not found"
+SECRET_NOT_FOUND = "Secret not found"
+SESSION_NOT_FOUND = "Session not found"
+OUTBOX_ITEM_NOT_FOUND = "outbox item not found"
+
+
+def _segment(value: str, not_found: str) -> str:
+    """``value`` as one segment of an API path. An empty value, or one with a ``/`` (which the router
+    takes as a separator even quoted), would reach another route or none: it names nothing, and
+    ``not_found`` says so as the API does."""
+    if not value or "/" in value:
+        raise click.ClickException(not_found)
+    return quote(value, safe="")
+
+
+def _json_constant(name: str) -> Any:
+    """Refuses ``NaN`` and ``Infinity``, which Python's parser takes but JSON (and so the API) does not."""
+    raise ValueError(f"{name} is not a JSON value")
+
 
 # -- mappings ---------------------------------------------------------------------------------------
 
@@ -97,7 +117,7 @@ def mappings_list(as_json: bool) -> None:
 @with_appcontext
 def mappings_show(team_key: str, as_json: bool) -> None:
     """Show one mapping."""
-    body = ApiCall()("GET", f"/api/mappings/{quote(team_key, safe='')}")
+    body = ApiCall()("GET", f"/api/mappings/{_segment(team_key, TEAM_NOT_FOUND)}")
     if as_json:
         echo_json(body)
     else:
@@ -157,7 +177,7 @@ def _mapping_body(team_key: str, values: dict[str, Any]) -> dict[str, Any]:
     source = values.pop("from_json", None)
     if source is not None:
         try:
-            loaded = json.load(source)
+            loaded = json.load(source, parse_constant=_json_constant)
         except ValueError as exc:
             raise click.ClickException(f"--from-json: not valid JSON ({exc})") from None
         if not isinstance(loaded, dict):
@@ -174,9 +194,9 @@ def _mapping_body(team_key: str, values: dict[str, Any]) -> dict[str, Any]:
             pairs[key] = value
         body["extraEnv"] = pairs
     ticketing = values.pop("ticketing", None)
-    if ticketing:
+    if ticketing is not None:
         try:
-            body["ticketing"] = json.loads(ticketing)
+            body["ticketing"] = json.loads(ticketing, parse_constant=_json_constant)
         except ValueError as exc:
             raise click.BadParameter(f"not valid JSON ({exc})", param_hint="--ticketing") from None
     body.update({k: v for k, v in values.items() if v is not None})
@@ -205,13 +225,14 @@ def mappings_create(team_key: str, as_json: bool, **values: Any) -> None:
 def mappings_update(team_key: str, as_json: bool, **values: Any) -> None:
     """Change the given fields of TEAM_KEY's mapping; the others keep their values."""
     call = ApiCall()
-    call("GET", f"/api/mappings/{quote(team_key, safe='')}")  # 404 "Team not found" when it does not exist
+    # 404 "Team not found" when it does not exist
+    call("GET", f"/api/mappings/{_segment(team_key, TEAM_NOT_FOUND)}")
     body = call("POST", "/api/mappings", _mapping_body(team_key, values))
     echo_json(body) if as_json else click.echo(f"Mapping {team_key} updated.")
 
 
 def _patch(team_key: str, body: dict[str, Any], as_json: bool, done: str) -> None:
-    result = ApiCall()("PATCH", f"/api/mappings/{quote(team_key, safe='')}", body)
+    result = ApiCall()("PATCH", f"/api/mappings/{_segment(team_key, TEAM_NOT_FOUND)}", body)
     echo_json(result) if as_json else click.echo(done)
 
 
@@ -256,9 +277,9 @@ def mappings_delete(team_key: str, yes: bool, as_json: bool) -> None:
     """Delete a mapping."""
     if not yes and sys.stdin.isatty():
         click.confirm(f"Delete the mapping of {team_key}?", abort=True)
-    body = ApiCall()("DELETE", f"/api/mappings/{quote(team_key, safe='')}", ok=(404,))
+    body = ApiCall()("DELETE", f"/api/mappings/{_segment(team_key, TEAM_NOT_FOUND)}", ok=(404,))
     if isinstance(body, dict) and body.get("deleted") is False:
-        raise click.ClickException("Team not found")
+        raise click.ClickException(TEAM_NOT_FOUND)
     echo_json(body) if as_json else click.echo(f"Mapping {team_key} deleted.")
 
 
@@ -280,7 +301,7 @@ def mappings_sync(team_key: str | None, all_: bool, as_json: bool) -> None:
     with click.progressbar(teams, label="Syncing workflows", show_pos=True, file=sys.stderr) as bar:
         for team in bar:
             try:
-                results[team] = call("POST", f"/api/mappings/{quote(team, safe='')}/sync-workflows")
+                results[team] = call("POST", f"/api/mappings/{_segment(team, TEAM_NOT_FOUND)}/sync-workflows")
             except click.ClickException as exc:
                 results[team] = {"error": exc.message}
                 failures += 1
@@ -298,7 +319,10 @@ def mappings_sync(team_key: str | None, all_: bool, as_json: bool) -> None:
 # -- secrets -----------------------------------------------------------------------------------------
 
 def _secrets_path(team: str | None) -> str:
-    return f"/api/mappings/{quote(team, safe='')}/secrets" if team else "/api/global-secrets"
+    if team is None:
+        return "/api/global-secrets"
+    # (`--team ""` is a team that does not exist, never the global secrets)
+    return f"/api/mappings/{_segment(team, TEAM_NOT_FOUND)}/secrets"
 
 
 team_option = click.option("--team", help="A team's secrets (default: global secrets).")
@@ -329,11 +353,12 @@ def secrets_list(team: str | None, as_json: bool) -> None:
 @with_appcontext
 def secrets_set(name: str, team: str | None, as_json: bool) -> None:
     """Set a secret. The value is read from standard input, or asked for (never an argument)."""
+    path = _secrets_path(team)  # a team that cannot exist is said before the value is asked for
     if sys.stdin.isatty():
         value = click.prompt(f"Value of {name}", hide_input=True)
     else:
         value = sys.stdin.read().rstrip("\n")
-    body = ApiCall()("POST", _secrets_path(team), {"name": name, "value": value})
+    body = ApiCall()("POST", path, {"name": name, "value": value})
     echo_json(body) if as_json else click.echo(f"Secret {name} set.")
 
 
@@ -344,7 +369,7 @@ def secrets_set(name: str, team: str | None, as_json: bool) -> None:
 @with_appcontext
 def secrets_delete(name: str, team: str | None, as_json: bool) -> None:
     """Delete a secret."""
-    body = ApiCall()("DELETE", f"{_secrets_path(team)}/{quote(name, safe='')}")
+    body = ApiCall()("DELETE", f"{_secrets_path(team)}/{_segment(name, SECRET_NOT_FOUND)}")
     echo_json(body) if as_json else click.echo(f"Secret {name} deleted.")
 
 
@@ -420,7 +445,7 @@ def sessions_list(as_json: bool) -> None:
 @with_appcontext
 def sessions_destroy(session_id: str, as_json: bool) -> None:
     """Destroy a session."""
-    body = ApiCall()("DELETE", f"/api/sessions/{quote(session_id, safe='')}")
+    body = ApiCall()("DELETE", f"/api/sessions/{_segment(session_id, SESSION_NOT_FOUND)}")
     echo_json(body) if as_json else click.echo(f"Session {session_id} destroyed.")
 
 
@@ -476,6 +501,6 @@ def outbox_list(state: str, issue: str | None, limit: int | None, as_json: bool)
 @with_appcontext
 def outbox_retry(item_id: str, as_json: bool) -> None:
     """Re-queue a dead outbox item: the next delivery (poll cycle) sends it."""
-    body = ApiCall()("POST", f"/api/outbox/{quote(item_id, safe='')}/retry")
+    body = ApiCall()("POST", f"/api/outbox/{_segment(item_id, OUTBOX_ITEM_NOT_FOUND)}/retry")
     echo_json(body) if as_json else click.echo(
         f"Outbox item {item_id} re-queued; the next poll cycle sends it.")

@@ -12,7 +12,8 @@ from . import cli
 
 
 @cli.command("openapi")
-@click.option("--indent", default=2, show_default=True, type=int, help="JSON indentation (0: one line).")
+@click.option("--indent", default=2, show_default=True, type=click.IntRange(0, 16),
+              help="JSON indentation (0: one line).")
 @click.option(
     "--output", "-o", type=click.File("w"), default="-", help="Write to this file instead of stdout."
 )

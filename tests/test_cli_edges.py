@@ -1,0 +1,135 @@
+"""Arguments a command cannot use are refused in one line with exit status 1 or 2: never a success
+that did nothing, a secret stored where it was not meant to go, a traceback or a loop without a
+pause."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from flask.cli import ScriptInfo
+
+from aiimpl_core.cli import (
+    cli,
+    commands,  # noqa: F401 - registers the command groups
+)
+from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
+
+
+@pytest.fixture
+def aiimpl_plugins():
+    return [FakeTracker().plugin, FakeRunner("fly-machines", "fly", sessions=True, secrets=True).plugin]
+
+
+@pytest.fixture
+def run(app):
+    def invoke(*args: str, input: str | None = None):  # noqa: A002
+        return CliRunner().invoke(cli, list(args), obj=ScriptInfo(create_app=lambda: app), input=input)
+
+    return invoke
+
+
+def _create(run: Any, team: str = "ENG") -> None:
+    r = run("mappings", "create", team, "--owner", "acme", "--repo", "api", "--default-branch", "main")
+    assert r.exit_code == 0, r.output
+
+
+# -- path arguments no API path can carry ---------------------------------------------------------
+
+@pytest.mark.parametrize("team", ["", "ENG/x", "/"])
+def test_deleting_a_team_key_no_mapping_can_have_fails(run, team):
+    _create(run)
+    r = run("mappings", "delete", team, "--yes")
+    assert r.exit_code == 1 and r.output.strip() == "Error: Team not found"
+    r = run("mappings", "delete", team, "--yes", "--json")
+    assert r.exit_code == 1 and r.output.strip() == "Error: Team not found"
+
+
+@pytest.mark.parametrize("team", ["", "ENG/x"])
+@pytest.mark.parametrize("command", [("show",), ("pause",), ("resume",), ("set-cap", "2"),
+                                     ("update", "--repo", "web")])
+def test_a_team_key_no_mapping_can_have_is_not_found(run, team, command):
+    r = run("mappings", command[0], team, *command[1:])
+    assert r.exit_code == 1 and r.output.strip() == "Error: Team not found"
+
+
+def test_syncing_a_team_key_no_mapping_can_have_is_not_found(run):
+    r = run("mappings", "sync-workflows", "ENG/x")
+    assert r.exit_code == 1 and "ENG/x: Team not found" in r.output, r.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("secrets", "delete", ""), "Secret not found"),
+    (("secrets", "delete", "A/B"), "Secret not found"),
+    (("sessions", "destroy", ""), "Session not found"),
+    (("sessions", "destroy", "m/1"), "Session not found"),
+    (("outbox", "retry", ""), "outbox item not found"),
+    (("outbox", "retry", "1/2"), "outbox item not found"),
+])
+def test_an_id_no_path_can_carry_is_not_found(run, args, message):
+    r = run(*args)
+    assert r.exit_code == 1 and r.output.strip() == f"Error: {message}"
+
+
+@pytest.mark.parametrize("team", ["", "ENG/x"])
+def test_secrets_of_an_empty_or_unknown_team_never_reach_the_global_secrets(run, team):
+    _create(run)
+    r = run("secrets", "set", "NPM_TOKEN", "--team", team, input="s3cr3t-value\n")
+    assert r.exit_code == 1 and r.output.strip() == "Error: Team not found"
+    assert json.loads(run("secrets", "list", "--json").output) in ([], {"secrets": []})
+    r = run("secrets", "list", "--team", team)
+    assert r.exit_code == 1 and r.output.strip() == "Error: Team not found"
+    assert run("secrets", "set", "NPM_TOKEN", input="global-value\n").exit_code == 0
+    r = run("secrets", "delete", "NPM_TOKEN", "--team", team)
+    assert r.exit_code == 1 and r.output.strip() == "Error: Team not found"
+    assert "NPM_TOKEN" in run("secrets", "list").output
+
+
+# -- values beyond what a command can use ------------------------------------------------------------
+
+@pytest.mark.parametrize("days", ["800000", "99999999999", "999999999999999999999"])
+def test_prune_older_than_a_date_can_be_is_refused(run, days):
+    r = run("prune", "--older-than", days)
+    assert r.exit_code == 2 and "Invalid value for '--older-than'" in r.output, r.output
+    assert "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("interval", ["nan", "inf", "1e308"])
+def test_poll_interval_that_is_no_wait_is_refused(run, interval):
+    r = run("poll", "--interval", interval)
+    assert r.exit_code == 2 and "Invalid value for '--interval'" in r.output, r.output
+
+
+@pytest.mark.parametrize("indent", ["-1", "99999999999999"])
+def test_openapi_indent_out_of_range_is_refused(run, indent):
+    r = run("openapi", "--indent", indent)
+    assert r.exit_code == 2 and "Invalid value for '--indent'" in r.output, r.output
+
+
+# -- JSON options ----------------------------------------------------------------------------------------
+
+def test_an_empty_ticketing_option_is_not_valid_json(run):
+    _create(run)
+    r = run("mappings", "update", "ENG", "--ticketing", "")
+    assert r.exit_code == 2 and "Invalid value for --ticketing: not valid JSON" in r.output
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_json_constants_that_are_not_json_are_named(run, tmp_path, constant):
+    _create(run)
+    source = tmp_path / "f.json"
+    source.write_text(f'{{"maxInProgressAiIssues": {constant}}}')
+    r = run("mappings", "update", "ENG", "--from-json", str(source))
+    assert r.exit_code == 1 and r.output.startswith("Error: --from-json: not valid JSON"), r.output
+    r = run("mappings", "update", "ENG", "--ticketing", f'{{"provider": "fake-tracker", "x": {constant}}}')
+    assert r.exit_code == 2 and "Invalid value for --ticketing: not valid JSON" in r.output, r.output
+
+
+# -- the group's options -----------------------------------------------------------------------------------
+
+def test_the_app_option_that_would_be_ignored_is_not_offered():
+    r = CliRunner().invoke(cli, ["--help"])
+    assert "--app" not in r.output and "-A," not in r.output
+    r = CliRunner().invoke(cli, ["-A", "elsewhere:app", "config"])
+    assert r.exit_code == 2 and "No such option" in r.output
