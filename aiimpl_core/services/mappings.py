@@ -130,6 +130,17 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _whole(value: Any, minimum: int, field: str, message: str) -> None:
+    """Check an optional whole-number field: ``message`` (the reference's) when it is no integer or
+    below ``minimum``; one past what the database stores is said as such, not as "below"."""
+    if value is None:
+        return
+    if not _is_int(value) or value < minimum:
+        raise ValidationError(message)
+    if value > MAX_INT:
+        raise ValidationError(f"{field} must be at most {MAX_INT}")
+
+
 def _present(value: Any) -> bool:
     return isinstance(value, str) and value.strip() != ""
 
@@ -274,12 +285,9 @@ def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
     modes = execution_modes()
     if merged["executionMode"] not in modes:
         raise ValidationError(f"executionMode must be {one_of(modes)}")
-    cpus = merged.get("machineCpus")
-    if cpus is not None and (not _is_int(cpus) or not 1 <= cpus <= MAX_INT):
-        raise ValidationError("machineCpus must be a positive integer")
-    memory = merged.get("machineMemoryMb")
-    if memory is not None and (not _is_int(memory) or not MIN_MEMORY_MB <= memory <= MAX_INT):
-        raise ValidationError(f"machineMemoryMb must be an integer >= {MIN_MEMORY_MB}")
+    _whole(merged.get("machineCpus"), 1, "machineCpus", "machineCpus must be a positive integer")
+    _whole(merged.get("machineMemoryMb"), MIN_MEMORY_MB, "machineMemoryMb",
+           f"machineMemoryMb must be an integer >= {MIN_MEMORY_MB}")
     if merged.get("sessionMode") is None:
         merged["sessionMode"] = DEFAULTS["sessionMode"]
     if merged["sessionMode"] not in SESSION_MODES:
@@ -300,9 +308,8 @@ def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
         raise ValidationError("extraEnv values must all be strings")
     if not all(ENV_NAME_RE.fullmatch(k) for k in env):
         raise ValidationError("extraEnv keys must be environment variable names (letters, digits, '_')")
-    cap = merged.get("maxInProgressAiIssues")
-    if cap is not None and (not _is_int(cap) or not 1 <= cap <= MAX_INT):
-        raise ValidationError("maxInProgressAiIssues must be a positive integer")
+    _whole(merged.get("maxInProgressAiIssues"), 1, "maxInProgressAiIssues",
+           "maxInProgressAiIssues must be a positive integer")
     planning = merged.get("planningEnabled")
     if planning is None:
         planning = merged["planningEnabled"] = False
@@ -435,9 +442,8 @@ def patch(team_key: str, body: Any) -> dict[str, Any]:
     if has_paused == has_cap:
         raise ValidationError("Specify either paused or maxInProgressAiIssues, not both")
     if has_cap:
-        cap = body["maxInProgressAiIssues"]
-        if cap is not None and (not _is_int(cap) or not 1 <= cap <= MAX_INT):
-            raise ValidationError("maxInProgressAiIssues must be a positive integer")
+        _whole(body["maxInProgressAiIssues"], 1, "maxInProgressAiIssues",
+               "maxInProgressAiIssues must be a positive integer")
     elif not isinstance(body["paused"], bool):
         raise ValidationError("paused must be true or false")
     with serialized():

@@ -121,6 +121,10 @@ POST_ROWS: list[tuple[str, Any, str]] = [
     ("extraEnv number value", merged(extraEnv={"A": 1}), "extraEnv values must all be strings"),
     ("cap zero", merged(maxInProgressAiIssues=0), "maxInProgressAiIssues must be a positive integer"),
     ("cap string", merged(maxInProgressAiIssues="3"), "maxInProgressAiIssues must be a positive integer"),
+    # more than the database stores is not "below"
+    ("machineCpus huge", merged(machineCpus=2**31), "machineCpus must be at most 2147483647"),
+    ("machineMemoryMb huge", merged(machineMemoryMb=10**11), "machineMemoryMb must be at most 2147483647"),
+    ("cap huge", merged(maxInProgressAiIssues=2**31), "maxInProgressAiIssues must be at most 2147483647"),
     (
         "planning without workflow",
         merged(planningEnabled=True),
@@ -353,6 +357,13 @@ CHANGE_ROWS: list[tuple[str, str, Any, int, Any]] = [
         {"maxInProgressAiIssues": "2"},
         400,
         {"error": "maxInProgressAiIssues must be a positive integer"},
+    ),
+    (
+        "cap huge",
+        "PATCH",
+        {"maxInProgressAiIssues": 2**31},
+        400,
+        {"error": "maxInProgressAiIssues must be at most 2147483647"},
     ),
     (
         "both",
