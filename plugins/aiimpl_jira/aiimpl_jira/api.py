@@ -79,7 +79,8 @@ def validate_jql() -> Any:
                   jql: {type: string}
                   warnings: {type: array, items: {type: string}}
         400:
-          description: "`Invalid JSON body`, `jql field required`, or Jira's validation message."
+          description: "`Invalid JSON body`, `jql field required`, `jql must be a string`, or Jira's
+            validation message."
           content: {application/json: {schema: {type: object, properties: {error: {type: string}}}}}
         401:
           description: "`Unauthorized`: no valid admin session."
@@ -98,7 +99,10 @@ def validate_jql() -> Any:
     if body is NOT_JSON or not isinstance(body, dict):
         return _error("Invalid JSON body", 400)
     jql = body.get("jql")
-    if not isinstance(jql, str) or not jql.strip():
+    if jql is not None and not isinstance(jql, str):
+        # given, but not a clause: the reference's row is for a body that omits it
+        return _error("jql must be a string", 400)
+    if jql is None or not jql.strip():
         return _error("jql field required", 400)
     try:
         result = admin.check_jql(provider, jql.strip())

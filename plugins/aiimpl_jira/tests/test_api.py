@@ -102,12 +102,21 @@ def test_validate_jql_invalid_json(client: Any, admin_headers: dict[str, str], j
     assert jira.requests == []
 
 
-@pytest.mark.parametrize("body", [{}, {"jql": ""}, {"jql": "   "}, {"jql": 5}, {"query": "x"}])
+@pytest.mark.parametrize("body", [{}, {"jql": ""}, {"jql": "   "}, {"jql": None}, {"query": "x"}])
 def test_validate_jql_requires_jql(
     client: Any, admin_headers: dict[str, str], jira: FakeJira, body: Any
 ) -> None:
     resp = client.post("/api/jira/validate-jql", json=body, headers=admin_headers)
     assert resp.status_code == 400 and resp.get_json() == {"error": "jql field required"}
+
+
+@pytest.mark.parametrize("jql", [5, True, ["labels = api"], {"jql": "x"}])
+def test_validate_jql_that_is_not_a_string_is_said_so(
+    client: Any, admin_headers: dict[str, str], jira: FakeJira, jql: Any
+) -> None:
+    resp = client.post("/api/jira/validate-jql", json={"jql": jql}, headers=admin_headers)
+    assert resp.status_code == 400 and resp.get_json() == {"error": "jql must be a string"}
+    assert jira.requests == []
 
 
 @pytest.mark.parametrize(
