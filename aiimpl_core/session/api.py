@@ -2,6 +2,12 @@
 
 Every body is redacted before it leaves (only the nonce a request must carry passes through);
 the tokens the orchestrator hands out are learned by the redactor the moment they arrive.
+
+Progress reports (status events, steps) are best effort and spend the session's time sparingly:
+their tries never run past the main part of its budget, on the kept-back time each gets one short
+try, and once the orchestrator has been found unreachable the next ones are not sent for
+:data:`REPORT_PAUSE` seconds. The calls the run needs (the token, the planning context) and the
+result keep their own retries.
 """
 
 from __future__ import annotations
@@ -10,16 +16,68 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import requests
+
 from ..errors import ProviderError
-from ..http import HttpClient
+from ..http import RETRY_STATUSES, HttpClient
 from .redact import Redactor
 
 log = logging.getLogger(__name__)
+
+#: a gateway's answers saying the orchestrator behind it could not be reached (a proxy's 502, a
+#: load balancer's 503 or 504): like no answer at all
+UNREACHABLE_STATUSES = frozenset({502, 503, 504})
+#: seconds progress reports are not sent after the orchestrator was found unreachable; the first
+#: one after that gets a single try, and any answer from the orchestrator ends the pause
+REPORT_PAUSE = 30.0
+#: the longest try of a progress report made on the kept-back time (after a stop, or once the
+#: main part of the budget is spent), and of one made once the whole budget is spent
+RESERVE_REPORT_TIMEOUT = 5.0
+LATE_REPORT_TIMEOUT = 2.0
+#: the longest wait before a progress report's next try (a longer ``Retry-After`` ends it)
+REPORT_MAX_WAIT = 5.0
+
+
+def describe_answer(resp: requests.Response) -> str:
+    """``HTTP 200, text/html``: what an answer was, never its body (which may hold a token)."""
+    media = (resp.headers.get("Content-Type") or "").split(";", 1)[0].strip()[:100]
+    return f"HTTP {resp.status_code}, {media or 'no content type'}"
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return "a number"
+
+
+def json_object(resp: requests.Response, what: str) -> dict[str, Any]:
+    """The JSON object the orchestrator answered to ``what`` (``POST /api/token``); a
+    :class:`ProviderError` naming its answer (status and content type) when it is something else,
+    as an HTML page from a proxy in front of it is."""
+    try:
+        body = resp.json()
+    except ValueError:
+        shape = "an empty body" if not resp.content else "a body that is not JSON"
+        raise ProviderError(
+            f"orchestrator: {what} answered with {shape} ({describe_answer(resp)})", provider="orchestrator"
+        ) from None
+    if not isinstance(body, dict):
+        raise ProviderError(
+            f"orchestrator: {what} answered with JSON that is {_json_kind(body)}, not an object "
+            f"({describe_answer(resp)})",
+            provider="orchestrator",
+        )
+    return body
 
 
 @dataclass(frozen=True)
@@ -100,6 +158,11 @@ class Orchestrator:
     :param url: the orchestrator's base URL (``AIIMPL_URL``).
     :param nonce: the job's nonce (``/api/token``, ``/api/status``, ``/api/step-report``).
     :param tokens: run tokens by audience (``runner:result`` …); missing ones are ``None``.
+    :param deadline: ``time.monotonic()`` when the main part of the session's budget is spent: no
+        progress report tries past it, and after it each gets one short try.
+    :param end: ``time.monotonic()`` when the whole budget is spent.
+    :param stop: set when the runner stops the session: progress reports then hurry as after
+        ``deadline``.
     """
 
     def __init__(
@@ -112,11 +175,23 @@ class Orchestrator:
         timeout: float = 30.0,
         retries: int = 2,
         report_timeout: float = 10.0,
+        deadline: float | None = None,
+        end: float | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.http = HttpClient(url, provider="orchestrator", timeout=timeout, retries=retries, max_wait=30.0)
-        #: seconds a progress report (a status event, a step) may wait for an answer: they are best
-        #: effort, and a slow orchestrator must not hold the run past its budget
+        # progress reports try again on their own terms (see _report), on the same connections
+        self.reports = HttpClient(url, provider="orchestrator", timeout=report_timeout, retries=0,
+                                  session=self.http.session)
+        #: seconds one try of a progress report (a status event, a step) may wait for an answer:
+        #: they are best effort, and a slow orchestrator must not hold the run past its budget
         self.report_timeout = report_timeout
+        self.report_retries = retries
+        self.deadline = deadline
+        self.end = end
+        self.stop = stop
+        #: ``time.monotonic()`` when the orchestrator was last found unreachable, until it answers
+        self.unreachable_at: float | None = None
         self.nonce = nonce
         self.tokens = tokens
         self.redactor = redactor
@@ -127,64 +202,128 @@ class Orchestrator:
 
     def repository_token(self, owner: str) -> RepoToken:
         """``POST /api/token``: a fresh installation token for the job's repository."""
+        what = "POST /api/token"
         # minting is safe to repeat: a proxy's 502 or a dropped answer is retried like a read
         resp = self.http.post("/api/token", json={"nonce": self.nonce, "owner": owner}, retry_unsafe=True)
-        body = resp.json()
-        token = body.get("token") if isinstance(body, dict) else None
+        self.unreachable_at = None
+        body = json_object(resp, what)
+        token = body.get("token")
         if not isinstance(token, str) or not token:
-            raise ProviderError("orchestrator: /api/token answered without a token", provider="orchestrator")
+            raise ProviderError(
+                f"orchestrator: {what} answered without a token ({describe_answer(resp)})",
+                provider="orchestrator",
+            )
         self.redactor.add(token)
         return RepoToken(token, parse_expiry(body.get("expiresAt")))
+
+    # -- progress reports (best effort) -------------------------------------------------------
+
+    def _hurried(self, at: float) -> bool:
+        """Whether the session is on its kept-back time at ``at``: stopped, or past ``deadline``."""
+        return (self.stop is not None and self.stop.is_set()) or (
+            self.deadline is not None and at >= self.deadline
+        )
+
+    def _try_timeout(self, now: float) -> float:
+        """Seconds the next try of a report may wait: up to the budget's main part (at least a
+        second), or a short try on the kept-back time."""
+        if not self._hurried(now):
+            left = self.deadline - now if self.deadline is not None else self.report_timeout
+            return max(1.0, min(self.report_timeout, left))
+        left = self.end - now if self.end is not None else RESERVE_REPORT_TIMEOUT
+        return min(self.report_timeout, RESERVE_REPORT_TIMEOUT, max(LATE_REPORT_TIMEOUT, left))
+
+    def _report(
+        self, what: str, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> bool:
+        """POST a progress report; whether it was accepted. A failure is logged, never raised.
+
+        Tries again on no answer, 429 and 5xx, but never into the kept-back part of the budget;
+        there, and for the first report after :data:`REPORT_PAUSE`, it has one try. A report
+        that finds the orchestrator unreachable holds back the ones of the next ``REPORT_PAUSE``
+        seconds: each would pay its full timeout and retries again for nothing.
+        """
+        now = time.monotonic()
+        if self.unreachable_at is not None and now - self.unreachable_at < REPORT_PAUSE:
+            log.warning("%s was not sent: the orchestrator was unreachable %.0fs ago", what,
+                        now - self.unreachable_at)
+            return False
+        tries = 1 if self.unreachable_at is not None or self._hurried(now) else 1 + self.report_retries
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                timeout = self._try_timeout(time.monotonic())
+                self.reports.post(path, json=body, headers=headers, timeout=timeout)
+                self.unreachable_at = None
+                return True
+            except ProviderError as exc:
+                error = exc
+            wait = error.retry_after if error.retry_after is not None else 0.5 * 2 ** (attempt - 1)
+            again = error.status is None or error.status in RETRY_STATUSES
+            if (not again or attempt >= tries or wait > REPORT_MAX_WAIT
+                    or self._hurried(time.monotonic() + wait)):
+                break
+            self.http.sleep(wait)
+        if error.status is None or error.status in UNREACHABLE_STATUSES:
+            self.unreachable_at = time.monotonic()
+        else:
+            self.unreachable_at = None  # it answered: a refusal, not an outage
+        log.warning("%s was not accepted: %s", what, self.redactor.text(error.message))
+        return False
 
     def status(self, event: str, **fields: Any) -> bool:
         """``POST /api/status``; a failure is logged, never raised (the run goes on)."""
         body = {"nonce": self.nonce, "event": event, **{k: v for k, v in fields.items() if v is not None}}
-        try:
-            # the orchestrator de-duplicates an event per job, so a repeat never posts twice
-            self.http.post("/api/status", json=self.redactor.data(body, keep=("nonce",)), retry_unsafe=True,
-                           timeout=self.report_timeout)
-            return True
-        except ProviderError as exc:
-            log.warning("status event %s was not accepted: %s", event, self.redactor.text(exc.message))
-            return False
+        # the orchestrator de-duplicates an event per job, so a repeat never posts twice
+        return self._report(f"status event {event}", "/api/status", self.redactor.data(body, keep=("nonce",)))
 
     def step(self, step: dict[str, Any]) -> bool:
         """Report a pipeline step (``/runner/progress``, or ``/api/step-report`` without a progress token)."""
         clean = self.redactor.data(step)
-        try:
-            if self.tokens.get("runner:progress"):
-                self.http.post(
-                    "/runner/progress",
-                    json={"step": clean},
-                    headers=self._bearer("runner:progress"),
-                    retry_unsafe=True,
-                    timeout=self.report_timeout,
-                )
-            else:
-                self.http.post(
-                    "/api/step-report", json={"nonce": self.nonce, "step": clean}, retry_unsafe=True,
-                    timeout=self.report_timeout,
-                )
-            return True
-        except ProviderError as exc:
-            log.warning("step %s was not recorded: %s", step.get("id"), self.redactor.text(exc.message))
-            return False
+        what = f"step {step.get('id')}"
+        if self.tokens.get("runner:progress"):
+            return self._report(what, "/runner/progress", {"step": clean}, self._bearer("runner:progress"))
+        return self._report(what, "/api/step-report", {"nonce": self.nonce, "step": clean})
+
+    # -- what the run needs -------------------------------------------------------------------
 
     def planning_context(self) -> dict[str, Any]:
-        """``GET /runner/planning-context``."""
+        """``GET /runner/planning-context``: an object with the ``issue`` (an object whose key,
+        title, description and url are text when present); comments that are not objects with a
+        text body are left out."""
+        what = "GET /runner/planning-context"
         resp = self.http.get("/runner/planning-context", headers=self._bearer("runner:planning-context"))
-        body = resp.json()
-        if not isinstance(body, dict):
+        self.unreachable_at = None
+        body = json_object(resp, what)
+        issue = body.get("issue")
+        if not isinstance(issue, dict):
             raise ProviderError(
-                "orchestrator: the planning context is not an object", provider="orchestrator"
+                f"orchestrator: {what} answered without the issue ({describe_answer(resp)})",
+                provider="orchestrator",
             )
+        wrong = [k for k in ("key", "title", "description", "url") if issue.get(k) is not None
+                 and not isinstance(issue[k], str)]
+        if wrong:
+            raise ProviderError(
+                f"orchestrator: {what} answered an issue whose {', '.join(wrong)} "
+                f"{'is' if len(wrong) == 1 else 'are'} not text ({describe_answer(resp)})",
+                provider="orchestrator",
+            )
+        comments = issue.get("comments")
+        issue["comments"] = [
+            c for c in (comments if isinstance(comments, list) else [])
+            if isinstance(c, dict) and isinstance(c.get("body"), str)
+        ]
         return body
 
     def result(self, body: dict[str, Any]) -> dict[str, Any]:
-        """``POST /runner/result`` (single-use token).
+        """``POST /runner/result`` (single-use token): the orchestrator's answer.
 
         A retry after a lost answer may meet ``409 already_consumed``: the first attempt was
-        recorded, so that counts as delivered.
+        recorded, so that counts as delivered. So does any 2xx answer, whatever its body (an HTML
+        page from a proxy in front of the orchestrator): its ``status`` then says so. The result
+        keeps its full retries whatever the progress reports met.
         """
         clean = self.redactor.data(body)
         attempts = 0
@@ -194,11 +333,18 @@ class Orchestrator:
                 resp = self.http.post(
                     "/runner/result", json=clean, headers=self._bearer("runner:result"), retry_unsafe=False
                 )
-                return resp.json() if resp.content else {}
             except ProviderError as exc:
                 if exc.status == 409 and attempts > 1:
                     return {"status": "already recorded"}
                 retryable = exc.status is None or exc.status >= 500
                 if not retryable or attempts > 3:
                     raise
-                time.sleep(min(2.0 * attempts, 10.0))
+                self.http.sleep(min(2.0 * attempts, 10.0))
+                continue
+            self.unreachable_at = None
+            if not resp.content:
+                return {}
+            try:
+                return json_object(resp, "POST /runner/result")
+            except ProviderError:
+                return {"status": f"delivered (the answer, {describe_answer(resp)}, is not a JSON object)"}

@@ -91,7 +91,8 @@ class Git:
             deadline=deadline if deadline is not None else self.deadline,
             stop=None if ignore_stop else self.stop,
         )
-        if check and not result.ok:
+        # a stopped command's answer means nothing, even where a failure is an answer (check=False)
+        if result.stopped is not None or (check and not result.ok):
             code = result.code if result.stopped is None else 124
             raise GitError(args[0], code, result.output or f"stopped ({result.stopped})")
         return result

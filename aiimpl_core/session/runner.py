@@ -134,6 +134,10 @@ class Session:
         ]
         self.redactor = Redactor(secrets)
         logs.SECRETS.follow(self.redactor)  # and in every log line of this process
+        self.stop = threading.Event()
+        self.started = time.monotonic()
+        reserve = min(MAX_RESERVE, config.lifetime * 0.15)
+        self.deadline = self.started + config.lifetime - reserve
         self.api = Orchestrator(
             config.url,
             config.nonce,
@@ -143,11 +147,10 @@ class Session:
                 "runner:planning-context": config.context_token,
             },
             self.redactor,
+            deadline=self.deadline,
+            end=self.started + config.lifetime,
+            stop=self.stop,
         )
-        self.stop = threading.Event()
-        self.started = time.monotonic()
-        reserve = min(MAX_RESERVE, config.lifetime * 0.15)
-        self.deadline = self.started + config.lifetime - reserve
         self.state_dir = tempfile.mkdtemp(prefix="aiimpl-session-")
         self.cache = TokenCache(os.path.join(self.state_dir, "tokens.json"))
         self.usage = Usage()
@@ -341,13 +344,18 @@ class Session:
             self._learn_tokens()
             self.git = git
             self.state.clone_dir = dest
-            self.state.base_sha = git.head()
-            if cfg.phase is not Phase.GAP_ANALYSIS:
-                # an earlier attempt may have left its work on the branch (turn limit, budget,
-                # stop): continue from it instead of starting over and throwing it away
-                self.state.resumed = git.remote_branch_exists(cfg.branch)
-                git.checkout_new(cfg.branch, f"origin/{cfg.branch}" if self.state.resumed else None)
-            self.state.start_sha = git.head()
+            try:
+                self.state.base_sha = git.head()
+                if cfg.phase is not Phase.GAP_ANALYSIS:
+                    # an earlier attempt may have left its work on the branch (turn limit, budget,
+                    # stop): continue from it instead of starting over and throwing it away
+                    self.state.resumed = git.remote_branch_exists(cfg.branch)
+                    git.checkout_new(cfg.branch, f"origin/{cfg.branch}" if self.state.resumed else None)
+                self.state.start_sha = git.head()
+            except GitError as exc:
+                # a stop landing between the clone's git commands ends the next one
+                self._check_clock("the clone")
+                raise Failure(self.redactor.text(str(exc)), excerpt=self._excerpt(exc.output)) from None
             detail.update(
                 branch=cfg.base_branch,
                 commit=self.state.base_sha,
@@ -488,18 +496,20 @@ class Session:
             message += f"Written by the coding agent of AI-Implement (job {cfg.job_id})."
             try:
                 self.git.commit_all(message, refuse=self._secrets_in, since=self.state.start_sha)
+                head = self.git.head()
+                has_work = self._has_work()
             except RefusedChanges as exc:
                 raise Failure(exc.output, excerpt=exc.output) from None
             except GitError as exc:
                 kind = self._interrupted()
                 if kind:
-                    # stopped, or out of time, while committing: the work is saved on the reserve
+                    # stopped, or out of time, while committing (or right after it, between git's
+                    # commands): the work is saved on the reserve
                     where = self._save_work("the commit was interrupted")
                     what = self._interruption(kind, "the commit")
                     raise Failure(self.redactor.text(f"{what}. {where}".strip()), kind=kind) from None
                 raise Failure(self.redactor.text(str(exc)), excerpt=self._excerpt(exc.output)) from None
-            head = self.git.head()
-            if not self._has_work():
+            if not has_work:
                 if cfg.phase is Phase.GAP_ANALYSIS:
                     detail["skipped"] = True
                     return False
@@ -622,6 +632,25 @@ class Session:
         self.api.status("verification_failed", detail=f"{outcome}\n```\n{tail}\n```")
         return f"{outcome}\n{output}"
 
+    def _diff_to_review(self, notes: list[str]) -> str | None:
+        """What the branch changed, for the reviewer; ``None``, with the reason added to ``notes``,
+        when there is no review now: the session was stopped or ran out of time (during
+        verification, or while git read the diff), or git could not read it."""
+        assert self.git is not None
+        if not self._interrupted():
+            since = self.state.start_sha if self.cfg.phase is Phase.GAP_ANALYSIS else self.state.base_sha
+            try:
+                return self.redactor.text(self.git.diff(since or "HEAD~1"))
+            except GitError as exc:
+                if not self._interrupted():
+                    notes.append(self.redactor.text(f"⚠️ The post-push review could not run ({exc}); "
+                                                    "please review the pull request yourself."))
+                    return None
+        # no second agent run on a machine that is going away
+        notes.append("⚠️ The post-push review was skipped (the session was stopped or ran out of time); "
+                     "please review the pull request yourself.")
+        return None
+
     def _review(self, verification: str | None) -> dict[str, Any]:
         cfg = self.cfg
         assert self.git is not None
@@ -630,14 +659,9 @@ class Session:
         with self.step("review", "post-push-review") as detail:
             if not cfg.review_enabled:
                 detail["skipped"] = True
-            elif self.stop.is_set() or time.monotonic() >= self.deadline:
-                # stopped (or out of time) during verification: no second agent run now
+            elif (diff := self._diff_to_review(notes)) is None:
                 detail["skipped"] = True
-                notes.append("⚠️ The post-push review was skipped (the session was stopped or ran out of "
-                             "time); please review the pull request yourself.")
             else:
-                since = self.state.start_sha if cfg.phase is Phase.GAP_ANALYSIS else self.state.base_sha
-                diff = self.redactor.text(self.git.diff(since or "HEAD~1"))
                 prompt = prompts.review(self.state.context, diff, verification)
                 run = run_agent(
                     cfg.review_command,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 from aiimpl_core.session import prompts
 
@@ -128,3 +129,92 @@ def test_a_pull_request_github_failed_to_create_keeps_its_answer(world: World) -
     assert code == 1, out
     assert world.job(job_id).error == "PR creation failed with HTTP 502: Server Error"
     assert world.github.pull_requests("acme", "eng") == []
+
+
+def _git_pausing_at(world: World, job_id: int, arg: str) -> tuple[str, Path]:
+    """The job's ``PATH`` with a ``git`` whose first command with the argument ``arg`` waits a
+    minute (long enough to be stopped), and the file that says it is waiting; every other git
+    command is git's own."""
+    real_git = shutil.which("git")
+    assert real_git
+    wrapped = world.tmp / "pausing-git"
+    wrapped.mkdir()
+    marker, once = world.tmp / "git-pausing", world.tmp / "git-paused"
+    (wrapped / "git").write_text(
+        "#!/bin/sh\n"
+        f'for arg in "$@"; do if [ "$arg" = "{arg}" ] && [ ! -e {once} ]; then '
+        f"touch {once} {marker}; sleep 60; fi; done\n"
+        f'exec {real_git} "$@"\n'
+    )
+    (wrapped / "git").chmod(0o755)
+    return f"{wrapped}{os.pathsep}{world.session_env(job_id)['PATH']}", marker
+
+
+def test_sigterm_right_after_the_commit_saves_the_work(world: World) -> None:
+    """The stop lands between the commit and the git command after it (here: while the next one
+    runs): it is a stop, with the work saved, not an unexpected failure of the session."""
+    world.mapping()
+    job_id = world.dispatch()
+    path, marker = _git_pausing_at(world, job_id, "rev-list")  # counting the commits, after the commit
+
+    proc, out = _stop_once(world, job_id, marker, PATH=path)
+
+    assert proc.returncode == 1, out
+    job = world.job(job_id)
+    sha = world.remote.branches().get("ai/ENG-1")
+    assert sha, job.error
+    assert (job.status, job.error) == (
+        "failed", "The session was stopped by its runner (SIGTERM) during the commit. "
+                  f"Work so far is on branch `ai/ENG-1` (commit {sha[:7]}).")
+    assert world.remote.show("ai/ENG-1", "greeting.txt") == "hello from the agent\n"
+    assert "Traceback" not in out
+
+
+def test_sigterm_right_after_the_clone_is_a_stop(world: World) -> None:
+    world.mapping()
+    job_id = world.dispatch()
+    path, marker = _git_pausing_at(world, job_id, "checkout")  # the branch made after the clone
+
+    proc, out = _stop_once(world, job_id, marker, PATH=path)
+
+    assert proc.returncode == 1, out
+    job = world.job(job_id)
+    assert (job.status, job.error) == ("failed", "The session was stopped by its runner (SIGTERM) during "
+                                                 "the clone")
+    assert world.steps(job_id)["clone"].status == "failed"
+    assert world.agent_calls() == []
+
+
+def test_sigterm_before_the_reviews_diff_skips_the_review(world: World) -> None:
+    """Stopped as git reads the diff for the reviewer: the pull request is open and the job ends
+    with it, the review skipped as after a stop during verification."""
+    world.mapping()
+    job_id = world.dispatch()
+    path, marker = _git_pausing_at(world, job_id, "--stat")  # the review's diff
+
+    proc, out = _stop_once(world, job_id, marker, PATH=path)
+
+    assert proc.returncode == 0, out
+    job = world.job(job_id)
+    assert (job.status, job.pr_number) == ("completed", 1), job.error
+    assert world.steps(job_id)["review"].status == "skipped"
+    assert [c for c in world.agent_calls() if "You are the post-push reviewer" in c["prompt"]] == []
+    assert any("The post-push review was skipped" in c for c in world.comments())
+
+
+def test_a_stopped_git_command_is_never_read_as_an_answer(tmp_path: Path) -> None:
+    """``rev-parse --verify`` fails when the branch does not exist: stopped, it proves nothing (an
+    earlier attempt's work would be taken for absent), so it raises like any stopped command."""
+    import threading
+
+    import pytest
+
+    from aiimpl_core.session.git import Git, GitError
+
+    (tmp_path / "git").write_text(f"#!/bin/sh\nexec {shutil.which('sleep')} 30\n")
+    (tmp_path / "git").chmod(0o755)
+    stop = threading.Event()
+    stop.set()
+    git = Git(str(tmp_path), {"PATH": str(tmp_path)}, stop=stop)
+    with pytest.raises(GitError, match=r"stopped \(signal\)"):
+        git.remote_branch_exists("ai/ENG-1")
