@@ -7,8 +7,10 @@ request, retries with backoff on 429 and 5xx honouring ``Retry-After`` (and GitH
 """
 from __future__ import annotations
 
+import html
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
@@ -203,4 +205,19 @@ def remote_message(resp: requests.Response) -> str:
             first = errors[0]
             return str(first.get("message", first)) if isinstance(first, dict) else str(first)
     text = str(body).strip()
+    if _is_html(resp, text):
+        # a proxy's or gateway's error page: its title says what happened, its markup nothing
+        title = _HTML_TITLE.search(text)
+        shown = " ".join(html.unescape(title.group(1)).split())[:200] if title else ""
+        return f"{shown or resp.reason or 'no message'} (an HTML page)"
     return text[:300] or resp.reason or "no message"
+
+
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def _is_html(resp: requests.Response, text: str) -> bool:
+    media = (resp.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+    if media in ("text/html", "application/xhtml+xml"):
+        return True
+    return text[:15].lower().startswith(("<!doctype html", "<html"))

@@ -96,3 +96,29 @@ def test_a_netrc_file_lends_no_credentials(recorder, monkeypatch, tmp_path) -> N
 def test_the_environments_ca_bundle_is_used(monkeypatch) -> None:
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
     assert HttpClient("https://example.invalid").session.verify == "/etc/ssl/certs/ca-certificates.crt"
+
+
+def _response(status: int, body: bytes, content_type: str | None, reason: str = "Bad Gateway") -> Any:
+    import requests
+
+    resp = requests.Response()
+    resp.status_code, resp._content, resp.reason = status, body, reason
+    if content_type:
+        resp.headers["Content-Type"] = content_type
+    return resp
+
+
+@pytest.mark.parametrize(("body", "content_type", "message"), [
+    # a gateway's page: its title, not its markup (which filled a job's reason and a comment)
+    (b"<html><head><title>502 Bad\n Gateway</title></head><body><center><h1>502</h1></center>"
+     b"<hr><center>nginx</center></body></html>", "text/html", "502 Bad Gateway (an HTML page)"),
+    (b"<!DOCTYPE html><html><body>down &amp; out</body></html>", None, "Bad Gateway (an HTML page)"),
+    (b"<html><title>Tom &amp; Jerry</title></html>", "text/html; charset=utf-8",
+     "Tom & Jerry (an HTML page)"),
+    (b'{"message": "Not Found"}', "application/json", "Not Found"),
+    (b"plain words", "text/plain", "plain words"),
+])
+def test_a_remote_error_is_said_in_words(body: bytes, content_type: str | None, message: str) -> None:
+    from aiimpl_core.http import remote_message
+
+    assert remote_message(_response(502, body, content_type)) == message
