@@ -21,6 +21,7 @@ running past its lifetime            stopped, log tail read: ``TIMED_OUT`` /
 ended at or after the end of its     ``TIMED_OUT`` / ``container_timeout`` (our own stop,
 lifetime                             seen again by a later poll, or its hold ending)
 exited non-zero (or ``dead``)        log tail read: ``FAILED`` / ``container_failed``
+                                     (``out of memory`` said when the kernel killed it)
 exited 0                             log tail read: ``SUCCEEDED`` (the session reported its
                                      own result)
 absent                               ``NOT_FOUND``
@@ -114,6 +115,7 @@ class _Ended:
     code: int | None  # exit code
     finished_at: datetime | None  # when its process ended (the engine's clock)
     tail: str  # the end of its output, redacted
+    oom_killed: bool = False  # killed by the kernel for the memory limit (``machineMemoryMb``)
 
 
 def redact(text: str, env: Mapping[str, str]) -> str:
@@ -364,6 +366,8 @@ class LocalDockerBackend(RunnerBackend):
                 if ended.code is not None
                 else f"the session container is {status} without an exit code"
             )
+            if ended.oom_killed:
+                detail += " (out of memory)"
             return RunState(
                 job_id=run.job_id,
                 phase=RunPhase.FAILED,
@@ -422,7 +426,7 @@ class LocalDockerBackend(RunnerBackend):
         )
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         tail = redact(text, env).strip()[-config.LOG_TAIL_CHARS :]
-        return _Ended(code if isinstance(code, int) else None, finished, tail)
+        return _Ended(code if isinstance(code, int) else None, finished, tail, state.get("OOMKilled") is True)
 
     def _remove(self, container_id: str) -> bool:
         try:

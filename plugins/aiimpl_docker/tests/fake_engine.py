@@ -103,11 +103,13 @@ class FakeEngine:
 
     # -- test controls --
 
-    def exit(self, container_id: str, code: int, output: bytes = b"") -> None:
-        """The container's process ends with ``code`` after printing ``output``."""
+    def exit(self, container_id: str, code: int, output: bytes = b"", *, oom_killed: bool = False) -> None:
+        """The container's process ends with ``code`` after printing ``output`` (killed by the
+        kernel for its memory limit, with ``oom_killed``)."""
         with self._changed:
             container = self.containers[container_id]
             container["State"], container["ExitCode"] = "exited", code
+            container["OOMKilled"] = oom_killed
             container["FinishedAt"] = _stamp(self.clock())
             if output:
                 self.logs[container_id] = self.logs.get(container_id, b"") + output
@@ -248,7 +250,7 @@ class FakeEngine:
                         "Running": container["State"] == "running",
                         "ExitCode": container["ExitCode"],
                         "FinishedAt": container["FinishedAt"],
-                        "OOMKilled": False,
+                        "OOMKilled": container.get("OOMKilled", False),
                     },
                     "Config": container["Config"],
                     "HostConfig": {"LogConfig": {"Type": "json-file"}},

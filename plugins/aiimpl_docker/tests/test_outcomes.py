@@ -133,6 +133,16 @@ def test_a_container_that_failed_before_its_lifetime_is_a_failure_when_read_late
     assert state.phase is RunPhase.FAILED and state.exit_code == 143
 
 
+def test_a_container_killed_for_its_memory_limit_says_so(
+    backend: LocalDockerBackend, fake_engine: FakeEngine, clock: Clock
+) -> None:
+    run = _started(backend, fake_engine, clock)
+    fake_engine.exit(run.run_id or "", 137, b"installing dependencies\n", oom_killed=True)
+    [state] = backend.poll_runs([run])
+    assert state.phase is RunPhase.FAILED and state.exit_code == 137
+    assert state.detail == "the session container exited with code 137 (out of memory)"
+
+
 def test_end_times_with_an_offset_are_read_as_such() -> None:
     from aiimpl_docker.backend import _parse_time
 

@@ -213,7 +213,8 @@ class GitHubActionsBackend(RunnerBackend):
                                 "reading run %s of %s/%s failed: %s", run.run_id, owner, name, exc.message
                             )
                             continue
-                states.append(run_state(run.job_id, found))
+                lifetime_ends = _aware(run.dispatched_at) + timedelta(seconds=run.lifetime_seconds)
+                states.append(run_state(run.job_id, found, lifetime_ends=lifetime_ends))
         if errors and len(errors) == len(by_repo):
             raise errors[0]
         return states
@@ -279,8 +280,22 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def run_state(job_id: int, run: Mapping[str, Any] | None) -> RunState:
-    """A GitHub workflow run (``None``: not listed yet) as the reconciler's :class:`RunState`."""
+def _ended_at(run: Mapping[str, Any]) -> datetime | None:
+    try:
+        return _aware(datetime.fromisoformat(str(run["updated_at"]).replace("Z", "+00:00")))
+    except (KeyError, ValueError):
+        return None
+
+
+def run_state(
+    job_id: int, run: Mapping[str, Any] | None, *, lifetime_ends: datetime | None = None
+) -> RunState:
+    """A GitHub workflow run (``None``: not listed yet) as the reconciler's :class:`RunState`.
+
+    GitHub ends a job that reaches its ``timeout-minutes`` with the conclusion ``cancelled``, as it
+    does a run a person cancelled: a run cancelled at or after ``lifetime_ends`` (the end of the
+    session's lifetime) is the run's timeout, one cancelled before it a failure.
+    """
     if run is None:
         return RunState(job_id=job_id, phase=RunPhase.NOT_FOUND)
     run_id = str(run["id"])
@@ -293,7 +308,9 @@ def run_state(job_id: int, run: Mapping[str, Any] | None) -> RunState:
         return RunState(job_id=job_id, phase=RunPhase.RUNNING, run_id=run_id, run_url=url)
     if conclusion == "success":
         return RunState(job_id=job_id, phase=RunPhase.SUCCEEDED, run_id=run_id, run_url=url)
-    if conclusion == "timed_out":
+    ended = _ended_at(run) if conclusion == "cancelled" else None
+    past_lifetime = lifetime_ends is not None and ended is not None and ended >= lifetime_ends - CLOCK_SLACK
+    if conclusion == "timed_out" or past_lifetime:
         return RunState(
             job_id=job_id,
             phase=RunPhase.TIMED_OUT,

@@ -219,6 +219,27 @@ def test_run_states(
         assert state.detail == f"{expected[conclusion]}: https://github.com/acme/api/actions/runs/{run.id}"
 
 
+def test_a_run_cancelled_past_the_lifetime_is_a_timeout(
+    gh: FakeGitHub, backend: GitHubActionsBackend
+) -> None:
+    # GitHub ends a job that reaches its timeout-minutes with the conclusion ``cancelled``
+    install(gh, backend)
+    request = full_request()
+    backend.dispatch(request)
+    run = gh.run_named("job-1")
+    gh.advance_run(run.id, "in_progress")
+    dispatched = datetime.now(UTC) - timedelta(minutes=75)
+    run.created_at = dispatched + timedelta(seconds=5)
+    gh.advance_run(run.id, "completed", "cancelled")
+    [state] = backend.poll_runs([in_flight(request, run_id=str(run.id), dispatched_at=dispatched)])
+    assert state.phase is RunPhase.TIMED_OUT and state.timeout_reason is TimeoutReason.TIMED_OUT
+    assert state.run_id == str(run.id)
+    # cancelled within the lifetime (a person, or a newer run of the concurrency group): a failure
+    later = dispatched + timedelta(minutes=30)
+    [state] = backend.poll_runs([in_flight(request, run_id=str(run.id), dispatched_at=later)])
+    assert state.phase is RunPhase.FAILED and "was cancelled" in (state.detail or "")
+
+
 def test_poll_ignores_runs_older_than_the_dispatch(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
     install(gh, backend)
     request = full_request()
