@@ -25,8 +25,8 @@ from ..orm import Job
 from ..orm import Mapping as MappingRow
 from ..session import env as session_env
 from ..types import DispatchRequest, DispatchResult, JobStatus, LogLabel, Phase
+from . import redaction, settings
 from . import secrets as secrets_service
-from . import settings
 from .jobs import record_created, transition
 from .outcomes import Outcome, end_job
 
@@ -247,16 +247,16 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
     except Exception as exc:  # noqa: BLE001 - whatever a plugin raised ends the job, never leaves it waiting
         message = _plugin_failure(exc, job, prepared.backend_id)
         status = exc.status if isinstance(exc, ProviderError) else None
-        detail = exc.detail if isinstance(exc, ProviderError) else None
+        # the remote's answer, as redacted as the message (the gap-fill trigger shows it)
+        detail = redaction.redactor_for(job).data(exc.detail) if isinstance(exc, ProviderError) else None
         # kept so that the dispatcher's back-off honours the remote's Retry-After
         retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
         with serialized(keep=(job,)):
             db.session.refresh(job)
             end_job(job, Outcome(JobStatus.FAILED, reason=f"dispatch to {name} failed: {message}"))
-        if isinstance(exc, DispatchError):
-            raise
+        provider = exc.provider if isinstance(exc, DispatchError) and exc.provider else prepared.backend_id
         raise DispatchError(
-            message, provider=prepared.backend_id, status=status, detail=detail, retry_after=retry_after
+            message, provider=provider, status=status, detail=detail, retry_after=retry_after
         ) from exc
     # The job as the claim committed it (kept loaded) or as it is read now: the transition is a
     # compare-and-set, so a session that reported in the meantime is noticed, not overwritten.
@@ -295,10 +295,13 @@ def _stop_cancelled_run(backend: Any, job: Job) -> None:
 
 
 def _plugin_failure(exc: Exception, job: Job, backend_id: str | None) -> str:
-    """What a job's ending says of a plugin's error: our errors' own message; of anything else the
-    class only (a plugin's message may quote a setting), the traceback going to the log."""
+    """What a job's ending says of a plugin's error: our errors' own message, redacted of the
+    job's secrets in every encoding the redactor knows (a runtime's refusal may quote the session's
+    environment); of anything else the class only (a plugin's message may quote a setting), the
+    traceback going to the log."""
     return describe_plugin_error(
         exc,
+        mask=lambda message: redaction.redactor_for(job).text(message),
         foreign="unexpected error ({cls}); the server log has the details",
         log_foreign=lambda e: log.error("launching job %s on %s failed", job.id, backend_id, exc_info=e),
     )

@@ -628,3 +628,36 @@ def test_no_secret_in_any_get_answer_with_the_real_plugins(full_app, sec_logs):
         found = leaks(text, SECRETS.values())
         assert not found, f"GET {url} contains {found}"
     assert not leaks(sec_logs.text(), SECRETS.values())
+
+
+def test_a_backends_refusal_quoting_a_secret_is_redacted(
+    app, client, sec_admin, sec_mapping, sec_runner, sec_tracker
+):
+    """A runtime's refusal may quote the session's environment, a value escaped as it prints it
+    (runc: ``"TEAM_TOKEN=sek\\x00rit"``): the job's reason, its comment and the log never carry
+    the secret, in whichever encoding the job's redactor knows."""
+    from sqlalchemy import select
+
+    from aiimpl_core.errors import DispatchError
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import Job, Mapping
+    from aiimpl_core.services import launch
+
+    sec_mapping("ENG")
+    client.post(
+        "/api/mappings/ENG/secrets", headers=sec_admin, json={"name": TEAM_SECRET[0], "value": TEAM_SECRET[1]}
+    )
+    quoted = json.dumps(f"{TEAM_SECRET[0]}={TEAM_SECRET[1]}")
+    sec_runner.dispatch_error = DispatchError(
+        f"the runtime refused the session: invalid environment {quoted} ({TEAM_SECRET[1]})",
+        provider="github-actions",
+    )
+    mapping = db.session.scalar(select(Mapping).where(Mapping.team_key == "ENG"))
+    job = launch.create_job(mapping, "ENG-1", phase=Phase.IMPLEMENTATION, provider="fake-tracker",
+                            choice=launch.choose_backend(mapping))
+    db.session.commit()
+    with pytest.raises(DispatchError) as refused:
+        launch.launch(job)
+    ended = db.session.get(Job, job.id)
+    assert ended.status == "failed" and "the runtime refused the session" in ended.error
+    assert not leaks(ended.error + refused.value.message + dump_rows(), [TEAM_SECRET[1]])
