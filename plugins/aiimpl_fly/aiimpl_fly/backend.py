@@ -370,7 +370,13 @@ class FlyMachinesBackend(RunnerBackend):
         :param stop: false for a machine that is not running any more (stopped, failed).
         """
         if stop:
-            client.stop_machine(machine_id)
+            try:
+                client.stop_machine(machine_id)
+            except ProviderError as exc:
+                # one Fly will not stop (still being created, held in another state): the forced
+                # destroy ends it all the same, and with it the secrets in its environment
+                self.log.info("stopping machine %s failed (%s): destroying it at once", machine_id,
+                              exc.message)
         client.destroy_machine(machine_id)
 
     def _sweep(

@@ -215,6 +215,27 @@ def test_a_failed_stop_keeps_the_run_running_for_the_next_cycle(
     assert fake_fly.live()
 
 
+@pytest.mark.parametrize("status", [400, 412, 500])
+def test_a_refused_stop_still_destroys_the_machine(
+    backend: FlyMachinesBackend, fake_fly: FakeFly, clock: Clock, status: int
+) -> None:
+    """A machine Fly will not stop (still being created, held in another state, Fly failing):
+    the forced destroy ends it all the same, and with it the secrets in its environment."""
+    req = request_for(3)
+    machine_id = backend.dispatch(req).run_id
+    fake_fly.start(machine_id)
+    fake_fly.fail_next("POST", f"/machines/{machine_id}/stop", status, "machine cannot be stopped now")
+    run = InFlightRun(
+        job_id=3, phase=req.phase, issue_key=req.issue_key, mapping=req.mapping, run_id=machine_id,
+        run_name=req.run_name, dispatched_at=clock() - timedelta(hours=2), lifetime_seconds=3600,
+    )
+    [state] = backend.poll_runs([run])
+    assert state.phase is RunPhase.TIMED_OUT
+    [destroy] = fake_fly.server.requests_to("DELETE", f"/machines/{machine_id}")
+    assert destroy.query == {"force": ["true"]}
+    assert fake_fly.machines[machine_id]["state"] == "destroyed" and fake_fly.live() == []
+
+
 def test_old_machines_of_ended_jobs_are_swept(
     backend: FlyMachinesBackend, fake_fly: FakeFly, clock: Clock
 ) -> None:
