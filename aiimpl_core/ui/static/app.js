@@ -21,10 +21,15 @@ function asList(body, ...keys) {
   return [];
 }
 
+/* An ISO 8601 time with its offset; anything else (a runner may report any text) is shown as given:
+   the browser's Date parser reads a time without an offset as local and turns words into dates. */
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/;
+
 function when(value) {
   if (!value) return "";
-  const d = new Date(value);
-  return isNaN(d) ? esc(value) : `<time datetime="${esc(value)}">${esc(d.toLocaleString())}</time>`;
+  const d = ISO_TIME.test(String(value)) ? new Date(value) : new Date(NaN);
+  return isNaN(d) ? esc(value)
+    : `<time datetime="${esc(value)}">${esc(d.toLocaleString(undefined, {timeZoneName: "short"}))}</time>`;
 }
 
 function link(url, text) {
@@ -133,7 +138,10 @@ function fieldOfMessage(message) {
 
 function clearFieldErrors(form) {
   form.querySelectorAll(".field-error").forEach((p) => { p.textContent = ""; });
-  form.querySelectorAll("[aria-invalid]").forEach((i) => i.removeAttribute("aria-invalid"));
+  form.querySelectorAll("[aria-invalid]").forEach((i) => {
+    i.removeAttribute("aria-invalid");
+    i.removeAttribute("aria-describedby");
+  });
 }
 
 function showFieldError(form, field, message) {
@@ -142,7 +150,7 @@ function showFieldError(form, field, message) {
   if (slot && input) {
     slot.textContent = message;
     input.setAttribute("aria-invalid", "true");
-    input.setAttribute("aria-describedby", slot.id || "");
+    input.setAttribute("aria-describedby", slot.id);
     input.focus();
     return true;
   }
@@ -156,7 +164,8 @@ function readMappingForm(form) {
     const kind = el.dataset.type;
     if (kind === "bool") { out[el.name] = el.checked; continue; }
     const raw = el.value.trim();
-    if (raw === "") continue;
+    // an emptied field clears the stored value (the API keeps a field the body omits)
+    if (raw === "") { out[el.name] = null; continue; }
     if (kind === "int") out[el.name] = /^-?\d+$/.test(raw) ? Number(raw) : raw;
     else if (kind === "json") {
       try { out[el.name] = JSON.parse(raw); } catch (_) { throw {field: el.name, message: `${el.name} must be valid JSON`}; }
@@ -215,7 +224,9 @@ function initProjects() {
         }
         case "sync": {
           const r = await api("POST", `${path}/sync-workflows`);
-          flash(`Workflows of ${team} synced: ${esc(JSON.stringify(r))}`);
+          const files = ["created", "updated", "unchanged"].filter((k) => asList(r && r[k]).length)
+            .map((k) => `${k} ${r[k].join(", ")}`);
+          flash(`Workflows of ${team} synced: ${files.length ? files.join("; ") : "no workflow files"}`);
           break;
         }
         case "delete":
@@ -241,7 +252,7 @@ function initProjects() {
       if (!showFieldError(form, fieldOfMessage(e.message), e.message)) general.textContent = e.message;
     }
   });
-  load().catch((e) => flash(e.message, "error"));
+  load().catch((e) => { fillRows("#mappings-table", [], 8, e.message); flash(e.message, "error"); });
 }
 
 /* ---- issues, blockers, jobs, sessions --------------------------------------------------------- */
@@ -268,38 +279,60 @@ function initBlockers() {
   });
 }
 
-async function showSteps(jobId) {
+/* A job's steps, each failed one with its reason, under the job's own failure reason (if any). */
+async function showSteps(jobId, error) {
   const section = document.getElementById("job-steps");
   const steps = asList(await api("GET", `/api/jobs/${encodeURIComponent(jobId)}/steps`), "steps", "items");
   document.getElementById("steps-job").textContent = jobId;
-  document.getElementById("steps-list").innerHTML = steps.length ? steps.map((s) =>
-    `<li><span class="step-type">${esc(pick(s, "type"))}</span> ${statusBadge(pick(s, "status"))}
-      <span class="muted">${when(pick(s, "startedAt", "started_at"))}${pick(s, "finishedAt", "finished_at") ? " → " + when(pick(s, "finishedAt", "finished_at")) : ""}</span></li>`
-  ).join("") : "<li>No steps reported yet.</li>";
+  const failure = document.getElementById("steps-error");
+  failure.textContent = error || "";
+  failure.hidden = !error;
+  document.getElementById("steps-list").innerHTML = steps.length ? steps.map((s) => {
+    const reason = pick(s.detail, "error");
+    return `<li><span class="step-type">${esc(pick(s, "type"))}</span> ${statusBadge(pick(s, "status"))}
+      <span class="muted">${when(pick(s, "startedAt", "started_at"))}${pick(s, "finishedAt", "finished_at") ? " → " + when(pick(s, "finishedAt", "finished_at")) : ""}</span>
+      ${reason ? `<div class="step-error">${esc(reason)}</div>` : ""}</li>`;
+  }).join("") : "<li>No steps reported yet.</li>";
   section.hidden = false;
   section.dataset.job = jobId;
 }
 
 const ACTIVE_STATUSES = ["unknown", "dispatched", "running"];
+/* The API answers the newest jobs only (at most JOBS_MAX): the list says when it is cut short. */
+const JOBS_PAGE = 100;
+const JOBS_MAX = 500;
 
 function initJobs() {
+  let limit = JOBS_PAGE;
+  let byId = new Map();
+  const more = document.getElementById("jobs-more");
   const load = async () => {
-    const jobs = asList(await api("GET", "/api/jobs"), "jobs", "items");
+    const jobs = asList(await api("GET", `/api/jobs?limit=${limit}`), "jobs", "items");
+    byId = new Map(jobs.map((j) => [String(j.id), j]));
     fillRows("#jobs-table", jobs.map((j) => `<tr data-job="${esc(j.id)}"><th scope="row">${esc(j.id)}</th>
       <td>${esc(pick(j, "issueKey"))}</td><td>${esc(j.phase)}</td><td>${esc(j.backend)}${j.shadow ? " (shadow)" : ""}</td>
       <td>${statusBadge(j.status, pick(j, "timeoutReason"))}</td><td>${link(pick(j, "prUrl"), j.prNumber ? `#${j.prNumber}` : "PR")}</td>
       <td>${when(pick(j, "createdAt"))}</td><td><button type="button" data-act="steps">Steps</button>
       ${ACTIVE_STATUSES.includes(j.status) ? '<button type="button" class="danger" data-act="cancel">Cancel</button>' : ""}</td></tr>`),
     8, "No jobs yet.");
+    more.hidden = jobs.length < limit;
+    document.getElementById("jobs-shown").textContent = limit < JOBS_MAX
+      ? `Showing the newest ${limit} jobs.`
+      : `Showing the newest ${limit} jobs; find older ones with aiimpl jobs list.`;
+    document.getElementById("jobs-show-more").hidden = limit >= JOBS_MAX;
     const open = document.getElementById("job-steps");
-    if (!open.hidden && open.dataset.job) await showSteps(open.dataset.job);
+    if (!open.hidden && open.dataset.job) await showSteps(open.dataset.job, byId.get(open.dataset.job)?.error);
   };
   every(load);
+  document.getElementById("jobs-show-more").addEventListener("click", () => {
+    limit = Math.min(limit + JOBS_PAGE, JOBS_MAX);
+    load().catch((e) => flash(e.message, "error"));
+  });
   document.querySelector("#jobs-table").addEventListener("click", async (ev) => {
     const btn = ev.target.closest("button[data-act]");
     if (!btn) return;
     const id = btn.closest("tr").dataset.job;
-    if (btn.dataset.act === "steps") { showSteps(id).catch((e) => flash(e.message, "error")); return; }
+    if (btn.dataset.act === "steps") { showSteps(id, byId.get(id)?.error).catch((e) => flash(e.message, "error")); return; }
     if (btn.dataset.act !== "cancel" || !confirm(`Cancel job ${id}? It ends failed and its run is stopped.`)) return;
     btn.disabled = true;
     try { await api("POST", `/api/jobs/${encodeURIComponent(id)}/cancel`); flash(`Job ${id} cancelled`); await load(); }
@@ -393,7 +426,9 @@ function initSecrets() {
       scope.appendChild(opt);
     }
   }).catch(() => {});
-  scope.addEventListener("change", () => load().catch((e) => flash(e.message, "error")));
+  // a list that cannot be read shows why in place of its rows: never another scope's rows, nor "Loading…"
+  const reload = () => load().catch((e) => { fillRows("#secrets-table", [], 3, e.message); flash(e.message, "error"); });
+  scope.addEventListener("change", reload);
   document.getElementById("secret-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const form = ev.target;
@@ -414,7 +449,7 @@ function initSecrets() {
     try { await api("DELETE", `${base()}/${encodeURIComponent(name)}`); flash(`Secret ${name} deleted`); await load(); }
     catch (e) { flash(e.message, "error"); }
   });
-  load().catch((e) => flash(e.message, "error"));
+  reload();
 }
 
 /* ---- runner mode, jira ---------------------------------------------------------------------- */

@@ -1,0 +1,59 @@
+"""The Projects panel in a browser: syncing workflows, clearing a field, field errors described."""
+from __future__ import annotations
+
+import pytest
+
+from aiimpl_core.testing.fakes import add_mapping
+
+from .test_browser import sign_in
+
+pytestmark = pytest.mark.browser
+
+
+def test_sync_workflows_says_which_files_in_words(page, app):
+    add_mapping("ENG")
+    sign_in(page)
+    page.locator('#mappings-table tr[data-team="ENG"]').get_by_role("button", name="Sync workflows").click()
+    flash = page.locator("#flash.ok")
+    flash.wait_for()
+    assert flash.inner_text() == "Workflows of ENG synced: unchanged .github/workflows/ai-implement.yml"
+
+
+def test_a_field_emptied_in_the_edit_form_is_cleared(page, app):
+    from aiimpl_core.services import mappings
+
+    add_mapping("ENG", machine_cpus=4, planning_workflow_file="plan.yml", extra_env={"NODE_ENV": "test"})
+    sign_in(page)
+    page.locator('#mappings-table tr[data-team="ENG"]').get_by_role("button", name="Edit").click()
+    assert page.get_by_label("Machine CPUs").input_value() == "4"
+    page.get_by_label("Machine CPUs").fill("")
+    page.get_by_label("Planning workflow file").fill("")
+    page.get_by_label("Extra environment (JSON object)").fill("")
+    page.get_by_role("button", name="Save mapping").click()
+    page.get_by_text("Mapping ENG saved").wait_for()
+    stored = mappings.get("ENG")
+    assert (stored["machineCpus"], stored["planningWorkflowFile"], stored["extraEnv"]) == (None, None, {})
+    assert stored["owner"] == "acme"
+
+
+def test_a_field_error_is_the_description_of_its_field(page, app):
+    sign_in(page)
+    page.get_by_label("Team key").fill("ENG")
+    page.get_by_label("GitHub owner").fill("acme")
+    page.get_by_label("Repository").fill("api")
+    page.get_by_label("Default branch").fill("main")
+    page.get_by_label("Machine CPUs").fill("0")
+    page.get_by_role("button", name="Save mapping").click()
+    cpus = page.get_by_label("Machine CPUs")
+    error = page.locator('.field-error[data-for="machineCpus"]')
+    error.get_by_text("machineCpus must be a positive integer").wait_for()
+    described = page.evaluate(
+        "(el) => document.getElementById(el.getAttribute('aria-describedby'))?.textContent",
+        cpus.element_handle(),
+    )
+    assert described == "machineCpus must be a positive integer"
+    cpus.fill("2")
+    page.get_by_label("Ticketing (JSON object)").fill('{"provider": "fake-tracker"}')
+    page.get_by_role("button", name="Save mapping").click()
+    page.get_by_text("Mapping ENG saved").wait_for()
+    assert cpus.get_attribute("aria-describedby") is None

@@ -1,0 +1,62 @@
+"""The Secrets panel when a list cannot be read, and every panel on a narrow screen."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from aiimpl_core.testing.fakes import add_mapping
+from aiimpl_core.ui.views import PANELS
+
+from .conftest import shot
+from .test_browser import sign_in
+
+pytestmark = pytest.mark.browser
+
+
+def test_a_scope_whose_secrets_cannot_be_read_says_so_instead_of_the_last_scopes_rows(page, app):
+    add_mapping("ENG")
+    sign_in(page)
+    page.get_by_role("link", name="Secrets").click()
+    page.get_by_label("Name").fill("NPM_TOKEN")
+    page.get_by_label("Value").fill("s3cr3t-value")
+    page.get_by_role("button", name="Set secret").click()
+    page.locator('#secrets-table tr[data-name="NPM_TOKEN"]').wait_for()
+
+    page.route("**/api/mappings/ENG/secrets", lambda route: route.fulfill(
+        status=500, content_type="application/json", body=json.dumps({"error": "Fly API unavailable"})))
+    page.get_by_label("Scope").select_option("ENG")
+    page.locator("#secrets-table").get_by_text("Fly API unavailable").wait_for()
+    assert page.locator('#secrets-table tr[data-name="NPM_TOKEN"]').count() == 0
+
+
+@pytest.fixture
+def phone(browser: Any, live_server: str) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 375, "height": 740}, base_url=live_server)
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    yield page
+    context.close()
+
+
+def test_no_panel_is_wider_than_a_phone(phone, app, tracker):
+    from aiimpl_core.extensions import db
+    from aiimpl_core.services import launch
+    from aiimpl_core.types import Phase
+
+    tracker.add("ENG-7", title="A long issue title " * 5)
+    mapping = add_mapping("ENG")
+    launch.create_job(mapping, "ENG-7", phase=Phase.IMPLEMENTATION, provider="fake-tracker",
+                      choice=launch.BackendChoice("github-actions", "default", False))
+    db.session.commit()
+    sign_in(phone)
+    for slug, _ in PANELS:
+        phone.goto(f"/ui/{slug}")
+        phone.wait_for_load_state("networkidle")
+        width = phone.evaluate("document.documentElement.scrollWidth")
+        assert width <= 375, f"{slug} is {width}px wide"
+    phone.goto("/ui/projects")
+    phone.locator('#mappings-table tr[data-team="ENG"]').wait_for()
+    shot(phone, "projects-narrow")
