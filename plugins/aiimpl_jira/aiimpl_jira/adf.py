@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 Node = dict[str, Any]
@@ -363,10 +364,31 @@ def _inline_md(nodes: Iterable[Node]) -> str:
         elif kind == "status":
             parts.append(f"[{attrs.get('text', '')}]")
         elif kind == "date":
-            parts.append(str(attrs.get("timestamp", "")))
+            parts.append(_day(attrs.get("timestamp")))
         else:
             parts.append(_inline_md(node.get("content") or ()))
     return "".join(parts)
+
+
+def _day(timestamp: object) -> str:
+    """The day of a ``date`` node, whose timestamp is epoch milliseconds (midnight UTC)."""
+    try:
+        return datetime.fromtimestamp(int(str(timestamp)) / 1000, UTC).date().isoformat()
+    except (ValueError, OverflowError, OSError):
+        return str(timestamp or "")
+
+
+def _task_list_md(items: Iterable[Node]) -> str:
+    """A checklist (``- [x]`` done, ``- [ ]`` to do); a nested ``taskList`` is indented."""
+    lines = []
+    for item in items:
+        if item.get("type") == "taskList":
+            lines.append(_indent(_task_list_md(item.get("content") or ()), "  "))
+            continue
+        box = "[x]" if (item.get("attrs") or {}).get("state") == "DONE" else "[ ]"
+        first, _, rest = _inline_md(item.get("content") or ()).partition("\n")
+        lines.append(f"- {box} {first}" + ("\n" + _indent(rest, " " * 6) if rest else ""))
+    return "\n".join(lines)
 
 
 def _indent(text: str, prefix: str) -> str:
@@ -413,6 +435,11 @@ def _block_md(node: Node) -> str:
         return "\n".join(rows)
     if kind in ("mediaSingle", "mediaGroup", "media"):
         return ""
+    if kind in ("blockCard", "embedCard"):
+        # a link shown as a card: its address is all the text it has
+        return str(attrs.get("url") or (attrs.get("data") or {}).get("url") or "")
+    if kind == "taskList":
+        return _task_list_md(content)
     if content and all(
         c.get("type") in ("text", "hardBreak", "mention", "emoji", "inlineCard") for c in content
     ):

@@ -268,6 +268,25 @@ def test_adf_to_markdown_of_rich_nodes() -> None:
     )
 
 
+def test_adf_to_markdown_keeps_cards_task_states_and_dates() -> None:
+    # a link pasted as a card or an embed is a block of its own, with no text but its address
+    task = {"type": "taskItem", "attrs": {"localId": "a", "state": "DONE"}, "content": [_t("Export CSV")]}
+    todo = {"type": "taskItem", "attrs": {"localId": "b", "state": "TODO"}, "content": [_t("Export PDF")]}
+    doc = {
+        "type": "doc",
+        "version": 1,
+        "content": [
+            {"type": "blockCard", "attrs": {"url": "https://x.test/spec"}},
+            {"type": "embedCard", "attrs": {"url": "https://x.test/design", "layout": "center"}},
+            {"type": "taskList", "attrs": {"localId": "l"}, "content": [task, todo]},
+            _para(_t("Due "), {"type": "date", "attrs": {"timestamp": "1767225600000"}}),
+        ],
+    }
+    assert adf_to_markdown(doc) == (
+        "https://x.test/spec\n\nhttps://x.test/design\n\n- [x] Export CSV\n- [ ] Export PDF\n\nDue 2026-01-01"
+    )
+
+
 def test_adf_to_markdown_of_missing_or_plain_descriptions() -> None:
     assert adf_to_markdown(None) == ""
     assert adf_to_markdown("plain text") == "plain text"

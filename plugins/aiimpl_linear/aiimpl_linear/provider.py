@@ -18,6 +18,7 @@ from .config import (
     API_KEY_SECRET,
     CLOSED_STATE_TYPES,
     CONFIG_VARS,
+    DONE_STATE_TYPE,
     LABEL_STAGES,
     PROVIDER_ID,
     STAGE_LABELS,
@@ -249,17 +250,19 @@ class LinearProvider(TicketingProvider):
             updated_at=_parse_time(node.get("updatedAt")),
         )
 
-    def _ref(self, key: str, *, fresh: bool = False) -> tuple[str, str]:
-        """The issue's id and its team's id (mutations take ids, not identifiers). ``fresh``
-        reads them again: an issue moved to another team keeps its id but changes team."""
-        ref = None if fresh else self._issue_refs.get(key)
-        if ref is None:
-            node = self.client.execute("IssueRef", {"id": key}).get("issue")
-            if not isinstance(node, dict) or not node.get("id"):
-                raise NotFound(f"Linear issue {key} not found")
-            ref = (str(node["id"]), str((node.get("team") or {}).get("id") or ""))
-            self._issue_refs[key] = ref
-        return ref
+    def _ref(self, key: str) -> tuple[str, str]:
+        """The issue's id and its team's id (mutations take ids, not identifiers), cached."""
+        return self._issue_refs.get(key) or self._read_ref(key)[0]
+
+    def _read_ref(self, key: str) -> tuple[tuple[str, str], str | None]:
+        """The issue's id and its team's id, read now (an issue moved to another team keeps its id
+        but changes team), with the type of its workflow state."""
+        node = self.client.execute("IssueRef", {"id": key}).get("issue")
+        if not isinstance(node, dict) or not node.get("id"):
+            raise NotFound(f"Linear issue {key} not found")
+        ref = (str(node["id"]), str((node.get("team") or {}).get("id") or ""))
+        self._issue_refs[key] = ref
+        return ref, (node.get("state") or {}).get("type")
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -406,7 +409,11 @@ class LinearProvider(TicketingProvider):
 
     def mark_done(self, key: str) -> None:
         # workflow states belong to a team, so the issue's current team matters here
-        issue_id, team_id = self._ref(key, fresh=True)
+        (issue_id, team_id), state_type = self._read_ref(key)
+        if state_type == DONE_STATE_TYPE:
+            # already done, perhaps in a later completed state than the first ("Released", set by
+            # Linear's GitHub integration on the merge): moving it back to "Done" would undo that
+            return
         for last_try in (False, True):
             state_id = self._done_state(team_id)
             try:

@@ -145,7 +145,7 @@ ISSUE_REF = _document(
     "IssueRef",
     """
 query IssueRef($id: String!) {
-  issue(id: $id) { id identifier team { id key } }
+  issue(id: $id) { id identifier team { id key } state { type } }
 }
 """,
 )

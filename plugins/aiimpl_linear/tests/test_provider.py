@@ -355,6 +355,21 @@ def test_mark_done_uses_the_first_completed_state_by_position(
     assert fake.operations().count("TeamDoneStates") == 1  # cached per team
 
 
+def test_mark_done_leaves_an_issue_already_in_another_completed_state(
+    fake: FakeLinear, provider: LinearProvider
+) -> None:
+    # Linear's GitHub integration (or a person) may close the issue as "Released" on the merge
+    fake.add_state("ENG", "Released", "completed", 10.0)
+    key = fake.add_issue("ENG")["identifier"]
+    fake.set_state(key, "Released")
+    fake.requests.clear()
+
+    provider.mark_done(key)
+
+    assert fake.state_of(key) == "Released"
+    assert fake.operations() == ["IssueRef"]
+
+
 def test_done_state_deleted_in_linear_is_looked_up_again(fake: FakeLinear, provider: LinearProvider) -> None:
     key = fake.add_issue("ENG")["identifier"]
     other = fake.add_issue("ENG")["identifier"]
