@@ -268,6 +268,22 @@ class Repo:
             json={"ref": ref, "inputs": dict(inputs)},
         )
 
+    def get_workflow(self, workflow: str) -> dict[str, Any] | None:
+        """A workflow (file name or id) as GitHub has registered it, ``state`` included (``active``,
+        ``disabled_manually``, ``disabled_inactivity``, ``disabled_fork``, …); ``None`` on a 404,
+        which is also GitHub's answer for a file it has not registered as a workflow (yet)."""
+        resp = self._call("GET", f"/actions/workflows/{quote(workflow, safe='')}", expected=(200, 404))
+        if resp.status_code == 404:
+            return None
+        body = resp.json()
+        if not isinstance(body, dict):
+            raise ProviderError(
+                f"github: the workflow answer for {workflow} in {self.full_name} could not be read",
+                provider="github",
+                status=resp.status_code,
+            )
+        return body
+
     def list_workflow_runs(
         self,
         workflow: str | None = None,

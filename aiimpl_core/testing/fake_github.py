@@ -2,8 +2,9 @@
 
 It serves the operations the project uses (see ``shared/specs/README.md``): App installation
 lookup and installation access tokens, workflow dispatch and workflow runs, repository contents,
-pull requests and issue comments, and two operations the fast subset lacks: cancelling a run and
-listing pull requests (a test that calls them passes ``spec_path`` of the complete description).
+pull requests and issue comments, and three operations the fast subset lacks: reading a workflow
+(its ``state``), cancelling a run and listing pull requests (a test that calls them passes
+``spec_path`` of the complete description).
 State lives in memory on the :class:`FakeGitHub` object; answers are built from the description's
 own examples. Every exchange goes through
 :class:`~aiimpl_core.testing.fakeserver.OpenAPIFakeServer`, so ``assert_clean()`` fails a test whose
@@ -23,9 +24,11 @@ endpoints need an installation token that covers the repository and carries the 
 operation needs (or the personal token :attr:`FakeGitHub.personal_token`).
 
 A few real GitHub answers are absent from the description (for example the 422 of a dispatch to
-a workflow without a ``workflow_dispatch`` trigger, or 401 on repository endpoints). The fake
-still sends them, with GitHub's ``basic-error`` body checked against the description's schema,
-and lists them in :attr:`FakeGitHub.undocumented`.
+a workflow without a ``workflow_dispatch`` trigger or to a disabled one, the 404 of an unknown
+workflow, or 401 on repository endpoints). The fake still sends them, with GitHub's
+``basic-error`` body checked against the description's schema, and lists them in
+:attr:`FakeGitHub.undocumented`. A workflow's ``state`` is set with
+:meth:`FakeGitHub.set_workflow_state`.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import flask
 import jwt
@@ -51,6 +55,9 @@ from .fakeserver import UNDOCUMENTED_HEADER, OpenAPIFakeServer, load_spec
 
 DOCS = "https://docs.github.com/rest"
 PERMISSION_LEVELS = {"read": 1, "write": 2, "admin": 3}
+#: the states of a workflow the fake models (the description also lists ``deleted``, a workflow
+#: whose file is gone, which the fake does not keep); only ``active`` can be dispatched
+WORKFLOW_STATES = frozenset({"active", "disabled_fork", "disabled_inactivity", "disabled_manually"})
 DEFAULT_APP_PERMISSIONS = {
     "actions": "write",
     "contents": "write",
@@ -173,6 +180,8 @@ class Workflow:
     dispatchable: bool = True
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     run_name: str | None = None
+    state: str = "active"  # ``disabled_manually``, ``disabled_inactivity``, ``disabled_fork``, …
+    created_at: datetime = field(default_factory=_now)
 
     @property
     def file(self) -> str:
@@ -228,6 +237,7 @@ class Repository:
     files: dict[str, dict[str, FileEntry]] = field(default_factory=dict)  # branch -> path -> file
     commits: list[Commit] = field(default_factory=list)
     workflows: dict[str, Workflow] = field(default_factory=dict)  # registered without a file
+    workflow_states: dict[str, str] = field(default_factory=dict)  # file -> state, when not active
     id: int = 0
 
     @property
@@ -407,6 +417,7 @@ class FakeGitHub:
         inputs: dict[str, dict[str, Any]] | None = None,
         run_name: str | None = None,
         name: str | None = None,
+        state: str = "active",
     ) -> Workflow:
         """Register a workflow without writing its file (a file in the repository wins)."""
         r = self.repo(owner, repo)
@@ -420,7 +431,22 @@ class FakeGitHub:
                 run_name,
             )
             r.workflows[file] = wf
-            return wf
+        self.set_workflow_state(owner, repo, file, state)
+        return wf
+
+    def set_workflow_state(self, owner: str, repo: str, file: str, state: str) -> None:
+        """Set a workflow's ``state`` (by file name), as the Actions tab or ``gh workflow disable``
+        does: ``disabled_manually``, ``disabled_inactivity``, ``disabled_fork`` or ``active``."""
+        if state not in WORKFLOW_STATES:
+            raise ValueError(f"unknown workflow state {state!r}")
+        r = self.repo(owner, repo)
+        with self.lock:
+            if state == "active":
+                r.workflow_states.pop(file, None)
+            else:
+                r.workflow_states[file] = state
+            if file in r.workflows:
+                r.workflows[file].state = state
 
     def put_file(
         self, owner: str, repo: str, path: str, content: str | bytes, branch: str | None = None
@@ -557,6 +583,21 @@ class FakeGitHub:
         out["repository"] = self._repo_json(r)
         out["head_repository"] = self._repo_json(r)
         return out
+
+    def _workflow_json(self, r: Repository, wf: Workflow) -> dict[str, Any]:
+        # built field by field: the fast subset has no ``workflow`` example to start from
+        return {
+            "id": wf.id,
+            "node_id": base64.b64encode(f"08:Workflow{wf.id}".encode()).decode(),
+            "name": wf.name,
+            "path": wf.path,
+            "state": wf.state,
+            "created_at": _iso(wf.created_at),
+            "updated_at": _iso(wf.created_at),
+            "url": f"{self.url}/repos/{r.full_name}/actions/workflows/{wf.id}",
+            "html_url": f"https://github.com/{r.full_name}/blob/{r.default_branch}/{wf.path}",
+            "badge_url": f"https://github.com/{r.full_name}/workflows/{quote(wf.name)}/badge.svg",
+        }
 
     def _content_json(self, r: Repository, path: str, entry: FileEntry, branch: str) -> dict[str, Any]:
         encoded = base64.b64encode(entry.content).decode()
@@ -837,6 +878,8 @@ class FakeGitHub:
             wf = gh._workflow(r, workflow_id, data.get("ref"))
             if wf is None:
                 raise GitHubError(404, "Not Found")
+            if wf.state != "active":
+                raise GitHubError(422, "Cannot trigger a 'workflow_dispatch' on a disabled workflow")
             ref = str(data.get("ref", ""))
             branch = ref.removeprefix("refs/heads/")
             if branch not in r.branches:
@@ -893,6 +936,17 @@ class FakeGitHub:
         @app.get("/repos/<owner>/<repo>/actions/runs")
         def list_repo_runs(owner: str, repo: str) -> flask.Response:
             return list_runs(repo_or_404(owner, repo), None)
+
+        @app.get("/repos/<owner>/<repo>/actions/workflows/<workflow_id>")
+        def get_workflow(owner: str, repo: str, workflow_id: str) -> flask.Response:
+            r = repo_or_404(owner, repo)
+            gh._check_token(flask.request.headers.get("Authorization"), r, "actions", "read")
+            # GitHub registers a workflow file pushed to any branch; the default branch's copy wins
+            for branch in [r.default_branch, *sorted(r.branches - {r.default_branch})]:
+                wf = gh._workflow(r, workflow_id, branch)
+                if wf is not None:
+                    return json_response(gh._workflow_json(r, wf))
+            raise GitHubError(404, "Not Found")
 
         @app.get("/repos/<owner>/<repo>/actions/workflows/<workflow_id>/runs")
         def list_workflow_runs(owner: str, repo: str, workflow_id: str) -> flask.Response:
@@ -1175,7 +1229,7 @@ class FakeGitHub:
             dispatchable = triggers == "workflow_dispatch"
         inputs = (dispatch or {}).get("inputs") or {} if isinstance(dispatch, dict) else {}
         file = path.rsplit("/", 1)[-1]
-        # keep a stable id per file so runs of a rewritten workflow stay its runs
+        # keep a stable id (and state) per file so runs of a rewritten workflow stay its runs
         registered = r.workflows.get(file)
         wf_id = (
             registered.id
@@ -1194,6 +1248,8 @@ class FakeGitHub:
             dispatchable,
             {k: dict(v or {}) for k, v in inputs.items()},
             doc.get("run-name"),
+            r.workflow_states.get(file, "active"),
+            registered.created_at if registered else _now(),
         )
 
     def _issue_or_404(self, r: Repository, number: int) -> None:

@@ -267,4 +267,15 @@ def test_client_calls_against_the_full_description(aiimpl_specs_dir: str) -> Non
         full.add_workflow("acme", "api", "w.yml")
         repo.dispatch_workflow("w.yml", "main", {})
         assert repo.list_workflow_runs("w.yml")["total_count"] == 1
+        workflow = repo.get_workflow("w.yml")
+        assert workflow is not None and workflow["state"] == "active"
+        assert repo.get_workflow(str(workflow["id"])) == workflow
+        assert repo.get_workflow("missing.yml") is None  # not a workflow GitHub knows
+        full.set_workflow_state("acme", "api", "w.yml", "disabled_manually")
+        workflow = repo.get_workflow("w.yml")
+        assert workflow is not None and workflow["state"] == "disabled_manually"
+        with pytest.raises(ProviderError) as err:
+            repo.dispatch_workflow("w.yml", "main", {})
+        assert err.value.status == 422
+        assert github_message(err.value) == "Cannot trigger a 'workflow_dispatch' on a disabled workflow"
         full.assert_clean()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -202,6 +203,73 @@ def test_dispatch_creates_a_named_run_and_lists_it(gh: FakeGitHub) -> None:
     # sending ``>=DATE`` breaks the description, and the fake says so
     requests.get(f"{gh.url}/repos/acme/api/actions/runs", headers=headers, params={"created": ">=2000-01-01"})
     assert any("created" in v for v in gh.violations)
+
+
+@pytest.fixture
+def full_gh(aiimpl_specs_dir: str) -> Iterator[FakeGitHub]:
+    """The fake checked against GitHub's complete description (reading a workflow is not in the subset)."""
+    with FakeGitHub(
+        spec_path=os.path.join(aiimpl_specs_dir, "github", "rest", "api.github.com.json")
+    ) as fake:
+        fake.add_repo("acme", "api", branches=("topic",))
+        fake.add_installation("acme")
+        yield fake
+
+
+def test_get_workflow_reports_its_state(full_gh: FakeGitHub) -> None:
+    gh = full_gh
+    headers = token_headers(gh)
+    gh.put_file("acme", "api", ".github/workflows/impl.yml", WORKFLOW)
+    base = f"{gh.url}/repos/acme/api/actions/workflows"
+    by_file = requests.get(f"{base}/impl.yml", headers=headers)
+    assert by_file.status_code == 200
+    wf = by_file.json()
+    assert (wf["name"], wf["path"], wf["state"]) == ("Impl", ".github/workflows/impl.yml", "active")
+    assert requests.get(f"{base}/{wf['id']}", headers=headers).json()["id"] == wf["id"]
+    # registered without a file, and a file only on another branch: both are workflows to GitHub
+    gh.add_workflow("acme", "api", "registered.yml", state="disabled_fork")
+    assert requests.get(f"{base}/registered.yml", headers=headers).json()["state"] == "disabled_fork"
+    gh.put_file("acme", "api", ".github/workflows/topic.yml", WORKFLOW, branch="topic")
+    assert requests.get(f"{base}/topic.yml", headers=headers).status_code == 200
+
+    gh.set_workflow_state("acme", "api", "impl.yml", "disabled_manually")
+    assert requests.get(f"{base}/impl.yml", headers=headers).json()["state"] == "disabled_manually"
+    # the state belongs to the workflow, not to one version of its file
+    gh.put_file("acme", "api", ".github/workflows/impl.yml", WORKFLOW + "# edited\n")
+    assert requests.get(f"{base}/impl.yml", headers=headers).json()["state"] == "disabled_manually"
+    assert requests.get(f"{base}/missing.yml", headers=headers).status_code == 404
+    gh.assert_clean()  # answers match the description's ``workflow`` schema
+    assert gh.undocumented == ["GET /repos/acme/api/actions/workflows/missing.yml -> 404: Not Found"]
+    with pytest.raises(ValueError):
+        gh.set_workflow_state("acme", "api", "impl.yml", "paused")
+
+
+def test_get_workflow_needs_actions_read(full_gh: FakeGitHub) -> None:
+    gh = full_gh
+    gh.put_file("acme", "api", ".github/workflows/impl.yml", WORKFLOW)
+    headers = token_headers(gh, permissions={"contents": "read"})
+    refused = requests.get(f"{gh.url}/repos/acme/api/actions/workflows/impl.yml", headers=headers)
+    assert (
+        refused.status_code == 403 and refused.json()["message"] == "Resource not accessible by integration"
+    )
+    gh.assert_clean()
+
+
+def test_dispatch_of_a_disabled_workflow_is_refused(gh: FakeGitHub) -> None:
+    headers = token_headers(gh)
+    gh.put_file("acme", "api", ".github/workflows/impl.yml", WORKFLOW)
+    url = f"{gh.url}/repos/acme/api/actions/workflows/impl.yml/dispatches"
+    for state in ("disabled_manually", "disabled_inactivity", "disabled_fork"):
+        gh.set_workflow_state("acme", "api", "impl.yml", state)
+        refused = requests.post(url, headers=headers, json={"ref": "main", "inputs": {"job_id": "1"}})
+        assert refused.status_code == 422
+        assert refused.json()["message"] == "Cannot trigger a 'workflow_dispatch' on a disabled workflow"
+    assert gh.runs == {}
+    gh.set_workflow_state("acme", "api", "impl.yml", "active")
+    ok = requests.post(url, headers=headers, json={"ref": "main", "inputs": {"job_id": "1"}})
+    assert ok.status_code == 204 and len(gh.runs) == 1
+    assert len(gh.undocumented) == 3  # GitHub's description omits this 422; its body is basic-error
+    gh.assert_clean()
 
 
 def test_pulls_and_comments(gh: FakeGitHub) -> None:

@@ -56,6 +56,12 @@ CONCLUSION_TEXT = {
     "stale": "went stale",
     "neutral": "ended without a result",
 }
+#: how a workflow's ``state`` other than ``active`` reads in ``aiimpl check``
+WORKFLOW_STATE_TEXT = {
+    "disabled_manually": "disabled by hand",
+    "disabled_inactivity": "disabled for inactivity",
+    "disabled_fork": "disabled (a fork's workflows start disabled)",
+}
 WORKFLOW_FILE_RE = re.compile(r"[A-Za-z0-9_.-]+\.ya?ml")
 
 
@@ -243,8 +249,9 @@ class GitHubActionsBackend(RunnerBackend):
     # -- pre-flight check --
 
     def check(self, mappings: Sequence[MappingView]) -> Sequence[CheckResult]:
-        """Whether each workflow :meth:`sync_workflows` installs is on the mapping's default branch and
-        still what it would write (read-only: one contents read per repository and file)."""
+        """Whether each workflow :meth:`sync_workflows` installs is on the mapping's default branch,
+        still what it would write, and enabled on GitHub (read-only: per repository and file one
+        contents read and, for a current file, one read of the workflow's ``state``)."""
         # mappings sharing a repository, branch and file are checked once
         Wanted = tuple[MappingView, workflows.WorkflowTemplate, list[str]]  # a mapping using it, teams
         wanted: dict[tuple[str, str, str, str], Wanted] = {}
@@ -260,8 +267,9 @@ class GitHubActionsBackend(RunnerBackend):
             if (owner, name) in failed:
                 results.append(CheckResult(label, False, f"could not read {where}: {failed[(owner, name)]}"))
                 continue
+            repo = self._repo(mapping)
             try:
-                current = self._repo(mapping).get_file(tpl.path, ref=mapping.default_branch)
+                current = repo.get_file(tpl.path, ref=mapping.default_branch)
             except ProviderError as exc:
                 failed[(owner, name)] = github_message(exc)
                 results.append(CheckResult(label, False, f"could not read {where}: {failed[(owner, name)]}"))
@@ -269,11 +277,45 @@ class GitHubActionsBackend(RunnerBackend):
             fix = f"run aiimpl mappings sync-workflows {min(teams)}"
             if current is None:
                 results.append(CheckResult(label, False, f"{where} is missing: {fix}"))
-            elif current.content != tpl.content():
+                continue
+            if current.content != tpl.content():
                 results.append(CheckResult(label, False, f"{where} is out of date: {fix}"))
-            else:
-                results.append(CheckResult(label, True, f"{where} is installed and current"))
+                continue
+            try:
+                workflow = repo.get_workflow(tpl.file)
+            except ProviderError as exc:
+                failed[(owner, name)] = github_message(exc)
+                detail = f"could not read the state of {tpl.file} on GitHub: {failed[(owner, name)]}"
+                results.append(CheckResult(label, False, detail))
+                continue
+            results.append(_state_result(label, where, tpl.file, mapping, workflow))
         return results
+
+
+def _state_result(
+    label: str, where: str, file: str, mapping: MappingView, workflow: Mapping[str, Any] | None
+) -> CheckResult:
+    """The check line of a workflow file that is installed and current, by GitHub's ``state``."""
+    if workflow is None:
+        # GitHub registers a workflow shortly after the push that adds its file, so a file just
+        # installed can answer 404 for a while; it starts out active, hence no failure
+        return CheckResult(
+            label,
+            True,
+            f"{where} is installed and current; GitHub has not registered it as a workflow yet, "
+            "so whether it is enabled is not known",
+        )
+    state = workflow.get("state")
+    if state == "active":
+        return CheckResult(label, True, f"{where} is installed, current and enabled")
+    what = WORKFLOW_STATE_TEXT.get(str(state), f"in state {state}")
+    full_name = f"{mapping.owner}/{mapping.repo}"
+    return CheckResult(
+        label,
+        False,
+        f"{where} is installed and current but {what} on GitHub, so every dispatch fails: enable it in "
+        f"the Actions tab of {full_name}, or run gh workflow enable {file} --repo {full_name}",
+    )
 
 
 def _aware(value: datetime) -> datetime:

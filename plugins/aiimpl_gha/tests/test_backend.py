@@ -159,6 +159,18 @@ def test_refused_dispatch_carries_githubs_status_and_message(
     assert err.value.status == 404 and err.value.detail == "Not Found"
 
 
+def test_dispatch_of_a_disabled_workflow_carries_githubs_message(
+    gh: FakeGitHub, backend: GitHubActionsBackend
+) -> None:
+    install(gh, backend)
+    gh.set_workflow_state("acme", "api", "ai-implement.yml", "disabled_manually")
+    with pytest.raises(DispatchError) as err:
+        backend.dispatch(full_request())
+    assert err.value.status == 422
+    assert err.value.detail == "Cannot trigger a 'workflow_dispatch' on a disabled workflow"
+    assert gh.runs_of("acme", "api") == []
+
+
 def test_poll_links_by_name_with_one_listing_per_repository(
     gh: FakeGitHub, backend: GitHubActionsBackend
 ) -> None:

@@ -1,10 +1,14 @@
-"""``check`` of the github-actions backend: are the workflows it dispatches installed and current?
+"""``check`` of the github-actions backend: are the workflows it dispatches installed, current and
+enabled?
 
-Read-only against the fake GitHub: one contents read per repository and workflow file, no write.
+Read-only against the fake GitHub: per repository and workflow file one contents read and, for a
+current file, one read of the workflow (its ``state``), no write. Reading a workflow is outside the
+fast subset of GitHub's description, so these tests validate against the complete one.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -20,9 +24,19 @@ from .conftest import github_config
 
 FIX = "run aiimpl mappings sync-workflows ENG"
 
+pytestmark = pytest.mark.parametrize("gh", ["full"], indirect=True)
+
 
 def contents_reads(gh: FakeGitHub) -> list[str]:
     return [r.path for r in gh.requests if r.method == "GET" and "/contents/" in r.path]
+
+
+def workflow_reads(gh: FakeGitHub) -> list[str]:
+    return [
+        r.path
+        for r in gh.requests
+        if r.method == "GET" and re.fullmatch(r"/repos/[^/]+/[^/]+/actions/workflows/[^/]+", r.path)
+    ]
 
 
 def writes(gh: FakeGitHub) -> list[str]:
@@ -50,17 +64,23 @@ def test_check_installed_workflows_are_ok(gh: FakeGitHub, backend: GitHubActions
     results = list(backend.check([sample_mapping()]))
     assert results == [
         CheckResult(
-            "workflow acme/api", True, ".github/workflows/ai-implement.yml on main is installed and current"
+            "workflow acme/api",
+            True,
+            ".github/workflows/ai-implement.yml on main is installed, current and enabled",
         ),
         CheckResult(
             "gap-fill workflow acme/api",
             True,
-            ".github/workflows/ai-implement-gap-fill.yml on main is installed and current",
+            ".github/workflows/ai-implement-gap-fill.yml on main is installed, current and enabled",
         ),
     ]
     assert contents_reads(gh) == [
         "/repos/acme/api/contents/.github/workflows/ai-implement.yml",
         "/repos/acme/api/contents/.github/workflows/ai-implement-gap-fill.yml",
+    ]
+    assert workflow_reads(gh) == [
+        "/repos/acme/api/actions/workflows/ai-implement.yml",
+        "/repos/acme/api/actions/workflows/ai-implement-gap-fill.yml",
     ]
     assert writes(gh) == []
     no_secret(gh, results)
@@ -75,7 +95,7 @@ def test_check_planning_workflow_only_when_the_mapping_plans(
     assert results["planning workflow acme/api"] == CheckResult(
         "planning workflow acme/api",
         True,
-        ".github/workflows/ai-implement-planning.yml on main is installed and current",
+        ".github/workflows/ai-implement-planning.yml on main is installed, current and enabled",
     )
     assert "planning workflow acme/api" not in by_name(list(backend.check([sample_mapping()])))
 
@@ -93,6 +113,7 @@ def test_check_missing_workflows_name_the_sync_command(gh: FakeGitHub, backend: 
         ("planning workflow acme/api", False, f".github/workflows/plan.yml on main is missing: {FIX}"),
     ]
     assert writes(gh) == [] and gh.commits("acme", "api") == []
+    assert workflow_reads(gh) == []  # only a current file's state is worth reading
     no_secret(gh, results)
 
 
@@ -123,7 +144,7 @@ def test_check_custom_workflow_file_name(gh: FakeGitHub, gh_config_backend: Any)
     backend.sync_workflows(sample_mapping())
     results = list(backend.check([sample_mapping()]))
     assert results[0] == CheckResult(
-        "workflow acme/api", True, ".github/workflows/sessions.yml on main is installed and current"
+        "workflow acme/api", True, ".github/workflows/sessions.yml on main is installed, current and enabled"
     )
 
 
@@ -155,6 +176,8 @@ def test_check_one_read_per_repository_and_file(gh: FakeGitHub, backend: GitHubA
     assert all(r.ok for r in results)
     reads = contents_reads(gh)
     assert len(reads) == 4 and len(set(reads)) == 4
+    states = workflow_reads(gh)
+    assert len(states) == 4 and len(set(states)) == 4
     assert writes(gh) == []
 
 
@@ -181,6 +204,7 @@ def test_check_refused_read_reports_github_message_once_per_repository(
         ),
     ]
     assert len(contents_reads(gh)) == 1  # the repository is not asked again
+    assert workflow_reads(gh) == []
     no_secret(gh, results)
 
 
@@ -209,6 +233,101 @@ def test_check_without_mappings_asks_nothing(gh: FakeGitHub, backend: GitHubActi
     assert gh.requests == []
 
 
+@pytest.mark.parametrize(
+    ("state", "what"),
+    [
+        ("disabled_manually", "disabled by hand"),
+        ("disabled_inactivity", "disabled for inactivity"),
+        ("disabled_fork", "disabled (a fork's workflows start disabled)"),
+    ],
+)
+def test_check_disabled_workflow_fails_with_how_to_enable_it(
+    gh: FakeGitHub, backend: GitHubActionsBackend, state: str, what: str
+) -> None:
+    backend.sync_workflows(sample_mapping())
+    gh.set_workflow_state("acme", "api", "ai-implement.yml", state)
+    gh.server.reset()
+    results = by_name(list(backend.check([sample_mapping()])))
+    assert results["workflow acme/api"] == CheckResult(
+        "workflow acme/api",
+        False,
+        f".github/workflows/ai-implement.yml on main is installed and current but {what} on GitHub, "
+        "so every dispatch fails: enable it in the Actions tab of acme/api, "
+        "or run gh workflow enable ai-implement.yml --repo acme/api",
+    )
+    assert results["gap-fill workflow acme/api"].ok
+    assert writes(gh) == []  # reported, never enabled by the check
+    no_secret(gh, list(results.values()))
+
+
+def test_check_enabled_again_is_ok(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
+    backend.sync_workflows(sample_mapping())
+    gh.set_workflow_state("acme", "api", "ai-implement-gap-fill.yml", "disabled_manually")
+    assert not by_name(list(backend.check([sample_mapping()])))["gap-fill workflow acme/api"].ok
+    gh.set_workflow_state("acme", "api", "ai-implement-gap-fill.yml", "active")
+    assert all(r.ok for r in backend.check([sample_mapping()]))
+
+
+def test_check_workflow_not_registered_yet_is_not_a_failure(
+    gh: FakeGitHub, backend: GitHubActionsBackend
+) -> None:
+    # GitHub registers a pushed workflow file a moment later: until then reading it answers 404
+    backend.sync_workflows(sample_mapping())
+    gh.fail_next("GET", r"/actions/workflows/ai-implement\.yml$", 404, "Not Found")
+    results = by_name(list(backend.check([sample_mapping()])))
+    assert results["workflow acme/api"] == CheckResult(
+        "workflow acme/api",
+        True,
+        ".github/workflows/ai-implement.yml on main is installed and current; GitHub has not "
+        "registered it as a workflow yet, so whether it is enabled is not known",
+    )
+    assert results["gap-fill workflow acme/api"].detail.endswith("is installed, current and enabled")
+
+
+def test_check_refused_workflow_read_reports_githubs_message_once_per_repository(
+    gh: FakeGitHub, backend: GitHubActionsBackend
+) -> None:
+    gh.add_repo("acme", "web")
+    mappings = [sample_mapping(), sample_mapping(team_key="WEB", repo="web")]
+    for mapping in mappings:
+        backend.sync_workflows(mapping)
+    gh.server.reset()
+    gh.fail_next("GET", r"^/repos/acme/api/actions/workflows/", 403, "Resource not accessible by integration")
+    results = list(backend.check(mappings))
+    assert [(r.name, r.ok, r.detail) for r in results] == [
+        (
+            "workflow acme/api",
+            False,
+            "could not read the state of ai-implement.yml on GitHub: Resource not accessible by integration",
+        ),
+        (
+            "gap-fill workflow acme/api",
+            False,
+            "could not read .github/workflows/ai-implement-gap-fill.yml on main: "
+            "Resource not accessible by integration",
+        ),
+        (
+            "workflow acme/web",
+            True,
+            ".github/workflows/ai-implement.yml on main is installed, current and enabled",
+        ),
+        (
+            "gap-fill workflow acme/web",
+            True,
+            ".github/workflows/ai-implement-gap-fill.yml on main is installed, current and enabled",
+        ),
+    ]
+    # the repository whose read failed is not asked again; the other one is read as usual
+    assert [p for p in contents_reads(gh) if "/acme/api/" in p] == [
+        "/repos/acme/api/contents/.github/workflows/ai-implement.yml"
+    ]
+    assert [p for p in workflow_reads(gh) if "/acme/api/" in p] == [
+        "/repos/acme/api/actions/workflows/ai-implement.yml"
+    ]
+    assert len(workflow_reads(gh)) == 3
+    no_secret(gh, results)
+
+
 # -- through ``aiimpl check`` --------------------------------------------------------------------
 
 
@@ -230,3 +349,10 @@ def test_check_rows_in_the_report(app: Any, gh: FakeGitHub) -> None:
         ("workflow acme/api", OK),
         ("gap-fill workflow acme/api", OK),
     ]
+    gh.set_workflow_state("acme", "api", "ai-implement.yml", "disabled_inactivity")
+    rows = [r for r in run_checks() if r.provider == "github-actions"]
+    assert [(r.name, r.status) for r in rows] == [
+        ("workflow acme/api", FAILED),
+        ("gap-fill workflow acme/api", OK),
+    ]
+    assert "gh workflow enable ai-implement.yml --repo acme/api" in rows[0].detail
