@@ -108,6 +108,10 @@ def _default_failure_label(phase: Phase, error: str | None) -> LogLabel:
     return LogLabel.SESSION_FAILED
 
 
+#: the failure of a planning run that reported success without a plan
+NO_PLAN = "the planning run finished without a plan"
+
+
 def result_outcome(data: dict[str, Any]) -> tuple[Outcome, bool]:
     """The :class:`Outcome` a validated result body means, and whether the runner's comments are
     already carried by it (a plan taken from the comments is posted once, as the plan)."""
@@ -125,11 +129,17 @@ def result_outcome(data: dict[str, Any]) -> tuple[Outcome, bool]:
     }
     if data["outcome"] == "success":
         if phase is Phase.PLANNING:
-            plan = data.get("plan") or None
+            plan = data.get("plan") if (data.get("plan") or "").strip() else None
             from_comments = plan is None
             if plan is None:
                 plan = "\n\n".join(c["body"] for c in data["comments"] if c["body"].strip()) or None
-            return Outcome(JobStatus.COMPLETED, plan=plan, **common), from_comments and plan is not None
+            if plan is None:
+                # nothing to approve: offered as "Plan complete", its approval would only plan again
+                return Outcome(
+                    JobStatus.FAILED, reason=NO_PLAN, log_label=LogLabel.SESSION_FAILED, log_excerpt=excerpt,
+                    **common,
+                ), False
+            return Outcome(JobStatus.COMPLETED, plan=plan, **common), from_comments
         review = data.get("review")
         if review is not None and review["approved"] is False:
             blockers = [b for b in review.get("blockers") or [] if b.strip()]

@@ -105,6 +105,9 @@ def handle_merged(pr: MergedPullRequest, *, delivery_id: str | None, event: str 
                 tracked.stage = Stage.DONE.value
                 tracked.stage_changed_at = now
                 tracked.done_at = now
+                # the merged PR closes the plan out too: a reopened issue plans afresh, never
+                # implementing again a plan whose work was merged (or that nobody approved)
+                tracked.plan = None
                 stage_changed(job.issue_key, old, Stage.DONE)  # plugins hear it after the commit
             enqueue_comment(
                 job.issue_key,

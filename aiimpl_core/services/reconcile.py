@@ -28,6 +28,11 @@ left out of the backend's answer         left as it is (the backend could not lo
 still ``unknown`` (crash between the     ``timed_out`` / ``run_not_found``
 claim and the backend call)
 shadow job (no runner was started)       ``timed_out`` / ``run_not_found``
+mapping deleted or backend no longer     never linked: ``timed_out`` / ``run_not_found``;
+installed (nobody to ask)                linked or running: left to report its result,
+                                         then, 10 minutes past its lifetime,
+                                         ``timed_out`` / ``machine_timeout``
+                                         (``container_timeout`` for local containers)
 still in flight 10 minutes past its      cancelled; ``timed_out`` / ``machine_timeout``
 lifetime (the backend did not stop it)   (``container_timeout`` for local containers)
 ======================================  ==============================================
@@ -184,6 +189,8 @@ def reconcile(
         select(Job).where(Job.status.in_([s.value for s in ACTIVE_STATUSES])).order_by(Job.id)
     ).all()
     by_backend: dict[str, list[Job]] = defaultdict(list)
+    # (a backend no longer installed: the reason a result reporting a timeout gets, a machine's)
+    unasked = _Limits(window, timedelta(seconds=lifetime), TimeoutReason.MACHINE_TIMEOUT)
     for job in jobs:
         if (
             job.status == JobStatus.UNKNOWN.value
@@ -193,11 +200,7 @@ def reconcile(
         ):
             # nothing to ask a backend: a job never handed over (a crash between the claim and the
             # backend call), a shadow job (no runner started), or a backend no longer installed
-            if _since_dispatch(job) + window <= now:
-                with serialized():
-                    db.session.refresh(job)
-                    if not JobStatus(job.status).terminal:
-                        _run_not_found(job, report)
+            _end_unasked(job, now=now, limits=unasked, report=report)
             continue
         by_backend[job.backend].append(job)
     ids = [job.id for job in jobs]
@@ -224,14 +227,14 @@ def reconcile(
             ).all()
         }
         runs: list[InFlightRun] = []
+        limits: _Limits | None = None
         for job in backend_jobs:
             run = in_flight_run(job, mappings.get(job.mapping_id or -1), lifetime)
-            if run is None:  # the mapping was deleted: nobody can report on it
-                if _since_dispatch(job) + window <= now:
-                    with serialized():
-                        db.session.refresh(job)
-                        if not JobStatus(job.status).terminal:
-                            _run_not_found(job, report)
+            if run is None:  # the mapping was deleted: the backend cannot be asked about the run
+                if limits is None:  # (the class says it: no instance, whose set-up may fail)
+                    limits = _Limits(window, timedelta(seconds=lifetime),
+                                     lifetime_reason(facade.classes["runner"][backend_id]))
+                _end_unasked(job, now=now, limits=limits, report=report)
                 continue
             runs.append(run)
         if not runs:
@@ -265,6 +268,34 @@ def reconcile(
                 db.session.rollback()
                 log.exception("stopping the overrunning run of job %s failed", job.id)
     return report
+
+
+def _end_unasked(job: Job, *, now: datetime, limits: _Limits, report: ReconcileReport) -> None:
+    """End a job no backend is asked about, once nothing more can be expected of it.
+
+    A run never linked ends ``run_not_found`` after the window. A run that was linked, or whose
+    session has reported, may still be at work after its mapping was deleted or its backend's
+    plugin removed: its session reports its result all the same (neither is needed for that).
+    Such a job is left to it until its lifetime has passed, with the grace an overrunning run gets,
+    and then ends as the lifetime timeout.
+    """
+    if _unasked_due(job, now, limits) is None:
+        return
+    with serialized():
+        db.session.refresh(job)
+        due = None if JobStatus(job.status).terminal else _unasked_due(job, now, limits)
+        if due is TimeoutReason.RUN_NOT_FOUND:
+            _run_not_found(job, report)
+        elif due is not None:
+            _end(job, Outcome(JobStatus.TIMED_OUT, timeout_reason=due.value), report)
+
+
+def _unasked_due(job: Job, now: datetime, limits: _Limits) -> TimeoutReason | None:
+    """How :func:`_end_unasked` ends the job now, or ``None`` while it waits."""
+    if job.run_id or job.status == JobStatus.RUNNING.value:
+        started = job.running_at or _since_dispatch(job)
+        return limits.lifetime_reason if started + limits.lifetime + OVERRUN_GRACE <= now else None
+    return TimeoutReason.RUN_NOT_FOUND if _since_dispatch(job) + limits.window <= now else None
 
 
 def _run_states(answer: Any, backend_id: str) -> list[RunState]:

@@ -129,6 +129,30 @@ def test_planning_then_approval_then_implementation_with_the_plan(app, client, t
     assert tracked("ENG-7").plan is None  # a plan is used once
 
 
+@pytest.mark.parametrize("body", [{}, {"plan": " \n"}, {"comments": [{"body": "  "}]}],
+                         ids=["no-plan", "blank-plan", "blank-comments"])
+def test_a_planning_success_without_a_plan_is_a_planning_failure(
+    app, client, tracker, runner, add_mapping, body
+):
+    """Nothing to approve: offered as "Plan complete", applying the trigger again (the approval)
+    would only plan again. It fails as planning, and re-applying the trigger re-plans."""
+    add_mapping("ENG", planning_enabled=True, planning_workflow_file="ai-plan.yml")
+    tracker.add("ENG-8")
+    run_cycle()
+    [planning] = jobs_of("ENG-8")
+
+    resp = post_result(client, runner, planning.id, outcome="success", **body)
+    assert resp.get_json() == {
+        "jobId": planning.id, "status": "failed", "ended": True, "failureKind": "other"
+    }
+    assert tracker.comments["ENG-8"] == [
+        "⚠️ Planning failed: the planning run finished without a plan",
+        "Log excerpt (`session_failed`):\n\n```\nthe planning run finished without a plan\n```",
+    ]
+    assert tracked("ENG-8").plan is None and tracked("ENG-8").stage == "planning_failed"
+    assert tracker.stage_labels("ENG-8") == set()
+
+
 @pytest.mark.parametrize(
     "error",
     [

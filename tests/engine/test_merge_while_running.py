@@ -195,6 +195,33 @@ def test_a_plan_finished_after_the_merge_is_not_offered_for_approval(
     assert again.id != planning.id and (again.phase, again.plan) == ("planning", None)
 
 
+def test_a_plan_whose_implementation_was_merged_is_not_implemented_again(
+    app, client, tracker, runner, add_mapping
+):
+    """The approved plan's implementation opened PR #2 and failed its post-push review; a person
+    merged the PR all the same. Reopened and triggered again, the issue plans afresh."""
+    add_mapping("HW", owner="Codertocat", repo="Hello-World", planning_enabled=True,
+                planning_workflow_file="p.yml")
+    tracker.add(KEY)
+    run_cycle()
+    [planning] = jobs_of(KEY)
+    post_result(client, runner, planning.id, outcome="success", plan="1. Do it")
+    tracker.trigger(KEY)  # approved
+    run_cycle()
+    implementation = jobs_of(KEY)[-1]
+    assert (implementation.phase, implementation.plan) == ("implementation", "1. Do it")
+    resp = post_result(client, runner, implementation.id, outcome="success", prUrl=PR["html_url"],
+                       prNumber=PR["number"], review={"approved": False, "blockers": ["Missing tests"]})
+    assert resp.get_json()["status"] == "review_failed"
+    assert tracked(KEY).plan == "1. Do it"  # a failed implementation keeps its plan
+    _merge(client)
+    assert (tracked(KEY).stage, tracked(KEY).plan) == (Stage.DONE.value, None)
+
+    _reopen_and_trigger(tracker)
+    again = jobs_of(KEY)[-1]
+    assert (again.phase, again.plan) == ("planning", None)
+
+
 def test_a_new_trigger_after_the_merge_runs_the_lifecycle_again(app, client, tracker, runner, add_mapping):
     job_id = _running_with_pr(client, tracker, runner, add_mapping)
     _merge(client)

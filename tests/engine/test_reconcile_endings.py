@@ -154,6 +154,75 @@ def test_a_linked_run_left_out_of_the_answer_keeps_its_job(app, tracker, runner,
     assert jobs_of("ENG-6")[0].status == "running"
 
 
+# -- runs nobody can be asked about: the mapping deleted, the backend's plugin removed ---------------
+
+
+def _delete_mapping(team_key: str) -> None:
+    from aiimpl_core.services.mappings import delete_mapping
+
+    assert delete_mapping(team_key)
+
+
+def test_a_running_job_whose_mapping_was_deleted_still_ends_with_its_result(
+    app, client, tracker, runner, add_mapping
+):
+    from .conftest import post_result
+
+    job = _dispatched(tracker, add_mapping, "ENG-11")
+    runner.set_state(job.id, RunPhase.RUNNING)
+    run_cycle()
+    _delete_mapping("ENG")
+
+    run_cycle(now=later(minutes=20))  # past the run_not_found window: it was linked, it is at work
+    [job] = jobs_of("ENG-11")
+    assert (job.status, job.timeout_reason) == ("running", None)
+    assert tracker.comments["ENG-11"] == []
+
+    url = "https://github.com/acme/eng/pull/11"
+    resp = post_result(client, runner, job.id, outcome="success", prUrl=url)
+    assert resp.get_json() == {"jobId": job.id, "status": "completed", "ended": True}
+    assert tracker.comments["ENG-11"] == [f"🔗 PR #11 is ready for review: {url}"]
+    assert tracker.stage_labels("ENG-11") == {"Ready for Review"}
+
+
+def test_a_linked_job_whose_mapping_was_deleted_ends_as_the_lifetime_timeout_at_last(
+    app, tracker, runner, add_mapping
+):
+    job = _dispatched(tracker, add_mapping, "ENG-12")
+    _delete_mapping("ENG")
+    run_cycle(now=later(minutes=65))
+    assert jobs_of("ENG-12")[0].status == "dispatched"
+
+    run_cycle(now=later(minutes=71))  # 10 minutes past its lifetime, and no result came
+    [job] = jobs_of("ENG-12")
+    assert (job.status, job.timeout_reason) == ("timed_out", "machine_timeout")
+    assert tracker.comments["ENG-12"][0] == (
+        "⚠️ Implementation failed: the session machine exceeded its lifetime (machine_timeout)"
+    )
+
+
+def test_a_never_linked_job_whose_mapping_was_deleted_ends_run_not_found(app, tracker, runner, add_mapping):
+    runner.link_on_dispatch = False
+    job = _dispatched(tracker, add_mapping, "ENG-13")
+    _delete_mapping("ENG")
+    run_cycle(now=later(minutes=11))
+    [job] = jobs_of("ENG-13")
+    assert (job.status, job.timeout_reason) == ("timed_out", "run_not_found")
+
+
+def test_a_running_job_whose_backend_was_removed_is_left_to_its_result(app, tracker, runner, add_mapping):
+    job = _dispatched(tracker, add_mapping, "ENG-14")
+    runner.set_state(job.id, RunPhase.RUNNING)
+    run_cycle()
+    app.extensions["aiimpl"].classes["runner"].pop(runner.backend_id)  # its plugin was uninstalled
+
+    run_cycle(now=later(minutes=20))
+    assert jobs_of("ENG-14")[0].status == "running"
+    run_cycle(now=later(minutes=71))
+    [job] = jobs_of("ENG-14")
+    assert (job.status, job.timeout_reason) == ("timed_out", "machine_timeout")
+
+
 # -- text a backend reports -------------------------------------------------------------------------
 
 TEAM_SECRET = "team-secret-3f8e1c/+=xyz"
