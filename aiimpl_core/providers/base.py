@@ -159,6 +159,23 @@ class TicketingProvider(Provider):
     def post_comment(self, key: str, body: str) -> Comment:
         """Post a Markdown comment on an issue and return it (with its remote id)."""
 
+    def post_comment_once(self, key: str, body: str, *, ref: str, retry: bool) -> Comment:
+        """Post a comment the outbox queued, so that it appears once however often it is tried.
+
+        A try whose answer was lost (a timeout, a proxy's 502 after the tracker stored the
+        comment) counts as failed, and the outbox tries again. A tracker that can name a comment
+        when creating it (Linear's ``id``) or tag it (a Jira comment property) overrides this: it
+        creates the comment with ``ref`` and, when ``retry`` is true, first looks for a comment of
+        the issue that carries ``ref`` and returns it instead of posting a second one.
+
+        :param ref: the comment's identity, the same on every try and unique to this install (a
+            UUID of version 4's shape).
+        :param retry: whether an earlier try failed (it may have been stored all the same).
+
+        The default posts it with :meth:`post_comment`: a lost answer then means a second copy.
+        """
+        return self.post_comment(key, body)
+
     @abstractmethod
     def set_stage(self, key: str, stage: Stage) -> None:
         """Move an issue to a lifecycle stage (a label on Linear, a status on Jira).

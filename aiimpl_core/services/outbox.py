@@ -14,7 +14,10 @@ takes.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -78,6 +81,23 @@ class Claimed:
     #: the end of the lease this sender took it with: its claim, which the failure it records
     #: compares against (``None``: an item queued taken, see :func:`send_claimed`)
     lease_until: datetime | None = None
+    #: failed tries recorded before this one: a comment tried before may have been stored by the
+    #: tracker although its answer was lost (see :func:`comment_ref`)
+    attempts: int = 0
+
+
+def comment_ref(item_id: int) -> str:
+    """The identity of the comment an outbox item posts, the same on every try and unique to this
+    install (keyed with ``AIIMPL_SECRET_KEY``): a UUID of version 4's shape, which Linear takes as
+    a new comment's ``id``. A tracker plugin that can name or tag a comment with it finds, on a
+    retry, the comment a try whose answer was lost did post (see
+    :meth:`~aiimpl_core.providers.base.TicketingProvider.post_comment_once`)."""
+    key = str(current_app.config.get("AIIMPL_SECRET_KEY") or "").encode()
+    mac = hmac.new(key, f"aiimpl-outbox-comment:{item_id}".encode(), hashlib.sha256)
+    digest = bytearray(mac.digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x40  # version 4
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return str(uuid.UUID(bytes=bytes(digest)))
 
 
 def _held(item: Claimed) -> Any:
@@ -202,11 +222,16 @@ def _claim_many(item_ids: list[int], now: datetime) -> dict[int, Claimed]:
             OutboxItem.issue_key,
             OutboxItem.body,
             OutboxItem.stage,
+            OutboxItem.attempts,
         ),
         execution_options={"synchronize_session": False},
     ).all()
     db.session.commit()
-    return {row.id: Claimed(*row, lease_until=lease_until) for row in rows}
+    return {
+        row.id: Claimed(row.id, row.op, row.provider, row.issue_key, row.body, row.stage,
+                        lease_until=lease_until, attempts=row.attempts)
+        for row in rows
+    }
 
 
 def _release(items: list[Claimed], now: datetime) -> None:
@@ -400,7 +425,9 @@ def _send_and_record(facade, item: Claimed, now: datetime) -> Exception | None: 
 def _send(facade, item: Claimed) -> None:  # noqa: ANN001
     tracker = facade.ticketing(item.provider)
     if item.op == "comment":
-        comment = tracker.post_comment(item.issue_key, item.body or "")
+        comment = tracker.post_comment_once(
+            item.issue_key, item.body or "", ref=comment_ref(item.id), retry=item.attempts > 0
+        )
         item.remote_id = comment.id
     elif item.op == "stage":
         tracker.set_stage(item.issue_key, Stage(item.stage))

@@ -1,0 +1,82 @@
+"""A queued comment carries one identity on every try (``outbox.comment_ref``), and the tracker
+plugin is told when a try failed before, so that one which can name or tag a comment finds the copy
+a try whose answer was lost did post, instead of posting it twice."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from aiimpl_core.errors import ProviderError
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import OutboxItem, utcnow
+from aiimpl_core.services import outbox
+from aiimpl_core.testing.fakes import FakeTracker
+
+from .conftest import outbox_of
+
+
+def _queue(*bodies: str, issue_key: str = "ENG-1") -> list[int]:
+    now = utcnow()
+    items = [
+        OutboxItem(dedupe_key=f"test:{issue_key}:{n}", op="comment", provider="fake-tracker",
+                   issue_key=issue_key, kind="outcome", body=body, state="pending", attempts=0,
+                   next_attempt_at=now, created_at=now)
+        for n, body in enumerate(bodies)
+    ]
+    db.session.add_all(items)
+    db.session.commit()
+    return [item.id for item in items]
+
+
+@pytest.fixture
+def tries(tracker: FakeTracker, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, bool]]:
+    """Each try's (body, ref, retry), with a tracker that stores a comment under its ref and finds
+    it again on a retry. The first try of the comment "lost" is stored, but its answer is lost (a
+    timeout): the try fails, as the HTTP client reports it."""
+    seen: list[tuple[str, str, bool]] = []
+    stored: dict[str, Any] = {}
+    post = tracker.provider_class.post_comment
+
+    def post_comment_once(self: Any, key: str, body: str, *, ref: str, retry: bool) -> Any:
+        seen.append((body, ref, retry))
+        if retry and ref in stored:
+            return stored[ref]
+        stored[ref] = post(self, key, body)
+        if body == "lost" and not retry:
+            raise ProviderError("fake-tracker: POST /comment failed: read timed out", status=None)
+        return stored[ref]
+
+    monkeypatch.setattr(tracker.provider_class, "post_comment_once", post_comment_once)
+    return seen
+
+
+def test_every_try_of_a_comment_carries_its_identity_and_says_whether_it_is_a_retry(app, tracker, tries):
+    first, second = _queue("lost", "next")
+    start = utcnow()
+    outbox.deliver(issue_keys=["ENG-1"], now=start)
+    outbox.deliver(issue_keys=["ENG-1"], now=start + timedelta(hours=1))
+
+    assert [(body, retry) for body, _, retry in tries] == [("lost", False), ("lost", True), ("next", False)]
+    assert tries[0][1] == tries[1][1] == outbox.comment_ref(first)
+    assert tries[2][1] == outbox.comment_ref(second) != tries[0][1]
+    assert [item.state for item in outbox_of("ENG-1")] == ["done", "done"]
+    assert tracker.comments["ENG-1"] == ["lost", "next"]  # the lost answer's comment, once
+
+
+def test_the_identity_is_a_uuid_4_unique_to_the_item_and_the_install(app) -> None:
+    ref = outbox.comment_ref(7)
+    parsed = uuid.UUID(ref)
+    assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122) and str(parsed) == ref
+    assert outbox.comment_ref(7) == ref and outbox.comment_ref(8) != ref
+    app.config["AIIMPL_SECRET_KEY"] = "another install's key"
+    assert outbox.comment_ref(7) != ref
+
+
+def test_a_tracker_that_names_no_comment_posts_it_with_post_comment(app, tracker) -> None:
+    _queue("plain")
+    outbox.deliver(issue_keys=["ENG-1"], now=utcnow())
+    assert tracker.comments["ENG-1"] == ["plain"]
