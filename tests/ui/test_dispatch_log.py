@@ -61,7 +61,8 @@ def test_a_failed_job_and_its_failed_step_say_why(page, app):
 
     sign_in(page)
     page.get_by_role("link", name="Dispatch log").click()
-    page.locator(f'#jobs-table tr[data-job="{job.id}"]').get_by_role("button", name="Steps").click()
+    # each row's buttons name their job, for a screen reader that reads a button alone
+    page.get_by_role("button", name=f"Steps of job {job.id}", exact=True).click()
     steps = page.locator("#job-steps")
     steps.get_by_text(f"Cloning the repository failed: {XSS}", exact=True).wait_for()
     clone = page.locator("#steps-list li").filter(has_text="clone")
@@ -114,3 +115,18 @@ def test_a_dispatch_log_longer_than_a_page_says_so_and_shows_more(page, app):
     page.locator('#jobs-table tr[data-job="1"]').wait_for()
     assert page.locator("#jobs-table tbody tr").count() == 101
     assert note.is_hidden()  # every job is listed
+
+
+def test_the_blockers_view_shows_each_issues_title(page, app):
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import Blocker
+
+    db.session.add(Blocker(issue_key="ENG-3", team_key="ENG", provider="fake-tracker", title=f"Fix {XSS}",
+                           reason="no-mapping", message="No mapping for team ENG. Add one in Projects."))
+    db.session.commit()
+
+    sign_in(page)
+    page.get_by_role("link", name="Blockers").click()
+    row = page.locator("#blockers-table tbody tr").filter(has_text="ENG-3")
+    row.get_by_text(f"Fix {XSS}", exact=True).wait_for()
+    assert page.locator("#blockers-table img").count() == 0

@@ -273,7 +273,8 @@ function initIssues() {
 function initBlockers() {
   every(async () => {
     const rows = asList(await api("GET", "/api/blockers"), "blockers", "items");
-    fillRows("#blockers-table", rows.map((b) => `<tr><th scope="row">${esc(pick(b, "issueKey", "key"))}</th>
+    fillRows("#blockers-table", rows.map((b) => `<tr><th scope="row">${esc(pick(b, "issueKey", "key"))}${
+      b.title ? `<div class="muted issue-title">${esc(b.title)}</div>` : ""}</th>
       <td>${esc(pick(b, "teamKey", "team"))}</td><td><code>${esc(b.reason)}</code></td><td>${esc(b.message)}</td>
       <td>${when(pick(b, "since", "firstSeenAt", "lastSeenAt"))}</td></tr>`), 5, "Nothing is blocked.");
   });
@@ -312,8 +313,8 @@ function initJobs() {
     fillRows("#jobs-table", jobs.map((j) => `<tr data-job="${esc(j.id)}"><th scope="row">${esc(j.id)}</th>
       <td>${esc(pick(j, "issueKey"))}</td><td>${esc(j.phase)}</td><td>${esc(j.backend)}${j.shadow ? " (shadow)" : ""}</td>
       <td>${statusBadge(j.status, pick(j, "timeoutReason"))}</td><td>${link(pick(j, "prUrl"), j.prNumber ? `#${j.prNumber}` : "PR")}</td>
-      <td>${when(pick(j, "createdAt"))}</td><td><button type="button" data-act="steps">Steps</button>
-      ${ACTIVE_STATUSES.includes(j.status) ? '<button type="button" class="danger" data-act="cancel">Cancel</button>' : ""}</td></tr>`),
+      <td>${when(pick(j, "createdAt"))}</td><td><button type="button" data-act="steps" aria-label="Steps of job ${esc(j.id)}">Steps</button>
+      ${ACTIVE_STATUSES.includes(j.status) ? `<button type="button" class="danger" data-act="cancel" aria-label="Cancel job ${esc(j.id)}">Cancel</button>` : ""}</td></tr>`),
     8, "No jobs yet.");
     more.hidden = jobs.length < limit;
     document.getElementById("jobs-shown").textContent = limit < JOBS_MAX
