@@ -42,6 +42,12 @@ NO_CHANGES = "Nothing to commit: Claude left no file changes in the working tree
 EXCERPT_CHARS = 4000
 #: seconds kept back from the budget to save the work, report and clean up after a stop
 MAX_RESERVE = 120.0
+#: the longest saving the work (commit and push) may take once the budget is spent or the runner
+#: stopped the session; within the budget's end less REPORT_TIME, but never less than SAVE_MIN
+SAVE_ALLOWANCE = 90.0
+SAVE_MIN = 10.0
+#: seconds kept after saving the work for the result and the last reports
+REPORT_TIME = 15.0
 
 
 @dataclass
@@ -457,8 +463,12 @@ class Session:
         """Commit and push what the agent changed so far (planning keeps nothing); where it is."""
         if self.cfg.phase is Phase.PLANNING or self.git is None:
             return ""
-        # the budget is spent: saving the work gets its own short allowance
-        allowance = time.monotonic() + 90.0
+        # the budget is spent (or the runner is stopping the session): saving the work gets its own
+        # short allowance, which leaves the result time to be reported before the budget's end (a
+        # runner stops the machine at its lifetime, and a result never reported is lost)
+        now = time.monotonic()
+        end = self.started + self.cfg.lifetime
+        allowance = min(now + SAVE_ALLOWANCE, max(now + SAVE_MIN, end - REPORT_TIME))
         try:
             sha = self.git.commit_all(
                 f"{self.cfg.issue_key}: work in progress ({why})", refuse=self._secrets_in,

@@ -143,3 +143,33 @@ def test_sigterm_during_the_commit_saves_the_work_on_the_reserve(world: World) -
     assert world.remote.show("ai/ENG-1", "greeting.txt") == "hello from the agent\n"
     assert world.steps(job_id)["commit"].status == "failed"
     world.assert_no_secret_anywhere(job_id)
+
+
+def test_saving_the_work_leaves_the_result_time_before_the_budgets_end(world: World) -> None:
+    """A push that hangs while the work is saved at the budget's end is given up in time for the
+    result to be reported before the runner stops the machine (it was given 90 s, whatever the
+    budget)."""
+    real_git = shutil.which("git")
+    assert real_git
+    wrapped = world.tmp / "hanging-push"
+    wrapped.mkdir()
+    (wrapped / "git").write_text(
+        "#!/bin/sh\n"
+        'for arg in "$@"; do if [ "$arg" = push ]; then sleep 300; fi; done\n'
+        f'exec {real_git} "$@"\n'
+    )
+    (wrapped / "git").chmod(0o755)
+    world.mapping(FAKE_AGENT_MODE="hang")
+    job_id = world.dispatch()
+
+    started = time.monotonic()
+    code, out = world.run_session(job_id, timeout=150, AIIMPL_LIFETIME_SECONDS="20",
+                                  PATH=f"{wrapped}{os.pathsep}{world.session_env(job_id)['PATH']}")
+    elapsed = time.monotonic() - started
+
+    assert code == 1, out
+    assert elapsed < 45, out  # 20 s of budget, at most 10 s more to save (was up to 90 s)
+    job = world.job(job_id)
+    assert job.status == "timed_out"
+    assert "Saving the work so far failed" in job.error
+    assert "ai/ENG-1" not in world.remote.branches()
