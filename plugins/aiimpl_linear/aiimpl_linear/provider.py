@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 #: Seconds a key read from the secret store is reused.
 STORED_SECRET_TTL = 30.0
 
+#: HTTP statuses of an answer Linear gave (GraphQL ``errors``), as opposed to a lost one or a proxy's.
+ANSWERED_STATUSES = frozenset({200, 400})
+
 #: Colours of the labels we create (Linear requires none, but a visible colour helps people).
 LABEL_COLORS = {
     TRIGGER_LABEL: "#5e6ad2",
@@ -57,6 +60,16 @@ def _nodes(connection: Any) -> list[dict[str, Any]]:
     if isinstance(connection, dict) and isinstance(connection.get("nodes"), list):
         return [n for n in connection["nodes"] if isinstance(n, dict)]
     return []
+
+
+def _comment(node: dict[str, Any], body: str) -> Comment:
+    """A :class:`Comment` from a comment node (``body``: the text sent, should Linear echo none)."""
+    return Comment(
+        body=str(node.get("body") or body),
+        author=(node.get("user") or {}).get("name"),
+        created_at=_parse_time(node.get("createdAt")),
+        id=str(node["id"]),
+    )
 
 
 def stage_of(labels: Sequence[str]) -> Stage | None:
@@ -269,18 +282,72 @@ class LinearProvider(TicketingProvider):
     def post_comment(self, key: str, body: str) -> Comment:
         issue_id, _team = self._ref(key)
         data = self.client.execute("CreateComment", {"issueId": issue_id, "body": body})
+        return self._created(key, body, data)
+
+    def post_comment_once(self, key: str, body: str, *, ref: str, retry: bool) -> Comment:
+        """Create the comment with ``ref`` as its Linear ``id``; on a retry, first read the comment
+        of that id, and return it when it is on this issue (an earlier try was stored though its
+        answer was lost). With the issue's id known (as after a poll), a first try costs one
+        request, a retry two (one when it finds the comment).
+
+        Linear refuses a second comment with an id already used. A create refused all the same
+        may be one whose comment an earlier try stored unseen: a sender that died after Linear's
+        answer leaves ``retry`` false, and a lost try may land while a retry looks. So on a
+        refusal the comment of that id is read, and returned when it is on this issue; else the
+        create's error is raised. Linear does not document its wording for an id already taken,
+        so this is done for any error Linear answers the create with (one request more, on a
+        failure only). A comment of that id on another issue is never taken for ours.
+        """
+        issue_id, _team = self._ref(key)
+        if retry:
+            found = self._comment_by_id(ref)
+            if found is not None and found[1] == issue_id:
+                return found[0]
+        try:
+            data = self.client.execute("CreateComment", {"issueId": issue_id, "body": body, "id": ref})
+        except NotFound:
+            raise  # the issue is gone (an id already taken is not a missing entity)
+        except ProviderError as exc:
+            if exc.status not in ANSWERED_STATUSES or exc.retry_after is not None:
+                # no answer (the outbox tries again, and looks then), or a rate limit or refused
+                # credentials: nothing that says whether the id is taken
+                raise
+            found = self._comment_by_id(ref)
+            if found is None:
+                raise
+            comment, on_issue = found
+            if on_issue != issue_id:
+                raise ProviderError(
+                    f"Linear CreateComment failed: the comment id {ref} for {key} is taken by a "
+                    "comment of another issue",
+                    provider=PROVIDER_ID,
+                    status=exc.status,
+                    detail=exc.detail,
+                ) from None
+            self.log.info("Linear comment %s on %s was posted by an earlier try", ref, key)
+            return comment
+        return self._created(key, body, data)
+
+    def _created(self, key: str, body: str, data: dict[str, Any]) -> Comment:
+        """The comment a ``CreateComment`` answer holds."""
         payload = data.get("commentCreate") or {}
         comment = payload.get("comment") or {}
         if not payload.get("success") or not comment.get("id"):
             raise ProviderError(
                 f"Linear CreateComment failed: the comment on {key} was not created", provider=PROVIDER_ID
             )
-        return Comment(
-            body=str(comment.get("body") or body),
-            author=(comment.get("user") or {}).get("name"),
-            created_at=_parse_time(comment.get("createdAt")),
-            id=str(comment["id"]),
-        )
+        return _comment(comment, body)
+
+    def _comment_by_id(self, comment_id: str) -> tuple[Comment, str | None] | None:
+        """The comment of that id with the id of its issue, or ``None`` when Linear has none."""
+        try:
+            node = self.client.execute("CommentById", {"id": comment_id}).get("comment")
+        except NotFound:
+            return None
+        if not isinstance(node, dict) or not node.get("id"):
+            return None
+        issue_id = node.get("issueId")
+        return _comment(node, ""), str(issue_id) if issue_id else None
 
     def set_stage(self, key: str, stage: Stage) -> None:
         if stage is Stage.TRIGGERED:

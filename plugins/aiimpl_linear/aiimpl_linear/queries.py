@@ -185,14 +185,26 @@ mutation UpdateIssueLabels($id: String!, $added: [String!], $removed: [String!])
 """,
 )
 
+# ``id``: the comment's identity, a UUID the caller chooses (a queued comment's ``ref``), so that a
+# try whose answer was lost can find the comment it posted. Left out (a variable not sent is an
+# input field not given), Linear makes one up.
 CREATE_COMMENT = _document(
     "CreateComment",
     """
-mutation CreateComment($issueId: String!, $body: String!) {
-  commentCreate(input: { issueId: $issueId, body: $body }) {
+mutation CreateComment($issueId: String!, $body: String!, $id: String) {
+  commentCreate(input: { issueId: $issueId, body: $body, id: $id }) {
     success
     comment { id body createdAt user { name } }
   }
+}
+""",
+)
+
+COMMENT_BY_ID = _document(
+    "CommentById",
+    """
+query CommentById($id: String!) {
+  comment(id: $id) { id body createdAt user { name } issueId }
 }
 """,
 )

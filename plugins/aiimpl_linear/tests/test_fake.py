@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -101,3 +102,42 @@ def test_a_slow_answer_does_not_hold_up_other_requests(fake: FakeLinear) -> None
     finally:
         release.set()
         slow.join(10)
+
+
+CREATE = """
+mutation C($issueId: String!, $body: String!, $id: String) {
+  commentCreate(input: { issueId: $issueId, body: $body, id: $id }) { success comment { id issueId } }
+}
+"""
+
+
+def test_a_comment_keeps_the_id_it_is_created_with_and_is_read_by_it(fake: FakeLinear) -> None:
+    key = fake.add_issue("ENG")["identifier"]
+    ref = str(uuid.uuid4())
+    created = post(fake, CREATE, {"issueId": key, "body": "hi", "id": ref}, "C").json()
+    assert created["data"]["commentCreate"]["comment"] == {"id": ref, "issueId": fake.issue(key)["id"]}
+    read = post(fake, "query R($id: String!) { comment(id: $id) { id body issueId } }", {"id": ref}, "R")
+    assert read.json()["data"]["comment"] == {"id": ref, "body": "hi", "issueId": fake.issue(key)["id"]}
+
+
+def test_an_id_in_use_or_not_a_uuid_4_is_refused(fake: FakeLinear) -> None:
+    key = fake.add_issue("ENG")["identifier"]
+    taken = fake.add_comment(key, "first")["id"]
+    for bad in (taken, "not-a-uuid", str(uuid.uuid1())):
+        body = post(fake, CREATE, {"issueId": key, "body": "again", "id": bad}, "C").json()
+        assert body["data"] is None and body["errors"][0]["extensions"]["code"] == "INVALID_INPUT", bad
+    assert fake.comments_of(key) == ["first"]
+
+
+def test_an_unknown_comment_is_entity_not_found(fake: FakeLinear) -> None:
+    body = post(fake, "query R { comment(id: \"nope\") { id } }", name="R").json()
+    assert body["errors"][0]["message"] == "Entity not found: Comment"
+
+
+def test_a_lost_answer_was_carried_out(fake: FakeLinear) -> None:
+    key = fake.add_issue("ENG")["identifier"]
+    fake.lose_answer("C", status=502)
+    resp = post(fake, CREATE, {"issueId": key, "body": "stored"}, "C")
+    assert resp.status_code == 502 and "Bad Gateway" in resp.text
+    assert fake.comments_of(key) == ["stored"]
+    assert post(fake, CREATE, {"issueId": key, "body": "next"}, "C").status_code == 200  # once

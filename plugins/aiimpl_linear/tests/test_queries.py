@@ -41,6 +41,7 @@ def test_documents_are_registered() -> None:
         "CreateLabel",
         "UpdateIssueLabels",
         "CreateComment",
+        "CommentById",
         "TeamDoneStates",
         "SetIssueState",
     }
@@ -72,3 +73,9 @@ def test_listing_stays_under_linear_complexity_limit_at_max_page_size() -> None:
     document = graphql.parse(queries.TRIGGERED_ISSUES)
     cost = complexity(linear_schema(), document, {"first": MAX_PAGE_SIZE}, "TriggeredIssues")
     assert 1000 < cost <= MAX_COMPLEXITY
+
+
+def test_looking_a_comment_up_costs_next_to_nothing() -> None:
+    # a retried comment reads one comment before it is created: a few points, not a page
+    document = graphql.parse(queries.COMMENT_BY_ID)
+    assert complexity(linear_schema(), document, {"id": "x"}, "CommentById") < 5

@@ -11,7 +11,8 @@ Also modelled: cursor pagination (``first``/``after``, ``pageInfo``, at most 250
 complexity (Linear's rule of thumb: 0.1 point per scalar, 1 per object, connections multiplied
 by ``first``, default 50; over 10,000 points is refused), the request budget with Linear's
 ``X-RateLimit-Requests-*`` headers (429 with ``RATELIMITED`` when exhausted), error injection per
-operation, and signed webhook deliveries shaped like ``IssueWebhookPayload``::
+operation, answers lost after the request was carried out (:meth:`FakeLinear.lose_answer`), and
+signed webhook deliveries shaped like ``IssueWebhookPayload``::
 
     with FakeLinear() as fake:
         fake.add_team("ENG")
@@ -154,6 +155,13 @@ class _Failure:
 
 
 @dataclass
+class _Lost:
+    status: int
+    delay: float | None
+    times: int
+
+
+@dataclass
 class _Store:
     teams: dict[str, dict[str, Any]] = field(default_factory=dict)
     states: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -208,6 +216,7 @@ class FakeLinear:
         self.requests_reset_at = self.clock() + 3600
         self._forced_429: list[float] = []
         self._failures: dict[str, _Failure] = {}
+        self._lost: dict[str, _Lost] = {}
         self._before: dict[str, list[Callable[[], None]]] = {}
         self._numbers: dict[str, itertools.count[int]] = {}
         self._sync = itertools.count(1000)
@@ -275,6 +284,15 @@ class FakeLinear:
         """Answer the next ``times`` requests of ``operation`` with a GraphQL error."""
         with self.lock:
             self._failures[operation] = _Failure(message, code, times, status)
+
+    def lose_answer(
+        self, operation: str, *, status: int = 502, delay: float | None = None, times: int = 1
+    ) -> None:
+        """Carry out the next ``times`` requests of ``operation`` (a comment is stored), then lose
+        the answer: a proxy's HTTP ``status`` page in its place, or, with ``delay``, the answer
+        held that many seconds -- past the client's timeout, which then gives up."""
+        with self.lock:
+            self._lost[operation] = _Lost(status, delay, times)
 
     def before(self, operation: str, action: Callable[[], None]) -> None:
         """Run ``action`` once, just before the next request of ``operation`` is answered (to
@@ -448,11 +466,14 @@ class FakeLinear:
     def state_of(self, identifier: str) -> str:
         return self.store.states[self.issue(identifier)["stateId"]]["name"]
 
-    def add_comment(self, identifier: str, body: str, *, created_at: str | None = None) -> dict[str, Any]:
-        """A person comments on the issue (``created_at``: an ISO time, default now)."""
+    def add_comment(
+        self, identifier: str, body: str, *, created_at: str | None = None, comment_id: str | None = None
+    ) -> dict[str, Any]:
+        """A person comments on the issue (``created_at``: an ISO time, default now; ``comment_id``:
+        the comment's id, default a new UUID)."""
         with self.lock:
             comment = {
-                "id": str(uuid.uuid4()),
+                "id": comment_id or str(uuid.uuid4()),
                 "issueId": self.issue(identifier)["id"],
                 "body": body,
                 "createdAt": created_at or _now_iso(),
@@ -555,7 +576,21 @@ class FakeLinear:
             self.requests.append(record)
             response = self._answer(request, body, auth, record)
             record.status = response.status_code
-            return response
+            lost = self._lost.get(record.operation or "")
+            if lost is not None:
+                lost.times -= 1
+                if lost.times <= 0:
+                    del self._lost[record.operation or ""]
+                if lost.delay is None:
+                    record.status = lost.status
+                    response = Response(
+                        f"<html><body><h1>{lost.status} Bad Gateway</h1></body></html>",
+                        status=lost.status,
+                        content_type="text/html",
+                    )
+        if lost is not None and lost.delay is not None:
+            time.sleep(lost.delay)  # outside the lock: other requests are answered meanwhile
+        return response
 
     def _answer(self, request: Request, body: Any, auth: str | None, record: Recorded) -> Response:
         if request.mimetype != "application/json":
@@ -698,6 +733,7 @@ class FakeLinear:
             "issue": self._q_issue,
             "issueLabels": self._q_issue_labels,
             "team": self._q_team,
+            "comment": self._q_comment,
             "teams": lambda info, **a: self._connection(
                 [
                     self._team_view(t)
@@ -859,6 +895,7 @@ class FakeLinear:
             "body": comment["body"],
             "createdAt": comment["createdAt"],
             "updatedAt": comment["createdAt"],
+            "issueId": comment["issueId"],
             "user": {"id": "user-fake", "name": "AI-Implement bot", "displayName": "ai-implement"},
             "issue": lambda info, **a: self._issue_view(self.store.issues[comment["issueId"]]),
         }
@@ -990,6 +1027,19 @@ class FakeLinear:
             a,
         )
 
+    def _q_comment(
+        self,
+        info: Any,
+        id: str | None = None,  # noqa: A002 - the schema's names
+        hash: str | None = None,  # noqa: A002
+    ) -> dict[str, Any]:
+        if hash is not None:
+            raise _error("fake Linear does not implement comment(hash:)", "UNSUPPORTED")
+        comment = self.store.comments.get(id or "")
+        if comment is None:
+            raise _not_found("Comment")
+        return self._comment_view(comment)
+
     def _q_team(self, info: Any, id: str) -> dict[str, Any]:  # noqa: A002
         for team in self.store.teams.values():
             if id in (team["id"], team["key"]):
@@ -1040,17 +1090,34 @@ class FakeLinear:
         return {"success": True, "lastSyncId": float(next(self._sync)), "issue": self._issue_view(issue)}
 
     def _m_comment_create(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:  # noqa: A002
-        unknown = set(input) - {"issueId", "body"}
+        """``commentCreate``; an ``id`` given is kept as the comment's id. Linear documents that it
+        takes a UUID v4 there but not how it refuses a malformed one or one already in use: the
+        fake's answers to those (an ``INVALID_INPUT`` error, ``Argument Validation Error`` and
+        ``Entity with this id already exists``) are assumed, not Linear's known wording."""
+        unknown = set(input) - {"issueId", "body", "id"}
         if unknown:
             raise _error(
                 f"fake Linear does not implement CommentCreateInput.{sorted(unknown)[0]}", "UNSUPPORTED"
             )
+        comment_id = input.get("id")
+        if comment_id is not None:
+            try:
+                valid = uuid.UUID(comment_id).version == 4
+            except ValueError:
+                valid = False
+            if not valid:
+                raise _error("Argument Validation Error", userPresentableMessage="id must be a UUID v4.")
+            if comment_id in self.store.comments:
+                raise _error(
+                    "Entity with this id already exists",
+                    userPresentableMessage="A comment with this id already exists.",
+                )
         issue = self._find_issue(input.get("issueId") or "")
         if issue is None:
             raise _not_found("Issue")
         if not input.get("body"):
             raise _error("Comment body is required")
-        comment = self.add_comment(issue["identifier"], input["body"])
+        comment = self.add_comment(issue["identifier"], input["body"], comment_id=comment_id)
         return {
             "success": True,
             "lastSyncId": float(next(self._sync)),
