@@ -8,7 +8,7 @@ shaped as Jira's OpenAPI description says.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -119,10 +119,32 @@ class JiraClient:
             if not batch or start >= int(page.get("total", start)):
                 return out
 
-    def add_comment(self, key: str, adf_body: dict[str, Any]) -> dict[str, Any]:
-        return self.http.post(
-            f"{API}/issue/{_key(key)}/comment", json={"body": adf_body}, expected=(201,)
+    def newest_comments(self, key: str, *, max_results: int) -> list[dict[str, Any]]:
+        """The newest ``max_results`` comments of an issue, newest first, each with its
+        ``properties``: ``GET …/issue/{key}/comment?orderBy=-created`` for their ids (that
+        operation expands only ``renderedBody``), then ``POST …/comment/list?expand=properties``."""
+        page = self.http.get(
+            f"{API}/issue/{_key(key)}/comment",
+            params={"startAt": 0, "maxResults": max_results, "orderBy": "-created"},
         ).json()
+        ids = [int(c["id"]) for c in page.get("comments") or [] if str(c.get("id") or "").isdigit()]
+        if not ids:
+            return []
+        listed = self.http.post(
+            f"{API}/comment/list", params={"expand": "properties"}, json={"ids": ids}, retry_unsafe=True
+        ).json()
+        by_id = {str(c.get("id")): c for c in listed.get("values") or []}
+        return [by_id[str(i)] for i in ids if str(i) in by_id]
+
+    def add_comment(
+        self, key: str, adf_body: dict[str, Any], *, properties: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """``POST /issue/{key}/comment``; ``properties`` (key → JSON value) are stored with the
+        comment as its entity properties, in the same request."""
+        body: dict[str, Any] = {"body": adf_body}
+        if properties:
+            body["properties"] = [{"key": k, "value": v} for k, v in properties.items()]
+        return self.http.post(f"{API}/issue/{_key(key)}/comment", json=body, expected=(201,)).json()
 
     def transitions(self, key: str) -> list[dict[str, Any]]:
         data = self.http.get(f"{API}/issue/{_key(key)}/transitions").json()

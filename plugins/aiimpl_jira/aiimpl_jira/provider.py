@@ -3,7 +3,8 @@
 The trigger is the status ``Ready``; each lifecycle stage is a status (the reference's "Issue
 lifecycle" table). Stages are set by finding the workflow transition whose target status has
 the stage's name, so the workflow must offer it: when it does not, the error names the gap.
-Comments go out as Atlassian Document Format rendered from our Markdown.
+Comments go out as Atlassian Document Format rendered from our Markdown; each one the outbox
+queues carries its identity in a comment property, so a retry finds a copy whose answer was lost.
 """
 
 from __future__ import annotations
@@ -83,6 +84,20 @@ def fit_comment(body: str, limit: int = MAX_COMMENT_CHARS) -> str:
     return head + closing + TRUNCATED_NOTICE
 
 
+#: The comment property that tags each comment the outbox posts with its identity (``{"ref": …}``).
+REF_PROPERTY = "aiimpl.comment"
+
+
+def carries_ref(raw: Mapping[str, Any], ref: str) -> bool:
+    """Whether a comment (as listed with ``expand=properties``) carries :data:`REF_PROPERTY` ``ref``."""
+    for prop in raw.get("properties") or ():
+        if isinstance(prop, Mapping) and prop.get("key") == REF_PROPERTY:
+            value = prop.get("value")
+            if isinstance(value, Mapping) and value.get("ref") == ref:
+                return True
+    return False
+
+
 def _parse_time(value: object) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
@@ -146,6 +161,8 @@ class JiraProvider(TicketingProvider):
 
     #: issues per search page (Jira allows up to 5000 with few fields; 100 keeps answers small)
     page_size: ClassVar[int] = 100
+    #: the newest comments a retry of :meth:`post_comment_once` looks through for its earlier copy
+    retry_lookback: ClassVar[int] = 50
 
     _client: JiraClient | None = None
 
@@ -319,11 +336,39 @@ class JiraProvider(TicketingProvider):
     # -- writing ------------------------------------------------------------------------------
 
     def post_comment(self, key: str, body: str) -> Comment:
-        created = self.client.add_comment(key, markdown_to_adf(fit_comment(body)))
+        return self._posted(body, self.client.add_comment(key, markdown_to_adf(fit_comment(body))))
+
+    def post_comment_once(self, key: str, body: str, *, ref: str, retry: bool) -> Comment:
+        """Post a queued comment tagged with the comment property :data:`REF_PROPERTY`
+        (``{"ref": ref}``), in the one request of a first try.
+
+        A retry first lists the issue's :attr:`retry_lookback` newest comments with their
+        properties and returns the one that carries ``ref``: a try whose answer was lost (a
+        timeout, a proxy's 502) may have been stored. Only when none does is it posted. The
+        outbox retries seconds to an hour apart and holds the issue's later items back meanwhile,
+        so the copy is among the newest unless that many other comments were added to the issue
+        in between; then it is posted a second time, as a tracker without a reference would.
+        """
+        if retry:
+            found = next(
+                (raw for raw in self.client.newest_comments(key, max_results=self.retry_lookback)
+                 if carries_ref(raw, ref)),
+                None,
+            )
+            if found is not None:
+                self.log.info("comment %s on %s was stored by an earlier try; not posted again", ref, key)
+                return self._posted(body, found)
+        created = self.client.add_comment(
+            key, markdown_to_adf(fit_comment(body)), properties={REF_PROPERTY: {"ref": ref}}
+        )
+        return self._posted(body, created)
+
+    @staticmethod
+    def _posted(body: str, raw: Mapping[str, Any]) -> Comment:
         return Comment(
             body=body,
-            id=str(created.get("id")) if created.get("id") else None,
-            created_at=_parse_time(created.get("created")),
+            id=str(raw.get("id")) if raw.get("id") else None,
+            created_at=_parse_time(raw.get("created")),
         )
 
     def _status_and_transitions(self, key: str) -> tuple[Mapping[str, Any], list[Mapping[str, Any]]]:

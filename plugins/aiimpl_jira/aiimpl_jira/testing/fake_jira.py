@@ -3,7 +3,11 @@
 :class:`FakeJira` keeps projects, issues (status, labels, links, ADF description and comments),
 a workflow, fields with their contexts and options, and answers the REST v3 operations the plugin
 uses the way Jira does: the token-paginated ``search/jql`` with a real (small) JQL evaluator,
-``jql/parse`` with Jira's error messages, transitions limited by the workflow, ADF comments.
+``jql/parse`` with Jira's error messages, transitions limited by the workflow, ADF comments with
+their entity properties (listed with ``expand=properties``, newest first with ``orderBy=-created``).
+:meth:`FakeJira.fail_next` answers a request with an error instead of carrying it out;
+:meth:`FakeJira.lose_next_answer` carries it out and loses the answer (a proxy's 502, a dropped
+connection).
 
 Served through :class:`aiimpl_core.testing.fakeserver.OpenAPIFakeServer`, every request and every
 answer is validated against ``jira/swagger-v3.v3.json``; on top of that the fake checks what the
@@ -23,10 +27,12 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import socket
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -187,12 +193,14 @@ def _check_node(node: object, allowed: set[str], where: str, problems: list[str]
 
 @dataclass
 class FakeComment:
-    """A comment as the fake stores it: its ADF body as received."""
+    """A comment as the fake stores it: its ADF body as received, and its entity properties
+    (key → value) given on create."""
 
     id: str
     body: dict[str, Any]
     created: datetime
     author: str = "AI-Implement"
+    properties: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -267,6 +275,9 @@ class FakeJira:
         self.violations: list[str] = []
         #: (method, path suffix) → queue of (status, body, headers) answered before the real one
         self.failures: dict[tuple[str, str], list[tuple[int, Any, dict[str, str]]]] = {}
+        #: (method, path suffix) → queue of what replaces the answer of a request carried out:
+        #: a status (a proxy's error page), or ``None`` (the connection is dropped)
+        self.lost_answers: dict[tuple[str, str], list[int | None]] = {}
         self.lock = threading.RLock()
         self._ids = itertools.count(10001)
         self._clock = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -455,6 +466,36 @@ class FakeJira:
         queue = self.failures.setdefault((method.upper(), path_suffix), [])
         queue.extend([(status, body, dict(headers or {}))] * times)
 
+    def lose_next_answer(
+        self, method: str, path_suffix: str, status: int | None = 502, times: int = 1
+    ) -> None:
+        """Carry out the next ``times`` matching requests, then lose their answers: a proxy's
+        ``status`` (an HTML error page) replaces each, or with ``status=None`` the connection is
+        dropped before any answer, as when the client's timeout ran out first."""
+        self.lost_answers.setdefault((method.upper(), path_suffix), []).extend([status] * times)
+
+    def add_comment(
+        self,
+        key: str,
+        text: str,
+        *,
+        author: str = "Ada Lovelace",
+        properties: Mapping[str, Any] | None = None,
+    ) -> FakeComment:
+        """A comment made on the site (a person's, another app's), with optional entity properties."""
+        with self.lock:
+            issue = self.issues[key]
+            comment = FakeComment(
+                id=str(next(self._ids)),
+                body=markdown_to_adf(text),
+                created=self._tick(),
+                author=author,
+                properties=dict(properties or {}),
+            )
+            issue.comments.append(comment)
+            issue.updated = comment.created
+            return comment
+
     def comment_docs(self, key: str) -> list[dict[str, Any]]:
         return [c.body for c in self.issues[key].comments]
 
@@ -537,14 +578,16 @@ class FakeJira:
                 )
         return out
 
-    def _comment_json(self, issue: FakeIssue, comment: FakeComment) -> dict[str, Any]:
+    def _comment_json(
+        self, issue: FakeIssue, comment: FakeComment, *, properties: bool = False
+    ) -> dict[str, Any]:
         author = {
             "accountId": "5b10a2844c20165700ede21g",
             "active": True,
             "displayName": comment.author,
             "self": f"{self.url}/rest/api/3/user?accountId=5b10a2844c20165700ede21g",
         }
-        return {
+        data: dict[str, Any] = {
             "self": f"{self.url}/rest/api/3/issue/{issue.id}/comment/{comment.id}",
             "id": comment.id,
             "author": author,
@@ -554,11 +597,23 @@ class FakeJira:
             "updated": _stamp(comment.created),
             "jsdPublic": True,
         }
+        if properties:  # expand=properties
+            data["properties"] = [{"key": k, "value": v} for k, v in comment.properties.items()]
+        return data
 
-    def _comments_page(self, issue: FakeIssue, start: int = 0, limit: int = 100) -> dict[str, Any]:
-        chunk = issue.comments[start : start + limit]
+    def _comments_page(
+        self,
+        issue: FakeIssue,
+        start: int = 0,
+        limit: int = 100,
+        *,
+        newest_first: bool = False,
+        properties: bool = False,
+    ) -> dict[str, Any]:
+        ordered = sorted(issue.comments, key=lambda c: (c.created, int(c.id)), reverse=newest_first)
+        chunk = ordered[start : start + limit]
         return {
-            "comments": [self._comment_json(issue, c) for c in chunk],
+            "comments": [self._comment_json(issue, c, properties=properties) for c in chunk],
             "maxResults": limit,
             "total": len(issue.comments),
             "startAt": start,
@@ -668,6 +723,30 @@ class FakeJira:
                         return _undocumented_if_needed(resp)
             return None
 
+        @app.after_request
+        def _lose_answer(resp: Response) -> Response:
+            with fake.lock:
+                lost = next(
+                    (
+                        queue
+                        for (method, suffix), queue in fake.lost_answers.items()
+                        if queue and request.method == method and request.path.endswith(suffix)
+                    ),
+                    None,
+                )
+                if lost is None:
+                    return resp
+                status = lost.pop(0)
+            if status is None:
+                # the request was carried out; the client never hears back
+                request.environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
+                return resp
+            page = f"<html><body><h1>{status} {HTTPStatus(status).phrase}</h1></body></html>"
+            from aiimpl_core.testing.fakeserver import UNDOCUMENTED_HEADER
+
+            # a proxy's page: not Jira's, so not in Jira's description
+            return Response(page, status, content_type="text/html", headers={UNDOCUMENTED_HEADER: "1"})
+
         def get_issue_or_404(key: str) -> FakeIssue | Response:
             issue = fake.issues.get(key) or next((i for i in fake.issues.values() if i.id == key), None)
             if issue is None:
@@ -724,11 +803,40 @@ class FakeJira:
                 found = get_issue_or_404(key)
                 if isinstance(found, Response):
                     return found
+                order = request.args.get("orderBy", "created")
+                if order not in ("created", "+created", "-created"):
+                    return error(400, f"The orderBy value '{order}' is not supported.")
+                # (this operation expands only renderedBody: a comment's properties come from
+                # POST /comment/list)
                 page = fake._comments_page(
-                    found, int(request.args.get("startAt", 0)), int(request.args.get("maxResults", 100))
+                    found,
+                    int(request.args.get("startAt", 0)),
+                    int(request.args.get("maxResults", 100)),
+                    newest_first=order == "-created",
                 )
                 fake._validate(page, "PageOfComments", "comment page")
                 return jsonify(page)
+
+        @app.post(f"{api}/comment/list")
+        def list_comments() -> Any:
+            body = request.get_json(silent=True)
+            ids = body.get("ids") if isinstance(body, dict) else None
+            numbers = isinstance(ids, list) and all(type(i) is int for i in ids)
+            if not numbers:
+                return error(400, "The request body must hold a list of comment IDs.")
+            if len(ids) > 1000:
+                return error(400, "A maximum of 1000 IDs can be specified.")
+            expand = request.args.get("expand", "").split(",")
+            with fake.lock:
+                wanted = {str(i) for i in ids}
+                found_comments = [
+                    (issue, c) for issue in fake.issues.values() for c in issue.comments if c.id in wanted
+                ]
+                values = [fake._comment_json(issue, c, properties="properties" in expand)
+                          for issue, c in sorted(found_comments, key=lambda pair: int(pair[1].id))]
+            page = {"isLast": True, "maxResults": 1000, "startAt": 0, "total": len(values), "values": values}
+            fake._validate(page, "PageBeanComment", "comment list")
+            return jsonify(page)
 
         @app.post(f"{api}/issue/<key>/comment")
         def add_comment(key: str) -> Any:
@@ -737,11 +845,20 @@ class FakeJira:
             if problems:
                 fake.violations.extend(f"comment on {key} is not valid ADF: {p}" for p in problems)
                 return error(400, "INVALID_INPUT", comment="Comment body is not valid!")
+            properties: dict[str, Any] = {}
+            for prop in body.get("properties") or []:
+                problem = _property_problem(prop)
+                if problem:
+                    fake.violations.append(f"comment property on {key}: {problem}")
+                    return error(400, problem)
+                properties[prop["key"]] = prop["value"]
             with fake.lock:
                 found = get_issue_or_404(key)
                 if isinstance(found, Response):
                     return found
-                comment = FakeComment(id=str(next(fake._ids)), body=body["body"], created=fake._tick())
+                comment = FakeComment(
+                    id=str(next(fake._ids)), body=body["body"], created=fake._tick(), properties=properties
+                )
                 found.comments.append(comment)
                 found.updated = comment.created
                 resp = jsonify(fake._comment_json(found, comment))
@@ -869,6 +986,25 @@ def _page(values: list[dict[str, Any]], args: Mapping[str, str]) -> dict[str, An
         "isLast": start + limit >= len(values),
         "values": chunk,
     }
+
+
+#: Jira's limits on an entity property: the key's length and the size of the value's JSON
+PROPERTY_KEY_MAX = 255
+PROPERTY_VALUE_MAX_BYTES = 32_768
+
+
+def _property_problem(prop: Any) -> str | None:
+    """Why Jira refuses an entity property given on create (the description leaves ``key`` and
+    ``value`` optional; Jira requires both), or ``None``."""
+    if not isinstance(prop, dict) or not isinstance(prop.get("key"), str) or not prop["key"]:
+        return "The property key cannot be empty."
+    if len(prop["key"]) > PROPERTY_KEY_MAX:
+        return f"The property key can't be longer than {PROPERTY_KEY_MAX} characters."
+    if "value" not in prop:
+        return "The property value is required."
+    if len(json.dumps(prop["value"]).encode()) > PROPERTY_VALUE_MAX_BYTES:
+        return f"The property value can't be longer than {PROPERTY_VALUE_MAX_BYTES} bytes."
+    return None
 
 
 def _undocumented_if_needed(resp: Response) -> Response:

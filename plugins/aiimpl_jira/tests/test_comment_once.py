@@ -1,0 +1,161 @@
+"""A queued comment appears once on Jira however often it is tried (``post_comment_once``).
+
+Each comment the outbox posts carries the comment property ``aiimpl.comment`` with its identity;
+a retry looks for it among the issue's newest comments before posting, so a try whose answer was
+lost after Jira stored the comment (a dropped connection, a proxy's 502) leaves no second copy.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiimpl_core.errors import ProviderError
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import OutboxItem, utcnow
+from aiimpl_core.services import outbox
+from aiimpl_core.services.jobs import enqueue_comment
+from aiimpl_core.testing.contract import make_context
+
+from aiimpl_jira.adf import adf_text
+from aiimpl_jira.provider import REF_PROPERTY, JiraProvider
+from aiimpl_jira.testing.fake_jira import FakeJira
+
+REF = str(uuid.UUID(int=0x1234, version=4))
+
+
+def _texts(jira: FakeJira, key: str) -> list[str]:
+    return [adf_text(doc) for doc in jira.comment_docs(key)]
+
+
+def test_a_first_try_is_one_request_that_tags_the_comment(jira: FakeJira, provider: JiraProvider) -> None:
+    jira.add_issue("ENG-1")
+    comment = provider.post_comment_once("ENG-1", "🚀 Session started", ref=REF, retry=False)
+
+    [stored] = jira.issues["ENG-1"].comments
+    assert comment.id == stored.id and comment.body == "🚀 Session started"
+    assert stored.properties == {REF_PROPERTY: {"ref": REF}}
+    assert [(r.method, r.path) for r in jira.requests] == [("POST", "/rest/api/3/issue/ENG-1/comment")]
+
+
+@pytest.mark.parametrize("lost", [None, 502], ids=["connection-dropped", "proxy-502"])
+def test_a_retry_finds_the_comment_a_lost_answer_stored(
+    jira: FakeJira, provider: JiraProvider, lost: int | None
+) -> None:
+    jira.add_issue("ENG-1")
+    jira.lose_next_answer("POST", "/issue/ENG-1/comment", status=lost)
+    with pytest.raises(ProviderError) as failed:
+        provider.post_comment_once("ENG-1", "⚠️ Implementation failed", ref=REF, retry=False)
+    assert failed.value.status == lost
+    assert _texts(jira, "ENG-1") == ["⚠️ Implementation failed"]  # stored all the same
+
+    comment = provider.post_comment_once("ENG-1", "⚠️ Implementation failed", ref=REF, retry=True)
+
+    assert _texts(jira, "ENG-1") == ["⚠️ Implementation failed"]
+    assert comment.id == jira.issues["ENG-1"].comments[0].id
+    # the newest comments' ids, then those comments with their properties (the issue's comment
+    # listing expands only renderedBody)
+    [lookup] = jira.requests_to("GET", "/issue/ENG-1/comment")
+    assert lookup.query == {"startAt": ["0"], "maxResults": ["50"], "orderBy": ["-created"]}
+    [listed] = jira.requests_to("POST", "/comment/list")
+    assert listed.query == {"expand": ["properties"]}
+    assert len(jira.requests_to("POST", "/issue/ENG-1/comment")) == 1
+
+
+def test_a_retry_posts_when_the_first_try_never_reached_jira(jira: FakeJira, provider: JiraProvider) -> None:
+    jira.add_issue("ENG-1")
+    jira.fail_next("POST", "/issue/ENG-1/comment", 503)
+    with pytest.raises(ProviderError):
+        provider.post_comment_once("ENG-1", "📝 PR opened", ref=REF, retry=False)
+    assert jira.issues["ENG-1"].comments == []
+
+    comment = provider.post_comment_once("ENG-1", "📝 PR opened", ref=REF, retry=True)
+
+    [stored] = jira.issues["ENG-1"].comments
+    assert _texts(jira, "ENG-1") == ["📝 PR opened"] and comment.id == stored.id
+    assert stored.properties == {REF_PROPERTY: {"ref": REF}}
+
+
+def test_a_retry_takes_no_comment_of_another_ref(jira: FakeJira, provider: JiraProvider) -> None:
+    jira.add_issue("ENG-1")
+    jira.add_issue("ENG-2")
+    other = str(uuid.UUID(int=0x5678, version=4))
+    provider.post_comment_once("ENG-1", "an earlier comment", ref=other, retry=False)
+    jira.add_comment("ENG-1", "a person's comment", properties={"other.app": {"ref": REF}})
+    provider.post_comment_once("ENG-2", "the same ref on another issue", ref=REF, retry=False)
+
+    comment = provider.post_comment_once("ENG-1", "this comment", ref=REF, retry=True)
+
+    assert _texts(jira, "ENG-1") == ["an earlier comment", "a person's comment", "this comment"]
+    assert comment.id == jira.issues["ENG-1"].comments[-1].id
+
+
+def test_a_retry_looks_through_the_newest_comments_only(jira: FakeJira, provider: JiraProvider) -> None:
+    """The bound: a copy that many other comments have pushed out of the newest page is not seen."""
+    jira.add_issue("ENG-1")
+    provider.post_comment_once("ENG-1", "lost answer", ref=REF, retry=False)
+    for n in range(JiraProvider.retry_lookback - 1):
+        jira.add_comment("ENG-1", f"note {n}")
+    provider.post_comment_once("ENG-1", "lost answer", ref=REF, retry=True)
+    assert _texts(jira, "ENG-1").count("lost answer") == 1  # the 50th newest: found
+
+    jira.add_comment("ENG-1", "one more")
+    provider.post_comment_once("ENG-1", "lost answer", ref=REF, retry=True)
+    assert _texts(jira, "ENG-1").count("lost answer") == 2  # the 51st: posted again
+
+
+def test_the_fake_lists_comments_newest_first_with_their_properties(
+    jira: FakeJira, provider: JiraProvider
+) -> None:
+    jira.add_issue("ENG-1")
+    jira.add_comment("ENG-1", "first", properties={"a": {"n": 1}})
+    jira.add_comment("ENG-1", "second")
+    jira.add_comment("ENG-1", "third")
+
+    newest = provider.client.newest_comments("ENG-1", max_results=2)
+    assert [adf_text(c["body"]) for c in newest] == ["third", "second"]
+    assert [c["properties"] for c in newest] == [[], []]
+    [oldest] = provider.client.newest_comments("ENG-1", max_results=5)[2:]
+    assert oldest["properties"] == [{"key": "a", "value": {"n": 1}}]
+    # the issue's comment listing has no properties (it expands only renderedBody)
+    assert all("properties" not in c for c in provider.client.comments("ENG-1"))
+
+
+# -- through the outbox --------------------------------------------------------------------------
+
+
+def test_the_outbox_posts_a_comment_once_when_jiras_answer_was_lost(app: Any, jira: FakeJira) -> None:
+    jira.add_issue("ENG-1")
+    item_id = enqueue_comment("ENG-1", "⚠️ Implementation failed", provider="jira", kind="outcome")
+    db.session.commit()
+    jira.lose_next_answer("POST", "/issue/ENG-1/comment", status=502)
+
+    start = utcnow()
+    assert outbox.deliver(issue_keys=["ENG-1"], now=start)["failed"] == 1
+    assert outbox.deliver(issue_keys=["ENG-1"], now=start + timedelta(hours=1))["sent"] == 1
+
+    db.session.expire_all()
+    item = db.session.get(OutboxItem, item_id)
+    [stored] = jira.issues["ENG-1"].comments
+    assert (item.state, item.attempts, item.remote_id) == ("done", 1, stored.id)
+    assert _texts(jira, "ENG-1") == ["⚠️ Implementation failed"]
+    assert stored.properties == {REF_PROPERTY: {"ref": outbox.comment_ref(item_id)}}
+    # the first try one request; the retry a look-up and no second post
+    assert [r.method for r in jira.requests if r.path.endswith("/issue/ENG-1/comment")] == ["POST", "GET"]
+
+
+def test_the_fake_refuses_a_property_jira_would_refuse() -> None:
+    with FakeJira() as jira:
+        jira.add_issue("ENG-1")
+        provider = JiraProvider(make_context(jira.config()))
+        doc = {"type": "doc", "version": 1, "content": []}
+        with pytest.raises(ProviderError) as refused:
+            provider.client.http.post(
+                "/rest/api/3/issue/ENG-1/comment",
+                json={"body": doc, "properties": [{"key": REF_PROPERTY}]},
+            )
+        assert refused.value.status == 400 and "value is required" in refused.value.message
+        assert jira.issues["ENG-1"].comments == []
+        assert jira.violations == ["comment property on ENG-1: The property value is required."]
