@@ -4,7 +4,8 @@ Two tracker connections: Linear (the real plugin against the fake Linear, which 
 an in-memory tracker that stays healthy. While Linear is out, the other connection goes on
 dispatching and commenting, Linear is left alone until its "not before" time, and a failure
 comment for a Linear issue waits in the outbox. After recovery the Linear issues triggered during
-the outage are dispatched once and the waiting comment is posted once.
+the outage are dispatched once and the waiting comment is posted once. Last, a comment Linear
+stores while its answer is lost is found by the retry and is on the issue once.
 """
 
 from __future__ import annotations
@@ -167,3 +168,15 @@ def test_drill_tracker_500_429_timeout_then_recovery(app, client, linear, other,
     assert other.comments["OPS-1"] == OUTCOME
     assert dict(jobs_per_issue()) == {eng1: 1, eng2: 1, "OPS-1": 1, "OPS-2": 1, "OPS-3": 1, "OPS-4": 1}
     assert linear.labels_of(eng2) == ["AI-Working"] and linear.comments_of(eng2) == []
+
+    # -- a lost answer: Linear stores the failure comment but its answer never arrives (a proxy's
+    # 502): the try counts as failed, and the retry finds the stored comment instead of posting it
+    # again, so each comment is on the issue once
+    linear.lose_answer("CreateComment", status=502)
+    body, headers = result_request(runner, job_of(eng2).id, outcome="failure", error=FAILURE)
+    resp = app.test_client().post("/runner/result", json=body, headers=headers)
+    assert resp.status_code == 200 and resp.get_json()["status"] == "failed", resp.get_json()
+    assert linear.comments_of(eng2) == OUTCOME[:1]  # stored, though its try failed
+    run_cycle(now=t3 + timedelta(minutes=10), reconcile=False)
+    assert linear.comments_of(eng2) == OUTCOME
+    assert "CommentById" in linear.operations()
