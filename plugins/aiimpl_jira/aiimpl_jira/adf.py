@@ -21,7 +21,8 @@ Node = dict[str, Any]
 
 # -- Markdown -> ADF ---------------------------------------------------------------------------
 
-_FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})\s*(?P<lang>[^`\s]*)\s*$")
+#: A code fence line (also how :func:`.provider.fit_comment` finds the block a cut falls in).
+FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})\s*(?P<lang>[^`\s]*)\s*$")
 _HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 _RULE = re.compile(r"^ {0,3}([-*_])(\s*\1){2,}\s*$")
 _QUOTE = re.compile(r"^ {0,3}> ?(.*)$")
@@ -142,7 +143,7 @@ def _paragraph(lines: Sequence[str]) -> Node:
 
 def _starts_block(line: str) -> bool:
     return bool(
-        _FENCE.match(line)
+        FENCE.match(line)
         or _HEADING.match(line)
         or _RULE.match(line)
         or _QUOTE.match(line)
@@ -162,13 +163,13 @@ def _blocks(lines: list[str]) -> list[Node]:
         if not line.strip():
             i += 1
             continue
-        fence = _FENCE.match(line)
+        fence = FENCE.match(line)
         if fence:
             marker = fence.group("fence")
             body: list[str] = []
             i += 1
             while i < len(lines):
-                close = _FENCE.match(lines[i])
+                close = FENCE.match(lines[i])
                 if (
                     close
                     and close.group("fence")[0] == marker[0]

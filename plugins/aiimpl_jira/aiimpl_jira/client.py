@@ -146,16 +146,21 @@ class JiraClient:
             body["properties"] = [{"key": k, "value": v} for k, v in properties.items()]
         return self.http.post(f"{API}/issue/{_key(key)}/comment", json=body, expected=(201,)).json()
 
-    def transitions(self, key: str) -> list[dict[str, Any]]:
-        data = self.http.get(f"{API}/issue/{_key(key)}/transitions").json()
+    def transitions(self, key: str, *, transition_id: str | None = None) -> list[dict[str, Any]]:
+        """The transitions available to an issue, each with the fields of its screen
+        (``expand=transitions.fields``); only the one with ``transition_id`` when given."""
+        params = {"expand": "transitions.fields"}
+        if transition_id is not None:
+            params["transitionId"] = transition_id
+        data = self.http.get(f"{API}/issue/{_key(key)}/transitions", params=params).json()
         return list(data.get("transitions") or [])
 
-    def transition(self, key: str, transition_id: str) -> None:
-        self.http.post(
-            f"{API}/issue/{_key(key)}/transitions",
-            json={"transition": {"id": transition_id}},
-            expected=(204,),
-        )
+    def transition(self, key: str, transition_id: str, *, fields: Mapping[str, Any] | None = None) -> None:
+        """``POST /issue/{key}/transitions``; ``fields`` sets fields of the transition's screen."""
+        body: dict[str, Any] = {"transition": {"id": transition_id}}
+        if fields:
+            body["fields"] = dict(fields)
+        self.http.post(f"{API}/issue/{_key(key)}/transitions", json=body, expected=(204,))
 
     # -- configuration endpoints ----------------------------------------------------------------
 

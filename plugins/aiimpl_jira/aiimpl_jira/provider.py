@@ -2,7 +2,8 @@
 
 The trigger is the status ``Ready``; each lifecycle stage is a status (the reference's "Issue
 lifecycle" table). Stages are set by finding the workflow transition whose target status has
-the stage's name, so the workflow must offer it: when it does not, the error names the gap.
+the stage's name, so the workflow must offer it: when it does not, the error names the gap. A
+transition's screen may require fields: a resolution is chosen, another field takes its default.
 Comments go out as Atlassian Document Format rendered from our Markdown; each one the outbox
 queues carries its identity in a comment property, so a retry finds a copy whose answer was lost.
 """
@@ -18,7 +19,7 @@ from aiimpl_core.errors import NotFound, ProviderConfigError, ProviderError
 from aiimpl_core.providers import TicketingProvider
 from aiimpl_core.types import BlockingLink, CheckResult, Comment, Stage, TrackerIssue, TriggeredPage
 
-from .adf import adf_to_markdown, markdown_to_adf
+from .adf import FENCE, adf_to_markdown, markdown_to_adf
 from .client import ISSUE_FIELDS, JiraClient
 from .config import (
     CONFIG_VARS,
@@ -67,21 +68,60 @@ MAX_COMMENT_CHARS = 32_000
 TRUNCATED_NOTICE = "\n\n… (truncated: the full text is in the orchestrator's job details)"
 
 
+def utf16_len(text: str) -> int:
+    """The length Jira (Java) counts: UTF-16 code units, two for a character above U+FFFF."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _utf16_prefix(text: str, units: int) -> str:
+    """The longest start of ``text`` of at most ``units`` UTF-16 code units, never half a character."""
+    if units <= 0:
+        return ""
+    encoded = text.encode("utf-16-le")[: 2 * units]
+    if len(encoded) >= 2 and 0xD800 <= int.from_bytes(encoded[-2:], "little") <= 0xDBFF:
+        encoded = encoded[:-2]  # the high half of a surrogate pair: its character does not fit
+    return encoded.decode("utf-16-le")
+
+
+def _open_fence(text: str) -> str | None:
+    """The opening fence (three or more backticks or tildes) of the code block ``text`` ends
+    inside, or ``None``.
+
+    Read as :func:`.adf.markdown_to_adf` reads it: a block closes only at a bare fence of its own
+    character at least as long as its opening one, so three-backtick lines inside a block opened
+    with four are code.
+    """
+    opener: str | None = None
+    for line in text.split("\n"):
+        fence = FENCE.match(line)
+        if fence is None:
+            continue
+        marker = fence.group("fence")
+        if opener is None:
+            opener = marker
+        elif marker[0] == opener[0] and len(marker) >= len(opener) and not fence.group("lang"):
+            opener = None
+    return opener
+
+
 def fit_comment(body: str, limit: int = MAX_COMMENT_CHARS) -> str:
     """``body`` cut to Jira's comment size, ending with a notice when it was cut.
 
-    A cut inside a fenced code block closes the fence, so the rest still renders as text.
+    Sizes count UTF-16 code units, as Jira does (an emoji counts two), and a cut never splits a
+    character. A cut inside a fenced code block closes it with its own fence, so the notice shows
+    as text.
     """
-    if len(body) <= limit:
+    if utf16_len(body) <= limit:
         return body
-    head = body[: limit - len(TRUNCATED_NOTICE) - 8]
-    fences = [line.strip() for line in head.split("\n") if line.strip().startswith(("```", "~~~"))]
-    closing = ""
-    if len(fences) % 2:
-        opener = fences[-1]
-        marker = opener[0] * (len(opener) - len(opener.lstrip(opener[0])))
-        closing = "\n" + marker
-    return head + closing + TRUNCATED_NOTICE
+    budget = limit - utf16_len(TRUNCATED_NOTICE)
+    room = 0  # what the closing fence takes
+    while True:
+        head = _utf16_prefix(body, budget - room)
+        opener = _open_fence(head)
+        closing = "" if opener is None else "\n" + opener
+        if len(closing) <= room:
+            return head + closing + TRUNCATED_NOTICE
+        room = len(closing)
 
 
 #: The comment property that tags each comment the outbox posts with its identity (``{"ref": …}``).
@@ -148,6 +188,77 @@ def blocking_links(fields: Mapping[str, Any]) -> tuple[BlockingLink, ...]:
             )
         )
     return tuple(out)
+
+
+#: The resolution set by a transition whose screen requires one, in order of preference (else
+#: the first one Jira allows).
+PREFERRED_RESOLUTIONS: tuple[str, ...] = ("Done", "Fixed")
+
+
+def _describe_transition(key: str, current: str, transition: Mapping[str, Any]) -> str:
+    to = transition.get("to") if isinstance(transition.get("to"), Mapping) else {}
+    name = transition.get("name") or transition.get("id")
+    return f"the transition '{name}' of {key} (from '{current}' to '{to.get('name', '')}')"
+
+
+def _reference(value: Any) -> Any:
+    """How a transition request names one of a field's allowed values: by id, else by name or value."""
+    if isinstance(value, Mapping):
+        for attribute in ("id", "name", "value", "key", "accountId"):
+            if value.get(attribute) not in (None, ""):
+                return {attribute: value[attribute]}
+        return dict(value)
+    return value
+
+
+def _field_value(field_id: str, meta: Mapping[str, Any]) -> Any:
+    """The value the plugin gives a required screen field, or ``None`` when it has none to give."""
+    allowed = [v for v in meta.get("allowedValues") or () if v not in (None, "")]
+    schema = meta.get("schema") if isinstance(meta.get("schema"), Mapping) else {}
+    if allowed and "resolution" in (field_id, schema.get("system")):
+        def name_of(value: Any) -> str:
+            return str(value.get("name", "") if isinstance(value, Mapping) else value).casefold()
+
+        chosen = next(
+            (v for wanted in PREFERRED_RESOLUTIONS for v in allowed if name_of(v) == wanted.casefold()),
+            allowed[0],
+        )
+        return _reference(chosen)
+    default = meta.get("defaultValue")
+    if default in (None, "", [], {}):
+        return None
+    if isinstance(default, list):
+        return [_reference(v) for v in default]
+    value = _reference(default)
+    return [value] if schema.get("type") == "array" else value
+
+
+def screen_values(screen: Mapping[str, Any], transition: str) -> dict[str, Any]:
+    """The ``fields`` of a transition request: a value for each required field of the screen.
+
+    A resolution takes "Done" (else "Fixed", else the first allowed); another required field its
+    default value. A required field without a default cannot be filled in by the orchestrator: the
+    error (status 400, as Jira's own refusal, so the outbox gives up on it) names the field and the
+    transition, for a person to give the field a default or take it off the screen.
+
+    :param screen: the transition's ``fields`` (field id → ``FieldMetadata``).
+    :param transition: how the error names the transition.
+    """
+    values: dict[str, Any] = {}
+    for field_id, meta in screen.items():
+        if not isinstance(meta, Mapping) or not meta.get("required"):
+            continue
+        value = _field_value(str(field_id), meta)
+        if value is None:
+            raise ProviderError(
+                f"{transition} requires the field '{meta.get('name') or field_id}' ({field_id}), which "
+                "has no default value to fill in: give the field a default value or take it off the "
+                "transition's screen in Jira",
+                provider="jira",
+                status=400,
+            )
+        values[str(field_id)] = value
+    return values
 
 
 class JiraProvider(TicketingProvider):
@@ -372,17 +483,35 @@ class JiraProvider(TicketingProvider):
         )
 
     def _status_and_transitions(self, key: str) -> tuple[Mapping[str, Any], list[Mapping[str, Any]]]:
-        # One call: the issue's status plus the transitions available from it.
-        raw = self.client.get_issue(key, fields=("status",), expand="transitions")
+        # One call: the issue's status plus the transitions available from it, each with the
+        # fields of its screen (a nested expand; "transitions" is named too, so a site that
+        # ignored the nested one still lists the transitions).
+        raw = self.client.get_issue(key, fields=("status",), expand="transitions,transitions.fields")
         transitions = raw.get("transitions")
         if transitions is None:
             transitions = self.client.transitions(key)
         return _status(raw.get("fields") or {}), [t for t in transitions if isinstance(t, Mapping)]
 
+    def _transition(self, key: str, current: str, transition: Mapping[str, Any]) -> None:
+        """Post ``transition``, filling the required fields of its screen (:func:`screen_values`)."""
+        transition_id = str(transition["id"])
+        screen = transition.get("fields")
+        if not isinstance(screen, Mapping):
+            # the fields were not expanded: read them when the transition has a screen at all
+            screen = {}
+            if transition.get("hasScreen", True):
+                listed = self.client.transitions(key, transition_id=transition_id)
+                found = next((t for t in listed if str(t.get("id")) == transition_id), {})
+                screen = found.get("fields") if isinstance(found.get("fields"), Mapping) else {}
+        values = screen_values(screen, _describe_transition(key, current, transition))
+        self.client.transition(key, transition_id, fields=values)
+
     def move_to_status(self, key: str, target: str) -> bool:
         """Transition ``key`` to the status named ``target``; return false when it is there already.
 
-        :raises ProviderError: when the workflow offers no transition to ``target``.
+        :raises ProviderError: when the workflow offers no transition to ``target``, or (status
+            400, which no retry changes) when the transition's screen requires a field the plugin
+            cannot fill in (:func:`screen_values`).
         """
         status, transitions = self._status_and_transitions(key)
         current = str(status.get("name") or "")
@@ -393,7 +522,7 @@ class JiraProvider(TicketingProvider):
             if str(to.get("name", "")).casefold() == target.casefold() and transition.get(
                 "isAvailable", True
             ):
-                self.client.transition(key, str(transition["id"]))
+                self._transition(key, current, transition)
                 return True
         raise ProviderError(
             f"no transition from '{current}' to '{target}' in the workflow of {key}", provider=self.id
@@ -421,7 +550,7 @@ class JiraProvider(TicketingProvider):
             )
         # Prefer a status literally called "Done" when the workflow has several finished states.
         candidates.sort(key=lambda t: str((t.get("to") or {}).get("name", "")).casefold() != "done")
-        self.client.transition(key, str(candidates[0]["id"]))
+        self._transition(key, str(status.get("name") or ""), candidates[0])
 
     # -- set-up check -------------------------------------------------------------------------
 

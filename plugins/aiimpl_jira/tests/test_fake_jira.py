@@ -167,3 +167,57 @@ def test_jql_errors_read_like_jira(query: str, message: str) -> None:
     with pytest.raises(jql.JqlError) as err:
         jql.parse(query)
     assert str(err.value).endswith(message)
+
+
+def test_a_transition_screen_lists_its_fields_and_refuses_a_missing_required_one(jira: FakeJira) -> None:
+    jira.add_issue("ENG-1", status="PR Ready")
+    jira.require_resolution("Done")
+    base = f"{jira.url}/rest/api/3/issue/ENG-1/transitions"
+    plain = requests.get(base, auth=_auth(jira), timeout=5).json()["transitions"]
+    done = next(t for t in plain if t["to"]["name"] == "Done")
+    assert done["hasScreen"] is True and "fields" not in done, "fields only when expanded"
+
+    listed = requests.get(
+        base, params={"expand": "transitions.fields", "transitionId": done["id"]}, auth=_auth(jira), timeout=5
+    ).json()["transitions"]
+    [meta] = [t["fields"]["resolution"] for t in listed]
+    assert meta["required"] is True and meta["schema"] == {"type": "resolution", "system": "resolution"}
+    assert [v["name"] for v in meta["allowedValues"]] == ["Won't Do", "Duplicate", "Done", "Cannot Reproduce"]
+    nothing = requests.get(base, params={"transitionId": "999"}, auth=_auth(jira), timeout=5).json()
+    assert nothing["transitions"] == []
+
+    refused = requests.post(base, json={"transition": {"id": done["id"]}}, auth=_auth(jira), timeout=5)
+    assert refused.status_code == 400
+    assert refused.json() == {"errorMessages": [], "errors": {"resolution": "Resolution is required."}}
+    wrong = requests.post(
+        base,
+        json={"transition": {"id": done["id"]}, "fields": {"resolution": {"name": "Fixed"}}},
+        auth=_auth(jira),
+        timeout=5,
+    )
+    assert wrong.status_code == 400 and "resolution" in wrong.json()["errors"]
+    off_screen = next(t for t in plain if t["to"]["name"] == "Implementing")
+    extra = requests.post(
+        base,
+        json={"transition": {"id": off_screen["id"]}, "fields": {"resolution": {"name": "Done"}}},
+        auth=_auth(jira),
+        timeout=5,
+    )
+    assert extra.status_code == 400
+    assert "not on the appropriate screen" in extra.json()["errors"]["resolution"]
+    assert jira.issues["ENG-1"].status == "PR Ready"
+
+    ok = requests.post(
+        base,
+        json={"transition": {"id": done["id"]}, "fields": {"resolution": {"name": "Done"}}},
+        auth=_auth(jira),
+        timeout=5,
+    )
+    assert ok.status_code == 204
+    issue = requests.get(
+        f"{jira.url}/rest/api/3/issue/ENG-1",
+        params={"fields": "status,resolution"},
+        auth=_auth(jira),
+        timeout=5,
+    ).json()
+    assert issue["fields"]["status"]["name"] == "Done" and issue["fields"]["resolution"]["name"] == "Done"

@@ -88,6 +88,7 @@ def test_planning_approval_implementation_merge(
     app: Any, client: Any, jira: FakeJira, runner: FakeRunner
 ) -> None:
     _mapping(planning_enabled=True, planning_workflow_file="ai-plan.yml")
+    jira.require_resolution("Done")  # the Done transition's screen asks for a resolution
     jira.add_issue("ENG-1", summary="Rework billing", description="Split invoices by **tenant**.")
     jira.add_issue("ENG-2", status="To Do")
 
@@ -159,6 +160,7 @@ def test_planning_approval_implementation_merge(
         event="pull_request",
     )
     assert jira.issues["ENG-1"].status == "Done"
+    assert jira.issues["ENG-1"].values["resolution"]["name"] == "Done"
     assert _comment_texts(jira, "ENG-1")[-1] == "🎉 PR #42 merged (abcdef1). Closing this issue out."
 
     assert _statuses_moved(jira, "ENG-1") == ["Planning", "Plan Approved", "Implementing", "PR Ready", "Done"]
@@ -247,3 +249,36 @@ def test_the_webhook_dispatches_nothing_outside_aiimpl_jira_projects(
     assert _webhook(client, jira, "ENG-1")["result"]["skipped"] == {"ENG-1": "not triggered"}
     assert _jobs("ENG-1") == [] and jira.issues["ENG-1"].status == "Ready"
     assert jira.requests_to("POST", "/search/jql") == []
+
+
+def test_a_required_screen_field_is_refused_not_retried_for_hours(
+    app: Any, client: Any, jira: FakeJira, runner: FakeRunner
+) -> None:
+    """The transition to Implementing asks for a field without a default: the stage change is refused
+    (given up after the outbox's few attempts for a refusal), its error naming field and transition."""
+    from datetime import timedelta
+
+    from aiimpl_core.orm import OutboxItem, utcnow
+    from aiimpl_core.services.outbox import MAX_ATTEMPTS_REFUSED, deliver
+
+    _mapping()
+    jira.add_screen_field("Implementing", "customfield_10050", "Root cause")
+    jira.add_issue("ENG-3")
+    run_cycle()
+    db.session.expire_all()
+    [item] = db.session.scalars(db.select(OutboxItem).where(OutboxItem.issue_key == "ENG-3")).all()
+    assert item.op == "stage" and item.attempts == 1
+    assert item.last_error == (
+        "the transition 'Move to Implementing' of ENG-3 (from 'Ready' to 'Implementing') requires the "
+        "field 'Root cause' (customfield_10050), which has no default value to fill in: give the field "
+        "a default value or take it off the transition's screen in Jira"
+    )
+    later = utcnow()
+    for _ in range(MAX_ATTEMPTS_REFUSED - 1):
+        later += timedelta(hours=2)
+        deliver(issue_keys=["ENG-3"], now=later)
+    db.session.expire_all()
+    item = db.session.get(OutboxItem, item.id)
+    assert item.state == "dead" and item.attempts == MAX_ATTEMPTS_REFUSED
+    assert jira.issues["ENG-3"].status == "Ready"
+    assert jira.requests_to("POST", "/issue/ENG-3/transitions") == []

@@ -11,7 +11,14 @@ from aiimpl_core.types import Stage
 
 from aiimpl_jira.adf import adf_text
 from aiimpl_jira.config import JiraSettings
-from aiimpl_jira.provider import JiraProvider, fit_comment, trigger_jql
+from aiimpl_jira.provider import (
+    MAX_COMMENT_CHARS,
+    TRUNCATED_NOTICE,
+    JiraProvider,
+    fit_comment,
+    trigger_jql,
+    utf16_len,
+)
 from aiimpl_jira.testing.fake_jira import FakeJira
 
 
@@ -295,6 +302,114 @@ def test_mark_done_without_a_done_transition() -> None:
         jira.assert_clean()
 
 
+# -- transition screens ------------------------------------------------------------------------
+
+
+def test_mark_done_sets_a_required_resolution(jira: FakeJira, provider: JiraProvider) -> None:
+    jira.require_resolution("Done")
+    jira.add_issue("ENG-1", status="PR Ready")
+    provider.mark_done("ENG-1")
+    assert jira.issues["ENG-1"].status == "Done"
+    assert jira.issues["ENG-1"].values["resolution"]["name"] == "Done", "not the first, Won't Do"
+    [posted] = jira.requests_to("POST", "/issue/ENG-1/transitions")
+    assert posted.json["fields"] == {"resolution": {"id": jira.issues["ENG-1"].values["resolution"]["id"]}}
+    # the screen's fields came with the issue's transitions: no request more than without a screen
+    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in jira.requests] == [
+        ("GET", "ENG-1"),
+        ("POST", "transitions"),
+    ]
+    assert jira.requests[0].query["expand"] == ["transitions,transitions.fields"]
+
+
+@pytest.mark.parametrize(
+    ("names", "chosen"),
+    [(["Won't Fix", "Fixed", "Duplicate"], "Fixed"), (["Duplicate", "Won't Fix"], "Duplicate")],
+)
+def test_the_resolution_is_fixed_else_the_first_without_done(
+    jira: FakeJira, provider: JiraProvider, names: list[str], chosen: str
+) -> None:
+    jira.require_resolution("Done", names=names)
+    jira.add_issue("ENG-1", status="PR Ready")
+    provider.set_stage("ENG-1", Stage.DONE)
+    assert jira.issues["ENG-1"].values["resolution"]["name"] == chosen
+
+
+def test_a_required_field_with_a_default_gets_it(jira: FakeJira, provider: JiraProvider) -> None:
+    options = [{"id": "20001", "value": "Backend"}, {"id": "20002", "value": "Frontend"}]
+    jira.add_screen_field(
+        "Planning",
+        "customfield_10060",
+        "Component area",
+        schema={"type": "option", "custom": "com.atlassian.jira.plugin.system.customfieldtypes:select"},
+        allowed_values=options,
+        default=options[1],
+    )
+    jira.add_screen_field("Planning", "customfield_10061", "Notes", required=False)
+    jira.add_issue("ENG-1")
+    provider.set_stage("ENG-1", Stage.PLANNING)
+    assert jira.issues["ENG-1"].status == "Planning"
+    [posted] = jira.requests_to("POST", "/issue/ENG-1/transitions")
+    assert posted.json["fields"] == {"customfield_10060": {"id": "20002"}}, "optional fields stay unset"
+
+
+@pytest.mark.parametrize("allowed", [None, [{"id": "20001", "value": "Backend"}]])
+def test_a_required_field_without_a_default_is_refused_by_name(
+    jira: FakeJira, provider: JiraProvider, allowed: list[dict[str, str]] | None
+) -> None:
+    jira.add_screen_field("Planning", "customfield_10050", "Root cause", allowed_values=allowed)
+    jira.add_issue("ENG-1")
+    with pytest.raises(ProviderError) as err:
+        provider.set_stage("ENG-1", Stage.PLANNING)
+    assert err.value.status == 400, "refused: no retry fills the field in"
+    assert str(err.value) == (
+        "the transition 'Move to Planning' of ENG-1 (from 'Ready' to 'Planning') requires the field "
+        "'Root cause' (customfield_10050), which has no default value to fill in: give the field a "
+        "default value or take it off the transition's screen in Jira"
+    )
+    assert jira.issues["ENG-1"].status == "Ready"
+    assert jira.requests_to("POST", "/transitions") == []
+
+
+def test_without_screen_fields_the_requests_are_unchanged(jira: FakeJira, provider: JiraProvider) -> None:
+    jira.add_issue("ENG-1", status="PR Ready")
+    provider.set_stage("ENG-1", Stage.PLANNING)
+    provider.mark_done("ENG-1")
+    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in jira.requests] == [
+        ("GET", "ENG-1"),
+        ("POST", "transitions"),
+        ("GET", "ENG-1"),
+        ("POST", "transitions"),
+    ]
+    assert all(set(r.json) == {"transition"} for r in jira.requests_to("POST", "/transitions"))
+
+
+def test_screen_fields_are_read_when_the_issue_did_not_expand_them(
+    jira: FakeJira, provider: JiraProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A site that answers the issue's transitions without their fields: the screen of the chosen
+    transition is read (only when it has one)."""
+    jira.require_resolution("Done")
+    jira.add_issue("ENG-1", status="PR Ready")
+    jira.add_issue("ENG-2")
+    get_issue = provider.client.get_issue
+
+    def without_fields(*args: object, **kwargs: object) -> dict[str, object]:
+        raw = get_issue(*args, **kwargs)  # type: ignore[arg-type]
+        for transition in raw.get("transitions") or ():
+            transition.pop("fields", None)
+        return raw
+
+    monkeypatch.setattr(provider.client, "get_issue", without_fields)
+    provider.mark_done("ENG-1")
+    assert jira.issues["ENG-1"].values["resolution"]["name"] == "Done"
+    [read] = jira.requests_to("GET", "/issue/ENG-1/transitions")
+    done_id = jira.requests_to("POST", "/issue/ENG-1/transitions")[0].json["transition"]["id"]
+    assert read.query == {"expand": ["transitions.fields"], "transitionId": [done_id]}
+
+    provider.set_stage("ENG-2", Stage.PLANNING)
+    assert jira.requests_to("GET", "/issue/ENG-2/transitions") == [], "no screen: nothing to read"
+
+
 # -- comments ----------------------------------------------------------------------------------
 
 
@@ -430,6 +545,35 @@ def test_long_comments_are_cut_to_jiras_limit(jira: FakeJira, provider: JiraProv
 
 def test_short_comments_are_not_cut() -> None:
     assert fit_comment("hello") == "hello"
+
+
+def test_emoji_count_two_towards_jiras_limit(jira: FakeJira, provider: JiraProvider) -> None:
+    """Jira counts UTF-16 code units: 20,000 emoji are 40,000 of them, over its 32,767."""
+    jira.add_issue("ENG-1")
+    for body in ("🚀" * 20_000, "x" + "🚀" * 20_000):  # the cut falls before and inside a pair
+        fitted = fit_comment(body)
+        assert utf16_len(fitted) <= MAX_COMMENT_CHARS < 32_767
+        head = fitted.removesuffix(TRUNCATED_NOTICE)
+        assert head != fitted and body.startswith(head), "cut between characters, never inside one"
+        assert utf16_len(head) >= MAX_COMMENT_CHARS - utf16_len(TRUNCATED_NOTICE) - 1
+        provider.post_comment("ENG-1", body)
+    texts = [adf_text(doc) for doc in jira.comment_docs("ENG-1")]
+    assert all(len(t.encode("utf-16-le")) // 2 < 32_767 for t in texts)
+    assert fit_comment("🚀" * 16_000) == "🚀" * 16_000, "exactly the limit: not cut"
+
+
+def test_a_cut_inside_a_four_backtick_fence_closes_that_fence(jira: FakeJira, provider: JiraProvider) -> None:
+    jira.add_issue("ENG-1")
+    body = "Log:\n\n````markdown\n" + "```py\nprint(1)\n```\n" * 3_000 + "````\n\nAfter."
+    fitted = fit_comment(body)
+    assert fitted.endswith("\n````" + TRUNCATED_NOTICE)
+    provider.post_comment("ENG-1", body)
+    [doc] = jira.comment_docs("ENG-1")
+    assert [n["type"] for n in doc["content"]] == ["paragraph", "codeBlock", "paragraph"]
+    assert adf_text(doc["content"][2]).startswith("… (truncated")
+    # a cut after the block is closed adds no fence
+    closed = "````\n```\n````\n" + "y" * 40_000
+    assert fit_comment(closed).endswith("y" + TRUNCATED_NOTICE)
 
 
 def test_validate_mapping_leaves_other_trackers_alone() -> None:

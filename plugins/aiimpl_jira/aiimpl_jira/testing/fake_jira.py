@@ -3,7 +3,8 @@
 :class:`FakeJira` keeps projects, issues (status, labels, links, ADF description and comments),
 a workflow, fields with their contexts and options, and answers the REST v3 operations the plugin
 uses the way Jira does: the token-paginated ``search/jql`` with a real (small) JQL evaluator,
-``jql/parse`` with Jira's error messages, transitions limited by the workflow, ADF comments with
+``jql/parse`` with Jira's error messages, transitions limited by the workflow (with screens whose
+required fields a transition must set, :meth:`FakeJira.add_screen_field`), ADF comments with
 their entity properties (listed with ``expand=properties``, newest first with ``orderBy=-created``).
 :meth:`FakeJira.fail_next` answers a request with an error instead of carrying it out;
 :meth:`FakeJira.lose_next_answer` carries it out and loses the answer (a proxy's 502, a dropped
@@ -55,6 +56,8 @@ DEFAULT_STATUSES: dict[str, str] = {
     "Done": "done",
     "Won't Do": "done",
 }
+#: The resolutions of the fake site (a Done transition's screen offers them).
+DEFAULT_RESOLUTIONS: tuple[str, ...] = ("Won't Do", "Duplicate", "Done", "Cannot Reproduce")
 _CATEGORY = {
     "new": (2, "blue-gray", "To Do"),
     "indeterminate": (4, "yellow", "In Progress"),
@@ -224,6 +227,8 @@ class FakeIssue:
     description: dict[str, Any] | None = None
     labels: list[str] = field(default_factory=list)
     comments: list[FakeComment] = field(default_factory=list)
+    #: fields set through a transition's screen (``resolution`` …): field id → the value as stored
+    values: dict[str, Any] = field(default_factory=dict)
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
     updated: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -268,6 +273,8 @@ class FakeJira:
         )
         self.issues: dict[str, FakeIssue] = {}
         self.links: list[FakeLink] = []
+        #: target status → the fields of the screen of the transitions to it (field id → metadata)
+        self.screens: dict[str, dict[str, dict[str, Any]]] = {}
         self.projects: dict[str, str] = {}
         self.fields: list[dict[str, Any]] = list(_default_fields())
         self.contexts: dict[str, list[dict[str, Any]]] = {}
@@ -383,6 +390,56 @@ class FakeJira:
         """Move an issue as a person would (no workflow check)."""
         self.issues[key].status = status
         self.issues[key].updated = self._tick()
+
+    def add_screen_field(
+        self,
+        target: str,
+        field_id: str,
+        name: str,
+        *,
+        required: bool = True,
+        schema: Mapping[str, Any] | None = None,
+        allowed_values: Sequence[Any] | None = None,
+        default: Any = None,
+    ) -> dict[str, Any]:
+        """Put a field on the screen of the transitions to ``target`` and return its metadata (a
+        ``FieldMetadata``, as ``expand=transitions.fields`` lists it).
+
+        A transition then refuses (400) a request that leaves a required field out, gives a value
+        that is not among ``allowed_values`` (matched by ``id``, ``name`` or ``value``), or sets a
+        field its screen does not have.
+        """
+        if target not in self.statuses:
+            raise ValueError(f"unknown status {target!r}")
+        meta: dict[str, Any] = {
+            "required": required,
+            "schema": dict(schema or {"type": "string"}),
+            "name": name,
+            "key": field_id,
+            "hasDefaultValue": default is not None,
+            "operations": ["set"],
+        }
+        if allowed_values is not None:
+            meta["allowedValues"] = list(allowed_values)
+        if default is not None:
+            meta["defaultValue"] = default
+        self.screens.setdefault(target, {})[field_id] = meta
+        return meta
+
+    def require_resolution(self, target: str = "Done", names: Sequence[str] = DEFAULT_RESOLUTIONS) -> None:
+        """The transitions to ``target`` ask for a resolution (required, one of ``names``), as the
+        "Resolve issue" screen of Jira's default workflows does."""
+        values = [
+            {"id": str(10000 + i), "name": name, "description": f"The issue is resolved: {name}."}
+            for i, name in enumerate(names)
+        ]
+        self.add_screen_field(
+            target,
+            "resolution",
+            "Resolution",
+            schema={"type": "resolution", "system": "resolution"},
+            allowed_values=values,
+        )
 
     def add_select_field(self, field_id: str, name: str, contexts: Mapping[str, Sequence[str]]) -> None:
         """A custom select field with ``contexts``: context name → option values."""
@@ -631,6 +688,7 @@ class FakeJira:
             "created": _stamp(issue.created),
             "updated": _stamp(issue.updated),
             "comment": self._comments_page(issue, 0, 5),  # Jira embeds a first page only
+            "resolution": issue.values.get("resolution"),
         }
         return {k: v for k, v in values.items() if everything or k in wanted}
 
@@ -642,12 +700,14 @@ class FakeJira:
             "key": issue.key,
             "fields": self._field_values(issue, wanted),
         }
-        if "transitions" in expand.split(","):
-            data["transitions"] = self._transitions_json(issue)
+        expanded = expand.split(",")
+        # "transitions.fields" expands the transitions and, in each, the fields of its screen
+        if "transitions" in expanded or "transitions.fields" in expanded:
+            data["transitions"] = self._transitions_json(issue, fields="transitions.fields" in expanded)
         self._check_fields(data["fields"])
         return data
 
-    def _transitions_json(self, issue: FakeIssue) -> list[dict[str, Any]]:
+    def _transitions_json(self, issue: FakeIssue, *, fields: bool = False) -> list[dict[str, Any]]:
         if self.workflow is None:
             targets = [s for s in self.statuses if s != issue.status]
         else:
@@ -655,26 +715,62 @@ class FakeJira:
         out = []
         for target in targets:
             tid = str(11 + sorted(self.statuses).index(target))
-            out.append(
-                {
-                    "id": tid,
-                    "name": f"Move to {target}",
-                    "to": self._status_json(target),
-                    "hasScreen": False,
-                    "isGlobal": self.workflow is None,
-                    "isInitial": False,
-                    "isAvailable": True,
-                    "isConditional": False,
-                    "isLooped": False,
-                }
-            )
+            screen = self.screens.get(target)
+            transition: dict[str, Any] = {
+                "id": tid,
+                "name": f"Move to {target}",
+                "to": self._status_json(target),
+                "hasScreen": bool(screen),
+                "isGlobal": self.workflow is None,
+                "isInitial": False,
+                "isAvailable": True,
+                "isConditional": False,
+                "isLooped": False,
+            }
+            if fields:  # expand=transitions.fields: {} for a transition without a screen
+                transition["fields"] = json.loads(json.dumps(screen or {}))
+                for name, meta in transition["fields"].items():
+                    self._validate(meta, "FieldMetadata", f"transition {tid} field {name}")
+            out.append(transition)
         return out
+
+    def _screen_input(self, target: str, given: Any) -> tuple[dict[str, Any], dict[str, str]]:
+        """The field values a transition to ``target`` stores, and Jira's errors by field for what
+        it refuses (a field off the screen, a value not allowed, a required field left out)."""
+        screen = self.screens.get(target) or {}
+        given = given if isinstance(given, dict) else {}
+        values: dict[str, Any] = {}
+        problems: dict[str, str] = {}
+        for field_id, value in given.items():
+            meta = screen.get(field_id)
+            if meta is None:
+                problems[field_id] = (
+                    f"Field '{field_id}' cannot be set. It is not on the appropriate screen, or unknown."
+                )
+                continue
+            if "allowedValues" in meta:
+                items = value if isinstance(value, list) else [value]
+                chosen = [_allowed(meta["allowedValues"], v) for v in items]
+                if any(c is None for c in chosen):
+                    problems[field_id] = f"Could not find valid 'id' or 'name' in {meta['name']} object."
+                    continue
+                value = chosen if isinstance(value, list) else chosen[0]
+            values[field_id] = value
+        for field_id, meta in screen.items():
+            if meta["required"] and values.get(field_id) in (None, "", []) and field_id not in problems:
+                problems[field_id] = f"{meta['name']} is required."
+        return values, problems
 
     def _check_fields(self, fields: Mapping[str, Any]) -> None:
         """The description leaves issue fields free-form; check each against its own schema."""
-        checks = {"status": "StatusDetails", "project": "ProjectDetails", "comment": "PageOfComments"}
+        checks = {
+            "status": "StatusDetails",
+            "project": "ProjectDetails",
+            "comment": "PageOfComments",
+            "resolution": "Resolution",
+        }
         for name, schema in checks.items():
-            if name in fields:
+            if fields.get(name) is not None:
                 self._validate(fields[name], schema, f"fields.{name}")
         for i, link in enumerate(fields.get("issuelinks") or []):
             self._validate(link["type"], "IssueLinkType", f"fields.issuelinks[{i}].type")
@@ -871,7 +967,12 @@ class FakeJira:
                 found = get_issue_or_404(key)
                 if isinstance(found, Response):
                     return found
-                return jsonify({"expand": "transitions", "transitions": fake._transitions_json(found)})
+                with_fields = "transitions.fields" in request.args.get("expand", "").split(",")
+                transitions = fake._transitions_json(found, fields=with_fields)
+                only = request.args.get("transitionId")
+                if only is not None:  # an unknown or unavailable one: an empty list, as Jira answers
+                    transitions = [t for t in transitions if t["id"] == only]
+                return jsonify({"expand": "transitions", "transitions": transitions})
 
         @app.post(f"{api}/issue/<key>/transitions")
         def do_transition(key: str) -> Any:
@@ -884,7 +985,12 @@ class FakeJira:
                 match = next((t for t in fake._transitions_json(found) if t["id"] == wanted), None)
                 if match is None:
                     return error(400, f"Transition id '{wanted}' is not valid for this issue.")
-                found.status = match["to"]["name"]
+                target = match["to"]["name"]
+                values, problems = fake._screen_input(target, body.get("fields"))
+                if problems:
+                    return error(400, **problems)
+                found.status = target
+                found.values.update(values)
                 found.updated = fake._tick()
             # Jira answers 204 with no body; the description declares a JSON body for it, which no
             # real answer has, so this answer is exempt from response validation.
@@ -973,6 +1079,21 @@ class FakeJira:
             "updated": _stamp(issue.updated),
             "_natural_key": (project, int(number) if number.isdigit() else 0),
         }
+
+
+def _allowed(allowed: Sequence[Any], given: Any) -> Any:
+    """The allowed value ``given`` names (by ``id``, ``name`` or ``value``, as Jira matches them),
+    or ``None``."""
+    for value in allowed:
+        if not isinstance(value, dict):
+            if given == value or (isinstance(given, dict) and given.get("value") == value):
+                return value
+            continue
+        if isinstance(given, dict) and any(
+            k in given and given[k] == value.get(k) for k in ("id", "name", "value")
+        ):
+            return value
+    return None
 
 
 def _page(values: list[dict[str, Any]], args: Mapping[str, str]) -> dict[str, Any]:
