@@ -1,9 +1,13 @@
-"""The Projects panel in a browser: syncing workflows, clearing a field, field errors described."""
+"""The Projects panel in a browser: syncing workflows, clearing a field, field errors described, a
+form kept across a sign-in."""
 from __future__ import annotations
+
+import re
 
 import pytest
 
 from aiimpl_core.testing.fakes import add_mapping
+from aiimpl_core.testing.pytest_plugin import TEST_ADMIN_CODE
 
 from .test_browser import sign_in
 
@@ -57,3 +61,31 @@ def test_a_field_error_is_the_description_of_its_field(page, app):
     page.get_by_role("button", name="Save mapping").click()
     page.get_by_text("Mapping ENG saved").wait_for()
     assert cpus.get_attribute("aria-describedby") is None
+
+
+def test_what_was_typed_survives_the_end_of_the_admin_session(page, app):
+    """The session ends while a mapping is being typed (it lasts 12 hours): saving leads to the
+    sign-in, and once signed in again the form holds what was typed."""
+    from aiimpl_core.services import mappings
+
+    sign_in(page)
+    page.get_by_label("Team key").fill("WEB")
+    page.get_by_label("Owner").fill("acme")
+    page.get_by_label("Repository").fill("web")
+    page.get_by_label("Default branch").fill("trunk")
+    page.get_by_label("Ticketing (JSON object)").fill('{"provider": "fake-tracker"}')
+    page.evaluate("sessionStorage.setItem('aiimpl.token', 'a session that has ended')")
+    page.get_by_role("button", name="Save mapping").click()
+    page.wait_for_url(re.compile(r"/ui/signin"))
+    page.get_by_label("Access code").fill(TEST_ADMIN_CODE)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/ui/projects"))
+    assert page.get_by_label("Team key").input_value() == "WEB"
+    assert page.get_by_label("Default branch").input_value() == "trunk"
+    page.get_by_text("Signed in again: the form holds what you had typed.").wait_for()
+    page.get_by_role("button", name="Save mapping").click()
+    page.get_by_text("Mapping WEB saved").wait_for()
+    assert mappings.get("WEB")["defaultBranch"] == "trunk"
+    # kept once: a later visit starts empty
+    page.reload()
+    assert page.get_by_label("Team key").input_value() == ""

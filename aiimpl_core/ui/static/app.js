@@ -55,6 +55,7 @@ async function api(method, path, body) {
   try { data = await resp.json(); } catch (_) { data = null; }
   if (resp.status === 401 && path !== "/api/auth") {
     sessionStorage.removeItem(TOKEN_KEY);
+    keepDrafts();
     location.assign(`/ui/signin?next=${encodeURIComponent(location.pathname)}`);
     throw new ApiError(401, data);
   }
@@ -100,6 +101,35 @@ function fillRows(table, rowsHtml, cols, empty) {
 
 function statusBadge(status, extra) {
   return `<span class="status s-${esc(status)}">${esc(status)}${extra ? ` (${esc(extra)})` : ""}</span>`;
+}
+
+/* A form marked data-keep-draft outlives the end of the admin session: what was typed is kept in
+   this tab's session storage when a request is refused for it, and put back once signed in again
+   (never a password field's value). */
+function draftKey(form) { return `aiimpl.draft:${location.pathname}:${form.id}`; }
+
+function keepDrafts() {
+  document.querySelectorAll("form[data-keep-draft]").forEach((form) => {
+    const values = {};
+    for (const el of form.elements) {
+      if (!el.name || el.type === "password") continue;
+      values[el.name] = el.type === "checkbox" ? el.checked : el.value;
+    }
+    sessionStorage.setItem(draftKey(form), JSON.stringify(values));
+  });
+}
+
+function restoreDraft(form) {
+  const raw = sessionStorage.getItem(draftKey(form));
+  if (raw === null) return;
+  sessionStorage.removeItem(draftKey(form));
+  let values;
+  try { values = JSON.parse(raw); } catch (_) { return; }
+  for (const el of form.elements) {
+    if (!el.name || el.type === "password" || !(el.name in values)) continue;
+    if (el.type === "checkbox") el.checked = !!values[el.name]; else el.value = values[el.name];
+  }
+  flash("Signed in again: the form holds what you had typed. Check it and save it again.");
 }
 
 /* ---- sign in ---------------------------------------------------------------------------- */
@@ -252,6 +282,7 @@ function initProjects() {
       if (!showFieldError(form, fieldOfMessage(e.message), e.message)) general.textContent = e.message;
     }
   });
+  restoreDraft(form);
   load().catch((e) => { fillRows("#mappings-table", [], 8, e.message); flash(e.message, "error"); });
 }
 
