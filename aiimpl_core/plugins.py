@@ -7,6 +7,7 @@ records instead of crashing the server.
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import logging
@@ -21,7 +22,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import AiimplError, DuplicateProviderError, NotFound, PluginContractError, ProviderError
-from .providers import ModelProvider, Provider, ProviderContext, RunnerBackend, TicketingProvider
+from .providers import ConfigVar, ModelProvider, Provider, ProviderContext, RunnerBackend, TicketingProvider
 
 if TYPE_CHECKING:
     import click
@@ -199,7 +200,7 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, rec: PluginRe
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
-        rec.error = f"invalid hook implementation: {exc}"
+        rec.error = f"invalid hook implementation: {_signature_problem(pm, plugin) or _one_line(str(exc))}"
         log.debug("%s rejected: %s", rec.who, rec.error)
         return
     except ValueError:
@@ -217,7 +218,7 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, rec: PluginRe
     for hookimpl in hookcallers:
         if hookimpl.spec is None:
             pm.unregister(plugin)
-            rec.error = f"unknown hook {hookimpl.name!r}"
+            rec.error = f"unknown hook {hookimpl.name!r}{_did_you_mean(pm, hookimpl.name)}"
             log.debug("%s rejected: %s", rec.who, rec.error)
             return
     unmarked = _unmarked_hooks(pm, plugin)
@@ -225,6 +226,38 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, rec: PluginRe
         rec.warnings.append(f"{hook_name} is not decorated with @aiimpl_core.hookimpl: it is never called")
     if not hookcallers and not unmarked:
         rec.warnings.append("it implements no hook (no function decorated with @aiimpl_core.hookimpl)")
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _did_you_mean(pm: pluggy.PluginManager, hook_name: str) -> str:
+    """`` (did you mean aiimpl_…?)`` when a hook of the project is named nearly so, else ``""``."""
+    known = [name for name in dir(hookspecs) if name.startswith(f"{PROJECT}_")]
+    close = difflib.get_close_matches(hook_name, known, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _signature_problem(pm: pluggy.PluginManager, plugin: object) -> str | None:
+    """The first hook implementation of ``plugin`` whose arguments its hook does not have, said
+    with both signatures (pluggy's own message spans lines and names neither the expected one)."""
+    for attr in dir(plugin):
+        if pm.parse_hookimpl_opts(plugin, attr) is None:
+            continue
+        spec = getattr(hookspecs, attr, None)
+        if spec is None:
+            continue
+        try:
+            given = list(inspect.signature(getattr(plugin, attr)).parameters)
+        except (TypeError, ValueError):
+            continue
+        expected = list(inspect.signature(spec).parameters)
+        unknown = [arg for arg in given if arg not in expected]
+        if unknown:
+            return (f"{attr}({', '.join(given)}) takes {', '.join(unknown)}, which the hook does not pass: "
+                    f"its signature is {attr}({', '.join(expected)})")
+    return None
 
 
 def _unmarked_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
@@ -257,6 +290,39 @@ def _refusal(cls: object, base: type[Provider]) -> str | None:
         value = getattr(cls, attr, None)
         if not isinstance(value, str) or not value.strip():
             return f"registered {cls.__qualname__}, which does not set {attr!r} (a non-empty string)"
+    config_vars = getattr(cls, "config_vars", ())
+    if not isinstance(config_vars, (tuple, list)):
+        single = isinstance(config_vars, ConfigVar)
+        hint = " (a single one needs a trailing comma: (ConfigVar(...),))" if single else ""
+        return (f"registered {cls.__qualname__}, whose config_vars is a {type(config_vars).__name__}, "
+                f"not a tuple of aiimpl_core.providers.ConfigVar{hint}")
+    for var in config_vars:
+        if not isinstance(var, ConfigVar):
+            return (f"registered {cls.__qualname__}, whose config_vars holds a {type(var).__name__} "
+                    f"({var!r:.60}), not an aiimpl_core.providers.ConfigVar")
+    if issubclass(cls, RunnerBackend):
+        for flag in ("mapping_selectable", "supports_sessions", "supports_secrets", "supports_workflow_sync",
+                     "supports_gap_fill"):
+            if not isinstance(getattr(cls, flag), bool):
+                return f"registered {cls.__qualname__}, whose {flag} is not True or False"
+        mode = cls.runner_mode
+        if mode is not None and not isinstance(mode, str):
+            return f"registered {cls.__qualname__}, whose runner_mode is neither a string nor None"
+    return _constructor_refusal(cls)
+
+
+def _constructor_refusal(cls: type) -> str | None:
+    """Why ``cls(context)`` cannot be called, or ``None``: the core builds every provider so."""
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):  # a signature Python cannot read: left to the first use
+        return None
+    try:
+        signature.bind(object())
+    except TypeError:
+        return (f"registered {cls.__qualname__}, whose constructor {cls.__qualname__}{signature} cannot "
+                "be called with the ProviderContext alone: it must take that one argument, and pass it "
+                "to super().__init__(context)")
     return None
 
 
@@ -377,7 +443,12 @@ class Plugins:
                 rec.warnings.extend(_runner_warnings(cls))
 
         try:
-            impl.function(register=register)
+            returned = impl.function(register=register)
+            if returned is not None:
+                rec.warnings.append(
+                    f"{impl.function.__name__} returned {type(returned).__name__}, which is ignored: "
+                    "call register(cls) with each class instead"
+                )
         except DuplicateProviderError as exc:
             self.conflicts.append(exc.message)
             self._refuse(rec, kind, exc.message)

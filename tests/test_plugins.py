@@ -234,3 +234,182 @@ def test_commands_with_colliding_plugins_fail_in_one_line(tmp_path, args):
     assert out.returncode == 1, out.stderr
     assert "Traceback" not in out.stderr
     assert out.stderr.count(COLLISION) == 1, out.stderr
+
+
+def _runner_plugin(cls: type) -> object:
+    class Plugin:
+        @hookimpl
+        def aiimpl_register_runner_backends(self, register):  # noqa: ANN001, ANN201
+            register(cls)
+
+    Plugin.__name__ = f"plugin-{cls.__name__}"
+    return Plugin()
+
+
+def _backend(name: str, **attrs: object) -> type:
+    from aiimpl_core.providers import RunnerBackend
+
+    namespace = {"id": name.lower(), "display_name": name, "dispatch": lambda self, request: None,
+                 "poll_runs": lambda self, runs: [], **attrs}
+    return type(name, (RunnerBackend,), namespace)
+
+
+def test_register_refuses_config_vars_that_are_not_a_tuple_of_config_vars():
+    from aiimpl_core.providers import ConfigVar
+
+    one = _backend("NoComma", config_vars=(ConfigVar("AIIMPL_X_DIR", "dir")))
+    names = _backend("Names", config_vars=("AIIMPL_X_DIR",))
+    facade = Plugins(load_entrypoints=False, extra=[_runner_plugin(one), _runner_plugin(names)])
+    failures = facade.failures()
+    assert "whose config_vars is a ConfigVar" in failures["plugin-NoComma"]
+    assert "trailing comma" in failures["plugin-NoComma"]
+    assert "whose config_vars holds a str ('AIIMPL_X_DIR')" in failures["plugin-Names"]
+    assert facade.ids("runner") == []
+    assert all(name.startswith("AIIMPL_") for _pid, var in facade.config_vars() for name in [var.name])
+
+
+def test_register_refuses_a_constructor_that_does_not_take_the_context():
+    def __init__(self):  # noqa: ANN001, ANN202, N807
+        pass
+
+    facade = Plugins(load_entrypoints=False, extra=[_runner_plugin(_backend("NoContext", __init__=__init__))])
+    error = facade.failures()["plugin-NoContext"]
+    assert "cannot be called with the ProviderContext alone" in error
+    assert facade.ids("runner") == []
+
+
+def test_register_refuses_capabilities_that_are_not_bools_and_a_runner_mode_not_a_string():
+    flag = _backend("Flag", supports_sessions="yes")
+    mode = _backend("Mode", runner_mode=3)
+    facade = Plugins(load_entrypoints=False, extra=[_runner_plugin(flag), _runner_plugin(mode)])
+    assert "whose supports_sessions is not True or False" in facade.failures()["plugin-Flag"]
+    assert "whose runner_mode is neither a string nor None" in facade.failures()["plugin-Mode"]
+
+
+def test_hook_register_runner_backends_returning_classes_warns_that_nothing_was_registered():
+    cls = _backend("Returned")
+
+    class Returns:
+        @hookimpl
+        def aiimpl_register_runner_backends(self, register):  # noqa: ANN001, ANN201
+            return [cls]
+
+    facade = Plugins(load_entrypoints=False, extra=[Returns()])
+    assert facade.records["Returns"].warnings == [
+        "aiimpl_register_runner_backends returned list, which is ignored: call register(cls) with each "
+        "class instead"
+    ]
+
+
+def test_wrong_hook_signature_names_both_signatures_on_one_line():
+    class Misnamed:
+        @hookimpl
+        def aiimpl_register_runner_backends(self, registry):  # noqa: ANN001, ANN201
+            pass
+
+    error = Plugins(load_entrypoints=False, extra=[Misnamed()]).failures()["Misnamed"]
+    assert error == (
+        "invalid hook implementation: aiimpl_register_runner_backends(registry) takes registry, which the "
+        "hook does not pass: its signature is aiimpl_register_runner_backends(register)"
+    )
+
+
+def test_unknown_hook_names_the_hook_it_is_close_to():
+    class Typo:
+        @hookimpl
+        def aiimpl_register_runner_backend(self, register):  # noqa: ANN001, ANN201
+            pass
+
+    error = Plugins(load_entrypoints=False, extra=[Typo()]).failures()["Typo"]
+    assert error == (
+        "unknown hook 'aiimpl_register_runner_backend' (did you mean aiimpl_register_runner_backends?)"
+    )
+
+
+class _MemoryBackend:
+    """A backend that keeps its runs on the instance: what the runner contract must catch."""
+
+    @staticmethod
+    def make(**attrs: object) -> object:
+        from aiimpl_core.testing.contract import make_context
+        from aiimpl_core.types import DispatchResult, RunPhase, RunState
+
+        def __init__(self, context):  # noqa: ANN001, ANN202, N807
+            super(cls, self).__init__(context)
+            self.runs = {}
+
+        def dispatch(self, request):  # noqa: ANN001, ANN202
+            self.runs[request.job_id] = f"run-{request.job_id}"
+            return DispatchResult(run_id=self.runs[request.job_id])
+
+        def poll_runs(self, runs):  # noqa: ANN001, ANN202
+            return [RunState(r.job_id, RunPhase.RUNNING if r.job_id in self.runs else RunPhase.NOT_FOUND)
+                    for r in runs]
+
+        def cancel(self, run):  # noqa: ANN001, ANN202
+            self.runs.pop(run.job_id, None)
+
+        methods = {"__init__": __init__, "dispatch": dispatch, "poll_runs": poll_runs, "cancel": cancel}
+        cls = _backend("Memory", **{**methods, **attrs})
+        return cls(make_context({}))
+
+
+def _contract_fails(test: str, backend: object, **fixtures: object) -> str:
+    from aiimpl_core.testing.contract import RunnerBackendContract
+
+    with pytest.raises(AssertionError) as err:
+        getattr(RunnerBackendContract(), test)(backend, **fixtures)
+    return str(err.value)
+
+
+def test_runner_contract_fails_a_backend_that_keeps_its_runs_on_the_instance():
+    from aiimpl_core.testing.contract import sample_dispatch_request
+
+    backend = _MemoryBackend.make()
+    message = _contract_fails("test_contract_another_instance_polls_and_cancels_the_run", backend,
+                              another_runner_backend=type(backend)(backend.context),
+                              dispatch_request=sample_dispatch_request())
+    assert "not on the instance" in message
+
+
+def test_runner_contract_fails_a_cancel_that_raises_for_a_run_already_gone():
+    from aiimpl_core.testing.contract import RunnerBackendContract, sample_dispatch_request
+
+    def cancel(self, run):  # noqa: ANN001, ANN202
+        del self.runs[run.job_id]
+
+    backend = _MemoryBackend.make(cancel=cancel)
+    with pytest.raises(KeyError):
+        RunnerBackendContract().test_contract_another_instance_polls_and_cancels_the_run(
+            backend, backend, sample_dispatch_request())
+
+
+def test_runner_contract_fails_a_secret_in_a_run_url():
+    from aiimpl_core.testing.contract import sample_dispatch_request
+    from aiimpl_core.types import DispatchResult
+
+    def dispatch(self, request):  # noqa: ANN001, ANN202
+        return DispatchResult(run_id="r1", run_url=f"https://runs.test/r1?nonce={request.env['AIIMPL_NONCE']}")
+
+    backend = _MemoryBackend.make(dispatch=dispatch)
+    message = _contract_fails("test_contract_secrets_stay_out_of_run_ids_and_urls", backend,
+                              dispatch_request=sample_dispatch_request())
+    assert message.startswith("a secret is in 'https://runs.test/r1?nonce=")
+
+
+def test_runner_contract_says_what_poll_runs_must_answer():
+    from aiimpl_core.testing.contract import sample_dispatch_request
+
+    message = _contract_fails("test_contract_dispatch_then_poll",
+                              _MemoryBackend.make(poll_runs=lambda self, runs: None),
+                              dispatch_request=sample_dispatch_request())
+    assert message.startswith("poll_runs answered NoneType, not a list of RunState")
+
+
+def test_contract_says_config_vars_needs_a_tuple():
+    from aiimpl_core.providers import ConfigVar
+    from aiimpl_core.testing.contract import RunnerBackendContract
+
+    backend = _MemoryBackend.make(config_vars=(ConfigVar("AIIMPL_X_DIR", "dir")))
+    with pytest.raises(AssertionError, match="trailing comma"):
+        RunnerBackendContract().test_contract_config_vars_are_named_for_the_project(backend)

@@ -13,11 +13,14 @@ class then runs against your provider::
         @pytest.fixture
         def dispatch_request(self):
             return sample_dispatch_request()
+
+``make_context(config, clock=..., secret=...)`` builds the context a provider's constructor takes;
+``secret`` is a ``(name, scope) -> str | None`` function standing for the secrets API.
 """
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +28,7 @@ import pytest
 
 from ..errors import AiimplError
 from ..http import HttpClient
-from ..providers import ModelProvider, ProviderContext, RunnerBackend, TicketingProvider
+from ..providers import ConfigVar, ModelProvider, ProviderContext, RunnerBackend, TicketingProvider
 from ..types import (
     CheckResult,
     Comment,
@@ -96,7 +99,13 @@ class _ProviderBasics:
         assert isinstance(type(provider).display_name, str) and type(provider).display_name
 
     def test_contract_config_vars_are_named_for_the_project(self, provider: Any) -> None:
-        for var in type(provider).config_vars:
+        config_vars = type(provider).config_vars
+        assert isinstance(config_vars, tuple), (
+            f"config_vars is a {type(config_vars).__name__}, not a tuple (a single ConfigVar needs a "
+            "trailing comma: (ConfigVar(...),))"
+        )
+        for var in config_vars:
+            assert isinstance(var, ConfigVar), f"config_vars holds {var!r}, not a ConfigVar"
             assert var.name.startswith("AIIMPL_"), var.name
             assert var.help
 
@@ -193,26 +202,58 @@ class RunnerBackendContract(_ProviderBasics):
                 for name in methods:
                     assert getattr(cls, name) is not getattr(RunnerBackend, name), f"{flag} needs {name}()"
 
+    @pytest.fixture
+    def another_runner_backend(self, provider: RunnerBackend) -> RunnerBackend:
+        """A second instance on the same configuration, as another process builds it (the poller
+        that dispatched is not the one that polls next, nor the server that cancels). Override it
+        when your fixture does more than ``YourBackend(context)``."""
+        return type(provider)(provider.context)
+
     def test_contract_dispatch_then_poll(
         self, provider: RunnerBackend, dispatch_request: DispatchRequest
     ) -> None:
         result = provider.dispatch(dispatch_request)
-        assert isinstance(result, DispatchResult)
-        run = InFlightRun(
-            job_id=dispatch_request.job_id,
-            phase=dispatch_request.phase,
-            issue_key=dispatch_request.issue_key,
-            mapping=dispatch_request.mapping,
-            run_id=result.run_id,
-            run_name=dispatch_request.run_name,
-            dispatched_at=datetime.now(UTC),
-            lifetime_seconds=dispatch_request.lifetime_seconds,
-        )
-        states = provider.poll_runs([run])
-        assert all(isinstance(s, RunState) for s in states)
-        assert {s.job_id for s in states} <= {run.job_id}
-        assert all(isinstance(s.phase, RunPhase) for s in states)
+        assert isinstance(result, DispatchResult), f"dispatch answered {result!r}, not a DispatchResult"
+        run = _in_flight(dispatch_request, result)
+        states = _states(provider.poll_runs([run]))
+        assert {s.job_id for s in states} <= {run.job_id}, "poll_runs reports only the runs it was given"
         provider.cancel(run)
+
+    def test_contract_secrets_stay_out_of_run_ids_and_urls(
+        self, provider: RunnerBackend, dispatch_request: DispatchRequest
+    ) -> None:
+        """A run's id and URL are shown in the API, the UI and the ticket's comments, unmasked."""
+        secrets = [v for k, v in dispatch_request.env.items() if k in dispatch_request.secret_names and v]
+        result = provider.dispatch(dispatch_request)
+        run = _in_flight(dispatch_request, result)
+        try:
+            shown = [result.run_id, result.run_url]
+            for state in _states(provider.poll_runs([run])):
+                shown += [state.run_id, state.run_url]
+            for value in filter(None, shown):
+                assert not any(secret in value for secret in secrets), f"a secret is in {value!r}"
+        finally:
+            provider.cancel(run)
+
+    def test_contract_another_instance_polls_and_cancels_the_run(
+        self, provider: RunnerBackend, another_runner_backend: RunnerBackend,
+        dispatch_request: DispatchRequest,
+    ) -> None:
+        """Nothing a later call needs lives on the instance; cancelling twice, and polling a run that
+        is gone, raise nothing (one poll that raises leaves every run of the backend unreconciled)."""
+        result = provider.dispatch(dispatch_request)
+        run = _in_flight(dispatch_request, result)
+        seen = {s.job_id: s.phase for s in _states(provider.poll_runs([run]))}
+        other = {s.job_id: s.phase for s in _states(another_runner_backend.poll_runs([run]))}
+        if seen.get(run.job_id, RunPhase.NOT_FOUND) is not RunPhase.NOT_FOUND:
+            assert other.get(run.job_id, RunPhase.NOT_FOUND) is not RunPhase.NOT_FOUND, (
+                f"the instance that dispatched reports {seen[run.job_id]}, another instance "
+                f"{other.get(run.job_id, 'nothing')}: keep what poll_runs needs in the remote system, the "
+                "run id or your own storage, not on the instance"
+            )
+        another_runner_backend.cancel(run)
+        another_runner_backend.cancel(run)
+        _states(provider.poll_runs([run]))
 
     def test_contract_poll_nothing_is_empty(self, provider: RunnerBackend) -> None:
         assert list(provider.poll_runs([])) == []
@@ -223,6 +264,33 @@ class RunnerBackendContract(_ProviderBasics):
 
     def test_contract_validate_mapping_accepts_valid(self, provider: RunnerBackend) -> None:
         provider.validate_mapping(_valid_mapping_dict(executionMode=type(provider).id))
+
+
+def _in_flight(request: DispatchRequest, result: DispatchResult) -> InFlightRun:
+    """The run the reconciler asks about after ``result``: its run id may be ``None``."""
+    return InFlightRun(
+        job_id=request.job_id,
+        phase=request.phase,
+        issue_key=request.issue_key,
+        mapping=request.mapping,
+        run_id=result.run_id,
+        run_name=request.run_name,
+        dispatched_at=datetime.now(UTC),
+        lifetime_seconds=request.lifetime_seconds,
+    )
+
+
+def _states(answer: Iterable[RunState]) -> list[RunState]:
+    """``poll_runs``'s answer, checked as the reconciler takes it (anything else fails the backend's
+    whole poll)."""
+    assert answer is not None and not isinstance(answer, (str, bytes, dict)), (
+        f"poll_runs answered {type(answer).__name__}, not a list of RunState"
+    )
+    states = list(answer)
+    for state in states:
+        assert isinstance(state, RunState), f"poll_runs answered a {type(state).__name__}, not a RunState"
+        assert isinstance(state.phase, RunPhase), f"RunState.phase {state.phase!r} is not a RunPhase"
+    return states
 
 
 class ModelProviderContract(_ProviderBasics):

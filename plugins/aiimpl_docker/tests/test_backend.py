@@ -56,6 +56,11 @@ class TestDockerContract(RunnerBackendContract):
         return make_backend("sh -c 'sleep 5'")
 
     @pytest.fixture
+    def another_runner_backend(self, make_backend: Any) -> LocalDockerBackend:
+        # (made by make_backend, whose end waits for the stops its cancels started)
+        return make_backend("sh -c 'sleep 5'")
+
+    @pytest.fixture
     def dispatch_request(self) -> DispatchRequest:
         return request_for()
 

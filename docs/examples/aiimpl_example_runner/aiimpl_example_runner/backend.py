@@ -48,6 +48,8 @@ class SpoolBackend(RunnerBackend):
     def poll_runs(self, runs: Sequence[InFlightRun]) -> Sequence[RunState]:
         if not runs:
             return []
+        # no spool to look in: raising skips this cycle's poll (each run answered NOT_FOUND would end its job)
+        self.require_configured()
         present = set(os.listdir(self.spool)) if os.path.isdir(self.spool) else set()
         states = []
         for run in runs:
@@ -63,6 +65,8 @@ class SpoolBackend(RunnerBackend):
         return states
 
     def cancel(self, run: InFlightRun) -> None:
+        if not self.is_configured():
+            return
         for suffix in (".json", ".state"):
             try:
                 os.remove(os.path.join(self.spool, f"{run.job_id}{suffix}"))

@@ -31,3 +31,20 @@ def test_spool_reports_state_written_by_the_consumer(tmp_path):
     assert backend.poll_runs([run])[0].phase is RunPhase.PENDING
     (tmp_path / "3.state").write_text("failed")
     assert backend.poll_runs([run])[0].phase is RunPhase.FAILED
+
+
+def test_an_unconfigured_spool_polls_nothing_and_cancels_nothing(tmp_path, monkeypatch):
+    from datetime import UTC, datetime
+
+    from aiimpl_core.errors import ProviderNotConfigured
+    from aiimpl_core.types import InFlightRun
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "3.json").write_text("{}")
+    backend = SpoolBackend(make_context({}))
+    req = sample_dispatch_request(job_id=3)
+    run = InFlightRun(3, req.phase, req.issue_key, req.mapping, "spool-3", req.run_name, datetime.now(UTC))
+    with pytest.raises(ProviderNotConfigured):
+        backend.poll_runs([run])
+    backend.cancel(run)
+    assert (tmp_path / "3.json").exists()
