@@ -18,9 +18,10 @@ linked, after the window                 disappeared (its session was destroyed 
                                          ``machine_timeout`` (``container_timeout`` for
                                          local containers)
 left out of the backend's answer         left as it is (the backend could not look);
-                                         a run never linked is ended ``timed_out`` /
-                                         ``run_not_found`` only 10 minutes past its
-                                         lifetime
+                                         10 minutes past its lifetime, a run never
+                                         linked is ended ``timed_out`` /
+                                         ``run_not_found``, a linked one is cancelled
+                                         and ended as an overrun (below)
 ``TIMED_OUT``                            ``timed_out`` with the backend's reason
 ``FAILED``                               ``failed`` with the log excerpt and its label
 ``SUCCEEDED`` and no ``/runner/result``  after a grace period, ``failed``: ``pr_not_found``
@@ -391,10 +392,15 @@ def _link_together(jobs: list[Job], states: dict[int, RunState]) -> set[int]:
 
 
 def _overran(job: Job, state: RunState | None, now: datetime, lifetime: int) -> bool:
-    """Still in flight well past its lifetime: the backend did not stop it (a safety net)."""
-    if JobStatus(job.status).terminal or state is None:
+    """Still in flight well past its lifetime: the backend did not stop it (a safety net). So is a
+    linked run the backend keeps leaving out of its answers (it cannot look at it: a repository it
+    may no longer read), which would otherwise hold its job, and its slot, for good."""
+    if JobStatus(job.status).terminal:
         return False
-    if state.phase not in (RunPhase.RUNNING, RunPhase.PENDING):
+    if state is None:
+        if not job.run_id:
+            return False  # never linked: ended run_not_found by _omitted_too_long
+    elif state.phase not in (RunPhase.RUNNING, RunPhase.PENDING):
         return False
     started = job.running_at or _since_dispatch(job)
     return started + timedelta(seconds=lifetime) + OVERRUN_GRACE <= now

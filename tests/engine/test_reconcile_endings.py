@@ -5,7 +5,7 @@ what it does with the text a backend reports.
   disappeared), or as the lifetime timeout once the lifetime has passed, never ``run_not_found``
   (which the reference keeps for "a run was never linked").
 * A run the backend left out of its answer was not looked at (``poll_runs``: "omitted runs are
-  left as they are"): its job keeps its status.
+  left as they are"): its job keeps its status, until 10 minutes past its lifetime.
 * A backend's log excerpt and failure detail are masked of the team's secrets in every form.
 """
 
@@ -150,8 +150,16 @@ def test_a_linked_run_left_out_of_the_answer_keeps_its_job(app, tracker, runner,
     run_cycle()
     _omitting(runner, monkeypatch, {job.id})
     run_cycle(now=later(minutes=30))
-    run_cycle(now=later(minutes=90))
+    run_cycle(now=later(minutes=65))
     assert jobs_of("ENG-6")[0].status == "running"
+    assert runner.destroyed == []
+
+    # still left out 10 minutes past its lifetime: stopped and ended as an overrun, not held for
+    # good (a backend that can no longer read the run would keep the job, and its slot, forever)
+    run_cycle(now=later(minutes=71))
+    [job] = jobs_of("ENG-6")
+    assert (job.status, job.timeout_reason) == ("timed_out", "machine_timeout")
+    assert runner.destroyed == [job.run_id]
 
 
 # -- runs nobody can be asked about: the mapping deleted, the backend's plugin removed ---------------
