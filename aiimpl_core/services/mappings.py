@@ -20,6 +20,7 @@ exactly as the reference: ``provider must be 'anthropic' or 'bedrock'``.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from datetime import datetime
@@ -30,10 +31,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from ..database import serialized
-from ..errors import NotFound, ProviderConfigError, ValidationError
+from ..errors import NotFound, ProviderConfigError, ValidationError, describe_plugin_error
 from ..extensions import db
 from ..orm import Mapping, Secret
 from ..plugins import Plugins
+
+log = logging.getLogger(__name__)
 
 MAX_INT = 2**31 - 1  # the database's INTEGER
 SESSION_MODES = ("autonomous", "interactive", "hybrid")
@@ -232,6 +235,16 @@ def _provider_check(kind: str, provider_id: str, merged: dict[str, Any]) -> None
         provider.validate_mapping(merged)
     except ProviderConfigError as exc:
         raise ValidationError(exc.message) from None
+    except Exception as exc:  # noqa: BLE001 - a plugin's failure is said, never a 500
+        what = describe_plugin_error(
+            exc,
+            foreign="unexpected error ({cls}); the server log has the details",
+            log_foreign=lambda e: log.error("%s provider %s failed to check a mapping", kind, provider_id,
+                                            exc_info=e),
+        )
+        raise ValidationError(
+            f"the {kind} provider '{provider_id}' could not check the mapping: {what}"
+        ) from None
 
 
 def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -596,3 +596,25 @@ def test_deleting_a_mapping_keeps_its_jobs(client, admin_headers, adm_mapping) -
     kept = db.session.get(Job, job_id)
     assert kept is not None and kept.mapping_id is None
     assert client.get(f"/api/jobs/{job_id}", headers=admin_headers).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "error,said",
+    [
+        (KeyError("project"), "unexpected error (KeyError); the server log has the details"),
+        (ProviderError("strict-tracker: GET /projects failed with HTTP 503: down"),
+         "strict-tracker: GET /projects failed with HTTP 503: down"),
+    ],
+)
+def test_a_plugin_failing_to_check_a_mapping_is_said_not_a_500(
+    client, admin_headers, during_check, caplog, error, said
+) -> None:
+    def fail() -> None:
+        raise error
+
+    during_check.append(fail)
+    resp = post(client, admin_headers, merged(ticketing=STRICT))
+    assert (resp.status_code, resp.get_json()) == (
+        400, {"error": f"the ticketing provider 'strict-tracker' could not check the mapping: {said}"}
+    )
+    assert db.session.scalars(select(Mapping)).all() == []
