@@ -197,3 +197,14 @@ def test_set_cap_none_removes_the_cap(run):
     r = run("mappings", "set-cap", "ENG", "lots")
     assert r.exit_code == 2 and "'lots' is not a valid integer" in r.output
     assert "none" in run("mappings", "set-cap", "--help").output
+
+
+def test_config_says_the_default_of_what_is_unset():
+    env = {name: "" for name in ("AIIMPL_POLL_INTERVAL", "AIIMPL_LOG_LEVEL", "AIIMPL_SECRET_KEY")}
+    r = CliRunner().invoke(cli, ["config"], env={**env, "AIIMPL_RUN_TOKEN_SECONDS": "600"})
+    assert r.exit_code == 0, r.output
+    lines = {line.split()[0]: line.split(None, 1)[1] for line in r.output.splitlines() if line.strip()}
+    assert lines["AIIMPL_POLL_INTERVAL"] == "- (default 60)"
+    assert lines["AIIMPL_LOG_LEVEL"] == "- (default INFO)"
+    assert lines["AIIMPL_RUN_TOKEN_SECONDS"] == "600"
+    assert lines["AIIMPL_SECRET_KEY"] == "-"  # no default

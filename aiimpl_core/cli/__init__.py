@@ -211,19 +211,29 @@ def plugins_table(rows: list[dict[str, Any]]) -> str:
 @click.option("--markdown", is_flag=True, help="Print the configuration table as Markdown.")
 def config_cmd(markdown: bool) -> None:
     """Show the configuration variables (values of sensitive ones are never shown)."""
-    from ..config import SETTINGS, markdown_table
+    from ..config import SETTINGS, _list, markdown_table
     from ..plugins import Plugins
 
-    extra = Plugins().config_vars()
+    # the plugins as the other commands load them (disabled ones left out, a collision listed, not
+    # raised: main() has said it); read leniently, as this command shows a configuration that may
+    # not be valid
+    disabled = _list(os.environ.get("AIIMPL_DISABLED_PLUGINS") or "")
+    extra = Plugins(disabled=disabled, strict=False).config_vars()
     if markdown:
         click.echo(markdown_table(extra))
         return
-    names = [(s.name, s.sensitive) for s in SETTINGS] + [(v.name, v.sensitive) for _, v in extra]
-    for name, sensitive in names:
+    names = [(s.name, s.sensitive, s.default) for s in SETTINGS] + [
+        (v.name, v.sensitive, v.default) for _, v in extra
+    ]
+    for name, sensitive, default in names:
         value = os.environ.get(name)
         if value and name == "AIIMPL_DATABASE_URL":
             value = _hide_password(value)
-        shown = "(set)" if sensitive and value else (value if value else "-")
+        if value:
+            shown = "(set)" if sensitive else value
+        else:
+            # unset: what applies instead (a default that is a list or a flag is said as such)
+            shown = "-" if default in (None, "", [], False) else f"- (default {default})"
         click.echo(f"{name:<40} {shown}")
 
 
