@@ -26,7 +26,11 @@ log = logging.getLogger("aiimpl")
 
 
 def _uses_psycopg(url: str) -> bool:
-    return url.startswith("postgresql+psycopg:")
+    """Whether ``url`` connects through psycopg (3): named (``postgresql+psycopg://``), or the
+    default driver of ``postgresql://`` (SQLAlchemy 2.1 and later)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).get_driver_name() == "psycopg"
 
 
 #: seconds a new PostgreSQL connection may take (libpq's ``connect_timeout``)
@@ -110,17 +114,31 @@ def _check_database_url(url: str) -> None:
     other database is refused at start-up, not at its first write. The URL itself is not echoed
     (it may carry a password)."""
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     try:
-        backend = make_url(url).get_backend_name()
-    except ArgumentError:
+        parsed = make_url(url)
+        backend = parsed.get_backend_name()
+    except (ArgumentError, ValueError):  # (ValueError: a port that is not a number)
         raise ConfigError("AIIMPL_DATABASE_URL is not a database URL") from None
     if backend not in ("sqlite", "postgresql"):
         raise ConfigError(
             f"AIIMPL_DATABASE_URL: the {backend} database is not supported; use SQLite "
             "(sqlite:///path) or PostgreSQL (postgresql+psycopg://user@host/db)"
         )
+    # the driver is loaded now, as the engine would load it: gunicorn's master checks the URL
+    # before its workers start, and would otherwise stop on the engine's traceback
+    try:
+        dialect = parsed.get_dialect()
+        dialect.import_dbapi()
+    except (NoSuchModuleError, ImportError):
+        raise ConfigError(
+            f"AIIMPL_DATABASE_URL: the {parsed.get_driver_name()} driver of {backend} is not installed "
+            "(PostgreSQL: pip install 'aiimpl-core[postgres]', postgresql+psycopg://user@host/db)"
+        ) from None
+    if dialect.is_async:
+        raise ConfigError(f"AIIMPL_DATABASE_URL: the {parsed.get_driver_name()} driver is asynchronous; "
+                          "use postgresql+psycopg://user@host/db")
     if backend == "sqlite" and sqlite3.sqlite_version_info < MIN_SQLITE:
         # the callbacks' and the outbox's statements use RETURNING (SQLite 3.35)
         raise ConfigError(

@@ -413,6 +413,53 @@ def index_changes_concurrently(op: Any) -> tuple[Any, dict[str, Any]]:
     return contextlib.nullcontext(), {}
 
 MIGRATIONS_DIR = os.path.join(os.path.dirname(__file__), "migrations")
+#: the PostgreSQL advisory lock a migration run holds from before it reads the schema's revision to
+#: its end, so that hosts upgrading at once take turns (:func:`one_migration_at_a_time`)
+MIGRATION_LOCK = "aiimpl:migrations"
+#: seconds between two attempts at :data:`MIGRATION_LOCK`
+MIGRATION_LOCK_POLL = 0.5
+
+
+@contextmanager
+def one_migration_at_a_time(
+    connection: Any, waiting: Callable[[], None] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Hold the database against other migration runs while the block migrates through
+    ``connection``, and yield the options for Alembic's ``context.configure``; ``waiting`` is
+    called once when another run holds it.
+
+    Without it, two hosts that run ``aiimpl db upgrade`` at once both read the same revision and
+    apply the same migrations: one fails halfway (``duplicate key``, ``database is locked``).
+
+    PostgreSQL: a session-level advisory lock (the index migrations commit as they go, outside
+    any one transaction), taken and left outside a transaction. SQLite: the whole run is one
+    ``BEGIN IMMEDIATE`` transaction (SQLite's DDL is transactional once the driver leaves ``BEGIN``
+    to us), which the next run waits for (``busy_timeout``).
+    """
+    if connection.dialect.name == "sqlite":
+        connection.execution_options(**{IMMEDIATE: True})
+        yield {"transactional_ddl": True}
+        return
+    if connection.dialect.name != "postgresql":
+        yield {}
+        return
+    key = {"k": lock_key(MIGRATION_LOCK)}
+    # tried again and again rather than waited for in one statement: a statement that waits holds
+    # a snapshot, which the other run's CREATE INDEX CONCURRENTLY waits for in turn (a deadlock)
+    while not connection.execute(text("SELECT pg_try_advisory_lock(:k)"), key).scalar():
+        connection.commit()
+        if waiting is not None:
+            waiting()
+            waiting = None
+        time.sleep(MIGRATION_LOCK_POLL)
+    connection.commit()
+    try:
+        yield {}
+    finally:
+        if not connection.invalidated:  # (a connection that broke took its lock with it)
+            connection.rollback()
+            connection.execute(text("SELECT pg_advisory_unlock(:k)"), key)
+            connection.commit()
 
 
 @functools.cache

@@ -8,6 +8,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+from urllib.parse import quote
 
 from gunicorn import glogging
 
@@ -46,7 +47,7 @@ max_requests_jitter = max_requests // 10
 preload_app = False
 accesslog = os.environ.get("AIIMPL_ACCESS_LOG", "-") or None
 errorlog = "-"
-loglevel = os.environ.get("AIIMPL_LOG_LEVEL", "info").lower()
+loglevel = _logs.from_environ("INFO")[0].lower()  # as the app reads it (" Debug " is DEBUG)
 # Never log request headers: they carry bearer tokens.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
 # gunicorn 25.1 and later open a control socket (``gunicornc``) at one path per user
@@ -61,8 +62,9 @@ if _control_socket:
 
 class Logger(glogging.Logger):
     """gunicorn's logger, with its error and access lines in the format of ``AIIMPL_LOG_FORMAT``
-    when that is ``json`` (gunicorn's own text lines otherwise), and its error lines masked of the
-    known secrets (:data:`aiimpl_core.logs.SECRETS`)."""
+    when that is ``json`` (gunicorn's own text lines otherwise), its error lines masked of the
+    known secrets (:data:`aiimpl_core.logs.SECRETS`), and the path of an access line as it was sent
+    (:func:`logged_path`)."""
 
     def setup(self, cfg) -> None:  # noqa: ANN001
         super().setup(cfg)
@@ -72,6 +74,22 @@ class Logger(glogging.Logger):
             for logger in (self.error_log, self.access_log):
                 for handler in logger.handlers:
                     handler.setFormatter(_logs.json_formatter())
+
+    def atoms(self, resp, req, environ, request_time) -> dict:  # noqa: ANN001
+        atoms = super().atoms(resp, req, environ, request_time)
+        atoms["U"] = logged_path(environ.get("PATH_INFO") or "")
+        return atoms
+
+
+def logged_path(path_info: str) -> str:
+    """The request's path as an access line shows it: percent-encoded as on the wire. ``PATH_INFO``
+    is decoded (a ``%0A`` in it would end the line and start one the client wrote) and its bytes
+    are Latin-1 characters (a UTF-8 name would show garbled)."""
+    try:
+        raw = path_info.encode("latin-1")  # PEP 3333: the bytes received, one character each
+    except UnicodeEncodeError:
+        raw = path_info.encode()
+    return quote(raw, safe="/:@!$&'()*+,;=")
 
 
 logger_class = Logger

@@ -132,3 +132,36 @@ def test_poll_waits_for_a_database_that_does_not_answer_yet(tmp_path):
     assert all("poll cycle failed: the database could not be reached: connection failed" in line
                for line in failed), failed
     assert "Traceback" not in err and "[SQL:" not in err
+
+
+def test_db_upgrade_logs_in_the_configured_format(tmp_path):
+    """Alembic's ``fileConfig`` (alembic.ini) would put a text handler of its own in place of the
+    root logger's: a log collector reading ``AIIMPL_LOG_FORMAT=json`` would get text lines."""
+    import json
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    environ.update(AIIMPL_DATABASE_URL=f"sqlite:///{tmp_path}/a.db", AIIMPL_LOG_FORMAT="json",
+                   AIIMPL_LOG_LEVEL="INFO")
+    done = subprocess.run([sys.executable, "-m", "aiimpl_core.cli", "db", "upgrade"], env=environ,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert any(line["message"].startswith("Running upgrade") for line in lines), lines
+
+
+def test_migrating_keeps_the_apps_log_handlers_and_their_mask(tmp_path):
+    """A process that migrates and goes on (``aiimpl demo``, the test fixtures) keeps its log lines
+    in their format and masked of the known secrets."""
+    import logging
+
+    from flask_migrate import upgrade
+
+    from aiimpl_core import create_app, logs
+
+    root = logging.getLogger()
+    app = create_app({"AIIMPL_DATABASE_URL": f"sqlite:///{tmp_path}/a.db"}, load_entrypoints=False)
+    handlers = list(root.handlers)
+    assert all(logs.SECRETS in handler.filters for handler in handlers)
+    with app.app_context():
+        upgrade()
+    assert root.handlers == handlers

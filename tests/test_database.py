@@ -179,6 +179,63 @@ def test_outbox_index_migration_on_postgres(scratch_postgres):
     _check_outbox_index_migration(scratch_postgres)
 
 
+
+def _check_upgrades_at_once(url: str) -> None:
+    """Two hosts (or a web and a poller service) that each run `aiimpl db upgrade` as they start:
+    the second waits for the first and then finds nothing left to do, instead of failing halfway
+    with ``duplicate key`` or ``database is locked`` and being told to run the upgrade."""
+    env = dict(os.environ, AIIMPL_DATABASE_URL=url, AIIMPL_SECRET_KEY="k")
+    for start in ("0001", None):  # from an older schema, then from none at all
+        if start:
+            assert _upgrade(url, start).returncode == 0
+        runs = [subprocess.Popen([sys.executable, "-m", "aiimpl_core.cli", "db", "upgrade"], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(3)]
+        for run in runs:
+            _out, err = run.communicate(timeout=120)
+            assert run.returncode == 0, err
+        assert "ended_admin_sessions" in _schema(url)
+        if start:
+            assert _upgrade(url, "base", command="downgrade").returncode == 0
+
+
+def test_upgrades_at_once_on_sqlite(tmp_path):
+    _check_upgrades_at_once(f"sqlite:///{tmp_path}/x.db")
+
+
+@pytest.mark.postgres
+def test_upgrades_at_once_on_postgres(scratch_postgres):
+    _check_upgrades_at_once(scratch_postgres)
+
+
+@pytest.mark.postgres
+def test_an_upgrade_waits_for_the_one_under_way(scratch_postgres):
+    import time
+
+    from aiimpl_core.database import MIGRATION_LOCK, lock_key
+
+    engine = create_engine(scratch_postgres)
+    try:
+        with engine.connect() as held:  # another host's upgrade, under way
+            key = {"k": lock_key(MIGRATION_LOCK)}
+            held.execute(text("SELECT pg_advisory_lock(:k)"), key)
+            held.commit()
+            env = dict(os.environ, AIIMPL_DATABASE_URL=scratch_postgres, AIIMPL_SECRET_KEY="k",
+                       AIIMPL_LOG_LEVEL="INFO")
+            run = subprocess.Popen([sys.executable, "-m", "aiimpl_core.cli", "db", "upgrade"], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            time.sleep(5)
+            assert run.poll() is None
+            assert "jobs" not in _schema(scratch_postgres)
+            held.execute(text("SELECT pg_advisory_unlock(:k)"), key)
+        _out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+        assert "Another migration run is under way: waiting for it to end." in err
+        assert "jobs" in _schema(scratch_postgres)
+    finally:
+        engine.dispose()
+
+
 def test_models_match_migrations(app):
     """Autogenerate finds nothing to add: every model change has its migration."""
     from alembic.autogenerate import compare_metadata
@@ -406,6 +463,27 @@ def test_an_unsupported_database_is_refused_at_start_up_without_echoing_its_url(
     assert "Traceback" not in done.stderr and "hunter2" not in done.stderr
 
 
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql+psycopg://app:hunter2@db:5432x/aiimpl", "AIIMPL_DATABASE_URL is not a database URL"),
+    ("postgresql+psycopg2x://app:hunter2@db/aiimpl",
+     "AIIMPL_DATABASE_URL: the psycopg2x driver of postgresql is not installed"),
+    ("postgresql+psycopg_async://app:hunter2@db/aiimpl",
+     "AIIMPL_DATABASE_URL: the psycopg_async driver is asynchronous"),
+], ids=["port", "driver", "async-driver"])
+def test_a_url_whose_port_or_driver_cannot_serve_is_refused_at_start_up(tmp_path, url, shown):
+    """Refused with the rest of the configuration (gunicorn's master stops with the message, no
+    traceback), not met as a traceback when the engine is made; the password is not shown."""
+    from aiimpl_core import create_app
+    from aiimpl_core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        create_app({"AIIMPL_DATABASE_URL": url}, load_entrypoints=False)
+    assert err.value.message.startswith(shown) and "hunter2" not in err.value.message
+    done = _upgrade(url)
+    assert done.returncode == 1
+    assert shown in done.stderr and "Traceback" not in done.stderr and "hunter2" not in done.stderr
+
+
 def test_a_sqlite_without_returning_is_refused_at_start_up(monkeypatch):
     """The statements use RETURNING (SQLite 3.35): an older SQLite library is named at start-up,
     not met as a 500 at the first progress report."""
@@ -552,3 +630,20 @@ def test_a_postgresql_server_that_does_not_answer_fails_a_connection_in_seconds(
     options = app_module._engine_options(url + "?connect_timeout=3")
     assert "connect_timeout" not in options["connect_args"]
     assert app_module._engine_options(url)["connect_args"]["connect_timeout"] == 1
+
+
+def test_a_postgresql_url_without_a_driver_gets_psycopg_s_settings_when_psycopg_serves_it():
+    """SQLAlchemy 2.1 serves ``postgresql://`` with psycopg (3): its connections need the same
+    settings as ``postgresql+psycopg://`` (no prepared statements, a connect timeout, the check at
+    check-out instead of a ping)."""
+    from aiimpl_core import app as app_module
+
+    pytest.importorskip("psycopg")
+    url = "postgresql://aiimpl@db.internal/aiimpl"
+    if make_url(url).get_dialect().driver != "psycopg":
+        pytest.skip("this SQLAlchemy serves postgresql:// with another driver")
+    options = app_module._engine_options(url)
+    assert options["connect_args"] == {"prepare_threshold": None,
+                                       "connect_timeout": app_module.CONNECT_TIMEOUT}
+    assert options["pool_pre_ping"] is False
+    assert app_module._engine_options("postgresql+psycopg2://aiimpl@db.internal/aiimpl")["pool_pre_ping"]

@@ -173,3 +173,41 @@ def test_the_master_reads_the_schema_without_an_app_of_its_own(tmp_path):
     lines = [json.loads(line) for line in _output(tmp_path).splitlines() if line.strip()]
     scheduling = {d["process"] for d in lines if d["message"].startswith("in-app scheduler")}
     assert scheduling and proc.pid not in scheduling, lines
+
+
+def test_an_access_line_shows_the_path_as_sent_so_a_client_cannot_write_lines_of_its_own(capsys):
+    """``PATH_INFO`` is decoded: a ``%0A`` in the path would end the access line and start one of
+    the client's choosing (a forged ``CRITICAL`` line, say), and a UTF-8 name shows garbled."""
+    import datetime
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+
+    from aiimpl_core import gunicorn_conf
+
+    cfg = Config()
+    cfg.set("accesslog", "-")
+    cfg.set("access_log_format", gunicorn_conf.access_log_format)
+    logger = gunicorn_conf.Logger(cfg)
+    path = "/x\n2026-12-04T15:00:00.000Z CRITICAL aiimpl: forged\r/ñ%"
+    environ = {"REQUEST_METHOD": "GET", "RAW_URI": "/x", "SERVER_PROTOCOL": "HTTP/1.1",
+               "REMOTE_ADDR": "10.0.0.5", "PATH_INFO": path.encode().decode("latin-1")}
+    resp = SimpleNamespace(status="404 NOT FOUND", sent=133, headers=[])
+    logger.access(resp, SimpleNamespace(headers=[]), environ, datetime.timedelta(milliseconds=3))
+    out = capsys.readouterr().out
+    assert out == ('10.0.0.5 "GET /x%0A2026-12-04T15:00:00.000Z%20CRITICAL%20aiimpl:%20forged%0D/%C3%B1%25 '
+                   'HTTP/1.1" 404 133 3ms\n')
+    assert gunicorn_conf.logged_path("/api/jobs/7") == "/api/jobs/7"
+
+
+def test_gunicorn_logs_at_the_level_the_app_reads(monkeypatch):
+    import importlib
+
+    from aiimpl_core import gunicorn_conf
+
+    monkeypatch.setenv("AIIMPL_LOG_LEVEL", " Debug ")
+    try:
+        assert importlib.reload(gunicorn_conf).loglevel == "debug"
+    finally:
+        monkeypatch.undo()
+        importlib.reload(gunicorn_conf)

@@ -247,3 +247,21 @@ def test_the_apps_sensitive_settings_stored_secrets_and_database_password_are_ma
                                    "with [REDACTED], then [REDACTED]"]
     finally:
         logs.SECRETS.clear()
+
+
+def test_an_error_line_shows_the_path_as_sent_so_a_client_cannot_write_lines_of_its_own(app, caplog):
+    """A view that fails: its path in the log is percent-encoded (a decoded ``%0A`` would end the
+    line and start one the client wrote)."""
+    from aiimpl_core.auth import public_endpoint
+
+    @public_endpoint
+    def boom(rest: str) -> None:
+        raise RuntimeError("boom")
+
+    app.add_url_rule("/api/boom/<rest>", "boom", boom)
+    forged = "x%0A2026-12-04T00:00:00.000Z%20CRITICAL%20aiimpl_core:%20forged%C3%B1"
+    with caplog.at_level(logging.ERROR):
+        resp = app.test_client().get(f"/api/boom/{forged}")
+    assert resp.status_code == 500
+    lines = [r.getMessage() for r in caplog.records if "error on GET" in r.getMessage()]
+    assert lines == [f"unhandled error on GET /api/boom/{forged}"]

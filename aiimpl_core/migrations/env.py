@@ -1,15 +1,21 @@
 import logging
-from logging.config import fileConfig
 
 from alembic import context
 from flask import current_app
+
+from aiimpl_core.database import one_migration_at_a_time
 
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
 config = context.config
 
-# Alembic's logging config, without silencing the loggers the application already set up.
-fileConfig(config.config_file_name, disable_existing_loggers=False)
+# Alembic's progress ("Running upgrade …") at INFO, through the handlers the app set up (lines in
+# AIIMPL_LOG_FORMAT, masked of the known secrets): alembic.ini's fileConfig would replace the root
+# logger's handlers with a text one of its own, for this process's whole life. A level the host set
+# (the demo quiets Alembic) is kept.
+for _name in ('alembic', 'flask_migrate'):
+    if logging.getLogger(_name).level == logging.NOTSET:
+        logging.getLogger(_name).setLevel(logging.INFO)
 logger = logging.getLogger('alembic.env')
 
 
@@ -89,10 +95,14 @@ def run_migrations_online():
 
     connectable = get_engine()
 
-    with connectable.connect() as connection:
+    def waiting():
+        logger.info('Another migration run is under way: waiting for it to end.')
+
+    with connectable.connect() as connection, one_migration_at_a_time(connection, waiting) as options:
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),
+            **options,
             **conf_args
         )
 

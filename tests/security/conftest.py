@@ -200,8 +200,8 @@ class _Records(logging.Handler):
 def sec_logs(app: Any) -> Iterator[_Records]:
     """Every log record at DEBUG and above while the test runs.
 
-    Its own root handler rather than ``caplog``: the first test of a session migrates the
-    database, and Alembic's ``fileConfig`` replaces the root handlers (caplog's among them).
+    Its own root handler rather than ``caplog``, which sees a test's records only at the levels
+    it is set to: this one takes every record, whatever the loggers' own levels say.
     """
     handler = _Records()
     root = logging.getLogger()
