@@ -268,6 +268,24 @@ class World:
         env.update(overrides)
         return env
 
+    def git_pausing_at(self, job_id: int, arg: str, seconds: int = 60) -> tuple[str, Path]:
+        """The job's ``PATH`` with a ``git`` whose first command with the argument ``arg`` waits
+        ``seconds`` (long enough to be stopped), and the file that says it is waiting; every other
+        git command is git's own."""
+        real_git = shutil.which("git")
+        assert real_git
+        wrapped = self.tmp / f"git-pausing-at-{arg.lstrip('-')}"
+        wrapped.mkdir()
+        marker, once = wrapped / "pausing", wrapped / "paused"
+        (wrapped / "git").write_text(
+            "#!/bin/sh\n"
+            f'for arg in "$@"; do if [ "$arg" = "{arg}" ] && [ ! -e {once} ]; then '
+            f"touch {once} {marker}; sleep {seconds}; fi; done\n"
+            f'exec {real_git} "$@"\n'
+        )
+        (wrapped / "git").chmod(0o755)
+        return f"{wrapped}{os.pathsep}{self.session_env(job_id)['PATH']}", marker
+
     def start_session(
         self, job_id: int, command: tuple[str, ...] = (), **overrides: str
     ) -> subprocess.Popen[str]:

@@ -4,7 +4,6 @@ agent that commits by itself."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -46,22 +45,10 @@ def test_a_long_issue_title_still_opens_the_pull_request(world: World) -> None:
 def test_sigterm_during_the_push_saves_the_work_on_the_reserve(world: World) -> None:
     """Stopped while ``git push`` runs: the commit exists, and the push is done again on the
     session's reserve, as after a stop during the commit; the work is not lost."""
-    real_git = shutil.which("git")
-    assert real_git
-    wrapped = world.tmp / "slow-git"
-    wrapped.mkdir()
-    marker, once = world.tmp / "push-started", world.tmp / "push-slowed"
-    (wrapped / "git").write_text(
-        "#!/bin/sh\n"
-        f'for arg in "$@"; do if [ "$arg" = push ] && [ ! -e {once} ]; then '
-        f"touch {once} {marker}; sleep 60; fi; done\n"
-        f'exec {real_git} "$@"\n'
-    )
-    (wrapped / "git").chmod(0o755)
     world.mapping()
     job_id = world.dispatch()
-    proc, out = _stop_once(world, job_id, marker,
-                           PATH=f"{wrapped}{os.pathsep}{world.session_env(job_id)['PATH']}")
+    path, marker = world.git_pausing_at(job_id, "push")
+    proc, out = _stop_once(world, job_id, marker, PATH=path)
 
     assert proc.returncode == 1, out
     job = world.job(job_id)
@@ -131,31 +118,12 @@ def test_a_pull_request_github_failed_to_create_keeps_its_answer(world: World) -
     assert world.github.pull_requests("acme", "eng") == []
 
 
-def _git_pausing_at(world: World, job_id: int, arg: str) -> tuple[str, Path]:
-    """The job's ``PATH`` with a ``git`` whose first command with the argument ``arg`` waits a
-    minute (long enough to be stopped), and the file that says it is waiting; every other git
-    command is git's own."""
-    real_git = shutil.which("git")
-    assert real_git
-    wrapped = world.tmp / "pausing-git"
-    wrapped.mkdir()
-    marker, once = world.tmp / "git-pausing", world.tmp / "git-paused"
-    (wrapped / "git").write_text(
-        "#!/bin/sh\n"
-        f'for arg in "$@"; do if [ "$arg" = "{arg}" ] && [ ! -e {once} ]; then '
-        f"touch {once} {marker}; sleep 60; fi; done\n"
-        f'exec {real_git} "$@"\n'
-    )
-    (wrapped / "git").chmod(0o755)
-    return f"{wrapped}{os.pathsep}{world.session_env(job_id)['PATH']}", marker
-
-
 def test_sigterm_right_after_the_commit_saves_the_work(world: World) -> None:
     """The stop lands between the commit and the git command after it (here: while the next one
     runs): it is a stop, with the work saved, not an unexpected failure of the session."""
     world.mapping()
     job_id = world.dispatch()
-    path, marker = _git_pausing_at(world, job_id, "rev-list")  # counting the commits, after the commit
+    path, marker = world.git_pausing_at(job_id, "rev-list")  # counting the commits, after the commit
 
     proc, out = _stop_once(world, job_id, marker, PATH=path)
 
@@ -173,7 +141,7 @@ def test_sigterm_right_after_the_commit_saves_the_work(world: World) -> None:
 def test_sigterm_right_after_the_clone_is_a_stop(world: World) -> None:
     world.mapping()
     job_id = world.dispatch()
-    path, marker = _git_pausing_at(world, job_id, "checkout")  # the branch made after the clone
+    path, marker = world.git_pausing_at(job_id, "checkout")  # the branch made after the clone
 
     proc, out = _stop_once(world, job_id, marker, PATH=path)
 
@@ -190,7 +158,7 @@ def test_sigterm_before_the_reviews_diff_skips_the_review(world: World) -> None:
     with it, the review skipped as after a stop during verification."""
     world.mapping()
     job_id = world.dispatch()
-    path, marker = _git_pausing_at(world, job_id, "--stat")  # the review's diff
+    path, marker = world.git_pausing_at(job_id, "--stat")  # the review's diff
 
     proc, out = _stop_once(world, job_id, marker, PATH=path)
 

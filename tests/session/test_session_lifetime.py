@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
 import time
@@ -116,23 +114,10 @@ def test_sigterm_during_verification_skips_the_review(world: World) -> None:
 def test_sigterm_during_the_commit_saves_the_work_on_the_reserve(world: World) -> None:
     """Stopped while ``git commit`` runs: the commit is stopped with the rest, and the work is then
     committed and pushed on the session's own reserve, as after a stop during the agent's run."""
-    real_git = shutil.which("git")
-    assert real_git
-    wrapped = world.tmp / "slow-git"
-    wrapped.mkdir()
-    marker, once = world.tmp / "commit-started", world.tmp / "commit-slowed"
-    # the first `git commit` waits (long enough to be stopped); every other git command is git's own
-    (wrapped / "git").write_text(
-        "#!/bin/sh\n"
-        f'for arg in "$@"; do if [ "$arg" = commit ] && [ ! -e {once} ]; then '
-        f"touch {once} {marker}; sleep 60; fi; done\n"
-        f'exec {real_git} "$@"\n'
-    )
-    (wrapped / "git").chmod(0o755)
     world.mapping()
     job_id = world.dispatch()
-    proc, out = _stop_once(world, job_id, marker,
-                           PATH=f"{wrapped}{os.pathsep}{world.session_env(job_id)['PATH']}")
+    path, marker = world.git_pausing_at(job_id, "commit")
+    proc, out = _stop_once(world, job_id, marker, PATH=path)
 
     assert proc.returncode == 1, out
     job = world.job(job_id)
@@ -149,22 +134,12 @@ def test_saving_the_work_leaves_the_result_time_before_the_budgets_end(world: Wo
     """A push that hangs while the work is saved at the budget's end is given up in time for the
     result to be reported before the runner stops the machine (it was given 90 s, whatever the
     budget)."""
-    real_git = shutil.which("git")
-    assert real_git
-    wrapped = world.tmp / "hanging-push"
-    wrapped.mkdir()
-    (wrapped / "git").write_text(
-        "#!/bin/sh\n"
-        'for arg in "$@"; do if [ "$arg" = push ]; then sleep 300; fi; done\n'
-        f'exec {real_git} "$@"\n'
-    )
-    (wrapped / "git").chmod(0o755)
     world.mapping(FAKE_AGENT_MODE="hang")
     job_id = world.dispatch()
+    path, _ = world.git_pausing_at(job_id, "push", seconds=300)  # the push that saves the work
 
     started = time.monotonic()
-    code, out = world.run_session(job_id, timeout=150, AIIMPL_LIFETIME_SECONDS="20",
-                                  PATH=f"{wrapped}{os.pathsep}{world.session_env(job_id)['PATH']}")
+    code, out = world.run_session(job_id, timeout=150, AIIMPL_LIFETIME_SECONDS="20", PATH=path)
     elapsed = time.monotonic() - started
 
     assert code == 1, out
