@@ -8,7 +8,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
-from urllib.parse import quote
 
 from gunicorn import glogging
 
@@ -64,7 +63,7 @@ class Logger(glogging.Logger):
     """gunicorn's logger, with its error and access lines in the format of ``AIIMPL_LOG_FORMAT``
     when that is ``json`` (gunicorn's own text lines otherwise), its error lines masked of the
     known secrets (:data:`aiimpl_core.logs.SECRETS`), and the path of an access line as it was sent
-    (:func:`logged_path`)."""
+    (:func:`aiimpl_core.logs.logged_path`)."""
 
     def setup(self, cfg) -> None:  # noqa: ANN001
         super().setup(cfg)
@@ -77,19 +76,8 @@ class Logger(glogging.Logger):
 
     def atoms(self, resp, req, environ, request_time) -> dict:  # noqa: ANN001
         atoms = super().atoms(resp, req, environ, request_time)
-        atoms["U"] = logged_path(environ.get("PATH_INFO") or "")
+        atoms["U"] = _logs.logged_path(environ.get("PATH_INFO") or "")
         return atoms
-
-
-def logged_path(path_info: str) -> str:
-    """The request's path as an access line shows it: percent-encoded as on the wire. ``PATH_INFO``
-    is decoded (a ``%0A`` in it would end the line and start one the client wrote) and its bytes
-    are Latin-1 characters (a UTF-8 name would show garbled)."""
-    try:
-        raw = path_info.encode("latin-1")  # PEP 3333: the bytes received, one character each
-    except UnicodeEncodeError:
-        raw = path_info.encode()
-    return quote(raw, safe="/:@!$&'()*+,;=")
 
 
 logger_class = Logger

@@ -19,6 +19,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from .session.redact import MIN_LENGTH, Redactor
 
@@ -201,3 +202,14 @@ def from_environ(default_level: str, environ: Mapping[str, str] | None = None) -
             return default
 
     return read("AIIMPL_LOG_LEVEL", default_level), read("AIIMPL_LOG_FORMAT", "text")
+
+
+def logged_path(path_info: str) -> str:
+    """A request's path as a log line shows it (access and error lines alike): percent-encoded as
+    on the wire. ``PATH_INFO`` is decoded (a ``%0A`` in it would end the line and start one the
+    client wrote) and its bytes are Latin-1 characters (a UTF-8 name would show garbled)."""
+    try:
+        raw = path_info.encode("latin-1")  # PEP 3333: the bytes received, one character each
+    except UnicodeEncodeError:
+        raw = path_info.encode()
+    return quote(raw, safe="/:@!$&'()*+,;=")

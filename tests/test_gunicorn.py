@@ -12,6 +12,8 @@ import urllib.request
 
 import pytest
 
+from aiimpl_core import logs
+
 pytest.importorskip("gunicorn")
 
 
@@ -197,7 +199,7 @@ def test_an_access_line_shows_the_path_as_sent_so_a_client_cannot_write_lines_of
     out = capsys.readouterr().out
     assert out == ('10.0.0.5 "GET /x%0A2026-12-04T15:00:00.000Z%20CRITICAL%20aiimpl:%20forged%0D/%C3%B1%25 '
                    'HTTP/1.1" 404 133 3ms\n')
-    assert gunicorn_conf.logged_path("/api/jobs/7") == "/api/jobs/7"
+    assert logs.logged_path("/api/jobs/7") == "/api/jobs/7"
 
 
 def test_gunicorn_logs_at_the_level_the_app_reads(monkeypatch):

@@ -1,12 +1,11 @@
 """The HTTP API: blueprints, the admin guard and the error handlers."""
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from flask import Flask, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
+from .. import logs
 from ..auth import admin, needs_admin_session
 from ..database import failure_reason
 from ..errors import AiimplError
@@ -123,14 +122,12 @@ def _install_error_handlers(app: Flask) -> None:
             # the database is down, restarting or behind this code's schema: one line with what it
             # said (no second call to it: it may be unreachable), never a driver's traceback or a
             # statement's parameters
-            app.logger.error("database error on %s %s: %s", request.method, _logged(request.path),
-                             failure_reason(exc))
+            app.logger.error("database error on %s %s: %s", request.method, _path(), failure_reason(exc))
             return jsonify(error="Internal server error"), 500
-        app.logger.exception("unhandled error on %s %s", request.method, _logged(request.path))
+        app.logger.exception("unhandled error on %s %s", request.method, _path())
         return jsonify(error="Internal server error"), 500
 
 
-def _logged(path: str) -> str:
-    """A request's path as a log line shows it: percent-encoded, as it was sent (the decoded path
-    may hold a line break, with which a client would write a log line of its own)."""
-    return quote(path, safe="/:@!$&'()*+,;=")
+def _path() -> str:
+    """The request's path for a log line (:func:`aiimpl_core.logs.logged_path`)."""
+    return logs.logged_path(request.environ.get("PATH_INFO", ""))
