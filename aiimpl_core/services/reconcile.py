@@ -294,8 +294,7 @@ def _end_unasked(job: Job, *, now: datetime, limits: _Limits, report: ReconcileR
 def _unasked_due(job: Job, now: datetime, limits: _Limits) -> TimeoutReason | None:
     """How :func:`_end_unasked` ends the job now, or ``None`` while it waits."""
     if job.run_id or job.status == JobStatus.RUNNING.value:
-        started = job.running_at or _since_dispatch(job)
-        return limits.lifetime_reason if started + limits.lifetime + OVERRUN_GRACE <= now else None
+        return limits.lifetime_reason if _overrun_due(job, now, limits.lifetime) else None
     return TimeoutReason.RUN_NOT_FOUND if _since_dispatch(job) + limits.window <= now else None
 
 
@@ -402,8 +401,17 @@ def _overran(job: Job, state: RunState | None, now: datetime, lifetime: int) -> 
             return False  # never linked: ended run_not_found by _omitted_too_long
     elif state.phase not in (RunPhase.RUNNING, RunPhase.PENDING):
         return False
-    started = job.running_at or _since_dispatch(job)
-    return started + timedelta(seconds=lifetime) + OVERRUN_GRACE <= now
+    return _overrun_due(job, now, timedelta(seconds=lifetime))
+
+
+def _session_start(job: Job) -> datetime:
+    """When the job's session began: its first report, else the dispatch."""
+    return job.running_at or _since_dispatch(job)
+
+
+def _overrun_due(job: Job, now: datetime, lifetime: timedelta) -> bool:
+    """Whether the session is :data:`OVERRUN_GRACE` past its lifetime at ``now``."""
+    return _session_start(job) + lifetime + OVERRUN_GRACE <= now
 
 
 def _stop_overrun(job: Job, run: InFlightRun, backend: Any, report: ReconcileReport) -> None:
@@ -557,8 +565,7 @@ def _run_gone(job: Job, *, now: datetime, limits: _Limits, report: ReconcileRepo
     the session exceeded its lifetime whatever removed it, and a backend that enforces lifetimes
     removes such sessions itself.
     """
-    started = job.running_at or _since_dispatch(job)
-    if started + limits.lifetime <= now:
+    if _session_start(job) + limits.lifetime <= now:
         seconds = int(limits.lifetime.total_seconds())
         note = f"run {job.run_id} is no longer found; its session's lifetime of {seconds} s has passed"
         outcome = Outcome(
