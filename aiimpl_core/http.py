@@ -216,8 +216,13 @@ def remote_message(resp: requests.Response) -> str:
 _HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 
+def media_type(resp: requests.Response) -> str:
+    """The answer's media type, without its parameters (``text/html`` of ``text/html; charset=utf-8``)."""
+    return (resp.headers.get("Content-Type") or "").split(";", 1)[0].strip()
+
+
 def _is_html(resp: requests.Response, text: str) -> bool:
-    media = (resp.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+    media = media_type(resp).lower()
     if media in ("text/html", "application/xhtml+xml"):
         return True
     return text[:15].lower().startswith(("<!doctype html", "<html"))

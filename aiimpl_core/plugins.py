@@ -218,7 +218,7 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, rec: PluginRe
     for hookimpl in hookcallers:
         if hookimpl.spec is None:
             pm.unregister(plugin)
-            rec.error = f"unknown hook {hookimpl.name!r}{_did_you_mean(pm, hookimpl.name)}"
+            rec.error = f"unknown hook {hookimpl.name!r}{_did_you_mean(hookimpl.name)}"
             log.debug("%s rejected: %s", rec.who, rec.error)
             return
     unmarked = _unmarked_hooks(pm, plugin)
@@ -232,7 +232,7 @@ def _one_line(text: str) -> str:
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def _did_you_mean(pm: pluggy.PluginManager, hook_name: str) -> str:
+def _did_you_mean(hook_name: str) -> str:
     """`` (did you mean aiimpl_…?)`` when a hook of the project is named nearly so, else ``""``."""
     known = [name for name in dir(hookspecs) if name.startswith(f"{PROJECT}_")]
     close = difflib.get_close_matches(hook_name, known, n=1)

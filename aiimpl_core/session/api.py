@@ -25,7 +25,7 @@ from typing import Any
 import requests
 
 from ..errors import ProviderError
-from ..http import RETRY_STATUSES, HttpClient
+from ..http import RETRY_STATUSES, HttpClient, media_type
 from .redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ REPORT_MAX_WAIT = 5.0
 
 def describe_answer(resp: requests.Response) -> str:
     """``HTTP 200, text/html``: what an answer was, never its body (which may hold a token)."""
-    media = (resp.headers.get("Content-Type") or "").split(";", 1)[0].strip()[:100]
+    media = media_type(resp)[:100]
     return f"HTTP {resp.status_code}, {media or 'no content type'}"
 
 
