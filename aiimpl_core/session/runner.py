@@ -231,6 +231,16 @@ class Session:
         if kind:
             raise Failure(self._interruption(kind, during), kind=kind)
 
+    def _interrupted_saving_work(self, during: str) -> Failure | None:
+        """When the session was stopped or ran out of time during ``during`` (a git command of the
+        commit or the push): the work is saved on the reserve, and the failure says where it is."""
+        kind = self._interrupted()
+        if not kind:
+            return None
+        where = self._save_work(f"{during} was interrupted")
+        what = self._interruption(kind, during)
+        return Failure(self.redactor.text(f"{what}. {where}".strip()), kind=kind)
+
     def _stopped(self, result: procs.ProcessResult, during: str) -> None:
         kind = {"signal": "stopped", "deadline": "timed_out"}.get(result.stopped or "")
         if kind:
@@ -511,13 +521,11 @@ class Session:
             except RefusedChanges as exc:
                 raise Failure(exc.output, excerpt=exc.output) from None
             except GitError as exc:
-                kind = self._interrupted()
-                if kind:
-                    # stopped, or out of time, while committing (or right after it, between git's
-                    # commands): the work is saved on the reserve
-                    where = self._save_work("the commit was interrupted")
-                    what = self._interruption(kind, "the commit")
-                    raise Failure(self.redactor.text(f"{what}. {where}".strip()), kind=kind) from None
+                # stopped, or out of time, while committing (or right after it, between git's
+                # commands)
+                interrupted = self._interrupted_saving_work("the commit")
+                if interrupted:
+                    raise interrupted from None
                 raise Failure(self.redactor.text(str(exc)), excerpt=self._excerpt(exc.output)) from None
             if not has_work:
                 if cfg.phase is Phase.GAP_ANALYSIS:
@@ -538,13 +546,11 @@ class Session:
                 self.git.push(self.push_branch)
             except GitError as exc:
                 self._learn_tokens()
-                kind = self._interrupted()
-                if kind:
-                    # stopped, or out of time, while pushing: the commit is there, and is pushed
-                    # again on the reserve rather than lost with the machine
-                    where = self._save_work("the push was interrupted")
-                    what = self._interruption(kind, "the push")
-                    raise Failure(self.redactor.text(f"{what}. {where}".strip()), kind=kind) from None
+                # stopped, or out of time, while pushing: the commit is there, and is pushed again
+                # on the reserve rather than lost with the machine
+                interrupted = self._interrupted_saving_work("the push")
+                if interrupted:
+                    raise interrupted from None
                 raise Failure(
                     self.redactor.text(f"git push failed (exit {exc.code}): {procs.tail(exc.output, 800)}"),
                     excerpt=self._excerpt(exc.output),
