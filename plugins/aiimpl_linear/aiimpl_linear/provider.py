@@ -62,13 +62,13 @@ def _nodes(connection: Any) -> list[dict[str, Any]]:
     return []
 
 
-def _comment(node: dict[str, Any], body: str) -> Comment:
+def _comment(node: dict[str, Any], body: str = "") -> Comment:
     """A :class:`Comment` from a comment node (``body``: the text sent, should Linear echo none)."""
     return Comment(
         body=str(node.get("body") or body),
         author=(node.get("user") or {}).get("name"),
         created_at=_parse_time(node.get("createdAt")),
-        id=str(node["id"]),
+        id=str(node["id"]) if node.get("id") else None,
     )
 
 
@@ -236,12 +236,7 @@ class LinearProvider(TicketingProvider):
         comments: tuple[Comment, ...] = ()
         if with_comments:
             comments = tuple(
-                Comment(
-                    body=str(c.get("body") or ""),
-                    author=(c.get("user") or {}).get("name"),
-                    created_at=_parse_time(c.get("createdAt")),
-                    id=c.get("id"),
-                )
+                _comment(c)
                 # oldest first, as a conversation reads (and the agent's context shows it)
                 for c in sorted(_nodes(node.get("comments")), key=lambda c: str(c.get("createdAt") or ""))
             )
