@@ -170,7 +170,8 @@ class TicketingProvider(Provider):
 
         :param ref: the comment's identity, the same on every try and unique to this install (a
             UUID of version 4's shape).
-        :param retry: whether an earlier try failed (it may have been stored all the same).
+        :param retry: whether it was tried before (a try failed, its sender stopped mid-try, or an
+            operator re-queued it after it was given up on): it may have been stored all the same.
 
         The default posts it with :meth:`post_comment`: a lost answer then means a second copy.
         """

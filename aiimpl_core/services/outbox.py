@@ -45,6 +45,9 @@ REFUSED_STATUSES = frozenset({400, 404, 410, 422})
 #: about 16 hours, during which the issue's later comments wait); the first retries still cover a
 #: tracker that answered wrongly once
 MAX_ATTEMPTS_REFUSED = 3
+#: the last error of an item taken again after its sender's lease ran out (the sender stopped, or
+#: took longer than the lease, before recording whether the tracker took it)
+LEASE_RAN_OUT = "its sender stopped before recording an outcome (lease ran out); taken again"
 
 
 def _backoff(attempts: int, retry_after: float | None) -> timedelta:
@@ -81,9 +84,10 @@ class Claimed:
     #: the end of the lease this sender took it with: its claim, which the failure it records
     #: compares against (``None``: an item queued taken, see :func:`send_claimed`)
     lease_until: datetime | None = None
-    #: failed tries recorded before this one: a comment tried before may have been stored by the
-    #: tracker although its answer was lost (see :func:`comment_ref`)
-    attempts: int = 0
+    #: whether it was tried before: a try failed, or its sender stopped before recording an
+    #: outcome (its lease ran out); a comment tried before may have been stored by the tracker
+    #: although its answer was lost (see :func:`comment_ref`)
+    tried: bool = False
 
 
 def comment_ref(item_id: int) -> str:
@@ -214,7 +218,16 @@ def _claim_many(item_ids: list[int], now: datetime) -> dict[int, Claimed]:
             or_(OutboxItem.state == "pending", OutboxItem.state == "sending"),
             OutboxItem.next_attempt_at <= now,
         )
-        .values(state="sending", next_attempt_at=lease_until)
+        .values(
+            state="sending",
+            next_attempt_at=lease_until,
+            # taken again from a sender whose lease ran out: it stopped mid-try, so the item was
+            # tried (an operator sees why it went out late)
+            last_error=case(
+                (OutboxItem.state == "sending", literal(LEASE_RAN_OUT, OutboxItem.last_error.type)),
+                else_=OutboxItem.last_error,
+            ),
+        )
         .returning(
             OutboxItem.id,
             OutboxItem.op,
@@ -223,13 +236,14 @@ def _claim_many(item_ids: list[int], now: datetime) -> dict[int, Claimed]:
             OutboxItem.body,
             OutboxItem.stage,
             OutboxItem.attempts,
+            OutboxItem.last_error,
         ),
         execution_options={"synchronize_session": False},
     ).all()
     db.session.commit()
     return {
         row.id: Claimed(row.id, row.op, row.provider, row.issue_key, row.body, row.stage,
-                        lease_until=lease_until, attempts=row.attempts)
+                        lease_until=lease_until, tried=row.attempts > 0 or row.last_error is not None)
         for row in rows
     }
 
@@ -426,7 +440,7 @@ def _send(facade, item: Claimed) -> None:  # noqa: ANN001
     tracker = facade.ticketing(item.provider)
     if item.op == "comment":
         comment = tracker.post_comment_once(
-            item.issue_key, item.body or "", ref=comment_ref(item.id), retry=item.attempts > 0
+            item.issue_key, item.body or "", ref=comment_ref(item.id), retry=item.tried
         )
         item.remote_id = comment.id
     elif item.op == "stage":

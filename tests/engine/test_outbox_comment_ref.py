@@ -9,7 +9,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
+from aiimpl_core.api import admin_outbox
 from aiimpl_core.errors import ProviderError
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import OutboxItem, utcnow
@@ -80,3 +82,42 @@ def test_a_tracker_that_names_no_comment_posts_it_with_post_comment(app, tracker
     _queue("plain")
     outbox.deliver(issue_keys=["ENG-1"], now=utcnow())
     assert tracker.comments["ENG-1"] == ["plain"]
+
+
+def test_a_comment_whose_sender_died_mid_post_is_looked_for_before_it_is_posted_again(app, tracker, tries,
+                                                                                     monkeypatch):
+    """The sender stops after the tracker stored the comment and before it recorded anything (a
+    worker killed at its timeout: ``SystemExit``): the item stays ``sending`` until its lease runs
+    out, and the next sender is told the comment may be stored already."""
+    post_once = tracker.provider_class.post_comment_once
+
+    def killed_after_posting(self: Any, key: str, body: str, *, ref: str, retry: bool) -> Any:
+        comment = post_once(self, key, body, ref=ref, retry=retry)
+        if not retry:
+            raise SystemExit(1)
+        return comment
+
+    monkeypatch.setattr(tracker.provider_class, "post_comment_once", killed_after_posting)
+    item_id, = _queue("killed")
+    start = utcnow()
+    with pytest.raises(SystemExit):
+        outbox.deliver(issue_keys=["ENG-1"], now=start)
+    db.session.rollback()
+    outbox.deliver(issue_keys=["ENG-1"], now=start + outbox.LEASE - timedelta(seconds=1))  # still held
+    outbox.deliver(issue_keys=["ENG-1"], now=start + outbox.LEASE + timedelta(seconds=1))
+
+    assert [(body, retry) for body, _, retry in tries] == [("killed", False), ("killed", True)]
+    assert tracker.comments["ENG-1"] == ["killed"]
+    item, = outbox_of("ENG-1")
+    assert item.state == "done" and "lease ran out" in (item.last_error or "")
+
+
+def test_a_dead_comment_put_back_in_the_queue_is_still_a_retry(app, tracker, tries):
+    """Re-queuing resets the attempts, not what they say: the comment may have been stored."""
+    item_id, = _queue("lost")
+    db.session.execute(update(OutboxItem).where(OutboxItem.id == item_id)
+                       .values(state="dead", attempts=25, last_error="fake-tracker: read timed out"))
+    db.session.commit()
+    assert admin_outbox._requeue(item_id, utcnow())
+    outbox.deliver(issue_keys=["ENG-1"], now=utcnow() + timedelta(seconds=1))
+    assert [(body, retry) for body, _, retry in tries] == [("lost", True)]

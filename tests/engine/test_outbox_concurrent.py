@@ -286,7 +286,8 @@ def test_a_failure_after_the_lease_ran_out_leaves_what_the_next_sender_recorded(
         in_c1.open()
         assert race.join("poller") == _counts(failed=1)
     [c1] = _items("ENG-1")
-    assert (c1.state, c1.attempts, c1.last_error) == ("done", 0, None)  # not set back to pending
+    # not set back to pending; why it was taken again is kept
+    assert (c1.state, c1.attempts, c1.last_error) == ("done", 0, outbox.LEASE_RAN_OUT)
     assert any(f"outbox item {c1.id} (comment ENG-1) failed after its lease ran out, not recorded"
                in r.getMessage() for r in caplog.records)
 
