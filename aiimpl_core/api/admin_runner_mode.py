@@ -12,7 +12,7 @@ from flask import Blueprint, jsonify
 
 from ..schemas import admin as schemas
 from ..schemas.common import ApiError, read_json
-from ..services import settings
+from ..services import settings, shadow
 
 bp = Blueprint("admin_runner_mode", __name__)
 
@@ -48,6 +48,10 @@ def set_runner_mode():  # noqa: ANN201
     ---
     post:
       summary: Save the global runner mode (default, gha, fly, local, shadow)
+      description: >-
+        Outside shadow mode, what shadow jobs held is given back: shadow jobs still in flight end
+        timed_out / run_not_found, and the issues shadow mode dispatched that still carry their
+        trigger are dispatched for real by the next cycle.
       tags: [runner-mode]
       requestBody:
         required: true
@@ -75,6 +79,7 @@ def set_runner_mode():  # noqa: ANN201
     """
     data = schemas.load(schemas.RunnerModeRequestSchema(), read_json(), schemas.RUNNER_MODE_INVALID)
     settings.put(settings.RUNNER_MODE_KEY, data["mode"])
+    shadow.leave()  # (out of shadow mode: the issues it dispatched are dispatched for real)
     if settings.env_runner_mode() is not None:
         raise ApiError(409, schemas.RUNNER_MODE_ENV_SET)
     return jsonify(_state())

@@ -252,7 +252,18 @@ class Poller:
             db.session.remove()
 
     def run_forever(self, on_cycle: Any = None) -> None:
-        """Run cycles until stopped; a failing cycle is logged and the loop goes on."""
+        """Run cycles until stopped; a failing cycle is logged and the loop goes on.
+
+        First, outside shadow mode, what shadow jobs held is given back (:func:`.shadow.leave`): a
+        ``RUNNER_MODE=shadow`` taken out of the environment takes effect at a restart."""
+        from . import shadow
+
+        try:
+            shadow.leave()
+        except Exception:  # noqa: BLE001 - the reconciler gives back what shadow jobs in flight hold
+            log.exception("giving back what shadow jobs held failed")
+        finally:
+            db.session.remove()
         while not self._stop.is_set():
             try:
                 report = self.run_once()

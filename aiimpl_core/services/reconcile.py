@@ -28,7 +28,8 @@ left out of the backend's answer         left as it is (the backend could not lo
                                          (implementation) or ``session_failed``
 still ``unknown`` (crash between the     ``timed_out`` / ``run_not_found``
 claim and the backend call)
-shadow job (no runner was started)       ``timed_out`` / ``run_not_found``
+shadow job (no runner was started)       ``timed_out`` / ``run_not_found``; at once
+                                         outside shadow mode (:mod:`.shadow`)
 mapping deleted or backend no longer     never linked: ``timed_out`` / ``run_not_found``;
 installed (nobody to ask)                linked or running: left to report its result,
                                          then, 10 minutes past its lifetime,
@@ -76,7 +77,7 @@ from ..types import (
     RunState,
     TimeoutReason,
 )
-from . import poller, redaction
+from . import poller, redaction, settings, shadow
 from .jobs import discard_events_after, queued_events, transition
 from .outcomes import Outcome, end_job
 
@@ -189,6 +190,13 @@ def reconcile(
     jobs = db.session.scalars(
         select(Job).where(Job.status.in_([s.value for s in ACTIVE_STATUSES])).order_by(Job.id)
     ).all()
+    if any(job.shadow for job in jobs) and settings.effective_runner_mode() != shadow.SHADOW:
+        # shadow jobs in flight outside shadow mode: claimed by a poller that read the mode just
+        # before it changed, or left by a mode change no poll loop start has seen
+        for job_id in shadow.leave(now).ended:
+            report.ended += 1
+            report.endings[job_id] = f"{JobStatus.TIMED_OUT.value}/{TimeoutReason.RUN_NOT_FOUND.value}"
+        jobs = [job for job in jobs if not job.shadow]
     by_backend: dict[str, list[Job]] = defaultdict(list)
     # (a backend no longer installed: the reason a result reporting a timeout gets, a machine's)
     unasked = _Limits(window, timedelta(seconds=lifetime), TimeoutReason.MACHINE_TIMEOUT)

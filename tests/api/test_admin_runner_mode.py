@@ -79,3 +79,27 @@ def test_every_mode_is_saved(client, admin_headers, mode) -> None:
     assert resp.status_code == 200
     assert resp.get_json() == {"mode": mode, "effective": mode, "envOverride": None}
     assert client.get("/api/runner-mode", headers=admin_headers).get_json()["mode"] == mode
+
+
+def test_leaving_shadow_mode_dispatches_for_real_what_it_dispatched(client, admin_headers, adm_tracker,
+                                                                     adm_runner, adm_mapping) -> None:
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import Job
+    from aiimpl_core.services.dispatch import run_cycle
+
+    def jobs() -> list[tuple[bool, str]]:
+        db.session.expire_all()
+        return [(j.shadow, j.status) for j in db.session.scalars(db.select(Job).order_by(Job.id))]
+
+    adm_mapping("ENG")
+    assert post(client, admin_headers, {"mode": "shadow"}).status_code == 200
+    run_cycle()
+    assert jobs() == [(True, "dispatched")] and adm_runner.runs == {}
+    assert post(client, admin_headers, {"mode": "shadow"}).status_code == 200  # (saved again: kept)
+    assert jobs() == [(True, "dispatched")]
+
+    assert post(client, admin_headers, {"mode": "default"}).status_code == 200
+    assert jobs() == [(True, "timed_out")]
+    run_cycle()
+    assert jobs() == [(True, "timed_out"), (False, "dispatched")]
+    assert [run.request.issue_key for run in adm_runner.runs.values()] == ["ENG-1"]
