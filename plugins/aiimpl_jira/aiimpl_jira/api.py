@@ -219,11 +219,13 @@ def _secret_matches(secret: str, raw_body: bytes) -> bool:
     given = request.args.get("secret") or request.headers.get(WEBHOOK_SECRET_HEADER)
     if given is not None and hmac.compare_digest(given.encode(), expected):
         return True
-    signature = request.headers.get("X-Hub-Signature", "")
-    if signature.startswith("sha256="):
-        digest = hmac.new(expected, raw_body, hashlib.sha256).hexdigest()
-        return hmac.compare_digest(signature[len("sha256=") :].encode(), digest.encode())
-    return False
+    # ``<method>=<hex digest>`` (WebSub): the same digest whatever the case of its hex digits,
+    # compared as bytes (a header may carry any character; compare_digest refuses non-ASCII str)
+    method, _, given_digest = request.headers.get("X-Hub-Signature", "").strip().partition("=")
+    if method.lower() != "sha256":
+        return False
+    digest = hmac.new(expected, raw_body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(given_digest.strip().lower().encode("utf-8", "replace"), digest.encode())
 
 
 def _run_cycle(issue_key: str) -> CycleReport:

@@ -293,6 +293,31 @@ def test_webhook_hmac_signature(client: Any, jira: FakeJira, cycles: list) -> No
     assert resp.status_code == 200 and cycles == [("jira", ["ENG-1"])]
 
 
+@pytest.mark.parametrize("spell", [str.upper, lambda value: f" {value} "])
+def test_webhook_hmac_signature_in_any_hex_case(
+    client: Any, jira: FakeJira, cycles: list, spell: Any
+) -> None:
+    # the same digest whatever the case of its hex digits, or the blanks a proxy leaves around it
+    body = json.dumps(_event()).encode()
+    digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    resp = client.post(
+        "/api/jira/webhook",
+        data=body,
+        content_type="application/json",
+        headers={"X-Hub-Signature": spell("sha256=" + digest)},
+    )
+    assert resp.status_code == 200 and cycles == [("jira", ["ENG-1"])]
+
+
+@pytest.mark.parametrize("header", ["sha256=\u00e9", "sha1=" + "0" * 40, "sha256", "=" * 71])
+def test_webhook_refuses_a_malformed_signature(
+    client: Any, jira: FakeJira, cycles: list, header: str
+) -> None:
+    resp = client.post("/api/jira/webhook", json=_event(), headers={"X-Hub-Signature": header})
+    assert resp.status_code == 401 and resp.get_json() == {"error": "Invalid signature"}
+    assert cycles == []
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

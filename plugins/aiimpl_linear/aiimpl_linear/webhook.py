@@ -178,13 +178,27 @@ def make_blueprint() -> Blueprint:
             # failure here is logged and acknowledged rather than bounced back.
             log.warning("Linear webhook: dispatch cycle for %s failed: %s", identifier, exc.message)
             return jsonify(ok=True, issue=identifier, dispatched=False, reason=CHECK_FAILED), 200
-        return jsonify(ok=True, issue=identifier, **outcome(report, identifier)), 200
+        current = reported_as(report, identifier)
+        return jsonify(ok=True, issue=current, **outcome(report, current)), 200
 
     return bp
 
 
 #: the answer's ``reason`` when the check could not run to its end (the log says why)
 CHECK_FAILED = "dispatch check failed; the next poll cycle retries"
+
+
+def reported_as(report: CycleReport, identifier: str) -> str:
+    """The identifier the check reported the issue under.
+
+    Usually the one the delivery named. An issue moved to another team since the delivery was sent
+    is read through its previous identifier and reported under its new one: the check was asked
+    about this one issue only, so the single key the report names is it.
+    """
+    keys = {entry.issue_key for entry in report.dispatched} | set(report.blocked) | set(report.skipped)
+    if identifier in keys or len(keys) != 1:
+        return identifier
+    return next(iter(keys))
 
 
 def outcome(report: CycleReport, identifier: str) -> dict[str, Any]:

@@ -276,3 +276,26 @@ def test_a_launch_the_backend_refused_is_answered_with_the_failed_job(
     assert resp.status_code == 200
     assert resp.get_json() == {
         "ok": True, "issue": key, "dispatched": True, "jobId": job.id, "status": "failed"}
+
+
+def test_an_issue_moved_to_another_team_is_answered_under_its_new_identifier(
+    client, fake, monkeypatch, caplog
+) -> None:
+    # The delivery names ENG-1; by the time the check reads it the issue has moved to OPS (Linear
+    # resolves a previous identifier), so the core reports it under its identifier now.
+    key = fake.add_issue("ENG", labels=["AI-Implement"])["identifier"]
+    asked: list[list[str]] = []
+
+    def run_cycle(keys: list[str]) -> CycleReport:
+        asked.append(list(keys))
+        report = CycleReport(started_at=utcnow())
+        report.dispatched = [Dispatched("OPS-3", 7, "implementation", "github-actions", False)]
+        return report
+
+    monkeypatch.setattr(webhook, "run_cycle", run_cycle)
+    resp = deliver(client, fake, fake.issue_webhook_payload(key))
+    assert asked == [[key]]
+    assert resp.status_code == 200
+    assert resp.get_json() == {
+        "ok": True, "issue": "OPS-3", "dispatched": True, "jobId": 7, "status": "unknown"}
+    assert "did not run to its end" not in caplog.text
