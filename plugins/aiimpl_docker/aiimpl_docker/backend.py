@@ -295,12 +295,25 @@ class LocalDockerBackend(RunnerBackend):
                 "starting the session container", lambda: self.docker().containers.run(**options)
             )
         except ProviderError as exc:
+            self._discard(options["name"], request.job_id)
             text = redact(exc.message, {**request.env, SECRET_NAMES_VAR: ",".join(request.secret_names)})
             raise DispatchError(
                 text, provider=self.id, status=exc.status, retry_after=exc.retry_after
             ) from None
         self.log.info("job %s: started container %s", request.job_id, container.id[:12])
         return DispatchResult(run_id=container.id, linked=True)
+
+    def _discard(self, name: str, job_id: int) -> None:
+        """Remove the container a failed dispatch created but could not start (an entrypoint
+        missing from the image, a bad mount, a network the engine does not know): it holds the
+        session's environment, secrets included, and the sweep would leave a container that never
+        ran until the lifetime has passed. Best effort: none was created when the image is missing."""
+        try:
+            if self._remove(name):
+                self.log.info("job %s: removed container %s, which did not start", job_id, name)
+        except ProviderError as exc:
+            self.log.warning("job %s: removing container %s, which did not start, failed: %s",
+                             job_id, name, exc.message)
 
     # -- reconcile --
 

@@ -244,6 +244,15 @@ def test_a_missing_image_is_a_dispatch_error(make_backend: Any) -> None:
     assert "no-such-image" in info.value.message and SECRET not in info.value.message
 
 
+def test_a_container_that_cannot_start_is_not_left_behind(make_backend: Any) -> None:
+    # the engine creates the container, then refuses to start its entrypoint: the container, which
+    # holds the session's secrets, goes too (no_leftovers fails the test otherwise)
+    backend = make_backend("/no/such/entrypoint")
+    with pytest.raises(DispatchError) as info:
+        backend.dispatch(request_for(21))
+    assert "/no/such/entrypoint" in info.value.message and SECRET not in info.value.message
+
+
 def test_unreachable_engine_is_a_dispatch_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     backend = LocalDockerBackend(make_context(docker_config()))

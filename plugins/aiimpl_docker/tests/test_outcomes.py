@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from aiimpl_core.errors import DispatchError
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job, Mapping, utcnow
 from aiimpl_core.services.dispatch import run_cycle
@@ -352,3 +353,33 @@ def test_the_posted_excerpt_is_masked_of_encoded_secrets(
     assert "fatal: unable to access" in posted
     for form in (TEAM_SECRET, encoded, basic):
         assert form not in posted and form not in (job.log_excerpt or ""), form
+
+
+def test_a_container_that_does_not_start_is_removed_with_its_secrets(
+    backend: LocalDockerBackend, fake_engine: FakeEngine
+) -> None:
+    secret = "team-secret-value-0d4e"
+    fake_engine.fail_next("POST", "/start", 500, "OCI runtime create failed: exec: no such file or directory")
+    req = sample_dispatch_request(
+        9,
+        mapping=sample_mapping(),
+        env={"AIIMPL_JOB_ID": "9", "TEAM_TOKEN": secret, "AIIMPL_SECRET_NAMES": "TEAM_TOKEN"},
+        secret_names=frozenset({"TEAM_TOKEN"}),
+    )
+    with pytest.raises(DispatchError) as info:
+        backend.dispatch(req)
+    assert info.value.status == 500 and "no such file" in info.value.message
+    # the created container held the session's environment: nothing of it is left on the engine
+    assert fake_engine.containers == {}
+    assert len(fake_engine.calls("DELETE")) == 1
+
+
+def test_a_missing_image_leaves_nothing_to_remove(
+    backend: LocalDockerBackend, fake_engine: FakeEngine
+) -> None:
+    fake_engine.fail_next("POST", "/containers/create", 404, f"No such image: {IMAGE}")
+    fake_engine.fail_next("POST", "/images/create", 404, f"pull access denied for {IMAGE}")
+    with pytest.raises(DispatchError) as info:
+        backend.dispatch(sample_dispatch_request(10, mapping=sample_mapping()))
+    assert info.value.status == 404
+    assert fake_engine.containers == {}

@@ -23,8 +23,9 @@ older than its lifetime             stopped and destroyed: ``TIMED_OUT`` /
 stopped by us for its lifetime      destroyed if it is not yet: ``TIMED_OUT`` /
                                     ``machine_timeout``, on every later poll too
 exited with code 0                  ``SUCCEEDED`` (the session reported its own result)
-exited non-zero, or gone without    ``FAILED`` / ``session_failed``
-an exit status
+exited non-zero, ``failed`` (Fly    ``FAILED`` / ``session_failed``
+could not start it), or gone
+without an exit status
 absent from the list                ``NOT_FOUND``
 ==================================  ====================================================
 
@@ -46,7 +47,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from aiimpl_core.errors import DispatchError, ProviderError
 from aiimpl_core.providers import RunnerBackend
@@ -237,17 +238,56 @@ class FlyMachinesBackend(RunnerBackend):
         try:
             machine = client.create_machine(self.machine_request(request))
         except ProviderError as exc:
-            # Fly's error text may quote the request: keep the session's secret values out of it
-            message = _redact(exc.message, request)
-            # retry_after kept: the dispatcher backs off for as long as Fly asked
-            raise DispatchError(
-                message, provider=self.id, status=exc.status, retry_after=exc.retry_after
-            ) from None
+            created = self._created_anyway(client, request, exc)
+            if created is not None:
+                machine = created
+            else:
+                self._refuse(request, exc)
         machine_id = machine.get("id")
         if not isinstance(machine_id, str) or not machine_id:
             raise DispatchError("Fly answered the machine creation without a machine id", provider=self.id)
         self.log.info("job %s: created machine %s", request.job_id, machine_id)
         return DispatchResult(run_id=machine_id, run_url=self.machine_url(machine_id), linked=True)
+
+    def _created_anyway(
+        self, client: FlyClient, request: DispatchRequest, exc: ProviderError
+    ) -> dict[str, Any] | None:
+        """The job's machine, when the creation's answer was lost but Fly created it all the same.
+
+        A creation that timed out, or that a proxy answered 5xx, may have reached Fly: its machine
+        then runs the session, which opens the pull request and reports to a job already ended
+        ``failed``. So after such an error (never after a refusal, 4xx) the app's machines are
+        read once and a live one carrying this job's metadata is taken as the dispatch's run.
+        """
+        if exc.status is not None and exc.status < 500:
+            return None
+        try:
+            machines = client.list_machines()
+        except ProviderError:
+            return None
+        for machine in machines:
+            meta = (machine.get("config") or {}).get("metadata") or {}
+            if (
+                isinstance(meta, dict)
+                and meta.get(config.META_JOB) == str(request.job_id)
+                and meta.get(config.META_ISSUE) == request.issue_key
+                and machine.get("state") not in GONE_STATES
+                and isinstance(machine.get("id"), str)
+            ):
+                self.log.warning(
+                    "job %s: creating its machine failed (%s), but Fly created machine %s",
+                    request.job_id, _redact(exc.message, request), machine["id"],
+                )
+                return machine
+        return None
+
+    def _refuse(self, request: DispatchRequest, exc: ProviderError) -> NoReturn:
+        # Fly's error text may quote the request: keep the session's secret values out of it
+        message = _redact(exc.message, request)
+        # retry_after kept: the dispatcher backs off for as long as Fly asked
+        raise DispatchError(
+            message, provider=self.id, status=exc.status, retry_after=exc.retry_after
+        ) from None
 
     # -- reconcile --
 
@@ -301,6 +341,12 @@ class FlyMachinesBackend(RunnerBackend):
                     detail = f"the session machine exited with code {code}"
                 if detail_of_exit and detail_of_exit.get("oom_killed"):
                     detail += " (out of memory)"
+            elif status == "failed":
+                # Fly's persistent state of a machine it could not start (its image could not be
+                # pulled, for one): the session never ran
+                detail = "Fly could not start the session machine (state failed; its events say why)"
+            elif status == "suspended":
+                detail = "the session machine was suspended before it finished"
             else:
                 detail = f"the session machine is {status} without an exit status"
             return RunState(

@@ -158,6 +158,26 @@ def test_poll_reports_every_run_from_one_list_call(
     assert states[6].phase is RunPhase.NOT_FOUND
 
 
+@pytest.mark.parametrize(
+    ("state", "detail"),
+    [
+        ("failed", "Fly could not start the session machine (state failed; its events say why)"),
+        ("suspended", "the session machine was suspended before it finished"),
+        ("destroyed", "the session machine is destroyed without an exit status"),
+    ],
+)
+def test_a_machine_ended_without_an_exit_says_how(
+    backend: FlyMachinesBackend, fake_fly: FakeFly, clock: Clock, state: str, detail: str
+) -> None:
+    req = request_for(12)
+    machine_id = backend.dispatch(req).run_id
+    fake_fly.machines[machine_id]["state"] = state  # as Fly lists it: no exit event
+    [run_state] = backend.poll_runs([in_flight(req, machine_id, clock)])
+    assert run_state.phase is RunPhase.FAILED and run_state.exit_code is None
+    assert run_state.detail == detail and run_state.log_label is LogLabel.SESSION_FAILED
+    assert detail in (run_state.log_excerpt or "")
+
+
 def test_run_is_found_by_job_metadata_before_it_is_linked(
     backend: FlyMachinesBackend, fake_fly: FakeFly, clock: Clock
 ) -> None:
@@ -291,6 +311,29 @@ def test_fly_errors_become_dispatch_errors_without_secrets(
         backend.dispatch(request_for())
     assert info.value.status == 422 and "invalid env TEAM_TOKEN=***" in info.value.message
     assert SECRET not in info.value.message and TOKEN not in info.value.message
+
+
+def test_a_creation_whose_answer_was_lost_still_dispatches_its_machine(
+    backend: FlyMachinesBackend, fake_fly: FakeFly
+) -> None:
+    # Fly created the machine, but the proxy in front of it answered with an HTML 502 page: the
+    # session runs all the same, so the job must not end failed (nor a second machine be created)
+    fake_fly.lose_next_answer("POST", "/machines", 502)
+    result = backend.dispatch(request_for(31))
+    [machine] = fake_fly.live()
+    assert result.run_id == machine["id"] and result.run_url == backend.machine_url(machine["id"])
+    assert len(fake_fly.server.requests_to("POST", "/machines")) == 1
+
+
+def test_a_5xx_without_a_machine_is_still_a_dispatch_error(
+    backend: FlyMachinesBackend, fake_fly: FakeFly
+) -> None:
+    other = backend.dispatch(request_for(32))  # another job's machine is not taken for this one
+    fake_fly.fail_next("POST", "/machines", 503, f"no capacity in ams for TEAM_TOKEN={SECRET}")
+    with pytest.raises(DispatchError) as info:
+        backend.dispatch(request_for(33))
+    assert info.value.status == 503 and SECRET not in info.value.message
+    assert [m["id"] for m in fake_fly.live()] == [other.run_id]
 
 
 def test_list_failure_raises_a_provider_error(

@@ -71,6 +71,8 @@ class FakeFly:
         self.clock = clock
         self.machines: dict[str, dict[str, Any]] = {}
         self.failures: list[tuple[str, str, int, str]] = []  # (method, path suffix, status, message)
+        #: requests carried out whose answer a proxy then replaces: (method, path suffix, status)
+        self.lost_answers: list[tuple[str, str, int]] = []
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.description = fly_description()
@@ -94,6 +96,11 @@ class FakeFly:
     def fail_next(self, method: str, path_suffix: str, status: int, message: str) -> None:
         """Answer the next matching request with an error body ``{"error": message}``."""
         self.failures.append((method.upper(), path_suffix, status, message))
+
+    def lose_next_answer(self, method: str, path_suffix: str, status: int = 502) -> None:
+        """Carry out the next matching request, then answer it with the HTML error page of a proxy
+        in front of the API (the answer lost on its way back: the request took effect)."""
+        self.lost_answers.append((method.upper(), path_suffix, status))
 
     def exit(self, machine_id: str, exit_code: int, *, oom_killed: bool = False) -> None:
         """The machine's process exits: stopped, then destroyed when ``auto_destroy`` is set."""
@@ -171,6 +178,20 @@ class FakeFly:
             if app_name is not None and app_name != self.app_name:
                 return error(404, "app not found")
             return None
+
+        @app.after_request
+        def _lose(response: flask.Response) -> flask.Response:
+            for i, (method, suffix, status) in enumerate(self.lost_answers):
+                if flask.request.method == method and flask.request.path.endswith(suffix):
+                    del self.lost_answers[i]
+                    page = flask.Response(
+                        f"<html><head><title>{status} proxy error</title></head><body></body></html>",
+                        status=status,
+                        mimetype="text/html",
+                    )
+                    page.headers[UNDOCUMENTED_HEADER] = "1"  # the proxy's page, not Fly's API
+                    return page
+            return response
 
         def find(machine_id: str) -> dict[str, Any] | None:
             machine = self.machines.get(machine_id)
