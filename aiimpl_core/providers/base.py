@@ -234,6 +234,17 @@ class RunnerBackend(Provider):
     def cancel(self, run: InFlightRun) -> None:  # noqa: B027 - optional
         """Stop and clean up a run (best effort)."""
 
+    def sweep(self, lifetime_seconds: int) -> None:  # noqa: B027 - optional
+        """Remove what ended sessions left behind (a machine or container that still holds a
+        session's environment, secrets included) while this backend has no run in flight; a
+        backend that sweeps does it in :meth:`poll_runs` otherwise. Best effort.
+
+        Called by the reconciler about every :data:`~aiimpl_core.services.reconcile.SWEEP_EVERY`
+        (once for all pollers together) for a configured backend none of whose jobs is in flight.
+        Anything younger than ``lifetime_seconds`` may belong to a job being dispatched right now:
+        leave running sessions alone until then.
+        """
+
     # -- optional capabilities: only called when the matching ``supports_*`` flag is true --
 
     def list_sessions(self) -> Sequence[SessionInfo]:

@@ -276,7 +276,37 @@ def reconcile(
             except Exception:  # noqa: BLE001 - one job's trouble must not stop the pass
                 db.session.rollback()
                 log.exception("stopping the overrunning run of job %s failed", job.id)
+    _sweep_idle(facade, installed - {job.backend for job in jobs if job.backend}, now=now,
+                lifetime=lifetime, holder=holder)
     return report
+
+
+#: how often a backend with nothing in flight is asked to sweep (:meth:`RunnerBackend.sweep`)
+SWEEP_EVERY = timedelta(minutes=10)
+
+
+def _sweep_idle(facade: Any, idle: set[str], *, now: datetime, lifetime: int, holder: str | None) -> None:
+    """Ask each backend none of whose jobs is in flight to remove what ended sessions left behind
+    (:meth:`~aiimpl_core.providers.base.RunnerBackend.sweep`): its ``poll_runs`` does that only
+    while a run is in flight. Once per :data:`SWEEP_EVERY` for all pollers together (a lease),
+    tried once per that time by each process (no statement in the cycles between)."""
+    tried: dict[str, datetime] = current_app.extensions.setdefault("aiimpl.sweeps", {})
+    for backend_id in sorted(idle):
+        last = tried.get(backend_id)
+        if last is not None and last <= now < last + SWEEP_EVERY:
+            continue
+        tried[backend_id] = now
+        try:
+            if not poller.acquire_lease(f"sweep:{backend_id}", SWEEP_EVERY.total_seconds(), holder=holder,
+                                        now=now, renew=False):
+                continue
+            backend = facade.runner(backend_id)
+            if backend.is_configured():
+                backend.sweep(lifetime)
+        except Exception as exc:  # noqa: BLE001 - a sweep is best effort; polling goes on
+            db.session.rollback()
+            log.warning("sweeping %s failed: %s", backend_id,
+                        exc.message if isinstance(exc, AiimplError) else type(exc).__name__)
 
 
 def _end_unasked(job: Job, *, now: datetime, limits: _Limits, report: ReconcileReport) -> None:

@@ -231,6 +231,9 @@ class FakeRunner:
         self.poll_error: Exception | None = None
         self.synced: list[str] = []
         self.destroyed: list[str] = []
+        #: the lifetime each ``sweep`` was called with
+        self.sweeps: list[int] = []
+        self.sweep_error: Exception | None = None
         self.lock = threading.Lock()
         self._flags = dict(
             supports_sessions=sessions,
@@ -290,6 +293,11 @@ class FakeRunner:
 
             def cancel(self, run: InFlightRun) -> None:
                 state.destroyed.append(run.run_id or str(run.job_id))
+
+            def sweep(self, lifetime_seconds: int) -> None:
+                state.sweeps.append(lifetime_seconds)
+                if state.sweep_error is not None:
+                    raise state.sweep_error
 
             def list_sessions(self) -> Sequence[SessionInfo]:
                 return [

@@ -353,7 +353,8 @@ class LocalDockerBackend(RunnerBackend):
                 self.log.warning(
                     "job %s: reading container %s failed: %s", run.job_id, str(summary.get("Id"))[:12], exc
                 )
-        self._sweep([s for s in summaries if str(s.get("Id")) not in seen], now, runs)
+        lifetime = max(run.lifetime_seconds for run in runs)
+        self._sweep([s for s in summaries if str(s.get("Id")) not in seen], now, lifetime)
         return states
 
     def _state(self, run: InFlightRun, summary: Mapping[str, Any], now: datetime) -> RunState:
@@ -452,14 +453,16 @@ class LocalDockerBackend(RunnerBackend):
             raise
         return True
 
-    def _sweep(
-        self, summaries: Sequence[Mapping[str, Any]], now: datetime, runs: Sequence[InFlightRun]
-    ) -> None:
+    def sweep(self, lifetime_seconds: int) -> None:
+        """With no job in flight (the reconciler asks every ten minutes): remove our containers
+        as :meth:`poll_runs` does while jobs are in flight."""
+        self._sweep(self._ours(), _aware(self.context.clock()), lifetime_seconds)
+
+    def _sweep(self, summaries: Sequence[Mapping[str, Any]], now: datetime, lifetime: int) -> None:
         """Remove our containers whose job is not in flight: ended ones created more than
         :data:`SWEEP_AFTER` ago (a younger one may belong to a job another poller launched after
         this cycle read its jobs), running ones (an interactive hold) once past the lifetime.
         Best effort; the removal when a job ends usually came first."""
-        lifetime = max(run.lifetime_seconds for run in runs)
         for summary in summaries:
             container_id = str(summary.get("Id"))
             status = str(summary.get("State") or "").lower()

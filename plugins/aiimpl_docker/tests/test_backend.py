@@ -231,6 +231,20 @@ def test_ended_containers_of_finished_jobs_are_swept(engine: Any, make_backend: 
     assert ours(engine) == []
 
 
+def test_with_no_job_in_flight_a_sweep_removes_what_ended_jobs_left(
+    engine: Any, make_backend: Any, clock: Clock
+) -> None:
+    backend = make_backend("sh -c 'exit 0'")
+    orphan = backend.dispatch(request_for(20)).run_id  # its clean-up died with its process
+    wait_exited(engine, orphan)
+
+    backend.sweep(3600)  # young: it may be a job being dispatched right now
+    assert [c.id for c in ours(engine)] == [orphan]
+    clock.advance(minutes=6)
+    backend.sweep(3600)
+    assert ours(engine) == []
+
+
 def test_unknown_run_is_not_found(make_backend: Any, clock: Clock) -> None:
     backend = make_backend()
     [state] = backend.poll_runs([in_flight(request_for(18), "f" * 64, clock)])

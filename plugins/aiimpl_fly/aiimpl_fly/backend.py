@@ -314,7 +314,8 @@ class FlyMachinesBackend(RunnerBackend):
                 continue
             reported.add(str(machine.get("id")))
             states.append(self._state(client, run, machine, now))
-        self._sweep(client, [m for m in ours if str(m.get("id")) not in reported], now, runs)
+        lifetime = max(run.lifetime_seconds for run in runs)
+        self._sweep(client, [m for m in ours if str(m.get("id")) not in reported], now, lifetime)
         return states
 
     def _state(
@@ -425,16 +426,23 @@ class FlyMachinesBackend(RunnerBackend):
                               exc.message)
         client.destroy_machine(machine_id)
 
+    def sweep(self, lifetime_seconds: int) -> None:
+        """With no job in flight (the reconciler asks every ten minutes): destroy our machines
+        past their lifetime, as :meth:`poll_runs` does while jobs are in flight."""
+        client = self.client()
+        machines = client.list_machines()
+        ours = [m for m in machines if config.META_JOB in ((m.get("config") or {}).get("metadata") or {})]
+        self._sweep(client, ours, _aware(self.context.clock()), lifetime_seconds)
+
     def _sweep(
         self,
         client: FlyClient,
         machines: Sequence[Mapping[str, Any]],
         now: datetime,
-        runs: Sequence[InFlightRun],
+        lifetime: int,
     ) -> None:
         """Destroy our machines past their lifetime whose job already ended (an interactive
         session held open, or a machine left behind): best effort, from the same listing."""
-        lifetime = max(run.lifetime_seconds for run in runs)
         for machine in machines:
             if machine.get("state") in GONE_STATES:
                 continue

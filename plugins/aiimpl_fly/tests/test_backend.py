@@ -269,6 +269,28 @@ def test_old_machines_of_ended_jobs_are_swept(
     assert fake_fly.machines[current]["state"] == "created"
 
 
+def test_with_no_job_in_flight_a_sweep_destroys_what_ended_jobs_left(
+    backend: FlyMachinesBackend, fake_fly: FakeFly, clock: Clock
+) -> None:
+    held = backend.dispatch(request_for(1)).run_id  # an interactive session held open after its job ended
+    fake_fly.start(held)
+    failed = backend.dispatch(request_for(2)).run_id  # Fly could not start it; it keeps its config
+    fake_fly.machines[failed]["state"] = "failed"
+    foreign = _create_foreign(fake_fly)
+    clock.advance(minutes=59)
+    young = backend.dispatch(request_for(3)).run_id  # a job being dispatched right now
+
+    backend.sweep(3600)
+    assert fake_fly.live() != [] and fake_fly.machines[held]["state"] == "started"  # not yet past it
+    clock.advance(minutes=2)
+    backend.sweep(3600)
+
+    assert fake_fly.machines[held]["state"] == "destroyed"
+    assert fake_fly.machines[failed]["state"] == "destroyed"
+    assert fake_fly.machines[young]["state"] == "created"
+    assert fake_fly.machines[foreign]["state"] != "destroyed"  # not ours
+
+
 def test_sessions_list_only_our_live_machines(backend: FlyMachinesBackend, fake_fly: FakeFly) -> None:
     ours = backend.dispatch(request_for(5)).run_id
     fake_fly.start(ours)
