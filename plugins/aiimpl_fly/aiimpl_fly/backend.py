@@ -142,6 +142,29 @@ class FlyMachinesBackend(RunnerBackend):
     def image(self) -> str:
         return str(self.context.setting(config.IMAGE, config.DEFAULT_IMAGE))
 
+    @property
+    def instance(self) -> str:
+        """Which orchestrator's machines these are, when several share one app."""
+        return str(self.context.setting(config.INSTANCE, config.DEFAULT_INSTANCE) or config.DEFAULT_INSTANCE)
+
+    def ours(self, machine: Mapping[str, Any]) -> bool:
+        """Whether this orchestrator created the machine: it carries a job, under this instance (a
+        machine created before machines carried their instance counts as the default one's)."""
+        meta = (machine.get("config") or {}).get("metadata") or {}
+        return (
+            isinstance(meta, Mapping)
+            and config.META_JOB in meta
+            and str(meta.get(config.META_INSTANCE) or config.DEFAULT_INSTANCE) == self.instance
+        )
+
+    def machine_name(self, job_id: int) -> str:
+        """Names are unique within an app: another instance's carry its name (letters, digits and
+        dashes only)."""
+        if self.instance == config.DEFAULT_INSTANCE:
+            return f"aiimpl-job-{job_id}"
+        slug = re.sub(r"[^a-z0-9]+", "-", self.instance.lower()).strip("-")[:40] or "instance"
+        return f"aiimpl-{slug}-job-{job_id}"
+
     def client(self) -> FlyClient:
         self.require_configured()
         http = self.context.http(
@@ -207,7 +230,7 @@ class FlyMachinesBackend(RunnerBackend):
         env.setdefault("AIIMPL_SESSION_MODE", mapping.session_mode or "autonomous")
         env.setdefault("AIIMPL_LOG_URL", f"https://fly.io/apps/{self.app_name}/monitoring")
         body: dict[str, Any] = {
-            "name": f"aiimpl-job-{request.job_id}",
+            "name": self.machine_name(request.job_id),
             "config": {
                 "image": self.image,
                 "env": env,
@@ -225,6 +248,7 @@ class FlyMachinesBackend(RunnerBackend):
                     config.META_ISSUE: request.issue_key,
                     config.META_PHASE: request.phase.value,
                     config.META_MODE: mapping.session_mode or "autonomous",
+                    config.META_INSTANCE: self.instance,
                 },
             },
         }
@@ -268,7 +292,7 @@ class FlyMachinesBackend(RunnerBackend):
         for machine in machines:
             meta = (machine.get("config") or {}).get("metadata") or {}
             if (
-                isinstance(meta, dict)
+                self.ours(machine)
                 and meta.get(config.META_JOB) == str(request.job_id)
                 and meta.get(config.META_ISSUE) == request.issue_key
                 and machine.get("state") not in GONE_STATES
@@ -296,7 +320,7 @@ class FlyMachinesBackend(RunnerBackend):
             return []
         client = self.client()
         machines = client.list_machines(include_deleted=True)  # the one remote call of the cycle
-        ours = [m for m in machines if config.META_JOB in ((m.get("config") or {}).get("metadata") or {})]
+        ours = [m for m in machines if self.ours(m)]
         by_id = {str(m.get("id")): m for m in ours}
         by_job: dict[str, dict[str, Any]] = {}
         for m in ours:
@@ -431,7 +455,7 @@ class FlyMachinesBackend(RunnerBackend):
         past their lifetime, as :meth:`poll_runs` does while jobs are in flight."""
         client = self.client()
         machines = client.list_machines()
-        ours = [m for m in machines if config.META_JOB in ((m.get("config") or {}).get("metadata") or {})]
+        ours = [m for m in machines if self.ours(m)]
         self._sweep(client, ours, _aware(self.context.clock()), lifetime_seconds)
 
     def _sweep(
@@ -474,7 +498,7 @@ class FlyMachinesBackend(RunnerBackend):
         out: list[SessionInfo] = []
         for machine in self.client().list_machines():
             meta = (machine.get("config") or {}).get("metadata") or {}
-            if config.META_JOB not in meta or machine.get("state") in GONE_STATES:
+            if not self.ours(machine) or machine.get("state") in GONE_STATES:
                 continue
             job = str(meta.get(config.META_JOB))
             machine_id = str(machine.get("id"))
@@ -497,7 +521,7 @@ class FlyMachinesBackend(RunnerBackend):
         client = self.client()
         machine = client.get_machine(session_id)
         # only machines this orchestrator created: the app may run others
-        if machine is None or config.META_JOB not in ((machine.get("config") or {}).get("metadata") or {}):
+        if machine is None or not self.ours(machine):
             return False
         self._remove(client, session_id, stop=machine.get("state") not in ENDED_STATES)
         return True

@@ -9,10 +9,13 @@ APP = "AIIMPL_FLY_APP"
 API_URL = "AIIMPL_FLY_API_URL"
 IMAGE = "AIIMPL_FLY_IMAGE"
 REGION = "AIIMPL_FLY_REGION"
+INSTANCE = "AIIMPL_FLY_INSTANCE"
 
 DEFAULT_API_URL = "https://api.machines.dev/v1"
 #: the session image (docker/session.Dockerfile) pushed to the app's registry
 DEFAULT_IMAGE = "registry.fly.io/aiimpl-session:latest"
+#: the instance of a machine created without the metadata key (before there was one)
+DEFAULT_INSTANCE = "default"
 DEFAULT_CPUS = 2
 DEFAULT_MEMORY_MB = 4096
 #: how a stop Fly itself or an operator asks for (``fly machine stop``, host maintenance) ends the
@@ -29,6 +32,12 @@ CONFIG_VARS: tuple[ConfigVar, ...] = (
         IMAGE, "Session image the machines run (built from docker/session.Dockerfile)", default=DEFAULT_IMAGE
     ),
     ConfigVar(REGION, "Fly region of the machines (default: Fly chooses)"),
+    ConfigVar(
+        INSTANCE,
+        "Name of this orchestrator in a shared Fly app: it sees, sweeps and destroys only the "
+        "machines it created under this name",
+        default=DEFAULT_INSTANCE,
+    ),
 )
 
 #: metadata keys on every machine we create; ``aiimpl_job`` is how poll_runs finds our machines
@@ -36,3 +45,4 @@ META_JOB = "aiimpl_job"
 META_ISSUE = "aiimpl_issue"
 META_PHASE = "aiimpl_phase"
 META_MODE = "aiimpl_session_mode"
+META_INSTANCE = "aiimpl_instance"

@@ -109,6 +109,7 @@ def test_dispatch_creates_one_machine_as_described(backend: FlyMachinesBackend, 
         "aiimpl_issue": "ENG-1",
         "aiimpl_phase": "implementation",
         "aiimpl_session_mode": "hybrid",
+        "aiimpl_instance": "default",
     }
     [machine] = fake_fly.live()
     assert result.run_id == machine["id"] and result.linked
@@ -387,3 +388,37 @@ def _create_foreign(fake_fly: FakeFly) -> str:
     machine_id = resp.json()["id"]
     fake_fly.start(machine_id)
     return machine_id
+
+
+def test_orchestrators_sharing_an_app_each_see_only_their_own_machines(
+    backend: FlyMachinesBackend, fly_config: dict[str, Any], fake_fly: FakeFly, clock: Clock
+) -> None:
+    shared = {**fly_config, "AIIMPL_FLY_INSTANCE": "Staging EU"}
+    staging = FlyMachinesBackend(make_context(shared, clock=clock))
+    ours = backend.dispatch(request_for(7)).run_id
+    theirs = staging.dispatch(request_for(7)).run_id  # the same job id, in another database
+    for machine_id in (ours, theirs):
+        fake_fly.start(machine_id)
+    names = {m["id"]: m["name"] for m in fake_fly.machines.values()}
+    assert (names[ours], names[theirs]) == ("aiimpl-job-7", "aiimpl-staging-eu-job-7")
+
+    assert [s.id for s in backend.list_sessions()] == [ours]
+    assert [s.id for s in staging.list_sessions()] == [theirs]
+    assert staging.destroy_session(ours) is False
+    [state] = staging.poll_runs([in_flight(request_for(7), None, clock)])  # found by its job id
+    assert state.run_id == theirs
+    clock.advance(minutes=61)
+    staging.sweep(3600)
+    assert fake_fly.machines[ours]["state"] == "started"
+    assert fake_fly.machines[theirs]["state"] == "destroyed"
+
+
+def test_a_machine_created_before_machines_carried_their_instance_is_the_default_ones(
+    backend: FlyMachinesBackend, fly_config: dict[str, Any], fake_fly: FakeFly, clock: Clock
+) -> None:
+    machine_id = backend.dispatch(request_for(8)).run_id
+    del fake_fly.machines[machine_id]["config"]["metadata"]["aiimpl_instance"]
+    fake_fly.start(machine_id)
+    staging = FlyMachinesBackend(make_context({**fly_config, "AIIMPL_FLY_INSTANCE": "staging"}, clock=clock))
+    assert [s.id for s in backend.list_sessions()] == [machine_id]
+    assert staging.list_sessions() == []
