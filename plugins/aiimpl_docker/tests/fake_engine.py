@@ -214,11 +214,28 @@ class FakeEngine:
                 return error(404, f"failed to find image {name}: {name}: No such image")
             return flask.jsonify({"Id": image_id, "RepoTags": [name], "Created": _stamp(self.clock())})
 
+        @app.post("/<version>/images/create")
+        def pull(version: str) -> Any:
+            # no registry is reachable: an image the engine does not have cannot be pulled
+            name = flask.request.args.get("fromImage", "")
+            tag = flask.request.args.get("tag")
+            return error(404, f"pull access denied for {name}{':' + tag if tag else ''}, repository does not "
+                              "exist or may require 'docker login'")
+
         @app.post("/<version>/containers/create")
         def create(version: str) -> Any:
             body = flask.request.get_json(force=True)
+            image = str(body.get("Image") or "")
+            if image not in self.images:
+                return error(404, f"No such image: {image}")
+            name = flask.request.args.get("name")
             container_id = uuid.uuid4().hex + uuid.uuid4().hex
             with self._lock:
+                taken = next((c for c in self.containers.values() if name and c["Name"] == f"/{name}"), None)
+                if taken is not None:
+                    return error(409, f'Conflict. The container name "/{name}" is already in use by '
+                                      f'container "{taken["Id"]}". You have to remove (or rename) that '
+                                      "container to be able to reuse that name.")
                 self.containers[container_id] = {
                     "Id": container_id,
                     "Name": "/" + (flask.request.args.get("name") or container_id[:12]),

@@ -41,6 +41,7 @@ IMAGE = "localhost/aiimpl-session:test"
 
 @pytest.fixture
 def backend(fake_engine: FakeEngine, clock: Clock) -> LocalDockerBackend:
+    fake_engine.images[IMAGE] = "sha256:" + "5e" * 32
     return LocalDockerBackend(make_context({"AIIMPL_DOCKER_IMAGE": IMAGE}, clock=clock))
 
 
@@ -158,6 +159,7 @@ TEAM_SECRET = "team-secret-3f8e1c/+=xyz"
 @pytest.fixture
 def app_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEngine]:
     with FakeEngine() as fake:  # real time: the orchestrator's clock
+        fake.images[IMAGE] = "sha256:" + "5e" * 32
         monkeypatch.setenv("DOCKER_HOST", fake.url)
         yield fake
 
@@ -377,9 +379,10 @@ def test_a_container_that_does_not_start_is_removed_with_its_secrets(
 def test_a_missing_image_leaves_nothing_to_remove(
     backend: LocalDockerBackend, fake_engine: FakeEngine
 ) -> None:
-    fake_engine.fail_next("POST", "/containers/create", 404, f"No such image: {IMAGE}")
-    fake_engine.fail_next("POST", "/images/create", 404, f"pull access denied for {IMAGE}")
+    del fake_engine.images[IMAGE]  # the engine does not have it, and cannot pull it
     with pytest.raises(DispatchError) as info:
         backend.dispatch(sample_dispatch_request(10, mapping=sample_mapping()))
-    assert info.value.status == 404
+    assert info.value.status == 404 and "pull access denied" in info.value.message
+    posted = [path.rsplit("/", 2)[-2:] for method, path in fake_engine.requests if method == "POST"]
+    assert posted == [["containers", "create"], ["images", "create"]]  # created, then pulled: neither
     assert fake_engine.containers == {}

@@ -37,6 +37,8 @@ SECRET = "team-secret-value-51c0"
 def make_fake_backend(fake_engine: FakeEngine, clock: Clock) -> Iterator[Callable[..., LocalDockerBackend]]:
     made: list[LocalDockerBackend] = []
 
+    fake_engine.images[IMAGE] = "sha256:" + "5e" * 32
+
     def make(**settings: str) -> LocalDockerBackend:
         backend = LocalDockerBackend(make_context({"AIIMPL_DOCKER_IMAGE": IMAGE, **settings}, clock=clock))
         made.append(backend)
