@@ -222,6 +222,7 @@ class Poller:
         self.holder = holder_id()
         self._stop = threading.Event()
         self.cycles = 0
+        self._shadow_left = False
 
     def stop(self) -> None:
         self._stop.set()
@@ -235,6 +236,8 @@ class Poller:
         from .dispatch import run_cycle
 
         try:
+            if not self._shadow_left:
+                self._leave_shadow()
             report = run_cycle(lease_seconds=self.interval, holder=self.holder)
             try:
                 record_last_cycle(report, self.holder)
@@ -251,19 +254,24 @@ class Poller:
             self.cycles += 1
             db.session.remove()
 
-    def run_forever(self, on_cycle: Any = None) -> None:
-        """Run cycles until stopped; a failing cycle is logged and the loop goes on.
-
-        First, outside shadow mode, what shadow jobs held is given back (:func:`.shadow.leave`): a
-        ``RUNNER_MODE=shadow`` taken out of the environment takes effect at a restart."""
+    def _leave_shadow(self) -> None:
+        """Before the loop's first cycle: outside shadow mode, give back what shadow jobs held
+        (:func:`.shadow.leave`). A ``RUNNER_MODE=shadow`` taken out of the environment takes effect
+        at a restart, which ``POST /api/runner-mode`` never sees. A database that does not answer
+        fails the cycle as it would have failed anyway; the next cycle tries again."""
         from . import shadow
 
         try:
             shadow.leave()
-        except Exception:  # noqa: BLE001 - the reconciler gives back what shadow jobs in flight hold
+        except SQLAlchemyError:
+            raise
+        except Exception:  # noqa: BLE001 - a fault of its own must not stop polling
+            db.session.rollback()
             log.exception("giving back what shadow jobs held failed")
-        finally:
-            db.session.remove()
+        self._shadow_left = True
+
+    def run_forever(self, on_cycle: Any = None) -> None:
+        """Run cycles until stopped; a failing cycle is logged and the loop goes on."""
         while not self._stop.is_set():
             try:
                 report = self.run_once()
