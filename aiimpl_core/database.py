@@ -505,11 +505,38 @@ def schema_problem(revision: str | None) -> str | None:
             "run `aiimpl db upgrade`")
 
 
+def newer_schema_problem(revisions: Iterable[str]) -> str | None:
+    """What an operator must do about a database whose schema is at ``revisions`` when one of them
+    is unknown to this code (a newer version upgraded it), or ``None``."""
+    heads, known = schema_heads()
+    unknown = sorted(set(revisions) - known)
+    if not unknown:
+        return None
+    ours = ", ".join(sorted(heads))
+    return (f"the database schema (revision {', '.join(unknown)}) is newer than this version's ({ours}): "
+            f"run the version that upgraded it, or first go back with its `aiimpl db downgrade {ours}`")
+
+
 def failure_reason(exc: Exception) -> str:
     """What the database (or its driver) said, first line only: never the statement, its
     parameters or a row's values, which SQLAlchemy's own message and later lines may carry."""
     said = str(getattr(exc, "orig", None) or exc).strip()
     return said.splitlines()[0] if said else type(exc).__name__
+
+
+def migration_failure_message(exc: Exception) -> str:
+    """One line for an operator about a migration (``aiimpl db upgrade``, ``downgrade``) that the
+    database refused: what it said and the revision the schema stays at, never the advice to run
+    the command that has just failed."""
+    reason = failure_reason(exc)
+    try:
+        db.session.rollback()
+        revision = schema_revision()
+    except Exception:  # noqa: BLE001 - the database does not answer at all
+        return f"the database could not be reached: {reason}"
+    if revision is None:
+        return f"the migration failed; the database has no schema revision: {reason}"
+    return f"the migration failed; the database schema stays at revision {revision}: {reason}"
 
 
 def failure_message(exc: Exception) -> str:

@@ -165,3 +165,82 @@ def test_migrating_keeps_the_apps_log_handlers_and_their_mask(tmp_path):
     with app.app_context():
         upgrade()
     assert root.handlers == handlers
+
+
+def test_check_fails_on_a_schema_older_than_this_version_s(tmp_path):
+    """A pre-flight check that passes while the server would refuse to start is no check."""
+    from aiimpl_core.database import schema_heads
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    assert _cli("db", "upgrade", "0002", url=url).returncode == 0
+    (head,) = schema_heads()[0]
+    for args in (("check",), ("check", "--json")):
+        done = _cli(*args, url=url)
+        assert done.returncode == 1
+        assert done.stderr.strip() == (f"Error: the database schema (revision 0002) is older than this "
+                                       f"version's ({head}): run `aiimpl db upgrade`")
+        assert done.stdout == ""
+
+
+def test_a_failed_upgrade_says_what_the_database_refused_not_to_upgrade(tmp_path):
+    """`aiimpl db upgrade` that fails must not answer "run `aiimpl db upgrade`": it names the
+    revision the database stays at and what stopped the migration."""
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path}/a.db"
+    assert _cli("db", "upgrade", "0002", url=url).returncode == 0
+    with sqlite3.connect(tmp_path / "a.db") as conn:  # what an interrupted or manual change left
+        conn.execute("CREATE INDEX ix_outbox_issue_state ON outbox (issue_key, state)")
+    done = _cli("db", "upgrade", url=url)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "Error: the migration failed; the database schema stays at revision 0002: "
+        "index ix_outbox_issue_state already exists")
+    assert "run `aiimpl db upgrade`" not in done.stderr
+    (tmp_path / "b.db").touch()
+    with sqlite3.connect(tmp_path / "b.db") as conn:  # tables without Alembic's revision
+        conn.execute("CREATE TABLE auth_failures (client TEXT)")
+    done = _cli("db", "upgrade", url=f"sqlite:///{tmp_path}/b.db")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "Error: the migration failed; the database has no schema revision: "
+        "table auth_failures already exists")
+
+
+def test_db_upgrade_keeps_to_the_configured_log_level(tmp_path):
+    """Alembic's progress is INFO: shown by default (the CLI's own level is WARNING), not when the
+    operator asked for warnings only."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    environ.update(AIIMPL_DATABASE_URL=f"sqlite:///{tmp_path}/a.db", AIIMPL_SECRET_KEY="k")
+    command = [sys.executable, "-m", "aiimpl_core.cli", "db", "upgrade", "0001"]
+    done = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Running upgrade" in done.stderr, done.stderr
+    command[-1] = "head"
+    done = subprocess.run(command, env={**environ, "AIIMPL_LOG_LEVEL": "WARNING"}, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    done = subprocess.run([*command[:-1], "9999"], env={**environ, "AIIMPL_LOG_LEVEL": "CRITICAL"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Can't locate revision identified by '9999'" in done.stderr
+
+
+def test_a_schema_newer_than_this_version_is_named_as_such(tmp_path):
+    """A package rolled back over a database a newer version upgraded: Alembic's own "Can't locate
+    revision" does not say what happened or what to do."""
+    import sqlite3
+
+    from aiimpl_core.database import schema_heads
+
+    url = f"sqlite:///{tmp_path}/a.db"
+    assert _cli("db", "upgrade", url=url).returncode == 0
+    with sqlite3.connect(tmp_path / "a.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    (head,) = schema_heads()[0]
+    expected = (f"Error: the database schema (revision 9999) is newer than this version's ({head}): run "
+                f"the version that upgraded it, or first go back with its `aiimpl db downgrade {head}`")
+    for command in (("db", "upgrade"), ("db", "current"), ("db", "downgrade", head)):
+        done = _cli(*command, url=url)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.strip().splitlines()[-1] == expected
+        assert "Traceback" not in done.stderr

@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
+
+from aiimpl_core.database import schema_heads
 
 
 def _free_port() -> int:
@@ -51,3 +54,50 @@ def test_serve_answers_and_logs_paths_without_their_query(tmp_path: Path) -> Non
     assert f"on http://127.0.0.1:{port}" in output
     assert "GET /healthz " in output and "POST /api/jira/webhook " in output
     assert "probe=1" not in output and "jira-hook-secret-9f8e7d" not in output
+
+
+def _cli(*args: str, url: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    env.update(AIIMPL_DATABASE_URL=url, AIIMPL_SECRET_KEY="serve-test-secret-key-0123456789abcdef")
+    return subprocess.run([sys.executable, "-m", "aiimpl_core.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/aiimpl.db"
+    assert _cli("db", "upgrade", url=url).returncode == 0
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = _cli("serve", "--port", str(port), url=url)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (f"Error: port {port} is not free (Address already in use): "
+                                   "pick another with --port")
+
+
+def test_serve_on_an_address_it_cannot_listen_on_names_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/aiimpl.db"
+    assert _cli("db", "upgrade", url=url).returncode == 0
+    done = _cli("serve", "--host", "no-such-host.invalid", "--port", "8000", url=url)
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("Error: cannot listen on no-such-host.invalid:8000 (")
+    assert line.endswith("): pick another with --host")
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("revision", [None, "0002"])
+def test_serve_refuses_a_database_without_this_version_s_schema(tmp_path: Path, revision: str | None) -> None:
+    """As gunicorn does: a server whose every request would fail says what to do instead."""
+    url = f"sqlite:///{tmp_path}/aiimpl.db"
+    if revision:
+        assert _cli("db", "upgrade", revision, url=url).returncode == 0
+    done = _cli("serve", "--port", str(_free_port()), url=url, timeout=30)
+    assert done.returncode == 1
+    (head,) = schema_heads()[0]
+    expected = ("the database has no schema yet: run `aiimpl db upgrade`" if revision is None else
+                f"the database schema (revision 0002) is older than this version's ({head}): "
+                "run `aiimpl db upgrade`")
+    assert done.stderr.strip() == f"Error: {expected}"
+    assert done.stdout == ""

@@ -236,15 +236,77 @@ def test_an_upgrade_waits_for_the_one_under_way(scratch_postgres):
         engine.dispose()
 
 
+def _revisions_before_head() -> list[str]:
+    from aiimpl_core.database import schema_heads
+
+    heads, known = schema_heads()
+    return sorted(known - heads)
+
+
+def _check_upgrade_from(url: str, revision: str) -> None:
+    """A database left at ``revision`` with rows in it: the upgrade to this version keeps them, and
+    leaves the schema the models declare."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from aiimpl_core import orm  # noqa: F401 - the models' tables, in the metadata
+    from aiimpl_core.extensions import db
+
+    assert _upgrade(url, revision).returncode == 0
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO mappings (id, team_key, owner, repo, default_branch, provider, execution_mode,"
+                " session_mode, branch_prefix, extra_env, planning_enabled, ticketing, paused, created_at,"
+                " updated_at) VALUES (3, 'ENG', 'acme', 'api', 'main', 'anthropic', 'github-actions',"
+                " 'autonomous', 'ai/', '{}', false, '{}', false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+            conn.execute(text(
+                "INSERT INTO jobs (id, issue_key, team_key, mapping_id, phase, status, shadow, forced,"
+                " created_at, updated_at) VALUES (7, 'ENG-1', 'ENG', 3, 'implementation', 'running', false,"
+                " false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+            conn.execute(text(
+                "INSERT INTO job_steps (job_id, step_id, type, status, started_at, source, created_at,"
+                " updated_at) VALUES (7, 'clone', 'setup', 'ok', '2026-01-01T00:00:00Z', 'runner',"
+                " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+            conn.execute(text(
+                "INSERT INTO outbox (dedupe_key, op, provider, issue_key, job_id, state, attempts,"
+                " next_attempt_at, created_at) VALUES ('status:7:running', 'comment', 'linear', 'ENG-1', 7,"
+                " 'pending', 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+        up = _upgrade(url)
+        assert up.returncode == 0, up.stderr
+        with engine.connect() as conn:
+            assert conn.execute(text(
+                "SELECT j.issue_key, m.team_key, s.step_id, o.dedupe_key FROM jobs j JOIN mappings m ON"
+                " m.id = j.mapping_id JOIN job_steps s ON s.job_id = j.id JOIN outbox o ON o.job_id = j.id"
+            )).one() == ("ENG-1", "ENG", "clone", "status:7:running")
+            opts = {"compare_type": True, "compare_server_default": True}
+            assert compare_metadata(MigrationContext.configure(conn, opts=opts), db.metadata) == []
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("revision", _revisions_before_head())
+def test_upgrade_from_every_revision_with_rows_on_sqlite(tmp_path, revision):
+    _check_upgrade_from(f"sqlite:///{tmp_path}/x.db", revision)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("revision", _revisions_before_head())
+def test_upgrade_from_every_revision_with_rows_on_postgres(scratch_postgres, revision):
+    _check_upgrade_from(scratch_postgres, revision)
+
+
 def test_models_match_migrations(app):
-    """Autogenerate finds nothing to add: every model change has its migration."""
+    """Autogenerate finds nothing to add: every model change has its migration, down to column
+    types and server defaults (as `aiimpl db migrate` compares them)."""
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
     from aiimpl_core.extensions import db
 
     with db.engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": False})
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
         diff = compare_metadata(ctx, db.metadata)
     assert diff == []
 

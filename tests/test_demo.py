@@ -102,3 +102,26 @@ def test_demo_port_must_be_a_tcp_port(tmp_path):
     out = _demo("--dir", str(tmp_path / "demo"), "--port", "99999", cwd=tmp_path)
     assert out.returncode == 2 and "99999 is not in the range 1<=x<=65535" in out.stderr
     assert not (tmp_path / "demo").exists()
+
+
+def test_demo_on_a_port_taken_after_its_check_says_so_in_one_line(tmp_path, monkeypatch):
+    """The port is looked at before the demo starts; one taken meanwhile is said the same way, and
+    the sandbox GitHub is stopped, rather than the server printing its own lines and exiting."""
+    import pytest
+
+    from aiimpl_core.demo import run
+    from aiimpl_core.errors import AiimplError
+
+    stopped = []
+    real_stop = run.SandboxGitHub.stop
+    monkeypatch.setattr(run, "check_port", lambda port: None)
+    monkeypatch.setattr(run.SandboxGitHub, "stop", lambda self: (stopped.append(self), real_stop(self)))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(AiimplError) as raised:
+            run.run_demo(str(tmp_path / "demo"), port, exit_when_done=True, timeout=5, echo=lambda line: None)
+    assert raised.value.message == (f"port {port} is not free (Address already in use): "
+                                    "pick another with --port")
+    assert len(stopped) == 1

@@ -94,7 +94,7 @@ class AiimplGroup(FlaskGroup):
         except AiimplError as exc:
             self._fail(exc.message)
         except SQLAlchemyError as exc:  # a database that does not answer, or has no schema yet
-            from ..database import failure_message, failure_reason
+            from ..database import failure_message, failure_reason, migration_failure_message
 
             try:
                 app = ctx.ensure_object(ScriptInfo).load_app()
@@ -102,8 +102,10 @@ class AiimplGroup(FlaskGroup):
                 reason = failure_reason(exc)
                 raise click.ClickException(f"the database could not be reached: {reason}") from None
             # (the command's app context has ended by now: the schema is read in a new one)
+            # a migration that failed is not fixed by running it again
+            describe = migration_failure_message if ctx.invoked_subcommand == "db" else failure_message
             with app.app_context():
-                raise click.ClickException(failure_message(exc)) from None
+                raise click.ClickException(describe(exc)) from None
 
 
 @click.group(cls=AiimplGroup, create_app=_create_app, add_version_option=False, load_dotenv=False)
@@ -118,12 +120,26 @@ def cli() -> None:
               help="Port to listen on.")
 @with_appcontext
 def serve(host: str, port: int) -> None:
-    """Run the orchestrator's web server for local use (use gunicorn in production)."""
-    from flask import current_app
+    """Run the orchestrator's web server for local use (use gunicorn in production).
 
+    Refuses a database without this version's schema (run `aiimpl db upgrade` first), as the
+    production configuration does."""
+    from flask import current_app
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..database import failure_reason, schema_problem, schema_revision
     from .devserver import make_dev_server
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    # every request would fail until `aiimpl db upgrade` runs; a database that does not answer yet
+    # is left to the requests, as gunicorn's workers do
+    try:
+        problem = schema_problem(schema_revision())
+    except SQLAlchemyError as exc:
+        click.echo(f"the database does not answer yet: {failure_reason(exc)}", err=True)
+        problem = None
+    if problem:
+        raise click.ClickException(problem)
     # FLASK_DEBUG reaches the app's config: debug mode is for Flask's own server, never this one
     app.debug = False
     server = make_dev_server(host, port, app)

@@ -15,9 +15,16 @@ from . import cli, echo_json
 @with_appcontext
 def check_cmd(as_json: bool) -> None:
     """Check, read-only, that every tracker, runner backend and GitHub accepts the configured
-    credentials and knows what the mappings name. Exits 1 when a check fails."""
+    credentials and knows what the mappings name. Exits 1 when a check fails, or when the
+    database lacks this version's schema (run `aiimpl db upgrade`)."""
+    from ..database import schema_problem, schema_revision
     from ..services.checks import FAILED, run_checks
 
+    # the server would not start on it (and every poll cycle would fail): that is the first thing
+    # to fix, whatever the connections answer
+    problem = schema_problem(schema_revision())
+    if problem:
+        raise click.ClickException(problem)
     rows = run_checks()
     if as_json:
         echo_json([r.as_dict() for r in rows])

@@ -137,10 +137,10 @@ def run_demo(
     workdir: str, port: int, *, exit_when_done: bool, timeout: float, echo: Callable[[str], None]
 ) -> int:
     from flask_migrate import upgrade
-    from werkzeug.serving import make_server
 
     from .. import create_app
     from ..auth import admin
+    from ..cli.devserver import make_dev_server
     from ..services import dispatch
 
     workdir = os.path.abspath(workdir)
@@ -171,11 +171,11 @@ def run_demo(
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the narration is the demo's output
     with app.app_context():
         upgrade()
-    try:
-        server = make_server("127.0.0.1", port, app, threaded=True)
-    except OSError as exc:  # taken since check_port looked
+    try:  # (taken since check_port looked)
+        server = make_dev_server("127.0.0.1", port, app, host_option=None)
+    except AiimplError:
         github.stop()
-        raise AiimplError(f"port {port} is not free ({exc.strerror}): pick another with --port") from None
+        raise
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     client = app.test_client()

@@ -1,9 +1,11 @@
 import logging
 
 from alembic import context
+from alembic.util import CommandError
 from flask import current_app
 
-from aiimpl_core.database import one_migration_at_a_time
+from aiimpl_core.database import newer_schema_problem, one_migration_at_a_time
+from aiimpl_core.errors import AiimplError
 
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
@@ -11,11 +13,14 @@ config = context.config
 
 # Alembic's progress ("Running upgrade …") at INFO, through the handlers the app set up (lines in
 # AIIMPL_LOG_FORMAT, masked of the known secrets): alembic.ini's fileConfig would replace the root
-# logger's handlers with a text one of its own, for this process's whole life. A level the host set
-# (the demo quiets Alembic) is kept.
-for _name in ('alembic', 'flask_migrate'):
+# logger's handlers with a text one of its own, for this process's whole life. The CLI logs warnings
+# only unless told otherwise, but shows this progress; an AIIMPL_LOG_LEVEL above INFO hides it
+# (Flask-Migrate's logger says only why a command failed: always shown). A level the host set (the
+# demo quiets Alembic) is kept.
+_configured = logging.getLevelName(str(current_app.config.get('AIIMPL_LOG_LEVEL') or 'INFO').upper())
+for _name, _level in (('alembic', max(logging.INFO, _configured)), ('flask_migrate', logging.INFO)):
     if logging.getLogger(_name).level == logging.NOTSET:
-        logging.getLogger(_name).setLevel(logging.INFO)
+        logging.getLogger(_name).setLevel(_level)
 logger = logging.getLogger('alembic.env')
 
 
@@ -106,8 +111,23 @@ def run_migrations_online():
             **conf_args
         )
 
-        with context.begin_transaction():
-            context.run_migrations()
+        try:
+            with context.begin_transaction():
+                context.run_migrations()
+        except CommandError:
+            # Alembic says "Can't locate revision": say that a newer version made the schema
+            problem = _newer_schema(connection)
+            if problem:
+                raise AiimplError(problem) from None
+            raise
+
+
+def _newer_schema(connection):
+    try:
+        connection.rollback()
+        return newer_schema_problem(context.get_context().get_current_heads())
+    except Exception:  # noqa: BLE001 - Alembic's own error says more than this one
+        return None
 
 
 if context.is_offline_mode():
