@@ -82,7 +82,11 @@ def _install_admin_guard(app: Flask) -> None:
 
     @app.before_request
     def _require_admin():  # noqa: ANN202
-        if request.url_rule is None or request.method == "OPTIONS":
+        if request.url_rule is None:
+            return None
+        if request.method == "OPTIONS" and getattr(request.url_rule, "provide_automatic_options", False):
+            # Flask answers it with the allowed methods and calls no view; a view that takes
+            # OPTIONS itself is guarded like any other method
             return None
         view = app.view_functions.get(request.endpoint or "")
         if view is None or not needs_admin_session(request.path, view):

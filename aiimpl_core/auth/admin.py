@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
@@ -126,13 +127,13 @@ def bearer(header: str | None) -> str | None:
 
 
 # -- slowing down repeated wrong codes -------------------------------------------------------------
-# Counted per client in the database (``orm.AuthFailure``), so every worker and host of one
-# installation sees the same count. Every attempt is counted *before* its code is checked, under
-# the client's lock, as a wrong code until a right one clears the count: attempts sent at once each
-# get a count of their own, so they cannot all slip under the threshold together. Past the
-# threshold, an attempt that comes before its time is refused at once without its code being
-# checked (a quick answer then tells nothing about the code), and nothing waits on the server: a
-# throttled client holds no thread and no database connection.
+# Counted per client (:func:`client_key`) in the database (``orm.AuthFailure``), so every worker
+# and host of one installation sees the same count. Every attempt is counted *before* its code is
+# checked, under the client's lock, as a wrong code until a right one clears the count: attempts
+# sent at once each get a count of their own, so they cannot all slip under the threshold
+# together. Past the threshold, an attempt that comes before its time is refused at once without
+# its code being checked (a quick answer then tells nothing about the code), and nothing waits on
+# the server: a throttled client holds no thread and no database connection.
 
 #: wrong codes tolerated within the window before further attempts are spaced out
 THROTTLE_AFTER = 5
@@ -156,6 +157,26 @@ def spacing(failures: int) -> float:
     return min(THROTTLE_MAX_DELAY, THROTTLE_BASE_DELAY * 2 ** min(excess, 16))
 
 
+#: an IPv6 client is counted by its /64: a single host is usually given a whole /64, and would
+#: otherwise pick a fresh address for every guess
+IPV6_CLIENT_PREFIX = 64
+
+
+def client_key(client: str) -> str:
+    """The key under which ``client``'s wrong codes are counted: an IPv4 address as written, an
+    IPv6 address as its /64 network (an IPv4-mapped one as its IPv4 address), anything else as given
+    (cut to the column's size)."""
+    try:
+        address = ipaddress.ip_address(client.split("%", 1)[0])
+    except ValueError:
+        return client[:128]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, IPV6_CLIENT_PREFIX), strict=False))
+    return str(address)
+
+
 def admit(client: str, now: datetime | None = None) -> float:
     """Count an attempt of ``client`` (a wrong code until :func:`reset_failures`), or refuse it.
 
@@ -167,7 +188,7 @@ def admit(client: str, now: datetime | None = None) -> float:
     from ..orm import AuthFailure
 
     now = now or clock()
-    key = client[:128]
+    key = client_key(client)
     with serialized() as session:
         advisory_lock(f"auth-failure:{key}", session)
         row = session.get(AuthFailure, key, populate_existing=True)
@@ -192,7 +213,7 @@ def reset_failures(client: str) -> None:
     from ..extensions import db
     from ..orm import AuthFailure
 
-    db.session.execute(delete(AuthFailure).where(AuthFailure.client == client[:128]))
+    db.session.execute(delete(AuthFailure).where(AuthFailure.client == client_key(client)))
     db.session.commit()
 
 

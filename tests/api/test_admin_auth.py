@@ -176,6 +176,32 @@ def test_counts_are_per_client(app, client, delays) -> None:
     assert failures() == {"10.0.0.1": admin.THROTTLE_AFTER, "10.0.0.2": 1}
 
 
+@pytest.mark.parametrize(
+    "addresses,key",
+    [
+        # one IPv6 host holds a whole /64: each of its addresses is the same client
+        ([f"2001:db8:1:2::{n:x}" for n in range(1, 8)], "2001:db8:1:2::/64"),
+        (["2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:DB8:1:2::1", "2001:db8:1:2:0:0:0:2"],
+         "2001:db8:1:2::/64"),
+        # an IPv4 client seen through a dual-stack socket is that IPv4 client
+        (["::ffff:198.51.100.7", "198.51.100.7"], "198.51.100.7"),
+    ],
+    ids=["ipv6 /64", "ipv6 spellings", "ipv4-mapped"],
+)
+def test_an_ipv6_client_cannot_pick_a_fresh_address_for_each_guess(
+    app, client, delays, addresses, key
+) -> None:
+    for n in range(admin.THROTTLE_AFTER + 1):
+        attempt(client, "nope", delays, environ_base={"REMOTE_ADDR": addresses[n % len(addresses)]})
+    assert delays.waits == [1]  # the sixth attempt came too soon, whichever address it came from
+    assert failures() == {key: admin.THROTTLE_AFTER}
+    attempt(client, "nope", delays, environ_base={"REMOTE_ADDR": "2001:db8:1:3::1"})
+    assert delays.waits == [1]  # the next /64 is another client
+    delays.step(0.25)
+    assert attempt(client, TEST_ADMIN_CODE, delays, environ_base={"REMOTE_ADDR": addresses[-1]}) == 200
+    assert key not in failures()  # the right code clears the count of the client it came from
+
+
 @pytest.mark.parametrize("hops", [0, 1])
 def test_behind_a_proxy_the_count_is_per_forwarded_client(app, database_url, delays, hops) -> None:
     """AIIMPL_PROXY_HOPS=1: the client is the one the proxy names in X-Forwarded-For, so one client's
@@ -280,6 +306,45 @@ def sign_in(client: Any) -> dict[str, str]:
     resp = client.post("/api/auth", json={"code": TEST_ADMIN_CODE})
     assert resp.status_code == 200
     return {"Authorization": f"Bearer {resp.get_json()['token']}"}
+
+
+class _OptionsPlugin:
+    """A plugin whose admin view answers OPTIONS itself (Flask then calls the view for it)."""
+
+    @staticmethod
+    def blueprint() -> Any:
+        from flask import Blueprint, jsonify
+
+        bp = Blueprint("options_probe", __name__)
+
+        @bp.route("/api/options-probe", methods=["GET", "OPTIONS"])
+        def probe():  # noqa: ANN202
+            return jsonify(secrets=["every secret of the install"])
+
+        return bp
+
+    from aiimpl_core import hookimpl
+
+    @hookimpl
+    def aiimpl_register_blueprints(self, register: Callable[..., None]) -> None:
+        register(self.blueprint())
+
+
+def test_a_view_that_answers_options_itself_still_needs_the_admin_session(database_url) -> None:
+    """Only the OPTIONS answer Flask makes up (the allowed methods, no view called) is left open."""
+    app = create_app({"AIIMPL_DATABASE_URL": database_url, "AIIMPL_SECRET_KEY": TEST_SECRET_KEY,
+                      "AIIMPL_ADMIN_ACCESS_CODE": TEST_ADMIN_CODE, "TESTING": True},
+                     plugins=[_OptionsPlugin()], load_entrypoints=False, environ={})
+    client = app.test_client()
+    for method in ("GET", "OPTIONS"):
+        resp = client.open("/api/options-probe", method=method)
+        assert (resp.status_code, resp.get_json()) == (401, {"error": "Unauthorized"}), method
+    # a route that leaves OPTIONS to Flask: the made-up answer, which says nothing but the methods
+    resp = client.options("/api/mappings")
+    assert resp.status_code == 200 and resp.get_data() == b"" and "GET" in resp.headers["Allow"]
+    token = client.post("/api/auth", json={"code": TEST_ADMIN_CODE}).get_json()["token"]
+    resp = client.options("/api/options-probe", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 200 and resp.get_json() == {"secrets": ["every secret of the install"]}
 
 
 def test_sign_out_ends_that_session_and_no_other(app, client, delays) -> None:
