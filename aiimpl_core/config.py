@@ -39,7 +39,7 @@ def _runner_mode(value: str) -> str | None:
     return mode or None
 
 
-#: the shortest retention allowed (0 keeps everything): a sender may still repeat a delivery of a
+#: the shortest retention allowed (0 keeps them for good): a sender may still repeat a delivery of a
 #: few days ago (GitHub redelivers deliveries of the last three days)
 MIN_RETENTION_DAYS = 7
 #: the longest retention (100 years; nothing is older): a much longer one reaches back before the
@@ -190,14 +190,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AIIMPL_SESSION_LIFETIME_SECONDS", "Lifetime of a session machine or container before it is "
             "stopped (`machine_timeout` / `container_timeout`).", 3600, _at_least(1)),
     Setting("AIIMPL_DEDUP_WINDOW_SECONDS", "Window of the `dedup` blocker.", 86400, _at_least(0)),
-    Setting("AIIMPL_GLOBAL_CAP", "Optional cap on non-terminal jobs across all teams.", None,
+    Setting("AIIMPL_GLOBAL_CAP", "Optional cap on non-terminal jobs across all teams (`0`: no cap).", None,
             _at_least(0, MAX_COUNT)),
-    Setting("AIIMPL_BACKEND_CAPS", "Optional caps per runner backend, e.g. `fly-machines=10,local-docker=2`.",
+    Setting("AIIMPL_BACKEND_CAPS", "Optional caps per runner backend, e.g. `fly-machines=10,local-docker=2`; "
+            "a backend capped at `0` gets no job (its issues wait, blocked).",
             None, _backend_caps),
     Setting("AIIMPL_RUN_TOKEN_SECONDS", "Lifetime of run tokens (JWT `exp`).", 10800, _at_least(1)),
     Setting("AIIMPL_RETENTION_DAYS", "Days that delivered tracker writes, handled webhook deliveries and "
             "used run tokens are kept before the poller removes them (hourly; `aiimpl prune` at once). "
-            "`0` keeps everything; otherwise at least 7. Jobs, their steps and transitions are kept.",
+            "`0` keeps them for good; otherwise at least 7. Jobs, their steps and transitions are kept. "
+            "Admin sign-in failures (after a day) and sign-outs (once their token expired) go whatever "
+            "the retention.",
             90, _retention_days),
     Setting("AIIMPL_DISABLED_PLUGINS", "Comma-separated plugin names not to load.", [], _list),
     Setting("AIIMPL_TRACE_PLUGINS", "Log every hook call (debugging).", False, _bool),

@@ -175,13 +175,15 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
 @cli.command("prune")
 @click.option(
     "--older-than", "days", type=click.IntRange(min=0, max=MAX_RETENTION_DAYS), default=None,
-    help="Retention in days (default AIIMPL_RETENTION_DAYS, 90; at least 7, 0 removes nothing).",
+    help="Retention in days (default AIIMPL_RETENTION_DAYS, 90; at least 7, 0 keeps the writes, "
+         "deliveries and tokens).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @with_appcontext
 def prune_cmd(days: int | None, as_json: bool) -> None:
     """Remove delivered tracker writes, handled webhook deliveries and used run tokens older than
-    the retention (the poller does it hourly). Jobs and their history are kept."""
+    the retention (the poller does it hourly), and expired admin sign-in failures and sign-outs.
+    Jobs and their history are kept."""
     from ..config import MIN_RETENTION_DAYS
     from ..services import housekeeping
 
@@ -193,7 +195,9 @@ def prune_cmd(days: int | None, as_json: bool) -> None:
         return
     kept = housekeeping.retention_days(days)
     if kept <= 0:
-        click.echo("Retention is 0: nothing removed.")
+        click.echo("Retention is 0: tracker writes, webhook deliveries and used tokens are kept. Removed "
+                   f"(expired): auth_failures {removed['auth_failures']}, "
+                   f"ended_admin_sessions {removed['ended_admin_sessions']}")
         return
     click.echo(f"Removed (older than {kept} days): "
                + ", ".join(f"{table} {n}" for table, n in removed.items()))

@@ -41,7 +41,7 @@ SETTLED = ("done", "shadow", "dead")
 
 
 def retention_days(value: Any = None) -> int:
-    """The retention in days: ``value``, else ``AIIMPL_RETENTION_DAYS``; 0 keeps everything."""
+    """The retention in days: ``value``, else ``AIIMPL_RETENTION_DAYS``; 0 keeps the guard records."""
     days = current_app.config.get("AIIMPL_RETENTION_DAYS", 90) if value is None else value
     return int(days or 0)
 
@@ -49,14 +49,32 @@ def retention_days(value: Any = None) -> int:
 def prune(now: datetime | None = None, *, days: int | None = None, batch: int = BATCH) -> dict[str, int]:
     """Remove what is older than the retention now; the number of rows removed per table.
 
-    :param days: the retention in days (default ``AIIMPL_RETENTION_DAYS``); 0 removes nothing.
+    :param days: the retention in days (default ``AIIMPL_RETENTION_DAYS``); 0 keeps the tracker
+        writes, webhook deliveries and used tokens for good. Admin sign-in failures and signed-out
+        sessions go by their own expiry whatever the retention.
     """
     now = now or utcnow()
     days = retention_days(days)
     removed = {"outbox": 0, "webhook_deliveries": 0, "consumed_tokens": 0, "auth_failures": 0,
                "ended_admin_sessions": 0}
-    if days <= 0:
-        return removed
+    if days > 0:
+        _prune_guards(removed, now, days, batch)
+    removed["auth_failures"] = _delete(
+        AuthFailure.client, (AuthFailure.last_failure_at < now - AUTH_FAILURES_KEPT,), batch
+    )
+    # a signed-out session's token is refused by its own expiry from then on
+    removed["ended_admin_sessions"] = _delete(
+        EndedAdminSession.session_id, (EndedAdminSession.expires_at < now,), batch
+    )
+    if any(removed.values()):
+        kept = f"older than {days} days" if days > 0 else "expired; the retention keeps the rest"
+        log.info("housekeeping: removed %s (%s)",
+                 ", ".join(f"{n} {table}" for table, n in removed.items() if n), kept)
+    return removed
+
+
+def _prune_guards(removed: dict[str, int], now: datetime, days: int, batch: int) -> None:
+    """Remove the settled tracker writes, handled deliveries and used tokens past the retention."""
     cutoff = now - timedelta(days=days)
     # a used token is refused as used until it has expired: kept at least that long
     token_seconds = int(current_app.config.get("AIIMPL_RUN_TOKEN_SECONDS") or 0)
@@ -77,17 +95,6 @@ def prune(now: datetime | None = None, *, days: int | None = None, batch: int = 
     removed["consumed_tokens"] = _delete(
         ConsumedToken.jti, (ConsumedToken.consumed_at < tokens_cutoff,), batch
     )
-    removed["auth_failures"] = _delete(
-        AuthFailure.client, (AuthFailure.last_failure_at < now - AUTH_FAILURES_KEPT,), batch
-    )
-    # a signed-out session's token is refused by its own expiry from then on
-    removed["ended_admin_sessions"] = _delete(
-        EndedAdminSession.session_id, (EndedAdminSession.expires_at < now,), batch
-    )
-    if any(removed.values()):
-        log.info("housekeeping: removed %s (older than %d days)",
-                 ", ".join(f"{n} {table}" for table, n in removed.items() if n), days)
-    return removed
 
 
 def _delete(key: Any, where: tuple[ColumnElement[bool], ...], batch: int) -> int:
@@ -111,8 +118,6 @@ def _delete(key: Any, where: tuple[ColumnElement[bool], ...], batch: int) -> int
 def maybe_prune(now: datetime | None = None, *, holder: str | None = None) -> dict[str, int] | None:
     """:func:`prune`, when no poller did within :data:`EVERY` (``None`` otherwise)."""
     now = now or utcnow()
-    if retention_days() <= 0:
-        return None
     if not poller.acquire_lease(LEASE, EVERY.total_seconds(), holder=holder, now=now, renew=False):
         return None
     return prune(now)

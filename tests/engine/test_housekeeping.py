@@ -92,12 +92,20 @@ def test_a_used_token_is_kept_until_it_has_expired_whatever_the_retention(app, a
     assert _left(ConsumedToken, ConsumedToken.jti) == {"live"}
 
 
-def test_retention_zero_keeps_everything(app, add_mapping):
+def test_retention_zero_keeps_every_guard_record_not_old_sign_in_failures(app, add_mapping):
+    """``0`` keeps the writes, deliveries and tokens for good; sign-in failures and signed-out
+    sessions have their own expiry, which no retention changes."""
     _seed(add_mapping)
     app.config["AIIMPL_RETENTION_DAYS"] = 0
-    assert not any(housekeeping.prune().values())
-    assert housekeeping.maybe_prune() is None
+    expired = {"outbox": 0, "webhook_deliveries": 0, "consumed_tokens": 0, "auth_failures": 1,
+               "ended_admin_sessions": 1}
+    assert housekeeping.maybe_prune() == expired
+    assert housekeeping.prune() == dict.fromkeys(expired, 0)
     assert len(_left(OutboxItem, OutboxItem.id)) == 6
+    assert _left(WebhookDelivery, WebhookDelivery.delivery_id) == {"old", "recent"}
+    assert _left(ConsumedToken, ConsumedToken.jti) == {"old", "recent"}
+    assert _left(AuthFailure, AuthFailure.client) == {"recent"}
+    assert _left(EndedAdminSession, EndedAdminSession.session_id) == {"unexpired"}
 
 
 def test_the_retention_setting_is_checked_at_start_up():
@@ -171,7 +179,8 @@ def test_prune_command(app, add_mapping):
     result = run.invoke(cli, ["prune", "--older-than", "3"], obj=obj)
     assert result.exit_code == 2 and "0 or at least 7 days" in result.output
     assert run.invoke(cli, ["prune", "--older-than", "0"], obj=obj).output.strip() == (
-        "Retention is 0: nothing removed."
+        "Retention is 0: tracker writes, webhook deliveries and used tokens are kept. Removed (expired): "
+        "auth_failures 0, ended_admin_sessions 0"
     )
 
 
