@@ -34,7 +34,8 @@ def auth():  # noqa: ANN201
       summary: Sign in with the admin access code
       description: >-
         Returns a signed session token to send as `Authorization: Bearer <token>` to every other
-        admin endpoint. After 5 wrong codes within 10 minutes, the same client's attempts must be
+        admin endpoint. After 5 wrong codes within 10 minutes, the same client's attempts (an IPv6
+        client counts as its /64, as one host is given one) must be
         spaced progressively further apart (0.25 s, doubled by each further wrong code, up to 4 s);
         one that comes sooner is refused with 403 and a `Retry-After` header without its code being
         checked. A right code resets the count. While `AIIMPL_ADMIN_ACCESS_CODE` is unset every
