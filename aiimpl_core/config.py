@@ -153,7 +153,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AIIMPL_SECRET_KEY", "Signs run tokens (JWT HS256) and admin sessions, and encrypts stored "
             "secrets; every process and host shares it. gunicorn (the production configuration), "
             "`aiimpl poll` and `aiimpl dispatch` refuse to start without it; `aiimpl serve` then "
-            "makes up a key for its own process and stores no secret.", None, sensitive=True),
+            "makes up a key for its own process and stores no secret. Use at least 32 random characters "
+            "(`openssl rand -hex 32`): a shorter key is warned about at start-up.", None, sensitive=True),
     Setting("AIIMPL_ADMIN_ACCESS_CODE", "Access code for the admin UI and API (`POST /api/auth`). "
             "Admin sign-in is refused while unset.", None, sensitive=True),
     Setting("AIIMPL_ADMIN_SESSION_SECONDS", "Lifetime of an admin session token.", 43200, _at_least(1)),

@@ -2,6 +2,7 @@
 that says what is expected, never a Python error's words or a traceback."""
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -94,3 +95,16 @@ def test_the_session_program_does_not_read_the_orchestrators_settings():
     assert done.returncode == 2, done.stderr
     assert "AIIMPL_PHASE is not set" in done.stderr
     assert "AIIMPL_POLL_INTERVAL" not in done.stderr and "RUNNER_MODE" not in done.stderr
+
+
+@pytest.mark.parametrize(("key", "warned"), [("short-key-of-21-chars", True), ("k" * 32, False)])
+def test_a_short_secret_key_is_warned_about(tmp_path, caplog, key, warned):
+    from aiimpl_core.app import create_app
+
+    with caplog.at_level(logging.WARNING, logger="aiimpl"):
+        create_app({"AIIMPL_DATABASE_URL": f"sqlite:///{tmp_path}/k.db", "AIIMPL_SECRET_KEY": key},
+                   load_entrypoints=False, environ={})
+    said = [r.getMessage() for r in caplog.records if "AIIMPL_SECRET_KEY has" in r.getMessage()]
+    assert said == ([f"AIIMPL_SECRET_KEY has {len(key)} characters: use at least 32 random ones (e.g. the "
+                     "output of `openssl rand -hex 32`)"] if warned else [])
+    assert all(key not in r.getMessage() for r in caplog.records)
