@@ -11,7 +11,7 @@ import pytest
 
 def _cli(*args: str, url: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
-    environ.update(AIIMPL_DATABASE_URL=url, AIIMPL_SECRET_KEY="cli-database-test-key")
+    environ.update(AIIMPL_DATABASE_URL=url, AIIMPL_SECRET_KEY="cli-database-test-key-of-32-characters")
     return subprocess.run([sys.executable, "-m", "aiimpl_core.cli", *args], env=environ,
                           capture_output=True, text=True, timeout=120)
 
@@ -106,7 +106,7 @@ def test_poll_waits_for_a_database_that_does_not_answer_yet(tmp_path):
         port = s.getsockname()[1]  # closed again: connections are refused
     environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
     environ.update(AIIMPL_DATABASE_URL=f"postgresql+psycopg://nobody@127.0.0.1:{port}/none",
-                   AIIMPL_SECRET_KEY="cli-database-test-key")
+                   AIIMPL_SECRET_KEY="cli-database-test-key-of-32-characters")
     proc = subprocess.Popen([sys.executable, "-m", "aiimpl_core.cli", "poll", "--interval", "0.2"],
                             env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
@@ -211,7 +211,8 @@ def test_db_upgrade_keeps_to_the_configured_log_level(tmp_path):
     """Alembic's progress is INFO: shown by default (the CLI's own level is WARNING), not when the
     operator asked for warnings only."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
-    environ.update(AIIMPL_DATABASE_URL=f"sqlite:///{tmp_path}/a.db", AIIMPL_SECRET_KEY="k")
+    environ.update(AIIMPL_DATABASE_URL=f"sqlite:///{tmp_path}/a.db",
+                   AIIMPL_SECRET_KEY="cli-database-test-key-of-32-characters")
     command = [sys.executable, "-m", "aiimpl_core.cli", "db", "upgrade", "0001"]
     done = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "Running upgrade" in done.stderr, done.stderr
