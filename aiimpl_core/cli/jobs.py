@@ -138,6 +138,10 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
                 click.echo(f"  error: {error}")
 
     if once:
+        from ..services import shadow
+
+        # as a poll loop's first cycle: a cycle run from cron is the only poller some installs have
+        shadow.leave()
         # an operator's explicit cycle reads every tracker, whatever the leases of running pollers
         show(run_cycle())
         return

@@ -7,8 +7,9 @@ in flight (``timed_out`` / ``run_not_found``: no run was ever started) and relea
 whose last job was a shadow job, so the issues that still carry them are dispatched for real, once,
 as they would have been without the trial.
 
-It runs when ``POST /api/runner-mode`` saves a mode, when a poll loop starts (a ``RUNNER_MODE``
-override taken out of the environment takes effect at a restart), and from the reconciler when it
+It runs when ``POST /api/runner-mode`` saves a mode, before a poll loop's first cycle and before
+``aiimpl poll --once`` (a ``RUNNER_MODE`` override taken out of the environment takes effect at a
+restart), and from the reconciler when it
 finds a shadow job in flight outside shadow mode (one a poller claimed having read the mode just
 before it changed). It is idempotent.
 """

@@ -108,3 +108,24 @@ def test_a_poll_loop_that_starts_outside_shadow_mode_gives_the_triggers_back(app
     loop.run_forever(on_cycle=lambda report: loop.stop())  # one cycle
     assert _statuses("ENG-1") == [(True, "timed_out"), (False, "dispatched")]
     assert len(runner.runs) == 1
+
+
+def test_a_single_cycle_from_the_command_line_gives_the_triggers_back(app, tracker, runner, add_mapping):
+    """``aiimpl poll --once`` run from cron is the only poller some installs have."""
+    from click.testing import CliRunner
+    from flask.cli import ScriptInfo
+
+    from aiimpl_core.cli import cli
+    from aiimpl_core.cli import jobs as _jobs_commands  # noqa: F401 - registers the commands
+
+    app.config["RUNNER_MODE"] = "shadow"
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    run_cycle()
+    run_cycle(now=later(minutes=11))
+    app.config["RUNNER_MODE"] = None
+
+    result = CliRunner().invoke(cli, ["poll", "--once"], obj=ScriptInfo(create_app=lambda: app))
+    assert result.exit_code == 0, result.output
+    assert "1 dispatched" in result.output
+    assert _statuses("ENG-1") == [(True, "timed_out"), (False, "dispatched")]
