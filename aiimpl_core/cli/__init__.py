@@ -114,6 +114,23 @@ def cli() -> None:
     """AI-Implement: turns tracker issues into pull requests written by a coding agent."""
 
 
+def stop_without_this_schema() -> None:
+    """Stop a long-running command on a database without this version's schema, with `aiimpl db
+    upgrade` to say (every request or cycle would fail until it runs). A database that does not
+    answer yet is only said: the command waits for it, as gunicorn's workers do."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..database import failure_reason, schema_problem, schema_revision
+
+    try:
+        problem = schema_problem(schema_revision())
+    except SQLAlchemyError as exc:
+        click.echo(f"the database does not answer yet: {failure_reason(exc)}", err=True)
+        return
+    if problem:
+        raise click.ClickException(problem)
+
+
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535),
@@ -125,21 +142,11 @@ def serve(host: str, port: int) -> None:
     Refuses a database without this version's schema (run `aiimpl db upgrade` first), as the
     production configuration does."""
     from flask import current_app
-    from sqlalchemy.exc import SQLAlchemyError
 
-    from ..database import failure_reason, schema_problem, schema_revision
     from .devserver import make_dev_server
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    # every request would fail until `aiimpl db upgrade` runs; a database that does not answer yet
-    # is left to the requests, as gunicorn's workers do
-    try:
-        problem = schema_problem(schema_revision())
-    except SQLAlchemyError as exc:
-        click.echo(f"the database does not answer yet: {failure_reason(exc)}", err=True)
-        problem = None
-    if problem:
-        raise click.ClickException(problem)
+    stop_without_this_schema()
     # FLASK_DEBUG reaches the app's config: debug mode is for Flask's own server, never this one
     app.debug = False
     server = make_dev_server(host, port, app)

@@ -19,7 +19,7 @@ from ..errors import AiimplError
 from ..extensions import db
 from ..orm import Job
 from ..types import ACTIVE_STATUSES, JobStatus, Phase
-from . import cli, echo_json
+from . import cli, echo_json, stop_without_this_schema
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -117,9 +117,6 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
 
     Without --once it runs until SIGTERM or SIGINT, which stop it after the current cycle.
     """
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from ..database import failure_reason, schema_problem, schema_revision
     from ..services.dispatch import run_cycle
     from ..services.poller import Poller
 
@@ -145,16 +142,9 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
         # an operator's explicit cycle reads every tracker, whatever the leases of running pollers
         show(run_cycle())
         return
-    # a service that would fail every cycle until `aiimpl db upgrade` runs stops at once instead,
-    # with that to say (a service manager restarts it); a database that does not answer yet is
-    # waited for, cycle after cycle, as before
-    try:
-        problem = schema_problem(schema_revision())
-    except SQLAlchemyError as exc:
-        click.echo(f"the database does not answer yet: {failure_reason(exc)}", err=True)
-        problem = None
-    if problem:
-        raise click.ClickException(problem)
+    # a service that would fail every cycle stops at once instead (a service manager restarts it);
+    # a database that does not answer yet is waited for, cycle after cycle
+    stop_without_this_schema()
     poller = Poller(interval)
 
     def on_signal(signum: int, _frame: Any) -> None:
