@@ -21,6 +21,14 @@ def sign_in(page, code=TEST_ADMIN_CODE):  # noqa: ANN001, ANN201
     page.wait_for_url(re.compile(r"/ui/projects"))
 
 
+def fill_mapping(page, team: str, repo: str, branch: str = "main") -> None:  # noqa: ANN001
+    """Type a mapping's required fields into the Projects form (owner ``acme``)."""
+    page.get_by_label("Team key").fill(team)
+    page.get_by_label("GitHub owner").fill("acme")
+    page.get_by_label("Repository").fill(repo)
+    page.get_by_label("Default branch").fill(branch)
+
+
 def test_sign_in_refuses_a_wrong_code_then_accepts_the_right_one(page):
     page.goto("/ui/signin")
     shot(page, "signin")
@@ -54,10 +62,7 @@ def test_sign_in_too_soon_after_wrong_codes_says_when_to_try_again(page, monkeyp
 
 def test_create_mapping_with_validation_error_then_success_then_pause(page):
     sign_in(page)
-    page.get_by_label("Team key").fill("ENG")
-    page.get_by_label("GitHub owner").fill("acme")
-    page.get_by_label("Repository").fill("api")
-    page.get_by_label("Default branch").fill("main")
+    fill_mapping(page, "ENG", "api")
     page.get_by_label("Machine CPUs").fill("0")
     page.get_by_role("button", name="Save mapping").click()
     error = page.locator('.field-error[data-for="machineCpus"]')

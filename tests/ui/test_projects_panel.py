@@ -9,7 +9,7 @@ import pytest
 from aiimpl_core.testing.fakes import add_mapping
 from aiimpl_core.testing.pytest_plugin import TEST_ADMIN_CODE
 
-from .test_browser import sign_in
+from .test_browser import fill_mapping, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -42,10 +42,7 @@ def test_a_field_emptied_in_the_edit_form_is_cleared(page, app):
 
 def test_a_field_error_is_the_description_of_its_field(page, app):
     sign_in(page)
-    page.get_by_label("Team key").fill("ENG")
-    page.get_by_label("GitHub owner").fill("acme")
-    page.get_by_label("Repository").fill("api")
-    page.get_by_label("Default branch").fill("main")
+    fill_mapping(page, "ENG", "api")
     page.get_by_label("Machine CPUs").fill("0")
     page.get_by_role("button", name="Save mapping").click()
     cpus = page.get_by_label("Machine CPUs")
@@ -69,10 +66,7 @@ def test_what_was_typed_survives_the_end_of_the_admin_session(page, app):
     from aiimpl_core.services import mappings
 
     sign_in(page)
-    page.get_by_label("Team key").fill("WEB")
-    page.get_by_label("Owner").fill("acme")
-    page.get_by_label("Repository").fill("web")
-    page.get_by_label("Default branch").fill("trunk")
+    fill_mapping(page, "WEB", "web", "trunk")
     page.get_by_label("Ticketing (JSON object)").fill('{"provider": "fake-tracker"}')
     page.evaluate("sessionStorage.setItem('aiimpl.token', 'a session that has ended')")
     page.get_by_role("button", name="Save mapping").click()
