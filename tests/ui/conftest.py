@@ -74,13 +74,18 @@ def live_server(app: Any) -> Iterator[str]:
         thread.join(timeout=5)
 
 
-@pytest.fixture
-def page(browser: Any, live_server: str) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1366, "height": 800}, base_url=live_server)
+def open_page(browser: Any, live_server: str, width: int, height: int) -> Iterator[Any]:
+    """A page of its own browser context, ``width`` × ``height``, on the live server."""
+    context = browser.new_context(viewport={"width": width, "height": height}, base_url=live_server)
     page = context.new_page()
     page.set_default_timeout(10_000)
     yield page
     context.close()
+
+
+@pytest.fixture
+def page(browser: Any, live_server: str) -> Iterator[Any]:
+    yield from open_page(browser, live_server, 1366, 800)
 
 
 def shot(page: Any, name: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 from aiimpl_core.testing.fakes import add_mapping
 from aiimpl_core.ui.views import PANELS
 
-from .conftest import shot
+from .conftest import open_page, shot
 from .test_browser import sign_in
 
 pytestmark = pytest.mark.browser
@@ -34,11 +34,7 @@ def test_a_scope_whose_secrets_cannot_be_read_says_so_instead_of_the_last_scopes
 
 @pytest.fixture
 def phone(browser: Any, live_server: str) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 375, "height": 740}, base_url=live_server)
-    page = context.new_page()
-    page.set_default_timeout(10_000)
-    yield page
-    context.close()
+    yield from open_page(browser, live_server, 375, 740)
 
 
 def test_no_panel_is_wider_than_a_phone(phone, app, tracker):
