@@ -119,22 +119,33 @@ class JiraClient:
             if not batch or start >= int(page.get("total", start)):
                 return out
 
-    def newest_comments(self, key: str, *, max_results: int) -> list[dict[str, Any]]:
-        """The newest ``max_results`` comments of an issue, newest first, each with its
-        ``properties``: ``GET …/issue/{key}/comment?orderBy=-created`` for their ids (that
-        operation expands only ``renderedBody``), then ``POST …/comment/list?expand=properties``."""
-        page = self.http.get(
-            f"{API}/issue/{_key(key)}/comment",
-            params={"startAt": 0, "maxResults": max_results, "orderBy": "-created"},
-        ).json()
-        ids = [int(c["id"]) for c in page.get("comments") or [] if str(c.get("id") or "").isdigit()]
-        if not ids:
-            return []
-        listed = self.http.post(
-            f"{API}/comment/list", params={"expand": "properties"}, json={"ids": ids}, retry_unsafe=True
-        ).json()
-        by_id = {str(c.get("id")): c for c in listed.get("values") or []}
-        return [by_id[str(i)] for i in ids if str(i) in by_id]
+    def comments_newest_first(
+        self, key: str, *, first_page: int, page_size: int = 100
+    ) -> Iterator[dict[str, Any]]:
+        """The comments of an issue, newest first, each with its ``properties``, read a page at a
+        time as the caller goes on (``first_page`` comments, then ``page_size`` at a time): per
+        page, ``GET …/issue/{key}/comment?orderBy=-created`` for their ids (that operation expands
+        only ``renderedBody``), then ``POST …/comment/list?expand=properties``. A comment added
+        meanwhile moves the others down a place, so one may be read twice, never skipped."""
+        start, size = 0, first_page
+        while True:
+            page = self.http.get(
+                f"{API}/issue/{_key(key)}/comment",
+                params={"startAt": start, "maxResults": size, "orderBy": "-created"},
+            ).json()
+            batch = page.get("comments") or []
+            ids = [int(c["id"]) for c in batch if str(c.get("id") or "").isdigit()]
+            if ids:
+                listed = self.http.post(
+                    f"{API}/comment/list", params={"expand": "properties"}, json={"ids": ids},
+                    retry_unsafe=True,
+                ).json()
+                by_id = {str(c.get("id")): c for c in listed.get("values") or []}
+                yield from (by_id[str(i)] for i in ids if str(i) in by_id)
+            start += len(batch)
+            if not batch or start >= int(page.get("total", start)):
+                return
+            size = page_size
 
     def add_comment(
         self, key: str, adf_body: dict[str, Any], *, properties: Mapping[str, Any] | None = None

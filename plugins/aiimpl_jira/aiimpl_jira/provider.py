@@ -272,7 +272,8 @@ class JiraProvider(TicketingProvider):
 
     #: issues per search page (Jira allows up to 5000 with few fields; 100 keeps answers small)
     page_size: ClassVar[int] = 100
-    #: the newest comments a retry of :meth:`post_comment_once` looks through for its earlier copy
+    #: the newest comments a retry of :meth:`post_comment_once` reads first, in one page, when it
+    #: looks for its earlier copy (it reads on, a page of 100 at a time, until it finds it)
     retry_lookback: ClassVar[int] = 50
 
     _client: JiraClient | None = None
@@ -453,16 +454,17 @@ class JiraProvider(TicketingProvider):
         """Post a queued comment tagged with the comment property :data:`REF_PROPERTY`
         (``{"ref": ref}``), in the one request of a first try.
 
-        A retry first lists the issue's :attr:`retry_lookback` newest comments with their
-        properties and returns the one that carries ``ref``: a try whose answer was lost (a
+        A retry first looks for the comment that carries ``ref`` among the issue's comments,
+        newest first with their properties, and returns it: a try whose answer was lost (a
         timeout, a proxy's 502) may have been stored. Only when none does is it posted. The
         outbox retries seconds to an hour apart and holds the issue's later items back meanwhile,
-        so the copy is among the newest unless that many other comments were added to the issue
-        in between; then it is posted a second time, as a tracker without a reference would.
+        so the copy is nearly always among the :attr:`retry_lookback` newest, read in one page;
+        when it is not, the older pages are read too (Jira Cloud holds at most 5,000 comments per
+        issue), so a copy many comments have pushed down is found all the same.
         """
         if retry:
             found = next(
-                (raw for raw in self.client.newest_comments(key, max_results=self.retry_lookback)
+                (raw for raw in self.client.comments_newest_first(key, first_page=self.retry_lookback)
                  if carries_ref(raw, ref)),
                 None,
             )

@@ -92,18 +92,54 @@ def test_a_retry_takes_no_comment_of_another_ref(jira: FakeJira, provider: JiraP
     assert comment.id == jira.issues["ENG-1"].comments[-1].id
 
 
-def test_a_retry_looks_through_the_newest_comments_only(jira: FakeJira, provider: JiraProvider) -> None:
-    """The bound: a copy that many other comments have pushed out of the newest page is not seen."""
+def test_a_retry_reads_one_page_when_the_copy_is_among_the_newest(
+    jira: FakeJira, provider: JiraProvider
+) -> None:
     jira.add_issue("ENG-1")
     provider.post_comment_once("ENG-1", "lost answer", ref=REF, retry=False)
     for n in range(JiraProvider.retry_lookback - 1):
         jira.add_comment("ENG-1", f"note {n}")
-    provider.post_comment_once("ENG-1", "lost answer", ref=REF, retry=True)
-    assert _texts(jira, "ENG-1").count("lost answer") == 1  # the 50th newest: found
+    before = len(jira.requests)
 
-    jira.add_comment("ENG-1", "one more")
     provider.post_comment_once("ENG-1", "lost answer", ref=REF, retry=True)
-    assert _texts(jira, "ENG-1").count("lost answer") == 2  # the 51st: posted again
+
+    assert _texts(jira, "ENG-1").count("lost answer") == 1  # the 50th newest: found
+    assert [(r.method, r.path) for r in jira.requests[before:]] == [
+        ("GET", "/rest/api/3/issue/ENG-1/comment"), ("POST", "/rest/api/3/comment/list")
+    ]
+
+
+def test_a_retry_finds_a_copy_many_comments_pushed_down(jira: FakeJira, provider: JiraProvider) -> None:
+    """Comments added between the lost try and the retry (people, other apps) push the copy out of
+    the newest page: the retry reads on, a page at a time, until it finds it."""
+    jira.add_issue("ENG-1")
+    provider.post_comment_once("ENG-1", "lost answer", ref=REF, retry=False)
+    for n in range(JiraProvider.retry_lookback + 120):
+        jira.add_comment("ENG-1", f"note {n}")
+    before = len(jira.requests)
+
+    comment = provider.post_comment_once("ENG-1", "lost answer", ref=REF, retry=True)
+
+    assert _texts(jira, "ENG-1").count("lost answer") == 1
+    assert comment.id == jira.issues["ENG-1"].comments[0].id
+    sent = jira.requests[before:]
+    pages = [(r.query["startAt"], r.query["maxResults"]) for r in sent if r.method == "GET"]
+    assert pages == [(["0"], ["50"]), (["50"], ["100"]), (["150"], ["100"])]
+    assert [r.path for r in sent if r.method == "POST"] == ["/rest/api/3/comment/list"] * 3
+
+
+def test_a_retry_reads_every_page_before_it_posts(jira: FakeJira, provider: JiraProvider) -> None:
+    jira.add_issue("ENG-1")
+    for n in range(JiraProvider.retry_lookback + 100):
+        jira.add_comment("ENG-1", f"note {n}")
+    before = len(jira.requests)
+
+    provider.post_comment_once("ENG-1", "never stored", ref=REF, retry=True)
+
+    assert _texts(jira, "ENG-1").count("never stored") == 1
+    assert [(r.method, r.path) for r in jira.requests[before:]] == [
+        ("GET", "/rest/api/3/issue/ENG-1/comment"), ("POST", "/rest/api/3/comment/list")
+    ] * 2 + [("POST", "/rest/api/3/issue/ENG-1/comment")]
 
 
 def test_the_fake_lists_comments_newest_first_with_their_properties(
@@ -114,11 +150,11 @@ def test_the_fake_lists_comments_newest_first_with_their_properties(
     jira.add_comment("ENG-1", "second")
     jira.add_comment("ENG-1", "third")
 
-    newest = provider.client.newest_comments("ENG-1", max_results=2)
-    assert [adf_text(c["body"]) for c in newest] == ["third", "second"]
-    assert [c["properties"] for c in newest] == [[], []]
-    [oldest] = provider.client.newest_comments("ENG-1", max_results=5)[2:]
-    assert oldest["properties"] == [{"key": "a", "value": {"n": 1}}]
+    newest = list(provider.client.comments_newest_first("ENG-1", first_page=2, page_size=1))
+    assert [adf_text(c["body"]) for c in newest] == ["third", "second", "first"]
+    assert [c["properties"] for c in newest] == [[], [], [{"key": "a", "value": {"n": 1}}]]
+    pages = [r.query for r in jira.requests_to("GET", "/issue/ENG-1/comment")]
+    assert [(q["startAt"], q["maxResults"]) for q in pages] == [(["0"], ["2"]), (["2"], ["1"])]
     # the issue's comment listing has no properties (it expands only renderedBody)
     assert all("properties" not in c for c in provider.client.comments("ENG-1"))
 
