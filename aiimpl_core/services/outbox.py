@@ -30,7 +30,7 @@ from ..database import dialect_name, one_of, per_dialect, serialized, upsert
 from ..errors import AiimplError, NotFound, ProviderError
 from ..extensions import db
 from ..orm import OutboxItem, TrackedIssue, utcnow
-from ..types import Stage
+from ..types import Comment, Stage
 
 log = logging.getLogger(__name__)
 
@@ -409,9 +409,12 @@ def _send_and_record(facade, item: Claimed, now: datetime) -> Exception | None: 
                     update(OutboxItem).where(_held(item)).values(**values).returning(OutboxItem.id),
                     execution_options={"synchronize_session": False},
                 ).first() is not None
+        # the traceback of an exception that is not one of the project's: a plugin's bug shows
+        # where it is (the log masks the known secrets in it)
+        trace = None if isinstance(exc, AiimplError) else exc
         if not recorded:
             log.warning("outbox item %s (%s %s) failed after its lease ran out, not recorded (another "
-                        "sender took it): %s", item.id, item.op, item.issue_key, last_error)
+                        "sender took it): %s", item.id, item.op, item.issue_key, last_error, exc_info=trace)
             return exc
         if dead:
             why = ""
@@ -420,9 +423,10 @@ def _send_and_record(facade, item: Claimed, now: datetime) -> Exception | None: 
             elif refused:
                 why = f" (refused: HTTP {exc.status})"
             log.warning("outbox item %s (%s %s) given up after %d attempts%s: %s", item.id, item.op,
-                        item.issue_key, attempts, why, last_error)
+                        item.issue_key, attempts, why, last_error, exc_info=trace)
         else:
-            log.warning("outbox item %s (%s %s) failed: %s", item.id, item.op, item.issue_key, last_error)
+            log.warning("outbox item %s (%s %s) failed: %s", item.id, item.op, item.issue_key, last_error,
+                        exc_info=trace)
         return exc
     done = {"item_id": item.id, "when": utcnow(), "remote": item.remote_id, "item_issue": item.issue_key}
     cleared = item.op == "stage" and item.stage != Stage.TRIGGERED.value
@@ -442,7 +446,13 @@ def _send(facade, item: Claimed) -> None:  # noqa: ANN001
         comment = tracker.post_comment_once(
             item.issue_key, item.body or "", ref=comment_ref(item.id), retry=item.tried
         )
-        item.remote_id = comment.id
+        if isinstance(comment, Comment):
+            item.remote_id = comment.id
+        else:
+            # it returned, so the comment was posted: trying again would post it again
+            log.warning("the tracker %r answered %s for comment %s on %s, not a Comment; counted as "
+                        "posted, without its remote id", item.provider, type(comment).__name__, item.id,
+                        item.issue_key)
     elif item.op == "stage":
         tracker.set_stage(item.issue_key, Stage(item.stage))
     elif item.op == "done":

@@ -254,6 +254,8 @@ def reconcile(
             states = _run_states(backend.poll_runs(runs), backend_id)
         except Exception as exc:  # noqa: BLE001 - one backend's failure must not stop the others
             db.session.rollback()
+            if not isinstance(exc, AiimplError):  # a plugin's bug: where it is
+                log.exception("polling the runs of %s failed", backend_id)
             poller.record_failure("runner", backend_id, exc, now)
             report.skipped[backend_id] = (
                 f"poll failed: {exc if isinstance(exc, AiimplError) else type(exc).__name__}"
@@ -305,8 +307,10 @@ def _sweep_idle(facade: Any, idle: set[str], *, now: datetime, lifetime: int, ho
                 backend.sweep(lifetime)
         except Exception as exc:  # noqa: BLE001 - a sweep is best effort; polling goes on
             db.session.rollback()
-            log.warning("sweeping %s failed: %s", backend_id,
-                        exc.message if isinstance(exc, AiimplError) else type(exc).__name__)
+            if isinstance(exc, AiimplError):
+                log.warning("sweeping %s failed: %s", backend_id, exc.message)
+            else:  # a plugin's bug: where it is
+                log.warning("sweeping %s failed: %s", backend_id, type(exc).__name__, exc_info=True)
 
 
 def _end_unasked(job: Job, *, now: datetime, limits: _Limits, report: ReconcileReport) -> None:
