@@ -140,7 +140,9 @@ def patch_mapping(teamKey: str):  # noqa: ANN201, N803
         400:
           description: >-
             Invalid request body; maxInProgressAiIssues must be a positive integer; Specify either
-            paused or maxInProgressAiIssues, not both; paused must be true or false
+            paused or maxInProgressAiIssues, not both; Specify either paused or
+            maxInProgressAiIssues: PATCH changes only these (POST /api/mappings saves the other
+            fields), when neither is given; paused must be true or false
           content:
             application/json:
               schema: ErrorSchema

@@ -447,13 +447,20 @@ def _stored(team_key: Any) -> dict[str, Any] | None:
     return to_api(row) if row else None
 
 
+#: a PATCH with neither field (``{"machineCpus": 2}`` included: a field it does not read is ignored)
+NEITHER = ("Specify either paused or maxInProgressAiIssues: PATCH changes only these "
+           "(POST /api/mappings saves the other fields)")
+
+
 def patch(team_key: str, body: Any) -> dict[str, Any]:
     """Set a mapping's pause state or its concurrency cap (one of them per request)."""
     if not isinstance(body, dict):
         raise ValidationError("Invalid request body")
     has_paused, has_cap = "paused" in body, "maxInProgressAiIssues" in body
-    if has_paused == has_cap:
+    if has_paused and has_cap:
         raise ValidationError("Specify either paused or maxInProgressAiIssues, not both")
+    if not has_paused and not has_cap:  # (other fields are ignored, as by every admin endpoint)
+        raise ValidationError(NEITHER)
     if has_cap:
         _whole(body["maxInProgressAiIssues"], 1, "maxInProgressAiIssues",
                "maxInProgressAiIssues must be a positive integer")
