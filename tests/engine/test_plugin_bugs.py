@@ -23,7 +23,9 @@ def _traceback_of(record: logging.LogRecord) -> str:
     return text.rstrip()
 
 
-def test_a_comment_posted_without_a_comment_answered_is_posted_once(app, tracker, monkeypatch, caplog) -> None:
+def test_a_comment_posted_without_a_comment_answered_is_posted_once(
+    app, tracker, monkeypatch, caplog
+) -> None:
     post = tracker.provider_class.post_comment
 
     def post_comment(self: Any, key: str, body: str) -> None:
@@ -43,7 +45,9 @@ def test_a_comment_posted_without_a_comment_answered_is_posted_once(app, tracker
     assert "answered NoneType" in warned.getMessage() and "counted as posted" in warned.getMessage()
 
 
-def test_a_tracker_writes_foreign_exception_is_logged_with_its_traceback(app, tracker, monkeypatch, caplog) -> None:
+def test_a_tracker_writes_foreign_exception_is_logged_with_its_traceback(
+    app, tracker, monkeypatch, caplog
+) -> None:
     def post_comment(self: Any, key: str, body: str) -> None:
         raise KeyError("missing")
 
@@ -58,7 +62,9 @@ def test_a_tracker_writes_foreign_exception_is_logged_with_its_traceback(app, tr
     assert _traceback_of(failed).endswith("KeyError: 'missing'")
 
 
-def test_a_project_error_of_a_tracker_write_is_logged_without_a_traceback(app, tracker, monkeypatch, caplog) -> None:
+def test_a_project_error_of_a_tracker_write_is_logged_without_a_traceback(
+    app, tracker, monkeypatch, caplog
+) -> None:
     def post_comment(self: Any, key: str, body: str) -> None:
         raise fail_with(503, "tracker unavailable")
 
@@ -86,5 +92,8 @@ def test_a_sweep_bug_is_logged_with_its_traceback(app, runner, caplog) -> None:
     runner.sweep_error = AttributeError("'NoneType' object has no attribute 'containers'")
     with caplog.at_level(logging.WARNING):
         reconcile(now=later(seconds=0))
-    [logged] = [r for r in caplog.records if r.getMessage() == "sweeping github-actions failed: AttributeError"]
-    assert _traceback_of(logged).endswith("AttributeError: 'NoneType' object has no attribute 'containers'")
+    logged_as = "sweeping github-actions failed: AttributeError"
+    [logged] = [r for r in caplog.records if r.getMessage() == logged_as]
+    assert _traceback_of(logged).endswith(
+        "AttributeError: 'NoneType' object has no attribute 'containers'"
+    )

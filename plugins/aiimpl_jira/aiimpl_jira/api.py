@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiimpl_core.auth import public_endpoint
 from aiimpl_core.errors import AiimplError, ProviderError
-from aiimpl_core.schemas.common import NOT_JSON, parse_json, read_json
+from aiimpl_core.webhooks import NOT_JSON, check_issues, parse_json, read_json
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from . import admin
@@ -22,7 +22,7 @@ from .config import TRIGGER_STATUS
 from .provider import JiraProvider
 
 if TYPE_CHECKING:
-    from aiimpl_core.services.dispatch import CycleReport
+    from aiimpl_core.webhooks import CycleReport
 
 log = logging.getLogger(__name__)
 
@@ -230,10 +230,7 @@ def _secret_matches(secret: str, raw_body: bytes) -> bool:
 
 def _run_cycle(issue_key: str) -> CycleReport:
     """An immediate dispatch check of one issue (the same checks and claim as a poll cycle)."""
-    # Imported when needed: the engine owns dispatch, and this plugin must load without it.
-    from aiimpl_core.services.dispatch import run_cycle_for_issues
-
-    return run_cycle_for_issues(JiraProvider.id, [issue_key])
+    return check_issues(JiraProvider.id, [issue_key])
 
 
 @bp.post("/webhook")

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiimpl_core.auth import public_endpoint
 from aiimpl_core.errors import AiimplError
-from aiimpl_core.schemas.common import NOT_JSON, parse_json
+from aiimpl_core.webhooks import NOT_JSON, check_issues, parse_json
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from .config import PROVIDER_ID, TRIGGER_LABEL, WEBHOOK_WINDOW_SECONDS, LinearSettings
 
 if TYPE_CHECKING:
-    from aiimpl_core.services.dispatch import CycleReport
+    from aiimpl_core.webhooks import CycleReport
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,7 @@ def triggered_identifier(payload: dict[str, Any]) -> str | None:
 
 
 def _run_cycle(identifiers: Sequence[str]) -> CycleReport:
-    # Imported when needed: the engine owns dispatch, and this plugin must load without it.
-    from aiimpl_core.services.dispatch import run_cycle_for_issues
-
-    return run_cycle_for_issues(PROVIDER_ID, list(identifiers))
+    return check_issues(PROVIDER_ID, identifiers)
 
 
 #: What the view calls to dispatch; tests replace it.
@@ -202,7 +199,7 @@ def reported_as(report: CycleReport, identifier: str) -> str:
 
 
 def outcome(report: CycleReport, identifier: str) -> dict[str, Any]:
-    """What the check of ``run_cycle_for_issues`` did with the issue, for the webhook's answer:
+    """What the check of ``check_issues`` did with the issue, for the webhook's answer:
     ``dispatched`` and the job, or why not (a blocker, a reason it needs nothing, a failure).
 
     Reasons are the report's own words: the blockers' messages and the skip reasons, never a
