@@ -1,14 +1,18 @@
 """Test kit for the core and for plugin authors.
 
 * :mod:`aiimpl_core.testing.pytest_plugin` — fixtures (databases on SQLite and PostgreSQL, an app,
-  an admin client), loaded automatically by pytest through the ``pytest11`` entry point.
+  an admin client, the providers' clock), loaded automatically by pytest through the ``pytest11``
+  entry point.
 * :mod:`aiimpl_core.testing.contract` — contract test classes per provider kind: subclass one in
   your plugin's tests and provide the fixture it names.
 * :mod:`aiimpl_core.testing.fakes` — an in-memory tracker and runner, registered as plugins,
   ``add_mapping`` to put a mapping in the database, and ``queue_outbox_item`` to put a tracker write
   in the outbox.
 * :mod:`aiimpl_core.testing.orchestrator` — drive jobs as the poller does (``poll_once``,
-  ``dispatch_issue``, ``reconcile``) and read them afresh (``jobs``, ``fresh``).
+  ``dispatch_issue``, ``reconcile``), play a session's callbacks (``post_result``,
+  ``post_progress``) and read jobs afresh (``jobs``, ``fresh``).
+* :mod:`aiimpl_core.testing.clock` — ``Clock``, the time the test app's providers read as
+  ``context.clock()`` (the ``aiimpl_clock`` fixture).
 * :mod:`aiimpl_core.testing.sql` — ``statements()``, the SQL the app sends inside a block (for
   tests that check a cost in statements).
 * :mod:`aiimpl_core.testing.swagger2` — ``SwaggerDescription``: checks requests and answers against

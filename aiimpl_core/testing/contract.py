@@ -20,13 +20,15 @@ class then runs against your provider::
 from __future__ import annotations
 
 import inspect
+import re
+import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from ..errors import AiimplError
+from ..errors import AiimplError, NotFound
 from ..http import HttpClient
 from ..providers import ConfigVar, ModelProvider, ProviderContext, RunnerBackend, TicketingProvider
 from ..types import (
@@ -129,10 +131,18 @@ class _ProviderBasics:
 
 class TicketingProviderContract(_ProviderBasics):
     """Fixtures: ``ticketing_provider`` (bound to a fake server holding at least one triggered
-    issue) and ``contract_issue_key`` (the key of that issue)."""
+    issue) and ``contract_issue_key`` (the key of that issue); optionally
+    ``contract_missing_issue_key`` (a key the tracker has no issue of)."""
 
     provider_fixture = "ticketing_provider"
     base = TicketingProvider
+
+    @pytest.fixture
+    def contract_missing_issue_key(self, contract_issue_key: str) -> str:
+        """A key the tracker has no issue of: by default ``contract_issue_key`` with 100,000 added to
+        its number (``ENG-1`` → ``ENG-100001``). Override it for a key that does not end with a
+        number, or a fake that holds such an issue."""
+        return _missing_key(contract_issue_key)
 
     def test_contract_iter_triggered_pages(
         self, provider: TicketingProvider, contract_issue_key: str
@@ -153,6 +163,22 @@ class TicketingProviderContract(_ProviderBasics):
         assert isinstance(issue.description, str)
         assert all(isinstance(c, Comment) for c in issue.comments)
 
+    def test_contract_get_issue_of_a_missing_key_raises_not_found(
+        self, provider: TicketingProvider, contract_missing_issue_key: str
+    ) -> None:
+        """``aiimpl dispatch`` and the outbox tell an issue that is gone from a tracker that failed
+        by :class:`~aiimpl_core.errors.NotFound` alone."""
+        key = contract_missing_issue_key
+        try:
+            answer = provider.get_issue(key)
+        except NotFound:
+            return
+        except Exception as exc:  # noqa: BLE001 - the contract names what was raised
+            pytest.fail(f"get_issue({key!r}) raised {type(exc).__name__}: {exc}; an issue the tracker does "
+                        "not have raises aiimpl_core.errors.NotFound")
+        pytest.fail(f"get_issue({key!r}) answered {answer!r}; an issue the tracker does not have raises "
+                    "aiimpl_core.errors.NotFound (override contract_missing_issue_key if the fake has it)")
+
     def test_contract_post_comment_round_trips(
         self, provider: TicketingProvider, contract_issue_key: str
     ) -> None:
@@ -160,6 +186,42 @@ class TicketingProviderContract(_ProviderBasics):
         assert isinstance(comment, Comment)
         bodies = [c.body for c in provider.get_issue(contract_issue_key).comments]
         assert any("contract" in b for b in bodies)
+
+    def test_contract_post_comment_once_round_trips(
+        self, provider: TicketingProvider, contract_issue_key: str
+    ) -> None:
+        """The outbox sends every comment through ``post_comment_once``."""
+        marker = _marker()
+        comment = provider.post_comment_once(contract_issue_key, f"contract {marker}", ref=str(uuid.uuid4()),
+                                             retry=False)
+        assert isinstance(comment, Comment), f"post_comment_once answered {comment!r}, not a Comment"
+        assert _copies(provider, contract_issue_key, marker) == 1
+
+    def test_contract_post_comment_once_retry_leaves_one_copy(
+        self, provider: TicketingProvider, contract_issue_key: str
+    ) -> None:
+        """A retry after a try that was stored (its answer lost) finds the comment by its ``ref``;
+        only a tracker that overrides ``post_comment_once`` can (the default posts again)."""
+        marker, ref = _marker(), str(uuid.uuid4())
+        first = provider.post_comment_once(contract_issue_key, f"contract {marker}", ref=ref, retry=False)
+        again = provider.post_comment_once(contract_issue_key, f"contract {marker}", ref=ref, retry=True)
+        assert isinstance(again, Comment), f"post_comment_once answered {again!r}, not a Comment"
+        if type(provider).post_comment_once is TicketingProvider.post_comment_once:
+            pytest.skip("post_comment_once is the base class's: a retry posts the comment again")
+        copies = _copies(provider, contract_issue_key, marker)
+        assert copies == 1, f"a retry with the ref of a stored comment left {copies} copies on the issue"
+        if first.id is not None and again.id is not None:
+            assert again.id == first.id, "a retry answers the comment the first try stored"
+
+    def test_contract_post_comment_once_retry_of_a_lost_try_posts(
+        self, provider: TicketingProvider, contract_issue_key: str
+    ) -> None:
+        """A retry whose earlier tries were never stored posts the comment."""
+        marker = _marker()
+        comment = provider.post_comment_once(contract_issue_key, f"contract {marker}", ref=str(uuid.uuid4()),
+                                             retry=True)
+        assert isinstance(comment, Comment), f"post_comment_once answered {comment!r}, not a Comment"
+        assert _copies(provider, contract_issue_key, marker) == 1
 
     @pytest.mark.parametrize("stage", [Stage.PLANNING, Stage.IMPLEMENTING, Stage.PR_OPENED,
                                        Stage.IMPLEMENTATION_FAILED])
@@ -179,6 +241,24 @@ class TicketingProviderContract(_ProviderBasics):
 
     def test_contract_validate_mapping_accepts_its_own_settings(self, provider: TicketingProvider) -> None:
         provider.validate_mapping(_valid_mapping_dict(ticketing={"provider": type(provider).id}))
+
+
+def _missing_key(key: str) -> str:
+    found = re.fullmatch(r"(.*?)([0-9]+)", key)
+    if found is None:
+        pytest.fail(f"{key!r} does not end with a number: override the contract_missing_issue_key "
+                    "fixture with a key the tracker has no issue of")
+    return f"{found[1]}{int(found[2]) + 100_000}"
+
+
+def _marker() -> str:
+    """A word found in one comment only (no markup a tracker could rewrite)."""
+    return f"once{uuid.uuid4().hex[:12]}"
+
+
+def _copies(provider: TicketingProvider, key: str, marker: str) -> int:
+    """How many of the issue's comments, read back with ``get_issue``, hold ``marker``."""
+    return sum(marker in c.body for c in provider.get_issue(key).comments)
 
 
 class RunnerBackendContract(_ProviderBasics):

@@ -1,19 +1,22 @@
-"""Drive the orchestrator from a plugin's tests: poll, dispatch, reconcile, and read jobs afresh.
+"""Drive the orchestrator from a plugin's tests: poll, dispatch, reconcile, play a session's
+callbacks, and read jobs afresh.
 
 Each function works in the current application context (the ``app`` fixture pushes one) and does
-what the poll loop, ``aiimpl dispatch`` or the reconciler does in production, with the plugins of
-the test app::
+what the poll loop, ``aiimpl dispatch``, the reconciler or a session does in production, with the
+plugins of the test app::
 
     from aiimpl_core.testing import orchestrator
     from aiimpl_core.testing.fakes import add_mapping
 
-    def test_a_triggered_issue_is_dispatched_to_my_backend(app, tracker):
+    def test_a_triggered_issue_is_dispatched_to_my_backend(app, client, tracker):
         add_mapping("ENG", execution_mode="my-backend")
         tracker.add("ENG-1")
         orchestrator.poll_once(reconcile=False)
         [job] = orchestrator.jobs("ENG-1")
         assert (job.status, job.backend) == ("dispatched", "my-backend")
         orchestrator.reconcile()  # asks my-backend's poll_runs about the job
+        env = ...  # the DispatchRequest.env my-backend was handed
+        orchestrator.post_result(client, env, "failure", error="the agent gave up")
 
 The test's database session is the one the ``client`` fixture's requests use too: rows it has
 read stay cached, and its open transaction keeps its snapshot. Call :func:`fresh` before reading
@@ -22,16 +25,16 @@ poller); :func:`jobs` does it for you.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
-from datetime import datetime
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from ..orm import Job
     from ..services.dispatch import CycleReport
     from ..services.reconcile import ReconcileReport
-    from ..types import Phase
+    from ..types import DispatchRequest, Phase
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -41,14 +44,17 @@ def poll_once(now: datetime | None = None, *, reconcile: bool = True, deliver: b
     """One poll cycle, as ``aiimpl poll --once`` runs it: read every configured tracker, check the
     triggered issues, claim and dispatch the eligible ones, then reconcile and send the outbox.
 
-    :param now: the cycle's clock (move it forward to pass a window or a lifetime).
+    :param now: the cycle's clock (move it forward to pass a window or a lifetime); the providers'
+        ``context.clock()`` reads it too while the cycle runs. Default: the time the kit's
+        ``aiimpl_clock`` is stopped at, else the current time.
     :param reconcile: also ask the runner backends about the jobs in flight.
     :param deliver: also send the queued tracker writes (comments, stage changes).
     :returns: what the cycle did (``report.dispatched``, ``report.blocked``, ``report.errors`` …).
     """
     from ..services.dispatch import run_cycle
 
-    return run_cycle(now, reconcile=reconcile, deliver=deliver)
+    with providers_clock_at(now) as cycle_now:
+        return run_cycle(cycle_now, reconcile=reconcile, deliver=deliver)
 
 
 def dispatch_issue(issue_key: str, *, phase: Phase | None = None, force: bool = False) -> CycleReport:
@@ -68,11 +74,142 @@ def reconcile(now: datetime | None = None) -> ReconcileReport:
     flight, and the jobs are linked or ended by what it answers.
 
     :param now: the pass's clock (move it forward to pass the ``run_not_found`` window, a
-        lifetime, or the grace a run that ended without a result gets).
+        lifetime, or the grace a run that ended without a result gets); the backends'
+        ``context.clock()`` reads it too while the pass runs. Default: the time the kit's
+        ``aiimpl_clock`` is stopped at, else the current time.
     """
     from ..services.reconcile import reconcile as reconcile_pass
 
-    return reconcile_pass(now)
+    with providers_clock_at(now) as pass_now:
+        return reconcile_pass(pass_now)
+
+
+@contextmanager
+def providers_clock_at(now: datetime | None) -> Iterator[datetime | None]:
+    """The current app's providers read ``now`` as ``context.clock()`` inside the block, in this
+    thread (each thread of :func:`at_once` keeps its own); yields ``now``. Without ``now``, changes
+    nothing and yields the time the app's clock is stopped at (``aiimpl_clock.set(…)``), or
+    ``None`` while it runs.
+
+    An app the kit's ``app`` fixture did not build gets a :class:`~aiimpl_core.testing.clock.Clock`
+    that reads its providers' own clock while it runs.
+    """
+    from flask import current_app
+
+    from .clock import Clock
+
+    context = current_app.extensions["aiimpl"].context
+    clock = context.clock
+    if not isinstance(clock, Clock):
+        clock = context.clock = Clock(base=clock)
+    if now is None:
+        yield clock.stopped_at()
+        return
+    with clock.at(now):
+        yield now
+
+
+def result_request(
+    env: Mapping[str, str] | DispatchRequest, outcome: str, *, phase: str | None = None,
+    pr_url: str | None = None, pr_number: int | None = None, plan: str | None = None,
+    error: str | None = None, comments: Sequence[str | Mapping[str, Any]] = (), **fields: Any,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The body and headers of ``POST /runner/result`` as the session handed ``env`` sends them
+    (the reference's ``RunnerResult``, with the bearer ``AIIMPL_RESULT_TOKEN``): for a server of
+    another thread or process, or a body to change before it is sent. :func:`post_result` sends
+    it through a test client.
+
+    :param env: the environment the runner backend was handed (``DispatchRequest.env``), or the
+        request itself.
+    :param outcome: ``success`` or ``failure``.
+    :param phase: the phase reported (default: the environment's ``AIIMPL_PHASE``, the job's).
+    :param pr_url: ``prUrl``: an implementation's ``success`` needs it.
+    :param pr_number: ``prNumber``.
+    :param plan: ``plan``: a planning's ``success`` without one fails as planning.
+    :param error: ``error``, what went wrong (a ``failure``).
+    :param comments: the comments to post on the issue: each a Markdown body, or an object sent as
+        it is.
+    :param fields: any other field, named as the reference names it (``logExcerpt``, ``review``,
+        ``costUsd`` …), sent as given (``None`` as ``null``); it also replaces a field above.
+    """
+    env = _session_env(env)
+    body: dict[str, Any] = {
+        "outcome": outcome,
+        "phase": phase or _env_value(env, "AIIMPL_PHASE"),
+        "comments": [{"body": c} if isinstance(c, str) else dict(c) for c in comments],
+    }
+    for name, value in (("prUrl", pr_url), ("prNumber", pr_number), ("plan", plan), ("error", error)):
+        if value is not None:
+            body[name] = value
+    body.update(fields)
+    return body, {"Authorization": f"Bearer {_env_value(env, 'AIIMPL_RESULT_TOKEN')}"}
+
+
+def post_result(client: Any, env: Mapping[str, str] | DispatchRequest, outcome: str, **kw: Any) -> Any:
+    """``POST /runner/result`` through ``client`` as the session handed ``env`` sends it; the
+    answer. Takes the arguments of :func:`result_request`::
+
+        env = runner.runs[job.id].request.env  # what the backend was handed
+        resp = orchestrator.post_result(client, env, "success", pr_url="https://github.com/acme/api/pull/1")
+        assert resp.get_json()["status"] == "completed"
+
+    The result token is single-use: a second result of the job is answered ``409 already_consumed``.
+    """
+    body, headers = result_request(env, outcome, **kw)
+    return client.post("/runner/result", json=body, headers=headers)
+
+
+def progress_request(
+    env: Mapping[str, str] | DispatchRequest, step_id: str = "agent", *, status: str = "running",
+    step_type: str | None = None, started_at: str | None = None, finished_at: str | None = None,
+    detail: Any = None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The body and headers of ``POST /runner/progress`` as the session handed ``env`` reports a
+    step (the reference's ``RunnerProgress``, with the bearer ``AIIMPL_PROGRESS_TOKEN``).
+
+    :param step_id: the step's id (a report of the same id replaces the step's earlier one).
+    :param status: ``running``, ``succeeded``, ``failed``, ``skipped`` …
+    :param step_type: the step's type (default: its id, as the session program reports its steps).
+    :param started_at: an ISO 8601 time (default: the current time).
+    :param finished_at: an ISO 8601 time, for a step that ended.
+    :param detail: what the step reports beside (any JSON value).
+    """
+    env = _session_env(env)
+    step: dict[str, Any] = {
+        "id": step_id, "type": step_type or step_id, "status": status,
+        "started_at": started_at or _iso(datetime.now(UTC)),
+    }
+    if finished_at is not None:
+        step["finished_at"] = finished_at
+    if detail is not None:
+        step["detail"] = detail
+    return {"step": step}, {"Authorization": f"Bearer {_env_value(env, 'AIIMPL_PROGRESS_TOKEN')}"}
+
+
+def post_progress(client: Any, env: Mapping[str, str] | DispatchRequest, step_id: str = "agent",
+                  **kw: Any) -> Any:
+    """``POST /runner/progress`` through ``client`` as the session handed ``env`` reports a step
+    (the first report moves the job to ``running``); the answer. Takes the arguments of
+    :func:`progress_request`."""
+    body, headers = progress_request(env, step_id, **kw)
+    return client.post("/runner/progress", json=body, headers=headers)
+
+
+def _session_env(env: Mapping[str, str] | DispatchRequest) -> Mapping[str, str]:
+    from ..types import DispatchRequest
+
+    return env.env if isinstance(env, DispatchRequest) else env
+
+
+def _env_value(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name)
+    assert value, f"the environment holds no {name}: pass the one the runner backend was handed " \
+                  "(DispatchRequest.env)"
+    return value
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def fresh() -> None:
@@ -281,5 +418,6 @@ def wait_until_blocked(app: Any, worker: Worker | None = None) -> None:
 
 
 __all__ = ["Pause", "Worker", "at_once", "dispatch_issue", "each_at_once", "each_released_together",
-           "first_holds_second_waits", "fresh", "jobs", "poll_once", "reconcile", "released_together",
+           "first_holds_second_waits", "fresh", "jobs", "poll_once", "post_progress", "post_result",
+           "progress_request", "providers_clock_at", "reconcile", "released_together", "result_request",
            "wait_until_blocked"]

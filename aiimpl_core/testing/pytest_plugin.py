@@ -6,7 +6,8 @@ from that URL, dropped at the end), so parallel runs never share rows. The schem
 the real Alembic migrations once per session; tables are emptied after each test.
 
 Override ``aiimpl_plugins`` (a list of plugin objects) and ``aiimpl_config`` (a dict) in a test
-module or conftest to shape the app.
+module or conftest to shape the app. Its providers read ``aiimpl_clock`` (a
+:class:`~aiimpl_core.testing.clock.Clock`) as ``context.clock()``.
 
 ``app`` pushes an application context for the whole test, and ``client``'s requests run in it: the
 test and its requests share one database session. Rows read stay as they were read until
@@ -19,9 +20,12 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from .clock import Clock
 
 TEST_SECRET_KEY = "test-secret-key-0123456789abcdef"
 TEST_ADMIN_CODE = "test-admin-code"
@@ -113,8 +117,19 @@ def aiimpl_config() -> dict[str, Any]:
 
 
 @pytest.fixture
-def app(database_url: str, aiimpl_plugins: list[object], aiimpl_config: dict[str, Any]) -> Iterator[Any]:
-    """A Flask app on a migrated test database, with ``aiimpl_plugins`` registered."""
+def aiimpl_clock() -> Clock:
+    """The time the test app's providers read as ``context.clock()``: the current time until the
+    test stops it (``aiimpl_clock.set(when)``, ``aiimpl_clock.advance(hours=2)``)."""
+    from .clock import Clock
+
+    return Clock()
+
+
+@pytest.fixture
+def app(database_url: str, aiimpl_plugins: list[object], aiimpl_config: dict[str, Any],
+        aiimpl_clock: Clock) -> Iterator[Any]:
+    """A Flask app on a migrated test database, with ``aiimpl_plugins`` registered and
+    ``aiimpl_clock`` as its providers' clock."""
     from ..app import create_app
     from ..extensions import db
 
@@ -127,6 +142,9 @@ def app(database_url: str, aiimpl_plugins: list[object], aiimpl_config: dict[str
         **aiimpl_config,
     }
     app = create_app(config, plugins=aiimpl_plugins, load_entrypoints=False, environ={})
+    # the one context every provider of the app is built with (the app factory gives it the
+    # wall clock)
+    app.extensions["aiimpl"].context.clock = aiimpl_clock
     ctx = app.app_context()
     ctx.push()
     try:

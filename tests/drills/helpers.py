@@ -22,6 +22,7 @@ import requests
 
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job
+from aiimpl_core.testing import orchestrator
 from aiimpl_core.testing.fakes import FakeRunner
 
 
@@ -31,18 +32,16 @@ def env_of(runner: FakeRunner, job_id: int) -> dict[str, str]:
 
 
 def result_request(runner: FakeRunner, job_id: int, **body: Any) -> tuple[dict[str, Any], dict[str, str]]:
-    """The body and headers of ``POST /runner/result`` as the job's session sends them."""
-    env = env_of(runner, job_id)
-    payload: dict[str, Any] = {"comments": [], "phase": env["AIIMPL_PHASE"], **body}
-    return payload, {"Authorization": f"Bearer {env['AIIMPL_RESULT_TOKEN']}"}
+    """The body and headers of ``POST /runner/result`` as the job's session sends them (``body``
+    takes the arguments of the kit's :func:`~aiimpl_core.testing.orchestrator.result_request`)."""
+    return orchestrator.result_request(env_of(runner, job_id), **body)
 
 
 def progress_request(
     runner: FakeRunner, job_id: int, step_id: str = "agent"
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    env = env_of(runner, job_id)
-    step = {"id": step_id, "type": "agent", "status": "running", "started_at": "2026-11-29T06:00:00Z"}
-    return {"step": step}, {"Authorization": f"Bearer {env['AIIMPL_PROGRESS_TOKEN']}"}
+    return orchestrator.progress_request(env_of(runner, job_id), step_id, step_type="agent",
+                                         started_at="2026-11-29T06:00:00Z")
 
 
 def jobs() -> list[Job]:

@@ -10,6 +10,7 @@ import pytest
 
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job, Mapping, OutboxItem, TrackedIssue, utcnow
+from aiimpl_core.testing import orchestrator
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
 from aiimpl_core.testing.fakes import add_mapping as add_mapping_row
 
@@ -80,12 +81,9 @@ def session_env(runner: FakeRunner, job_id: int) -> dict[str, str]:
 
 
 def post_result(client: Any, runner: FakeRunner, job_id: int, **body: Any) -> Any:
-    """``POST /runner/result`` as the job's session does."""
-    env = session_env(runner, job_id)
-    payload: dict[str, Any] = {"comments": [], "phase": env["AIIMPL_PHASE"], **body}
-    return client.post(
-        "/runner/result", json=payload, headers={"Authorization": f"Bearer {env['AIIMPL_RESULT_TOKEN']}"}
-    )
+    """``POST /runner/result`` as the job's session does (``body`` takes the arguments of the kit's
+    :func:`~aiimpl_core.testing.orchestrator.post_result`, ``outcome`` among them)."""
+    return orchestrator.post_result(client, session_env(runner, job_id), **body)
 
 
 def post_status(client: Any, runner: FakeRunner, job_id: int, event: str, **fields: Any) -> Any:

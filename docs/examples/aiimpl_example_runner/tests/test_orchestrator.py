@@ -43,3 +43,9 @@ def test_a_mapping_runs_its_jobs_on_the_spool(app: Any, client: Any, admin_heade
     (tmp_path / f"{job.id}.state").write_text("running")
     orchestrator.reconcile()
     assert orchestrator.jobs("ENG-1")[0].status == "running"
+
+    # the session's result, with the environment the backend was handed (kept in the spool file)
+    env = json.loads((tmp_path / f"{job.id}.json").read_text())["env"]
+    resp = orchestrator.post_result(client, env, "success", pr_url="https://github.com/acme/api/pull/1")
+    assert resp.status_code == 200 and orchestrator.jobs("ENG-1")[0].status == "completed"
+    assert tracker.stage_labels("ENG-1") == {"Ready for Review"}

@@ -1,0 +1,106 @@
+"""The tracker contract against the kit's ``FakeTracker`` (the base class's ``post_comment_once``)
+and a tracker that posts a queued comment once per ``ref``; and what it says to trackers that break
+it."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from aiimpl_core.errors import ProviderError
+from aiimpl_core.testing.contract import TicketingProviderContract, _missing_key, make_context
+from aiimpl_core.testing.fakes import FakeTracker
+from aiimpl_core.types import Comment
+
+
+def _tracker_with(tracker: FakeTracker, **methods: Any) -> Any:
+    """An instance of the fake tracker's provider class with ``methods`` replaced."""
+    cls = type("Tracker", (tracker.provider_class,), methods)
+    return cls(make_context())
+
+
+def _once(self: Any, key: str, body: str, *, ref: str, retry: bool) -> Comment:
+    """Posts a comment once per ``ref``: a retry answers the comment an earlier try stored."""
+    if not (retry and (key, ref) in self.posted):
+        self.posted[key, ref] = self.post_comment(key, body)
+    return self.posted[key, ref]
+
+
+class TestFakeTrackerContract(TicketingProviderContract):
+    @pytest.fixture
+    def tracker(self) -> FakeTracker:
+        return FakeTracker()
+
+    @pytest.fixture
+    def ticketing_provider(self, tracker: FakeTracker) -> Any:
+        return tracker.provider_class(make_context())
+
+    @pytest.fixture
+    def contract_issue_key(self, tracker: FakeTracker) -> str:
+        return tracker.add("ENG-1").key
+
+
+class TestOnceTrackerContract(TestFakeTrackerContract):
+    @pytest.fixture
+    def ticketing_provider(self, tracker: FakeTracker) -> Any:
+        return _tracker_with(tracker, post_comment_once=_once, posted={})
+
+
+def _fails(test: str, provider: Any, key: str) -> str:
+    """What the contract's ``test`` says about ``provider`` (it must fail)."""
+    with pytest.raises((AssertionError, pytest.fail.Exception)) as err:
+        getattr(TicketingProviderContract(), test)(provider, key)
+    return str(err.value)
+
+
+def test_tracker_contract_fails_an_override_whose_retry_posts_a_second_copy() -> None:
+    tracker = FakeTracker()
+    tracker.add("ENG-1")
+    provider = _tracker_with(
+        tracker, post_comment_once=lambda self, key, body, *, ref, retry: self.post_comment(key, body)
+    )
+
+    message = _fails("test_contract_post_comment_once_retry_leaves_one_copy", provider, "ENG-1")
+
+    assert message.startswith("a retry with the ref of a stored comment left 2 copies on the issue")
+
+
+def test_tracker_contract_fails_a_retry_that_only_looks() -> None:
+    tracker = FakeTracker()
+    tracker.add("ENG-1")
+    provider = _tracker_with(
+        tracker, post_comment_once=lambda self, key, body, *, ref, retry: Comment(body=body, id=ref)
+    )
+
+    _fails("test_contract_post_comment_once_retry_of_a_lost_try_posts", provider, "ENG-1")
+    assert tracker.comments["ENG-1"] == []
+
+
+def test_tracker_contract_skips_the_one_copy_check_for_the_base_class_default() -> None:
+    tracker = FakeTracker()
+    tracker.add("ENG-1")
+
+    with pytest.raises(pytest.skip.Exception, match="post_comment_once is the base class's"):
+        TicketingProviderContract().test_contract_post_comment_once_retry_leaves_one_copy(
+            tracker.provider_class(make_context()), "ENG-1")
+    assert len(tracker.comments["ENG-1"]) == 2  # the default posted again
+
+
+def test_tracker_contract_fails_a_missing_issue_that_is_not_not_found() -> None:
+    tracker = FakeTracker()
+
+    def get_issue(self: Any, key: str) -> Any:
+        raise ProviderError(f"GET /issues/{key} failed with HTTP 404", status=404)
+
+    message = _fails("test_contract_get_issue_of_a_missing_key_raises_not_found",
+                     _tracker_with(tracker, get_issue=get_issue), "ENG-100001")
+
+    assert message.startswith("get_issue('ENG-100001') raised ProviderError: GET /issues/ENG-100001 failed")
+    assert "raises aiimpl_core.errors.NotFound" in message
+
+
+def test_tracker_contract_missing_key_is_the_contract_key_with_a_number_of_its_own() -> None:
+    assert _missing_key("ENG-1") == "ENG-100001"
+    assert _missing_key("OPS-42") == "OPS-100042"
+    with pytest.raises(pytest.fail.Exception, match="override the contract_missing_issue_key fixture"):
+        _missing_key("ENG-ONE")
