@@ -8,7 +8,8 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from flask import Flask
+import click
+from flask import Blueprint, Flask
 
 from . import config as config_mod
 from . import (
@@ -238,12 +239,10 @@ def create_app(
     from .api import register_api
 
     register_api(app)
-    for plugin_name, blueprint, options in facade.blueprints():
-        try:
-            app.register_blueprint(blueprint, **options)
-        except Exception as exc:  # noqa: BLE001 - a plugin's blueprint must not take the app down
-            facade.records[plugin_name].error = f"blueprint {blueprint.name!r} failed: {exc}"
-            log.error("plugin %s: blueprint %s failed: %s", plugin_name, blueprint.name, exc)
+    _register_blueprints(app, facade)
+    # the command line adds the plugins' commands with a facade of its own: a plugin whose
+    # command hook raises is refused here too, so the server does not run what the CLI left out
+    facade.add_commands(click.Group("aiimpl"))
 
     from .ui import register_ui
 
@@ -254,6 +253,27 @@ def create_app(
 
         start_scheduler(app)
     return app
+
+
+def _register_blueprints(app: Flask, facade: Plugins) -> None:
+    """Register each plugin's blueprints, all of a plugin's or none: a plugin with a blueprint
+    whose name is taken (by the core, another plugin or its own other blueprint) is refused before
+    any of its routes is added, since a Flask app cannot take a blueprint back."""
+    by_plugin: dict[str, list[tuple[Blueprint, dict[str, Any]]]] = {}
+    for plugin_name, blueprint, options in facade.blueprints():
+        by_plugin.setdefault(plugin_name, []).append((blueprint, options))
+    for plugin_name, entries in by_plugin.items():
+        names = [options.get("name", blueprint.name) for blueprint, options in entries]
+        taken = next((n for i, n in enumerate(names) if n in app.blueprints or n in names[:i]), None)
+        if taken is not None:
+            facade.refuse(plugin_name, f"blueprint {taken!r} failed: the name is registered already")
+            continue
+        for blueprint, options in entries:
+            try:
+                app.register_blueprint(blueprint, **options)
+            except Exception as exc:  # noqa: BLE001 - a plugin's blueprint must not take the app down
+                facade.refuse(plugin_name, f"blueprint {blueprint.name!r} failed: {exc}")
+                break
 
 
 def _mapping_views() -> list[Any]:

@@ -204,7 +204,8 @@ SETTINGS: tuple[Setting, ...] = (
             "the retention.",
             90, _retention_days),
     Setting("AIIMPL_DISABLED_PLUGINS", "Comma-separated plugin names not to load.", [], _list),
-    Setting("AIIMPL_TRACE_PLUGINS", "Log every hook call (debugging).", False, _bool),
+    Setting("AIIMPL_TRACE_PLUGINS", "Log every hook call, with the plugins called and what they "
+            "answered, at debug level (with `AIIMPL_LOG_LEVEL=DEBUG`).", False, _bool),
     Setting("AIIMPL_LOG_LEVEL", "Log level: `DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL` (another "
             "value is refused at start-up). The CLI logs warnings and above unless it is set.", "INFO",
             _log_level),

@@ -2,8 +2,8 @@
 
 :func:`make_plugin_manager` is the one function that builds a pluggy manager for the ``aiimpl``
 project. :class:`Plugins` is the only place that calls hooks: it builds the provider registries,
-records which plugin registered what, and turns plugin failures into :class:`PluginLoadError`
-records instead of crashing the server.
+records which plugin registered what, and turns a plugin's failure into its
+:class:`PluginRecord`'s error (the plugin then contributes nothing) instead of crashing the server.
 """
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import difflib
 import importlib
 import inspect
 import logging
+import os
+import reprlib
 import traceback
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -340,8 +342,70 @@ def _runner_warnings(cls: type[Provider]) -> list[str]:
     return []
 
 
+def _blueprint_collector(
+    plugin_name: str, into: list[tuple[str, Blueprint, dict[str, Any]]]
+) -> Callable[..., None]:
+    """The ``register`` passed to ``plugin_name``'s ``aiimpl_register_blueprints``."""
+
+    def register(blueprint: Blueprint, *, url_prefix: str | None = None) -> None:
+        into.append((plugin_name, blueprint, {"url_prefix": url_prefix} if url_prefix else {}))
+
+    return register
+
+
+#: the registration hooks of the provider kinds, in the order each plugin's are called
+REGISTRATION_HOOKS = (
+    ("ticketing", "aiimpl_register_ticketing_providers"),
+    ("runner", "aiimpl_register_runner_backends"),
+    ("model", "aiimpl_register_model_providers"),
+)
+
+
+def _trace_from_environ() -> bool:
+    """``AIIMPL_TRACE_PLUGINS`` of the environment, false when unset or not valid (the
+    configuration check reports a value that is not valid)."""
+    from .config import SETTINGS_BY_NAME
+
+    raw = os.environ.get("AIIMPL_TRACE_PLUGINS")
+    try:
+        return bool(raw) and bool(SETTINGS_BY_NAME["AIIMPL_TRACE_PLUGINS"].parse(raw))
+    except ValueError:
+        return False
+
+
+def _trace_hook_calls(pm: pluggy.PluginManager) -> None:
+    """Log each hook call through ``pm`` at debug level: the hook, its arguments and the plugins
+    called, then what they answered or raised (one line each)."""
+    shorten = reprlib.Repr()
+    shorten.maxstring = shorten.maxother = 80
+
+    def plugins(impls: Iterable[Any]) -> str:
+        names = list(dict.fromkeys(impl.plugin_name for impl in impls))
+        return f"plugin{'s' if len(names) > 1 else ''} {', '.join(names)}" if names else "no plugin"
+
+    def before(hook_name: str, impls: list[Any], kwargs: Mapping[str, object]) -> None:
+        args = ", ".join(f"{name}={shorten.repr(value)}" for name, value in kwargs.items())
+        log.debug("hook: %s(%s) -> %s", hook_name, args, plugins(impls))
+
+    def after(outcome: Any, hook_name: str, impls: list[Any], kwargs: Mapping[str, object]) -> None:
+        if outcome.exception is not None:
+            exc = outcome.exception
+            log.debug("hook: %s <- %s raised %s: %s", hook_name, plugins(impls), type(exc).__name__, exc)
+        else:
+            log.debug("hook: %s <- %s: %s", hook_name, plugins(impls), shorten.repr(outcome.get_result()))
+
+    pm.add_hookcall_monitoring(before, after)
+
+
 class Plugins:
-    """Typed facade over the plugin manager, one per application (``app.extensions["aiimpl"]``)."""
+    """Typed facade over the plugin manager, one per application (``app.extensions["aiimpl"]``).
+
+    A plugin the facade refuses (a registration hook that raises or registers something refused,
+    a collision it lost, a blueprint or command hook that raises, or a record marked failed by the
+    app factory) contributes nothing from then on: it is unregistered from the plugin manager, and
+    its providers of every kind and the commands it added are taken out. Its record stays, so
+    ``aiimpl plugins list`` shows it failed with the reason.
+    """
 
     def __init__(
         self,
@@ -349,21 +413,24 @@ class Plugins:
         load_entrypoints: bool = True,
         extra: Iterable[object] = (),
         disabled: Iterable[str] = (),
-        trace: bool = False,
+        trace: bool | None = None,
         strict: bool = True,
     ) -> None:
-        """:param strict: raise :class:`DuplicateProviderError` when two plugins claim one provider id
+        """:param trace: log every hook call at debug level (``AIIMPL_TRACE_PLUGINS``); ``None``
+            reads that setting from the environment, so the command line's own facade traces too.
+        :param strict: raise :class:`DuplicateProviderError` when two plugins claim one provider id
             or one runner mode (the server must not start: which one runs a job would be a guess);
             with ``strict=False`` the later plugin is only marked failed with the reason (``aiimpl
             plugins list`` shows everything that is installed, then exits non-zero)."""
         self.records: dict[str, PluginRecord] = {}
         self.pm = make_plugin_manager(load_entrypoints, extra, disabled, self.records)
-        if trace:
-            self.pm.trace.root.setwriter(lambda msg: log.debug("hook: %s", msg.rstrip()))
-            self.pm.enable_tracing()
-        self.classes: dict[str, dict[str, type[Provider]]] = {kind: {} for kind in KINDS}
+        if _trace_from_environ() if trace is None else trace:
+            _trace_hook_calls(self.pm)
+        self._classes: dict[str, dict[str, type[Provider]]] = {kind: {} for kind in KINDS}
         self._owner: dict[tuple[str, str], str] = {}
         self._instances: dict[tuple[str, str], Provider] = {}
+        #: per plugin, the commands it added: (group, name, command, the one it replaced)
+        self._commands: dict[str, list[tuple[click.Group, str, click.Command, click.Command | None]]] = {}
         self.context: ProviderContext | None = None
         #: collisions between plugins (provider ids, runner modes), each naming both plugins
         self.conflicts: list[str] = []
@@ -371,91 +438,132 @@ class Plugins:
         if strict and self.conflicts:
             raise DuplicateProviderError("; ".join(self.conflicts))
 
-    # -- registries ---------------------------------------------------------------------------
+    # -- calling plugins ----------------------------------------------------------------------
 
-    def _impls(self, hook_name: str) -> list[Any]:
-        return list(getattr(self.pm.hook, hook_name).get_hookimpls())
+    def _implementers(self, hook_name: str) -> list[str]:
+        """The plugins implementing ``hook_name``, in registration order: built-ins, entry points,
+        then ``extra``. Not pluggy's order (``get_hookimpls()`` lists ``trylast`` implementations
+        first and ``tryfirst`` ones last, and a call runs the list from its end): a plugin marked
+        ``tryfirst`` must not take a built-in's id, and the later plugin is the one a collision
+        refuses."""
+        have = {impl.plugin_name for impl in getattr(self.pm.hook, hook_name).get_hookimpls()}
+        return [name for name, plugin in self.pm.list_name_plugin() if plugin is not None and name in have]
+
+    def _call(self, plugin_name: str, hook_name: str, **kwargs: Any) -> list[Any]:
+        """Call one plugin's implementation of ``hook_name`` (what it returned, if not ``None``).
+
+        One plugin at a time, so that the core knows who registered what and one plugin's failure
+        stays its own; through pluggy, so that tracing sees the call and each implementation is
+        passed the arguments it takes.
+        """
+        others = [plugin for name, plugin in self.pm.list_name_plugin()
+                  if plugin is not None and name != plugin_name]
+        result: list[Any] = self.pm.subset_hook_caller(hook_name, others)(**kwargs)
+        return result
+
+    # -- registries ---------------------------------------------------------------------------
 
     def _record(self, plugin_name: str) -> PluginRecord:
         return self.records.setdefault(plugin_name, PluginRecord(plugin_name))
 
     def _build_registries(self) -> None:
-        for kind, hook in (
-            ("ticketing", "aiimpl_register_ticketing_providers"),
-            ("runner", "aiimpl_register_runner_backends"),
-            ("model", "aiimpl_register_model_providers"),
-        ):
-            for impl in reversed(self._impls(hook)):  # registration order
-                self._call_register(impl, kind)
-        while self._refuse_runner_mode_collision():
-            pass
+        """Call each plugin's registration hooks, plugin by plugin in registration order: a
+        collision refuses the later plugin, so a built-in keeps its ids."""
+        implementers = {hook: set(self._implementers(hook)) for _kind, hook in REGISTRATION_HOOKS}
+        for name, plugin in self.pm.list_name_plugin():
+            for kind, hook in REGISTRATION_HOOKS:
+                if plugin is None or self.pm.get_plugin(name) is None:
+                    break  # blocked, or refused by its previous hook
+                if name in implementers[hook]:
+                    self._call_register(name, hook, kind)
 
-    def _refuse_runner_mode_collision(self) -> bool:
-        """Refuse the plugin of the second backend claiming a runner mode another has; whether one was."""
-        modes: dict[str, str] = {}
-        for backend_id, cls in self.classes["runner"].items():
-            mode = getattr(cls, "runner_mode", None)
-            if not mode:
-                continue
-            if mode in modes:
-                first = self._record(self._owner[("runner", modes[mode])])
-                second = self._record(self._owner[("runner", backend_id)])
-                message = (
-                    f"runner mode {mode!r} is claimed by backend {modes[mode]!r} ({first.who}) "
-                    f"and backend {backend_id!r} ({second.who})"
-                )
-                self._refuse(second, "runner", message)
-                self.conflicts.append(message)
-                return True
-            modes[mode] = backend_id
-        return False
+    @property
+    def classes(self) -> dict[str, dict[str, type[Provider]]]:
+        """The provider classes by kind and id, of the plugins that are loaded."""
+        self._take_out_failed()
+        return self._classes
 
-    def _refuse(self, rec: PluginRecord, kind: str, error: str) -> None:
-        """Mark ``rec`` failed and drop what it registered of ``kind``: half a plugin is worse than none."""
-        rec.error = error
-        log.debug("%s: %s", rec.who, error)
-        for (k, pid), owner in list(self._owner.items()):
-            if owner == rec.name and k == kind:
-                del self._owner[(k, pid)]
-                self.classes[k].pop(pid, None)
-        rec.provides = [p for p in rec.provides if p["kind"] != kind]
+    def _conflict(self, kind: str, cls: type[Provider], plugin_name: str) -> str | None:
+        """Why ``cls`` of ``plugin_name`` collides with what another plugin registered, or ``None``."""
+        rec = self._record(plugin_name)
+        owner = self._owner.get((kind, cls.id))
+        if owner is not None and owner != plugin_name:
+            return (f"{kind} provider {cls.id!r} is registered by two plugins: {self._record(owner).who} "
+                    f"and {rec.who}")
+        mode = getattr(cls, "runner_mode", None) if kind == "runner" else None
+        for other_id, other in self._classes["runner"].items() if mode else ():
+            if other_id != cls.id and getattr(other, "runner_mode", None) == mode:
+                first = self._record(self._owner[("runner", other_id)])
+                return (f"runner mode {mode!r} is claimed by backend {other_id!r} ({first.who}) and backend "
+                        f"{cls.id!r} ({rec.who})")
+        return None
 
-    def _call_register(self, impl: Any, kind: str) -> None:
-        plugin_name = impl.plugin_name
+    def _call_register(self, plugin_name: str, hook: str, kind: str) -> None:
         base = KINDS[kind]
         rec = self._record(plugin_name)
+        #: why the plugin is refused, kept apart from what its hook raises: a hook that catches
+        #: the exception ``register`` raised is refused all the same
+        refused: list[str] = []
 
         def register(cls: type[Provider]) -> None:
             problem = _refusal(cls, base)
             if problem:
+                refused.append(f"{hook}: {rec.who} {problem}")
                 raise PluginContractError(f"{rec.who} {problem}", plugin=plugin_name)
-            provider_id = cls.id
-            key = (kind, provider_id)
-            if key in self._owner and self._owner[key] != plugin_name:
-                raise DuplicateProviderError(
-                    f"{kind} provider {provider_id!r} is registered by two plugins: "
-                    f"{self._record(self._owner[key]).who} and {rec.who}"
-                )
-            self._owner[key] = plugin_name
-            self.classes[kind][provider_id] = cls
-            rec.provides.append({"kind": kind, "id": provider_id, "name": cls.display_name})
+            conflict = self._conflict(kind, cls, plugin_name)
+            if conflict:
+                refused.append(conflict)
+                self.conflicts.append(conflict)
+                raise DuplicateProviderError(conflict)
+            self._owner[(kind, cls.id)] = plugin_name
+            self._classes[kind][cls.id] = cls
+            rec.provides.append({"kind": kind, "id": cls.id, "name": cls.display_name})
             if kind == "runner":
                 rec.warnings.extend(_runner_warnings(cls))
 
         try:
-            returned = impl.function(register=register)
-            if returned is not None:
+            returned = self._call(plugin_name, hook, register=register)
+        except Exception as exc:  # one plugin's failure is reported, not fatal
+            refused.append(f"{hook} failed: {_describe_exception(exc)}")
+        else:
+            if returned:
                 rec.warnings.append(
-                    f"{impl.function.__name__} returned {type(returned).__name__}, which is ignored: "
+                    f"{hook} returned {type(returned[0]).__name__}, which is ignored: "
                     "call register(cls) with each class instead"
                 )
-        except DuplicateProviderError as exc:
-            self.conflicts.append(exc.message)
-            self._refuse(rec, kind, exc.message)
-        except PluginContractError as exc:
-            self._refuse(rec, kind, f"{impl.function.__name__}: {exc.message}")
-        except Exception as exc:  # one plugin's failure is reported, not fatal
-            self._refuse(rec, kind, f"{impl.function.__name__} failed: {_describe_exception(exc)}")
+        if refused:
+            self._refuse(rec, refused[0])
+
+    def _refuse(self, rec: PluginRecord, error: str) -> None:
+        """Mark ``rec`` failed and take out all it contributes: half a plugin is worse than none."""
+        rec.error = error
+        log.debug("%s: %s", rec.who, error)
+        self._take_out(rec)
+
+    def _take_out(self, rec: PluginRecord) -> None:
+        """Take out everything the plugin of ``rec`` contributes, whatever was built already: its
+        hooks (none is called again), its providers of every kind and the commands it added."""
+        if self.pm.get_plugin(rec.name) is not None:
+            self.pm.unregister(name=rec.name)
+        for (kind, provider_id), owner in list(self._owner.items()):
+            if owner == rec.name:
+                del self._owner[(kind, provider_id)]
+                self._classes[kind].pop(provider_id, None)
+                self._instances.pop((kind, provider_id), None)
+        rec.provides = []
+        for group, name, command, replaced in reversed(self._commands.pop(rec.name, [])):
+            if group.commands.get(name) is command:
+                if replaced is None:
+                    del group.commands[name]
+                else:
+                    group.commands[name] = replaced
+
+    def _take_out_failed(self) -> None:
+        """Take out a plugin whose record was marked failed from outside after it was loaded (the app
+        factory does so for a blueprint that Flask refuses)."""
+        for rec in list(self.records.values()):
+            if rec.error and self.pm.get_plugin(rec.name) is not None:
+                self._take_out(rec)
 
     def bind(self, context: ProviderContext) -> None:
         """Give the facade the context providers are built with (done by the app factory, once per
@@ -472,9 +580,11 @@ class Plugins:
         return list(self.classes[kind])
 
     def owner(self, kind: str, provider_id: str) -> str | None:
+        self._take_out_failed()
         return self._owner.get((kind, provider_id))
 
     def _get(self, kind: str, provider_id: str, expected: type[P]) -> P:
+        self._take_out_failed()
         key = (kind, provider_id)
         inst = self._instances.get(key)
         if inst is None:
@@ -512,19 +622,27 @@ class Plugins:
     def all(self, kind: str) -> list[Provider]:
         return [self._get(kind, pid, Provider) for pid in self.classes[kind]]
 
-    def runners(self) -> list[RunnerBackend]:
-        """The runner backends that could be set up: one whose constructor fails is left out (and
-        logged), so it cannot take the sessions, secrets or gap-fill of the others down with it."""
-        out: list[RunnerBackend] = []
-        for pid in self.classes["runner"]:
+    def _set_up(self, kind: str, expected: type[P]) -> list[P]:
+        """The providers of ``kind`` that could be set up: one whose constructor fails is left out
+        (and logged), so it cannot take the others down with it."""
+        out: list[P] = []
+        for pid in list(self.classes[kind]):
             try:
-                out.append(self.runner(pid))
-            except ProviderError:
-                continue
+                out.append(self._get(kind, pid, expected))
+            except ProviderError as exc:
+                if exc.__cause__ is None:  # raised by the constructor itself: _get logged nothing
+                    log.warning("setting up the %s provider %r failed: %s", kind, pid, exc.message)
         return out
 
+    def runners(self) -> list[RunnerBackend]:
+        """The runner backends that could be set up, so that one whose constructor fails cannot
+        take the sessions, secrets or gap-fill of the others down with it."""
+        return self._set_up("runner", RunnerBackend)
+
     def trackers(self) -> list[TicketingProvider]:
-        return [self.ticketing(pid) for pid in self.classes["ticketing"]]
+        """The trackers that could be set up, so that one whose constructor fails cannot take the
+        live issue listing of the others down with it."""
+        return self._set_up("ticketing", TicketingProvider)
 
     def runner_for_mode(self, mode: str) -> RunnerBackend | None:
         for pid, cls in self.classes["runner"].items():
@@ -558,37 +676,57 @@ class Plugins:
     # -- other hooks --------------------------------------------------------------------------
 
     def blueprints(self) -> list[tuple[str, Blueprint, dict[str, Any]]]:
+        """Each loaded plugin's blueprints, with the plugin's name and the options to register them
+        with. A plugin whose hook raises is refused, and none of its blueprints is returned."""
+        self._take_out_failed()
         found: list[tuple[str, Blueprint, dict[str, Any]]] = []
-        for impl in reversed(self._impls("aiimpl_register_blueprints")):
-
-            def register(
-                blueprint: Blueprint, *, url_prefix: str | None = None, _p: str = impl.plugin_name
-            ) -> None:
-                found.append((_p, blueprint, {"url_prefix": url_prefix} if url_prefix else {}))
-
+        for name in self._implementers("aiimpl_register_blueprints"):
+            mine: list[tuple[str, Blueprint, dict[str, Any]]] = []
             try:
-                impl.function(register=register)
-            except Exception as exc:
-                rec = self._record(impl.plugin_name)
-                rec.error = f"aiimpl_register_blueprints failed: {_describe_exception(exc)}"
-                log.error("%s: %s", rec.who, rec.error)
+                self._call(name, "aiimpl_register_blueprints", register=_blueprint_collector(name, mine))
+            except Exception as exc:  # one plugin's failure is reported, not fatal
+                self._refuse_late(name, f"aiimpl_register_blueprints failed: {_describe_exception(exc)}")
+                continue
+            found.extend(mine)
         return found
 
     def add_commands(self, cli: click.Group) -> None:
-        for impl in reversed(self._impls("aiimpl_register_commands")):
+        """Let each loaded plugin add its commands to ``cli``. A plugin whose hook raises is
+        refused, and the commands it added before it raised are taken out again."""
+        self._take_out_failed()
+        for name in self._implementers("aiimpl_register_commands"):
+            before = dict(cli.commands)
             try:
-                impl.function(cli=cli)
-            except Exception as exc:
-                rec = self._record(impl.plugin_name)
-                rec.error = f"aiimpl_register_commands failed: {_describe_exception(exc)}"
-                log.error("%s: %s", rec.who, rec.error)
+                self._call(name, "aiimpl_register_commands", cli=cli)
+            except Exception as exc:  # one plugin's failure is reported, not fatal
+                cli.commands.clear()
+                cli.commands.update(before)
+                self._refuse_late(name, f"aiimpl_register_commands failed: {_describe_exception(exc)}")
+                continue
+            self._commands.setdefault(name, []).extend(
+                (cli, command_name, command, before.get(command_name))
+                for command_name, command in cli.commands.items()
+                if before.get(command_name) is not command
+            )
+
+    def refuse(self, plugin_name: str, error: str) -> None:
+        """Refuse a plugin from outside the facade (the app factory, for a blueprint Flask cannot
+        take): it is marked failed with ``error``, logged, and contributes nothing from then on."""
+        self._refuse_late(plugin_name, error)
+
+    def _refuse_late(self, plugin_name: str, error: str) -> None:
+        """Refuse a plugin after start-up has logged the failures: this one is logged here."""
+        rec = self._record(plugin_name)
+        self._refuse(rec, error)
+        log.error("%s is not loaded: %s", rec.who, error)
 
     def _notify(self, hook_name: str, **kwargs: Any) -> None:
-        for impl in self._impls(hook_name):
+        self._take_out_failed()
+        for name in self._implementers(hook_name):
             try:
-                impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+                self._call(name, hook_name, **kwargs)
             except Exception:
-                log.exception("plugin %s failed in %s", impl.plugin_name, hook_name)
+                log.exception("plugin %s failed in %s", name, hook_name)
 
     def job_status_changed(self, job_id: int, issue_key: str, old: JobStatus | None, new: JobStatus) -> None:
         self._notify("aiimpl_job_status_changed", job_id=job_id, issue_key=issue_key, old=old, new=new)

@@ -1,0 +1,479 @@
+"""The plugin loader's treatment of a plugin it refuses, of two plugins claiming one id, of hook
+tracing, and of a provider that cannot be set up.
+
+A plugin marked failed contributes nothing (no provider of any kind, no command, no blueprint, no
+event hook), whenever it is refused; the plugin registered later loses a collision, so a built-in
+keeps its id; ``AIIMPL_TRACE_PLUGINS`` logs the hook calls the core makes; a tracker whose
+constructor fails is left out of the live listing as a runner backend is.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from flask import Blueprint
+
+from aiimpl_core import hookimpl
+from aiimpl_core.errors import DuplicateProviderError, NotFound
+from aiimpl_core.plugins import Plugins
+from aiimpl_core.providers import ModelProvider
+from aiimpl_core.testing.contract import make_context
+from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
+
+
+class Contributor:
+    """A plugin with a tracker, a command, a blueprint and an event hook; ``broken`` names the hook
+    that raises (after doing its part, for the command and blueprint hooks)."""
+
+    def __init__(self, name: str, broken: str | None = None, *, runner: type | None = None) -> None:
+        self.__name__ = name
+        self.broken = broken
+        self.runner = runner
+        self.tracker = FakeTracker(f"{name}-tracker")
+        self.events: list[tuple[int, str]] = []
+        self.blueprint = Blueprint(f"{name}-bp", __name__)
+
+    def _maybe_raise(self, hook: str) -> None:
+        if self.broken == hook:
+            raise RuntimeError(f"boom in {hook}")
+
+    @hookimpl
+    def aiimpl_register_ticketing_providers(self, register: Callable[..., None]) -> None:
+        register(self.tracker.provider_class)
+        self._maybe_raise("aiimpl_register_ticketing_providers")
+
+    @hookimpl
+    def aiimpl_register_runner_backends(self, register: Callable[..., None]) -> None:
+        self._maybe_raise("aiimpl_register_runner_backends")
+        if self.runner is not None:
+            register(self.runner)
+
+    @hookimpl
+    def aiimpl_register_commands(self, cli: click.Group) -> None:
+        cli.add_command(click.Command(f"{self.__name__}-hello", callback=lambda: None))
+        self._maybe_raise("aiimpl_register_commands")
+
+    @hookimpl
+    def aiimpl_register_blueprints(self, register: Callable[..., None]) -> None:
+        register(self.blueprint, url_prefix=f"/{self.__name__}")
+        self._maybe_raise("aiimpl_register_blueprints")
+
+    @hookimpl
+    def aiimpl_job_status_changed(self, job_id: int, new: str) -> None:
+        self.events.append((job_id, new))
+
+
+def _contributes_nothing(facade: Plugins, plugin: Contributor) -> None:
+    name = plugin.__name__
+    rec = facade.records[name]
+    assert rec.status == "failed" and rec.provides == []
+    assert f"{name}-tracker" not in facade.ids("ticketing")
+    assert facade.owner("ticketing", f"{name}-tracker") is None
+    with pytest.raises(NotFound):
+        facade.ticketing(f"{name}-tracker")
+    cli = click.Group("aiimpl")
+    facade.add_commands(cli)
+    assert f"{name}-hello" not in cli.commands
+    assert plugin.blueprint not in [bp for _name, bp, _options in facade.blueprints()]
+    facade.job_status_changed(7, "ENG-1", None, "dispatched")
+    assert plugin.events == []
+    row = {r["name"]: r for r in facade.listing()}[name]
+    assert (row["status"], row["provides"]) == ("failed", [])
+
+
+# -- a failed plugin contributes nothing ------------------------------------------------------
+
+
+def test_a_plugin_whose_registration_hook_raises_contributes_nothing():
+    good = Contributor("good")
+    broken = Contributor("broken", "aiimpl_register_runner_backends")
+
+    facade = Plugins(load_entrypoints=False, extra=[good, broken])
+
+    assert facade.failures() == {
+        "broken": f"aiimpl_register_runner_backends failed: RuntimeError: boom in "
+                  f"aiimpl_register_runner_backends ({__file__}:{_line_of('raise RuntimeError')})"
+    }
+    _contributes_nothing(facade, broken)
+    assert facade.ids("ticketing") == ["good-tracker"]
+    cli = click.Group("aiimpl")
+    facade.add_commands(cli)
+    assert list(cli.commands) == ["good-hello"]
+    assert good.events == [(7, "dispatched")]  # the event _contributes_nothing sent
+
+
+def _line_of(text: str) -> int:
+    return next(n for n, line in enumerate(Path(__file__).read_text().splitlines(), 1) if text in line)
+
+
+def test_a_plugin_refused_for_a_runner_mode_collision_loses_its_tracker_too():
+    refused = Contributor("refused", runner=FakeRunner("b1", "gha").backend_class)
+
+    facade = Plugins(load_entrypoints=False, extra=[FakeRunner("a1", "gha").plugin, refused], strict=False)
+
+    [conflict] = facade.conflicts
+    assert conflict == ("runner mode 'gha' is claimed by backend 'a1' (plugin fake-runner-a1) and backend "
+                        "'b1' (plugin refused)")
+    assert facade.records["refused"].error == conflict
+    _contributes_nothing(facade, refused)
+
+
+def test_a_plugin_whose_blueprint_hook_raises_loses_what_it_registered_before():
+    broken = Contributor("broken", "aiimpl_register_blueprints")
+    facade = Plugins(load_entrypoints=False, extra=[Contributor("good"), broken])
+    assert "broken-tracker" in facade.ids("ticketing")  # not refused yet
+
+    found = facade.blueprints()
+
+    assert [bp.name for _name, bp, _options in found] == ["good-bp"]
+    assert facade.records["broken"].error.startswith(
+        "aiimpl_register_blueprints failed: RuntimeError: boom in aiimpl_register_blueprints")
+    _contributes_nothing(facade, broken)
+
+
+def test_a_plugin_whose_command_hook_raises_loses_its_command_and_its_providers():
+    good, broken = Contributor("good"), Contributor("broken", "aiimpl_register_commands")
+    facade = Plugins(load_entrypoints=False, extra=[good, broken])
+    cli = click.Group("aiimpl")
+
+    facade.add_commands(cli)
+
+    assert list(cli.commands) == ["good-hello"]  # the command added before the hook raised is gone
+    assert facade.records["broken"].error.startswith(
+        "aiimpl_register_commands failed: RuntimeError: boom in aiimpl_register_commands")
+    _contributes_nothing(facade, broken)
+
+
+def test_a_plugin_refused_after_its_commands_were_added_takes_them_out():
+    plugin = Contributor("late")
+    core = click.Command("late-hello", callback=lambda: None)  # a command the plugin replaces
+    cli = click.Group("aiimpl", commands=[core])
+    facade = Plugins(load_entrypoints=False, extra=[plugin])
+    facade.add_commands(cli)
+    assert cli.commands["late-hello"] is not core
+
+    facade.records["late"].error = "refused after start-up"
+
+    assert "late-tracker" not in facade.ids("ticketing")
+    assert cli.commands["late-hello"] is core
+
+
+class ClashingBlueprints(Contributor):
+    """Two blueprints of one name: Flask refuses the second, and the app factory marks the plugin
+    failed after the registries were built."""
+
+    @hookimpl
+    def aiimpl_register_blueprints(self, register: Callable[..., None]) -> None:
+        register(Blueprint("clash", __name__), url_prefix="/clash-one")
+        register(Blueprint("clash", __name__), url_prefix="/clash-two")
+
+
+@pytest.fixture
+def clashing() -> ClashingBlueprints:
+    return ClashingBlueprints("clashing")
+
+
+class TestAPluginTheAppFactoryRefuses:
+    @pytest.fixture
+    def aiimpl_plugins(self, clashing: ClashingBlueprints) -> list[object]:
+        return [FakeTracker().plugin, clashing]
+
+    def test_its_providers_and_event_hooks_are_taken_out(self, app: Any, clashing: ClashingBlueprints):
+        facade = app.extensions["aiimpl"]
+
+        assert facade.records["clashing"].status == "failed"
+        assert facade.ids("ticketing") == ["fake-tracker"]
+        facade.job_status_changed(7, "ENG-1", None, "dispatched")
+        assert clashing.events == []
+
+
+def test_aiimpl_plugins_list_shows_a_plugin_whose_hook_raises_as_failed_with_nothing_provided(tmp_path: Path):
+    site = _site(tmp_path, "acme-half", {"half": "acme_half"}, {"acme_half": """
+        from aiimpl_core import hookimpl
+        from aiimpl_core.testing.fakes import FakeTracker
+
+        @hookimpl
+        def aiimpl_register_ticketing_providers(register):
+            register(FakeTracker("half-tracker").provider_class)
+
+        @hookimpl
+        def aiimpl_register_runner_backends(register):
+            raise RuntimeError("boom while registering")
+    """})
+    out = _cli(site, tmp_path, "plugins", "list", "--json")
+
+    assert out.returncode == 0, out.stderr
+    row = {r["name"]: r for r in json.loads(out.stdout)}["half"]
+    assert (row["status"], row["provides"]) == ("failed", [])
+    assert row["error"].startswith(
+        "aiimpl_register_runner_backends failed: RuntimeError: boom while registering")
+
+
+# -- collisions: the later plugin loses ---------------------------------------------------------
+
+
+class Impostor(ModelProvider):
+    id = "anthropic"
+    display_name = "Not Anthropic"
+
+    def session_env(self, mapping: Any) -> dict[str, str]:
+        return {}
+
+
+def _impostor(**marker: bool) -> object:
+    class Plugin:
+        __name__ = "impostor"
+
+        @hookimpl(**marker)
+        def aiimpl_register_model_providers(self, register: Callable[..., None]) -> None:
+            register(Impostor)
+
+    return Plugin()
+
+
+TAKEN = ("model provider 'anthropic' is registered by two plugins: plugin anthropic (distribution "
+         "aiimpl-core) and plugin impostor")
+
+
+@pytest.mark.parametrize("marker", [{}, {"tryfirst": True}, {"trylast": True}])
+def test_a_plugin_claiming_a_builtin_id_is_refused_and_the_builtin_kept(marker: dict[str, bool]):
+    with pytest.raises(DuplicateProviderError) as err:
+        Plugins(load_entrypoints=False, extra=[_impostor(**marker)])
+    assert err.value.message == TAKEN
+
+    facade = Plugins(load_entrypoints=False, extra=[_impostor(**marker)], strict=False)
+
+    assert facade.conflicts == [TAKEN]
+    assert facade.owner("model", "anthropic") == "anthropic"
+    assert facade.classes["model"]["anthropic"] is not Impostor
+    assert facade.records["anthropic"].status == "loaded"
+    assert (facade.records["impostor"].error, facade.records["impostor"].provides) == (TAKEN, [])
+
+
+def test_an_installed_plugin_claiming_a_builtin_id_is_refused(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    site = _site(tmp_path, "acme-models", {"acme_models": "acme_models"}, {"acme_models": """
+        from aiimpl_core import hookimpl
+        from aiimpl_core.providers import ModelProvider
+
+        class Impostor(ModelProvider):
+            id = "anthropic"
+            display_name = "Not Anthropic"
+
+            def session_env(self, mapping):
+                return {}
+
+        @hookimpl(tryfirst=True)
+        def aiimpl_register_model_providers(register):
+            register(Impostor)
+    """})
+    monkeypatch.syspath_prepend(str(site))
+    try:
+        facade = Plugins(strict=False)
+    finally:
+        sys.modules.pop("acme_models", None)
+
+    assert facade.owner("model", "anthropic") == "anthropic"
+    assert facade.records["anthropic"].status == "loaded"
+    assert facade.records["acme_models"].error == (
+        "model provider 'anthropic' is registered by two plugins: plugin anthropic (distribution "
+        "aiimpl-core) and plugin acme_models (distribution acme-models)"
+    )
+
+
+def test_of_two_plugins_claiming_one_id_the_later_one_is_refused():
+    first, second = FakeTracker("same", display_name="First"), FakeTracker("same", display_name="Second")
+
+    facade = Plugins(load_entrypoints=False, extra=[first.plugin, second.plugin], strict=False)
+
+    assert facade.owner("ticketing", "same") == "fake-tracker-same"
+    assert facade.classes["ticketing"]["same"] is first.provider_class
+    [later] = [name for name in facade.records if name.startswith("fake-tracker-same-")]
+    assert facade.conflicts == [
+        f"ticketing provider 'same' is registered by two plugins: plugin fake-tracker-same and plugin {later}"
+    ]
+    assert facade.records[later].status == "failed"
+
+
+# -- AIIMPL_TRACE_PLUGINS ----------------------------------------------------------------------
+
+
+def _hook_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("hook: ")]
+
+
+def test_tracing_logs_each_hook_call_with_its_plugin(caplog: pytest.LogCaptureFixture):
+    observer = Contributor("observer")
+    with caplog.at_level(logging.DEBUG, logger="aiimpl_core.plugins"):
+        facade = Plugins(load_entrypoints=False, extra=[observer], trace=True)
+        facade.job_status_changed(7, "ENG-1", None, "dispatched")
+
+    lines = _hook_lines(caplog)
+    assert any(line.startswith("hook: aiimpl_register_model_providers(register=")
+               and line.endswith("-> plugin anthropic") for line in lines), lines
+    assert any(line.startswith("hook: aiimpl_register_ticketing_providers(")
+               and line.endswith("-> plugin observer") for line in lines), lines
+    assert ("hook: aiimpl_job_status_changed(job_id=7, issue_key='ENG-1', old=None, new='dispatched') "
+            "-> plugin observer") in lines
+    assert "hook: aiimpl_job_status_changed <- plugin observer: []" in lines
+    assert observer.events == [(7, "dispatched")]
+
+
+def test_tracing_logs_a_hook_that_raises(caplog: pytest.LogCaptureFixture):
+    broken = Contributor("broken", "aiimpl_register_runner_backends")
+    with caplog.at_level(logging.DEBUG, logger="aiimpl_core.plugins"):
+        Plugins(load_entrypoints=False, extra=[broken], trace=True)
+
+    assert ("hook: aiimpl_register_runner_backends <- plugin broken raised RuntimeError: boom in "
+            "aiimpl_register_runner_backends") in _hook_lines(caplog)
+
+
+def test_no_tracing_without_the_setting(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("AIIMPL_TRACE_PLUGINS", raising=False)
+    with caplog.at_level(logging.DEBUG, logger="aiimpl_core.plugins"):
+        Plugins(load_entrypoints=False).job_status_changed(7, "ENG-1", None, "dispatched")
+
+    assert _hook_lines(caplog) == []
+
+
+def test_tracing_follows_the_environment_by_default(caplog: pytest.LogCaptureFixture,
+                                                    monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AIIMPL_TRACE_PLUGINS", "1")
+    with caplog.at_level(logging.DEBUG, logger="aiimpl_core.plugins"):
+        Plugins(load_entrypoints=False)
+
+    assert any(line.startswith("hook: aiimpl_register_model_providers(") for line in _hook_lines(caplog))
+
+
+def test_the_app_traces_hook_calls_when_the_setting_is_on(tmp_path: Path):
+    out = _cli(None, tmp_path, "routes", AIIMPL_TRACE_PLUGINS="1", AIIMPL_LOG_LEVEL="DEBUG")
+
+    assert out.returncode == 0, out.stderr
+    for hook in ("aiimpl_register_commands", "aiimpl_register_model_providers", "aiimpl_register_blueprints"):
+        assert f"hook: {hook}(" in out.stderr, out.stderr
+
+
+# -- a tracker that cannot be set up ----------------------------------------------------------
+
+
+class BrokenConstructor:
+    __name__ = "ctor-tracker"
+
+    @hookimpl
+    def aiimpl_register_ticketing_providers(self, register: Callable[..., None]) -> None:
+        base = FakeTracker("ctor-tracker").provider_class
+
+        class CtorTracker(base):  # type: ignore[misc, valid-type]
+            def __init__(self, context: Any) -> None:
+                super().__init__(context)
+                raise KeyError("AIIMPL_CTOR_TOKEN")
+
+        register(CtorTracker)
+
+
+def test_trackers_leaves_out_one_that_cannot_be_set_up(caplog: pytest.LogCaptureFixture):
+    facade = Plugins(load_entrypoints=False, extra=[BrokenConstructor(), FakeTracker().plugin])
+    facade.bind(make_context({}))
+
+    with caplog.at_level(logging.WARNING, logger="aiimpl_core.plugins"):
+        assert [t.id for t in facade.trackers()] == ["fake-tracker"]
+
+    assert "setting up the ticketing provider 'ctor-tracker' failed" in caplog.text
+
+
+class TestLiveIssuesWithATrackerThatCannotBeSetUp:
+    @pytest.fixture
+    def tracker(self) -> FakeTracker:
+        tracker = FakeTracker()
+        tracker.add("ENG-1", title="Add a health check")
+        return tracker
+
+    @pytest.fixture
+    def aiimpl_plugins(self, tracker: FakeTracker) -> list[object]:
+        return [BrokenConstructor(), tracker.plugin]
+
+    def test_the_other_trackers_still_list(self, client: Any, admin_headers: dict[str, str]):
+        resp = client.get("/api/issues?refresh=1", headers=admin_headers)
+
+        assert resp.status_code == 200, resp.get_json()
+        assert [i["issueKey"] for i in resp.get_json()] == ["ENG-1"]
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _site(tmp_path: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str]) -> Path:
+    """A directory holding one made-up installed distribution with ``entry_points`` (group
+    ``aiimpl``) and ``modules``."""
+    site = tmp_path / "site"
+    info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[aiimpl]\n{lines}")
+    for name, source in modules.items():
+        (site / f"{name}.py").write_text(textwrap.dedent(source))
+    return site
+
+
+def _cli(site: Path | None, tmp_path: Path, *args: str, **env_extra: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    if site is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
+    env.update(AIIMPL_DATABASE_URL=f"sqlite:///{tmp_path}/x.db", AIIMPL_SECRET_KEY="k" * 32, **env_extra)
+    return subprocess.run([sys.executable, "-m", "aiimpl_core.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+class PartlyClashingBlueprints(Contributor):
+    """Its first blueprint is fine, its second takes a name the core uses: none of its routes is
+    added (a Flask app cannot take the first back once the second is refused)."""
+
+    @hookimpl
+    def aiimpl_register_blueprints(self, register: Callable[..., None]) -> None:
+        first = Blueprint("partly_fine", __name__)
+        first.add_url_rule("/partly-fine", "hello", lambda: "hello")
+        register(first)
+        register(Blueprint("metrics", __name__), url_prefix="/partly-two")
+
+
+class TestAPluginWithABlueprintNameTaken:
+    @pytest.fixture
+    def aiimpl_plugins(self) -> list[object]:
+        return [FakeTracker().plugin, PartlyClashingBlueprints("partly")]
+
+    def test_none_of_its_blueprints_is_routed(self, app: Any, client: Any):
+        facade = app.extensions["aiimpl"]
+        assert facade.records["partly"].error == "blueprint 'metrics' failed: the name is registered already"
+        assert "partly_fine" not in app.blueprints
+        assert client.get("/partly-fine").status_code == 404
+        assert facade.ids("ticketing") == ["fake-tracker"]
+
+
+class TestAPluginWhoseCommandHookRaises:
+    """The server never adds commands, but refuses such a plugin as the command line does."""
+
+    @pytest.fixture
+    def broken(self) -> Contributor:
+        return Contributor("cmdbroken", "aiimpl_register_commands")
+
+    @pytest.fixture
+    def aiimpl_plugins(self, broken: Contributor) -> list[object]:
+        return [FakeTracker().plugin, broken]
+
+    def test_the_app_leaves_it_out(self, app: Any, broken: Contributor):
+        facade = app.extensions["aiimpl"]
+        assert facade.records["cmdbroken"].error.startswith(
+            "aiimpl_register_commands failed: RuntimeError: boom in aiimpl_register_commands")
+        assert facade.ids("ticketing") == ["fake-tracker"]
+        facade.job_status_changed(7, "ENG-1", None, "dispatched")
+        assert broken.events == []
