@@ -429,6 +429,8 @@ class Plugins:
         self._classes: dict[str, dict[str, type[Provider]]] = {kind: {} for kind in KINDS}
         self._owner: dict[tuple[str, str], str] = {}
         self._instances: dict[tuple[str, str], Provider] = {}
+        #: the constructor failures logged with their traceback already (kind, id, class, message)
+        self._setup_failures: set[tuple[str, str, str, str]] = set()
         #: per plugin, the commands it added: (group, name, command, the one it replaced)
         self._commands: dict[str, list[tuple[click.Group, str, click.Command, click.Command | None]]] = {}
         self.context: ProviderContext | None = None
@@ -599,8 +601,15 @@ class Plugins:
                 raise
             except Exception as exc:
                 # a plugin's constructor that breaks: its own message may carry a setting's value,
-                # so the operator is told where to look; the log has the traceback
-                log.warning("setting up the %s provider %r failed", kind, provider_id, exc_info=True)
+                # so the operator is told where to look; the log has the traceback, once per
+                # failure (every poll cycle asks again, and would repeat it)
+                seen = (kind, provider_id, type(exc).__name__, str(exc))
+                if seen not in self._setup_failures:
+                    self._setup_failures.add(seen)
+                    log.warning("setting up the %s provider %r failed", kind, provider_id, exc_info=True)
+                else:
+                    log.debug("setting up the %s provider %r failed again: %s", kind, provider_id,
+                              type(exc).__name__)
                 raise ProviderError(
                     f"the {kind} provider {provider_id!r} could not be set up ({type(exc).__name__}); "
                     "the server log has the details",

@@ -477,3 +477,17 @@ class TestAPluginWhoseCommandHookRaises:
         assert facade.ids("ticketing") == ["fake-tracker"]
         facade.job_status_changed(7, "ENG-1", None, "dispatched")
         assert broken.events == []
+
+
+def test_a_constructor_that_keeps_failing_is_logged_with_its_traceback_once(caplog: pytest.LogCaptureFixture):
+    facade = Plugins(load_entrypoints=False, extra=[BrokenConstructor(), FakeTracker().plugin])
+    facade.bind(make_context({}))
+
+    with caplog.at_level(logging.DEBUG, logger="aiimpl_core.plugins"):
+        for _ in range(3):  # every poll cycle asks again
+            facade.trackers()
+
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "ctor-tracker" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].exc_text
+    again = [r for r in caplog.records if "failed again" in r.getMessage()]
+    assert len(again) == 2 and all(not r.exc_text for r in again)
