@@ -133,3 +133,60 @@ def test_the_app_option_that_would_be_ignored_is_not_offered():
     assert "--app" not in r.output and "-A," not in r.output
     r = CliRunner().invoke(cli, ["-A", "elsewhere:app", "config"])
     assert r.exit_code == 2 and "No such option" in r.output
+
+
+def test_the_env_file_option_names_no_file_aiimpl_never_reads(tmp_path):
+    r = CliRunner().invoke(cli, ["--help"])
+    assert r.exit_code == 0 and ".flaskenv" not in r.output and "'.env'" not in r.output
+    env_file = tmp_path / "aiimpl.env"
+    env_file.write_text("AIIMPL_POLL_INTERVAL=17\nAIIMPL_RUN_TOKEN_SECONDS=700\n")
+    # (both named: the runner puts back what the file loaded into this process's environment)
+    r = CliRunner().invoke(cli, ["-e", str(env_file), "config"],
+                           env={"AIIMPL_POLL_INTERVAL": None, "AIIMPL_RUN_TOKEN_SECONDS": "600"})
+    assert r.exit_code == 0, r.output
+    lines = {line.split()[0]: line.split(None, 1)[1] for line in r.output.splitlines() if line.strip()}
+    assert (lines["AIIMPL_POLL_INTERVAL"], lines["AIIMPL_RUN_TOKEN_SECONDS"]) == ("17", "600")
+
+
+# -- no poll cycle in a command's own process ------------------------------------------------------------
+
+def test_commands_never_run_the_in_app_scheduler(tmp_path, monkeypatch):
+    """With AIIMPL_SCHEDULER in the environment the commands share with the server, a command's app
+    would poll (and dispatch) in the command's process, during `aiimpl db upgrade` too."""
+    import threading
+
+    from aiimpl_core.cli import _create_app
+
+    monkeypatch.setenv("AIIMPL_SCHEDULER", "1")
+    monkeypatch.setenv("AIIMPL_DATABASE_URL", f"sqlite:///{tmp_path}/a.db")
+    monkeypatch.setenv("AIIMPL_SECRET_KEY", "edges-test-secret-key-0123456789abcdef")
+    app = _create_app()
+    assert "aiimpl_scheduler" not in app.extensions
+    assert not [t for t in threading.enumerate() if t.name == "aiimpl-scheduler" and t.is_alive()]
+
+
+# -- aiimpl demo ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("timeout", ["nan", "-5", "0"])
+def test_a_demo_timeout_that_never_or_at_once_gives_up_is_refused(timeout):
+    r = CliRunner().invoke(cli, ["demo", "--timeout", timeout])
+    assert r.exit_code == 2 and "Invalid value for '--timeout'" in r.output, r.output
+
+
+def test_the_demo_without_git_says_so_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr("aiimpl_core.cli.demo.shutil.which", lambda name: None)
+    r = CliRunner().invoke(cli, ["demo", "--dir", str(tmp_path / "demo")])
+    assert r.exit_code == 1 and r.output == "Error: the demo needs git: install it or put it on PATH\n"
+    assert not (tmp_path / "demo").exists()
+
+
+def test_a_demo_directory_that_cannot_be_made_is_named_in_one_line(tmp_path):
+    import socket
+
+    (tmp_path / "file").write_text("")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    r = CliRunner().invoke(cli, ["demo", "--dir", str(tmp_path / "file" / "demo"), "--port", str(port)])
+    assert r.exit_code == 1, r.output
+    assert r.output == f"Error: {tmp_path / 'file' / 'demo'}: Not a directory\n"

@@ -88,3 +88,31 @@ def test_secrets_runner_mode_and_sessions(run, runner_backend):
     assert json.loads(run("sessions", "list", "--json").output) in ([], {"sessions": []})
     r = run("sessions", "destroy", "m-404")
     assert r.exit_code == 1 and "Session not found" in r.output
+
+
+def test_secrets_set_on_a_terminal_asks_for_the_value_hidden(run, monkeypatch):
+    import sys
+    import types
+
+    import click
+
+    class Terminal:
+        def isatty(self) -> bool:
+            return True
+
+    asked: list[tuple[str, bool]] = []
+    terminal = types.SimpleNamespace(stdin=Terminal(), stderr=sys.stderr)
+    monkeypatch.setattr("aiimpl_core.cli.manage.sys", terminal)
+
+    def prompt(text: str, hide_input: bool = False, **_kw: object) -> str:
+        asked.append((text, hide_input))
+        return "typed-value"
+
+    monkeypatch.setattr(click, "prompt", prompt)
+    r = run("secrets", "set", "NPM_TOKEN")
+    assert r.exit_code == 0 and r.output.strip() == "Secret NPM_TOKEN set.", r.output
+    assert asked == [("Value of NPM_TOKEN", True)]
+    assert "NPM_TOKEN" in run("secrets", "list").output
+    r = run("secrets", "set", "NPM_TOKEN", "--team", "NOPE")  # said before the value is asked for
+    assert r.exit_code == 1 and r.output.strip() == "Error: Team not found"
+    assert len(asked) == 1

@@ -208,3 +208,44 @@ def test_config_says_the_default_of_what_is_unset():
     assert lines["AIIMPL_LOG_LEVEL"] == "- (default INFO)"
     assert lines["AIIMPL_RUN_TOKEN_SECONDS"] == "600"
     assert lines["AIIMPL_SECRET_KEY"] == "-"  # no default
+
+
+# -- serve runs the in-app scheduler, the only command that does --------------------------------------
+
+@pytest.mark.parametrize(("value", "started"), [("1", 1), ("", 0)])
+def test_serve_runs_the_in_app_scheduler_when_asked(app, run, served, monkeypatch, value, started):
+    calls: list[Any] = []
+    monkeypatch.setattr("aiimpl_core.services.scheduler.start_scheduler", calls.append)
+    r = run("serve", "--port", "18512", env={"AIIMPL_SCHEDULER": value})
+    assert r.exit_code == 0, r.output
+    assert calls == [app] * started
+
+
+# -- secrets set on a terminal -----------------------------------------------------------------------------
+
+class _Terminal:
+    """Standard input that is a terminal, read by nothing but the (patched) prompt."""
+
+    def isatty(self) -> bool:
+        return True
+
+    def read(self) -> str:
+        raise AssertionError("standard input read")
+
+
+def test_secrets_set_asks_for_no_value_where_it_cannot_be_kept(run, monkeypatch):
+    """No runner backend keeps secrets here: the API's 503 is said before the value is typed."""
+    import sys
+    import types
+
+    import click
+
+    asked: list[str] = []
+    terminal = types.SimpleNamespace(stdin=_Terminal(), stderr=sys.stderr)
+    monkeypatch.setattr("aiimpl_core.cli.manage.sys", terminal)
+    monkeypatch.setattr(click, "prompt", lambda text, **kw: asked.append(text) or "typed-value")
+    r = run("secrets", "set", "NPM_TOKEN")
+    assert r.exit_code == 1
+    assert r.output.strip() == ("Error: Fly sessions config not set (no configured runner backend keeps "
+                                "secrets and sessions, as Fly Machines and local Docker do)")
+    assert asked == []

@@ -48,12 +48,17 @@ def test_serve_answers_and_logs_paths_without_their_query(tmp_path: Path) -> Non
         assert health.status_code == 200
         requests.post(f"http://127.0.0.1:{port}/api/jira/webhook?secret=jira-hook-secret-9f8e7d",
                       json={"webhookEvent": "comment_created"}, timeout=10)
+        missing = requests.get(f"http://127.0.0.1:{port}/no/such%20page%0Aforged?probe=2", timeout=10)
+        assert missing.status_code == 404
     finally:
         server.terminate()
         output, _ = server.communicate(timeout=30)
     assert f"on http://127.0.0.1:{port}" in output
     assert "GET /healthz " in output and "POST /api/jira/webhook " in output
-    assert "probe=1" not in output and "jira-hook-secret-9f8e7d" not in output
+    assert "probe=1" not in output and "probe=2" not in output and "jira-hook-secret-9f8e7d" not in output
+    # the path as it was sent, on one line, and no terminal colours (werkzeug's, for a 404) in the log
+    assert '"GET /no/such%20page%0Aforged HTTP/1.1" 404' in output
+    assert "\x1b[" not in output
 
 
 def _cli(*args: str, url: str, timeout: float = 60) -> subprocess.CompletedProcess:

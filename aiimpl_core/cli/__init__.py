@@ -5,6 +5,7 @@ the providers run inside the app context; ``aiimpl session run`` needs neither.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -21,7 +22,11 @@ from ..errors import AiimplError
 def _create_app():  # noqa: ANN202
     from .. import create_app
 
-    return create_app()
+    # Every command builds the app, and with AIIMPL_SCHEDULER set the app would start poll cycles in
+    # the command's own process: dispatching from `aiimpl jobs list`, polling while `aiimpl db upgrade`
+    # migrates, a second loop beside `aiimpl poll`, a cycle cut short when the command exits. Only
+    # `aiimpl serve`, a web process, runs the scheduler (see `serve`).
+    return create_app({"AIIMPL_SCHEDULER": False})
 
 
 #: ``ctx.meta`` key of the project error that kept the help from loading the app
@@ -30,6 +35,18 @@ _APP_FAILURE = "aiimpl.app_failure"
 
 def echo_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _own_env_file_help(param: click.Parameter) -> click.Parameter:
+    """Flask's ``-e/--env-file`` with a help of its own: Flask's speaks of ``.env`` and
+    ``.flaskenv`` files, which aiimpl never reads. (A copy: the option is one object that every
+    Flask command group shares.)"""
+    if param.name != "env_file" or not isinstance(param, click.Option):
+        return param
+    param = copy.copy(param)
+    param.help = ("Load environment variables (KEY=VALUE lines) from this file first; a variable "
+                  "already set in the environment keeps its value. Needs python-dotenv.")
+    return param
 
 
 class AiimplGroup(FlaskGroup):
@@ -47,7 +64,8 @@ class AiimplGroup(FlaskGroup):
 
     def __init__(self, **extra: Any) -> None:
         super().__init__(add_default_commands=False, set_debug_flag=False, **extra)
-        self.params = [param for param in self.params if param.name not in ("debug", "app")]
+        self.params = [_own_env_file_help(param) for param in self.params
+                       if param.name not in ("debug", "app")]
         self.add_command(shell_command)
         self.add_command(routes_command)
         #: the message of a project error :func:`main` has printed already (not printed twice)
@@ -140,7 +158,8 @@ def serve(host: str, port: int) -> None:
     """Run the orchestrator's web server for local use (use gunicorn in production).
 
     Refuses a database without this version's schema (run `aiimpl db upgrade` first), as the
-    production configuration does."""
+    production configuration does. With AIIMPL_SCHEDULER set it runs the poller too, the only
+    command that does."""
     from flask import current_app
 
     from .devserver import make_dev_server
@@ -151,12 +170,26 @@ def serve(host: str, port: int) -> None:
     app.debug = False
     server = make_dev_server(host, port, app)
     click.echo(f"AI-Implement {__version__} on http://{host}:{port}  (database: {_safe_url(app)})")
+    if _scheduler_wanted():
+        from ..services.scheduler import start_scheduler
+
+        # (the CLI's app never starts it itself: started here, once the schema and the address
+        # are known to be good)
+        start_scheduler(app)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+
+
+def _scheduler_wanted() -> bool:
+    """Whether ``AIIMPL_SCHEDULER`` asks for the poller in the web process (the CLI's app is built
+    without it, so the environment is read again)."""
+    from ..config import load
+
+    return bool(load()["AIIMPL_SCHEDULER"])
 
 
 def _safe_url(app) -> str:  # noqa: ANN001

@@ -1,11 +1,21 @@
 """CLI: ``aiimpl demo``."""
 from __future__ import annotations
 
+import math
+import shutil
+import subprocess
 import sys
 
 import click
 
 from . import cli
+
+
+def _a_number(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    # (a range lets NaN through, and a demo that waits NaN seconds never gives up)
+    if math.isnan(value):
+        raise click.BadParameter("not a number", ctx, param)
+    return value
 
 
 @cli.command("demo", with_appcontext=False)
@@ -16,15 +26,29 @@ from . import cli
               help="Port of the orchestrator and its UI.")
 @click.option("--exit-when-done", is_flag=True,
               help="Exit once the demo job has ended (status 0 if it opened a PR).")
-@click.option("--timeout", default=300.0, show_default=True, help="Give up after this many seconds.")
+@click.option("--timeout", default=300.0, show_default=True, callback=_a_number,
+              type=click.FloatRange(min=0, min_open=True), help="Give up after this many seconds.")
 def demo(workdir: str, port: int, exit_when_done: bool, timeout: float) -> None:
     """Run the whole loop locally with no external account.
 
     Starts the orchestrator on SQLite with its admin UI, a sandbox tracker, a sandbox GitHub and a
     local runner that executes `aiimpl session run` with a scripted stand-in agent against a local
     git repository; then triggers one issue and shows it go Triggered -> Implementing -> PR opened.
+    Needs git.
     """
     from ..demo.run import run_demo
 
-    sys.exit(run_demo(workdir, port, exit_when_done=exit_when_done, timeout=timeout,
-                      echo=lambda line: click.echo(line)))
+    # the sandbox repository, and the session's clone and push, are made with git
+    if shutil.which("git") is None:
+        raise click.ClickException("the demo needs git: install it or put it on PATH")
+    try:
+        status = run_demo(workdir, port, exit_when_done=exit_when_done, timeout=timeout,
+                          echo=lambda line: click.echo(line))
+    except subprocess.CalledProcessError as exc:  # setting up the sandbox repository
+        said = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+        command = " ".join(str(word) for word in exc.cmd[:2]) if isinstance(exc.cmd, list) else "git"
+        raise click.ClickException(f"{command} failed" + (f": {said[-1]}" if said else "")) from None
+    except OSError as exc:  # a working directory that cannot be made or written
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise click.ClickException(f"{where}{exc.strerror or exc}") from None
+    sys.exit(status)

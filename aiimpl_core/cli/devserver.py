@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 from typing import Any
-from urllib.parse import urlsplit
 
 from werkzeug.serving import BaseWSGIServer, ThreadedWSGIServer, WSGIRequestHandler
 
@@ -14,15 +13,21 @@ from ..errors import AiimplError
 
 class PathOnlyRequestHandler(WSGIRequestHandler):
     """Logs each request's path without its query string, as the gunicorn configuration does: the
-    Jira webhook may carry its secret as ``?secret=``."""
+    Jira webhook may carry its secret as ``?secret=``.
+
+    The line is werkzeug's without its colours: they are terminal escape codes, which a log file or
+    a JSON log line (``AIIMPL_LOG_FORMAT=json``) would carry as text. The path is the one sent,
+    percent-encoded, as gunicorn's access lines show it; other control characters are escaped as
+    werkzeug does."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        full = self.path
-        self.path = urlsplit(full).path
-        try:
-            super().log_request(code, size)
-        finally:
-            self.path = full
+        target = getattr(self, "path", None)
+        if target is None:  # (a request line too bad to be parsed)
+            line = self.requestline
+        else:
+            # (not urlsplit: it would take the first segment of `//a/b` for a host)
+            line = f"{self.command} {target.partition('?')[0]} {self.request_version}"
+        self.log("info", '"%s" %s %s', line.translate(self._control_char_table), code, size)
 
 
 class _CannotListen(Exception):

@@ -39,6 +39,8 @@ class ApiCall:
         data = resp.get_json(silent=True)
         if resp.status_code >= 400 and resp.status_code not in ok:
             message = data.get("error") if isinstance(data, dict) and data.get("error") else None
+            if message == NO_SESSION_BACKEND:  # the reference's words, which name Fly alone
+                message += f" ({NO_SESSION_BACKEND_HINT})"
             raise click.ClickException(message or f"HTTP {resp.status_code}")
         return data
 
@@ -71,6 +73,10 @@ TEAM_NOT_FOUND = "Team not found"
 SECRET_NOT_FOUND = "Secret not found"
 SESSION_NOT_FOUND = "Session not found"
 OUTBOX_ITEM_NOT_FOUND = "outbox item not found"
+#: the API's 503 for secrets and sessions while no runner backend keeps them, and what it means
+NO_SESSION_BACKEND = "Fly sessions config not set"
+NO_SESSION_BACKEND_HINT = ("no configured runner backend keeps secrets and sessions, as Fly Machines "
+                           "and local Docker do")
 
 
 def _segment(value: str, not_found: str) -> str:
@@ -354,11 +360,15 @@ def secrets_list(team: str | None, as_json: bool) -> None:
 def secrets_set(name: str, team: str | None, as_json: bool) -> None:
     """Set a secret. The value is read from standard input, or asked for (never an argument)."""
     path = _secrets_path(team)  # a team that cannot exist is said before the value is asked for
+    call = ApiCall()
+    # so are a team without a mapping, a database without the schema, and a secret store no runner
+    # backend reads (503): the value is not typed, or read from a pipe, for nothing
+    call("GET", path)
     if sys.stdin.isatty():
         value = click.prompt(f"Value of {name}", hide_input=True)
     else:
         value = sys.stdin.read().rstrip("\n")
-    body = ApiCall()("POST", path, {"name": name, "value": value})
+    body = call("POST", path, {"name": name, "value": value})
     echo_json(body) if as_json else click.echo(f"Secret {name} set.")
 
 
