@@ -265,14 +265,16 @@ class GitHubActionsBackend(RunnerBackend):
             label = f"{workflows.LABELS.get(tpl.template, 'workflow')} {mapping.owner}/{mapping.repo}"
             where = f"{tpl.path} on {mapping.default_branch}"
             if (owner, name) in failed:
-                results.append(CheckResult(label, False, f"could not read {where}: {failed[(owner, name)]}"))
+                # (the first failure's message names the file it read: said as that file's)
+                results.append(CheckResult(label, False, f"could not read {where}: not asked, as reading "
+                                                         f"{failed[(owner, name)]}"))
                 continue
             repo = self._repo(mapping)
             try:
                 current = repo.get_file(tpl.path, ref=mapping.default_branch)
             except ProviderError as exc:
-                failed[(owner, name)] = github_message(exc)
-                results.append(CheckResult(label, False, f"could not read {where}: {failed[(owner, name)]}"))
+                failed[(owner, name)] = f"{tpl.path} failed: {github_message(exc)}"
+                results.append(CheckResult(label, False, f"could not read {where}: {github_message(exc)}"))
                 continue
             fix = f"run aiimpl mappings sync-workflows {min(teams)}"
             if current is None:
@@ -284,8 +286,8 @@ class GitHubActionsBackend(RunnerBackend):
             try:
                 workflow = repo.get_workflow(tpl.file)
             except ProviderError as exc:
-                failed[(owner, name)] = github_message(exc)
-                detail = f"could not read the state of {tpl.file} on GitHub: {failed[(owner, name)]}"
+                failed[(owner, name)] = f"the state of {tpl.file} on GitHub failed: {github_message(exc)}"
+                detail = f"could not read the state of {tpl.file} on GitHub: {github_message(exc)}"
                 results.append(CheckResult(label, False, detail))
                 continue
             results.append(_state_result(label, where, tpl.file, mapping, workflow))

@@ -199,8 +199,8 @@ def test_check_refused_read_reports_github_message_once_per_repository(
         ),
         (
             False,
-            "could not read .github/workflows/ai-implement-gap-fill.yml on main: "
-            "Resource not accessible by integration",
+            "could not read .github/workflows/ai-implement-gap-fill.yml on main: not asked, as reading "
+            ".github/workflows/ai-implement.yml failed: Resource not accessible by integration",
         ),
     ]
     assert len(contents_reads(gh)) == 1  # the repository is not asked again
@@ -303,8 +303,8 @@ def test_check_refused_workflow_read_reports_githubs_message_once_per_repository
         (
             "gap-fill workflow acme/api",
             False,
-            "could not read .github/workflows/ai-implement-gap-fill.yml on main: "
-            "Resource not accessible by integration",
+            "could not read .github/workflows/ai-implement-gap-fill.yml on main: not asked, as reading "
+            "the state of ai-implement.yml on GitHub failed: Resource not accessible by integration",
         ),
         (
             "workflow acme/web",
