@@ -190,3 +190,16 @@ def test_a_demo_directory_that_cannot_be_made_is_named_in_one_line(tmp_path):
     r = CliRunner().invoke(cli, ["demo", "--dir", str(tmp_path / "file" / "demo"), "--port", str(port)])
     assert r.exit_code == 1, r.output
     assert r.output == f"Error: {tmp_path / 'file' / 'demo'}: Not a directory\n"
+
+
+# -- aiimpl db, as an operator sees it -------------------------------------------------------------
+
+
+def test_db_help_lists_what_an_operator_runs_not_the_authoring_commands(run) -> None:
+    r = run("db", "--help")
+    assert r.exit_code == 0, r.output
+    listed = {line.split()[0] for line in r.output.split("Commands:")[1].splitlines() if line.strip()}
+    assert {"upgrade", "downgrade", "current", "history", "stamp"} <= listed
+    assert not listed & {"init", "revision", "migrate", "edit", "merge", "list-templates", "check"}
+    assert "the migrations installed with aiimpl-core" in " ".join(r.output.split())
+

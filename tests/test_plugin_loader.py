@@ -217,6 +217,10 @@ def test_aiimpl_plugins_list_shows_a_plugin_whose_hook_raises_as_failed_with_not
     assert row["error"].startswith(
         "aiimpl_register_runner_backends failed: RuntimeError: boom while registering")
 
+    strict = _cli(site, tmp_path, "plugins", "list", "--strict")
+    assert strict.returncode == 1
+    assert strict.stderr.strip().splitlines()[-1] == "Error: plugins that failed to load: half"
+
 
 # -- collisions: the later plugin loses ---------------------------------------------------------
 

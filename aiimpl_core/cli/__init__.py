@@ -225,9 +225,12 @@ def plugins_group() -> None:
 
 @plugins_group.command("list", with_appcontext=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def plugins_list(as_json: bool) -> None:
+@click.option("--strict", is_flag=True,
+              help="Exit 1 when a plugin failed to load too (the server starts without it).")
+def plugins_list(as_json: bool, strict: bool) -> None:
     """List plugins: name, distribution, version, status, what each provides, load errors and
-    warnings. Exits 1 when two plugins collide (the server would refuse to start)."""
+    warnings. Exits 1 when two plugins collide (the server would refuse to start), and with
+    --strict when a plugin failed to load."""
     from ..config import load
     from ..plugins import Plugins
 
@@ -240,6 +243,9 @@ def plugins_list(as_json: bool) -> None:
         click.echo(plugins_table(rows))
     if facade.conflicts:
         raise click.ClickException("; ".join(facade.conflicts) + " (the server will not start)")
+    failed = sorted(row["name"] for row in rows if row.get("status") == "failed")
+    if strict and failed:
+        raise click.ClickException(f"plugins that failed to load: {', '.join(failed)}")
 
 
 def plugins_table(rows: list[dict[str, Any]]) -> str:
@@ -295,6 +301,29 @@ def config_cmd(markdown: bool) -> None:
 
 def _add_subcommands() -> None:
     from . import commands  # noqa: F401 - registers the core's other command groups
+
+
+#: Flask-Migrate's commands that write or compare migration scripts: the project's own, run in a
+#: checkout of its source; an operator's would write into the installed package. Still there,
+#: not listed.
+AUTHORING_COMMANDS = ("init", "list-templates", "revision", "migrate", "edit", "merge", "check")
+
+
+def _operator_db_commands() -> None:
+    """``aiimpl db`` as an operator needs it: the authoring commands hidden, and the script
+    directory's default said as it is (the migrations installed with the core)."""
+    from flask_migrate.cli import db as db_group
+
+    for name in AUTHORING_COMMANDS:
+        command = db_group.commands.get(name)
+        if command is not None:
+            command.hidden = True
+    for param in db_group.params:
+        if param.name == "directory" and isinstance(param, click.Option):
+            param.help = "Migration script directory (default: the migrations installed with aiimpl-core)"
+
+
+_operator_db_commands()
 
 
 def main() -> None:
