@@ -101,9 +101,21 @@ class PluginRecord:
 
 
 def _describe_exception(exc: BaseException) -> str:
-    last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-    where = f" ({last[0].filename}:{last[0].lineno})" if last else ""
+    """The exception's class and message, and the last line of the plugin's own code it passed:
+    the import machinery's frames (an import that failed ends in them) say nothing of the plugin."""
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+    own = [f for f in frames if not _machinery(f.filename)]
+    where = f" ({own[-1].filename}:{own[-1].lineno})" if own else ""
     return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _machinery(filename: str) -> bool:
+    """Whether a frame is the import system's or entry-point loading's (this module's included),
+    not a plugin's."""
+    return filename.startswith("<frozen ") or filename == __file__ or any(
+        filename.endswith(tail) for tail in ("importlib/__init__.py", "importlib/metadata/__init__.py",
+                                             "pluggy/_manager.py")
+    )
 
 
 def make_plugin_manager(
@@ -160,7 +172,7 @@ def make_plugin_manager(
             try:
                 plugin = ep.load()
             except Exception as exc:  # a broken plugin must not take the server down
-                rec.error = f"import failed: {_describe_exception(exc)}"
+                rec.error = f"import failed: {_describe_exception(exc)} (entry point {ep.name} = {ep.value})"
                 log.debug("%s failed to load: %s", rec.who, rec.error)
                 continue
             _register(pm, plugin, name, rec)

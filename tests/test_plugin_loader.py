@@ -495,3 +495,24 @@ def test_a_constructor_that_keeps_failing_is_logged_with_its_traceback_once(capl
     assert len(warned) == 1 and warned[0].exc_text
     again = [r for r in caplog.records if "failed again" in r.getMessage()]
     assert len(again) == 2 and all(not r.exc_text for r in again)
+
+
+def test_an_import_failure_names_the_plugins_line_and_its_entry_point(tmp_path: Path):
+    entry_points = {"missing": "acme_missing", "gone": "acme_gone"}
+    site = _site(tmp_path, "acme-missing", entry_points, {"acme_missing": """
+        import os
+
+        import this_dependency_is_not_installed
+    """})
+    out = _cli(site, tmp_path, "plugins", "list", "--json")
+
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    module = site / "acme_missing.py"
+    assert rows["missing"]["error"] == (
+        "import failed: ModuleNotFoundError: No module named 'this_dependency_is_not_installed' "
+        f"({module}:4) (entry point missing = acme_missing)"
+    )
+    # a module that is not there at all: no line of the plugin's to name, the entry point says it
+    assert rows["gone"]["error"] == (
+        "import failed: ModuleNotFoundError: No module named 'acme_gone' (entry point gone = acme_gone)"
+    )
