@@ -327,11 +327,20 @@ _operator_db_commands()
 
 
 def main() -> None:
+    try:
+        _main()
+    except KeyboardInterrupt:  # Ctrl-C before a command started: nothing to stop yet
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+
+
+def _main() -> None:
     logs.configure(*logs.from_environ("WARNING"))
     _add_subcommands()
     # the session program reads none of the orchestrator's settings (nor needs a plugin's commands):
-    # a runner's environment is not the operator's, and a value there must not stop a session
-    if sys.argv[1:2] != ["session"]:
+    # a runner's environment is not the operator's, and a value there must not stop a session; the
+    # demo builds its own settings, whatever the shell holds
+    if sys.argv[1:2] not in (["session"], ["demo"]):
         try:
             from ..config import load
             from ..errors import DuplicateProviderError

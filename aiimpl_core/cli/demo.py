@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -27,7 +28,9 @@ def _a_number(ctx: click.Context, param: click.Parameter, value: float) -> float
 @click.option("--exit-when-done", is_flag=True,
               help="Exit once the demo job has ended (status 0 if it opened a PR).")
 @click.option("--timeout", default=300.0, show_default=True, callback=_a_number,
-              type=click.FloatRange(min=0, min_open=True), help="Give up after this many seconds.")
+              type=click.FloatRange(min=0, min_open=True),
+              help="Give up on the job after this many seconds: its session is stopped, and the exit "
+                   "status is 1.")
 def demo(workdir: str, port: int, exit_when_done: bool, timeout: float) -> None:
     """Run the whole loop locally with no external account.
 
@@ -35,15 +38,28 @@ def demo(workdir: str, port: int, exit_when_done: bool, timeout: float) -> None:
     local runner that executes `aiimpl session run` with a scripted stand-in agent against a local
     git repository; then triggers one issue and shows it go Triggered -> Implementing -> PR opened.
     Needs git.
+
+    Of the environment, only AIIMPL_LOG_LEVEL, AIIMPL_LOG_FORMAT and AIIMPL_TRACE_PLUGINS apply: the
+    demo sets everything else itself. Ctrl-C or SIGTERM stops the sessions and servers it started;
+    before the job ended, it then exits with status 130 (Ctrl-C) or 143 (SIGTERM).
     """
-    from ..demo.run import run_demo
+    from ..demo.stopping import Interrupted, StopSignals
 
     # the sandbox repository, and the session's clone and push, are made with git
     if shutil.which("git") is None:
         raise click.ClickException("the demo needs git: install it or put it on PATH")
     try:
-        status = run_demo(workdir, port, exit_when_done=exit_when_done, timeout=timeout,
-                          echo=lambda line: click.echo(line))
+        with StopSignals() as signals:
+            from ..demo.run import run_demo
+
+            status = run_demo(workdir, port, exit_when_done=exit_when_done, timeout=timeout,
+                              echo=lambda line: click.echo(line), signals=signals)
+    except Interrupted as exc:  # before the job ended: what the demo started is stopped by now
+        for sig in (signal.SIGINT, signal.SIGTERM):  # (all that is left is to say so and exit)
+            signal.signal(sig, signal.SIG_IGN)
+        click.echo(f"aiimpl demo: interrupted ({exc.signal_name}) before the demo job ended; "
+                   "its sessions and servers are stopped", err=True)
+        sys.exit(exc.exit_status)
     except subprocess.CalledProcessError as exc:  # setting up the sandbox repository
         said = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
         command = " ".join(str(word) for word in exc.cmd[:2]) if isinstance(exc.cmd, list) else "git"

@@ -1,18 +1,24 @@
 """Runner backend ``local-process``: runs the session program as a child process of this one.
 
-For the demo and for trying the whole loop on a laptop; sessions share this machine's
-environment, so it is only registered by ``aiimpl demo``, never through an entry point.
+For the demo and for trying the whole loop on a laptop, so it is only registered by ``aiimpl demo``,
+never through an entry point. A session gets the job's environment and, from this process's, only
+what a runner machine has of its own (:data:`PASSED_NAMES`): not the operator's ``RUNNER_MODE``,
+``AIIMPL_*`` or git settings, which would change what the session does. The demo stops the sessions
+it started when it ends (:meth:`SessionProcesses.stop`).
 """
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import ClassVar
 
+from ..errors import DispatchError
 from ..providers import RunnerBackend
 from ..session.redact import Redactor
 from ..types import (
@@ -26,6 +32,101 @@ from ..types import (
     TimeoutReason,
 )
 
+#: the variables of this process's environment a session (and the demo's own git) gets, beside
+#: ``LC_*``: where programs are (git, bash, python3), the home directory, the locale, the temporary
+#: directory, and ``PYTHONPATH`` (the project run from a source checkout); and the log settings,
+#: which only change what the session's log shows
+PASSED_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+    "PYTHONPATH", "AIIMPL_LOG_LEVEL", "AIIMPL_LOG_FORMAT",
+})
+
+#: seconds a session gets after SIGTERM (to stop its commands and report that it was stopped)
+#: before SIGKILL
+STOP_GRACE_SECONDS = 5.0
+
+
+def base_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The part of ``environ`` (default ``os.environ``) a session runs with: :data:`PASSED_NAMES`
+    and the locale's ``LC_*``."""
+    env = os.environ if environ is None else environ
+    return {name: value for name, value in env.items() if name in PASSED_NAMES or name.startswith("LC_")}
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    # the session leads a process group of its own (start_new_session): the terminal's Ctrl-C
+    # does not reach it, so the demo passes the stop on
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class SessionProcesses:
+    """The session processes one demo started, by job id: started by its backend, stopped by the
+    demo as it ends."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.logs: dict[int, str] = {}
+        self.redactors: dict[int, Redactor] = {}
+        #: set by :meth:`stop`: a poll cycle still under way starts no session after it
+        self.closed = False
+
+    def start(self, job_id: int, env: Mapping[str, str], workdir: str, redactor: Redactor) -> int:
+        """Start ``aiimpl session run`` for ``job_id`` in ``workdir``, its output in
+        ``session-<job id>.log`` there; the process id."""
+        log_path = os.path.join(workdir, f"session-{job_id}.log")
+        with self.lock:
+            if self.closed:
+                raise DispatchError("the demo is stopping: no session is started",
+                                    provider=LocalProcessBackend.id)
+            with open(log_path, "wb") as log:  # (the child has its own descriptor of it)
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "aiimpl_core.cli", "session", "run"],
+                    env=dict(env), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    cwd=workdir, start_new_session=True,
+                )
+            self.procs[job_id] = proc
+            self.logs[job_id] = log_path
+            self.redactors[job_id] = redactor
+        return proc.pid
+
+    def get(self, job_id: int) -> subprocess.Popen[bytes] | None:
+        with self.lock:
+            return self.procs.get(job_id)
+
+    def running(self) -> dict[int, subprocess.Popen[bytes]]:
+        with self.lock:
+            return {job_id: p for job_id, p in self.procs.items() if p.poll() is None}
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS, *, hurry: threading.Event | None = None,
+             echo: Callable[[str], None] | None = None) -> None:
+        """Start no more sessions, and stop the running ones: SIGTERM to each one's process group,
+        then SIGKILL to those still running ``grace`` seconds later, or as soon as ``hurry`` is set.
+
+        Returns once every one has exited.
+        """
+        with self.lock:
+            self.closed = True
+        running = self.running()
+        if not running:
+            return
+        if echo is not None:
+            jobs = ", ".join(f"job {job_id} (pid {p.pid})" for job_id, p in sorted(running.items()))
+            echo(f"  stopping the session of {jobs}")
+        for proc in running.values():
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while (any(p.poll() is None for p in running.values()) and time.monotonic() < deadline
+               and not (hurry is not None and hurry.is_set())):
+            time.sleep(0.05)
+        for proc in running.values():
+            if proc.poll() is None:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+
 
 class LocalProcessBackend(RunnerBackend):
     id = "local-process"
@@ -33,33 +134,22 @@ class LocalProcessBackend(RunnerBackend):
     supports_sessions = True
     mapping_selectable = True
 
-    #: the processes of this interpreter, by job id (shared by the app's provider instances)
-    processes: ClassVar[dict[int, subprocess.Popen[bytes]]] = {}
-    logs: ClassVar[dict[int, str]] = {}
-    redactors: ClassVar[dict[int, Redactor]] = {}
-    _lock: ClassVar[threading.Lock] = threading.Lock()
+    #: the demo's session processes (a demo registers a subclass with its own: :func:`backend_for`)
+    sessions: ClassVar[SessionProcesses] = SessionProcesses()
 
     def dispatch(self, request: DispatchRequest) -> DispatchResult:
-        env = dict(os.environ)
+        env = base_environment()
         env.update(request.env)
         workdir = self.context.setting("AIIMPL_DEMO_WORKDIR") or os.getcwd()
-        log_path = os.path.join(workdir, f"session-{request.job_id}.log")
-        log = open(log_path, "wb")  # noqa: SIM115 - handed to the child process
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "aiimpl_core.cli", "session", "run"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True,
-        )
-        with self._lock:
-            self.processes[request.job_id] = proc
-            self.logs[request.job_id] = log_path
-            self.redactors[request.job_id] = Redactor(request.env[n] for n in request.secret_names)
-        return DispatchResult(run_id=f"pid-{proc.pid}", run_url=None, linked=True)
+        redactor = Redactor(request.env[n] for n in request.secret_names)
+        pid = self.sessions.start(request.job_id, env, workdir, redactor)
+        return DispatchResult(run_id=f"pid-{pid}", run_url=None, linked=True)
 
     def poll_runs(self, runs: Sequence[InFlightRun]) -> Sequence[RunState]:
         now = self.context.clock()
         states = []
         for run in runs:
-            proc = self.processes.get(run.job_id)
+            proc = self.sessions.get(run.job_id)
             if proc is None:
                 states.append(RunState(job_id=run.job_id, phase=RunPhase.NOT_FOUND))
                 continue
@@ -83,27 +173,34 @@ class LocalProcessBackend(RunnerBackend):
         return states
 
     def _tail(self, job_id: int, lines: int = 30) -> str:
-        path = self.logs.get(job_id)
+        path = self.sessions.logs.get(job_id)
         if not path or not os.path.exists(path):
             return ""
         with open(path, "rb") as fh:
             text = b"\n".join(fh.read().splitlines()[-lines:]).decode("utf-8", "replace")
-        redactor = self.redactors.get(job_id)
+        redactor = self.sessions.redactors.get(job_id)
         return redactor.text(text) if redactor else text
 
     def cancel(self, run: InFlightRun) -> None:
-        proc = self.processes.get(run.job_id)
+        proc = self.sessions.get(run.job_id)
         if proc is not None and proc.poll() is None:
             proc.terminate()
 
     def list_sessions(self) -> Sequence[SessionInfo]:
         return [SessionInfo(id=f"pid-{p.pid}", backend=self.id, state="running", job_id=job_id)
-                for job_id, p in list(self.processes.items()) if p.poll() is None]
+                for job_id, p in self.sessions.running().items()]
 
     def destroy_session(self, session_id: str) -> bool:
-        for proc in list(self.processes.values()):
+        with self.sessions.lock:
+            procs = list(self.sessions.procs.values())
+        for proc in procs:
             if f"pid-{proc.pid}" == session_id:
                 if proc.poll() is None:
                     proc.terminate()
                 return True
         return False
+
+
+def backend_for(sessions: SessionProcesses) -> type[LocalProcessBackend]:
+    """The backend class of one demo, whose sessions are kept in ``sessions``."""
+    return type(LocalProcessBackend.__name__, (LocalProcessBackend,), {"sessions": sessions})

@@ -1,6 +1,8 @@
 """The ``aiimpl demo`` flow: set up the sandbox, trigger one issue, and watch it become a PR."""
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import secrets
 import shutil
@@ -9,15 +11,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import hookimpl
 from ..errors import AiimplError
 from ..testing.fakes import FakeTracker
 from ..types import STAGE_TITLES, JobStatus, Stage
-from .local_runner import LocalProcessBackend
+from .local_runner import LocalProcessBackend, SessionProcesses, backend_for, base_environment
 from .sandbox_github import SandboxGitHub
+from .stopping import Interrupted, StopSignals
 
 TEAM = "DEMO"
 ISSUE = "DEMO-1"
@@ -37,11 +40,25 @@ README = """# demo-app
 A tiny repository created by `aiimpl demo`. The demo issue asks for a greeting helper.
 """
 
+#: the operator's variables the demo's app reads: its log settings only. The demo sets the rest
+#: itself: a RUNNER_MODE, AIIMPL_SCHEDULER, AIIMPL_BACKEND_CAPS or AIIMPL_DISABLED_PLUGINS meant for
+#: a real orchestrator would keep the demo from dispatching, or poll before its database exists
+APP_SETTINGS_PASSED = ("AIIMPL_LOG_LEVEL", "AIIMPL_LOG_FORMAT", "AIIMPL_TRACE_PLUGINS")
+
+
+def app_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment the demo's app is built with: :data:`APP_SETTINGS_PASSED` of ``environ``
+    (default ``os.environ``)."""
+    env = os.environ if environ is None else environ
+    return {name: env[name] for name in APP_SETTINGS_PASSED if env.get(name)}
+
 
 def _git(*args: str, cwd: str) -> None:
+    # (the operator's GIT_DIR or GIT_WORK_TREE would point these commands at another repository)
+    identity = {"GIT_AUTHOR_NAME": "Demo", "GIT_AUTHOR_EMAIL": "demo@sandbox.invalid",
+                "GIT_COMMITTER_NAME": "Demo", "GIT_COMMITTER_EMAIL": "demo@sandbox.invalid"}
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                   env={**os.environ, "GIT_AUTHOR_NAME": "Demo", "GIT_AUTHOR_EMAIL": "demo@sandbox.invalid",
-                        "GIT_COMMITTER_NAME": "Demo", "GIT_COMMITTER_EMAIL": "demo@sandbox.invalid"})
+                   env={**base_environment(), **identity})
 
 
 def make_repository(root: str) -> str:
@@ -91,11 +108,16 @@ class Narrator:
 
 
 class LocalRunnerPlugin:
+    """Registers the ``local-process`` backend, keeping its sessions in ``sessions``."""
+
     __name__ = "demo-local-runner"
+
+    def __init__(self, sessions: SessionProcesses) -> None:
+        self.sessions = sessions
 
     @hookimpl
     def aiimpl_register_runner_backends(self, register: Callable[..., None]) -> None:
-        register(LocalProcessBackend)
+        register(backend_for(self.sessions))
 
 
 def check_port(port: int) -> None:
@@ -134,7 +156,24 @@ def prepare_workdir(workdir: str) -> None:
 
 
 def run_demo(
-    workdir: str, port: int, *, exit_when_done: bool, timeout: float, echo: Callable[[str], None]
+    workdir: str, port: int, *, exit_when_done: bool, timeout: float, echo: Callable[[str], None],
+    signals: StopSignals | None = None,
+) -> int:
+    """Run the demo; the exit status (0: the job opened a PR).
+
+    Whatever ends it (the job, ``timeout``, an error, :class:`Interrupted`), the demo stops what it
+    started on the way out: the poller, the sessions (SIGTERM, then SIGKILL after a grace period, or
+    at once on another signal of ``signals``), the server and the sandbox GitHub. Its app reads only
+    :func:`app_environment` of the operator's environment.
+    """
+    with contextlib.ExitStack() as cleanup:
+        return _run(cleanup, workdir, port, exit_when_done=exit_when_done, timeout=timeout, echo=echo,
+                    signals=signals)
+
+
+def _run(
+    cleanup: contextlib.ExitStack, workdir: str, port: int, *, exit_when_done: bool, timeout: float,
+    echo: Callable[[str], None], signals: StopSignals | None,
 ) -> int:
     from flask_migrate import upgrade
 
@@ -148,9 +187,11 @@ def run_demo(
     prepare_workdir(workdir)
     git_root = make_repository(workdir)
     github = SandboxGitHub(git_root).start()
+    cleanup.callback(github.stop)
     tracker = FakeTracker("sandbox", display_name="Sandbox tracker (demo)")
     narrator = Narrator(echo)
     tracker.on_comment.append(narrator.comment)
+    sessions = SessionProcesses()
     code = secrets.token_urlsafe(9)
     server_url = f"http://127.0.0.1:{port}"
     config = {
@@ -164,19 +205,19 @@ def run_demo(
         "AIIMPL_UI_BANNER": "Demo: a sandbox tracker, a sandbox GitHub and a local runner with a scripted "
                             "stand-in agent. Nothing here talks to Linear, Jira or GitHub.",
     }
-    app = create_app(config, plugins=[tracker.plugin, LocalRunnerPlugin(), narrator], load_entrypoints=False)
+    app = create_app(config, plugins=[tracker.plugin, LocalRunnerPlugin(sessions), narrator],
+                     load_entrypoints=False, environ=app_environment())
     import logging
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the narration is the demo's output
     with app.app_context():
         upgrade()
-    try:  # (taken since check_port looked)
-        server = make_dev_server("127.0.0.1", port, app, host_option=None)
-    except AiimplError:
-        github.stop()
-        raise
+    server = make_dev_server("127.0.0.1", port, app, host_option=None)  # (taken since check_port looked)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    cleanup.callback(server.shutdown)
+    # (stopped while the server still answers: a session that is told to stop reports that it was)
+    cleanup.callback(sessions.stop, hurry=signals.hurry if signals else None, echo=echo)
 
     client = app.test_client()
     headers = {"Authorization": f"Bearer {_admin_token(app, admin)}"}
@@ -215,12 +256,27 @@ def run_demo(
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
+
+    def stop_polling() -> None:
+        if signals is not None:
+            signals.stopping = True
+        stop.set()
+        # (a cycle under way is let finish, for a while: a second Ctrl-C stops waiting)
+        until = time.monotonic() + 10
+        while poller.is_alive() and time.monotonic() < until and not (signals and signals.hurry.is_set()):
+            poller.join(timeout=0.1)
+
+    # (the first thing done on the way out: no poll cycle starts a session while they are stopped)
+    cleanup.callback(stop_polling)
     started = time.monotonic()
-    try:
-        while not narrator.done.wait(0.5):
-            if time.monotonic() - started > timeout:
-                echo(f"the demo job did not finish within {timeout:.0f} s; see {workdir}/session-*.log")
-                return 1
+    while not narrator.done.wait(0.5):
+        if time.monotonic() - started > timeout:
+            logs = sorted(glob.glob(os.path.join(workdir, "session-*.log")))
+            said = f"see {', '.join(logs)}" if logs else "no session was started"
+            echo(f"gave up: the demo job did not finish within {timeout:g} s; {said}")
+            return 1
+    status = 0 if narrator.final_status is JobStatus.COMPLETED else 1
+    try:  # (the job has ended: Ctrl-C now is the way to end the demo, and its status is the job's)
         time.sleep(1.5)  # let the last comments go out
         with app.app_context():
             from ..extensions import db
@@ -229,19 +285,13 @@ def run_demo(
             job = db.session.query(Job).order_by(Job.id.desc()).first()
             if job is not None and job.pr_url:
                 echo(f"PR opened: {job.pr_url}")
-        ok = narrator.final_status is JobStatus.COMPLETED
         if exit_when_done:
-            return 0 if ok else 1
+            return status
         echo("The demo keeps serving the UI; press Ctrl-C to stop.")
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        stop.set()
-        poller.join(timeout=10)
-        server.shutdown()
-        github.stop()
+    except (Interrupted, KeyboardInterrupt):
+        return status
 
 
 def _admin_token(app: Any, admin: Any) -> str:
