@@ -208,8 +208,12 @@ def test_upgrades_at_once_on_postgres(scratch_postgres):
     _check_upgrades_at_once(scratch_postgres)
 
 
+WAITING = "Another migration run is under way: waiting for it to end."
+
+
 @pytest.mark.postgres
 def test_an_upgrade_waits_for_the_one_under_way(scratch_postgres):
+    import threading
     import time
 
     from aiimpl_core.database import MIGRATION_LOCK, lock_key
@@ -224,13 +228,19 @@ def test_an_upgrade_waits_for_the_one_under_way(scratch_postgres):
                        AIIMPL_LOG_LEVEL="INFO")
             run = subprocess.Popen([sys.executable, "-m", "aiimpl_core.cli", "db", "upgrade"], env=env,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            time.sleep(5)
-            assert run.poll() is None
+            said: list[str] = []
+            reader = threading.Thread(target=lambda: [said.append(line) for line in run.stderr], daemon=True)
+            reader.start()
+            # until the upgrade says it waits (its start takes seconds on a loaded machine)
+            deadline = time.monotonic() + 120
+            while not any(WAITING in line for line in list(said)):
+                assert run.poll() is None and time.monotonic() < deadline, "".join(said)
+                time.sleep(0.2)
             assert "jobs" not in _schema(scratch_postgres)
             held.execute(text("SELECT pg_advisory_unlock(:k)"), key)
-        _out, err = run.communicate(timeout=120)
-        assert run.returncode == 0, err
-        assert "Another migration run is under way: waiting for it to end." in err
+        run.wait(timeout=120)
+        reader.join(timeout=10)
+        assert run.returncode == 0, "".join(said)
         assert "jobs" in _schema(scratch_postgres)
     finally:
         engine.dispose()
