@@ -9,9 +9,10 @@ sensitive settings — in plain, URL-encoded, base64 and line-split forms.
 Building a redactor reads and decrypts every secret and compiles one pattern of all their forms,
 several times the cost of the report it serves. Each process keeps the redactors it built, keyed by
 the team, its mapping's last change and the state of the secrets it masks (the id and update time
-of every global secret and of the team's own), read in one statement with each report: such a
-secret added, changed or removed through the API or the CLI, or an edited mapping, gives a new
-key, so a report is never redacted with stale values.
+of every global secret and of the team's own), read in one statement with each report (a
+progress step's write compares it instead, and writes nothing when it changed): such a secret
+added, changed or removed through the API or the CLI, or an edited mapping, gives a new key, so a
+report is never redacted with stale values.
 """
 from __future__ import annotations
 
@@ -57,9 +58,11 @@ def _joined_postgresql(element: _joined, compiler: Any, **kw: Any) -> str:
 
 
 def state_columns(team_key: Any, mapping_id: Any) -> tuple[Any, Any]:
-    """The state a redactor is keyed by, as two scalar subqueries: the mapping's last change, and
-    the id and update time of every global secret and every secret of the team (the ones its
-    redactor masks), as one string (its order only matters to the cache's hit rate).
+    """The state a redactor is keyed by, as two scalar subqueries of text: the mapping's last
+    change, and the id and update time of every global secret and every secret of the team (the
+    ones its redactor masks), as one string (its order only matters to the cache's hit rate).
+    Text, as the database writes it, so that a statement can compare a state read earlier with
+    the state now exactly (a report's write does: ``callbacks._progress_upsert``).
 
     ``team_key`` and ``mapping_id`` are bound parameters, or subqueries reading them from the job:
     a report reads the same state with either, so the two compare equal. A secret of another team
@@ -74,7 +77,9 @@ def state_columns(team_key: Any, mapping_id: Any) -> tuple[Any, Any]:
     secrets_state = select(
         _joined(cast(ordered.c.id, String) + literal_column("':'") + cast(ordered.c.updated_at, String))
     ).scalar_subquery()
-    mapping_state = select(MappingRow.updated_at).where(MappingRow.id == mapping_id).scalar_subquery()
+    mapping_state = (
+        select(cast(MappingRow.updated_at, String)).where(MappingRow.id == mapping_id).scalar_subquery()
+    )
     return mapping_state, secrets_state
 
 
