@@ -187,13 +187,15 @@ class TicketingProviderContract(_ProviderBasics):
         bodies = [c.body for c in provider.get_issue(contract_issue_key).comments]
         assert any("contract" in b for b in bodies)
 
-    def test_contract_post_comment_once_round_trips(
-        self, provider: TicketingProvider, contract_issue_key: str
+    @pytest.mark.parametrize("retry", [False, True], ids=["first-try", "retry-of-a-try-never-stored"])
+    def test_contract_post_comment_once_posts_once(
+        self, provider: TicketingProvider, contract_issue_key: str, retry: bool
     ) -> None:
-        """The outbox sends every comment through ``post_comment_once``."""
+        """The outbox sends every comment through ``post_comment_once``; a retry whose earlier tries
+        were never stored posts it too."""
         marker = _marker()
         comment = provider.post_comment_once(contract_issue_key, f"contract {marker}", ref=str(uuid.uuid4()),
-                                             retry=False)
+                                             retry=retry)
         assert isinstance(comment, Comment), f"post_comment_once answered {comment!r}, not a Comment"
         assert _copies(provider, contract_issue_key, marker) == 1
 
@@ -212,16 +214,6 @@ class TicketingProviderContract(_ProviderBasics):
         assert copies == 1, f"a retry with the ref of a stored comment left {copies} copies on the issue"
         if first.id is not None and again.id is not None:
             assert again.id == first.id, "a retry answers the comment the first try stored"
-
-    def test_contract_post_comment_once_retry_of_a_lost_try_posts(
-        self, provider: TicketingProvider, contract_issue_key: str
-    ) -> None:
-        """A retry whose earlier tries were never stored posts the comment."""
-        marker = _marker()
-        comment = provider.post_comment_once(contract_issue_key, f"contract {marker}", ref=str(uuid.uuid4()),
-                                             retry=True)
-        assert isinstance(comment, Comment), f"post_comment_once answered {comment!r}, not a Comment"
-        assert _copies(provider, contract_issue_key, marker) == 1
 
     @pytest.mark.parametrize("stage", [Stage.PLANNING, Stage.IMPLEMENTING, Stage.PR_OPENED,
                                        Stage.IMPLEMENTATION_FAILED])
