@@ -413,10 +413,10 @@ class Plugins:
     """Typed facade over the plugin manager, one per application (``app.extensions["aiimpl"]``).
 
     A plugin the facade refuses (a registration hook that raises or registers something refused,
-    a collision it lost, a blueprint or command hook that raises, or a record marked failed by the
-    app factory) contributes nothing from then on: it is unregistered from the plugin manager, and
-    its providers of every kind and the commands it added are taken out. Its record stays, so
-    ``aiimpl plugins list`` shows it failed with the reason.
+    a collision it lost, a blueprint or command hook that raises, or :meth:`refuse`, which the app
+    factory calls for a blueprint Flask cannot take) contributes nothing from then on: it is
+    unregistered from the plugin manager, and its providers of every kind and the commands it added
+    are taken out. Its record stays, so ``aiimpl plugins list`` shows it failed with the reason.
     """
 
     def __init__(
@@ -438,7 +438,7 @@ class Plugins:
         self.pm = make_plugin_manager(load_entrypoints, extra, disabled, self.records)
         if _trace_from_environ() if trace is None else trace:
             _trace_hook_calls(self.pm)
-        self._classes: dict[str, dict[str, type[Provider]]] = {kind: {} for kind in KINDS}
+        self.classes: dict[str, dict[str, type[Provider]]] = {kind: {} for kind in KINDS}
         self._owner: dict[tuple[str, str], str] = {}
         self._instances: dict[tuple[str, str], Provider] = {}
         #: the constructor failures logged with their traceback already (kind, id, class, message)
@@ -491,12 +491,6 @@ class Plugins:
                 if name in implementers[hook]:
                     self._call_register(name, hook, kind)
 
-    @property
-    def classes(self) -> dict[str, dict[str, type[Provider]]]:
-        """The provider classes by kind and id, of the plugins that are loaded."""
-        self._take_out_failed()
-        return self._classes
-
     def _conflict(self, kind: str, cls: type[Provider], plugin_name: str) -> str | None:
         """Why ``cls`` of ``plugin_name`` collides with what another plugin registered, or ``None``."""
         rec = self._record(plugin_name)
@@ -505,7 +499,7 @@ class Plugins:
             return (f"{kind} provider {cls.id!r} is registered by two plugins: {self._record(owner).who} "
                     f"and {rec.who}")
         mode = getattr(cls, "runner_mode", None) if kind == "runner" else None
-        for other_id, other in self._classes["runner"].items() if mode else ():
+        for other_id, other in self.classes["runner"].items() if mode else ():
             if other_id != cls.id and getattr(other, "runner_mode", None) == mode:
                 first = self._record(self._owner[("runner", other_id)])
                 return (f"runner mode {mode!r} is claimed by backend {other_id!r} ({first.who}) and backend "
@@ -530,7 +524,7 @@ class Plugins:
                 self.conflicts.append(conflict)
                 raise DuplicateProviderError(conflict)
             self._owner[(kind, cls.id)] = plugin_name
-            self._classes[kind][cls.id] = cls
+            self.classes[kind][cls.id] = cls
             rec.provides.append({"kind": kind, "id": cls.id, "name": cls.display_name})
             if kind == "runner":
                 rec.warnings.extend(_runner_warnings(cls))
@@ -562,7 +556,7 @@ class Plugins:
         for (kind, provider_id), owner in list(self._owner.items()):
             if owner == rec.name:
                 del self._owner[(kind, provider_id)]
-                self._classes[kind].pop(provider_id, None)
+                self.classes[kind].pop(provider_id, None)
                 self._instances.pop((kind, provider_id), None)
         rec.provides = []
         for group, name, command, replaced in reversed(self._commands.pop(rec.name, [])):
@@ -571,13 +565,6 @@ class Plugins:
                     del group.commands[name]
                 else:
                     group.commands[name] = replaced
-
-    def _take_out_failed(self) -> None:
-        """Take out a plugin whose record was marked failed from outside after it was loaded (the app
-        factory does so for a blueprint that Flask refuses)."""
-        for rec in list(self.records.values()):
-            if rec.error and self.pm.get_plugin(rec.name) is not None:
-                self._take_out(rec)
 
     def bind(self, context: ProviderContext) -> None:
         """Give the facade the context providers are built with (done by the app factory, once per
@@ -594,11 +581,9 @@ class Plugins:
         return list(self.classes[kind])
 
     def owner(self, kind: str, provider_id: str) -> str | None:
-        self._take_out_failed()
         return self._owner.get((kind, provider_id))
 
     def _get(self, kind: str, provider_id: str, expected: type[P]) -> P:
-        self._take_out_failed()
         key = (kind, provider_id)
         inst = self._instances.get(key)
         if inst is None:
@@ -699,7 +684,6 @@ class Plugins:
     def blueprints(self) -> list[tuple[str, Blueprint, dict[str, Any]]]:
         """Each loaded plugin's blueprints, with the plugin's name and the options to register them
         with. A plugin whose hook raises is refused, and none of its blueprints is returned."""
-        self._take_out_failed()
         found: list[tuple[str, Blueprint, dict[str, Any]]] = []
         for name in self._implementers("aiimpl_register_blueprints"):
             mine: list[tuple[str, Blueprint, dict[str, Any]]] = []
@@ -714,7 +698,6 @@ class Plugins:
     def add_commands(self, cli: click.Group) -> None:
         """Let each loaded plugin add its commands to ``cli``. A plugin whose hook raises is
         refused, and the commands it added before it raised are taken out again."""
-        self._take_out_failed()
         for name in self._implementers("aiimpl_register_commands"):
             before = dict(cli.commands)
             try:
@@ -742,7 +725,6 @@ class Plugins:
         log.error("%s is not loaded: %s", rec.who, error)
 
     def _notify(self, hook_name: str, **kwargs: Any) -> None:
-        self._take_out_failed()
         for name in self._implementers(hook_name):
             try:
                 self._call(name, hook_name, **kwargs)

@@ -161,7 +161,7 @@ def test_a_plugin_refused_after_its_commands_were_added_takes_them_out():
     facade.add_commands(cli)
     assert cli.commands["late-hello"] is not core
 
-    facade.records["late"].error = "refused after start-up"
+    facade.refuse("late", "refused after start-up")
 
     assert "late-tracker" not in facade.ids("ticketing")
     assert cli.commands["late-hello"] is core
