@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from flask import current_app
@@ -46,18 +47,28 @@ class Blocked:
     message: str
 
 
+#: The reasons below that take a few plain values are made once per distinct value and shared
+#: (a :class:`Blocked` cannot change): a busy install holds thousands of issues each cycle for the
+#: same handful of reasons.
+_shared = lru_cache(maxsize=1024)
+
+
+@_shared
 def no_mapping(team_key: str) -> Blocked:
     return Blocked(NO_MAPPING, f"No mapping for team {team_key}. Add one in Projects.")
 
 
+@_shared
 def paused(team_key: str) -> Blocked:
     return Blocked(PAUSED, f"Project {team_key} is paused.")
 
 
+@_shared
 def concurrency(in_progress: int, cap: int) -> Blocked:
     return Blocked(CONCURRENCY, f"at concurrency cap ({in_progress}/{cap}). Waiting for a slot.")
 
 
+@_shared
 def dedup() -> Blocked:
     return Blocked(DEDUP, "Already dispatched recently. Waiting for the in-flight job.")
 
@@ -68,10 +79,12 @@ def blocked_by(keys: Iterable[str]) -> Blocked:
     return Blocked(BLOCKED_BY, f"Blocked by open {noun} {', '.join(keys)}. Waiting until done.")
 
 
+@_shared
 def global_cap(in_progress: int, cap: int) -> Blocked:
     return Blocked(GLOBAL_CAP, f"at global concurrency cap ({in_progress}/{cap}). Waiting for a slot.")
 
 
+@_shared
 def backend_cap(backend_id: str, in_progress: int, cap: int) -> Blocked:
     return Blocked(
         BACKEND_CAP, f"at runner backend cap for {backend_id} ({in_progress}/{cap}). Waiting for a slot."
@@ -273,13 +286,34 @@ def evaluate(
 # -- the Blockers view rows -----------------------------------------------------------------
 
 
+#: What :func:`record_many` compares an issue's blocker row with (and ``issue_key``).
+ROW_COLUMNS = (
+    BlockerRow.id,
+    BlockerRow.team_key,
+    BlockerRow.provider,
+    BlockerRow.title,
+    BlockerRow.reason,
+    BlockerRow.message,
+    BlockerRow.last_seen_at,
+)
+
+
 def record_many(
-    held: Sequence[tuple[TrackerIssue, Blocked]], now: datetime, *, fresh_for: timedelta = timedelta(0)
+    held: Sequence[tuple[TrackerIssue, Blocked]],
+    now: datetime,
+    *,
+    fresh_for: timedelta = timedelta(0),
+    known: dict[str, Any] | None = None,
 ) -> None:
     """:func:`record` for many issues at once, in a few statements whatever their number (the caller
     commits). A poll cycle over a busy install finds most issues held for the same reason as in the
     cycle before: those rows only have ``last_seen_at`` moved, in one ``UPDATE``, and only when it
-    is older than ``fresh_for``."""
+    is older than ``fresh_for``.
+
+    :param known: the issues' blocker rows (each with ``issue_key`` and :data:`ROW_COLUMNS`), read
+        under the caller's locks in this transaction; an issue missing from it has none. Without
+        it they are read here.
+    """
     latest = {issue.key: (issue, blocked) for issue, blocked in held}
 
     def new_wait(row: Any) -> dict[str, Any]:
@@ -287,17 +321,10 @@ def record_many(
         return {"first_seen_at": now} if row.reason != latest[row.issue_key][1].reason else {}
 
     for chunk in chunks(list(latest)):
-        current = rows_by_issue_key(
-            BlockerRow,
-            chunk,
-            BlockerRow.id,
-            BlockerRow.team_key,
-            BlockerRow.provider,
-            BlockerRow.title,
-            BlockerRow.reason,
-            BlockerRow.message,
-            BlockerRow.last_seen_at,
-        )
+        if known is None:
+            current = rows_by_issue_key(BlockerRow, chunk, *ROW_COLUMNS)
+        else:
+            current = {key: known[key] for key in chunk if key in known}
         wanted = {
             key: {
                 "team_key": latest[key][0].team_key,

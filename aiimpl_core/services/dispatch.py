@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import exists, func, literal, select, update
+from sqlalchemy import cast, exists, false, func, literal, null, select, true, union_all, update
 from sqlalchemy.exc import IntegrityError
 
 from ..database import (
@@ -204,6 +204,11 @@ class _TriggerState:
     cleared_at: datetime | None
 
 
+def _trigger_state(row: Any) -> _TriggerState | None:
+    """The trigger's state an issue's tracked row holds (``None``: no row)."""
+    return None if row is None else _TriggerState(bool(row.trigger_consumed), row.trigger_cleared_at)
+
+
 _RUNNER_MODE = select(Setting.value).where(Setting.key == settings.RUNNER_MODE_KEY).scalar_subquery()
 #: the back-off of the runner backend a mapping names (:func:`poller.backoff_key`), read with it
 _BACKOFF_KEY = func.substr(literal(poller.backoff_key("runner", "")) + MappingRow.execution_mode, 1, 64)
@@ -224,8 +229,7 @@ class _Live:
 
     def trigger(self, key: str) -> _TriggerState | None:
         known = self.tracked is not None and self.tracked.issue_key == key
-        row = self.tracked if known else _read_tracked(key)
-        return None if row is None else _TriggerState(bool(row.trigger_consumed), row.trigger_cleared_at)
+        return _trigger_state(self.tracked if known else _read_tracked(key))
 
     def mapping_for(self, provider_id: str, team_key: str) -> MappingRow | MappingView | None:
         # the mapping with the runner mode and the back-off of the backend it names, in one query
@@ -269,6 +273,8 @@ class _ListingReads:
     mappings: dict[str, MappingView]
     mode: str
     counts: blockers.SnapshotCounts
+    #: each team's backend choice under ``mode``, made when a check first asks for it
+    choices: dict[str, BackendChoice] = field(default_factory=dict)
 
     @classmethod
     def read(cls, provider_id: str, now: datetime) -> _ListingReads:
@@ -291,35 +297,47 @@ class _Snapshot(_Live):
         listing: _ListingReads | None = None,
         *,
         commit: bool = True,
+        with_blockers: bool = False,
     ) -> None:
         """:param listing: the reads shared by the pages of a listing, when the caller made them
         (once per listing rather than once per page).
-        :param commit: end the read's transaction (false: the caller's transaction goes on)."""
+        :param commit: end the read's transaction (false: the caller's transaction goes on).
+        :param with_blockers: read the issues' blocker rows too, in the same statement (for a
+            caller that records the page under the locks it read them under)."""
         super().__init__()
         listing = listing if listing is not None else _ListingReads.read(provider_id, now)
         self.counts = listing.counts
         self.mappings = listing.mappings
         self.mode = listing.mode
-        self.triggers: dict[str, _TriggerState] = {}
-        # the rows recording the page's waiting issues compares with (hold_all), read here whole
+        self.choices = listing.choices
+        # the rows recording the page's waiting issues compares with (hold_all), read here whole;
+        # the checks read the triggers from them too
         self.tracked_rows: dict[str, Any] = {}
+        self.blocker_rows: dict[str, Any] | None = {} if with_blockers else None
         for chunk in chunks(keys):
-            rows = rows_by_issue_key(TrackedIssue, chunk, *_TRACKED_COLUMNS)
-            for key, row in rows.items():
-                self.triggers[key] = _TriggerState(bool(row.trigger_consumed), row.trigger_cleared_at)
-            self.tracked_rows.update(rows)
+            if self.blocker_rows is None:
+                self.tracked_rows.update(rows_by_issue_key(TrackedIssue, chunk, *_TRACKED_COLUMNS))
+                continue
+            for row in db.session.execute(_tracked_and_blocker_rows(chunk)):
+                (self.blocker_rows if row.blocker else self.tracked_rows)[row.issue_key] = row
         self.backoffs: dict[str, poller.Backoff | None] = {}
         if commit:
             db.session.commit()
 
     def trigger(self, key: str) -> _TriggerState | None:
-        return self.triggers.get(key)
+        return _trigger_state(self.tracked_rows.get(key))
 
     def mapping_for(self, provider_id: str, team_key: str) -> MappingView | None:
         return self.mappings.get(team_key)
 
     def choice(self, mapping: MappingRow | MappingView) -> BackendChoice:
-        return choose_backend(mapping, self.mode)  # type: ignore[arg-type]
+        # the mapping is the listing's view of the team's (mapping_for) and the mode the listing's:
+        # one choice per team serves every issue of the listing
+        choice = self.choices.get(mapping.team_key)
+        if choice is None:
+            choice = choose_backend(mapping, self.mode)  # type: ignore[arg-type]
+            self.choices[mapping.team_key] = choice
+        return choice
 
     def backoff(self, backend_id: str, now: datetime) -> poller.Backoff | None:
         if backend_id not in self.backoffs:
@@ -417,6 +435,25 @@ _TRACKED_COLUMNS = (
     TrackedIssue.trigger_cleared_at,
     TrackedIssue.last_seen_at,
 )
+
+
+def _tracked_and_blocker_rows(keys: Sequence[str]) -> Any:
+    """One query for the issues' tracked rows (:data:`_TRACKED_COLUMNS`) and their blocker rows
+    (:data:`blockers.ROW_COLUMNS`), each with ``issue_key`` and ``blocker``, false for a tracked
+    row and true for a blocker row; a column the row's table lacks is null. (A blocker row may exist
+    without a tracked row, so the two tables are not joined.)"""
+    types = {c.key: c.type for c in (*_TRACKED_COLUMNS, *blockers.ROW_COLUMNS)}
+
+    def rows_of(model: Any, is_blocker: Any, columns: Sequence[Any]) -> Any:
+        own = {c.key: c for c in columns}
+        picked = [own.get(name, cast(null(), type_).label(name)) for name, type_ in types.items()]
+        return select(is_blocker.label("blocker"), model.issue_key, *picked).where(
+            one_of(model.issue_key, keys)
+        )
+
+    return union_all(
+        rows_of(TrackedIssue, false(), _TRACKED_COLUMNS), rows_of(BlockerRow, true(), blockers.ROW_COLUMNS)
+    )
 
 
 def _touch_many(
@@ -536,18 +573,21 @@ def _record_held(
     fresh_for: timedelta,
     known: dict[str, Any] | None,
     known_locked: bool = False,
+    known_blockers: dict[str, Any] | None = None,
     fetched_at: datetime | None = None,
 ) -> tuple[set[str], list[tuple[TrackerIssue, blockers.Blocked]]]:
     """The writes of waiting issues, under the caller's locks: their tracked rows (see
     :func:`_touch_many`) and the blockers of those whose trigger no job consumed meanwhile.
 
+    :param known_blockers: the issues' blocker rows, read under the caller's locks in this
+        transaction (else they are read here, see :func:`blockers.record_many`).
     :returns: the keys of the issues dispatched meanwhile, and the issues recorded as waiting.
     """
     issues = [issue for issue, _ in held]
     dispatched = _touch_many(issues, now, force=force, fresh_for=fresh_for, known=known,
                              known_locked=known_locked, fetched_at=fetched_at)
     recorded = [(issue, blocked) for issue, blocked in held if issue.key not in dispatched]
-    blockers.record_many(recorded, now, fresh_for=fresh_for)
+    blockers.record_many(recorded, now, fresh_for=fresh_for, known=known_blockers)
     return dispatched, recorded
 
 
@@ -773,7 +813,9 @@ def _after_complete_listing(provider_id: str, seen: set[str], listed_since: date
                 TrackedIssue.provider == provider_id,
                 (TrackedIssue.triggered.is_(True)) | (TrackedIssue.trigger_consumed.is_(True)),
             )
-        ).all()
+        )
+        # filtered as they are read, not held all at once: the listing showed most of them again,
+        # and thousands of rows held together outlive the garbage collector's young generations
         gone = [row for row in rows if row.issue_key not in seen]
         for chunk in chunks(gone):
             untriggered = [r.id for r in chunk if r.triggered]
@@ -871,7 +913,8 @@ def _settle_waiting_page(
     try:
         with serialized():
             advisory_locks(f"team:{team}" for team in sorted({issue.team_key for issue in wanted}))
-            snapshot = _Snapshot(provider_id, [i.key for i in wanted], now, listing, commit=False)
+            snapshot = _Snapshot(provider_id, [i.key for i in wanted], now, listing, commit=False,
+                                 with_blockers=True)
             for issue in wanted:
                 first = _verdict(issue, snapshot, fetched_at=fetched_at, now=now, force=False)
                 if isinstance(first, str):
@@ -881,7 +924,8 @@ def _settle_waiting_page(
                 else:
                     return snapshot  # some issue goes on to its claim: commit, releasing the locks
             dispatched, recorded = _record_held(held, now, force=False, fresh_for=SEEN_REFRESH,
-                                                known=snapshot.tracked_rows, known_locked=True)
+                                                known=snapshot.tracked_rows, known_locked=True,
+                                                known_blockers=snapshot.blocker_rows)
     except Exception as exc:  # noqa: BLE001 - a check's own error is reported issue by issue below
         # Another poller inserting one of these rows meanwhile (an issue seen under another team)
         # is expected: the one-at-a-time path records the page again, reading every row afresh.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from aiimpl_core.extensions import db
@@ -12,6 +14,23 @@ from aiimpl_core.testing.orchestrator import Worker, wait_until_blocked
 from aiimpl_core.types import BlockingLink
 
 from .conftest import jobs_of
+
+
+def _cycle_and_its_statements() -> tuple[Any, list[str]]:
+    """A poll cycle (no reconcile, no delivery), and the statements it sent, upper-cased on one line."""
+    from sqlalchemy import event
+
+    sent: list[str] = []
+
+    def record(conn, cursor, statement, *args):  # noqa: ANN001, ANN002, ANN202
+        sent.append(" ".join(statement.split()).upper())
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        report = run_cycle(reconcile=False, deliver=False)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    return report, sent
 
 
 def blocker_rows() -> dict[str, tuple[str, str]]:
@@ -319,23 +338,12 @@ class TestAPageWithNothingToDispatch:
         return tracker
 
     def test_its_rows_are_read_once_and_recorded_in_the_same_transaction(self, page, monkeypatch):
-        from sqlalchemy import event
-
         from aiimpl_core.orm import TrackedIssue
         from aiimpl_core.services import dispatch
 
         page.issues["ENG-3"].title = "Issue 3, renamed"  # a change to write, besides the waits
         monkeypatch.setattr(dispatch, "hold_all", lambda *a, **kw: pytest.fail("recorded after the checks"))
-        sent: list[str] = []
-
-        def record(conn, cursor, statement, *args):
-            sent.append(" ".join(statement.split()).upper())
-
-        event.listen(db.engine, "before_cursor_execute", record)
-        try:
-            report = run_cycle(reconcile=False, deliver=False)
-        finally:
-            event.remove(db.engine, "before_cursor_execute", record)
+        report, sent = _cycle_and_its_statements()
         assert not report.dispatched and set(report.blocked) == {"ENG-2", "ENG-3"} and not report.errors
         by_keys = [s for s in sent if s.startswith("SELECT") and ("TRACKED_ISSUES.ISSUE_KEY IN" in s
                                                                    or "TRACKED_ISSUES.ISSUE_KEY = ANY" in s)]
@@ -346,6 +354,34 @@ class TestAPageWithNothingToDispatch:
         }
         title = db.session.scalar(db.select(TrackedIssue.title).where(TrackedIssue.issue_key == "ENG-3"))
         assert title == "Issue 3, renamed"
+
+    def test_its_blocker_rows_are_read_with_its_tracked_rows(self, page):
+        """The page's blocker rows come with its tracked rows, in one statement under the locks,
+        also one without a tracked row; a changed reason starts a new wait."""
+        from datetime import timedelta
+
+        from aiimpl_core.orm import TrackedIssue, utcnow
+
+        earlier = utcnow() - timedelta(hours=1)
+        db.session.execute(db.delete(TrackedIssue).where(TrackedIssue.issue_key == "ENG-3"))
+        db.session.execute(
+            db.update(Blocker).where(Blocker.issue_key == "ENG-2")
+            .values(reason="paused", message=PAUSED, first_seen_at=earlier)
+        )
+        db.session.execute(
+            db.update(Blocker).where(Blocker.issue_key == "ENG-3").values(first_seen_at=earlier)
+        )
+        db.session.commit()
+        report, sent = _cycle_and_its_statements()
+        assert not report.dispatched and set(report.blocked) == {"ENG-2", "ENG-3"} and not report.errors
+        by_keys = [s for s in sent if "BLOCKERS.ISSUE_KEY IN" in s or "BLOCKERS.ISSUE_KEY = ANY" in s]
+        assert len(by_keys) == 1 and "TRACKED_ISSUES" in by_keys[0], by_keys
+        waiting = "at concurrency cap (1/1). Waiting for a slot."
+        assert blocker_rows() == {"ENG-2": ("concurrency", waiting), "ENG-3": ("concurrency", waiting)}
+        first_seen = dict(db.session.execute(db.select(Blocker.issue_key, Blocker.first_seen_at)).all())
+        assert first_seen["ENG-3"] == earlier and first_seen["ENG-2"] > earlier
+        title = db.session.scalar(db.select(TrackedIssue.title).where(TrackedIssue.issue_key == "ENG-3"))
+        assert title == "Issue 3"
 
     def test_a_dispatch_that_held_the_team_s_lock_first_is_seen(self, app, page):
         """PostgreSQL: another poller claims ENG-2 under the team's lock while this cycle waits for

@@ -180,6 +180,27 @@ class TestListingReads:
         assert reads("SETTINGS") <= 3 < pages
         assert reads("MAPPINGS") <= 2 < pages  # the cycle's mappings by provider, the listing's views
 
+    def test_each_team_s_backend_is_chosen_once_per_listing(
+        self, app: Any, mapped: None, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The first check of a listing's issues chooses each team's backend once (the mapping and
+        the runner mode are the listing's), not once per issue."""
+        from aiimpl_core.services import dispatch
+
+        run_cycle(reconcile=False)
+        db.session.remove()
+        teams: list[str] = []
+        original = dispatch.choose_backend
+
+        def choose_backend(mapping: Any, *args: Any) -> Any:
+            teams.append(mapping.team_key)
+            return original(mapping, *args)
+
+        monkeypatch.setattr(dispatch, "choose_backend", choose_backend)
+        steady = run_cycle(reconcile=False, deliver=False)  # ten pages, every issue blocked
+        assert not steady.dispatched and len(steady.blocked) == 38
+        assert sorted(teams) == ["OPS", "WEB"]
+
     def test_the_cycle_holds_no_mapping_objects_across_its_commits(
         self, app: Any, mapped: None, add_mapping: Any
     ) -> None:

@@ -94,6 +94,19 @@ def test_iter_triggered_with_nothing_triggered_yields_one_complete_page(
     assert len(pages) == 1 and pages[0].complete and pages[0].issues == ()
 
 
+def test_iter_triggered_lets_go_of_each_answer_before_handing_its_page_over(
+    fake: FakeLinear, provider: LinearProvider
+) -> None:
+    """A page's parsed answer is not held while the caller checks and records the page."""
+    fake.add_issue("ENG", "Fix login")
+    pages = provider.iter_triggered(["ENG"])
+    page = next(pages)
+    assert [i.title for i in page.issues] == ["Fix login"]
+    assert pages.gi_frame is not None
+    assert not {"data", "connection", "info"} & set(pages.gi_frame.f_locals)
+    pages.close()
+
+
 def test_trigger_label_is_matched_case_insensitively(fake: FakeLinear, provider: LinearProvider) -> None:
     issue = fake.add_issue("ENG", "Lowercase", labels=["ai-implement"])
     keys = [i.key for p in provider.iter_triggered(["ENG"]) for i in p.issues]
