@@ -28,8 +28,9 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 
 def _processes() -> dict[int, tuple[int, str, str]]:
-    """Every process: pid -> (parent pid, state, command line)."""
-    out = subprocess.run(["ps", "-A", "-o", "pid=,ppid=,stat=,args="], capture_output=True, text=True,
+    """Every process: pid -> (parent pid, state, command line). ``-ww``: the whole command line, whatever
+    width COLUMNS gives the terminal."""
+    out = subprocess.run(["ps", "-ww", "-A", "-o", "pid=,ppid=,stat=,args="], capture_output=True, text=True,
                          check=True).stdout
     table = {}
     for line in out.splitlines():
