@@ -17,6 +17,7 @@ from ..orm import Blocker, Job, JobStep, TrackedIssue
 from ..schemas import admin as schemas
 from ..schemas.common import ApiError
 from ..services import mappings as mapping_service
+from ..services.dispatch import checked_page
 from ..types import STAGE_TITLES, Stage, TrackerIssue
 
 bp = Blueprint("admin_jobs", __name__)
@@ -293,7 +294,8 @@ def _live_triggered() -> list[TrackerIssue]:
         if not tracker.is_configured():
             continue
         try:
-            for n, page in enumerate(tracker.iter_triggered(teams.get(tracker.id, []))):
+            for n, answer in enumerate(tracker.iter_triggered(teams.get(tracker.id, []))):
+                page = checked_page(tracker.id, answer)
                 issues.extend(page.issues)
                 if page.complete or n + 1 >= MAX_PAGES:
                     break

@@ -35,13 +35,21 @@ from ..database import (
     serialized,
     write_seen_rows,
 )
-from ..errors import AiimplError, DispatchError, NotFound, ProviderError
+from ..errors import AiimplError, DispatchError, NotFound, PluginContractError, ProviderError
 from ..extensions import db
 from ..orm import Blocker as BlockerRow
 from ..orm import Job, Setting, TrackedIssue, utcnow
 from ..orm import Mapping as MappingRow
 from ..providers import TicketingProvider
-from ..types import ACTIVE_STATUSES, JobStatus, MappingView, Phase, Stage, TrackerIssue
+from ..types import (
+    ACTIVE_STATUSES,
+    JobStatus,
+    MappingView,
+    Phase,
+    Stage,
+    TrackerIssue,
+    TriggeredPage,
+)
 from . import blockers, outbox, poller, settings
 from .jobs import set_stage
 from .launch import BackendChoice, Prepared, choose_backend, create_job, launch, prepare
@@ -167,6 +175,37 @@ def mapping_views(provider_id: str) -> dict[str, MappingView]:
 def _tracker(provider_id: str) -> TicketingProvider:
     facade = current_app.extensions["aiimpl"]
     return facade.ticketing(provider_id)
+
+
+def checked_page(provider_id: str, page: Any) -> TriggeredPage:
+    """A page ``iter_triggered`` yielded, once it is a :class:`TriggeredPage` of
+    :class:`TrackerIssue` s; any other answer is that tracker's failure, not the cycle's.
+
+    :raises PluginContractError: naming what the plugin yielded.
+    """
+    if not isinstance(page, TriggeredPage):
+        raise PluginContractError(
+            f"iter_triggered of {provider_id!r} yielded {type(page).__name__}, not a TriggeredPage"
+        )
+    for issue in page.issues:
+        if not isinstance(issue, TrackerIssue):
+            raise PluginContractError(
+                f"iter_triggered of {provider_id!r} yielded a page holding a {type(issue).__name__}, "
+                "not a TrackerIssue"
+            )
+    return page
+
+
+def checked_issue(provider_id: str, issue: Any) -> TrackerIssue:
+    """What ``get_issue`` answered, once it is a :class:`TrackerIssue`.
+
+    :raises PluginContractError: naming what the plugin answered.
+    """
+    if not isinstance(issue, TrackerIssue):
+        raise PluginContractError(
+            f"get_issue of {provider_id!r} answered {type(issue).__name__}, not a TrackerIssue"
+        )
+    return issue
 
 
 # -- the claim ------------------------------------------------------------------------------
@@ -759,7 +798,7 @@ def _ran_before(state: _TriggerState | None) -> bool:
 def _read_again(issue: TrackerIssue) -> TrackerIssue | None:
     """The issue as the tracker has it now (``get_issue``), when it still shows the trigger."""
     try:
-        fresh = _tracker(issue.provider).get_issue(issue.key)
+        fresh = checked_issue(issue.provider, _tracker(issue.provider).get_issue(issue.key))
     except NotFound:
         return None
     if not fresh.triggered:
@@ -985,7 +1024,7 @@ def _poll_provider(
         while True:
             fetched_at = utcnow()  # the time this page's remote call began
             try:
-                page = next(pages)
+                page = checked_page(provider_id, next(pages))
             except StopIteration:
                 break
             except Exception as exc:  # noqa: BLE001 - one connection's failure must not stop the cycle
@@ -1109,13 +1148,15 @@ def run_cycle_for_issues(provider_id: str, issue_keys: list[str]) -> CycleReport
     for key in dict.fromkeys(issue_keys):
         fetched_at = utcnow()
         try:
-            issue = tracker.get_issue(key)
+            issue = checked_issue(provider_id, tracker.get_issue(key))
         except NotFound:
             report.skipped[key] = "not found in the tracker"
             continue
-        except ProviderError as exc:
+        except (ProviderError, PluginContractError) as exc:
             if poller.is_transient(exc):
                 poller.record_failure("ticketing", provider_id, exc, now)
+            elif isinstance(exc, PluginContractError):
+                log.error("%s", exc.message)
             report.errors.append(f"{key}: {exc.message}")
             break
         if not issue.triggered:
@@ -1162,7 +1203,7 @@ def dispatch_issue(issue_key: str, *, phase: Phase | None = None, force: bool = 
     now = utcnow()
     report = CycleReport(started_at=now)
     fetched_at = utcnow()
-    issue = _tracker(provider_id).get_issue(issue_key)
+    issue = checked_issue(provider_id, _tracker(provider_id).get_issue(issue_key))
     if not issue.triggered and not force:
         report.skipped[issue_key] = "the issue does not carry the trigger (use --force to dispatch anyway)"
     else:

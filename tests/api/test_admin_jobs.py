@@ -57,6 +57,18 @@ def test_a_tracker_crash_is_a_502_without_a_traceback(client, admin_headers, adm
     assert (resp.status_code, resp.get_json()) == (502, {"error": "Fake tracker: RuntimeError"})
 
 
+def test_a_tracker_yielding_no_page_is_a_502_naming_what_it_yielded(
+    client, admin_headers, adm_tracker, monkeypatch
+) -> None:
+    monkeypatch.setattr(adm_tracker.provider_class, "iter_triggered",
+                        lambda self, teams: iter([{"issues": []}]))
+    resp = client.get("/api/issues?refresh=1", headers=admin_headers)
+    assert (resp.status_code, resp.get_json()) == (
+        502,
+        {"error": "iter_triggered of 'fake-tracker' yielded dict, not a TriggeredPage"},
+    )
+
+
 def test_steps_in_order(client, admin_headers) -> None:
     job = make_job()
     db.session.add_all(

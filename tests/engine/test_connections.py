@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from aiimpl_core.errors import ProviderError
+from aiimpl_core.errors import PluginContractError, ProviderError
 from aiimpl_core.services import poller
-from aiimpl_core.services.dispatch import run_cycle, run_cycle_for_issues
+from aiimpl_core.services.dispatch import dispatch_issue, run_cycle, run_cycle_for_issues
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker, fail_with
-from aiimpl_core.types import RunPhase, RunState
+from aiimpl_core.types import RunPhase, RunState, TriggeredPage
 
 from .conftest import jobs_of, later
 
@@ -203,6 +203,49 @@ def test_the_live_check_reads_the_back_off_and_the_runner_mode_with_the_mapping(
     poller.record_success("runner", "github-actions")
     report = run_cycle_for_issues("fake-tracker", ["ENG-1"])
     assert [d.issue_key for d in report.dispatched] == ["ENG-1"] and not jobs_of("ENG-1")[0].shadow
+
+
+# -- a tracker that breaks its contract is that tracker's failure only -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("pages", "why"),
+    [
+        (lambda issues: [{"issues": issues, "complete": True}], "yielded dict, not a TriggeredPage"),
+        (lambda issues: [TriggeredPage(tuple(i.key for i in issues), complete=True)],
+         "yielded a page holding a str, not a TrackerIssue"),
+    ],
+    ids=["dict", "keys"],
+)
+def test_a_tracker_yielding_the_wrong_type_delays_only_itself(
+    app, tracker, jira, add_mapping, monkeypatch, pages, why
+):
+    add_mapping("ENG")
+    add_mapping("OPS", provider="fake-jira")
+    tracker.add("ENG-1")
+    jira.add("OPS-1")
+    listing = jira.provider_class.iter_triggered
+    monkeypatch.setattr(jira.provider_class, "iter_triggered",
+                        lambda self, teams: iter(pages([i for p in listing(self, teams) for i in p.issues])))
+    report = run_cycle()
+    assert [d.issue_key for d in report.dispatched] == ["ENG-1"]
+    assert report.providers_skipped["fake-jira"] == f"listing failed: iter_triggered of 'fake-jira' {why}"
+    assert poller.backoff_of("ticketing", "fake-jira", later(seconds=1)) is not None
+    assert jobs_of("OPS-1") == []
+
+
+def test_a_tracker_reading_an_issue_as_the_wrong_type_is_refused_by_name(
+    app, tracker, add_mapping, monkeypatch
+):
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    monkeypatch.setattr(tracker.provider_class, "get_issue", lambda self, key: {"key": key})
+    report = run_cycle_for_issues("fake-tracker", ["ENG-1"])
+    assert report.errors == ["ENG-1: get_issue of 'fake-tracker' answered dict, not a TrackerIssue"]
+    assert jobs_of("ENG-1") == []
+    with pytest.raises(PluginContractError, match="answered dict, not a TrackerIssue"):
+        dispatch_issue("ENG-1")
+    assert jobs_of("ENG-1") == []
 
 
 # -- a backend that breaks its contract, or cannot be set up, is that backend's failure only --------
