@@ -173,6 +173,12 @@ def create_app(
     settings = config_mod.load(env)
     settings.update({k: v for k, v in overrides.items() if k in config_mod.SETTINGS_BY_NAME})
     app.config.update(settings)
+    # logging first: the plugins' loading and registration (warnings, and their trace at debug
+    # level) are logged like any other line, in the operator's format, with the core's secrets masked
+    logs.configure(str(app.config.get("AIIMPL_LOG_LEVEL") or "INFO"),
+                   str(app.config.get("AIIMPL_LOG_FORMAT") or "text"))
+    logs.mask(*(value for name in sorted(config_mod.sensitive_names())
+                if isinstance(value := app.config.get(name), str)))
 
     facade = Plugins(
         load_entrypoints=load_entrypoints,
@@ -184,9 +190,6 @@ def create_app(
         if var.name not in app.config:
             app.config[var.name] = env.get(var.name) or var.default
     app.config.update(overrides)
-
-    logs.configure(str(app.config.get("AIIMPL_LOG_LEVEL") or "INFO"),
-                   str(app.config.get("AIIMPL_LOG_FORMAT") or "text"))
 
     if not app.config.get("AIIMPL_SECRET_KEY"):
         log.warning("AIIMPL_SECRET_KEY is not set: using a random key for this process only")

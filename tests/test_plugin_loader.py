@@ -349,6 +349,20 @@ def test_no_tracing_without_the_setting(caplog: pytest.LogCaptureFixture, monkey
     assert _hook_lines(caplog) == []
 
 
+def test_the_app_logs_the_registration_trace_in_the_operators_format(tmp_path: Path):
+    """As under gunicorn: nothing set up logging before the app factory, which sets it up before it
+    loads the plugins, so their registration lines are not lost."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    env.update(AIIMPL_LOG_LEVEL="DEBUG", AIIMPL_LOG_FORMAT="json", AIIMPL_TRACE_PLUGINS="1",
+               AIIMPL_DATABASE_URL=f"sqlite:///{tmp_path / 'app.db'}")
+    done = subprocess.run([sys.executable, "-c", "from aiimpl_core import create_app; create_app()"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    hooks = [line["message"] for line in lines if line["message"].startswith("hook: ")]
+    assert any(m.startswith("hook: aiimpl_register_ticketing_providers(") for m in hooks), done.stderr
+
+
 def test_tracing_follows_the_environment_by_default(caplog: pytest.LogCaptureFixture,
                                                     monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("AIIMPL_TRACE_PLUGINS", "1")
