@@ -83,7 +83,13 @@ def database_url(configured: str | None, instance_path: str | None = None) -> st
     url = configured
     if not url:
         instance_path = instance_path or _flask().instance_path
-        os.makedirs(instance_path, exist_ok=True)
+        try:
+            os.makedirs(instance_path, exist_ok=True)
+        except OSError as exc:  # an install folder this user cannot write to, say
+            raise ConfigError(
+                f"the instance folder {instance_path} for the default SQLite database cannot be made "
+                f"({exc.strerror or type(exc).__name__}): set AIIMPL_DATABASE_URL"
+            ) from None
         url = "sqlite:///" + os.path.join(instance_path, "aiimpl.db")
     _check_database_url(url)
     return url

@@ -203,3 +203,30 @@ def test_db_help_lists_what_an_operator_runs_not_the_authoring_commands(run) -> 
     assert not listed & {"init", "revision", "migrate", "edit", "merge", "list-templates", "check"}
     assert "the migrations installed with aiimpl-core" in " ".join(r.output.split())
 
+
+
+# -- an instance folder that cannot be made ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [("--help",), ("jobs", "list")], ids=["help", "command"])
+def test_an_instance_folder_that_cannot_be_made_is_said_in_one_line(tmp_path, args) -> None:
+    """Without AIIMPL_DATABASE_URL the database is SQLite in the instance folder; where it cannot be
+    made (a folder the user cannot write to, a file in its path), the command says so and what to
+    set, without a traceback (the help still lists the commands)."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "a-file").write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    env["AIIMPL_INSTANCE_PATH"] = str(tmp_path / "a-file" / "instance")
+    done = subprocess.run([sys.executable, "-m", "aiimpl_core.cli", *args], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"Error: the instance folder {tmp_path}/a-file/instance for the default SQLite database cannot "
+        "be made (Not a directory): set AIIMPL_DATABASE_URL"
+    )
+    if args == ("--help",):
+        assert "  jobs " in done.stdout
