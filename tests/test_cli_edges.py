@@ -230,3 +230,23 @@ def test_an_instance_folder_that_cannot_be_made_is_said_in_one_line(tmp_path, ar
     )
     if args == ("--help",):
         assert "  jobs " in done.stdout
+
+
+def test_the_help_says_nothing_of_running_without_a_secret_key(tmp_path) -> None:
+    """The help builds the app only for the commands it lists: no start-up warning about the key."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    env["AIIMPL_DATABASE_URL"] = f"sqlite:///{tmp_path / 'aiimpl.db'}"
+    for args in (["--help"], []):
+        done = subprocess.run([sys.executable, "-m", "aiimpl_core.cli", *args], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        # (alone, the help goes to stderr with click's usage status)
+        shown = done.stdout + done.stderr
+        assert "  jobs " in shown and "WARNING" not in shown and "SECRET_KEY" not in shown, args
+    # a command still says it
+    done = subprocess.run([sys.executable, "-m", "aiimpl_core.cli", "jobs", "list"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert "AIIMPL_SECRET_KEY is not set" in done.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import sys
 from typing import Any, NoReturn
@@ -73,12 +74,17 @@ class AiimplGroup(FlaskGroup):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         if _APP_FAILURE not in ctx.meta:
+            # the help builds the app only for the commands it adds: its start-up warnings (a
+            # made-up secret key, say) are about running, not listing; errors are still shown
+            logging.disable(logging.WARNING)
             try:
                 ctx.ensure_object(ScriptInfo).load_app()
             except AiimplError as exc:
                 ctx.meta[_APP_FAILURE] = exc.message
             except Exception:  # noqa: BLE001 - a bug: Flask's list_commands shows its traceback
                 pass
+            finally:
+                logging.disable(logging.NOTSET)
         if _APP_FAILURE in ctx.meta:  # the commands that need no app (the app's own are Flask's)
             self._load_plugin_commands()
             return sorted(click.Group.list_commands(self, ctx))
