@@ -99,7 +99,8 @@ def configuration() -> str:
         "`AIIMPL_MAX_REQUESTS` (20,000 requests before a worker is recycled; 0: never), `AIIMPL_ACCESS_LOG`",
         "(`-`, standard output; empty: off) and `AIIMPL_CONTROL_SOCKET` (off unless set to a path of this",
         "instance's own). `AIIMPL_INSTANCE_PATH` sets the instance folder (the default SQLite database's",
-        "place). See the operator guide.",
+        "place, made when missing: without `AIIMPL_DATABASE_URL`, a folder that cannot be made stops",
+        "every command and the server with one line naming it). See the operator guide.",
         "",
     ])
 
@@ -120,7 +121,7 @@ def generate() -> dict[str, str]:
     from aiimpl_core import create_app
     from aiimpl_core.openapi import get_spec
 
-    app = create_app({"AIIMPL_DATABASE_URL": "sqlite://", "AIIMPL_SECRET_KEY": "docs",
+    app = create_app({"AIIMPL_DATABASE_URL": "sqlite://", "AIIMPL_SECRET_KEY": "docs" * 8,
                       "AIIMPL_DISABLED_PLUGINS": ["example_runner"]}, environ={})
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
         current_readme = fh.read()
