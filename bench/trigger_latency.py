@@ -176,7 +176,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--db", default="sqlite", help="sqlite or postgres")
+    parser.add_argument("--db", default="sqlite", choices=["sqlite", "postgres"], help="the database")
     parser.add_argument("--webhooks", type=int, default=20, help="triggers delivered by webhook")
     parser.add_argument("--polled", type=int, default=10, help="triggers found by polling")
     parser.add_argument("--interval", type=float, default=2.0, help="poll interval for the polling path (s)")
