@@ -297,7 +297,8 @@ def run(db_kind: str, requests: int, concurrency: int, memory_rounds: int, rate:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--db", default="postgres", help="postgres, sqlite, or a database URL")
+    parser.add_argument("--db", default="postgres",
+                        help="postgres, sqlite, or a PostgreSQL URL (a throwaway database is made beside it)")
     parser.add_argument("--requests", type=int, default=6000, help="requests per phase")
     parser.add_argument("--concurrency", type=int, default=100, help="simulated runners")
     parser.add_argument("--memory-rounds", type=int, default=3, help="rounds of 10,000 callbacks (0: skip)")

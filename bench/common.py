@@ -17,7 +17,13 @@ PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def fresh_database(kind: str) -> tuple[str, Any]:
-    """A new empty database URL and a function that drops it."""
+    """A new empty database URL and a function that drops it: ``kind`` is ``sqlite``, ``postgres``
+    or a PostgreSQL URL to make the database beside.
+
+    :raises SystemExit: for anything else, with the reason in one line.
+    """
+    if kind != "sqlite" and kind != "postgres" and not kind.startswith("postgresql"):
+        raise SystemExit(f"--db: {kind!r} is not sqlite, postgres or a PostgreSQL URL")
     if kind == "sqlite":
         tmp = tempfile.mkdtemp(prefix="aiimpl-bench-")
         return f"sqlite:///{tmp}/bench.db", lambda: None
