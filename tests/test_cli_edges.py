@@ -233,19 +233,20 @@ def test_an_instance_folder_that_cannot_be_made_is_said_in_one_line(tmp_path, ar
 
 
 def test_the_help_says_nothing_of_running_without_a_secret_key(tmp_path) -> None:
-    """The help builds the app only for the commands it lists: no start-up warning about the key."""
+    """The help builds the app only for the commands it lists or finds (`db` is the app's own): no
+    start-up warning about the key."""
     import os
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
     env["AIIMPL_DATABASE_URL"] = f"sqlite:///{tmp_path / 'aiimpl.db'}"
-    for args in (["--help"], []):
+    for args, listed in ((["--help"], "  jobs "), ([], "  jobs "), (["db", "--help"], "  upgrade ")):
         done = subprocess.run([sys.executable, "-m", "aiimpl_core.cli", *args], env=env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=120)
         # (alone, the help goes to stderr with click's usage status)
         shown = done.stdout + done.stderr
-        assert "  jobs " in shown and "WARNING" not in shown and "SECRET_KEY" not in shown, args
+        assert listed in shown and "WARNING" not in shown and "SECRET_KEY" not in shown, (args, shown)
     # a command still says it
     done = subprocess.run([sys.executable, "-m", "aiimpl_core.cli", "jobs", "list"], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)

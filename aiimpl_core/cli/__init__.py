@@ -5,11 +5,13 @@ the providers run inside the app context; ``aiimpl session run`` needs neither.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import click
@@ -50,6 +52,17 @@ def _own_env_file_help(param: click.Parameter) -> click.Parameter:
     return param
 
 
+@contextlib.contextmanager
+def _start_up_warnings_hidden() -> Iterator[None]:
+    """While the help builds the app only to list or find commands: its start-up warnings (a
+    made-up secret key, say) are about running, not about the help; errors are still shown."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 class AiimplGroup(FlaskGroup):
     """Turns the project's errors into clean messages and exit codes instead of tracebacks.
 
@@ -74,21 +87,24 @@ class AiimplGroup(FlaskGroup):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         if _APP_FAILURE not in ctx.meta:
-            # the help builds the app only for the commands it adds: its start-up warnings (a
-            # made-up secret key, say) are about running, not listing; errors are still shown
-            logging.disable(logging.WARNING)
             try:
-                ctx.ensure_object(ScriptInfo).load_app()
+                with _start_up_warnings_hidden():
+                    ctx.ensure_object(ScriptInfo).load_app()
             except AiimplError as exc:
                 ctx.meta[_APP_FAILURE] = exc.message
             except Exception:  # noqa: BLE001 - a bug: Flask's list_commands shows its traceback
                 pass
-            finally:
-                logging.disable(logging.NOTSET)
         if _APP_FAILURE in ctx.meta:  # the commands that need no app (the app's own are Flask's)
             self._load_plugin_commands()
             return sorted(click.Group.list_commands(self, ctx))
         return super().list_commands(ctx)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):  # noqa: ANN201
+        # a command the app adds (`db`, a plugin's group) builds the app to be found, its help too
+        if "--help" not in args[1:]:
+            return super().resolve_command(ctx, args)
+        with _start_up_warnings_hidden():
+            return super().resolve_command(ctx, args)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         # `--help` (and `aiimpl` alone) print the help while the arguments are parsed
