@@ -4,6 +4,9 @@ pause."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -204,7 +207,6 @@ def test_db_help_lists_what_an_operator_runs_not_the_authoring_commands(run) -> 
     assert "the migrations installed with aiimpl-core" in " ".join(r.output.split())
 
 
-
 # -- an instance folder that cannot be made ---------------------------------------------------------
 
 
@@ -213,10 +215,6 @@ def test_an_instance_folder_that_cannot_be_made_is_said_in_one_line(tmp_path, ar
     """Without AIIMPL_DATABASE_URL the database is SQLite in the instance folder; where it cannot be
     made (a folder the user cannot write to, a file in its path), the command says so and what to
     set, without a traceback (the help still lists the commands)."""
-    import os
-    import subprocess
-    import sys
-
     (tmp_path / "a-file").write_text("")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
     env["AIIMPL_INSTANCE_PATH"] = str(tmp_path / "a-file" / "instance")
@@ -235,10 +233,6 @@ def test_an_instance_folder_that_cannot_be_made_is_said_in_one_line(tmp_path, ar
 def test_the_help_says_nothing_of_running_without_a_secret_key(tmp_path) -> None:
     """The help builds the app only for the commands it lists or finds (`db` is the app's own): no
     start-up warning about the key."""
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
     env["AIIMPL_DATABASE_URL"] = f"sqlite:///{tmp_path / 'aiimpl.db'}"
     for args, listed in ((["--help"], "  jobs "), ([], "  jobs "), (["db", "--help"], "  upgrade ")):
