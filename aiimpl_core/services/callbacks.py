@@ -29,6 +29,7 @@ from ..orm import ConsumedToken, Job, JobStep, OutboxItem, TrackedIssue, utcnow
 from ..types import Comment, JobStatus, LogLabel, Phase
 from . import comments as comments_mod
 from . import outbox, reconcile, redaction
+from .dispatch import checked_issue
 from .jobs import enqueue_comment, transition
 from .outcomes import Outcome, end_job
 
@@ -509,7 +510,8 @@ def planning_context(job_id: int) -> dict[str, Any]:
     facade = current_app.extensions["aiimpl"]
     tracker_error: str | None = None
     try:
-        live = facade.ticketing(job.provider or "").get_issue(job.issue_key)
+        provider = job.provider or ""
+        live = checked_issue(provider, facade.ticketing(provider).get_issue(job.issue_key))
         issue = {
             "key": live.key,
             "title": live.title,

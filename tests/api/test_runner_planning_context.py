@@ -163,3 +163,15 @@ def test_planning_context_for_a_missing_job_is_404(client, cb_token):
     resp = _get(client, cb_token(555, "planning", tokens.AUD_PLANNING_CONTEXT))
     assert resp.status_code == 404
     assert resp.get_json() == {"error": "job_not_found"}
+
+
+def test_planning_context_names_a_tracker_answering_no_issue(
+    client, cb_job, cb_token, cb_tracker, monkeypatch
+):
+    monkeypatch.setattr(cb_tracker.provider_class, "get_issue", lambda self, key: None)
+    job_id, _ = cb_job(phase="planning")
+    resp = _get(client, cb_token(job_id, "planning", tokens.AUD_PLANNING_CONTEXT))
+    assert resp.status_code == 200
+    body = resp.get_json()
+    assert body["issueSource"] == "cache"
+    assert body["trackerError"] == "get_issue of 'fake-tracker' answered NoneType, not a TrackerIssue"
