@@ -195,7 +195,9 @@ def test_the_command_prints_every_line_and_fails_on_a_failure(run, add_mapping, 
     assert result.exit_code == 0, result.output
     [line] = [x for x in result.output.splitlines() if "repository acme/eng:" in x]
     assert line.split()[:3] == ["ok", "github", "github"]
-    assert result.output.rstrip().endswith("checks, all passed")
+    last = result.output.rstrip().splitlines()[-1]
+    assert last.startswith(f"{len(result.output.splitlines()) - 1} checks: ") and "failed" not in last
+    assert "nothing is configured" not in last
     assert gh.private_key_pem.splitlines()[1] not in result.output
 
     add_mapping("OPS", owner="elsewhere", repo="ops")
@@ -205,6 +207,16 @@ def test_the_command_prints_every_line_and_fails_on_a_failure(run, add_mapping, 
     assert failed == [{"kind": "github", "provider": "github", "name": "repository elsewhere/ops",
                        "status": "failed", "detail": "the GitHub App is not installed on elsewhere/ops"}]
     assert "1 failed" in run().output
+
+
+def test_the_summary_counts_each_outcome_and_says_when_nothing_was_checked():
+    from aiimpl_core.cli.check import _summary
+
+    assert _summary(["ok", "ok", "skipped"]) == "3 checks: 2 passed, 1 skipped"
+    assert _summary(["ok", "failed", "skipped"]) == "3 checks: 1 passed, 1 failed, 1 skipped"
+    assert _summary(["failed"]) == "1 check: 0 passed, 1 failed"
+    # a fresh install: every provider skipped, none checked (it said "7 checks, all passed")
+    assert _summary(["skipped"] * 7) == "7 checks: 0 passed, 7 skipped (nothing is configured to check yet)"
 
 
 def test_a_personal_token_is_checked_against_each_repository(app, add_mapping, gh):
