@@ -129,7 +129,17 @@ def test_planning_context_for_gap_analysis_has_the_pr_number(client, cb_job, cb_
     assert body["plan"] is None
 
 
-def test_planning_context_falls_back_when_the_tracker_fails(client, cb_job, cb_token, cb_tracker):
+@pytest.mark.parametrize(
+    ("failure", "error"),
+    [
+        ("http-502", "fake-tracker: GET /issue failed with HTTP 502: bad gateway"),
+        # a plugin answering no TrackerIssue is named (it said "unexpected error (AttributeError)")
+        ("no-issue", "get_issue of 'fake-tracker' answered NoneType, not a TrackerIssue"),
+    ],
+)
+def test_planning_context_falls_back_when_the_tracker_fails(
+    client, cb_job, cb_token, cb_tracker, monkeypatch, failure, error
+):
     db.session.add(
         TrackedIssue(
             issue_key="ENG-1",
@@ -140,15 +150,16 @@ def test_planning_context_falls_back_when_the_tracker_fails(client, cb_job, cb_t
         )
     )
     db.session.commit()
-    cb_tracker.fail["get_issue"] = fail_with(
-        502, "fake-tracker: GET /issue failed with HTTP 502: bad gateway"
-    )
+    if failure == "http-502":
+        cb_tracker.fail["get_issue"] = fail_with(502, error)
+    else:
+        monkeypatch.setattr(cb_tracker.provider_class, "get_issue", lambda self, key: None)
     job_id, _ = cb_job(phase="planning")
     resp = _get(client, cb_token(job_id, "planning", tokens.AUD_PLANNING_CONTEXT))
     assert resp.status_code == 200
     body = resp.get_json()
     assert body["issueSource"] == "cache"
-    assert body["trackerError"] == "fake-tracker: GET /issue failed with HTTP 502: bad gateway"
+    assert body["trackerError"] == error
     assert body["issue"] == {
         "key": "ENG-1",
         "title": "Cached title",
@@ -163,15 +174,3 @@ def test_planning_context_for_a_missing_job_is_404(client, cb_token):
     resp = _get(client, cb_token(555, "planning", tokens.AUD_PLANNING_CONTEXT))
     assert resp.status_code == 404
     assert resp.get_json() == {"error": "job_not_found"}
-
-
-def test_planning_context_names_a_tracker_answering_no_issue(
-    client, cb_job, cb_token, cb_tracker, monkeypatch
-):
-    monkeypatch.setattr(cb_tracker.provider_class, "get_issue", lambda self, key: None)
-    job_id, _ = cb_job(phase="planning")
-    resp = _get(client, cb_token(job_id, "planning", tokens.AUD_PLANNING_CONTEXT))
-    assert resp.status_code == 200
-    body = resp.get_json()
-    assert body["issueSource"] == "cache"
-    assert body["trackerError"] == "get_issue of 'fake-tracker' answered NoneType, not a TrackerIssue"
