@@ -35,7 +35,9 @@ def test_demo_opens_a_pr_with_the_reference_comments(tmp_path):
     ]
     positions = [text.index(e) for e in expected]
     assert positions == sorted(positions), "progress comments in the reference's order"
-    assert "running -> completed" in text
+    transitions = [line.strip() for line in lines if line.strip().startswith("job 1 (DEMO-1)")]
+    assert transitions == ["job 1 (DEMO-1) created: unknown", "job 1 (DEMO-1): unknown -> dispatched",
+                           "job 1 (DEMO-1): dispatched -> running", "job 1 (DEMO-1): running -> completed"]
     assert "PR opened: http://127.0.0.1:" in text
     assert "Sandbox" in text or "sandbox" in text
     # the local repository really got the branch with the agent's change

@@ -93,7 +93,10 @@ class Narrator:
     def aiimpl_job_status_changed(
         self, job_id: int, issue_key: str, old: JobStatus | None, new: JobStatus
     ) -> None:
-        self.echo(f"  job {job_id} ({issue_key}): {old.value if old else 'new'} -> {new.value}")
+        if old is None:  # the reference's first status: no run is linked yet
+            self.echo(f"  job {job_id} ({issue_key}) created: {new.value}")
+        else:
+            self.echo(f"  job {job_id} ({issue_key}): {old.value} -> {new.value}")
         if new.terminal:
             self.final_status = new
             self.done.set()
