@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from ..services.checks import FAILED, run_checks
+from ..services.checks import FAILED, run_checks, summary
 
 bp = Blueprint("admin_checks", __name__)
 
@@ -23,10 +23,11 @@ def checks():  # noqa: ANN201
       tags: [admin]
       responses:
         200:
-          description: One line per thing checked, and how many failed
+          description: One line per thing checked, how many failed, and the summary line
           content:
             application/json:
               schema: ChecksSchema
     """
     rows = run_checks()
-    return jsonify(checks=[r.as_dict() for r in rows], failed=sum(r.status == FAILED for r in rows))
+    return jsonify(checks=[r.as_dict() for r in rows], failed=sum(r.status == FAILED for r in rows),
+                   summary=summary(rows))

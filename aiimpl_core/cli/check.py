@@ -18,7 +18,7 @@ def check_cmd(as_json: bool) -> None:
     credentials and knows what the mappings name. Exits 1 when a check fails, or when the
     database lacks this version's schema (run `aiimpl db upgrade`)."""
     from ..database import schema_problem, schema_revision
-    from ..services.checks import FAILED, run_checks
+    from ..services.checks import FAILED, run_checks, summary
 
     # the server would not start on it (and every poll cycle would fail): that is the first thing
     # to fix, whatever the connections answer
@@ -34,23 +34,7 @@ def check_cmd(as_json: bool) -> None:
             mark = {"ok": "ok    ", "failed": "FAILED", "skipped": "skip  "}[r.status]
             who = f"{r.kind} {r.provider}"
             click.echo(f"{mark}  {who:<{width}}  {r.name}: {r.detail}")
-        click.echo(_summary([r.status for r in rows]))
+        click.echo(summary(rows))
     if any(r.status == FAILED for r in rows):
         sys.exit(1)
 
-
-def _summary(statuses: list[str]) -> str:
-    """The last line: how many checks passed, failed and were skipped; when none ran (nothing is
-    configured), that is said rather than "all passed"."""
-    from ..services.checks import FAILED, OK, SKIPPED
-
-    passed, failed, skipped = (statuses.count(status) for status in (OK, FAILED, SKIPPED))
-    parts = [f"{passed} passed"]
-    if failed:
-        parts.append(f"{failed} failed")
-    if skipped:
-        parts.append(f"{skipped} skipped")
-    line = f"{len(statuses)} check{'' if len(statuses) == 1 else 's'}: {', '.join(parts)}"
-    if not passed and not failed:
-        line += " (nothing is configured to check yet)"
-    return line

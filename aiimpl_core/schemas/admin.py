@@ -316,6 +316,11 @@ class ChecksSchema(Schema):
 
     checks = fields.List(fields.Nested(CheckSchema))
     failed = fields.Integer(metadata={"description": "how many checks failed"})
+    summary = fields.String(
+        metadata={"description": "the last line of `aiimpl check`: how many passed, failed and were "
+                                 "skipped (`7 checks: 0 passed, 7 skipped (nothing is configured to "
+                                 "check yet)`)"}
+    )
 
 
 # -- mappings ----------------------------------------------------------------------------------------

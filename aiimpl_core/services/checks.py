@@ -122,6 +122,23 @@ def _github_rows(rows: Sequence[MappingRow], make: Callable[[], Any]) -> list[Ch
                             f"configured ({github.mode}); no mapping yet")]
 
 
+def summary(rows: Sequence[CheckRow]) -> str:
+    """The report's last line: how many checks passed, failed and were skipped; when none ran
+    (nothing is configured), that is said rather than "all passed". ``aiimpl check`` prints it and
+    ``GET /api/checks`` answers it for the admin UI."""
+    statuses = [row.status for row in rows]
+    passed, failed, skipped = (statuses.count(status) for status in (OK, FAILED, SKIPPED))
+    parts = [f"{passed} passed"]
+    if failed:
+        parts.append(f"{failed} failed")
+    if skipped:
+        parts.append(f"{skipped} skipped")
+    line = f"{len(statuses)} check{'' if len(statuses) == 1 else 's'}: {', '.join(parts)}"
+    if not passed and not failed:
+        line += " (nothing is configured to check yet)"
+    return line
+
+
 def run_checks(github: Callable[[], Any] = github_from_app) -> list[CheckRow]:
     """Check every installed tracker and runner backend, and GitHub for each mapped repository."""
     facade = current_app.extensions["aiimpl"]

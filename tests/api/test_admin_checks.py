@@ -24,12 +24,18 @@ def test_checks_every_connection(client, admin_headers, adm_mapping) -> None:
     # no GitHub credentials, and a mapping whose sessions push to GitHub
     assert got[("github", "github", "configured")] == "failed"
     assert body["failed"] == 1
+    # the last line of `aiimpl check`, which the Checks panel shows
+    skipped = sum(c["status"] == "skipped" for c in body["checks"])
+    passed = len(body["checks"]) - skipped - 1
+    assert body["summary"] == (f"{len(body['checks'])} checks: {passed} passed, 1 failed"
+                               + (f", {skipped} skipped" if skipped else ""))
     assert set(body["checks"][0]) == {"kind", "provider", "name", "status", "detail"}
 
 
 def test_an_install_without_mappings_fails_nothing(client, admin_headers) -> None:
     body = client.get(URL, headers=admin_headers).get_json()
     assert body["failed"] == 0
+    assert body["summary"].startswith(f"{len(body['checks'])} checks: ") and "failed" not in body["summary"]
     assert {c["status"] for c in body["checks"] if c["kind"] == "github"} == {"skipped"}
 
 

@@ -210,13 +210,18 @@ def test_the_command_prints_every_line_and_fails_on_a_failure(run, add_mapping, 
 
 
 def test_the_summary_counts_each_outcome_and_says_when_nothing_was_checked():
-    from aiimpl_core.cli.check import _summary
+    from aiimpl_core.services.checks import CheckRow, summary
 
-    assert _summary(["ok", "ok", "skipped"]) == "3 checks: 2 passed, 1 skipped"
-    assert _summary(["ok", "failed", "skipped"]) == "3 checks: 1 passed, 1 failed, 1 skipped"
-    assert _summary(["failed"]) == "1 check: 0 passed, 1 failed"
+    def summary_of(*statuses: str) -> str:
+        return summary([CheckRow("runner", "x", "configured", status) for status in statuses])
+
+    assert summary_of("ok", "ok", "skipped") == "3 checks: 2 passed, 1 skipped"
+    assert summary_of("ok", "failed", "skipped") == "3 checks: 1 passed, 1 failed, 1 skipped"
+    assert summary_of("failed") == "1 check: 0 passed, 1 failed"
     # a fresh install: every provider skipped, none checked (it said "7 checks, all passed")
-    assert _summary(["skipped"] * 7) == "7 checks: 0 passed, 7 skipped (nothing is configured to check yet)"
+    assert summary_of(*["skipped"] * 7) == (
+        "7 checks: 0 passed, 7 skipped (nothing is configured to check yet)"
+    )
 
 
 def test_a_personal_token_is_checked_against_each_repository(app, add_mapping, gh):

@@ -422,18 +422,6 @@ function initOutbox() {
 
 /* ---- checks ----------------------------------------------------------------------------------- */
 
-/* As `aiimpl check` ends: how many passed, failed and were skipped, and when none ran, why. */
-function checksSummary(rows) {
-  const count = (status) => rows.filter((c) => c.status === status).length;
-  const [passed, failed, skipped] = [count("ok"), count("failed"), count("skipped")];
-  const parts = [`${passed} passed`];
-  if (failed) parts.push(`${failed} failed`);
-  if (skipped) parts.push(`${skipped} skipped`);
-  let line = `${rows.length} check${rows.length === 1 ? "" : "s"}: ${parts.join(", ")}`;
-  if (!passed && !failed) line += " (nothing is configured to check yet)";
-  return line;
-}
-
 function initChecks() {
   const btn = document.getElementById("checks-run");
   const summary = document.getElementById("checks-summary");
@@ -446,7 +434,7 @@ function initChecks() {
       fillRows("#checks-table", rows.map((c) => `<tr class="check-${esc(c.status)}"><th scope="row">${esc(c.status)}</th>
         <td class="nowrap">${esc(c.kind)} <code>${esc(c.provider)}</code></td><td>${esc(c.name)}</td>
         <td>${esc(c.detail)}</td></tr>`), 4, "Nothing to check.");
-      summary.textContent = checksSummary(rows);
+      summary.textContent = body.summary;
     } catch (e) { summary.textContent = ""; flash(e.message, "error"); }
     btn.disabled = false;
   });
