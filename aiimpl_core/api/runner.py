@@ -151,7 +151,8 @@ def planning_context(claims: RunClaims):  # noqa: ANN201
       summary: The issue, repository, branches and (for implementation) the approved plan
       description: >-
         The issue is read live from the tracker; when the tracker fails, what the orchestrator
-        knows is returned with `issueSource: cache` and `trackerError`.
+        knows is returned with `issueSource: cache` and `trackerError`. The token reads it only
+        while its job runs: once the job has ended it is `expired`.
       tags: [runner]
       security:
         - runToken: []
@@ -162,7 +163,9 @@ def planning_context(claims: RunClaims):  # noqa: ANN201
             application/json:
               schema: PlanningContextSchema
         401:
-          description: bad_signature, expired, malformed, wrong_audience, missing_bearer
+          description: >-
+            bad_signature, expired (also once the job has ended), malformed, wrong_audience,
+            missing_bearer
           content:
             application/json:
               schema: CallbackErrorSchema

@@ -501,10 +501,16 @@ def context_comments(comments: Sequence[Comment]) -> tuple[list[dict[str, Any]],
 
 def planning_context(job_id: int) -> dict[str, Any]:
     """Everything the session needs to plan or implement: the issue (live from the tracker, or
-    what the orchestrator knows when the tracker fails), the repository and branches, the plan."""
+    what the orchestrator knows when the tracker fails), the repository and branches, the plan.
+
+    :raises CallbackError: ``job_not_found`` (404); ``expired`` (401) once the job has ended: its
+        session has no more use for the issue, and a token that leaked no longer reads it.
+    """
     job = db.session.get(Job, job_id)
     if job is None:
         raise CallbackError(404, "job_not_found")
+    if JobStatus(job.status).terminal:
+        raise CallbackError(401, "expired")
     tracked = db.session.scalar(select(TrackedIssue).where(TrackedIssue.issue_key == job.issue_key))
     db.session.commit()  # no transaction held open across the tracker call
     facade = current_app.extensions["aiimpl"]

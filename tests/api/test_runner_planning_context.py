@@ -116,7 +116,7 @@ def test_planning_context_for_implementation_carries_the_approved_plan(client, c
     body = _get(client, cb_token(job_id, "implementation", tokens.AUD_PLANNING_CONTEXT)).get_json()
     assert body["plan"] == "1. Do it"
     # the job's own plan (given at dispatch) wins over the issue's
-    job2, _ = cb_job("ENG-2", plan="job plan", status="completed")
+    job2, _ = cb_job("ENG-2", plan="job plan", status="running")
     assert _get(client, cb_token(job2, "implementation", tokens.AUD_PLANNING_CONTEXT)).get_json()["plan"] == (
         "job plan"
     )
@@ -174,3 +174,19 @@ def test_planning_context_for_a_missing_job_is_404(client, cb_token):
     resp = _get(client, cb_token(555, "planning", tokens.AUD_PLANNING_CONTEXT))
     assert resp.status_code == 404
     assert resp.get_json() == {"error": "job_not_found"}
+
+
+@pytest.mark.parametrize("status", ["completed", "review_failed", "failed", "timed_out"])
+def test_planning_context_of_an_ended_job_is_expired(client, cb_job, cb_token, status):
+    job_id, _ = cb_job(phase="planning", status=status)
+    resp = _get(client, cb_token(job_id, "planning", tokens.AUD_PLANNING_CONTEXT))
+    assert resp.status_code == 401
+    assert resp.get_json() == {"error": "expired"}
+
+
+@pytest.mark.parametrize("status", ["dispatched", "running"])
+def test_planning_context_of_a_job_not_ended_is_answered(client, cb_job, cb_token, status):
+    job_id, _ = cb_job(phase="planning", status=status)
+    resp = _get(client, cb_token(job_id, "planning", tokens.AUD_PLANNING_CONTEXT))
+    assert resp.status_code == 200
+    assert resp.get_json()["issue"]["title"] == "Add a health check"
