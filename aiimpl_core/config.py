@@ -156,7 +156,9 @@ SETTINGS: tuple[Setting, ...] = (
             "makes up a key for its own process and stores no secret. Use at least 32 random characters "
             "(`openssl rand -hex 32`): a shorter key is warned about at start-up.", None, sensitive=True),
     Setting("AIIMPL_ADMIN_ACCESS_CODE", "Access code for the admin UI and API (`POST /api/auth`). "
-            "Admin sign-in is refused while unset.", None, sensitive=True),
+            "Admin sign-in is refused while unset. Use at least 16 random characters (`openssl rand -hex "
+            "16`): sign-in is throttled per client, and gunicorn and `aiimpl serve` warn about a shorter "
+            "code as they start.", None, sensitive=True),
     Setting("AIIMPL_ADMIN_SESSION_SECONDS", "Lifetime of an admin session token.", 43200, _at_least(1)),
     Setting("AIIMPL_PROXY_HOPS", "How many reverse proxies stand in front of the server: their "
             "`X-Forwarded-For`, `-Proto` and `-Host` are trusted (werkzeug's `ProxyFix`), so the sign-in "
@@ -216,6 +218,23 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+
+#: A shorter admin access code is warned about when a server starts: the sign-in throttle counts
+#: each client, so many clients at once could guess a short code.
+MIN_ACCESS_CODE_LENGTH = 16
+
+
+def access_code_warning(code: str | None) -> str | None:
+    """What a server says as it starts about ``AIIMPL_ADMIN_ACCESS_CODE``: that it is unset, or too
+    short; ``None`` for a code of at least :data:`MIN_ACCESS_CODE_LENGTH` characters."""
+    if not code:
+        return ("AIIMPL_ADMIN_ACCESS_CODE is not set: every sign-in to the admin UI and API is refused "
+                "until it is")
+    if len(code) < MIN_ACCESS_CODE_LENGTH:
+        return (f"AIIMPL_ADMIN_ACCESS_CODE has {len(code)} characters: sign-in is throttled per client, "
+                f"not across clients; use at least {MIN_ACCESS_CODE_LENGTH} random ones (e.g. the output "
+                "of `openssl rand -hex 16`)")
+    return None
 
 
 def load(environ: Mapping[str, str] | None = None, extra_names: tuple[str, ...] = ()) -> dict[str, Any]:

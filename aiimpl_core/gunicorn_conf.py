@@ -97,9 +97,8 @@ def on_starting(server) -> None:  # noqa: ANN001
         server.log.error("Error: AIIMPL_SECRET_KEY is not set: every worker, poller and host must share "
                          "one key (make one with `python -c 'import secrets; print(secrets.token_hex(32))'`)")
         sys.exit(1)
-    if not settings["AIIMPL_ADMIN_ACCESS_CODE"]:
-        server.log.warning("AIIMPL_ADMIN_ACCESS_CODE is not set: every sign-in to the admin UI and API "
-                           "is refused until it is")
+    if warning := _config.access_code_warning(settings["AIIMPL_ADMIN_ACCESS_CODE"]):
+        server.log.warning(warning)
     problem = _schema_problem(server, settings["AIIMPL_DATABASE_URL"])
     if problem:
         server.log.error("Error: %s", problem)

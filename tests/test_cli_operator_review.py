@@ -113,6 +113,22 @@ def test_serve_banner_hides_passwords_in_the_query_too(app, run, served):
     assert "-SECRET" not in r.output
 
 
+@pytest.mark.parametrize(("code", "said"), [
+    (None, "Warning: AIIMPL_ADMIN_ACCESS_CODE is not set: every sign-in to the admin UI and API is refused "
+           "until it is"),
+    ("hunter2", "Warning: AIIMPL_ADMIN_ACCESS_CODE has 7 characters: sign-in is throttled per client, not "
+                "across clients; use at least 16 random ones (e.g. the output of `openssl rand -hex 16`)"),
+    ("0123456789abcdef", None),
+])
+def test_serve_says_when_the_access_code_is_unset_or_short(app, run, served, code, said):
+    app.config["AIIMPL_ADMIN_ACCESS_CODE"] = code
+    r = run("serve", "--port", "18512")
+    assert r.exit_code == 0, r.output
+    warnings = [line for line in r.output.splitlines() if line.startswith("Warning:")]
+    assert warnings == ([said] if said else [])
+    assert "hunter2" not in r.output
+
+
 def test_config_hides_passwords_in_the_query_too():
     r = CliRunner().invoke(cli, ["config"], env={"AIIMPL_DATABASE_URL": SECRET_URL})
     assert r.exit_code == 0, r.output

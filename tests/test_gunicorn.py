@@ -141,6 +141,20 @@ def test_an_unset_access_code_is_said_at_start(tmp_path):
         _output(tmp_path))
 
 
+def test_a_short_access_code_is_said_at_start(tmp_path):
+    _upgrade(tmp_path)
+    proc, port = _gunicorn(tmp_path, AIIMPL_ADMIN_ACCESS_CODE="open-sesame")
+    try:
+        assert _get(port, "/healthz") == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    output = _output(tmp_path)
+    assert ("AIIMPL_ADMIN_ACCESS_CODE has 11 characters: sign-in is throttled per client, not across "
+            "clients; use at least 16 random ones") in output
+    assert "open-sesame" not in output
+
+
 def test_gunicorns_error_lines_are_masked_of_the_known_secrets(capsys):
     """A worker's unhandled error is logged by gunicorn's own error logger, not the root's."""
     from gunicorn.config import Config

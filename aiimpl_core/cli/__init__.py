@@ -19,6 +19,7 @@ from click.exceptions import Exit, NoArgsIsHelpError
 from flask.cli import FlaskGroup, ScriptInfo, routes_command, shell_command, with_appcontext
 
 from .. import __version__, logs
+from ..config import access_code_warning
 from ..errors import AiimplError
 
 
@@ -192,6 +193,8 @@ def serve(host: str, port: int) -> None:
     app.debug = False
     server = make_dev_server(host, port, app)
     click.echo(f"AI-Implement {__version__} on http://{host}:{port}  (database: {_safe_url(app)})")
+    if warning := access_code_warning(app.config.get("AIIMPL_ADMIN_ACCESS_CODE")):
+        click.echo(f"Warning: {warning}", err=True)
     if _scheduler_wanted():
         from ..services.scheduler import start_scheduler
 
