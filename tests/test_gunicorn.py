@@ -129,29 +129,21 @@ def test_a_database_without_the_schema_stops_gunicorn_with_what_to_do(tmp_path):
     assert "Traceback" not in output and "Booting worker" not in output
 
 
-def test_an_unset_access_code_is_said_at_start(tmp_path):
+@pytest.mark.parametrize(("code", "said"), [
+    (None, "AIIMPL_ADMIN_ACCESS_CODE is not set: every sign-in to the admin UI and API is refused"),
+    ("open-sesame", "AIIMPL_ADMIN_ACCESS_CODE has 11 characters: sign-in is throttled per client, not across "
+                    "clients; use at least 16 random ones"),
+], ids=["unset", "short"])
+def test_an_unset_or_short_access_code_is_said_at_start(tmp_path, code, said):
     _upgrade(tmp_path)
-    proc, port = _gunicorn(tmp_path, AIIMPL_ADMIN_ACCESS_CODE=None)
-    try:
-        assert _get(port, "/healthz") == 200
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-    assert "AIIMPL_ADMIN_ACCESS_CODE is not set: every sign-in to the admin UI and API is refused" in (
-        _output(tmp_path))
-
-
-def test_a_short_access_code_is_said_at_start(tmp_path):
-    _upgrade(tmp_path)
-    proc, port = _gunicorn(tmp_path, AIIMPL_ADMIN_ACCESS_CODE="open-sesame")
+    proc, port = _gunicorn(tmp_path, AIIMPL_ADMIN_ACCESS_CODE=code)
     try:
         assert _get(port, "/healthz") == 200
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     output = _output(tmp_path)
-    assert ("AIIMPL_ADMIN_ACCESS_CODE has 11 characters: sign-in is throttled per client, not across "
-            "clients; use at least 16 random ones") in output
+    assert said in output
     assert "open-sesame" not in output
 
 
