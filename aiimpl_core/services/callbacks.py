@@ -186,6 +186,9 @@ def record_result(claims: RunClaims, data: dict[str, Any]) -> dict[str, Any]:
     :raises CallbackError: ``missing_prUrl`` and ``phase_mismatch`` (400, in the table's order),
         ``job_not_found`` (404), ``already_consumed`` (409).
     """
+    if isinstance(data.get("prUrl"), str):
+        # a blank URL is no URL (spaces around one mean nothing either)
+        data = {**data, "prUrl": data["prUrl"].strip() or None}
     if data["outcome"] == "success" and data["phase"] == Phase.IMPLEMENTATION.value and not data.get("prUrl"):
         raise CallbackError(400, "missing_prUrl")
     if data["phase"] != claims.phase:

@@ -85,6 +85,8 @@ BODY_ROWS = [
     ("missing_prUrl", {k: v for k, v in ok_body().items() if k != "prUrl"}, None),
     ("missing_prUrl", ok_body(prUrl=""), None),
     ("missing_prUrl", ok_body(prUrl=None), None),
+    ("missing_prUrl", ok_body(prUrl="   "), None),  # a blank URL is no URL
+    ("missing_prUrl", ok_body(prUrl="\t\n"), None),
     # phase_mismatch: The token's phase does not match the body
     ("phase_mismatch", ok_body(phase="planning"), None),
     ("phase_mismatch", ok_body(phase="gap-analysis", outcome="failure"), None),
@@ -230,6 +232,15 @@ def test_pr_number_is_read_from_the_url_when_missing(client, cb_job, cb_token):
     job_id, _ = cb_job()
     _post(client, cb_token(job_id, "implementation", tokens.AUD_RESULT), ok_body(prNumber=None))
     assert _job(job_id).pr_number == 42
+
+
+def test_spaces_around_the_pr_url_are_dropped(client, cb_job, cb_token):
+    job_id, _ = cb_job()
+    resp = _post(client, cb_token(job_id, "implementation", tokens.AUD_RESULT),
+                 ok_body(prUrl=f"  {PR_URL}\n", prNumber=None))
+    assert resp.status_code == 200, resp.get_json()
+    job = _job(job_id)
+    assert (job.pr_url, job.pr_number) == (PR_URL, 42)
 
 
 def test_review_not_approved_is_review_failed(client, cb_job, cb_token, cb_tracker):
