@@ -91,7 +91,9 @@ def github_webhook():  # noqa: ANN201
               schema:
                 type: object
         400:
-          description: Invalid JSON payload; Missing required PR fields
+          description: >-
+            Invalid JSON payload (also a body over 25 MB, GitHub's limit, before its signature is
+            checked); Missing required PR fields
           content:
             application/json:
               schema: CallbackErrorSchema
@@ -106,8 +108,8 @@ def github_webhook():  # noqa: ANN201
     request.max_content_length = MAX_DELIVERY_BYTES
     try:
         raw = request.get_data(cache=True)
-    except HTTPException:  # larger than MAX_CONTENT_LENGTH: cannot be verified
-        return jsonify(error="Invalid signature"), 401
+    except HTTPException:  # larger than GitHub sends: no payload of GitHub's, as on the other webhooks
+        return jsonify(error="Invalid JSON payload"), 400
     if not secret:
         log.error("GitHub webhook refused: AIIMPL_GITHUB_WEBHOOK_SECRET is not set")
         return jsonify(error="Invalid signature"), 401

@@ -299,6 +299,15 @@ def test_same_delivery_five_times_at_once_acts_once(app, cb_live_server, cb_job,
     assert cb_tracker.issues["HW-7"].done is True
 
 
+def test_a_body_larger_than_github_sends_is_no_payload(client, merged_payload):
+    """Over 25 MB, GitHub's limit: answered as the tracker webhooks answer a body over theirs."""
+    payload = copy.deepcopy(merged_payload)
+    payload["pull_request"]["body"] = "x" * (25 * 1024 * 1024)
+    resp = deliver(client, payload)
+    assert resp.status_code == 400
+    assert resp.get_json() == {"error": "Invalid JSON payload"}
+
+
 def test_a_delivery_larger_than_other_bodies_is_accepted(client, cb_job, merged_payload, cb_tracker):
     """GitHub sends up to 25 MB; the API's usual body limit (2 MB) does not apply here."""
     job_id = hello_world_job(cb_job)

@@ -445,3 +445,11 @@ def test_a_body_may_nest_up_to_the_limit() -> None:
     assert parse_json(_deep_object(MAX_DEPTH)) is not NOT_JSON
     assert parse_json(_deep(MAX_DEPTH + 1)) is NOT_JSON
     assert parse_json(_deep_object(MAX_DEPTH + 1)) is NOT_JSON
+
+
+def test_an_integer_is_json_up_to_the_digits_python_reads() -> None:
+    from aiimpl_core.schemas.common import NOT_JSON, parse_json
+
+    assert parse_json('{"n": %s}' % ("9" * 4300)) == {"n": int("9" * 4300)}
+    assert parse_json('{"n": -%s}' % ("9" * 4300)) == {"n": -int("9" * 4300)}
+    assert parse_json('{"n": %s}' % ("9" * 4301)) is NOT_JSON
