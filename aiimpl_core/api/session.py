@@ -53,7 +53,9 @@ def github_token():  # noqa: ANN201
             application/json:
               schema: TokenResponseSchema
         400:
-          description: nonce and owner are required
+          description: >-
+            nonce and owner are required; beyond the reference, for a field that is there but no
+            string: nonce must be a string, owner must be a string
           content:
             application/json:
               schema: CallbackErrorSchema

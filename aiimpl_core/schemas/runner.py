@@ -104,6 +104,9 @@ class OrderedRulesSchema(Schema):
     #: when set, a rule's field that is a string, only too long (a :data:`TOO_LONG` validator), is
     #: answered with this instead of the rule's answer: ``{field}`` and ``{limit}`` are filled in
     TOO_LONG_ANSWER: ClassVar[str | None] = None
+    #: when set, a rule's field that is there but no string is answered with this instead of the
+    #: rule's answer (a rule whose condition is only "missing"): ``{field}`` is filled in
+    NOT_A_STRING_ANSWER: ClassVar[str | None] = None
 
     class Meta:
         unknown = EXCLUDE  # runners may send more than we read
@@ -121,6 +124,14 @@ def _too_long(errors: Any, path: tuple[str, ...]) -> str | None:
     if isinstance(node, list) and node and all(isinstance(m, str) and m.startswith("at most ") for m in node):
         return str(node[0])
     return None
+
+
+def _not_a_string(errors: Any, path: tuple[str, ...]) -> bool:
+    """Whether the field at ``path`` failed only for not being a string (marshmallow's message)."""
+    node = errors
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node == [fields.String.default_error_messages["invalid"]]
 
 
 def _own_error(node: Any) -> bool:
@@ -174,6 +185,8 @@ def first_error(schema: OrderedRulesSchema, errors: Mapping[str, Any]) -> tuple[
             limit = _too_long(errors, path) if schema.TOO_LONG_ANSWER and "*" not in path else None
             if limit is not None:
                 return schema.TOO_LONG_ANSWER.format(field=field_name, limit=limit), field_name
+            if schema.NOT_A_STRING_ANSWER and "*" not in path and _not_a_string(errors, path):
+                return schema.NOT_A_STRING_ANSWER.format(field=field_name), field_name
             return answer, field_name
     field_name = error_path(errors)
     return schema.FALLBACK.replace("{field}", field_name or "body"), field_name
@@ -401,8 +414,10 @@ class TokenRequestSchema(OrderedRulesSchema):
 
     RULES = ((("nonce",), "nonce and owner are required"), (("owner",), "nonce and owner are required"))
     FALLBACK = "{field} is invalid"
-    # beyond the reference: a required field that is a string, only too long, says so
+    # beyond the reference, whose rule is for a field that is missing: a required field that is a
+    # string, only too long, says so, and one that is there but no string too
     TOO_LONG_ANSWER = "{field} must be a string of {limit}"
+    NOT_A_STRING_ANSWER = "{field} must be a string"
 
     nonce = StrictString(required=True, validate=validate.Length(min=1))
     owner = StrictString(required=True, validate=validate.Length(min=1))

@@ -69,10 +69,13 @@ ROWS = [
     (400, "nonce and owner are required", lambda j: {"owner": "acme"}),
     (400, "nonce and owner are required", lambda j: {"nonce": j()[1]}),
     (400, "nonce and owner are required", lambda j: {}),
-    (400, "nonce and owner are required", lambda j: {"nonce": 12345, "owner": "acme"}),
-    (400, "nonce and owner are required", lambda j: {"nonce": j()[1], "owner": ["acme"]}),
+    (400, "nonce and owner are required", lambda j: {"nonce": None, "owner": "acme"}),
     (400, "nonce and owner are required", lambda j: {"nonce": "", "owner": "acme"}),
     (400, "nonce and owner are required", lambda j: [1, 2]),
+    # beyond the reference, whose rule is for a missing field: one that is there but no string
+    (400, "nonce must be a string", lambda j: {"nonce": 12345, "owner": "acme"}),
+    (400, "owner must be a string", lambda j: {"nonce": j()[1], "owner": ["acme"]}),
+    (400, "nonce must be a string", lambda j: {"nonce": True, "owner": 7}),
     # 403 Invalid or expired nonce: No active job matches the nonce
     (403, "Invalid or expired nonce", lambda j: {"nonce": "not-a-real-nonce", "owner": "acme"}),
     (403, "Invalid or expired nonce", lambda j: {"nonce": _terminal_nonce(j), "owner": "acme"}),
