@@ -54,7 +54,8 @@ def save_mapping():  # noqa: ANN201
       summary: Create a mapping, or update the one of `teamKey` (omitted fields keep their values)
       description: >-
         Validation answers the first failing rule, in this order: `Invalid request body`;
-        `teamKey, owner, and repo are required`; `defaultBranch is required`; the model provider
+        `teamKey, owner, and repo are required`; `defaultBranch is required` (for a field that is
+        there but no string: `owner must be a string`, and so on); the model provider
         (`provider must be …` with the installed ids, then the provider's own rules such as
         `awsRegion is required when provider is 'bedrock'` and `provider 'bedrock' is not supported
         with executionMode 'fly-machines'`); `executionMode must be …`, `machineCpus must be a

@@ -5,7 +5,8 @@ A mapping is written through the API as camelCase JSON (``maxInProgressAiIssues`
 rules of ``POST /api/mappings`` and answers the *first* failing one, in the order of the
 reference's tables:
 
-1. ``teamKey, owner, and repo are required``, ``defaultBranch is required``;
+1. ``teamKey, owner, and repo are required``, ``defaultBranch is required`` (missing, null or
+   blank; a value that is there but no string: ``owner must be a string``);
 2. the model provider: its id among the installed ones, then the provider's own
    ``validate_mapping`` (bedrock: ``awsRegion`` required, refused with ``fly-machines``);
 3. ``executionMode`` among the selectable runner backends, ``machineCpus``, ``machineMemoryMb``,
@@ -144,8 +145,16 @@ def _whole(value: Any, minimum: int, field: str, message: str) -> None:
         raise ValidationError(f"{field} must be at most {MAX_INT}")
 
 
-def _present(value: Any) -> bool:
-    return isinstance(value, str) and value.strip() != ""
+def _given(value: Any) -> bool:
+    """Whether a required field is there: not missing, null, empty or blank (a value of another
+    type is there, and refused by :func:`_strings`, not by the reference's "required")."""
+    return value is not None and (not isinstance(value, str) or value.strip() != "")
+
+
+def _strings(merged: dict[str, Any], names: Sequence[str]) -> None:
+    for name in names:
+        if not isinstance(merged[name], str):
+            raise ValidationError(f"{name} must be a string")
 
 
 def branch_prefix_problem(prefix: Any) -> str | None:
@@ -267,8 +276,9 @@ def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
         merged["executionMode"] = _default_execution_mode(facade)
 
     # -- group 1: identity --------------------------------------------------------------------
-    if not all(_present(merged.get(k)) for k in ("teamKey", "owner", "repo")):
+    if not all(_given(merged.get(k)) for k in ("teamKey", "owner", "repo")):
         raise ValidationError("teamKey, owner, and repo are required")
+    _strings(merged, ("teamKey", "owner", "repo"))
     if not TEAM_KEY_RE.fullmatch(merged["teamKey"]):
         raise ValidationError(
             "teamKey must be at most 64 letters, digits, '_' or '-', starting with a letter or digit"
@@ -277,8 +287,9 @@ def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
         raise ValidationError("owner must be a GitHub user or organization name")
     if not REPO_RE.fullmatch(merged["repo"]) or merged["repo"] in (".", ".."):
         raise ValidationError("repo must be a GitHub repository name")
-    if not _present(merged.get("defaultBranch")):
+    if not _given(merged.get("defaultBranch")):
         raise ValidationError("defaultBranch is required")
+    _strings(merged, ("defaultBranch",))
     if len(merged["defaultBranch"]) > 255 or branch_name_problem(merged["defaultBranch"]):
         raise ValidationError("defaultBranch must be a valid branch name")
 

@@ -86,7 +86,12 @@ POST_ROWS: list[tuple[str, Any, str]] = [
     ("JSON array", b"[1, 2]", "Invalid request body"),
     ("teamKey missing", merged(teamKey=...), "teamKey, owner, and repo are required"),
     ("owner missing", merged(owner=...), "teamKey, owner, and repo are required"),
-    ("repo not a string", merged(repo=5), "teamKey, owner, and repo are required"),
+    ("repo blank", merged(repo="  "), "teamKey, owner, and repo are required"),
+    ("owner null", merged(owner=None), "teamKey, owner, and repo are required"),
+    # beyond the reference, whose rule is for a missing field: one that is there but no string
+    ("repo not a string", merged(repo=5), "repo must be a string"),
+    ("owner not a string", merged(owner=["acme"]), "owner must be a string"),
+    ("defaultBranch not a string", merged(defaultBranch=True), "defaultBranch must be a string"),
     # group 2: the model provider
     (
         "bedrock without region",
