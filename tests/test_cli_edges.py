@@ -151,6 +151,17 @@ def test_the_env_file_option_names_no_file_aiimpl_never_reads(tmp_path):
     assert (lines["AIIMPL_POLL_INTERVAL"], lines["AIIMPL_RUN_TOKEN_SECONDS"]) == ("17", "600")
 
 
+@pytest.mark.parametrize("content", ["AIIMPL_POLL_INTERVAL=17\n".encode("utf-16"), b"\xff\xfeA=1\n"])
+def test_an_env_file_that_is_not_utf8_is_named_in_one_line(tmp_path, content):
+    env_file = tmp_path / "aiimpl.env"
+    env_file.write_bytes(content)
+    r = CliRunner().invoke(cli, ["-e", str(env_file), "config"])
+    assert r.exit_code == 2
+    assert r.output.splitlines()[-1] == (
+        f"Error: Invalid value for '-e' / '--env-file': {env_file} is not UTF-8 text")
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
 # -- no poll cycle in a command's own process ------------------------------------------------------------
 
 def test_commands_never_run_the_in_app_scheduler(tmp_path, monkeypatch):

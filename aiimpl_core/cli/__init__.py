@@ -50,6 +50,15 @@ def _own_env_file_help(param: click.Parameter) -> click.Parameter:
     param = copy.copy(param)
     param.help = ("Load environment variables (KEY=VALUE lines) from this file first; a variable "
                   "already set in the environment keeps its value. Needs python-dotenv.")
+    flasks_callback = param.callback
+
+    def load(ctx: click.Context, option: click.Parameter, value: str | None) -> Any:
+        try:
+            return flasks_callback(ctx, option, value) if flasks_callback else value
+        except UnicodeDecodeError:  # (UTF-16, as PowerShell's `>` writes, say)
+            raise click.BadParameter(f"{value} is not UTF-8 text", ctx=ctx, param=option) from None
+
+    param.callback = load
     return param
 
 
