@@ -137,6 +137,23 @@ def test_config_hides_passwords_in_the_query_too():
     assert "-SECRET" not in r.output
 
 
+def test_config_hides_the_credentials_of_any_url_setting():
+    env = {
+        "AIIMPL_JIRA_URL": "https://bob:jira-SECRET@acme.atlassian.net",
+        "AIIMPL_GITHUB_API_URL": "https://ghe.example.com/api/v3?access_token=gh-SECRET&x=1",
+        "AIIMPL_PUBLIC_URL": "https://ai.example.com/",
+        "AIIMPL_DATABASE_URL": "postgresql+psycopg://u:pw-SECRET@[::1",
+    }
+    r = CliRunner().invoke(cli, ["config"], env=env)
+    assert r.exit_code == 0, r.output
+    shown = {line.split()[0]: line.split(None, 1)[1] for line in r.output.splitlines() if line.strip()}
+    assert shown["AIIMPL_JIRA_URL"] == "https://bob:***@acme.atlassian.net"
+    assert shown["AIIMPL_GITHUB_API_URL"] == "https://ghe.example.com/api/v3?access_token=***&x=1"
+    assert shown["AIIMPL_PUBLIC_URL"] == "https://ai.example.com/"  # nothing to hide: as it is
+    assert shown["AIIMPL_DATABASE_URL"] == "(unparsable URL)"
+    assert "-SECRET" not in r.output
+
+
 def test_hide_password_keeps_what_is_not_secret():
     from aiimpl_core.cli import _hide_password
 

@@ -235,6 +235,21 @@ def _safe_url(app) -> str:  # noqa: ANN001
 SECRET_QUERY_WORDS = ("password", "passwd", "pwd", "secret", "token")
 
 
+def _url_with_secrets(value: str) -> bool:
+    """Whether ``value`` is a URL carrying a password (``user:password@``) or a query parameter
+    named like one (a tracker's or GitHub's API URL can, though it should not)."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    if "://" not in value:
+        return False
+    try:
+        parts = urlsplit(value)
+        return parts.password is not None or any(
+            word in name.lower() for name, _ in parse_qsl(parts.query) for word in SECRET_QUERY_WORDS)
+    except ValueError:
+        return True  # unparsable: shown as such, never as it is
+
+
 def _hide_password(url: str) -> str:
     """``url`` without its secrets: the password of ``user:password@`` and the values of query
     parameters named like a password, secret or token show as ``***``."""
@@ -243,7 +258,7 @@ def _hide_password(url: str) -> str:
 
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # (ValueError: a port that is no number)
         return "(unparsable URL)"
     hidden = {name: ("***",) * len(value) if isinstance(value, tuple) else "***"
               for name, value in parsed.query.items()
@@ -306,7 +321,8 @@ def plugins_table(rows: list[dict[str, Any]]) -> str:
 @cli.command("config", with_appcontext=False)
 @click.option("--markdown", is_flag=True, help="Print the configuration table as Markdown.")
 def config_cmd(markdown: bool) -> None:
-    """Show the configuration variables (values of sensitive ones are never shown)."""
+    """Show the configuration variables (values of sensitive ones are never shown, nor a
+    password or token within a URL)."""
     from ..config import SETTINGS, _list, markdown_table
     from ..plugins import Plugins
 
@@ -323,7 +339,7 @@ def config_cmd(markdown: bool) -> None:
     ]
     for name, sensitive, default in names:
         value = os.environ.get(name)
-        if value and name == "AIIMPL_DATABASE_URL":
+        if value and (name == "AIIMPL_DATABASE_URL" or _url_with_secrets(value)):
             value = _hide_password(value)
         if value:
             shown = "(set)" if sensitive else value
