@@ -291,18 +291,35 @@ def mappings_delete(team_key: str, yes: bool, as_json: bool) -> None:
 
 @mappings.command("sync-workflows")
 @click.argument("team_key", required=False)
-@click.option("--all", "all_", is_flag=True, help="Sync every mapping (with a progress bar).")
+@click.option("--all", "all_", is_flag=True,
+              help="Sync every mapping whose runner backend uses workflow files; the others are "
+                   "listed as skipped (with a progress bar).")
 @json_option
 @with_appcontext
 def mappings_sync(team_key: str | None, all_: bool, as_json: bool) -> None:
-    """Create or update the workflow templates in the mapping's repository."""
+    """Create or update the workflow templates in the mapping's repository.
+
+    With --all it exits 1 only when a sync failed: a mapping whose runner backend uses no workflow
+    files (or is not installed) is skipped, so the command fits a deploy script."""
     call = ApiCall()
-    if not team_key and not all_:
-        raise click.UsageError("give a TEAM_KEY or --all")
-    teams = [team_key] if team_key else [
-        m["teamKey"] for m in _as_list(call("GET", "/api/mappings"), "mappings", "items")
-    ]
+    if bool(team_key) == all_:
+        raise click.UsageError("give a TEAM_KEY or --all, not both" if all_ else "give a TEAM_KEY or --all")
+    if team_key:
+        result = call("POST", f"/api/mappings/{_segment(team_key, TEAM_NOT_FOUND)}/sync-workflows")
+        echo_json({team_key: result}) if as_json else click.echo(f"{team_key}: ok")
+        return
+    facade = current_app.extensions["aiimpl"]
+    installed = set(facade.ids("runner"))
     results: dict[str, Any] = {}
+    teams: list[str] = []
+    for mapping in _as_list(call("GET", "/api/mappings"), "mappings", "items"):
+        team, mode = mapping["teamKey"], mapping.get("executionMode")
+        if mode not in installed:
+            results[team] = {"skipped": f"executionMode '{mode}' is not an installed runner backend"}
+        elif not facade.runner(mode).supports_workflow_sync:
+            results[team] = {"skipped": f"executionMode '{mode}' does not use workflow files"}
+        else:
+            teams.append(team)
     failures = 0
     with click.progressbar(teams, label="Syncing workflows", show_pos=True, file=sys.stderr) as bar:
         for team in bar:
@@ -311,13 +328,15 @@ def mappings_sync(team_key: str | None, all_: bool, as_json: bool) -> None:
             except click.ClickException as exc:
                 results[team] = {"error": exc.message}
                 failures += 1
+    results = dict(sorted(results.items()))
     if as_json:
         echo_json(results)
     else:
         for team, result in results.items():
-            click.echo(
-                f"{team}: {result.get('error') if isinstance(result, dict) and 'error' in result else 'ok'}"
-            )
+            said = result.get("error") if isinstance(result, dict) and "error" in result else "ok"
+            if isinstance(result, dict) and "skipped" in result:
+                said = f"skipped ({result['skipped']})"
+            click.echo(f"{team}: {said}")
     if failures:
         raise click.ClickException(f"{failures} of {len(teams)} mappings failed to sync")
 
