@@ -35,7 +35,7 @@ from ..database import (
     serialized,
     write_seen_rows,
 )
-from ..errors import AiimplError, DispatchError, NotFound, PluginContractError, ProviderError
+from ..errors import AiimplError, ConfigError, DispatchError, NotFound, PluginContractError, ProviderError
 from ..extensions import db
 from ..orm import Blocker as BlockerRow
 from ..orm import Job, Setting, TrackedIssue, utcnow
@@ -1183,10 +1183,15 @@ def run_cycle_for_issues(provider_id: str, issue_keys: list[str]) -> CycleReport
 
 
 def resolve_provider(issue_key: str) -> tuple[str, MappingRow | None]:
-    """The tracker connection and mapping that own an issue key."""
+    """The tracker connection and mapping that own an issue key.
+
+    :raises NotFound: no mapping owns the key (the reference's ``no-mapping`` message).
+    :raises ConfigError: the team's mapping names a tracker that is not installed or is disabled.
+    """
     facade = current_app.extensions["aiimpl"]
     installed = set(facade.ids("ticketing"))
-    for provider_id, teams in _teams_by_provider().items():
+    by_provider = _teams_by_provider()
+    for provider_id, teams in by_provider.items():
         if provider_id not in installed:
             continue
         team = facade.ticketing(provider_id).team_of(issue_key)
@@ -1194,6 +1199,10 @@ def resolve_provider(issue_key: str) -> tuple[str, MappingRow | None]:
             row = _mapping_for(provider_id, team)
             return provider_id, row[0] if row is not None else None
     team = issue_key.rsplit("-", 1)[0]
+    for provider_id, teams in sorted(by_provider.items()):
+        if provider_id not in installed and team in teams:
+            raise ConfigError(f"the mapping of team {team} uses the tracker '{provider_id}', which is not "
+                              "installed or is disabled (`aiimpl plugins list` shows the plugins)")
     raise NotFound(blockers.no_mapping(team).message)
 
 

@@ -104,6 +104,15 @@ def test_dispatch_unknown_team_and_untriggered_issue(app, tracker, add_mapping):
     assert result.exit_code == 1 and "ENG-404" in result.output and "Traceback" not in result.output
 
 
+def test_dispatch_of_a_team_whose_tracker_is_not_installed_names_it(app, tracker, add_mapping):
+    add_mapping("OPS", provider="linear")  # a mapping made while the Linear plugin was installed
+    result = invoke(app, "dispatch", "OPS-1")
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "Error: the mapping of team OPS uses the tracker 'linear', which is not installed or is "
+        "disabled (`aiimpl plugins list` shows the plugins)")
+
+
 def test_jobs_list_and_show(app, client, tracker, runner, add_mapping):
     add_mapping("ENG")
     tracker.add("ENG-1")
