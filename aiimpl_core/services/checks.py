@@ -149,14 +149,35 @@ def run_checks(github: Callable[[], Any] = github_from_app) -> list[CheckRow]:
     for provider_id in sorted(facade.ids("ticketing")):
         used = [r.view() for r in rows if (r.ticketing or {}).get("provider") == provider_id]
         report += _provider_rows("ticketing", provider_id, used)
+    report += _missing_rows("ticketing", {
+        r.team_key: str(tracker) for r in rows
+        if (tracker := (r.ticketing or {}).get("provider")) and tracker not in facade.ids("ticketing")
+    })
     backend_of = {r.team_key: choose_backend(r, mode).backend_id for r in rows}
     for provider_id in sorted(facade.ids("runner")):
         used = [r.view() for r in rows if backend_of[r.team_key] == provider_id]
         report += _provider_rows("runner", provider_id, used)
+    # a forced runner mode whose backend is missing is named by the mode, else the mapping's backend
+    report += _missing_rows("runner", {
+        r.team_key: r.execution_mode if mode in ("default", "shadow") else f"runner mode {mode}"
+        for r in rows if backend_of[r.team_key] is None
+    })
     report += _github_rows(rows, github)
     report += _secret_rows()
     report += _cap_rows(facade.ids("runner"))
     return report
+
+
+def _missing_rows(kind: str, provider_of: dict[str, str]) -> list[CheckRow]:
+    """A failure for each tracker or runner backend that mappings use (``provider_of``: team key ->
+    provider) but no installed, enabled plugin provides: their issues can be neither read nor run."""
+    teams_of: dict[str, list[str]] = {}
+    for team, provider_id in sorted(provider_of.items()):
+        teams_of.setdefault(provider_id, []).append(team)
+    return [CheckRow(kind, provider_id, "installed", FAILED,
+                     f"no installed plugin provides it (not installed, or disabled), but mappings use it: "
+                     f"{', '.join(teams)}")
+            for provider_id, teams in sorted(teams_of.items())]
 
 
 def _cap_rows(installed: Sequence[str]) -> list[CheckRow]:

@@ -279,3 +279,23 @@ def test_a_cap_for_a_backend_no_plugin_provides_fails_the_check(app, add_mapping
     assert rows()[("settings", "AIIMPL_BACKEND_CAPS", "backends")] == (
         "failed", "names no installed runner backend: fly-machine (installed: github-actions); "
                   "that cap never applies")
+
+
+MISSING = "no installed plugin provides it (not installed, or disabled), but mappings use it: "
+
+
+def test_a_tracker_or_runner_mappings_use_that_no_plugin_provides_fails_the_check(app, add_mapping):
+    add_mapping("OPS", provider="linear")  # mappings made while other plugins were installed
+    add_mapping("ENG", provider="linear")
+    add_mapping("WEB", execution_mode="fly-machines")
+    got = rows()
+    assert got[("ticketing", "linear", "installed")] == ("failed", MISSING + "ENG, OPS")
+    assert got[("runner", "fly-machines", "installed")] == ("failed", MISSING + "WEB")
+    assert ("ticketing", "fake-tracker", "installed") not in got
+
+
+def test_a_forced_runner_mode_no_plugin_runs_fails_the_check(app, add_mapping):
+    add_mapping("ENG")
+    assert not [key for key in rows() if key[2] == "installed"]
+    app.config["RUNNER_MODE"] = "fly"
+    assert rows()[("runner", "runner mode fly", "installed")] == ("failed", MISSING + "ENG")
