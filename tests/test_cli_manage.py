@@ -68,6 +68,25 @@ def test_mappings_lifecycle(run):
     assert r.exit_code == 1 and "Team not found" in r.output
 
 
+@pytest.mark.parametrize(("env", "said"), [
+    (("A=1", "B"), "Invalid value for --env: 'B' is not KEY=VALUE"),
+    (("A=1", "A=2"), "Invalid value for --env: A is given twice"),
+])
+def test_env_is_key_value_pairs_each_given_once(run, env, said):
+    r = run("mappings", "create", "ENG", "--owner", "acme", "--repo", "api", "--default-branch", "main",
+            *[arg for item in env for arg in ("--env", item)])
+    assert r.exit_code == 2 and r.output.splitlines()[-1] == f"Error: {said}"
+
+
+def test_update_env_replaces_the_whole_set(run):
+    run("mappings", "create", "ENG", "--owner", "acme", "--repo", "api", "--default-branch", "main",
+        "--env", "A=1", "--env", "B=2")
+    assert run("mappings", "update", "ENG", "--env", "C=3").exit_code == 0
+    shown = json.loads(run("mappings", "show", "ENG", "--json").output)
+    assert shown.get("mapping", shown)["extraEnv"] == {"C": "3"}
+    assert "replaces the mapping's whole set" in " ".join(run("mappings", "update", "--help").output.split())
+
+
 def test_secrets_runner_mode_and_sessions(run, runner_backend):
     run("mappings", "create", "ENG", "--owner", "acme", "--repo", "api", "--default-branch", "main")
     r = run("secrets", "set", "NPM_TOKEN", "--team", "ENG", input="s3cr3t-value\n")

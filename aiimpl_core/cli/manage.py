@@ -168,7 +168,8 @@ def _mapping_options(func):  # noqa: ANN001, ANN202
         click.option("--planning-workflow-file", "planningWorkflowFile",
                      help="Workflow file of planning runs."),
         click.option("--env", "extraEnv", multiple=True, metavar="KEY=VALUE",
-                     help="Extra session environment."),
+                     help="Extra session environment, one --env per variable. On update it replaces "
+                          "the mapping's whole set: give every variable to keep."),
         click.option("--ticketing", help='Ticketing settings as JSON, e.g. {"provider": "linear"}.'),
         click.option("--from-json", "from_json", type=click.File("r"),
                      help="Read the mapping from a JSON file (- for stdin)."),
@@ -197,6 +198,8 @@ def _mapping_body(team_key: str, values: dict[str, Any]) -> dict[str, Any]:
             key, sep, value = item.partition("=")
             if not sep:
                 raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--env")
+            if key in pairs:
+                raise click.BadParameter(f"{key} is given twice", param_hint="--env")
             pairs[key] = value
         body["extraEnv"] = pairs
     ticketing = values.pop("ticketing", None)
