@@ -109,6 +109,16 @@ def test_secrets_runner_mode_and_sessions(run, runner_backend):
     assert r.exit_code == 1 and "Session not found" in r.output
 
 
+@pytest.mark.parametrize("piped", ["s3cr3t-value\n", "s3cr3t-value\r\n", "s3cr3t-value"])
+def test_secrets_set_drops_the_line_ending_of_a_piped_value(app, run, piped):
+    from aiimpl_core.services.secrets import read_value
+
+    run("mappings", "create", "ENG", "--owner", "acme", "--repo", "api", "--default-branch", "main")
+    r = run("secrets", "set", "NPM_TOKEN", "--team", "ENG", input=piped)
+    assert r.exit_code == 0, r.output
+    assert read_value(app, "NPM_TOKEN", "ENG") == "s3cr3t-value"
+
+
 def test_secrets_set_on_a_terminal_asks_for_the_value_hidden(run, monkeypatch):
     import sys
     import types

@@ -146,7 +146,8 @@ def set_team_secret(teamKey: str):  # noqa: ANN201, N803
               schema: SecretSchema
         400:
           description: >-
-            Invalid request body; name and value are required; name must contain only letters,
+            Invalid request body; name and value are required (missing, null, empty or blank);
+            name must be a string, value must be a string; name must contain only letters,
             digits, and underscores; name must be at most 255 characters; value must be at most
             65,536 characters
           content:
@@ -252,7 +253,8 @@ def set_global_secret():  # noqa: ANN201
               schema: SecretSchema
         400:
           description: >-
-            Invalid request body; name and value are required; name must contain only letters,
+            Invalid request body; name and value are required (missing, null, empty or blank);
+            name must be a string, value must be a string; name must contain only letters,
             digits, and underscores; Secret name must not start with a team key prefix (...); name
             must be at most 255 characters; value must be at most 65,536 characters
           content:

@@ -389,7 +389,7 @@ def secrets_set(name: str, team: str | None, as_json: bool) -> None:
     if sys.stdin.isatty():
         value = click.prompt(f"Value of {name}", hide_input=True)
     else:
-        value = sys.stdin.read().rstrip("\n")
+        value = sys.stdin.read().rstrip("\r\n")  # (a file's last line ending, CRLF included)
     body = call("POST", path, {"name": name, "value": value})
     echo_json(body) if as_json else click.echo(f"Secret {name} set.")
 

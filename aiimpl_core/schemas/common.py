@@ -123,6 +123,13 @@ def parse_json(raw: bytes | str | None) -> Any:
     return value if _storable(value) else NOT_JSON
 
 
+def is_given(value: Any) -> bool:
+    """Whether a required field of an admin body is there for the reference's "… required"
+    messages: not missing (``None``), empty or blank (spaces only). A value of another type is
+    there: its own message names the field (``owner must be a string``)."""
+    return value is not None and (not isinstance(value, str) or value.strip() != "")
+
+
 def read_json() -> Any:
     """The request body parsed with :func:`parse_json`, or :data:`NOT_JSON`."""
     try:

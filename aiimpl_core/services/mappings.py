@@ -36,6 +36,7 @@ from ..errors import NotFound, ProviderConfigError, ValidationError, describe_pl
 from ..extensions import db
 from ..orm import Mapping, Secret
 from ..plugins import Plugins
+from ..schemas.common import is_given
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +144,6 @@ def _whole(value: Any, minimum: int, field: str, message: str) -> None:
         raise ValidationError(message)
     if value > MAX_INT:
         raise ValidationError(f"{field} must be at most {MAX_INT}")
-
-
-def _given(value: Any) -> bool:
-    """Whether a required field is there: not missing, null, empty or blank (a value of another
-    type is there, and refused by :func:`_strings`, not by the reference's "required")."""
-    return value is not None and (not isinstance(value, str) or value.strip() != "")
 
 
 def _strings(merged: dict[str, Any], names: Sequence[str]) -> None:
@@ -276,7 +271,7 @@ def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
         merged["executionMode"] = _default_execution_mode(facade)
 
     # -- group 1: identity --------------------------------------------------------------------
-    if not all(_given(merged.get(k)) for k in ("teamKey", "owner", "repo")):
+    if not all(is_given(merged.get(k)) for k in ("teamKey", "owner", "repo")):
         raise ValidationError("teamKey, owner, and repo are required")
     _strings(merged, ("teamKey", "owner", "repo"))
     if not TEAM_KEY_RE.fullmatch(merged["teamKey"]):
@@ -287,7 +282,7 @@ def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
         raise ValidationError("owner must be a GitHub user or organization name")
     if not REPO_RE.fullmatch(merged["repo"]) or merged["repo"] in (".", ".."):
         raise ValidationError("repo must be a GitHub repository name")
-    if not _given(merged.get("defaultBranch")):
+    if not is_given(merged.get("defaultBranch")):
         raise ValidationError("defaultBranch is required")
     _strings(merged, ("defaultBranch",))
     if len(merged["defaultBranch"]) > 255 or branch_name_problem(merged["defaultBranch"]):

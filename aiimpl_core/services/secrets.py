@@ -19,6 +19,7 @@ from ..database import serialized
 from ..errors import ConfigError, NotFound, ValidationError
 from ..extensions import db
 from ..orm import Mapping, Secret, utcnow
+from ..schemas.common import is_given
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,16 @@ MAX_VALUE = 65_536
 
 
 def validate(name: object, value: object, *, scope: str) -> tuple[str, str]:
-    """Apply the reference's rules; returns the name and value or raises with its message."""
-    if not isinstance(name, str) or not name or not isinstance(value, str) or value == "":
+    """Apply the reference's rules; returns the name and value or raises with its message.
+
+    ``name and value are required`` is the reference's answer to one that is missing, null, empty
+    or blank (spaces only, as a mapping's fields); one that is there but no string is named.
+    """
+    if not (is_given(name) and is_given(value)):
         raise ValidationError("name and value are required")
+    for field, given in (("name", name), ("value", value)):
+        if not isinstance(given, str):
+            raise ValidationError(f"{field} must be a string")
     if not NAME_RE.fullmatch(name):
         raise ValidationError("name must contain only letters, digits, and underscores")
     if len(value) > MAX_VALUE:

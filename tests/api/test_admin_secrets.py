@@ -37,7 +37,11 @@ ROWS: list[tuple[str, str, str, Any, int, str]] = [
     ("name missing", "POST", TEAM, {"value": "x"}, 400, "name and value are required"),
     ("value missing", "POST", GLOBAL, {"name": "A"}, 400, "name and value are required"),
     ("value empty", "POST", TEAM, {"name": "A", "value": ""}, 400, "name and value are required"),
-    ("value not a string", "POST", TEAM, {"name": "A", "value": 5}, 400, "name and value are required"),
+    ("value blank", "POST", TEAM, {"name": "A", "value": "  \n"}, 400, "name and value are required"),
+    ("value null", "POST", GLOBAL, {"name": "A", "value": None}, 400, "name and value are required"),
+    # beyond the reference, whose rule is for one missing or empty: one there but no string
+    ("value not a string", "POST", TEAM, {"name": "A", "value": 5}, 400, "value must be a string"),
+    ("name not a string", "POST", GLOBAL, {"name": ["A"], "value": "x"}, 400, "name must be a string"),
     (
         "name with a dash",
         "POST",
