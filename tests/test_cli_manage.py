@@ -109,12 +109,19 @@ def test_secrets_runner_mode_and_sessions(run, runner_backend):
     assert r.exit_code == 1 and "Session not found" in r.output
 
 
-@pytest.mark.parametrize("piped", ["s3cr3t-value\n", "s3cr3t-value\r\n", "s3cr3t-value"])
-def test_secrets_set_drops_the_line_ending_of_a_piped_value(app, run, piped):
+@pytest.mark.parametrize("piped", [b"s3cr3t-value\n", b"s3cr3t-value\r\n", b"s3cr3t-value"])
+def test_secrets_set_drops_the_line_ending_of_a_piped_value(app, run, monkeypatch, piped):
+    import io
+    import sys
+    import types
+
     from aiimpl_core.services.secrets import read_value
 
     run("mappings", "create", "ENG", "--owner", "acme", "--repo", "api", "--default-branch", "main")
-    r = run("secrets", "set", "NPM_TOKEN", "--team", "ENG", input=piped)
+    # a pipe as the process reads it: no newline translation (the test runner's input would do one)
+    pipe = io.TextIOWrapper(io.BytesIO(piped), encoding="utf-8", newline="")
+    monkeypatch.setattr("aiimpl_core.cli.manage.sys", types.SimpleNamespace(stdin=pipe, stderr=sys.stderr))
+    r = run("secrets", "set", "NPM_TOKEN", "--team", "ENG")
     assert r.exit_code == 0, r.output
     assert read_value(app, "NPM_TOKEN", "ENG") == "s3cr3t-value"
 
