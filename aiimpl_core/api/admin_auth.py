@@ -18,6 +18,9 @@ from ..schemas.common import ApiError, read_json
 bp = Blueprint("admin_auth", __name__)
 
 INVALID_CODE = "Invalid access code"
+#: a body that parsed but holds no code the form could send: named, not the reference's "Invalid
+#: request body" (whose condition is a body that is not JSON)
+_CODE_RULES = (("code", "code must be a string of at most 1024 characters"),)
 
 
 def _client() -> str:
@@ -54,7 +57,9 @@ def auth():  # noqa: ANN201
             application/json:
               schema: AuthResponseSchema
         400:
-          description: Invalid request body (not JSON, not an object, or no string `code`)
+          description: >-
+            Invalid request body (not JSON, or not an object); beyond the reference, `code must be a
+            string of at most 1024 characters` (also when it is missing or null)
           content:
             application/json:
               schema: ErrorSchema
@@ -69,7 +74,7 @@ def auth():  # noqa: ANN201
             application/json:
               schema: ErrorSchema
     """
-    data = schemas.load(schemas.AuthRequestSchema(), read_json(), schemas.INVALID_BODY_MESSAGE)
+    data = schemas.load_ordered(schemas.AuthRequestSchema(), read_json(), _CODE_RULES)
     client = _client()
     wait = admin.admit(client)  # counted as a wrong code until it proves right
     if wait:

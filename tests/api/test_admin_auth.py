@@ -63,8 +63,11 @@ AUTH_ROWS: list[tuple[str, Any, int, str]] = [
     ("not JSON", b"{code", 400, "Invalid request body"),
     ("empty body", b"", 400, "Invalid request body"),
     ("JSON array", b'["x"]', 400, "Invalid request body"),
-    ("code missing", b"{}", 400, "Invalid request body"),
-    ("code not a string", b'{"code": 1234}', 400, "Invalid request body"),
+    # beyond the reference, whose "Invalid request body" is for a body that is not JSON
+    ("code missing", b"{}", 400, "code must be a string of at most 1024 characters"),
+    ("code null", b'{"code": null}', 400, "code must be a string of at most 1024 characters"),
+    ("code not a string", b'{"code": 1234}', 400, "code must be a string of at most 1024 characters"),
+    ("code too long", {"code": "x" * 1025}, 400, "code must be a string of at most 1024 characters"),
     ("wrong code", {"code": "guess"}, 403, "Invalid access code"),
     ("empty code", {"code": ""}, 403, "Invalid access code"),
 ]
