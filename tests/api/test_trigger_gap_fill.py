@@ -56,7 +56,7 @@ BAD_BODIES = [
     {"issueKey": "ENG-1", "prNumber": 2.5},
     {"issueKey": "ENG-1", "prNumber": True},
     {"issueKey": "ENG-1", "prNumber": None},
-    {"issueKey": "ENG-1", "prNumber": 10**30},
+    {"issueKey": "ENG-0", "prNumber": 10**30},  # the key's rule comes first
     [{"issueKey": "ENG-1", "prNumber": 5}],
     None,
 ]
@@ -68,6 +68,15 @@ def test_gap_fill_table_400_bad_body(client, cb_mapping, body):
     resp = post(client, body) if body is not None else post(client, raw=b"{not json")
     assert resp.status_code == 400
     assert resp.get_json() == {"error": BAD_BODY}
+    assert _jobs() == []
+
+
+@pytest.mark.parametrize("number", [2**31, 10**30])
+def test_gap_fill_a_pr_number_beyond_what_is_stored_is_named(client, cb_mapping, number):
+    cb_mapping()
+    resp = post(client, {"issueKey": "ENG-1", "prNumber": number})
+    assert resp.status_code == 400
+    assert resp.get_json() == {"error": "prNumber must be at most 2147483647"}
     assert _jobs() == []
 
 
