@@ -53,3 +53,12 @@ def test_check_names_missing_statuses_and_unknown_projects(app: Any) -> None:
         assert "ENG: missing status 'Plan Approved'; missing status 'PR Ready'" in result.output
         assert "NOPE: Jira project NOPE not found" in result.output
         jira.assert_clean()
+
+
+def test_check_without_credentials_says_what_to_set(app: Any) -> None:
+    app.config["AIIMPL_JIRA_URL"] = None
+    result = _run(app)
+    # (the aiimpl command prints it as `Error: <message>`, exit status 1)
+    assert result.exception.message == (
+        "Jira is not configured: set AIIMPL_JIRA_URL, and AIIMPL_JIRA_EMAIL with "
+        "AIIMPL_JIRA_API_TOKEN or AIIMPL_JIRA_BEARER_TOKEN")

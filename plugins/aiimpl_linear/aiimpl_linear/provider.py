@@ -126,16 +126,16 @@ class LinearProvider(TicketingProvider):
     def is_configured(self) -> bool:
         return self._authorization() is not None
 
+    def require_configured(self) -> None:
+        if not self.is_configured():
+            raise _not_configured()
+
     @property
     def client(self) -> LinearClient:
         """The GraphQL client, rebuilt when the credentials change."""
         auth = self._authorization()
         if auth is None:
-            raise ProviderNotConfigured(
-                "Linear is not configured: set AIIMPL_LINEAR_API_KEY or AIIMPL_LINEAR_OAUTH_TOKEN, "
-                f"or store the global secret {API_KEY_SECRET}",
-                provider=PROVIDER_ID,
-            )
+            raise _not_configured()
         with self._lock:
             if self._client is None or self._client_auth != auth:
                 settings = self.settings
@@ -598,3 +598,12 @@ class LinearProvider(TicketingProvider):
             }
             report["ok"] = report["ok"] and not problems
         return report
+
+
+def _not_configured() -> ProviderNotConfigured:
+    """What is missing, and where it may come from."""
+    return ProviderNotConfigured(
+        "Linear is not configured: set AIIMPL_LINEAR_API_KEY or AIIMPL_LINEAR_OAUTH_TOKEN, "
+        f"or store the global secret {API_KEY_SECRET}",
+        provider=PROVIDER_ID,
+    )

@@ -58,3 +58,13 @@ def test_check_is_registered_through_the_commands_hook() -> None:
     Plugins(load_entrypoints=False, extra=[aiimpl_linear.plugin]).add_commands(root)
     result = CliRunner().invoke(root, ["linear", "check", "--help"])
     assert result.exit_code == 0 and "Check the credentials" in result.output
+
+
+def test_check_without_credentials_says_what_to_set(app, fake: FakeLinear) -> None:
+    for name in ("AIIMPL_LINEAR_API_KEY", "AIIMPL_LINEAR_OAUTH_TOKEN"):
+        app.config[name] = None
+    result = app.test_cli_runner().invoke(linear_group, ["check"])
+    # (the aiimpl command prints it as `Error: <message>`, exit status 1)
+    assert result.exception.message == (
+        "Linear is not configured: set AIIMPL_LINEAR_API_KEY or AIIMPL_LINEAR_OAUTH_TOKEN, "
+        "or store the global secret LINEAR_API_KEY")
