@@ -49,6 +49,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def iso_z(value: datetime | None) -> str | None:
+    """A time as the API and the CLI answer it: UTC, ISO 8601 ending in ``Z`` (a naive value is
+    taken as UTC, as the database stores times)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 _ACTIVE_SQL = "status IN ({})".format(", ".join(f"'{s.value}'" for s in sorted(ACTIVE_STATUSES)))
 
 

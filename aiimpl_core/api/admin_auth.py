@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, jsonify, request
 
 from ..auth import admin, public_endpoint
+from ..orm import iso_z
 from ..schemas import admin as schemas
 from ..schemas.common import ApiError, read_json
 
@@ -86,7 +87,7 @@ def auth():  # noqa: ANN201
     admin.reset_failures(client)
     now = datetime.now(UTC)
     expires, token = admin.session_expiry(now), admin.issue_session(now)
-    return jsonify(token=token, expiresAt=expires.isoformat().replace("+00:00", "Z"))
+    return jsonify(token=token, expiresAt=iso_z(expires))
 
 
 @bp.delete("/api/auth")

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -13,7 +12,7 @@ from sqlalchemy import select
 from ..database import chunks
 from ..errors import AiimplError
 from ..extensions import db
-from ..orm import Blocker, Job, JobStep, TrackedIssue
+from ..orm import Blocker, Job, JobStep, TrackedIssue, iso_z
 from ..schemas import admin as schemas
 from ..schemas.common import ApiError
 from ..services import mappings as mapping_service
@@ -28,8 +27,6 @@ JOB_NOT_FOUND = "job not found"
 MAX_PAGES = 200
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def job_summary(job: Job) -> dict[str, Any]:
@@ -57,10 +54,10 @@ def job_summary(job: Job) -> dict[str, Any]:
         "costUsd": job.cost_usd,
         "turns": job.turns,
         "durationSeconds": job.duration_seconds,
-        "createdAt": _iso(job.created_at),
-        "dispatchedAt": _iso(job.dispatched_at),
-        "runningAt": _iso(job.running_at),
-        "finishedAt": _iso(job.finished_at),
+        "createdAt": iso_z(job.created_at),
+        "dispatchedAt": iso_z(job.dispatched_at),
+        "runningAt": iso_z(job.running_at),
+        "finishedAt": iso_z(job.finished_at),
     }
 
 
@@ -134,7 +131,7 @@ def get_job(jobId: str):  # noqa: ANN201, N803 - the reference's parameter name
     body["plan"] = job.plan
     body["logExcerpt"] = job.log_excerpt
     body["transitions"] = [
-        {"fromStatus": t.from_status, "toStatus": t.to_status, "reason": t.reason, "at": _iso(t.at)}
+        {"fromStatus": t.from_status, "toStatus": t.to_status, "reason": t.reason, "at": iso_z(t.at)}
         for t in job.transitions
     ]
     return jsonify(body)
@@ -236,7 +233,7 @@ def _job_brief(job: Job | None) -> dict[str, Any] | None:
         "timeoutReason": job.timeout_reason,
         "prNumber": job.pr_number,
         "prUrl": job.pr_url,
-        "createdAt": _iso(job.created_at),
+        "createdAt": iso_z(job.created_at),
     }
 
 
@@ -261,7 +258,7 @@ def _tracked(row: TrackedIssue, job: Job | None) -> dict[str, Any]:
         "stage": stage,
         "stageTitle": title,
         "triggered": bool(row.triggered),
-        "lastSeenAt": _iso(row.last_seen_at),
+        "lastSeenAt": iso_z(row.last_seen_at),
         "latestJob": _job_brief(job),
     }
 
@@ -368,8 +365,8 @@ def list_blockers():  # noqa: ANN201
                 "reason": b.reason,
                 "message": b.message,
                 "title": b.title,
-                "since": _iso(b.first_seen_at),
-                "lastSeenAt": _iso(b.last_seen_at),
+                "since": iso_z(b.first_seen_at),
+                "lastSeenAt": iso_z(b.last_seen_at),
             }
             for b in rows
         ]

@@ -22,7 +22,7 @@ from sqlalchemy.orm import aliased
 
 from ..database import serialized
 from ..extensions import db
-from ..orm import OutboxItem, utcnow
+from ..orm import OutboxItem, iso_z, utcnow
 from ..schemas import admin as schemas
 from ..schemas.common import ApiError
 from ..services import redaction
@@ -38,8 +38,6 @@ LATER_STAGE_DELIVERED = "a later stage change of this issue was delivered"
 STAGE_OPS = ("stage", "done")
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def _preview(body: str | None, mask: Redactor) -> str | None:
@@ -63,9 +61,9 @@ def item_summary(item: OutboxItem, mask: Redactor) -> dict[str, Any]:
         "attempts": item.attempts,
         "lastError": mask.text(item.last_error) if item.last_error else item.last_error,
         "bodyPreview": _preview(item.body, mask),
-        "createdAt": _iso(item.created_at),
-        "nextAttemptAt": _iso(item.next_attempt_at),
-        "doneAt": _iso(item.done_at),
+        "createdAt": iso_z(item.created_at),
+        "nextAttemptAt": iso_z(item.next_attempt_at),
+        "doneAt": iso_z(item.done_at),
     }
 
 

@@ -7,7 +7,6 @@ import math
 import signal
 import sys
 import threading
-from datetime import datetime
 from typing import Any
 
 import click
@@ -17,13 +16,9 @@ from sqlalchemy import select
 from ..config import MAX_RETENTION_DAYS
 from ..errors import AiimplError
 from ..extensions import db
-from ..orm import Job
+from ..orm import Job, iso_z
 from ..types import ACTIVE_STATUSES, JobStatus, Phase
 from . import cli, echo_json, stop_without_this_schema
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 def job_dict(job: Job, *, details: bool = False) -> dict[str, Any]:
@@ -44,9 +39,9 @@ def job_dict(job: Job, *, details: bool = False) -> dict[str, Any]:
         "runUrl": job.run_url,
         "prNumber": job.pr_number,
         "prUrl": job.pr_url,
-        "createdAt": _iso(job.created_at),
-        "dispatchedAt": _iso(job.dispatched_at),
-        "finishedAt": _iso(job.finished_at),
+        "createdAt": iso_z(job.created_at),
+        "dispatchedAt": iso_z(job.dispatched_at),
+        "finishedAt": iso_z(job.finished_at),
     }
     if details:
         data.update(
@@ -60,7 +55,7 @@ def job_dict(job: Job, *, details: bool = False) -> dict[str, Any]:
                 "forced": job.forced,
                 "plan": job.plan,
                 "transitions": [
-                    {"from": t.from_status, "to": t.to_status, "reason": t.reason, "at": _iso(t.at)}
+                    {"from": t.from_status, "to": t.to_status, "reason": t.reason, "at": iso_z(t.at)}
                     for t in job.transitions
                 ],
                 "steps": [

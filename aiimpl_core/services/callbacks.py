@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
@@ -25,7 +24,7 @@ from ..auth.tokens import RunClaims
 from ..database import dialect_name, per_dialect, serialized, upsert
 from ..errors import AiimplError
 from ..extensions import db
-from ..orm import ConsumedToken, Job, JobStep, OutboxItem, TrackedIssue, utcnow
+from ..orm import ConsumedToken, Job, JobStep, OutboxItem, TrackedIssue, iso_z, utcnow
 from ..types import Comment, JobStatus, LogLabel, Phase
 from . import comments as comments_mod
 from . import outbox, reconcile, redaction
@@ -467,12 +466,6 @@ def record_step_report(nonce: str, step: dict[str, Any]) -> dict[str, Any]:
 # -- GET /runner/planning-context -----------------------------------------------------------
 
 
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 #: the newest comments the planning context carries, at most, and their characters in all: an
@@ -497,7 +490,7 @@ def context_comments(comments: Sequence[Comment]) -> tuple[list[dict[str, Any]],
         if len(kept) >= CONTEXT_MAX_COMMENTS or (kept and len(body) > budget):
             break
         budget -= len(body)
-        kept.append({"body": body, "author": c.author, "createdAt": _iso(c.created_at)})
+        kept.append({"body": body, "author": c.author, "createdAt": iso_z(c.created_at)})
     kept.reverse()
     return kept, len(comments) - len(kept)
 
@@ -702,4 +695,4 @@ def github_token(nonce: str, owner: str) -> dict[str, str]:
     except Exception as exc:  # noqa: BLE001 - never a traceback (or a key) to the session
         log.error("GitHub token for job %s failed: %s", job_id, type(exc).__name__)
         raise CallbackError(500, TOKEN_FAILED) from None
-    return {"token": token, "expiresAt": _iso(expires_at) or ""}
+    return {"token": token, "expiresAt": iso_z(expires_at) or ""}

@@ -38,7 +38,7 @@ from ..database import (
 from ..errors import AiimplError, ConfigError, DispatchError, NotFound, PluginContractError, ProviderError
 from ..extensions import db
 from ..orm import Blocker as BlockerRow
-from ..orm import Job, Setting, TrackedIssue, utcnow
+from ..orm import Job, Setting, TrackedIssue, iso_z, utcnow
 from ..orm import Mapping as MappingRow
 from ..providers import TicketingProvider
 from ..types import (
@@ -109,8 +109,8 @@ class CycleReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "startedAt": self.started_at.isoformat(),
-            "finishedAt": self.finished_at.isoformat() if self.finished_at else None,
+            "startedAt": iso_z(self.started_at),
+            "finishedAt": iso_z(self.finished_at),
             "listed": dict(self.listed),
             "dispatched": [d.as_dict() for d in self.dispatched],
             "blocked": dict(self.blocked),

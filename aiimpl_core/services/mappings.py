@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from flask import current_app
@@ -34,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from ..database import serialized
 from ..errors import NotFound, ProviderConfigError, ValidationError, describe_plugin_error
 from ..extensions import db
-from ..orm import Mapping, Secret
+from ..orm import Mapping, Secret, iso_z
 from ..plugins import Plugins
 from ..schemas.common import is_given
 
@@ -201,8 +200,6 @@ def branch_name_problem(name: Any) -> str | None:
 # -- representation ----------------------------------------------------------------------------
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def to_api(row: Mapping) -> dict[str, Any]:
@@ -212,8 +209,8 @@ def to_api(row: Mapping) -> dict[str, Any]:
     out["ticketing"] = dict(row.ticketing or {})
     out["paused"] = bool(row.paused)
     out["planningEnabled"] = bool(row.planning_enabled)
-    out["createdAt"] = _iso(row.created_at)
-    out["updatedAt"] = _iso(row.updated_at)
+    out["createdAt"] = iso_z(row.created_at)
+    out["updatedAt"] = iso_z(row.updated_at)
     return out
 
 

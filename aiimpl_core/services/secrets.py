@@ -8,7 +8,6 @@ import base64
 import hashlib
 import logging
 import re
-from datetime import datetime
 
 from cryptography.fernet import Fernet, InvalidToken
 from flask import Flask, current_app, has_app_context
@@ -18,7 +17,7 @@ from .. import logs
 from ..database import serialized
 from ..errors import ConfigError, NotFound, ValidationError
 from ..extensions import db
-from ..orm import Mapping, Secret, utcnow
+from ..orm import Mapping, Secret, iso_z, utcnow
 from ..schemas.common import is_given
 
 log = logging.getLogger(__name__)
@@ -69,7 +68,8 @@ def validate(name: object, value: object, *, scope: str) -> tuple[str, str]:
 
 def list_secrets(scope: str) -> list[dict[str, object]]:
     rows = db.session.scalars(select(Secret).where(Secret.scope == scope).order_by(Secret.name)).all()
-    return [{"name": r.name, "updatedAt": _iso(r.updated_at), "createdAt": _iso(r.created_at)} for r in rows]
+    return [{"name": r.name, "updatedAt": iso_z(r.updated_at), "createdAt": iso_z(r.created_at)}
+            for r in rows]
 
 
 def set_secret(scope: str, name: str, value: str) -> dict[str, object]:
@@ -90,7 +90,7 @@ def set_secret(scope: str, name: str, value: str) -> dict[str, object]:
         else:
             row.value_encrypted = token
             row.updated_at = utcnow()
-    return {"name": row.name, "updatedAt": _iso(row.updated_at), "createdAt": _iso(row.created_at)}
+    return {"name": row.name, "updatedAt": iso_z(row.updated_at), "createdAt": iso_z(row.created_at)}
 
 
 def delete_secret(scope: str, name: str) -> None:
@@ -149,5 +149,3 @@ def read_value(app: Flask, name: str, scope: str | None = None) -> str | None:
     return value
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None

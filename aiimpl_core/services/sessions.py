@@ -14,7 +14,6 @@ the list of the backend in use (or the empty list) into a 500.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
 from flask import current_app
@@ -22,7 +21,7 @@ from sqlalchemy import select
 
 from ..errors import AiimplError, NotFound, ProviderError
 from ..extensions import db
-from ..orm import Job
+from ..orm import Job, iso_z
 from ..providers import RunnerBackend
 from ..types import ACTIVE_STATUSES, SessionInfo
 from . import settings
@@ -69,8 +68,6 @@ def require_secrets() -> None:
         raise SessionsNotConfigured()
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def to_api(info: SessionInfo) -> dict[str, Any]:
@@ -80,7 +77,7 @@ def to_api(info: SessionInfo) -> dict[str, Any]:
         "state": info.state,
         "jobId": info.job_id,
         "issueKey": info.issue_key,
-        "createdAt": _iso(info.created_at),
+        "createdAt": iso_z(info.created_at),
         "image": info.image,
         "region": info.region,
         "logUrl": info.log_url,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -31,6 +32,7 @@ def test_poll_once_json(app, tracker, add_mapping):
     result = invoke(app, "poll", "--once", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
+    assert report["startedAt"].endswith("Z") and report["finishedAt"].endswith("Z")
     assert [d["issueKey"] for d in report["dispatched"]] == ["ENG-1"]
     assert report["blocked"] == {"OPS-1": {"reason": "paused", "message": "Project OPS is paused."}}
     assert report["listed"] == {"fake-tracker": 2}
@@ -147,6 +149,9 @@ def test_jobs_list_and_show(app, client, tracker, runner, add_mapping):
     assert [t["to"] for t in data["transitions"]] == ["unknown", "dispatched", "running", "completed"]
     assert [s["id"] for s in data["steps"]] == ["clone"]
     assert data["prUrl"] == "https://github.com/acme/eng/pull/3"
+    # times as the API answers them (and the other commands print them): UTC, ending in Z
+    stamps = [data["createdAt"], *(t["at"] for t in data["transitions"]), *(r["createdAt"] for r in rows)]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", s) for s in stamps), stamps
     text = json.dumps(data)
     assert env["AIIMPL_NONCE"] not in text and env["AIIMPL_RESULT_TOKEN"] not in text
     result = invoke(app, "jobs", "show", str(job.id))
