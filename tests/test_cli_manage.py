@@ -152,3 +152,13 @@ def test_secrets_set_on_a_terminal_asks_for_the_value_hidden(run, monkeypatch):
     r = run("secrets", "set", "NPM_TOKEN", "--team", "NOPE")  # said before the value is asked for
     assert r.exit_code == 1 and r.output.strip() == "Error: Team not found"
     assert len(asked) == 1
+
+
+def test_update_of_a_mapping_whose_tracker_is_gone_says_so(app, run):
+    from aiimpl_core.testing.fakes import add_mapping
+
+    add_mapping("ENG", provider="linear")  # made while the Linear plugin was installed
+    r = run("mappings", "update", "ENG", "--cap", "2")
+    assert r.exit_code == 1
+    assert r.output.strip() == (
+        "Error: ticketing.provider must be 'fake-tracker' ('linear' is not installed, or is disabled)")

@@ -363,8 +363,11 @@ def _validate_ticketing(ticketing: Any, merged: dict[str, Any]) -> dict[str, Any
             raise ValidationError(f"ticketing.provider must be {one_of(trackers)}")
     if not isinstance(ticketing, dict):
         raise ValidationError("ticketing must be a plain object")
-    if ticketing.get("provider") not in trackers:
-        raise ValidationError(f"ticketing.provider must be {one_of(trackers)}")
+    given = ticketing.get("provider")
+    if given not in trackers:
+        # (a stored mapping whose tracker plugin was removed or disabled says so on any update)
+        named = f" ('{given}' is not installed, or is disabled)" if isinstance(given, str) and given else ""
+        raise ValidationError(f"ticketing.provider must be {one_of(trackers)}{named}")
     merged = {**merged, "ticketing": ticketing}
     _provider_check("ticketing", ticketing["provider"], merged)
     return dict(ticketing)

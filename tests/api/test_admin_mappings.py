@@ -188,7 +188,8 @@ POST_ROWS: list[tuple[str, Any, str]] = [
     (
         "ticketing provider unknown",
         merged(ticketing={"provider": "trello"}),
-        "ticketing.provider must be 'fake-tracker' or 'strict-tracker'",
+        "ticketing.provider must be 'fake-tracker' or 'strict-tracker' ('trello' is not installed, or is "
+        "disabled)",
     ),
     ("ticketing not an object", merged(ticketing="linear"), "ticketing must be a plain object"),
     (
