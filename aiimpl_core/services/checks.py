@@ -197,10 +197,18 @@ def _secret_rows() -> list[CheckRow]:
     from . import secrets as secrets_service
 
     lost = secrets_service.unreadable()
+    colliding = secrets_service.colliding_global_names()
     db.session.commit()
-    if not lost:
-        return []
-    names = ", ".join(f"{name} ({scope or 'global'})" for scope, name in lost)
-    return [CheckRow("secrets", "secrets", "decryptable", FAILED,
-                     f"{len(lost)} stored secret(s) cannot be decrypted with the current AIIMPL_SECRET_KEY "
-                     f"(was the key changed?): {names}; set them again")]
+    out: list[CheckRow] = []
+    if lost:
+        names = ", ".join(f"{name} ({scope or 'global'})" for scope, name in lost)
+        out.append(CheckRow("secrets", "secrets", "decryptable", FAILED,
+                            f"{len(lost)} stored secret(s) cannot be decrypted with the current "
+                            f"AIIMPL_SECRET_KEY (was the key changed?): {names}; set them again"))
+    if colliding:
+        names = ", ".join(f"{name} ({prefix})" for name, prefix in colliding)
+        out.append(CheckRow("secrets", "secrets", "global names", FAILED,
+                            f"global secret(s) named with a team key prefix, stored before that team's "
+                            f"mapping was made: {names}; they can be deleted but not set again: store "
+                            f"them under another name"))
+    return out

@@ -57,13 +57,30 @@ def validate(name: object, value: object, *, scope: str) -> tuple[str, str]:
         raise ValidationError("name must contain only letters, digits, and underscores")
     if len(value) > MAX_VALUE:
         raise ValidationError(f"value must be at most {MAX_VALUE:,} characters")
-    if scope == GLOBAL:
-        teams = db.session.scalars(select(Mapping.team_key)).all()
-        for team in sorted(teams):
-            prefix = team_prefix(team)
-            if name.upper().startswith(prefix.upper()):
-                raise ValidationError(f"Secret name must not start with a team key prefix ({prefix})")
+    if scope == GLOBAL and (prefix := _colliding_prefix(name, _team_keys())):
+        raise ValidationError(f"Secret name must not start with a team key prefix ({prefix})")
     return name, value
+
+
+def _team_keys() -> list[str]:
+    return sorted(db.session.scalars(select(Mapping.team_key)).all())
+
+
+def _colliding_prefix(name: str, teams: list[str]) -> str | None:
+    """The first team key prefix (``ENG_``) ``name`` starts with, in any case."""
+    for team in teams:
+        prefix = team_prefix(team)
+        if name.upper().startswith(prefix.upper()):
+            return prefix
+    return None
+
+
+def colliding_global_names() -> list[tuple[str, str]]:
+    """Global secrets (name, prefix) whose name starts with a team key prefix: stored before that
+    team's mapping was made, they can be deleted but no longer set (``aiimpl check`` says so)."""
+    teams = _team_keys()
+    names = db.session.scalars(select(Secret.name).where(Secret.scope == GLOBAL).order_by(Secret.name)).all()
+    return [(name, prefix) for name in names if (prefix := _colliding_prefix(name, teams))]
 
 
 def list_secrets(scope: str) -> list[dict[str, object]]:

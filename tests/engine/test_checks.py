@@ -299,3 +299,19 @@ def test_a_forced_runner_mode_no_plugin_runs_fails_the_check(app, add_mapping):
     assert not [key for key in rows() if key[2] == "installed"]
     app.config["RUNNER_MODE"] = "fly"
     assert rows()[("runner", "runner mode fly", "installed")] == ("failed", MISSING + "ENG")
+
+
+def test_a_global_secret_a_later_mapping_collides_with_fails_the_check(app, add_mapping):
+    from aiimpl_core.errors import ValidationError
+    from aiimpl_core.services import secrets as secrets_service
+
+    secrets_service.set_secret("", "NEW_TOKEN", "value-never-shown")
+    secrets_service.set_secret("", "OTHER", "value-never-shown")
+    assert ("secrets", "secrets", "global names") not in rows()
+    add_mapping("NEW")  # made after the secret: the secret can no longer be set
+    with pytest.raises(ValidationError, match=r"must not start with a team key prefix \(NEW_\)"):
+        secrets_service.validate("NEW_TOKEN", "rotated", scope="")
+    assert rows()[("secrets", "secrets", "global names")] == (
+        "failed", "global secret(s) named with a team key prefix, stored before that team's mapping was "
+                  "made: NEW_TOKEN (NEW_); they can be deleted but not set again: store them under "
+                  "another name")
