@@ -50,10 +50,18 @@ def _install_hardening(app: Flask) -> None:
 
     @app.before_request
     def _refuse_nul_in_path():  # noqa: ANN202
-        # NUL never belongs in a path, and PostgreSQL refuses it in text: answer before any view
-        if "\x00" in request.path:
-            return jsonify(error="Not Found"), 404
-        return None
+        # NUL never belongs in a path, and PostgreSQL refuses it in text. In a route's parameter it
+        # becomes U+FFFD, which no key, id or name the views look up can hold: each answers its own
+        # "not found" (`Team not found`, `{"deleted": false}` …). Anywhere else: no route.
+        if "\x00" not in request.path:
+            return None
+        args = request.view_args or {}
+        in_a_parameter = any(isinstance(v, str) and "\x00" in v for v in args.values())
+        if request.routing_exception is None and in_a_parameter:
+            request.view_args = {k: v.replace("\x00", "\ufffd") if isinstance(v, str) else v
+                                 for k, v in args.items()}
+            return None
+        return jsonify(error="Not Found"), 404
 
     @app.after_request
     def _headers(resp):  # noqa: ANN001, ANN202

@@ -87,10 +87,20 @@ def test_nul_in_a_mapping_team_key(request, app, client, sec_admin):
     assert resp.status_code == 400, resp.get_data(as_text=True)
 
 
-@pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
-def test_nul_in_a_team_key_path(request, app, client, sec_admin, method):
-    resp = client.open("/api/mappings/EN%00G", method=method, headers=sec_admin, json={"paused": True})
-    assert resp.status_code == 404, resp.get_data(as_text=True)
+@pytest.mark.parametrize(("method", "path", "answer"), [
+    ("GET", "/api/mappings/EN%00G", {"error": "Team not found"}),
+    ("PATCH", "/api/mappings/EN%00G", {"error": "Team not found"}),
+    ("DELETE", "/api/mappings/EN%00G", {"deleted": False}),
+    ("GET", "/api/mappings/EN%00G/secrets", {"error": "Team not found"}),
+    ("DELETE", "/api/global-secrets/A%00B", {"error": "Secret not found"}),
+    ("GET", "/api/jobs/1%00/steps", {"error": "job not found"}),
+    ("GET", "/api/mappings%00/ENG", {"error": "Not Found"}),  # no route
+])
+def test_nul_in_a_path_parameter_is_the_endpoints_own_not_found(request, app, client, sec_admin, method, path,
+                                                                 answer):
+    """(on PostgreSQL too, which refuses NUL in text: the views never see one)"""
+    resp = client.open(path, method=method, headers=sec_admin, json={"paused": True})
+    assert (resp.status_code, resp.get_json()) == (404, answer), resp.get_data(as_text=True)
 
 
 def test_nul_in_a_gap_fill_issue_key(request, app, client, sec_mapping):
