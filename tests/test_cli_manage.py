@@ -126,6 +126,13 @@ def test_secrets_set_drops_the_line_ending_of_a_piped_value(app, run, monkeypatc
     assert read_value(app, "NPM_TOKEN", "ENG") == "s3cr3t-value"
 
 
+@pytest.mark.parametrize("size", [65_537, 3_000_000])  # (the second over the API's 2 MiB bodies)
+def test_secrets_set_of_a_value_too_long_says_its_limit(run, size):
+    run("mappings", "create", "ENG", "--owner", "acme", "--repo", "api", "--default-branch", "main")
+    r = run("secrets", "set", "BIG", "--team", "ENG", input="s" * size + "\n")
+    assert (r.exit_code, r.output.strip()) == (1, "Error: value must be at most 65,536 characters")
+
+
 def test_secrets_set_on_a_terminal_asks_for_the_value_hidden(run, monkeypatch):
     import sys
     import types

@@ -390,6 +390,11 @@ def secrets_set(name: str, team: str | None, as_json: bool) -> None:
         value = click.prompt(f"Value of {name}", hide_input=True)
     else:
         value = sys.stdin.read().rstrip("\r\n")  # (a file's last line ending, CRLF included)
+    from ..services.secrets import MAX_VALUE
+
+    if len(value) > MAX_VALUE:
+        # said as the API says it, before a value over the request size limit is sent at all
+        raise click.ClickException(f"value must be at most {MAX_VALUE:,} characters")
     body = call("POST", path, {"name": name, "value": value})
     echo_json(body) if as_json else click.echo(f"Secret {name} set.")
 
