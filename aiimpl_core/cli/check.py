@@ -37,4 +37,3 @@ def check_cmd(as_json: bool) -> None:
         click.echo(summary(rows))
     if any(r.status == FAILED for r in rows):
         sys.exit(1)
-

@@ -466,8 +466,6 @@ def record_step_report(nonce: str, step: dict[str, Any]) -> dict[str, Any]:
 # -- GET /runner/planning-context -----------------------------------------------------------
 
 
-
-
 #: the newest comments the planning context carries, at most, and their characters in all: an
 #: issue with years of discussion must not make a prompt no agent can take
 CONTEXT_MAX_COMMENTS = 100

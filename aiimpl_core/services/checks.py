@@ -146,12 +146,13 @@ def run_checks(github: Callable[[], Any] = github_from_app) -> list[CheckRow]:
     mode = settings.effective_runner_mode()
     db.session.commit()  # no transaction held across the remote calls
     report: list[CheckRow] = []
-    for provider_id in sorted(facade.ids("ticketing")):
+    trackers = facade.ids("ticketing")
+    for provider_id in sorted(trackers):
         used = [r.view() for r in rows if (r.ticketing or {}).get("provider") == provider_id]
         report += _provider_rows("ticketing", provider_id, used)
     report += _missing_rows("ticketing", {
         r.team_key: str(tracker) for r in rows
-        if (tracker := (r.ticketing or {}).get("provider")) and tracker not in facade.ids("ticketing")
+        if (tracker := (r.ticketing or {}).get("provider")) and tracker not in trackers
     })
     backend_of = {r.team_key: choose_backend(r, mode).backend_id for r in rows}
     for provider_id in sorted(facade.ids("runner")):
