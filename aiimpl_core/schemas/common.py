@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from flask import request
 from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
+
+from ..errors import ValidationError
 
 #: The body of a request that is missing, not JSON, too large or too deeply nested.
 NOT_JSON = object()
@@ -128,6 +131,14 @@ def is_given(value: Any) -> bool:
     messages: not missing (``None``), empty or blank (spaces only). A value of another type is
     there: its own message names the field (``owner must be a string``)."""
     return value is not None and (not isinstance(value, str) or value.strip() != "")
+
+
+def require_strings(values: Mapping[str, Any]) -> None:
+    """Refuse the first of ``values`` (field name -> value) that is no string, naming it (``owner
+    must be a string``): the message after :func:`is_given` for a field that is there."""
+    for name, value in values.items():
+        if not isinstance(value, str):
+            raise ValidationError(f"{name} must be a string")
 
 
 def read_json() -> Any:

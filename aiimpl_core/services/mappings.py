@@ -35,7 +35,7 @@ from ..errors import NotFound, ProviderConfigError, ValidationError, describe_pl
 from ..extensions import db
 from ..orm import Mapping, Secret, iso_z
 from ..plugins import Plugins
-from ..schemas.common import is_given
+from ..schemas.common import is_given, require_strings
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +143,6 @@ def _whole(value: Any, minimum: int, field: str, message: str) -> None:
         raise ValidationError(message)
     if value > MAX_INT:
         raise ValidationError(f"{field} must be at most {MAX_INT}")
-
-
-def _strings(merged: dict[str, Any], names: Sequence[str]) -> None:
-    for name in names:
-        if not isinstance(merged[name], str):
-            raise ValidationError(f"{name} must be a string")
 
 
 def branch_prefix_problem(prefix: Any) -> str | None:
@@ -270,7 +264,7 @@ def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
     # -- group 1: identity --------------------------------------------------------------------
     if not all(is_given(merged.get(k)) for k in ("teamKey", "owner", "repo")):
         raise ValidationError("teamKey, owner, and repo are required")
-    _strings(merged, ("teamKey", "owner", "repo"))
+    require_strings({k: merged[k] for k in ("teamKey", "owner", "repo")})
     if not TEAM_KEY_RE.fullmatch(merged["teamKey"]):
         raise ValidationError(
             "teamKey must be at most 64 letters, digits, '_' or '-', starting with a letter or digit"
@@ -281,7 +275,7 @@ def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
         raise ValidationError("repo must be a GitHub repository name")
     if not is_given(merged.get("defaultBranch")):
         raise ValidationError("defaultBranch is required")
-    _strings(merged, ("defaultBranch",))
+    require_strings({"defaultBranch": merged["defaultBranch"]})
     if len(merged["defaultBranch"]) > 255 or branch_name_problem(merged["defaultBranch"]):
         raise ValidationError("defaultBranch must be a valid branch name")
 

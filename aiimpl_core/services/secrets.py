@@ -18,7 +18,7 @@ from ..database import serialized
 from ..errors import ConfigError, NotFound, ValidationError
 from ..extensions import db
 from ..orm import Mapping, Secret, iso_z, utcnow
-from ..schemas.common import is_given
+from ..schemas.common import is_given, require_strings
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,7 @@ def validate(name: object, value: object, *, scope: str) -> tuple[str, str]:
     """
     if not (is_given(name) and is_given(value)):
         raise ValidationError("name and value are required")
-    for field, given in (("name", name), ("value", value)):
-        if not isinstance(given, str):
-            raise ValidationError(f"{field} must be a string")
+    require_strings({"name": name, "value": value})
     if not NAME_RE.fullmatch(name):
         raise ValidationError("name must contain only letters, digits, and underscores")
     if len(value) > MAX_VALUE:
