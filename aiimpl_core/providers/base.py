@@ -91,6 +91,9 @@ class Provider(ABC):
     display_name: ClassVar[str]
     #: environment variables the provider reads (shown in ``aiimpl plugins list`` and the docs)
     config_vars: ClassVar[tuple[ConfigVar, ...]] = ()
+    #: what to set when :meth:`is_configured` is false, said after "<display name> is not
+    #: configured: " (``set AIIMPL_X_TOKEN``); empty: the message names the provider only
+    setup_hint: ClassVar[str] = ""
 
     def __init__(self, context: ProviderContext) -> None:
         self.context = context
@@ -105,7 +108,12 @@ class Provider(ABC):
 
     def require_configured(self) -> None:
         if not self.is_configured():
-            raise ProviderNotConfigured(f"{self.display_name} is not configured", provider=self.id)
+            raise self.not_configured()
+
+    def not_configured(self) -> ProviderNotConfigured:
+        """The error :meth:`require_configured` raises: the provider, and :attr:`setup_hint`."""
+        hint = f": {self.setup_hint}" if self.setup_hint else ""
+        return ProviderNotConfigured(f"{self.display_name} is not configured{hint}", provider=self.id)
 
     def check(self, mappings: Sequence[MappingView]) -> Sequence[CheckResult]:
         """Verify, read-only, that the service accepts the credentials and knows what ``mappings``

@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from aiimpl_core.errors import NotFound, ProviderConfigError, ProviderError, ProviderNotConfigured
+from aiimpl_core.errors import NotFound, ProviderConfigError, ProviderError
 from aiimpl_core.providers import TicketingProvider
 from aiimpl_core.types import BlockingLink, CheckResult, Comment, Stage, TrackerIssue, TriggeredPage
 
@@ -266,6 +266,8 @@ class JiraProvider(TicketingProvider):
 
     id = "jira"
     display_name = "Jira"
+    setup_hint = ("set AIIMPL_JIRA_URL, and AIIMPL_JIRA_EMAIL with AIIMPL_JIRA_API_TOKEN or "
+                  "AIIMPL_JIRA_BEARER_TOKEN")
     config_vars = CONFIG_VARS
     supports_webhooks = True
     settings_schema: ClassVar[type[TicketingSettingsSchema]] = TicketingSettingsSchema
@@ -284,14 +286,6 @@ class JiraProvider(TicketingProvider):
 
     def is_configured(self) -> bool:
         return self.settings.configured
-
-    def require_configured(self) -> None:
-        if not self.is_configured():
-            raise ProviderNotConfigured(
-                "Jira is not configured: set AIIMPL_JIRA_URL, and AIIMPL_JIRA_EMAIL with "
-                "AIIMPL_JIRA_API_TOKEN or AIIMPL_JIRA_BEARER_TOKEN",
-                provider=self.id,
-            )
 
     @property
     def client(self) -> JiraClient:

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from aiimpl_core.errors import NotFound, ProviderError, ProviderNotConfigured
+from aiimpl_core.errors import NotFound, ProviderError
 from aiimpl_core.providers import ProviderContext, TicketingProvider
 from aiimpl_core.types import BlockingLink, CheckResult, Comment, Stage, TrackerIssue, TriggeredPage
 
@@ -84,6 +84,9 @@ class LinearProvider(TicketingProvider):
 
     id: ClassVar[str] = PROVIDER_ID
     display_name: ClassVar[str] = "Linear"
+    setup_hint: ClassVar[str] = (
+        f"set AIIMPL_LINEAR_API_KEY or AIIMPL_LINEAR_OAUTH_TOKEN, or store the global secret {API_KEY_SECRET}"
+    )
     config_vars = CONFIG_VARS
     supports_webhooks: ClassVar[bool] = True
 
@@ -126,16 +129,12 @@ class LinearProvider(TicketingProvider):
     def is_configured(self) -> bool:
         return self._authorization() is not None
 
-    def require_configured(self) -> None:
-        if not self.is_configured():
-            raise _not_configured()
-
     @property
     def client(self) -> LinearClient:
         """The GraphQL client, rebuilt when the credentials change."""
         auth = self._authorization()
         if auth is None:
-            raise _not_configured()
+            raise self.not_configured()
         with self._lock:
             if self._client is None or self._client_auth != auth:
                 settings = self.settings
@@ -598,12 +597,3 @@ class LinearProvider(TicketingProvider):
             }
             report["ok"] = report["ok"] and not problems
         return report
-
-
-def _not_configured() -> ProviderNotConfigured:
-    """What is missing, and where it may come from."""
-    return ProviderNotConfigured(
-        "Linear is not configured: set AIIMPL_LINEAR_API_KEY or AIIMPL_LINEAR_OAUTH_TOKEN, "
-        f"or store the global secret {API_KEY_SECRET}",
-        provider=PROVIDER_ID,
-    )
