@@ -107,6 +107,9 @@ class OrderedRulesSchema(Schema):
     #: when set, a rule's field that is there but no string is answered with this instead of the
     #: rule's answer (a rule whose condition is only "missing"): ``{field}`` is filled in
     NOT_A_STRING_ANSWER: ClassVar[str | None] = None
+    #: when set, a rule's field that is a whole number, only larger than a :data:`TOO_LARGE`
+    #: validator allows, is answered with this: ``{field}`` and ``{limit}`` (the number) are filled in
+    TOO_LARGE_ANSWER: ClassVar[str | None] = None
 
     class Meta:
         unknown = EXCLUDE  # runners may send more than we read
@@ -114,24 +117,30 @@ class OrderedRulesSchema(Schema):
 
 #: the message of a length validator whose failure :class:`OrderedRulesSchema` can tell apart
 TOO_LONG = "at most {max} characters"
+#: the message of a range validator's maximum that :class:`OrderedRulesSchema` can tell apart
+TOO_LARGE = "no more than {max}"
 
 
-def _too_long(errors: Any, path: tuple[str, ...]) -> str | None:
-    """The limit's message when the field at ``path`` failed only for being too long."""
+def _field_messages(errors: Any, path: tuple[str, ...]) -> Any:
+    """The messages of the field at ``path`` in marshmallow's errors (``None`` when it has none)."""
     node = errors
     for part in path:
         node = node.get(part) if isinstance(node, dict) else None
-    if isinstance(node, list) and node and all(isinstance(m, str) and m.startswith("at most ") for m in node):
+    return node
+
+
+def _only(errors: Any, path: tuple[str, ...], prefix: str) -> str | None:
+    """The field's message when the field at ``path`` failed only with messages that start with
+    ``prefix`` (one validator's, such as :data:`TOO_LONG`'s)."""
+    node = _field_messages(errors, path)
+    if isinstance(node, list) and node and all(isinstance(m, str) and m.startswith(prefix) for m in node):
         return str(node[0])
     return None
 
 
 def _not_a_string(errors: Any, path: tuple[str, ...]) -> bool:
     """Whether the field at ``path`` failed only for not being a string (marshmallow's message)."""
-    node = errors
-    for part in path:
-        node = node.get(part) if isinstance(node, dict) else None
-    return node == [fields.String.default_error_messages["invalid"]]
+    return _field_messages(errors, path) == [fields.String.default_error_messages["invalid"]]
 
 
 def _own_error(node: Any) -> bool:
@@ -182,11 +191,17 @@ def first_error(schema: OrderedRulesSchema, errors: Mapping[str, Any]) -> tuple[
     for path, answer in schema.RULES:
         if _matches(errors, path):
             field_name = ".".join(p for p in path if p != "*")
-            limit = _too_long(errors, path) if schema.TOO_LONG_ANSWER and "*" not in path else None
+            if "*" in path:
+                return answer, field_name
+            limit = _only(errors, path, "at most ") if schema.TOO_LONG_ANSWER else None
             if limit is not None:
                 return schema.TOO_LONG_ANSWER.format(field=field_name, limit=limit), field_name
-            if schema.NOT_A_STRING_ANSWER and "*" not in path and _not_a_string(errors, path):
+            if schema.NOT_A_STRING_ANSWER and _not_a_string(errors, path):
                 return schema.NOT_A_STRING_ANSWER.format(field=field_name), field_name
+            over = _only(errors, path, "no more than ") if schema.TOO_LARGE_ANSWER else None
+            if over is not None:
+                limit = over.removeprefix("no more than ")
+                return schema.TOO_LARGE_ANSWER.format(field=field_name, limit=limit), field_name
             return answer, field_name
     field_name = error_path(errors)
     return schema.FALLBACK.replace("{field}", field_name or "body"), field_name
@@ -505,13 +520,18 @@ class GapFillSchema(OrderedRulesSchema):
 
     RULES = ((("issueKey",), GAP_FILL_BAD_BODY), (("prNumber",), GAP_FILL_BAD_BODY))
     FALLBACK = GAP_FILL_BAD_BODY
+    # beyond the reference, whose rule is for a number that is no positive integer: one larger than
+    # any pull request number the database holds says so
+    TOO_LARGE_ANSWER = "{field} must be at most {limit}"
 
     issueKey = StrictString(
         required=True,
         validate=[validate.Length(min=1, max=64), _issue_key],
         metadata={"description": "a tracker issue key: a team key, a dash and the issue's number (`ENG-42`)"},
     )
-    prNumber = StrictInteger(required=True, validate=validate.Range(min=1, max=MAX_INT))
+    prNumber = StrictInteger(
+        required=True, validate=[validate.Range(min=1), validate.Range(max=MAX_INT, error=TOO_LARGE)]
+    )
 
 
 class GapFillResponseSchema(Schema):
