@@ -17,11 +17,12 @@ linked, after the window                 disappeared (its session was destroyed 
                                          lifetime has passed, ``timed_out`` /
                                          ``machine_timeout`` (``container_timeout`` for
                                          local containers)
-left out of the backend's answer         left as it is (the backend could not look);
-                                         10 minutes past its lifetime, a run never
-                                         linked is ended ``timed_out`` /
+left out of the backend's answer, or     left as it is (the backend could not look);
+no answer at all (its poll failed, or    10 minutes past its lifetime, a run never
+it is backing off after failures)        linked is ended ``timed_out`` /
                                          ``run_not_found``, a linked one is cancelled
-                                         and ended as an overrun (below)
+                                         (not while the backend backs off) and ended as
+                                         an overrun (below)
 ``TIMED_OUT``                            ``timed_out`` with the backend's reason
 ``FAILED``                               ``failed`` with the log excerpt and its label
 ``SUCCEEDED`` and no ``/runner/result``  after a grace period, ``failed``: ``pr_not_found``
@@ -221,6 +222,8 @@ def reconcile(
         backoff = poller.backoff_of("runner", backend_id, now)
         if backoff is not None:
             report.skipped[backend_id] = f"backing off until {backoff.until.isoformat()}: {backoff.error}"
+            _end_unanswered(backend_jobs, {}, None, now=now, limits=_class_limits(facade, backend_id, window, lifetime),
+                            report=report)
             continue
         if lease_seconds is not None and not poller.acquire_lease(
             f"reconcile:{backend_id}", max(1.0, lease_seconds * 0.9), holder=holder, now=now
@@ -248,6 +251,7 @@ def reconcile(
             runs.append(run)
         if not runs:
             continue
+        backend = None
         try:
             backend = facade.runner(backend_id)
             limits = _Limits(window, timedelta(seconds=lifetime), lifetime_reason(backend))
@@ -260,6 +264,9 @@ def reconcile(
             report.skipped[backend_id] = (
                 f"poll failed: {exc if isinstance(exc, AiimplError) else type(exc).__name__}"
             )
+            _reload(ids_by_backend[backend_id])
+            _end_unanswered(backend_jobs, {r.job_id: r for r in runs}, backend, now=now,
+                            limits=limits or _class_limits(facade, backend_id, window, lifetime), report=report)
             continue
         poller.record_success("runner", backend_id)
         _reload(ids_by_backend[backend_id])
@@ -311,6 +318,42 @@ def _sweep_idle(facade: Any, idle: set[str], *, now: datetime, lifetime: int, ho
                 log.warning("sweeping %s failed: %s", backend_id, exc.message)
             else:  # a plugin's bug: where it is
                 log.warning("sweeping %s failed: %s", backend_id, type(exc).__name__, exc_info=True)
+
+
+def _class_limits(facade: Any, backend_id: str, window: timedelta, lifetime: int) -> _Limits:
+    """The limits of a backend's jobs, read from its class (no instance, whose set-up may fail)."""
+    return _Limits(window, timedelta(seconds=lifetime), lifetime_reason(facade.classes["runner"][backend_id]))
+
+
+def _end_unanswered(
+    jobs: list[Job],
+    runs: dict[int, InFlightRun],
+    backend: Any,
+    *,
+    now: datetime,
+    limits: _Limits,
+    report: ReconcileReport,
+) -> None:
+    """Judge the jobs of a backend that gave no answer this cycle (its poll failed, or it is backing
+    off after failures) as runs left out of its answer: nothing changes until 10 minutes past the
+    session's lifetime; then a run never linked ends ``run_not_found`` and a linked one is cancelled
+    (best effort, and only when the backend could be asked: not while it backs off) and ends as an
+    overrun. A backend that keeps failing (a repository deleted, a token revoked) would otherwise
+    hold its jobs, and their teams' slots, for good."""
+    for job in jobs:
+        try:
+            if JobStatus(job.status).terminal:
+                continue
+            if _overran(job, None, now, int(limits.lifetime.total_seconds())):
+                _stop_overrun(job, runs.get(job.id), backend, report, reason=limits.lifetime_reason)
+            elif not job.run_id and _omitted_too_long(job, now, limits):
+                with serialized():
+                    db.session.refresh(job)
+                    if not JobStatus(job.status).terminal:
+                        _run_not_found(job, report)
+        except Exception:  # noqa: BLE001 - one job's trouble must not stop the pass
+            db.session.rollback()
+            log.exception("ending job %s, whose backend gave no answer, failed", job.id)
 
 
 def _end_unasked(job: Job, *, now: datetime, limits: _Limits, report: ReconcileReport) -> None:
@@ -456,12 +499,22 @@ def _overrun_due(job: Job, now: datetime, lifetime: timedelta) -> bool:
     return _session_start(job) + lifetime + OVERRUN_GRACE <= now
 
 
-def _stop_overrun(job: Job, run: InFlightRun, backend: Any, report: ReconcileReport) -> None:
-    try:
-        backend.cancel(run)
-    except Exception:  # noqa: BLE001 - best effort; the job ends either way
-        log.warning("cancelling the overrunning run of job %s failed", job.id, exc_info=True)
-    reason = lifetime_reason(backend)
+def _stop_overrun(
+    job: Job,
+    run: InFlightRun | None,
+    backend: Any,
+    report: ReconcileReport,
+    *,
+    reason: TimeoutReason | None = None,
+) -> None:
+    """Cancel an overrunning run (when there is a backend to ask) and end its job as the lifetime
+    timeout."""
+    if backend is not None and run is not None:
+        try:
+            backend.cancel(run)
+        except Exception:  # noqa: BLE001 - best effort; the job ends either way
+            log.warning("cancelling the overrunning run of job %s failed", job.id, exc_info=True)
+    reason = reason or lifetime_reason(backend)
     with serialized():
         db.session.refresh(job)
         _end(job, Outcome(JobStatus.TIMED_OUT, timeout_reason=reason.value), report)

@@ -12,15 +12,19 @@ what it does with the text a backend reports.
 from __future__ import annotations
 
 import base64
+from datetime import timedelta
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
+from aiimpl_core.errors import ProviderError
 from aiimpl_core.orm import Job
+from aiimpl_core.services import outbox
 from aiimpl_core.services import secrets as secrets_service
 from aiimpl_core.services.dispatch import run_cycle
+from aiimpl_core.services.reconcile import reconcile
 from aiimpl_core.testing.fakes import FakeRunner
 from aiimpl_core.types import InFlightRun, LogLabel, RunPhase, RunState
 
@@ -160,6 +164,51 @@ def test_a_linked_run_left_out_of_the_answer_keeps_its_job(app, tracker, runner,
     [job] = jobs_of("ENG-6")
     assert (job.status, job.timeout_reason) == ("timed_out", "machine_timeout")
     assert runner.destroyed == [job.run_id]
+
+
+# -- a backend whose every poll fails (a repository deleted, a token revoked) ---------------------------
+
+
+@pytest.mark.parametrize("backing_off", [False, True], ids=["poll-fails", "backing-off"])
+def test_jobs_of_a_backend_that_keeps_failing_end_past_their_lifetime(
+    app, tracker, runner, add_mapping, backing_off
+):
+    runner.link_on_dispatch = False
+    unlinked = _dispatched(tracker, add_mapping, "ENG-21")
+    runner.runs.pop(unlinked.id)  # its run never shows up
+    tracker.add("ENG-22")
+    run_cycle(reconcile=False)
+    [linked] = jobs_of("ENG-22")
+    runner.set_state(linked.id, RunPhase.RUNNING)
+    run_cycle()
+    [linked] = jobs_of("ENG-22")
+    assert [j.status for j in jobs_of("ENG-21") + [linked]] == ["dispatched", "running"]
+    assert linked.run_id
+    runner.poll_error = ProviderError("GitHub answered 404 Not Found", status=404)  # repository deleted
+
+    for minutes in (11, 30, 65):  # within the lifetime and its grace: left as they are
+        report = reconcile(now=later(minutes=minutes))
+        assert report.ended == 0 and "github-actions" in report.skipped
+    assert [j.status for j in jobs_of("ENG-21") + jobs_of("ENG-22")] == ["dispatched", "running"]
+
+    at = later(minutes=71)
+    if backing_off:
+        reconcile(now=at - timedelta(minutes=2))  # fails again: backing off for 4 minutes
+    report = reconcile(now=at)
+    assert report.skipped["github-actions"].startswith("backing off" if backing_off else "poll failed")
+
+    # never held for good: whatever run they had, the lifetime stop ended it by now
+    [unlinked] = jobs_of("ENG-21")
+    assert (unlinked.status, unlinked.timeout_reason) == ("timed_out", "run_not_found")
+    [ended] = jobs_of("ENG-22")
+    assert (ended.status, ended.timeout_reason) == ("timed_out", "machine_timeout")
+    # cancelled when the backend could be asked; not while it backs off
+    assert runner.destroyed == ([] if backing_off else [linked.run_id])
+    assert report.ended == 2
+    outbox.deliver()
+    assert tracker.comments["ENG-22"][0] == (
+        "⚠️ Implementation failed: the session machine exceeded its lifetime (machine_timeout)"
+    )
 
 
 # -- runs nobody can be asked about: the mapping deleted, the backend's plugin removed ---------------
