@@ -165,6 +165,25 @@ class HttpClient:
                 detail=_json_or_text(resp),
             )
 
+    def json(self, resp: requests.Response) -> Any:
+        """The JSON of an answer :meth:`request` returned.
+
+        A body that is not JSON (a proxy's or gateway's page answered with a 2xx status, an answer
+        cut short) is the remote's failure: a :class:`~aiimpl_core.errors.ProviderError` naming the
+        request and what came back, never a bare ``ValueError``. It has no ``status``: like a
+        timeout, the request may or may not have been done, and waiting it out is worth it.
+        """
+        try:
+            return resp.json()
+        except ValueError:
+            method = resp.request.method if resp.request is not None else "?"
+            shape = "an empty body" if not resp.content else "a body that is not JSON"
+            raise ProviderError(
+                f"{self.provider}: {method} {urlsplit(resp.url).path} answered HTTP {resp.status_code} "
+                f"with {shape} ({remote_message(resp)})",
+                provider=self.provider,
+            ) from None
+
     def get(self, path: str, **kw: Any) -> requests.Response:
         return self.request("GET", path, **kw)
 

@@ -122,3 +122,27 @@ def test_a_remote_error_is_said_in_words(body: bytes, content_type: str | None, 
     from aiimpl_core.http import remote_message
 
     assert remote_message(_response(502, body, content_type)) == message
+
+
+@pytest.mark.parametrize(("body", "content_type", "said"), [
+    (b"<html><title>Sign in</title></html>", "text/html", "a body that is not JSON (Sign in (an HTML page))"),
+    (b"", None, "an empty body (OK)"),
+    (b'{"cut": "sho', "application/json", 'a body that is not JSON ({"cut": "sho)'),
+])
+def test_an_answer_that_is_not_json_is_the_remotes_failure(body: bytes, content_type: str | None, said: str) -> None:
+    """A 2xx whose body is not JSON (a proxy's sign-in page, an answer cut short) is a
+    ProviderError naming the request, without a status (it may or may not have been done), not a
+    ValueError that the callers' handling of a remote's failures lets through."""
+    import requests
+
+    resp = _response(200, body, content_type, reason="OK")
+    resp.url = "https://api.example.test/repos/acme/api/actions/runs?page=1"
+    resp.request = requests.Request("GET", resp.url).prepare()
+    client = HttpClient("https://api.example.test", provider="github")
+
+    with pytest.raises(ProviderError) as caught:
+        client.json(resp)
+
+    assert caught.value.message == f"github: GET /repos/acme/api/actions/runs answered HTTP 200 with {said}"
+    assert caught.value.status is None and caught.value.provider == "github"
+    assert client.json(_response(200, b'{"ok": true}', "application/json")) == {"ok": True}

@@ -258,6 +258,9 @@ class Repo:
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.github.http.request(method, self.base + path, headers=self._auth(), **kwargs)
 
+    def _json(self, resp: Any) -> Any:
+        return self.github.http.json(resp)
+
     # -- Actions --
 
     def dispatch_workflow(self, workflow: str, ref: str, inputs: Mapping[str, str]) -> None:
@@ -275,7 +278,7 @@ class Repo:
         resp = self._call("GET", f"/actions/workflows/{quote(workflow, safe='')}", expected=(200, 404))
         if resp.status_code == 404:
             return None
-        body = resp.json()
+        body = self._json(resp)
         if not isinstance(body, dict):
             raise ProviderError(
                 f"github: the workflow answer for {workflow} in {self.full_name} could not be read",
@@ -300,7 +303,7 @@ class Repo:
         if branch:
             params["branch"] = branch
         path = f"/actions/workflows/{quote(workflow, safe='')}/runs" if workflow else "/actions/runs"
-        return self._call("GET", path, params=params).json()
+        return self._json(self._call("GET", path, params=params))
 
     def iter_workflow_runs(
         self,
@@ -329,7 +332,7 @@ class Repo:
                 return
 
     def get_run(self, run_id: int | str) -> dict[str, Any]:
-        return self._call("GET", f"/actions/runs/{int(run_id)}").json()
+        return self._json(self._call("GET", f"/actions/runs/{int(run_id)}"))
 
     def cancel_run(self, run_id: int | str) -> bool:
         """Ask GitHub to cancel a workflow run (it answers ``202`` and cancels asynchronously).
@@ -356,7 +359,7 @@ class Repo:
         )
         if resp.status_code == 404:
             return None
-        body = resp.json()
+        body = self._json(resp)
         if not isinstance(body, dict) or body.get("type") != "file":
             raise ProviderError(f"github: {path} in {self.full_name} is not a file", provider="github")
         return RepoFile(path, str(body["sha"]), base64.b64decode(body.get("content") or ""))
@@ -370,7 +373,7 @@ class Repo:
             body["sha"] = sha
         if branch:
             body["branch"] = branch
-        return self._call("PUT", f"/contents/{quote(path, safe='/')}", json=body).json()
+        return self._json(self._call("PUT", f"/contents/{quote(path, safe='/')}", json=body))
 
     # -- pull requests and comments --
 
@@ -380,10 +383,10 @@ class Repo:
         payload: dict[str, Any] = {"head": head, "base": base, "title": title, "draft": draft}
         if body is not None:
             payload["body"] = body
-        return self._call("POST", "/pulls", json=payload).json()
+        return self._json(self._call("POST", "/pulls", json=payload))
 
     def create_issue_comment(self, number: int, body: str) -> dict[str, Any]:
-        return self._call("POST", f"/issues/{int(number)}/comments", json={"body": body}).json()
+        return self._json(self._call("POST", f"/issues/{int(number)}/comments", json={"body": body}))
 
     def list_issue_comments(self, number: int) -> list[dict[str, Any]]:
-        return self._call("GET", f"/issues/{int(number)}/comments", params={"per_page": 100}).json()
+        return self._json(self._call("GET", f"/issues/{int(number)}/comments", params={"per_page": 100}))

@@ -82,13 +82,14 @@ def open_pull_request(
     """
     if len(title) > MAX_TITLE_CHARS:  # a Jira summary alone may be 255 characters
         title = title[: MAX_TITLE_CHARS - 1].rstrip() + "…"
+    client = _client(api_url, token)
     try:
-        resp = _client(api_url, token).post(
+        resp = client.post(
             f"/repos/{owner}/{repo}/pulls", json={"title": title, "head": head, "base": base, "body": body}
         )
+        data = client.json(resp)  # not JSON: no status, as no answer (GitHub may have created it)
     except ProviderError as exc:
         raise PullRequestError(exc.status, _message(exc)) from None
-    data = resp.json()
     if not isinstance(data, dict) or not isinstance(data.get("number"), int):
         raise PullRequestError(resp.status_code, "GitHub answered without a pull request")
     return data
@@ -105,14 +106,15 @@ def find_open_pull_request(
 
     :raises PullRequestError: when GitHub refuses the listing or cannot be reached.
     """
+    client = _client(api_url, token)
     try:
-        resp = _client(api_url, token).get(
+        resp = client.get(
             f"/repos/{owner}/{repo}/pulls",
             params={"head": f"{owner}:{head}", "base": base, "state": "open", "per_page": 100},
         )
+        data = client.json(resp)
     except ProviderError as exc:
         raise PullRequestError(exc.status, _message(exc)) from None
-    data = resp.json()
     if not isinstance(data, list):
         raise PullRequestError(resp.status_code, "GitHub answered without a list of pull requests")
     for pr in data:

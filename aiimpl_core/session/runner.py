@@ -606,11 +606,12 @@ class Session:
         A re-run after ``review_failed`` (or after a failure or stop once the pull request was
         open) continues the same branch, whose pull request is still open: the new commits are
         already in it, and the run carries on with it as with one it opened. Closed and merged
-        pull requests are never reused: GitHub accepts a new one then. GitHub may also answer a
-        5xx (or no answer) to a pull request it created all the same: that one is looked up too.
+        pull requests are never reused: GitHub accepts a new one then. GitHub (or a proxy in front
+        of it) may also answer a 5xx, nothing, or a success without a readable pull request to one
+        it created all the same: that one is looked up too. Only a refusal (any other 4xx) is not.
         """
         cfg = self.cfg
-        if refused.status != 422 and not (refused.status is None or refused.status >= 500):
+        if refused.status is not None and 400 <= refused.status < 500 and refused.status != 422:
             raise refused
         try:
             pr = find_open_pull_request(

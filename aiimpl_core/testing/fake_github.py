@@ -336,6 +336,7 @@ class FakeGitHub:
         self.comments: dict[tuple[str, str, int], list[IssueComment]] = {}
         self.undocumented: list[str] = []
         self.failures: list[tuple[str, str, GitHubError, int]] = []  # method, path regex, error, times
+        self.garbles: list[tuple[str, str, int]] = []  # method, path regex, times
         self.lock = threading.RLock()
         self._ids = itertools.count(1000)
         self.server = OpenAPIFakeServer(self._make_app(), self.spec_path)
@@ -516,6 +517,16 @@ class FakeGitHub:
             self.failures.append(
                 (method.upper(), path_pattern, GitHubError(status, message, headers=headers), times)
             )
+
+    def garble_next(self, method: str, path_pattern: str, *, times: int = 1) -> None:
+        """Do the next ``times`` matching requests, then answer them with an HTML page instead of
+        the JSON (same status), as a proxy or gateway in front of GitHub may: the answer is off
+        the description on purpose, and recorded as undocumented.
+
+        :param path_pattern: a regular expression searched in the request path.
+        """
+        with self.lock:
+            self.garbles.append((method.upper(), path_pattern, times))
 
     def repo(self, owner: str, repo: str) -> Repository:
         try:
@@ -786,6 +797,26 @@ class FakeGitHub:
             if not gh._documented(flask.request.url_rule, flask.request.method, err.status):
                 gh._note_undocumented(err.status, payload)
                 resp.headers[UNDOCUMENTED_HEADER] = "1"
+            return resp
+
+        @app.after_request
+        def garbled(resp: flask.Response) -> flask.Response:
+            with gh.lock:
+                for i, (method, pattern, times) in enumerate(gh.garbles):
+                    if method == flask.request.method and re.search(pattern, flask.request.path):
+                        if times <= 1:
+                            gh.garbles.pop(i)
+                        else:
+                            gh.garbles[i] = (method, pattern, times - 1)
+                        page = flask.Response(
+                            "<html><head><title>Upstream answer</title></head><body></body></html>",
+                            status=resp.status_code, mimetype="text/html",
+                        )
+                        page.headers[UNDOCUMENTED_HEADER] = "1"
+                        gh.undocumented.append(
+                            f"{flask.request.method} {flask.request.path} -> {resp.status_code}: an HTML page"
+                        )
+                        return page
             return resp
 
         @app.after_request

@@ -106,6 +106,24 @@ def test_a_pull_request_github_created_before_failing_its_answer_is_used(world: 
 
 
 @FULL_GITHUB
+def test_a_pull_request_created_behind_an_answer_that_is_not_json_is_used(world: World) -> None:
+    """A proxy in front of GitHub may pass the creation on and answer an HTML page: the pull
+    request is looked up, not the job failed with the page's JSON error."""
+    world.mapping()
+    world.github.garble_next("POST", r"/repos/acme/eng/pulls$")
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id)
+
+    assert code == 0, out
+    [pr] = world.github.pull_requests("acme", "eng")
+    job = world.job(job_id)
+    assert (job.status, job.pr_number) == ("completed", pr.number), job.error
+    assert world.steps(job_id)["pull-request"].detail["reused"] is True
+    assert world.github.undocumented == ["POST /repos/acme/eng/pulls -> 201: an HTML page"]
+
+
+@FULL_GITHUB
 def test_a_pull_request_github_failed_to_create_keeps_its_answer(world: World) -> None:
     world.mapping()
     world.github.fail_next("POST", r"/repos/acme/eng/pulls$", 502, "Server Error")

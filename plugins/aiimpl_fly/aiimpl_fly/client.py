@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-import requests
 from aiimpl_core.errors import ProviderError
 from aiimpl_core.http import HttpClient
 
@@ -34,17 +33,17 @@ class FlyClient:
         """``GET /apps/{app}``: the app (``name``, ``status``, ``organization``); ``None`` when Fly
         knows no such app, or not for this token."""
         resp = self.http.get(f"/apps/{quote(self.app, safe='')}", expected=(200, 404))
-        return None if resp.status_code == 404 else _object(_json(resp))
+        return None if resp.status_code == 404 else _object(self.http.json(resp))
 
     def create_machine(self, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /apps/{app}/machines``: create and start a machine; returns the Machine."""
         # not retried on a 5xx: a second POST could start a second machine for the same job
-        return _object(_json(self.http.post(self._machines(), json=body)))
+        return _object(self.http.json(self.http.post(self._machines(), json=body)))
 
     def list_machines(self, *, include_deleted: bool = False) -> list[dict[str, Any]]:
         """``GET /apps/{app}/machines``: every machine of the app (one call)."""
         params = {"include_deleted": "true"} if include_deleted else None
-        body = _json(self.http.get(self._machines(), params=params))
+        body = self.http.json(self.http.get(self._machines(), params=params))
         if not isinstance(body, list):
             raise ProviderError("fly: the machine list is not a JSON array", provider="fly")
         return [m for m in body if isinstance(m, dict)]
@@ -52,7 +51,7 @@ class FlyClient:
     def get_machine(self, machine_id: str) -> dict[str, Any] | None:
         """``GET /apps/{app}/machines/{id}``; ``None`` when Fly knows no such machine."""
         resp = self.http.get(self._machines(machine_id), expected=(200, 404))
-        return None if resp.status_code == 404 else _object(_json(resp))
+        return None if resp.status_code == 404 else _object(self.http.json(resp))
 
     def stop_machine(self, machine_id: str) -> None:
         """``POST /apps/{app}/machines/{id}/stop`` (SIGTERM, then Fly's kill timeout)."""
@@ -74,9 +73,3 @@ def _object(body: Any) -> dict[str, Any]:
         raise ProviderError("fly: the answer is not a JSON object", provider="fly")
     return body
 
-
-def _json(resp: requests.Response) -> Any:
-    try:
-        return resp.json()
-    except ValueError:
-        raise ProviderError(f"fly: HTTP {resp.status_code} answer is not JSON", provider="fly") from None

@@ -1,7 +1,8 @@
 """GitHub failures that concern part of the work: one repository's run listing, or a rate limit.
 
-* A repository whose run listing fails is left out of ``poll_runs`` for that cycle: its jobs keep
-  their status (they are not ended ``run_not_found`` while their runs go on).
+* A repository whose run listing fails (an error, or an answer that is not JSON) is left out of
+  ``poll_runs`` for that cycle: its jobs keep their status (they are not ended ``run_not_found``
+  while their runs go on), and the other repositories' jobs are linked.
 * A rate-limited dispatch keeps GitHub's ``Retry-After`` (or the primary limit's reset time), so
   the dispatcher backs off for that long and the other issues wait instead of failing one by one.
 """
@@ -59,8 +60,9 @@ def jobs() -> dict[str, Job]:
     return {j.issue_key: j for j in db.session.scalars(db.select(Job)).all()}
 
 
+@pytest.mark.parametrize("failure", ["rate-limited", "not-json"])
 def test_jobs_of_a_repository_whose_listing_failed_keep_their_status(
-    app: Any, gh: FakeGitHub, tracker: FakeTracker, mappings: None
+    app: Any, gh: FakeGitHub, tracker: FakeTracker, mappings: None, failure: str
 ) -> None:
     tracker.add("ENG-1")
     tracker.add("WEB-1")
@@ -68,14 +70,17 @@ def test_jobs_of_a_repository_whose_listing_failed_keep_their_status(
     dispatched = jobs()
     web_run = gh.run_named(f"job-{dispatched['WEB-1'].id}")
     gh.advance_run(web_run.id, "in_progress")
-    gh.fail_next(
-        "GET",
-        r"/repos/acme/web/actions/runs$",
-        403,
-        "You have exceeded a secondary rate limit",
-        times=100,
-        headers={"retry-after": "60"},
-    )
+    if failure == "not-json":  # a proxy's page answered 200
+        gh.garble_next("GET", r"/repos/acme/web/actions/runs$", times=100)
+    else:
+        gh.fail_next(
+            "GET",
+            r"/repos/acme/web/actions/runs$",
+            403,
+            "You have exceeded a secondary rate limit",
+            times=100,
+            headers={"retry-after": "60"},
+        )
     db.session.execute(db.update(Job).values(dispatched_at=utcnow() - timedelta(minutes=11)))
     db.session.commit()
 
@@ -85,9 +90,11 @@ def test_jobs_of_a_repository_whose_listing_failed_keep_their_status(
     assert ended["ENG-1"].run_id  # acme/api was listed: its run is linked
     assert (ended["WEB-1"].status, ended["WEB-1"].run_id) == ("dispatched", None)
     assert report.endings == {} and tracker.comments.get("WEB-1", []) == []
+    assert report.polled == {"github-actions": 2}, report.skipped
 
     # the listing works again: the run is linked and running
     gh.failures.clear()
+    gh.garbles.clear()
     reconcile()
     assert (jobs()["WEB-1"].status, jobs()["WEB-1"].run_id) == ("running", str(web_run.id))
 

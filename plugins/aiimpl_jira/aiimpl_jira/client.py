@@ -75,7 +75,7 @@ class JiraClient:
         if reconcile_issues:
             body["reconcileIssues"] = list(reconcile_issues)
         # A search changes nothing, so repeating it after a 5xx is safe.
-        return self.http.post(f"{API}/search/jql", json=body, retry_unsafe=True).json()
+        return self.http.json(self.http.post(f"{API}/search/jql", json=body, retry_unsafe=True))
 
     def search(
         self, jql: str, *, fields: Sequence[str] = ISSUE_FIELDS, max_results: int = 50
@@ -98,7 +98,7 @@ class JiraClient:
         if expand:
             params["expand"] = expand
         try:
-            return self.http.get(f"{API}/issue/{_key(key)}", params=params).json()
+            return self.http.json(self.http.get(f"{API}/issue/{_key(key)}", params=params))
         except ProviderError as exc:
             if exc.status == 404:
                 raise NotFound(f"Jira issue {key} not found") from None
@@ -109,10 +109,10 @@ class JiraClient:
         out: list[dict[str, Any]] = []
         start = 0
         while True:
-            page = self.http.get(
+            page = self.http.json(self.http.get(
                 f"{API}/issue/{_key(key)}/comment",
                 params={"startAt": start, "maxResults": page_size, "orderBy": "created"},
-            ).json()
+            ))
             batch = page.get("comments") or []
             out.extend(batch)
             start += len(batch)
@@ -129,17 +129,17 @@ class JiraClient:
         meanwhile moves the others down a place, so one may be read twice, never skipped."""
         start, size = 0, first_page
         while True:
-            page = self.http.get(
+            page = self.http.json(self.http.get(
                 f"{API}/issue/{_key(key)}/comment",
                 params={"startAt": start, "maxResults": size, "orderBy": "-created"},
-            ).json()
+            ))
             batch = page.get("comments") or []
             ids = [int(c["id"]) for c in batch if str(c.get("id") or "").isdigit()]
             if ids:
-                listed = self.http.post(
+                listed = self.http.json(self.http.post(
                     f"{API}/comment/list", params={"expand": "properties"}, json={"ids": ids},
                     retry_unsafe=True,
-                ).json()
+                ))
                 by_id = {str(c.get("id")): c for c in listed.get("values") or []}
                 yield from (by_id[str(i)] for i in ids if str(i) in by_id)
             start += len(batch)
@@ -155,7 +155,7 @@ class JiraClient:
         body: dict[str, Any] = {"body": adf_body}
         if properties:
             body["properties"] = [{"key": k, "value": v} for k, v in properties.items()]
-        return self.http.post(f"{API}/issue/{_key(key)}/comment", json=body, expected=(201,)).json()
+        return self.http.json(self.http.post(f"{API}/issue/{_key(key)}/comment", json=body, expected=(201,)))
 
     def transitions(self, key: str, *, transition_id: str | None = None) -> list[dict[str, Any]]:
         """The transitions available to an issue, each with the fields of its screen
@@ -163,7 +163,7 @@ class JiraClient:
         params = {"expand": "transitions.fields"}
         if transition_id is not None:
             params["transitionId"] = transition_id
-        data = self.http.get(f"{API}/issue/{_key(key)}/transitions", params=params).json()
+        data = self.http.json(self.http.get(f"{API}/issue/{_key(key)}/transitions", params=params))
         return list(data.get("transitions") or [])
 
     def transition(self, key: str, transition_id: str, *, fields: Mapping[str, Any] | None = None) -> None:
@@ -177,12 +177,12 @@ class JiraClient:
 
     def myself(self) -> dict[str, Any]:
         """The account the credentials belong to (``GET /rest/api/3/myself``)."""
-        return dict(self.http.get(f"{API}/myself").json())
+        return dict(self.http.json(self.http.get(f"{API}/myself")))
 
     def project_statuses(self, project: str) -> list[dict[str, Any]]:
         """Each issue type of a project with the statuses its workflow has."""
         try:
-            return list(self.http.get(f"{API}/project/{quote(project, safe='')}/statuses").json())
+            return list(self.http.json(self.http.get(f"{API}/project/{quote(project, safe='')}/statuses")))
         except ProviderError as exc:
             if exc.status == 404:
                 raise NotFound(f"Jira project {project} not found") from None
@@ -196,10 +196,10 @@ class JiraClient:
             json={"queries": list(queries)},
             retry_unsafe=True,
         )
-        return list(resp.json().get("queries") or [])
+        return list(self.http.json(resp).get("queries") or [])
 
     def fields(self) -> list[dict[str, Any]]:
-        return list(self.http.get(f"{API}/field").json())
+        return list(self.http.json(self.http.get(f"{API}/field")))
 
     def field_contexts(self, field_id: str) -> list[dict[str, Any]]:
         return self._paged(f"{API}/field/{quote(field_id, safe='')}/context", page_size=50)
@@ -215,7 +215,7 @@ class JiraClient:
         out: list[dict[str, Any]] = []
         start = 0
         while True:
-            page = self.http.get(path, params={"startAt": start, "maxResults": page_size}).json()
+            page = self.http.json(self.http.get(path, params={"startAt": start, "maxResults": page_size}))
             values = page.get("values") or []
             out.extend(values)
             start += len(values)
