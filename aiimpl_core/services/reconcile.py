@@ -396,16 +396,37 @@ def _run_states(answer: Any, backend_id: str) -> list[RunState]:
             raise PluginContractError(
                 f"poll_runs of {backend_id!r} answered a {type(state).__name__}, not a RunState"
             )
-        if not isinstance(state.phase, RunPhase):
-            try:
-                state = replace(state, phase=RunPhase(state.phase))
-            except ValueError:
-                phase = str(state.phase)[:40]
-                raise PluginContractError(
-                    f"poll_runs of {backend_id!r} answered the phase {phase!r}, not a RunPhase"
-                ) from None
-        states.append(state)
+        states.append(_checked_state(state, backend_id))
     return states
+
+
+def _checked_state(state: RunState, backend_id: str) -> RunState:
+    """``state`` with its enumerated fields as their enums (a member's string value is taken, as for
+    the phase); a field of another type is the backend's broken contract. Checked here, before a
+    job is touched: a value that only failed when the job ends would fail that job on every cycle,
+    and hold it for good."""
+    def refuse(name: str, value: Any, expected: str) -> PluginContractError:
+        shown = repr(value)[:60]
+        return PluginContractError(f"poll_runs of {backend_id!r} answered the {name} {shown}, not {expected}")
+
+    changes: dict[str, Any] = {}
+    for name, enum in (("phase", RunPhase), ("timeout_reason", TimeoutReason), ("log_label", LogLabel)):
+        value = getattr(state, name)
+        if isinstance(value, enum) or (value is None and name != "phase"):
+            continue
+        try:
+            changes[name] = enum(value)
+        except (TypeError, ValueError):
+            raise refuse(name, value, f"a {enum.__name__}") from None
+    if isinstance(state.run_id, int) and not isinstance(state.run_id, bool):
+        changes["run_id"] = str(state.run_id)  # a numeric id, as GitHub's run ids are
+    for name in ("run_id", "run_url", "log_excerpt", "detail"):
+        value = changes.get(name, getattr(state, name))
+        if value is not None and not isinstance(value, str):
+            raise refuse(name, value, "a string")
+    if state.exit_code is not None and (isinstance(state.exit_code, bool) or not isinstance(state.exit_code, int)):
+        raise refuse("exit_code", state.exit_code, "an integer")
+    return replace(state, **changes) if changes else state
 
 
 #: jobs whose state changed are updated this many to a transaction (each job in a savepoint)

@@ -260,8 +260,20 @@ def test_a_tracker_reading_an_issue_as_the_wrong_type_is_refused_by_name(
         (lambda runs: None, "answered NoneType, not a list of RunState"),
         (lambda runs: [RunState(job_id=r.job_id, phase="lost") for r in runs],  # type: ignore[arg-type]
          "answered the phase 'lost', not a RunPhase"),
+        (lambda runs: [RunState(job_id=r.job_id, phase=RunPhase.FAILED, log_label="crashed")  # type: ignore[arg-type]
+                       for r in runs],
+         "answered the log_label 'crashed', not a LogLabel"),
+        (lambda runs: [RunState(job_id=r.job_id, phase=RunPhase.TIMED_OUT, timeout_reason=3600)  # type: ignore[arg-type]
+                       for r in runs],
+         "answered the timeout_reason 3600, not a TimeoutReason"),
+        (lambda runs: [RunState(job_id=r.job_id, phase=RunPhase.FAILED, detail=42)  # type: ignore[arg-type]
+                       for r in runs],
+         "answered the detail 42, not a string"),
+        (lambda runs: [RunState(job_id=r.job_id, phase=RunPhase.FAILED, exit_code="1")  # type: ignore[arg-type]
+                       for r in runs],
+         "answered the exit_code '1', not an integer"),
     ],
-    ids=["dicts", "none", "unknown-phase"],
+    ids=["dicts", "none", "unknown-phase", "unknown-label", "reason-number", "detail-number", "exit-string"],
 )
 def test_a_backend_answering_the_wrong_type_delays_only_itself(
     app, tracker, runner, fly, add_mapping, monkeypatch, answer, why
@@ -282,6 +294,32 @@ def test_a_phase_given_as_its_string_is_taken(app, tracker, runner, fly, add_map
                                             for r in runs])
     run_cycle()
     assert jobs_of("WEB-1")[0].status == "running"
+
+
+@pytest.mark.parametrize(
+    ("state", "ending"),
+    [
+        (dict(phase="failed", log_label="container_failed", detail="exit 2", run_id=7),
+         ("failed", None, "container_failed", "exit 2")),
+        (dict(phase="timed_out", timeout_reason="machine_timeout"),
+         ("timed_out", "machine_timeout", None, None)),
+    ],
+    ids=["failed", "timed-out"],
+)
+def test_a_label_or_reason_given_as_its_string_is_taken(
+    app, tracker, runner, fly, add_mapping, monkeypatch, state, ending
+):
+    """A string value of a LogLabel or TimeoutReason (and a numeric run id) is taken, as a phase's
+    is: it once reached the job's ending and failed it there on every cycle, holding it for good."""
+    _one_job_each(tracker, runner, fly, add_mapping)
+    monkeypatch.setattr(fly.backend_class, "poll_runs",
+                        lambda self, runs: [RunState(job_id=r.job_id, **state) for r in runs])  # type: ignore[arg-type]
+    report = run_cycle()
+    assert "fly-machines" not in report.reconciled["skipped"]
+    [job] = jobs_of("WEB-1")
+    assert (job.status, job.timeout_reason, job.log_label, job.error) == ending
+    if "run_id" in state:
+        assert job.run_id == "7"
 
 
 def test_a_backend_that_cannot_be_set_up_delays_only_itself(
