@@ -405,7 +405,7 @@ def _job_owner(job_id: int) -> redaction.Owner:
     db.session.commit()
     if row is None:
         raise CallbackError(404, "job_not_found")
-    return redaction.Owner(row.team_key, row.mapping_id, (row.mapping, row.secrets))
+    return redaction.Owner(row.team_key, row.mapping_id, (row.mapping, row.secrets), row.nonce_hash)
 
 
 #: how many times a report is redacted and written again when the secrets keep changing under it
@@ -428,8 +428,7 @@ def record_progress(job_id: int, step: dict[str, Any]) -> dict[str, Any]:
     for _ in range(_REDACTION_TRIES):
         if owner is None:  # the job's first report to this process, or its state changed
             owner = _job_owner(job_id)
-        redactor = redaction.redactor(owner.team_key, owner.mapping_id, state=owner.state)
-        values = _redacted_step(redactor, _step_values(job_id, step, "runner"), detail)
+        values = _redacted_step(redaction.redactor_for(owner), _step_values(job_id, step, "runner"), detail)
         values.update(team_key=owner.team_key, mapping_id=owner.mapping_id,
                       mapping_state=owner.state[0], secrets_state=owner.state[1])
         statement = _progress_upsert(detail is not None)

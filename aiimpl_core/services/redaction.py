@@ -16,22 +16,25 @@ report is never redacted with stale values.
 """
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
+import jwt
 from flask import current_app
 from sqlalchemy import String, bindparam, cast, literal_column, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
+from ..auth import tokens
 from ..config import sensitive_names
 from ..extensions import db
 from ..orm import Job, Secret
 from ..orm import Mapping as MappingRow
-from ..session.redact import Redactor
+from ..session.redact import MASK, Redactor, map_strings
 from . import secrets as secrets_service
 
 #: redactors kept per process (a team and its mapping each; they are small)
@@ -92,7 +95,8 @@ _OWNER_MAPPING, _OWNER_SECRETS = state_columns(
 )
 #: a job's team and mapping with the state :func:`redactor` is keyed by, in one statement
 JOB_OWNER = select(
-    Job.team_key, Job.mapping_id, _OWNER_MAPPING.label("mapping"), _OWNER_SECRETS.label("secrets")
+    Job.team_key, Job.mapping_id, Job.nonce_hash, _OWNER_MAPPING.label("mapping"),
+    _OWNER_SECRETS.label("secrets"),
 ).where(Job.id == bindparam("job_id"))
 _EXTENSION = "aiimpl.redactors"
 _OWNERS = "aiimpl.job-owners"
@@ -107,6 +111,7 @@ class Owner:
     team_key: str
     mapping_id: int | None
     state: tuple[Any, Any]
+    nonce_hash: str | None = None
 
 
 def remembered_owner(job_id: int) -> Owner | None:
@@ -211,8 +216,55 @@ def has_text(data: Any) -> bool:
     return False
 
 
-def redactor_for(job: Job) -> Redactor:
-    return redactor(job.team_key, job.mapping_id)
+#: a JSON Web Token: a header and a payload that are base64url JSON objects (``eyJ``), a signature
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{16,}")
+#: a nonce's shape (``secrets.token_urlsafe(32)``: 43 URL-safe characters), on its own
+_NONCE = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
+
+
+class JobRedactor:
+    """The redactor of a job's team (:func:`redactor`), which also masks the job's own run
+    credentials, which no secret row holds: a run token this orchestrator signed (any job's: its
+    signature is checked, its expiry and audience are not) and the job's nonce (stored only as its
+    hash: a nonce-shaped word is masked when its hash is the job's). A session masks both in what
+    it reports; a backend's log excerpt (a container that printed its environment) or a plugin's
+    error need not have."""
+
+    def __init__(self, base: Redactor, nonce_hash: str | None, key: str) -> None:
+        self.base = base
+        self.nonce_hash = nonce_hash
+        self.key = key
+
+    def _token(self, match: re.Match[str]) -> str:
+        try:
+            jwt.decode(match.group(0), self.key, algorithms=[tokens.ALGORITHM],
+                       options={"verify_exp": False, "verify_aud": False, "verify_iat": False})
+        except jwt.PyJWTError:
+            return match.group(0)
+        return MASK
+
+    def _nonce(self, match: re.Match[str]) -> str:
+        return MASK if tokens.hash_nonce(match.group(0)) == self.nonce_hash else match.group(0)
+
+    def text(self, value: str | None) -> str:
+        """``value`` with the team's secrets and the job's run credentials masked."""
+        out = self.base.text(value)
+        if "eyJ" in out:
+            out = _JWT.sub(self._token, out)
+        if self.nonce_hash and len(out) >= 43:
+            out = _NONCE.sub(self._nonce, out)
+        return out
+
+    def data(self, value: Any, keep: tuple[str, ...] = ()) -> Any:
+        return map_strings(value, self.text, keep)
+
+
+def redactor_for(job: Job | Owner) -> JobRedactor:
+    """The redactor of a job's reports: its team's secrets and its own run credentials (from the
+    job, or from the job's owner as :data:`JOB_OWNER` read it, with the state read with it)."""
+    state = job.state if isinstance(job, Owner) else None
+    return JobRedactor(redactor(job.team_key, job.mapping_id, state=state), job.nonce_hash,
+                       str(current_app.config["AIIMPL_SECRET_KEY"]))
 
 
 def redact_data(job: Job, data: Any, keep: tuple[str, ...] = ()) -> Any:

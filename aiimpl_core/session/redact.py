@@ -11,7 +11,7 @@ import base64
 import re
 import threading
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -175,14 +175,26 @@ class Redactor:
     def data(self, value: Any, keep: Iterable[str] = ()) -> Any:
         """A JSON-like value with every string masked, an object's keys included; top-level keys
         in ``keep`` pass unchanged with their values (the nonce a request must carry)."""
-        kept = set(keep)
+        return map_strings(value, self.text, keep)
+
+
+def map_strings(value: Any, text: Callable[[str], str], keep: Iterable[str] = ()) -> Any:
+    """A JSON-like value with ``text`` applied to every string, an object's keys included;
+    top-level keys in ``keep`` pass unchanged with their values."""
+    kept = set(keep)
+
+    def walk(value: Any) -> Any:
         if isinstance(value, dict):
-            return {
-                (k if k in kept or not isinstance(k, str) else self.text(k)): v if k in kept else self.data(v)
-                for k, v in value.items()
-            }
+            return {(k if not isinstance(k, str) else text(k)): walk(v) for k, v in value.items()}
         if isinstance(value, list):
-            return [self.data(v) for v in value]
+            return [walk(v) for v in value]
         if isinstance(value, str):
-            return self.text(value)
+            return text(value)
         return value
+
+    if isinstance(value, dict) and kept:
+        return {
+            (k if k in kept or not isinstance(k, str) else text(k)): v if k in kept else walk(v)
+            for k, v in value.items()
+        }
+    return walk(value)

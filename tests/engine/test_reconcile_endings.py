@@ -314,3 +314,33 @@ def test_a_backend_excerpt_is_masked_in_every_form(app, tracker, runner, add_map
         assert "[REDACTED]" in text
         for form in (TEAM_SECRET, encoded, basic, TEAM_SECRET[10:]):
             assert form not in text, form
+
+
+def test_a_backend_excerpt_is_masked_of_the_jobs_run_credentials(app, tracker, runner, add_mapping):
+    """A container that printed its environment: the job's nonce and run tokens, which no secret
+    row holds, are masked too (the token by its signature, the nonce by its hash). A token another
+    key signed and a word shaped like a nonce that is not the job's are left as they are."""
+    from aiimpl_core.auth import tokens
+    from aiimpl_core.session import env as session_env
+
+    job = _dispatched(tracker, add_mapping, "ENG-9")
+    env = runner.runs[job.id].request.env
+    nonce, progress = env[session_env.NONCE.name], env[session_env.PROGRESS_TOKEN.name]
+    foreign = tokens.issue_run_token("another-signing-key-of-at-least-32-bytes", job.id, "implementation", tokens.AUD_RESULT, 60)
+    other_word = "A" * 43
+    runner.set_state(
+        job.id,
+        RunPhase.FAILED,
+        detail=f"session exited; nonce={nonce}",
+        log_label=LogLabel.CONTAINER_FAILED,
+        log_excerpt=f"AIIMPL_NONCE={nonce}\nAIIMPL_PROGRESS_TOKEN={progress}\nother={foreign} {other_word}\n",
+    )
+    run_cycle()
+
+    [job] = jobs_of("ENG-9")
+    assert job.status == "failed"
+    assert job.error == "session exited; nonce=[REDACTED]"
+    posted = "\n".join(tracker.comments["ENG-9"])
+    for text in (job.log_excerpt, posted):
+        assert f"AIIMPL_NONCE=[REDACTED]\nAIIMPL_PROGRESS_TOKEN=[REDACTED]\nother={foreign} {other_word}" in text
+        assert nonce not in text and progress not in text

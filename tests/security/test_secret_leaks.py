@@ -466,6 +466,36 @@ def test_every_text_a_runner_sends_is_redacted(app, client, sec_admin, sec_mappi
     assert not leaks(json.dumps(job) + steps + posted + dump_rows(), [secret])
 
 
+def test_a_runner_text_is_redacted_of_the_jobs_own_nonce_and_tokens(
+    app, client, sec_admin, sec_mapping, sec_launch, sec_tracker
+):
+    """The job's nonce and run tokens are no secret row, yet a session's environment: a step or
+    status event quoting them (a tool that printed its environment) has them masked, on the
+    progress endpoint, the step report and the status event alike."""
+    sec_mapping("ENG")
+    job_id, env = sec_launch("ENG-1")
+    nonce, credentials = env["AIIMPL_NONCE"], [env["AIIMPL_NONCE"], env["AIIMPL_PROGRESS_TOKEN"],
+                                              env["AIIMPL_RESULT_TOKEN"]]
+    printed = " ".join(f"{n}={v}" for n, v in zip(("NONCE", "PROGRESS", "RESULT"), credentials, strict=True))
+
+    def step(n: int) -> dict[str, Any]:
+        return {"id": f"env-{n}", "type": "setup", "status": "failed", "started_at": "2026-01-01T00:00:00Z",
+                "detail": {"output": printed}}
+
+    assert client.post("/api/step-report", json={"nonce": nonce, "step": step(1)}).status_code == 200
+    progress = client.post("/runner/progress", headers=bearer(env["AIIMPL_PROGRESS_TOKEN"]),
+                           json={"step": step(2)})
+    assert progress.status_code == 200, progress.get_json()
+    failed = client.post("/api/status", json={"nonce": nonce, "event": "session_failed", "reason": printed})
+    assert failed.status_code == 200, failed.get_json()
+
+    steps = client.get(f"/api/jobs/{job_id}/steps", headers=sec_admin).get_data(as_text=True)
+    assert steps.count("NONCE=[REDACTED] PROGRESS=[REDACTED] RESULT=[REDACTED]") == 2
+    posted = "\n".join(body for bodies in sec_tracker.comments.values() for body in bodies)
+    assert r"NONCE=\[REDACTED] PROGRESS=\[REDACTED] RESULT=\[REDACTED]" in posted  # (Markdown-escaped)
+    assert not leaks(steps + posted + dump_rows(), credentials)
+
+
 def _report_detail(client: Any, token: str, job_id: int, n: int, text: str) -> str:
     """Post a finished step whose detail carries ``text``; the detail as stored."""
     from aiimpl_core.extensions import db
