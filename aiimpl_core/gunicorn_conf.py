@@ -61,13 +61,13 @@ if _control_socket:
 
 class Logger(glogging.Logger):
     """gunicorn's logger, with its error and access lines in the format of ``AIIMPL_LOG_FORMAT``
-    when that is ``json`` (gunicorn's own text lines otherwise), its error lines masked of the
-    known secrets (:data:`aiimpl_core.logs.SECRETS`), and the path of an access line as it was sent
-    (:func:`aiimpl_core.logs.logged_path`)."""
+    when that is ``json`` (gunicorn's own text lines otherwise), its error lines and the client's
+    text in its access lines masked of the known secrets (:data:`aiimpl_core.logs.SECRETS`), and
+    the path of an access line as it was sent (:func:`aiimpl_core.logs.logged_path`)."""
 
     def setup(self, cfg) -> None:  # noqa: ANN001
         super().setup(cfg)
-        for handler in self.error_log.handlers:
+        for handler in (*self.error_log.handlers, *self.access_log.handlers):
             _logs.guard(handler)  # the worker's sensitive settings are masked here too
         if _logs.from_environ("INFO")[1] == "json":
             for logger in (self.error_log, self.access_log):

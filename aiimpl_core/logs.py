@@ -34,6 +34,9 @@ JSON_NAMES = {"asctime": "time", "levelname": "level", "name": "logger"}
 #: gunicorn's access-line atoms a JSON line carries as fields (never the query string or a header:
 #: a webhook's secret may ride in the one, a bearer token in the other)
 ACCESS_FIELDS = {"h": "remote", "m": "method", "U": "path", "s": "status", "b": "bytes", "M": "duration_ms"}
+#: the atoms of an access line that carry a client's text (the path above all: a client may put a
+#: secret there, such as a webhook's secret in place of its route), masked as any other line is
+ACCESS_TEXT = ("U", "m", "H", "r", "q", "f", "a")
 
 
 class _UtcTime:
@@ -125,17 +128,26 @@ class SecretMask(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         redactors = self.redactors()
-        if not redactors or record.name == "gunicorn.access":  # access lines carry no free text
-            return True
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a bad format string: logging reports it as it would
+        if not redactors:
             return True
 
         def masked(text: str) -> str:
             for redactor in redactors:
                 text = redactor.text(text)
             return text
+
+        if record.name == "gunicorn.access":
+            # its atoms stay a mapping (the JSON formatter reads them): only the client's text in them
+            if isinstance(record.args, Mapping):
+                record.args = {
+                    atom: masked(value) if atom in ACCESS_TEXT and isinstance(value, str) else value
+                    for atom, value in record.args.items()
+                }
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string: logging reports it as it would
+            return True
 
         record.msg, record.args = masked(message), None
         if record.exc_info:

@@ -208,6 +208,38 @@ def test_an_access_line_shows_the_path_as_sent_so_a_client_cannot_write_lines_of
     assert logs.logged_path("/api/jobs/7") == "/api/jobs/7"
 
 
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_secret_a_client_put_in_the_path_is_masked_in_the_access_line(capsys, monkeypatch, fmt):
+    """A webhook's secret sent in place of its route (or any known secret in a path) is masked in
+    the access line as in every other line, in both formats (the JSON line's ``path`` too)."""
+    import datetime
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+
+    from aiimpl_core import gunicorn_conf
+
+    secret = "trigger-secret-7f3a9c2e"
+    monkeypatch.setenv("AIIMPL_LOG_FORMAT", fmt)
+    logs.SECRETS.add(secret)
+    cfg = Config()
+    cfg.set("accesslog", "-")
+    cfg.set("access_log_format", gunicorn_conf.access_log_format)
+    logger = gunicorn_conf.Logger(cfg)
+    environ = {"REQUEST_METHOD": "GET", "RAW_URI": "/x", "SERVER_PROTOCOL": "HTTP/1.1",
+               "REMOTE_ADDR": "10.0.0.5", "PATH_INFO": f"/hooks/{secret}"}
+    resp = SimpleNamespace(status="404 NOT FOUND", sent=133, headers=[])
+    logger.access(resp, SimpleNamespace(headers=[]), environ, datetime.timedelta(milliseconds=3))
+    out = capsys.readouterr().out
+    assert secret not in out
+    if fmt == "json":
+        line = json.loads(out)
+        assert (line["path"], line["status"]) == ("/hooks/[REDACTED]", 404)
+        assert "/hooks/[REDACTED]" in line["message"]
+    else:
+        assert out == '10.0.0.5 "GET /hooks/[REDACTED] HTTP/1.1" 404 133 3ms\n'
+
+
 def test_gunicorn_logs_at_the_level_the_app_reads(monkeypatch):
     import importlib
 
