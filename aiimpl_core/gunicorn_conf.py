@@ -47,6 +47,11 @@ preload_app = False
 accesslog = os.environ.get("AIIMPL_ACCESS_LOG", "-") or None
 errorlog = "-"
 loglevel = _logs.from_environ("INFO")[0].lower()  # as the app reads it (" Debug " is DEBUG)
+# What a proxy passes on (scheme, client address, host) is trusted by the app alone, as far as
+# AIIMPL_PROXY_HOPS says (werkzeug's ProxyFix): gunicorn's own default trusts X-Forwarded-Proto
+# from any local client, so with no proxy hops a local client could still claim https.
+forwarded_allow_ips = ""
+secure_scheme_headers: dict[str, str] = {}
 # Never log request headers: they carry bearer tokens.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
 # gunicorn 25.1 and later open a control socket (``gunicornc``) at one path per user

@@ -89,6 +89,25 @@ def test_json_logs_cover_gunicorns_lines_the_apps_and_the_access_log(tmp_path):
     assert "query-value-never-logged" not in _output(tmp_path)
 
 
+@pytest.mark.parametrize(("hops", "hsts"), [("0", False), ("1", True)])
+def test_a_forwarded_scheme_is_trusted_only_as_far_as_the_proxy_hops_say(tmp_path, hops, hsts):
+    """gunicorn's own default trusts ``X-Forwarded-Proto`` from a local client: with no proxy hops
+    the app must not take a plain request for https (and send HSTS on it) because a local client
+    said so; with one hop the proxy's header is the scheme."""
+    _upgrade(tmp_path)
+    proc, port = _gunicorn(tmp_path, AIIMPL_HSTS_SECONDS="3600", AIIMPL_PROXY_HOPS=hops)
+    try:
+        _get(port, "/healthz")
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/healthz",
+                                         headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "192.0.2.7"})
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            sent = resp.headers.get("Strict-Transport-Security")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert (sent == "max-age=3600") is hsts, sent
+
+
 def test_a_setting_that_is_not_valid_stops_gunicorn_before_its_workers(tmp_path):
     proc, _port = _gunicorn(tmp_path, AIIMPL_LOG_LEVEL="verbose")
     assert proc.wait(timeout=60) == 1
