@@ -129,6 +129,10 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
             for error in report.errors:
                 click.echo(f"  error: {error}")
 
+    # a cycle on an older schema would write with this version's statements (a cycle from cron as
+    # well as a service, which would fail every cycle: it stops at once, and a service manager
+    # restarts it); a database that does not answer yet is waited for, cycle after cycle
+    stop_without_this_schema()
     if once:
         from ..services import shadow
 
@@ -137,9 +141,6 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
         # an operator's explicit cycle reads every tracker, whatever the leases of running pollers
         show(run_cycle())
         return
-    # a service that would fail every cycle stops at once instead (a service manager restarts it);
-    # a database that does not answer yet is waited for, cycle after cycle
-    stop_without_this_schema()
     poller = Poller(interval)
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from flask.cli import ScriptInfo
 
@@ -175,14 +176,18 @@ def test_in_app_scheduler_runs_cycles_until_stopped(app, tracker, add_mapping):
     assert "aiimpl_scheduler" not in app.extensions
 
 
-def test_poll_does_not_start_on_a_schema_older_than_the_code(app):
+@pytest.mark.parametrize("args", [["--interval", "0.2"], ["--once"]], ids=["loop", "once"])
+def test_poll_does_not_start_on_a_schema_older_than_the_code(app, tracker, add_mapping, args):
+    """Nor does one cycle (from cron, say): it would write with this version's statements."""
     from aiimpl_core.database import schema_heads
     from aiimpl_core.testing.sql import schema_at
 
+    add_mapping("ENG")
+    tracker.add("ENG-1")
     (head,) = schema_heads()[0]
     with app.app_context(), schema_at("0002"):
-        result = CliRunner().invoke(cli, ["poll", "--interval", "0.2"],
-                                    obj=ScriptInfo(create_app=lambda: app))
+        result = CliRunner().invoke(cli, ["poll", *args], obj=ScriptInfo(create_app=lambda: app))
+    assert jobs_of("ENG-1") == []
     assert result.exit_code == 1
     assert result.stderr.strip() == (
         f"Error: the database schema (revision 0002) is older than this version's ({head}): "
