@@ -98,8 +98,8 @@ def test_a_forwarded_scheme_is_trusted_only_as_far_as_the_proxy_hops_say(tmp_pat
     proc, port = _gunicorn(tmp_path, AIIMPL_HSTS_SECONDS="3600", AIIMPL_PROXY_HOPS=hops)
     try:
         _get(port, "/healthz")
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/healthz",
-                                         headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "192.0.2.7"})
+        forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "192.0.2.7"}
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/healthz", headers=forwarded)
         with urllib.request.urlopen(request, timeout=5) as resp:
             sent = resp.headers.get("Strict-Transport-Security")
     finally:

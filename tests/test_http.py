@@ -129,7 +129,9 @@ def test_a_remote_error_is_said_in_words(body: bytes, content_type: str | None, 
     (b"", None, "an empty body (OK)"),
     (b'{"cut": "sho', "application/json", 'a body that is not JSON ({"cut": "sho)'),
 ])
-def test_an_answer_that_is_not_json_is_the_remotes_failure(body: bytes, content_type: str | None, said: str) -> None:
+def test_an_answer_that_is_not_json_is_the_remotes_failure(
+    body: bytes, content_type: str | None, said: str
+) -> None:
     """A 2xx whose body is not JSON (a proxy's sign-in page, an answer cut short) is a
     ProviderError naming the request, without a status (it may or may not have been done), not a
     ValueError that the callers' handling of a remote's failures lets through."""

@@ -222,8 +222,8 @@ def reconcile(
         backoff = poller.backoff_of("runner", backend_id, now)
         if backoff is not None:
             report.skipped[backend_id] = f"backing off until {backoff.until.isoformat()}: {backoff.error}"
-            _end_unanswered(backend_jobs, {}, None, now=now, limits=_class_limits(facade, backend_id, window, lifetime),
-                            report=report)
+            limits = _class_limits(facade, backend_id, window, lifetime)
+            _end_unanswered(backend_jobs, {}, None, now=now, limits=limits, report=report)
             continue
         if lease_seconds is not None and not poller.acquire_lease(
             f"reconcile:{backend_id}", max(1.0, lease_seconds * 0.9), holder=holder, now=now
@@ -265,8 +265,9 @@ def reconcile(
                 f"poll failed: {exc if isinstance(exc, AiimplError) else type(exc).__name__}"
             )
             _reload(ids_by_backend[backend_id])
-            _end_unanswered(backend_jobs, {r.job_id: r for r in runs}, backend, now=now,
-                            limits=limits or _class_limits(facade, backend_id, window, lifetime), report=report)
+            limits = limits or _class_limits(facade, backend_id, window, lifetime)
+            _end_unanswered(backend_jobs, {r.job_id: r for r in runs}, backend, now=now, limits=limits,
+                            report=report)
             continue
         poller.record_success("runner", backend_id)
         _reload(ids_by_backend[backend_id])
@@ -424,8 +425,9 @@ def _checked_state(state: RunState, backend_id: str) -> RunState:
         value = changes.get(name, getattr(state, name))
         if value is not None and not isinstance(value, str):
             raise refuse(name, value, "a string")
-    if state.exit_code is not None and (isinstance(state.exit_code, bool) or not isinstance(state.exit_code, int)):
-        raise refuse("exit_code", state.exit_code, "an integer")
+    exit_code = state.exit_code
+    if exit_code is not None and (isinstance(exit_code, bool) or not isinstance(exit_code, int)):
+        raise refuse("exit_code", exit_code, "an integer")
     return replace(state, **changes) if changes else state
 
 

@@ -12,8 +12,8 @@ what it does with the text a backend reports.
 from __future__ import annotations
 
 import base64
-from datetime import timedelta
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -326,7 +326,8 @@ def test_a_backend_excerpt_is_masked_of_the_jobs_run_credentials(app, tracker, r
     job = _dispatched(tracker, add_mapping, "ENG-9")
     env = runner.runs[job.id].request.env
     nonce, progress = env[session_env.NONCE.name], env[session_env.PROGRESS_TOKEN.name]
-    foreign = tokens.issue_run_token("another-signing-key-of-at-least-32-bytes", job.id, "implementation", tokens.AUD_RESULT, 60)
+    foreign = tokens.issue_run_token("another-signing-key-of-at-least-32-bytes", job.id, "implementation",
+                                     tokens.AUD_RESULT, 60)
     other_word = "A" * 43
     runner.set_state(
         job.id,
@@ -342,5 +343,6 @@ def test_a_backend_excerpt_is_masked_of_the_jobs_run_credentials(app, tracker, r
     assert job.error == "session exited; nonce=[REDACTED]"
     posted = "\n".join(tracker.comments["ENG-9"])
     for text in (job.log_excerpt, posted):
-        assert f"AIIMPL_NONCE=[REDACTED]\nAIIMPL_PROGRESS_TOKEN=[REDACTED]\nother={foreign} {other_word}" in text
+        masked = "AIIMPL_NONCE=[REDACTED]\nAIIMPL_PROGRESS_TOKEN=[REDACTED]\n"
+        assert f"{masked}other={foreign} {other_word}" in text
         assert nonce not in text and progress not in text
