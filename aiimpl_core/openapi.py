@@ -76,6 +76,8 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
 
 UNAUTHORIZED_RESPONSE = {
     "description": "Unauthorized: no valid admin session",
+    "headers": {"WWW-Authenticate": {"description": 'The challenge: `Bearer realm="aiimpl"`',
+                                     "schema": {"type": "string"}}},
     "content": {"application/json": {"schema": "ErrorSchema"}},
 }
 GENERIC_ERROR_RESPONSE = {

@@ -6,7 +6,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from .. import logs
-from ..auth import admin, needs_admin_session
+from ..auth import admin, bearer_refused, needs_admin_session
 from ..database import failure_reason
 from ..errors import AiimplError
 from ..schemas.common import UNAUTHORIZED, ApiError
@@ -101,7 +101,7 @@ def _install_admin_guard(app: Flask) -> None:
             return None
         if admin.session_valid(admin.bearer(request.headers.get("Authorization"))):
             return None
-        return jsonify(error=UNAUTHORIZED), 401
+        return bearer_refused(UNAUTHORIZED)
 
 
 def _install_error_handlers(app: Flask) -> None:
@@ -116,7 +116,11 @@ def _install_error_handlers(app: Flask) -> None:
             if request.path in tracker_webhooks:
                 return jsonify(error="Invalid JSON payload"), 400
             return jsonify(error="Invalid request body"), 400
-        return jsonify(error=exc.description or exc.name), exc.code
+        resp = jsonify(error=exc.description or exc.name)
+        for name, value in exc.get_headers():  # a 405's Allow above all (RFC 9110 wants it)
+            if name.lower() != "content-type":
+                resp.headers[name] = value
+        return resp, exc.code
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):  # noqa: ANN202

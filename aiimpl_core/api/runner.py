@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from ..auth import tokens
+from ..auth import bearer_refused, tokens
 from ..auth.run import run_token_required
 from ..auth.tokens import RunClaims
 from ..schemas import runner as schemas
@@ -29,6 +29,8 @@ def _refusal(exc: schemas.BodyError | callbacks.CallbackError) -> tuple[Any, int
         if exc.answer == "invalid_field" and exc.field:
             body["field"] = exc.field
         return jsonify(body), 400
+    if exc.status == 401:
+        return bearer_refused(exc.body()["error"])
     return jsonify(exc.body()), exc.status
 
 

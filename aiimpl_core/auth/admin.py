@@ -12,6 +12,8 @@ from flask import Response, current_app, jsonify, request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import select
 
+from . import bearer_refused
+
 SALT = "aiimpl-admin-session"
 
 
@@ -111,7 +113,7 @@ def shared_secret_refusal(setting: str, not_configured: str) -> tuple[Response, 
     if not secret:
         return jsonify(error=not_configured), 501
     if not secret_matches(str(secret), bearer(request.headers.get("Authorization"))):
-        return jsonify(error="unauthorized"), 401
+        return bearer_refused("unauthorized")
     return None
 
 

@@ -12,9 +12,9 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import current_app, jsonify, request
+from flask import current_app, request
 
-from . import tokens
+from . import bearer_refused, tokens
 from .admin import bearer
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -33,13 +33,13 @@ def run_token_required(audience: str) -> Callable[[F], F]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             token = bearer(request.headers.get("Authorization"))
             if token is None:
-                return jsonify(error="missing_bearer"), 401
+                return bearer_refused("missing_bearer")
             try:
                 claims = tokens.verify_run_token(
                     str(current_app.config["AIIMPL_SECRET_KEY"]), token, audience
                 )
             except tokens.TokenError as exc:
-                return jsonify(error=exc.slug), 401
+                return bearer_refused(exc.slug)
             return view(*args, claims=claims, **kwargs)
 
         setattr(wrapper, AUDIENCE_ATTR, audience)

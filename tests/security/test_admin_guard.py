@@ -218,3 +218,37 @@ def test_hsts_is_sent_on_https_answers_when_configured(database_url, hops):
     # off by default
     quiet = app(0).test_client().get("/api/openapi.json", base_url="https://orchestrator.test")
     assert "Strict-Transport-Security" not in quiet.headers
+
+
+@pytest.mark.parametrize(("method", "path", "headers"), [
+    ("GET", "/api/mappings", {}),
+    ("GET", "/api/mappings", {"Authorization": "Bearer not-a-session"}),
+    ("POST", "/runner/progress", {}),
+    ("POST", "/runner/result", {"Authorization": "Bearer not.a.token"}),
+    ("GET", "/runner/planning-context", {}),
+], ids=["admin-missing", "admin-wrong", "progress-missing", "result-malformed", "context-missing"])
+def test_a_401_of_a_bearer_endpoint_carries_its_challenge(client, method, path, headers):
+    """RFC 9110: a 401 carries WWW-Authenticate; the endpoints a bearer token opens say Bearer."""
+    resp = client.open(path, method=method, headers=headers, json={})
+    assert resp.status_code == 401
+    assert resp.headers["WWW-Authenticate"] == 'Bearer realm="aiimpl"'
+
+
+def test_a_webhooks_401_has_no_bearer_challenge(client, app):
+    """A signature that does not verify is no HTTP authentication scheme's to answer."""
+    app.config["AIIMPL_GITHUB_WEBHOOK_SECRET"] = "webhook-secret-value"
+    resp = client.post("/api/github/webhook", data=b"{}", headers={"X-Hub-Signature-256": "sha256=00"})
+    assert resp.status_code == 401 and "WWW-Authenticate" not in resp.headers
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("PATCH", "/ui/jobs", {"GET", "HEAD", "OPTIONS"}),
+    ("PUT", "/api/jobs", {"GET", "HEAD", "OPTIONS"}),
+    ("GET", "/runner/result", {"POST", "OPTIONS"}),
+], ids=["ui-page", "api", "runner"])
+def test_a_405_says_which_methods_are_allowed(client, method, path, allowed):
+    resp = client.open(path, method=method)
+    assert resp.status_code == 405
+    assert set(resp.headers["Allow"].replace(" ", "").split(",")) == allowed
+    assert resp.get_json() == {"error": "The method is not allowed for the requested URL."}
+    assert resp.content_type == "application/json"
