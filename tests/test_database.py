@@ -1,6 +1,7 @@
 """Migrations create the schema on SQLite and PostgreSQL; a second run changes nothing."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -61,6 +62,45 @@ def _check_run_name_migration(url: str) -> None:
             )
     finally:
         engine.dispose()
+
+
+def _check_install_migration(url: str, *, items: bool) -> None:
+    """0006 gives the database an id of its own (keying its comments' identities); the items
+    written before it keep theirs (``legacy_through``), so a retry still finds its comment."""
+    assert _upgrade(url, "0005").returncode == 0
+    engine = create_engine(url)
+    try:
+        if items:
+            with engine.begin() as conn:
+                insert = text(
+                    "INSERT INTO outbox (id, dedupe_key, op, provider, issue_key, state, attempts,"
+                    " next_attempt_at, created_at) VALUES (:id, :key, 'comment', 'linear', 'ENG-1',"
+                    " 'pending', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)")
+                for item_id in (3, 41):
+                    conn.execute(insert, {"id": item_id, "key": f"k{item_id}"})
+        up = _upgrade(url)
+        assert up.returncode == 0, up.stderr
+        read = text("SELECT value FROM settings WHERE key = 'install'")
+        with engine.connect() as conn:
+            value = conn.execute(read).scalar()
+        value = json.loads(value) if isinstance(value, str) else value
+        assert value["legacy_through"] == (41 if items else 0)
+        assert len(value["id"]) == 32
+        assert _upgrade(url, "0005", command="downgrade").returncode == 0
+        with engine.connect() as conn:
+            assert conn.execute(read).first() is None
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("items", [True, False], ids=["with-items", "empty"])
+def test_install_migration_on_sqlite(tmp_path, items):
+    _check_install_migration(f"sqlite:///{tmp_path}/x.db", items=items)
+
+
+@pytest.mark.postgres
+def test_install_migration_on_postgres(scratch_postgres):
+    _check_install_migration(scratch_postgres, items=True)
 
 
 def _outbox_indexes(engine) -> dict[str, list[str]]:  # noqa: ANN001

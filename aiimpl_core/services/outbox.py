@@ -25,12 +25,14 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import Boolean, Row, and_, bindparam, case, literal, literal_column, or_, select, true, update
+from sqlalchemy.exc import IntegrityError
 
 from ..database import dialect_name, one_of, per_dialect, serialized, upsert
 from ..errors import AiimplError, NotFound, ProviderError
 from ..extensions import db
-from ..orm import OutboxItem, TrackedIssue, utcnow
+from ..orm import OutboxItem, Setting, TrackedIssue, utcnow
 from ..types import Comment, Stage
+from . import settings
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +92,54 @@ class Claimed:
     tried: bool = False
 
 
+#: the setting holding this database's own id (migration ``0006``)
+INSTALL_KEY = "install"
+_INSTALL = "aiimpl.install"
+
+
+def install() -> dict[str, Any]:
+    """This database's own id and the last outbox item written before it had one (the
+    ``install`` setting, made by migration ``0006``; made here should it be missing, as on a
+    database whose items all come after it). Read once per app: it never changes."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    found = app.extensions.get(_INSTALL)
+    if found is not None:
+        return found
+    value = settings.get(INSTALL_KEY)
+    if not _an_install(value):
+        fresh = {"id": uuid.uuid4().hex, "legacy_through": 0}
+        try:
+            with serialized() as session:
+                row = session.get(Setting, INSTALL_KEY, populate_existing=True)
+                if row is None:
+                    session.add(Setting(key=INSTALL_KEY, value=fresh))
+                elif not _an_install(row.value):
+                    row.value = fresh
+        except IntegrityError:  # another process made it first: its value is the one
+            db.session.rollback()
+        value = settings.get(INSTALL_KEY)
+    found = {"id": str(value["id"]), "legacy_through": int(value.get("legacy_through", 0))}
+    app.extensions[_INSTALL] = found
+    return found
+
+
+def _an_install(value: Any) -> bool:
+    return (isinstance(value, dict) and bool(value.get("id"))
+            and isinstance(value.get("legacy_through", 0), int))
+
+
 def comment_ref(item_id: int) -> str:
     """The identity of the comment an outbox item posts, the same on every try and unique to this
-    install (keyed with ``AIIMPL_SECRET_KEY``): a UUID of version 4's shape, which Linear takes as
-    a new comment's ``id``. A tracker plugin that can name or tag a comment with it finds, on a
-    retry, the comment a try whose answer was lost did post (see
-    :meth:`~aiimpl_core.providers.base.TicketingProvider.post_comment_once`)."""
+    database: keyed with ``AIIMPL_SECRET_KEY`` and the database's own id (:func:`install`), as
+    another database with the same key numbers its items from 1 too. A UUID of version 4's shape,
+    which Linear takes as a new comment's ``id``. A tracker plugin that can name or tag a comment
+    with it finds, on a retry, the comment a try whose answer was lost did post (see
+    :meth:`~aiimpl_core.providers.base.TicketingProvider.post_comment_once`). Items written before
+    the database had its id keep the identity they had then."""
     key = str(current_app.config.get("AIIMPL_SECRET_KEY") or "").encode()
-    mac = hmac.new(key, f"aiimpl-outbox-comment:{item_id}".encode(), hashlib.sha256)
+    ids = install()
+    salt = "" if item_id <= ids["legacy_through"] else f"{ids['id']}:"
+    mac = hmac.new(key, f"aiimpl-outbox-comment:{salt}{item_id}".encode(), hashlib.sha256)
     digest = bytearray(mac.digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x40  # version 4
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant

@@ -78,6 +78,27 @@ def test_the_identity_is_a_uuid_4_unique_to_the_item_and_the_install(app) -> Non
     assert outbox.comment_ref(7) != ref
 
 
+def test_another_database_with_the_same_key_gives_its_items_other_identities(app) -> None:
+    """An install moved to a new database numbers its items from 1 again, with the same key: its
+    comments must not be taken for the old database's (found as posted, or refused as another
+    issue's). Items written before the database had its id keep the identity they had."""
+    import hashlib
+    import hmac
+
+    from aiimpl_core.services import settings
+
+    ref = outbox.comment_ref(7)
+    assert outbox.install()["legacy_through"] == 0
+    settings.put(outbox.INSTALL_KEY, {"id": uuid.uuid4().hex, "legacy_through": 5})  # another database
+    app.extensions.pop("aiimpl.install")
+    assert outbox.comment_ref(7) != ref
+
+    key = str(app.config["AIIMPL_SECRET_KEY"]).encode()
+    legacy = bytearray(hmac.new(key, b"aiimpl-outbox-comment:5", hashlib.sha256).digest()[:16])
+    legacy[6], legacy[8] = (legacy[6] & 0x0F) | 0x40, (legacy[8] & 0x3F) | 0x80
+    assert outbox.comment_ref(5) == str(uuid.UUID(bytes=bytes(legacy)))  # written before 0006
+
+
 def test_a_tracker_that_names_no_comment_posts_it_with_post_comment(app, tracker) -> None:
     _queue("plain")
     outbox.deliver(issue_keys=["ENG-1"], now=utcnow())
