@@ -264,6 +264,18 @@ def create_app(
     return app
 
 
+def probe_registrations(facade: Plugins) -> None:
+    """Run the registration hooks a server runs, on a scratch app holding the core's routes and on a
+    scratch command group: a plugin the server would refuse (a hook that raises, a blueprint whose
+    name is taken or that Flask cannot take) is refused in ``facade`` too (``aiimpl plugins list``)."""
+    from .api import register_api
+
+    probe = Flask("aiimpl")
+    register_api(probe)
+    _register_blueprints(probe, facade)
+    facade.add_commands(click.Group("aiimpl"))
+
+
 def _register_blueprints(app: Flask, facade: Plugins) -> None:
     """Register each plugin's blueprints, all of a plugin's or none: a plugin with a blueprint
     whose name is taken (by the core, another plugin or its own other blueprint) is refused before

@@ -448,6 +448,9 @@ class Plugins:
         self.context: ProviderContext | None = None
         #: collisions between plugins (provider ids, runner modes), each naming both plugins
         self.conflicts: list[str] = []
+        #: whether a plugin refused after start-up is logged (the command line's own facades, whose
+        #: refusals the app factory logs or ``aiimpl plugins list`` prints, say nothing)
+        self.log_refusals = True
         self._build_registries()
         if strict and self.conflicts:
             raise DuplicateProviderError("; ".join(self.conflicts))
@@ -722,7 +725,8 @@ class Plugins:
         """Refuse a plugin after start-up has logged the failures: this one is logged here."""
         rec = self._record(plugin_name)
         self._refuse(rec, error)
-        log.error("%s is not loaded: %s", rec.who, error)
+        if self.log_refusals:
+            log.error("%s is not loaded: %s", rec.who, error)
 
     def _notify(self, hook_name: str, **kwargs: Any) -> None:
         for name in self._implementers(hook_name):

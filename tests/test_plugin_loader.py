@@ -222,6 +222,48 @@ def test_aiimpl_plugins_list_shows_a_plugin_whose_hook_raises_as_failed_with_not
     assert strict.stderr.strip().splitlines()[-1] == "Error: plugins that failed to load: half"
 
 
+@pytest.mark.parametrize(("hook", "body", "error"), [
+    ("aiimpl_register_commands", "raise RuntimeError('boom in commands')",
+     "aiimpl_register_commands failed: RuntimeError: boom in commands"),
+    ("aiimpl_register_blueprints", "raise RuntimeError('boom in blueprints')",
+     "aiimpl_register_blueprints failed: RuntimeError: boom in blueprints"),
+    ("aiimpl_register_blueprints", "register(Blueprint('metrics', __name__))",
+     "blueprint 'metrics' failed: the name is registered already"),
+], ids=["commands-raise", "blueprints-raise", "blueprint-name-taken"])
+def test_aiimpl_plugins_list_shows_a_plugin_the_server_refuses_at_start_as_failed(
+    tmp_path: Path, hook: str, body: str, error: str
+):
+    """The server refuses such a plugin when it registers its commands and blueprints: the listing
+    (and --strict, a deployment's check) must not call it loaded; the failure is said once."""
+    argument = "cli" if hook == "aiimpl_register_commands" else "register"
+    site = _site(tmp_path, "acme-late", {"late": "acme_late"}, {"acme_late": f"""
+        from flask import Blueprint
+
+        from aiimpl_core import hookimpl
+        from aiimpl_core.testing.fakes import FakeTracker
+
+        @hookimpl
+        def aiimpl_register_ticketing_providers(register):
+            register(FakeTracker("late-tracker").provider_class)
+
+        @hookimpl
+        def {hook}({argument}):
+            {body}
+    """})
+    out = _cli(site, tmp_path, "plugins", "list", "--json")
+
+    assert out.returncode == 0, out.stderr
+    row = {r["name"]: r for r in json.loads(out.stdout)}["late"]
+    assert (row["status"], row["provides"]) == ("failed", [])
+    assert row["error"].startswith(error)  # (where it raised follows)
+    assert out.stderr.count(error) == 0  # the listing says it; no log line repeats it
+
+    strict = _cli(site, tmp_path, "plugins", "list", "--strict")
+    assert strict.returncode == 1
+    assert strict.stderr.strip().splitlines()[-1] == "Error: plugins that failed to load: late"
+    assert strict.stdout.count(error) == 1
+
+
 # -- collisions: the later plugin loses ---------------------------------------------------------
 
 

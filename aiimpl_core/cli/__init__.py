@@ -280,11 +280,14 @@ def plugins_list(as_json: bool, strict: bool) -> None:
     """List plugins: name, distribution, version, status, what each provides, load errors and
     warnings. Exits 1 when two plugins collide (the server would refuse to start), and with
     --strict when a plugin failed to load."""
+    from ..app import probe_registrations
     from ..config import load
     from ..plugins import Plugins
 
     settings = load()
     facade = Plugins(disabled=settings["AIIMPL_DISABLED_PLUGINS"] or (), strict=False)
+    facade.log_refusals = False  # the listing says them
+    probe_registrations(facade)  # a plugin the server would refuse at start is shown failed
     rows = facade.listing()
     if as_json:
         echo_json(rows)
@@ -399,6 +402,7 @@ def _main() -> None:
             # Nothing is logged here: the app factory logs each plugin's failure once when the
             # command needs the app, and `aiimpl plugins list` prints them (with a collision too).
             facade = Plugins(disabled=load()["AIIMPL_DISABLED_PLUGINS"] or (), strict=False)
+            facade.log_refusals = False
             facade.add_commands(cli)
             if facade.conflicts and sys.argv[1:2] != ["plugins"]:
                 raise DuplicateProviderError("; ".join(facade.conflicts))
