@@ -35,7 +35,15 @@ from ..database import (
     serialized,
     write_seen_rows,
 )
-from ..errors import AiimplError, ConfigError, DispatchError, NotFound, PluginContractError, ProviderError
+from ..errors import (
+    AiimplError,
+    ConfigError,
+    DispatchError,
+    NotFound,
+    PluginContractError,
+    ProviderError,
+    describe_plugin_error,
+)
 from ..extensions import db
 from ..orm import Blocker as BlockerRow
 from ..orm import Job, Setting, TrackedIssue, iso_z, utcnow
@@ -194,6 +202,22 @@ def checked_page(provider_id: str, page: Any) -> TriggeredPage:
                 "not a TrackerIssue"
             )
     return page
+
+
+def read_issue(provider_id: str, key: str, tracker: Any = None) -> TrackerIssue:
+    """The tracker's ``get_issue``, checked (:func:`checked_issue`). Anything but a project error
+    it raises (a plugin's bug) is logged with its traceback and raised as a
+    :class:`PluginContractError` naming it, which every caller reports, never a 500 or a traceback.
+    """
+    try:
+        return checked_issue(provider_id, (tracker or _tracker(provider_id)).get_issue(key))
+    except AiimplError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - raised again as the project's error
+        log.exception("get_issue of %s failed for %s", provider_id, key)
+        raise PluginContractError(
+            f"get_issue of {provider_id!r} failed: {describe_plugin_error(exc)}", plugin=provider_id
+        ) from None
 
 
 def checked_issue(provider_id: str, issue: Any) -> TrackerIssue:
@@ -798,7 +822,7 @@ def _ran_before(state: _TriggerState | None) -> bool:
 def _read_again(issue: TrackerIssue) -> TrackerIssue | None:
     """The issue as the tracker has it now (``get_issue``), when it still shows the trigger."""
     try:
-        fresh = checked_issue(issue.provider, _tracker(issue.provider).get_issue(issue.key))
+        fresh = read_issue(issue.provider, issue.key)
     except NotFound:
         return None
     if not fresh.triggered:
@@ -1148,7 +1172,7 @@ def run_cycle_for_issues(provider_id: str, issue_keys: list[str]) -> CycleReport
     for key in dict.fromkeys(issue_keys):
         fetched_at = utcnow()
         try:
-            issue = checked_issue(provider_id, tracker.get_issue(key))
+            issue = read_issue(provider_id, key, tracker)
         except NotFound:
             report.skipped[key] = "not found in the tracker"
             continue
@@ -1212,7 +1236,7 @@ def dispatch_issue(issue_key: str, *, phase: Phase | None = None, force: bool = 
     now = utcnow()
     report = CycleReport(started_at=now)
     fetched_at = utcnow()
-    issue = checked_issue(provider_id, _tracker(provider_id).get_issue(issue_key))
+    issue = read_issue(provider_id, issue_key)
     if not issue.triggered and not force:
         report.skipped[issue_key] = "the issue does not carry the trigger (use --force to dispatch anyway)"
     else:

@@ -19,7 +19,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
-from ..errors import AiimplError, NotFound, ProviderError
+from ..errors import AiimplError, NotFound, PluginContractError, ProviderError
 from ..extensions import db
 from ..orm import Job, iso_z
 from ..providers import RunnerBackend
@@ -84,9 +84,25 @@ def to_api(info: SessionInfo) -> dict[str, Any]:
     }
 
 
+def _session_list(backend: RunnerBackend, answer: Any) -> list[SessionInfo]:
+    """``list_sessions``'s answer, a list of :class:`SessionInfo`; any other answer is the
+    backend's broken contract (its listing's failure)."""
+    if answer is None or isinstance(answer, (str, bytes, dict)):
+        raise PluginContractError(
+            f"list_sessions of {backend.id!r} answered {type(answer).__name__}, not a list of SessionInfo")
+    sessions = list(answer)
+    for session in sessions:
+        if not isinstance(session, SessionInfo):
+            raise PluginContractError(
+                f"list_sessions of {backend.id!r} answered a {type(session).__name__}, not a SessionInfo")
+    return sessions
+
+
 def _wrap(backend: RunnerBackend, exc: Exception) -> ProviderError:
     if isinstance(exc, ProviderError):
         return exc
+    if isinstance(exc, PluginContractError):
+        return ProviderError(exc.message, provider=backend.id)
     # a plugin bug: say where, without echoing data that could hold a secret
     name = getattr(backend, "display_name", None) or backend.id
     return ProviderError(f"{name}: {type(exc).__name__}", provider=backend.id)
@@ -123,7 +139,7 @@ def list_sessions() -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for backend in session_backends():
         try:
-            sessions = backend.list_sessions()
+            sessions = _session_list(backend, backend.list_sessions())
         except Exception as exc:  # noqa: BLE001 - the 500 row while the backend is in use
             error = _wrap(backend, exc)
             if in_use(backend):

@@ -85,6 +85,21 @@ def test_a_backend_crash_is_a_500_without_a_traceback(client, admin_headers, adm
     assert (resp.status_code, resp.get_json()) == (500, {"error": "Fake github-actions: ValueError"})
 
 
+@pytest.mark.parametrize(("answer", "said"), [
+    (None, "answered NoneType, not a list of SessionInfo"),
+    ({"m-1": "started"}, "answered dict, not a list of SessionInfo"),
+    (["m-1"], "answered a str, not a SessionInfo"),
+], ids=["none", "dict", "strings"])
+def test_a_listing_of_the_wrong_type_is_the_backends_failure_by_name(
+    client, admin_headers, adm_runner, monkeypatch, answer, said
+) -> None:
+    """Not a 500 of an error inside the core (the answer used to be read as sessions)."""
+    monkeypatch.setattr(adm_runner.backend_class, "list_sessions", lambda self: answer)
+    resp = client.get("/api/sessions", headers=admin_headers)
+    error = f"list_sessions of 'github-actions' {said}"
+    assert (resp.status_code, resp.get_json()) == (500, {"error": error})
+
+
 # -- a backend that is not in use does not turn the list into a 500 ----------------------------
 # Local Docker counts as configured whenever DOCKER_HOST is set or the default socket exists, used
 # or not: its failure answers the reference's 500 only while it is in use (the runner mode selects

@@ -234,6 +234,28 @@ def test_a_tracker_yielding_the_wrong_type_delays_only_itself(
     assert jobs_of("OPS-1") == []
 
 
+def test_a_tracker_whose_issue_read_raises_a_foreign_error_is_reported_not_raised(
+    app, tracker, add_mapping, monkeypatch, caplog
+):
+    """A plugin's bug in ``get_issue`` (a ValueError): the webhook's check reports it, and the
+    manual dispatch refuses it by name (it was a webhook's 500 and the CLI's traceback)."""
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+
+    def broken(self, key):
+        raise ValueError("api_key=sk-not-for-the-report")
+
+    monkeypatch.setattr(tracker.provider_class, "get_issue", broken)
+    report = run_cycle_for_issues("fake-tracker", ["ENG-1"])
+    said = "get_issue of 'fake-tracker' failed: unexpected error (ValueError)"
+    assert report.errors == [f"ENG-1: {said}"]
+    with pytest.raises(PluginContractError) as refused:
+        dispatch_issue("ENG-1")
+    assert refused.value.message == said
+    assert jobs_of("ENG-1") == []
+    assert "sk-not-for-the-report" in caplog.text  # the traceback, in the server's log only
+
+
 def test_a_tracker_reading_an_issue_as_the_wrong_type_is_refused_by_name(
     app, tracker, add_mapping, monkeypatch
 ):
