@@ -133,7 +133,32 @@ def progress(event: str, fields: dict[str, object], at: datetime, log_url: str |
         # session's "… (commit abc1234).") must not make it two
         values["reason"] = values["reason"].rstrip().rstrip(".").rstrip() or "unknown error"
     shown = {k: as_url(v) if k == "prUrl" else as_text(v) for k, v in values.items()}
+    if event == "verification_failed" and any(end in values["detail"].strip() for end in "\r\n"):
+        shown["detail"] = _with_output(values["detail"])
     return stamp(PROGRESS_EVENTS[event].format_map(shown), at, log_url)
+
+
+#: a detail's output as the session sends it: in a fence of backticks on lines of their own
+_FENCED = re.compile(r"\A(`{3,})[^\n]*\n(.*?)\n?\1\s*\Z", re.DOTALL)
+
+
+def _with_output(detail: str) -> str:
+    """A verification's detail, its first line (``exit 1``) as text and the rest, the script's
+    output, as a code block the trackers show as it is (one the session fenced already is taken
+    out of its fence first: escaping its backticks made the fence show as text, the output run
+    together)."""
+    lines = detail.replace("\r\n", "\n").replace("\r", "\n")
+    first, _, output = lines.strip("\n").partition("\n")
+    fenced = _FENCED.match(output.strip("\n"))
+    output = fenced.group(2) if fenced else output
+    return f"{as_text(first)}\n\n{_code_block(output)}"
+
+
+def _code_block(text: str) -> str:
+    """``text`` in a fence longer than any run of backticks in it: nothing in it can close the block."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}\n{text.rstrip()}\n{fence}"
 
 
 def failure(phase: Phase | str, reason: str) -> str:
@@ -146,10 +171,7 @@ def pr_link(pr_number: int | None, pr_url: str) -> str:
 
 
 def log_excerpt(label: LogLabel | str, excerpt: str) -> str:
-    # a fence longer than any run of backticks in the excerpt: nothing in it can close the block
-    longest = max((len(run) for run in re.findall(r"`+", excerpt)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return f"Log excerpt (`{LogLabel(label).value}`):\n\n{fence}\n{excerpt.rstrip()}\n{fence}"
+    return f"Log excerpt (`{LogLabel(label).value}`):\n\n{_code_block(excerpt)}"
 
 
 def plan_ready(plan: str, approve_hint: str) -> str:

@@ -178,7 +178,10 @@ def test_an_event_costs_three_statements_as_does_its_retry(client, cb_job, cb_tr
     sent after the post; a retry of a posted event queues nothing and finds its item by key."""
     from sqlalchemy import event
 
+    from aiimpl_core.services import outbox
+
     _, nonce = cb_job(status="running")
+    outbox.install()  # the database's own id, read once per process (the first comment's identity)
     statements: list[str] = []
 
     def count(conn, cursor, statement, *args):

@@ -44,6 +44,8 @@ def without_ticks(text: str) -> str:
 
 #: rendered HTML that holds nothing but text, line breaks and code spans
 PLAIN = re.compile(r"(?:<p>(?:[^<]|<code>|</code>|<br />)*</p>\n)+")
+#: the same, then one code block (a verification's output, shown as the script printed it)
+WITH_OUTPUT = re.compile(r"(?:<p>(?:[^<]|<code>|</code>|<br />)*</p>\n)+(?:<pre><code>[^<]*</code></pre>\n)?")
 
 
 HOSTILE = [
@@ -85,7 +87,21 @@ def test_a_progress_field_renders_as_its_text(text, event, field) -> None:
     value = text.rstrip().rstrip(".").rstrip() if field == "reason" else text
     expected = comments.PROGRESS_EVENTS[event].format_map({field: value})
     assert without_ticks(shown) == without_ticks(expected)
-    assert PLAIN.fullmatch(out), out
+    assert (WITH_OUTPUT if event == "verification_failed" else PLAIN).fullmatch(out), out
+
+
+@pytest.mark.parametrize("output", [
+    "2 tests failed: `x` *y* [a](b)\n  FAIL test_x.py::test_a - assert 1 == 2\n# not a heading",
+    "a fence of its own:\n```\ninside\n```",
+], ids=["markup", "fence"])
+def test_a_verifications_output_shows_as_a_code_block_of_its_lines(output) -> None:
+    """The session sends its script's output fenced, after the exit status: the status is text,
+    the output one code block of its lines as printed (escaped, the fence showed as text and the
+    lines ran together on one)."""
+    body = comments.progress("verification_failed", {"detail": f"exit 1\n```\n{output}\n```"}, AT)
+    out = MD.render(body.split("\n\n_")[0])
+    block = html.escape(output, quote=False)
+    assert out == f"<p>❌ Verification failed: exit 1</p>\n<pre><code>{block}\n</code></pre>\n"
 
 
 def test_the_plain_check_sees_markup() -> None:
