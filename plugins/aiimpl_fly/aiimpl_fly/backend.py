@@ -228,7 +228,8 @@ class FlyMachinesBackend(RunnerBackend):
         mapping = request.mapping
         env = {str(k): str(v) for k, v in request.env.items()}
         env.setdefault("AIIMPL_SESSION_MODE", mapping.session_mode or "autonomous")
-        env.setdefault("AIIMPL_LOG_URL", f"https://fly.io/apps/{self.app_name}/monitoring")
+        # no AIIMPL_LOG_URL: the comments link the run's URL, this machine's own page (its logs),
+        # which the machine cannot know before it is created (the app's page shows every machine)
         body: dict[str, Any] = {
             "name": self.machine_name(request.job_id),
             "config": {

@@ -114,6 +114,8 @@ def test_dispatch_creates_one_machine_as_described(backend: FlyMachinesBackend, 
     [machine] = fake_fly.live()
     assert result.run_id == machine["id"] and result.linked
     assert result.run_url == f"https://fly.io/apps/{APP}/machines/{machine['id']}"
+    # the comments link that page, the machine's logs (not the app's page of every machine)
+    assert "AIIMPL_LOG_URL" not in config["env"]
 
 
 def test_secrets_reach_only_the_machine_env(
