@@ -304,12 +304,24 @@ def _live_triggered() -> list[TrackerIssue]:
     return issues
 
 
+def _newest_first(issues: list[TrackerIssue]) -> list[TrackerIssue]:
+    """Live issues by the tracker's update time, newest first; those without one last, in the
+    trackers' order."""
+    return sorted(issues, key=lambda i: i.updated_at.timestamp() if i.updated_at else float("-inf"),
+                  reverse=True)
+
+
 @bp.get("/api/issues")
 def list_issues():  # noqa: ANN201
-    """Tracked issues with their stage and latest job.
+    """Tracked issues with their stage and latest job, updated most recently first.
     ---
     get:
       summary: Tracked issues (stage and latest job); `refresh=1` reads triggered issues live
+      description: >-
+        At most `limit` issues (default 100, at most 500): tracked issues are never deleted, so
+        the list is cut to those the orchestrator saw or changed most recently. With `refresh=1`
+        the triggered issues are read live from the trackers and cut to the `limit` the trackers
+        updated most recently.
       tags: [admin]
       parameters:
         - in: query
@@ -322,18 +334,33 @@ def list_issues():  # noqa: ANN201
               schema:
                 type: array
                 items: IssueSchema
+        400:
+          description: limit must be an integer between 1 and 500
+          content:
+            application/json:
+              schema: ErrorSchema
         502:
           description: (underlying error message) Fetching issues from the ticketing provider failed
           content:
             application/json:
               schema: ErrorSchema
     """
-    if request.args.get("refresh", "").lower() in ("1", "true", "yes"):
-        live = _live_triggered()
+    query = schemas.load_ordered(
+        schemas.IssuesQuerySchema(), request.args.to_dict(), schemas.ISSUES_QUERY_RULES
+    )
+    if query.get("refresh", "").lower() in ("1", "true", "yes"):
+        live = _newest_first(_live_triggered())[: query["limit"]]
         latest = _latest_jobs([i.key for i in live])
         return jsonify([_live(i, latest.get(i.key)) for i in live])
+    # updated_at moves whenever the orchestrator writes the row: a listing that saw the issue, a
+    # stage change, a trigger consumed or cleared; so the issues in play come first, and the ones
+    # done long ago (never deleted) are the ones left out
     rows = list(
-        db.session.scalars(select(TrackedIssue).order_by(TrackedIssue.updated_at.desc(), TrackedIssue.id))
+        db.session.scalars(
+            select(TrackedIssue)
+            .order_by(TrackedIssue.updated_at.desc(), TrackedIssue.id.desc())
+            .limit(query["limit"])
+        )
     )
     latest = _latest_jobs([r.issue_key for r in rows])
     return jsonify([_tracked(r, latest.get(r.issue_key)) for r in rows])
@@ -341,11 +368,16 @@ def list_issues():  # noqa: ANN201
 
 @bp.get("/api/blockers")
 def list_blockers():  # noqa: ANN201
-    """Issues the latest poll cycle did not dispatch, and why.
+    """Issues the latest poll cycle did not dispatch, and why, blocked longest first.
     ---
     get:
       summary: Issues currently blocked from dispatch (the Blockers view)
+      description: >-
+        At most `limit` issues (default 100, at most 500), those blocked longest first.
       tags: [admin]
+      parameters:
+        - in: query
+          schema: BlockersQuerySchema
       responses:
         200:
           description: The blocked issues
@@ -354,8 +386,18 @@ def list_blockers():  # noqa: ANN201
               schema:
                 type: array
                 items: BlockerSchema
+        400:
+          description: limit must be an integer between 1 and 500
+          content:
+            application/json:
+              schema: ErrorSchema
     """
-    rows = db.session.scalars(select(Blocker).order_by(Blocker.first_seen_at, Blocker.issue_key))
+    query = schemas.load_ordered(
+        schemas.BlockersQuerySchema(), request.args.to_dict(), schemas.BLOCKERS_QUERY_RULES
+    )
+    rows = db.session.scalars(
+        select(Blocker).order_by(Blocker.first_seen_at, Blocker.issue_key).limit(query["limit"])
+    )
     return jsonify(
         [
             {

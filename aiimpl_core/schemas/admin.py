@@ -89,6 +89,24 @@ def _no_nul(value: str) -> None:
         raise ValidationError("NUL is not allowed")
 
 
+#: the lists the UI refreshes every few seconds (the dispatch log, issues, blockers, the outbox) are
+#: answered this many rows at a time unless ``limit`` says otherwise, and never more than LIST_MAX:
+#: their tables only grow (tracked issues and jobs are kept), and an answer of them all, every few
+#: seconds in every open tab, would cost the server more the longer it runs
+LIST_DEFAULT = 100
+LIST_MAX = 500
+LIMIT_RULE = ("limit", f"limit must be an integer between 1 and {LIST_MAX}")
+
+
+def _limit(order: str) -> fields.Integer:
+    """The ``limit`` query parameter of a list answered in ``order``."""
+    return fields.Integer(
+        validate=validate.Range(min=1, max=LIST_MAX),
+        load_default=LIST_DEFAULT,
+        metadata={"description": f"at most this many, {order} (1-{LIST_MAX}, default {LIST_DEFAULT})"},
+    )
+
+
 class JobsQuerySchema(_Lenient):
     """Filters of ``GET /api/jobs``."""
 
@@ -102,18 +120,14 @@ class JobsQuerySchema(_Lenient):
     issue = StrictString(
         validate=[validate.Length(min=1, max=64), _no_nul], metadata={"description": "only this issue's jobs"}
     )
-    limit = fields.Integer(
-        validate=validate.Range(min=1, max=500),
-        load_default=100,
-        metadata={"description": "at most this many, newest first (1-500, default 100)"},
-    )
+    limit = _limit("newest first")
 
 
 JOBS_QUERY_RULES = (
     ("status", "status must be one of: " + ", ".join(s.value for s in JobStatus)),
     ("team", "team must be 1 to 64 characters"),
     ("issue", "issue must be 1 to 64 characters"),
-    ("limit", "limit must be an integer between 1 and 500"),
+    LIMIT_RULE,
 )
 
 
@@ -181,9 +195,18 @@ class JobStepViewSchema(Schema):
 
 
 class IssuesQuerySchema(_Lenient):
+    """Parameters of ``GET /api/issues``."""
+
     refresh = fields.String(
         metadata={"description": "`1` reads the triggered issues live from every configured tracker"}
     )
+    limit = _limit(
+        "the issues updated most recently first (the tracked issues by when the orchestrator last saw "
+        "or changed them; with `refresh=1`, by the tracker's update time)"
+    )
+
+
+ISSUES_QUERY_RULES = (LIMIT_RULE,)
 
 
 class IssueJobSchema(Schema):
@@ -209,6 +232,15 @@ class IssueSchema(Schema):
     triggered = fields.Boolean()
     lastSeenAt = fields.String(allow_none=True)
     latestJob = fields.Nested(IssueJobSchema, allow_none=True)
+
+
+class BlockersQuerySchema(_Lenient):
+    """Parameters of ``GET /api/blockers``."""
+
+    limit = _limit("the issues blocked longest first")
+
+
+BLOCKERS_QUERY_RULES = (LIMIT_RULE,)
 
 
 class BlockerSchema(Schema):
@@ -244,17 +276,13 @@ class OutboxQuerySchema(_Lenient):
         validate=[validate.Length(min=1, max=64), _no_nul],
         metadata={"description": "only this issue's items"},
     )
-    limit = fields.Integer(
-        validate=validate.Range(min=1, max=500),
-        load_default=100,
-        metadata={"description": "at most this many, newest first (1-500, default 100)"},
-    )
+    limit = _limit("newest first")
 
 
 OUTBOX_QUERY_RULES = (
     ("state", "state must be one of: " + ", ".join(OUTBOX_STATES)),
     ("issueKey", "issueKey must be 1 to 64 characters"),
-    ("limit", "limit must be an integer between 1 and 500"),
+    LIMIT_RULE,
 )
 
 
@@ -452,8 +480,13 @@ class SecretSchema(Schema):
 
 
 __all__ = [name for name in dir() if name.endswith("Schema")] + [
+    "BLOCKERS_QUERY_RULES",
     "INVALID_BODY_MESSAGE",
+    "ISSUES_QUERY_RULES",
     "JOBS_QUERY_RULES",
+    "LIMIT_RULE",
+    "LIST_DEFAULT",
+    "LIST_MAX",
     "OUTBOX_PREVIEW_CHARS",
     "OUTBOX_QUERY_RULES",
     "OUTBOX_STATES",

@@ -213,6 +213,75 @@ def test_issues_refresh_reads_every_configured_tracker_live(
     assert ("iter_triggered", ("ENG",)) in adm_tracker.calls
 
 
+def _tracked(key: str, updated: datetime) -> TrackedIssue:
+    return TrackedIssue(issue_key=key, team_key=key.rsplit("-", 1)[0], provider="fake-tracker", title=key,
+                        created_at=updated, updated_at=updated)
+
+
+def test_issues_are_cut_to_the_limit_most_recently_updated_first(client, admin_headers) -> None:
+    """Tracked issues are never deleted: the list is the ones the orchestrator saw or changed last
+    (100 unless ``limit`` says otherwise), not every issue ever tracked."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    # created in the order ENG-1 … ENG-101, but ENG-1 was updated last of all
+    db.session.add_all(_tracked(f"ENG-{n}", start + timedelta(minutes=n)) for n in range(2, 102))
+    db.session.add(_tracked("ENG-1", start + timedelta(days=1)))
+    db.session.commit()
+    listed = [i["issueKey"] for i in client.get("/api/issues", headers=admin_headers).get_json()]
+    assert listed == ["ENG-1"] + [f"ENG-{n}" for n in range(101, 2, -1)]  # 100: ENG-2 is left out
+    two = client.get("/api/issues?limit=2", headers=admin_headers).get_json()
+    assert [i["issueKey"] for i in two] == ["ENG-1", "ENG-101"]
+    every = client.get("/api/issues?limit=500", headers=admin_headers).get_json()
+    assert len(every) == 101 and every[-1]["issueKey"] == "ENG-2"
+
+
+def test_live_issues_are_cut_to_the_limit_the_tracker_updated_last_first(
+    client, admin_headers, adm_tracker, adm_mapping, monkeypatch
+) -> None:
+    from aiimpl_core.types import TrackerIssue, TriggeredPage
+
+    adm_mapping("ENG")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    page = TriggeredPage(
+        (
+            TrackerIssue("ENG-1", "ENG", "Old", "fake-tracker", updated_at=start),
+            TrackerIssue("ENG-2", "ENG", "Undated", "fake-tracker"),
+            TrackerIssue("ENG-3", "ENG", "New", "fake-tracker", updated_at=start + timedelta(hours=1)),
+        ),
+        complete=True,
+    )
+    monkeypatch.setattr(adm_tracker.provider_class, "iter_triggered", lambda self, teams: iter([page]))
+    listed = client.get("/api/issues?refresh=1", headers=admin_headers).get_json()
+    assert [i["issueKey"] for i in listed] == ["ENG-3", "ENG-1", "ENG-2"]
+    cut = client.get("/api/issues?refresh=1&limit=2", headers=admin_headers).get_json()
+    assert [i["issueKey"] for i in cut] == ["ENG-3", "ENG-1"]
+
+
+@pytest.mark.parametrize("path", ["/api/issues", "/api/issues?refresh=1&", "/api/blockers"])
+@pytest.mark.parametrize("limit", ["0", "-1", "abc", "", "501", "1.5", "99999999999999999999"])
+def test_issue_lists_refuse_a_bad_limit(client, admin_headers, adm_tracker, path, limit) -> None:
+    sep = "" if path.endswith("&") else "?"
+    resp = client.get(f"{path}{sep}limit={limit}", headers=admin_headers)
+    message = "limit must be an integer between 1 and 500"
+    assert (resp.status_code, resp.get_json()) == (400, {"error": message})
+    assert not [op for op, _ in adm_tracker.calls if op == "iter_triggered"]  # no tracker was asked
+
+
+def test_blockers_are_cut_to_the_limit_blocked_longest_first(client, admin_headers) -> None:
+    since = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+    db.session.add_all(
+        Blocker(issue_key=f"ENG-{n}", team_key="ENG", provider="fake-tracker", reason="concurrency",
+                message="at concurrency cap (2/2). Waiting for a slot.",
+                first_seen_at=since + timedelta(minutes=-n), last_seen_at=since)
+        for n in range(1, 102)
+    )
+    db.session.commit()
+    listed = [b["issueKey"] for b in client.get("/api/blockers", headers=admin_headers).get_json()]
+    assert listed == [f"ENG-{n}" for n in range(101, 1, -1)]  # 100: ENG-1, blocked last, is left out
+    two = client.get("/api/blockers?limit=2", headers=admin_headers).get_json()
+    assert [b["issueKey"] for b in two] == ["ENG-101", "ENG-100"]
+    assert len(client.get("/api/blockers?limit=500", headers=admin_headers).get_json()) == 101
+
+
 def test_blockers(client, admin_headers) -> None:
     since = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
     db.session.add_all(

@@ -415,6 +415,22 @@ def test_patch_pause_and_cap(client, admin_headers, adm_mapping) -> None:
     assert row.paused is True and row.max_in_progress is None
 
 
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_blank_cap_is_refused_by_post_and_patch_alike(client, admin_headers, adm_mapping, blank) -> None:
+    """A cap is a whole number, and a blank string is none: POST and PATCH refuse it with the
+    reference's message (the rule that a blank value is no value is for text fields), so it never
+    removes a cap by accident. null removes it, on both."""
+    adm_mapping("ENG", maxInProgressAiIssues=3)
+    refused = {"error": "maxInProgressAiIssues must be a positive integer"}
+    posted = post(client, admin_headers, merged(maxInProgressAiIssues=blank))
+    assert (posted.status_code, posted.get_json()) == (400, refused)
+    patched = client.patch("/api/mappings/ENG", json={"maxInProgressAiIssues": blank}, headers=admin_headers)
+    assert (patched.status_code, patched.get_json()) == (400, refused)
+    assert service.get("ENG")["maxInProgressAiIssues"] == 3
+    cleared = client.patch("/api/mappings/ENG", json={"maxInProgressAiIssues": None}, headers=admin_headers)
+    assert (cleared.status_code, cleared.get_json()["maxInProgressAiIssues"]) == (200, None)
+
+
 def test_delete_removes_the_mapping_and_its_secrets(client, admin_headers, adm_mapping) -> None:
     adm_mapping("ENG")
     secrets_service.set_secret("ENG", "TOKEN", "s3cret")

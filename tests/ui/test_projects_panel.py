@@ -40,6 +40,32 @@ def test_a_field_emptied_in_the_edit_form_is_cleared(page, app):
     assert stored["owner"] == "acme"
 
 
+@pytest.mark.parametrize("typed", ["", "  "])
+def test_set_cap_with_an_emptied_field_removes_the_cap(page, app, typed):
+    from playwright.sync_api import expect
+
+    from aiimpl_core.extensions import db
+    from aiimpl_core.services import mappings
+
+    add_mapping("ENG", max_in_progress=3)
+    sign_in(page)
+    row = page.locator('#mappings-table tr[data-team="ENG"]')
+    cap = row.get_by_label("Cap for ENG")
+    assert cap.input_value() == "3"
+    cap.fill(typed)
+    cap.evaluate("(input) => { input.dataset.typed = '1'; }")
+    row.get_by_role("button", name="Set cap").click()
+    page.locator("#flash.ok").get_by_text("Cap of ENG removed").wait_for()
+    assert mappings.get("ENG")["maxInProgressAiIssues"] is None
+    row.locator("input.cap:not([data-typed])").wait_for()  # the table is read again
+    expect(row.get_by_label("Cap for ENG")).to_have_value("")
+    row.get_by_label("Cap for ENG").fill("2")  # and a number still sets one
+    row.get_by_role("button", name="Set cap").click()
+    page.locator("#flash.ok").get_by_text("Cap of ENG set to 2").wait_for()
+    db.session.rollback()  # the server wrote it: end this session's read of the database
+    assert mappings.get("ENG")["maxInProgressAiIssues"] == 2
+
+
 def test_a_field_error_is_the_description_of_its_field(page, app):
     sign_in(page)
     fill_mapping(page, "ENG", "api")

@@ -32,6 +32,48 @@ def test_a_scope_whose_secrets_cannot_be_read_says_so_instead_of_the_last_scopes
     assert page.locator('#secrets-table tr[data-name="NPM_TOKEN"]').count() == 0
 
 
+def test_a_late_answer_for_a_scope_no_longer_selected_is_dropped(page, app):
+    """The Scope select changes while the last scope's list is on its way: that list, arriving
+    after the new scope's, is not shown under the new scope, and Delete acts on the scope shown."""
+    from aiimpl_core.extensions import db
+    from aiimpl_core.services import secrets
+
+    add_mapping("ENG")
+    secrets.set_secret(secrets.GLOBAL, "NPM_TOKEN", "global-value")
+    secrets.set_secret("ENG", "DEPLOY_KEY", "team-value")
+    sign_in(page)
+    page.get_by_role("link", name="Secrets").click()
+    table = page.locator("#secrets-table")
+    table.locator('tr[data-name="NPM_TOKEN"]').wait_for()
+    scope = page.get_by_label("Scope")
+    scope.locator('option[value="ENG"]').wait_for(state="attached")
+
+    held: list[Any] = []
+    page.route("**/api/global-secrets",
+               lambda route: held.append(route) if route.request.method == "GET" else route.continue_())
+    scope.select_option("ENG")
+    table.locator('tr[data-name="DEPLOY_KEY"]').wait_for()
+    with page.expect_request("**/api/global-secrets"):
+        scope.select_option("")  # Global: its list is held on the way
+    assert table.locator("tr[data-name]").count() == 0  # no row of the last scope is offered meanwhile
+    scope.select_option("ENG")
+    table.locator('tr[data-name="DEPLOY_KEY"]').wait_for()
+    assert len(held) == 1
+    with page.expect_response("**/api/global-secrets") as late:
+        held.pop().continue_()
+    late.value.finished()
+    page.evaluate("() => new Promise((done) => setTimeout(done, 300))")  # the page has read it by now
+    assert table.locator('tr[data-name="NPM_TOKEN"]').count() == 0
+    assert table.locator('tr[data-name="DEPLOY_KEY"]').count() == 1
+
+    page.once("dialog", lambda d: d.accept())
+    table.locator('tr[data-name="DEPLOY_KEY"]').get_by_role("button", name="Delete").click()
+    page.get_by_text("Secret DEPLOY_KEY deleted").wait_for()
+    db.session.rollback()  # the server wrote it: end this session's read of the database
+    assert [s["name"] for s in secrets.list_secrets("ENG")] == []
+    assert [s["name"] for s in secrets.list_secrets(secrets.GLOBAL)] == ["NPM_TOKEN"]
+
+
 @pytest.fixture
 def phone(browser: Any, live_server: str) -> Iterator[Any]:
     yield from open_page(browser, live_server, 375, 740)

@@ -94,6 +94,51 @@ function every(fn) {
   window.addEventListener("beforeunload", () => clearInterval(id));
 }
 
+/* Answers can come back in another order than they were asked for (a slow one, a refresh overtaken
+   by a click or by a changed selection). A panel takes a ticket before each request of its list:
+   ticket() answers a function that says whether that request's answer may still be shown, that is
+   whether no answer to a later request was shown before it (and, once it says yes, no earlier one
+   will be). A panel with a selector also drops an answer for a value no longer selected. */
+function answerOrder() {
+  let asked = 0;
+  let shown = 0;
+  return () => {
+    const mine = ++asked;
+    return () => {
+      if (mine < shown) return false;
+      shown = mine;
+      return true;
+    };
+  };
+}
+
+/* A list the API cuts to its first `limit` rows: PAGE_ROWS at first, "Show more" asks for as many
+   again up to `max` (the API's maximum), and the note under the table (#<id>-more, with
+   #<id>-shown and #<id>-show-more) says the list is cut short whenever an answer filled its limit.
+   say(n, atMax) words that note. */
+const PAGE_ROWS = 100;
+
+function cappedList(id, max, say) {
+  const note = document.getElementById(`${id}-more`);
+  const button = document.getElementById(`${id}-show-more`);
+  const list = {
+    limit: PAGE_ROWS,
+    /* an answer of `count` rows to a request for at most `asked` is shown */
+    shown(count, asked) {
+      note.hidden = count < asked;
+      document.getElementById(`${id}-shown`).textContent = say(asked, asked >= max);
+      button.hidden = asked >= max;
+    },
+    onMore(load) {
+      button.addEventListener("click", () => {
+        list.limit = Math.min(list.limit + PAGE_ROWS, max);
+        load().catch((e) => flash(e.message, "error"));
+      });
+    },
+  };
+  return list;
+}
+
 function fillRows(table, rowsHtml, cols, empty) {
   const tbody = document.querySelector(`${table} tbody`);
   tbody.innerHTML = rowsHtml.length ? rowsHtml.join("") : `<tr><td colspan="${cols}">${esc(empty)}</td></tr>`;
@@ -248,8 +293,10 @@ function initProjects() {
         case "resume": await api("PATCH", path, {paused: false}); flash(`${team} resumed`); break;
         case "cap": {
           const raw = btn.parentElement.querySelector("input").value.trim();
-          await api("PATCH", path, {maxInProgressAiIssues: /^-?\d+$/.test(raw) ? Number(raw) : raw});
-          flash(`Cap of ${team} set to ${raw}`);
+          // an emptied field removes the cap, as in the mapping form (and `aiimpl mappings set-cap TEAM none`)
+          const cap = raw === "" ? null : /^-?\d+$/.test(raw) ? Number(raw) : raw;
+          await api("PATCH", path, {maxInProgressAiIssues: cap});
+          flash(cap === null ? `Cap of ${team} removed` : `Cap of ${team} set to ${raw}`);
           break;
         }
         case "sync": {
@@ -288,27 +335,52 @@ function initProjects() {
 
 /* ---- issues, blockers, jobs, sessions --------------------------------------------------------- */
 
+/* The API answers at most ISSUES_MAX issues (the most recently updated) and BLOCKERS_MAX blockers
+   (those blocked longest): the lists say when they are cut short, as the dispatch log does. */
+const ISSUES_MAX = 500;
+const BLOCKERS_MAX = 500;
+
 function initIssues() {
-  every(async () => {
-    const issues = asList(await api("GET", "/api/issues"), "issues", "items");
+  const list = cappedList("issues", ISSUES_MAX, (n, atMax) =>
+    `Showing the ${n} most recently updated issues${atMax ? " (the most this view lists)" : ""}.`);
+  const ticket = answerOrder();
+  const load = async () => {
+    const asked = list.limit;
+    const mayShow = ticket();
+    const issues = asList(await api("GET", `/api/issues?limit=${asked}`), "issues", "items");
+    if (!mayShow()) return;
     fillRows("#issues-table", issues.map((i) => {
       const job = pick(i, "latestJob", "job") || {};
-      return `<tr><th scope="row">${link(i.url, pick(i, "issueKey", "key"))}</th><td>${esc(i.title)}</td>
+      const key = pick(i, "issueKey", "key");
+      // an issue without a URL (the tracker gave none) is still named
+      return `<tr><th scope="row">${link(i.url, key) || esc(key)}</th><td>${esc(i.title)}</td>
         <td>${esc(pick(i, "teamKey", "team"))}</td><td>${esc(pick(i, "stageTitle", "stage"))}</td>
         <td>${esc(job.id ?? "")}</td><td>${job.status ? statusBadge(job.status, job.timeoutReason) : ""}</td>
         <td>${link(job.prUrl, job.prNumber ? `#${job.prNumber}` : "PR")}</td></tr>`;
     }), 7, "No tracked issues yet.");
-  });
+    list.shown(issues.length, asked);
+  };
+  every(load);
+  list.onMore(load);
 }
 
 function initBlockers() {
-  every(async () => {
-    const rows = asList(await api("GET", "/api/blockers"), "blockers", "items");
+  const list = cappedList("blockers", BLOCKERS_MAX, (n, atMax) =>
+    `Showing the ${n} issues blocked longest${atMax ? " (the most this view lists)" : ""}.`);
+  const ticket = answerOrder();
+  const load = async () => {
+    const asked = list.limit;
+    const mayShow = ticket();
+    const rows = asList(await api("GET", `/api/blockers?limit=${asked}`), "blockers", "items");
+    if (!mayShow()) return;
     fillRows("#blockers-table", rows.map((b) => `<tr><th scope="row">${esc(pick(b, "issueKey", "key"))}${
       b.title ? `<div class="muted issue-title">${esc(b.title)}</div>` : ""}</th>
       <td>${esc(pick(b, "teamKey", "team"))}</td><td><code>${esc(b.reason)}</code></td><td>${esc(b.message)}</td>
       <td>${when(pick(b, "since", "firstSeenAt", "lastSeenAt"))}</td></tr>`), 5, "Nothing is blocked.");
-  });
+    list.shown(rows.length, asked);
+  };
+  every(load);
+  list.onMore(load);
 }
 
 /* A job's steps, each failed one with its reason, under the job's own failure reason (if any). */
@@ -331,15 +403,19 @@ async function showSteps(jobId, error) {
 
 const ACTIVE_STATUSES = ["unknown", "dispatched", "running"];
 /* The API answers the newest jobs only (at most JOBS_MAX): the list says when it is cut short. */
-const JOBS_PAGE = 100;
 const JOBS_MAX = 500;
 
 function initJobs() {
-  let limit = JOBS_PAGE;
+  const list = cappedList("jobs", JOBS_MAX, (n, atMax) => atMax
+    ? `Showing the newest ${n} jobs; find older ones with aiimpl jobs list.`
+    : `Showing the newest ${n} jobs.`);
+  const ticket = answerOrder();
   let byId = new Map();
-  const more = document.getElementById("jobs-more");
   const load = async () => {
-    const jobs = asList(await api("GET", `/api/jobs?limit=${limit}`), "jobs", "items");
+    const asked = list.limit;
+    const mayShow = ticket();
+    const jobs = asList(await api("GET", `/api/jobs?limit=${asked}`), "jobs", "items");
+    if (!mayShow()) return;
     byId = new Map(jobs.map((j) => [String(j.id), j]));
     fillRows("#jobs-table", jobs.map((j) => `<tr data-job="${esc(j.id)}"><th scope="row">${esc(j.id)}</th>
       <td>${esc(pick(j, "issueKey"))}</td><td>${esc(j.phase)}</td><td>${esc(j.backend)}${j.shadow ? " (shadow)" : ""}</td>
@@ -347,19 +423,12 @@ function initJobs() {
       <td>${when(pick(j, "createdAt"))}</td><td><button type="button" data-act="steps" aria-label="Steps of job ${esc(j.id)}">Steps</button>
       ${ACTIVE_STATUSES.includes(j.status) ? `<button type="button" class="danger" data-act="cancel" aria-label="Cancel job ${esc(j.id)}">Cancel</button>` : ""}</td></tr>`),
     8, "No jobs yet.");
-    more.hidden = jobs.length < limit;
-    document.getElementById("jobs-shown").textContent = limit < JOBS_MAX
-      ? `Showing the newest ${limit} jobs.`
-      : `Showing the newest ${limit} jobs; find older ones with aiimpl jobs list.`;
-    document.getElementById("jobs-show-more").hidden = limit >= JOBS_MAX;
+    list.shown(jobs.length, asked);
     const open = document.getElementById("job-steps");
     if (!open.hidden && open.dataset.job) await showSteps(open.dataset.job, byId.get(open.dataset.job)?.error);
   };
   every(load);
-  document.getElementById("jobs-show-more").addEventListener("click", () => {
-    limit = Math.min(limit + JOBS_PAGE, JOBS_MAX);
-    load().catch((e) => flash(e.message, "error"));
-  });
+  list.onMore(load);
   document.querySelector("#jobs-table").addEventListener("click", async (ev) => {
     const btn = ev.target.closest("button[data-act]");
     if (!btn) return;
@@ -373,8 +442,11 @@ function initJobs() {
 }
 
 function initSessions() {
+  const ticket = answerOrder();  // a refresh's answer never overwrites a later one (after Destroy)
   const load = async () => {
+    const mayShow = ticket();
     const rows = asList(await api("GET", "/api/sessions"), "sessions", "items");
+    if (!mayShow()) return;
     fillRows("#sessions-table", rows.map((s) => `<tr data-id="${esc(s.id)}"><th scope="row">${esc(s.id)}</th>
       <td>${esc(s.backend)}</td><td>${esc(s.state)}</td><td>${esc(pick(s, "jobId") ?? "")}</td><td>${esc(pick(s, "issueKey") ?? "")}</td>
       <td><button type="button" class="danger" data-act="destroy">Destroy</button></td></tr>`), 6, "No active sessions.");
@@ -395,8 +467,11 @@ function initSessions() {
 const OUTBOX_STATES = ["dead", "pending", "sending", "done"];
 
 function initOutbox() {
+  const ticket = answerOrder();  // a refresh's answer never overwrites a later one (after Retry)
   const load = async () => {
+    const mayShow = ticket();
     const body = await api("GET", "/api/outbox?state=dead");
+    if (!mayShow()) return;
     const counts = (body && body.counts) || {};
     const states = [...OUTBOX_STATES, ...Object.keys(counts).filter((s) => !OUTBOX_STATES.includes(s)).sort()];
     document.getElementById("outbox-counts").textContent =
@@ -444,9 +519,23 @@ function initChecks() {
 
 function initSecrets() {
   const scope = document.getElementById("s-scope");
-  const base = () => scope.value ? `/api/mappings/${encodeURIComponent(scope.value)}/secrets` : "/api/global-secrets";
+  const tbody = document.querySelector("#secrets-table tbody");
+  const pathOf = (team) => team ? `/api/mappings/${encodeURIComponent(team)}/secrets` : "/api/global-secrets";
+  const scopeName = (team) => team ? `team ${team}` : "global";
+  const ticket = answerOrder();
+  /* The rows are those of the scope they were listed for (tbody.dataset.scope), which Delete acts
+     on: the answer for a scope no longer selected is dropped (the Scope select changed while it was
+     on its way), and so is one a later answer overtook. A list that cannot be read shows why in
+     place of its rows: never another scope's rows, nor "Loading…". */
   const load = async () => {
-    const rows = asList(await api("GET", base()), "secrets", "items");
+    const listed = scope.value;
+    const mayShow = ticket();
+    let rows = null;
+    let error = null;
+    try { rows = asList(await api("GET", pathOf(listed)), "secrets", "items"); } catch (e) { error = e; }
+    if (scope.value !== listed || !mayShow()) return;
+    tbody.dataset.scope = listed;
+    if (error) { fillRows("#secrets-table", [], 3, error.message); throw error; }
     fillRows("#secrets-table", rows.map((s) => `<tr data-name="${esc(s.name)}"><th scope="row"><code>${esc(s.name)}</code></th>
       <td>${when(pick(s, "updatedAt"))}</td><td><button type="button" class="danger" data-act="delete">Delete</button></td></tr>`),
     3, "No secrets in this scope.");
@@ -458,16 +547,20 @@ function initSecrets() {
       scope.appendChild(opt);
     }
   }).catch(() => {});
-  // a list that cannot be read shows why in place of its rows: never another scope's rows, nor "Loading…"
-  const reload = () => load().catch((e) => { fillRows("#secrets-table", [], 3, e.message); flash(e.message, "error"); });
-  scope.addEventListener("change", reload);
+  const reload = () => load().catch((e) => flash(e.message, "error"));
+  scope.addEventListener("change", () => {
+    // the rows shown are the last scope's: none is offered for Delete until the new scope's come
+    delete tbody.dataset.scope;
+    fillRows("#secrets-table", [], 3, "Loading…");
+    reload();
+  });
   document.getElementById("secret-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const form = ev.target;
     const err = document.getElementById("secret-error");
     err.textContent = "";
     try {
-      await api("POST", base(), {name: form.name.value, value: form.value.value});
+      await api("POST", pathOf(scope.value), {name: form.name.value, value: form.value.value});
       flash(`Secret ${form.name.value} set`);
       form.reset();
       await load();
@@ -475,10 +568,11 @@ function initSecrets() {
   });
   document.querySelector("#secrets-table").addEventListener("click", async (ev) => {
     const btn = ev.target.closest("button[data-act=delete]");
-    if (!btn) return;
+    const team = tbody.dataset.scope;
+    if (!btn || team === undefined) return;
     const name = btn.closest("tr").dataset.name;
-    if (!confirm(`Delete secret ${name}?`)) return;
-    try { await api("DELETE", `${base()}/${encodeURIComponent(name)}`); flash(`Secret ${name} deleted`); await load(); }
+    if (!confirm(`Delete secret ${name} (${scopeName(team)})?`)) return;
+    try { await api("DELETE", `${pathOf(team)}/${encodeURIComponent(name)}`); flash(`Secret ${name} deleted`); await load(); }
     catch (e) { flash(e.message, "error"); }
   });
   reload();
@@ -530,13 +624,21 @@ function initJira() {
     fieldSel.innerHTML = '<option value="">Choose a field</option>' +
       fields.map((f) => `<option value="${esc(f.id)}">${esc(f.name)} (${esc(f.id)})</option>`).join("");
   }).catch((e) => { fieldSel.innerHTML = `<option value="">${esc(e.message)}</option>`; });
+  // the options shown are those of the field selected: an answer for another one (the field was
+  // changed while it was on its way) is dropped, as is one a later answer overtook
+  const ticket = answerOrder();
   fieldSel.addEventListener("change", async () => {
-    if (!fieldSel.value) return;
+    const field = fieldSel.value;
+    const mayShow = ticket();
+    optSel.innerHTML = `<option value="">${field ? "Loading…" : "Choose a field first"}</option>`;
+    if (!field) return;
+    let html;
     try {
-      const opts = asList(await api("GET", `/api/jira/field-options?fieldId=${encodeURIComponent(fieldSel.value)}`), "options", "items");
-      optSel.innerHTML = opts.length ? opts.map((o) => `<option value="${esc(o.id ?? o.value)}">${esc(o.value ?? o.name)}</option>`).join("")
+      const opts = asList(await api("GET", `/api/jira/field-options?fieldId=${encodeURIComponent(field)}`), "options", "items");
+      html = opts.length ? opts.map((o) => `<option value="${esc(o.id ?? o.value)}">${esc(o.value ?? o.name)}</option>`).join("")
         : '<option value="">This field has no options</option>';
-    } catch (e) { optSel.innerHTML = `<option value="">${esc(e.message)}</option>`; }
+    } catch (e) { html = `<option value="">${esc(e.message)}</option>`; }
+    if (fieldSel.value === field && mayShow()) optSel.innerHTML = html;
   });
 }
 
