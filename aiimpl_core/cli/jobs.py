@@ -126,6 +126,9 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
                 click.echo(f"  blocked {key}: {blocked['message']}")
             for provider_id, why in sorted(report.providers_skipped.items()):
                 click.echo(f"  skipped {provider_id}: {why}")
+            # a runner backend that could not be asked about its runs (its poll failed, it backs off)
+            for backend_id, why in sorted(((report.reconciled or {}).get("skipped") or {}).items()):
+                click.echo(f"  skipped {backend_id}: {why}")
             for error in report.errors:
                 click.echo(f"  error: {error}")
 

@@ -82,8 +82,11 @@ def _provider_rows(kind: str, provider_id: str, mappings: Sequence[MappingView])
 
 def _results(answer: Any) -> list[CheckResult]:
     """``check``'s answer, refused (as the connection's failure) unless it is a sequence of
-    :class:`CheckResult`."""
-    if answer is None or isinstance(answer, (str, bytes, dict)) or not hasattr(answer, "__iter__"):
+    :class:`CheckResult`; ``None`` (a ``check`` that returns nothing, as the author guide puts
+    the default) is no result."""
+    if answer is None:
+        return []
+    if isinstance(answer, (str, bytes, dict)) or not hasattr(answer, "__iter__"):
         raise PluginContractError(f"check() answered {type(answer).__name__}, not a list of CheckResult")
     results = list(answer)
     for result in results:

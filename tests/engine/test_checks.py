@@ -134,10 +134,9 @@ def test_only_a_foreign_failure_of_a_check_is_logged_with_its_traceback(app, add
     ("answer", "detail"),
     [
         ([{"name": "credentials", "ok": True}], "check() answered a dict, not a CheckResult"),
-        (None, "check() answered NoneType, not a list of CheckResult"),
         ("ok", "check() answered str, not a list of CheckResult"),
     ],
-    ids=["dicts", "none", "str"],
+    ids=["dicts", "str"],
 )
 def test_a_check_answering_the_wrong_type_is_one_failed_line(app, add_mapping, answer, detail):
     add_mapping("ENG", provider="checked")
@@ -145,6 +144,15 @@ def test_a_check_answering_the_wrong_type_is_one_failed_line(app, add_mapping, a
     got = rows()
     assert got[("ticketing", "checked", "connection")] == ("failed", detail)
     assert got[("ticketing", "fake-tracker", "configured")][0] in ("ok", "skipped")  # the others go on
+
+
+def test_a_check_returning_nothing_is_no_further_check(app, add_mapping):
+    """A bare ``return`` (the author guide: "returning no result … reports the provider as
+    configured with no further check"), as the default's empty tuple."""
+    add_mapping("ENG", provider="checked")
+    Checked.outcome = None
+    assert rows()[("ticketing", "checked", "configured")] == (
+        "ok", "configured (the plugin offers no further check)")
 
 
 def test_a_provider_that_cannot_be_set_up_is_one_failed_line(app, add_mapping, monkeypatch):

@@ -49,6 +49,19 @@ def test_poll_once_summary(app, tracker, add_mapping):
     assert "blocked ENG-2: at concurrency cap (1/1). Waiting for a slot." in result.stdout
 
 
+def test_poll_once_summary_says_a_runner_backend_it_could_not_ask(app, tracker, runner, add_mapping):
+    """Not only in --json: a backend whose poll of its runs failed is a line of the summary."""
+    from aiimpl_core.errors import ProviderError
+
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    invoke(app, "poll", "--once")
+    runner.poll_error = ProviderError("GitHub answered 401: Bad credentials", status=401)
+    result = invoke(app, "poll", "--once")
+    assert result.exit_code == 0
+    assert "  skipped github-actions: poll failed: GitHub answered 401: Bad credentials" in result.stdout
+
+
 def test_poll_stops_cleanly_on_sigterm(app, tracker, add_mapping):
     add_mapping("ENG")
     tracker.add("ENG-1")
