@@ -91,7 +91,7 @@ def database_url(configured: str | None, instance_path: str | None = None) -> st
                 f"({exc.strerror or type(exc).__name__}): set AIIMPL_DATABASE_URL"
             ) from None
         url = "sqlite:///" + os.path.join(instance_path, "aiimpl.db")
-    _check_database_url(url)
+    check_database_url(url)
     return url
 
 
@@ -118,7 +118,7 @@ def _mask_settings(app: Flask, facade: Plugins) -> None:
         pass
 
 
-def _check_database_url(url: str) -> None:
+def check_database_url(url: str) -> None:
     """Only SQLite and PostgreSQL are supported (upserts, advisory locks, array parameters): any
     other database is refused at start-up, not at its first write. The URL itself is not echoed
     (it may carry a password)."""

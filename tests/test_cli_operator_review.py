@@ -3,6 +3,9 @@ says what to do, never a traceback, a secret or a value the command did not use.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -145,13 +148,32 @@ def test_config_hides_the_credentials_of_any_url_setting():
         "AIIMPL_DATABASE_URL": "postgresql+psycopg://u:pw-SECRET@[::1",
     }
     r = CliRunner().invoke(cli, ["config"], env=env)
-    assert r.exit_code == 0, r.output
-    shown = {line.split()[0]: line.split(None, 1)[1] for line in r.output.splitlines() if line.strip()}
+    assert r.exit_code == 1, r.output  # the table, then the URL the app cannot use is said
+    assert r.output.splitlines()[-1] == "Error: AIIMPL_DATABASE_URL is not a database URL"
+    shown = {line.split()[0]: line.split(None, 1)[1] for line in r.output.splitlines()[:-1] if line.strip()}
     assert shown["AIIMPL_JIRA_URL"] == "https://bob:***@acme.atlassian.net"
     assert shown["AIIMPL_GITHUB_API_URL"] == "https://ghe.example.com/api/v3?access_token=***&x=1"
     assert shown["AIIMPL_PUBLIC_URL"] == "https://ai.example.com/"  # nothing to hide: as it is
     assert shown["AIIMPL_DATABASE_URL"] == "(unparsable URL)"
     assert "-SECRET" not in r.output
+
+
+@pytest.mark.parametrize(("env", "error"), [
+    ({"AIIMPL_POLL_INTERVAL": "0"}, "Error: AIIMPL_POLL_INTERVAL: must be at least 1, not 0"),
+    ({"AIIMPL_DATABASE_URL": "mysql://u@db/aiimpl"},
+     "Error: AIIMPL_DATABASE_URL: the mysql database is not supported; use SQLite (sqlite:///path) or "
+     "PostgreSQL (postgresql+psycopg://user@host/db)"),
+], ids=["setting", "database"])
+def test_config_shows_a_configuration_that_is_not_valid_and_exits_1(tmp_path, env, error):
+    """The whole table, to see what is set, and the exit status a deployment's check reads (it was
+    0, and a database URL no command takes was not said at all)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    environ.update(AIIMPL_SECRET_KEY="k" * 32, **env)
+    r = subprocess.run([sys.executable, "-m", "aiimpl_core.cli", "config"], env=environ, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert error in r.stderr
+    assert "AIIMPL_POLL_INTERVAL" in r.stdout and "AIIMPL_DATABASE_URL" in r.stdout
 
 
 def test_hide_password_keeps_what_is_not_secret():

@@ -350,6 +350,20 @@ def config_cmd(markdown: bool) -> None:
             # unset: what applies instead (a default that is a list or a flag is said as such)
             shown = "-" if default in (None, "", [], False) else f"- (default {default})"
         click.echo(f"{name:<40} {shown}")
+    # the whole table is shown, then the exit status says whether the configuration is valid (for
+    # a deployment's check): main() has said a setting that is not; a database URL the app cannot
+    # use is said here (the settings' own check does not read it)
+    from ..app import check_database_url
+
+    invalid = getattr(cli, "reported", None)
+    url = os.environ.get("AIIMPL_DATABASE_URL")
+    if url and not invalid:
+        try:
+            check_database_url(url)
+        except AiimplError as exc:
+            raise click.ClickException(exc.message) from None
+    if invalid:
+        sys.exit(1)
 
 
 def _add_subcommands() -> None:
