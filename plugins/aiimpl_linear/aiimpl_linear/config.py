@@ -72,8 +72,11 @@ AI_LABELS: tuple[str, ...] = (TRIGGER_LABEL, *STAGE_LABELS.values())
 #: Label name (case-folded, as Linear compares names) -> stage.
 LABEL_STAGES: dict[str, Stage] = {name.casefold(): stage for stage, name in STAGE_LABELS.items()}
 
-#: Workflow state types Linear uses for finished issues; a blocker in one of them no longer blocks.
-CLOSED_STATE_TYPES = frozenset({"completed", "canceled"})
+#: Workflow state types of a finished issue (Linear's ``WorkflowState.type`` is one of "triage",
+#: "backlog", "unstarted", "started", "completed", "canceled", "duplicate"). An issue in one of them
+#: is not dispatched (the triggered listing filters them out), even with the trigger label left on
+#: it, and as a blocker no longer blocks: an issue marked a duplicate of another is closed too.
+CLOSED_STATE_TYPES = frozenset({"completed", "canceled", "duplicate"})
 DONE_STATE_TYPE = "completed"
 
 #: Settings a mapping's ``ticketing`` object may carry for Linear.

@@ -7,6 +7,10 @@ document that is not registered here.
 
 from __future__ import annotations
 
+import json
+
+from .config import CLOSED_STATE_TYPES
+
 DOCUMENTS: dict[str, str] = {}
 
 
@@ -62,23 +66,27 @@ fragment {name} on Issue {{
 """
 
 
+# The closed state types as a GraphQL list literal (a JSON array of strings is one): the listing
+# leaves out exactly the issues the provider counts as closed.
+_CLOSED_TYPES = json.dumps(sorted(CLOSED_STATE_TYPES))
+
 TRIGGERED_ISSUES = _document(
     "TriggeredIssues",
-    """
-query TriggeredIssues($first: Int!, $after: String, $label: String!) {
+    f"""
+query TriggeredIssues($first: Int!, $after: String, $label: String!) {{
   issues(
     first: $first
     after: $after
     orderBy: createdAt
-    filter: {
-      labels: { some: { name: { eqIgnoreCase: $label } } }
-      state: { type: { nin: ["completed", "canceled"] } }
-    }
-  ) {
-    nodes { ...ListedIssue }
-    pageInfo { hasNextPage endCursor }
-  }
-}
+    filter: {{
+      labels: {{ some: {{ name: {{ eqIgnoreCase: $label }} }} }}
+      state: {{ type: {{ nin: {_CLOSED_TYPES} }} }}
+    }}
+  ) {{
+    nodes {{ ...ListedIssue }}
+    pageInfo {{ hasNextPage endCursor }}
+  }}
+}}
 """
     + _issue_fields("ListedIssue", LIST_LABELS, LIST_RELATIONS),
 )

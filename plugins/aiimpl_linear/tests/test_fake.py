@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
 import pytest
 import requests
+from graphql import GraphQLObjectType
 
-from aiimpl_linear.testing import FakeLinear
+from aiimpl_linear.testing import FakeLinear, linear_schema
+from aiimpl_linear.testing.fake_linear import STATE_TYPES
 
 
 def post(
@@ -141,3 +144,23 @@ def test_a_lost_answer_was_carried_out(fake: FakeLinear) -> None:
     assert resp.status_code == 502 and "Bad Gateway" in resp.text
     assert fake.comments_of(key) == ["stored"]
     assert post(fake, CREATE, {"issueId": key, "body": "next"}, "C").status_code == 200  # once
+
+
+def test_workflow_state_types_are_the_ones_the_schema_documents(fake: FakeLinear) -> None:
+    """``WorkflowState.type`` is a String whose values only its description lists: the fake knows
+    exactly those, ``duplicate`` included, and refuses any other."""
+    workflow_state = linear_schema().get_type("WorkflowState")
+    assert isinstance(workflow_state, GraphQLObjectType)
+    description = workflow_state.fields["type"].description or ""
+    assert tuple(re.findall(r'"([a-z]+)"', description)) == STATE_TYPES
+    with pytest.raises(ValueError, match="no workflow state type 'closed'"):
+        fake.add_state("ENG", "Closed", "closed", 9.0)
+
+
+def test_a_team_has_a_duplicate_state_as_in_linear(fake: FakeLinear) -> None:
+    key = fake.add_issue("ENG", state="Duplicate")["identifier"]
+    body = post(fake, 'query Q { issue(id: "' + key + '") { state { name type } } }', name="Q").json()
+    assert body["data"]["issue"]["state"] == {"name": "Duplicate", "type": "duplicate"}
+    query = 'query Q { issues(filter: { state: { type: { nin: ["duplicate"] } } }) { nodes { id } } }'
+    listed = post(fake, query, name="Q").json()
+    assert listed["data"]["issues"]["nodes"] == []

@@ -13,6 +13,7 @@ from aiimpl_core.services import poller
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.services.merge import MergedPullRequest, handle_merged
 from aiimpl_core.testing.fakes import FakeRunner
+from aiimpl_core.webhooks import check_issues
 
 from aiimpl_linear.queries import LIST_RELATIONS
 
@@ -134,6 +135,30 @@ def test_blocked_issue_is_not_dispatched_until_its_blocker_is_done(app, fake, ru
 
     fake.set_state(blocker, "Done")
     assert [d.issue_key for d in run_cycle().dispatched] == [key]
+
+
+def test_blocker_closed_as_a_duplicate_no_longer_holds_the_dispatch(app, fake, runner, add_mapping) -> None:
+    add_mapping("ENG")
+    blocker = fake.add_issue("ENG", "Migrate schema", labels=[])["identifier"]
+    key = fake.add_issue("ENG", "Use new schema")["identifier"]
+    fake.add_blocker(blocker, key)
+    assert key in run_cycle().blocked
+
+    fake.set_state(blocker, "Duplicate")  # closed as a duplicate of another issue
+
+    report = run_cycle()
+    assert [d.issue_key for d in report.dispatched] == [key] and key not in report.blocked
+
+
+def test_issue_closed_as_a_duplicate_is_not_dispatched(app, fake, runner, add_mapping) -> None:
+    """Closed as a duplicate with the trigger label left on: no poll and no webhook dispatches it."""
+    add_mapping("ENG")
+    key = fake.add_issue("ENG", "Same as ENG-9", labels=["AI-Implement"], state="Duplicate")["identifier"]
+
+    report = run_cycle()
+    assert report.dispatched == [] and key not in report.blocked
+    assert check_issues("linear", [key]).dispatched == []
+    assert jobs_of(key) == [] and fake.labels_of(key) == ["AI-Implement"]
 
 
 def test_blocker_among_many_relations_holds_the_dispatch(app, fake, runner, add_mapping) -> None:

@@ -135,6 +135,39 @@ def test_blocker_past_the_listed_relations_is_read_with_one_more_call(
     assert fake.requests[1].variables["after"] is not None
 
 
+@pytest.mark.parametrize("state", ["Done", "Canceled", "Duplicate"])
+def test_blocker_in_a_closed_state_no_longer_blocks(
+    fake: FakeLinear, provider: LinearProvider, state: str
+) -> None:
+    """Linear's closed state types are ``completed``, ``canceled`` and ``duplicate``: an issue
+    closed as a duplicate of another blocks no more than a done one."""
+    key = fake.add_issue("ENG", "Blocked")["identifier"]
+    blocker = fake.add_issue("ENG", "Same work", labels=[], state=state)["identifier"]
+    fake.add_blocker(blocker, key)
+
+    [listed] = [i for p in provider.iter_triggered(["ENG"]) for i in p.issues]
+
+    assert [(b.key, b.open) for b in listed.blocked_by] == [(blocker, False)]
+    assert listed.open_blockers == ()
+    assert provider.get_issue(key).open_blockers == ()
+
+
+@pytest.mark.parametrize("state", ["Done", "Canceled", "Duplicate"])
+def test_issue_in_a_closed_state_is_not_triggered(
+    fake: FakeLinear, provider: LinearProvider, state: str
+) -> None:
+    """A person closes an issue (as a duplicate, say) and leaves the trigger label on: the listing
+    leaves it out, and read on its own (as a webhook does) it is not triggered."""
+    closed = fake.add_issue("ENG", "Same as another", state=state)["identifier"]
+    open_issue = fake.add_issue("ENG", "Fix login")["identifier"]
+
+    keys = [i.key for p in provider.iter_triggered(["ENG"]) for i in p.issues]
+
+    assert keys == [open_issue]
+    assert not provider.get_issue(closed).triggered
+    assert provider.get_issue(open_issue).triggered
+
+
 # -- reading one issue ----------------------------------------------------------------------------
 
 

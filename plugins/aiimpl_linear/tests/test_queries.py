@@ -9,8 +9,8 @@ import graphql
 import pytest
 
 from aiimpl_linear import queries
-from aiimpl_linear.config import MAX_PAGE_SIZE
-from aiimpl_linear.testing.fake_linear import MAX_COMPLEXITY, complexity, linear_schema
+from aiimpl_linear.config import CLOSED_STATE_TYPES, MAX_PAGE_SIZE
+from aiimpl_linear.testing.fake_linear import MAX_COMPLEXITY, STATE_TYPES, complexity, linear_schema
 
 PACKAGE = pathlib.Path(queries.__file__).parent
 
@@ -79,3 +79,23 @@ def test_looking_a_comment_up_costs_next_to_nothing() -> None:
     # a retried comment reads one comment before it is created: a few points, not a page
     document = graphql.parse(queries.COMMENT_BY_ID)
     assert complexity(linear_schema(), document, {"id": "x"}, "CommentById") < 5
+
+
+def test_listing_leaves_out_exactly_the_closed_state_types() -> None:
+    """The listing's filter and the provider's test of a closed blocker are one constant, and it
+    names every closed type of Linear's schema: ``duplicate`` too, not only ``completed`` and
+    ``canceled``."""
+    assert CLOSED_STATE_TYPES == {"completed", "canceled", "duplicate"}
+    assert CLOSED_STATE_TYPES <= set(STATE_TYPES)
+    nin: list[graphql.ValueNode] = []
+
+    class Filters(graphql.Visitor):
+        def enter_object_field(self, node: graphql.ObjectFieldNode, *_args: object) -> None:
+            if node.name.value == "nin":
+                nin.append(node.value)
+
+    graphql.visit(graphql.parse(queries.TRIGGERED_ISSUES), Filters())
+    [excluded] = nin
+    assert isinstance(excluded, graphql.ListValueNode)
+    assert {v.value for v in excluded.values if isinstance(v, graphql.StringValueNode)} == CLOSED_STATE_TYPES
+    assert len(excluded.values) == len(CLOSED_STATE_TYPES)

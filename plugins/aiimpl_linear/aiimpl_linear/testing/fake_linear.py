@@ -171,6 +171,10 @@ class _Store:
     relations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+#: The workflow state types Linear's schema documents (``WorkflowState.type``); the fake refuses others.
+STATE_TYPES = ("triage", "backlog", "unstarted", "started", "completed", "canceled", "duplicate")
+
+#: A new team's workflow, as Linear creates it (Linear now marks duplicates with a state of their own).
 DEFAULT_STATES = (
     ("Backlog", "backlog"),
     ("Todo", "unstarted"),
@@ -178,6 +182,7 @@ DEFAULT_STATES = (
     ("In Review", "started"),
     ("Done", "completed"),
     ("Canceled", "canceled"),
+    ("Duplicate", "duplicate"),
 )
 
 
@@ -318,6 +323,8 @@ class FakeLinear:
             return team
 
     def add_state(self, team_key: str, name: str, state_type: str, position: float) -> dict[str, Any]:
+        if state_type not in STATE_TYPES:
+            raise ValueError(f"Linear has no workflow state type {state_type!r} ({', '.join(STATE_TYPES)})")
         team = self.team(team_key)
         state = {
             "id": str(uuid.uuid4()),
