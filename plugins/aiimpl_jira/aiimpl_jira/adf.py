@@ -12,8 +12,9 @@ children, so no text is lost.
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,21 +29,32 @@ _RULE = re.compile(r"^ {0,3}([-*_])(\s*\1){2,}\s*$")
 _QUOTE = re.compile(r"^ {0,3}> ?(.*)$")
 _ITEM = re.compile(r"^(?P<indent>\s*)(?P<marker>[-*+]|\d{1,9}[.)])\s+(?P<text>.*)$")
 
-# One alternation: at any position the first alternative that matches wins, which gives code
-# spans priority over emphasis (so `a*b*` stays literal) and links over bare URLs.
-_INLINE = re.compile(
+# What binds tighter than emphasis (CommonMark: backslash escapes, code spans, links and autolinks;
+# and the bare URLs we link): found first, so that a ``*``, ``_`` or ``~`` inside one (a link's
+# target ``…/run_42/output_.log``) never opens or closes emphasis. At any position the first
+# alternative that matches wins, which gives code spans priority over links and links over bare URLs.
+_ATOM = re.compile(
     # (CommonMark: a backslash escapes any ASCII punctuation character)
     r"(?P<escape>\\[!-/:-@\[-`{-~])"
     r"|(?P<code>(?P<ticks>`+)(?P<code_text>.+?)(?P=ticks))"
     r"|\[(?P<link_text>[^\]]+)\]\((?P<link_url>[^)\s]+)\)"
     r"|<(?P<autolink>https?://[^>\s]+)>"
-    r"|\*\*(?P<strong>.+?)\*\*"
+    r"|(?P<url>https?://[^\s<>()\[\]]+)"
+)
+# Emphasis, matched on the text with the delimiters inside atoms masked (see :func:`_masked`); at
+# any position the first alternative that matches wins.
+_EMPHASIS = re.compile(
+    r"\*\*(?P<strong>.+?)\*\*"
     r"|(?<![A-Za-z0-9])__(?P<strong2>.+?)__(?![A-Za-z0-9])"
     r"|~~(?P<strike>.+?)~~"
     r"|\*(?P<em>[^\s*](?:.*?[^\s*])?)\*"
     r"|(?<![A-Za-z0-9])_(?P<em2>[^\s_](?:.*?[^\s_])?)_(?![A-Za-z0-9])"
-    r"|(?P<url>https?://[^\s<>()\[\]]+)"
 )
+_EMPHASIS_MARKS = {"strong": "strong", "strong2": "strong", "strike": "strike", "em": "em", "em2": "em"}
+_DELIMITERS = "*_~"
+#: Stands in for a delimiter inside an atom: neither a delimiter, nor a letter, digit or space, so
+#: the emphasis pattern's tests of the characters around a delimiter read it as punctuation.
+_MASK = "\x00"
 _TRAILING_PUNCT = ".,;:!?'\""
 
 
@@ -65,52 +77,124 @@ _LINKABLE = re.compile(r"(?i)(?:https?://|mailto:)")
 
 
 def _inline(text: str, marks: Sequence[Node] = ()) -> list[Node]:
+    """Inline Markdown as text nodes: atoms (escapes, code spans, links, URLs) first, then the
+    emphasis around and between them, whose delimiters are never those inside an atom."""
+    atoms = [(match, _atom_end(match)) for match in _ATOM.finditer(text)]
+    spans = [(match.start(), end) for match, end in atoms]
+    # Emphasis is looked for with the delimiters inside atoms masked. A bare URL's trailing "_",
+    # "*" and "~" are its own unless an emphasis has no other closer ("_see https://x.test/a_"):
+    # ``loose`` leaves them open, and its emphasis is taken only when it opens first.
+    firm = _masked(text, spans)
+    loose = _masked(text, [(m.start(), _url_core_end(m) if m.group("url") else end) for m, end in atoms])
+    firm_next = _Next(lambda pos: _EMPHASIS.search(firm, pos))
+    starts = [start for start, _end in spans]
+    loose_next = _Next(lambda pos: _emphasis_outside(loose, pos, spans, starts)) if loose != firm else None
     out: list[Node] = []
     pos = 0
-    for match in _INLINE.finditer(text):
-        start = match.start()
-        if start < pos:
-            continue
-        if start > pos:
-            out.append(_text(text[pos:start], marks))
-        pos = match.end()
-        group = match.lastgroup
-        if match.group("escape"):
-            out.append(_text(match.group("escape")[1], marks))
-        elif match.group("code"):
-            # ADF allows the code mark only together with a link mark.
-            kept = [m for m in marks if m["type"] == "link"]
-            out.append(
-                _text(
-                    match.group("code_text").strip(" ") or match.group("code_text"), [*kept, {"type": "code"}]
-                )
-            )
-        elif match.group("link_text") is not None:
-            if _LINKABLE.match(match.group("link_url")):
-                link = {"type": "link", "attrs": {"href": match.group("link_url")}}
-                out.extend(_inline(match.group("link_text"), _with_mark(marks, link)))
-            else:  # a javascript:, data: or relative address is no link on a ticket: kept as text
-                out.append(_text(match.group(0), marks))
-        elif match.group("autolink"):
-            url = match.group("autolink")
-            out.append(_text(url, _with_mark(marks, {"type": "link", "attrs": {"href": url}})))
-        elif group in ("strong", "strong2"):
-            out.extend(_inline(match.group(group), _with_mark(marks, {"type": "strong"})))
-        elif group == "strike":
-            out.extend(_inline(match.group("strike"), _with_mark(marks, {"type": "strike"})))
-        elif group in ("em", "em2"):
-            out.extend(_inline(match.group(group), _with_mark(marks, {"type": "em"})))
-        elif match.group("url"):
-            url = match.group("url")
-            trimmed = url.rstrip(_TRAILING_PUNCT)
-            pos = match.start() + len(trimmed)
-            if any(m["type"] == "link" for m in marks):
-                out.append(_text(trimmed, marks))
-            else:
-                out.append(_text(trimmed, [*marks, {"type": "link", "attrs": {"href": trimmed}}]))
+    following = 0  # index of the first atom not yet rendered
+    while pos < len(text):
+        while following < len(atoms) and atoms[following][0].start() < pos:
+            following += 1  # inside the emphasis just rendered (its content was rendered whole)
+        atom_start = atoms[following][0].start() if following < len(atoms) else len(text)
+        emphasis = firm_next.at(pos)
+        other = loose_next.at(pos) if loose_next is not None else None
+        if other is not None and (emphasis is None or other.start() < emphasis.start()):
+            emphasis = other
+        if emphasis is not None and emphasis.start() < atom_start:
+            out.append(_text(text[pos : emphasis.start()], marks))
+            group = str(emphasis.lastgroup)
+            mark = {"type": _EMPHASIS_MARKS[group]}
+            out.extend(_inline(text[emphasis.start(group) : emphasis.end(group)], _with_mark(marks, mark)))
+            pos = emphasis.end()
+        elif following < len(atoms):
+            match, end = atoms[following]
+            out.append(_text(text[pos:atom_start], marks))
+            out.extend(_atom(match, end, marks))
+            pos = end
+            following += 1
+        else:
+            break
     if pos < len(text):
         out.append(_text(text[pos:], marks))
     return _merge(out)
+
+
+class _Next:
+    """The first match at or after a position, found by ``find(position)``; looked for again only
+    once the position has passed it (a search that found none finds none further on), so a line
+    is scanned once, not once per atom."""
+
+    def __init__(self, find: Callable[[int], re.Match[str] | None]) -> None:
+        self._find = find
+        self._match: re.Match[str] | None = None
+        self._searched = False
+
+    def at(self, pos: int) -> re.Match[str] | None:
+        if not self._searched or (self._match is not None and self._match.start() < pos):
+            self._match = self._find(pos)
+            self._searched = True
+        return self._match
+
+
+def _url_core_end(match: re.Match[str]) -> int:
+    """Where a bare URL ends without its trailing punctuation and emphasis delimiters."""
+    return match.start() + len(match.group("url").rstrip(_TRAILING_PUNCT + _DELIMITERS))
+
+
+def _atom_end(match: re.Match[str]) -> int:
+    """Where an atom ends: a bare URL leaves out the punctuation that ends a sentence."""
+    if match.group("url"):
+        return match.start() + len(match.group("url").rstrip(_TRAILING_PUNCT))
+    return match.end()
+
+
+def _masked(text: str, spans: Iterable[tuple[int, int]]) -> str:
+    """``text`` with every emphasis delimiter inside ``spans`` replaced by :data:`_MASK` (one
+    character for one, so a match's positions are the text's)."""
+    chars = list(text)
+    for start, end in spans:
+        for i in range(start, end):
+            if chars[i] in _DELIMITERS:
+                chars[i] = _MASK
+    return "".join(chars)
+
+
+def _emphasis_outside(
+    masked: str, pos: int, spans: Sequence[tuple[int, int]], starts: Sequence[int]
+) -> re.Match[str] | None:
+    """The first emphasis in ``masked`` from ``pos`` that does not open inside one of ``spans``
+    (whose ``starts`` are in order): one that would open on a URL's trailing delimiter does not,
+    that URL keeps it."""
+    while (match := _EMPHASIS.search(masked, pos)) is not None:
+        i = bisect.bisect_right(starts, match.start()) - 1
+        if i < 0 or match.start() >= spans[i][1]:
+            return match
+        pos = match.start() + 1
+    return None
+
+
+def _atom(match: re.Match[str], end: int, marks: Sequence[Node]) -> list[Node]:
+    """The nodes of an atom (``end``: where it ends, see :func:`_atom_end`)."""
+    if match.group("escape"):
+        return [_text(match.group("escape")[1], marks)]
+    if match.group("code"):
+        # ADF allows the code mark only together with a link mark.
+        kept = [m for m in marks if m["type"] == "link"]
+        code = match.group("code_text")
+        return [_text(code.strip(" ") or code, [*kept, {"type": "code"}])]
+    if match.group("link_text") is not None:
+        if _LINKABLE.match(match.group("link_url")):
+            link = {"type": "link", "attrs": {"href": match.group("link_url")}}
+            return _inline(match.group("link_text"), _with_mark(marks, link))
+        # a javascript:, data: or relative address is no link on a ticket: kept as text
+        return [_text(match.group(0), marks)]
+    if match.group("autolink"):
+        url = match.group("autolink")
+        return [_text(url, _with_mark(marks, {"type": "link", "attrs": {"href": url}}))]
+    url = match.string[match.start() : end]
+    if any(m["type"] == "link" for m in marks):
+        return [_text(url, marks)]
+    return [_text(url, [*marks, {"type": "link", "attrs": {"href": url}}])]
 
 
 def _merge(nodes: Iterable[Node]) -> list[Node]:

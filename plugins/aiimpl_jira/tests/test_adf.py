@@ -92,6 +92,99 @@ def test_snake_case_words_are_not_emphasis() -> None:
     assert doc["content"] == [_para(_t("run_not_found and post_push_review_not_approved"))]
 
 
+EM = {"type": "em"}
+STRONG = {"type": "strong"}
+STRIKE = {"type": "strike"}
+
+# Link targets with a "_" (or another delimiter) where emphasis could close on it.
+LOG_URLS = [
+    "https://logs.example.com/runs/run_42/output_.log",
+    "https://logs.example.com/runs/42?q=a_&b=1",
+    "https://logs.example.com/runs/x_/y",
+    "https://logs.example.com/runs/a_b_",
+    "https://logs.example.com/runs/__x__",
+    "https://logs.example.com/runs/a*b*/c~~d~~",
+]
+
+
+def _link(url: str) -> dict:
+    return {"type": "link", "attrs": {"href": url}}
+
+
+@pytest.mark.parametrize("url", LOG_URLS)
+def test_machine_logs_link_in_the_italic_footer_keeps_its_whole_target(url: str) -> None:
+    """CommonMark: a link's text and target bind tighter than emphasis, so the footer's ``_…_``
+    does not close on a "_" inside the target (which left ``[Machine logs](`` as text, a link to
+    the target's first half, and the rest as text)."""
+    doc = markdown_to_adf(comments.stamp("🚀 Session machine created.", _AT, url))
+    assert adf_violations(doc) == []
+    footer = _para(_t("2026-01-02 03:04:05 UTC · ", EM), _t("Machine logs", EM, _link(url)))
+    assert doc["content"][-1] == footer
+    once = markdown_to_adf(adf_to_markdown(doc))
+    assert _styled_chars(once) == _styled_chars(doc) and _hrefs(once) == {url}
+
+
+@pytest.mark.parametrize(
+    ("markdown", "mark"),
+    [
+        ("_see [logs]({url}) now_", EM),
+        ("*see [logs]({url}) now*", EM),
+        ("**see [logs]({url}) now**", STRONG),
+        ("__see [logs]({url}) now__", STRONG),
+        ("~~see [logs]({url}) now~~", STRIKE),
+    ],
+)
+@pytest.mark.parametrize("url", LOG_URLS)
+def test_emphasis_around_a_link_never_closes_in_its_target(markdown: str, mark: dict, url: str) -> None:
+    doc = markdown_to_adf(markdown.format(url=url))
+    assert adf_violations(doc) == []
+    assert doc["content"] == [_para(_t("see ", mark), _t("logs", mark, _link(url)), _t(" now", mark))]
+
+
+@pytest.mark.parametrize("url", LOG_URLS)
+def test_a_bare_url_inside_emphasis_is_not_split_by_it(url: str) -> None:
+    """A bare URL the converter links is whole, however many delimiters it holds."""
+    for markdown in (f"_logs at {url} now_", f"*logs at {url} now*", f"**logs at {url} now**"):
+        mark = STRONG if markdown.startswith("**") else EM
+        doc = markdown_to_adf(markdown)
+        assert adf_violations(doc) == []
+        expected = _para(_t("logs at ", mark), _t(url, mark, _link(url)), _t(" now", mark))
+        assert doc["content"] == [expected], markdown
+    assert markdown_to_adf(f"logs at {url}")["content"] == [_para(_t("logs at "), _t(url, _link(url)))]
+
+
+@pytest.mark.parametrize(
+    ("markdown", "url"),
+    [
+        (
+            "_logs at https://logs.example.com/runs/run_42/output_.log_",
+            "https://logs.example.com/runs/run_42/output_.log",
+        ),
+        ("_logs at https://logs.example.com/a_b_", "https://logs.example.com/a_b"),
+        ("*logs at https://logs.example.com/a*", "https://logs.example.com/a"),
+        ("**logs at https://logs.example.com/a**", "https://logs.example.com/a"),
+        ("_logs at https://logs.example.com/a._", "https://logs.example.com/a"),
+    ],
+)
+def test_emphasis_ending_with_a_bare_url_closes_on_its_last_delimiter(markdown: str, url: str) -> None:
+    """As in GitHub's Markdown, a URL's trailing delimiter may close the emphasis it ends (when
+    nothing else does), and its trailing full stop is text."""
+    doc = markdown_to_adf(markdown)
+    assert adf_violations(doc) == []
+    mark = STRONG if markdown.startswith("**") else EM
+    assert adf_text(doc) == markdown.strip("*_")
+    assert doc["content"][0]["content"][1] == _t(url, mark, _link(url))
+    assert all(mark in node.get("marks", ()) for node in doc["content"][0]["content"])
+
+
+def test_emphasis_never_closes_in_a_code_span_or_on_an_escaped_delimiter() -> None:
+    """Code spans and backslash escapes bind tighter than emphasis too (CommonMark)."""
+    doc = markdown_to_adf("*run `a*b` now* and _keep \\_ this_")
+    assert doc["content"] == [
+        _para(_t("run ", EM), _t("a*b", {"type": "code"}), _t(" now", EM), _t(" and "), _t("keep _ this", EM))
+    ]
+
+
 def test_code_block_with_language_and_longer_fence() -> None:
     doc = markdown_to_adf("````text\nline ``` inside\n````")
     assert doc["content"] == [
@@ -169,6 +262,7 @@ REFERENCE_COMMENTS = [
     ),
     comments.plan_ready("## Plan\n\n1. Add `export()`\n2. Test it\n   - unit\n   - api", "Move to `Ready`."),
     comments.merged(42, "abcdef1234567"),
+    comments.progress("session_created", {}, _AT, "https://logs.example.com/runs/run_42/output_.log"),
 ]
 
 
