@@ -149,6 +149,20 @@ def test_db_upgrade_logs_in_the_configured_format(tmp_path):
     assert any(line["message"].startswith("Running upgrade") for line in lines), lines
 
 
+def test_db_current_says_the_revision_without_alembics_own_lines(tmp_path):
+    """Alembic's engine name and DDL note at every run are no news to an operator (at DEBUG only)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    environ.update(AIIMPL_DATABASE_URL=f"sqlite:///{tmp_path}/a.db")
+    run = [sys.executable, "-m", "aiimpl_core.cli", "db"]
+    assert subprocess.run([*run, "upgrade"], env=environ, capture_output=True, timeout=120).returncode == 0
+    for level, shown in (("", False), ("DEBUG", True)):
+        done = subprocess.run([*run, "current"], env={**environ, "AIIMPL_LOG_LEVEL": level},
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().endswith("(head)")
+        assert ("Will assume transactional DDL" in done.stderr) is shown, done.stderr
+
+
 def test_migrating_keeps_the_apps_log_handlers_and_their_mask(tmp_path):
     """A process that migrates and goes on (``aiimpl demo``, the test fixtures) keeps its log lines
     in their format and masked of the known secrets."""

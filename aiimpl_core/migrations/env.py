@@ -24,6 +24,18 @@ for _name, _level in (('alembic', max(logging.INFO, _configured)), ('flask_migra
 logger = logging.getLogger('alembic.env')
 
 
+def _progress_only(record):
+    """Alembic's lines of every run, migrating or not (``aiimpl db current`` too): its engine's
+    name and whether it assumes transactional DDL, which say nothing to an operator (shown at DEBUG)."""
+    return _configured <= logging.DEBUG or not str(record.msg).startswith(('Context impl', 'Will assume'))
+
+
+_runtime = logging.getLogger('alembic.runtime.migration')
+for _old in [f for f in _runtime.filters if getattr(f, '__name__', '') == '_progress_only']:
+    _runtime.removeFilter(_old)  # this module runs once per command: one filter, of this run's level
+_runtime.addFilter(_progress_only)
+
+
 def get_engine():
     return current_app.extensions['migrate'].db.engine
 
