@@ -132,36 +132,40 @@ def make_plugin_manager(
     process that builds the manager decides how to report (the app factory logs each failure
     once, ``aiimpl plugins list`` prints them). Ends with ``check_pending()``.
 
-    An entry-point name that two distributions use, or that a built-in already has, is qualified
-    by its distribution (``acme-spool:spool``) for every distribution that uses it, so each loads
-    under a name that does not depend on the order of installation. ``disabled`` names a plugin by
-    either name: the plain name blocks every entry point of that name.
+    An entry-point name that two distributions use, or that a built-in has, is qualified by its
+    distribution (``acme-spool:spool``, ``aiimpl-core:anthropic``) for every distribution that uses
+    it, the core's built-ins included, so each loads under a name that does not depend on the
+    order of installation. ``disabled`` names a plugin by either name: the plain name blocks every
+    plugin of that name.
     """
     records = records if records is not None else {}
     blocked = {name.strip() for name in disabled if name.strip()}
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
+    eps = sorted(
+        metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, _dist_name(e) or "")
+    ) if load_entrypoints else []
+    claims = Counter(ep.name for ep in eps)
+    builtins = set()
 
     for modname in DEFAULT_PLUGINS:
         short = modname.rsplit(".", 1)[1]
+        builtins.add(short)
+        name = f"aiimpl-core:{short}" if claims[short] else short
         rec = records.setdefault(
-            short, PluginRecord(short, "aiimpl-core", _core_version(), builtin=True, entry_point=modname)
+            name, PluginRecord(name, "aiimpl-core", _core_version(), builtin=True, entry_point=modname)
         )
-        if short in blocked:
+        if short in blocked or name in blocked:
             rec.disabled = True
             continue
-        _register(pm, importlib.import_module(modname), short, rec)
+        _register(pm, importlib.import_module(modname), name, rec)
 
-    if load_entrypoints:
-        eps = sorted(
-            metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, _dist_name(e) or "")
-        )
-        claims = Counter(ep.name for ep in eps)
+    if eps:
         for ep in eps:
             dist = getattr(ep, "dist", None)
             dist_name = _dist_name(ep)
             name = ep.name
-            if claims[ep.name] > 1 or ep.name in records:
+            if claims[ep.name] > 1 or ep.name in records or ep.name in builtins:
                 name = _free_name(records, f"{dist_name or ep.value}:{ep.name}")
             rec = records[name] = PluginRecord(
                 name, dist_name, dist.version if dist else None, entry_point=ep.value

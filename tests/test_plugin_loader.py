@@ -336,6 +336,41 @@ def test_an_installed_plugin_claiming_a_builtin_id_is_refused(tmp_path: Path,
     )
 
 
+def test_an_entry_point_named_as_a_builtin_qualifies_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An installed plugin whose entry point is named ``anthropic`` as the built-in is: both load
+    under their distribution's name, so the built-in alone can be disabled (it kept the plain name,
+    and ``aiimpl-core:anthropic`` in AIIMPL_DISABLED_PLUGINS was ignored)."""
+    site = _site(tmp_path, "acme-models", {"anthropic": "acme_claude"}, {"acme_claude": """
+        from aiimpl_core import hookimpl
+        from aiimpl_core.providers import ModelProvider
+
+        class Claude(ModelProvider):
+            id = "acme-claude"
+            display_name = "Acme's Claude"
+
+            def session_env(self, mapping):
+                return {}
+
+        @hookimpl
+        def aiimpl_register_model_providers(register):
+            register(Claude)
+    """})
+    monkeypatch.syspath_prepend(str(site))
+    try:
+        both = Plugins(strict=False)
+        builtin_off = Plugins(strict=False, disabled=["aiimpl-core:anthropic"])
+        all_off = Plugins(strict=False, disabled=["anthropic"])
+    finally:
+        sys.modules.pop("acme_claude", None)
+
+    assert {n: r.status for n, r in both.records.items() if n.endswith("anthropic")} == {
+        "aiimpl-core:anthropic": "loaded", "acme-models:anthropic": "loaded"}
+    assert {"anthropic", "acme-claude"} <= set(both.ids("model"))
+    assert builtin_off.records["aiimpl-core:anthropic"].status == "disabled"
+    assert set(builtin_off.ids("model")) >= {"acme-claude"} and "anthropic" not in builtin_off.ids("model")
+    assert not {"anthropic", "acme-claude"} & set(all_off.ids("model"))
+
+
 def test_of_two_plugins_claiming_one_id_the_later_one_is_refused():
     first, second = FakeTracker("same", display_name="First"), FakeTracker("same", display_name="Second")
 
