@@ -223,6 +223,7 @@ def reconcile(
         if backoff is not None:
             report.skipped[backend_id] = f"backing off until {backoff.until.isoformat()}: {backoff.error}"
             limits = _class_limits(facade, backend_id, window, lifetime)
+            _reload(ids_by_backend[backend_id])  # one query, not one per job (an earlier commit expired them)
             _end_unanswered(backend_jobs, {}, None, now=now, limits=limits, report=report)
             continue
         if lease_seconds is not None and not poller.acquire_lease(
