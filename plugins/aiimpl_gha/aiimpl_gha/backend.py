@@ -94,6 +94,18 @@ class GitHubActionsBackend(RunnerBackend):
                 "e.g. ai-implement-planning.yml",
                 provider=self.id,
             )
+        others = {self._setting_file(config.WORKFLOW_FILE, config.DEFAULT_WORKFLOW_FILE),
+                  self._setting_file(config.GAP_FILL_WORKFLOW_FILE, config.DEFAULT_GAP_FILL_WORKFLOW_FILE)}
+        if isinstance(value, str) and value in others:
+            # one file cannot hold two templates: each sync would write one over the other
+            raise ProviderConfigError(
+                f"planningWorkflowFile must not be {value}, the implementation or gap-fill workflow: "
+                "planning runs a workflow file of its own, e.g. ai-implement-planning.yml",
+                provider=self.id,
+            )
+
+    def _setting_file(self, name: str, default: str) -> str:
+        return str(self.context.setting(name, default))
 
     def _repo(self, mapping: MappingView) -> Repo:
         return self.github().repo(mapping.owner, mapping.repo, ORCHESTRATOR_PERMISSIONS)
@@ -104,23 +116,32 @@ class GitHubActionsBackend(RunnerBackend):
         if phase is Phase.PLANNING:
             return mapping.planning_workflow_file or config.DEFAULT_PLANNING_WORKFLOW_FILE
         if phase is Phase.GAP_ANALYSIS:
-            return str(
-                self.context.setting(config.GAP_FILL_WORKFLOW_FILE, config.DEFAULT_GAP_FILL_WORKFLOW_FILE)
-            )
-        return str(self.context.setting(config.WORKFLOW_FILE, config.DEFAULT_WORKFLOW_FILE))
+            return self._setting_file(config.GAP_FILL_WORKFLOW_FILE, config.DEFAULT_GAP_FILL_WORKFLOW_FILE)
+        return self._setting_file(config.WORKFLOW_FILE, config.DEFAULT_WORKFLOW_FILE)
 
     def templates(self, mapping: MappingView) -> list[workflows.WorkflowTemplate]:
-        out = [
-            workflows.WorkflowTemplate("ai-implement.yml", self.workflow_file(Phase.IMPLEMENTATION, mapping)),
-            workflows.WorkflowTemplate(
-                "ai-implement-gap-fill.yml", self.workflow_file(Phase.GAP_ANALYSIS, mapping)
-            ),
-        ]
+        """The templates a mapping's repository holds, each job's timeout from the session
+        lifetime (``AIIMPL_SESSION_LIFETIME_SECONDS``).
+
+        :raises ProviderConfigError: when two templates would be installed under one file name
+            (each sync would write one over the other, and the repository never be up to date).
+        """
+        lifetime = int(self.context.config.get("AIIMPL_SESSION_LIFETIME_SECONDS") or 3600)
+        minutes = workflows.timeout_minutes(lifetime)
+        phases = [("ai-implement.yml", Phase.IMPLEMENTATION),
+                  ("ai-implement-gap-fill.yml", Phase.GAP_ANALYSIS)]
         if mapping.planning_enabled or mapping.planning_workflow_file:
-            out.append(
-                workflows.WorkflowTemplate(
-                    "ai-implement-planning.yml", self.workflow_file(Phase.PLANNING, mapping)
-                )
+            phases.append(("ai-implement-planning.yml", Phase.PLANNING))
+        out = [workflows.WorkflowTemplate(name, self.workflow_file(phase, mapping), minutes)
+               for name, phase in phases]
+        files = [t.file for t in out]
+        shared = sorted({f for f in files if files.count(f) > 1})
+        if shared:
+            raise ProviderConfigError(
+                f"two workflows of {mapping.team_key} would be installed as {', '.join(shared)}: give each "
+                f"phase a file of its own ({config.WORKFLOW_FILE}, {config.GAP_FILL_WORKFLOW_FILE}, the "
+                "mapping's planningWorkflowFile)",
+                provider=self.id,
             )
         return out
 

@@ -23,19 +23,33 @@ LABELS = {
 }
 
 
+#: the job timeout the shipped templates carry: the default session lifetime (60 minutes) and the
+#: 10 minutes past it the reconciler waits before it stops an overrunning run itself
+TEMPLATE_TIMEOUT = "timeout-minutes: 70"
+
+
+def timeout_minutes(lifetime_seconds: int) -> int:
+    """The workflow job's ``timeout-minutes`` for a session lifetime: the lifetime, rounded up to a
+    minute, and 10 minutes more (70 for the default hour). GitHub ends the job there as
+    ``cancelled``, which the backend reads as the session's timeout once its lifetime has passed."""
+    return -(-int(lifetime_seconds) // 60) + 10
+
+
 @dataclass(frozen=True)
 class WorkflowTemplate:
-    """One template: which shipped file, installed under which name."""
+    """One template: which shipped file, installed under which name, with which job timeout."""
 
     template: str
     file: str
+    timeout_minutes: int = 70
 
     @property
     def path(self) -> str:
         return f"{WORKFLOWS_DIR}/{self.file}"
 
     def content(self) -> bytes:
-        return template_text(self.template).encode("utf-8")
+        text = template_text(self.template)
+        return text.replace(TEMPLATE_TIMEOUT, f"timeout-minutes: {self.timeout_minutes}").encode("utf-8")
 
 
 def template_text(name: str) -> str:

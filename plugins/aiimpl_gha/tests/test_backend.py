@@ -284,6 +284,45 @@ def test_sync_twice_writes_once(gh: FakeGitHub, backend: GitHubActionsBackend) -
     assert len(gh.server.requests_to("PUT")) == 2
 
 
+@pytest.mark.parametrize(("lifetime", "minutes"), [(None, 70), ("3600", 70), ("7200", 130), ("5401", 101)])
+def test_the_workflows_job_timeout_follows_the_session_lifetime(
+    gh: FakeGitHub, lifetime: str | None, minutes: int
+) -> None:
+    """GitHub ends the job at its timeout-minutes as cancelled, which reads as the session's timeout
+    only once its lifetime has passed: a fixed 70 cut a longer lifetime short as a plain failure."""
+    settings = github_config(gh) | ({"AIIMPL_SESSION_LIFETIME_SECONDS": lifetime} if lifetime else {})
+    backend = GitHubActionsBackend(make_context(settings))
+    result = backend.sync_workflows(sample_mapping(planning_enabled=True))
+    assert len(result.created) == 3
+    for name in ("ai-implement.yml", "ai-implement-gap-fill.yml", "ai-implement-planning.yml"):
+        text = gh.file("acme", "api", f".github/workflows/{name}")
+        assert text == template_text(name).replace("timeout-minutes: 70", f"timeout-minutes: {minutes}")
+        assert f"timeout-minutes: {minutes}\n" in text
+
+
+@pytest.mark.parametrize(("settings", "planning", "said"), [
+    ({}, "ai-implement.yml", "planningWorkflowFile must not be ai-implement.yml"),
+    ({}, "ai-implement-gap-fill.yml", "planningWorkflowFile must not be ai-implement-gap-fill.yml"),
+    ({"AIIMPL_GHA_WORKFLOW_FILE": "mine.yml"}, "mine.yml", "planningWorkflowFile must not be mine.yml"),
+], ids=["implementation", "gap-fill", "configured"])
+def test_a_planning_workflow_sharing_another_phases_file_is_refused(
+    gh: FakeGitHub, settings: dict[str, str], planning: str, said: str
+) -> None:
+    """Two templates in one file: each sync wrote one over the other, and never settled."""
+    backend = GitHubActionsBackend(make_context(github_config(gh) | settings))
+    with pytest.raises(ProviderConfigError, match=said):
+        backend.validate_mapping({"planningWorkflowFile": planning})
+    backend.validate_mapping({"planningWorkflowFile": "ai-implement-planning.yml"})
+
+
+def test_two_phases_configured_into_one_file_are_refused_by_the_sync(gh: FakeGitHub) -> None:
+    settings = github_config(gh) | {"AIIMPL_GHA_GAP_FILL_WORKFLOW_FILE": "ai-implement.yml"}
+    backend = GitHubActionsBackend(make_context(settings))
+    with pytest.raises(ProviderConfigError, match="would be installed as ai-implement.yml"):
+        backend.sync_workflows(sample_mapping())
+    assert gh.server.requests_to("PUT") == []
+
+
 def test_sync_updates_a_changed_file_with_its_sha(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
     gh.put_file("acme", "api", ".github/workflows/ai-implement.yml", "name: old\non: push\njobs: {}\n")
     result = backend.sync_workflows(sample_mapping())
