@@ -58,8 +58,11 @@ def merged_pull_request(payload: dict[str, Any]) -> merge.MergedPullRequest | No
     owner, _, repo = full_name.partition("/")
     if not owner or not repo:
         return None
+    head_repo = head.get("repo") if isinstance(head, dict) else None
+    head_name = head_repo.get("full_name") if isinstance(head_repo, dict) else None
     return merge.MergedPullRequest(
-        owner=owner, repo=repo, number=number, url=url, branch=branch, merge_sha=sha
+        owner=owner, repo=repo, number=number, url=url, branch=branch, merge_sha=sha,
+        head_repo=head_name if isinstance(head_name, str) and head_name else None,
     )
 
 

@@ -39,6 +39,13 @@ class MergedPullRequest:
     url: str
     branch: str
     merge_sha: str
+    #: the repository the PR's branch is in (``head.repo.full_name``), when the payload says
+    head_repo: str | None = None
+
+    @property
+    def from_a_fork(self) -> bool:
+        """Whether the PR's branch is in another repository than the one it was merged into."""
+        return self.head_repo is not None and self.head_repo.lower() != f"{self.owner}/{self.repo}".lower()
 
 
 @dataclass(frozen=True)
@@ -50,12 +57,16 @@ class MergeResult:
 
 def find_job(pr: MergedPullRequest) -> Job | None:
     """The latest job of this repository that opened (or analysed) PR ``number``, else the latest
-    one that pushed ``branch``. Owner and repository compare case-insensitively, as GitHub does."""
+    one that pushed ``branch``. Owner and repository compare case-insensitively, as GitHub does.
+
+    A PR from a fork never matches by its branch: sessions push to the repository itself, and a
+    fork holds copies of its branches (``ai/ENG-1`` too), so a stranger's merged PR would close
+    the issue and take the job's PR number."""
     same_repo = (func.lower(Job.owner) == pr.owner.lower(), func.lower(Job.repo) == pr.repo.lower())
     job = db.session.scalar(
         select(Job).where(*same_repo, Job.pr_number == pr.number).order_by(Job.id.desc()).limit(1)
     )
-    if job is None:
+    if job is None and not pr.from_a_fork:
         job = db.session.scalar(
             select(Job).where(*same_repo, Job.branch == pr.branch).order_by(Job.id.desc()).limit(1)
         )

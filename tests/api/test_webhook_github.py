@@ -244,6 +244,21 @@ def test_merged_pr_found_by_branch(client, cb_job, merged_payload, cb_tracker):
     assert cb_tracker.issues["HW-7"].done is True
 
 
+def test_a_merged_pr_from_a_fork_is_never_matched_by_its_branch(client, cb_job, merged_payload, validate,
+                                                                 cb_tracker):
+    """A fork copies the repository's branches (ai/… too): a stranger's merged PR from a branch of
+    the same name must not close the issue or take the job's PR number."""
+    job_id = hello_world_job(cb_job, pr_number=None, pr_url=None)
+    payload = copy.deepcopy(merged_payload)
+    payload["pull_request"]["head"]["repo"]["full_name"] = "mallory/Hello-World"
+    validate(payload, "pull_request$closed")
+    resp = deliver(client, payload)
+    assert resp.get_json() == {"ignored": False, "duplicate": False, "matched": False, "jobId": None}
+    job = db.session.get(Job, job_id)
+    assert (job.pr_number, job.merge_sha) == (None, None)
+    assert cb_tracker.issues["HW-7"].done is False and cb_tracker.comments.get("HW-7", []) == []
+
+
 def test_merged_pr_in_a_constructed_repository(client, cb_job, merged_payload, validate, cb_tracker):
     """The merged example moved to acme/api (validated), matched case-insensitively."""
     payload = copy.deepcopy(merged_payload)
