@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import ConfigError
 from ..types import Phase
 from . import env as E
+
+
+def token_claim(token: str | None, name: str) -> Any:
+    """A claim of a run token (a JWT), read without checking its signature, which is the
+    orchestrator's to check; ``None`` when the token is no JWT or has no such claim."""
+    try:
+        payload = (token or "").split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError, binascii.Error):
+        return None
+    return claims.get(name) if isinstance(claims, dict) else None
 
 
 def _bool(value: str) -> bool:
@@ -107,6 +122,23 @@ class SessionConfig:
 
         agent_command = _command(environ, E.AGENT_COMMAND)
         base_branch = need(E.BASE_BRANCH)
+        # the dispatcher's for every job: without the result token nothing can be reported (all the
+        # work would be done for nothing), without the context token the issue cannot be read.
+        # Without the progress token the steps go to /api/step-report with the nonce instead.
+        result_token, context_token = need(E.RESULT_TOKEN), need(E.CONTEXT_TOKEN)
+        progress_token = opt(E.PROGRESS_TOKEN)
+        token_phase = token_claim(result_token, "phase")
+        if isinstance(token_phase, str) and token_phase != phase.value:
+            # the orchestrator would refuse the result (phase_mismatch) once the work is done
+            raise ConfigError(f"{E.PHASE.name} is {phase.value}, but the run tokens are for {token_phase}")
+        branch = (environ.get(E.BRANCH.name) or "").strip()
+        if phase is Phase.IMPLEMENTATION:
+            # the session commits and pushes to it: the base branch would take the agent's work as it
+            # is, unreviewed, and the pull request would be from that branch into itself
+            branch = need(E.BRANCH)
+            if branch == base_branch:
+                raise ConfigError(f"{E.BRANCH.name} must not be the base branch {base_branch!r}: the "
+                                  "session pushes its work to a branch of its own")
         return cls(
             url=need(E.URL).rstrip("/"),
             job_id=need(E.JOB_ID),
@@ -116,11 +148,11 @@ class SessionConfig:
             repo=repo,
             base_branch=base_branch,
             # planning pushes nothing; gap-analysis works on the PR branch itself
-            branch=(environ.get(E.BRANCH.name) or "").strip() or base_branch,
+            branch=branch or base_branch,
             nonce=need(E.NONCE),
-            result_token=opt(E.RESULT_TOKEN),
-            progress_token=opt(E.PROGRESS_TOKEN),
-            context_token=opt(E.CONTEXT_TOKEN),
+            result_token=result_token,
+            progress_token=progress_token,
+            context_token=context_token,
             secret_names=tuple(
                 n.strip() for n in (environ.get(E.SECRET_NAMES.name) or "").split(",") if n.strip()
             ),

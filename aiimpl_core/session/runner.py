@@ -32,7 +32,7 @@ from . import env as E
 from . import procs, prompts
 from .agent import AgentRun, run_agent
 from .api import Orchestrator, RepoToken, TokenCache
-from .config import SessionConfig
+from .config import SessionConfig, token_claim
 from .credential import git_environment
 from .git import Git, GitError, RefusedChanges
 from .github import PullRequestError, find_open_pull_request, open_pull_request
@@ -838,7 +838,9 @@ def report_config_error(environ: Mapping[str, str], message: str, out: TextIO) -
     """End the job at once when the configuration is unusable but the orchestrator is reachable
     (a bad ``extraEnv`` value, say), instead of leaving it running until it times out."""
     url, token = environ.get(E.URL.name), environ.get(E.RESULT_TOKEN.name)
-    phase = environ.get(E.PHASE.name)
+    # the phase the orchestrator checks the result against is the token's (AIIMPL_PHASE may be
+    # the very variable that is missing or wrong)
+    phase = token_claim(token, "phase") or environ.get(E.PHASE.name)
     if not url or not token or phase not in {p.value for p in Phase}:
         return
     names = [n.strip() for n in (environ.get(E.SECRET_NAMES.name) or "").split(",")]

@@ -410,6 +410,28 @@ def test_an_unusable_configuration_ends_the_job_at_once(world: World) -> None:
     assert world.agent_calls() == []
 
 
+@pytest.mark.parametrize(("env", "said"), [
+    ({"AIIMPL_PHASE": ""}, "AIIMPL_PHASE is not set"),
+    ({"AIIMPL_PHASE": "planning"}, "AIIMPL_PHASE is planning, but the run tokens are for implementation"),
+    ({"AIIMPL_BRANCH": ""}, "AIIMPL_BRANCH is not set"),
+], ids=["phase-missing", "phase-wrong", "branch-missing"])
+def test_a_configuration_wrong_about_the_phase_or_branch_ends_the_job_at_once(
+    world: World, env: dict[str, str], said: str
+) -> None:
+    """The result is reported with the run token's phase (AIIMPL_PHASE may be what is wrong): the job
+    ended only at its timeout, or after the whole run had been done on the base branch."""
+    world.mapping()
+    job_id = world.dispatch()
+    before = world.remote.branches()
+
+    code, out = world.run_session(job_id, **env)
+
+    assert code == 2, out
+    job = world.job(job_id)
+    assert job.status == "failed" and job.error.startswith(f"the session configuration is invalid: {said}")
+    assert world.agent_calls() == [] and world.remote.branches() == before
+
+
 def test_the_repositorys_hooks_and_filters_never_run_with_the_sessions_credentials(
     world: World,
 ) -> None:

@@ -277,9 +277,18 @@ def base_env(**kw: str) -> dict[str, str]:
         "AIIMPL_BASE_BRANCH": "main",
         "AIIMPL_BRANCH": "ai/ENG-1",
         "AIIMPL_NONCE": "n" * 40,
+        "AIIMPL_RESULT_TOKEN": "result-token",
+        "AIIMPL_PROGRESS_TOKEN": "progress-token",
+        "AIIMPL_CONTEXT_TOKEN": "context-token",
     }
     env.update(kw)
     return env
+
+
+def _run_token(phase: str) -> str:
+    from aiimpl_core.auth.tokens import AUD_RESULT, issue_run_token
+
+    return issue_run_token("a-signing-key-the-session-never-checks-0123", 5, phase, AUD_RESULT, 600)
 
 
 def test_config_defaults() -> None:
@@ -297,6 +306,16 @@ def test_config_defaults() -> None:
         ({"AIIMPL_REPOSITORY": "acme"}, "AIIMPL_REPOSITORY must be owner/repo"),
         ({"AIIMPL_MAX_TURNS": "many"}, "AIIMPL_MAX_TURNS must be an integer"),
         ({"AIIMPL_LIFETIME_SECONDS": "0"}, "AIIMPL_LIFETIME_SECONDS must be at least 1"),
+        # without its branch an implementation committed to the base branch, and asked for a pull
+        # request from it into itself
+        ({"AIIMPL_BRANCH": ""}, "AIIMPL_BRANCH is not set"),
+        ({"AIIMPL_BRANCH": "main"}, "AIIMPL_BRANCH must not be the base branch 'main'"),
+        # without it the work was done, pushed and opened, and then could not be reported
+        ({"AIIMPL_RESULT_TOKEN": ""}, "AIIMPL_RESULT_TOKEN is not set"),
+        ({"AIIMPL_CONTEXT_TOKEN": " "}, "AIIMPL_CONTEXT_TOKEN is not set"),
+        # the orchestrator refused the result (phase_mismatch) once the work was done
+        ({"AIIMPL_PHASE": "planning", "AIIMPL_RESULT_TOKEN": _run_token("implementation")},
+         "AIIMPL_PHASE is planning, but the run tokens are for implementation"),
     ],
 )
 def test_config_errors_name_the_variable(env: dict[str, str], message: str) -> None:
