@@ -13,8 +13,20 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
+def _hostile_home(tmp_path) -> str:
+    """A home whose git settings would fail every commit: signing without a key, a refusing hook."""
+    home, hooks = tmp_path / "home", tmp_path / "home" / "hooks"
+    hooks.mkdir(parents=True)
+    (hooks / "pre-commit").write_text("#!/bin/sh\necho refused by the operator's hook >&2\nexit 1\n")
+    (hooks / "pre-commit").chmod(0o755)
+    (home / ".gitconfig").write_text(f"[commit]\n\tgpgsign = true\n[core]\n\thooksPath = {hooks}\n")
+    return str(home)
+
+
 def test_demo_opens_a_pr_with_the_reference_comments(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIIMPL_", "RUNNER_MODE"))}
+    # the operator's own git settings are not the demo's (nor its session's)
+    env["HOME"] = _hostile_home(tmp_path)
     out = subprocess.run(
         [sys.executable, "-m", "aiimpl_core.cli", "demo", "--dir", str(tmp_path / "demo"),
          "--port", str(_port()), "--exit-when-done", "--timeout", "120"],

@@ -46,11 +46,18 @@ PASSED_NAMES = frozenset({
 STOP_GRACE_SECONDS = 5.0
 
 
+#: git's own settings files are not read: the operator's ``~/.gitconfig`` (commit signing without a
+#: key, a hooks path, a URL rewrite) would change, or fail, what the session and the demo's own git
+#: do, as the session in a container or on a runner never reads them (git 2.32 and later)
+GIT_ISOLATION = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+
+
 def base_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The part of ``environ`` (default ``os.environ``) a session runs with: :data:`PASSED_NAMES`
-    and the locale's ``LC_*``."""
+    and the locale's ``LC_*``, with git's settings files left unread (:data:`GIT_ISOLATION`)."""
     env = os.environ if environ is None else environ
-    return {name: value for name, value in env.items() if name in PASSED_NAMES or name.startswith("LC_")}
+    kept = {name: value for name, value in env.items() if name in PASSED_NAMES or name.startswith("LC_")}
+    return {**kept, **GIT_ISOLATION}
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
