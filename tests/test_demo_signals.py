@@ -202,7 +202,9 @@ def test_demo_session_gets_the_jobs_environment_and_only_the_basics_of_the_opera
     assert result.run_id == "pid-4242"
     (kwargs,) = started
     assert kwargs["env"] == {"PATH": "/opt/bin:/usr/bin", "HOME": "/home/op", "LC_ALL": "C.UTF-8",
-                             "AIIMPL_LOG_LEVEL": "DEBUG", **job_env}
+                             "AIIMPL_LOG_LEVEL": "DEBUG", **job_env,
+                             # nor the operator's git settings files
+                             "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
     assert kwargs["cwd"] == str(tmp_path) and kwargs["start_new_session"] is True
     assert sessions.logs[7] == str(tmp_path / "session-7.log")
 
