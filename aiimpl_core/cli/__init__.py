@@ -402,7 +402,9 @@ def main() -> None:
 
 
 def _main() -> None:
-    logs.configure(*logs.from_environ("WARNING"))
+    if sys.argv[1:2] != ["session"]:
+        # the session program sets up its own logging, in text always (a runner's log shows it)
+        logs.configure(*logs.from_environ("WARNING"))
     _add_subcommands()
     # the session program reads none of the orchestrator's settings (nor needs a plugin's commands):
     # a runner's environment is not the operator's, and a value there must not stop a session; the

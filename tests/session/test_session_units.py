@@ -335,6 +335,21 @@ def test_session_run_without_configuration_exits_2_with_a_clear_message() -> Non
     assert "AIIMPL_PHASE is not set" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("program", [["-m", "aiimpl_core.cli", "session", "run"],
+                                     ["-m", "aiimpl_core.session", "run"]], ids=["aiimpl", "module"])
+def test_the_session_logs_text_whatever_the_log_format_says(program: list[str]) -> None:
+    """A runner's log shows the session's lines: text, as the docs say, through either entry point
+    (``aiimpl session run``, which the session image runs, logged JSON lines under the server's
+    AIIMPL_LOG_FORMAT=json)."""
+    env = {"PATH": os.environ["PATH"], "AIIMPL_LOG_FORMAT": "json", "AIIMPL_LOG_LEVEL": "INFO",
+           **{k: v for k, v in base_env(AIIMPL_URL="http://127.0.0.1:9").items()},
+           "AIIMPL_AGENT_COMMAND": "true", "AIIMPL_LIFETIME_SECONDS": "5"}
+    proc = subprocess.run([sys.executable, *program], capture_output=True, text=True, env=env, timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines, proc.stderr
+    assert not [line for line in lines if line.lstrip().startswith("{")], proc.stderr
+
+
 def test_web_base() -> None:
     assert web_base("https://api.github.com") == "https://github.com"
     assert web_base("https://ghe.example.com/api/v3") == "https://ghe.example.com"
