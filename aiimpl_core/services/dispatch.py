@@ -1101,6 +1101,7 @@ def run_cycle(
     from . import reconcile as reconcile_mod
 
     started = utcnow()
+    given = now
     now = now or started
     report = CycleReport(started_at=started)
     wanted = set(issue_keys) if issue_keys is not None else None
@@ -1140,8 +1141,10 @@ def run_cycle(
     db.session.commit()
     if reconcile:
         try:
+            # the clock as the reconcile starts (unless the caller set one): a run it links now was not
+            # running before the dispatch this cycle stamped with the real time
             report.reconciled = reconcile_mod.reconcile(
-                now=now, lease_seconds=lease_seconds, holder=holder
+                now=given or utcnow(), lease_seconds=lease_seconds, holder=holder
             ).as_dict()
         except Exception as exc:  # noqa: BLE001 - the outbox still goes out
             db.session.rollback()

@@ -346,3 +346,34 @@ def test_a_backend_excerpt_is_masked_of_the_jobs_run_credentials(app, tracker, r
         masked = "AIIMPL_NONCE=[REDACTED]\nAIIMPL_PROGRESS_TOKEN=[REDACTED]\n"
         assert f"{masked}other={foreign} {other_word}" in text
         assert nonce not in text and progress not in text
+
+
+def test_a_run_linked_in_the_cycle_of_its_dispatch_runs_after_it(
+    app, tracker, runner, add_mapping, monkeypatch
+):
+    """The reconcile of a cycle reads the clock as it starts: a run reported running at once was
+    stamped with the cycle's start, before the dispatch (and a slow listing made it seconds)."""
+    import time
+
+    add_mapping("ENG")
+    tracker.add("ENG-31")
+    listing = tracker.provider_class.iter_triggered
+
+    def slow(self: Any, teams: Any) -> Any:
+        time.sleep(0.05)
+        return listing(self, teams)
+
+    dispatch = runner.backend_class.dispatch
+
+    def started_at_once(self: Any, request: Any) -> Any:
+        result = dispatch(self, request)
+        runner.runs[request.job_id].phase = RunPhase.RUNNING
+        return result
+
+    monkeypatch.setattr(tracker.provider_class, "iter_triggered", slow)
+    monkeypatch.setattr(runner.backend_class, "dispatch", started_at_once)
+    run_cycle()
+
+    [job] = jobs_of("ENG-31")
+    assert job.status == "running"
+    assert job.created_at <= job.dispatched_at <= job.running_at
