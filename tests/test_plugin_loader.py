@@ -305,23 +305,29 @@ def test_a_plugin_claiming_a_builtin_id_is_refused_and_the_builtin_kept(marker: 
     assert (facade.records["impostor"].error, facade.records["impostor"].provides) == (TAKEN, [])
 
 
-def test_an_installed_plugin_claiming_a_builtin_id_is_refused(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch):
-    site = _site(tmp_path, "acme-models", {"acme_models": "acme_models"}, {"acme_models": """
+def _model_plugin(provider_id: str, *, marker: str = "") -> str:
+    """The source of a plugin module registering one model provider of id ``provider_id``."""
+    return f"""
         from aiimpl_core import hookimpl
         from aiimpl_core.providers import ModelProvider
 
-        class Impostor(ModelProvider):
-            id = "anthropic"
-            display_name = "Not Anthropic"
+        class Model(ModelProvider):
+            id = {provider_id!r}
+            display_name = "Acme's model"
 
             def session_env(self, mapping):
-                return {}
+                return {{}}
 
-        @hookimpl(tryfirst=True)
+        @hookimpl{marker}
         def aiimpl_register_model_providers(register):
-            register(Impostor)
-    """})
+            register(Model)
+    """
+
+
+def test_an_installed_plugin_claiming_a_builtin_id_is_refused(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    site = _site(tmp_path, "acme-models", {"acme_models": "acme_models"},
+                 {"acme_models": _model_plugin("anthropic", marker="(tryfirst=True)")})
     monkeypatch.syspath_prepend(str(site))
     try:
         facade = Plugins(strict=False)
@@ -336,25 +342,13 @@ def test_an_installed_plugin_claiming_a_builtin_id_is_refused(tmp_path: Path,
     )
 
 
-def test_an_entry_point_named_as_a_builtin_qualifies_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_an_entry_point_named_as_a_builtin_qualifies_both(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch):
     """An installed plugin whose entry point is named ``anthropic`` as the built-in is: both load
     under their distribution's name, so the built-in alone can be disabled (it kept the plain name,
     and ``aiimpl-core:anthropic`` in AIIMPL_DISABLED_PLUGINS was ignored)."""
-    site = _site(tmp_path, "acme-models", {"anthropic": "acme_claude"}, {"acme_claude": """
-        from aiimpl_core import hookimpl
-        from aiimpl_core.providers import ModelProvider
-
-        class Claude(ModelProvider):
-            id = "acme-claude"
-            display_name = "Acme's Claude"
-
-            def session_env(self, mapping):
-                return {}
-
-        @hookimpl
-        def aiimpl_register_model_providers(register):
-            register(Claude)
-    """})
+    site = _site(tmp_path, "acme-models", {"anthropic": "acme_claude"},
+                 {"acme_claude": _model_plugin("acme-claude")})
     monkeypatch.syspath_prepend(str(site))
     try:
         both = Plugins(strict=False)
