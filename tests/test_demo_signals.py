@@ -109,7 +109,8 @@ def demos():
         demo.kill_all()
 
 
-@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(("sig", "status"),
+                         [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_demo_interrupted_stops_its_session_and_exits_with_the_signal_status(tmp_path, demos, sig, status):
     demo = Demo(tmp_path, "--exit-when-done", "--timeout", "120")
     demos.append(demo)

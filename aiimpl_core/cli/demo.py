@@ -40,10 +40,11 @@ def demo(workdir: str, port: int, exit_when_done: bool, timeout: float) -> None:
     Needs git.
 
     Of the environment, only AIIMPL_LOG_LEVEL, AIIMPL_LOG_FORMAT and AIIMPL_TRACE_PLUGINS apply: the
-    demo sets everything else itself. Ctrl-C or SIGTERM stops the sessions and servers it started;
-    before the job ended, it then exits with status 130 (Ctrl-C) or 143 (SIGTERM).
+    demo sets everything else itself. Ctrl-C, SIGTERM or SIGHUP (its terminal closed) stops the
+    sessions and servers it started; before the job ended, it then exits with status 130 (Ctrl-C),
+    143 (SIGTERM) or 129 (SIGHUP).
     """
-    from ..demo.stopping import Interrupted, StopSignals
+    from ..demo.stopping import STOP_SIGNALS, Interrupted, StopSignals
 
     # the sandbox repository, and the session's clone and push, are made with git
     if shutil.which("git") is None:
@@ -55,10 +56,13 @@ def demo(workdir: str, port: int, exit_when_done: bool, timeout: float) -> None:
             status = run_demo(workdir, port, exit_when_done=exit_when_done, timeout=timeout,
                               echo=lambda line: click.echo(line), signals=signals)
     except Interrupted as exc:  # before the job ended: what the demo started is stopped by now
-        for sig in (signal.SIGINT, signal.SIGTERM):  # (all that is left is to say so and exit)
+        for sig in STOP_SIGNALS:  # (all that is left is to say so and exit)
             signal.signal(sig, signal.SIG_IGN)
-        click.echo(f"aiimpl demo: interrupted ({exc.signal_name}) before the demo job ended; "
-                   "its sessions and servers are stopped", err=True)
+        try:
+            click.echo(f"aiimpl demo: interrupted ({exc.signal_name}) before the demo job ended; "
+                       "its sessions and servers are stopped", err=True)
+        except OSError:  # the terminal is gone (SIGHUP): nobody to tell
+            pass
         sys.exit(exc.exit_status)
     except subprocess.CalledProcessError as exc:  # setting up the sandbox repository
         said = (exc.stderr or b"").decode(errors="replace").strip().splitlines()

@@ -1,5 +1,5 @@
-"""How ``aiimpl demo`` is stopped: SIGINT (Ctrl-C) and SIGTERM become :class:`Interrupted`, which
-the demo unwinds through, stopping what it started on the way.
+"""How ``aiimpl demo`` is stopped: SIGINT (Ctrl-C), SIGTERM and SIGHUP (its terminal closed) become
+:class:`Interrupted`, which the demo unwinds through, stopping what it started on the way.
 
 Standard library only, so that the command line installs the handlers before it imports the rest
 of the demo.
@@ -9,6 +9,9 @@ from __future__ import annotations
 import signal
 import threading
 from typing import Any
+
+#: the signals that stop the demo (SIGHUP: the terminal it runs in was closed)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Interrupted(BaseException):
@@ -25,12 +28,13 @@ class Interrupted(BaseException):
 
     @property
     def exit_status(self) -> int:
-        """The shell's status of a process ended by this signal: 130 for SIGINT, 143 for SIGTERM."""
+        """The shell's status of a process ended by this signal: 130 for SIGINT, 143 for SIGTERM,
+        129 for SIGHUP."""
         return 128 + self.signum
 
 
 class StopSignals:
-    """Turns SIGINT (Ctrl-C) and SIGTERM into :class:`Interrupted` while the demo runs (a context
+    """Turns :data:`STOP_SIGNALS` into :class:`Interrupted` while the demo runs (a context
     manager; the previous handlers are restored after it). Only the main thread handles signals: in
     another, it does nothing.
 
@@ -53,8 +57,7 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
-            self._previous = {sig: signal.signal(sig, self._on_signal)
-                              for sig in (signal.SIGINT, signal.SIGTERM)}
+            self._previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
         return self
 
     def __exit__(self, *exc: object) -> None:
