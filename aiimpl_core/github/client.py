@@ -167,11 +167,10 @@ class GitHub:
             )
         except ProviderError as exc:
             if exc.status == 404:
+                # no detail: GitHub's own body says only "Not Found", which callers that show a
+                # remote's message (gap-fill's detail, a sync's error) would show instead of this
                 raise ProviderError(
-                    f"the GitHub App is not installed on {owner}/{repo}",
-                    provider="github",
-                    status=404,
-                    detail=exc.detail,
+                    f"the GitHub App is not installed on {owner}/{repo}", provider="github", status=404
                 ) from None
             raise
         try:

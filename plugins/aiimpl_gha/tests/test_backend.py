@@ -341,6 +341,21 @@ def test_sync_failure_reports_githubs_message(gh: FakeGitHub) -> None:
     assert err.value.message == "The permissions requested are not granted to this installation."
 
 
+def test_a_repository_without_the_app_is_said_so_not_githubs_not_found(gh: FakeGitHub) -> None:
+    """GitHub's answer to the installation lookup is a bare "Not Found": a sync's error and a
+    gap-fill's ``detail`` (which show GitHub's message) said only that, like a missing workflow."""
+    gh.add_repo("elsewhere", "ops")  # no installation of the App there
+    backend = GitHubActionsBackend(make_context(github_config(gh)))
+    with pytest.raises(ProviderError) as synced:
+        backend.sync_workflows(sample_mapping(owner="elsewhere", repo="ops"))
+    assert synced.value.message == "the GitHub App is not installed on elsewhere/ops"
+    with pytest.raises(DispatchError) as dispatched:
+        backend.dispatch_gap_fill(full_request(mapping=sample_mapping(owner="elsewhere", repo="ops"),
+                                               phase=Phase.GAP_ANALYSIS))
+    assert dispatched.value.status == 404
+    assert dispatched.value.detail == "the GitHub App is not installed on elsewhere/ops"  # gap-fill's detail
+
+
 def test_validate_mapping_checks_the_planning_workflow_file(backend: GitHubActionsBackend) -> None:
     backend.validate_mapping({"planningWorkflowFile": "plan.yml"})
     with pytest.raises(ProviderConfigError) as err:
