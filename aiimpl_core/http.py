@@ -134,6 +134,14 @@ class HttpClient:
             self.calls += 1
             try:
                 resp = self.session.request(method, url, **kwargs)
+            except requests.exceptions.InvalidHeader:
+                # a header's value with a line break or spaces around it: a token or key setting
+                # pasted with its newline, say (the value itself is never said)
+                raise ProviderError(
+                    f"{self.provider}: {method} {path} was not sent: a header value is not valid (a "
+                    "line break or spaces around it: check the credential settings for a trailing "
+                    "newline)", provider=self.provider,
+                ) from None
             except requests.RequestException as exc:
                 if attempt <= self.retries and (method in IDEMPOTENT or retry_unsafe):
                     self.sleep(self.backoff * 2 ** (attempt - 1))

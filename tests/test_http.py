@@ -148,3 +148,16 @@ def test_an_answer_that_is_not_json_is_the_remotes_failure(
     assert caught.value.message == f"github: GET /repos/acme/api/actions/runs answered HTTP 200 with {said}"
     assert caught.value.status is None and caught.value.provider == "github"
     assert client.json(_response(200, b'{"ok": true}', "application/json")) == {"ok": True}
+
+
+def test_a_header_value_with_a_line_break_is_said_without_its_value(recorder) -> None:
+    """A token setting pasted with its newline: requests refuses the header (InvalidHeader), which
+    was all `aiimpl check` said; nothing is sent, nothing retried, and the value is never quoted."""
+    url, seen = recorder
+    client = HttpClient(url, provider="github", headers={"Authorization": "Bearer ghp_secret-value\r\n"})
+    with pytest.raises(ProviderError) as caught:
+        client.get("/user")
+    assert caught.value.message == (
+        "github: GET /user was not sent: a header value is not valid (a line break or spaces around it: "
+        "check the credential settings for a trailing newline)")
+    assert "ghp_secret-value" not in caught.value.message and seen == []
