@@ -16,7 +16,7 @@ APP_JS = Path(__file__).resolve().parents[2] / "aiimpl_core" / "ui" / "static" /
 
 def test_the_ui_asks_for_no_more_rows_than_the_api_answers() -> None:
     source = APP_JS.read_text()
-    for name in ("JOBS_MAX", "ISSUES_MAX", "BLOCKERS_MAX"):
+    for name in ("JOBS_MAX", "ISSUES_MAX", "BLOCKERS_MAX", "OUTBOX_MAX"):
         assert re.search(rf"\bconst {name} = {LIST_MAX};", source), name
     assert re.search(rf"\bconst PAGE_ROWS = {LIST_DEFAULT};", source)
 

@@ -62,3 +62,23 @@ def test_retry_a_dead_write_from_the_panel(page, app, tracker):
     row.wait_for(state="detached")
     assert outbox.deliver(now=utcnow())["sent"] == 1
     assert tracker.comments["ENG-1"][0].startswith("Comment 1:")
+
+
+@pytest.mark.browser
+def test_the_panel_says_when_it_shows_only_the_newest_items(page, app):
+    """The API answers 100 items unless asked for more: the panel says so, and Show more asks."""
+    first = add_item(0)
+    for n in range(1, 101):
+        add_item(n)
+
+    sign_in(page)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/api/outbox?" in r.url else None)
+    page.get_by_role("link", name="Outbox").click()
+    rows = page.locator("#outbox-table tbody tr")
+    page.locator("#outbox-more").get_by_text("Showing the newest 100 items given up on.").wait_for()
+    assert rows.count() == 100 and page.locator(f'#outbox-table tr[data-id="{first}"]').count() == 0
+    assert requests and all(url.endswith("state=dead&limit=100") for url in requests), requests
+    page.locator("#outbox-more").get_by_role("button", name="Show more").click()
+    page.locator(f'#outbox-table tr[data-id="{first}"]').wait_for()
+    assert rows.count() == 101 and page.locator("#outbox-more").is_hidden()

@@ -466,11 +466,17 @@ function initSessions() {
 
 const OUTBOX_STATES = ["dead", "pending", "sending", "done"];
 
+/* The API answers the newest OUTBOX_MAX items at most. */
+const OUTBOX_MAX = 500;
+
 function initOutbox() {
+  const list = cappedList("outbox", OUTBOX_MAX, (n, atMax) =>
+    `Showing the newest ${n} items given up on${atMax ? " (the most this view lists)" : ""}.`);
   const ticket = answerOrder();  // a refresh's answer never overwrites a later one (after Retry)
   const load = async () => {
+    const asked = list.limit;
     const mayShow = ticket();
-    const body = await api("GET", "/api/outbox?state=dead");
+    const body = await api("GET", `/api/outbox?state=dead&limit=${asked}`);
     if (!mayShow()) return;
     const counts = (body && body.counts) || {};
     const states = [...OUTBOX_STATES, ...Object.keys(counts).filter((s) => !OUTBOX_STATES.includes(s)).sort()];
@@ -480,8 +486,10 @@ function initOutbox() {
       <td class="nowrap">${esc(i.issueKey)}</td><td><code>${esc(i.op)}</code> ${esc(i.stage || i.kind || "")}</td><td>${esc(i.attempts)}</td>
       <td>${esc(i.lastError)}</td><td>${when(i.createdAt)}</td><td class="muted">${esc(i.bodyPreview)}</td>
       <td><button type="button" data-act="retry">Retry</button></td></tr>`), 8, "No tracker write was given up on.");
+    list.shown(asList(body, "items").length, asked);
   };
   every(load);
+  list.onMore(load);
   document.querySelector("#outbox-table").addEventListener("click", async (ev) => {
     const btn = ev.target.closest("button[data-act=retry]");
     if (!btn) return;
