@@ -112,31 +112,37 @@ function answerOrder() {
   };
 }
 
-/* A list the API cuts to its first `limit` rows: PAGE_ROWS at first, "Show more" asks for as many
-   again up to `max` (the API's maximum), and the note under the table (#<id>-more, with
-   #<id>-shown and #<id>-show-more) says the list is cut short whenever an answer filled its limit.
-   say(n, atMax) words that note. */
+/* A list the API cuts to its first `limit` rows, kept up to date: `path` (with the list's limit) is
+   asked for every few seconds, PAGE_ROWS rows at first, and "Show more" asks for as many again up
+   to `max` (the API's maximum). render(body) shows an answer and returns how many rows it showed;
+   an answer is shown only if no answer to a later request was shown before it (answerOrder). The
+   note under the table (#<id>-more, with #<id>-shown and #<id>-show-more) says the list is cut
+   short whenever an answer filled its limit; say(n, atMax) words it; then `after` (if any) runs.
+   Returns the load function (to run again after an action on a row). */
 const PAGE_ROWS = 100;
 
-function cappedList(id, max, say) {
+function cappedList(id, path, max, say, render, after = null) {
   const note = document.getElementById(`${id}-more`);
   const button = document.getElementById(`${id}-show-more`);
-  const list = {
-    limit: PAGE_ROWS,
-    /* an answer of `count` rows to a request for at most `asked` is shown */
-    shown(count, asked) {
-      note.hidden = count < asked;
-      document.getElementById(`${id}-shown`).textContent = say(asked, asked >= max);
-      button.hidden = asked >= max;
-    },
-    onMore(load) {
-      button.addEventListener("click", () => {
-        list.limit = Math.min(list.limit + PAGE_ROWS, max);
-        load().catch((e) => flash(e.message, "error"));
-      });
-    },
+  const ticket = answerOrder();
+  let limit = PAGE_ROWS;
+  const load = async () => {
+    const asked = limit;
+    const mayShow = ticket();
+    const body = await api("GET", `${path}${path.includes("?") ? "&" : "?"}limit=${asked}`);
+    if (!mayShow()) return;
+    const count = render(body);
+    note.hidden = count < asked;
+    document.getElementById(`${id}-shown`).textContent = say(asked, asked >= max);
+    button.hidden = asked >= max;
+    if (after) await after();
   };
-  return list;
+  every(load);
+  button.addEventListener("click", () => {
+    limit = Math.min(limit + PAGE_ROWS, max);
+    load().catch((e) => flash(e.message, "error"));
+  });
+  return load;
 }
 
 function fillRows(table, rowsHtml, cols, empty) {
@@ -341,14 +347,9 @@ const ISSUES_MAX = 500;
 const BLOCKERS_MAX = 500;
 
 function initIssues() {
-  const list = cappedList("issues", ISSUES_MAX, (n, atMax) =>
-    `Showing the ${n} most recently updated issues${atMax ? " (the most this view lists)" : ""}.`);
-  const ticket = answerOrder();
-  const load = async () => {
-    const asked = list.limit;
-    const mayShow = ticket();
-    const issues = asList(await api("GET", `/api/issues?limit=${asked}`), "issues", "items");
-    if (!mayShow()) return;
+  cappedList("issues", "/api/issues", ISSUES_MAX, (n, atMax) =>
+    `Showing the ${n} most recently updated issues${atMax ? " (the most this view lists)" : ""}.`, (body) => {
+    const issues = asList(body, "issues", "items");
     fillRows("#issues-table", issues.map((i) => {
       const job = pick(i, "latestJob", "job") || {};
       const key = pick(i, "issueKey", "key");
@@ -358,29 +359,20 @@ function initIssues() {
         <td>${esc(job.id ?? "")}</td><td>${job.status ? statusBadge(job.status, job.timeoutReason) : ""}</td>
         <td>${link(job.prUrl, job.prNumber ? `#${job.prNumber}` : "PR")}</td></tr>`;
     }), 7, "No tracked issues yet.");
-    list.shown(issues.length, asked);
-  };
-  every(load);
-  list.onMore(load);
+    return issues.length;
+  });
 }
 
 function initBlockers() {
-  const list = cappedList("blockers", BLOCKERS_MAX, (n, atMax) =>
-    `Showing the ${n} issues blocked longest${atMax ? " (the most this view lists)" : ""}.`);
-  const ticket = answerOrder();
-  const load = async () => {
-    const asked = list.limit;
-    const mayShow = ticket();
-    const rows = asList(await api("GET", `/api/blockers?limit=${asked}`), "blockers", "items");
-    if (!mayShow()) return;
+  cappedList("blockers", "/api/blockers", BLOCKERS_MAX, (n, atMax) =>
+    `Showing the ${n} issues blocked longest${atMax ? " (the most this view lists)" : ""}.`, (body) => {
+    const rows = asList(body, "blockers", "items");
     fillRows("#blockers-table", rows.map((b) => `<tr><th scope="row">${esc(pick(b, "issueKey", "key"))}${
       b.title ? `<div class="muted issue-title">${esc(b.title)}</div>` : ""}</th>
       <td>${esc(pick(b, "teamKey", "team"))}</td><td><code>${esc(b.reason)}</code></td><td>${esc(b.message)}</td>
       <td>${when(pick(b, "since", "firstSeenAt", "lastSeenAt"))}</td></tr>`), 5, "Nothing is blocked.");
-    list.shown(rows.length, asked);
-  };
-  every(load);
-  list.onMore(load);
+    return rows.length;
+  });
 }
 
 /* A job's steps, each failed one with its reason, under the job's own failure reason (if any). */
@@ -406,16 +398,12 @@ const ACTIVE_STATUSES = ["unknown", "dispatched", "running"];
 const JOBS_MAX = 500;
 
 function initJobs() {
-  const list = cappedList("jobs", JOBS_MAX, (n, atMax) => atMax
-    ? `Showing the newest ${n} jobs; find older ones with aiimpl jobs list.`
-    : `Showing the newest ${n} jobs.`);
-  const ticket = answerOrder();
   let byId = new Map();
-  const load = async () => {
-    const asked = list.limit;
-    const mayShow = ticket();
-    const jobs = asList(await api("GET", `/api/jobs?limit=${asked}`), "jobs", "items");
-    if (!mayShow()) return;
+  const open = document.getElementById("job-steps");
+  const load = cappedList("jobs", "/api/jobs", JOBS_MAX, (n, atMax) => atMax
+    ? `Showing the newest ${n} jobs; find older ones with aiimpl jobs list.`
+    : `Showing the newest ${n} jobs.`, (body) => {
+    const jobs = asList(body, "jobs", "items");
     byId = new Map(jobs.map((j) => [String(j.id), j]));
     fillRows("#jobs-table", jobs.map((j) => `<tr data-job="${esc(j.id)}"><th scope="row">${esc(j.id)}</th>
       <td>${esc(pick(j, "issueKey"))}</td><td>${esc(j.phase)}</td><td>${esc(j.backend)}${j.shadow ? " (shadow)" : ""}</td>
@@ -423,12 +411,10 @@ function initJobs() {
       <td>${when(pick(j, "createdAt"))}</td><td><button type="button" data-act="steps" aria-label="Steps of job ${esc(j.id)}">Steps</button>
       ${ACTIVE_STATUSES.includes(j.status) ? `<button type="button" class="danger" data-act="cancel" aria-label="Cancel job ${esc(j.id)}">Cancel</button>` : ""}</td></tr>`),
     8, "No jobs yet.");
-    list.shown(jobs.length, asked);
-    const open = document.getElementById("job-steps");
+    return jobs.length;
+  }, async () => {
     if (!open.hidden && open.dataset.job) await showSteps(open.dataset.job, byId.get(open.dataset.job)?.error);
-  };
-  every(load);
-  list.onMore(load);
+  });
   document.querySelector("#jobs-table").addEventListener("click", async (ev) => {
     const btn = ev.target.closest("button[data-act]");
     if (!btn) return;
@@ -470,26 +456,20 @@ const OUTBOX_STATES = ["dead", "pending", "sending", "done"];
 const OUTBOX_MAX = 500;
 
 function initOutbox() {
-  const list = cappedList("outbox", OUTBOX_MAX, (n, atMax) =>
-    `Showing the newest ${n} items given up on${atMax ? " (the most this view lists)" : ""}.`);
-  const ticket = answerOrder();  // a refresh's answer never overwrites a later one (after Retry)
-  const load = async () => {
-    const asked = list.limit;
-    const mayShow = ticket();
-    const body = await api("GET", `/api/outbox?state=dead&limit=${asked}`);
-    if (!mayShow()) return;
+  // (a refresh's answer never overwrites a later one, after Retry)
+  const load = cappedList("outbox", "/api/outbox?state=dead", OUTBOX_MAX, (n, atMax) =>
+    `Showing the newest ${n} items given up on${atMax ? " (the most this view lists)" : ""}.`, (body) => {
+    const items = asList(body, "items");
     const counts = (body && body.counts) || {};
     const states = [...OUTBOX_STATES, ...Object.keys(counts).filter((s) => !OUTBOX_STATES.includes(s)).sort()];
     document.getElementById("outbox-counts").textContent =
       "Items by state: " + states.map((s) => `${s} ${counts[s] ?? 0}`).join(" · ");
-    fillRows("#outbox-table", asList(body, "items").map((i) => `<tr data-id="${esc(i.id)}"><th scope="row">${esc(i.id)}</th>
+    fillRows("#outbox-table", items.map((i) => `<tr data-id="${esc(i.id)}"><th scope="row">${esc(i.id)}</th>
       <td class="nowrap">${esc(i.issueKey)}</td><td><code>${esc(i.op)}</code> ${esc(i.stage || i.kind || "")}</td><td>${esc(i.attempts)}</td>
       <td>${esc(i.lastError)}</td><td>${when(i.createdAt)}</td><td class="muted">${esc(i.bodyPreview)}</td>
       <td><button type="button" data-act="retry">Retry</button></td></tr>`), 8, "No tracker write was given up on.");
-    list.shown(asList(body, "items").length, asked);
-  };
-  every(load);
-  list.onMore(load);
+    return items.length;
+  });
   document.querySelector("#outbox-table").addEventListener("click", async (ev) => {
     const btn = ev.target.closest("button[data-act=retry]");
     if (!btn) return;
