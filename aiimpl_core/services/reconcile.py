@@ -221,12 +221,10 @@ def reconcile(
     for backend_id, backend_jobs in sorted(by_backend.items()):
         backoff = poller.backoff_of("runner", backend_id, now)
         if backoff is not None:
+            # not asked: its runs are judged as left out of an answer (below), so that a backend
+            # that keeps failing does not hold its jobs, and their teams' slots, for good
             report.skipped[backend_id] = f"backing off until {backoff.until.isoformat()}: {backoff.error}"
-            limits = _class_limits(facade, backend_id, window, lifetime)
-            _reload(ids_by_backend[backend_id])  # one query, not one per job (an earlier commit expired them)
-            _end_unanswered(backend_jobs, {}, None, now=now, limits=limits, report=report)
-            continue
-        if lease_seconds is not None and not poller.acquire_lease(
+        elif lease_seconds is not None and not poller.acquire_lease(
             f"reconcile:{backend_id}", max(1.0, lease_seconds * 0.9), holder=holder, now=now
         ):
             report.skipped[backend_id] = "another poller reconciled it this interval"
@@ -240,39 +238,36 @@ def reconcile(
             ).all()
         }
         runs: list[InFlightRun] = []
-        limits: _Limits | None = None
+        # (the class says them: no instance, whose set-up may fail)
+        reason = lifetime_reason(facade.classes["runner"][backend_id])
+        limits = _Limits(window, timedelta(seconds=lifetime), reason)
         for job in backend_jobs:
             run = in_flight_run(job, mappings.get(job.mapping_id or -1), lifetime)
             if run is None:  # the mapping was deleted: the backend cannot be asked about the run
-                if limits is None:  # (the class says it: no instance, whose set-up may fail)
-                    limits = _Limits(window, timedelta(seconds=lifetime),
-                                     lifetime_reason(facade.classes["runner"][backend_id]))
                 _end_unasked(job, now=now, limits=limits, report=report)
                 continue
             runs.append(run)
         if not runs:
             continue
+        # no answer (backing off, or the poll failed): every run is left out of it, and judged so
+        states: list[RunState] = []
         backend = None
-        try:
-            backend = facade.runner(backend_id)
-            limits = _Limits(window, timedelta(seconds=lifetime), lifetime_reason(backend))
-            states = _run_states(backend.poll_runs(runs), backend_id)
-        except Exception as exc:  # noqa: BLE001 - one backend's failure must not stop the others
-            db.session.rollback()
-            if not isinstance(exc, AiimplError):  # a plugin's bug: where it is
-                log.exception("polling the runs of %s failed", backend_id)
-            poller.record_failure("runner", backend_id, exc, now)
-            report.skipped[backend_id] = (
-                f"poll failed: {exc if isinstance(exc, AiimplError) else type(exc).__name__}"
-            )
-            _reload(ids_by_backend[backend_id])
-            limits = limits or _class_limits(facade, backend_id, window, lifetime)
-            _end_unanswered(backend_jobs, {r.job_id: r for r in runs}, backend, now=now, limits=limits,
-                            report=report)
-            continue
-        poller.record_success("runner", backend_id)
+        if backoff is None:
+            try:
+                backend = facade.runner(backend_id)
+                states = _run_states(backend.poll_runs(runs), backend_id)
+            except Exception as exc:  # noqa: BLE001 - one backend's failure must not stop the others
+                db.session.rollback()
+                if not isinstance(exc, AiimplError):  # a plugin's bug: where it is
+                    log.exception("polling the runs of %s failed", backend_id)
+                poller.record_failure("runner", backend_id, exc, now)
+                report.skipped[backend_id] = (
+                    f"poll failed: {exc if isinstance(exc, AiimplError) else type(exc).__name__}"
+                )
+            else:
+                poller.record_success("runner", backend_id)
+                report.polled[backend_id] = len(runs)
         _reload(ids_by_backend[backend_id])
-        report.polled[backend_id] = len(runs)
         by_job = {s.job_id: s for s in states}
         by_run = {r.job_id: r for r in runs}
         changed = [j.id for j in backend_jobs if not _unchanged(j, by_job.get(j.id), now=now, limits=limits)]
@@ -283,7 +278,7 @@ def reconcile(
             run = by_run.get(job.id)
             try:
                 if run is not None and _overran(job, by_job.get(job.id), now, lifetime):
-                    _stop_overrun(job, run, backend, report)
+                    _stop_overrun(job, run, backend, report, limits.lifetime_reason)
             except Exception:  # noqa: BLE001 - one job's trouble must not stop the pass
                 db.session.rollback()
                 log.exception("stopping the overrunning run of job %s failed", job.id)
@@ -320,42 +315,6 @@ def _sweep_idle(facade: Any, idle: set[str], *, now: datetime, lifetime: int, ho
                 log.warning("sweeping %s failed: %s", backend_id, exc.message)
             else:  # a plugin's bug: where it is
                 log.warning("sweeping %s failed: %s", backend_id, type(exc).__name__, exc_info=True)
-
-
-def _class_limits(facade: Any, backend_id: str, window: timedelta, lifetime: int) -> _Limits:
-    """The limits of a backend's jobs, read from its class (no instance, whose set-up may fail)."""
-    return _Limits(window, timedelta(seconds=lifetime), lifetime_reason(facade.classes["runner"][backend_id]))
-
-
-def _end_unanswered(
-    jobs: list[Job],
-    runs: dict[int, InFlightRun],
-    backend: Any,
-    *,
-    now: datetime,
-    limits: _Limits,
-    report: ReconcileReport,
-) -> None:
-    """Judge the jobs of a backend that gave no answer this cycle (its poll failed, or it is backing
-    off after failures) as runs left out of its answer: nothing changes until 10 minutes past the
-    session's lifetime; then a run never linked ends ``run_not_found`` and a linked one is cancelled
-    (best effort, and only when the backend could be asked: not while it backs off) and ends as an
-    overrun. A backend that keeps failing (a repository deleted, a token revoked) would otherwise
-    hold its jobs, and their teams' slots, for good."""
-    for job in jobs:
-        try:
-            if JobStatus(job.status).terminal:
-                continue
-            if _overran(job, None, now, int(limits.lifetime.total_seconds())):
-                _stop_overrun(job, runs.get(job.id), backend, report, reason=limits.lifetime_reason)
-            elif not job.run_id and _omitted_too_long(job, now, limits):
-                with serialized():
-                    db.session.refresh(job)
-                    if not JobStatus(job.status).terminal:
-                        _run_not_found(job, report)
-        except Exception:  # noqa: BLE001 - one job's trouble must not stop the pass
-            db.session.rollback()
-            log.exception("ending job %s, whose backend gave no answer, failed", job.id)
 
 
 def _end_unasked(job: Job, *, now: datetime, limits: _Limits, report: ReconcileReport) -> None:
@@ -524,21 +483,15 @@ def _overrun_due(job: Job, now: datetime, lifetime: timedelta) -> bool:
 
 
 def _stop_overrun(
-    job: Job,
-    run: InFlightRun | None,
-    backend: Any,
-    report: ReconcileReport,
-    *,
-    reason: TimeoutReason | None = None,
+    job: Job, run: InFlightRun, backend: Any, report: ReconcileReport, reason: TimeoutReason
 ) -> None:
-    """Cancel an overrunning run (when there is a backend to ask) and end its job as the lifetime
-    timeout."""
-    if backend is not None and run is not None:
+    """Cancel an overrunning run (when its backend could be asked this cycle: ``backend`` is
+    ``None`` while it backs off) and end its job as the lifetime timeout."""
+    if backend is not None:
         try:
             backend.cancel(run)
         except Exception:  # noqa: BLE001 - best effort; the job ends either way
             log.warning("cancelling the overrunning run of job %s failed", job.id, exc_info=True)
-    reason = reason or lifetime_reason(backend)
     with serialized():
         db.session.refresh(job)
         _end(job, Outcome(JobStatus.TIMED_OUT, timeout_reason=reason.value), report)
