@@ -13,16 +13,11 @@ import pytest
 import requests
 
 from aiimpl_core.database import schema_heads
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from aiimpl_core.testing.ports import free_port
 
 
 def test_serve_answers_and_logs_paths_without_their_query(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "AIIMPL_DATABASE_URL": f"sqlite:///{tmp_path}/aiimpl.db",
@@ -98,7 +93,7 @@ def test_serve_refuses_a_database_without_this_version_s_schema(tmp_path: Path, 
     url = f"sqlite:///{tmp_path}/aiimpl.db"
     if revision:
         assert _cli("db", "upgrade", revision, url=url).returncode == 0
-    done = _cli("serve", "--port", str(_free_port()), url=url, timeout=30)
+    done = _cli("serve", "--port", str(free_port()), url=url, timeout=30)
     assert done.returncode == 1
     (head,) = schema_heads()[0]
     expected = ("the database has no schema yet: run `aiimpl db upgrade`" if revision is None else

@@ -6,11 +6,7 @@ import socket
 import subprocess
 import sys
 
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from aiimpl_core.testing.ports import free_port
 
 
 def _hostile_home(tmp_path) -> str:
@@ -29,7 +25,7 @@ def test_demo_opens_a_pr_with_the_reference_comments(tmp_path):
     env["HOME"] = _hostile_home(tmp_path)
     out = subprocess.run(
         [sys.executable, "-m", "aiimpl_core.cli", "demo", "--dir", str(tmp_path / "demo"),
-         "--port", str(_port()), "--exit-when-done", "--timeout", "120"],
+         "--port", str(free_port()), "--exit-when-done", "--timeout", "120"],
         env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path,
     )
     assert out.returncode == 0, out.stdout + out.stderr
@@ -88,7 +84,7 @@ def test_demo_refuses_a_directory_it_did_not_make(tmp_path):
     workdir = tmp_path / "mine"
     workdir.mkdir()
     (workdir / "notes.txt").write_text("important")
-    out = _demo("--dir", str(workdir), "--port", str(_port()), cwd=tmp_path)
+    out = _demo("--dir", str(workdir), "--port", str(free_port()), cwd=tmp_path)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.strip() == (f"Error: {workdir} is not empty and was not made by `aiimpl demo`: "
                                   "pick an empty or new directory with --dir")

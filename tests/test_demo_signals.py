@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,14 +11,9 @@ import time
 import pytest
 
 from aiimpl_core.demo import local_runner, run, stopping
+from aiimpl_core.testing.ports import free_port
 
 SESSION_ARGS = "aiimpl_core.cli session run"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -64,7 +58,7 @@ class Demo:
         self.workdir = tmp_path / "demo"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aiimpl_core.cli", "demo", "--dir", str(self.workdir),
-             "--port", str(_port()), *args],
+             "--port", str(free_port()), *args],
             env=env or _clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             cwd=tmp_path, start_new_session=True,
         )

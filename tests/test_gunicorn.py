@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,18 +12,13 @@ import urllib.request
 import pytest
 
 from aiimpl_core import logs
+from aiimpl_core.testing.ports import free_port
 
 pytest.importorskip("gunicorn")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _gunicorn(tmp_path, **env: str) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
+    port = free_port()
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("AIIMPL_", "RUNNER_MODE"))}
     environ.update(AIIMPL_DATABASE_URL=f"sqlite:///{tmp_path}/aiimpl.db", AIIMPL_WORKERS="1",
                    AIIMPL_BIND=f"127.0.0.1:{port}", XDG_RUNTIME_DIR=str(tmp_path),

@@ -18,4 +18,6 @@
 * :mod:`aiimpl_core.testing.swagger2` — ``SwaggerDescription``: checks requests and answers against
   a Swagger 2.0 description (a fake server of a service that publishes one, such as Fly's Machines
   API or the Docker Engine API, answers and is asked only as it describes).
+* :mod:`aiimpl_core.testing.ports` — ``free_port()``: a port for a server another process will
+  start, outside the range the kernel hands out to outgoing connections meanwhile.
 """

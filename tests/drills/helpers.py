@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job
 from aiimpl_core.testing import orchestrator
 from aiimpl_core.testing.fakes import FakeRunner
+from aiimpl_core.testing.ports import free_port
 
 
 def env_of(runner: FakeRunner, job_id: int) -> dict[str, str]:
@@ -64,19 +64,13 @@ def jobs_per_issue() -> Counter[str]:
 POLL_WORKER = os.path.join(os.path.dirname(__file__), "poll_worker.py")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def gunicorn_serving(tmp_path: Path, app_module: str, environ: dict[str, str]) -> Iterator[str]:
     """gunicorn with the production configuration serving ``app_module``'s ``app`` (its source,
     written to ``tmp_path``), with ``environ``'s ``AIIMPL_*`` settings in place of the test's;
     yields the base URL."""
     (tmp_path / "served_app.py").write_text(app_module)
-    port = _free_port()
+    port = free_port()
     env = _module_environ(tmp_path, environ)
     env.update(AIIMPL_BIND=f"127.0.0.1:{port}", AIIMPL_PUBLIC_URL=f"http://127.0.0.1:{port}",
                XDG_RUNTIME_DIR=str(tmp_path))

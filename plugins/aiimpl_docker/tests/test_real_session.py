@@ -13,7 +13,6 @@ itself — the job ends with the session's own reason, and the container is remo
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import threading
 import time
@@ -25,6 +24,7 @@ from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job, Mapping
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.testing.fakes import FakeTracker
+from aiimpl_core.testing.ports import free_port
 from werkzeug.serving import make_server
 
 import aiimpl_docker.plugin
@@ -34,12 +34,6 @@ from .conftest import INSTANCE, ours
 IMAGE = "localhost/aiimpl-pytest:latest"
 SESSION_IMAGE = "localhost/aiimpl-session:latest"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _mounts() -> str:
@@ -75,7 +69,7 @@ def python_image(request: pytest.FixtureRequest, engine: Any) -> str:
 
 @pytest.fixture(scope="module")
 def port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture
