@@ -96,16 +96,34 @@ def test_demo_empties_only_its_own_working_directory(tmp_path):
     from aiimpl_core.demo.run import MARKER, prepare_workdir
 
     new = tmp_path / "new" / "demo"
-    prepare_workdir(str(new))
+    prepare_workdir(str(new)).close()
     assert sorted(p.name for p in new.iterdir()) == [MARKER]
     (new / "git").mkdir()
     (new / "aiimpl-demo.db").write_text("earlier")
-    prepare_workdir(str(new))  # made by the demo: emptied
+    prepare_workdir(str(new)).close()  # made by the demo: emptied
     assert sorted(p.name for p in new.iterdir()) == [MARKER]
     empty = tmp_path / "empty"
     empty.mkdir()
-    prepare_workdir(str(empty))  # an empty directory is fine
+    prepare_workdir(str(empty)).close()  # an empty directory is fine
     assert sorted(p.name for p in empty.iterdir()) == [MARKER]
+
+
+def test_a_second_demo_on_the_working_directory_of_a_running_one_leaves_it_alone(tmp_path):
+    """The running demo holds its directory: one started on it meanwhile is refused in one line,
+    rather than emptying the database and repository under the running one."""
+    from aiimpl_core.demo.run import MARKER, prepare_workdir
+
+    workdir = tmp_path / "demo"
+    with prepare_workdir(str(workdir)):
+        (workdir / "aiimpl-demo.db").write_text("in use")
+        out = _demo("--dir", str(workdir), "--port", str(free_port()), cwd=tmp_path)
+        assert out.returncode == 1 and "Traceback" not in out.stderr
+        assert out.stderr.strip() == (f"Error: {workdir} is used by another `aiimpl demo` that is running: "
+                                      "stop that one, or pick another directory with --dir")
+        assert (workdir / "aiimpl-demo.db").read_text() == "in use"
+    # once it has stopped, the directory is the next demo's
+    prepare_workdir(str(workdir)).close()
+    assert sorted(p.name for p in workdir.iterdir()) == [MARKER]
 
 
 def test_demo_port_must_be_a_tcp_port(tmp_path):

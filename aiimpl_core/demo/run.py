@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import os
 import secrets
@@ -12,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import IO, Any
 
 from .. import hookimpl
 from ..errors import AiimplError
@@ -133,29 +134,46 @@ def check_port(port: int) -> None:
             raise AiimplError(f"port {port} is not free ({exc.strerror}): pick another with --port") from None
 
 
-def prepare_workdir(workdir: str) -> None:
-    """Make ``workdir`` an empty working directory marked as the demo's.
+def prepare_workdir(workdir: str) -> IO[str]:
+    """Make ``workdir`` an empty working directory marked as the demo's, and hold it: the answer is
+    its :data:`MARKER` file, locked until it is closed.
 
     A directory the demo made before (it holds :data:`MARKER`) is emptied; an empty one is used as
     it is; anything else is left alone and refused, so that the demo never deletes an operator's files.
+    One another demo holds (it is running) is refused too, rather than emptied under it.
     """
     if os.path.isdir(workdir):
         entries = os.listdir(workdir)
         if entries and MARKER not in entries:
             raise AiimplError(f"{workdir} is not empty and was not made by `aiimpl demo`: "
                               "pick an empty or new directory with --dir")
-        for name in entries:
+    elif os.path.lexists(workdir):
+        raise AiimplError(f"{workdir} is not a directory: pick an empty or new directory with --dir")
+    else:
+        os.makedirs(workdir, exist_ok=True)
+    marker = open(os.path.join(workdir, MARKER), "a+")  # noqa: SIM115 - held for the demo's life
+    try:
+        fcntl.flock(marker, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        marker.close()
+        raise AiimplError(f"{workdir} is used by another `aiimpl demo` that is running: stop that one, "
+                          "or pick another directory with --dir") from None
+    try:
+        for name in os.listdir(workdir):
             path = os.path.join(workdir, name)
+            if name == MARKER:
+                continue
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path)
             else:
                 os.remove(path)
-    elif os.path.lexists(workdir):
-        raise AiimplError(f"{workdir} is not a directory: pick an empty or new directory with --dir")
-    else:
-        os.makedirs(workdir)
-    with open(os.path.join(workdir, MARKER), "w") as fh:
-        fh.write("Made by `aiimpl demo`, which empties this directory when it runs again.\n")
+        marker.truncate(0)
+        marker.write("Made by `aiimpl demo`, which empties this directory when it runs again.\n")
+        marker.flush()
+    except BaseException:
+        marker.close()
+        raise
+    return marker
 
 
 def run_demo(
@@ -187,7 +205,7 @@ def _run(
 
     workdir = os.path.abspath(workdir)
     check_port(port)
-    prepare_workdir(workdir)
+    cleanup.enter_context(prepare_workdir(workdir))
     git_root = make_repository(workdir)
     github = SandboxGitHub(git_root).start()
     cleanup.callback(github.stop)
