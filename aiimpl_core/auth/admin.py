@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Response, current_app, jsonify, request
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
 
 from . import bearer_refused
+from .tokens import CLOCK_SKEW_SECONDS
 
 SALT = "aiimpl-admin-session"
 
@@ -55,8 +56,14 @@ def _session(token: str | None) -> dict[str, Any] | None:
     if not token:
         return None
     try:
-        data = _serializer().loads(token, max_age=int(current_app.config["AIIMPL_ADMIN_SESSION_SECONDS"]))
-    except (BadSignature, SignatureExpired):
+        data, signed_at = _serializer().loads(token, return_timestamp=True)
+    except BadSignature:
+        return None
+    # the age in whole seconds, as itsdangerous's max_age counts it; but a session signed a moment
+    # "in the future", by another host whose clock is a little ahead of this one's, is no forgery
+    # (itsdangerous's max_age would refuse it until this clock caught up)
+    age = int(time.time()) - int(signed_at.timestamp())
+    if not -CLOCK_SKEW_SECONDS <= age <= int(current_app.config["AIIMPL_ADMIN_SESSION_SECONDS"]):
         return None
     if not isinstance(data, dict) or data.get("admin") is not True:
         return None

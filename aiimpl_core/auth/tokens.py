@@ -25,6 +25,9 @@ ALGORITHM = "HS256"
 MAX_JOB_ID = 2**31 - 1
 #: a token's id is stored when the token is spent (``consumed_tokens.jti``)
 MAX_JTI_CHARS = 64
+#: seconds a token (or an admin session) may seem issued in the future: the host that issued it may
+#: have a clock a little ahead of the one that checks it
+CLOCK_SKEW_SECONDS = 60
 
 
 class TokenError(Exception):
@@ -87,6 +90,9 @@ def _verified(secret: str, token: str, audience: str) -> RunClaims:
             audience=audience,
             # strict: the token's aud must be this one endpoint, not a list that happens to name it
             options={"require": ["sub", "aud", "exp", "iat", "jti"], "strict_aud": True},
+            # an iat a moment ahead is another host's clock (PyJWT refuses it as not yet valid);
+            # the expiry is checked again without it by verify_run_token
+            leeway=CLOCK_SKEW_SECONDS,
         )
     except jwt.ExpiredSignatureError:
         raise TokenError("expired") from None
