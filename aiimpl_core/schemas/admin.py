@@ -411,6 +411,7 @@ class MappingPatchSchema(_Lenient):
 
 class DeletedSchema(Schema):
     deleted = fields.Boolean(required=True)
+    name = fields.String(metadata={"description": "the secret deleted (the secrets' DELETE)"})
 
 
 class SyncWorkflowsSchema(Schema):

@@ -550,6 +550,7 @@ class CallbackErrorSchema(Schema):
     teamKey = fields.String(metadata={"description": "with 423 project_paused"})
     detail = fields.String(metadata={"description": "with 502 dispatch_failed: GitHub's message"})
     dispatchStatus = fields.Integer(allow_none=True, metadata={"description": "with 502 dispatch_failed"})
+    jobId = fields.Integer(metadata={"description": "with 409 already_running: the job in flight"})
 
 
 __all__ = [
