@@ -8,7 +8,8 @@ What it adds to the core helper:
   ``Retry-After`` or Linear's ``X-RateLimit-*-Reset`` headers (epoch milliseconds). Short waits
   are slept through; a longer one raises :class:`~aiimpl_core.errors.ProviderError` with
   ``retry_after`` so the engine postpones only this connection. A response announcing an
-  exhausted budget makes the next call wait (or raise) before it is sent;
+  exhausted budget makes the next call wait (or raise) before it is sent -- the next call of the
+  same operation only, for the budget of a single query or mutation (``X-RateLimit-Endpoint-*``);
 * GraphQL ``errors`` become errors naming the operation; "entity not found" becomes
   :class:`~aiimpl_core.errors.NotFound`.
 """
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 #: Linear's budgets: requests per hour and query complexity points per hour.
 BUDGETS = ("Requests", "Complexity")
+#: The request budget of a single query or mutation, lower than the global one for some (Linear
+#: answers it with the same ``RATELIMITED`` error, and ``X-RateLimit-Endpoint-Requests-*`` headers).
+ENDPOINT_BUDGET = "Endpoint-Requests"
 RATE_LIMITED_CODE = "RATELIMITED"
 #: Sleep through a rate limit at most this long inside one call.
 DEFAULT_MAX_WAIT = 10.0
@@ -51,20 +55,27 @@ def rate_limit_wait(headers: Mapping[str, str], now: float) -> float | None:
             return max(0.0, float(retry_after))
         except ValueError:
             pass
-    waits: list[float] = []
-    for budget in BUDGETS:
-        remaining = _header(headers, f"X-RateLimit-{budget}-Remaining")
-        reset = _header(headers, f"X-RateLimit-{budget}-Reset")
-        if remaining is None or reset is None:
-            continue
-        try:
-            if float(remaining) > 0:
-                continue
-            # Linear sends epoch milliseconds
-            waits.append(max(0.0, float(reset) / 1000.0 - now) + RESET_MARGIN)
-        except ValueError:
-            continue
+    waits = [wait for budget in BUDGETS if (wait := _budget_wait(headers, budget, now)) is not None]
     return max(waits) if waits else None
+
+
+def endpoint_wait(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds until Linear accepts this query or mutation again, when its own budget is spent."""
+    return _budget_wait(headers, ENDPOINT_BUDGET, now)
+
+
+def _budget_wait(headers: Mapping[str, str], budget: str, now: float) -> float | None:
+    remaining = _header(headers, f"X-RateLimit-{budget}-Remaining")
+    reset = _header(headers, f"X-RateLimit-{budget}-Reset")
+    if remaining is None or reset is None:
+        return None
+    try:
+        if float(remaining) > 0:
+            return None
+        # Linear sends epoch milliseconds
+        return max(0.0, float(reset) / 1000.0 - now) + RESET_MARGIN
+    except ValueError:
+        return None
 
 
 class LinearClient:
@@ -104,6 +115,8 @@ class LinearClient:
         )
         #: epoch seconds before which Linear said it will refuse us (an exhausted budget)
         self.not_before = 0.0
+        #: the same for one operation, whose own budget (not the global one) is spent
+        self.operation_not_before: dict[str, float] = {}
 
     @property
     def calls(self) -> int:
@@ -138,17 +151,23 @@ class LinearClient:
                     retry_after=exc.retry_after,
                     detail=exc.detail,
                 ) from None
-            wait = rate_limit_wait(resp.headers, self.clock())
+            now = self.clock()
+            wait = rate_limit_wait(resp.headers, now)
+            own = endpoint_wait(resp.headers, now)
             payload = _json(resp)
             errors = payload.get("errors") if isinstance(payload, dict) else None
             limited = resp.status_code == 429 or _has_code(errors, RATE_LIMITED_CODE)
             if limited:
-                delay = wait if wait is not None else 1.0 * attempt
+                waits = [w for w in (wait, own) if w is not None]
+                delay = max(waits) if waits else 1.0 * attempt
                 if delay <= self.max_wait and attempt <= self.retries:
                     log.info("Linear %s rate-limited, retrying in %.1fs", operation, delay)
                     self.sleep(delay)
                     continue
-                self.not_before = max(self.not_before, self.clock() + delay)
+                if wait is None and own is not None:
+                    self._hold(operation, now + delay)  # only this operation's budget is spent
+                else:
+                    self.not_before = max(self.not_before, now + delay)
                 raise ProviderError(
                     f"Linear {operation} failed: rate limited for {delay:.0f}s",
                     provider=PROVIDER_ID,
@@ -157,7 +176,9 @@ class LinearClient:
                 )
             if wait is not None and wait > 0:
                 # this call went through but spent the last of a budget: the next one must wait
-                self.not_before = max(self.not_before, self.clock() + wait)
+                self.not_before = max(self.not_before, now + wait)
+            if own is not None and own > 0:
+                self._hold(operation, now + own)
             if errors:
                 raise _graphql_error(operation, errors, resp.status_code)
             if (
@@ -172,8 +193,11 @@ class LinearClient:
                 )
             return payload["data"]
 
+    def _hold(self, operation: str, until: float) -> None:
+        self.operation_not_before[operation] = max(self.operation_not_before.get(operation, 0.0), until)
+
     def _wait_for_budget(self, operation: str) -> None:
-        delay = self.not_before - self.clock()
+        delay = max(self.not_before, self.operation_not_before.get(operation, 0.0)) - self.clock()
         if delay <= 0:
             return
         if delay > self.max_wait:
@@ -203,8 +227,12 @@ def _has_code(errors: Any, code: str) -> bool:
 
 
 def _strip_prefix(message: str) -> str:
-    # the core helper says "linear: POST  failed with HTTP 401: ..."; keep the informative part
-    return message.split(" failed ", 1)[1] if " failed " in message else message
+    # the core helper says "linear: POST <url> failed with HTTP 401: ..." or, when no answer came,
+    # "linear: POST <url> failed: ConnectionError"; keep the informative part
+    for marker in (" failed ", " failed: "):
+        if marker in message:
+            return message.split(marker, 1)[1]
+    return message
 
 
 def _graphql_error(operation: str, errors: list[Any], status: int) -> Exception:

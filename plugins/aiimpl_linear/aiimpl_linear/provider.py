@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 #: Seconds a key read from the secret store is reused.
 STORED_SECRET_TTL = 30.0
 
+#: Teams checked per ``SetupCheck`` request: their AI labels (five names, each at most once per team
+#: and once in the workspace) must fit on its page of 250 labels, and the teams on its page of 100.
+SETUP_CHECK_TEAMS = 40
+
 #: HTTP statuses of an answer Linear gave (GraphQL ``errors``), as opposed to a lost one or a proxy's.
 ANSWERED_STATUSES = frozenset({200, 400})
 
@@ -123,7 +127,8 @@ class LinearProvider(TicketingProvider):
             except Exception:  # noqa: BLE001 - an unreadable secret store means "not configured"
                 self.log.warning("could not read the stored secret %s", API_KEY_SECRET)
                 value = None
-            self._stored = (now, value)
+            # read as the variable is: a key pasted with its line break is the same key
+            self._stored = (now, value.strip() or None if isinstance(value, str) else None)
         return authorization_header(self._stored[1], None)
 
     def is_configured(self) -> bool:
@@ -518,7 +523,8 @@ class LinearProvider(TicketingProvider):
 
     def check(self, mappings: Sequence[MappingView]) -> Sequence[CheckResult]:
         """``aiimpl check``: the credentials, then each mapped team (see :meth:`check_setup`), all
-        read in one request. A refused key is a failed ``credentials`` line, not an exception."""
+        read in one request (per :data:`SETUP_CHECK_TEAMS` teams). A refused key is a failed
+        ``credentials`` line, not an exception."""
         keys = sorted({m.team_key for m in mappings})
         try:
             report = self.check_setup(keys)
@@ -543,7 +549,8 @@ class LinearProvider(TicketingProvider):
 
     def check_setup(self, team_keys: Sequence[str]) -> dict[str, Any]:
         """Check the credentials and each team: it exists, has a ``completed`` workflow state, and
-        can use the trigger label (its own or the workspace's) -- in one request.
+        can use the trigger label (its own or the workspace's) -- in one request per
+        :data:`SETUP_CHECK_TEAMS` teams.
 
         Missing stage labels are reported but are not a problem: they are created on first use.
         The trigger label is never created (a person adds it): without it nothing is triggered.
@@ -551,22 +558,30 @@ class LinearProvider(TicketingProvider):
         "problems"}}}``; ``missing`` lists the stage labels the team does not have yet.
         """
         keys = sorted(set(team_keys))
-        label_filter = {
-            "and": [
-                {"or": [{"name": {"eqIgnoreCase": n}} for n in AI_LABELS]},
-                # only the mapped teams' labels and the workspace's: other teams' copies of our
-                # labels cannot fill the page and hide the ones that count
-                {"or": [{"team": {"key": {"in": keys}}}, {"team": {"null": True}}]},
-            ]
-        }
-        data = self.client.execute("SetupCheck", {"teamKeys": keys, "labelFilter": label_filter})
-        teams = {str(t.get("key")): t for t in _nodes(data.get("teams"))}
-        labels = [
-            label
-            for label in _nodes(data.get("issueLabels"))
-            if label.get("name") and not label.get("isGroup")
-        ]
-        report: dict[str, Any] = {"ok": True, "viewer": data.get("viewer") or {}, "teams": {}}
+        viewer: dict[str, Any] = {}
+        teams: dict[str, dict[str, Any]] = {}
+        labels: list[dict[str, Any]] = []
+        # a few teams per request: the query reads one page of teams and one of labels, and the
+        # labels of many teams would not fit on it (those left off would be reported missing)
+        chunks = [keys[i : i + SETUP_CHECK_TEAMS] for i in range(0, len(keys), SETUP_CHECK_TEAMS)]
+        for chunk in chunks or [[]]:
+            label_filter = {
+                "and": [
+                    {"or": [{"name": {"eqIgnoreCase": n}} for n in AI_LABELS]},
+                    # only these teams' labels and the workspace's: other teams' copies of our
+                    # labels cannot fill the page and hide the ones that count
+                    {"or": [{"team": {"key": {"in": chunk}}}, {"team": {"null": True}}]},
+                ]
+            }
+            data = self.client.execute("SetupCheck", {"teamKeys": chunk, "labelFilter": label_filter})
+            viewer = viewer or data.get("viewer") or {}
+            teams.update((str(t.get("key")), t) for t in _nodes(data.get("teams")))
+            labels.extend(
+                label
+                for label in _nodes(data.get("issueLabels"))
+                if label.get("name") and not label.get("isGroup")
+            )
+        report: dict[str, Any] = {"ok": True, "viewer": viewer, "teams": {}}
         for key in keys:
             team = teams.get(key)
             if team is None:

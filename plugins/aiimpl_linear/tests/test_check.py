@@ -50,6 +50,25 @@ def test_check_all_ok_in_one_request(fake: FakeLinear, provider: LinearProvider)
     _assert_no_secret(results, fake)
 
 
+def test_check_of_many_teams_with_labels_of_their_own_finds_every_one(
+    fake: FakeLinear, provider: LinearProvider
+) -> None:
+    # 120 mapped teams, each with the five AI labels of its own: more teams than a page of teams
+    # and more labels than a page of labels, none of them reported missing for it
+    keys = [f"T{n}" for n in range(120)]
+    for key in keys:
+        fake.add_team(key)
+        for name in ("AI-Implement", "AI-Planning", "Plan-Complete", "AI-Working", "Ready for Review"):
+            fake.add_label(name, key)
+
+    results = provider.check(_mappings(*keys))
+
+    assert [r.name for r in results] == ["credentials", *(f"team {key}" for key in sorted(keys))]
+    assert [r for r in results if not r.ok] == []
+    assert all("stage labels created on first use" not in r.detail for r in results)
+    assert fake.operations() == ["SetupCheck"] * 3  # 40 teams a request
+
+
 def test_check_without_mappings_checks_the_credentials(fake: FakeLinear, provider: LinearProvider) -> None:
     results = provider.check([])
     assert results == [CheckResult("credentials", True, "signed in as Fake User")]

@@ -7,7 +7,7 @@ import time
 import pytest
 from aiimpl_core.errors import NotFound, ProviderError
 
-from aiimpl_linear.client import LinearClient, rate_limit_wait
+from aiimpl_linear.client import LinearClient, endpoint_wait, rate_limit_wait
 from aiimpl_linear.testing import FakeLinear
 
 
@@ -94,6 +94,38 @@ def test_exhausted_budget_on_a_success_makes_the_next_call_wait(
     assert [r.status for r in fake.requests] == [200, 200]
 
 
+def test_an_operations_own_budget_spent_holds_that_operation_only(
+    fake: FakeLinear, client: LinearClient, sleeper: Sleeper
+) -> None:
+    # Linear refuses a query or mutation whose own budget is spent with its RATELIMITED error and
+    # says when that budget resets in X-RateLimit-Endpoint-Requests-Reset (the global budget is
+    # not spent): the wait is that one, not a guess retried at once
+    key = fake.add_issue("ENG")["identifier"]
+    fake.limit_endpoint("CreateComment", times=3, retry_in=600.0)
+    issue_id = fake.issue(key)["id"]
+    with pytest.raises(ProviderError) as err:
+        client.execute("CreateComment", {"issueId": issue_id, "body": "hello"})
+    assert err.value.retry_after is not None and 550 < err.value.retry_after <= 600.25
+    assert "rate limited" in err.value.message and "CreateComment" in err.value.message
+    assert sleeper.waits == [] and fake.operations() == ["CreateComment"]
+    # the other operations go on; this one is not sent again before its reset
+    assert client.execute("IssueRef", {"id": key})["issue"]["identifier"] == key
+    with pytest.raises(ProviderError) as again:
+        client.execute("CreateComment", {"issueId": issue_id, "body": "hello"})
+    assert again.value.retry_after is not None and again.value.retry_after > 550
+    assert fake.operations() == ["CreateComment", "IssueRef"]
+
+
+def test_an_operations_own_short_limit_is_waited_out(
+    fake: FakeLinear, client: LinearClient, sleeper: Sleeper
+) -> None:
+    key = fake.add_issue("ENG")["identifier"]
+    fake.limit_endpoint("IssueRef", retry_in=3.0)
+    assert client.execute("IssueRef", {"id": key})["issue"]["identifier"] == key
+    assert [r.status for r in fake.requests] == [400, 200]
+    assert len(sleeper.waits) == 1 and 1.5 < sleeper.waits[0] <= 3.25
+
+
 def test_graphql_error_names_the_operation(fake: FakeLinear, client: LinearClient) -> None:
     fake.fail("CreateComment", "Database unavailable", code="INTERNAL_ERROR")
     issue = fake.add_issue("ENG")
@@ -130,6 +162,17 @@ def test_query_is_retried_on_5xx(fake: FakeLinear, client: LinearClient) -> None
     fake.fail("IssueRef", "Bad gateway", status=502)
     assert client.execute("IssueRef", {"id": key})["issue"]["identifier"] == key
     assert fake.operations() == ["IssueRef", "IssueRef"]
+
+
+def test_no_answer_is_an_error_naming_the_operation_and_what_happened() -> None:
+    from aiimpl_core.testing.ports import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/graphql"  # nothing listens there
+    client = LinearClient(url, "lin_api_x", sleep=lambda _: None, timeout=1)
+    with pytest.raises(ProviderError) as err:
+        client.execute("IssueRef", {"id": "ENG-1"})
+    assert err.value.message == "Linear IssueRef failed: ConnectionError"
+    assert err.value.status is None
 
 
 def test_entity_not_found_is_not_found(fake: FakeLinear, client: LinearClient) -> None:
@@ -175,6 +218,15 @@ def test_rate_limit_wait_reads_linear_headers() -> None:
         is None
     )
     assert rate_limit_wait({}, now) is None
+    endpoint = {
+        "X-RateLimit-Endpoint-Requests-Remaining": "0",
+        "X-RateLimit-Endpoint-Requests-Reset": reset_ms,
+    }
+    wait = endpoint_wait(endpoint, now)
+    assert wait is not None and 19 < wait <= 20.25
+    assert rate_limit_wait(endpoint, now) is None  # one operation's budget, not the connection's
+    assert endpoint_wait({"X-RateLimit-Endpoint-Requests-Remaining": "3",
+                          "X-RateLimit-Endpoint-Requests-Reset": reset_ms}, now) is None
 
 
 def test_credentials_never_reach_the_logs(fake: FakeLinear, caplog: pytest.LogCaptureFixture) -> None:

@@ -490,6 +490,24 @@ def test_api_key_from_a_stored_secret(fake: FakeLinear) -> None:
     assert len(asked) == 1  # reused for a while, not read from the database on every call
 
 
+def test_stored_secret_pasted_with_its_line_break_is_the_same_key(fake: FakeLinear) -> None:
+    # the variable is read without the spaces around it; the stored secret is read the same way
+    stored = {"LINEAR_API_KEY": f" {fake.api_key}\n"}
+    provider = LinearProvider(
+        make_context({"AIIMPL_LINEAR_API_URL": fake.url}, secret=lambda name, scope=None: stored.get(name))
+    )
+    fake.add_issue("ENG")
+    assert len([i for p in provider.iter_triggered(["ENG"]) for i in p.issues]) == 1
+    assert fake.requests[-1].authorization == fake.api_key
+
+
+def test_stored_secret_of_spaces_alone_is_not_configured(fake: FakeLinear) -> None:
+    provider = LinearProvider(
+        make_context({"AIIMPL_LINEAR_API_URL": fake.url}, secret=lambda name, scope=None: " \n")
+    )
+    assert provider.is_configured() is False
+
+
 def test_stored_secret_is_read_again_after_a_while(fake: FakeLinear, monkeypatch: pytest.MonkeyPatch) -> None:
     import aiimpl_linear.provider as provider_mod
 

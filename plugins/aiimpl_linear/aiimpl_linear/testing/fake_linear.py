@@ -10,9 +10,11 @@ the schema's shapes (a non-null field the fake cannot fill is an execution error
 Also modelled: cursor pagination (``first``/``after``, ``pageInfo``, at most 250 nodes), query
 complexity (Linear's rule of thumb: 0.1 point per scalar, 1 per object, connections multiplied
 by ``first``, default 50; over 10,000 points is refused), the request budget with Linear's
-``X-RateLimit-Requests-*`` headers (429 with ``RATELIMITED`` when exhausted), error injection per
-operation, answers lost after the request was carried out (:meth:`FakeLinear.lose_answer`), and
-signed webhook deliveries shaped like ``IssueWebhookPayload``::
+``X-RateLimit-Requests-*`` headers (429 with ``RATELIMITED`` when exhausted), the request budget
+of a single query or mutation (``X-RateLimit-Endpoint-*``, :meth:`FakeLinear.limit_endpoint`),
+error injection per operation, answers lost after the request was carried out
+(:meth:`FakeLinear.lose_answer`), and signed webhook deliveries shaped like
+``IssueWebhookPayload``::
 
     with FakeLinear() as fake:
         fake.add_team("ENG")
@@ -220,6 +222,7 @@ class FakeLinear:
         self.requests_remaining = request_limit
         self.requests_reset_at = self.clock() + 3600
         self._forced_429: list[float] = []
+        self._endpoint_limits: dict[str, list[float]] = {}
         self._failures: dict[str, _Failure] = {}
         self._lost: dict[str, _Lost] = {}
         self._before: dict[str, list[Callable[[], None]]] = {}
@@ -270,6 +273,14 @@ class FakeLinear:
         """Answer the next ``times`` requests with 429, the budget resetting ``retry_in`` s later."""
         with self.lock:
             self._forced_429.extend([retry_in] * times)
+
+    def limit_endpoint(self, operation: str, times: int = 1, retry_in: float = 1.0) -> None:
+        """Refuse the next ``times`` requests of ``operation`` as Linear refuses a query or mutation
+        whose own request budget is spent: its ``RATELIMITED`` error with HTTP 400 (the status
+        Linear answers it with), and the ``X-RateLimit-Endpoint-Requests-*`` headers saying it
+        resets ``retry_in`` s later; the global budget is left as it is."""
+        with self.lock:
+            self._endpoint_limits.setdefault(operation, []).extend([retry_in] * times)
 
     def set_budget(self, remaining: int, reset_in: float) -> None:
         """Set the request budget: once it is spent, requests get 429 until it resets."""
@@ -683,6 +694,34 @@ class FakeLinear:
                 action()
             finally:
                 self.lock.acquire()
+        limits = self._endpoint_limits.get(operation or "")
+        if limits:
+            retry_in = limits.pop(0)
+            endpoint = next(
+                (sel.name.value for o in ops if o.name and o.name.value == operation
+                 for sel in o.selection_set.selections if isinstance(sel, FieldNode)),
+                operation or "",
+            )
+            headers.update(
+                {
+                    "X-RateLimit-Endpoint-Requests-Limit": "100",
+                    "X-RateLimit-Endpoint-Requests-Remaining": "0",
+                    "X-RateLimit-Endpoint-Requests-Reset": str(int((now + retry_in) * 1000)),
+                    "X-RateLimit-Endpoint-Name": endpoint,
+                }
+            )
+            return self._json(
+                400,
+                {
+                    "errors": [
+                        {
+                            "message": "Rate limit exceeded",
+                            "extensions": {"code": "RATELIMITED", "type": "ratelimited", "userError": True},
+                        }
+                    ]
+                },
+                headers,
+            )
         failure = self._failures.get(operation or "")
         if failure is not None:
             failure.times -= 1
