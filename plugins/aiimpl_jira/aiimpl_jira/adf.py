@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 Node = dict[str, Any]
 
@@ -33,16 +33,24 @@ _ITEM = re.compile(r"^(?P<indent>\s*)(?P<marker>[-*+]|\d{1,9}[.)])\s+(?P<text>.*
 # and the bare URLs we link): found first, so that a ``*``, ``_`` or ``~`` inside one (a link's
 # target ``…/run_42/output_.log``) never opens or closes emphasis. At any position the first
 # alternative that matches wins, which gives code spans priority over links and links over bare URLs.
+_ESCAPE = r"(?P<escape>\\[!-/:-@\[-`{-~])"  # (CommonMark: a backslash escapes ASCII punctuation)
+_CODE = r"(?P<code>(?P<ticks>`+)(?P<code_text>.+?)(?P=ticks))"
+_URL = r"(?P<url>https?://[^\s<>()\[\]]+)"
 _ATOM = re.compile(
-    # (CommonMark: a backslash escapes any ASCII punctuation character)
-    r"(?P<escape>\\[!-/:-@\[-`{-~])"
-    r"|(?P<code>(?P<ticks>`+)(?P<code_text>.+?)(?P=ticks))"
-    r"|\[(?P<link_text>[^\]]+)\]\((?P<link_url>[^)\s]+)\)"
-    r"|<(?P<autolink>https?://[^>\s]+)>"
-    r"|(?P<url>https?://[^\s<>()\[\]]+)"
+    "|".join((
+        _ESCAPE,
+        _CODE,
+        r"\[(?P<link_text>[^\]]+)\]\((?P<link_url>[^)\s]+)\)",
+        r"<(?P<autolink>https?://[^>\s]+)>",
+        _URL,
+    ))
 )
+#: The atoms that open with neither ``[`` nor ``<``: :func:`_atoms` finds links and autolinks itself.
+_UNBRACKETED_ATOM = re.compile("|".join((_ESCAPE, _CODE, _URL)))
 # Emphasis, matched on the text with the delimiters inside atoms masked (see :func:`_masked`); at
-# any position the first alternative that matches wins.
+# any position the first alternative that matches wins. :class:`_EmphasisFinder` finds what a search
+# of this pattern finds, without its cost: from every delimiter that closes nothing the search scans
+# to the line's end, quadratic on a line of thousands of them.
 _EMPHASIS = re.compile(
     r"\*\*(?P<strong>.+?)\*\*"
     r"|(?<![A-Za-z0-9])__(?P<strong2>.+?)__(?![A-Za-z0-9])"
@@ -79,16 +87,19 @@ _LINKABLE = re.compile(r"(?i)(?:https?://|mailto:)")
 def _inline(text: str, marks: Sequence[Node] = ()) -> list[Node]:
     """Inline Markdown as text nodes: atoms (escapes, code spans, links, URLs) first, then the
     emphasis around and between them, whose delimiters are never those inside an atom."""
-    atoms = [(match, _atom_end(match)) for match in _ATOM.finditer(text)]
+    atoms = [(match, _atom_end(match)) for match in _atoms(text)]
     spans = [(match.start(), end) for match, end in atoms]
     # Emphasis is looked for with the delimiters inside atoms masked. A bare URL's trailing "_",
     # "*" and "~" are its own unless an emphasis has no other closer ("_see https://x.test/a_"):
     # ``loose`` leaves them open, and its emphasis is taken only when it opens first.
     firm = _masked(text, spans)
     loose = _masked(text, [(m.start(), _url_core_end(m) if m.group("url") else end) for m, end in atoms])
-    firm_next = _Next(lambda pos: _EMPHASIS.search(firm, pos))
+    firm_next = _Next(_EmphasisFinder(firm).search)
     starts = [start for start, _end in spans]
-    loose_next = _Next(lambda pos: _emphasis_outside(loose, pos, spans, starts)) if loose != firm else None
+    loose_finder = _EmphasisFinder(loose) if loose != firm else None
+    loose_next = (
+        _Next(lambda pos: _emphasis_outside(loose_finder, pos, spans, starts)) if loose_finder else None
+    )
     out: list[Node] = []
     pos = 0
     following = 0  # index of the first atom not yet rendered
@@ -124,12 +135,12 @@ class _Next:
     once the position has passed it (a search that found none finds none further on), so a line
     is scanned once, not once per atom."""
 
-    def __init__(self, find: Callable[[int], re.Match[str] | None]) -> None:
+    def __init__(self, find: Callable[[int], Any]) -> None:
         self._find = find
-        self._match: re.Match[str] | None = None
+        self._match: Any = None
         self._searched = False
 
-    def at(self, pos: int) -> re.Match[str] | None:
+    def at(self, pos: int) -> Any:
         if not self._searched or (self._match is not None and self._match.start() < pos):
             self._match = self._find(pos)
             self._searched = True
@@ -160,17 +171,170 @@ def _masked(text: str, spans: Iterable[tuple[int, int]]) -> str:
 
 
 def _emphasis_outside(
-    masked: str, pos: int, spans: Sequence[tuple[int, int]], starts: Sequence[int]
-) -> re.Match[str] | None:
-    """The first emphasis in ``masked`` from ``pos`` that does not open inside one of ``spans``
-    (whose ``starts`` are in order): one that would open on a URL's trailing delimiter does not,
-    that URL keeps it."""
-    while (match := _EMPHASIS.search(masked, pos)) is not None:
+    finder: _EmphasisFinder, pos: int, spans: Sequence[tuple[int, int]], starts: Sequence[int]
+) -> _Emphasis | None:
+    """The first emphasis that ``finder`` finds from ``pos`` that does not open inside one of
+    ``spans`` (whose ``starts`` are in order): one that would open on a URL's trailing delimiter
+    does not, that URL keeps it."""
+    while (match := finder.search(pos)) is not None:
         i = bisect.bisect_right(starts, match.start()) - 1
         if i < 0 or match.start() >= spans[i][1]:
             return match
         pos = match.start() + 1
     return None
+
+
+def _first_from(positions: Sequence[int], pos: int) -> int | None:
+    """The first of the sorted ``positions`` at or after ``pos``."""
+    i = bisect.bisect_left(positions, pos)
+    return positions[i] if i < len(positions) else None
+
+
+def _positions(pattern: str, text: str) -> list[int]:
+    return [match.start() for match in re.finditer(pattern, text)]
+
+
+_ASCII_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+
+
+class _Emphasis:
+    """An emphasis as :class:`_EmphasisFinder` finds it, read as a match of :data:`_EMPHASIS`:
+    ``start()``/``end()`` of the whole, ``lastgroup`` (the alternative) and its content's span."""
+
+    __slots__ = ("_content", "_whole", "lastgroup")
+
+    def __init__(self, start: int, end: int, group: str, content: tuple[int, int]) -> None:
+        self._whole = (start, end)
+        self._content = content
+        self.lastgroup = group
+
+    def start(self, group: str | None = None) -> int:
+        return (self._whole if group is None else self._content)[0]
+
+    def end(self, group: str | None = None) -> int:
+        return (self._whole if group is None else self._content)[1]
+
+
+class _EmphasisFinder:
+    """``_EMPHASIS.search(text, pos)`` in time linear in ``text`` over all the searches of a line.
+
+    Each alternative's content is the shortest that ends before a closing delimiter, so where it
+    closes is the first of that alternative's closers (found up front, each in one scan) after
+    the least content, on the same line: an opening delimiter costs a lookup, whether it closes or
+    not. The ``em`` alternatives try their longer form (``*a…b*``) before the one-character one
+    (``*a*``), as the pattern's greedy ``(?:…)?`` does.
+    """
+
+    #: where each alternative's content may end: its closing delimiter follows
+    CLOSERS: ClassVar[dict[str, re.Pattern[str]]] = {
+        "strong": re.compile(r"(?=\*\*)"),
+        "strong2": re.compile(r"(?=__(?![A-Za-z0-9]))"),
+        "strike": re.compile(r"(?=~~)"),
+        "em": re.compile(r"(?<=[^\s*])(?=\*)"),
+        "em2": re.compile(r"(?<=[^\s_])(?=_(?![A-Za-z0-9]))"),
+    }
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.opens = _positions(r"[*_~]", text)
+        # (most texts have no delimiter, or are the few characters of an emphasis: nothing to find)
+        self.newlines = _positions("\n", text) if self.opens else []  # (a pattern's "." stops at one)
+        self.closers = {group: [m.start() for m in pattern.finditer(text)] if self.opens else []
+                        for group, pattern in self.CLOSERS.items()}
+
+    def search(self, pos: int) -> _Emphasis | None:
+        for i in range(bisect.bisect_left(self.opens, pos), len(self.opens)):
+            found = self._at(self.opens[i])
+            if found is not None:
+                return found
+        return None
+
+    def _close(self, group: str, content: int, least: int) -> int | None:
+        """Where the content of ``group`` that starts at ``content`` ends, at ``least`` or later."""
+        end = _first_from(self.closers[group], least)
+        newline = _first_from(self.newlines, content)
+        return end if end is not None and (newline is None or newline >= end) else None
+
+    def _at(self, p: int) -> _Emphasis | None:
+        text = self.text
+        double = text.startswith(text[p] * 2, p)
+        if text[p] == "~":
+            end = self._close("strike", p + 2, p + 3) if double else None
+            return None if end is None else _Emphasis(p, end + 2, "strike", (p + 2, end))
+        if text[p] == "_" and p and text[p - 1] in _ASCII_ALNUM:
+            return None  # (?<![A-Za-z0-9]): both "_" alternatives
+        strong, em = ("strong", "em") if text[p] == "*" else ("strong2", "em2")
+        if double:
+            end = self._close(strong, p + 2, p + 3)
+            if end is not None:
+                return _Emphasis(p, end + 2, strong, (p + 2, end))
+        first = text[p + 1 : p + 2]
+        if not first or first == text[p] or first.isspace():
+            return None
+        end = self._close(em, p + 1, p + 3)
+        if end is None and text[p + 2 : p + 3] == text[p] and (
+            em == "em" or text[p + 3 : p + 4] not in _ASCII_ALNUM
+        ):
+            end = p + 2
+        return None if end is None else _Emphasis(p, end + 1, em, (p + 1, end))
+
+
+class _Brackets:
+    """Where the links (``[text](url)``) and autolinks (``<https://…>``) of a text open, as
+    :data:`_ATOM` reads them, each told by the next ``]``, ``)``, ``>`` or blank after it (found
+    up front) instead of by a scan to the line's end from every ``[`` or ``<`` that opens none."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.opens = _positions(r"[\[<]", text)
+        found = bool(self.opens)
+        self.closing = _positions(r"\]", text) if found else []
+        self.url_ends = _positions(r"[)\s]", text) if found else []
+        self.autolink_ends = _positions(r"[>\s]", text) if found else []
+        self._next = 0  # index in opens of the first that may open one
+
+    def first_from(self, pos: int) -> int | None:
+        """The first position at or after ``pos`` (which never goes back) where one opens."""
+        while self._next < len(self.opens) and (
+            self.opens[self._next] < pos or not self._opens_at(self.opens[self._next])
+        ):
+            self._next += 1
+        return self.opens[self._next] if self._next < len(self.opens) else None
+
+    def _opens_at(self, p: int) -> bool:
+        text = self.text
+        if text[p] == "[":
+            close = _first_from(self.closing, p + 1)
+            if close is None or close == p + 1 or text[close + 1 : close + 2] != "(":
+                return False
+            end = _first_from(self.url_ends, close + 2)
+            return end is not None and end > close + 2 and text[end] == ")"
+        scheme = next((s for s in ("https://", "http://") if text.startswith(s, p + 1)), None)
+        if scheme is None:
+            return False
+        end = _first_from(self.autolink_ends, p + 1 + len(scheme))
+        return end is not None and end > p + 1 + len(scheme) and text[end] == ">"
+
+
+def _atoms(text: str) -> list[re.Match[str]]:
+    """What ``_ATOM.finditer(text)`` gives, in time linear in ``text``: links and autolinks are
+    found by :class:`_Brackets`, the other atoms by their own pattern; each atom taken is matched
+    by :data:`_ATOM` where it starts, so it is the match the pattern gives."""
+    found: list[re.Match[str]] = []
+    unbracketed = _Next(lambda pos: _UNBRACKETED_ATOM.search(text, pos))
+    brackets = _Brackets(text)
+    pos = 0
+    while True:
+        other = unbracketed.at(pos)
+        bracket = brackets.first_from(pos)
+        if other is None and bracket is None:
+            return found
+        if other is not None and (bracket is None or other.start() < bracket):
+            bracket = other.start()
+        match = _ATOM.match(text, bracket)
+        assert match is not None
+        found.append(match)
+        pos = match.end()
 
 
 def _atom(match: re.Match[str], end: int, marks: Sequence[Node]) -> list[Node]:
@@ -239,7 +403,15 @@ def _item_indent(line: str) -> int:
     return len(line) - len(line.lstrip(" "))
 
 
-def _blocks(lines: list[str]) -> list[Node]:
+#: How deep quotes and list items nest before what is inside is read as paragraphs, its markers
+#: kept as text: every level is a recursion, and a line such as ``- - - …`` or ``>>>…`` thousands
+#: of markers long would exhaust Python's stack (and no one reads a list 32 levels deep).
+MAX_NESTING = 32
+
+
+def _blocks(lines: list[str], depth: int = 0) -> list[Node]:
+    if depth > MAX_NESTING:
+        return [_paragraph(run) for run in _runs(lines)]
     out: list[Node] = []
     i = 0
     while i < len(lines):
@@ -292,11 +464,11 @@ def _blocks(lines: list[str]) -> list[Node]:
             while i < len(lines) and _QUOTE.match(lines[i]):
                 quoted.append(_QUOTE.match(lines[i]).group(1))  # type: ignore[union-attr]
                 i += 1
-            inner = _nested(_blocks(quoted))
+            inner = _nested(_blocks(quoted, depth + 1))
             out.append({"type": "blockquote", "content": inner or [_empty_paragraph()]})
             continue
         if _ITEM.match(line):
-            node, i = _list(lines, i)
+            node, i = _list(lines, i, depth)
             out.append(node)
             continue
         para = [line]
@@ -306,6 +478,19 @@ def _blocks(lines: list[str]) -> list[Node]:
             i += 1
         out.append(_paragraph(para))
     return out
+
+
+def _runs(lines: Sequence[str]) -> Iterator[list[str]]:
+    """The runs of non-blank lines."""
+    run: list[str] = []
+    for line in lines:
+        if line.strip():
+            run.append(line)
+        elif run:
+            yield run
+            run = []
+    if run:
+        yield run
 
 
 #: What ADF lets a blockquote and a listItem hold, of the nodes we write (media aside).
@@ -347,7 +532,7 @@ def _nested(nodes: Iterable[Node]) -> list[Node]:
     return out
 
 
-def _list(lines: list[str], i: int) -> tuple[Node, int]:
+def _list(lines: list[str], i: int, depth: int) -> tuple[Node, int]:
     first = _ITEM.match(lines[i])
     assert first is not None
     indent = len(first.group("indent"))
@@ -377,7 +562,7 @@ def _list(lines: list[str], i: int) -> tuple[Node, int]:
                 nxt[min(content_col, _item_indent(nxt)) :] if _item_indent(nxt) > indent else nxt.strip()
             )
             i += 1
-        children = _nested(_blocks(body))
+        children = _nested(_blocks(body, depth + 1))
         if not children or children[0]["type"] not in _LIST_ITEM_FIRST:
             # "- - x": the item's first line is a list; ADF wants a paragraph before it
             children.insert(0, _empty_paragraph())
@@ -543,10 +728,43 @@ def adf_to_markdown(doc: object) -> str:
     if isinstance(doc, str):
         return doc
     if isinstance(doc, dict):
-        if doc.get("type") == "doc":
-            return _blocks_md(doc.get("content") or [])
-        return _block_md(doc)
+        try:
+            if doc.get("type") == "doc":
+                return _blocks_md(doc.get("content") or [])
+            return _block_md(doc)
+        except RecursionError:
+            # nested deeper than Python's stack (Jira's API takes such a description): its text,
+            # so that one issue's description does not fail the listing of every issue
+            return _plain_text(doc)
     return ""
+
+
+#: Nodes that sit in a line of text; any other node with content is a block, on lines of its own.
+_INLINE_NODES = frozenset({"text", "hardBreak", "mention", "emoji", "inlineCard", "status", "date"})
+
+
+def _plain_text(doc: object) -> str:
+    """The text of an ADF document, each block on lines of its own, read without recursion."""
+    parts: list[str] = []
+    pending: list[object] = [doc]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, str):
+            parts.append(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        kind = node.get("type")
+        if kind == "text":
+            parts.append(str(node.get("text", "")))
+        elif kind == "hardBreak":
+            parts.append("\n")
+        children = node.get("content")
+        if isinstance(children, list) and children:
+            if kind not in _INLINE_NODES:
+                pending.append("\n")
+            pending.extend(reversed(children))
+    return re.sub(r"\n{3,}", "\n\n", "".join(parts)).strip()
 
 
 def adf_text(doc: object) -> str:

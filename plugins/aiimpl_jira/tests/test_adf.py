@@ -510,3 +510,69 @@ def test_a_runs_text_in_a_comment_reaches_jira_as_that_text(text: str) -> None:
     # (its characters, but white space and the backticks a code span drops)
     shown, written = _shown(doc).replace("`", ""), f"⚠️ Implementation failed: {text}".replace("`", "")
     assert "".join(shown.split()) == "".join(written.split())
+
+
+#: Lines where the delimiters or brackets open what nothing closes; a conversion that looks for a
+#: closer from each of them, to the line's end, takes quadratic time (seconds on these).
+UNCLOSED = ["_a ", "__a ", "x __a", "*a ", "_http://x.test/a_ ", "[a ", "[a](b", "<http://a"]
+
+
+@pytest.mark.parametrize("unit", UNCLOSED)
+def test_a_line_of_unclosed_openers_converts_in_linear_time(unit: str) -> None:
+    import time
+
+    markdown = (unit * (50_000 // len(unit) + 1))[:50_000]
+    started = time.perf_counter()
+    doc = markdown_to_adf(markdown)
+    # (about a tenth of a second; a quadratic search took ten seconds and more)
+    assert time.perf_counter() - started < 3
+    assert adf_violations(doc) == []
+    assert re.sub("[^A-Za-z]", "", adf_text(doc)) == re.sub("[^A-Za-z]", "", markdown)
+
+
+def test_the_linear_finders_find_what_the_patterns_find() -> None:
+    """:class:`_EmphasisFinder` and :func:`_atoms` stand in for searches of ``_EMPHASIS`` and
+    ``_ATOM``: on any text (here many random ones of the characters that matter) they agree."""
+    import random
+
+    from aiimpl_jira import adf
+
+    def described(match: object) -> tuple | None:
+        if match is None:
+            return None
+        group = match.lastgroup  # type: ignore[attr-defined]
+        return (match.start(), match.end(), group, match.start(group), match.end(group))  # type: ignore
+
+    alphabet = [*"*_~`[]()<>\\ \n\ta1.!-\x00\u00a0é", "http://", "https://", "**", "__", "~~"]
+    rng = random.Random(7)
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        finder = adf._EmphasisFinder(text)
+        for pos in range(len(text) + 1):
+            assert described(finder.search(pos)) == described(adf._EMPHASIS.search(text, pos)), (text, pos)
+        assert [m.span() + (m.lastgroup,) for m in adf._atoms(text)] == [
+            m.span() + (m.lastgroup,) for m in adf._ATOM.finditer(text)
+        ], text
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["- " * 3000 + "x", "> " * 3000 + "x", ">" * 5000 + "x", "1. " * 2000 + "x"],
+    ids=["items", "quotes", "quote-markers", "numbered-items"],
+)
+def test_nesting_thousands_deep_keeps_its_text_within_the_stack(line: str) -> None:
+    # each level is a recursion: past MAX_NESTING what is inside is read as a paragraph, markers kept
+    doc = markdown_to_adf(f"{line}\n\nafter")
+    assert adf_violations(doc) == []
+    assert adf_text(doc).endswith("xafter")
+
+
+def test_a_document_nested_past_the_stack_reads_as_its_text() -> None:
+    node: dict = {"type": "paragraph", "content": [{"type": "text", "text": "deepest"}]}
+    for level in range(5000):
+        item = [{"type": "paragraph", "content": [{"type": "text", "text": f"level {level}"}]}, node]
+        node = {"type": "bulletList", "content": [{"type": "listItem", "content": item}]}
+    doc = {"type": "doc", "version": 1, "content": [_para(_t("Intro")), node]}
+    lines = adf_to_markdown(doc).split("\n")
+    assert lines[0] == "Intro" and lines[-1] == "deepest" and lines[-2] == "level 0"
+    assert len(lines) == 1 + 5000 + 1

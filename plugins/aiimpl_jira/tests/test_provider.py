@@ -152,6 +152,25 @@ def test_issue_fields_description_and_links(jira: FakeJira, provider: JiraProvid
     assert [(b.key, b.open) for b in provider.get_issue("ENG-4").blocked_by] == [("ENG-1", True)]
 
 
+def _nested_lists(depth: int) -> dict:
+    node: dict = {"type": "paragraph", "content": [{"type": "text", "text": "deepest"}]}
+    for _ in range(depth):
+        first = {"type": "paragraph", "content": [{"type": "text", "text": "i"}]}
+        item = {"type": "listItem", "content": [first, node]}
+        node = {"type": "bulletList", "content": [item]}
+    return {"type": "doc", "version": 1, "content": [node]}
+
+
+def test_a_description_nested_past_the_stack_fails_no_listing(jira: FakeJira, provider: JiraProvider) -> None:
+    # Jira's API stores such a description; read recursively it raised RecursionError, and the
+    # poll listed none of the project's issues
+    jira.add_issue("ENG-1", description=_nested_lists(200))
+    jira.add_issue("ENG-2", description="plain")
+    [page] = provider.iter_triggered(["ENG"])
+    assert [i.key for i in page.issues] == ["ENG-1", "ENG-2"]
+    assert page.issues[0].description.endswith("deepest")
+
+
 def test_get_issue_triggers_only_in_the_searched_projects(jira: FakeJira) -> None:
     """As the poll: a mapped project, limited to ``AIIMPL_JIRA_PROJECTS`` when that is set."""
     for key in ("ENG-1", "OPS-1", "WEB-1"):
