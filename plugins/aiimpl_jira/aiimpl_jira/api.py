@@ -228,6 +228,10 @@ def _secret_matches(secret: str, raw_body: bytes) -> bool:
     return hmac.compare_digest(given_digest.strip().lower().encode("utf-8", "replace"), digest.encode())
 
 
+#: the answer's ``reason`` when the dispatch check could not run (the log says why)
+CHECK_FAILED = "dispatch check failed; the next poll cycle retries"
+
+
 def _run_cycle(issue_key: str) -> CycleReport:
     """An immediate dispatch check of one issue (the same checks and claim as a poll cycle)."""
     return check_issues(JiraProvider.id, [issue_key])
@@ -269,16 +273,15 @@ def webhook() -> Any:
           description: Handled (an immediate dispatch check ran for the issue) or ignored.
             `dispatched` is true when this delivery's check dispatched the issue; `result` is
             the check's report (the job, or the blocker that holds the issue, or why it needed
-            nothing).
+            nothing; its `errors` when reading the issue from Jira failed). A check that could not
+            run answers `dispatched` false and `reason`; either way the next poll cycle picks the
+            issue up, so a failure is acknowledged rather than bounced back.
           content: {application/json: {schema: {type: object}}}
         400:
           description: "`Invalid JSON payload`."
           content: {application/json: {schema: {type: object, properties: {error: {type: string}}}}}
         401:
           description: "`Invalid signature`: the shared secret did not match."
-          content: {application/json: {schema: {type: object, properties: {error: {type: string}}}}}
-        500:
-          description: Reading the issue or dispatching failed (the underlying error message).
           content: {application/json: {schema: {type: object, properties: {error: {type: string}}}}}
         501:
           description: "`Jira webhook not configured`."
@@ -312,6 +315,6 @@ def webhook() -> Any:
         result = _run_cycle(key)
     except AiimplError as exc:
         log.warning("jira webhook for %s failed: %s", key, exc)
-        return _error(exc.message, 500)
+        return jsonify(accepted=True, issueKey=key, dispatched=False, reason=CHECK_FAILED)
     dispatched = result.dispatched_of(key) is not None
     return jsonify(accepted=True, issueKey=key, dispatched=dispatched, result=result.as_dict())

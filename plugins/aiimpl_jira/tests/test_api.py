@@ -353,6 +353,24 @@ def test_webhook_without_fields_lets_the_dispatcher_read_the_issue(
     assert resp.status_code == 200 and cycles == [("jira", ["ENG-1"])]
 
 
+def test_webhook_acknowledges_a_check_that_failed(
+    client: Any, jira: FakeJira, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The poll picks the issue up anyway: a failed check is said, not bounced back as a 500 (and
+    the answer holds no more of the failure than the check's report)."""
+    from aiimpl_core.errors import AiimplError
+    from aiimpl_core.services import dispatch
+
+    def failing(provider_id: str, issue_keys: list[str]) -> dispatch.CycleReport:
+        raise AiimplError("database unavailable")
+
+    monkeypatch.setattr(dispatch, "run_cycle_for_issues", failing)
+    resp = client.post(f"/api/jira/webhook?secret={SECRET}", json=_event())
+    assert resp.status_code == 200
+    assert resp.get_json() == {"accepted": True, "issueKey": "ENG-1", "dispatched": False,
+                               "reason": "dispatch check failed; the next poll cycle retries"}
+
+
 def test_webhook_is_described_for_the_openapi_generator() -> None:
     import yaml
 
