@@ -77,9 +77,12 @@ def record_delivery(delivery_id: str | None, event: str | None) -> bool:
     """Insert the delivery id in the current transaction; false when it was handled already."""
     if not delivery_id:
         return True
-    db.session.add(WebhookDelivery(delivery_id=delivery_id[:128], source="github", event=(event or "")[:64]))
     try:
+        # (added inside the savepoint: begin_nested flushes what is pending before it opens, and a
+        # duplicate flushed there would fail the whole transaction, not just the savepoint)
         with db.session.begin_nested():
+            db.session.add(WebhookDelivery(delivery_id=delivery_id[:128], source="github",
+                                           event=(event or "")[:64]))
             db.session.flush()
     except IntegrityError:
         return False

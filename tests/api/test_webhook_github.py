@@ -288,6 +288,22 @@ def test_redelivery_acts_once(client, cb_job, merged_payload, cb_tracker):
     assert len(cb_tracker.comments["HW-7"]) == 1
 
 
+@pytest.mark.parametrize("event, example", [
+    ("pull_request", "pull_request/opened.payload.json"),
+    ("issue_comment", "issue_comment/created.payload.json"),
+])
+def test_redelivery_of_an_ignored_event_is_said_a_duplicate(client, webhooks_dir, validate, event, example):
+    """GitHub's Redeliver of an event that needs nothing: the same answer as a merge's redelivery
+    (a 500 would count as a failed delivery)."""
+    payload = load(webhooks_dir, f"examples/{example}")
+    validate(payload, f"{event}${example.split('/')[1].split('.')[0]}")
+    first = deliver(client, payload, event=event, delivery="d-ignored")
+    again = deliver(client, payload, event=event, delivery="d-ignored")
+    assert first.status_code == 200 and first.get_json()["ignored"] is True
+    assert again.status_code == 200 and again.get_json() == {"ignored": True, "duplicate": True}
+    assert db.session.scalar(select(func.count()).select_from(WebhookDelivery)) == 1
+
+
 def test_same_delivery_five_times_at_once_acts_once(app, cb_live_server, cb_job, merged_payload, cb_tracker):
     hello_world_job(cb_job)
     body = json.dumps(merged_payload).encode()
