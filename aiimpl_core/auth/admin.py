@@ -206,11 +206,14 @@ def admit(client: str, now: datetime | None = None) -> float:
             session.add(row)
         elif (now - row.window_start).total_seconds() > THROTTLE_WINDOW:
             row.failures, row.window_start = 0, now
-        wait = spacing(row.failures) - (now - row.last_failure_at).total_seconds()
+        # (``now`` was read before the lock: an attempt that got it first may have counted a later
+        # moment, which is no time at all since it, not a negative one that adds to the spacing)
+        since = max(0.0, (now - row.last_failure_at).total_seconds())
+        wait = spacing(row.failures) - since
         if wait > 0:
             return wait
         row.failures += 1
-        row.last_failure_at = now
+        row.last_failure_at = max(now, row.last_failure_at)
     db.session.expire_all()
     return 0.0
 
@@ -219,11 +222,15 @@ def reset_failures(client: str) -> None:
     """A right code clears the client's count."""
     from sqlalchemy import delete
 
-    from ..extensions import db
+    from ..database import advisory_lock, serialized
     from ..orm import AuthFailure
 
-    db.session.execute(delete(AuthFailure).where(AuthFailure.client == client_key(client)))
-    db.session.commit()
+    key = client_key(client)
+    # under admit's lock: an admit of the same client waiting on it has read the row, and would
+    # update one that is gone (a 500), leaving its count behind
+    with serialized(writes_first=True) as session:
+        advisory_lock(f"auth-failure:{key}", session)
+        session.execute(delete(AuthFailure).where(AuthFailure.client == key))
 
 
 def session_expiry(now: datetime | None = None) -> datetime:

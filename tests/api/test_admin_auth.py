@@ -170,6 +170,34 @@ def test_attempts_sent_at_once_each_get_a_count_of_their_own(app, database_url, 
     assert failures() == {"127.0.0.1": admin.THROTTLE_AFTER}
 
 
+def test_right_codes_sent_at_once_each_sign_in(app, database_url) -> None:
+    """Two tabs signing in at the same moment, over and over: each right code signs in (a right
+    code's clearing of the count never meets another attempt's counting of it half-way)."""
+    from contextlib import nullcontext
+
+    apps = [create_app({"AIIMPL_DATABASE_URL": database_url, "AIIMPL_SECRET_KEY": TEST_SECRET_KEY,
+                        "AIIMPL_ADMIN_ACCESS_CODE": TEST_ADMIN_CODE, "TESTING": True},
+                       load_entrypoints=False, environ={}) for _ in range(2)]
+
+    def sign_in(n: int) -> Callable[[None], int]:
+        test_client = apps[n].test_client()
+        return lambda _: test_client.post("/api/auth", json={"code": TEST_ADMIN_CODE}).status_code
+
+    for _ in range(20):
+        assert each_released_together(nullcontext, [sign_in(0), sign_in(1)], timeout=60) == [200, 200]
+    assert failures() == {}
+
+
+def test_an_attempt_that_read_the_clock_before_another_counted_is_not_held_back(app) -> None:
+    """Two attempts read the clock, then wait for the count's lock: the one that read it first may
+    count second, after a later moment. Under the threshold it is admitted all the same."""
+    later = datetime.now(UTC)
+    with app.app_context():
+        assert admin.admit("192.0.2.9", now=later) == 0
+        assert admin.admit("192.0.2.9", now=later - timedelta(seconds=1)) == 0
+        assert failures() == {"192.0.2.9": 2}
+
+
 def test_counts_are_per_client(app, client, delays) -> None:
     for _ in range(admin.THROTTLE_AFTER + 1):
         attempt(client, "nope", delays, environ_base={"REMOTE_ADDR": "10.0.0.1"})
