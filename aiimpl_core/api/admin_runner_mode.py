@@ -18,11 +18,9 @@ bp = Blueprint("admin_runner_mode", __name__)
 
 
 def _state() -> dict[str, Any]:
-    return {
-        "mode": settings.persisted_runner_mode(),
-        "effective": settings.effective_runner_mode(),
-        "envOverride": settings.env_runner_mode(),
-    }
+    saved = settings.persisted_runner_mode()  # read once: the mode in force follows from it
+    return {"mode": saved, "effective": settings.effective_runner_mode(saved),
+            "envOverride": settings.env_runner_mode()}
 
 
 @bp.get("/api/runner-mode")

@@ -7,9 +7,9 @@ from flask import current_app
 from sqlalchemy import select
 
 from ..config import RUNNER_MODES
-from ..database import serialized
+from ..database import serialized, upsert
 from ..extensions import db
-from ..orm import Setting
+from ..orm import Setting, utcnow
 
 RUNNER_MODE_KEY = "runner_mode"
 
@@ -20,12 +20,13 @@ def get(key: str, default: Any = None) -> Any:
 
 
 def put(key: str, value: Any) -> None:
-    with serialized() as session:  # read and written by one writer (SQLite: no stale read to write on)
-        row = session.get(Setting, key, populate_existing=True)
-        if row is None:
-            session.add(Setting(key=key, value=value))
-        else:
-            row.value = value
+    # one statement: two first saves of a setting at once would otherwise both read no row and
+    # both insert one (the second a duplicate key)
+    with serialized(writes_first=True) as session:
+        stmt = upsert(Setting, session).values(key=key, value=value, updated_at=utcnow())
+        changed = {"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at}
+        session.execute(stmt.on_conflict_do_update(index_elements=["key"], set_=changed))
+    db.session.expire_all()  # (a Setting read before is stale)
 
 
 def persisted_runner_mode() -> str:

@@ -103,3 +103,24 @@ def test_leaving_shadow_mode_dispatches_for_real_what_it_dispatched(client, admi
     run_cycle()
     assert jobs() == [(True, "timed_out"), (False, "dispatched")]
     assert [run.request.issue_key for run in adm_runner.runs.values()] == ["ENG-1"]
+
+
+def test_first_saves_at_once_each_answer_and_one_mode_is_kept(app, admin_headers) -> None:
+    """Eight admins save a mode before any was stored, at the same moment (several workers): each
+    is answered, none with a duplicate key's 500, and the mode stored is one of theirs."""
+    from sqlalchemy import delete
+
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import Setting
+    from aiimpl_core.testing.orchestrator import each_at_once
+
+    def save(mode: str) -> Any:
+        return lambda client: client.post("/api/runner-mode", json={"mode": mode}, headers=admin_headers)
+
+    modes = ["gha", "fly", "local", "shadow"] * 2
+    for _ in range(8):
+        db.session.execute(delete(Setting))
+        db.session.commit()
+        answers = each_at_once(app, [save(mode) for mode in modes])
+        assert [answer.status_code for answer in answers] == [200] * len(modes)
+        assert settings.persisted_runner_mode() in modes
