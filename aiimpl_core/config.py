@@ -116,6 +116,22 @@ def _http_url(value: str) -> str:
     return url
 
 
+def _secret_text(value: str) -> str | None:
+    """A secret as an operator's file or manifest holds it: the line break after it (and spaces
+    around it) are not part of it, as nothing can send them (a sign-in form, GitHub's secret field)."""
+    return value.strip() or None
+
+
+def _bearer_secret(value: str) -> str | None:
+    """A secret sent as ``Authorization: Bearer <secret>``, which cannot carry a space or a line
+    break: one inside it could never be sent, and every request would be refused."""
+    secret = value.strip()
+    if any(char.isspace() for char in secret):
+        raise ValueError("must not hold spaces or line breaks: it is sent as `Authorization: Bearer "
+                         "<secret>`, which cannot carry them")
+    return secret or None
+
+
 #: the log levels ``AIIMPL_LOG_LEVEL`` takes (any case)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: the line formats ``AIIMPL_LOG_FORMAT`` takes
@@ -158,7 +174,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AIIMPL_ADMIN_ACCESS_CODE", "Access code for the admin UI and API (`POST /api/auth`). "
             "Admin sign-in is refused while unset. Use at least 16 random characters (`openssl rand -hex "
             "16`): sign-in is throttled per client, and gunicorn and `aiimpl serve` warn about a shorter "
-            "code as they start.", None, sensitive=True),
+            "code as they start. Spaces and line breaks around it are not part of it.", None, _secret_text,
+            sensitive=True),
     Setting("AIIMPL_ADMIN_SESSION_SECONDS", "Lifetime of an admin session token.", 43200, _at_least(1)),
     Setting("AIIMPL_PROXY_HOPS", "How many reverse proxies stand in front of the server: their "
             "`X-Forwarded-For`, `-Proto` and `-Host` are trusted (werkzeug's `ProxyFix`), so the sign-in "
@@ -171,11 +188,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AIIMPL_PUBLIC_URL", "The URL runners use to reach this orchestrator.", "http://127.0.0.1:8000",
             _http_url),
     Setting("AIIMPL_TRIGGER_SECRET", "Bearer secret of `POST /trigger/gap-fill`; the endpoint answers 501 "
-            "while unset.", None, sensitive=True),
+            "while unset. Spaces and line breaks around it are not part of it; one inside it is "
+            "refused at start-up (a bearer token cannot carry it).", None, _bearer_secret, sensitive=True),
     Setting("AIIMPL_METRICS_TOKEN", "Bearer token of `GET /metrics` (Prometheus); the endpoint answers 501 "
-            "while unset.", None, sensitive=True),
-    Setting("AIIMPL_GITHUB_WEBHOOK_SECRET", "Secret of the GitHub webhook (`X-Hub-Signature-256`).", None,
-            sensitive=True),
+            "while unset. Spaces and line breaks around it are not part of it; one inside it is "
+            "refused at start-up.", None, _bearer_secret, sensitive=True),
+    Setting("AIIMPL_GITHUB_WEBHOOK_SECRET", "Secret of the GitHub webhook (`X-Hub-Signature-256`); spaces "
+            "and line breaks around it are not part of it.", None, _secret_text, sensitive=True),
     Setting("AIIMPL_GITHUB_API_URL", "GitHub REST API base URL.", "https://api.github.com", _http_url),
     Setting("AIIMPL_GITHUB_APP_ID", "GitHub App id (App authentication).", None),
     Setting("AIIMPL_GITHUB_PRIVATE_KEY", "GitHub App private key (PEM text, or a path to a PEM file).", None,

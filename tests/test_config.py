@@ -12,6 +12,9 @@ import pytest
 from aiimpl_core.config import load
 from aiimpl_core.errors import ConfigError
 
+NO_BLANKS = ("must not hold spaces or line breaks: it is sent as `Authorization: Bearer <secret>`, "
+             "which cannot carry them")
+
 
 @pytest.mark.parametrize(("name", "value", "message"), [
     ("AIIMPL_POLL_INTERVAL", "abc", "must be a whole number, not 'abc'"),
@@ -52,6 +55,9 @@ from aiimpl_core.errors import ConfigError
                                                           "not '***@host.example'"),
     ("AIIMPL_GITHUB_API_URL", "api.github.com", "must be an http:// or https:// URL with a host, "
                                                 "not 'api.github.com'"),
+    # sent as a bearer token: a space or line break inside could never be sent (every request refused)
+    ("AIIMPL_TRIGGER_SECRET", "gap fill passphrase", NO_BLANKS),
+    ("AIIMPL_METRICS_TOKEN", "scrape\ntoken", NO_BLANKS),
 ])
 def test_a_value_that_is_not_valid_is_refused_with_what_is_expected(name, value, message):
     with pytest.raises(ConfigError) as refused:
@@ -75,6 +81,39 @@ def test_valid_values_are_read():
     assert settings["AIIMPL_GITHUB_API_URL"] == "https://github.example.com/api/v3"
     defaults = load({})
     assert (defaults["AIIMPL_POLL_INTERVAL"], defaults["AIIMPL_PUBLIC_URL"]) == (60, "http://127.0.0.1:8000")
+
+
+def test_a_secret_read_from_a_file_with_its_line_break_is_the_secret(tmp_path):
+    """A secret file (Kubernetes, Docker) ends with a line break that no request can send: the
+    secrets that requests carry are read without the spaces and line breaks around them."""
+    from aiimpl_core import create_app
+    from aiimpl_core.auth.signatures import github_signature
+
+    settings = load({"AIIMPL_ADMIN_ACCESS_CODE": "access-code-0123456789\n",
+                     "AIIMPL_METRICS_TOKEN": "  metrics-token\n", "AIIMPL_TRIGGER_SECRET": "trigger\r\n",
+                     "AIIMPL_GITHUB_WEBHOOK_SECRET": "hook-secret\n", "AIIMPL_SECRET_KEY": "k" * 40 + "\n"})
+    assert (settings["AIIMPL_ADMIN_ACCESS_CODE"], settings["AIIMPL_METRICS_TOKEN"],
+            settings["AIIMPL_TRIGGER_SECRET"], settings["AIIMPL_GITHUB_WEBHOOK_SECRET"]) == (
+        "access-code-0123456789", "metrics-token", "trigger", "hook-secret")
+    assert settings["AIIMPL_SECRET_KEY"] == "k" * 40 + "\n"  # (the key of what is stored: as given)
+    assert load({"AIIMPL_METRICS_TOKEN": " \n"})["AIIMPL_METRICS_TOKEN"] is None  # blank: unset
+
+    app = create_app({"AIIMPL_DATABASE_URL": f"sqlite:///{tmp_path}/aiimpl.db"}, load_entrypoints=False,
+                     environ={"AIIMPL_ADMIN_ACCESS_CODE": "access-code-0123456789\n",
+                              "AIIMPL_METRICS_TOKEN": "metrics-token\n",
+                              "AIIMPL_GITHUB_WEBHOOK_SECRET": "hook-secret\n",
+                              "AIIMPL_SECRET_KEY": "k" * 40})
+    with app.app_context():
+        from flask_migrate import upgrade
+
+        upgrade()
+    client = app.test_client()
+    assert client.post("/api/auth", json={"code": "access-code-0123456789"}).status_code == 200
+    assert client.get("/metrics", headers={"Authorization": "Bearer metrics-token"}).status_code == 200
+    body = b'{"zen": "Design for failure."}'
+    signed = {"X-GitHub-Event": "ping", "X-Hub-Signature-256": github_signature("hook-secret", body)}
+    ping = client.post("/api/github/webhook", data=body, content_type="application/json", headers=signed)
+    assert ping.status_code == 200
 
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
