@@ -329,3 +329,30 @@ def test_an_oversized_tracker_webhook_is_invalid_json_payload(full_app, url):
     resp = full_app.test_client().post(url, data=body, content_type="application/json")
     assert (resp.status_code, resp.get_json()) == (400, {"error": "Invalid JSON payload"})
 
+
+
+def _chunked(client: Any, url: str, body: bytes, **headers: str) -> Any:
+    """``body`` sent as a server passes on a chunked request: no ``Content-Length``, and a stream
+    the server ends itself (gunicorn's ``wsgi.input_terminated``)."""
+    import io
+
+    sent = {"Content-Type": "application/json", "Transfer-Encoding": "chunked", **headers}
+    return client.post(url, input_stream=io.BytesIO(body), headers=sent,
+                       environ_overrides={"wsgi.input_terminated": True})
+
+
+@pytest.mark.parametrize("url", ["/api/linear/webhook", "/api/jira/webhook"])
+def test_an_oversized_chunked_tracker_webhook_is_invalid_json_payload(full_app, url):
+    body = b'{"x": "' + b"a" * (3 * 1024 * 1024) + b'"}'
+    resp = _chunked(full_app.test_client(), url, body)
+    assert (resp.status_code, resp.get_json()) == (400, {"error": "Invalid JSON payload"})
+
+
+def test_a_chunked_body_past_the_limit_is_not_read_as_its_first_part(client):
+    """Werkzeug stops reading a chunked body at the limit: the part before it, here a whole JSON
+    object, must not be taken for the body."""
+    head = json.dumps({"code": "a-guess"}).encode()
+    resp = _chunked(client, "/api/auth", head + b" " * (2 * 1024 * 1024) + b"trailing, not JSON")
+    assert (resp.status_code, resp.get_json()) == (400, {"error": "Invalid request body"})
+    small = _chunked(client, "/api/auth", head)  # (a chunked body within the limit is read whole)
+    assert (small.status_code, small.get_json()) == (403, {"error": "Invalid access code"})
