@@ -271,6 +271,9 @@ class OutboxItem(db.Model):
         # key, "does anything of this issue wait" never walks the pending index, whose entries for
         # every item taken and sent since the last vacuum are still there on PostgreSQL
         Index("ix_outbox_issue_state", "issue_key", "state"),
+        # an id is never given twice, also on SQLite once the newest items were pruned: the id keys
+        # the identity of the comment an item posts (outbox.comment_ref)
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
