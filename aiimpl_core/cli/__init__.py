@@ -35,10 +35,39 @@ def _create_app():  # noqa: ANN202
 
 #: ``ctx.meta`` key of the project error that kept the help from loading the app
 _APP_FAILURE = "aiimpl.app_failure"
+#: ``ctx.meta`` key of the command line's arguments, as given
+_ARGS = "aiimpl.args"
+
+
+def _not_utf8(text: str) -> bool:
+    """Whether ``text`` came from bytes that are no UTF-8 (kept as lone surrogates)."""
+    return any("\udc80" <= char <= "\udcff" for char in text)
+
+
+def masked(data: Any) -> Any:
+    """``data`` with every secret this process knows masked in each of its strings, as in its log
+    lines: what a command prints may quote a remote answer, and a tracker, GitHub or a proxy in
+    between can echo the request's credentials in its error."""
+    redactors = logs.SECRETS.redactors()
+    if not redactors:
+        return data
+
+    def mask(value: Any) -> Any:
+        if isinstance(value, str):
+            for redactor in redactors:
+                value = redactor.text(value)
+            return value
+        if isinstance(value, dict):
+            return {key: mask(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [mask(item) for item in value]
+        return value
+
+    return mask(data)
 
 
 def echo_json(data: object) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    click.echo(json.dumps(masked(data), indent=2, sort_keys=True, default=str))
 
 
 def _own_env_file_help(param: click.Parameter) -> click.Parameter:
@@ -117,6 +146,7 @@ class AiimplGroup(FlaskGroup):
             return super().resolve_command(ctx, args)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_ARGS] = list(args)
         # `--help` (and `aiimpl` alone) print the help while the arguments are parsed
         try:
             return super().parse_args(ctx, args)
@@ -137,6 +167,25 @@ class AiimplGroup(FlaskGroup):
         raise click.ClickException(message) from None
 
     def invoke(self, ctx: click.Context):  # noqa: ANN201
+        try:
+            return self._invoke(ctx)
+        except click.ClickException as exc:
+            # (a project error may quote a remote answer, a failed request's credentials and all)
+            exc.message = masked(exc.message)
+            raise
+        except KeyboardInterrupt:
+            # as before a command starts, and as the demo's: a script tells an interrupt from a failure
+            click.echo("Aborted.", err=True)
+            raise Exit(130) from None
+        except UnicodeEncodeError as exc:
+            # an argument with bytes that are no UTF-8 (Python keeps them as lone surrogates), which
+            # no request, path or query can carry
+            given = next((arg for arg in ctx.meta.get(_ARGS, ()) if _not_utf8(arg)), None)
+            if given is None or "surrogates" not in str(exc.reason):
+                raise
+            raise click.UsageError(f"{given!r} is not UTF-8 text") from None
+
+    def _invoke(self, ctx: click.Context) -> Any:
         from sqlalchemy.exc import SQLAlchemyError
 
         try:
@@ -164,10 +213,11 @@ def cli() -> None:
     """AI-Implement: turns tracker issues into pull requests written by a coding agent."""
 
 
-def stop_without_this_schema() -> None:
+def stop_without_this_schema(*, waits: bool = True) -> None:
     """Stop a long-running command on a database without this version's schema, with `aiimpl db
     upgrade` to say (every request or cycle would fail until it runs). A database that does not
-    answer yet is only said: the command waits for it, as gunicorn's workers do."""
+    answer yet is only said: the command waits for it, as gunicorn's workers do; one that does not
+    wait (``waits`` false) fails with the database's answer."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from ..database import failure_reason, schema_problem, schema_revision
@@ -175,6 +225,8 @@ def stop_without_this_schema() -> None:
     try:
         problem = schema_problem(schema_revision())
     except SQLAlchemyError as exc:
+        if not waits:
+            raise
         click.echo(f"the database does not answer yet: {failure_reason(exc)}", err=True)
         return
     if problem:

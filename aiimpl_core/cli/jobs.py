@@ -18,7 +18,7 @@ from ..errors import AiimplError
 from ..extensions import db
 from ..orm import Job, iso_z
 from ..types import ACTIVE_STATUSES, JobStatus, Phase
-from . import cli, echo_json, stop_without_this_schema
+from . import cli, echo_json, masked, stop_without_this_schema
 
 
 def job_dict(job: Job, *, details: bool = False) -> dict[str, Any]:
@@ -120,22 +120,25 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
     def show(report: Any) -> None:
         if as_json:
             echo_json(report.as_dict())
-        else:
-            click.echo(f"[{report.started_at:%Y-%m-%d %H:%M:%S}] {report.summary()}")
-            for key, blocked in sorted(report.blocked.items()):
-                click.echo(f"  blocked {key}: {blocked['message']}")
-            for provider_id, why in sorted(report.providers_skipped.items()):
-                click.echo(f"  skipped {provider_id}: {why}")
-            # a runner backend that could not be asked about its runs (its poll failed, it backs off)
-            for backend_id, why in sorted(((report.reconciled or {}).get("skipped") or {}).items()):
-                click.echo(f"  skipped {backend_id}: {why}")
-            for error in report.errors:
-                click.echo(f"  error: {error}")
+            return
+        # (a tracker's or backend's error may quote the request's credentials: masked, as in the log)
+        lines = [f"[{report.started_at:%Y-%m-%d %H:%M:%S}] {report.summary()}"]
+        for key, blocked in sorted(report.blocked.items()):
+            lines.append(f"  blocked {key}: {blocked['message']}")
+        for provider_id, why in sorted(report.providers_skipped.items()):
+            lines.append(f"  skipped {provider_id}: {why}")
+        # a runner backend that could not be asked about its runs (its poll failed, it backs off)
+        for backend_id, why in sorted(((report.reconciled or {}).get("skipped") or {}).items()):
+            lines.append(f"  skipped {backend_id}: {why}")
+        for error in report.errors:
+            lines.append(f"  error: {error}")
+        click.echo("\n".join(masked(lines)))
 
     # a cycle on an older schema would write with this version's statements (a cycle from cron as
     # well as a service, which would fail every cycle: it stops at once, and a service manager
-    # restarts it); a database that does not answer yet is waited for, cycle after cycle
-    stop_without_this_schema()
+    # restarts it); a database that does not answer yet is waited for, cycle after cycle (by the
+    # loop: the one cycle of --once fails with what the database said)
+    stop_without_this_schema(waits=not once)
     if once:
         from ..services import shadow
 
@@ -145,6 +148,16 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
         show(run_cycle())
         return
     poller = Poller(interval)
+    #: the reader of the reports went away (`aiimpl poll | head`): the loop ends, as any command ends
+    #: whose output is cut (the poller's own handler would log it as a failed cycle, every cycle)
+    cut: list[BrokenPipeError] = []
+
+    def show_while_read(report: Any) -> None:
+        try:
+            show(report)
+        except BrokenPipeError as exc:
+            cut.append(exc)
+            poller.stop()
 
     def on_signal(signum: int, _frame: Any) -> None:
         click.echo(f"signal {signal.Signals(signum).name}: stopping after the current cycle", err=True)
@@ -155,11 +168,13 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
         click.echo(
             f"polling every {poller.interval:g}s (SIGTERM or Ctrl-C stops after the current cycle)", err=True
         )
-        poller.run_forever(on_cycle=show)
+        poller.run_forever(on_cycle=show_while_read)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     click.echo(f"stopped after {poller.cycles} cycle(s)", err=True)
+    if cut:
+        raise cut[0]  # click ends the command as it ends any whose output is cut (status 1)
 
 
 # -- prune ----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import cli, echo_json
+from . import _not_utf8, cli, echo_json, masked
 
 
 class ApiCall:
@@ -179,6 +179,10 @@ def _mapping_options(func):  # noqa: ANN001, ANN202
     return func
 
 
+#: fields of a stored mapping (``mappings show --json``) that a saved one sets itself
+READ_ONLY_FIELDS = ("createdAt", "updatedAt")
+
+
 def _mapping_body(team_key: str, values: dict[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {}
     source = values.pop("from_json", None)
@@ -187,9 +191,18 @@ def _mapping_body(team_key: str, values: dict[str, Any]) -> dict[str, Any]:
             loaded = json.load(source, parse_constant=_json_constant)
         except ValueError as exc:
             raise click.ClickException(f"--from-json: not valid JSON ({exc})") from None
+        name = "standard input" if source.name == "<stdin>" else source.name
         if not isinstance(loaded, dict):
-            name = "standard input" if source.name == "<stdin>" else source.name
             raise click.ClickException(f"--from-json: {name} must hold a JSON object (the mapping's fields)")
+        # the API ignores a field it does not read: a misspelt one would be saved as "updated"
+        # while the mapping kept its value (the times a stored mapping shows are taken, and ignored)
+        from ..services.mappings import FIELDS
+
+        unknown = sorted(key for key in loaded if key not in FIELDS and key not in READ_ONLY_FIELDS)
+        if unknown:
+            raise click.ClickException(
+                f"--from-json: {name} has fields a mapping does not have: {', '.join(unknown)} "
+                f"(a mapping's fields: {', '.join(FIELDS)})")
         body.update(loaded)
     env = values.pop("extraEnv", ())
     if env:
@@ -339,7 +352,7 @@ def mappings_sync(team_key: str | None, all_: bool, as_json: bool) -> None:
             said = result.get("error") if isinstance(result, dict) and "error" in result else "ok"
             if isinstance(result, dict) and "skipped" in result:
                 said = f"skipped ({result['skipped']})"
-            click.echo(f"{team}: {said}")
+            click.echo(masked(f"{team}: {said}"))
     if failures:
         raise click.ClickException(f"{failures} of {len(teams)} mappings failed to sync")
 
@@ -389,7 +402,13 @@ def secrets_set(name: str, team: str | None, as_json: bool) -> None:
     if sys.stdin.isatty():
         value = click.prompt(f"Value of {name}", hide_input=True)
     else:
-        value = sys.stdin.read().rstrip("\r\n")  # (a file's last line ending, CRLF included)
+        try:
+            value = sys.stdin.read().rstrip("\r\n")  # (a file's last line ending, CRLF included)
+        except UnicodeDecodeError:
+            value = None
+        if value is None or _not_utf8(value):  # (the value itself is never said)
+            raise click.ClickException(
+                f"the value on standard input is not {(sys.stdin.encoding or 'UTF-8').upper()} text")
     from ..services.secrets import MAX_VALUE
 
     if len(value) > MAX_VALUE:
