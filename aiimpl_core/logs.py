@@ -171,6 +171,29 @@ def mask(*values: str | None) -> None:
     SECRETS.add(*values)
 
 
+def masked(data: Any) -> Any:
+    """``data`` (a string, or lists and mappings of them) with every value :data:`SECRETS` knows
+    masked, as in this process's log lines: for what an answer or a command's output shows of a
+    remote error, which may quote the failed request's credentials (a tracker, GitHub or a proxy in
+    between echoing them)."""
+    redactors = SECRETS.redactors()
+    if not redactors:
+        return data
+
+    def mask(value: Any) -> Any:
+        if isinstance(value, str):
+            for redactor in redactors:
+                value = redactor.text(value)
+            return value
+        if isinstance(value, Mapping):
+            return {key: mask(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [mask(item) for item in value]
+        return value
+
+    return mask(data)
+
+
 def guard(handler: logging.Handler) -> logging.Handler:
     """``handler`` with :data:`SECRETS` among its filters (once)."""
     if SECRETS not in handler.filters:

@@ -122,13 +122,15 @@ def _install_error_handlers(app: Flask) -> None:
                 resp.headers[name] = value
         return resp, exc.code
 
+    # (an error's message may quote a remote answer, and the answer the failed request's
+    # credentials: masked as in the log)
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):  # noqa: ANN202
-        return jsonify(exc.body()), exc.status
+        return jsonify(logs.masked(exc.body())), exc.status
 
     @app.errorhandler(AiimplError)
     def _aiimpl_error(exc: AiimplError):  # noqa: ANN202
-        return jsonify(error=exc.message), 400
+        return jsonify(error=logs.masked(exc.message)), 400
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):  # noqa: ANN202

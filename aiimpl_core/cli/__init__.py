@@ -44,26 +44,8 @@ def _not_utf8(text: str) -> bool:
     return any("\udc80" <= char <= "\udcff" for char in text)
 
 
-def masked(data: Any) -> Any:
-    """``data`` with every secret this process knows masked in each of its strings, as in its log
-    lines: what a command prints may quote a remote answer, and a tracker, GitHub or a proxy in
-    between can echo the request's credentials in its error."""
-    redactors = logs.SECRETS.redactors()
-    if not redactors:
-        return data
-
-    def mask(value: Any) -> Any:
-        if isinstance(value, str):
-            for redactor in redactors:
-                value = redactor.text(value)
-            return value
-        if isinstance(value, dict):
-            return {key: mask(item) for key, item in value.items()}
-        if isinstance(value, list | tuple):
-            return [mask(item) for item in value]
-        return value
-
-    return mask(data)
+#: what a command prints may quote a remote answer, a failed request's credentials and all
+masked = logs.masked
 
 
 def echo_json(data: object) -> None:

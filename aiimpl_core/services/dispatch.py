@@ -27,6 +27,7 @@ from flask import current_app
 from sqlalchemy import cast, exists, false, func, literal, null, select, true, union_all, update
 from sqlalchemy.exc import IntegrityError
 
+from .. import logs
 from ..database import (
     advisory_locks,
     chunks,
@@ -123,8 +124,10 @@ class CycleReport:
             "dispatched": [d.as_dict() for d in self.dispatched],
             "blocked": dict(self.blocked),
             "skipped": dict(self.skipped),
-            "providersSkipped": dict(self.providers_skipped),
-            "errors": list(self.errors),
+            # (a tracker's or backend's error may quote the failed request's credentials: masked, as
+            # in the log, wherever the report is shown, a tracker webhook's answer included)
+            "providersSkipped": logs.masked(dict(self.providers_skipped)),
+            "errors": logs.masked(list(self.errors)),
             "reconciled": dict(self.reconciled),
             "outbox": dict(self.outbox),
         }
