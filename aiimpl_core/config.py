@@ -265,6 +265,10 @@ def load(environ: Mapping[str, str] | None = None, extra_names: tuple[str, ...] 
         if raw is None or raw == "":
             out[setting.name] = None if setting.name == "AIIMPL_DATABASE_URL" else setting.default
             continue
+        if any("\udc80" <= char <= "\udcff" for char in raw):
+            # bytes that are no UTF-8 (kept by Python as lone surrogates): no request, key or URL can
+            # carry them (the value is not said: it may be a secret)
+            raise ConfigError(f"{setting.name}: is not UTF-8 text")
         try:
             out[setting.name] = setting.parse(raw)
         except (ValueError, TypeError) as exc:

@@ -58,6 +58,9 @@ NO_BLANKS = ("must not hold spaces or line breaks: it is sent as `Authorization:
     # sent as a bearer token: a space or line break inside could never be sent (every request refused)
     ("AIIMPL_TRIGGER_SECRET", "gap fill passphrase", NO_BLANKS),
     ("AIIMPL_METRICS_TOKEN", "scrape\ntoken", NO_BLANKS),
+    # bytes that are no UTF-8, as Python reads them from the environment (the value is not said)
+    ("AIIMPL_SECRET_KEY", "ab\udcffcdefgh" * 4, "is not UTF-8 text"),
+    ("AIIMPL_PUBLIC_URL", "https://h\udce9.example", "is not UTF-8 text"),
 ])
 def test_a_value_that_is_not_valid_is_refused_with_what_is_expected(name, value, message):
     with pytest.raises(ConfigError) as refused:

@@ -190,6 +190,16 @@ def test_encoded_forms_and_short_values_and_followed_redactors(masked_handler):
     assert len(logs.SECRETS.redactors()) == 1
 
 
+def test_a_secret_of_bytes_that_are_no_utf8_is_masked_as_sent():
+    """A plugin's setting read from the environment may hold such bytes (kept by Python as lone
+    surrogates): masking it fails nothing, and finds it as written and as a URL would carry it."""
+    from aiimpl_core.session.redact import Redactor
+
+    value = "lin_api_ab\udcffcdefgh1234"
+    redactor = Redactor([value])
+    assert redactor.text(f"key {value} in %s" % "lin_api_ab%FFcdefgh1234") == "key [REDACTED] in [REDACTED]"
+
+
 def test_the_mask_keeps_its_last_values_only():
     mask = logs.SecretMask(size=3)
     mask.add("value-1", "value-2", "value-3", "value-1", "value-4")  # value-1 used again: kept

@@ -104,9 +104,12 @@ class Redactor:
             self._pending |= fresh
 
     def _variants(self, value: str) -> set[str]:
-        out = {value, quote(value, safe=""), quote_plus(value, safe="")}
-        for raw in (value, f"x-access-token:{value}"):
-            out.add(base64.b64encode(raw.encode()).decode().rstrip("="))
+        # (a value from the environment may hold bytes that are no UTF-8, which Python keeps as lone
+        # surrogates: encoded back to those bytes, as they would be sent)
+        data = value.encode("utf-8", "surrogateescape")
+        out = {value, quote(data, safe=""), quote_plus(data, safe="")}
+        for raw in (data, b"x-access-token:" + data):
+            out.add(base64.b64encode(raw).decode().rstrip("="))
         # a multi-line secret's (a PEM key's) lines, each a secret on its own
         lines = {line.strip() for line in value.splitlines()}
         if len(lines) > 1:
