@@ -17,7 +17,9 @@ and the stage, and commits; only then is the backend called. The partial unique 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -188,9 +190,11 @@ def _tracker(provider_id: str) -> TicketingProvider:
     return facade.ticketing(provider_id)
 
 
-def checked_page(provider_id: str, page: Any) -> TriggeredPage:
+def checked_page(provider_id: str, page: Any, report: CycleReport | None = None) -> TriggeredPage:
     """A page ``iter_triggered`` yielded, once it is a :class:`TriggeredPage` of
-    :class:`TrackerIssue` s; any other answer is that tracker's failure, not the cycle's.
+    :class:`TrackerIssue` s (any other answer is that tracker's failure, not the cycle's), with
+    its issues' text storable (:func:`storable_issue`). An issue whose key is longer than the
+    database keeps is left out of it, named in ``report``'s errors (or the log).
 
     :raises PluginContractError: naming what the plugin yielded.
     """
@@ -204,7 +208,61 @@ def checked_page(provider_id: str, page: Any) -> TriggeredPage:
                 f"iter_triggered of {provider_id!r} yielded a page holding a {type(issue).__name__}, "
                 "not a TrackerIssue"
             )
-    return page
+    kept = []
+    for issue in page.issues:
+        if (refused := _key_refused(issue)) is None:
+            kept.append(storable_issue(issue))
+        elif report is not None:
+            report.errors.append(refused)
+        else:
+            log.warning("%s", refused)
+    if len(kept) == len(page.issues) and all(a is b for a, b in zip(kept, page.issues, strict=True)):
+        return page
+    return dataclasses.replace(page, issues=tuple(kept))
+
+
+#: characters of an issue or team key the database keeps (``String(64)`` columns)
+MAX_KEY_CHARS = 64
+#: a lone surrogate (bytes that were no UTF-8), which no encoding holds
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _key_refused(issue: TrackerIssue) -> str | None:
+    for key in (issue.key, issue.team_key):
+        if isinstance(key, str) and len(key) > MAX_KEY_CHARS:
+            return (f"{key[:MAX_KEY_CHARS]}…: an issue key longer than {MAX_KEY_CHARS} characters "
+                    "is not dispatched")
+    return None
+
+
+def _storable(text: Any) -> Any:
+    if not isinstance(text, str) or ("\x00" not in text and not _SURROGATE.search(text)):
+        return text
+    return _SURROGATE.sub("\ufffd", text.replace("\x00", "\ufffd"))
+
+
+def _storable_link(link: Any) -> Any:
+    key, title = _storable(link.key), _storable(link.title)
+    if key is link.key and title is link.title:
+        return link
+    return dataclasses.replace(link, key=key, title=title)
+
+
+def storable_issue(issue: TrackerIssue) -> TrackerIssue:
+    """``issue`` with what the database cannot store in its text replaced by U+FFFD: a NUL, which
+    PostgreSQL's text refuses (one issue's title would fail the statement that writes its whole
+    page of blockers), and a lone surrogate, which no encoding holds."""
+    changes: dict[str, Any] = {
+        name: cleaned for name in ("key", "team_key", "title", "description", "url", "state", "remote_id")
+        if (cleaned := _storable(value := getattr(issue, name))) is not value
+    }
+    labels = tuple(_storable(label) for label in issue.labels)
+    if any(a is not b for a, b in zip(labels, issue.labels, strict=True)):
+        changes["labels"] = labels
+    links = tuple(_storable_link(link) for link in issue.blocked_by)
+    if any(a is not b for a, b in zip(links, issue.blocked_by, strict=True)):
+        changes["blocked_by"] = links
+    return dataclasses.replace(issue, **changes) if changes else issue
 
 
 def read_issue(provider_id: str, key: str, tracker: Any = None) -> TrackerIssue:
@@ -232,7 +290,9 @@ def checked_issue(provider_id: str, issue: Any) -> TrackerIssue:
         raise PluginContractError(
             f"get_issue of {provider_id!r} answered {type(issue).__name__}, not a TrackerIssue"
         )
-    return issue
+    if (refused := _key_refused(issue)) is not None:
+        raise AiimplError(refused)
+    return storable_issue(issue)
 
 
 # -- the claim ------------------------------------------------------------------------------
@@ -1051,7 +1111,7 @@ def _poll_provider(
         while True:
             fetched_at = utcnow()  # the time this page's remote call began
             try:
-                page = checked_page(provider_id, next(pages))
+                page = checked_page(provider_id, next(pages), report)
             except StopIteration:
                 break
             except Exception as exc:  # noqa: BLE001 - one connection's failure must not stop the cycle
