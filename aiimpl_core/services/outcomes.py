@@ -58,6 +58,14 @@ class Outcome:
     turns: int | None = None
     duration_seconds: float | None = None
 
+    def __post_init__(self) -> None:
+        # a reason of white space alone is none (the comment would end after its colon), and a
+        # reason is said without the line breaks around it; so is an excerpt of nothing
+        if isinstance(self.reason, str):
+            object.__setattr__(self, "reason", self.reason.strip() or None)
+        if isinstance(self.log_excerpt, str) and not self.log_excerpt.strip():
+            object.__setattr__(self, "log_excerpt", None)
+
 
 def end_job(job: Job, outcome: Outcome) -> bool:
     """End ``job`` with ``outcome``; return false (changing nothing) when it had already ended."""
