@@ -50,6 +50,16 @@ def test_anthropic_env_marks_the_key_secret():
     assert "ANTHROPIC_API_KEY" in provider.secret_env_names(mapping)
 
 
+@pytest.mark.parametrize(("config", "stored"), [
+    ({"AIIMPL_ANTHROPIC_API_KEY": "sk-test\n"}, None),  # a secret file's line break
+    ({}, "  sk-test\r\n"),  # stored pasted with spaces and a line break
+    ({"AIIMPL_ANTHROPIC_API_KEY": " \n"}, "sk-test"),  # a blank variable is no key
+])
+def test_anthropic_key_is_sent_without_the_blanks_around_it(config, stored):
+    provider = AnthropicProvider(make_context(config, secret=lambda name, scope=None: stored))
+    assert provider.session_env(sample_mapping())["ANTHROPIC_API_KEY"] == "sk-test"
+
+
 def test_bedrock_env_carries_region():
     env = BedrockProvider(make_context({"AIIMPL_BEDROCK_AWS_ACCESS_KEY_ID": "AKIA"})).session_env(
         sample_mapping(provider="bedrock", aws_region="eu-west-1"))

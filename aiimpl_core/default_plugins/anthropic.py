@@ -17,13 +17,15 @@ class AnthropicProvider(ModelProvider):
     )
 
     def is_configured(self) -> bool:
-        return bool(self.context.setting("AIIMPL_ANTHROPIC_API_KEY"))
+        return bool(_stripped(self.context.setting("AIIMPL_ANTHROPIC_API_KEY")))
 
     def session_env(self, mapping: MappingView) -> dict[str, str]:
         env: dict[str, str] = {}
+        # (a key pasted or read from a file with its line break, or spaces around it, is the same
+        # key: sent as a header, the session's every request to the API would fail with them)
         key = (
-            self.context.setting("AIIMPL_ANTHROPIC_API_KEY")
-            or self.context.secret("ANTHROPIC_API_KEY", None)
+            _stripped(self.context.setting("AIIMPL_ANTHROPIC_API_KEY"))
+            or _stripped(self.context.secret("ANTHROPIC_API_KEY", None))
         )
         if key:
             env["ANTHROPIC_API_KEY"] = key
@@ -34,6 +36,10 @@ class AnthropicProvider(ModelProvider):
 
     def secret_env_names(self, mapping: MappingView) -> frozenset[str]:
         return frozenset({"ANTHROPIC_API_KEY"})
+
+
+def _stripped(value: object) -> str | None:
+    return (value.strip() or None) if isinstance(value, str) else None
 
 
 @hookimpl(trylast=True)
