@@ -230,6 +230,10 @@ def record_result(claims: RunClaims, data: dict[str, Any]) -> dict[str, Any]:
                 label = _timeout_of(job)
                 outcome = replace(outcome, timeout_reason=label.value, log_label=label)
             ended = end_job(job, outcome)
+            if ended:
+                # the reconciler may have seen the run over before this result came: the start of
+                # the grace it counted has no more use
+                reconcile.forget_run_ended(job.id)
             answer: dict[str, Any] = {"jobId": job.id, "status": job.status, "ended": ended}
             if outcome.status is JobStatus.FAILED:
                 answer["failureKind"] = failure_kind(outcome.reason)

@@ -20,7 +20,7 @@ from ..orm import Mapping as MappingRow
 from ..types import JobStatus
 from . import outbox
 from .outcomes import Outcome, end_job
-from .reconcile import in_flight_run
+from .reconcile import forget_run_ended, in_flight_run
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,13 @@ def cancel_job(job_id: int) -> Job:
         raise Conflict(ALREADY_ENDED)
     mapping = db.session.get(MappingRow, job.mapping_id) if job.mapping_id is not None else None
     facade = current_app.extensions["aiimpl"]
-    backend = facade.runner(job.backend) if job.backend in facade.ids("runner") else None
+    backend = None
+    if job.backend in facade.ids("runner"):
+        try:
+            backend = facade.runner(job.backend)
+        except Exception:  # noqa: BLE001 - a backend that cannot be set up must not keep the job in flight
+            log.warning("the runner backend %r of job %s could not be set up: the job is cancelled, its "
+                        "run is left to its lifetime", job.backend, job.id, exc_info=True)
     lifetime = int(current_app.config.get("AIIMPL_SESSION_LIFETIME_SECONDS") or 3600)
     with serialized(keep=[job]):
         # compare-and-set on the status: a result or a second cancel wins once. Read under the row
@@ -56,6 +62,7 @@ def cancel_job(job_id: int) -> Job:
         launched = job.status != JobStatus.UNKNOWN.value
         if not end_job(job, Outcome(JobStatus.FAILED, reason=CANCELLED)):
             raise Conflict(ALREADY_ENDED)
+        forget_run_ended(job.id)
     log.info("job %s (%s) cancelled by an operator", job.id, job.issue_key)
     if backend is not None and run is not None and launched and not job.shadow:
         try:

@@ -35,10 +35,13 @@ def owning_mapping(issue_key: str) -> MappingRow | None:
     installed = set(facade.ids("ticketing"))
     for mapping in db.session.scalars(select(MappingRow).order_by(MappingRow.id)):
         provider_id = mapping.view().ticketing_provider
+        team = issue_key.rsplit("-", 1)[0]
         if provider_id in installed:
-            team = facade.ticketing(provider_id).team_of(issue_key)
-        else:
-            team = issue_key.rsplit("-", 1)[0]
+            try:
+                team = facade.ticketing(provider_id).team_of(issue_key)
+            except Exception:  # noqa: BLE001 - a tracker that cannot be set up must not fail the others
+                log.warning("the tracker %r could not say the team of %s; its keys are taken to name "
+                            "their team before the dash", provider_id, issue_key, exc_info=True)
         if team == mapping.team_key:
             return mapping
     return None
@@ -51,12 +54,21 @@ def gap_fill_backend(mapping: MappingRow) -> BackendChoice:
     choice = choose_backend(mapping)
     if choice.shadow:
         return choice
-    if choice.backend_id in facade.ids("runner") and facade.runner(choice.backend_id).supports_gap_fill:
+    if choice.backend_id in facade.ids("runner") and _gap_fill_ready(facade, choice.backend_id):
         return choice
     for backend in facade.runners():
         if backend.supports_gap_fill and backend.is_configured():
             return BackendChoice(backend.id, choice.runner_mode, False)
     raise CallbackError(502, "dispatch_failed", {"detail": NO_GAP_FILL_BACKEND, "dispatchStatus": None})
+
+
+def _gap_fill_ready(facade: Any, backend_id: str) -> bool:
+    """Whether the backend supports gap-fill and can be set up (one that cannot is passed over
+    for a configured one that can)."""
+    try:
+        return bool(facade.runner(backend_id).supports_gap_fill)
+    except Exception:  # noqa: BLE001 - the plugin facade logged why
+        return False
 
 
 def pr_branch(mapping: MappingRow, issue_key: str, pr_number: int) -> str:

@@ -129,7 +129,9 @@ def handle_merged(pr: MergedPullRequest, *, delivery_id: str | None, event: str 
                 provider=provider,
                 kind="merged",
                 job=job,
-                dedupe_key=f"merged:{job.id}:{pr.number}",
+                # keyed by the merge, not by the job found: a second hook's delivery of it finds a
+                # job created on the PR since (a gap-fill) and must not post the comment again
+                dedupe_key=f"merged:{job.issue_key}:{pr.merge_sha}",
             )
             enqueue_done(job.issue_key, provider=provider, job=job)
             result = MergeResult(job_id=job.id, issue_key=job.issue_key)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -54,7 +55,11 @@ LEASE_RAN_OUT = "its sender stopped before recording an outcome (lease ran out);
 
 def _backoff(attempts: int, retry_after: float | None) -> timedelta:
     if retry_after is not None:
-        return timedelta(seconds=max(1.0, retry_after))
+        # honoured up to MAX_BACKOFF: a longer one (a date years ahead, ``inf``) would hold the
+        # issue's later writes for as long, or not fit a date at all and fail the whole delivery
+        wait = float(retry_after)
+        wait = wait if math.isfinite(wait) else MAX_BACKOFF.total_seconds()
+        return timedelta(seconds=min(max(1.0, wait), MAX_BACKOFF.total_seconds()))
     return min(MAX_BACKOFF, timedelta(seconds=5 * 2 ** min(attempts, 12)))
 
 
@@ -366,7 +371,15 @@ def deliver(
         if issue_key in blocked_issues or provider_id in postponed_providers or issue_key in waiting:
             counts["skipped"] += 1
             continue
-        item = taken.pop(item_id, None) if op in IDEMPOTENT_OPS else _claim(item_id, now)
+        if op not in IDEMPOTENT_OPS:
+            item = _claim(item_id, now)
+        else:
+            item = taken.pop(item_id, None)
+            if item is not None and item.lease_until is not None and item.lease_until <= utcnow():
+                # taken at the start of a pass that outlasted its lease: another sender may have sent
+                # it since, and a later stage change of its issue after it, which this copy would
+                # undo; taken again (as a comment is, just before it is sent), or left to that sender
+                item = _claim(item_id, utcnow())
         if item is None:
             counts["skipped"] += 1
             if _still_waiting(item_id):

@@ -15,6 +15,7 @@ the database:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 MIN_BACKOFF = timedelta(seconds=30)
 MAX_BACKOFF = timedelta(minutes=15)
+#: the longest ``Retry-After`` honoured (a remote's rate-limit windows are an hour at most)
+MAX_RETRY_AFTER = timedelta(hours=1)
 
 
 def holder_id() -> str:
@@ -130,8 +133,8 @@ def is_transient(exc: BaseException) -> bool:
 def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetime | None = None) -> Backoff:
     """Remember that a connection failed; returns the new back-off.
 
-    ``Retry-After`` is honoured as given; otherwise the wait doubles per failure in a row, from
-    30 seconds up to 15 minutes.
+    ``Retry-After`` is honoured as given, up to an hour (:data:`MAX_RETRY_AFTER`); otherwise the
+    wait doubles per failure in a row, from 30 seconds up to 15 minutes.
     """
     now = now or utcnow()
     key = backoff_key(kind, provider_id)
@@ -148,7 +151,11 @@ def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetim
         if row is not None and isinstance(row.value, dict):
             failures = int(row.value.get("failures") or 0) + 1
         if retry_after is not None:
-            wait = timedelta(seconds=max(1.0, float(retry_after)))
+            # honoured up to MAX_RETRY_AFTER: a longer one (a date years ahead, ``inf``) would leave
+            # the connection alone for as long (it is not tried meanwhile), or not fit a date at all
+            seconds = float(retry_after)
+            seconds = seconds if math.isfinite(seconds) else MAX_RETRY_AFTER.total_seconds()
+            wait = timedelta(seconds=min(max(1.0, seconds), MAX_RETRY_AFTER.total_seconds()))
         else:
             wait = min(MAX_BACKOFF, MIN_BACKOFF * 2 ** min(failures - 1, 10))
         value: dict[str, Any] = {"until": (now + wait).isoformat(), "failures": failures, "error": message}

@@ -140,13 +140,19 @@ def _grace_key(job_id: int) -> str:
     return f"run-ended:{job_id}"
 
 
+def forget_run_ended(job_id: int) -> None:
+    """Forget when the reconciler first saw the job's run over without its result (in the caller's
+    transaction): the job has ended, and nothing reads the row any more."""
+    db.session.execute(delete(Setting).where(Setting.key == _grace_key(job_id)))
+
+
 def _end(job: Job, outcome: Outcome, report: ReconcileReport) -> None:
     if end_job(job, outcome):
         report.ended += 1
         report.endings[job.id] = f"{outcome.status.value}" + (
             f"/{outcome.timeout_reason}" if outcome.timeout_reason else ""
         )
-    db.session.execute(delete(Setting).where(Setting.key == _grace_key(job.id)))
+    forget_run_ended(job.id)
 
 
 def _run_not_found(job: Job, report: ReconcileReport) -> None:

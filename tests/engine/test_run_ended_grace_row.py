@@ -1,0 +1,59 @@
+"""The row in which the reconciler keeps when it first saw a run over without its result
+(``run-ended:<job>``, the start of the grace the result gets) goes when the job ends, however it
+ends: not only when the reconciler ends it, but also when the result comes within the grace or an
+operator cancels the job. Nothing prunes settings: a row left behind would stay for good."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from aiimpl_core.extensions import db
+from aiimpl_core.orm import Setting
+from aiimpl_core.services.dispatch import run_cycle
+from aiimpl_core.testing.orchestrator import reconcile
+from aiimpl_core.types import RunPhase
+
+from .conftest import jobs_of, later, post_result
+
+
+def _grace_rows() -> list[str]:
+    db.session.rollback()
+    return list(db.session.scalars(select(Setting.key).where(Setting.key.like("run-ended:%"))))
+
+
+def _run_seen_over(tracker, runner, add_mapping) -> int:  # noqa: ANN001
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    run_cycle()
+    [job] = jobs_of("ENG-1")
+    runner.set_state(job.id, RunPhase.SUCCEEDED)
+    reconcile()  # the run is over and no result came yet: the grace starts
+    assert _grace_rows() == [f"run-ended:{job.id}"]
+    return job.id
+
+
+def test_a_result_within_the_grace_takes_the_grace_row_with_it(app, client, tracker, runner, add_mapping):
+    job_id = _run_seen_over(tracker, runner, add_mapping)
+    resp = post_result(client, runner, job_id, outcome="success", prUrl="https://github.com/acme/eng/pull/3")
+    assert resp.get_json()["ended"] is True
+    assert _grace_rows() == []
+    reconcile(later(minutes=30))
+    assert _grace_rows() == []
+    assert jobs_of("ENG-1")[0].status == "completed"
+
+
+def test_a_cancel_within_the_grace_takes_the_grace_row_with_it(
+    app, client, admin_headers, tracker, runner, add_mapping
+):
+    job_id = _run_seen_over(tracker, runner, add_mapping)
+    assert client.post(f"/api/jobs/{job_id}/cancel", headers=admin_headers).status_code == 200
+    assert _grace_rows() == []
+
+
+def test_a_late_result_leaves_what_the_reconciler_ended(app, client, tracker, runner, add_mapping):
+    job_id = _run_seen_over(tracker, runner, add_mapping)
+    reconcile(later(minutes=10))  # the grace is over: the job ends without its result
+    assert _grace_rows() == []
+    resp = post_result(client, runner, job_id, outcome="success", prUrl="https://github.com/acme/eng/pull/3")
+    assert resp.get_json()["ended"] is False
+    assert jobs_of("ENG-1")[0].status == "failed"
