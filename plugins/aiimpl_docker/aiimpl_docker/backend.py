@@ -161,6 +161,17 @@ def parse_volumes(spec: str) -> dict[str, dict[str, str]]:
     return out
 
 
+def parse_command(value: str) -> list[str]:
+    """``AIIMPL_DOCKER_COMMAND`` as the words of the command line that replaces the image's
+    entrypoint (shell quoting rules, nothing expanded)."""
+    try:
+        return shlex.split(value)
+    except ValueError as exc:  # an unclosed quote, a trailing backslash
+        raise ProviderConfigError(
+            f"{config.COMMAND} is not a command line of shell words: {exc}", provider="local-docker"
+        ) from None
+
+
 class LocalDockerBackend(RunnerBackend):
     """Runs each session in its own container on the local Docker (or Podman) engine."""
 
@@ -223,7 +234,9 @@ class LocalDockerBackend(RunnerBackend):
 
     def check(self, mappings: Sequence[MappingView]) -> Sequence[CheckResult]:
         """Whether the engine answers (its version) and the session image is on it; read-only:
-        nothing is pulled, built or started."""
+        nothing is pulled, built or started. A ``settings`` line is added when the command or the
+        volumes setting cannot be read, as every dispatch would then fail."""
+        settings = self._check_settings()
         try:
             client = self.docker()
             info = engine.call("reading the engine's version", client.version)
@@ -231,8 +244,20 @@ class LocalDockerBackend(RunnerBackend):
             return [
                 CheckResult("engine", False, f"{exc.message} ({_engine_address()})"),
                 CheckResult(f"image {self.image}", False, "not checked: the Docker engine does not answer"),
+                *settings,
             ]
-        return [CheckResult("engine", True, _describe_engine(info)), self._check_image(client)]
+        return [CheckResult("engine", True, _describe_engine(info)), self._check_image(client), *settings]
+
+    def _check_settings(self) -> list[CheckResult]:
+        problems: list[str] = []
+        for name, parse in ((config.COMMAND, parse_command), (config.VOLUMES, parse_volumes)):
+            value = self.context.setting(name)
+            if value:
+                try:
+                    parse(str(value))
+                except ProviderConfigError as exc:
+                    problems.append(exc.message)
+        return [CheckResult("settings", False, "; ".join(problems))] if problems else []
 
     def _check_image(self, client: Any) -> CheckResult:
         name = f"image {self.image}"
@@ -282,7 +307,7 @@ class LocalDockerBackend(RunnerBackend):
         command = self.context.setting(config.COMMAND)
         if command:
             # replaces the entrypoint too: the session image's entrypoint would take it as arguments
-            options["entrypoint"] = shlex.split(str(command))
+            options["entrypoint"] = parse_command(str(command))
         volumes = self.context.setting(config.VOLUMES)
         if volumes:
             options["volumes"] = parse_volumes(str(volumes))

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from aiimpl_core.errors import DispatchError
+from aiimpl_core.errors import DispatchError, ProviderConfigError
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job, Mapping, utcnow
 from aiimpl_core.services.dispatch import run_cycle
@@ -386,3 +386,21 @@ def test_a_missing_image_leaves_nothing_to_remove(
     posted = [path.rsplit("/", 2)[-2:] for method, path in fake_engine.requests if method == "POST"]
     assert posted == [["containers", "create"], ["images", "create"]]  # created, then pulled: neither
     assert fake_engine.containers == {}
+
+
+@pytest.mark.parametrize("command", ["sh -c 'echo unfinished", "sh -c echo\\"])
+def test_a_command_setting_that_is_not_shell_words_is_named(
+    fake_engine: FakeEngine, clock: Clock, command: str
+) -> None:
+    # an unclosed quote in AIIMPL_DOCKER_COMMAND: the job's failure and `aiimpl check` name the
+    # setting, not an unexpected ValueError the operator can only find in the server log
+    fake_engine.images[IMAGE] = "sha256:" + "5e" * 32
+    backend = LocalDockerBackend(
+        make_context({"AIIMPL_DOCKER_IMAGE": IMAGE, "AIIMPL_DOCKER_COMMAND": command}, clock=clock)
+    )
+    with pytest.raises(ProviderConfigError, match="AIIMPL_DOCKER_COMMAND is not a command line"):
+        backend.dispatch(sample_dispatch_request(12, mapping=sample_mapping()))
+    assert fake_engine.containers == {}
+    *_, settings = backend.check([])
+    assert not settings.ok and settings.name == "settings"
+    assert settings.detail.startswith("AIIMPL_DOCKER_COMMAND is not a command line of shell words: ")

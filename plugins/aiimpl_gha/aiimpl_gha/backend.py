@@ -247,20 +247,42 @@ class GitHubActionsBackend(RunnerBackend):
         return states
 
     def cancel(self, run: InFlightRun) -> None:
-        """Cancel the job's workflow run (the reconciler's safety net for a run past its lifetime).
+        """Cancel the job's workflow run (an operator's cancel, the reconciler's safety net for a
+        run past its lifetime).
 
-        A run not linked yet cannot be named to GitHub and is left to the workflow's
-        ``timeout-minutes``; one that already completed is left as it is.
+        A run not linked yet (an operator cancelled the job before a reconcile cycle linked it) is
+        looked up by its name, as :meth:`poll_runs` links it: its job has ended, so no later cycle
+        would find it, and the run would go on. One GitHub has not listed yet is left to fail on
+        its job's nonce, which is no longer accepted; one that already completed is left as it is.
         """
-        if not run.run_id or not self.is_configured():
+        if not self.is_configured():
             return
+        run_id = run.run_id
         try:
-            if self._repo(run.mapping).cancel_run(run.run_id):
-                self.log.info("job %s: cancelled workflow run %s", run.job_id, run.run_id)
+            repo = self._repo(run.mapping)
+            if not run_id:
+                run_id = self._run_id_by_name(repo, run)
+                if run_id is None:
+                    self.log.info("job %s: no workflow run named %r to cancel yet", run.job_id, run.run_name)
+                    return
+            if repo.cancel_run(run_id):
+                self.log.info("job %s: cancelled workflow run %s", run.job_id, run_id)
         except ProviderError as exc:
             self.log.warning(
-                "job %s: cancelling workflow run %s failed: %s", run.job_id, run.run_id, github_message(exc)
+                "job %s: cancelling workflow run %s failed: %s",
+                run.job_id,
+                run_id or repr(run.run_name),
+                github_message(exc),
             )
+
+    def _run_id_by_name(self, repo: Repo, run: InFlightRun) -> str | None:
+        """The id of the newest ``workflow_dispatch`` run named ``run.run_name`` (one listing back
+        to the dispatch), ``None`` when GitHub lists none."""
+        since = _aware(run.dispatched_at) - CLOCK_SLACK
+        for listed in repo.iter_workflow_runs(since, event="workflow_dispatch"):
+            if listed.get("display_title") == run.run_name and listed.get("id") is not None:
+                return str(listed["id"])
+        return None
 
     # -- workflow sync --
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiimpl_core.errors import DispatchError, ProviderConfigError, ProviderError
+from aiimpl_core.github.app_auth import TOKENS
 from aiimpl_core.testing.contract import (
     RunnerBackendContract,
     make_context,
@@ -77,6 +80,18 @@ def install(gh: FakeGitHub, backend: GitHubActionsBackend, **mapping_kw: object)
 
 
 class TestContract(RunnerBackendContract):
+    @pytest.fixture
+    def gh(self, aiimpl_specs_dir: str) -> Iterator[FakeGitHub]:
+        """The contract cancels the runs it dispatched (found by name before they are linked):
+        cancelling is outside the fast subset."""
+        full = os.path.join(aiimpl_specs_dir, "github", "rest", "api.github.com.json")
+        with FakeGitHub(spec_path=full) as fake:
+            fake.add_repo("acme", "api")
+            fake.add_installation("acme")
+            yield fake
+            fake.assert_clean()
+        TOKENS.clear()
+
     @pytest.fixture
     def runner_backend(self, gh: FakeGitHub, backend: GitHubActionsBackend) -> GitHubActionsBackend:
         install(gh, backend)
@@ -399,7 +414,8 @@ def test_cancel_asks_github_once_per_linked_run(
 ) -> None:
     request, run = running_run(gh, backend)
 
-    backend.cancel(in_flight(request))  # not linked yet: nothing to name to GitHub
+    other = full_request(2)  # not linked, and no run of its name listed yet: nothing to cancel
+    backend.cancel(in_flight(other))
     assert gh.server.requests_to("POST", "/cancel") == []
 
     backend.cancel(in_flight(request, run_id=str(run.id)))
@@ -415,3 +431,18 @@ def test_cancel_asks_github_once_per_linked_run(
     gh.fail_next("POST", r"/cancel$", 500, "Server Error")
     backend.cancel(in_flight(request, run_id=str(run.id)))  # best effort: logged, not raised
     assert "cancelling workflow run" in caplog.text and "Server Error" in caplog.text
+
+
+@pytest.mark.parametrize("gh", ["full"], indirect=True)  # cancelling is outside the fast subset
+def test_cancel_of_a_run_not_linked_yet_finds_it_by_its_name(
+    gh: FakeGitHub, backend: GitHubActionsBackend
+) -> None:
+    # an operator cancels the job before a reconcile cycle linked its run: the job ends, so no
+    # later cycle would look for the run, which must not go on
+    request, run = running_run(gh, backend)
+    backend.dispatch(full_request(11))  # another job's run, named alike ("job-1" in "job-11")
+    backend.cancel(in_flight(request))
+    [cancel] = gh.server.requests_to("POST", "/cancel")
+    assert cancel.path.endswith(f"/actions/runs/{run.id}/cancel")
+    assert (gh.runs[run.id].status, gh.runs[run.id].conclusion) == ("completed", "cancelled")
+    assert [r.status for r in gh.runs.values() if r.id != run.id] == ["queued"]

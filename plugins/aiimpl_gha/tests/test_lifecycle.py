@@ -239,3 +239,17 @@ def test_a_run_far_past_its_lifetime_is_cancelled_on_github(
     failure, excerpt = tracker.comments["ENG-7"]  # the notice and its labelled excerpt, once
     assert failure == "⚠️ Implementation failed: the session machine exceeded its lifetime (machine_timeout)"
     assert excerpt.startswith("Log excerpt (`machine_timeout`)")
+
+
+@pytest.mark.parametrize("gh", ["full"], indirect=True)  # cancelling is outside the fast subset
+def test_an_operators_cancel_before_the_run_is_linked_cancels_it_on_github(
+    app: Any, client: Any, gh: FakeGitHub, tracker: FakeTracker, mapping: MappingRow, admin_headers: Any
+) -> None:
+    tracker.add("ENG-8")
+    run_cycle(reconcile=False)
+    job = job_of("ENG-8")
+    assert (job.status, job.run_id) == ("dispatched", None)  # no reconcile cycle linked it yet
+    resp = client.post(f"/api/jobs/{job.id}/cancel", headers=admin_headers)
+    assert resp.status_code == 200 and resp.get_json()["status"] == "failed"
+    run = gh.run_named(f"job-{job.id}")
+    assert (run.status, run.conclusion) == ("completed", "cancelled")
