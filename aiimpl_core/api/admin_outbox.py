@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 ITEM_NOT_FOUND = "outbox item not found"
 NOT_DEAD = "only a dead item can be retried"
 LATER_STAGE_DELIVERED = "a later stage change of this issue was delivered"
+LATER_STAGE_SENDING = "a later stage change of this issue is being delivered: retry once it is done"
 #: writes that move the issue (sending an older one after a newer one went out moves it back)
 STAGE_OPS = ("stage", "done")
 
@@ -125,11 +126,12 @@ def _requeue(item_id: int, now: datetime) -> bool:
     concurrent tries, one re-queues it). A stage or done item is left dead when a later one of its
     issue went out already. Whether it was re-queued."""
     later = aliased(OutboxItem)
+    # (one a sender is sending now counts too: this one, due at once, could go out after it)
     later_delivered = exists().where(
         later.issue_key == OutboxItem.issue_key,
         later.id > OutboxItem.id,
         later.op.in_(STAGE_OPS),
-        later.state == "done",
+        later.state.in_(("done", "sending")),
     )
     with serialized(writes_first=True):
         row = db.session.execute(
@@ -153,7 +155,11 @@ def _refusal(item_id: int) -> ApiError:
         return ApiError(404, ITEM_NOT_FOUND)
     if item.state != "dead":
         return ApiError(409, NOT_DEAD)
-    return ApiError(409, LATER_STAGE_DELIVERED)
+    delivered = db.session.scalar(select(func.count()).where(
+        OutboxItem.issue_key == item.issue_key, OutboxItem.id > item.id, OutboxItem.op.in_(STAGE_OPS),
+        OutboxItem.state == "done",
+    ))
+    return ApiError(409, LATER_STAGE_DELIVERED if delivered else LATER_STAGE_SENDING)
 
 
 @bp.post("/api/outbox/<itemId>/retry")
@@ -178,7 +184,8 @@ def retry_item(itemId: str):  # noqa: ANN201, N803 - the path's parameter name
             application/json:
               schema: ErrorSchema
         409:
-          description: only a dead item can be retried; a later stage change of this issue was delivered
+          description: only a dead item can be retried; a later stage change of this issue was
+            delivered; a later stage change of this issue is being delivered (retry once it is done)
           content:
             application/json:
               schema: ErrorSchema

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import OutboxItem, utcnow
@@ -217,6 +218,20 @@ def test_a_stage_change_older_than_a_delivered_one_is_not_resent(
     assert (resp.status_code, resp.get_json()) == (
         409, {"error": "a later stage change of this issue was delivered"})
     assert item(dead).state == "dead"
+
+
+def test_a_stage_change_older_than_one_being_sent_waits_for_it(client, admin_headers) -> None:
+    """Re-queued due at once, it could go out after the later one a sender is sending now, and move
+    the issue back: refused until that one is done."""
+    dead = add_item(op="stage", stage=Stage.IMPLEMENTING.value)
+    sending = add_item(op="stage", stage=Stage.PR_OPENED.value, state="sending")
+    resp = retry(client, admin_headers, dead)
+    assert (resp.status_code, resp.get_json()) == (409, {
+        "error": "a later stage change of this issue is being delivered: retry once it is done"})
+    assert item(dead).state == "dead"
+    db.session.execute(update(OutboxItem).where(OutboxItem.id == sending).values(state="pending"))
+    db.session.commit()  # (its sender failed: it waits, queued after the one re-queued)
+    assert retry(client, admin_headers, dead).status_code == 200
 
 
 def test_what_does_not_block_a_stage_retry(client, admin_headers) -> None:
