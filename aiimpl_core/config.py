@@ -116,6 +116,12 @@ def _http_url(value: str) -> str:
     return url
 
 
+def not_utf8(text: str) -> bool:
+    """Whether ``text`` came from bytes that are no UTF-8 (Python keeps them as lone surrogates, in
+    the environment and in command-line arguments): no request, key or URL can carry them."""
+    return any("\udc80" <= char <= "\udcff" for char in text)
+
+
 def _secret_text(value: str) -> str | None:
     """A secret as an operator's file or manifest holds it: the line break after it (and spaces
     around it) are not part of it, as nothing can send them (a sign-in form, GitHub's secret field)."""
@@ -125,11 +131,11 @@ def _secret_text(value: str) -> str | None:
 def _bearer_secret(value: str) -> str | None:
     """A secret sent as ``Authorization: Bearer <secret>``, which cannot carry a space or a line
     break: one inside it could never be sent, and every request would be refused."""
-    secret = value.strip()
-    if any(char.isspace() for char in secret):
+    secret = _secret_text(value)
+    if secret and any(char.isspace() for char in secret):
         raise ValueError("must not hold spaces or line breaks: it is sent as `Authorization: Bearer "
                          "<secret>`, which cannot carry them")
-    return secret or None
+    return secret
 
 
 #: the log levels ``AIIMPL_LOG_LEVEL`` takes (any case)
@@ -265,9 +271,7 @@ def load(environ: Mapping[str, str] | None = None, extra_names: tuple[str, ...] 
         if raw is None or raw == "":
             out[setting.name] = None if setting.name == "AIIMPL_DATABASE_URL" else setting.default
             continue
-        if any("\udc80" <= char <= "\udcff" for char in raw):
-            # bytes that are no UTF-8 (kept by Python as lone surrogates): no request, key or URL can
-            # carry them (the value is not said: it may be a secret)
+        if not_utf8(raw):  # (the value is not said: it may be a secret)
             raise ConfigError(f"{setting.name}: is not UTF-8 text")
         try:
             out[setting.name] = setting.parse(raw)

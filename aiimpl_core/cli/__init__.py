@@ -19,7 +19,7 @@ from click.exceptions import Exit, NoArgsIsHelpError
 from flask.cli import FlaskGroup, ScriptInfo, routes_command, shell_command, with_appcontext
 
 from .. import __version__, logs
-from ..config import access_code_warning
+from ..config import access_code_warning, not_utf8
 from ..errors import AiimplError
 
 
@@ -37,11 +37,6 @@ def _create_app():  # noqa: ANN202
 _APP_FAILURE = "aiimpl.app_failure"
 #: ``ctx.meta`` key of the command line's arguments, as given
 _ARGS = "aiimpl.args"
-
-
-def _not_utf8(text: str) -> bool:
-    """Whether ``text`` came from bytes that are no UTF-8 (kept as lone surrogates)."""
-    return any("\udc80" <= char <= "\udcff" for char in text)
 
 
 #: what a command prints may quote a remote answer, a failed request's credentials and all
@@ -162,7 +157,7 @@ class AiimplGroup(FlaskGroup):
         except UnicodeEncodeError as exc:
             # an argument with bytes that are no UTF-8 (Python keeps them as lone surrogates), which
             # no request, path or query can carry
-            given = next((arg for arg in ctx.meta.get(_ARGS, ()) if _not_utf8(arg)), None)
+            given = next((arg for arg in ctx.meta.get(_ARGS, ()) if not_utf8(arg)), None)
             if given is None or "surrogates" not in str(exc.reason):
                 raise
             raise click.UsageError(f"{given!r} is not UTF-8 text") from None

@@ -15,7 +15,8 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import _not_utf8, cli, echo_json, masked
+from ..config import not_utf8
+from . import cli, echo_json, masked
 
 
 class ApiCall:
@@ -406,7 +407,7 @@ def secrets_set(name: str, team: str | None, as_json: bool) -> None:
             value = sys.stdin.read().rstrip("\r\n")  # (a file's last line ending, CRLF included)
         except UnicodeDecodeError:
             value = None
-        if value is None or _not_utf8(value):  # (the value itself is never said)
+        if value is None or not_utf8(value):  # (the value itself is never said)
             raise click.ClickException(
                 f"the value on standard input is not {(sys.stdin.encoding or 'UTF-8').upper()} text")
     from ..services.secrets import MAX_VALUE

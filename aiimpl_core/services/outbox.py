@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import math
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from ..extensions import db
 from ..orm import OutboxItem, Setting, TrackedIssue, utcnow
 from ..types import Comment, Stage
 from . import settings
+from .poller import retry_after_wait
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,8 @@ LEASE_RAN_OUT = "its sender stopped before recording an outcome (lease ran out);
 
 def _backoff(attempts: int, retry_after: float | None) -> timedelta:
     if retry_after is not None:
-        # honoured up to MAX_BACKOFF: a longer one (a date years ahead, ``inf``) would hold the
-        # issue's later writes for as long, or not fit a date at all and fail the whole delivery
-        wait = float(retry_after)
-        wait = wait if math.isfinite(wait) else MAX_BACKOFF.total_seconds()
-        return timedelta(seconds=min(max(1.0, wait), MAX_BACKOFF.total_seconds()))
+        # (the issue's later writes wait on it)
+        return retry_after_wait(retry_after, MAX_BACKOFF)
     return min(MAX_BACKOFF, timedelta(seconds=5 * 2 ** min(attempts, 12)))
 
 

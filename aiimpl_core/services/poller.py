@@ -40,6 +40,15 @@ MAX_BACKOFF = timedelta(minutes=15)
 MAX_RETRY_AFTER = timedelta(hours=1)
 
 
+def retry_after_wait(retry_after: float, limit: timedelta) -> timedelta:
+    """A remote's ``Retry-After`` as a wait: at least a second, and at most ``limit``. A longer one
+    (an epoch sent as seconds, ``inf``) would hold what waits on it for as long, or not fit a date
+    at all and fail the caller."""
+    seconds = float(retry_after)
+    seconds = seconds if math.isfinite(seconds) else limit.total_seconds()
+    return timedelta(seconds=min(max(1.0, seconds), limit.total_seconds()))
+
+
 def holder_id() -> str:
     """This poller's name in lease rows: host, process and thread."""
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"[:128]
@@ -151,11 +160,8 @@ def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetim
         if row is not None and isinstance(row.value, dict):
             failures = int(row.value.get("failures") or 0) + 1
         if retry_after is not None:
-            # honoured up to MAX_RETRY_AFTER: a longer one (a date years ahead, ``inf``) would leave
-            # the connection alone for as long (it is not tried meanwhile), or not fit a date at all
-            seconds = float(retry_after)
-            seconds = seconds if math.isfinite(seconds) else MAX_RETRY_AFTER.total_seconds()
-            wait = timedelta(seconds=min(max(1.0, seconds), MAX_RETRY_AFTER.total_seconds()))
+            # (the connection is not tried meanwhile)
+            wait = retry_after_wait(retry_after, MAX_RETRY_AFTER)
         else:
             wait = min(MAX_BACKOFF, MIN_BACKOFF * 2 ** min(failures - 1, 10))
         value: dict[str, Any] = {"until": (now + wait).isoformat(), "failures": failures, "error": message}
