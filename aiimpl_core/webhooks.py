@@ -23,6 +23,12 @@ if TYPE_CHECKING:
     from .services.dispatch import CycleReport
 
 
+#: what a webhook answers (as its ``reason``) when :func:`check_issues` could not run to its end:
+#: the delivery is acknowledged, not bounced back, as the next poll cycle checks the issue anyway
+#: (the log says why)
+CHECK_FAILED = "dispatch check failed; the next poll cycle retries"
+
+
 def check_issues(provider_id: str, issue_keys: Iterable[str]) -> CycleReport:
     """Check and dispatch these issues of tracker ``provider_id`` at once.
 
@@ -52,4 +58,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["NOT_JSON", "CycleReport", "check_issues", "parse_json", "read_json"]
+__all__ = ["CHECK_FAILED", "NOT_JSON", "CycleReport", "check_issues", "parse_json", "read_json"]

@@ -26,7 +26,6 @@ def put(key: str, value: Any) -> None:
         stmt = upsert(Setting, session).values(key=key, value=value, updated_at=utcnow())
         changed = {"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at}
         session.execute(stmt.on_conflict_do_update(index_elements=["key"], set_=changed))
-    db.session.expire_all()  # (a Setting read before is stale)
 
 
 def persisted_runner_mode() -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiimpl_core.auth import public_endpoint
 from aiimpl_core.errors import AiimplError, ProviderError
-from aiimpl_core.webhooks import NOT_JSON, check_issues, parse_json, read_json
+from aiimpl_core.webhooks import CHECK_FAILED, NOT_JSON, check_issues, parse_json, read_json
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from . import admin
@@ -226,10 +226,6 @@ def _secret_matches(secret: str, raw_body: bytes) -> bool:
         return False
     digest = hmac.new(expected, raw_body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(given_digest.strip().lower().encode("utf-8", "replace"), digest.encode())
-
-
-#: the answer's ``reason`` when the dispatch check could not run (the log says why)
-CHECK_FAILED = "dispatch check failed; the next poll cycle retries"
 
 
 def _run_cycle(issue_key: str) -> CycleReport:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiimpl_core.auth import public_endpoint
 from aiimpl_core.errors import AiimplError
-from aiimpl_core.webhooks import NOT_JSON, check_issues, parse_json
+from aiimpl_core.webhooks import CHECK_FAILED, NOT_JSON, check_issues, parse_json
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
@@ -179,10 +179,6 @@ def make_blueprint() -> Blueprint:
         return jsonify(ok=True, issue=current, **outcome(report, current)), 200
 
     return bp
-
-
-#: the answer's ``reason`` when the check could not run to its end (the log says why)
-CHECK_FAILED = "dispatch check failed; the next poll cycle retries"
 
 
 def reported_as(report: CycleReport, identifier: str) -> str:
