@@ -195,3 +195,26 @@ def test_poll_once_on_a_database_that_cannot_be_opened_says_so_once(tmp_path):
     assert done.returncode == 1, done.stderr
     assert done.stderr == "Error: the database could not be reached: unable to open database file\n"
     assert done.stdout == ""
+
+
+def test_ctrl_c_while_the_command_line_loads_exits_130(monkeypatch, capsys):
+    """Ctrl-C in a command's first second, while its modules load: the same ``Aborted.`` and 130."""
+    from importlib.metadata import entry_points
+
+    from aiimpl_core import _entry
+
+    class Interrupted:
+        def find_spec(self, name: str, *_args: Any) -> None:
+            if name == "aiimpl_core.cli":
+                raise KeyboardInterrupt
+
+    for name in [m for m in sys.modules if m == "aiimpl_core.cli" or m.startswith("aiimpl_core.cli.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.delattr("aiimpl_core.cli")
+    monkeypatch.setattr(sys, "meta_path", [Interrupted(), *sys.meta_path])
+    with pytest.raises(SystemExit) as stopped:
+        _entry.main()
+    assert (stopped.value.code, capsys.readouterr().err) == (130, "Aborted.\n")
+    # the script installed is this entry point
+    (script,) = entry_points(group="console_scripts", name="aiimpl")
+    assert script.value == "aiimpl_core._entry:main"
