@@ -61,8 +61,10 @@ def save_mapping():  # noqa: ANN201
         with executionMode 'fly-machines'`); `executionMode must be …`, `machineCpus must be a
         positive integer`, `machineMemoryMb must be an integer >= 256`, `sessionMode must be
         'autonomous', 'interactive', or 'hybrid'`; `branchPrefix invalid: {detail}`, `extraEnv must
-        be a plain object`, `extraEnv values must all be strings`, `maxInProgressAiIssues must be a
-        positive integer`, `planningWorkflowFile is required when planningEnabled is true`; then the
+        be a plain object`, `extraEnv values must all be strings`, `extraEnv keys must be
+        environment variable names (letters, digits, '_')`, `extraEnv {NAME} is too long: a
+        variable takes at most 131,071 bytes with its name` (Linux's limit for one variable a
+        process is given), `maxInProgressAiIssues must be a positive integer`, `planningWorkflowFile is required when planningEnabled is true`; then the
         runner backend's and the ticketing provider's own validation messages.
       tags: [mappings]
       requestBody:

@@ -81,6 +81,8 @@ TEAM_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 OWNER_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
 REPO_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Linux's MAX_ARG_STRLEN: the bytes of one ``NAME=value`` variable a process is given, its NUL included
+ENV_VARIABLE_MAX = 128 * 1024
 BRANCH_PREFIX_MAX = 100
 REF_FORBIDDEN = "~^:?*[\\"
 
@@ -318,6 +320,12 @@ def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
         raise ValidationError("extraEnv values must all be strings")
     if not all(ENV_NAME_RE.fullmatch(k) for k in env):
         raise ValidationError("extraEnv keys must be environment variable names (letters, digits, '_')")
+    for name, value in env.items():
+        # what a process can be given: the kernel takes a variable of at most MAX_ARG_STRLEN bytes
+        # (``NAME=value`` and its NUL); refused here, not at every dispatch (the API refuses a NUL)
+        if len(name.encode()) + 1 + len(value.encode("utf-8", "surrogatepass")) >= ENV_VARIABLE_MAX:
+            raise ValidationError(f"extraEnv {name} is too long: a variable takes at most "
+                                  f"{ENV_VARIABLE_MAX - 1:,} bytes with its name")
     _whole(merged.get("maxInProgressAiIssues"), 1, "maxInProgressAiIssues",
            "maxInProgressAiIssues must be a positive integer")
     planning = merged.get("planningEnabled")

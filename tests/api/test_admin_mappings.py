@@ -124,6 +124,9 @@ POST_ROWS: list[tuple[str, Any, str]] = [
     ("branchPrefix invalid", merged(branchPrefix="ai..x/"), "branchPrefix invalid: must not contain '..'"),
     ("extraEnv list", merged(extraEnv=["A=1"]), "extraEnv must be a plain object"),
     ("extraEnv number value", merged(extraEnv={"A": 1}), "extraEnv values must all be strings"),
+    # `BIG=` and the value and a NUL: one byte over Linux's 128 KiB for a variable (é takes two bytes)
+    ("extraEnv too long", merged(extraEnv={"BIG": "é" + "x" * 131066}),
+     "extraEnv BIG is too long: a variable takes at most 131,071 bytes with its name"),
     ("cap zero", merged(maxInProgressAiIssues=0), "maxInProgressAiIssues must be a positive integer"),
     ("cap string", merged(maxInProgressAiIssues="3"), "maxInProgressAiIssues must be a positive integer"),
     # more than the database stores is not "below"
@@ -641,3 +644,11 @@ def test_a_plugin_failing_to_check_a_mapping_is_said_not_a_500(
         400, {"error": f"the ticketing provider 'strict-tracker' could not check the mapping: {said}"}
     )
     assert db.session.scalars(select(Mapping)).all() == []
+
+
+def test_an_extra_env_variable_as_long_as_a_process_takes_is_kept(client, admin_headers) -> None:
+    """`BIG=` and 131,067 bytes: with its NUL, exactly Linux's 128 KiB for one variable."""
+    value = "é" + "x" * 131065
+    created = post(client, admin_headers, merged(extraEnv={"BIG": value}))
+    assert created.status_code == 201, created.get_json()
+    assert created.get_json()["extraEnv"] == {"BIG": value}
