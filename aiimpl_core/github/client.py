@@ -42,6 +42,8 @@ ORCHESTRATOR_PERMISSIONS: Mapping[str, str] = {
     "contents": "write",
     "workflows": "write",
 }
+#: the dispatch's request for the run it makes (GitHub answers 200 with the run's id and URLs)
+RUN_DETAILS = "return_run_details"
 #: personal tokens carry no expiry we could read; a session is told a day, far beyond its life
 PERSONAL_TOKEN_LIFETIME = timedelta(days=1)
 
@@ -70,6 +72,23 @@ def github_message(exc: ProviderError) -> str:
 
 def _parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _refuses_run_details(exc: ProviderError) -> bool:
+    """Whether a dispatch was refused for its ``return_run_details`` key (GitHub Enterprise Server
+    before the parameter: ``422`` ``"return_run_details" is not a permitted key.``)."""
+    return exc.status in (400, 422) and RUN_DETAILS in github_message(exc)
+
+
+@dataclass(frozen=True)
+class DispatchedRun:
+    """The run a workflow dispatch made, as GitHub's answer names it."""
+
+    id: str
+    #: the run's page (``html_url``)
+    html_url: str | None = None
+    #: the run in the REST API (``run_url``)
+    api_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -262,12 +281,48 @@ class Repo:
 
     # -- Actions --
 
-    def dispatch_workflow(self, workflow: str, ref: str, inputs: Mapping[str, str]) -> None:
-        """``workflow_dispatch`` a workflow (file name or id) on ``ref`` with ``inputs``."""
-        self._call(
-            "POST",
-            f"/actions/workflows/{quote(workflow, safe='')}/dispatches",
-            json={"ref": ref, "inputs": dict(inputs)},
+    def dispatch_workflow(self, workflow: str, ref: str, inputs: Mapping[str, str]) -> DispatchedRun | None:
+        """``workflow_dispatch`` a workflow (file name or id) on ``ref`` with ``inputs``, asking for
+        the run it makes (``return_run_details``: GitHub answers ``200`` with the run's id and URLs).
+
+        :returns: the run, or ``None`` when the dispatch was made but its answer names no run: a
+            server without the parameter (GitHub Enterprise Server before it) answers ``204``, or
+            refuses the key with a ``422``, and is then sent the dispatch once more without it (a
+            refused request made no run); a ``200`` whose body cannot be read names none either.
+        :raises ProviderError: when GitHub refuses or does not answer (a run may have been made
+            all the same when no answer came back, or a 5xx did).
+        """
+        path = f"/actions/workflows/{quote(workflow, safe='')}/dispatches"
+        body: dict[str, Any] = {"ref": ref, "inputs": dict(inputs), RUN_DETAILS: True}
+        try:
+            resp = self._call("POST", path, json=body)
+        except ProviderError as exc:
+            if not _refuses_run_details(exc):
+                raise
+            log.info(
+                "%s does not return run details for a workflow dispatch (%s); dispatching %s without them",
+                self.github.api_url, github_message(exc), workflow,
+            )
+            del body[RUN_DETAILS]
+            resp = self._call("POST", path, json=body)
+        if resp.status_code != 200:
+            return None
+        try:
+            answer = self._json(resp)
+            run_id = answer["workflow_run_id"]
+            if isinstance(run_id, bool) or not isinstance(run_id, int):
+                raise TypeError(run_id)
+        except (ProviderError, KeyError, TypeError) as exc:
+            # the dispatch was made: its run is found by name as a 204's is
+            what = exc.message if isinstance(exc, ProviderError) else "no workflow_run_id in it"
+            log.warning("the answer to dispatching %s in %s named no run: %s", workflow, self.full_name, what)
+            return None
+        html_url = answer.get("html_url")
+        api_url = answer.get("run_url")
+        return DispatchedRun(
+            str(run_id),
+            html_url if isinstance(html_url, str) else None,
+            api_url if isinstance(api_url, str) else None,
         )
 
     def get_workflow(self, workflow: str) -> dict[str, Any] | None:

@@ -29,6 +29,11 @@ workflow, or 401 on repository endpoints). The fake still sends them, with GitHu
 ``basic-error`` body checked against the description's schema, and lists them in
 :attr:`FakeGitHub.undocumented`. A workflow's ``state`` is set with
 :meth:`FakeGitHub.set_workflow_state`.
+
+A dispatch that asks for ``return_run_details`` is answered ``200`` with the run's id and URLs, as
+github.com does; :attr:`FakeGitHub.run_details` plays a server without the parameter (GitHub
+Enterprise Server before it): ``"ignored"`` answers ``204`` all the same, ``"refused"`` refuses the
+key with the ``422`` such a server sends.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import os
 import re
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -58,6 +64,9 @@ PERMISSION_LEVELS = {"read": 1, "write": 2, "admin": 3}
 #: the states of a workflow the fake models (the description also lists ``deleted``, a workflow
 #: whose file is gone, which the fake does not keep); only ``active`` can be dispatched
 WORKFLOW_STATES = frozenset({"active", "disabled_fork", "disabled_inactivity", "disabled_manually"})
+#: how a dispatch's ``return_run_details`` is taken: ``returned`` (github.com: 200 with the run),
+#: ``ignored`` (204 all the same) or ``refused`` (422: a server that does not know the key)
+RUN_DETAILS_MODES = frozenset({"returned", "ignored", "refused"})
 DEFAULT_APP_PERMISSIONS = {
     "actions": "write",
     "contents": "write",
@@ -298,6 +307,8 @@ class FakeGitHub:
     :param private_key_pem: the App's key; a test key is generated when omitted.
     :param token_ttl: lifetime of installation tokens (GitHub: one hour).
     :param spec_path: the description to validate against (default: the subset in ``shared/specs``).
+    :param run_details: how a dispatch's ``return_run_details`` is taken (:data:`RUN_DETAILS_MODES`;
+        :attr:`run_details` may be changed later).
     """
 
     def __init__(
@@ -307,7 +318,11 @@ class FakeGitHub:
         private_key_pem: str | None = None,
         token_ttl: timedelta = timedelta(hours=1),
         spec_path: str | None = None,
+        run_details: str = "returned",
     ) -> None:
+        if run_details not in RUN_DETAILS_MODES:
+            raise ValueError(f"run_details must be one of {sorted(RUN_DETAILS_MODES)}, not {run_details!r}")
+        self.run_details = run_details
         if private_key_pem is None:
             self.private_key_pem, self.public_key_pem = _test_key()
         else:
@@ -337,6 +352,8 @@ class FakeGitHub:
         self.undocumented: list[str] = []
         self.failures: list[tuple[str, str, GitHubError, int]] = []  # method, path regex, error, times
         self.garbles: list[tuple[str, str, int]] = []  # method, path regex, times
+        self.late_failures: list[tuple[str, str, GitHubError, int]] = []  # answered after the work
+        self.delays: list[tuple[str, str, float, int]] = []  # method, path regex, seconds, times
         self.lock = threading.RLock()
         self._ids = itertools.count(1000)
         self.server = OpenAPIFakeServer(self._make_app(), self.spec_path)
@@ -508,15 +525,26 @@ class FakeGitHub:
         *,
         times: int = 1,
         headers: dict[str, str] | None = None,
+        done: bool = False,
     ) -> None:
         """Answer the next ``times`` matching requests with an error (rate limits, outages).
 
         :param path_pattern: a regular expression searched in the request path.
+        :param done: do the request first and answer the error instead of its answer, as a gateway
+            in front of GitHub does when it gives up waiting (``502``/``504``): the work is done.
         """
         with self.lock:
-            self.failures.append(
-                (method.upper(), path_pattern, GitHubError(status, message, headers=headers), times)
-            )
+            entry = (method.upper(), path_pattern, GitHubError(status, message, headers=headers), times)
+            (self.late_failures if done else self.failures).append(entry)
+
+    def delay_next(self, method: str, path_pattern: str, seconds: float, *, times: int = 1) -> None:
+        """Do the next ``times`` matching requests, then wait ``seconds`` before answering them (a
+        slow GitHub: a client whose read timeout is shorter gets no answer, though the work is done).
+
+        :param path_pattern: a regular expression searched in the request path.
+        """
+        with self.lock:
+            self.delays.append((method.upper(), path_pattern, seconds, times))
 
     def garble_next(self, method: str, path_pattern: str, *, times: int = 1) -> None:
         """Do the next ``times`` matching requests, then answer them with an HTML page instead of
@@ -527,6 +555,20 @@ class FakeGitHub:
         """
         with self.lock:
             self.garbles.append((method.upper(), path_pattern, times))
+
+    def _take(self, entries: list[Any]) -> Any:
+        """The first of ``entries`` (method, path regex, …, times) that matches the current request,
+        used once; ``None`` when none matches."""
+        with self.lock:
+            for i, entry in enumerate(entries):
+                method, pattern, *rest, times = entry
+                if method == flask.request.method and re.search(pattern, flask.request.path):
+                    if times <= 1:
+                        entries.pop(i)
+                    else:
+                        entries[i] = (method, pattern, *rest, times - 1)
+                    return entry
+        return None
 
     def repo(self, owner: str, repo: str) -> Repository:
         try:
@@ -827,6 +869,19 @@ class FakeGitHub:
             resp.headers.setdefault("x-github-api-version-selected", "2022-11-28")
             return resp
 
+        # (after_request functions run last registered first: the late failure before the headers)
+        @app.after_request
+        def late_failure(resp: flask.Response) -> flask.Response:
+            entry = gh._take(gh.late_failures)
+            return github_error(entry[2]) if entry is not None else resp
+
+        @app.after_request
+        def delayed(resp: flask.Response) -> flask.Response:
+            entry = gh._take(gh.delays)
+            if entry is not None:
+                time.sleep(entry[2])
+            return resp
+
         # installation lookup and tokens (App JWT)
 
         @app.get("/repos/<owner>/<repo>/installation")
@@ -906,6 +961,9 @@ class FakeGitHub:
             r = repo_or_404(owner, repo)
             gh._check_token(flask.request.headers.get("Authorization"), r, "actions", "write")
             data = body()
+            if "return_run_details" in data and gh.run_details == "refused":
+                # the answer of a server without the parameter (GitHub Enterprise Server 3.19)
+                raise GitHubError(422, 'Invalid request.\n\n"return_run_details" is not a permitted key.')
             wf = gh._workflow(r, workflow_id, data.get("ref"))
             if wf is None:
                 raise GitHubError(404, "Not Found")
@@ -932,7 +990,7 @@ class FakeGitHub:
                 )
                 run = Run(next(gh._ids), r.owner, r.name, wf, title, branch, values, run_number=number)
                 gh.runs[run.id] = run
-            if data.get("return_run_details"):
+            if data.get("return_run_details") is True and gh.run_details == "returned":
                 api = f"{gh.url}/repos/{r.full_name}/actions/runs/{run.id}"
                 return json_response(
                     {

@@ -13,7 +13,13 @@ import pytest
 from aiimpl_core import github
 from aiimpl_core.errors import ProviderConfigError, ProviderError, ProviderNotConfigured
 from aiimpl_core.github.app_auth import TokenCache, app_jwt, load_private_key
-from aiimpl_core.github.client import ORCHESTRATOR_PERMISSIONS, SESSION_PERMISSIONS, GitHub, github_message
+from aiimpl_core.github.client import (
+    ORCHESTRATOR_PERMISSIONS,
+    SESSION_PERMISSIONS,
+    DispatchedRun,
+    GitHub,
+    github_message,
+)
 from aiimpl_core.testing.fake_github import FakeGitHub
 
 
@@ -176,6 +182,49 @@ def test_repo_calls(gh: FakeGitHub) -> None:
         repo.create_pull("ai/ENG-1", "main", "again")
     assert err.value.status == 422
     assert "A pull request already exists" in github_message(err.value)
+
+
+@pytest.mark.parametrize("server", ["returned", "ignored", "refused"])
+def test_dispatch_names_the_run_it_made_when_the_server_can(gh: FakeGitHub, server: str) -> None:
+    repo = app_client(gh).repo("acme", "api")
+    gh.add_workflow("acme", "api", "w.yml", inputs={"job_id": {"required": True}})
+    gh.run_details = server  # ``ignored``/``refused``: GitHub Enterprise Server before the parameter
+    run = repo.dispatch_workflow("w.yml", "main", {"job_id": "5"})
+    [made] = gh.runs.values()  # one run, however the server took the parameter
+    if server == "returned":
+        assert run == DispatchedRun(
+            str(made.id),
+            f"https://github.com/acme/api/actions/runs/{made.id}",
+            f"{gh.url}/repos/acme/api/actions/runs/{made.id}",
+        )
+    else:
+        assert run is None
+    sent = [r.json.get("return_run_details") for r in gh.server.requests_to("POST", "/dispatches")]
+    assert sent == ([True, None] if server == "refused" else [True])
+
+
+def test_dispatch_refusals_other_than_the_parameter_are_not_sent_again(gh: FakeGitHub) -> None:
+    repo = app_client(gh).repo("acme", "api")
+    gh.add_workflow("acme", "api", "w.yml", inputs={"job_id": {"required": True}})
+    gh.run_details = "refused"
+    with pytest.raises(ProviderError) as err:
+        repo.dispatch_workflow("w.yml", "main", {"job_id": "5", "other": "x"})
+    # refused for its key first, then for the input: GitHub's second answer is raised
+    assert err.value.status == 422 and "Unexpected inputs" in github_message(err.value)
+    gh.run_details = "returned"
+    with pytest.raises(ProviderError):
+        repo.dispatch_workflow("w.yml", "main", {"job_id": "5", "other": "x"})
+    assert len(gh.server.requests_to("POST", "/dispatches")) == 3 and gh.runs == {}
+
+
+def test_dispatch_answered_with_an_unreadable_body_names_no_run(
+    gh: FakeGitHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = app_client(gh).repo("acme", "api")
+    gh.add_workflow("acme", "api", "w.yml")
+    gh.garble_next("POST", "/dispatches$")  # a proxy's page in place of GitHub's 200
+    assert repo.dispatch_workflow("w.yml", "main", {}) is None
+    assert len(gh.runs) == 1 and "named no run" in caplog.text
 
 
 def test_runs_listing_stops_at_older_runs(gh: FakeGitHub) -> None:

@@ -272,6 +272,62 @@ def test_dispatch_of_a_disabled_workflow_is_refused(gh: FakeGitHub) -> None:
     gh.assert_clean()
 
 
+def test_dispatch_answers_the_run_when_asked_as_the_description_says(gh: FakeGitHub) -> None:
+    headers = token_headers(gh)
+    gh.put_file("acme", "api", ".github/workflows/impl.yml", WORKFLOW)
+    url = f"{gh.url}/repos/acme/api/actions/workflows/impl.yml/dispatches"
+    body = {"ref": "main", "inputs": {"job_id": "1"}}
+    plain = requests.post(url, headers=headers, json=body)
+    assert (plain.status_code, plain.content) == (204, b"")
+    detailed = requests.post(url, headers=headers, json={**body, "return_run_details": True})
+    assert detailed.status_code == 200
+    run_id = detailed.json()["workflow_run_id"]
+    assert detailed.json() == {
+        "workflow_run_id": run_id,
+        "run_url": f"{gh.url}/repos/acme/api/actions/runs/{run_id}",
+        "html_url": f"https://github.com/acme/api/actions/runs/{run_id}",
+    }
+    run = requests.get(detailed.json()["run_url"], headers=headers).json()
+    assert run["id"] == run_id and run["html_url"] == detailed.json()["html_url"]
+    not_asked = requests.post(url, headers=headers, json={**body, "return_run_details": False})
+    assert not_asked.status_code == 204 and len(gh.runs) == 3
+    gh.assert_clean()  # requests and both forms of the answer match the description
+
+    # a server without the parameter: answers 204 all the same, or refuses the key (making no run)
+    gh.run_details = "ignored"
+    assert requests.post(url, headers=headers, json={**body, "return_run_details": True}).status_code == 204
+    gh.run_details = "refused"
+    refused = requests.post(url, headers=headers, json={**body, "return_run_details": True})
+    assert refused.status_code == 422 and "return_run_details" in refused.json()["message"]
+    assert requests.post(url, headers=headers, json=body).status_code == 204
+    assert len(gh.runs) == 5 and len(gh.undocumented) == 1
+    gh.assert_clean()
+    with pytest.raises(ValueError):
+        FakeGitHub(run_details="sometimes")
+
+    # a request off the description is flagged: return_run_details is a boolean
+    requests.post(url, headers=headers, json={**body, "return_run_details": "true"})
+    with pytest.raises(AssertionError, match="return_run_details"):
+        gh.assert_clean()
+
+
+def test_a_late_failure_or_delay_does_the_work_first(gh: FakeGitHub) -> None:
+    headers = token_headers(gh)
+    gh.put_file("acme", "api", ".github/workflows/impl.yml", WORKFLOW)
+    url = f"{gh.url}/repos/acme/api/actions/workflows/impl.yml/dispatches"
+    body = {"ref": "main", "inputs": {"job_id": "1"}}
+    gh.fail_next("POST", "/dispatches$", 504, "We couldn't respond to your request in time.", done=True)
+    late = requests.post(url, headers=headers, json=body)
+    assert late.status_code == 504 and late.json()["message"].startswith("We couldn't respond")
+    assert len(gh.runs) == 1 and gh.undocumented  # made, though the answer says otherwise
+    gh.delay_next("POST", "/dispatches$", 0.5)
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(url, headers=headers, json=body, timeout=0.2)
+    assert len(gh.runs) == 2
+    assert requests.post(url, headers=headers, json=body, timeout=5).status_code == 204  # used once
+    gh.assert_clean()
+
+
 def test_pulls_and_comments(gh: FakeGitHub) -> None:
     headers = token_headers(gh)
     gh.add_branch("acme", "api", "ai/ENG-1")

@@ -1,11 +1,12 @@
 """The ``github-actions`` runner backend: sessions run as GitHub Actions workflow runs.
 
 Dispatch sends ``workflow_dispatch`` to the mapping's repository on its default branch with the
-inputs of :data:`~aiimpl_gha.config.WORKFLOW_INPUTS`. GitHub's dispatch answer carries no run id, so
-the run is found by name: the workflow sets ``run-name`` to the job's ``run_name`` (it contains the
-job id). :meth:`GitHubActionsBackend.poll_runs` lists each repository's dispatched runs once per
-cycle for all of that repository's in-flight jobs and maps each run's status and conclusion to a
-:class:`~aiimpl_core.types.RunPhase`.
+inputs of :data:`~aiimpl_gha.config.WORKFLOW_INPUTS` and asks for the run it makes
+(``return_run_details``), so the job is linked to its run at once. A server without that parameter
+(GitHub Enterprise Server before it) names no run; such a run is found by name: the workflow sets
+``run-name`` to the job's ``run_name`` (it contains the job id). :meth:`GitHubActionsBackend.poll_runs`
+lists each repository's dispatched runs once per cycle for all of that repository's in-flight jobs
+and maps each run's status and conclusion to a :class:`~aiimpl_core.types.RunPhase`.
 
 Workflow inputs are public to anyone who can read the repository's Actions: the backend never
 sends secret values other than the session's own short-lived, single-use credentials (which the
@@ -18,7 +19,7 @@ import dataclasses
 import json
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -174,11 +175,14 @@ class GitHubActionsBackend(RunnerBackend):
     def _dispatch(self, request: DispatchRequest) -> DispatchResult:
         mapping = request.mapping
         workflow = self.workflow_file(request.phase, mapping)
+        repo = self._repo(mapping)
+        started = datetime.now(UTC)
         try:
-            self._repo(mapping).dispatch_workflow(
-                workflow, mapping.default_branch, self.workflow_inputs(request)
-            )
+            run = repo.dispatch_workflow(workflow, mapping.default_branch, self.workflow_inputs(request))
         except ProviderError as exc:
+            found = self._made_all_the_same(repo, request, exc, started)
+            if found is not None:
+                return DispatchResult(run_id=str(found["id"]), run_url=found.get("html_url"), linked=True)
             message = github_message(exc)
             # retry_after kept: a rate-limited dispatch backs the dispatcher off for as long as
             # GitHub asked (a 403 rate limit counts as transient only through it)
@@ -189,8 +193,37 @@ class GitHubActionsBackend(RunnerBackend):
                 detail=message,
                 retry_after=exc.retry_after,
             ) from None
-        # GitHub answers 204 without a run id; poll_runs links the run by its name
-        return DispatchResult()
+        if run is None:
+            # a server without return_run_details names no run: poll_runs links it by its name
+            return DispatchResult()
+        return DispatchResult(run_id=run.id, run_url=run.html_url, linked=True)
+
+    def _made_all_the_same(
+        self, repo: Repo, request: DispatchRequest, exc: ProviderError, started: datetime
+    ) -> dict[str, Any] | None:
+        """The run of a dispatch whose answer was lost (no answer, or a 5xx), when GitHub made it
+        all the same: one listing back to the dispatch, by the run's name. Found, the dispatch
+        succeeded; not found, it fails as it would have (a run GitHub lists only later fails on its
+        job's nonce, which a failed job's session can no longer use)."""
+        if exc.status is not None and exc.status < 500:
+            return None  # refused: GitHub made no run
+        try:
+            found = _run_named(repo, request.run_name, started - CLOCK_SLACK)
+        except ProviderError as lookup:
+            self.log.warning(
+                "job %s: looking for the run of a dispatch without an answer failed: %s",
+                request.job_id,
+                github_message(lookup),
+            )
+            return None
+        if found is not None:
+            self.log.warning(
+                "job %s: the dispatch failed without a refusal (%s) but GitHub made its run %s: linked",
+                request.job_id,
+                github_message(exc),
+                found["id"],
+            )
+        return found
 
     def dispatch(self, request: DispatchRequest) -> DispatchResult:
         return self._dispatch(request)
@@ -223,11 +256,7 @@ class GitHubActionsBackend(RunnerBackend):
                 errors.append(exc)
                 continue
             by_id = {str(r.get("id")): r for r in listed}
-            by_title: dict[str, dict[str, Any]] = {}
-            for r in listed:  # newest first: keep the newest run of a title
-                # ``display_title`` is the rendered ``run-name``; ``name`` is the workflow's name
-                if isinstance(r.get("display_title"), str):
-                    by_title.setdefault(r["display_title"], r)
+            by_title = runs_by_name(listed)
             for run in repo_runs:
                 found = by_id.get(run.run_id or "") or by_title.get(run.run_name)
                 if found is None and run.run_id:
@@ -250,10 +279,11 @@ class GitHubActionsBackend(RunnerBackend):
         """Cancel the job's workflow run (an operator's cancel, the reconciler's safety net for a
         run past its lifetime).
 
-        A run not linked yet (an operator cancelled the job before a reconcile cycle linked it) is
-        looked up by its name, as :meth:`poll_runs` links it: its job has ended, so no later cycle
-        would find it, and the run would go on. One GitHub has not listed yet is left to fail on
-        its job's nonce, which is no longer accepted; one that already completed is left as it is.
+        A run not linked yet (on a server whose dispatch answer names no run, an operator cancelled
+        the job before a reconcile cycle linked it) is looked up by its name, as :meth:`poll_runs`
+        links it: its job has ended, so no later cycle would find it, and the run would go on. One
+        GitHub has not listed yet is left to fail on its job's nonce, which is no longer accepted;
+        one that already completed is left as it is.
         """
         if not self.is_configured():
             return
@@ -261,10 +291,11 @@ class GitHubActionsBackend(RunnerBackend):
         try:
             repo = self._repo(run.mapping)
             if not run_id:
-                run_id = self._run_id_by_name(repo, run)
-                if run_id is None:
+                found = _run_named(repo, run.run_name, _aware(run.dispatched_at) - CLOCK_SLACK)
+                if found is None:
                     self.log.info("job %s: no workflow run named %r to cancel yet", run.job_id, run.run_name)
                     return
+                run_id = str(found["id"])
             if repo.cancel_run(run_id):
                 self.log.info("job %s: cancelled workflow run %s", run.job_id, run_id)
         except ProviderError as exc:
@@ -274,15 +305,6 @@ class GitHubActionsBackend(RunnerBackend):
                 run_id or repr(run.run_name),
                 github_message(exc),
             )
-
-    def _run_id_by_name(self, repo: Repo, run: InFlightRun) -> str | None:
-        """The id of the newest ``workflow_dispatch`` run named ``run.run_name`` (one listing back
-        to the dispatch), ``None`` when GitHub lists none."""
-        since = _aware(run.dispatched_at) - CLOCK_SLACK
-        for listed in repo.iter_workflow_runs(since, event="workflow_dispatch"):
-            if listed.get("display_title") == run.run_name and listed.get("id") is not None:
-                return str(listed["id"])
-        return None
 
     # -- workflow sync --
 
@@ -361,6 +383,24 @@ def _state_result(
         f"{where} is installed and current but {what} on GitHub, so every dispatch fails: enable it in "
         f"the Actions tab of {full_name}, or run gh workflow enable {file} --repo {full_name}",
     )
+
+
+def runs_by_name(listed: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The newest run of each name in a listing (GitHub lists runs newest first).
+
+    A run's name is its ``display_title``, the rendered ``run-name`` (``name`` is the workflow's).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for run in listed:
+        if isinstance(run.get("display_title"), str) and run.get("id") is not None:
+            out.setdefault(run["display_title"], run)
+    return out
+
+
+def _run_named(repo: Repo, name: str, since: datetime) -> dict[str, Any] | None:
+    """The newest ``workflow_dispatch`` run named ``name`` created at or after ``since`` (one
+    listing), ``None`` when GitHub lists none."""
+    return runs_by_name(repo.iter_workflow_runs(since, event="workflow_dispatch")).get(name)
 
 
 def _aware(value: datetime) -> datetime:

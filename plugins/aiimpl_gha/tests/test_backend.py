@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiimpl_core.errors import DispatchError, ProviderConfigError, ProviderError
 from aiimpl_core.github.app_auth import TOKENS
+from aiimpl_core.http import HttpClient
 from aiimpl_core.testing.contract import (
     RunnerBackendContract,
     make_context,
@@ -114,9 +116,12 @@ def test_dispatch_sends_the_inputs_on_the_default_branch(
 ) -> None:
     install(gh, backend)
     result = backend.dispatch(full_request(7))
-    assert result.run_id is None and not result.linked  # linked later, by name
+    run = gh.run_named("job-7")
+    # GitHub's answer names the run: the job is linked to it at once
+    assert (result.run_id, result.linked) == (str(run.id), True)
+    assert result.run_url == f"https://github.com/acme/api/actions/runs/{run.id}"
     [call] = gh.server.requests_to("POST", "/actions/workflows/ai-implement.yml/dispatches")
-    assert call.json["ref"] == "main"
+    assert call.json["ref"] == "main" and call.json["return_run_details"] is True
     inputs = call.json["inputs"]
     assert inputs["run_name"] == "AI-Implement ENG-1 implementation job-7"
     assert (inputs["job_id"], inputs["phase"], inputs["issue_key"]) == ("7", "implementation", "ENG-1")
@@ -129,8 +134,81 @@ def test_dispatch_sends_the_inputs_on_the_default_branch(
     for request in gh.requests:
         assert SECRET not in request.body.decode()
     # the run the fake created carries the job's run name
-    run = gh.run_named("job-7")
     assert run.head_branch == "main" and run.workflow.file == "ai-implement.yml"
+
+
+@pytest.mark.parametrize("server", ["ignored", "refused"])
+def test_a_server_without_run_details_makes_one_run_linked_by_its_name(
+    gh: FakeGitHub, backend: GitHubActionsBackend, server: str
+) -> None:
+    # GitHub Enterprise Server before return_run_details: answers 204 all the same, or refuses the key
+    install(gh, backend)
+    gh.run_details = server
+    request = full_request(7)
+    result = backend.dispatch(request)
+    assert result.run_id is None and not result.linked
+    [run] = gh.runs_of("acme", "api")  # a refused key made no run; the dispatch without it made one
+    calls = gh.server.requests_to("POST", "/dispatches")
+    expected = [True] if server == "ignored" else [True, None]
+    assert [c.json.get("return_run_details") for c in calls] == expected
+    assert all(c.json["inputs"] == calls[0].json["inputs"] for c in calls)
+    [state] = backend.poll_runs([in_flight(request)])
+    assert state.phase is RunPhase.PENDING and state.run_id == str(run.id)
+
+
+def test_a_dispatch_answered_with_an_unreadable_body_is_linked_by_name(
+    gh: FakeGitHub, backend: GitHubActionsBackend
+) -> None:
+    # a proxy's page in place of GitHub's 200: the dispatch was made, only its run is not named
+    install(gh, backend)
+    gh.garble_next("POST", "/dispatches$")
+    request = full_request(7)
+    result = backend.dispatch(request)
+    assert result.run_id is None
+    [run] = gh.runs_of("acme", "api")
+    [state] = backend.poll_runs([in_flight(request)])
+    assert state.run_id == str(run.id)
+
+
+def short_timeout_backend(gh: FakeGitHub, seconds: float) -> GitHubActionsBackend:
+    context = dataclasses.replace(
+        make_context(github_config(gh)),
+        http=lambda base_url="", **kw: HttpClient(base_url, **{**kw, "timeout": seconds}),
+    )
+    return GitHubActionsBackend(context)
+
+
+@pytest.mark.parametrize("lost", ["timeout", "gateway"])
+def test_a_dispatch_without_an_answer_is_linked_to_the_run_github_made(
+    gh: FakeGitHub, backend: GitHubActionsBackend, lost: str
+) -> None:
+    # no answer came back (a read timeout, a gateway's 504), yet GitHub made the run: failing the
+    # job would leave that run to nobody, so it is found by its name and the job linked to it
+    install(gh, backend)
+    if lost == "timeout":
+        backend = short_timeout_backend(gh, 1.0)
+        gh.delay_next("POST", "/dispatches$", 1.5)
+    else:
+        gh.fail_next("POST", "/dispatches$", 504, "We couldn't respond to your request in time.", done=True)
+    result = backend.dispatch(full_request(7))
+    [run] = gh.runs_of("acme", "api")  # the dispatch was not sent twice
+    assert (result.run_id, result.run_url) == (str(run.id), f"https://github.com/acme/api/actions/runs/{run.id}")
+    [listing] = gh.server.requests_to("GET", "/actions/runs")
+    assert listing.query["event"] == ["workflow_dispatch"]
+
+
+def test_a_dispatch_without_an_answer_and_no_run_fails(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
+    install(gh, backend)
+    gh.fail_next("POST", "/dispatches$", 502, "Server Error")  # refused before GitHub made a run
+    with pytest.raises(DispatchError) as err:
+        backend.dispatch(full_request(7))
+    assert err.value.status == 502 and gh.runs_of("acme", "api") == []
+    assert len(gh.server.requests_to("GET", "/actions/runs")) == 1  # it looked
+    # a refusal made no run: nothing is looked for
+    gh.set_workflow_state("acme", "api", "ai-implement.yml", "disabled_manually")
+    with pytest.raises(DispatchError) as err:
+        backend.dispatch(full_request(8))
+    assert err.value.status == 422 and len(gh.server.requests_to("GET", "/actions/runs")) == 1
 
 
 def test_dispatch_uses_the_configured_workflow_file(gh: FakeGitHub) -> None:

@@ -32,8 +32,9 @@ def test_backend_round_against_the_full_description(full_gh: FakeGitHub) -> None
     assert len(backend.sync_workflows(mapping).created) == 3
     assert backend.sync_workflows(mapping).unchanged
     request = full_request(1, Phase.PLANNING, mapping=mapping)
-    backend.dispatch(request)
+    result = backend.dispatch(request)
     run = full_gh.run_named("job-1")
+    assert result.run_id == str(run.id)  # the 200 with the run's details, checked as well
     full_gh.advance_run(run.id, "completed", "timed_out")
     flight = InFlightRun(
         job_id=1,

@@ -1,7 +1,8 @@
 """Whole runs through the orchestrator with the github-actions backend and the fake GitHub.
 
-Dispatch by the poll cycle → the run GitHub creates is linked to its job by the reconciler → the
-run's end (here GitHub's ``timed_out``) ends the job; the session's ``/api/token`` gets an
+Dispatch by the poll cycle → the run GitHub creates is linked to its job (by the dispatch's answer,
+or by the reconciler on a server that names no run) → the run's end (here GitHub's ``timed_out``)
+ends the job; the session's ``/api/token`` gets an
 installation token for its repository; ``/trigger/gap-fill`` reports GitHub's refusal.
 """
 
@@ -57,8 +58,10 @@ def test_dispatched_job_is_linked_and_a_timed_out_run_ends_it(
     assert (job.status, job.backend) == ("dispatched", "github-actions")
     run = gh.run_named(f"job-{job.id}")
     assert run.title == job.run_name and run.inputs["job_id"] == str(job.id)
+    # GitHub's answer to the dispatch named the run
+    assert (job.run_id, job.run_url) == (str(run.id), f"https://github.com/acme/api/actions/runs/{run.id}")
 
-    # queued: the reconciler links the run without calling it running
+    # queued: the reconciler does not call it running
     reconcile()
     job = job_of("ENG-1")
     assert (job.status, job.run_id) == ("dispatched", str(run.id))
@@ -242,14 +245,26 @@ def test_a_run_far_past_its_lifetime_is_cancelled_on_github(
 
 
 @pytest.mark.parametrize("gh", ["full"], indirect=True)  # cancelling is outside the fast subset
-def test_an_operators_cancel_before_the_run_is_linked_cancels_it_on_github(
-    app: Any, client: Any, gh: FakeGitHub, tracker: FakeTracker, mapping: MappingRow, admin_headers: Any
+@pytest.mark.parametrize("run_details", ["returned", "ignored"])
+def test_an_operators_cancel_before_a_reconcile_cycle_cancels_the_run_on_github(
+    app: Any,
+    client: Any,
+    gh: FakeGitHub,
+    tracker: FakeTracker,
+    mapping: MappingRow,
+    admin_headers: Any,
+    run_details: str,
 ) -> None:
+    gh.run_details = run_details  # ``ignored``: a server that names no run in the dispatch's answer
     tracker.add("ENG-8")
     run_cycle(reconcile=False)
     job = job_of("ENG-8")
-    assert (job.status, job.run_id) == ("dispatched", None)  # no reconcile cycle linked it yet
+    run = gh.run_named(f"job-{job.id}")
+    # no reconcile cycle ran: the job is linked only when the dispatch's answer named the run
+    assert (job.status, job.run_id) == ("dispatched", str(run.id) if run_details == "returned" else None)
     resp = client.post(f"/api/jobs/{job.id}/cancel", headers=admin_headers)
     assert resp.status_code == 200 and resp.get_json()["status"] == "failed"
-    run = gh.run_named(f"job-{job.id}")
     assert (run.status, run.conclusion) == ("completed", "cancelled")
+    # a run not linked is looked up by its name first
+    listings = gh.server.requests_to("GET", "/actions/runs")
+    assert len(listings) == (0 if run_details == "returned" else 1)
