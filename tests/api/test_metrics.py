@@ -303,3 +303,17 @@ def test_one_scrape_costs_the_same_statements_whatever_the_number_of_rows(client
     assert len(by(large, "aiimpl_backoff_remaining_seconds", "kind", "id")) == 60
     assert len(many) == len(few), many
     assert 7 <= len(few) <= 8, few  # seven queries (and a BEGIN on SQLite)
+
+
+def test_label_values_are_escaped_in_the_exposition(client, now):
+    """A team key is written into a label as the text format wants it (a quote, a backslash and a
+    line break escaped): one line per sample, read back as it was stored, no sample forged."""
+    team = 'a"b\\c\nd} aiimpl_forged 1'
+    db.session.add(Job(issue_key="X-1", team_key=team, phase="implementation", status="running",
+                       provider="fake-tracker", backend="github-actions"))
+    db.session.commit()
+    resp = client.get(URL, headers=AUTH)
+    text = resp.get_data(as_text=True)
+    assert 'aiimpl_jobs_active{team="a\\"b\\\\c\\nd} aiimpl_forged 1"} 1.0\n' in text
+    assert not any(line.startswith("aiimpl_forged") or line.startswith("d}") for line in text.splitlines())
+    assert by(scrape(client), "aiimpl_jobs_active", "team") == {team: 1}

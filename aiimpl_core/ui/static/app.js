@@ -38,6 +38,8 @@ function link(url, text) {
   return `<a href="${esc(safe)}" target="_blank" rel="noopener">${esc(text || url)}</a>`;
 }
 
+const UNREACHABLE = "The server could not be reached";
+
 class ApiError extends Error {
   constructor(status, body) {
     super((body && body.error) || `HTTP ${status}`);
@@ -50,7 +52,14 @@ async function api(method, path, body) {
   const headers = {"Accept": "application/json"};
   if (token()) headers["Authorization"] = `Bearer ${token()}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const resp = await fetch(path, {method, headers, body: body === undefined ? undefined : JSON.stringify(body)});
+  let resp;
+  try {
+    resp = await fetch(path, {method, headers, body: body === undefined ? undefined : JSON.stringify(body)});
+  } catch (_) {
+    // no answer at all (the server is down, the network gone): said in words, not in the
+    // browser's own ("Failed to fetch", "NetworkError when attempting to fetch resource.")
+    throw new ApiError(0, {error: UNREACHABLE});
+  }
   let data = null;
   try { data = await resp.json(); } catch (_) { data = null; }
   if (resp.status === 401 && path !== "/api/auth") {
@@ -76,19 +85,40 @@ function flash(message, kind = "ok") {
 }
 
 /* Run fn now and every few seconds: a refresh that fails says why (the server or the database
-   is down), and the next one that succeeds takes that message away again. */
-function every(fn) {
-  const run = () => Promise.resolve().then(fn).then(() => {
-    const el = document.getElementById("flash");
-    if (el && el.dataset.refresh) {
-      el.textContent = "";
-      el.className = "";
-      delete el.dataset.refresh;
-    }
-  }, (e) => {
-    flash(`Could not refresh: ${e.message}`, "error");
+   is down), and the next one that succeeds takes that message away again. A refresh is not asked
+   for again while the last one is on its way (a slow server is not sent one more request every few
+   seconds by every open panel), unless it has gone unanswered for STALLED_MS, which is said too.
+   A list (`table`, a selector) whose first refresh fails says why in place of "Loading…". */
+const STALLED_MS = 30000;
+
+function every(fn, table = null) {
+  let asked = 0;
+  let since = null;  // when the refresh on its way was asked for
+  const failed = (message) => {
+    flash(`Could not refresh: ${message}`, "error");
     document.getElementById("flash").dataset.refresh = "1";
-  });
+    const tbody = table && document.querySelector(`${table} tbody`);
+    if (tbody && !tbody.dataset.filled) {
+      const cols = document.querySelectorAll(`${table} thead th`).length || 1;
+      tbody.innerHTML = `<tr><td colspan="${cols}">${esc(`Could not load: ${message}`)}</td></tr>`;
+    }
+  };
+  const run = () => {
+    if (since !== null) {
+      if (Date.now() - since < STALLED_MS) return;
+      failed(`the server has not answered for ${Math.round((Date.now() - since) / 1000)} s`);
+    }
+    const mine = ++asked;
+    since = Date.now();
+    Promise.resolve().then(fn).then(() => {
+      const el = document.getElementById("flash");
+      if (el && el.dataset.refresh) {
+        el.textContent = "";
+        el.className = "";
+        delete el.dataset.refresh;
+      }
+    }, (e) => failed(e.message)).finally(() => { if (mine === asked) since = null; });
+  };
   run();
   const id = setInterval(() => { if (!document.hidden) run(); }, REFRESH_MS);
   window.addEventListener("beforeunload", () => clearInterval(id));
@@ -137,7 +167,7 @@ function cappedList(id, path, max, say, render, after = null) {
     button.hidden = asked >= max;
     if (after) await after();
   };
-  every(load);
+  every(load, `#${id}-table`);
   button.addEventListener("click", () => {
     limit = Math.min(limit + PAGE_ROWS, max);
     load().catch((e) => flash(e.message, "error"));
@@ -145,9 +175,38 @@ function cappedList(id, path, max, say, render, after = null) {
   return load;
 }
 
+/* Show rows (each one `<tr>…</tr>` of HTML) in a table, or a row saying `empty`. A row whose HTML
+   is the one already shown is left in place, untouched: a refresh that changes nothing changes
+   nothing on the page, so the keyboard focus on a row's button, text being selected (an error
+   being copied) and a screen reader's place stay where they are, and the live region announces
+   only the rows that changed. */
+const ROW_HTML = new WeakMap();
+
 function fillRows(table, rowsHtml, cols, empty) {
   const tbody = document.querySelector(`${table} tbody`);
-  tbody.innerHTML = rowsHtml.length ? rowsHtml.join("") : `<tr><td colspan="${cols}">${esc(empty)}</td></tr>`;
+  const wanted = rowsHtml.length ? rowsHtml : [`<tr><td colspan="${cols}">${esc(empty)}</td></tr>`];
+  const shown = new Map();
+  for (const tr of tbody.children) {
+    const html = ROW_HTML.get(tr);
+    if (html === undefined) continue;
+    if (!shown.has(html)) shown.set(html, []);
+    shown.get(html).push(tr);
+  }
+  const rows = wanted.map((html) => {
+    const same = shown.get(html);
+    if (same && same.length) return same.shift();
+    const template = document.createElement("template");
+    template.innerHTML = html.trim();
+    const tr = template.content.firstElementChild;
+    ROW_HTML.set(tr, html);
+    return tr;
+  });
+  // the rows no longer shown go first, then the new ones are put in place around those kept: a
+  // row kept is moved only when rows were reordered (moving a row takes the focus away from it)
+  for (const stale of shown.values()) stale.forEach((tr) => tr.remove());
+  [...tbody.children].filter((tr) => !ROW_HTML.has(tr)).forEach((tr) => tr.remove());
+  rows.forEach((tr, i) => { if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null); });
+  tbody.dataset.filled = "1";
 }
 
 function statusBadge(status, extra) {
@@ -156,11 +215,19 @@ function statusBadge(status, extra) {
 
 /* A form marked data-keep-draft outlives the end of the admin session: what was typed is kept in
    this tab's session storage when a request is refused for it, and put back once signed in again
-   (never a password field's value). */
+   (never a password field's value). A form as it was served (nothing typed, nothing filled in by
+   Edit) is not kept: there is nothing to put back, nor to say was put back. */
 function draftKey(form) { return `aiimpl.draft:${location.pathname}:${form.id}`; }
+
+function edited(el) {
+  if (el.type === "checkbox" || el.type === "radio") return el.checked !== el.defaultChecked;
+  if (el.options) return [...el.options].some((o) => o.selected !== o.defaultSelected);
+  return el.value !== el.defaultValue;
+}
 
 function keepDrafts() {
   document.querySelectorAll("form[data-keep-draft]").forEach((form) => {
+    if (![...form.elements].some((el) => el.name && el.type !== "password" && edited(el))) return;
     const values = {};
     for (const el of form.elements) {
       if (!el.name || el.type === "password") continue;
@@ -279,12 +346,13 @@ function initProjects() {
         <td>${esc(m.defaultBranch)}</td><td>${esc(m.executionMode)}</td><td>${esc(m.provider)}</td>
         <td><label class="sr-only" for="cap-${team}">Cap for ${team}</label>
             <input class="cap" id="cap-${team}" inputmode="numeric" size="3" value="${esc(m.maxInProgressAiIssues ?? "")}">
-            <button type="button" data-act="cap">Set cap</button></td>
+            <button type="button" data-act="cap" aria-label="Set cap of ${team}">Set cap</button></td>
         <td>${paused ? '<span class="status s-paused">paused</span>' : '<span class="status s-running">active</span>'}</td>
-        <td class="actions"><button type="button" data-act="edit">Edit</button>
-          <button type="button" data-act="${paused ? "resume" : "pause"}">${paused ? "Resume" : "Pause"}</button>
-          <button type="button" data-act="sync">Sync workflows</button>
-          <button type="button" class="danger" data-act="delete">Delete</button></td></tr>`;
+        <td class="actions"><button type="button" data-act="edit" aria-label="Edit mapping ${team}">Edit</button>
+          <button type="button" data-act="${paused ? "resume" : "pause"}"
+            aria-label="${paused ? "Resume" : "Pause"} mapping ${team}">${paused ? "Resume" : "Pause"}</button>
+          <button type="button" data-act="sync" aria-label="Sync workflows of ${team}">Sync workflows</button>
+          <button type="button" class="danger" data-act="delete" aria-label="Delete mapping ${team}">Delete</button></td></tr>`;
     }), 8, "No mappings yet: create one below.");
   };
   document.querySelector("#mappings-table").addEventListener("click", async (ev) => {
@@ -292,6 +360,11 @@ function initProjects() {
     if (!btn) return;
     const team = btn.closest("tr").dataset.team;
     const path = `/api/mappings/${encodeURIComponent(team)}`;
+    // one request at a time per button: a second click on Sync workflows while the first sync is
+    // on its way would write the same files again, and race it (a flag, not `disabled`: a button
+    // disabled loses the keyboard focus)
+    if (btn.dataset.busy) return;
+    btn.dataset.busy = "1";
     try {
       switch (btn.dataset.act) {
         case "edit": fillMappingForm(form, mappings.find((m) => m.teamKey === team)); return;
@@ -317,7 +390,7 @@ function initProjects() {
           await api("DELETE", path); flash(`${team} deleted`); break;
       }
       await load();
-    } catch (e) { flash(e.message, "error"); }
+    } catch (e) { flash(e.message, "error"); } finally { delete btn.dataset.busy; }
   });
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -419,7 +492,13 @@ function initJobs() {
     const btn = ev.target.closest("button[data-act]");
     if (!btn) return;
     const id = btn.closest("tr").dataset.job;
-    if (btn.dataset.act === "steps") { showSteps(id, byId.get(id)?.error).catch((e) => flash(e.message, "error")); return; }
+    if (btn.dataset.act === "steps") {
+      // the steps are shown below the whole list: the focus goes to them (a keyboard user would
+      // otherwise tab through every row to get there)
+      showSteps(id, byId.get(id)?.error).then(() => document.getElementById("steps-h").focus())
+        .catch((e) => flash(e.message, "error"));
+      return;
+    }
     if (btn.dataset.act !== "cancel" || !confirm(`Cancel job ${id}? It ends failed and its run is stopped.`)) return;
     btn.disabled = true;
     try { await api("POST", `/api/jobs/${encodeURIComponent(id)}/cancel`); flash(`Job ${id} cancelled`); await load(); }
@@ -435,9 +514,9 @@ function initSessions() {
     if (!mayShow()) return;
     fillRows("#sessions-table", rows.map((s) => `<tr data-id="${esc(s.id)}"><th scope="row">${esc(s.id)}</th>
       <td>${esc(s.backend)}</td><td>${esc(s.state)}</td><td>${esc(pick(s, "jobId") ?? "")}</td><td>${esc(pick(s, "issueKey") ?? "")}</td>
-      <td><button type="button" class="danger" data-act="destroy">Destroy</button></td></tr>`), 6, "No active sessions.");
+      <td><button type="button" class="danger" data-act="destroy" aria-label="Destroy session ${esc(s.id)}">Destroy</button></td></tr>`), 6, "No active sessions.");
   };
-  every(load);
+  every(load, "#sessions-table");
   document.querySelector("#sessions-table").addEventListener("click", async (ev) => {
     const btn = ev.target.closest("button[data-act=destroy]");
     if (!btn) return;
@@ -467,7 +546,7 @@ function initOutbox() {
     fillRows("#outbox-table", items.map((i) => `<tr data-id="${esc(i.id)}"><th scope="row">${esc(i.id)}</th>
       <td class="nowrap">${esc(i.issueKey)}</td><td><code>${esc(i.op)}</code> ${esc(i.stage || i.kind || "")}</td><td>${esc(i.attempts)}</td>
       <td>${esc(i.lastError)}</td><td>${when(i.createdAt)}</td><td class="muted">${esc(i.bodyPreview)}</td>
-      <td><button type="button" data-act="retry">Retry</button></td></tr>`), 8, "No tracker write was given up on.");
+      <td><button type="button" data-act="retry" aria-label="Retry item ${esc(i.id)}">Retry</button></td></tr>`), 8, "No tracker write was given up on.");
     return items.length;
   });
   document.querySelector("#outbox-table").addEventListener("click", async (ev) => {
@@ -525,7 +604,8 @@ function initSecrets() {
     tbody.dataset.scope = listed;
     if (error) { fillRows("#secrets-table", [], 3, error.message); throw error; }
     fillRows("#secrets-table", rows.map((s) => `<tr data-name="${esc(s.name)}"><th scope="row"><code>${esc(s.name)}</code></th>
-      <td>${when(pick(s, "updatedAt"))}</td><td><button type="button" class="danger" data-act="delete">Delete</button></td></tr>`),
+      <td>${when(pick(s, "updatedAt"))}</td><td><button type="button" class="danger" data-act="delete"
+        aria-label="Delete secret ${esc(s.name)}">Delete</button></td></tr>`),
     3, "No secrets in this scope.");
   };
   api("GET", "/api/mappings").then((body) => {
@@ -534,7 +614,7 @@ function initSecrets() {
       opt.value = m.teamKey; opt.textContent = `Team ${m.teamKey}`;
       scope.appendChild(opt);
     }
-  }).catch(() => {});
+  }).catch((e) => flash(`Could not list the teams (only global secrets can be chosen): ${e.message}`, "error"));
   const reload = () => load().catch((e) => flash(e.message, "error"));
   scope.addEventListener("change", () => {
     // the rows shown are the last scope's: none is offered for Delete until the new scope's come
