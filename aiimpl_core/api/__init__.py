@@ -68,8 +68,10 @@ def _install_hardening(app: Flask) -> None:
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("X-Frame-Options", "DENY")
         resp.headers.setdefault("Referrer-Policy", "no-referrer")
-        policy = "default-src 'self'; frame-ancestors 'none'" if request.path.startswith("/ui") else (
-            "frame-ancestors 'none'")
+        # (base-uri and form-action fall back to no default-src: a <base> or a form's action put in
+        # a page would send its relative links, or a typed access code, elsewhere)
+        policy = ("default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+                  if request.path.startswith("/ui") else "frame-ancestors 'none'")
         resp.headers.setdefault("Content-Security-Policy", policy)
         hsts = int(app.config.get("AIIMPL_HSTS_SECONDS") or 0)
         if hsts and request.is_secure:

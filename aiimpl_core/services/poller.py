@@ -20,7 +20,7 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import current_app
@@ -125,11 +125,14 @@ def backoff_from(value: Any, now: datetime | None = None) -> Backoff | None:
         return None
     try:
         until = datetime.fromisoformat(str(value["until"]))
-    except (KeyError, ValueError):
-        return None
+        failures = int(value.get("failures") or 1)
+    except (KeyError, ValueError, TypeError):
+        return None  # (a row edited by hand: no back-off, rather than a failed cycle or /metrics)
+    if until.tzinfo is None:
+        until = until.replace(tzinfo=UTC)  # the poller writes UTC
     if until <= (now or utcnow()):
         return None
-    return Backoff(until, int(value.get("failures") or 1), str(value.get("error") or ""))
+    return Backoff(until, failures, str(value.get("error") or ""))
 
 
 def is_transient(exc: BaseException) -> bool:

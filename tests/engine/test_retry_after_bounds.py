@@ -63,3 +63,20 @@ def test_a_retry_after_within_the_bound_leaves_a_connection_alone_as_long_as_it_
     now = utcnow()
     backoff = poller.record_failure("runner", "github-actions", fail_with(429, retry_after=1800), now)
     assert backoff.until == now + timedelta(seconds=1800)
+
+
+@pytest.mark.parametrize("value", [
+    {"until": "2999-01-01T00:00:00", "failures": 2, "error": "a time without its offset"},
+    {"until": "2999-01-01T00:00:00+00:00", "failures": "many", "error": "a count that is no number"},
+    {"until": "2999-01-01T00:00:00+00:00", "failures": [1], "error": "a count that is a list"},
+])
+def test_a_back_off_edited_by_hand_is_read_or_left_not_a_failure(value):
+    """A connection's back-off row as an operator may have edited it: a time without its offset is
+    UTC (as the poller writes it), a count no number means no back-off; neither raises (a cycle, the
+    connections' listing and /metrics read it)."""
+    now = utcnow()
+    backoff = poller.backoff_from(value, now)
+    if value["failures"] == 2:
+        assert backoff is not None and backoff.until.tzinfo is not None and backoff.failures == 2
+    else:
+        assert backoff is None

@@ -171,6 +171,11 @@ def test_ui_and_api_answers_carry_hardening_headers(full_app):
         framing = resp.headers.get("X-Frame-Options", "") + resp.headers.get("Content-Security-Policy", "")
         assert "DENY" in framing or "frame-ancestors 'none'" in framing, url
         assert resp.headers.get("Cache-Control") == "no-store", url
+        if url.startswith("/ui"):
+            # directives default-src does not cover: no <base> element, forms sent to the UI only
+            directives = resp.headers["Content-Security-Policy"].split("; ")
+            policy = {d.split()[0]: d.split()[1:] for d in directives}
+            assert (policy["base-uri"], policy["form-action"]) == (["'none'"], ["'self'"]), url
     signed_in = client.post("/api/auth", json={"code": SECRETS["AIIMPL_ADMIN_ACCESS_CODE"]})
     assert signed_in.status_code == 200 and signed_in.headers.get("Cache-Control") == "no-store"
     static = client.get("/ui/static/app.js")
