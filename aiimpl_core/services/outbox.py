@@ -8,9 +8,13 @@ whoever holds the item (it was posted). A caller that must answer only once its 
 (``/api/status``) may queue the item already claimed and send it itself right after its commit
 (:func:`send_claimed`).
 Per issue, items go out in order: when one fails, or another sender holds it, the later ones wait
-for it. An item the tracker refuses for good (:data:`REFUSED_STATUSES`) is given up on after a few
-attempts, so it does not hold the issue's later items back for the hours a full series of retries
-takes.
+for it. An item is given up on (``dead``) after :data:`MAX_ATTEMPTS` attempts, and no sooner than
+the time that series of back-offs takes (:data:`FULL_SERIES`, counted from its creation), so a
+tracker that asks for quick retries (``Retry-After``) does not lose it sooner than an outage would.
+An item the tracker refuses for good (:data:`REFUSED_STATUSES`) is given up on after a few attempts,
+so it does not hold the issue's later items back for the hours a full series of retries takes. An
+item taken again after its sender's lease ran out counts an attempt too: one that brings its sender
+down every time is given up on rather than taken forever.
 """
 from __future__ import annotations
 
@@ -49,8 +53,14 @@ REFUSED_STATUSES = frozenset({400, 404, 410, 422})
 #: tracker that answered wrongly once
 MAX_ATTEMPTS_REFUSED = 3
 #: the last error of an item taken again after its sender's lease ran out (the sender stopped, or
-#: took longer than the lease, before recording whether the tracker took it)
+#: took longer than the lease, before recording whether the tracker took it); the try counts as an
+#: attempt
 LEASE_RAN_OUT = "its sender stopped before recording an outcome (lease ran out); taken again"
+#: the last error of an item given up on when taken again after its sender's lease ran out, as the
+#: try before had ended the same way (an item that brings its sender down every time: sent again,
+#: it would again, holding the issue's later items for good)
+LEASE_RAN_OUT_DEAD = ("its sender stopped before recording an outcome (lease ran out), again; "
+                      "given up rather than taken again")
 
 
 def _backoff(attempts: int, retry_after: float | None) -> timedelta:
@@ -58,6 +68,19 @@ def _backoff(attempts: int, retry_after: float | None) -> timedelta:
         # (the issue's later writes wait on it)
         return retry_after_wait(retry_after, MAX_BACKOFF)
     return min(MAX_BACKOFF, timedelta(seconds=5 * 2 ** min(attempts, 12)))
+
+
+#: how long the series of MAX_ATTEMPTS attempts takes at the back-off above (about 16 hours): an
+#: item is given up on (other than refused for good) no sooner than this after its creation, though
+#: its tracker asked for quicker retries (a rate limit's ``Retry-After`` of seconds would otherwise
+#: use its attempts up in minutes)
+FULL_SERIES = sum((_backoff(n, None) for n in range(1, MAX_ATTEMPTS)), timedelta())
+
+
+def _spent(attempts: int, created_at: datetime, at: datetime) -> bool:
+    """Whether an item not refused for good is given up on, having had ``attempts`` attempts by
+    ``at``: all of them, and the time they take at the back-off (:data:`FULL_SERIES`)."""
+    return attempts >= MAX_ATTEMPTS and at - created_at >= FULL_SERIES
 
 
 def _refused_for_good(exc: Exception) -> bool:
@@ -157,10 +180,10 @@ def _held(item: Claimed) -> Any:
     )
 
 
-def _claim(item_id: int, now: datetime) -> Claimed | None:
+def _claim(item_id: int, now: datetime, *, own_lease: datetime | None = None) -> Claimed | None:
     """Take the item for sending (compare-and-set, with a lease); ``None`` when it is not due or
-    another sender has it."""
-    return _claim_many([item_id], now).get(item_id)
+    another sender has it (or it was given up on, see :func:`_claim_many`)."""
+    return _claim_many([item_id], now, own_lease=own_lease).get(item_id)
 
 
 @per_dialect
@@ -244,17 +267,44 @@ def queue_taken(
 IDEMPOTENT_OPS = ("stage", "done")
 
 
-def _claim_many(item_ids: list[int], now: datetime) -> dict[int, Claimed]:
+def _claim_many(
+    item_ids: list[int], now: datetime, *, own_lease: datetime | None = None
+) -> dict[int, Claimed]:
     """Take these items for sending in one statement (compare-and-set, with a lease); the ones
     taken, by id (an item not due at ``now``, or that another sender has, is left out).
 
     The lease runs from the claim, not from ``now`` (the start of a pass, which may have begun
     minutes ago): a lease counted from then could have run out already, and another sender would
     take the item again while this one posts it.
+
+    An item taken again after its sender's lease ran out was tried: the try counts as an attempt.
+    (Not a stage change or "done" taken with others, which may have waited its turn when its sender
+    stopped: it is marked :data:`LEASE_RAN_OUT`, and :func:`deliver` takes it on its own from then
+    on, so its sender's next stop counts.) Once that makes :data:`MAX_ATTEMPTS`, the item is marked
+    ``dead`` instead (in the same statement) and left out, when the try before had ended the same
+    way (an item that brings its sender down would do so again, and hold its issue's later items
+    back for good) or when its time is up as a failure's would be (:func:`_spent`). (Not after a
+    single stop: a write rate-limited past its attempts, :data:`FULL_SERIES` not over, is not lost
+    to one restart of its sender.)
+
+    :param own_lease: this sender's own lease on items it took earlier in its pass and now takes
+        again, their lease having run out meanwhile: they were not tried, and count no attempt.
     """
     if not item_ids:
         return {}
     lease_until = max(now, utcnow()) + LEASE
+    # (every expression below reads the row as it was before the update, on both databases)
+    stopped = OutboxItem.state == "sending"
+    if own_lease is not None:
+        stopped = and_(stopped, OutboxItem.next_attempt_at != own_lease)
+    tried = and_(stopped, or_(OutboxItem.op.not_in(IDEMPOTENT_OPS), OutboxItem.last_error == LEASE_RAN_OUT))
+    given_up = and_(
+        tried,
+        OutboxItem.attempts + 1 >= MAX_ATTEMPTS,
+        or_(OutboxItem.last_error == LEASE_RAN_OUT, OutboxItem.created_at <= now - FULL_SERIES),
+    )
+    state_type, time_type, error_type = (OutboxItem.state.type, OutboxItem.next_attempt_at.type,
+                                         OutboxItem.last_error.type)
     rows = db.session.execute(
         update(OutboxItem)
         .where(
@@ -263,12 +313,16 @@ def _claim_many(item_ids: list[int], now: datetime) -> dict[int, Claimed]:
             OutboxItem.next_attempt_at <= now,
         )
         .values(
-            state="sending",
-            next_attempt_at=lease_until,
+            state=case((given_up, literal("dead", state_type)), else_=literal("sending", state_type)),
+            next_attempt_at=case(
+                (given_up, OutboxItem.next_attempt_at), else_=literal(lease_until, time_type)
+            ),
+            attempts=case((tried, OutboxItem.attempts + 1), else_=OutboxItem.attempts),
             # taken again from a sender whose lease ran out: it stopped mid-try, so the item was
-            # tried (an operator sees why it went out late)
+            # tried (an operator sees why it went out late, or was given up on)
             last_error=case(
-                (OutboxItem.state == "sending", literal(LEASE_RAN_OUT, OutboxItem.last_error.type)),
+                (given_up, literal(LEASE_RAN_OUT_DEAD, error_type)),
+                (stopped, literal(LEASE_RAN_OUT, error_type)),
                 else_=OutboxItem.last_error,
             ),
         )
@@ -279,16 +333,22 @@ def _claim_many(item_ids: list[int], now: datetime) -> dict[int, Claimed]:
             OutboxItem.issue_key,
             OutboxItem.body,
             OutboxItem.stage,
+            OutboxItem.state,
             OutboxItem.attempts,
             OutboxItem.last_error,
         ),
         execution_options={"synchronize_session": False},
     ).all()
     db.session.commit()
+    for row in rows:
+        if row.state == "dead":
+            log.warning("outbox item %s (%s %s) given up after %d attempts: %s", row.id, row.op,
+                        row.issue_key, row.attempts, row.last_error)
     return {
         row.id: Claimed(row.id, row.op, row.provider, row.issue_key, row.body, row.stage,
                         lease_until=lease_until, tried=row.attempts > 0 or row.last_error is not None)
         for row in rows
+        if row.state != "dead"
     }
 
 
@@ -337,7 +397,11 @@ def deliver(
     facade = current_app.extensions["aiimpl"]
     now = now or utcnow()
     keys = list(issue_keys) if issue_keys is not None else None
-    query = select(OutboxItem.id, OutboxItem.issue_key, OutboxItem.provider, OutboxItem.op).where(
+    query = select(
+        OutboxItem.id, OutboxItem.issue_key, OutboxItem.provider, OutboxItem.op,
+        # taken on its own, just before it is sent (see below)
+        or_(OutboxItem.state == "sending", OutboxItem.last_error == LEASE_RAN_OUT).label("stopped"),
+    ).where(
         or_(OutboxItem.state == "pending", OutboxItem.state == "sending"),
         OutboxItem.next_attempt_at <= now,
     )
@@ -359,16 +423,19 @@ def deliver(
     # Stage changes and "done" are idempotent on the tracker: they are taken together, in one
     # statement (a first cycle queues one per dispatched issue). Should a pass outlast their lease,
     # another sender may repeat one, which changes nothing. Comments are taken one by one, just
-    # before each is sent, so a comment is never posted twice.
-    taken = _claim_many([r.id for r in rows if r.op in IDEMPOTENT_OPS and r.issue_key not in waiting], now)
+    # before each is sent, so a comment is never posted twice. So is a stage change or "done" whose
+    # sender stopped before recording an outcome: should its sender stop again, it was sending this
+    # one (not one taken with it, still waiting its turn), and the stop counts as an attempt.
+    alone = {r.id for r in rows if r.op not in IDEMPOTENT_OPS or r.stopped}
+    taken = _claim_many([r.id for r in rows if r.id not in alone and r.issue_key not in waiting], now)
     counts = {"sent": 0, "failed": 0, "skipped": 0}
     blocked_issues: set[str] = set()
     postponed_providers: set[str] = set()
-    for item_id, issue_key, provider_id, op in rows:
+    for item_id, issue_key, provider_id, *_ in rows:
         if issue_key in blocked_issues or provider_id in postponed_providers or issue_key in waiting:
             counts["skipped"] += 1
             continue
-        if op not in IDEMPOTENT_OPS:
+        if item_id in alone:
             item = _claim(item_id, now)
         else:
             item = taken.pop(item_id, None)
@@ -376,7 +443,7 @@ def deliver(
                 # taken at the start of a pass that outlasted its lease: another sender may have sent
                 # it since, and a later stage change of its issue after it, which this copy would
                 # undo; taken again (as a comment is, just before it is sent), or left to that sender
-                item = _claim(item_id, utcnow())
+                item = _claim(item_id, utcnow(), own_lease=item.lease_until)
         if item is None:
             counts["skipped"] += 1
             if _still_waiting(item_id):
@@ -448,10 +515,15 @@ def _send_and_record(facade, item: Claimed, now: datetime) -> Exception | None: 
         with serialized():
             # compare-and-set on this sender's claim: once its lease ran out, another sender may
             # have taken the item and posted it (done) or failed it (pending, its own back-off)
-            before = db.session.scalar(select(OutboxItem.attempts).where(_held(item)))
+            before = db.session.execute(
+                select(OutboxItem.attempts, OutboxItem.created_at).where(_held(item))
+            ).first()
             if before is not None:
-                attempts = before + 1
-                dead = attempts >= (MAX_ATTEMPTS_REFUSED if refused else MAX_ATTEMPTS)
+                attempts = before.attempts + 1
+                if refused:
+                    dead = attempts >= MAX_ATTEMPTS_REFUSED
+                else:
+                    dead = _spent(attempts, before.created_at, failed_at)
                 # given up on: a dead item no longer holds back the later items of its issue
                 values: dict[str, Any] = {"attempts": attempts, "last_error": last_error, "state": "dead"}
                 if not dead:
