@@ -207,7 +207,13 @@ class TicketingProvider(Provider):
 
 
 class RunnerBackend(Provider):
-    """Where sessions run: GitHub Actions, Fly Machines, local Docker, or a third party's."""
+    """Where sessions run: GitHub Actions, Fly Machines, local Docker, or a third party's.
+
+    The core calls these methods synchronously, in the poll cycle or in the HTTP request that needs
+    them, with no time limit of its own: bound every remote call (``context.http`` does) and let
+    :meth:`dispatch` return once the session is started. What the contract kit checks:
+    :class:`aiimpl_core.testing.contract.RunnerBackendContract`.
+    """
 
     #: the runner mode that forces this backend globally (``gha``, ``fly``, ``local``), if any
     runner_mode: ClassVar[str | None] = None
@@ -226,7 +232,14 @@ class RunnerBackend(Provider):
     def dispatch(self, request: DispatchRequest) -> DispatchResult:
         """Start one session for a job.
 
-        :raises DispatchError: when the backend refuses (with the remote status and detail).
+        ``request.env`` is the session program's whole environment, and only that: no ``PATH`` or
+        ``HOME`` (a backend starting it on a host of its own adds that host's basics, never the
+        orchestrator's ``os.environ``).
+
+        :returns: a :class:`DispatchResult` whose ``run_id`` (at most 255 characters) and
+            ``run_url`` are strings, or ``None`` when the remote names the run only later.
+        :raises DispatchError: when the backend refuses (with the remote status and detail), and
+            when it is not configured (``self.not_configured()`` says what to set).
         """
 
     @abstractmethod
@@ -234,13 +247,17 @@ class RunnerBackend(Provider):
         """Report the state of all this backend's in-flight runs, in as few remote calls as possible.
 
         Called once per reconcile cycle with every non-terminal job of this backend. Return one
-        state per run the backend can say something about; omitted runs are left as they are.
-        A backend that enforces lifetimes stops runs past ``lifetime_seconds`` here and reports
-        them ``TIMED_OUT`` with its reason.
+        state per run asked about that the backend could look at, its ``job_id`` the run's (states
+        for other job ids are ignored); ``NOT_FOUND`` for a run that is gone. Omitted runs are left
+        as they are. A backend that enforces lifetimes stops runs past ``lifetime_seconds`` here and
+        reports them ``TIMED_OUT`` with its reason.
+
+        :raises ProviderError: only when no run could be looked at (the whole poll backs off).
         """
 
     def cancel(self, run: InFlightRun) -> None:  # noqa: B027 - optional
-        """Stop and clean up a run (best effort)."""
+        """Stop and clean up a run (best effort). It may be called for a run that has ended or gone:
+        do nothing then. An exception is logged and ignored."""
 
     def sweep(self, lifetime_seconds: int) -> None:  # noqa: B027 - optional
         """Remove what ended sessions left behind (a machine or container that still holds a

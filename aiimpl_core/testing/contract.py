@@ -16,19 +16,23 @@ class then runs against your provider::
 
 ``make_context(config, clock=..., secret=...)`` builds the context a provider's constructor takes;
 ``secret`` is a ``(name, scope) -> str | None`` function standing for the secrets API.
+``sample_dispatch_request(job_id, phase, **fields)`` is a request to dispatch, and
+``sample_in_flight_run(request, result)`` the run the reconciler then asks ``poll_runs`` and
+``cancel`` about.
 """
 from __future__ import annotations
 
 import inspect
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from ..errors import AiimplError, NotFound
+from ..errors import AiimplError, NotFound, PluginContractError
 from ..http import HttpClient
 from ..providers import ConfigVar, ModelProvider, ProviderContext, RunnerBackend, TicketingProvider
 from ..types import (
@@ -79,6 +83,27 @@ def sample_dispatch_request(
     return DispatchRequest(**values)
 
 
+def sample_in_flight_run(
+    request: DispatchRequest, result: DispatchResult | None = None, **kw: Any
+) -> InFlightRun:
+    """The run the reconciler asks ``poll_runs`` and ``cancel`` about after ``dispatch(request)``
+    answered ``result``: its ``run_id`` (``None`` without a result, as for a run not linked yet),
+    dispatched now; ``kw`` sets other fields (``started_at``, ``lifetime_seconds``,
+    ``dispatched_at``)."""
+    values: dict[str, Any] = dict(
+        job_id=request.job_id,
+        phase=request.phase,
+        issue_key=request.issue_key,
+        mapping=request.mapping,
+        run_id=result.run_id if result is not None else None,
+        run_name=request.run_name,
+        dispatched_at=datetime.now(UTC),
+        lifetime_seconds=request.lifetime_seconds,
+    )
+    values.update(kw)
+    return InFlightRun(**values)
+
+
 def _valid_mapping_dict(**kw: Any) -> dict[str, Any]:
     return {"teamKey": "ENG", "owner": "acme", "repo": "api", "defaultBranch": "main",
             "provider": "anthropic", "executionMode": "github-actions", **kw}
@@ -114,16 +139,24 @@ class _ProviderBasics:
     def test_contract_is_configured_is_bool(self, provider: Any) -> None:
         assert isinstance(provider.is_configured(), bool)
 
+    def test_contract_constructs_without_settings(self, provider: Any) -> None:
+        """The orchestrator builds every installed provider, configured or not: a missing setting is
+        for ``is_configured()`` to report (``aiimpl check``, the setup hint), not for the constructor
+        to raise (the provider would then fail every use with "could not be set up")."""
+        bare = _unconfigured(provider)
+        assert isinstance(bare.is_configured(), bool)
+
     def test_contract_check_answers_check_results(self, provider: Any) -> None:
         """``check`` (``aiimpl check``; optional) answers one :class:`CheckResult` per thing checked,
         or raises one of the project's errors (reported as a failed connection)."""
         if not provider.is_configured():
             pytest.skip("check is only called on a configured provider")
         try:
-            results = list(provider.check([]))
+            answer = provider.check([])
         except AiimplError:
             return
-        for result in results:
+        # no result at all (None) reports the provider configured, with no further check
+        for result in list(answer or ()):
             assert isinstance(result, CheckResult), result
             assert isinstance(result.name, str) and result.name
             assert isinstance(result.ok, bool) and isinstance(result.detail, str)
@@ -284,28 +317,60 @@ class RunnerBackendContract(_ProviderBasics):
     def test_contract_dispatch_then_poll(
         self, provider: RunnerBackend, dispatch_request: DispatchRequest
     ) -> None:
-        result = provider.dispatch(dispatch_request)
-        assert isinstance(result, DispatchResult), f"dispatch answered {result!r}, not a DispatchResult"
-        run = _in_flight(dispatch_request, result)
-        states = _states(provider.poll_runs([run]))
-        assert {s.job_id for s in states} <= {run.job_id}, "poll_runs reports only the runs it was given"
-        provider.cancel(run)
+        result = _dispatched(provider, dispatch_request)
+        run = sample_in_flight_run(dispatch_request, result)
+        try:
+            states = _states(provider.poll_runs([run]), provider, [run])
+            assert run.job_id in {s.job_id for s in states}, (
+                f"poll_runs left out job {run.job_id}, which it was asked about right after its dispatch: "
+                "answer a RunState for every run asked about (PENDING while it waits, NOT_FOUND when there "
+                "is no such run); a run left out is left as it is, and its job waits until 10 minutes "
+                "past its lifetime"
+            )
+        finally:
+            _cancel(provider, run, "after polling it")
+
+    def test_contract_unconfigured_dispatch_raises_a_project_error(
+        self, provider: RunnerBackend, dispatch_request: DispatchRequest
+    ) -> None:
+        """``dispatch`` is called for a mapping's jobs whether the backend is configured or not: one
+        of the project's errors (``DispatchError``, ``self.not_configured()``) puts its message in
+        the job's failure; anything else only its class."""
+        bare = _unconfigured(provider)
+        if bare.is_configured():
+            pytest.skip("the backend is configured without any setting")
+        try:
+            result = bare.dispatch(dispatch_request)
+        except AiimplError:
+            return
+        except Exception as exc:  # noqa: BLE001 - the contract names what was raised
+            raise AssertionError(
+                f"dispatch raised {_raised(exc)} while is_configured() is false: the job's failure then "
+                f"says only 'unexpected error ({type(exc).__name__})'; raise "
+                "aiimpl_core.errors.DispatchError, or self.not_configured(), naming what to set"
+            ) from exc
+        if isinstance(result, DispatchResult):
+            _cancel(bare, sample_in_flight_run(dispatch_request, result), "after an unconfigured dispatch")
+        raise AssertionError(
+            f"dispatch answered {result!r} while is_configured() is false: raise "
+            "aiimpl_core.errors.DispatchError, or self.not_configured(), naming what to set"
+        )
 
     def test_contract_secrets_stay_out_of_run_ids_and_urls(
         self, provider: RunnerBackend, dispatch_request: DispatchRequest
     ) -> None:
         """A run's id and URL are shown in the API, the UI and the ticket's comments, unmasked."""
         secrets = [v for k, v in dispatch_request.env.items() if k in dispatch_request.secret_names and v]
-        result = provider.dispatch(dispatch_request)
-        run = _in_flight(dispatch_request, result)
+        result = _dispatched(provider, dispatch_request)
+        run = sample_in_flight_run(dispatch_request, result)
         try:
             shown = [result.run_id, result.run_url]
-            for state in _states(provider.poll_runs([run])):
+            for state in _states(provider.poll_runs([run]), provider, [run]):
                 shown += [state.run_id, state.run_url]
             for value in filter(None, shown):
                 assert not any(secret in value for secret in secrets), f"a secret is in {value!r}"
         finally:
-            provider.cancel(run)
+            _cancel(provider, run, "after polling it")
 
     def test_contract_another_instance_polls_and_cancels_the_run(
         self, provider: RunnerBackend, another_runner_backend: RunnerBackend,
@@ -313,19 +378,28 @@ class RunnerBackendContract(_ProviderBasics):
     ) -> None:
         """Nothing a later call needs lives on the instance; cancelling twice, and polling a run that
         is gone, raise nothing (one poll that raises leaves every run of the backend unreconciled)."""
-        result = provider.dispatch(dispatch_request)
-        run = _in_flight(dispatch_request, result)
-        seen = {s.job_id: s.phase for s in _states(provider.poll_runs([run]))}
-        other = {s.job_id: s.phase for s in _states(another_runner_backend.poll_runs([run]))}
+        result = _dispatched(provider, dispatch_request)
+        run = sample_in_flight_run(dispatch_request, result)
+        seen = {s.job_id: s.phase for s in _states(provider.poll_runs([run]), provider, [run])}
+        other = {s.job_id: s.phase
+                 for s in _states(another_runner_backend.poll_runs([run]), another_runner_backend, [run])}
         if seen.get(run.job_id, RunPhase.NOT_FOUND) is not RunPhase.NOT_FOUND:
             assert other.get(run.job_id, RunPhase.NOT_FOUND) is not RunPhase.NOT_FOUND, (
                 f"the instance that dispatched reports {seen[run.job_id]}, another instance "
                 f"{other.get(run.job_id, 'nothing')}: keep what poll_runs needs in the remote system, the "
                 "run id or your own storage, not on the instance"
             )
-        another_runner_backend.cancel(run)
-        another_runner_backend.cancel(run)
-        _states(provider.poll_runs([run]))
+        _cancel(another_runner_backend, run, "from another instance than the one that dispatched it")
+        _cancel(another_runner_backend, run, "for a run it had cancelled already")
+        try:
+            answer = provider.poll_runs([run])
+        except Exception as exc:  # noqa: BLE001 - the contract names what was raised
+            raise AssertionError(
+                f"poll_runs raised {_raised(exc)} for a run that was cancelled: answer NOT_FOUND for a run "
+                "that is gone (a poll that raises leaves every run of the backend as it is, and backs "
+                "the backend off)"
+            ) from exc
+        _states(answer, provider, [run])
 
     def test_contract_poll_nothing_is_empty(self, provider: RunnerBackend) -> None:
         assert list(provider.poll_runs([])) == []
@@ -338,30 +412,92 @@ class RunnerBackendContract(_ProviderBasics):
         provider.validate_mapping(_valid_mapping_dict(executionMode=type(provider).id))
 
 
-def _in_flight(request: DispatchRequest, result: DispatchResult) -> InFlightRun:
-    """The run the reconciler asks about after ``result``: its run id may be ``None``."""
-    return InFlightRun(
-        job_id=request.job_id,
-        phase=request.phase,
-        issue_key=request.issue_key,
-        mapping=request.mapping,
-        run_id=result.run_id,
-        run_name=request.run_name,
-        dispatched_at=datetime.now(UTC),
-        lifetime_seconds=request.lifetime_seconds,
+def _unconfigured(provider: Any) -> Any:
+    """Another instance of ``provider``'s class on a configuration that sets none of its variables:
+    ``context.setting`` answers each ``ConfigVar``'s default, as in the orchestrator."""
+    cls = type(provider)
+    defaults = {var.name: var.default for var in cls.config_vars
+                if isinstance(var, ConfigVar) and var.default is not None}
+    try:
+        return cls(make_context(defaults))
+    except Exception as exc:  # noqa: BLE001 - the contract names what was raised
+        raise AssertionError(
+            f"{cls.__name__}(context) raised {_raised(exc)} with none of its settings set: the "
+            "constructor may store the context and read settings, but a missing one is for "
+            "is_configured() to report (the orchestrator builds the provider all the same, and each "
+            "use would fail with 'could not be set up')"
+        ) from exc
+
+
+def _raised(exc: BaseException) -> str:
+    """An exception as a message of the contract names it: its class, and its message if any."""
+    return f"{type(exc).__name__} ({exc})" if str(exc) else type(exc).__name__
+
+
+def _dispatched(provider: RunnerBackend, request: DispatchRequest) -> DispatchResult:
+    """``dispatch(request)``'s answer, checked as the orchestrator stores it with the job."""
+    result = provider.dispatch(request)
+    assert isinstance(result, DispatchResult), f"dispatch answered {result!r}, not a DispatchResult"
+    for name in ("run_id", "run_url"):
+        value = getattr(result, name)
+        assert value is None or isinstance(value, str), (
+            f"DispatchResult.{name} is {type(value).__name__} {value!r:.60}, not a string or None"
+            + (" (str() a numeric id)" if name == "run_id" else "")
+        )
+    _fits("DispatchResult.run_id", result.run_id)
+    return result
+
+
+def _fits(name: str, run_id: str | None) -> None:
+    """A run id the job's row can hold."""
+    from ..orm import Job
+
+    longest = Job.__table__.c.run_id.type.length
+    assert run_id is None or len(run_id) <= longest, (
+        f"{name} is {len(run_id)} characters long: a job keeps a run id of at most {longest} (keep "
+        "a longer name in the remote system, or your own storage, and a short id here)"
     )
 
 
-def _states(answer: Iterable[RunState]) -> list[RunState]:
-    """``poll_runs``'s answer, checked as the reconciler takes it (anything else fails the backend's
-    whole poll)."""
-    assert answer is not None and not isinstance(answer, (str, bytes, dict)), (
-        f"poll_runs answered {type(answer).__name__}, not a list of RunState"
+def _cancel(backend: RunnerBackend, run: InFlightRun, when: str) -> None:
+    try:
+        backend.cancel(run)
+    except Exception as exc:  # noqa: BLE001 - the contract names what was raised
+        raise AssertionError(
+            f"cancel raised {_raised(exc)} {when}: cancel is best effort and the core calls it for "
+            "runs that may have ended or gone (an operator's cancel, an overrun): do nothing for such "
+            "a run"
+        ) from exc
+
+
+def _states(
+    answer: Iterable[RunState], backend: RunnerBackend, runs: Sequence[InFlightRun]
+) -> list[RunState]:
+    """``poll_runs``'s answer about ``runs``, checked as the reconciler takes it: anything it refuses
+    fails the backend's whole poll; a state for a job it was not asked about is never matched to a
+    job (a job id of another type, most often); of two states for one job only the last counts."""
+    # the reconciler's own check, so that the contract takes and refuses what the orchestrator does
+    from ..services.reconcile import _run_states
+
+    try:
+        states = _run_states(answer, type(backend).id)
+    except PluginContractError as exc:
+        raise AssertionError(exc.message) from None
+    asked = {run.job_id for run in runs}
+    unknown = [state.job_id for state in states if state.job_id not in asked]
+    assert not unknown, (
+        "poll_runs answered states for job ids it was not asked about: "
+        + ", ".join(f"{job_id!r} ({type(job_id).__name__})" for job_id in unknown)
+        + f"; asked about {sorted(asked)}. A RunState's job_id is its InFlightRun's job_id (an int): "
+        "the reconciler ignores any other"
     )
-    states = list(answer)
+    for job_id, count in Counter(state.job_id for state in states).items():
+        assert count == 1, (
+            f"poll_runs answered {count} states for job {job_id}: answer one per run (the reconciler "
+            "would take the last)"
+        )
     for state in states:
-        assert isinstance(state, RunState), f"poll_runs answered a {type(state).__name__}, not a RunState"
-        assert isinstance(state.phase, RunPhase), f"RunState.phase {state.phase!r} is not a RunPhase"
+        _fits("RunState.run_id", state.run_id)
     return states
 
 

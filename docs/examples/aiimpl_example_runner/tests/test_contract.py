@@ -2,7 +2,14 @@
 from __future__ import annotations
 
 import pytest
-from aiimpl_core.testing.contract import RunnerBackendContract, make_context, sample_dispatch_request
+from aiimpl_core.errors import ProviderNotConfigured
+from aiimpl_core.testing.contract import (
+    RunnerBackendContract,
+    make_context,
+    sample_dispatch_request,
+    sample_in_flight_run,
+)
+from aiimpl_core.types import RunPhase
 
 from aiimpl_example_runner.backend import SpoolBackend
 
@@ -18,32 +25,19 @@ class TestSpoolBackendContract(RunnerBackendContract):
 
 
 def test_spool_reports_state_written_by_the_consumer(tmp_path):
-    from datetime import UTC, datetime
-
-    from aiimpl_core.types import InFlightRun, RunPhase
-
     backend = SpoolBackend(make_context({"AIIMPL_EXAMPLE_SPOOL_DIR": str(tmp_path)}))
     req = sample_dispatch_request(job_id=3)
-    result = backend.dispatch(req)
-    run = InFlightRun(
-        3, req.phase, req.issue_key, req.mapping, result.run_id, req.run_name, datetime.now(UTC)
-    )
+    run = sample_in_flight_run(req, backend.dispatch(req))
     assert backend.poll_runs([run])[0].phase is RunPhase.PENDING
     (tmp_path / "3.state").write_text("failed")
     assert backend.poll_runs([run])[0].phase is RunPhase.FAILED
 
 
 def test_an_unconfigured_spool_polls_nothing_and_cancels_nothing(tmp_path, monkeypatch):
-    from datetime import UTC, datetime
-
-    from aiimpl_core.errors import ProviderNotConfigured
-    from aiimpl_core.types import InFlightRun
-
     monkeypatch.chdir(tmp_path)
     (tmp_path / "3.json").write_text("{}")
     backend = SpoolBackend(make_context({}))
-    req = sample_dispatch_request(job_id=3)
-    run = InFlightRun(3, req.phase, req.issue_key, req.mapping, "spool-3", req.run_name, datetime.now(UTC))
+    run = sample_in_flight_run(sample_dispatch_request(job_id=3), run_id="spool-3")
     with pytest.raises(ProviderNotConfigured):
         backend.poll_runs([run])
     backend.cancel(run)

@@ -1,0 +1,239 @@
+"""The runner contract of the test kit (``aiimpl_core.testing.contract``) against backends that break
+it the ways a third party's do: it fails what the orchestrator would refuse or never reconcile, says
+why, and passes what the orchestrator takes."""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+
+from aiimpl_core.providers import ConfigVar, RunnerBackend
+from aiimpl_core.testing.contract import (
+    RunnerBackendContract,
+    make_context,
+    sample_dispatch_request,
+    sample_in_flight_run,
+)
+from aiimpl_core.types import DispatchResult, InFlightRun, RunPhase, RunState
+
+FAILED = (AssertionError, pytest.fail.Exception)
+
+
+class _Store:
+    """Where the backends below keep their runs: shared by every instance, as a remote system is."""
+
+    runs: dict[int, str] = {}
+
+
+class Good(RunnerBackend):
+    """A backend that keeps the contract: the ones below each break one rule of it."""
+
+    id = "good"
+    display_name = "Good"
+    config_vars = (ConfigVar("AIIMPL_GOOD_DIR", "where runs go"),)
+
+    def is_configured(self) -> bool:
+        return bool(self.context.setting("AIIMPL_GOOD_DIR"))
+
+    def dispatch(self, request: Any) -> DispatchResult:
+        if not self.is_configured():
+            raise self.not_configured()
+        _Store.runs[request.job_id] = "running"
+        return DispatchResult(run_id=f"run-{request.job_id}")
+
+    def poll_runs(self, runs: Any) -> list[RunState]:
+        return [RunState(r.job_id, self.phase(r)) for r in runs]
+
+    def phase(self, run: InFlightRun) -> Any:
+        return RunPhase.RUNNING if run.job_id in _Store.runs else RunPhase.NOT_FOUND
+
+    def cancel(self, run: InFlightRun) -> None:
+        _Store.runs.pop(run.job_id, None)
+
+
+def _backend(**attrs: Any) -> RunnerBackend:
+    settings = {"AIIMPL_GOOD_DIR": "/runs", **attrs.pop("settings", {})}
+    return type("Broken", (Good,), attrs)(make_context(settings))
+
+
+def _fails(test: str, backend: RunnerBackend, **fixtures: Any) -> str:
+    """What the contract's ``test`` says about ``backend`` (it must fail)."""
+    with pytest.raises(FAILED) as err:
+        _run(test, backend, **fixtures)
+    return str(err.value)
+
+
+def _run(test: str, backend: RunnerBackend, **fixtures: Any) -> None:
+    if test == "test_contract_another_instance_polls_and_cancels_the_run":
+        fixtures.setdefault("another_runner_backend", type(backend)(backend.context))
+    if "dispatch_request" in inspect.signature(getattr(RunnerBackendContract, test)).parameters:
+        fixtures.setdefault("dispatch_request", sample_dispatch_request(job_id=7))
+    getattr(RunnerBackendContract(), test)(backend, **fixtures)
+
+
+@pytest.fixture(autouse=True)
+def _empty_store() -> None:
+    _Store.runs.clear()
+
+
+RUN_TESTS = ["test_contract_dispatch_then_poll", "test_contract_secrets_stay_out_of_run_ids_and_urls",
+             "test_contract_another_instance_polls_and_cancels_the_run"]
+
+
+@pytest.mark.parametrize("test", [*RUN_TESTS, "test_contract_constructs_without_settings",
+                                  "test_contract_unconfigured_dispatch_raises_a_project_error",
+                                  "test_contract_check_answers_check_results"])
+def test_runner_contract_passes_a_backend_that_keeps_it(test: str) -> None:
+    _run(test, _backend())
+
+
+@pytest.mark.parametrize("test", RUN_TESTS)
+def test_runner_contract_takes_a_phase_given_as_its_string_value(test: str) -> None:
+    """The reconciler takes ``"running"`` for ``RunPhase.RUNNING``: so does the contract."""
+    _run(test, _backend(phase=lambda self, run: Good.phase(self, run).value))
+
+
+@pytest.mark.parametrize(("field", "value", "said"), [
+    ("timeout_reason", "too-long", "the timeout_reason 'too-long', not a TimeoutReason"),
+    ("log_label", "oops", "the log_label 'oops', not a LogLabel"),
+    ("exit_code", "1", "the exit_code '1', not an integer"),
+    ("detail", 42, "the detail 42, not a string"),
+])
+def test_runner_contract_fails_a_state_the_reconciler_refuses(field: str, value: Any, said: str) -> None:
+    """One such state fails the whole poll of the backend in the orchestrator."""
+    def poll_runs(self: Any, runs: Any) -> list[RunState]:
+        return [RunState(r.job_id, RunPhase.RUNNING, **{field: value}) for r in runs]
+
+    message = _fails("test_contract_dispatch_then_poll", _backend(poll_runs=poll_runs))
+    assert f"poll_runs of 'good' answered {said}" in message
+
+
+def test_runner_contract_says_what_poll_runs_must_answer() -> None:
+    message = _fails("test_contract_dispatch_then_poll", _backend(poll_runs=lambda self, runs: None))
+    assert message.startswith("poll_runs of 'good' answered NoneType, not a list of RunState")
+
+
+def test_runner_contract_fails_a_poll_that_leaves_out_the_run_it_dispatched() -> None:
+    """A run left out is left as it is: its job would wait until 10 minutes past its lifetime."""
+    message = _fails("test_contract_dispatch_then_poll", _backend(poll_runs=lambda self, runs: []))
+    assert message.startswith("poll_runs left out job 7, which it was asked about")
+
+
+def test_runner_contract_names_the_job_ids_it_was_not_asked_about() -> None:
+    """A job id of another type (``'7'`` for ``7``) is a state the reconciler never matches."""
+    def poll_runs(self: Any, runs: Any) -> list[RunState]:
+        return [RunState(str(r.job_id), RunPhase.RUNNING) for r in runs]
+
+    message = _fails("test_contract_dispatch_then_poll", _backend(poll_runs=poll_runs))
+    assert message.startswith("poll_runs answered states for job ids it was not asked about: '7' (str)")
+
+
+def test_runner_contract_fails_two_states_for_one_job() -> None:
+    def poll_runs(self: Any, runs: Any) -> list[RunState]:
+        return [RunState(r.job_id, phase) for r in runs for phase in (RunPhase.RUNNING, RunPhase.FAILED)]
+
+    message = _fails("test_contract_dispatch_then_poll", _backend(poll_runs=poll_runs))
+    assert message.startswith("poll_runs answered 2 states for job 7")
+
+
+@pytest.mark.parametrize(("result", "said"), [
+    (None, "dispatch answered None, not a DispatchResult"),
+    (DispatchResult(run_id=7), "DispatchResult.run_id is int 7, not a string or None"),
+    (DispatchResult(run_id="r1", run_url={"href": "https://runs.test/r1"}),
+     "DispatchResult.run_url is dict {'href': 'https://runs.test/r1'}, not a string or None"),
+    (DispatchResult(run_id="r" * 256), "DispatchResult.run_id is 256 characters long"),
+])
+@pytest.mark.parametrize("test", RUN_TESTS)
+def test_runner_contract_fails_a_dispatch_result_the_orchestrator_cannot_store(
+    test: str, result: Any, said: str
+) -> None:
+    """A run id or URL the job's row cannot take leaves the job without its run (its session started)."""
+    message = _fails(test, _backend(dispatch=lambda self, request: result))
+    assert message.startswith(said)
+
+
+def test_runner_contract_fails_a_polled_run_id_longer_than_a_job_keeps() -> None:
+    def poll_runs(self: Any, runs: Any) -> list[RunState]:
+        return [RunState(r.job_id, RunPhase.RUNNING, run_id="r" * 300) for r in runs]
+
+    message = _fails("test_contract_dispatch_then_poll", _backend(poll_runs=poll_runs))
+    assert message.startswith("RunState.run_id is 300 characters long")
+
+
+def test_runner_contract_says_what_a_cancel_that_raises_for_a_run_already_gone_must_do() -> None:
+    def cancel(self: Any, run: InFlightRun) -> None:
+        del _Store.runs[run.job_id]
+
+    message = _fails("test_contract_another_instance_polls_and_cancels_the_run", _backend(cancel=cancel))
+    assert message.startswith("cancel raised KeyError (7) for a run it had cancelled already")
+
+
+def test_runner_contract_says_what_a_poll_of_a_cancelled_run_must_answer() -> None:
+    def poll_runs(self: Any, runs: Any) -> list[RunState]:
+        if any(r.job_id not in _Store.runs for r in runs):
+            raise LookupError("no such run")
+        return Good.poll_runs(self, runs)
+
+    message = _fails("test_contract_another_instance_polls_and_cancels_the_run",
+                     _backend(poll_runs=poll_runs))
+    assert message.startswith("poll_runs raised LookupError (no such run) for a run that was cancelled")
+    assert "answer NOT_FOUND" in message
+
+
+def test_contract_fails_a_constructor_that_raises_without_its_settings() -> None:
+    def __init__(self: Any, context: Any) -> None:  # noqa: N807
+        super(Good, self).__init__(context)
+        self.root = context.setting("AIIMPL_GOOD_DIR").rstrip("/")
+
+    message = _fails("test_contract_constructs_without_settings", _backend(__init__=__init__))
+    assert message.startswith("Broken(context) raised AttributeError")
+    assert "is_configured()" in message
+
+
+def test_contract_constructs_with_the_defaults_of_the_config_vars() -> None:
+    """The orchestrator answers a ``ConfigVar``'s default for an unset variable: so does the kit."""
+    def __init__(self: Any, context: Any) -> None:  # noqa: N807
+        super(Good, self).__init__(context)
+        self.command = context.setting("AIIMPL_GOOD_COMMAND").split()
+
+    vars_ = (*Good.config_vars, ConfigVar("AIIMPL_GOOD_COMMAND", "runs a session", default="run it"))
+    backend = _backend(__init__=__init__, config_vars=vars_, settings={"AIIMPL_GOOD_COMMAND": "run"})
+    _run("test_contract_constructs_without_settings", backend)
+
+
+def test_runner_contract_fails_an_unconfigured_dispatch_that_raises_a_foreign_error() -> None:
+    """The job's failure then says only ``unexpected error (TypeError)``, not what to set."""
+    def dispatch(self: Any, request: Any) -> DispatchResult:
+        return DispatchResult(run_id=self.context.setting("AIIMPL_GOOD_DIR") + "/run")
+
+    message = _fails("test_contract_unconfigured_dispatch_raises_a_project_error",
+                     _backend(dispatch=dispatch))
+    assert message.startswith("dispatch raised TypeError (unsupported operand type(s) for +: 'NoneType' and "
+                              "'str') while is_configured() is false")
+
+
+def test_runner_contract_fails_an_unconfigured_dispatch_that_starts_a_run() -> None:
+    message = _fails("test_contract_unconfigured_dispatch_raises_a_project_error",
+                     _backend(dispatch=lambda self, request: DispatchResult(run_id="r1")))
+    assert message.startswith("dispatch answered DispatchResult(run_id='r1'")
+
+
+def test_runner_contract_skips_the_unconfigured_dispatch_of_a_backend_that_needs_no_setting() -> None:
+    with pytest.raises(pytest.skip.Exception):
+        _run("test_contract_unconfigured_dispatch_raises_a_project_error",
+             _backend(is_configured=lambda self: True))
+
+
+def test_contract_takes_a_check_that_answers_none() -> None:
+    """``aiimpl check`` reports such a provider configured, with no further check."""
+    _run("test_contract_check_answers_check_results", _backend(check=lambda self, mappings: None))
+
+
+def test_sample_in_flight_run_is_the_run_the_reconciler_asks_about() -> None:
+    request = sample_dispatch_request(job_id=3)
+    run = sample_in_flight_run(request, DispatchResult(run_id="r3"))
+    assert (run.job_id, run.run_id, run.run_name, run.issue_key) == (3, "r3", request.run_name, "ENG-1")
+    assert sample_in_flight_run(request).run_id is None
+    assert sample_in_flight_run(request, lifetime_seconds=60).lifetime_seconds == 60
+
