@@ -13,11 +13,12 @@ import os
 import re
 import shlex
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import procs
+from .redact import map_strings
 
 MAX_TURNS_RE = re.compile(r"Reached max turns(?: \((\d+)\))?", re.IGNORECASE)
 
@@ -150,8 +151,14 @@ def run_agent(
     name: str = "agent",
     deadline: float | None = None,
     stop: threading.Event | None = None,
+    clean: Callable[[str], str] | None = None,
 ) -> AgentRun:
-    """Run the agent once in ``cwd`` until it exits, the deadline passes or ``stop`` is set."""
+    """Run the agent once in ``cwd`` until it exits, the deadline passes or ``stop`` is set.
+
+    :param clean: applied to the agent's whole output and to every text of its report (the
+        session's redaction) before anything is read from them: the reason and excerpts are cut
+        from masked text, so a cut never leaves a part of a secret behind.
+    """
     prompt_file = os.path.join(state_dir, f"{name}-prompt.md")
     with open(prompt_file, "w", encoding="utf-8") as fh:
         fh.write(prompt)
@@ -160,4 +167,8 @@ def run_agent(
     agent_env["AIIMPL_PROMPT_FILE"] = prompt_file
     result = procs.run(argv, cwd=cwd, env=agent_env, stdin=stdin, deadline=deadline, stop=stop,
                        keep_bytes=procs.KEEP_OUTPUT_BYTES)
-    return AgentRun(result, parse_report(result.stdout), max_turns)
+    report = parse_report(result.stdout)
+    if clean is not None:
+        result = replace(result, stdout=clean(result.stdout), stderr=clean(result.stderr))
+        report = map_strings(report, clean) if report is not None else None
+    return AgentRun(result, report, max_turns)

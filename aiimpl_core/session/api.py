@@ -15,9 +15,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +28,7 @@ import requests
 
 from ..errors import ProviderError
 from ..http import RETRY_STATUSES, HttpClient, media_type
-from .redact import Redactor
+from .redact import Redactor, map_strings
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,54 @@ RESERVE_REPORT_TIMEOUT = 5.0
 LATE_REPORT_TIMEOUT = 2.0
 #: the longest wait before a progress report's next try (a longer ``Retry-After`` ends it)
 REPORT_MAX_WAIT = 5.0
+#: the longest wait before the result's next try, whatever ``Retry-After`` a 429 asked for
+RESULT_MAX_WAIT = 30.0
+
+
+#: the largest body the session sends (its JSON, as requests encodes it): the orchestrator refuses a
+#: body over 2 MiB, and one of its own size limit, as not JSON (``invalid_body``), whatever it holds
+MAX_BODY_BYTES = 1_000_000
+#: what a text cut to fit a body ends with
+CUT = "\n… ({} characters cut)"
+#: what no body the orchestrator takes may hold: a NUL (PostgreSQL refuses it in text) and lone
+#: surrogates (no UTF-8: the bytes of a variable that are no UTF-8 read back by Python)
+_UNSENDABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def _sendable_text(text: str) -> str:
+    return _UNSENDABLE.sub("\ufffd", text)
+
+
+def _texts(value: dict[str, Any] | list[Any]) -> Iterator[tuple[Any, Any, str]]:
+    """Every text in ``value``: its container, its key (or index) there, and the text."""
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        if isinstance(item, str):
+            yield value, key, item
+        elif isinstance(item, dict | list):
+            yield from _texts(item)
+
+
+def sendable(body: dict[str, Any], limit: int = MAX_BODY_BYTES) -> dict[str, Any]:
+    """``body`` as the orchestrator takes it: a NUL or a lone surrogate in any text (an agent that
+    printed a binary file) becomes U+FFFD, and the longest texts are cut, their start kept, until
+    its JSON takes at most ``limit`` bytes: one refused body would lose the whole report."""
+    body = map_strings(body, _sendable_text)
+    for _ in range(64):
+        excess = len(json.dumps(body)) - limit
+        if excess <= 0:
+            break
+        leaves = list(_texts(body))
+        if not leaves:
+            break
+        container, key, text = max(leaves, key=lambda leaf: len(leaf[2]))
+        marker = len(CUT.format(len(text)))
+        if len(text) <= marker:
+            break  # nothing left worth cutting
+        # each character takes at least a byte of the JSON: cutting ``excess`` of them is enough
+        keep = max(0, len(text) - excess - marker)
+        container[key] = text[:keep] + CUT.format(len(text) - keep)
+    return body
 
 
 def describe_answer(resp: requests.Response) -> str:
@@ -276,11 +326,12 @@ class Orchestrator:
         """``POST /api/status``; a failure is logged, never raised (the run goes on)."""
         body = {"nonce": self.nonce, "event": event, **{k: v for k, v in fields.items() if v is not None}}
         # the orchestrator de-duplicates an event per job, so a repeat never posts twice
-        return self._report(f"status event {event}", "/api/status", self.redactor.data(body, keep=("nonce",)))
+        clean = sendable(self.redactor.data(body, keep=("nonce",)))
+        return self._report(f"status event {event}", "/api/status", clean)
 
     def step(self, step: dict[str, Any]) -> bool:
         """Report a pipeline step (``/runner/progress``, or ``/api/step-report`` without a progress token)."""
-        clean = self.redactor.data(step)
+        clean = sendable(self.redactor.data(step))
         what = f"step {step.get('id')}"
         if self.tokens.get("runner:progress"):
             return self._report(what, "/runner/progress", {"step": clean}, self._bearer("runner:progress"))
@@ -325,7 +376,7 @@ class Orchestrator:
         page from a proxy in front of the orchestrator): its ``status`` then says so. The result
         keeps its full retries whatever the progress reports met.
         """
-        clean = self.redactor.data(body)
+        clean = sendable(self.redactor.data(body))
         attempts = 0
         while True:
             attempts += 1
@@ -336,10 +387,15 @@ class Orchestrator:
             except ProviderError as exc:
                 if exc.status == 409 and attempts > 1:
                     return {"status": "already recorded"}
-                retryable = exc.status is None or exc.status >= 500
+                # no answer, a 5xx, or a 429 (a proxy's rate limit in front of the orchestrator: nothing
+                # was done, whatever ``Retry-After`` it asked for beyond what the client waits itself)
+                retryable = exc.status is None or exc.status >= 500 or exc.status == 429
                 if not retryable or attempts > 3:
                     raise
-                self.http.sleep(min(2.0 * attempts, 10.0))
+                wait = 2.0 * attempts
+                if exc.status == 429 and exc.retry_after is not None:
+                    wait = max(wait, exc.retry_after)
+                self.http.sleep(min(wait, RESULT_MAX_WAIT))
                 continue
             self.unreachable_at = None
             if not resp.content:

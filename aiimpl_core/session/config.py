@@ -9,10 +9,16 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from ..types import Phase
 from . import env as E
+from .redact import mask_url_credentials
+
+#: the largest number a setting takes (a budget of 31 years): a larger one is a mistake, and the
+#: session's clock cannot add it to a time
+MAX_NUMBER = 10**9
 
 
 def token_claim(token: str | None, name: str) -> Any:
@@ -21,7 +27,7 @@ def token_claim(token: str | None, name: str) -> Any:
     try:
         payload = (token or "").split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError, binascii.Error):
+    except (IndexError, ValueError, binascii.Error, RecursionError):
         return None
     return claims.get(name) if isinstance(claims, dict) else None
 
@@ -47,9 +53,33 @@ def _int(environ: Mapping[str, str], var: E.EnvVar, minimum: int = 1) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{var.name} must be an integer, not {raw!r}") from None
+        raise ConfigError(f"{var.name} must be an integer, not {raw[:40]!r}") from None
     if value < minimum:
         raise ConfigError(f"{var.name} must be at least {minimum}")
+    if value > MAX_NUMBER:
+        raise ConfigError(f"{var.name} must be at most {MAX_NUMBER}")
+    return value
+
+
+def url_problem(value: str, *, web: bool = True) -> str | None:
+    """Why ``value`` is no URL the session can call (``web``: an http or https one), or ``None``."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises for a port that is no number
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if web and (parts.scheme not in ("http", "https") or not parts.hostname):
+        return "must be an http:// or https:// URL with a host"
+    if not web and not parts.scheme:
+        return "must be a URL with a scheme (https://…)"
+    return None
+
+
+def _url(var: E.EnvVar, value: str, *, web: bool = True) -> str:
+    problem = url_problem(value, web=web)
+    if problem:
+        # the value as given, but never the credentials it may carry
+        raise ConfigError(f"{var.name} {problem}, not {mask_url_credentials(value)[:200]!r}")
     return value
 
 
@@ -117,7 +147,8 @@ class SessionConfig:
         pr_number = None
         if environ.get(E.PR_NUMBER.name):
             pr_number = _int(environ, E.PR_NUMBER)
-        api_url = (opt(E.GITHUB_API_URL) or "https://api.github.com").rstrip("/")
+        api_url = _url(E.GITHUB_API_URL, (opt(E.GITHUB_API_URL) or "https://api.github.com").rstrip("/"))
+        url = _url(E.URL, need(E.URL).rstrip("/"))
         from .github import web_base
 
         agent_command = _command(environ, E.AGENT_COMMAND)
@@ -140,7 +171,7 @@ class SessionConfig:
                 raise ConfigError(f"{E.BRANCH.name} must not be the base branch {base_branch!r}: the "
                                   "session pushes its work to a branch of its own")
         return cls(
-            url=need(E.URL).rstrip("/"),
+            url=url,
             job_id=need(E.JOB_ID),
             phase=phase,
             issue_key=need(E.ISSUE_KEY),
@@ -158,7 +189,8 @@ class SessionConfig:
             ),
             lifetime=_int(environ, E.LIFETIME),
             github_api_url=api_url,
-            git_base_url=(opt(E.GIT_BASE_URL) or web_base(api_url)).rstrip("/"),
+            git_base_url=_url(E.GIT_BASE_URL, (opt(E.GIT_BASE_URL) or web_base(api_url)).rstrip("/"),
+                              web=False),
             agent_command=agent_command,
             review_command=_command(environ, E.REVIEW_COMMAND)
             if environ.get(E.REVIEW_COMMAND.name)

@@ -59,6 +59,9 @@ class Git:
     :param credentials: the environment of the commands that reach the remote (the credential
         helper); local commands, whose filters a repository may define, never see it.
     :param deadline: ``time.monotonic()`` after which running commands are stopped.
+    :param clean: applied to the whole output of a failed command before :class:`GitError` holds
+        it (the session's redaction): its message and excerpts are cut from the masked text, so a
+        cut never leaves a part of a secret behind.
     """
 
     def __init__(
@@ -69,12 +72,14 @@ class Git:
         credentials: Mapping[str, str] | None = None,
         deadline: float | None = None,
         stop: threading.Event | None = None,
+        clean: Callable[[str], str] | None = None,
     ) -> None:
         self.cwd = cwd
         self.env = dict(env)
         self.network_env = dict(credentials) if credentials is not None else dict(env)
         self.deadline = deadline
         self.stop = stop
+        self.clean = clean or (lambda text: text)
 
     def run(
         self,
@@ -94,7 +99,7 @@ class Git:
         # a stopped command's answer means nothing, even where a failure is an answer (check=False)
         if result.stopped is not None or (check and not result.ok):
             code = result.code if result.stopped is None else 124
-            raise GitError(args[0], code, result.output or f"stopped ({result.stopped})")
+            raise GitError(args[0], code, self.clean(result.output) or f"stopped ({result.stopped})")
         return result
 
     def clone(self, url: str, branch: str, dest: str) -> None:
@@ -160,5 +165,6 @@ class Git:
     def diff(self, since: str, limit: int = 60000) -> str:
         # what the branch changed since it left ``since``'s line (three dots: from their merge
         # base), never the base's own later commits shown as undone
-        text = self.run("diff", "--stat", "--patch", f"{since}...HEAD").stdout
+        # masked whole, then cut: a cut never leaves a part of a secret behind
+        text = self.clean(self.run("diff", "--stat", "--patch", f"{since}...HEAD").stdout)
         return text if len(text) <= limit else text[:limit] + "\n… (diff truncated)\n"

@@ -23,6 +23,8 @@ GRACE_SECONDS = 10.0
 #: how much of the agent's, setup's or verification's output (each stream) is read back: the end
 #: (git's own output, which the secret check reads whole, is not cut)
 KEEP_OUTPUT_BYTES = 8 * 1024 * 1024
+#: how far into what is kept of a cut output the end of the line the cut landed in is looked for
+PARTIAL_LINE_BYTES = 64 * 1024
 
 
 @dataclass
@@ -34,6 +36,8 @@ class ProcessResult:
     stderr: str
     stopped: str | None = None
     seconds: float = 0.0
+    #: the process group it ran in (its pid), which processes it left running may still be in
+    group: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -58,6 +62,34 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
             continue
 
 
+#: seconds the processes a finished command left behind get to exit after SIGTERM before SIGKILL
+REAP_GRACE = 2.0
+
+
+def reap(group: int | None, grace: float = REAP_GRACE) -> bool:
+    """End what is left of process group ``group`` (what a finished command started in the
+    background): SIGTERM, then SIGKILL after ``grace`` seconds. Whether anything was left."""
+    if group is None:
+        return False
+    try:
+        os.killpg(group, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return False
+    end = time.monotonic() + grace
+    while time.monotonic() < end:
+        time.sleep(0.05)
+        try:
+            os.killpg(group, 0)
+        except (ProcessLookupError, PermissionError):
+            return True
+    try:
+        # (what is left may be zombies its parent has not collected yet: SIGKILL does no harm)
+        os.killpg(group, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    return True
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -68,9 +100,13 @@ def run(
     stop: threading.Event | None = None,
     grace: float = GRACE_SECONDS,
     keep_bytes: int | None = None,
+    linger: bool = False,
 ) -> ProcessResult:
     """Run ``argv`` to completion, or until ``deadline`` (a ``time.monotonic()`` value) or ``stop``.
 
+    What the command started in the background (in its process group) is ended with it, unless
+    ``linger``: the services a setup script starts for the verification, which the caller ends
+    later with :func:`reap` (``ProcessResult.group``).
     A missing executable is reported like a shell would (exit 127), not raised.
     """
     started = time.monotonic()
@@ -109,9 +145,15 @@ def run(
             if stopped:
                 _kill_group(proc, grace)
                 break
+        if stopped or not linger:
+            # an agent's dev server or watcher left running would go on changing the work tree
+            # while it is committed and pushed, and outlive the session; so would a process of a
+            # stopped command that ignores SIGTERM once the command itself has exited
+            reap(proc.pid)
         code = proc.returncode if proc.returncode is not None else -9
         return ProcessResult(
-            code, _read(out, keep_bytes), _read(err, keep_bytes), stopped, time.monotonic() - started
+            code, _read(out, keep_bytes), _read(err, keep_bytes), stopped, time.monotonic() - started,
+            group=proc.pid,
         )
 
 
@@ -123,8 +165,14 @@ def _read(stream: Any, keep_bytes: int | None) -> str:
         stream.seek(0)
         return stream.read().decode("utf-8", "replace")
     stream.seek(size - keep_bytes)
-    kept = stream.read().decode("utf-8", "replace")
-    return f"… ({size - keep_bytes:,} bytes of output before this left out)\n{kept}"
+    data = stream.read()
+    # the line the cut lands in is left out whole (when it ends soon): a secret on it would be cut
+    # in two, and no redaction finds the end of one
+    newline = data.find(b"\n", 0, PARTIAL_LINE_BYTES)
+    if newline >= 0:
+        data = data[newline + 1 :]
+    kept = data.decode("utf-8", "replace")
+    return f"… ({size - len(data):,} bytes of output before this left out)\n{kept}"
 
 
 def _feed(proc: subprocess.Popen, data: bytes) -> None:

@@ -26,6 +26,18 @@ LONG = 512
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 #: patterns a redactor keeps before it compiles all its values into one again
 MAX_CHUNKS = 8
+#: the credentials of a URL (``https://user:password@host``, ``https://TOKEN@host``), whatever
+#: their value: a package index or a remote with a token in its address, quoted by the tool that
+#: failed to reach it, is no variable the session knows to be secret
+_URL_PASSWORD = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]{0,31}://[^\s/?#@:\"'<>`]*:)[^\s/?#@\"'<>`]+(?=@)")
+_URL_TOKEN = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]{0,31}://)[A-Za-z0-9_-]{20,}(?=@)")
+
+
+def mask_url_credentials(text: str) -> str:
+    """``text`` with the password (or the token standing as the user) of every URL in it masked."""
+    if "://" not in text:
+        return text
+    return _URL_TOKEN.sub(lambda m: m.group(1) + MASK, _URL_PASSWORD.sub(lambda m: m.group(1) + MASK, text))
 
 
 def _squeezed(text: str) -> str:
@@ -82,7 +94,8 @@ class Redactor:
     milliseconds.
     """
 
-    def __init__(self, values: Iterable[str] = ()) -> None:
+    def __init__(self, values: Iterable[str] = (), *, url_credentials: bool = False) -> None:
+        self.url_credentials = url_credentials  # mask the credentials of every URL (see above)
         self._values: set[str] = set()
         self._pending: set[str] = set()
         self._chunks: tuple[re.Pattern[str], ...] = ()
@@ -133,7 +146,13 @@ class Redactor:
             return self._chunks, self._long
 
     def text(self, value: str | None) -> str:
-        """``value`` with every known secret masked (``None`` becomes ``""``)."""
+        """``value`` with every known secret masked (``None`` becomes ``""``), and with
+        ``url_credentials`` the credentials of every URL in it."""
+        masked = self.known(value)
+        return mask_url_credentials(masked) if self.url_credentials else masked
+
+    def known(self, value: str | None) -> str:
+        """``value`` with every known secret masked, and nothing else."""
         if not value:
             return value or ""
         chunks, long = self._compiled()

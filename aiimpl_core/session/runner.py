@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -32,7 +32,7 @@ from . import env as E
 from . import procs, prompts
 from .agent import AgentRun, run_agent
 from .api import Orchestrator, RepoToken, TokenCache
-from .config import SessionConfig, token_claim
+from .config import SessionConfig, token_claim, url_problem
 from .credential import git_environment
 from .git import Git, GitError, RefusedChanges
 from .github import PullRequestError, find_open_pull_request, open_pull_request
@@ -40,6 +40,8 @@ from .redact import Redactor
 
 NO_CHANGES = "Nothing to commit: Claude left no file changes in the working tree"
 EXCERPT_CHARS = 4000
+#: the review's blockers the result carries, at most (the rest are counted)
+MAX_BLOCKERS = 50
 #: seconds kept back from the budget to save the work, report and clean up after a stop
 MAX_RESERVE = 120.0
 #: the longest saving the work (commit and push) may take once the budget is spent or the runner
@@ -53,7 +55,7 @@ REPORT_TIME = 15.0
 @dataclass
 class Failure(Exception):
     """How the run failed. ``kind``: ``failed``, ``timed_out`` (the budget ran out) or
-    ``stopped`` (the runner sent SIGTERM)."""
+    ``stopped`` (the runner sent SIGTERM, SIGINT or SIGHUP)."""
 
     reason: str
     label: LogLabel = LogLabel.SESSION_FAILED
@@ -92,12 +94,9 @@ class State:
     pr_url: str | None = None
     pr_number: int | None = None
     step: str = "start"
+    notes: list[str] = field(default_factory=list)  # comments of the result, said along the way
 
 
-_STOPPED_BY = {
-    "deadline": "stopped: the wall-clock budget ran out",
-    "signal": "stopped: the runner stopped the session (SIGTERM)",
-}
 
 
 def _now_iso() -> str:
@@ -138,9 +137,10 @@ class Session:
             config.progress_token or "",
             config.context_token or "",
         ]
-        self.redactor = Redactor(secrets)
+        self.redactor = Redactor(secrets, url_credentials=True)
         logs.SECRETS.follow(self.redactor)  # and in every log line of this process
         self.stop = threading.Event()
+        self.stop_signal = "SIGTERM"  # the signal that set ``stop``
         self.started = time.monotonic()
         reserve = min(MAX_RESERVE, config.lifetime * 0.15)
         self.deadline = self.started + config.lifetime - reserve
@@ -163,17 +163,38 @@ class Session:
         self.state = State()
         self.own_workdir: str | None = None
         self.git: Git | None = None
+        self.services: int | None = None  # the process group of setup, kept for what it started
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def log(self, message: str) -> None:
-        print(f"[aiimpl session] {self.redactor.text(message)}", file=self.out, flush=True)
+        try:
+            print(f"[aiimpl session] {self.redactor.text(message)}", file=self.out, flush=True)
+        except (OSError, ValueError):
+            # the log's reader went away (a closed pipe): the run and its reports go on without it,
+            # and what is written there from now on (the log lines, the last flush as the program
+            # exits, which would make its exit status 120) goes nowhere
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.out.fileno())
+                os.close(devnull)
 
     def _learn_tokens(self) -> None:
         # the credential helper may have fetched tokens in its own process
         self.redactor.add(*(t.token for t in self.cache.load()))
 
+    def _clean(self, text: str) -> str:
+        """``text`` (a command's whole output) masked of every secret known, the tokens the
+        credential helper fetched meanwhile included. Output is masked whole before any of it is
+        cut for a reason or an excerpt: a cut first could leave the end of a secret behind."""
+        self._learn_tokens()
+        return self.redactor.text(text)
+
+    def _cleaned(self, result: procs.ProcessResult) -> procs.ProcessResult:
+        return replace(result, stdout=self._clean(result.stdout), stderr=self._clean(result.stderr))
+
     def _excerpt(self, text: str) -> str:
+        """The end of ``text``, which :meth:`_clean` masked already (masked again all the same)."""
         return self.redactor.text(procs.tail(text, EXCERPT_CHARS))
 
     @property
@@ -215,15 +236,22 @@ class Session:
         return token
 
     def _interrupted(self) -> str | None:
-        """``stopped`` once the runner sent SIGTERM, ``timed_out`` once the budget ran out, else ``None``."""
+        """``stopped`` once the runner sent a stop signal, ``timed_out`` once the budget ran out,
+        else ``None``."""
         if self.stop.is_set():
             return "stopped"
         return "timed_out" if time.monotonic() >= self.deadline else None
 
+    def _stopped_by(self, stopped: str) -> str:
+        """How a command the session ended (``ProcessResult.stopped``) ended, in a few words."""
+        if stopped == "deadline":
+            return "stopped: the wall-clock budget ran out"
+        return f"stopped: the runner stopped the session ({self.stop_signal})"
+
     def _interruption(self, kind: str, during: str) -> str:
         """How a run that was stopped (``kind`` ``stopped``) or ran out of time ended, ``during`` what."""
         if kind == "stopped":
-            return f"The session was stopped by its runner (SIGTERM) during {during}"
+            return f"The session was stopped by its runner ({self.stop_signal}) during {during}"
         return f"the wall-clock budget of {self.cfg.lifetime}s ran out during {during}"
 
     def _check_clock(self, during: str) -> None:
@@ -275,10 +303,17 @@ class Session:
             return
 
         def on_signal(signum: int, frame: object) -> None:  # noqa: ARG001
+            if not self.stop.is_set():
+                self.stop_signal = signal.Signals(signum).name
             self.stop.set()
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        # the terminal (or the ssh connection) of a session run by hand went away: stopped as by its
+        # runner, not killed with the agent's process group left running; unless started under
+        # nohup, which asked for SIGHUP to be ignored
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+            signal.signal(signal.SIGHUP, on_signal)
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -347,14 +382,18 @@ class Session:
             # a session restarted on the same machine finds its earlier clone: start clean
             shutil.rmtree(dest, ignore_errors=True)
             git = Git(dest, self.git_env, credentials=self.git_network_env, deadline=self.deadline,
-                      stop=self.stop)
+                      stop=self.stop, clean=self._clean)
             try:
                 git.clone(cfg.clone_url, cfg.base_branch, dest)
             except GitError as exc:
                 self._learn_tokens()
                 self._check_clock("the clone")
+                # git's "Cloning into '/tmp/…'..." comes first: the reason (and the first line of its
+                # comment) is the error that follows
+                said = "\n".join(line for line in exc.output.splitlines()
+                                  if not line.startswith("Cloning into "))
                 raise Failure(
-                    self.redactor.text(f"git clone failed (exit {exc.code}): {procs.tail(exc.output, 800)}"),
+                    self.redactor.text(f"git clone failed (exit {exc.code}): {procs.tail(said, 800)}"),
                     excerpt=self._excerpt(exc.output),
                 ) from None
             self._learn_tokens()
@@ -394,10 +433,13 @@ class Session:
                 detail["skipped"] = True
                 return
             detail["source"] = "repository" if argv[1] != "-c" else "mapping"
-            result = procs.run(
+            # the services setup starts in the background (a database for the tests) stay up for
+            # the agent and the verification; they are ended with the session
+            result = self._cleaned(procs.run(
                 argv, cwd=self.state.clone_dir, env=self.child_env, deadline=self.deadline, stop=self.stop,
-                keep_bytes=procs.KEEP_OUTPUT_BYTES,
-            )
+                keep_bytes=procs.KEEP_OUTPUT_BYTES, linger=True,
+            ))
+            self.services = result.group
             self._stopped(result, "setup")
             if result.code != 0:
                 raise Failure(
@@ -427,6 +469,7 @@ class Session:
                 state_dir=self.state_dir,
                 deadline=self.deadline,
                 stop=self.stop,
+                clean=self._clean,
             )
             self.usage.add(run)
             detail.update(
@@ -440,7 +483,7 @@ class Session:
                 where = self._save_work("the agent was stopped")
                 kind = "stopped" if run.stopped == "signal" else "timed_out"
                 what = (
-                    "The session was stopped by its runner (SIGTERM) while the agent was running"
+                    f"The session was stopped by its runner ({self.stop_signal}) while the agent was running"
                     if kind == "stopped"
                     else f"the wall-clock budget of {cfg.lifetime}s ran out while the agent was running"
                 )
@@ -498,7 +541,9 @@ class Session:
     def _secrets_in(self, added: dict[str, str]) -> str | None:
         """Why the agent's changes must not be committed: files that add the value of a secret the
         session knows (a ``.env`` the agent wrote, an environment dump), or ``None``."""
-        files = sorted(path for path, text in added.items() if self.redactor.text(text) != text)
+        # the values themselves: a URL with credentials in the changes (a test database's
+        # postgres://app:app@localhost) is no secret of the session
+        files = sorted(path for path, text in added.items() if self.redactor.known(text) != text)
         if not files:
             return None
         return (f"The changes hold the value of a secret of the session (in {', '.join(files)}): nothing "
@@ -632,11 +677,20 @@ class Session:
             if argv is None:
                 detail["skipped"] = True
                 return None
+            interrupted = self._interrupted()
+            if interrupted:
+                # stopped, or out of time, before it could start (while the pull request was being
+                # opened): no "Running verification script…" and "Verification failed" for a script
+                # that never ran; the job ends with its pull request, as after a stop during the script
+                detail.update(skipped=True, stopped=interrupted)
+                self.state.notes.append("⚠️ The verification script was not run (the session was stopped or "
+                                        "ran out of time); please check the pull request yourself.")
+                return None
             self.api.status("verification_started")
-            result = procs.run(
+            result = self._cleaned(procs.run(
                 argv, cwd=self.state.clone_dir, env=self.child_env, deadline=self.deadline, stop=self.stop,
                 keep_bytes=procs.KEEP_OUTPUT_BYTES,
-            )
+            ))
             output = self._excerpt(result.output)
             detail.update(exitCode=result.code, passed=result.ok, stopped=result.stopped)
         if result.ok:
@@ -644,7 +698,7 @@ class Session:
             return f"exit code 0\n{output}"
         # the pull request is open whatever happens here: a stopped script is a failed one
         # (the job still ends with its PR), never a lost run
-        outcome = f"exit {result.code}" if result.stopped is None else _STOPPED_BY[result.stopped]
+        outcome = f"exit {result.code}" if result.stopped is None else self._stopped_by(result.stopped)
         tail = procs.tail(output, 500) or "no output"
         self.api.status("verification_failed", detail=f"{outcome}\n```\n{tail}\n```")
         return f"{outcome}\n{output}"
@@ -657,7 +711,7 @@ class Session:
         if not self._interrupted():
             since = self.state.start_sha if self.cfg.phase is Phase.GAP_ANALYSIS else self.state.base_sha
             try:
-                return self.redactor.text(self.git.diff(since or "HEAD~1"))
+                return self.git.diff(since or "HEAD~1")  # masked by the Git's clean
             except GitError as exc:
                 if not self._interrupted():
                     notes.append(self.redactor.text(f"⚠️ The post-push review could not run ({exc}); "
@@ -671,7 +725,7 @@ class Session:
     def _review(self, verification: str | None) -> dict[str, Any]:
         cfg = self.cfg
         assert self.git is not None
-        notes: list[str] = []
+        notes: list[str] = list(self.state.notes)
         review: dict[str, Any] | None = None
         with self.step("review", "post-push-review") as detail:
             if not cfg.review_enabled:
@@ -690,12 +744,13 @@ class Session:
                     name="review",
                     deadline=self.deadline,
                     stop=self.stop,
+                    clean=self._clean,
                 )
                 self.usage.add(run)
                 verdict = None if run.failed or run.stopped else prompts.parse_review(run.text)
                 if verdict is None:
                     if run.stopped:
-                        why = _STOPPED_BY[run.stopped]
+                        why = self._stopped_by(run.stopped)
                     else:
                         why = run.failure_reason() if run.failed else "its answer had no verdict"
                     notes.append(
@@ -707,6 +762,8 @@ class Session:
                     detail["verdict"] = None
                 else:
                     approved, blockers = verdict
+                    if len(blockers) > MAX_BLOCKERS:  # a reviewer gone astray: the result must still fit
+                        blockers = [*blockers[:MAX_BLOCKERS], f"… and {len(blockers) - MAX_BLOCKERS} more"]
                     review = {"approved": approved, "blockers": [self.redactor.text(b) for b in blockers]}
                     detail.update(approved=approved, blockers=len(blockers))
         body = self._success_body(comments=notes)
@@ -797,6 +854,8 @@ class Session:
             kept = self.state.clone_dir or self.own_workdir
             self.log(f"the work tree is kept for a person to attach: {kept}")
         else:
+            if procs.reap(self.services):
+                self.log("ended what the setup script left running")
             self._cleanup()
         duration = time.monotonic() - self.started
         usage = self._usage_comment()
@@ -837,15 +896,19 @@ def main(environ: Mapping[str, str] | None = None, out: TextIO | None = None) ->
 def report_config_error(environ: Mapping[str, str], message: str, out: TextIO) -> None:
     """End the job at once when the configuration is unusable but the orchestrator is reachable
     (a bad ``extraEnv`` value, say), instead of leaving it running until it times out."""
-    url, token = environ.get(E.URL.name), environ.get(E.RESULT_TOKEN.name)
+    url = (environ.get(E.URL.name) or "").strip().rstrip("/")
+    token = (environ.get(E.RESULT_TOKEN.name) or "").strip()
     # the phase the orchestrator checks the result against is the token's (AIIMPL_PHASE may be
     # the very variable that is missing or wrong)
     phase = token_claim(token, "phase") or environ.get(E.PHASE.name)
-    if not url or not token or phase not in {p.value for p in Phase}:
+    if not isinstance(phase, str) or phase not in {p.value for p in Phase}:
         return
+    if not url or not token or url_problem(url):
+        return  # nowhere to report it (AIIMPL_URL may be the very variable that is wrong)
     names = [n.strip() for n in (environ.get(E.SECRET_NAMES.name) or "").split(",")]
     names += [n for n in environ if E.LIKELY_SECRET_NAME.search(n)]
-    redactor = Redactor([environ.get(n, "") for n in names] + [environ.get(E.NONCE.name, ""), token])
+    redactor = Redactor([environ.get(n, "") for n in names] + [environ.get(E.NONCE.name, ""), token],
+                        url_credentials=True)
     logs.SECRETS.follow(redactor)
     api = Orchestrator(url, environ.get(E.NONCE.name, ""), {"runner:result": token}, redactor)
     reason = f"the session configuration is invalid: {message}"
