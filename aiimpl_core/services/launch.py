@@ -10,7 +10,7 @@ never launched twice.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from flask import current_app
@@ -24,11 +24,12 @@ from ..extensions import db
 from ..orm import Job
 from ..orm import Mapping as MappingRow
 from ..session import env as session_env
-from ..types import DispatchRequest, DispatchResult, JobStatus, LogLabel, Phase
+from ..types import DispatchRequest, DispatchResult, InFlightRun, JobStatus, LogLabel, Phase
 from . import redaction, settings
 from . import secrets as secrets_service
 from .jobs import record_created, transition
 from .outcomes import Outcome, end_job
+from .reconcile import in_flight_run, run_ref_problem
 
 log = logging.getLogger(__name__)
 
@@ -238,12 +239,13 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
             raise DispatchError(unprepared, status=None)
     request = prepared.request
     name = prepared.backend_id
+    backend: Any = None
+    answered: Any = _NO_ANSWER
     try:
         backend = facade.runner(prepared.backend_id)
         name = getattr(backend, "display_name", None) or name
-        result = backend.dispatch_gap_fill(request) if gap_fill else backend.dispatch(request)
-        if not isinstance(result, DispatchResult):
-            raise PluginContractError(f"the backend answered {type(result).__name__}, not a DispatchResult")
+        answered = backend.dispatch_gap_fill(request) if gap_fill else backend.dispatch(request)
+        result = _checked_result(answered)
     except Exception as exc:  # noqa: BLE001 - whatever a plugin raised ends the job, never leaves it waiting
         message = _plugin_failure(exc, job, prepared.backend_id)
         status = exc.status if isinstance(exc, ProviderError) else None
@@ -254,6 +256,8 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
         with serialized(keep=(job,)):
             db.session.refresh(job)
             end_job(job, Outcome(JobStatus.FAILED, reason=f"dispatch to {name} failed: {message}"))
+        if answered is not _NO_ANSWER:
+            _stop_refused_run(backend, job, request, answered)
         provider = exc.provider if isinstance(exc, DispatchError) and exc.provider else prepared.backend_id
         raise DispatchError(
             message, provider=provider, status=status, detail=detail, retry_after=retry_after
@@ -271,6 +275,55 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
     return result
 
 
+#: what ``answered`` holds until the backend's dispatch returned
+_NO_ANSWER = object()
+
+
+def _checked_result(answer: Any) -> DispatchResult:
+    """``dispatch``'s answer as the job stores it: a :class:`DispatchResult` whose run id and URL are
+    strings or ``None`` (a numeric run id is taken as its digits, as ``poll_runs``'s is), the id no
+    longer than a job keeps. Anything else is the backend's broken contract, refused before the job
+    is written: the database would refuse it at that write, after the session had started, and
+    leave the job in ``unknown`` with no run linked."""
+    if not isinstance(answer, DispatchResult):
+        raise PluginContractError(f"the backend answered {type(answer).__name__}, not a DispatchResult")
+    if isinstance(answer.run_id, int) and not isinstance(answer.run_id, bool):
+        answer = replace(answer, run_id=str(answer.run_id))
+    for field in ("run_id", "run_url"):
+        problem = run_ref_problem(field, getattr(answer, field))
+        if problem is not None:
+            raise PluginContractError(f"the backend answered a {field} that {problem}")
+    return answer
+
+
+def _stop_refused_run(backend: Any, job: Job, request: DispatchRequest, answered: Any) -> None:
+    """Cancel the run a dispatch whose answer was refused may have started (best effort: a run that
+    cannot be stopped meets its lifetime; its session's reports are refused, its job having ended).
+
+    The backend is handed the run id it answered when that is a string (it need not fit a job's
+    row to name the run to its backend), else none: it then finds the run by its name, as it does
+    for a run not linked yet."""
+    run_id = getattr(answered, "run_id", None)
+    if isinstance(run_id, int) and not isinstance(run_id, bool):
+        run_id = str(run_id)
+    run = InFlightRun(
+        job_id=job.id,
+        phase=request.phase,
+        issue_key=request.issue_key,
+        mapping=request.mapping,
+        run_id=run_id if isinstance(run_id, str) and run_id else None,
+        run_name=request.run_name,
+        dispatched_at=job.dispatched_at or job.created_at,
+        lifetime_seconds=request.lifetime_seconds,
+    )
+    try:
+        backend.cancel(run)
+        log.info("job %s: the run its refused dispatch answer may have started is stopped", job.id)
+    except Exception:  # noqa: BLE001 - the job has ended; the run meets its lifetime
+        log.warning("cancelling the run of job %s, whose dispatch answer was refused, failed", job.id,
+                    exc_info=True)
+
+
 def _cancelled(job: Job) -> bool:
     from .cancel import CANCELLED
 
@@ -280,8 +333,6 @@ def _cancelled(job: Job) -> bool:
 def _stop_cancelled_run(backend: Any, job: Job) -> None:
     """Stop the run a dispatch started for a job an operator cancelled while the dispatch was under
     way (best effort, as the cancel itself: a run that cannot be stopped meets its lifetime)."""
-    from .reconcile import in_flight_run
-
     mapping = db.session.get(MappingRow, job.mapping_id) if job.mapping_id is not None else None
     lifetime = int(current_app.config.get("AIIMPL_SESSION_LIFETIME_SECONDS") or 3600)
     run = in_flight_run(job, mapping, lifetime)

@@ -40,6 +40,11 @@ still in flight 10 minutes past its      cancelled; ``timed_out`` / ``machine_ti
 lifetime (the backend did not stop it)   (``container_timeout`` for local containers)
 ======================================  ==============================================
 
+An answer the reconciler cannot take (:func:`_run_states`, :func:`_matched_states`: a field of the
+wrong type, a run id a job cannot keep, a ``job_id`` that is no ``int``, two different states for one
+job) is the backend's failed poll; states for jobs it was not asked about are ignored, and named in
+the report and, now and then, in a warning.
+
 ``run_not_found`` is kept for what the reference says it means, "a run was never linked": a
 linked run that is no longer found did exist, so it ends ``failed`` with that said, or as the
 lifetime timeout once its lifetime has passed (the reference has no timeout reason of its own
@@ -99,6 +104,8 @@ class ReconcileReport:
     ended: int = 0
     endings: dict[int, str] = field(default_factory=dict)  # job id -> status/reason
     skipped: dict[str, str] = field(default_factory=dict)  # backend -> why it was not asked
+    #: backend -> the job ids of states it answered for jobs it was not asked about (ignored)
+    ignored: dict[str, list[int]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +114,7 @@ class ReconcileReport:
             "ended": self.ended,
             "endings": {str(k): v for k, v in self.endings.items()},
             "skipped": dict(self.skipped),
+            "ignored": {k: list(v) for k, v in self.ignored.items()},
         }
 
 
@@ -256,12 +264,12 @@ def reconcile(
         if not runs:
             continue
         # no answer (backing off, or the poll failed): every run is left out of it, and judged so
-        states: list[RunState] = []
+        by_job: dict[int, RunState] = {}
         backend = None
         if backoff is None:
             try:
                 backend = facade.runner(backend_id)
-                states = _run_states(backend.poll_runs(runs), backend_id)
+                by_job = _matched_states(_run_states(backend.poll_runs(runs), backend_id), backend_id)
             except Exception as exc:  # noqa: BLE001 - one backend's failure must not stop the others
                 db.session.rollback()
                 if not isinstance(exc, AiimplError):  # a plugin's bug: where it is
@@ -273,8 +281,13 @@ def reconcile(
             else:
                 poller.record_success("runner", backend_id)
                 report.polled[backend_id] = len(runs)
+                asked = {run.job_id for run in runs}
+                unknown = sorted(job_id for job_id in by_job if job_id not in asked)
+                if unknown:
+                    report.ignored[backend_id] = unknown
+                    _warn_ignored(backend_id, unknown, now)
+                by_job = {job_id: state for job_id, state in by_job.items() if job_id in asked}
         _reload(ids_by_backend[backend_id])
-        by_job = {s.job_id: s for s in states}
         by_run = {r.job_id: r for r in runs}
         changed = [j.id for j in backend_jobs if not _unchanged(j, by_job.get(j.id), now=now, limits=limits)]
         for batch in chunks(changed, APPLY_BATCH):
@@ -391,10 +404,89 @@ def _checked_state(state: RunState, backend_id: str) -> RunState:
         value = changes.get(name, getattr(state, name))
         if value is not None and not isinstance(value, str):
             raise refuse(name, value, "a string")
+        if value is not None and "\x00" in value:
+            if name in ("run_id", "run_url"):  # an identity: nothing to take of it
+                raise refuse(name, value, "a string without a NUL character")
+            # a log may hold any byte; PostgreSQL's text takes no NUL, and the ending would fail
+            changes[name] = value.replace("\x00", "\ufffd")
     exit_code = state.exit_code
     if exit_code is not None and (isinstance(exit_code, bool) or not isinstance(exit_code, int)):
         raise refuse("exit_code", exit_code, "an integer")
     return replace(state, **changes) if changes else state
+
+
+#: the longest run id a job keeps (the length of its column)
+RUN_ID_LENGTH: int = Job.__table__.c.run_id.type.length
+
+
+def run_ref_problem(name: str, value: Any) -> str | None:
+    """What keeps a job from storing ``value`` as its run's ``name`` (``run_id`` or ``run_url``) as a
+    backend answered it, said to follow "a run_id that …"; ``None`` when it can (``None`` included).
+
+    Checked before anything is written: a value the database refuses (PostgreSQL takes no NUL
+    character and no run id longer than its column; neither takes a dict) would otherwise fail the
+    write itself, after the session started or on every cycle.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return f"is a {type(value).__name__}, not a string"
+    if "\x00" in value:
+        return "holds a NUL character"
+    if name == "run_id" and len(value) > RUN_ID_LENGTH:
+        return f"is {len(value)} characters long, more than the {RUN_ID_LENGTH} a job keeps"
+    return None
+
+
+def _matched_states(states: list[RunState], backend_id: str) -> dict[int, RunState]:
+    """``poll_runs``'s checked states by job id, each job's run id one its row can keep.
+
+    A ``job_id`` that is no ``int`` (``"7"`` for ``7``) would never be matched to its job, which
+    then waited, unreconciled, until its overrun; two different states for one job cannot both be
+    true. Either is the backend's broken contract, and refuses its whole answer, as a field of the
+    wrong type does (:func:`_checked_state`); the same state twice (a listing that overlapped
+    itself) is taken once. States for jobs it was not asked about are the caller's to report.
+    """
+    by_job: dict[int, RunState] = {}
+    for state in states:
+        job_id = state.job_id
+        if not isinstance(job_id, int) or isinstance(job_id, bool):
+            raise PluginContractError(
+                f"poll_runs of {backend_id!r} answered the job_id {job_id!r:.40} ({type(job_id).__name__}), "
+                "not an int (the InFlightRun's job_id)"
+            )
+        problem = run_ref_problem("run_id", state.run_id)
+        if problem is not None:
+            raise PluginContractError(
+                f"poll_runs of {backend_id!r} answered a run_id for job {job_id} that {problem}"
+            )
+        seen = by_job.setdefault(job_id, state)
+        if seen != state:
+            raise PluginContractError(
+                f"poll_runs of {backend_id!r} answered 2 different states for job {job_id} "
+                f"({seen.phase.value}, {state.phase.value}): answer one per run"
+            )
+    return by_job
+
+
+#: how often each process warns about a backend answering states for jobs it was not asked about
+IGNORED_WARN_EVERY = timedelta(minutes=10)
+
+
+def _warn_ignored(backend_id: str, job_ids: list[int], now: datetime) -> None:
+    """Warn that a backend answers states for jobs it was not asked about (they are ignored): once
+    per :data:`IGNORED_WARN_EVERY` per backend and process, as it would repeat on every cycle; each
+    cycle's report names them."""
+    warned: dict[str, datetime] = current_app.extensions.setdefault("aiimpl.ignored-states", {})
+    last = warned.get(backend_id)
+    if last is not None and last <= now < last + IGNORED_WARN_EVERY:
+        return
+    warned[backend_id] = now
+    shown = ", ".join(str(job_id) for job_id in job_ids[:20]) + (" …" if len(job_ids) > 20 else "")
+    log.warning(
+        "poll_runs of %r answered states for jobs it was not asked about: %s (a RunState's job_id is "
+        "its InFlightRun's); they are ignored", backend_id, shown,
+    )
 
 
 #: jobs whose state changed are updated this many to a transaction (each job in a savepoint)
