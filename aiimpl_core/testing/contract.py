@@ -475,7 +475,8 @@ def _states(
 ) -> list[RunState]:
     """``poll_runs``'s answer about ``runs``, checked as the reconciler takes it: anything it refuses
     fails the backend's whole poll; a state for a job it was not asked about is never matched to a
-    job (a job id of another type, most often); of two states for one job only the last counts."""
+    job (a job id of another type, most often); two states for one job refuse the whole poll when
+    they differ, and the kit refuses them either way."""
     # the reconciler's own check, so that the contract takes and refuses what the orchestrator does
     from ..services.reconcile import _run_states
 
@@ -494,7 +495,7 @@ def _states(
     for job_id, count in Counter(state.job_id for state in states).items():
         assert count == 1, (
             f"poll_runs answered {count} states for job {job_id}: answer one per run (the reconciler "
-            "would take the last)"
+            "refuses the whole poll when they differ)"
         )
     for state in states:
         _fits("RunState.run_id", state.run_id)
