@@ -223,7 +223,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AIIMPL_BACKEND_CAPS", "Optional caps per runner backend, e.g. `fly-machines=10,local-docker=2`; "
             "a backend capped at `0` gets no job (its issues wait, blocked).",
             None, _backend_caps),
-    Setting("AIIMPL_RUN_TOKEN_SECONDS", "Lifetime of run tokens (JWT `exp`).", 10800, _at_least(1)),
+    Setting("AIIMPL_RUN_TOKEN_SECONDS", "Lifetime of run tokens (JWT `exp`); never less than a session may "
+            "report in: `AIIMPL_RUN_NOT_FOUND_SECONDS` + `AIIMPL_SESSION_LIFETIME_SECONDS` + 10 minutes.",
+            10800, _at_least(1)),
     Setting("AIIMPL_RETENTION_DAYS", "Days that delivered tracker writes, handled webhook deliveries and "
             "used run tokens are kept before the poller removes them (hourly; `aiimpl prune` at once). "
             "`0` keeps them for good; otherwise at least 7. Jobs, their steps and transitions are kept. "

@@ -77,7 +77,9 @@ def _prune_guards(removed: dict[str, int], now: datetime, days: int, batch: int)
     """Remove the settled tracker writes, handled deliveries and used tokens past the retention."""
     cutoff = now - timedelta(days=days)
     # a used token is refused as used until it has expired: kept at least that long
-    token_seconds = int(current_app.config.get("AIIMPL_RUN_TOKEN_SECONDS") or 0)
+    from .launch import run_token_seconds
+
+    token_seconds = run_token_seconds()
     tokens_cutoff = min(cutoff, now - timedelta(seconds=token_seconds, days=1))
     removed["outbox"] = _delete(
         OutboxItem.id,

@@ -29,7 +29,7 @@ from . import redaction, settings
 from . import secrets as secrets_service
 from .jobs import record_created, transition
 from .outcomes import Outcome, end_job
-from .reconcile import in_flight_run, run_ref_problem
+from .reconcile import OVERRUN_GRACE, in_flight_run, run_ref_problem
 
 log = logging.getLogger(__name__)
 
@@ -169,10 +169,23 @@ def issue_credentials(job: Job) -> tuple[str, dict[str, str]]:
     if nonce is None or job.nonce_hash != tokens.hash_nonce(nonce):
         nonce, job.nonce_hash = tokens.new_nonce()
     run_tokens = tokens.issue_run_tokens(
-        str(current_app.config["AIIMPL_SECRET_KEY"]), job.id, job.phase,
-        int(current_app.config["AIIMPL_RUN_TOKEN_SECONDS"]),
+        str(current_app.config["AIIMPL_SECRET_KEY"]), job.id, job.phase, run_token_seconds()
     )
     return nonce, run_tokens
+
+
+def run_token_seconds() -> int:
+    """How long a job's run tokens last: ``AIIMPL_RUN_TOKEN_SECONDS``, and never less than its
+    session may still report in: it may wait to start for the run-not-found window, then run its
+    lifetime, and is judged overrun 10 minutes after that. (A shorter setting would have the
+    orchestrator refuse a long session's progress and result as expired, and end its job failed.)"""
+    config = current_app.config
+    return max(
+        int(config["AIIMPL_RUN_TOKEN_SECONDS"]),
+        int(config.get("AIIMPL_RUN_NOT_FOUND_SECONDS") or 600)
+        + int(config.get("AIIMPL_SESSION_LIFETIME_SECONDS") or 3600)
+        + int(OVERRUN_GRACE.total_seconds()),
+    )
 
 
 @dataclass(frozen=True)

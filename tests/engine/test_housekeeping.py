@@ -202,3 +202,28 @@ def test_an_old_dead_item_requeued_while_the_prune_waits_for_it_is_kept(app, add
         removed = pruning.join()
     assert removed["outbox"] == 0
     assert db.session.get(OutboxItem, item).state == "pending"
+
+
+def test_run_tokens_outlast_the_session_whatever_the_setting(app, tracker, runner, add_mapping):
+    """A run-token lifetime set shorter than a session may run: its tokens still last the wait to
+    start (the run-not-found window), the lifetime and the overrun grace, so its progress and result
+    are not refused as expired; a used one is kept as long."""
+    import jwt
+
+    from aiimpl_core.services.dispatch import run_cycle
+    from aiimpl_core.session import env as session_env
+
+    app.config.update(AIIMPL_RUN_TOKEN_SECONDS=60, AIIMPL_SESSION_LIFETIME_SECONDS=4 * 3600,
+                      AIIMPL_RUN_NOT_FOUND_SECONDS=900)
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    run_cycle(reconcile=False)
+    [run] = runner.runs.values()
+    for variable in (session_env.RESULT_TOKEN, session_env.PROGRESS_TOKEN, session_env.CONTEXT_TOKEN):
+        claims = jwt.decode(run.request.env[variable.name], options={"verify_signature": False})
+        assert claims["exp"] - claims["iat"] == 900 + 4 * 3600 + 600, variable.name
+    # a used token is kept until it has expired (and a day more): one used a day and an hour ago
+    # still has hours to run
+    db.session.add(ConsumedToken(jti="used", consumed_at=utcnow() - timedelta(days=1, hours=1)))
+    db.session.commit()
+    assert housekeeping.prune(days=1)["consumed_tokens"] == 0
