@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
+import time
 
 from gunicorn import glogging
 
@@ -37,6 +39,8 @@ workers = _count("AIIMPL_WORKERS", multiprocessing.cpu_count() * 2 + 1, 1)
 worker_class = "gthread"
 threads = _count("AIIMPL_THREADS", 4, 1)
 timeout = _count("AIIMPL_WORKER_TIMEOUT", 30, 1)
+# How long a stopping worker has for its requests in flight (and, with AIIMPL_SCHEDULER, its poll
+# cycle) before the master kills it (--graceful-timeout sets another).
 graceful_timeout = 30
 keepalive = 5
 # Recycle workers now and then so that a slow leak in a plugin cannot grow without bound (0: never).
@@ -133,3 +137,65 @@ def _schema_problem(server, url: str | None) -> str | None:  # noqa: ANN001
         return None
     finally:
         engine.dispose()  # no connection of the master's is inherited by a worker
+
+
+# -- the in-app scheduler's stop (AIIMPL_SCHEDULER) ---------------------------------------------
+#
+# A worker's graceful stop (SIGTERM: a deploy, a restart) ends when its requests in flight are
+# answered, at once when there are none; the scheduler's daemon thread would die with it wherever
+# its cycle was (a dispatch launched but not recorded ends ``run_not_found`` ten minutes later, a
+# tracker write waits out its lease). So the stop is passed on to the scheduler as the worker gets
+# it, and the worker waits for the cycle to end within what is left of the graceful timeout.
+
+#: when this worker was asked to stop gracefully (``time.monotonic()``), if it was
+_stop_asked: list[float] = []
+#: whether it was told to stop at once instead (SIGINT, SIGQUIT, or its timeout's SIGABRT)
+_stop_now: list[bool] = []
+#: seconds kept from the graceful timeout for the worker's own exit, before the master's SIGKILL
+_EXIT_MARGIN = 2.0
+
+
+def _scheduler():  # noqa: ANN202
+    """The scheduler's module, if this process imported it: a process that did not (the master, a
+    worker without AIIMPL_SCHEDULER) runs no scheduler, and imports nothing for it here."""
+    return sys.modules.get("aiimpl_core.services.scheduler")
+
+
+def post_worker_init(worker) -> None:  # noqa: ANN001
+    """Pass the worker's graceful stop (SIGTERM) on to the in-app scheduler as it comes."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def graceful_stop(signum: int, frame) -> None:  # noqa: ANN001
+        if not _stop_asked:
+            _stop_asked.append(time.monotonic())
+        if (scheduler := _scheduler()) is not None:
+            scheduler.ask_schedulers_to_stop()
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, graceful_stop)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn has it: requests in flight go on
+
+
+def worker_int(worker) -> None:  # noqa: ANN001
+    _stop_now.append(True)
+
+
+def worker_abort(worker) -> None:  # noqa: ANN001
+    _stop_now.append(True)
+
+
+def worker_exit(server, worker) -> None:  # noqa: ANN001
+    """Let the in-app scheduler's cycle end before the worker does: within the graceful timeout
+    from the stop (and the worker timeout, which the master also holds an exiting worker to),
+    unless the worker was told to stop at once."""
+    scheduler = _scheduler()
+    if _stop_now or scheduler is None or not scheduler.schedulers_running():
+        return
+    since = _stop_asked[0] if _stop_asked else time.monotonic()  # (recycled after max_requests)
+    limit = min(server.cfg.graceful_timeout, server.cfg.timeout) - _EXIT_MARGIN
+    if scheduler.stop_schedulers(min(0.2, since + limit - time.monotonic()), warn=False):
+        return  # it was between cycles
+    left = since + limit - time.monotonic()
+    server.log.info("Worker exiting after the poll cycle (up to %.0fs): pid %s", max(0.0, left), worker.pid)
+    scheduler.stop_schedulers(left)

@@ -48,6 +48,7 @@ def test_serve_answers_and_logs_paths_without_their_query(tmp_path: Path) -> Non
     finally:
         server.terminate()
         output, _ = server.communicate(timeout=30)
+    assert server.returncode == 0, output  # SIGTERM, a service manager's stop, is a stop as Ctrl-C is
     assert f"on http://127.0.0.1:{port}" in output
     assert "GET /healthz " in output and "POST /api/jira/webhook " in output
     assert "probe=1" not in output and "probe=2" not in output and "jira-hook-secret-9f8e7d" not in output

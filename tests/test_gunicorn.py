@@ -6,8 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from typing import Any
 
 import pytest
 
@@ -264,3 +266,93 @@ def test_gunicorn_logs_at_the_level_the_app_reads(monkeypatch):
     finally:
         monkeypatch.undo()
         importlib.reload(gunicorn_conf)
+
+
+class _Unanswered:
+    """A tracker whose service accepts the check's request and holds its answer (until ``answer``
+    is set): as a service that never answers holds the HTTP client for its timeouts and retries."""
+
+    answer = threading.Event()
+
+    @classmethod
+    def check(cls) -> list[Any]:
+        cls.answer.wait(5)
+        return []
+
+
+def _tracker_plugin(provider_id: str, check: Any) -> object:
+    from aiimpl_core import hookimpl
+    from aiimpl_core.providers import TicketingProvider
+
+    class Tracker(TicketingProvider):
+        id = provider_id
+        display_name = provider_id
+
+        def is_configured(self) -> bool:
+            return True
+
+        def check(self, mappings):  # noqa: ANN001, ANN201
+            return check()
+
+        def iter_triggered(self, teams):  # noqa: ANN001, ANN201
+            return iter(())
+
+        def get_issue(self, key):  # noqa: ANN001, ANN201
+            raise NotImplementedError
+
+        def post_comment(self, key, body):  # noqa: ANN001, ANN201
+            raise NotImplementedError
+
+        def set_stage(self, key, stage):  # noqa: ANN001, ANN201
+            raise NotImplementedError
+
+        def mark_done(self, key):  # noqa: ANN001, ANN201
+            raise NotImplementedError
+
+    class Plugin:
+        __name__ = f"{provider_id}-tracker"
+
+        @hookimpl
+        def aiimpl_register_ticketing_providers(self, register: Any) -> None:
+            register(Tracker)
+
+    return Plugin()
+
+
+@pytest.fixture
+def aiimpl_plugins() -> list[object]:
+    from aiimpl_core.types import CheckResult
+
+    return [_tracker_plugin("unanswered", _Unanswered.check),
+            _tracker_plugin("answered", lambda: [CheckResult("credentials", True, "signed in")])]
+
+
+def test_the_admin_checks_answer_within_the_graceful_timeout_though_a_service_never_answers(
+    client, admin_headers, monkeypatch
+):
+    """A deploy's graceful stop gives a request in flight ``graceful_timeout`` seconds, then the
+    worker is killed and the answer lost: the checks wait for a service no longer than their
+    budget, and a service that answers is reported all the same."""
+    from aiimpl_core import gunicorn_conf
+    from aiimpl_core.services import checks
+
+    budget = getattr(checks, "BUDGET", None)
+    monkeypatch.setattr(checks, "BUDGET", 0.5, raising=False)
+    _Unanswered.answer.clear()
+    try:
+        started = time.monotonic()
+        resp = client.get("/api/checks", headers=admin_headers)
+        took = time.monotonic() - started
+    finally:
+        _Unanswered.answer.set()
+        for thread in threading.enumerate():
+            if thread.name == "aiimpl-check":
+                thread.join(10)
+    assert resp.status_code == 200, resp.get_json()
+    rows = {(r["provider"], r["name"]): (r["status"], r["detail"]) for r in resp.get_json()["checks"]}
+    assert rows[("unanswered", "connection")] == ("failed", "no answer within 0.5 s (the time the checks "
+                                                            "are given)")
+    assert rows[("answered", "credentials")] == ("ok", "signed in")
+    assert took < 3, took
+    # (the checks' own budget leaves the answer's way out time before the worker is killed)
+    assert budget is not None and budget <= gunicorn_conf.graceful_timeout - 5

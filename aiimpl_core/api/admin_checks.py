@@ -19,8 +19,8 @@ def checks():  # noqa: ANN201
         Each configured tracker and runner backend checks its credentials and what the mappings
         that use it name; GitHub is checked for every mapped repository. A provider a mapping uses
         but that is not configured fails, and so does one no installed plugin provides; one nobody
-        uses is skipped. The checks call the services while the request waits (a few seconds at
-        most with the HTTP client's timeouts).
+        uses is skipped. The checks call the services while the request waits, side by side: one
+        that has not answered within 20 seconds is reported failed (`no answer within 20 s`).
       tags: [admin]
       responses:
         200:

@@ -220,7 +220,10 @@ def serve(host: str, port: int) -> None:
 
     Refuses a database without this version's schema (run `aiimpl db upgrade` first), as the
     production configuration does. With AIIMPL_SCHEDULER set it runs the poller too, the only
-    command that does."""
+    command that does. SIGTERM or Ctrl-C stops it (exit status 0), after the poller's current
+    cycle; a second one stops it at once."""
+    import signal
+
     from flask import current_app
 
     from .devserver import make_dev_server
@@ -233,18 +236,51 @@ def serve(host: str, port: int) -> None:
     click.echo(f"AI-Implement {__version__} on http://{host}:{port}  (database: {_safe_url(app)})")
     if warning := access_code_warning(app.config.get("AIIMPL_ADMIN_ACCESS_CODE")):
         click.echo(f"Warning: {warning}", err=True)
-    if _scheduler_wanted():
+    scheduled = _scheduler_wanted()
+    if scheduled:
         from ..services.scheduler import start_scheduler
 
         # (the CLI's app never starts it itself: started here, once the schema and the address
         # are known to be good)
         start_scheduler(app)
+
+    def on_term(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt  # a service manager's stop, as Ctrl-C: the server stops serving
+
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+        signal.signal(signal.SIGTERM, previous)
+    if scheduled:
+        _stop_scheduler_of(app)
+
+
+def _stop_scheduler_of(app) -> None:  # noqa: ANN001
+    """Stop ``serve``'s poller after its current cycle (one cut in the middle can leave a dispatch
+    to end ``run_not_found``); a second SIGTERM or Ctrl-C meanwhile ends the process at once."""
+    import signal
+
+    from ..services.scheduler import stop_scheduler
+
+    def cut(signum: int, _frame: Any) -> None:
+        click.echo(f"signal {signal.Signals(signum).name}: stopping at once, in the middle of the poll "
+                   "cycle", err=True)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)  # the status says the process was stopped by the signal
+
+    previous = {sig: signal.signal(sig, cut) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if not stop_scheduler(app, timeout=0.5, warn=False):
+            click.echo("stopping: waiting for the current poll cycle to end (SIGTERM or Ctrl-C again "
+                       "stops at once)", err=True)
+            stop_scheduler(app, timeout=None)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _scheduler_wanted() -> bool:

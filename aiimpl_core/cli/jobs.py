@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import threading
@@ -110,10 +111,12 @@ def _a_number(ctx: click.Context, param: click.Parameter, value: float | None) -
 def poll(once: bool, interval: float | None, as_json: bool) -> None:
     """Poll the trackers, dispatch eligible issues, reconcile jobs and deliver comments.
 
-    Without --once it runs until SIGTERM or SIGINT, which stop it after the current cycle.
+    Without --once it runs until SIGTERM or SIGINT, which stop it after the current cycle (exit
+    status 0); a second one stops it at once, in the middle of the cycle.
     """
     from ..services.dispatch import run_cycle
     from ..services.poller import Poller
+    from ..services.scheduler import give_back_leases
 
     _require_shared_key()
 
@@ -160,8 +163,17 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
             poller.stop()
 
     def on_signal(signum: int, _frame: Any) -> None:
-        click.echo(f"signal {signal.Signals(signum).name}: stopping after the current cycle", err=True)
-        poller.stop()
+        name = signal.Signals(signum).name
+        if poller.stopping:
+            # a second signal: the cycle is cut where it is, as a crash would cut it (its job is
+            # left to the reconciler, its tracker writes are taken again once their leases run out);
+            # the process ends by the signal itself, so its status says so (130, 143)
+            click.echo(f"signal {name} again: stopping at once, in the middle of the cycle", err=True)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        poller.stop()  # (first: a second signal may come while the line is written)
+        click.echo(f"signal {name}: stopping after the current cycle (again to stop at once)", err=True)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -169,6 +181,8 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
             f"polling every {poller.interval:g}s (SIGTERM or Ctrl-C stops after the current cycle)", err=True
         )
         poller.run_forever(on_cycle=show_while_read)
+        # the process that takes over (a deploy's next, another host's) need not wait them out
+        give_back_leases(poller.holder)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

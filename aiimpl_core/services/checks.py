@@ -5,11 +5,20 @@ Read-only. Each installed tracker and runner backend is checked with its provide
 :meth:`~aiimpl_core.providers.Provider.check`, given the mappings that use it; GitHub, which every
 runner's sessions push to, is checked for each mapped repository. A provider that is not
 configured is a failure when a mapping uses it, and skipped otherwise.
+
+The remote checks run side by side, and the report waits for them :data:`BUDGET` seconds at most:
+a service that accepts connections and never answers costs the HTTP client's timeout and retries
+(about 45 seconds a request), which would hold ``GET /api/checks`` past gunicorn's graceful
+timeout (a deploy then cuts the answer) and a proxy's read timeout, and would hide the others'
+results until then.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -95,9 +104,9 @@ def _results(answer: Any) -> list[CheckResult]:
     return results
 
 
-def _github_rows(rows: Sequence[MappingRow], make: Callable[[], Any]) -> list[CheckRow]:
-    """GitHub for every mapped repository: the App's installation and a session's token (App), or
-    the personal token's access to the repository."""
+def _github_rows(rows: Sequence[MappingRow], make: Callable[[], Any]) -> list[CheckRow | _Check]:
+    """GitHub for every mapped repository (one check each): the App's installation and a
+    session's token (App), or the personal token's access to the repository."""
     github = make()
     if not github.is_configured():
         if rows:
@@ -105,24 +114,110 @@ def _github_rows(rows: Sequence[MappingRow], make: Callable[[], Any]) -> list[Ch
                              "not configured (AIIMPL_GITHUB_APP_ID and AIIMPL_GITHUB_PRIVATE_KEY, or "
                              "AIIMPL_GITHUB_TOKEN), but sessions of every mapping push to GitHub")]
         return [CheckRow("github", "github", "configured", SKIPPED, "not configured; no mapping yet")]
-    out: list[CheckRow] = []
-    for full_name in sorted({f"{r.owner}/{r.repo}" for r in rows}):
-        owner, repo = full_name.split("/", 1)
-        try:
-            if github.mode == "app":
-                # the installation is read afresh (a minted token may be cached for the hour), then
-                # what a session is given: a token limited to the repository, with its permissions
-                github.installation_id(owner, repo)
-                github.repository_token(owner, repo)
-                detail = "the App is installed and grants a session's permissions"
-            else:
-                github.repo(owner, repo).list_workflow_runs(per_page=1)
-                detail = "the personal token reads the repository"
-            out.append(CheckRow("github", "github", f"repository {full_name}", OK, detail))
-        except Exception as exc:  # noqa: BLE001 - reported per repository
-            out.append(CheckRow("github", "github", f"repository {full_name}", FAILED, _failure(exc)))
+    out: list[CheckRow | _Check] = [
+        _Check("github", "github", f"repository {full_name}",
+               lambda full_name=full_name: [_github_row(github, full_name)])
+        for full_name in sorted({f"{r.owner}/{r.repo}" for r in rows})
+    ]
     return out or [CheckRow("github", "github", "configured", OK,
                             f"configured ({github.mode}); no mapping yet")]
+
+
+def _github_row(github: Any, full_name: str) -> CheckRow:
+    owner, repo = full_name.split("/", 1)
+    try:
+        if github.mode == "app":
+            # the installation is read afresh (a minted token may be cached for the hour), then
+            # what a session is given: a token limited to the repository, with its permissions
+            github.installation_id(owner, repo)
+            github.repository_token(owner, repo)
+            detail = "the App is installed and grants a session's permissions"
+        else:
+            github.repo(owner, repo).list_workflow_runs(per_page=1)
+            detail = "the personal token reads the repository"
+        return CheckRow("github", "github", f"repository {full_name}", OK, detail)
+    except Exception as exc:  # noqa: BLE001 - reported per repository
+        return CheckRow("github", "github", f"repository {full_name}", FAILED, _failure(exc))
+
+
+# -- running the remote checks side by side, within the budget ---------------------------------
+
+#: seconds the report waits for the remote checks, all together; one not done by then is reported
+#: failed (its check goes on in the background until its own timeouts end it). Well within
+#: gunicorn's graceful timeout (30 s), so that a deploy does not cut ``GET /api/checks``' answer.
+BUDGET = 20.0
+#: remote checks run at once at most (GitHub asks its clients not to send many requests at once)
+CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class _Check:
+    """A remote check, run in a thread of its own; ``kind``, ``provider`` and ``name`` make the
+    line reported when it fails unexpectedly or does not end in time."""
+
+    kind: str
+    provider: str
+    name: str
+    run: Callable[[], list[CheckRow]]
+
+    def failed(self, detail: str) -> list[CheckRow]:
+        return [CheckRow(self.kind, self.provider, self.name, FAILED, detail)]
+
+    def outcome(self) -> list[CheckRow]:
+        """Its rows, or its failure's (run in an app context)."""
+        try:
+            return self.run()
+        except Exception as exc:  # noqa: BLE001 - reported as its line's failure
+            return self.failed(_failure(exc, lambda e: log.warning("checking %s failed", self.provider,
+                                                                   exc_info=e)))
+
+
+def _run_side_by_side(items: Sequence[CheckRow | _Check], budget: float) -> list[CheckRow]:
+    """``items``' rows in order, each :class:`_Check` run in a thread (:data:`CONCURRENCY` at
+    most, each in an app context of its own), waited for ``budget`` seconds at most in all."""
+    checks = [item for item in items if isinstance(item, _Check)]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    waiting: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for index in range(len(checks)):
+        waiting.put(index)
+    results: dict[int, list[CheckRow]] = {}
+    started: set[int] = set()
+    changed = threading.Condition()
+    deadline = time.monotonic() + budget
+
+    def work() -> None:
+        while time.monotonic() < deadline:
+            try:
+                index = waiting.get_nowait()
+            except queue.Empty:
+                return
+            with changed:
+                started.add(index)
+            with app.app_context():
+                rows = checks[index].outcome()
+            with changed:
+                results[index] = rows
+                changed.notify_all()
+
+    for _ in range(min(CONCURRENCY, len(checks))):
+        threading.Thread(target=work, name="aiimpl-check", daemon=True).start()
+    with changed:
+        changed.wait_for(lambda: len(results) == len(checks), timeout=budget)
+        done, begun = dict(results), set(started)
+    out: list[CheckRow] = []
+    index = 0
+    for item in items:
+        if isinstance(item, CheckRow):
+            out.append(item)
+            continue
+        if index in done:
+            out += done[index]
+        elif index in begun:
+            out += item.failed(f"no answer within {budget:g} s (the time the checks are given)")
+        else:
+            out += item.failed(f"not checked: the checks ran out of their {budget:g} s")
+        index += 1
+    return out
 
 
 def summary(rows: Sequence[CheckRow]) -> str:
@@ -142,17 +237,18 @@ def summary(rows: Sequence[CheckRow]) -> str:
     return line
 
 
-def run_checks(github: Callable[[], Any] = github_from_app) -> list[CheckRow]:
-    """Check every installed tracker and runner backend, and GitHub for each mapped repository."""
+def run_checks(github: Callable[[], Any] = github_from_app, *, budget: float | None = None) -> list[CheckRow]:
+    """Check every installed tracker and runner backend, and GitHub for each mapped repository;
+    the remote checks side by side, waited for ``budget`` seconds at most (default :data:`BUDGET`)."""
     facade = current_app.extensions["aiimpl"]
     rows = list(db.session.scalars(select(MappingRow).order_by(MappingRow.team_key)))
     mode = settings.effective_runner_mode()
     db.session.commit()  # no transaction held across the remote calls
-    report: list[CheckRow] = []
+    report: list[CheckRow | _Check] = []
     trackers = facade.ids("ticketing")
     for provider_id in sorted(trackers):
         used = [r.view() for r in rows if (r.ticketing or {}).get("provider") == provider_id]
-        report += _provider_rows("ticketing", provider_id, used)
+        report.append(_provider_check("ticketing", provider_id, used))
     report += _missing_rows("ticketing", {
         r.team_key: str(tracker) for r in rows
         if (tracker := (r.ticketing or {}).get("provider")) and tracker not in trackers
@@ -160,16 +256,19 @@ def run_checks(github: Callable[[], Any] = github_from_app) -> list[CheckRow]:
     backend_of = {r.team_key: choose_backend(r, mode).backend_id for r in rows}
     for provider_id in sorted(facade.ids("runner")):
         used = [r.view() for r in rows if backend_of[r.team_key] == provider_id]
-        report += _provider_rows("runner", provider_id, used)
+        report.append(_provider_check("runner", provider_id, used))
     # a forced runner mode whose backend is missing is named by the mode, else the mapping's backend
     report += _missing_rows("runner", {
         r.team_key: r.execution_mode if mode in ("default", "shadow") else f"runner mode {mode}"
         for r in rows if backend_of[r.team_key] is None
     })
     report += _github_rows(rows, github)
-    report += _secret_rows()
-    report += _cap_rows(facade.ids("runner"))
-    return report
+    checked = _run_side_by_side(report, BUDGET if budget is None else budget)
+    return checked + _secret_rows() + _cap_rows(facade.ids("runner"))
+
+
+def _provider_check(kind: str, provider_id: str, mappings: Sequence[MappingView]) -> _Check:
+    return _Check(kind, provider_id, "connection", lambda: _provider_rows(kind, provider_id, mappings))
 
 
 def _missing_rows(kind: str, provider_of: dict[str, str]) -> list[CheckRow]:

@@ -80,7 +80,7 @@ def gunicorn_serving(tmp_path: Path, app_module: str, environ: dict[str, str]) -
     log.close()
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_serving(base, proc, tmp_path)
+        wait_until_serving(base, proc, tmp_path / "gunicorn.log")
         yield base
     finally:
         proc.terminate()
@@ -111,7 +111,9 @@ def start_app_module_script(tmp_path: Path, environ: dict[str, str], log: Path) 
     return proc
 
 
-def _wait_until_serving(base: str, proc: subprocess.Popen, tmp_path: Path) -> None:
+def wait_until_serving(base: str, proc: subprocess.Popen, log: Path) -> None:
+    """Wait until the server ``proc`` started answers at ``base`` (a minute at most); its ``log``
+    ends the failure's message when it does not."""
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -121,7 +123,7 @@ def _wait_until_serving(base: str, proc: subprocess.Popen, tmp_path: Path) -> No
             return
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError((tmp_path / "gunicorn.log").read_text()[-3000:]) from None
+                raise AssertionError(log.read_text()[-3000:]) from None
             time.sleep(0.2)
 
 
