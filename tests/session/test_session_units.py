@@ -341,10 +341,35 @@ def test_the_session_logs_text_whatever_the_log_format_says(program: list[str]) 
     """A runner's log shows the session's lines: text, as the docs say, through either entry point
     (``aiimpl session run``, which the session image runs, logged JSON lines under the server's
     AIIMPL_LOG_FORMAT=json)."""
-    env = {"PATH": os.environ["PATH"], "AIIMPL_LOG_FORMAT": "json", "AIIMPL_LOG_LEVEL": "INFO",
-           **{k: v for k, v in base_env(AIIMPL_URL="http://127.0.0.1:9").items()},
-           "AIIMPL_AGENT_COMMAND": "true", "AIIMPL_LIFETIME_SECONDS": "5"}
-    proc = subprocess.run([sys.executable, *program], capture_output=True, text=True, env=env, timeout=120)
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Refusing(BaseHTTPRequestHandler):
+        """An orchestrator that refuses every request (403): the session logs its warnings, and ends
+        at once rather than after retrying one that cannot be reached."""
+
+        def do_POST(self) -> None:  # noqa: N802 - the handler's name
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = b'{"error": "invalid_nonce"}'
+            self.send_response(403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        env = {"PATH": os.environ["PATH"], "AIIMPL_LOG_FORMAT": "json", "AIIMPL_LOG_LEVEL": "INFO",
+               **base_env(AIIMPL_URL=url), "AIIMPL_AGENT_COMMAND": "true", "AIIMPL_LIFETIME_SECONDS": "5"}
+        proc = subprocess.run([sys.executable, *program], capture_output=True, text=True, env=env,
+                              timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines, proc.stderr
     assert not [line for line in lines if line.lstrip().startswith("{")], proc.stderr
