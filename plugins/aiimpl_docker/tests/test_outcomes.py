@@ -317,7 +317,9 @@ def test_an_operators_cancel_answers_at_once_and_the_container_goes_once_its_wor
     started = time.monotonic()
     resp = client.post(f"/api/jobs/{local_job.id}/cancel", headers=admin_headers)
     assert resp.status_code == 200, resp.get_json()
-    assert time.monotonic() - started < 2  # the request does not wait for the session's grace
+    # the request does not wait for the session's grace (the stop is held up to its 120 s); the bound
+    # leaves room for a loaded machine (2.3 s seen with the suite on every core)
+    assert time.monotonic() - started < 10
 
     assert _ended(local_job).status == "failed"
     deadline = time.monotonic() + 5

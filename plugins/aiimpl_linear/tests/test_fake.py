@@ -100,7 +100,7 @@ def test_a_slow_answer_does_not_hold_up_other_requests(fake: FakeLinear) -> None
         started = time.monotonic()
         resp = post(fake, "query Fast { viewer { id } }", name="Fast")
         assert resp.status_code == 200 and resp.json()["data"]["viewer"]["id"]
-        assert time.monotonic() - started < 2  # not after the slow one
+        assert time.monotonic() - started < 5  # not after the slow one (held up to 10 s)
         assert slow.is_alive()
     finally:
         release.set()
