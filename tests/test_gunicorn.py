@@ -353,6 +353,6 @@ def test_the_admin_checks_answer_within_the_graceful_timeout_though_a_service_ne
     assert rows[("unanswered", "connection")] == ("failed", "no answer within 0.5 s (the time the checks "
                                                             "are given)")
     assert rows[("answered", "credentials")] == ("ok", "signed in")
-    assert took < 3, took
+    assert took < 4, took  # (the unanswered check holds 5 s: without the budget, at least that)
     # (the checks' own budget leaves the answer's way out time before the worker is killed)
     assert budget is not None and budget <= gunicorn_conf.graceful_timeout - 5
