@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -78,6 +79,13 @@ def _refuses_run_details(exc: ProviderError) -> bool:
     """Whether a dispatch was refused for its ``return_run_details`` key (GitHub Enterprise Server
     before the parameter: ``422`` ``"return_run_details" is not a permitted key.``)."""
     return exc.status in (400, 422) and RUN_DETAILS in github_message(exc)
+
+
+#: the API URLs whose server refused ``return_run_details``, and when (``time.monotonic()``): their
+#: dispatches go without it, rather than two requests each, until :data:`RUN_DETAILS_RECHECK` has
+#: passed (the server may have been upgraded meanwhile)
+_REFUSED_RUN_DETAILS: dict[str, float] = {}
+RUN_DETAILS_RECHECK = 3600.0
 
 
 @dataclass(frozen=True)
@@ -288,21 +296,27 @@ class Repo:
         :returns: the run, or ``None`` when the dispatch was made but its answer names no run: a
             server without the parameter (GitHub Enterprise Server before it) answers ``204``, or
             refuses the key with a ``422``, and is then sent the dispatch once more without it (a
-            refused request made no run); a ``200`` whose body cannot be read names none either.
+            refused request made no run), as are its next dispatches for an hour; a ``200`` whose
+            body cannot be read names none either.
         :raises ProviderError: when GitHub refuses or does not answer (a run may have been made
             all the same when no answer came back, or a 5xx did).
         """
         path = f"/actions/workflows/{quote(workflow, safe='')}/dispatches"
-        body: dict[str, Any] = {"ref": ref, "inputs": dict(inputs), RUN_DETAILS: True}
+        body: dict[str, Any] = {"ref": ref, "inputs": dict(inputs)}
+        refused_at = _REFUSED_RUN_DETAILS.get(self.github.api_url)
+        ask = refused_at is None or time.monotonic() - refused_at >= RUN_DETAILS_RECHECK
+        if ask:
+            body[RUN_DETAILS] = True
         try:
             resp = self._call("POST", path, json=body)
         except ProviderError as exc:
-            if not _refuses_run_details(exc):
+            if not ask or not _refuses_run_details(exc):
                 raise
             log.info(
                 "%s does not return run details for a workflow dispatch (%s); dispatching %s without them",
                 self.github.api_url, github_message(exc), workflow,
             )
+            _REFUSED_RUN_DETAILS[self.github.api_url] = time.monotonic()
             del body[RUN_DETAILS]
             resp = self._call("POST", path, json=body)
         if resp.status_code != 200:

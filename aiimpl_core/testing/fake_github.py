@@ -366,9 +366,12 @@ class FakeGitHub:
 
     def start(self) -> FakeGitHub:
         from ..github.app_auth import TOKENS
+        from ..github.client import _REFUSED_RUN_DETAILS
 
-        # tokens minted against an earlier fake mean nothing to this one
+        # tokens minted against an earlier fake mean nothing to this one, nor does an earlier fake's
+        # refusal of run details (it may have had this one's address)
         TOKENS.clear()
+        _REFUSED_RUN_DETAILS.clear()
         self.server.start()
         return self
 

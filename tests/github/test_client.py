@@ -203,6 +203,27 @@ def test_dispatch_names_the_run_it_made_when_the_server_can(gh: FakeGitHub, serv
     assert sent == ([True, None] if server == "refused" else [True])
 
 
+def test_a_server_that_refused_run_details_is_not_asked_again_for_an_hour(
+    gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each dispatch to a GitHub Enterprise Server without the parameter would otherwise cost two
+    requests, one of them refused; after an hour it is asked again (it may have been upgraded)."""
+    from aiimpl_core.github import client as client_module
+
+    repo = app_client(gh).repo("acme", "api")
+    gh.add_workflow("acme", "api", "w.yml", inputs={"job_id": {"required": True}})
+    gh.run_details = "refused"
+    for job in ("5", "6"):
+        assert repo.dispatch_workflow("w.yml", "main", {"job_id": job}) is None
+    sent = [r.json.get("return_run_details") for r in gh.server.requests_to("POST", "/dispatches")]
+    assert sent == [True, None, None] and len(gh.runs) == 2
+    gh.run_details = "returned"  # upgraded: asked again once the hour is over
+    refused = client_module._REFUSED_RUN_DETAILS
+    monkeypatch.setitem(refused, repo.github.api_url,
+                        refused[repo.github.api_url] - client_module.RUN_DETAILS_RECHECK)
+    assert repo.dispatch_workflow("w.yml", "main", {"job_id": "7"}) is not None
+
+
 def test_dispatch_refusals_other_than_the_parameter_are_not_sent_again(gh: FakeGitHub) -> None:
     repo = app_client(gh).repo("acme", "api")
     gh.add_workflow("acme", "api", "w.yml", inputs={"job_id": {"required": True}})
