@@ -280,51 +280,15 @@ class _Unanswered:
         return []
 
 
-def _tracker_plugin(provider_id: str, check: Any) -> object:
-    from aiimpl_core import hookimpl
-    from aiimpl_core.providers import TicketingProvider
-
-    class Tracker(TicketingProvider):
-        id = provider_id
-        display_name = provider_id
-
-        def is_configured(self) -> bool:
-            return True
-
-        def check(self, mappings):  # noqa: ANN001, ANN201
-            return check()
-
-        def iter_triggered(self, teams):  # noqa: ANN001, ANN201
-            return iter(())
-
-        def get_issue(self, key):  # noqa: ANN001, ANN201
-            raise NotImplementedError
-
-        def post_comment(self, key, body):  # noqa: ANN001, ANN201
-            raise NotImplementedError
-
-        def set_stage(self, key, stage):  # noqa: ANN001, ANN201
-            raise NotImplementedError
-
-        def mark_done(self, key):  # noqa: ANN001, ANN201
-            raise NotImplementedError
-
-    class Plugin:
-        __name__ = f"{provider_id}-tracker"
-
-        @hookimpl
-        def aiimpl_register_ticketing_providers(self, register: Any) -> None:
-            register(Tracker)
-
-    return Plugin()
-
-
 @pytest.fixture
 def aiimpl_plugins() -> list[object]:
+    from aiimpl_core.testing.fakes import FakeTracker
     from aiimpl_core.types import CheckResult
 
-    return [_tracker_plugin("unanswered", _Unanswered.check),
-            _tracker_plugin("answered", lambda: [CheckResult("credentials", True, "signed in")])]
+    unanswered, answered = FakeTracker("unanswered"), FakeTracker("answered")
+    unanswered.provider_class.check = lambda self, mappings: _Unanswered.check()
+    answered.provider_class.check = lambda self, mappings: [CheckResult("credentials", True, "signed in")]
+    return [unanswered.plugin, answered.plugin]
 
 
 def test_the_admin_checks_answer_within_the_graceful_timeout_though_a_service_never_answers(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -16,13 +17,11 @@ import aiimpl_gha.plugin
 from aiimpl_gha.backend import GitHubActionsBackend
 
 
-@pytest.fixture
-def gh(request: pytest.FixtureRequest, aiimpl_specs_dir: str) -> Iterator[FakeGitHub]:
-    """The fake GitHub, checked against the fast subset of GitHub's description; a test that calls
-    an operation outside it asks for the complete one (``parametrize("gh", ["full"], indirect=True)``)."""
-    spec = None
-    if getattr(request, "param", None) == "full":
-        spec = os.path.join(aiimpl_specs_dir, "github", "rest", "api.github.com.json")
+@contextlib.contextmanager
+def fake_github(specs_dir: str, *, full: bool = False) -> Iterator[FakeGitHub]:
+    """The fake GitHub with the repository and installation the tests use, checked against the fast
+    subset of GitHub's description, or the complete one (``full``)."""
+    spec = os.path.join(specs_dir, "github", "rest", "api.github.com.json") if full else None
     with FakeGitHub(spec_path=spec) as fake:
         fake.add_repo("acme", "api")
         fake.add_installation("acme")
@@ -30,6 +29,14 @@ def gh(request: pytest.FixtureRequest, aiimpl_specs_dir: str) -> Iterator[FakeGi
         # every request the backend sent, and every answer, matches GitHub's description
         fake.assert_clean()
     TOKENS.clear()
+
+
+@pytest.fixture
+def gh(request: pytest.FixtureRequest, aiimpl_specs_dir: str) -> Iterator[FakeGitHub]:
+    """The fake GitHub, checked against the fast subset of GitHub's description; a test that calls
+    an operation outside it asks for the complete one (``parametrize("gh", ["full"], indirect=True)``)."""
+    with fake_github(aiimpl_specs_dir, full=getattr(request, "param", None) == "full") as fake:
+        yield fake
 
 
 def github_config(gh: FakeGitHub) -> dict[str, Any]:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiimpl_core.errors import DispatchError, ProviderConfigError, ProviderError
-from aiimpl_core.github.app_auth import TOKENS
 from aiimpl_core.http import HttpClient
 from aiimpl_core.testing.contract import (
     RunnerBackendContract,
@@ -24,7 +22,7 @@ from aiimpl_core.types import DispatchRequest, InFlightRun, LogLabel, Phase, Run
 from aiimpl_gha.backend import GitHubActionsBackend
 from aiimpl_gha.workflows import template_text
 
-from .conftest import github_config
+from .conftest import fake_github, github_config
 
 SECRET = "sk-ant-very-secret-value"
 
@@ -86,13 +84,8 @@ class TestContract(RunnerBackendContract):
     def gh(self, aiimpl_specs_dir: str) -> Iterator[FakeGitHub]:
         """The contract cancels the runs it dispatched (found by name before they are linked):
         cancelling is outside the fast subset."""
-        full = os.path.join(aiimpl_specs_dir, "github", "rest", "api.github.com.json")
-        with FakeGitHub(spec_path=full) as fake:
-            fake.add_repo("acme", "api")
-            fake.add_installation("acme")
+        with fake_github(aiimpl_specs_dir, full=True) as fake:
             yield fake
-            fake.assert_clean()
-        TOKENS.clear()
 
     @pytest.fixture
     def runner_backend(self, gh: FakeGitHub, backend: GitHubActionsBackend) -> GitHubActionsBackend:
