@@ -239,6 +239,23 @@ class InFlightRun:
     started_at: datetime | None = None
     lifetime_seconds: int = 3600
 
+    @classmethod
+    def of_dispatch(
+        cls, request: DispatchRequest, run_id: str | None, dispatched_at: datetime
+    ) -> InFlightRun:
+        """The run ``request``'s dispatch started, as ``poll_runs`` and ``cancel`` are asked about
+        it: ``run_id`` as the dispatch answered it (``None``: found by ``run_name``)."""
+        return cls(
+            job_id=request.job_id,
+            phase=request.phase,
+            issue_key=request.issue_key,
+            mapping=request.mapping,
+            run_id=run_id,
+            run_name=request.run_name,
+            dispatched_at=dispatched_at,
+            lifetime_seconds=request.lifetime_seconds,
+        )
+
 
 @dataclass(frozen=True)
 class RunState:

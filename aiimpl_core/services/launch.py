@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 from flask import current_app
@@ -29,7 +30,7 @@ from . import redaction, settings
 from . import secrets as secrets_service
 from .jobs import record_created, transition
 from .outcomes import Outcome, end_job
-from .reconcile import OVERRUN_GRACE, in_flight_run, run_ref_problem
+from .reconcile import OVERRUN_GRACE, in_flight_run, run_not_found_window, run_ref_problem
 
 log = logging.getLogger(__name__)
 
@@ -180,12 +181,8 @@ def run_token_seconds() -> int:
     lifetime, and is judged overrun 10 minutes after that. (A shorter setting would have the
     orchestrator refuse a long session's progress and result as expired, and end its job failed.)"""
     config = current_app.config
-    return max(
-        int(config["AIIMPL_RUN_TOKEN_SECONDS"]),
-        int(config.get("AIIMPL_RUN_NOT_FOUND_SECONDS") or 600)
-        + int(config.get("AIIMPL_SESSION_LIFETIME_SECONDS") or 3600)
-        + int(OVERRUN_GRACE.total_seconds()),
-    )
+    reports_for = run_not_found_window() + timedelta(seconds=int(config["AIIMPL_SESSION_LIFETIME_SECONDS"]))
+    return max(int(config["AIIMPL_RUN_TOKEN_SECONDS"]), int((reports_for + OVERRUN_GRACE).total_seconds()))
 
 
 @dataclass(frozen=True)
@@ -319,16 +316,8 @@ def _stop_refused_run(backend: Any, job: Job, request: DispatchRequest, answered
     run_id = getattr(answered, "run_id", None)
     if isinstance(run_id, int) and not isinstance(run_id, bool):
         run_id = str(run_id)
-    run = InFlightRun(
-        job_id=job.id,
-        phase=request.phase,
-        issue_key=request.issue_key,
-        mapping=request.mapping,
-        run_id=run_id if isinstance(run_id, str) and run_id else None,
-        run_name=request.run_name,
-        dispatched_at=job.dispatched_at or job.created_at,
-        lifetime_seconds=request.lifetime_seconds,
-    )
+    run = InFlightRun.of_dispatch(request, run_id if isinstance(run_id, str) and run_id else None,
+                                  job.dispatched_at or job.created_at)
     try:
         backend.cancel(run)
         log.info("job %s: the run its refused dispatch answer may have started is stopped", job.id)

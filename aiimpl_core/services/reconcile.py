@@ -118,7 +118,8 @@ class ReconcileReport:
         }
 
 
-def _window() -> timedelta:
+def run_not_found_window() -> timedelta:
+    """How long a dispatched job may go without a linked run (``AIIMPL_RUN_NOT_FOUND_SECONDS``)."""
     return timedelta(seconds=int(current_app.config.get("AIIMPL_RUN_NOT_FOUND_SECONDS") or 600))
 
 
@@ -199,7 +200,7 @@ def reconcile(
     report = ReconcileReport()
     facade = current_app.extensions["aiimpl"]
     installed = set(facade.ids("runner"))
-    window = _window()
+    window = run_not_found_window()
     lifetime = int(current_app.config.get("AIIMPL_SESSION_LIFETIME_SECONDS") or 3600)
 
     jobs = db.session.scalars(

@@ -22,6 +22,7 @@ class then runs against your provider::
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 import uuid
@@ -90,18 +91,8 @@ def sample_in_flight_run(
     answered ``result``: its ``run_id`` (``None`` without a result, as for a run not linked yet),
     dispatched now; ``kw`` sets other fields (``started_at``, ``lifetime_seconds``,
     ``dispatched_at``)."""
-    values: dict[str, Any] = dict(
-        job_id=request.job_id,
-        phase=request.phase,
-        issue_key=request.issue_key,
-        mapping=request.mapping,
-        run_id=result.run_id if result is not None else None,
-        run_name=request.run_name,
-        dispatched_at=datetime.now(UTC),
-        lifetime_seconds=request.lifetime_seconds,
-    )
-    values.update(kw)
-    return InFlightRun(**values)
+    run = InFlightRun.of_dispatch(request, result.run_id if result is not None else None, datetime.now(UTC))
+    return dataclasses.replace(run, **kw)
 
 
 def _valid_mapping_dict(**kw: Any) -> dict[str, Any]:
