@@ -20,7 +20,7 @@ from ..orm import Mapping as MappingRow
 from ..types import JobStatus
 from . import outbox
 from .outcomes import Outcome, end_job
-from .reconcile import forget_run_ended, in_flight_run
+from .reconcile import forget_run_ended, in_flight_run, session_lifetime_seconds
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def cancel_job(job_id: int) -> Job:
         except Exception:  # noqa: BLE001 - a backend that cannot be set up must not keep the job in flight
             log.warning("the runner backend %r of job %s could not be set up: the job is cancelled, its "
                         "run is left to its lifetime", job.backend, job.id, exc_info=True)
-    lifetime = int(current_app.config.get("AIIMPL_SESSION_LIFETIME_SECONDS") or 3600)
+    lifetime = session_lifetime_seconds()
     with serialized(keep=[job]):
         # compare-and-set on the status: a result or a second cancel wins once. Read under the row
         # lock the ending takes (PostgreSQL: FOR NO KEY UPDATE), so a move to another active status

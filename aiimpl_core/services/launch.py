@@ -30,7 +30,13 @@ from . import redaction, settings
 from . import secrets as secrets_service
 from .jobs import record_created, transition
 from .outcomes import Outcome, end_job
-from .reconcile import OVERRUN_GRACE, in_flight_run, run_not_found_window, run_ref_problem
+from .reconcile import (
+    OVERRUN_GRACE,
+    in_flight_run,
+    run_not_found_window,
+    run_ref_problem,
+    session_lifetime_seconds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +116,7 @@ def build_request(job: Job, mapping: MappingRow, nonce: str, run_tokens: dict[st
     facade = current_app.extensions["aiimpl"]
     view = mapping.view()
     backend = facade.runner(job.backend) if job.backend in facade.ids("runner") else None
-    lifetime = int(current_app.config["AIIMPL_SESSION_LIFETIME_SECONDS"])
+    lifetime = session_lifetime_seconds()
     env: dict[str, str] = {}
     secret_names: set[str] = set()
 
@@ -180,9 +186,9 @@ def run_token_seconds() -> int:
     session may still report in: it may wait to start for the run-not-found window, then run its
     lifetime, and is judged overrun 10 minutes after that. (A shorter setting would have the
     orchestrator refuse a long session's progress and result as expired, and end its job failed.)"""
-    config = current_app.config
-    reports_for = run_not_found_window() + timedelta(seconds=int(config["AIIMPL_SESSION_LIFETIME_SECONDS"]))
-    return max(int(config["AIIMPL_RUN_TOKEN_SECONDS"]), int((reports_for + OVERRUN_GRACE).total_seconds()))
+    reports_for = run_not_found_window() + timedelta(seconds=session_lifetime_seconds())
+    return max(int(current_app.config["AIIMPL_RUN_TOKEN_SECONDS"]),
+               int((reports_for + OVERRUN_GRACE).total_seconds()))
 
 
 @dataclass(frozen=True)
@@ -336,7 +342,7 @@ def _stop_cancelled_run(backend: Any, job: Job) -> None:
     """Stop the run a dispatch started for a job an operator cancelled while the dispatch was under
     way (best effort, as the cancel itself: a run that cannot be stopped meets its lifetime)."""
     mapping = db.session.get(MappingRow, job.mapping_id) if job.mapping_id is not None else None
-    lifetime = int(current_app.config.get("AIIMPL_SESSION_LIFETIME_SECONDS") or 3600)
+    lifetime = session_lifetime_seconds()
     run = in_flight_run(job, mapping, lifetime)
     if run is None:
         return

@@ -123,6 +123,12 @@ def run_not_found_window() -> timedelta:
     return timedelta(seconds=int(current_app.config.get("AIIMPL_RUN_NOT_FOUND_SECONDS") or 600))
 
 
+def session_lifetime_seconds() -> int:
+    """How long a session may run before its machine or container is stopped
+    (``AIIMPL_SESSION_LIFETIME_SECONDS``)."""
+    return int(current_app.config.get("AIIMPL_SESSION_LIFETIME_SECONDS") or 3600)
+
+
 @dataclass(frozen=True)
 class _Limits:
     """The time limits one backend's jobs are judged by in a cycle."""
@@ -201,7 +207,7 @@ def reconcile(
     facade = current_app.extensions["aiimpl"]
     installed = set(facade.ids("runner"))
     window = run_not_found_window()
-    lifetime = int(current_app.config.get("AIIMPL_SESSION_LIFETIME_SECONDS") or 3600)
+    lifetime = session_lifetime_seconds()
 
     jobs = db.session.scalars(
         select(Job).where(Job.status.in_([s.value for s in ACTIVE_STATUSES])).order_by(Job.id)
