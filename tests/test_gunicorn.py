@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -273,9 +274,11 @@ class _Unanswered:
     is set): as a service that never answers holds the HTTP client for its timeouts and retries."""
 
     answer = threading.Event()
+    calls = 0
 
     @classmethod
     def check(cls) -> list[Any]:
+        cls.calls += 1
         cls.answer.wait(5)
         return []
 
@@ -320,3 +323,41 @@ def test_the_admin_checks_answer_within_the_graceful_timeout_though_a_service_ne
     assert took < 4, took  # (the unanswered check holds 5 s: without the budget, at least that)
     # (the checks' own budget leaves the answer's way out time before the worker is killed)
     assert budget is not None and budget <= gunicorn_conf.graceful_timeout - 5
+
+
+def test_a_check_still_waiting_from_an_earlier_report_is_not_started_again(
+    client, admin_headers, monkeypatch
+):
+    """Each click of the admin UI's checks against a service that never answers would leave one
+    more thread waiting on it: the check under way is reported, not started a second time, and is
+    started again once it has ended."""
+    from aiimpl_core.services import checks
+
+    monkeypatch.setattr(checks, "BUDGET", 0.3)
+    _Unanswered.answer.clear()
+    _Unanswered.calls = 0
+
+    def rows() -> dict[tuple[str, str], tuple[str, str]]:
+        resp = client.get("/api/checks", headers=admin_headers)
+        assert resp.status_code == 200, resp.get_json()
+        return {(r["provider"], r["name"]): (r["status"], r["detail"]) for r in resp.get_json()["checks"]}
+
+    try:
+        assert rows()[("unanswered", "connection")] == (
+            "failed", "no answer within 0.3 s (the time the checks are given)")
+        for _ in range(3):
+            status, detail = rows()[("unanswered", "connection")]
+            assert status == "failed"
+            assert re.fullmatch(r"still waiting for the answer to an earlier check \(started \d+ s ago\); "
+                                r"not checked again until it ends", detail), detail
+            assert rows()[("answered", "credentials")] == ("ok", "signed in")  # the others run each time
+        assert _Unanswered.calls == 1
+    finally:
+        _Unanswered.answer.set()
+        for thread in threading.enumerate():
+            if thread.name == "aiimpl-check":
+                thread.join(10)
+    after = rows()  # ended: checked again, and answered
+    assert ("unanswered", "connection") not in after
+    assert after[("unanswered", "configured")] == ("ok", "configured (the plugin offers no further check)")
+    assert _Unanswered.calls == 2

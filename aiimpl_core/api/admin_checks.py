@@ -20,7 +20,9 @@ def checks():  # noqa: ANN201
         that use it name; GitHub is checked for every mapped repository. A provider a mapping uses
         but that is not configured fails, and so does one no installed plugin provides; one nobody
         uses is skipped. The checks call the services while the request waits, side by side: one
-        that has not answered within 20 seconds is reported failed (`no answer within 20 s`).
+        that has not answered within 20 seconds is reported failed (`no answer within 20 s`), and
+        is not started again by a later request while it still waits (`still waiting for the answer
+        to an earlier check`).
       tags: [admin]
       responses:
         200:

@@ -10,7 +10,9 @@ The remote checks run side by side, and the report waits for them :data:`BUDGET`
 a service that accepts connections and never answers costs the HTTP client's timeout and retries
 (about 45 seconds a request), which would hold ``GET /api/checks`` past gunicorn's graceful
 timeout (a deploy then cuts the answer) and a proxy's read timeout, and would hide the others'
-results until then.
+results until then. A check still waiting for its answer from an earlier report (past that report's
+budget) is not started again by the next one, which reports it failed: repeated reports against a
+service that never answers do not pile up waiting threads.
 """
 
 from __future__ import annotations
@@ -172,11 +174,43 @@ class _Check:
                                                                    exc_info=e)))
 
 
+#: guards each app's record of the checks under way (``app.extensions[_UNDER_WAY]``: a check's
+#: kind, provider and name -> when it started, on the monotonic clock)
+_UNDER_WAY = "aiimpl.checks_under_way"
+_under_way_lock = threading.Lock()
+
+
+def _start_checks(app: Any, items: Sequence[CheckRow | _Check]) -> list[CheckRow | _Check]:
+    """``items`` with each check that is still under way from an earlier report replaced by its
+    failure row; the others are recorded as under way (:func:`_ended` takes them off)."""
+    now = time.monotonic()
+    out: list[CheckRow | _Check] = []
+    with _under_way_lock:
+        under_way: dict[tuple[str, str, str], float] = app.extensions.setdefault(_UNDER_WAY, {})
+        for item in items:
+            if isinstance(item, _Check):
+                key = (item.kind, item.provider, item.name)
+                if key in under_way:
+                    out += item.failed(f"still waiting for the answer to an earlier check (started "
+                                       f"{now - under_way[key]:.0f} s ago); not checked again until it ends")
+                    continue
+                under_way[key] = now
+            out.append(item)
+    return out
+
+
+def _ended(app: Any, check: _Check) -> None:
+    with _under_way_lock:
+        app.extensions.get(_UNDER_WAY, {}).pop((check.kind, check.provider, check.name), None)
+
+
 def _run_side_by_side(items: Sequence[CheckRow | _Check], budget: float) -> list[CheckRow]:
     """``items``' rows in order, each :class:`_Check` run in a thread (:data:`CONCURRENCY` at
-    most, each in an app context of its own), waited for ``budget`` seconds at most in all."""
-    checks = [item for item in items if isinstance(item, _Check)]
+    most, each in an app context of its own), waited for ``budget`` seconds at most in all; one
+    still under way from an earlier report is reported failed instead of started again."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    items = _start_checks(app, items)
+    checks = [item for item in items if isinstance(item, _Check)]
     waiting: queue.SimpleQueue[int] = queue.SimpleQueue()
     for index in range(len(checks)):
         waiting.put(index)
@@ -193,8 +227,11 @@ def _run_side_by_side(items: Sequence[CheckRow | _Check], budget: float) -> list
                 return
             with changed:
                 started.add(index)
-            with app.app_context():
-                rows = checks[index].outcome()
+            try:
+                with app.app_context():
+                    rows = checks[index].outcome()
+            finally:
+                _ended(app, checks[index])
             with changed:
                 results[index] = rows
                 changed.notify_all()
@@ -203,6 +240,12 @@ def _run_side_by_side(items: Sequence[CheckRow | _Check], budget: float) -> list
         threading.Thread(target=work, name="aiimpl-check", daemon=True).start()
     with changed:
         changed.wait_for(lambda: len(results) == len(checks), timeout=budget)
+    while True:  # the checks the budget left unstarted are not started now, nor under way
+        try:
+            _ended(app, checks[waiting.get_nowait()])
+        except queue.Empty:
+            break
+    with changed:
         done, begun = dict(results), set(started)
     out: list[CheckRow] = []
     index = 0
