@@ -18,6 +18,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+import requests
+import urllib3
+
 from .. import logs
 from ..errors import ProviderError, ProviderNotConfigured
 from ..http import HttpClient
@@ -53,6 +56,34 @@ HttpFactory = Callable[..., HttpClient]
 
 def _default_http(base_url: str = "", **kwargs: Any) -> HttpClient:
     return HttpClient(base_url, **kwargs)
+
+
+class DispatchUnanswered(ProviderError):
+    """A ``workflow_dispatch`` that went out but got no answer telling whether it was done: none came
+    back (a read timeout, a connection dropped after the request was sent) or a ``5xx`` did. GitHub
+    may have made the run all the same, so the dispatch must not be sent again."""
+
+
+#: failures of a request that never reached the server (``requests`` raises these before sending)
+_NOT_SENT = (
+    requests.exceptions.ConnectTimeout,
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.ProxyError,
+    requests.exceptions.SSLError,
+)
+
+
+def _may_have_been_done(exc: ProviderError) -> bool:
+    """Whether a failed request may have been done all the same: a ``5xx``, or no answer to a request
+    that went out. A refusal (``4xx``) did nothing, nor did a request that was never sent (no
+    connection could be made: refused, unresolved, timed out; a header value that is not valid)."""
+    if exc.status is not None:
+        return exc.status >= 500
+    cause = exc.__context__  # what the HTTP client caught (it raises ``from None``)
+    if not isinstance(cause, requests.RequestException) or isinstance(cause, _NOT_SENT):
+        return False
+    reason = getattr(cause.args[0], "reason", None) if cause.args else None
+    return not isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 def github_message(exc: ProviderError) -> str:
@@ -298,8 +329,10 @@ class Repo:
             refuses the key with a ``422``, and is then sent the dispatch once more without it (a
             refused request made no run), as are its next dispatches for an hour; a ``200`` whose
             body cannot be read names none either.
-        :raises ProviderError: when GitHub refuses or does not answer (a run may have been made
-            all the same when no answer came back, or a 5xx did).
+        :raises DispatchUnanswered: when the dispatch went out but its answer was lost (none came
+            back, or a 5xx did): a run may have been made all the same.
+        :raises ProviderError: when GitHub refuses, or the dispatch could not be sent (no token, no
+            connection): no run was made.
         """
         path = f"/actions/workflows/{quote(workflow, safe='')}/dispatches"
         body: dict[str, Any] = {"ref": ref, "inputs": dict(inputs)}
@@ -308,9 +341,9 @@ class Repo:
         if ask:
             body[RUN_DETAILS] = True
         try:
-            resp = self._call("POST", path, json=body)
+            resp = self._send_dispatch(path, body)
         except ProviderError as exc:
-            if not ask or not _refuses_run_details(exc):
+            if not ask or isinstance(exc, DispatchUnanswered) or not _refuses_run_details(exc):
                 raise
             log.info(
                 "%s does not return run details for a workflow dispatch (%s); dispatching %s without them",
@@ -318,7 +351,7 @@ class Repo:
             )
             _REFUSED_RUN_DETAILS[self.github.api_url] = time.monotonic()
             del body[RUN_DETAILS]
-            resp = self._call("POST", path, json=body)
+            resp = self._send_dispatch(path, body)
         if resp.status_code != 200:
             return None
         try:
@@ -338,6 +371,19 @@ class Repo:
             html_url if isinstance(html_url, str) else None,
             api_url if isinstance(api_url, str) else None,
         )
+
+    def _send_dispatch(self, path: str, body: dict[str, Any]) -> Any:
+        """POST a dispatch; a failure after it may have reached GitHub is :class:`DispatchUnanswered`."""
+        headers = self._auth()  # a token that cannot be had: nothing was sent
+        try:
+            return self.github.http.request("POST", self.base + path, headers=headers, json=body)
+        except ProviderError as exc:
+            if not _may_have_been_done(exc):
+                raise
+            raise DispatchUnanswered(
+                exc.message, provider=exc.provider, status=exc.status, retry_after=exc.retry_after,
+                detail=exc.detail,
+            ) from None
 
     def get_workflow(self, workflow: str) -> dict[str, Any] | None:
         """A workflow (file name or id) as GitHub has registered it, ``state`` included (``active``,

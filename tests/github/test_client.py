@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,9 +18,11 @@ from aiimpl_core.github.client import (
     ORCHESTRATOR_PERMISSIONS,
     SESSION_PERMISSIONS,
     DispatchedRun,
+    DispatchUnanswered,
     GitHub,
     github_message,
 )
+from aiimpl_core.http import HttpClient
 from aiimpl_core.testing.fake_github import FakeGitHub
 
 
@@ -246,6 +249,48 @@ def test_dispatch_answered_with_an_unreadable_body_names_no_run(
     gh.garble_next("POST", "/dispatches$")  # a proxy's page in place of GitHub's 200
     assert repo.dispatch_workflow("w.yml", "main", {}) is None
     assert len(gh.runs) == 1 and "named no run" in caplog.text
+
+
+def test_a_dispatch_that_may_have_been_done_is_told_from_one_that_was_not(gh: FakeGitHub) -> None:
+    """A dispatch whose answer was lost (none came back, or a 5xx) may have made its run, so it is
+    :class:`DispatchUnanswered` (the runner backend does not send it again); a refusal, or a
+    dispatch never sent (no token, no connection), made none and is a plain ``ProviderError``."""
+    gh.add_workflow("acme", "api", "w.yml")
+    sleeps: list[float] = []
+    client = app_client(gh, http=lambda base, **kw: HttpClient(base, **{**kw, "timeout": 1.0,
+                                                                         "sleep": sleeps.append}))
+    repo = client.repo("acme", "api")
+    gh.fail_next("POST", "/dispatches$", 502, "Server Error", done=True)
+    with pytest.raises(DispatchUnanswered) as err:
+        repo.dispatch_workflow("w.yml", "main", {})
+    assert err.value.status == 502 and len(gh.runs) == 1
+    gh.delay_next("POST", "/dispatches$", 1.5)  # no answer within the client's read timeout
+    with pytest.raises(DispatchUnanswered) as err:
+        repo.dispatch_workflow("w.yml", "main", {})
+    assert err.value.status is None and len(gh.runs) == 2
+
+    gh.set_workflow_state("acme", "api", "w.yml", "disabled_manually")
+    with pytest.raises(ProviderError) as err:
+        repo.dispatch_workflow("w.yml", "main", {})
+    assert err.value.status == 422 and not isinstance(err.value, DispatchUnanswered)
+    gh.set_workflow_state("acme", "api", "w.yml", "active")
+    # no token: the dispatch is never sent, whatever the token's failure
+    gh.fail_next("POST", "/access_tokens$", 503, "Service Unavailable", times=10)
+    with pytest.raises(ProviderError) as err:
+        client.repo("acme", "web").dispatch_workflow("w.yml", "main", {})
+    assert err.value.status == 503 and not isinstance(err.value, DispatchUnanswered)
+    assert len(gh.server.requests_to("POST", "/repos/acme/web/")) == 0
+    gh.failures.clear()
+    # no connection: nothing was sent
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    nowhere = GitHub(f"http://127.0.0.1:{port}", token="ghp_" + "0" * 36,
+                     http=lambda base, **kw: HttpClient(base, **{**kw, "sleep": sleeps.append}))
+    with pytest.raises(ProviderError) as err:
+        nowhere.repo("acme", "api").dispatch_workflow("w.yml", "main", {})
+    assert err.value.status is None and not isinstance(err.value, DispatchUnanswered)
 
 
 def test_runs_listing_stops_at_older_runs(gh: FakeGitHub) -> None:

@@ -3,10 +3,11 @@
 Dispatch sends ``workflow_dispatch`` to the mapping's repository on its default branch with the
 inputs of :data:`~aiimpl_gha.config.WORKFLOW_INPUTS` and asks for the run it makes
 (``return_run_details``), so the job is linked to its run at once. A server without that parameter
-(GitHub Enterprise Server before it) names no run; such a run is found by name: the workflow sets
-``run-name`` to the job's ``run_name`` (it contains the job id). :meth:`GitHubActionsBackend.poll_runs`
-lists each repository's dispatched runs once per cycle for all of that repository's in-flight jobs
-and maps each run's status and conclusion to a :class:`~aiimpl_core.types.RunPhase`.
+(GitHub Enterprise Server before it) names no run, nor does a dispatch whose answer was lost; such
+a run is found by name: the workflow sets ``run-name`` to the job's ``run_name`` (it contains the
+job id). :meth:`GitHubActionsBackend.poll_runs` lists each repository's dispatched runs once per
+cycle for all of that repository's in-flight jobs and maps each run's status and conclusion to a
+:class:`~aiimpl_core.types.RunPhase`.
 
 Workflow inputs are public to anyone who can read the repository's Actions: the backend never
 sends secret values other than the session's own short-lived, single-use credentials (which the
@@ -24,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from aiimpl_core.errors import DispatchError, ProviderConfigError, ProviderError
-from aiimpl_core.github import ORCHESTRATOR_PERMISSIONS, GitHub, Repo, github_message
+from aiimpl_core.github import ORCHESTRATOR_PERMISSIONS, DispatchUnanswered, GitHub, Repo, github_message
 from aiimpl_core.providers import RunnerBackend
 from aiimpl_core.types import (
     CheckResult,
@@ -179,10 +180,10 @@ class GitHubActionsBackend(RunnerBackend):
         started = datetime.now(UTC)
         try:
             run = repo.dispatch_workflow(workflow, mapping.default_branch, self.workflow_inputs(request))
+        except DispatchUnanswered as exc:
+            # no answer, or a 5xx: GitHub may have made the run all the same
+            return self._made_all_the_same(repo, request, exc, started)
         except ProviderError as exc:
-            found = self._made_all_the_same(repo, request, exc, started)
-            if found is not None:
-                return DispatchResult(run_id=str(found["id"]), run_url=found.get("html_url"), linked=True)
             message = github_message(exc)
             # retry_after kept: a rate-limited dispatch backs the dispatcher off for as long as
             # GitHub asked (a 403 rate limit counts as transient only through it)
@@ -200,30 +201,39 @@ class GitHubActionsBackend(RunnerBackend):
 
     def _made_all_the_same(
         self, repo: Repo, request: DispatchRequest, exc: ProviderError, started: datetime
-    ) -> dict[str, Any] | None:
-        """The run of a dispatch whose answer was lost (no answer, or a 5xx), when GitHub made it
-        all the same: one listing back to the dispatch, by the run's name. Found, the dispatch
-        succeeded; not found, it fails as it would have (a run GitHub lists only later fails on its
-        job's nonce, which a failed job's session can no longer use)."""
-        if exc.status is not None and exc.status < 500:
-            return None  # refused: GitHub made no run
+    ) -> DispatchResult:
+        """The run of a dispatch whose answer was lost (no answer, or a 5xx): GitHub may have made
+        it all the same, so the dispatch is never sent again. One listing back to the dispatch looks
+        for the run by its name: found, the job is linked to it at once. Not found (yet: GitHub
+        lists a run it made only after a while), the dispatch is taken as made and its run left
+        unlinked, as on a server that names no run: :meth:`poll_runs` keeps looking for it by its
+        name each cycle, and a run never listed ends its job ``run_not_found`` after the core's
+        window."""
         try:
             found = _run_named(repo, request.run_name, started - CLOCK_SLACK)
         except ProviderError as lookup:
+            found = None
             self.log.warning(
                 "job %s: looking for the run of a dispatch without an answer failed: %s",
                 request.job_id,
                 github_message(lookup),
             )
-            return None
-        if found is not None:
+        if found is None:
             self.log.warning(
-                "job %s: the dispatch failed without a refusal (%s) but GitHub made its run %s: linked",
+                "job %s: the dispatch failed without a refusal (%s) and GitHub lists no run named %r "
+                "yet: it is looked for by that name until it is listed or the job's run is not found",
                 request.job_id,
                 github_message(exc),
-                found["id"],
+                request.run_name,
             )
-        return found
+            return DispatchResult()
+        self.log.warning(
+            "job %s: the dispatch failed without a refusal (%s) but GitHub made its run %s: linked",
+            request.job_id,
+            github_message(exc),
+            found["id"],
+        )
+        return DispatchResult(run_id=str(found["id"]), run_url=found.get("html_url"), linked=True)
 
     def dispatch(self, request: DispatchRequest) -> DispatchResult:
         return self._dispatch(request)

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import flask
 import pytest
 from aiimpl_core.github.app_auth import TOKENS
 from aiimpl_core.testing.contract import make_context
@@ -45,6 +46,22 @@ def github_config(gh: FakeGitHub) -> dict[str, Any]:
         "AIIMPL_GITHUB_APP_ID": str(gh.app_id),
         "AIIMPL_GITHUB_PRIVATE_KEY": gh.private_key_pem,
     }
+
+
+def list_runs_late(gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch, *, listings: int = 1) -> None:
+    """GitHub's Actions API is eventually consistent: a run it made may be listed only seconds
+    later. The fake's next ``listings`` run listings leave out every run (reading a run by its id,
+    and the tests' own ``runs_of``, still see them)."""
+    runs_of = gh.runs_of
+    left = [listings]
+
+    def listed(owner: str, repo: str) -> list[Any]:
+        if flask.has_request_context() and left[0] > 0:
+            left[0] -= 1
+            return []
+        return runs_of(owner, repo)
+
+    monkeypatch.setattr(gh, "runs_of", listed)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiimpl_core.errors import DispatchError, ProviderConfigError, ProviderError
+from aiimpl_core.github.app_auth import TOKENS
 from aiimpl_core.http import HttpClient
 from aiimpl_core.testing.contract import (
     RunnerBackendContract,
@@ -22,7 +23,7 @@ from aiimpl_core.types import DispatchRequest, InFlightRun, LogLabel, Phase, Run
 from aiimpl_gha.backend import GitHubActionsBackend
 from aiimpl_gha.workflows import template_text
 
-from .conftest import fake_github, github_config
+from .conftest import fake_github, github_config, list_runs_late
 
 SECRET = "sk-ant-very-secret-value"
 
@@ -190,18 +191,84 @@ def test_a_dispatch_without_an_answer_is_linked_to_the_run_github_made(
     assert listing.query["event"] == ["workflow_dispatch"]
 
 
-def test_a_dispatch_without_an_answer_and_no_run_fails(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
+@pytest.mark.parametrize("lost", ["timeout", "gateway"])
+def test_a_run_github_lists_only_after_the_dispatch_is_linked_by_a_later_poll(
+    gh: FakeGitHub, backend: GitHubActionsBackend, monkeypatch: pytest.MonkeyPatch, lost: str
+) -> None:
+    # the dispatch's answer is lost and the one listing it makes does not show the run yet (GitHub
+    # lists runs a few seconds late): the job is left unlinked, not failed, and a later poll links it
     install(gh, backend)
+    if lost == "timeout":
+        backend = short_timeout_backend(gh, 1.0)
+        gh.delay_next("POST", "/dispatches$", 1.5)
+    else:
+        gh.fail_next("POST", "/dispatches$", 502, "Server Error", done=True)
+    list_runs_late(gh, monkeypatch)
+    request = full_request(7)
+    result = backend.dispatch(request)
+    assert (result.run_id, result.linked) == (None, False)
+    assert len(gh.server.requests_to("GET", "/actions/runs")) == 1  # it looked once
+    [run] = gh.runs_of("acme", "api")
+    [state] = backend.poll_runs([in_flight(request)])
+    assert (state.phase, state.run_id) == (RunPhase.PENDING, str(run.id))
+    assert state.run_url == f"https://github.com/acme/api/actions/runs/{run.id}"
+    assert len(gh.runs_of("acme", "api")) == 1  # never dispatched again
+
+
+def test_a_dispatch_without_an_answer_and_no_run_is_looked_for_by_its_exact_name(
+    gh: FakeGitHub, backend: GitHubActionsBackend
+) -> None:
+    install(gh, backend)
+    earlier = full_request(6)
+    backend.dispatch(earlier)  # an earlier job of the same issue, whose run goes on
     gh.fail_next("POST", "/dispatches$", 502, "Server Error")  # refused before GitHub made a run
-    with pytest.raises(DispatchError) as err:
-        backend.dispatch(full_request(7))
-    assert err.value.status == 502 and gh.runs_of("acme", "api") == []
+    request = full_request(7)
+    result = backend.dispatch(request)
+    assert (result.run_id, result.linked) == (None, False)
     assert len(gh.server.requests_to("GET", "/actions/runs")) == 1  # it looked
+    backend.dispatch(full_request(70))  # a later job whose name starts with job 7's
+    assert sorted(r.title for r in gh.runs_of("acme", "api")) == [
+        "AI-Implement ENG-1 implementation job-6",
+        "AI-Implement ENG-1 implementation job-70",
+    ]
+    # no run of another job is taken for job 7's: it is not found (the core ends it run_not_found
+    # once its window has passed)
+    [state] = backend.poll_runs([in_flight(request)])
+    assert (state.phase, state.run_id) == (RunPhase.NOT_FOUND, None)
     # a refusal made no run: nothing is looked for
     gh.set_workflow_state("acme", "api", "ai-implement.yml", "disabled_manually")
     with pytest.raises(DispatchError) as err:
         backend.dispatch(full_request(8))
-    assert err.value.status == 422 and len(gh.server.requests_to("GET", "/actions/runs")) == 1
+    assert err.value.status == 422 and len(gh.server.requests_to("GET", "/actions/runs")) == 2
+
+
+def test_a_failed_lookup_after_a_dispatch_without_an_answer_leaves_the_run_to_the_polls(
+    gh: FakeGitHub, backend: GitHubActionsBackend
+) -> None:
+    install(gh, backend)
+    gh.fail_next("POST", "/dispatches$", 504, "We couldn't respond to your request in time.", done=True)
+    gh.fail_next("GET", "/actions/runs$", 503, "Service Unavailable", times=3)
+    request = full_request(7)
+    result = backend.dispatch(request)
+    assert (result.run_id, result.linked) == (None, False)
+    gh.failures.clear()
+    [run] = gh.runs_of("acme", "api")
+    [state] = backend.poll_runs([in_flight(request)])
+    assert state.run_id == str(run.id)
+
+
+def test_a_dispatch_never_sent_fails_without_looking_for_its_run(
+    gh: FakeGitHub, backend: GitHubActionsBackend
+) -> None:
+    # no token could be had (GitHub answered 503): the dispatch never went out, so no run was made
+    install(gh, backend)
+    TOKENS.clear()
+    gh.fail_next("POST", "/access_tokens$", 503, "Service Unavailable", times=10)
+    with pytest.raises(DispatchError) as err:
+        backend.dispatch(full_request(7))
+    gh.failures.clear()
+    assert err.value.status == 503
+    assert gh.server.requests_to("POST", "/dispatches") == [] == gh.server.requests_to("GET", "/actions/runs")
 
 
 def test_dispatch_uses_the_configured_workflow_file(gh: FakeGitHub) -> None:

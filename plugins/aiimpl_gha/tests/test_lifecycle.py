@@ -1,8 +1,8 @@
 """Whole runs through the orchestrator with the github-actions backend and the fake GitHub.
 
 Dispatch by the poll cycle → the run GitHub creates is linked to its job (by the dispatch's answer,
-or by the reconciler on a server that names no run) → the run's end (here GitHub's ``timed_out``)
-ends the job; the session's ``/api/token`` gets an
+or by the reconciler on a server that names no run or when the dispatch's answer was lost) → the
+run's end (here GitHub's ``timed_out``) ends the job; the session's ``/api/token`` gets an
 installation token for its repository; ``/trigger/gap-fill`` reports GitHub's refusal.
 """
 
@@ -24,7 +24,7 @@ from aiimpl_core.testing.fakes import FakeTracker, add_mapping
 
 from aiimpl_gha.backend import GitHubActionsBackend
 
-from .conftest import github_config
+from .conftest import github_config, list_runs_late
 
 TRIGGER_SECRET = "trigger-secret-for-tests"
 
@@ -78,6 +78,54 @@ def test_dispatched_job_is_linked_and_a_timed_out_run_ends_it(
     assert tracker.comments["ENG-1"] == [
         "⚠️ Implementation failed: the GitHub Actions run reported a timeout (timed_out)"
     ]
+
+
+def test_a_run_listed_only_after_a_dispatch_without_an_answer_is_followed_to_its_end(
+    app: Any, client: Any, gh: FakeGitHub, tracker: FakeTracker, mapping: MappingRow,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GitHub made the run but its answer was lost (a gateway's 504), and the listing the dispatch
+    # makes right after does not show the run yet: the job waits for it instead of failing
+    gh.fail_next("POST", "/dispatches$", 504, "We couldn't respond to your request in time.", done=True)
+    list_runs_late(gh, monkeypatch)
+    tracker.add("ENG-9")
+    run_cycle(reconcile=False)
+    job = job_of("ENG-9")
+    assert (job.status, job.run_id) == ("dispatched", None)
+    run = gh.run_named(f"job-{job.id}")
+    # the run's session may use its nonce: its job is still in flight
+    resp = client.post("/api/token", json={"nonce": run.inputs["nonce"], "owner": "acme"})
+    assert resp.status_code == 200, resp.get_json()
+
+    reconcile()  # listed now: linked by its name
+    job = job_of("ENG-9")
+    url = f"https://github.com/acme/api/actions/runs/{run.id}"
+    assert (job.status, job.run_id, job.run_url) == ("dispatched", str(run.id), url)
+    gh.advance_run(run.id, "in_progress")
+    reconcile()
+    assert job_of("ENG-9").status == "running"
+    gh.advance_run(run.id, "completed", "failure")
+    run_cycle()
+    job = job_of("ENG-9")
+    assert (job.status, job.run_url) == ("failed", url)
+    # the run's failure, not a failed dispatch
+    assert tracker.comments["ENG-9"][0] == f"⚠️ Implementation failed: the GitHub Actions run failed: {url}"
+    assert len(gh.runs_of("acme", "api")) == 1  # dispatched once
+
+
+def test_a_dispatch_without_an_answer_whose_run_never_appears_ends_run_not_found(
+    app: Any, gh: FakeGitHub, tracker: FakeTracker, mapping: MappingRow
+) -> None:
+    gh.fail_next("POST", "/dispatches$", 502, "Server Error")  # GitHub made no run after all
+    tracker.add("ENG-10")
+    run_cycle(reconcile=False)
+    assert (job_of("ENG-10").status, job_of("ENG-10").run_id) == ("dispatched", None)
+    reconcile(now=utcnow() + timedelta(minutes=9))  # within the run_not_found window
+    assert job_of("ENG-10").status == "dispatched"
+    reconcile(now=utcnow() + timedelta(minutes=11))
+    job = job_of("ENG-10")
+    assert (job.status, job.timeout_reason, job.run_id) == ("timed_out", "run_not_found", None)
+    assert gh.runs_of("acme", "api") == []  # never dispatched again
 
 
 def test_failed_run_ends_the_job_failed_with_the_run_link(
