@@ -145,7 +145,9 @@ def _schema_problem(server, url: str | None) -> str | None:  # noqa: ANN001
 # answered, at once when there are none; the scheduler's daemon thread would die with it wherever
 # its cycle was (a dispatch launched but not recorded ends ``run_not_found`` ten minutes later, a
 # tracker write waits out its lease). So the stop is passed on to the scheduler as the worker gets
-# it, and the worker waits for the cycle to end within what is left of the graceful timeout.
+# it: its cycle ends after the step it is in (a listing page, a dispatch, a backend's reconcile, the
+# outbox's delivery), leaving the rest to the next poller, and the worker waits for that within
+# what is left of the graceful timeout.
 
 #: when this worker was asked to stop gracefully (``time.monotonic()``), if it was
 _stop_asked: list[float] = []

@@ -292,6 +292,9 @@ class OutboxItem(db.Model):
     remote_id: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: when an operator last put it back in the queue after it was given up on: its new series of
+    #: attempts counts from then, ``created_at`` staying the time it was first queued
+    requeued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Blocker(db.Model):

@@ -122,9 +122,10 @@ def list_outbox():  # noqa: ANN201
 
 
 def _requeue(item_id: int, now: datetime) -> bool:
-    """Put a dead item back in the queue, due now, with its attempts reset (compare-and-set: of two
-    concurrent tries, one re-queues it). A stage or done item is left dead when a later one of its
-    issue went out already. Whether it was re-queued."""
+    """Put a dead item back in the queue, due now, with its attempts reset and a full series of
+    them counted from now (``requeued_at``; its ``created_at`` stays the time it was first queued)
+    (compare-and-set: of two concurrent tries, one re-queues it). A stage or done item is left dead
+    when a later one of its issue went out already. Whether it was re-queued."""
     later = aliased(OutboxItem)
     # (one a sender is sending now counts too: this one, due at once, could go out after it)
     later_delivered = exists().where(
@@ -141,7 +142,7 @@ def _requeue(item_id: int, now: datetime) -> bool:
                 OutboxItem.state == "dead",
                 not_(and_(OutboxItem.op.in_(STAGE_OPS), later_delivered)),
             )
-            .values(state="pending", attempts=0, next_attempt_at=now)
+            .values(state="pending", attempts=0, next_attempt_at=now, requeued_at=now)
             .returning(OutboxItem.id),
             execution_options={"synchronize_session": False},
         ).first()

@@ -98,7 +98,9 @@ def read_snapshot(now: datetime) -> Snapshot:
     # apart from the counts: only the few waiting rows are read (ix_outbox_pending), not the
     # delivered ones kept for the retention
     oldest = session.scalar(
-        select(func.min(OutboxItem.created_at)).where(OutboxItem.state.in_(OUTBOX_WAITING))
+        # (a write an operator retried waits since the retry)
+        select(func.min(func.coalesce(OutboxItem.requeued_at, OutboxItem.created_at)))
+        .where(OutboxItem.state.in_(OUTBOX_WAITING))
     )
     blocked = dict.fromkeys(BLOCKER_REASONS, 0)
     for reason, n in session.execute(select(Blocker.reason, func.count()).group_by(Blocker.reason)):
@@ -190,8 +192,8 @@ def _families(snap: Snapshot, now: datetime) -> Iterator[Metric]:
     age = max(0.0, (now - snap.oldest_waiting).total_seconds()) if snap.oldest_waiting else 0.0
     yield GaugeMetricFamily(
         "aiimpl_outbox_oldest_pending_age_seconds",
-        "Seconds since the oldest tracker write still to be sent (pending or sending) was queued; "
-        "0 when none waits.",
+        "Seconds since the oldest tracker write still to be sent (pending or sending) was queued "
+        "(or retried by an operator); 0 when none waits.",
         value=age,
     )
     yield _gauge(

@@ -8,6 +8,8 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -99,6 +101,33 @@ def _a_number(ctx: click.Context, param: click.Parameter, value: float | None) -
     return value
 
 
+@contextmanager
+def _stopped_by_signals(ask: Callable[[], None], asked: Callable[[], bool], what: str) -> Iterator[None]:
+    """SIGTERM and SIGINT, while in the block: the first calls ``ask`` (the cycle ends after its
+    current step, and the loop with it) and says so with ``what``; a second one ends the process at
+    once, by that signal. The previous handlers are put back afterwards."""
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if asked():
+            # a second signal: the cycle is cut where it is, as a crash would cut it (its job is
+            # left to the reconciler, its tracker writes are taken again once their leases run out);
+            # the process ends by the signal itself, so its status says so (130, 143)
+            click.echo(f"signal {name} again: stopping at once, in the middle of the cycle", err=True)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        ask()  # (first: a second signal may come while the line is written)
+        click.echo(f"signal {name}: {what} (again to stop at once)", err=True)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 @cli.command("poll")
 @click.option("--once", is_flag=True, help="Run one cycle, print a summary and exit.")
 @click.option(
@@ -111,11 +140,13 @@ def _a_number(ctx: click.Context, param: click.Parameter, value: float | None) -
 def poll(once: bool, interval: float | None, as_json: bool) -> None:
     """Poll the trackers, dispatch eligible issues, reconcile jobs and deliver comments.
 
-    Without --once it runs until SIGTERM or SIGINT, which stop it after the current cycle (exit
-    status 0); a second one stops it at once, in the middle of the cycle.
+    Without --once it runs until SIGTERM or SIGINT. The first SIGTERM or SIGINT (with --once too)
+    ends the cycle after the step it is in (a tracker's listing page, a dispatch, a backend's
+    reconcile, a tracker write the outbox sends), leaving the rest to the next cycle, and the command with it
+    (exit status 0); a second one stops it at once, in the middle of the step (130, 143).
     """
     from ..services.dispatch import run_cycle
-    from ..services.poller import Poller
+    from ..services.poller import Poller, stoppable
     from ..services.scheduler import give_back_leases
 
     _require_shared_key()
@@ -145,10 +176,15 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
     if once:
         from ..services import shadow
 
-        # as a poll loop's first cycle: a cycle run from cron is the only poller some installs have
-        shadow.leave()
-        # an operator's explicit cycle reads every tracker, whatever the leases of running pollers
-        show(run_cycle())
+        stop = threading.Event()
+        with _stopped_by_signals(stop.set, stop.is_set, "stopping after the current step of the cycle"):
+            # as a poll loop's first cycle: a cycle run from cron is the only poller some installs have
+            shadow.leave()
+            with stoppable(stop):
+                # an operator's explicit cycle reads every tracker, whatever the leases of running
+                # pollers (so it takes none, and has none to give back when it is stopped)
+                report = run_cycle()
+            show(report)
         return
     poller = Poller(interval)
     #: the reader of the reports went away (`aiimpl poll | head`): the loop ends, as any command ends
@@ -162,30 +198,13 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
             cut.append(exc)
             poller.stop()
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if poller.stopping:
-            # a second signal: the cycle is cut where it is, as a crash would cut it (its job is
-            # left to the reconciler, its tracker writes are taken again once their leases run out);
-            # the process ends by the signal itself, so its status says so (130, 143)
-            click.echo(f"signal {name} again: stopping at once, in the middle of the cycle", err=True)
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        poller.stop()  # (first: a second signal may come while the line is written)
-        click.echo(f"signal {name}: stopping after the current cycle (again to stop at once)", err=True)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        click.echo(
-            f"polling every {poller.interval:g}s (SIGTERM or Ctrl-C stops after the current cycle)", err=True
-        )
+    with _stopped_by_signals(poller.stop, lambda: poller.stopping,
+                             "stopping after the current step of the cycle"):
+        click.echo(f"polling every {poller.interval:g}s (SIGTERM or Ctrl-C stops it after the current "
+                   "step of the cycle)", err=True)
         poller.run_forever(on_cycle=show_while_read)
         # the process that takes over (a deploy's next, another host's) need not wait them out
         give_back_leases(poller.holder)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     click.echo(f"stopped after {poller.cycles} cycle(s)", err=True)
     if cut:
         raise cut[0]  # click ends the command as it ends any whose output is cut (status 1)

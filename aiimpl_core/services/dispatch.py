@@ -109,6 +109,8 @@ class CycleReport:
     errors: list[str] = field(default_factory=list)
     reconciled: dict[str, Any] = field(default_factory=dict)
     outbox: dict[str, int] = field(default_factory=dict)
+    #: the poll loop was stopped during the cycle, which left its remaining steps to the next one
+    stopped: bool = False
 
     def hold(self, issue_key: str, blocked: blockers.Blocked) -> None:
         """Report the issue as waiting for this reason."""
@@ -132,6 +134,7 @@ class CycleReport:
             "errors": logs.masked(list(self.errors)),
             "reconciled": dict(self.reconciled),
             "outbox": dict(self.outbox),
+            "stopped": self.stopped,
         }
 
     def summary(self) -> str:
@@ -147,6 +150,8 @@ class CycleReport:
             parts.append(f"{self.reconciled['ended']} job(s) ended by the reconciler")
         if self.outbox.get("sent") or self.outbox.get("failed"):
             parts.append(f"outbox {self.outbox.get('sent', 0)} sent / {self.outbox.get('failed', 0)} failed")
+        if self.stopped:
+            parts.append("stopped before its end (the next cycle does the rest)")
         return ", ".join(parts)
 
 
@@ -999,6 +1004,8 @@ def _handle_page(
         return
     held: list[tuple[TrackerIssue, blockers.Blocked]] = []
     for issue in wanted:
+        if _stopping(report):  # the issues not checked yet are checked by the next cycle
+            break
         try:
             consider(issue, fetched_at=fetched_at, report=report, now=now, snapshot=snapshot, held=held,
                      listed=True)
@@ -1134,6 +1141,8 @@ def _poll_provider(
             if page.complete:
                 complete = True
                 break
+            if _stopping(report):  # the next cycle reads the listing again
+                break
     finally:
         close = getattr(pages, "close", None)
         if close is not None:
@@ -1160,6 +1169,9 @@ def run_cycle(
         listing allows).
     :param lease_seconds: hold each tracker's listing lease this long (the poll loop passes its
         interval); ``None`` reads every tracker whatever other pollers do.
+
+    Run by a poll loop that is asked to stop, it ends after the step it is in (a listing page, a
+    dispatch, a backend's reconcile, a tracker write the outbox sends): :func:`.poller.stoppable`.
     """
     from . import reconcile as reconcile_mod
 
@@ -1175,6 +1187,8 @@ def run_cycle(
     # once its last mapping is deleted, its triggered issues are still shown (``no-mapping``), and
     # the blockers of a deleted mapping's team are checked again instead of keeping their reason.
     for provider_id in sorted(installed | set(mapped)):
+        if _stopping(report):
+            break
         teams = mapped.get(provider_id)
         if provider_id not in installed:
             report.providers_skipped[provider_id] = "tracker plugin not installed"
@@ -1202,7 +1216,7 @@ def run_cycle(
             holder=holder,
         )
     db.session.commit()
-    if reconcile:
+    if reconcile and not _stopping(report):
         try:
             # the clock as the reconcile starts (unless the caller set one): a run it links now was not
             # running before the dispatch this cycle stamped with the real time
@@ -1213,10 +1227,19 @@ def run_cycle(
             db.session.rollback()
             log.exception("reconcile failed")
             report.errors.append(f"reconcile: {type(exc).__name__}: {exc}")
-    if deliver:
+    if deliver and not _stopping(report):
         report.outbox = outbox.deliver(now=max(now, utcnow()))
+        _stopping(report)  # (a stop during the delivery ends it after the write under way)
     report.finished_at = utcnow()
     return report
+
+
+def _stopping(report: CycleReport) -> bool:
+    """Whether the poll loop running the cycle was asked to stop (:func:`.poller.stoppable`): the
+    cycle then starts no further step, and its report says so."""
+    if poller.stop_asked():
+        report.stopped = True
+    return report.stopped
 
 
 def run_cycle_for_issues(provider_id: str, issue_keys: list[str]) -> CycleReport:

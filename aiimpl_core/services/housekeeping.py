@@ -86,8 +86,10 @@ def _prune_guards(removed: dict[str, int], now: datetime, days: int, batch: int)
         (
             OutboxItem.state.in_(SETTLED),
             OutboxItem.created_at < cutoff,
-            # (an old item delivered only now, after an outage, waits its own retention)
+            # (an old item delivered only now, after an outage, waits its own retention, as does
+            # one an operator retried lately that was given up on again)
             or_(OutboxItem.done_at.is_(None), OutboxItem.done_at < cutoff),
+            or_(OutboxItem.requeued_at.is_(None), OutboxItem.requeued_at < cutoff),
         ),
         batch,
     )

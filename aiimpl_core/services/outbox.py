@@ -9,12 +9,14 @@ whoever holds the item (it was posted). A caller that must answer only once its 
 (:func:`send_claimed`).
 Per issue, items go out in order: when one fails, or another sender holds it, the later ones wait
 for it. An item is given up on (``dead``) after :data:`MAX_ATTEMPTS` attempts, and no sooner than
-the time that series of back-offs takes (:data:`FULL_SERIES`, counted from its creation), so a
-tracker that asks for quick retries (``Retry-After``) does not lose it sooner than an outage would.
+the time that series of back-offs takes (:data:`FULL_SERIES`, counted from its creation, or from
+an operator's retry), so a tracker that asks for quick retries (``Retry-After``) does not lose it
+sooner than an outage would.
 An item the tracker refuses for good (:data:`REFUSED_STATUSES`) is given up on after a few attempts,
 so it does not hold the issue's later items back for the hours a full series of retries takes. An
 item taken again after its sender's lease ran out counts an attempt too: one that brings its sender
-down every time is given up on rather than taken forever.
+down every time is given up on rather than taken forever, and until then a pass takes it after the
+other issues' items, which it would otherwise hold back too.
 """
 from __future__ import annotations
 
@@ -28,7 +30,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Boolean, Row, and_, bindparam, case, literal, literal_column, or_, select, true, update
+from sqlalchemy import (
+    Boolean,
+    Row,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from ..database import dialect_name, one_of, per_dialect, serialized, upsert
@@ -37,7 +52,7 @@ from ..extensions import db
 from ..orm import OutboxItem, Setting, TrackedIssue, utcnow
 from ..types import Comment, Stage
 from . import settings
-from .poller import retry_after_wait
+from .poller import retry_after_wait, stop_asked
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +91,16 @@ def _backoff(attempts: int, retry_after: float | None) -> timedelta:
 #: use its attempts up in minutes)
 FULL_SERIES = sum((_backoff(n, None) for n in range(1, MAX_ATTEMPTS)), timedelta())
 
+#: when an item's series of attempts began: when it was queued, or when an operator last re-queued
+#: it (its attempts reset, it gets a full series again, however long ago it was first queued)
+SERIES_START = func.coalesce(OutboxItem.requeued_at, OutboxItem.created_at)
 
-def _spent(attempts: int, created_at: datetime, at: datetime) -> bool:
+
+def _spent(attempts: int, series_start: datetime, at: datetime) -> bool:
     """Whether an item not refused for good is given up on, having had ``attempts`` attempts by
-    ``at``: all of them, and the time they take at the back-off (:data:`FULL_SERIES`)."""
-    return attempts >= MAX_ATTEMPTS and at - created_at >= FULL_SERIES
+    ``at``: all of them, and the time they take at the back-off (:data:`FULL_SERIES`) since its
+    series began (:data:`SERIES_START`)."""
+    return attempts >= MAX_ATTEMPTS and at - series_start >= FULL_SERIES
 
 
 def _refused_for_good(exc: Exception) -> bool:
@@ -301,7 +321,7 @@ def _claim_many(
     given_up = and_(
         tried,
         OutboxItem.attempts + 1 >= MAX_ATTEMPTS,
-        or_(OutboxItem.last_error == LEASE_RAN_OUT, OutboxItem.created_at <= now - FULL_SERIES),
+        or_(OutboxItem.last_error == LEASE_RAN_OUT, SERIES_START <= now - FULL_SERIES),
     )
     state_type, time_type, error_type = (OutboxItem.state.type, OutboxItem.next_attempt_at.type,
                                          OutboxItem.last_error.type)
@@ -382,6 +402,20 @@ def _still_waiting(item_id: int) -> bool:
     return state in ("pending", "sending")
 
 
+def _stopping_last(rows: list[Row[Any]]) -> list[Row[Any]]:
+    """The due items in the order a pass takes them: by id, but the issues with an item whose
+    sender stopped before recording an outcome (its lease ran out) after the others, and those with
+    one that stopped its sender twice in a row last. Should it stop this sender too (a write that
+    brings its sender down every time is taken again at each pass until it is given up on), the
+    other issues' writes went out first. An issue's own items keep their order: its later ones
+    still wait for it."""
+    rank: dict[str, int] = {}
+    for row in rows:
+        stops = 2 if row.again else 1 if row.stopped else 0
+        rank[row.issue_key] = max(rank.get(row.issue_key, 0), stops)
+    return sorted(rows, key=lambda row: (rank[row.issue_key], row.id))
+
+
 def deliver(
     *,
     issue_keys: Iterable[str] | None = None,
@@ -401,6 +435,8 @@ def deliver(
         OutboxItem.id, OutboxItem.issue_key, OutboxItem.provider, OutboxItem.op,
         # taken on its own, just before it is sent (see below)
         or_(OutboxItem.state == "sending", OutboxItem.last_error == LEASE_RAN_OUT).label("stopped"),
+        # (a due item so marked was taken again after its sender stopped, and stopped that one too)
+        (OutboxItem.last_error == LEASE_RAN_OUT).label("again"),
     ).where(
         or_(OutboxItem.state == "pending", OutboxItem.state == "sending"),
         OutboxItem.next_attempt_at <= now,
@@ -414,7 +450,7 @@ def deliver(
         waiting_query = waiting_query.where(OutboxItem.issue_key.in_(keys))
     if ids is not None:
         query = query.where(OutboxItem.id.in_(list(ids)))
-    rows = db.session.execute(query.order_by(OutboxItem.id).limit(limit)).all()
+    rows = _stopping_last(db.session.execute(query.order_by(OutboxItem.id).limit(limit)).all())
     waiting = set(db.session.scalars(waiting_query).all())
     # On SQLite a transaction that began with a read cannot write once another connection has
     # committed ("database is locked" at once, without waiting): end every read transaction
@@ -432,6 +468,10 @@ def deliver(
     blocked_issues: set[str] = set()
     postponed_providers: set[str] = set()
     for item_id, issue_key, provider_id, *_ in rows:
+        if stop_asked():
+            # the poll loop is stopping: the next poller sends the rest (those taken together are
+            # given back below)
+            break
         if issue_key in blocked_issues or provider_id in postponed_providers or issue_key in waiting:
             counts["skipped"] += 1
             continue
@@ -516,14 +556,14 @@ def _send_and_record(facade, item: Claimed, now: datetime) -> Exception | None: 
             # compare-and-set on this sender's claim: once its lease ran out, another sender may
             # have taken the item and posted it (done) or failed it (pending, its own back-off)
             before = db.session.execute(
-                select(OutboxItem.attempts, OutboxItem.created_at).where(_held(item))
+                select(OutboxItem.attempts, SERIES_START.label("series_start")).where(_held(item))
             ).first()
             if before is not None:
                 attempts = before.attempts + 1
                 if refused:
                     dead = attempts >= MAX_ATTEMPTS_REFUSED
                 else:
-                    dead = _spent(attempts, before.created_at, failed_at)
+                    dead = _spent(attempts, before.series_start, failed_at)
                 # given up on: a dead item no longer holds back the later items of its issue
                 values: dict[str, Any] = {"attempts": attempts, "last_error": last_error, "state": "dead"}
                 if not dead:

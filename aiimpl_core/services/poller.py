@@ -10,6 +10,9 @@ the database:
 - **Back-offs** (:class:`~aiimpl_core.orm.Setting` rows ``backoff:<kind>:<id>``): a tracker or
   runner backend that failed (timeout, 5xx, 429) is left alone until its "not before" time, by
   every poller; the others carry on.
+
+A poll loop that is asked to stop ends its cycle after the step it is in (:func:`stoppable`), so
+that a deploy's grace period is not outlasted by a long cycle and the cycle is not cut mid-way.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ import math
 import os
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -191,6 +197,37 @@ def record_success(kind: str, provider_id: str) -> None:
             db.session.delete(row)
 
 
+# -- stopping a cycle -------------------------------------------------------------------------
+
+#: the stop request of the poll loop whose cycle this thread runs (:func:`stoppable`)
+_STOP: ContextVar[threading.Event | None] = ContextVar("aiimpl_poll_stop", default=None)
+
+
+@contextmanager
+def stoppable(stop: threading.Event) -> Iterator[None]:
+    """Run a cycle that ends early once ``stop`` is set (a poll loop asked to stop: SIGTERM, a
+    gunicorn worker's graceful stop).
+
+    The cycle checks :func:`stop_asked` between its steps: a tracker's listing page, a dispatch,
+    a runner backend's reconcile, a tracker write the outbox sends. The step under way when the stop comes
+    ends as it would have (a dispatch is claimed, launched and recorded, or not started at all);
+    the steps not started are left to the next cycle, this process's or the one that takes over
+    (the loop gives back its listing and reconcile leases as it ends).
+    """
+    token = _STOP.set(stop)
+    try:
+        yield
+    finally:
+        _STOP.reset(token)
+
+
+def stop_asked() -> bool:
+    """Whether the poll loop running this thread's cycle was asked to stop (:func:`stoppable`);
+    false outside a poll loop (a tracker webhook, ``aiimpl dispatch``)."""
+    stop = _STOP.get()
+    return stop is not None and stop.is_set()
+
+
 # -- the loop ---------------------------------------------------------------------------------
 
 #: the settings row of the latest cycle any poll loop finished (``aiimpl_poller_last_cycle_*``)
@@ -228,7 +265,8 @@ def last_cycle_from(value: Any) -> tuple[datetime, int] | None:
 class Poller:
     """Runs poll cycles every ``interval`` seconds until :meth:`stop` is called.
 
-    A stop request lets the current cycle finish; the wait between cycles ends at once.
+    A stop request ends the current cycle after the step it is in (:func:`stoppable`); the wait
+    between cycles ends at once.
     """
 
     def __init__(self, interval: float | None = None) -> None:
@@ -254,12 +292,15 @@ class Poller:
         try:
             if not self._shadow_left:
                 self._leave_shadow()
-            report = run_cycle(lease_seconds=self.interval, holder=self.holder)
+            with stoppable(self._stop):
+                report = run_cycle(lease_seconds=self.interval, holder=self.holder)
             try:
                 record_last_cycle(report, self.holder)
             except Exception:  # noqa: BLE001 - only the heartbeat is missed; the next cycle writes it
                 db.session.rollback()
                 log.exception("recording the poll cycle failed")
+            if self.stopping:
+                return report  # housekeeping is left to the poller that takes over
             try:
                 housekeeping.maybe_prune(holder=self.holder)
             except Exception:  # noqa: BLE001 - housekeeping waits for the next hour, polling goes on

@@ -240,6 +240,8 @@ def reconcile(
     _reload(ids)
 
     for backend_id, backend_jobs in sorted(by_backend.items()):
+        if poller.stop_asked():  # the poll loop is stopping: the next cycle asks the others
+            return report
         backoff = poller.backoff_of("runner", backend_id, now)
         if backoff is not None:
             # not asked: its runs are judged as left out of an answer (below), so that a backend

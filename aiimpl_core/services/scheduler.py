@@ -4,10 +4,12 @@ For single-process installs (``AIIMPL_SCHEDULER=1``). Installs with several work
 ``aiimpl poll`` as its own process instead; running both is safe (the dispatcher's claim prevents
 double dispatch, and tracker leases keep the listings from being read twice per interval).
 
-A stop lets the current cycle end: a cycle cut in the middle (the process gone while a dispatch
-or a tracker write is on its way) leaves its job to the reconciler and its writes to be taken
-again once their leases run out, and a launch it cut ends the job ``run_not_found`` minutes later.
-A loop that stopped gives back its listing and reconcile leases (:func:`give_back_leases`).
+A stop ends the current cycle after the step it is in (a listing page, a dispatch, a backend's
+reconcile, a tracker write the outbox sends: :func:`.poller.stoppable`), which is waited for: a cycle cut in
+the middle (the process gone while a dispatch or a tracker write is on its way) leaves its job to
+the reconciler and its writes to be taken again once their leases run out, and a launch it cut
+ends the job ``run_not_found`` minutes later. A loop that stopped gives back its listing and
+reconcile leases (:func:`give_back_leases`), and the next poller does the rest of the cycle.
 """
 
 from __future__ import annotations
@@ -66,9 +68,9 @@ def start_scheduler(app: Flask, interval: float | None = None) -> threading.Thre
 
 
 def stop_scheduler(app: Flask, timeout: float | None = 30, *, warn: bool = True) -> bool:
-    """Ask the scheduler to stop after its current cycle and wait for it, ``timeout`` seconds at
-    most (``None``: until it ends); false when its cycle was still running then (it goes on, and
-    is cut when the process ends; ``warn`` logs that)."""
+    """Ask the scheduler to stop (its cycle ends after the current step) and wait for it,
+    ``timeout`` seconds at most (``None``: until it ends); false when its cycle was still running
+    then (it goes on, and is cut when the process ends; ``warn`` logs that)."""
     entry = app.extensions.get(_EXTENSION)
     if entry is None:
         return True
@@ -78,8 +80,8 @@ def stop_scheduler(app: Flask, timeout: float | None = 30, *, warn: bool = True)
     thread.join(None if timeout is None else max(0.0, timeout))
     if thread.is_alive():
         if warn:
-            log.warning("in-app scheduler: its poll cycle did not end within %gs of the stop; the "
-                        "process ends in the middle of it", timeout)
+            log.warning("in-app scheduler: the step its poll cycle was in did not end within %gs of the "
+                        "stop; the process ends in the middle of it", timeout)
         return False
     app.extensions.pop(_EXTENSION, None)
     _RUNNING.discard(app)
@@ -87,8 +89,8 @@ def stop_scheduler(app: Flask, timeout: float | None = 30, *, warn: bool = True)
 
 
 def ask_schedulers_to_stop() -> None:
-    """Ask every scheduler of this process to stop after its current cycle, without waiting (safe
-    in a signal handler: it only sets events)."""
+    """Ask every scheduler of this process to stop (its cycle ends after the current step), without
+    waiting (safe in a signal handler: it only sets events)."""
     for app in list(_RUNNING):
         entry = app.extensions.get(_EXTENSION)
         if entry is not None and entry[1] is not None:

@@ -163,8 +163,10 @@ def test_a_retried_dead_comment_goes_out_on_the_next_delivery(
     body = resp.get_json()
     assert (body["id"], body["state"], body["attempts"]) == (dead, "pending", 0)
     assert "comment rejected" in body["lastError"]  # kept until it goes out
+    assert body["createdAt"] == listed[0]["createdAt"]  # (when it was first queued)
     row = item(dead)
     assert (row.state, row.attempts) == ("pending", 0)
+    assert row.requeued_at is not None and row.requeued_at >= before - timedelta(seconds=1)
     assert row.next_attempt_at >= before - timedelta(seconds=1)
     assert any(f"outbox item {dead} (comment ENG-1) re-queued" in r.getMessage() and r.levelno == logging.INFO
                for r in caplog.records)

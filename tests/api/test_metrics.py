@@ -157,6 +157,14 @@ def test_metrics_report_the_install_s_state(client, now):
     assert "python_info" in m and "python_gc_objects_collected_total" in m
 
 
+def test_a_write_an_operator_retried_is_as_old_as_its_retry(client, now):
+    """A write retried days after it was first queued does not raise the backlog age (and its
+    alert) as if it had waited all that time: it waits since the retry."""
+    queue_outbox_item("ENG-1", created_at=now - timedelta(days=3), requeued_at=now - timedelta(seconds=100))
+    queue_outbox_item("ENG-2", created_at=now - timedelta(seconds=50))
+    assert value(scrape(client), "aiimpl_outbox_oldest_pending_age_seconds") == 100
+
+
 def test_an_empty_install_reads_zero(client, now):
     m = scrape(client)
     assert value(m, "aiimpl_database_up") == 1

@@ -3,11 +3,15 @@ middle of a poll cycle, on PostgreSQL with the real Linear and GitHub Actions pl
 their fakes.
 
 - gunicorn with the in-app scheduler (``AIIMPL_SCHEDULER``), and ``aiimpl serve`` with it, given
-  SIGTERM while a cycle waits on Linear: the cycle ends (its dispatch launched and recorded, its
-  stage change sent) before the process does, instead of dying with the worker's drained requests.
+  SIGTERM while a cycle's dispatch waits on GitHub: the dispatch ends (launched and recorded) before
+  the process does, instead of dying with the worker's drained requests; the cycle's later steps
+  (its stage change sent) are left to the next cycle.
 - ``aiimpl poll`` given SIGTERM: it gives back its listing and reconcile leases, so the loop that
   takes over (the deploy's next process) reads the trackers at its next cycle, not an interval
   later; a second signal stops it at once, in the middle of the cycle, with the signal's status.
+- A long cycle (its dispatches slow to answer) stopped during its listing ends after the listing,
+  well before its end, in gunicorn's worker, ``aiimpl poll`` and ``aiimpl poll --once``; the next
+  cycle dispatches what it left, each issue once.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 import aiimpl_gha.plugin
@@ -28,13 +33,14 @@ from aiimpl_linear.testing import FakeLinear
 
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Lease, Setting
+from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.services.poller import LAST_CYCLE_KEY
 from aiimpl_core.testing.fake_github import FakeGitHub
 from aiimpl_core.testing.ports import free_port
 from aiimpl_core.testing.pytest_plugin import TEST_SECRET_KEY
 
 from .conftest import github_config, map_teams
-from .helpers import job_of, wait_until_serving
+from .helpers import job_of, jobs, jobs_per_issue, wait_until, wait_until_serving
 
 APP_MODULE = '''
 import aiimpl_gha.plugin
@@ -48,6 +54,13 @@ app = create_app(plugins=[aiimpl_linear.plugin, aiimpl_gha.plugin], load_entrypo
 #: how long Linear holds the listing's answer: past a stopping worker's drained requests (it has
 #: none), well within gunicorn's graceful timeout
 HELD = 2.0
+#: the issues of a long cycle, and how long GitHub takes to answer each one's dispatch: run to its
+#: end, the cycle goes on that many times as long after its listing
+LONG_ISSUES = 6
+DISPATCH_HELD = 3.0
+#: how soon a process stopped during a long cycle's listing ends once the listing is answered: well
+#: under the LONG_ISSUES * DISPATCH_HELD seconds of the rest of the cycle
+STOP_BOUND = 8.0
 
 
 @pytest.fixture
@@ -106,21 +119,33 @@ def _lease_names() -> set[str]:
     return set(db.session.scalars(db.select(Lease.name)))
 
 
-def _assert_cycle_ended(linear: FakeLinear, key: str) -> None:
-    """The held cycle went to its end: the issue dispatched with its run linked, its stage changed,
-    the cycle recorded, and its listing and reconcile leases given back."""
+def _dispatch_held(gh: FakeGitHub) -> None:
+    """GitHub answers the next workflow dispatch :data:`HELD` seconds after doing it."""
+    gh.delay_next("POST", r"/dispatches$", HELD)
+
+
+def _dispatch_arrived(gh: FakeGitHub) -> None:
+    wait_until(lambda: gh.runs, "the cycle's dispatch", 30)
+
+
+def _assert_dispatch_ended(linear: FakeLinear, key: str) -> None:
+    """The dispatch under way at the stop went to its end (the issue dispatched with its run
+    linked), the cycle was recorded, and its listing and reconcile leases given back; the cycle's
+    later step, the stage change, is sent by the next cycle, which dispatches nothing again."""
     job = job_of(key)
     assert (job.status, bool(job.run_id)) == ("dispatched", True), (job.status, job.run_id)
-    assert linear.labels_of(key) == ["AI-Working"]
+    assert linear.labels_of(key) == ["AI-Implement"]
     last = db.session.get(Setting, LAST_CYCLE_KEY)
     assert last is not None and last.value["dispatched"] == 1, last and last.value
     assert not {name for name in _lease_names() if name.startswith(("poll:", "reconcile:"))}
+    report = run_cycle(lease_seconds=60, holder="next-host:1:1")
+    assert (report.dispatched, report.outbox["sent"]) == ([], 1), report.as_dict()
+    assert linear.labels_of(key) == ["AI-Working"]
+    assert job_of(key).id == job.id
 
 
-def test_gunicorn_graceful_stop_lets_the_in_app_scheduler_end_its_cycle(app, linear, gh, tmp_path) -> None:
-    map_teams(app, gh)
-    key = linear.add_issue("ENG", "Export")["identifier"]
-    arrived = _listing_held(linear)
+def _gunicorn(app: Any, linear: FakeLinear, gh: FakeGitHub, tmp_path: Any) -> tuple[subprocess.Popen, Any]:
+    """gunicorn with one worker running the in-app scheduler, once it serves; and its log file."""
     (tmp_path / "served_app.py").write_text(APP_MODULE)
     port = free_port()
     env = _environ(app, linear, gh, AIIMPL_SCHEDULER="1", AIIMPL_POLL_INTERVAL="60", AIIMPL_WORKERS="1",
@@ -132,27 +157,40 @@ def test_gunicorn_graceful_stop_lets_the_in_app_scheduler_end_its_cycle(app, lin
                                  "served_app:app"], env=env, stdout=out, stderr=out, cwd=tmp_path)
     try:
         wait_until_serving(f"http://127.0.0.1:{port}", proc, log)
-        assert arrived.wait(30), log.read_text()[-3000:]
+    except BaseException:
+        proc.kill()
+        proc.wait(10)
+        raise
+    return proc, log
+
+
+def test_gunicorn_graceful_stop_lets_the_in_app_scheduler_end_its_cycle(app, linear, gh, tmp_path) -> None:
+    map_teams(app, gh)
+    key = linear.add_issue("ENG", "Export")["identifier"]
+    _dispatch_held(gh)
+    proc, log = _gunicorn(app, linear, gh, tmp_path)
+    try:
+        _dispatch_arrived(gh)
         proc.send_signal(signal.SIGTERM)  # the worker has no request in flight: it would end at once
         assert proc.wait(timeout=25) == 0, log.read_text()[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    _assert_cycle_ended(linear, key)
+    _assert_dispatch_ended(linear, key)
     assert "Worker exiting after the poll cycle" in log.read_text()
 
 
 def test_serve_with_the_scheduler_stops_after_its_poll_cycle(app, linear, gh) -> None:
     map_teams(app, gh)
     key = linear.add_issue("ENG", "Export")["identifier"]
-    arrived = _listing_held(linear)
+    _dispatch_held(gh)
     port = free_port()
     env = _environ(app, linear, gh, AIIMPL_SCHEDULER="1", AIIMPL_POLL_INTERVAL="60")
     proc = subprocess.Popen([sys.executable, "-m", "aiimpl_core.cli", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert arrived.wait(30), proc.poll()
+        _dispatch_arrived(gh)
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=20)
     finally:
@@ -161,7 +199,7 @@ def test_serve_with_the_scheduler_stops_after_its_poll_cycle(app, linear, gh) ->
             proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "waiting for the current poll cycle to end" in err
-    _assert_cycle_ended(linear, key)
+    _assert_dispatch_ended(linear, key)
 
 
 def test_a_stopped_poll_loop_gives_back_its_leases_to_the_loop_that_takes_over(app, linear, gh) -> None:
@@ -185,21 +223,22 @@ def test_a_stopped_poll_loop_gives_back_its_leases_to_the_loop_that_takes_over(a
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.communicate(timeout=10)
-    assert "signal SIGTERM: stopping after the current cycle" in err
+    assert "signal SIGTERM: stopping after the current step of the cycle" in err
 
 
-def test_a_second_signal_stops_a_poll_loop_at_once(app, linear, gh) -> None:
+@pytest.mark.parametrize("args", [["--interval", "60"], ["--once"]], ids=["loop", "once"])
+def test_a_second_signal_stops_a_poll_loop_at_once(app, linear, gh, args) -> None:
     map_teams(app, gh)
     linear.add_issue("ENG", "Export")
     release = threading.Event()
     arrived = _listing_held(linear, release)
-    proc = _poll(_environ(app, linear, gh), "--interval", "60")
+    proc = _poll(_environ(app, linear, gh), *args)
     try:
         assert arrived.wait(30), proc.poll()
         assert proc.stderr is not None
         proc.send_signal(signal.SIGTERM)
         for line in proc.stderr:
-            if "stopping after the current cycle" in line:
+            if "stopping after the current step of the cycle" in line:
                 break
         else:
             raise AssertionError(f"the loop ended on the first signal: {proc.wait(10)}")
@@ -212,3 +251,93 @@ def test_a_second_signal_stops_a_poll_loop_at_once(app, linear, gh) -> None:
             proc.communicate(timeout=10)
     assert proc.returncode == -signal.SIGINT, err
     assert "signal SIGINT again: stopping at once, in the middle of the cycle" in err
+
+
+# -- a long cycle ---------------------------------------------------------------------------------
+
+
+def _long_cycle(linear: FakeLinear, gh: FakeGitHub) -> tuple[list[str], threading.Event, threading.Event]:
+    """:data:`LONG_ISSUES` issues of ENG to dispatch, each dispatch answered :data:`DISPATCH_HELD`
+    seconds late by GitHub, and Linear's next listing held until ``release``: the issues, the
+    event set when the listing arrives, and ``release``."""
+    keys = [linear.add_issue("ENG", f"Task {n}")["identifier"] for n in range(LONG_ISSUES)]
+    gh.delay_next("POST", r"/dispatches$", DISPATCH_HELD, times=LONG_ISSUES)
+    release = threading.Event()
+    return keys, _listing_held(linear, release), release
+
+
+def _assert_the_next_cycle_does_the_rest(gh: FakeGitHub, keys: list[str]) -> None:
+    """The stopped cycle dispatched nothing (its listing was the step it was in) and holds no
+    listing or reconcile lease; the next poller's cycle dispatches every issue, once."""
+    assert jobs() == [] and gh.runs == {}
+    assert not {name for name in _lease_names() if name.startswith(("poll:", "reconcile:"))}
+    with gh.lock:
+        gh.delays.clear()  # (the next cycle's dispatches are answered at once)
+    report = run_cycle(lease_seconds=60, holder="next-host:1:1")
+    assert sorted(d.issue_key for d in report.dispatched) == sorted(keys), report.as_dict()
+    assert jobs_per_issue() == Counter(dict.fromkeys(keys, 1))
+    assert len(gh.runs) == len(keys)
+
+
+def test_a_long_cycle_of_gunicorns_worker_ends_after_its_current_step(app, linear, gh, tmp_path) -> None:
+    map_teams(app, gh)
+    keys, arrived, release = _long_cycle(linear, gh)
+    proc, log = _gunicorn(app, linear, gh, tmp_path)
+    try:
+        assert arrived.wait(30), log.read_text()[-3000:]
+        proc.send_signal(signal.SIGTERM)
+        # the worker has taken the stop, and waits for its cycle
+        wait_until(lambda: "Worker exiting after the poll cycle" in log.read_text(), "the worker's stop", 20)
+        release.set()
+        released = time.monotonic()
+        try:
+            status = proc.wait(timeout=STOP_BOUND)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"gunicorn still ran {STOP_BOUND:g} s after the listing's answer") from None
+    finally:
+        release.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert status == 0, log.read_text()[-3000:]
+    assert time.monotonic() - released < STOP_BOUND
+    last = db.session.get(Setting, LAST_CYCLE_KEY)
+    assert last is not None and last.value["dispatched"] == 0, last and last.value
+    _assert_the_next_cycle_does_the_rest(gh, keys)
+
+
+@pytest.mark.parametrize("args", [["--interval", "60"], ["--once", "--json"]], ids=["loop", "once"])
+def test_a_long_poll_cycle_ends_after_its_current_step_on_sigterm(app, linear, gh, args) -> None:
+    map_teams(app, gh)
+    keys, arrived, release = _long_cycle(linear, gh)
+    proc = _poll(_environ(app, linear, gh), *args)
+    try:
+        assert arrived.wait(30), proc.poll()
+        assert proc.stderr is not None
+        proc.send_signal(signal.SIGTERM)
+        for line in proc.stderr:
+            if "signal SIGTERM: stopping after the current" in line:
+                break
+        else:
+            raise AssertionError(f"the command ended on the signal: {proc.wait(10)}")
+        release.set()
+        released = time.monotonic()
+        try:
+            out, err = proc.communicate(timeout=STOP_BOUND)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still polling {STOP_BOUND:g} s after the listing's answer") from None
+    finally:
+        release.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert time.monotonic() - released < STOP_BOUND
+    if "--once" in args:
+        report = json.loads(out)
+        assert report["stopped"] is True, report
+        assert (report["listed"], report["dispatched"]) == ({"linear": LONG_ISSUES}, []), report
+    else:
+        assert "stopped before its end (the next cycle does the rest)" in out
+        assert "stopped after 1 cycle(s)" in err
+    _assert_the_next_cycle_does_the_rest(gh, keys)

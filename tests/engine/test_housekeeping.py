@@ -125,6 +125,14 @@ def test_an_old_item_delivered_only_now_waits_its_own_retention(app, add_mapping
     assert _left(OutboxItem, OutboxItem.id) == {late}
 
 
+def test_an_old_item_retried_lately_and_given_up_on_again_waits_its_own_retention(app, add_mapping):
+    now = utcnow()
+    retried = queue_outbox_item(state="dead", created_at=now - OLD, requeued_at=now - timedelta(days=1))
+    queue_outbox_item(state="dead", created_at=now - OLD, requeued_at=now - OLD)
+    assert housekeeping.prune()["outbox"] == 1
+    assert _left(OutboxItem, OutboxItem.id) == {retried}
+
+
 def test_the_poller_prunes_once_an_hour_over_all_pollers(app, add_mapping):
     old = utcnow() - OLD
     for _ in range(3):

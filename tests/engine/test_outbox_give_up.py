@@ -1,7 +1,8 @@
 """When the outbox gives a tracker write up (``dead``): after its attempts, and no sooner than the
 time they take at the back-off, however quickly its tracker asks to be retried; and an item whose
 sender stops every time it is sent (killed, or past its lease) counts those tries and is given up
-rather than taken forever, holding its issue's later writes back."""
+rather than taken forever, holding its issue's later writes back (and not the other issues' ones,
+which go before it); an operator's retry gives a write a full series again."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
+from aiimpl_core.api import admin_outbox
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import OutboxItem, utcnow
 from aiimpl_core.services import outbox
@@ -171,8 +174,12 @@ def test_a_stage_change_that_kills_its_sender_every_time_is_given_up_and_not_tho
     other = queue_outbox_item("ENG-2", op="done")
 
     now = _kill_each_time(stuck, outbox.MAX_ATTEMPTS + 1)
-    assert [op for op, _ in tracker.calls] == ["set_stage"] * (outbox.MAX_ATTEMPTS + 1)
-    assert outbox.deliver(now=now)["sent"] == 2
+    # the other issue's "done", left taken by the first pass, went out before the stage change once
+    # that one had stopped its sender twice (see the test below); the issue's own one waits
+    calls = [op for op, _ in tracker.calls]
+    assert calls.count("set_stage") == outbox.MAX_ATTEMPTS + 1
+    assert [arg for op, arg in tracker.calls if op == "mark_done"] == ["ENG-2"]
+    assert outbox.deliver(now=now)["sent"] == 1
     assert tracker.issues["ENG-1"].done and tracker.issues["ENG-2"].done
     assert (_item(stuck).state, _item(stuck).attempts, _item(stuck).last_error) == (
         "dead", outbox.MAX_ATTEMPTS, outbox.LEASE_RAN_OUT_DEAD
@@ -204,3 +211,79 @@ def test_a_write_whose_series_is_over_is_given_up_when_its_sender_stopped(app, t
     assert outbox.deliver(issue_keys=["ENG-1"], now=now)["sent"] == 0
     assert asked == [STUCK]
     assert (_item(stuck).state, _item(stuck).attempts) == ("dead", outbox.MAX_ATTEMPTS)
+
+
+def test_a_write_that_kills_its_sender_goes_after_the_other_issues_writes(app, tracker, monkeypatch):
+    """Once it stopped its sender, a pass takes it (and its issue's later writes, which wait for it)
+    after the other issues' writes: should it stop this sender too, those went out first rather than
+    waiting the passes until it is given up on."""
+    asked = _fail(monkeypatch, tracker, SenderKilled())
+    stuck = queue_outbox_item("ENG-1", body=STUCK)
+    queue_outbox_item("ENG-1", body=NEXT)
+    now = _kill_each_time(stuck, 1)  # (its first stop: nothing told it apart from the others yet)
+
+    for n in range(3):  # stopped once, then twice and more in a row
+        queue_outbox_item("ENG-2", body=f"other {n}")  # (queued after it)
+        with pytest.raises(SenderKilled):
+            outbox.deliver(now=now)
+        db.session.rollback()
+        assert tracker.comments["ENG-2"] == [f"other {i}" for i in range(n + 1)]
+        assert tracker.comments["ENG-1"] == []  # in order: its issue's next one waits for it
+        assert _item(stuck).state == "sending"
+        now += outbox.LEASE + timedelta(seconds=1)
+    assert asked.count(STUCK) == 4
+    assert _item(stuck).attempts == 3  # (each take after a stop counted, as before)
+
+
+# -- an operator's retry ---------------------------------------------------------------------------
+
+
+def _queued_long_ago_and_retried() -> tuple[int, datetime, datetime]:
+    """A comment first queued a day more than a series ago, given up on, and re-queued by an
+    operator now (``POST /api/outbox/<id>/retry``); its id, when it was first queued, and when
+    it was re-queued."""
+    long_ago = utcnow() - outbox.FULL_SERIES - timedelta(days=1)
+    stuck = queue_outbox_item("ENG-1", body=STUCK, state="dead", attempts=outbox.MAX_ATTEMPTS + 40,
+                              last_error="fake-tracker: rate limited", created_at=long_ago,
+                              next_attempt_at=long_ago)
+    queued, retried = _item(stuck).created_at, utcnow()
+    assert admin_outbox._requeue(stuck, retried)
+    return stuck, queued, retried
+
+
+def test_a_write_retried_past_its_series_gets_a_full_series_again(app, tracker, monkeypatch, caplog):
+    """Its tracker still rate-limits it: its new attempts are not used up in minutes, as its first
+    ones would have been had the series' time counted from when it was first queued."""
+    _fail(monkeypatch, tracker, fail_with(429, "fake-tracker: rate limited", retry_after=30))
+    stuck, queued, retried = _queued_long_ago_and_retried()
+
+    with caplog.at_level(logging.WARNING, logger=outbox.__name__):
+        for _ in range(outbox.MAX_ATTEMPTS + 5):
+            outbox.deliver(issue_keys=["ENG-1"], now=max(utcnow(), _item(stuck).next_attempt_at))
+        item = _item(stuck)
+        assert item.next_attempt_at - retried < timedelta(hours=1)
+        assert (item.state, item.attempts) == ("pending", outbox.MAX_ATTEMPTS + 5)
+        assert (item.created_at, item.requeued_at) == (queued, retried)  # (shown as first queued)
+        assert _given_up(caplog, stuck) == []
+
+        # the series' time is over, counted from the retry: the next failure gives it up
+        outbox.deliver(issue_keys=["ENG-1"], now=retried + outbox.FULL_SERIES)
+    assert (_item(stuck).state, _item(stuck).attempts) == ("dead", outbox.MAX_ATTEMPTS + 6)
+    assert len(_given_up(caplog, stuck)) == 1
+
+
+def test_a_write_retried_past_its_series_is_not_given_up_for_one_stop_of_its_sender(
+    app, tracker, monkeypatch
+):
+    """As a new write rate-limited past its attempts: a stop counts as a failure would, from the
+    retry's series."""
+    asked = _fail(monkeypatch, tracker, SenderKilled(), times=1)
+    stuck, *_ = _queued_long_ago_and_retried()
+    # rate-limited since the retry, to its last attempt
+    db.session.execute(update(OutboxItem).where(OutboxItem.id == stuck).values(
+        attempts=outbox.MAX_ATTEMPTS - 1, last_error="fake-tracker: rate limited"))
+    db.session.commit()
+    now = _kill_each_time(stuck, 1)
+    assert outbox.deliver(issue_keys=["ENG-1"], now=now)["sent"] == 1
+    assert asked == [STUCK, STUCK]
+    assert (_item(stuck).state, _item(stuck).attempts) == ("done", outbox.MAX_ATTEMPTS)
