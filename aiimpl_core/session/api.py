@@ -3,7 +3,10 @@
 Every body is redacted before it leaves (only the nonce a request must carry passes through);
 the tokens the orchestrator hands out are learned by the redactor the moment they arrive.
 
-Progress reports (status events, steps) are best effort and spend the session's time sparingly:
+Reports ride out a deploy of the orchestrator (its workers restarting: no answer, or a gateway's
+502 or 503, for tens of seconds): the result is tried for :data:`RESULT_PATIENCE` seconds, a
+progress report (a status event, a step) for :data:`REPORT_PATIENCE`, each waiting at least what a
+``Retry-After`` asked for. Progress reports are best effort and spend the session's time sparingly:
 their tries never run past the main part of its budget, on the kept-back time each gets one short
 try, and once the orchestrator has been found unreachable the next ones are not sent for
 :data:`REPORT_PAUSE` seconds. The calls the run needs (the token, the planning context) and the
@@ -42,9 +45,23 @@ REPORT_PAUSE = 30.0
 #: main part of the budget is spent), and of one made once the whole budget is spent
 RESERVE_REPORT_TIMEOUT = 5.0
 LATE_REPORT_TIMEOUT = 2.0
-#: the longest wait before a progress report's next try (a longer ``Retry-After`` ends it)
+#: seconds the result is tried for while the orchestrator cannot be reached or answers 429 or a 5xx
+#: (a deploy): no try starts later than this after the first. It must not be lost, and the session
+#: has nothing else left to do
+RESULT_PATIENCE = 60.0
+#: the same for a progress report, a third as long: the run waits for it. Only an outage (no
+#: answer, a gateway's 502, 503 or 504) is waited out so; a report the orchestrator itself refused
+#: with 429 or a 5xx of its own has at most REPORT_TRIES tries
+REPORT_PATIENCE = RESULT_PATIENCE / 3
+REPORT_TRIES = 3
+#: the waits before a progress report's next tries: 0.5, 1, 2, 4, then 5 s, or the ``Retry-After``
+#: asked for if longer (a ``Retry-After`` past the report's patience ends it)
+REPORT_BACKOFF = 0.5
 REPORT_MAX_WAIT = 5.0
-#: the longest wait before the result's next try, whatever ``Retry-After`` a 429 asked for
+#: the waits before the result's next tries: 2, 4, 6, 8, then 10 s, or the ``Retry-After`` asked
+#: for if longer, at most 30 s
+RESULT_BACKOFF = 2.0
+RESULT_BACKOFF_MAX = 10.0
 RESULT_MAX_WAIT = 30.0
 
 
@@ -213,6 +230,8 @@ class Orchestrator:
     :param end: ``time.monotonic()`` when the whole budget is spent.
     :param stop: set when the runner stops the session: progress reports then hurry as after
         ``deadline``.
+    :param report_patience: seconds a progress report is tried for (:data:`REPORT_PATIENCE`).
+    :param result_patience: seconds the result is tried for (:data:`RESULT_PATIENCE`).
     """
 
     def __init__(
@@ -228,15 +247,22 @@ class Orchestrator:
         deadline: float | None = None,
         end: float | None = None,
         stop: threading.Event | None = None,
+        report_patience: float = REPORT_PATIENCE,
+        result_patience: float = RESULT_PATIENCE,
     ) -> None:
         self.http = HttpClient(url, provider="orchestrator", timeout=timeout, retries=retries, max_wait=30.0)
-        # progress reports try again on their own terms (see _report), on the same connections
+        # the reports and the result try again on their own terms (see _report and result), on
+        # the same connections
         self.reports = HttpClient(url, provider="orchestrator", timeout=report_timeout, retries=0,
                                   session=self.http.session)
         #: seconds one try of a progress report (a status event, a step) may wait for an answer:
         #: they are best effort, and a slow orchestrator must not hold the run past its budget
         self.report_timeout = report_timeout
-        self.report_retries = retries
+        self.report_patience = report_patience
+        self.result_patience = result_patience
+        #: the clock of the reports' patience and of the budget (``time.monotonic``); the waits
+        #: are ``self.http.sleep``
+        self.clock = time.monotonic
         self.deadline = deadline
         self.end = end
         self.stop = stop
@@ -288,35 +314,39 @@ class Orchestrator:
     ) -> bool:
         """POST a progress report; whether it was accepted. A failure is logged, never raised.
 
-        Tries again on no answer, 429 and 5xx, but never into the kept-back part of the budget;
-        there, and for the first report after :data:`REPORT_PAUSE`, it has one try. A report
-        that finds the orchestrator unreachable holds back the ones of the next ``REPORT_PAUSE``
-        seconds: each would pay its full timeout and retries again for nothing.
+        Tries again while the orchestrator is unreachable (no answer, a gateway's 502, 503 or
+        504: a deploy) for ``report_patience`` seconds, on its own 429 or 5xx :data:`REPORT_TRIES`
+        times at most, but never into the kept-back part of the budget; there, and for the first
+        report after :data:`REPORT_PAUSE`, it has one try. A report that finds the orchestrator
+        unreachable holds back the ones of the next ``REPORT_PAUSE`` seconds: each would pay its
+        full timeout and retries again for nothing.
         """
-        now = time.monotonic()
+        now = self.clock()
         if self.unreachable_at is not None and now - self.unreachable_at < REPORT_PAUSE:
             log.warning("%s was not sent: the orchestrator was unreachable %.0fs ago", what,
                         now - self.unreachable_at)
             return False
-        tries = 1 if self.unreachable_at is not None or self._hurried(now) else 1 + self.report_retries
+        single = self.unreachable_at is not None or self._hurried(now)
+        give_up_at = now if single else now + self.report_patience
         attempt = 0
         while True:
             attempt += 1
             try:
-                timeout = self._try_timeout(time.monotonic())
+                timeout = self._try_timeout(self.clock())
                 self.reports.post(path, json=body, headers=headers, timeout=timeout)
                 self.unreachable_at = None
                 return True
             except ProviderError as exc:
                 error = exc
-            wait = error.retry_after if error.retry_after is not None else 0.5 * 2 ** (attempt - 1)
-            again = error.status is None or error.status in RETRY_STATUSES
-            if (not again or attempt >= tries or wait > REPORT_MAX_WAIT
-                    or self._hurried(time.monotonic() + wait)):
+            again = (error.status is None or error.status in UNREACHABLE_STATUSES
+                     or (error.status in RETRY_STATUSES and attempt < REPORT_TRIES))
+            wait = max(min(REPORT_BACKOFF * 2 ** (attempt - 1), REPORT_MAX_WAIT), error.retry_after or 0.0)
+            at = self.clock() + wait
+            if not again or at > give_up_at or self._hurried(at):
                 break
             self.http.sleep(wait)
         if error.status is None or error.status in UNREACHABLE_STATUSES:
-            self.unreachable_at = time.monotonic()
+            self.unreachable_at = self.clock()
         else:
             self.unreachable_at = None  # it answered: a refusal, not an outage
         log.warning("%s was not accepted: %s", what, self.redactor.text(error.message))
@@ -371,31 +401,33 @@ class Orchestrator:
     def result(self, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /runner/result`` (single-use token): the orchestrator's answer.
 
-        A retry after a lost answer may meet ``409 already_consumed``: the first attempt was
-        recorded, so that counts as delivered. So does any 2xx answer, whatever its body (an HTML
-        page from a proxy in front of the orchestrator): its ``status`` then says so. The result
-        keeps its full retries whatever the progress reports met.
+        Tried again on no answer, a 5xx or a 429 (a deploy of the orchestrator, a proxy's rate
+        limit in front of it: nothing was done) for ``result_patience`` seconds, the last try at
+        their end; whatever the budget, and whatever the progress reports met. A retry after a lost
+        answer may meet ``409 already_consumed``: the first attempt was recorded, so that counts
+        as delivered. So does any 2xx answer, whatever its body (an HTML page from a proxy in front
+        of the orchestrator): its ``status`` then says so.
         """
         clean = sendable(self.redactor.data(body))
+        give_up_at = self.clock() + self.result_patience
         attempts = 0
         while True:
             attempts += 1
             try:
-                resp = self.http.post(
-                    "/runner/result", json=clean, headers=self._bearer("runner:result"), retry_unsafe=False
-                )
+                resp = self.reports.post("/runner/result", json=clean, headers=self._bearer("runner:result"),
+                                         timeout=self.http.timeout)
             except ProviderError as exc:
                 if exc.status == 409 and attempts > 1:
                     return {"status": "already recorded"}
-                # no answer, a 5xx, or a 429 (a proxy's rate limit in front of the orchestrator: nothing
-                # was done, whatever ``Retry-After`` it asked for beyond what the client waits itself)
                 retryable = exc.status is None or exc.status >= 500 or exc.status == 429
-                if not retryable or attempts > 3:
+                left = give_up_at - self.clock()
+                if not retryable or left <= 0:
                     raise
-                wait = 2.0 * attempts
-                if exc.status == 429 and exc.retry_after is not None:
-                    wait = max(wait, exc.retry_after)
-                self.http.sleep(min(wait, RESULT_MAX_WAIT))
+                wait = max(min(RESULT_BACKOFF * attempts, RESULT_BACKOFF_MAX), exc.retry_after or 0.0)
+                if attempts == 1:
+                    log.warning("the result was not accepted (%s): trying again for up to %.0fs",
+                                self.redactor.text(exc.message), left)
+                self.http.sleep(min(wait, RESULT_MAX_WAIT, left))
                 continue
             self.unreachable_at = None
             if not resp.content:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import shlex
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -83,6 +85,30 @@ def _url(var: E.EnvVar, value: str, *, web: bool = True) -> str:
     return value
 
 
+def branch_refused(name: str, environ: Mapping[str, str]) -> bool:
+    """Whether git refuses ``name`` as a branch name: ``git check-ref-format --branch``, the very
+    rules ``git checkout -B`` applies (no spaces, ``..``, ``@{``, a leading ``-``, a component
+    starting with ``.`` or ending with ``.lock``, control characters …) in the git the session
+    runs. ``False`` when git cannot be run: the clone then says so.
+
+    Asked outside any repository (a ``GIT_DIR`` that does not exist): inside one, git would take
+    ``@{-1}`` for the branch checked out before and answer with that branch's name.
+    """
+    if "\x00" in name:
+        return True  # a control character, which no argument can even carry
+    path = environ.get("PATH") or os.environ.get("PATH") or os.defpath
+    try:
+        result = subprocess.run(
+            ["git", "check-ref-format", "--branch", name],
+            env={"PATH": path, "GIT_DIR": os.path.join(os.devnull, "no-repository")},
+            capture_output=True, timeout=30, check=False,
+        )
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return False
+    # git prints the name it checked; anything else is some other name git would have used
+    return result.returncode != 0 or result.stdout.rstrip(b"\n") != os.fsencode(name)
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     """Everything ``aiimpl session run`` needs; :meth:`from_environ` names any missing variable."""
@@ -113,6 +139,8 @@ class SessionConfig:
     workdir: str | None
     log_url: str | None
     refresh_margin: float
+    #: seconds the result is tried for while the orchestrator is unreachable (a third: a report)
+    report_retry: float
     author_name: str
     author_email: str
     pr_number: int | None = None
@@ -163,6 +191,10 @@ class SessionConfig:
             # the orchestrator would refuse the result (phase_mismatch) once the work is done
             raise ConfigError(f"{E.PHASE.name} is {phase.value}, but the run tokens are for {token_phase}")
         branch = (environ.get(E.BRANCH.name) or "").strip()
+        if branch and branch_refused(branch, environ):
+            # found now, not when the clone checks it out or the push sends it, hours later
+            raise ConfigError(f"{E.BRANCH.name} must be a name git accepts for a branch (see git "
+                              f"check-ref-format), not {branch[:200]!r}")
         if phase is Phase.IMPLEMENTATION:
             # the session commits and pushes to it: the base branch would take the agent's work as it
             # is, unreviewed, and the pull request would be from that branch into itself
@@ -203,6 +235,7 @@ class SessionConfig:
             workdir=opt(E.WORKDIR),
             log_url=opt(E.LOG_URL),
             refresh_margin=float(_int(environ, E.TOKEN_REFRESH_SECONDS, minimum=0)),
+            report_retry=float(_int(environ, E.REPORT_RETRY_SECONDS, minimum=0)),
             author_name=opt(E.GIT_AUTHOR_NAME) or "AI-Implement",
             author_email=opt(E.GIT_AUTHOR_EMAIL) or "ai-implement@users.noreply.github.com",
             pr_number=pr_number,

@@ -82,6 +82,13 @@ TOKEN_REFRESH_SECONDS = EnvVar(
     "A repository token expiring within this many seconds is replaced by a fresh one from /api/token",
     default="300",
 )
+REPORT_RETRY_SECONDS = EnvVar(
+    "AIIMPL_REPORT_RETRY_SECONDS",
+    "Seconds the session keeps trying to deliver its result to an orchestrator that cannot take it "
+    "(a deploy: no answer, a gateway's 502 or 503); a progress report waits out such an outage a "
+    "third as long",
+    default="60",
+)
 GIT_AUTHOR_NAME = EnvVar(
     "AIIMPL_GIT_AUTHOR_NAME", "Author name of the session's commits", default="AI-Implement"
 )
@@ -130,6 +137,7 @@ OPTIONAL: tuple[EnvVar, ...] = (
     WORKDIR,
     LOG_URL,
     TOKEN_REFRESH_SECONDS,
+    REPORT_RETRY_SECONDS,
     GIT_AUTHOR_NAME,
     GIT_AUTHOR_EMAIL,
 )

@@ -111,12 +111,18 @@ class Git:
     def checkout_new(self, branch: str, start: str | None = None) -> None:
         self.run("checkout", "-q", "-B", branch, *([start] if start else []))
 
+    def remote_branch_tip(self, branch: str) -> str | None:
+        """The commit ``branch`` is at on the remote (seen by the clone, which fetched every
+        branch), or ``None`` when the remote has no such branch."""
+        result = self.run("rev-parse", "--verify", "--quiet", f"refs/remotes/origin/{branch}^{{commit}}",
+                          check=False)
+        if result.code != 0:
+            return None
+        return result.stdout.strip() or None
+
     def remote_branch_exists(self, branch: str) -> bool:
-        """Whether the remote has ``branch`` (seen by the clone, which fetched every branch)."""
-        return (
-            self.run("rev-parse", "--verify", "--quiet", f"refs/remotes/origin/{branch}", check=False).code
-            == 0
-        )
+        """Whether the remote has ``branch``."""
+        return self.remote_branch_tip(branch) is not None
 
     def commits_since(self, since: str) -> int:
         return int(self.run("rev-list", "--count", f"{since}..HEAD").stdout.strip() or 0)
@@ -158,9 +164,12 @@ class Git:
         self.run("commit", "--no-verify", "-q", "-m", message, **kw)  # type: ignore[arg-type]
         return self.run("rev-parse", "HEAD", **kw).stdout.strip()  # type: ignore[arg-type]
 
-    def push(self, branch: str, **kw: object) -> None:
-        # never forced: the branch may hold an earlier attempt's work, which the session continues
-        self.run("push", "origin", f"HEAD:refs/heads/{branch}", **kw)  # type: ignore[arg-type]
+    def push(self, branch: str, *, replacing: str | None = None, **kw: object) -> None:
+        """Push ``HEAD`` to ``branch``. Never forced: the branch may hold an earlier attempt's work,
+        which the session continues; but ``replacing``, the commit of a branch whose work was merged
+        already, is replaced, and only while the branch is still at it (``--force-with-lease``)."""
+        lease = [f"--force-with-lease=refs/heads/{branch}:{replacing}"] if replacing else []
+        self.run("push", *lease, "origin", f"HEAD:refs/heads/{branch}", **kw)  # type: ignore[arg-type]
 
     def diff(self, since: str, limit: int = 60000) -> str:
         # what the branch changed since it left ``since``'s line (three dots: from their merge

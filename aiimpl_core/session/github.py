@@ -1,5 +1,5 @@
 """The session's GitHub REST calls: opening the pull request (or finding the one already open for
-the branch), and where repositories live."""
+the branch), finding the merged one a branch was left behind by, and where repositories live."""
 
 from __future__ import annotations
 
@@ -123,17 +123,53 @@ def find_open_pull_request(
     return None
 
 
-def _is_open_pull(pr: dict[str, Any], full_name: str, head: str, base: str) -> bool:
-    """Whether ``pr`` is open, not merged, from ``head`` of ``full_name`` itself (not a fork that
-    has a branch of the same name) and into ``base``."""
+def find_merged_pull_request(
+    api_url: str, token: str, owner: str, repo: str, *, head: str, base: str, sha: str
+) -> dict[str, Any] | None:
+    """The pull request from branch ``head`` of ``owner/repo`` that was merged into ``base`` with
+    the branch at commit ``sha`` (the branch as it stands), or ``None``.
+
+    ``GET /repos/{owner}/{repo}/pulls?head={owner}:{head}&base={base}&state=closed``, the newest
+    first (a branch's pull requests are few; the first hundred are read). A merged pull request
+    keeps the head commit it was merged with, whatever the branch got later.
+
+    :raises PullRequestError: when GitHub refuses the listing or cannot be reached.
+    """
+    client = _client(api_url, token)
+    try:
+        resp = client.get(
+            f"/repos/{owner}/{repo}/pulls",
+            params={"head": f"{owner}:{head}", "base": base, "state": "closed", "per_page": 100},
+        )
+        data = client.json(resp)
+    except ProviderError as exc:
+        raise PullRequestError(exc.status, _message(exc)) from None
+    if not isinstance(data, list):
+        raise PullRequestError(resp.status_code, "GitHub answered without a list of pull requests")
+    for pr in data:
+        if not isinstance(pr, dict) or not pr.get("merged_at"):
+            continue
+        pr_head = pr.get("head") if isinstance(pr.get("head"), dict) else {}
+        if pr_head.get("sha") == sha and _is_from(pr, f"{owner}/{repo}", head, base):
+            return pr
+    return None
+
+
+def _is_from(pr: dict[str, Any], full_name: str, head: str, base: str) -> bool:
+    """Whether ``pr`` is from ``head`` of ``full_name`` itself (not a fork that has a branch of the
+    same name) into ``base``."""
     pr_head = pr.get("head") if isinstance(pr.get("head"), dict) else {}
     pr_base = pr.get("base") if isinstance(pr.get("base"), dict) else {}
     head_repo = pr_head.get("repo") if isinstance(pr_head.get("repo"), dict) else {}
     return (
         isinstance(pr.get("number"), int)
-        and pr.get("state") == "open"
-        and not pr.get("merged_at")
         and pr_head.get("ref") == head
         and str(head_repo.get("full_name") or "").lower() == full_name.lower()
         and pr_base.get("ref") == base
     )
+
+
+def _is_open_pull(pr: dict[str, Any], full_name: str, head: str, base: str) -> bool:
+    """Whether ``pr`` is open, not merged, from ``head`` of ``full_name`` itself (not a fork that
+    has a branch of the same name) and into ``base``."""
+    return pr.get("state") == "open" and not pr.get("merged_at") and _is_from(pr, full_name, head, base)

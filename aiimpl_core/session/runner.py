@@ -35,7 +35,7 @@ from .api import Orchestrator, RepoToken, TokenCache
 from .config import SessionConfig, token_claim, url_problem
 from .credential import git_environment
 from .git import Git, GitError, RefusedChanges
-from .github import PullRequestError, find_open_pull_request, open_pull_request
+from .github import PullRequestError, find_merged_pull_request, find_open_pull_request, open_pull_request
 from .redact import Redactor
 
 NO_CHANGES = "Nothing to commit: Claude left no file changes in the working tree"
@@ -89,6 +89,8 @@ class State:
     start_sha: str | None = None  # where the agent started
     base_sha: str | None = None  # the base branch: what the pull request is compared with
     resumed: bool = False  # the branch existed (an earlier attempt's work): continued from it
+    #: the commit of a branch left behind by a merged pull request, which the push replaces
+    replacing: str | None = None
     agent_ran: bool = False
     pushed: bool = False
     pr_url: str | None = None
@@ -156,6 +158,8 @@ class Session:
             deadline=self.deadline,
             end=self.started + config.lifetime,
             stop=self.stop,
+            report_patience=config.report_retry / 3,
+            result_patience=config.report_retry,
         )
         self.state_dir = tempfile.mkdtemp(prefix="aiimpl-session-")
         self.cache = TokenCache(os.path.join(self.state_dir, "tokens.json"))
@@ -399,12 +403,17 @@ class Session:
             self._learn_tokens()
             self.git = git
             self.state.clone_dir = dest
+            merged: dict[str, Any] | None = None
             try:
                 self.state.base_sha = git.head()
                 if cfg.phase is not Phase.GAP_ANALYSIS:
                     # an earlier attempt may have left its work on the branch (turn limit, budget,
-                    # stop): continue from it instead of starting over and throwing it away
-                    self.state.resumed = git.remote_branch_exists(cfg.branch)
+                    # stop, a pull request still open): continue from it instead of starting over
+                    # and throwing it away; unless that work was merged already
+                    tip = git.remote_branch_tip(cfg.branch)
+                    merged = self._merged_pull_request(tip) if tip else None
+                    self.state.resumed = tip is not None and merged is None
+                    self.state.replacing = tip if merged is not None else None
                     git.checkout_new(cfg.branch, f"origin/{cfg.branch}" if self.state.resumed else None)
                 self.state.start_sha = git.head()
             except GitError as exc:
@@ -416,6 +425,33 @@ class Session:
                 commit=self.state.base_sha,
                 resumedFrom=(cfg.branch if self.state.resumed else None),
             )
+            if merged is not None:
+                detail["mergedPrNumber"] = merged["number"]
+
+    def _merged_pull_request(self, tip: str) -> dict[str, Any] | None:
+        """The pull request that merged ``AIIMPL_BRANCH`` into the base branch as it stands (at
+        ``tip``), or ``None``.
+
+        GitHub does not delete a merged pull request's branch unless the repository asks it to, and
+        the branch of an issue triggered again has the same name. Continued, it would bring back the
+        work already merged (squashed or rebased, its commits are not the base's: reverted since,
+        that work would come back with the new pull request), on a tree as old as the branch. Such
+        a branch is started over from the base branch, and the push replaces it. When GitHub
+        cannot say, the branch is continued: it may hold an earlier attempt's work, never merged.
+        """
+        cfg = self.cfg
+        try:
+            token = self.repo_token()
+            merged = find_merged_pull_request(cfg.github_api_url, token.token, cfg.owner, cfg.repo,
+                                              head=cfg.branch, base=cfg.base_branch, sha=tip)
+        except (PullRequestError, ProviderError) as exc:
+            self.log(f"looking up the merged pull requests of {cfg.branch} failed ({exc.message}): "
+                     "continuing from the branch")
+            return None
+        if merged is not None:
+            self.log(f"branch {cfg.branch} was merged with pull request #{merged['number']} as it stands "
+                     f"(commit {tip[:7]}): starting over from {cfg.base_branch}")
+        return merged
 
     def _script(self, name: str, fallback: str | None) -> list[str] | None:
         assert self.state.clone_dir is not None
@@ -530,9 +566,11 @@ class Session:
             head = self.git.run("rev-parse", "HEAD", deadline=allowance, ignore_stop=True).stdout.strip()
             if sha is None and head == self.state.start_sha:
                 return "There were no file changes to save."
-            self.git.push(self.push_branch, deadline=allowance, ignore_stop=True)
+            self.git.push(self.push_branch, replacing=self.state.replacing, deadline=allowance,
+                          ignore_stop=True)
             self._learn_tokens()
             self.state.pushed = True
+            self.state.replacing = None
             return f"Work so far is on branch `{self.push_branch}` (commit {head[:7]})."
         except GitError as exc:
             self._learn_tokens()
@@ -588,7 +626,7 @@ class Session:
         assert self.git is not None
         with self.step("push") as detail:
             try:
-                self.git.push(self.push_branch)
+                self.git.push(self.push_branch, replacing=self.state.replacing)
             except GitError as exc:
                 self._learn_tokens()
                 # stopped, or out of time, while pushing: the commit is there, and is pushed again
@@ -602,6 +640,7 @@ class Session:
                 ) from None
             self._learn_tokens()
             self.state.pushed = True
+            self.state.replacing = None
             detail["branch"] = self.push_branch
 
     def _open_pr(self) -> None:

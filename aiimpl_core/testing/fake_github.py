@@ -227,6 +227,8 @@ class PullRequest:
     draft: bool = False
     state: str = "open"
     created_at: datetime = field(default_factory=_now)
+    merged_at: datetime | None = None  # set (with ``state`` "closed") by a test that merges it
+    head_sha: str | None = None  # the head commit, when a test needs it to be a real one
 
 
 @dataclass
@@ -696,10 +698,10 @@ class FakeGitHub:
             issue_url=f"{self.url}/repos/{r.full_name}/issues/{pr.number}",
             created_at=_iso(pr.created_at),
             updated_at=_iso(pr.created_at),
-            closed_at=None,
-            merged_at=None,
+            closed_at=_iso(pr.merged_at) if pr.merged_at else None,
+            merged_at=_iso(pr.merged_at) if pr.merged_at else None,
             merge_commit_sha=None,
-            merged=False,
+            merged=pr.merged_at is not None,
             mergeable=None,
             merged_by=None,
             locked=False,
@@ -714,6 +716,8 @@ class FakeGitHub:
             commits=1,
             comments=len(self.comments.get((r.owner.lower(), r.name.lower(), pr.number), [])),
         )
+        if pr.head_sha:
+            out["head"]["sha"] = pr.head_sha
         for side, ref in (("head", pr.head), ("base", pr.base)):
             out[side]["ref"] = ref
             out[side]["label"] = f"{r.owner}:{ref}"

@@ -319,6 +319,7 @@ def test_refused_push_fails_with_gits_message(world: World) -> None:
     assert world.github.pull_requests("acme", "eng") == []
 
 
+@FULL_GITHUB
 def test_a_rerun_continues_from_the_work_an_earlier_attempt_saved(world: World) -> None:
     from aiimpl_core.extensions import db
     from aiimpl_core.orm import Mapping
@@ -392,6 +393,107 @@ def test_a_rerun_after_review_failed_continues_with_the_open_pull_request(world:
     assert steps["review"].status == "succeeded"
 
 
+def _squash_merge(world: World, number: int) -> str:
+    """Merge pull request ``number`` as GitHub's squash merge does (one new commit on main holding
+    the branch's changes; the branch left where it was, not deleted); the branch's commit."""
+    from datetime import UTC, datetime
+
+    tip = world.remote.branches()["ai/ENG-1"]
+    world.remote.commit({"greeting.txt": world.remote.show("ai/ENG-1", "greeting.txt")},
+                        f"ENG-1: Greet the user (#{number})")
+    [pr] = [p for p in world.github.pull_requests("acme", "eng") if p.number == number]
+    pr.state, pr.merged_at, pr.head_sha = "closed", datetime.now(UTC), tip
+    return tip
+
+
+@FULL_GITHUB
+@pytest.mark.parametrize("later", ["unchanged", "reverted"])
+def test_a_rerun_after_the_pull_request_was_squash_merged_starts_over_from_the_base(
+    world: World, later: str
+) -> None:
+    """The issue is triggered again after its pull request was squash-merged and its branch left
+    in place. The re-run continued from that branch: the merged work, whose commits are not
+    main's, came back with the new pull request (reverted on main since, merging it would have
+    restored it), on a tree as old as the branch. It starts over from main and replaces the branch."""
+    world.mapping()
+    first = world.dispatch()
+    assert world.run_session(first)[0] == 0
+    assert world.job(first).status == "completed"
+    merged_tip = _squash_merge(world, 1)
+    if later == "reverted":
+        git("rm", "-q", "greeting.txt", cwd=world.remote.seed_dir)
+        git("commit", "-q", "-m", "Revert ENG-1", cwd=world.remote.seed_dir)
+        git("push", "-q", "origin", "HEAD:refs/heads/main", cwd=world.remote.seed_dir)
+    main = world.remote.branches()["main"]
+
+    second = world.dispatch()  # the trigger applied again
+    code, out = world.run_session(second)
+
+    assert code == 0, out
+    job = world.job(second)
+    assert job.status == "completed", (job.status, job.error)
+    # a new pull request from the branch, which now holds this run's work on main alone
+    assert job.pr_number == 2
+    assert [p.state for p in world.github.pull_requests("acme", "eng")] == ["closed", "open"]
+    tip = world.remote.branches()["ai/ENG-1"]
+    assert git("rev-parse", f"{tip}^", cwd=world.remote.bare).strip() == main
+    assert git("rev-list", "--count", f"{main}..{tip}", cwd=world.remote.bare).strip() == "1"
+    expected = "hello from the agent\n" * (1 if later == "reverted" else 2)
+    assert world.remote.show("ai/ENG-1", "greeting.txt") == expected
+    clone = world.steps(second)["clone"].detail
+    assert clone["resumedFrom"] is None and clone["mergedPrNumber"] == 1
+    assert f"branch ai/ENG-1 was merged with pull request #1 as it stands (commit {merged_tip[:7]})" in out
+    [lookup] = [r for r in world.github.server.requests_to("GET", "/repos/acme/eng/pulls")
+                if r.query["state"] == ["closed"]]
+    assert lookup.query["head"] == ["acme:ai/ENG-1"] and lookup.query["base"] == ["main"]
+
+
+@FULL_GITHUB
+def test_a_branch_that_moved_on_since_its_pull_request_was_merged_is_continued(world: World) -> None:
+    """Commits pushed to the branch after its merge are work not merged: the branch is continued
+    (and never forced), as one without a pull request is."""
+    world.mapping()
+    first = world.dispatch()
+    assert world.run_session(first)[0] == 0
+    merged_tip = _squash_merge(world, 1)
+    clone = world.tmp / "by-hand"
+    git("clone", "-q", "--branch", "ai/ENG-1", str(world.remote.bare), str(clone), cwd=world.tmp)
+    (clone / "later.txt").write_text("after the merge\n")
+    git("add", "-A", cwd=clone)
+    git("commit", "-q", "-m", "later", cwd=clone)
+    git("push", "-q", "origin", "HEAD:refs/heads/ai/ENG-1", cwd=clone)
+    later = world.remote.branches()["ai/ENG-1"]
+
+    second = world.dispatch()
+    code, out = world.run_session(second)
+
+    assert code == 0, out
+    assert world.steps(second)["clone"].detail["resumedFrom"] == "ai/ENG-1"
+    tip = world.remote.branches()["ai/ENG-1"]
+    assert git("merge-base", "--is-ancestor", later, tip, cwd=world.remote.bare) == ""
+    assert git("merge-base", "--is-ancestor", merged_tip, tip, cwd=world.remote.bare) == ""
+
+
+@FULL_GITHUB
+def test_a_merged_pull_request_github_cannot_look_up_leaves_the_branch_continued(world: World) -> None:
+    """When GitHub cannot say whether the branch was merged, it is continued: it may hold an
+    earlier attempt's work, which starting over (and replacing the branch) would throw away."""
+    world.mapping()
+    first = world.dispatch()
+    assert world.run_session(first)[0] == 0
+    merged_tip = _squash_merge(world, 1)
+    world.github.fail_next("GET", r"/repos/acme/eng/pulls$", 503, "Service Unavailable", times=3)
+
+    second = world.dispatch()
+    code, out = world.run_session(second)
+
+    assert code == 0, out
+    assert "looking up the merged pull requests of ai/ENG-1 failed" in out
+    assert world.steps(second)["clone"].detail["resumedFrom"] == "ai/ENG-1"
+    tip = world.remote.branches()["ai/ENG-1"]
+    assert git("merge-base", "--is-ancestor", merged_tip, tip, cwd=world.remote.bare) == ""
+
+
 def test_an_unusable_configuration_ends_the_job_at_once(world: World) -> None:
     world.mapping(AIIMPL_AGENT_COMMAND='claude -p "{prompt}')  # an unbalanced quote in extraEnv
     job_id = world.dispatch()
@@ -414,7 +516,10 @@ def test_an_unusable_configuration_ends_the_job_at_once(world: World) -> None:
     ({"AIIMPL_PHASE": ""}, "AIIMPL_PHASE is not set"),
     ({"AIIMPL_PHASE": "planning"}, "AIIMPL_PHASE is planning, but the run tokens are for implementation"),
     ({"AIIMPL_BRANCH": ""}, "AIIMPL_BRANCH is not set"),
-], ids=["phase-missing", "phase-wrong", "branch-missing"])
+    # it failed at the checkout, after the clone, with git's "'ai/ENG 1' is not a valid branch name"
+    ({"AIIMPL_BRANCH": "ai/ENG 1"}, "AIIMPL_BRANCH must be a name git accepts for a branch (see git "
+                                    "check-ref-format), not 'ai/ENG 1'"),
+], ids=["phase-missing", "phase-wrong", "branch-missing", "branch-invalid"])
 def test_a_configuration_wrong_about_the_phase_or_branch_ends_the_job_at_once(
     world: World, env: dict[str, str], said: str
 ) -> None:

@@ -421,8 +421,10 @@ def session_env(url: str = "http://127.0.0.1:9", **overrides: str) -> dict[str, 
     ({"AIIMPL_PHASE": "", "AIIMPL_RESULT_TOKEN": run_token({"phase": ["implementation"]})},
      "AIIMPL_PHASE is not set"),
     ({"AIIMPL_PHASE": "", "AIIMPL_RESULT_TOKEN": "a." + "W" * 40000 + ".b"}, "AIIMPL_PHASE is not set"),
+    ({"AIIMPL_BRANCH": "ai/ENG-7..x"}, "AIIMPL_BRANCH must be a name git accepts for a branch (see git "
+                                       "check-ref-format), not 'ai/ENG-7..x'"),
 ], ids=["url-no-scheme", "url-bad-ipv6", "url-bad-port", "api-url-no-scheme", "git-url-bad", "lifetime-huge",
-        "refresh-huge", "token-phase-not-text", "token-nested-deep"])
+        "refresh-huge", "token-phase-not-text", "token-nested-deep", "branch-invalid"])
 def test_a_malformed_setting_is_a_clear_error_at_once(
     sink: Sink, overrides: dict[str, str], said: str
 ) -> None:

@@ -4,6 +4,7 @@ reached in the middle of a run."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ import pytest
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from aiimpl_core.errors import ProviderError
 from aiimpl_core.session.api import REPORT_PAUSE, Orchestrator
 from aiimpl_core.session.redact import Redactor
 
@@ -203,8 +205,9 @@ def test_reports_do_not_each_pay_their_retries_once_the_orchestrator_is_unreacha
     world: World, proxy: tuple[Proxy, str]
 ) -> None:
     """From the agent's start on, the gateway in front of the orchestrator answers 502 to every
-    progress report: the first report finds it so, the ones after it are held back instead of each
-    trying three times; the result (which gets through) is still delivered."""
+    progress report: the first report finds it so (trying for its patience: a second here), the
+    ones after it are held back instead of each trying again; the result (which gets through) is
+    still delivered."""
     front, url = proxy
 
     def down() -> Response | None:
@@ -212,7 +215,7 @@ def test_reports_do_not_each_pay_their_retries_once_the_orchestrator_is_unreacha
 
     for path in ("/runner/progress", "/api/status"):
         front.rules[path] = (False, down)
-    world.mapping()
+    world.mapping(AIIMPL_REPORT_RETRY_SECONDS="3")  # a report's patience: one second
     job_id = world.dispatch()
 
     code, out = world.run_session(job_id, AIIMPL_URL=url)
@@ -220,10 +223,42 @@ def test_reports_do_not_each_pay_their_retries_once_the_orchestrator_is_unreacha
     assert code == 0, out
     job = world.job(job_id)
     assert job.status == "completed" and job.pr_number == 1
-    # one report's three tries; every later report in the same REPORT_PAUSE is not sent at all
-    assert len(front.answered) == 3, front.answered
+    # one report's two tries (0.5 s apart; the next would be 1 s later, past its patience); every
+    # later report in the same REPORT_PAUSE is not sent at all
+    assert len(front.answered) == 2, front.answered
     assert "was not sent: the orchestrator was unreachable" in out
     assert "Traceback" not in out
+
+
+def test_a_session_rides_out_a_deploy_of_the_orchestrator(world: World, proxy: tuple[Proxy, str]) -> None:
+    """Once the agent is done the orchestrator is deployed: for three seconds the gateway in front
+    of it answers 503 (``Retry-After: 1``) to every report. Each report gave up after 1.5 s, and the
+    ticket missed its comments; they wait it out, and every comment and step lands."""
+    front, url = proxy
+    deploy: dict[str, float] = {}
+
+    def deploying() -> Response | None:
+        if not world.agent_log.exists():
+            return None
+        started = deploy.setdefault("started", time.monotonic())
+        if time.monotonic() - started > 3:
+            return None
+        return Response("<html>503</html>", status=503, headers={"Retry-After": "1"}, mimetype="text/html")
+
+    for path in ("/runner/progress", "/api/status", "/runner/result"):
+        front.rules[path] = (False, deploying)
+    world.mapping()
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id, AIIMPL_URL=url)
+
+    assert code == 0, out
+    assert front.answered and {status for _, status in front.answered} == {503}
+    assert "was not accepted" not in out and "was not sent" not in out
+    job = world.job(job_id)
+    assert job.status == "completed" and job.pr_number == 1
+    assert "📝 Claude finished. PR #1 opened: https://github.com/acme/eng/pull/1" in world.first_lines()
+    assert {s.step_id: s.status for s in world.steps(job_id).values()}["agent"] == "succeeded"
 
 
 def _server(answer: Callable[[Request], Response]) -> tuple[str, list[str], Callable[[], None]]:
@@ -242,6 +277,36 @@ def _server(answer: Callable[[Request], Response]) -> tuple[str, list[str], Call
 STEP = {"id": "agent", "type": "agent", "status": "running", "started_at": "2026-01-01T00:00:00Z"}
 
 
+class Clock:
+    """The time an :class:`Orchestrator` client reads (``clock``) and waits on (``http.sleep``):
+    a wait moves it on at once, and what is due by then (``at``) happens first."""
+
+    def __init__(self, client: Orchestrator | None = None) -> None:
+        self.now = 1000.0
+        self.waits: list[float] = []
+        self.due: list[tuple[float, Callable[[], None]]] = []
+        if client is not None:
+            self.drive(client)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def drive(self, client: Orchestrator) -> None:
+        client.clock = self
+        client.http.sleep = self.sleep
+
+    def at(self, seconds: float, action: Callable[[], None]) -> None:
+        """Run ``action`` once ``seconds`` from now have passed."""
+        self.due.append((self.now + seconds, action))
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+        for item in [d for d in self.due if d[0] <= self.now]:
+            self.due.remove(item)
+            item[1]()
+
+
 def test_an_unreachable_orchestrator_holds_reports_back_until_it_answers() -> None:
     state = {"down": True, "results_refused": 0}
 
@@ -254,17 +319,19 @@ def test_an_unreachable_orchestrator_holds_reports_back_until_it_answers() -> No
     url, seen, stop = _server(gateway)
     try:
         client = Orchestrator(url, "nonce-1", {"runner:progress": "p", "runner:result": "r"}, Redactor())
-        client.http.sleep = lambda _seconds: None
+        clock = Clock(client)
         assert client.step(STEP) is False
-        assert len(seen) == 3  # found unreachable: its tries
+        # found unreachable: its tries over 17.5 s, 0.5, 1, 2, 4, 5 and 5 s apart (one more would
+        # start past its 20 s)
+        assert len(seen) == 7 and clock.waits == [0.5, 1, 2, 4, 5, 5]
         started = time.monotonic()
         held = [client.status("environment_ready"), client.step(STEP), client.status("pr_opened")]
         assert held == [False] * 3
-        assert len(seen) == 3 and time.monotonic() - started < 1  # held back: not sent
+        assert len(seen) == 7 and time.monotonic() - started < 1  # held back: not sent
         assert client.unreachable_at is not None
         client.unreachable_at -= REPORT_PAUSE  # the pause is over: one try, which fails again
         assert client.status("verification_started") is False
-        assert len(seen) == 4
+        assert len(seen) == 8
         client.unreachable_at -= REPORT_PAUSE
         state["down"] = False
         assert client.status("verification_passed") is True  # it answers: reports go out again
@@ -320,3 +387,134 @@ def test_a_report_never_tries_past_the_main_part_of_the_budget() -> None:
     finally:
         released.set()
         stop()
+
+
+# -- a deploy of the orchestrator: refused connections, a gateway's 503, for tens of seconds ------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Deploy:
+    """An orchestrator being deployed on a fixed port: nothing listens there (connections are
+    refused) until :meth:`back` starts it; what it is sent is in ``seen``."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.seen: list[str] = []
+        self.server: Any = None
+
+    def back(self) -> None:
+        @Request.application
+        def app(request: Request) -> Response:
+            self.seen.append(request.path)
+            return json_answer('{"status": "recorded"}')
+
+        self.server = make_server("127.0.0.1", self.port, app, threaded=True, request_handler=_Quiet)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+@pytest.fixture
+def deploy() -> Iterator[Deploy]:
+    orchestrator = Deploy()
+    yield orchestrator
+    orchestrator.close()
+
+
+def test_the_result_rides_out_a_deploy_that_refuses_connections(deploy: Deploy) -> None:
+    """Gunicorn restarting: connections refused for 40 s. The result was given up after 12 s (four
+    tries), the job left running until its timeout; it is tried for a minute."""
+    client = Orchestrator(deploy.url, "nonce-1", {"runner:result": "r"}, Redactor())
+    clock = Clock(client)
+    clock.at(40, deploy.back)
+
+    assert client.result({"outcome": "success"}) == {"status": "recorded"}
+
+    assert deploy.seen == ["/runner/result"]
+    assert 40 <= clock.now - 1000 <= 60
+    assert clock.waits[:5] == [2, 4, 6, 8, 10] and set(clock.waits[5:]) <= {10}
+
+
+def test_a_progress_report_rides_out_a_short_deploy_and_respects_retry_after(deploy: Deploy) -> None:
+    """A gateway answers 503 with ``Retry-After: 8`` while the orchestrator restarts: a report gave
+    up at once (a wait over 5 s), or after 1.5 s of 503s without one; it waits as asked, within
+    its 20 s."""
+    state = {"deploying": True}
+
+    def gateway(request: Request) -> Response:
+        if state["deploying"]:
+            return Response("<html>503</html>", status=503, headers={"Retry-After": "8"},
+                            mimetype="text/html")
+        return json_answer("{}")
+
+    url, seen, stop = _server(gateway)
+    try:
+        client = Orchestrator(url, "nonce-1", {"runner:progress": "p"}, Redactor())
+        clock = Clock(client)
+        clock.at(12, lambda: state.update(deploying=False))
+
+        assert client.step(STEP) is True
+        assert client.unreachable_at is None
+        assert clock.waits == [8, 8] and len(seen) == 3  # never sooner than asked
+
+        # a deploy that outlasts a report's patience: it gives up after 20 s, its last try at 16 s
+        state["deploying"] = True
+        started = clock.now
+        assert client.status("pr_opened") is False
+        assert clock.now - started == 16 and len(seen) == 6
+        assert client.unreachable_at == clock.now  # the next reports are held back meanwhile
+    finally:
+        stop()
+
+
+def test_the_orchestrators_own_refusals_are_not_waited_out() -> None:
+    """Its own 500 (a bug, a database error) is no deploy: a report keeps its three tries; the
+    result its full patience, the last try at its end, then it is given up."""
+    url, seen, stop = _server(lambda request: Response('{"error": "internal"}', status=500,
+                                                        mimetype="application/json"))
+    try:
+        client = Orchestrator(url, "nonce-1", {"runner:progress": "p", "runner:result": "r"}, Redactor())
+        clock = Clock(client)
+        assert client.step(STEP) is False
+        assert len(seen) == 3 and clock.waits == [0.5, 1]
+        assert client.unreachable_at is None  # it answered
+
+        started = clock.now
+        with pytest.raises(ProviderError, match="HTTP 500"):
+            client.result({"outcome": "success"})
+        assert clock.now - started == 60
+        assert seen.count("/runner/result") == 9  # 2, 4, 6, 8, 10, 10, 10 and 10 s apart
+    finally:
+        stop()
+
+
+def test_the_patience_is_a_setting_of_the_session(deploy: Deploy) -> None:
+    """``AIIMPL_REPORT_RETRY_SECONDS``: the result's patience, and a third of it a report's."""
+    from aiimpl_core.session.config import SessionConfig
+    from aiimpl_core.session.runner import Session
+
+    env = {
+        "AIIMPL_URL": deploy.url, "AIIMPL_JOB_ID": "5", "AIIMPL_PHASE": "implementation",
+        "AIIMPL_ISSUE_KEY": "ENG-1", "AIIMPL_REPOSITORY": "acme/api", "AIIMPL_BASE_BRANCH": "main",
+        "AIIMPL_BRANCH": "ai/ENG-1", "AIIMPL_NONCE": "n" * 40, "AIIMPL_RESULT_TOKEN": "result-token",
+        "AIIMPL_CONTEXT_TOKEN": "context-token",
+    }
+    default = Session(SessionConfig.from_environ(env), env)
+    assert (default.api.result_patience, default.api.report_patience) == (60, 20)
+    env["AIIMPL_REPORT_RETRY_SECONDS"] = "90"
+    longer = Session(SessionConfig.from_environ(env), env)
+    assert (longer.api.result_patience, longer.api.report_patience) == (90, 30)
+    clock = Clock(longer.api)
+    with pytest.raises(ProviderError):  # nothing listens
+        longer.api.result({"outcome": "success"})
+    assert clock.now - 1000 == 90

@@ -27,7 +27,12 @@ from aiimpl_core.session.agent import AgentRun, build_command, parse_report
 from aiimpl_core.session.api import Orchestrator, RepoToken, TokenCache
 from aiimpl_core.session.config import SessionConfig
 from aiimpl_core.session.credential import git_environment
-from aiimpl_core.session.github import PullRequestError, find_open_pull_request, web_base
+from aiimpl_core.session.github import (
+    PullRequestError,
+    find_merged_pull_request,
+    find_open_pull_request,
+    web_base,
+)
 from aiimpl_core.session.redact import MASK, Redactor
 from aiimpl_core.session.runner import format_duration
 from aiimpl_core.testing.fake_github import FakeGitHub, PullRequest
@@ -323,6 +328,47 @@ def test_config_errors_name_the_variable(env: dict[str, str], message: str) -> N
         SessionConfig.from_environ(base_env(**env))
 
 
+@pytest.mark.parametrize("branch", [
+    "ai/ENG 1", "ai/ENG..1", "-ENG-1", "ai/ENG-1.lock", "ai/ENG@{1}", "ai/ENG\n1", "ai/\x7fENG",
+    "ai/ENG\x00", "ai/.ENG-1", "ai//ENG-1", "ai/ENG-1/", "ai/ENG-1.", "ai/ENG~1", "ai/ENG:1", "HEAD",
+    "@{-1}",
+], ids=repr)
+def test_a_branch_name_git_refuses_is_a_configuration_error(branch: str) -> None:
+    """It failed only at the checkout, after the token and the context were fetched and the
+    repository cloned, with git's own message; now it names the setting before any work (and in
+    every phase: planning checks the branch out too)."""
+    for phase in ("implementation", "planning"):
+        with pytest.raises(ConfigError) as caught:
+            SessionConfig.from_environ(base_env(AIIMPL_BRANCH=branch, AIIMPL_PHASE=phase))
+        assert caught.value.message == (
+            f"AIIMPL_BRANCH must be a name git accepts for a branch (see git check-ref-format), not "
+            f"{branch!r}"
+        )
+
+
+@pytest.mark.parametrize("branch", ["ai/ENG-1", "feature/x.y_z+1", "ai/ENG-1@home", "ai/é", "@"])
+def test_a_branch_name_git_accepts_is_taken(branch: str) -> None:
+    assert SessionConfig.from_environ(base_env(AIIMPL_BRANCH=branch)).branch == branch
+
+
+def test_the_branch_is_checked_outside_any_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside a repository ``git check-ref-format --branch @{-1}`` answers with the branch checked
+    out before (and exit 0): the session started in a runner's own checkout must not take it."""
+    from .conftest import git
+
+    git("init", "-q", "-b", "main", cwd=tmp_path)
+    git("commit", "-q", "--allow-empty", "-m", "x", cwd=tmp_path)
+    git("checkout", "-q", "-b", "other", cwd=tmp_path)
+    git("checkout", "-q", "main", cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert subprocess.run(["git", "check-ref-format", "--branch", "@{-1}"], capture_output=True,
+                          text=True, check=True).stdout.strip() == "other"
+    with pytest.raises(ConfigError, match="AIIMPL_BRANCH must be a name git accepts"):
+        SessionConfig.from_environ(base_env(AIIMPL_BRANCH="@{-1}"))
+
+
 def test_session_run_without_configuration_exits_2_with_a_clear_message() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "aiimpl_core.session", "run"],
@@ -419,6 +465,40 @@ def test_find_open_pull_request_matches_branch_base_and_state(full_github: FakeG
     [request] = gh.server.requests_to("GET", "/repos/acme/eng/pulls")[1:]
     assert request.query == {
         "head": ["acme:ai/ENG-1"], "base": ["main"], "state": ["open"], "per_page": ["100"]
+    }
+
+
+def test_find_merged_pull_request_matches_branch_base_and_the_commit_it_was_merged_at(
+    full_github: FakeGitHub,
+) -> None:
+    from datetime import UTC, datetime
+
+    gh = full_github
+    tip, older = "a" * 40, "b" * 40
+
+    def merged(number: int, head: str, base: str, sha: str) -> None:
+        _pull(gh, number, head, base, state="closed")
+        pr = gh.pulls[("acme", "eng")][-1]
+        pr.merged_at, pr.head_sha = datetime.now(UTC), sha
+
+    def find() -> dict[str, Any] | None:
+        return find_merged_pull_request(
+            gh.url, gh.personal_token, "acme", "eng", head="ai/ENG-1", base="main", sha=tip
+        )
+
+    _pull(gh, 1, "ai/ENG-1", "main", state="closed")  # closed without a merge
+    gh.pulls[("acme", "eng")][-1].head_sha = tip
+    _pull(gh, 2, "ai/ENG-1", "main")  # open
+    merged(3, "ai/ENG-1", "main", older)  # merged, and the branch got more commits since
+    merged(4, "ai/ENG-1", "release", tip)  # the same commit merged into another base
+    merged(5, "ai/ENG-2", "main", tip)  # another branch
+    assert find() is None
+    merged(6, "ai/ENG-1", "main", tip)
+    pr = find()
+    assert pr is not None and pr["number"] == 6 and pr["merged_at"]
+    [request] = gh.server.requests_to("GET", "/repos/acme/eng/pulls")[1:]
+    assert request.query == {
+        "head": ["acme:ai/ENG-1"], "base": ["main"], "state": ["closed"], "per_page": ["100"]
     }
 
 
@@ -694,6 +774,46 @@ def test_the_review_diff_shows_only_what_the_branch_changed(tmp_path: Path) -> N
     assert "feature.py" in diff and "landed_on_main.py" not in diff
 
 
+def test_a_merged_branch_is_replaced_only_while_it_is_where_it_was_merged(tmp_path: Path) -> None:
+    """The push over a branch merged as it stands leases it at that commit: a commit someone pushed
+    to the branch meanwhile is never overwritten; without a lease the push is never forced."""
+    from aiimpl_core.session.git import Git, GitError
+
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.test",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.test"}
+    remote, work, other = tmp_path / "remote.git", tmp_path / "work", tmp_path / "other"
+    seed = Git(str(tmp_path), env)
+    seed.run("init", "-q", "--bare", "-b", "main", str(remote))
+    seed.run("clone", "-q", str(remote), str(other))
+    by_hand = Git(str(other), env)
+    by_hand.run("checkout", "-q", "-b", "main")
+    (other / "README.md").write_text("# r\n")
+    by_hand.commit_all("start")
+    by_hand.run("push", "-q", "origin", "HEAD:refs/heads/main")
+    (other / "feature.py").write_text("print('merged already')\n")
+    merged = by_hand.commit_all("the merged work")
+    by_hand.run("push", "-q", "origin", "HEAD:refs/heads/ai/ENG-1")
+
+    git = Git(str(work), env)
+    git.clone(f"file://{remote}", "main", str(work))
+    assert git.remote_branch_tip("ai/ENG-1") == merged and git.remote_branch_tip("ai/ENG-2") is None
+    git.checkout_new("ai/ENG-1")  # started over from main
+    (work / "new.py").write_text("print('the new work')\n")
+    git.commit_all("the new work")
+    with pytest.raises(GitError, match="rejected"):
+        git.push("ai/ENG-1")  # never forced
+    (other / "later.py").write_text("print('pushed meanwhile')\n")
+    later = by_hand.commit_all("pushed meanwhile")
+    by_hand.run("push", "-q", "origin", "HEAD:refs/heads/ai/ENG-1")
+    with pytest.raises(GitError, match="stale info"):
+        git.push("ai/ENG-1", replacing=str(merged))  # the branch is no longer where it was merged
+    assert by_hand.run("ls-remote", "origin", "refs/heads/ai/ENG-1").stdout.split()[0] == later
+
+    by_hand.run("push", "-q", "--force", "origin", f"{merged}:refs/heads/ai/ENG-1")
+    git.push("ai/ENG-1", replacing=str(merged))
+    assert by_hand.run("ls-remote", "origin", "refs/heads/ai/ENG-1").stdout.split()[0] == git.head()
+
+
 def test_a_prompt_too_long_for_an_argument_points_the_agent_at_its_file(tmp_path: Path) -> None:
     """Linux refuses one argument over 128 KiB: an issue with a long description (or a review's
     diff) would fail the run with E2BIG. The agent is pointed at the prompt's file instead."""
@@ -721,7 +841,7 @@ def test_an_agent_that_never_reads_its_input_is_still_stopped_at_the_deadline() 
 
 def test_a_slow_orchestrator_holds_a_progress_report_seconds_not_minutes() -> None:
     """Reports are best effort: an orchestrator that takes long to answer costs each one its short
-    timeout (and retries), never the run's budget."""
+    timeout, tried again for the report's patience at most (here 2 s), never the run's budget."""
     import threading
 
     from werkzeug.serving import WSGIRequestHandler, make_server
@@ -742,7 +862,7 @@ def test_a_slow_orchestrator_holds_a_progress_report_seconds_not_minutes() -> No
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         client = Orchestrator(f"http://127.0.0.1:{server.server_port}", "nonce-1", {}, Redactor(),
-                              report_timeout=0.3)
+                              report_timeout=0.3, report_patience=2)
         client.http.sleep = lambda _seconds: None
         started = time.monotonic()
         assert client.step({"id": "s", "type": "agent", "status": "running", "started_at": "x"}) is False
