@@ -5,6 +5,7 @@ Threaded workers suit the API: requests are short and wait mostly on the databas
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
@@ -30,8 +31,20 @@ def _count(name: str, default: int, minimum: int) -> int:
     except ValueError:
         value = minimum - 1
     if value < minimum:
-        raise ValueError(f"{name} must be an integer of at least {minimum}, not {raw!r}")
+        _refuse(f"{name} must be an integer of at least {minimum}, not {raw!r}")
     return value
+
+
+def _refuse(message: str) -> None:
+    """Stop gunicorn on a wrong setting of this file, before its logger exists: gunicorn says
+    ``Error: message`` in text, so with ``AIIMPL_LOG_FORMAT=json`` the line is written as its
+    logger would write it, a JSON object."""
+    if _logs.from_environ("INFO")[1] != "json":
+        raise ValueError(message)
+    record = logging.LogRecord("gunicorn.error", logging.ERROR, __file__, 0, "Error: %s", (message,), None)
+    sys.stderr.write(_logs.json_formatter().format(record) + "\n")
+    sys.stderr.flush()
+    sys.exit(1)
 
 
 bind = os.environ.get("AIIMPL_BIND", "0.0.0.0:8000")

@@ -137,6 +137,20 @@ def test_what_would_break_the_workers_stops_gunicorn_before_them(tmp_path, env, 
     assert "Booting worker" not in output
 
 
+def test_a_count_that_is_no_count_is_said_in_json_when_the_log_is(tmp_path):
+    """A log pipeline reading JSON lines gets the refusal of a wrong AIIMPL_WORKERS as one, as it
+    gets every other start-up error (gunicorn's own message is text, its logger not set up yet)."""
+    _upgrade(tmp_path)
+    proc, _port = _gunicorn(tmp_path, AIIMPL_WORKERS="abc", AIIMPL_LOG_FORMAT="json")
+    assert proc.wait(timeout=60) == 1
+    lines = [line for line in _output(tmp_path).splitlines() if line.strip()]
+    assert lines, "nothing was said"
+    records = [json.loads(line) for line in lines]  # every line is JSON
+    assert [(r["level"], r["logger"], r["message"]) for r in records] == [
+        ("ERROR", "gunicorn.error", "Error: AIIMPL_WORKERS must be an integer of at least 1, not 'abc'")
+    ]
+
+
 def test_a_database_without_the_schema_stops_gunicorn_with_what_to_do(tmp_path):
     proc, _port = _gunicorn(tmp_path)  # no `aiimpl db upgrade`
     assert proc.wait(timeout=60) == 1
