@@ -15,6 +15,7 @@ import pytest
 
 from aiimpl_core.github.app_auth import TOKENS
 from aiimpl_core.testing.fake_github import FakeGitHub
+from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
 
 #: the teams (Linear) or projects (Jira) of the drills that run a real tracker plugin
 TEAMS = ("ENG", "OPS")
@@ -61,6 +62,41 @@ def linear() -> Iterator[Any]:
             fake.add_team(team)
         yield fake
         assert fake.validation_errors == [], fake.validation_errors
+
+
+@pytest.fixture
+def linear_gha_plugins() -> list[object]:
+    """The real Linear and GitHub Actions plugins (a drill that runs them returns this fixture as
+    its app's ``aiimpl_plugins``)."""
+    import aiimpl_gha.plugin
+    import aiimpl_linear.plugin
+
+    return [aiimpl_linear.plugin, aiimpl_gha.plugin]
+
+
+@pytest.fixture
+def linear_gha_config(linear: Any, gh: FakeGitHub) -> dict[str, Any]:
+    """The settings pointing those plugins at the drill's fake Linear and fake GitHub (a drill's
+    ``aiimpl_config`` returns or extends it)."""
+    return {**linear.config(), **github_config(gh)}
+
+
+@pytest.fixture
+def tracker() -> FakeTracker:
+    """An in-memory tracker, for the drills that run no real tracker plugin."""
+    return FakeTracker()
+
+
+@pytest.fixture
+def runner() -> FakeRunner:
+    """An in-memory runner, for the drills that run no real runner plugin."""
+    return FakeRunner()
+
+
+@pytest.fixture
+def fake_plugins(tracker: FakeTracker, runner: FakeRunner) -> list[object]:
+    """The in-memory tracker's and runner's plugins (a drill's ``aiimpl_plugins`` returns it)."""
+    return [tracker.plugin, runner.plugin]
 
 
 def map_teams(

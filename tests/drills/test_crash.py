@@ -17,32 +17,29 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
-import aiimpl_gha.plugin
-import aiimpl_linear.plugin
 import pytest
-from aiimpl_linear.testing import FakeLinear
 
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job, utcnow
 from aiimpl_core.services.dispatch import run_cycle
-from aiimpl_core.testing.fake_github import FakeGitHub
 
-from .conftest import TEAMS, github_config, map_teams
+from .conftest import TEAMS, map_teams
 from .helpers import start_poller
+
+
+@pytest.fixture
+def aiimpl_plugins(linear_gha_plugins: list[object]) -> list[object]:
+    """The real Linear and GitHub Actions plugins."""
+    return linear_gha_plugins
 
 ISSUES_PER_TEAM = 10
 KILLS = 4
 
 
 @pytest.fixture
-def aiimpl_plugins() -> list[object]:
-    return [aiimpl_linear.plugin, aiimpl_gha.plugin]
-
-
-@pytest.fixture
-def aiimpl_config(linear: FakeLinear, gh: FakeGitHub) -> dict[str, Any]:
+def aiimpl_config(linear_gha_config: dict[str, Any]) -> dict[str, Any]:
     # small pages: a cycle is many remote calls long, so kills land inside cycles
-    return {**linear.config(), **github_config(gh), "AIIMPL_LINEAR_PAGE_SIZE": "3"}
+    return {**linear_gha_config, "AIIMPL_LINEAR_PAGE_SIZE": "3"}
 
 
 def test_drill_sigkill_mid_cycle_dispatches_each_issue_once_and_leaves_no_job_stuck(app, linear, gh):

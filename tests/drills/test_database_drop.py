@@ -23,9 +23,15 @@ from sqlalchemy.engine import make_url
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import JobStep, Mapping
 from aiimpl_core.services.dispatch import run_cycle
-from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
+from aiimpl_core.testing.fakes import FakeTracker
 
 from .helpers import job_of, progress_request
+
+
+@pytest.fixture
+def aiimpl_plugins(fake_plugins: list[object]) -> list[object]:
+    """The in-memory tracker and runner."""
+    return fake_plugins
 
 POSTERS = 4
 
@@ -43,16 +49,6 @@ def tracker() -> FakeTracker:
     tracker = FakeTracker()
     tracker.add("ENG-1")
     return tracker
-
-
-@pytest.fixture
-def runner() -> FakeRunner:
-    return FakeRunner()
-
-
-@pytest.fixture
-def aiimpl_plugins(tracker: FakeTracker, runner: FakeRunner) -> list[object]:
-    return [tracker.plugin, runner.plugin]
 
 
 class Outage:

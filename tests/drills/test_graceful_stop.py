@@ -26,8 +26,6 @@ import time
 from collections import Counter
 from typing import Any
 
-import aiimpl_gha.plugin
-import aiimpl_linear.plugin
 import pytest
 from aiimpl_linear.testing import FakeLinear
 
@@ -51,6 +49,19 @@ from aiimpl_core import create_app
 app = create_app(plugins=[aiimpl_linear.plugin, aiimpl_gha.plugin], load_entrypoints=False)
 '''
 
+
+@pytest.fixture
+def aiimpl_plugins(linear_gha_plugins: list[object]) -> list[object]:
+    """The real Linear and GitHub Actions plugins."""
+    return linear_gha_plugins
+
+
+@pytest.fixture
+def aiimpl_config(linear_gha_config: dict[str, Any]) -> dict[str, Any]:
+    """Linear and GitHub Actions pointed at the fakes."""
+    return linear_gha_config
+
+
 #: how long Linear holds the listing's answer: past a stopping worker's drained requests (it has
 #: none), well within gunicorn's graceful timeout
 HELD = 2.0
@@ -61,16 +72,6 @@ DISPATCH_HELD = 3.0
 #: how soon a process stopped during a long cycle's listing ends once the listing is answered: well
 #: under the LONG_ISSUES * DISPATCH_HELD seconds of the rest of the cycle
 STOP_BOUND = 8.0
-
-
-@pytest.fixture
-def aiimpl_plugins() -> list[object]:
-    return [aiimpl_linear.plugin, aiimpl_gha.plugin]
-
-
-@pytest.fixture
-def aiimpl_config(linear: FakeLinear, gh: FakeGitHub) -> dict[str, Any]:
-    return {**linear.config(), **github_config(gh)}
 
 
 def _environ(app: Any, linear: FakeLinear, gh: FakeGitHub, **settings: str) -> dict[str, str]:

@@ -19,28 +19,19 @@ import requests
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import JobStep, Mapping, OutboxItem, utcnow
 from aiimpl_core.services.dispatch import run_cycle
-from aiimpl_core.testing.fakes import FakeRunner, FakeTracker, fail_with
+from aiimpl_core.testing.fakes import FakeTracker, fail_with
 from aiimpl_core.testing.orchestrator import released_together
 from aiimpl_core.types import RunPhase, TimeoutReason
 
 from .helpers import job_of, jobs_per_issue, progress_request, result_request
 
+
+@pytest.fixture
+def aiimpl_plugins(fake_plugins: list[object]) -> list[object]:
+    """The in-memory tracker and runner."""
+    return fake_plugins
+
 PR_URL = "https://github.com/acme/eng/pull/42"
-
-
-@pytest.fixture
-def tracker() -> FakeTracker:
-    return FakeTracker()
-
-
-@pytest.fixture
-def runner() -> FakeRunner:
-    return FakeRunner()
-
-
-@pytest.fixture
-def aiimpl_plugins(tracker: FakeTracker, runner: FakeRunner) -> list[object]:
-    return [tracker.plugin, runner.plugin]
 
 
 @pytest.fixture

@@ -47,11 +47,6 @@ def other() -> FakeTracker:
 
 
 @pytest.fixture
-def runner() -> FakeRunner:
-    return FakeRunner()
-
-
-@pytest.fixture
 def aiimpl_plugins(other: FakeTracker, runner: FakeRunner) -> list[object]:
     return [aiimpl_linear.plugin, other.plugin, runner.plugin]
 

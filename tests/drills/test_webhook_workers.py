@@ -26,8 +26,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiimpl_gha.plugin
-import aiimpl_linear.plugin
 import pytest
 import requests
 from aiimpl_linear.testing import FakeLinear
@@ -72,13 +70,15 @@ def _worker(resp):
 
 
 @pytest.fixture
-def aiimpl_plugins() -> list[object]:
-    return [aiimpl_linear.plugin, aiimpl_gha.plugin]
+def aiimpl_plugins(linear_gha_plugins: list[object]) -> list[object]:
+    """The real Linear and GitHub Actions plugins."""
+    return linear_gha_plugins
 
 
 @pytest.fixture
-def aiimpl_config(linear: FakeLinear, gh: FakeGitHub) -> dict[str, Any]:
-    return {**linear.config(), **github_config(gh)}
+def aiimpl_config(linear_gha_config: dict[str, Any]) -> dict[str, Any]:
+    """Linear and GitHub Actions pointed at the fakes."""
+    return linear_gha_config
 
 
 @pytest.fixture

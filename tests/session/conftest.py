@@ -22,7 +22,8 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -387,8 +388,24 @@ def script(body: str) -> str:
     return "#!/usr/bin/env bash\nset -euo pipefail\n" + textwrap.dedent(body).lstrip()
 
 
+def wait_until(
+    done: Callable[[], object], what: str, timeout: float = 60, *,
+    running: subprocess.Popen[str] | None = None
+) -> None:
+    """Until ``done()`` is true; fails the test, naming ``what``, after ``timeout`` seconds, or at
+    once (with its output) if the process ``running`` ended first."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if running is not None and running.poll() is not None:
+            out = running.stdout.read() if running.stdout else ""
+            raise AssertionError(f"the process ended (exit {running.returncode}) before {what}:\n{out}")
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
+        time.sleep(0.05)
+
+
 #: ``@FULL_GITHUB`` on a test: its fake GitHub is checked against GitHub's complete description
 FULL_GITHUB = pytest.mark.parametrize("github", ["full"], indirect=True)
 
 
-__all__ = ["ANTHROPIC_KEY", "FULL_GITHUB", "TEAM_SECRET", "World", "git", "script", "shutil", "timedelta"]
+__all__ = ["ANTHROPIC_KEY", "FULL_GITHUB", "TEAM_SECRET", "World", "git", "script", "shutil", "timedelta",
+           "wait_until"]

@@ -25,7 +25,7 @@ from werkzeug.wrappers import Request, Response
 from aiimpl_core.session.api import MAX_BODY_BYTES, sendable
 from aiimpl_core.session.runner import main
 
-from .conftest import ANTHROPIC_KEY, World, git
+from .conftest import ANTHROPIC_KEY, World, git, wait_until
 
 
 def agent_script(world: World, body: str, name: str = "agent.sh") -> str:
@@ -286,10 +286,8 @@ def test_sighup_stops_the_session_as_its_runner_would(world: World) -> None:
     job_id = world.dispatch()
     proc = world.start_session(job_id)
     try:
-        deadline = time.monotonic() + 60
-        while not (started.exists() and started.read_text().strip()):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: started.exists() and started.read_text().strip(),
+                   f"the agent's pid in {started.name}", running=proc)
         proc.send_signal(signal.SIGHUP)
         out, _ = proc.communicate(timeout=60)
         world.outputs.append(out)
@@ -337,10 +335,8 @@ def test_sigterm_while_the_pull_request_is_opened_runs_no_verification(world: Wo
     job_id = world.dispatch()
     world.github.delay_next("POST", r"^/repos/acme/eng/pulls$", 3)
     proc = world.start_session(job_id)
-    deadline = time.monotonic() + 60
-    while not world.github.pull_requests("acme", "eng"):  # created; its answer is 3 s away
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+    # created; its answer is 3 s away
+    wait_until(lambda: world.github.pull_requests("acme", "eng"), "the pull request on GitHub", running=proc)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     world.outputs.append(out)

@@ -8,18 +8,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .conftest import World, script
+from .conftest import World, script, wait_until
 
 
 def _stop_once(world: World, job_id: int, marker: Path, **overrides: str) -> tuple[subprocess.Popen, str]:
     """Run the job's session (its environment with ``overrides``), send it SIGTERM as soon as
     ``marker`` exists, and wait for its end."""
     proc = world.start_session(job_id, **overrides)
-    deadline = time.monotonic() + 60
-    while not marker.exists():
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until(marker.exists, f"{marker.name} written by the session", running=proc)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     world.outputs.append(out)
