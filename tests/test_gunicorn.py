@@ -289,10 +289,13 @@ class _Unanswered:
 
     answer = threading.Event()
     calls = 0
+    #: set as a check begins
+    asked = threading.Event()
 
     @classmethod
     def check(cls) -> list[Any]:
         cls.calls += 1
+        cls.asked.set()
         cls.answer.wait(5)
         return []
 
@@ -375,3 +378,69 @@ def test_a_check_still_waiting_from_an_earlier_report_is_not_started_again(
     assert ("unanswered", "connection") not in after
     assert after[("unanswered", "configured")] == ("ok", "configured (the plugin offers no further check)")
     assert _Unanswered.calls == 2
+
+
+def test_a_report_made_while_an_earlier_one_still_waits_within_its_time_takes_its_answer(app, monkeypatch):
+    """Two reports at once (two operators, a script and the admin UI): a check the first one started
+    and still waits for, within the time the checks are given, is not reported failed by the second,
+    which takes its answer; it is not started a second time either."""
+    from aiimpl_core.services import checks
+
+    _Unanswered.answer.clear()
+    _Unanswered.asked.clear()
+    _Unanswered.calls = 0
+    start_checks = checks._start_checks
+    reports: list[object] = []
+
+    def started(*args: Any, **kwargs: Any) -> Any:
+        out = start_checks(*args, **kwargs)
+        reports.append(out)
+        if len(reports) == 2:
+            _Unanswered.answer.set()  # the service answers once the second report is under way
+        return out
+
+    monkeypatch.setattr(checks, "_start_checks", started)
+    first: list[Any] = []
+
+    def first_report() -> None:
+        with app.app_context():
+            first.extend(checks.run_checks(budget=10))
+
+    thread = threading.Thread(target=first_report)
+    thread.start()
+    try:
+        assert _Unanswered.asked.wait(10)
+        second = checks.run_checks(budget=10)
+    finally:
+        _Unanswered.answer.set()
+        thread.join(10)
+    configured = ("ok", "configured (the plugin offers no further check)")
+    for rows in (first, second):
+        by_name = {(r.provider, r.name): (r.status, r.detail) for r in rows}
+        assert by_name[("unanswered", "configured")] == configured, by_name
+        assert ("unanswered", "connection") not in by_name
+    assert _Unanswered.calls == 1
+
+
+def test_the_checks_of_a_report_that_could_not_start_them_are_not_left_under_way(app, monkeypatch):
+    """A check thread that cannot be started (the process at its limit of threads) fails the report;
+    its checks are not left under way, or no later report would run them again."""
+    from aiimpl_core.services import checks
+
+    _Unanswered.answer.set()  # the service answers at once
+    _Unanswered.calls = 0
+    start = threading.Thread.start
+
+    def refused(self: threading.Thread) -> None:
+        if self.name == "aiimpl-check":
+            raise RuntimeError("can't start new thread")
+        start(self)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", refused)
+        with pytest.raises(RuntimeError):
+            checks.run_checks(budget=5)
+    rows = {(r.provider, r.name): (r.status, r.detail) for r in checks.run_checks(budget=5)}
+    configured = ("ok", "configured (the plugin offers no further check)")
+    assert rows[("unanswered", "configured")] == configured, rows
+    assert _Unanswered.calls == 1

@@ -10,9 +10,10 @@ The remote checks run side by side, and the report waits for them :data:`BUDGET`
 a service that accepts connections and never answers costs the HTTP client's timeout and retries
 (about 45 seconds a request), which would hold ``GET /api/checks`` past gunicorn's graceful
 timeout (a deploy then cuts the answer) and a proxy's read timeout, and would hide the others'
-results until then. A check still waiting for its answer from an earlier report (past that report's
-budget) is not started again by the next one, which reports it failed: repeated reports against a
-service that never answers do not pile up waiting threads.
+results until then. A check still waiting for its answer from an earlier report is not started
+again by the next one: within that report's budget, the next one waits for the same answer (two
+reports at once report the same); past it, the next one reports it failed at once, so repeated
+reports against a service that never answers do not pile up waiting threads.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
@@ -174,50 +175,90 @@ class _Check:
                                                                    exc_info=e)))
 
 
+@dataclass
+class _UnderWay:
+    """A check a report started, until it ends (times on the monotonic clock)."""
+
+    started: float
+    #: the end of the budget of the report that started it, which waits for it until then
+    deadline: float
+    ended: threading.Event = field(default_factory=threading.Event)
+    #: its rows once it ended; ``None`` when it was not run (that report's budget ran out first)
+    rows: list[CheckRow] | None = None
+
+
+@dataclass(frozen=True)
+class _Awaited:
+    """A check under way for an earlier report: this one takes its rows instead of starting it."""
+
+    check: _Check
+    under_way: _UnderWay
+
+
 #: guards each app's record of the checks under way (``app.extensions[_UNDER_WAY]``: a check's
-#: kind, provider and name -> when it started, on the monotonic clock)
+#: kind, provider and name -> its :class:`_UnderWay`)
 _UNDER_WAY = "aiimpl.checks_under_way"
 _under_way_lock = threading.Lock()
 
 
-def _start_checks(app: Any, items: Sequence[CheckRow | _Check]) -> list[CheckRow | _Check]:
-    """``items`` with each check that is still under way from an earlier report replaced by its
-    failure row; the others are recorded as under way (:func:`_ended` takes them off)."""
+def _start_checks(
+    app: Any, items: Sequence[CheckRow | _Check], deadline: float
+) -> list[CheckRow | _Check | _Awaited]:
+    """``items`` with each check that is still under way from an earlier report replaced by an
+    :class:`_Awaited`; the others are recorded as under way until ``deadline`` (the end of this
+    report's budget; :func:`_ended` takes them off)."""
     now = time.monotonic()
-    out: list[CheckRow | _Check] = []
+    out: list[CheckRow | _Check | _Awaited] = []
     with _under_way_lock:
-        under_way: dict[tuple[str, str, str], float] = app.extensions.setdefault(_UNDER_WAY, {})
+        under_way: dict[tuple[str, str, str], _UnderWay] = app.extensions.setdefault(_UNDER_WAY, {})
         for item in items:
             if isinstance(item, _Check):
                 key = (item.kind, item.provider, item.name)
-                if key in under_way:
-                    out += item.failed(f"still waiting for the answer to an earlier check (started "
-                                       f"{now - under_way[key]:.0f} s ago); not checked again until it ends")
+                earlier = under_way.get(key)
+                if earlier is not None:
+                    out.append(_Awaited(item, earlier))
                     continue
-                under_way[key] = now
+                under_way[key] = _UnderWay(now, deadline)
             out.append(item)
     return out
 
 
-def _ended(app: Any, check: _Check) -> None:
+def _ended(app: Any, check: _Check, rows: list[CheckRow] | None) -> None:
+    """Take ``check`` off the checks under way, handing its ``rows`` to the reports awaiting it."""
     with _under_way_lock:
-        app.extensions.get(_UNDER_WAY, {}).pop((check.kind, check.provider, check.name), None)
+        entry = app.extensions.get(_UNDER_WAY, {}).pop((check.kind, check.provider, check.name), None)
+    if entry is not None:
+        entry.rows = rows
+        entry.ended.set()
+
+
+def _awaited_rows(item: _Awaited, budget: float) -> list[CheckRow]:
+    """The rows of a check an earlier report started: its own, or why there are none."""
+    under_way = item.under_way
+    if under_way.rows is not None:
+        return under_way.rows
+    if under_way.ended.is_set():
+        return item.check.failed(f"not checked: the checks ran out of their {budget:g} s")
+    return item.check.failed(f"still waiting for the answer to an earlier check (started "
+                             f"{time.monotonic() - under_way.started:.0f} s ago); not checked again "
+                             "until it ends")
 
 
 def _run_side_by_side(items: Sequence[CheckRow | _Check], budget: float) -> list[CheckRow]:
     """``items``' rows in order, each :class:`_Check` run in a thread (:data:`CONCURRENCY` at
-    most, each in an app context of its own), waited for ``budget`` seconds at most in all; one
-    still under way from an earlier report is reported failed instead of started again."""
+    most, each in an app context of its own), waited for ``budget`` seconds at most in all. One
+    still under way from an earlier report is not started again: its answer is waited for as long
+    as that report waits for it too (within this one's budget), else it is reported failed."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    items = _start_checks(app, items)
-    checks = [item for item in items if isinstance(item, _Check)]
+    deadline = time.monotonic() + budget
+    planned = _start_checks(app, items, deadline)
+    checks = [item for item in planned if isinstance(item, _Check)]
     waiting: queue.SimpleQueue[int] = queue.SimpleQueue()
     for index in range(len(checks)):
         waiting.put(index)
     results: dict[int, list[CheckRow]] = {}
     started: set[int] = set()
     changed = threading.Condition()
-    deadline = time.monotonic() + budget
 
     def work() -> None:
         while time.monotonic() < deadline:
@@ -227,31 +268,42 @@ def _run_side_by_side(items: Sequence[CheckRow | _Check], budget: float) -> list
                 return
             with changed:
                 started.add(index)
+            rows = None
             try:
                 with app.app_context():
                     rows = checks[index].outcome()
             finally:
-                _ended(app, checks[index])
+                _ended(app, checks[index], rows)
             with changed:
                 results[index] = rows
                 changed.notify_all()
 
-    for _ in range(min(CONCURRENCY, len(checks))):
-        threading.Thread(target=work, name="aiimpl-check", daemon=True).start()
-    with changed:
-        changed.wait_for(lambda: len(results) == len(checks), timeout=budget)
-    while True:  # the checks the budget left unstarted are not started now, nor under way
-        try:
-            _ended(app, checks[waiting.get_nowait()])
-        except queue.Empty:
-            break
+    try:
+        for _ in range(min(CONCURRENCY, len(checks))):
+            threading.Thread(target=work, name="aiimpl-check", daemon=True).start()
+        with changed:
+            changed.wait_for(lambda: len(results) == len(checks), timeout=budget)
+    finally:
+        # the checks left unstarted (the budget ran out, or a thread could not start) are not
+        # started now, nor under way
+        while True:
+            try:
+                _ended(app, checks[waiting.get_nowait()], None)
+            except queue.Empty:
+                break
+    for item in planned:
+        if isinstance(item, _Awaited):
+            item.under_way.ended.wait(max(0.0, min(deadline, item.under_way.deadline) - time.monotonic()))
     with changed:
         done, begun = dict(results), set(started)
     out: list[CheckRow] = []
     index = 0
-    for item in items:
+    for item in planned:
         if isinstance(item, CheckRow):
             out.append(item)
+            continue
+        if isinstance(item, _Awaited):
+            out += _awaited_rows(item, budget)
             continue
         if index in done:
             out += done[index]
