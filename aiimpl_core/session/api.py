@@ -3,14 +3,17 @@
 Every body is redacted before it leaves (only the nonce a request must carry passes through);
 the tokens the orchestrator hands out are learned by the redactor the moment they arrive.
 
-Reports ride out a deploy of the orchestrator (its workers restarting: no answer, or a gateway's
-502 or 503, for tens of seconds): the result is tried for :data:`RESULT_PATIENCE` seconds, a
-progress report (a status event, a step) for :data:`REPORT_PATIENCE`, each waiting at least what a
-``Retry-After`` asked for. Progress reports are best effort and spend the session's time sparingly:
-their tries never run past the main part of its budget, on the kept-back time each gets one short
-try, and once the orchestrator has been found unreachable the next ones are not sent for
-:data:`REPORT_PAUSE` seconds. The calls the run needs (the token, the planning context) and the
-result keep their own retries.
+Every call rides out a deploy of the orchestrator (its workers restarting: no answer, or a
+gateway's 502, 503 or 504, for tens of seconds), each as its :class:`Patience` says and through
+one loop (:meth:`Orchestrator._call`), waiting at least what a ``Retry-After`` asked for: the
+calls the run needs (a repository token, the planning context) and the result are tried for
+:data:`RESULT_PATIENCE` seconds, a progress report (a status event, a step) for
+:data:`REPORT_PATIENCE`. The calls the run needs never wait past the main part of the session's
+budget, and a stop of the session ends their waiting. Progress reports are best effort and spend
+the session's time sparingly: their tries never run past the main part of its budget, on the
+kept-back time each gets one short try, and once the orchestrator has been found unreachable the
+next ones are not sent for :data:`REPORT_PAUSE` seconds. The result keeps its patience whatever
+the budget and whatever the reports met.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +33,7 @@ from typing import Any
 import requests
 
 from ..errors import ProviderError
-from ..http import RETRY_STATUSES, HttpClient, media_type
+from ..http import HttpClient, media_type
 from .redact import Redactor, map_strings
 
 log = logging.getLogger(__name__)
@@ -47,22 +50,50 @@ RESERVE_REPORT_TIMEOUT = 5.0
 LATE_REPORT_TIMEOUT = 2.0
 #: seconds the result is tried for while the orchestrator cannot be reached or answers 429 or a 5xx
 #: (a deploy): no try starts later than this after the first. It must not be lost, and the session
-#: has nothing else left to do
+#: has nothing else left to do. The calls the run needs are tried as long while it cannot be
+#: reached: the session has nothing to do without them
 RESULT_PATIENCE = 60.0
-#: the same for a progress report, a third as long: the run waits for it. Only an outage (no
-#: answer, a gateway's 502, 503 or 504) is waited out so; a report the orchestrator itself refused
-#: with 429 or a 5xx of its own has at most REPORT_TRIES tries
+#: the same for a progress report, a third as long: the run waits for it
 REPORT_PATIENCE = RESULT_PATIENCE / 3
-REPORT_TRIES = 3
-#: the waits before a progress report's next tries: 0.5, 1, 2, 4, then 5 s, or the ``Retry-After``
-#: asked for if longer (a ``Retry-After`` past the report's patience ends it)
-REPORT_BACKOFF = 0.5
-REPORT_MAX_WAIT = 5.0
-#: the waits before the result's next tries: 2, 4, 6, 8, then 10 s, or the ``Retry-After`` asked
-#: for if longer, at most 30 s
-RESULT_BACKOFF = 2.0
-RESULT_BACKOFF_MAX = 10.0
-RESULT_MAX_WAIT = 30.0
+#: the tries of a call the orchestrator itself refused with 429 or a 5xx of its own (no deploy: a
+#: bug, its database, GitHub failing it), but for the result's, which keep its patience
+REFUSED_TRIES = 3
+#: the waits before the next tries of a progress report or a call the run needs (0.5, 1, 2, 4,
+#: then 5 s), and of the result (2, 4, 6, 8, then 10 s); the last one repeats
+REPORT_WAITS = (0.5, 1.0, 2.0, 4.0, 5.0)
+RESULT_WAITS = (2.0, 4.0, 6.0, 8.0, 10.0)
+#: the longest wait a ``Retry-After`` gets
+MAX_RETRY_AFTER = 30.0
+
+
+@dataclass(frozen=True)
+class Patience:
+    """How long, and how, a call to the orchestrator is tried again.
+
+    While the orchestrator cannot be reached (no answer, a gateway's 502, 503 or 504: a deploy),
+    for ``seconds``: no try starts later than that after the first. On its own 429 or 5xx,
+    ``refused_tries`` times at most (``None``: as while it cannot be reached). Any other answer (a
+    4xx: a refusal) is final.
+
+    :param waits: the waits before the next tries, the last one repeated; a longer ``Retry-After``
+        is waited instead, :data:`MAX_RETRY_AFTER` at most.
+    :param last_at_end: a wait that would run past ``seconds`` is cut so that the last try is at
+        their end; without it no try is made then.
+    :param budget: no try past the main part of the session's budget, none after a stop, and a
+        stop ends a wait at once.
+    """
+
+    seconds: float
+    waits: tuple[float, ...] = REPORT_WAITS
+    refused_tries: int | None = REFUSED_TRIES
+    last_at_end: bool = False
+    budget: bool = True
+
+
+def unanswered(error: ProviderError) -> bool:
+    """Whether ``error`` says the orchestrator could not be reached (no answer, a gateway's 502,
+    503 or 504) rather than that it answered."""
+    return error.status is None or error.status in UNREACHABLE_STATUSES
 
 
 #: the largest body the session sends (its JSON, as requests encodes it): the orchestrator refuses a
@@ -225,13 +256,18 @@ class Orchestrator:
     :param url: the orchestrator's base URL (``AIIMPL_URL``).
     :param nonce: the job's nonce (``/api/token``, ``/api/status``, ``/api/step-report``).
     :param tokens: run tokens by audience (``runner:result`` …); missing ones are ``None``.
+    :param timeout: seconds one try of the result or of a call the run needs may wait for an answer.
+    :param report_timeout: the same for a progress report (a status event, a step): they are best
+        effort, and a slow orchestrator must not hold the run past its budget.
     :param deadline: ``time.monotonic()`` when the main part of the session's budget is spent: no
-        progress report tries past it, and after it each gets one short try.
+        progress report nor call the run needs tries past it, and after it each gets one short try.
     :param end: ``time.monotonic()`` when the whole budget is spent.
-    :param stop: set when the runner stops the session: progress reports then hurry as after
-        ``deadline``.
+    :param stop: set when the runner stops the session: progress reports and the calls the run
+        needs then hurry as after ``deadline``, and their waits end at once.
     :param report_patience: seconds a progress report is tried for (:data:`REPORT_PATIENCE`).
     :param result_patience: seconds the result is tried for (:data:`RESULT_PATIENCE`).
+    :param needed_patience: seconds a call the run needs (a repository token, the planning
+        context) is tried for while the orchestrator cannot be reached (:data:`RESULT_PATIENCE`).
     """
 
     def __init__(
@@ -242,27 +278,24 @@ class Orchestrator:
         redactor: Redactor,
         *,
         timeout: float = 30.0,
-        retries: int = 2,
         report_timeout: float = 10.0,
         deadline: float | None = None,
         end: float | None = None,
         stop: threading.Event | None = None,
         report_patience: float = REPORT_PATIENCE,
         result_patience: float = RESULT_PATIENCE,
+        needed_patience: float = RESULT_PATIENCE,
     ) -> None:
-        self.http = HttpClient(url, provider="orchestrator", timeout=timeout, retries=retries, max_wait=30.0)
-        # the reports and the result try again on their own terms (see _report and result), on
-        # the same connections
-        self.reports = HttpClient(url, provider="orchestrator", timeout=report_timeout, retries=0,
-                                  session=self.http.session)
-        #: seconds one try of a progress report (a status event, a step) may wait for an answer:
-        #: they are best effort, and a slow orchestrator must not hold the run past its budget
+        # every call tries again on its own terms (see _call)
+        self.http = HttpClient(url, provider="orchestrator", timeout=timeout, retries=0)
         self.report_timeout = report_timeout
         self.report_patience = report_patience
         self.result_patience = result_patience
-        #: the clock of the reports' patience and of the budget (``time.monotonic``); the waits
-        #: are ``self.http.sleep``
+        self.needed_patience = needed_patience
+        #: the clock of the patience and of the budget (``time.monotonic``); the result's waits
+        #: are ``self.http.sleep``, the others ``self.wait``, which a stop ends
         self.clock = time.monotonic
+        self.wait: Callable[[float], object] = self._wait
         self.deadline = deadline
         self.end = end
         self.stop = stop
@@ -276,23 +309,7 @@ class Orchestrator:
         token = self.tokens.get(audience)
         return {"Authorization": f"Bearer {token}"} if token else {}
 
-    def repository_token(self, owner: str) -> RepoToken:
-        """``POST /api/token``: a fresh installation token for the job's repository."""
-        what = "POST /api/token"
-        # minting is safe to repeat: a proxy's 502 or a dropped answer is retried like a read
-        resp = self.http.post("/api/token", json={"nonce": self.nonce, "owner": owner}, retry_unsafe=True)
-        self.unreachable_at = None
-        body = json_object(resp, what)
-        token = body.get("token")
-        if not isinstance(token, str) or not token:
-            raise ProviderError(
-                f"orchestrator: {what} answered without a token ({describe_answer(resp)})",
-                provider="orchestrator",
-            )
-        self.redactor.add(token)
-        return RepoToken(token, parse_expiry(body.get("expiresAt")))
-
-    # -- progress reports (best effort) -------------------------------------------------------
+    # -- trying again -------------------------------------------------------------------------
 
     def _hurried(self, at: float) -> bool:
         """Whether the session is on its kept-back time at ``at``: stopped, or past ``deadline``."""
@@ -300,82 +317,90 @@ class Orchestrator:
             self.deadline is not None and at >= self.deadline
         )
 
-    def _try_timeout(self, now: float) -> float:
-        """Seconds the next try of a report may wait: up to the budget's main part (at least a
-        second), or a short try on the kept-back time."""
-        if not self._hurried(now):
-            left = self.deadline - now if self.deadline is not None else self.report_timeout
-            return max(1.0, min(self.report_timeout, left))
-        left = self.end - now if self.end is not None else RESERVE_REPORT_TIMEOUT
-        return min(self.report_timeout, RESERVE_REPORT_TIMEOUT, max(LATE_REPORT_TIMEOUT, left))
+    def _wait(self, seconds: float) -> None:
+        """Wait ``seconds``; a stop of the session ends the wait at once."""
+        if self.stop is None:
+            self.http.sleep(seconds)
+        else:
+            self.stop.wait(seconds)
 
-    def _report(
-        self, what: str, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
-    ) -> bool:
-        """POST a progress report; whether it was accepted. A failure is logged, never raised.
+    def _call(
+        self, what: str, send: Callable[[], requests.Response], patience: Patience
+    ) -> requests.Response:
+        """``send()``'s answer, tried again as ``patience`` says; the last failure raised once it
+        is given up (a :class:`ProviderError`).
 
-        Tries again while the orchestrator is unreachable (no answer, a gateway's 502, 503 or
-        504: a deploy) for ``report_patience`` seconds, on its own 429 or 5xx :data:`REPORT_TRIES`
-        times at most, but never into the kept-back part of the budget; there, and for the first
-        report after :data:`REPORT_PAUSE`, it has one try. A report that finds the orchestrator
-        unreachable holds back the ones of the next ``REPORT_PAUSE`` seconds: each would pay its
-        full timeout and retries again for nothing.
+        Whether the orchestrator was found unreachable is kept in :attr:`unreachable_at`; the
+        first wait is logged, with what failed (never an answer's body).
         """
-        now = self.clock()
-        if self.unreachable_at is not None and now - self.unreachable_at < REPORT_PAUSE:
-            log.warning("%s was not sent: the orchestrator was unreachable %.0fs ago", what,
-                        now - self.unreachable_at)
-            return False
-        single = self.unreachable_at is not None or self._hurried(now)
-        give_up_at = now if single else now + self.report_patience
+        give_up_at = self.clock() + patience.seconds
         attempt = 0
         while True:
             attempt += 1
             try:
-                timeout = self._try_timeout(self.clock())
-                self.reports.post(path, json=body, headers=headers, timeout=timeout)
-                self.unreachable_at = None
-                return True
+                resp = send()
             except ProviderError as exc:
                 error = exc
-            again = (error.status is None or error.status in UNREACHABLE_STATUSES
-                     or (error.status in RETRY_STATUSES and attempt < REPORT_TRIES))
-            wait = max(min(REPORT_BACKOFF * 2 ** (attempt - 1), REPORT_MAX_WAIT), error.retry_after or 0.0)
-            at = self.clock() + wait
-            if not again or at > give_up_at or self._hurried(at):
+            else:
+                self.unreachable_at = None
+                return resp
+            own = error.status is not None and (error.status == 429 or error.status >= 500)
+            again = unanswered(error) or (
+                own and (patience.refused_tries is None or attempt < patience.refused_tries)
+            )
+            now = self.clock()
+            left = give_up_at - now
+            scheduled = patience.waits[min(attempt, len(patience.waits)) - 1]
+            wait = max(scheduled, min(error.retry_after or 0.0, MAX_RETRY_AFTER))
+            if patience.last_at_end:
+                wait = min(wait, left)
+            if not again or left <= 0 or now + wait > give_up_at or (
+                patience.budget and self._hurried(now + wait)
+            ):
                 break
-            self.http.sleep(wait)
-        if error.status is None or error.status in UNREACHABLE_STATUSES:
-            self.unreachable_at = self.clock()
-        else:
-            self.unreachable_at = None  # it answered: a refusal, not an outage
-        log.warning("%s was not accepted: %s", what, self.redactor.text(error.message))
-        return False
-
-    def status(self, event: str, **fields: Any) -> bool:
-        """``POST /api/status``; a failure is logged, never raised (the run goes on)."""
-        body = {"nonce": self.nonce, "event": event, **{k: v for k, v in fields.items() if v is not None}}
-        # the orchestrator de-duplicates an event per job, so a repeat never posts twice
-        clean = sendable(self.redactor.data(body, keep=("nonce",)))
-        return self._report(f"status event {event}", "/api/status", clean)
-
-    def step(self, step: dict[str, Any]) -> bool:
-        """Report a pipeline step (``/runner/progress``, or ``/api/step-report`` without a progress token)."""
-        clean = sendable(self.redactor.data(step))
-        what = f"step {step.get('id')}"
-        if self.tokens.get("runner:progress"):
-            return self._report(what, "/runner/progress", {"step": clean}, self._bearer("runner:progress"))
-        return self._report(what, "/api/step-report", {"nonce": self.nonce, "step": clean})
+            if attempt == 1:
+                failed = "no answer" if error.status is None else f"HTTP {error.status}"
+                log.warning("%s: %s from the orchestrator, trying again for up to %.0fs", what, failed, left)
+            if patience.budget:
+                self.wait(wait)
+                if self._hurried(self.clock()):
+                    break  # stopped meanwhile
+            else:
+                self.http.sleep(wait)
+        self.unreachable_at = self.clock() if unanswered(error) else None
+        raise error
 
     # -- what the run needs -------------------------------------------------------------------
+
+    def _needed(self, what: str, send: Callable[[], requests.Response]) -> requests.Response:
+        """A call the run cannot do without: it rides out an outage for ``needed_patience``
+        seconds, the last try at their end, but not past the budget's main part nor a stop; the
+        orchestrator's own 429 or 5xx gets :data:`REFUSED_TRIES` tries."""
+        return self._call(what, send, Patience(self.needed_patience, last_at_end=True))
+
+    def repository_token(self, owner: str) -> RepoToken:
+        """``POST /api/token``: a fresh installation token for the job's repository."""
+        what = "POST /api/token"
+        # minting is safe to repeat: a proxy's 502 or a dropped answer is tried again like a read
+        body = {"nonce": self.nonce, "owner": owner}
+        resp = self._needed(what, lambda: self.http.post("/api/token", json=body))
+        answer = json_object(resp, what)
+        token = answer.get("token")
+        if not isinstance(token, str) or not token:
+            raise ProviderError(
+                f"orchestrator: {what} answered without a token ({describe_answer(resp)})",
+                provider="orchestrator",
+            )
+        self.redactor.add(token)
+        return RepoToken(token, parse_expiry(answer.get("expiresAt")))
 
     def planning_context(self) -> dict[str, Any]:
         """``GET /runner/planning-context``: an object with the ``issue`` (an object whose key,
         title, description and url are text when present); comments that are not objects with a
         text body are left out."""
         what = "GET /runner/planning-context"
-        resp = self.http.get("/runner/planning-context", headers=self._bearer("runner:planning-context"))
-        self.unreachable_at = None
+        resp = self._needed(what, lambda: self.http.get(
+            "/runner/planning-context", headers=self._bearer("runner:planning-context")))
         body = json_object(resp, what)
         issue = body.get("issue")
         if not isinstance(issue, dict):
@@ -398,6 +423,61 @@ class Orchestrator:
         ]
         return body
 
+    # -- progress reports (best effort) -------------------------------------------------------
+
+    def _try_timeout(self, now: float) -> float:
+        """Seconds the next try of a report may wait: up to the budget's main part (at least a
+        second), or a short try on the kept-back time."""
+        if not self._hurried(now):
+            left = self.deadline - now if self.deadline is not None else self.report_timeout
+            return max(1.0, min(self.report_timeout, left))
+        left = self.end - now if self.end is not None else RESERVE_REPORT_TIMEOUT
+        return min(self.report_timeout, RESERVE_REPORT_TIMEOUT, max(LATE_REPORT_TIMEOUT, left))
+
+    def _report(
+        self, what: str, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> bool:
+        """POST a progress report; whether it was accepted. A failure is logged, never raised.
+
+        Tries again while the orchestrator is unreachable (no answer, a gateway's 502, 503 or
+        504: a deploy) for ``report_patience`` seconds, on its own 429 or 5xx :data:`REFUSED_TRIES`
+        times at most, but never into the kept-back part of the budget; there, and for the first
+        report after :data:`REPORT_PAUSE`, it has one try. A report that finds the orchestrator
+        unreachable holds back the ones of the next ``REPORT_PAUSE`` seconds: each would pay its
+        full timeout and retries again for nothing.
+        """
+        now = self.clock()
+        if self.unreachable_at is not None and now - self.unreachable_at < REPORT_PAUSE:
+            log.warning("%s was not sent: the orchestrator was unreachable %.0fs ago", what,
+                        now - self.unreachable_at)
+            return False
+        single = self.unreachable_at is not None or self._hurried(now)
+        patience = Patience(0.0 if single else self.report_patience)
+        try:
+            self._call(what, lambda: self.http.post(path, json=body, headers=headers,
+                                                    timeout=self._try_timeout(self.clock())), patience)
+        except ProviderError as exc:
+            log.warning("%s was not accepted: %s", what, self.redactor.text(exc.message))
+            return False
+        return True
+
+    def status(self, event: str, **fields: Any) -> bool:
+        """``POST /api/status``; a failure is logged, never raised (the run goes on)."""
+        body = {"nonce": self.nonce, "event": event, **{k: v for k, v in fields.items() if v is not None}}
+        # the orchestrator de-duplicates an event per job, so a repeat never posts twice
+        clean = sendable(self.redactor.data(body, keep=("nonce",)))
+        return self._report(f"status event {event}", "/api/status", clean)
+
+    def step(self, step: dict[str, Any]) -> bool:
+        """Report a pipeline step (``/runner/progress``, or ``/api/step-report`` without a progress token)."""
+        clean = sendable(self.redactor.data(step))
+        what = f"step {step.get('id')}"
+        if self.tokens.get("runner:progress"):
+            return self._report(what, "/runner/progress", {"step": clean}, self._bearer("runner:progress"))
+        return self._report(what, "/api/step-report", {"nonce": self.nonce, "step": clean})
+
+    # -- the result -----------------------------------------------------------------------------
+
     def result(self, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /runner/result`` (single-use token): the orchestrator's answer.
 
@@ -409,30 +489,23 @@ class Orchestrator:
         of the orchestrator): its ``status`` then says so.
         """
         clean = sendable(self.redactor.data(body))
-        give_up_at = self.clock() + self.result_patience
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                resp = self.reports.post("/runner/result", json=clean, headers=self._bearer("runner:result"),
-                                         timeout=self.http.timeout)
-            except ProviderError as exc:
-                if exc.status == 409 and attempts > 1:
-                    return {"status": "already recorded"}
-                retryable = exc.status is None or exc.status >= 500 or exc.status == 429
-                left = give_up_at - self.clock()
-                if not retryable or left <= 0:
-                    raise
-                wait = max(min(RESULT_BACKOFF * attempts, RESULT_BACKOFF_MAX), exc.retry_after or 0.0)
-                if attempts == 1:
-                    log.warning("the result was not accepted (%s): trying again for up to %.0fs",
-                                self.redactor.text(exc.message), left)
-                self.http.sleep(min(wait, RESULT_MAX_WAIT, left))
-                continue
-            self.unreachable_at = None
-            if not resp.content:
-                return {}
-            try:
-                return json_object(resp, "POST /runner/result")
-            except ProviderError:
-                return {"status": f"delivered (the answer, {describe_answer(resp)}, is not a JSON object)"}
+        tries: list[float] = []
+
+        def send() -> requests.Response:
+            tries.append(self.clock())
+            return self.http.post("/runner/result", json=clean, headers=self._bearer("runner:result"))
+
+        patience = Patience(self.result_patience, RESULT_WAITS, refused_tries=None, last_at_end=True,
+                            budget=False)
+        try:
+            resp = self._call("the result", send, patience)
+        except ProviderError as exc:
+            if exc.status == 409 and len(tries) > 1:
+                return {"status": "already recorded"}
+            raise
+        if not resp.content:
+            return {}
+        try:
+            return json_object(resp, "POST /runner/result")
+        except ProviderError:
+            return {"status": f"delivered (the answer, {describe_answer(resp)}, is not a JSON object)"}

@@ -3,7 +3,8 @@
 Git asks it for a password before every network operation. It answers with the newest cached
 repository token that is still valid for a while, and otherwise asks ``/api/token`` for a fresh
 one (GitHub App installation tokens live one hour; a push after a long agent run needs a new
-one). The token reaches git only through this helper's standard output: it is never written
+one), waiting out an orchestrator that cannot be reached for a while (see :func:`orchestrator`).
+The token reaches git only through this helper's standard output: it is never written
 to ``.git/config``, a remote URL or a log.
 
 Configured per git command through ``GIT_CONFIG_COUNT`` environment variables (see
@@ -16,9 +17,13 @@ import os
 import shlex
 import sys
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from . import env as session_env
+
+if TYPE_CHECKING:
+    from .api import Orchestrator
 
 USERNAME = "x-access-token"  # what GitHub expects with an installation token
 
@@ -51,10 +56,25 @@ def git_environment(base: Mapping[str, str], cache_path: str, clone_url: str | N
     return out
 
 
+def orchestrator(environ: Mapping[str, str]) -> Orchestrator:
+    """The helper's client of ``/api/token``. It rides out an outage of the orchestrator (a
+    deploy) as the session's own calls do, for ``AIIMPL_REPORT_RETRY_SECONDS``; the git command
+    it runs in bounds it too: the session ends that command's process group, this helper with
+    it, at the budget's end (or the end of the time left to save the work) and on a stop."""
+    from .api import RESULT_PATIENCE, Orchestrator
+    from .redact import Redactor
+
+    try:
+        patience = float(max(0, int(environ.get(session_env.REPORT_RETRY_SECONDS.name) or RESULT_PATIENCE)))
+    except ValueError:
+        patience = RESULT_PATIENCE  # the session refuses such a setting before any git command
+    return Orchestrator(environ[session_env.URL.name], environ[session_env.NONCE.name], {}, Redactor(),
+                        needed_patience=patience)
+
+
 def answer(environ: Mapping[str, str]) -> str:
     """The helper's answer to ``get``: ``username=…`` and ``password=…`` lines."""
-    from .api import Orchestrator, TokenCache
-    from .redact import Redactor
+    from .api import TokenCache
 
     cache = TokenCache(environ[session_env.CREDENTIAL_CACHE.name])
     margin = float(
@@ -64,7 +84,7 @@ def answer(environ: Mapping[str, str]) -> str:
     )
     token = cache.current(margin)
     if token is None:
-        client = Orchestrator(environ[session_env.URL.name], environ[session_env.NONCE.name], {}, Redactor())
+        client = orchestrator(environ)
         owner = environ[session_env.REPOSITORY.name].split("/", 1)[0]
         token = client.repository_token(owner)
         cache.add(token)  # the session learns it from here (redaction, reuse)

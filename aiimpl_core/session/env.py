@@ -84,9 +84,9 @@ TOKEN_REFRESH_SECONDS = EnvVar(
 )
 REPORT_RETRY_SECONDS = EnvVar(
     "AIIMPL_REPORT_RETRY_SECONDS",
-    "Seconds the session keeps trying to deliver its result to an orchestrator that cannot take it "
-    "(a deploy: no answer, a gateway's 502 or 503); a progress report waits out such an outage a "
-    "third as long",
+    "Seconds the session keeps trying what it cannot do without (its repository token, the planning "
+    "context, its result) while the orchestrator cannot be reached (a deploy: no answer, a gateway's "
+    "502, 503 or 504); a progress report waits out such an outage a third as long",
     default="60",
 )
 GIT_AUTHOR_NAME = EnvVar(

@@ -160,6 +160,7 @@ class Session:
             stop=self.stop,
             report_patience=config.report_retry / 3,
             result_patience=config.report_retry,
+            needed_patience=config.report_retry,
         )
         self.state_dir = tempfile.mkdtemp(prefix="aiimpl-session-")
         self.cache = TokenCache(os.path.join(self.state_dir, "tokens.json"))
@@ -342,6 +343,8 @@ class Session:
             try:
                 token = self.api.repository_token(cfg.owner)
             except ProviderError as exc:
+                # stopped, or out of time, while the orchestrator could not be reached
+                self._check_clock("the request for a repository token")
                 raise Failure(f"Could not get a repository token: {exc.message}") from None
             self.cache.add(token)
             detail["expiresAt"] = token.expires_at
@@ -350,6 +353,7 @@ class Session:
             try:
                 self.state.context = self.api.planning_context()
             except ProviderError as exc:
+                self._check_clock("the request for the planning context")
                 raise Failure(f"Could not fetch the planning context: {exc.message}") from None
             detail["issueSource"] = self.state.context.get("issueSource")
         self._clone()

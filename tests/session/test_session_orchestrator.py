@@ -4,6 +4,7 @@ reached in the middle of a run."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -278,8 +279,9 @@ STEP = {"id": "agent", "type": "agent", "status": "running", "started_at": "2026
 
 
 class Clock:
-    """The time an :class:`Orchestrator` client reads (``clock``) and waits on (``http.sleep``):
-    a wait moves it on at once, and what is due by then (``at``) happens first."""
+    """The time an :class:`Orchestrator` client reads (``clock``) and waits on (``http.sleep``, and
+    ``wait``, which a stop of the session ends): a wait moves it on at once, and what is due by then
+    (``at``) happens at its time first; a stop it sets ends a ``wait`` there."""
 
     def __init__(self, client: Orchestrator | None = None) -> None:
         self.now = 1000.0
@@ -294,17 +296,22 @@ class Clock:
     def drive(self, client: Orchestrator) -> None:
         client.clock = self
         client.http.sleep = self.sleep
+        client.wait = lambda seconds: self.sleep(seconds, client.stop)
 
     def at(self, seconds: float, action: Callable[[], None]) -> None:
         """Run ``action`` once ``seconds`` from now have passed."""
         self.due.append((self.now + seconds, action))
 
-    def sleep(self, seconds: float) -> None:
+    def sleep(self, seconds: float, stop: threading.Event | None = None) -> None:
         self.waits.append(seconds)
-        self.now += seconds
-        for item in [d for d in self.due if d[0] <= self.now]:
-            self.due.remove(item)
-            item[1]()
+        end = self.now + seconds
+        while due := sorted((d for d in self.due if d[0] <= end), key=lambda d: d[0]):
+            self.due.remove(due[0])
+            self.now = max(self.now, due[0][0])
+            due[0][1]()
+            if stop is not None and stop.is_set():
+                return  # the wait ends with the stop
+        self.now = end
 
 
 def test_an_unreachable_orchestrator_holds_reports_back_until_it_answers() -> None:
@@ -398,6 +405,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: what the orchestrator answers the calls the run needs
+ANSWERS = {
+    "/api/token": '{"token": "ghs_after_the_deploy", "expiresAt": "2099-01-01T00:00:00Z"}',
+    "/runner/planning-context": '{"issue": {"key": "ENG-1", "title": "Greet the user"}}',
+}
+
+
 class Deploy:
     """An orchestrator being deployed on a fixed port: nothing listens there (connections are
     refused) until :meth:`back` starts it; what it is sent is in ``seen``."""
@@ -412,7 +426,7 @@ class Deploy:
         @Request.application
         def app(request: Request) -> Response:
             self.seen.append(request.path)
-            return json_answer('{"status": "recorded"}')
+            return json_answer(ANSWERS.get(request.path, '{"status": "recorded"}'))
 
         self.server = make_server("127.0.0.1", self.port, app, threaded=True, request_handler=_Quiet)
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -511,10 +525,260 @@ def test_the_patience_is_a_setting_of_the_session(deploy: Deploy) -> None:
     }
     default = Session(SessionConfig.from_environ(env), env)
     assert (default.api.result_patience, default.api.report_patience) == (60, 20)
+    assert default.api.needed_patience == 60
     env["AIIMPL_REPORT_RETRY_SECONDS"] = "90"
     longer = Session(SessionConfig.from_environ(env), env)
     assert (longer.api.result_patience, longer.api.report_patience) == (90, 30)
+    assert longer.api.needed_patience == 90
     clock = Clock(longer.api)
     with pytest.raises(ProviderError):  # nothing listens
         longer.api.result({"outcome": "success"})
     assert clock.now - 1000 == 90
+
+
+# -- the calls the run needs: the repository token, the planning context ---------------------------
+
+
+NEEDED = pytest.mark.parametrize("call", ["token", "context"])
+PATHS = {"token": "/api/token", "context": "/runner/planning-context"}
+
+
+def _needed(client: Orchestrator, call: str) -> str:
+    """The token ``repository_token`` fetched, or the key of the issue ``planning_context`` did."""
+    if call == "token":
+        return client.repository_token("acme").token
+    return str(client.planning_context()["issue"]["key"])
+
+
+EXPECTED = {"token": "ghs_after_the_deploy", "context": "ENG-1"}
+
+
+@NEEDED
+def test_the_calls_the_run_needs_ride_out_a_deploy_that_refuses_connections(
+    deploy: Deploy, call: str
+) -> None:
+    """Gunicorn restarting as the session starts: connections refused for 40 s. The token (or the
+    planning context) was given up after 1.5 s (three tries), and the run failed; it is waited for."""
+    client = Orchestrator(deploy.url, "nonce-1", {"runner:planning-context": "c"}, Redactor())
+    clock = Clock(client)
+    clock.at(40, deploy.back)
+
+    assert _needed(client, call) == EXPECTED[call]
+
+    assert deploy.seen == [PATHS[call]]
+    assert clock.now - 1000 == 42.5  # tries 0.5, 1, 2, 4, then 5 s apart
+    assert clock.waits[:5] == [0.5, 1, 2, 4, 5] and set(clock.waits[5:]) == {5}
+    assert client.unreachable_at is None
+
+
+@NEEDED
+def test_the_calls_the_run_needs_wait_out_a_gateways_503_as_long_as_retry_after_asks(call: str) -> None:
+    state = {"deploying": True}
+
+    def gateway(request: Request) -> Response:
+        if state["deploying"]:
+            return Response("<html>503</html>", status=503, headers={"Retry-After": "8"},
+                            mimetype="text/html")
+        return json_answer(ANSWERS[request.path])
+
+    url, seen, stop = _server(gateway)
+    try:
+        client = Orchestrator(url, "nonce-1", {"runner:planning-context": "c"}, Redactor())
+        clock = Clock(client)
+        clock.at(20, lambda: state.update(deploying=False))
+
+        assert _needed(client, call) == EXPECTED[call]
+        assert clock.waits == [8, 8, 8] and seen == [PATHS[call]] * 4  # never sooner than asked
+    finally:
+        stop()
+
+
+def test_the_calls_the_run_needs_give_up_after_their_patience_the_last_try_at_its_end(
+    deploy: Deploy,
+) -> None:
+    """An orchestrator that stays away: the call fails after its patience, with what it met; the
+    reports after it (``session_failed``) are held back, the orchestrator being unreachable."""
+    client = Orchestrator(deploy.url, "nonce-1", {}, Redactor(), needed_patience=20)
+    clock = Clock(client)
+
+    with pytest.raises(ProviderError, match=r"POST /api/token failed: ConnectionError"):
+        client.repository_token("acme")
+
+    assert clock.now - 1000 == 20 and clock.waits == [0.5, 1, 2, 4, 5, 5, 2.5]
+    assert client.unreachable_at == clock.now
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "waits"),
+    [
+        (403, '{"error": "Invalid or expired nonce"}', {}, []),
+        (400, '{"error": "nonce and owner are required"}', {}, []),
+        (404, '{"error": "job_not_found"}', {}, []),
+        (401, '{"error": "expired"}', {}, []),
+        # the orchestrator's own failure (GitHub failed the token): three tries, as ever
+        (500, '{"error": "Failed to generate token"}', {}, [0.5, 1]),
+        (429, '{"error": "slow down"}', {"Retry-After": "3"}, [3, 3]),
+    ],
+    ids=["403", "400", "404", "401", "500", "429"],
+)
+@NEEDED
+def test_the_calls_the_run_needs_take_the_orchestrators_answer(
+    call: str, status: int, body: str, headers: dict[str, str], waits: list[float]
+) -> None:
+    """A refusal is final (the nonce is no longer valid: waiting cannot change it); the
+    orchestrator's own 500 or 429 is no deploy and keeps its three tries."""
+    url, seen, stop = _server(lambda request: Response(body, status=status, headers=headers,
+                                                        mimetype="application/json"))
+    try:
+        client = Orchestrator(url, "nonce-1", {"runner:planning-context": "c"}, Redactor())
+        clock = Clock(client)
+        with pytest.raises(ProviderError) as caught:
+            _needed(client, call)
+        assert caught.value.status == status
+        assert clock.waits == waits and len(seen) == len(waits) + 1
+        assert client.unreachable_at is None  # it answered
+    finally:
+        stop()
+
+
+@NEEDED
+def test_the_calls_the_run_needs_keep_to_the_budget(deploy: Deploy, call: str) -> None:
+    """No try past the main part of the session's budget: the kept-back time is for the result."""
+    client = Orchestrator(deploy.url, "nonce-1", {}, Redactor(), deadline=1010.0, end=1030.0)
+    clock = Clock(client)
+
+    with pytest.raises(ProviderError):
+        _needed(client, call)
+
+    assert clock.now == 1007.5 and clock.waits == [0.5, 1, 2, 4]  # the next try would be at 1012.5
+
+
+@NEEDED
+def test_a_stop_of_the_session_ends_the_wait_of_a_call_the_run_needs(deploy: Deploy, call: str) -> None:
+    stop = threading.Event()
+    client = Orchestrator(deploy.url, "nonce-1", {}, Redactor(), stop=stop)
+    clock = Clock(client)
+    clock.at(5, stop.set)  # during the wait from 3.5 s to 7.5 s
+
+    with pytest.raises(ProviderError):
+        _needed(client, call)
+
+    assert clock.now == 1005 and len(clock.waits) == 4
+    assert deploy.seen == []
+
+
+def test_a_stop_ends_the_wait_as_it_comes(deploy: Deploy) -> None:
+    """The waits the clock does not drive: on the session's stop event, not a sleep that runs on."""
+    stop = threading.Event()
+    client = Orchestrator(deploy.url, "nonce-1", {}, Redactor(), stop=stop)
+    timer = threading.Timer(2.0, stop.set)  # in the wait from 1.5 s to 3.5 s
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ProviderError):
+            client.repository_token("acme")
+        given_up, stopped = time.monotonic() - started, stop.is_set()
+    finally:
+        timer.cancel()
+    assert stopped and given_up < 3.2
+
+
+def test_the_credential_helper_rides_out_a_deploy(
+    deploy: Deploy, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The credential helper asks for a fresh token inside a push: an orchestrator being deployed
+    then failed the push (and the work was lost with the machine); the helper waits for it, for
+    the session's ``AIIMPL_REPORT_RETRY_SECONDS``."""
+    from aiimpl_core.session import credential
+    from aiimpl_core.session.api import TokenCache
+
+    real = credential.orchestrator
+    made: list[tuple[Orchestrator, Clock]] = []
+
+    def driven(environ: Any) -> Orchestrator:
+        client = real(environ)
+        clock = Clock(client)
+        clock.at(30, deploy.back)
+        made.append((client, clock))
+        return client
+
+    monkeypatch.setattr(credential, "orchestrator", driven)
+    env = {"AIIMPL_CREDENTIAL_CACHE": str(tmp_path / "tokens.json"), "AIIMPL_URL": deploy.url,
+           "AIIMPL_NONCE": "nonce-1", "AIIMPL_REPOSITORY": "acme/eng"}
+
+    assert credential.answer(env) == "username=x-access-token\npassword=ghs_after_the_deploy\n"
+
+    [(client, clock)] = made
+    assert client.needed_patience == 60 and clock.now - 1000 == 32.5
+    assert deploy.seen == ["/api/token"]
+    token = TokenCache(env["AIIMPL_CREDENTIAL_CACHE"]).current(0)
+    assert token is not None and token.token == "ghs_after_the_deploy"
+    assert real({**env, "AIIMPL_REPORT_RETRY_SECONDS": "90"}).needed_patience == 90
+
+
+def test_a_session_rides_out_a_deploy_as_it_asks_for_its_token(
+    world: World, proxy: tuple[Proxy, str]
+) -> None:
+    """As the session asks for its repository token the orchestrator is deployed: for three
+    seconds the gateway in front of it answers 503 to everything. The token was given up after
+    1.5 s and the run failed; it is waited for, and the run goes on."""
+    front, url = proxy
+    deploy: dict[str, float] = {}
+
+    def deploying() -> Response | None:
+        started = deploy.get("started")
+        if started is None or time.monotonic() - started > 3:
+            return None
+        return Response("<html>503</html>", status=503, mimetype="text/html")
+
+    def token() -> Response | None:
+        deploy.setdefault("started", time.monotonic())
+        return deploying()
+
+    for path in ("/runner/progress", "/api/status", "/runner/planning-context", "/runner/result"):
+        front.rules[path] = (False, deploying)
+    front.rules["/api/token"] = (False, token)
+    world.mapping()
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id, AIIMPL_URL=url)
+
+    assert code == 0, out
+    assert front.answered.count(("/api/token", 503)) == 3  # at 0, 0.5 and 1.5 s; then 3.5 s
+    assert "POST /api/token: HTTP 503 from the orchestrator, trying again for up to 60s" in out
+    job = world.job(job_id)
+    assert job.status == "completed" and job.pr_number == 1
+    assert world.steps(job_id)["token"].status == "succeeded"
+
+
+def test_a_stop_while_the_session_waits_for_its_token_ends_it_at_once(
+    world: World, proxy: tuple[Proxy, str]
+) -> None:
+    """The runner stops the session while the orchestrator's gateway answers 502 to its token
+    request: the waiting ends there, and the reason says the session was stopped."""
+    front, url = proxy
+    asked = threading.Event()
+
+    def down() -> Response:
+        asked.set()
+        return Response("<html>502</html>", status=502, mimetype="text/html")
+
+    front.rules["/api/token"] = (False, down)
+    world.mapping(AIIMPL_REPORT_RETRY_SECONDS="600")
+    job_id = world.dispatch()
+    proc = world.start_session(job_id, AIIMPL_URL=url)
+    try:
+        assert asked.wait(60), "the session never asked for its token"
+        stopped = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    world.outputs.append(out)
+
+    assert proc.returncode == 1, out
+    assert time.monotonic() - stopped < 20  # not the budget's 100 s of waiting
+    job = world.job(job_id)
+    assert (job.status, job.error) == (
+        "failed", "The session was stopped by its runner (SIGTERM) during the request for a repository token")
+    assert world.agent_calls() == []

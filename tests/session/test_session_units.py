@@ -579,6 +579,7 @@ def test_credential_helper_answers_from_a_fresh_cached_token(tmp_path: Path) -> 
         "AIIMPL_URL": "http://127.0.0.1:9",
         "AIIMPL_NONCE": "x",
         "AIIMPL_REPOSITORY": "acme/api",
+        "AIIMPL_REPORT_RETRY_SECONDS": "2",
     }
     proc = subprocess.run(
         [sys.executable, "-m", "aiimpl_core.session.credential", "get"],
@@ -618,6 +619,7 @@ def test_credential_helper_failure_says_nothing_secret(tmp_path: Path) -> None:
         "AIIMPL_URL": "http://127.0.0.1:9",
         "AIIMPL_NONCE": "the-nonce-value",
         "AIIMPL_REPOSITORY": "acme/api",
+        "AIIMPL_REPORT_RETRY_SECONDS": "2",  # it waits out an orchestrator that cannot be reached
     }
     proc = subprocess.run(
         [sys.executable, "-m", "aiimpl_core.session.credential", "get"],
@@ -703,6 +705,7 @@ def test_credential_helper_erase_makes_the_next_get_fetch_a_new_token(tmp_path: 
         "AIIMPL_URL": "http://127.0.0.1:9",
         "AIIMPL_NONCE": "x",
         "AIIMPL_REPOSITORY": "acme/api",
+        "AIIMPL_REPORT_RETRY_SECONDS": "2",
     }
     helper = [sys.executable, "-m", "aiimpl_core.session.credential"]
     request = "protocol=https\nhost=github.com\nusername=x-access-token\npassword=ghs_revoked_by_github_1\n\n"
