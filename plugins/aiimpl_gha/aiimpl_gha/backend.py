@@ -121,12 +121,33 @@ class GitHubActionsBackend(RunnerBackend):
             return self._setting_file(config.GAP_FILL_WORKFLOW_FILE, config.DEFAULT_GAP_FILL_WORKFLOW_FILE)
         return self._setting_file(config.WORKFLOW_FILE, config.DEFAULT_WORKFLOW_FILE)
 
-    def templates(self, mapping: MappingView) -> list[workflows.WorkflowTemplate]:
-        """The templates a mapping's repository holds, each job's timeout from the session
-        lifetime (``AIIMPL_SESSION_LIFETIME_SECONDS``).
+    def installs(self) -> workflows.Installs:
+        """What the workflows install before the session: ``AIIMPL_GHA_SESSION_PACKAGE`` (by
+        default this orchestrator's own ``aiimpl-core==<version>``) and ``AIIMPL_GHA_AGENT_PACKAGE``
+        (``none``: no agent).
+
+        :raises ProviderConfigError: when a setting is not a safe line of package specs, or this
+            orchestrator's version is not one a package index serves and no package is set.
+        """
+        # (spaces alone are unset too, as an empty variable is)
+        session = str(self.context.setting(config.SESSION_PACKAGE, "")).strip(" ")
+        agent = str(self.context.setting(config.AGENT_PACKAGE, "")).strip(" ") or config.DEFAULT_AGENT_PACKAGE
+        return workflows.Installs(
+            session=workflows.install_words(config.SESSION_PACKAGE, session) if session
+            else (workflows.core_requirement(),),
+            agent=() if agent.lower() == config.NO_AGENT
+            else workflows.install_words(config.AGENT_PACKAGE, agent),
+        )
+
+    def templates(
+        self, mapping: MappingView, installs: workflows.Installs | None = None
+    ) -> list[workflows.WorkflowTemplate]:
+        """The templates a mapping's repository holds, installing :meth:`installs` (unless given),
+        each job's timeout from the session lifetime (``AIIMPL_SESSION_LIFETIME_SECONDS``).
 
         :raises ProviderConfigError: when two templates would be installed under one file name
-            (each sync would write one over the other, and the repository never be up to date).
+            (each sync would write one over the other, and the repository never be up to date), or
+            as :meth:`installs`.
         """
         lifetime = int(self.context.config.get("AIIMPL_SESSION_LIFETIME_SECONDS") or 3600)
         minutes = workflows.timeout_minutes(lifetime)
@@ -134,7 +155,8 @@ class GitHubActionsBackend(RunnerBackend):
                   ("ai-implement-gap-fill.yml", Phase.GAP_ANALYSIS)]
         if mapping.planning_enabled or mapping.planning_workflow_file:
             phases.append(("ai-implement-planning.yml", Phase.PLANNING))
-        out = [workflows.WorkflowTemplate(name, self.workflow_file(phase, mapping), minutes)
+        installs = installs or self.installs()
+        out = [workflows.WorkflowTemplate(name, self.workflow_file(phase, mapping), installs, minutes)
                for name, phase in phases]
         files = [t.file for t in out]
         shared = sorted({f for f in files if files.count(f) > 1})
@@ -326,12 +348,22 @@ class GitHubActionsBackend(RunnerBackend):
     def check(self, mappings: Sequence[MappingView]) -> Sequence[CheckResult]:
         """Whether each workflow :meth:`sync_workflows` installs is on the mapping's default branch,
         still what it would write, and enabled on GitHub (read-only: per repository and file one
-        contents read and, for a current file, one read of the workflow's ``state``)."""
+        contents read and, for a current file, one read of the workflow's ``state``).
+
+        Settings of what the workflows install that cannot be written into them fail one
+        ``session program`` line, and no repository is read: what the files should hold is not known.
+        """
+        if not mappings:
+            return []
+        try:
+            installs = self.installs()
+        except ProviderConfigError as exc:
+            return [CheckResult("session program", False, exc.message)]
         # mappings sharing a repository, branch and file are checked once
         Wanted = tuple[MappingView, workflows.WorkflowTemplate, list[str]]  # a mapping using it, teams
         wanted: dict[tuple[str, str, str, str], Wanted] = {}
         for mapping in mappings:
-            for tpl in self.templates(mapping):
+            for tpl in self.templates(mapping, installs):
                 key = (mapping.owner.lower(), mapping.repo.lower(), mapping.default_branch, tpl.path)
                 wanted.setdefault(key, (mapping, tpl, []))[2].append(mapping.team_key)
         results: list[CheckResult] = []
@@ -356,7 +388,8 @@ class GitHubActionsBackend(RunnerBackend):
                 results.append(CheckResult(label, False, f"{where} is missing: {fix}"))
                 continue
             if current.content != tpl.content():
-                results.append(CheckResult(label, False, f"{where} is out of date: {fix}"))
+                why = _install_differences(current.content, tpl.installs)
+                results.append(CheckResult(label, False, f"{where} is out of date{why}: {fix}"))
                 continue
             try:
                 workflow = repo.get_workflow(tpl.file)
@@ -367,6 +400,20 @@ class GitHubActionsBackend(RunnerBackend):
                 continue
             results.append(_state_result(label, where, tpl.file, mapping, workflow))
         return results
+
+
+def _install_differences(content: bytes, wanted: workflows.Installs) -> str:
+    """How an installed workflow's packages differ from what a sync would write, said as
+    `` (it installs aiimpl-core, not aiimpl-core==0.2.0)``; empty when they do not (or cannot be read)."""
+    found = workflows.installed(content.decode("utf-8", "replace"))
+    if found is None:
+        return ""
+    said = []
+    if found.session != wanted.session:
+        said.append(f"it installs {' '.join(found.session)}, not {' '.join(wanted.session)}")
+    if found.agent != wanted.agent:
+        said.append(f"its agent is {' '.join(found.agent) or 'none'}, not {' '.join(wanted.agent) or 'none'}")
+    return f" ({'; '.join(said)})" if said else ""
 
 
 def _state_result(

@@ -1,7 +1,7 @@
 """Configuration of the GitHub Actions backend and the inputs its workflows take.
 
-The GitHub connection itself is the core's (``AIIMPL_GITHUB_*``); this plugin adds only the
-workflow file names.
+The GitHub connection itself is the core's (``AIIMPL_GITHUB_*``); this plugin adds the workflow
+file names and what the workflows install before the session runs.
 """
 
 from __future__ import annotations
@@ -10,11 +10,18 @@ from aiimpl_core.providers import ConfigVar
 
 WORKFLOW_FILE = "AIIMPL_GHA_WORKFLOW_FILE"
 GAP_FILL_WORKFLOW_FILE = "AIIMPL_GHA_GAP_FILL_WORKFLOW_FILE"
+SESSION_PACKAGE = "AIIMPL_GHA_SESSION_PACKAGE"
+AGENT_PACKAGE = "AIIMPL_GHA_AGENT_PACKAGE"
 
 DEFAULT_WORKFLOW_FILE = "ai-implement.yml"
 DEFAULT_GAP_FILL_WORKFLOW_FILE = "ai-implement-gap-fill.yml"
 #: installed by sync-workflows when a mapping enables planning without naming its own file
 DEFAULT_PLANNING_WORKFLOW_FILE = "ai-implement-planning.yml"
+#: the distribution of the session program; by default the workflows install this orchestrator's version
+SESSION_DISTRIBUTION = "aiimpl-core"
+DEFAULT_AGENT_PACKAGE = "@anthropic-ai/claude-code"
+#: the agent package that installs no agent (an empty variable is unset: its default)
+NO_AGENT = "none"
 
 CONFIG_VARS: tuple[ConfigVar, ...] = (
     ConfigVar(
@@ -26,6 +33,18 @@ CONFIG_VARS: tuple[ConfigVar, ...] = (
         GAP_FILL_WORKFLOW_FILE,
         "Workflow file that runs gap-analysis sessions (/trigger/gap-fill)",
         default=DEFAULT_GAP_FILL_WORKFLOW_FILE,
+    ),
+    ConfigVar(
+        SESSION_PACKAGE,
+        "Session program the workflows install, as pip arguments (a requirement, a wheel or git URL, "
+        "--index-url …), written into them by sync-workflows; unset: this orchestrator's own version "
+        "(aiimpl-core==X.Y.Z)",
+    ),
+    ConfigVar(
+        AGENT_PACKAGE,
+        "Agent CLI the workflows install, as npm package specs (e.g. @anthropic-ai/claude-code@1.2.3); "
+        "none: no agent, for a mapping whose AIIMPL_AGENT_COMMAND brings its own",
+        default=DEFAULT_AGENT_PACKAGE,
     ),
 )
 

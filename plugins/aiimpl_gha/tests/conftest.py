@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,20 @@ from aiimpl_core.testing.fakes import FakeTracker
 
 import aiimpl_gha.plugin
 from aiimpl_gha.backend import GitHubActionsBackend
+from aiimpl_gha.workflows import template_text
+
+#: what the workflows install as the session program by default: this orchestrator's own version
+CORE_REQUIREMENT = f"aiimpl-core=={importlib.metadata.version('aiimpl-core')}"
+
+
+def synced(name: str, minutes: int = 70) -> str:
+    """A shipped template as a sync with the default settings writes it: the session program of
+    this orchestrator's version, the job timeout for the session lifetime."""
+    text = template_text(name)
+    shipped = "python -m pip install --upgrade aiimpl-core\n"
+    assert text.count(shipped) == 1
+    return (text.replace(shipped, f"python -m pip install --upgrade {CORE_REQUIREMENT}\n")
+            .replace("timeout-minutes: 70", f"timeout-minutes: {minutes}"))
 
 
 @contextlib.contextmanager

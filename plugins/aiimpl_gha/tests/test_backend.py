@@ -21,9 +21,8 @@ from aiimpl_core.testing.fake_github import FakeGitHub, Run
 from aiimpl_core.types import DispatchRequest, InFlightRun, LogLabel, Phase, RunPhase, TimeoutReason
 
 from aiimpl_gha.backend import GitHubActionsBackend
-from aiimpl_gha.workflows import template_text
 
-from .conftest import fake_github, github_config, list_runs_late
+from .conftest import fake_github, github_config, list_runs_late, synced
 
 SECRET = "sk-ant-very-secret-value"
 
@@ -276,7 +275,7 @@ def test_dispatch_uses_the_configured_workflow_file(gh: FakeGitHub) -> None:
         make_context({**github_config(gh), "AIIMPL_GHA_WORKFLOW_FILE": "custom.yml"})
     )
     backend.sync_workflows(sample_mapping())
-    assert gh.file("acme", "api", ".github/workflows/custom.yml") == template_text("ai-implement.yml")
+    assert gh.file("acme", "api", ".github/workflows/custom.yml") == synced("ai-implement.yml")
     backend.dispatch(full_request())
     assert gh.server.requests_to("POST", "/actions/workflows/custom.yml/dispatches")
 
@@ -284,7 +283,7 @@ def test_dispatch_uses_the_configured_workflow_file(gh: FakeGitHub) -> None:
 def test_planning_uses_the_mappings_planning_workflow(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
     mapping = sample_mapping(planning_enabled=True, planning_workflow_file="plan.yml")
     backend.sync_workflows(mapping)
-    assert gh.file("acme", "api", ".github/workflows/plan.yml") == template_text("ai-implement-planning.yml")
+    assert gh.file("acme", "api", ".github/workflows/plan.yml") == synced("ai-implement-planning.yml")
     backend.dispatch(full_request(3, Phase.PLANNING, mapping=mapping))
     assert gh.server.requests_to("POST", "/actions/workflows/plan.yml/dispatches")
     assert gh.run_named("job-3").workflow.file == "plan.yml"
@@ -449,7 +448,7 @@ def test_the_workflows_job_timeout_follows_the_session_lifetime(
     assert len(result.created) == 3
     for name in ("ai-implement.yml", "ai-implement-gap-fill.yml", "ai-implement-planning.yml"):
         text = gh.file("acme", "api", f".github/workflows/{name}")
-        assert text == template_text(name).replace("timeout-minutes: 70", f"timeout-minutes: {minutes}")
+        assert text == synced(name, minutes)
         assert f"timeout-minutes: {minutes}\n" in text
 
 
@@ -480,7 +479,7 @@ def test_sync_updates_a_changed_file_with_its_sha(gh: FakeGitHub, backend: GitHu
     gh.put_file("acme", "api", ".github/workflows/ai-implement.yml", "name: old\non: push\njobs: {}\n")
     result = backend.sync_workflows(sample_mapping())
     assert result.updated == (".github/workflows/ai-implement.yml",)
-    assert gh.file("acme", "api", ".github/workflows/ai-implement.yml") == template_text("ai-implement.yml")
+    assert gh.file("acme", "api", ".github/workflows/ai-implement.yml") == synced("ai-implement.yml")
     put = gh.server.requests_to("PUT", "/contents/.github/workflows/ai-implement.yml")[0]
     assert put.json["sha"]
 

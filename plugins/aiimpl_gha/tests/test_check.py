@@ -18,9 +18,11 @@ from aiimpl_core.testing.fake_github import FakeGitHub
 from aiimpl_core.testing.fakes import add_mapping
 from aiimpl_core.types import CheckResult
 
+from aiimpl_gha import workflows
 from aiimpl_gha.backend import GitHubActionsBackend
+from aiimpl_gha.workflows import template_text
 
-from .conftest import github_config
+from .conftest import CORE_REQUIREMENT, github_config
 
 FIX = "run aiimpl mappings sync-workflows ENG"
 
@@ -356,3 +358,84 @@ def test_check_rows_in_the_report(app: Any, gh: FakeGitHub) -> None:
         ("gap-fill workflow acme/api", OK),
     ]
     assert "gh workflow enable ai-implement.yml --repo acme/api" in rows[0].detail
+
+
+# -- what the installed workflows install --------------------------------------------------------
+
+
+def test_check_names_the_session_program_an_older_sync_installed(
+    gh: FakeGitHub, backend: GitHubActionsBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upgraded orchestrator's sessions would still run the version the last sync wrote."""
+    monkeypatch.setattr(workflows, "core_version", lambda: "0.1.0")
+    backend.sync_workflows(sample_mapping())
+    gh.server.reset()
+    monkeypatch.setattr(workflows, "core_version", lambda: "0.2.0")
+    results = list(backend.check([sample_mapping()]))
+    assert [(r.ok, r.detail) for r in results] == [
+        (False, ".github/workflows/ai-implement.yml on main is out of date (it installs aiimpl-core==0.1.0, "
+                f"not aiimpl-core==0.2.0): {FIX}"),
+        (False, ".github/workflows/ai-implement-gap-fill.yml on main is out of date (it installs "
+                f"aiimpl-core==0.1.0, not aiimpl-core==0.2.0): {FIX}"),
+    ]
+    assert writes(gh) == []
+
+
+def test_check_names_the_unpinned_session_program_of_an_earlier_template(
+    gh: FakeGitHub, backend: GitHubActionsBackend
+) -> None:
+    # what sync-workflows wrote before it pinned the session program: the newest release, whatever it is
+    backend.sync_workflows(sample_mapping())
+    gh.put_file("acme", "api", ".github/workflows/ai-implement.yml", template_text("ai-implement.yml"))
+    results = by_name(list(backend.check([sample_mapping()])))
+    assert results["workflow acme/api"].detail == (
+        ".github/workflows/ai-implement.yml on main is out of date (it installs aiimpl-core, "
+        f"not {CORE_REQUIREMENT}): {FIX}"
+    )
+    assert results["gap-fill workflow acme/api"].ok
+
+
+def test_check_names_the_agent_an_installed_workflow_installs(gh: FakeGitHub, gh_config_backend: Any) -> None:
+    gh_config_backend({}).sync_workflows(sample_mapping())
+    backend = gh_config_backend({"AIIMPL_GHA_AGENT_PACKAGE": "none"})
+    assert by_name(list(backend.check([sample_mapping()])))["workflow acme/api"].detail == (
+        ".github/workflows/ai-implement.yml on main is out of date (its agent is @anthropic-ai/claude-code, "
+        f"not none): {FIX}"
+    )
+    backend.sync_workflows(sample_mapping())
+    pinned = gh_config_backend({"AIIMPL_GHA_AGENT_PACKAGE": "@anthropic-ai/claude-code@1.0.3",
+                                "AIIMPL_GHA_SESSION_PACKAGE": "aiimpl-core[postgres]>=0.1"})
+    assert by_name(list(pinned.check([sample_mapping()])))["workflow acme/api"].detail == (
+        ".github/workflows/ai-implement.yml on main is out of date (it installs "
+        f"{CORE_REQUIREMENT}, not aiimpl-core[postgres]>=0.1; its agent is none, not "
+        f"@anthropic-ai/claude-code@1.0.3): {FIX}"
+    )
+    pinned.sync_workflows(sample_mapping())
+    assert all(r.ok for r in pinned.check([sample_mapping()]))
+
+
+@pytest.mark.parametrize(("settings", "version", "said"), [
+    ({"AIIMPL_GHA_SESSION_PACKAGE": "aiimpl-core; id"}, "0.1.0",
+     "AIIMPL_GHA_SESSION_PACKAGE must be one line of package specs"),
+    ({"AIIMPL_GHA_AGENT_PACKAGE": "https://u:pw@npm.acme.example/agent.tgz"}, "0.1.0",
+     "AIIMPL_GHA_AGENT_PACKAGE must not carry credentials in a URL"),
+    ({}, "0.1.dev3+g1234abc", "this orchestrator's aiimpl-core is 0.1.dev3+g1234abc, a local version"),
+], ids=["session", "agent", "local-version"])
+def test_check_settings_the_workflows_cannot_install_fail_one_line_and_read_nothing(
+    gh: FakeGitHub, gh_config_backend: Any, monkeypatch: pytest.MonkeyPatch,
+    settings: dict[str, str], version: str, said: str,
+) -> None:
+    monkeypatch.setattr(workflows, "core_version", lambda: version)
+    results = list(gh_config_backend(settings).check([sample_mapping()]))
+    assert [(r.name, r.ok) for r in results] == [("session program", False)]
+    assert results[0].detail.startswith(said)
+    assert "pw@" not in results[0].detail
+    assert gh.requests == []
+
+
+def test_check_session_program_row_in_the_report(app: Any, gh: FakeGitHub) -> None:
+    add_mapping(repo="api")
+    app.config["AIIMPL_GHA_SESSION_PACKAGE"] = "aiimpl-core`id`"
+    rows = [r for r in run_checks() if r.provider == "github-actions"]
+    assert [(r.name, r.status) for r in rows] == [("session program", FAILED)]
+    assert rows[0].detail.startswith("AIIMPL_GHA_SESSION_PACKAGE must be one line of package specs")
