@@ -91,6 +91,20 @@ class DispatchError(ProviderError):
     """A runner backend refused or failed to start a run."""
 
 
+class DispatchUnanswered(DispatchError):
+    """A dispatch that went out but whose answer was lost (none came back, or a ``5xx`` did): the
+    run may have been made all the same, so it must not be sent again.
+
+    A runner backend raises it when it cannot tell whether its run was made (it may first look for
+    the run, and answer it linked when found). The core then keeps the job ``dispatched`` without a
+    linked run, for the backend's ``poll_runs`` to find by the request's ``run_name`` (or for the
+    reconciler to end ``run_not_found`` after ``AIIMPL_RUN_NOT_FOUND_SECONDS``), and backs the
+    dispatcher off as after any failure without a refusal, so that the next issues wait rather
+    than each dispatch into the same outage. A gap-fill dispatch, whose caller is answered at once,
+    fails as on any other error.
+    """
+
+
 def describe_plugin_error(
     exc: BaseException,
     *,

@@ -22,7 +22,7 @@ import requests
 import urllib3
 
 from .. import logs
-from ..errors import ProviderError, ProviderNotConfigured
+from ..errors import DispatchUnanswered, ProviderError, ProviderNotConfigured
 from ..http import HttpClient
 from .app_auth import TOKENS, CachedToken, TokenCache, app_jwt, load_private_key, permissions_key
 
@@ -56,12 +56,6 @@ HttpFactory = Callable[..., HttpClient]
 
 def _default_http(base_url: str = "", **kwargs: Any) -> HttpClient:
     return HttpClient(base_url, **kwargs)
-
-
-class DispatchUnanswered(ProviderError):
-    """A ``workflow_dispatch`` that went out but got no answer telling whether it was done: none came
-    back (a read timeout, a connection dropped after the request was sent) or a ``5xx`` did. GitHub
-    may have made the run all the same, so the dispatch must not be sent again."""
 
 
 #: failures of a request that never reached the server (``requests`` raises these before sending)
@@ -330,7 +324,8 @@ class Repo:
             refused request made no run), as are its next dispatches for an hour; a ``200`` whose
             body cannot be read names none either.
         :raises DispatchUnanswered: when the dispatch went out but its answer was lost (none came
-            back, or a 5xx did): a run may have been made all the same.
+            back: a read timeout, a connection dropped after the request was sent; or a 5xx did):
+            a run may have been made all the same.
         :raises ProviderError: when GitHub refuses, or the dispatch could not be sent (no token, no
             connection): no run was made.
         """

@@ -918,8 +918,9 @@ def _launch(
     try:
         launch(job, prepared=prepared)
     except DispatchError as exc:
-        # launch ended the job failed and queued its comments; a backend that is down is left
-        # alone for a while so the next issues wait instead of failing one by one
+        # launch ended the job failed and queued its comments (or, the dispatch's answer lost, left
+        # it dispatched for its run to be found); a backend that is down is left alone for a while
+        # so the next issues wait instead of failing one by one
         entry.error = exc.message
         report.errors.append(f"{job.issue_key}: {exc.message}")
         if job.backend and poller.is_transient(exc):

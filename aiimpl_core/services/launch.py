@@ -20,7 +20,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..auth import tokens
 from ..database import serialized
-from ..errors import DispatchError, PluginContractError, ProviderError, describe_plugin_error
+from ..errors import (
+    DispatchError,
+    DispatchUnanswered,
+    PluginContractError,
+    ProviderError,
+    describe_plugin_error,
+)
 from ..extensions import db
 from ..orm import Job
 from ..orm import Mapping as MappingRow
@@ -222,6 +228,8 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
         (the dispatcher's claim); without it, the first step reads the job and its mapping again and
         builds it.
     :raises DispatchError: after ending the job ``failed``, when the backend refused.
+    :raises DispatchUnanswered: when the dispatch's answer was lost (the backend raised it), after
+        moving the job to ``dispatched`` without a run (a gap fill's ends ``failed`` instead).
     """
     facade = current_app.extensions["aiimpl"]
     if prepared is None:
@@ -269,12 +277,22 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
         detail = redaction.redactor_for(job).data(exc.detail) if isinstance(exc, ProviderError) else None
         # kept so that the dispatcher's back-off honours the remote's Retry-After
         retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
+        provider = exc.provider if isinstance(exc, DispatchError) and exc.provider else prepared.backend_id
+        if isinstance(exc, DispatchUnanswered) and not gap_fill:
+            # the run may have been made: the job waits for the backend to find it by its name
+            # (or ends run_not_found), and the dispatcher backs off all the same
+            with serialized(keep=(job,)):
+                transition(job, JobStatus.DISPATCHED,
+                           reason=f"dispatch to {name} without an answer: {message}; its run is looked "
+                                  "for by its name")
+            raise DispatchUnanswered(
+                message, provider=provider, status=status, detail=detail, retry_after=retry_after
+            ) from exc
         with serialized(keep=(job,)):
             db.session.refresh(job)
             end_job(job, Outcome(JobStatus.FAILED, reason=f"dispatch to {name} failed: {message}"))
         if answered is not _NO_ANSWER:
             _stop_refused_run(backend, job, request, answered)
-        provider = exc.provider if isinstance(exc, DispatchError) and exc.provider else prepared.backend_id
         raise DispatchError(
             message, provider=provider, status=status, detail=detail, retry_after=retry_after
         ) from exc

@@ -149,6 +149,20 @@ def test_gap_fill_502_detail_from_githubs_error_body(client, cb_mapping, cb_runn
     assert resp.get_json() == {"error": "dispatch_failed", "detail": "Not Found", "dispatchStatus": 404}
 
 
+def test_gap_fill_502_when_the_dispatch_got_no_answer(client, cb_mapping, cb_runner):
+    """Its caller is answered at once: a gap fill whose dispatch got no answer fails as on any
+    other error (a cycle's dispatch would wait for its run instead)."""
+    from aiimpl_core.errors import DispatchUnanswered
+
+    cb_mapping()
+    cb_runner.dispatch_error = DispatchUnanswered("no answer", status=502, detail="Bad Gateway")
+    resp = post(client, {"issueKey": "ENG-1", "prNumber": 5})
+    assert resp.status_code == 502
+    assert resp.get_json() == {"error": "dispatch_failed", "detail": "Bad Gateway", "dispatchStatus": 502}
+    [job] = _jobs()
+    assert job.status == "failed"
+
+
 @pytest.mark.parametrize("cb_runner", [FakeRunner(gap_fill=False)])
 def test_gap_fill_502_when_no_backend_supports_it(client, cb_mapping, cb_runner):
     cb_mapping()

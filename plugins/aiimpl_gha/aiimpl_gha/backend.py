@@ -204,7 +204,7 @@ class GitHubActionsBackend(RunnerBackend):
             run = repo.dispatch_workflow(workflow, mapping.default_branch, self.workflow_inputs(request))
         except DispatchUnanswered as exc:
             # no answer, or a 5xx: GitHub may have made the run all the same
-            return self._made_all_the_same(repo, request, exc, started)
+            return self._made_all_the_same(repo, request, exc, started, workflow)
         except ProviderError as exc:
             message = github_message(exc)
             # retry_after kept: a rate-limited dispatch backs the dispatcher off for as long as
@@ -222,15 +222,16 @@ class GitHubActionsBackend(RunnerBackend):
         return DispatchResult(run_id=run.id, run_url=run.html_url, linked=True)
 
     def _made_all_the_same(
-        self, repo: Repo, request: DispatchRequest, exc: ProviderError, started: datetime
+        self, repo: Repo, request: DispatchRequest, exc: ProviderError, started: datetime, workflow: str
     ) -> DispatchResult:
         """The run of a dispatch whose answer was lost (no answer, or a 5xx): GitHub may have made
         it all the same, so the dispatch is never sent again. One listing back to the dispatch looks
         for the run by its name: found, the job is linked to it at once. Not found (yet: GitHub
-        lists a run it made only after a while), the dispatch is taken as made and its run left
-        unlinked, as on a server that names no run: :meth:`poll_runs` keeps looking for it by its
-        name each cycle, and a run never listed ends its job ``run_not_found`` after the core's
-        window."""
+        lists a run it made only after a while), :class:`DispatchUnanswered` is raised: the core
+        keeps the job dispatched without a run, as on a server that names none (:meth:`poll_runs`
+        keeps looking for it by its name each cycle, and a run never listed ends its job
+        ``run_not_found`` after the core's window), and backs the dispatcher off, so the next
+        issues wait rather than each dispatch into the same outage."""
         try:
             found = _run_named(repo, request.run_name, started - CLOCK_SLACK)
         except ProviderError as lookup:
@@ -241,14 +242,15 @@ class GitHubActionsBackend(RunnerBackend):
                 github_message(lookup),
             )
         if found is None:
-            self.log.warning(
-                "job %s: the dispatch failed without a refusal (%s) and GitHub lists no run named %r "
-                "yet: it is looked for by that name until it is listed or the job's run is not found",
-                request.job_id,
-                github_message(exc),
-                request.run_name,
-            )
-            return DispatchResult()
+            message = github_message(exc)
+            raise DispatchUnanswered(
+                f"GitHub did not answer the dispatch of {workflow} on {request.mapping.owner}/"
+                f"{request.mapping.repo} ({message}) and lists no run of it yet",
+                provider=self.id,
+                status=exc.status,
+                detail=message,
+                retry_after=exc.retry_after,
+            ) from None
         self.log.warning(
             "job %s: the dispatch failed without a refusal (%s) but GitHub made its run %s: linked",
             request.job_id,

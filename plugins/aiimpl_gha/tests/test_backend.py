@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from aiimpl_core.errors import DispatchError, ProviderConfigError, ProviderError
+from aiimpl_core.errors import DispatchError, DispatchUnanswered, ProviderConfigError, ProviderError
 from aiimpl_core.github.app_auth import TOKENS
 from aiimpl_core.http import HttpClient
 from aiimpl_core.testing.contract import (
@@ -195,7 +195,8 @@ def test_a_run_github_lists_only_after_the_dispatch_is_linked_by_a_later_poll(
     gh: FakeGitHub, backend: GitHubActionsBackend, monkeypatch: pytest.MonkeyPatch, lost: str
 ) -> None:
     # the dispatch's answer is lost and the one listing it makes does not show the run yet (GitHub
-    # lists runs a few seconds late): the job is left unlinked, not failed, and a later poll links it
+    # lists runs a few seconds late): the dispatch is said unanswered (the core keeps the job
+    # dispatched without a run and backs off), and a later poll links the run
     install(gh, backend)
     if lost == "timeout":
         backend = short_timeout_backend(gh, 1.0)
@@ -204,8 +205,10 @@ def test_a_run_github_lists_only_after_the_dispatch_is_linked_by_a_later_poll(
         gh.fail_next("POST", "/dispatches$", 502, "Server Error", done=True)
     list_runs_late(gh, monkeypatch)
     request = full_request(7)
-    result = backend.dispatch(request)
-    assert (result.run_id, result.linked) == (None, False)
+    with pytest.raises(DispatchUnanswered) as err:
+        backend.dispatch(request)
+    assert err.value.status == (None if lost == "timeout" else 502)
+    assert "and lists no run of it yet" in err.value.message
     assert len(gh.server.requests_to("GET", "/actions/runs")) == 1  # it looked once
     [run] = gh.runs_of("acme", "api")
     [state] = backend.poll_runs([in_flight(request)])
@@ -222,8 +225,8 @@ def test_a_dispatch_without_an_answer_and_no_run_is_looked_for_by_its_exact_name
     backend.dispatch(earlier)  # an earlier job of the same issue, whose run goes on
     gh.fail_next("POST", "/dispatches$", 502, "Server Error")  # refused before GitHub made a run
     request = full_request(7)
-    result = backend.dispatch(request)
-    assert (result.run_id, result.linked) == (None, False)
+    with pytest.raises(DispatchUnanswered):
+        backend.dispatch(request)
     assert len(gh.server.requests_to("GET", "/actions/runs")) == 1  # it looked
     backend.dispatch(full_request(70))  # a later job whose name starts with job 7's
     assert sorted(r.title for r in gh.runs_of("acme", "api")) == [
@@ -238,6 +241,7 @@ def test_a_dispatch_without_an_answer_and_no_run_is_looked_for_by_its_exact_name
     gh.set_workflow_state("acme", "api", "ai-implement.yml", "disabled_manually")
     with pytest.raises(DispatchError) as err:
         backend.dispatch(full_request(8))
+    assert not isinstance(err.value, DispatchUnanswered)
     assert err.value.status == 422 and len(gh.server.requests_to("GET", "/actions/runs")) == 2
 
 
@@ -248,8 +252,8 @@ def test_a_failed_lookup_after_a_dispatch_without_an_answer_leaves_the_run_to_th
     gh.fail_next("POST", "/dispatches$", 504, "We couldn't respond to your request in time.", done=True)
     gh.fail_next("GET", "/actions/runs$", 503, "Service Unavailable", times=3)
     request = full_request(7)
-    result = backend.dispatch(request)
-    assert (result.run_id, result.linked) == (None, False)
+    with pytest.raises(DispatchUnanswered):
+        backend.dispatch(request)
     gh.failures.clear()
     [run] = gh.runs_of("acme", "api")
     [state] = backend.poll_runs([in_flight(request)])
@@ -266,7 +270,7 @@ def test_a_dispatch_never_sent_fails_without_looking_for_its_run(
     with pytest.raises(DispatchError) as err:
         backend.dispatch(full_request(7))
     gh.failures.clear()
-    assert err.value.status == 503
+    assert err.value.status == 503 and not isinstance(err.value, DispatchUnanswered)
     assert gh.server.requests_to("POST", "/dispatches") == [] == gh.server.requests_to("GET", "/actions/runs")
 
 

@@ -89,20 +89,25 @@ def test_a_run_listed_only_after_a_dispatch_without_an_answer_is_followed_to_its
     gh.fail_next("POST", "/dispatches$", 504, "We couldn't respond to your request in time.", done=True)
     list_runs_late(gh, monkeypatch)
     tracker.add("ENG-9")
-    run_cycle(reconcile=False)
+    tracker.add("ENG-11")
+    report = run_cycle(reconcile=False)
     job = job_of("ENG-9")
     assert (job.status, job.run_id) == ("dispatched", None)
+    # the dispatcher backs off all the same: the next issue waits rather than dispatch into the
+    # same outage
+    assert db.session.scalars(db.select(Job).where(Job.issue_key == "ENG-11")).all() == []
+    assert report.blocked["ENG-11"]["reason"] == "backend-unavailable"
     run = gh.run_named(f"job-{job.id}")
     # the run's session may use its nonce: its job is still in flight
     resp = client.post("/api/token", json={"nonce": run.inputs["nonce"], "owner": "acme"})
     assert resp.status_code == 200, resp.get_json()
 
-    reconcile()  # listed now: linked by its name
+    reconcile(now=utcnow() + timedelta(seconds=31))  # the back-off over, listed now: linked by its name
     job = job_of("ENG-9")
     url = f"https://github.com/acme/api/actions/runs/{run.id}"
     assert (job.status, job.run_id, job.run_url) == ("dispatched", str(run.id), url)
     gh.advance_run(run.id, "in_progress")
-    reconcile()
+    reconcile(now=utcnow() + timedelta(seconds=31))
     assert job_of("ENG-9").status == "running"
     gh.advance_run(run.id, "completed", "failure")
     run_cycle()
@@ -110,7 +115,9 @@ def test_a_run_listed_only_after_a_dispatch_without_an_answer_is_followed_to_its
     assert (job.status, job.run_url) == ("failed", url)
     # the run's failure, not a failed dispatch
     assert tracker.comments["ENG-9"][0] == f"⚠️ Implementation failed: the GitHub Actions run failed: {url}"
-    assert len(gh.runs_of("acme", "api")) == 1  # dispatched once
+    # dispatched once; the issue held back by the back-off went out once it was over
+    assert sorted(r.title.rsplit(" ", 2)[0] for r in gh.runs_of("acme", "api")) == [
+        "AI-Implement ENG-11", "AI-Implement ENG-9"]
 
 
 def test_a_dispatch_without_an_answer_whose_run_never_appears_ends_run_not_found(
