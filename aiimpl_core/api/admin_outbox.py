@@ -65,6 +65,7 @@ def item_summary(item: OutboxItem, mask: Redactor) -> dict[str, Any]:
         "createdAt": iso_z(item.created_at),
         "nextAttemptAt": iso_z(item.next_attempt_at),
         "doneAt": iso_z(item.done_at),
+        "requeuedAt": iso_z(item.requeued_at),
     }
 
 

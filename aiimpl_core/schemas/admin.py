@@ -305,9 +305,14 @@ class OutboxItemSchema(Schema):
         allow_none=True,
         metadata={"description": f"the comment's first characters (at most {OUTBOX_PREVIEW_CHARS})"},
     )
-    createdAt = fields.String(allow_none=True)
+    createdAt = fields.String(allow_none=True, metadata={"description": "when it was first queued"})
     nextAttemptAt = fields.String(allow_none=True)
     doneAt = fields.String(allow_none=True)
+    requeuedAt = fields.String(
+        allow_none=True,
+        metadata={"description": "when an operator last retried it, after it was given up on: its "
+                                 "attempts and the time before it is given up again count from then"},
+    )
 
 
 class OutboxListSchema(Schema):

@@ -57,11 +57,12 @@ def test_lists_dead_items_newest_first_with_counts(client, admin_headers) -> Non
     assert body["counts"] == {"dead": 2, "pending": 1, "sending": 0, "done": 1, "shadow": 1}
     shown = body["items"][1]
     assert set(shown) == {"id", "issueKey", "jobId", "provider", "op", "kind", "stage", "state", "attempts",
-                          "lastError", "bodyPreview", "createdAt", "nextAttemptAt", "doneAt"}
+                          "lastError", "bodyPreview", "createdAt", "nextAttemptAt", "doneAt", "requeuedAt"}
     assert (shown["issueKey"], shown["op"], shown["kind"], shown["state"], shown["attempts"]) == (
         "ENG-1", "comment", "outcome", "dead", 3)
     assert shown["lastError"].endswith("HTTP 422: comment rejected")
     assert shown["bodyPreview"] == "A comment." and shown["createdAt"].endswith("Z")
+    assert shown["requeuedAt"] is None  # never retried
     assert body["items"][0]["stage"] == "implementing" and body["items"][0]["bodyPreview"] is None
 
 
@@ -164,6 +165,7 @@ def test_a_retried_dead_comment_goes_out_on_the_next_delivery(
     assert (body["id"], body["state"], body["attempts"]) == (dead, "pending", 0)
     assert "comment rejected" in body["lastError"]  # kept until it goes out
     assert body["createdAt"] == listed[0]["createdAt"]  # (when it was first queued)
+    assert body["requeuedAt"].endswith("Z") and body["requeuedAt"] >= body["createdAt"]
     row = item(dead)
     assert (row.state, row.attempts) == ("pending", 0)
     assert row.requeued_at is not None and row.requeued_at >= before - timedelta(seconds=1)
