@@ -106,19 +106,8 @@ def find_open_pull_request(
 
     :raises PullRequestError: when GitHub refuses the listing or cannot be reached.
     """
-    client = _client(api_url, token)
-    try:
-        resp = client.get(
-            f"/repos/{owner}/{repo}/pulls",
-            params={"head": f"{owner}:{head}", "base": base, "state": "open", "per_page": 100},
-        )
-        data = client.json(resp)
-    except ProviderError as exc:
-        raise PullRequestError(exc.status, _message(exc)) from None
-    if not isinstance(data, list):
-        raise PullRequestError(resp.status_code, "GitHub answered without a list of pull requests")
-    for pr in data:
-        if isinstance(pr, dict) and _is_open_pull(pr, f"{owner}/{repo}", head, base):
+    for pr in _pull_requests(api_url, token, owner, repo, head=head, base=base, state="open"):
+        if _is_open_pull(pr, f"{owner}/{repo}", head, base):
             return pr
     return None
 
@@ -135,24 +124,35 @@ def find_merged_pull_request(
 
     :raises PullRequestError: when GitHub refuses the listing or cannot be reached.
     """
+    for pr in _pull_requests(api_url, token, owner, repo, head=head, base=base, state="closed"):
+        if not pr.get("merged_at"):
+            continue
+        pr_head = pr.get("head") if isinstance(pr.get("head"), dict) else {}
+        if pr_head.get("sha") == sha and _is_from(pr, f"{owner}/{repo}", head, base):
+            return pr
+    return None
+
+
+def _pull_requests(
+    api_url: str, token: str, owner: str, repo: str, *, head: str, base: str, state: str
+) -> list[dict[str, Any]]:
+    """``GET /repos/{owner}/{repo}/pulls?head={owner}:{head}&base={base}&state={state}``: the first
+    hundred, those that are objects.
+
+    :raises PullRequestError: when GitHub refuses the listing or cannot be reached.
+    """
     client = _client(api_url, token)
     try:
         resp = client.get(
             f"/repos/{owner}/{repo}/pulls",
-            params={"head": f"{owner}:{head}", "base": base, "state": "closed", "per_page": 100},
+            params={"head": f"{owner}:{head}", "base": base, "state": state, "per_page": 100},
         )
         data = client.json(resp)
     except ProviderError as exc:
         raise PullRequestError(exc.status, _message(exc)) from None
     if not isinstance(data, list):
         raise PullRequestError(resp.status_code, "GitHub answered without a list of pull requests")
-    for pr in data:
-        if not isinstance(pr, dict) or not pr.get("merged_at"):
-            continue
-        pr_head = pr.get("head") if isinstance(pr.get("head"), dict) else {}
-        if pr_head.get("sha") == sha and _is_from(pr, f"{owner}/{repo}", head, base):
-            return pr
-    return None
+    return [pr for pr in data if isinstance(pr, dict)]
 
 
 def _is_from(pr: dict[str, Any], full_name: str, head: str, base: str) -> bool:
