@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import requests
 import requests.utils
+import urllib3
 
 from . import __version__
 from .errors import ProviderError
@@ -206,6 +207,31 @@ class HttpClient:
 
     def delete(self, path: str, **kw: Any) -> requests.Response:
         return self.request("DELETE", path, **kw)
+
+
+#: failures of a request that never reached the server (``requests`` raises these before sending)
+_NOT_SENT = (
+    requests.exceptions.ConnectTimeout,
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.ProxyError,
+    requests.exceptions.SSLError,
+)
+
+
+def may_have_been_done(exc: ProviderError) -> bool:
+    """Whether a request :class:`HttpClient` raised ``exc`` for may have been carried out all the
+    same: a ``5xx``, or no answer to a request that went out (a read timeout, a connection dropped
+    after sending). A refusal (``4xx``) did nothing, nor did a request never sent (no connection
+    could be made: refused, a name that does not resolve, a connect timeout, a proxy or TLS
+    handshake failure; a header value that is not valid). A backend whose dispatch may have been
+    done raises :class:`~aiimpl_core.errors.DispatchUnanswered` rather than send it again."""
+    if exc.status is not None:
+        return exc.status >= 500
+    cause = exc.__context__  # what the client caught (it raises ``from None``)
+    if not isinstance(cause, requests.RequestException) or isinstance(cause, _NOT_SENT):
+        return False
+    reason = getattr(cause.args[0], "reason", None) if cause.args else None
+    return not isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 def _json_or_text(resp: requests.Response) -> Any:

@@ -18,12 +18,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-import requests
-import urllib3
-
 from .. import logs
 from ..errors import DispatchUnanswered, ProviderError, ProviderNotConfigured
-from ..http import HttpClient
+from ..http import HttpClient, may_have_been_done
 from .app_auth import TOKENS, CachedToken, TokenCache, app_jwt, load_private_key, permissions_key
 
 log = logging.getLogger(__name__)
@@ -56,28 +53,6 @@ HttpFactory = Callable[..., HttpClient]
 
 def _default_http(base_url: str = "", **kwargs: Any) -> HttpClient:
     return HttpClient(base_url, **kwargs)
-
-
-#: failures of a request that never reached the server (``requests`` raises these before sending)
-_NOT_SENT = (
-    requests.exceptions.ConnectTimeout,
-    requests.exceptions.InvalidHeader,
-    requests.exceptions.ProxyError,
-    requests.exceptions.SSLError,
-)
-
-
-def _may_have_been_done(exc: ProviderError) -> bool:
-    """Whether a failed request may have been done all the same: a ``5xx``, or no answer to a request
-    that went out. A refusal (``4xx``) did nothing, nor did a request that was never sent (no
-    connection could be made: refused, unresolved, timed out; a header value that is not valid)."""
-    if exc.status is not None:
-        return exc.status >= 500
-    cause = exc.__context__  # what the HTTP client caught (it raises ``from None``)
-    if not isinstance(cause, requests.RequestException) or isinstance(cause, _NOT_SENT):
-        return False
-    reason = getattr(cause.args[0], "reason", None) if cause.args else None
-    return not isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 def github_message(exc: ProviderError) -> str:
@@ -373,7 +348,7 @@ class Repo:
         try:
             return self.github.http.request("POST", self.base + path, headers=headers, json=body)
         except ProviderError as exc:
-            if not _may_have_been_done(exc):
+            if not may_have_been_done(exc):
                 raise
             raise DispatchUnanswered(
                 exc.message, provider=exc.provider, status=exc.status, retry_after=exc.retry_after,

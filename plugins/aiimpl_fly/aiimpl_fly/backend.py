@@ -6,7 +6,10 @@ image, with the mapping's ``machineCpus`` / ``machineMemoryMb``, the session's w
 ``no`` and ``auto_destroy``: the machine runs ``aiimpl session run`` once and is destroyed when it
 exits. The machine id is the job's run id. Secrets travel only in ``config.env``; the machine's
 metadata (which anyone listing the app's machines sees) carries the job id, issue key, phase and
-session mode, nothing else.
+session mode, nothing else. The creation is never sent twice: when it went out but no machine came
+back (a read timeout, a ``5xx``), the app's machines are listed once for the job's, and when Fly
+lists none yet :class:`~aiimpl_core.errors.DispatchUnanswered` leaves it to :meth:`poll_runs`,
+which finds a machine not linked yet by the job's metadata.
 
 :meth:`FlyMachinesBackend.poll_runs` lists the app's machines once per reconcile cycle
 (``include_deleted`` so that a machine that already exited and destroyed itself still reports its
@@ -49,7 +52,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, NoReturn
 
-from aiimpl_core.errors import DispatchError, ProviderError
+from aiimpl_core.errors import DispatchError, DispatchUnanswered, ProviderError
 from aiimpl_core.providers import RunnerBackend
 from aiimpl_core.types import (
     CheckResult,
@@ -262,49 +265,65 @@ class FlyMachinesBackend(RunnerBackend):
         client = self.client()
         try:
             machine = client.create_machine(self.machine_request(request))
+        except DispatchUnanswered as exc:
+            machine = self._created_anyway(client, request, exc)
         except ProviderError as exc:
-            created = self._created_anyway(client, request, exc)
-            if created is not None:
-                machine = created
-            else:
-                self._refuse(request, exc)
-        machine_id = machine.get("id")
-        if not isinstance(machine_id, str) or not machine_id:
-            raise DispatchError("Fly answered the machine creation without a machine id", provider=self.id)
+            self._refuse(request, exc)
+        machine_id = str(machine["id"])
         self.log.info("job %s: created machine %s", request.job_id, machine_id)
         return DispatchResult(run_id=machine_id, run_url=self.machine_url(machine_id), linked=True)
 
     def _created_anyway(
-        self, client: FlyClient, request: DispatchRequest, exc: ProviderError
-    ) -> dict[str, Any] | None:
+        self, client: FlyClient, request: DispatchRequest, exc: DispatchUnanswered
+    ) -> dict[str, Any]:
         """The job's machine, when the creation's answer was lost but Fly created it all the same.
 
-        A creation that timed out, or that a proxy answered 5xx, may have reached Fly: its machine
-        then runs the session, which opens the pull request and reports to a job already ended
-        ``failed``. So after such an error (never after a refusal, 4xx) the app's machines are
-        read once and a live one carrying this job's metadata is taken as the dispatch's run.
+        A creation that timed out, or that Fly or a proxy answered 5xx, may have reached Fly: its
+        machine then runs the session. It is never sent again (a second machine for the job); the
+        app's machines are read once, and a live one carrying this job's metadata is the
+        dispatch's run. None listed (Fly may still be creating it) or the listing failed:
+        :class:`DispatchUnanswered`, so that the core keeps the job dispatched without a run,
+        for :meth:`poll_runs` to find its machine by the job's metadata (or to end it
+        ``run_not_found`` after the core's window), and backs the dispatcher off.
         """
-        if exc.status is not None and exc.status < 500:
-            return None
+        why = _redact(exc.message, request)
         try:
             machines = client.list_machines()
-        except ProviderError:
-            return None
-        for machine in machines:
-            meta = (machine.get("config") or {}).get("metadata") or {}
-            if (
-                self.ours(machine)
-                and meta.get(config.META_JOB) == str(request.job_id)
-                and meta.get(config.META_ISSUE) == request.issue_key
-                and machine.get("state") not in GONE_STATES
-                and isinstance(machine.get("id"), str)
-            ):
-                self.log.warning(
-                    "job %s: creating its machine failed (%s), but Fly created machine %s",
-                    request.job_id, _redact(exc.message, request), machine["id"],
-                )
-                return machine
-        return None
+        except ProviderError as lookup:
+            self.log.warning(
+                "job %s: listing the machines after a creation without an answer failed: %s",
+                request.job_id, lookup.message,
+            )
+            found = None
+            unseen = "its machines could not be listed"
+        else:
+            found = next((m for m in machines if self._of_request(m, request)), None)
+            unseen = "Fly lists no machine of the job yet"
+        if found is None:
+            raise DispatchUnanswered(
+                f"Fly did not answer the creation of machine {self.machine_name(request.job_id)} "
+                f"({why}) and {unseen}",
+                provider=self.id,
+                status=exc.status,
+                retry_after=exc.retry_after,
+            ) from None
+        self.log.warning(
+            "job %s: creating its machine got no answer (%s), but Fly created machine %s: linked",
+            request.job_id, why, found["id"],
+        )
+        return found
+
+    def _of_request(self, machine: Mapping[str, Any], request: DispatchRequest) -> bool:
+        """Whether a listed machine is the live one this orchestrator created for the request's job."""
+        meta = (machine.get("config") or {}).get("metadata") or {}
+        return (
+            self.ours(machine)
+            and meta.get(config.META_JOB) == str(request.job_id)
+            and meta.get(config.META_ISSUE) == request.issue_key
+            and machine.get("state") not in GONE_STATES
+            and isinstance(machine.get("id"), str)
+            and bool(machine["id"])
+        )
 
     def _refuse(self, request: DispatchRequest, exc: ProviderError) -> NoReturn:
         # Fly's error text may quote the request: keep the session's secret values out of it

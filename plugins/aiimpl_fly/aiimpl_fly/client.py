@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from aiimpl_core.errors import ProviderError
-from aiimpl_core.http import HttpClient
+from aiimpl_core.errors import DispatchUnanswered, ProviderError
+from aiimpl_core.http import HttpClient, may_have_been_done
 
 
 class FlyClient:
@@ -36,9 +36,34 @@ class FlyClient:
         return None if resp.status_code == 404 else _object(self.http.json(resp))
 
     def create_machine(self, body: dict[str, Any]) -> dict[str, Any]:
-        """``POST /apps/{app}/machines``: create and start a machine; returns the Machine."""
-        # not retried on a 5xx: a second POST could start a second machine for the same job
-        return _object(self.http.json(self.http.post(self._machines(), json=body)))
+        """``POST /apps/{app}/machines``: create and start a machine; returns the Machine.
+
+        Never sent twice (the HTTP client repeats a ``POST`` only on a 429, which did nothing): a
+        second request could start a second machine for the same job.
+
+        :raises DispatchUnanswered: when the request went out but no machine came back (no answer,
+            a ``5xx``, a ``2xx`` whose body is not a machine with its id): Fly may have created it.
+        :raises ProviderError: when Fly refused (``4xx``) or the request was never sent.
+        """
+        try:
+            resp = self.http.post(self._machines(), json=body)
+        except ProviderError as exc:
+            if not may_have_been_done(exc):
+                raise
+            raise DispatchUnanswered(
+                exc.message, provider=exc.provider, status=exc.status, retry_after=exc.retry_after,
+                detail=exc.detail,
+            ) from None
+        try:
+            machine = _object(self.http.json(resp))
+        except ProviderError as exc:
+            # a 2xx: Fly created the machine, but what came back does not say which
+            raise DispatchUnanswered(exc.message, provider=exc.provider) from None
+        if not isinstance(machine.get("id"), str) or not machine["id"]:
+            raise DispatchUnanswered(
+                "fly: the machine creation was answered without a machine id", provider=self.http.provider
+            )
+        return machine
 
     def list_machines(self, *, include_deleted: bool = False) -> list[dict[str, Any]]:
         """``GET /apps/{app}/machines``: every machine of the app (one call)."""

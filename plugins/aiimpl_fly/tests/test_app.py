@@ -201,6 +201,31 @@ def test_a_machine_that_exits_non_zero_fails_the_job_session_failed(
     assert any(c.startswith("Log excerpt (`session_failed`)") for c in comments)
 
 
+def test_a_creation_without_an_answer_waits_dispatched_for_its_machine(
+    app: Any, tracker: FakeTracker, app_fly: FakeFly
+) -> None:
+    # the proxy lost the creation's answer and the lookup right after failed: the job is not
+    # failed (its machine runs the session), it waits dispatched without a run, the next reconcile
+    # links the machine Fly created, and the issue is never dispatched a second time
+    add_mapping()
+    app_fly.lose_next_answer("POST", "/machines", 502)
+    for _ in range(3):  # the lookup and the HTTP client's two retries of it
+        app_fly.fail_next("GET", f"/apps/{APP}/machines", 503, "service unavailable")
+    job = dispatch(tracker)
+    assert (job.status, job.run_id) == ("dispatched", None)
+    [machine] = app_fly.live()
+    app_fly.start(machine["id"])
+
+    reconcile(utcnow() + timedelta(minutes=1))  # once the back-off after the dispatch has passed
+    run_cycle(reconcile=False)
+
+    db.session.expire_all()
+    job = db.session.get(Job, job.id)
+    assert (job.status, job.run_id) == ("running", machine["id"])
+    assert [m["id"] for m in app_fly.live()] == [machine["id"]]
+    assert len(app_fly.server.requests_to("POST", f"/apps/{APP}/machines")) == 1
+
+
 def test_bedrock_is_refused_on_fly_machines(app: Any, client: Any, admin_headers: dict[str, str]) -> None:
     body = {
         "teamKey": "ENG",

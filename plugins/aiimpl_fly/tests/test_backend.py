@@ -6,11 +6,14 @@ test at teardown on any violation).
 
 from __future__ import annotations
 
+import dataclasses
+import socket
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from aiimpl_core.errors import DispatchError, ProviderError
+from aiimpl_core.errors import DispatchError, DispatchUnanswered, ProviderError
+from aiimpl_core.http import HttpClient
 from aiimpl_core.testing.contract import (
     RunnerBackendContract,
     make_context,
@@ -338,27 +341,95 @@ def test_fly_errors_become_dispatch_errors_without_secrets(
     assert SECRET not in info.value.message and TOKEN not in info.value.message
 
 
+@pytest.mark.parametrize("status", [502, 200])
 def test_a_creation_whose_answer_was_lost_still_dispatches_its_machine(
-    backend: FlyMachinesBackend, fake_fly: FakeFly
+    backend: FlyMachinesBackend, fake_fly: FakeFly, status: int
 ) -> None:
-    # Fly created the machine, but the proxy in front of it answered with an HTML 502 page: the
-    # session runs all the same, so the job must not end failed (nor a second machine be created)
-    fake_fly.lose_next_answer("POST", "/machines", 502)
+    # Fly created the machine, but the proxy in front of it answered with an HTML page (an error
+    # status, or a 2xx without the machine): the session runs all the same, so the job must not
+    # end failed (nor a second machine be created)
+    fake_fly.lose_next_answer("POST", "/machines", status)
     result = backend.dispatch(request_for(31))
     [machine] = fake_fly.live()
     assert result.run_id == machine["id"] and result.run_url == backend.machine_url(machine["id"])
     assert len(fake_fly.server.requests_to("POST", "/machines")) == 1
 
 
-def test_a_5xx_without_a_machine_is_still_a_dispatch_error(
-    backend: FlyMachinesBackend, fake_fly: FakeFly
+def backend_with(
+    fly_config: dict[str, Any], clock: Clock, **http: Any
+) -> tuple[FlyMachinesBackend, list[HttpClient]]:
+    """A backend whose HTTP clients take ``http`` (a short timeout, no retries), and the clients it
+    made (their ``calls`` count the requests, sent or not)."""
+    clients: list[HttpClient] = []
+
+    def make_http(base_url: str = "", **kw: Any) -> HttpClient:
+        clients.append(HttpClient(base_url, **{**kw, **http}))
+        return clients[-1]
+
+    context = dataclasses.replace(make_context(fly_config, clock=clock), http=make_http)
+    return FlyMachinesBackend(context), clients
+
+
+def test_a_creation_fly_carries_out_after_the_client_gave_up_is_unanswered_then_polled(
+    backend: FlyMachinesBackend, fly_config: dict[str, Any], fake_fly: FakeFly, clock: Clock
 ) -> None:
+    # Fly is slow: the creation's answer does not come before the read timeout, and the one lookup
+    # right after lists no machine yet. Failing the job would leave the machine Fly then creates
+    # to nobody: the dispatch is unanswered (the core keeps the job dispatched without a run), and
+    # the next poll finds the machine by the job's metadata
+    impatient, _ = backend_with(fly_config, clock, timeout=1.0)
+    hold = fake_fly.hold_next("POST", "/machines")
+    req = request_for(34)
+    with pytest.raises(DispatchUnanswered) as info:
+        impatient.dispatch(req)
+    assert info.value.status is None and info.value.provider == "fly-machines"
+    assert "lists no machine of the job yet" in info.value.message
+    assert len(fake_fly.server.requests_to("GET", f"/apps/{APP}/machines")) == 1  # it looked once
+    hold.release()
+    [machine] = fake_fly.live()  # created once, never sent again
+    [state] = backend.poll_runs([in_flight(req, None, clock)])
+    assert (state.phase, state.run_id) == (RunPhase.PENDING, machine["id"])
+    assert state.run_url == backend.machine_url(machine["id"])
+
+
+def test_a_5xx_without_a_machine_is_unanswered(backend: FlyMachinesBackend, fake_fly: FakeFly) -> None:
+    # a 5xx may come after Fly created the machine (it may list it only later): never a failure
+    # that would have the issue dispatched again
     other = backend.dispatch(request_for(32))  # another job's machine is not taken for this one
     fake_fly.fail_next("POST", "/machines", 503, f"no capacity in ams for TEAM_TOKEN={SECRET}")
-    with pytest.raises(DispatchError) as info:
+    with pytest.raises(DispatchUnanswered) as info:
         backend.dispatch(request_for(33))
     assert info.value.status == 503 and SECRET not in info.value.message
+    assert "TEAM_TOKEN=***" in info.value.message
     assert [m["id"] for m in fake_fly.live()] == [other.run_id]
+
+
+def test_a_failed_lookup_after_a_lost_answer_leaves_the_machine_to_the_polls(
+    fly_config: dict[str, Any], fake_fly: FakeFly, clock: Clock
+) -> None:
+    backend, _ = backend_with(fly_config, clock, retries=0)
+    fake_fly.lose_next_answer("POST", "/machines", 504)
+    fake_fly.fail_next("GET", f"/apps/{APP}/machines", 503, "service unavailable")
+    req = request_for(35)
+    with pytest.raises(DispatchUnanswered) as info:
+        backend.dispatch(req)
+    assert info.value.status == 504 and "could not be listed" in info.value.message
+    [machine] = fake_fly.live()
+    [state] = backend.poll_runs([in_flight(req, None, clock)])
+    assert state.run_id == machine["id"]
+
+
+def test_a_creation_never_sent_fails_without_a_lookup(fly_config: dict[str, Any], clock: Clock) -> None:
+    # nothing listens: the request never went out, so no machine can exist and the job fails as
+    # on a refusal (the dispatcher backs off all the same: no status)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    backend, clients = backend_with({**fly_config, "AIIMPL_FLY_API_URL": closed}, clock)
+    with pytest.raises(DispatchError) as info:
+        backend.dispatch(request_for(36))
+    assert not isinstance(info.value, DispatchUnanswered) and info.value.status is None
+    assert sum(c.calls for c in clients) == 1  # the creation only: nothing looked for
 
 
 def test_list_failure_raises_a_provider_error(

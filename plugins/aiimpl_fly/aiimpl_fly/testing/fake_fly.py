@@ -49,6 +49,22 @@ def fly_description() -> SwaggerDescription:
     return SwaggerDescription(document)
 
 
+class Hold:
+    """A request :meth:`FakeFly.hold_next` holds: it has ``arrived`` at the fake, waits for ``go``
+    and is ``done`` once carried out and answered."""
+
+    def __init__(self) -> None:
+        self.arrived = threading.Event()
+        self.go = threading.Event()
+        self.done = threading.Event()
+
+    def release(self) -> None:
+        """Let the request be carried out, and wait until it was (its client may be gone)."""
+        assert self.arrived.is_set(), "the held request never came"
+        self.go.set()
+        assert self.done.wait(timeout=10), "the held request was not carried out"
+
+
 class FakeFly:
     """One Fly app's machines behind the Machines API.
 
@@ -73,6 +89,9 @@ class FakeFly:
         self.failures: list[tuple[str, str, int, str]] = []  # (method, path suffix, status, message)
         #: requests carried out whose answer a proxy then replaces: (method, path suffix, status)
         self.lost_answers: list[tuple[str, str, int]] = []
+        #: requests held before they are carried out (a slow Fly): (method, path suffix, hold)
+        self.holds: list[tuple[str, str, Hold]] = []
+        self._held: list[Hold] = []
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.description = fly_description()
@@ -89,6 +108,8 @@ class FakeFly:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for hold in self._held:
+            hold.go.set()  # a hold never released does not keep a server thread waiting
         self.server.stop()
 
     # -- test controls --
@@ -101,6 +122,14 @@ class FakeFly:
         """Carry out the next matching request, then answer it with the HTML error page of a proxy
         in front of the API (the answer lost on its way back: the request took effect)."""
         self.lost_answers.append((method.upper(), path_suffix, status))
+
+    def hold_next(self, method: str, path_suffix: str) -> Hold:
+        """Hold the next matching request before it is carried out, until :meth:`Hold.release`: a
+        slow Fly, whose client gives up (a read timeout) on a request Fly carries out later."""
+        hold = Hold()
+        self.holds.append((method.upper(), path_suffix, hold))
+        self._held.append(hold)
+        return hold
 
     def exit(self, machine_id: str, exit_code: int, *, oom_killed: bool = False) -> None:
         """The machine's process exits: stopped, then destroyed when ``auto_destroy`` is set."""
@@ -174,10 +203,23 @@ class FakeFly:
                 if flask.request.method == method and flask.request.path.endswith(suffix):
                     del self.failures[i]
                     return error(status, message)
+            for i, (method, suffix, hold) in enumerate(self.holds):
+                if flask.request.method == method and flask.request.path.endswith(suffix):
+                    del self.holds[i]
+                    flask.g.hold = hold
+                    hold.arrived.set()
+                    hold.go.wait(timeout=30)
+                    break
             app_name = (flask.request.view_args or {}).get("app")
             if app_name is not None and app_name != self.app_name:
                 return error(404, "app not found")
             return None
+
+        @app.teardown_request
+        def _done(_exc: BaseException | None) -> None:
+            hold = flask.g.pop("hold", None)
+            if hold is not None:
+                hold.done.set()
 
         @app.after_request
         def _lose(response: flask.Response) -> flask.Response:
@@ -299,4 +341,4 @@ class FakeFly:
         return app
 
 
-__all__ = ["FakeFly", "fly_description", "fly_spec_path"]
+__all__ = ["FakeFly", "Hold", "fly_description", "fly_spec_path"]
