@@ -9,12 +9,20 @@ provider variables, ``extraEnv``, team and global secrets), labels carrying the 
 limits. Containers are not started with auto-remove: with it, Podman's Docker-compatible API
 reports exit code 0 for a failed container, and the log tail would be gone.
 
+A dispatch whose answer was lost (:meth:`LocalDockerBackend._create`,
+:meth:`LocalDockerBackend._start`) never makes a second session: a create is sent again under the
+same name, which the engine gives one container only; a start is never sent again, the container's
+state is read instead. When that cannot tell whether the session runs, the dispatch raises
+:class:`~aiimpl_core.errors.DispatchUnanswered`, and :meth:`LocalDockerBackend.poll_runs` finds the
+container by its labels.
+
 :meth:`LocalDockerBackend.poll_runs` lists our containers (by label) once per reconcile cycle:
 
 ===================================  ======================================================
 container                            reported
 ===================================  ======================================================
-``created``                          ``PENDING``
+``created``                          ``PENDING`` (without its id for a run not linked: its
+                                     job ends ``run_not_found`` if it never starts)
 ``running`` (``paused``, …)          ``RUNNING``
 running past its lifetime            stopped, log tail read: ``TIMED_OUT`` /
                                      ``container_timeout``
@@ -59,7 +67,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-from aiimpl_core.errors import DispatchError, ProviderConfigError, ProviderError
+from aiimpl_core.errors import DispatchError, DispatchUnanswered, ProviderConfigError, ProviderError
 from aiimpl_core.providers import RunnerBackend
 from aiimpl_core.types import (
     CheckResult,
@@ -116,6 +124,14 @@ class _Ended:
     finished_at: datetime | None  # when its process ended (the engine's clock)
     tail: str  # the end of its output, redacted
     oom_killed: bool = False  # killed by the kernel for the memory limit (``machineMemoryMb``)
+
+
+def _maybe_done(exc: ProviderError) -> bool:
+    """Whether a failed request may have been carried out all the same: its answer was lost (the
+    read timeout, a connection dropped), or a proxy in front of the engine answered for it that it
+    got none (502, 504). An answer of the engine itself, or a request that never reached it, says
+    that nothing was done."""
+    return isinstance(exc, engine.NoAnswer) or exc.status in (502, 504)
 
 
 def redact(text: str, env: Mapping[str, str]) -> str:
@@ -314,31 +330,130 @@ class LocalDockerBackend(RunnerBackend):
         return options
 
     def dispatch(self, request: DispatchRequest) -> DispatchResult:
-        options = self.container_options(request)
-        try:
-            container = engine.call(
-                "starting the session container", lambda: self.docker().containers.run(**options)
-            )
-        except ProviderError as exc:
-            self._discard(options["name"], request.job_id)
-            text = redact(exc.message, {**request.env, SECRET_NAMES_VAR: ",".join(request.secret_names)})
-            raise DispatchError(
-                text, provider=self.id, status=exc.status, retry_after=exc.retry_after
-            ) from None
-        self.log.info("job %s: started container %s", request.job_id, container.id[:12])
-        return DispatchResult(run_id=container.id, linked=True)
+        """Create the session's container, then start it (:meth:`_create`, :meth:`_start`).
 
-    def _discard(self, name: str, job_id: int) -> None:
-        """Remove the container a failed dispatch created but could not start (an entrypoint
+        :raises DispatchError: when the engine refused, or could not be reached: no session runs.
+        :raises DispatchUnanswered: when an answer was lost and whether the session runs cannot be
+            told; its container, if any, is found by its labels (:meth:`poll_runs`).
+        """
+        options = self.container_options(request)
+        container_id, created = self._create(request, options)
+        if created:
+            self._start(request, container_id)
+        self.log.info("job %s: started container %s", request.job_id, container_id[:12])
+        return DispatchResult(run_id=container_id, linked=True)
+
+    def _create(self, request: DispatchRequest, options: dict[str, Any]) -> tuple[str, bool]:
+        """The session's container, created once: its id, and whether it is still to be started.
+
+        The image is pulled when the engine does not have it, as ``docker run`` does. A create whose
+        answer was lost (:func:`_maybe_done`) is sent again under the same name, which the engine
+        gives one container only: a second create either makes the container (the first never
+        did) or is refused because the name is taken (409 from Docker, 500 from Podman), and the
+        container is then looked up by that name. When neither tells, :class:`DispatchUnanswered`.
+        """
+        name = options["name"]
+        try:
+            return self._create_once(options), True
+        except ProviderError as exc:
+            if not _maybe_done(exc):
+                self._discard(name, request.job_id)
+                raise self._refused(request, exc) from None
+            lost = exc
+        self.log.warning(
+            "job %s: %s; creating container %s again", request.job_id, self._text(request, lost), name
+        )
+        try:
+            return self._create_once(options), True
+        except ProviderError as exc:
+            again = exc
+        try:
+            found = self._inspect(name)
+        except ProviderError:
+            raise self._unanswered(request, lost) from None
+        if found is not None and self._of_job(found, request.job_id):
+            self.log.info("job %s: container %s was created all the same", request.job_id, name)
+            status = str((found.get("State") or {}).get("Status") or "").lower()
+            return str(found.get("Id")), status in PENDING
+        if again.status is not None and 400 <= again.status < 500 and again.status != 409:
+            # refused for a reason the first create shared (an image or option the engine refuses)
+            raise self._refused(request, again) from None
+        raise self._unanswered(request, lost) from None
+
+    def _create_once(self, options: dict[str, Any]) -> str:
+        import docker.errors
+
+        client = self.docker()
+
+        def create() -> str:
+            try:
+                return str(client.containers.create(**options).id)
+            except docker.errors.ImageNotFound:
+                client.images.pull(options["image"])
+            return str(client.containers.create(**options).id)
+
+        return engine.call("creating the session container", create)
+
+    def _start(self, request: DispatchRequest, container_id: str) -> None:
+        """Start the created container, once.
+
+        A start whose answer was lost is never sent again: a second start of a container that has
+        already ended would run its session again. Whether it started is read instead; a container
+        still ``created`` may yet be started by the first request (:class:`DispatchUnanswered`).
+        """
+        api = self.docker().api
+        try:
+            engine.call("starting the session container", lambda: api.start(container_id))
+            return
+        except ProviderError as exc:
+            if not _maybe_done(exc):
+                self._discard(container_id, request.job_id)
+                raise self._refused(request, exc) from None
+            lost = exc
+        try:
+            info = self._inspect(container_id)
+        except ProviderError:
+            raise self._unanswered(request, lost) from None
+        if info is None:  # removed meanwhile (a cancel): no session runs
+            gone = ProviderError(f"{lost.message}; the container is gone", provider=self.id)
+            raise self._refused(request, gone) from None
+        status = str((info.get("State") or {}).get("Status") or "").lower()
+        if status in PENDING:
+            raise self._unanswered(request, lost) from None
+        self.log.info("job %s: container %s was started all the same", request.job_id, container_id[:12])
+
+    def _of_job(self, info: Mapping[str, Any], job_id: int) -> bool:
+        """Whether an inspected container is this orchestrator's for the job."""
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        ours = (labels.get(config.LABEL_JOB), labels.get(config.LABEL_INSTANCE))
+        return ours == (str(job_id), self.instance)
+
+    @staticmethod
+    def _text(request: DispatchRequest, exc: ProviderError) -> str:
+        """An engine error's message, redacted of the session's secrets."""
+        return redact(exc.message, {**request.env, SECRET_NAMES_VAR: ",".join(request.secret_names)})
+
+    def _refused(self, request: DispatchRequest, exc: ProviderError) -> DispatchError:
+        text = self._text(request, exc)
+        return DispatchError(text, provider=self.id, status=exc.status, retry_after=exc.retry_after)
+
+    def _unanswered(self, request: DispatchRequest, exc: ProviderError) -> DispatchUnanswered:
+        text = self._text(request, exc)
+        self.log.info("job %s: whether its session runs is not known; its container is looked for by its "
+                      "labels", request.job_id)
+        return DispatchUnanswered(text, provider=self.id, status=exc.status, retry_after=exc.retry_after)
+
+    def _discard(self, ref: str, job_id: int) -> None:
+        """Remove the container a refused dispatch created but could not start (an entrypoint
         missing from the image, a bad mount, a network the engine does not know): it holds the
         session's environment, secrets included, and the sweep would leave a container that never
         ran until the lifetime has passed. Best effort: none was created when the image is missing."""
         try:
-            if self._remove(name):
-                self.log.info("job %s: removed container %s, which did not start", job_id, name)
+            if self._remove(ref):
+                self.log.info("job %s: removed container %s, which did not start", job_id, ref[:40])
         except ProviderError as exc:
             self.log.warning("job %s: removing container %s, which did not start, failed: %s",
-                             job_id, name, exc.message)
+                             job_id, ref[:40], exc.message)
 
     # -- reconcile --
 
@@ -425,6 +540,10 @@ class LocalDockerBackend(RunnerBackend):
             # kept until the job has ended (see the module's docstring): a later poll that reads it
             # again reports the same timeout from when it ended
             return self._timed_out(run, container_id, self._read(container_id).tail, now)
+        if status in PENDING and not run.run_id:
+            # never started, its dispatch unanswered: linked once it runs, else its job ends
+            # run_not_found (the start the dispatch sent may yet come; it is never sent again)
+            return RunState(job_id=run.job_id, phase=RunPhase.PENDING)
         phase = RunPhase.PENDING if status in PENDING else RunPhase.RUNNING
         return RunState(job_id=run.job_id, phase=phase, run_id=container_id)
 
@@ -484,16 +603,16 @@ class LocalDockerBackend(RunnerBackend):
         self._sweep(self._ours(), _aware(self.context.clock()), lifetime_seconds)
 
     def _sweep(self, summaries: Sequence[Mapping[str, Any]], now: datetime, lifetime: int) -> None:
-        """Remove our containers whose job is not in flight: ended ones created more than
-        :data:`SWEEP_AFTER` ago (a younger one may belong to a job another poller launched after
-        this cycle read its jobs), running ones (an interactive hold) once past the lifetime.
+        """Remove our containers whose job is not in flight: ended or never started ones created
+        more than :data:`SWEEP_AFTER` ago (a younger one may belong to a job another poller launched
+        after this cycle read its jobs), running ones (an interactive hold) once past the lifetime.
         Best effort; the removal when a job ends usually came first."""
         for summary in summaries:
             container_id = str(summary.get("Id"))
             status = str(summary.get("State") or "").lower()
             created = _parse_time(summary.get("Created"))
             age = (now - created).total_seconds() if created is not None else 0.0
-            if (status in ENDED and age >= SWEEP_AFTER.total_seconds()) or age >= lifetime:
+            if (status in ENDED | PENDING and age >= SWEEP_AFTER.total_seconds()) or age >= lifetime:
                 try:
                     self._remove(container_id)
                     self.log.info("removed container %s of an ended job", container_id[:12])
@@ -508,20 +627,12 @@ class LocalDockerBackend(RunnerBackend):
         removed. The plugin's ``aiimpl_job_status_changed`` runs this in a background thread; the
         sweep in :meth:`poll_runs` catches whatever a restarted process left behind.
         """
-        summaries = engine.call(
-            "listing containers",
-            lambda: self.docker().containers.list(
-                all=True,
-                sparse=True,
-                filters={
-                    "label": [f"{config.LABEL_JOB}={job_id}", f"{config.LABEL_INSTANCE}={self.instance}"]
-                },
-            ),
-        )
+        summaries = self._of_job_listed(job_id)
         lifetime = int(self.context.setting("AIIMPL_SESSION_LIFETIME_SECONDS", 3600))
-        for container in summaries:
-            container_id = str(container.attrs.get("Id"))
-            if str(container.attrs.get("State") or "").lower() not in ENDED:
+        for summary in summaries:
+            container_id = str(summary.get("Id"))
+            # one never started has no process to wait for
+            if str(summary.get("State") or "").lower() not in ENDED | PENDING:
                 try:
                     engine.call(
                         "waiting for a container",
@@ -531,16 +642,35 @@ class LocalDockerBackend(RunnerBackend):
                     self.log.info("container %s did not exit in time: %s", container_id[:12], exc)
             self._remove(container_id)
 
+    def _of_job_listed(self, job_id: int) -> list[dict[str, Any]]:
+        """The summaries of a job's containers (one list call, by label)."""
+        containers = engine.call(
+            "listing containers",
+            lambda: self.docker().containers.list(
+                all=True,
+                sparse=True,
+                filters={
+                    "label": [f"{config.LABEL_JOB}={job_id}", f"{config.LABEL_INSTANCE}={self.instance}"]
+                },
+            ),
+        )
+        return [dict(c.attrs) for c in containers]
+
     def cancel(self, run: InFlightRun) -> None:
         """Stop the run's container, letting its session save its work, and remove it (best
-        effort; :meth:`_end`). Returns at once: the stop goes on in the background."""
-        if run.run_id:
-            try:
-                info = self._inspect(run.run_id)
+        effort; :meth:`_end`). Returns at once: the stop goes on in the background. A run not
+        linked (its dispatch unanswered) is found by its job's label."""
+        try:
+            if run.run_id:
+                refs = [run.run_id]
+            else:
+                refs = [str(s.get("Id")) for s in self._of_job_listed(run.job_id)]
+            for ref in refs:
+                info = self._inspect(ref)
                 if info is not None:
                     self._end(str(info.get("Id")), info)
-            except ProviderError as exc:
-                self.log.warning("job %s: stopping container %s failed: %s", run.job_id, run.run_id[:12], exc)
+        except ProviderError as exc:
+            self.log.warning("job %s: stopping its container failed: %s", run.job_id, exc)
 
     # -- stopping --
 

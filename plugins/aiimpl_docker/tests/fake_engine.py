@@ -14,6 +14,12 @@ Every request and every answer is checked against the Docker Engine API descript
 (``docker/swagger.yaml`` of the shared API descriptions, see :mod:`.engine_spec`): what breaks it
 is collected in :attr:`FakeEngine.violations`, and leaving the ``with`` block fails the test.
 
+An answer can be lost, as a slow or failing engine loses it: :meth:`FakeEngine.lose_next` carries
+a request out (or not) and closes the connection without an answer; :meth:`FakeEngine.hold_next`
+keeps a request waiting, unanswered, until the test releases it (the client's read timeout runs out
+meanwhile), then carries it out. A create under a name in use is refused as Docker refuses it (409)
+or, with :attr:`FakeEngine.name_conflict_status` set to 500, as Podman 4 does.
+
 A stop (``POST /containers/{id}/stop?t=N``) is SIGTERM, then SIGKILL ``t`` seconds later, as
 the description says: a container ends on SIGTERM at once (exit code 143) unless the test holds
 its stop with :meth:`FakeEngine.hold_stop` — a session saving its work — and a wait
@@ -23,6 +29,7 @@ its stop with :meth:`FakeEngine.hold_stop` — a session saving its work — and
 from __future__ import annotations
 
 import json
+import socket
 import struct
 import threading
 import uuid
@@ -46,6 +53,20 @@ def _stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
 
 
+class Held:
+    """A request :meth:`FakeEngine.hold_next` keeps waiting."""
+
+    def __init__(self) -> None:
+        self.arrived = threading.Event()
+        self._released = threading.Event()
+        self._done = threading.Event()
+
+    def release(self, timeout: float = 10) -> None:
+        """Let the engine carry the request out; returns once it has (its answer finds no one)."""
+        self._released.set()
+        assert self._done.wait(timeout), "the held request was not carried out"
+
+
 class FakeEngine:
     """Containers behind the Docker Engine API.
 
@@ -67,6 +88,11 @@ class FakeEngine:
         #: signals delivered to containers, in order: (container id, ``SIGTERM`` / ``SIGKILL``)
         self.signals: list[tuple[str, str]] = []
         self.failures: list[tuple[str, str, int, str]] = []  # method, path suffix, status, message
+        #: answers to lose: method, path suffix, how (``drop``, ``drop-unread``, ``hold``), the hold
+        self.losses: list[tuple[str, str, str, Held | None]] = []
+        #: the status of a create under a name in use: Docker's 409 (Podman 4 answers 500)
+        self.name_conflict_status = 409
+        self._holds: list[Held] = []
         self._lock = threading.Lock()
         #: notified whenever a container ends or goes (stops and waits wait on it)
         self._changed = threading.Condition(self._lock)
@@ -90,6 +116,8 @@ class FakeEngine:
             self._changed.notify_all()
         for released, _ in list(self._held.values()):
             released.set()
+        for held in self._holds:
+            held._released.set()
         self._server.shutdown()
         if exc[0] is None:
             self.assert_clean()
@@ -141,6 +169,21 @@ class FakeEngine:
         """Answer the next request whose path ends with ``path_suffix`` with an error."""
         self.failures.append((method.upper(), path_suffix, status, message))
 
+    def lose_next(self, method: str, path_suffix: str, *, carried_out: bool = True) -> None:
+        """The answer to the next request whose path ends with ``path_suffix`` is lost: the engine
+        carries the request out (unless ``carried_out`` is false) and closes the connection
+        without answering."""
+        self.losses.append((method.upper(), path_suffix, "drop" if carried_out else "drop-unread", None))
+
+    def hold_next(self, method: str, path_suffix: str) -> Held:
+        """The next request whose path ends with ``path_suffix`` waits, unanswered, until the
+        returned hold is released (or the test ends): a slow engine, whose client gives up when its
+        read timeout runs out. The request is carried out when released."""
+        held = Held()
+        self._holds.append(held)
+        self.losses.append((method.upper(), path_suffix, "hold", held))
+        return held
+
     def calls(self, method: str, path_suffix: str = "") -> list[str]:
         """The paths of the requests received with this method (ending with ``path_suffix``)."""
         return [p for m, p in self.requests if m == method.upper() and p.endswith(path_suffix)]
@@ -182,6 +225,18 @@ class FakeEngine:
                 request.get_data(cache=True),
                 request.content_type,
             )
+            for i, (method, suffix, how, held) in enumerate(self.losses):
+                if request.method == method and request.path.endswith(suffix):
+                    del self.losses[i]
+                    if held is not None:  # the engine is slow: the request waits
+                        held.arrived.set()
+                        held._released.wait()
+                        flask.g.held = held
+                        break
+                    flask.g.drop = True
+                    if how == "drop-unread":
+                        return flask.Response(status=500)  # never sent: the connection is dropped
+                    break
             for i, (method, suffix, status, message) in enumerate(self.failures):
                 if flask.request.method == method and flask.request.path.endswith(suffix):
                     del self.failures[i]
@@ -191,6 +246,13 @@ class FakeEngine:
         @app.after_request
         def _check_answer(response: flask.Response) -> flask.Response:
             request = flask.request
+            if flask.g.get("drop"):  # the answer is lost: the connection closes without one
+                flask.g.exchange["lost"] = True
+                request.environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
+                return response
+            if flask.g.get("held") is not None:
+                flask.g.exchange["lost"] = True  # its client gave up waiting
+                flask.g.held._done.set()
             flask.g.exchange["status"] = response.status_code
             self.violations += description.validate_response(
                 request.method, request.path, response.status_code, response.get_data(), response.content_type
@@ -233,9 +295,12 @@ class FakeEngine:
             with self._lock:
                 taken = next((c for c in self.containers.values() if name and c["Name"] == f"/{name}"), None)
                 if taken is not None:
-                    return error(409, f'Conflict. The container name "/{name}" is already in use by '
-                                      f'container "{taken["Id"]}". You have to remove (or rename) that '
-                                      "container to be able to reuse that name.")
+                    return error(
+                        self.name_conflict_status,
+                        f'Conflict. The container name "/{name}" is already in use by container '
+                        f'"{taken["Id"]}". You have to remove (or rename) that container to be able to '
+                        "reuse that name.",
+                    )
                 self.containers[container_id] = {
                     "Id": container_id,
                     "Name": "/" + (flask.request.args.get("name") or container_id[:12]),

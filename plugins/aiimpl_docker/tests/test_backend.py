@@ -270,8 +270,10 @@ def test_a_container_that_cannot_start_is_not_left_behind(make_backend: Any) -> 
 def test_unreachable_engine_is_a_dispatch_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     backend = LocalDockerBackend(make_context(docker_config()))
-    with pytest.raises(DispatchError):
+    with pytest.raises(DispatchError) as info:
         backend.dispatch(request_for(20))
+    # the request never reached an engine: the job fails (not DispatchUnanswered, which waits for it)
+    assert type(info.value) is DispatchError and info.value.status is None
 
 
 def test_not_configured_lists_no_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
