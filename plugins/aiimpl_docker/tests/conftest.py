@@ -93,6 +93,44 @@ def fake_engine(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         yield fake
 
 
+#: the session image the fake engine has, in the tests that run the plugin in an orchestrator
+FAKE_ENGINE_IMAGE = "localhost/aiimpl-session:test"
+
+
+@pytest.fixture
+def app_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The fake engine on real time (the orchestrator's clock), as ``DOCKER_HOST``, holding
+    :data:`FAKE_ENGINE_IMAGE`."""
+    from .fake_engine import FakeEngine
+
+    with FakeEngine() as fake:
+        fake.images[FAKE_ENGINE_IMAGE] = "sha256:" + "5e" * 32
+        monkeypatch.setenv("DOCKER_HOST", fake.url)
+        yield fake
+
+
+@pytest.fixture
+def tracker() -> Any:
+    """The in-memory tracker of the tests that run the plugin in an orchestrator."""
+    from aiimpl_core.testing.fakes import FakeTracker
+
+    return FakeTracker()
+
+
+@pytest.fixture
+def aiimpl_plugins(tracker: Any, app_engine: Any) -> list[object]:
+    """The orchestrator of these tests: the in-memory tracker and this plugin on the fake engine
+    (a module that runs the plugin on another engine overrides this and ``aiimpl_config``)."""
+    import aiimpl_docker.plugin
+
+    return [tracker.plugin, aiimpl_docker.plugin]
+
+
+@pytest.fixture
+def aiimpl_config() -> dict[str, Any]:
+    return {"AIIMPL_DOCKER_IMAGE": FAKE_ENGINE_IMAGE}
+
+
 def docker_config(command: str | None = None, **extra: str) -> dict[str, str]:
     config = {
         "AIIMPL_DOCKER_IMAGE": BUSYBOX,

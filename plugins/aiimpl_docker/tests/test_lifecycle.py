@@ -28,11 +28,6 @@ GLOBAL_SECRET = "global-secret-77ab02"
 
 
 @pytest.fixture
-def tracker() -> FakeTracker:
-    return FakeTracker()
-
-
-@pytest.fixture
 def aiimpl_plugins(tracker: FakeTracker, engine: Any) -> list[object]:
     return [tracker.plugin, aiimpl_docker.plugin]
 

@@ -38,14 +38,13 @@ from aiimpl_core.testing.fakes import FakeTracker
 from aiimpl_core.types import DispatchRequest, InFlightRun, RunPhase
 from werkzeug.serving import make_server
 
-import aiimpl_docker.plugin
 from aiimpl_docker import client as engine_client
 from aiimpl_docker.backend import LocalDockerBackend
 
-from .conftest import Clock, ours
+from .conftest import FAKE_ENGINE_IMAGE, Clock, ours
 from .fake_engine import FakeEngine
 
-IMAGE = "localhost/aiimpl-session:test"
+IMAGE = FAKE_ENGINE_IMAGE
 SECRET = "team-secret-value-7a21"
 #: the client's read timeout where an answer is held back: it runs out, as under load
 SHORT_TIMEOUT = 2
@@ -250,29 +249,6 @@ def test_what_may_have_been_done_is_told_from_what_was_not() -> None:
 
 
 # -- inside the orchestrator ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def app_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEngine]:
-    with FakeEngine() as fake:  # real time: the orchestrator's clock
-        fake.images[IMAGE] = "sha256:" + "5e" * 32
-        monkeypatch.setenv("DOCKER_HOST", fake.url)
-        yield fake
-
-
-@pytest.fixture
-def tracker() -> FakeTracker:
-    return FakeTracker()
-
-
-@pytest.fixture
-def aiimpl_plugins(tracker: FakeTracker, app_engine: FakeEngine) -> list[object]:
-    return [tracker.plugin, aiimpl_docker.plugin]
-
-
-@pytest.fixture
-def aiimpl_config() -> dict[str, Any]:
-    return {"AIIMPL_DOCKER_IMAGE": IMAGE}
 
 
 def test_a_job_whose_start_went_unanswered_is_linked_once_its_container_runs(

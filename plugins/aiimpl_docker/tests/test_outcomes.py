@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
@@ -30,13 +30,12 @@ from aiimpl_core.testing.contract import make_context, sample_dispatch_request, 
 from aiimpl_core.testing.fakes import FakeTracker
 from aiimpl_core.types import InFlightRun, LogLabel, RunPhase, RunState, TimeoutReason
 
-import aiimpl_docker.plugin
 from aiimpl_docker.backend import LocalDockerBackend
 
-from .conftest import Clock
+from .conftest import FAKE_ENGINE_IMAGE, Clock
 from .fake_engine import FakeEngine
 
-IMAGE = "localhost/aiimpl-session:test"
+IMAGE = FAKE_ENGINE_IMAGE
 
 
 @pytest.fixture
@@ -154,29 +153,6 @@ def test_end_times_with_an_offset_are_read_as_such() -> None:
 # -- inside the orchestrator ------------------------------------------------------------------------
 
 TEAM_SECRET = "team-secret-3f8e1c/+=xyz"
-
-
-@pytest.fixture
-def app_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEngine]:
-    with FakeEngine() as fake:  # real time: the orchestrator's clock
-        fake.images[IMAGE] = "sha256:" + "5e" * 32
-        monkeypatch.setenv("DOCKER_HOST", fake.url)
-        yield fake
-
-
-@pytest.fixture
-def tracker() -> FakeTracker:
-    return FakeTracker()
-
-
-@pytest.fixture
-def aiimpl_plugins(tracker: FakeTracker, app_engine: FakeEngine) -> list[object]:
-    return [tracker.plugin, aiimpl_docker.plugin]
-
-
-@pytest.fixture
-def aiimpl_config() -> dict[str, Any]:
-    return {"AIIMPL_DOCKER_IMAGE": IMAGE}
 
 
 @pytest.fixture

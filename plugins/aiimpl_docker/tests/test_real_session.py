@@ -73,11 +73,6 @@ def port() -> int:
 
 
 @pytest.fixture
-def tracker() -> FakeTracker:
-    return FakeTracker()
-
-
-@pytest.fixture
 def aiimpl_plugins(tracker: FakeTracker, python_image: str) -> list[object]:
     return [tracker.plugin, aiimpl_docker.plugin]
 
