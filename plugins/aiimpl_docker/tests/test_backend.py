@@ -12,6 +12,7 @@ from aiimpl_core.testing.contract import (
     RunnerBackendContract,
     make_context,
     sample_dispatch_request,
+    sample_in_flight_run,
     sample_mapping,
 )
 from aiimpl_core.types import DispatchRequest, InFlightRun, LogLabel, RunPhase, TimeoutReason
@@ -38,16 +39,7 @@ def request_for(job_id: int = 11, **kw: Any) -> DispatchRequest:
 
 
 def in_flight(req: DispatchRequest, run_id: str | None, clock: Clock, lifetime: int = 3600) -> InFlightRun:
-    return InFlightRun(
-        job_id=req.job_id,
-        phase=req.phase,
-        issue_key=req.issue_key,
-        mapping=req.mapping,
-        run_id=run_id,
-        run_name=req.run_name,
-        dispatched_at=clock(),
-        lifetime_seconds=lifetime,
-    )
+    return sample_in_flight_run(req, run_id=run_id, dispatched_at=clock(), lifetime_seconds=lifetime)
 
 
 class TestDockerContract(RunnerBackendContract):

@@ -33,7 +33,12 @@ from aiimpl_core.orm import Job, JobTransition, Mapping
 from aiimpl_core.services import poller
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.services.reconcile import reconcile
-from aiimpl_core.testing.contract import make_context, sample_dispatch_request, sample_mapping
+from aiimpl_core.testing.contract import (
+    make_context,
+    sample_dispatch_request,
+    sample_in_flight_run,
+    sample_mapping,
+)
 from aiimpl_core.testing.fakes import FakeTracker
 from aiimpl_core.types import DispatchRequest, InFlightRun, RunPhase
 from werkzeug.serving import make_server
@@ -74,16 +79,7 @@ def _request(job_id: int = 5) -> DispatchRequest:
 
 def _unlinked(req: DispatchRequest, clock: Clock) -> InFlightRun:
     """The run as the reconciler asks about it after an unanswered dispatch: no run id."""
-    return InFlightRun(
-        job_id=req.job_id,
-        phase=req.phase,
-        issue_key=req.issue_key,
-        mapping=req.mapping,
-        run_id=None,
-        run_name=req.run_name,
-        dispatched_at=clock(),
-        lifetime_seconds=3600,
-    )
+    return sample_in_flight_run(req, dispatched_at=clock())
 
 
 def _states(fake: FakeEngine) -> list[str]:

@@ -15,6 +15,7 @@ from aiimpl_core.testing.contract import (
     RunnerBackendContract,
     make_context,
     sample_dispatch_request,
+    sample_in_flight_run,
     sample_mapping,
 )
 from aiimpl_core.testing.fake_github import FakeGitHub, Run
@@ -64,15 +65,7 @@ def full_request(job_id: int = 1, phase: Phase = Phase.IMPLEMENTATION, **kw: obj
 def in_flight(
     request: DispatchRequest, run_id: str | None = None, dispatched_at: datetime | None = None
 ) -> InFlightRun:
-    return InFlightRun(
-        job_id=request.job_id,
-        phase=request.phase,
-        issue_key=request.issue_key,
-        mapping=request.mapping,
-        run_id=run_id,
-        run_name=request.run_name,
-        dispatched_at=dispatched_at or datetime.now(UTC),
-    )
+    return sample_in_flight_run(request, run_id=run_id, dispatched_at=dispatched_at or datetime.now(UTC))
 
 
 def install(gh: FakeGitHub, backend: GitHubActionsBackend, **mapping_kw: object) -> None:
