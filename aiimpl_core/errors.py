@@ -104,6 +104,14 @@ class DispatchUnanswered(DispatchError):
     fails as on any other error.
     """
 
+    @classmethod
+    def of(cls, exc: ProviderError) -> DispatchUnanswered:
+        """The failure of a dispatch request whose answer was lost
+        (:func:`aiimpl_core.http.may_have_been_done`), with its message, provider, status,
+        ``Retry-After`` and detail."""
+        return cls(exc.message, provider=exc.provider, status=exc.status, retry_after=exc.retry_after,
+                   detail=exc.detail)
+
 
 def describe_plugin_error(
     exc: BaseException,

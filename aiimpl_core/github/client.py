@@ -350,10 +350,7 @@ class Repo:
         except ProviderError as exc:
             if not may_have_been_done(exc):
                 raise
-            raise DispatchUnanswered(
-                exc.message, provider=exc.provider, status=exc.status, retry_after=exc.retry_after,
-                detail=exc.detail,
-            ) from None
+            raise DispatchUnanswered.of(exc) from None
 
     def get_workflow(self, workflow: str) -> dict[str, Any] | None:
         """A workflow (file name or id) as GitHub has registered it, ``state`` included (``active``,

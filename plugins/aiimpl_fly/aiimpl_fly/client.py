@@ -50,10 +50,7 @@ class FlyClient:
         except ProviderError as exc:
             if not may_have_been_done(exc):
                 raise
-            raise DispatchUnanswered(
-                exc.message, provider=exc.provider, status=exc.status, retry_after=exc.retry_after,
-                detail=exc.detail,
-            ) from None
+            raise DispatchUnanswered.of(exc) from None
         try:
             machine = _object(self.http.json(resp))
         except ProviderError as exc:
