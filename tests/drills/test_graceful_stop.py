@@ -82,6 +82,17 @@ def _environ(app: Any, linear: FakeLinear, gh: FakeGitHub, **settings: str) -> d
     return env
 
 
+def _sigterm_until(proc: subprocess.Popen[str], said: str, otherwise: str) -> None:
+    """Send ``proc`` SIGTERM and read its errors until a line says ``said`` (it is stopping); fail
+    with ``otherwise`` and its exit status when it ended instead."""
+    assert proc.stderr is not None
+    proc.send_signal(signal.SIGTERM)
+    for line in proc.stderr:
+        if said in line:
+            return
+    raise AssertionError(f"{otherwise}: {proc.wait(10)}")
+
+
 def _listing_held(linear: FakeLinear, release: threading.Event | None = None) -> threading.Event:
     """The next listing of Linear held :data:`HELD` seconds (or until ``release``); the event
     returned is set when it arrives."""
@@ -236,13 +247,8 @@ def test_a_second_signal_stops_a_poll_loop_at_once(app, linear, gh, args) -> Non
     proc = _poll(_environ(app, linear, gh), *args)
     try:
         assert arrived.wait(30), proc.poll()
-        assert proc.stderr is not None
-        proc.send_signal(signal.SIGTERM)
-        for line in proc.stderr:
-            if "stopping after the current step of the cycle" in line:
-                break
-        else:
-            raise AssertionError(f"the loop ended on the first signal: {proc.wait(10)}")
+        _sigterm_until(proc, "stopping after the current step of the cycle",
+                       "the loop ended on the first signal")
         proc.send_signal(signal.SIGINT)  # an operator's second Ctrl-C
         _out, err = proc.communicate(timeout=5)
     finally:
@@ -314,13 +320,7 @@ def test_a_long_poll_cycle_ends_after_its_current_step_on_sigterm(app, linear, g
     proc = _poll(_environ(app, linear, gh), *args)
     try:
         assert arrived.wait(30), proc.poll()
-        assert proc.stderr is not None
-        proc.send_signal(signal.SIGTERM)
-        for line in proc.stderr:
-            if "signal SIGTERM: stopping after the current" in line:
-                break
-        else:
-            raise AssertionError(f"the command ended on the signal: {proc.wait(10)}")
+        _sigterm_until(proc, "signal SIGTERM: stopping after the current", "the command ended on the signal")
         release.set()
         released = time.monotonic()
         try:
