@@ -26,6 +26,18 @@ def runner() -> FakeRunner:
 
 
 @pytest.fixture
+def jira() -> FakeTracker:
+    """A second tracker (``fake-jira``), for a test whose ``aiimpl_plugins`` installs two."""
+    return FakeTracker("fake-jira")
+
+
+@pytest.fixture
+def fly() -> FakeRunner:
+    """A second runner backend (``fly-machines``), for a test whose ``aiimpl_plugins`` installs two."""
+    return FakeRunner("fly-machines", "fly")
+
+
+@pytest.fixture
 def aiimpl_plugins(tracker: FakeTracker, runner: FakeRunner) -> list[object]:
     return [tracker.plugin, runner.plugin]
 

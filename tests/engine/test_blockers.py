@@ -183,10 +183,6 @@ def test_an_incomplete_listing_removes_no_blocker(app, tracker, add_mapping):
 
 class TestCaps:
     @pytest.fixture
-    def fly(self) -> FakeRunner:
-        return FakeRunner("fly-machines", "fly")
-
-    @pytest.fixture
     def aiimpl_plugins(self, tracker: FakeTracker, runner: FakeRunner, fly: FakeRunner) -> list[object]:
         return [tracker.plugin, runner.plugin, fly.plugin]
 

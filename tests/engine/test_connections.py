@@ -15,16 +15,6 @@ from .conftest import jobs_of, later
 
 
 @pytest.fixture
-def jira() -> FakeTracker:
-    return FakeTracker("fake-jira")
-
-
-@pytest.fixture
-def fly() -> FakeRunner:
-    return FakeRunner("fly-machines", "fly")
-
-
-@pytest.fixture
 def aiimpl_plugins(
     tracker: FakeTracker, jira: FakeTracker, runner: FakeRunner, fly: FakeRunner
 ) -> list[object]:

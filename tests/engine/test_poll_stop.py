@@ -24,16 +24,6 @@ NEXT = "next-host:1:1"
 
 
 @pytest.fixture
-def jira() -> FakeTracker:
-    return FakeTracker("fake-jira")
-
-
-@pytest.fixture
-def fly() -> FakeRunner:
-    return FakeRunner("fly-machines", "fly")
-
-
-@pytest.fixture
 def aiimpl_plugins(
     tracker: FakeTracker, jira: FakeTracker, runner: FakeRunner, fly: FakeRunner
 ) -> list[object]:
