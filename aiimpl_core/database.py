@@ -551,3 +551,26 @@ def failure_message(exc: Exception) -> str:
     if problem:
         return f"{problem} ({reason})"
     return f"the database refused a statement: {reason}"
+
+
+#: how far this host's clock may be from the database's before :func:`clock_skew` callers say so:
+#: leases, back-offs and the reconciler's windows compare times written by every host
+CLOCK_TOLERANCE = 5.0
+
+
+def clock_skew(now: Callable[[], datetime], session: Session | None = None) -> tuple[float, float] | None:
+    """How many seconds ``now()`` (this host's clock, in UTC) is ahead of the database server's
+    clock (negative: behind), and how far off that reading may be (half the query's round trip);
+    ``None`` on SQLite, whose clock is this host's. Leaves no transaction open."""
+    session = session or db.session
+    if dialect_name(session) != "postgresql":
+        return None
+    try:
+        before = now()
+        # clock_timestamp(), not now(): the latter is the time the transaction started
+        theirs = session.execute(text("SELECT clock_timestamp()")).scalar_one()
+        after = now()
+    finally:
+        session.commit()
+    middle = before + (after - before) / 2
+    return (middle - theirs).total_seconds(), (after - before).total_seconds() / 2

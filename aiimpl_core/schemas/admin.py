@@ -336,7 +336,8 @@ class CheckSchema(Schema):
 
     kind = fields.String(
         metadata={"description": "ticketing, runner, github, secrets (stored secrets the key cannot "
-                                 "decrypt) or settings (a setting that names what is not installed)"}
+                                 "decrypt), settings (a setting that names what is not installed) or "
+                                 "database (this host's clock is off the database server's)"}
     )
     provider = fields.String(metadata={"description": "the provider id (`github` for GitHub)"})
     name = fields.String(metadata={"description": "what was checked (`credentials`, `project ENG`, …)"})

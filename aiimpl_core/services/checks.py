@@ -34,7 +34,7 @@ from ..extensions import db
 from ..github import from_app as github_from_app
 from ..orm import Mapping as MappingRow
 from ..types import CheckResult, MappingView
-from . import redaction, settings
+from . import poller, redaction, settings
 from .launch import choose_backend
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 class CheckRow:
     """One line of the report: what was checked, of which connection, and how it went."""
 
-    kind: str  # ticketing | runner | github | secrets | settings
+    kind: str  # ticketing | runner | github | secrets | settings | database
     provider: str
     name: str
     status: str
@@ -359,7 +359,13 @@ def run_checks(github: Callable[[], Any] = github_from_app, *, budget: float | N
     })
     report += _github_rows(rows, github)
     checked = _run_side_by_side(report, BUDGET if budget is None else budget)
-    return checked + _secret_rows() + _cap_rows(facade.ids("runner"))
+    return checked + _clock_rows() + _secret_rows() + _cap_rows(facade.ids("runner"))
+
+
+def _clock_rows() -> list[CheckRow]:
+    """A failure when this host's clock is off the database server's (see :func:`.poller.clock_problem`)."""
+    problem = poller.clock_problem()
+    return [CheckRow("database", "database", "clock", FAILED, problem)] if problem else []
 
 
 def _provider_check(kind: str, provider_id: str, mappings: Sequence[MappingView]) -> _Check:

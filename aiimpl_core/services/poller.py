@@ -22,7 +22,7 @@ import math
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -33,7 +33,7 @@ from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from ..database import advisory_lock, failure_message, serialized, upsert
+from ..database import CLOCK_TOLERANCE, advisory_lock, clock_skew, failure_message, serialized, upsert
 from ..errors import ProviderError, describe_plugin_error
 from ..extensions import db
 from ..orm import Lease, Setting, utcnow
@@ -92,6 +92,23 @@ def acquire_lease(
     except IntegrityError:  # another poller inserted the row first
         db.session.rollback()
         return False
+
+
+def clock_problem(now: Callable[[], datetime] | None = None) -> str | None:
+    """What is wrong with this host's clock, measured against the database server's (PostgreSQL;
+    on SQLite they are one clock): ``None`` while they agree within :data:`CLOCK_TOLERANCE`
+    seconds. Leases, back-offs and the reconciler's windows compare times that every host writes
+    with its own clock, so a host ahead takes a lease another still holds, and a host behind
+    waits out leases and back-offs longer than it should."""
+    measured = clock_skew(now or utcnow)
+    if measured is None:
+        return None
+    skew, error = measured
+    if abs(skew) - error <= CLOCK_TOLERANCE:
+        return None
+    return (f"this host's clock is {abs(skew):.1f}s {'ahead of' if skew > 0 else 'behind'} the "
+            f"database server's (more than {CLOCK_TOLERANCE:.0f}s): leases, back-offs and timeouts "
+            f"compare times written by every host; keep the clocks in sync (NTP)")
 
 
 def release_lease(name: str, *, holder: str | None = None) -> None:
@@ -292,6 +309,7 @@ class Poller:
         try:
             if not self._shadow_left:
                 self._leave_shadow()
+                self._check_clock()
             with stoppable(self._stop):
                 report = run_cycle(lease_seconds=self.interval, holder=self.holder)
             try:
@@ -326,6 +344,19 @@ class Poller:
             db.session.rollback()
             log.exception("giving back what shadow jobs held failed")
         self._shadow_left = True
+
+    def _check_clock(self) -> None:
+        """Before the loop's first cycle: warn when this host's clock is off the database's."""
+        try:
+            problem = clock_problem()
+        except SQLAlchemyError:
+            raise
+        except Exception:  # noqa: BLE001 - a fault of its own must not stop polling
+            db.session.rollback()
+            log.exception("comparing this host's clock with the database's failed")
+            return
+        if problem:
+            log.warning("%s", problem)
 
     def run_forever(self, on_cycle: Any = None) -> None:
         """Run cycles until stopped; a failing cycle is logged and the loop goes on."""
