@@ -1230,7 +1230,9 @@ def run_cycle(
             report.errors.append(f"reconcile: {type(exc).__name__}: {exc}")
     if deliver and not _stopping(report):
         report.outbox = outbox.deliver(now=max(now, utcnow()))
-        _stopping(report)  # (a stop during the delivery ends it after the write under way)
+        # a stop during the delivery ends it after the write under way; one after its last write
+        # left nothing to the next cycle
+        report.stopped = bool(report.outbox.get("left"))
     report.finished_at = utcnow()
     return report
 

@@ -424,7 +424,8 @@ def deliver(
     now: datetime | None = None,
     sent: set[int] | None = None,
 ) -> dict[str, int]:
-    """Send due items; return counts of ``sent``, ``failed`` and ``skipped`` items.
+    """Send due items; return counts of ``sent``, ``failed`` and ``skipped`` items, and of those
+    ``left`` untried because the poll loop running the pass was asked to stop (the next pass sends them).
 
     :param sent: when given, the ids of the items this call sent are added to it.
     """
@@ -464,13 +465,14 @@ def deliver(
     # one (not one taken with it, still waiting its turn), and the stop counts as an attempt.
     alone = {r.id for r in rows if r.op not in IDEMPOTENT_OPS or r.stopped}
     taken = _claim_many([r.id for r in rows if r.id not in alone and r.issue_key not in waiting], now)
-    counts = {"sent": 0, "failed": 0, "skipped": 0}
+    counts = {"sent": 0, "failed": 0, "skipped": 0, "left": 0}
     blocked_issues: set[str] = set()
     postponed_providers: set[str] = set()
-    for item_id, issue_key, provider_id, *_ in rows:
+    for index, (item_id, issue_key, provider_id, *_) in enumerate(rows):
         if stop_asked():
             # the poll loop is stopping: the next poller sends the rest (those taken together are
             # given back below)
+            counts["left"] = len(rows) - index
             break
         if issue_key in blocked_issues or provider_id in postponed_providers or issue_key in waiting:
             counts["skipped"] += 1

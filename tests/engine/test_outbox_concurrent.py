@@ -171,7 +171,7 @@ def _items(issue_key: str) -> list[OutboxItem]:
 
 
 def _counts(sent: int = 0, failed: int = 0, skipped: int = 0) -> dict[str, int]:
-    return {"sent": sent, "failed": failed, "skipped": skipped}
+    return {"sent": sent, "failed": failed, "skipped": skipped, "left": 0}
 
 
 # -- order: an item another sender holds, or that failed, holds back the issue's later ones ------

@@ -149,7 +149,7 @@ def test_a_write_that_kills_its_sender_every_time_is_given_up_after_its_attempts
         counts = outbox.deliver(issue_keys=["ENG-1"], now=now)
     # given up rather than sent again; the issue's next comment goes out
     assert asked.count(STUCK) == outbox.MAX_ATTEMPTS
-    assert counts == {"sent": 1, "failed": 0, "skipped": 1}
+    assert counts == {"sent": 1, "failed": 0, "skipped": 1, "left": 0}
     assert tracker.comments["ENG-1"] == [NEXT]
     item = _item(stuck)
     assert (item.state, item.attempts, item.last_error) == (

@@ -186,7 +186,7 @@ def test_a_stop_during_the_outbox_delivery_ends_it_after_the_write_under_way(
     report = poller.run_once()
     assert report.stopped
     # the comment under way when the stop came was posted and recorded; no other write was sent
-    assert report.outbox["sent"] == 1
+    assert report.outbox["sent"] == 1 and report.outbox["left"] == 4
     assert [key for key in keys if tracker.comments[key]] == ["ENG-1"]
     assert [item.state for item in outbox_of("ENG-1")] == ["done", "pending"]  # the stage given back
     assert [outbox_of(key)[0].state for key in keys[1:]] == ["pending"] * 3
@@ -198,3 +198,17 @@ def test_a_stop_during_the_outbox_delivery_ends_it_after_the_write_under_way(
     assert not report.stopped and report.outbox["sent"] == 4
     assert {key: len(tracker.comments[key]) for key in keys} == dict.fromkeys(keys, 1)
     assert [item.state for item in outbox_of("ENG-1")] == ["done", "done"]
+
+
+def test_a_stop_during_the_cycles_last_write_leaves_nothing_to_the_next(
+    app, tracker, add_mapping, monkeypatch
+):
+    add_mapping("ENG")
+    tracker.add("ENG-1", labels=set())
+    queue_outbox_item("ENG-1")  # the one write of the cycle
+    poller = Poller(interval=60)
+    _stop_in(monkeypatch, tracker.provider_class, "post_comment", poller)
+
+    report = poller.run_once()
+    assert report.outbox == {"sent": 1, "failed": 0, "skipped": 0, "left": 0}
+    assert not report.stopped and "stopped" not in report.summary()
