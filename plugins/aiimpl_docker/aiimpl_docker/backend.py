@@ -57,12 +57,13 @@ started) is removed at once.
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import shlex
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -177,6 +178,29 @@ def parse_volumes(spec: str) -> dict[str, dict[str, str]]:
     return out
 
 
+def parse_timeout(value: Any) -> float:
+    """``AIIMPL_DOCKER_TIMEOUT_SECONDS`` as seconds (unset or blank: the default).
+
+    :raises ProviderConfigError: naming the setting, when it is not a number of seconds greater
+        than 0 and at most :data:`~aiimpl_docker.config.MAX_TIMEOUT_SECONDS`.
+    """
+    raw = "" if value is None else str(value).strip()
+    if not raw:
+        return float(config.DEFAULT_TIMEOUT_SECONDS)
+    try:
+        seconds = float(raw) if raw.isascii() else math.nan
+    except ValueError:
+        seconds = math.nan
+    # nan, which float() reads, fails this comparison too; inf fails the upper bound
+    if not 0 < seconds <= config.MAX_TIMEOUT_SECONDS:
+        raise ProviderConfigError(
+            f"{config.TIMEOUT} must be a number of seconds greater than 0 and at most "
+            f"{config.MAX_TIMEOUT_SECONDS}, not {raw[:40]!r}",
+            provider="local-docker",
+        )
+    return seconds
+
+
 def parse_command(value: str) -> list[str]:
     """``AIIMPL_DOCKER_COMMAND`` as the words of the command line that replaces the image's
     entrypoint (shell quoting rules, nothing expanded)."""
@@ -241,21 +265,39 @@ class LocalDockerBackend(RunnerBackend):
         )
         return config.DEFAULT_STOP_GRACE_SECONDS
 
+    @property
+    def timeout_seconds(self) -> float:
+        """Seconds the engine gets to accept a connection and to answer each request
+        (:func:`parse_timeout`).
+
+        :raises ProviderConfigError: when the setting is not valid: no engine call is made with a
+            timeout nobody asked for.
+        """
+        return parse_timeout(self.context.setting(config.TIMEOUT))
+
     def docker(self) -> Any:
+        """The engine's client, made on first use with :attr:`timeout_seconds` for every request."""
         if self._docker is None:
-            self._docker = engine.connect()
+            self._docker = engine.connect(timeout=self.timeout_seconds)
         return self._docker
 
     # -- pre-flight check --
 
     def check(self, mappings: Sequence[MappingView]) -> Sequence[CheckResult]:
         """Whether the engine answers (its version) and the session image is on it; read-only:
-        nothing is pulled, built or started. A ``settings`` line is added when the command or the
-        volumes setting cannot be read, as every dispatch would then fail."""
+        nothing is pulled, built or started. A ``settings`` line is added when the command, the
+        volumes or the timeout setting cannot be read, as every dispatch would then fail (the
+        engine is not asked when it is the timeout)."""
         settings = self._check_settings()
         try:
             client = self.docker()
             info = engine.call("reading the engine's version", client.version)
+        except ProviderConfigError:  # the timeout setting, which the settings line names
+            return [
+                CheckResult("engine", False, f"not checked: {config.TIMEOUT} is not valid (see settings)"),
+                CheckResult(f"image {self.image}", False, "not checked: the Docker engine was not asked"),
+                *settings,
+            ]
         except ProviderError as exc:
             return [
                 CheckResult("engine", False, f"{exc.message} ({_engine_address()})"),
@@ -266,7 +308,12 @@ class LocalDockerBackend(RunnerBackend):
 
     def _check_settings(self) -> list[CheckResult]:
         problems: list[str] = []
-        for name, parse in ((config.COMMAND, parse_command), (config.VOLUMES, parse_volumes)):
+        parsers: tuple[tuple[str, Callable[[str], object]], ...] = (
+            (config.COMMAND, parse_command),
+            (config.VOLUMES, parse_volumes),
+            (config.TIMEOUT, parse_timeout),
+        )
+        for name, parse in parsers:
             value = self.context.setting(name)
             if value:
                 try:
@@ -337,6 +384,8 @@ class LocalDockerBackend(RunnerBackend):
             told; its container, if any, is found by its labels (:meth:`poll_runs`).
         """
         options = self.container_options(request)
+        # a bad timeout setting fails the dispatch before any request, naming the setting
+        parse_timeout(self.context.setting(config.TIMEOUT))
         container_id, created = self._create(request, options)
         if created:
             self._start(request, container_id)

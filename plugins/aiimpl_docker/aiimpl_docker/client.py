@@ -23,8 +23,14 @@ class NoAnswer(ProviderError):
     """A request sent to the engine whose answer was lost: the engine may have carried it out."""
 
 
-def connect(timeout: int = 30) -> Any:
-    """A ``docker.DockerClient`` for ``DOCKER_HOST`` (or the default socket)."""
+def connect(timeout: float) -> Any:
+    """A ``docker.DockerClient`` for ``DOCKER_HOST`` (or the default socket).
+
+    :param timeout: seconds to connect and to wait for each answer
+        (``AIIMPL_DOCKER_TIMEOUT_SECONDS``): the default of every request the client sends, the
+        version it asks for here included. A stop waits its grace on top; a request that sets its
+        own (the image pull: none; the clean-up's wait for a container) keeps it.
+    """
     import docker
 
     try:

@@ -14,6 +14,7 @@ COMMAND = "AIIMPL_DOCKER_COMMAND"
 VOLUMES = "AIIMPL_DOCKER_VOLUMES"
 INSTANCE = "AIIMPL_DOCKER_INSTANCE"
 STOP_GRACE = "AIIMPL_DOCKER_STOP_GRACE_SECONDS"
+TIMEOUT = "AIIMPL_DOCKER_TIMEOUT_SECONDS"
 
 DEFAULT_IMAGE = "localhost/aiimpl-session:latest"
 DEFAULT_INSTANCE = "default"
@@ -22,6 +23,11 @@ DEFAULT_INSTANCE = "default"
 #: SIGTERM and 5 s after SIGKILL, a commit and push of the work, up to 90 s, then its report)
 DEFAULT_STOP_GRACE_SECONDS = 120
 MAX_STOP_GRACE_SECONDS = 3600
+#: seconds the client waits for the engine to accept a connection and then for each answer
+DEFAULT_TIMEOUT_SECONDS = 30
+#: an hour: longer than any answer worth waiting for (the stop and the clean-up's wait, which wait
+#: for a container, add their own time to it), and within what a socket's timeout can hold
+MAX_TIMEOUT_SECONDS = 3600
 
 CONFIG_VARS: tuple[ConfigVar, ...] = (
     ConfigVar(
@@ -47,6 +53,13 @@ CONFIG_VARS: tuple[ConfigVar, ...] = (
         "Seconds a cancelled or destroyed session's container gets between SIGTERM and SIGKILL to save "
         f"its work and report (0-{MAX_STOP_GRACE_SECONDS}); it is removed once it has stopped",
         default=str(DEFAULT_STOP_GRACE_SECONDS),
+    ),
+    ConfigVar(
+        TIMEOUT,
+        "Seconds the engine gets to accept a connection and to answer each request before it fails "
+        f"as a timeout (more than 0, at most {MAX_TIMEOUT_SECONDS}); a stop waits the container's grace "
+        "on top, an image pull as long as it takes",
+        default=str(DEFAULT_TIMEOUT_SECONDS),
     ),
 )
 

@@ -51,13 +51,14 @@ from .fake_engine import FakeEngine
 
 IMAGE = FAKE_ENGINE_IMAGE
 SECRET = "team-secret-value-7a21"
-#: the client's read timeout where an answer is held back: it runs out, as under load
-SHORT_TIMEOUT = 2
+#: the client's timeout (``AIIMPL_DOCKER_TIMEOUT_SECONDS``) where an answer is held back: it runs
+#: out, as under load
+SHORT_TIMEOUT = "2"
 
 
-def _short_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    connect = engine_client.connect
-    monkeypatch.setattr(engine_client, "connect", lambda timeout=30: connect(timeout=SHORT_TIMEOUT))
+def _short_timeout(settings: Any) -> None:
+    """A short client timeout for the backend reading ``settings`` (before it first connects)."""
+    settings["AIIMPL_DOCKER_TIMEOUT_SECONDS"] = SHORT_TIMEOUT
 
 
 @pytest.fixture
@@ -128,9 +129,9 @@ def test_a_start_whose_answer_was_lost_is_not_sent_again(
 
 
 def test_a_slow_start_is_unanswered_and_its_container_is_followed_by_its_labels(
-    backend: LocalDockerBackend, fake_engine: FakeEngine, clock: Clock, monkeypatch: pytest.MonkeyPatch
+    backend: LocalDockerBackend, fake_engine: FakeEngine, clock: Clock
 ) -> None:
-    _short_timeout(monkeypatch)
+    _short_timeout(backend.context.config)
     held = fake_engine.hold_next("POST", "/start")  # the engine is slow: the read timeout runs out
     req = _request()
 
@@ -153,9 +154,9 @@ def test_a_slow_start_is_unanswered_and_its_container_is_followed_by_its_labels(
 
 
 def test_a_create_unanswered_twice_is_unanswered_and_never_started(
-    backend: LocalDockerBackend, fake_engine: FakeEngine, clock: Clock, monkeypatch: pytest.MonkeyPatch
+    backend: LocalDockerBackend, fake_engine: FakeEngine, clock: Clock
 ) -> None:
-    _short_timeout(monkeypatch)
+    _short_timeout(backend.context.config)
     held = fake_engine.hold_next("POST", "/containers/create")
     fake_engine.lose_next("POST", "/containers/create", carried_out=False)  # the second one too
     req = _request()
@@ -253,9 +254,8 @@ def test_a_job_whose_start_went_unanswered_is_linked_once_its_container_runs(
     admin_headers: dict[str, str],
     tracker: FakeTracker,
     app_engine: FakeEngine,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _short_timeout(monkeypatch)
+    _short_timeout(app.config)
     db.session.add(
         Mapping(
             team_key="ENG",
