@@ -9,7 +9,9 @@ metadata (which anyone listing the app's machines sees) carries the job id, issu
 session mode, nothing else. The creation is never sent twice: when it went out but no machine came
 back (a read timeout, a ``5xx``), the app's machines are listed once for the job's, and when Fly
 lists none yet :class:`~aiimpl_core.errors.DispatchUnanswered` leaves it to :meth:`poll_runs`,
-which finds a machine not linked yet by the job's metadata.
+which finds a machine not linked yet by the job's metadata. A creation Fly answers with
+``insufficient_capacity`` (it cannot place the machine, whatever the HTTP status) created
+nothing: the dispatch fails at once (:class:`~aiimpl_fly.client.NoCapacity`).
 
 :meth:`FlyMachinesBackend.poll_runs` lists the app's machines once per reconcile cycle
 (``include_deleted`` so that a machine that already exited and destroyed itself still reports its
@@ -278,8 +280,9 @@ class FlyMachinesBackend(RunnerBackend):
     ) -> dict[str, Any]:
         """The job's machine, when the creation's answer was lost but Fly created it all the same.
 
-        A creation that timed out, or that Fly or a proxy answered 5xx, may have reached Fly: its
-        machine then runs the session. It is never sent again (a second machine for the job); the
+        A creation that timed out, or that Fly or a proxy answered 5xx (other than Fly's
+        ``insufficient_capacity``, which created nothing), may have reached Fly: its machine then
+        runs the session. It is never sent again (a second machine for the job); the
         app's machines are read once, and a live one carrying this job's metadata is the
         dispatch's run. None listed (Fly may still be creating it) or the listing failed:
         :class:`DispatchUnanswered`, so that the core keeps the job dispatched without a run,

@@ -3,15 +3,38 @@
 Every call goes through the core's :class:`~aiimpl_core.http.HttpClient` (timeouts, retries on
 429/5xx honouring ``Retry-After``, errors mapped to :class:`~aiimpl_core.errors.ProviderError`
 with Fly's ``error`` message). Only the operations the backend uses are wrapped.
+
+Fly's error body (``ErrorResponse``) carries a ``status`` code besides its ``error`` text; the one
+the description names, ``insufficient_capacity``, says that Fly could not place a machine: a
+creation answered with it created nothing (:class:`NoCapacity`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 from aiimpl_core.errors import DispatchUnanswered, ProviderError
 from aiimpl_core.http import HttpClient, may_have_been_done
+
+#: Fly's ``ErrorResponse.status`` when it cannot place a machine (the description's
+#: ``main.statusCode``, ``capacityErr``)
+INSUFFICIENT_CAPACITY = "insufficient_capacity"
+
+
+class NoCapacity(ProviderError):
+    """Fly answered a machine creation that it has no capacity for it (``insufficient_capacity``):
+    no machine was created."""
+
+
+def no_capacity(exc: ProviderError) -> bool:
+    """Whether a failed request was answered by Fly's API itself with ``insufficient_capacity``.
+
+    Only Fly's ``ErrorResponse`` carries that ``status``: a proxy's page or a lost answer never
+    does. The description pairs it with no HTTP status, so it is read from the body whatever the
+    status."""
+    return isinstance(exc.detail, Mapping) and exc.detail.get("status") == INSUFFICIENT_CAPACITY
 
 
 class FlyClient:
@@ -41,13 +64,27 @@ class FlyClient:
         Never sent twice (the HTTP client repeats a ``POST`` only on a 429, which did nothing): a
         second request could start a second machine for the same job.
 
+        :raises NoCapacity: when Fly answered that it cannot place the machine
+            (``insufficient_capacity``, whatever the HTTP status): none was created. The Machines
+            API description has the caller send the creation again, or to another region.
         :raises DispatchUnanswered: when the request went out but no machine came back (no answer,
-            a ``5xx``, a ``2xx`` whose body is not a machine with its id): Fly may have created it.
+            any other ``5xx``, a ``2xx`` whose body is not a machine with its id): Fly may have
+            created it.
         :raises ProviderError: when Fly refused (``4xx``) or the request was never sent.
         """
         try:
             resp = self.http.post(self._machines(), json=body)
         except ProviderError as exc:
+            if no_capacity(exc):
+                region = body.get("region")
+                where = f" in region {region}" if isinstance(region, str) and region else ""
+                raise NoCapacity(
+                    f"{exc.message} (Fly has no capacity for the machine{where}: none was created)",
+                    provider=exc.provider,
+                    status=exc.status,
+                    retry_after=exc.retry_after,
+                    detail=exc.detail,
+                ) from None
             if not may_have_been_done(exc):
                 raise
             raise DispatchUnanswered.of(exc) from None

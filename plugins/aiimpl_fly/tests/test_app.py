@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job, Mapping, utcnow
+from aiimpl_core.services import poller
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.services.reconcile import reconcile
 from aiimpl_core.testing.fakes import FakeTracker
@@ -224,6 +225,25 @@ def test_a_creation_without_an_answer_waits_dispatched_for_its_machine(
     assert (job.status, job.run_id) == ("running", machine["id"])
     assert [m["id"] for m in app_fly.live()] == [machine["id"]]
     assert len(app_fly.server.requests_to("POST", f"/apps/{APP}/machines")) == 1
+
+
+def test_no_capacity_fails_the_job_at_once_and_backs_the_dispatcher_off(
+    app: Any, tracker: FakeTracker, app_fly: FakeFly
+) -> None:
+    # Fly answered that it cannot place the machine: none was created, so the job fails now with
+    # the reason (not dispatched until the run-not-found window ends), and the next issues wait
+    add_mapping()
+    app_fly.no_capacity_next(503)
+    job = dispatch(tracker)
+
+    assert (job.status, job.run_id) == ("failed", None)
+    assert job.error is not None and job.error.startswith(
+        f"dispatch to Fly Machines failed: fly: POST /apps/{APP}/machines failed with HTTP 503: "
+    )
+    assert job.error.endswith("(Fly has no capacity for the machine: none was created)")
+    assert app_fly.live() == [] and app_fly.server.requests_to("GET", f"/apps/{APP}/machines") == []
+    backoff = poller.backoff_of("runner", "fly-machines")
+    assert backoff is not None and "no capacity" in backoff.error
 
 
 def test_bedrock_is_refused_on_fly_machines(app: Any, client: Any, admin_headers: dict[str, str]) -> None:

@@ -384,16 +384,58 @@ def test_a_creation_fly_carries_out_after_the_client_gave_up_is_unanswered_then_
     assert state.run_url == backend.machine_url(machine["id"])
 
 
-def test_a_5xx_without_a_machine_is_unanswered(backend: FlyMachinesBackend, fake_fly: FakeFly) -> None:
+@pytest.mark.parametrize("fly_status", [None, "unknown"])
+def test_a_5xx_without_a_machine_is_unanswered(
+    backend: FlyMachinesBackend, fake_fly: FakeFly, fly_status: str | None
+) -> None:
     # a 5xx may come after Fly created the machine (it may list it only later): never a failure
-    # that would have the issue dispatched again
+    # that would have the issue dispatched again. Only Fly's insufficient_capacity status says
+    # otherwise: its error text alone is not read
     other = backend.dispatch(request_for(32))  # another job's machine is not taken for this one
-    fake_fly.fail_next("POST", "/machines", 503, f"no capacity in ams for TEAM_TOKEN={SECRET}")
+    fake_fly.fail_next(
+        "POST", "/machines", 503, f"no capacity in ams for TEAM_TOKEN={SECRET}", fly_status=fly_status
+    )
     with pytest.raises(DispatchUnanswered) as info:
         backend.dispatch(request_for(33))
     assert info.value.status == 503 and SECRET not in info.value.message
     assert "TEAM_TOKEN=***" in info.value.message
     assert [m["id"] for m in fake_fly.live()] == [other.run_id]
+
+
+@pytest.mark.parametrize("status", [500, 503, 412])
+def test_no_capacity_fails_the_dispatch_at_once(
+    backend: FlyMachinesBackend, fake_fly: FakeFly, status: int
+) -> None:
+    # Fly's ErrorResponse with status insufficient_capacity: Fly could not place the machine and
+    # created none (its description has the caller send the creation again, or to another region),
+    # whatever the HTTP status, which the description does not name
+    fake_fly.no_capacity_next(
+        status, f"insufficient memory available to fulfill request (TEAM_TOKEN={SECRET})"
+    )
+    with pytest.raises(DispatchError) as info:
+        backend.dispatch(request_for(37))
+    assert type(info.value) is DispatchError  # not DispatchUnanswered: the job fails at once
+    assert info.value.status == status and info.value.provider == "fly-machines"
+    assert info.value.message == (
+        f"fly: POST /apps/{APP}/machines failed with HTTP {status}: insufficient memory available to "
+        "fulfill request (TEAM_TOKEN=***) (Fly has no capacity for the machine in region ams: none was "
+        "created)"
+    )
+    assert fake_fly.live() == []
+    # nothing looked for, nothing sent again
+    assert len(fake_fly.server.requests_to("POST", f"/apps/{APP}/machines")) == 1
+    assert fake_fly.server.requests_to("GET", f"/apps/{APP}/machines") == []
+
+
+def test_no_capacity_without_a_region_names_none(
+    fly_config: dict[str, Any], fake_fly: FakeFly, clock: Clock
+) -> None:
+    backend = FlyMachinesBackend(make_context({**fly_config, "AIIMPL_FLY_REGION": ""}, clock=clock))
+    fake_fly.no_capacity_next()
+    with pytest.raises(DispatchError) as info:
+        backend.dispatch(request_for(38))
+    assert type(info.value) is DispatchError
+    assert info.value.message.endswith("(Fly has no capacity for the machine: none was created)")
 
 
 def test_a_failed_lookup_after_a_lost_answer_leaves_the_machine_to_the_polls(

@@ -86,7 +86,8 @@ class FakeFly:
         self.app_status = "deployed"
         self.clock = clock
         self.machines: dict[str, dict[str, Any]] = {}
-        self.failures: list[tuple[str, str, int, str]] = []  # (method, path suffix, status, message)
+        #: (method, path suffix, HTTP status, message, Fly's ``status`` code or ``None``)
+        self.failures: list[tuple[str, str, int, str, str | None]] = []
         #: requests carried out whose answer a proxy then replaces: (method, path suffix, status)
         self.lost_answers: list[tuple[str, str, int]] = []
         #: requests held before they are carried out (a slow Fly): (method, path suffix, hold)
@@ -114,9 +115,27 @@ class FakeFly:
 
     # -- test controls --
 
-    def fail_next(self, method: str, path_suffix: str, status: int, message: str) -> None:
-        """Answer the next matching request with an error body ``{"error": message}``."""
-        self.failures.append((method.upper(), path_suffix, status, message))
+    def fail_next(
+        self, method: str, path_suffix: str, status: int, message: str, *, fly_status: str | None = None
+    ) -> None:
+        """Answer the next matching request, without carrying it out, with Fly's ``ErrorResponse``:
+        ``{"error": message}``, and ``"status": fly_status`` when given (the description's
+        ``main.statusCode``: ``unknown`` or ``insufficient_capacity``, Fly's answer when it cannot
+        place a machine)."""
+        self.failures.append((method.upper(), path_suffix, status, message, fly_status))
+
+    def no_capacity_next(self, status: int = 503, message: str | None = None) -> None:
+        """Refuse the next machine creation as Fly does when it cannot place the machine: an
+        ``ErrorResponse`` with ``status: insufficient_capacity``, no machine created. The
+        description names no HTTP status for it; ``status`` is the one answered."""
+        self.fail_next(
+            "POST",
+            f"/apps/{self.app_name}/machines",
+            status,
+            message or "insufficient resources available to fulfill request: could not reserve resource "
+            "for machine: insufficient memory available to fulfill request",
+            fly_status="insufficient_capacity",
+        )
 
     def lose_next_answer(self, method: str, path_suffix: str, status: int = 502) -> None:
         """Carry out the next matching request, then answer it with the HTML error page of a proxy
@@ -182,14 +201,17 @@ class FakeFly:
         app = flask.Flask("fake-fly")
         base = self.description.base_path
 
-        def error(status: int, message: str, *, documented: bool = False) -> flask.Response:
-            resp = flask.jsonify({"error": message})
+        def error(
+            status: int, message: str, *, documented: bool = False, fly_status: str | None = None
+        ) -> flask.Response:
+            body: dict[str, Any] = {"error": message}
+            if fly_status is not None:
+                body["status"] = fly_status
+            resp = flask.jsonify(body)
             resp.status_code = status
             if not documented:
                 # the description omits most error statuses; the body is still Fly's ErrorResponse
-                problems = self.description.schema_errors(
-                    {"$ref": "#/definitions/ErrorResponse"}, {"error": message}
-                )
+                problems = self.description.schema_errors({"$ref": "#/definitions/ErrorResponse"}, body)
                 assert not problems, problems
                 resp.headers[UNDOCUMENTED_HEADER] = "1"
             return resp
@@ -199,10 +221,10 @@ class FakeFly:
             auth = flask.request.headers.get("Authorization", "")
             if auth != f"Bearer {self.token}":
                 return error(401, "You must be authenticated to view this.")
-            for i, (method, suffix, status, message) in enumerate(self.failures):
+            for i, (method, suffix, status, message, fly_status) in enumerate(self.failures):
                 if flask.request.method == method and flask.request.path.endswith(suffix):
                     del self.failures[i]
-                    return error(status, message)
+                    return error(status, message, fly_status=fly_status)
             for i, (method, suffix, hold) in enumerate(self.holds):
                 if flask.request.method == method and flask.request.path.endswith(suffix):
                     del self.holds[i]
