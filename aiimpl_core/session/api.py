@@ -12,8 +12,10 @@ calls the run needs (a repository token, the planning context) and the result ar
 budget, and a stop of the session ends their waiting. Progress reports are best effort and spend
 the session's time sparingly: their tries never run past the main part of its budget, on the
 kept-back time each gets one short try, and once the orchestrator has been found unreachable the
-next ones are not sent for :data:`REPORT_PAUSE` seconds. The result keeps its patience whatever
-the budget and whatever the reports met.
+next ones are not sent for :data:`REPORT_PAUSE` seconds, but for a report saying the run failed,
+which gets one short try (a call the run needs that gave up fails the run, and the orchestrator
+may be back by then). The result keeps its patience whatever the budget and whatever the reports
+met.
 """
 
 from __future__ import annotations
@@ -301,6 +303,9 @@ class Orchestrator:
         self.stop = stop
         #: ``time.monotonic()`` when the orchestrator was last found unreachable, until it answers
         self.unreachable_at: float | None = None
+        #: ``unreachable_at`` as a report saying the run failed left it: that pause holds back the
+        #: next such report too
+        self.final_unreachable_at: float | None = None
         self.nonce = nonce
         self.tokens = tokens
         self.redactor = redactor
@@ -435,7 +440,8 @@ class Orchestrator:
         return min(self.report_timeout, RESERVE_REPORT_TIMEOUT, max(LATE_REPORT_TIMEOUT, left))
 
     def _report(
-        self, what: str, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+        self, what: str, path: str, body: dict[str, Any], headers: dict[str, str] | None = None,
+        *, final: bool = False,
     ) -> bool:
         """POST a progress report; whether it was accepted. A failure is logged, never raised.
 
@@ -445,36 +451,59 @@ class Orchestrator:
         report after :data:`REPORT_PAUSE`, it has one try. A report that finds the orchestrator
         unreachable holds back the ones of the next ``REPORT_PAUSE`` seconds: each would pay its
         full timeout and retries again for nothing.
+
+        :param final: the report says the run failed (its failed step, ``session_failed``): sent
+            just before the result, it is the last word of the orchestrator's step and comments.
+            Within the pause it gets one try of :data:`RESERVE_REPORT_TIMEOUT` seconds at most
+            (the pause may have begun with the call the run needed giving up, at the very end of
+            an outage); one that finds the orchestrator still unreachable holds the next such
+            report back as any other.
         """
         now = self.clock()
-        if self.unreachable_at is not None and now - self.unreachable_at < REPORT_PAUSE:
+        paused = self.unreachable_at is not None and now - self.unreachable_at < REPORT_PAUSE
+        if paused and not (final and self.final_unreachable_at != self.unreachable_at):
             log.warning("%s was not sent: the orchestrator was unreachable %.0fs ago", what,
                         now - self.unreachable_at)
             return False
         single = self.unreachable_at is not None or self._hurried(now)
         patience = Patience(0.0 if single else self.report_patience)
+
+        def send() -> requests.Response:
+            timeout = self._try_timeout(self.clock())
+            if paused:
+                timeout = min(timeout, RESERVE_REPORT_TIMEOUT)
+            return self.http.post(path, json=body, headers=headers, timeout=timeout)
+
         try:
-            self._call(what, lambda: self.http.post(path, json=body, headers=headers,
-                                                    timeout=self._try_timeout(self.clock())), patience)
+            self._call(what, send, patience)
         except ProviderError as exc:
+            if final:
+                self.final_unreachable_at = self.unreachable_at
             log.warning("%s was not accepted: %s", what, self.redactor.text(exc.message))
             return False
         return True
 
-    def status(self, event: str, **fields: Any) -> bool:
-        """``POST /api/status``; a failure is logged, never raised (the run goes on)."""
+    def status(self, event: str, *, final: bool = False, **fields: Any) -> bool:
+        """``POST /api/status``; a failure is logged, never raised (the run goes on).
+
+        :param final: the event says the run failed (see :meth:`_report`).
+        """
         body = {"nonce": self.nonce, "event": event, **{k: v for k, v in fields.items() if v is not None}}
         # the orchestrator de-duplicates an event per job, so a repeat never posts twice
         clean = sendable(self.redactor.data(body, keep=("nonce",)))
-        return self._report(f"status event {event}", "/api/status", clean)
+        return self._report(f"status event {event}", "/api/status", clean, final=final)
 
-    def step(self, step: dict[str, Any]) -> bool:
-        """Report a pipeline step (``/runner/progress``, or ``/api/step-report`` without a progress token)."""
+    def step(self, step: dict[str, Any], *, final: bool = False) -> bool:
+        """Report a pipeline step (``/runner/progress``, or ``/api/step-report`` without a progress token).
+
+        :param final: the step says the run failed (see :meth:`_report`).
+        """
         clean = sendable(self.redactor.data(step))
         what = f"step {step.get('id')}"
         if self.tokens.get("runner:progress"):
-            return self._report(what, "/runner/progress", {"step": clean}, self._bearer("runner:progress"))
-        return self._report(what, "/api/step-report", {"nonce": self.nonce, "step": clean})
+            return self._report(what, "/runner/progress", {"step": clean}, self._bearer("runner:progress"),
+                                final=final)
+        return self._report(what, "/api/step-report", {"nonce": self.nonce, "step": clean}, final=final)
 
     # -- the result -----------------------------------------------------------------------------
 

@@ -68,8 +68,9 @@ def orchestrator(environ: Mapping[str, str]) -> Orchestrator:
         patience = float(max(0, int(environ.get(session_env.REPORT_RETRY_SECONDS.name) or RESULT_PATIENCE)))
     except ValueError:
         patience = RESULT_PATIENCE  # the session refuses such a setting before any git command
-    return Orchestrator(environ[session_env.URL.name], environ[session_env.NONCE.name], {}, Redactor(),
-                        needed_patience=patience)
+    # the URL and the nonce as the session reads them (a value from a file may end with a line break)
+    url, nonce = environ[session_env.URL.name].strip(), environ[session_env.NONCE.name].strip()
+    return Orchestrator(url, nonce, {}, Redactor(), needed_patience=patience)
 
 
 def answer(environ: Mapping[str, str]) -> str:

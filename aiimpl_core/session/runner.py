@@ -7,7 +7,8 @@ the steps, the comments and the session's own log pass through the :class:`Redac
 
 Order at the end: the working tree is removed and ``session_cleaned_up`` is posted *before*
 ``/runner/result``, because the result ends the job and a job's nonce (which opens
-``/api/status``) stops working once the job has ended.
+``/api/status``) stops working once the job has ended. A failed step the orchestrator did not take
+(it could not be reached) is reported again after the result, which it records late.
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ class State:
     pr_number: int | None = None
     step: str = "start"
     notes: list[str] = field(default_factory=list)  # comments of the result, said along the way
+    #: the failed step the orchestrator did not take (it could not be reached)
+    unsent_step: dict[str, Any] | None = None
 
 
 
@@ -292,16 +295,23 @@ class Session:
             yield detail
         except Failure as failure:
             detail["error"] = failure.reason
-            self.api.step({**record, "status": "failed", "finished_at": _now_iso(), "detail": detail})
+            self._failed_step({**record, "status": "failed", "finished_at": _now_iso(), "detail": detail})
             self.log(f"{step_id}: failed: {failure.reason}")
             raise
         except Exception as exc:
             detail["error"] = f"{type(exc).__name__}"
-            self.api.step({**record, "status": "failed", "finished_at": _now_iso(), "detail": detail})
+            self._failed_step({**record, "status": "failed", "finished_at": _now_iso(), "detail": detail})
             raise
         status = "skipped" if detail.get("skipped") else "succeeded"
         self.api.step({**record, "status": status, "finished_at": _now_iso(), "detail": detail})
         self.log(f"{step_id}: {status}")
+
+    def _failed_step(self, report: dict[str, Any]) -> None:
+        """Report the step the run failed in: it gets a try even while the reports are held back
+        (a call the run needs that gave up found the orchestrator unreachable), and one the
+        orchestrator did not take is reported again once the result is delivered."""
+        if not self.api.step(report, final=True):
+            self.state.unsent_step = report
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -857,9 +867,9 @@ class Session:
         self.log(f"failed: {failure.reason}")
         reason = self.redactor.text(failure.reason)
         if failure.kind == "timed_out":
-            self.api.status("session_timed_out", reason=reason)
+            self.api.status("session_timed_out", final=True, reason=reason)
         else:
-            self.api.status("session_failed", reason=reason)
+            self.api.status("session_failed", final=True, reason=reason)
         # the reference has no result outcome for a timeout: a failure labelled with a timeout's
         # log label is one (the orchestrator names the timeout of the job's runner)
         label = LogLabel.MACHINE_TIMEOUT if failure.kind == "timed_out" else failure.label
@@ -914,6 +924,11 @@ class Session:
             answer = self.api.result(body)
             self.log(f"result reported: {answer.get('status', 'recorded')}")
             code = 0 if body["outcome"] == "success" else 1
+            if self.state.unsent_step is not None and self.cfg.progress_token:
+                # the orchestrator answers again, and records a step reported after its job ended
+                # (with the progress token: the nonce no longer opens /api/step-report), so the
+                # step does not stay running beside the job's failure
+                self.api.step(self.state.unsent_step)
         except ProviderError as exc:
             self.log(f"reporting the result failed: {exc.message}")
             code = 2
@@ -950,12 +965,15 @@ def report_config_error(environ: Mapping[str, str], message: str, out: TextIO) -
         return  # nowhere to report it (AIIMPL_URL may be the very variable that is wrong)
     names = [n.strip() for n in (environ.get(E.SECRET_NAMES.name) or "").split(",")]
     names += [n for n in environ if E.LIKELY_SECRET_NAME.search(n)]
-    redactor = Redactor([environ.get(n, "") for n in names] + [environ.get(E.NONCE.name, ""), token],
-                        url_credentials=True)
+    # the nonce as the session reads it (a value from a file may end with a line break)
+    nonce = (environ.get(E.NONCE.name) or "").strip()
+    redactor = Redactor([environ.get(n, "") for n in names] + [nonce, token], url_credentials=True)
     logs.SECRETS.follow(redactor)
-    api = Orchestrator(url, environ.get(E.NONCE.name, ""), {"runner:result": token}, redactor)
+    api = Orchestrator(url, nonce, {"runner:result": token}, redactor)
     reason = f"the session configuration is invalid: {message}"
-    if environ.get(E.NONCE.name):
+    if nonce:
+        # /api/status opens only to the nonce: without it there is no "⚠️ Session failed" comment,
+        # and the result alone ends the job (with its failure notice)
         api.status("session_failed", reason=reason)
     try:
         api.result(

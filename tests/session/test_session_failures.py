@@ -512,6 +512,41 @@ def test_an_unusable_configuration_ends_the_job_at_once(world: World) -> None:
     assert world.agent_calls() == []
 
 
+def test_a_session_without_its_nonce_ends_the_job_with_its_result(world: World) -> None:
+    """Without ``AIIMPL_NONCE``, which alone opens ``/api/status``, there is no ``⚠️ Session
+    failed`` comment to post; the result token still ends the job failed with the failure notice
+    and its log excerpt, and no status event is sent for nothing."""
+    world.mapping()
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id, AIIMPL_NONCE="")
+
+    assert code == 2, out
+    job = world.job(job_id)
+    reason = ("the session configuration is invalid: AIIMPL_NONCE is not set (One-time job nonce for "
+              "/api/token, /api/status, /api/step-report)")
+    assert (job.status, job.error) == ("failed", reason)
+    assert world.first_lines() == [f"⚠️ Implementation failed: {as_text(reason)}",
+                                   "Log excerpt (`session_failed`):"]
+    assert "not accepted" not in out and "reporting the failure failed" not in out
+
+
+def test_an_unusable_configuration_is_said_with_the_nonce_as_the_session_reads_it(world: World) -> None:
+    """A nonce with white space around it (a value read from a file) is the nonce to the session,
+    which trims it: the configuration error's ``⚠️ Session failed`` comment was refused with
+    ``Invalid or expired nonce``."""
+    world.mapping(AIIMPL_AGENT_COMMAND='claude -p "{prompt}')
+    job_id = world.dispatch()
+    nonce = world.env_of(job_id)["AIIMPL_NONCE"]
+
+    code, out = world.run_session(job_id, AIIMPL_NONCE=f" {nonce}\n")
+
+    assert code == 2, out
+    job = world.job(job_id)
+    assert job.status == "failed"
+    assert world.first_lines()[0] == f"⚠️ Session failed: {job.error}. Machine will be cleaned up."
+
+
 @pytest.mark.parametrize(("env", "said"), [
     ({"AIIMPL_PHASE": ""}, "AIIMPL_PHASE is not set"),
     ({"AIIMPL_PHASE": "planning"}, "AIIMPL_PHASE is planning, but the run tokens are for implementation"),

@@ -262,6 +262,74 @@ def test_a_session_rides_out_a_deploy_of_the_orchestrator(world: World, proxy: t
     assert {s.step_id: s.status for s in world.steps(job_id).values()}["agent"] == "succeeded"
 
 
+def test_the_failure_reports_reach_an_orchestrator_back_as_the_token_request_gives_up(
+    world: World, proxy: tuple[Proxy, str]
+) -> None:
+    """The orchestrator's gateway answers 502 to the repository token request for the whole of its
+    patience (a second here); then the orchestrator answers again. The run fails, and its failed
+    step and ``session_failed`` were held back with the progress reports (the orchestrator had
+    just been found unreachable): the job failed while its token step stayed running."""
+    front, url = proxy
+    front.rules["/api/token"] = (False, lambda: html_page(502))
+    world.mapping(AIIMPL_REPORT_RETRY_SECONDS="1")
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id, AIIMPL_URL=url)
+
+    assert code == 1, out
+    job = world.job(job_id)
+    assert job.status == "failed" and job.error.startswith("Could not get a repository token: orchestrator: "
+                                                           "POST /api/token failed with HTTP 502")
+    step = world.steps(job_id)["token"]
+    assert step.status == "failed" and step.detail["error"] == job.error
+    assert {path for path, _ in front.answered} == {"/api/token"}
+    assert f"⚠️ Session failed: {job.error}. Machine will be cleaned up." in world.first_lines()
+    assert any(line.startswith("🧹 Session machine cleaned up. Duration: ") for line in world.first_lines())
+    assert "was not sent" not in out
+
+
+def test_a_failed_step_the_orchestrator_missed_is_reported_once_the_result_is_delivered(
+    world: World, proxy: tuple[Proxy, str]
+) -> None:
+    """The outage outlasts the token request's patience: the failed step's one try meets it too,
+    the reports after it are held back, and the orchestrator is back for the result's second try.
+    The step is reported again after the result (the orchestrator records a late step)."""
+    front, url = proxy
+    state = {"down": False, "results": 0}
+
+    def token() -> Response:
+        state["down"] = True
+        return html_page(502)
+
+    def down() -> Response | None:
+        return html_page(502) if state["down"] else None
+
+    def result() -> Response | None:
+        state["results"] += 1
+        state["down"] = state["results"] < 2
+        return down()
+
+    front.rules["/api/token"] = (False, token)
+    front.rules["/runner/progress"] = (False, down)
+    front.rules["/api/status"] = (False, down)
+    front.rules["/runner/result"] = (False, result)
+    world.mapping(AIIMPL_REPORT_RETRY_SECONDS="1")
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id, AIIMPL_URL=url)
+
+    assert code == 1, out
+    job = world.job(job_id)
+    assert job.status == "failed" and job.error.startswith("Could not get a repository token: ")
+    step = world.steps(job_id)["token"]
+    assert step.status == "failed" and step.detail["error"] == job.error
+    # the failed step's one short try; session_failed and session_cleaned_up held back
+    assert [a for a in front.answered if a[0] != "/api/token"] == [("/runner/progress", 502),
+                                                                  ("/runner/result", 502)]
+    assert "status event session_failed was not sent: the orchestrator was unreachable" in out
+    assert "Traceback" not in out
+
+
 def _server(answer: Callable[[Request], Response]) -> tuple[str, list[str], Callable[[], None]]:
     seen: list[str] = []
 
@@ -350,6 +418,48 @@ def test_an_unreachable_orchestrator_holds_reports_back_until_it_answers() -> No
         state["down"] = False
         assert client.result({"outcome": "success"}) == {"status": "recorded"}
         assert seen[-3:] == ["/runner/result"] * 3
+    finally:
+        stop()
+
+
+def test_a_report_saying_the_run_failed_gets_one_short_try_while_reports_are_held_back() -> None:
+    """A call the run needs gave up (the orchestrator unreachable through its patience): the step
+    that failed and ``session_failed`` come next, in the pause. The first of them is tried once
+    (five seconds at most); met by the outage too, the pause holds the other back."""
+    state = {"down": True}
+
+    def gateway(request: Request) -> Response:
+        return html_page(502) if state["down"] else json_answer('{"ok": true}')
+
+    url, seen, stop = _server(gateway)
+    try:
+        client = Orchestrator(url, "nonce-1", {"runner:progress": "p"}, Redactor(), report_timeout=10.0)
+        clock = Clock(client)
+        timeouts: list[float] = []
+        post = client.http.post
+
+        def timed(path: str, **kwargs: Any) -> Any:
+            timeouts.append(kwargs["timeout"])
+            return post(path, **kwargs)
+
+        client.http.post = timed  # type: ignore[method-assign]
+        client.unreachable_at = clock.now  # as a call the run needs leaves it when it gives up
+        failed = {**STEP, "status": "failed", "finished_at": "2026-01-01T00:01:00Z"}
+
+        assert client.step(failed, final=True) is False
+        assert seen == ["/runner/progress"] and timeouts == [5.0] and clock.waits == []
+        assert client.status("session_failed", final=True, reason="x") is False
+        assert client.status("session_cleaned_up") is False
+        assert len(seen) == 1  # held back
+
+        clock.now += 1
+        client.unreachable_at = clock.now  # found unreachable again, by another report
+        state["down"] = False
+        assert client.status("session_failed", final=True, reason="x") is True
+        assert seen[-1] == "/api/status" and timeouts[-1] == 5.0
+        assert client.unreachable_at is None
+        assert client.status("session_cleaned_up") is True  # it answered: the pause is over
+        assert timeouts[-1] == 10.0
     finally:
         stop()
 
@@ -597,7 +707,8 @@ def test_the_calls_the_run_needs_give_up_after_their_patience_the_last_try_at_it
     deploy: Deploy,
 ) -> None:
     """An orchestrator that stays away: the call fails after its patience, with what it met; the
-    reports after it (``session_failed``) are held back, the orchestrator being unreachable."""
+    reports after it are held back, the orchestrator being unreachable (but for one short try of
+    the first report saying the run failed)."""
     client = Orchestrator(deploy.url, "nonce-1", {}, Redactor(), needed_patience=20)
     clock = Clock(client)
 

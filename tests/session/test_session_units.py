@@ -633,6 +633,16 @@ def test_credential_helper_failure_says_nothing_secret(tmp_path: Path) -> None:
     assert "could not get a repository token" in proc.stderr and "the-nonce-value" not in proc.stderr
 
 
+def test_credential_helper_asks_with_the_nonce_and_url_as_the_session_reads_them() -> None:
+    """A value read from a file may end with a line break: the session trims its nonce and URL, and
+    so does its credential helper (its token request, inside a push, was refused as ``Invalid or
+    expired nonce``)."""
+    from aiimpl_core.session import credential
+
+    client = credential.orchestrator({"AIIMPL_URL": " http://127.0.0.1:9/\n", "AIIMPL_NONCE": " the-nonce\n"})
+    assert client.nonce == "the-nonce" and client.http.base_url == "http://127.0.0.1:9"
+
+
 # -- light dependencies ------------------------------------------------------------------------------
 
 
