@@ -208,14 +208,24 @@ def test_serve_never_runs_the_app_in_debug_mode(app, run, served):
 @pytest.mark.parametrize("job_id", ["99999999999999999999", "9223372036854775808", "2147483648"])
 def test_a_job_id_beyond_the_id_column_is_not_found(run, job_id):
     r = run("jobs", "show", job_id)
-    assert r.exit_code == 1 and r.output.strip() == f"Error: job {job_id} not found"
+    assert r.exit_code == 1 and r.output.strip() == f"Error: job {job_id}: job not found"
     r = run("jobs", "cancel", job_id)
     assert r.exit_code == 1 and r.output.strip() == f"Error: job {job_id}: job not found"
 
 
 def test_a_job_id_of_zero_or_less_is_not_found(run):
-    assert run("jobs", "show", "--", "-3").output.strip() == "Error: job -3 not found"
+    assert run("jobs", "show", "--", "-3").output.strip() == "Error: job -3: job not found"
     assert run("jobs", "cancel", "0").output.strip() == "Error: job 0: job not found"
+
+
+@pytest.mark.parametrize("as_json", [(), ("--json",)], ids=["text", "json"])
+def test_show_and_cancel_say_a_missing_job_alike_in_the_apis_words(run, client, admin_headers, as_json):
+    """The id first, then the API's message for a job it does not have (``GET /api/jobs/1``)."""
+    api = client.get("/api/jobs/1", headers=admin_headers)
+    assert (api.status_code, api.get_json()) == (404, {"error": "job not found"})
+    for command in ("show", "cancel"):
+        r = run("jobs", command, "1", *as_json)
+        assert (r.exit_code, r.output) == (1, "Error: job 1: job not found\n"), command
 
 
 # -- runner mode under a RUNNER_MODE override ----------------------------------------------------------

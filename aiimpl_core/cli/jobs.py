@@ -356,6 +356,14 @@ def _may_exist(job_id: int) -> bool:
     return 0 < job_id <= (2**63 - 1 if wide else 2**31 - 1)
 
 
+def _not_found(job_id: int) -> click.ClickException:
+    """A job id that names no job, said as every ``jobs`` command says its errors: the id, then the
+    API's message (``job 7: job not found``, as ``job 7: job already ended``)."""
+    from ..services.cancel import JOB_NOT_FOUND
+
+    return click.ClickException(f"job {job_id}: {JOB_NOT_FOUND}")
+
+
 @jobs_group.command("show")
 @click.argument("job_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -364,7 +372,7 @@ def jobs_show(job_id: int, as_json: bool) -> None:
     """Show one job with its transitions and steps."""
     job = db.session.get(Job, job_id) if _may_exist(job_id) else None
     if job is None:
-        raise click.ClickException(f"job {job_id} not found")
+        raise _not_found(job_id)
     data = job_dict(job, details=True)
     if as_json:
         echo_json(data)
@@ -402,10 +410,10 @@ def jobs_show(job_id: int, as_json: bool) -> None:
 def jobs_cancel(job_id: int, as_json: bool) -> None:
     """Stop a job in flight: it ends failed ("cancelled by an operator"), with the failure comment
     and stage on its issue, and its run is stopped through its backend (best effort)."""
-    from ..services.cancel import JOB_NOT_FOUND, cancel_job
+    from ..services.cancel import cancel_job
 
     if not _may_exist(job_id):
-        raise click.ClickException(f"job {job_id}: {JOB_NOT_FOUND}")
+        raise _not_found(job_id)
     try:
         job = cancel_job(job_id)
     except AiimplError as exc:

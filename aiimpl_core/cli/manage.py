@@ -7,8 +7,11 @@ API's message and exit with status 1; ``--json`` prints the API's answer.
 from __future__ import annotations
 
 import json
+import os
+import re
+import stat
 import sys
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote, urlencode
 
 import click
@@ -92,6 +95,84 @@ def _segment(value: str, not_found: str) -> str:
 def _json_constant(name: str) -> Any:
     """Refuses ``NaN`` and ``Infinity``, which Python's parser takes but JSON (and so the API) does not."""
     raise ValueError(f"{name} is not a JSON value")
+
+
+# -- what the API would refuse as "Invalid request body", said with what is wrong ---------------------
+
+def _request_limit() -> int:
+    """The API's request size limit (bytes)."""
+    return int(current_app.config["MAX_CONTENT_LENGTH"])
+
+
+def _bytes(size: int) -> str:
+    mib = 1024 * 1024
+    return f"{size:,} bytes" + (f" ({size // mib} MiB)" if size and size % mib == 0 else "")
+
+
+def _read_within_limit(source: IO[str], name: str) -> str:
+    """The text of ``--from-json``'s file, refused when it is larger than a request may be: a regular
+    file by its size, before it is read; standard input or a pipe once more than that has come."""
+    limit = _request_limit()
+    try:
+        info = os.fstat(source.fileno())
+        size = info.st_size if stat.S_ISREG(info.st_mode) else None
+    except (AttributeError, OSError, ValueError):  # (no file descriptor: a stream of text)
+        size = None
+    if size is not None and size > limit:
+        raise click.ClickException(f"--from-json: {name} is {_bytes(size)}, over the API's request size "
+                                   f"limit of {_bytes(limit)}")
+    text = source.read(limit + 1)  # (characters: each is a byte at least)
+    if size is None and len(text.encode("utf-8", "surrogatepass")) > limit:
+        raise click.ClickException(f"--from-json: {name} holds more than {_bytes(limit)}, the API's "
+                                   f"request size limit")
+    return text
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def _field_name(path: tuple[str | int, ...]) -> str:
+    """A field's place in a JSON value (``ticketing.settings.teamId``, ``labels[2]``); a name that
+    is not plain is quoted as JSON (``extraEnv["A\\u0000"]``), so no character in it is printed raw."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _PLAIN_NAME.fullmatch(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{json.dumps(part)}]"
+    return out
+
+
+def _unstorable(value: Any, path: tuple[str | int, ...] = ()) -> str | None:
+    """What in ``value`` the API would refuse as ``Invalid request body`` though it is valid JSON, naming
+    the field: a NUL character (PostgreSQL refuses it in text), a lone surrogate (no UTF-8 can encode
+    it), or nesting deeper than the API reads. None when there is nothing."""
+    from ..schemas.common import MAX_DEPTH
+
+    stack: list[tuple[Any, tuple[str | int, ...], bool]] = [(value, path, False)]
+    while stack:
+        item, where, is_name = stack.pop()
+        if isinstance(item, str):
+            what = "the name of the field" if is_name else "the field"
+            if "\x00" in item:
+                return (f"{what} {_field_name(where)} holds a NUL character (\\u0000), which the database "
+                        f"cannot store")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return (f"{what} {_field_name(where)} holds a lone surrogate (\\ud800-\\udfff), "
+                        f"which is not a Unicode character")
+        elif isinstance(item, dict | list):
+            if len(where) >= MAX_DEPTH:  # (as deep as it would be in the request)
+                return f"the field {_field_name(where)} nests deeper than the API reads ({MAX_DEPTH} levels)"
+            children = list(item.items()) if isinstance(item, dict) else list(enumerate(item))
+            for key, child in reversed(children):  # (the first one in the file is said)
+                stack.append((child, (*where, key), False))
+                if isinstance(key, str):
+                    stack.append((key, (*where, key), True))
+    return None
 
 
 # -- mappings ---------------------------------------------------------------------------------------
@@ -188,13 +269,15 @@ def _mapping_body(team_key: str, values: dict[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {}
     source = values.pop("from_json", None)
     if source is not None:
+        name = "standard input" if source.name == "<stdin>" else source.name
         try:
-            loaded = json.load(source, parse_constant=_json_constant)
+            loaded = json.loads(_read_within_limit(source, name), parse_constant=_json_constant)
         except ValueError as exc:
             raise click.ClickException(f"--from-json: not valid JSON ({exc})") from None
-        name = "standard input" if source.name == "<stdin>" else source.name
         if not isinstance(loaded, dict):
             raise click.ClickException(f"--from-json: {name} must hold a JSON object (the mapping's fields)")
+        if problem := _unstorable(loaded):
+            raise click.ClickException(f"--from-json: {name}: {problem}")
         # the API ignores a field it does not read: a misspelt one would be saved as "updated"
         # while the mapping kept its value (the times a stored mapping shows are taken, and ignored)
         from ..services.mappings import FIELDS
@@ -222,10 +305,18 @@ def _mapping_body(team_key: str, values: dict[str, Any]) -> dict[str, Any]:
             body["ticketing"] = json.loads(ticketing, parse_constant=_json_constant)
         except ValueError as exc:
             raise click.BadParameter(f"not valid JSON ({exc})", param_hint="--ticketing") from None
+        if problem := _unstorable(body["ticketing"], ("ticketing",)):
+            raise click.BadParameter(problem, param_hint="--ticketing")
     body.update({k: v for k, v in values.items() if v is not None})
     if body.get("maxInProgressAiIssues") == NO_CAP:
         body["maxInProgressAiIssues"] = None
     body["teamKey"] = team_key
+    # as the request will carry it: a file within the limit can still grow past it (each character
+    # beyond ASCII is sent as an escape of 6 or 12 bytes)
+    sent = len(current_app.json.dumps(body).encode("utf-8"))
+    if sent > _request_limit():
+        raise click.ClickException(f"the mapping is {_bytes(sent)} as JSON, over the API's request size "
+                                   f"limit of {_bytes(_request_limit())}")
     return body
 
 
