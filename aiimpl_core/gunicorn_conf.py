@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import sys
 import time
@@ -49,7 +50,9 @@ def _refuse(message: str) -> None:
 
 bind = os.environ.get("AIIMPL_BIND", "0.0.0.0:8000")
 workers = _count("AIIMPL_WORKERS", multiprocessing.cpu_count() * 2 + 1, 1)
-worker_class = "gthread"
+# gunicorn's gthread worker, answering the requests gunicorn refuses before the app runs (a URL or
+# headers over its limits, a request it cannot parse) as JSON, as the app answers every other error
+worker_class = "aiimpl_core.gunicorn_worker.ThreadWorker"
 threads = _count("AIIMPL_THREADS", 4, 1)
 timeout = _count("AIIMPL_WORKER_TIMEOUT", 30, 1)
 # How long a stopping worker has for its requests in flight (and, with AIIMPL_SCHEDULER, its poll
@@ -100,6 +103,35 @@ class Logger(glogging.Logger):
         atoms = super().atoms(resp, req, environ, request_time)
         atoms["U"] = _logs.logged_path(environ.get("PATH_INFO") or "")
         return atoms
+
+    def warning(self, msg, *args, **kwargs) -> None:  # noqa: ANN001
+        # a request gunicorn refused is logged with what it could not read quoted (the request line
+        # with its query string, a header line with its value): only a plain word of it is kept
+        if isinstance(msg, str) and msg.startswith("Invalid request from ip="):
+            msg = _QUOTED.sub(_unquoted, msg)
+        super().warning(msg, *args, **kwargs)
+
+    def exception(self, msg, *args, **kwargs) -> None:  # noqa: ANN001
+        # "Error handling request %s": the URI as received, query string included
+        if isinstance(msg, str) and msg.startswith("Error handling request"):
+            args = tuple(_without_query(a) if isinstance(a, str) else a for a in args)
+        super().exception(msg, *args, **kwargs)
+
+
+#: a Python repr of a string in a log line, in single or double quotes
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"')
+#: what of a quoted text a refused request's log line keeps: a header's name, a method, a version
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_./-]{0,64}")
+
+
+def _unquoted(found: re.Match) -> str:
+    text = found[0]
+    return text if _PLAIN_WORD.fullmatch(text[1:-1]) else f"{text[0]}(not shown){text[0]}"
+
+
+def _without_query(uri: str) -> str:
+    path, query_mark, _query = uri.partition("?")
+    return f"{path}?(not shown)" if query_mark else path
 
 
 logger_class = Logger

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ from aiimpl_core.testing.ports import free_port
 pytest.importorskip("gunicorn")
 
 
-def _gunicorn(tmp_path, **env: str) -> tuple[subprocess.Popen, int]:
+def _gunicorn(tmp_path, *args: str, **env: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("AIIMPL_", "RUNNER_MODE"))}
     environ.update(AIIMPL_DATABASE_URL=f"sqlite:///{tmp_path}/aiimpl.db", AIIMPL_WORKERS="1",
@@ -30,8 +31,9 @@ def _gunicorn(tmp_path, **env: str) -> tuple[subprocess.Popen, int]:
     for name in [k for k, v in environ.items() if v is None]:
         del environ[name]
     out, err = open(tmp_path / "out.log", "w"), open(tmp_path / "err.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:aiimpl_core.gunicorn_conf",
-                             "aiimpl_core.wsgi:app"], env=environ, stdout=out, stderr=err, cwd=tmp_path)
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:aiimpl_core.gunicorn_conf", *args,
+               "aiimpl_core.wsgi:app"]
+    proc = subprocess.Popen(command, env=environ, stdout=out, stderr=err, cwd=tmp_path)
     out.close(), err.close()
     return proc, port
 
@@ -177,6 +179,87 @@ def test_an_unset_or_short_access_code_is_said_at_start(tmp_path, code, said):
     assert "open-sesame" not in output
 
 
+# -- what gunicorn refuses before the app runs ---------------------------------------------------------
+
+#: requests gunicorn answers itself (at its default limits: a request line of 4094 bytes, 100 header
+#: fields of 8190 bytes), each with a token in its URL that its HTML page would quote for the last
+REFUSED = {
+    "long-url": b"GET /api/jobs?token=tok-in-the-url" + b"x" * 5000 + b" HTTP/1.1\r\nHost: h\r\n\r\n",
+    "long-header": b"GET /api/jobs?token=tok-in-the-url HTTP/1.1\r\nHost: h\r\nX-Long: " + b"y" * 9000
+                   + b"\r\n\r\n",
+    "many-headers": b"GET /api/jobs?token=tok-in-the-url HTTP/1.1\r\nHost: h\r\n"
+                    + b"".join(b"X-Header-%d: v\r\n" % n for n in range(120)) + b"\r\n",
+    "request-line-without-version": b"GET /api/jobs?token=tok-in-the-url\r\nHost: h\r\n\r\n",
+}
+
+
+def _raw(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
+    """``request`` sent as it is; the answer's status line, headers and body, read until the server
+    closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    fields = (line.partition(":") for line in lines)
+    headers = {name.strip().lower(): value.strip() for name, _, value in fields}
+    return status, headers, body
+
+
+def _answers(tmp_path, *args: str) -> dict[str, tuple[str, dict[str, str], bytes]]:
+    _upgrade(tmp_path)
+    proc, port = _gunicorn(tmp_path, *args)
+    try:
+        assert _get(port, "/healthz") == 200
+        answers = {name: _raw(port, request) for name, request in REFUSED.items()}
+        assert _get(port, "/healthz") == 200  # the worker serves on
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    return answers
+
+
+def test_what_gunicorn_refuses_before_the_app_is_answered_as_json_with_gunicorns_status(tmp_path):
+    """A URL or headers over gunicorn's limits, or a request line it cannot read, get the API's JSON
+    error body, with the status gunicorn's own worker answers (its HTML page, under ``--worker-class
+    gthread``), and quote nothing of the request; gunicorn still logs them as it does."""
+    (tmp_path / "ours").mkdir(), (tmp_path / "gunicorns").mkdir()
+    answers = _answers(tmp_path / "ours")
+    gunicorns = _answers(tmp_path / "gunicorns", "--worker-class", "gthread")
+    statuses = {name: status for name, (status, _headers, _body) in answers.items()}
+    assert statuses == {name: status for name, (status, _headers, _body) in gunicorns.items()}
+    assert statuses["long-url"] == "HTTP/1.1 414 URI Too Long"
+    assert statuses["long-header"] == statuses["many-headers"]
+    assert statuses["long-header"] in ("HTTP/1.1 431 Request Header Fields Too Large",
+                                       "HTTP/1.1 400 Bad Request")  # (older gunicorns)
+    assert statuses["request-line-without-version"] == "HTTP/1.1 400 Bad Request"
+    for name, (status, headers, body) in answers.items():
+        assert gunicorns[name][1]["content-type"] == "text/html", name
+        assert headers["content-type"] == "application/json", name
+        assert (headers["connection"], int(headers["content-length"])) == ("close", len(body)), name
+        assert json.loads(body) == {"error": status.split(" ", 2)[2]}, name
+        assert b"tok-in-the-url" not in body and "tok-in-the-url" not in str(headers), name
+    logged = _output(tmp_path / "ours")
+    assert re.search(r"Invalid request from ip=127\.0\.0\.1: Request Line is too large \(\d+ > 4094\)\n",
+                     logged)
+    assert logged.count("Invalid request from ip=127.0.0.1") == len(REFUSED)
+    # what gunicorn could not read is not quoted in its log either (its own logger quotes it)
+    assert "tok-in-the-url" not in logged
+    assert "Invalid request from ip=127.0.0.1: Invalid HTTP request line: '(not shown)'" in logged
+
+
+def test_an_answer_that_is_not_gunicorns_error_page_is_left_as_it_is():
+    from aiimpl_core.gunicorn_worker import json_answer
+
+    for answer in (b"", b"garbage", b"HTTP/1.1 400 <b>\r\n\r\nx", b"HTTP/1.1 99 Odd\r\n\r\n"):
+        assert json_answer(answer) == answer
+    page = b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/html\r\n\r\n<html>"
+    assert json_answer(page).startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert json_answer(page).endswith(b'\r\n\r\n{"error":"Internal server error"}\n')
+
+
 def test_gunicorns_error_lines_are_masked_of_the_known_secrets(capsys):
     """A worker's unhandled error is logged by gunicorn's own error logger, not the root's."""
     from gunicorn.config import Config
@@ -192,6 +275,29 @@ def test_gunicorns_error_lines_are_masked_of_the_known_secrets(capsys):
         logs.SECRETS.clear()
     err = capsys.readouterr().err
     assert "Error handling request with [REDACTED]" in err and "gunicorn-masked-value" not in err
+
+
+def test_gunicorns_lines_about_a_request_leave_out_what_the_client_sent_after_the_path(capsys):
+    """gunicorn logs a request it refused with what it could not read quoted, and an error
+    handling a request with its URI: neither keeps a query string nor a header's value."""
+    from gunicorn.config import Config
+
+    from aiimpl_core import gunicorn_conf
+
+    logger = gunicorn_conf.Logger(Config())
+    logger.warning("Invalid request from ip=10.0.0.1: Invalid HTTP request line: "
+                   "'GET /api/jobs?token=t0k3n-a'")
+    logger.warning("Invalid request from ip=10.0.0.1: Invalid HTTP Header: 'Authorization Bearer t0k3n-b'")
+    logger.warning("Invalid request from ip=10.0.0.1: Invalid HTTP Header: 'CONTENT-LENGTH'")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logger.exception("Error handling request %s", "/runner/result?token=t0k3n-c")
+    err = capsys.readouterr().err
+    assert "t0k3n" not in err
+    assert "Invalid HTTP request line: '(not shown)'" in err
+    assert "Invalid HTTP Header: 'CONTENT-LENGTH'" in err  # a header's name alone is kept
+    assert "Error handling request /runner/result?(not shown)" in err
 
 
 def test_the_master_reads_the_schema_without_an_app_of_its_own(tmp_path):
