@@ -17,6 +17,7 @@ BLUEPRINT_MODULES = (
     "metrics",
     # integration and callback API (runners, automation)
     "runner",
+    "session_package",
     "trigger",
     "session",
     "webhook",

@@ -123,18 +123,19 @@ class GitHubActionsBackend(RunnerBackend):
 
     def installs(self) -> workflows.Installs:
         """What the workflows install before the session: ``AIIMPL_GHA_SESSION_PACKAGE`` (by
-        default this orchestrator's own ``aiimpl-core==<version>``) and ``AIIMPL_GHA_AGENT_PACKAGE``
-        (``none``: no agent).
+        default the wheel of ``aiimpl-core`` this orchestrator serves, pinned to its sha256:
+        :func:`workflows.core_requirement`) and ``AIIMPL_GHA_AGENT_PACKAGE`` (``none``: no agent).
 
-        :raises ProviderConfigError: when a setting is not a safe line of package specs, or this
-            orchestrator's version is not one a package index serves and no package is set.
+        :raises ProviderConfigError: when a setting is not a safe line of package specs, or no
+            package is set and this orchestrator cannot serve its own (``AIIMPL_PUBLIC_URL`` unset
+            or not a URL a workflow can install from, no installed distribution).
         """
         # (spaces alone are unset too, as an empty variable is)
         session = str(self.context.setting(config.SESSION_PACKAGE, "")).strip(" ")
         agent = str(self.context.setting(config.AGENT_PACKAGE, "")).strip(" ") or config.DEFAULT_AGENT_PACKAGE
         return workflows.Installs(
             session=workflows.install_words(config.SESSION_PACKAGE, session) if session
-            else (workflows.core_requirement(),),
+            else (workflows.core_requirement(self.context.setting(config.PUBLIC_URL)),),
             agent=() if agent.lower() == config.NO_AGENT
             else workflows.install_words(config.AGENT_PACKAGE, agent),
         )
@@ -406,7 +407,8 @@ class GitHubActionsBackend(RunnerBackend):
 
 def _install_differences(content: bytes, wanted: workflows.Installs) -> str:
     """How an installed workflow's packages differ from what a sync would write, said as
-    `` (it installs aiimpl-core, not aiimpl-core==0.2.0)``; empty when they do not (or cannot be read)."""
+    `` (it installs aiimpl-core, not aiimpl-core @ https://…#sha256=…)``; empty when they do not (or
+    cannot be read)."""
     found = workflows.installed(content.decode("utf-8", "replace"))
     if found is None:
         return ""

@@ -12,12 +12,15 @@ WORKFLOW_FILE = "AIIMPL_GHA_WORKFLOW_FILE"
 GAP_FILL_WORKFLOW_FILE = "AIIMPL_GHA_GAP_FILL_WORKFLOW_FILE"
 SESSION_PACKAGE = "AIIMPL_GHA_SESSION_PACKAGE"
 AGENT_PACKAGE = "AIIMPL_GHA_AGENT_PACKAGE"
+#: the core's: the URL runners reach the orchestrator at, which serves the session program too
+PUBLIC_URL = "AIIMPL_PUBLIC_URL"
 
 DEFAULT_WORKFLOW_FILE = "ai-implement.yml"
 DEFAULT_GAP_FILL_WORKFLOW_FILE = "ai-implement-gap-fill.yml"
 #: installed by sync-workflows when a mapping enables planning without naming its own file
 DEFAULT_PLANNING_WORKFLOW_FILE = "ai-implement-planning.yml"
-#: the distribution of the session program; by default the workflows install this orchestrator's version
+#: the distribution of the session program; by default the workflows install the wheel of it this
+#: orchestrator serves (``GET /runner/session-package/<file>``)
 SESSION_DISTRIBUTION = "aiimpl-core"
 DEFAULT_AGENT_PACKAGE = "@anthropic-ai/claude-code"
 #: the agent package that installs no agent (an empty variable is unset: its default)
@@ -37,8 +40,9 @@ CONFIG_VARS: tuple[ConfigVar, ...] = (
     ConfigVar(
         SESSION_PACKAGE,
         "Session program the workflows install, as pip arguments (a requirement, a wheel or git URL, "
-        "--index-url …), written into them by sync-workflows; unset: this orchestrator's own version "
-        "(aiimpl-core==X.Y.Z)",
+        "--index-url …), written into them by sync-workflows; unset: the wheel of aiimpl-core this "
+        "orchestrator serves, pinned to its sha256 (aiimpl-core @ <AIIMPL_PUBLIC_URL>/runner/session-package/"
+        "aiimpl_core-<version>-py3-none-any.whl#sha256=…)",
     ),
     ConfigVar(
         AGENT_PACKAGE,

@@ -5,22 +5,23 @@ branch through the contents API: created when missing, updated (with the current
 different, left alone when the decoded content is already the same, so running it twice commits once.
 
 What a workflow installs before the session is written into it too: the session program (by default
-``aiimpl-core`` of this orchestrator's own version, so a deploy and a sync change what the sessions
-run, and every run of a job runs the same program) and the agent CLI. The settings that choose
-otherwise are checked here: each word becomes one shell word in single quotes, and no value can
-leave its line of the workflow, its shell word, or reach GitHub's ``${{ }}`` expressions.
+the wheel of ``aiimpl-core`` this orchestrator serves itself, pinned to its sha256, so a deploy and a
+sync change what the sessions run, and every run of a job runs the same program) and the agent CLI.
+The settings that choose otherwise are checked here: each word becomes one shell word in single
+quotes, and no value can leave its line of the workflow, its shell word, or reach GitHub's ``${{ }}``
+expressions.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import re
 import shlex
 from dataclasses import dataclass
 from importlib import resources
 from urllib.parse import urlsplit
 
-from aiimpl_core.errors import ProviderConfigError, ProviderError
+from aiimpl_core import session_package
+from aiimpl_core.errors import ConfigError, ProviderConfigError, ProviderError
 from aiimpl_core.github import Repo, github_message
 from aiimpl_core.types import MappingView, SyncResult
 
@@ -80,33 +81,66 @@ def installed(text: str) -> Installs | None:
         return None
 
 
-def core_version() -> str | None:
-    """This orchestrator's version of the session program's distribution (``None``: not installed,
-    e.g. run from a source tree)."""
-    try:
-        return importlib.metadata.version(config.SESSION_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+#: what to set instead when the session program cannot be served by this orchestrator
+SET_INSTEAD = (f"or set {config.SESSION_PACKAGE} to what the workflows install as the session program "
+               "(a wheel URL, git+https://…@<commit>, or a requirement on your own index)")
 
 
-def core_requirement() -> str:
-    """The session program of this orchestrator's own version: ``aiimpl-core==<version>``.
+def core_package() -> session_package.SessionPackage:
+    """The wheel of the session program this orchestrator serves (:mod:`aiimpl_core.session_package`).
 
-    :raises ProviderConfigError: when that version cannot be installed from a package index (a
-        local version such as ``0.1.dev3+g1234abc``, or no installed distribution to read it from):
-        falling back to another version would run sessions of a program this orchestrator is not.
+    :raises ProviderConfigError: when it cannot be built (no installed distribution to read its
+        version and metadata from).
     """
-    name = config.SESSION_DISTRIBUTION
-    version = core_version()
-    if version is None or "+" in version:
-        what = (f"this orchestrator's {name} is {version}, a local version no package index serves"
-                if version else f"the version of this orchestrator's {name} is not known (not installed)")
+    try:
+        return session_package.current()
+    except ConfigError as exc:
+        raise ProviderConfigError(f"{exc.message}: {SET_INSTEAD.removeprefix('or ')}",
+                                  provider="github-actions") from None
+
+
+def core_requirement(public_url: object) -> str:
+    """The session program this orchestrator serves itself, pinned to the wheel's sha256 (pip
+    checks it): ``aiimpl-core @ <public URL>/runner/session-package/<wheel>#sha256=<hash>``.
+
+    :param public_url: ``AIIMPL_PUBLIC_URL``, the URL runners reach this orchestrator at (the one
+        the sessions call back).
+    :raises ProviderConfigError: when that URL is not set, or not one a workflow can install from
+        (an ``http://`` or ``https://`` URL with a host, no credentials, query or fragment), or as
+        :func:`core_package`.
+    """
+    name = config.PUBLIC_URL
+    url = str(public_url or "").strip().rstrip("/")
+    why = "the workflows install the session program from this orchestrator"
+    if not url:
         raise ProviderConfigError(
-            f"{what}: set {config.SESSION_PACKAGE} to what the workflows install as the session program "
-            "(a wheel URL, git+https://…@<commit>, or a requirement on your own index)",
+            f"{name} is not set: {why}; set it to the URL runners reach this orchestrator at, {SET_INSTEAD}",
             provider="github-actions",
         )
-    return f"{name}=={version}"
+    try:
+        parts = urlsplit(url)
+        credentials = parts.username is not None or parts.password is not None
+        ok = (parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and (parts.port or 1) > 0
+              and not parts.query and not parts.fragment and "#" not in url and "?" not in url
+              and WORD_RE.fullmatch(url) is not None)
+    except ValueError:  # an unbalanced IPv6 bracket, a port that is not a number or out of range
+        credentials, ok = False, False
+    if credentials:
+        # (never said: the URL's credentials are what must not reach the workflow file)
+        raise ProviderConfigError(
+            f"{name} must not carry credentials when {why}: the workflow file is readable by anyone who "
+            f"can read the repository; {SET_INSTEAD}",
+            provider="github-actions",
+        )
+    if not ok:
+        raise ProviderConfigError(
+            f"{name} must be an http:// or https:// URL with a host, without a query, a fragment, quotes, "
+            f"$, backquotes, backslashes, braces or parentheses, when {why}; {SET_INSTEAD}",
+            provider="github-actions",
+        )
+    package = core_package()
+    return (f"{config.SESSION_DISTRIBUTION} @ {url}{session_package.URL_PATH}{package.filename}"
+            f"#sha256={package.sha256}")
 
 
 def install_words(setting: str, value: str) -> tuple[str, ...]:

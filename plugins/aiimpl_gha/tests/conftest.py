@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import os
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from typing import Any
 
 import flask
 import pytest
+from aiimpl_core import session_package
 from aiimpl_core.github.app_auth import TOKENS
 from aiimpl_core.testing.contract import make_context
 from aiimpl_core.testing.fake_github import FakeGitHub
@@ -19,17 +21,24 @@ import aiimpl_gha.plugin
 from aiimpl_gha.backend import GitHubActionsBackend
 from aiimpl_gha.workflows import template_text
 
-#: what the workflows install as the session program by default: this orchestrator's own version
-CORE_REQUIREMENT = f"aiimpl-core=={importlib.metadata.version('aiimpl-core')}"
+#: the URL runners reach the orchestrator at, in these tests (the core's test app says the same)
+PUBLIC_URL = "http://orchestrator.test"
+#: the wheel of the session program this orchestrator serves
+PACKAGE = session_package.current()
+#: what the workflows install as the session program by default: that wheel, from this
+#: orchestrator, pinned to its sha256
+CORE_REQUIREMENT = (f"aiimpl-core @ {PUBLIC_URL}/runner/session-package/"
+                    f"aiimpl_core-{importlib.metadata.version('aiimpl-core')}-py3-none-any.whl"
+                    f"#sha256={hashlib.sha256(PACKAGE.data).hexdigest()}")
 
 
 def synced(name: str, minutes: int = 70) -> str:
-    """A shipped template as a sync with the default settings writes it: the session program of
-    this orchestrator's version, the job timeout for the session lifetime."""
+    """A shipped template as a sync with the default settings writes it: the session program this
+    orchestrator serves (one shell word), the job timeout for the session lifetime."""
     text = template_text(name)
     shipped = "python -m pip install --upgrade aiimpl-core\n"
     assert text.count(shipped) == 1
-    return (text.replace(shipped, f"python -m pip install --upgrade {CORE_REQUIREMENT}\n")
+    return (text.replace(shipped, f"python -m pip install --upgrade '{CORE_REQUIREMENT}'\n")
             .replace("timeout-minutes: 70", f"timeout-minutes: {minutes}"))
 
 
@@ -57,6 +66,7 @@ def gh(request: pytest.FixtureRequest, aiimpl_specs_dir: str) -> Iterator[FakeGi
 
 def github_config(gh: FakeGitHub) -> dict[str, Any]:
     return {
+        "AIIMPL_PUBLIC_URL": PUBLIC_URL,
         "AIIMPL_GITHUB_API_URL": gh.url,
         "AIIMPL_GITHUB_APP_ID": str(gh.app_id),
         "AIIMPL_GITHUB_PRIVATE_KEY": gh.private_key_pem,

@@ -8,10 +8,12 @@ fast subset of GitHub's description, so these tests validate against the complet
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
 import pytest
+from aiimpl_core import session_package
 from aiimpl_core.services.checks import FAILED, OK, run_checks
 from aiimpl_core.testing.contract import make_context, sample_mapping
 from aiimpl_core.testing.fake_github import FakeGitHub
@@ -22,7 +24,7 @@ from aiimpl_gha import workflows
 from aiimpl_gha.backend import GitHubActionsBackend
 from aiimpl_gha.workflows import template_text
 
-from .conftest import CORE_REQUIREMENT, github_config
+from .conftest import CORE_REQUIREMENT, PUBLIC_URL, github_config
 
 FIX = "run aiimpl mappings sync-workflows ENG"
 
@@ -222,7 +224,8 @@ def test_check_app_not_installed_on_the_repository(gh: FakeGitHub, backend: GitH
 
 def test_check_with_a_personal_token(gh: FakeGitHub) -> None:
     backend = GitHubActionsBackend(
-        make_context({"AIIMPL_GITHUB_API_URL": gh.url, "AIIMPL_GITHUB_TOKEN": gh.personal_token})
+        make_context({"AIIMPL_PUBLIC_URL": PUBLIC_URL, "AIIMPL_GITHUB_API_URL": gh.url,
+                      "AIIMPL_GITHUB_TOKEN": gh.personal_token})
     )
     backend.sync_workflows(sample_mapping())
     results = list(backend.check([sample_mapping()]))
@@ -363,22 +366,43 @@ def test_check_rows_in_the_report(app: Any, gh: FakeGitHub) -> None:
 # -- what the installed workflows install --------------------------------------------------------
 
 
+def _package(version: str, content: bytes) -> session_package.SessionPackage:
+    return session_package.SessionPackage(
+        f"aiimpl_core-{version}-py3-none-any.whl", content, hashlib.sha256(content).hexdigest()
+    )
+
+
+def _wheel(version: str, content: bytes) -> str:
+    return (f"aiimpl-core @ http://orchestrator.test/runner/session-package/aiimpl_core-{version}-py3-none-any.whl"
+            f"#sha256={hashlib.sha256(content).hexdigest()}")
+
+
+@pytest.mark.parametrize(("before", "after"), [
+    (("0.1.0", b"wheel"), ("0.2.0", b"wheel")),
+    (("0.1.0", b"before"), ("0.1.0", b"after")),
+], ids=["upgraded", "same-version-other-files"])
 def test_check_names_the_session_program_an_older_sync_installed(
-    gh: FakeGitHub, backend: GitHubActionsBackend, monkeypatch: pytest.MonkeyPatch
+    gh: FakeGitHub, backend: GitHubActionsBackend, monkeypatch: pytest.MonkeyPatch,
+    before: tuple[str, bytes], after: tuple[str, bytes],
 ) -> None:
-    """An upgraded orchestrator's sessions would still run the version the last sync wrote."""
-    monkeypatch.setattr(workflows, "core_version", lambda: "0.1.0")
+    """An upgraded orchestrator (or one whose files changed under the same version) serves another
+    wheel, whose hash the installed workflows do not pin: reported out of date, a sync rewrites them."""
+    monkeypatch.setattr(workflows, "core_package", lambda: _package(*before))
     backend.sync_workflows(sample_mapping())
     gh.server.reset()
-    monkeypatch.setattr(workflows, "core_version", lambda: "0.2.0")
+    monkeypatch.setattr(workflows, "core_package", lambda: _package(*after))
     results = list(backend.check([sample_mapping()]))
     assert [(r.ok, r.detail) for r in results] == [
-        (False, ".github/workflows/ai-implement.yml on main is out of date (it installs aiimpl-core==0.1.0, "
-                f"not aiimpl-core==0.2.0): {FIX}"),
-        (False, ".github/workflows/ai-implement-gap-fill.yml on main is out of date (it installs "
-                f"aiimpl-core==0.1.0, not aiimpl-core==0.2.0): {FIX}"),
+        (False, f".github/workflows/ai-implement.yml on main is out of date (it installs {_wheel(*before)}, "
+                f"not {_wheel(*after)}): {FIX}"),
+        (False, f".github/workflows/ai-implement-gap-fill.yml on main is out of date (it installs "
+                f"{_wheel(*before)}, not {_wheel(*after)}): {FIX}"),
     ]
     assert writes(gh) == []
+    assert backend.sync_workflows(sample_mapping()).updated == (
+        ".github/workflows/ai-implement.yml", ".github/workflows/ai-implement-gap-fill.yml"
+    )
+    assert all(r.ok for r in backend.check([sample_mapping()]))
 
 
 def test_check_names_the_unpinned_session_program_of_an_earlier_template(
@@ -414,18 +438,18 @@ def test_check_names_the_agent_an_installed_workflow_installs(gh: FakeGitHub, gh
     assert all(r.ok for r in pinned.check([sample_mapping()]))
 
 
-@pytest.mark.parametrize(("settings", "version", "said"), [
-    ({"AIIMPL_GHA_SESSION_PACKAGE": "aiimpl-core; id"}, "0.1.0",
+@pytest.mark.parametrize(("settings", "said"), [
+    ({"AIIMPL_GHA_SESSION_PACKAGE": "aiimpl-core; id"},
      "AIIMPL_GHA_SESSION_PACKAGE must be one line of package specs"),
-    ({"AIIMPL_GHA_AGENT_PACKAGE": "https://u:pw@npm.acme.example/agent.tgz"}, "0.1.0",
+    ({"AIIMPL_GHA_AGENT_PACKAGE": "https://u:pw@npm.acme.example/agent.tgz"},
      "AIIMPL_GHA_AGENT_PACKAGE must not carry credentials in a URL"),
-    ({}, "0.1.dev3+g1234abc", "this orchestrator's aiimpl-core is 0.1.dev3+g1234abc, a local version"),
-], ids=["session", "agent", "local-version"])
+    ({"AIIMPL_PUBLIC_URL": ""}, "AIIMPL_PUBLIC_URL is not set: the workflows install the session program"),
+    ({"AIIMPL_PUBLIC_URL": "https://u:pw@orchestrator.acme.example"},
+     "AIIMPL_PUBLIC_URL must not carry credentials when the workflows install the session program"),
+], ids=["session", "agent", "no-public-url", "public-url-credentials"])
 def test_check_settings_the_workflows_cannot_install_fail_one_line_and_read_nothing(
-    gh: FakeGitHub, gh_config_backend: Any, monkeypatch: pytest.MonkeyPatch,
-    settings: dict[str, str], version: str, said: str,
+    gh: FakeGitHub, gh_config_backend: Any, settings: dict[str, str], said: str,
 ) -> None:
-    monkeypatch.setattr(workflows, "core_version", lambda: version)
     results = list(gh_config_backend(settings).check([sample_mapping()]))
     assert [(r.name, r.ok) for r in results] == [("session program", False)]
     assert results[0].detail.startswith(said)

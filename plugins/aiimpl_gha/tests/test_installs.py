@@ -1,10 +1,13 @@
-"""What the synced workflows install before the session: by default the session program of this
-orchestrator's own version and the default agent; the settings choose otherwise, and no value of
-them can leave its shell word or its line of the workflow."""
+"""What the synced workflows install before the session: by default the wheel of the session program
+this orchestrator serves (pinned to its sha256) and the default agent; the settings choose otherwise,
+and no value of them can leave its shell word or its line of the workflow."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -13,7 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
-from aiimpl_core.errors import ProviderConfigError
+from aiimpl_core import session_package
+from aiimpl_core.errors import ConfigError, ProviderConfigError
 from aiimpl_core.testing.contract import make_context, sample_mapping
 from aiimpl_core.testing.fake_github import FakeGitHub
 
@@ -58,51 +62,139 @@ def run_install(script: str, tmp_path: Path) -> list[list[str]]:
     return [part.splitlines() for part in said if part]
 
 
+def fake_package(version: str, content: bytes = b"wheel") -> session_package.SessionPackage:
+    return session_package.SessionPackage(
+        f"aiimpl_core-{version}-py3-none-any.whl", content, hashlib.sha256(content).hexdigest()
+    )
+
+
 def test_sync_installs_this_orchestrators_session_program(gh: FakeGitHub) -> None:
     sync_all(make(gh))
     for name in FILES:
         text = gh.file("acme", "api", f".github/workflows/{name}")
         assert text == synced(name)
         assert install_step(text).splitlines() == [
-            f"python -m pip install --upgrade {CORE_REQUIREMENT}",
+            f"python -m pip install --upgrade '{CORE_REQUIREMENT}'",
             "npm install --global @anthropic-ai/claude-code",
         ]
+
+
+@pytest.mark.skipif(not shutil.which("bash"), reason="needs bash")
+def test_the_default_session_program_is_the_wheel_this_orchestrator_serves(
+    gh: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No package index is asked: pip gets the wheel from the orchestrator and checks its hash."""
+    sha = hashlib.sha256(b"wheel").hexdigest()
+    monkeypatch.setattr(workflows, "core_package", lambda: fake_package("0.1.0"))
+    make(gh, AIIMPL_PUBLIC_URL="https://ai.acme.example/orchestrator/").sync_workflows(sample_mapping())
+    text = gh.file("acme", "api", IMPLEMENTATION)
+    wheel = ("aiimpl-core @ https://ai.acme.example/orchestrator/runner/session-package/"
+             f"aiimpl_core-0.1.0-py3-none-any.whl#sha256={sha}")
+    assert install_step(text).splitlines()[0] == f"python -m pip install --upgrade '{wheel}'"
+    pip = run_install(install_step(text), tmp_path)[0]
+    assert pip == ["python", "-m", "pip", "install", "--upgrade", wheel]
+
+
+def test_the_default_is_this_orchestrators_own_wheel_and_hash() -> None:
+    package = session_package.current()
+    assert workflows.core_requirement("http://orchestrator.test") == (
+        f"aiimpl-core @ http://orchestrator.test/runner/session-package/{package.filename}"
+        f"#sha256={hashlib.sha256(package.data).hexdigest()}"
+    )
+    assert package.filename == f"aiimpl_core-{importlib.metadata.version('aiimpl-core')}-py3-none-any.whl"
 
 
 def test_an_upgraded_orchestrator_updates_the_workflows_on_its_next_sync(
     gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(workflows, "core_version", lambda: "0.1.0")
+    monkeypatch.setattr(workflows, "core_package", lambda: fake_package("0.1.0"))
     backend = make(gh)
     backend.sync_workflows(sample_mapping())
     assert backend.sync_workflows(sample_mapping()).updated == ()
-    monkeypatch.setattr(workflows, "core_version", lambda: "0.2.0")
+    monkeypatch.setattr(workflows, "core_package", lambda: fake_package("0.2.0"))
     result = backend.sync_workflows(sample_mapping())
     assert result.updated == (IMPLEMENTATION, ".github/workflows/ai-implement-gap-fill.yml")
     text = gh.file("acme", "api", IMPLEMENTATION)
-    assert "python -m pip install --upgrade aiimpl-core==0.2.0\n" in text
+    assert ("python -m pip install --upgrade 'aiimpl-core @ http://orchestrator.test/runner/session-package/"
+            f"aiimpl_core-0.2.0-py3-none-any.whl#sha256={hashlib.sha256(b'wheel').hexdigest()}'\n") in text
 
 
-@pytest.mark.parametrize("version", ["0.1.dev3+g1234abc", "0.2.0+local", None],
-                         ids=["scm", "local", "unknown"])
-def test_a_version_no_index_serves_refuses_the_sync_until_the_package_is_set(
-    gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch, version: str | None
+def test_other_files_of_the_same_version_update_the_workflows_on_the_next_sync(
+    gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Falling back to the newest release would run sessions of a program this orchestrator is not."""
-    monkeypatch.setattr(workflows, "core_version", lambda: version)
-    with pytest.raises(ProviderConfigError, match="set AIIMPL_GHA_SESSION_PACKAGE to what the") as err:
+    """A deploy that kept the version but changed the program is another hash: pip would refuse the
+    wheel the orchestrator now serves, so the sync writes the new one."""
+    monkeypatch.setattr(workflows, "core_package", lambda: fake_package("0.1.0", b"before"))
+    backend = make(gh)
+    backend.sync_workflows(sample_mapping())
+    monkeypatch.setattr(workflows, "core_package", lambda: fake_package("0.1.0", b"after"))
+    assert backend.sync_workflows(sample_mapping()).updated == (
+        IMPLEMENTATION, ".github/workflows/ai-implement-gap-fill.yml"
+    )
+    text = gh.file("acme", "api", IMPLEMENTATION)
+    assert f"#sha256={hashlib.sha256(b'after').hexdigest()}'\n" in text
+    assert hashlib.sha256(b"before").hexdigest() not in text
+
+
+@pytest.mark.parametrize("version", ["0.1.dev3+g1234abc", "0.2.0+local", "0.2.0.dev3"],
+                         ids=["scm", "local", "dev"])
+def test_any_version_is_served_and_pinned(
+    gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch, version: str
+) -> None:
+    """A local version is no reason to refuse: no package index is asked for it."""
+    monkeypatch.setattr(workflows, "core_package", lambda: fake_package(version))
+    make(gh).sync_workflows(sample_mapping())
+    assert (f"/runner/session-package/aiimpl_core-{version}-py3-none-any.whl#sha256="
+            in gh.file("acme", "api", IMPLEMENTATION))
+
+
+def test_without_an_installed_distribution_the_sync_is_refused_until_the_package_is_set(
+    gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def not_installed() -> session_package.SessionPackage:
+        raise ConfigError("the version of this orchestrator's aiimpl-core is not known (not installed)")
+
+    monkeypatch.setattr(session_package, "current", not_installed)
+    with pytest.raises(ProviderConfigError) as err:
         make(gh).sync_workflows(sample_mapping())
-    assert (version or "not known") in err.value.message
+    assert err.value.message == (
+        "the version of this orchestrator's aiimpl-core is not known (not installed): set "
+        "AIIMPL_GHA_SESSION_PACKAGE to what the workflows install as the session program (a wheel URL, "
+        "git+https://…@<commit>, or a requirement on your own index)"
+    )
     assert gh.server.requests_to("PUT") == []
     wheel = "https://files.acme.example/aiimpl_core-0.1.dev3-py3-none-any.whl"
     make(gh, AIIMPL_GHA_SESSION_PACKAGE=wheel).sync_workflows(sample_mapping())
     assert f"pip install --upgrade {wheel}\n" in gh.file("acme", "api", IMPLEMENTATION)
 
 
-def test_a_development_release_is_pinned(gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(workflows, "core_version", lambda: "0.2.0.dev3")
-    make(gh).sync_workflows(sample_mapping())
-    assert "pip install --upgrade aiimpl-core==0.2.0.dev3\n" in gh.file("acme", "api", IMPLEMENTATION)
+@pytest.mark.parametrize(("url", "said"), [
+    ("", "AIIMPL_PUBLIC_URL is not set: the workflows install the session program from this orchestrator; "
+         "set it to the URL runners reach this orchestrator at, or set AIIMPL_GHA_SESSION_PACKAGE"),
+    ("  ", "AIIMPL_PUBLIC_URL is not set"),
+    ("ftp://orchestrator.acme.example", "AIIMPL_PUBLIC_URL must be an http:// or https:// URL with a host"),
+    ("orchestrator.acme.example", "AIIMPL_PUBLIC_URL must be an http:// or https:// URL with a host"),
+    ("https://", "AIIMPL_PUBLIC_URL must be an http:// or https:// URL with a host"),
+    ("https://[orchestrator", "AIIMPL_PUBLIC_URL must be an http:// or https:// URL with a host"),
+    ("https://orchestrator.acme.example/?x=1", "AIIMPL_PUBLIC_URL must be an http:// or https:// URL"),
+    ("https://orchestrator.acme.example/#x", "AIIMPL_PUBLIC_URL must be an http:// or https:// URL"),
+    ("https://orchestrator.acme.example/${{ secrets.X }}", "AIIMPL_PUBLIC_URL must be an http:// or https://"),
+    ("https://orchestrator.acme.example/'x", "AIIMPL_PUBLIC_URL must be an http:// or https:// URL"),
+    ("https://ci:s3cr3t-pw@orchestrator.acme.example", "AIIMPL_PUBLIC_URL must not carry credentials"),
+], ids=["unset", "spaces", "scheme", "no-scheme", "no-host", "bracket", "query", "fragment", "expression",
+        "quote", "credentials"])
+def test_a_public_url_the_workflows_cannot_install_from_is_refused(
+    gh: FakeGitHub, url: str, said: str
+) -> None:
+    with pytest.raises(ProviderConfigError, match=f"^{re.escape(said)}") as err:
+        make(gh, AIIMPL_PUBLIC_URL=url).sync_workflows(sample_mapping())
+    assert "s3cr3t" not in err.value.message
+    assert "AIIMPL_GHA_SESSION_PACKAGE to what the workflows install" in err.value.message
+    assert gh.server.requests_to("PUT") == []
+    # the setting needs no public URL of the orchestrator
+    make(gh, AIIMPL_PUBLIC_URL=url, AIIMPL_GHA_SESSION_PACKAGE="aiimpl-core==0.1.0").sync_workflows(
+        sample_mapping())
+    assert "pip install --upgrade aiimpl-core==0.1.0\n" in gh.file("acme", "api", IMPLEMENTATION)
 
 
 @pytest.mark.skipif(not shutil.which("bash"), reason="needs bash")
