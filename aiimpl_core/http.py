@@ -8,6 +8,7 @@ request, retries with backoff on 429 and 5xx honouring ``Retry-After`` (and GitH
 from __future__ import annotations
 
 import html
+import ipaddress
 import logging
 import os
 import re
@@ -232,6 +233,30 @@ def may_have_been_done(exc: ProviderError) -> bool:
         return False
     reason = getattr(cause.args[0], "reason", None) if cause.args else None
     return not isinstance(reason, urllib3.exceptions.NewConnectionError)
+
+
+def host_only_address(url: str) -> str | None:
+    """The host of ``url`` when it names this machine alone (``localhost``, a loopback address such
+    as ``127.0.0.1`` or ``::1``, or an unspecified one such as ``0.0.0.0``), which a runner on
+    another machine (GitHub's runners, a Fly machine, a container outside the host's network)
+    cannot reach; ``None`` for any other host, or a URL without one.
+
+    A runner plugin's ``check`` uses it on ``AIIMPL_PUBLIC_URL``, the URL its sessions report to."""
+    try:
+        host = (urlsplit(url.strip()).hostname or "").rstrip(".")
+    except ValueError:
+        return None
+    if not host:
+        return None
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return host
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if address.version == 6 and address.ipv4_mapped is not None:  # (``::ffff:127.0.0.1``)
+        address = address.ipv4_mapped
+    return host if address.is_loopback or address.is_unspecified else None
 
 
 def _json_or_text(resp: requests.Response) -> Any:

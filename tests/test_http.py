@@ -161,3 +161,28 @@ def test_a_header_value_with_a_line_break_is_said_without_its_value(recorder) ->
         "github: GET /user was not sent: a header value is not valid (a line break or spaces around it: "
         "check the credential settings for a trailing newline)")
     assert "ghp_secret-value" not in caught.value.message and seen == []
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("http://127.0.0.1:8000", "127.0.0.1"),
+        ("http://127.1.2.3", "127.1.2.3"),
+        ("https://localhost/", "localhost"),
+        ("http://LOCALHOST.:8000", "localhost"),
+        ("http://app.localhost", "app.localhost"),
+        ("http://[::1]:8000/", "::1"),
+        ("http://[::ffff:127.0.0.1]/", "::ffff:127.0.0.1"),
+        ("http://0.0.0.0:8000", "0.0.0.0"),
+        ("https://ai.example.com", None),
+        ("http://10.0.2.2:8000", None),
+        ("http://[2001:db8::1]/", None),
+        ("", None),
+        ("not a url", None),
+        ("http://[::1", None),
+    ],
+)
+def test_an_address_of_this_host_alone_is_told_from_one_runners_reach(url: str, host: str | None) -> None:
+    from aiimpl_core.http import host_only_address
+
+    assert host_only_address(url) == host

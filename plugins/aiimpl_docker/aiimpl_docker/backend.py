@@ -69,6 +69,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from aiimpl_core.errors import DispatchError, DispatchUnanswered, ProviderConfigError, ProviderError
+from aiimpl_core.http import host_only_address
 from aiimpl_core.providers import RunnerBackend
 from aiimpl_core.types import (
     CheckResult,
@@ -304,7 +305,21 @@ class LocalDockerBackend(RunnerBackend):
                 CheckResult(f"image {self.image}", False, "not checked: the Docker engine does not answer"),
                 *settings,
             ]
-        return [CheckResult("engine", True, _describe_engine(info)), self._check_image(client), *settings]
+        return [CheckResult("engine", True, _describe_engine(info)), self._check_image(client), *settings,
+                *self._check_public_url()]
+
+    def _check_public_url(self) -> list[CheckResult]:
+        """A failure when ``AIIMPL_PUBLIC_URL``, which the containers report to, names the host alone
+        (``127.0.0.1``, ``localhost``) while they do not share its network (``AIIMPL_DOCKER_NETWORK``
+        ``host``): there it is the container itself (nothing when it is fine)."""
+        host = host_only_address(str(self.context.config.get("AIIMPL_PUBLIC_URL") or ""))
+        if host is None or str(self.context.setting(config.NETWORK) or "").strip() == "host":
+            return []
+        return [CheckResult(
+            "orchestrator URL", False,
+            f"AIIMPL_PUBLIC_URL names {host}, which inside a container is the container itself: set "
+            f"{config.NETWORK}=host, or AIIMPL_PUBLIC_URL to an address of this host the containers reach",
+        )]
 
     def _check_settings(self) -> list[CheckResult]:
         problems: list[str] = []

@@ -148,3 +148,32 @@ def aiimpl_config(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 def test_check_rows_in_the_report_without_an_engine(app: Any) -> None:
     rows = [r for r in run_checks() if r.provider == "local-docker"]
     assert [(r.name, r.status) for r in rows] == [("engine", FAILED), (f"image {SESSION_IMAGE}", FAILED)]
+
+
+@pytest.mark.parametrize(
+    ("url", "network", "failed"),
+    [
+        ("http://127.0.0.1:8000", None, "127.0.0.1"),
+        ("http://localhost:8000", "bridge", "localhost"),
+        ("http://[::1]:8000", "", "::1"),
+        ("http://127.0.0.1:8000", "host", None),  # the containers share the host's network
+        ("https://ai.example.com", None, None),
+        ("http://10.0.2.2:8000", None, None),
+    ],
+)
+def test_check_says_when_the_containers_cannot_reach_the_orchestrator(
+    fake_engine: FakeEngine, url: str, network: str | None, failed: str | None
+) -> None:
+    fake_engine.images[SESSION_IMAGE] = "sha256:" + "ab12" * 16
+    cfg = {"AIIMPL_DOCKER_IMAGE": SESSION_IMAGE, "AIIMPL_PUBLIC_URL": url, "AIIMPL_DOCKER_NETWORK": network}
+    backend = LocalDockerBackend(make_context({k: v for k, v in cfg.items() if v is not None}))
+    rows = [r for r in backend.check([sample_mapping()]) if r.name == "orchestrator URL"]
+    if failed is None:
+        assert rows == []
+    else:
+        assert rows == [CheckResult(
+            "orchestrator URL", False,
+            f"AIIMPL_PUBLIC_URL names {failed}, which inside a container is the container itself: set "
+            "AIIMPL_DOCKER_NETWORK=host, or AIIMPL_PUBLIC_URL to an address of this host the containers "
+            "reach",
+        )]

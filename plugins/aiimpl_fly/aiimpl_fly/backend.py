@@ -55,6 +55,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, NoReturn
 
 from aiimpl_core.errors import DispatchError, DispatchUnanswered, ProviderError
+from aiimpl_core.http import host_only_address
 from aiimpl_core.providers import RunnerBackend
 from aiimpl_core.types import (
     CheckResult,
@@ -189,7 +190,19 @@ class FlyMachinesBackend(RunnerBackend):
         """Whether the app exists and the token reads it (one ``GET /apps/{app}``), and whether the
         session image is set. Read-only; the image itself is pulled by Fly only when a machine is
         created, so it is not looked up here."""
-        return [self._check_app(), self._check_image()]
+        return [self._check_app(), self._check_image(), *self._check_public_url()]
+
+    def _check_public_url(self) -> list[CheckResult]:
+        """A failure when ``AIIMPL_PUBLIC_URL``, which the machines report to, names the orchestrator's
+        own host (``127.0.0.1``, ``localhost``): no machine reaches it (nothing when it is fine)."""
+        host = host_only_address(str(self.context.config.get("AIIMPL_PUBLIC_URL") or ""))
+        if host is None:
+            return []
+        return [CheckResult(
+            "orchestrator URL", False,
+            f"AIIMPL_PUBLIC_URL names {host}, this host alone: Fly machines cannot reach it to report "
+            "or to fetch their tokens; set it to the orchestrator's address they can reach",
+        )]
 
     def _check_app(self) -> CheckResult:
         name = f"app {self.app_name}"

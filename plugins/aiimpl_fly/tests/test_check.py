@@ -145,3 +145,23 @@ def test_check_rows_in_the_report(app: Any, app_fly: FakeFly) -> None:
     rows = [r for r in run_checks() if r.provider == "fly-machines"]
     assert [(r.name, r.status) for r in rows] == [(f"app {APP}", FAILED), (f"image {IMAGE}", OK)]
     assert all(TOKEN not in r.detail for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("url", "failed"),
+    [("http://127.0.0.1:8000", "127.0.0.1"), ("http://localhost", "localhost"),
+     ("http://0.0.0.0:8000", "0.0.0.0"), ("https://ai.example.com", None), (None, None)],
+)
+def test_check_says_when_the_machines_cannot_reach_the_orchestrator(
+    fake_fly: FakeFly, fly_config: dict[str, Any], url: str | None, failed: str | None
+) -> None:
+    results = list(make(fly_config, AIIMPL_PUBLIC_URL=url).check([]))
+    rows = [r for r in results if r.name == "orchestrator URL"]
+    if failed is None:
+        assert rows == [] and all(r.ok for r in results)
+    else:
+        assert rows == [CheckResult(
+            "orchestrator URL", False,
+            f"AIIMPL_PUBLIC_URL names {failed}, this host alone: Fly machines cannot reach it to report "
+            "or to fetch their tokens; set it to the orchestrator's address they can reach",
+        )]
