@@ -131,6 +131,18 @@ def aiimpl_config() -> dict[str, Any]:
     return {"AIIMPL_DOCKER_IMAGE": FAKE_ENGINE_IMAGE}
 
 
+def add_eng_mapping(**fields: Any) -> None:
+    """The mapping of the tests that run the plugin in an orchestrator: ENG (acme/api) on the
+    in-memory tracker, run by this plugin in runner mode ``local``; ``fields`` change its columns."""
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import Mapping
+
+    db.session.add(Mapping(**{"team_key": "ENG", "owner": "acme", "repo": "api", "default_branch": "main",
+                              "execution_mode": "github-actions", "ticketing": {"provider": "fake-tracker"},
+                              **fields}))
+    db.session.commit()
+
+
 def docker_config(command: str | None = None, **extra: str) -> dict[str, str]:
     config = {
         "AIIMPL_DOCKER_IMAGE": BUSYBOX,

@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 from aiimpl_core.extensions import db
-from aiimpl_core.orm import Job, Mapping, utcnow
+from aiimpl_core.orm import Job, utcnow
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.services.reconcile import reconcile
 from aiimpl_core.testing.fakes import FakeTracker
 
 import aiimpl_docker.plugin
 
-from .conftest import BUSYBOX, INSTANCE, ours, wait_exited
+from .conftest import BUSYBOX, INSTANCE, add_eng_mapping, ours, wait_exited
 
 TEAM_SECRET = "team-secret-3f8e1c"
 GLOBAL_SECRET = "global-secret-77ab02"
@@ -51,19 +51,7 @@ def local_job(
     app: Any, client: Any, admin_headers: dict[str, str], tracker: FakeTracker, engine: Any
 ) -> Iterator[Job]:
     """ENG-1 dispatched in runner mode ``local`` with a team and a global secret."""
-    db.session.add(
-        Mapping(
-            team_key="ENG",
-            owner="acme",
-            repo="api",
-            default_branch="main",
-            execution_mode="github-actions",
-            machine_cpus=1,
-            machine_memory_mb=256,
-            ticketing={"provider": "fake-tracker"},
-        )
-    )
-    db.session.commit()
+    add_eng_mapping(machine_cpus=1, machine_memory_mb=256)
     for url, body in [
         ("/api/mappings/ENG/secrets", {"name": "TEAM_TOKEN", "value": TEAM_SECRET}),
         ("/api/global-secrets", {"name": "SHARED_KEY", "value": GLOBAL_SECRET}),

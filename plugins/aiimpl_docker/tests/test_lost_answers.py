@@ -29,7 +29,7 @@ import flask
 import pytest
 from aiimpl_core.errors import DispatchError, DispatchUnanswered, ProviderError
 from aiimpl_core.extensions import db
-from aiimpl_core.orm import Job, JobTransition, Mapping
+from aiimpl_core.orm import Job, JobTransition
 from aiimpl_core.services import poller
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.services.reconcile import reconcile
@@ -46,7 +46,7 @@ from werkzeug.serving import make_server
 from aiimpl_docker import client as engine_client
 from aiimpl_docker.backend import LocalDockerBackend
 
-from .conftest import FAKE_ENGINE_IMAGE, Clock, ours
+from .conftest import FAKE_ENGINE_IMAGE, Clock, add_eng_mapping, ours
 from .fake_engine import FakeEngine
 
 IMAGE = FAKE_ENGINE_IMAGE
@@ -256,17 +256,7 @@ def test_a_job_whose_start_went_unanswered_is_linked_once_its_container_runs(
     app_engine: FakeEngine,
 ) -> None:
     _short_timeout(app.config)
-    db.session.add(
-        Mapping(
-            team_key="ENG",
-            owner="acme",
-            repo="api",
-            default_branch="main",
-            execution_mode="github-actions",
-            ticketing={"provider": "fake-tracker"},
-        )
-    )
-    db.session.commit()
+    add_eng_mapping()
     assert client.post("/api/runner-mode", json={"mode": "local"}, headers=admin_headers).status_code == 200
     tracker.add("ENG-1", title="Add a health endpoint")
     held = app_engine.hold_next("POST", "/start")

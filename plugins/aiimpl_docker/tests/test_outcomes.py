@@ -23,7 +23,7 @@ from urllib.parse import quote
 import pytest
 from aiimpl_core.errors import DispatchError, ProviderConfigError
 from aiimpl_core.extensions import db
-from aiimpl_core.orm import Job, Mapping, utcnow
+from aiimpl_core.orm import Job, utcnow
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.services.reconcile import reconcile
 from aiimpl_core.testing.contract import make_context, sample_dispatch_request, sample_mapping
@@ -32,7 +32,7 @@ from aiimpl_core.types import InFlightRun, LogLabel, RunPhase, RunState, Timeout
 
 from aiimpl_docker.backend import LocalDockerBackend
 
-from .conftest import FAKE_ENGINE_IMAGE, Clock
+from .conftest import FAKE_ENGINE_IMAGE, Clock, add_eng_mapping
 from .fake_engine import FakeEngine
 
 IMAGE = FAKE_ENGINE_IMAGE
@@ -160,17 +160,7 @@ def local_job(
     app: Any, client: Any, admin_headers: dict[str, str], tracker: FakeTracker, app_engine: FakeEngine
 ) -> Job:
     """ENG-1 dispatched in runner mode ``local``, with a team secret."""
-    db.session.add(
-        Mapping(
-            team_key="ENG",
-            owner="acme",
-            repo="api",
-            default_branch="main",
-            execution_mode="github-actions",
-            ticketing={"provider": "fake-tracker"},
-        )
-    )
-    db.session.commit()
+    add_eng_mapping()
     resp = client.post(
         "/api/mappings/ENG/secrets", json={"name": "TEAM_TOKEN", "value": TEAM_SECRET}, headers=admin_headers
     )

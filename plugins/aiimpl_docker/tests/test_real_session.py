@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from aiimpl_core.extensions import db
-from aiimpl_core.orm import Job, Mapping
+from aiimpl_core.orm import Job
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.testing.fakes import FakeTracker
 from aiimpl_core.testing.ports import free_port
@@ -29,7 +29,7 @@ from werkzeug.serving import make_server
 
 import aiimpl_docker.plugin
 
-from .conftest import INSTANCE, ours
+from .conftest import INSTANCE, add_eng_mapping, ours
 
 IMAGE = "localhost/aiimpl-pytest:latest"
 SESSION_IMAGE = "localhost/aiimpl-session:latest"
@@ -142,17 +142,7 @@ def test_the_session_in_a_container_reports_its_own_failure(
         cleanup(self, job_id)
 
     monkeypatch.setattr(LocalDockerBackend, "cleanup_job", after_the_test_read)
-    db.session.add(
-        Mapping(
-            team_key="ENG",
-            owner="acme",
-            repo="api",
-            default_branch="main",
-            execution_mode="github-actions",
-            ticketing={"provider": "fake-tracker"},
-        )
-    )
-    db.session.commit()
+    add_eng_mapping()
     tracker.add("ENG-1", title="Add a health endpoint")
 
     run_cycle(reconcile=False)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiimpl_core.errors import DispatchUnanswered, ProviderConfigError, ProviderError
 from aiimpl_core.extensions import db
-from aiimpl_core.orm import Job, Mapping
+from aiimpl_core.orm import Job
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.testing.contract import make_context, sample_dispatch_request, sample_in_flight_run
 from aiimpl_core.testing.fakes import FakeTracker
@@ -26,7 +26,7 @@ from aiimpl_core.types import CheckResult
 from aiimpl_docker import config
 from aiimpl_docker.backend import LocalDockerBackend, parse_timeout
 
-from .conftest import FAKE_ENGINE_IMAGE, Clock
+from .conftest import FAKE_ENGINE_IMAGE, Clock, add_eng_mapping
 from .fake_engine import FakeEngine
 
 IMAGE = FAKE_ENGINE_IMAGE
@@ -199,17 +199,7 @@ def aiimpl_config() -> dict[str, Any]:
 def test_a_job_dispatched_with_a_bad_value_fails_at_once_naming_the_setting(
     app: Any, client: Any, admin_headers: dict[str, str], tracker: FakeTracker, app_engine: FakeEngine
 ) -> None:
-    db.session.add(
-        Mapping(
-            team_key="ENG",
-            owner="acme",
-            repo="api",
-            default_branch="main",
-            execution_mode="github-actions",
-            ticketing={"provider": "fake-tracker"},
-        )
-    )
-    db.session.commit()
+    add_eng_mapping()
     assert client.post("/api/runner-mode", json={"mode": "local"}, headers=admin_headers).status_code == 200
     tracker.add("ENG-1", title="Add a health endpoint")
 
