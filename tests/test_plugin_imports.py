@@ -17,6 +17,7 @@ PUBLIC = (
     "aiimpl_core.types",
     "aiimpl_core.errors",
     "aiimpl_core.http",
+    "aiimpl_core.session_package",
     "aiimpl_core.github",
     "aiimpl_core.auth",
     "aiimpl_core.webhooks",

@@ -172,7 +172,7 @@ def test_jobs_list_and_show(app, client, tracker, runner, add_mapping):
     result = invoke(app, "jobs", "show", str(job.id))
     assert "dispatched -> running" in result.stdout and "clone" in result.stdout
     result = invoke(app, "jobs", "show", "999")
-    assert result.exit_code == 1 and "job 999 not found" in result.output
+    assert result.exit_code == 1 and "job 999: job not found" in result.output
 
 
 def test_in_app_scheduler_runs_cycles_until_stopped(app, tracker, add_mapping):
