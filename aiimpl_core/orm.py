@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -387,3 +388,17 @@ class Lease(db.Model):
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     holder: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StoredSessionPackage(db.Model):
+    """A wheel of the session program that GitHub Actions workflows were synced to pin, kept so
+    that it is still served by its hash after a deploy serves another
+    (:func:`aiimpl_core.session_package.pin`); housekeeping removes it long after its last pin."""
+
+    __tablename__ = "session_packages"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_pinned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

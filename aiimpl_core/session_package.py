@@ -15,6 +15,12 @@ endpoint is public: the program is open source and the wheel holds no secret.
 The bytes depend only on the files (entries sorted, time stamps fixed), so every process of one
 deployment serves the same wheel, and its sha256 (which the GitHub Actions workflows pin) is the
 same in all of them.
+
+A deploy that changes the files serves another wheel, while the workflows synced before it still
+pin the old one. So every wheel a workflow is synced to pin is kept: :func:`pin` stores its bytes
+in the database (``session_packages``, once per sha256), and the wheel is served by its hash at
+``<URL_PATH><sha256>/<file name>`` (:func:`find`) whichever wheel the orchestrator runs, until the
+housekeeping removes it long after its last pin.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import csv
 import hashlib
 import importlib.metadata
 import io
+import logging
 import os
 import re
 import stat
@@ -31,9 +38,12 @@ import threading
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 #: the distribution whose program the wheel holds, and its import package
 DISTRIBUTION = "aiimpl-core"
@@ -46,8 +56,12 @@ ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 SQLITE_HEADER = b"SQLite format 3\x00"
 #: names a database or its journal ends with
 DATABASE_SUFFIXES = (".db", ".sqlite", ".sqlite3", "-journal", "-wal", "-shm")
-#: the path a wheel file name is served under (the route of :mod:`aiimpl_core.api.session_package`)
+#: the path wheels are served under (the routes of :mod:`aiimpl_core.api.session_package`): a wheel by
+#: its hash at ``<URL_PATH><sha256>/<file name>`` (:attr:`Pin.path`), the running one also at
+#: ``<URL_PATH><file name>``, the URL of the workflows synced before wheels were kept
 URL_PATH = "/runner/session-package/"
+#: a wheel's sha256 as a path names it: hex, lower case
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -224,3 +238,113 @@ def current() -> SessionPackage:
                 _current = build_running()
             package = _current
     return package
+
+
+# -- the wheels the workflows pin --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pin:
+    """What a requirement pinning a served wheel names: the wheel's file name and sha256."""
+
+    filename: str
+    sha256: str
+
+    @property
+    def path(self) -> str:
+        """The path the wheel is served at under the orchestrator's public URL, whichever wheel
+        the orchestrator runs: ``/runner/session-package/<sha256>/<file name>``."""
+        return f"{URL_PATH}{self.sha256}/{self.filename}"
+
+    def url(self, base_url: str) -> str:
+        """The wheel's URL under ``base_url``, with its hash for pip to check:
+        ``<base URL><path>#sha256=<hash>``."""
+        return f"{base_url.rstrip('/')}{self.path}#sha256={self.sha256}"
+
+
+def pin(package: SessionPackage | None = None, *, now: datetime | None = None) -> Pin:
+    """Keep a wheel served by its hash for the workflows that pin it: its bytes stored in the
+    database (once per sha256, whoever stores it at the same time), and when it was last pinned
+    moved to ``now``. The GitHub Actions backend calls it as a sync writes the workflows that pin
+    the wheel (or finds them current), and as ``aiimpl check`` finds them current; the housekeeping
+    removes a wheel no one pinned for a long time (:mod:`aiimpl_core.services.housekeeping`).
+
+    Outside an application context there is no database (a backend used on its own, as in a
+    plugin's unit tests): nothing is stored, and only the running wheel is served.
+
+    :param package: the wheel (default: :func:`current`, the running one).
+    :returns: what the requirement names: :attr:`Pin.path`, :meth:`Pin.url`.
+    :raises ConfigError: as :func:`current`.
+    """
+    package = package or current()
+    from flask import has_app_context
+
+    if has_app_context():
+        _store(package, now)
+    return Pin(package.filename, package.sha256)
+
+
+def _store(package: SessionPackage, now: datetime | None) -> None:
+    from sqlalchemy import update
+
+    from .database import serialized, upsert
+    from .orm import StoredSessionPackage, utcnow
+
+    now = now or utcnow()
+    table = StoredSessionPackage
+    with serialized(writes_first=True) as session:
+        # (the bytes travel only with the first pin of a wheel: the later ones move the time)
+        moved = session.execute(
+            update(table).where(table.sha256 == package.sha256).values(last_pinned_at=now),
+            execution_options={"synchronize_session": False},
+        )
+        if moved.rowcount:
+            return
+        # another process may store the same wheel at the same moment: one row, neither fails
+        insert = upsert(table, session).values(sha256=package.sha256, filename=package.filename,
+                                               data=package.data, created_at=now, last_pinned_at=now)
+        session.execute(insert.on_conflict_do_update(index_elements=[table.sha256],
+                                                     set_={"last_pinned_at": insert.excluded.last_pinned_at}))
+
+
+def stored(sha256: str, filename: str) -> SessionPackage | None:
+    """The stored wheel of this sha256 and file name (:func:`pin`); ``None`` when there is none, or
+    no database (outside an application context)."""
+    from flask import has_app_context
+
+    if not has_app_context() or not SHA256_RE.fullmatch(sha256):
+        return None
+    from sqlalchemy import select
+
+    from .extensions import db
+    from .orm import StoredSessionPackage as table
+
+    data = db.session.scalar(select(table.data).where(table.sha256 == sha256, table.filename == filename))
+    return None if data is None else SessionPackage(filename, bytes(data), sha256)
+
+
+def running() -> SessionPackage | None:
+    """:func:`current`, or ``None`` (logged) when it cannot be built (no installed distribution)."""
+    try:
+        return current()
+    except ConfigError as exc:
+        log.warning("the session package cannot be served: %s", exc.message)
+        return None
+
+
+def find(path: str) -> SessionPackage | None:
+    """The wheel served at ``URL_PATH + path``; ``None`` when none is.
+
+    ``<sha256>/<file name>``: the running wheel, or a stored one (:func:`stored`), with that hash
+    and name. ``<file name>`` alone (the URL of the workflows synced before wheels were kept): the
+    running wheel only, whatever bytes it holds.
+    """
+    now_running = running()
+    if "/" not in path:
+        return now_running if now_running is not None and path == now_running.filename else None
+    sha256, _, filename = path.partition("/")
+    if not SHA256_RE.fullmatch(sha256) or not filename or "/" in filename:
+        return None
+    if now_running is not None and (now_running.sha256, now_running.filename) == (sha256, filename):
+        return now_running
+    return stored(sha256, filename)

@@ -8,6 +8,11 @@ they are removed, with admin sign-in failures older than a day and signed-out ad
 their expiry. Jobs, their steps and transitions, tracked issues and settings are kept: they are the
 install's history.
 
+The session program wheels kept for the GitHub Actions workflows that pin them
+(``session_packages``, :func:`aiimpl_core.session_package.pin`) go by their own rule, whatever the
+retention: one no sync or check has pinned for :data:`SESSION_PACKAGES_KEPT` is removed, but never
+one of the :data:`SESSION_PACKAGES_NEWEST` pinned last, nor the one the pruning process runs.
+
 The poller runs :func:`maybe_prune` after its cycles; the ``housekeeping`` lease lets one poller of
 all the hosts do it once per :data:`EVERY`. ``aiimpl prune`` runs it at once. Rows go in batches of
 :data:`BATCH`, each its own transaction, so no table is locked for long.
@@ -22,9 +27,18 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import ColumnElement, delete, or_, select
 
+from .. import session_package
 from ..database import serialized
 from ..extensions import db
-from ..orm import AuthFailure, ConsumedToken, EndedAdminSession, OutboxItem, WebhookDelivery, utcnow
+from ..orm import (
+    AuthFailure,
+    ConsumedToken,
+    EndedAdminSession,
+    OutboxItem,
+    StoredSessionPackage,
+    WebhookDelivery,
+    utcnow,
+)
 from . import poller
 
 log = logging.getLogger(__name__)
@@ -35,6 +49,12 @@ EVERY = timedelta(hours=1)
 BATCH = 5000
 #: an admin sign-in failure counts within minutes; older rows only take room
 AUTH_FAILURES_KEPT = timedelta(days=1)
+#: a kept session program wheel no workflow sync or check pinned for this long is removed: the
+#: workflows still pinning it have not been synced nor checked since (``aiimpl check`` reports them)
+SESSION_PACKAGES_KEPT = timedelta(days=90)
+#: the wheels pinned last are kept whatever their age (an install that neither deploys nor syncs
+#: for months still serves what its workflows pin)
+SESSION_PACKAGES_NEWEST = 5
 LEASE = "housekeeping"
 #: outbox states that are settled: nothing will send the item again
 SETTLED = ("done", "shadow", "dead")
@@ -50,13 +70,13 @@ def prune(now: datetime | None = None, *, days: int | None = None, batch: int = 
     """Remove what is older than the retention now; the number of rows removed per table.
 
     :param days: the retention in days (default ``AIIMPL_RETENTION_DAYS``); 0 keeps the tracker
-        writes, webhook deliveries and used tokens for good. Admin sign-in failures and signed-out
-        sessions go by their own expiry whatever the retention.
+        writes, webhook deliveries and used tokens for good. Admin sign-in failures, signed-out
+        sessions and kept session program wheels go by their own rules whatever the retention.
     """
     now = now or utcnow()
     days = retention_days(days)
     removed = {"outbox": 0, "webhook_deliveries": 0, "consumed_tokens": 0, "auth_failures": 0,
-               "ended_admin_sessions": 0}
+               "ended_admin_sessions": 0, "session_packages": 0}
     if days > 0:
         _prune_guards(removed, now, days, batch)
     removed["auth_failures"] = _delete(
@@ -66,11 +86,29 @@ def prune(now: datetime | None = None, *, days: int | None = None, batch: int = 
     removed["ended_admin_sessions"] = _delete(
         EndedAdminSession.session_id, (EndedAdminSession.expires_at < now,), batch
     )
+    removed["session_packages"] = _prune_session_packages(now, batch)
     if any(removed.values()):
         kept = f"older than {days} days" if days > 0 else "expired; the retention keeps the rest"
+        if removed["session_packages"]:
+            kept += f"; session packages last pinned over {SESSION_PACKAGES_KEPT.days} days ago"
         log.info("housekeeping: removed %s (%s)",
                  ", ".join(f"{n} {table}" for table, n in removed.items() if n), kept)
     return removed
+
+
+def _prune_session_packages(now: datetime, batch: int) -> int:
+    """Remove the kept session program wheels no one pinned for :data:`SESSION_PACKAGES_KEPT`, but
+    the :data:`SESSION_PACKAGES_NEWEST` pinned last and the running one; how many."""
+    table = StoredSessionPackage
+    newest = (select(table.sha256)
+              .order_by(table.last_pinned_at.desc(), table.created_at.desc(), table.sha256)
+              .limit(SESSION_PACKAGES_NEWEST).scalar_subquery())
+    where = [table.last_pinned_at < now - SESSION_PACKAGES_KEPT, table.sha256.not_in(newest)]
+    running = session_package.running()
+    if running is not None:
+        # (served whether kept or not; kept all the same for when a deploy serves another)
+        where.append(table.sha256 != running.sha256)
+    return _delete(table.sha256, tuple(where), batch)
 
 
 def _prune_guards(removed: dict[str, int], now: datetime, days: int, batch: int) -> None:

@@ -1,6 +1,7 @@
 """``GET /runner/session-package/<filename>``: the orchestrator serves its own session program as a
 wheel, which pip installs and which runs; the same files give the same bytes; nothing but the
-package's files is in it (no instance folder, database or hidden file); any other name is a 404."""
+package's files is in it (no instance folder, database or hidden file); any other name is a 404.
+(The URL by hash the workflows pin, and the wheels kept for them: ``test_session_package_pins.py``.)"""
 
 from __future__ import annotations
 

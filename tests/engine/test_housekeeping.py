@@ -69,7 +69,7 @@ def test_prune_removes_only_settled_records_past_the_retention(app, add_mapping)
     seeded = _seed(add_mapping)
     removed = housekeeping.prune(batch=2)  # several batches: 3 old settled items at 2 a statement
     assert removed == {"outbox": 3, "webhook_deliveries": 1, "consumed_tokens": 1, "auth_failures": 1,
-                       "ended_admin_sessions": 1}
+                       "ended_admin_sessions": 1, "session_packages": 0}
     ids = seeded["outbox"]
     # an item still to be sent is never removed, however old; jobs are history and stay
     assert _left(OutboxItem, OutboxItem.id) == {ids["pending"], ids["sending"], ids["recent"]}
@@ -98,7 +98,7 @@ def test_retention_zero_keeps_every_guard_record_not_old_sign_in_failures(app, a
     _seed(add_mapping)
     app.config["AIIMPL_RETENTION_DAYS"] = 0
     expired = {"outbox": 0, "webhook_deliveries": 0, "consumed_tokens": 0, "auth_failures": 1,
-               "ended_admin_sessions": 1}
+               "ended_admin_sessions": 1, "session_packages": 0}
     assert housekeeping.maybe_prune() == expired
     assert housekeeping.prune() == dict.fromkeys(expired, 0)
     assert len(_left(OutboxItem, OutboxItem.id)) == 6
@@ -179,11 +179,11 @@ def test_prune_command(app, add_mapping):
     assert result.exit_code == 0, result.output
     assert result.output.strip() == (
         "Removed (older than 200 days): outbox 0, webhook_deliveries 0, consumed_tokens 0, auth_failures 1, "
-        "ended_admin_sessions 1"
+        "ended_admin_sessions 1, session_packages 0"
     )
     result = run.invoke(cli, ["prune", "--json"], obj=obj)
     assert json.loads(result.output) == {"outbox": 3, "webhook_deliveries": 1, "consumed_tokens": 1,
-                                         "auth_failures": 0, "ended_admin_sessions": 0}
+                                         "auth_failures": 0, "ended_admin_sessions": 0, "session_packages": 0}
     result = run.invoke(cli, ["prune", "--older-than", "3"], obj=obj)
     assert result.exit_code == 2 and "0 or at least 7 days" in result.output
     assert run.invoke(cli, ["prune", "--older-than", "0"], obj=obj).output.strip() == (

@@ -24,8 +24,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+from aiimpl_core import session_package
 from aiimpl_core.errors import DispatchError, ProviderConfigError, ProviderError
 from aiimpl_core.github import ORCHESTRATOR_PERMISSIONS, DispatchUnanswered, GitHub, Repo, github_message
+from aiimpl_core.http import host_only_address
 from aiimpl_core.providers import RunnerBackend
 from aiimpl_core.types import (
     CheckResult,
@@ -124,7 +126,8 @@ class GitHubActionsBackend(RunnerBackend):
     def installs(self) -> workflows.Installs:
         """What the workflows install before the session: ``AIIMPL_GHA_SESSION_PACKAGE`` (by
         default the wheel of ``aiimpl-core`` this orchestrator serves, pinned to its sha256:
-        :func:`workflows.core_requirement`) and ``AIIMPL_GHA_AGENT_PACKAGE`` (``none``: no agent).
+        :func:`workflows.core_requirement`, which ``pinned`` names) and ``AIIMPL_GHA_AGENT_PACKAGE``
+        (``none``: no agent).
 
         :raises ProviderConfigError: when a setting is not a safe line of package specs, or no
             package is set and this orchestrator cannot serve its own (``AIIMPL_PUBLIC_URL`` unset
@@ -133,11 +136,17 @@ class GitHubActionsBackend(RunnerBackend):
         # (spaces alone are unset too, as an empty variable is)
         session = str(self.context.setting(config.SESSION_PACKAGE, "")).strip(" ")
         agent = str(self.context.setting(config.AGENT_PACKAGE, "")).strip(" ") or config.DEFAULT_AGENT_PACKAGE
+        pinned = None
+        if session:
+            words = workflows.install_words(config.SESSION_PACKAGE, session)
+        else:
+            requirement, pinned = workflows.core_install(self.context.setting(config.PUBLIC_URL))
+            words = (requirement,)
         return workflows.Installs(
-            session=workflows.install_words(config.SESSION_PACKAGE, session) if session
-            else (workflows.core_requirement(self.context.setting(config.PUBLIC_URL)),),
+            session=words,
             agent=() if agent.lower() == config.NO_AGENT
             else workflows.install_words(config.AGENT_PACKAGE, agent),
+            pinned=pinned,
         )
 
     def templates(
@@ -355,13 +364,19 @@ class GitHubActionsBackend(RunnerBackend):
 
         Settings of what the workflows install that cannot be written into them fail one
         ``session program`` line, and no repository is read: what the files should hold is not known.
+        An ``AIIMPL_PUBLIC_URL`` that only this host reaches (loopback, ``localhost``, ``0.0.0.0``)
+        fails a ``public URL`` line: GitHub's runners cannot reach it. A file out of date that pins
+        a wheel of this orchestrator it no longer serves (neither runs nor keeps) says so: its
+        sessions fail at their install. A current file has the core keep the wheel it pins
+        (:func:`aiimpl_core.session_package.pin`), as a sync does.
         """
         if not mappings:
             return []
+        head = [row] if (row := self._public_url_result(mappings)) is not None else []
         try:
             installs = self.installs()
         except ProviderConfigError as exc:
-            return [CheckResult("session program", False, exc.message)]
+            return [*head, CheckResult("session program", False, exc.message)]
         # mappings sharing a repository, branch and file are checked once
         Wanted = tuple[MappingView, workflows.WorkflowTemplate, list[str]]  # a mapping using it, teams
         wanted: dict[tuple[str, str, str, str], Wanted] = {}
@@ -369,8 +384,9 @@ class GitHubActionsBackend(RunnerBackend):
             for tpl in self.templates(mapping, installs):
                 key = (mapping.owner.lower(), mapping.repo.lower(), mapping.default_branch, tpl.path)
                 wanted.setdefault(key, (mapping, tpl, []))[2].append(mapping.team_key)
-        results: list[CheckResult] = []
+        results: list[CheckResult] = head
         failed: dict[tuple[str, str], str] = {}  # a repository that could not be read is not asked again
+        current_found = False
         for (owner, name, _, _), (mapping, tpl, teams) in wanted.items():
             label = f"{workflows.LABELS.get(tpl.template, 'workflow')} {mapping.owner}/{mapping.repo}"
             where = f"{tpl.path} on {mapping.default_branch}"
@@ -392,8 +408,16 @@ class GitHubActionsBackend(RunnerBackend):
                 continue
             if current.content != tpl.content():
                 why = _install_differences(current.content, tpl.installs)
-                results.append(CheckResult(label, False, f"{where} is out of date{why}: {fix}"))
+                lost = self._wheel_not_served(current.content, tpl.installs)
+                if lost is not None:
+                    results.append(CheckResult(
+                        label, False, f"{where} is out of date{why} and pins a wheel this orchestrator no "
+                                      f"longer serves ({lost.filename}): its sessions will fail at install "
+                                      f"until a sync; {fix}"))
+                else:
+                    results.append(CheckResult(label, False, f"{where} is out of date{why}: {fix}"))
                 continue
+            current_found = True
             try:
                 workflow = repo.get_workflow(tpl.file)
             except ProviderError as exc:
@@ -402,7 +426,44 @@ class GitHubActionsBackend(RunnerBackend):
                 results.append(CheckResult(label, False, detail))
                 continue
             results.append(_state_result(label, where, tpl.file, mapping, workflow))
+        if current_found and installs.pinned is not None:
+            session_package.pin(installs.pinned)
         return results
+
+    def _public_url_result(self, mappings: Sequence[MappingView]) -> CheckResult | None:
+        """The failed ``public URL`` line when ``AIIMPL_PUBLIC_URL`` names a host only this one
+        reaches; ``None`` otherwise."""
+        host = host_only_address(str(self.context.setting(config.PUBLIC_URL) or ""))
+        if host is None:
+            return None
+        teams = ", ".join(sorted({m.team_key for m in mappings}))
+        if str(self.context.setting(config.SESSION_PACKAGE, "")).strip(" "):
+            cannot = "their sessions cannot report to it"
+        else:
+            cannot = "their sessions can neither install the session program from it nor report to it"
+        return CheckResult(
+            "public URL",
+            False,
+            f"{config.PUBLIC_URL} names {host}, an address of this host only: GitHub's runners cannot reach "
+            f"it, so {cannot} and every job of {teams} fails; set it to the URL runners reach this "
+            "orchestrator at",
+        )
+
+    def _wheel_not_served(
+        self, content: bytes, wanted: workflows.Installs
+    ) -> workflows.PinnedWheel | None:
+        """The wheel of this orchestrator an installed workflow pins when it is served no more
+        (neither the running one nor one kept); ``None`` when it is, or the file pins none."""
+        found = workflows.installed(content.decode("utf-8", "replace"))
+        if found is None:
+            return None
+        wheel = workflows.pinned_wheel(found.session, self.context.setting(config.PUBLIC_URL))
+        if wheel is None:
+            return None
+        running = wanted.pinned
+        if running is not None and (wheel.sha256, wheel.filename) == (running.sha256, running.filename):
+            return None  # (the wheel the files are synced to now: served, whatever the path)
+        return None if wheel.served() else wheel
 
 
 def _install_differences(content: bytes, wanted: workflows.Installs) -> str:

@@ -20,7 +20,7 @@ DEFAULT_GAP_FILL_WORKFLOW_FILE = "ai-implement-gap-fill.yml"
 #: installed by sync-workflows when a mapping enables planning without naming its own file
 DEFAULT_PLANNING_WORKFLOW_FILE = "ai-implement-planning.yml"
 #: the distribution of the session program; by default the workflows install the wheel of it this
-#: orchestrator serves (``GET /runner/session-package/<file>``)
+#: orchestrator serves (``GET /runner/session-package/<sha256>/<file>``)
 SESSION_DISTRIBUTION = "aiimpl-core"
 DEFAULT_AGENT_PACKAGE = "@anthropic-ai/claude-code"
 #: the agent package that installs no agent (an empty variable is unset: its default)
@@ -41,8 +41,9 @@ CONFIG_VARS: tuple[ConfigVar, ...] = (
         SESSION_PACKAGE,
         "Session program the workflows install, as pip arguments (a requirement, a wheel or git URL, "
         "--index-url …), written into them by sync-workflows; unset: the wheel of aiimpl-core this "
-        "orchestrator serves, pinned to its sha256 (aiimpl-core @ <AIIMPL_PUBLIC_URL>/runner/session-package/"
-        "aiimpl_core-<version>-py3-none-any.whl#sha256=…)",
+        "orchestrator serves, at the URL of its sha256 and pinned to it (aiimpl-core @ <AIIMPL_PUBLIC_URL>"
+        "/runner/session-package/<sha256>/aiimpl_core-<version>-py3-none-any.whl#sha256=<sha256>), which it "
+        "keeps serving after a deploy",
     ),
     ConfigVar(
         AGENT_PACKAGE,

@@ -5,8 +5,10 @@ branch through the contents API: created when missing, updated (with the current
 different, left alone when the decoded content is already the same, so running it twice commits once.
 
 What a workflow installs before the session is written into it too: the session program (by default
-the wheel of ``aiimpl-core`` this orchestrator serves itself, pinned to its sha256, so a deploy and a
-sync change what the sessions run, and every run of a job runs the same program) and the agent CLI.
+the wheel of ``aiimpl-core`` this orchestrator serves itself, at the URL of its sha256 and pinned to
+it, so a sync changes what the sessions run and every run of a job runs the same program) and the
+agent CLI. The sync has the core keep that wheel (:func:`aiimpl_core.session_package.pin`), so the
+workflows it wrote still install it after a deploy that serves another, until the next sync.
 The settings that choose otherwise are checked here: each word becomes one shell word in single
 quotes, and no value can leave its line of the workflow, its shell word, or reach GitHub's ``${{ }}``
 expressions.
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from urllib.parse import urlsplit
 
@@ -55,10 +57,12 @@ URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^ ]*")
 @dataclass(frozen=True)
 class Installs:
     """What a workflow installs before the session: pip's arguments for the session program and
-    npm's for the agent (none: no agent is installed)."""
+    npm's for the agent (none: no agent is installed); ``pinned``: the wheel of this orchestrator
+    the session program's requirement pins (none: ``AIIMPL_GHA_SESSION_PACKAGE`` names another)."""
 
     session: tuple[str, ...]
     agent: tuple[str, ...] = ()
+    pinned: session_package.SessionPackage | None = field(default=None, compare=False, repr=False)
 
     def render(self, text: str) -> str:
         """A template's text with its install lines for these packages, each word shell-quoted."""
@@ -100,11 +104,20 @@ def core_package() -> session_package.SessionPackage:
 
 
 def core_requirement(public_url: object) -> str:
-    """The session program this orchestrator serves itself, pinned to the wheel's sha256 (pip
-    checks it): ``aiimpl-core @ <public URL>/runner/session-package/<wheel>#sha256=<hash>``.
+    """The session program this orchestrator serves itself, at the URL of the wheel's sha256 and
+    pinned to it (pip checks it):
+    ``aiimpl-core @ <public URL>/runner/session-package/<hash>/<wheel>#sha256=<hash>``.
 
     :param public_url: ``AIIMPL_PUBLIC_URL``, the URL runners reach this orchestrator at (the one
         the sessions call back).
+    :raises ProviderConfigError: as :func:`core_install`.
+    """
+    return core_install(public_url)[0]
+
+
+def core_install(public_url: object) -> tuple[str, session_package.SessionPackage]:
+    """:func:`core_requirement`, and the wheel it pins.
+
     :raises ProviderConfigError: when that URL is not set, or not one a workflow can install from
         (an ``http://`` or ``https://`` URL with a host, no credentials, query or fragment), or as
         :func:`core_package`.
@@ -139,8 +152,41 @@ def core_requirement(public_url: object) -> str:
             provider="github-actions",
         )
     package = core_package()
-    return (f"{config.SESSION_DISTRIBUTION} @ {url}{session_package.URL_PATH}{package.filename}"
-            f"#sha256={package.sha256}")
+    pin = session_package.Pin(package.filename, package.sha256)
+    return f"{config.SESSION_DISTRIBUTION} @ {pin.url(url)}", package
+
+
+@dataclass(frozen=True)
+class PinnedWheel:
+    """A wheel of this orchestrator a workflow's session program requirement pins: where it is
+    served (the path after ``/runner/session-package/``: ``<hash>/<file>``, or ``<file>`` as the
+    workflows synced before wheels were kept name it) and the sha256 pip checks."""
+
+    path: str
+    sha256: str
+
+    @property
+    def filename(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    def served(self) -> bool:
+        """Whether this orchestrator serves these bytes at that path (running or kept)."""
+        package = session_package.find(self.path)
+        return package is not None and package.sha256 == self.sha256
+
+
+def pinned_wheel(session: tuple[str, ...], public_url: object) -> PinnedWheel | None:
+    """The wheel of this orchestrator that a workflow's session program words pin, as a sync
+    writes them under ``public_url``; ``None`` for anything else (another requirement, another URL)."""
+    url = str(public_url or "").strip().rstrip("/")
+    if len(session) != 1 or not url:
+        return None
+    found = re.fullmatch(
+        rf"{re.escape(config.SESSION_DISTRIBUTION)} ?@ ?{re.escape(url + session_package.URL_PATH)}"
+        r"((?:[0-9a-f]{64}/)?[^/#?\s]+)#sha256=([0-9a-f]{64})",
+        session[0],
+    )
+    return PinnedWheel(found[1], found[2]) if found else None
 
 
 def install_words(setting: str, value: str) -> tuple[str, ...]:
@@ -222,6 +268,10 @@ def sync(repo: Repo, mapping: MappingView, templates: list[WorkflowTemplate]) ->
     updated: list[str] = []
     unchanged: list[str] = []
     branch = mapping.default_branch
+    pinned = {t.installs.pinned.sha256: t.installs.pinned for t in templates if t.installs.pinned}
+    for package in pinned.values():
+        # kept before a workflow names it: a deploy may come between the write and the first run
+        session_package.pin(package)
     for tpl in templates:
         wanted = tpl.content()
         try:

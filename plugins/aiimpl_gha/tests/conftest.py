@@ -26,10 +26,10 @@ PUBLIC_URL = "http://orchestrator.test"
 #: the wheel of the session program this orchestrator serves
 PACKAGE = session_package.current()
 #: what the workflows install as the session program by default: that wheel, from this
-#: orchestrator, pinned to its sha256
-CORE_REQUIREMENT = (f"aiimpl-core @ {PUBLIC_URL}/runner/session-package/"
-                    f"aiimpl_core-{importlib.metadata.version('aiimpl-core')}-py3-none-any.whl"
-                    f"#sha256={hashlib.sha256(PACKAGE.data).hexdigest()}")
+#: orchestrator, at the URL of its sha256 and pinned to it
+SHA256 = hashlib.sha256(PACKAGE.data).hexdigest()
+CORE_REQUIREMENT = (f"aiimpl-core @ {PUBLIC_URL}/runner/session-package/{SHA256}/"
+                    f"aiimpl_core-{importlib.metadata.version('aiimpl-core')}-py3-none-any.whl#sha256={SHA256}")
 
 
 def synced(name: str, minutes: int = 70) -> str:

@@ -373,8 +373,9 @@ def _package(version: str, content: bytes) -> session_package.SessionPackage:
 
 
 def _wheel(version: str, content: bytes) -> str:
-    return (f"aiimpl-core @ http://orchestrator.test/runner/session-package/aiimpl_core-{version}-py3-none-any.whl"
-            f"#sha256={hashlib.sha256(content).hexdigest()}")
+    sha = hashlib.sha256(content).hexdigest()
+    return (f"aiimpl-core @ http://orchestrator.test/runner/session-package/{sha}/"
+            f"aiimpl_core-{version}-py3-none-any.whl#sha256={sha}")
 
 
 @pytest.mark.parametrize(("before", "after"), [
@@ -382,11 +383,12 @@ def _wheel(version: str, content: bytes) -> str:
     (("0.1.0", b"before"), ("0.1.0", b"after")),
 ], ids=["upgraded", "same-version-other-files"])
 def test_check_names_the_session_program_an_older_sync_installed(
-    gh: FakeGitHub, backend: GitHubActionsBackend, monkeypatch: pytest.MonkeyPatch,
+    app: Any, gh: FakeGitHub, backend: GitHubActionsBackend, monkeypatch: pytest.MonkeyPatch,
     before: tuple[str, bytes], after: tuple[str, bytes],
 ) -> None:
-    """An upgraded orchestrator (or one whose files changed under the same version) serves another
-    wheel, whose hash the installed workflows do not pin: reported out of date, a sync rewrites them."""
+    """An upgraded orchestrator (or one whose files changed under the same version) runs another
+    wheel than the installed workflows pin: reported out of date, a sync rewrites them. The wheel
+    they pin is still served (the sync kept it), so nothing more is said."""
     monkeypatch.setattr(workflows, "core_package", lambda: _package(*before))
     backend.sync_workflows(sample_mapping())
     gh.server.reset()
@@ -463,3 +465,180 @@ def test_check_session_program_row_in_the_report(app: Any, gh: FakeGitHub) -> No
     rows = [r for r in run_checks() if r.provider == "github-actions"]
     assert [(r.name, r.status) for r in rows] == [("session program", FAILED)]
     assert rows[0].detail.startswith("AIIMPL_GHA_SESSION_PACKAGE must be one line of package specs")
+
+
+# -- the wheels the installed workflows pin --------------------------------------------------------
+
+
+def _legacy_wheel(version: str, content: bytes) -> str:
+    """The requirement the workflows synced before wheels were kept name: no hash in the path."""
+    return (f"aiimpl-core @ http://orchestrator.test/runner/session-package/aiimpl_core-{version}-py3-none-any"
+            f".whl#sha256={hashlib.sha256(content).hexdigest()}")
+
+
+def _pinned_in(gh: FakeGitHub, requirement: str) -> None:
+    """Each installed workflow as a sync wrote it, installing ``requirement``."""
+    for path in (".github/workflows/ai-implement.yml", ".github/workflows/ai-implement-gap-fill.yml"):
+        text = gh.file("acme", "api", path)
+        line = next(x for x in text.splitlines() if "pip install --upgrade" in x)
+        wanted = line.split("--upgrade ")[0] + f"--upgrade '{requirement}'"
+        gh.put_file("acme", "api", path, text.replace(line, wanted))
+
+
+def _lost(path: str, wheel: str, version: str) -> str:
+    return (f".github/workflows/{path} on main is out of date (it installs {wheel}, not "
+            f"{CORE_REQUIREMENT}) and pins a wheel this orchestrator no longer serves "
+            f"(aiimpl_core-{version}-py3-none-any.whl): its sessions will fail at install until a sync; "
+            f"{FIX}")
+
+
+def test_check_says_a_workflow_pinning_a_wheel_no_longer_kept_fails_at_install(
+    app: Any, gh: FakeGitHub, backend: GitHubActionsBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wheel the orchestrator neither runs nor keeps (the housekeeping removed it) answers 404:
+    the sessions of the workflows pinning it fail at their install step until a sync."""
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import StoredSessionPackage
+
+    monkeypatch.setattr(workflows, "core_package", lambda: _package("0.0.9", b"old"))
+    backend.sync_workflows(sample_mapping())
+    monkeypatch.undo()
+    kept = list(backend.check([sample_mapping()]))
+    assert [r.detail.split(" (it installs")[0] for r in kept] == [
+        ".github/workflows/ai-implement.yml on main is out of date",
+        ".github/workflows/ai-implement-gap-fill.yml on main is out of date",
+    ]
+    assert not any("no longer serves" in r.detail for r in kept)
+    db.session.execute(db.delete(StoredSessionPackage))
+    db.session.commit()
+    results = list(backend.check([sample_mapping()]))
+    assert [(r.ok, r.detail) for r in results] == [
+        (False, _lost("ai-implement.yml", _wheel("0.0.9", b"old"), "0.0.9")),
+        (False, _lost("ai-implement-gap-fill.yml", _wheel("0.0.9", b"old"), "0.0.9")),
+    ]
+    backend.sync_workflows(sample_mapping())
+    assert all(r.ok for r in backend.check([sample_mapping()]))
+
+
+def test_check_a_workflow_synced_before_wheels_were_kept(
+    gh: FakeGitHub, backend: GitHubActionsBackend
+) -> None:
+    """Its URL has no hash: it is served the running wheel only, which it pins only until a deploy
+    changes the core's files."""
+    backend.sync_workflows(sample_mapping())
+    running = session_package.current()
+    version = running.filename.split("-")[1]
+    served = _legacy_wheel(version, running.data)
+    _pinned_in(gh, served)
+    assert [r.detail for r in backend.check([sample_mapping()])] == [
+        f".github/workflows/ai-implement.yml on main is out of date (it installs {served}, not "
+        f"{CORE_REQUIREMENT}): {FIX}",
+        f".github/workflows/ai-implement-gap-fill.yml on main is out of date (it installs {served}, not "
+        f"{CORE_REQUIREMENT}): {FIX}",
+    ]
+    gone = _legacy_wheel(version, b"the files before the deploy")
+    _pinned_in(gh, gone)
+    assert [r.detail for r in backend.check([sample_mapping()])] == [
+        _lost("ai-implement.yml", gone, version),
+        _lost("ai-implement-gap-fill.yml", gone, version),
+    ]
+
+
+def test_check_keeps_the_wheel_a_current_workflow_pins(
+    app: Any, gh: FakeGitHub, backend: GitHubActionsBackend
+) -> None:
+    """A check that finds the workflows current pins their wheel again, as a sync does: the
+    housekeeping keeps what installed workflows still use."""
+    from datetime import timedelta
+
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import StoredSessionPackage, utcnow
+
+    backend.sync_workflows(sample_mapping())
+    row = db.session.get(StoredSessionPackage, session_package.current().sha256)
+    assert row is not None and row.filename == session_package.current().filename
+    long_ago = utcnow() - timedelta(days=200)
+    row.last_pinned_at = long_ago
+    db.session.commit()
+    gh.fail_next("GET", r"/contents/\.github/workflows/ai-implement\.yml$", 404, "Not Found")
+    assert not any(r.ok for r in backend.check([sample_mapping()])[:1])
+    db.session.expire_all()
+    # a missing file and a current one: the current one pins it
+    assert db.session.get(StoredSessionPackage, row.sha256).last_pinned_at > long_ago
+    row.last_pinned_at = long_ago
+    db.session.commit()
+    gh.put_file("acme", "api", ".github/workflows/ai-implement.yml", "name: edited\n")
+    gh.put_file("acme", "api", ".github/workflows/ai-implement-gap-fill.yml", "name: edited\n")
+    assert not any(r.ok for r in backend.check([sample_mapping()]))
+    db.session.expire_all()
+    assert db.session.get(StoredSessionPackage, row.sha256).last_pinned_at == long_ago  # none current
+    assert db.session.scalar(db.select(db.func.count()).select_from(StoredSessionPackage)) == 1
+
+
+# -- the public URL runners reach ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("url", "host"), [
+    ("http://127.0.0.1:8000", "127.0.0.1"),
+    ("http://127.3.2.1", "127.3.2.1"),
+    ("https://localhost:8443/aiimpl", "localhost"),
+    ("http://LocalHost", "localhost"),
+    ("http://app.localhost", "app.localhost"),
+    ("http://[::1]:8000", "::1"),
+    ("http://0.0.0.0:8000", "0.0.0.0"),
+    ("http://[::]", "::"),
+    ("http://[::ffff:127.0.0.1]", "::ffff:127.0.0.1"),
+])
+def test_check_a_public_url_only_this_host_reaches_fails(
+    gh: FakeGitHub, gh_config_backend: Any, url: str, host: str
+) -> None:
+    """GitHub's runners cannot reach it: no session could install the session program or report."""
+    backend = gh_config_backend({"AIIMPL_PUBLIC_URL": url})
+    backend.sync_workflows(sample_mapping())
+    results = list(backend.check([sample_mapping(), sample_mapping(team_key="OPS")]))
+    assert results[0] == CheckResult(
+        "public URL", False,
+        f"AIIMPL_PUBLIC_URL names {host}, an address of this host only: GitHub's runners cannot reach it, so "
+        "their sessions can neither install the session program from it nor report to it and every job of "
+        "ENG, OPS fails; set it to the URL runners reach this orchestrator at",
+    )
+    assert [(r.name, r.ok) for r in results[1:]] == [
+        ("workflow acme/api", True), ("gap-fill workflow acme/api", True)
+    ]
+
+
+def test_check_a_local_public_url_with_a_session_package_of_its_own(
+    gh: FakeGitHub, gh_config_backend: Any
+) -> None:
+    wheel = "https://files.acme.example/aiimpl_core-0.1.0-py3-none-any.whl"
+    backend = gh_config_backend({"AIIMPL_PUBLIC_URL": "http://127.0.0.1:8000",
+                                 "AIIMPL_GHA_SESSION_PACKAGE": wheel})
+    results = list(backend.check([sample_mapping()]))
+    assert results[0].name == "public URL" and not results[0].ok
+    assert "so their sessions cannot report to it and every job of ENG fails" in results[0].detail
+    # with settings the workflows cannot install, both lines
+    broken = gh_config_backend({"AIIMPL_PUBLIC_URL": "http://localhost", "AIIMPL_GHA_AGENT_PACKAGE": "a;b"})
+    assert [(r.name, r.ok) for r in broken.check([sample_mapping()])] == [
+        ("public URL", False), ("session program", False)
+    ]
+
+
+@pytest.mark.parametrize("url", [
+    "http://orchestrator.test", "https://10.0.0.5:8000", "http://128.0.0.1", "http://[2001:db8::1]",
+    "http://localhost.acme.example", "http://192.168.1.20",
+])
+def test_check_any_other_public_url_adds_no_line(gh: FakeGitHub, gh_config_backend: Any, url: str) -> None:
+    backend = gh_config_backend({"AIIMPL_PUBLIC_URL": url})
+    backend.sync_workflows(sample_mapping())
+    assert [(r.name, r.ok) for r in backend.check([sample_mapping()])] == [
+        ("workflow acme/api", True), ("gap-fill workflow acme/api", True)
+    ]
+    assert list(gh_config_backend({"AIIMPL_PUBLIC_URL": "http://127.0.0.1"}).check([])) == []
+
+
+def test_check_public_url_row_in_the_report(app: Any, gh: FakeGitHub) -> None:
+    add_mapping(repo="api")
+    app.config["AIIMPL_PUBLIC_URL"] = "http://127.0.0.1:8000"
+    rows = [r for r in run_checks() if r.provider == "github-actions"]
+    assert [(r.name, r.status) for r in rows][0] == ("public URL", FAILED)
+    assert rows[0].detail.startswith("AIIMPL_PUBLIC_URL names 127.0.0.1, an address of this host only")

@@ -88,7 +88,7 @@ def test_the_default_session_program_is_the_wheel_this_orchestrator_serves(
     monkeypatch.setattr(workflows, "core_package", lambda: fake_package("0.1.0"))
     make(gh, AIIMPL_PUBLIC_URL="https://ai.acme.example/orchestrator/").sync_workflows(sample_mapping())
     text = gh.file("acme", "api", IMPLEMENTATION)
-    wheel = ("aiimpl-core @ https://ai.acme.example/orchestrator/runner/session-package/"
+    wheel = (f"aiimpl-core @ https://ai.acme.example/orchestrator/runner/session-package/{sha}/"
              f"aiimpl_core-0.1.0-py3-none-any.whl#sha256={sha}")
     assert install_step(text).splitlines()[0] == f"python -m pip install --upgrade '{wheel}'"
     pip = run_install(install_step(text), tmp_path)[0]
@@ -96,10 +96,11 @@ def test_the_default_session_program_is_the_wheel_this_orchestrator_serves(
 
 
 def test_the_default_is_this_orchestrators_own_wheel_and_hash() -> None:
+    """At the URL of its hash, which serves it whatever wheel a later deploy runs."""
     package = session_package.current()
+    sha = hashlib.sha256(package.data).hexdigest()
     assert workflows.core_requirement("http://orchestrator.test") == (
-        f"aiimpl-core @ http://orchestrator.test/runner/session-package/{package.filename}"
-        f"#sha256={hashlib.sha256(package.data).hexdigest()}"
+        f"aiimpl-core @ http://orchestrator.test/runner/session-package/{sha}/{package.filename}#sha256={sha}"
     )
     assert package.filename == f"aiimpl_core-{importlib.metadata.version('aiimpl-core')}-py3-none-any.whl"
 
@@ -115,8 +116,36 @@ def test_an_upgraded_orchestrator_updates_the_workflows_on_its_next_sync(
     result = backend.sync_workflows(sample_mapping())
     assert result.updated == (IMPLEMENTATION, ".github/workflows/ai-implement-gap-fill.yml")
     text = gh.file("acme", "api", IMPLEMENTATION)
+    sha = hashlib.sha256(b"wheel").hexdigest()
     assert ("python -m pip install --upgrade 'aiimpl-core @ http://orchestrator.test/runner/session-package/"
-            f"aiimpl_core-0.2.0-py3-none-any.whl#sha256={hashlib.sha256(b'wheel').hexdigest()}'\n") in text
+            f"{sha}/aiimpl_core-0.2.0-py3-none-any.whl#sha256={sha}'\n") in text
+
+
+def test_a_sync_has_the_orchestrator_keep_the_wheel_it_pins(
+    app: Any, gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kept in the database (once), served by its hash after a deploy runs another wheel; a
+    session program of the operator's own keeps nothing."""
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import StoredSessionPackage
+
+    def kept() -> list[tuple[str, str, bytes]]:
+        db.session.rollback()
+        return [(r.sha256, r.filename, r.data) for r in db.session.scalars(db.select(StoredSessionPackage))]
+
+    make(gh, AIIMPL_GHA_SESSION_PACKAGE="aiimpl-core==0.1.0").sync_workflows(sample_mapping())
+    assert kept() == []
+    monkeypatch.setattr(workflows, "core_package", lambda: fake_package("0.1.0", b"before"))
+    backend = make(gh)
+    backend.sync_workflows(sample_mapping())
+    backend.sync_workflows(sample_mapping())  # (unchanged: pinned again, stored once)
+    before = (hashlib.sha256(b"before").hexdigest(), "aiimpl_core-0.1.0-py3-none-any.whl", b"before")
+    assert kept() == [before]
+    monkeypatch.setattr(workflows, "core_package", lambda: fake_package("0.1.0", b"after"))
+    backend.sync_workflows(sample_mapping())
+    after = (hashlib.sha256(b"after").hexdigest(), "aiimpl_core-0.1.0-py3-none-any.whl", b"after")
+    assert sorted(kept()) == sorted([before, after])
+    assert session_package.find(f"{before[0]}/{before[1]}") == fake_package("0.1.0", b"before")
 
 
 def test_other_files_of_the_same_version_update_the_workflows_on_the_next_sync(
@@ -144,7 +173,8 @@ def test_any_version_is_served_and_pinned(
     """A local version is no reason to refuse: no package index is asked for it."""
     monkeypatch.setattr(workflows, "core_package", lambda: fake_package(version))
     make(gh).sync_workflows(sample_mapping())
-    assert (f"/runner/session-package/aiimpl_core-{version}-py3-none-any.whl#sha256="
+    sha = hashlib.sha256(b"wheel").hexdigest()
+    assert (f"/runner/session-package/{sha}/aiimpl_core-{version}-py3-none-any.whl#sha256={sha}'"
             in gh.file("acme", "api", IMPLEMENTATION))
 
 
