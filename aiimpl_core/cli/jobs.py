@@ -223,8 +223,9 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
 @with_appcontext
 def prune_cmd(days: int | None, as_json: bool) -> None:
     """Remove delivered tracker writes, handled webhook deliveries and used run tokens older than
-    the retention (the poller does it hourly), and expired admin sign-in failures and sign-outs.
-    Jobs and their history are kept."""
+    the retention (the poller does it hourly), expired admin sign-in failures and sign-outs, and
+    kept session program wheels no workflow sync pinned for 90 days (but the 5 newest). Jobs and
+    their history are kept."""
     from ..config import MIN_RETENTION_DAYS
     from ..services import housekeeping
 
@@ -238,7 +239,8 @@ def prune_cmd(days: int | None, as_json: bool) -> None:
     if kept <= 0:
         click.echo("Retention is 0: tracker writes, webhook deliveries and used tokens are kept. Removed "
                    f"(expired): auth_failures {removed['auth_failures']}, "
-                   f"ended_admin_sessions {removed['ended_admin_sessions']}")
+                   f"ended_admin_sessions {removed['ended_admin_sessions']}, "
+                   f"session_packages {removed['session_packages']}")
         return
     click.echo(f"Removed (older than {kept} days): "
                + ", ".join(f"{table} {n}" for table, n in removed.items()))

@@ -188,7 +188,7 @@ def test_prune_command(app, add_mapping):
     assert result.exit_code == 2 and "0 or at least 7 days" in result.output
     assert run.invoke(cli, ["prune", "--older-than", "0"], obj=obj).output.strip() == (
         "Retention is 0: tracker writes, webhook deliveries and used tokens are kept. Removed (expired): "
-        "auth_failures 0, ended_admin_sessions 0"
+        "auth_failures 0, ended_admin_sessions 0, session_packages 0"
     )
 
 
