@@ -95,8 +95,8 @@ def session_package_file(filename: str):  # noqa: ANN201
         version as installed): the files of its package directory and the installed distribution's
         metadata, built once per process, the same bytes in every process of a deployment. Any
         other file name answers 404 `package_not_found`, as does an orchestrator whose
-        distribution is not installed (run from a source tree). For a wheel URL set by hand
-        (`AIIMPL_GHA_SESSION_PACKAGE`); a workflow sync writes the one with the hash
+        distribution is not installed (run from a source tree). It serves a wheel URL set by hand in
+        `AIIMPL_GHA_SESSION_PACKAGE`; a workflow sync writes the one with the hash
         (`/runner/session-package/{sha256}/{filename}`), which still serves the wheel after a
         deploy. The `ETag` is the wheel's sha256; the same file name can hold other bytes after a
         deploy that kept the version, so caches revalidate (`no-cache`, `304` on `If-None-Match`).
