@@ -306,14 +306,15 @@ class LocalDockerBackend(RunnerBackend):
                 *settings,
             ]
         return [CheckResult("engine", True, _describe_engine(info)), self._check_image(client), *settings,
-                *self._check_public_url()]
+                *self._check_public_url(mappings)]
 
-    def _check_public_url(self) -> list[CheckResult]:
+    def _check_public_url(self, mappings: Sequence[MappingView]) -> list[CheckResult]:
         """A failure when ``AIIMPL_PUBLIC_URL``, which the containers report to, names the host alone
         (``127.0.0.1``, ``localhost``) while they do not share its network (``AIIMPL_DOCKER_NETWORK``
-        ``host``): there it is the container itself (nothing when it is fine)."""
+        ``host``) and a mapping runs here: there it is the container itself (nothing when it is
+        fine, or no mapping runs on this engine)."""
         host = host_only_address(str(self.context.config.get("AIIMPL_PUBLIC_URL") or ""))
-        if host is None or str(self.context.setting(config.NETWORK) or "").strip() == "host":
+        if host is None or not mappings or str(self.context.setting(config.NETWORK) or "").strip() == "host":
             return []
         return [CheckResult(
             "orchestrator URL", False,

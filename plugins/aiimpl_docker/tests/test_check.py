@@ -167,6 +167,7 @@ def test_check_says_when_the_containers_cannot_reach_the_orchestrator(
     fake_engine.images[SESSION_IMAGE] = "sha256:" + "ab12" * 16
     cfg = {"AIIMPL_DOCKER_IMAGE": SESSION_IMAGE, "AIIMPL_PUBLIC_URL": url, "AIIMPL_DOCKER_NETWORK": network}
     backend = LocalDockerBackend(make_context({k: v for k, v in cfg.items() if v is not None}))
+    assert [r.name for r in backend.check([])] == ["engine", f"image {SESSION_IMAGE}"]  # no mapping runs here
     rows = [r for r in backend.check([sample_mapping()]) if r.name == "orchestrator URL"]
     if failed is None:
         assert rows == []

@@ -190,13 +190,14 @@ class FlyMachinesBackend(RunnerBackend):
         """Whether the app exists and the token reads it (one ``GET /apps/{app}``), and whether the
         session image is set. Read-only; the image itself is pulled by Fly only when a machine is
         created, so it is not looked up here."""
-        return [self._check_app(), self._check_image(), *self._check_public_url()]
+        return [self._check_app(), self._check_image(), *self._check_public_url(mappings)]
 
-    def _check_public_url(self) -> list[CheckResult]:
+    def _check_public_url(self, mappings: Sequence[MappingView]) -> list[CheckResult]:
         """A failure when ``AIIMPL_PUBLIC_URL``, which the machines report to, names the orchestrator's
-        own host (``127.0.0.1``, ``localhost``): no machine reaches it (nothing when it is fine)."""
+        own host (``127.0.0.1``, ``localhost``) while a mapping runs on Fly: no machine reaches it
+        (nothing when it is fine, or no mapping uses Fly)."""
         host = host_only_address(str(self.context.config.get("AIIMPL_PUBLIC_URL") or ""))
-        if host is None:
+        if host is None or not mappings:
             return []
         return [CheckResult(
             "orchestrator URL", False,
