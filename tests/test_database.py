@@ -219,6 +219,53 @@ def test_outbox_index_migration_on_postgres(scratch_postgres):
     _check_outbox_index_migration(scratch_postgres)
 
 
+def _check_session_packages_migration(url: str) -> None:
+    """0009 adds ``session_packages`` (the wheels the workflows pin); going back to 0008 removes it,
+    and upgrading again restores it, empty."""
+    assert _upgrade(url, "0008").returncode == 0
+    engine = create_engine(url)
+    try:
+        assert "session_packages" not in inspect(engine).get_table_names()
+        up = _upgrade(url)
+        assert up.returncode == 0, up.stderr
+        assert "Running upgrade 0008 -> 0009" in up.stderr
+        insp = inspect(engine)
+        columns = {c["name"]: c for c in insp.get_columns("session_packages")}
+        assert sorted(columns) == ["created_at", "data", "filename", "last_pinned_at", "sha256"]
+        assert not any(c["nullable"] for c in columns.values())
+        key = insp.get_pk_constraint("session_packages")
+        assert (key["name"], key["constrained_columns"]) == ("pk_session_packages", ["sha256"])
+        data = bytes(range(256)) * 4
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO session_packages (sha256, filename, data, created_at, last_pinned_at) VALUES"
+                " (:sha, 'aiimpl_core-0.1.0-py3-none-any.whl', :data, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            ), {"sha": "a" * 64, "data": data})
+        with engine.connect() as conn:
+            assert bytes(conn.execute(text("SELECT data FROM session_packages")).scalar_one()) == data
+        down = _upgrade(url, "0008", command="downgrade")
+        assert down.returncode == 0, down.stderr
+        engine.dispose()
+        assert "session_packages" not in inspect(engine).get_table_names()
+        again = _upgrade(url)
+        assert again.returncode == 0, again.stderr
+        engine.dispose()
+        assert "session_packages" in inspect(engine).get_table_names()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM session_packages")).scalar_one() == 0
+    finally:
+        engine.dispose()
+
+
+def test_session_packages_migration_on_sqlite(tmp_path):
+    _check_session_packages_migration(f"sqlite:///{tmp_path}/x.db")
+
+
+@pytest.mark.postgres
+def test_session_packages_migration_on_postgres(scratch_postgres):
+    _check_session_packages_migration(scratch_postgres)
+
+
 
 def _check_upgrades_at_once(url: str) -> None:
     """Two hosts (or a web and a poller service) that each run `aiimpl db upgrade` as they start:
