@@ -570,7 +570,9 @@ def clock_skew(now: Callable[[], datetime], session: Session | None = None) -> t
         # clock_timestamp(), not now(): the latter is the time the transaction started
         theirs = session.execute(text("SELECT clock_timestamp()")).scalar_one()
         after = now()
-    finally:
-        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    session.commit()
     middle = before + (after - before) / 2
     return (middle - theirs).total_seconds(), (after - before).total_seconds() / 2

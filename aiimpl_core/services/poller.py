@@ -294,6 +294,7 @@ class Poller:
         self._stop = threading.Event()
         self.cycles = 0
         self._shadow_left = False
+        self._clock_checked = False
 
     def stop(self) -> None:
         self._stop.set()
@@ -309,6 +310,7 @@ class Poller:
         try:
             if not self._shadow_left:
                 self._leave_shadow()
+            if not self._clock_checked:
                 self._check_clock()
             with stoppable(self._stop):
                 report = run_cycle(lease_seconds=self.interval, holder=self.holder)
@@ -346,7 +348,8 @@ class Poller:
         self._shadow_left = True
 
     def _check_clock(self) -> None:
-        """Before the loop's first cycle: warn when this host's clock is off the database's."""
+        """Before the loop's first cycle: warn when this host's clock is off the database's (a
+        database that does not answer fails the cycle; the next one measures again)."""
         try:
             problem = clock_problem()
         except SQLAlchemyError:
@@ -354,7 +357,8 @@ class Poller:
         except Exception:  # noqa: BLE001 - a fault of its own must not stop polling
             db.session.rollback()
             log.exception("comparing this host's clock with the database's failed")
-            return
+            problem = None
+        self._clock_checked = True
         if problem:
             log.warning("%s", problem)
 

@@ -70,3 +70,30 @@ def test_the_poll_loop_warns_once_before_its_first_cycle(app, monkeypatch, caplo
     warned = [r for r in caplog.records if "this host's clock is" in r.getMessage()]
     assert len(warned) == 1 and warned[0].levelname == "WARNING"
     assert "120.0s behind" in warned[0].getMessage()
+
+
+def test_a_database_that_does_not_answer_the_first_time_is_measured_at_the_next_cycle(
+    app, monkeypatch, caplog
+):
+    _postgres_only()
+    from sqlalchemy.exc import OperationalError
+
+    _host_off_by(monkeypatch, 60)
+    measure = poller.clock_skew
+    calls = []
+
+    def down_once(now):  # noqa: ANN001, ANN202
+        calls.append(now)
+        if len(calls) == 1:
+            raise OperationalError("SELECT clock_timestamp()", {}, Exception("server closed the connection"))
+        return measure(now)
+
+    monkeypatch.setattr(poller, "clock_skew", down_once)
+    loop = Poller(60)
+    with pytest.raises(OperationalError):
+        loop.run_once()
+    loop.run_once()
+    loop.run_once()
+    assert len(calls) == 2
+    assert [r.getMessage()[:33] for r in caplog.records if "this host's clock is" in r.getMessage()] == [
+        "this host's clock is 60.0s ahead "]
