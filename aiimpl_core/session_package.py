@@ -58,7 +58,7 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 DATABASE_SUFFIXES = (".db", ".sqlite", ".sqlite3", "-journal", "-wal", "-shm")
 #: the path wheels are served under (the routes of :mod:`aiimpl_core.api.session_package`): a wheel by
 #: its hash at ``<URL_PATH><sha256>/<file name>`` (:attr:`Pin.path`), the running one also at
-#: ``<URL_PATH><file name>``, the URL of the workflows synced before wheels were kept
+#: ``<URL_PATH><file name>`` (for a URL set by hand)
 URL_PATH = "/runner/session-package/"
 #: a wheel's sha256 as a path names it: hex, lower case
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -336,8 +336,8 @@ def find(path: str) -> SessionPackage | None:
     """The wheel served at ``URL_PATH + path``; ``None`` when none is.
 
     ``<sha256>/<file name>``: the running wheel, or a stored one (:func:`stored`), with that hash
-    and name. ``<file name>`` alone (the URL of the workflows synced before wheels were kept): the
-    running wheel only, whatever bytes it holds.
+    and name. ``<file name>`` alone (a URL set by hand): the running wheel only, whatever bytes
+    it holds.
     """
     now_running = running()
     if "/" not in path:

@@ -159,8 +159,8 @@ def core_install(public_url: object) -> tuple[str, session_package.SessionPackag
 @dataclass(frozen=True)
 class PinnedWheel:
     """A wheel of this orchestrator a workflow's session program requirement pins: where it is
-    served (the path after ``/runner/session-package/``: ``<hash>/<file>``, or ``<file>`` as the
-    workflows synced before wheels were kept name it) and the sha256 pip checks."""
+    served (the path after ``/runner/session-package/``: ``<hash>/<file>``, or ``<file>`` as a
+    wheel URL set by hand names it) and the sha256 pip checks."""
 
     path: str
     sha256: str
