@@ -142,8 +142,8 @@ def test_a_workflow_synced_before_a_deploy_still_installs_its_wheel(
     done = pip("--target", str(tmp_path / "site"), requirement, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert installed_version(tmp_path / "site") == VERSION
-    # the file name alone now answers the deployed wheel (or nothing, under another version): the
-    # URL of the workflows synced before wheels were kept fails at their install
+    # the file name alone now answers the deployed wheel (or nothing, under another version): a
+    # wheel URL without a hash set by hand no longer installs the wheel it was set to
     legacy = client.get(f"/runner/session-package/{WHEEL}")
     if version is None:
         assert legacy.status_code == 200 and legacy.data == now.data

@@ -471,7 +471,7 @@ def test_check_session_program_row_in_the_report(app: Any, gh: FakeGitHub) -> No
 
 
 def _legacy_wheel(version: str, content: bytes) -> str:
-    """The requirement the workflows synced before wheels were kept name: no hash in the path."""
+    """A wheel requirement set by hand with the URL without a hash in the path."""
     return (f"aiimpl-core @ http://orchestrator.test/runner/session-package/aiimpl_core-{version}-py3-none-any"
             f".whl#sha256={hashlib.sha256(content).hexdigest()}")
 
