@@ -41,6 +41,14 @@ def _stop_in(monkeypatch: pytest.MonkeyPatch, cls: type, name: str, poller: Poll
     monkeypatch.setattr(cls, name, stopping)
 
 
+def _next_cycle(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The report of the cycle the next poll loop (another holder) runs, the stop's patches undone."""
+    monkeypatch.undo()
+    following = Poller(interval=60)
+    following.holder = NEXT
+    return following.run_once()
+
+
 def _loop_leases() -> set[str]:
     db.session.expire_all()
     names = db.session.scalars(db.select(Lease.name))
@@ -79,10 +87,7 @@ def test_a_stop_during_a_dispatch_ends_the_cycle_after_it(app, tracker, runner, 
     give_back_leases(poller.holder)
     assert _loop_leases() == set()
 
-    monkeypatch.undo()
-    following = Poller(interval=60)
-    following.holder = NEXT
-    report = following.run_once()
+    report = _next_cycle(monkeypatch)
     assert not report.stopped and "stopped" not in report.summary()
     assert [d.issue_key for d in report.dispatched] == keys[1:]
     assert _jobs_per_issue(*keys) == Counter(dict.fromkeys(keys, 1))
@@ -118,10 +123,7 @@ def test_a_stop_during_a_trackers_listing_ends_the_cycle_after_it(
     assert runner.runs == {}
     give_back_leases(poller.holder)
 
-    monkeypatch.undo()
-    following = Poller(interval=60)
-    following.holder = NEXT
-    report = following.run_once()
+    report = _next_cycle(monkeypatch)
     assert not report.stopped
     assert report.listed == {"fake-jira": 2, "fake-tracker": 1}
     assert sorted(d.issue_key for d in report.dispatched) == ["ENG-1", "OPS-1", "OPS-2"]
@@ -161,10 +163,7 @@ def test_a_stop_during_a_backends_reconcile_ends_the_cycle_after_it(
     assert _loop_leases() == {"poll:fake-jira", "poll:fake-tracker", "reconcile:fly-machines"}
     give_back_leases(poller.holder)
 
-    monkeypatch.undo()
-    following = Poller(interval=60)
-    following.holder = NEXT
-    report = following.run_once()
+    report = _next_cycle(monkeypatch)
     assert not report.stopped
     assert len(fly.poll_calls) == 2 and len(runner.poll_calls) == 1
     assert report.outbox["sent"] == 1 and len(tracker.comments["ENG-1"]) == 1
@@ -191,10 +190,7 @@ def test_a_stop_during_the_outbox_delivery_ends_it_after_the_write_under_way(
     assert [item.state for item in outbox_of("ENG-1")] == ["done", "pending"]  # the stage given back
     assert [outbox_of(key)[0].state for key in keys[1:]] == ["pending"] * 3
 
-    monkeypatch.undo()
-    following = Poller(interval=60)
-    following.holder = NEXT
-    report = following.run_once()
+    report = _next_cycle(monkeypatch)
     assert not report.stopped and report.outbox["sent"] == 4
     assert {key: len(tracker.comments[key]) for key in keys} == dict.fromkeys(keys, 1)
     assert [item.state for item in outbox_of("ENG-1")] == ["done", "done"]
