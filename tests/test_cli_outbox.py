@@ -11,12 +11,7 @@ from flask.cli import ScriptInfo
 from aiimpl_core.cli import cli, commands  # noqa: F401 - commands registers the command groups
 from aiimpl_core.orm import utcnow
 from aiimpl_core.services import outbox
-from aiimpl_core.testing.fakes import FakeTracker, queue_outbox_item
-
-
-@pytest.fixture
-def tracker() -> FakeTracker:
-    return FakeTracker()
+from aiimpl_core.testing.fakes import queue_outbox_item
 
 
 @pytest.fixture

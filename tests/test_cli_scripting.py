@@ -27,11 +27,6 @@ TOKEN = "ghp_cli_scripting_token_0123456789"
 
 
 @pytest.fixture
-def tracker():
-    return FakeTracker()
-
-
-@pytest.fixture
 def aiimpl_plugins(tracker):
     return [tracker.plugin, FakeRunner("github-actions", "gha", workflow_sync=True).plugin,
             FakeRunner("fly-machines", "fly", sessions=True, secrets=True).plugin]

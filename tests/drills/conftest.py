@@ -82,18 +82,6 @@ def linear_gha_config(linear: Any, gh: FakeGitHub) -> dict[str, Any]:
 
 
 @pytest.fixture
-def tracker() -> FakeTracker:
-    """An in-memory tracker, for the drills that run no real tracker plugin."""
-    return FakeTracker()
-
-
-@pytest.fixture
-def runner() -> FakeRunner:
-    """An in-memory runner, for the drills that run no real runner plugin."""
-    return FakeRunner()
-
-
-@pytest.fixture
 def fake_plugins(tracker: FakeTracker, runner: FakeRunner) -> list[object]:
     """The in-memory tracker's and runner's plugins (a drill's ``aiimpl_plugins`` returns it)."""
     return [tracker.plugin, runner.plugin]

@@ -16,16 +16,6 @@ from aiimpl_core.testing.fakes import add_mapping as add_mapping_row
 
 
 @pytest.fixture
-def tracker() -> FakeTracker:
-    return FakeTracker()
-
-
-@pytest.fixture
-def runner() -> FakeRunner:
-    return FakeRunner()
-
-
-@pytest.fixture
 def jira() -> FakeTracker:
     """A second tracker (``fake-jira``), for a test whose ``aiimpl_plugins`` installs two."""
     return FakeTracker("fake-jira")

@@ -14,16 +14,6 @@ from aiimpl_core.types import RunPhase
 
 
 @pytest.fixture
-def tracker() -> FakeTracker:
-    return FakeTracker()
-
-
-@pytest.fixture
-def runner() -> FakeRunner:
-    return FakeRunner()
-
-
-@pytest.fixture
 def aiimpl_plugins(tracker: FakeTracker, runner: FakeRunner) -> list[object]:
     return [tracker.plugin, runner.plugin]
 

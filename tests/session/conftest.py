@@ -112,11 +112,6 @@ def github(request: pytest.FixtureRequest, aiimpl_specs_dir: str) -> Iterator[Fa
 
 
 @pytest.fixture
-def tracker() -> FakeTracker:
-    return FakeTracker()
-
-
-@pytest.fixture
 def runner() -> FakeRunner:
     return FakeRunner(secrets=True, gap_fill=True)
 

@@ -38,11 +38,6 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def tracker() -> FakeTracker:
-    return FakeTracker()
-
-
-@pytest.fixture
 def runner() -> FakeRunner:
     return FakeRunner("fly-machines", "fly", sessions=True, secrets=True, workflow_sync=True)
 
