@@ -69,11 +69,20 @@ def live_server(app: Any) -> Iterator[str]:
         thread.join(timeout=5)
 
 
-def open_page(browser: Any, live_server: str, width: int, height: int) -> Iterator[Any]:
-    """A page of its own browser context, ``width`` × ``height``, on the live server."""
-    context = browser.new_context(viewport={"width": width, "height": height}, base_url=live_server)
+#: how long a page waits for what a test expects (ms): what the UI does takes well under a second,
+#: but a CI machine running the suite's workers, their browsers and databases on two cores once
+#: stalled a page for over 10 s (a wait that succeeds returns as soon as it can)
+WAIT_MS = 30_000
+
+
+def open_page(browser: Any, live_server: str, width: int, height: int, **options: Any) -> Iterator[Any]:
+    """A page of its own browser context, ``width`` × ``height``, on the live server (``options``:
+    more of the context's, such as ``locale``)."""
+    context = browser.new_context(
+        viewport={"width": width, "height": height}, base_url=live_server, **options
+    )
     page = context.new_page()
-    page.set_default_timeout(10_000)
+    page.set_default_timeout(WAIT_MS)
     yield page
     context.close()
 

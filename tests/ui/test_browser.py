@@ -205,7 +205,7 @@ def test_a_refresh_that_fails_says_so_and_the_next_good_one_clears_it(page, monk
     page.goto("/ui/issues")
     page.locator("#flash.error").get_by_text("Could not refresh: Internal server error").wait_for()
     failing["on"] = False
-    page.locator("#flash.error").wait_for(state="detached", timeout=15_000)
+    page.locator("#flash.error").wait_for(state="detached")
     assert page.locator("#flash").inner_text() == ""
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from aiimpl_core.testing.fakes import add_mapping
 
-from .conftest import shot
+from .conftest import open_page, shot
 from .test_browser import sign_in
 
 pytestmark = pytest.mark.browser
@@ -34,12 +34,7 @@ def add_job(issue_key: str = "ENG-7") -> Any:
 @pytest.fixture
 def new_york(browser: Any, live_server: str) -> Iterator[Any]:
     """A page whose browser is in New York, wherever the server is."""
-    context = browser.new_context(viewport={"width": 1366, "height": 800}, base_url=live_server,
-                                  locale="en-US", timezone_id="America/New_York")
-    page = context.new_page()
-    page.set_default_timeout(10_000)
-    yield page
-    context.close()
+    yield from open_page(browser, live_server, 1366, 800, locale="en-US", timezone_id="America/New_York")
 
 
 def test_a_failed_job_and_its_failed_step_say_why(page, app):
