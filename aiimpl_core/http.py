@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import os
 import re
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
@@ -210,29 +211,59 @@ class HttpClient:
         return self.request("DELETE", path, **kw)
 
 
-#: failures of a request that never reached the server (``requests`` raises these before sending)
+#: failures of a request that never reached the server (``requests`` raises these before sending); an
+#: ``SSLError`` is not one of them: it may come from the handshake or from the stream after it
 _NOT_SENT = (
     requests.exceptions.ConnectTimeout,
     requests.exceptions.InvalidHeader,
     requests.exceptions.ProxyError,
-    requests.exceptions.SSLError,
 )
 
 
 def may_have_been_done(exc: ProviderError) -> bool:
     """Whether a request :class:`HttpClient` raised ``exc`` for may have been carried out all the
     same: a ``5xx``, or no answer to a request that went out (a read timeout, a connection dropped
-    after sending). A refusal (``4xx``) did nothing, nor did a request never sent (no connection
-    could be made: refused, a name that does not resolve, a connect timeout, a proxy or TLS
-    handshake failure; a header value that is not valid). A backend whose dispatch may have been
-    done raises :class:`~aiimpl_core.errors.DispatchUnanswered` rather than send it again."""
+    after sending, a TLS failure after the handshake such as the server's stream garbled while the
+    answer was read). A refusal (``4xx``) did nothing, nor did a request never sent (no connection
+    could be made: refused, a name that does not resolve, a connect timeout, a proxy failure, a TLS
+    handshake failure such as a certificate not trusted; a header value that is not valid). A TLS
+    failure not known to come from the handshake counts as maybe done. A backend whose dispatch
+    may have been done raises :class:`~aiimpl_core.errors.DispatchUnanswered` rather than send it
+    again."""
     if exc.status is not None:
         return exc.status >= 500
     cause = exc.__context__  # what the client caught (it raises ``from None``)
     if not isinstance(cause, requests.RequestException) or isinstance(cause, _NOT_SENT):
         return False
+    if isinstance(cause, requests.exceptions.SSLError):
+        return not _failed_in_tls_handshake(cause)
     reason = getattr(cause.args[0], "reason", None) if cause.args else None
     return not isinstance(reason, urllib3.exceptions.NewConnectionError)
+
+
+def _failed_in_tls_handshake(exc: requests.exceptions.SSLError) -> bool:
+    """Whether the ``ssl`` module's error behind ``exc`` was raised by the TLS handshake, which
+    comes before any byte of the request is sent.
+
+    Its kind does not tell: a server that does not speak TLS answering the handshake and a server
+    garbling its stream after the request went out both give ``WRONG_VERSION_NUMBER``. Where it was
+    raised does: its traceback passes through ``ssl``'s ``do_handshake`` (of the socket, or of the
+    memory BIO urllib3 uses through an HTTPS proxy) only while the connection was being opened.
+    urllib3 wraps it as ``args[0]`` of its own ``SSLError``, which is the ``reason`` of a
+    ``MaxRetryError`` up to the answer's head, or ``exc``'s ``args[0]`` once the body was being
+    read. Any other shape leaves the phase unknown: not a handshake."""
+    failure = exc.args[0] if exc.args else None
+    failure = getattr(failure, "reason", failure)  # a MaxRetryError: what urllib3 gave up on
+    tls = failure.args[0] if isinstance(failure, urllib3.exceptions.SSLError) and failure.args else None
+    if not isinstance(tls, ssl.SSLError):
+        return False
+    frame = tls.__traceback__
+    while frame is not None:
+        code, module = frame.tb_frame.f_code, frame.tb_frame.f_globals.get("__name__")
+        if code.co_name == "do_handshake" and module == "ssl":
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def host_only_address(url: str) -> str | None:

@@ -1,17 +1,26 @@
-"""The outbound HTTP client's use of the environment: proxies and CA bundle as requests would
-apply them, read once per host instead of on every call, and no ``~/.netrc`` credentials."""
+"""The outbound HTTP client's use of the environment (proxies and CA bundle as requests would
+apply them, read once per host instead of on every call, and no ``~/.netrc`` credentials), what it
+says of a remote's failure, and what it tells of a request that failed: whether it may have been
+carried out all the same."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import re
+import socket
+import socketserver
+import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import requests
+import requests.adapters
 
 from aiimpl_core.errors import ProviderError
-from aiimpl_core.http import HttpClient
+from aiimpl_core.http import HttpClient, may_have_been_done
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
@@ -186,3 +195,231 @@ def test_an_address_of_this_host_alone_is_told_from_one_runners_reach(url: str, 
     from aiimpl_core.http import host_only_address
 
     assert host_only_address(url) == host
+
+
+# -- a TLS failure: in the handshake nothing was sent; after it, the request may have been done --------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A throwaway self-signed certificate for 127.0.0.1, as files: (certificate, key)."""
+    import ipaddress
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aiimpl test server")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                       critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, content_commitment=False,
+                                     key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return str(folder / "cert.pem"), str(folder / "key.pem")
+
+
+@contextlib.contextmanager
+def _tls_server(
+    certificate: tuple[str, str],
+    answer: Callable[[socket.socket, ssl.SSLContext], None],
+    *,
+    minimum_version: ssl.TLSVersion | None = None,
+) -> Iterator[str]:
+    """A server on 127.0.0.1 handing each connection, as accepted (before any handshake), to
+    ``answer`` with the TLS context of ``certificate``; yields its ``https`` URL."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    if minimum_version is not None:
+        context.minimum_version = minimum_version
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            answer(self.request, context)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _read_request(tls: ssl.SSLSocket) -> bytes:
+    """One whole request: its head, then as many bytes of body as its Content-Length says."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = tls.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", data.partition(b"\r\n\r\n")[0])
+    while length and len(data.partition(b"\r\n\r\n")[2]) < int(length.group(1)):
+        chunk = tls.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _read_client_hello(raw: socket.socket) -> bytes:
+    """The client's first TLS record (its ClientHello), read whole so that closing sends no reset."""
+    record = b""
+    while len(record) < 5 or len(record) < 5 + int.from_bytes(record[3:5], "big"):
+        chunk = raw.recv(65536)
+        if not chunk:
+            break
+        record += chunk
+    return record
+
+
+_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def _raw_bytes_for_the_answer(tls: ssl.SSLSocket) -> None:
+    socket.socket.sendall(tls, _ANSWER)  # under the TLS layer: bytes that are no TLS record
+
+
+def _a_forged_record_for_the_answer(tls: ssl.SSLSocket) -> None:
+    socket.socket.sendall(tls, b"\x17\x03\x03\x00\x40" + bytes(64))  # application data sealed with no key
+
+
+def _raw_bytes_within_the_body(tls: ssl.SSLSocket) -> None:
+    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"id\"")
+    socket.socket.sendall(tls, b": 1, \"name\": \"cut\"}" * 2)
+
+
+DISPATCH = "/repos/acme/api/actions/workflows/w.yml/dispatches"
+
+
+@pytest.mark.parametrize("breaking", [_raw_bytes_for_the_answer, _a_forged_record_for_the_answer,
+                                      _raw_bytes_within_the_body])
+def test_a_tls_stream_broken_after_the_request_went_out_may_have_been_done(
+    certificate: tuple[str, str], breaking: Callable[[ssl.SSLSocket], None]
+) -> None:
+    """The server read the whole request, then its TLS stream broke while the answer was read (bytes
+    that are no TLS record, a record that does not decrypt): requests raises the ``SSLError`` it
+    raises for a failed handshake, but the request may have been carried out (a dispatch, a
+    comment) and is not to be sent again."""
+    received: list[bytes] = []
+
+    def answer(raw: socket.socket, context: ssl.SSLContext) -> None:
+        with context.wrap_socket(raw, server_side=True) as tls:
+            received.append(_read_request(tls))
+            breaking(tls)
+
+    with _tls_server(certificate, answer) as url:
+        client = HttpClient(url, provider="github", retries=0)
+        client.session.verify = certificate[0]
+        with pytest.raises(ProviderError) as caught:
+            client.post(DISPATCH, json={"ref": "main"})
+
+    assert isinstance(caught.value.__context__, requests.exceptions.SSLError), repr(caught.value.__context__)
+    assert len(received) == 1 and received[0].endswith(b'{"ref": "main"}')
+    assert may_have_been_done(caught.value)
+
+
+def _answer_after_a_handshake(received: list[bytes]) -> Callable[[socket.socket, ssl.SSLContext], None]:
+    def answer(raw: socket.socket, context: ssl.SSLContext) -> None:
+        try:
+            tls = context.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError):
+            return  # the handshake failed: the client has sent nothing of its request
+        with tls:
+            received.append(_read_request(tls))
+            tls.sendall(_ANSWER)
+    return answer
+
+
+def _assert_never_sent(exc: ProviderError) -> None:
+    assert isinstance(exc.__context__, requests.exceptions.SSLError), repr(exc.__context__)
+    assert not may_have_been_done(exc)
+
+
+def test_a_certificate_not_trusted_fails_the_handshake_and_sends_nothing(
+    certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    received: list[bytes] = []
+    with _tls_server(certificate, _answer_after_a_handshake(received)) as url:
+        client = HttpClient(url, provider="github", retries=0)  # the usual trust: not this certificate
+        with pytest.raises(ProviderError) as caught:
+            client.post(DISPATCH, json={"ref": "main"})
+        assert isinstance(caught.value.__context__.args[0].reason.args[0], ssl.SSLCertVerificationError)
+        _assert_never_sent(caught.value)
+        assert received == []
+        client.session.verify = certificate[0]
+        assert client.post(DISPATCH, json={"ref": "main"}).json() == {}  # the same server, trusted
+
+
+class _UpToTls12(requests.adapters.HTTPAdapter):
+    """An adapter whose connections offer TLS 1.2 at most."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        context = ssl.create_default_context()
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        super().init_poolmanager(*args, **{**kwargs, "ssl_context": context})
+
+
+def test_a_handshake_refused_for_its_protocol_version_sends_nothing(certificate: tuple[str, str]) -> None:
+    received: list[bytes] = []
+    with _tls_server(certificate, _answer_after_a_handshake(received),
+                     minimum_version=ssl.TLSVersion.TLSv1_3) as url:
+        session = requests.Session()
+        session.verify = certificate[0]
+        session.mount("https://", _UpToTls12())
+        client = HttpClient(url, provider="github", retries=0, session=session)
+        with pytest.raises(ProviderError) as caught:
+            client.post(DISPATCH, json={"ref": "main"})
+
+    assert "PROTOCOL_VERSION" in str(caught.value.__context__)
+    _assert_never_sent(caught.value)
+    assert received == []
+
+
+def _close_in_the_handshake(raw: socket.socket, context: ssl.SSLContext) -> None:
+    _read_client_hello(raw)
+    raw.shutdown(socket.SHUT_RDWR)
+
+
+def _answer_without_tls(raw: socket.socket, context: ssl.SSLContext) -> None:
+    _read_client_hello(raw)
+    raw.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+
+@pytest.mark.parametrize("answer", [_close_in_the_handshake, _answer_without_tls])
+def test_a_handshake_cut_or_answered_without_tls_sends_nothing(
+    certificate: tuple[str, str], answer: Callable[[socket.socket, ssl.SSLContext], None]
+) -> None:
+    """Failures of the kinds a stream broken after the request gives too (bytes that are no TLS
+    record: ``WRONG_VERSION_NUMBER`` either way; an end of the stream), but in the handshake, before
+    any byte of the request went out: what tells them apart is when they came, not what they are."""
+    with _tls_server(certificate, answer) as url:
+        client = HttpClient(url, provider="github", retries=0)
+        client.session.verify = certificate[0]
+        with pytest.raises(ProviderError) as caught:
+            client.post(DISPATCH, json={"ref": "main"})
+
+    _assert_never_sent(caught.value)
