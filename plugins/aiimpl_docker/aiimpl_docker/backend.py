@@ -179,27 +179,43 @@ def parse_volumes(spec: str) -> dict[str, dict[str, str]]:
     return out
 
 
+def _parse_seconds(value: Any, name: str, default: int, maximum: int) -> float:
+    """A setting of seconds: unset or blank, ``default``; else a number greater than 0 and at most
+    ``maximum``, or a :class:`ProviderConfigError` naming the setting ``name``."""
+    raw = "" if value is None else str(value).strip()
+    if not raw:
+        return float(default)
+    try:
+        seconds = float(raw) if raw.isascii() else math.nan
+    except ValueError:
+        seconds = math.nan
+    # nan, which float() reads, fails this comparison too; inf fails the upper bound
+    if not 0 < seconds <= maximum:
+        raise ProviderConfigError(
+            f"{name} must be a number of seconds greater than 0 and at most {maximum}, not {raw[:40]!r}",
+            provider="local-docker",
+        )
+    return seconds
+
+
 def parse_timeout(value: Any) -> float:
     """``AIIMPL_DOCKER_TIMEOUT_SECONDS`` as seconds (unset or blank: the default).
 
     :raises ProviderConfigError: naming the setting, when it is not a number of seconds greater
         than 0 and at most :data:`~aiimpl_docker.config.MAX_TIMEOUT_SECONDS`.
     """
-    raw = "" if value is None else str(value).strip()
-    if not raw:
-        return float(config.DEFAULT_TIMEOUT_SECONDS)
-    try:
-        seconds = float(raw) if raw.isascii() else math.nan
-    except ValueError:
-        seconds = math.nan
-    # nan, which float() reads, fails this comparison too; inf fails the upper bound
-    if not 0 < seconds <= config.MAX_TIMEOUT_SECONDS:
-        raise ProviderConfigError(
-            f"{config.TIMEOUT} must be a number of seconds greater than 0 and at most "
-            f"{config.MAX_TIMEOUT_SECONDS}, not {raw[:40]!r}",
-            provider="local-docker",
-        )
-    return seconds
+    return _parse_seconds(value, config.TIMEOUT, config.DEFAULT_TIMEOUT_SECONDS, config.MAX_TIMEOUT_SECONDS)
+
+
+def parse_pull_timeout(value: Any) -> float:
+    """``AIIMPL_DOCKER_PULL_TIMEOUT_SECONDS`` as seconds (unset or blank: the default).
+
+    :raises ProviderConfigError: naming the setting, when it is not a number of seconds greater
+        than 0 and at most :data:`~aiimpl_docker.config.MAX_PULL_TIMEOUT_SECONDS`.
+    """
+    return _parse_seconds(
+        value, config.PULL_TIMEOUT, config.DEFAULT_PULL_TIMEOUT_SECONDS, config.MAX_PULL_TIMEOUT_SECONDS
+    )
 
 
 def parse_command(value: str) -> list[str]:
@@ -276,6 +292,15 @@ class LocalDockerBackend(RunnerBackend):
         """
         return parse_timeout(self.context.setting(config.TIMEOUT))
 
+    @property
+    def pull_timeout_seconds(self) -> float:
+        """Seconds a dispatch waits in all for the pull of a session image the engine does not
+        have (:func:`parse_pull_timeout`).
+
+        :raises ProviderConfigError: when the setting is not valid.
+        """
+        return parse_pull_timeout(self.context.setting(config.PULL_TIMEOUT))
+
     def docker(self) -> Any:
         """The engine's client, made on first use with :attr:`timeout_seconds` for every request."""
         if self._docker is None:
@@ -287,8 +312,8 @@ class LocalDockerBackend(RunnerBackend):
     def check(self, mappings: Sequence[MappingView]) -> Sequence[CheckResult]:
         """Whether the engine answers (its version) and the session image is on it; read-only:
         nothing is pulled, built or started. A ``settings`` line is added when the command, the
-        volumes or the timeout setting cannot be read, as every dispatch would then fail (the
-        engine is not asked when it is the timeout)."""
+        volumes or a timeout setting cannot be read, as every dispatch would then fail (the
+        engine is not asked when it is the timeout of every request)."""
         settings = self._check_settings()
         try:
             client = self.docker()
@@ -328,6 +353,7 @@ class LocalDockerBackend(RunnerBackend):
             (config.COMMAND, parse_command),
             (config.VOLUMES, parse_volumes),
             (config.TIMEOUT, parse_timeout),
+            (config.PULL_TIMEOUT, parse_pull_timeout),
         )
         for name, parse in parsers:
             value = self.context.setting(name)
@@ -400,8 +426,10 @@ class LocalDockerBackend(RunnerBackend):
             told; its container, if any, is found by its labels (:meth:`poll_runs`).
         """
         options = self.container_options(request)
-        # a bad timeout setting fails the dispatch before any request, naming the setting
+        # a bad timeout setting fails the dispatch before any request, naming the setting: the
+        # pull's too, which would otherwise fail only the dispatches that find the image missing
         parse_timeout(self.context.setting(config.TIMEOUT))
+        parse_pull_timeout(self.context.setting(config.PULL_TIMEOUT))
         container_id, created = self._create(request, options)
         if created:
             self._start(request, container_id)
@@ -411,11 +439,12 @@ class LocalDockerBackend(RunnerBackend):
     def _create(self, request: DispatchRequest, options: dict[str, Any]) -> tuple[str, bool]:
         """The session's container, created once: its id, and whether it is still to be started.
 
-        The image is pulled when the engine does not have it, as ``docker run`` does. A create whose
-        answer was lost (:func:`_maybe_done`) is sent again under the same name, which the engine
-        gives one container only: a second create either makes the container (the first never
-        did) or is refused because the name is taken (409 from Docker, 500 from Podman), and the
-        container is then looked up by that name. When neither tells, :class:`DispatchUnanswered`.
+        The image is pulled when the engine does not have it, as ``docker run`` does, for at most
+        ``AIIMPL_DOCKER_PULL_TIMEOUT_SECONDS`` (:meth:`_create_once`). A create whose answer was
+        lost (:func:`_maybe_done`) is sent again under the same name, which the engine gives one
+        container only: a second create either makes the container (the first never did) or is
+        refused because the name is taken (409 from Docker, 500 from Podman), and the container is
+        then looked up by that name. When neither tells, :class:`DispatchUnanswered`.
         """
         name = options["name"]
         try:
@@ -446,18 +475,37 @@ class LocalDockerBackend(RunnerBackend):
         raise self._unanswered(request, lost) from None
 
     def _create_once(self, options: dict[str, Any]) -> str:
+        """Create the container; when the engine does not have the image, pull it (at most
+        :attr:`pull_timeout_seconds`, :func:`~aiimpl_docker.client.pull`) and create it then.
+
+        A pull that failed or ran out of time raises a :class:`ProviderError` that is not a lost
+        answer (its status is the engine's refusal's, or none): the create before it was refused,
+        so no container was made, and :meth:`_create` refuses the dispatch rather than send it
+        again to pull again. The job fails; without a status, the dispatcher backs off as when the
+        engine cannot be reached, so that the next issues do not each wait for a pull in turn.
+        """
         import docker.errors
 
         client = self.docker()
 
-        def create() -> str:
+        def create() -> str | None:
             try:
                 return str(client.containers.create(**options).id)
             except docker.errors.ImageNotFound:
-                client.images.pull(options["image"])
-            return str(client.containers.create(**options).id)
+                return None
 
-        return engine.call("creating the session container", create)
+        created = engine.call("creating the session container", create)
+        if created is not None:
+            return created
+        engine.pull(
+            options["image"],
+            version=client.api.api_version,
+            connect_timeout=self.timeout_seconds,
+            timeout=self.pull_timeout_seconds,
+        )
+        return engine.call(
+            "creating the session container", lambda: str(client.containers.create(**options).id)
+        )
 
     def _start(self, request: DispatchRequest, container_id: str) -> None:
         """Start the created container, once.

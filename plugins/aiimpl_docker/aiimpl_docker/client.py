@@ -6,15 +6,21 @@ with the engine's explanation and never a container's environment. A request tha
 whose answer was lost (the SDK's read timeout, the connection dropped after it was made) is a
 :class:`NoAnswer`: the engine may have carried it out. One that never reached the engine (no
 connection could be made) is a plain :class:`ProviderError` without a status.
+
+The pull of an image (:func:`pull`) has a deadline of its own: the SDK sends it without any.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cache
 from typing import Any, TypeVar
 
 from aiimpl_core.errors import ProviderError
+
+from . import config
 
 T = TypeVar("T")
 
@@ -29,7 +35,9 @@ def connect(timeout: float) -> Any:
     :param timeout: seconds to connect and to wait for each answer
         (``AIIMPL_DOCKER_TIMEOUT_SECONDS``): the default of every request the client sends, the
         version it asks for here included. A stop waits its grace on top; a request that sets its
-        own (the image pull: none; the clean-up's wait for a container) keeps it.
+        own keeps it: the clean-up's wait for a container, and the image pull, which the SDK sends
+        with none at all, so that an engine or registry that stops answering would hold its caller
+        for ever (the pull is made with :func:`pull` instead, on a client of its own).
     """
     import docker
 
@@ -71,6 +79,114 @@ def engine_errors(action: str) -> Iterator[None]:
 def call(action: str, fn: Callable[[], T]) -> T:
     with engine_errors(action):
         return fn()
+
+
+def pull(image: str, *, version: str, connect_timeout: float, timeout: float) -> None:
+    """Pull ``image`` onto the engine, giving up once ``timeout`` seconds have passed in all.
+
+    The SDK sends a pull without a timeout (it overrides the client's), and its ``images.pull``
+    reads the progress the engine streams without looking at it: an engine or registry that stops
+    answering, or that reports progress for ever, holds the caller for ever, and a pull that failed
+    after the engine began to answer (its ``error`` in the stream) is only noticed when the image
+    is then missing. So the stream is read here, on a client of its own whose reads wait at most
+    ``timeout`` each, in a thread of its own that the caller waits for at most ``timeout``. When
+    the time is up, the caller gets the failure at once; the thread closes the connection (the
+    engine then drops the pull) at the next progress message, or when its read times out.
+
+    Every failure is a plain :class:`ProviderError`, never a :class:`NoAnswer`, even when the
+    pull's answer was lost or late: the create before it was refused (the image missing), so no
+    container was made, and a create sent again would only start another pull.
+
+    :param version: the engine's API version (the caller's client asked for it already).
+    :param connect_timeout: seconds to connect (``AIIMPL_DOCKER_TIMEOUT_SECONDS``).
+    :param timeout: seconds the whole pull may take (``AIIMPL_DOCKER_PULL_TIMEOUT_SECONDS``).
+    :raises ProviderError: naming the image: the engine refused the pull (with its status), reported
+        a failure in its stream, could not be reached, or took longer than ``timeout``.
+    """
+    done = threading.Event()
+    stop = threading.Event()
+    failed: list[ProviderError] = []
+
+    def run() -> None:
+        try:
+            _pull_stream(image, version, connect_timeout, timeout, stop)
+        except ProviderError as exc:
+            failed.append(exc)
+        except Exception as exc:  # noqa: BLE001 - whatever broke the stream fails the pull, named
+            failed.append(_pull_failed(image, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"aiimpl-docker-pull-{image[-40:]}", daemon=True).start()
+    if not done.wait(timeout):
+        stop.set()
+        raise ProviderError(
+            f"local-docker: pulling image {image} took longer than {timeout:g} s ({config.PULL_TIMEOUT})",
+            provider="local-docker",
+        )
+    if failed:
+        raise failed[0]
+
+
+def _pull_stream(
+    image: str, version: str, connect_timeout: float, timeout: float, stop: threading.Event
+) -> None:
+    """The pull and the reading of its progress (the thread of :func:`pull`), until the stream ends,
+    it reports an error, or ``stop`` is set; its connection is closed in any case."""
+    import docker.utils
+
+    api = _pull_client_class()(
+        read_timeout=timeout, version=version, timeout=connect_timeout, **docker.utils.kwargs_from_env()
+    )
+    try:
+        for event in api.pull(image, stream=True, decode=True):
+            if stop.is_set():  # the caller has given up: the engine drops the pull
+                return
+            if isinstance(event, dict) and (event.get("error") or event.get("errorDetail")):
+                detail = event.get("errorDetail")
+                message = (detail.get("message") if isinstance(detail, dict) else None) or event.get("error")
+                reason = str(message or "").strip()[:300] or "the engine gave no reason"
+                raise ProviderError(
+                    f"local-docker: pulling image {image} failed: {reason}", provider="local-docker"
+                )
+    finally:
+        for response in api.responses:
+            response.close()
+        api.close()
+
+
+@cache
+def _pull_client_class() -> type:
+    """``docker.APIClient`` whose requests sent without a timeout (the SDK's pull) wait to connect
+    as every request does, and at most ``read_timeout`` for each read of the answer: a thread
+    reading a stream the engine stopped sending ends too. It keeps the answers, so that their
+    connections are closed when the pull ends."""
+    import docker
+
+    class PullClient(docker.APIClient):
+        def __init__(self, *, read_timeout: float, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.read_timeout = read_timeout
+            self.responses: list[Any] = []
+
+        def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("timeout") is None:
+                kwargs["timeout"] = (self.timeout, self.read_timeout)
+            response = super().request(method, url, *args, **kwargs)
+            self.responses.append(response)
+            return response
+
+    return PullClient
+
+
+def _pull_failed(image: str, exc: Exception) -> ProviderError:
+    """A failure of the pull as :class:`ProviderError`: the engine's status when it answered one."""
+    import docker.errors
+
+    status = exc.status_code if isinstance(exc, docker.errors.APIError) else None
+    return ProviderError(
+        f"local-docker: pulling image {image} failed: {_explain(exc)}", provider="local-docker", status=status
+    )
 
 
 def _never_sent(exc: BaseException) -> bool:

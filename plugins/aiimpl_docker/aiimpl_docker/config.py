@@ -15,6 +15,7 @@ VOLUMES = "AIIMPL_DOCKER_VOLUMES"
 INSTANCE = "AIIMPL_DOCKER_INSTANCE"
 STOP_GRACE = "AIIMPL_DOCKER_STOP_GRACE_SECONDS"
 TIMEOUT = "AIIMPL_DOCKER_TIMEOUT_SECONDS"
+PULL_TIMEOUT = "AIIMPL_DOCKER_PULL_TIMEOUT_SECONDS"
 
 DEFAULT_IMAGE = "localhost/aiimpl-session:latest"
 DEFAULT_INSTANCE = "default"
@@ -28,6 +29,15 @@ DEFAULT_TIMEOUT_SECONDS = 30
 #: an hour: longer than any answer worth waiting for (the stop and the clean-up's wait, which wait
 #: for a container, add their own time to it), and within what a socket's timeout can hold
 MAX_TIMEOUT_SECONDS = 3600
+#: seconds a dispatch waits in all for the pull of a session image the engine does not have: the
+#: dispatch, and the poll cycle's thread running it, wait for the pull, so an engine or registry
+#: that stopped answering must not hold them for ever; ten minutes bring an image of a few GB over
+#: an ordinary link
+DEFAULT_PULL_TIMEOUT_SECONDS = 600
+#: an hour, as long as a session's default lifetime: a pull that needs longer holds the dispatch of
+#: every other issue up for longer than a session runs (pull such an image ahead, ``docker pull``),
+#: and a socket's timeout holds it
+MAX_PULL_TIMEOUT_SECONDS = 3600
 
 CONFIG_VARS: tuple[ConfigVar, ...] = (
     ConfigVar(
@@ -58,8 +68,16 @@ CONFIG_VARS: tuple[ConfigVar, ...] = (
         TIMEOUT,
         "Seconds the engine gets to accept a connection and to answer each request before it fails "
         f"as a timeout (more than 0, at most {MAX_TIMEOUT_SECONDS}); a stop waits the container's grace "
-        "on top, an image pull as long as it takes",
+        f"on top, and an image pull has a limit of its own, {PULL_TIMEOUT}",
         default=str(DEFAULT_TIMEOUT_SECONDS),
+    ),
+    ConfigVar(
+        PULL_TIMEOUT,
+        "Seconds a dispatch waits in all for the pull of a session image the engine does not have "
+        f"before its job fails (more than 0, at most {MAX_PULL_TIMEOUT_SECONDS}): the dispatch of other "
+        "issues waits for the pull, so an engine or registry that stops answering fails the job instead "
+        "of holding them up; pull an image that takes longer ahead of time",
+        default=str(DEFAULT_PULL_TIMEOUT_SECONDS),
     ),
 )
 

@@ -20,6 +20,11 @@ keeps a request waiting, unanswered, until the test releases it (the client's re
 meanwhile), then carries it out. A create under a name in use is refused as Docker refuses it (409)
 or, with :attr:`FakeEngine.name_conflict_status` set to 500, as Podman 4 does.
 
+An image the engine does not have is pulled (``POST /images/create``) from :attr:`FakeEngine.registry`
+and refused (404) when not there. A pull streams its progress as the engine does, one JSON message
+after another (each checked against ``CreateImageInfo``); :meth:`FakeEngine.plan_pull` makes the
+next one pause, stall, report progress without end, or report an error in its stream.
+
 A stop (``POST /containers/{id}/stop?t=N``) is SIGTERM, then SIGKILL ``t`` seconds later, as
 the description says: a container ends on SIGTERM at once (exit code 143) unless the test holds
 its stop with :meth:`FakeEngine.hold_stop` — a session saving its work — and a wait
@@ -29,9 +34,11 @@ its stop with :meth:`FakeEngine.hold_stop` — a session saving its work — and
 from __future__ import annotations
 
 import json
+import select
 import socket
 import struct
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -46,6 +53,12 @@ from .engine_spec import engine_description
 NEVER = "0001-01-01T00:00:00Z"
 #: the grace of a stop without ``t`` (a container created without ``StopTimeout``)
 DEFAULT_STOP_TIMEOUT = 10
+#: how a pull goes (:meth:`FakeEngine.plan_pull`)
+PULL_PLANS = frozenset({"pause", "stall", "trickle", "error"})
+#: seconds between the progress messages of a pull that ``trickle``s
+TRICKLE_EVERY = 0.2
+#: each message of a pull's progress stream
+PROGRESS_SCHEMA = {"$ref": "#/definitions/CreateImageInfo"}
 
 
 def _stamp(moment: datetime) -> str:
@@ -79,6 +92,10 @@ class FakeEngine:
         self.logs: dict[str, bytes] = {}
         #: images the engine has (name → id), for ``GET /images/{name}/json``
         self.images: dict[str, str] = {}
+        #: images a pull fetches (name with its tag → id); any other is refused as missing
+        self.registry: dict[str, str] = {}
+        #: how the next pulls go: (plan, seconds, message), see :meth:`plan_pull`
+        self.pull_plans: list[tuple[str, float, str]] = []
         self.requests: list[tuple[str, str]] = []
         #: every exchange: method, path, query (name -> values) and the answer's status (``None``
         #: until it is sent)
@@ -184,6 +201,30 @@ class FakeEngine:
         self.losses.append((method.upper(), path_suffix, "hold", held))
         return held
 
+    def plan_pull(self, how: str, *, seconds: float = 10.0, message: str = "") -> None:
+        """How the next pull goes (without a plan, the image comes from :attr:`registry` at once):
+
+        - ``pause``: the answer's headers and a first progress message, then nothing for
+          ``seconds`` (a slow registry), then the rest: the image is pulled;
+        - ``stall``: the headers and a first progress message, then nothing for ``seconds`` (a
+          registry that stopped answering), then the stream ends without the image;
+        - ``trickle``: progress, a message every :data:`TRICKLE_EVERY` seconds for ``seconds``, then
+          the stream ends without the image;
+        - ``error``: the headers and some progress, then ``message`` in the stream, as the engine
+          reports a download that failed once it had begun to answer (a rate limit, a layer that
+          cannot be read).
+
+        A pull whose client leaves ends there: :meth:`pull_exchanges` tells.
+        """
+        assert how in PULL_PLANS, how
+        self.pull_plans.append((how, seconds, message))
+
+    def pull_exchanges(self) -> list[dict[str, Any]]:
+        """The exchanges of the pulls, each with ``stream``: ``None`` while its progress is being
+        sent, then ``finished`` (all of it sent), or ``client left`` (its client closed the
+        connection first)."""
+        return [x for x in self.exchanges if x["method"] == "POST" and x["path"].endswith("/images/create")]
+
     def calls(self, method: str, path_suffix: str = "") -> list[str]:
         """The paths of the requests received with this method (ending with ``path_suffix``)."""
         return [p for m, p in self.requests if m == method.upper() and p.endswith(path_suffix)]
@@ -254,8 +295,10 @@ class FakeEngine:
                 flask.g.exchange["lost"] = True  # its client gave up waiting
                 flask.g.held._done.set()
             flask.g.exchange["status"] = response.status_code
+            # a stream (a pull's progress) is checked as it is sent: reading it here would wait for its end
+            body = b"" if response.is_streamed else response.get_data()
             self.violations += description.validate_response(
-                request.method, request.path, response.status_code, response.get_data(), response.content_type
+                request.method, request.path, response.status_code, body, response.content_type
             )
             return response
 
@@ -278,11 +321,70 @@ class FakeEngine:
 
         @app.post("/<version>/images/create")
         def pull(version: str) -> Any:
-            # no registry is reachable: an image the engine does not have cannot be pulled
             name = flask.request.args.get("fromImage", "")
             tag = flask.request.args.get("tag")
-            return error(404, f"pull access denied for {name}{':' + tag if tag else ''}, repository does not "
-                              "exist or may require 'docker login'")
+            ref = f"{name}:{tag}" if tag else name
+            how, seconds, message = self.pull_plans.pop(0) if self.pull_plans else ("", 0.0, "")
+            if how in ("", "pause") and ref not in self.registry:
+                # the registry has no such image: refused before any progress, as Docker does
+                return error(404, f"pull access denied for {ref}, repository does not exist or may require "
+                                  "'docker login'")
+            exchange = flask.g.exchange
+            exchange["stream"] = None
+            connection = flask.request.environ["werkzeug.socket"]
+            layer = uuid.uuid4().hex[:12]
+
+            def left(wait: float = 0.0) -> bool:
+                """Whether the client closed its connection (read as it comes, for ``wait`` s)."""
+                try:
+                    readable, _, _ = select.select([connection], [], [], wait)
+                    return bool(readable) and connection.recv(1, socket.MSG_PEEK) == b""
+                except (OSError, ValueError):
+                    return True
+
+            def quiet(seconds: float) -> bool:
+                """Send nothing for ``seconds``; false when the client left (or the test ended)."""
+                ends = time.monotonic() + seconds
+                while time.monotonic() < ends:
+                    if self._closing or left(min(0.05, max(0.0, ends - time.monotonic()))):
+                        return False
+                return True
+
+            def event(payload: dict[str, Any]) -> bytes:
+                problems = description.schema_errors(PROGRESS_SCHEMA, payload)
+                self.violations += [f"pull progress {payload}: {problem}" for problem in problems]
+                return json.dumps(payload).encode() + b"\r\n"
+
+            def progress() -> Any:
+                try:
+                    yield event({"status": f"Pulling from {name}", "id": tag or "latest"})
+                    yield event({"status": "Pulling fs layer", "progressDetail": {}, "id": layer})
+                    if how == "trickle":
+                        ends, current = time.monotonic() + seconds, 0
+                        while time.monotonic() < ends:
+                            current += 1
+                            yield event({"status": "Downloading", "id": layer,
+                                         "progressDetail": {"current": current, "total": 1 << 30}})
+                            if not quiet(TRICKLE_EVERY):
+                                exchange["stream"] = "client left"
+                                return
+                    elif how in ("pause", "stall") and not quiet(seconds):
+                        exchange["stream"] = "client left"
+                        return
+                    if how == "error":
+                        yield event({"errorDetail": {"message": message}, "error": message})
+                    elif how in ("", "pause"):
+                        yield event({"status": "Download complete", "progressDetail": {}, "id": layer})
+                        yield event({"status": "Pull complete", "progressDetail": {}, "id": layer})
+                        self.images[ref] = self.registry[ref]
+                        yield event({"status": f"Digest: {self.registry[ref]}"})
+                        yield event({"status": f"Status: Downloaded newer image for {ref}"})
+                    exchange["stream"] = "finished"
+                except GeneratorExit:  # a write failed: the client has gone
+                    exchange["stream"] = "client left"
+                    raise
+
+            return flask.Response(progress(), mimetype="application/json")
 
         @app.post("/<version>/containers/create")
         def create(version: str) -> Any:
