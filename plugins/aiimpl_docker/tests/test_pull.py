@@ -31,7 +31,7 @@ from aiimpl_core.testing.fakes import FakeTracker
 from aiimpl_core.types import CheckResult
 
 from aiimpl_docker import config
-from aiimpl_docker.backend import LocalDockerBackend, parse_pull_timeout
+from aiimpl_docker.backend import LocalDockerBackend
 
 from .conftest import FAKE_ENGINE_IMAGE, Clock, add_eng_mapping, ours
 from .fake_engine import FakeEngine
@@ -51,7 +51,6 @@ RATE_LIMITED = (
     "toomanyrequests: You have reached your pull rate limit. You may increase the limit by "
     "authenticating and upgrading: https://www.docker.com/increase-rate-limit"
 )
-BAD_VALUES = ["0", "-5", "0.0", "abc", "600s", "nan", "inf", "-inf", "3601", "1e999", "６００"]
 
 
 @pytest.fixture
@@ -222,20 +221,7 @@ def test_the_setting_is_the_pulls_deadline(make: Callable[..., LocalDockerBacken
     assert make(AIIMPL_DOCKER_PULL_TIMEOUT_SECONDS="").pull_timeout_seconds == 600
 
 
-@pytest.mark.parametrize("value", ["1", "0.5", "600", " 45 ", "3600", "2.5e1"])
-def test_good_values_are_seconds(value: str) -> None:
-    assert parse_pull_timeout(value) == float(value)
-
-
-@pytest.mark.parametrize("value", BAD_VALUES)
-def test_a_bad_value_is_a_config_error_naming_the_setting(value: str) -> None:
-    with pytest.raises(ProviderConfigError) as info:
-        parse_pull_timeout(value)
-    assert info.value.message == (
-        "AIIMPL_DOCKER_PULL_TIMEOUT_SECONDS must be a number of seconds greater than 0 and at most 3600, "
-        f"not {value!r}"
-    )
-    assert info.value.provider == "local-docker"
+# (its values are checked beside the engine timeout's, in test_timeout.py)
 
 
 @pytest.mark.parametrize("value", ["0", "abc", "inf"])

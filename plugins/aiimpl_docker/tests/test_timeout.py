@@ -24,7 +24,7 @@ from aiimpl_core.testing.fakes import FakeTracker
 from aiimpl_core.types import CheckResult
 
 from aiimpl_docker import config
-from aiimpl_docker.backend import LocalDockerBackend, parse_timeout
+from aiimpl_docker.backend import LocalDockerBackend, parse_pull_timeout, parse_timeout
 
 from .conftest import FAKE_ENGINE_IMAGE, Clock, add_eng_mapping
 from .fake_engine import FakeEngine
@@ -133,18 +133,27 @@ def test_a_stop_waits_the_setting_on_top_of_the_grace(
 # -- a bad value is a configuration error ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["1", "0.5", "30", " 45 ", "3600", "2.5e1"])
-def test_good_values_are_seconds(value: str) -> None:
-    assert parse_timeout(value) == float(value)
+#: the two settings of seconds: the engine's timeout for each request, and the pull's in all
+SECONDS_SETTINGS = pytest.mark.parametrize(
+    "parse,name", [(parse_timeout, config.TIMEOUT), (parse_pull_timeout, config.PULL_TIMEOUT)]
+)
 
 
-@pytest.mark.parametrize("value", BAD_VALUES)
-def test_a_bad_value_is_a_config_error_naming_the_setting(value: str) -> None:
+@SECONDS_SETTINGS
+@pytest.mark.parametrize("value", ["1", "0.5", "30", "600", " 45 ", "3600", "2.5e1"])
+def test_good_values_are_seconds(parse: Callable[[Any], float], name: str, value: str) -> None:
+    assert parse(value) == float(value)
+
+
+@SECONDS_SETTINGS
+@pytest.mark.parametrize("value", [*BAD_VALUES, "600s", "６００"])
+def test_a_bad_value_is_a_config_error_naming_the_setting(
+    parse: Callable[[Any], float], name: str, value: str
+) -> None:
     with pytest.raises(ProviderConfigError) as info:
-        parse_timeout(value)
+        parse(value)
     assert info.value.message == (
-        "AIIMPL_DOCKER_TIMEOUT_SECONDS must be a number of seconds greater than 0 and at most 3600, "
-        f"not {value!r}"
+        f"{name} must be a number of seconds greater than 0 and at most 3600, not {value!r}"
     )
     assert info.value.provider == "local-docker"
 
