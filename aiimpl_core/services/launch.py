@@ -31,7 +31,7 @@ from ..extensions import db
 from ..orm import Job
 from ..orm import Mapping as MappingRow
 from ..session import env as session_env
-from ..types import DispatchRequest, DispatchResult, InFlightRun, JobStatus, LogLabel, Phase
+from ..types import DispatchRequest, DispatchResult, InFlightRun, JobStatus, LogLabel, Phase, TimeoutReason
 from . import redaction, settings
 from . import secrets as secrets_service
 from .jobs import record_created, transition
@@ -304,8 +304,11 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
             # a session that reported first keeps its run; so does a job cancelled meanwhile, whose
             # run is then stopped below (the cancel found none linked to stop)
             _link_run(job, result)
-    if not moved and _cancelled(job) and not job.shadow:
-        _stop_cancelled_run(backend, job)
+    if not moved and not job.shadow:
+        if _cancelled(job):
+            _stop_cancelled_run(backend, job, "was cancelled while its run was started")
+        elif _ended_run_not_found(job):
+            _stop_cancelled_run(backend, job, "was ended run_not_found while its run was started")
     return result
 
 
@@ -356,9 +359,18 @@ def _cancelled(job: Job) -> bool:
     return JobStatus(job.status).terminal and job.error == CANCELLED
 
 
-def _stop_cancelled_run(backend: Any, job: Job) -> None:
-    """Stop the run a dispatch started for a job an operator cancelled while the dispatch was under
-    way (best effort, as the cancel itself: a run that cannot be stopped meets its lifetime)."""
+def _ended_run_not_found(job: Job) -> bool:
+    """Whether the reconciler ended the job ``run_not_found`` while its dispatch was under way: a
+    dispatch that took longer than ``AIIMPL_RUN_NOT_FOUND_SECONDS`` (another host's reconciler, or
+    a backend that pulls an image first). Its run started for a job that is over: no session report
+    would be taken, so it is stopped rather than left to its lifetime."""
+    return job.status == JobStatus.TIMED_OUT.value and job.timeout_reason == TimeoutReason.RUN_NOT_FOUND.value
+
+
+def _stop_cancelled_run(backend: Any, job: Job, why: str) -> None:
+    """Stop the run a dispatch started for a job that ended while the dispatch was under way (an
+    operator's cancel, or ``run_not_found``; ``why`` says which in the log), best effort, as a
+    cancel: a run that cannot be stopped meets its lifetime."""
     mapping = db.session.get(MappingRow, job.mapping_id) if job.mapping_id is not None else None
     lifetime = session_lifetime_seconds()
     run = in_flight_run(job, mapping, lifetime)
@@ -366,9 +378,9 @@ def _stop_cancelled_run(backend: Any, job: Job) -> None:
         return
     try:
         backend.cancel(run)
-        log.info("job %s was cancelled while its run was started: the run is stopped", job.id)
+        log.info("job %s %s: the run is stopped", job.id, why)
     except Exception:  # noqa: BLE001 - the job has ended; the run meets its lifetime
-        log.warning("stopping the run of cancelled job %s failed", job.id, exc_info=True)
+        log.warning("stopping the run of job %s, which %s, failed", job.id, why, exc_info=True)
 
 
 def _plugin_failure(exc: Exception, job: Job, backend_id: str | None) -> str:

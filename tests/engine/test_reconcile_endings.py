@@ -12,6 +12,7 @@ what it does with the text a backend reports.
 from __future__ import annotations
 
 import base64
+import threading
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -127,6 +128,38 @@ def test_a_never_linked_run_still_ends_run_not_found(app, tracker, runner, add_m
     run_cycle(now=later(minutes=11))
     [job] = jobs_of("ENG-4")
     assert (job.status, job.timeout_reason) == ("timed_out", "run_not_found")
+
+
+def test_a_run_started_after_its_job_ended_run_not_found_is_stopped(
+    app, tracker, runner, add_mapping, monkeypatch
+):
+    """A dispatch that outlasted the window (an image pulled first): another host's reconciler ended
+    the job ``run_not_found`` meanwhile. The run the dispatch then started is for a job that is over
+    (its session's reports would be refused): it is stopped, not left to its lifetime."""
+    add_mapping("ENG")
+    tracker.add("ENG-6")
+    dispatch = runner.backend_class.dispatch
+    endings = []
+
+    def slow(self: Any, request: Any) -> Any:
+        def other_host() -> None:
+            with app.app_context():
+                endings.append(reconcile(now=later(minutes=11)).endings)
+
+        thread = threading.Thread(target=other_host)
+        thread.start()
+        thread.join()
+        return dispatch(self, request)
+
+    monkeypatch.setattr(runner.backend_class, "dispatch", slow)
+    runner.link_on_dispatch = True
+    run_cycle(reconcile=False)
+
+    [job] = jobs_of("ENG-6")
+    assert endings == [{job.id: "timed_out/run_not_found"}]
+    run = runner.runs[job.id]
+    assert (job.status, job.timeout_reason, job.run_id) == ("timed_out", "run_not_found", run.run_id)
+    assert runner.destroyed == [run.run_id]
 
 
 # -- runs left out of the backend's answer ----------------------------------------------------------
