@@ -179,6 +179,10 @@ def parse_volumes(spec: str) -> dict[str, dict[str, str]]:
     return out
 
 
+#: the core's setting of how long a job may go without a linked run (its ``run_not_found`` window)
+RUN_NOT_FOUND = "AIIMPL_RUN_NOT_FOUND_SECONDS"
+
+
 def _parse_seconds(value: Any, name: str, default: int, maximum: int) -> float:
     """A setting of seconds: unset or blank, ``default``; else a number greater than 0 and at most
     ``maximum``, or a :class:`ProviderConfigError` naming the setting ``name``."""
@@ -362,7 +366,26 @@ class LocalDockerBackend(RunnerBackend):
                     parse(str(value))
                 except ProviderConfigError as exc:
                     problems.append(exc.message)
+        if not any(p.startswith(config.PULL_TIMEOUT) for p in problems):
+            problems.extend(self._pull_outlasting_the_window())
         return [CheckResult("settings", False, "; ".join(problems))] if problems else []
+
+    def _pull_outlasting_the_window(self) -> list[str]:
+        """A pull limit as long as the core's ``run_not_found`` window, or longer: the reconciler
+        ends a job still being dispatched once the window has passed (its container is then stopped
+        as soon as it is made), so a pull that long is of no use."""
+        pull = self.pull_timeout_seconds
+        try:
+            window = int(self.context.setting(RUN_NOT_FOUND, 600))
+        except (TypeError, ValueError):
+            return []  # the core refuses it at start-up
+        if pull < window:
+            return []
+        return [
+            f"{config.PULL_TIMEOUT} ({pull:g} s) is not under {RUN_NOT_FOUND} ({window} s): a job whose "
+            f"image takes that long to pull ends timed_out / run_not_found before its container starts; "
+            f"lower the first or raise the second"
+        ]
 
     def _check_image(self, client: Any) -> CheckResult:
         name = f"image {self.image}"

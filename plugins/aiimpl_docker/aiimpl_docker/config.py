@@ -31,9 +31,10 @@ DEFAULT_TIMEOUT_SECONDS = 30
 MAX_TIMEOUT_SECONDS = 3600
 #: seconds a dispatch waits in all for the pull of a session image the engine does not have: the
 #: dispatch, and the poll cycle's thread running it, wait for the pull, so an engine or registry
-#: that stopped answering must not hold them for ever; ten minutes bring an image of a few GB over
-#: an ordinary link
-DEFAULT_PULL_TIMEOUT_SECONDS = 600
+#: that stopped answering must not hold them for ever; five minutes bring an image of a few GB over
+#: a fast link, and leave the dispatch well inside the core's ``run_not_found`` window (600 s), past
+#: which the reconciler ends a job still being dispatched
+DEFAULT_PULL_TIMEOUT_SECONDS = 300
 #: an hour, as long as a session's default lifetime: a pull that needs longer holds the dispatch of
 #: every other issue up for longer than a session runs (pull such an image ahead, ``docker pull``),
 #: and a socket's timeout holds it
@@ -76,7 +77,8 @@ CONFIG_VARS: tuple[ConfigVar, ...] = (
         "Seconds a dispatch waits in all for the pull of a session image the engine does not have "
         f"before its job fails (more than 0, at most {MAX_PULL_TIMEOUT_SECONDS}): the dispatch of other "
         "issues waits for the pull, so an engine or registry that stops answering fails the job instead "
-        "of holding them up; pull an image that takes longer ahead of time",
+        "of holding them up; keep it under AIIMPL_RUN_NOT_FOUND_SECONDS, and pull an image that takes "
+        "longer ahead of time",
         default=str(DEFAULT_PULL_TIMEOUT_SECONDS),
     ),
 )

@@ -38,7 +38,7 @@ from .fake_engine import FakeEngine
 
 IMAGE = FAKE_ENGINE_IMAGE
 IMAGE_ID = "sha256:" + "5e" * 32
-#: the setting in the tests whose pull goes wrong: well under the default (600 s)
+#: the setting in the tests whose pull goes wrong: well under the default (300 s)
 PULL_TIMEOUT = "1.5"
 #: how long a dispatch may take at most when the setting is honoured (its seconds, and leeway); the
 #: fake engine's pulls that go wrong stop doing so after this, so that a dispatch that ignored the
@@ -216,9 +216,9 @@ def test_a_refused_pull_fails_with_the_engines_refusal_and_status(
 
 
 def test_the_setting_is_the_pulls_deadline(make: Callable[..., LocalDockerBackend]) -> None:
-    assert make().pull_timeout_seconds == config.DEFAULT_PULL_TIMEOUT_SECONDS == 600
+    assert make().pull_timeout_seconds == config.DEFAULT_PULL_TIMEOUT_SECONDS == 300
     assert make(AIIMPL_DOCKER_PULL_TIMEOUT_SECONDS=" 2.5 ").pull_timeout_seconds == 2.5
-    assert make(AIIMPL_DOCKER_PULL_TIMEOUT_SECONDS="").pull_timeout_seconds == 600
+    assert make(AIIMPL_DOCKER_PULL_TIMEOUT_SECONDS="").pull_timeout_seconds == 300
 
 
 # (its values are checked beside the engine timeout's, in test_timeout.py)
@@ -249,6 +249,31 @@ def test_check_names_a_bad_value(make: Callable[..., LocalDockerBackend], fake_e
         "AIIMPL_DOCKER_PULL_TIMEOUT_SECONDS must be a number of seconds greater than 0 and at most 3600, "
         "not 'ten'",
     )
+
+
+@pytest.mark.parametrize("pull,window,ok", [
+    ("", "", True), ("599", "", True), ("600", "", False), ("900", "", False), ("900", "1200", True),
+    ("300", "300", False),
+])
+def test_check_fails_a_pull_limit_not_under_the_run_not_found_window(
+    make: Callable[..., LocalDockerBackend], fake_engine: FakeEngine, pull: str, window: str, ok: bool
+) -> None:
+    """The reconciler ends a job still being dispatched once AIIMPL_RUN_NOT_FOUND_SECONDS (600 s by
+    default) has passed: a pull allowed that long would end its job before its container starts."""
+    fake_engine.images[IMAGE] = IMAGE_ID
+
+    rows = make(AIIMPL_DOCKER_PULL_TIMEOUT_SECONDS=pull, AIIMPL_RUN_NOT_FOUND_SECONDS=window).check([])
+
+    settings = [row for row in rows if row.name == "settings"]
+    if ok:
+        assert settings == []
+    else:
+        assert settings == [CheckResult(
+            "settings", False,
+            f"AIIMPL_DOCKER_PULL_TIMEOUT_SECONDS ({pull} s) is not under AIIMPL_RUN_NOT_FOUND_SECONDS "
+            f"({window or 600} s): a job whose image takes that long to pull ends timed_out / run_not_found "
+            "before its container starts; lower the first or raise the second",
+        )]
 
 
 # -- inside the orchestrator ------------------------------------------------------------------------
