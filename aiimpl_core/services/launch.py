@@ -301,14 +301,14 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
     with serialized(keep=(job,)):
         moved = transition(job, JobStatus.DISPATCHED, run_id=result.run_id, run_url=result.run_url)
         if not moved:
-            # a session that reported first keeps its run; so does a job cancelled meanwhile, whose
-            # run is then stopped below (the cancel found none linked to stop)
+            # a session that reported first keeps its run; so does a job that ended meanwhile
+            # (cancelled, or run_not_found), whose run is then stopped below (none was linked to stop)
             _link_run(job, result)
     if not moved and not job.shadow:
         if _cancelled(job):
-            _stop_cancelled_run(backend, job, "was cancelled while its run was started")
+            _stop_run_of_ended_job(backend, job, "was cancelled while its run was started")
         elif _ended_run_not_found(job):
-            _stop_cancelled_run(backend, job, "was ended run_not_found while its run was started")
+            _stop_run_of_ended_job(backend, job, "was ended run_not_found while its run was started")
     return result
 
 
@@ -367,7 +367,7 @@ def _ended_run_not_found(job: Job) -> bool:
     return job.status == JobStatus.TIMED_OUT.value and job.timeout_reason == TimeoutReason.RUN_NOT_FOUND.value
 
 
-def _stop_cancelled_run(backend: Any, job: Job, why: str) -> None:
+def _stop_run_of_ended_job(backend: Any, job: Job, why: str) -> None:
     """Stop the run a dispatch started for a job that ended while the dispatch was under way (an
     operator's cancel, or ``run_not_found``; ``why`` says which in the log), best effort, as a
     cancel: a run that cannot be stopped meets its lifetime."""
