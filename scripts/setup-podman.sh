@@ -8,9 +8,9 @@
 #   1. apt-get install podman, runc and busybox-static;
 #   2. /etc/containers/containers.conf: runc as the runtime, ulimits the sandbox can apply;
 #   3. image localhost/bbox:latest (busybox only) for the tests' tiny commands;
-#   4. image localhost/aiimpl-pytest:latest: busybox plus this machine's Python interpreter and
-#      standard library with the shared libraries they load (copied from the host, ~1 s, no
-#      network); the tests mount site-packages and the repository read-only at run time;
+#   4. image localhost/aiimpl-pytest:py<version>-<hash of its prefix>: busybox plus $PYTHON's
+#      interpreter and standard library with the shared libraries they load (copied from the host,
+#      ~1 s, no network); the tests mount site-packages and the repository read-only at run time;
 #   5. `podman system service` on unix:///tmp/aiimpl-podman.sock in the background, waiting
 #      until it answers;
 #   6. appends `export DOCKER_HOST=unix:///tmp/aiimpl-podman.sock` to ENV_FILE.
@@ -69,11 +69,11 @@ else
   say "imported localhost/bbox:latest"
 fi
 
-# 4. busybox + the host's Python (interpreter, standard library, shared libraries)
-if podman image exists localhost/aiimpl-pytest:latest; then
-  say "image localhost/aiimpl-pytest:latest present"
-elif base=$("$PY" -c 'import sys; print(sys.base_prefix)' 2>/dev/null); then
-  ver=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+# 4. busybox + the host's Python (interpreter, standard library, shared libraries), tagged with the
+# interpreter it holds (its version, and a hash of where it is installed) as the tests name it: a
+# test environment of another Python (a second virtual environment) gets an image of its own
+python_image() {
+  local base=$1 ver=$2 image=$3 root exe
   root=$(mktemp -d)
   mkdir -p "$root/bin" "$root/tmp" "$root$base/bin" "$root$base/lib" && chmod 1777 "$root/tmp"
   cp /bin/busybox "$root/bin/" && ln -sf busybox "$root/bin/sh"
@@ -90,12 +90,21 @@ elif base=$("$PY" -c 'import sys; print(sys.base_prefix)' 2>/dev/null); then
         mkdir -p "$root$(dirname "$lib")" && cp -L "$lib" "$root$lib"
       done
   [[ -e /lib64 && ! -e $root/lib64 ]] && cp -a /lib64 "$root/lib64" 2>/dev/null || true
-  tar -C "$root" -c . | podman import -q - localhost/aiimpl-pytest:latest >/dev/null \
+  tar -C "$root" -c . | podman import -q - "$image" >/dev/null \
     || fail "podman import of aiimpl-pytest failed"
   rm -rf "$root"
-  say "imported localhost/aiimpl-pytest:latest (Python $ver from $base)"
+}
+if ! base=$("$PY" -c 'import sys; print(sys.base_prefix)' 2>/dev/null); then
+  say "no $PY: skipped localhost/aiimpl-pytest"
 else
-  say "no $PY: skipped localhost/aiimpl-pytest:latest"
+  ver=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  image=localhost/aiimpl-pytest:py$ver-$(printf %s "$base" | sha256sum | cut -c1-12)
+  if podman image exists "$image"; then
+    say "image $image present"
+  else
+    python_image "$base" "$ver" "$image"
+    say "imported $image (Python $ver from $base)"
+  fi
 fi
 
 # 5. the Docker-API service

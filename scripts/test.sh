@@ -20,7 +20,8 @@ VENV=${AIIMPL_VENV:-.venv}
 : > .ci/env.sh
 for setup in scripts/setup-podman.sh scripts/setup-chromium.sh; do
   [[ -f $setup ]] || continue
-  bash "$setup" .ci/env.sh || echo "note: $setup did not complete; its tests will skip"
+  # (the environment's interpreter: the Docker tests' image holds the Python they run on)
+  PYTHON="$VENV/bin/python" bash "$setup" .ci/env.sh || echo "note: $setup did not complete; its tests will skip"
 done
 # shellcheck disable=SC1091
 source .ci/env.sh

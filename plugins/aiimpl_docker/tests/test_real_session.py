@@ -1,7 +1,7 @@
 """The real session program in a container, talking to a live orchestrator over HTTP.
 
-The container runs ``python -m aiimpl_core.session run`` from ``localhost/aiimpl-pytest:latest``
-(busybox plus this machine's Python, built by ``scripts/setup-podman.sh``), with this machine's
+The container runs ``python -m aiimpl_core.session run`` from ``localhost/aiimpl-pytest:py<version>-<hash>``
+(busybox plus the Python the tests run on, built by ``scripts/setup-podman.sh``), with this machine's
 site-packages and the repository mounted read-only and the host's network, so it reaches the
 orchestrator served on 127.0.0.1. Where the session image itself has been built
 (``localhost/aiimpl-session:latest``, ``docs/session-image.md``), the same test runs it as
@@ -12,6 +12,7 @@ itself — the job ends with the session's own reason, and the container is remo
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import threading
@@ -31,7 +32,12 @@ import aiimpl_docker.plugin
 
 from .conftest import INSTANCE, add_eng_mapping, ours
 
-IMAGE = "localhost/aiimpl-pytest:latest"
+#: the image of the interpreter running the tests, tagged as ``scripts/setup-podman.sh`` tags it:
+#: its version and a hash of where it is installed (another Python's image lacks it)
+IMAGE = (
+    f"localhost/aiimpl-pytest:py{sys.version_info.major}.{sys.version_info.minor}-"
+    f"{hashlib.sha256(sys.base_prefix.encode()).hexdigest()[:12]}"
+)
 SESSION_IMAGE = "localhost/aiimpl-session:latest"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
