@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -168,6 +168,16 @@ def make_backend(engine: Any, clock: Clock, no_leftovers: None) -> Iterator[Any]
     yield make
     for backend in made:  # the stops a cancel started end before no_leftovers looks
         backend.wait_for_stops(timeout=60)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[BaseException | None, float]:
+    """What ``fn`` raised (``None`` when it returned) and the seconds it took."""
+    started = time.monotonic()
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001 - the test looks at it
+        return exc, time.monotonic() - started
+    return None, time.monotonic() - started
 
 
 def wait_exited(engine: Any, container_id: str, timeout: float = 20) -> None:

@@ -33,7 +33,7 @@ from aiimpl_core.types import CheckResult
 from aiimpl_docker import config
 from aiimpl_docker.backend import LocalDockerBackend
 
-from .conftest import FAKE_ENGINE_IMAGE, Clock, add_eng_mapping, ours
+from .conftest import FAKE_ENGINE_IMAGE, Clock, add_eng_mapping, ours, timed
 from .fake_engine import FakeEngine
 
 IMAGE = FAKE_ENGINE_IMAGE
@@ -62,15 +62,6 @@ def make(fake_engine: FakeEngine, clock: Clock) -> Callable[..., LocalDockerBack
         return LocalDockerBackend(make_context({"AIIMPL_DOCKER_IMAGE": IMAGE, **settings}, clock=clock))
 
     return make_backend
-
-
-def _timed(fn: Callable[[], Any]) -> tuple[BaseException | None, float]:
-    started = time.monotonic()
-    try:
-        fn()
-    except Exception as exc:  # noqa: BLE001 - the test looks at it
-        return exc, time.monotonic() - started
-    return None, time.monotonic() - started
 
 
 def _posted(fake: FakeEngine) -> list[str]:
@@ -141,7 +132,7 @@ def test_a_pull_whose_stream_stops_fails_after_the_settings_seconds(
     fake_engine.plan_pull("stall", seconds=WITHIN)  # headers and some progress, then nothing
     backend = make(AIIMPL_DOCKER_PULL_TIMEOUT_SECONDS=PULL_TIMEOUT)
 
-    error, took = _timed(lambda: backend.dispatch(sample_dispatch_request(5)))
+    error, took = timed(lambda: backend.dispatch(sample_dispatch_request(5)))
 
     _failed_at_the_deadline(error, took, fake_engine)
     # the reads of the pull wait its seconds too: its connection is closed, nothing left waiting
@@ -159,7 +150,7 @@ def test_a_pull_the_engine_never_answers_fails_after_the_settings_seconds(
     late = threading.Timer(WITHIN, held.release)
     late.start()
     try:
-        error, took = _timed(lambda: backend.dispatch(sample_dispatch_request(5)))
+        error, took = timed(lambda: backend.dispatch(sample_dispatch_request(5)))
     finally:
         late.cancel()
 
@@ -173,7 +164,7 @@ def test_a_pull_that_keeps_reporting_progress_fails_after_the_settings_seconds(
     fake_engine.plan_pull("trickle", seconds=WITHIN)  # a message every 0.2 s: no read waits long
     backend = make(AIIMPL_DOCKER_PULL_TIMEOUT_SECONDS=PULL_TIMEOUT)
 
-    error, took = _timed(lambda: backend.dispatch(sample_dispatch_request(5)))
+    error, took = timed(lambda: backend.dispatch(sample_dispatch_request(5)))
 
     _failed_at_the_deadline(error, took, fake_engine)
     # the connection is closed at the next message: the engine drops the pull
@@ -189,7 +180,7 @@ def test_a_pull_that_reports_an_error_in_its_stream_fails_with_the_engines_error
 ) -> None:
     fake_engine.plan_pull("error", message=RATE_LIMITED)
 
-    error, took = _timed(lambda: make().dispatch(sample_dispatch_request(5)))
+    error, took = timed(lambda: make().dispatch(sample_dispatch_request(5)))
 
     assert type(error) is DispatchError, error
     assert error.message == f"local-docker: pulling image {IMAGE} failed: {RATE_LIMITED}"
@@ -202,7 +193,7 @@ def test_a_refused_pull_fails_with_the_engines_refusal_and_status(
 ) -> None:
     del fake_engine.registry[IMAGE]
 
-    error, _ = _timed(lambda: make().dispatch(sample_dispatch_request(5)))
+    error, _ = timed(lambda: make().dispatch(sample_dispatch_request(5)))
 
     assert type(error) is DispatchError, error
     assert error.status == 404
@@ -294,7 +285,7 @@ def test_a_job_whose_pull_stalls_fails_and_the_runner_backs_off(
     assert client.post("/api/runner-mode", json={"mode": "local"}, headers=admin_headers).status_code == 200
     tracker.add("ENG-1", title="Add a health endpoint")
 
-    _, took = _timed(lambda: run_cycle(reconcile=False))
+    _, took = timed(lambda: run_cycle(reconcile=False))
 
     job = db.session.scalars(db.select(Job)).one()
     assert (job.status, job.run_id) == ("failed", None)
@@ -324,7 +315,7 @@ def test_on_the_real_engine_a_registry_that_cannot_be_reached_fails_the_dispatch
     image = f"{unreachable_registry}/aiimpl-absent:latest"
     backend = make_backend("true", AIIMPL_DOCKER_IMAGE=image, AIIMPL_DOCKER_PULL_TIMEOUT_SECONDS="60")
 
-    error, took = _timed(lambda: backend.dispatch(sample_dispatch_request(41)))
+    error, took = timed(lambda: backend.dispatch(sample_dispatch_request(41)))
 
     assert type(error) is DispatchError, error
     # Podman reports it in the stream; Docker refuses the pull with a status

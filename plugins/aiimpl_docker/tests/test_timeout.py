@@ -26,7 +26,7 @@ from aiimpl_core.types import CheckResult
 from aiimpl_docker import config
 from aiimpl_docker.backend import LocalDockerBackend, parse_pull_timeout, parse_timeout
 
-from .conftest import FAKE_ENGINE_IMAGE, Clock, add_eng_mapping
+from .conftest import FAKE_ENGINE_IMAGE, Clock, add_eng_mapping, timed
 from .fake_engine import FakeEngine
 
 IMAGE = FAKE_ENGINE_IMAGE
@@ -46,15 +46,6 @@ def make(fake_engine: FakeEngine, clock: Clock) -> Callable[..., LocalDockerBack
         return LocalDockerBackend(make_context({"AIIMPL_DOCKER_IMAGE": IMAGE, **settings}, clock=clock))
 
     return make_backend
-
-
-def _timed(fn: Callable[[], Any]) -> tuple[BaseException | None, float]:
-    started = time.monotonic()
-    try:
-        fn()
-    except Exception as exc:  # noqa: BLE001 - the test looks at it
-        return exc, time.monotonic() - started
-    return None, time.monotonic() - started
 
 
 # -- the setting is used ----------------------------------------------------------------------------
@@ -87,7 +78,7 @@ def test_a_slow_engine_fails_a_poll_as_a_timeout_after_the_settings_seconds(
     backend.docker()  # connected: the listing below is the request held
     held = fake_engine.hold_next("GET", "/containers/json")
 
-    error, took = _timed(lambda: backend.poll_runs([sample_in_flight_run(sample_dispatch_request(5))]))
+    error, took = timed(lambda: backend.poll_runs([sample_in_flight_run(sample_dispatch_request(5))]))
 
     assert held.arrived.is_set()
     assert isinstance(error, ProviderError), error
@@ -104,7 +95,7 @@ def test_a_slow_create_and_inspect_leave_the_dispatch_unanswered_after_the_setti
     fake_engine.hold_next("POST", "/containers/create")
     fake_engine.hold_next("GET", "/json")  # the look-up by its name
 
-    error, took = _timed(lambda: backend.dispatch(sample_dispatch_request(5)))
+    error, took = timed(lambda: backend.dispatch(sample_dispatch_request(5)))
 
     assert isinstance(error, DispatchUnanswered), error
     assert "no answer from the engine" in error.message
