@@ -353,6 +353,7 @@ class LocalDockerBackend(RunnerBackend):
 
     def _check_settings(self) -> list[CheckResult]:
         problems: list[str] = []
+        refused: set[str] = set()
         parsers: tuple[tuple[str, Callable[[str], object]], ...] = (
             (config.COMMAND, parse_command),
             (config.VOLUMES, parse_volumes),
@@ -366,7 +367,8 @@ class LocalDockerBackend(RunnerBackend):
                     parse(str(value))
                 except ProviderConfigError as exc:
                     problems.append(exc.message)
-        if not any(p.startswith(config.PULL_TIMEOUT) for p in problems):
+                    refused.add(name)
+        if config.PULL_TIMEOUT not in refused:
             problems.extend(self._pull_outlasting_the_window())
         return [CheckResult("settings", False, "; ".join(problems))] if problems else []
 
