@@ -233,14 +233,23 @@ def worker_abort(worker) -> None:  # noqa: ANN001
 
 
 def worker_exit(server, worker) -> None:  # noqa: ANN001
-    """Let the in-app scheduler's cycle end before the worker does: within the graceful timeout
-    from the stop (and the worker timeout, which the master also holds an exiting worker to),
-    unless the worker was told to stop at once."""
-    scheduler = _scheduler()
-    if _stop_now or scheduler is None or not scheduler.schedulers_running():
+    """Let the tracker webhooks' dispatch checks still running after their answers, then the in-app
+    scheduler's cycle, end before the worker does: within the graceful timeout from the stop (and
+    the worker timeout, which the master also holds an exiting worker to), unless the worker was
+    told to stop at once."""
+    if _stop_now:
         return
     since = _stop_asked[0] if _stop_asked else time.monotonic()  # (recycled after max_requests)
     limit = min(server.cfg.graceful_timeout, server.cfg.timeout) - _EXIT_MARGIN
+    webhooks = sys.modules.get("aiimpl_core.webhooks")
+    if webhooks is not None and (running := webhooks.checks_running()):
+        left = since + limit - time.monotonic()
+        server.log.info("Worker exiting after %d webhook dispatch check(s) (up to %.0fs): pid %s", running,
+                        max(0.0, left), worker.pid)
+        webhooks.wait_for_checks(max(0.0, left))
+    scheduler = _scheduler()
+    if scheduler is None or not scheduler.schedulers_running():
+        return
     if scheduler.stop_schedulers(min(0.2, since + limit - time.monotonic()), warn=False):
         return  # it was between cycles
     left = since + limit - time.monotonic()

@@ -10,23 +10,46 @@ reads its own: a body of any shape (empty, not UTF-8, too deep, ``NaN``, a NUL) 
 
 The view is registered with ``aiimpl_register_blueprints`` and marked
 :func:`aiimpl_core.auth.public_endpoint`: it takes no admin session.
+
+A tracker counts a delivery not answered within a few seconds as failed (Linear after 5 s) and
+sends it again later, and may turn off a webhook that keeps failing; a dispatch may take longer
+(a Docker runner pulling its image, a slow backend). So :func:`check_issues` answers within
+``AIIMPL_WEBHOOK_ANSWER_SECONDS``: a check still going on then goes on in the background, and the
+report it answers is what the check had done so far, marked ``running``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import threading
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
+
+from flask import current_app
 
 from .schemas.common import NOT_JSON, parse_json, read_json
 
 if TYPE_CHECKING:
     from .services.dispatch import CycleReport
 
+log = logging.getLogger(__name__)
+
 
 #: what a webhook answers (as its ``reason``) when :func:`check_issues` could not run to its end:
 #: the delivery is acknowledged, not bounced back, as the next poll cycle checks the issue anyway
 #: (the log says why)
 CHECK_FAILED = "dispatch check failed; the next poll cycle retries"
+
+
+#: what a webhook answers (as its ``reason``) when :func:`check_issues` was still running when the
+#: answer was due: it goes on, and the issue's comments and the job show what it did
+CHECK_RUNNING = "dispatch check still running when the answer was due; it goes on in the background"
+
+#: the checks running, their webhooks' answers due or given (see :func:`wait_for_checks`)
+_running: set[threading.Thread] = set()
+_running_lock = threading.Lock()
 
 
 def check_issues(provider_id: str, issue_keys: Iterable[str]) -> CycleReport:
@@ -38,15 +61,130 @@ def check_issues(provider_id: str, issue_keys: Iterable[str]) -> CycleReport:
     only has its blocker cleared. A tracker backing off after failures is not called: the report
     says so in ``providers_skipped``, and the next poll cycle checks the issue.
 
+    The check runs in a thread of its own, with an application context of its own, and this call
+    waits for it at most ``AIIMPL_WEBHOOK_ANSWER_SECONDS``. A check still running then goes on in
+    the background (its failures are logged), and the report returned is a copy of what it had
+    done so far with ``running`` set: an issue it has claimed is in ``dispatched`` with its job's
+    status so far (``unknown`` until its launch ends). A check that ends in time raises what it
+    raised.
+
     :returns: the :class:`~aiimpl_core.services.dispatch.CycleReport` of the check, read by issue
         key: ``dispatched_of(key)`` (with ``job_id`` and ``status``), ``blocked[key]`` (``reason``,
         the blocker's slug, and ``message``), ``skipped[key]`` (why it needs nothing), and
         ``providers_skipped`` / ``errors`` when the check could not run to its end.
     """
     # imported when called: the engine owns dispatch, and a plugin module loads without it
-    from .services.dispatch import run_cycle_for_issues
+    from .orm import utcnow
+    from .services.dispatch import CycleReport, run_cycle_for_issues
 
-    return run_cycle_for_issues(provider_id, list(issue_keys))
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    seconds = app.config["AIIMPL_WEBHOOK_ANSWER_SECONDS"]
+    keys = list(issue_keys)
+    report = CycleReport(started_at=utcnow())
+    state = _Check()
+
+    def work() -> None:
+        try:
+            with app.app_context():
+                state.result = run_cycle_for_issues(provider_id, keys, report)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, or logged if it answered
+            state.error = exc
+        finally:
+            state.finished(keys, report)
+            with _running_lock:
+                _running.discard(threading.current_thread())
+
+    # named after the request's thread it works for; a daemon, so that a process told to stop at
+    # once does (gunicorn's worker waits for it on a graceful stop: ``gunicorn_conf.worker_exit``)
+    thread = threading.Thread(target=work, name=f"{threading.current_thread().name}/webhook-check",
+                              daemon=True)
+    with _running_lock:
+        _running.add(thread)
+    thread.start()
+    if not state.wait(seconds):
+        log.info("dispatch check of %s still running after %s s: the webhook answers, the check goes on",
+                 ", ".join(keys), seconds)
+        return _so_far(report)
+    if state.error is not None:
+        raise state.error
+    return state.result or report
+
+
+class _Check:
+    """Whether a check ended and whether its webhook answered first, decided under one lock: a check
+    ending as its answer comes due either raises to the caller or logs, never both or neither."""
+
+    def __init__(self) -> None:
+        self.result: CycleReport | None = None
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._ended = threading.Event()
+        self._answered = False
+
+    def wait(self, seconds: float) -> bool:
+        """Wait for the check; false (and the check is on its own from then) if it is still running."""
+        if self._ended.wait(seconds):
+            return True
+        with self._lock:
+            if self._ended.is_set():
+                return True
+            self._answered = True
+            return False
+
+    def finished(self, keys: list[str], report: CycleReport) -> None:
+        with self._lock:
+            self._ended.set()
+            late = self._answered
+        if not late:
+            return
+        if self.error is not None:
+            log.error("dispatch check of %s, still running when its webhook answered, failed",
+                      ", ".join(keys), exc_info=self.error)
+        else:
+            log.info("dispatch check of %s ended after its webhook answered: %s", ", ".join(keys),
+                     report.summary())
+
+
+def _so_far(report: CycleReport) -> CycleReport:
+    """A copy of a running check's report, marked ``running`` (the check goes on changing its own).
+
+    Each part is copied in one step, which the running thread cannot interleave with.
+    """
+    return dataclasses.replace(
+        report,
+        listed=dict(report.listed),
+        dispatched=[dataclasses.replace(entry) for entry in list(report.dispatched)],
+        blocked=dict(report.blocked),
+        skipped=dict(report.skipped),
+        providers_skipped=dict(report.providers_skipped),
+        errors=list(report.errors),
+        reconciled=dict(report.reconciled),
+        outbox=dict(report.outbox),
+        running=True,
+    )
+
+
+def wait_for_checks(timeout: float | None = None) -> bool:
+    """Wait for the checks still running after their webhook answered; true when none is left.
+
+    A test waits for them before it reads what they did; gunicorn's worker waits for them when it
+    stops gracefully (they are daemon threads: a process that exits without waiting ends them
+    wherever they are: the reconciler ends the job of a launch cut short `timed_out` /
+    `run_not_found`, as after a crash).
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with _running_lock:
+        threads = list(_running)
+    for thread in threads:
+        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    with _running_lock:
+        return not _running
+
+
+def checks_running() -> int:
+    """How many checks are running (once no request is in flight: those that outlasted their answer)."""
+    with _running_lock:
+        return len(_running)
 
 
 def __getattr__(name: str) -> Any:
@@ -58,4 +196,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["CHECK_FAILED", "NOT_JSON", "CycleReport", "check_issues", "parse_json", "read_json"]
+__all__ = [
+    "CHECK_FAILED",
+    "CHECK_RUNNING",
+    "NOT_JSON",
+    "CycleReport",
+    "check_issues",
+    "parse_json",
+    "read_json",
+    "wait_for_checks",
+]

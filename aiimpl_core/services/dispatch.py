@@ -111,6 +111,9 @@ class CycleReport:
     outbox: dict[str, int] = field(default_factory=dict)
     #: the poll loop was stopped during the cycle, which left its remaining steps to the next one
     stopped: bool = False
+    #: a tracker webhook's check still going on when its answer was due: this report is what it
+    #: had done by then (see :func:`aiimpl_core.webhooks.check_issues`)
+    running: bool = False
 
     def hold(self, issue_key: str, blocked: blockers.Blocked) -> None:
         """Report the issue as waiting for this reason."""
@@ -135,6 +138,7 @@ class CycleReport:
             "reconciled": dict(self.reconciled),
             "outbox": dict(self.outbox),
             "stopped": self.stopped,
+            "running": self.running,
         }
 
     def summary(self) -> str:
@@ -1245,14 +1249,18 @@ def _stopping(report: CycleReport) -> bool:
     return report.stopped
 
 
-def run_cycle_for_issues(provider_id: str, issue_keys: list[str]) -> CycleReport:
+def run_cycle_for_issues(
+    provider_id: str, issue_keys: list[str], report: CycleReport | None = None
+) -> CycleReport:
     """Check and dispatch these issues at once (tracker webhooks call this).
 
     Each issue is read with ``get_issue`` and goes through the same blockers and claim as in a
     poll cycle; an issue without its trigger only has its blocker row cleared.
+
+    :param report: the report to fill in (a webhook's answer may read it before the check ends).
     """
     now = utcnow()
-    report = CycleReport(started_at=now)
+    report = CycleReport(started_at=now) if report is None else report
     tracker = _tracker(provider_id)
     backoff = poller.backoff_of("ticketing", provider_id, now)
     if backoff is not None:

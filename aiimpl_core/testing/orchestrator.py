@@ -314,7 +314,8 @@ def at_once(app: Any, call: Callable[[Any], T], times: int, timeout: float | Non
 class Pause:
     """Makes ``module.name`` wait, after its first call in the thread named ``thread`` returns,
     until :meth:`release`: that thread's transaction stays open with whatever locks it holds, so a
-    test can start a second writer and see it wait (:func:`wait_until_blocked`)."""
+    test can start a second writer and see it wait (:func:`wait_until_blocked`). A thread that one
+    started to work for it, named ``thread/…`` (a tracker webhook's dispatch check), counts as it."""
 
     def __init__(self, monkeypatch: Any, module: Any, name: str, thread: str) -> None:
         import threading
@@ -324,7 +325,8 @@ class Pause:
 
         def paused(*args: Any, **kwargs: Any) -> Any:
             result = original(*args, **kwargs)
-            if threading.current_thread().name == thread and not self.entered.is_set():
+            current = threading.current_thread().name
+            if (current == thread or current.startswith(thread + "/")) and not self.entered.is_set():
                 self.entered.set()
                 assert self._release.wait(30), "never released"
             return result

@@ -6,6 +6,9 @@ their fakes.
   SIGTERM while a cycle's dispatch waits on GitHub: the dispatch ends (launched and recorded) before
   the process does, instead of dying with the worker's drained requests; the cycle's later steps
   (its stage change sent) are left to the next cycle.
+- gunicorn given SIGTERM after a Linear delivery was answered while its dispatch check still
+  waits on GitHub (the answer is due within ``AIIMPL_WEBHOOK_ANSWER_SECONDS``): the worker waits
+  for the check, which dispatches the issue and sends its stage change before the worker exits.
 - ``aiimpl poll`` given SIGTERM: it gives back its listing and reconcile leases, so the loop that
   takes over (the deploy's next process) reads the trackers at its next cycle, not an interval
   later; a second signal stops it at once, in the middle of the cycle, with the signal's status.
@@ -27,6 +30,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+import requests
 from aiimpl_linear.testing import FakeLinear
 
 from aiimpl_core.extensions import db
@@ -156,31 +160,35 @@ def _assert_dispatch_ended(linear: FakeLinear, key: str) -> None:
     assert job_of(key).id == job.id
 
 
-def _gunicorn(app: Any, linear: FakeLinear, gh: FakeGitHub, tmp_path: Any) -> tuple[subprocess.Popen, Any]:
-    """gunicorn with one worker running the in-app scheduler, once it serves; and its log file."""
+def _gunicorn(
+    app: Any, linear: FakeLinear, gh: FakeGitHub, tmp_path: Any, **settings: str
+) -> tuple[subprocess.Popen, Any, str]:
+    """gunicorn with one worker, once it serves, its log file and its URL. The worker runs the
+    in-app scheduler unless ``settings`` say otherwise."""
     (tmp_path / "served_app.py").write_text(APP_MODULE)
     port = free_port()
-    env = _environ(app, linear, gh, AIIMPL_SCHEDULER="1", AIIMPL_POLL_INTERVAL="60", AIIMPL_WORKERS="1",
-                   AIIMPL_BIND=f"127.0.0.1:{port}")
+    settings = {"AIIMPL_SCHEDULER": "1", "AIIMPL_POLL_INTERVAL": "60", **settings}
+    env = _environ(app, linear, gh, AIIMPL_WORKERS="1", AIIMPL_BIND=f"127.0.0.1:{port}", **settings)
     env.update(PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]), XDG_RUNTIME_DIR=str(tmp_path))
     log = tmp_path / "gunicorn.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:aiimpl_core.gunicorn_conf",
                                  "served_app:app"], env=env, stdout=out, stderr=out, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_serving(f"http://127.0.0.1:{port}", proc, log)
+        wait_until_serving(url, proc, log)
     except BaseException:
         proc.kill()
         proc.wait(10)
         raise
-    return proc, log
+    return proc, log, url
 
 
 def test_gunicorn_graceful_stop_lets_the_in_app_scheduler_end_its_cycle(app, linear, gh, tmp_path) -> None:
     map_teams(app, gh)
     key = linear.add_issue("ENG", "Export")["identifier"]
     _dispatch_held(gh)
-    proc, log = _gunicorn(app, linear, gh, tmp_path)
+    proc, log, _url = _gunicorn(app, linear, gh, tmp_path)
     try:
         _dispatch_arrived(gh)
         proc.send_signal(signal.SIGTERM)  # the worker has no request in flight: it would end at once
@@ -191,6 +199,37 @@ def test_gunicorn_graceful_stop_lets_the_in_app_scheduler_end_its_cycle(app, lin
             proc.wait(10)
     _assert_dispatch_ended(linear, key)
     assert "Worker exiting after the poll cycle" in log.read_text()
+
+
+def test_gunicorn_graceful_stop_lets_a_webhook_s_check_end_after_its_answer(
+    app, linear, gh, tmp_path
+) -> None:
+    """Linear's delivery is answered within ``AIIMPL_WEBHOOK_ANSWER_SECONDS`` while GitHub still holds
+    the dispatch's answer; the deploy's SIGTERM comes right after. The worker waits for the check:
+    the issue is dispatched once, its run linked and its stage change sent, before the worker exits."""
+    map_teams(app, gh)
+    key = linear.add_issue("ENG", "Export")["identifier"]
+    proc, log, url = _gunicorn(app, linear, gh, tmp_path, AIIMPL_SCHEDULER="",
+                               AIIMPL_WEBHOOK_ANSWER_SECONDS="1")
+    try:
+        gh.delay_next("POST", r"/dispatches$", HELD * 2)
+        body = json.dumps(linear.issue_webhook_payload(key)).encode()
+        started = time.monotonic()
+        headers = {"Content-Type": "application/json", "Linear-Signature": linear.sign(body)}
+        resp = requests.post(f"{url}/api/linear/webhook", data=body, headers=headers, timeout=30)
+        took, answer = time.monotonic() - started, resp.json()
+        assert resp.status_code == 200 and took < 3, (took, answer)
+        assert (answer["dispatched"], answer["status"], answer["running"]) == (True, "unknown", True), answer
+        proc.send_signal(signal.SIGTERM)  # GitHub still holds the dispatch's answer
+        assert proc.wait(timeout=25) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert "Worker exiting after 1 webhook dispatch check(s)" in log.read_text()
+    job = job_of(key)
+    assert (job.id, job.status, bool(job.run_id), len(gh.runs)) == (answer["jobId"], "dispatched", True, 1)
+    assert linear.labels_of(key) == ["AI-Working"]  # the check's stage change, sent before the exit
 
 
 def test_serve_with_the_scheduler_stops_after_its_poll_cycle(app, linear, gh) -> None:
@@ -289,7 +328,7 @@ def _assert_the_next_cycle_does_the_rest(gh: FakeGitHub, keys: list[str]) -> Non
 def test_a_long_cycle_of_gunicorns_worker_ends_after_its_current_step(app, linear, gh, tmp_path) -> None:
     map_teams(app, gh)
     keys, arrived, release = _long_cycle(linear, gh)
-    proc, log = _gunicorn(app, linear, gh, tmp_path)
+    proc, log, _url = _gunicorn(app, linear, gh, tmp_path)
     try:
         assert arrived.wait(30), log.read_text()[-3000:]
         proc.send_signal(signal.SIGTERM)

@@ -271,7 +271,10 @@ def webhook() -> Any:
             the check's report (the job, or the blocker that holds the issue, or why it needed
             nothing; its `errors` when reading the issue from Jira failed). A check that could not
             run answers `dispatched` false and `reason`; either way the next poll cycle picks the
-            issue up, so a failure is acknowledged rather than bounced back.
+            issue up, so a failure is acknowledged rather than bounced back. The answer comes
+            within `AIIMPL_WEBHOOK_ANSWER_SECONDS` (4 s); a check still running then goes on in the
+            background, and the answer has `running` true (in `result` too), with what the check
+            had done by then (a job it claimed has the status `unknown` while its launch goes on).
           content: {application/json: {schema: {type: object}}}
         400:
           description: "`Invalid JSON payload`."
@@ -313,4 +316,5 @@ def webhook() -> Any:
         log.warning("jira webhook for %s failed: %s", key, exc)
         return jsonify(accepted=True, issueKey=key, dispatched=False, reason=CHECK_FAILED)
     dispatched = result.dispatched_of(key) is not None
-    return jsonify(accepted=True, issueKey=key, dispatched=dispatched, result=result.as_dict())
+    running = {"running": True} if result.running else {}
+    return jsonify(accepted=True, issueKey=key, dispatched=dispatched, result=result.as_dict(), **running)

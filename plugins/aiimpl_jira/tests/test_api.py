@@ -253,7 +253,7 @@ def cycles(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[str]]]:
 
     calls: list[tuple[str, list[str]]] = []
 
-    def fake(provider_id: str, issue_keys: list[str]) -> dispatch.CycleReport:
+    def fake(provider_id: str, issue_keys: list[str], report: Any = None) -> dispatch.CycleReport:
         calls.append((provider_id, list(issue_keys)))
         report = dispatch.CycleReport(started_at=datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
         report.dispatched = [dispatch.Dispatched(k, 7, "implementation", "github-actions", False)
@@ -361,7 +361,7 @@ def test_webhook_acknowledges_a_check_that_failed(
     from aiimpl_core.errors import AiimplError
     from aiimpl_core.services import dispatch
 
-    def failing(provider_id: str, issue_keys: list[str]) -> dispatch.CycleReport:
+    def failing(provider_id: str, issue_keys: list[str], report: Any = None) -> dispatch.CycleReport:
         raise AiimplError("database unavailable")
 
     monkeypatch.setattr(dispatch, "run_cycle_for_issues", failing)

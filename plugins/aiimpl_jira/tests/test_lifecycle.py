@@ -9,6 +9,7 @@ Jira's OpenAPI description (the ``jira`` fixture checks at teardown).
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -17,6 +18,8 @@ from aiimpl_core.orm import Job, Mapping
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.services.merge import MergedPullRequest, handle_merged
 from aiimpl_core.testing.fakes import FakeRunner
+from aiimpl_core.testing.orchestrator import fresh
+from aiimpl_core.webhooks import wait_for_checks
 
 import aiimpl_jira.plugin
 from aiimpl_jira.adf import adf_text
@@ -51,7 +54,7 @@ def _mapping(**kw: Any) -> Mapping:
 
 
 def _jobs(key: str) -> list[Job]:
-    db.session.expire_all()
+    fresh()  # (a webhook's check commits from a thread of its own)
     return list(db.session.scalars(db.select(Job).where(Job.issue_key == key).order_by(Job.id)).all())
 
 
@@ -237,6 +240,32 @@ def test_the_webhook_dispatches_only_what_the_mapping_jql_selects(
 
     # the poll agrees: ENG-1 is not triggered there either
     assert run_cycle().dispatched == [] and _jobs("ENG-1") == []
+
+
+def test_a_dispatch_slower_than_the_answer_s_time_is_answered_running_and_goes_on(
+    app: Any, client: Any, jira: FakeJira, runner: FakeRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app.config["AIIMPL_WEBHOOK_ANSWER_SECONDS"] = 1
+    _mapping()
+    jira.add_issue("ENG-1")
+    release = threading.Event()
+    dispatch = runner.backend_class.dispatch
+
+    def slow_dispatch(backend: Any, request: Any) -> Any:
+        assert release.wait(30)
+        return dispatch(backend, request)
+
+    monkeypatch.setattr(runner.backend_class, "dispatch", slow_dispatch)
+    try:
+        answer = _webhook(client, jira, "ENG-1")
+    finally:
+        release.set()
+    [job] = _jobs("ENG-1")
+    assert (answer["dispatched"], answer["running"], answer["result"]["running"]) == (True, True, True)
+    assert [(d["jobId"], d["status"]) for d in answer["result"]["dispatched"]] == [(job.id, "unknown")]
+    assert wait_for_checks(30)
+    [job] = _jobs("ENG-1")
+    assert job.status == "dispatched" and jira.issues["ENG-1"].status == "Implementing"
 
 
 def test_the_webhook_dispatches_nothing_outside_aiimpl_jira_projects(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiimpl_core.auth import public_endpoint
 from aiimpl_core.errors import AiimplError
-from aiimpl_core.webhooks import CHECK_FAILED, NOT_JSON, check_issues, parse_json
+from aiimpl_core.webhooks import CHECK_FAILED, CHECK_RUNNING, NOT_JSON, check_issues, parse_json
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
@@ -94,7 +94,11 @@ def make_blueprint() -> Blueprint:
             its `jobId`, and its `status` after the launch - `failed` if the backend refused it),
             else `reason` says why not - the blocker's message (and its slug in
             `blocker`), why the issue needs nothing (another check dispatched it, say), or that
-            the check failed; the next poll cycle retries what a failed check missed.
+            the check failed; the next poll cycle retries what a failed check missed. The answer
+            comes within `AIIMPL_WEBHOOK_ANSWER_SECONDS` (4 s; Linear counts a delivery not
+            answered in 5 s as failed); a check still running then goes on in the background and
+            the answer has `running` true, with what the check had done by then - the job it
+            claimed (its `status` `unknown` while the launch goes on), or no outcome yet.
           tags: [Linear]
           security: []
           parameters:
@@ -137,6 +141,7 @@ def make_blueprint() -> Blueprint:
                       blocker: {type: string, example: concurrency}
                       reason: {type: string, example: trigger already dispatched}
                       ignored: {type: boolean}
+                      running: {type: boolean}
             400:
               description: "`Invalid JSON payload` or `Missing webhookTimestamp`"
               content: {application/json: {schema: ErrorSchema}}
@@ -202,15 +207,19 @@ def outcome(report: CycleReport, identifier: str) -> dict[str, Any]:
     remote error's text (that goes to the log).
     """
     dispatched = report.dispatched_of(identifier)
+    running = {"running": True} if report.running else {}
     if dispatched is not None:
         # the job's status after its launch: "failed" when the backend refused it (the failure is
-        # commented on the issue, as for a poll cycle's dispatch)
-        return {"dispatched": True, "jobId": dispatched.job_id, "status": dispatched.status}
+        # commented on the issue, as for a poll cycle's dispatch); "unknown" while a launch that
+        # outlasted the answer's time goes on
+        return {"dispatched": True, "jobId": dispatched.job_id, "status": dispatched.status, **running}
     if identifier in report.blocked:
         held = report.blocked[identifier]
-        return {"dispatched": False, "blocker": held["reason"], "reason": held["message"]}
+        return {"dispatched": False, "blocker": held["reason"], "reason": held["message"], **running}
     if identifier in report.skipped:
-        return {"dispatched": False, "reason": report.skipped[identifier]}
+        return {"dispatched": False, "reason": report.skipped[identifier], **running}
+    if report.running:
+        return {"dispatched": False, "reason": CHECK_RUNNING, "running": True}
     if report.providers_skipped or report.errors:
         log.warning("Linear webhook: dispatch check for %s did not run to its end: %s", identifier,
                     "; ".join([*report.providers_skipped.values(), *report.errors]))

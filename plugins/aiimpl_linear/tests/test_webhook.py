@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +12,8 @@ import pytest
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job, Mapping, utcnow
 from aiimpl_core.services.dispatch import CycleReport, Dispatched
+from aiimpl_core.testing.orchestrator import fresh
+from aiimpl_core.webhooks import wait_for_checks
 
 from aiimpl_linear import webhook
 from aiimpl_linear.testing import FakeLinear, shape_problems
@@ -202,6 +205,63 @@ def test_label_added_in_linear_dispatches_at_once(app, client, fake, runner, add
     assert again.get_json() == {"ok": True, "issue": key, "dispatched": False, "reason": "not triggered"}
     db.session.expire_all()
     assert len(db.session.scalars(db.select(Job).where(Job.issue_key == key)).all()) == 1
+
+
+def test_a_dispatch_slower_than_linear_waits_is_answered_in_time_and_goes_on(
+    app, client, fake, runner, add_mapping, monkeypatch
+) -> None:
+    """Linear counts a delivery not answered within 5 s as failed: the answer comes within
+    ``AIIMPL_WEBHOOK_ANSWER_SECONDS`` with what the check had done (the job claimed, its launch
+    under way), and the check goes on to its end."""
+    app.config["AIIMPL_WEBHOOK_ANSWER_SECONDS"] = 1
+    add_mapping("ENG")
+    key = fake.add_issue("ENG", "Add export", labels=["AI-Implement"])["identifier"]
+    release = threading.Event()
+    dispatch = runner.backend_class.dispatch
+
+    def slow_dispatch(backend: Any, request: Any) -> Any:  # a backend slower than Linear waits
+        assert release.wait(30)
+        return dispatch(backend, request)
+
+    monkeypatch.setattr(runner.backend_class, "dispatch", slow_dispatch)
+    started = time.monotonic()
+    try:
+        resp = deliver(client, fake, fake.issue_webhook_payload(key))
+        took = time.monotonic() - started
+    finally:
+        release.set()
+    assert resp.status_code == 200 and took < 3, took
+    [job] = jobs_of(key)
+    assert resp.get_json() == {
+        "ok": True, "issue": key, "dispatched": True, "jobId": job.id, "status": "unknown", "running": True}
+    assert wait_for_checks(30)
+    [job] = jobs_of(key)
+    assert job.status == "dispatched" and list(runner.runs) == [job.id]
+    assert fake.labels_of(key) == ["AI-Working"]
+
+
+def test_a_linear_read_slower_than_linear_waits_is_answered_without_an_outcome(
+    app, client, fake, runner, add_mapping
+) -> None:
+    app.config["AIIMPL_WEBHOOK_ANSWER_SECONDS"] = 1
+    add_mapping("ENG")
+    key = fake.add_issue("ENG", "Add export", labels=["AI-Implement"])["identifier"]
+    release = threading.Event()
+    fake.before("IssueWithComments", lambda: release.wait(30))  # Linear slow to answer the read
+    try:
+        resp = deliver(client, fake, fake.issue_webhook_payload(key))
+    finally:
+        release.set()
+    assert resp.get_json() == {"ok": True, "issue": key, "dispatched": False, "running": True,
+                               "reason": "dispatch check still running when the answer was due; it goes on"
+                                         " in the background"}
+    assert wait_for_checks(30)
+    assert [j.status for j in jobs_of(key)] == ["dispatched"]
+
+
+def jobs_of(key: str) -> list[Job]:
+    fresh()  # (what the webhook's check committed, from a thread of its own)
+    return list(db.session.scalars(db.select(Job).where(Job.issue_key == key)).all())
 
 
 def test_the_answer_names_the_blocker_that_holds_the_issue(app, client, fake, runner, add_mapping) -> None:
