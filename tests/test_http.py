@@ -11,7 +11,6 @@ import re
 import socket
 import socketserver
 import ssl
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,6 +20,7 @@ import requests.adapters
 
 from aiimpl_core.errors import ProviderError
 from aiimpl_core.http import HttpClient, may_have_been_done
+from aiimpl_core.testing.serving import ServerThread
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
@@ -44,14 +44,8 @@ def recorder() -> Iterator[tuple[str, list[tuple[str, str | None]]]]:
     """A local server that records each request's target (an absolute URL when it is used as a
     proxy) and Authorization header."""
     handler = type("Recorder", (_Recorder,), {"seen": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", handler.seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with ServerThread(http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)) as live:
+        yield live.url, handler.seen
 
 
 def _clear_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -257,13 +251,8 @@ def _tls_server(
 
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with ServerThread(server, scheme="https") as live:
+        yield live.url
 
 
 def _read_request(tls: ssl.SSLSocket) -> bytes:

@@ -20,4 +20,6 @@
   API or the Docker Engine API, answers and is asked only as it describes).
 * :mod:`aiimpl_core.testing.ports` — ``free_port()``: a port for a server another process will
   start, outside the range the kernel hands out to outgoing connections meanwhile.
+* :mod:`aiimpl_core.testing.serving` — ``serve_wsgi()``: an app (or, with ``ServerThread``, any
+  ``socketserver`` server) served on 127.0.0.1 from a thread, its port freed when the block ends.
 """

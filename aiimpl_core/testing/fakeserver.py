@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import flask
-from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
+
+from .serving import ServerThread, serve_wsgi
 
 #: a fake sets this response header on a real-world answer its description does not document
 #: (for example an error status the description omits); the server skips validating that
@@ -228,39 +229,26 @@ class OpenAPIFakeServer:
         self.requests: list[RecordedRequest] = []
         self.violations: list[str] = []
         self._lock = threading.Lock()
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._live: ServerThread | None = None
 
     # -- lifecycle --
 
     @property
     def url(self) -> str:
         """Base URL of the fake (``http://127.0.0.1:<port>`` plus ``server_base``)."""
-        if self._server is None:
+        if self._live is None:
             raise RuntimeError("the fake server is not started")
-        return f"http://127.0.0.1:{self._server.server_port}{self.server_base}"
+        return self._live.url + self.server_base
 
     def start(self) -> OpenAPIFakeServer:
-        if self._server is not None:
-            return self
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
-        server = self._server
-        # a short poll interval keeps stop() quick: tests start and stop many fakes
-        self._thread = threading.Thread(
-            target=lambda: server.serve_forever(poll_interval=0.05), name="openapi-fake", daemon=True
-        )
-        self._thread.start()
+        if self._live is None:
+            self._live = serve_wsgi(self._wsgi, name="openapi-fake").start()
         return self
 
     def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
     def __enter__(self) -> OpenAPIFakeServer:
         return self.start()

@@ -4,7 +4,6 @@ from __future__ import annotations
 # -- integration and callback API (runner, session, webhook, trigger tests) -------------------
 # Fixtures below are prefixed ``cb_``; test modules pick them up by overriding ``aiimpl_plugins``
 # with ``[cb_tracker.plugin, cb_runner.plugin]``.
-import threading as _cb_threading
 from collections.abc import Callable as _CbCallable
 from collections.abc import Iterator as _CbIterator
 from typing import Any as _CbAny
@@ -92,16 +91,10 @@ def cb_token(app) -> _CbCallable[..., str]:
 @_cb_pytest.fixture
 def cb_live_server(app) -> _CbIterator[str]:
     """The test app served by a real threaded HTTP server on 127.0.0.1; yields its base URL."""
-    from werkzeug.serving import make_server
+    from aiimpl_core.testing.serving import serve_wsgi
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = _cb_threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
+    with serve_wsgi(app) as live:
+        yield live.url
 
 
 # -- admin API (test_admin_*.py, test_openapi*.py) ------------------------------------------------

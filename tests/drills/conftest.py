@@ -7,7 +7,6 @@ on PostgreSQL; they skip (with the reason) when ``AIIMPL_TEST_DATABASE_URL`` is 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 from aiimpl_core.github.app_auth import TOKENS
 from aiimpl_core.testing.fake_github import FakeGitHub
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
+from aiimpl_core.testing.serving import serve_wsgi
 
 #: the teams (Linear) or projects (Jira) of the drills that run a real tracker plugin
 TEAMS = ("ENG", "OPS")
@@ -110,14 +110,5 @@ def map_teams(
 @pytest.fixture
 def live_server(app: Any) -> Iterator[str]:
     """The drill's app served by a real threaded HTTP server on 127.0.0.1; yields its base URL."""
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serve_wsgi(app) as live:
+        yield live.url

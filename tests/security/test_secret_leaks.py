@@ -619,26 +619,16 @@ def test_gunicorn_access_log_has_no_query_string_or_headers():
 
 
 def test_dev_server_access_log_does_not_carry_the_jira_secret(full_app, sec_logs):
-    import threading
-
     import requests
 
     from aiimpl_core.cli.devserver import make_dev_server
+    from aiimpl_core.testing.serving import ServerThread
 
-    server = make_dev_server("127.0.0.1", 0, full_app)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with ServerThread(make_dev_server("127.0.0.1", 0, full_app)) as live:
         secret = SECRETS["AIIMPL_JIRA_WEBHOOK_SECRET"]
-        resp = requests.post(
-            f"http://127.0.0.1:{server.server_port}/api/jira/webhook?secret={secret}",
-            json={"webhookEvent": "comment_created"},
-            timeout=10,
-        )
+        resp = requests.post(f"{live.url}/api/jira/webhook?secret={secret}",
+                             json={"webhookEvent": "comment_created"}, timeout=10)
         assert resp.status_code == 200
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
     # the server's own records only (the test's HTTP client logs its URL too, at DEBUG)
     text = "\n".join(r.getMessage() for r in sec_logs.records if r.name == "werkzeug")
     assert "/api/jira/webhook" in text  # the request was logged ...

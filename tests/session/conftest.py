@@ -21,7 +21,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,7 +29,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job, JobStep
@@ -39,6 +37,7 @@ from aiimpl_core.services import secrets as secrets_service
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.testing.fake_github import FakeGitHub
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
+from aiimpl_core.testing.serving import serve_wsgi
 
 from .gitserver import GitHttpServer
 
@@ -160,15 +159,9 @@ def git_server(remote: Remote, github: FakeGitHub) -> Iterator[GitHttpServer]:
 
 @pytest.fixture
 def orchestrator(app: Any) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              name="orchestrator", daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_port}"
-    app.config["AIIMPL_PUBLIC_URL"] = url  # what the dispatcher hands the session as AIIMPL_URL
-    yield url
-    server.shutdown()
-    server.server_close()
+    with serve_wsgi(app, name="orchestrator") as live:
+        app.config["AIIMPL_PUBLIC_URL"] = live.url  # what the dispatcher hands the session as AIIMPL_URL
+        yield live.url
 
 
 @pytest.fixture

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
+
+from aiimpl_core.testing.serving import ServerThread, serve_wsgi
 
 
 @dataclass
@@ -39,27 +40,22 @@ class GitHttpServer:
         self.root = root
         self.check = check
         self.requests: list[GitRequest] = []
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._live: ServerThread | None = None
         self._lock = threading.Lock()
 
     @property
     def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_port}"
+        assert self._live is not None
+        return self._live.url
 
     def start(self) -> GitHttpServer:
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="git-http", daemon=True)
-        self._thread.start()
+        self._live = serve_wsgi(self._wsgi, name="git-http").start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
     def pushes(self) -> list[GitRequest]:
         return [r for r in self.requests if r.service == "git-receive-pack" and r.method == "POST"]

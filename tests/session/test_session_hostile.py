@@ -13,17 +13,16 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from aiimpl_core.session.api import MAX_BODY_BYTES, sendable
 from aiimpl_core.session.runner import main
+from aiimpl_core.testing.serving import serve_wsgi
 
 from .conftest import ANTHROPIC_KEY, World, git, wait_until
 
@@ -366,10 +365,8 @@ class Sink:
 
     def __init__(self) -> None:
         self.received: list[tuple[str, dict[str, object]]] = []
-        self.server = make_server("127.0.0.1", 0, self.wsgi, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
+        self.live = serve_wsgi(self.wsgi).start()
+        self.url = self.live.url
 
     def wsgi(self, environ: dict[str, object], start_response: object) -> object:
         request = Request(environ)
@@ -381,8 +378,7 @@ class Sink:
 def sink() -> Iterator[Sink]:
     taker = Sink()
     yield taker
-    taker.server.shutdown()
-    taker.server.server_close()
+    taker.live.stop()
 
 
 def session_env(url: str = "http://127.0.0.1:9", **overrides: str) -> dict[str, str]:
@@ -472,18 +468,13 @@ def test_the_result_is_tried_again_after_a_proxys_rate_limit() -> None:
             environ, start_response
         )
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
-        api = Orchestrator(f"http://127.0.0.1:{server.server_port}", "nonce-0123456789",
-                           {"runner:result": "result-token-0123456789"}, Redactor())
+    with serve_wsgi(app) as live:
+        api = Orchestrator(live.url, "nonce-0123456789", {"runner:result": "result-token-0123456789"},
+                           Redactor())
         waits: list[float] = []
         api.http.sleep = waits.append
 
         answer = api.result({"outcome": "failure", "phase": "implementation", "comments": [], "error": "x"})
-    finally:
-        server.shutdown()
-        server.server_close()
 
     assert answer == {"status": "completed"}
     assert len(seen) == 3 and waits[0] == 30.0  # the 45 s asked for, cut to 30

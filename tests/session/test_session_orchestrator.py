@@ -12,12 +12,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
 from aiimpl_core.errors import ProviderError
 from aiimpl_core.session.api import REPORT_PAUSE, Orchestrator
 from aiimpl_core.session.redact import Redactor
+from aiimpl_core.testing.serving import ServerThread, serve_wsgi
 
 from .conftest import World
 
@@ -67,12 +68,8 @@ class _Quiet(WSGIRequestHandler):
 @pytest.fixture
 def proxy(app: Any, orchestrator: str) -> Iterator[tuple[Proxy, str]]:
     front = Proxy(app)
-    server = make_server("127.0.0.1", 0, front, threaded=True, request_handler=_Quiet)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield front, f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with serve_wsgi(front, request_handler=_Quiet) as live:
+        yield front, live.url
 
 
 # -- answers that are not JSON, or not the shape expected ----------------------------------------
@@ -338,9 +335,8 @@ def _server(answer: Callable[[Request], Response]) -> tuple[str, list[str], Call
         seen.append(request.path)
         return answer(request)
 
-    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_Quiet)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_port}", seen, server.shutdown
+    live = serve_wsgi(app, request_handler=_Quiet).start()
+    return live.url, seen, live.stop
 
 
 STEP = {"id": "agent", "type": "agent", "status": "running", "started_at": "2026-01-01T00:00:00Z"}
@@ -530,7 +526,7 @@ class Deploy:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.seen: list[str] = []
-        self.server: Any = None
+        self.live: ServerThread | None = None
 
     def back(self) -> None:
         @Request.application
@@ -538,14 +534,11 @@ class Deploy:
             self.seen.append(request.path)
             return json_answer(ANSWERS.get(request.path, '{"status": "recorded"}'))
 
-        self.server = make_server("127.0.0.1", self.port, app, threaded=True, request_handler=_Quiet)
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
+        self.live = serve_wsgi(app, port=self.port, request_handler=_Quiet).start()
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        if self.live is not None:
+            self.live.stop()
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from aiimpl_core.session.github import (
 from aiimpl_core.session.redact import MASK, Redactor
 from aiimpl_core.session.runner import format_duration
 from aiimpl_core.testing.fake_github import FakeGitHub, PullRequest
+from aiimpl_core.testing.serving import ServerThread, serve_wsgi
 
 SECRET = "ghs_16C7e42F292c6912E7710c838347Ae178B4a"
 
@@ -405,17 +406,12 @@ def test_the_session_logs_text_whatever_the_log_format_says(program: list[str]) 
         def log_message(self, *_args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with ServerThread(ThreadingHTTPServer(("127.0.0.1", 0), Refusing)) as orchestrator:
+        url = orchestrator.url
         env = {"PATH": os.environ["PATH"], "AIIMPL_LOG_FORMAT": "json", "AIIMPL_LOG_LEVEL": "INFO",
                **base_env(AIIMPL_URL=url), "AIIMPL_AGENT_COMMAND": "true", "AIIMPL_LIFETIME_SECONDS": "5"}
         proc = subprocess.run([sys.executable, *program], capture_output=True, text=True, env=env,
                               timeout=120)
-    finally:
-        server.shutdown()
-        server.server_close()
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines, proc.stderr
     assert not [line for line in lines if line.lstrip().startswith("{")], proc.stderr
@@ -739,9 +735,6 @@ def test_the_prompt_says_when_older_comments_were_left_out() -> None:
 def test_a_repository_token_is_asked_again_after_a_proxys_502() -> None:
     """Minting a token is safe to repeat: one 502 of a proxy in front of the orchestrator does not
     fail the job."""
-    import threading
-
-    from werkzeug.serving import make_server
     from werkzeug.wrappers import Request, Response
 
     answers = [Response("<html>502 Bad Gateway</html>", status=502),
@@ -754,14 +747,10 @@ def test_a_repository_token_is_asked_again_after_a_proxys_502() -> None:
         seen.append(request.path)
         return answers.pop(0)
 
-    server = make_server("127.0.0.1", 0, orchestrator)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
-        client = Orchestrator(f"http://127.0.0.1:{server.server_port}", "nonce-1", {}, Redactor())
+    with serve_wsgi(orchestrator, threaded=False) as live:
+        client = Orchestrator(live.url, "nonce-1", {}, Redactor())
         client.http.sleep = lambda _seconds: None
         assert client.repository_token("acme").token == "ghs_after_a_retry_789"
-    finally:
-        server.shutdown()
     assert seen == ["/api/token", "/api/token"]
 
 
@@ -857,7 +846,7 @@ def test_a_slow_orchestrator_holds_a_progress_report_seconds_not_minutes() -> No
     timeout, tried again for the report's patience at most (here 2 s), never the run's budget."""
     import threading
 
-    from werkzeug.serving import WSGIRequestHandler, make_server
+    from werkzeug.serving import WSGIRequestHandler
     from werkzeug.wrappers import Request, Response
 
     released = threading.Event()
@@ -871,19 +860,16 @@ def test_a_slow_orchestrator_holds_a_progress_report_seconds_not_minutes() -> No
         def log_request(self, *args: object) -> None:
             """Answered after the test: no access line in a later test's log."""
 
-    server = make_server("127.0.0.1", 0, slow, threaded=True, request_handler=Quiet)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
-        client = Orchestrator(f"http://127.0.0.1:{server.server_port}", "nonce-1", {}, Redactor(),
-                              report_timeout=0.3, report_patience=2)
-        client.http.sleep = lambda _seconds: None
-        started = time.monotonic()
-        assert client.step({"id": "s", "type": "agent", "status": "running", "started_at": "x"}) is False
-        assert client.status("environment_ready") is False
-        assert time.monotonic() - started < 8  # the default 30 s timeout: 18 s and more
-    finally:
-        released.set()
-        server.shutdown()
+    with serve_wsgi(slow, request_handler=Quiet) as live:
+        try:
+            client = Orchestrator(live.url, "nonce-1", {}, Redactor(), report_timeout=0.3, report_patience=2)
+            client.http.sleep = lambda _seconds: None
+            started = time.monotonic()
+            assert client.step({"id": "s", "type": "agent", "status": "running", "started_at": "x"}) is False
+            assert client.status("environment_ready") is False
+            assert time.monotonic() - started < 8  # the default 30 s timeout: 18 s and more
+        finally:
+            released.set()  # the held request ends before the server stops
 
 
 def test_only_the_end_of_a_huge_output_is_read_back() -> None:

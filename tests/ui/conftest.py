@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
+from aiimpl_core.testing.serving import serve_wsgi
 
 ARTIFACTS = os.environ.get(
     "AIIMPL_ARTIFACTS", os.path.join(os.path.dirname(__file__), "..", "..", "artifacts")
@@ -57,16 +57,8 @@ def aiimpl_plugins(tracker: FakeTracker, runner: FakeRunner) -> list[object]:
 
 @pytest.fixture
 def live_server(app: Any) -> Iterator[str]:
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
+    with serve_wsgi(app) as live:
+        yield live.url
 
 
 #: how long a page waits for what a test expects (ms): what the UI does takes well under a second,

@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import flask
-from werkzeug.serving import make_server
+from aiimpl_core.testing.serving import serve_wsgi
 
 from .engine_spec import engine_description
 
@@ -116,15 +116,14 @@ class FakeEngine:
         #: stops held by the test: container id -> (released, exit code once released)
         self._held: dict[str, tuple[threading.Event, int]] = {}
         self._closing = False
-        self._server = make_server("127.0.0.1", 0, self._build(), threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._live = serve_wsgi(self._build(), name="fake-engine")
 
     @property
     def url(self) -> str:
-        return f"tcp://127.0.0.1:{self._server.server_port}"
+        return f"tcp://127.0.0.1:{self._live.port}"
 
     def __enter__(self) -> FakeEngine:
-        self._thread.start()
+        self._live.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -135,7 +134,7 @@ class FakeEngine:
             released.set()
         for held in self._holds:
             held._released.set()
-        self._server.shutdown()
+        self._live.stop()
         if exc[0] is None:
             self.assert_clean()
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import http.client
 import os
 import socket
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -40,8 +39,8 @@ from aiimpl_core.testing.contract import (
     sample_mapping,
 )
 from aiimpl_core.testing.fakes import FakeTracker
+from aiimpl_core.testing.serving import serve_wsgi
 from aiimpl_core.types import DispatchRequest, InFlightRun, RunPhase
-from werkzeug.serving import make_server
 
 from aiimpl_docker import client as engine_client
 from aiimpl_docker.backend import LocalDockerBackend
@@ -315,13 +314,11 @@ class LosingProxy:
                 request.environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)  # the answer is lost
             return flask.Response(body, status=answer.status, content_type=answer.getheader("Content-Type"))
 
-        self._server = make_server("127.0.0.1", 0, app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        self.url = f"tcp://127.0.0.1:{self._server.server_port}"
+        self._live = serve_wsgi(app, name="losing-proxy").start()
+        self.url = f"tcp://127.0.0.1:{self._live.port}"
 
     def close(self) -> None:
-        self._server.shutdown()
+        self._live.stop()
 
 
 @pytest.fixture

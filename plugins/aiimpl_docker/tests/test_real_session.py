@@ -26,7 +26,7 @@ from aiimpl_core.orm import Job
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.testing.fakes import FakeTracker
 from aiimpl_core.testing.ports import free_port
-from werkzeug.serving import make_server
+from aiimpl_core.testing.serving import serve_wsgi
 
 import aiimpl_docker.plugin
 
@@ -100,14 +100,8 @@ def aiimpl_config(port: int, python_image: str) -> dict[str, Any]:
 
 @pytest.fixture
 def live(app: Any, port: int) -> Iterator[str]:
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
+    with serve_wsgi(app, port=port) as server:
+        yield server.url
 
 
 def _exit_code_and_logs(engine: Any, container_id: str, timeout: float) -> tuple[int, str]:

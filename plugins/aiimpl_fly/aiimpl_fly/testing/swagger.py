@@ -13,6 +13,7 @@ import json
 import threading
 from typing import Any
 
+from aiimpl_core.testing.serving import ServerThread, serve_wsgi
 from aiimpl_core.testing.swagger2 import Operation, SwaggerDescription
 
 
@@ -31,40 +32,30 @@ class SwaggerFakeServer:
         self.requests: list[Any] = []
         self.violations: list[str] = []
         self._lock = threading.Lock()
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._live: ServerThread | None = None
 
     @property
     def url(self) -> str:
         """Base URL including the description's ``basePath`` (``http://127.0.0.1:<port>/v1``)."""
-        if self._server is None:
+        if self._live is None:
             raise RuntimeError("the fake server is not started")
-        return f"http://127.0.0.1:{self._server.server_port}{self.description.base_path}"
+        return self._live.url + self.description.base_path
 
     def start(self) -> SwaggerFakeServer:
-        from werkzeug.serving import WSGIRequestHandler, make_server
+        from werkzeug.serving import WSGIRequestHandler
 
         class _Quiet(WSGIRequestHandler):
             def log_request(self, *args: Any, **kwargs: Any) -> None:  # the records say it all
                 pass
 
-        if self._server is None:
-            self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True, request_handler=_Quiet)
-            server = self._server
-            self._thread = threading.Thread(
-                target=lambda: server.serve_forever(poll_interval=0.05), name="swagger-fake", daemon=True
-            )
-            self._thread.start()
+        if self._live is None:
+            self._live = serve_wsgi(self._wsgi, request_handler=_Quiet, name="swagger-fake").start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            if self._thread is not None:
-                self._thread.join(timeout=5)
-            self._server = None
-            self._thread = None
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
     def __enter__(self) -> SwaggerFakeServer:
         return self.start()

@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import graphql
+from aiimpl_core.testing.serving import ServerThread, serve_wsgi
 from graphql import (
     FieldNode,
     GraphQLError,
@@ -51,7 +52,6 @@ from graphql import (
     GraphQLUnionType,
     OperationDefinitionNode,
 )
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 MAX_PAGE = 250
@@ -228,25 +228,19 @@ class FakeLinear:
         self._before: dict[str, list[Callable[[], None]]] = {}
         self._numbers: dict[str, itertools.count[int]] = {}
         self._sync = itertools.count(1000)
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._live: ServerThread | None = None
 
     # -- server -------------------------------------------------------------------------------
 
     def start(self) -> FakeLinear:
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
-        # a short poll interval keeps shutdown() (and so every test's teardown) fast
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-linear", daemon=True
-        )
-        self._thread.start()
+        if self._live is None:
+            self._live = serve_wsgi(self._wsgi, name="fake-linear").start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
     def __enter__(self) -> FakeLinear:
         return self.start()
@@ -256,8 +250,8 @@ class FakeLinear:
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "start() the fake first"
-        return f"http://127.0.0.1:{self._server.server_port}/graphql"
+        assert self._live is not None, "start() the fake first"
+        return f"{self._live.url}/graphql"
 
     def config(self) -> dict[str, str]:
         """Orchestrator configuration pointing at this fake."""
