@@ -52,7 +52,8 @@ bind = os.environ.get("AIIMPL_BIND", "0.0.0.0:8000")
 workers = _count("AIIMPL_WORKERS", multiprocessing.cpu_count() * 2 + 1, 1)
 # gunicorn's gthread worker, answering the requests gunicorn refuses before the app runs (a URL or
 # headers over its limits, a request it cannot parse) as JSON, as the app answers every other error
-worker_class = "aiimpl_core.gunicorn_worker.ThreadWorker"
+_OUR_WORKER = "aiimpl_core.gunicorn_worker.ThreadWorker"
+worker_class = _OUR_WORKER
 threads = _count("AIIMPL_THREADS", 4, 1)
 timeout = _count("AIIMPL_WORKER_TIMEOUT", 30, 1)
 # How long a stopping worker has for its requests in flight (and, with AIIMPL_SCHEDULER, its poll
@@ -153,10 +154,24 @@ def on_starting(server) -> None:  # noqa: ANN001
         sys.exit(1)
     if warning := _config.access_code_warning(settings["AIIMPL_ADMIN_ACCESS_CODE"]):
         server.log.warning(warning)
+    if warning := _worker_class_warning(server.cfg.worker_class):
+        server.log.warning(warning)
     problem = _schema_problem(server, settings["AIIMPL_DATABASE_URL"])
     if problem:
         server.log.error("Error: %s", problem)
         sys.exit(1)
+
+
+def _worker_class_warning(worker_class: type) -> str | None:
+    """What is lost when ``--worker-class`` (or ``GUNICORN_CMD_ARGS``) replaced this file's worker."""
+    from .gunicorn_worker import ThreadWorker
+
+    if isinstance(worker_class, type) and issubclass(worker_class, ThreadWorker):
+        return None
+    name = f"{worker_class.__module__}.{worker_class.__qualname__}"
+    return (f"the worker class is {name}, not {_OUR_WORKER}: requests gunicorn refuses before the "
+            "app runs (a URL or headers over its limits, a request it cannot read) are answered with "
+            "gunicorn's HTML pages instead of the API's JSON errors")
 
 
 def _schema_problem(server, url: str | None) -> str | None:  # noqa: ANN001

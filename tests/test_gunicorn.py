@@ -248,6 +248,12 @@ def test_what_gunicorn_refuses_before_the_app_is_answered_as_json_with_gunicorns
     # what gunicorn could not read is not quoted in its log either (its own logger quotes it)
     assert "tok-in-the-url" not in logged
     assert "Invalid request from ip=127.0.0.1: Invalid HTTP request line: '(not shown)'" in logged
+    # a worker class given on the command line is said at start, with what it loses
+    lost = ("the worker class is gunicorn.workers.gthread.ThreadWorker, not aiimpl_core.gunicorn_worker."
+            "ThreadWorker: requests gunicorn refuses before the app runs (a URL or headers over its "
+            "limits, a request it cannot read) are answered with gunicorn's HTML pages instead of the "
+            "API's JSON errors")
+    assert lost in _output(tmp_path / "gunicorns") and "the worker class is" not in logged
 
 
 def test_an_answer_that_is_not_gunicorns_error_page_is_left_as_it_is():
