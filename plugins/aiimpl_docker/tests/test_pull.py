@@ -140,6 +140,29 @@ def test_a_pull_whose_stream_stops_fails_after_the_settings_seconds(
     assert _eventually(lambda: pull["stream"] == "client left"), pull
 
 
+def test_a_pull_whose_wait_wakes_after_its_stream_timed_out_still_fails_as_too_long(
+    make: Callable[..., LocalDockerBackend], fake_engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a loaded machine the dispatch's wait may be woken only after the stream's own read, which
+    waits as long as the pull may take, timed out: the pull still fails as too long, not with the
+    read's error."""
+    from aiimpl_docker import client
+
+    class LateEvent(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            time.sleep((timeout or 0) + 1.0)  # woken late, after the stream's failure
+            return super().wait(0)
+
+    monkeypatch.setattr(client, "threading", type("Threading", (), {"Thread": threading.Thread,
+                                                                     "Event": LateEvent}))
+    fake_engine.plan_pull("stall", seconds=WITHIN)
+    backend = make(AIIMPL_DOCKER_PULL_TIMEOUT_SECONDS=PULL_TIMEOUT)
+
+    error, took = timed(lambda: backend.dispatch(sample_dispatch_request(5)))
+
+    _failed_at_the_deadline(error, took, fake_engine)
+
+
 def test_a_pull_the_engine_never_answers_fails_after_the_settings_seconds(
     make: Callable[..., LocalDockerBackend], fake_engine: FakeEngine
 ) -> None:
