@@ -29,6 +29,7 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,16 @@ def _comment_lines(path: Path) -> Counter[tuple[str, str]]:
     return Counter(tuple(line.split("\t", 1)) for line in path.read_text().splitlines())  # type: ignore[misc]
 
 
+def rounds(workers: set[str]) -> Iterator[int]:
+    """The round numbers of a case: :data:`ROUNDS` of them, and more, up to three times as many,
+    while every answer so far came from one worker (``workers``, which the case fills in): on a
+    loaded machine one worker may accept a whole round's connections before the others wake."""
+    n = 0
+    while n < ROUNDS or (len(workers) < 2 and n < 3 * ROUNDS):
+        yield n
+        n += 1
+
+
 def test_one_result_posted_at_once_to_several_workers_ends_its_job_once(served, jobs) -> None:
     base, comments = served
     workers: set[str] = set()
@@ -349,7 +360,7 @@ def test_progress_and_results_at_once_on_several_workers_never_move_an_ended_job
     step = {"id": "agent", "type": "agent", "status": "running", "started_at": "2026-12-04T06:00:00Z"}
     rng = random.Random(int(os.environ.get("AIIMPL_DRILL_SEED", "0")) or None)
     workers: set[str] = set()
-    for n in range(ROUNDS):
+    for n in rounds(workers):
         job = _job(mapping, f"OPS-{n + 1}", "dispatched")
         _, tokens = launch.issue_credentials(job)
         db.session.commit()
@@ -390,7 +401,9 @@ def test_a_sign_out_sent_at_once_to_several_workers_ends_the_session_on_every_on
     the token in. A session kept in one process's memory would still open the others."""
     base, _ = served
     workers: set[str] = set()
-    for _ in range(ROUNDS):
+    signed_out = 0
+    for _ in rounds(workers):
+        signed_out += 1
         admin = _signed_in(base)
         opened = _at_once(base, "GET", "/api/jobs", admin)
         assert {a.status_code for a in opened} == {200}, [a.text for a in opened]
@@ -402,7 +415,7 @@ def test_a_sign_out_sent_at_once_to_several_workers_ends_the_session_on_every_on
         workers |= {a.headers["X-Race-Worker"] for a in opened + refused}
     assert len(workers) > 1, "every request went to one worker: nothing raced between processes"
     db.session.expire_all()
-    assert len(db.session.scalars(db.select(EndedAdminSession)).all()) == ROUNDS
+    assert len(db.session.scalars(db.select(EndedAdminSession)).all()) == signed_out
 
 
 def test_one_merge_delivered_at_once_to_several_workers_is_acted_on_once(app, served) -> None:
@@ -422,7 +435,7 @@ def test_one_merge_delivered_at_once_to_several_workers_is_acted_on_once(app, se
     mapping = _mapped("HW", "Codertocat", "Hello-World")
     expected: Counter[tuple[str, str]] = Counter()
     workers: set[str] = set()
-    for n in range(ROUNDS):
+    for n in rounds(workers):
         key, number = f"HW-{n + 1}", payload["number"] + n
         pr = {**payload["pull_request"], "number": number,
               "html_url": f"https://github.com/Codertocat/Hello-World/pull/{number}"}
