@@ -100,7 +100,14 @@ def check_issues(provider_id: str, issue_keys: Iterable[str]) -> CycleReport:
                               daemon=True)
     with _running_lock:
         _running.add(thread)
-    thread.start()
+    try:
+        thread.start()
+    except RuntimeError:  # no thread to be had (the process is at its limit): the check runs here
+        with _running_lock:
+            _running.discard(thread)
+        log.warning("dispatch check of %s runs in the webhook's request: no thread could be started",
+                    ", ".join(keys))
+        return run_cycle_for_issues(provider_id, keys, report)
     if not state.wait(seconds):
         log.info("dispatch check of %s still running after %s s: the webhook answers, the check goes on",
                  ", ".join(keys), seconds)
@@ -168,9 +175,9 @@ def wait_for_checks(timeout: float | None = None) -> bool:
     """Wait for the checks still running after their webhook answered; true when none is left.
 
     A test waits for them before it reads what they did; gunicorn's worker waits for them when it
-    stops gracefully (they are daemon threads: a process that exits without waiting ends them
-    wherever they are: the reconciler ends the job of a launch cut short `timed_out` /
-    `run_not_found`, as after a crash).
+    stops gracefully. They are daemon threads, so a process that exits without waiting ends them
+    wherever they are; the reconciler then ends the job of a launch cut short ``timed_out`` /
+    ``run_not_found``, as after a crash.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     with _running_lock:

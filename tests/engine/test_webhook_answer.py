@@ -167,6 +167,26 @@ def test_a_late_check_s_end_is_logged_with_what_it_did(
     ], said
 
 
+def test_a_check_with_no_thread_to_be_had_runs_in_the_request(
+    app, runner: FakeRunner, triggered, monkeypatch, caplog
+) -> None:
+    """A process at its thread limit cannot start the check's thread: the check runs in the
+    request, as it did before it had a thread of its own, instead of failing the delivery."""
+    from aiimpl_core import webhooks
+
+    def refused(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(webhooks.threading.Thread, "start", refused)
+        report = check_issues("fake-tracker", [KEY])
+    [job] = jobs_of(KEY)
+    assert (report.running, report.dispatched_of(KEY).status) == (False, "dispatched")
+    assert job.status == "dispatched"
+    assert checks_running() == 0
+    assert "no thread could be started" in caplog.text
+
+
 @pytest.mark.parametrize("value", ["0", "61", "four"])
 def test_the_answer_s_time_is_checked_at_start(value: str) -> None:
     from aiimpl_core import config
