@@ -12,8 +12,8 @@ The view is registered with ``aiimpl_register_blueprints`` and marked
 :func:`aiimpl_core.auth.public_endpoint`: it takes no admin session.
 
 A tracker counts a delivery not answered within a few seconds as failed (Linear after 5 s) and
-sends it again later, and may turn off a webhook that keeps failing; a dispatch may take longer
-(a Docker runner pulling its image, a slow backend). So :func:`check_issues` answers within
+sends it again later; a dispatch may take longer (a Docker runner pulling its image, a slow
+backend). So :func:`check_issues` answers within
 ``AIIMPL_WEBHOOK_ANSWER_SECONDS``: a check still going on then goes on in the background, and the
 report it answers is what the check had done so far, marked ``running``.
 """

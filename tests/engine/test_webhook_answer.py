@@ -1,7 +1,7 @@
 """A tracker webhook's dispatch check answers within ``AIIMPL_WEBHOOK_ANSWER_SECONDS``.
 
-Linear counts a delivery not answered within 5 s as failed and sends it again (and may turn off a
-webhook that keeps failing); a dispatch can take longer (a Docker runner pulling its image, a slow
+Linear counts a delivery not answered within 5 s as failed and sends it again later; a dispatch
+can take longer (a Docker runner pulling its image, a slow
 backend). :func:`aiimpl_core.webhooks.check_issues` runs the check in a thread of its own and,
 when the answer is due, returns what it had done so far, marked ``running``; the check goes on to
 its end: one job, launched once, its stage change sent.
