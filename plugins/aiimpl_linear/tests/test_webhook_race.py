@@ -28,12 +28,6 @@ SEEN_DISPATCHED = ("trigger already dispatched", "listing older than our last st
 
 
 @pytest.fixture
-def aiimpl_config(fake: FakeLinear) -> dict[str, Any]:
-    # a check held on purpose must not outlast its answer's time: the answer says what it did
-    return {**fake.config(), "AIIMPL_WEBHOOK_ANSWER_SECONDS": 60}
-
-
-@pytest.fixture
 def issue(app: Any, fake: FakeLinear) -> str:
     """ENG's mapping, and an issue a person just gave the trigger (no cycle has seen it yet)."""
     db.session.add(Mapping(team_key="ENG", owner="acme", repo="api", default_branch="main",
