@@ -19,8 +19,18 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from werkzeug.serving import WSGIRequestHandler
+
 #: how often the serving loop looks for a stop: short, since tests start and stop many servers
 POLL_INTERVAL = 0.05
+
+
+class QuietRequestHandler(WSGIRequestHandler):
+    """werkzeug's request handler without its access lines (a fake that records its requests, or a
+    request answered after its test, says nothing in the test's output)."""
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
 
 
 class ServerThread:
@@ -105,4 +115,4 @@ def serve_wsgi(
     return ServerThread(server, scheme="https" if ssl_context is not None else "http", name=name)
 
 
-__all__ = ["POLL_INTERVAL", "ServerThread", "serve_wsgi"]
+__all__ = ["POLL_INTERVAL", "QuietRequestHandler", "ServerThread", "serve_wsgi"]

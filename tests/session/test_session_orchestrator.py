@@ -12,13 +12,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
 from aiimpl_core.errors import ProviderError
 from aiimpl_core.session.api import REPORT_PAUSE, Orchestrator
 from aiimpl_core.session.redact import Redactor
-from aiimpl_core.testing.serving import ServerThread, serve_wsgi
+from aiimpl_core.testing.serving import QuietRequestHandler, ServerThread, serve_wsgi
 
 from .conftest import World
 
@@ -60,15 +59,10 @@ class Proxy:
         return response(environ, start_response)
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_request(self, *args: object) -> None:
-        """No access lines in the test's output."""
-
-
 @pytest.fixture
 def proxy(app: Any, orchestrator: str) -> Iterator[tuple[Proxy, str]]:
     front = Proxy(app)
-    with serve_wsgi(front, request_handler=_Quiet) as live:
+    with serve_wsgi(front, request_handler=QuietRequestHandler) as live:
         yield front, live.url
 
 
@@ -335,7 +329,7 @@ def _server(answer: Callable[[Request], Response]) -> tuple[str, list[str], Call
         seen.append(request.path)
         return answer(request)
 
-    live = serve_wsgi(app, request_handler=_Quiet).start()
+    live = serve_wsgi(app, request_handler=QuietRequestHandler).start()
     return live.url, seen, live.stop
 
 
@@ -534,7 +528,7 @@ class Deploy:
             self.seen.append(request.path)
             return json_answer(ANSWERS.get(request.path, '{"status": "recorded"}'))
 
-        self.live = serve_wsgi(app, port=self.port, request_handler=_Quiet).start()
+        self.live = serve_wsgi(app, port=self.port, request_handler=QuietRequestHandler).start()
 
     def close(self) -> None:
         if self.live is not None:

@@ -36,7 +36,7 @@ from aiimpl_core.session.github import (
 from aiimpl_core.session.redact import MASK, Redactor
 from aiimpl_core.session.runner import format_duration
 from aiimpl_core.testing.fake_github import FakeGitHub, PullRequest
-from aiimpl_core.testing.serving import ServerThread, serve_wsgi
+from aiimpl_core.testing.serving import QuietRequestHandler, ServerThread, serve_wsgi
 
 SECRET = "ghs_16C7e42F292c6912E7710c838347Ae178B4a"
 
@@ -846,7 +846,6 @@ def test_a_slow_orchestrator_holds_a_progress_report_seconds_not_minutes() -> No
     timeout, tried again for the report's patience at most (here 2 s), never the run's budget."""
     import threading
 
-    from werkzeug.serving import WSGIRequestHandler
     from werkzeug.wrappers import Request, Response
 
     released = threading.Event()
@@ -856,11 +855,8 @@ def test_a_slow_orchestrator_holds_a_progress_report_seconds_not_minutes() -> No
         released.wait(3)
         return Response("{}", mimetype="application/json")
 
-    class Quiet(WSGIRequestHandler):
-        def log_request(self, *args: object) -> None:
-            """Answered after the test: no access line in a later test's log."""
-
-    with serve_wsgi(slow, request_handler=Quiet) as live:
+    # (quiet: answered after the test, its access line would land in a later test's log)
+    with serve_wsgi(slow, request_handler=QuietRequestHandler) as live:
         try:
             client = Orchestrator(live.url, "nonce-1", {}, Redactor(), report_timeout=0.3, report_patience=2)
             client.http.sleep = lambda _seconds: None

@@ -13,7 +13,7 @@ import json
 import threading
 from typing import Any
 
-from aiimpl_core.testing.serving import ServerThread, serve_wsgi
+from aiimpl_core.testing.serving import QuietRequestHandler, ServerThread, serve_wsgi
 from aiimpl_core.testing.swagger2 import Operation, SwaggerDescription
 
 
@@ -42,14 +42,9 @@ class SwaggerFakeServer:
         return self._live.url + self.description.base_path
 
     def start(self) -> SwaggerFakeServer:
-        from werkzeug.serving import WSGIRequestHandler
-
-        class _Quiet(WSGIRequestHandler):
-            def log_request(self, *args: Any, **kwargs: Any) -> None:  # the records say it all
-                pass
-
-        if self._live is None:
-            self._live = serve_wsgi(self._wsgi, request_handler=_Quiet, name="swagger-fake").start()
+        if self._live is None:  # (quiet: the records say it all)
+            live = serve_wsgi(self._wsgi, request_handler=QuietRequestHandler, name="swagger-fake")
+            self._live = live.start()
         return self
 
     def stop(self) -> None:
