@@ -311,6 +311,24 @@ def at_once(app: Any, call: Callable[[Any], T], times: int, timeout: float | Non
     return each_at_once(app, [call] * times, timeout)
 
 
+def held(monkeypatch: Any, cls: type, name: str) -> tuple[Any, Any]:
+    """Makes the method ``cls.name``, once called, wait until the second event returned is set
+    before it runs (a backend slower than a webhook's answer, say); the first is set when it is
+    called. Unlike :class:`Pause`, it holds every thread's call, before it does anything."""
+    import threading
+
+    called, release = threading.Event(), threading.Event()
+    original = getattr(cls, name)
+
+    def wait_then_call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        called.set()
+        assert release.wait(30), "never released"
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, wait_then_call)
+    return called, release
+
+
 class Pause:
     """Makes ``module.name`` wait, after its first call in the thread named ``thread`` returns,
     until :meth:`release`: that thread's transaction stays open with whatever locks it holds, so a

@@ -20,7 +20,7 @@ import pytest
 from aiimpl_core.errors import AiimplError
 from aiimpl_core.services import dispatch
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
-from aiimpl_core.testing.orchestrator import fresh
+from aiimpl_core.testing.orchestrator import fresh, held
 from aiimpl_core.types import Stage
 from aiimpl_core.webhooks import check_issues, checks_running, wait_for_checks
 
@@ -48,21 +48,6 @@ def triggered(tracker: FakeTracker, add_mapping: Callable[..., Any]) -> str:
     add_mapping("ENG")
     tracker.add(KEY, labels={"AI-Implement"})
     return KEY
-
-
-def held(monkeypatch: pytest.MonkeyPatch, cls: type, name: str) -> tuple[threading.Event, threading.Event]:
-    """``cls.name`` waits, once called, until the second event is set; the first is set when it is
-    called."""
-    called, release = threading.Event(), threading.Event()
-    original = getattr(cls, name)
-
-    def wait_then_call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        called.set()
-        assert release.wait(30), "never released"
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(cls, name, wait_then_call)
-    return called, release
 
 
 def timed(call: Callable[[], Any]) -> tuple[Any, float]:

@@ -9,7 +9,6 @@ Jira's OpenAPI description (the ``jira`` fixture checks at teardown).
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from aiimpl_core.orm import Job, Mapping
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.services.merge import MergedPullRequest, handle_merged
 from aiimpl_core.testing.fakes import FakeRunner
-from aiimpl_core.testing.orchestrator import fresh
+from aiimpl_core.testing.orchestrator import fresh, held
 from aiimpl_core.webhooks import wait_for_checks
 
 import aiimpl_jira.plugin
@@ -248,14 +247,7 @@ def test_a_dispatch_slower_than_the_answer_s_time_is_answered_running_and_goes_o
     app.config["AIIMPL_WEBHOOK_ANSWER_SECONDS"] = 1
     _mapping()
     jira.add_issue("ENG-1")
-    release = threading.Event()
-    dispatch = runner.backend_class.dispatch
-
-    def slow_dispatch(backend: Any, request: Any) -> Any:
-        assert release.wait(30)
-        return dispatch(backend, request)
-
-    monkeypatch.setattr(runner.backend_class, "dispatch", slow_dispatch)
+    _, release = held(monkeypatch, runner.backend_class, "dispatch")
     try:
         answer = _webhook(client, jira, "ENG-1")
     finally:
