@@ -314,19 +314,37 @@ def at_once(app: Any, call: Callable[[Any], T], times: int, timeout: float | Non
 def held(monkeypatch: Any, cls: type, name: str) -> tuple[Any, Any]:
     """Makes the method ``cls.name``, once called, wait until the second event returned is set
     before it runs (a backend slower than a webhook's answer, say); the first is set when it is
-    called. Unlike :class:`Pause`, it holds every thread's call, before it does anything."""
+    called, its ``at`` the ``time.monotonic()`` of that call. Unlike :class:`Pause`, it holds every
+    thread's call, before it does anything."""
     import threading
+    import time
 
     called, release = threading.Event(), threading.Event()
     original = getattr(cls, name)
 
     def wait_then_call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        called.at = time.monotonic()  # type: ignore[attr-defined]
         called.set()
         assert release.wait(30), "never released"
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(cls, name, wait_then_call)
     return called, release
+
+
+def answer_due_after(monkeypatch: Any, reached: Any) -> None:
+    """Makes a tracker webhook's answer come ``AIIMPL_WEBHOOK_ANSWER_SECONDS`` after the event
+    ``reached`` is set (by :func:`held`, say) rather than after the check started: on a loaded
+    machine the check may take longer than the answer's time to get where the test holds it."""
+    from .. import webhooks
+
+    original = webhooks._Check.wait
+
+    def wait(self: Any, seconds: float) -> bool:
+        assert reached.wait(30), "the check never got where the test holds it"
+        return original(self, seconds)
+
+    monkeypatch.setattr(webhooks._Check, "wait", wait)
 
 
 class Pause:
@@ -437,7 +455,7 @@ def wait_until_blocked(app: Any, worker: Worker | None = None) -> None:
             conn.rollback()
 
 
-__all__ = ["Pause", "Worker", "at_once", "dispatch_issue", "each_at_once", "each_released_together",
-           "first_holds_second_waits", "fresh", "jobs", "poll_once", "post_progress", "post_result",
-           "progress_request", "providers_clock_at", "reconcile", "released_together", "result_request",
-           "wait_until_blocked"]
+__all__ = ["Pause", "Worker", "answer_due_after", "at_once", "dispatch_issue", "each_at_once",
+           "each_released_together", "first_holds_second_waits", "fresh", "held", "jobs", "poll_once",
+           "post_progress", "post_result", "progress_request", "providers_clock_at", "reconcile",
+           "released_together", "result_request", "wait_until_blocked"]

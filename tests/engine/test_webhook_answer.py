@@ -20,7 +20,7 @@ import pytest
 from aiimpl_core.errors import AiimplError
 from aiimpl_core.services import dispatch
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
-from aiimpl_core.testing.orchestrator import fresh, held
+from aiimpl_core.testing.orchestrator import answer_due_after, fresh, held
 from aiimpl_core.types import Stage
 from aiimpl_core.webhooks import check_issues, checks_running, wait_for_checks
 
@@ -69,6 +69,7 @@ def test_a_launch_that_outlasts_the_answer_goes_on_after_it(
     app, tracker: FakeTracker, runner: FakeRunner, triggered, monkeypatch
 ) -> None:
     called, release = held(monkeypatch, runner.backend_class, "dispatch")
+    answer_due_after(monkeypatch, called)
     report, took = timed(lambda: check_issues("fake-tracker", [KEY]))
     try:
         assert ANSWER_SECONDS <= took < ANSWER_SECONDS + 2, took
@@ -139,7 +140,8 @@ def test_a_check_that_fails_in_time_raises_and_one_that_fails_later_is_logged(
 def test_a_late_check_s_end_is_logged_with_what_it_did(
     app, tracker: FakeTracker, runner: FakeRunner, triggered, monkeypatch, caplog
 ) -> None:
-    _, release = held(monkeypatch, runner.backend_class, "dispatch")
+    called, release = held(monkeypatch, runner.backend_class, "dispatch")
+    answer_due_after(monkeypatch, called)
     caplog.set_level(logging.INFO, logger="aiimpl_core.webhooks")
     try:
         assert check_issues("fake-tracker", [KEY]).running

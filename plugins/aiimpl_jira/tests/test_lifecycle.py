@@ -17,7 +17,7 @@ from aiimpl_core.orm import Job, Mapping
 from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.services.merge import MergedPullRequest, handle_merged
 from aiimpl_core.testing.fakes import FakeRunner
-from aiimpl_core.testing.orchestrator import fresh, held
+from aiimpl_core.testing.orchestrator import answer_due_after, fresh, held
 from aiimpl_core.webhooks import wait_for_checks
 
 import aiimpl_jira.plugin
@@ -247,7 +247,8 @@ def test_a_dispatch_slower_than_the_answer_s_time_is_answered_running_and_goes_o
     app.config["AIIMPL_WEBHOOK_ANSWER_SECONDS"] = 1
     _mapping()
     jira.add_issue("ENG-1")
-    _, release = held(monkeypatch, runner.backend_class, "dispatch")
+    called, release = held(monkeypatch, runner.backend_class, "dispatch")
+    answer_due_after(monkeypatch, called)
     try:
         answer = _webhook(client, jira, "ENG-1")
     finally:

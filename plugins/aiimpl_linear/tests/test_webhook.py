@@ -12,7 +12,7 @@ import pytest
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job, Mapping, utcnow
 from aiimpl_core.services.dispatch import CycleReport, Dispatched
-from aiimpl_core.testing.orchestrator import fresh, held
+from aiimpl_core.testing.orchestrator import answer_due_after, fresh, held
 from aiimpl_core.webhooks import wait_for_checks
 
 from aiimpl_linear import webhook
@@ -216,11 +216,12 @@ def test_a_dispatch_slower_than_linear_waits_is_answered_in_time_and_goes_on(
     app.config["AIIMPL_WEBHOOK_ANSWER_SECONDS"] = 1
     add_mapping("ENG")
     key = fake.add_issue("ENG", "Add export", labels=["AI-Implement"])["identifier"]
-    _, release = held(monkeypatch, runner.backend_class, "dispatch")  # a backend slower than Linear waits
-    started = time.monotonic()
+    # a backend slower than Linear waits
+    called, release = held(monkeypatch, runner.backend_class, "dispatch")
+    answer_due_after(monkeypatch, called)
     try:
         resp = deliver(client, fake, fake.issue_webhook_payload(key))
-        took = time.monotonic() - started
+        took = time.monotonic() - called.at
     finally:
         release.set()
     assert resp.status_code == 200 and took < 3, took
