@@ -11,6 +11,8 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
+from aiimpl_core.testing.pytest_plugin import migrate
+
 
 def _upgrade(url: str, *revision: str, command: str = "upgrade") -> subprocess.CompletedProcess:
     env = dict(os.environ, AIIMPL_DATABASE_URL=url, AIIMPL_SECRET_KEY="k")
@@ -41,7 +43,7 @@ def _check_twice(url: str) -> None:
 
 def _check_run_name_migration(url: str) -> None:
     """0002 drops the stored run name, which is derived since; going back fills it in again."""
-    assert _upgrade(url, "0001").returncode == 0
+    migrate(url, "0001")
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
@@ -50,12 +52,11 @@ def _check_run_name_migration(url: str) -> None:
                 " updated_at, run_name) VALUES (7, 'ENG-1', 'ENG', 'planning', 'failed', false, false,"
                 " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'AI-Implement ENG-1 planning job-7')"
             ))
-        assert _upgrade(url).returncode == 0
+        migrate(url)
         assert "run_name" not in _schema(url)["jobs"]
         with engine.connect() as conn:
             assert conn.execute(text("SELECT issue_key FROM jobs WHERE id = 7")).scalar() == "ENG-1"
-        down = _upgrade(url, "0001", command="downgrade")
-        assert down.returncode == 0, down.stderr
+        migrate(url, "0001", command="downgrade")
         with engine.connect() as conn:
             assert conn.execute(text("SELECT run_name FROM jobs WHERE id = 7")).scalar() == (
                 "AI-Implement ENG-1 planning job-7"
@@ -67,7 +68,7 @@ def _check_run_name_migration(url: str) -> None:
 def _check_install_migration(url: str, *, items: bool) -> None:
     """0006 gives the database an id of its own (keying its comments' identities); the items
     written before it keep theirs (``legacy_through``), so a retry still finds its comment."""
-    assert _upgrade(url, "0005").returncode == 0
+    migrate(url, "0005")
     engine = create_engine(url)
     try:
         if items:
@@ -78,15 +79,14 @@ def _check_install_migration(url: str, *, items: bool) -> None:
                     " 'pending', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)")
                 for item_id in (3, 41):
                     conn.execute(insert, {"id": item_id, "key": f"k{item_id}"})
-        up = _upgrade(url)
-        assert up.returncode == 0, up.stderr
+        migrate(url)
         read = text("SELECT value FROM settings WHERE key = 'install'")
         with engine.connect() as conn:
             value = conn.execute(read).scalar()
         value = json.loads(value) if isinstance(value, str) else value
         assert value["legacy_through"] == (41 if items else 0)
         assert len(value["id"]) == 32
-        assert _upgrade(url, "0005", command="downgrade").returncode == 0
+        migrate(url, "0005", command="downgrade")
         with engine.connect() as conn:
             assert conn.execute(read).first() is None
     finally:
@@ -110,7 +110,7 @@ def _outbox_indexes(engine) -> dict[str, list[str]]:  # noqa: ANN001
 def _check_outbox_index_migration(url: str) -> None:
     """0003 replaces the outbox's index on the issue with one on (issue, state), built on
     PostgreSQL concurrently (outside a transaction) and valid; going back restores the old one."""
-    assert _upgrade(url, "0002").returncode == 0
+    migrate(url, "0002")
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
@@ -120,8 +120,7 @@ def _check_outbox_index_migration(url: str) -> None:
                 " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
             ))
         assert _outbox_indexes(engine)["ix_outbox_issue_key"] == ["issue_key"]
-        up = _upgrade(url)
-        assert up.returncode == 0, up.stderr
+        migrate(url)
         indexes = _outbox_indexes(engine)
         assert indexes["ix_outbox_issue_state"] == ["issue_key", "state"]
         assert "ix_outbox_issue_key" not in indexes
@@ -130,8 +129,7 @@ def _check_outbox_index_migration(url: str) -> None:
                 assert conn.execute(text(
                     "SELECT indisvalid FROM pg_index WHERE indexrelid = 'ix_outbox_issue_state'::regclass"
                 )).scalar() is True
-        down = _upgrade(url, "0002", command="downgrade")
-        assert down.returncode == 0, down.stderr
+        migrate(url, "0002", command="downgrade")
         indexes = _outbox_indexes(engine)
         assert indexes["ix_outbox_issue_key"] == ["issue_key"]
         assert "ix_outbox_issue_state" not in indexes
@@ -144,13 +142,12 @@ def _check_outbox_index_migration(url: str) -> None:
 def _check_job_steps_index_migration(url: str) -> None:
     """0004 drops the index on a step's job, which the unique (job, step) index starts with: a
     job's steps are still read by an index (PostgreSQL's plan says which); going back restores it."""
-    assert _upgrade(url, "0003").returncode == 0
+    migrate(url, "0003")
     engine = create_engine(url)
     try:
         indexes = lambda: {ix["name"] for ix in inspect(engine).get_indexes("job_steps")}  # noqa: E731
         assert "ix_job_steps_job_id" in indexes()
-        up = _upgrade(url)
-        assert up.returncode == 0, up.stderr
+        migrate(url)
         assert "ix_job_steps_job_id" not in indexes()
         if engine.dialect.name == "postgresql":
             with engine.connect() as conn:
@@ -158,8 +155,7 @@ def _check_job_steps_index_migration(url: str) -> None:
                 plan = "\n".join(conn.execute(text(
                     "EXPLAIN SELECT * FROM job_steps WHERE job_id = 7 ORDER BY id")).scalars())
             assert "uq_job_steps_job_step" in plan, plan
-        down = _upgrade(url, "0003", command="downgrade")
-        assert down.returncode == 0, down.stderr
+        migrate(url, "0003", command="downgrade")
         assert "ix_job_steps_job_id" in indexes()
     finally:
         engine.dispose()
@@ -222,13 +218,12 @@ def test_outbox_index_migration_on_postgres(scratch_postgres):
 def _check_session_packages_migration(url: str) -> None:
     """0009 adds ``session_packages`` (the wheels the workflows pin); going back to 0008 removes it,
     and upgrading again restores it, empty."""
-    assert _upgrade(url, "0008").returncode == 0
+    migrate(url, "0008")
     engine = create_engine(url)
     try:
         assert "session_packages" not in inspect(engine).get_table_names()
-        up = _upgrade(url)
-        assert up.returncode == 0, up.stderr
-        assert "Running upgrade 0008 -> 0009" in up.stderr
+        up = migrate(url)
+        assert "Running upgrade 0008 -> 0009" in up
         insp = inspect(engine)
         columns = {c["name"]: c for c in insp.get_columns("session_packages")}
         assert sorted(columns) == ["created_at", "data", "filename", "last_pinned_at", "sha256"]
@@ -243,12 +238,10 @@ def _check_session_packages_migration(url: str) -> None:
             ), {"sha": "a" * 64, "data": data})
         with engine.connect() as conn:
             assert bytes(conn.execute(text("SELECT data FROM session_packages")).scalar_one()) == data
-        down = _upgrade(url, "0008", command="downgrade")
-        assert down.returncode == 0, down.stderr
+        migrate(url, "0008", command="downgrade")
         engine.dispose()
         assert "session_packages" not in inspect(engine).get_table_names()
-        again = _upgrade(url)
-        assert again.returncode == 0, again.stderr
+        migrate(url)
         engine.dispose()
         assert "session_packages" in inspect(engine).get_table_names()
         with engine.connect() as conn:
@@ -274,7 +267,7 @@ def _check_upgrades_at_once(url: str) -> None:
     env = dict(os.environ, AIIMPL_DATABASE_URL=url, AIIMPL_SECRET_KEY="k")
     for start in ("0001", None):  # from an older schema, then from none at all
         if start:
-            assert _upgrade(url, start).returncode == 0
+            migrate(url, start)
         runs = [subprocess.Popen([sys.executable, "-m", "aiimpl_core.cli", "db", "upgrade"], env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 for _ in range(3)]
@@ -283,7 +276,7 @@ def _check_upgrades_at_once(url: str) -> None:
             assert run.returncode == 0, err
         assert "ended_admin_sessions" in _schema(url)
         if start:
-            assert _upgrade(url, "base", command="downgrade").returncode == 0
+            migrate(url, "base", command="downgrade")
 
 
 def test_upgrades_at_once_on_sqlite(tmp_path):
@@ -349,7 +342,7 @@ def _check_upgrade_from(url: str, revision: str) -> None:
     from aiimpl_core import orm  # noqa: F401 - the models' tables, in the metadata
     from aiimpl_core.extensions import db
 
-    assert _upgrade(url, revision).returncode == 0
+    migrate(url, revision)
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
@@ -370,8 +363,7 @@ def _check_upgrade_from(url: str, revision: str) -> None:
                 "INSERT INTO outbox (dedupe_key, op, provider, issue_key, job_id, state, attempts,"
                 " next_attempt_at, created_at) VALUES ('status:7:running', 'comment', 'linear', 'ENG-1', 7,"
                 " 'pending', 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
-        up = _upgrade(url)
-        assert up.returncode == 0, up.stderr
+        migrate(url)
         with engine.connect() as conn:
             assert conn.execute(text(
                 "SELECT j.issue_key, m.team_key, s.step_id, o.dedupe_key FROM jobs j JOIN mappings m ON"

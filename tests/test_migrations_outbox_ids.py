@@ -11,8 +11,7 @@ from sqlalchemy import create_engine, text
 from aiimpl_core.orm import utcnow
 from aiimpl_core.services import housekeeping, outbox
 from aiimpl_core.testing.fakes import queue_outbox_item
-
-from .test_database import _upgrade
+from aiimpl_core.testing.pytest_plugin import migrate
 
 
 def test_an_item_queued_after_the_newest_were_pruned_takes_a_new_id_and_comment_identity(app):
@@ -54,16 +53,15 @@ def test_upgrade_on_sqlite_goes_on_past_every_id_given_before(tmp_path, pruned, 
     """Items 3 and 41 were written before 0006 (its ``legacy_through`` is 41), then some were pruned
     before this upgrade: the next item is 42 whatever the table still holds."""
     url = f"sqlite:///{tmp_path}/x.db"
-    assert _upgrade(url, "0005").returncode == 0
+    migrate(url, "0005")
     engine = create_engine(url)
     try:
         _insert_items(engine, 3, 41)
-        assert _upgrade(url, "0006").returncode == 0
+        migrate(url, "0006")
         with engine.begin() as conn:
             for item_id in pruned:
                 conn.execute(text("DELETE FROM outbox WHERE id = :id"), {"id": item_id})
-        up = _upgrade(url)
-        assert up.returncode == 0, up.stderr
+        migrate(url)
         kept = sorted({3, 41} - set(pruned))
         with engine.connect() as conn:
             assert conn.execute(text("SELECT id FROM outbox ORDER BY id")).scalars().all() == kept
@@ -77,15 +75,14 @@ def test_upgrade_on_sqlite_goes_on_past_every_id_given_before(tmp_path, pruned, 
 
 def test_an_upgrade_again_after_a_downgrade_on_sqlite_keeps_counting(tmp_path):
     url = f"sqlite:///{tmp_path}/x.db"
-    assert _upgrade(url).returncode == 0
+    migrate(url)
     engine = create_engine(url)
     try:
         _insert_items(engine, 50)
         with engine.begin() as conn:
             conn.execute(text("DELETE FROM outbox"))
-        assert _upgrade(url, "0006", command="downgrade").returncode == 0
-        up = _upgrade(url)
-        assert up.returncode == 0, up.stderr
+        migrate(url, "0006", command="downgrade")
+        migrate(url)
         assert _next_id(engine) == 51
     finally:
         engine.dispose()
