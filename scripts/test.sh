@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a virtual environment with the core, every plugin and the test tools, prepares the
 # optional test engines (a Docker-API engine, Chromium) where this machine allows, and runs the
-# whole test suite, twice as many pytest workers as cores and one more (at most 8). Extra arguments go
+# whole test suite, three pytest workers a core (at most 8). Extra arguments go
 # to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,11 +35,15 @@ unset PYTHONDONTWRITEBYTECODE
 # the environment's scripts (aiimpl, gunicorn) come first on PATH, as when it is activated
 PATH="$(cd "$VENV/bin" && pwd):$PATH"
 export PATH
-# twice the cores and one more, as the tests wait on git, subprocesses, servers and sleeps about half
-# of the time (measured on 2 cores: 5 workers kept the cores 85% busy and took 11 min where 3 took
-# 14); at most 8, each worker holding PostgreSQL connections of its own (AIIMPL_TEST_WORKERS=N sets
+# three workers a core, as the tests wait on git, subprocesses, servers and sleeps about half of the
+# time (measured on 2 cores: 6 workers took 12 min 56 s where 5 took 13 min 58 s, and 3 longer
+# still); at most 8, each worker holding PostgreSQL connections of its own (AIIMPL_TEST_WORKERS=N sets
 # the number, 0 runs in this process): each worker has databases of its own, and the fakes and
-# engines listen on ports the system picks
-workers=$(( $(nproc) * 2 + 1 ))
+# engines listen on ports the system picks. A worker that runs out of tests takes some of another's
+# (worksteal): the last of a worker's queue may be minutes of session tests
+workers=$(( $(nproc) * 3 ))
 (( workers > 8 )) && workers=8
-exec "$VENV/bin/python" -m pytest -n "${AIIMPL_TEST_WORKERS:-$workers}" "$@"
+if [[ ${AIIMPL_TEST_WORKERS:-$workers} == 0 ]]; then
+  exec "$VENV/bin/python" -m pytest "$@"
+fi
+exec "$VENV/bin/python" -m pytest -n "${AIIMPL_TEST_WORKERS:-$workers}" --dist worksteal "$@"
