@@ -43,7 +43,4 @@ export PATH
 # (worksteal): the last of a worker's queue may be minutes of session tests
 workers=$(( $(nproc) * 3 ))
 (( workers > 8 )) && workers=8
-if [[ ${AIIMPL_TEST_WORKERS:-$workers} == 0 ]]; then
-  exec "$VENV/bin/python" -m pytest "$@"
-fi
 exec "$VENV/bin/python" -m pytest -n "${AIIMPL_TEST_WORKERS:-$workers}" --dist worksteal "$@"
