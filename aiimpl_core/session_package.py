@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import email.parser
 import hashlib
 import importlib.metadata
 import io
@@ -36,10 +37,10 @@ import re
 import stat
 import threading
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .errors import ConfigError
 
@@ -145,6 +146,7 @@ def build(
     version: str,
     metadata: str,
     entry_points: str | None = None,
+    licenses: Mapping[str, bytes] | None = None,
     exclude: Iterable[str | os.PathLike[str]] = (),
 ) -> SessionPackage:
     """A wheel of a package directory with the given metadata (the bytes depend on the files only).
@@ -152,6 +154,8 @@ def build(
     :param package_dir: the import package's folder; its files are written under its own name.
     :param metadata: the distribution's core metadata (``METADATA``).
     :param entry_points: its ``entry_points.txt`` (the ``aiimpl`` console script), if any.
+    :param licenses: the license files its metadata names (``License-File``), by that name; written
+        under ``.dist-info/licenses/``.
     :param exclude: folders left out (:func:`package_files`).
     """
     package_dir = Path(package_dir)
@@ -170,6 +174,8 @@ def build(
     entries.append((f"{dist_info}/WHEEL", wheel.encode("utf-8"), 0o644))
     if entry_points:
         entries.append((f"{dist_info}/entry_points.txt", entry_points.encode("utf-8"), 0o644))
+    for license_name, data in sorted((licenses or {}).items()):
+        entries.append((f"{dist_info}/licenses/{license_name}", data, 0o644))
     record = io.StringIO()
     writer = csv.writer(record, lineterminator="\n")
     for arcname, data, _ in entries:
@@ -196,6 +202,25 @@ def _entries(dist: importlib.metadata.Distribution) -> Iterator[tuple[str, str |
     yield "entry_points.txt", dist.read_text("entry_points.txt")
 
 
+def _license_files(dist: importlib.metadata.Distribution, metadata: str) -> dict[str, bytes]:
+    """The license files the metadata names (``License-File``), as the installed distribution
+    holds them: an installed wheel under ``.dist-info/licenses/``, a source checkout's egg-info
+    (installed in development mode) beside itself, in the project's folder."""
+    found = {}
+    egg_info = dist.read_text("METADATA") is None  # (its fields are in PKG-INFO)
+    for name in email.parser.HeaderParser().parsestr(metadata).get_all("License-File") or ():
+        path = PurePosixPath(name)
+        if path.is_absolute() or ".." in path.parts:
+            continue
+        text = dist.read_text(f"licenses/{path}")
+        if text is None and egg_info:
+            beside = Path(str(dist.locate_file(str(path))))
+            text = beside.read_text(encoding="utf-8") if beside.is_file() else None
+        if text is not None:
+            found[path.as_posix()] = text.encode("utf-8")
+    return found
+
+
 def build_running() -> SessionPackage:
     """A wheel of the running ``aiimpl-core`` (built anew; :func:`current` keeps one per process).
 
@@ -217,6 +242,7 @@ def build_running() -> SessionPackage:
         version=dist.version,
         metadata=str(found["METADATA"]),
         entry_points=found.get("entry_points.txt"),
+        licenses=_license_files(dist, str(found["METADATA"])),
         exclude=[instance] if instance else (),
     )
 

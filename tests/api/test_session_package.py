@@ -92,7 +92,54 @@ def test_the_wheel_holds_every_file_of_the_package_and_nothing_else() -> None:
     assert package_entries == on_disk
     assert "aiimpl_core/session/runner.py" in package_entries
     assert "aiimpl_core/migrations/alembic.ini" in package_entries
-    assert len(names) == len(package_entries) + 4  # METADATA, WHEEL, entry_points.txt, RECORD
+    # METADATA, WHEEL, entry_points.txt, the license file METADATA names, RECORD
+    assert len(names) == len(package_entries) + 5
+
+
+def test_the_wheel_holds_the_license_files_its_metadata_names() -> None:
+    archive = zipfile.ZipFile(io.BytesIO(session_package.current().data))
+    dist_info = f"aiimpl_core-{VERSION}.dist-info"
+    metadata = archive.read(f"{dist_info}/METADATA").decode()
+    assert "License-Expression: Apache-2.0\n" in metadata and "License-File: LICENSE\n" in metadata
+    assert archive.read(f"{dist_info}/licenses/LICENSE") == (PACKAGE_DIR.parent / "LICENSE").read_bytes()
+
+
+@pytest.mark.parametrize("installed_as", ["wheel", "egg-info"])
+def test_the_license_file_is_found_as_an_installed_wheel_and_a_source_checkout_hold_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, installed_as: str
+) -> None:
+    metadata = f"Metadata-Version: 2.4\nName: aiimpl-core\nVersion: {VERSION}\nLicense-File: LICENSE\n"
+    if installed_as == "wheel":  # site-packages/aiimpl_core-X.dist-info/licenses/LICENSE
+        info = tmp_path / f"aiimpl_core-{VERSION}.dist-info"
+        (info / "licenses").mkdir(parents=True)
+        (info / "METADATA").write_text(metadata)
+        (info / "licenses" / "LICENSE").write_text("terms of the wheel\n")
+    else:  # checkout/aiimpl_core.egg-info/PKG-INFO beside checkout/LICENSE
+        info = tmp_path / "aiimpl_core.egg-info"
+        info.mkdir()
+        (info / "PKG-INFO").write_text(metadata)
+        (tmp_path / "LICENSE").write_text("terms of the checkout\n")
+    monkeypatch.setattr(importlib.metadata, "distribution",
+                        lambda name: importlib.metadata.PathDistribution(info))
+    archive = zipfile.ZipFile(io.BytesIO(session_package.build_running().data))
+    terms = archive.read(f"aiimpl_core-{VERSION}.dist-info/licenses/LICENSE").decode()
+    assert terms == ("terms of the wheel\n" if installed_as == "wheel" else "terms of the checkout\n")
+
+
+def test_license_files_are_written_under_the_dist_info_and_listed_in_the_record(tmp_path: Path) -> None:
+    (tmp_path / "aiimpl_core").mkdir()
+    (tmp_path / "aiimpl_core" / "__init__.py").write_text("")
+    found = session_package.build(tmp_path / "aiimpl_core", name="aiimpl-core", version="1.0",
+                                  metadata="Name: x\nLicense-File: LICENSE\n",
+                                  licenses={"LICENSE": b"terms\n"})
+    assert zipfile.ZipFile(io.BytesIO(found.data)).namelist() == [
+        "aiimpl_core/__init__.py",
+        "aiimpl_core-1.0.dist-info/METADATA",
+        "aiimpl_core-1.0.dist-info/WHEEL",
+        "aiimpl_core-1.0.dist-info/licenses/LICENSE",
+        "aiimpl_core-1.0.dist-info/RECORD",
+    ]
+    assert_record_verifies(found.data)
 
 
 def test_threads_asking_at_once_share_one_build(monkeypatch: pytest.MonkeyPatch) -> None:
