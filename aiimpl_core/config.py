@@ -219,7 +219,9 @@ SETTINGS: tuple[Setting, ...] = (
             "dispatch check it starts before it answers (at most 60). A check still running then goes "
             "on in the background and the answer says `running`: Linear counts a delivery not answered "
             "within 5 seconds as failed and sends it again, and a dispatch can take longer (a Docker "
-            "runner pulling its image).", 4, _at_least(1, 60)),
+            "runner pulling its image). GitHub's merged-PR webhook waits as long for the tracker "
+            "writes it queued (its comment, the issue moved to done); slower ones go on after the "
+            "answer.", 4, _at_least(1, 60)),
     Setting("AIIMPL_SESSION_LIFETIME_SECONDS", "Lifetime of a session machine or container before it is "
             "stopped (`machine_timeout` / `container_timeout`).", 3600, _at_least(1)),
     Setting("AIIMPL_DEDUP_WINDOW_SECONDS", "Window of the `dedup` blocker.", 86400, _at_least(0)),

@@ -248,10 +248,10 @@ def worker_abort(worker) -> None:  # noqa: ANN001
 
 
 def worker_exit(server, worker) -> None:  # noqa: ANN001
-    """Let the tracker webhooks' dispatch checks still running after their answers, then the in-app
-    scheduler's cycle, end before the worker does: within the graceful timeout from the stop (and
-    the worker timeout, which the master also holds an exiting worker to), unless the worker was
-    told to stop at once."""
+    """Let the webhooks' tasks still running after their answers (the tracker webhooks' dispatch
+    checks, the tracker writes of GitHub's merged-PR deliveries), then the in-app scheduler's cycle,
+    end before the worker does: within the graceful timeout from the stop (and the worker timeout,
+    which the master also holds an exiting worker to), unless the worker was told to stop at once."""
     if _stop_now:
         return
     since = _stop_asked[0] if _stop_asked else time.monotonic()  # (recycled after max_requests)
@@ -259,7 +259,7 @@ def worker_exit(server, worker) -> None:  # noqa: ANN001
     webhooks = sys.modules.get("aiimpl_core.webhooks")
     if webhooks is not None and (running := webhooks.checks_running()):
         left = since + limit - time.monotonic()
-        server.log.info("Worker exiting after %d webhook dispatch check(s) (up to %.0fs): pid %s", running,
+        server.log.info("Worker exiting after %d webhook task(s) (up to %.0fs): pid %s", running,
                         max(0.0, left), worker.pid)
         webhooks.wait_for_checks(max(0.0, left))
     scheduler = _scheduler()

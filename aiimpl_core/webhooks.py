@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from flask import current_app
@@ -91,20 +91,8 @@ def check_issues(provider_id: str, issue_keys: Iterable[str]) -> CycleReport:
             state.error = exc
         finally:
             state.finished(keys, report)
-            with _running_lock:
-                _running.discard(threading.current_thread())
 
-    # named after the request's thread it works for; a daemon, so that a process told to stop at
-    # once does (gunicorn's worker waits for it on a graceful stop: ``gunicorn_conf.worker_exit``)
-    thread = threading.Thread(target=work, name=f"{threading.current_thread().name}/webhook-check",
-                              daemon=True)
-    with _running_lock:
-        _running.add(thread)
-    try:
-        thread.start()
-    except RuntimeError:  # no thread to be had (the process is at its limit): the check runs here
-        with _running_lock:
-            _running.discard(thread)
+    if not _in_background(work, "webhook-check"):
         log.warning("dispatch check of %s runs in the webhook's request: no thread could be started",
                     ", ".join(keys))
         return run_cycle_for_issues(provider_id, keys, report)
@@ -115,6 +103,34 @@ def check_issues(provider_id: str, issue_keys: Iterable[str]) -> CycleReport:
     if state.error is not None:
         raise state.error
     return state.result or report
+
+
+def _in_background(work: Callable[[], None], purpose: str) -> bool:
+    """Run ``work`` in a thread of its own that :func:`wait_for_checks` waits for; false when no
+    thread could be started (the process is at its limit: the caller does the work itself).
+
+    The thread is named after the request's thread it works for (``…/purpose``) and is a daemon, so
+    that a process told to stop at once does (gunicorn's worker waits for it on a graceful stop:
+    ``gunicorn_conf.worker_exit``). ``work`` sets up its own application context.
+    """
+
+    def run() -> None:
+        try:
+            work()
+        finally:
+            with _running_lock:
+                _running.discard(threading.current_thread())
+
+    thread = threading.Thread(target=run, name=f"{threading.current_thread().name}/{purpose}", daemon=True)
+    with _running_lock:
+        _running.add(thread)
+    try:
+        thread.start()
+    except RuntimeError:
+        with _running_lock:
+            _running.discard(thread)
+        return False
+    return True
 
 
 class _Check:
@@ -172,7 +188,8 @@ def _so_far(report: CycleReport) -> CycleReport:
 
 
 def wait_for_checks(timeout: float | None = None) -> bool:
-    """Wait for the checks still running after their webhook answered; true when none is left.
+    """Wait for the checks still running after their webhook answered (and the tracker writes of
+    GitHub's merged-PR deliveries still being sent); true when none is left.
 
     A test waits for them before it reads what they did; gunicorn's worker waits for them when it
     stops gracefully. They are daemon threads, so a process that exits without waiting ends them

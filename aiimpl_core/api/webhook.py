@@ -77,6 +77,8 @@ def github_webhook():  # noqa: ANN201
         Verified with `X-Hub-Signature-256`. Only a `pull_request` event with action `closed` and
         `merged: true` acts; every other event answers 200 with `ignored: true`. A delivery id
         (`X-GitHub-Delivery`) seen before answers 200 with `duplicate: true` and does nothing.
+        The merge is recorded and the tracker writes queued before the answer; these are sent
+        within `AIIMPL_WEBHOOK_ANSWER_SECONDS` (4 s) or, from a slower tracker, after the answer.
       tags: [webhook]
       security:
         - githubSignature: []

@@ -12,11 +12,14 @@ the post-push review) ends later without moving the issue out of "done": see :mo
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
+from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from .. import webhooks
 from ..database import serialized
 from ..extensions import db
 from ..orm import Job, WebhookDelivery, utcnow
@@ -94,7 +97,8 @@ class _Duplicate(Exception):
 
 
 def handle_merged(pr: MergedPullRequest, *, delivery_id: str | None, event: str | None) -> MergeResult:
-    """Act once per delivery: record the merge and queue the tracker writes, then deliver them."""
+    """Act once per delivery: record the merge and queue the tracker writes, then send them (for at
+    most ``AIIMPL_WEBHOOK_ANSWER_SECONDS`` before the answer; they go on after it)."""
     try:
         with serialized():
             if not record_delivery(delivery_id, event):
@@ -142,8 +146,31 @@ def handle_merged(pr: MergedPullRequest, *, delivery_id: str | None, event: str 
         db.session.rollback()
         return MergeResult(duplicate=True)
     if result.issue_key:
-        deliver_quietly(result.issue_key)
+        _deliver_within_answer(result.issue_key)
     return result
+
+
+def _deliver_within_answer(issue_key: str) -> None:
+    """Send the issue's queued tracker writes, waiting at most ``AIIMPL_WEBHOOK_ANSWER_SECONDS``:
+    a slower tracker's writes go on after the answer (GitHub counts a delivery not answered within
+    10 s as failed). They are queued and committed already: a process that stops before they are
+    sent leaves them to the poller, as a failure does."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    seconds = app.config["AIIMPL_WEBHOOK_ANSWER_SECONDS"]
+    ended = threading.Event()
+
+    def work() -> None:
+        try:
+            with app.app_context():
+                deliver_quietly(issue_key)
+        finally:
+            ended.set()
+
+    if not webhooks._in_background(work, "merge-delivery"):
+        deliver_quietly(issue_key)  # no thread to be had (the process is at its limit): here
+    elif not ended.wait(seconds):
+        log.info("tracker writes of %s still being sent after %s s: the webhook answers, they go on",
+                 issue_key, seconds)
 
 
 def record_ignored(delivery_id: str | None, event: str | None) -> bool:

@@ -11,6 +11,7 @@ import copy
 import json
 import logging
 import os
+import time
 import uuid
 from contextlib import nullcontext
 from datetime import timedelta
@@ -24,7 +25,8 @@ from aiimpl_core.auth.signatures import github_signature
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job, OutboxItem, TrackedIssue, WebhookDelivery, utcnow
 from aiimpl_core.services import outbox
-from aiimpl_core.testing.orchestrator import released_together
+from aiimpl_core.testing.orchestrator import held, released_together
+from aiimpl_core.webhooks import checks_running, wait_for_checks
 
 URL = "/api/github/webhook"
 SECRET = "webhook-secret-for-tests"
@@ -270,6 +272,32 @@ def test_merged_pr_in_a_constructed_repository(client, cb_job, merged_payload, v
     job_id, _ = cb_job("ENG-1", status="completed", pr_number=77)
     assert deliver(client, payload).get_json()["jobId"] == job_id
     assert cb_tracker.issues["ENG-1"].done is True
+
+
+def test_a_tracker_slower_than_the_answer_gets_the_writes_after_it(
+    app, client, cb_job, merged_payload, cb_tracker, monkeypatch
+):
+    """GitHub counts a delivery not answered within 10 s as failed: the tracker writes the merge
+    queued wait for at most AIIMPL_WEBHOOK_ANSWER_SECONDS, then go on after the answer."""
+    job_id = hello_world_job(cb_job)
+    app.config["AIIMPL_WEBHOOK_ANSWER_SECONDS"] = 1
+    called, release = held(monkeypatch, cb_tracker.provider_class, "post_comment")
+    try:
+        started = time.monotonic()
+        resp = deliver(client, merged_payload)
+        took = time.monotonic() - started
+        assert resp.status_code == 200 and resp.get_json()["jobId"] == job_id
+        assert took < 1 + 2, took
+        assert called.wait(30) and cb_tracker.comments.get("HW-7", []) == [] and checks_running() == 1
+        _, tracked = _merge_effects(cb_tracker, job_id)
+        assert tracked.stage == "done"  # the merge is recorded before the answer
+    finally:
+        release.set()
+    assert wait_for_checks(30)
+    assert cb_tracker.comments["HW-7"] == ["🎉 PR #2 merged (c4295bd). Closing this issue out."]
+    assert cb_tracker.issues["HW-7"].done is True
+    db.session.commit()
+    assert {i.state for i in db.session.scalars(select(OutboxItem))} == {"done"}
 
 
 def test_merged_pr_of_no_job_is_acknowledged(client, merged_payload, cb_tracker):

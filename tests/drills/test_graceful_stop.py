@@ -226,7 +226,7 @@ def test_gunicorn_graceful_stop_lets_a_webhook_s_check_end_after_its_answer(
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    assert "Worker exiting after 1 webhook dispatch check(s)" in log.read_text()
+    assert "Worker exiting after 1 webhook task(s)" in log.read_text()
     job = job_of(key)
     assert (job.id, job.status, bool(job.run_id), len(gh.runs)) == (answer["jobId"], "dispatched", True, 1)
     assert linear.labels_of(key) == ["AI-Working"]  # the check's stage change, sent before the exit
