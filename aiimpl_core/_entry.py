@@ -1,14 +1,28 @@
 """The ``aiimpl`` script's entry point, kept apart from :mod:`aiimpl_core.cli` so that an interrupt
 while the command line's modules load (Flask, click, SQLAlchemy: most of a second) ends as one
-during a command does, with ``Aborted.`` and exit status 130, not a traceback of the import."""
+during a command does, with ``Aborted.`` and exit status 130, not a traceback of the import.
+
+``aiimpl session …``, which every runner starts, runs the session program's own click group
+(:mod:`aiimpl_core.session.cli`) without loading the orchestrator's CLI: the session reads none of
+the orchestrator's settings and needs none of its plugins, and Flask, SQLAlchemy, Alembic and the
+plugins took nearly a second of CPU to load before each session started. The group is the same one
+the main CLI shows as ``session``: the same commands, help and exit codes."""
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 
 
 def main() -> None:
+    run: Callable[[], object]
     try:
-        from .cli import main as run
+        if sys.argv[1:2] == ["session"]:
+            from .session.cli import session_group
+
+            run = functools.partial(session_group, args=sys.argv[2:], prog_name="aiimpl session")
+        else:
+            from .cli import main as run
     except KeyboardInterrupt:
         sys.stderr.write("Aborted.\n")
         sys.exit(130)

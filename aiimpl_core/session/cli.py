@@ -1,7 +1,8 @@
 """The ``session`` click group: ``run`` starts the session program.
 
 Defined here, without Flask, so a runner can use ``python -m aiimpl_core.session run`` with only
-click, requests and git installed; ``aiimpl session run`` is the same command in the main CLI.
+click, requests and git installed; ``aiimpl session run`` is the same command in the main CLI (and
+the ``aiimpl`` script runs this group alone, without loading the main CLI: ``aiimpl_core._entry``).
 """
 
 from __future__ import annotations

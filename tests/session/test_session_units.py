@@ -672,6 +672,47 @@ def test_aiimpl_session_is_a_command_of_the_main_cli() -> None:
     assert "AIIMPL_AGENT_COMMAND" in result.output and "AIIMPL_MAX_TURNS" in result.output
 
 
+#: what the orchestrator's CLI loads and the session program does not need
+ORCHESTRATOR_MODULES = ("flask", "sqlalchemy", "alembic", "flask_migrate", "aiimpl_core.cli",
+                        "aiimpl_core.app", "aiimpl_linear", "aiimpl_jira", "aiimpl_gha", "aiimpl_fly",
+                        "aiimpl_docker")
+
+
+def test_the_aiimpl_script_runs_the_session_without_loading_the_orchestrator() -> None:
+    """Every runner starts ``aiimpl session run``: the script runs the session's own group, without
+    the orchestrator's CLI, its settings and its plugins (about a second of CPU before each session)."""
+    code = (
+        "import atexit, sys\n"
+        f"heavy = {ORCHESTRATOR_MODULES!r}\n"
+        "atexit.register(lambda: print('LOADED', sorted(m for m in sys.modules if m in heavy "
+        "or m.startswith(tuple(h + '.' for h in heavy)))))\n"
+        "sys.argv = ['aiimpl', 'session', 'env']\n"
+        "from aiimpl_core._entry import main\n"
+        "main()\n"
+    )
+    # a setting the orchestrator would refuse at start changes nothing for a session
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "AIIMPL_POLL_INTERVAL": "0", "RUNNER_MODE": "bogus"})
+    assert done.returncode == 0, done.stderr
+    assert "AIIMPL_AGENT_COMMAND" in done.stdout
+    assert done.stdout.splitlines()[-1] == "LOADED []"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["env", "--help"], [], ["bogus"]],
+                         ids=lambda a: " ".join(a) or "none")
+def test_the_session_group_answers_as_the_main_cli_s_session_command(args: list[str]) -> None:
+    from click.testing import CliRunner
+
+    from aiimpl_core.cli import cli
+    from aiimpl_core.cli import session as _session  # noqa: F401 - registers the group
+    from aiimpl_core.session.cli import session_group
+
+    alone = CliRunner().invoke(session_group, args, prog_name="aiimpl session")
+    within = CliRunner().invoke(cli, ["session", *args], prog_name="aiimpl")
+    assert (alone.exit_code, alone.output) == (within.exit_code, within.output)
+    assert "aiimpl session" in alone.output
+
+
 def test_docs_show_the_environment_tables_as_the_code_defines_them() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "session.md").read_text()
     assert E.markdown_table(E.ALL) in doc
