@@ -4,7 +4,7 @@ AI-Implement is not published on a package index, and a name looked up on one co
 else's distribution, so a runner that installs the session program with pip gets it from the
 orchestrator it reports to: a wheel of the running ``aiimpl-core``, built once per process from
 the files of the ``aiimpl_core`` package directory (not from a source tree, a build tool or the
-network) and the installed distribution's metadata.
+network) and the installed distribution's metadata and the license files it names.
 
 The wheel holds the program only. Of the package directory it takes regular files and nothing
 else: no ``__pycache__`` or ``*.pyc``, no hidden file or folder (``.env``), no symbolic link (it

@@ -300,6 +300,24 @@ def test_a_tracker_slower_than_the_answer_gets_the_writes_after_it(
     assert {i.state for i in db.session.scalars(select(OutboxItem))} == {"done"}
 
 
+def test_with_no_thread_to_be_had_the_writes_are_sent_in_the_request(
+    client, cb_job, merged_payload, cb_tracker, monkeypatch
+):
+    """A process at its thread limit sends the merge's tracker writes in the request, as before
+    they had a thread of their own, rather than leaving them to the poller."""
+    from aiimpl_core import webhooks
+
+    def refused(self):
+        raise RuntimeError("can't start new thread")
+
+    hello_world_job(cb_job)
+    with monkeypatch.context() as patched:
+        patched.setattr(webhooks.threading.Thread, "start", refused)
+        assert deliver(client, merged_payload).get_json()["matched"] is True
+    assert cb_tracker.comments["HW-7"] == ["🎉 PR #2 merged (c4295bd). Closing this issue out."]
+    assert cb_tracker.issues["HW-7"].done is True and checks_running() == 0
+
+
 def test_merged_pr_of_no_job_is_acknowledged(client, merged_payload, cb_tracker):
     resp = deliver(client, merged_payload)
     assert resp.status_code == 200
