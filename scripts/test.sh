@@ -10,7 +10,10 @@ PY=${PYTHON:-python3}
 VENV=${AIIMPL_VENV:-.venv}
 [[ -x $VENV/bin/python ]] || "$PY" -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-"$VENV/bin/pip" install -q -e ".[test]" \
+# the build backend the pyprojects name ([build-system] requires), installed once here rather than
+# into a throwaway environment for each of the seven editable installs (15 s less on two cores)
+"$VENV/bin/pip" install -q "setuptools>=77"
+"$VENV/bin/pip" install -q --no-build-isolation -e ".[test]" \
   -e plugins/aiimpl_linear -e plugins/aiimpl_jira -e plugins/aiimpl_gha \
   -e plugins/aiimpl_fly -e plugins/aiimpl_docker \
   -e docs/examples/aiimpl_example_runner
