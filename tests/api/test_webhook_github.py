@@ -287,7 +287,7 @@ def test_a_tracker_slower_than_the_answer_gets_the_writes_after_it(
         resp = deliver(client, merged_payload)
         took = time.monotonic() - started
         assert resp.status_code == 200 and resp.get_json()["jobId"] == job_id
-        assert took < 1 + 2, took
+        assert took < 1 + 10, took  # (the writes held 30 s when the answer waited for them)
         assert called.wait(30) and cb_tracker.comments.get("HW-7", []) == [] and checks_running() == 1
         _, tracked = _merge_effects(cb_tracker, job_id)
         assert tracked.stage == "done"  # the merge is recorded before the answer
