@@ -167,7 +167,8 @@ class Git:
     def push(self, branch: str, *, replacing: str | None = None, **kw: object) -> None:
         """Push ``HEAD`` to ``branch``. Never forced: the branch may hold an earlier attempt's work,
         which the session continues; but ``replacing``, the commit of a branch whose work was merged
-        already, is replaced, and only while the branch is still at it (``--force-with-lease``)."""
+        already (or whose pull request was closed without a merge), is replaced, and only while the
+        branch is still at it (``--force-with-lease``)."""
         lease = [f"--force-with-lease=refs/heads/{branch}:{replacing}"] if replacing else []
         self.run("push", *lease, "origin", f"HEAD:refs/heads/{branch}", **kw)  # type: ignore[arg-type]
 

@@ -1,5 +1,6 @@
 """The session's GitHub REST calls: opening the pull request (or finding the one already open for
-the branch), finding the merged one a branch was left behind by, and where repositories live."""
+the branch), finding the merged or closed one a branch was left behind by, and where repositories
+live."""
 
 from __future__ import annotations
 
@@ -112,25 +113,28 @@ def find_open_pull_request(
     return None
 
 
-def find_merged_pull_request(
+def find_ended_pull_request(
     api_url: str, token: str, owner: str, repo: str, *, head: str, base: str, sha: str
 ) -> dict[str, Any] | None:
-    """The pull request from branch ``head`` of ``owner/repo`` that was merged into ``base`` with
-    the branch at commit ``sha`` (the branch as it stands), or ``None``.
+    """The pull request from branch ``head`` of ``owner/repo`` into ``base`` that was merged, or
+    else closed without a merge, with the branch at commit ``sha`` (the branch as it stands), or
+    ``None``. A merged one comes first, then the newest closed one.
 
     ``GET /repos/{owner}/{repo}/pulls?head={owner}:{head}&base={base}&state=closed``, the newest
-    first (a branch's pull requests are few; the first hundred are read). A merged pull request
-    keeps the head commit it was merged with, whatever the branch got later.
+    first (a branch's pull requests are few; the first hundred are read). A closed pull request
+    keeps the head commit it was merged or closed with, whatever the branch got later.
 
     :raises PullRequestError: when GitHub refuses the listing or cannot be reached.
     """
-    for pr in _pull_requests(api_url, token, owner, repo, head=head, base=base, state="closed"):
-        if not pr.get("merged_at"):
-            continue
-        pr_head = pr.get("head") if isinstance(pr.get("head"), dict) else {}
-        if pr_head.get("sha") == sha and _is_from(pr, f"{owner}/{repo}", head, base):
-            return pr
-    return None
+    listed = _pull_requests(api_url, token, owner, repo, head=head, base=base, state="closed")
+    ended = [pr for pr in listed if pr.get("state") == "closed" and _head_sha(pr) == sha
+             and _is_from(pr, f"{owner}/{repo}", head, base)]
+    return next((pr for pr in ended if pr.get("merged_at")), ended[0] if ended else None)
+
+
+def _head_sha(pr: dict[str, Any]) -> Any:
+    pr_head = pr.get("head") if isinstance(pr.get("head"), dict) else {}
+    return pr_head.get("sha")
 
 
 def _pull_requests(

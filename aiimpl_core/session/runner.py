@@ -36,7 +36,7 @@ from .api import Orchestrator, RepoToken, TokenCache
 from .config import SessionConfig, token_claim, url_problem
 from .credential import git_environment
 from .git import Git, GitError, RefusedChanges
-from .github import PullRequestError, find_merged_pull_request, find_open_pull_request, open_pull_request
+from .github import PullRequestError, find_ended_pull_request, find_open_pull_request, open_pull_request
 from .redact import Redactor
 
 NO_CHANGES = "Nothing to commit: Claude left no file changes in the working tree"
@@ -90,7 +90,8 @@ class State:
     start_sha: str | None = None  # where the agent started
     base_sha: str | None = None  # the base branch: what the pull request is compared with
     resumed: bool = False  # the branch existed (an earlier attempt's work): continued from it
-    #: the commit of a branch left behind by a merged pull request, which the push replaces
+    #: the commit of a branch left behind by a merged pull request, or by one closed without a
+    #: merge, which the push replaces
     replacing: str | None = None
     agent_ran: bool = False
     pushed: bool = False
@@ -417,17 +418,18 @@ class Session:
             self._learn_tokens()
             self.git = git
             self.state.clone_dir = dest
-            merged: dict[str, Any] | None = None
+            ended: dict[str, Any] | None = None
             try:
                 self.state.base_sha = git.head()
                 if cfg.phase is not Phase.GAP_ANALYSIS:
                     # an earlier attempt may have left its work on the branch (turn limit, budget,
                     # stop, a pull request still open): continue from it instead of starting over
-                    # and throwing it away; unless that work was merged already
+                    # and throwing it away; unless that work was merged already, or its pull
+                    # request closed without a merge
                     tip = git.remote_branch_tip(cfg.branch)
-                    merged = self._merged_pull_request(tip) if tip else None
-                    self.state.resumed = tip is not None and merged is None
-                    self.state.replacing = tip if merged is not None else None
+                    ended = self._ended_pull_request(tip) if tip else None
+                    self.state.resumed = tip is not None and ended is None
+                    self.state.replacing = tip if ended is not None else None
                     git.checkout_new(cfg.branch, f"origin/{cfg.branch}" if self.state.resumed else None)
                 self.state.start_sha = git.head()
             except GitError as exc:
@@ -439,33 +441,47 @@ class Session:
                 commit=self.state.base_sha,
                 resumedFrom=(cfg.branch if self.state.resumed else None),
             )
-            if merged is not None:
-                detail["mergedPrNumber"] = merged["number"]
+            if ended is not None:
+                detail["mergedPrNumber" if ended.get("merged_at") else "closedPrNumber"] = ended["number"]
 
-    def _merged_pull_request(self, tip: str) -> dict[str, Any] | None:
+    def _ended_pull_request(self, tip: str) -> dict[str, Any] | None:
         """The pull request that merged ``AIIMPL_BRANCH`` into the base branch as it stands (at
-        ``tip``), or ``None``.
+        ``tip``), or else closed it unmerged as it stands, with none open; or ``None``.
 
         GitHub does not delete a merged pull request's branch unless the repository asks it to, and
         the branch of an issue triggered again has the same name. Continued, it would bring back the
         work already merged (squashed or rebased, its commits are not the base's: reverted since,
         that work would come back with the new pull request), on a tree as old as the branch. Such
-        a branch is started over from the base branch, and the push replaces it. When GitHub
-        cannot say, the branch is continued: it may hold an earlier attempt's work, never merged.
+        a branch is started over from the base branch, and the push replaces it.
+
+        A pull request closed without a merge is work someone turned down (the orchestrator never
+        closes one): the issue triggered again is a new attempt, not more of the same, so its
+        branch is started over too. Its commits stay in the closed pull request (GitHub keeps them
+        as ``refs/pull/N/head``). A branch that got commits since, or that has a pull request open
+        (opened again), is continued. When GitHub cannot say, the branch is continued: it may hold
+        an earlier attempt's work, not merged.
         """
         cfg = self.cfg
         try:
             token = self.repo_token()
-            merged = find_merged_pull_request(cfg.github_api_url, token.token, cfg.owner, cfg.repo,
-                                              head=cfg.branch, base=cfg.base_branch, sha=tip)
+            ended = find_ended_pull_request(cfg.github_api_url, token.token, cfg.owner, cfg.repo,
+                                            head=cfg.branch, base=cfg.base_branch, sha=tip)
+            if ended is not None and not ended.get("merged_at") and find_open_pull_request(
+                cfg.github_api_url, token.token, cfg.owner, cfg.repo, head=cfg.branch, base=cfg.base_branch
+            ) is not None:
+                return None
         except (PullRequestError, ProviderError) as exc:
-            self.log(f"looking up the merged pull requests of {cfg.branch} failed ({exc.message}): "
+            self.log(f"looking up the closed pull requests of {cfg.branch} failed ({exc.message}): "
                      "continuing from the branch")
             return None
-        if merged is not None:
-            self.log(f"branch {cfg.branch} was merged with pull request #{merged['number']} as it stands "
+        if ended is not None and ended.get("merged_at"):
+            self.log(f"branch {cfg.branch} was merged with pull request #{ended['number']} as it stands "
                      f"(commit {tip[:7]}): starting over from {cfg.base_branch}")
-        return merged
+        elif ended is not None:
+            self.log(f"pull request #{ended['number']} of branch {cfg.branch} was closed without a merge "
+                     f"as the branch stands (commit {tip[:7]}): starting over from {cfg.base_branch}; "
+                     f"the earlier commits stay in the pull request")
+        return ended
 
     def _script(self, name: str, fallback: str | None) -> list[str] | None:
         assert self.state.clone_dir is not None

@@ -406,6 +406,25 @@ def _squash_merge(world: World, number: int) -> str:
     return tip
 
 
+def _rerun_started_over(world: World) -> tuple[int, str]:
+    """The issue's job dispatched again and its session run, checked to have completed with a new
+    pull request from the branch, which now holds this run's work on main alone: the job's id and
+    the session's output."""
+    main = world.remote.branches()["main"]
+    second = world.dispatch()  # the trigger applied again
+    code, out = world.run_session(second)
+
+    assert code == 0, out
+    job = world.job(second)
+    assert job.status == "completed", (job.status, job.error)
+    assert job.pr_number == 2
+    assert [p.state for p in world.github.pull_requests("acme", "eng")] == ["closed", "open"]
+    tip = world.remote.branches()["ai/ENG-1"]
+    assert git("rev-parse", f"{tip}^", cwd=world.remote.bare).strip() == main
+    assert git("rev-list", "--count", f"{main}..{tip}", cwd=world.remote.bare).strip() == "1"
+    return second, out
+
+
 @FULL_GITHUB
 @pytest.mark.parametrize("later", ["unchanged", "reverted"])
 def test_a_rerun_after_the_pull_request_was_squash_merged_starts_over_from_the_base(
@@ -424,20 +443,8 @@ def test_a_rerun_after_the_pull_request_was_squash_merged_starts_over_from_the_b
         git("rm", "-q", "greeting.txt", cwd=world.remote.seed_dir)
         git("commit", "-q", "-m", "Revert ENG-1", cwd=world.remote.seed_dir)
         git("push", "-q", "origin", "HEAD:refs/heads/main", cwd=world.remote.seed_dir)
-    main = world.remote.branches()["main"]
 
-    second = world.dispatch()  # the trigger applied again
-    code, out = world.run_session(second)
-
-    assert code == 0, out
-    job = world.job(second)
-    assert job.status == "completed", (job.status, job.error)
-    # a new pull request from the branch, which now holds this run's work on main alone
-    assert job.pr_number == 2
-    assert [p.state for p in world.github.pull_requests("acme", "eng")] == ["closed", "open"]
-    tip = world.remote.branches()["ai/ENG-1"]
-    assert git("rev-parse", f"{tip}^", cwd=world.remote.bare).strip() == main
-    assert git("rev-list", "--count", f"{main}..{tip}", cwd=world.remote.bare).strip() == "1"
+    second, out = _rerun_started_over(world)
     expected = "hello from the agent\n" * (1 if later == "reverted" else 2)
     assert world.remote.show("ai/ENG-1", "greeting.txt") == expected
     clone = world.steps(second)["clone"].detail
@@ -448,6 +455,18 @@ def test_a_rerun_after_the_pull_request_was_squash_merged_starts_over_from_the_b
     assert lookup.query["head"] == ["acme:ai/ENG-1"] and lookup.query["base"] == ["main"]
 
 
+def _push_by_hand(world: World, text: str) -> str:
+    """A commit of someone's own pushed to the branch (``later.txt`` holding ``text``); the branch's
+    commit then."""
+    clone = world.tmp / "by-hand"
+    git("clone", "-q", "--branch", "ai/ENG-1", str(world.remote.bare), str(clone), cwd=world.tmp)
+    (clone / "later.txt").write_text(text)
+    git("add", "-A", cwd=clone)
+    git("commit", "-q", "-m", "later", cwd=clone)
+    git("push", "-q", "origin", "HEAD:refs/heads/ai/ENG-1", cwd=clone)
+    return world.remote.branches()["ai/ENG-1"]
+
+
 @FULL_GITHUB
 def test_a_branch_that_moved_on_since_its_pull_request_was_merged_is_continued(world: World) -> None:
     """Commits pushed to the branch after its merge are work not merged: the branch is continued
@@ -456,13 +475,7 @@ def test_a_branch_that_moved_on_since_its_pull_request_was_merged_is_continued(w
     first = world.dispatch()
     assert world.run_session(first)[0] == 0
     merged_tip = _squash_merge(world, 1)
-    clone = world.tmp / "by-hand"
-    git("clone", "-q", "--branch", "ai/ENG-1", str(world.remote.bare), str(clone), cwd=world.tmp)
-    (clone / "later.txt").write_text("after the merge\n")
-    git("add", "-A", cwd=clone)
-    git("commit", "-q", "-m", "later", cwd=clone)
-    git("push", "-q", "origin", "HEAD:refs/heads/ai/ENG-1", cwd=clone)
-    later = world.remote.branches()["ai/ENG-1"]
+    later = _push_by_hand(world, "after the merge\n")
 
     second = world.dispatch()
     code, out = world.run_session(second)
@@ -488,10 +501,69 @@ def test_a_merged_pull_request_github_cannot_look_up_leaves_the_branch_continued
     code, out = world.run_session(second)
 
     assert code == 0, out
-    assert "looking up the merged pull requests of ai/ENG-1 failed" in out
+    assert "looking up the closed pull requests of ai/ENG-1 failed" in out
     assert world.steps(second)["clone"].detail["resumedFrom"] == "ai/ENG-1"
     tip = world.remote.branches()["ai/ENG-1"]
     assert git("merge-base", "--is-ancestor", merged_tip, tip, cwd=world.remote.bare) == ""
+
+
+def _close_unmerged(world: World, number: int) -> str:
+    """Close pull request ``number`` without a merge, as a reviewer turning it down does (the branch
+    left where it was); the branch's commit."""
+    tip = world.remote.branches()["ai/ENG-1"]
+    [pr] = [p for p in world.github.pull_requests("acme", "eng") if p.number == number]
+    pr.state, pr.head_sha = "closed", tip
+    return tip
+
+
+@FULL_GITHUB
+def test_a_rerun_after_the_pull_request_was_closed_unmerged_starts_over_from_the_base(world: World) -> None:
+    """The issue is triggered again after its pull request was closed without a merge (the work
+    turned down). Continued, the re-run built on the work turned down and brought it back with
+    the new pull request. It starts over from main, and its push replaces the branch."""
+    world.mapping()
+    first = world.dispatch()
+    assert world.run_session(first)[0] == 0
+    closed_tip = _close_unmerged(world, 1)
+
+    second, out = _rerun_started_over(world)
+
+    assert world.remote.show("ai/ENG-1", "greeting.txt") == "hello from the agent\n"
+    clone = world.steps(second)["clone"].detail
+    assert clone["resumedFrom"] is None and clone["closedPrNumber"] == 1 and "mergedPrNumber" not in clone
+    assert (f"pull request #1 of branch ai/ENG-1 was closed without a merge as the branch stands "
+            f"(commit {closed_tip[:7]}): starting over from main") in out
+
+
+@FULL_GITHUB
+@pytest.mark.parametrize("since", ["commits", "opened"])
+def test_a_branch_closed_unmerged_is_continued_once_it_got_commits_or_a_pull_request_since(
+    world: World, since: str
+) -> None:
+    """Commits pushed to the branch after its pull request was closed, or a pull request opened
+    from it again, are work someone goes on with: the branch is continued (and never forced)."""
+    from aiimpl_core.testing.fake_github import PullRequest
+
+    world.mapping()
+    first = world.dispatch()
+    assert world.run_session(first)[0] == 0
+    closed_tip = _close_unmerged(world, 1)
+    if since == "commits":
+        _push_by_hand(world, "after the close\n")
+    else:
+        world.github.pulls[("acme", "eng")].append(PullRequest(
+            2, "acme", "eng", "ENG-1 again", "ai/ENG-1", "main", None, head_sha=closed_tip))
+    later = world.remote.branches()["ai/ENG-1"]
+
+    second = world.dispatch()
+    code, out = world.run_session(second)
+
+    assert code == 0, out
+    clone_detail = world.steps(second)["clone"].detail
+    assert clone_detail["resumedFrom"] == "ai/ENG-1" and "closedPrNumber" not in clone_detail
+    assert world.job(second).pr_number == 2
+    tip = world.remote.branches()["ai/ENG-1"]
+    assert git("merge-base", "--is-ancestor", later, tip, cwd=world.remote.bare) == ""
 
 
 def test_an_unusable_configuration_ends_the_job_at_once(world: World) -> None:

@@ -29,7 +29,7 @@ from aiimpl_core.session.config import SessionConfig
 from aiimpl_core.session.credential import git_environment
 from aiimpl_core.session.github import (
     PullRequestError,
-    find_merged_pull_request,
+    find_ended_pull_request,
     find_open_pull_request,
     web_base,
 )
@@ -464,7 +464,7 @@ def test_find_open_pull_request_matches_branch_base_and_state(full_github: FakeG
     }
 
 
-def test_find_merged_pull_request_matches_branch_base_and_the_commit_it_was_merged_at(
+def test_find_ended_pull_request_matches_branch_base_and_the_commit_it_was_merged_or_closed_at(
     full_github: FakeGitHub,
 ) -> None:
     from datetime import UTC, datetime
@@ -472,30 +472,36 @@ def test_find_merged_pull_request_matches_branch_base_and_the_commit_it_was_merg
     gh = full_github
     tip, older = "a" * 40, "b" * 40
 
-    def merged(number: int, head: str, base: str, sha: str) -> None:
+    def closed(number: int, head: str, base: str, sha: str, *, merged: bool = True) -> None:
         _pull(gh, number, head, base, state="closed")
         pr = gh.pulls[("acme", "eng")][-1]
-        pr.merged_at, pr.head_sha = datetime.now(UTC), sha
+        pr.merged_at, pr.head_sha = (datetime.now(UTC) if merged else None), sha
 
     def find() -> dict[str, Any] | None:
-        return find_merged_pull_request(
+        return find_ended_pull_request(
             gh.url, gh.personal_token, "acme", "eng", head="ai/ENG-1", base="main", sha=tip
         )
 
-    _pull(gh, 1, "ai/ENG-1", "main", state="closed")  # closed without a merge
+    _pull(gh, 1, "ai/ENG-1", "main")  # open
     gh.pulls[("acme", "eng")][-1].head_sha = tip
-    _pull(gh, 2, "ai/ENG-1", "main")  # open
-    merged(3, "ai/ENG-1", "main", older)  # merged, and the branch got more commits since
-    merged(4, "ai/ENG-1", "release", tip)  # the same commit merged into another base
-    merged(5, "ai/ENG-2", "main", tip)  # another branch
+    closed(2, "ai/ENG-1", "main", older)  # merged, and the branch got more commits since
+    closed(3, "ai/ENG-1", "main", older, merged=False)  # closed, and the branch got more since
+    closed(4, "ai/ENG-1", "release", tip)  # the same commit merged into another base
+    closed(5, "ai/ENG-2", "main", tip)  # another branch
+    closed(6, "ai/ENG-2", "main", tip, merged=False)
     assert find() is None
-    merged(6, "ai/ENG-1", "main", tip)
+    closed(7, "ai/ENG-1", "main", tip, merged=False)
+    closed(8, "ai/ENG-1", "main", tip, merged=False)
     pr = find()
-    assert pr is not None and pr["number"] == 6 and pr["merged_at"]
-    [request] = gh.server.requests_to("GET", "/repos/acme/eng/pulls")[1:]
-    assert request.query == {
-        "head": ["acme:ai/ENG-1"], "base": ["main"], "state": ["closed"], "per_page": ["100"]
-    }
+    assert pr is not None and pr["number"] == 8 and pr["state"] == "closed" and not pr["merged_at"]
+    closed(9, "ai/ENG-1", "main", tip)
+    closed(10, "ai/ENG-1", "main", tip, merged=False)
+    pr = find()  # merged at that commit: its work is the base's, whatever was closed since
+    assert pr is not None and pr["number"] == 9 and pr["merged_at"]
+    requests_made = gh.server.requests_to("GET", "/repos/acme/eng/pulls")[1:]
+    assert {tuple(sorted((k, tuple(v)) for k, v in r.query.items())) for r in requests_made} == {(
+        ("base", ("main",)), ("head", ("acme:ai/ENG-1",)), ("per_page", ("100",)), ("state", ("closed",))
+    )}
 
 
 def test_find_open_pull_request_raises_githubs_refusal(full_github: FakeGitHub) -> None:
