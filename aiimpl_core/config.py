@@ -224,7 +224,11 @@ SETTINGS: tuple[Setting, ...] = (
             "answer.", 4, _at_least(1, 60)),
     Setting("AIIMPL_SESSION_LIFETIME_SECONDS", "Lifetime of a session machine or container before it is "
             "stopped (`machine_timeout` / `container_timeout`).", 3600, _at_least(1)),
-    Setting("AIIMPL_DEDUP_WINDOW_SECONDS", "Window of the `dedup` blocker.", 86400, _at_least(0)),
+    Setting("AIIMPL_DEDUP_WINDOW_SECONDS",
+            "Window of the `dedup` blocker: a non-terminal job of the issue created within it holds the "
+            "issue. An older one still in flight holds it as well (the database keeps one non-terminal "
+            "job per issue), so even `0` (no window) never lets an issue have two jobs at once.", 86400,
+            _at_least(0)),
     Setting("AIIMPL_GLOBAL_CAP", "Optional cap on non-terminal jobs across all teams (`0`: no cap).", None,
             _at_least(0, MAX_COUNT)),
     Setting("AIIMPL_BACKEND_CAPS", "Optional caps per runner backend, e.g. `fly-machines=10,local-docker=2`; "

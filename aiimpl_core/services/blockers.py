@@ -129,7 +129,11 @@ def _team_count_query(team_key: str, excluding: str | None = None) -> Any:
 
 
 def _dedup_window() -> timedelta:
-    return timedelta(seconds=int(current_app.config.get("AIIMPL_DEDUP_WINDOW_SECONDS") or 86400))
+    """``AIIMPL_DEDUP_WINDOW_SECONDS`` as set, ``0`` included (no window: a job still in flight is
+    then caught by the unique index of active jobs alone); 24 hours where the app was built
+    without it."""
+    seconds = current_app.config.get("AIIMPL_DEDUP_WINDOW_SECONDS")
+    return timedelta(seconds=86400 if seconds is None else int(seconds))
 
 
 class LiveCounts:

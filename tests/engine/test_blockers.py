@@ -89,15 +89,18 @@ def test_dedup_when_the_trigger_is_applied_again_during_the_run(app, tracker, ru
     assert len(jobs_of("ENG-1")) == 1
 
 
+@pytest.mark.parametrize("window", ["older", "none"])
 def test_an_in_flight_job_older_than_the_dedup_window_still_holds_its_issue(
-    app, tracker, runner, add_mapping
+    app, tracker, runner, add_mapping, window
 ):
     """The checks count only jobs created inside the dedup window; an older job still in flight is
     caught by the unique index of active jobs: the whole claim is rolled back (no second job, no
-    stage change queued for it) and the issue shows the dedup blocker."""
+    stage change queued for it) and the issue shows the dedup blocker. So is every job in flight
+    with no window (``AIIMPL_DEDUP_WINDOW_SECONDS=0``, which was read as 24 hours)."""
     from datetime import timedelta
 
     from aiimpl_core.orm import Job, OutboxItem
+    from aiimpl_core.services import blockers
 
     from .conftest import outbox_of
 
@@ -105,8 +108,12 @@ def test_an_in_flight_job_older_than_the_dedup_window_still_holds_its_issue(
     tracker.add("ENG-1")
     run_cycle()
     [job] = jobs_of("ENG-1")
-    db.session.execute(db.update(Job).values(created_at=job.created_at - timedelta(days=2)))
-    db.session.commit()
+    if window == "older":
+        db.session.execute(db.update(Job).values(created_at=job.created_at - timedelta(days=2)))
+        db.session.commit()
+    else:
+        app.config["AIIMPL_DEDUP_WINDOW_SECONDS"] = 0
+        assert blockers._dedup_window() == timedelta(0)
     queued = [(i.op, i.job_id) for i in outbox_of("ENG-1")]
     tracker.trigger("ENG-1")
     report = run_cycle()
