@@ -53,11 +53,17 @@ def test_list_shows_dead_items_and_counts(run):
     assert run("outbox", "list", "--state", "sending").output.startswith("(none)")
 
 
-def test_list_refuses_bad_filters_with_the_apis_message(run):
+def test_list_refuses_bad_filters_as_a_command_line_refused(run):
+    """Exit status 2, as for any option out of its range (the API was asked before, and its
+    refusal exited 1, as a failure would)."""
     r = run("outbox", "list", "--state", "lost")
-    assert r.exit_code == 1 and "state must be one of: dead, pending, sending, done" in r.output
-    r = run("outbox", "list", "--limit", "501")
-    assert r.exit_code == 1 and "limit must be an integer between 1 and 500" in r.output
+    assert r.exit_code == 2
+    assert ("Invalid value for '--state': 'lost' is not one of 'dead', 'pending', 'sending', 'done'"
+            in r.output)
+    for limit in ("501", "0"):
+        r = run("outbox", "list", "--limit", limit)
+        assert r.exit_code == 2
+        assert f"Invalid value for '--limit': {limit} is not in the range 1<=x<=500" in r.output
 
 
 def test_retry_requeues_a_dead_item_which_then_goes_out(run, tracker):

@@ -19,6 +19,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from ..config import not_utf8
+from ..schemas.admin import LIST_MAX, OUTBOX_STATES
 from . import cli, echo_json, masked
 
 
@@ -621,9 +622,11 @@ def _outbox_row(item: dict[str, Any]) -> dict[str, Any]:
 
 
 @outbox.command("list")
-@click.option("--state", default="dead", show_default=True, help="dead, pending, sending or done.")
+@click.option("--state", type=click.Choice(OUTBOX_STATES), default="dead", show_default=True,
+              help="Only the items in this state.")
 @click.option("--issue", help="Only this issue's items.")
-@click.option("--limit", type=int, help="At most this many, newest first (1-500, default 100).")
+@click.option("--limit", type=click.IntRange(1, LIST_MAX),
+              help="At most this many, newest first (default 100).")
 @json_option
 @with_appcontext
 def outbox_list(state: str, issue: str | None, limit: int | None, as_json: bool) -> None:
@@ -636,8 +639,6 @@ def outbox_list(state: str, issue: str | None, limit: int | None, as_json: bool)
     _table([_outbox_row(i) for i in _as_list(body, "items")], OUTBOX_COLUMNS)
     counts = body.get("counts") if isinstance(body, dict) else None
     if isinstance(counts, dict):  # the API's states first (a JSON object's keys come sorted)
-        from ..schemas.admin import OUTBOX_STATES
-
         order = {name: n for n, name in enumerate(OUTBOX_STATES)}
         names = sorted(counts, key=lambda name: (order.get(name, len(order)), name))
         click.echo("counts: " + ", ".join(f"{name} {counts[name]}" for name in names))
