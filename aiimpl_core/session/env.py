@@ -77,6 +77,12 @@ VERIFY_COMMAND = EnvVar(
 )
 WORKDIR = EnvVar("AIIMPL_WORKDIR", "Directory the session clones into (default: a fresh temporary directory)")
 LOG_URL = EnvVar("AIIMPL_LOG_URL", "Link to this session's logs, shown in the progress comments")
+LOG_LEVEL = EnvVar(
+    "AIIMPL_LOG_LEVEL",
+    "Level of the session program's own log lines on standard error (DEBUG, INFO, WARNING, ERROR or "
+    "CRITICAL; another value is taken as WARNING, the session is not stopped for it)",
+    default="WARNING",
+)
 TOKEN_REFRESH_SECONDS = EnvVar(
     "AIIMPL_TOKEN_REFRESH_SECONDS",
     "A repository token expiring within this many seconds is replaced by a fresh one from /api/token",
@@ -136,6 +142,7 @@ OPTIONAL: tuple[EnvVar, ...] = (
     VERIFY_COMMAND,
     WORKDIR,
     LOG_URL,
+    LOG_LEVEL,
     TOKEN_REFRESH_SECONDS,
     REPORT_RETRY_SECONDS,
     GIT_AUTHOR_NAME,

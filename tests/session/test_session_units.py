@@ -382,18 +382,13 @@ def test_session_run_without_configuration_exits_2_with_a_clear_message() -> Non
     assert "AIIMPL_PHASE is not set" in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("program", [["-m", "aiimpl_core.cli", "session", "run"],
-                                     ["-m", "aiimpl_core.session", "run"]], ids=["aiimpl", "module"])
-def test_the_session_logs_text_whatever_the_log_format_says(program: list[str]) -> None:
-    """A runner's log shows the session's lines: text, as the docs say, through either entry point
-    (``aiimpl session run``, which the session image runs, logged JSON lines under the server's
-    AIIMPL_LOG_FORMAT=json)."""
+def _session_refused(program: list[str], **env: str) -> list[str]:
+    """The lines a session logs (standard error) when run with ``program`` against an orchestrator
+    that refuses every request (403): it logs its warnings, and ends at once rather than after
+    retrying one that cannot be reached."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Refusing(BaseHTTPRequestHandler):
-        """An orchestrator that refuses every request (403): the session logs its warnings, and ends
-        at once rather than after retrying one that cannot be reached."""
-
         def do_POST(self) -> None:  # noqa: N802 - the handler's name
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             body = b'{"error": "invalid_nonce"}'
@@ -407,14 +402,35 @@ def test_the_session_logs_text_whatever_the_log_format_says(program: list[str]) 
             pass
 
     with ServerThread(ThreadingHTTPServer(("127.0.0.1", 0), Refusing)) as orchestrator:
-        url = orchestrator.url
-        env = {"PATH": os.environ["PATH"], "AIIMPL_LOG_FORMAT": "json", "AIIMPL_LOG_LEVEL": "INFO",
-               **base_env(AIIMPL_URL=url), "AIIMPL_AGENT_COMMAND": "true", "AIIMPL_LIFETIME_SECONDS": "5"}
-        proc = subprocess.run([sys.executable, *program], capture_output=True, text=True, env=env,
+        environ = {"PATH": os.environ["PATH"], **base_env(AIIMPL_URL=orchestrator.url),
+                   "AIIMPL_AGENT_COMMAND": "true", "AIIMPL_LIFETIME_SECONDS": "5", **env}
+        proc = subprocess.run([sys.executable, *program], capture_output=True, text=True, env=environ,
                               timeout=120)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines, proc.stderr
-    assert not [line for line in lines if line.lstrip().startswith("{")], proc.stderr
+    return [line for line in proc.stderr.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("program", [["-m", "aiimpl_core.cli", "session", "run"],
+                                     ["-m", "aiimpl_core.session", "run"]], ids=["aiimpl", "module"])
+def test_the_session_logs_text_whatever_the_log_format_says(program: list[str]) -> None:
+    """A runner's log shows the session's lines: text, as the docs say, through either entry point
+    (``aiimpl session run``, which the session image runs, logged JSON lines under the server's
+    AIIMPL_LOG_FORMAT=json)."""
+    lines = _session_refused(program, AIIMPL_LOG_FORMAT="json", AIIMPL_LOG_LEVEL="INFO")
+    assert lines
+    assert not [line for line in lines if line.lstrip().startswith("{")], lines
+
+
+def test_the_session_logs_at_the_level_it_is_given_and_at_warning_for_one_not_valid() -> None:
+    """``AIIMPL_LOG_LEVEL``, the one orchestrator setting the session reads (docs/session.md): its
+    warnings go out unless it asks for errors only; a level that is not one is taken as WARNING
+    (the session does not stop for it)."""
+    program = ["-m", "aiimpl_core.session", "run"]
+
+    def warnings(**env: str) -> list[str]:
+        return [line for line in _session_refused(program, **env) if " WARNING " in line]
+
+    assert warnings() and warnings(AIIMPL_LOG_LEVEL="loud")
+    assert warnings(AIIMPL_LOG_LEVEL="ERROR") == []
 
 
 def test_web_base() -> None:
