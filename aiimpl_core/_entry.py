@@ -4,8 +4,9 @@ during a command does, with ``Aborted.`` and exit status 130, not a traceback of
 
 ``aiimpl session …``, which every runner starts, runs the session program's own click group
 (:mod:`aiimpl_core.session.cli`) without loading the orchestrator's CLI: the session reads none of
-the orchestrator's settings (but the level of its own log) and needs none of its plugins, and Flask, SQLAlchemy, Alembic and the
-plugins took nearly a second of CPU to load before each session started. The group is the same one
+the orchestrator's settings (but the level of its own log) and needs none of its plugins, and
+Flask, SQLAlchemy, Alembic and the plugins took nearly a second of CPU to load before each session
+started. The group is the same one
 the main CLI shows as ``session``: the same commands, help and exit codes."""
 from __future__ import annotations
 

@@ -293,8 +293,11 @@ class SessionInfo:
 
 @dataclass(frozen=True)
 class SyncResult:
-    """What ``sync-workflows`` changed: paths created, updated and left unchanged."""
+    """What ``sync-workflows`` changed: paths created, updated and left unchanged; and warnings,
+    what the runners of the files written will fail at though the sync succeeded (the API answers
+    them, the CLI and the admin UI show them)."""
 
     created: tuple[str, ...] = ()
     updated: tuple[str, ...] = ()
     unchanged: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()

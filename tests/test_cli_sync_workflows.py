@@ -74,3 +74,23 @@ def test_one_mapping_answers_as_the_api_does(run, gha):
 def test_a_team_key_or_all(run, args, said):
     r = run("mappings", "sync-workflows", *args)
     assert r.exit_code == 2 and r.output.splitlines()[-1] == f"Error: {said}"
+
+
+def test_a_syncs_warnings_are_said_on_standard_error(run, gha):
+    """The files were written, but their runs will fail (AIIMPL_PUBLIC_URL only this host reaches):
+    the sync succeeds (exit 0), and says so beside its "ok"."""
+    gha.sync_warnings = ("AIIMPL_PUBLIC_URL names 127.0.0.1, an address of this host only",)
+    r = run("mappings", "sync-workflows", "ENG")
+    assert (r.exit_code, r.stdout) == (0, "ENG: ok\n")
+    assert r.stderr == "Warning: ENG: AIIMPL_PUBLIC_URL names 127.0.0.1, an address of this host only\n"
+    r = run("mappings", "sync-workflows", "--all")
+    assert r.exit_code == 0, r.output
+    assert [line for line in r.stderr.splitlines() if line.startswith("Warning")] == [
+        "Warning: ENG: AIIMPL_PUBLIC_URL names 127.0.0.1, an address of this host only",
+        "Warning: OPS: AIIMPL_PUBLIC_URL names 127.0.0.1, an address of this host only",
+    ]
+    r = run("mappings", "sync-workflows", "ENG", "--json")
+    assert json.loads(r.stdout)["ENG"]["warnings"] == list(gha.sync_warnings)
+    gha.sync_warnings = ()
+    r = run("mappings", "sync-workflows", "ENG")
+    assert (r.exit_code, r.stdout, r.stderr) == (0, "ENG: ok\n", "")

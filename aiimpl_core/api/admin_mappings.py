@@ -198,7 +198,8 @@ def sync_workflows(teamKey: str):  # noqa: ANN201, N803
       tags: [mappings]
       responses:
         200:
-          description: What the sync changed
+          description: What the sync changed, and `warnings`, what the runs of the files written will fail
+            at (e.g. an AIIMPL_PUBLIC_URL only the orchestrator's host reaches)
           content:
             application/json:
               schema: SyncWorkflowsSchema
@@ -241,4 +242,5 @@ def sync_workflows(teamKey: str):  # noqa: ANN201, N803
         created=list(result.created),
         updated=list(result.updated),
         unchanged=list(result.unchanged),
+        warnings=list(result.warnings),
     )

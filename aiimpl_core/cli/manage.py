@@ -416,6 +416,7 @@ def mappings_sync(team_key: str | None, all_: bool, as_json: bool) -> None:
     if team_key:
         result = call("POST", f"/api/mappings/{_segment(team_key, TEAM_NOT_FOUND)}/sync-workflows")
         echo_json({team_key: result}) if as_json else click.echo(f"{team_key}: ok")
+        _sync_warnings(team_key, result)
         return
     facade = current_app.extensions["aiimpl"]
     installed = set(facade.ids("runner"))
@@ -446,8 +447,18 @@ def mappings_sync(team_key: str | None, all_: bool, as_json: bool) -> None:
             if isinstance(result, dict) and "skipped" in result:
                 said = f"skipped ({result['skipped']})"
             click.echo(masked(f"{team}: {said}"))
+    for team, result in results.items():
+        _sync_warnings(team, result)
     if failures:
         raise click.ClickException(f"{failures} of {len(teams)} mappings failed to sync")
+
+
+def _sync_warnings(team: str, result: Any) -> None:
+    """The warnings of a sync that succeeded, on standard error (``--json`` too: its output keeps
+    them in the answer)."""
+    warnings = result.get("warnings") if isinstance(result, dict) else None
+    for warning in warnings if isinstance(warnings, list) else ():
+        click.echo(masked(f"Warning: {team}: {warning}"), err=True)
 
 
 # -- secrets -----------------------------------------------------------------------------------------

@@ -428,6 +428,10 @@ class SyncWorkflowsSchema(Schema):
     created = fields.List(fields.String())
     updated = fields.List(fields.String())
     unchanged = fields.List(fields.String())
+    warnings = fields.List(fields.String(), metadata={
+        "description": "what the runners of the files written will fail at though the sync succeeded "
+                       "(e.g. an AIIMPL_PUBLIC_URL only the orchestrator's host reaches); empty when none"
+    })
 
 
 # -- runner mode ---------------------------------------------------------------------------------------

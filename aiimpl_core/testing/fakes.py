@@ -230,6 +230,8 @@ class FakeRunner:
         self.next_dispatch_errors: list[Exception] = []
         self.poll_error: Exception | None = None
         self.synced: list[str] = []
+        #: what each sync answers as its warnings (see :class:`~aiimpl_core.types.SyncResult`)
+        self.sync_warnings: tuple[str, ...] = ()
         self.destroyed: list[str] = []
         #: the lifetime each ``sweep`` was called with
         self.sweeps: list[int] = []
@@ -315,7 +317,8 @@ class FakeRunner:
 
             def sync_workflows(self, mapping: Any) -> SyncResult:
                 state.synced.append(mapping.team_key)
-                return SyncResult(unchanged=(".github/workflows/ai-implement.yml",))
+                return SyncResult(unchanged=(".github/workflows/ai-implement.yml",),
+                                  warnings=state.sync_warnings)
 
             def dispatch_gap_fill(self, request: DispatchRequest) -> DispatchResult:
                 if state.dispatch_error is not None:

@@ -462,6 +462,7 @@ def test_sync_workflows_table(client, admin_headers, adm_mapping, adm_runner, mo
         "created": [],
         "updated": [],
         "unchanged": [".github/workflows/ai-implement.yml"],
+        "warnings": [],
     }
     assert adm_runner.synced == ["ENG"]
 

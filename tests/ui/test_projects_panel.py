@@ -23,6 +23,21 @@ def test_sync_workflows_says_which_files_in_words(page, app):
     assert flash.inner_text() == "Workflows of ENG synced: unchanged .github/workflows/ai-implement.yml"
 
 
+def test_a_syncs_warning_is_shown_as_an_error_is(page, app, runner):
+    """Files written whose runs will fail (AIIMPL_PUBLIC_URL only this host reaches): said in the
+    error's colour, not as a plain success that is easily missed."""
+    runner.sync_warnings = ("AIIMPL_PUBLIC_URL names 127.0.0.1, an address of this host only.",)
+    add_mapping("ENG", execution_mode="fly-machines")
+    sign_in(page)
+    page.locator('#mappings-table tr[data-team="ENG"]').get_by_role("button", name="Sync workflows").click()
+    flash = page.locator("#flash.error")
+    flash.wait_for()
+    assert flash.inner_text() == (
+        "Workflows of ENG synced: unchanged .github/workflows/ai-implement.yml. "
+        "Warning: AIIMPL_PUBLIC_URL names 127.0.0.1, an address of this host only."
+    )
+
+
 def test_a_field_emptied_in_the_edit_form_is_cleared(page, app):
     from aiimpl_core.services import mappings
 

@@ -382,7 +382,10 @@ function initProjects() {
           const r = await api("POST", `${path}/sync-workflows`);
           const files = ["created", "updated", "unchanged"].filter((k) => asList(r && r[k]).length)
             .map((k) => `${k} ${r[k].join(", ")}`);
-          flash(`Workflows of ${team} synced: ${files.length ? files.join("; ") : "no workflow files"}`);
+          const synced = `Workflows of ${team} synced: ${files.length ? files.join("; ") : "no workflow files"}`;
+          const warnings = asList(r && r.warnings);
+          // written, but their runs will fail: said as an error is, so it is not missed
+          flash(warnings.length ? `${synced}. Warning: ${warnings.join(" ")}` : synced, warnings.length ? "error" : "ok");
           break;
         }
         case "delete":

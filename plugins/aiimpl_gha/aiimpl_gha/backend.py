@@ -353,7 +353,15 @@ class GitHubActionsBackend(RunnerBackend):
     # -- workflow sync --
 
     def sync_workflows(self, mapping: MappingView) -> SyncResult:
-        return workflows.sync(self._repo(mapping), mapping, self.templates(mapping))
+        """Write the workflow files; with a warning when ``AIIMPL_PUBLIC_URL`` names an address
+        only this host reaches (the default ``http://127.0.0.1:8000`` among them), which GitHub's
+        runners cannot reach: the files are written all the same (a runner on this very host
+        reaches it), as ``aiimpl check`` fails its ``public URL`` line for it."""
+        result = workflows.sync(self._repo(mapping), mapping, self.templates(mapping))
+        unreachable = self._public_url_result([mapping])
+        if unreachable is None:
+            return result
+        return dataclasses.replace(result, warnings=(*result.warnings, unreachable.detail))
 
     # -- pre-flight check --
 

@@ -431,6 +431,29 @@ def test_sync_twice_writes_once(gh: FakeGitHub, backend: GitHubActionsBackend) -
     assert set(second.unchanged) == set(first.created)
     assert len(gh.commits("acme", "api")) == commits == 2
     assert len(gh.server.requests_to("PUT")) == 2
+    assert first.warnings == second.warnings == ()
+
+
+@pytest.mark.parametrize("public_url", ["http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000"])
+def test_a_sync_for_a_public_url_only_this_host_reaches_writes_the_files_with_a_warning(
+    gh: FakeGitHub, public_url: str | None
+) -> None:
+    """Unset, AIIMPL_PUBLIC_URL is http://127.0.0.1:8000: the workflows installed the session
+    program from there and every run failed at its install, though the sync said nothing (only
+    ``aiimpl check`` did). The files are still written (a runner on this host reaches it)."""
+    settings = github_config(gh) | {"AIIMPL_PUBLIC_URL": public_url}
+    backend = GitHubActionsBackend(make_context(settings))
+    result = backend.sync_workflows(sample_mapping())
+    assert len(result.created) == 2
+    host = {"http://127.0.0.1:8000": "127.0.0.1", "http://localhost:8000": "localhost",
+            "http://[::1]:8000": "::1"}[public_url]
+    assert result.warnings == (
+        f"AIIMPL_PUBLIC_URL names {host}, an address of this host only: GitHub's runners cannot reach it, "
+        "so their sessions can neither install the session program from it nor report to it and every "
+        "job of ENG fails; set it to the URL runners reach this orchestrator at",
+    )
+    text = gh.file("acme", "api", ".github/workflows/ai-implement.yml")
+    assert f"{public_url}/runner/session-package/" in text
 
 
 @pytest.mark.parametrize(("lifetime", "minutes"), [(None, 70), ("3600", 70), ("7200", 130), ("5401", 101)])

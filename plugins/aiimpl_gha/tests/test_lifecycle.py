@@ -244,10 +244,34 @@ def test_sync_workflows_api_twice_writes_once(
         ".github/workflows/ai-implement-gap-fill.yml",
         ".github/workflows/ai-implement.yml",
     ]
+    assert first.get_json()["warnings"] == []
     second = client.post("/api/mappings/WEB/sync-workflows", headers=admin_headers)
     assert second.status_code == 200
     assert second.get_json()["created"] == [] and second.get_json()["updated"] == []
     assert len(gh.commits("acme", "api")) == 2
+
+
+class TestSyncWithTheDefaultPublicURL:
+    """AIIMPL_PUBLIC_URL unset in the environment: its default, http://127.0.0.1:8000."""
+
+    @pytest.fixture
+    def aiimpl_config(self, gh: FakeGitHub) -> dict[str, Any]:
+        from aiimpl_core.config import load
+
+        return {**github_config(gh), "AIIMPL_PUBLIC_URL": load({})["AIIMPL_PUBLIC_URL"]}
+
+    def test_the_sync_answers_a_warning_that_the_runners_cannot_reach_it(
+        self, app: Any, client: Any, admin_headers: dict[str, str], gh: FakeGitHub
+    ) -> None:
+        assert app.config["AIIMPL_PUBLIC_URL"] == "http://127.0.0.1:8000"
+        add_mapping(repo="api")
+        answer = client.post("/api/mappings/ENG/sync-workflows", headers=admin_headers)
+        assert answer.status_code == 200, answer.get_json()
+        body = answer.get_json()
+        assert len(body["created"]) == 2
+        [warning] = body["warnings"]
+        assert warning.startswith("AIIMPL_PUBLIC_URL names 127.0.0.1, an address of this host only: "
+                                  "GitHub's runners cannot reach it")
 
 
 def test_sync_workflows_api_failure_is_the_500_row_with_githubs_message(
