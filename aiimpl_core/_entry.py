@@ -6,8 +6,8 @@ during a command does, with ``Aborted.`` and exit status 130, not a traceback of
 (:mod:`aiimpl_core.session.cli`) without loading the orchestrator's CLI: the session reads none of
 the orchestrator's settings (but the level of its own log) and needs none of its plugins, and
 Flask, SQLAlchemy, Alembic and the plugins took nearly a second of CPU to load before each session
-started. The group is the same one
-the main CLI shows as ``session``: the same commands, help and exit codes."""
+started. The group is the same one the main CLI shows as ``session``: the same commands, help and
+exit codes."""
 from __future__ import annotations
 
 import functools

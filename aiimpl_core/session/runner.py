@@ -480,7 +480,7 @@ class Session:
         elif ended is not None:
             self.log(f"pull request #{ended['number']} of branch {cfg.branch} was closed without a merge "
                      f"as the branch stands (commit {tip[:7]}): starting over from {cfg.base_branch}; "
-                     f"the earlier commits stay in the pull request")
+                     "the earlier commits stay in the pull request")
         return ended
 
     def _script(self, name: str, fallback: str | None) -> list[str] | None:
