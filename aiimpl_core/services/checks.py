@@ -76,8 +76,9 @@ def _provider_rows(kind: str, provider_id: str, mappings: Sequence[MappingView])
         return [CheckRow(kind, provider_id, "configured", FAILED, _failure(exc))]
     if not configured:
         if mappings:
+            hint = f" ({provider.setup_hint})" if provider.setup_hint else ""
             return [CheckRow(kind, provider_id, "configured", FAILED,
-                             f"not configured, but mappings use it: {used_by}")]
+                             f"not configured, but mappings use it: {used_by}{hint}")]
         return [CheckRow(kind, provider_id, "configured", SKIPPED, "not configured; no mapping uses it")]
     try:
         results: Sequence[CheckResult] = _results(provider.check(mappings))
@@ -348,6 +349,7 @@ def run_checks(github: Callable[[], Any] = github_from_app, *, budget: float | N
         r.team_key: str(tracker) for r in rows
         if (tracker := (r.ticketing or {}).get("provider")) and tracker not in trackers
     })
+    report += _trackerless_rows([r.team_key for r in rows if not (r.ticketing or {}).get("provider")])
     backend_of = {r.team_key: choose_backend(r, mode).backend_id for r in rows}
     for provider_id in sorted(facade.ids("runner")):
         used = [r.view() for r in rows if backend_of[r.team_key] == provider_id]
@@ -382,6 +384,17 @@ def _missing_rows(kind: str, provider_of: dict[str, str]) -> list[CheckRow]:
                      f"no installed plugin provides it (not installed, or disabled), but mappings use it: "
                      f"{', '.join(teams)}")
             for provider_id, teams in sorted(teams_of.items())]
+
+
+def _trackerless_rows(teams: Sequence[str]) -> list[CheckRow]:
+    """A failure for the mappings saved without a tracker (possible before a tracker plugin was
+    installed): none of their issues is read, and a dispatch finds no mapping for them."""
+    if not teams:
+        return []
+    return [CheckRow("ticketing", "mappings", "tracker", FAILED,
+                     f"mappings name no tracker, so none of their issues is read: {', '.join(teams)}; "
+                     f"set one with `aiimpl mappings update {teams[0]} --ticketing "
+                     """'{"provider": "<id>"}'`""")]
 
 
 def _cap_rows(installed: Sequence[str]) -> list[CheckRow]:

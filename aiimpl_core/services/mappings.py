@@ -353,14 +353,18 @@ def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
 def _validate_ticketing(ticketing: Any, merged: dict[str, Any]) -> dict[str, Any]:
     """``ticketing`` is ``{"provider": "<id>", ...that provider's settings}``.
 
-    Omitted with a single ticketing provider installed, it defaults to that provider.
+    Omitted with a single ticketing provider installed, it defaults to that provider. With none
+    installed the mapping is refused: saved without a tracker, none of its team's issues would ever
+    be read, and a dispatch of one would find no mapping.
     """
     trackers = tracker_ids()
+    if not trackers:
+        raise ValidationError("ticketing.provider must name an installed tracker, and none is installed "
+                              "(install a tracker plugin such as aiimpl-linear or aiimpl-jira; "
+                              "`aiimpl plugins list` shows what is installed)")
     if ticketing is None or ticketing == {}:
         if len(trackers) == 1:
             ticketing = {"provider": trackers[0]}
-        elif not trackers:
-            return {}
         else:
             raise ValidationError(f"ticketing.provider must be {one_of(trackers)}")
     if not isinstance(ticketing, dict):

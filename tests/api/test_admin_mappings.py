@@ -653,3 +653,22 @@ def test_an_extra_env_variable_as_long_as_a_process_takes_is_kept(client, admin_
     created = post(client, admin_headers, merged(extraEnv={"BIG": value}))
     assert created.status_code == 201, created.get_json()
     assert created.get_json()["extraEnv"] == {"BIG": value}
+
+
+class TestWithNoTrackerInstalled:
+    """Only runner backends installed (a tracker plugin not yet added)."""
+
+    @pytest.fixture
+    def aiimpl_plugins(self, adm_runner, adm_fly) -> list[object]:
+        return [adm_runner.plugin, adm_fly.plugin]
+
+    def test_a_mapping_is_refused_saying_no_tracker_is_installed(self, client, admin_headers):
+        """It was saved with ``ticketing {}``: none of its issues was ever read, a dispatch said the
+        team had no mapping, and installing a tracker later did not give it one."""
+        answer = post(client, admin_headers, merged(ticketing=...))
+        assert answer.status_code == 400
+        assert answer.get_json() == {"error": (
+            "ticketing.provider must name an installed tracker, and none is installed (install a "
+            "tracker plugin such as aiimpl-linear or aiimpl-jira; `aiimpl plugins list` shows what "
+            "is installed)")}
+        assert db.session.scalar(select(db.func.count()).select_from(Mapping)) == 0

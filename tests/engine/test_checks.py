@@ -180,6 +180,34 @@ def test_an_unconfigured_provider_fails_only_when_a_mapping_uses_it(app, add_map
     assert Checked.seen == []  # never asked to check
 
 
+def test_an_unconfigured_provider_in_use_says_how_to_set_it_up(app, add_mapping, monkeypatch):
+    """Its ``setup_hint``, as the GitHub line gives its own: "not configured" alone left the
+    operator to find the variables in the plugin's docs."""
+    Checked.configured = False
+    monkeypatch.setattr(Checked, "setup_hint", "set CHECKED_API_KEY", raising=False)
+    add_mapping("ENG", provider="checked")
+    assert rows()[("ticketing", "checked", "configured")] == (
+        "failed", "not configured, but mappings use it: ENG (set CHECKED_API_KEY)")
+
+
+def test_mappings_saved_without_a_tracker_fail_a_line_naming_them(app, add_mapping):
+    """Saved before a tracker plugin was installed (a mapping is refused so now): their issues were
+    never read, and no line of the check said so."""
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import Mapping
+
+    add_mapping("ENG", provider="checked")
+    for team in ("OPS", "WEB"):
+        add_mapping(team)
+        db.session.execute(db.update(Mapping).where(Mapping.team_key == team).values(ticketing={}))
+    db.session.commit()
+    assert rows()[("ticketing", "mappings", "tracker")] == (
+        "failed",
+        "mappings name no tracker, so none of their issues is read: OPS, WEB; set one with "
+        """`aiimpl mappings update OPS --ticketing '{"provider": "<id>"}'`""",
+    )
+
+
 def test_a_repository_the_app_is_not_installed_on_fails(app, add_mapping, gh):
     add_mapping("ENG")
     add_mapping("OPS", owner="elsewhere", repo="ops")

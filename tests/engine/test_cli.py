@@ -130,6 +130,22 @@ def test_dispatch_of_a_team_whose_tracker_is_not_installed_names_it(app, tracker
         "disabled (`aiimpl plugins list` shows the plugins)")
 
 
+def test_dispatch_of_a_team_whose_mapping_names_no_tracker_says_so(app, tracker, add_mapping):
+    """A mapping saved before any tracker plugin was installed: the dispatch said there was no
+    mapping for the team, while `aiimpl mappings list` showed it."""
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import Mapping
+
+    add_mapping("OPS")
+    db.session.execute(db.update(Mapping).values(ticketing={}))
+    db.session.commit()
+    result = invoke(app, "dispatch", "OPS-1")
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "Error: the mapping of team OPS names no tracker: set one with `aiimpl mappings update OPS "
+        """--ticketing '{"provider": "<id>"}'`""")
+
+
 def test_jobs_list_and_show(app, client, tracker, runner, add_mapping):
     add_mapping("ENG")
     tracker.add("ENG-1")
