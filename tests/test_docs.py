@@ -156,3 +156,25 @@ def test_every_endpoint_the_operator_guide_names_is_served(tmp_path):
         named = set(re.findall(r"\b(GET|POST|PATCH|PUT|DELETE) (/[\w/{}.-]*\w[}]?)", fh.read()))
     assert len(named) > 10
     assert sorted(named - rules) == []
+
+
+def test_the_author_guide_lists_every_field_and_value_of_the_backends_types():
+    """A plugin author found the fields of ``DispatchRequest``, ``RunState`` … and the values of
+    ``TimeoutReason`` and ``LogLabel`` only by reading the source."""
+    import dataclasses
+    import re
+
+    from aiimpl_core import types
+
+    with open(os.path.join(DOCS, "plugin-author-guide.md"), encoding="utf-8") as fh:
+        guide = fh.read()
+    section = guide[guide.index("### The types"):guide.index("## 3. The hook")]
+    named = set(re.findall(r"`([^`]+)`", section))
+    for cls in (types.DispatchRequest, types.DispatchResult, types.InFlightRun, types.RunState,
+                types.MappingView, types.SessionInfo, types.SyncResult, types.CheckResult):
+        assert f"**`{cls.__name__}`**" in section, cls.__name__
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in named]
+        assert not missing, f"{cls.__name__}: {missing}"
+    for enum in (types.Phase, types.RunPhase, types.TimeoutReason, types.LogLabel):
+        missing = [member.value for member in enum if member.value not in named]
+        assert not missing, f"{enum.__name__}: {missing}"

@@ -413,3 +413,17 @@ def test_contract_says_config_vars_needs_a_tuple():
     backend = _MemoryBackend.make(config_vars=(ConfigVar("AIIMPL_X_DIR", "dir")))
     with pytest.raises(AssertionError, match="trailing comma"):
         RunnerBackendContract().test_contract_config_vars_are_named_for_the_project(backend)
+
+
+def test_contract_says_a_setting_is_named_aiimpl_and_takes_a_list_as_the_core_does():
+    """A bare ``AssertionError: BAD_X`` said neither the rule nor the fix; a list, which the core
+    loads, was refused."""
+    from aiimpl_core.providers import ConfigVar
+    from aiimpl_core.testing.contract import RunnerBackendContract
+
+    backend = _MemoryBackend.make(config_vars=(ConfigVar("SPOOL_DIR", "dir"),))
+    with pytest.raises(AssertionError, match=r"ConfigVar SPOOL_DIR: a setting's name starts with AIIMPL_ "
+                                             r"\(e\.g\. AIIMPL_SPOOL_DIR\)"):
+        RunnerBackendContract().test_contract_config_vars_are_named_for_the_project(backend)
+    backend = _MemoryBackend.make(config_vars=[ConfigVar("AIIMPL_SPOOL_DIR", "dir")])
+    RunnerBackendContract().test_contract_config_vars_are_named_for_the_project(backend)

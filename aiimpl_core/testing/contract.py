@@ -117,15 +117,18 @@ class _ProviderBasics:
         assert isinstance(type(provider).display_name, str) and type(provider).display_name
 
     def test_contract_config_vars_are_named_for_the_project(self, provider: Any) -> None:
+        """A tuple (or list, as the core loads) of ``ConfigVar``, each named ``AIIMPL_…`` (the
+        project's namespace: the operator's environment holds others) with a help text."""
         config_vars = type(provider).config_vars
-        assert isinstance(config_vars, tuple), (
+        assert isinstance(config_vars, (tuple, list)), (
             f"config_vars is a {type(config_vars).__name__}, not a tuple (a single ConfigVar needs a "
             "trailing comma: (ConfigVar(...),))"
         )
         for var in config_vars:
             assert isinstance(var, ConfigVar), f"config_vars holds {var!r}, not a ConfigVar"
-            assert var.name.startswith("AIIMPL_"), var.name
-            assert var.help
+            assert var.name.startswith("AIIMPL_"), (
+                f"ConfigVar {var.name}: a setting's name starts with AIIMPL_ (e.g. AIIMPL_{var.name})")
+            assert var.help, f"ConfigVar {var.name} has no help (aiimpl config shows it)"
 
     def test_contract_is_configured_is_bool(self, provider: Any) -> None:
         assert isinstance(provider.is_configured(), bool)
