@@ -280,10 +280,12 @@ def dispatch_cmd(issue_key: str, phase: str | None, force: bool, as_json: bool) 
     for entry in report.dispatched:
         if not as_json:
             state = f"{entry.status}" + (f" ({entry.error})" if entry.error else "")
-            click.echo(
-                f"Dispatched {entry.issue_key}: job {entry.job_id}, {entry.phase} on "
-                f"{entry.backend or '-'}{' (shadow)' if entry.shadow else ''}: {state}"
-            )
+            what = (f"job {entry.job_id}, {entry.phase} on "
+                    f"{entry.backend or '-'}{' (shadow)' if entry.shadow else ''}: {state}")
+            if entry.error:  # the job was made, and ended at its dispatch
+                click.echo(f"Dispatch of {entry.issue_key} failed: {what}", err=True)
+            else:
+                click.echo(f"Dispatched {entry.issue_key}: {what}")
         if entry.error:
             sys.exit(1)
     if report.dispatched:

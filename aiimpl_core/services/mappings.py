@@ -124,7 +124,7 @@ def one_of(values: Sequence[str]) -> str:
     """``'a'``, ``'a' or 'b'``, ``'a', 'b', or 'c'`` (the reference's wording)."""
     quoted = [f"'{v}'" for v in values]
     if not quoted:
-        return "an installed value (none is installed)"
+        return "the id of an installed plugin, and none is installed (`aiimpl plugins list` shows them)"
     if len(quoted) == 1:
         return quoted[0]
     if len(quoted) == 2:
@@ -219,8 +219,13 @@ def _default_provider(facade: Plugins) -> str | None:
 
 
 def _default_execution_mode(facade: Plugins) -> str | None:
+    """``github-actions`` (the reference's default) when installed, else the one runner backend a
+    mapping can name; with several and none of them ``github-actions``, none: the mapping must name
+    one (``executionMode must be …``), rather than get whichever sorts first."""
     modes = execution_modes()
-    return "github-actions" if "github-actions" in modes else (modes[0] if modes else None)
+    if "github-actions" in modes:
+        return "github-actions"
+    return modes[0] if len(modes) == 1 else None
 
 
 def _provider_check(kind: str, provider_id: str, merged: dict[str, Any]) -> None:

@@ -493,7 +493,7 @@ def test_sync_workflows_table(client, admin_headers, adm_mapping, adm_runner, mo
 @pytest.mark.parametrize(
     "values,text",
     [
-        ([], "an installed value (none is installed)"),
+        ([], "the id of an installed plugin, and none is installed (`aiimpl plugins list` shows them)"),
         (["a"], "'a'"),
         (["anthropic", "bedrock"], "'anthropic' or 'bedrock'"),
         (["a", "b", "c"], "'a', 'b', or 'c'"),
@@ -672,3 +672,32 @@ class TestWithNoTrackerInstalled:
             "tracker plugin such as aiimpl-linear or aiimpl-jira; `aiimpl plugins list` shows what "
             "is installed)")}
         assert db.session.scalar(select(db.func.count()).select_from(Mapping)) == 0
+
+
+class TestWithoutGitHubActionsInstalled:
+    """``executionMode`` left out where the reference's default, ``github-actions``, is not installed."""
+
+    @pytest.fixture
+    def others(self, request) -> list[object]:
+        from aiimpl_core.testing.fakes import FakeRunner
+
+        return [FakeRunner(backend_id, None).plugin for backend_id in getattr(request, "param", ())]
+
+    @pytest.fixture
+    def aiimpl_plugins(self, adm_tracker, adm_fly, others) -> list[object]:
+        return [adm_tracker.plugin, adm_fly.plugin, *others]
+
+    def test_the_one_backend_installed_is_the_default(self, client, admin_headers):
+        answer = post(client, admin_headers, merged(executionMode=...))
+        assert answer.status_code == 201, answer.get_json()
+        assert service.get("ENG")["executionMode"] == "fly-machines"
+
+    @pytest.mark.parametrize("others", [["another-runner"]], indirect=True)
+    def test_of_several_none_is_chosen_for_the_operator(self, client, admin_headers):
+        """The first in order was taken: a mapping could quietly run on a backend installed for a
+        test, or for another team."""
+        answer = post(client, admin_headers, merged(executionMode=...))
+        assert answer.status_code == 400
+        assert answer.get_json() == {"error": "executionMode must be 'fly-machines' or 'another-runner'"}
+        answer = post(client, admin_headers, merged(executionMode="another-runner"))
+        assert answer.status_code == 201, answer.get_json()

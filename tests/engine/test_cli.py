@@ -110,6 +110,20 @@ def test_dispatch_prints_the_blocker_and_force_passes_it(app, tracker, runner, a
     assert len(jobs_of("ENG-2")) == 1
 
 
+def test_a_dispatch_that_failed_is_said_as_a_failure(app, tracker, runner, add_mapping):
+    """It was headed "Dispatched ENG-1: …: failed (…)" on standard output, as a success is."""
+    from aiimpl_core.errors import DispatchError
+
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    runner.next_dispatch_errors.append(DispatchError("the spool directory is not writable"))
+    result = invoke(app, "dispatch", "ENG-1")
+    assert result.exit_code == 1 and result.stdout == ""
+    [job] = jobs_of("ENG-1")
+    assert result.stderr == (f"Dispatch of ENG-1 failed: job {job.id}, implementation on github-actions: "
+                             f"{job.status} (the spool directory is not writable)\n")
+
+
 def test_dispatch_unknown_team_and_untriggered_issue(app, tracker, add_mapping):
     add_mapping("ENG")
     tracker.add("ENG-3", labels=set())
