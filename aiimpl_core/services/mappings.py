@@ -111,9 +111,16 @@ def model_ids() -> list[str]:
     return ordered("model", _facade().ids("model"))
 
 
+#: the reference's values of ``executionMode``, which a mapping may name while no installed plugin
+#: offers one: an install running only local Docker (chosen by the runner mode ``local``, never by
+#: a mapping) could otherwise save no mapping at all
+REFERENCE_EXECUTION_MODES = ("github-actions", "fly-machines")
+
+
 def execution_modes() -> list[str]:
-    """Runner backends a mapping may name in ``executionMode``."""
-    return ordered("runner", _facade().selectable_execution_modes())
+    """Runner backends a mapping may name in ``executionMode``: the installed ones it can select,
+    or the reference's values (:data:`REFERENCE_EXECUTION_MODES`) while none is installed."""
+    return ordered("runner", _facade().selectable_execution_modes()) or list(REFERENCE_EXECUTION_MODES)
 
 
 def tracker_ids() -> list[str]:
@@ -223,7 +230,7 @@ def _default_execution_mode(facade: Plugins) -> str | None:
     mapping can name; with several and none of them ``github-actions``, none: the mapping must name
     one (``executionMode must be …``), rather than get whichever sorts first."""
     modes = execution_modes()
-    if "github-actions" in modes:
+    if "github-actions" in modes:  # (also the default while no selectable backend is installed)
         return "github-actions"
     return modes[0] if len(modes) == 1 else None
 
@@ -350,7 +357,8 @@ def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
         paused = merged["paused"] = False
     if not isinstance(paused, bool):
         raise ValidationError("paused must be true or false")
-    _provider_check("runner", merged["executionMode"], merged)
+    if merged["executionMode"] in _facade().ids("runner"):  # (not a reference value none installs)
+        _provider_check("runner", merged["executionMode"], merged)
     merged["ticketing"] = _validate_ticketing(merged.get("ticketing"), merged)
     return {k: merged[k] for k in FIELDS}
 

@@ -701,3 +701,25 @@ class TestWithoutGitHubActionsInstalled:
         assert answer.get_json() == {"error": "executionMode must be 'fly-machines' or 'another-runner'"}
         answer = post(client, admin_headers, merged(executionMode="another-runner"))
         assert answer.status_code == 201, answer.get_json()
+
+
+class TestWithOnlyLocalDockerInstalled:
+    """A build host running sessions in local Docker only (runner mode ``local``): no installed
+    backend is one a mapping can name, and no mapping could be saved at all."""
+
+    @pytest.fixture
+    def aiimpl_plugins(self, adm_tracker) -> list[object]:
+        from aiimpl_core.testing.fakes import FakeRunner
+
+        return [adm_tracker.plugin, FakeRunner("local-docker", "local", mapping_selectable=False).plugin]
+
+    def test_a_mapping_takes_the_references_values_and_default(self, client, admin_headers):
+        answer = post(client, admin_headers, merged(executionMode=...))
+        assert answer.status_code == 201, answer.get_json()
+        assert service.get("ENG")["executionMode"] == "github-actions"
+        answer = post(client, admin_headers, merged(teamKey="OPS", executionMode="fly-machines"))
+        assert answer.status_code == 201, answer.get_json()
+        for value in ("local-docker", "k8s"):
+            answer = post(client, admin_headers, merged(teamKey="WEB", executionMode=value))
+            assert answer.status_code == 400
+            assert answer.get_json() == {"error": "executionMode must be 'github-actions' or 'fly-machines'"}

@@ -238,6 +238,7 @@ class LocalDockerBackend(RunnerBackend):
 
     id = "local-docker"
     display_name = "Local Docker"
+    setup_hint = "set DOCKER_HOST to the engine's address, or run one at /var/run/docker.sock"
     runner_mode: ClassVar[str | None] = "local"
     mapping_selectable = False
     supports_sessions = True

@@ -129,6 +129,7 @@ class FlyMachinesBackend(RunnerBackend):
 
     id = "fly-machines"
     display_name = "Fly Machines"
+    setup_hint = f"set {config.API_TOKEN} and {config.APP}"
     runner_mode: ClassVar[str | None] = "fly"
     mapping_selectable = True
     supports_sessions = True

@@ -74,6 +74,7 @@ class GitHubActionsBackend(RunnerBackend):
 
     id = "github-actions"
     display_name = "GitHub Actions"
+    setup_hint = "set AIIMPL_GITHUB_APP_ID and AIIMPL_GITHUB_PRIVATE_KEY, or AIIMPL_GITHUB_TOKEN"
     runner_mode: ClassVar[str | None] = "gha"
     mapping_selectable = True
     supports_sessions = False
