@@ -230,9 +230,14 @@ class FlyMachinesBackend(RunnerBackend):
     def _check_image(self) -> CheckResult:
         image = self.image
         name = f"image {image}"
-        if not self.context.setting(config.IMAGE):
+        # (the orchestrator gives an unset variable its default, the registry of an app named
+        # aiimpl-session: no machine of another app pulls from it)
+        default = image == config.DEFAULT_IMAGE and self.app_name != config.DEFAULT_IMAGE_APP
+        if not self.context.setting(config.IMAGE) or default:
+            said = ("is not set" if not self.context.setting(config.IMAGE)
+                    else f"is its default, the registry of app {config.DEFAULT_IMAGE_APP}")
             return CheckResult(
-                name, False, f"{config.IMAGE} is not set: push the session image to the app's registry "
+                name, False, f"{config.IMAGE} {said}: push the session image to the app's registry "
                 f"(registry.fly.io/{self.app_name}:session) and set {config.IMAGE} (docs/session-image.md)",
             )
         if not IMAGE_RE.fullmatch(image):

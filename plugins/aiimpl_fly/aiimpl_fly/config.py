@@ -13,7 +13,8 @@ INSTANCE = "AIIMPL_FLY_INSTANCE"
 
 DEFAULT_API_URL = "https://api.machines.dev/v1"
 #: the session image (docker/session.Dockerfile) pushed to the app's registry
-DEFAULT_IMAGE = "registry.fly.io/aiimpl-session:latest"
+DEFAULT_IMAGE_APP = "aiimpl-session"
+DEFAULT_IMAGE = f"registry.fly.io/{DEFAULT_IMAGE_APP}:latest"
 #: the instance of a machine created without the metadata key (before there was one)
 DEFAULT_INSTANCE = "default"
 DEFAULT_CPUS = 2

@@ -97,15 +97,32 @@ def test_check_unreachable_api(fly_config: dict[str, Any]) -> None:
     no_secret(results)
 
 
-def test_check_image_not_set(fake_fly: FakeFly, fly_config: dict[str, Any]) -> None:
-    [app, image] = make(fly_config, AIIMPL_FLY_IMAGE=None).check([])
+@pytest.mark.parametrize(("value", "said"), [
+    (None, "is not set"),
+    # as the orchestrator gives the variable unset: its default (the line passed, "set by
+    # AIIMPL_FLY_IMAGE", and the first machine failed to pull it)
+    ("registry.fly.io/aiimpl-session:latest", "is its default, the registry of app aiimpl-session"),
+], ids=["none", "default"])
+def test_check_image_not_set(
+    fake_fly: FakeFly, fly_config: dict[str, Any], value: str | None, said: str
+) -> None:
+    [app, image] = make(fly_config, AIIMPL_FLY_IMAGE=value).check([])
     assert app.ok
     assert image == CheckResult(
         "image registry.fly.io/aiimpl-session:latest",
         False,
-        f"AIIMPL_FLY_IMAGE is not set: push the session image to the app's registry "
+        f"AIIMPL_FLY_IMAGE {said}: push the session image to the app's registry "
         f"(registry.fly.io/{APP}:session) and set AIIMPL_FLY_IMAGE (docs/session-image.md)",
     )
+
+
+def test_check_the_default_image_is_the_registry_of_an_app_of_that_name(
+    fake_fly: FakeFly, fly_config: dict[str, Any]
+) -> None:
+    backend = make(fly_config, AIIMPL_FLY_IMAGE="registry.fly.io/aiimpl-session:latest",
+                   AIIMPL_FLY_APP="aiimpl-session")
+    [image] = [r for r in backend.check([]) if r.name.startswith("image ")]
+    assert image.ok
 
 
 @pytest.mark.parametrize("value", ["Registry.fly.io/My App:v1", "https://registry.fly.io/x:v1", "x:"])
