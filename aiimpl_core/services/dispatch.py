@@ -1327,7 +1327,8 @@ def resolve_provider(issue_key: str) -> tuple[str, MappingRow | None]:
         if provider_id not in installed and team in teams:
             raise ConfigError(f"the mapping of team {team} uses the tracker '{provider_id}', which is not "
                               "installed or is disabled (`aiimpl plugins list` shows the plugins)")
-    if db.session.scalar(select(MappingRow.team_key).where(MappingRow.team_key == team)) is not None:
+    stored = db.session.execute(select(MappingRow.ticketing).where(MappingRow.team_key == team)).first()
+    if stored is not None and not (stored[0] or {}).get("provider"):
         # (saved before a tracker plugin was installed)
         raise ConfigError(f"the mapping of team {team} names no tracker: set one with `aiimpl mappings "
                           f"update {team} --ticketing '{{\"provider\": \"<id>\"}}'`")
