@@ -153,3 +153,24 @@ def test_demo_on_a_port_taken_after_its_check_says_so_in_one_line(tmp_path, monk
     assert raised.value.message == (f"port {port} is not free (Address already in use): "
                                     "pick another with --port")
     assert len(stopped) == 1
+
+
+def test_the_demos_repository_passes_its_github_check(tmp_path):
+    """The Checks panel of the demo failed its own repository: the sandbox GitHub did not answer the
+    listing of runs that the check of a personal token reads (an HTML 404)."""
+    from aiimpl_core import create_app
+    from aiimpl_core.demo.run import OWNER, REPO, make_repository
+    from aiimpl_core.demo.sandbox_github import SandboxGitHub
+    from aiimpl_core.github import from_app
+    from aiimpl_core.services.checks import OK, _github_row
+
+    github = SandboxGitHub(make_repository(str(tmp_path))).start()
+    try:
+        app = create_app({"AIIMPL_DATABASE_URL": "sqlite://", "AIIMPL_GITHUB_API_URL": github.api_url,
+                          "AIIMPL_GITHUB_TOKEN": "sandbox-token"}, load_entrypoints=False, environ={})
+        with app.app_context():
+            row = _github_row(from_app(), f"{OWNER}/{REPO}")
+            assert (row.status, row.detail) == (OK, "the personal token reads the repository")
+            assert _github_row(from_app(), f"{OWNER}/nothing-here").status != OK
+    finally:
+        github.stop()

@@ -1,9 +1,11 @@
-"""The demo's sandbox GitHub: just enough of the REST API for the session to open a pull request,
-and a page per pull request showing its diff from the local git repository. Every page says it is
-a sandbox; nothing here talks to github.com."""
+"""The demo's sandbox GitHub: just enough of the REST API for the session to open a pull request
+and for ``aiimpl check`` (the Checks panel) to read the repository, and a page per pull request
+showing its diff from the local git repository. Every page says it is a sandbox; nothing here talks
+to github.com."""
 from __future__ import annotations
 
 import html
+import os
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -74,6 +76,13 @@ class SandboxGitHub:
                 self.pulls.append(pr)
             return jsonify(number=pr.number, html_url=self.pr_url(pr), state="open", title=pr.title,
                            head={"ref": pr.head}, base={"ref": pr.base}), 201
+
+        @app.get("/api/v3/repos/<owner>/<repo>/actions/runs")
+        def list_runs(owner: str, repo: str) -> Any:
+            # what the check of a personal token reads: the repository's runs (the demo has none)
+            if not os.path.isdir(os.path.join(self.git_root, owner, f"{repo}.git")):
+                return jsonify(message="Not Found", status="404"), 404
+            return jsonify(total_count=0, workflow_runs=[])
 
         @app.get("/")
         def index() -> Any:

@@ -38,6 +38,21 @@ def test_a_syncs_warning_is_shown_as_an_error_is(page, app, runner):
     )
 
 
+def test_a_save_that_fails_takes_away_what_the_last_one_said(page, app):
+    """"Mapping WEB saved" stayed above the next save's field error, as if that one had succeeded."""
+    sign_in(page)
+    fill_mapping(page, "WEB", "web")
+    page.get_by_label("Ticketing (JSON object)").fill('{"provider": "fake-tracker"}')
+    page.get_by_role("button", name="Save mapping").click()
+    page.locator("#flash.ok").get_by_text("Mapping WEB saved").wait_for()
+    fill_mapping(page, "OPS", "ops")
+    page.get_by_label("Ticketing (JSON object)").fill('{"provider": "fake-tracker"}')
+    page.get_by_label("Machine CPUs").fill("0")
+    page.get_by_role("button", name="Save mapping").click()
+    page.get_by_text("machineCpus must be a positive integer").wait_for()
+    assert page.locator("#flash").inner_text() == ""
+
+
 def test_a_field_emptied_in_the_edit_form_is_cleared(page, app):
     from aiimpl_core.services import mappings
 

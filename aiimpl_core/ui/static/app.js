@@ -84,6 +84,16 @@ function flash(message, kind = "ok") {
   delete el.dataset.refresh;
 }
 
+/* A form sent again takes away what the last action said: "Mapping ENG saved" left above a save
+   that then failed read as if that one had succeeded. */
+function clearFlash() {
+  const el = document.getElementById("flash");
+  if (!el) return;
+  el.textContent = "";
+  el.className = "";
+  delete el.dataset.refresh;
+}
+
 /* Run fn now and every few seconds: a refresh that fails says why (the server or the database
    is down), and the next one that succeeds takes that message away again. A refresh is not asked
    for again while the last one is on its way (a slow server is not sent one more request every few
@@ -398,6 +408,7 @@ function initProjects() {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     clearFieldErrors(form);
+    clearFlash();
     const general = document.getElementById("mapping-error");
     general.textContent = "";
     let body;
@@ -630,6 +641,7 @@ function initSecrets() {
     const form = ev.target;
     const err = document.getElementById("secret-error");
     err.textContent = "";
+    clearFlash();
     try {
       await api("POST", pathOf(scope.value), {name: form.name.value, value: form.value.value});
       flash(`Secret ${form.name.value} set`);
