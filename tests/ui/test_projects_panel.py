@@ -53,6 +53,23 @@ def test_a_save_that_fails_takes_away_what_the_last_one_said(page, app):
     assert page.locator("#flash").inner_text() == ""
 
 
+def test_a_cap_refused_leaves_the_box_showing_the_cap_in_force(page, app):
+    """The refused value stayed in the box, the stored cap unchanged, until the page was reloaded."""
+    from playwright.sync_api import expect
+
+    from aiimpl_core.services import mappings
+
+    add_mapping("ENG", max_in_progress=3)
+    sign_in(page)
+    row = page.locator('#mappings-table tr[data-team="ENG"]')
+    row.get_by_label("Cap for ENG").fill("abc")
+    row.get_by_role("button", name="Set cap").click()
+    page.locator("#flash.error").get_by_text(
+        "Cap of ENG not changed: maxInProgressAiIssues must be a positive integer").wait_for()
+    expect(row.get_by_label("Cap for ENG")).to_have_value("3")
+    assert mappings.get("ENG")["maxInProgressAiIssues"] == 3
+
+
 def test_a_field_emptied_in_the_edit_form_is_cleared(page, app):
     from aiimpl_core.services import mappings
 

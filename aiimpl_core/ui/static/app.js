@@ -384,7 +384,16 @@ function initProjects() {
           const raw = btn.parentElement.querySelector("input").value.trim();
           // an emptied field removes the cap, as in the mapping form (and `aiimpl mappings set-cap TEAM none`)
           const cap = raw === "" ? null : /^-?\d+$/.test(raw) ? Number(raw) : raw;
-          await api("PATCH", path, {maxInProgressAiIssues: cap});
+          try {
+            await api("PATCH", path, {maxInProgressAiIssues: cap});
+          } catch (e) {
+            // refused: the box shows the cap in force again, not the value that was not taken
+            flash(`Cap of ${team} not changed: ${e.message}`, "error");
+            await load().catch(() => {});
+            const stored = mappings.find((m) => m.teamKey === team);
+            if (stored) btn.parentElement.querySelector("input").value = stored.maxInProgressAiIssues ?? "";
+            return;
+          }
           flash(cap === null ? `Cap of ${team} removed` : `Cap of ${team} set to ${raw}`);
           break;
         }
