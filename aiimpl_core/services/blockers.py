@@ -20,6 +20,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import delete, func, select
 
+from ..config import SETTINGS_BY_NAME
 from ..database import chunks, rows_by_issue_key, write_seen_rows
 from ..extensions import db
 from ..orm import Blocker as BlockerRow
@@ -133,7 +134,9 @@ def _dedup_window() -> timedelta:
     then caught by the unique index of active jobs alone); 24 hours where the app was built
     without it."""
     seconds = current_app.config.get("AIIMPL_DEDUP_WINDOW_SECONDS")
-    return timedelta(seconds=86400 if seconds is None else int(seconds))
+    if seconds is None:
+        seconds = SETTINGS_BY_NAME["AIIMPL_DEDUP_WINDOW_SECONDS"].default
+    return timedelta(seconds=int(seconds))
 
 
 class LiveCounts:

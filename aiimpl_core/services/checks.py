@@ -36,6 +36,7 @@ from ..orm import Mapping as MappingRow
 from ..types import CheckResult, MappingView
 from . import poller, redaction, settings
 from .launch import choose_backend
+from .mappings import set_tracker_command
 
 log = logging.getLogger(__name__)
 
@@ -393,8 +394,7 @@ def _trackerless_rows(teams: Sequence[str]) -> list[CheckRow]:
         return []
     return [CheckRow("ticketing", "mappings", "tracker", FAILED,
                      f"mappings name no tracker, so none of their issues is read: {', '.join(teams)}; "
-                     f"set one with `aiimpl mappings update {teams[0]} --ticketing "
-                     """'{"provider": "<id>"}'`""")]
+                     f"set one with {set_tracker_command(teams[0])}")]
 
 
 def _cap_rows(installed: Sequence[str]) -> list[CheckRow]:

@@ -64,6 +64,7 @@ from ..types import (
 from . import blockers, outbox, poller, settings
 from .jobs import set_stage
 from .launch import BackendChoice, Prepared, choose_backend, create_job, launch, prepare
+from .mappings import set_tracker_command
 
 log = logging.getLogger(__name__)
 
@@ -1330,8 +1331,8 @@ def resolve_provider(issue_key: str) -> tuple[str, MappingRow | None]:
     stored = db.session.execute(select(MappingRow.ticketing).where(MappingRow.team_key == team)).first()
     if stored is not None and not (stored[0] or {}).get("provider"):
         # (saved before a tracker plugin was installed)
-        raise ConfigError(f"the mapping of team {team} names no tracker: set one with `aiimpl mappings "
-                          f"update {team} --ticketing '{{\"provider\": \"<id>\"}}'`")
+        raise ConfigError(f"the mapping of team {team} names no tracker: set one with "
+                          f"{set_tracker_command(team)}")
     raise NotFound(blockers.no_mapping(team).message)
 
 

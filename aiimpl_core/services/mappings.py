@@ -363,6 +363,12 @@ def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
     return {k: merged[k] for k in FIELDS}
 
 
+def set_tracker_command(team_key: str) -> str:
+    """The command that gives a mapping saved without a tracker (by a version that allowed it) one:
+    what ``aiimpl check`` and a dispatch of its issue say to run."""
+    return f"""`aiimpl mappings update {team_key} --ticketing '{{"provider": "<id>"}}'`"""
+
+
 def _validate_ticketing(ticketing: Any, merged: dict[str, Any]) -> dict[str, Any]:
     """``ticketing`` is ``{"provider": "<id>", ...that provider's settings}``.
 

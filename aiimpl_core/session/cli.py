@@ -27,9 +27,10 @@ def run_command() -> None:
     (see docs/session.md). Exit code 0: success reported; 1: failure reported;
     2: the configuration is incomplete or the result could not be delivered.
     """
+    from . import env as E
     from .runner import main
 
-    logs.configure(logs.from_environ("WARNING")[0], stream=sys.stderr)
+    logs.configure(logs.from_environ(str(E.LOG_LEVEL.default))[0], stream=sys.stderr)
     sys.exit(main())
 
 

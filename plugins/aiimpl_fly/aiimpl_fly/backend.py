@@ -232,9 +232,10 @@ class FlyMachinesBackend(RunnerBackend):
         name = f"image {image}"
         # (the orchestrator gives an unset variable its default, the registry of an app named
         # aiimpl-session: no machine of another app pulls from it)
+        given = self.context.setting(config.IMAGE)
         default = image == config.DEFAULT_IMAGE and self.app_name != config.DEFAULT_IMAGE_APP
-        if not self.context.setting(config.IMAGE) or default:
-            said = ("is not set" if not self.context.setting(config.IMAGE)
+        if not given or default:
+            said = ("is not set" if not given
                     else f"is its default, the registry of app {config.DEFAULT_IMAGE_APP}")
             return CheckResult(
                 name, False, f"{config.IMAGE} {said}: push the session image to the app's registry "
