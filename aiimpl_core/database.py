@@ -566,6 +566,9 @@ def clock_skew(now: Callable[[], datetime], session: Session | None = None) -> t
     if dialect_name(session) != "postgresql":
         return None
     try:
+        # the connection first (a pool checkout, maybe a new connection or a ping): timed, it
+        # would be read as half before the server's clock was read and half after
+        session.connection()
         before = now()
         # clock_timestamp(), not now(): the latter is the time the transaction started
         theirs = session.execute(text("SELECT clock_timestamp()")).scalar_one()

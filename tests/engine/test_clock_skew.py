@@ -3,6 +3,7 @@ the poll loop: leases, back-offs and the reconciler's windows compare times ever
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -22,6 +23,14 @@ def _postgres_only() -> None:
 
 def _host_off_by(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     monkeypatch.setattr(poller, "utcnow", lambda: utcnow() + timedelta(seconds=seconds))
+
+
+def _said(message: str) -> tuple[float, str]:
+    """The seconds and the direction a clock line says: the figure is measured, so a loaded
+    machine may read 59.9s for a host set 60s ahead."""
+    found = re.match(r"this host's clock is (\d+\.\d)s (ahead of|behind) the database server's", message)
+    assert found, message
+    return float(found[1]), found[2]
 
 
 def _clock_rows() -> list[tuple[str, str]]:
@@ -44,14 +53,15 @@ def test_sqlite_has_no_clock_of_its_own(app):
     assert clock_problem(lambda: utcnow() + timedelta(hours=1)) is None
 
 
-@pytest.mark.parametrize(("seconds", "words"), [(40, "40.0s ahead of"), (-40, "40.0s behind")])
+@pytest.mark.parametrize(("seconds", "words"), [(40, "ahead of"), (-40, "behind")])
 def test_a_host_clock_off_the_databases_fails_the_check(app, monkeypatch, seconds, words):
     _postgres_only()
     assert _clock_rows() == []  # in sync: no line, as for the stored secrets
     _host_off_by(monkeypatch, seconds)
     [(status, detail)] = _clock_rows()
     assert status == "failed"
-    assert detail.startswith(f"this host's clock is {words} the database server's")
+    figure, direction = _said(detail)
+    assert direction == words and abs(figure - 40) <= 0.5
     assert "NTP" in detail
 
 
@@ -69,7 +79,8 @@ def test_the_poll_loop_warns_once_before_its_first_cycle(app, monkeypatch, caplo
     loop.run_once()
     warned = [r for r in caplog.records if "this host's clock is" in r.getMessage()]
     assert len(warned) == 1 and warned[0].levelname == "WARNING"
-    assert "120.0s behind" in warned[0].getMessage()
+    figure, direction = _said(warned[0].getMessage())
+    assert direction == "behind" and abs(figure - 120) <= 0.5
 
 
 def test_a_database_that_does_not_answer_the_first_time_is_measured_at_the_next_cycle(
@@ -95,5 +106,6 @@ def test_a_database_that_does_not_answer_the_first_time_is_measured_at_the_next_
     loop.run_once()
     loop.run_once()
     assert len(calls) == 2
-    assert [r.getMessage()[:33] for r in caplog.records if "this host's clock is" in r.getMessage()] == [
-        "this host's clock is 60.0s ahead "]
+    [warned] = [r.getMessage() for r in caplog.records if "this host's clock is" in r.getMessage()]
+    figure, direction = _said(warned)
+    assert direction == "ahead of" and abs(figure - 60) <= 0.5
