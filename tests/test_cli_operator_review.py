@@ -235,8 +235,14 @@ def test_runner_mode_set_under_the_env_override_saves_and_warns(app, run):
     r = run("runner-mode", "set", "fly")
     assert r.exit_code == 0, r.output
     assert r.stdout == ""
-    assert r.stderr.strip() == ("Warning: runner mode fly saved, but the RUNNER_MODE environment variable "
-                                "forces gha: fly takes effect once RUNNER_MODE is unset.")
+    # (only the fly backend is installed here: the mode in force starts no session, and that is said too)
+    no_gha = ("Warning: Runner mode gha selects no installed runner backend. Install its plugin or change "
+              "the runner mode. Until then every issue waits, blocked (backend-unavailable).")
+    assert r.stderr.splitlines() == [
+        "Warning: runner mode fly saved, but the RUNNER_MODE environment variable forces gha: fly takes "
+        "effect once RUNNER_MODE is unset.", no_gha]
+    r = run("runner-mode", "get")
+    assert (r.stdout.splitlines()[:2], r.stderr.splitlines()) == (["mode: fly", "effective: gha"], [no_gha])
     state = json.loads(run("runner-mode", "get", "--json").stdout)
     assert (state["mode"], state["effective"], state["envOverride"]) == ("fly", "gha", "gha")
     r = run("runner-mode", "set", "shadow", "--json")

@@ -8,19 +8,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
 from ..schemas import admin as schemas
 from ..schemas.common import ApiError, read_json
-from ..services import settings, shadow
+from ..services import blockers, settings, shadow
 
 bp = Blueprint("admin_runner_mode", __name__)
 
 
+def _warnings(*modes: str) -> list[str]:
+    """What a forced mode (``gha``, ``fly``, ``local``) without an installed backend means: saved
+    or in force, it holds every issue, blocked, until its plugin is installed or the mode changed."""
+    installed = current_app.extensions["aiimpl"].runner_modes()
+    missing = dict.fromkeys(m for m in modes if m not in ("default", "shadow") and m not in installed)
+    return [f"{blockers.no_backend(mode, None).message} Until then every issue waits, blocked "
+            f"({blockers.BACKEND_UNAVAILABLE})." for mode in missing]
+
+
 def _state() -> dict[str, Any]:
     saved = settings.persisted_runner_mode()  # read once: the mode in force follows from it
-    return {"mode": saved, "effective": settings.effective_runner_mode(saved),
-            "envOverride": settings.env_runner_mode()}
+    effective = settings.effective_runner_mode(saved)
+    return {"mode": saved, "effective": effective, "envOverride": settings.env_runner_mode(),
+            "warnings": _warnings(effective, saved)}
 
 
 @bp.get("/api/runner-mode")

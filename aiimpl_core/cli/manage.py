@@ -553,6 +553,13 @@ def runner_mode_get(as_json: bool) -> None:
     click.echo(f"effective: {body.get('effective', body.get('mode'))}")
     if body.get("envOverride"):
         click.echo(f"RUNNER_MODE env var overrides it: {body['envOverride']}")
+    _warn(body)
+
+
+def _warn(body: Any) -> None:
+    """An answer's ``warnings`` (a runner mode whose backend is not installed), on standard error."""
+    for warning in (body.get("warnings") or ()) if isinstance(body, dict) else ():
+        click.echo(f"Warning: {warning}", err=True)
 
 
 @runner_mode.command("set")
@@ -570,8 +577,10 @@ def runner_mode_set(mode: str, as_json: bool) -> None:
                    f"{body.get('envOverride')}: {mode} takes effect once RUNNER_MODE is unset.", err=True)
         if as_json:
             echo_json(body)
+        _warn(body)
         return
     echo_json(body) if as_json else click.echo(f"Runner mode set to {mode}.")
+    _warn(body)
 
 
 # -- sessions ----------------------------------------------------------------------------------------

@@ -449,6 +449,9 @@ class RunnerModeSchema(Schema):
     mode = fields.String(metadata={"description": "saved in the database"})
     effective = fields.String(metadata={"description": "in force (RUNNER_MODE wins)"})
     envOverride = fields.String(allow_none=True)
+    warnings = fields.List(fields.String(), metadata={
+        "description": "a forced mode (gha, fly, local), saved or in force, whose runner backend is not "
+                       "installed: every issue waits, blocked, until it is installed or the mode changed"})
 
 
 # -- sessions and secrets --------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ endpoints, refreshing the panels that change by themselves (jobs, issues, blocke
 """
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, redirect, render_template, url_for
+from flask import Blueprint, current_app, redirect, render_template, url_for
 
 bp = Blueprint("ui", __name__, template_folder="templates", static_folder="static",
                static_url_path="/ui/static")
@@ -49,7 +49,11 @@ def signin():  # noqa: ANN201
 def panel(name: str):  # noqa: ANN201
     panels = _panels()
     if name not in dict(panels):
-        abort(404)
+        # a page of the UI, not the API's JSON: the panels stay one click away
+        reason = ("The Jira settings panel appears when the Jira plugin (aiimpl-jira) is installed."
+                  if name == "jira" else f"There is no page /ui/{name}: choose a panel above.")
+        return render_template("not_found.html", panels=panels, title="Page not found", reason=reason,
+                               banner=current_app.config.get("AIIMPL_UI_BANNER")), 404
     return render_template(
         f"panel_{name.replace('-', '_')}.html",
         panels=panels,

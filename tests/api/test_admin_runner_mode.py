@@ -12,6 +12,9 @@ ENV_SET = (
     "RUNNER_MODE env var is set; persisted to DB but has no effect at runtime until the env var is unset"
 )
 BAD_MODE = "mode must be one of: default, gha, fly, local, shadow"
+#: the admin plugins install the gha and fly runner modes, not local (Docker)
+NO_LOCAL = ("Runner mode local selects no installed runner backend. Install its plugin or change the runner "
+            "mode. Until then every issue waits, blocked (backend-unavailable).")
 
 
 @pytest.fixture
@@ -51,7 +54,7 @@ def test_env_override_is_409_but_the_value_is_saved(app, client, admin_headers) 
     assert (resp.status_code, resp.get_json()) == (409, {"error": ENV_SET})
     assert settings.persisted_runner_mode() == "shadow"
     state = client.get("/api/runner-mode", headers=admin_headers).get_json()
-    assert state == {"mode": "shadow", "effective": "fly", "envOverride": "fly"}
+    assert state == {"mode": "shadow", "effective": "fly", "envOverride": "fly", "warnings": []}
 
 
 def test_an_override_not_in_force_is_no_409(app, client, admin_headers) -> None:
@@ -59,7 +62,7 @@ def test_an_override_not_in_force_is_no_409(app, client, admin_headers) -> None:
     app.config["RUNNER_MODE"] = "GHA"
     resp = post(client, admin_headers, {"mode": "shadow"})
     assert resp.status_code == 200
-    assert resp.get_json() == {"mode": "shadow", "effective": "shadow", "envOverride": None}
+    assert resp.get_json() == {"mode": "shadow", "effective": "shadow", "envOverride": None, "warnings": []}
 
 
 @pytest.mark.parametrize("value", ["GHA", "bogus", "fly machines"])
@@ -77,8 +80,30 @@ def test_an_unknown_runner_mode_is_refused_at_start_up(value) -> None:
 def test_every_mode_is_saved(client, admin_headers, mode) -> None:
     resp = post(client, admin_headers, {"mode": mode})
     assert resp.status_code == 200
-    assert resp.get_json() == {"mode": mode, "effective": mode, "envOverride": None}
+    warnings = [NO_LOCAL] if mode == "local" else []
+    assert resp.get_json() == {"mode": mode, "effective": mode, "envOverride": None, "warnings": warnings}
     assert client.get("/api/runner-mode", headers=admin_headers).get_json()["mode"] == mode
+
+
+def test_a_mode_whose_backend_is_not_installed_is_saved_with_a_warning(app, client, admin_headers,
+                                                                       adm_mapping) -> None:
+    """Saved (the plugin may be installed next), and said: in force, it holds every issue."""
+    from aiimpl_core.services.dispatch import run_cycle
+
+    adm_mapping("ENG")
+    assert post(client, admin_headers, {"mode": "local"}).get_json()["warnings"] == [NO_LOCAL]
+    assert client.get("/api/runner-mode", headers=admin_headers).get_json()["warnings"] == [NO_LOCAL]
+    run_cycle()
+    [blocker] = client.get("/api/blockers", headers=admin_headers).get_json()
+    assert NO_LOCAL.startswith(blocker["message"]) and blocker["reason"] in NO_LOCAL
+    # saved, not in force (RUNNER_MODE forces an installed one): still said, it is what comes next
+    app.config["RUNNER_MODE"] = "gha"
+    state = client.get("/api/runner-mode", headers=admin_headers).get_json()
+    assert (state["effective"], state["warnings"]) == ("gha", [NO_LOCAL])
+    # and in force, not saved
+    app.config["RUNNER_MODE"] = "local"
+    assert post(client, admin_headers, {"mode": "fly"}).status_code == 409
+    assert client.get("/api/runner-mode", headers=admin_headers).get_json()["warnings"] == [NO_LOCAL]
 
 
 def test_leaving_shadow_mode_dispatches_for_real_what_it_dispatched(client, admin_headers, adm_tracker,

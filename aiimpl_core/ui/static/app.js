@@ -332,7 +332,18 @@ function readMappingForm(form) {
   return out;
 }
 
+/* A mapping is known by its team key: editing one keeps it (a changed key would save another
+   mapping beside it); Clear leaves the edit and creates a new one. */
+function editing(form, team) {
+  const key = form.querySelector("[name=teamKey]");
+  key.readOnly = !!team;
+  const note = document.getElementById("mapping-editing");
+  note.hidden = !team;
+  note.textContent = team ? `Editing the mapping of ${team}; its team key stays. Clear to create another mapping.` : "";
+}
+
 function fillMappingForm(form, m) {
+  editing(form, m.teamKey);
   for (const el of form.elements) {
     if (!el.name) continue;
     const v = m[el.name];
@@ -341,7 +352,7 @@ function fillMappingForm(form, m) {
     else el.value = v ?? "";
   }
   form.scrollIntoView({behavior: "smooth"});
-  form.querySelector("[name=teamKey]").focus();
+  form.querySelector("[name=owner]").focus();
 }
 
 function initProjects() {
@@ -431,6 +442,7 @@ function initProjects() {
       if (!showFieldError(form, fieldOfMessage(e.message), e.message)) general.textContent = e.message;
     }
   });
+  form.addEventListener("reset", () => editing(form, null));
   restoreDraft(form);
   load().catch((e) => { fillRows("#mappings-table", [], 8, e.message); flash(e.message, "error"); });
 }
@@ -613,6 +625,16 @@ function initSecrets() {
   const pathOf = (team) => team ? `/api/mappings/${encodeURIComponent(team)}/secrets` : "/api/global-secrets";
   const scopeName = (team) => team ? `team ${team}` : "global";
   const ticket = answerOrder();
+  /* No runner backend that keeps secrets is set up (the API's 503 "Fly sessions config not set"):
+     nothing can be set until one is, so the form says so instead of taking a value it must refuse. */
+  const submit = document.querySelector("#secret-form button[type=submit]");
+  const unavailable = (message) => {
+    submit.disabled = !!message;
+    submit.dataset.unavailable = message ? "1" : "";
+    document.getElementById("secret-error").textContent = message
+      ? `Secrets cannot be set here: ${message} (no installed runner backend keeps secrets, or its settings `
+        + "are missing: aiimpl check says which)." : "";
+  };
   /* The rows are those of the scope they were listed for (tbody.dataset.scope), which Delete acts
      on: the answer for a scope no longer selected is dropped (the Scope select changed while it was
      on its way), and so is one a later answer overtook. A list that cannot be read shows why in
@@ -625,6 +647,7 @@ function initSecrets() {
     try { rows = asList(await api("GET", pathOf(listed)), "secrets", "items"); } catch (e) { error = e; }
     if (scope.value !== listed || !mayShow()) return;
     tbody.dataset.scope = listed;
+    unavailable(error && error.status === 503 ? error.message : null);
     if (error) { fillRows("#secrets-table", [], 3, error.message); throw error; }
     fillRows("#secrets-table", rows.map((s) => `<tr data-name="${esc(s.name)}"><th scope="row"><code>${esc(s.name)}</code></th>
       <td>${when(pick(s, "updatedAt"))}</td><td><button type="button" class="danger" data-act="delete"
@@ -682,14 +705,23 @@ function initRunnerMode() {
     if (input) input.checked = true;
     document.getElementById("runner-mode-effective").textContent = pick(body, "effective", "mode");
     const env = pick(body, "envOverride");
-    warning.hidden = !env;
-    if (env) warning.textContent = `RUNNER_MODE env var is set (${env}); the saved value has no effect until it is unset.`;
+    // the override, and a mode whose backend is not installed (saved or in force: its issues wait)
+    const said = (env ? [`RUNNER_MODE env var is set (${env}); the saved value has no effect until it is unset.`] : [])
+      .concat(asList(body && body.warnings));
+    warning.hidden = !said.length;
+    warning.textContent = said.join(" ");
   };
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const mode = form.querySelector("input[name=mode]:checked");
     if (!mode) return;
-    try { await api("POST", "/api/runner-mode", {mode: mode.value}); flash(`Runner mode set to ${mode.value}`); }
+    try {
+      const body = await api("POST", "/api/runner-mode", {mode: mode.value});
+      const warnings = asList(body && body.warnings);
+      // saved, but its issues will wait: said as an error is, so it is not missed
+      flash(warnings.length ? `Runner mode set to ${mode.value}. Warning: ${warnings.join(" ")}`
+        : `Runner mode set to ${mode.value}`, warnings.length ? "error" : "ok");
+    }
     catch (e) {
       if (e.status === 409) { warning.hidden = false; warning.textContent = e.message; }
       else flash(e.message, "error");
@@ -743,7 +775,9 @@ const PANELS = {projects: initProjects, issues: initIssues, blockers: initBlocke
    form submitted before that would go out natively, and none of them is meant to (a secret or a
    password in a URL). Their method is POST all the same. */
 function enableForms() {
-  document.querySelectorAll('form button[type="submit"][disabled]').forEach((b) => { b.disabled = false; });
+  document.querySelectorAll('form button[type="submit"][disabled]').forEach((b) => {
+    if (!b.dataset.unavailable) b.disabled = false;
+  });
 }
 
 /* Sign-out ends the session on the server, for every copy of its token; only then is it dropped
