@@ -616,7 +616,7 @@ class Plugins:
                               type(exc).__name__)
                 raise ProviderError(
                     f"the {kind} provider {provider_id!r} could not be set up ({type(exc).__name__}); "
-                    "the server log has the details",
+                    "the orchestrator's log has the details",
                     provider=provider_id,
                 ) from exc
             self._instances[key] = inst

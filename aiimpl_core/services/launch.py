@@ -391,7 +391,7 @@ def _plugin_failure(exc: Exception, job: Job, backend_id: str | None) -> str:
     return describe_plugin_error(
         exc,
         mask=lambda message: redaction.redactor_for(job).text(message),
-        foreign="unexpected error ({cls}); the server log has the details",
+        foreign="unexpected error ({cls}); the orchestrator's log has the details",
         log_foreign=lambda e: log.error("launching job %s on %s failed", job.id, backend_id, exc_info=e),
     )
 

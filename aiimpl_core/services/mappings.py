@@ -247,7 +247,7 @@ def _provider_check(kind: str, provider_id: str, merged: dict[str, Any]) -> None
     except Exception as exc:  # noqa: BLE001 - a plugin's failure is said, never a 500
         what = describe_plugin_error(
             exc,
-            foreign="unexpected error ({cls}); the server log has the details",
+            foreign="unexpected error ({cls}); the orchestrator's log has the details",
             log_foreign=lambda e: log.error("%s provider %s failed to check a mapping", kind, provider_id,
                                             exc_info=e),
         )

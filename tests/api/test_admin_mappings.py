@@ -628,7 +628,7 @@ def test_deleting_a_mapping_keeps_its_jobs(client, admin_headers, adm_mapping) -
 @pytest.mark.parametrize(
     "error,said",
     [
-        (KeyError("project"), "unexpected error (KeyError); the server log has the details"),
+        (KeyError("project"), "unexpected error (KeyError); the orchestrator's log has the details"),
         (ProviderError("strict-tracker: GET /projects failed with HTTP 503: down"),
          "strict-tracker: GET /projects failed with HTTP 503: down"),
     ],

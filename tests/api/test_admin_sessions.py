@@ -222,5 +222,5 @@ class TestABackendThatCannotBeSetUp:
         resp = client.post("/api/mappings", json=body, headers=admin_headers)
         assert resp.status_code == 400
         assert resp.get_json() == {"error": "the runner provider 'broken-runner' could not be set up "
-                                            "(RuntimeError); the server log has the details"}
+                                            "(RuntimeError); the orchestrator's log has the details"}
         assert "xyz-secret" not in resp.get_data(as_text=True)

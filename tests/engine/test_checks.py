@@ -166,7 +166,8 @@ def test_a_provider_that_cannot_be_set_up_is_one_failed_line(app, add_mapping, m
     got = rows()
     assert got[("ticketing", "checked", "configured")] == (
         "failed",
-        "the ticketing provider 'checked' could not be set up (RuntimeError); the server log has the details",
+        "the ticketing provider 'checked' could not be set up (RuntimeError); "
+        "the orchestrator's log has the details",
     )
     assert got[("runner", "github-actions", "configured")][0] == "ok"
 

@@ -418,13 +418,13 @@ def test_refused_dispatch_fails_the_job_with_a_comment(app, tracker, runner, add
     ("how", "reason"),
     [
         ("raises", "dispatch to Fake github-actions failed: unexpected error (RuntimeError); "
-                   "the server log has the details"),
+                   "the orchestrator's log has the details"),
         ("answers-none", "dispatch to Fake github-actions failed: the backend answered NoneType, "
                          "not a DispatchResult"),
         ("cannot-be-set-up", "preparing the session failed: the runner provider 'github-actions' "
-                             "could not be set up (RuntimeError); the server log has the details"),
+                             "could not be set up (RuntimeError); the orchestrator's log has the details"),
         ("model-fails", "preparing the session failed: unexpected error (KeyError); "
-                        "the server log has the details"),
+                        "the orchestrator's log has the details"),
     ],
     ids=["raises", "answers-none", "cannot-be-set-up", "model-fails"],
 )
