@@ -677,6 +677,11 @@ class Plugins:
             if getattr(cls, "mapping_selectable", True)
         ]
 
+    def workflow_sync_backends(self) -> list[str]:
+        """The runner backends that install workflow files in a repository (*Sync workflows*)."""
+        return [pid for pid, cls in self.classes["runner"].items()
+                if getattr(cls, "supports_workflow_sync", False)]
+
     def config_vars(self) -> list[tuple[str, Any]]:
         """Every ``ConfigVar`` declared by an installed provider, with the provider id."""
         out = []

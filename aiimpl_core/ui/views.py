@@ -56,6 +56,8 @@ def panel(name: str):  # noqa: ANN201
                                banner=current_app.config.get("AIIMPL_UI_BANNER")), 404
     return render_template(
         f"panel_{name.replace('-', '_')}.html",
+        # Projects offers Sync workflows for the mappings whose backend has workflow files only
+        sync_backends=current_app.extensions["aiimpl"].workflow_sync_backends(),
         panels=panels,
         active=name,
         title=dict(panels)[name],

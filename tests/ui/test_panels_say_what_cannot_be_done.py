@@ -87,3 +87,16 @@ def test_a_page_that_does_not_exist_is_a_page_with_the_panels(client):
     assert (resp.status_code, resp.mimetype) == (404, "text/html")
     assert "There is no page /ui/nope&lt;b&gt;: choose a panel above." in html
     assert 'href="/ui/projects"' in html and 'href="/ui/secrets"' in html
+
+
+def test_sync_workflows_is_offered_where_the_backend_has_workflow_files(page, app):
+    """A Fly mapping's Sync workflows could only be refused (the API's 400 "does not use workflow
+    files"), in red, every time it was tried."""
+    add_mapping("ENG")
+    add_mapping("OPS", execution_mode="fly-machines")
+    sign_in(page)
+    eng = page.locator('#mappings-table tr[data-team="ENG"]')
+    eng.get_by_role("button", name="Sync workflows").wait_for()
+    ops = page.locator('#mappings-table tr[data-team="OPS"]')
+    ops.get_by_role("button", name="Edit").wait_for()
+    assert ops.get_by_role("button", name="Sync workflows").count() == 0

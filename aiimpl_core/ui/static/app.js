@@ -357,6 +357,8 @@ function fillMappingForm(form, m) {
 
 function initProjects() {
   const form = document.getElementById("mapping-form");
+  // the backends with workflow files: another mapping's Sync workflows could only be refused
+  const syncs = new Set(JSON.parse(document.getElementById("mappings-table").dataset.syncBackends || "[]"));
   let mappings = [];
   const load = async () => {
     mappings = asList(await api("GET", "/api/mappings"), "mappings", "items");
@@ -372,7 +374,8 @@ function initProjects() {
         <td class="actions"><button type="button" data-act="edit" aria-label="Edit mapping ${team}">Edit</button>
           <button type="button" data-act="${paused ? "resume" : "pause"}"
             aria-label="${paused ? "Resume" : "Pause"} mapping ${team}">${paused ? "Resume" : "Pause"}</button>
-          <button type="button" data-act="sync" aria-label="Sync workflows of ${team}">Sync workflows</button>
+          ${syncs.has(m.executionMode) ? `<button type="button" data-act="sync"
+            aria-label="Sync workflows of ${team}">Sync workflows</button>` : ""}
           <button type="button" class="danger" data-act="delete" aria-label="Delete mapping ${team}">Delete</button></td></tr>`;
     }), 8, "No mappings yet: create one below.");
   };
