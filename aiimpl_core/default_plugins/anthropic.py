@@ -9,6 +9,7 @@ from ..types import MappingView
 class AnthropicProvider(ModelProvider):
     id = "anthropic"
     display_name = "Anthropic API"
+    setup_hint = "set AIIMPL_ANTHROPIC_API_KEY, or a secret ANTHROPIC_API_KEY (global or the team's)"
     config_vars = (
         ConfigVar(
             "AIIMPL_ANTHROPIC_API_KEY", "API key passed to sessions as ANTHROPIC_API_KEY", sensitive=True
@@ -35,6 +36,9 @@ class AnthropicProvider(ModelProvider):
         return env
 
     def secret_env_names(self, mapping: MappingView) -> frozenset[str]:
+        return frozenset({"ANTHROPIC_API_KEY"})
+
+    def required_env_names(self, mapping: MappingView) -> frozenset[str]:
         return frozenset({"ANTHROPIC_API_KEY"})
 
 

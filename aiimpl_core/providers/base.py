@@ -306,6 +306,14 @@ class ModelProvider(Provider):
         """Which keys of :meth:`session_env` hold secrets."""
         return frozenset()
 
+    def required_env_names(self, mapping: MappingView) -> frozenset[str]:
+        """The variables a session cannot reach the model without (an API key), where the
+        orchestrator hands the session its environment (a backend that keeps secrets: Fly,
+        Docker): ``aiimpl check`` fails for the mappings whose sessions would get none of them from
+        :meth:`session_env` nor from the team's and the global secrets. None by default (a
+        provider whose sessions may find credentials elsewhere)."""
+        return frozenset()
+
 
 def config_error(message: str, provider: str | None = None) -> ProviderConfigError:
     """Shorthand used by providers' ``validate_mapping``."""

@@ -335,9 +335,11 @@ class CheckSchema(Schema):
     """One thing ``GET /api/checks`` verified."""
 
     kind = fields.String(
-        metadata={"description": "ticketing, runner, github, secrets (stored secrets the key cannot "
-                                 "decrypt), settings (a setting that names what is not installed) or "
-                                 "database (this host's clock is off the database server's)"}
+        metadata={"description": "ticketing, runner, github, model (what a session on a backend that "
+                                 "keeps secrets needs to reach its model, e.g. Anthropic's API key), "
+                                 "secrets (stored secrets the key cannot decrypt), settings (a setting "
+                                 "that names what is not installed) or database (this host's clock is "
+                                 "off the database server's)"}
     )
     provider = fields.String(metadata={"description": "the provider id (`github` for GitHub)"})
     name = fields.String(metadata={"description": "what was checked (`credentials`, `project ENG`, …)"})

@@ -48,7 +48,7 @@ OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 class CheckRow:
     """One line of the report: what was checked, of which connection, and how it went."""
 
-    kind: str  # ticketing | runner | github | secrets | settings | database
+    kind: str  # ticketing | runner | github | model | secrets | settings | database
     provider: str
     name: str
     status: str
@@ -362,7 +362,60 @@ def run_checks(github: Callable[[], Any] = github_from_app, *, budget: float | N
     })
     report += _github_rows(rows, github)
     checked = _run_side_by_side(report, BUDGET if budget is None else budget)
-    return checked + _clock_rows() + _secret_rows() + _cap_rows(facade.ids("runner"))
+    return (checked + _model_rows(rows, backend_of) + _clock_rows() + _secret_rows()
+            + _cap_rows(facade.ids("runner")))
+
+
+def _model_rows(rows: Sequence[MappingRow], backend_of: dict[str, str | None]) -> list[CheckRow]:
+    """Whether the sessions of the mappings run by a backend that hands them the orchestrator's
+    environment (one that keeps secrets: Fly, Docker) get what their model provider requires
+    (:meth:`~aiimpl_core.providers.ModelProvider.required_env_names`, Anthropic's API key), from the
+    provider's settings or the team's and global secrets: without it every session fails at its
+    agent. A GitHub Actions session reads the repository's Actions secrets, which are not checked."""
+    from . import secrets as secrets_service
+
+    facade = current_app.extensions["aiimpl"]
+    runners = facade.classes["runner"]
+    teams_of: dict[str, list[str]] = {}  # provider -> the teams checked
+    lacking: dict[str, dict[str, list[str]]] = {}  # provider -> variable -> the teams without it
+    failures: dict[str, str] = {}
+    for row in rows:
+        backend = runners.get(backend_of[row.team_key] or "")
+        if backend is None or not getattr(backend, "supports_secrets", False):
+            continue
+        if row.provider not in facade.ids("model") or row.provider in failures:
+            continue
+        view, provider_id = row.view(), row.provider
+        try:
+            model = facade.model(provider_id)
+            required = model.required_env_names(view)
+            if not required:
+                continue
+            # as the launch builds it: the team's and global secrets, then the provider's variables
+            env = {**secrets_service.values_for_team(row.team_key), **model.session_env(view)}
+        except Exception as exc:  # noqa: BLE001 - a plugin's failure is this line's, not the report's
+            failures[provider_id] = _failure(exc, lambda e, p=provider_id: log.warning(
+                "checking the model provider %s failed", p, exc_info=e))
+            continue
+        teams_of.setdefault(row.provider, []).append(row.team_key)
+        for name in sorted(required):
+            if not env.get(name):
+                lacking.setdefault(row.provider, {}).setdefault(name, []).append(row.team_key)
+    db.session.commit()
+    out = [CheckRow("model", provider_id, "session environment", FAILED, failure)
+           for provider_id, failure in sorted(failures.items())]
+    for provider_id, teams in sorted(teams_of.items()):
+        missing = lacking.get(provider_id)
+        if not missing:
+            out.append(CheckRow("model", provider_id, "session environment", OK,
+                                f"the sessions of {', '.join(teams)} get what the model provider needs"))
+            continue
+        hint = facade.model(provider_id).setup_hint
+        for name, without in sorted(missing.items()):
+            out.append(CheckRow("model", provider_id, "session environment", FAILED,
+                                f"the sessions of {', '.join(without)} would get no {name}, so their agent "
+                                f"cannot start{f' ({hint})' if hint else ''}"))
+    return out
 
 
 def _clock_rows() -> list[CheckRow]:

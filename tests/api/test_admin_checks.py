@@ -21,13 +21,15 @@ def test_checks_every_connection(client, admin_headers, adm_mapping) -> None:
     assert got[("ticketing", "fake-tracker", "configured")] == "ok"
     assert got[("runner", "github-actions", "configured")] == "ok"
     assert got[("runner", "fly-machines", "configured")] == "ok"
-    # no GitHub credentials, and a mapping whose sessions push to GitHub
+    # no GitHub credentials, and a mapping whose sessions push to GitHub; no model key for the
+    # sessions of a backend that keeps secrets (the admin plugins' github-actions fake does)
     assert got[("github", "github", "configured")] == "failed"
-    assert body["failed"] == 1
+    assert got[("model", "anthropic", "session environment")] == "failed"
+    assert body["failed"] == 2
     # the last line of `aiimpl check`, which the Checks panel shows
     skipped = sum(c["status"] == "skipped" for c in body["checks"])
-    passed = len(body["checks"]) - skipped - 1
-    assert body["summary"] == (f"{len(body['checks'])} checks: {passed} passed, 1 failed"
+    passed = len(body["checks"]) - skipped - 2
+    assert body["summary"] == (f"{len(body['checks'])} checks: {passed} passed, 2 failed"
                                + (f", {skipped} skipped" if skipped else ""))
     assert set(body["checks"][0]) == {"kind", "provider", "name", "status", "detail"}
 

@@ -32,9 +32,12 @@ def test_run_the_checks_from_the_panel(page, app):
     page.get_by_role("link", name="Checks").click()
     page.wait_for_url(re.compile(r"/ui/checks"))
     page.get_by_role("button", name="Run checks").click()
-    page.locator("#checks-summary").get_by_text(re.compile(r"\d+ checks: \d+ passed, 1 failed")).wait_for()
+    page.locator("#checks-summary").get_by_text(re.compile(r"\d+ checks: \d+ passed, 2 failed")).wait_for()
     failed = page.locator("#checks-table tr.check-failed")
-    assert failed.count() == 1
-    assert "github" in failed.inner_text() and "not configured" in failed.inner_text()
+    assert failed.count() == 2
+    # no GitHub credentials; and no model key for the sessions of a backend that keeps secrets
+    assert "github" in failed.nth(0).inner_text() and "not configured" in failed.nth(0).inner_text()
+    assert "anthropic" in failed.nth(1).inner_text()
+    assert "the sessions of ENG would get no ANTHROPIC_API_KEY" in failed.nth(1).inner_text()
     assert page.locator("#checks-table tr.check-ok").count() >= 2
     shot(page, "checks")
