@@ -142,6 +142,9 @@ class TicketingProvider(Provider):
     """
 
     supports_webhooks: ClassVar[bool] = False
+    #: how a person applies the trigger in this tracker, said after "apply the trigger again" in the
+    #: plan's comment (``add the `AI-Implement` label``); empty: that comment says no more
+    trigger_hint: ClassVar[str] = ""
 
     @abstractmethod
     def iter_triggered(self, teams: Sequence[str]) -> Iterator[TriggeredPage]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flask import current_app
 from sqlalchemy import select
 
 from ..extensions import db
@@ -24,10 +25,14 @@ from ..types import JobStatus, LogLabel, Phase, Stage
 from . import comments
 from .jobs import enqueue_comment, set_stage, tracked_issue, transition
 
-APPROVE_HINT = (
-    "To approve the plan and start the implementation, apply the trigger again "
-    "(Linear: add the `AI-Implement` label; Jira: move the issue to `Ready`)."
-)
+
+def approve_hint(provider_id: str) -> str:
+    """The plan comment's last line: how to approve it, in the words of the issue's tracker
+    (its ``trigger_hint``)."""
+    tracker = current_app.extensions["aiimpl"].classes["ticketing"].get(provider_id)
+    how = getattr(tracker, "trigger_hint", "") if tracker is not None else ""
+    return ("To approve the plan and start the implementation, apply the trigger again"
+            + (f" ({how})." if how else "."))
 
 FAILED_STAGE = {
     Phase.PLANNING: Stage.PLANNING_FAILED,
@@ -136,7 +141,7 @@ def _report(job: Job, outcome: Outcome) -> None:
                 job.issue_key, Stage.PLAN_COMPLETE, provider=provider, job=job, now=now, tracked=tracked
             )
             plan = outcome.plan or job.plan or "(empty plan)"
-            _comment(job, "plan", comments.plan_ready(plan, APPROVE_HINT))
+            _comment(job, "plan", comments.plan_ready(plan, approve_hint(provider)))
         else:
             tracked.plan = None  # a plan is used once; a new trigger plans again
             if done:  # merged already: not "ready for review", and "done" stays

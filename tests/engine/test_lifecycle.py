@@ -107,6 +107,9 @@ def test_planning_then_approval_then_implementation_with_the_plan(app, client, t
     assert tracker.stage_labels("ENG-7") == {"Plan-Complete"}
     assert tracked("ENG-7").plan == plan
     assert tracker.comments["ENG-7"][-1].startswith("📋 Plan ready for review.\n\n" + plan)
+    # a tracker without a trigger_hint: the way to approve it in general words only
+    assert tracker.comments["ENG-7"][-1].endswith(
+        "\n\nTo approve the plan and start the implementation, apply the trigger again.")
 
     # not approved yet: nothing is dispatched
     assert run_cycle().dispatched == []

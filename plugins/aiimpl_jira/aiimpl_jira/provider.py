@@ -266,6 +266,7 @@ class JiraProvider(TicketingProvider):
 
     id = "jira"
     display_name = "Jira"
+    trigger_hint = f"move the issue to `{TRIGGER_STATUS}`"
     setup_hint = ("set AIIMPL_JIRA_URL, and AIIMPL_JIRA_EMAIL with AIIMPL_JIRA_API_TOKEN or "
                   "AIIMPL_JIRA_BEARER_TOKEN")
     config_vars = CONFIG_VARS

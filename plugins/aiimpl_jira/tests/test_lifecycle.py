@@ -115,6 +115,11 @@ def test_planning_approval_implementation_merge(
     assert jira.issues["ENG-1"].status == "Plan Approved"
     [plan_doc] = jira.comment_docs("ENG-1")
     assert plan_doc["content"][0]["content"][0]["text"] == "📋 Plan ready for review."
+    # how to approve it, in Jira's words only (the status as inline code)
+    assert [(n.get("text"), n.get("marks")) for n in plan_doc["content"][-1]["content"]] == [
+        ("To approve the plan and start the implementation, apply the trigger again (move the issue "
+         "to ", None),
+        ("Ready", [{"type": "code"}]), (").", None)]
     ordered = next(n for n in plan_doc["content"] if n["type"] == "orderedList")
     assert ordered["content"][0]["content"][0]["content"][1] == {
         "type": "text",

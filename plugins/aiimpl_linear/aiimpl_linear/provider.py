@@ -88,6 +88,7 @@ class LinearProvider(TicketingProvider):
 
     id: ClassVar[str] = PROVIDER_ID
     display_name: ClassVar[str] = "Linear"
+    trigger_hint: ClassVar[str] = f"add the `{TRIGGER_LABEL}` label"
     setup_hint: ClassVar[str] = (
         f"set AIIMPL_LINEAR_API_KEY or AIIMPL_LINEAR_OAUTH_TOKEN, or store the global secret {API_KEY_SECRET}"
     )

@@ -115,6 +115,10 @@ def test_planning_then_approval(app, client, fake, runner, add_mapping) -> None:
     post_result(client, runner, planning.id, outcome="success", plan="1. Split invoices")
     assert fake.labels_of(key) == ["Plan-Complete"]
     assert fake.comments_of(key)[-1].startswith("📋 Plan ready for review.")
+    # how to approve it, in Linear's words only
+    assert fake.comments_of(key)[-1].endswith(
+        "\n\nTo approve the plan and start the implementation, apply the trigger again (add the "
+        "`AI-Implement` label).")
     assert run_cycle().dispatched == []  # not approved yet
 
     fake.add_labels(key, "AI-Implement")  # approval
