@@ -372,9 +372,10 @@ def set_tracker_command(team_key: str) -> str:
 def _validate_ticketing(ticketing: Any, merged: dict[str, Any]) -> dict[str, Any]:
     """``ticketing`` is ``{"provider": "<id>", ...that provider's settings}``.
 
-    Omitted with a single ticketing provider installed, it defaults to that provider. With none
-    installed the mapping is refused: saved without a tracker, none of its team's issues would ever
-    be read, and a dispatch of one would find no mapping.
+    Omitted with a single ticketing provider installed, it defaults to that provider, and so does
+    its ``provider`` alone (``{"jql": "labels = backend"}``). With none installed the mapping is
+    refused: saved without a tracker, none of its team's issues would ever be read, and a dispatch
+    of one would find no mapping.
     """
     trackers = tracker_ids()
     if not trackers:
@@ -388,6 +389,8 @@ def _validate_ticketing(ticketing: Any, merged: dict[str, Any]) -> dict[str, Any
             raise ValidationError(f"ticketing.provider must be {one_of(trackers)}")
     if not isinstance(ticketing, dict):
         raise ValidationError("ticketing must be a plain object")
+    if "provider" not in ticketing and len(trackers) == 1:
+        ticketing = {"provider": trackers[0], **ticketing}
     given = ticketing.get("provider")
     if given not in trackers:
         # (a stored mapping whose tracker plugin was removed or disabled says so on any update)

@@ -200,6 +200,11 @@ POST_ROWS: list[tuple[str, Any, str]] = [
         merged(ticketing=...),
         "ticketing.provider must be 'fake-tracker' or 'strict-tracker'",
     ),
+    (
+        "ticketing settings without their provider, with two trackers",
+        merged(ticketing={"project": "ENG"}),
+        "ticketing.provider must be 'fake-tracker' or 'strict-tracker'",
+    ),
     ("planningEnabled string", merged(planningEnabled="yes"), "planningEnabled must be true or false"),
     ("paused number", merged(paused=1), "paused must be true or false"),
 ]
@@ -672,6 +677,26 @@ class TestWithNoTrackerInstalled:
             "tracker plugin such as aiimpl-linear or aiimpl-jira; `aiimpl plugins list` shows what "
             "is installed)")}
         assert db.session.scalar(select(db.func.count()).select_from(Mapping)) == 0
+
+
+class TestWithOneTrackerInstalled:
+    """The tracker may be left out: the whole ``ticketing``, or its ``provider`` alone."""
+
+    @pytest.fixture
+    def aiimpl_plugins(self, adm_runner, adm_tracker) -> list[object]:
+        return [adm_runner.plugin, StrictTracker(adm_tracker.provider_class)]
+
+    def test_settings_without_the_provider_are_the_one_trackers(self, client, admin_headers):
+        answer = post(client, admin_headers, merged(ticketing={"project": "ENG"}))
+        assert answer.status_code == 201, answer.get_json()
+        assert service.get("ENG")["ticketing"] == {"provider": "strict-tracker", "project": "ENG"}
+        # and its own check still runs on them
+        answer = post(client, admin_headers, merged(teamKey="OPS", ticketing={"project": ""}))
+        assert answer.get_json() == {"error": "ticketing.project is required for strict-tracker"}
+
+    def test_a_provider_given_is_still_checked(self, client, admin_headers):
+        answer = post(client, admin_headers, merged(ticketing={"provider": None, "project": "ENG"}))
+        assert answer.get_json() == {"error": "ticketing.provider must be 'strict-tracker'"}
 
 
 class TestWithoutGitHubActionsInstalled:
