@@ -220,12 +220,13 @@ def to_api(row: Mapping) -> dict[str, Any]:
 # -- validation ----------------------------------------------------------------------------------
 
 
-def _default_provider(facade: Plugins) -> str | None:
+def default_provider() -> str | None:
+    """The model provider of a mapping that names none: ``anthropic`` when installed."""
     ids = model_ids()
     return "anthropic" if "anthropic" in ids else (ids[0] if ids else None)
 
 
-def _default_execution_mode(facade: Plugins) -> str | None:
+def default_execution_mode() -> str | None:
     """``github-actions`` (the reference's default) when installed, else the one runner backend a
     mapping can name; with several and none of them ``github-actions``, none: the mapping must name
     one (``executionMode must be …``), rather than get whichever sorts first."""
@@ -265,15 +266,14 @@ def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
     """
     if not isinstance(body, dict):
         raise ValidationError("Invalid request body")
-    facade = _facade()
     merged: dict[str, Any] = dict(DEFAULTS)
     if stored:
         merged.update({k: stored[k] for k in FIELDS if k in stored})
     merged.update({k: v for k, v in body.items() if k in FIELDS})
     if merged.get("provider") is None:
-        merged["provider"] = _default_provider(facade)
+        merged["provider"] = default_provider()
     if merged.get("executionMode") is None:
-        merged["executionMode"] = _default_execution_mode(facade)
+        merged["executionMode"] = default_execution_mode()
 
     # -- group 1: identity --------------------------------------------------------------------
     if not all(is_given(merged.get(k)) for k in ("teamKey", "owner", "repo")):

@@ -6,7 +6,12 @@ endpoints, refreshing the panels that change by themselves (jobs, issues, blocke
 """
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from flask import Blueprint, current_app, redirect, render_template, url_for
+
+from ..services import mappings
 
 bp = Blueprint("ui", __name__, template_folder="templates", static_folder="static",
                static_url_path="/ui/static")
@@ -28,6 +33,22 @@ PANELS = (
 def _panels() -> list[tuple[str, str]]:
     jira_installed = "jira" in current_app.extensions["aiimpl"].ids("ticketing")
     return [(slug, title) for slug, title in PANELS if slug != "jira" or jira_installed]
+
+
+def _installed() -> dict[str, Any]:
+    """What the forms offer, from the plugins installed: the placeholders of a mapping's fields
+    (the defaults a field left empty takes, else an example), the backends with workflow files
+    (Sync workflows), and the runner modes an installed backend runs."""
+    facade = current_app.extensions["aiimpl"]
+    modes, trackers = mappings.execution_modes(), mappings.tracker_ids()
+    default_mode = mappings.default_execution_mode()
+    return {
+        "sync_backends": facade.workflow_sync_backends(),
+        "runner_modes": facade.runner_modes(),
+        "execution_placeholder": default_mode or (f"e.g. {modes[0]}" if modes else ""),
+        "provider_placeholder": mappings.default_provider() or "",
+        "ticketing_placeholder": json.dumps({"provider": trackers[0]}) if trackers else "",
+    }
 
 
 @bp.get("/")
@@ -56,8 +77,7 @@ def panel(name: str):  # noqa: ANN201
                                banner=current_app.config.get("AIIMPL_UI_BANNER")), 404
     return render_template(
         f"panel_{name.replace('-', '_')}.html",
-        # Projects offers Sync workflows for the mappings whose backend has workflow files only
-        sync_backends=current_app.extensions["aiimpl"].workflow_sync_backends(),
+        **_installed(),
         panels=panels,
         active=name,
         title=dict(panels)[name],

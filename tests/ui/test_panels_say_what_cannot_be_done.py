@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from aiimpl_core.testing.fakes import FakeRunner, add_mapping
+from aiimpl_core.testing.fakes import FakeRunner, FakeTracker, add_mapping
 
 from .test_browser import sign_in
 
@@ -100,3 +100,40 @@ def test_sync_workflows_is_offered_where_the_backend_has_workflow_files(page, ap
     ops = page.locator('#mappings-table tr[data-team="OPS"]')
     ops.get_by_role("button", name="Edit").wait_for()
     assert ops.get_by_role("button", name="Sync workflows").count() == 0
+
+
+def test_the_forms_offer_what_is_installed(client):
+    """The placeholders were Linear's and GitHub Actions' whatever was installed; the runner modes
+    whose backend is not installed looked like the others."""
+    import re
+
+    placeholders = _placeholders(client)
+    assert placeholders["executionMode"] == "github-actions"  # the default, installed here
+    assert placeholders["provider"] == "anthropic"
+    # an installed tracker's (the UI tests install Jira's plugin beside the fake one when it is there)
+    assert placeholders["ticketing"] in ('{"provider": "fake-tracker"}', '{"provider": "jira"}')
+    modes = client.get("/ui/runner-mode").get_data(as_text=True)
+    labels = dict(re.findall(r'value="(\w+)"><label[^>]*>(.*?)</label>', modes))
+    assert [mode for mode, label in labels.items() if "its plugin is not installed" in label] == ["local"]
+    assert set(labels) == {"default", "gha", "fly", "local", "shadow"}
+
+
+def _placeholders(client) -> dict[str, str]:  # noqa: ANN001
+    import html as html_lib
+    import re
+
+    projects = client.get("/ui/projects").get_data(as_text=True)
+    return {name: html_lib.unescape(value)
+            for name, value in re.findall(r'name="(\w+)"[^>]*?placeholder="([^"]*)"', projects)}
+
+
+class TestWithOtherPlugins:
+    @pytest.fixture
+    def aiimpl_plugins(self, runner) -> list[object]:
+        """Fly alone and a tracker of another id: no default execution mode but Fly's."""
+        return [FakeTracker(provider_id="other-tracker").plugin, runner.plugin]
+
+    def test_the_placeholders_are_theirs(self, client):
+        placeholders = _placeholders(client)
+        assert placeholders["executionMode"] == "fly-machines"
+        assert placeholders["ticketing"] == '{"provider": "other-tracker"}'
