@@ -7,7 +7,7 @@ import sys
 import click
 from flask.cli import with_appcontext
 
-from . import cli, echo_json
+from . import cli, echo_json, masked
 
 
 @cli.command("check")
@@ -33,7 +33,7 @@ def check_cmd(as_json: bool) -> None:
         for r in rows:
             mark = {"ok": "ok    ", "failed": "FAILED", "skipped": "skip  "}[r.status]
             who = f"{r.kind} {r.provider}"
-            click.echo(f"{mark}  {who:<{width}}  {r.name}: {r.detail}")
+            click.echo(masked(f"{mark}  {who:<{width}}  {r.name}: {r.detail}"))
         click.echo(summary(rows))
     if any(r.status == FAILED for r in rows):
         sys.exit(1)

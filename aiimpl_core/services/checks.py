@@ -23,12 +23,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import select
 
+from .. import logs
 from ..errors import PluginContractError, describe_plugin_error
 from ..extensions import db
 from ..github import from_app as github_from_app
@@ -362,8 +363,11 @@ def run_checks(github: Callable[[], Any] = github_from_app, *, budget: float | N
     })
     report += _github_rows(rows, github)
     checked = _run_side_by_side(report, BUDGET if budget is None else budget)
-    return (checked + _model_rows(rows, backend_of) + _clock_rows() + _secret_rows()
-            + _cap_rows(facade.ids("runner")))
+    report = (checked + _model_rows(rows, backend_of) + _clock_rows() + _secret_rows()
+              + _cap_rows(facade.ids("runner")))
+    # what a provider read meanwhile (a stored secret holding its credentials) and a service
+    # quoted back in a refusal is masked too, not only the settings each row was masked of
+    return [replace(r, detail=logs.masked(r.detail)) for r in report]
 
 
 def _model_rows(rows: Sequence[MappingRow], backend_of: dict[str, str | None]) -> list[CheckRow]:

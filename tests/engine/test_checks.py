@@ -291,6 +291,28 @@ def test_the_orchestrators_own_secrets_are_masked_in_every_line(app, add_mapping
     assert key not in rows()[("ticketing", "checked", "connection")][1]
 
 
+def test_a_stored_secret_a_provider_read_is_masked_in_every_line(app, add_mapping, gh, run, monkeypatch):
+    """A tracker's credentials stored as a global secret, quoted back by the service in a refusal:
+    masked in the rows (the API's, the Checks panel's) and in the command's text lines, as in its
+    JSON."""
+    from aiimpl_core.services import secrets as secrets_service
+
+    value = "SuperSecretValue123"
+    secrets_service.set_secret(secrets_service.GLOBAL, "CHECKED_TOKEN", value)
+    add_mapping("ENG", provider="checked")
+
+    def refused(self, mappings):  # noqa: ANN001, ANN202
+        sent = self.context.secret("CHECKED_TOKEN", None)
+        return [CheckResult("credentials", False, f"HTTP 401: you sent {sent}")]
+
+    monkeypatch.setattr(Checked, "check", refused)
+    assert rows()[("ticketing", "checked", "credentials")] == ("failed", "HTTP 401: you sent [REDACTED]")
+    for args in ((), ("--json",)):
+        result = run(*args)
+        assert result.exit_code == 1 and "you sent [REDACTED]" in result.output
+        assert value not in result.output
+
+
 def test_secrets_the_key_cannot_decrypt_fail_the_check(app, add_mapping, caplog):
     """A secret stored under another AIIMPL_SECRET_KEY is unreadable: said by the check (with its
     name, never a value) and in the log when a session or a tracker would have used it."""
