@@ -217,7 +217,9 @@ def create_app(
     app.config.update(overrides)
 
     if not app.config.get("AIIMPL_SECRET_KEY"):
-        log.warning("AIIMPL_SECRET_KEY is not set: using a random key for this process only")
+        # (said as what it allows: a poller or dispatcher then refuses to run on it, with the reason)
+        log.warning("AIIMPL_SECRET_KEY is not set: this process signs with a random key of its own, "
+                    "which no other process shares (stored secrets and run tokens need the shared key)")
         app.config["AIIMPL_SECRET_KEY"] = _secrets.token_hex(32)
         app.config["AIIMPL_SECRET_KEY_MADE_UP"] = True  # stored secrets are refused
     elif len(str(app.config["AIIMPL_SECRET_KEY"])) < MIN_SECRET_KEY_LENGTH:

@@ -19,8 +19,7 @@ def _cli(*args: str, url: str) -> subprocess.CompletedProcess:
 def test_a_database_without_a_schema_asks_for_db_upgrade(tmp_path):
     done = _cli("jobs", "list", url=f"sqlite:///{tmp_path}/new.db")
     assert done.returncode == 1
-    assert done.stderr.strip() == (
-        "Error: the database has no schema yet: run `aiimpl db upgrade` (no such table: jobs)")
+    assert done.stderr.strip() == "Error: the database has no schema yet: run `aiimpl db upgrade`"
     done = _cli("db", "upgrade", url=f"sqlite:///{tmp_path}/new.db")
     assert done.returncode == 0, done.stderr
     assert _cli("jobs", "list", url=f"sqlite:///{tmp_path}/new.db").stdout.strip() == "(no jobs)"
@@ -259,3 +258,47 @@ def test_a_schema_newer_than_this_version_is_named_as_such(tmp_path):
         assert done.returncode == 1, done.stderr
         assert done.stderr.strip().splitlines()[-1] == expected
         assert "Traceback" not in done.stderr
+
+
+ON_THE_DATABASE = [("dispatch", "ENG-1", "--force"), ("jobs", "list"), ("jobs", "show", "1"),
+                   ("jobs", "cancel", "1"), ("prune",)]
+
+
+@pytest.mark.parametrize("command", ON_THE_DATABASE, ids=" ".join)
+def test_commands_on_the_database_refuse_an_older_schema_before_they_act(tmp_path, command):
+    """``dispatch`` read the tracker, made a job and started its run before a statement failed on
+    the older schema; ``jobs cancel`` ended the job, then printed a traceback and exited 0; ``jobs
+    list`` and ``show`` answered as if nothing were wrong."""
+    from click.testing import CliRunner
+    from flask.cli import ScriptInfo
+    from flask_migrate import upgrade
+    from sqlalchemy import text
+
+    from aiimpl_core import create_app
+    from aiimpl_core.cli import cli
+    from aiimpl_core.cli import jobs as _jobs  # noqa: F401 - registers the commands
+    from aiimpl_core.database import schema_heads
+    from aiimpl_core.extensions import db
+    from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
+
+    tracker, runner = FakeTracker(), FakeRunner()
+    tracker.add("ENG-1", title="Add a health check")
+    app = create_app({"AIIMPL_DATABASE_URL": f"sqlite:///{tmp_path}/a.db", "AIIMPL_SECRET_KEY": "k" * 40},
+                     load_entrypoints=False, plugins=[tracker.plugin, runner.plugin])
+    with app.app_context():
+        upgrade(revision="0002")
+        db.session.execute(text(
+            "INSERT INTO mappings (team_key, owner, repo, default_branch, provider, execution_mode, "
+            "session_mode, branch_prefix, planning_enabled, extra_env, ticketing, paused, created_at, "
+            "updated_at) VALUES ('ENG', 'acme', 'api', 'main', 'anthropic', 'github-actions', "
+            "'autonomous', 'ai/', 0, '{}', '{\"provider\": \"fake-tracker\"}', 0, "
+            "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+        db.session.commit()
+    (head,) = schema_heads()[0]
+    done = CliRunner().invoke(cli, list(command), obj=ScriptInfo(create_app=lambda: app))
+    assert (done.exit_code, done.output) == (1, (
+        f"Error: the database schema (revision 0002) is older than this version's ({head}): run "
+        "`aiimpl db upgrade`\n"))
+    assert runner.runs == {}
+    with app.app_context():
+        assert db.session.execute(text("SELECT count(*) FROM jobs")).scalar_one() == 0

@@ -229,6 +229,7 @@ def prune_cmd(days: int | None, as_json: bool) -> None:
     from ..config import MIN_RETENTION_DAYS
     from ..services import housekeeping
 
+    stop_without_this_schema(waits=False)
     if days is not None and 0 < days < MIN_RETENTION_DAYS:
         raise click.BadParameter(f"0 or at least {MIN_RETENTION_DAYS} days", param_hint="--older-than")
     removed = housekeeping.prune(days=days)
@@ -269,6 +270,9 @@ def dispatch_cmd(issue_key: str, phase: str | None, force: bool, as_json: bool) 
     """Dispatch one issue now, with the same checks as the poller unless --force."""
     from ..services.dispatch import dispatch_issue
 
+    # before the tracker is read, a job made and a run started: an older schema fails only when the
+    # job's history is written, after its run is under way
+    stop_without_this_schema(waits=False)
     _require_shared_key()
 
     try:
@@ -323,6 +327,7 @@ def jobs_list(
     status: str | None, issue_key: str | None, team_key: str | None, limit: int, as_json: bool
 ) -> None:
     """List jobs, newest first."""
+    stop_without_this_schema(waits=False)
     query = select(Job).order_by(Job.id.desc()).limit(limit)
     if status == "active":
         query = query.where(Job.status.in_([s.value for s in ACTIVE_STATUSES]))
@@ -374,6 +379,7 @@ def _not_found(job_id: int) -> click.ClickException:
 @with_appcontext
 def jobs_show(job_id: int, as_json: bool) -> None:
     """Show one job with its transitions and steps."""
+    stop_without_this_schema(waits=False)
     job = db.session.get(Job, job_id) if _may_exist(job_id) else None
     if job is None:
         raise _not_found(job_id)
@@ -416,6 +422,7 @@ def jobs_cancel(job_id: int, as_json: bool) -> None:
     and stage on its issue, and its run is stopped through its backend (best effort)."""
     from ..services.cancel import cancel_job
 
+    stop_without_this_schema(waits=False)
     if not _may_exist(job_id):
         raise _not_found(job_id)
     try:
