@@ -48,7 +48,21 @@ def _refuse(message: str) -> None:
     sys.exit(1)
 
 
-bind = os.environ.get("AIIMPL_BIND", "0.0.0.0:8000")
+def _bind(raw: str) -> str:
+    """``AIIMPL_BIND``: ``HOST:PORT`` (``[::1]:8000``) or ``unix:PATH``; a port out of range is said
+    here, as gunicorn itself answers it with a traceback of its socket code."""
+    value = raw.strip()
+    if value.startswith(("unix:", "fd://")):
+        return value
+    host, colon, port = value.rpartition(":")
+    if colon and not host.endswith("]") and ":" in host:  # an IPv6 address without its brackets
+        return value
+    if colon and not (port.isdigit() and int(port) <= 65535):
+        _refuse(f"AIIMPL_BIND: the port must be a number from 0 to 65535, not {port!r}")
+    return value
+
+
+bind = _bind(os.environ.get("AIIMPL_BIND", "0.0.0.0:8000"))
 workers = _count("AIIMPL_WORKERS", multiprocessing.cpu_count() * 2 + 1, 1)
 # gunicorn's gthread worker, answering the requests gunicorn refuses before the app runs (a URL or
 # headers over its limits, a request it cannot parse) as JSON, as the app answers every other error

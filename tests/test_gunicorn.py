@@ -117,6 +117,9 @@ def test_a_setting_that_is_not_valid_stops_gunicorn_before_its_workers(tmp_path)
     assert "Booting worker" not in output
 
 
+BAD_PORT = "AIIMPL_BIND: the port must be a number from 0 to 65535"
+
+
 @pytest.mark.parametrize(
     ("env", "error"),
     [
@@ -125,8 +128,10 @@ def test_a_setting_that_is_not_valid_stops_gunicorn_before_its_workers(tmp_path)
         ({"AIIMPL_WORKERS": "abc"}, "AIIMPL_WORKERS must be an integer of at least 1, not 'abc'"),
         ({"AIIMPL_WORKERS": "0"}, "AIIMPL_WORKERS must be an integer of at least 1, not '0'"),
         ({"AIIMPL_THREADS": "-2"}, "AIIMPL_THREADS must be an integer of at least 1, not '-2'"),
+        ({"AIIMPL_BIND": "127.0.0.1:99999"}, f"{BAD_PORT}, not '99999'"),
+        ({"AIIMPL_BIND": "127.0.0.1:-1"}, f"{BAD_PORT}, not '-1'"),
     ],
-    ids=["no-secret-key", "workers-abc", "workers-0", "threads-negative"],
+    ids=["no-secret-key", "workers-abc", "workers-0", "threads-negative", "port-over", "port-negative"],
 )
 def test_what_would_break_the_workers_stops_gunicorn_before_them(tmp_path, env, error):
     """Workers that would each make up their own key (a session signed by one is refused by the

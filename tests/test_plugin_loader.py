@@ -582,6 +582,20 @@ def test_a_constructor_that_keeps_failing_is_logged_with_its_traceback_once(capl
     assert len(again) == 2 and all(not r.exc_text for r in again)
 
 
+def test_an_import_failure_quoting_a_setting_is_masked_in_the_listing(tmp_path: Path):
+    """As in the server's log: a deploy script's ``plugins list --strict`` lands in CI logs."""
+    site = _site(tmp_path, "acme-leaky", {"leaky": "acme_leaky"}, {"acme_leaky": """
+        import os
+
+        raise RuntimeError("boom " + os.environ["AIIMPL_GITHUB_TOKEN"])
+    """})
+    token = "ghp_" + "s3cr3t" * 6
+    for args in (("--strict",), ("--json",)):
+        out = _cli(site, tmp_path, "plugins", "list", *args, AIIMPL_GITHUB_TOKEN=token)
+        assert token not in out.stdout + out.stderr
+        assert "boom [REDACTED]" in out.stdout
+
+
 def test_an_import_failure_names_the_plugins_line_and_its_entry_point(tmp_path: Path):
     entry_points = {"missing": "acme_missing", "gone": "acme_gone"}
     site = _site(tmp_path, "acme-missing", entry_points, {"acme_missing": """

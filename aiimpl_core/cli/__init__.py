@@ -346,18 +346,22 @@ def plugins_list(as_json: bool, strict: bool) -> None:
     warnings. Exits 1 when two plugins collide (the server would refuse to start), and with
     --strict when a plugin failed to load."""
     from ..app import probe_registrations
-    from ..config import load
+    from ..config import load, sensitive_names
     from ..plugins import Plugins
 
     settings = load()
     facade = Plugins(disabled=settings["AIIMPL_DISABLED_PLUGINS"] or (), strict=False)
     facade.log_refusals = False  # the listing says them
     probe_registrations(facade)  # a plugin the server would refuse at start is shown failed
+    # a plugin's error may quote a setting (its exception's message): the sensitive ones are
+    # masked, as in the server's log, though no app is made here
+    logs.mask(*(value for name in sensitive_names(facade.config_vars())
+                if isinstance(value := settings.get(name, os.environ.get(name)), str)))
     rows = facade.listing()
     if as_json:
         echo_json(rows)
     else:
-        click.echo(plugins_table(rows))
+        click.echo(masked(plugins_table(rows)))
     if facade.conflicts:
         raise click.ClickException("; ".join(facade.conflicts) + " (the server will not start)")
     failed = sorted(row["name"] for row in rows if row.get("status") == "failed")
