@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .. import __version__
 from ..auth import public_endpoint
 from ..auth.admin import shared_secret_refusal
+from ..database import schema_behind, schema_revision
 from ..extensions import db
 from ..orm import Blocker, Job, OutboxItem, Setting, utcnow
 from ..orm import Mapping as MappingRow
@@ -59,6 +60,8 @@ BLOCKER_REASONS = (
 )
 BACKOFF_PREFIX = "backoff:"
 DATABASE_UP_HELP = "1 when the database answered this scrape; 0 when not (no aiimpl_* figure from it then)."
+SCHEMA_HELP = ("1 when the database's schema gave this scrape its figures; 0 when it is older than this "
+               "version's (run `aiimpl db upgrade`; no aiimpl_* figure from it then).")
 
 
 @dataclass(frozen=True)
@@ -150,12 +153,27 @@ class AiimplCollector(Collector):
             snapshot = read_snapshot(now)
         except SQLAlchemyError as exc:
             db.session.rollback()
+            if _schema_behind():  # it answered, with an older schema: not an outage
+                yield GaugeMetricFamily("aiimpl_database_up", DATABASE_UP_HELP, value=1)
+                yield GaugeMetricFamily("aiimpl_database_schema_current", SCHEMA_HELP, value=0)
+                return
             # the class only: a driver's message may carry the database's host and user
             log.warning("metrics: the database did not answer (%s)", type(exc).__name__)
             yield GaugeMetricFamily("aiimpl_database_up", DATABASE_UP_HELP, value=0)
             return
         yield GaugeMetricFamily("aiimpl_database_up", DATABASE_UP_HELP, value=1)
+        yield GaugeMetricFamily("aiimpl_database_schema_current", SCHEMA_HELP, value=1)
         yield from _families(snapshot, now)
+
+
+def _schema_behind() -> bool:
+    """Whether a read that failed met a schema older than this version's (asked only then: a
+    scrape that reads its figures costs no more statements)."""
+    try:
+        return schema_behind(schema_revision())
+    except SQLAlchemyError:
+        db.session.rollback()
+        return False
 
 
 def _families(snap: Snapshot, now: datetime) -> Iterator[Metric]:
@@ -233,7 +251,8 @@ def metrics():  # noqa: ANN201
         the endpoint answers 501. The `aiimpl_*` metrics describe the whole install (read from the
         database at each scrape, so any worker of any host answers the same); `process_*` and
         `python_*` describe the worker that answered. When the database does not answer, the
-        answer is still 200, with `aiimpl_database_up 0` and no database figures.
+        answer is still 200, with `aiimpl_database_up 0` and no database figures; when its
+        schema is older than this version's, with `aiimpl_database_schema_current 0` and none.
       tags: [meta]
       security:
         - metricsToken: []

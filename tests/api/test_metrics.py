@@ -288,6 +288,23 @@ def test_a_database_that_does_not_answer_still_gets_a_200(app, client, now):
     assert value(scrape(client), "aiimpl_database_up") == 1
 
 
+def test_an_older_schema_is_not_a_database_down(app, client, now):
+    """The database answered; its schema is an older version's (an upgrade deployed before its
+    `aiimpl db upgrade`): said as such, not by the outage's alert."""
+    from flask_migrate import downgrade, upgrade
+
+    assert value(scrape(client), "aiimpl_database_schema_current") == 1
+    db.session.remove()
+    downgrade(revision="0004")
+    try:
+        m = scrape(client)
+    finally:
+        db.session.remove()
+        upgrade()
+    assert (value(m, "aiimpl_database_up"), value(m, "aiimpl_database_schema_current")) == (1, 0)
+    assert not {"aiimpl_jobs", "aiimpl_jobs_active", "aiimpl_outbox_items"} & set(m)
+
+
 def _seed(start: int, n: int) -> None:
     statuses = ("running", "completed", "failed", "dispatched", "timed_out")
     add_jobs(*((f"T{i % 7}-{i}", ("implementation", "planning")[i % 2], statuses[i % len(statuses)])
