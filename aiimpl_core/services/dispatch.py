@@ -107,6 +107,9 @@ class CycleReport:
     blocked: dict[str, dict[str, str]] = field(default_factory=dict)  # issue -> reason, message
     skipped: dict[str, str] = field(default_factory=dict)  # issue -> why it needs nothing
     providers_skipped: dict[str, str] = field(default_factory=dict)  # provider -> why
+    #: the trackers of ``providers_skipped`` whose listing (or the question whether it is
+    #: configured) failed this cycle, rather than were left out (backing off, not configured, …)
+    providers_failed: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
     reconciled: dict[str, Any] = field(default_factory=dict)
     outbox: dict[str, int] = field(default_factory=dict)
@@ -1086,6 +1089,7 @@ def _listing_failed(provider_id: str, exc: Exception, report: CycleReport, now: 
     poller.record_failure("ticketing", provider_id, exc, now)
     shown = exc.message if isinstance(exc, AiimplError) else type(exc).__name__
     report.providers_skipped[provider_id] = f"listing failed: {shown}"
+    report.providers_failed.add(provider_id)
 
 
 def _poll_provider(
@@ -1207,6 +1211,7 @@ def run_cycle(
             report.providers_skipped[provider_id] = (
                 exc.message if isinstance(exc, AiimplError) else type(exc).__name__
             )
+            report.providers_failed.add(provider_id)
             continue
         if not configured:
             if teams is not None:  # an installed tracker nobody uses is not worth a line

@@ -259,7 +259,8 @@ def record_last_cycle(report: Any, holder: str) -> None:
         "finishedAt": finished.isoformat(),
         "holder": holder,
         "dispatched": len(report.dispatched),
-        "errors": len(report.errors),
+        # a tracker whose listing failed is an error of the cycle too: its issues were not read
+        "errors": len(report.errors) + len(getattr(report, "providers_failed", ())),
     }
     stmt = upsert(Setting).values(key=LAST_CYCLE_KEY, value=value, updated_at=finished)
     stmt = stmt.on_conflict_do_update(

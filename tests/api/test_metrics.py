@@ -20,7 +20,7 @@ from aiimpl_core import __version__, hookimpl
 from aiimpl_core.api import metrics as metrics_api
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Blocker, Job, Mapping, Setting, utcnow
-from aiimpl_core.testing.fakes import queue_outbox_item
+from aiimpl_core.testing.fakes import FakeTracker, queue_outbox_item
 from aiimpl_core.testing.sql import statements
 
 URL = "/metrics"
@@ -191,6 +191,27 @@ def test_the_latest_poll_loop_cycle_is_reported(app, client):
     assert value(scrape(client), "aiimpl_poller_last_cycle_timestamp_seconds") >= finished
     assert db.session.scalar(db.select(db.func.count()).select_from(Setting)
                              .where(Setting.key == "poller:last_cycle")) == 1
+
+
+_FAILING = FakeTracker()
+
+
+@pytest.mark.parametrize("aiimpl_plugins", [[_FAILING.plugin]])
+def test_a_tracker_listing_that_failed_is_an_error_of_the_cycle(app, client):
+    """As the metric's help says: the cycle read none of that tracker's issues."""
+    from aiimpl_core.errors import ProviderError
+    from aiimpl_core.services.poller import Poller
+
+    tracker = _FAILING
+    add_mappings("ENG")
+    tracker.fail["iter_triggered"] = ProviderError("fake-tracker: HTTP 503", provider="fake-tracker")
+    Poller(60).run_once()
+    assert value(scrape(client), "aiimpl_poller_last_cycle_errors") == 1
+    del tracker.fail["iter_triggered"]
+    db.session.execute(db.delete(Setting).where(Setting.key.like("backoff:%")))  # tried again at once
+    db.session.commit()
+    Poller(60).run_once()
+    assert value(scrape(client), "aiimpl_poller_last_cycle_errors") == 0
 
 
 def test_no_error_text_or_secret_is_exported(client, now):
