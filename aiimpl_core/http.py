@@ -150,7 +150,7 @@ class HttpClient:
                     self.sleep(self.backoff * 2 ** (attempt - 1))
                     continue
                 raise ProviderError(
-                    f"{self.provider}: {method} {path} failed: {type(exc).__name__}", provider=self.provider
+                    f"{self.provider}: {method} {path} failed: {unanswered(exc)}", provider=self.provider
                 ) from None
             ok = resp.status_code in expected if expected else resp.ok
             if ok:
@@ -209,6 +209,38 @@ class HttpClient:
 
     def delete(self, path: str, **kw: Any) -> requests.Response:
         return self.request("DELETE", path, **kw)
+
+
+def unanswered(exc: requests.RequestException) -> str:
+    """What came of a request that got no answer, in words: the exception's class, and what it
+    means to an operator. Never its message, which quotes the URL (a query may hold a token) and
+    the address behind it."""
+    if isinstance(exc, (requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema,
+                        requests.exceptions.InvalidURL)):
+        words = "not a valid http:// or https:// URL: check the setting that gives the address"
+    elif isinstance(exc, requests.exceptions.ConnectTimeout):
+        words = "no connection within the time limit"
+    elif isinstance(exc, requests.exceptions.ReadTimeout):
+        words = "no answer within the time limit"
+    elif isinstance(exc, requests.exceptions.SSLError):
+        words = "the TLS connection failed: a certificate not trusted, or no TLS server at that address"
+    elif isinstance(exc, requests.exceptions.ProxyError):
+        words = "the proxy failed the connection"
+    elif isinstance(exc, (requests.exceptions.ChunkedEncodingError,
+                          requests.exceptions.ContentDecodingError)):
+        words = "the answer was cut short or garbled"
+    elif isinstance(exc, requests.exceptions.ConnectionError):
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        if isinstance(reason, urllib3.exceptions.NameResolutionError):
+            words = "the host name does not resolve"
+        elif isinstance(reason, urllib3.exceptions.NewConnectionError):
+            refused = "refused" in str(reason).lower()
+            words = "the connection was refused" if refused else "no connection could be made"
+        else:
+            words = "the connection was closed before an answer came"
+    else:
+        return type(exc).__name__
+    return f"{type(exc).__name__} ({words})"
 
 
 #: failures of a request that never reached the server (``requests`` raises these before sending); an

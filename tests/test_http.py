@@ -412,3 +412,47 @@ def test_a_handshake_cut_or_answered_without_tls_sends_nothing(
             client.post(DISPATCH, json={"ref": "main"})
 
     _assert_never_sent(caught.value)
+
+
+def _silent_server() -> tuple[socket.socket, int]:
+    """A port that takes connections (the kernel's backlog) and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    return listener, listener.getsockname()[1]
+
+
+def test_a_request_without_an_answer_is_said_in_words_without_its_url() -> None:
+    """``ConnectionError`` alone (the class) left an operator to guess between a service down, a
+    URL setting without its scheme and a name that does not resolve."""
+    from aiimpl_core.testing.ports import free_port
+
+    def said(base: str, **kw: Any) -> str:
+        client = HttpClient(base, provider="p", retries=0, **kw)
+        with pytest.raises(ProviderError) as err:
+            client.get("/x")
+        assert "127.0.0.1" not in err.value.message  # (the requests library's message names it)
+        return err.value.message
+
+    assert said(f"http://127.0.0.1:{free_port()}") == (
+        "p: GET /x failed: ConnectionError (the connection was refused)")
+    assert said(f"127.0.0.1:{free_port()}").endswith(
+        "(not a valid http:// or https:// URL: check the setting that gives the address)")
+    listener, port = _silent_server()
+    with listener:
+        assert said(f"http://127.0.0.1:{port}", timeout=0.5).endswith(
+            "failed: ReadTimeout (no answer within the time limit)")
+
+
+def test_a_name_that_does_not_resolve_is_said_so() -> None:
+    import requests
+    import urllib3
+
+    from aiimpl_core.http import unanswered
+
+    pool_error = urllib3.exceptions.MaxRetryError(
+        None, "/", urllib3.exceptions.NameResolutionError("tracker.invalid", None, socket.gaierror(-2)))
+    assert unanswered(requests.exceptions.ConnectionError(pool_error)) == (
+        "ConnectionError (the host name does not resolve)")
+    assert unanswered(requests.exceptions.ConnectionError("closed")) == (
+        "ConnectionError (the connection was closed before an answer came)")

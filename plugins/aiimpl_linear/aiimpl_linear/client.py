@@ -228,7 +228,7 @@ def _has_code(errors: Any, code: str) -> bool:
 
 def _strip_prefix(message: str) -> str:
     # the core helper says "linear: POST <url> failed with HTTP 401: ..." or, when no answer came,
-    # "linear: POST <url> failed: ConnectionError"; keep the informative part
+    # "linear: POST <url> failed: ConnectionError (…)"; keep the informative part
     for marker in (" failed ", " failed: "):
         if marker in message:
             return message.split(marker, 1)[1]

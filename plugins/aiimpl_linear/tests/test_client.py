@@ -171,7 +171,7 @@ def test_no_answer_is_an_error_naming_the_operation_and_what_happened() -> None:
     client = LinearClient(url, "lin_api_x", sleep=lambda _: None, timeout=1)
     with pytest.raises(ProviderError) as err:
         client.execute("IssueRef", {"id": "ENG-1"})
-    assert err.value.message == "Linear IssueRef failed: ConnectionError"
+    assert err.value.message == "Linear IssueRef failed: ConnectionError (the connection was refused)"
     assert err.value.status is None
 
 
