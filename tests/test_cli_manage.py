@@ -63,6 +63,10 @@ def test_mappings_lifecycle(run):
     )
     r = run("mappings", "sync-workflows", "--all")
     assert r.exit_code == 0, r.output
+    r = run("mappings", "delete", "ENG")  # no terminal to confirm on (a script): not deleted
+    assert (r.exit_code, r.output.splitlines()[-1]) == (
+        2, "Error: not deleted: give --yes to delete without a terminal to confirm on")
+    assert json.loads(run("mappings", "show", "ENG", "--json").output)
     assert run("mappings", "delete", "ENG", "--yes").exit_code == 0
     r = run("mappings", "delete", "ENG", "--yes")
     assert r.exit_code == 1 and "Team not found" in r.output

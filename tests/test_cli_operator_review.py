@@ -267,6 +267,10 @@ def test_set_cap_none_removes_the_cap(run):
     assert _mapping(run)["maxInProgressAiIssues"] is None
     r = run("mappings", "set-cap", "ENG", "lots")
     assert r.exit_code == 2 and "'lots' is not a valid integer" in r.output
+    # a negative cap is the argument it is (it read as an option: "No such option '-5'")
+    r = run("mappings", "set-cap", "ENG", "-5")
+    assert (r.exit_code, r.output) == (1, "Error: maxInProgressAiIssues must be a positive integer\n")
+    assert _mapping(run)["maxInProgressAiIssues"] is None
     assert "none" in run("mappings", "set-cap", "--help").output
 
 

@@ -43,8 +43,26 @@ _ARGS = "aiimpl.args"
 masked = logs.masked
 
 
-def echo_json(data: object) -> None:
-    click.echo(json.dumps(masked(data), indent=2, sort_keys=True, default=str))
+def echo_json(data: object, *, lines: bool = False) -> None:
+    """``data`` as JSON on standard output, masked; ``lines``: on one line (JSON Lines, for a
+    command that prints one object after another, as ``aiimpl poll --json`` does per cycle)."""
+    if lines:
+        click.echo(json.dumps(masked(data), sort_keys=True, default=str, separators=(",", ":")))
+    else:
+        click.echo(json.dumps(masked(data), indent=2, sort_keys=True, default=str))
+
+
+def say(message: str) -> None:
+    """A long-running command's line about itself (started, a signal, stopped) on standard error:
+    with ``AIIMPL_LOG_FORMAT=json`` as a log record of its own (one JSON object), as the lines of
+    its log around it are."""
+    if logs.from_environ("INFO")[1] != "json":
+        click.echo(message, err=True)
+        return
+    import logging
+
+    record = logging.LogRecord("aiimpl_core.cli", logging.INFO, __file__, 0, "%s", (message,), None)
+    click.echo(logs.json_formatter().format(record), err=True)
 
 
 def _own_env_file_help(param: click.Parameter) -> click.Parameter:

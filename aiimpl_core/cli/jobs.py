@@ -21,7 +21,7 @@ from ..errors import AiimplError
 from ..extensions import db
 from ..orm import Job, iso_z
 from ..types import ACTIVE_STATUSES, JobStatus, Phase
-from . import cli, echo_json, masked, stop_without_this_schema
+from . import cli, echo_json, masked, say, stop_without_this_schema
 
 
 def job_dict(job: Job, *, details: bool = False) -> dict[str, Any]:
@@ -94,6 +94,13 @@ def _require_shared_key() -> None:
         )
 
 
+def _not_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A filter given empty (a script's unset variable) is refused, not read as no filter."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("must not be empty")
+    return value
+
+
 def _a_number(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     # (a range lets NaN through, and a wait of NaN seconds is no wait at all)
     if value is not None and math.isnan(value):
@@ -113,12 +120,12 @@ def _stopped_by_signals(ask: Callable[[], None], asked: Callable[[], bool], what
             # a second signal: the cycle is cut where it is, as a crash would cut it (its job is
             # left to the reconciler, its tracker writes are taken again once their leases run out);
             # the process ends by the signal itself, so its status says so (130, 143)
-            click.echo(f"signal {name} again: stopping at once, in the middle of the cycle", err=True)
+            say(f"signal {name} again: stopping at once, in the middle of the cycle")
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
         ask()  # (first: a second signal may come while the line is written)
-        click.echo(f"signal {name}: {what} (again to stop at once)", err=True)
+        say(f"signal {name}: {what} (again to stop at once)")
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -135,7 +142,8 @@ def _stopped_by_signals(ask: Callable[[], None], asked: Callable[[], bool], what
     "--interval", type=click.FloatRange(min=0, min_open=True, max=threading.TIMEOUT_MAX), default=None,
     callback=_a_number, help="Seconds between cycles (default AIIMPL_POLL_INTERVAL, 60).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print each cycle's report as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print each cycle's report as JSON (without --once: one line a cycle, JSON Lines).")
 @with_appcontext
 def poll(once: bool, interval: float | None, as_json: bool) -> None:
     """Poll the trackers, dispatch eligible issues, reconcile jobs and deliver comments.
@@ -153,7 +161,7 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
 
     def show(report: Any) -> None:
         if as_json:
-            echo_json(report.as_dict())
+            echo_json(report.as_dict(), lines=not once)  # a loop's reports: one line each
             return
         # (a tracker's or backend's error may quote the request's credentials: masked, as in the log)
         lines = [f"[{report.started_at:%Y-%m-%d %H:%M:%S}] {report.summary()}"]
@@ -200,12 +208,12 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
 
     with _stopped_by_signals(poller.stop, lambda: poller.stopping,
                              "stopping after the current step of the cycle"):
-        click.echo(f"polling every {poller.interval:g}s (SIGTERM or Ctrl-C stops it after the current "
-                   "step of the cycle)", err=True)
+        say(f"polling every {poller.interval:g}s (SIGTERM or Ctrl-C stops it after the current step "
+            "of the cycle)")
         poller.run_forever(on_cycle=show_while_read)
         # the process that takes over (a deploy's next, another host's) need not wait them out
         give_back_leases(poller.holder)
-    click.echo(f"stopped after {poller.cycles} cycle(s)", err=True)
+    say(f"stopped after {poller.cycles} cycle(s)")
     if cut:
         raise cut[0]  # click ends the command as it ends any whose output is cut (status 1)
 
@@ -318,8 +326,8 @@ def jobs_group() -> None:
     default=None,
     help="Only jobs with this status (active: every non-terminal status).",
 )
-@click.option("--issue", "issue_key", default=None, help="Only this issue's jobs.")
-@click.option("--team", "team_key", default=None, help="Only this team's jobs.")
+@click.option("--issue", "issue_key", default=None, callback=_not_empty, help="Only this issue's jobs.")
+@click.option("--team", "team_key", default=None, callback=_not_empty, help="Only this team's jobs.")
 @click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True, help="Newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @with_appcontext
@@ -344,14 +352,16 @@ def jobs_list(
     if not rows:
         click.echo("(no jobs)")
         return
-    click.echo(f"{'ID':>6}  {'ISSUE':<14} {'PHASE':<15} {'STATUS':<22} {'BACKEND':<16} CREATED")
-    for r in rows:
-        status_text = r["status"] + (f"/{r['timeoutReason']}" if r["timeoutReason"] else "")
-        backend = (r["backend"] or "-") + (" (shadow)" if r["shadow"] else "")
-        click.echo(
-            f"{r['id']:>6}  {r['issueKey']:<14} {r['phase']:<15} {status_text:<22} {backend:<16} "
-            f"{(r['createdAt'] or '')[:19]}"
-        )
+    lines = [(str(r["id"]), r["issueKey"], r["phase"],
+              r["status"] + (f"/{r['timeoutReason']}" if r["timeoutReason"] else ""),
+              (r["backend"] or "-") + (" (shadow)" if r["shadow"] else ""), (r["createdAt"] or "")[:19])
+             for r in rows]
+    header = ("ID", "ISSUE", "PHASE", "STATUS", "BACKEND", "CREATED")
+    # columns as wide as their longest value (timed_out/machine_timeout ran into BACKEND)
+    widths = [max(len(line[i]) for line in (header, *lines)) for i in range(5)]
+    for line in (header, *lines):
+        cells = [cell.ljust(w) for cell, w in zip(line[1:5], widths[1:], strict=True)]
+        click.echo("  ".join([line[0].rjust(widths[0]), *cells, line[5]]).rstrip())
 
 
 def _may_exist(job_id: int) -> bool:

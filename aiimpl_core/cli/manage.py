@@ -369,7 +369,9 @@ def mappings_resume(team_key: str, as_json: bool) -> None:
     _patch(team_key, {"paused": False}, as_json, f"Mapping {team_key} resumed.")
 
 
-@mappings.command("set-cap")
+# a negative CAP is taken as the argument it is (said wrong by the API, as --cap -1 is), not as an
+# option that does not exist
+@mappings.command("set-cap", context_settings={"ignore_unknown_options": True})
 @click.argument("team_key")
 @click.argument("cap", type=CapType())
 @json_option
@@ -385,12 +387,16 @@ def mappings_set_cap(team_key: str, cap: int | str, as_json: bool) -> None:
 
 @mappings.command("delete")
 @click.argument("team_key")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", is_flag=True,
+              help="Delete without asking (needed where no terminal can confirm, as in a script).")
 @json_option
 @with_appcontext
 def mappings_delete(team_key: str, yes: bool, as_json: bool) -> None:
-    """Delete a mapping."""
-    if not yes and sys.stdin.isatty():
+    """Delete a mapping, once confirmed on the terminal, or at once with --yes."""
+    if not yes:
+        # a script's typo must not delete a mapping unasked: without a terminal, --yes says it
+        if not sys.stdin.isatty():
+            raise click.UsageError("not deleted: give --yes to delete without a terminal to confirm on")
         click.confirm(f"Delete the mapping of {team_key}?", abort=True)
     body = ApiCall()("DELETE", f"/api/mappings/{_segment(team_key, TEAM_NOT_FOUND)}", ok=(404,))
     if isinstance(body, dict) and body.get("deleted") is False:

@@ -119,15 +119,11 @@ def _poll(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
 
 
 def _report(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    """The next cycle report of ``aiimpl poll --json`` (an indented JSON object)."""
+    """The next cycle report of ``aiimpl poll --json`` (a loop's: one JSON object a line)."""
     assert proc.stdout is not None
-    text = ""
-    while True:
-        line = proc.stdout.readline()
-        assert line, f"the loop ended: {proc.wait(10)}"
-        text += line
-        if line.rstrip() == "}":
-            return json.loads(text)
+    line = proc.stdout.readline()
+    assert line, f"the loop ended: {proc.wait(10)}"
+    return json.loads(line)
 
 
 def _lease_names() -> set[str]:

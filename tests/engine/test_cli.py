@@ -252,3 +252,51 @@ def test_poll_and_dispatch_refuse_a_key_made_up_for_their_process(app, tracker, 
         assert ("Error: AIIMPL_SECRET_KEY is not set: the server could not check the run tokens this "
                 "process signs; set the key the server has") in result.output
     assert jobs_of("ENG-1") == []
+
+
+def test_jobs_list_columns_hold_their_longest_value_and_an_empty_filter_is_refused(app):
+    """``timed_out/machine_timeout`` ran into the BACKEND column; ``--issue ''`` (a script's unset
+    variable) listed every job."""
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import Job
+
+    db.session.add_all([
+        Job(issue_key="ENG-1", team_key="ENG", phase="implementation", status="timed_out",
+            timeout_reason="machine_timeout", backend="fly-machines", owner="acme", repo="eng"),
+        Job(issue_key="ENGINEERING-12345", team_key="ENGINEERING", phase="planning", status="running",
+            backend="github-actions", owner="acme", repo="eng"),
+    ])
+    db.session.commit()
+    lines = invoke(app, "jobs", "list").stdout.splitlines()
+    assert len(lines) == 3
+    at = lines[0].index("BACKEND")
+    assert sorted(line[at:].split()[0] for line in lines[1:]) == ["fly-machines", "github-actions"]
+    assert lines[0].index("STATUS") == lines[2].index("timed_out/machine_timeout")
+    for option in ("--issue", "--team"):
+        result = invoke(app, "jobs", "list", option, " ")
+        assert result.exit_code == 2 and "must not be empty" in result.output
+
+
+def test_the_poll_loops_json_is_one_line_a_cycle_and_its_own_lines_are_json_too(tmp_path):
+    """One indented object after another is no document a JSON reader takes; and under
+    AIIMPL_LOG_FORMAT=json the loop's lines about itself were text among the JSON log lines."""
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    environ.update(AIIMPL_DATABASE_URL=f"sqlite:///{tmp_path}/a.db", AIIMPL_SECRET_KEY="k" * 40,
+                   AIIMPL_LOG_FORMAT="json")
+    subprocess.run([sys.executable, "-m", "aiimpl_core.cli", "db", "upgrade"], env=environ, check=True,
+                   capture_output=True, timeout=120)
+    proc = subprocess.Popen([sys.executable, "-m", "aiimpl_core.cli", "poll", "--json", "--interval", "0.2"],
+                            env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        reports = [json.loads(proc.stdout.readline()) for _ in range(2)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert all(report["finishedAt"] for report in reports)
+    said = [json.loads(line)["message"] for line in err.splitlines()]
+    assert said[0].startswith("polling every 0.2s") and said[-1].startswith("stopped after")
