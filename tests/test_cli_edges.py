@@ -151,6 +151,28 @@ def test_the_env_file_option_names_no_file_aiimpl_never_reads(tmp_path):
     assert (lines["AIIMPL_POLL_INTERVAL"], lines["AIIMPL_RUN_TOKEN_SECONDS"]) == ("17", "600")
 
 
+def test_an_env_files_settings_are_checked_as_the_environments_are(tmp_path):
+    """``aiimpl -e bad.env config`` exited 0 where the same value in the environment exits 1, and
+    the file's AIIMPL_DISABLED_PLUGINS left its plugin's commands in."""
+    import os
+    import subprocess
+    import sys
+
+    env_file = tmp_path / "aiimpl.env"
+    env_file.write_text("AIIMPL_POLL_INTERVAL=0\n")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    for args in (["-e", str(env_file)], [f"--env-file={env_file}"]):
+        done = subprocess.run([sys.executable, "-m", "aiimpl_core.cli", *args, "config"], env=environ,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1, done.stderr
+        assert "Error: AIIMPL_POLL_INTERVAL: must be at least 1, not 0" in done.stderr
+        assert "AIIMPL_POLL_INTERVAL" in done.stdout  # the table all the same
+    env_file.write_text("AIIMPL_DISABLED_PLUGINS=linear\n")
+    done = subprocess.run([sys.executable, "-m", "aiimpl_core.cli", "-e", str(env_file), "linear", "--help"],
+                          env=environ, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "No such command 'linear'" in done.stderr
+
+
 @pytest.mark.parametrize("content", ["AIIMPL_POLL_INTERVAL=17\n".encode("utf-16"), b"\xff\xfeA=1\n"])
 def test_an_env_file_that_is_not_utf8_is_named_in_one_line(tmp_path, content):
     env_file = tmp_path / "aiimpl.env"

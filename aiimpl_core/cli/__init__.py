@@ -488,15 +488,52 @@ def main() -> None:
         sys.exit(130)
 
 
+def _group_args(argv: list[str]) -> tuple[str | None, str | None]:
+    """The ``-e/--env-file`` given before the command's name, and that name (or the first option
+    after the group's, ``--help``, ``--version``), each ``None`` when not given."""
+    env_file = None
+    args = iter(argv)
+    for arg in args:
+        if arg in ("-e", "--env-file"):
+            env_file = next(args, None)
+        elif arg.startswith("--env-file="):
+            env_file = arg.split("=", 1)[1]
+        elif arg.startswith("-e") and len(arg) > 2:
+            env_file = arg[2:]
+        else:
+            return env_file, arg  # the command (its own options are not the group's)
+    return env_file, None
+
+
+def _load_env_file_first(argv: list[str]) -> None:
+    """Load ``-e/--env-file`` before the settings are checked and the plugins' commands added
+    (the option itself loads it only once click parses it): a value from the file is then checked
+    as the same value in the environment is, and its AIIMPL_DISABLED_PLUGINS leaves out the same
+    commands. A file that cannot be read is left to the option, which says why."""
+    path = _group_args(argv)[0]
+    if not path:
+        return
+    try:
+        import dotenv
+    except ImportError:
+        return
+    try:
+        dotenv.load_dotenv(path, override=False, encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return
+
+
 def _main() -> None:
-    if sys.argv[1:2] != ["session"]:
+    _load_env_file_first(sys.argv[1:])
+    command = _group_args(sys.argv[1:])[1]
+    if command != "session":
         # the session program sets up its own logging, in text always (a runner's log shows it)
         logs.configure(*logs.from_environ("WARNING"))
     _add_subcommands()
     # the session program reads none of the orchestrator's settings (nor needs a plugin's commands):
     # a runner's environment is not the operator's, and a value there must not stop a session; the
     # demo builds its own settings, whatever the shell holds
-    if sys.argv[1:2] not in (["session"], ["demo"]):
+    if command not in ("session", "demo"):
         try:
             from ..config import load
             from ..errors import DuplicateProviderError
@@ -507,11 +544,11 @@ def _main() -> None:
             facade = Plugins(disabled=load()["AIIMPL_DISABLED_PLUGINS"] or (), strict=False)
             facade.log_refusals = False
             facade.add_commands(cli)
-            if facade.conflicts and sys.argv[1:2] != ["plugins"]:
+            if facade.conflicts and command != "plugins":
                 raise DuplicateProviderError("; ".join(facade.conflicts))
         except AiimplError as exc:
             click.echo(f"Error: {exc.message}", err=True)
             cli.reported = exc.message
-            if len(sys.argv) > 1 and sys.argv[1] not in ("plugins", "--help", "--version", "config"):
+            if command is not None and command not in ("plugins", "--help", "--version", "config"):
                 sys.exit(1)
     cli(prog_name="aiimpl")
