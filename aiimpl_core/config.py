@@ -194,7 +194,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AIIMPL_PUBLIC_URL", "The URL runners use to reach this orchestrator.", "http://127.0.0.1:8000",
             _http_url),
     Setting("AIIMPL_TRIGGER_SECRET", "Bearer secret of `POST /trigger/gap-fill`; the endpoint answers 501 "
-            "while unset. Spaces and line breaks around it are not part of it; one inside it is "
+            "while unset (and 502 `dispatch_failed` when no installed runner backend does gap fill: "
+            "GitHub Actions does). Spaces and line breaks around it are not part of it; one inside it is "
             "refused at start-up (a bearer token cannot carry it).", None, _bearer_secret, sensitive=True),
     Setting("AIIMPL_METRICS_TOKEN", "Bearer token of `GET /metrics` (Prometheus); the endpoint answers 501 "
             "while unset. Spaces and line breaks around it are not part of it; one inside it is "
