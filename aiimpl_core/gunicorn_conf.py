@@ -275,7 +275,12 @@ def worker_exit(server, worker) -> None:  # noqa: ANN001
         left = since + limit - time.monotonic()
         server.log.info("Worker exiting after %d webhook task(s) (up to %.0fs): pid %s", running,
                         max(0.0, left), worker.pid)
-        webhooks.wait_for_checks(max(0.0, left))
+        if not webhooks.wait_for_checks(max(0.0, left)):
+            # as the scheduler says of a cycle it cuts: what they did not finish, the poller does
+            server.log.warning(
+                "Worker exiting with %d webhook task(s) cut short, as the graceful timeout ran out: "
+                "pid %s (the poll cycles check their issues again; a launch cut short ends its job "
+                "timed_out / run_not_found)", webhooks.checks_running(), worker.pid)
     scheduler = _scheduler()
     if scheduler is None or not scheduler.schedulers_running():
         return

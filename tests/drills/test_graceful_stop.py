@@ -228,6 +228,29 @@ def test_gunicorn_graceful_stop_lets_a_webhook_s_check_end_after_its_answer(
     assert linear.labels_of(key) == ["AI-Working"]  # the check's stage change, sent before the exit
 
 
+def test_a_webhook_s_check_cut_short_by_the_graceful_timeout_is_said(app, linear, gh, tmp_path) -> None:
+    """The worker waited, then exited with nothing saying the check had not ended."""
+    map_teams(app, gh)
+    key = linear.add_issue("ENG", "Export")["identifier"]
+    proc, log, url = _gunicorn(app, linear, gh, tmp_path, AIIMPL_SCHEDULER="",
+                               AIIMPL_WEBHOOK_ANSWER_SECONDS="1", AIIMPL_WORKER_TIMEOUT="5")
+    try:
+        gh.delay_next("POST", r"/dispatches$", 20)  # far past the 3 s the worker may wait
+        body = json.dumps(linear.issue_webhook_payload(key)).encode()
+        headers = {"Content-Type": "application/json", "Linear-Signature": linear.sign(body)}
+        answer = requests.post(f"{url}/api/linear/webhook", data=body, headers=headers, timeout=30).json()
+        assert answer["running"] is True, answer
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=25)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    said = log.read_text()
+    assert "Worker exiting after 1 webhook task(s)" in said
+    assert "Worker exiting with 1 webhook task(s) cut short, as the graceful timeout ran out" in said
+
+
 def test_serve_with_the_scheduler_stops_after_its_poll_cycle(app, linear, gh) -> None:
     map_teams(app, gh)
     key = linear.add_issue("ENG", "Export")["identifier"]
