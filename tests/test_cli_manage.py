@@ -99,6 +99,12 @@ def test_secrets_runner_mode_and_sessions(run, runner_backend):
     assert "NPM_TOKEN" in r.output and "s3cr3t-value" not in r.output
     r = run("secrets", "set", "bad-name", input="x\n")
     assert r.exit_code == 1 and "name must contain only letters, digits, and underscores" in r.output
+    # what is wrong with a value is said of the value (the API's words name neither)
+    r = run("secrets", "set", "EMPTY", input="\n")
+    assert (r.exit_code, r.output) == (1, "Error: the value on standard input is empty: a secret needs one\n")
+    r = run("secrets", "set", "NUL", input="a\0b")
+    assert (r.exit_code, r.output) == (
+        1, "Error: the value on standard input holds a NUL character, which no secret can hold\n")
     assert run("secrets", "delete", "NPM_TOKEN", "--team", "ENG").exit_code == 0
     r = run("secrets", "delete", "NPM_TOKEN", "--team", "ENG")
     assert r.exit_code == 1 and "Secret not found" in r.output

@@ -259,7 +259,7 @@ def prune_cmd(days: int | None, as_json: bool) -> None:
 
 
 @cli.command("dispatch")
-@click.argument("issue_key")
+@click.argument("issue_key", callback=_not_empty)
 @click.option(
     "--phase",
     type=click.Choice([Phase.PLANNING.value, Phase.IMPLEMENTATION.value]),

@@ -519,6 +519,12 @@ def secrets_set(name: str, team: str | None, as_json: bool) -> None:
         if value is None or not_utf8(value):  # (the value itself is never said)
             raise click.ClickException(
                 f"the value on standard input is not {(sys.stdin.encoding or 'UTF-8').upper()} text")
+        # said of the value, not as the API's "name and value are required" / "Invalid request body"
+        if not value:
+            raise click.ClickException("the value on standard input is empty: a secret needs one")
+        if "\0" in value:
+            raise click.ClickException("the value on standard input holds a NUL character, which no "
+                                       "secret can hold")
     from ..services.secrets import MAX_VALUE
 
     if len(value) > MAX_VALUE:

@@ -275,6 +275,8 @@ def test_jobs_list_columns_hold_their_longest_value_and_an_empty_filter_is_refus
     for option in ("--issue", "--team"):
         result = invoke(app, "jobs", "list", option, " ")
         assert result.exit_code == 2 and "must not be empty" in result.output
+    result = invoke(app, "dispatch", "")  # said "No mapping for team . Add one in Projects."
+    assert result.exit_code == 2 and "Invalid value for 'ISSUE_KEY': must not be empty" in result.output
 
 
 def test_the_poll_loops_json_is_one_line_a_cycle_and_its_own_lines_are_json_too(tmp_path):
