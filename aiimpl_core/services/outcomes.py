@@ -34,6 +34,7 @@ def approve_hint(provider_id: str) -> str:
     return ("To approve the plan and start the implementation, apply the trigger again"
             + (f" ({how})." if how else "."))
 
+
 FAILED_STAGE = {
     Phase.PLANNING: Stage.PLANNING_FAILED,
     Phase.IMPLEMENTATION: Stage.IMPLEMENTATION_FAILED,
