@@ -302,3 +302,12 @@ def test_commands_on_the_database_refuse_an_older_schema_before_they_act(tmp_pat
     assert runner.runs == {}
     with app.app_context():
         assert db.session.execute(text("SELECT count(*) FROM jobs")).scalar_one() == 0
+
+
+def test_a_failed_db_command_says_error_as_every_command_does(tmp_path):
+    """It was a log line (``2026-… ERROR flask_migrate: Error: Can't locate …``)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    environ.update(AIIMPL_DATABASE_URL=f"sqlite:///{tmp_path}/a.db", AIIMPL_SECRET_KEY="k" * 40)
+    done = subprocess.run([sys.executable, "-m", "aiimpl_core.cli", "db", "upgrade", "bogus"], env=environ,
+                          capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (1, "Error: Can't locate revision identified by 'bogus'\n")

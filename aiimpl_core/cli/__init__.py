@@ -523,12 +523,29 @@ def _load_env_file_first(argv: list[str]) -> None:
         return
 
 
+def _migration_errors_said_plainly() -> None:
+    """Flask-Migrate says a failed ``aiimpl db`` command as a log record (``… ERROR flask_migrate:
+    Error: Can't locate revision …``): in text it is written as every other command's error is,
+    ``Error: …`` alone (under ``AIIMPL_LOG_FORMAT=json`` it stays a JSON record, as the lines
+    around it are)."""
+    if logs.from_environ("WARNING")[1] == "json":
+        return
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    migrate_log = logging.getLogger("flask_migrate")
+    migrate_log.addHandler(logs.guard(handler))
+    migrate_log.propagate = False
+
+
 def _main() -> None:
     _load_env_file_first(sys.argv[1:])
     command = _group_args(sys.argv[1:])[1]
     if command != "session":
         # the session program sets up its own logging, in text always (a runner's log shows it)
         logs.configure(*logs.from_environ("WARNING"))
+        _migration_errors_said_plainly()
     _add_subcommands()
     # the session program reads none of the orchestrator's settings (nor needs a plugin's commands):
     # a runner's environment is not the operator's, and a value there must not stop a session; the
