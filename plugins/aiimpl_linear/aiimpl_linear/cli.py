@@ -8,7 +8,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from .config import PROVIDER_ID
+from .config import API_KEY_SECRET, PROVIDER_ID
 from .provider import LinearProvider
 
 
@@ -35,6 +35,11 @@ def check(teams: tuple[str, ...], as_json: bool) -> None:
     """
     provider = current_app.extensions["aiimpl"].ticketing(PROVIDER_ID)
     assert isinstance(provider, LinearProvider)
+    settings = provider.settings
+    if not (settings.api_key or settings.oauth_token):
+        # the key may be the stored secret: a database that cannot be read (no schema yet, not
+        # reachable) is said as such here, not as "Linear is not configured"
+        provider.context.secret(API_KEY_SECRET, None)
     provider.require_configured()
     if not teams:
         teams = tuple(

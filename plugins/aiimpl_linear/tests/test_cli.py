@@ -68,3 +68,19 @@ def test_check_without_credentials_says_what_to_set(app, fake: FakeLinear) -> No
     assert result.exception.message == (
         "Linear is not configured: set AIIMPL_LINEAR_API_KEY or AIIMPL_LINEAR_OAUTH_TOKEN, "
         "or store the global secret LINEAR_API_KEY")
+
+
+def test_check_on_a_database_without_its_schema_says_so(tmp_path) -> None:
+    """The key may be the stored secret: it said "Linear is not configured" when the database
+    could not be read at all."""
+    import os
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    environ.update(AIIMPL_DATABASE_URL=f"sqlite:///{tmp_path}/new.db", AIIMPL_SECRET_KEY="k" * 40)
+    done = subprocess.run([sys.executable, "-m", "aiimpl_core.cli", "linear", "check"], env=environ,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    said = done.stderr.splitlines()[-1]
+    assert said.startswith("Error: the database has no schema yet: run `aiimpl db upgrade`"), done.stderr
