@@ -86,6 +86,11 @@ def test_serve_on_an_address_it_cannot_listen_on_names_it(tmp_path: Path) -> Non
     assert line.startswith("Error: cannot listen on no-such-host.invalid:8000 (")
     assert line.endswith("): pick another with --host")
     assert "Traceback" not in done.stderr
+    # an empty host listened on every interface, its banner saying http://:8000
+    done = _cli("serve", "--host", " ", url=url)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        "Error: Invalid value for '--host': must not be empty (0.0.0.0 listens on every interface)")
 
 
 @pytest.mark.parametrize("revision", [None, "0002"])

@@ -228,8 +228,16 @@ def stop_without_this_schema(*, waits: bool = True) -> None:
         raise click.ClickException(problem)
 
 
+def _a_host(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """``--host``: an empty one listened on every interface, and the banner said ``http://:8000``."""
+    if not value.strip():
+        raise click.BadParameter("must not be empty (0.0.0.0 listens on every interface)")
+    return value.strip()
+
+
 @cli.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True, callback=_a_host,
+              help="Interface to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535),
               help="Port to listen on.")
 @with_appcontext

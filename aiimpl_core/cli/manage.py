@@ -56,10 +56,10 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
         return
     widths = [max(len(title), *(len(str(r.get(key, "") if r.get(key) is not None else "")) for r in rows))
               for key, title in columns]
-    click.echo("  ".join(title.ljust(w) for (_, title), w in zip(columns, widths, strict=True)))
+    click.echo("  ".join(title.ljust(w) for (_, title), w in zip(columns, widths, strict=True)).rstrip())
     for r in rows:
         click.echo("  ".join(str(r.get(key) if r.get(key) is not None else "").ljust(w)
-                             for (key, _), w in zip(columns, widths, strict=True)))
+                             for (key, _), w in zip(columns, widths, strict=True)).rstrip())
 
 
 def _as_list(body: Any, *keys: str) -> list[dict[str, Any]]:
