@@ -98,3 +98,8 @@ def test_no_panel_is_wider_than_a_phone(phone, app, tracker):
     phone.goto("/ui/projects")
     phone.locator('#mappings-table tr[data-team="ENG"]').wait_for()
     shot(phone, "projects-narrow")
+    # the table scrolls sideways, with the edge shadows that say there is more (no sign of it
+    # before; the screenshot shows them)
+    edge = """() => { const box = document.querySelector('#mappings-table').parentElement;
+        return [box.scrollWidth > box.clientWidth, getComputedStyle(box).backgroundAttachment]; }"""
+    assert phone.evaluate(edge) == [True, "local, local, scroll, scroll"]
