@@ -324,3 +324,20 @@ def test_secrets_set_asks_for_no_value_where_it_cannot_be_kept(run, monkeypatch)
     assert r.output.strip() == ("Error: Fly sessions config not set (no configured runner backend keeps "
                                 "secrets and sessions, as Fly Machines and local Docker do)")
     assert asked == []
+
+
+class TestWithoutARunnerBackend:
+    """Only a tracker installed: a mapping is saved with the reference's default executionMode."""
+
+    @pytest.fixture
+    def aiimpl_plugins(self):
+        return [FakeTracker().plugin]
+
+    def test_saving_a_mapping_says_its_issues_will_wait(self, run):
+        r = run("mappings", "create", "ENG", "--owner", "acme", "--repo", "api", "--default-branch", "main")
+        assert r.exit_code == 0 and r.stdout == "Mapping ENG saved.\n"
+        assert r.stderr == ("Warning: No runner backend github-actions is installed. Install its plugin or "
+                            "change the project's executionMode. Until then its issues wait, blocked "
+                            "(backend-unavailable).\n")
+        r = run("mappings", "update", "ENG", "--cap", "2")
+        assert r.exit_code == 0 and "No runner backend github-actions is installed" in r.stderr

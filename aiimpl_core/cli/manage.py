@@ -330,6 +330,7 @@ def mappings_create(team_key: str, as_json: bool, **values: Any) -> None:
     """Create a mapping for TEAM_KEY (or update it when it exists)."""
     body = ApiCall()("POST", "/api/mappings", _mapping_body(team_key, values))
     echo_json(body) if as_json else click.echo(f"Mapping {team_key} saved.")
+    _warn_uninstalled_backend(body)
 
 
 @mappings.command("update")
@@ -344,6 +345,18 @@ def mappings_update(team_key: str, as_json: bool, **values: Any) -> None:
     call("GET", f"/api/mappings/{_segment(team_key, TEAM_NOT_FOUND)}")
     body = call("POST", "/api/mappings", _mapping_body(team_key, values))
     echo_json(body) if as_json else click.echo(f"Mapping {team_key} updated.")
+    _warn_uninstalled_backend(body)
+
+
+def _warn_uninstalled_backend(body: Any) -> None:
+    """A mapping saved with the reference's default ``executionMode`` (``github-actions``) while no
+    runner backend a mapping can name is installed: said, as its issues will wait."""
+    from ..services.blockers import BACKEND_UNAVAILABLE, no_backend
+
+    mode = body.get("executionMode") if isinstance(body, dict) else None
+    if mode and mode not in current_app.extensions["aiimpl"].ids("runner"):
+        click.echo(f"Warning: {no_backend('default', mode).message} Until then its issues wait, blocked "
+                   f"({BACKEND_UNAVAILABLE}).", err=True)
 
 
 def _patch(team_key: str, body: dict[str, Any], as_json: bool, done: str) -> None:
