@@ -54,10 +54,10 @@ def _bind(raw: str) -> str:
     value = raw.strip()
     if value.startswith(("unix:", "fd://")):
         return value
-    host, colon, port = value.rpartition(":")
+    host, colon, port = value.removeprefix("tcp://").rpartition(":")
     if colon and not host.endswith("]") and ":" in host:  # an IPv6 address without its brackets
         return value
-    if colon and not (port.isdigit() and int(port) <= 65535):
+    if colon and not (port.isascii() and port.isdigit() and int(port) <= 65535):
         _refuse(f"AIIMPL_BIND: the port must be a number from 0 to 65535, not {port!r}")
     return value
 
@@ -275,12 +275,13 @@ def worker_exit(server, worker) -> None:  # noqa: ANN001
         left = since + limit - time.monotonic()
         server.log.info("Worker exiting after %d webhook task(s) (up to %.0fs): pid %s", running,
                         max(0.0, left), worker.pid)
-        if not webhooks.wait_for_checks(max(0.0, left)):
+        webhooks.wait_for_checks(max(0.0, left))
+        if cut := webhooks.checks_running():  # (read once: one may end while the line is written)
             # as the scheduler says of a cycle it cuts: what they did not finish, the poller does
             server.log.warning(
-                "Worker exiting with %d webhook task(s) cut short, as the graceful timeout ran out: "
-                "pid %s (the poll cycles check their issues again; a launch cut short ends its job "
-                "timed_out / run_not_found)", webhooks.checks_running(), worker.pid)
+                "Worker exiting with %d webhook task(s) cut short, as its time to stop ran out "
+                "(the graceful or worker timeout): pid %s (the poll cycles check their issues "
+                "again; a launch cut short ends its job timed_out / run_not_found)", cut, worker.pid)
     scheduler = _scheduler()
     if scheduler is None or not scheduler.schedulers_running():
         return

@@ -231,7 +231,8 @@ def unanswered(exc: requests.RequestException) -> str:
         words = "the answer was cut short or garbled"
     elif isinstance(exc, requests.exceptions.ConnectionError):
         reason = getattr(exc.args[0], "reason", None) if exc.args else None
-        if isinstance(reason, urllib3.exceptions.NameResolutionError):
+        # (urllib3 1.26, which requests still takes, has no NameResolutionError of its own)
+        if isinstance(reason, getattr(urllib3.exceptions, "NameResolutionError", ())):
             words = "the host name does not resolve"
         elif isinstance(reason, urllib3.exceptions.NewConnectionError):
             refused = "refused" in str(reason).lower()

@@ -100,8 +100,10 @@ def test_secrets_runner_mode_and_sessions(run, runner_backend):
     r = run("secrets", "set", "bad-name", input="x\n")
     assert r.exit_code == 1 and "name must contain only letters, digits, and underscores" in r.output
     # what is wrong with a value is said of the value (the API's words name neither)
-    r = run("secrets", "set", "EMPTY", input="\n")
-    assert (r.exit_code, r.output) == (1, "Error: the value on standard input is empty: a secret needs one\n")
+    for blank in ("\n", "   \n"):
+        r = run("secrets", "set", "EMPTY", input=blank)
+        assert (r.exit_code, r.output) == (
+            1, "Error: the value on standard input is empty: a secret needs one\n")
     r = run("secrets", "set", "NUL", input="a\0b")
     assert (r.exit_code, r.output) == (
         1, "Error: the value on standard input holds a NUL character, which no secret can hold\n")

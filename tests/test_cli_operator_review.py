@@ -235,7 +235,8 @@ def test_runner_mode_set_under_the_env_override_saves_and_warns(app, run):
     r = run("runner-mode", "set", "fly")
     assert r.exit_code == 0, r.output
     assert r.stdout == ""
-    # (only the fly backend is installed here: the mode in force starts no session, and that is said too)
+    # (only the fly backend is installed here: the mode in force starts no session, and that is said too;
+    # the saved one, fly, is installed)
     no_gha = ("Warning: Runner mode gha selects no installed runner backend. Install its plugin or change "
               "the runner mode. Until then every issue waits, blocked (backend-unavailable).")
     assert r.stderr.splitlines() == [
@@ -271,6 +272,9 @@ def test_set_cap_none_removes_the_cap(run):
     r = run("mappings", "set-cap", "ENG", "-5")
     assert (r.exit_code, r.output) == (1, "Error: maxInProgressAiIssues must be a positive integer\n")
     assert _mapping(run)["maxInProgressAiIssues"] is None
+    for args in (("--team", "ENG", "5"), ("ENG", "--jsn")):  # still unknown options, not arguments
+        r = run("mappings", "set-cap", *args)
+        assert r.exit_code == 2 and f"No such option '{args[0] if args[0] != 'ENG' else args[1]}'" in r.output
     assert "none" in run("mappings", "set-cap", "--help").output
 
 

@@ -130,8 +130,10 @@ BAD_PORT = "AIIMPL_BIND: the port must be a number from 0 to 65535"
         ({"AIIMPL_THREADS": "-2"}, "AIIMPL_THREADS must be an integer of at least 1, not '-2'"),
         ({"AIIMPL_BIND": "127.0.0.1:99999"}, f"{BAD_PORT}, not '99999'"),
         ({"AIIMPL_BIND": "127.0.0.1:-1"}, f"{BAD_PORT}, not '-1'"),
+        ({"AIIMPL_BIND": "127.0.0.1:\u00b2"}, f"{BAD_PORT}, not '\u00b2'"),
     ],
-    ids=["no-secret-key", "workers-abc", "workers-0", "threads-negative", "port-over", "port-negative"],
+    ids=["no-secret-key", "workers-abc", "workers-0", "threads-negative", "port-over", "port-negative",
+         "port-superscript"],
 )
 def test_what_would_break_the_workers_stops_gunicorn_before_them(tmp_path, env, error):
     """Workers that would each make up their own key (a session signed by one is refused by the

@@ -17,13 +17,24 @@ from ..services import blockers, settings, shadow
 bp = Blueprint("admin_runner_mode", __name__)
 
 
-def _warnings(*modes: str) -> list[str]:
-    """What a forced mode (``gha``, ``fly``, ``local``) without an installed backend means: saved
-    or in force, it holds every issue, blocked, until its plugin is installed or the mode changed."""
+def _warnings(effective: str, saved: str) -> list[str]:
+    """What a forced mode (``gha``, ``fly``, ``local``) without an installed backend means: in
+    force, it holds every issue, blocked, until its plugin is installed or the mode changed; saved
+    while ``RUNNER_MODE`` forces another, it will once that is unset."""
     installed = current_app.extensions["aiimpl"].runner_modes()
-    missing = dict.fromkeys(m for m in modes if m not in ("default", "shadow") and m not in installed)
-    return [f"{blockers.no_backend(mode, None).message} Until then every issue waits, blocked "
-            f"({blockers.BACKEND_UNAVAILABLE})." for mode in missing]
+
+    def missing(mode: str) -> bool:
+        return mode not in ("default", "shadow") and mode not in installed
+
+    out = []
+    if missing(effective):
+        out.append(f"{blockers.no_backend(effective, None).message} Until then every issue waits, blocked "
+                   f"({blockers.BACKEND_UNAVAILABLE}).")
+    if saved != effective and missing(saved):
+        out.append(f"{blockers.no_backend(saved, None).message} It is saved, not in force (RUNNER_MODE "
+                   f"forces {effective}): once it is, every issue will wait, blocked "
+                   f"({blockers.BACKEND_UNAVAILABLE}).")
+    return out
 
 
 def _state() -> dict[str, Any]:

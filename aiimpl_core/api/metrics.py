@@ -28,7 +28,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
 from .. import __version__
 from ..auth import public_endpoint
@@ -153,7 +153,7 @@ class AiimplCollector(Collector):
             snapshot = read_snapshot(now)
         except SQLAlchemyError as exc:
             db.session.rollback()
-            if _schema_behind():  # it answered, with an older schema: not an outage
+            if _schema_behind(exc):  # it answered, with an older schema: not an outage
                 yield GaugeMetricFamily("aiimpl_database_up", DATABASE_UP_HELP, value=1)
                 yield GaugeMetricFamily("aiimpl_database_schema_current", SCHEMA_HELP, value=0)
                 return
@@ -166,9 +166,14 @@ class AiimplCollector(Collector):
         yield from _families(snapshot, now)
 
 
-def _schema_behind() -> bool:
-    """Whether a read that failed met a schema older than this version's (asked only then: a
-    scrape that reads its figures costs no more statements)."""
+def _schema_behind(exc: SQLAlchemyError) -> bool:
+    """Whether a read that failed met a schema older than this version's: asked only when the
+    database answered that a table or column is not there (a scrape that reads its figures costs no
+    more statements, and one whose database does not answer waits for no second connection, past
+    Prometheus's scrape timeout)."""
+    said = str(getattr(exc, "orig", "") or "")
+    if not (isinstance(exc, ProgrammingError) or "no such table" in said or "no such column" in said):
+        return False
     try:
         return schema_behind(schema_revision())
     except SQLAlchemyError:
@@ -186,7 +191,8 @@ def _families(snap: Snapshot, now: datetime) -> Iterator[Metric]:
     )
     yield GaugeMetricFamily(
         "aiimpl_poller_last_cycle_errors",
-        "Errors the latest poll-loop cycle reported (a tracker listing, an issue's dispatch, …).",
+        "Errors the latest poll-loop cycle reported (a tracker listing that failed, or one backing "
+        "off after failing; an issue's dispatch, …).",
         value=errors,
     )
     yield _gauge(

@@ -52,6 +52,15 @@ def echo_json(data: object, *, lines: bool = False) -> None:
         click.echo(json.dumps(masked(data), indent=2, sort_keys=True, default=str))
 
 
+def aligned(lines: list[tuple[str, ...]], *, right: tuple[int, ...] = ()) -> list[str]:
+    """Text table rows: each column as wide as its longest cell (left-aligned, or right-aligned for
+    the columns in ``right``), two spaces between, no trailing space."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))] if lines else []
+    return ["  ".join(cell.rjust(w) if i in right else cell.ljust(w)
+                      for i, (cell, w) in enumerate(zip(line, widths, strict=True))).rstrip()
+            for line in lines]
+
+
 def say(message: str) -> None:
     """A long-running command's line about itself (started, a signal, stopped) on standard error:
     with ``AIIMPL_LOG_FORMAT=json`` as a log record of its own (one JSON object), as the lines of
@@ -403,11 +412,9 @@ def plugins_table(rows: list[dict[str, Any]]) -> str:
         provides = ", ".join(f"{p['kind']}:{p['id']}" for p in row["provides"]) or "-"
         dist, version = row["distribution"] or "?", row["version"] or "?"
         table.append((row["name"], dist, version, row["status"], provides))
-    widths = [max(len(line[i]) for line in table) for i in range(4)]
     out = []
-    for n, line in enumerate(table):
-        cells = [cell.ljust(width) for cell, width in zip(line[:4], widths, strict=True)]
-        out.append("  ".join([*cells, line[4]]))
+    for n, text in enumerate(aligned(table)):
+        out.append(text)
         row = rows[n - 1] if n else None
         if row and row["error"]:
             out.append(f"    error: {row['error']}")

@@ -21,7 +21,7 @@ from ..errors import AiimplError
 from ..extensions import db
 from ..orm import Job, iso_z
 from ..types import ACTIVE_STATUSES, JobStatus, Phase
-from . import cli, echo_json, masked, say, stop_without_this_schema
+from . import aligned, cli, echo_json, masked, say, stop_without_this_schema
 
 
 def job_dict(job: Job, *, details: bool = False) -> dict[str, Any]:
@@ -358,10 +358,7 @@ def jobs_list(
              for r in rows]
     header = ("ID", "ISSUE", "PHASE", "STATUS", "BACKEND", "CREATED")
     # columns as wide as their longest value (timed_out/machine_timeout ran into BACKEND)
-    widths = [max(len(line[i]) for line in (header, *lines)) for i in range(5)]
-    for line in (header, *lines):
-        cells = [cell.ljust(w) for cell, w in zip(line[1:5], widths[1:], strict=True)]
-        click.echo("  ".join([line[0].rjust(widths[0]), *cells, line[5]]).rstrip())
+    click.echo("\n".join(aligned([header, *lines], right=(0,))))
 
 
 def _may_exist(job_id: int) -> bool:

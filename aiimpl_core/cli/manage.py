@@ -20,7 +20,7 @@ from flask.cli import with_appcontext
 
 from ..config import not_utf8
 from ..schemas.admin import LIST_MAX, OUTBOX_STATES
-from . import cli, echo_json, masked
+from . import aligned, cli, echo_json, masked
 
 
 class ApiCall:
@@ -54,12 +54,9 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
     if not rows:
         click.echo("(none)")
         return
-    widths = [max(len(title), *(len(str(r.get(key, "") if r.get(key) is not None else "")) for r in rows))
-              for key, title in columns]
-    click.echo("  ".join(title.ljust(w) for (_, title), w in zip(columns, widths, strict=True)).rstrip())
-    for r in rows:
-        click.echo("  ".join(str(r.get(key) if r.get(key) is not None else "").ljust(w)
-                             for (key, _), w in zip(columns, widths, strict=True)).rstrip())
+    header = tuple(title for _, title in columns)
+    lines = [tuple(str(r.get(key) if r.get(key) is not None else "") for key, _ in columns) for r in rows]
+    click.echo("\n".join(aligned([header, *lines])))
 
 
 def _as_list(body: Any, *keys: str) -> list[dict[str, Any]]:
@@ -227,6 +224,8 @@ class CapType(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str) and value.strip().lower() == NO_CAP:
             return NO_CAP
+        if ctx is not None and ctx.command.name == "set-cap":
+            _not_an_option(ctx, param, value)  # (--jsn, a typo, is not a cap that is not a number)
         return click.INT.convert(value, param, ctx)
 
 
@@ -382,10 +381,18 @@ def mappings_resume(team_key: str, as_json: bool) -> None:
     _patch(team_key, {"paused": False}, as_json, f"Mapping {team_key} resumed.")
 
 
+def _not_an_option(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+    """An argument of ``set-cap`` that looks like an option and is no negative number is the
+    option that does not exist it is (the command takes unknown options as arguments, for -5)."""
+    if isinstance(value, str) and value.startswith("-") and not re.fullmatch(r"-\d+", value):
+        raise click.NoSuchOption(value, ctx=ctx)
+    return value
+
+
 # a negative CAP is taken as the argument it is (said wrong by the API, as --cap -1 is), not as an
 # option that does not exist
 @mappings.command("set-cap", context_settings={"ignore_unknown_options": True})
-@click.argument("team_key")
+@click.argument("team_key", callback=_not_an_option)
 @click.argument("cap", type=CapType())
 @json_option
 @with_appcontext
@@ -533,7 +540,7 @@ def secrets_set(name: str, team: str | None, as_json: bool) -> None:
             raise click.ClickException(
                 f"the value on standard input is not {(sys.stdin.encoding or 'UTF-8').upper()} text")
         # said of the value, not as the API's "name and value are required" / "Invalid request body"
-        if not value:
+        if not value.strip():
             raise click.ClickException("the value on standard input is empty: a secret needs one")
         if "\0" in value:
             raise click.ClickException("the value on standard input holds a NUL character, which no "

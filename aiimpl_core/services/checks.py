@@ -367,7 +367,7 @@ def run_checks(github: Callable[[], Any] = github_from_app, *, budget: float | N
               + _cap_rows(facade.ids("runner")))
     # what a provider read meanwhile (a stored secret holding its credentials) and a service
     # quoted back in a refusal is masked too, not only the settings each row was masked of
-    return [replace(r, detail=logs.masked(r.detail)) for r in report]
+    return [replace(r, name=logs.masked(r.name), detail=logs.masked(r.detail)) for r in report]
 
 
 def _model_rows(rows: Sequence[MappingRow], backend_of: dict[str, str | None]) -> list[CheckRow]:
@@ -380,14 +380,14 @@ def _model_rows(rows: Sequence[MappingRow], backend_of: dict[str, str | None]) -
 
     facade = current_app.extensions["aiimpl"]
     runners = facade.classes["runner"]
-    teams_of: dict[str, list[str]] = {}  # provider -> the teams checked
-    lacking: dict[str, dict[str, list[str]]] = {}  # provider -> variable -> the teams without it
-    failures: dict[str, str] = {}
+    # provider -> what was found -> the teams: None (all there), a variable they lack, or a
+    # failure of the provider's ("!" and its message)
+    found: dict[str, dict[str | None, list[str]]] = {}
     for row in rows:
         backend = runners.get(backend_of[row.team_key] or "")
         if backend is None or not getattr(backend, "supports_secrets", False):
             continue
-        if row.provider not in facade.ids("model") or row.provider in failures:
+        if row.provider not in facade.ids("model"):
             continue
         view, provider_id = row.view(), row.provider
         try:
@@ -395,30 +395,31 @@ def _model_rows(rows: Sequence[MappingRow], backend_of: dict[str, str | None]) -
             required = model.required_env_names(view)
             if not required:
                 continue
-            # as the launch builds it: the team's and global secrets, then the provider's variables
-            env = {**secrets_service.values_for_team(row.team_key), **model.session_env(view)}
+            # as build_request makes it: extraEnv, the team's and global secrets, then the provider's
+            env = {**view.extra_env, **secrets_service.values_for_team(row.team_key),
+                   **model.session_env(view)}
+            lacked = [name for name in sorted(required) if not env.get(name)] or [None]
         except Exception as exc:  # noqa: BLE001 - a plugin's failure is this line's, not the report's
-            failures[provider_id] = _failure(exc, lambda e, p=provider_id: log.warning(
-                "checking the model provider %s failed", p, exc_info=e))
-            continue
-        teams_of.setdefault(row.provider, []).append(row.team_key)
-        for name in sorted(required):
-            if not env.get(name):
-                lacking.setdefault(row.provider, {}).setdefault(name, []).append(row.team_key)
+            lacked = ["!" + _failure(exc, lambda e, p=provider_id: log.warning(
+                "checking the model provider %s failed", p, exc_info=e))]
+        for what in lacked:
+            found.setdefault(provider_id, {}).setdefault(what, []).append(row.team_key)
     db.session.commit()
-    out = [CheckRow("model", provider_id, "session environment", FAILED, failure)
-           for provider_id, failure in sorted(failures.items())]
-    for provider_id, teams in sorted(teams_of.items()):
-        missing = lacking.get(provider_id)
-        if not missing:
-            out.append(CheckRow("model", provider_id, "session environment", OK,
-                                f"the sessions of {', '.join(teams)} get what the model provider needs"))
-            continue
-        hint = facade.model(provider_id).setup_hint
-        for name, without in sorted(missing.items()):
-            out.append(CheckRow("model", provider_id, "session environment", FAILED,
-                                f"the sessions of {', '.join(without)} would get no {name}, so their agent "
-                                f"cannot start{f' ({hint})' if hint else ''}"))
+    out = []
+    for provider_id, outcomes in sorted(found.items()):
+        hint = getattr(facade.classes["model"].get(provider_id), "setup_hint", "")
+        for what, teams in sorted(outcomes.items(), key=lambda item: item[0] or ""):
+            said = ", ".join(teams)
+            if what is None:
+                out.append(CheckRow("model", provider_id, "session environment", OK,
+                                    f"the sessions of {said} get what the model provider needs"))
+            elif what.startswith("!"):
+                out.append(CheckRow("model", provider_id, "session environment", FAILED,
+                                    f"the sessions of {said} could not be checked: {what[1:]}"))
+            else:
+                out.append(CheckRow("model", provider_id, "session environment", FAILED,
+                                    f"the sessions of {said} would get no {what}, so their agent cannot "
+                                    f"start{f' ({hint})' if hint else ''}"))
     return out
 
 

@@ -108,7 +108,8 @@ class CycleReport:
     skipped: dict[str, str] = field(default_factory=dict)  # issue -> why it needs nothing
     providers_skipped: dict[str, str] = field(default_factory=dict)  # provider -> why
     #: the trackers of ``providers_skipped`` whose listing (or the question whether it is
-    #: configured) failed this cycle, rather than were left out (backing off, not configured, …)
+    #: configured) failed this cycle, or that back off after failing, rather than were left out
+    #: (not configured, read by another poller this interval, …)
     providers_failed: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
     reconciled: dict[str, Any] = field(default_factory=dict)
@@ -1107,6 +1108,7 @@ def _poll_provider(
         report.providers_skipped[provider_id] = (
             f"backing off until {backoff.until.isoformat()}: {backoff.error}"
         )
+        report.providers_failed.add(provider_id)  # (its issues are not read while it is down)
         return
     if lease_seconds is not None and not poller.acquire_lease(
         f"poll:{provider_id}", max(1.0, lease_seconds * 0.9), holder=holder, now=now

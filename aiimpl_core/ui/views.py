@@ -71,7 +71,8 @@ def panel(name: str):  # noqa: ANN201
     panels = _panels()
     if name not in dict(panels):
         # a page of the UI, not the API's JSON: the panels stay one click away
-        reason = ("The Jira settings panel appears when the Jira plugin (aiimpl-jira) is installed."
+        reason = ("The Jira settings panel appears when the Jira plugin (aiimpl-jira) is installed and "
+                  "not disabled (AIIMPL_DISABLED_PLUGINS)."
                   if name == "jira" else f"There is no page /ui/{name}: choose a panel above.")
         return render_template("not_found.html", panels=panels, title="Page not found", reason=reason,
                                banner=current_app.config.get("AIIMPL_UI_BANNER")), 404

@@ -96,10 +96,14 @@ def test_a_mode_whose_backend_is_not_installed_is_saved_with_a_warning(app, clie
     run_cycle()
     [blocker] = client.get("/api/blockers", headers=admin_headers).get_json()
     assert NO_LOCAL.startswith(blocker["message"]) and blocker["reason"] in NO_LOCAL
-    # saved, not in force (RUNNER_MODE forces an installed one): still said, it is what comes next
+    # saved, not in force (RUNNER_MODE forces an installed one): said as what comes next, not as
+    # holding the issues now (gha dispatches them)
     app.config["RUNNER_MODE"] = "gha"
     state = client.get("/api/runner-mode", headers=admin_headers).get_json()
-    assert (state["effective"], state["warnings"]) == ("gha", [NO_LOCAL])
+    assert (state["effective"], state["warnings"]) == ("gha", [
+        "Runner mode local selects no installed runner backend. Install its plugin or change the runner "
+        "mode. It is saved, not in force (RUNNER_MODE forces gha): once it is, every issue will wait, "
+        "blocked (backend-unavailable)."])
     # and in force, not saved
     app.config["RUNNER_MODE"] = "local"
     assert post(client, admin_headers, {"mode": "fly"}).status_code == 409

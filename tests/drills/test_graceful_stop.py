@@ -248,7 +248,7 @@ def test_a_webhook_s_check_cut_short_by_the_graceful_timeout_is_said(app, linear
             proc.wait(10)
     said = log.read_text()
     assert "Worker exiting after 1 webhook task(s)" in said
-    assert "Worker exiting with 1 webhook task(s) cut short, as the graceful timeout ran out" in said
+    assert "Worker exiting with 1 webhook task(s) cut short, as its time to stop ran out" in said
 
 
 def test_serve_with_the_scheduler_stops_after_its_poll_cycle(app, linear, gh) -> None:

@@ -45,10 +45,16 @@ def test_a_key_from_a_setting_or_a_secret_passes(app, add_mapping, where):
                            "sk-ant-never-shown")
     got = model_rows()
     if where == "team secret":  # the team's own: the other team's sessions still get none
-        assert got == [("anthropic", "failed", NO_KEY.format(teams="WEB"))]
+        assert got == [("anthropic", "ok", KEY.format(teams="ENG")),
+                       ("anthropic", "failed", NO_KEY.format(teams="WEB"))]
     else:
         assert got == [("anthropic", "ok", KEY.format(teams="ENG, WEB"))]
-    assert "never-shown" not in repr(run_checks())
+
+
+def test_a_key_in_the_mappings_extra_env_passes(app, add_mapping):
+    """The launch puts extraEnv in the session's environment first: a key there is a key."""
+    add_mapping("ENG", execution_mode="fly-machines", extra_env={"ANTHROPIC_API_KEY": "sk-ant-x"})
+    assert model_rows() == [("anthropic", "ok", KEY.format(teams="ENG"))]
 
 
 def test_a_blank_key_is_no_key(app, add_mapping):
@@ -83,13 +89,18 @@ def _set_model(team_key: str, provider: str) -> None:
     db.session.commit()
 
 
-def test_a_provider_that_fails_is_its_own_line(app, add_mapping, monkeypatch):
+def test_a_provider_that_fails_is_said_for_the_teams_it_failed_for(app, add_mapping, monkeypatch):
     from aiimpl_core.default_plugins.anthropic import AnthropicProvider
 
-    def broken(self, mapping):  # noqa: ANN001, ANN202
-        raise KeyError("the provider's own setting")
+    def broken_for_eng(self, mapping):  # noqa: ANN001, ANN202
+        if mapping.team_key == "ENG":
+            raise KeyError("the provider's own setting")
+        return frozenset({"ANTHROPIC_API_KEY"})
 
-    monkeypatch.setattr(AnthropicProvider, "required_env_names", broken)
+    monkeypatch.setattr(AnthropicProvider, "required_env_names", broken_for_eng)
     add_mapping("ENG", execution_mode="fly-machines")
-    [(provider, status, detail)] = model_rows()
-    assert (provider, status) == ("anthropic", "failed") and detail.startswith("unexpected error (KeyError)")
+    add_mapping("WEB", execution_mode="fly-machines")
+    [failed, lacking] = model_rows()  # WEB is still checked
+    assert failed[:2] == ("anthropic", "failed")
+    assert failed[2].startswith("the sessions of ENG could not be checked: unexpected error (KeyError)")
+    assert lacking == ("anthropic", "failed", NO_KEY.format(teams="WEB"))
