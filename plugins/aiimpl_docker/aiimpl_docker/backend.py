@@ -160,7 +160,9 @@ def _describe_engine(info: Mapping[str, Any]) -> str:
 
 
 def parse_volumes(spec: str) -> dict[str, dict[str, str]]:
-    """``host:container[:ro|rw],...`` as the SDK's ``volumes`` mapping."""
+    """``host:container[:ro|rw],...`` as the SDK's ``volumes`` mapping: bind mounts of host paths.
+    A host part that is not an absolute path would name a Docker volume, which the engine makes
+    and nothing removes: refused."""
     out: dict[str, dict[str, str]] = {}
     for item in (p.strip() for p in spec.split(",")):
         if not item:
@@ -174,6 +176,11 @@ def parse_volumes(spec: str) -> dict[str, dict[str, str]]:
         ):
             raise ProviderConfigError(
                 f"{config.VOLUMES}: {item!r} is not host:container[:ro|rw]", provider="local-docker"
+            )
+        if not parts[0].startswith("/"):
+            raise ProviderConfigError(
+                f"{config.VOLUMES}: {item!r}: the host part must be an absolute path (a name would "
+                "make a Docker volume that nothing removes)", provider="local-docker"
             )
         out[parts[0]] = {"bind": parts[1], "mode": parts[2] if len(parts) == 3 else "rw"}
     return out
@@ -596,12 +603,13 @@ class LocalDockerBackend(RunnerBackend):
 
     # -- reconcile --
 
-    def _ours(self, *, all_states: bool = True) -> list[dict[str, Any]]:
-        """Our containers' summaries: one list call (``sparse``: no inspect per container)."""
+    def _ours(self) -> list[dict[str, Any]]:
+        """Our containers' summaries, in any state: one list call (``sparse``: no inspect per
+        container)."""
         containers = engine.call(
             "listing containers",
             lambda: self.docker().containers.list(
-                all=all_states,
+                all=True,
                 sparse=True,
                 filters={"label": [config.LABEL_JOB, f"{config.LABEL_INSTANCE}={self.instance}"]},
             ),
@@ -727,8 +735,10 @@ class LocalDockerBackend(RunnerBackend):
 
     def _remove(self, container_id: str) -> bool:
         try:
+            # v: with the anonymous volumes of the image's VOLUMEs, which nothing else would remove
             engine.call(
-                "removing a container", lambda: self.docker().api.remove_container(container_id, force=True)
+                "removing a container",
+                lambda: self.docker().api.remove_container(container_id, force=True, v=True),
             )
         except ProviderError as exc:
             if exc.status == 404:
@@ -908,7 +918,11 @@ class LocalDockerBackend(RunnerBackend):
         if not self.is_configured():
             return []
         out: list[SessionInfo] = []
-        for summary in self._ours(all_states=False):
+        # every state but ended and never started: the engine's own listing of running containers
+        # leaves out Podman's `stopping` ones, so a session being destroyed vanished at once
+        for summary in self._ours():
+            if str(summary.get("State") or "").lower() in ENDED | PENDING:
+                continue
             labels = summary.get("Labels") or {}
             job = str(labels.get(config.LABEL_JOB) or "")
             out.append(

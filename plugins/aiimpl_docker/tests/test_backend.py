@@ -196,8 +196,12 @@ def test_sessions_destroy_only_ours(engine: Any, make_backend: Any) -> None:
         assert backend.destroy_session("0" * 64) is False
         assert engine.containers.get(foreign.id).status == "running"
         assert backend.destroy_session(run_id) is True
+        # listed while it stops (Podman's `stopping` left out of the engine's running listing: the
+        # session vanished at once, though it runs up to its grace yet)
+        [stopping] = backend.list_sessions()
+        assert stopping.id == run_id and stopping.state in ("stopping", "running")
         assert backend.wait_for_stops(timeout=30)
-        assert ours(engine) == []
+        assert ours(engine) == [] and backend.list_sessions() == []
     finally:
         foreign.remove(force=True)
 
@@ -290,6 +294,29 @@ def test_volumes_are_parsed_and_checked() -> None:
     }
     with pytest.raises(ProviderConfigError, match="AIIMPL_DOCKER_VOLUMES"):
         parse_volumes("/a")
+    # a name, not a path: the engine made a volume of that name, which nothing removed
+    with pytest.raises(ProviderConfigError, match="the host part must be an absolute path"):
+        parse_volumes("cache:/cache")
+
+
+def test_a_removed_container_takes_the_anonymous_volumes_of_its_image(engine: Any, make_backend: Any) -> None:
+    """An image that declares a VOLUME left a volume behind after every job."""
+    import io
+
+    from .conftest import BUSYBOX
+
+    tag = "localhost/aiimpl-test-volume:1"
+    engine.images.build(fileobj=io.BytesIO(f"FROM {BUSYBOX}\nVOLUME /data\n".encode()), tag=tag, rm=True)
+    before = {v.id for v in engine.volumes.list()}
+    try:
+        backend = make_backend("true", AIIMPL_DOCKER_IMAGE=tag)
+        run_id = backend.dispatch(request_for(31)).run_id
+        wait_exited(engine, run_id)
+        backend.cleanup_job(31)
+        assert ours(engine) == []
+        assert {v.id for v in engine.volumes.list()} - before == set()
+    finally:
+        engine.images.remove(tag, force=True)
 
 
 def test_timestamps_of_the_engine_are_read() -> None:
