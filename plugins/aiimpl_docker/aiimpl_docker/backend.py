@@ -186,6 +186,14 @@ def parse_volumes(spec: str) -> dict[str, dict[str, str]]:
     return out
 
 
+def stop_grace_problem(raw: str) -> str | None:
+    """What is wrong with ``AIIMPL_DOCKER_STOP_GRACE_SECONDS`` (stripped), or ``None``."""
+    if raw.isascii() and raw.isdigit() and int(raw) <= config.MAX_STOP_GRACE_SECONDS:
+        return None
+    return (f"{config.STOP_GRACE} must be a whole number of seconds from 0 to "
+            f"{config.MAX_STOP_GRACE_SECONDS}, not {raw[:40]!r}")
+
+
 #: the core's setting of how long a job may go without a linked run (its ``run_not_found`` window)
 RUN_NOT_FOUND = "AIIMPL_RUN_NOT_FOUND_SECONDS"
 
@@ -283,15 +291,10 @@ class LocalDockerBackend(RunnerBackend):
         default used: a typo must not keep a cancel from stopping the session.
         """
         raw = str(self.context.setting(config.STOP_GRACE, config.DEFAULT_STOP_GRACE_SECONDS)).strip()
-        if raw.isascii() and raw.isdigit() and int(raw) <= config.MAX_STOP_GRACE_SECONDS:
+        problem = stop_grace_problem(raw)
+        if problem is None:
             return int(raw)
-        self.log.warning(
-            "%s must be a whole number of seconds from 0 to %s, not %r: using %s s",
-            config.STOP_GRACE,
-            config.MAX_STOP_GRACE_SECONDS,
-            raw[:40],
-            config.DEFAULT_STOP_GRACE_SECONDS,
-        )
+        self.log.warning("%s: using %s s", problem, config.DEFAULT_STOP_GRACE_SECONDS)
         return config.DEFAULT_STOP_GRACE_SECONDS
 
     @property
@@ -378,6 +381,10 @@ class LocalDockerBackend(RunnerBackend):
                     refused.add(name)
         if config.PULL_TIMEOUT not in refused:
             problems.extend(self._pull_outlasting_the_window())
+        # (a stop uses the default then, with a warning in the log: said here before one is needed)
+        grace = str(self.context.setting(config.STOP_GRACE) or "").strip()
+        if grace and (problem := stop_grace_problem(grace)):
+            problems.append(f"{problem} (a stop uses {config.DEFAULT_STOP_GRACE_SECONDS} s meanwhile)")
         return [CheckResult("settings", False, "; ".join(problems))] if problems else []
 
     def _pull_outlasting_the_window(self) -> list[str]:
@@ -439,9 +446,10 @@ class LocalDockerBackend(RunnerBackend):
             options["nano_cpus"] = int(mapping.machine_cpus) * 1_000_000_000
         if mapping.machine_memory_mb:
             options["mem_limit"] = f"{int(mapping.machine_memory_mb)}m"
-        network = self.context.setting(config.NETWORK)
+        # (spaces around it are not part of it, as the check reads it)
+        network = str(self.context.setting(config.NETWORK) or "").strip()
         if network:
-            options["network"] = str(network)
+            options["network"] = network
         command = self.context.setting(config.COMMAND)
         if command:
             # replaces the entrypoint too: the session image's entrypoint would take it as arguments

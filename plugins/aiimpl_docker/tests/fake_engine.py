@@ -415,6 +415,8 @@ class FakeEngine:
                         "Image": body.get("Image"),
                         "Tty": False,
                     },
+                    # what the create asked of the host (network, limits), for the tests to read
+                    "Requested": dict(body.get("HostConfig") or {}),
                 }
             return flask.jsonify({"Id": container_id, "Warnings": []}), 201
 

@@ -372,3 +372,25 @@ def test_a_command_setting_that_is_not_shell_words_is_named(
     *_, settings = backend.check([])
     assert not settings.ok and settings.name == "settings"
     assert settings.detail.startswith("AIIMPL_DOCKER_COMMAND is not a command line of shell words: ")
+
+
+@pytest.mark.parametrize("grace", ["-5", "abc", "1.5", "3601"])
+def test_a_stop_grace_that_is_not_valid_is_named_by_the_check(fake_engine: FakeEngine, clock: Clock,
+                                                              grace: str) -> None:
+    """A stop uses the default then, with a warning in the log when one comes: said before."""
+    fake_engine.images[IMAGE] = "sha256:" + "5e" * 32
+    backend = LocalDockerBackend(
+        make_context({"AIIMPL_DOCKER_IMAGE": IMAGE, "AIIMPL_DOCKER_STOP_GRACE_SECONDS": grace}, clock=clock))
+    *_, settings = backend.check([])
+    assert (settings.name, settings.ok) == ("settings", False)
+    assert settings.detail == (f"AIIMPL_DOCKER_STOP_GRACE_SECONDS must be a whole number of seconds from 0 "
+                               f"to 3600, not {grace!r} (a stop uses 120 s meanwhile)")
+
+
+def test_spaces_around_the_network_setting_are_not_part_of_it(fake_engine: FakeEngine, clock: Clock) -> None:
+    """The check read " host" as host; the dispatch asked the engine for a network " host"."""
+    fake_engine.images[IMAGE] = "sha256:" + "5e" * 32
+    backend = LocalDockerBackend(
+        make_context({"AIIMPL_DOCKER_IMAGE": IMAGE, "AIIMPL_DOCKER_NETWORK": " host "}, clock=clock))
+    run_id = backend.dispatch(sample_dispatch_request(13, mapping=sample_mapping())).run_id
+    assert fake_engine.containers[run_id]["Requested"]["NetworkMode"] == "host"
