@@ -36,7 +36,7 @@ from ..github import from_app as github_from_app
 from ..orm import Mapping as MappingRow
 from ..types import CheckResult, MappingView
 from . import poller, redaction, settings
-from .launch import choose_backend
+from .launch import choose_backend, mapping_env
 from .mappings import set_tracker_command
 
 log = logging.getLogger(__name__)
@@ -376,8 +376,6 @@ def _model_rows(rows: Sequence[MappingRow], backend_of: dict[str, str | None]) -
     (:meth:`~aiimpl_core.providers.ModelProvider.required_env_names`, Anthropic's API key), from the
     provider's settings or the team's and global secrets: without it every session fails at its
     agent. A GitHub Actions session reads the repository's Actions secrets, which are not checked."""
-    from . import secrets as secrets_service
-
     facade = current_app.extensions["aiimpl"]
     runners = facade.classes["runner"]
     # provider -> what was found -> the teams: None (all there), a variable they lack, or a
@@ -395,9 +393,7 @@ def _model_rows(rows: Sequence[MappingRow], backend_of: dict[str, str | None]) -
             required = model.required_env_names(view)
             if not required:
                 continue
-            # as build_request makes it: extraEnv, the team's and global secrets, then the provider's
-            env = {**view.extra_env, **secrets_service.values_for_team(row.team_key),
-                   **model.session_env(view)}
+            env, _secret_names = mapping_env(row, keeps_secrets=True)  # as the launch makes it
             lacked = [name for name in sorted(required) if not env.get(name)] or [None]
         except Exception as exc:  # noqa: BLE001 - a plugin's failure is this line's, not the report's
             lacked = ["!" + _failure(exc, lambda e, p=provider_id: log.warning(

@@ -117,17 +117,15 @@ def create_job(
     return job
 
 
-def build_request(job: Job, mapping: MappingRow, nonce: str, run_tokens: dict[str, str]) -> DispatchRequest:
-    """The session's environment: job identity, credentials, model provider, ``extraEnv``, secrets."""
+def mapping_env(mapping: MappingRow, *, keeps_secrets: bool) -> tuple[dict[str, str], set[str]]:
+    """A session's environment as its mapping makes it, before the core's own variables: the
+    mapping's ``extraEnv``, then (on a backend that keeps secrets) the team's and global secrets,
+    then the model provider's variables; and which of them are secrets."""
     facade = current_app.extensions["aiimpl"]
     view = mapping.view()
-    backend = facade.runner(job.backend) if job.backend in facade.ids("runner") else None
-    lifetime = session_lifetime_seconds()
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(view.extra_env)
     secret_names: set[str] = set()
-
-    env.update(view.extra_env)
-    if backend is not None and backend.supports_secrets:
+    if keeps_secrets:
         team_secrets = secrets_service.values_for_team(mapping.team_key)
         env.update(team_secrets)
         secret_names.update(team_secrets)
@@ -135,6 +133,16 @@ def build_request(job: Job, mapping: MappingRow, nonce: str, run_tokens: dict[st
         model = facade.model(mapping.provider)
         env.update(model.session_env(view))
         secret_names.update(model.secret_env_names(view))
+    return env, secret_names
+
+
+def build_request(job: Job, mapping: MappingRow, nonce: str, run_tokens: dict[str, str]) -> DispatchRequest:
+    """The session's environment: job identity, credentials, model provider, ``extraEnv``, secrets."""
+    facade = current_app.extensions["aiimpl"]
+    view = mapping.view()
+    backend = facade.runner(job.backend) if job.backend in facade.ids("runner") else None
+    lifetime = session_lifetime_seconds()
+    env, secret_names = mapping_env(mapping, keeps_secrets=backend is not None and backend.supports_secrets)
 
     core = {
         session_env.URL.name: str(current_app.config["AIIMPL_PUBLIC_URL"]).rstrip("/"),
