@@ -221,11 +221,16 @@ class CapType(click.ParamType):
 
     name = "integer|none"
 
+    def __init__(self, *, options_as_arguments: bool = False) -> None:
+        #: the command takes unknown options as arguments (for a negative cap): one that is no
+        #: number (--jsn, a typo) is said as the unknown option it is
+        self.options_as_arguments = options_as_arguments
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str) and value.strip().lower() == NO_CAP:
             return NO_CAP
-        if ctx is not None and ctx.command.name == "set-cap":
-            _not_an_option(ctx, param, value)  # (--jsn, a typo, is not a cap that is not a number)
+        if self.options_as_arguments and ctx is not None:
+            _not_an_option(ctx, param, value)
         return click.INT.convert(value, param, ctx)
 
 
@@ -393,7 +398,7 @@ def _not_an_option(ctx: click.Context, _param: click.Parameter, value: Any) -> A
 # option that does not exist
 @mappings.command("set-cap", context_settings={"ignore_unknown_options": True})
 @click.argument("team_key", callback=_not_an_option)
-@click.argument("cap", type=CapType())
+@click.argument("cap", type=CapType(options_as_arguments=True))
 @json_option
 @with_appcontext
 def mappings_set_cap(team_key: str, cap: int | str, as_json: bool) -> None:
@@ -442,7 +447,7 @@ def mappings_sync(team_key: str | None, all_: bool, as_json: bool) -> None:
     if team_key:
         result = call("POST", f"/api/mappings/{_segment(team_key, TEAM_NOT_FOUND)}/sync-workflows")
         echo_json({team_key: result}) if as_json else click.echo(f"{team_key}: ok")
-        _sync_warnings(team_key, result)
+        _warn(result, about=f"{team_key}: ")
         return
     facade = current_app.extensions["aiimpl"]
     installed = set(facade.ids("runner"))
@@ -474,17 +479,9 @@ def mappings_sync(team_key: str | None, all_: bool, as_json: bool) -> None:
                 said = f"skipped ({result['skipped']})"
             click.echo(masked(f"{team}: {said}"))
     for team, result in results.items():
-        _sync_warnings(team, result)
+        _warn(result, about=f"{team}: ")
     if failures:
         raise click.ClickException(f"{failures} of {len(teams)} mappings failed to sync")
-
-
-def _sync_warnings(team: str, result: Any) -> None:
-    """The warnings of a sync that succeeded, on standard error (``--json`` too: its output keeps
-    them in the answer)."""
-    warnings = result.get("warnings") if isinstance(result, dict) else None
-    for warning in warnings if isinstance(warnings, list) else ():
-        click.echo(masked(f"Warning: {team}: {warning}"), err=True)
 
 
 # -- secrets -----------------------------------------------------------------------------------------
@@ -588,10 +585,13 @@ def runner_mode_get(as_json: bool) -> None:
     _warn(body)
 
 
-def _warn(body: Any) -> None:
-    """An answer's ``warnings`` (a runner mode whose backend is not installed), on standard error."""
-    for warning in (body.get("warnings") or ()) if isinstance(body, dict) else ():
-        click.echo(f"Warning: {warning}", err=True)
+def _warn(body: Any, *, about: str = "") -> None:
+    """An answer's ``warnings`` (a sync whose runs will fail, a runner mode whose backend is not
+    installed) on standard error, masked, each after ``about`` (``ENG: ``); with ``--json`` too,
+    whose output keeps them in the answer."""
+    warnings = body.get("warnings") if isinstance(body, dict) else None
+    for warning in warnings if isinstance(warnings, list) else ():
+        click.echo(masked(f"Warning: {about}{warning}"), err=True)
 
 
 @runner_mode.command("set")

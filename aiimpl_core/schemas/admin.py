@@ -452,8 +452,9 @@ class RunnerModeSchema(Schema):
     effective = fields.String(metadata={"description": "in force (RUNNER_MODE wins)"})
     envOverride = fields.String(allow_none=True)
     warnings = fields.List(fields.String(), metadata={
-        "description": "a forced mode (gha, fly, local), saved or in force, whose runner backend is not "
-                       "installed: every issue waits, blocked, until it is installed or the mode changed"})
+        "description": "a forced mode (gha, fly, local) whose runner backend is not installed: in force, "
+                       "every issue waits, blocked, until it is installed or the mode changed; saved while "
+                       "RUNNER_MODE forces another, it will once it is in force"})
 
 
 # -- sessions and secrets --------------------------------------------------------------------------------
