@@ -266,6 +266,8 @@ class LocalDockerBackend(RunnerBackend):
         #: the stops under way (container id -> its thread), so that a container is stopped once
         self._stops: dict[str, threading.Thread] = {}
         self._stops_lock = threading.Lock()
+        #: the clean-ups of ended jobs under way (:meth:`cleanup_in_background`), under the same lock
+        self._cleanups: list[threading.Thread] = []
         self._waits_at_exit = False
 
     # -- configuration --
@@ -868,12 +870,7 @@ class LocalDockerBackend(RunnerBackend):
             )
             self._stops[container_id] = thread
             thread.start()
-            if not self._waits_at_exit:
-                # a process that ends (``aiimpl jobs cancel``, a worker recycled) lets its stops
-                # finish first: the engine would stop the container, but nothing would remove it,
-                # with its environment, until a later poll's sweep
-                atexit.register(self.wait_for_stops)
-                self._waits_at_exit = True
+            self._wait_at_exit()
         self.log.info("stopping container %s (%s s to save its work)", container_id[:12], grace)
         return True
 
@@ -901,6 +898,49 @@ class LocalDockerBackend(RunnerBackend):
             with self._stops_lock:
                 if self._stops.get(container_id) is threading.current_thread():
                     del self._stops[container_id]
+
+    def _wait_at_exit(self) -> None:
+        """Have the process wait for this backend's background work when it exits (called with
+        ``_stops_lock`` held): a process that ends (``aiimpl jobs cancel``, ``aiimpl poll --once``,
+        a worker recycled) would otherwise leave a container, with the job's secrets in its
+        environment, to a later poll's sweep."""
+        if not self._waits_at_exit:
+            atexit.register(self._finish_at_exit)
+            self._waits_at_exit = True
+
+    def _finish_at_exit(self) -> None:
+        """At exit: the clean-ups under way, for as long as two engine requests take (a listing and
+        a removal; one still waiting for a container that holds, in the interactive session modes,
+        is left to the sweep), then the stops, which those clean-ups may have started."""
+        with self._stops_lock:
+            cleanups = [t for t in self._cleanups if t.is_alive()]
+        if cleanups:
+            try:
+                budget = 2 * self.timeout_seconds
+            except ProviderConfigError:  # a setting that is not valid: the default's
+                budget = 2.0 * config.DEFAULT_TIMEOUT_SECONDS
+            deadline = time.monotonic() + budget
+            for thread in cleanups:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        self.wait_for_stops()
+
+    def cleanup_in_background(self, job_id: int) -> None:
+        """:meth:`cleanup_job` in a thread of its own, never in the caller's way (a job's end is
+        often a runner's ``/runner/result`` request, and the container may still be finishing, or
+        holding in the interactive session modes), waited for at exit (:meth:`_finish_at_exit`)."""
+
+        def clean() -> None:
+            try:
+                self.cleanup_job(job_id)
+            except ProviderError as exc:  # the poll's sweep removes it later
+                self.log.warning("job %s: removing its container failed: %s", job_id, exc)
+
+        thread = threading.Thread(target=clean, name=f"aiimpl-docker-cleanup-{job_id}", daemon=True)
+        with self._stops_lock:
+            self._cleanups[:] = [t for t in self._cleanups if t.is_alive()]
+            self._cleanups.append(thread)
+            self._wait_at_exit()
+        thread.start()
 
     def wait_for_stops(self, timeout: float | None = None) -> bool:
         """Wait for the stops :meth:`cancel` and :meth:`destroy_session` started to end (tests, or

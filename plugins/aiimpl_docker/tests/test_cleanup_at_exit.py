@@ -10,21 +10,20 @@ import textwrap
 
 def _exit_with_a_cleanup_under_way(tmp_path, seconds: float, timeout: float) -> subprocess.CompletedProcess:
     script = textwrap.dedent(f"""
-        import threading, time
-        from aiimpl_docker import plugin
+        import time
+        from aiimpl_core.testing.contract import make_context
+        from aiimpl_docker.backend import LocalDockerBackend
 
-        class Backend:
-            timeout_seconds = {timeout}
-            def wait_for_stops(self):
+        class Backend(LocalDockerBackend):
+            def cleanup_job(self, job_id):  # the engine's listing and removal, this long
+                time.sleep({seconds})
+                open({str(tmp_path / "removed")!r}, "w").close()
+
+            def wait_for_stops(self, timeout=None):
                 open({str(tmp_path / "stops")!r}, "w").close()
+                return True
 
-        def clean():
-            time.sleep({seconds})
-            open({str(tmp_path / "removed")!r}, "w").close()
-
-        thread = threading.Thread(target=clean, daemon=True)
-        plugin._cleanups.append((thread, Backend()))
-        thread.start()
+        Backend(make_context({{"AIIMPL_DOCKER_TIMEOUT_SECONDS": "{timeout}"}})).cleanup_in_background(7)
     """)
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
 

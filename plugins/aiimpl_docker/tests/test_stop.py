@@ -189,7 +189,8 @@ def test_a_process_that_ends_lets_its_stops_finish_first(
     held = [fake_engine.hold_stop(str(run.run_id)) for run in runs]
     for run in runs:
         backend.cancel(run)
-    assert at_exit == [backend.wait_for_stops]  # registered once
+    # registered once: the wait for the backend's background work (clean-ups, then these stops)
+    assert at_exit == [backend._finish_at_exit]
     for event in held:
         event.set()
     at_exit[0]()  # what the interpreter runs at exit
