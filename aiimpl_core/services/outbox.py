@@ -463,7 +463,16 @@ def deliver(
     # before each is sent, so a comment is never posted twice. So is a stage change or "done" whose
     # sender stopped before recording an outcome: should its sender stop again, it was sending this
     # one (not one taken with it, still waiting its turn), and the stop counts as an attempt.
-    alone = {r.id for r in rows if r.op not in IDEMPOTENT_OPS or r.stopped}
+    # And so is one that comes after an item of its issue taken on its own (a merged PR's comment,
+    # then "done"): taken at the start, it could be held by a pass that then finds that comment
+    # taken by another sender and gives it back, after the other sender passed it by; taken at its
+    # turn, it goes out with the comment, from whichever sender posted it.
+    alone: set[int] = set()
+    taken_alone: set[str] = set()  # the issues with an item taken on its own so far
+    for r in rows:  # (an issue's items in their order)
+        if r.op not in IDEMPOTENT_OPS or r.stopped or r.issue_key in taken_alone:
+            alone.add(r.id)
+            taken_alone.add(r.issue_key)
     taken = _claim_many([r.id for r in rows if r.id not in alone and r.issue_key not in waiting], now)
     counts = {"sent": 0, "failed": 0, "skipped": 0, "left": 0}
     blocked_issues: set[str] = set()

@@ -115,6 +115,14 @@ class Race:
         self.before_claim[sender] = gate
         return gate
 
+    def pause_before_second_claim(self, sender: str) -> Gate:
+        """Hold the sender between its pass's first claim (the items it takes together at its
+        start) and the next (an item taken on its own, just before it is sent)."""
+        gate = Gate()
+        self.gates.append(gate)
+        self.before_claim[sender] = lambda: self.before_claim.__setitem__(sender, gate)
+        return gate
+
     def start(self, sender: str, **kw: Any) -> None:
         def run() -> None:
             try:
@@ -222,8 +230,8 @@ def test_a_comment_that_failed_in_another_pass_holds_back_the_issues_later_comme
 
 
 def test_a_stage_write_waits_for_a_comment_another_sender_is_posting(app, tracker, race):
-    """Stage changes and "done" are taken together at the start of a pass: one of them whose
-    issue's earlier comment another sender holds is given back, not sent before that comment."""
+    """A "done" queued after a comment another sender is posting is not sent before that comment;
+    queued after that sender read the issue, it is left to the next pass."""
     tracker.add("ENG-1")
     queue_outbox_item("ENG-2", body="X")
     queue_outbox_item("ENG-1", body="C1")
@@ -233,18 +241,44 @@ def test_a_stage_write_waits_for_a_comment_another_sender_is_posting(app, tracke
     race.start("callback", issue_keys=["ENG-1"])  # reads C1 (only)
     read.wait_entered()
     queue_outbox_item("ENG-1", op="done")
-    race.start("poller")  # reads X, C1 and the "done", takes the "done", then posts X
+    race.start("poller")  # reads X, C1 and the "done" (to be taken after C1), then posts X
     in_x.wait_entered()
     read.open()  # the callback takes C1, its tracker is slow
     in_c1.wait_entered()
     in_x.open()
-    poller = race.join("poller")  # finds C1 taken: gives the "done" back
+    poller = race.join("poller")  # finds C1 taken: the "done" waits for it
     assert not tracker.issues["ENG-1"].done
     assert poller == _counts(sent=1, skipped=2)
 
     in_c1.open()
     assert race.join("callback") == _counts(sent=1)
     assert outbox.deliver() == _counts(sent=1)
+    assert [op for op, arg in tracker.calls if arg == "ENG-1"] == ["post_comment", "mark_done"]
+    assert [i.state for i in _items("ENG-1")] == ["done", "done"]
+
+
+def test_a_done_after_a_comment_goes_out_with_it_when_two_senders_read_them_at_once(app, tracker, race):
+    """A merged PR's comment and "done", queued together and read by two senders at once (the
+    merge's deliveries on two workers): the one that posts the comment marks the issue done after
+    it. Taken at the start of a pass, the "done" could be held by the other sender, which finds the
+    comment taken and gives it back once the first has passed it by: left for the next poll cycle."""
+    tracker.add("ENG-1")
+    queue_outbox_item("ENG-1", body="C1")
+    queue_outbox_item("ENG-1", op="done")
+    first_read = race.pause_before_claiming("first")
+    second_between = race.pause_before_second_claim("second")
+    in_c1 = race.gate("first", "C1")
+
+    race.start("first", issue_keys=["ENG-1"])  # reads C1 and the "done"
+    first_read.wait_entered()
+    race.start("second", issue_keys=["ENG-1"])  # reads them too, before either is taken
+    second_between.wait_entered()
+    first_read.open()  # takes C1, its tracker is slow
+    in_c1.wait_entered()
+    second_between.open()  # finds C1 taken: the issue's later items wait for it
+    assert race.join("second") == _counts(skipped=2)
+    in_c1.open()
+    assert race.join("first") == _counts(sent=2)
     assert [op for op, arg in tracker.calls if arg == "ENG-1"] == ["post_comment", "mark_done"]
     assert [i.state for i in _items("ENG-1")] == ["done", "done"]
 
