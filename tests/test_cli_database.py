@@ -153,6 +153,11 @@ def test_db_current_says_the_revision_without_alembics_own_lines(tmp_path):
     environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
     environ.update(AIIMPL_DATABASE_URL=f"sqlite:///{tmp_path}/a.db")
     run = [sys.executable, "-m", "aiimpl_core.cli", "db"]
+    # no schema yet: Alembic prints nothing, which an operator cannot tell from a command that did
+    # not run; stdout stays empty for a script, stderr says why
+    done = subprocess.run([*run, "current"], env=environ, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (0, ""), done.stderr
+    assert "no revision: the database has no schema yet: run `aiimpl db upgrade`" in done.stderr
     assert subprocess.run([*run, "upgrade"], env=environ, capture_output=True, timeout=120).returncode == 0
     for level, shown in (("", False), ("DEBUG", True)):
         done = subprocess.run([*run, "current"], env={**environ, "AIIMPL_LOG_LEVEL": level},
@@ -160,6 +165,7 @@ def test_db_current_says_the_revision_without_alembics_own_lines(tmp_path):
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip().endswith("(head)")
         assert ("Will assume transactional DDL" in done.stderr) is shown, done.stderr
+        assert "no revision" not in done.stderr
 
 
 def test_migrating_keeps_the_apps_log_handlers_and_their_mask(tmp_path):

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import click
@@ -490,6 +491,26 @@ def _operator_db_commands() -> None:
     for param in db_group.params:
         if param.name == "directory" and isinstance(param, click.Option):
             param.help = "Migration script directory (default: the migrations installed with aiimpl-core)"
+    current = db_group.commands.get("current")
+    if current is not None and current.callback is not None:
+        current.callback = _said_when_empty(current.callback)
+
+
+def _said_when_empty(show_current: Callable[..., Any]) -> Callable[..., Any]:
+    """``aiimpl db current`` on a database without a schema: Alembic prints nothing, which cannot
+    be told from a command that never ran. Its output (stdout) stays empty for a script; stderr
+    says why."""
+    from ..database import schema_problem, schema_revision
+
+    @functools.wraps(show_current)
+    @with_appcontext
+    def current(*args: Any, **kwargs: Any) -> Any:
+        shown = show_current(*args, **kwargs)
+        if schema_revision() is None:
+            click.echo(f"no revision: {schema_problem(None)}", err=True)
+        return shown
+
+    return current
 
 
 _operator_db_commands()
