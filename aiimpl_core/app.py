@@ -37,9 +37,6 @@ def _uses_psycopg(url: str) -> bool:
 
 #: seconds a new PostgreSQL connection may take (libpq's ``connect_timeout``)
 CONNECT_TIMEOUT = 10
-#: characters below which ``AIIMPL_SECRET_KEY`` is warned about at start-up
-MIN_SECRET_KEY_LENGTH = 32
-
 
 def _engine_options(url: str) -> dict[str, Any]:
     from sqlalchemy.engine import make_url
@@ -222,12 +219,9 @@ def create_app(
                     "which no other process shares (stored secrets and run tokens need the shared key)")
         app.config["AIIMPL_SECRET_KEY"] = _secrets.token_hex(32)
         app.config["AIIMPL_SECRET_KEY_MADE_UP"] = True  # stored secrets are refused
-    elif len(str(app.config["AIIMPL_SECRET_KEY"])) < MIN_SECRET_KEY_LENGTH:
-        # a run token any session holds (HS256) lets a short key be guessed offline, and with it
-        # every job's tokens and the admin sessions be forged
-        log.warning("AIIMPL_SECRET_KEY has %d characters: use at least %d random ones (e.g. the output of "
-                    "`openssl rand -hex 32`)", len(str(app.config["AIIMPL_SECRET_KEY"])),
-                    MIN_SECRET_KEY_LENGTH)
+    elif ((warning := config_mod.secret_key_warning(str(app.config["AIIMPL_SECRET_KEY"])))
+          and warning not in config_mod.SAID_BEFORE_FORK):
+        log.warning("%s", warning)  # (a gunicorn worker's master said it once for all of them)
     app.config["SECRET_KEY"] = app.config["AIIMPL_SECRET_KEY"]
 
     url = app.config["AIIMPL_DATABASE_URL"] = database_url(app.config.get("AIIMPL_DATABASE_URL"),

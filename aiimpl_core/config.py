@@ -176,7 +176,8 @@ SETTINGS: tuple[Setting, ...] = (
             "secrets; every process and host shares it. gunicorn (the production configuration), "
             "`aiimpl poll` and `aiimpl dispatch` refuse to start without it; `aiimpl serve` then "
             "makes up a key for its own process and stores no secret. Use at least 32 random characters "
-            "(`openssl rand -hex 32`): a shorter key is warned about at start-up.", None, sensitive=True),
+            "(`openssl rand -hex 32`): a shorter key is warned about at start-up (under gunicorn once, "
+            "by its master).", None, sensitive=True),
     Setting("AIIMPL_ADMIN_ACCESS_CODE", "Access code for the admin UI and API (`POST /api/auth`). "
             "Admin sign-in is refused while unset. Use at least 16 random characters (`openssl rand -hex "
             "16`): sign-in is throttled per client, and gunicorn and `aiimpl serve` warn about a shorter "
@@ -261,6 +262,23 @@ SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 #: A shorter admin access code is warned about when a server starts: the sign-in throttle counts
 #: each client, so many clients at once could guess a short code.
 MIN_ACCESS_CODE_LENGTH = 16
+
+
+#: A shorter AIIMPL_SECRET_KEY is warned about at start-up: a run token any session holds (HS256)
+#: lets a short key be guessed offline, and with it every job's tokens and admin sessions forged.
+MIN_SECRET_KEY_LENGTH = 32
+
+#: what a gunicorn master said before forking its workers: they inherit this, and do not say it again
+SAID_BEFORE_FORK: set[str] = set()
+
+
+def secret_key_warning(key: str) -> str | None:
+    """What a process says as it starts about an ``AIIMPL_SECRET_KEY`` that is too short; ``None``
+    for one of at least :data:`MIN_SECRET_KEY_LENGTH` characters."""
+    if len(key) >= MIN_SECRET_KEY_LENGTH:
+        return None
+    return (f"AIIMPL_SECRET_KEY has {len(key)} characters: use at least {MIN_SECRET_KEY_LENGTH} random "
+            "ones (e.g. the output of `openssl rand -hex 32`)")
 
 
 def access_code_warning(code: str | None) -> str | None:

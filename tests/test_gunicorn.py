@@ -186,6 +186,26 @@ def test_an_unset_or_short_access_code_is_said_at_start(tmp_path, code, said):
     assert "open-sesame" not in output
 
 
+def test_a_short_secret_key_is_said_once_by_the_master_not_by_every_worker(tmp_path):
+    _upgrade(tmp_path)
+    proc, port = _gunicorn(tmp_path, AIIMPL_WORKERS="3")  # its key has 17 characters
+    try:
+        assert _get(port, "/healthz") == 200
+        deadline = time.monotonic() + 60  # every worker forked (it loads the app before it stops)
+        while _output(tmp_path).count("Booting worker") < 3:
+            assert time.monotonic() < deadline, _output(tmp_path)
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    output = _output(tmp_path)
+    assert output.count("Worker exiting (pid") == 3, output
+    said = "AIIMPL_SECRET_KEY has 17 characters: use at least 32 random ones"
+    assert output.count(said) == 1, output
+    assert output.index(said) < output.index("Booting worker"), output
+    assert "gunicorn-test-key" not in output
+
+
 # -- what gunicorn refuses before the app runs ---------------------------------------------------------
 
 #: requests gunicorn answers itself (at its default limits: a request line of 4094 bytes, 100 header
