@@ -218,6 +218,9 @@ def has_text(data: Any) -> bool:
 
 #: a JSON Web Token: a header and a payload that are base64url JSON objects (``eyJ``), a signature
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{16,}")
+#: a GitHub token by its documented prefix (an installation's ``ghs_``, a user's ``ghu_``, an OAuth
+#: app's ``gho_``, a refresh ``ghr_``, a classic personal ``ghp_``, a fine-grained ``github_pat_``)
+_GITHUB_TOKEN = re.compile(r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})")
 #: a nonce's shape (``secrets.token_urlsafe(32)``: 43 URL-safe characters), on its own
 _NONCE = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
 
@@ -225,10 +228,11 @@ _NONCE = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
 class JobRedactor:
     """The redactor of a job's team (:func:`redactor`), which also masks the job's own run
     credentials, which no secret row holds: a run token this orchestrator signed (any job's: its
-    signature is checked, its expiry and audience are not) and the job's nonce (stored only as its
-    hash: a nonce-shaped word is masked when its hash is the job's). A session masks both in what
-    it reports; a backend's log excerpt (a container that printed its environment) or a plugin's
-    error need not have."""
+    signature is checked, its expiry and audience are not), the job's nonce (stored only as its
+    hash: a nonce-shaped word is masked when its hash is the job's) and a GitHub token (the
+    repository token ``POST /api/token`` hands the session, minted by whichever worker answered
+    it: masked by its shape). A session masks them in what it reports; a backend's log excerpt (a
+    container that printed its environment) or a plugin's error need not have."""
 
     def __init__(self, base: Redactor, nonce_hash: str | None, key: str) -> None:
         self.base = base
@@ -251,6 +255,8 @@ class JobRedactor:
         out = self.base.text(value)
         if "eyJ" in out:
             out = _JWT.sub(self._token, out)
+        if "gh" in out:
+            out = _GITHUB_TOKEN.sub(MASK, out)
         if self.nonce_hash and len(out) >= 43:
             out = _NONCE.sub(self._nonce, out)
         return out

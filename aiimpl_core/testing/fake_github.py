@@ -61,6 +61,8 @@ from .fakeserver import UNDOCUMENTED_HEADER, OpenAPIFakeServer, load_spec
 
 DOCS = "https://docs.github.com/rest"
 PERMISSION_LEVELS = {"read": 1, "write": 2, "admin": 3}
+#: the characters of a token after its prefix (``ghs_`` and 36 of these)
+TOKEN_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 #: the states of a workflow the fake models (the description also lists ``deleted``, a workflow
 #: whose file is gone, which the fake does not keep); only ``active`` can be dispatched
 WORKFLOW_STATES = frozenset({"active", "disabled_fork", "disabled_inactivity", "disabled_manually"})
@@ -930,7 +932,7 @@ class FakeGitHub:
                         )
                 perms = dict(data["permissions"])
             record = InstallationToken(
-                "ghs_" + secrets.token_urlsafe(27)[:36],
+                "ghs_" + "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(36)),  # as GitHub's
                 inst.id,
                 inst.owner,
                 repos,

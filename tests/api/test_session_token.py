@@ -173,3 +173,28 @@ class TestAgainstTheFakeGitHub:
         resp = client.post(URL, json={"nonce": nonce, "owner": "acme"})
         assert (resp.status_code, resp.get_json()) == (500, {"error": "Failed to generate token"})
         assert gh.private_key_pem.splitlines()[1] not in caplog.text
+
+    def test_a_minted_token_a_session_reports_back_is_masked(self, client, cb_job, cb_tracker, gh):
+        """The repository token is handed to the session: a session that did not mask it in what it
+        reports (a step's detail, a failure's error) finds it masked when it is stored and posted,
+        whichever worker minted it (it is masked by its shape, not remembered)."""
+        from sqlalchemy import select
+
+        from aiimpl_core.extensions import db
+        from aiimpl_core.orm import JobStep
+
+        _, nonce = cb_job()
+        token = client.post(URL, json={"nonce": nonce, "owner": "acme"}).get_json()["token"]
+        assert token in gh.tokens
+        said = f"git push failed: https://x-access-token:{token}@github.com/acme/api (GITHUB_TOKEN={token})"
+        step = {"id": "push", "type": "script", "status": "failed", "started_at": "2026-11-29T05:10:00Z",
+                "detail": {"text": said}}
+        resp = client.post("/api/step-report", json={"nonce": nonce, "step": step})
+        assert resp.status_code == 200, resp.get_json()
+        resp = client.post("/api/status", json={"nonce": nonce, "event": "session_failed", "reason": said})
+        assert resp.status_code == 200, resp.get_json()
+        db.session.expire_all()
+        steps = db.session.scalars(select(JobStep))
+        stored = [*cb_tracker.comments["ENG-1"], *(s.detail["text"] for s in steps)]
+        assert stored and all(text and "[REDACTED]" in text for text in stored), stored
+        assert not [text for text in stored if token in text or token[4:] in text], stored
