@@ -300,6 +300,27 @@ def test_serve_runs_the_in_app_scheduler_when_asked(app, run, served, monkeypatc
     assert calls == [app] * started
 
 
+# -- extraEnv is no secret -----------------------------------------------------------------------------
+
+
+def test_extra_env_named_as_a_secret_is_warned_about_and_a_secrets_value_refused(run, app):
+    r = run("mappings", "create", "ENG", "--owner", "acme", "--repo", "api", "--default-branch", "main",
+            "--env", "NODE_ENV=test", "--env", "DB_PASSWORD=hunter2hunter2", "--env", "NPM_TOKEN=npm-x1")
+    assert r.exit_code == 0 and r.stdout == "Mapping ENG saved.\n", r.output
+    assert r.stderr.startswith("Warning: extraEnv DB_PASSWORD, NPM_TOKEN look like secrets: extraEnv is kept "
+                               "and shown in plain text and passed as a workflow input"), r.stderr
+    assert "hunter2" not in r.stderr
+    r = run("mappings", "update", "ENG", "--cap", "2")  # not given again: not said again
+    assert r.exit_code == 0 and r.stderr == "", r.stderr
+    r = run("mappings", "update", "ENG", "--env", "KEYBOARD=us", "--env", "MONKEY=1")
+    assert r.exit_code == 0 and r.stderr == "", r.stderr
+    r = run("mappings", "update", "ENG", "--env", f"LINEAR={app.config['AIIMPL_SECRET_KEY']}")
+    assert r.exit_code == 1
+    said = "Error: extraEnv LINEAR holds the value of the setting AIIMPL_SECRET_KEY: "
+    assert r.stderr.startswith(said), r.stderr
+    assert app.config["AIIMPL_SECRET_KEY"] not in r.output
+
+
 # -- secrets set on a terminal -----------------------------------------------------------------------------
 
 class _Terminal:

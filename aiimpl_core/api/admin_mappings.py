@@ -64,7 +64,10 @@ def save_mapping():  # noqa: ANN201
         be a plain object`, `extraEnv values must all be strings`, `extraEnv keys must be
         environment variable names (letters, digits, '_')`, `extraEnv {NAME} is too long: a
         variable takes at most 131,071 bytes with its name` (Linux's limit for one variable a
-        process is given), `maxInProgressAiIssues must be a positive integer`,
+        process is given), `extraEnv {NAME} holds the value of {the setting NAME, the global
+        secret NAME, the team secret NAME}: …` (extraEnv is no secret: shown in plain text and
+        passed as a public GitHub Actions workflow input), `maxInProgressAiIssues must be a
+        positive integer`,
         `planningWorkflowFile is required when planningEnabled is true`; then the runner backend's
         and the ticketing provider's own validation messages.
       tags: [mappings]

@@ -256,7 +256,8 @@ def _mapping_options(func):  # noqa: ANN001, ANN202
                      help="Workflow file of planning runs."),
         click.option("--env", "extraEnv", multiple=True, metavar="KEY=VALUE",
                      help="Extra session environment, one --env per variable. On update it replaces "
-                          "the mapping's whole set: give every variable to keep."),
+                          "the mapping's whole set: give every variable to keep. Not for secrets: shown "
+                          "in plain text, and a GitHub Actions workflow input (use `aiimpl secrets`)."),
         click.option("--ticketing", help='Ticketing settings as JSON, e.g. {"provider": "linear"}.'),
         click.option("--from-json", "from_json", type=click.File("r"),
                      help="Read the mapping from a JSON file (- for stdin)."),
@@ -332,9 +333,11 @@ def _mapping_body(team_key: str, values: dict[str, Any]) -> dict[str, Any]:
 @with_appcontext
 def mappings_create(team_key: str, as_json: bool, **values: Any) -> None:
     """Create a mapping for TEAM_KEY (or update it when it exists)."""
-    body = ApiCall()("POST", "/api/mappings", _mapping_body(team_key, values))
+    sent = _mapping_body(team_key, values)
+    body = ApiCall()("POST", "/api/mappings", sent)
     echo_json(body) if as_json else click.echo(f"Mapping {team_key} saved.")
     _warn_uninstalled_backend(body)
+    _warn_secret_names(sent)
 
 
 @mappings.command("update")
@@ -347,9 +350,29 @@ def mappings_update(team_key: str, as_json: bool, **values: Any) -> None:
     call = ApiCall()
     # 404 "Team not found" when it does not exist
     call("GET", f"/api/mappings/{_segment(team_key, TEAM_NOT_FOUND)}")
-    body = call("POST", "/api/mappings", _mapping_body(team_key, values))
+    sent = _mapping_body(team_key, values)
+    body = call("POST", "/api/mappings", sent)
     echo_json(body) if as_json else click.echo(f"Mapping {team_key} updated.")
     _warn_uninstalled_backend(body)
+    _warn_secret_names(sent)
+
+
+#: a variable's name that says it holds a secret (a word of it, ``_``-separated)
+_SECRET_NAME = re.compile(r"(?i)(?:^|_)(?:KEY|APIKEY|TOKEN|SECRET|PASSWORD|PASSWD|PWD|CREDENTIALS?)(?:_|$)")
+
+
+def _warn_secret_names(sent: Any) -> None:
+    """``extraEnv`` variables given now whose names say they hold a secret (``DB_PASSWORD``):
+    said, as extraEnv is no secret (a value that is one of the orchestrator's secrets is refused)."""
+    env = sent.get("extraEnv") if isinstance(sent, dict) else None
+    if not isinstance(env, dict):
+        return
+    names = sorted(n for n in env if isinstance(n, str) and _SECRET_NAME.search(n))
+    if names:
+        from ..services.mappings import EXTRA_ENV_NOT_SECRET
+
+        click.echo(f"Warning: extraEnv {', '.join(names)} {'looks' if len(names) == 1 else 'look'} like "
+                   f"{'a secret' if len(names) == 1 else 'secrets'}: {EXTRA_ENV_NOT_SECRET}.", err=True)
 
 
 def _warn_uninstalled_backend(body: Any) -> None:

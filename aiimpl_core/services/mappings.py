@@ -338,6 +338,9 @@ def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
         if len(name.encode()) + 1 + len(value.encode("utf-8", "surrogatepass")) >= ENV_VARIABLE_MAX:
             raise ValidationError(f"extraEnv {name} is too long: a variable takes at most "
                                   f"{ENV_VARIABLE_MAX - 1:,} bytes with its name")
+    held = _secret_held(env, merged["teamKey"])
+    if held is not None:
+        raise ValidationError(f"extraEnv {held[0]} holds the value of {held[1]}: {EXTRA_ENV_NOT_SECRET}")
     _whole(merged.get("maxInProgressAiIssues"), 1, "maxInProgressAiIssues",
            "maxInProgressAiIssues must be a positive integer")
     planning = merged.get("planningEnabled")
@@ -518,6 +521,42 @@ def delete_mapping(team_key: str) -> bool:
         session.execute(delete(Secret).where(Secret.scope == team_key))
         session.delete(row)
     return True
+
+
+#: why a secret's value is refused in ``extraEnv``, and where it belongs
+EXTRA_ENV_NOT_SECRET = (
+    "extraEnv is kept and shown in plain text and passed as a workflow input anyone who reads the "
+    "repository's runs sees; a session gets the team's and global secrets on a backend that keeps them "
+    "(POST /api/secrets), and a GitHub Actions workflow reads the repository's Actions secrets"
+)
+
+
+def _secret_held(env: dict[str, str], team_key: str) -> tuple[str, str] | None:
+    """The first ``extraEnv`` variable whose value is one of the orchestrator's secrets (a sensitive
+    setting's, a stored secret's of the team or global; as the redactor reads them, spaces around it
+    aside), with what it is, by name; ``None`` when none is."""
+    from ..config import sensitive_names
+    from ..session.redact import MIN_LENGTH
+    from . import secrets as secrets_service
+
+    given = {value.strip(): name for name, value in env.items() if len(value.strip()) >= MIN_LENGTH}
+    if not given:
+        return None
+    known: dict[str, str] = {}
+    for name in sorted(sensitive_names(_facade().config_vars())):
+        value = current_app.config.get(name)
+        if isinstance(value, str) and value.strip():
+            known.setdefault(value.strip(), f"the setting {name}")
+    stored = secrets_service.values_for_team(team_key)  # (the global ones, and the team's over them)
+    if stored:
+        global_ = secrets_service.values_for_team(secrets_service.GLOBAL)
+        for name, value in sorted(stored.items()):
+            whose = "global" if global_.get(name) == value else "team"
+            known.setdefault(value.strip(), f"the {whose} secret {name}")
+    for value, name in sorted(given.items(), key=lambda item: item[1]):
+        if value in known:
+            return name, known[value]
+    return None
 
 
 def team_keys() -> list[str]:

@@ -660,6 +660,35 @@ def test_an_extra_env_variable_as_long_as_a_process_takes_is_kept(client, admin_
     assert created.get_json()["extraEnv"] == {"BIG": value}
 
 
+@pytest.mark.parametrize("held", ["setting", "global", "team", "team-in-update"])
+def test_an_extra_env_variable_holding_a_secrets_value_is_refused(app, client, admin_headers, held) -> None:
+    """extraEnv is no secret: stored and answered in plain text, and passed as a GitHub Actions
+    workflow's input, which anyone who can read the repository's runs sees. A value that is one of
+    the orchestrator's secrets (its sensitive settings, a stored secret of the team or global) put
+    there by mistake is refused, naming where it belongs; the secret's own name, not its value."""
+    secrets_service.set_secret("", "GLOBAL_KEY", "global-secret-value")
+    secrets_service.set_secret("ENG", "TEAM_KEY", "team-secret-value")
+    secrets_service.set_secret("OPS", "OTHER_KEY", "other-team-value")  # another team's: not its
+    value, source = {
+        "setting": (app.config["AIIMPL_SECRET_KEY"], "the setting AIIMPL_SECRET_KEY"),
+        "global": ("global-secret-value", "the global secret GLOBAL_KEY"),
+        "team": (" team-secret-value\n", "the team secret TEAM_KEY"),
+        "team-in-update": ("team-secret-value", "the team secret TEAM_KEY"),
+    }[held]
+    if held == "team-in-update":
+        assert post(client, admin_headers, merged()).status_code == 201
+    answer = post(client, admin_headers, merged(extraEnv={"NODE_ENV": "test", "DEPLOY_TOKEN": value}))
+    assert answer.status_code == 400
+    assert answer.get_json() == {"error": (
+        f"extraEnv DEPLOY_TOKEN holds the value of {source}: extraEnv is kept and shown in plain text "
+        "and passed as a workflow input anyone who reads the repository's runs sees; a session gets "
+        "the team's and global secrets on a backend that keeps them (POST /api/secrets), and a "
+        "GitHub Actions workflow reads the repository's Actions secrets")}
+    assert value.strip() not in answer.get_data(as_text=True)
+    saved = post(client, admin_headers, merged(extraEnv={"NODE_ENV": "test", "OTHER": "other-team-value"}))
+    assert saved.status_code in (200, 201), saved.get_json()
+
+
 class TestWithNoTrackerInstalled:
     """Only runner backends installed (a tracker plugin not yet added)."""
 
