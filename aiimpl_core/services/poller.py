@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 MIN_BACKOFF = timedelta(seconds=30)
 MAX_BACKOFF = timedelta(minutes=15)
+#: the longest wait after a failure that is no outage (a refused key, a setting the plugin refuses,
+#: a plugin's bug): the operator who fixes it sees it taken up that soon
+MAX_BACKOFF_NOT_TRANSIENT = timedelta(minutes=2)
 #: the longest ``Retry-After`` honoured (a remote's rate-limit windows are an hour at most)
 MAX_RETRY_AFTER = timedelta(hours=1)
 
@@ -169,7 +172,8 @@ def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetim
     """Remember that a connection failed; returns the new back-off.
 
     ``Retry-After`` is honoured as given, up to an hour (:data:`MAX_RETRY_AFTER`); otherwise the
-    wait doubles per failure in a row, from 30 seconds up to 15 minutes.
+    wait doubles per failure in a row, from 30 seconds up to 15 minutes for an outage (no answer,
+    429, 5xx: :func:`is_transient`), up to 2 minutes for any other failure.
     """
     now = now or utcnow()
     key = backoff_key(kind, provider_id)
@@ -189,7 +193,8 @@ def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetim
             # (the connection is not tried meanwhile)
             wait = retry_after_wait(retry_after, MAX_RETRY_AFTER)
         else:
-            wait = min(MAX_BACKOFF, MIN_BACKOFF * 2 ** min(failures - 1, 10))
+            longest = MAX_BACKOFF if is_transient(exc) else MAX_BACKOFF_NOT_TRANSIENT
+            wait = min(longest, MIN_BACKOFF * 2 ** min(failures - 1, 10))
         value: dict[str, Any] = {"until": (now + wait).isoformat(), "failures": failures, "error": message}
         if row is None:
             session.add(Setting(key=key, value=value))

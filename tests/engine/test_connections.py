@@ -73,6 +73,23 @@ def test_back_off_grows_with_failures_in_a_row(app, tracker, add_mapping):
     assert waits[0] < waits[1] < waits[2]
 
 
+@pytest.mark.parametrize("error", [fail_with(401, "Authentication required"), RuntimeError("a plugin bug")],
+                         ids=["refused-key", "plugin-bug"])
+def test_a_failure_that_is_no_outage_is_tried_again_within_two_minutes(app, tracker, add_mapping, error):
+    """A refused key (or a setting, a plugin's bug) is no outage to wait out: the operator who
+    fixes it sees it taken up within two minutes, not after the back-off of a service that is down."""
+    add_mapping("ENG")
+    tracker.fail["iter_triggered"] = error
+    waits = []
+    for n in range(6):
+        at = later(hours=n)
+        run_cycle(now=at)
+        backoff = poller.backoff_of("ticketing", "fake-tracker", at)
+        assert backoff is not None
+        waits.append(round((backoff.until - at).total_seconds()))
+    assert waits == [30, 60, 120, 120, 120, 120]
+
+
 def test_a_failing_tracker_write_does_not_stop_the_other_tracker(app, client, tracker, jira, add_mapping):
     add_mapping("ENG")
     add_mapping("OPS", provider="fake-jira")
