@@ -148,9 +148,11 @@ class CycleReport:
 
     def summary(self) -> str:
         listed = sum(self.listed.values())
+        failed = sum(1 for d in self.dispatched if d.status == JobStatus.FAILED.value)
         parts = [
             f"{listed} triggered issue(s) read",
-            f"{len(self.dispatched)} dispatched",
+            f"{len(self.dispatched) - failed} dispatched",
+            *([f"{failed} failed to dispatch"] if failed else []),
             f"{len(self.blocked)} blocked",
         ]
         if self.providers_skipped:
@@ -932,6 +934,8 @@ def _launch(
         # so the next issues wait instead of failing one by one
         entry.error = exc.message
         report.errors.append(f"{job.issue_key}: {exc.message}")
+        # (a server's cycle or a webhook's check prints no report: the log says it)
+        log.warning("dispatch of %s (job %s) failed: %s", job.issue_key, job.id, exc.message)
         if job.backend and poller.is_transient(exc):
             poller.record_failure("runner", job.backend, exc, now)
     except AiimplError as exc:  # pragma: no cover - launch converts backend errors already

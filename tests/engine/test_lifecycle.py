@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
@@ -402,15 +403,21 @@ def test_crash_between_claim_and_launch_ends_run_not_found_and_never_dispatches_
     assert runner.runs == {}
 
 
-def test_refused_dispatch_fails_the_job_with_a_comment(app, tracker, runner, add_mapping):
+def test_refused_dispatch_fails_the_job_with_a_comment(app, tracker, runner, add_mapping, caplog):
     from aiimpl_core.testing.fakes import dispatch_refused
 
     runner.dispatch_error = dispatch_refused(422)
     add_mapping("ENG")
     tracker.add("ENG-14")
-    report = run_cycle()
+    with caplog.at_level(logging.WARNING, logger="aiimpl_core.services.dispatch"):
+        report = run_cycle()
     [job] = jobs_of("ENG-14")
     assert job.status == "failed" and report.dispatched[0].error
+    # the operator's log says it (a server's poll cycle or webhook prints no report), and the
+    # cycle's summary does not count it as dispatched
+    assert [r.getMessage() for r in caplog.records if r.name == "aiimpl_core.services.dispatch"] == [
+        f"dispatch of ENG-14 (job {job.id}) failed: {report.dispatched[0].error}"]
+    assert "0 dispatched, 1 failed to dispatch, 0 blocked" in report.summary()
     assert tracker.comments["ENG-14"][0].startswith(
         "⚠️ Implementation failed: dispatch to Fake github-actions failed"
     )

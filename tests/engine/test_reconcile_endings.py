@@ -226,7 +226,7 @@ def test_jobs_of_a_backend_that_keeps_failing_end_past_their_lifetime(
 
     at = later(minutes=71)
     if backing_off:
-        reconcile(now=at - timedelta(minutes=2))  # fails again: backing off for 4 minutes
+        reconcile(now=at - timedelta(seconds=90))  # fails again: backing off for 2 minutes (a 404)
     report = reconcile(now=at)
     assert report.skipped["github-actions"].startswith("backing off" if backing_off else "poll failed")
 
