@@ -934,8 +934,9 @@ def _launch(
         # so the next issues wait instead of failing one by one
         entry.error = exc.message
         report.errors.append(f"{job.issue_key}: {exc.message}")
-        # (a server's cycle or a webhook's check prints no report: the log says it)
-        log.warning("dispatch of %s (job %s) failed: %s", job.issue_key, job.id, exc.message)
+        # a server's cycle or a webhook's check prints no report: its log (at INFO, as gunicorn's
+        # is by default) says it; `aiimpl poll` and `aiimpl dispatch` print it in their report
+        log.info("dispatch of %s (job %s) failed: %s", job.issue_key, job.id, exc.message)
         if job.backend and poller.is_transient(exc):
             poller.record_failure("runner", job.backend, exc, now)
     except AiimplError as exc:  # pragma: no cover - launch converts backend errors already

@@ -409,7 +409,7 @@ def test_refused_dispatch_fails_the_job_with_a_comment(app, tracker, runner, add
     runner.dispatch_error = dispatch_refused(422)
     add_mapping("ENG")
     tracker.add("ENG-14")
-    with caplog.at_level(logging.WARNING, logger="aiimpl_core.services.dispatch"):
+    with caplog.at_level(logging.INFO, logger="aiimpl_core.services.dispatch"):
         report = run_cycle()
     [job] = jobs_of("ENG-14")
     assert job.status == "failed" and report.dispatched[0].error
