@@ -197,7 +197,8 @@ class GitHub:
                 # no detail: GitHub's own body says only "Not Found", which callers that show a
                 # remote's message (gap-fill's detail, a sync's error) would show instead of this
                 raise ProviderError(
-                    f"the GitHub App is not installed on {owner}/{repo}", provider="github", status=404
+                    f"the GitHub App is not installed on {owner}/{repo} (or there is no such repository)",
+                    provider="github", status=404,
                 ) from None
             raise
         try:

@@ -215,7 +215,7 @@ def test_a_repository_the_app_is_not_installed_on_fails(app, add_mapping, gh):
     got = rows()
     assert got[("github", "github", "repository acme/eng")][0] == "ok"
     assert got[("github", "github", "repository elsewhere/ops")] == (
-        "failed", "the GitHub App is not installed on elsewhere/ops")
+        "failed", "the GitHub App is not installed on elsewhere/ops (or there is no such repository)")
 
 
 @pytest.fixture
@@ -242,7 +242,8 @@ def test_the_command_prints_every_line_and_fails_on_a_failure(run, add_mapping, 
     assert result.exit_code == 1
     failed = [r for r in json.loads(result.output) if r["status"] == "failed"]
     assert failed == [{"kind": "github", "provider": "github", "name": "repository elsewhere/ops",
-                       "status": "failed", "detail": "the GitHub App is not installed on elsewhere/ops"}]
+                       "status": "failed", "detail": "the GitHub App is not installed on elsewhere/ops (or "
+                                                     "there is no such repository)"}]
     assert "1 failed" in run().output
 
 
@@ -277,7 +278,7 @@ def test_an_app_uninstalled_since_a_token_was_minted_fails_at_once(app, add_mapp
     assert rows()[("github", "github", "repository acme/eng")][0] == "ok"  # a token is minted and cached
     gh.installations.clear()
     assert rows()[("github", "github", "repository acme/eng")] == (
-        "failed", "the GitHub App is not installed on acme/eng")
+        "failed", "the GitHub App is not installed on acme/eng (or there is no such repository)")
 
 
 def test_the_orchestrators_own_secrets_are_masked_in_every_line(app, add_mapping, gh):

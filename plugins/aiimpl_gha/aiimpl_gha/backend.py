@@ -412,6 +412,10 @@ class GitHubActionsBackend(RunnerBackend):
                 results.append(CheckResult(label, False, f"could not read {where}: {github_message(exc)}"))
                 continue
             fix = f"run aiimpl mappings sync-workflows {min(teams)}"
+            if current is None and (unseen := _repository_unseen(repo)) is not None:
+                failed[(owner, name)] = f"{tpl.path} failed: {unseen}"
+                results.append(CheckResult(label, False, f"could not read {where}: {unseen}"))
+                continue
             if current is None:
                 results.append(CheckResult(label, False, f"{where} is missing: {fix}"))
                 continue
@@ -586,3 +590,17 @@ def run_state(
         log_label=LogLabel.SESSION_FAILED,
         detail=f"the GitHub Actions run {what}: {url}",
     )
+
+
+def _repository_unseen(repo: Repo) -> str | None:
+    """Why a file GitHub answered 404 for is no missing file, when the repository itself is not
+    there for these credentials (GitHub answers a file read in it alike): asked with one page of
+    the repository's runs, only when a file is missing. ``None`` when the repository answers (or
+    the question fails otherwise: the file is then said to be missing, as before)."""
+    try:
+        repo.list_workflow_runs(per_page=1)
+    except ProviderError as exc:
+        if exc.status == 404:
+            return (f"GitHub knows no repository {repo.full_name} these credentials can see (is the "
+                    "mapping's owner/repo right?)")
+    return None

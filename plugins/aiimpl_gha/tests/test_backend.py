@@ -520,12 +520,13 @@ def test_a_repository_without_the_app_is_said_so_not_githubs_not_found(gh: FakeG
     backend = GitHubActionsBackend(make_context(github_config(gh)))
     with pytest.raises(ProviderError) as synced:
         backend.sync_workflows(sample_mapping(owner="elsewhere", repo="ops"))
-    assert synced.value.message == "the GitHub App is not installed on elsewhere/ops"
+    not_installed = "the GitHub App is not installed on elsewhere/ops (or there is no such repository)"
+    assert synced.value.message == not_installed
     with pytest.raises(DispatchError) as dispatched:
         backend.dispatch_gap_fill(full_request(mapping=sample_mapping(owner="elsewhere", repo="ops"),
                                                phase=Phase.GAP_ANALYSIS))
     assert dispatched.value.status == 404
-    assert dispatched.value.detail == "the GitHub App is not installed on elsewhere/ops"  # gap-fill's detail
+    assert dispatched.value.detail == not_installed  # gap-fill's detail
 
 
 def test_validate_mapping_checks_the_planning_workflow_file(backend: GitHubActionsBackend) -> None:

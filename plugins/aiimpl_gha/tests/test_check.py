@@ -233,6 +233,30 @@ def test_check_with_a_personal_token(gh: FakeGitHub) -> None:
     no_secret(gh, results)
 
 
+def test_a_repository_a_token_does_not_see_is_not_said_to_lack_only_its_files(gh: FakeGitHub) -> None:
+    """GitHub answers a file read in a repository that is not there (or that the token cannot see)
+    as it answers a missing file: the check tells them apart (a listing of the repository's runs,
+    asked only then) rather than advise a sync that cannot write, and a sync names the repository
+    and branch it could not write to rather than GitHub's bare "Not Found"."""
+    from aiimpl_core.errors import ProviderError
+
+    backend = GitHubActionsBackend(
+        make_context({"AIIMPL_PUBLIC_URL": PUBLIC_URL, "AIIMPL_GITHUB_API_URL": gh.url,
+                      "AIIMPL_GITHUB_TOKEN": gh.personal_token})
+    )
+    mapping = sample_mapping(repo="nosuchrepo")
+    results = by_name(list(backend.check([mapping])))
+    assert results["workflow acme/nosuchrepo"] == CheckResult("workflow acme/nosuchrepo", False, (
+        "could not read .github/workflows/ai-implement.yml on main: GitHub knows no repository "
+        "acme/nosuchrepo these credentials can see (is the mapping's owner/repo right?)"))
+    assert results["gap-fill workflow acme/nosuchrepo"].detail.startswith("could not read ")
+    with pytest.raises(ProviderError) as synced:
+        backend.sync_workflows(mapping)
+    assert synced.value.message == (
+        "Not Found: GitHub answered 404 writing .github/workflows/ai-implement.yml to main of "
+        "acme/nosuchrepo (no such repository or branch, or these credentials cannot see it)")
+
+
 def test_check_without_mappings_asks_nothing(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
     assert list(backend.check([])) == []
     assert gh.requests == []
