@@ -90,7 +90,8 @@ class LinearProvider(TicketingProvider):
     display_name: ClassVar[str] = "Linear"
     trigger_hint: ClassVar[str] = f"add the `{TRIGGER_LABEL}` label"
     setup_hint: ClassVar[str] = (
-        f"set AIIMPL_LINEAR_API_KEY or AIIMPL_LINEAR_OAUTH_TOKEN, or store the global secret {API_KEY_SECRET}"
+        "set AIIMPL_LINEAR_API_KEY or AIIMPL_LINEAR_OAUTH_TOKEN, or store the global secret "
+        f"{API_KEY_SECRET} (where a runner backend keeps secrets: Fly Machines, local Docker)"
     )
     config_vars = CONFIG_VARS
     supports_webhooks: ClassVar[bool] = True
