@@ -236,9 +236,10 @@ class CapType(click.ParamType):
 
 def _mapping_options(func):  # noqa: ANN001, ANN202
     options = [
-        click.option("--owner", help="GitHub owner (user or organisation)."),
-        click.option("--repo", help="GitHub repository name."),
-        click.option("--default-branch", "defaultBranch", help="Base branch for the work."),
+        click.option("--owner", help="GitHub owner (user or organisation); required by create."),
+        click.option("--repo", help="GitHub repository name; required by create."),
+        click.option("--default-branch", "defaultBranch",
+                     help="Base branch for the work; required by create."),
         click.option("--provider", help="Model provider id (anthropic, bedrock, …)."),
         click.option("--aws-region", "awsRegion", help="AWS region (provider bedrock)."),
         click.option("--execution-mode", "executionMode",
