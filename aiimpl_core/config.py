@@ -116,6 +116,14 @@ def _http_url(value: str) -> str:
     return url
 
 
+def _app_id(value: str) -> str:
+    """A GitHub App's id (the issuer of its JWT, which GitHub reads as a number)."""
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"must be the App's numeric id (its settings page shows it), not {text[:40]!r}")
+    return text
+
+
 def not_utf8(text: str) -> bool:
     """Whether ``text`` came from bytes that are no UTF-8 (Python keeps them as lone surrogates, in
     the environment and in command-line arguments): no request, key or URL can carry them."""
@@ -204,7 +212,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AIIMPL_GITHUB_WEBHOOK_SECRET", "Secret of the GitHub webhook (`X-Hub-Signature-256`); spaces "
             "and line breaks around it are not part of it.", None, _secret_text, sensitive=True),
     Setting("AIIMPL_GITHUB_API_URL", "GitHub REST API base URL.", "https://api.github.com", _http_url),
-    Setting("AIIMPL_GITHUB_APP_ID", "GitHub App id (App authentication).", None),
+    Setting("AIIMPL_GITHUB_APP_ID", "GitHub App id (App authentication): the number its settings page "
+            "shows.", None, _app_id),
     Setting("AIIMPL_GITHUB_PRIVATE_KEY", "GitHub App private key (PEM text, or a path to a PEM file).", None,
             sensitive=True),
     Setting("AIIMPL_GITHUB_TOKEN", "Personal access token, for small installs without a GitHub App.", None,

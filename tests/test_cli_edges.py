@@ -173,6 +173,21 @@ def test_an_env_files_settings_are_checked_as_the_environments_are(tmp_path):
     assert done.returncode == 2 and "No such command 'linear'" in done.stderr
 
 
+def test_a_plugins_setting_that_is_not_valid_fails_config_as_a_core_one_does():
+    """The server starts on it (each call of that plugin fails with the message); a deploy script
+    that checks its configuration with `aiimpl config` is stopped before."""
+    r = CliRunner().invoke(cli, ["config"], env={"AIIMPL_LINEAR_PAGE_SIZE": "abc",
+                                                 "AIIMPL_DOCKER_TIMEOUT_SECONDS": "soon"})
+    assert r.exit_code == 1, r.output
+    assert "AIIMPL_LINEAR_PAGE_SIZE" in r.stdout  # the table all the same
+    assert r.stderr.splitlines() == [
+        "Error: AIIMPL_LINEAR_PAGE_SIZE must be a number",
+        "Error: AIIMPL_DOCKER_TIMEOUT_SECONDS must be a number of seconds greater than 0 and at most 3600, "
+        "not 'soon'"]
+    r = CliRunner().invoke(cli, ["config"], env={"AIIMPL_LINEAR_PAGE_SIZE": "25"})
+    assert r.exit_code == 0, r.output
+
+
 @pytest.mark.parametrize("content", ["AIIMPL_POLL_INTERVAL=17\n".encode("utf-16"), b"\xff\xfeA=1\n"])
 def test_an_env_file_that_is_not_utf8_is_named_in_one_line(tmp_path, content):
     env_file = tmp_path / "aiimpl.env"

@@ -55,6 +55,9 @@ NO_BLANKS = ("must not hold spaces or line breaks: it is sent as `Authorization:
                                                           "not '***@host.example'"),
     ("AIIMPL_GITHUB_API_URL", "api.github.com", "must be an http:// or https:// URL with a host, "
                                                 "not 'api.github.com'"),
+    # the App's JWT carries it as its issuer: GitHub refuses every request with one that is no number
+    ("AIIMPL_GITHUB_APP_ID", "abc", "must be the App's numeric id (its settings page shows it), not 'abc'"),
+    ("AIIMPL_GITHUB_APP_ID", "-12", "must be the App's numeric id (its settings page shows it), not '-12'"),
     # sent as a bearer token: a space or line break inside could never be sent (every request refused)
     ("AIIMPL_TRIGGER_SECRET", "gap fill passphrase", NO_BLANKS),
     ("AIIMPL_METRICS_TOKEN", "scrape\ntoken", NO_BLANKS),

@@ -436,7 +436,8 @@ def config_cmd(markdown: bool) -> None:
     # raised: main() has said it); read leniently, as this command shows a configuration that may
     # not be valid
     disabled = _list(os.environ.get("AIIMPL_DISABLED_PLUGINS") or "")
-    extra = Plugins(disabled=disabled, strict=False).config_vars()
+    facade = Plugins(disabled=disabled, strict=False)
+    extra = facade.config_vars()
     if markdown:
         click.echo(markdown_table(extra))
         return
@@ -467,6 +468,31 @@ def config_cmd(markdown: bool) -> None:
             raise click.ClickException(exc.message) from None
     if invalid:
         sys.exit(1)
+    # the plugins' own settings, as each reads them (the server starts on one that is not valid, and
+    # every call of that plugin fails with its message)
+    problems = _plugin_settings_problems(facade, {name: os.environ.get(name) for name, _, _ in names})
+    if problems:
+        for problem in problems:
+            click.echo(masked(f"Error: {problem}"), err=True)
+        sys.exit(1)
+
+
+def _plugin_settings_problems(facade: Any, config: dict[str, str | None]) -> list[str]:
+    """What each installed provider finds wrong with its own settings (``settings_problem``); a
+    provider whose check raises is said by its class, not let through."""
+    from ..errors import describe_plugin_error
+    from ..plugins import KINDS
+
+    problems = []
+    for kind in KINDS:
+        for provider_id, cls in sorted(facade.classes[kind].items()):
+            try:
+                problem = cls.settings_problem(config)
+            except Exception as exc:  # noqa: BLE001 - a plugin's bug, said as such
+                problem = f"{provider_id}: checking its settings failed: {describe_plugin_error(exc)}"
+            if problem:
+                problems.append(str(problem))
+    return problems
 
 
 def _add_subcommands() -> None:

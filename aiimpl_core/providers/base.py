@@ -98,6 +98,16 @@ class Provider(ABC):
     def __init__(self, context: ProviderContext) -> None:
         self.context = context
 
+    @classmethod
+    def settings_problem(cls, config: Mapping[str, Any]) -> str | None:
+        """What is wrong with this provider's own settings (:attr:`config_vars`) in ``config`` (the
+        environment's values, as text), naming the setting, or ``None``. ``aiimpl config`` exits 1
+        on it, as on a core setting that is not valid, so a deploy script stops before a server
+        that would fail every call; the server itself starts (each call fails with the message,
+        and ``aiimpl check`` says it). Offline and quick: no service is asked. Default: nothing
+        checked."""
+        return None
+
     @property
     def log(self) -> logging.Logger:
         return self.context.logger.getChild(self.id)

@@ -248,6 +248,32 @@ def parse_command(value: str) -> list[str]:
         ) from None
 
 
+def _settings_problems(setting: Callable[[str], Any]) -> tuple[list[str], set[str]]:
+    """What is wrong with the settings ``setting(name)`` reads, and the settings refused."""
+    problems: list[str] = []
+    refused: set[str] = set()
+    parsers: tuple[tuple[str, Callable[[str], object]], ...] = (
+        (config.COMMAND, parse_command),
+        (config.VOLUMES, parse_volumes),
+        (config.TIMEOUT, parse_timeout),
+        (config.PULL_TIMEOUT, parse_pull_timeout),
+    )
+    for name, parse in parsers:
+        value = setting(name)
+        if value:
+            try:
+                parse(str(value))
+            except ProviderConfigError as exc:
+                problems.append(exc.message)
+                refused.add(name)
+    # (a stop uses the default then, with a warning in the log: said before one is needed)
+    grace = str(setting(config.STOP_GRACE) or "").strip()
+    if grace and (problem := stop_grace_problem(grace)):
+        problems.append(f"{problem} (a stop uses {config.DEFAULT_STOP_GRACE_SECONDS} s meanwhile)")
+        refused.add(config.STOP_GRACE)
+    return problems, refused
+
+
 class LocalDockerBackend(RunnerBackend):
     """Runs each session in its own container on the local Docker (or Podman) engine."""
 
@@ -364,29 +390,15 @@ class LocalDockerBackend(RunnerBackend):
             f"{config.NETWORK}=host, or AIIMPL_PUBLIC_URL to an address of this host the containers reach",
         )]
 
+    @classmethod
+    def settings_problem(cls, config: Mapping[str, Any]) -> str | None:
+        problems = _settings_problems(config.get)[0]
+        return "; ".join(problems) if problems else None
+
     def _check_settings(self) -> list[CheckResult]:
-        problems: list[str] = []
-        refused: set[str] = set()
-        parsers: tuple[tuple[str, Callable[[str], object]], ...] = (
-            (config.COMMAND, parse_command),
-            (config.VOLUMES, parse_volumes),
-            (config.TIMEOUT, parse_timeout),
-            (config.PULL_TIMEOUT, parse_pull_timeout),
-        )
-        for name, parse in parsers:
-            value = self.context.setting(name)
-            if value:
-                try:
-                    parse(str(value))
-                except ProviderConfigError as exc:
-                    problems.append(exc.message)
-                    refused.add(name)
+        problems, refused = _settings_problems(self.context.setting)
         if config.PULL_TIMEOUT not in refused:
             problems.extend(self._pull_outlasting_the_window())
-        # (a stop uses the default then, with a warning in the log: said here before one is needed)
-        grace = str(self.context.setting(config.STOP_GRACE) or "").strip()
-        if grace and (problem := stop_grace_problem(grace)):
-            problems.append(f"{problem} (a stop uses {config.DEFAULT_STOP_GRACE_SECONDS} s meanwhile)")
         return [CheckResult("settings", False, "; ".join(problems))] if problems else []
 
     def _pull_outlasting_the_window(self) -> list[str]:

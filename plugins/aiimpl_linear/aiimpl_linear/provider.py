@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from aiimpl_core.errors import NotFound, ProviderError
+from aiimpl_core.errors import NotFound, ProviderConfigError, ProviderError
 from aiimpl_core.providers import ProviderContext, TicketingProvider
 from aiimpl_core.types import BlockingLink, CheckResult, Comment, Stage, TrackerIssue, TriggeredPage
 
@@ -95,6 +95,14 @@ class LinearProvider(TicketingProvider):
     )
     config_vars = CONFIG_VARS
     supports_webhooks: ClassVar[bool] = True
+
+    @classmethod
+    def settings_problem(cls, config: Mapping[str, Any]) -> str | None:
+        try:
+            LinearSettings.from_config(config)
+        except ProviderConfigError as exc:
+            return exc.message
+        return None
 
     def __init__(self, context: ProviderContext) -> None:
         super().__init__(context)
