@@ -99,7 +99,7 @@ def test_serve_refuses_a_database_without_this_version_s_schema(tmp_path: Path, 
     url = f"sqlite:///{tmp_path}/aiimpl.db"
     if revision:
         assert _cli("db", "upgrade", revision, url=url).returncode == 0
-    done = _cli("serve", "--port", str(free_port()), url=url, timeout=30)
+    done = _cli("serve", "--port", str(free_port()), url=url, timeout=90)
     assert done.returncode == 1
     (head,) = schema_heads()[0]
     expected = ("the database has no schema yet: run `aiimpl db upgrade`" if revision is None else

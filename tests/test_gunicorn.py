@@ -43,14 +43,20 @@ def _output(tmp_path) -> str:
 
 
 def _get(port: int, path: str, data: bytes | None = None) -> int:
+    """The status of one request, sent again only while nothing listens yet (a request that timed
+    out may have been answered: sent again, it would be answered twice)."""
     deadline = time.monotonic() + 60
     while True:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", data=data, timeout=5) as resp:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", data=data, timeout=60) as resp:
                 return resp.status
         except urllib.error.HTTPError as exc:
             return exc.code
-        except OSError:
+        except urllib.error.URLError as exc:
+            if not isinstance(exc.reason, ConnectionRefusedError) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+        except ConnectionRefusedError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)

@@ -75,8 +75,12 @@ def gunicorn_serving(tmp_path: Path, app_module: str, environ: dict[str, str]) -
     env.update(AIIMPL_BIND=f"127.0.0.1:{port}", AIIMPL_PUBLIC_URL=f"http://127.0.0.1:{port}",
                XDG_RUNTIME_DIR=str(tmp_path))
     log = open(tmp_path / "gunicorn.log", "w")  # noqa: SIM115
+    # connections made before a race (:func:`connected`) are kept open longer than the production
+    # configuration's 5 s: on a loaded machine they may wait longer than that for the release, and
+    # one closed as its request goes out would fail the race for nothing
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:aiimpl_core.gunicorn_conf",
-                             "served_app:app"], env=env, stdout=log, stderr=log, cwd=tmp_path)
+                             "--keep-alive", "300", "served_app:app"], env=env, stdout=log, stderr=log,
+                            cwd=tmp_path)
     log.close()
     base = f"http://127.0.0.1:{port}"
     try:
