@@ -69,7 +69,10 @@ def gunicorn_serving(tmp_path: Path, app_module: str, environ: dict[str, str]) -
     """gunicorn with the production configuration serving ``app_module``'s ``app`` (its source,
     written to ``tmp_path``), with ``environ``'s ``AIIMPL_*`` settings in place of the test's;
     yields the base URL."""
-    (tmp_path / "served_app.py").write_text(app_module)
+    # each worker process that loaded the module says so (as a line of its pid): the races need
+    # every worker taking connections, not only the first to answer (which a loaded machine may
+    # leave alone for a while)
+    (tmp_path / "served_app.py").write_text(app_module + _SAYS_LOADED)
     port = free_port()
     env = _module_environ(tmp_path, environ)
     env.update(AIIMPL_BIND=f"127.0.0.1:{port}", AIIMPL_PUBLIC_URL=f"http://127.0.0.1:{port}",
@@ -85,10 +88,25 @@ def gunicorn_serving(tmp_path: Path, app_module: str, environ: dict[str, str]) -
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(base, proc, tmp_path / "gunicorn.log")
+        loaded = tmp_path / "workers.loaded"
+        workers = int(environ.get("AIIMPL_WORKERS") or 1)
+        wait_until(lambda: loaded.exists() and len(loaded.read_text().split()) >= workers,
+                   f"every one of the {workers} workers loaded the app")
         yield base
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+#: appended to a served module: a gunicorn worker that imported it adds its pid to ``workers.loaded``
+_SAYS_LOADED = """
+
+if __name__ != "__main__":
+    import os as _os
+
+    with open(_os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "workers.loaded"), "a") as _said:
+        _said.write(f"{_os.getpid()}\\n")
+"""
 
 
 def _module_environ(tmp_path: Path, environ: dict[str, str]) -> dict[str, str]:
