@@ -33,6 +33,11 @@ def _said(message: str) -> tuple[float, str]:
     return float(found[1]), found[2]
 
 
+#: how far a figure said may be from the offset set: it carries the measurement's spread (half a
+#: round trip to the database, which a loaded machine makes long)
+SPREAD = 2
+
+
 def _clock_rows() -> list[tuple[str, str]]:
     return [(r.status, r.detail) for r in run_checks() if (r.kind, r.name) == ("database", "clock")]
 
@@ -41,8 +46,8 @@ def test_the_measured_skew_is_the_host_clocks_offset(app):
     _postgres_only()
     skew, error = clock_skew(lambda: utcnow() + timedelta(seconds=90))
     assert abs(skew - 90) <= error + 1
-    skew, _error = clock_skew(utcnow)
-    assert abs(skew) < 1
+    skew, error = clock_skew(utcnow)
+    assert abs(skew) <= error + 1
     assert not db.session().in_transaction()
 
 
@@ -61,7 +66,7 @@ def test_a_host_clock_off_the_databases_fails_the_check(app, monkeypatch, second
     [(status, detail)] = _clock_rows()
     assert status == "failed"
     figure, direction = _said(detail)
-    assert direction == words and abs(figure - 40) <= 0.5
+    assert direction == words and abs(figure - 40) <= SPREAD
     assert "NTP" in detail
 
 
@@ -80,7 +85,7 @@ def test_the_poll_loop_warns_once_before_its_first_cycle(app, monkeypatch, caplo
     warned = [r for r in caplog.records if "this host's clock is" in r.getMessage()]
     assert len(warned) == 1 and warned[0].levelname == "WARNING"
     figure, direction = _said(warned[0].getMessage())
-    assert direction == "behind" and abs(figure - 120) <= 0.5
+    assert direction == "behind" and abs(figure - 120) <= SPREAD
 
 
 def test_a_database_that_does_not_answer_the_first_time_is_measured_at_the_next_cycle(
@@ -108,4 +113,4 @@ def test_a_database_that_does_not_answer_the_first_time_is_measured_at_the_next_
     assert len(calls) == 2
     [warned] = [r.getMessage() for r in caplog.records if "this host's clock is" in r.getMessage()]
     figure, direction = _said(warned)
-    assert direction == "ahead of" and abs(figure - 60) <= 0.5
+    assert direction == "ahead of" and abs(figure - 60) <= SPREAD
