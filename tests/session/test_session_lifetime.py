@@ -55,7 +55,7 @@ def test_wall_clock_budget_stops_the_agent_and_pushes_the_work_so_far(world: Wor
     elapsed = time.monotonic() - started
 
     assert code == 1, out
-    assert elapsed < 30  # the agent (which never ends by itself) was stopped
+    assert elapsed < 60  # the agent (which never ends by itself) was stopped, not left to the 90 s timeout
     job = world.job(job_id)
     # the run exceeded its time budget: timed out, with its runner's lifetime as the reason
     assert (job.status, job.timeout_reason, job.log_label) == ("timed_out",) + ("machine_timeout",) * 2
@@ -139,7 +139,9 @@ def test_saving_the_work_leaves_the_result_time_before_the_budgets_end(world: Wo
     elapsed = time.monotonic() - started
 
     assert code == 1, out
-    assert elapsed < 45, out  # 20 s of budget, at most 10 s more to save (was up to 90 s)
+    # 20 s of budget, at most 10 s more to save (it was up to 90 s: the push held 300 s); room left
+    # for a loaded machine's slow start of the session and its git
+    assert elapsed < 80, out
     job = world.job(job_id)
     assert job.status == "timed_out"
     assert "Saving the work so far failed" in job.error

@@ -830,7 +830,12 @@ def test_a_session_rides_out_a_deploy_as_it_asks_for_its_token(
         return Response("<html>503</html>", status=503, mimetype="text/html")
 
     def token() -> Response | None:
+        # the token's first three asks are refused whatever their timing (a loaded machine may
+        # space them more than the session's waits): the fourth comes after 3 s of waits
         deploy.setdefault("started", time.monotonic())
+        deploy["asked"] = deploy.get("asked", 0) + 1
+        if deploy["asked"] <= 3:
+            return Response("<html>503</html>", status=503, mimetype="text/html")
         return deploying()
 
     for path in ("/runner/progress", "/api/status", "/runner/planning-context", "/runner/result"):
