@@ -1356,7 +1356,16 @@ def dispatch_issue(issue_key: str, *, phase: Phase | None = None, force: bool = 
     fetched_at = utcnow()
     issue = read_issue(provider_id, issue_key)
     if not issue.triggered and not force:
-        report.skipped[issue_key] = "the issue does not carry the trigger (use --force to dispatch anyway)"
+        # its trigger is taken off as its job starts: --force would only be refused as a duplicate
+        in_flight = db.session.execute(
+            select(Job.id, Job.status).where(Job.issue_key == issue_key, Job.status.in_(
+                [s.value for s in ACTIVE_STATUSES])).order_by(Job.id.desc()).limit(1)
+        ).first()
+        untriggered = "the issue does not carry the trigger"
+        report.skipped[issue_key] = (
+            f"its job {in_flight.id} is in flight ({in_flight.status}); {untriggered}"
+            if in_flight is not None else f"{untriggered} (use --force to dispatch anyway)"
+        )
     else:
         consider(issue, fetched_at=fetched_at, report=report, now=now, force=force, phase=phase)
     db.session.commit()

@@ -124,6 +124,20 @@ def test_a_dispatch_that_failed_is_said_as_a_failure(app, tracker, runner, add_m
                              f"{job.status} (the spool directory is not writable)\n")
 
 
+def test_dispatch_of_an_issue_whose_job_is_in_flight_names_the_job(app, tracker, runner, add_mapping):
+    """Its trigger was taken off as its job started: "does not carry the trigger (use --force)" sent
+    the operator to --force, which then refused it as a duplicate."""
+    add_mapping("ENG")
+    tracker.add("ENG-4")
+    assert invoke(app, "dispatch", "ENG-4").exit_code == 0
+    [job] = jobs_of("ENG-4")
+    tracker.issues["ENG-4"].labels.discard("AI-Implement")  # taken off as the job started
+    result = invoke(app, "dispatch", "ENG-4")
+    assert result.exit_code == 1
+    assert result.stderr == (f"Not dispatched: its job {job.id} is in flight ({job.status}); the issue "
+                             "does not carry the trigger\n")
+
+
 def test_dispatch_unknown_team_and_untriggered_issue(app, tracker, add_mapping):
     add_mapping("ENG")
     tracker.add("ENG-3", labels=set())
