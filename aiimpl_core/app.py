@@ -222,6 +222,7 @@ def create_app(
     elif ((warning := config_mod.secret_key_warning(str(app.config["AIIMPL_SECRET_KEY"])))
           and warning not in config_mod.SAID_BEFORE_FORK):
         log.warning("%s", warning)  # (a gunicorn worker's master said it once for all of them)
+        config_mod.SAID_BEFORE_FORK.add(warning)  # (gunicorn --preload: this is the master)
     app.config["SECRET_KEY"] = app.config["AIIMPL_SECRET_KEY"]
 
     url = app.config["AIIMPL_DATABASE_URL"] = database_url(app.config.get("AIIMPL_DATABASE_URL"),

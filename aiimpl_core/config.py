@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -116,11 +117,17 @@ def _http_url(value: str) -> str:
     return url
 
 
+#: a GitHub App's client ID (``Iv1.…``, ``Iv23li…``), which GitHub takes as its JWT's issuer as well
+_CLIENT_ID = re.compile(r"Iv[0-9A-Za-z.]{4,}")
+
+
 def _app_id(value: str) -> str:
-    """A GitHub App's id (the issuer of its JWT, which GitHub reads as a number)."""
+    """A GitHub App's id or client ID (the issuer of its JWT), as its settings page shows them.
+    Another value is refused without quoting it (a token put in the wrong variable)."""
     text = value.strip()
-    if not (text.isascii() and text.isdigit()):
-        raise ValueError(f"must be the App's numeric id (its settings page shows it), not {text[:40]!r}")
+    if not ((text.isascii() and text.isdigit()) or _CLIENT_ID.fullmatch(text)):
+        raise ValueError("must be the App's id (a number) or its client ID (Iv…), as its settings page "
+                         "shows them")
     return text
 
 
@@ -212,8 +219,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AIIMPL_GITHUB_WEBHOOK_SECRET", "Secret of the GitHub webhook (`X-Hub-Signature-256`); spaces "
             "and line breaks around it are not part of it.", None, _secret_text, sensitive=True),
     Setting("AIIMPL_GITHUB_API_URL", "GitHub REST API base URL.", "https://api.github.com", _http_url),
-    Setting("AIIMPL_GITHUB_APP_ID", "GitHub App id (App authentication): the number its settings page "
-            "shows.", None, _app_id),
+    Setting("AIIMPL_GITHUB_APP_ID", "GitHub App id (App authentication): its number, or its client ID "
+            "(`Iv…`), as its settings page shows them.", None, _app_id),
     Setting("AIIMPL_GITHUB_PRIVATE_KEY", "GitHub App private key (PEM text, or a path to a PEM file).", None,
             sensitive=True),
     Setting("AIIMPL_GITHUB_TOKEN", "Personal access token, for small installs without a GitHub App.", None,

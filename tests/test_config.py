@@ -16,6 +16,9 @@ NO_BLANKS = ("must not hold spaces or line breaks: it is sent as `Authorization:
              "which cannot carry them")
 
 
+APP_ID = "must be the App's id (a number) or its client ID (Iv…), as its settings page shows them"
+
+
 @pytest.mark.parametrize(("name", "value", "message"), [
     ("AIIMPL_POLL_INTERVAL", "abc", "must be a whole number, not 'abc'"),
     ("AIIMPL_POLL_INTERVAL", "0", "must be at least 1, not 0"),
@@ -56,8 +59,10 @@ NO_BLANKS = ("must not hold spaces or line breaks: it is sent as `Authorization:
     ("AIIMPL_GITHUB_API_URL", "api.github.com", "must be an http:// or https:// URL with a host, "
                                                 "not 'api.github.com'"),
     # the App's JWT carries it as its issuer: GitHub refuses every request with one that is no number
-    ("AIIMPL_GITHUB_APP_ID", "abc", "must be the App's numeric id (its settings page shows it), not 'abc'"),
-    ("AIIMPL_GITHUB_APP_ID", "-12", "must be the App's numeric id (its settings page shows it), not '-12'"),
+    ("AIIMPL_GITHUB_APP_ID", "abc", APP_ID),
+    ("AIIMPL_GITHUB_APP_ID", "-12", APP_ID),
+    # a token in the wrong variable: refused, and not quoted
+    ("AIIMPL_GITHUB_APP_ID", "ghp_" + "x" * 36, APP_ID),
     # sent as a bearer token: a space or line break inside could never be sent (every request refused)
     ("AIIMPL_TRIGGER_SECRET", "gap fill passphrase", NO_BLANKS),
     ("AIIMPL_METRICS_TOKEN", "scrape\ntoken", NO_BLANKS),
@@ -69,6 +74,11 @@ def test_a_value_that_is_not_valid_is_refused_with_what_is_expected(name, value,
     with pytest.raises(ConfigError) as refused:
         load({name: value})
     assert refused.value.message == f"{name}: {message}"
+
+
+@pytest.mark.parametrize("app_id", ["123456", " 123456\n", "Iv23liAbCdEf012345", "Iv1.0123456789abcdef"])
+def test_a_github_apps_id_or_client_id_is_taken(app_id):
+    assert load({"AIIMPL_GITHUB_APP_ID": app_id})["AIIMPL_GITHUB_APP_ID"] == app_id.strip()
 
 
 def test_valid_values_are_read():

@@ -647,11 +647,12 @@ def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def _settled_state(item_id: int, wait_seconds: float = 15.0) -> str | None:
+def _settled_state(item_id: int, wait_seconds: float = 5.0) -> str | None:
     """The item's state once no one is sending it (a concurrent retry of the same event may be
     posting it right now: its answer is that post's outcome, not a premature failure). Waited for
-    as long as a tracker usually takes to answer a comment, at most ``wait_seconds``; a post still
-    under way then is answered 500, and the runner's retry is told it was a duplicate."""
+    at most ``wait_seconds``, within the session's shortest wait for a report's answer (its
+    reserve's 5 s): a post still under way then is answered 500, which the session retries (and is
+    told it was a duplicate), where an answer it stopped waiting for would hold its reports back."""
     deadline = time.monotonic() + wait_seconds
     while True:
         state = db.session.scalar(select(OutboxItem.state).where(OutboxItem.id == item_id))

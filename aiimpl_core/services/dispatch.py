@@ -42,6 +42,7 @@ from ..errors import (
     AiimplError,
     ConfigError,
     DispatchError,
+    DispatchUnanswered,
     NotFound,
     PluginContractError,
     ProviderError,
@@ -146,9 +147,14 @@ class CycleReport:
             "running": self.running,
         }
 
+    @property
+    def failed_dispatches(self) -> int:
+        """The claimed issues whose dispatch the backend refused (their jobs ended ``failed``)."""
+        return sum(1 for d in self.dispatched if d.status == JobStatus.FAILED.value)
+
     def summary(self) -> str:
         listed = sum(self.listed.values())
-        failed = sum(1 for d in self.dispatched if d.status == JobStatus.FAILED.value)
+        failed = self.failed_dispatches
         parts = [
             f"{listed} triggered issue(s) read",
             f"{len(self.dispatched) - failed} dispatched",
@@ -936,7 +942,11 @@ def _launch(
         report.errors.append(f"{job.issue_key}: {exc.message}")
         # a server's cycle or a webhook's check prints no report: its log (at INFO, as gunicorn's
         # is by default) says it; `aiimpl poll` and `aiimpl dispatch` print it in their report
-        log.info("dispatch of %s (job %s) failed: %s", job.issue_key, job.id, exc.message)
+        if isinstance(exc, DispatchUnanswered):
+            log.info("dispatch of %s (job %s) got no answer: %s; its run is looked for by its name",
+                     job.issue_key, job.id, exc.message)
+        else:
+            log.info("dispatch of %s (job %s) failed: %s", job.issue_key, job.id, exc.message)
         if job.backend and poller.is_transient(exc):
             poller.record_failure("runner", job.backend, exc, now)
     except AiimplError as exc:  # pragma: no cover - launch converts backend errors already
@@ -1357,9 +1367,11 @@ def dispatch_issue(issue_key: str, *, phase: Phase | None = None, force: bool = 
     issue = read_issue(provider_id, issue_key)
     if not issue.triggered and not force:
         # its trigger is taken off as its job starts: --force would only be refused as a duplicate
+        active = [s.value for s in ACTIVE_STATUSES]
         in_flight = db.session.execute(
-            select(Job.id, Job.status).where(Job.issue_key == issue_key, Job.status.in_(
-                [s.value for s in ACTIVE_STATUSES])).order_by(Job.id.desc()).limit(1)
+            select(Job.id, Job.status)
+            .where(Job.issue_key == issue_key, Job.provider == provider_id, Job.status.in_(active))
+            .order_by(Job.id.desc()).limit(1)
         ).first()
         untriggered = "the issue does not carry the trigger"
         report.skipped[issue_key] = (

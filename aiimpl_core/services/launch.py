@@ -25,6 +25,7 @@ from ..errors import (
     DispatchUnanswered,
     PluginContractError,
     ProviderError,
+    ProviderNotConfigured,
     describe_plugin_error,
 )
 from ..extensions import db
@@ -259,16 +260,19 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
                 raise
             except Exception as exc:  # noqa: BLE001 - a plugin's error (model, backend) ends the job
                 unprepared = f"preparing the session failed: {_plugin_failure(exc, job, job.backend)}"
+                failure: BaseException = exc
                 end_job(job, Outcome(JobStatus.FAILED, reason=unprepared, log_label=LogLabel.SESSION_FAILED))
             else:
                 if prepared is None:  # no backend of that id is installed
                     unprepared = (f"no runner backend {job.backend!r} is installed" if job.backend else
                                   f"runner mode {job.runner_mode!r} selects no installed runner backend")
+                    failure = ProviderNotConfigured(unprepared)
                     end_job(job, Outcome(JobStatus.FAILED, reason=unprepared,
                                          log_label=LogLabel.SESSION_FAILED))
             # committed here: the nonce hash is stored before the session can use it
         if prepared is None:
-            raise DispatchError(unprepared, status=None)
+            # (from its cause: the dispatcher backs an outage off longer than a plugin's bug)
+            raise DispatchError(unprepared, status=None) from failure
     request = prepared.request
     name = prepared.backend_id
     backend: Any = None

@@ -338,7 +338,8 @@ def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
         if len(name.encode()) + 1 + len(value.encode("utf-8", "surrogatepass")) >= ENV_VARIABLE_MAX:
             raise ValidationError(f"extraEnv {name} is too long: a variable takes at most "
                                   f"{ENV_VARIABLE_MAX - 1:,} bytes with its name")
-    held = _secret_held(env, merged["teamKey"])
+    kept = (stored or {}).get("extraEnv") or {}
+    held = _secret_held({k: v for k, v in env.items() if kept.get(k) != v}, merged["teamKey"])
     if held is not None:
         raise ValidationError(f"extraEnv {held[0]} holds the value of {held[1]}: {EXTRA_ENV_NOT_SECRET}")
     _whole(merged.get("maxInProgressAiIssues"), 1, "maxInProgressAiIssues",
@@ -532,9 +533,11 @@ EXTRA_ENV_NOT_SECRET = (
 
 
 def _secret_held(env: dict[str, str], team_key: str) -> tuple[str, str] | None:
-    """The first ``extraEnv`` variable whose value is one of the orchestrator's secrets (a sensitive
-    setting's, a stored secret's of the team or global; as the redactor reads them, spaces around it
-    aside), with what it is, by name; ``None`` when none is."""
+    """The first of these ``extraEnv`` variables (those a save adds or changes: a secret stored
+    later with the value of one already saved does not make every later save of the mapping fail)
+    whose value is one of the orchestrator's secrets (a sensitive setting's, a stored secret's of
+    the team or global; as the redactor reads them, spaces around it aside), with what it is, by
+    name; ``None`` when none is."""
     from ..config import sensitive_names
     from ..session.redact import MIN_LENGTH
     from . import secrets as secrets_service
@@ -547,12 +550,9 @@ def _secret_held(env: dict[str, str], team_key: str) -> tuple[str, str] | None:
         value = current_app.config.get(name)
         if isinstance(value, str) and value.strip():
             known.setdefault(value.strip(), f"the setting {name}")
-    stored = secrets_service.values_for_team(team_key)  # (the global ones, and the team's over them)
-    if stored:
-        global_ = secrets_service.values_for_team(secrets_service.GLOBAL)
-        for name, value in sorted(stored.items()):
-            whose = "global" if global_.get(name) == value else "team"
-            known.setdefault(value.strip(), f"the {whose} secret {name}")
+    for scope, name, value in secrets_service.stored_values(team_key):
+        known.setdefault(value.strip(), f"the {'global' if scope == secrets_service.GLOBAL else 'team'} "
+                                        f"secret {name}")
     for value, name in sorted(given.items(), key=lambda item: item[1]):
         if value in known:
             return name, known[value]

@@ -298,9 +298,11 @@ def _claim_many(
     take the item again while this one posts it.
 
     An item taken again after its sender's lease ran out was tried: the try counts as an attempt.
-    (Not a stage change or "done" taken with others, which may have waited its turn when its sender
-    stopped: it is marked :data:`LEASE_RAN_OUT`, and :func:`deliver` takes it on its own from then
-    on, so its sender's next stop counts.) Once that makes :data:`MAX_ATTEMPTS`, the item is marked
+    (Not a stage change or "done" at its first stop, which, taken with others, may have waited its
+    turn when its sender stopped: it is marked :data:`LEASE_RAN_OUT`, and :func:`deliver` takes it
+    on its own from then on, so its sender's next stop counts. One taken on its own at its first
+    try, after a comment of its issue, is counted the same way: one stop more before it is given
+    up.) Once that makes :data:`MAX_ATTEMPTS`, the item is marked
     ``dead`` instead (in the same statement) and left out, when the try before had ended the same
     way (an item that brings its sender down would do so again, and hold its issue's later items
     back for good) or when its time is up as a failure's would be (:func:`_spent`). (Not after a

@@ -34,7 +34,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ..database import CLOCK_TOLERANCE, advisory_lock, clock_skew, failure_message, serialized, upsert
-from ..errors import ProviderError, describe_plugin_error
+from ..errors import ProviderConfigError, ProviderError, ProviderNotConfigured, describe_plugin_error
 from ..extensions import db
 from ..orm import Lease, Setting, utcnow
 
@@ -168,12 +168,22 @@ def is_transient(exc: BaseException) -> bool:
     return exc.status is None or exc.status == 429 or exc.status >= 500 or exc.retry_after is not None
 
 
+def is_outage(exc: BaseException) -> bool:
+    """Whether a failure is one a wait may see end (:func:`is_transient`: no answer, 429, 5xx, a
+    ``Retry-After``), rather than a provider's settings refused or missing, or a plugin's bug that
+    no remote's failure caused (an error raised from another is judged by that one)."""
+    if isinstance(exc, ProviderConfigError | ProviderNotConfigured) or not is_transient(exc):
+        return False
+    cause = exc.__cause__
+    return cause is None or (isinstance(cause, ProviderError) and is_outage(cause))
+
+
 def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetime | None = None) -> Backoff:
     """Remember that a connection failed; returns the new back-off.
 
     ``Retry-After`` is honoured as given, up to an hour (:data:`MAX_RETRY_AFTER`); otherwise the
-    wait doubles per failure in a row, from 30 seconds up to 15 minutes for an outage (no answer,
-    429, 5xx: :func:`is_transient`), up to 2 minutes for any other failure.
+    wait doubles per failure in a row, from 30 seconds up to 15 minutes for an outage
+    (:func:`is_outage`), up to 2 minutes for any other failure.
     """
     now = now or utcnow()
     key = backoff_key(kind, provider_id)
@@ -193,7 +203,7 @@ def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetim
             # (the connection is not tried meanwhile)
             wait = retry_after_wait(retry_after, MAX_RETRY_AFTER)
         else:
-            longest = MAX_BACKOFF if is_transient(exc) else MAX_BACKOFF_NOT_TRANSIENT
+            longest = MAX_BACKOFF if is_outage(exc) else MAX_BACKOFF_NOT_TRANSIENT
             wait = min(longest, MIN_BACKOFF * 2 ** min(failures - 1, 10))
         value: dict[str, Any] = {"until": (now + wait).isoformat(), "failures": failures, "error": message}
         if row is None:
@@ -263,7 +273,8 @@ def record_last_cycle(report: Any, holder: str) -> None:
         "startedAt": report.started_at.isoformat(),
         "finishedAt": finished.isoformat(),
         "holder": holder,
-        "dispatched": len(report.dispatched),
+        # (those the backend refused are errors of the cycle, not dispatches)
+        "dispatched": len(report.dispatched) - getattr(report, "failed_dispatches", 0),
         # a tracker whose listing failed is an error of the cycle too: its issues were not read
         "errors": len(report.errors) + len(getattr(report, "providers_failed", ())),
     }

@@ -219,8 +219,9 @@ def has_text(data: Any) -> bool:
 #: a JSON Web Token: a header and a payload that are base64url JSON objects (``eyJ``), a signature
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{16,}")
 #: a GitHub token by its documented prefix (an installation's ``ghs_``, a user's ``ghu_``, an OAuth
-#: app's ``gho_``, a refresh ``ghr_``, a classic personal ``ghp_``, a fine-grained ``github_pat_``)
-_GITHUB_TOKEN = re.compile(r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})")
+#: app's ``gho_``, a refresh ``ghr_``, a classic personal ``ghp_``, a fine-grained ``github_pat_``),
+#: wherever it starts (after an escaped line break ``\\n``, a ``%3A``, a variable's name and ``_``)
+_GITHUB_TOKEN = re.compile(r"gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}")
 #: a nonce's shape (``secrets.token_urlsafe(32)``: 43 URL-safe characters), on its own
 _NONCE = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
 

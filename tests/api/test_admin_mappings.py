@@ -689,6 +689,19 @@ def test_an_extra_env_variable_holding_a_secrets_value_is_refused(app, client, a
     assert saved.status_code in (200, 201), saved.get_json()
 
 
+def test_a_secret_stored_later_with_an_extra_env_value_leaves_the_mappings_other_saves_alone(
+    client, admin_headers
+) -> None:
+    """Only what a save adds or changes is compared: a value saved before a secret of the same
+    value was stored does not make every later save of the mapping (its cap, say) fail."""
+    assert post(client, admin_headers, merged(extraEnv={"REGION_NAME": "eu-central-1a"})).status_code == 201
+    secrets_service.set_secret("ENG", "TEAM_KEY", "eu-central-1a")
+    answer = post(client, admin_headers, {"teamKey": "ENG", "maxInProgressAiIssues": 3})
+    assert answer.status_code == 200, answer.get_json()
+    changed = post(client, admin_headers, {"teamKey": "ENG", "extraEnv": {"REGION": "eu-central-1a"}})
+    assert changed.status_code == 400, changed.get_json()
+
+
 class TestWithNoTrackerInstalled:
     """Only runner backends installed (a tracker plugin not yet added)."""
 

@@ -186,7 +186,8 @@ class TestAgainstTheFakeGitHub:
         _, nonce = cb_job()
         token = client.post(URL, json={"nonce": nonce, "owner": "acme"}).get_json()["token"]
         assert token in gh.tokens
-        said = f"git push failed: https://x-access-token:{token}@github.com/acme/api (GITHUB_TOKEN={token})"
+        said = (f"git push failed: https://x-access-token:{token}@github.com/acme/api (GITHUB_TOKEN={token}) "
+                f'{{"log": "line\\n{token}"}} x%3A{token} GITHUB_TOKEN_{token}')
         step = {"id": "push", "type": "script", "status": "failed", "started_at": "2026-11-29T05:10:00Z",
                 "detail": {"text": said}}
         resp = client.post("/api/step-report", json={"nonce": nonce, "step": step})

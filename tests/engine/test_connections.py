@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from aiimpl_core.errors import PluginContractError, ProviderError
+from aiimpl_core.errors import PluginContractError, ProviderConfigError, ProviderError
 from aiimpl_core.services import poller
 from aiimpl_core.services.dispatch import dispatch_issue, run_cycle, run_cycle_for_issues
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker, fail_with
@@ -73,8 +73,11 @@ def test_back_off_grows_with_failures_in_a_row(app, tracker, add_mapping):
     assert waits[0] < waits[1] < waits[2]
 
 
-@pytest.mark.parametrize("error", [fail_with(401, "Authentication required"), RuntimeError("a plugin bug")],
-                         ids=["refused-key", "plugin-bug"])
+@pytest.mark.parametrize("error", [
+    fail_with(401, "Authentication required"),
+    RuntimeError("a plugin bug"),
+    ProviderConfigError("AIIMPL_LINEAR_PAGE_SIZE must be a number"),  # (no status, as a timeout has none)
+], ids=["refused-key", "plugin-bug", "setting-refused"])
 def test_a_failure_that_is_no_outage_is_tried_again_within_two_minutes(app, tracker, add_mapping, error):
     """A refused key (or a setting, a plugin's bug) is no outage to wait out: the operator who
     fixes it sees it taken up within two minutes, not after the back-off of a service that is down."""
@@ -88,6 +91,24 @@ def test_a_failure_that_is_no_outage_is_tried_again_within_two_minutes(app, trac
         assert backoff is not None
         waits.append(round((backoff.until - at).total_seconds()))
     assert waits == [30, 60, 120, 120, 120, 120]
+
+
+def test_a_backend_whose_plugin_breaks_at_dispatch_is_tried_again_within_two_minutes(
+    app, tracker, runner, add_mapping
+):
+    """A backend raising what no remote's failure explains (launch passes it on as a
+    ``DispatchError`` without a status, raised from it) is no outage either."""
+    add_mapping("ENG")
+    runner.dispatch_error = RuntimeError("the plugin crashed")
+    waits = []
+    for n in range(5):
+        at = later(hours=n)
+        tracker.add(f"ENG-{n + 1}")
+        run_cycle(now=at)
+        backoff = poller.backoff_of("runner", "github-actions", at)
+        assert backoff is not None
+        waits.append(round((backoff.until - at).total_seconds()))
+    assert waits == [30, 60, 120, 120, 120]
 
 
 def test_a_failing_tracker_write_does_not_stop_the_other_tracker(app, client, tracker, jira, add_mapping):

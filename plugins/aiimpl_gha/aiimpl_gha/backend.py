@@ -395,6 +395,7 @@ class GitHubActionsBackend(RunnerBackend):
                 wanted.setdefault(key, (mapping, tpl, []))[2].append(mapping.team_key)
         results: list[CheckResult] = head
         failed: dict[tuple[str, str], str] = {}  # a repository that could not be read is not asked again
+        seen_repos: dict[tuple[str, str], str | None] = {}  # asked once per repository (see below)
         current_found = False
         for (owner, name, _, _), (mapping, tpl, teams) in wanted.items():
             label = f"{workflows.LABELS.get(tpl.template, 'workflow')} {mapping.owner}/{mapping.repo}"
@@ -412,7 +413,9 @@ class GitHubActionsBackend(RunnerBackend):
                 results.append(CheckResult(label, False, f"could not read {where}: {github_message(exc)}"))
                 continue
             fix = f"run aiimpl mappings sync-workflows {min(teams)}"
-            if current is None and (unseen := _repository_unseen(repo)) is not None:
+            if current is None and (owner, name) not in seen_repos:
+                seen_repos[(owner, name)] = _repository_unseen(repo)
+            if current is None and (unseen := seen_repos[(owner, name)]) is not None:
                 failed[(owner, name)] = f"{tpl.path} failed: {unseen}"
                 results.append(CheckResult(label, False, f"could not read {where}: {unseen}"))
                 continue
@@ -601,6 +604,6 @@ def _repository_unseen(repo: Repo) -> str | None:
         repo.list_workflow_runs(per_page=1)
     except ProviderError as exc:
         if exc.status == 404:
-            return (f"GitHub knows no repository {repo.full_name} these credentials can see (is the "
-                    "mapping's owner/repo right?)")
+            return (f"GitHub knows no repository {repo.full_name} these credentials can see, or its "
+                    "Actions are turned off (is the mapping's owner/repo right?)")
     return None

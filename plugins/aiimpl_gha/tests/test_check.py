@@ -248,13 +248,15 @@ def test_a_repository_a_token_does_not_see_is_not_said_to_lack_only_its_files(gh
     results = by_name(list(backend.check([mapping])))
     assert results["workflow acme/nosuchrepo"] == CheckResult("workflow acme/nosuchrepo", False, (
         "could not read .github/workflows/ai-implement.yml on main: GitHub knows no repository "
-        "acme/nosuchrepo these credentials can see (is the mapping's owner/repo right?)"))
+        "acme/nosuchrepo these credentials can see, or its Actions are turned off (is the mapping's "
+        "owner/repo right?)"))
     assert results["gap-fill workflow acme/nosuchrepo"].detail.startswith("could not read ")
+    assert len([r for r in gh.requests if r.path.endswith("/actions/runs")]) == 1  # once per repository
     with pytest.raises(ProviderError) as synced:
         backend.sync_workflows(mapping)
     assert synced.value.message == (
         "Not Found: GitHub answered 404 writing .github/workflows/ai-implement.yml to main of "
-        "acme/nosuchrepo (no such repository or branch, or these credentials cannot see it)")
+        "acme/nosuchrepo (no such repository or branch, or these credentials cannot see it or write to it)")
 
 
 def test_check_without_mappings_asks_nothing(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
