@@ -100,21 +100,12 @@ def _backend_caps(value: str) -> dict[str, int]:
 
 
 def _http_url(value: str) -> str:
-    from urllib.parse import urlsplit
+    from .http import http_url_problem
 
-    url = value.strip()
-    try:
-        parts = urlsplit(url)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 1) > 0
-    except ValueError:  # an unbalanced IPv6 bracket, a port that is not a number or out of range
-        ok = False
-    if not ok:
-        # (a URL may carry credentials before its host: never echoed)
-        userinfo, at, rest = url.rpartition("@")
-        scheme = userinfo.split("://", 1)[0] + "://" if "://" in userinfo else ""
-        shown = f"{scheme}***@{rest}" if at else url
-        raise ValueError(f"must be an http:// or https:// URL with a host, not {shown!r}")
-    return url
+    problem = http_url_problem(value)  # (a URL may carry credentials before its host: never echoed)
+    if problem:
+        raise ValueError(problem)
+    return value.strip()
 
 
 #: a GitHub App's client ID (``Iv1.…``, ``Iv23li…``), which GitHub takes as its JWT's issuer as well

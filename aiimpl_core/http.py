@@ -299,6 +299,24 @@ def _failed_in_tls_handshake(exc: requests.exceptions.SSLError) -> bool:
     return False
 
 
+def http_url_problem(value: str) -> str | None:
+    """What is wrong with ``value`` as the URL of a service (``must be an http:// or https:// URL
+    with a host, not '…'``, credentials before the host never quoted), or ``None``. A plugin's
+    ``settings_problem`` uses it on its URL settings, as the core does on its own."""
+    url = value.strip()
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 1) > 0
+    except ValueError:  # an unbalanced IPv6 bracket, a port that is not a number or out of range
+        ok = False
+    if ok:
+        return None
+    userinfo, at, rest = url.rpartition("@")
+    scheme = userinfo.split("://", 1)[0] + "://" if "://" in userinfo else ""
+    shown = f"{scheme}***@{rest}" if at else url
+    return f"must be an http:// or https:// URL with a host, not {shown!r}"
+
+
 def host_only_address(url: str) -> str | None:
     """The host of ``url`` when it names this machine alone (``localhost``, a loopback address such
     as ``127.0.0.1`` or ``::1``, or an unspecified one such as ``0.0.0.0``), which a runner on

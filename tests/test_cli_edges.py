@@ -188,6 +188,22 @@ def test_a_plugins_setting_that_is_not_valid_fails_config_as_a_core_one_does():
     assert r.exit_code == 0, r.output
 
 
+def test_a_plugins_url_that_is_no_url_fails_config_without_quoting_its_credentials():
+    r = CliRunner().invoke(cli, ["config"], env={
+        "AIIMPL_LINEAR_API_URL": "api.linear.app/graphql", "AIIMPL_JIRA_URL": "acme.atlassian.net",
+        "AIIMPL_FLY_API_URL": "ftp://user:s3cret@machines.example"})
+    assert r.exit_code == 1, r.output
+    url = "must be an http:// or https:// URL with a host, not"
+    assert r.stderr.splitlines() == [
+        f"Error: AIIMPL_JIRA_URL {url} 'acme.atlassian.net'",
+        f"Error: AIIMPL_LINEAR_API_URL {url} 'api.linear.app/graphql'",
+        f"Error: AIIMPL_FLY_API_URL {url} 'ftp://***@machines.example'"]
+    assert "s3cret" not in r.output
+    good = {"AIIMPL_LINEAR_API_URL": "https://api.linear.app/graphql",
+            "AIIMPL_JIRA_URL": "https://acme.atlassian.net", "AIIMPL_FLY_API_URL": "http://127.0.0.1:4280/v1"}
+    assert CliRunner().invoke(cli, ["config"], env=good).exit_code == 0
+
+
 @pytest.mark.parametrize("content", ["AIIMPL_POLL_INTERVAL=17\n".encode("utf-16"), b"\xff\xfeA=1\n"])
 def test_an_env_file_that_is_not_utf8_is_named_in_one_line(tmp_path, content):
     env_file = tmp_path / "aiimpl.env"

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiimpl_core.errors import NotFound, ProviderConfigError, ProviderError
+from aiimpl_core.http import http_url_problem
 from aiimpl_core.providers import TicketingProvider
 from aiimpl_core.types import BlockingLink, CheckResult, Comment, Stage, TrackerIssue, TriggeredPage
 
@@ -280,6 +281,13 @@ class JiraProvider(TicketingProvider):
     retry_lookback: ClassVar[int] = 50
 
     _client: JiraClient | None = None
+
+    @classmethod
+    def settings_problem(cls, config: Mapping[str, Any]) -> str | None:
+        url = str(config.get("AIIMPL_JIRA_URL") or "").strip()
+        if url and (problem := http_url_problem(url)):
+            return f"AIIMPL_JIRA_URL {problem}"
+        return None
 
     @property
     def settings(self) -> JiraSettings:

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiimpl_core.errors import NotFound, ProviderConfigError, ProviderError
+from aiimpl_core.http import http_url_problem
 from aiimpl_core.providers import ProviderContext, TicketingProvider
 from aiimpl_core.types import BlockingLink, CheckResult, Comment, Stage, TrackerIssue, TriggeredPage
 
@@ -98,6 +99,9 @@ class LinearProvider(TicketingProvider):
 
     @classmethod
     def settings_problem(cls, config: Mapping[str, Any]) -> str | None:
+        url = str(config.get("AIIMPL_LINEAR_API_URL") or "").strip()
+        if url and (problem := http_url_problem(url)):
+            return f"AIIMPL_LINEAR_API_URL {problem}"
         try:
             LinearSettings.from_config(config)
         except ProviderConfigError as exc:
