@@ -219,10 +219,8 @@ def create_app(
                     "which no other process shares (stored secrets and run tokens need the shared key)")
         app.config["AIIMPL_SECRET_KEY"] = _secrets.token_hex(32)
         app.config["AIIMPL_SECRET_KEY_MADE_UP"] = True  # stored secrets are refused
-    elif ((warning := config_mod.secret_key_warning(str(app.config["AIIMPL_SECRET_KEY"])))
-          and warning not in config_mod.SAID_BEFORE_FORK):
-        log.warning("%s", warning)  # (a gunicorn worker's master said it once for all of them)
-        config_mod.SAID_BEFORE_FORK.add(warning)  # (gunicorn --preload: this is the master)
+    elif warning := config_mod.secret_key_warning(str(app.config["AIIMPL_SECRET_KEY"])):
+        log.warning("%s", warning)  # (not in a gunicorn worker: its master said it for all of them)
     app.config["SECRET_KEY"] = app.config["AIIMPL_SECRET_KEY"]
 
     url = app.config["AIIMPL_DATABASE_URL"] = database_url(app.config.get("AIIMPL_DATABASE_URL"),

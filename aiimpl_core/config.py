@@ -275,17 +275,24 @@ MIN_ACCESS_CODE_LENGTH = 16
 #: lets a short key be guessed offline, and with it every job's tokens and admin sessions forged.
 MIN_SECRET_KEY_LENGTH = 32
 
-#: what a gunicorn master said before forking its workers: they inherit this, and do not say it again
+#: the start-up warnings this process said: a gunicorn master's workers inherit it, and do not
+#: say them again (see :func:`secret_key_warning`)
 SAID_BEFORE_FORK: set[str] = set()
 
 
 def secret_key_warning(key: str) -> str | None:
-    """What a process says as it starts about an ``AIIMPL_SECRET_KEY`` that is too short; ``None``
-    for one of at least :data:`MIN_SECRET_KEY_LENGTH` characters."""
+    """What a process says as it starts about an ``AIIMPL_SECRET_KEY`` that is too short, once: the
+    warning the first time it is asked for in a process and the workers forked from it (a gunicorn
+    master's, said before its workers start, or the app a ``--preload`` master built), else ``None``;
+    ``None`` too for a key of at least :data:`MIN_SECRET_KEY_LENGTH` characters."""
     if len(key) >= MIN_SECRET_KEY_LENGTH:
         return None
-    return (f"AIIMPL_SECRET_KEY has {len(key)} characters: use at least {MIN_SECRET_KEY_LENGTH} random "
-            "ones (e.g. the output of `openssl rand -hex 32`)")
+    warning = (f"AIIMPL_SECRET_KEY has {len(key)} characters: use at least {MIN_SECRET_KEY_LENGTH} random "
+               "ones (e.g. the output of `openssl rand -hex 32`)")
+    if warning in SAID_BEFORE_FORK:
+        return None
+    SAID_BEFORE_FORK.add(warning)
+    return warning
 
 
 def access_code_warning(code: str | None) -> str | None:

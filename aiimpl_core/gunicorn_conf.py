@@ -166,10 +166,8 @@ def on_starting(server) -> None:  # noqa: ANN001
         server.log.error("Error: AIIMPL_SECRET_KEY is not set: every worker, poller and host must share "
                          "one key (make one with `python -c 'import secrets; print(secrets.token_hex(32))'`)")
         sys.exit(1)
-    warning = _config.secret_key_warning(settings["AIIMPL_SECRET_KEY"])
-    if warning and warning not in _config.SAID_BEFORE_FORK:  # (said by the app --preload loaded)
+    if warning := _config.secret_key_warning(settings["AIIMPL_SECRET_KEY"]):  # (once: see its doc)
         server.log.warning(warning)
-        _config.SAID_BEFORE_FORK.add(warning)  # the workers inherit it: not said again by each
     if warning := _config.access_code_warning(settings["AIIMPL_ADMIN_ACCESS_CODE"]):
         server.log.warning(warning)
     if warning := _worker_class_warning(server.cfg.worker_class):

@@ -301,8 +301,8 @@ def _failed_in_tls_handshake(exc: requests.exceptions.SSLError) -> bool:
 
 def http_url_problem(value: str) -> str | None:
     """What is wrong with ``value`` as the URL of a service (``must be an http:// or https:// URL
-    with a host, not '…'``, credentials before the host never quoted), or ``None``. A plugin's
-    ``settings_problem`` uses it on its URL settings, as the core does on its own."""
+    with a host, not '…'``, credentials before the host never quoted), or ``None``; the core's
+    settings and, through :func:`url_setting_problem`, the plugins' are checked with it."""
     url = value.strip()
     try:
         parts = urlsplit(url)
@@ -315,6 +315,15 @@ def http_url_problem(value: str) -> str | None:
     scheme = userinfo.split("://", 1)[0] + "://" if "://" in userinfo else ""
     shown = f"{scheme}***@{rest}" if at else url
     return f"must be an http:// or https:// URL with a host, not {shown!r}"
+
+
+def url_setting_problem(config: Mapping[str, Any], name: str) -> str | None:
+    """A plugin's ``settings_problem`` for its URL setting ``name`` in ``config``: ``<name> must be
+    an http:// or https:// URL …`` (:func:`http_url_problem`), or ``None`` when it is one, or unset
+    or blank (its default applies)."""
+    url = str(config.get(name) or "").strip()
+    problem = http_url_problem(url) if url else None
+    return f"{name} {problem}" if problem else None
 
 
 def host_only_address(url: str) -> str | None:

@@ -153,9 +153,12 @@ def test_the_session_program_does_not_read_the_orchestrators_settings():
 
 
 @pytest.mark.parametrize(("key", "warned"), [("short-key-of-21-chars", True), ("k" * 32, False)])
-def test_a_short_secret_key_is_warned_about(tmp_path, caplog, key, warned):
+def test_a_short_secret_key_is_warned_about(tmp_path, caplog, monkeypatch, key, warned):
+    from aiimpl_core import config
     from aiimpl_core.app import create_app
 
+    # (said once a process: an app this process built earlier, in another test, may have said it)
+    monkeypatch.setattr(config, "SAID_BEFORE_FORK", set())
     with caplog.at_level(logging.WARNING, logger="aiimpl"):
         create_app({"AIIMPL_DATABASE_URL": f"sqlite:///{tmp_path}/k.db", "AIIMPL_SECRET_KEY": key},
                    load_entrypoints=False, environ={})

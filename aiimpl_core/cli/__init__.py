@@ -69,8 +69,6 @@ def say(message: str) -> None:
     if logs.from_environ("INFO")[1] != "json":
         click.echo(message, err=True)
         return
-    import logging
-
     record = logging.LogRecord("aiimpl_core.cli", logging.INFO, __file__, 0, "%s", (message,), None)
     click.echo(logs.json_formatter().format(record), err=True)
 
@@ -592,8 +590,6 @@ def _migration_errors_said_plainly() -> None:
     around it are)."""
     if logs.from_environ("WARNING")[1] == "json":
         return
-    import logging
-
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     migrate_log = logging.getLogger("flask_migrate")

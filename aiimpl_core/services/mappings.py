@@ -538,18 +538,16 @@ def _secret_held(env: dict[str, str], team_key: str) -> tuple[str, str] | None:
     whose value is one of the orchestrator's secrets (a sensitive setting's, a stored secret's of
     the team or global; as the redactor reads them, spaces around it aside), with what it is, by
     name; ``None`` when none is."""
-    from ..config import sensitive_names
     from ..session.redact import MIN_LENGTH
+    from . import redaction
     from . import secrets as secrets_service
 
     given = {value.strip(): name for name, value in env.items() if len(value.strip()) >= MIN_LENGTH}
     if not given:
         return None
     known: dict[str, str] = {}
-    for name in sorted(sensitive_names(_facade().config_vars())):
-        value = current_app.config.get(name)
-        if isinstance(value, str) and value.strip():
-            known.setdefault(value.strip(), f"the setting {name}")
+    for name, value in redaction.sensitive_settings().items():
+        known.setdefault(value.strip(), f"the setting {name}")
     for scope, name, value in secrets_service.stored_values(team_key):
         known.setdefault(value.strip(), f"the {'global' if scope == secrets_service.GLOBAL else 'team'} "
                                         f"secret {name}")

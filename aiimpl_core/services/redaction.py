@@ -138,11 +138,16 @@ def known_secret_values(team_key: str, mapping_id: int | None) -> list[str]:
         view = mapping.view()
         env = model.session_env(view)
         values += [env[name] for name in model.secret_env_names(view) if env.get(name)]
-    for name in sensitive_names(facade.config_vars()):
-        value = current_app.config.get(name)
-        if isinstance(value, str) and value:
-            values.append(value)
+    values += sensitive_settings().values()
     return values
+
+
+def sensitive_settings() -> dict[str, str]:
+    """The orchestrator's own sensitive settings that are set (the core's and every installed
+    plugin's: tracker keys, backend tokens…), by name, in the order of their names."""
+    facade = current_app.extensions["aiimpl"]
+    return {name: value for name in sorted(sensitive_names(facade.config_vars()))
+            if isinstance(value := current_app.config.get(name), str) and value}
 
 
 _CONFIG_EXTENSION = "aiimpl.config-redactor"
@@ -151,11 +156,7 @@ _CONFIG_EXTENSION = "aiimpl.config-redactor"
 def config_redactor() -> Redactor:
     """A redactor of the orchestrator's own sensitive settings (the core's and every plugin's:
     tracker keys, backend tokens…), for remote text shown to operators (kept per app and values)."""
-    facade = current_app.extensions["aiimpl"]
-    values = tuple(sorted(
-        value for name in sensitive_names(facade.config_vars())
-        if isinstance(value := current_app.config.get(name), str) and value
-    ))
+    values = tuple(sorted(sensitive_settings().values()))
     kept = current_app.extensions.get(_CONFIG_EXTENSION)
     if kept is None or kept[0] != values:
         kept = current_app.extensions[_CONFIG_EXTENSION] = (values, Redactor(values))

@@ -118,21 +118,14 @@ def delete_secret(scope: str, name: str) -> None:
 
 def values_for_team(team_key: str) -> dict[str, str]:
     """Global secrets overlaid with the team's own (team values win)."""
-    out: dict[str, str] = {}
-    f = _fernet()
-    for scope in (GLOBAL, team_key):
-        for row in db.session.scalars(select(Secret).where(Secret.scope == scope)):
-            try:
-                out[row.name] = f.decrypt(row.value_encrypted.encode()).decode()
-                logs.mask(out[row.name])
-            except InvalidToken:  # the secret key changed: the value is unreadable, not exposed
-                _unreadable(row)
-    return out
+    # (the global scope, "", sorts before every team's: the team's own come last and win)
+    return {name: value for _scope, name, value in stored_values(team_key)}
 
 
 def stored_values(team_key: str) -> list[tuple[str, str, str]]:
-    """The global secrets and the team's own, as (scope, name, value), read in one statement;
-    those the current key cannot decrypt are left out (and logged, as :func:`values_for_team` does)."""
+    """The global secrets, then the team's own, as (scope, name, value), read in one statement;
+    those the current key cannot decrypt are left out, and logged (the key was changed: the value
+    is unreadable, not exposed)."""
     f = _fernet()
     out = []
     rows = db.session.scalars(select(Secret).where(Secret.scope.in_({GLOBAL, team_key}))

@@ -55,7 +55,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, NoReturn
 
 from aiimpl_core.errors import DispatchError, DispatchUnanswered, ProviderError
-from aiimpl_core.http import host_only_address, http_url_problem
+from aiimpl_core.http import host_only_address, url_setting_problem
 from aiimpl_core.providers import RunnerBackend
 from aiimpl_core.types import (
     CheckResult,
@@ -140,10 +140,7 @@ class FlyMachinesBackend(RunnerBackend):
 
     @classmethod
     def settings_problem(cls, settings: Mapping[str, Any]) -> str | None:
-        url = str(settings.get(config.API_URL) or "").strip()
-        if url and (problem := http_url_problem(url)):
-            return f"{config.API_URL} {problem}"
-        return None
+        return url_setting_problem(settings, config.API_URL)
 
     def is_configured(self) -> bool:
         return bool(self.context.setting(config.API_TOKEN)) and bool(self.context.setting(config.APP))

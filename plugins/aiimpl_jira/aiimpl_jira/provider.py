@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiimpl_core.errors import NotFound, ProviderConfigError, ProviderError
-from aiimpl_core.http import http_url_problem
+from aiimpl_core.http import url_setting_problem
 from aiimpl_core.providers import TicketingProvider
 from aiimpl_core.types import BlockingLink, CheckResult, Comment, Stage, TrackerIssue, TriggeredPage
 
@@ -284,10 +284,7 @@ class JiraProvider(TicketingProvider):
 
     @classmethod
     def settings_problem(cls, config: Mapping[str, Any]) -> str | None:
-        url = str(config.get("AIIMPL_JIRA_URL") or "").strip()
-        if url and (problem := http_url_problem(url)):
-            return f"AIIMPL_JIRA_URL {problem}"
-        return None
+        return url_setting_problem(config, "AIIMPL_JIRA_URL")
 
     @property
     def settings(self) -> JiraSettings:

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiimpl_core.errors import NotFound, ProviderConfigError, ProviderError
-from aiimpl_core.http import http_url_problem
+from aiimpl_core.http import url_setting_problem
 from aiimpl_core.providers import ProviderContext, TicketingProvider
 from aiimpl_core.types import BlockingLink, CheckResult, Comment, Stage, TrackerIssue, TriggeredPage
 
@@ -99,9 +99,8 @@ class LinearProvider(TicketingProvider):
 
     @classmethod
     def settings_problem(cls, config: Mapping[str, Any]) -> str | None:
-        url = str(config.get("AIIMPL_LINEAR_API_URL") or "").strip()
-        if url and (problem := http_url_problem(url)):
-            return f"AIIMPL_LINEAR_API_URL {problem}"
+        if problem := url_setting_problem(config, "AIIMPL_LINEAR_API_URL"):
+            return problem
         try:
             LinearSettings.from_config(config)
         except ProviderConfigError as exc:
