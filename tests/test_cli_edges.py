@@ -67,8 +67,6 @@ def test_syncing_a_team_key_no_mapping_can_have_is_not_found(run):
     (("secrets", "delete", "A/B"), "Secret not found"),
     (("sessions", "destroy", ""), "Session not found"),
     (("sessions", "destroy", "m/1"), "Session not found"),
-    (("outbox", "retry", ""), "outbox item not found"),
-    (("outbox", "retry", "1/2"), "outbox item not found"),
 ])
 def test_an_id_no_path_can_carry_is_not_found(run, args, message):
     r = run(*args)

@@ -76,8 +76,19 @@ def test_retry_requeues_a_dead_item_which_then_goes_out(run, tracker):
 
     r = run("outbox", "retry", str(item_id), "--json")
     assert r.exit_code == 1 and "only a dead item can be retried" in r.output
-    r = run("outbox", "retry", "12345")
-    assert r.exit_code == 1 and "outbox item not found" in r.output
+    for unknown in ("12345", "0", "99999999999999999999"):
+        r = run("outbox", "retry", "--", unknown)
+        assert (r.exit_code, r.output) == (1, "Error: outbox item not found\n")
+    r = run("outbox", "retry", "--", "-3")
+    assert (r.exit_code, r.output) == (1, "Error: outbox item not found\n")
+
+
+@pytest.mark.parametrize("item_id", ["abc", "", "1/2", "1.5"])
+def test_an_item_id_that_is_no_number_is_a_usage_error(run, item_id):
+    """As ``jobs show``: the command line's error (exit 2), the API never asked."""
+    r = run("outbox", "retry", item_id)
+    assert r.exit_code == 2
+    assert f"Invalid value for 'ITEM_ID': {item_id!r} is not a valid integer." in r.output
 
 
 def test_retry_json_prints_the_item(run):

@@ -126,7 +126,6 @@ def test_from_json_takes_what_mappings_show_printed(run):
 
 @pytest.mark.parametrize("args", [
     ("mappings", "show", "EN\udcffG"),
-    ("outbox", "retry", "\udcff"),
     ("outbox", "list", "--issue", "\udcff"),
     ("jobs", "list", "--issue", "ENG-\udcff"),
     ("secrets", "delete", "N\udcffAME"),

@@ -70,11 +70,10 @@ def _as_list(body: Any, *keys: str) -> list[dict[str, Any]]:
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")
 
-#: the API's answers for a team, secret, session or outbox item it does not know
+#: the API's answers for a team, secret or session it does not know
 TEAM_NOT_FOUND = "Team not found"
 SECRET_NOT_FOUND = "Secret not found"
 SESSION_NOT_FOUND = "Session not found"
-OUTBOX_ITEM_NOT_FOUND = "outbox item not found"
 #: the API's 503 for secrets and sessions while no runner backend keeps them, and what it means
 NO_SESSION_BACKEND = "Fly sessions config not set"
 NO_SESSION_BACKEND_HINT = ("no configured runner backend keeps secrets and sessions, as Fly Machines "
@@ -721,11 +720,12 @@ def outbox_list(state: str, issue: str | None, limit: int | None, as_json: bool)
 
 
 @outbox.command("retry")
-@click.argument("item_id")
+@click.argument("item_id", type=int)
 @json_option
 @with_appcontext
-def outbox_retry(item_id: str, as_json: bool) -> None:
-    """Re-queue a dead outbox item: the next delivery (poll cycle) sends it."""
-    body = ApiCall()("POST", f"/api/outbox/{_segment(item_id, OUTBOX_ITEM_NOT_FOUND)}/retry")
+def outbox_retry(item_id: int, as_json: bool) -> None:
+    """Re-queue a dead outbox item (ITEM_ID, the number outbox list shows): the next delivery (poll
+    cycle) sends it."""
+    body = ApiCall()("POST", f"/api/outbox/{item_id}/retry")
     echo_json(body) if as_json else click.echo(
         f"Outbox item {item_id} re-queued; the next poll cycle sends it.")
