@@ -183,3 +183,36 @@ def test_the_author_guide_lists_every_field_and_value_of_the_backends_types():
     for enum in (types.Phase, types.RunPhase, types.TimeoutReason, types.LogLabel):
         missing = [member.value for member in enum if member.value not in named]
         assert not missing, f"{enum.__name__}: {missing}"
+
+
+def _python_blocks(name: str) -> list[tuple[int, str]]:
+    """The guide's ```python blocks, each with the line it starts on."""
+    with open(os.path.join(DOCS, name), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    blocks, start = [], None
+    for number, line in enumerate(lines, 1):
+        if start is None and line == "```python":
+            start = number
+        elif start is not None and line == "```":
+            blocks.append((start, "\n".join(lines[start:number - 1]) + "\n"))
+            start = None
+    return blocks
+
+
+def test_the_author_guides_whole_modules_use_only_names_they_import():
+    """A block that starts with its imports is a module an author copies: a name it uses and never
+    imports (``@pytest.fixture`` without ``import pytest``) fails at collection. Blocks that start
+    otherwise are excerpts of a module shown elsewhere."""
+    import subprocess
+    import sys
+
+    modules = [(start, code) for start, code in _python_blocks("plugin-author-guide.md")
+               if code.startswith(("import ", "from "))]
+    assert len(modules) >= 4, modules  # the plugin, the contract test, the two orchestrator tests
+    for start, code in modules:
+        done = subprocess.run(
+            [sys.executable, "-m", "ruff", "check", "--no-cache", "--isolated", "--select", "F821",
+             "--output-format", "concise", "--stdin-filename", f"guide_line_{start}.py", "-"],
+            input=code, capture_output=True, text=True, timeout=60,
+        )
+        assert done.returncode == 0, f"plugin-author-guide.md, the block at line {start}:\n{done.stdout}"
