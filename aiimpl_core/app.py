@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 from flask import Blueprint, Flask, Request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from . import config as config_mod
 from . import (
@@ -18,7 +18,7 @@ from . import (
     logs,
 )
 from .database import MIGRATIONS_DIR
-from .errors import ConfigError
+from .errors import ConfigError, UnreadableBody
 from .extensions import db, migrate
 from .http import HttpClient
 from .plugins import Plugins
@@ -71,16 +71,35 @@ def _engine_options(url: str) -> dict[str, Any]:
 MIN_SQLITE = (3, 35, 0)
 
 
+def _unreadable_body_errors() -> tuple[type[Exception], ...]:
+    """What reading a body raises when it cannot be read: a broken connection (werkzeug's
+    ``ClientDisconnected``, or the ``OSError`` of a stream it does not wrap) and, under gunicorn, a
+    chunked body that breaks its framing (an invalid chunk size, a missing terminator: gunicorn's
+    ``ParseException``, raised from ``wsgi.input``)."""
+    try:
+        from gunicorn.http.errors import ParseException
+    except ImportError:  # gunicorn is the server extra's
+        return (ClientDisconnected, OSError)
+    return (ClientDisconnected, OSError, ParseException)
+
+
+_UNREADABLE_BODY = _unreadable_body_errors()
+
+
 class _Request(Request):
     """Flask's request, whose body sent without a ``Content-Length`` (chunked) is refused when it
     reaches the size limit, as one announced larger is: werkzeug stops reading it at the limit
     and gives the first part as if it were the whole (a signature then checked on a cut body, or a
-    JSON object that happens to end there taken)."""
+    JSON object that happens to end there taken). A body the server cannot read is
+    :class:`UnreadableBody`, not the error of an unexpected exception."""
 
     def get_data(  # type: ignore[override]
         self, cache: bool = True, as_text: bool = False, parse_form_data: bool = False
     ) -> bytes | str:
-        raw = super().get_data(cache=cache, as_text=False, parse_form_data=parse_form_data)
+        try:
+            raw = super().get_data(cache=cache, as_text=False, parse_form_data=parse_form_data)
+        except _UNREADABLE_BODY as exc:
+            raise UnreadableBody() from exc
         limit = self.max_content_length
         if self.content_length is None and limit is not None and len(raw) >= limit:
             raise RequestEntityTooLarge()

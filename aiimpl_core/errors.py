@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from werkzeug.exceptions import BadRequest
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -137,3 +139,10 @@ def describe_plugin_error(
     if log_foreign is not None:
         log_foreign(exc)
     return foreign.format(cls=type(exc).__name__)
+
+
+class UnreadableBody(BadRequest):
+    """A request body the server could not read: answered as one over the size limit is (each
+    endpoint's answer to a body it cannot take, :func:`aiimpl_core.api._install_error_handlers`)."""
+
+    description = "the request's body could not be read"

@@ -8,7 +8,7 @@ from werkzeug.exceptions import HTTPException
 from .. import logs
 from ..auth import admin, bearer_refused, needs_admin_session
 from ..database import failure_reason
-from ..errors import AiimplError
+from ..errors import AiimplError, UnreadableBody
 from ..schemas.common import UNAUTHORIZED, ApiError
 
 #: Blueprint modules, each exposing ``bp``: grouped as the reference groups the endpoints.
@@ -110,11 +110,13 @@ def _install_admin_guard(app: Flask) -> None:
 def _install_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):  # noqa: ANN202
-        if exc.code == 413 and request.path.startswith(("/runner/", "/trigger/")):
+        # a body over the size cap, or one the server could not read (a chunked body whose framing
+        # broke), is answered as its endpoint answers one it cannot parse
+        untaken = exc.code == 413 or isinstance(exc, UnreadableBody)
+        if untaken and request.path.startswith(("/runner/", "/trigger/")):
             return jsonify(error="invalid_body"), 400
-        if exc.code == 413:
-            # a body over the size cap is answered as its endpoint answers one it cannot parse: the
-            # tracker webhooks' tables say "Invalid JSON payload" (their views read the body unguarded)
+        if untaken:
+            # the tracker webhooks' tables say "Invalid JSON payload" (their views read the body unguarded)
             tracker_webhooks = {"/api/linear/webhook", "/api/jira/webhook"}
             if request.path in tracker_webhooks:
                 return jsonify(error="Invalid JSON payload"), 400

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,8 @@ from . import bearer_refused
 from .tokens import CLOCK_SKEW_SECONDS
 
 SALT = "aiimpl-admin-session"
+#: a session's id as :func:`issue_session` makes it (32 hex digits), or as close
+_SESSION_ID = re.compile(r"[0-9A-Za-z_-]{1,32}")
 
 
 def _serializer() -> URLSafeTimedSerializer:
@@ -68,9 +71,14 @@ def _session(token: str | None) -> dict[str, Any] | None:
     if not isinstance(data, dict) or data.get("admin") is not True:
         return None
     code, sid, exp = data.get("code"), data.get("sid"), data.get("exp")
-    if not isinstance(code, str) or not isinstance(sid, str) or not 0 < len(sid) <= 32:
+    # (a session id as issued, hex: one a database column cannot hold, a NUL, never reaches a query)
+    if not isinstance(code, str) or not isinstance(sid, str) or not _SESSION_ID.fullmatch(sid):
         return None
     if not isinstance(exp, int) or isinstance(exp, bool) or exp <= time.time():
+        return None
+    try:  # (an expiry a datetime cannot hold could not be kept with its sign-out)
+        datetime.fromtimestamp(exp, UTC)
+    except (OverflowError, OSError, ValueError):
         return None
     return data if hmac.compare_digest(code, _code_fingerprint()) else None
 

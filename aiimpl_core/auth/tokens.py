@@ -107,11 +107,18 @@ def _verified(secret: str, token: str, audience: str) -> RunClaims:
     jti = claims["jti"]
     if not isinstance(phase, str) or not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_CHARS:
         raise TokenError("malformed")
+    # PyJWT calls int() on a NumericDate, text included; every token issued holds numbers
+    if not all(_numeric_date(claims[name]) for name in ("exp", "iat")):
+        raise TokenError("malformed")
     try:
         expires_at = datetime.fromtimestamp(claims["exp"], UTC)
     except (OverflowError, OSError, ValueError):  # beyond the years a datetime can hold
         raise TokenError("malformed") from None
     return RunClaims(job_id, phase, audience, jti, expires_at)
+
+
+def _numeric_date(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _job_id(sub: object) -> int:

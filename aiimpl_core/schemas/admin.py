@@ -98,9 +98,19 @@ LIST_MAX = 500
 LIMIT_RULE = ("limit", f"limit must be an integer between 1 and {LIST_MAX}")
 
 
+class QueryInteger(fields.Integer):
+    """A query parameter's integer: ASCII digits alone (``int()`` would also take " 5", "+5", "1_0"
+    or other scripts' digits)."""
+
+    def _validated(self, value: Any) -> int:
+        if not (isinstance(value, str) and value.isascii() and value.isdigit()):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
 def _limit(order: str) -> fields.Integer:
     """The ``limit`` query parameter of a list answered in ``order``."""
-    return fields.Integer(
+    return QueryInteger(
         validate=validate.Range(min=1, max=LIST_MAX),
         load_default=LIST_DEFAULT,
         metadata={"description": f"at most this many, {order} (1-{LIST_MAX}, default {LIST_DEFAULT})"},

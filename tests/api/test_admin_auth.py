@@ -440,7 +440,13 @@ def test_a_token_without_a_session_id_or_expiry_is_refused(app, client) -> None:
         {"admin": True, "code": fingerprint, "sid": "a" * 33, "exp": future},
         {"admin": True, "code": fingerprint, "sid": "a" * 32, "exp": True},
         {"admin": True, "code": fingerprint, "sid": "a" * 32, "exp": future - 7200},
+        # (signed, so never sent by anyone without the key; refused all the same, never a 500)
+        {"admin": True, "code": fingerprint, "sid": "a\x00" * 16, "exp": future},
+        {"admin": True, "code": fingerprint, "sid": "a/b", "exp": future},
+        {"admin": True, "code": fingerprint, "sid": "a" * 32, "exp": 10**20},
     ):
+        resp = client.delete("/api/auth", headers={"Authorization": f"Bearer {signer.dumps(payload)}"})
+        assert resp.status_code == 401, payload
         resp = client.get("/api/jobs", headers={"Authorization": f"Bearer {signer.dumps(payload)}"})
         assert resp.status_code == 401, payload
     good = {"admin": True, "code": fingerprint, "sid": "a" * 32, "exp": future}

@@ -167,6 +167,8 @@ def test_jobs_list_filters_and_detail(client, admin_headers) -> None:
         ("limit=0", "limit must be an integer between 1 and 500"),
         ("limit=abc", "limit must be an integer between 1 and 500"),
         ("limit=501", "limit must be an integer between 1 and 500"),
+        ("limit=1_0", "limit must be an integer between 1 and 500"),
+        ("limit=%2B5", "limit must be an integer between 1 and 500"),
     ],
 )
 def test_jobs_list_rejects_bad_filters(client, admin_headers, query, message) -> None:
@@ -257,7 +259,9 @@ def test_live_issues_are_cut_to_the_limit_the_tracker_updated_last_first(
 
 
 @pytest.mark.parametrize("path", ["/api/issues", "/api/issues?refresh=1&", "/api/blockers"])
-@pytest.mark.parametrize("limit", ["0", "-1", "abc", "", "501", "1.5", "99999999999999999999"])
+@pytest.mark.parametrize("limit", ["0", "-1", "abc", "", "501", "1.5", "99999999999999999999",
+                                   # int() takes these: a space, a sign, an underscore, Arabic-Indic 3
+                                   "%205", "%2B5", "1_0", "%D9%A3"])
 def test_issue_lists_refuse_a_bad_limit(client, admin_headers, adm_tracker, path, limit) -> None:
     sep = "" if path.endswith("&") else "?"
     resp = client.get(f"{path}{sep}limit={limit}", headers=admin_headers)

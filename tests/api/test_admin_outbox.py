@@ -99,6 +99,8 @@ def test_filters_by_state_issue_and_limit(client, admin_headers) -> None:
         ("limit=501", "limit must be an integer between 1 and 500"),
         ("limit=ten", "limit must be an integer between 1 and 500"),
         ("limit=-1", "limit must be an integer between 1 and 500"),
+        ("limit=%205", "limit must be an integer between 1 and 500"),
+        ("limit=%D9%A3", "limit must be an integer between 1 and 500"),
     ],
 )
 def test_bad_filters_answer_400_naming_the_parameter(client, admin_headers, query, message) -> None:

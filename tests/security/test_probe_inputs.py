@@ -341,6 +341,46 @@ def _chunked(client: Any, url: str, body: bytes, **headers: str) -> Any:
                        environ_overrides={"wsgi.input_terminated": True})
 
 
+class _BrokenChunks:
+    """gunicorn's ``wsgi.input`` for a chunked body whose framing breaks after its first bytes."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error, self.sent = error, False
+
+    def read(self, size: int = -1) -> bytes:
+        if self.sent:
+            raise self.error
+        self.sent = True
+        return b'{"'
+
+    readline = read
+
+
+def _broken_errors() -> list[Exception]:
+    from gunicorn.http.errors import ChunkMissingTerminator, InvalidChunkSize, NoMoreData
+
+    return [InvalidChunkSize(b"zz"), ChunkMissingTerminator(b"xx"), NoMoreData(b""), ConnectionResetError()]
+
+
+@pytest.mark.parametrize("error", _broken_errors(), ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("url", ["/api/auth", "/api/status", "/api/step-report", "/api/token",
+                                 "/api/github/webhook", "/api/linear/webhook", "/api/jira/webhook",
+                                 "/runner/result", "/runner/progress", "/api/mappings"])
+def test_a_body_the_server_cannot_read_is_answered_as_one_that_is_no_json(full_app, url, error):
+    """A chunked body whose framing breaks (gunicorn raises from ``wsgi.input``: an invalid chunk
+    size, a missing terminator, the connection ended) is answered as one over the size limit (the
+    endpoint's answer to a body it cannot take), never with the 500 of an unexpected error."""
+    from aiimpl_core.api.webhook import MAX_DELIVERY_BYTES
+
+    client = full_app.test_client()
+    limit = MAX_DELIVERY_BYTES if url == "/api/github/webhook" else full_app.config["MAX_CONTENT_LENGTH"]
+    expected = client.post(url, data=b"{" * (limit + 1), content_type="application/json")
+    resp = client.post(url, headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+                       environ_overrides={"wsgi.input": _BrokenChunks(error), "wsgi.input_terminated": True})
+    assert (resp.status_code, resp.get_json()) == (expected.status_code, expected.get_json())
+    assert resp.status_code != 500 or url == "/api/token", resp.get_json()
+
+
 @pytest.mark.parametrize("url", ["/api/linear/webhook", "/api/jira/webhook"])
 def test_an_oversized_chunked_tracker_webhook_is_invalid_json_payload(full_app, url):
     body = b'{"x": "' + b"a" * (3 * 1024 * 1024) + b'"}'

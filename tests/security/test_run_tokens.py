@@ -194,6 +194,14 @@ def _forgeries(job_id: int) -> dict[str, tuple[str, set[str]]]:
             {"malformed"},
         ),
         "sub not a number": (jwt.encode({**claims, "sub": "job-1"}, KEY, algorithm="HS256"), {"malformed"}),
+        # PyJWT takes a NumericDate given as text (it calls int() on it); no token issued holds one
+        "exp as text": (
+            jwt.encode({**claims, "exp": str(claims["exp"])}, KEY, algorithm="HS256"), {"malformed"},
+        ),
+        "iat as text": (
+            jwt.encode({**claims, "iat": str(claims["iat"])}, KEY, algorithm="HS256"), {"malformed"},
+        ),
+        "exp true": (jwt.encode({**claims, "exp": True}, KEY, algorithm="HS256"), {"malformed", "expired"}),
         "two segments": (f"{head}.{body}", {"malformed"}),
         "admin session token": ("eyJhZG1pbiI6dHJ1ZX0.ZZZZZZ.ZZZZZZZZZZZZZZZZZZZZZZZZZZZ", {"malformed"}),
         "kid header pointing elsewhere": (
