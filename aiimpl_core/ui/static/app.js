@@ -219,6 +219,23 @@ function fillRows(table, rowsHtml, cols, empty) {
   tbody.dataset.filled = "1";
 }
 
+/* An action on a row refreshes its list, which may replace the row (Pause became Resume) or remove
+   it (a secret deleted): a button taken out of the page takes the keyboard focus with it, to the
+   page's start. The focus goes back to the same row's button (the first of `acts` it has), else to
+   the row now in its place (`index`, the row's place before) or the one before it, else to
+   `fallback`. A focus that went elsewhere meanwhile (a click, Tab) is left where it is. */
+function refocusRow(table, matches, acts, index, fallback = null) {
+  const active = document.activeElement;
+  if (active && active !== document.body && active.isConnected) return;
+  const rows = [...document.querySelectorAll(`${table} tbody tr`)];
+  const button = (tr) => tr && (acts.map((a) => tr.querySelector(`button[data-act="${a}"]`)).find(Boolean)
+    || tr.querySelector("button"));
+  const target = button(rows.find(matches)) || button(rows[index]) || button(rows[index - 1]) || fallback;
+  if (target) target.focus();
+}
+
+function rowIndex(tr) { return [...tr.parentElement.children].indexOf(tr); }
+
 function statusBadge(status, extra) {
   return `<span class="status s-${esc(status)}">${esc(status)}${extra ? ` (${esc(extra)})` : ""}</span>`;
 }
@@ -243,21 +260,27 @@ function keepDrafts() {
       if (!el.name || el.type === "password") continue;
       values[el.name] = el.type === "checkbox" ? el.checked : el.value;
     }
-    sessionStorage.setItem(draftKey(form), JSON.stringify(values));
+    // (a mapping's form editing one: its team key read-only, which the restored form keeps)
+    const draft = {values, readOnly: [...form.elements].filter((el) => el.name && el.readOnly).map((el) => el.name)};
+    sessionStorage.setItem(draftKey(form), JSON.stringify(draft));
   });
 }
 
+/* Puts a kept draft back into `form`; answers it ({values, readOnly}: the fields that were
+   read-only), or null when there was none. */
 function restoreDraft(form) {
   const raw = sessionStorage.getItem(draftKey(form));
-  if (raw === null) return;
+  if (raw === null) return null;
   sessionStorage.removeItem(draftKey(form));
-  let values;
-  try { values = JSON.parse(raw); } catch (_) { return; }
+  let draft;
+  try { draft = JSON.parse(raw); } catch (_) { return null; }
+  const values = (draft && draft.values) || {};
   for (const el of form.elements) {
     if (!el.name || el.type === "password" || !(el.name in values)) continue;
     if (el.type === "checkbox") el.checked = !!values[el.name]; else el.value = values[el.name];
   }
   flash("Signed in again: the form holds what you had typed. Check it and save it again.");
+  return {values, readOnly: Array.isArray(draft.readOnly) ? draft.readOnly : []};
 }
 
 /* ---- sign in ---------------------------------------------------------------------------- */
@@ -287,7 +310,14 @@ const MAPPING_FIELDS = ["teamKey", "owner", "repo", "defaultBranch", "provider",
   "sessionMode", "machineCpus", "machineMemoryMb", "branchPrefix", "maxInProgressAiIssues", "planningWorkflowFile",
   "planningEnabled", "extraEnv", "ticketing"];
 
-function fieldOfMessage(message) {
+function fieldOfMessage(message, form = null) {
+  // "teamKey, owner, and repo are required": the first of them left empty, not the first named
+  const several = /^([A-Za-z]+(?:, [A-Za-z]+)*,? and [A-Za-z]+) are required$/.exec(message || "");
+  if (several && form) {
+    const names = several[1].split(/,? and |, /);
+    const empty = names.find((n) => { const el = form.querySelector(`[name="${n}"]`); return el && !el.value.trim(); });
+    if (empty) return empty;
+  }
   const m = /^([A-Za-z]+)/.exec(message || "");
   if (!m) return null;
   if (message.startsWith("provider 'bedrock' is not supported")) return "executionMode";
@@ -336,6 +366,7 @@ function readMappingForm(form) {
    mapping beside it); Clear leaves the edit and creates a new one. */
 function editing(form, team) {
   const key = form.querySelector("[name=teamKey]");
+  form.dataset.editing = team || "";
   key.readOnly = !!team;
   const note = document.getElementById("mapping-editing");
   note.hidden = !team;
@@ -389,8 +420,13 @@ function initProjects() {
     // disabled loses the keyboard focus)
     if (btn.dataset.busy) return;
     btn.dataset.busy = "1";
+    const act = btn.dataset.act;
+    const index = rowIndex(btn.closest("tr"));
+    // after the list is read again: the focus back on this row's button (Pause became Resume)
+    const refocus = () => refocusRow("#mappings-table", (tr) => tr.dataset.team === team,
+      [{pause: "resume", resume: "pause"}[act] || act, act], index, form.querySelector("[name=teamKey]"));
     try {
-      switch (btn.dataset.act) {
+      switch (act) {
         case "edit": fillMappingForm(form, mappings.find((m) => m.teamKey === team)); return;
         case "pause": await api("PATCH", path, {paused: true}); flash(`${team} paused`); break;
         case "resume": await api("PATCH", path, {paused: false}); flash(`${team} resumed`); break;
@@ -406,6 +442,7 @@ function initProjects() {
             await load().catch(() => {});
             const stored = mappings.find((m) => m.teamKey === team);
             if (stored) btn.parentElement.querySelector("input").value = stored.maxInProgressAiIssues ?? "";
+            refocus();
             return;
           }
           flash(cap === null ? `Cap of ${team} removed` : `Cap of ${team} set to ${raw}`);
@@ -423,10 +460,26 @@ function initProjects() {
         }
         case "delete":
           if (!confirm(`Delete the mapping of ${team}?`)) return;
-          await api("DELETE", path); flash(`${team} deleted`); break;
+          await api("DELETE", path); flash(`${team} deleted`);
+          if (form.dataset.editing === team) form.reset();  // (a save would create it again)
+          break;
       }
       await load();
-    } catch (e) { flash(e.message, "error"); } finally { delete btn.dataset.busy; }
+      refocus();
+    } catch (e) {
+      if (e.status !== 404) { flash(e.message, "error"); return; }
+      // deleted meanwhile (another admin, another tab): said so, and the list read again
+      flash(`The mapping of ${team} no longer exists: it was deleted meanwhile.`, "error");
+      if (form.dataset.editing === team) form.reset();
+      await load().catch(() => {});
+      refocus();
+    } finally { delete btn.dataset.busy; }
+  });
+  // Enter in a row's cap box sets the cap, as its button does
+  document.querySelector("#mappings-table").addEventListener("keydown", (ev) => {
+    if (ev.key !== "Enter" || !ev.target.classList.contains("cap")) return;
+    ev.preventDefault();
+    ev.target.parentElement.querySelector("button[data-act=cap]").click();
   });
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -437,16 +490,32 @@ function initProjects() {
     let body;
     try { body = readMappingForm(form); } catch (e) { showFieldError(form, e.field, e.message); return; }
     try {
+      if (form.dataset.editing) {
+        // saving an edit updates the mapping; one deleted meanwhile would be created again, with
+        // none of its secrets: said instead, and a second Save creates it
+        const team = form.dataset.editing;
+        try { await api("GET", `/api/mappings/${encodeURIComponent(team)}`); } catch (e) {
+          if (e.status !== 404) throw e;
+          editing(form, null);
+          general.textContent = `The mapping of ${team} was deleted meanwhile (its team secrets with it): `
+            + "Save again to create it anew.";
+          await load().catch(() => {});
+          return;
+        }
+      }
       await api("POST", "/api/mappings", body);
       flash(`Mapping ${body.teamKey} saved`);
       form.reset();
       await load();
     } catch (e) {
-      if (!showFieldError(form, fieldOfMessage(e.message), e.message)) general.textContent = e.message;
+      if (!showFieldError(form, fieldOfMessage(e.message, form), e.message)) general.textContent = e.message;
     }
   });
   form.addEventListener("reset", () => editing(form, null));
-  restoreDraft(form);
+  // a value the browser refuses (a pattern) is said by the browser: the last action's words go
+  form.addEventListener("invalid", clearFlash, true);
+  const draft = restoreDraft(form);
+  if (draft && draft.readOnly.includes("teamKey") && draft.values.teamKey) editing(form, draft.values.teamKey);
   load().catch((e) => { fillRows("#mappings-table", [], 8, e.message); flash(e.message, "error"); });
 }
 
@@ -538,9 +607,13 @@ function initJobs() {
       return;
     }
     if (btn.dataset.act !== "cancel" || !confirm(`Cancel job ${id}? It ends failed and its run is stopped.`)) return;
-    btn.disabled = true;
+    // (a flag, not `disabled`: a button disabled loses the keyboard focus)
+    if (btn.dataset.busy) return;
+    btn.dataset.busy = "1";
+    const index = rowIndex(btn.closest("tr"));
     try { await api("POST", `/api/jobs/${encodeURIComponent(id)}/cancel`); flash(`Job ${id} cancelled`); await load(); }
-    catch (e) { btn.disabled = false; flash(e.message, "error"); }
+    catch (e) { flash(e.message, "error"); } finally { delete btn.dataset.busy; }
+    refocusRow("#jobs-table", (tr) => tr.dataset.job === id, ["cancel", "steps"], index);
   });
 }
 
@@ -591,12 +664,16 @@ function initOutbox() {
     const btn = ev.target.closest("button[data-act=retry]");
     if (!btn) return;
     const id = btn.closest("tr").dataset.id;
-    btn.disabled = true;
+    if (btn.dataset.busy) return;
+    btn.dataset.busy = "1";
+    const index = rowIndex(btn.closest("tr"));
     try {
       await api("POST", `/api/outbox/${encodeURIComponent(id)}/retry`);
       flash(`Outbox item ${id} re-queued: the next poll cycle sends it`);
       await load();
-    } catch (e) { btn.disabled = false; flash(e.message, "error"); }
+    } catch (e) { flash(e.message, "error"); } finally { delete btn.dataset.busy; }
+    // (the item re-queued leaves the list of dead ones: the focus goes to the next one's Retry)
+    refocusRow("#outbox-table", (tr) => tr.dataset.id === id, ["retry"], index);
   });
 }
 
@@ -606,7 +683,10 @@ function initChecks() {
   const btn = document.getElementById("checks-run");
   const summary = document.getElementById("checks-summary");
   btn.addEventListener("click", async () => {
-    btn.disabled = true;
+    // (a flag, not `disabled`: a button disabled loses the keyboard focus)
+    if (btn.dataset.busy) return;
+    btn.dataset.busy = "1";
+    btn.setAttribute("aria-busy", "true");
     summary.textContent = "Checking…";
     try {
       const body = await api("GET", "/api/checks");
@@ -616,7 +696,8 @@ function initChecks() {
         <td>${esc(c.detail)}</td></tr>`), 4, "Nothing to check.");
       summary.textContent = body.summary;
     } catch (e) { summary.textContent = ""; flash(e.message, "error"); }
-    btn.disabled = false;
+    delete btn.dataset.busy;
+    btn.removeAttribute("aria-busy");
   });
 }
 
@@ -664,13 +745,16 @@ function initSecrets() {
       scope.appendChild(opt);
     }
   }).catch((e) => flash(`Could not list the teams (only global secrets can be chosen): ${e.message}`, "error"));
-  const reload = () => load().catch((e) => flash(e.message, "error"));
+  // (a store that is not set up is said beside the form and in the list already)
+  const reload = () => load().catch((e) => { if (e.status !== 503) flash(e.message, "error"); });
   scope.addEventListener("change", () => {
     // the rows shown are the last scope's: none is offered for Delete until the new scope's come
     delete tbody.dataset.scope;
     fillRows("#secrets-table", [], 3, "Loading…");
     reload();
   });
+  // a name the browser refuses (its pattern) is said by the browser: the last action's words go
+  document.getElementById("secret-form").addEventListener("invalid", clearFlash, true);
   document.getElementById("secret-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const form = ev.target;
@@ -690,8 +774,16 @@ function initSecrets() {
     if (!btn || team === undefined) return;
     const name = btn.closest("tr").dataset.name;
     if (!confirm(`Delete secret ${name} (${scopeName(team)})?`)) return;
+    const index = rowIndex(btn.closest("tr"));
     try { await api("DELETE", `${pathOf(team)}/${encodeURIComponent(name)}`); flash(`Secret ${name} deleted`); await load(); }
-    catch (e) { flash(e.message, "error"); }
+    catch (e) {
+      // deleted meanwhile: said so, and the list read again
+      const gone = e.status === 404 && e.message === "Secret not found";
+      flash(gone ? `Secret ${name} no longer exists: it was deleted meanwhile.` : e.message, "error");
+      if (e.status === 404) await load().catch(() => {});
+    }
+    refocusRow("#secrets-table", (tr) => tr.dataset.name === name, ["delete"], index,
+      document.querySelector("#secret-form [name=name]"));
   });
   reload();
 }

@@ -1,0 +1,190 @@
+"""Row actions in the panels: the keyboard focus after them, a row another admin removed meanwhile,
+a mapping being edited that is deleted, and which field a form's error names."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from aiimpl_core.extensions import db
+from aiimpl_core.services import mappings, secrets
+from aiimpl_core.testing.fakes import add_mapping
+from aiimpl_core.testing.pytest_plugin import TEST_ADMIN_CODE
+
+from .test_browser import sign_in
+from .test_outbox_panel import add_item
+
+pytestmark = pytest.mark.browser
+
+
+def _focused(page) -> str:  # noqa: ANN001
+    """The focused element's accessible name (aria-label, else its text), or its tag."""
+    return page.evaluate(
+        "() => { const el = document.activeElement; return el === document.body || !el ? 'BODY'"
+        " : el.getAttribute('aria-label') || el.textContent.trim() || el.tagName; }")
+
+
+def _accept_dialogs(page) -> None:  # noqa: ANN001
+    page.on("dialog", lambda dialog: dialog.accept())
+
+
+def test_pause_and_set_cap_keep_the_keyboard_focus_on_the_row(page, app):
+    """The refreshed row replaced the one whose button was pressed: the focus fell to the page's
+    start, and Tab went on from there."""
+    add_mapping("ENG")
+    add_mapping("OPS")
+    sign_in(page)
+    row = page.locator('#mappings-table tr[data-team="ENG"]')
+    row.get_by_role("button", name="Pause mapping ENG").focus()
+    page.keyboard.press("Enter")
+    row.get_by_role("button", name="Resume mapping ENG").wait_for()
+    page.wait_for_function("document.activeElement !== document.body")
+    assert _focused(page) == "Resume mapping ENG"
+
+    # Enter in the cap box sets the cap, as its button does; the focus stays on the row
+    row.get_by_label("Cap for ENG").fill("3")
+    row.get_by_label("Cap for ENG").press("Enter")
+    page.get_by_text("Cap of ENG set to 3").wait_for()
+    page.wait_for_function("document.activeElement !== document.body")
+    assert mappings.get("ENG")["maxInProgressAiIssues"] == 3
+    assert _focused(page) == "Set cap of ENG"
+
+
+def test_deleting_the_mapping_being_edited_leaves_the_edit(page, app):
+    """The form still said it edited ENG, its key read-only: Save created ENG again, without the
+    team secrets deleted with it."""
+    _accept_dialogs(page)
+    add_mapping("ENG")
+    add_mapping("OPS")
+    sign_in(page)
+    row = page.locator('#mappings-table tr[data-team="ENG"]')
+    row.get_by_role("button", name="Edit mapping ENG").click()
+    page.get_by_text("Editing the mapping of ENG").wait_for()
+    row.get_by_role("button", name="Delete mapping ENG").click()
+    page.locator("#flash.ok").get_by_text("ENG deleted").wait_for()
+    assert page.locator("#mapping-editing").is_hidden()
+    assert page.get_by_label("Team key").input_value() == ""
+    assert page.get_by_label("Team key").get_attribute("readonly") is None
+    # the focus goes to the same button of the row now in its place
+    page.wait_for_function("document.activeElement !== document.body")
+    assert _focused(page) == "Delete mapping OPS"
+
+
+def test_an_edit_of_a_mapping_deleted_meanwhile_is_not_saved_as_a_new_one(page, app):
+    add_mapping("ENG")
+    sign_in(page)
+    page.locator('#mappings-table tr[data-team="ENG"]').get_by_role("button", name="Edit mapping ENG").click()
+    page.get_by_text("Editing the mapping of ENG").wait_for()
+    mappings.delete_mapping("ENG")  # another admin
+    page.get_by_label("Default branch").fill("trunk")
+    page.get_by_role("button", name="Save mapping").click()
+    page.get_by_text("The mapping of ENG was deleted meanwhile (its team secrets with it): "
+                     "Save again to create it anew.").wait_for()
+    assert [m["teamKey"] for m in mappings.list_mappings()] == []
+    assert page.get_by_label("Team key").get_attribute("readonly") is None
+    assert page.get_by_label("Default branch").input_value() == "trunk"  # what was typed stays
+    page.get_by_role("button", name="Save mapping").click()
+    page.get_by_text("Mapping ENG saved").wait_for()
+    db.session.rollback()  # (the read above began a snapshot of its own)
+    assert mappings.get("ENG")["defaultBranch"] == "trunk"
+
+
+def test_an_action_on_a_mapping_deleted_meanwhile_says_so_and_drops_the_row(page, app):
+    """Delete said "HTTP 404" and Pause "Team not found", the row left in the list."""
+    _accept_dialogs(page)
+    add_mapping("ENG")
+    add_mapping("OPS")
+    sign_in(page)
+    for team, button in (("ENG", "Delete mapping ENG"), ("OPS", "Pause mapping OPS")):
+        row = page.locator(f'#mappings-table tr[data-team="{team}"]')
+        row.wait_for()
+        mappings.delete_mapping(team)
+        row.get_by_role("button", name=button).click()
+        page.locator("#flash.error").get_by_text(
+            f"The mapping of {team} no longer exists: it was deleted meanwhile.").wait_for()
+        row.wait_for(state="detached")
+
+
+def test_the_error_of_several_required_fields_names_the_one_left_empty(page, app):
+    sign_in(page)
+    page.get_by_label("Team key").fill("ENG")
+    page.get_by_label("Repository").fill("api")
+    page.get_by_label("Default branch").fill("main")
+    page.get_by_role("button", name="Save mapping").click()
+    error = page.locator('.field-error[data-for="owner"]')
+    error.get_by_text("teamKey, owner, and repo are required").wait_for()
+    assert page.get_by_label("GitHub owner").get_attribute("aria-invalid") == "true"
+    assert page.get_by_label("Team key").get_attribute("aria-invalid") is None
+    assert _focused(page) != "BODY" and page.evaluate("document.activeElement.name") == "owner"
+
+
+def test_an_edit_kept_across_a_sign_in_is_still_an_edit(page, app):
+    """The restored form had its team key editable again: a changed key saved a second mapping."""
+    add_mapping("ENG")
+    sign_in(page)
+    page.locator('#mappings-table tr[data-team="ENG"]').get_by_role("button", name="Edit mapping ENG").click()
+    page.get_by_label("Default branch").fill("trunk")
+    page.evaluate("sessionStorage.setItem('aiimpl.token', 'a session that has ended')")
+    page.get_by_role("button", name="Save mapping").click()
+    page.wait_for_url(re.compile(r"/ui/signin"))
+    page.get_by_label("Access code").fill(TEST_ADMIN_CODE)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/ui/projects"))
+    page.get_by_text("Signed in again: the form holds what you had typed.").wait_for()
+    assert page.get_by_label("Team key").get_attribute("readonly") is not None
+    assert page.locator("#mapping-editing").is_visible()
+    page.get_by_role("button", name="Save mapping").click()
+    page.get_by_text("Mapping ENG saved").wait_for()
+    assert mappings.get("ENG")["defaultBranch"] == "trunk"
+
+
+def test_a_secret_deleted_meanwhile_says_so_and_the_focus_stays_in_the_list(page, app):
+    _accept_dialogs(page)
+    for name in ("A_TOKEN", "B_TOKEN", "C_TOKEN"):
+        secrets.set_secret(secrets.GLOBAL, name, "value-" + name)
+    sign_in(page)
+    page.get_by_role("link", name="Secrets").click()
+    table = page.locator("#secrets-table")
+    table.locator('tr[data-name="C_TOKEN"]').wait_for()
+    table.get_by_role("button", name="Delete secret A_TOKEN").click()
+    page.get_by_text("Secret A_TOKEN deleted").wait_for()
+    page.wait_for_function("document.activeElement !== document.body")
+    assert _focused(page) == "Delete secret B_TOKEN"
+
+    secrets.delete_secret(secrets.GLOBAL, "B_TOKEN")  # another admin
+    page.keyboard.press("Enter")
+    said = "Secret B_TOKEN no longer exists: it was deleted meanwhile."
+    page.locator("#flash.error").get_by_text(said).wait_for()
+    table.locator('tr[data-name="B_TOKEN"]').wait_for(state="detached")
+    page.wait_for_function("document.activeElement !== document.body")
+    assert _focused(page) == "Delete secret C_TOKEN"
+
+
+def test_a_name_the_browser_refuses_takes_away_the_last_success(page, app):
+    sign_in(page)
+    page.get_by_role("link", name="Secrets").click()
+    page.get_by_label("Name").fill("NPM_TOKEN")
+    page.get_by_label("Value").fill("s3cr3t-value")
+    page.get_by_role("button", name="Set secret").click()
+    page.locator("#flash.ok").get_by_text("Secret NPM_TOKEN set").wait_for()
+    page.get_by_label("Name").fill("bad-name")
+    page.get_by_label("Value").fill("another")
+    page.get_by_role("button", name="Set secret").click()
+    page.wait_for_function("document.getElementById('flash').textContent === ''")
+
+
+def test_retry_moves_the_focus_to_the_next_items_retry(page, app):
+    first, second = add_item(1), add_item(2)
+    sign_in(page)
+    page.get_by_role("link", name="Outbox").click()
+    rows = page.locator("#outbox-table tbody tr")
+    page.locator(f'#outbox-table tr[data-id="{first}"]').wait_for()
+    index = [rows.nth(n).get_attribute("data-id") for n in range(rows.count())]
+    top, other = index[0], index[1]
+    page.get_by_role("button", name=f"Retry item {top}").focus()
+    page.keyboard.press("Enter")
+    page.get_by_text(f"Outbox item {top} re-queued").wait_for()
+    page.locator(f'#outbox-table tr[data-id="{top}"]').wait_for(state="detached")
+    page.wait_for_function("document.activeElement !== document.body")
+    assert _focused(page) == f"Retry item {other}"
+    assert {first, second} == {int(top), int(other)}
