@@ -42,9 +42,12 @@ def merged_pull_request(payload: dict[str, Any]) -> merge.MergedPullRequest | No
     full_name = repository.get("full_name")
     if isinstance(number, bool) or not isinstance(number, int) or not 0 < number < 2**31:
         return None
+    # (blank is missing; the URL, linked from the comment, one of the web's)
     for value in (url, branch, sha, full_name):
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or not value.strip():
             return None
+    if not url.startswith(("https://", "http://")):
+        return None
     # a merge commit's SHA-1 (or SHA-256) in hex: anything else names no commit (and would not fit
     # the job's merge_sha column)
     if not COMMIT_SHA_RE.fullmatch(sha):

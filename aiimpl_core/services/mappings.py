@@ -398,7 +398,9 @@ def _validate_ticketing(ticketing: Any, merged: dict[str, Any]) -> dict[str, Any
     given = ticketing.get("provider")
     if given not in trackers:
         # (a stored mapping whose tracker plugin was removed or disabled says so on any update)
-        named = f" ('{given}' is not installed, or is disabled)" if isinstance(given, str) and given else ""
+        # (cut short: a value the size of the body is not sent back whole)
+        shown = given if not isinstance(given, str) or len(given) <= 64 else given[:64] + "…"
+        named = f" ('{shown}' is not installed, or is disabled)" if isinstance(given, str) and given else ""
         raise ValidationError(f"ticketing.provider must be {one_of(trackers)}{named}")
     merged = {**merged, "ticketing": ticketing}
     _provider_check("ticketing", ticketing["provider"], merged)

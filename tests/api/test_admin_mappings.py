@@ -194,6 +194,13 @@ POST_ROWS: list[tuple[str, Any, str]] = [
         "ticketing.provider must be 'fake-tracker' or 'strict-tracker' ('trello' is not installed, or is "
         "disabled)",
     ),
+    (
+        # (a value the size of the body is not sent back whole in the message)
+        "ticketing provider unknown and long",
+        merged(ticketing={"provider": "t" * 300_000}),
+        "ticketing.provider must be 'fake-tracker' or 'strict-tracker' ('" + "t" * 64 + "…' is not "
+        "installed, or is disabled)",
+    ),
     ("ticketing not an object", merged(ticketing="linear"), "ticketing must be a plain object"),
     (
         "ticketing missing with two trackers",

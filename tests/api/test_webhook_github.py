@@ -110,6 +110,16 @@ def _drop(path):
     return mutate
 
 
+def _set(path, value):
+    def mutate(payload):
+        node = payload
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return mutate
+
+
 def _null(path):
     def mutate(payload):
         node = payload
@@ -130,8 +140,12 @@ def _null(path):
         _drop(("repository",)),
         _drop(("repository", "full_name")),
         _drop(("pull_request", "number")),
+        _set(("pull_request", "html_url"), "   "),
+        _set(("pull_request", "html_url"), "not a URL"),
+        _set(("pull_request", "head", "ref"), " "),
     ],
-    ids=["url", "merge-sha", "branch", "head", "repository", "repository-name", "number"],
+    ids=["url", "merge-sha", "branch", "head", "repository", "repository-name", "number", "url-blank",
+         "url-not-a-url", "branch-blank"],
 )
 def test_webhook_table_400_missing_required_pr_fields(client, cb_job, merged_payload, mutate):
     hello_world_job(cb_job)
