@@ -64,6 +64,10 @@ def test_list_refuses_bad_filters_as_a_command_line_refused(run):
         r = run("outbox", "list", "--limit", limit)
         assert r.exit_code == 2
         assert f"Invalid value for '--limit': {limit} is not in the range 1<=x<=500" in r.output
+    for issue in ("", " "):  # (a script's unset variable, as jobs list --issue says it)
+        r = run("outbox", "list", "--issue", issue)
+        assert r.exit_code == 2
+        assert "Invalid value for '--issue': must not be empty" in r.output
 
 
 def test_retry_requeues_a_dead_item_which_then_goes_out(run, tracker):

@@ -129,12 +129,32 @@ def test_from_json_takes_what_mappings_show_printed(run):
     ("outbox", "list", "--issue", "\udcff"),
     ("jobs", "list", "--issue", "ENG-\udcff"),
     ("secrets", "delete", "N\udcffAME"),
+    # in a request's body (JSON escapes them; the API refused the whole body, exit 1)
+    ("mappings", "update", "ENG", "--owner", "\udcff"),
+    ("mappings", "update", "ENG", "--env", "A=\udcff"),
+    ("mappings", "create", "\udcff", "--owner", "a", "--repo", "b", "--default-branch", "main"),
+    ("runner-mode", "set", "\udcff"),
 ])
 def test_an_argument_that_is_no_utf8_is_said_in_one_line(run, args):
+    if args[:2] == ("mappings", "update"):
+        _create(run)
     r = run(*args)
     assert r.exit_code == 2, r.output
     bad = next(arg for arg in args if "\udcff" in arg)
     assert r.output == f"Error: {bad!r} is not UTF-8 text\n".encode("utf-8", "backslashreplace").decode()
+
+
+def test_a_closed_standard_input_is_no_secret_value(run, monkeypatch):
+    """``aiimpl secrets set NAME <&-`` (Python then has no ``sys.stdin``) ended in a traceback."""
+    from types import SimpleNamespace
+
+    from aiimpl_core.cli import manage
+
+    monkeypatch.setattr(manage, "sys", SimpleNamespace(stdin=None))
+    r = run("secrets", "set", "NPM_TOKEN")
+    assert (r.exit_code, r.output) == (
+        1, "Error: standard input is closed: the value is read from it, or asked for on a terminal\n")
+    assert json.loads(run("secrets", "list", "--json").output) == []
 
 
 def test_a_secret_value_that_is_no_utf8_is_refused_unsaid(run):

@@ -46,6 +46,7 @@ def test_all_syncs_what_uses_workflow_files_and_skips_the_rest(run, gha):
         "OPS: ok",
     ]
     assert gha.synced == ["ENG", "OPS"]
+    assert r.stderr == ""  # (no terminal: no progress bar, nor its label alone)
 
 
 def test_all_as_json(run):

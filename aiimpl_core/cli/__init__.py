@@ -62,6 +62,13 @@ def aligned(lines: list[tuple[str, ...]], *, right: tuple[int, ...] = ()) -> lis
             for line in lines]
 
 
+def not_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A filter given empty (a script's unset variable) is refused, not read as no filter."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("must not be empty")
+    return value
+
+
 def say(message: str) -> None:
     """A long-running command's line about itself (started, a signal, stopped) on standard error:
     with ``AIIMPL_LOG_FORMAT=json`` as a log record of its own (one JSON object), as the lines of
@@ -180,12 +187,20 @@ class AiimplGroup(FlaskGroup):
             # as before a command starts, and as the demo's: a script tells an interrupt from a failure
             click.echo("Aborted.", err=True)
             raise Exit(130) from None
+        except click.Abort as exc:
+            # click's prompts turn Ctrl-C into Abort (exit 1, as a "no" to a confirmation): 130 too
+            if not isinstance(exc.__context__, KeyboardInterrupt):
+                raise
+            click.echo("\nAborted.", err=True)
+            raise Exit(130) from None
         except UnicodeEncodeError as exc:
             # an argument with bytes that are no UTF-8 (Python keeps them as lone surrogates), which
-            # no request, path or query can carry
-            given = next((arg for arg in ctx.meta.get(_ARGS, ()) if not_utf8(arg)), None)
-            if given is None or "surrogates" not in str(exc.reason):
+            # no request, path, query or body can carry
+            if "surrogates" not in str(exc.reason):
                 raise
+            given = next((arg for arg in ctx.meta.get(_ARGS, ()) if not_utf8(arg)), None)
+            if given is None:  # (read from standard input or a file: not quoted, it may be a secret)
+                raise click.UsageError("a value given is not UTF-8 text") from None
             raise click.UsageError(f"{given!r} is not UTF-8 text") from None
 
     def _invoke(self, ctx: click.Context) -> Any:
@@ -450,7 +465,9 @@ def config_cmd(markdown: bool) -> None:
             shown = "(set)" if sensitive else value
         else:
             # unset: what applies instead (a default that is a list or a flag is said as such)
-            shown = "-" if default in (None, "", [], False) else f"- (default {default})"
+            # (0 is a default as any number is: 0 == False in Python)
+            unsaid = default is None or default is False or default in ("", [])
+            shown = "-" if unsaid else f"- (default {default})"
         click.echo(f"{name:<40} {shown}")
     # the whole table is shown, then the exit status says whether the configuration is valid (for
     # a deployment's check): main() has said a setting that is not; a database URL the app cannot
@@ -546,6 +563,27 @@ def main() -> None:
     except KeyboardInterrupt:  # Ctrl-C before a command started: nothing to stop yet
         click.echo("Aborted.", err=True)
         sys.exit(130)
+    except OSError as exc:
+        # output that cannot be written (a full disk under `> out.json`): one line, not a traceback
+        # (click itself ends quietly on a closed pipe, `| head`)
+        if not _in_echo(exc):
+            raise
+        with contextlib.suppress(OSError, ValueError):  # (the exit's own flush would fail again)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(f"Error: the output could not be written: {exc.strerror or exc}\n")
+        sys.exit(1)
+
+
+def _in_echo(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised writing a command's output (by ``click.echo``)."""
+    import click.utils
+
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code if tb is not None else None
+    return code is not None and code.co_name == "echo" and code.co_filename == click.utils.__file__
 
 
 def _group_args(argv: list[str]) -> tuple[str | None, str | None]:

@@ -44,7 +44,7 @@ def demo(workdir: str, port: int, exit_when_done: bool, timeout: float) -> None:
     sessions and servers it started; before the job ended, it then exits with status 130 (Ctrl-C),
     143 (SIGTERM) or 129 (SIGHUP).
     """
-    from ..demo.stopping import STOP_SIGNALS, Interrupted, StopSignals
+    from ..demo.stopping import STOP_SIGNALS, GaveUp, Interrupted, StopSignals
 
     # the sandbox repository, and the session's clone and push, are made with git
     if shutil.which("git") is None:
@@ -55,6 +55,8 @@ def demo(workdir: str, port: int, exit_when_done: bool, timeout: float) -> None:
 
             status = run_demo(workdir, port, exit_when_done=exit_when_done, timeout=timeout,
                               echo=lambda line: click.echo(line), signals=signals)
+    except GaveUp as exc:  # (on standard error, as the other ways the demo ends before its job)
+        raise click.ClickException(str(exc)) from None
     except Interrupted as exc:  # before the job ended: what the demo started is stopped by now
         for sig in STOP_SIGNALS:  # (all that is left is to say so and exit)
             signal.signal(sig, signal.SIG_IGN)

@@ -21,7 +21,7 @@ from ..errors import AiimplError
 from ..extensions import db
 from ..orm import Job, iso_z
 from ..types import ACTIVE_STATUSES, JobStatus, Phase
-from . import aligned, cli, echo_json, masked, say, stop_without_this_schema
+from . import aligned, cli, echo_json, masked, not_empty, say, stop_without_this_schema
 
 
 def job_dict(job: Job, *, details: bool = False) -> dict[str, Any]:
@@ -92,13 +92,6 @@ def _require_shared_key() -> None:
             "AIIMPL_SECRET_KEY is not set: the server could not check the run tokens this process "
             "signs; set the key the server has"
         )
-
-
-def _not_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """A filter given empty (a script's unset variable) is refused, not read as no filter."""
-    if value is not None and not value.strip():
-        raise click.BadParameter("must not be empty")
-    return value
 
 
 def _a_number(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -259,7 +252,7 @@ def prune_cmd(days: int | None, as_json: bool) -> None:
 
 
 @cli.command("dispatch")
-@click.argument("issue_key", callback=_not_empty)
+@click.argument("issue_key", callback=not_empty)
 @click.option(
     "--phase",
     type=click.Choice([Phase.PLANNING.value, Phase.IMPLEMENTATION.value]),
@@ -326,8 +319,8 @@ def jobs_group() -> None:
     default=None,
     help="Only jobs with this status (active: every non-terminal status).",
 )
-@click.option("--issue", "issue_key", default=None, callback=_not_empty, help="Only this issue's jobs.")
-@click.option("--team", "team_key", default=None, callback=_not_empty, help="Only this team's jobs.")
+@click.option("--issue", "issue_key", default=None, callback=not_empty, help="Only this issue's jobs.")
+@click.option("--team", "team_key", default=None, callback=not_empty, help="Only this team's jobs.")
 @click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True, help="Newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @with_appcontext

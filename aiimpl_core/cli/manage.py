@@ -6,6 +6,7 @@ API's message and exit with status 1; ``--json`` prints the API's answer.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,7 +21,21 @@ from flask.cli import with_appcontext
 
 from ..config import not_utf8
 from ..schemas.admin import LIST_MAX, OUTBOX_STATES
-from . import aligned, cli, echo_json, masked
+from . import aligned, cli, echo_json, masked, not_empty
+
+
+def _on_a_terminal() -> bool:
+    """Whether standard input is a terminal (not a pipe, a file, nothing, or closed)."""
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+class _InputFile(click.File):
+    """click's file to read, ``-`` for standard input, which may be closed (``<&-``)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value == "-" and sys.stdin is None:
+            self.fail("standard input is closed", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 class ApiCall:
@@ -40,6 +55,11 @@ class ApiCall:
         self.headers = {"Authorization": f"Bearer {admin.issue_session()}"}
 
     def __call__(self, method: str, path: str, body: Any = None, *, ok: tuple[int, ...] = ()) -> Any:
+        if body is not None:
+            # bytes that are no UTF-8 in a value (Python keeps them as lone surrogates) are escaped
+            # by JSON and the API refuses the whole body, "Invalid request body": raised as the
+            # group says such an argument (UnicodeEncodeError), naming it
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
         resp = self.client.open(path, method=method, json=body, headers=self.headers)
         data = resp.get_json(silent=True)
         if resp.status_code >= 400 and resp.status_code not in ok:
@@ -259,7 +279,7 @@ def _mapping_options(func):  # noqa: ANN001, ANN202
                           "the mapping's whole set: give every variable to keep. Not for secrets: shown "
                           "in plain text, and a GitHub Actions workflow input (use `aiimpl secrets`)."),
         click.option("--ticketing", help='Ticketing settings as JSON, e.g. {"provider": "linear"}.'),
-        click.option("--from-json", "from_json", type=click.File("r"),
+        click.option("--from-json", "from_json", type=_InputFile("r"),
                      help="Read the mapping from a JSON file (- for stdin)."),
     ]
     for option in reversed(options):
@@ -443,7 +463,7 @@ def mappings_delete(team_key: str, yes: bool, as_json: bool) -> None:
     """Delete a mapping, once confirmed on the terminal, or at once with --yes."""
     if not yes:
         # a script's typo must not delete a mapping unasked: without a terminal, --yes says it
-        if not sys.stdin.isatty():
+        if not _on_a_terminal():
             raise click.UsageError("not deleted: give --yes to delete without a terminal to confirm on")
         click.confirm(f"Delete the mapping of {team_key}?", abort=True)
     body = ApiCall()("DELETE", f"/api/mappings/{_segment(team_key, TEAM_NOT_FOUND)}", ok=(404,))
@@ -485,7 +505,11 @@ def mappings_sync(team_key: str | None, all_: bool, as_json: bool) -> None:
         else:
             teams.append(team)
     failures = 0
-    with click.progressbar(teams, label="Syncing workflows", show_pos=True, file=sys.stderr) as bar:
+    # (a bar on a terminal only: in a script's log, its label alone, even with nothing to sync)
+    shown = bool(teams) and sys.stderr is not None and sys.stderr.isatty()
+    progress = (click.progressbar(teams, label="Syncing workflows", show_pos=True, file=sys.stderr)
+                if shown else contextlib.nullcontext(teams))
+    with progress as bar:
         for team in bar:
             try:
                 results[team] = call("POST", f"/api/mappings/{_segment(team, TEAM_NOT_FOUND)}/sync-workflows")
@@ -549,7 +573,10 @@ def secrets_set(name: str, team: str | None, as_json: bool) -> None:
     # so are a team without a mapping, a database without the schema, and a secret store no runner
     # backend reads (503): the value is not typed, or read from a pipe, for nothing
     call("GET", path)
-    if sys.stdin.isatty():
+    if sys.stdin is None:  # (closed: `<&-`)
+        raise click.ClickException("standard input is closed: the value is read from it, or asked for "
+                                   "on a terminal")
+    if _on_a_terminal():
         value = click.prompt(f"Value of {name}", hide_input=True)
     else:
         try:
@@ -699,7 +726,7 @@ def _outbox_row(item: dict[str, Any]) -> dict[str, Any]:
 @outbox.command("list")
 @click.option("--state", type=click.Choice(OUTBOX_STATES), default="dead", show_default=True,
               help="Only the items in this state.")
-@click.option("--issue", help="Only this issue's items.")
+@click.option("--issue", callback=not_empty, help="Only this issue's items.")
 @click.option("--limit", type=click.IntRange(1, LIST_MAX),
               help="At most this many, newest first (default 100).")
 @json_option

@@ -21,7 +21,7 @@ from ..testing.fakes import FakeTracker
 from ..types import STAGE_TITLES, JobStatus, Stage
 from .local_runner import LocalProcessBackend, SessionProcesses, backend_for, base_environment
 from .sandbox_github import SandboxGitHub
-from .stopping import Interrupted, StopSignals
+from .stopping import GaveUp, Interrupted, StopSignals
 
 TEAM = "DEMO"
 ISSUE = "DEMO-1"
@@ -294,8 +294,7 @@ def _run(
         if time.monotonic() - started > timeout:
             logs = sorted(glob.glob(os.path.join(workdir, "session-*.log")))
             said = f"see {', '.join(logs)}" if logs else "no session was started"
-            echo(f"gave up: the demo job did not finish within {timeout:g} s; {said}")
-            return 1
+            raise GaveUp(f"gave up: the demo job did not finish within {timeout:g} s; {said}")
     status = 0 if narrator.final_status is JobStatus.COMPLETED else 1
     try:  # (the job has ended: Ctrl-C now is the way to end the demo, and its status is the job's)
         time.sleep(1.5)  # let the last comments go out

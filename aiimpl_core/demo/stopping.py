@@ -63,3 +63,8 @@ class StopSignals:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+class GaveUp(Exception):  # noqa: N818 - what the demo says as it exits
+    """The demo job did not end within the demo's time limit (the sessions and servers it started
+    are stopped by the time it reaches the caller)."""

@@ -530,7 +530,8 @@ def delete_mapping(team_key: str) -> bool:
 EXTRA_ENV_NOT_SECRET = (
     "extraEnv is kept and shown in plain text and passed as a workflow input anyone who reads the "
     "repository's runs sees; a session gets the team's and global secrets on a backend that keeps them "
-    "(POST /api/secrets), and a GitHub Actions workflow reads the repository's Actions secrets"
+    "(aiimpl secrets set, POST /api/mappings/{teamKey}/secrets or /api/global-secrets), and a GitHub "
+    "Actions workflow reads the repository's Actions secrets"
 )
 
 

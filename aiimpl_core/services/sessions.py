@@ -163,17 +163,23 @@ def destroy(session_id: str) -> dict[str, Any]:
     backends = session_backends()
     if not backends:
         raise SessionsNotConfigured()
-    failure: ProviderError | None = None
+    failures: list[tuple[str, ProviderError]] = []
     for backend in backends:
         try:
             destroyed = backend.destroy_session(session_id)
         except Exception as exc:  # noqa: BLE001
-            error = _wrap(backend, exc)
-            log.warning("destroying session %r: %s failed: %s", session_id, backend.id, error.message)
-            failure = failure or error
+            failures.append((backend.id, _wrap(backend, exc)))
             continue
         if destroyed:
+            _log_failures(session_id, failures)
             return {"id": session_id, "backend": backend.id, "destroyed": True}
-    if failure is not None:
-        raise failure
+    if failures:
+        # the first is the answer's error (said by the API or the CLI): the others are logged
+        _log_failures(session_id, failures[1:])
+        raise failures[0][1]
     raise NotFound(SESSION_NOT_FOUND)
+
+
+def _log_failures(session_id: str, failures: list[tuple[str, ProviderError]]) -> None:
+    for backend_id, error in failures:
+        log.warning("destroying session %r: %s failed: %s", session_id, backend_id, error.message)

@@ -689,8 +689,11 @@ def test_an_extra_env_variable_holding_a_secrets_value_is_refused(app, client, a
     assert answer.get_json() == {"error": (
         f"extraEnv DEPLOY_TOKEN holds the value of {source}: extraEnv is kept and shown in plain text "
         "and passed as a workflow input anyone who reads the repository's runs sees; a session gets "
-        "the team's and global secrets on a backend that keeps them (POST /api/secrets), and a "
-        "GitHub Actions workflow reads the repository's Actions secrets")}
+        "the team's and global secrets on a backend that keeps them (aiimpl secrets set, POST "
+        "/api/mappings/{teamKey}/secrets or /api/global-secrets), and a GitHub Actions workflow reads "
+        "the repository's Actions secrets")}
+    routes = {rule.rule for rule in app.url_map.iter_rules()}  # (the message names routes that exist)
+    assert {"/api/mappings/<teamKey>/secrets", "/api/global-secrets"} <= routes
     assert value.strip() not in answer.get_data(as_text=True)
     saved = post(client, admin_headers, merged(extraEnv={"NODE_ENV": "test", "OTHER": "other-team-value"}))
     assert saved.status_code in (200, 201), saved.get_json()

@@ -11,6 +11,13 @@ from flask.cli import with_appcontext
 from .provider import JiraProvider
 
 
+def _none_empty(ctx: click.Context, param: click.Parameter, keys: tuple[str, ...]) -> tuple[str, ...]:
+    """A project key given empty (a script's unset variable) is refused, not looked up."""
+    if any(not key.strip() for key in keys):
+        raise click.BadParameter("must not be empty")
+    return keys
+
+
 @click.group("jira")
 def jira_group() -> None:
     """Jira connection commands."""
@@ -20,6 +27,7 @@ def jira_group() -> None:
 @click.option(
     "--project",
     "projects",
+    callback=_none_empty,
     multiple=True,
     help="Project key to check (default: the mapped Jira projects). Repeat for several.",
 )

@@ -62,3 +62,9 @@ def test_check_without_credentials_says_what_to_set(app: Any) -> None:
     assert result.exception.message == (
         "Jira is not configured: set AIIMPL_JIRA_URL, and AIIMPL_JIRA_EMAIL with "
         "AIIMPL_JIRA_API_TOKEN or AIIMPL_JIRA_BEARER_TOKEN")
+
+
+def test_an_empty_project_key_is_refused_as_a_command_line_is(app: Any) -> None:
+    result = _run(app, "--project", "")
+    assert result.exit_code == 2
+    assert "Invalid value for '--project': must not be empty" in result.output

@@ -12,6 +12,13 @@ from .config import API_KEY_SECRET, PROVIDER_ID
 from .provider import LinearProvider
 
 
+def _none_empty(ctx: click.Context, param: click.Parameter, keys: tuple[str, ...]) -> tuple[str, ...]:
+    """A team key given empty (a script's unset variable) is refused, not looked up."""
+    if any(not key.strip() for key in keys):
+        raise click.BadParameter("must not be empty")
+    return keys
+
+
 @click.group("linear")
 def linear_group() -> None:
     """Linear connection commands."""
@@ -21,6 +28,7 @@ def linear_group() -> None:
 @click.option(
     "--team",
     "teams",
+    callback=_none_empty,
     multiple=True,
     help="Team key to check (default: the teams of the Linear mappings). Repeat for several.",
 )

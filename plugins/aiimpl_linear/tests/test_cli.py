@@ -85,3 +85,11 @@ def test_check_on_a_database_without_its_schema_says_so(tmp_path) -> None:
     assert done.returncode == 1
     said = done.stderr.splitlines()[-1]
     assert said.startswith("Error: the database has no schema yet: run `aiimpl db upgrade`"), done.stderr
+
+
+@pytest.mark.parametrize("team", ["", " "])
+def test_an_empty_team_key_is_refused_as_a_command_line_is(app, team: str) -> None:
+    """It was looked up and said as ": no Linear team with key " (exit 1)."""
+    result = app.test_cli_runner().invoke(linear_group, ["check", "--team", "ENG", "--team", team])
+    assert result.exit_code == 2
+    assert "Invalid value for '--team': must not be empty" in result.output

@@ -1,0 +1,108 @@
+"""The command line where its streams are not the usual ones: standard input closed, a terminal
+interrupted at a prompt, standard output that cannot be written, values that are no UTF-8."""
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+
+def _environ(tmp_path: Path) -> dict[str, str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    environ.update(AIIMPL_INSTANCE_PATH=str(tmp_path / "instance"),
+                   AIIMPL_SECRET_KEY="cli-streams-test-key-of-32-characters!")
+    return environ
+
+
+def _aiimpl(tmp_path: Path, *args: str, stdout=subprocess.PIPE) -> subprocess.CompletedProcess:  # noqa: ANN001
+    return subprocess.run([sys.executable, "-m", "aiimpl_core.cli", *args], env=_environ(tmp_path),
+                          cwd=tmp_path, stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120)
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Path:
+    done = _aiimpl(tmp_path, "db", "upgrade")
+    assert done.returncode == 0, done.stderr
+    return tmp_path
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (("mappings", "delete", "OPS"),
+     "Error: not deleted: give --yes to delete without a terminal to confirm on"),
+    (("mappings", "create", "OPS", "--from-json", "-"),
+     "Error: Invalid value for '--from-json': standard input is closed"),
+])
+def test_a_closed_standard_input_is_said_in_one_line(instance, args, said):
+    """``<&-`` left Python no ``sys.stdin``: the commands that read it ended in a traceback."""
+    command = " ".join([sys.executable, "-m", "aiimpl_core.cli", *args])
+    done = subprocess.run(["bash", "-c", f"exec {command} <&-"], env=_environ(instance), cwd=instance,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == said
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("args", [("config",), ("jobs", "list"), ("outbox", "list", "--json")])
+def test_output_that_cannot_be_written_is_said_in_one_line(instance, args):
+    """A full disk under ``> out.json``: one line and exit status 1, not a traceback."""
+    with open("/dev/full", "w") as full:
+        done = _aiimpl(instance, *args, stdout=full)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "Error: the output could not be written: No space left on device\n"
+
+
+def test_ctrl_c_at_a_prompt_exits_130(instance):
+    """click turns Ctrl-C at a prompt into its Abort (exit 1, as a "no"): a script tells an interrupt
+    from a failure by 130, as during any other part of a command."""
+    master, slave = pty.openpty()
+
+    def controlling_terminal() -> None:  # (the new session's terminal: Ctrl-C reaches the process)
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen([sys.executable, "-m", "aiimpl_core.cli", "mappings", "delete", "OPS"],
+                            stdin=slave, stdout=slave, stderr=slave, env=_environ(instance), cwd=instance,
+                            start_new_session=True, preexec_fn=controlling_terminal)
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 60
+    try:
+        while b"[y/N]" not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 1)[0]:
+                seen += os.read(master, 4096)
+        assert b"Delete the mapping of OPS? [y/N]" in seen, seen
+        os.write(master, b"\x03")
+        assert proc.wait(timeout=60) == 130
+        while select.select([master], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # (the terminal's other end closed)
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        proc.kill()
+        os.close(master)
+    assert b"Aborted." in seen and b"Traceback" not in seen, seen
+
+
+def test_a_default_of_0_is_shown(run_config):
+    """``AIIMPL_PROXY_HOPS`` and ``AIIMPL_HSTS_SECONDS`` default to 0, which showed as no default."""
+    lines = {line.split()[0]: line for line in run_config.splitlines() if line.startswith("AIIMPL_")}
+    assert lines["AIIMPL_PROXY_HOPS"].split(None, 1)[1] == "- (default 0)"
+    assert lines["AIIMPL_HSTS_SECONDS"].split(None, 1)[1] == "- (default 0)"
+
+
+@pytest.fixture
+def run_config(instance) -> str:
+    done = _aiimpl(instance, "config")
+    assert done.returncode == 0, done.stderr
+    return done.stdout
