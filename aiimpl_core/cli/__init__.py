@@ -568,9 +568,9 @@ def main() -> None:
         # (click itself ends quietly on a closed pipe, `| head`)
         if not _in_echo(exc):
             raise
-        with contextlib.suppress(OSError, ValueError):  # (the exit's own flush would fail again)
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # (the exit's flush would fail)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             sys.stderr.write(f"Error: the output could not be written: {exc.strerror or exc}\n")
         sys.exit(1)
 
