@@ -18,11 +18,12 @@ from . import (
     logs,
 )
 from .database import MIGRATIONS_DIR
-from .errors import ConfigError, UnreadableBody
+from .errors import ConfigError
 from .extensions import db, migrate
 from .http import HttpClient
 from .plugins import Plugins
 from .providers import ProviderContext
+from .schemas.common import UnreadableBody
 
 log = logging.getLogger("aiimpl")
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from werkzeug.exceptions import BadRequest
-
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -140,9 +138,3 @@ def describe_plugin_error(
         log_foreign(exc)
     return foreign.format(cls=type(exc).__name__)
 
-
-class UnreadableBody(BadRequest):
-    """A request body the server could not read: answered as one over the size limit is (each
-    endpoint's answer to a body it cannot take, :func:`aiimpl_core.api._install_error_handlers`)."""
-
-    description = "the request's body could not be read"

@@ -8,8 +8,8 @@ from werkzeug.exceptions import HTTPException
 from .. import logs
 from ..auth import admin, bearer_refused, needs_admin_session
 from ..database import failure_reason
-from ..errors import AiimplError, UnreadableBody
-from ..schemas.common import UNAUTHORIZED, ApiError
+from ..errors import AiimplError
+from ..schemas.common import UNAUTHORIZED, ApiError, UnreadableBody
 
 #: Blueprint modules, each exposing ``bp``: grouped as the reference groups the endpoints.
 BLUEPRINT_MODULES = (

@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import request
 from marshmallow import Schema, fields
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException
 
 from ..errors import ValidationError
 
@@ -141,6 +141,13 @@ def require_strings(values: Mapping[str, Any]) -> None:
             raise ValidationError(f"{name} must be a string")
 
 
+class UnreadableBody(BadRequest):
+    """A request body the server could not read: answered as one over the size limit is (each
+    endpoint's answer to a body it cannot take, :func:`aiimpl_core.api._install_error_handlers`)."""
+
+    description = "the request's body could not be read"
+
+
 def read_json() -> Any:
     """The request body parsed with :func:`parse_json`, or :data:`NOT_JSON`."""
     try:
@@ -158,5 +165,5 @@ def json_object(message: str = INVALID_BODY) -> dict[str, Any]:
     return data
 
 
-__all__ = ["INVALID_BODY", "NOT_JSON", "UNAUTHORIZED", "ApiError", "ErrorSchema", "json_object", "parse_json",
-           "read_json"]
+__all__ = ["INVALID_BODY", "NOT_JSON", "UNAUTHORIZED", "ApiError", "ErrorSchema", "UnreadableBody",
+           "json_object", "parse_json", "read_json"]
