@@ -16,6 +16,8 @@ report is never redacted with stale values.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import threading
 from collections import OrderedDict
@@ -223,8 +225,26 @@ _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{16
 #: app's ``gho_``, a refresh ``ghr_``, a classic personal ``ghp_``, a fine-grained ``github_pat_``),
 #: wherever it starts (after an escaped line break ``\\n``, a ``%3A``, a variable's name and ``_``)
 _GITHUB_TOKEN = re.compile(r"gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}")
+#: base64 long enough to hold a GitHub token (a ``Basic`` header's ``x-access-token:ghs_…``, an
+#: encoded file of a container's environment)
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
 #: a nonce's shape (``secrets.token_urlsafe(32)``: 43 URL-safe characters), on its own
 _NONCE = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
+
+
+def _encoded_github_token(match: re.Match[str]) -> str:
+    """A base64 run masked whole when what it encodes holds a GitHub token (read from each of the
+    four places a run cut from longer text can begin a group)."""
+    run = match.group(0).rstrip("=")
+    for start in range(4):
+        chunk = run[start:]
+        try:
+            decoded = base64.b64decode(chunk[: len(chunk) - len(chunk) % 4], validate=True)
+        except binascii.Error:
+            continue
+        if _GITHUB_TOKEN.search(decoded.decode("latin-1")):
+            return MASK
+    return match.group(0)
 
 
 class JobRedactor:
@@ -259,6 +279,8 @@ class JobRedactor:
             out = _JWT.sub(self._token, out)
         if "gh" in out:
             out = _GITHUB_TOKEN.sub(MASK, out)
+        if len(out) >= 40:
+            out = _BASE64_RUN.sub(_encoded_github_token, out)
         if self.nonce_hash and len(out) >= 43:
             out = _NONCE.sub(self._nonce, out)
         return out

@@ -40,6 +40,33 @@ def mask_url_credentials(text: str) -> str:
     return _URL_TOKEN.sub(lambda m: m.group(1) + MASK, _URL_PASSWORD.sub(lambda m: m.group(1) + MASK, text))
 
 
+def _base64_variants(data: bytes) -> set[str]:
+    """``data`` base64-encoded wherever it starts in what is encoded (after ``user:`` in a
+    ``Basic`` header, inside an encoded file or JSON object): each of the three alignments encodes
+    it differently. What depends on the bytes around it is left out: the characters the bytes
+    before it share, and the last one when its last group is not whole (the bytes after it share
+    that one)."""
+    out = set()
+    for before in range(3):
+        encoded = base64.b64encode(b"\0" * before + data).decode().rstrip("=")
+        start = 4 if before else 0
+        end = len(encoded) - 1 if (before + len(data)) % 3 else len(encoded)
+        out.add(encoded[start:end])
+    return out
+
+
+def _json_escaped(value: str) -> set[str]:
+    """``value`` as a JSON string holds it (a tool printing JSON): quotes, backslashes and control
+    characters escaped, other scripts' letters as ``\\uXXXX`` or not, ``/`` as ``\\/`` or not."""
+    import json
+
+    try:
+        forms = {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    except UnicodeEncodeError:  # (lone surrogates: bytes that are no UTF-8, matched as they are)
+        return set()
+    return forms | {form.replace("/", "\\/") for form in forms}
+
+
 def _squeezed(text: str) -> str:
     return _BREAK.sub("", text)
 
@@ -120,9 +147,8 @@ class Redactor:
         # (a value from the environment may hold bytes that are no UTF-8, which Python keeps as lone
         # surrogates: encoded back to those bytes, as they would be sent)
         data = value.encode("utf-8", "surrogateescape")
-        out = {value, quote(data, safe=""), quote_plus(data, safe="")}
-        for raw in (data, b"x-access-token:" + data):
-            out.add(base64.b64encode(raw).decode().rstrip("="))
+        out = {value, quote(data, safe=""), quote_plus(data, safe=""), *_json_escaped(value)}
+        out |= _base64_variants(data)
         # a multi-line secret's (a PEM key's) lines, each a secret on its own
         lines = {line.strip() for line in value.splitlines()}
         if len(lines) > 1:

@@ -186,8 +186,14 @@ class TestAgainstTheFakeGitHub:
         _, nonce = cb_job()
         token = client.post(URL, json={"nonce": nonce, "owner": "acme"}).get_json()["token"]
         assert token in gh.tokens
+        import base64
+
+        # (and as a Basic header holds it, whatever the user name's length: git and curl traces)
+        basic = [base64.b64encode(f"{user}:{token}".encode()).decode()
+                 for user in ("x-access-token", "ci", "bot")]
         said = (f"git push failed: https://x-access-token:{token}@github.com/acme/api (GITHUB_TOKEN={token}) "
-                f'{{"log": "line\\n{token}"}} x%3A{token} GITHUB_TOKEN_{token}')
+                f'{{"log": "line\\n{token}"}} x%3A{token} GITHUB_TOKEN_{token} '
+                + " ".join(f"Authorization: Basic {header}" for header in basic))
         step = {"id": "push", "type": "script", "status": "failed", "started_at": "2026-11-29T05:10:00Z",
                 "detail": {"text": said}}
         resp = client.post("/api/step-report", json={"nonce": nonce, "step": step})
@@ -199,3 +205,4 @@ class TestAgainstTheFakeGitHub:
         stored = [*cb_tracker.comments["ENG-1"], *(s.detail["text"] for s in steps)]
         assert stored and all(text and "[REDACTED]" in text for text in stored), stored
         assert not [text for text in stored if token in text or token[4:] in text], stored
+        assert not [text for text in stored if any(header[8:40] in text for header in basic)], stored

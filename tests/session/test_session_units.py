@@ -64,6 +64,33 @@ def test_redactor_masks_every_shape_of_a_secret(shape: str) -> None:
         assert piece not in out
 
 
+@pytest.mark.parametrize("before", [b"", b"ci:", b"bot:", b"user:", b"x-access-token:", b"API_KEY=",
+                                    b"{\"auth\": 1, "])
+@pytest.mark.parametrize("after", [b"", b"\n", b"x", b" more bytes"])
+def test_redactor_masks_a_secret_base64_encoded_wherever_it_starts(before: bytes, after: bytes) -> None:
+    """A ``Basic`` header's user name (or a file's bytes before the secret) of any length: each of
+    the three alignments encodes the secret differently (only one in three was matched)."""
+    r = Redactor([SECRET])
+    encoded = base64.b64encode(before + SECRET.encode() + after).decode()
+    out = r.text(f"Authorization: Basic {encoded}")
+    assert MASK in out
+    # what is left shows at most the two characters around the secret's encoding
+    left = out.replace("Authorization: Basic ", "").replace(MASK, "")
+    assert len(left) <= len(base64.b64encode(before + after)) + 6, out
+
+
+@pytest.mark.parametrize("value", ['Tr0ub4dor"&3\\horse', "a/b/c/d/e/f", "pässwörd-ñ", "tab\there"])
+def test_redactor_masks_a_secret_as_json_writes_it(value: str) -> None:
+    """A tool printing JSON escapes quotes, backslashes, control characters, other scripts'
+    letters (``\\u00e4``) and sometimes ``/``: each form is masked."""
+    import json
+
+    r = Redactor([value])
+    for shape in (json.dumps({"k": value}), json.dumps({"k": value}, ensure_ascii=False),
+                  json.dumps({"k": value}).replace("/", "\\/")):
+        assert r.text(shape) == '{"k": "' + MASK + '"}', shape
+
+
 def test_redactor_masks_url_encoding_in_either_case() -> None:
     value = "a/b+c d=e&f"
     r = Redactor([value])
