@@ -137,4 +137,3 @@ def describe_plugin_error(
     if log_foreign is not None:
         log_foreign(exc)
     return foreign.format(cls=type(exc).__name__)
-

@@ -213,6 +213,16 @@ def test_a_job_id_beyond_the_id_column_is_not_found(run, job_id):
     assert r.exit_code == 1 and r.output.strip() == f"Error: job {job_id}: job not found"
 
 
+@pytest.mark.parametrize("job_id", ["1_0", " 5", "+5", "\u0663", "1.0"])
+def test_a_job_id_that_is_not_ascii_digits_is_a_usage_error(run, job_id):
+    """``int()`` takes ``1_0`` (10), `` 5``, ``+5`` and other scripts' digits: the API's paths take
+    ASCII digits only."""
+    for command in ("show", "cancel"):
+        r = run("jobs", command, job_id)
+        assert r.exit_code == 2, r.output
+        assert f"Invalid value for 'JOB_ID': {job_id!r} is not a valid integer." in r.output
+
+
 def test_a_job_id_of_zero_or_less_is_not_found(run):
     assert run("jobs", "show", "--", "-3").output.strip() == "Error: job -3: job not found"
     assert run("jobs", "cancel", "0").output.strip() == "Error: job 0: job not found"

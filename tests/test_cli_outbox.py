@@ -87,7 +87,7 @@ def test_retry_requeues_a_dead_item_which_then_goes_out(run, tracker):
     assert (r.exit_code, r.output) == (1, "Error: outbox item not found\n")
 
 
-@pytest.mark.parametrize("item_id", ["abc", "", "1/2", "1.5"])
+@pytest.mark.parametrize("item_id", ["abc", "", "1/2", "1.5", "1_0", " 5", "+5", "\u0663"])
 def test_an_item_id_that_is_no_number_is_a_usage_error(run, item_id):
     """As ``jobs show``: the command line's error (exit 2), the API never asked."""
     r = run("outbox", "retry", item_id)

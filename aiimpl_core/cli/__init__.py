@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
@@ -60,6 +61,35 @@ def aligned(lines: list[tuple[str, ...]], *, right: tuple[int, ...] = ()) -> lis
     return ["  ".join(cell.rjust(w) if i in right else cell.ljust(w)
                       for i, (cell, w) in enumerate(zip(line, widths, strict=True))).rstrip()
             for line in lines]
+
+
+class _CommandLineError(click.ClickException):
+    """A value of the command line refused in one line, with a usage error's exit status (2)."""
+
+    exit_code = 2
+
+
+def not_utf8_error() -> click.ClickException:
+    """The error of a value with bytes that are no UTF-8 (Python keeps them as lone surrogates),
+    which no request can carry: the argument that holds them quoted, or, read from standard input
+    or a file (it may be a secret), not."""
+    meta = click.get_current_context().meta
+    given = next((arg for arg in meta.get(_ARGS, ()) if not_utf8(arg)), None)
+    return _CommandLineError(f"{given!r} is not UTF-8 text" if given else "a value given is not UTF-8 text")
+
+
+class WholeNumber(click.ParamType):
+    """An id on the command line as the API's paths take it: ASCII digits, a minus before them
+    (click's int takes what ``int()`` takes, ``1_0``, `` 5`` and other scripts' digits too)."""
+
+    name = "integer"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value):
+            return int(value)
+        self.fail(f"{value!r} is not a valid integer.", param, ctx)
 
 
 def not_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -195,12 +225,10 @@ class AiimplGroup(FlaskGroup):
             raise Exit(130) from None
         except UnicodeEncodeError as exc:
             # an argument with bytes that are no UTF-8 (Python keeps them as lone surrogates), which
-            # no request, path, query or body can carry
-            if "surrogates" not in str(exc.reason):
-                raise
+            # no request, path or query can carry
             given = next((arg for arg in ctx.meta.get(_ARGS, ()) if not_utf8(arg)), None)
-            if given is None:  # (read from standard input or a file: not quoted, it may be a secret)
-                raise click.UsageError("a value given is not UTF-8 text") from None
+            if given is None or "surrogates" not in str(exc.reason):
+                raise
             raise click.UsageError(f"{given!r} is not UTF-8 text") from None
 
     def _invoke(self, ctx: click.Context) -> Any:

@@ -21,7 +21,7 @@ from ..errors import AiimplError
 from ..extensions import db
 from ..orm import Job, iso_z
 from ..types import ACTIVE_STATUSES, JobStatus, Phase
-from . import aligned, cli, echo_json, masked, not_empty, say, stop_without_this_schema
+from . import WholeNumber, aligned, cli, echo_json, masked, not_empty, say, stop_without_this_schema
 
 
 def job_dict(job: Job, *, details: bool = False) -> dict[str, Any]:
@@ -374,7 +374,7 @@ def _not_found(job_id: int) -> click.ClickException:
 
 
 @jobs_group.command("show")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=WholeNumber())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @with_appcontext
 def jobs_show(job_id: int, as_json: bool) -> None:
@@ -414,7 +414,7 @@ def jobs_show(job_id: int, as_json: bool) -> None:
 
 
 @jobs_group.command("cancel")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=WholeNumber())
 @click.option("--json", "as_json", is_flag=True, help="Print the ended job as JSON.")
 @with_appcontext
 def jobs_cancel(job_id: int, as_json: bool) -> None:

@@ -21,7 +21,7 @@ from flask.cli import with_appcontext
 
 from ..config import not_utf8
 from ..schemas.admin import LIST_MAX, OUTBOX_STATES
-from . import aligned, cli, echo_json, masked, not_empty
+from . import WholeNumber, aligned, cli, echo_json, masked, not_empty, not_utf8_error
 
 
 def _on_a_terminal() -> bool:
@@ -57,9 +57,11 @@ class ApiCall:
     def __call__(self, method: str, path: str, body: Any = None, *, ok: tuple[int, ...] = ()) -> Any:
         if body is not None:
             # bytes that are no UTF-8 in a value (Python keeps them as lone surrogates) are escaped
-            # by JSON and the API refuses the whole body, "Invalid request body": raised as the
-            # group says such an argument (UnicodeEncodeError), naming it
-            json.dumps(body, ensure_ascii=False).encode("utf-8")
+            # by JSON and the API refuses the whole body, "Invalid request body": said of the value
+            try:
+                json.dumps(body, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise not_utf8_error() from None
         resp = self.client.open(path, method=method, json=body, headers=self.headers)
         data = resp.get_json(silent=True)
         if resp.status_code >= 400 and resp.status_code not in ok:
@@ -747,7 +749,7 @@ def outbox_list(state: str, issue: str | None, limit: int | None, as_json: bool)
 
 
 @outbox.command("retry")
-@click.argument("item_id", type=int)
+@click.argument("item_id", type=WholeNumber())
 @json_option
 @with_appcontext
 def outbox_retry(item_id: int, as_json: bool) -> None:

@@ -44,12 +44,13 @@ def _base64_variants(data: bytes) -> set[str]:
     """``data`` base64-encoded wherever it starts in what is encoded (after ``user:`` in a
     ``Basic`` header, inside an encoded file or JSON object): each of the three alignments encodes
     it differently. What depends on the bytes around it is left out: the characters the bytes
-    before it share, and the last one when its last group is not whole (the bytes after it share
-    that one)."""
+    before it share (the first two after one byte, the first three after two: the next ones hold
+    the secret's own bits, which are matched), and the last one when its last group is not whole
+    (the bytes after it share that one)."""
     out = set()
     for before in range(3):
         encoded = base64.b64encode(b"\0" * before + data).decode().rstrip("=")
-        start = 4 if before else 0
+        start = (0, 2, 3)[before]
         end = len(encoded) - 1 if (before + len(data)) % 3 else len(encoded)
         out.add(encoded[start:end])
     return out
@@ -60,10 +61,7 @@ def _json_escaped(value: str) -> set[str]:
     characters escaped, other scripts' letters as ``\\uXXXX`` or not, ``/`` as ``\\/`` or not."""
     import json
 
-    try:
-        forms = {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
-    except UnicodeEncodeError:  # (lone surrogates: bytes that are no UTF-8, matched as they are)
-        return set()
+    forms = {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
     return forms | {form.replace("/", "\\/") for form in forms}
 
 

@@ -96,12 +96,16 @@ def test_an_edit_of_a_mapping_deleted_meanwhile_is_not_saved_as_a_new_one(page, 
 
 
 def test_an_action_on_a_mapping_deleted_meanwhile_says_so_and_drops_the_row(page, app):
-    """Delete said "HTTP 404" and Pause "Team not found", the row left in the list."""
+    """Delete said "HTTP 404", Pause "Team not found" and Set cap "Cap of … not changed", the row
+    left in the list; an edit of the mapping under way keeps what was typed, no longer an edit."""
     _accept_dialogs(page)
-    add_mapping("ENG")
-    add_mapping("OPS")
+    for team in ("ENG", "OPS", "WEB"):
+        add_mapping(team)
     sign_in(page)
-    for team, button in (("ENG", "Delete mapping ENG"), ("OPS", "Pause mapping OPS")):
+    page.locator('#mappings-table tr[data-team="OPS"]').get_by_role("button", name="Edit mapping OPS").click()
+    page.get_by_label("Default branch").fill("trunk")
+    for team, button in (("ENG", "Delete mapping ENG"), ("OPS", "Pause mapping OPS"),
+                         ("WEB", "Set cap of WEB")):
         row = page.locator(f'#mappings-table tr[data-team="{team}"]')
         row.wait_for()
         mappings.delete_mapping(team)
@@ -109,6 +113,11 @@ def test_an_action_on_a_mapping_deleted_meanwhile_says_so_and_drops_the_row(page
         page.locator("#flash.error").get_by_text(
             f"The mapping of {team} no longer exists: it was deleted meanwhile.").wait_for()
         row.wait_for(state="detached")
+        if team == "OPS":
+            assert page.get_by_label("Default branch").input_value() == "trunk"
+            assert page.get_by_label("Team key").input_value() == "OPS"
+            assert page.get_by_label("Team key").get_attribute("readonly") is None
+            assert page.locator("#mapping-editing").is_hidden()
 
 
 def test_the_error_of_several_required_fields_names_the_one_left_empty(page, app):

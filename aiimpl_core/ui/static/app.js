@@ -437,6 +437,7 @@ function initProjects() {
           try {
             await api("PATCH", path, {maxInProgressAiIssues: cap});
           } catch (e) {
+            if (e.status === 404) throw e;  // (deleted meanwhile: said below)
             // refused: the box shows the cap in force again, not the value that was not taken
             flash(`Cap of ${team} not changed: ${e.message}`, "error");
             await load().catch(() => {});
@@ -470,7 +471,8 @@ function initProjects() {
       if (e.status !== 404) { flash(e.message, "error"); return; }
       // deleted meanwhile (another admin, another tab): said so, and the list read again
       flash(`The mapping of ${team} no longer exists: it was deleted meanwhile.`, "error");
-      if (form.dataset.editing === team) form.reset();
+      // an edit of it under way is no longer one (what was typed stays: Save creates it anew)
+      if (form.dataset.editing === team) editing(form, null);
       await load().catch(() => {});
       refocus();
     } finally { delete btn.dataset.busy; }
