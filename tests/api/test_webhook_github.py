@@ -100,34 +100,29 @@ def test_webhook_table_400_invalid_json_payload(client):
         assert resp.get_json() == {"error": "Invalid JSON payload"}
 
 
+def _parent(payload, path):
+    node = payload
+    for key in path[:-1]:
+        node = node[key]
+    return node
+
+
 def _drop(path):
     def mutate(payload):
-        node = payload
-        for key in path[:-1]:
-            node = node[key]
-        del node[path[-1]]
+        del _parent(payload, path)[path[-1]]
 
     return mutate
 
 
 def _set(path, value):
     def mutate(payload):
-        node = payload
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = value
+        _parent(payload, path)[path[-1]] = value
 
     return mutate
 
 
 def _null(path):
-    def mutate(payload):
-        node = payload
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = None
-
-    return mutate
+    return _set(path, None)
 
 
 @pytest.mark.parametrize(

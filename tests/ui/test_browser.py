@@ -21,6 +21,17 @@ def sign_in(page, code=TEST_ADMIN_CODE):  # noqa: ANN001, ANN201
     page.wait_for_url(re.compile(r"/ui/projects"))
 
 
+def save_after_the_session_ended(page) -> None:  # noqa: ANN001
+    """The admin session ends while the mapping form is filled in: Save leads to the sign-in, and
+    the code signs in again, back to the Projects panel."""
+    page.evaluate("sessionStorage.setItem('aiimpl.token', 'a session that has ended')")
+    page.get_by_role("button", name="Save mapping").click()
+    page.wait_for_url(re.compile(r"/ui/signin"))
+    page.get_by_label("Access code").fill(TEST_ADMIN_CODE)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/ui/projects"))
+
+
 def fill_mapping(page, team: str, repo: str, branch: str = "main") -> None:  # noqa: ANN001
     """Type a mapping's required fields into the Projects form (owner ``acme``)."""
     page.get_by_label("Team key").fill(team)

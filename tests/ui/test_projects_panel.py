@@ -2,14 +2,11 @@
 form kept across a sign-in."""
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from aiimpl_core.testing.fakes import add_mapping
-from aiimpl_core.testing.pytest_plugin import TEST_ADMIN_CODE
 
-from .test_browser import fill_mapping, sign_in
+from .test_browser import fill_mapping, save_after_the_session_ended, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -141,12 +138,7 @@ def test_what_was_typed_survives_the_end_of_the_admin_session(page, app):
     sign_in(page)
     fill_mapping(page, "WEB", "web", "trunk")
     page.get_by_label("Ticketing (JSON object)").fill('{"provider": "fake-tracker"}')
-    page.evaluate("sessionStorage.setItem('aiimpl.token', 'a session that has ended')")
-    page.get_by_role("button", name="Save mapping").click()
-    page.wait_for_url(re.compile(r"/ui/signin"))
-    page.get_by_label("Access code").fill(TEST_ADMIN_CODE)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r"/ui/projects"))
+    save_after_the_session_ended(page)
     assert page.get_by_label("Team key").input_value() == "WEB"
     assert page.get_by_label("Default branch").input_value() == "trunk"
     page.get_by_text("Signed in again: the form holds what you had typed.").wait_for()

@@ -2,17 +2,14 @@
 a mapping being edited that is deleted, and which field a form's error names."""
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from aiimpl_core.extensions import db
 from aiimpl_core.services import mappings, secrets
 from aiimpl_core.testing.fakes import add_mapping
-from aiimpl_core.testing.pytest_plugin import TEST_ADMIN_CODE
 
 from .conftest import WAIT_MS
-from .test_browser import sign_in
+from .test_browser import save_after_the_session_ended, sign_in
 from .test_outbox_panel import add_item
 
 pytestmark = pytest.mark.browser
@@ -139,12 +136,7 @@ def test_an_edit_kept_across_a_sign_in_is_still_an_edit(page, app):
     sign_in(page)
     page.locator('#mappings-table tr[data-team="ENG"]').get_by_role("button", name="Edit mapping ENG").click()
     page.get_by_label("Default branch").fill("trunk")
-    page.evaluate("sessionStorage.setItem('aiimpl.token', 'a session that has ended')")
-    page.get_by_role("button", name="Save mapping").click()
-    page.wait_for_url(re.compile(r"/ui/signin"))
-    page.get_by_label("Access code").fill(TEST_ADMIN_CODE)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r"/ui/projects"))
+    save_after_the_session_ended(page)
     page.get_by_text("Signed in again: the form holds what you had typed.").wait_for()
     assert page.get_by_label("Team key").get_attribute("readonly") is not None
     assert page.locator("#mapping-editing").is_visible()
