@@ -69,12 +69,16 @@ class _CommandLineError(click.ClickException):
     exit_code = 2
 
 
+def _not_utf8_argument(ctx: click.Context) -> str | None:
+    """The first argument of the command line with bytes that are no UTF-8 (Python keeps them as
+    lone surrogates), or ``None``."""
+    return next((arg for arg in ctx.meta.get(_ARGS, ()) if not_utf8(arg)), None)
+
+
 def not_utf8_error() -> click.ClickException:
-    """The error of a value with bytes that are no UTF-8 (Python keeps them as lone surrogates),
-    which no request can carry: the argument that holds them quoted, or, read from standard input
-    or a file (it may be a secret), not."""
-    meta = click.get_current_context().meta
-    given = next((arg for arg in meta.get(_ARGS, ()) if not_utf8(arg)), None)
+    """The error of a value with bytes that are no UTF-8, which no request can carry: the argument
+    that holds them quoted, or, read from standard input or a file (it may be a secret), not."""
+    given = _not_utf8_argument(click.get_current_context())
     return _CommandLineError(f"{given!r} is not UTF-8 text" if given else "a value given is not UTF-8 text")
 
 
@@ -226,7 +230,7 @@ class AiimplGroup(FlaskGroup):
         except UnicodeEncodeError as exc:
             # an argument with bytes that are no UTF-8 (Python keeps them as lone surrogates), which
             # no request, path or query can carry
-            given = next((arg for arg in ctx.meta.get(_ARGS, ()) if not_utf8(arg)), None)
+            given = _not_utf8_argument(ctx)
             if given is None or "surrogates" not in str(exc.reason):
                 raise
             raise click.UsageError(f"{given!r} is not UTF-8 text") from None

@@ -8,6 +8,7 @@ tool that wraps long output. :class:`Redactor` matches all of them.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import threading
 from bisect import bisect_right
@@ -57,10 +58,9 @@ def _base64_variants(data: bytes) -> set[str]:
 
 
 def _json_escaped(value: str) -> set[str]:
-    """``value`` as a JSON string holds it (a tool printing JSON): quotes, backslashes and control
-    characters escaped, other scripts' letters as ``\\uXXXX`` or not, ``/`` as ``\\/`` or not."""
-    import json
-
+    r"""``value`` as a JSON string holds it (a tool printing JSON): quotes, backslashes and control
+    characters escaped; letters outside ASCII escaped (``\u00e4``) or as they are; ``/`` escaped
+    (``\/``) or as it is."""
     forms = {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
     return forms | {form.replace("/", "\\/") for form in forms}
 

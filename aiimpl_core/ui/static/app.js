@@ -236,6 +236,17 @@ function refocusRow(table, matches, acts, index, fallback = null) {
 
 function rowIndex(tr) { return [...tr.parentElement.children].indexOf(tr); }
 
+/* Runs `fn` for a click on `btn` unless the last click's run is still on its way (a second Sync
+   workflows would write the same files again, and race the first; a second Cancel or Retry would
+   be refused): a flag, not `disabled`, as a button disabled loses the keyboard focus. Answers
+   whether `fn` ran. */
+async function oneAtATime(btn, fn) {
+  if (btn.dataset.busy) return false;
+  btn.dataset.busy = "1";
+  try { await fn(); } finally { delete btn.dataset.busy; }
+  return true;
+}
+
 function statusBadge(status, extra) {
   return `<span class="status s-${esc(status)}">${esc(status)}${extra ? ` (${esc(extra)})` : ""}</span>`;
 }
@@ -415,67 +426,64 @@ function initProjects() {
     if (!btn) return;
     const team = btn.closest("tr").dataset.team;
     const path = `/api/mappings/${encodeURIComponent(team)}`;
-    // one request at a time per button: a second click on Sync workflows while the first sync is
-    // on its way would write the same files again, and race it (a flag, not `disabled`: a button
-    // disabled loses the keyboard focus)
-    if (btn.dataset.busy) return;
-    btn.dataset.busy = "1";
-    const act = btn.dataset.act;
-    const index = rowIndex(btn.closest("tr"));
-    // after the list is read again: the focus back on this row's button (Pause became Resume)
-    const refocus = () => refocusRow("#mappings-table", (tr) => tr.dataset.team === team,
-      [{pause: "resume", resume: "pause"}[act] || act, act], index, form.querySelector("[name=teamKey]"));
-    try {
-      switch (act) {
-        case "edit": fillMappingForm(form, mappings.find((m) => m.teamKey === team)); return;
-        case "pause": await api("PATCH", path, {paused: true}); flash(`${team} paused`); break;
-        case "resume": await api("PATCH", path, {paused: false}); flash(`${team} resumed`); break;
-        case "cap": {
-          const raw = btn.parentElement.querySelector("input").value.trim();
-          // an emptied field removes the cap, as in the mapping form (and `aiimpl mappings set-cap TEAM none`)
-          const cap = raw === "" ? null : /^-?\d+$/.test(raw) ? Number(raw) : raw;
-          try {
-            await api("PATCH", path, {maxInProgressAiIssues: cap});
-          } catch (e) {
-            if (e.status === 404) throw e;  // (deleted meanwhile: said below)
-            // refused: the box shows the cap in force again, not the value that was not taken
-            flash(`Cap of ${team} not changed: ${e.message}`, "error");
-            await load().catch(() => {});
-            const stored = mappings.find((m) => m.teamKey === team);
-            if (stored) btn.parentElement.querySelector("input").value = stored.maxInProgressAiIssues ?? "";
-            refocus();
-            return;
+    await oneAtATime(btn, async () => {
+      const act = btn.dataset.act;
+      const index = rowIndex(btn.closest("tr"));
+      // after the list is read again: the focus back on this row's button (Pause became Resume)
+      const refocus = () => refocusRow("#mappings-table", (tr) => tr.dataset.team === team,
+        [{pause: "resume", resume: "pause"}[act] || act, act], index, form.querySelector("[name=teamKey]"));
+      try {
+        switch (act) {
+          case "edit": fillMappingForm(form, mappings.find((m) => m.teamKey === team)); return;
+          case "pause": await api("PATCH", path, {paused: true}); flash(`${team} paused`); break;
+          case "resume": await api("PATCH", path, {paused: false}); flash(`${team} resumed`); break;
+          case "cap": {
+            const raw = btn.parentElement.querySelector("input").value.trim();
+            // an emptied field removes the cap, as in the mapping form (and `aiimpl mappings set-cap TEAM none`)
+            const cap = raw === "" ? null : /^-?\d+$/.test(raw) ? Number(raw) : raw;
+            try {
+              await api("PATCH", path, {maxInProgressAiIssues: cap});
+            } catch (e) {
+              if (e.status === 404) throw e;  // (deleted meanwhile: said below)
+              // refused: the box shows the cap in force again, not the value that was not taken
+              flash(`Cap of ${team} not changed: ${e.message}`, "error");
+              await load().catch(() => {});
+              const stored = mappings.find((m) => m.teamKey === team);
+              if (stored) btn.parentElement.querySelector("input").value = stored.maxInProgressAiIssues ?? "";
+              refocus();
+              return;
+            }
+            flash(cap === null ? `Cap of ${team} removed` : `Cap of ${team} set to ${raw}`);
+            break;
           }
-          flash(cap === null ? `Cap of ${team} removed` : `Cap of ${team} set to ${raw}`);
-          break;
+          case "sync": {
+            const r = await api("POST", `${path}/sync-workflows`);
+            const files = ["created", "updated", "unchanged"].filter((k) => asList(r && r[k]).length)
+              .map((k) => `${k} ${r[k].join(", ")}`);
+            const synced = `Workflows of ${team} synced: ${files.length ? files.join("; ") : "no workflow files"}`;
+            const warnings = asList(r && r.warnings);
+            // written, but their runs will fail: said as an error is, so it is not missed
+            flash(warnings.length ? `${synced}. Warning: ${warnings.join(" ")}` : synced, warnings.length ? "error" : "ok");
+            break;
+          }
+          case "delete":
+            if (!confirm(`Delete the mapping of ${team}?`)) return;
+            await api("DELETE", path); flash(`${team} deleted`);
+            if (form.dataset.editing === team) form.reset();  // (a save would create it again)
+            break;
         }
-        case "sync": {
-          const r = await api("POST", `${path}/sync-workflows`);
-          const files = ["created", "updated", "unchanged"].filter((k) => asList(r && r[k]).length)
-            .map((k) => `${k} ${r[k].join(", ")}`);
-          const synced = `Workflows of ${team} synced: ${files.length ? files.join("; ") : "no workflow files"}`;
-          const warnings = asList(r && r.warnings);
-          // written, but their runs will fail: said as an error is, so it is not missed
-          flash(warnings.length ? `${synced}. Warning: ${warnings.join(" ")}` : synced, warnings.length ? "error" : "ok");
-          break;
-        }
-        case "delete":
-          if (!confirm(`Delete the mapping of ${team}?`)) return;
-          await api("DELETE", path); flash(`${team} deleted`);
-          if (form.dataset.editing === team) form.reset();  // (a save would create it again)
-          break;
+        await load();
+        refocus();
+      } catch (e) {
+        if (e.status !== 404) { flash(e.message, "error"); return; }
+        // deleted meanwhile (another admin, another tab): said so, and the list read again
+        flash(`The mapping of ${team} no longer exists: it was deleted meanwhile.`, "error");
+        // an edit of it under way is no longer one (what was typed stays: Save creates it anew)
+        if (form.dataset.editing === team) editing(form, null);
+        await load().catch(() => {});
+        refocus();
       }
-      await load();
-      refocus();
-    } catch (e) {
-      if (e.status !== 404) { flash(e.message, "error"); return; }
-      // deleted meanwhile (another admin, another tab): said so, and the list read again
-      flash(`The mapping of ${team} no longer exists: it was deleted meanwhile.`, "error");
-      // an edit of it under way is no longer one (what was typed stays: Save creates it anew)
-      if (form.dataset.editing === team) editing(form, null);
-      await load().catch(() => {});
-      refocus();
-    } finally { delete btn.dataset.busy; }
+    });
   });
   // Enter in a row's cap box sets the cap, as its button does
   document.querySelector("#mappings-table").addEventListener("keydown", (ev) => {
@@ -609,13 +617,12 @@ function initJobs() {
       return;
     }
     if (btn.dataset.act !== "cancel" || !confirm(`Cancel job ${id}? It ends failed and its run is stopped.`)) return;
-    // (a flag, not `disabled`: a button disabled loses the keyboard focus)
-    if (btn.dataset.busy) return;
-    btn.dataset.busy = "1";
     const index = rowIndex(btn.closest("tr"));
-    try { await api("POST", `/api/jobs/${encodeURIComponent(id)}/cancel`); flash(`Job ${id} cancelled`); await load(); }
-    catch (e) { flash(e.message, "error"); } finally { delete btn.dataset.busy; }
-    refocusRow("#jobs-table", (tr) => tr.dataset.job === id, ["cancel", "steps"], index);
+    const ran = await oneAtATime(btn, async () => {
+      try { await api("POST", `/api/jobs/${encodeURIComponent(id)}/cancel`); flash(`Job ${id} cancelled`); await load(); }
+      catch (e) { flash(e.message, "error"); }
+    });
+    if (ran) refocusRow("#jobs-table", (tr) => tr.dataset.job === id, ["cancel", "steps"], index);
   });
 }
 
@@ -666,16 +673,16 @@ function initOutbox() {
     const btn = ev.target.closest("button[data-act=retry]");
     if (!btn) return;
     const id = btn.closest("tr").dataset.id;
-    if (btn.dataset.busy) return;
-    btn.dataset.busy = "1";
     const index = rowIndex(btn.closest("tr"));
-    try {
-      await api("POST", `/api/outbox/${encodeURIComponent(id)}/retry`);
-      flash(`Outbox item ${id} re-queued: the next poll cycle sends it`);
-      await load();
-    } catch (e) { flash(e.message, "error"); } finally { delete btn.dataset.busy; }
+    const ran = await oneAtATime(btn, async () => {
+      try {
+        await api("POST", `/api/outbox/${encodeURIComponent(id)}/retry`);
+        flash(`Outbox item ${id} re-queued: the next poll cycle sends it`);
+        await load();
+      } catch (e) { flash(e.message, "error"); }
+    });
     // (the item re-queued leaves the list of dead ones: the focus goes to the next one's Retry)
-    refocusRow("#outbox-table", (tr) => tr.dataset.id === id, ["retry"], index);
+    if (ran) refocusRow("#outbox-table", (tr) => tr.dataset.id === id, ["retry"], index);
   });
 }
 
@@ -684,10 +691,7 @@ function initOutbox() {
 function initChecks() {
   const btn = document.getElementById("checks-run");
   const summary = document.getElementById("checks-summary");
-  btn.addEventListener("click", async () => {
-    // (a flag, not `disabled`: a button disabled loses the keyboard focus)
-    if (btn.dataset.busy) return;
-    btn.dataset.busy = "1";
+  btn.addEventListener("click", () => oneAtATime(btn, async () => {
     btn.setAttribute("aria-busy", "true");
     summary.textContent = "Checking…";
     try {
@@ -698,9 +702,8 @@ function initChecks() {
         <td>${esc(c.detail)}</td></tr>`), 4, "Nothing to check.");
       summary.textContent = body.summary;
     } catch (e) { summary.textContent = ""; flash(e.message, "error"); }
-    delete btn.dataset.busy;
     btn.removeAttribute("aria-busy");
-  });
+  }));
 }
 
 /* ---- secrets ---------------------------------------------------------------------------------- */
