@@ -10,7 +10,9 @@ started. The group is the same one the main CLI shows as ``session``: the same c
 exit codes."""
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import sys
 from collections.abc import Callable
 
@@ -23,8 +25,25 @@ def main() -> None:
 
             run = functools.partial(session_group, args=sys.argv[2:], prog_name="aiimpl session")
         else:
+            _closed_stdout_fails()
             from .cli import main as run
     except KeyboardInterrupt:
         sys.stderr.write("Aborted.\n")
         sys.exit(130)
     run()
+
+
+def _closed_stdout_fails() -> None:
+    """Started with standard output closed (``>&-``), Python has no ``sys.stdout``: click's output
+    went nowhere (a command exited 0 with its answer lost) and Alembic's was a traceback. Standard
+    output is then a descriptor no write succeeds on, so a command that writes is said to fail as
+    on a full disk, in one line and with exit status 1. Done before the command line's modules load:
+    Alembic keeps the ``sys.stdout`` of its import."""
+    if sys.stdout is not None:
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(os.devnull, os.O_RDONLY)  # the lowest free descriptor, 1: a write to it fails
+        if fd != 1:
+            os.dup2(fd, 1)
+            os.close(fd)
+        sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115

@@ -59,6 +59,19 @@ def test_output_that_cannot_be_written_is_said_in_one_line(instance, args):
     assert done.stderr == "Error: the output could not be written: No space left on device\n"
 
 
+@pytest.mark.parametrize("args", [("config",), ("jobs", "list"), ("db", "current")])
+def test_a_closed_standard_output_is_said_in_one_line(instance, args):
+    """``>&-`` left Python no ``sys.stdout``: click wrote nowhere and the command exited 0 with its
+    answer lost; Alembic's ``db current`` ended in a traceback. Started as the ``aiimpl`` script is
+    (``python -m aiimpl_core.cli`` loads the command line before its entry point runs)."""
+    script = "from aiimpl_core._entry import main; main()"
+    command = " ".join([sys.executable, "-c", f"'{script}'", *args])
+    done = subprocess.run(["bash", "-c", f"exec {command} >&-"], env=_environ(instance), cwd=instance,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "Error: the output could not be written: Bad file descriptor\n"
+
+
 def test_ctrl_c_at_a_prompt_exits_130(instance):
     """click turns Ctrl-C at a prompt into its Abort (exit 1, as a "no"): a script tells an interrupt
     from a failure by 130, as during any other part of a command."""

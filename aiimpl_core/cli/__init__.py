@@ -591,7 +591,15 @@ _operator_db_commands()
 
 def main() -> None:
     try:
-        _main()
+        try:
+            _main()
+        except SystemExit:
+            # what was written past click.echo (Alembic's `db current`) fails here, not in the
+            # interpreter's exit as an ignored exception and status 120
+            with _output_errors_said():
+                if sys.stdout is not None:
+                    sys.stdout.flush()
+            raise
     except KeyboardInterrupt:  # Ctrl-C before a command started: nothing to stop yet
         click.echo("Aborted.", err=True)
         sys.exit(130)
@@ -600,6 +608,16 @@ def main() -> None:
         # (click itself ends quietly on a closed pipe, `| head`)
         if not _in_echo(exc):
             raise
+        with _output_errors_said():
+            raise
+
+
+@contextlib.contextmanager
+def _output_errors_said() -> Iterator[None]:
+    """An OSError writing the output ends the command with one line and exit status 1."""
+    try:
+        yield
+    except OSError as exc:
         with contextlib.suppress(OSError, ValueError, AttributeError):  # (the exit's flush would fail)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         with contextlib.suppress(OSError, ValueError, AttributeError):
