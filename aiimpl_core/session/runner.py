@@ -7,7 +7,9 @@ the steps, the comments and the session's own log pass through the :class:`Redac
 
 Order at the end: the working tree is removed and ``session_cleaned_up`` is posted *before*
 ``/runner/result``, because the result ends the job and a job's nonce (which opens
-``/api/status``) stops working once the job has ended. A failed step the orchestrator did not take
+``/api/status``) stops working once the job has ended. A machine held for a person to attach
+(``interactive``, ``hybrid`` after a failure) keeps its work tree and is not cleaned up then: no
+``session_cleaned_up`` is posted. A failed step the orchestrator did not take
 (it could not be reached) is reported again after the result, which it records late.
 """
 
@@ -918,7 +920,8 @@ class Session:
 
     def _finish(self, body: dict[str, Any]) -> int:
         self._learn_tokens()
-        if self._keeps_work_tree(body):
+        held = self._keeps_work_tree(body)
+        if held:
             # the job's tokens go with the state directory below; the clone holds none
             kept = self.state.clone_dir or self.own_workdir
             self.log(f"the work tree is kept for a person to attach: {kept}")
@@ -935,7 +938,9 @@ class Session:
         if self.usage.turns is not None:
             body["turns"] = self.usage.turns
         body["durationSeconds"] = round(duration, 3)
-        self.api.status("session_cleaned_up", duration=format_duration(duration))
+        if not held:  # a held machine is not torn down now (the comment would tell a person
+            # there is nothing left to attach to); the nonce stops working with the result below
+            self.api.status("session_cleaned_up", duration=format_duration(duration))
         try:
             answer = self.api.result(body)
             self.log(f"result reported: {answer.get('status', 'recorded')}")

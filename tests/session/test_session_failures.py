@@ -698,18 +698,25 @@ def test_changes_holding_a_secret_are_never_committed_or_pushed(world: World, mo
     world.assert_no_secret_anywhere(job_id)
 
 
-@pytest.mark.parametrize(("mode", "kept"), [("hybrid", True), ("autonomous", False)])
-def test_a_held_session_keeps_its_work_tree_for_a_person(world: World, mode: str, kept: bool) -> None:
-    """Hybrid (or interactive) mode holds the machine after a failure for a person to attach and
-    continue in the work tree: it is kept; the tokens' state directory never is."""
-    world.mapping(FAKE_AGENT_MODE="error")
+@pytest.mark.parametrize(("mode", "agent", "kept"), [
+    ("hybrid", "error", True), ("interactive", "error", True), ("interactive", "edit", True),
+    ("autonomous", "error", False), ("hybrid", "edit", False),
+])
+def test_a_held_session_keeps_its_work_tree_for_a_person(world: World, mode: str, agent: str,
+                                                         kept: bool) -> None:
+    """Interactive mode, and hybrid after a failure, hold the machine for a person to attach and
+    continue in the work tree: it is kept, and the ticket is not told the machine was cleaned up
+    (the reference's comment is for a machine torn down); the tokens' state directory never is."""
+    world.mapping(FAKE_AGENT_MODE=agent)
     job_id = world.dispatch()
 
     code, out = world.run_session(job_id, AIIMPL_SESSION_MODE=mode)
 
-    assert code == 1, out
+    assert code == (0 if agent == "edit" else 1), out
     found = re.search(r"the work tree is kept for a person to attach: (\S+)", out)
     assert bool(found) is kept
+    cleaned = [c for c in world.comments() if c.startswith("🧹 Session machine cleaned up. Duration: ")]
+    assert len(cleaned) == (0 if kept else 1), world.comments()
     if found:
         tree = found.group(1)
         assert os.path.isdir(os.path.join(tree, ".git"))
