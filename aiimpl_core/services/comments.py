@@ -165,8 +165,13 @@ def failure(phase: Phase | str, reason: str) -> str:
     return FAILURE_PREFIX[Phase(phase)].format(reason=as_text(reason))
 
 
-def pr_link(pr_number: int | None, pr_url: str) -> str:
+def pr_link(pr_number: int | None, pr_url: str, *, ready: bool = True) -> str:
+    """The reference's pull-request link of a run that opened one: ready for review when the run
+    succeeded, else (blockers, a failure or timeout after the PR was opened) said not to be, above
+    the failure notice that says why."""
     label = f"PR #{pr_number}" if pr_number else "Pull request"
+    if not ready:
+        return f"🔗 {label} (not ready for review): {as_url(pr_url)}"
     return f"🔗 {label} is ready for review: {as_url(pr_url)}"
 
 

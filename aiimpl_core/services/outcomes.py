@@ -152,9 +152,10 @@ def _report(job: Job, outcome: Outcome) -> None:
                 _comment(job, "pr", comments.pr_link(job.pr_number, job.pr_url))
         return
 
+    if phase is Phase.IMPLEMENTATION and job.pr_url and not done:
+        # the run opened its PR, then its review found blockers, or it failed or timed out
+        _comment(job, "pr", comments.pr_link(job.pr_number, job.pr_url, ready=False))
     if status is JobStatus.REVIEW_FAILED:
-        if job.pr_url and not done:
-            _comment(job, "pr", comments.pr_link(job.pr_number, job.pr_url))
         reason = outcome.reason or "the post-push review flagged blockers"
         _comment(job, "failure", comments.failure(phase, reason))
         _comment(job, "log", comments.log_excerpt(LogLabel.POST_PUSH_REVIEW_NOT_APPROVED,

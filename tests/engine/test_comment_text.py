@@ -138,6 +138,8 @@ def test_a_pr_address_stays_a_link_and_anything_else_is_text() -> None:
     assert shown == "📝 Claude finished. PR #*7* opened: [x](https://e.example)"
     assert "<a" not in out and "<em>" not in out
     assert comments.pr_link(42, url) == f"🔗 PR #42 is ready for review: {url}"
+    assert comments.pr_link(42, url, ready=False) == f"🔗 PR #42 (not ready for review): {url}"
+    assert comments.pr_link(None, url, ready=False) == f"🔗 Pull request (not ready for review): {url}"
     out, _ = rendered_text(comments.pr_link(42, "[x](https://e.example)"))
     assert "<a" not in out
 

@@ -107,7 +107,7 @@ def test_a_review_without_a_message_still_says_why(app, client, tracker, runner,
                        review={"approved": False, "blockers": ["no tests", "SQL by concatenation"]})
     assert resp.get_json()["status"] == "review_failed"
     assert tracker.comments["ENG-1"] == [
-        f"🔗 PR #3 is ready for review: {url}",
+        f"🔗 PR #3 (not ready for review): {url}",
         "⚠️ Implementation failed: the post-push review flagged blockers",
         "Log excerpt (`post_push_review_not_approved`):\n\n```\n- no tests\n- SQL by concatenation\n```",
     ]

@@ -154,6 +154,16 @@ def _end(how: str, client: Any, runner: FakeRunner, job: Any, admin_headers: dic
         resp = orchestrator.post_result(client, env, "success", pr_url=PR_URL, error="review found blockers",
                                         review={"approved": False, "blockers": ["no tests"]})
         assert resp.get_json()["status"] == "review_failed", resp.get_json()
+    elif how == "failure_after_pr":
+        resp = orchestrator.post_result(client, env, "failure", pr_url=PR_URL, error="the agent crashed")
+        assert resp.get_json()["status"] == "failed", resp.get_json()
+    elif how == "timed_out_after_pr":  # the PR known from the session's pr_opened event only
+        resp = client.post("/api/status", json={"nonce": env["AIIMPL_NONCE"], "event": "pr_opened",
+                                                "prUrl": PR_URL, "prNumber": 7})
+        assert resp.status_code == 200, resp.get_json()
+        runner.set_state(job.id, RunPhase.TIMED_OUT, timeout_reason=TimeoutReason.MACHINE_TIMEOUT,
+                         log_excerpt="still running")
+        orchestrator.reconcile()
     elif how == "timeout_result":
         resp = orchestrator.post_result(client, env, "failure", logLabel="machine_timeout", logExcerpt="tick",
                                         error="the wall-clock budget of 3600s ran out")
@@ -176,8 +186,8 @@ def _end(how: str, client: Any, runner: FakeRunner, job: Any, admin_headers: dic
         raise AssertionError(how)
 
 
-ENDINGS = ["failure", "review_failed", "timeout_result", "timed_out", "backend_failed", "cancel",
-           "run_not_found"]
+ENDINGS = ["failure", "review_failed", "failure_after_pr", "timed_out_after_pr", "timeout_result",
+           "timed_out", "backend_failed", "cancel", "run_not_found"]
 
 
 @pytest.mark.parametrize("how", ENDINGS)
@@ -198,11 +208,16 @@ def test_each_implementation_ending_sets_the_stage_of_the_table(
     assert world.stage(key) == expect(world, "Implementation failed"), how
     failures = [c for c in world.comments(key) if c.startswith("⚠️ Implementation failed: ")]
     assert len(failures) == 1, world.comments(key)
-    if how == "review_failed":  # the pull request's link, then the failure notice
-        assert world.comments(key)[0] == f"🔗 PR #7 is ready for review: {PR_URL}"
-        assert world.comments(key)[1] == failures[0]
+    posted = world.comments(key)
+    if how == "timed_out_after_pr":  # the session's own comment came first
+        assert posted[0].startswith(f"📝 Claude finished. PR #7 opened: {PR_URL}"), posted
+        posted = posted[1:]
+    if how.endswith("_pr") or how == "review_failed":
+        # the reference's pull-request link (a run that opened one), then the failure notice
+        assert posted[0] == f"🔗 PR #7 (not ready for review): {PR_URL}"
+        assert posted[1] == failures[0]
     else:
-        assert world.comments(key)[0] == failures[0]
+        assert posted[0] == failures[0]
 
     # applying the trigger again runs again: an implementation
     world.trigger(key)
@@ -213,7 +228,7 @@ def test_each_implementation_ending_sets_the_stage_of_the_table(
     assert world.stage(key) == expect(world, "Implementing")
 
 
-@pytest.mark.parametrize("how", [h for h in ENDINGS if h != "review_failed"])
+@pytest.mark.parametrize("how", [h for h in ENDINGS if h != "review_failed" and not h.endswith("_pr")])
 def test_each_planning_ending_sets_planning_failed(app, client, admin_headers, world, runner, how):
     _mapping(world, planning_enabled=True, planning_workflow_file="ai-plan.yml")
     key = world.add()

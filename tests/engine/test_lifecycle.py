@@ -214,7 +214,7 @@ def test_review_failed_posts_the_pr_and_the_review_label(app, client, tracker, r
     )
     assert resp.get_json()["status"] == "review_failed"
     assert tracker.comments["ENG-5"] == [
-        f"🔗 PR #5 is ready for review: {pr_url}",
+        f"🔗 PR #5 (not ready for review): {pr_url}",
         "⚠️ Implementation failed: review found blockers",
         "Log excerpt (`post_push_review_not_approved`):\n\n```\n- SQL built by string concatenation\n```",
     ]
