@@ -400,6 +400,16 @@ def try_advisory_lock(name: str, session: Session | None = None) -> bool:
     return True
 
 
+def unique_violation(exc: Exception) -> bool:
+    """Whether an ``IntegrityError`` broke a unique index or key (not a foreign key, a NOT NULL or
+    a check): SQLSTATE 23505 on PostgreSQL, SQLite's ``UNIQUE constraint failed``."""
+    orig = getattr(exc, "orig", exc)
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate is not None:
+        return bool(sqlstate == "23505")
+    return str(orig).startswith("UNIQUE constraint failed")
+
+
 # -- schema and failures, for an operator ----------------------------------------------------
 
 

@@ -80,7 +80,10 @@ def _set(team_key: str | None) -> Any:
         raise ApiError(400, exc.message) from None
     if len(name) > MAX_NAME:
         raise ApiError(400, f"name must be at most {MAX_NAME} characters")
-    return jsonify(_run(lambda: _store(scope, name, value)))
+    try:
+        return jsonify(_run(lambda: _store(scope, name, value)))
+    except NotFound as exc:  # the team's mapping was deleted since the request began
+        raise ApiError(404, exc.message) from None
 
 
 def _delete(team_key: str | None, name: str) -> Any:

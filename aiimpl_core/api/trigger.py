@@ -25,7 +25,8 @@ def gap_fill():  # noqa: ANN201
       description: >-
         Dispatched through the mapping's runner backend when it supports gap-fill, else the
         first configured backend that does. An issue with a job still in flight answers 409
-        `already_running`.
+        `already_running`. The caps (maxInProgressAiIssues, AIIMPL_GLOBAL_CAP,
+        AIIMPL_BACKEND_CAPS) do not refuse this explicit request; its job counts toward them.
       tags: [trigger]
       security:
         - triggerSecret: []

@@ -36,6 +36,7 @@ from ..database import (
     one_of,
     rows_by_issue_key,
     serialized,
+    unique_violation,
     write_seen_rows,
 )
 from ..errors import (
@@ -752,6 +753,11 @@ class _InFlight(Exception):
     """The claim's new job broke the unique index of active jobs: one of the issue's is in flight."""
 
 
+class _MappingGone(Exception):
+    """The claim's new job referred to a mapping deleted since the claim read it (PostgreSQL: the
+    job's INSERT waited for the deletion's row lock, then broke the foreign key)."""
+
+
 def consider(
     issue: TrackerIssue,
     *,
@@ -846,8 +852,10 @@ def consider(
                     plan=plan,
                     forced=force,
                 )
-            except IntegrityError as exc:
-                raise _InFlight from exc  # rolls the claim back
+            except IntegrityError as exc:  # rolls the claim back
+                if not unique_violation(exc):
+                    raise _MappingGone from exc
+                raise _InFlight from exc
             # the session's credentials and request, committed with the claim: the launch goes
             # straight to the backend instead of reading the job and its mapping again first (with
             # the nonce whose hash the job's INSERT carried)
@@ -879,6 +887,14 @@ def consider(
             dedup = blockers.dedup()
             blockers.record(issue, dedup, now)
         report.hold(key, dedup)
+        return None
+    except _MappingGone:
+        # said as the next cycle says it: not "already dispatched", which no job of it is
+        with serialized():
+            advisory_locks([f"team:{issue.team_key}"])
+            gone = blockers.no_mapping(issue.team_key)
+            blockers.record(issue, gone, now)
+        report.hold(key, gone)
         return None
     report.dispatched.append(entry)
     if snapshot is not None:

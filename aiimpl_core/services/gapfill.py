@@ -14,7 +14,7 @@ from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from ..database import serialized
+from ..database import serialized, unique_violation
 from ..errors import DispatchError
 from ..extensions import db
 from ..orm import Job
@@ -135,9 +135,11 @@ def trigger_gap_fill(issue_key: str, pr_number: int) -> dict[str, Any]:
                 pr_number=pr_number,
                 base_branch=base_branch,
             )
-    except IntegrityError:
-        # another process created an active job for this issue at the same moment
+    except IntegrityError as exc:
         db.session.rollback()
+        if not unique_violation(exc):  # (PostgreSQL) the mapping was deleted as the job was made
+            raise CallbackError(404, "mapping_not_found") from None
+        # another process created an active job for this issue at the same moment
         raise CallbackError(409, "already_running") from None
     try:
         launch(job, gap_fill=True)

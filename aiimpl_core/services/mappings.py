@@ -30,7 +30,7 @@ from flask import current_app
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from ..database import serialized
+from ..database import advisory_lock, serialized
 from ..errors import NotFound, ProviderConfigError, ValidationError, describe_plugin_error
 from ..extensions import db
 from ..orm import Mapping, Secret, iso_z
@@ -462,6 +462,7 @@ def _save(body: Any) -> tuple[dict[str, Any], bool]:
             db.session.commit()  # no transaction stays open while the plugins are asked
             values = validate(body, seen)
         with serialized() as session:
+            lock_team(team_key)
             row = _row_of(team_key)
             stored = to_api(row) if row else None
             if not last and stored != seen:
@@ -476,6 +477,17 @@ def _save(body: Any) -> tuple[dict[str, Any], bool]:
                 setattr(row, column, values[api])
         return to_api(row), created
     raise AssertionError("unreachable: the last try returns or raises")
+
+
+def lock_team(team_key: Any) -> None:
+    """Hold the team's mapping, and its secrets, for the rest of the transaction (PostgreSQL; SQLite's
+    :func:`~aiimpl_core.database.serialized` holds every writer already): at READ COMMITTED two saves
+    each validated against the stored mapping, and each wrote its own change over the other's (one
+    enabling planning, one removing its workflow file: stored, a mapping no validation passes), and
+    a team secret saved as the mapping was deleted outlived it, for the next mapping of that team
+    to receive. The lock covers a mapping not created yet, which no row lock could."""
+    if isinstance(team_key, str) and team_key:
+        advisory_lock(f"mapping:{team_key}")
 
 
 def _row_of(team_key: Any) -> Mapping | None:
@@ -507,6 +519,7 @@ def patch(team_key: str, body: Any) -> dict[str, Any]:
     elif not isinstance(body["paused"], bool):
         raise ValidationError("paused must be true or false")
     with serialized():
+        lock_team(team_key)
         row = require(team_key)
         if has_cap:
             row.max_in_progress = body["maxInProgressAiIssues"]
@@ -518,6 +531,7 @@ def patch(team_key: str, body: Any) -> dict[str, Any]:
 def delete_mapping(team_key: str) -> bool:
     """Delete a mapping and its team secrets; false when there was none."""
     with serialized() as session:
+        lock_team(team_key)
         row = get_row(team_key)
         if row is None:
             return False

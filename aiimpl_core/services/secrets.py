@@ -19,6 +19,7 @@ from ..errors import ConfigError, NotFound, ValidationError
 from ..extensions import db
 from ..orm import Mapping, Secret, iso_z, utcnow
 from ..schemas.common import is_given, require_strings
+from .mappings import lock_team
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,13 @@ def set_secret(scope: str, name: str, value: str) -> dict[str, object]:
                           "set it (the same for every process) and try again")
     token = _fernet().encrypt(value.encode()).decode()
     with serialized() as session:  # read and written by one writer (SQLite: no stale read to write on)
+        if scope != GLOBAL:
+            # the team's mapping is there as the secret is written, not only when the request
+            # began: one deleted meanwhile took the team's secrets with it, and a secret stored
+            # after that would reach the next mapping created for the team
+            lock_team(scope)
+            if session.scalar(select(Mapping.id).where(Mapping.team_key == scope)) is None:
+                raise NotFound("Team not found")
         row = session.scalar(select(Secret).where(Secret.scope == scope, Secret.name == name))
         if row is None:
             row = Secret(scope=scope, name=name, value_encrypted=token)
@@ -110,6 +118,8 @@ def set_secret(scope: str, name: str, value: str) -> dict[str, object]:
 
 def delete_secret(scope: str, name: str) -> None:
     with serialized() as session:
+        if scope != GLOBAL:
+            lock_team(scope)  # not deleted as its mapping's deletion deletes it (two deletes of one row)
         row = session.scalar(select(Secret).where(Secret.scope == scope, Secret.name == name))
         if row is None:
             raise NotFound("Secret not found")

@@ -673,6 +673,9 @@ def test_an_extra_env_variable_holding_a_secrets_value_is_refused(app, client, a
     workflow's input, which anyone who can read the repository's runs sees. A value that is one of
     the orchestrator's secrets (its sensitive settings, a stored secret of the team or global) put
     there by mistake is refused, naming where it belongs; the secret's own name, not its value."""
+    # the teams' mappings first: a team secret is stored for a mapping there
+    assert post(client, admin_headers, merged()).status_code == 201
+    assert post(client, admin_headers, merged(teamKey="OPS")).status_code == 201
     secrets_service.set_secret("", "GLOBAL_KEY", "global-secret-value")
     secrets_service.set_secret("ENG", "TEAM_KEY", "team-secret-value")
     secrets_service.set_secret("OPS", "OTHER_KEY", "other-team-value")  # another team's: not its
@@ -682,8 +685,6 @@ def test_an_extra_env_variable_holding_a_secrets_value_is_refused(app, client, a
         "team": (" team-secret-value\n", "the team secret TEAM_KEY"),
         "team-in-update": ("team-secret-value", "the team secret TEAM_KEY"),
     }[held]
-    if held == "team-in-update":
-        assert post(client, admin_headers, merged()).status_code == 201
     answer = post(client, admin_headers, merged(extraEnv={"NODE_ENV": "test", "DEPLOY_TOKEN": value}))
     assert answer.status_code == 400
     assert answer.get_json() == {"error": (
@@ -800,3 +801,30 @@ class TestWithOnlyLocalDockerInstalled:
             answer = post(client, admin_headers, merged(teamKey="WEB", executionMode=value))
             assert answer.status_code == 400
             assert answer.get_json() == {"error": "executionMode must be 'github-actions' or 'fly-machines'"}
+
+
+def test_two_saves_at_once_are_each_validated_against_the_other(
+    app, admin_headers, adm_mapping, monkeypatch
+) -> None:
+    """Each save alone is valid: planning enabled (the stored mapping has its workflow file), the
+    workflow file removed (planning is off). At once, each validated against the mapping before
+    the other's change, and on PostgreSQL both were written: a mapping with planning on and no
+    workflow file. The second waits for the first and is validated against what it stored."""
+    from aiimpl_core.testing.orchestrator import Pause, Worker, first_holds_second_waits
+
+    adm_mapping("ENG", planningWorkflowFile="ai-plan.yml")
+    pause = Pause(monkeypatch, service, "lock_team", "first")
+
+    def saving(body: dict[str, Any]) -> Callable[[], Any]:
+        return lambda: app.test_client().post("/api/mappings", json=body, headers=admin_headers)
+
+    first = Worker(app, "first", saving({"teamKey": "ENG", "planningEnabled": True}))
+    second = saving({"teamKey": "ENG", "planningWorkflowFile": None})
+    enabled, removed = first_holds_second_waits(app, pause, first, lambda: Worker(app, "second", second))
+
+    assert enabled.status_code == 200, enabled.get_json()
+    assert (removed.status_code, removed.get_json()) == (
+        400, {"error": "planningWorkflowFile is required when planningEnabled is true"})
+    db.session.rollback()  # (what this thread read before the workers wrote)
+    stored = service.get("ENG")
+    assert (stored["planningEnabled"], stored["planningWorkflowFile"]) == (True, "ai-plan.yml")

@@ -218,3 +218,30 @@ def test_the_app_notes_a_key_it_made_up(aiimpl_databases) -> None:
     given = create_app({"AIIMPL_DATABASE_URL": aiimpl_databases.get("sqlite"), "AIIMPL_SECRET_KEY": "k" * 32})
     assert made_up.config.get(secrets_service.KEY_MADE_UP) is True
     assert not given.config.get(secrets_service.KEY_MADE_UP)
+
+
+def test_a_team_secret_saved_as_its_mapping_is_deleted_does_not_outlive_it(
+    app, client, admin_headers, adm_mapping, monkeypatch
+) -> None:
+    """The mapping was there when the request began and deleted (with the team's secrets) before
+    the secret was written: the secret stayed, for the next mapping created for the team to hand
+    its sessions. Now the write looks for the mapping itself: 404, nothing stored."""
+    from aiimpl_core.api import admin_secrets
+    from aiimpl_core.services import mappings as mapping_service
+    from aiimpl_core.testing.orchestrator import Worker
+
+    adm_mapping("ENG")
+    checked = admin_secrets._scope
+
+    def deleted_meanwhile(team_key: str | None) -> str:
+        scope = checked(team_key)
+        assert Worker(app, "deleter", lambda: mapping_service.delete_mapping("ENG")).join() is True
+        return scope
+
+    monkeypatch.setattr(admin_secrets, "_scope", deleted_meanwhile)
+    resp = call(client, admin_headers, "POST", TEAM, {"name": "DEPLOY_KEY", "value": VALUE})
+
+    assert (resp.status_code, resp.get_json()) == (404, {"error": "Team not found"})
+    assert db.session.scalars(select(Secret)).all() == []
+    adm_mapping("ENG")
+    assert secrets_service.values_for_team("ENG") == {}

@@ -216,6 +216,29 @@ def test_gap_fill_triggered_three_times_at_once_starts_one_job(app, cb_job, cb_r
     assert len(cb_runner.runs) == 1
 
 
+def test_gap_fill_for_a_mapping_deleted_as_its_job_is_made_is_mapping_not_found(app, cb_mapping, cb_runner):
+    """On PostgreSQL the job's INSERT waits for the deletion's row lock and then breaks the foreign
+    key, which was answered 409 `already_running` (no job runs); on SQLite the trigger waits for
+    the deletion and finds no mapping. Either way: 404 `mapping_not_found`, nothing started."""
+    from sqlalchemy.orm import Session
+
+    from aiimpl_core.orm import Mapping
+    from aiimpl_core.testing.orchestrator import Worker, wait_until_blocked
+
+    cb_mapping("ENG")
+    other = Session(db.engine)
+    other.execute(db.delete(Mapping).where(Mapping.team_key == "ENG"))
+    trigger = Worker(app, "trigger", lambda: post(app.test_client(), {"issueKey": "ENG-1", "prNumber": 42}))
+    try:
+        wait_until_blocked(app, trigger)
+    finally:
+        other.commit()
+        other.close()
+    resp = trigger.join()
+    assert (resp.status_code, resp.get_json()) == (404, {"error": "mapping_not_found"})
+    assert _jobs() == [] and cb_runner.runs == {}
+
+
 def test_gap_fill_base_branch_defaults_to_prefix_and_key(client, cb_mapping, cb_runner):
     cb_mapping("ENG", branch_prefix="bot/")
     resp = post(client, {"issueKey": "ENG-3", "prNumber": 9})

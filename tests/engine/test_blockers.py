@@ -448,3 +448,30 @@ def test_a_blocker_refreshed_while_the_prune_waits_for_its_row_is_kept(app):
         other.commit()
         other.close()
     assert pruning.join() == 1 and set(blocker_rows()) == {"ENG-9"}
+
+
+def test_an_issue_whose_mapping_is_deleted_as_it_is_claimed_is_not_said_dispatched(app, tracker, add_mapping):
+    """The mapping is deleted while the claim is under way: on PostgreSQL the job's INSERT waits for
+    the deletion's row lock and then breaks the foreign key, which was taken for the unique index
+    of jobs in flight ("Already dispatched recently" for an issue without a job). It is the
+    reference's no-mapping, as the next cycle says (on SQLite the claim waits for the deletion and
+    then reads no mapping)."""
+    from sqlalchemy.orm import Session
+
+    from aiimpl_core.orm import Mapping
+
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    other = Session(db.engine)
+    other.execute(db.delete(Mapping).where(Mapping.team_key == "ENG"))
+    cycle = Worker(app, "cycle", lambda: run_cycle(reconcile=False, deliver=False))
+    try:
+        wait_until_blocked(app, cycle)  # the claim's INSERT waits for the deleted row (SQLite: its lock)
+    finally:
+        other.commit()
+        other.close()
+    report = cycle.join()
+    gone = {"reason": "no-mapping", "message": "No mapping for team ENG. Add one in Projects."}
+    assert report.blocked["ENG-1"] == gone and not report.dispatched and not report.errors
+    assert blocker_rows() == {"ENG-1": ("no-mapping", "No mapping for team ENG. Add one in Projects.")}
+    assert jobs_of("ENG-1") == []

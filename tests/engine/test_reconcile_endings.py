@@ -319,8 +319,8 @@ TEAM_SECRET = "team-secret-3f8e1c/+=xyz"
 
 
 def test_a_backend_excerpt_is_masked_in_every_form(app, tracker, runner, add_mapping):
-    secrets_service.set_secret("ENG", "TEAM_TOKEN", TEAM_SECRET)
     job = _dispatched(tracker, add_mapping, "ENG-7")
+    secrets_service.set_secret("ENG", "TEAM_TOKEN", TEAM_SECRET)
     encoded = quote(TEAM_SECRET, safe="")
     basic = base64.b64encode(f"x-access-token:{TEAM_SECRET}".encode()).decode()
     excerpt = (
