@@ -69,6 +69,14 @@ WORKFLOW_STATE_TEXT = {
 WORKFLOW_FILE_RE = re.compile(r"[A-Za-z0-9_.-]+\.ya?ml")
 
 
+def _workflow_file_problem(name: str, value: Any) -> str | None:
+    """What is wrong with the workflow file setting ``name`` (unset or empty: its default)."""
+    if value in (None, "") or (isinstance(value, str) and WORKFLOW_FILE_RE.fullmatch(value)):
+        return None
+    return f"{name} must be a workflow file name in .github/workflows (letters, digits, '.', '_', '-', " \
+           f"ending in .yml or .yaml), e.g. {config.DEFAULT_WORKFLOW_FILE}"
+
+
 class GitHubActionsBackend(RunnerBackend):
     """Runs sessions as GitHub Actions workflow runs in the mapping's repository."""
 
@@ -82,6 +90,13 @@ class GitHubActionsBackend(RunnerBackend):
     supports_workflow_sync = True
     supports_gap_fill = True
     config_vars = config.CONFIG_VARS
+
+    @classmethod
+    def settings_problem(cls, config_values: Mapping[str, Any]) -> str | None:
+        for name in (config.WORKFLOW_FILE, config.GAP_FILL_WORKFLOW_FILE):
+            if problem := _workflow_file_problem(name, config_values.get(name)):
+                return problem
+        return None
 
     # -- configuration --
 
@@ -110,7 +125,11 @@ class GitHubActionsBackend(RunnerBackend):
             )
 
     def _setting_file(self, name: str, default: str) -> str:
-        return str(self.context.setting(name, default))
+        value = str(self.context.setting(name, default))
+        if problem := _workflow_file_problem(name, value):
+            # a path is no workflow: `../../README.md` was read and overwritten by the sync
+            raise ProviderConfigError(problem, provider=self.id)
+        return value
 
     def _repo(self, mapping: MappingView) -> Repo:
         return self.github().repo(mapping.owner, mapping.repo, ORCHESTRATOR_PERMISSIONS)

@@ -29,12 +29,13 @@ NO_AGENT = "none"
 CONFIG_VARS: tuple[ConfigVar, ...] = (
     ConfigVar(
         WORKFLOW_FILE,
-        "Workflow file (in .github/workflows) that runs implementation sessions",
+        "Workflow file (a file name in .github/workflows, no path) that runs implementation sessions",
         default=DEFAULT_WORKFLOW_FILE,
     ),
     ConfigVar(
         GAP_FILL_WORKFLOW_FILE,
-        "Workflow file that runs gap-analysis sessions (/trigger/gap-fill)",
+        "Workflow file (a file name in .github/workflows, no path) that runs gap-analysis sessions "
+        "(/trigger/gap-fill)",
         default=DEFAULT_GAP_FILL_WORKFLOW_FILE,
     ),
     ConfigVar(

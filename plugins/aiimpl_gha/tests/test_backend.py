@@ -495,6 +495,24 @@ def test_two_phases_configured_into_one_file_are_refused_by_the_sync(gh: FakeGit
     assert gh.server.requests_to("PUT") == []
 
 
+@pytest.mark.parametrize("name", ["AIIMPL_GHA_WORKFLOW_FILE", "AIIMPL_GHA_GAP_FILL_WORKFLOW_FILE"])
+@pytest.mark.parametrize("value", ["../../README.md", "/abs.yml", "sub/dir.yml", "a b.yml", "ai.txt"])
+def test_a_workflow_file_setting_that_is_no_file_name_is_refused(gh: FakeGitHub, name: str, value: str):
+    """A path in the setting was followed: `../../README.md` made the sync read and overwrite the
+    repository's README (and say `ok`). `aiimpl config` says it; every use refuses it, writing
+    nothing."""
+    said = f"{name} must be a workflow file name in .github/workflows"
+    assert (GitHubActionsBackend.settings_problem({name: value}) or "").startswith(said)
+    backend = GitHubActionsBackend(make_context(github_config(gh) | {name: value}))
+    with pytest.raises(ProviderConfigError, match=said):
+        backend.sync_workflows(sample_mapping())
+    with pytest.raises(ProviderConfigError, match=said):
+        backend.validate_mapping({})
+    assert gh.server.requests_to("PUT") == []
+    for fine in ("", None, "ai-implement.yml", "my_flow-2.yaml"):
+        assert GitHubActionsBackend.settings_problem({name: fine}) is None
+
+
 def test_sync_updates_a_changed_file_with_its_sha(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
     gh.put_file("acme", "api", ".github/workflows/ai-implement.yml", "name: old\non: push\njobs: {}\n")
     result = backend.sync_workflows(sample_mapping())
