@@ -99,6 +99,30 @@ if _control_socket:
     control_socket = _control_socket
 
 
+#: names of settings whose values are secrets, beyond the core's own sensitive settings (a plugin's
+#: ``AIIMPL_LINEAR_API_KEY``, ``AIIMPL_JIRA_API_TOKEN`` …, which the master does not load)
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSPHRASE|CREDENTIAL", re.IGNORECASE)
+
+
+def _mask_raw_env(cfg) -> None:  # noqa: ANN001
+    """gunicorn logs its settings at debug level, ``-e NAME=value`` (``raw_env``) among them, before
+    it puts those in the environment the app's masking reads: the values of secrets there are
+    masked from the start, and a database URL's password."""
+    from sqlalchemy.engine import make_url
+
+    sensitive = _config.sensitive_names()
+    for name, value in (getattr(cfg, "env", None) or {}).items():
+        if not isinstance(value, str):
+            continue
+        if name in sensitive or _SECRET_NAME.search(name):
+            _logs.mask(value)
+        elif name == "AIIMPL_DATABASE_URL":
+            try:
+                _logs.mask(make_url(value).password)
+            except Exception:  # noqa: BLE001, S110 - a URL that cannot be read is refused at start-up
+                pass
+
+
 class Logger(glogging.Logger):
     """gunicorn's logger, with its error and access lines in the format of ``AIIMPL_LOG_FORMAT``
     when that is ``json`` (gunicorn's own text lines otherwise), its error lines and the client's
@@ -107,6 +131,7 @@ class Logger(glogging.Logger):
 
     def setup(self, cfg) -> None:  # noqa: ANN001
         super().setup(cfg)
+        _mask_raw_env(cfg)
         for handler in (*self.error_log.handlers, *self.access_log.handlers):
             _logs.guard(handler)  # the worker's sensitive settings are masked here too
         if _logs.from_environ("INFO")[1] == "json":

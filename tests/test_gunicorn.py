@@ -316,6 +316,29 @@ def test_gunicorns_error_lines_are_masked_of_the_known_secrets(capsys):
     assert "Error handling request with [REDACTED]" in err and "gunicorn-masked-value" not in err
 
 
+def test_secrets_given_with_dash_e_are_masked_in_gunicorns_debug_lines(tmp_path):
+    """gunicorn logs its configuration at debug level, ``-e`` values included, before it puts them
+    in the environment the app's masking reads: a Linear API key was logged whole (and the password
+    of a database URL given so, which the worker cannot reach here)."""
+    key, password = "lin_api_RAWENVsentinel987654", "dbpass-sentinel-4321"
+    proc, _port = _gunicorn(
+        tmp_path, "-e", f"AIIMPL_LINEAR_API_KEY={key}", "-e", f"AIIMPL_TRIGGER_SECRET={key}x",
+        "-e", f"AIIMPL_DATABASE_URL=postgresql+psycopg://u:{password}@127.0.0.1:1/none",
+        AIIMPL_LOG_LEVEL="DEBUG")
+    try:
+        deadline = time.monotonic() + 60
+        while "Booting worker" not in _output(tmp_path) and proc.poll() is None:
+            assert time.monotonic() < deadline, _output(tmp_path)
+            time.sleep(0.1)
+        time.sleep(1)  # (the worker's own lines: it cannot reach the database)
+    finally:
+        proc.kill()
+        proc.wait(30)
+    logged = _output(tmp_path)
+    assert "Current configuration" in logged and "AIIMPL_LINEAR_API_KEY=[REDACTED]" in logged, logged
+    assert key not in logged and password not in logged
+
+
 def test_gunicorns_lines_about_a_request_leave_out_what_the_client_sent_after_the_path(capsys):
     """gunicorn logs a request it refused with what it could not read quoted, and an error
     handling a request with its URI: neither keeps a query string nor a header's value."""
