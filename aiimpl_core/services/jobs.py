@@ -6,6 +6,7 @@ same job cannot both win, and a terminal status never changes. Each change is re
 """
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime
 from typing import Any
@@ -31,20 +32,26 @@ _TIMESTAMP = {
 }
 _EVENTS_KEY = "aiimpl_events"
 
+log = logging.getLogger(__name__)
+
 
 def can_transition(old: JobStatus, new: JobStatus) -> bool:
     return new in _ALLOWED.get(old, frozenset())
 
 
-def _queue_event(kind: str, **payload: Any) -> None:
+def _queue_event(kind: str, line: tuple[Any, ...] = (), **payload: Any) -> None:
+    """Queue a plugin event for the commit, and the log line that says it (``line``: a format and
+    its arguments), logged once the change is committed (never for one rolled back)."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    db.session.info.setdefault(_EVENTS_KEY, []).append((app, kind, payload))
+    db.session.info.setdefault(_EVENTS_KEY, []).append((app, kind, payload, line))
 
 
 @event.listens_for(Session, "after_commit")
 def _fire_events(session: Session) -> None:
     pending = session.info.pop(_EVENTS_KEY, None)
-    for app, kind, payload in pending or ():
+    for app, kind, payload, line in pending or ():
+        if line:
+            log.info(*line)  # an operator follows an issue through the log: its jobs and their ends
         facade = app.extensions.get("aiimpl")
         if facade is None:
             continue
@@ -77,7 +84,9 @@ def discard_events_after(mark: int) -> None:
 def record_created(job: Job) -> None:
     """Record the initial transition of a job that was just added and flushed."""
     db.session.add(JobTransition(job_id=job.id, from_status=None, to_status=job.status, at=job.created_at))
-    _queue_event("job", job_id=job.id, issue_key=job.issue_key, old=None, new=JobStatus(job.status))
+    line = ("job %s of %s created: %s on %s%s (%s)", job.id, job.issue_key, job.phase, job.backend,
+            " in shadow mode" if job.shadow else "", job.status)
+    _queue_event("job", line, job_id=job.id, issue_key=job.issue_key, old=None, new=JobStatus(job.status))
 
 
 def transition(
@@ -112,7 +121,12 @@ def transition(
     for key, value in values.items():
         # the row holds these already: set them as loaded, or the flush would send the update again
         set_committed_value(job, key, value)
-    _queue_event("job", job_id=job.id, issue_key=job.issue_key, old=old, new=new)
+    why = " ".join((timeout_reason or reason or "").split())  # one line, however the runner wrote it
+    if len(why) > 200:
+        why = why[:199] + "…"
+    line = ("job %s of %s: %s -> %s%s", job.id, job.issue_key, old.value, new.value,
+            f" ({why})" if why else "")
+    _queue_event("job", line, job_id=job.id, issue_key=job.issue_key, old=old, new=new)
     return True
 
 

@@ -762,3 +762,22 @@ def test_no_installed_backend_holds_issues_instead_of_failing_them(
     db.session.commit()
     run_cycle()
     assert [j.status for j in jobs_of("ENG-41")] == ["dispatched"]
+
+
+def test_the_log_follows_each_job_from_its_creation_to_its_end(app, client, tracker, runner, add_mapping,
+                                                               caplog):
+    """An operator follows an issue through the server's log: its job created, dispatched and
+    ended, with why (a failure's reason on one line, however the runner wrote it)."""
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    with caplog.at_level(logging.INFO, logger="aiimpl_core.services.jobs"):
+        run_cycle()
+        [job] = jobs_of("ENG-1")
+        resp = post_result(client, runner, job.id, outcome="failure", error="git clone failed\n(exit 128)")
+        assert resp.get_json()["status"] == "failed"
+    said = [r.getMessage() for r in caplog.records if r.name == "aiimpl_core.services.jobs"]
+    assert said == [
+        f"job {job.id} of ENG-1 created: implementation on github-actions (unknown)",
+        f"job {job.id} of ENG-1: unknown -> dispatched",
+        f"job {job.id} of ENG-1: dispatched -> failed (git clone failed (exit 128))",
+    ]
