@@ -1,10 +1,19 @@
 """The session's GitHub REST calls: opening the pull request (or finding the one already open for
 the branch), finding the merged or closed one a branch was left behind by, and where repositories
-live."""
+live.
+
+Each call is bounded by the session's budget and its stop (:class:`Budget`), as the commands the
+session runs are: a GitHub that hangs must not hold a stopped session past the time it has left to
+save the work and report.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ..errors import ProviderError
@@ -13,6 +22,14 @@ from ..http import HttpClient
 API_VERSION = "2022-11-28"
 #: GitHub refuses a longer pull request title: 422 "title is too long (maximum is 256 characters)"
 MAX_TITLE_CHARS = 256
+#: seconds one try of a call may wait for GitHub's answer
+TIMEOUT = 30.0
+#: seconds a call under way when the budget runs out or the session is stopped still gets for its
+#: answer: a pull request GitHub has created and answers a moment later is kept, a GitHub that
+#: hangs is given up (well within the time kept back to save the work and report)
+ANSWER_GRACE = 5.0
+
+T = TypeVar("T")
 
 
 class PullRequestError(Exception):
@@ -27,6 +44,93 @@ class PullRequestError(Exception):
         if self.status is None:
             return f"PR creation failed: {self.message}"
         return f"PR creation failed with HTTP {self.status}: {self.message}"
+
+
+class Interrupted(Exception):
+    """A call not made, or given up before GitHub answered, because the budget ran out
+    (``stopped`` is ``"deadline"``) or the runner stopped the session (``"signal"``), as a
+    command's ``ProcessResult.stopped`` says. A call given up may have been done all the same."""
+
+    def __init__(self, stopped: str) -> None:
+        super().__init__(stopped)
+        self.stopped = stopped
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What bounds the calls: none starts (nor is tried again) once ``stop`` is set or
+    ``deadline`` (a ``time.monotonic()`` value) has passed, and one under way then is given up
+    :data:`ANSWER_GRACE` seconds later."""
+
+    deadline: float | None = None
+    stop: threading.Event | None = None
+    grace: float = ANSWER_GRACE
+
+    def interrupted(self) -> str | None:
+        """``"signal"`` once the session was stopped, ``"deadline"`` once the budget ran out."""
+        if self.stop is not None and self.stop.is_set():
+            return "signal"
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return "deadline"
+        return None
+
+    def timeout(self) -> float:
+        """Seconds one try may wait for an answer: :data:`TIMEOUT`, less near the deadline."""
+        if self.deadline is None:
+            return TIMEOUT
+        return max(1.0, min(TIMEOUT, self.deadline + self.grace - time.monotonic()))
+
+    def sleep(self, seconds: float) -> None:
+        """The client's wait before trying again: a stop ends it, and no try follows a stop or
+        the budget's end."""
+        if self.stop is not None:
+            self.stop.wait(seconds)
+        else:
+            time.sleep(seconds)
+        stopped = self.interrupted()
+        if stopped:
+            raise Interrupted(stopped)
+
+    def run(self, call: Callable[[], T]) -> T:
+        """``call()``'s value (or its exception), unless the budget ends first.
+
+        The call runs in a thread of its own, so that a stop is not held up by an answer that
+        never comes (a stop signal does not end a socket's wait; the thread, a daemon, is left to
+        its try's timeout).
+
+        :raises Interrupted: before the call, when the budget has ended already; or
+            :attr:`grace` seconds after it ended while the call was under way.
+        """
+        stopped = self.interrupted()
+        if stopped:
+            raise Interrupted(stopped)
+        if self.deadline is None and self.stop is None:
+            return call()
+        outcome: list[tuple[bool, Any]] = []
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                outcome.append((True, call()))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                outcome.append((False, exc))
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="github-call", daemon=True).start()
+        give_up_at: float | None = None
+        while not done.wait(0.1):
+            if give_up_at is None:
+                stopped = self.interrupted()
+                if stopped:
+                    give_up_at = time.monotonic() + self.grace
+            elif time.monotonic() >= give_up_at:
+                assert stopped is not None
+                raise Interrupted(stopped)
+        ok, value = outcome[0]
+        if ok:
+            return value  # type: ignore[no-any-return]
+        raise value
 
 
 def web_base(api_url: str) -> str:
@@ -61,11 +165,12 @@ def _message(exc: ProviderError) -> str:
     return exc.message.split(": ", 2)[-1]
 
 
-def _client(api_url: str, token: str) -> HttpClient:
+def _client(api_url: str, token: str, budget: Budget) -> HttpClient:
     return HttpClient(
         api_url,
         provider="github",
-        timeout=30.0,
+        timeout=budget.timeout(),
+        sleep=budget.sleep,
         headers={
             "Accept": "application/vnd.github+json",
             "Authorization": f"Bearer {token}",
@@ -75,15 +180,27 @@ def _client(api_url: str, token: str) -> HttpClient:
 
 
 def open_pull_request(
-    api_url: str, token: str, owner: str, repo: str, *, title: str, body: str, head: str, base: str
+    api_url: str, token: str, owner: str, repo: str, *, title: str, body: str, head: str, base: str,
+    budget: Budget | None = None,
 ) -> dict[str, Any]:
     """``POST /repos/{owner}/{repo}/pulls``; the created pull request.
 
+    :param budget: what bounds the call (none: only its timeout).
     :raises PullRequestError: with GitHub's status and message.
+    :raises Interrupted: the budget ended before the call, or before its answer.
     """
+    budget = budget or Budget()
+    return budget.run(lambda: _open(api_url, token, owner, repo, title=title, body=body, head=head,
+                                    base=base, budget=budget))
+
+
+def _open(
+    api_url: str, token: str, owner: str, repo: str, *, title: str, body: str, head: str, base: str,
+    budget: Budget,
+) -> dict[str, Any]:
     if len(title) > MAX_TITLE_CHARS:  # a Jira summary alone may be 255 characters
         title = title[: MAX_TITLE_CHARS - 1].rstrip() + "…"
-    client = _client(api_url, token)
+    client = _client(api_url, token, budget)
     try:
         resp = client.post(
             f"/repos/{owner}/{repo}/pulls", json={"title": title, "head": head, "base": base, "body": body}
@@ -97,7 +214,7 @@ def open_pull_request(
 
 
 def find_open_pull_request(
-    api_url: str, token: str, owner: str, repo: str, *, head: str, base: str
+    api_url: str, token: str, owner: str, repo: str, *, head: str, base: str, budget: Budget | None = None
 ) -> dict[str, Any] | None:
     """The open pull request from branch ``head`` of ``owner/repo`` into ``base``, or ``None``.
 
@@ -106,15 +223,18 @@ def find_open_pull_request(
     answer is checked again here rather than trusted to the filters.
 
     :raises PullRequestError: when GitHub refuses the listing or cannot be reached.
+    :raises Interrupted: the budget ended before the call, or before its answer.
     """
-    for pr in _pull_requests(api_url, token, owner, repo, head=head, base=base, state="open"):
+    listed = _pull_requests(api_url, token, owner, repo, head=head, base=base, state="open", budget=budget)
+    for pr in listed:
         if _is_open_pull(pr, f"{owner}/{repo}", head, base):
             return pr
     return None
 
 
 def find_ended_pull_request(
-    api_url: str, token: str, owner: str, repo: str, *, head: str, base: str, sha: str
+    api_url: str, token: str, owner: str, repo: str, *, head: str, base: str, sha: str,
+    budget: Budget | None = None,
 ) -> dict[str, Any] | None:
     """The pull request from branch ``head`` of ``owner/repo`` into ``base`` that was merged, or
     else closed without a merge, with the branch at commit ``sha`` (the branch as it stands), or
@@ -125,8 +245,10 @@ def find_ended_pull_request(
     keeps the head commit it was merged or closed with, whatever the branch got later.
 
     :raises PullRequestError: when GitHub refuses the listing or cannot be reached.
+    :raises Interrupted: the budget ended before the call, or before its answer.
     """
-    listed = _pull_requests(api_url, token, owner, repo, head=head, base=base, state="closed")
+    listed = _pull_requests(api_url, token, owner, repo, head=head, base=base, state="closed",
+                            budget=budget)
     ended = [pr for pr in listed if pr.get("state") == "closed" and _head_sha(pr) == sha
              and _is_from(pr, f"{owner}/{repo}", head, base)]
     return next((pr for pr in ended if pr.get("merged_at")), ended[0] if ended else None)
@@ -138,14 +260,24 @@ def _head_sha(pr: dict[str, Any]) -> Any:
 
 
 def _pull_requests(
-    api_url: str, token: str, owner: str, repo: str, *, head: str, base: str, state: str
+    api_url: str, token: str, owner: str, repo: str, *, head: str, base: str, state: str,
+    budget: Budget | None,
 ) -> list[dict[str, Any]]:
     """``GET /repos/{owner}/{repo}/pulls?head={owner}:{head}&base={base}&state={state}``: the first
     hundred, those that are objects.
 
     :raises PullRequestError: when GitHub refuses the listing or cannot be reached.
+    :raises Interrupted: the budget ended before the call, or before its answer.
     """
-    client = _client(api_url, token)
+    budget = budget or Budget()
+    return budget.run(lambda: _list(api_url, token, owner, repo, head=head, base=base, state=state,
+                                    budget=budget))
+
+
+def _list(
+    api_url: str, token: str, owner: str, repo: str, *, head: str, base: str, state: str, budget: Budget
+) -> list[dict[str, Any]]:
+    client = _client(api_url, token, budget)
     try:
         resp = client.get(
             f"/repos/{owner}/{repo}/pulls",

@@ -38,7 +38,14 @@ from .api import Orchestrator, RepoToken, TokenCache
 from .config import SessionConfig, token_claim, url_problem
 from .credential import git_environment
 from .git import Git, GitError, RefusedChanges
-from .github import PullRequestError, find_ended_pull_request, find_open_pull_request, open_pull_request
+from .github import (
+    Budget,
+    Interrupted,
+    PullRequestError,
+    find_ended_pull_request,
+    find_open_pull_request,
+    open_pull_request,
+)
 from .redact import Redactor
 
 NO_CHANGES = "Nothing to commit: Claude left no file changes in the working tree"
@@ -53,6 +60,9 @@ SAVE_ALLOWANCE = 90.0
 SAVE_MIN = 10.0
 #: seconds kept after saving the work for the result and the last reports
 REPORT_TIME = 15.0
+#: a :class:`Failure`'s ``kind`` for how the session ended a command or call (``ProcessResult.stopped``,
+#: ``Interrupted.stopped``)
+STOPPED_KINDS = {"signal": "stopped", "deadline": "timed_out"}
 
 
 @dataclass
@@ -97,6 +107,7 @@ class State:
     replacing: str | None = None
     agent_ran: bool = False
     pushed: bool = False
+    commit: str | None = None  # the commit the work ended at (the one pushed)
     pr_url: str | None = None
     pr_number: int | None = None
     step: str = "start"
@@ -168,6 +179,8 @@ class Session:
             result_patience=config.report_retry,
             needed_patience=config.report_retry,
         )
+        #: GitHub's calls end with the budget's main part, and on a stop, as the commands do
+        self.github_budget = Budget(self.deadline, self.stop)
         self.state_dir = tempfile.mkdtemp(prefix="aiimpl-session-")
         self.cache = TokenCache(os.path.join(self.state_dir, "tokens.json"))
         self.usage = Usage()
@@ -281,7 +294,7 @@ class Session:
         return Failure(self.redactor.text(f"{what}. {where}".strip()), kind=kind)
 
     def _stopped(self, result: procs.ProcessResult, during: str) -> None:
-        kind = {"signal": "stopped", "deadline": "timed_out"}.get(result.stopped or "")
+        kind = STOPPED_KINDS.get(result.stopped or "")
         if kind:
             raise Failure(self._interruption(kind, during), excerpt=self._excerpt(result.output), kind=kind)
 
@@ -467,12 +480,19 @@ class Session:
         try:
             token = self.repo_token()
             ended = find_ended_pull_request(cfg.github_api_url, token.token, cfg.owner, cfg.repo,
-                                            head=cfg.branch, base=cfg.base_branch, sha=tip)
+                                            head=cfg.branch, base=cfg.base_branch, sha=tip,
+                                            budget=self.github_budget)
             if ended is not None and not ended.get("merged_at") and find_open_pull_request(
-                cfg.github_api_url, token.token, cfg.owner, cfg.repo, head=cfg.branch, base=cfg.base_branch
+                cfg.github_api_url, token.token, cfg.owner, cfg.repo, head=cfg.branch, base=cfg.base_branch,
+                budget=self.github_budget,
             ) is not None:
                 return None
+        except Interrupted as exc:
+            kind = STOPPED_KINDS[exc.stopped]
+            raise Failure(self._interruption(kind, "the clone"), kind=kind) from None
         except (PullRequestError, ProviderError) as exc:
+            # stopped, or out of time, while the orchestrator (for the token) could not be reached
+            self._check_clock("the clone")
             self.log(f"looking up the closed pull requests of {cfg.branch} failed ({exc.message}): "
                      "continuing from the branch")
             return None
@@ -631,7 +651,7 @@ class Session:
             message += f"Written by the coding agent of AI-Implement (job {cfg.job_id})."
             try:
                 self.git.commit_all(message, refuse=self._secrets_in, since=self.state.start_sha)
-                head = self.git.head()
+                head = self.state.commit = self.git.head()
                 has_work = self._has_work()
             except RefusedChanges as exc:
                 raise Failure(exc.output, excerpt=exc.output) from None
@@ -700,13 +720,20 @@ class Session:
                         body=self.redactor.text(body),
                         head=cfg.branch,
                         base=cfg.base_branch,
+                        budget=self.github_budget,
                     )
                 except PullRequestError as refused:
                     pr = self._open_pr_of_branch(token.token, refused)
                     detail["reused"] = True
+            except Interrupted as exc:
+                raise self._interrupted_opening_pr(STOPPED_KINDS[exc.stopped]) from None
             except PullRequestError as exc:
                 raise Failure(self.redactor.text(str(exc))) from None
             except ProviderError as exc:
+                # stopped, or out of time, while the orchestrator could not be reached
+                kind = self._interrupted()
+                if kind:
+                    raise self._interrupted_opening_pr(kind) from None
                 raise Failure(
                     f"PR creation failed: could not get a repository token: {exc.message}"
                 ) from None
@@ -714,6 +741,14 @@ class Session:
             self.state.pr_url = pr.get("html_url") or ""
             detail.update(prNumber=self.state.pr_number, prUrl=self.state.pr_url)
         self.api.status("pr_opened", prNumber=self.state.pr_number, prUrl=self.state.pr_url)
+
+    def _interrupted_opening_pr(self, kind: str) -> Failure:
+        """The failure of a run stopped, or out of time, while the pull request was being opened
+        (or before GitHub answered): the work is pushed; whether GitHub opened the pull request
+        is not known."""
+        what = self._interruption(kind, "the creation of the pull request")
+        where = f"The work is on branch `{self.push_branch}` (commit {(self.state.commit or '')[:7]})."
+        return Failure(self.redactor.text(f"{what}. {where}"), kind=kind)
 
     def _open_pr_of_branch(self, token: str, refused: PullRequestError) -> dict[str, Any]:
         """The pull request already open from ``AIIMPL_BRANCH`` into the base branch, when GitHub
@@ -731,7 +766,8 @@ class Session:
             raise refused
         try:
             pr = find_open_pull_request(
-                cfg.github_api_url, token, cfg.owner, cfg.repo, head=cfg.branch, base=cfg.base_branch
+                cfg.github_api_url, token, cfg.owner, cfg.repo, head=cfg.branch, base=cfg.base_branch,
+                budget=self.github_budget,
             )
         except PullRequestError as exc:
             self.log(f"looking up the open pull request of {cfg.branch} failed: {exc.message}")

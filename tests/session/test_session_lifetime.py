@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .conftest import World, script, wait_until
+from .conftest import FULL_GITHUB, World, script, wait_until
 
 
 def _stop_once(world: World, job_id: int, marker: Path, **overrides: str) -> tuple[subprocess.Popen, str]:
@@ -146,3 +146,55 @@ def test_saving_the_work_leaves_the_result_time_before_the_budgets_end(world: Wo
     assert job.status == "timed_out"
     assert "Saving the work so far failed" in job.error
     assert "ai/ENG-1" not in world.remote.branches()
+
+
+def test_sigterm_while_github_does_not_answer_the_pull_request_ends_the_run_as_stopped(world: World) -> None:
+    """GitHub creates the pull request, and its answer is a minute away: a stop is not held up by it
+    (it was, for the request's 30 s timeout, and then the run went on as if not stopped). The
+    answer gets a few seconds; the work is pushed already, and the reason says where."""
+    world.mapping()
+    job_id = world.dispatch()
+    world.github.delay_next("POST", r"^/repos/acme/eng/pulls$", 60)
+    proc = world.start_session(job_id)
+    wait_until(lambda: world.github.pull_requests("acme", "eng"), "the pull request on GitHub", running=proc)
+    stopped_at = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=90)
+    world.outputs.append(out)
+
+    assert proc.returncode == 1, out
+    assert time.monotonic() - stopped_at < 20, out
+    job = world.job(job_id)
+    sha = world.remote.branches()["ai/ENG-1"]
+    assert (job.status, job.error) == (
+        "failed", "The session was stopped by its runner (SIGTERM) during the creation of the pull request. "
+                  f"The work is on branch `ai/ENG-1` (commit {sha[:7]}).")
+    assert world.steps(job_id)["pull-request"].status == "failed"
+
+
+@FULL_GITHUB
+def test_sigterm_while_github_does_not_answer_the_clones_pull_request_lookup_ends_the_run(
+    world: World,
+) -> None:
+    """The remote has the branch, so the clone step asks GitHub for its closed pull requests, and
+    GitHub's answer is a minute away: a stop ends the run at once (the lookup took its timeout three
+    times over, and the run then went on to the agent)."""
+    world.remote.commit({"earlier.txt": "an earlier attempt\n"}, branch="ai/ENG-1")
+    world.mapping()
+    job_id = world.dispatch()
+    world.github.delay_next("GET", r"^/repos/acme/eng/pulls$", 60)
+    proc = world.start_session(job_id)
+    wait_until(lambda: any(r.method == "POST" and r.service == "git-upload-pack" and r.status == 200
+                           for r in world.git_server.requests), "the clone", running=proc)
+    time.sleep(1)  # the lookup follows the clone at once
+    stopped_at = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=150)
+    world.outputs.append(out)
+
+    assert proc.returncode == 1, out
+    assert time.monotonic() - stopped_at < 20, out
+    job = world.job(job_id)
+    assert (job.status, job.error) == (
+        "failed", "The session was stopped by its runner (SIGTERM) during the clone")
+    assert world.agent_calls() == []

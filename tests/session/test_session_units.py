@@ -28,6 +28,8 @@ from aiimpl_core.session.api import Orchestrator, RepoToken, TokenCache
 from aiimpl_core.session.config import SessionConfig
 from aiimpl_core.session.credential import git_environment
 from aiimpl_core.session.github import (
+    Budget,
+    Interrupted,
     PullRequestError,
     find_ended_pull_request,
     find_open_pull_request,
@@ -552,6 +554,42 @@ def test_find_open_pull_request_raises_githubs_refusal(full_github: FakeGitHub) 
     with pytest.raises(PullRequestError) as err:
         find_open_pull_request(full_github.url, "ghs_not-a-token", "acme", "eng", head="x", base="main")
     assert err.value.status == 401 and str(err.value) == "PR creation failed with HTTP 401: Bad credentials"
+
+
+def test_no_github_call_is_made_once_the_session_was_stopped(full_github: FakeGitHub) -> None:
+    stop = threading.Event()
+    stop.set()
+    before = len(full_github.server.requests_to("GET", "/repos/acme/eng/pulls"))
+
+    with pytest.raises(Interrupted) as err:
+        find_open_pull_request(full_github.url, full_github.personal_token, "acme", "eng", head="ai/ENG-1",
+                               base="main", budget=Budget(stop=stop))
+
+    assert err.value.stopped == "signal"
+    assert len(full_github.server.requests_to("GET", "/repos/acme/eng/pulls")) == before
+
+
+@pytest.mark.parametrize("ends", ["deadline", "signal"])
+def test_a_github_call_without_an_answer_is_given_up_its_grace_after_the_budget_ends(
+    full_github: FakeGitHub, ends: str
+) -> None:
+    """GitHub does not answer (its answer 30 s away, longer than the budget): the call is given up
+    its grace after the budget's end or a stop, not after its read timeout and retries."""
+    full_github.delay_next("GET", r"^/repos/acme/eng/pulls$", 30)
+    stop = threading.Event()
+    if ends == "signal":
+        threading.Timer(0.5, stop.set).start()
+        budget = Budget(stop=stop, grace=0.5)
+    else:
+        budget = Budget(deadline=time.monotonic() + 0.5, grace=0.5)
+    started = time.monotonic()
+
+    with pytest.raises(Interrupted) as err:
+        find_ended_pull_request(full_github.url, full_github.personal_token, "acme", "eng", head="ai/ENG-1",
+                                base="main", sha="a" * 40, budget=budget)
+
+    assert err.value.stopped == ends
+    assert time.monotonic() - started < 5
 
 
 def test_fake_github_lists_pull_requests_as_githubs_description_says(full_github: FakeGitHub) -> None:
