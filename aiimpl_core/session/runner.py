@@ -60,6 +60,8 @@ SAVE_ALLOWANCE = 90.0
 SAVE_MIN = 10.0
 #: seconds kept after saving the work for the result and the last reports
 REPORT_TIME = 15.0
+#: the repository's verification script, run as the session cloned it
+VERIFY_SCRIPT = ".ai-implement/verify.sh"
 #: a :class:`Failure`'s ``kind`` for how the session ended a command or call (``ProcessResult.stopped``,
 #: ``Interrupted.stopped``)
 STOPPED_KINDS = {"signal": "stopped", "deadline": "timed_out"}
@@ -514,6 +516,39 @@ class Session:
             return ["bash", "-c", fallback]
         return None
 
+    def _verification_script(self) -> list[str] | None:
+        """The verification command: ``.ai-implement/verify.sh`` as the session cloned it (the
+        base branch's commit), else the mapping's command, else ``None``.
+
+        Never the agent's version: verification checks the agent's work, and an agent could
+        rewrite the script to ``exit 0`` or delete it (verification was then skipped). The
+        cloned version is written back in its place (the work is committed and pushed already, so
+        nothing of it is lost), where it runs as it would have: ``$0`` and its own directory are
+        the work tree's.
+        """
+        assert self.git is not None and self.state.clone_dir is not None
+        # a short local command, read on a stop too: whether there is a script decides what a stop
+        # before verification says
+        shown = self.git.run("cat-file", "blob", f"{self.state.base_sha}:{VERIFY_SCRIPT}", check=False,
+                             deadline=time.monotonic() + SAVE_MIN, ignore_stop=True)
+        if shown.code != 0:  # not in the cloned commit (or not a file there)
+            return ["bash", "-c", self.cfg.verify_command] if self.cfg.verify_command else None
+        path = os.path.join(self.state.clone_dir, VERIFY_SCRIPT)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.remove(path)  # a link the agent left is replaced, not written through
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(shown.stdout)
+        except OSError:
+            # the agent left that path unwritable: the copy runs from the session's own directory
+            path = os.path.join(self.state_dir, "verify.sh")
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(shown.stdout)
+        return ["bash", path]
+
     def _setup(self) -> None:
         with self.step("setup") as detail:
             argv = self._script("setup.sh", self.cfg.setup_command)
@@ -780,7 +815,7 @@ class Session:
     def _verify(self) -> str | None:
         """Run the verification script; its (redacted) output, or ``None`` when there is none."""
         with self.step("verify", "verification") as detail:
-            argv = self._script("verify.sh", self.cfg.verify_command)
+            argv = self._verification_script()
             if argv is None:
                 detail["skipped"] = True
                 return None

@@ -8,7 +8,9 @@ passes, records each call, and behaves as ``FAKE_AGENT_MODE`` says (set through 
 ends as Claude Code does at its turn limit; ``error`` fails like an API error; ``leak`` prints
 the model API key (plain, split across lines, URL-encoded) and fails; ``slow`` edits, then
 sleeps ``FAKE_AGENT_SLEEP`` seconds; ``hang`` edits, then never finishes; ``dotenv`` edits and
-writes the model API key into ``.env`` (``dotenv_max_turns``: and ends at its turn limit).
+writes the model API key into ``.env`` (``dotenv_max_turns``: and ends at its turn limit);
+``verify_rewrite`` edits and rewrites ``.ai-implement/verify.sh`` to ``exit 0``, ``verify_delete``
+edits and deletes it.
 The post-push review answers as ``FAKE_REVIEW`` says (``approve``, ``block`` or ``mumble``).
 """
 
@@ -111,6 +113,11 @@ def main(argv: list[str]) -> int:
     if mode in ("dotenv", "dotenv_max_turns"):  # a configuration file with the key in it
         with open(".env", "w", encoding="utf-8") as fh:
             fh.write(f"ANTHROPIC_API_KEY={os.environ['ANTHROPIC_API_KEY']}\n")
+    if mode == "verify_rewrite":  # an agent that makes the checks of its work pass
+        with open(".ai-implement/verify.sh", "w", encoding="utf-8") as fh:
+            fh.write("exit 0\n")
+    if mode == "verify_delete":
+        os.remove(".ai-implement/verify.sh")
     if mode in ("max_turns", "dotenv_max_turns"):
         report("", turns=max_turns, cost=1.5, subtype="error_max_turns", is_error=True)
         print(f"Error: Reached max turns ({max_turns})", file=sys.stderr)

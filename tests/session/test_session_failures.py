@@ -281,6 +281,29 @@ def test_review_without_a_verdict_does_not_block(world: World) -> None:
     assert any(c.startswith("⚠️ The post-push review could not decide") for c in world.comments())
 
 
+@pytest.mark.parametrize("mode", ["verify_rewrite", "verify_delete"])
+def test_verification_runs_the_script_as_cloned_not_as_the_agent_left_it(world: World, mode: str) -> None:
+    """An agent that rewrites ``.ai-implement/verify.sh`` to ``exit 0`` does not make verification
+    pass, and one that deletes it does not skip it: the script runs as the session cloned it. The
+    agent's change to it is pushed as any other, for the review and the people to see."""
+    world.remote.commit({".ai-implement/verify.sh": script("echo '2 tests failed: test_greeting'; exit 1")})
+    world.mapping(FAKE_AGENT_MODE=mode)
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id)
+
+    assert code == 0, out
+    [failed] = [c for c in world.comments() if c.startswith("❌ Verification failed: ")]
+    assert "2 tests failed: test_greeting" in failed
+    step = world.steps(job_id)["verify"]
+    assert (step.status, step.detail["exitCode"]) == ("succeeded", 1)
+    pushed = git("ls-tree", "-r", "--name-only", "ai/ENG-1", cwd=world.remote.bare).split()
+    if mode == "verify_rewrite":
+        assert world.remote.show("ai/ENG-1", ".ai-implement/verify.sh") == "exit 0\n"
+    else:
+        assert ".ai-implement/verify.sh" not in pushed
+
+
 def test_failed_verification_is_reported_with_its_output(world: World) -> None:
     world.remote.commit({".ai-implement/verify.sh": script("echo '2 tests failed: test_greeting'; exit 1")})
     world.mapping()
