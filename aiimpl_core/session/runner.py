@@ -684,6 +684,8 @@ class Session:
             if issue.get("url"):
                 message += f"{issue['url']}\n\n"
             message += f"Written by the coding agent of AI-Implement (job {cfg.job_id})."
+            # pushed to the repository, as the pull request's title is sent to GitHub: masked the same
+            message = self.redactor.text(message)
             try:
                 self.git.commit_all(message, refuse=self._secrets_in, since=self.state.start_sha)
                 head = self.state.commit = self.git.head()

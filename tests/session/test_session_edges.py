@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiimpl_core.session import prompts
 
-from .conftest import FULL_GITHUB, World, script
+from .conftest import FULL_GITHUB, World, git, script
 from .test_session_failures import open_pull_request_by_hand
 from .test_session_lifetime import _stop_once
 
@@ -40,6 +40,26 @@ def test_a_long_issue_title_still_opens_the_pull_request(world: World) -> None:
     [pr] = world.github.pull_requests("acme", "eng")
     assert len(pr.title) <= 256
     assert pr.title.startswith("ENG-1: Make the importer really") and pr.title.endswith("…")
+
+
+def test_a_secret_in_the_issue_title_is_masked_in_the_commit_message_as_in_the_pull_request(
+    world: World,
+) -> None:
+    """The commit message is built from the issue's title and URL, like the pull request's title,
+    and is pushed to the repository: a secret of the session there is masked in both (it was
+    pushed as it is in the commit message). The secret is the session's own here (a variable
+    whose name says it is one), so the orchestrator, which stores the title, knows nothing of it."""
+    value = "legacy-0123456789abcdef"
+    world.mapping()
+    job_id = world.dispatch(title=f"Rotate the key {value}")
+
+    code, out = world.run_session(job_id, LEGACY_API_TOKEN=value)
+
+    assert code == 0, out
+    message = git("log", "-1", "--format=%B", "ai/ENG-1", cwd=world.remote.bare)
+    assert message.startswith("ENG-1: Rotate the key [REDACTED]\n"), message
+    [pr] = world.github.pull_requests("acme", "eng")
+    assert pr.title == "ENG-1: Rotate the key [REDACTED]"
 
 
 def test_sigterm_during_the_push_saves_the_work_on_the_reserve(world: World) -> None:
