@@ -49,6 +49,13 @@ class ProcessResult:
         return "\n".join(part for part in (self.stdout.rstrip(), self.stderr.rstrip()) if part)
 
 
+def shell_status(returncode: int) -> int:
+    """A process's exit status as a shell says it: ``128 + N`` for one a signal ``N`` ended
+    (``137``: SIGKILL, the kernel's out-of-memory killer's), which :mod:`subprocess` gives as
+    ``-N``; a reason such as ``exit code -9`` reads as no exit status anyone knows."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
 def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         try:
@@ -107,7 +114,8 @@ def run(
     What the command started in the background (in its process group) is ended with it, unless
     ``linger``: the services a setup script starts for the verification, which the caller ends
     later with :func:`reap` (``ProcessResult.group``).
-    A missing executable is reported like a shell would (exit 127), not raised.
+    A missing executable is reported like a shell would (exit 127), not raised; so is a process
+    a signal ended (exit ``128 + N``, :func:`shell_status`).
     """
     started = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -150,7 +158,7 @@ def run(
             # while it is committed and pushed, and outlive the session; so would a process of a
             # stopped command that ignores SIGTERM once the command itself has exited
             reap(proc.pid)
-        code = proc.returncode if proc.returncode is not None else -9
+        code = shell_status(proc.returncode) if proc.returncode is not None else 128 + signal.SIGKILL
         return ProcessResult(
             code, _read(out, keep_bytes), _read(err, keep_bytes), stopped, time.monotonic() - started,
             group=proc.pid,

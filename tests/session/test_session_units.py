@@ -277,6 +277,15 @@ def test_a_stop_event_ends_a_process() -> None:
     assert result.stopped == "signal"
 
 
+def test_a_process_a_signal_ended_has_the_exit_status_a_shell_says() -> None:
+    """``-9`` from subprocess is ``137`` in a shell, and in the reference's wording of the agent's
+    failure (``LLM invocation failed with exit code -9`` named no exit code anyone knows)."""
+    result = procs.run(["bash", "-c", "kill -KILL $$"])
+    assert (result.code, result.stopped) == (137, None)
+    run = AgentRun(result, None, 50)
+    assert run.failed and run.failure_reason() == "LLM invocation failed with exit code 137: no output"
+
+
 def test_a_missing_executable_is_exit_127() -> None:
     result = procs.run(["no-such-agent-binary-xyz"])
     assert result.code == 127 and "command not found" in result.stderr
