@@ -25,6 +25,9 @@ GRACE_SECONDS = 10.0
 KEEP_OUTPUT_BYTES = 8 * 1024 * 1024
 #: how far into what is kept of a cut output the end of the line the cut landed in is looked for
 PARTIAL_LINE_BYTES = 64 * 1024
+#: the exit status of a command not started because the session was stopped or its budget spent
+#: (``timeout``'s, as git's commands the session stopped say)
+NOT_STARTED = 124
 
 
 @dataclass
@@ -109,7 +112,9 @@ def run(
     keep_bytes: int | None = None,
     linger: bool = False,
 ) -> ProcessResult:
-    """Run ``argv`` to completion, or until ``deadline`` (a ``time.monotonic()`` value) or ``stop``.
+    """Run ``argv`` to completion, or until ``deadline`` (a ``time.monotonic()`` value) or ``stop``;
+    not at all once either has come (``stopped`` then says which, the exit status is
+    :data:`NOT_STARTED`).
 
     What the command started in the background (in its process group) is ended with it, unless
     ``linger``: the services a setup script starts for the verification, which the caller ends
@@ -117,6 +122,13 @@ def run(
     A missing executable is reported like a shell would (exit 127), not raised; so is a process
     a signal ended (exit ``128 + N``, :func:`shell_status`).
     """
+    # a stop that came between two commands (while the session did anything else: a short git
+    # command, a call to GitHub) is seen before the next one starts, not missed because the
+    # command ended within the first look at it
+    if stop is not None and stop.is_set():
+        return ProcessResult(NOT_STARTED, "", "", "signal")
+    if deadline is not None and time.monotonic() >= deadline:
+        return ProcessResult(NOT_STARTED, "", "", "deadline")
     started = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:

@@ -198,3 +198,28 @@ def test_sigterm_while_github_does_not_answer_the_clones_pull_request_lookup_end
     assert (job.status, job.error) == (
         "failed", "The session was stopped by its runner (SIGTERM) during the clone")
     assert world.agent_calls() == []
+
+
+@FULL_GITHUB
+def test_sigterm_while_nothing_runs_in_the_clone_step_ends_the_run_there(world: World) -> None:
+    """The stop lands while the clone step waits 2 s for GitHub (its lookup of the branch's pull
+    requests), which answers in time: the next git command of the step is not started, and the
+    run ends there (it ran the agent, committed and pushed, the stop seen only by GitHub's call)."""
+    world.remote.commit({"earlier.txt": "an earlier attempt\n"}, branch="ai/ENG-1")
+    world.mapping()
+    job_id = world.dispatch()
+    world.github.delay_next("GET", r"^/repos/acme/eng/pulls$", 2)
+    proc = world.start_session(job_id)
+    wait_until(lambda: any(r.method == "POST" and r.service == "git-upload-pack" and r.status == 200
+                           for r in world.git_server.requests), "the clone", running=proc)
+    time.sleep(0.5)  # the lookup follows the clone at once
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    world.outputs.append(out)
+
+    assert proc.returncode == 1, out
+    job = world.job(job_id)
+    assert (job.status, job.error) == (
+        "failed", "The session was stopped by its runner (SIGTERM) during the clone")
+    assert world.agent_calls() == []
+

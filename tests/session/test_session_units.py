@@ -286,6 +286,21 @@ def test_a_process_a_signal_ended_has_the_exit_status_a_shell_says() -> None:
     assert run.failed and run.failure_reason() == "LLM invocation failed with exit code 137: no output"
 
 
+@pytest.mark.parametrize("ended", ["signal", "deadline"])
+def test_no_process_starts_once_the_session_was_stopped_or_its_budget_spent(
+    tmp_path: Path, ended: str
+) -> None:
+    """A stop that came while nothing ran (between two short commands) is seen by the next one: it
+    is not started (it was, and only a command still running 0.1 s later was ever stopped)."""
+    stop = threading.Event()
+    if ended == "signal":
+        stop.set()
+    deadline = time.monotonic() - 1 if ended == "deadline" else None
+    marker = tmp_path / "ran"
+    result = procs.run(["touch", str(marker)], stop=stop, deadline=deadline)
+    assert (result.stopped, result.code, marker.exists()) == (ended, procs.NOT_STARTED, False)
+
+
 def test_a_missing_executable_is_exit_127() -> None:
     result = procs.run(["no-such-agent-binary-xyz"])
     assert result.code == 127 and "command not found" in result.stderr
