@@ -892,11 +892,16 @@ class Session:
                 )
                 self.usage.add(run)
                 verdict = None if run.failed or run.stopped else prompts.parse_review(run.text)
+                why = "its answer had no verdict"
+                if verdict == (False, []):
+                    # not approved, yet nothing named to fix: no verdict either (the job ended
+                    # review_failed for "0 blockers", which nobody can act on)
+                    verdict, why = None, "it did not approve the change but named no blocker"
                 if verdict is None:
                     if run.stopped:
                         why = self._stopped_by(run.stopped)
-                    else:
-                        why = run.failure_reason() if run.failed else "its answer had no verdict"
+                    elif run.failed:
+                        why = run.failure_reason()
                     notes.append(
                         self.redactor.text(
                             f"⚠️ The post-push review could not decide ({why}); "

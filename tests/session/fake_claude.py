@@ -11,7 +11,8 @@ sleeps ``FAKE_AGENT_SLEEP`` seconds; ``hang`` edits, then never finishes; ``dote
 writes the model API key into ``.env`` (``dotenv_max_turns``: and ends at its turn limit);
 ``verify_rewrite`` edits and rewrites ``.ai-implement/verify.sh`` to ``exit 0``, ``verify_delete``
 edits and deletes it.
-The post-push review answers as ``FAKE_REVIEW`` says (``approve``, ``block`` or ``mumble``).
+The post-push review answers as ``FAKE_REVIEW`` says (``approve``, ``block``, ``mumble``, or
+``unapproved`` without a blocker that says anything).
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ def main(argv: list[str]) -> int:
                 turns=3,
                 cost=0.05,
             )
+        elif verdict == "unapproved":
+            report('{"approved": false, "blockers": ["", "  "]}', turns=2, cost=0.05)
         else:
             report("I have some thoughts but no verdict.", turns=1, cost=0.01)
         return 0

@@ -304,6 +304,23 @@ def test_verification_runs_the_script_as_cloned_not_as_the_agent_left_it(world: 
         assert ".ai-implement/verify.sh" not in pushed
 
 
+def test_an_unapproved_review_without_a_blocker_is_no_verdict(world: World) -> None:
+    """``{"approved": false, "blockers": []}`` (or blank blockers) names nothing to fix: the job
+    ends with its pull request and a note, as after an answer without a verdict (it ended
+    ``review_failed`` with "the post-push review flagged 0 blockers")."""
+    world.mapping(FAKE_REVIEW="unapproved")
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id)
+
+    assert code == 0, out
+    job = world.job(job_id)
+    assert (job.status, job.error) == ("completed", None)
+    assert ("⚠️ The post-push review could not decide (it did not approve the change but named no "
+            "blocker); please review the pull request yourself.") in world.comments()
+    assert world.steps(job_id)["review"].detail["verdict"] is None
+
+
 def test_failed_verification_is_reported_with_its_output(world: World) -> None:
     world.remote.commit({".ai-implement/verify.sh": script("echo '2 tests failed: test_greeting'; exit 1")})
     world.mapping()
