@@ -4,7 +4,11 @@
 #   AIIMPL_SESSION_MODE=autonomous   the machine ends with the session (the default)
 #   AIIMPL_SESSION_MODE=interactive  the machine stays up after the session for a person to
 #                                    attach (fly ssh console / docker exec), until its lifetime
-#   AIIMPL_SESSION_MODE=hybrid       it stays up only when the session failed
+#   AIIMPL_SESSION_MODE=hybrid       it stays up only when the session reported a failure (exit
+#                                    1), the one case it keeps its work tree for; not after exit 2
+#                                    (a configuration it could not use: nothing was cloned; or a
+#                                    result it could not deliver: a success's work tree is gone,
+#                                    and the orchestrator, never told, sends nobody to attach)
 #
 # The lifetime (AIIMPL_LIFETIME_SECONDS, counted from the start of this script) bounds the hold;
 # the runner backend also stops a machine past it. The script exits with the session's own exit
@@ -51,7 +55,7 @@ mode=${AIIMPL_SESSION_MODE:-autonomous}
 hold=no
 case $mode in
   interactive) hold=yes ;;
-  hybrid) [ "$status" -ne 0 ] && hold=yes ;;
+  hybrid) [ "$status" -eq 1 ] && hold=yes ;;
   autonomous) ;;
   *) echo "aiimpl-session: unknown AIIMPL_SESSION_MODE '$mode', treated as autonomous" >&2 ;;
 esac

@@ -992,7 +992,11 @@ class Session:
 
     def _keeps_work_tree(self, body: dict[str, Any]) -> bool:
         """Whether a person may attach after the session (``interactive``, or ``hybrid`` after a
-        failure: the entrypoint holds the machine) and so finds the work tree as it was."""
+        failure: the entrypoint holds the machine) and so finds the work tree as it was.
+
+        Decided before the result is delivered (the tree goes before ``session_cleaned_up``, which
+        must come before the result): a successful run whose result then cannot be delivered exits
+        2 without its tree, so the entrypoint holds a ``hybrid`` machine on exit 1 alone."""
         mode = (self.environ.get(E.SESSION_MODE.name) or "autonomous").strip()
         return mode == "interactive" or (mode == "hybrid" and body.get("outcome") != "success")
 

@@ -50,6 +50,9 @@ def run(stub: Path, mode: str, exit_code: int, lifetime: int) -> tuple[int, floa
         ("interactive", 1, True),
         ("hybrid", 0, False),
         ("hybrid", 1, True),
+        # a result not delivered (or a configuration not usable): the session kept no work tree
+        # when its run succeeded, and the orchestrator sends nobody to attach
+        ("hybrid", 2, False),
         ("bogus", 1, False),
     ],
 )
