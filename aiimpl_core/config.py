@@ -178,6 +178,13 @@ SETTINGS: tuple[Setting, ...] = (
             "was built with) or PostgreSQL, others are refused at start-up. PostgreSQL in production "
             "(`postgresql+psycopg://user@host/db`).",
             "sqlite:///<instance folder>/aiimpl.db"),
+    Setting("AIIMPL_DB_POOL_SIZE", "PostgreSQL: connections each process (a gunicorn worker, a poller, a "
+            "CLI command) keeps open for reuse. A gunicorn worker uses at most one per thread at a "
+            "time (`AIIMPL_THREADS`) and a few more for webhook checks in the background; see the "
+            "operator guide's connection budget against the server's `max_connections`.", 5,
+            _at_least(1, 1000)),
+    Setting("AIIMPL_DB_MAX_OVERFLOW", "PostgreSQL: connections a process may open beyond "
+            "`AIIMPL_DB_POOL_SIZE` at a peak, closed once returned.", 10, _at_least(0, 1000)),
     Setting("AIIMPL_SECRET_KEY", "Signs run tokens (JWT HS256) and admin sessions, and encrypts stored "
             "secrets; every process and host shares it. gunicorn (the production configuration), "
             "`aiimpl poll` and `aiimpl dispatch` refuse to start without it; `aiimpl serve` then "

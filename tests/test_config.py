@@ -166,3 +166,27 @@ def test_a_short_secret_key_is_warned_about(tmp_path, caplog, monkeypatch, key, 
     assert said == ([f"AIIMPL_SECRET_KEY has {len(key)} characters: use at least 32 random ones (e.g. the "
                      "output of `openssl rand -hex 32`)"] if warned else [])
     assert all(key not in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(("environ", "pool"), [
+    ({}, (5, 10)),
+    ({"AIIMPL_DB_POOL_SIZE": "2", "AIIMPL_DB_MAX_OVERFLOW": "0"}, (2, 0)),
+])
+def test_the_connection_pool_of_each_process_is_a_setting(environ, pool):
+    """(PostgreSQL) A host's processes hold up to pool size + overflow connections each: the
+    operator sizes them against the server's max_connections, without code."""
+    from aiimpl_core.app import create_app
+    from aiimpl_core.extensions import db
+
+    app = create_app({"AIIMPL_DATABASE_URL": "postgresql+psycopg://u@127.0.0.1:1/none"},
+                     load_entrypoints=False, environ=environ)
+    with app.app_context():
+        assert (db.engine.pool.size(), db.engine.pool._max_overflow) == pool
+
+
+@pytest.mark.parametrize(("name", "value"), [("AIIMPL_DB_POOL_SIZE", "0"), ("AIIMPL_DB_MAX_OVERFLOW", "-1")])
+def test_a_connection_pool_that_is_no_count_is_refused_at_start(name, value):
+    from aiimpl_core import config
+
+    with pytest.raises(config.ConfigError, match=f"^{name}: must be at least"):
+        config.load({name: value})
