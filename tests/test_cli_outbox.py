@@ -43,7 +43,7 @@ def test_list_shows_dead_items_and_counts(run):
     assert lines[1].split()[:5] == [str(second), "ENG-2", "comment", "outcome", "dead"]
     assert lines[2].split()[:2] == [str(first), "ENG-1"]
     assert "…" in lines[1] and len(lines[1]) < 200  # a long error is cut in the table
-    assert lines[-1] == "counts: dead 2, pending 0, sending 0, done 1"
+    assert lines[-1] == "counts: dead 2, pending 0, sending 0, done 1, shadow 0"
 
     body = json.loads(run("outbox", "list", "--issue", "ENG-1", "--json").output)
     assert [i["id"] for i in body["items"]] == [first]
@@ -58,8 +58,8 @@ def test_list_refuses_bad_filters_as_a_command_line_refused(run):
     refusal exited 1, as a failure would)."""
     r = run("outbox", "list", "--state", "lost")
     assert r.exit_code == 2
-    assert ("Invalid value for '--state': 'lost' is not one of 'dead', 'pending', 'sending', 'done'"
-            in r.output)
+    assert ("Invalid value for '--state': 'lost' is not one of 'dead', 'pending', 'sending', 'done', "
+            "'shadow'" in r.output)
     for limit in ("501", "0"):
         r = run("outbox", "list", "--limit", limit)
         assert r.exit_code == 2

@@ -268,8 +268,9 @@ class BlockerSchema(Schema):
 
 # -- outbox -------------------------------------------------------------------------------------------
 
-#: the states ``GET /api/outbox`` filters on (a shadow job's writes, state ``shadow``, are counted only)
-OUTBOX_STATES = ("dead", "pending", "sending", "done")
+#: the states ``GET /api/outbox`` filters on (``shadow``: what a shadow job would have written, recorded
+#: only, for an operator trying shadow mode to read)
+OUTBOX_STATES = ("dead", "pending", "sending", "done", "shadow")
 #: longest ``bodyPreview`` of an outbox item (a comment's body may be long)
 OUTBOX_PREVIEW_CHARS = 200
 

@@ -81,17 +81,20 @@ def test_filters_by_state_issue_and_limit(client, admin_headers) -> None:
     assert listed("state=pending") == [pending]
     assert listed("state=dead&issueKey=ENG-2") == [other]
     assert listed("state=sending") == []
+    # what a shadow job would have written, for an operator trying shadow mode to read
+    shadow = add_item("ENG-3", state="shadow")
+    assert listed("state=shadow") == [shadow]
     # the counts are the issue's when it is given
     counts = client.get(f"{LIST}?issueKey=ENG-2", headers=admin_headers).get_json()["counts"]
-    assert counts == {"dead": 1, "pending": 0, "sending": 0, "done": 0}
+    assert counts == {"dead": 1, "pending": 0, "sending": 0, "done": 0, "shadow": 0}
 
 
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("state=gone", "state must be one of: dead, pending, sending, done"),
-        ("state=", "state must be one of: dead, pending, sending, done"),
-        ("state=shadow", "state must be one of: dead, pending, sending, done"),
+        ("state=gone", "state must be one of: dead, pending, sending, done, shadow"),
+        ("state=", "state must be one of: dead, pending, sending, done, shadow"),
+        ("state=Dead", "state must be one of: dead, pending, sending, done, shadow"),
         ("issueKey=", "issueKey must be 1 to 64 characters"),
         ("issueKey=" + "x" * 65, "issueKey must be 1 to 64 characters"),
         ("issueKey=a%00b", "issueKey must be 1 to 64 characters"),

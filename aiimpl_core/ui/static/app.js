@@ -649,7 +649,7 @@ function initSessions() {
 
 /* ---- outbox ---------------------------------------------------------------------------------- */
 
-const OUTBOX_STATES = ["dead", "pending", "sending", "done"];
+const OUTBOX_STATES = ["dead", "pending", "sending", "done", "shadow"];
 
 /* The API answers the newest OUTBOX_MAX items at most. */
 const OUTBOX_MAX = 500;
