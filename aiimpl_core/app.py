@@ -280,6 +280,8 @@ def create_app(
     app.extensions["aiimpl"] = facade
     for name, error in facade.failures().items():
         log.error("plugin %s is not loaded: %s", name, error)
+    if unknown := facade.unknown_disabled_said():
+        log.warning("%s", unknown)
 
     from .api import register_api
 

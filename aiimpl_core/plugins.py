@@ -439,7 +439,11 @@ class Plugins:
             with ``strict=False`` the later plugin is only marked failed with the reason (``aiimpl
             plugins list`` shows everything that is installed, then exits non-zero)."""
         self.records: dict[str, PluginRecord] = {}
+        disabled = [name.strip() for name in disabled if name.strip()]
         self.pm = make_plugin_manager(load_entrypoints, extra, disabled, self.records)
+        #: names ``disabled`` gives that no plugin has (a misspelt one disables nothing)
+        known = set(self.records) | {name.rsplit(":", 1)[-1] for name in self.records}
+        self.unknown_disabled = sorted(set(disabled) - known)
         if _trace_from_environ() if trace is None else trace:
             _trace_hook_calls(self.pm)
         self.classes: dict[str, dict[str, type[Provider]]] = {kind: {} for kind in KINDS}
@@ -754,6 +758,14 @@ class Plugins:
 
     def listing(self) -> list[dict[str, Any]]:
         return [rec.as_dict() for rec in sorted(self.records.values(), key=lambda r: (not r.builtin, r.name))]
+
+    def unknown_disabled_said(self) -> str | None:
+        """What is wrong with ``AIIMPL_DISABLED_PLUGINS``: names no installed plugin has."""
+        if not self.unknown_disabled:
+            return None
+        names = ", ".join(self.unknown_disabled)
+        return (f"AIIMPL_DISABLED_PLUGINS names {names}, which no installed plugin is called: nothing was "
+                "disabled for it (`aiimpl plugins list` shows the names)")
 
     def failures(self) -> Mapping[str, str]:
         return {name: rec.error for name, rec in self.records.items() if rec.error}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -78,6 +79,33 @@ def test_bad_plugins_are_recorded_not_fatal():
 def test_disabled_plugins_are_blocked():
     facade = Plugins(load_entrypoints=False, disabled=["bedrock"])
     assert facade.ids("model") == ["anthropic"]
+
+
+def test_a_disabled_name_no_plugin_has_is_said(tmp_path, caplog, monkeypatch):
+    """A misspelt name disabled nothing, and nothing said so: the server logs it, `aiimpl plugins
+    list` warns of it (and exits 1 with --strict)."""
+    facade = Plugins(load_entrypoints=False, disabled=["bedrock ", "bogus", "", "anthropic"])
+    assert facade.unknown_disabled == ["bogus"] and facade.ids("model") == []
+    said = ("AIIMPL_DISABLED_PLUGINS names bogus, which no installed plugin is called: nothing was disabled "
+            "for it (`aiimpl plugins list` shows the names)")
+    assert facade.unknown_disabled_said() == said
+    assert Plugins(load_entrypoints=False, disabled=["bedrock"]).unknown_disabled_said() is None
+
+    from aiimpl_core.app import create_app
+
+    with caplog.at_level(logging.WARNING, logger="aiimpl"):
+        create_app({"AIIMPL_DATABASE_URL": f"sqlite:///{tmp_path}/p.db"}, load_entrypoints=False,
+                   environ={"AIIMPL_DISABLED_PLUGINS": "bogus"})
+    assert said in [r.getMessage() for r in caplog.records]
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    environ.update(AIIMPL_DISABLED_PLUGINS="bogus", AIIMPL_INSTANCE_PATH=str(tmp_path))
+    script = "from aiimpl_core._entry import main; main()"
+    for strict, code, err in ((False, 0, f"Warning: {said}\n"), (True, 1, f"Error: {said}\n")):
+        args = ["plugins", "list", *(["--strict"] if strict else [])]
+        done = subprocess.run([sys.executable, "-c", script, *args], env=environ, capture_output=True,
+                              text=True, timeout=120)
+        assert (done.returncode, done.stderr) == (code, err)
 
 
 def test_event_hook_failures_are_isolated(caplog):

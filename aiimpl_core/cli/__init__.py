@@ -421,7 +421,8 @@ def plugins_group() -> None:
 @plugins_group.command("list", with_appcontext=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--strict", is_flag=True,
-              help="Exit 1 when a plugin failed to load too (the server starts without it).")
+              help="Exit 1 when a plugin failed to load too (the server starts without it), or "
+                   "AIIMPL_DISABLED_PLUGINS names a plugin that is not installed.")
 def plugins_list(as_json: bool, strict: bool) -> None:
     """List plugins: name, distribution, version, status, what each provides, load errors and
     warnings. Exits 1 when two plugins collide (the server would refuse to start), and with
@@ -443,11 +444,16 @@ def plugins_list(as_json: bool, strict: bool) -> None:
         echo_json(rows)
     else:
         click.echo(masked(plugins_table(rows)))
+    unknown = facade.unknown_disabled_said()
+    if unknown and not strict:
+        click.echo(f"Warning: {unknown}", err=True)
     if facade.conflicts:
         raise click.ClickException("; ".join(facade.conflicts) + " (the server will not start)")
     failed = sorted(row["name"] for row in rows if row.get("status") == "failed")
     if strict and failed:
         raise click.ClickException(f"plugins that failed to load: {', '.join(failed)}")
+    if strict and unknown:
+        raise click.ClickException(unknown)
 
 
 def plugins_table(rows: list[dict[str, Any]]) -> str:
