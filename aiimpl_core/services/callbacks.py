@@ -596,6 +596,8 @@ def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
         if event == "session_created":
             _mark_running(job, "session created")
         fields = {k: data.get(k) for k in STATUS_FIELDS}
+        if event == "pr_opened" and fields["prUrl"] in (None, ""):
+            fields["prUrl"] = job.pr_url  # a runner that sends only the number: the one recorded
         if event == "pr_opened" and fields["prNumber"] in (None, ""):
             # a runner that sends only the URL: the number is the one recorded, or the URL's
             fields["prNumber"] = job.pr_number or pr_number_from_url(fields["prUrl"])

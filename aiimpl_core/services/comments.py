@@ -135,7 +135,10 @@ def progress(event: str, fields: dict[str, object], at: datetime, log_url: str |
     shown = {k: as_url(v) if k == "prUrl" else as_text(v) for k, v in values.items()}
     if event == "verification_failed" and any(end in values["detail"].strip() for end in "\r\n"):
         shown["detail"] = _with_output(values["detail"])
-    return stamp(PROGRESS_EVENTS[event].format_map(shown), at, log_url)
+    text = PROGRESS_EVENTS[event].format_map(shown)
+    if event == "pr_opened" and not values["prUrl"].strip():
+        text = text.removesuffix(": ")  # no address known: not a sentence ending in a colon
+    return stamp(text, at, log_url)
 
 
 #: a detail's output as the session sends it: in a fence of backticks on lines of their own

@@ -237,6 +237,20 @@ def test_pr_opened_without_a_number_takes_the_urls(client, cb_job, cb_tracker, n
     )
 
 
+@pytest.mark.parametrize(("recorded", "said"), [
+    (None, "📝 Claude finished. PR #abc opened"),
+    ("https://github.com/acme/api/pull/9", "📝 Claude finished. PR #abc opened: https://github.com/acme/api/pull/9"),
+], ids=["none-recorded", "recorded"])
+def test_pr_opened_without_a_url_takes_the_recorded_one_or_ends_without_a_colon(
+    client, cb_job, cb_tracker, recorded, said
+):
+    """A runner that sends only the number (any text): the comment ended ``opened: `` with nothing
+    after the colon; the URL is the job's recorded one, else the sentence ends at the number."""
+    _, nonce = cb_job(status="running", pr_url=recorded)
+    assert client.post(URL, json={"nonce": nonce, "event": "pr_opened", "prNumber": "abc"}).status_code == 200
+    assert cb_tracker.comments["ENG-1"][-1].split("\n")[0] == said
+
+
 def test_shadow_jobs_record_and_post_nothing(client, cb_job, cb_tracker):
     job_id, nonce = cb_job(shadow=True)
     resp = client.post(URL, json={"nonce": nonce, "event": "session_created"})
