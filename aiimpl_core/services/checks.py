@@ -364,7 +364,7 @@ def run_checks(github: Callable[[], Any] = github_from_app, *, budget: float | N
     report += _github_rows(rows, github)
     checked = _run_side_by_side(report, BUDGET if budget is None else budget)
     report = (checked + _model_rows(rows, backend_of) + _clock_rows() + _secret_rows()
-              + _cap_rows(facade.ids("runner")))
+              + _cap_rows(facade.ids("runner")) + _webhook_rows(rows))
     # what a provider read meanwhile (a stored secret holding its credentials) and a service
     # quoted back in a refusal is masked too, not only the settings each row was masked of
     return [replace(r, name=logs.masked(r.name), detail=logs.masked(r.detail)) for r in report]
@@ -417,6 +417,18 @@ def _model_rows(rows: Sequence[MappingRow], backend_of: dict[str, str | None]) -
                                     f"the sessions of {said} would get no {what}, so their agent cannot "
                                     f"start{f' ({hint})' if hint else ''}"))
     return out
+
+
+def _webhook_rows(rows: Sequence[MappingRow]) -> list[CheckRow]:
+    """Said, not failed, for mappings without ``AIIMPL_GITHUB_WEBHOOK_SECRET``: GitHub's delivery log
+    shows only ``401 Invalid signature`` for every delivery, which sends an operator to rotate a
+    secret that was never set."""
+    if not rows or current_app.config.get("AIIMPL_GITHUB_WEBHOOK_SECRET"):
+        return []
+    return [CheckRow("github", "webhook", "secret", SKIPPED,
+                     "AIIMPL_GITHUB_WEBHOOK_SECRET is not set: every delivery to /api/github/webhook is "
+                     "refused (401 Invalid signature), so a merged pull request does not move its issue "
+                     "to done")]
 
 
 def _clock_rows() -> list[CheckRow]:

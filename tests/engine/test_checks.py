@@ -341,6 +341,20 @@ def test_a_cap_for_a_backend_no_plugin_provides_fails_the_check(app, add_mapping
                   "that cap never applies")
 
 
+def test_mappings_without_the_github_webhook_secret_are_told_what_it_costs(app, add_mapping):
+    """Every delivery is refused 401 `Invalid signature` while it is unset, which GitHub's delivery
+    log shows as a wrong secret: the check says so, without failing (a setup may do without)."""
+    app.config["AIIMPL_GITHUB_WEBHOOK_SECRET"] = None
+    assert ("github", "webhook", "secret") not in rows()  # no mapping: nothing to say yet
+    add_mapping("ENG")
+    assert rows()[("github", "webhook", "secret")] == (
+        "skipped", "AIIMPL_GITHUB_WEBHOOK_SECRET is not set: every delivery to /api/github/webhook is "
+                   "refused (401 Invalid signature), so a merged pull request does not move its issue "
+                   "to done")
+    app.config["AIIMPL_GITHUB_WEBHOOK_SECRET"] = "whsec-configured-value"
+    assert ("github", "webhook", "secret") not in rows()
+
+
 MISSING = "no installed plugin provides it (not installed, or disabled), but mappings use it: "
 
 
