@@ -545,7 +545,8 @@ def test_a_check_still_waiting_from_an_earlier_report_is_not_started_again(
                 thread.join(10)
     after = rows()  # ended: checked again, and answered
     assert ("unanswered", "connection") not in after
-    assert after[("unanswered", "configured")] == ("ok", "configured (the plugin offers no further check)")
+    unused = ("ok", "configured; no mapping uses it, so nothing further was checked")
+    assert after[("unanswered", "configured")] == unused
     assert _Unanswered.calls == 2
 
 
@@ -583,7 +584,7 @@ def test_a_report_made_while_an_earlier_one_still_waits_within_its_time_takes_it
     finally:
         _Unanswered.answer.set()
         thread.join(10)
-    configured = ("ok", "configured (the plugin offers no further check)")
+    configured = ("ok", "configured; no mapping uses it, so nothing further was checked")
     for rows in (first, second):
         by_name = {(r.provider, r.name): (r.status, r.detail) for r in rows}
         assert by_name[("unanswered", "configured")] == configured, by_name
@@ -610,6 +611,6 @@ def test_the_checks_of_a_report_that_could_not_start_them_are_not_left_under_way
         with pytest.raises(RuntimeError):
             checks.run_checks(budget=5)
     rows = {(r.provider, r.name): (r.status, r.detail) for r in checks.run_checks(budget=5)}
-    configured = ("ok", "configured (the plugin offers no further check)")
+    configured = ("ok", "configured; no mapping uses it, so nothing further was checked")
     assert rows[("unanswered", "configured")] == configured, rows
     assert _Unanswered.calls == 1

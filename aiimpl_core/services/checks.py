@@ -72,6 +72,14 @@ def _provider_rows(kind: str, provider_id: str, mappings: Sequence[MappingView])
     facade = current_app.extensions["aiimpl"]
     used_by = ", ".join(m.team_key for m in mappings)
     try:
+        # a setting the plugin finds wrong is said as `aiimpl config` says it (naming the setting),
+        # not as whatever its first call then fails with
+        problem = facade.classes[kind][provider_id].settings_problem(current_app.config)
+    except Exception as exc:  # noqa: BLE001 - reported as the connection's failure
+        return [CheckRow(kind, provider_id, "configured", FAILED, _failure(exc))]
+    if problem:
+        return [CheckRow(kind, provider_id, "configured", FAILED, logs.masked(str(problem)))]
+    try:
         provider = facade.runner(provider_id) if kind == "runner" else facade.ticketing(provider_id)
         configured = provider.is_configured()
     except Exception as exc:  # noqa: BLE001 - reported as the connection's failure
@@ -88,6 +96,9 @@ def _provider_rows(kind: str, provider_id: str, mappings: Sequence[MappingView])
         failure = _failure(exc, lambda e: log.warning("checking %s failed", provider_id, exc_info=e))
         return [CheckRow(kind, provider_id, "connection", FAILED, failure)]
     if not results:
+        if not mappings:  # (a plugin may check only what mappings use)
+            return [CheckRow(kind, provider_id, "configured", OK,
+                             "configured; no mapping uses it, so nothing further was checked")]
         return [CheckRow(kind, provider_id, "configured", OK,
                          "configured (the plugin offers no further check)")]
     # a plugin's detail is remote text too: the orchestrator's own secrets are masked in it all the same

@@ -34,6 +34,11 @@ class Checked(TicketingProvider):
     def is_configured(self) -> bool:
         return type(self).configured
 
+    @classmethod
+    def settings_problem(cls, config):  # noqa: ANN001, ANN206
+        url = config.get("AIIMPL_CHECKED_URL")
+        return None if not url or url.startswith("http") else "AIIMPL_CHECKED_URL must be an http(s) URL"
+
     def check(self, mappings: Sequence[MappingView]) -> Sequence[CheckResult]:
         type(self).seen.append([m.team_key for m in mappings])
         if isinstance(type(self).outcome, Exception):
@@ -339,6 +344,24 @@ def test_a_cap_for_a_backend_no_plugin_provides_fails_the_check(app, add_mapping
     assert rows()[("settings", "AIIMPL_BACKEND_CAPS", "backends")] == (
         "failed", "names no installed runner backend: fly-machine (installed: github-actions); "
                   "that cap never applies")
+
+
+def test_a_setting_the_plugin_finds_wrong_is_said_as_aiimpl_config_says_it(app, add_mapping):
+    """A malformed URL was said as what its first call failed with (`MissingSchema (not a valid
+    http:// or https:// URL …)`), naming neither the setting nor which plugin's; the plugin's own
+    settings_problem names it, and nothing is called."""
+    add_mapping("ENG", provider="checked")
+    app.config["AIIMPL_CHECKED_URL"] = "notaurl"
+    said = ("failed", "AIIMPL_CHECKED_URL must be an http(s) URL")
+    assert rows()[("ticketing", "checked", "configured")] == said
+    assert Checked.seen == []
+
+
+def test_a_plugin_that_checks_only_what_mappings_use_is_said_to_have_checked_nothing(app, add_mapping):
+    """A backend no mapping uses (under the runner mode, say) was 'configured (the plugin offers
+    no further check)', though its plugin has checks: it ran none for want of mappings."""
+    assert rows()[("ticketing", "checked", "configured")] == (
+        "ok", "configured; no mapping uses it, so nothing further was checked")
 
 
 def test_mappings_without_the_github_webhook_secret_are_told_what_it_costs(app, add_mapping):
