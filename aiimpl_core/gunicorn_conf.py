@@ -197,10 +197,29 @@ def on_starting(server) -> None:  # noqa: ANN001
         server.log.warning(warning)
     if warning := _worker_class_warning(server.cfg.worker_class):
         server.log.warning(warning)
+    if warning := _sqlite_warning(settings["AIIMPL_DATABASE_URL"], server.cfg.workers):
+        server.log.warning(warning)
     problem = _schema_problem(server, settings["AIIMPL_DATABASE_URL"])
     if problem:
         server.log.error("Error: %s", problem)
         sys.exit(1)
+
+
+def _sqlite_warning(url: str | None, workers: int) -> str | None:
+    """SQLite under several workers (the production configuration's default of ``2 x cores + 1``,
+    an ``AIIMPL_DATABASE_URL`` forgotten): it works, one writer at a time, every other waiting for
+    it; PostgreSQL is the database for that."""
+    from aiimpl_core.app import database_url
+
+    try:
+        sqlite = database_url(url).startswith("sqlite")
+    except ConfigError:
+        return None  # said by the schema's check, which follows
+    if not sqlite or workers <= 1:
+        return None
+    return (f"the database is SQLite and gunicorn runs {workers} workers: SQLite lets one of them write "
+            "at a time and the others wait for it; set AIIMPL_DATABASE_URL to PostgreSQL, or run one "
+            "worker (AIIMPL_WORKERS=1)")
 
 
 def _worker_class_warning(worker_class: type) -> str | None:

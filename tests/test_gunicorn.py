@@ -316,6 +316,20 @@ def test_gunicorns_error_lines_are_masked_of_the_known_secrets(capsys):
     assert "Error handling request with [REDACTED]" in err and "gunicorn-masked-value" not in err
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sqlite_under_several_workers_is_warned_about_once(tmp_path, workers):
+    """The production configuration's workers on SQLite (its URL forgotten): one writer at a time."""
+    _upgrade(tmp_path)
+    proc, port = _gunicorn(tmp_path, AIIMPL_WORKERS=workers)
+    try:
+        assert _get(port, "/healthz") == 200, _output(tmp_path)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    warned = _output(tmp_path).count("the database is SQLite and gunicorn runs")
+    assert warned == (1 if workers == "2" else 0), _output(tmp_path)
+
+
 def test_secrets_given_with_dash_e_are_masked_in_gunicorns_debug_lines(tmp_path):
     """gunicorn logs its configuration at debug level, ``-e`` values included, before it puts them
     in the environment the app's masking reads: a Linear API key was logged whole (and the password
