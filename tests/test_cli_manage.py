@@ -47,6 +47,10 @@ def test_mappings_lifecycle(run):
     listed = json.loads(run("mappings", "list", "--json").output)
     rows = listed if isinstance(listed, list) else listed.get("mappings", [])
     assert [m["teamKey"] for m in rows] == ["ENG"] and rows[0]["extraEnv"] == {"NODE_ENV": "test"}
+    # as text: each value as the API writes it, text as it is
+    lines = dict(line.split(None, 1) for line in run("mappings", "show", "ENG").output.splitlines())
+    assert (lines["paused"], lines["maxInProgressAiIssues"], lines["extraEnv"], lines["owner"]) == (
+        "false", "null", '{"NODE_ENV": "test"}', "acme")
     assert run("mappings", "pause", "ENG").exit_code == 0
     shown = json.loads(run("mappings", "show", "ENG", "--json").output)
     assert (shown.get("mapping", shown))["paused"] is True

@@ -230,7 +230,8 @@ def mappings_show(team_key: str, as_json: bool) -> None:
     else:
         mapping = body.get("mapping", body) if isinstance(body, dict) else body
         for key, value in mapping.items():
-            click.echo(f"{key:<24} {json.dumps(value) if isinstance(value, dict | list) else value}")
+            # as the API writes each value (null, false, {}), not as Python does (None, False); text as it is
+            click.echo(f"{key:<24} {value if isinstance(value, str) else json.dumps(value)}")
 
 
 #: ``--cap none``: what the API takes as "no cap" (``null``)
