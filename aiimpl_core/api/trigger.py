@@ -54,7 +54,9 @@ def gap_fill():  # noqa: ANN201
             application/json:
               schema: CallbackErrorSchema
         404:
-          description: mapping_not_found
+          description: >-
+            mapping_not_found; beyond the reference, issue_not_found when the mapping's tracker
+            says it has no such issue (a tracker that cannot say does not hold the trigger up)
           content:
             application/json:
               schema: CallbackErrorSchema

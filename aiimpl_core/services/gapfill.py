@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..database import serialized, unique_violation
-from ..errors import DispatchError
+from ..errors import DispatchError, NotFound
 from ..extensions import db
 from ..orm import Job
 from ..orm import Mapping as MappingRow
@@ -98,12 +98,29 @@ def _dispatch_detail(exc: DispatchError) -> str:
     return exc.message
 
 
+def _require_issue(provider_id: str, issue_key: str) -> None:
+    """An issue its tracker says it does not have is refused (``issue_not_found``, 404): its run
+    would cost a runner's minutes and post comments no tracker takes. A tracker that cannot say
+    (down, not installed) does not hold the trigger up: the run reads the issue itself."""
+    facade = current_app.extensions["aiimpl"]
+    db.session.commit()  # no transaction held across the tracker's call
+    if provider_id not in facade.ids("ticketing"):
+        return
+    try:
+        facade.ticketing(provider_id).get_issue(issue_key)
+    except NotFound:
+        raise CallbackError(404, "issue_not_found") from None
+    except Exception as exc:  # noqa: BLE001 - the tracker's failure is not the trigger's
+        log.info("gap-fill of %s: the tracker could not say whether the issue exists (%s); going on",
+                 issue_key, type(exc).__name__)
+
+
 def trigger_gap_fill(issue_key: str, pr_number: int) -> dict[str, Any]:
     """Create and launch a gap-analysis job on PR ``pr_number``.
 
     :raises CallbackError: ``mapping_not_found`` (404), ``project_paused`` (423, with
-        ``teamKey``), ``already_running`` (409), ``dispatch_failed`` (502, with ``detail`` and
-        ``dispatchStatus``).
+        ``teamKey``), ``issue_not_found`` (404), ``already_running`` (409), ``dispatch_failed``
+        (502, with ``detail`` and ``dispatchStatus``).
     """
     mapping = owning_mapping(issue_key)
     if mapping is None:
@@ -114,6 +131,7 @@ def trigger_gap_fill(issue_key: str, pr_number: int) -> dict[str, Any]:
     base_branch = pr_branch(mapping, issue_key, pr_number)
     provider = mapping.view().ticketing_provider or ""
     mapping_id = mapping.id
+    _require_issue(provider, issue_key)
     try:
         with serialized():
             mapping = db.session.get(MappingRow, mapping_id)

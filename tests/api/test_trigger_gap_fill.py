@@ -239,8 +239,24 @@ def test_gap_fill_for_a_mapping_deleted_as_its_job_is_made_is_mapping_not_found(
     assert _jobs() == [] and cb_runner.runs == {}
 
 
-def test_gap_fill_base_branch_defaults_to_prefix_and_key(client, cb_mapping, cb_runner):
+def test_gap_fill_of_an_issue_its_tracker_does_not_have_is_issue_not_found(client, cb_mapping, cb_runner,
+                                                                          cb_tracker):
+    """A typo in the automation's key: the run was dispatched all the same (a runner's minutes),
+    and its comments were refused by the tracker one after another. A tracker that cannot say
+    (it fails) does not hold the trigger up."""
+    from aiimpl_core.testing.fakes import fail_with
+
+    cb_mapping("ENG")
+    resp = post(client, {"issueKey": "ENG-99", "prNumber": 9})
+    assert (resp.status_code, resp.get_json()) == (404, {"error": "issue_not_found"})
+    assert _jobs() == [] and cb_runner.runs == {}
+    cb_tracker.fail["get_issue"] = fail_with(503, "tracker unavailable")
+    assert post(client, {"issueKey": "ENG-99", "prNumber": 9}).status_code == 202
+
+
+def test_gap_fill_base_branch_defaults_to_prefix_and_key(client, cb_mapping, cb_runner, cb_tracker):
     cb_mapping("ENG", branch_prefix="bot/")
+    cb_tracker.add("ENG-3")
     resp = post(client, {"issueKey": "ENG-3", "prNumber": 9})
     assert resp.status_code == 202
     assert _jobs()[-1].base_branch == "bot/ENG-3"

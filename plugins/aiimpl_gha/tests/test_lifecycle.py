@@ -193,8 +193,9 @@ def test_token_failure_is_the_reference_500(
 
 
 def test_gap_fill_refused_by_github_is_502_dispatch_failed(
-    app: Any, client: Any, gh: FakeGitHub, mapping: MappingRow
+    app: Any, client: Any, gh: FakeGitHub, mapping: MappingRow, tracker: FakeTracker
 ) -> None:
+    tracker.add("ENG-4")
     gh.put_file("acme", "api", ".github/workflows/ai-implement-gap-fill.yml", "name: x\non: push\njobs: {}\n")
     resp = client.post(
         "/trigger/gap-fill",
@@ -210,8 +211,9 @@ def test_gap_fill_refused_by_github_is_502_dispatch_failed(
 
 
 def test_gap_fill_dispatches_the_gap_fill_workflow(
-    app: Any, client: Any, gh: FakeGitHub, mapping: MappingRow
+    app: Any, client: Any, gh: FakeGitHub, mapping: MappingRow, tracker: FakeTracker
 ) -> None:
+    tracker.add("ENG-5")
     resp = client.post(
         "/trigger/gap-fill",
         json={"issueKey": "ENG-5", "prNumber": 12},
