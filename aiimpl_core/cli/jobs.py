@@ -17,7 +17,7 @@ from flask.cli import with_appcontext
 from sqlalchemy import select
 
 from ..config import MAX_RETENTION_DAYS
-from ..errors import AiimplError
+from ..errors import AiimplError, NotFound
 from ..extensions import db
 from ..orm import Job, iso_z
 from ..types import ACTIVE_STATUSES, JobStatus, Phase
@@ -278,6 +278,8 @@ def dispatch_cmd(issue_key: str, phase: str | None, force: bool, as_json: bool) 
 
     try:
         report = dispatch_issue(issue_key, phase=Phase(phase) if phase else None, force=force)
+    except NotFound as exc:  # the tracker's own words (`Could not find referenced Issue.`) said whose
+        raise click.ClickException(f"{issue_key}: its tracker has no such issue ({exc.message})") from None
     except AiimplError as exc:
         raise click.ClickException(exc.message) from None
     if as_json:

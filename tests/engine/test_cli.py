@@ -110,6 +110,14 @@ def test_dispatch_prints_the_blocker_and_force_passes_it(app, tracker, runner, a
     assert len(jobs_of("ENG-2")) == 1
 
 
+def test_dispatch_of_an_issue_its_tracker_does_not_have_says_so(app, tracker, runner, add_mapping):
+    """Linear's own words (`IssueWithComments: Could not find referenced Issue.`) were all it said."""
+    add_mapping("ENG")
+    result = invoke(app, "dispatch", "ENG-404")
+    assert result.exit_code == 1 and jobs_of("ENG-404") == []
+    assert result.stderr == "Error: ENG-404: its tracker has no such issue (issue ENG-404 not found)\n"
+
+
 def test_a_dispatch_that_failed_is_said_as_a_failure(app, tracker, runner, add_mapping):
     """It was headed "Dispatched ENG-1: …: failed (…)" on standard output, as a success is."""
     from aiimpl_core.errors import DispatchError
