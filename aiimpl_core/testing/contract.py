@@ -35,6 +35,7 @@ import pytest
 
 from ..errors import AiimplError, NotFound, PluginContractError
 from ..http import HttpClient
+from ..orm import run_name_for
 from ..providers import ConfigVar, ModelProvider, ProviderContext, RunnerBackend, TicketingProvider
 from ..types import (
     CheckResult,
@@ -52,11 +53,20 @@ from ..types import (
 )
 
 
-def make_context(config: Mapping[str, Any] | None = None, **kw: Any) -> ProviderContext:
-    """A provider context for tests (no app needed)."""
-    return ProviderContext(
-        config=dict(config or {}), http=lambda base_url="", **o: HttpClient(base_url, **o), **kw
-    )
+def make_context(
+    config: Mapping[str, Any] | None = None, *, provider: type[Any] | None = None, **kw: Any
+) -> ProviderContext:
+    """A provider context for tests (no app needed).
+
+    :param config: the settings, as the orchestrator's configuration holds them.
+    :param provider: a provider class whose ``config_vars`` defaults fill the settings ``config``
+        does not give, as the orchestrator does (without it, ``config`` is taken as it is).
+    """
+    values = dict(config or {})
+    for var in getattr(provider, "config_vars", ()) if provider is not None else ():
+        if values.get(var.name) in (None, "") and var.default is not None:
+            values[var.name] = var.default
+    return ProviderContext(config=values, http=lambda base_url="", **o: HttpClient(base_url, **o), **kw)
 
 
 def sample_mapping(**kw: Any) -> MappingView:
@@ -76,7 +86,7 @@ def sample_dispatch_request(
         mapping=mapping,
         branch="ai/ENG-1",
         base_branch=mapping.default_branch,
-        run_name=f"ai-implement job {job_id} ENG-1",
+        run_name=run_name_for("ENG-1", phase.value, job_id),  # as the orchestrator names a run
         env={"AIIMPL_URL": "http://orchestrator.test", "AIIMPL_JOB_ID": str(job_id), "AIIMPL_NONCE": "n0nce"},
         secret_names=frozenset({"AIIMPL_NONCE"}),
     )

@@ -57,6 +57,21 @@ def test_sessions_table(client, admin_headers, adm_runner, monkeypatch) -> None:
     assert adm_runner.destroyed == []
 
 
+def test_a_backend_raising_not_found_for_an_id_not_its_own_is_asked_no_further(
+    client, admin_headers, adm_runner, monkeypatch
+) -> None:
+    """The core asks each backend in turn: a backend's NotFound (the obvious answer for an id that
+    is not its) is the guide's False, not a 500 naming the exception's class."""
+    from aiimpl_core.errors import NotFound
+
+    def not_mine(self: Any, session_id: str) -> bool:
+        raise NotFound(f"no session {session_id}")
+
+    monkeypatch.setattr(adm_runner.backend_class, "destroy_session", not_mine)
+    resp = client.delete("/api/sessions/k-404", headers=admin_headers)
+    assert (resp.status_code, resp.get_json()) == (404, {"error": "Session not found"})
+
+
 def test_list_and_destroy(client, admin_headers, adm_runner) -> None:
     start(adm_runner, 1, "m-1")
     start(adm_runner, 2, "m-2", "ENG-2")

@@ -104,3 +104,26 @@ def test_tracker_contract_missing_key_is_the_contract_key_with_a_number_of_its_o
     assert _missing_key("OPS-42") == "OPS-100042"
     with pytest.raises(pytest.fail.Exception, match="override the contract_missing_issue_key fixture"):
         _missing_key("ENG-ONE")
+
+
+def test_make_context_fills_a_providers_defaults_as_the_orchestrator_does() -> None:
+    """Without them a backend's tests met `None` where the orchestrator gives the declared default."""
+    from aiimpl_core.providers import ConfigVar
+
+    class Defaulted:
+        config_vars = (ConfigVar("AIIMPL_X_NAMESPACE", "namespace", default="aiimpl"),
+                       ConfigVar("AIIMPL_X_TOKEN", "token", sensitive=True))
+
+    assert make_context({}).setting("AIIMPL_X_NAMESPACE") is None
+    context = make_context({"AIIMPL_X_TOKEN": "t"}, provider=Defaulted)
+    assert (context.setting("AIIMPL_X_NAMESPACE"), context.setting("AIIMPL_X_TOKEN")) == ("aiimpl", "t")
+    given = make_context({"AIIMPL_X_NAMESPACE": "ci"}, provider=Defaulted)
+    assert given.setting("AIIMPL_X_NAMESPACE") == "ci"
+
+
+def test_the_sample_dispatch_request_names_its_run_as_the_orchestrator_does() -> None:
+    from aiimpl_core.orm import run_name_for
+    from aiimpl_core.testing.contract import sample_dispatch_request
+
+    assert sample_dispatch_request(7).run_name == run_name_for("ENG-1", "implementation", 7)
+    assert sample_dispatch_request(7).run_name == "AI-Implement ENG-1 implementation job-7"
