@@ -400,14 +400,15 @@ def try_advisory_lock(name: str, session: Session | None = None) -> bool:
     return True
 
 
-def unique_violation(exc: Exception) -> bool:
-    """Whether an ``IntegrityError`` broke a unique index or key (not a foreign key, a NOT NULL or
-    a check): SQLSTATE 23505 on PostgreSQL, SQLite's ``UNIQUE constraint failed``."""
+def foreign_key_violation(exc: Exception) -> bool:
+    """Whether an ``IntegrityError`` broke a foreign key (a row it refers to is gone): SQLSTATE 23503
+    on PostgreSQL (psycopg's ``sqlstate``, psycopg2's ``pgcode``), SQLite's ``FOREIGN KEY
+    constraint failed``. Anything else (a unique index, NOT NULL) is not."""
     orig = getattr(exc, "orig", exc)
-    sqlstate = getattr(orig, "sqlstate", None)
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if sqlstate is not None:
-        return bool(sqlstate == "23505")
-    return str(orig).startswith("UNIQUE constraint failed")
+        return bool(sqlstate == "23503")
+    return str(orig).startswith("FOREIGN KEY constraint failed")
 
 
 # -- schema and failures, for an operator ----------------------------------------------------

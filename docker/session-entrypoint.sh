@@ -33,7 +33,8 @@ trap stop_session TERM INT
 
 # As a background job the session starts with SIGINT and SIGQUIT ignored and stdin on /dev/null
 # (POSIX): it installs its own SIGTERM and SIGINT handlers and reads nothing from stdin.
-${AIIMPL_SESSION_COMMAND:-aiimpl session run} "$@" &
+# (AIIMPL_SESSION_HOLDER tells the session that a hold may follow it: it keeps its work tree then)
+AIIMPL_SESSION_HOLDER=session-entrypoint ${AIIMPL_SESSION_COMMAND:-aiimpl session run} "$@" &
 child=$!
 if [ "$stopped" = yes ]; then kill -TERM "$child" 2>/dev/null; fi  # a stop before $! was known
 

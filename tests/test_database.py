@@ -798,3 +798,31 @@ def test_a_postgresql_url_without_a_driver_gets_psycopg_s_settings_when_psycopg_
                                        "connect_timeout": app_module.CONNECT_TIMEOUT}
     assert options["pool_pre_ping"] is False
     assert app_module._engine_options("postgresql+psycopg2://aiimpl@db.internal/aiimpl")["pool_pre_ping"]
+
+
+def test_only_a_broken_foreign_key_is_taken_for_a_row_gone() -> None:
+    """A claim whose job broke its mapping's foreign key (deleted meanwhile) is told from one that
+    broke the index of jobs in flight, on every driver: psycopg's sqlstate, psycopg2's pgcode,
+    SQLite's message; a NOT NULL or unique violation is not a row gone."""
+    from sqlalchemy.exc import IntegrityError
+
+    from aiimpl_core.database import foreign_key_violation
+
+    class Psycopg(Exception):
+        def __init__(self, sqlstate: str) -> None:
+            super().__init__("violation")
+            self.sqlstate = sqlstate
+
+    class Psycopg2(Exception):
+        def __init__(self, pgcode: str) -> None:
+            super().__init__("violation")
+            self.pgcode = pgcode
+
+    def error(orig: Exception) -> IntegrityError:
+        return IntegrityError("INSERT INTO jobs", {}, orig)
+
+    assert foreign_key_violation(error(Psycopg("23503"))) and foreign_key_violation(error(Psycopg2("23503")))
+    assert foreign_key_violation(error(Exception("FOREIGN KEY constraint failed")))
+    for other in (Psycopg("23505"), Psycopg2("23505"), Psycopg("23502"),
+                  Exception("UNIQUE constraint failed: jobs.issue_key")):
+        assert not foreign_key_violation(error(other))

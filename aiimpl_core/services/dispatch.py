@@ -33,10 +33,10 @@ from .. import logs
 from ..database import (
     advisory_locks,
     chunks,
+    foreign_key_violation,
     one_of,
     rows_by_issue_key,
     serialized,
-    unique_violation,
     write_seen_rows,
 )
 from ..errors import (
@@ -853,7 +853,7 @@ def consider(
                     forced=force,
                 )
             except IntegrityError as exc:  # rolls the claim back
-                if not unique_violation(exc):
+                if foreign_key_violation(exc):
                     raise _MappingGone from exc
                 raise _InFlight from exc
             # the session's credentials and request, committed with the claim: the launch goes

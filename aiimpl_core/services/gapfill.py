@@ -14,7 +14,7 @@ from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from ..database import serialized, unique_violation
+from ..database import foreign_key_violation, serialized
 from ..errors import DispatchError, NotFound
 from ..extensions import db
 from ..orm import Job
@@ -155,7 +155,7 @@ def trigger_gap_fill(issue_key: str, pr_number: int) -> dict[str, Any]:
             )
     except IntegrityError as exc:
         db.session.rollback()
-        if not unique_violation(exc):  # (PostgreSQL) the mapping was deleted as the job was made
+        if foreign_key_violation(exc):  # (PostgreSQL) the mapping was deleted as the job was made
             raise CallbackError(404, "mapping_not_found") from None
         # another process created an active job for this issue at the same moment
         raise CallbackError(409, "already_running") from None

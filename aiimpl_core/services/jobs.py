@@ -16,6 +16,7 @@ from sqlalchemy import event, insert, literal, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from .. import logs
 from ..database import dialect_name
 from ..extensions import db
 from ..orm import Job, JobTransition, OutboxItem, TrackedIssue, utcnow
@@ -121,7 +122,9 @@ def transition(
     for key, value in values.items():
         # the row holds these already: set them as loaded, or the flush would send the update again
         set_committed_value(job, key, value)
-    why = " ".join((timeout_reason or reason or "").split())  # one line, however the runner wrote it
+    # one line, however the runner wrote it; masked whole before it is cut (the log's own masking
+    # would meet only the part of a secret left before the cut)
+    why = " ".join(logs.masked(reason or timeout_reason or "").split())
     if len(why) > 200:
         why = why[:199] + "…"
     line = ("job %s of %s: %s -> %s%s", job.id, job.issue_key, old.value, new.value,

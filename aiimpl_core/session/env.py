@@ -31,6 +31,11 @@ BASE_BRANCH = EnvVar("AIIMPL_BASE_BRANCH", "Branch the work starts from (the PR 
 BRANCH = EnvVar("AIIMPL_BRANCH", "Branch the session pushes: {branchPrefix}{issue key}")
 PR_NUMBER = EnvVar("AIIMPL_PR_NUMBER", "Pull request number (gap-analysis only)")
 SESSION_MODE = EnvVar("AIIMPL_SESSION_MODE", "autonomous, interactive or hybrid")
+HELD_BY = EnvVar(
+    "AIIMPL_SESSION_HOLDER",
+    "Set by the session image's entrypoint, which holds the machine after the session as "
+    "AIIMPL_SESSION_MODE says; without it (a GitHub Actions run) nothing holds, whatever the mode",
+)
 LIFETIME = EnvVar("AIIMPL_LIFETIME_SECONDS", "Wall-clock budget of the session", default="3600")
 NONCE = EnvVar(
     "AIIMPL_NONCE", "One-time job nonce for /api/token, /api/status, /api/step-report", secret=True
@@ -132,6 +137,7 @@ ALL: tuple[EnvVar, ...] = (
 
 #: The optional knobs, documented with the table above.
 OPTIONAL: tuple[EnvVar, ...] = (
+    HELD_BY,
     GIT_BASE_URL,
     AGENT_COMMAND,
     REVIEW_COMMAND,

@@ -997,6 +997,10 @@ class Session:
         Decided before the result is delivered (the tree goes before ``session_cleaned_up``, which
         must come before the result): a successful run whose result then cannot be delivered exits
         2 without its tree, so the entrypoint holds a ``hybrid`` machine on exit 1 alone."""
+        if self.stop.is_set() or not self.environ.get(E.HELD_BY.name):
+            # a stopped session is never held (the entrypoint ends with it), and without the
+            # entrypoint (a GitHub Actions run) nothing holds the machine whatever the mode says
+            return False
         mode = (self.environ.get(E.SESSION_MODE.name) or "autonomous").strip()
         return mode == "interactive" or (mode == "hybrid" and body.get("outcome") != "success")
 

@@ -781,3 +781,22 @@ def test_the_log_follows_each_job_from_its_creation_to_its_end(app, client, trac
         f"job {job.id} of ENG-1: unknown -> dispatched",
         f"job {job.id} of ENG-1: dispatched -> failed (git clone failed (exit 128))",
     ]
+
+
+def test_a_reason_cut_in_the_log_is_masked_whole_first(app, client, tracker, runner, add_mapping, caplog):
+    """A secret the process knows straddling the 200th character was logged as its first part."""
+    from aiimpl_core import logs
+
+    secret = "sk-live-" + "s" * 30
+    logs.mask(secret)
+    try:
+        add_mapping("ENG")
+        tracker.add("ENG-1")
+        with caplog.at_level(logging.INFO, logger="aiimpl_core.services.jobs"):
+            run_cycle()
+            [job] = jobs_of("ENG-1")
+            post_result(client, runner, job.id, outcome="failure", error="x" * 190 + secret)
+        [ended] = [r.getMessage() for r in caplog.records if "-> failed" in r.getMessage()]
+        assert secret[:8] not in ended and ended.endswith("[REDACTED])")
+    finally:
+        logs.SECRETS.clear()

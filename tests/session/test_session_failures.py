@@ -738,11 +738,14 @@ def test_changes_holding_a_secret_are_never_committed_or_pushed(world: World, mo
     world.assert_no_secret_anywhere(job_id)
 
 
-@pytest.mark.parametrize(("mode", "agent", "kept"), [
-    ("hybrid", "error", True), ("interactive", "error", True), ("interactive", "edit", True),
-    ("autonomous", "error", False), ("hybrid", "edit", False),
+@pytest.mark.parametrize(("mode", "agent", "holder", "kept"), [
+    ("hybrid", "error", True, True), ("interactive", "error", True, True),
+    ("interactive", "edit", True, True), ("autonomous", "error", True, False),
+    ("hybrid", "edit", True, False),
+    # no entrypoint to hold the machine (a GitHub Actions run): cleaned up, whatever the mode
+    ("interactive", "error", False, False),
 ])
-def test_a_held_session_keeps_its_work_tree_for_a_person(world: World, mode: str, agent: str,
+def test_a_held_session_keeps_its_work_tree_for_a_person(world: World, mode: str, agent: str, holder: bool,
                                                          kept: bool) -> None:
     """Interactive mode, and hybrid after a failure, hold the machine for a person to attach and
     continue in the work tree: it is kept, and the ticket is not told the machine was cleaned up
@@ -750,7 +753,8 @@ def test_a_held_session_keeps_its_work_tree_for_a_person(world: World, mode: str
     world.mapping(FAKE_AGENT_MODE=agent)
     job_id = world.dispatch()
 
-    code, out = world.run_session(job_id, AIIMPL_SESSION_MODE=mode)
+    held = {"AIIMPL_SESSION_HOLDER": "session-entrypoint"} if holder else {}
+    code, out = world.run_session(job_id, AIIMPL_SESSION_MODE=mode, **held)
 
     assert code == (0 if agent == "edit" else 1), out
     found = re.search(r"the work tree is kept for a person to attach: (\S+)", out)

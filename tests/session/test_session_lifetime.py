@@ -91,6 +91,21 @@ def test_sigterm_stops_the_agent_cleanly_and_saves_the_work(world: World) -> Non
     world.assert_no_secret_anywhere(job_id)
 
 
+def test_a_stopped_session_is_not_held_and_says_its_machine_was_cleaned_up(world: World) -> None:
+    """The entrypoint never holds after a stop: a hybrid session stopped while its agent ran kept
+    its work tree and left out `🧹 Session machine cleaned up` for a machine torn down at once."""
+    marker = world.tmp / "agent-started"
+    world.mapping(FAKE_AGENT_MODE="hang", FAKE_AGENT_STARTED=str(marker))
+    job_id = world.dispatch()
+
+    proc, out = _stop_once(world, job_id, marker, AIIMPL_SESSION_MODE="hybrid",
+                           AIIMPL_SESSION_HOLDER="session-entrypoint")
+
+    assert proc.returncode == 1, out
+    assert "the work tree is kept for a person to attach" not in out
+    assert [c for c in world.comments() if c.startswith("🧹 Session machine cleaned up. Duration: ")]
+
+
 def test_sigterm_during_verification_skips_the_review(world: World) -> None:
     """Stopped while the verification script runs: the pull request is open, the job ends with it,
     and no second agent run (the review) starts on a machine that is going away."""

@@ -21,7 +21,8 @@ ENTRYPOINT = ROOT / "docker" / "session-entrypoint.sh"
 def session_stub(tmp_path: Path) -> Path:
     """Stands in for ``aiimpl session run``: exits with ``$STUB_EXIT`` and says it ran."""
     stub = tmp_path / "session"
-    stub.write_text('#!/bin/sh\necho "session ran with $*"\nexit "${STUB_EXIT:-0}"\n')
+    stub.write_text('#!/bin/sh\necho "session ran with $* (holder: ${AIIMPL_SESSION_HOLDER:-none})"\n'
+                    'exit "${STUB_EXIT:-0}"\n')
     stub.chmod(0o755)
     return stub
 
@@ -61,7 +62,8 @@ def test_session_modes_hold_as_documented(session_stub: Path, mode: str, exit_co
     # least 1 s even when the session ends across a second boundary (with 1 s it could last 0 s).
     code, elapsed, output = run(session_stub, mode, exit_code, lifetime=2)
     assert code == exit_code  # the backend reads the session's own outcome either way
-    assert "session ran with --flag" in output
+    # the session is told a hold may follow it (it keeps its work tree for one)
+    assert "session ran with --flag (holder: session-entrypoint)" in output
     if holds:
         assert elapsed >= 0.9 and "staying up" in output
     else:  # (said by the script as it holds; how fast it ended is the machine's load)
