@@ -521,33 +521,31 @@ class Session:
         base branch's commit), else the mapping's command, else ``None``.
 
         Never the agent's version: verification checks the agent's work, and an agent could
-        rewrite the script to ``exit 0`` or delete it (verification was then skipped). The
-        cloned version is written back in its place (the work is committed and pushed already, so
-        nothing of it is lost), where it runs as it would have: ``$0`` and its own directory are
-        the work tree's.
+        rewrite the script to ``exit 0`` or delete it (verification was then skipped). git puts
+        the cloned version in its place (a link stays a link, bytes stay bytes), where it runs as
+        it would have: ``$0`` and its directory are the work tree's. The work is committed and
+        pushed already; :meth:`_restore_verification_script` puts the agent's version back after.
         """
         assert self.git is not None and self.state.clone_dir is not None
-        # a short local command, read on a stop too: whether there is a script decides what a stop
+        # short local commands, run on a stop too: whether there is a script decides what a stop
         # before verification says
-        shown = self.git.run("cat-file", "blob", f"{self.state.base_sha}:{VERIFY_SCRIPT}", check=False,
-                             deadline=time.monotonic() + SAVE_MIN, ignore_stop=True)
-        if shown.code != 0:  # not in the cloned commit (or not a file there)
+        placed = self.git.run("checkout", self.state.base_sha or "HEAD", "--", VERIFY_SCRIPT, check=False,
+                              deadline=time.monotonic() + SAVE_MIN, ignore_stop=True)
+        if placed.code != 0:  # not in the cloned commit
             return ["bash", "-c", self.cfg.verify_command] if self.cfg.verify_command else None
-        path = os.path.join(self.state.clone_dir, VERIFY_SCRIPT)
-        try:
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            elif os.path.lexists(path):
-                os.remove(path)  # a link the agent left is replaced, not written through
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(shown.stdout)
-        except OSError:
-            # the agent left that path unwritable: the copy runs from the session's own directory
-            path = os.path.join(self.state_dir, "verify.sh")
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(shown.stdout)
-        return ["bash", path]
+        return ["bash", VERIFY_SCRIPT]
+
+    def _restore_verification_script(self) -> None:
+        """The work tree as the agent left it (committed): a tree kept for a person to attach, and
+        the reviewer reading the diff, find the agent's ``verify.sh``, not the cloned one."""
+        assert self.git is not None
+        soon = time.monotonic() + SAVE_MIN
+        self.git.run("reset", "-q", "--", VERIFY_SCRIPT, check=False, deadline=soon, ignore_stop=True)
+        kept = self.git.run("checkout", "--", VERIFY_SCRIPT, check=False, deadline=soon, ignore_stop=True)
+        if kept.code != 0:  # the agent's commit has none: it removed it
+            path = os.path.join(self.state.clone_dir or "", VERIFY_SCRIPT)
+            with contextlib.suppress(OSError):
+                os.remove(path)
 
     def _setup(self) -> None:
         with self.step("setup") as detail:
@@ -818,23 +816,27 @@ class Session:
         """Run the verification script; its (redacted) output, or ``None`` when there is none."""
         with self.step("verify", "verification") as detail:
             argv = self._verification_script()
-            if argv is None:
-                detail["skipped"] = True
-                return None
-            interrupted = self._interrupted()
-            if interrupted:
-                # stopped, or out of time, before it could start (while the pull request was being
-                # opened): no "Running verification script…" and "Verification failed" for a script
-                # that never ran; the job ends with its pull request, as after a stop during the script
-                detail.update(skipped=True, stopped=interrupted)
-                self.state.notes.append("⚠️ The verification script was not run (the session was stopped or "
-                                        "ran out of time); please check the pull request yourself.")
-                return None
-            self.api.status("verification_started")
-            result = self._cleaned(procs.run(
-                argv, cwd=self.state.clone_dir, env=self.child_env, deadline=self.deadline, stop=self.stop,
-                keep_bytes=procs.KEEP_OUTPUT_BYTES,
-            ))
+            try:
+                if argv is None:
+                    detail["skipped"] = True
+                    return None
+                interrupted = self._interrupted()
+                if interrupted:
+                    # stopped, or out of time, before it could start (while the pull request was
+                    # being opened): no "Running verification script…" and "Verification failed"
+                    # for a script that never ran; the job ends with its pull request, as after a
+                    # stop during the script
+                    detail.update(skipped=True, stopped=interrupted)
+                    self.state.notes.append("⚠️ The verification script was not run (the session was stopped "
+                                            "or ran out of time); please check the pull request yourself.")
+                    return None
+                self.api.status("verification_started")
+                result = self._cleaned(procs.run(
+                    argv, cwd=self.state.clone_dir, env=self.child_env, deadline=self.deadline,
+                    stop=self.stop, keep_bytes=procs.KEEP_OUTPUT_BYTES,
+                ))
+            finally:
+                self._restore_verification_script()
             output = self._excerpt(result.output)
             detail.update(exitCode=result.code, passed=result.ok, stopped=result.stopped)
         if result.ok:

@@ -304,6 +304,29 @@ def test_verification_runs_the_script_as_cloned_not_as_the_agent_left_it(world: 
         assert ".ai-implement/verify.sh" not in pushed
 
 
+def test_a_verification_script_that_is_a_link_runs_as_cloned_and_the_tree_is_left_as_committed(
+    world: World
+) -> None:
+    """``verify.sh`` a link to the project's own check (written out as the link's target text, it
+    ran as a command and always failed with exit 127); after verification the work tree holds the
+    agent's committed version again, for the reviewer and for a person attaching."""
+    (world.remote.seed_dir / "ci").mkdir(exist_ok=True)
+    (world.remote.seed_dir / ".ai-implement").mkdir(exist_ok=True)
+    (world.remote.seed_dir / ".ai-implement" / "verify.sh").symlink_to("../ci/check.sh")
+    world.remote.commit({"ci/check.sh": script("echo 'all 12 checks passed'")})
+    world.mapping(FAKE_AGENT_MODE="verify_rewrite")
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id, AIIMPL_SESSION_MODE="interactive",
+                                  AIIMPL_SESSION_HOLDER="session-entrypoint")
+
+    assert code == 0, out
+    assert "✅ Verification passed" in world.first_lines(), world.comments()
+    tree = re.search(r"the work tree is kept for a person to attach: (\S+)", out).group(1)
+    assert open(os.path.join(tree, ".ai-implement", "verify.sh")).read() == "exit 0\n"  # the agent's
+    assert git("status", "--porcelain", cwd=tree).strip() == ""
+
+
 def test_an_unapproved_review_without_a_blocker_is_no_verdict(world: World) -> None:
     """``{"approved": false, "blockers": []}`` (or blank blockers) names nothing to fix: the job
     ends with its pull request and a note, as after an answer without a verdict (it ended
