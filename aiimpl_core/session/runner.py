@@ -60,6 +60,8 @@ SAVE_ALLOWANCE = 90.0
 SAVE_MIN = 10.0
 #: seconds kept after saving the work for the result and the last reports
 REPORT_TIME = 15.0
+#: seconds a stopped session spends looking for the pull request GitHub may have opened anyway
+PR_LOOKUP_AFTER_STOP = 5.0
 #: the repository's verification script, run as the session cloned it
 VERIFY_SCRIPT = ".ai-implement/verify.sh"
 #: a :class:`Failure`'s ``kind`` for how the session ended a command or call (``ProcessResult.stopped``,
@@ -743,6 +745,7 @@ class Session:
             if description:
                 body += "".join(f"> {line}\n" for line in description.splitlines()) + "\n"
             body += f"---\nOpened by AI-Implement (job {cfg.job_id}) from branch `{cfg.branch}`."
+            token: RepoToken | None = None
             try:
                 token = self.repo_token()
                 try:
@@ -761,7 +764,7 @@ class Session:
                     pr = self._open_pr_of_branch(token.token, refused)
                     detail["reused"] = True
             except Interrupted as exc:
-                raise self._interrupted_opening_pr(STOPPED_KINDS[exc.stopped]) from None
+                raise self._interrupted_opening_pr(STOPPED_KINDS[exc.stopped], token) from None
             except PullRequestError as exc:
                 raise Failure(self.redactor.text(str(exc))) from None
             except ProviderError as exc:
@@ -777,13 +780,33 @@ class Session:
             detail.update(prNumber=self.state.pr_number, prUrl=self.state.pr_url)
         self.api.status("pr_opened", prNumber=self.state.pr_number, prUrl=self.state.pr_url)
 
-    def _interrupted_opening_pr(self, kind: str) -> Failure:
+    def _interrupted_opening_pr(self, kind: str, token: RepoToken | None = None) -> Failure:
         """The failure of a run stopped, or out of time, while the pull request was being opened
-        (or before GitHub answered): the work is pushed; whether GitHub opened the pull request
-        is not known."""
+        (or before GitHub answered): the work is pushed, and GitHub may have opened the pull
+        request all the same (a request it had received, an answer given up on). It is looked
+        for once, briefly, whatever the stop: one found goes with the result (its link is posted
+        on the ticket), as one GitHub answered with would have."""
+        pr = self._opened_all_the_same(token.token) if token is not None else None
+        if pr is not None:
+            self.state.pr_number, self.state.pr_url = pr["number"], pr.get("html_url") or ""
         what = self._interruption(kind, "the creation of the pull request")
         where = f"The work is on branch `{self.push_branch}` (commit {(self.state.commit or '')[:7]})."
+        if pr is not None:
+            where += f" GitHub opened pull request #{pr['number']} for it."
         return Failure(self.redactor.text(f"{what}. {where}"), kind=kind)
+
+    def _opened_all_the_same(self, token: str) -> dict[str, Any] | None:
+        """The open pull request of the branch, asked for within :data:`PR_LOOKUP_AFTER_STOP`
+        seconds of the time kept back to report (a stop does not cut it), or ``None``."""
+        cfg = self.cfg
+        try:
+            return find_open_pull_request(
+                cfg.github_api_url, token, cfg.owner, cfg.repo, head=cfg.branch, base=cfg.base_branch,
+                budget=Budget(time.monotonic() + PR_LOOKUP_AFTER_STOP, grace=0.0),
+            )
+        except (Interrupted, PullRequestError, ProviderError) as exc:
+            self.log(f"looking for a pull request GitHub may have opened failed: {exc}")
+            return None
 
     def _open_pr_of_branch(self, token: str, refused: PullRequestError) -> dict[str, Any]:
         """The pull request already open from ``AIIMPL_BRANCH`` into the base branch, when GitHub

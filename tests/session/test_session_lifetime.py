@@ -163,10 +163,13 @@ def test_saving_the_work_leaves_the_result_time_before_the_budgets_end(world: Wo
     assert "ai/ENG-1" not in world.remote.branches()
 
 
+@FULL_GITHUB
 def test_sigterm_while_github_does_not_answer_the_pull_request_ends_the_run_as_stopped(world: World) -> None:
     """GitHub creates the pull request, and its answer is a minute away: a stop is not held up by it
     (it was, for the request's 30 s timeout, and then the run went on as if not stopped). The
-    answer gets a few seconds; the work is pushed already, and the reason says where."""
+    answer gets a few seconds; the work is pushed already, and the reason says where. The pull
+    request GitHub opened all the same is looked for once and goes with the result (it was never
+    linked, and the issue showed no pull request)."""
     world.mapping()
     job_id = world.dispatch()
     world.github.delay_next("POST", r"^/repos/acme/eng/pulls$", 60)
@@ -183,8 +186,11 @@ def test_sigterm_while_github_does_not_answer_the_pull_request_ends_the_run_as_s
     sha = world.remote.branches()["ai/ENG-1"]
     assert (job.status, job.error) == (
         "failed", "The session was stopped by its runner (SIGTERM) during the creation of the pull request. "
-                  f"The work is on branch `ai/ENG-1` (commit {sha[:7]}).")
+                  f"The work is on branch `ai/ENG-1` (commit {sha[:7]}). "
+                  "GitHub opened pull request #1 for it.")
     assert world.steps(job_id)["pull-request"].status == "failed"
+    assert (job.pr_number, job.pr_url) == (1, "https://github.com/acme/eng/pull/1")
+    assert "🔗 PR #1 (not ready for review): https://github.com/acme/eng/pull/1" in world.first_lines()
 
 
 @FULL_GITHUB
