@@ -39,7 +39,19 @@ def _uses_psycopg(url: str) -> bool:
 #: seconds a new PostgreSQL connection may take (libpq's ``connect_timeout``)
 CONNECT_TIMEOUT = 10
 
-def _engine_options(url: str, pool_size: int = 5, max_overflow: int = 10) -> dict[str, Any]:
+#: the settings of each process's connection pool: its size, and the connections beyond it at a peak
+POOL_SETTINGS = ("AIIMPL_DB_POOL_SIZE", "AIIMPL_DB_MAX_OVERFLOW")
+
+
+def _pool_sizes(config: Mapping[str, Any] | None = None) -> tuple[int, int]:
+    """The pool's size and overflow: the settings in ``config``, else the settings' defaults."""
+    config = config or {}
+    size, overflow = (int(config_mod.SETTINGS_BY_NAME[name].default if config.get(name) is None
+                          else config[name]) for name in POOL_SETTINGS)
+    return size, overflow
+
+
+def _engine_options(url: str, pool: tuple[int, int] | None = None) -> dict[str, Any]:
     from sqlalchemy.engine import make_url
 
     if url.startswith("sqlite"):
@@ -50,8 +62,8 @@ def _engine_options(url: str, pool_size: int = 5, max_overflow: int = 10) -> dic
         "hide_parameters": True,
         # psycopg connections are checked at check-out at less cost (create_app installs it)
         "pool_pre_ping": not _uses_psycopg(url),
-        "pool_size": pool_size,
-        "max_overflow": max_overflow,
+        "pool_size": (pool or _pool_sizes())[0],
+        "max_overflow": (pool or _pool_sizes())[1],
         "pool_recycle": 1800,
     }
     if _uses_psycopg(url):
@@ -247,9 +259,7 @@ def create_app(
                                                           app.instance_path)
     app.config["SQLALCHEMY_DATABASE_URI"] = url
     _mask_settings(app, facade)
-    pool = [app.config.get(name) for name in ("AIIMPL_DB_POOL_SIZE", "AIIMPL_DB_MAX_OVERFLOW")]
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(
-        url, 5 if pool[0] is None else int(pool[0]), 10 if pool[1] is None else int(pool[1])))
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(url, _pool_sizes(app.config)))
     app.config["MAX_CONTENT_LENGTH"] = app.config.get("MAX_CONTENT_LENGTH") or 2 * 1024 * 1024
     hops = int(app.config.get("AIIMPL_PROXY_HOPS") or 0)
     if hops:

@@ -99,22 +99,22 @@ if _control_socket:
     control_socket = _control_socket
 
 
-#: names of settings whose values are secrets, beyond the core's own sensitive settings (a plugin's
-#: ``AIIMPL_LINEAR_API_KEY``, ``AIIMPL_JIRA_API_TOKEN`` …, which the master does not load)
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSPHRASE|CREDENTIAL", re.IGNORECASE)
-
-
 def _mask_raw_env(cfg) -> None:  # noqa: ANN001
     """gunicorn logs its settings at debug level, ``-e NAME=value`` (``raw_env``) among them, before
     it puts those in the environment the app's masking reads: the values of secrets there are
     masked from the start, and a database URL's password."""
     from sqlalchemy.engine import make_url
 
+    # beyond the core's sensitive settings, names that say they hold a secret (a plugin's
+    # AIIMPL_LINEAR_API_KEY, AIIMPL_JIRA_API_TOKEN …: the master loads no plugin), as the session
+    # program tells its own
+    from aiimpl_core.session.env import LIKELY_SECRET_NAME
+
     sensitive = _config.sensitive_names()
     for name, value in (getattr(cfg, "env", None) or {}).items():
         if not isinstance(value, str):
             continue
-        if name in sensitive or _SECRET_NAME.search(name):
+        if name in sensitive or LIKELY_SECRET_NAME.search(name):
             _logs.mask(value)
         elif name == "AIIMPL_DATABASE_URL":
             try:

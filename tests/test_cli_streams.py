@@ -72,6 +72,29 @@ def test_a_closed_standard_output_is_said_in_one_line(instance, args):
     assert done.stderr == "Error: the output could not be written: Bad file descriptor\n"
 
 
+def test_a_reader_that_stopped_ends_the_output_quietly(instance, capsys, monkeypatch):
+    """``| head`` gone before the output was written: click ends quietly with status 1, and so does
+    output written past click.echo and flushed at the end (Alembic's `db history` said `Error: …
+    Broken pipe`); another failure to write is said."""
+    import errno
+
+    from aiimpl_core import cli
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = _aiimpl(instance, "config", stdout=write)
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (1, "")
+
+    monkeypatch.setattr(os, "dup2", lambda *args: None)  # (the test's own standard output stays)
+    for code, said in ((errno.EPIPE, ""), (errno.ENOSPC, "Error: the output could not be written: full\n")):
+        with pytest.raises(SystemExit) as ended, cli._output_errors_said():
+            raise OSError(code, "full" if code == errno.ENOSPC else "Broken pipe")
+        assert (ended.value.code, capsys.readouterr().err) == (1, said)
+
+
 def test_ctrl_c_at_a_prompt_exits_130(instance):
     """click turns Ctrl-C at a prompt into its Abort (exit 1, as a "no"): a script tells an interrupt
     from a failure by 130, as during any other part of a command."""

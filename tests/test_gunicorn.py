@@ -334,9 +334,9 @@ def test_secrets_given_with_dash_e_are_masked_in_gunicorns_debug_lines(tmp_path)
     """gunicorn logs its configuration at debug level, ``-e`` values included, before it puts them
     in the environment the app's masking reads: a Linear API key was logged whole (and the password
     of a database URL given so, which the worker cannot reach here)."""
-    key, password = "lin_api_RAWENVsentinel987654", "dbpass-sentinel-4321"
+    key, trigger, password = "lin_api_RAWENVsentinel987654", "trigger-sentinel-24680", "dbpass-sentinel-4321"
     proc, _port = _gunicorn(
-        tmp_path, "-e", f"AIIMPL_LINEAR_API_KEY={key}", "-e", f"AIIMPL_TRIGGER_SECRET={key}x",
+        tmp_path, "-e", f"AIIMPL_LINEAR_API_KEY={key}", "-e", f"AIIMPL_TRIGGER_SECRET={trigger}",
         "-e", f"AIIMPL_DATABASE_URL=postgresql+psycopg://u:{password}@127.0.0.1:1/none",
         AIIMPL_LOG_LEVEL="DEBUG")
     try:
@@ -350,7 +350,7 @@ def test_secrets_given_with_dash_e_are_masked_in_gunicorns_debug_lines(tmp_path)
         proc.wait(30)
     logged = _output(tmp_path)
     assert "Current configuration" in logged and "AIIMPL_LINEAR_API_KEY=[REDACTED]" in logged, logged
-    assert key not in logged and password not in logged
+    assert key not in logged and trigger not in logged and password not in logged
 
 
 def test_gunicorns_lines_about_a_request_leave_out_what_the_client_sent_after_the_path(capsys):

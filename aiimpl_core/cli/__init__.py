@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import functools
 import json
 import logging
@@ -626,8 +627,9 @@ def _output_errors_said() -> Iterator[None]:
     except OSError as exc:
         with contextlib.suppress(OSError, ValueError, AttributeError):  # (the exit's flush would fail)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            sys.stderr.write(f"Error: the output could not be written: {exc.strerror or exc}\n")
+        if exc.errno != errno.EPIPE:  # a reader that stopped (`| head`) ends it quietly, as click does
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                sys.stderr.write(f"Error: the output could not be written: {exc.strerror or exc}\n")
         sys.exit(1)
 
 

@@ -462,7 +462,7 @@ def _save(body: Any) -> tuple[dict[str, Any], bool]:
             db.session.commit()  # no transaction stays open while the plugins are asked
             values = validate(body, seen)
         with serialized() as session:
-            lock_team(team_key)
+            lock_mapping(team_key)
             row = _row_of(team_key)
             stored = to_api(row) if row else None
             if not last and stored != seen:
@@ -479,7 +479,7 @@ def _save(body: Any) -> tuple[dict[str, Any], bool]:
     raise AssertionError("unreachable: the last try returns or raises")
 
 
-def lock_team(team_key: Any) -> None:
+def lock_mapping(team_key: Any) -> None:
     """Hold the team's mapping, and its secrets, for the rest of the transaction (PostgreSQL; SQLite's
     :func:`~aiimpl_core.database.serialized` holds every writer already): at READ COMMITTED two saves
     each validated against the stored mapping, and each wrote its own change over the other's (one
@@ -519,7 +519,7 @@ def patch(team_key: str, body: Any) -> dict[str, Any]:
     elif not isinstance(body["paused"], bool):
         raise ValidationError("paused must be true or false")
     with serialized():
-        lock_team(team_key)
+        lock_mapping(team_key)
         row = require(team_key)
         if has_cap:
             row.max_in_progress = body["maxInProgressAiIssues"]
@@ -531,7 +531,7 @@ def patch(team_key: str, body: Any) -> dict[str, Any]:
 def delete_mapping(team_key: str) -> bool:
     """Delete a mapping and its team secrets; false when there was none."""
     with serialized() as session:
-        lock_team(team_key)
+        lock_mapping(team_key)
         row = get_row(team_key)
         if row is None:
             return False

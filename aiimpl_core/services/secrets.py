@@ -19,7 +19,7 @@ from ..errors import ConfigError, NotFound, ValidationError
 from ..extensions import db
 from ..orm import Mapping, Secret, iso_z, utcnow
 from ..schemas.common import is_given, require_strings
-from .mappings import lock_team
+from .mappings import lock_mapping
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def set_secret(scope: str, name: str, value: str) -> dict[str, object]:
             # the team's mapping is there as the secret is written, not only when the request
             # began: one deleted meanwhile took the team's secrets with it, and a secret stored
             # after that would reach the next mapping created for the team
-            lock_team(scope)
+            lock_mapping(scope)
             if session.scalar(select(Mapping.id).where(Mapping.team_key == scope)) is None:
                 raise NotFound("Team not found")
         row = session.scalar(select(Secret).where(Secret.scope == scope, Secret.name == name))
@@ -119,7 +119,7 @@ def set_secret(scope: str, name: str, value: str) -> dict[str, object]:
 def delete_secret(scope: str, name: str) -> None:
     with serialized() as session:
         if scope != GLOBAL:
-            lock_team(scope)  # not deleted as its mapping's deletion deletes it (two deletes of one row)
+            lock_mapping(scope)  # not deleted as its mapping's deletion deletes it (two deletes of one row)
         row = session.scalar(select(Secret).where(Secret.scope == scope, Secret.name == name))
         if row is None:
             raise NotFound("Secret not found")

@@ -98,7 +98,7 @@ class Git:
         )
         # a stopped command's answer means nothing, even where a failure is an answer (check=False)
         if result.stopped is not None or (check and not result.ok):
-            code = result.code if result.stopped is None else 124
+            code = result.code if result.stopped is None else procs.NOT_STARTED
             raise GitError(args[0], code, self.clean(result.output) or f"stopped ({result.stopped})")
         return result
 

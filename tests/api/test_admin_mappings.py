@@ -813,7 +813,7 @@ def test_two_saves_at_once_are_each_validated_against_the_other(
     from aiimpl_core.testing.orchestrator import Pause, Worker, first_holds_second_waits
 
     adm_mapping("ENG", planningWorkflowFile="ai-plan.yml")
-    pause = Pause(monkeypatch, service, "lock_team", "first")
+    pause = Pause(monkeypatch, service, "lock_mapping", "first")
 
     def saving(body: dict[str, Any]) -> Callable[[], Any]:
         return lambda: app.test_client().post("/api/mappings", json=body, headers=admin_headers)

@@ -69,12 +69,13 @@ WORKFLOW_STATE_TEXT = {
 WORKFLOW_FILE_RE = re.compile(r"[A-Za-z0-9_.-]+\.ya?ml")
 
 
-def _workflow_file_problem(name: str, value: Any) -> str | None:
-    """What is wrong with the workflow file setting ``name`` (unset or empty: its default)."""
+def _workflow_file_problem(name: str, value: Any, example: str = config.DEFAULT_WORKFLOW_FILE) -> str | None:
+    """What is wrong with the workflow file ``value`` of the setting or field ``name`` (unset or
+    empty: its default)."""
     if value in (None, "") or (isinstance(value, str) and WORKFLOW_FILE_RE.fullmatch(value)):
         return None
-    return f"{name} must be a workflow file name in .github/workflows (letters, digits, '.', '_', '-', " \
-           f"ending in .yml or .yaml), e.g. {config.DEFAULT_WORKFLOW_FILE}"
+    return (f"{name} must be a workflow file name in .github/workflows (letters, digits, '.', '_', '-', "
+            f"ending in .yml or .yaml), e.g. {example}")
 
 
 class GitHubActionsBackend(RunnerBackend):
@@ -108,12 +109,9 @@ class GitHubActionsBackend(RunnerBackend):
 
     def validate_mapping(self, mapping: Mapping[str, Any]) -> None:
         value = mapping.get("planningWorkflowFile")
-        if value not in (None, "") and (not isinstance(value, str) or not WORKFLOW_FILE_RE.fullmatch(value)):
-            raise ProviderConfigError(
-                "planningWorkflowFile must be a workflow file name in .github/workflows, "
-                "e.g. ai-implement-planning.yml",
-                provider=self.id,
-            )
+        example = config.DEFAULT_PLANNING_WORKFLOW_FILE
+        if problem := _workflow_file_problem("planningWorkflowFile", value, example):
+            raise ProviderConfigError(problem, provider=self.id)
         others = {self._setting_file(config.WORKFLOW_FILE, config.DEFAULT_WORKFLOW_FILE),
                   self._setting_file(config.GAP_FILL_WORKFLOW_FILE, config.DEFAULT_GAP_FILL_WORKFLOW_FILE)}
         if isinstance(value, str) and value in others:
