@@ -33,8 +33,9 @@ PR_NUMBER = EnvVar("AIIMPL_PR_NUMBER", "Pull request number (gap-analysis only)"
 SESSION_MODE = EnvVar("AIIMPL_SESSION_MODE", "autonomous, interactive or hybrid")
 HELD_BY = EnvVar(
     "AIIMPL_SESSION_HOLDER",
-    "Set by the session image's entrypoint, which holds the machine after the session as "
-    "AIIMPL_SESSION_MODE says; without it (a GitHub Actions run) nothing holds, whatever the mode",
+    "Internal: set by the session image's entrypoint, which holds the machine after the session as "
+    "AIIMPL_SESSION_MODE says; without it (a GitHub Actions run, a Docker command of a mapping's own) "
+    "nothing holds, whatever the mode",
 )
 LIFETIME = EnvVar("AIIMPL_LIFETIME_SECONDS", "Wall-clock budget of the session", default="3600")
 NONCE = EnvVar(
@@ -137,7 +138,6 @@ ALL: tuple[EnvVar, ...] = (
 
 #: The optional knobs, documented with the table above.
 OPTIONAL: tuple[EnvVar, ...] = (
-    HELD_BY,
     GIT_BASE_URL,
     AGENT_COMMAND,
     REVIEW_COMMAND,
@@ -158,7 +158,8 @@ OPTIONAL: tuple[EnvVar, ...] = (
 #: Names that hold secrets even when ``AIIMPL_SECRET_NAMES`` forgets them (a runner may add its own
 #: credentials, e.g. ``GITHUB_TOKEN`` on GitHub Actions): their values are redacted too.
 LIKELY_SECRET_NAME = re.compile(
-    r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|PRIVATE_KEY|ACCESS_KEY|CREDENTIAL)", re.IGNORECASE
+    r"(TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|API_KEY|PRIVATE_KEY|ACCESS_KEY|CREDENTIAL|_KEY$)",
+    re.IGNORECASE,
 )
 
 #: Variables the agent process never sees: the job's credentials stay with the session.

@@ -518,36 +518,53 @@ class Session:
             return ["bash", "-c", fallback]
         return None
 
-    def _verification_script(self) -> list[str] | None:
-        """The verification command: ``.ai-implement/verify.sh`` as the session cloned it (the
-        base branch's commit), else the mapping's command, else ``None``.
+    def _verification_script(self) -> tuple[list[str] | None, bool]:
+        """The verification command, and whether the cloned script was put in place for it (to be
+        put back with :meth:`_restore_verification_script`): ``.ai-implement/verify.sh`` as the
+        session cloned it (the base branch's commit), else the mapping's command, else ``None``.
 
         Never the agent's version: verification checks the agent's work, and an agent could
         rewrite the script to ``exit 0`` or delete it (verification was then skipped). git puts
         the cloned version in its place (a link stays a link, bytes stay bytes), where it runs as
-        it would have: ``$0`` and its directory are the work tree's. The work is committed and
-        pushed already; :meth:`_restore_verification_script` puts the agent's version back after.
+        it would have, from the work tree. What a link points to is as the agent left it.
         """
         assert self.git is not None and self.state.clone_dir is not None
+        mapping_command = ["bash", "-c", self.cfg.verify_command] if self.cfg.verify_command else None
+        if not self.state.base_sha:
+            return mapping_command, False
         # short local commands, run on a stop too: whether there is a script decides what a stop
         # before verification says
-        placed = self.git.run("checkout", self.state.base_sha or "HEAD", "--", VERIFY_SCRIPT, check=False,
-                              deadline=time.monotonic() + SAVE_MIN, ignore_stop=True)
-        if placed.code != 0:  # not in the cloned commit
-            return ["bash", "-c", self.cfg.verify_command] if self.cfg.verify_command else None
-        return ["bash", VERIFY_SCRIPT]
+        soon = time.monotonic() + SAVE_MIN
+        cloned = f"{self.state.base_sha}:{VERIFY_SCRIPT}"
+        if self.git.run("cat-file", "-e", cloned, check=False, deadline=soon, ignore_stop=True).code != 0:
+            return mapping_command, False  # the cloned commit has none
+        placed = self.git.run("checkout", self.state.base_sha, "--", VERIFY_SCRIPT, check=False,
+                              deadline=soon, ignore_stop=True)
+        if placed.code != 0:
+            # the agent left the path so that git cannot write it (a folder without write access):
+            # verification fails saying so, never skipped
+            why = f"the cloned {VERIFY_SCRIPT} could not be put in place: {self.git.clean(placed.output)}"
+            return ["bash", "-c", 'echo "$1" >&2; exit 1', "verify", self.redactor.text(why)], False
+        return ["bash", os.path.join(self.state.clone_dir, VERIFY_SCRIPT)], True
 
     def _restore_verification_script(self) -> None:
         """The work tree as the agent left it (committed): a tree kept for a person to attach, and
-        the reviewer reading the diff, find the agent's ``verify.sh``, not the cloned one."""
-        assert self.git is not None
+        the reviewer, find the agent's ``.ai-implement``, not the cloned script. Its failure is
+        logged, not the run's (the pull request is open)."""
+        assert self.git is not None and self.state.clone_dir is not None
         soon = time.monotonic() + SAVE_MIN
-        self.git.run("reset", "-q", "--", VERIFY_SCRIPT, check=False, deadline=soon, ignore_stop=True)
-        kept = self.git.run("checkout", "--", VERIFY_SCRIPT, check=False, deadline=soon, ignore_stop=True)
-        if kept.code != 0:  # the agent's commit has none: it removed it
-            path = os.path.join(self.state.clone_dir or "", VERIFY_SCRIPT)
-            with contextlib.suppress(OSError):
-                os.remove(path)
+        folder = os.path.dirname(VERIFY_SCRIPT)
+        try:
+            self.git.run("reset", "-q", "--", folder, check=False, deadline=soon, ignore_stop=True)
+            if self.git.run("cat-file", "-e", f"HEAD:{folder}", check=False, deadline=soon,
+                            ignore_stop=True).code == 0:
+                self.git.run("checkout", "--", folder, deadline=soon, ignore_stop=True)
+            if self.git.run("cat-file", "-e", f"HEAD:{VERIFY_SCRIPT}", check=False, deadline=soon,
+                            ignore_stop=True).code != 0:  # the agent removed it: the one placed goes
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(self.state.clone_dir, VERIFY_SCRIPT))
+        except GitError as exc:
+            self.log(f"putting the agent's {VERIFY_SCRIPT} back failed: {exc}")
 
     def _setup(self) -> None:
         with self.step("setup") as detail:
@@ -792,7 +809,7 @@ class Session:
         what = self._interruption(kind, "the creation of the pull request")
         where = f"The work is on branch `{self.push_branch}` (commit {(self.state.commit or '')[:7]})."
         if pr is not None:
-            where += f" GitHub opened pull request #{pr['number']} for it."
+            where += f" Pull request #{pr['number']} is open for it."
         return Failure(self.redactor.text(f"{what}. {where}"), kind=kind)
 
     def _opened_all_the_same(self, token: str) -> dict[str, Any] | None:
@@ -838,7 +855,7 @@ class Session:
     def _verify(self) -> str | None:
         """Run the verification script; its (redacted) output, or ``None`` when there is none."""
         with self.step("verify", "verification") as detail:
-            argv = self._verification_script()
+            argv, placed = self._verification_script()
             try:
                 if argv is None:
                     detail["skipped"] = True
@@ -859,7 +876,8 @@ class Session:
                     stop=self.stop, keep_bytes=procs.KEEP_OUTPUT_BYTES,
                 ))
             finally:
-                self._restore_verification_script()
+                if placed:
+                    self._restore_verification_script()
             output = self._excerpt(result.output)
             detail.update(exitCode=result.code, passed=result.ok, stopped=result.stopped)
         if result.ok:

@@ -327,6 +327,33 @@ def test_a_verification_script_that_is_a_link_runs_as_cloned_and_the_tree_is_lef
     assert git("status", "--porcelain", cwd=tree).strip() == ""
 
 
+def test_a_verification_script_git_cannot_put_in_place_fails_verification_not_skips_it(world: World) -> None:
+    """An agent that leaves ``.ai-implement`` so that git cannot write the cloned script there (a
+    folder without write access) made verification read as "no script" and skipped it."""
+    import shutil as _shutil
+
+    world.remote.commit({".ai-implement/verify.sh": script("exit 1")})
+    world.mapping()
+    job_id = world.dispatch()
+    real_git = _shutil.which("git")
+    wrapped = world.tmp / "git-refusing-the-script"
+    wrapped.mkdir()
+    (wrapped / "git").write_text(  # as git says it when the folder cannot be written
+        "#!/bin/sh\n"
+        'case "$*" in *"checkout "*" -- .ai-implement/verify.sh"*) '
+        "echo \"error: unable to create file .ai-implement/verify.sh: Permission denied\" >&2; "
+        "exit 255;; esac\n"
+        f'exec {real_git} "$@"\n')
+    (wrapped / "git").chmod(0o755)
+
+    code, out = world.run_session(job_id, PATH=f"{wrapped}{os.pathsep}{world.session_env(job_id)['PATH']}")
+
+    assert code == 0, out
+    [failed] = [c for c in world.comments() if c.startswith("❌ Verification failed: exit 1")]
+    assert "the cloned .ai-implement/verify.sh could not be put in place" in failed
+    assert "Permission denied" in failed
+
+
 def test_an_unapproved_review_without_a_blocker_is_no_verdict(world: World) -> None:
     """``{"approved": false, "blockers": []}`` (or blank blockers) names nothing to fix: the job
     ends with its pull request and a note, as after an answer without a verdict (it ended

@@ -187,7 +187,7 @@ def test_sigterm_while_github_does_not_answer_the_pull_request_ends_the_run_as_s
     assert (job.status, job.error) == (
         "failed", "The session was stopped by its runner (SIGTERM) during the creation of the pull request. "
                   f"The work is on branch `ai/ENG-1` (commit {sha[:7]}). "
-                  "GitHub opened pull request #1 for it.")
+                  "Pull request #1 is open for it.")
     assert world.steps(job_id)["pull-request"].status == "failed"
     assert (job.pr_number, job.pr_url) == (1, "https://github.com/acme/eng/pull/1")
     assert "🔗 PR #1 (not ready for review): https://github.com/acme/eng/pull/1" in world.first_lines()
