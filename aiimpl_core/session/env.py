@@ -156,9 +156,10 @@ OPTIONAL: tuple[EnvVar, ...] = (
 )
 
 #: Names that hold secrets even when ``AIIMPL_SECRET_NAMES`` forgets them (a runner may add its own
-#: credentials, e.g. ``GITHUB_TOKEN`` on GitHub Actions): their values are redacted too.
+#: credentials, e.g. ``GITHUB_TOKEN`` on GitHub Actions): their values are redacted too. (Not any
+#: name ending in ``_KEY``: ``AIIMPL_ISSUE_KEY``'s value would be masked in every comment.)
 LIKELY_SECRET_NAME = re.compile(
-    r"(TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|API_KEY|PRIVATE_KEY|ACCESS_KEY|CREDENTIAL|_KEY$)",
+    r"(TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|API_KEY|PRIVATE_KEY|ACCESS_KEY|CREDENTIAL)",
     re.IGNORECASE,
 )
 

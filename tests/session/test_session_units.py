@@ -1030,3 +1030,13 @@ def test_only_the_end_of_a_huge_output_is_read_back() -> None:
     assert result.stdout.endswith("the end") and len(result.stdout) < 1_100_000
     whole = procs.run([sys.executable, "-c", "print('y' * 2_000_000)"])
     assert len(whole.stdout) == 2_000_001
+
+
+def test_the_names_that_say_a_secret_leave_the_issue_key_alone() -> None:
+    """A name ending in _KEY is no secret's by that alone: AIIMPL_ISSUE_KEY's value (ENG-123) would
+    have been masked in every comment and refused in every commit."""
+    from aiimpl_core.session.env import LIKELY_SECRET_NAME
+
+    assert not LIKELY_SECRET_NAME.search("AIIMPL_ISSUE_KEY")
+    for name in ("SSH_PASSPHRASE", "DB_PASSWD", "ANTHROPIC_API_KEY", "GITHUB_TOKEN"):
+        assert LIKELY_SECRET_NAME.search(name), name
