@@ -814,12 +814,18 @@ class Session:
 
     def _opened_all_the_same(self, token: str) -> dict[str, Any] | None:
         """The open pull request of the branch, asked for within :data:`PR_LOOKUP_AFTER_STOP`
-        seconds of the time kept back to report (a stop does not cut it), or ``None``."""
+        seconds of the time kept back to report, and never into its last :data:`REPORT_TIME`
+        seconds (a stop does not cut it), or ``None``."""
         cfg = self.cfg
+        # within the reserve, as saving the work is: the result must still go out before the end
+        now = time.monotonic()
+        end = self.started + cfg.lifetime - REPORT_TIME
+        if end <= now:
+            return None
         try:
             return find_open_pull_request(
                 cfg.github_api_url, token, cfg.owner, cfg.repo, head=cfg.branch, base=cfg.base_branch,
-                budget=Budget(time.monotonic() + PR_LOOKUP_AFTER_STOP, grace=0.0),
+                budget=Budget(min(now + PR_LOOKUP_AFTER_STOP, end), grace=0.0),
             )
         except (Interrupted, PullRequestError, ProviderError) as exc:
             self.log(f"looking for a pull request GitHub may have opened failed: {exc}")

@@ -1040,3 +1040,27 @@ def test_the_names_that_say_a_secret_leave_the_issue_key_alone() -> None:
     assert not LIKELY_SECRET_NAME.search("AIIMPL_ISSUE_KEY")
     for name in ("SSH_PASSPHRASE", "DB_PASSWD", "ANTHROPIC_API_KEY", "GITHUB_TOKEN"):
         assert LIKELY_SECRET_NAME.search(name), name
+
+
+def test_the_pull_request_looked_for_after_a_stop_keeps_out_of_the_time_to_report(monkeypatch) -> None:
+    """Looked for within 5 s, and never into the last seconds kept to report the result: a session
+    whose budget is that far spent does not ask at all."""
+    from types import SimpleNamespace
+
+    from aiimpl_core.session import runner
+
+    asked: list[float | None] = []
+
+    def find(*args: Any, budget: Any, **kw: Any) -> None:
+        asked.append(budget.deadline)
+
+    monkeypatch.setattr(runner, "find_open_pull_request", find)
+    cfg = SimpleNamespace(lifetime=100, github_api_url="https://api.github.test", owner="acme", repo="api",
+                          branch="ai/ENG-1", base_branch="main")
+    now = time.monotonic()
+    session = SimpleNamespace(cfg=cfg, started=now - 50, log=lambda line: None)
+    runner.Session._opened_all_the_same(session, "token")
+    assert asked and asked[0] <= time.monotonic() + runner.PR_LOOKUP_AFTER_STOP
+    asked.clear()
+    session.started = now - 100 + runner.REPORT_TIME - 1  # within the last seconds kept to report
+    assert runner.Session._opened_all_the_same(session, "token") is None and asked == []
