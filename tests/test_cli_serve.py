@@ -50,11 +50,27 @@ def test_serve_answers_and_logs_paths_without_their_query(tmp_path: Path) -> Non
         output, _ = server.communicate(timeout=30)
     assert server.returncode == 0, output  # SIGTERM, a service manager's stop, is a stop as Ctrl-C is
     assert f"on http://127.0.0.1:{port}" in output
+    # AIIMPL_PUBLIC_URL left at its default, port 8000: the sessions would call back to nothing
+    assert (f"Warning: AIIMPL_PUBLIC_URL is http://127.0.0.1:8000, port 8000 of this host, but this server "
+            f"listens on port {port}: the sessions it starts would call back there (set "
+            f"AIIMPL_PUBLIC_URL=http://127.0.0.1:{port})") in output
     assert "GET /healthz " in output and "POST /api/jira/webhook " in output
     assert "probe=1" not in output and "probe=2" not in output and "jira-hook-secret-9f8e7d" not in output
     # the path as it was sent, on one line, and no terminal colours (werkzeug's, for a 404) in the log
     assert '"GET /no/such%20page%0Aforged HTTP/1.1" 404' in output
     assert "\x1b[" not in output
+
+
+@pytest.mark.parametrize(("url", "port", "warned"), [
+    ("http://127.0.0.1:8000", 8000, False),
+    ("http://localhost", 80, False),
+    ("https://orchestrator.example.com", 8000, False),  # through a proxy: its own port
+    ("http://localhost:9000", 8000, True),
+])
+def test_a_public_url_on_this_host_and_another_port_is_warned_about(url: str, port: int, warned: bool):
+    from aiimpl_core.cli import public_url_warning
+
+    assert bool(public_url_warning(url, port)) is warned
 
 
 def _cli(*args: str, url: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -318,6 +318,8 @@ def serve(host: str, port: int) -> None:
     click.echo(f"AI-Implement {__version__} on http://{host}:{port}  (database: {_safe_url(app)})")
     if warning := access_code_warning(app.config.get("AIIMPL_ADMIN_ACCESS_CODE")):
         click.echo(f"Warning: {warning}", err=True)
+    if warning := public_url_warning(str(app.config.get("AIIMPL_PUBLIC_URL") or ""), port):
+        click.echo(f"Warning: {warning}", err=True)
     scheduled = _scheduler_wanted()
     if scheduled:
         from ..services.scheduler import start_scheduler
@@ -339,6 +341,23 @@ def serve(host: str, port: int) -> None:
         signal.signal(signal.SIGTERM, previous)
     if scheduled:
         _stop_scheduler_of(app)
+
+
+def public_url_warning(public_url: str, port: int) -> str | None:
+    """``AIIMPL_PUBLIC_URL`` naming this host on another port than ``serve`` listens on (its
+    default is port 8000): the sessions this orchestrator starts would call back to nothing."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(public_url)
+        theirs = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None  # (refused at start-up already)
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1") or theirs == port:
+        return None
+    return (f"AIIMPL_PUBLIC_URL is {public_url}, port {theirs} of this host, but this server listens on "
+            f"port {port}: the sessions it starts would call back there (set "
+            f"AIIMPL_PUBLIC_URL=http://127.0.0.1:{port})")
 
 
 def _stop_scheduler_of(app) -> None:  # noqa: ANN001
