@@ -16,10 +16,21 @@ def _stop_once(world: World, job_id: int, marker: Path, **overrides: str) -> tup
     ``marker`` exists, and wait for its end."""
     proc = world.start_session(job_id, **overrides)
     wait_until(marker.exists, f"{marker.name} written by the session", running=proc)
+    return proc, _stop(world, proc)
+
+
+def _stop(world: World, proc: subprocess.Popen, timeout: float = 60) -> str:
+    """Send the running session SIGTERM and wait for its end; its output."""
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
+    out, _ = proc.communicate(timeout=timeout)
     world.outputs.append(out)
-    return proc, out
+    return out
+
+
+def _cloned(world: World) -> bool:
+    """Whether the session's clone has fetched the repository (git's upload-pack answered)."""
+    return any(r.method == "POST" and r.service == "git-upload-pack" and r.status == 200
+               for r in world.git_server.requests)
 
 
 def test_push_after_the_clone_token_expired_gets_a_fresh_token(world: World) -> None:
@@ -176,9 +187,7 @@ def test_sigterm_while_github_does_not_answer_the_pull_request_ends_the_run_as_s
     proc = world.start_session(job_id)
     wait_until(lambda: world.github.pull_requests("acme", "eng"), "the pull request on GitHub", running=proc)
     stopped_at = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=90)
-    world.outputs.append(out)
+    out = _stop(world, proc, timeout=90)
 
     assert proc.returncode == 1, out
     assert time.monotonic() - stopped_at < 20, out
@@ -205,13 +214,10 @@ def test_sigterm_while_github_does_not_answer_the_clones_pull_request_lookup_end
     job_id = world.dispatch()
     world.github.delay_next("GET", r"^/repos/acme/eng/pulls$", 60)
     proc = world.start_session(job_id)
-    wait_until(lambda: any(r.method == "POST" and r.service == "git-upload-pack" and r.status == 200
-                           for r in world.git_server.requests), "the clone", running=proc)
+    wait_until(lambda: _cloned(world), "the clone", running=proc)
     time.sleep(1)  # the lookup follows the clone at once
     stopped_at = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=150)
-    world.outputs.append(out)
+    out = _stop(world, proc, timeout=150)
 
     assert proc.returncode == 1, out
     assert time.monotonic() - stopped_at < 20, out
@@ -231,12 +237,9 @@ def test_sigterm_while_nothing_runs_in_the_clone_step_ends_the_run_there(world: 
     job_id = world.dispatch()
     world.github.delay_next("GET", r"^/repos/acme/eng/pulls$", 2)
     proc = world.start_session(job_id)
-    wait_until(lambda: any(r.method == "POST" and r.service == "git-upload-pack" and r.status == 200
-                           for r in world.git_server.requests), "the clone", running=proc)
+    wait_until(lambda: _cloned(world), "the clone", running=proc)
     time.sleep(0.5)  # the lookup follows the clone at once
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
-    world.outputs.append(out)
+    out = _stop(world, proc)
 
     assert proc.returncode == 1, out
     job = world.job(job_id)
