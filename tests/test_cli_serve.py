@@ -71,6 +71,9 @@ def test_a_public_url_on_this_host_and_another_port_is_warned_about(url: str, po
     from aiimpl_core.cli import public_url_warning
 
     assert bool(public_url_warning(url, port)) is warned
+    # a URL's password is never said
+    said = public_url_warning("http://bot:hunter2-secret@localhost:9000", 8000) or ""
+    assert "hunter2-secret" not in said and said.startswith("AIIMPL_PUBLIC_URL is http://bot:***@localhost:9000,")
 
 
 def _cli(*args: str, url: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -355,8 +355,8 @@ def public_url_warning(public_url: str, port: int) -> str | None:
         return None  # (refused at start-up already)
     if parts.hostname not in ("127.0.0.1", "localhost", "::1") or theirs == port:
         return None
-    return (f"AIIMPL_PUBLIC_URL is {public_url}, port {theirs} of this host, but this server listens on "
-            f"port {port}: the sessions it starts would call back there (set "
+    return (f"AIIMPL_PUBLIC_URL is {_hide_password(public_url)}, port {theirs} of this host, but this server "
+            f"listens on port {port}: the sessions it starts would call back there (set "
             f"AIIMPL_PUBLIC_URL=http://127.0.0.1:{port})")
 
 
