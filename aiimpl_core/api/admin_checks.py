@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from ..services.checks import FAILED, run_checks, summary
+from ..services.checks import report, run_checks
 
 bp = Blueprint("admin_checks", __name__)
 
@@ -31,6 +31,4 @@ def checks():  # noqa: ANN201
             application/json:
               schema: ChecksSchema
     """
-    rows = run_checks()
-    return jsonify(checks=[r.as_dict() for r in rows], failed=sum(r.status == FAILED for r in rows),
-                   summary=summary(rows))
+    return jsonify(report(run_checks()))

@@ -346,6 +346,13 @@ def summary(rows: Sequence[CheckRow]) -> str:
     return line
 
 
+def report(rows: Sequence[CheckRow]) -> dict[str, Any]:
+    """The checks as one document: ``GET /api/checks`` answers it and ``aiimpl check --json``
+    prints it, so one parser reads both."""
+    return {"checks": [row.as_dict() for row in rows], "failed": sum(row.status == FAILED for row in rows),
+            "summary": summary(rows)}
+
+
 def run_checks(github: Callable[[], Any] = github_from_app, *, budget: float | None = None) -> list[CheckRow]:
     """Check every installed tracker and runner backend, and GitHub for each mapped repository;
     the remote checks side by side, waited for ``budget`` seconds at most (default :data:`BUDGET`)."""

@@ -16,6 +16,7 @@ from aiimpl_core.cli import cli
 from aiimpl_core.errors import ProviderError
 from aiimpl_core.github.app_auth import TOKENS
 from aiimpl_core.providers import TicketingProvider
+from aiimpl_core.schemas.admin import ChecksSchema
 from aiimpl_core.services.checks import run_checks
 from aiimpl_core.testing.fake_github import FakeGitHub
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
@@ -245,11 +246,15 @@ def test_the_command_prints_every_line_and_fails_on_a_failure(run, add_mapping, 
     add_mapping("OPS", owner="elsewhere", repo="ops")
     result = run("--json")
     assert result.exit_code == 1
-    failed = [r for r in json.loads(result.output) if r["status"] == "failed"]
+    doc = json.loads(result.output)  # the document of GET /api/checks, for one parser of both
+    failed = [r for r in doc["checks"] if r["status"] == "failed"]
     assert failed == [{"kind": "github", "provider": "github", "name": "repository elsewhere/ops",
                        "status": "failed", "detail": "the GitHub App is not installed on elsewhere/ops (or "
                                                      "there is no such repository)"}]
-    assert "1 failed" in run().output
+    text = run().output
+    assert "1 failed" in text
+    assert doc["failed"] == 1 and doc["summary"] == text.rstrip().splitlines()[-1]
+    assert set(doc) == set(ChecksSchema().fields)
 
 
 def test_the_summary_counts_each_outcome_and_says_when_nothing_was_checked():
