@@ -19,6 +19,7 @@ from flask import current_app
 from sqlalchemy import Connection, String, bindparam, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
 
+from .. import logs
 from ..auth.nonce import INVALID_NONCE, active_job_for_nonce
 from ..auth.tokens import RunClaims
 from ..database import dialect_name, per_dialect, serialized, upsert
@@ -526,7 +527,9 @@ def planning_context(job_id: int) -> dict[str, Any]:
         issue["commentsOmitted"] = omitted
         source = "tracker"
     except Exception as exc:  # noqa: BLE001 - any tracker failure falls back to what we know
-        tracker_error = (
+        # masked as in the log line: a tracker (or a proxy) may echo the credentials of the request,
+        # which the session never holds
+        tracker_error = logs.masked(
             exc.message if isinstance(exc, AiimplError) else f"unexpected error ({type(exc).__name__})"
         )
         log.warning("planning context of job %s: tracker failed: %s", job.id, tracker_error)

@@ -190,3 +190,21 @@ def test_planning_context_of_a_job_not_ended_is_answered(client, cb_job, cb_toke
     resp = _get(client, cb_token(job_id, "planning", tokens.AUD_PLANNING_CONTEXT))
     assert resp.status_code == 200
     assert resp.get_json()["issue"]["title"] == "Add a health check"
+
+
+def test_a_tracker_error_quoting_a_secret_reaches_the_session_masked(client, cb_job, cb_token, cb_tracker):
+    """The session never holds the tracker's credentials: a tracker (or a proxy) echoing them in
+    its error must not hand them over in ``trackerError`` (masked as in the log line and in the
+    webhook's and ``/api/issues``' answers)."""
+    from aiimpl_core import logs
+
+    key = "JIRATOKEN-s3cr3t-abcdef123456"
+    logs.mask(key)
+    said = f"fake-tracker: GET /issue failed with HTTP 503: down {key}"
+    cb_tracker.fail["get_issue"] = fail_with(503, said)
+    job_id, _ = cb_job(phase="planning")
+    resp = _get(client, cb_token(job_id, "planning", tokens.AUD_PLANNING_CONTEXT))
+    assert resp.status_code == 200
+    body = resp.get_json()
+    assert body["issueSource"] == "cache" and key not in resp.get_data(as_text=True)
+    assert body["trackerError"].startswith("fake-tracker: GET /issue failed with HTTP 503: down ")
