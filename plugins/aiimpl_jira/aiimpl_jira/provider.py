@@ -519,9 +519,11 @@ class JiraProvider(TicketingProvider):
     def move_to_status(self, key: str, target: str) -> bool:
         """Transition ``key`` to the status named ``target``; return false when it is there already.
 
-        :raises ProviderError: when the workflow offers no transition to ``target``, or (status
-            400, which no retry changes) when the transition's screen requires a field the plugin
-            cannot fill in (:func:`screen_values`).
+        :raises ProviderError: status 400, which no retry changes (Jira's own answer to a
+            transition not available from the issue's status): when the workflow offers no
+            transition to ``target``, or when the transition's screen requires a field the plugin
+            cannot fill in (:func:`screen_values`). The outbox gives such a change up after a few
+            tries, so that the issue's later comments go out.
         """
         status, transitions = self._status_and_transitions(key)
         current = str(status.get("name") or "")
@@ -535,7 +537,8 @@ class JiraProvider(TicketingProvider):
                 self._transition(key, current, transition)
                 return True
         raise ProviderError(
-            f"no transition from '{current}' to '{target}' in the workflow of {key}", provider=self.id
+            f"no transition from '{current}' to '{target}' in the workflow of {key}", provider=self.id,
+            status=400,
         )
 
     def set_stage(self, key: str, stage: Stage) -> None:
@@ -556,7 +559,7 @@ class JiraProvider(TicketingProvider):
         if not candidates:
             raise ProviderError(
                 f"no transition from '{status.get('name', '')}' to a done status in the workflow of {key}",
-                provider=self.id,
+                provider=self.id, status=400,
             )
         # Prefer a status literally called "Done" when the workflow has several finished states.
         candidates.sort(key=lambda t: str((t.get("to") or {}).get("name", "")).casefold() != "done")

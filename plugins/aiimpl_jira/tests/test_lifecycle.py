@@ -9,12 +9,15 @@ Jira's OpenAPI description (the ``jira`` fixture checks at teardown).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiimpl_core.extensions import db
-from aiimpl_core.orm import Job, Mapping
+from aiimpl_core.orm import Job, Mapping, OutboxItem, utcnow
+from aiimpl_core.services import outbox
 from aiimpl_core.services.dispatch import run_cycle
+from aiimpl_core.services.jobs import enqueue_comment
 from aiimpl_core.services.merge import MergedPullRequest, handle_merged
 from aiimpl_core.testing.fakes import FakeRunner
 from aiimpl_core.testing.orchestrator import answer_due_after, fresh, held
@@ -197,20 +200,31 @@ def test_implementation_failure_moves_to_implementation_failed(
     assert len(report.dispatched) == 1 and len(_jobs("ENG-5")) == 2
 
 
-def test_a_workflow_gap_is_retried_not_lost(app: Any, client: Any, runner: FakeRunner) -> None:
-    """No transition to Planning: the stage change stays in the outbox with the gap as its error."""
+def test_a_workflow_gap_is_given_up_after_a_few_tries_and_holds_the_comments_back_no_longer(
+    app: Any, client: Any, runner: FakeRunner
+) -> None:
+    """No transition to Planning: the stage change is a refusal no retry changes (as Jira's own 400
+    to an unavailable transition), so the outbox gives it up after a few tries, with the gap as its
+    error, and the issue's later comments go out (they waited behind it for about 16 hours)."""
     with FakeJira(workflow={"Ready": ["Implementing"]}) as jira:
         app.config.update(jira.config())
         app.extensions["aiimpl"].bind(app.extensions["aiimpl"].context)  # forget the old client
         _mapping(planning_enabled=True, planning_workflow_file="ai-plan.yml")
         jira.add_issue("ENG-9")
         run_cycle()
-        from aiimpl_core.orm import OutboxItem
-
+        [job] = _jobs("ENG-9")
+        enqueue_comment("ENG-9", "a later comment", provider="jira", kind="test", job=job)
+        db.session.commit()
+        start = utcnow()
+        for n in range(1, outbox.MAX_ATTEMPTS_REFUSED + 1):
+            outbox.deliver(issue_keys=["ENG-9"], now=start + timedelta(hours=n))
         db.session.expire_all()
-        [item] = db.session.scalars(db.select(OutboxItem).where(OutboxItem.issue_key == "ENG-9")).all()
-        assert item.op == "stage" and item.state == "pending"
-        assert item.last_error == "no transition from 'Ready' to 'Planning' in the workflow of ENG-9"
+        stage, comment = db.session.scalars(
+            db.select(OutboxItem).where(OutboxItem.issue_key == "ENG-9").order_by(OutboxItem.id)
+        ).all()
+        assert (stage.op, stage.state, stage.attempts) == ("stage", "dead", outbox.MAX_ATTEMPTS_REFUSED)
+        assert stage.last_error == "no transition from 'Ready' to 'Planning' in the workflow of ENG-9"
+        assert comment.state == "done" and "a later comment" in _comment_texts(jira, "ENG-9")
         assert jira.issues["ENG-9"].status == "Ready"
         jira.assert_clean()
 

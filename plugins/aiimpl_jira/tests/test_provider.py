@@ -298,6 +298,7 @@ def test_missing_transition_names_the_workflow_gap() -> None:
         with pytest.raises(ProviderError) as err:
             provider.set_stage("ENG-1", Stage.IMPLEMENTING)
         assert str(err.value) == "no transition from 'Planning' to 'Implementing' in the workflow of ENG-1"
+        assert err.value.status == 400  # a refusal no retry changes (the outbox gives it up)
         assert jira.issues["ENG-1"].status == "Planning"
         jira.assert_clean()
 
@@ -316,8 +317,9 @@ def test_mark_done_without_a_done_transition() -> None:
         provider = JiraProvider(make_context(jira.config()))
         with pytest.raises(
             ProviderError, match="no transition from 'PR Ready' to a done status in the workflow of ENG-1"
-        ):
+        ) as err:
             provider.mark_done("ENG-1")
+        assert err.value.status == 400
         jira.assert_clean()
 
 
