@@ -1348,8 +1348,8 @@ def run_cycle_for_issues(
 def resolve_provider(issue_key: str) -> tuple[str, MappingRow | None]:
     """The tracker connection and mapping that own an issue key.
 
-    :raises NotFound: no mapping owns the key (the reference's ``no-mapping`` message).
-    :raises ConfigError: the team's mapping names a tracker that is not installed or is disabled.
+    :raises ConfigError: no mapping owns the key (the reference's ``no-mapping`` message, after the
+        key), or the team's mapping names a tracker that is not installed or is disabled.
     """
     facade = current_app.extensions["aiimpl"]
     installed = set(facade.ids("ticketing"))
@@ -1371,7 +1371,7 @@ def resolve_provider(issue_key: str) -> tuple[str, MappingRow | None]:
         # (saved before a tracker plugin was installed)
         raise ConfigError(f"the mapping of team {team} names no tracker: set one with "
                           f"{set_tracker_command(team)}")
-    raise NotFound(blockers.no_mapping(team).message)
+    raise ConfigError(f"{issue_key}: {blockers.no_mapping(team).message}")
 
 
 def dispatch_issue(issue_key: str, *, phase: Phase | None = None, force: bool = False) -> CycleReport:
