@@ -237,7 +237,11 @@ def _job_brief(job: Job | None) -> dict[str, Any] | None:
     }
 
 
-def _stage(value: str | Stage | None) -> tuple[str | None, str | None]:
+def _stage(value: str | Stage | None, triggered: bool) -> tuple[str | None, str | None]:
+    """The issue's stage and its title; a triggered issue no stage was set on yet is in the
+    reference's first one, Triggered (a Jira issue in Ready, a Linear issue with the trigger label)."""
+    if value is None and triggered:
+        value = Stage.TRIGGERED
     if value is None:
         return None, None
     try:
@@ -248,7 +252,7 @@ def _stage(value: str | Stage | None) -> tuple[str | None, str | None]:
 
 
 def _tracked(row: TrackedIssue, job: Job | None) -> dict[str, Any]:
-    stage, title = _stage(row.stage)
+    stage, title = _stage(row.stage, bool(row.triggered))
     return {
         "issueKey": row.issue_key,
         "teamKey": row.team_key,
@@ -264,7 +268,7 @@ def _tracked(row: TrackedIssue, job: Job | None) -> dict[str, Any]:
 
 
 def _live(issue: TrackerIssue, job: Job | None) -> dict[str, Any]:
-    stage, title = _stage(issue.stage)
+    stage, title = _stage(issue.stage, issue.triggered)
     return {
         "issueKey": issue.key,
         "teamKey": issue.team_key,

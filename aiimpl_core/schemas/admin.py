@@ -237,7 +237,11 @@ class IssueSchema(Schema):
     provider = fields.String(allow_none=True)
     title = fields.String()
     url = fields.String(allow_none=True)
-    stage = fields.String(allow_none=True)
+    stage = fields.String(
+        allow_none=True,
+        metadata={"description": "the lifecycle stage (`triggered` for a triggered issue no stage was set on "
+                                 "yet); null for an issue seen without its trigger and in no stage"},
+    )
     stageTitle = fields.String(allow_none=True)
     triggered = fields.Boolean()
     lastSeenAt = fields.String(allow_none=True)

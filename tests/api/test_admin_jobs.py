@@ -191,6 +191,9 @@ def test_issues_with_stage_and_latest_job(client, admin_headers) -> None:
             TrackedIssue(
                 issue_key="ENG-2", team_key="ENG", provider="fake-tracker", title="Other", triggered=True
             ),
+            TrackedIssue(
+                issue_key="ENG-3", team_key="ENG", provider="fake-tracker", title="Seen", triggered=False
+            ),
         ]
     )
     db.session.commit()
@@ -199,7 +202,11 @@ def test_issues_with_stage_and_latest_job(client, admin_headers) -> None:
     issues = {i["issueKey"]: i for i in client.get("/api/issues", headers=admin_headers).get_json()}
     assert issues["ENG-1"]["stage"] == "pr_opened" and issues["ENG-1"]["stageTitle"] == "PR opened"
     assert issues["ENG-1"]["latestJob"]["id"] == latest.id and issues["ENG-1"]["latestJob"]["prNumber"] == 9
-    assert issues["ENG-2"]["latestJob"] is None and issues["ENG-2"]["stage"] is None
+    # a triggered issue no stage has moved yet is in the reference's first stage (a Jira issue in
+    # Ready, a Linear issue with the trigger label: its Stage column was empty)
+    assert issues["ENG-2"]["latestJob"] is None
+    assert (issues["ENG-2"]["stage"], issues["ENG-2"]["stageTitle"]) == ("triggered", "Triggered")
+    assert (issues["ENG-3"]["stage"], issues["ENG-3"]["stageTitle"]) == (None, None)
 
 
 def test_issues_refresh_reads_every_configured_tracker_live(
@@ -212,6 +219,7 @@ def test_issues_refresh_reads_every_configured_tracker_live(
     resp = client.get("/api/issues?refresh=1", headers=admin_headers)
     assert resp.status_code == 200
     assert sorted(i["issueKey"] for i in resp.get_json()) == ["ENG-2", "OPS-1"]
+    assert {i["stageTitle"] for i in resp.get_json()} == {"Triggered"}
     assert ("iter_triggered", ("ENG",)) in adm_tracker.calls
 
 
