@@ -302,6 +302,7 @@ def _detail_of(step: dict[str, Any]) -> dict[str, Any] | None:
 
 #: a step's columns that hold the runner's text (besides its detail)
 _STEP_TEXT = ("step_id", "type", "status", "started_at", "finished_at")
+_STEP_COLUMN_CHARS = {name: JobStep.__table__.c[name].type.length for name in _STEP_TEXT}
 
 
 def _redacted_step(redactor: Any, values: dict[str, Any], detail: dict[str, Any] | None) -> dict[str, Any]:
@@ -310,7 +311,9 @@ def _redacted_step(redactor: Any, values: dict[str, Any], detail: dict[str, Any]
     values = dict(values)
     for name in _STEP_TEXT:
         if isinstance(values[name], str):
-            values[name] = redactor.text(values[name])
+            # cut to its column again: a masked secret shorter than the mark made the text longer
+            # (PostgreSQL refused the step with a 500, SQLite stored it past its column's size)
+            values[name] = redactor.text(values[name])[: _STEP_COLUMN_CHARS[name]]
     if detail is not None:
         values["detail"] = redactor.data(detail) if redaction.has_text(detail) else detail
     return values

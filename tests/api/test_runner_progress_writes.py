@@ -116,3 +116,31 @@ def test_a_report_for_a_job_gone_since_its_last_report_is_job_not_found(client, 
     assert resp.status_code == 404
     assert resp.get_json() == {"error": "job_not_found"}
     assert db.session.scalar(select(JobStep).where(JobStep.job_id == job_id)) is None
+
+
+def test_a_step_whose_masked_text_outgrows_its_column_is_stored_cut_to_it(client, cb_job, cb_token):
+    """A secret shorter than the mark `[REDACTED]` makes a masked text longer than the runner's:
+    a status (64 characters) or id (255) at its limit grew past its column. PostgreSQL refused the
+    write (a 500, the step lost) and SQLite stored it past its size; now it is cut to the column,
+    on both, and the secret is not in it."""
+    from aiimpl_core.services import secrets
+
+    short = "hunter22"
+    secrets.set_secret(secrets.GLOBAL, "DB_PASS", short)
+    db.session.commit()
+    job_id, nonce = cb_job(status="running")
+    token = cb_token(job_id, "implementation", tokens.AUD_PROGRESS)
+    body = {"step": step(id=short * 31, type=short * 31, status=short * 8, started_at=short * 8)}
+    resp = _post(client, token, body)
+    assert resp.status_code == 200, resp.get_json()
+    db.session.commit()
+    row = db.session.scalar(select(JobStep).where(JobStep.job_id == job_id))
+    assert (len(row.step_id), len(row.type), len(row.status), len(row.started_at)) == (255, 255, 64, 64)
+    for text in (row.step_id, row.type, row.status, row.started_at):
+        assert short not in text and text.startswith("[REDACTED][REDACTED]")
+    # the session's own report of a step goes the same way
+    resp = client.post("/api/step-report", json={"nonce": nonce, "step": step(id="x", status=short * 8)})
+    assert resp.status_code == 200, resp.get_json()
+    db.session.commit()
+    row = db.session.scalar(select(JobStep).where(JobStep.job_id == job_id, JobStep.step_id == "x"))
+    assert row.status == ("[REDACTED]" * 7)[:64]
