@@ -123,7 +123,7 @@ def github_webhook():  # noqa: ANN201
         return jsonify(error="Invalid signature"), 401
     if not webhook_signature_valid(str(secret), raw, request.headers.get("X-Hub-Signature-256")):
         return jsonify(error="Invalid signature"), 401
-    payload = parse_json(raw)
+    payload = parse_json(raw, replace_unstorable=True)
     if payload is NOT_JSON:
         return jsonify(error="Invalid JSON payload"), 400
     event = request.headers.get("X-GitHub-Event")

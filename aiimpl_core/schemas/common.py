@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,6 +73,27 @@ class ApiError(Exception):
 MAX_DEPTH = 64
 
 
+#: what no database or encoder takes in text: NUL, and a surrogate the parser left alone (a pair
+#: is read as the one character it encodes)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _replaced(value: Any, depth: int = 0) -> Any:
+    """``value`` with each NUL and lone surrogate of its strings (keys included) replaced by
+    U+FFFD; :data:`NOT_JSON` when it nests more than :data:`MAX_DEPTH` levels."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, (dict, list)):
+        if depth >= MAX_DEPTH:
+            return NOT_JSON
+        if isinstance(value, list):
+            items = [_replaced(item, depth + 1) for item in value]
+            return NOT_JSON if any(item is NOT_JSON for item in items) else items
+        pairs = [(_replaced(key), _replaced(item, depth + 1)) for key, item in value.items()]
+        return NOT_JSON if any(item is NOT_JSON for _, item in pairs) else dict(pairs)
+    return value
+
+
 def _storable(value: Any) -> bool:
     """Whether ``value`` nests at most :data:`MAX_DEPTH` levels and every string in it can be stored
     and re-encoded: no NUL (PostgreSQL refuses it in text) and no lone surrogate (not encodable as
@@ -111,19 +133,27 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def parse_json(raw: bytes | str | None) -> Any:
+def parse_json(raw: bytes | str | None, *, replace_unstorable: bool = False) -> Any:
     """``raw`` parsed as JSON, or :data:`NOT_JSON` when it is empty, not UTF-8, not JSON (``NaN``,
     ``Infinity`` and a fraction beyond a double's range such as ``1e400`` included), nested more
     than :data:`MAX_DEPTH` levels, or holds text no database or encoder can take (NUL, lone
     surrogates). Never raises: every endpoint reads its body through here, so a body of any shape
-    gets a 4xx, not a 500."""
+    gets a 4xx, not a 500.
+
+    :param replace_unstorable: replace such text with U+FFFD instead of refusing the body: for a
+        service's signed delivery (a webhook), whose people's text (a pull request's description)
+        may hold them and which would be refused again on each redelivery, the event lost. A body
+        whose values are taken as given (a secret, a nonce, a mapping) is refused, never altered.
+    """
     if not raw or not raw.strip():
         return NOT_JSON
     try:
         value = json.loads(raw, parse_constant=_not_a_json_constant, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return NOT_JSON
-    return value if _storable(value) else NOT_JSON
+    if _storable(value):
+        return value
+    return _replaced(value) if replace_unstorable else NOT_JSON
 
 
 def is_given(value: Any) -> bool:

@@ -246,6 +246,24 @@ def test_merged_pr_found_by_repository_and_number(client, cb_job, merged_payload
     assert cb_tracker.issues["HW-7"].done is True
 
 
+@pytest.mark.parametrize("text", ["fixes a bug\u0000", "half a pair \ud83d", "\udc00 at the start"])
+def test_a_merge_whose_people_written_text_holds_nul_or_a_lone_surrogate_is_taken(
+    client, cb_job, merged_payload, cb_tracker, text
+):
+    """A pull request's description (or a commit title) is people's text: a NUL or half a
+    surrogate pair in it made the whole signed delivery "Invalid JSON payload", so the merge was
+    lost, on every redelivery too. Such text is taken with U+FFFD in its place."""
+    job_id = hello_world_job(cb_job)
+    payload = copy.deepcopy(merged_payload)
+    payload["pull_request"]["body"] = text
+    payload["pull_request"]["title"] = text
+    raw = json.dumps(payload).encode()  # (json escapes both: \u0000, \ud83d)
+    resp = deliver(client, raw=raw)
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json() == {"ignored": False, "duplicate": False, "matched": True, "jobId": job_id}
+    assert _merge_effects(cb_tracker, job_id)[1].stage == "done"
+
+
 def test_merged_pr_found_by_branch(client, cb_job, merged_payload, cb_tracker):
     job_id = hello_world_job(cb_job, pr_number=None, pr_url=None)
     deliver(client, merged_payload)

@@ -293,7 +293,7 @@ def webhook() -> Any:
     raw = request.get_data(cache=True)
     if not _secret_matches(secret, raw):
         return _error("Invalid signature", 401)
-    payload = parse_json(raw)
+    payload = parse_json(raw, replace_unstorable=True)
     if payload is NOT_JSON:
         return _error("Invalid JSON payload", 400)
     event = payload.get("webhookEvent") if isinstance(payload, dict) else None

@@ -338,6 +338,19 @@ def test_webhook_invalid_json(client: Any, jira: FakeJira, cycles: list) -> None
     assert resp.status_code == 400 and resp.get_json() == {"error": "Invalid JSON payload"}
 
 
+def test_webhook_takes_people_s_text_holding_nul_or_half_a_surrogate_pair(
+    client: Any, jira: FakeJira, cycles: list
+) -> None:
+    """A description with a NUL made the delivery "Invalid JSON payload" (and each retry): taken
+    with U+FFFD in its place."""
+    event = _event()
+    event["issue"]["fields"]["description"] = "steps:\u0000 \ud83d"
+    resp = client.post(f"/api/jira/webhook?secret={SECRET}", data=json.dumps(event),
+                       content_type="application/json")
+    assert resp.status_code == 200, resp.get_json()
+    assert cycles == [("jira", ["ENG-1"])]
+
+
 def test_webhook_ignores_issues_not_in_ready(client: Any, jira: FakeJira, cycles: list) -> None:
     resp = client.post(f"/api/jira/webhook?secret={SECRET}", json=_event(status="Implementing"))
     assert resp.status_code == 200 and resp.get_json()["ignored"] is True

@@ -158,7 +158,7 @@ def make_blueprint() -> Blueprint:
         raw = request.get_data(cache=True)
         if not signature_valid(secret, raw, request.headers.get(SIGNATURE_HEADER)):
             return jsonify(error="Invalid signature"), 401
-        payload = parse_json(raw)
+        payload = parse_json(raw, replace_unstorable=True)
         if payload is NOT_JSON or not isinstance(payload, dict):
             return jsonify(error="Invalid JSON payload"), 400
         stamp = payload.get("webhookTimestamp")

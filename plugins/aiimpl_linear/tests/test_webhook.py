@@ -68,6 +68,17 @@ def test_trigger_label_runs_a_cycle_for_the_issue(client, fake, cycles) -> None:
     assert cycles == [[key]]
 
 
+def test_a_description_holding_nul_or_half_a_surrogate_pair_still_triggers(client, fake, cycles) -> None:
+    """People's text in a signed delivery is taken with U+FFFD in place of what no database
+    stores: the delivery was refused as "Invalid JSON payload", on each of Linear's retries too."""
+    key = fake.add_issue("ENG", labels=["AI-Implement"])["identifier"]
+    payload = fake.issue_webhook_payload(key)
+    payload["data"]["description"] = "steps:\u0000 \ud83d"
+    resp = deliver(client, fake, payload)
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["dispatched"] is True and cycles == [[key]]
+
+
 def test_issue_without_the_trigger_is_ignored(client, fake, cycles) -> None:
     key = fake.add_issue("ENG", labels=["bug"])["identifier"]
     resp = deliver(client, fake, fake.issue_webhook_payload(key))
