@@ -107,6 +107,8 @@ def _verified(secret: str, token: str, audience: str) -> RunClaims:
     jti = claims["jti"]
     if not isinstance(phase, str) or not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_CHARS:
         raise TokenError("malformed")
+    if not jti.isprintable():  # a NUL or a lone surrogate: no id a spent token could be stored under
+        raise TokenError("malformed")
     # PyJWT calls int() on a NumericDate, text included; every token issued holds numbers
     if not all(_numeric_date(claims[name]) for name in ("exp", "iat")):
         raise TokenError("malformed")

@@ -275,6 +275,8 @@ ODD_CLAIMS = [
     {"exp": 10**400},
     {"jti": "j" * 5000},
     {"jti": ""},
+    {"jti": "a\u0000b"},  # (PostgreSQL refused it as the spent token's id: a 500)
+    {"jti": "ab\ud800"},  # (not encodable: a 500 on both databases)
 ]
 
 
