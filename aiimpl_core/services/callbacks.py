@@ -230,7 +230,8 @@ def record_result(claims: RunClaims, data: dict[str, Any]) -> dict[str, Any]:
             if outcome.status is JobStatus.TIMED_OUT:
                 label = _timeout_of(job)
                 outcome = replace(outcome, timeout_reason=label.value, log_label=label)
-            ended = end_job(job, outcome)
+            # (the runner said how its run ended: no ⚠️ Session comment is added for it)
+            ended = end_job(job, replace(outcome, session_comment=False))
             if ended:
                 # the reconciler may have seen the run over before this result came: the start of
                 # the grace it counted has no more use

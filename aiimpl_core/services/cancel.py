@@ -60,7 +60,7 @@ def cancel_job(job_id: int) -> Job:
         # the run as it stands now (linked meanwhile, perhaps); a job in unknown has none to stop yet
         run = in_flight_run(job, mapping, lifetime)
         launched = job.status != JobStatus.UNKNOWN.value
-        if not end_job(job, Outcome(JobStatus.FAILED, reason=CANCELLED)):
+        if not end_job(job, Outcome(JobStatus.FAILED, reason=CANCELLED, session_comment=False)):
             raise Conflict(ALREADY_ENDED)
         forget_run_ended(job.id)
     log.info("job %s (%s) cancelled by an operator", job.id, job.issue_key)

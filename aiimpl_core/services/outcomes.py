@@ -15,13 +15,14 @@ the one the merge takes, so a merge committing at the same moment is never misse
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from flask import current_app
 from sqlalchemy import select
 
 from ..extensions import db
-from ..orm import Job, TrackedIssue, utcnow
-from ..types import JobStatus, LogLabel, Phase, Stage
+from ..orm import Job, OutboxItem, TrackedIssue, utcnow
+from ..types import JobStatus, LogLabel, Phase, Stage, TimeoutReason
 from . import comments
 from .jobs import enqueue_comment, set_stage, tracked_issue, transition
 
@@ -50,6 +51,10 @@ class Outcome:
     :param timeout_reason: with ``timed_out``.
     :param log_label: label of the log excerpt, when there is one.
     :param log_excerpt: already redacted by whoever captured it.
+    :param session_comment: whether a session that announced itself and did not say how it ended
+        gets the reference's ``⚠️ Session failed`` / ``timed out`` comment: for the endings the
+        reconciler finds (a machine killed, out of memory, past its lifetime, gone); not for a
+        runner's own result (it said what it had to) nor an operator's cancel (no error of the run).
     """
 
     status: JobStatus
@@ -63,6 +68,7 @@ class Outcome:
     cost_usd: float | None = None
     turns: int | None = None
     duration_seconds: float | None = None
+    session_comment: bool = True
 
     def __post_init__(self) -> None:
         # a reason of white space alone is none (the comment would end after its colon), and a
@@ -119,6 +125,28 @@ def _comment(job: Job, kind: str, body: str) -> None:
                     dedupe_key=f"outcome:{job.id}:{kind}")
 
 
+#: the session's own progress comments that say how it ended (``POST /api/status``)
+_SESSION_ENDINGS = ("session_failed", "session_timed_out")
+
+
+def _session_ending(job: Job, outcome: Outcome, reason: str, now: datetime) -> None:
+    """The reference's ``⚠️ Session failed: … Machine will be cleaned up.`` (or ``Session timed
+    out``) for a session that announced itself (``session_created``) and ended without saying how:
+    a machine killed or out of memory, past its lifetime, or destroyed, which the reconciler found.
+    Queued under the key the session's own event has, so it is never posted twice, and not at all
+    when the session said either."""
+    keys = [f"status:{job.id}:{event}" for event in ("session_created", *_SESSION_ENDINGS)]
+    said = set(db.session.scalars(select(OutboxItem.dedupe_key).where(OutboxItem.dedupe_key.in_(keys))))
+    if keys[0] not in said or said & set(keys[1:]):
+        return
+    timed_out = (outcome.status is JobStatus.TIMED_OUT
+                 and outcome.timeout_reason != TimeoutReason.RUN_NOT_FOUND.value)
+    event = "session_timed_out" if timed_out else "session_failed"
+    body = comments.progress(event, {"reason": reason}, now, job.log_url or job.run_url)
+    enqueue_comment(job.issue_key, body, provider=job.provider or "", kind=f"progress:{event}", job=job,
+                    dedupe_key=f"status:{job.id}:{event}")
+
+
 def _report(job: Job, outcome: Outcome) -> None:
     phase = Phase(job.phase)
     provider = job.provider or ""
@@ -152,6 +180,12 @@ def _report(job: Job, outcome: Outcome) -> None:
                 _comment(job, "pr", comments.pr_link(job.pr_number, job.pr_url))
         return
 
+    if status is JobStatus.TIMED_OUT:
+        reason = outcome.reason or comments.timed_out_reason(outcome.timeout_reason or "timed_out")
+    else:
+        reason = outcome.reason or "the run failed"
+    if status is not JobStatus.REVIEW_FAILED and outcome.session_comment:
+        _session_ending(job, outcome, reason, now)
     if phase is Phase.IMPLEMENTATION and job.pr_url and not done:
         # the run opened its PR, then its review found blockers, or it failed or timed out
         _comment(job, "pr", comments.pr_link(job.pr_number, job.pr_url, ready=False))
@@ -165,10 +199,6 @@ def _report(job: Job, outcome: Outcome) -> None:
         return
 
     # failed or timed_out
-    if status is JobStatus.TIMED_OUT:
-        reason = outcome.reason or comments.timed_out_reason(outcome.timeout_reason or "timed_out")
-    else:
-        reason = outcome.reason or "the run failed"
     _comment(job, "failure", comments.failure(phase, reason))
     label = outcome.log_label
     if label is None and status is JobStatus.TIMED_OUT and outcome.timeout_reason in (

@@ -43,6 +43,8 @@ def test_cancel_ends_the_job_failed_posts_the_failure_and_stops_the_run(
     assert runner.destroyed == [run_id]
     # the reference's failure comment, and the issue leaves the AI stages
     assert tracker.comments["ENG-1"][-1] == f"⚠️ Implementation failed: {CANCELLED}"
+    # no error of the run: not the "⚠️ Session failed" a session that died unsaid gets
+    assert not any(c.startswith("⚠️ Session") for c in tracker.comments["ENG-1"])
     assert tracker.stage_labels("ENG-1") == set()
 
     # the session reports late: its job has ended, its nonce no longer opens /api/status

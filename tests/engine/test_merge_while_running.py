@@ -140,9 +140,13 @@ def test_the_reconciler_ending_a_job_after_the_merge_leaves_the_issue_done(
     assert run_cycle().reconciled["ended"] == 1
     assert jobs_of(KEY)[0].status == "timed_out"
     _assert_still_done(tracker)
-    assert tracker.comments[KEY][-3:] == [
-        MERGED,
-        "⚠️ Implementation failed: the session machine exceeded its lifetime (machine_timeout)",
+    reason = "the session machine exceeded its lifetime (machine_timeout)"
+    merged, session_timed_out, *rest = tracker.comments[KEY][-4:]
+    # the session that announced itself never said how it ended: the reference's ⚠️ comment for it
+    assert merged == MERGED
+    assert session_timed_out.startswith(f"⚠️ Session timed out: {reason}. Machine will be cleaned up.")
+    assert rest == [
+        f"⚠️ Implementation failed: {reason}",
         "Log excerpt (`machine_timeout`):\n\n```\nstill verifying\n```",
     ]
 

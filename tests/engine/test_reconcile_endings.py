@@ -29,7 +29,7 @@ from aiimpl_core.services.reconcile import reconcile
 from aiimpl_core.testing.fakes import FakeRunner
 from aiimpl_core.types import InFlightRun, LogLabel, RunPhase, RunState
 
-from .conftest import jobs_of, later
+from .conftest import jobs_of, later, post_status
 
 
 def _dispatched(tracker: Any, add_mapping: Callable[..., Any], key: str) -> Job:
@@ -410,3 +410,66 @@ def test_a_run_linked_in_the_cycle_of_its_dispatch_runs_after_it(
     [job] = jobs_of("ENG-31")
     assert job.status == "running"
     assert job.created_at <= job.dispatched_at <= job.running_at
+
+
+# -- the session's own ending comment, when it could not post it ----------------------------------
+
+
+def _session_started(app: Any, runner: FakeRunner, job: Job) -> Any:
+    """The job's session said it was created (``POST /api/status``), as a session does first."""
+    client = app.test_client()
+    assert post_status(client, runner, job.id, "session_created").status_code == 200
+    return client
+
+
+def test_a_session_that_died_without_a_word_gets_the_reference_s_session_failed_comment(
+    app, tracker, runner, add_mapping
+):
+    """"⚠️ Session failed: … Machine will be cleaned up." is posted when the run errors out; a
+    machine that exited (killed, out of memory) never posted it: the reconciler's ending does,
+    before the failure notice, as the session's own ending would have."""
+    job = _dispatched(tracker, add_mapping, "ENG-11")
+    _session_started(app, runner, job)
+    runner.set_state(job.id, RunPhase.RUNNING)
+    run_cycle()
+    reason = "the session machine exited with code 137"
+    runner.set_state(job.id, RunPhase.FAILED, detail=reason, log_excerpt="Killed",
+                     log_label=LogLabel.SESSION_FAILED)
+    run_cycle(now=later(minutes=5))
+    [job] = jobs_of("ENG-11")
+    assert job.status == "failed"
+    said = tracker.comments["ENG-11"]
+    assert said[0].startswith("🚀 Session machine created.")
+    assert said[1].startswith(f"⚠️ Session failed: {reason}. Machine will be cleaned up.")
+    assert said[2] == f"⚠️ Implementation failed: {reason}"
+    assert said[3].startswith("Log excerpt (`session_failed`)") and len(said) == 4
+
+
+def test_a_session_past_its_lifetime_gets_the_reference_s_session_timed_out_comment(
+    app, tracker, runner, add_mapping
+):
+    job = _dispatched(tracker, add_mapping, "ENG-12")
+    _session_started(app, runner, job)
+    runner.set_state(job.id, RunPhase.RUNNING)
+    run_cycle()
+    runner.set_state(job.id, RunPhase.NOT_FOUND)
+    run_cycle(now=later(minutes=62))
+    said = tracker.comments["ENG-12"]
+    reason = "the session machine exceeded its lifetime (machine_timeout)"
+    assert said[1].startswith(f"⚠️ Session timed out: {reason}. Machine will be cleaned up.")
+    assert said[2] == f"⚠️ Implementation failed: {reason}"
+
+
+def test_a_session_that_said_how_it_ended_is_not_said_again(app, tracker, runner, add_mapping):
+    """The session posted its ⚠️ comment and died before its result: the ending adds none (not
+    the same one again, nor the other)."""
+    job = _dispatched(tracker, add_mapping, "ENG-13")
+    client = _session_started(app, runner, job)
+    assert post_status(client, runner, job.id, "session_failed", reason="clone failed").status_code == 200
+    runner.set_state(job.id, RunPhase.RUNNING)
+    run_cycle()
+    runner.set_state(job.id, RunPhase.NOT_FOUND)
+    run_cycle(now=later(minutes=62))  # ended as the lifetime timeout
+    said = tracker.comments["ENG-13"]
+    assert [c.split(":")[0] for c in said if c.startswith("⚠️ Session")] == ["⚠️ Session failed"]
+    assert said[2].startswith("⚠️ Implementation failed: ")
