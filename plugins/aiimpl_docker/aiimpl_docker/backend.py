@@ -136,11 +136,17 @@ def _maybe_done(exc: ProviderError) -> bool:
     return isinstance(exc, engine.NoAnswer) or exc.status in (502, 504)
 
 
+#: values shorter than this are not masked (a region `a` would shred every excerpt), as in the
+#: orchestrator's and the session's masking
+MIN_SECRET_CHARS = 6
+
+
 def redact(text: str, env: Mapping[str, str]) -> str:
     """``text`` with the values of the secret variables of ``env`` replaced by ``***``."""
     names = {n.strip() for n in str(env.get(SECRET_NAMES_VAR, "")).split(",") if n.strip()}
+    values = {env[n] for n in names if len(env.get(n) or "") >= MIN_SECRET_CHARS}
     # longest first, so a secret containing another is replaced whole
-    for value in sorted({env[n] for n in names if env.get(n)}, key=len, reverse=True):
+    for value in sorted(values, key=len, reverse=True):
         text = text.replace(value, "***")
     return text
 
@@ -722,7 +728,10 @@ class LocalDockerBackend(RunnerBackend):
         if ended.finished_at is None:
             return False
         lifetime_ends = _aware(run.dispatched_at) + timedelta(seconds=run.lifetime_seconds)
-        return ended.finished_at >= lifetime_ends - CLOCK_SLACK
+        # the slack for the engine's clock: a tenth of a short lifetime (a minute of a two-minute
+        # one took a failure at 70 s for a stop at its end)
+        slack = min(CLOCK_SLACK, timedelta(seconds=run.lifetime_seconds / 10))
+        return ended.finished_at >= lifetime_ends - slack
 
     def _timed_out(self, run: InFlightRun, container_id: str, tail: str, now: datetime) -> RunState:
         minutes = int((now - _aware(run.dispatched_at)).total_seconds() // 60)

@@ -287,6 +287,13 @@ def test_redact_replaces_listed_secret_values_only() -> None:
     assert redact("x alpha-secret-longer y alpha-secret z visible", env) == "x *** y *** z visible"
 
 
+def test_redact_leaves_values_too_short_to_be_secrets_alone() -> None:
+    """A team secret `a` (a region, a flag) turned every `a` of an excerpt into `***`: values under
+    six characters are not masked, as in the orchestrator's and the session's masking."""
+    env = {"AIIMPL_SECRET_NAMES": "REGION,TOKEN", "REGION": "a", "TOKEN": "s3cr3t"}
+    assert redact("error: assertion failed with s3cr3t", env) == "error: assertion failed with ***"
+
+
 def test_volumes_are_parsed_and_checked() -> None:
     assert parse_volumes("/a:/b:ro, /c:/d") == {
         "/a": {"bind": "/b", "mode": "ro"},

@@ -134,6 +134,30 @@ def test_a_container_that_failed_before_its_lifetime_is_a_failure_when_read_late
     assert state.phase is RunPhase.FAILED and state.exit_code == 143
 
 
+def test_with_a_short_lifetime_a_failure_well_before_its_end_is_a_failure(
+    backend: LocalDockerBackend, fake_engine: FakeEngine, clock: Clock
+) -> None:
+    """The slack for the engine's clock was a minute whatever the lifetime: with a lifetime of
+    120 s a session that failed at 70 s was reported as stopped for its lifetime, with 60 s or less
+    every ending was. The slack is a tenth of the lifetime, a minute at most."""
+    from dataclasses import replace
+
+    run = replace(_started(backend, fake_engine, clock), lifetime_seconds=120)
+    clock.advance(seconds=70)
+    fake_engine.exit(str(run.run_id), 3, b"error: build broke\n")
+    clock.advance(seconds=60)
+    [state] = backend.poll_runs([run])
+    assert state.phase is RunPhase.FAILED and state.exit_code == 3
+    assert state.log_label is LogLabel.CONTAINER_FAILED
+
+    late = replace(_started(backend, fake_engine, clock, job_id=6), lifetime_seconds=120)
+    clock.advance(seconds=112)  # within the slack of its end (the engine's clock a little behind)
+    fake_engine.exit(str(late.run_id), 143)
+    clock.advance(seconds=30)
+    [state] = backend.poll_runs([late])
+    _assert_container_timeout(state)
+
+
 def test_a_container_killed_for_its_memory_limit_says_so(
     backend: LocalDockerBackend, fake_engine: FakeEngine, clock: Clock
 ) -> None:
