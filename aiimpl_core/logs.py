@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 import weakref
@@ -47,9 +48,26 @@ class _UtcTime:
     default_msec_format = "%s.%03dZ"
 
 
+#: control characters a terminal acts on (escape sequences, carriage return, C1 controls): shown
+#: escaped in a text line; the line breaks and tabs of a traceback are kept
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    return "\\r" if char == "\r" else f"\\x{ord(char):02x}"
+
+
 class TextFormatter(_UtcTime, logging.Formatter):
+    """``TEXT_FORMAT`` lines whose control characters are shown escaped (``\\x1b``): a client's or a
+    runner's text in a message must not clear the screen, set the window title or overwrite the
+    line of an operator reading the log in a terminal."""
+
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _CONTROL.sub(_escaped, super().format(record))
 
 
 def json_formatter() -> logging.Formatter:

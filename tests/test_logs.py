@@ -57,6 +57,25 @@ def test_a_text_line_has_a_utc_time_the_level_the_logger_and_the_message():
     assert re.fullmatch(UTC_TIME + r" WARNING aiimpl\.test: hello world", line), line
 
 
+def test_a_text_line_shows_terminal_control_characters_escaped():
+    """A runner's text in a log line (a job's failure reason) held escape sequences that cleared
+    the screen or set the window title of an operator tailing the log: every control character but
+    the line break and tab of a traceback is shown escaped, so the line is what it says."""
+    sent = "boom\x1b]0;PWNED\x07\x1b[2J\x1b[31mRED\x1b[0m\rOVER\x9b1m\x7f"
+    line = logs.TextFormatter().format(_record(args=(sent,)))
+    assert line.endswith(
+        "hello boom\\x1b]0;PWNED\\x07\\x1b[2J\\x1b[31mRED\\x1b[0m\\rOVER\\x9b1m\\x7f"
+    ), line
+    assert not any(ord(c) < 32 or 127 <= ord(c) < 160 for c in line)
+    try:
+        raise ValueError("a\x1b[2Jb")
+    except ValueError:
+        import sys
+
+        text = logs.TextFormatter().format(_record(msg="failed", args=(), exc_info=sys.exc_info()))
+    assert "\n" in text and "\x1b" not in text and "a\\x1b[2Jb" in text
+
+
 def test_a_json_line_is_one_object_with_the_record_and_its_traceback():
     import json
     import re
