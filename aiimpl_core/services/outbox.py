@@ -46,6 +46,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from .. import logs
 from ..database import dialect_name, one_of, per_dialect, serialized, upsert
 from ..errors import AiimplError, NotFound, ProviderError
 from ..extensions import db
@@ -562,7 +563,8 @@ def _send_and_record(facade, item: Claimed, now: datetime) -> Exception | None: 
     except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
         retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
         refused = _refused_for_good(exc)
-        last_error = str(exc)[:2000] if isinstance(exc, AiimplError) else type(exc).__name__
+        # (masked as stored: a tracker or a proxy may echo the credential it was sent)
+        last_error = logs.masked(str(exc))[:2000] if isinstance(exc, AiimplError) else type(exc).__name__
         failed_at = max(now, utcnow())  # (a long pass's back-off counts from the failure, not its start)
         attempts, dead, recorded = 0, False, False
         with serialized():

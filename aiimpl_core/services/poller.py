@@ -33,6 +33,7 @@ from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from .. import logs
 from ..database import CLOCK_TOLERANCE, advisory_lock, clock_skew, failure_message, serialized, upsert
 from ..errors import ProviderConfigError, ProviderError, ProviderNotConfigured, describe_plugin_error
 from ..extensions import db
@@ -190,7 +191,7 @@ def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetim
     retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
     # stored, and shown in cycle reports: a foreign exception by its class only (its message may
     # quote a setting); the log line below has the whole message, masked of the known secrets
-    message = describe_plugin_error(exc)[:500]
+    message = logs.masked(describe_plugin_error(exc))[:500]
     with serialized() as session:
         # two pollers (or a poller and a webhook) failing on one connection at once: the second
         # waits here, then counts on from the first's row instead of inserting its own

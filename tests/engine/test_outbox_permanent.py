@@ -102,3 +102,22 @@ def test_a_write_whose_issue_is_not_found_is_given_up_like_a_refused_one(app, tr
     outbox.deliver(issue_keys=["ENG-1"], now=utcnow() + timedelta(hours=10))
     assert tracker.comments["ENG-1"] == [NEXT]
     assert [i.state for i in outbox_of("ENG-1")] == ["dead", "done"]
+
+
+def test_a_failure_quoting_a_secret_is_stored_masked(app, tracker, monkeypatch):
+    """A tracker (or a proxy) echoing the credential it was sent: the item's last error, and the
+    connection's back-off, keep it masked in the database (and its backups), not only when shown."""
+    from aiimpl_core import logs
+    from aiimpl_core.orm import Setting
+    from aiimpl_core.services import poller
+
+    key = "tracker-token-6f1c0e9a7b"
+    logs.mask(key)
+    _refuse(monkeypatch, tracker, fail_with(503, f"HTTP 503: upstream refused token {key}"))
+    _queue(REFUSED)
+    _deliver_hourly(1)
+    [item] = db.session.scalars(db.select(OutboxItem).where(OutboxItem.issue_key == "ENG-1")).all()
+    assert key not in item.last_error and "[REDACTED]" in item.last_error
+    poller.record_failure("ticketing", "fake-tracker", fail_with(503, f"down {key}"))
+    stored = db.session.get(Setting, poller.backoff_key("ticketing", "fake-tracker"))
+    assert key not in str(stored.value) and "[REDACTED]" in stored.value["error"]
