@@ -51,11 +51,20 @@ class _UtcTime:
 #: control characters a terminal acts on (escape sequences, carriage return, C1 controls): shown
 #: escaped in a text line; the line breaks and tabs of a traceback are kept
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_OR_BREAK = re.compile("[\x00-\x1f\x7f-\x9f]")
+_NAMED = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
 
 
 def _escaped(match: re.Match[str]) -> str:
     char = match.group()
-    return "\\r" if char == "\r" else f"\\x{ord(char):02x}"
+    return _NAMED.get(char) or f"\\x{ord(char):02x}"
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control character shown escaped (``\\x1b``, ``\\r``, ``\\n``), line
+    breaks and tabs included: a command's line of stored text a runner or a service wrote (a job's
+    error, a step's status) is one line, and no terminal acts on what it holds."""
+    return _CONTROL_OR_BREAK.sub(_escaped, text)
 
 
 class TextFormatter(_UtcTime, logging.Formatter):

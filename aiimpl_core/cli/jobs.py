@@ -16,6 +16,7 @@ import click
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
+from .. import logs
 from ..config import MAX_RETENTION_DAYS
 from ..errors import AiimplError, NotFound
 from ..extensions import db
@@ -390,7 +391,8 @@ def jobs_show(job_id: int, as_json: bool) -> None:
         echo_json(data)
         return
     status_text = data["status"] + (f" ({data['timeoutReason']})" if data["timeoutReason"] else "")
-    click.echo(f"Job {data['id']}: {data['issueKey']} {data['phase']}, {status_text}")
+    shown = logs.one_line  # a runner's and a backend's text, one line each, no terminal control in it
+    out = [f"Job {data['id']}: {data['issueKey']} {data['phase']}, {status_text}"]
     for label, key in (
         ("Repository", "repository"),
         ("Branch", "branch"),
@@ -403,16 +405,19 @@ def jobs_show(job_id: int, as_json: bool) -> None:
         ("Log label", "logLabel"),
     ):
         if data.get(key):
-            click.echo(f"  {label + ':':<14}{data[key]}")
+            out.append(f"  {label + ':':<14}{shown(str(data[key]))}")
     if data["shadow"]:
-        click.echo("  Shadow:       yes (no runner started, nothing written to the tracker)")
-    click.echo("Transitions:")
+        out.append("  Shadow:       yes (no runner started, nothing written to the tracker)")
+    out.append("Transitions:")
     for t in data["transitions"]:
         arrow = f"{t['from'] or '(new)'} -> {t['to']}"
-        click.echo(f"  {(t['at'] or '')[:19]}  {arrow}" + (f"  ({t['reason']})" if t["reason"] else ""))
-    click.echo("Steps:" if data["steps"] else "Steps: (none reported)")
+        why = f"  ({shown(t['reason'])})" if t["reason"] else ""
+        out.append(f"  {(t['at'] or '')[:19]}  {arrow}{why}")
+    out.append("Steps:" if data["steps"] else "Steps: (none reported)")
     for s in data["steps"]:
-        click.echo(f"  {s['startedAt']}  {s['type']:<20} {s['status']:<10} {s['id']}")
+        started, kind, status, step_id = (shown(s[k]) for k in ("startedAt", "type", "status", "id"))
+        out.append(f"  {started}  {kind:<20} {status:<10} {step_id}")
+    click.echo("\n".join(out))
 
 
 @jobs_group.command("cancel")

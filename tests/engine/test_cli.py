@@ -229,6 +229,26 @@ def test_jobs_list_and_show(app, client, tracker, runner, add_mapping):
     assert result.exit_code == 1 and "job 999: job not found" in result.output
 
 
+def test_jobs_show_prints_a_runners_text_on_one_line_with_no_terminal_control_in_it(
+    app, client, tracker, runner, add_mapping
+):
+    """A failure reason with escape sequences cleared the screen, set the window title or
+    overwrote lines of the operator who ran `aiimpl jobs show`, piped or not."""
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    invoke(app, "poll", "--once")
+    [job] = jobs_of("ENG-1")
+    sent = "boom\x1b]0;PWNED\x07\x1b[2J\rOVER\nsecond line"
+    post_result(client, runner, job.id, outcome="failure", error=sent)
+    result = invoke(app, "jobs", "show", str(job.id))
+    assert result.exit_code == 0, result.output
+    assert not any(ord(c) < 32 and c != "\n" for c in result.stdout)
+    [error] = [line for line in result.stdout.splitlines() if line.startswith("  Error:")]
+    assert error.endswith("boom\\x1b]0;PWNED\\x07\\x1b[2J\\rOVER\\nsecond line")
+    # (its transition's reason too): no line of the runner's own
+    assert not any(line.startswith("second line") for line in result.stdout.splitlines())
+
+
 def test_in_app_scheduler_runs_cycles_until_stopped(app, tracker, add_mapping):
     add_mapping("ENG")
     tracker.add("ENG-1")
