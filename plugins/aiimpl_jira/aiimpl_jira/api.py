@@ -277,7 +277,7 @@ def webhook() -> Any:
             had done by then (a job it claimed has the status `unknown` while its launch goes on).
           content: {application/json: {schema: {type: object}}}
         400:
-          description: "`Invalid JSON payload`."
+          description: "`Invalid JSON payload` (also JSON that is no object)."
           content: {application/json: {schema: {type: object, properties: {error: {type: string}}}}}
         401:
           description: "`Invalid signature`: the shared secret did not match."
@@ -294,13 +294,15 @@ def webhook() -> Any:
     if not _secret_matches(secret, raw):
         return _error("Invalid signature", 401)
     payload = parse_json(raw, replace_unstorable=True)
-    if payload is NOT_JSON:
+    if payload is NOT_JSON or not isinstance(payload, dict):
+        # (a JSON value that is no object is no event of Jira's either: answered as the Linear
+        # webhook answers it)
         return _error("Invalid JSON payload", 400)
-    event = payload.get("webhookEvent") if isinstance(payload, dict) else None
+    event = payload.get("webhookEvent")
     if isinstance(event, str) and event not in ISSUE_EVENTS:
         # comment, worklog … events: a move to Ready always comes as an issue event too
         return jsonify(ignored=True, reason=f"event {event} needs nothing")
-    issue = payload.get("issue") if isinstance(payload, dict) else None
+    issue = payload.get("issue")
     key = issue.get("key") if isinstance(issue, dict) else None
     if not isinstance(key, str) or not key:
         return jsonify(ignored=True, reason="no issue in the event")

@@ -333,9 +333,12 @@ def test_webhook_refuses_a_wrong_secret(client: Any, jira: FakeJira, cycles: lis
     assert cycles == []
 
 
-def test_webhook_invalid_json(client: Any, jira: FakeJira, cycles: list) -> None:
-    resp = client.post(f"/api/jira/webhook?secret={SECRET}", data="{", content_type="application/json")
+@pytest.mark.parametrize("raw", ["{", "null", "[]", '"x"', "1"])
+def test_webhook_invalid_json(client: Any, jira: FakeJira, cycles: list, raw: str) -> None:
+    """Not JSON, or JSON that is no object (it was 200 "ignored"; Linear's webhook answers 400)."""
+    resp = client.post(f"/api/jira/webhook?secret={SECRET}", data=raw, content_type="application/json")
     assert resp.status_code == 400 and resp.get_json() == {"error": "Invalid JSON payload"}
+    assert cycles == []
 
 
 def test_webhook_takes_people_s_text_holding_nul_or_half_a_surrogate_pair(
