@@ -14,17 +14,20 @@ the one the merge takes, so a merge committing at the same moment is never misse
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ..extensions import db
-from ..orm import Job, OutboxItem, TrackedIssue, utcnow
+from ..orm import Blocker, Job, OutboxItem, TrackedIssue, utcnow
 from ..types import JobStatus, LogLabel, Phase, Stage, TimeoutReason
-from . import comments
+from . import blockers, comments
 from .jobs import enqueue_comment, set_stage, tracked_issue, transition
+
+log = logging.getLogger(__name__)
 
 
 def approve_hint(provider_id: str) -> str:
@@ -147,6 +150,28 @@ def _session_ending(job: Job, outcome: Outcome, reason: str, now: datetime) -> N
                     dedupe_key=f"status:{job.id}:{event}")
 
 
+def _triggered_again(job: Job) -> bool:
+    """Whether a person applied the trigger again while ``job`` ran: its issue was seen triggered
+    (its ``dedup`` blocker, "Waiting for the in-flight job") first after the job's own stage change
+    had taken the trigger off. Its end-of-run stage change is then left out — it would take the
+    newer trigger off too (on Jira, move the issue out of Ready), and the wait would never end in a
+    dispatch — and the next cycle dispatches the issue again. A stage change of the job never
+    delivered (given up on, or shadow mode) took no trigger off: the ending sets its stage."""
+    started = (
+        select(func.min(OutboxItem.done_at))
+        .where(OutboxItem.job_id == job.id, OutboxItem.op == "stage", OutboxItem.state == "done")
+        .scalar_subquery()
+    )
+    again = select(Blocker.id).where(
+        Blocker.issue_key == job.issue_key, Blocker.reason == blockers.DEDUP, Blocker.first_seen_at > started
+    )
+    if db.session.scalar(again) is None:
+        return False
+    log.info("%s was triggered again while job %s ran: its stage is left to the next run",
+             job.issue_key, job.id)
+    return True
+
+
 def _report(job: Job, outcome: Outcome) -> None:
     phase = Phase(job.phase)
     provider = job.provider or ""
@@ -175,7 +200,9 @@ def _report(job: Job, outcome: Outcome) -> None:
             tracked.plan = None  # a plan is used once; a new trigger plans again
             if done:  # merged already: not "ready for review", and "done" stays
                 return
-            set_stage(job.issue_key, Stage.PR_OPENED, provider=provider, job=job, now=now, tracked=tracked)
+            if not _triggered_again(job):
+                set_stage(job.issue_key, Stage.PR_OPENED, provider=provider, job=job, now=now,
+                          tracked=tracked)
             if job.pr_url:
                 _comment(job, "pr", comments.pr_link(job.pr_number, job.pr_url))
         return
@@ -194,7 +221,7 @@ def _report(job: Job, outcome: Outcome) -> None:
         _comment(job, "failure", comments.failure(phase, reason))
         _comment(job, "log", comments.log_excerpt(LogLabel.POST_PUSH_REVIEW_NOT_APPROVED,
                                                   outcome.log_excerpt or reason))
-        if failed_stage is not None and not done:
+        if failed_stage is not None and not done and not _triggered_again(job):
             set_stage(job.issue_key, failed_stage, provider=provider, job=job, now=now, tracked=tracked)
         return
 
@@ -207,5 +234,5 @@ def _report(job: Job, outcome: Outcome) -> None:
         label = LogLabel(outcome.timeout_reason)
     if label is not None:
         _comment(job, "log", comments.log_excerpt(label, outcome.log_excerpt or reason))
-    if failed_stage is not None and not done:
+    if failed_stage is not None and not done and not _triggered_again(job):
         set_stage(job.issue_key, failed_stage, provider=provider, job=job, now=now, tracked=tracked)

@@ -187,6 +187,58 @@ def test_run_failure_messages_are_posted_word_for_word(app, client, tracker, run
     assert len(run_cycle().dispatched) == 1
 
 
+def test_a_trigger_applied_again_during_the_run_is_kept_and_runs_once_the_job_ends(
+    app, client, tracker, runner, add_mapping
+):
+    """A person applied the trigger again while the job ran (the Blockers view said `dedup`:
+    "Waiting for the in-flight job"): the job's end-of-run stage change removed it (on Jira it
+    moved the issue out of Ready), so the wait never ended in a dispatch. The newer trigger wins:
+    the outcome is reported, the stage is left to the next run, which the next cycle dispatches."""
+    add_mapping("ENG")
+    tracker.add("ENG-5")
+    run_cycle()
+    [job] = jobs_of("ENG-5")
+    assert tracker.stage_labels("ENG-5") == {"AI-Working"}  # the trigger was taken off
+    tracker.trigger("ENG-5")
+    report = run_cycle()
+    assert report.blocked["ENG-5"]["reason"] == "dedup"
+    post_result(client, runner, job.id, outcome="failure", error="git clone failed (exit 128): denied")
+    assert tracker.comments["ENG-5"][0] == "⚠️ Implementation failed: git clone failed (exit 128): denied"
+    assert "AI-Implement" in tracker.issues["ENG-5"].labels
+    assert len(run_cycle().dispatched) == 1 and len(jobs_of("ENG-5")) == 2
+
+
+def test_a_trigger_the_job_never_took_off_is_no_new_one(app, client, tracker, runner, add_mapping):
+    """The job's own stage change never reached the tracker (it failed), so the issue was still
+    triggered when a cycle saw it: that is the old trigger, not a person's new one. The ending sets
+    its stage as ever, which takes the trigger off: the issue is not run again and again."""
+    from datetime import timedelta
+
+    from aiimpl_core.orm import Blocker, utcnow
+    from aiimpl_core.services import outbox
+    from aiimpl_core.testing.fakes import fail_with
+
+    add_mapping("ENG")
+    tracker.add("ENG-6")
+    tracker.fail["set_stage"] = fail_with(400, "no such transition")  # refused: given up on
+    run_cycle()
+    [job] = jobs_of("ENG-6")
+    for hours in range(1, outbox.MAX_ATTEMPTS_REFUSED + 1):
+        outbox.deliver(now=utcnow() + timedelta(hours=hours))
+    assert "AI-Implement" in tracker.issues["ENG-6"].labels  # its stage write is dead
+    # (the cycle knows that trigger is the one its job took: `trigger already dispatched`; a
+    # `dedup` wait recorded for it all the same is no new trigger)
+    assert run_cycle().skipped["ENG-6"] == "trigger already dispatched"
+    db.session.add(Blocker(issue_key="ENG-6", team_key="ENG", provider="fake-tracker", reason="dedup",
+                           message="Already dispatched recently. Waiting for the in-flight job."))
+    db.session.commit()
+    post_result(client, runner, job.id, outcome="failure", error="git clone failed (exit 128): denied")
+    del tracker.fail["set_stage"]
+    outbox.deliver(now=utcnow() + timedelta(hours=9))
+    assert "AI-Implement" not in tracker.issues["ENG-6"].labels
+    assert run_cycle().dispatched == [] and len(jobs_of("ENG-6")) == 1
+
+
 def test_planning_failure_comment(app, client, tracker, runner, add_mapping):
     add_mapping("ENG", planning_enabled=True, planning_workflow_file="ai-plan.yml")
     tracker.add("ENG-4")
