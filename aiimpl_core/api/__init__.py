@@ -85,6 +85,9 @@ def _install_hardening(app: Flask) -> None:
             # werkzeug's slash redirect (``/ui`` to ``/ui/``) names the host the request named:
             # a redirect stays on whatever host the client reached, whatever its Host header said
             resp.location = "/" + resp.location[len(request.host_url):]
+        if 300 <= resp.status_code < 400 and not resp.direct_passthrough:
+            # and so does the page that comes with it, which links the address it redirects to
+            resp.set_data(resp.get_data().replace(request.host_url.encode(), b"/"))
         return resp
 
 

@@ -196,6 +196,8 @@ def test_no_redirect_names_the_host_the_request_named(full_app):
                 redirects += 1
                 location = resp.headers["Location"]
                 assert location.startswith("/") and "attacker.example" not in location, (path, location)
+                # nor in the page that comes with it (werkzeug's links the address it redirects to)
+                assert "attacker.example" not in resp.get_data(as_text=True), path
     assert redirects >= 2  # /ui and / at least
     resp = client.get("/ui", headers={"Host": "attacker.example"})
     assert (resp.status_code, resp.headers["Location"]) == (308, "/ui/")
