@@ -24,8 +24,8 @@ container                            reported
 ``created``                          ``PENDING`` (without its id for a run not linked: its
                                      job ends ``run_not_found`` if it never starts)
 ``running`` (``paused``, …)          ``RUNNING``
-running past its lifetime            stopped, log tail read: ``TIMED_OUT`` /
-                                     ``container_timeout``
+running past its lifetime            stopped (resumed first if paused), log tail read:
+                                     ``TIMED_OUT`` / ``container_timeout``
 ended at or after the end of its     ``TIMED_OUT`` / ``container_timeout`` (our own stop,
 lifetime                             seen again by a later poll, or its hold ending)
 exited non-zero (or ``dead``)        log tail read: ``FAILED`` / ``container_failed``
@@ -708,6 +708,14 @@ class LocalDockerBackend(RunnerBackend):
             )
         age = (now - _aware(run.dispatched_at)).total_seconds()
         if age >= run.lifetime_seconds:
+            if status == "paused":
+                # paused by hand: the engine refuses to stop it so (Podman: "container state
+                # improper", after the stop's whole timeout), so it is resumed first
+                try:
+                    engine.call("resuming a paused container past its lifetime",
+                                lambda: self.docker().api.unpause(container_id))
+                except ProviderError as exc:
+                    self.log.warning("job %s: %s", run.job_id, exc.message)
             engine.call(
                 "stopping a container past its lifetime",
                 lambda: self.docker().api.stop(container_id, timeout=config.STOP_TIMEOUT),

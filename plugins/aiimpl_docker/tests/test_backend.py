@@ -145,6 +145,30 @@ def test_a_container_past_its_lifetime_is_stopped_and_timed_out(
     assert ours(engine) == []
 
 
+def test_a_paused_container_past_its_lifetime_is_stopped_too(
+    engine: Any, make_backend: Any, clock: Clock
+) -> None:
+    """A container paused by hand (`docker pause`) past its lifetime: the engine refuses to stop
+    it paused (Podman: "container state improper"), so each poll waited out the stop's timeout and
+    the job stayed running until the overrun's cancel. It is resumed, then stopped."""
+    import time
+
+    backend = make_backend("sh -c 'trap \"exit 143\" TERM; sleep 60 & wait'")
+    req = request_for(41)
+    run_id = backend.dispatch(req).run_id
+    run = in_flight(req, run_id, clock, lifetime=3600)
+    engine.containers.get(run_id).pause()
+    clock.advance(minutes=61)
+    started = time.monotonic()
+    [state] = backend.poll_runs([run])
+    assert state.phase is RunPhase.TIMED_OUT, state
+    assert state.timeout_reason is TimeoutReason.CONTAINER_TIMEOUT
+    assert time.monotonic() - started < 8  # (the stop's own timeout is 10 s)
+    assert [(c.id, c.status) for c in ours(engine)] == [(run_id, "exited")]
+    backend.cleanup_job(41)
+    assert ours(engine) == []
+
+
 def test_labels_env_and_limits(engine: Any, make_backend: Any, clock: Clock) -> None:
     backend = make_backend("sh -c 'sleep 30 & wait'")
     mapping = sample_mapping(machine_cpus=1, machine_memory_mb=512, session_mode="hybrid")
