@@ -247,8 +247,9 @@ def test_runner_mode_set_under_the_env_override_saves_and_warns(app, run):
     assert r.stdout == ""
     # (only the fly backend is installed here: the mode in force starts no session, and that is said too;
     # the saved one, fly, is installed)
-    no_gha = ("Warning: Runner mode gha selects no installed runner backend. Install its plugin or change "
-              "the runner mode. Until then every issue waits, blocked (backend-unavailable).")
+    no_gha = ("Warning: Runner mode gha selects no installed and enabled runner backend. Install or "
+              "enable its plugin, or change the runner mode. Until then every issue waits, blocked "
+              "(backend-unavailable).")
     assert r.stderr.splitlines() == [
         "Warning: runner mode fly saved, but the RUNNER_MODE environment variable forces gha: fly takes "
         "effect once RUNNER_MODE is unset.", no_gha]
@@ -371,8 +372,8 @@ class TestWithoutARunnerBackend:
     def test_saving_a_mapping_says_its_issues_will_wait(self, run):
         r = run("mappings", "create", "ENG", "--owner", "acme", "--repo", "api", "--default-branch", "main")
         assert r.exit_code == 0 and r.stdout == "Mapping ENG saved.\n"
-        assert r.stderr == ("Warning: No runner backend github-actions is installed. Install its plugin or "
-                            "change the project's executionMode. Until then its issues wait, blocked "
-                            "(backend-unavailable).\n")
+        assert r.stderr == ("Warning: No runner backend github-actions is installed and enabled. Install or "
+                            "enable its plugin, or change the project's executionMode. Until then its "
+                            "issues wait, blocked (backend-unavailable).\n")
         r = run("mappings", "update", "ENG", "--cap", "2")
         assert r.exit_code == 0 and "No runner backend github-actions is installed" in r.stderr

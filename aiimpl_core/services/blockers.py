@@ -104,13 +104,13 @@ def no_backend(runner_mode: str, execution_mode: str | None) -> Blocked:
     if runner_mode in ("default", "shadow"):
         return Blocked(
             BACKEND_UNAVAILABLE,
-            f"No runner backend {execution_mode} is installed. Install its plugin or change the "
-            "project's executionMode.",
+            f"No runner backend {execution_mode} is installed and enabled. Install or enable its "
+            "plugin, or change the project's executionMode.",
         )
     return Blocked(
         BACKEND_UNAVAILABLE,
-        f"Runner mode {runner_mode} selects no installed runner backend. Install its plugin or change "
-        "the runner mode.",
+        f"Runner mode {runner_mode} selects no installed and enabled runner backend. Install or "
+        "enable its plugin, or change the runner mode.",
     )
 
 

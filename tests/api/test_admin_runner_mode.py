@@ -13,8 +13,8 @@ ENV_SET = (
 )
 BAD_MODE = "mode must be one of: default, gha, fly, local, shadow"
 #: the admin plugins install the gha and fly runner modes, not local (Docker)
-NO_LOCAL = ("Runner mode local selects no installed runner backend. Install its plugin or change the runner "
-            "mode. Until then every issue waits, blocked (backend-unavailable).")
+NO_LOCAL = ("Runner mode local selects no installed and enabled runner backend. Install or enable its "
+            "plugin, or change the runner mode. Until then every issue waits, blocked (backend-unavailable).")
 
 
 @pytest.fixture
@@ -101,9 +101,9 @@ def test_a_mode_whose_backend_is_not_installed_is_saved_with_a_warning(app, clie
     app.config["RUNNER_MODE"] = "gha"
     state = client.get("/api/runner-mode", headers=admin_headers).get_json()
     assert (state["effective"], state["warnings"]) == ("gha", [
-        "Runner mode local selects no installed runner backend. Install its plugin or change the runner "
-        "mode. It is saved, not in force (RUNNER_MODE forces gha): once it is, every issue will wait, "
-        "blocked (backend-unavailable)."])
+        "Runner mode local selects no installed and enabled runner backend. Install or enable its "
+        "plugin, or change the runner mode. It is saved, not in force (RUNNER_MODE forces gha): once "
+        "it is, every issue will wait, blocked (backend-unavailable)."])
     # and in force, not saved
     app.config["RUNNER_MODE"] = "local"
     assert post(client, admin_headers, {"mode": "fly"}).status_code == 409

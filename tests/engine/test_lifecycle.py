@@ -785,11 +785,11 @@ def test_a_first_dispatch_reads_nothing_more_than_the_listing(app, tracker, runn
     ("mode", "execution_mode", "message"),
     [
         ("local", "github-actions",
-         "Runner mode local selects no installed runner backend. Install its plugin or change the "
-         "runner mode."),
+         "Runner mode local selects no installed and enabled runner backend. Install or enable its "
+         "plugin, or change the runner mode."),
         ("default", "fly-machines",
-         "No runner backend fly-machines is installed. Install its plugin or change the project's "
-         "executionMode."),
+         "No runner backend fly-machines is installed and enabled. Install or enable its plugin, or "
+         "change the project's executionMode."),
     ],
     ids=["mode-without-backend", "execution-mode-not-installed"],
 )

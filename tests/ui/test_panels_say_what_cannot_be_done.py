@@ -32,8 +32,8 @@ def test_the_secrets_form_says_why_nothing_can_be_set(page, app):
 def test_a_runner_mode_whose_backend_is_not_installed_is_saved_and_said(page, app):
     from playwright.sync_api import expect
 
-    said = ("Runner mode local selects no installed runner backend. Install its plugin or change the "
-            "runner mode. Until then every issue waits, blocked (backend-unavailable).")
+    said = ("Runner mode local selects no installed and enabled runner backend. Install or enable its "
+            "plugin, or change the runner mode. Until then every issue waits, blocked (backend-unavailable).")
     sign_in(page)
     page.get_by_role("link", name="Runner mode").click()
     expect(page.locator("#runner-mode-effective")).to_have_text("default")
