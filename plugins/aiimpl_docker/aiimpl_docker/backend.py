@@ -512,7 +512,10 @@ class LocalDockerBackend(RunnerBackend):
             return self._create_once(options), True
         except ProviderError as exc:
             if not _maybe_done(exc):
-                self._discard(name, request.job_id)
+                if exc.status is not None:
+                    # (the engine answered: it may have made the container. Without an answer the
+                    # request never reached it, an engine down: there is nothing to remove)
+                    self._discard(name, request.job_id)
                 raise self._refused(request, exc) from None
             lost = exc
         self.log.warning(

@@ -287,13 +287,17 @@ def test_a_container_that_cannot_start_is_not_left_behind(make_backend: Any) -> 
     assert "/no/such/entrypoint" in info.value.message and SECRET not in info.value.message
 
 
-def test_unreachable_engine_is_a_dispatch_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_engine_is_a_dispatch_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     backend = LocalDockerBackend(make_context(docker_config()))
-    with pytest.raises(DispatchError) as info:
+    with caplog.at_level("INFO"), pytest.raises(DispatchError) as info:
         backend.dispatch(request_for(20))
     # the request never reached an engine: the job fails (not DispatchUnanswered, which waits for it)
     assert type(info.value) is DispatchError and info.value.status is None
+    # and no container was made: none is said to be removed, nor its removal to have failed
+    assert not [r for r in caplog.records if "removing container" in r.getMessage()], caplog.text
 
 
 def test_not_configured_lists_no_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
