@@ -417,11 +417,32 @@ def foreign_key_violation(exc: Exception) -> bool:
 def index_changes_concurrently(op: Any) -> tuple[Any, dict[str, Any]]:
     """For a migration that only adds or drops indexes: on PostgreSQL, ``CONCURRENTLY`` outside
     the migration's transaction, so writes go on during an upgrade (the block to run the changes
-    in and the options to pass them); on SQLite, the migration's own transaction."""
+    in and the options to pass them); on SQLite, the migration's own transaction.
+
+    Such a run killed on the way can leave some of its changes made without its revision recorded
+    (PostgreSQL finishes a statement whose client died): use :func:`create_index_again` and
+    ``op.drop_index(…, if_exists=True)``, so that upgrading again recovers."""
     context = op.get_context()
     if context.dialect.name == "postgresql":
         return context.autocommit_block(), {"postgresql_concurrently": True}
     return contextlib.nullcontext(), {}
+
+
+def create_index_again(op: Any, name: str, table: str, columns: list[str], **options: Any) -> None:
+    """Create the index unless it is there already — made by an earlier run killed before it
+    recorded its revision — and valid: on PostgreSQL an interrupted ``CREATE INDEX CONCURRENTLY``
+    leaves the index invalid (no query uses it), which is dropped and built again."""
+    if op.get_context().dialect.name == "postgresql":
+        invalid = op.get_bind().execute(
+            text(
+                "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname = :name AND NOT i.indisvalid"
+            ),
+            {"name": name},
+        ).first()
+        if invalid is not None:
+            op.drop_index(name, table_name=table, if_exists=True, **options)
+    op.create_index(name, table, columns, unique=False, if_not_exists=True, **options)
 
 MIGRATIONS_DIR = os.path.join(os.path.dirname(__file__), "migrations")
 #: the PostgreSQL advisory lock a migration run holds from before it reads the schema's revision to

@@ -208,13 +208,13 @@ def test_a_failed_upgrade_says_what_the_database_refused_not_to_upgrade(tmp_path
 
     url = f"sqlite:///{tmp_path}/a.db"
     assert _cli("db", "upgrade", "0002", url=url).returncode == 0
-    with sqlite3.connect(tmp_path / "a.db") as conn:  # what an interrupted or manual change left
-        conn.execute("CREATE INDEX ix_outbox_issue_state ON outbox (issue_key, state)")
+    with sqlite3.connect(tmp_path / "a.db") as conn:  # what a manual change left
+        conn.execute("CREATE TABLE ended_admin_sessions (session_id TEXT)")
     done = _cli("db", "upgrade", url=url)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
         "Error: the migration failed; the database schema stays at revision 0002: "
-        "index ix_outbox_issue_state already exists")
+        "table ended_admin_sessions already exists")
     assert "run `aiimpl db upgrade`" not in done.stderr
     (tmp_path / "b.db").touch()
     with sqlite3.connect(tmp_path / "b.db") as conn:  # tables without Alembic's revision

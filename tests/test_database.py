@@ -86,9 +86,16 @@ def _check_install_migration(url: str, *, items: bool) -> None:
         value = json.loads(value) if isinstance(value, str) else value
         assert value["legacy_through"] == (41 if items else 0)
         assert len(value["id"]) == 32
+        # going back and up again keeps the id, and with it the identities of the comments written
+        # since (it was deleted and made anew: a retry of one of them could post it twice)
+        if items:
+            with engine.begin() as conn:
+                conn.execute(insert, {"id": 57, "key": "k57"})
         migrate(url, "0005", command="downgrade")
+        migrate(url)
         with engine.connect() as conn:
-            assert conn.execute(read).first() is None
+            again = conn.execute(read).scalar()
+        assert (json.loads(again) if isinstance(again, str) else again) == value
     finally:
         engine.dispose()
 
@@ -159,6 +166,64 @@ def _check_job_steps_index_migration(url: str) -> None:
         assert "ix_job_steps_job_id" in indexes()
     finally:
         engine.dispose()
+
+
+def _check_index_migrations_interrupted(url: str) -> None:
+    """0003 and 0004 change indexes, on PostgreSQL ``CONCURRENTLY`` and outside a transaction: a
+    run killed on the way can leave any of their changes made without the revision recorded (the
+    server finishes a statement whose client died), or an index left invalid by an interrupted
+    build. Upgrading again recovers from each (it failed with `already exists` / `does not exist`)."""
+    engine = create_engine(url)
+    postgres = engine.dialect.name == "postgresql"
+
+    def run(*statements: str) -> None:
+        # (a fresh connection: SQLite checks a CREATE INDEX against the schema the connection read
+        # last, which the migrations, on connections of their own, changed since)
+        engine.dispose()
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+
+    try:
+        # 0003's build done, its drop not
+        migrate(url, "0002")
+        run("CREATE INDEX ix_outbox_issue_state ON outbox (issue_key, state)")
+        migrate(url)
+        assert _outbox_indexes(engine)["ix_outbox_issue_state"] == ["issue_key", "state"]
+        assert "ix_outbox_issue_key" not in _outbox_indexes(engine)
+        # 0003 done whole, and 0004's drop too
+        migrate(url, "0002", command="downgrade")
+        run("CREATE INDEX ix_outbox_issue_state ON outbox (issue_key, state)",
+            "DROP INDEX ix_outbox_issue_key", "DROP INDEX ix_job_steps_job_id")
+        migrate(url)
+        assert "ix_outbox_issue_key" not in _outbox_indexes(engine)
+        assert "ix_job_steps_job_id" not in {ix["name"] for ix in inspect(engine).get_indexes("job_steps")}
+        if postgres:
+            # a build interrupted: PostgreSQL keeps the index, invalid, which no lookup uses
+            migrate(url, "0002", command="downgrade")
+            run("CREATE INDEX ix_outbox_issue_state ON outbox (issue_key, state)",
+                "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'ix_outbox_issue_state'::regclass")
+            migrate(url)
+            with engine.connect() as conn:
+                assert conn.execute(text(
+                    "SELECT indisvalid FROM pg_index WHERE indexrelid = 'ix_outbox_issue_state'::regclass"
+                )).scalar() is True
+        # and going back recovers alike: 0004's index made again already, 0003's old one too
+        run("CREATE INDEX ix_job_steps_job_id ON job_steps (job_id)",
+            "CREATE INDEX ix_outbox_issue_key ON outbox (issue_key)")
+        migrate(url, "0002", command="downgrade")
+        assert "ix_outbox_issue_state" not in _outbox_indexes(engine)
+    finally:
+        engine.dispose()
+
+
+def test_index_migrations_interrupted_on_sqlite(tmp_path):
+    _check_index_migrations_interrupted(f"sqlite:///{tmp_path}/x.db")
+
+
+@pytest.mark.postgres
+def test_index_migrations_interrupted_on_postgres(scratch_postgres):
+    _check_index_migrations_interrupted(scratch_postgres)
 
 
 def test_job_steps_index_migration_on_sqlite(tmp_path):

@@ -10,12 +10,13 @@ that index with ``ix_outbox_pending``, whose entries for every item taken and th
 the table is vacuumed: the check grew with the items sent since. ``(issue_key, state)`` answers it
 in one probe and serves every lookup by issue as the old index did, which it replaces.
 
-On PostgreSQL both indexes are built and dropped ``CONCURRENTLY``. Should the build be
-interrupted, PostgreSQL keeps an invalid ``ix_outbox_issue_state``: drop it and upgrade again.
+On PostgreSQL both indexes are built and dropped ``CONCURRENTLY``. Should the run be interrupted,
+upgrading again recovers: an index built already is kept (one PostgreSQL left invalid is built
+again), one dropped already is not dropped again.
 """
 from alembic import op
 
-from aiimpl_core.database import index_changes_concurrently
+from aiimpl_core.database import create_index_again, index_changes_concurrently
 
 revision = '0003'
 down_revision = '0002'
@@ -26,12 +27,12 @@ depends_on = None
 def upgrade():
     block, options = index_changes_concurrently(op)
     with block:
-        op.create_index('ix_outbox_issue_state', 'outbox', ['issue_key', 'state'], unique=False, **options)
-        op.drop_index('ix_outbox_issue_key', table_name='outbox', **options)
+        create_index_again(op, 'ix_outbox_issue_state', 'outbox', ['issue_key', 'state'], **options)
+        op.drop_index('ix_outbox_issue_key', table_name='outbox', if_exists=True, **options)
 
 
 def downgrade():
     block, options = index_changes_concurrently(op)
     with block:
-        op.create_index('ix_outbox_issue_key', 'outbox', ['issue_key'], unique=False, **options)
-        op.drop_index('ix_outbox_issue_state', table_name='outbox', **options)
+        create_index_again(op, 'ix_outbox_issue_key', 'outbox', ['issue_key'], **options)
+        op.drop_index('ix_outbox_issue_state', table_name='outbox', if_exists=True, **options)

@@ -12,7 +12,7 @@ On PostgreSQL the index is dropped and rebuilt (downgrade) ``CONCURRENTLY``.
 """
 from alembic import op
 
-from aiimpl_core.database import index_changes_concurrently
+from aiimpl_core.database import create_index_again, index_changes_concurrently
 
 revision = '0004'
 down_revision = '0003'
@@ -23,10 +23,10 @@ depends_on = None
 def upgrade():
     block, options = index_changes_concurrently(op)
     with block:
-        op.drop_index('ix_job_steps_job_id', table_name='job_steps', **options)
+        op.drop_index('ix_job_steps_job_id', table_name='job_steps', if_exists=True, **options)
 
 
 def downgrade():
     block, options = index_changes_concurrently(op)
     with block:
-        op.create_index('ix_job_steps_job_id', 'job_steps', ['job_id'], unique=False, **options)
+        create_index_again(op, 'ix_job_steps_job_id', 'job_steps', ['job_id'], **options)
