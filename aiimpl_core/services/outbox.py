@@ -164,7 +164,14 @@ def install() -> dict[str, Any]:
         except IntegrityError:  # another process made it first: its value is the one
             db.session.rollback()
         value = settings.get(INSTALL_KEY)
-    found = {"id": str(value["id"]), "legacy_through": int(value.get("legacy_through", 0))}
+    ranges = value.get("legacy_ranges")
+    found = {
+        "id": str(value["id"]),
+        "legacy_through": int(value.get("legacy_through", 0)),
+        # items an older version wrote while the schema was downgraded past 0006 (``[first, last]``)
+        "legacy_ranges": [(int(r[0]), int(r[1])) for r in ranges if isinstance(r, list) and len(r) == 2]
+        if isinstance(ranges, list) else [],
+    }
     app.extensions[_INSTALL] = found
     return found
 
@@ -181,10 +188,12 @@ def comment_ref(item_id: int) -> str:
     which Linear takes as a new comment's ``id``. A tracker plugin that can name or tag a comment
     with it finds, on a retry, the comment a try whose answer was lost did post (see
     :meth:`~aiimpl_core.providers.base.TicketingProvider.post_comment_once`). Items written before
-    the database had its id keep the identity they had then."""
+    the database had its id, or by an older version while the schema was downgraded past ``0006``,
+    keep the identity they had then."""
     key = str(current_app.config.get("AIIMPL_SECRET_KEY") or "").encode()
     ids = install()
-    salt = "" if item_id <= ids["legacy_through"] else f"{ids['id']}:"
+    legacy = item_id <= ids["legacy_through"] or any(lo <= item_id <= hi for lo, hi in ids["legacy_ranges"])
+    salt = "" if legacy else f"{ids['id']}:"
     mac = hmac.new(key, f"aiimpl-outbox-comment:{salt}{item_id}".encode(), hashlib.sha256)
     digest = bytearray(mac.digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x40  # version 4

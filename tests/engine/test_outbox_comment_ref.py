@@ -142,3 +142,29 @@ def test_a_dead_comment_put_back_in_the_queue_is_still_a_retry(app, tracker, tri
     assert admin_outbox._requeue(item_id, utcnow())
     outbox.deliver(issue_keys=["ENG-1"], now=utcnow() + timedelta(seconds=1))
     assert [(body, retry) for body, _, retry in tries] == [("lost", True)]
+
+
+def test_items_an_older_version_wrote_while_downgraded_keep_their_old_identity(app) -> None:
+    """A downgrade past 0006 and an upgrade again: the items the older version wrote meanwhile
+    (``legacy_ranges``) keep the identity it gave them, the ones before and after keep this
+    database's."""
+    import hashlib
+    import hmac
+
+    from aiimpl_core.services import settings
+
+    install = {"id": uuid.uuid4().hex, "legacy_through": 5, "legacy_ranges": [[9, 12]]}
+    settings.put(outbox.INSTALL_KEY, install)
+    app.extensions.pop("aiimpl.install", None)
+    key = str(app.config["AIIMPL_SECRET_KEY"]).encode()
+
+    def ref(salt: str, item_id: int) -> str:
+        digest = bytearray(hmac.new(key, f"aiimpl-outbox-comment:{salt}{item_id}".encode(),
+                                    hashlib.sha256).digest()[:16])
+        digest[6], digest[8] = (digest[6] & 0x0F) | 0x40, (digest[8] & 0x3F) | 0x80
+        return str(uuid.UUID(bytes=bytes(digest)))
+
+    for item_id in (5, 9, 12):
+        assert outbox.comment_ref(item_id) == ref("", item_id)
+    for item_id in (6, 8, 13):
+        assert outbox.comment_ref(item_id) == ref(f"{install['id']}:", item_id)

@@ -13,6 +13,7 @@ identities of the items written after this revision. Items written before it (``
 the highest outbox id then) keep the identity they had, as a retry of one whose answer was lost must
 find the comment its first try posted.
 """
+import json
 import uuid
 from datetime import UTC, datetime
 
@@ -27,19 +28,44 @@ depends_on = None
 KEY = 'install'
 
 
+def _settings():
+    return sa.table('settings', sa.column('key', sa.String), sa.column('value', sa.JSON),
+                    sa.column('updated_at', sa.DateTime(timezone=True)))
+
+
+def _value(raw):
+    return json.loads(raw) if isinstance(raw, str) else raw
+
+
 def upgrade():
     bind = op.get_bind()
-    settings = sa.table('settings', sa.column('key', sa.String), sa.column('value', sa.JSON),
-                        sa.column('updated_at', sa.DateTime(timezone=True)))
-    if bind.execute(sa.select(settings.c.key).where(settings.c.key == KEY)).first() is not None:
-        return  # made already by a process of this version before the upgrade ran (see outbox.install)
-    last = bind.execute(sa.text('SELECT max(id) FROM outbox')).scalar() or 0
-    value = {'id': uuid.uuid4().hex, 'legacy_through': int(last)}
+    settings = _settings()
+    last = int(bind.execute(sa.text('SELECT max(id) FROM outbox')).scalar() or 0)
+    raw = bind.execute(sa.select(settings.c.value).where(settings.c.key == KEY)).scalar()
+    value = _value(raw)
+    if isinstance(value, dict) and value.get('id'):
+        # made already: by a process of this version before the upgrade ran (see outbox.install),
+        # or kept by a downgrade, whose version wrote items with the old identity meanwhile
+        since = value.pop('downgraded_after', None)
+        if isinstance(since, int) and last > since:
+            value['legacy_ranges'] = [*value.get('legacy_ranges', []), [since + 1, last]]
+        bind.execute(settings.update().where(settings.c.key == KEY)
+                     .values(value=value, updated_at=datetime.now(UTC)))
+        return
+    value = {'id': uuid.uuid4().hex, 'legacy_through': last}
     bind.execute(settings.insert().values(key=KEY, value=value, updated_at=datetime.now(UTC)))
 
 
 def downgrade():
-    # The id stays (the code before this revision never reads it): upgrading again keeps it, and
-    # with it the identities of the comments written since. Made anew, a retry of one of them
-    # would post it a second time.
-    pass
+    # The id stays (the code before this revision never reads it), with the last item written
+    # under it: upgrading again keeps the identities of the comments written before the downgrade,
+    # and gives the ones the older version writes meanwhile their old identity
+    # (``legacy_ranges``). Made anew, a retry of one of either could post it a second time.
+    bind = op.get_bind()
+    settings = _settings()
+    value = _value(bind.execute(sa.select(settings.c.value).where(settings.c.key == KEY)).scalar())
+    if not isinstance(value, dict):
+        return
+    value['downgraded_after'] = int(bind.execute(sa.text('SELECT max(id) FROM outbox')).scalar() or 0)
+    bind.execute(settings.update().where(settings.c.key == KEY)
+                 .values(value=value, updated_at=datetime.now(UTC)))
