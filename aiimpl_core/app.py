@@ -56,14 +56,15 @@ def _engine_options(url: str, pool: tuple[int, int] | None = None) -> dict[str, 
 
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 30, "check_same_thread": False}, "hide_parameters": True}
+    pool_size, max_overflow = pool or _pool_sizes()
     options: dict[str, Any] = {
         # a failed statement's message (logged, or raised to a caller) never carries the values it
         # was given: a secret, a token's digest, a comment's text
         "hide_parameters": True,
         # psycopg connections are checked at check-out at less cost (create_app installs it)
         "pool_pre_ping": not _uses_psycopg(url),
-        "pool_size": (pool or _pool_sizes())[0],
-        "max_overflow": (pool or _pool_sizes())[1],
+        "pool_size": pool_size,
+        "max_overflow": max_overflow,
         "pool_recycle": 1800,
     }
     if _uses_psycopg(url):
