@@ -8,6 +8,14 @@ import pytest
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked ``long`` first, the others in their order. Under pytest-xdist, the suite's
+    first worker runs them one after the other while the others share the rest (a worker that runs
+    out takes some of another's queue): the time they spend waiting overlaps the rest of the
+    suite, where one of them left last in a worker's queue made the whole run wait for it."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture
 def tracker() -> FakeTracker:
     """An in-memory tracker (``fake-tracker``), for the tests that run no real tracker plugin."""

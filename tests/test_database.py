@@ -353,6 +353,7 @@ def test_upgrades_at_once_on_sqlite(tmp_path):
     _check_upgrades_at_once(f"sqlite:///{tmp_path}/x.db")
 
 
+@pytest.mark.long
 @pytest.mark.postgres
 def test_upgrades_at_once_on_postgres(scratch_postgres):
     _check_upgrades_at_once(scratch_postgres)

@@ -68,6 +68,7 @@ def _upgrade(tmp_path) -> None:
                    env=dict(os.environ, AIIMPL_DATABASE_URL=f"sqlite:///{tmp_path}/aiimpl.db"))
 
 
+@pytest.mark.long
 def test_json_logs_cover_gunicorns_lines_the_apps_and_the_access_log(tmp_path):
     _upgrade(tmp_path)
     proc, port = _gunicorn(tmp_path, AIIMPL_LOG_FORMAT="json")
@@ -254,6 +255,7 @@ def _answers(tmp_path, *args: str) -> dict[str, tuple[str, dict[str, str], bytes
     return answers
 
 
+@pytest.mark.long
 def test_what_gunicorn_refuses_before_the_app_is_answered_as_json_with_gunicorns_status(tmp_path):
     """A URL or headers over gunicorn's limits, or a request line it cannot read, get the API's JSON
     error body, with the status gunicorn's own worker answers (its HTML page, under ``--worker-class

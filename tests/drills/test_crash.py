@@ -42,6 +42,7 @@ def aiimpl_config(linear_gha_config: dict[str, Any]) -> dict[str, Any]:
     return {**linear_gha_config, "AIIMPL_LINEAR_PAGE_SIZE": "3"}
 
 
+@pytest.mark.long
 def test_drill_sigkill_mid_cycle_dispatches_each_issue_once_and_leaves_no_job_stuck(app, linear, gh):
     map_teams(app, gh)
     keys = [linear.add_issue(team, f"Issue {n} of {team}")["identifier"]

@@ -181,6 +181,7 @@ def _gunicorn(
     return proc, log, url
 
 
+@pytest.mark.long
 def test_gunicorn_graceful_stop_lets_the_in_app_scheduler_end_its_cycle(app, linear, gh, tmp_path) -> None:
     map_teams(app, gh)
     key = linear.add_issue("ENG", "Export")["identifier"]
@@ -376,6 +377,7 @@ def test_a_long_cycle_of_gunicorns_worker_ends_after_its_current_step(app, linea
     _assert_the_next_cycle_does_the_rest(gh, keys)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("args", [["--interval", "60"], ["--once", "--json"]], ids=["loop", "once"])
 def test_a_long_poll_cycle_ends_after_its_current_step_on_sigterm(app, linear, gh, args) -> None:
     map_teams(app, gh)

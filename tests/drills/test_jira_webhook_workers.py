@@ -150,6 +150,7 @@ def _statuses_moved(jira: FakeJira, key: str) -> list[str]:
     return [names[r.json["transition"]["id"]] for r in jira.requests_to("POST", f"/issue/{key}/transitions")]
 
 
+@pytest.mark.long
 def test_deliveries_on_several_workers_and_pollers_dispatch_each_issue_once(
     app, jira, gh, served, pollers
 ) -> None:

@@ -83,6 +83,7 @@ class _SlowLinear:
             time.sleep(SLOW)
 
 
+@pytest.mark.long
 def test_drill_tracker_500_429_timeout_then_recovery(app, client, linear, other, runner):
     for team, provider in (("ENG", "linear"), ("OPS", "fake-tracker")):
         db.session.add(Mapping(team_key=team, owner="acme", repo=team.lower(), default_branch="main",

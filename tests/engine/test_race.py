@@ -53,6 +53,7 @@ def _assert_exact(jobs: list[Job], expected_per_team: dict[str, int]) -> None:
     assert dict(per_team) == {t: n for t, n in expected_per_team.items() if n}
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("round_", range(3))
 def test_race_threads_respect_team_caps_and_never_double_dispatch(app, tracker, runner, add_mapping, round_):
     _mappings(add_mapping)
@@ -118,6 +119,7 @@ class TestBackendCap:
         assert reasons["backend-cap"] > 0 and sum(reasons.values()) == len(TEAMS) * ISSUES_PER_TEAM - 12
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("round_", range(3))
 def test_race_processes_on_postgresql(app, add_mapping, round_):
     url = app.config["AIIMPL_DATABASE_URL"]

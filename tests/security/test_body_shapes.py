@@ -311,6 +311,7 @@ def _admin_routes(app: Any) -> set[tuple[str, str]]:
             if needs_admin_session(rule.rule, app.view_functions[rule.endpoint])}
 
 
+@pytest.mark.long
 def test_every_route_answers_every_body_shape(caller, full_app):
     routes, admin_routes = _routes(full_app), _admin_routes(full_app)
     assert ("POST", "/api/linear/webhook") in routes and ("POST", "/api/jira/webhook") in routes

@@ -8,6 +8,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from .conftest import FULL_GITHUB, World, script, wait_until
 
 
@@ -152,6 +154,7 @@ def test_sigterm_during_the_commit_saves_the_work_on_the_reserve(world: World) -
     world.assert_no_secret_anywhere(job_id)
 
 
+@pytest.mark.long
 def test_saving_the_work_leaves_the_result_time_before_the_budgets_end(world: World) -> None:
     """A push that hangs while the work is saved at the budget's end is given up in time for the
     result to be reported before the runner stops the machine (it was given 90 s, whatever the
