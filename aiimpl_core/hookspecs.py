@@ -69,13 +69,18 @@ def aiimpl_register_commands(cli: click.Group) -> None:
 
 
 @hookspec
-def aiimpl_job_status_changed(job_id: int, issue_key: str, old: JobStatus | None, new: JobStatus) -> None:
+def aiimpl_job_status_changed(
+    job_id: int, issue_key: str, old: JobStatus | None, new: JobStatus, backend: str | None
+) -> None:
     """Observe a job status transition (after it is committed).
 
     :param job_id: the job.
     :param issue_key: the tracker issue it works on.
     :param old: the previous status, ``None`` when the job was just created.
     :param new: the new status.
+    :param backend: the id of the runner backend the job runs on (its ``execution mode``), ``None``
+        for a job that never got one. (A plugin's implementation may leave out the parameters it
+        does not use.)
     """
 
 

@@ -748,8 +748,10 @@ class Plugins:
             except Exception:
                 log.exception("plugin %s failed in %s", name, hook_name)
 
-    def job_status_changed(self, job_id: int, issue_key: str, old: JobStatus | None, new: JobStatus) -> None:
-        self._notify("aiimpl_job_status_changed", job_id=job_id, issue_key=issue_key, old=old, new=new)
+    def job_status_changed(self, job_id: int, issue_key: str, old: JobStatus | None, new: JobStatus,
+                           backend: str | None = None) -> None:
+        self._notify("aiimpl_job_status_changed", job_id=job_id, issue_key=issue_key, old=old, new=new,
+                     backend=backend)
 
     def issue_stage_changed(self, issue_key: str, old: Stage | None, new: Stage) -> None:
         self._notify("aiimpl_issue_stage_changed", issue_key=issue_key, old=old, new=new)

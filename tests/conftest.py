@@ -3,7 +3,13 @@ each with its default id (a folder or module that needs another defines its own)
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
+
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from aiimpl_core.testing.fakes import FakeRunner, FakeTracker
 
@@ -26,3 +32,21 @@ def tracker() -> FakeTracker:
 def runner() -> FakeRunner:
     """An in-memory runner backend (``github-actions``), for the tests that run no real runner plugin."""
     return FakeRunner()
+
+
+@pytest.fixture
+def scratch_postgres() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards."""
+    base = os.environ.get("AIIMPL_TEST_DATABASE_URL")
+    if not base:
+        pytest.skip("needs AIIMPL_TEST_DATABASE_URL")
+    name = f"aiimpl_mig_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -226,6 +226,46 @@ def test_a_failed_upgrade_says_what_the_database_refused_not_to_upgrade(tmp_path
         "table auth_failures already exists")
 
 
+#: ``aiimpl db upgrade`` with Ctrl-C pressed while the database builds an index
+INTERRUPTED_UPGRADE = """
+import sys
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+
+def interrupt(conn, cursor, statement, *args):
+    if statement.lstrip().upper().startswith("CREATE INDEX"):
+        raise KeyboardInterrupt
+
+
+event.listen(Engine, "before_cursor_execute", interrupt)
+sys.argv = ["aiimpl", "db", "upgrade"]
+from aiimpl_core._entry import main
+
+main()
+"""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_ctrl_c_during_a_migration_is_said_as_such_and_running_it_again_finishes_it(kind, tmp_path, request):
+    """It was "the migration failed … Can't reconnect until invalid transaction is rolled back"
+    (the interrupt leaves the driver's connection unusable), as if the database had refused it."""
+    url = f"sqlite:///{tmp_path}/a.db" if kind == "sqlite" else request.getfixturevalue("scratch_postgres")
+    assert _cli("db", "upgrade", "0002", url=url).returncode == 0
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    environ.update(AIIMPL_DATABASE_URL=url, AIIMPL_SECRET_KEY="cli-database-test-key-of-32-characters")
+    done = subprocess.run([sys.executable, "-c", INTERRUPTED_UPGRADE], env=environ, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "Aborted: the migration was interrupted; run the command again to finish it.")
+    assert "Traceback" not in done.stderr and "failed" not in done.stderr
+    again = _cli("db", "upgrade", url=url)
+    assert again.returncode == 0, again.stderr
+    assert _cli("jobs", "list", url=url).stdout.strip() == "(no jobs)"  # the schema is this version's
+
+
 def test_db_upgrade_keeps_to_the_configured_log_level(tmp_path):
     """Alembic's progress is INFO: shown by default (the CLI's own level is WARNING), not when the
     operator asked for warnings only."""

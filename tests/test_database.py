@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
@@ -250,24 +249,6 @@ def test_db_upgrade_on_sqlite_twice(tmp_path):
 
 def test_run_name_migration_on_sqlite(tmp_path):
     _check_run_name_migration(f"sqlite:///{tmp_path}/x.db")
-
-
-@pytest.fixture
-def scratch_postgres():
-    """The URL of a new, empty PostgreSQL database, dropped afterwards."""
-    base = os.environ.get("AIIMPL_TEST_DATABASE_URL")
-    if not base:
-        pytest.skip("needs AIIMPL_TEST_DATABASE_URL")
-    name = f"aiimpl_mig_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(base).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.mark.postgres

@@ -397,7 +397,8 @@ def test_tracing_logs_each_hook_call_with_its_plugin(caplog: pytest.LogCaptureFi
                and line.endswith("-> plugin anthropic") for line in lines), lines
     assert any(line.startswith("hook: aiimpl_register_ticketing_providers(")
                and line.endswith("-> plugin observer") for line in lines), lines
-    assert ("hook: aiimpl_job_status_changed(job_id=7, issue_key='ENG-1', old=None, new='dispatched') "
+    assert ("hook: aiimpl_job_status_changed(job_id=7, issue_key='ENG-1', old=None, new='dispatched', "
+            "backend=None) "
             "-> plugin observer") in lines
     assert "hook: aiimpl_job_status_changed <- plugin observer: []" in lines
     assert observer.events == [(7, "dispatched")]

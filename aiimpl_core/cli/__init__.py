@@ -220,7 +220,13 @@ class AiimplGroup(FlaskGroup):
             raise
         except KeyboardInterrupt:
             # as before a command starts, and as the demo's: a script tells an interrupt from a failure
-            click.echo("Aborted.", err=True)
+            if ctx.invoked_subcommand == "db":
+                # (a migration's schema change is undone with its transaction; an index built
+                # outside one, on PostgreSQL, is taken up where it stands)
+                click.echo("Aborted: the migration was interrupted; run the command again to finish it.",
+                           err=True)
+            else:
+                click.echo("Aborted.", err=True)
             raise Exit(130) from None
         except click.Abort as exc:
             # click's prompts turn Ctrl-C into Abort (exit 1, as a "no" to a confirmation): 130 too
@@ -244,6 +250,11 @@ class AiimplGroup(FlaskGroup):
         except AiimplError as exc:
             self._fail(exc.message)
         except SQLAlchemyError as exc:  # a database that does not answer, or has no schema yet
+            if _interrupted(exc):
+                # Ctrl-C inside a statement: the driver's connection is then left unusable, and
+                # what failed after it ("Can't reconnect until invalid transaction is rolled back")
+                # is the interrupt's doing, not the database's
+                raise KeyboardInterrupt from None
             from ..database import failure_message, failure_reason, migration_failure_message
 
             try:
@@ -256,6 +267,18 @@ class AiimplGroup(FlaskGroup):
             describe = migration_failure_message if ctx.invoked_subcommand == "db" else failure_message
             with app.app_context():
                 raise click.ClickException(describe(exc)) from None
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while handling a :class:`KeyboardInterrupt` (or by one)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 @click.group(cls=AiimplGroup, create_app=_create_app, add_version_option=False, load_dotenv=False)

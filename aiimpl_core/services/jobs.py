@@ -87,7 +87,8 @@ def record_created(job: Job) -> None:
     db.session.add(JobTransition(job_id=job.id, from_status=None, to_status=job.status, at=job.created_at))
     line = ("job %s of %s created: %s on %s%s (%s)", job.id, job.issue_key, job.phase, job.backend,
             " in shadow mode" if job.shadow else "", job.status)
-    _queue_event("job", line, job_id=job.id, issue_key=job.issue_key, old=None, new=JobStatus(job.status))
+    _queue_event("job", line, job_id=job.id, issue_key=job.issue_key, old=None, new=JobStatus(job.status),
+                 backend=job.backend)
 
 
 def transition(
@@ -129,7 +130,7 @@ def transition(
         why = why[:199] + "…"
     line = ("job %s of %s: %s -> %s%s", job.id, job.issue_key, old.value, new.value,
             f" ({why})" if why else "")
-    _queue_event("job", line, job_id=job.id, issue_key=job.issue_key, old=old, new=new)
+    _queue_event("job", line, job_id=job.id, issue_key=job.issue_key, old=old, new=new, backend=job.backend)
     return True
 
 

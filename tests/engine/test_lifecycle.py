@@ -732,7 +732,7 @@ def test_one_jobs_trouble_in_a_reconcile_pass_leaves_the_others_applied(
     announced: list[tuple[int, str]] = []
     facade = app.extensions["aiimpl"]
     monkeypatch.setattr(facade, "job_status_changed",
-                        lambda job_id, issue_key, old, new: announced.append((job_id, str(new))))
+                        lambda job_id, issue_key, old, new, backend: announced.append((job_id, str(new))))
     report = run_cycle()
     assert report.reconciled["ended"] == 2
     # plugins hear of the two endings that were kept, not of the one that was undone

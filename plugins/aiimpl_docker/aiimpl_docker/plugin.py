@@ -20,20 +20,21 @@ def aiimpl_register_runner_backends(register: Callable[..., None]) -> None:
 
 
 @hookimpl
-def aiimpl_job_status_changed(job_id: int, issue_key: str, old: JobStatus | None, new: JobStatus) -> None:
-    """A job that ended (by its session's result, usually) no longer needs its container."""
-    if not new.terminal:
+def aiimpl_job_status_changed(job_id: int, new: JobStatus, backend: str | None) -> None:
+    """A job of this backend that ended (by its session's result, usually) no longer needs its
+    container. (A job of another backend has none: the engine is not asked.)"""
+    from .backend import LocalDockerBackend
+
+    if not new.terminal or backend not in (None, LocalDockerBackend.id):
         return
     from flask import current_app, has_app_context
-
-    from .backend import LocalDockerBackend
 
     if not has_app_context():
         return
     facade = current_app.extensions["aiimpl"]
     if LocalDockerBackend.id not in facade.ids("runner"):
         return
-    backend = facade.runner(LocalDockerBackend.id)
-    if not isinstance(backend, LocalDockerBackend) or not backend.is_configured():
+    runner = facade.runner(LocalDockerBackend.id)
+    if not isinstance(runner, LocalDockerBackend) or not runner.is_configured():
         return
-    backend.cleanup_in_background(job_id)
+    runner.cleanup_in_background(job_id)

@@ -28,7 +28,7 @@ from aiimpl_core.services.dispatch import run_cycle
 from aiimpl_core.services.reconcile import reconcile
 from aiimpl_core.testing.contract import make_context, sample_dispatch_request, sample_mapping
 from aiimpl_core.testing.fakes import FakeTracker
-from aiimpl_core.types import InFlightRun, LogLabel, RunPhase, RunState, TimeoutReason
+from aiimpl_core.types import InFlightRun, JobStatus, LogLabel, RunPhase, RunState, TimeoutReason
 
 from aiimpl_docker.backend import LocalDockerBackend
 
@@ -267,6 +267,25 @@ def test_a_lifetime_timeout_ends_the_job_and_then_removes_the_container(
     assert (job.status, job.timeout_reason) == ("timed_out", "container_timeout")
     assert not any("exited with code" in c for c in tracker.comments["ENG-1"])
     _until_removed(app_engine)
+
+
+def test_only_a_job_of_this_backend_that_ended_has_its_container_looked_for(
+    app: Any, app_engine: FakeEngine
+) -> None:
+    """The plugin hears of every job's status change; a job another backend runs has no container
+    here, and the engine is not asked (it was, once for every job that ended, whatever its backend)."""
+    facade = app.extensions["aiimpl"]
+    runner = facade.runner(LocalDockerBackend.id)
+    asked = len(app_engine.requests)
+
+    facade.job_status_changed(7, "ENG-7", JobStatus.RUNNING, JobStatus.COMPLETED, backend="github-actions")
+    facade.job_status_changed(8, "ENG-8", JobStatus.DISPATCHED, JobStatus.RUNNING, backend=runner.id)
+    assert runner._cleanups == [] and len(app_engine.requests) == asked
+
+    facade.job_status_changed(9, "ENG-9", JobStatus.RUNNING, JobStatus.FAILED, backend=runner.id)
+    [cleanup] = runner._cleanups
+    cleanup.join(10)
+    assert len(app_engine.requests) > asked  # its containers looked for
 
 
 def test_a_destroyed_session_ends_its_linked_job_failed_not_run_not_found(
