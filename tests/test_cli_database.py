@@ -226,8 +226,9 @@ def test_a_failed_upgrade_says_what_the_database_refused_not_to_upgrade(tmp_path
         "table auth_failures already exists")
 
 
-#: ``aiimpl db upgrade`` with Ctrl-C pressed while the database builds an index
-INTERRUPTED_UPGRADE = """
+#: an ``aiimpl`` command line (``ARGS``) with Ctrl-C pressed as the database is sent a statement
+#: starting with ``STATEMENT``
+INTERRUPTED = """
 import sys
 
 from sqlalchemy import event
@@ -235,16 +236,24 @@ from sqlalchemy.engine import Engine
 
 
 def interrupt(conn, cursor, statement, *args):
-    if statement.lstrip().upper().startswith("CREATE INDEX"):
+    if statement.lstrip().upper().startswith(STATEMENT):
         raise KeyboardInterrupt
 
 
 event.listen(Engine, "before_cursor_execute", interrupt)
-sys.argv = ["aiimpl", "db", "upgrade"]
+sys.argv = ["aiimpl", *ARGS]
 from aiimpl_core._entry import main
 
 main()
 """
+
+
+def _interrupted(url: str, statement: str, *args: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
+    environ.update(AIIMPL_DATABASE_URL=url, AIIMPL_SECRET_KEY="cli-database-test-key-of-32-characters")
+    script = f"STATEMENT = {statement!r}\nARGS = {list(args)!r}\n{INTERRUPTED}"
+    return subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True, text=True,
+                          timeout=120)
 
 
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -253,10 +262,7 @@ def test_ctrl_c_during_a_migration_is_said_as_such_and_running_it_again_finishes
     (the interrupt leaves the driver's connection unusable), as if the database had refused it."""
     url = f"sqlite:///{tmp_path}/a.db" if kind == "sqlite" else request.getfixturevalue("scratch_postgres")
     assert _cli("db", "upgrade", "0002", url=url).returncode == 0
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
-    environ.update(AIIMPL_DATABASE_URL=url, AIIMPL_SECRET_KEY="cli-database-test-key-of-32-characters")
-    done = subprocess.run([sys.executable, "-c", INTERRUPTED_UPGRADE], env=environ, capture_output=True,
-                          text=True, timeout=120)
+    done = _interrupted(url, "CREATE INDEX", "db", "upgrade")  # as the database builds an index
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
         "Aborted: the migration was interrupted; run the command again to finish it.")
@@ -264,6 +270,9 @@ def test_ctrl_c_during_a_migration_is_said_as_such_and_running_it_again_finishes
     again = _cli("db", "upgrade", url=url)
     assert again.returncode == 0, again.stderr
     assert _cli("jobs", "list", url=url).stdout.strip() == "(no jobs)"  # the schema is this version's
+    # a command that migrates nothing is only aborted
+    done = _interrupted(url, "SELECT", "db", "current")
+    assert (done.returncode, done.stderr.strip().splitlines()[-1]) == (130, "Aborted.")
 
 
 def test_db_upgrade_keeps_to_the_configured_log_level(tmp_path):

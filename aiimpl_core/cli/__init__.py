@@ -220,7 +220,7 @@ class AiimplGroup(FlaskGroup):
             raise
         except KeyboardInterrupt:
             # as before a command starts, and as the demo's: a script tells an interrupt from a failure
-            if ctx.invoked_subcommand == "db":
+            if ctx.meta.get(_MIGRATING):
                 # (a migration's schema change is undone with its transaction; an index built
                 # outside one, on PostgreSQL, is taken up where it stands)
                 click.echo("Aborted: the migration was interrupted; run the command again to finish it.",
@@ -616,6 +616,24 @@ def _operator_db_commands() -> None:
     current = db_group.commands.get("current")
     if current is not None and current.callback is not None:
         current.callback = _said_when_empty(current.callback)
+    for name in ("upgrade", "downgrade"):
+        command = db_group.commands.get(name)
+        if command is not None and command.callback is not None:
+            command.callback = _marked_migrating(command.callback)
+
+
+#: set in the command line's context meta once a migration has started (an interrupt is then
+#: said as the migration's)
+_MIGRATING = "aiimpl.migrating"
+
+
+def _marked_migrating(migrate: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(migrate)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        click.get_current_context().meta[_MIGRATING] = True
+        return migrate(*args, **kwargs)
+
+    return run
 
 
 def _said_when_empty(show_current: Callable[..., Any]) -> Callable[..., Any]:

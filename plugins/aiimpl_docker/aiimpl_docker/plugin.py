@@ -23,13 +23,13 @@ def aiimpl_register_runner_backends(register: Callable[..., None]) -> None:
 def aiimpl_job_status_changed(job_id: int, new: JobStatus, backend: str | None) -> None:
     """A job of this backend that ended (by its session's result, usually) no longer needs its
     container. (A job of another backend has none: the engine is not asked.)"""
-    from .backend import LocalDockerBackend
-
-    if not new.terminal or backend not in (None, LocalDockerBackend.id):
+    if not new.terminal:
         return
     from flask import current_app, has_app_context
 
-    if not has_app_context():
+    from .backend import LocalDockerBackend
+
+    if backend not in (None, LocalDockerBackend.id) or not has_app_context():
         return
     facade = current_app.extensions["aiimpl"]
     if LocalDockerBackend.id not in facade.ids("runner"):
