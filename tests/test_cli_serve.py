@@ -14,6 +14,7 @@ import requests
 
 from aiimpl_core.database import schema_heads
 from aiimpl_core.testing.ports import free_port
+from aiimpl_core.testing.pytest_plugin import migrate
 
 
 def test_serve_answers_and_logs_paths_without_their_query(tmp_path: Path) -> None:
@@ -24,8 +25,7 @@ def test_serve_answers_and_logs_paths_without_their_query(tmp_path: Path) -> Non
         "AIIMPL_SECRET_KEY": "serve-test-secret-key-0123456789abcdef",
         "AIIMPL_JIRA_WEBHOOK_SECRET": "jira-hook-secret-9f8e7d",
     }
-    subprocess.run([sys.executable, "-m", "aiimpl_core.cli", "db", "upgrade"], env=env, check=True,
-                   capture_output=True, timeout=120)
+    migrate(env["AIIMPL_DATABASE_URL"])
     server = subprocess.Popen(
         [sys.executable, "-m", "aiimpl_core.cli", "serve", "--port", str(port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

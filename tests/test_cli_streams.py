@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from aiimpl_core.app import database_url
+from aiimpl_core.testing.pytest_plugin import migrate
+
 
 def _environ(tmp_path: Path) -> dict[str, str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
@@ -29,8 +32,9 @@ def _aiimpl(tmp_path: Path, *args: str, stdout=subprocess.PIPE) -> subprocess.Co
 
 @pytest.fixture
 def instance(tmp_path: Path) -> Path:
-    done = _aiimpl(tmp_path, "db", "upgrade")
-    assert done.returncode == 0, done.stderr
+    """``tmp_path``, whose instance folder holds the default database, migrated (in this process:
+    the command's own run is tested in test_cli_database.py)."""
+    migrate(database_url(None, str(tmp_path / "instance")))
     return tmp_path
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from aiimpl_core import logs
 from aiimpl_core.testing.ports import free_port
+from aiimpl_core.testing.pytest_plugin import migrate
 
 pytest.importorskip("gunicorn")
 
@@ -63,9 +64,8 @@ def _get(port: int, path: str, data: bytes | None = None) -> int:
 
 
 def _upgrade(tmp_path) -> None:
-    subprocess.run([sys.executable, "-m", "aiimpl_core.cli", "db", "upgrade"], check=True,
-                   capture_output=True, timeout=120,
-                   env=dict(os.environ, AIIMPL_DATABASE_URL=f"sqlite:///{tmp_path}/aiimpl.db"))
+    # (in this process: the command's own run is tested in test_cli_database.py)
+    migrate(f"sqlite:///{tmp_path}/aiimpl.db")
 
 
 @pytest.mark.long

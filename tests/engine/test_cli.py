@@ -17,6 +17,7 @@ from flask.cli import ScriptInfo
 from aiimpl_core.cli import cli
 from aiimpl_core.cli import jobs as _jobs_commands  # noqa: F401 - registers the commands
 from aiimpl_core.services.scheduler import start_scheduler, stop_scheduler
+from aiimpl_core.testing.pytest_plugin import migrate
 
 from .conftest import jobs_of, post_result
 
@@ -332,8 +333,7 @@ def test_the_poll_loops_json_is_one_line_a_cycle_and_its_own_lines_are_json_too(
     environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
     environ.update(AIIMPL_DATABASE_URL=f"sqlite:///{tmp_path}/a.db", AIIMPL_SECRET_KEY="k" * 40,
                    AIIMPL_LOG_FORMAT="json")
-    subprocess.run([sys.executable, "-m", "aiimpl_core.cli", "db", "upgrade"], env=environ, check=True,
-                   capture_output=True, timeout=120)
+    migrate(environ["AIIMPL_DATABASE_URL"])
     proc = subprocess.Popen([sys.executable, "-m", "aiimpl_core.cli", "poll", "--json", "--interval", "0.2"],
                             env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
