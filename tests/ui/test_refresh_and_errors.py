@@ -216,6 +216,8 @@ def test_a_second_click_on_sync_workflows_while_the_first_is_on_its_way_sends_no
     held.pop().continue_()
     page.locator("#flash.ok").get_by_text("Workflows of ENG synced").wait_for()
     page.unroute("**/api/mappings/ENG/sync-workflows")
+    # once the list is read again, which ends the action (on a busy machine, a while after the flash)
+    sync.and_(page.locator(":not([data-busy])")).wait_for()
     with page.expect_request("**/sync-workflows"):  # and it can be clicked again
         sync.click()
 
