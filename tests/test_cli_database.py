@@ -13,10 +13,15 @@ from aiimpl_core.database import schema_heads, schema_revision
 from aiimpl_core.testing.pytest_plugin import migrate
 
 
-def _cli(*args: str, url: str) -> subprocess.CompletedProcess:
+def _environ(url: str) -> dict[str, str]:
+    """This process's environment without its AIIMPL_ settings, on the database at ``url``."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
     environ.update(AIIMPL_DATABASE_URL=url, AIIMPL_SECRET_KEY="cli-database-test-key-of-32-characters")
-    return subprocess.run([sys.executable, "-m", "aiimpl_core.cli", *args], env=environ,
+    return environ
+
+
+def _cli(*args: str, url: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "aiimpl_core.cli", *args], env=_environ(url),
                           capture_output=True, text=True, timeout=120)
 
 
@@ -253,11 +258,9 @@ main()
 
 
 def _interrupted(url: str, statement: str, *args: str) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
-    environ.update(AIIMPL_DATABASE_URL=url, AIIMPL_SECRET_KEY="cli-database-test-key-of-32-characters")
     script = f"STATEMENT = {statement!r}\nARGS = {list(args)!r}\n{INTERRUPTED}"
-    return subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-c", script], env=_environ(url), capture_output=True,
+                          text=True, timeout=120)
 
 
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
