@@ -239,7 +239,8 @@ SETTINGS: tuple[Setting, ...] = (
             "writes it queued (its comment, the issue moved to done); slower ones go on after the "
             "answer.", 4, _at_least(1, 60)),
     Setting("AIIMPL_SESSION_LIFETIME_SECONDS", "Lifetime of a session machine or container before it is "
-            "stopped (`machine_timeout` / `container_timeout`).", 3600, _at_least(1)),
+            "stopped (`machine_timeout` / `container_timeout`). Each job keeps the lifetime it was created "
+            "with: a change applies to the sessions dispatched after it.", 3600, _at_least(1)),
     Setting("AIIMPL_DEDUP_WINDOW_SECONDS",
             "Window of the `dedup` blocker: a non-terminal job of the issue created within it holds the "
             "issue. An older one still in flight holds it as well (the database keeps one non-terminal "

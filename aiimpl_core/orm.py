@@ -199,6 +199,9 @@ class Job(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     running_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: the session lifetime its session was dispatched with (``AIIMPL_SESSION_LIFETIME_SECONDS``
+    #: then): a later change of the setting does not move it (none: dispatched before 0010)
+    lifetime_seconds: Mapped[int | None] = mapped_column(Integer)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -20,7 +20,7 @@ from ..orm import Mapping as MappingRow
 from ..types import JobStatus
 from . import outbox
 from .outcomes import Outcome, end_job
-from .reconcile import forget_run_ended, in_flight_run, session_lifetime_seconds
+from .reconcile import forget_run_ended, in_flight_run
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,6 @@ def cancel_job(job_id: int) -> Job:
         except Exception:  # noqa: BLE001 - a backend that cannot be set up must not keep the job in flight
             log.warning("the runner backend %r of job %s could not be set up: the job is cancelled, its "
                         "run is left to its lifetime", job.backend, job.id, exc_info=True)
-    lifetime = session_lifetime_seconds()
     with serialized(keep=[job]):
         # compare-and-set on the status: a result or a second cancel wins once. Read under the row
         # lock the ending takes (PostgreSQL: FOR NO KEY UPDATE), so a move to another active status
@@ -58,7 +57,7 @@ def cancel_job(job_id: int) -> Job:
         # read, not compared against and lost as "already ended"
         db.session.refresh(job, with_for_update={"key_share": True})
         # the run as it stands now (linked meanwhile, perhaps); a job in unknown has none to stop yet
-        run = in_flight_run(job, mapping, lifetime)
+        run = in_flight_run(job, mapping)
         launched = job.status != JobStatus.UNKNOWN.value
         if not end_job(job, Outcome(JobStatus.FAILED, reason=CANCELLED, session_comment=False)):
             raise Conflict(ALREADY_ENDED)

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import ColumnElement, delete, or_, select
+from sqlalchemy import ColumnElement, delete, func, or_, select
 
 from .. import session_package
 from ..database import serialized
@@ -34,6 +34,7 @@ from ..orm import (
     AuthFailure,
     ConsumedToken,
     EndedAdminSession,
+    Job,
     OutboxItem,
     StoredSessionPackage,
     WebhookDelivery,
@@ -114,10 +115,13 @@ def _prune_session_packages(now: datetime, batch: int) -> int:
 def _prune_guards(removed: dict[str, int], now: datetime, days: int, batch: int) -> None:
     """Remove the settled tracker writes, handled deliveries and used tokens past the retention."""
     cutoff = now - timedelta(days=days)
-    # a used token is refused as used until it has expired: kept at least that long
+    # a used token is refused as used until it has expired: kept at least that long (the tokens of
+    # a session started with a longer lifetime than the setting's now live longer)
     from .launch import run_token_seconds
+    from .reconcile import session_lifetime_seconds
 
-    token_seconds = run_token_seconds()
+    longest = db.session.scalar(select(func.max(Job.lifetime_seconds))) or 0
+    token_seconds = run_token_seconds(max(longest, session_lifetime_seconds()))
     tokens_cutoff = min(cutoff, now - timedelta(seconds=token_seconds, days=1))
     removed["outbox"] = _delete(
         OutboxItem.id,

@@ -40,6 +40,7 @@ from .outcomes import Outcome, end_job
 from .reconcile import (
     OVERRUN_GRACE,
     in_flight_run,
+    job_lifetime_seconds,
     run_not_found_window,
     run_ref_problem,
     session_lifetime_seconds,
@@ -106,6 +107,8 @@ def create_job(
         plan=plan,
         forced=forced,
         nonce_hash=digest,
+        # the lifetime its session is started with and judged by, whatever the setting says later
+        lifetime_seconds=session_lifetime_seconds(),
         # set explicitly, so they are loaded on the new object: a transition reads the one it
         # fills, and a job its claim keeps loaded is then not read again by its launch
         dispatched_at=None,
@@ -142,7 +145,7 @@ def build_request(job: Job, mapping: MappingRow, nonce: str, run_tokens: dict[st
     facade = current_app.extensions["aiimpl"]
     view = mapping.view()
     backend = facade.runner(job.backend) if job.backend in facade.ids("runner") else None
-    lifetime = session_lifetime_seconds()
+    lifetime = job_lifetime_seconds(job)
     env, secret_names = mapping_env(mapping, keeps_secrets=backend is not None and backend.supports_secrets)
 
     core = {
@@ -191,17 +194,19 @@ def issue_credentials(job: Job) -> tuple[str, dict[str, str]]:
     if nonce is None or job.nonce_hash != tokens.hash_nonce(nonce):
         nonce, job.nonce_hash = tokens.new_nonce()
     run_tokens = tokens.issue_run_tokens(
-        str(current_app.config["AIIMPL_SECRET_KEY"]), job.id, job.phase, run_token_seconds()
+        str(current_app.config["AIIMPL_SECRET_KEY"]), job.id, job.phase,
+        run_token_seconds(job_lifetime_seconds(job)),
     )
     return nonce, run_tokens
 
 
-def run_token_seconds() -> int:
+def run_token_seconds(lifetime: int | None = None) -> int:
     """How long a job's run tokens last: ``AIIMPL_RUN_TOKEN_SECONDS``, and never less than its
     session may still report in: it may wait to start for the run-not-found window, then run its
-    lifetime, and is judged overrun 10 minutes after that. (A shorter setting would have the
-    orchestrator refuse a long session's progress and result as expired, and end its job failed.)"""
-    reports_for = run_not_found_window() + timedelta(seconds=session_lifetime_seconds())
+    lifetime (``lifetime``, the setting by default), and is judged overrun 10 minutes after that.
+    (A shorter setting would have the orchestrator refuse a long session's progress and result as
+    expired, and end its job failed.)"""
+    reports_for = run_not_found_window() + timedelta(seconds=lifetime or session_lifetime_seconds())
     return max(int(current_app.config["AIIMPL_RUN_TOKEN_SECONDS"]),
                int((reports_for + OVERRUN_GRACE).total_seconds()))
 
@@ -384,8 +389,7 @@ def _stop_run_of_ended_job(backend: Any, job: Job, why: str) -> None:
     operator's cancel, or ``run_not_found``; ``why`` says which in the log), best effort, as a
     cancel: a run that cannot be stopped meets its lifetime."""
     mapping = db.session.get(MappingRow, job.mapping_id) if job.mapping_id is not None else None
-    lifetime = session_lifetime_seconds()
-    run = in_flight_run(job, mapping, lifetime)
+    run = in_flight_run(job, mapping)
     if run is None:
         return
     try:

@@ -129,13 +129,23 @@ def session_lifetime_seconds() -> int:
     return int(current_app.config.get("AIIMPL_SESSION_LIFETIME_SECONDS") or 3600)
 
 
+def job_lifetime_seconds(job: Job, setting: int | None = None) -> int:
+    """The lifetime the job's session was started with (recorded as the job was created); the
+    setting (``setting``, else read now) for a job created before lifetimes were recorded."""
+    return job.lifetime_seconds or setting or session_lifetime_seconds()
+
+
 @dataclass(frozen=True)
 class _Limits:
     """The time limits one backend's jobs are judged by in a cycle."""
 
     window: timedelta  # how long a dispatch may go without a linked run (``run_not_found``)
-    lifetime: timedelta  # a session's lifetime
+    setting: int  # the session lifetime setting, for a job that has none of its own
     lifetime_reason: TimeoutReason  # how a run past its lifetime ends on this backend
+
+    def lifetime(self, job: Job) -> timedelta:
+        """The session lifetime ``job`` is judged by."""
+        return timedelta(seconds=job_lifetime_seconds(job, self.setting))
 
 
 def lifetime_reason(backend: Any) -> TimeoutReason:
@@ -178,7 +188,10 @@ def _since_dispatch(job: Job) -> datetime:
     return job.dispatched_at or job.created_at
 
 
-def in_flight_run(job: Job, mapping: MappingRow | None, lifetime: int) -> InFlightRun | None:
+def in_flight_run(job: Job, mapping: MappingRow | None, setting: int | None = None) -> InFlightRun | None:
+    """The job's run as its backend is asked about it (``None`` once its mapping is gone), with the
+    lifetime its session was started with (``setting``: the lifetime setting, read once by a
+    caller that builds many, for jobs created before lifetimes were recorded)."""
     if mapping is None:
         return None
     return InFlightRun(
@@ -190,7 +203,7 @@ def in_flight_run(job: Job, mapping: MappingRow | None, lifetime: int) -> InFlig
         run_name=job.run_name,
         dispatched_at=_since_dispatch(job),
         started_at=job.running_at,
-        lifetime_seconds=lifetime,
+        lifetime_seconds=job_lifetime_seconds(job, setting),
     )
 
 
@@ -221,7 +234,7 @@ def reconcile(
         jobs = [job for job in jobs if not job.shadow]
     by_backend: dict[str, list[Job]] = defaultdict(list)
     # (a backend no longer installed: the reason a result reporting a timeout gets, a machine's)
-    unasked = _Limits(window, timedelta(seconds=lifetime), TimeoutReason.MACHINE_TIMEOUT)
+    unasked = _Limits(window, lifetime, TimeoutReason.MACHINE_TIMEOUT)
     for job in jobs:
         if (
             job.status == JobStatus.UNKNOWN.value
@@ -263,7 +276,7 @@ def reconcile(
         runs: list[InFlightRun] = []
         # (the class says them: no instance, whose set-up may fail)
         reason = lifetime_reason(facade.classes["runner"][backend_id])
-        limits = _Limits(window, timedelta(seconds=lifetime), reason)
+        limits = _Limits(window, lifetime, reason)
         for job in backend_jobs:
             run = in_flight_run(job, mappings.get(job.mapping_id or -1), lifetime)
             if run is None:  # the mapping was deleted: the backend cannot be asked about the run
@@ -305,7 +318,7 @@ def reconcile(
         for job in backend_jobs:
             run = by_run.get(job.id)
             try:
-                if run is not None and _overran(job, by_job.get(job.id), now, lifetime):
+                if run is not None and _overran(job, by_job.get(job.id), now, limits):
                     _stop_overrun(job, run, backend, report, limits.lifetime_reason)
             except Exception:  # noqa: BLE001 - one job's trouble must not stop the pass
                 db.session.rollback()
@@ -368,7 +381,7 @@ def _end_unasked(job: Job, *, now: datetime, limits: _Limits, report: ReconcileR
 def _unasked_due(job: Job, now: datetime, limits: _Limits) -> TimeoutReason | None:
     """How :func:`_end_unasked` ends the job now, or ``None`` while it waits."""
     if job.run_id or job.status == JobStatus.RUNNING.value:
-        return limits.lifetime_reason if _overrun_due(job, now, limits.lifetime) else None
+        return limits.lifetime_reason if _overrun_due(job, now, limits.lifetime(job)) else None
     return TimeoutReason.RUN_NOT_FOUND if _since_dispatch(job) + limits.window <= now else None
 
 
@@ -565,7 +578,7 @@ def _link_together(jobs: list[Job], states: dict[int, RunState]) -> set[int]:
     return {job.id for job in jobs}
 
 
-def _overran(job: Job, state: RunState | None, now: datetime, lifetime: int) -> bool:
+def _overran(job: Job, state: RunState | None, now: datetime, limits: _Limits) -> bool:
     """Still in flight well past its lifetime: the backend did not stop it (a safety net). So is a
     linked run the backend keeps leaving out of its answers (it cannot look at it: a repository it
     may no longer read), which would otherwise hold its job, and its slot, for good."""
@@ -576,7 +589,7 @@ def _overran(job: Job, state: RunState | None, now: datetime, lifetime: int) -> 
             return False  # never linked: ended run_not_found by _omitted_too_long
     elif state.phase not in (RunPhase.RUNNING, RunPhase.PENDING):
         return False
-    return _overrun_due(job, now, timedelta(seconds=lifetime))
+    return _overrun_due(job, now, limits.lifetime(job))
 
 
 def _session_start(job: Job) -> datetime:
@@ -619,7 +632,7 @@ def _needs_link(job: Job, state: RunState) -> bool:
 def _omitted_too_long(job: Job, now: datetime, limits: _Limits) -> bool:
     """A run never linked that the backend has left out of its answers until 10 minutes past the
     session's lifetime: whatever run it had, the reconciler would have stopped it by now."""
-    return _since_dispatch(job) + limits.lifetime + OVERRUN_GRACE <= now
+    return _since_dispatch(job) + limits.lifetime(job) + OVERRUN_GRACE <= now
 
 
 def _unchanged(job: Job, state: RunState | None, *, now: datetime, limits: _Limits) -> bool:
@@ -744,8 +757,9 @@ def _run_gone(job: Job, *, now: datetime, limits: _Limits, report: ReconcileRepo
     the session exceeded its lifetime whatever removed it, and a backend that enforces lifetimes
     removes such sessions itself.
     """
-    if _session_start(job) + limits.lifetime <= now:
-        seconds = int(limits.lifetime.total_seconds())
+    lifetime = limits.lifetime(job)
+    if _session_start(job) + lifetime <= now:
+        seconds = int(lifetime.total_seconds())
         note = f"run {job.run_id} is no longer found; its session's lifetime of {seconds} s has passed"
         outcome = Outcome(
             JobStatus.TIMED_OUT,

@@ -235,3 +235,9 @@ def test_run_tokens_outlast_the_session_whatever_the_setting(app, tracker, runne
     db.session.add(ConsumedToken(jti="used", consumed_at=utcnow() - timedelta(days=1, hours=1)))
     db.session.commit()
     assert housekeeping.prune(days=1)["consumed_tokens"] == 0
+    # the setting lowered since: the tokens of the session started with four hours still live as
+    # long, and a used one is still kept (one used a day and two hours ago)
+    app.config.update(AIIMPL_SESSION_LIFETIME_SECONDS=3600)
+    db.session.add(ConsumedToken(jti="used-earlier", consumed_at=utcnow() - timedelta(days=1, hours=2)))
+    db.session.commit()
+    assert housekeeping.prune(days=1)["consumed_tokens"] == 0

@@ -665,6 +665,44 @@ def test_a_run_far_past_its_lifetime_is_stopped_as_machine_timeout(app, tracker,
     )
 
 
+def test_a_session_is_judged_by_the_lifetime_it_was_started_with(
+    app, tracker, runner, add_mapping, monkeypatch
+):
+    """Lowering the lifetime setting (and restarting) stopped the sessions already running as
+    overruns: each job keeps the lifetime its session was started with, and told."""
+    from sqlalchemy import update
+
+    add_mapping("ENG", max_in_progress=5)
+    tracker.add("ENG-50")
+    run_cycle()
+    monkeypatch.setitem(app.config, "AIIMPL_SESSION_LIFETIME_SECONDS", 600)
+    tracker.add("ENG-51")
+    tracker.add("ENG-52")
+    run_cycle()
+    long, short, older = (jobs_of(key)[0] for key in ("ENG-50", "ENG-51", "ENG-52"))
+    assert (long.lifetime_seconds, short.lifetime_seconds) == (3600, 600)
+    sent = {job.id: runner.runs[job.id].request for job in (long, short)}
+    assert [sent[long.id].lifetime_seconds, sent[long.id].env["AIIMPL_LIFETIME_SECONDS"]] == [3600, "3600"]
+    assert [sent[short.id].lifetime_seconds, sent[short.id].env["AIIMPL_LIFETIME_SECONDS"]] == [600, "600"]
+    # a job dispatched before lifetimes were recorded is judged by the setting, as it was
+    db.session.execute(update(Job).where(Job.id == older.id).values(lifetime_seconds=None))
+    db.session.commit()
+    for job in (long, short, older):
+        runner.set_state(job.id, RunPhase.RUNNING)
+    run_cycle()
+
+    run_cycle(now=later(minutes=25))  # 10 minutes and the grace have passed, not 60
+    keys = ("ENG-50", "ENG-51", "ENG-52")
+    ended = {key: (jobs_of(key)[0].status, jobs_of(key)[0].timeout_reason) for key in keys}
+    assert ended == {"ENG-50": ("running", None), "ENG-51": ("timed_out", "machine_timeout"),
+                     "ENG-52": ("timed_out", "machine_timeout")}
+    assert sorted(runner.destroyed) == sorted([short.run_id, older.run_id])
+
+    run_cycle(now=later(minutes=75))
+    [long] = jobs_of("ENG-50")
+    assert (long.status, long.timeout_reason) == ("timed_out", "machine_timeout")
+
+
 def test_one_jobs_trouble_in_linking_its_run_leaves_the_others_linked(
     app, tracker, runner, add_mapping, monkeypatch
 ):
