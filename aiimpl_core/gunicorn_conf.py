@@ -124,20 +124,22 @@ def _mask_raw_env(cfg) -> None:  # noqa: ANN001
 
 
 class Logger(glogging.Logger):
-    """gunicorn's logger, with its error and access lines in the format of ``AIIMPL_LOG_FORMAT``
-    when that is ``json`` (gunicorn's own text lines otherwise), its error lines and the client's
-    text in its access lines masked of the known secrets (:data:`aiimpl_core.logs.SECRETS`), and
-    the path of an access line as it was sent (:func:`aiimpl_core.logs.logged_path`)."""
+    """gunicorn's logger, with its error and access lines in the app's format of
+    ``AIIMPL_LOG_FORMAT`` (a text line starts with a UTC time, the level and the logger as well),
+    its error lines and the client's text in its access lines masked of the known secrets
+    (:data:`aiimpl_core.logs.SECRETS`), and the path of an access line as it was sent
+    (:func:`aiimpl_core.logs.logged_path`)."""
 
     def setup(self, cfg) -> None:  # noqa: ANN001
         super().setup(cfg)
         _mask_raw_env(cfg)
         for handler in (*self.error_log.handlers, *self.access_log.handlers):
             _logs.guard(handler)  # the worker's sensitive settings are masked here too
-        if _logs.from_environ("INFO")[1] == "json":
-            for logger in (self.error_log, self.access_log):
-                for handler in logger.handlers:
-                    handler.setFormatter(_logs.json_formatter())
+        json_lines = _logs.from_environ("INFO")[1] == "json"
+        formatter = _logs.json_formatter() if json_lines else _logs.TextFormatter()
+        for logger in (self.error_log, self.access_log):
+            for handler in logger.handlers:
+                handler.setFormatter(formatter)
 
     def atoms(self, resp, req, environ, request_time) -> dict:  # noqa: ANN001
         atoms = super().atoms(resp, req, environ, request_time)

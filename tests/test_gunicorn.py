@@ -416,8 +416,9 @@ def test_an_access_line_shows_the_path_as_sent_so_a_client_cannot_write_lines_of
                "REMOTE_ADDR": "10.0.0.5", "PATH_INFO": path.encode().decode("latin-1")}
     resp = SimpleNamespace(status="404 NOT FOUND", sent=133, headers=[])
     logger.access(resp, SimpleNamespace(headers=[]), environ, datetime.timedelta(milliseconds=3))
-    out = capsys.readouterr().out
-    assert out == ('10.0.0.5 "GET /x%0A2026-12-04T15:00:00.000Z%20CRITICAL%20aiimpl:%20forged%0D/%C3%B1%25 '
+    out = _untimed(capsys.readouterr().out)
+    assert out == ('INFO gunicorn.access: 10.0.0.5 "GET '
+                   '/x%0A2026-12-04T15:00:00.000Z%20CRITICAL%20aiimpl:%20forged%0D/%C3%B1%25 '
                    'HTTP/1.1" 404 133 3ms\n')
     assert logs.logged_path("/api/jobs/7") == "/api/jobs/7"
 
@@ -451,7 +452,15 @@ def test_a_secret_a_client_put_in_the_path_is_masked_in_the_access_line(capsys, 
         assert (line["path"], line["status"]) == ("/hooks/[REDACTED]", 404)
         assert "/hooks/[REDACTED]" in line["message"]
     else:
-        assert out == '10.0.0.5 "GET /hooks/[REDACTED] HTTP/1.1" 404 133 3ms\n'
+        said = 'INFO gunicorn.access: 10.0.0.5 "GET /hooks/[REDACTED] HTTP/1.1" 404 133 3ms\n'
+        assert _untimed(out) == said
+
+
+def _untimed(line: str) -> str:
+    """A text log line without its UTC time, which it must start with."""
+    time, _, rest = line.partition(" ")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", time), line
+    return rest
 
 
 def test_gunicorn_logs_at_the_level_the_app_reads(monkeypatch):
