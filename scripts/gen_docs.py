@@ -106,7 +106,11 @@ def configuration() -> str:
         "(`-`, standard output; empty: off) and `AIIMPL_CONTROL_SOCKET` (off unless set to a path of this",
         "instance's own). `AIIMPL_INSTANCE_PATH` sets the instance folder (the default SQLite database's",
         "place, made when missing: without `AIIMPL_DATABASE_URL`, a folder that cannot be made stops",
-        "every command and the server with one line naming it). See the operator guide.",
+        "every command and the server with one line naming it). Unset, it is Flask's: `instance/` in",
+        "the source folder for a checkout installed with `pip install -e`, else",
+        "`<virtualenv>/var/aiimpl_core-instance`, which a virtualenv made anew leaves behind: set",
+        "`AIIMPL_INSTANCE_PATH` (or use PostgreSQL) to keep the database in a place of its own. See the",
+        "operator guide.",
         "",
     ])
 
