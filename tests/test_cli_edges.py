@@ -269,6 +269,16 @@ def test_db_help_lists_what_an_operator_runs_not_the_authoring_commands(run) -> 
     assert "the migrations installed with aiimpl-core" in " ".join(r.output.split())
 
 
+@pytest.mark.parametrize("command", ["upgrade", "downgrade", "current", "stamp", "history"])
+def test_each_db_command_says_the_migrations_it_reads_by_default(run, command) -> None:
+    """Each said 'default is "migrations"', a folder of the working one (not there: the command
+    then failed, telling to run an init command that is hidden)."""
+    r = run("db", command, "--help")
+    assert r.exit_code == 0, r.output
+    assert "the migrations installed with aiimpl-core" in " ".join(r.output.split())
+    assert '"migrations"' not in r.output
+
+
 # -- an instance folder that cannot be made ---------------------------------------------------------
 
 

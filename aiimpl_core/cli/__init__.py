@@ -610,7 +610,8 @@ def _operator_db_commands() -> None:
         command = db_group.commands.get(name)
         if command is not None:
             command.hidden = True
-    for param in db_group.params:
+    # (each command has the option too, whose help said "migrations", a folder of the working one)
+    for param in [*db_group.params, *(p for c in db_group.commands.values() for p in c.params)]:
         if param.name == "directory" and isinstance(param, click.Option):
             param.help = "Migration script directory (default: the migrations installed with aiimpl-core)"
     current = db_group.commands.get("current")
