@@ -503,9 +503,9 @@ def _secret_rows() -> list[CheckRow]:
     out: list[CheckRow] = []
     if lost:
         names = ", ".join(f"{name} ({scope or 'global'})" for scope, name in lost)
+        why, what = secrets_service.undecryptable(len(lost))
         out.append(CheckRow("secrets", "secrets", "decryptable", FAILED,
-                            f"{len(lost)} stored secret(s) cannot be decrypted with the current "
-                            f"AIIMPL_SECRET_KEY (was the key changed?): {names}; set them again"))
+                            f"{len(lost)} stored secret(s) cannot be decrypted {why}: {names}; {what}"))
     if colliding:
         names = ", ".join(f"{name} ({prefix})" for name, prefix in colliding)
         out.append(CheckRow("secrets", "secrets", "global names", FAILED,

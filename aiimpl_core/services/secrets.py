@@ -152,8 +152,18 @@ def stored_values(team_key: str) -> list[tuple[str, str, str]]:
 
 
 def _unreadable(row: Secret) -> None:
-    log.warning("the secret %s (%s) cannot be decrypted with the current AIIMPL_SECRET_KEY (was the "
-                "key changed?): set it again", row.name, row.scope or "global")
+    why, what = undecryptable(1)
+    log.warning("the secret %s (%s) cannot be decrypted %s: %s", row.name, row.scope or "global", why, what)
+
+
+def undecryptable(count: int) -> tuple[str, str]:
+    """Why ``count`` stored secrets cannot be decrypted, and what to do. With no key set, this
+    process's random key reads none of them, and setting them again would not help."""
+    if current_app.config.get(KEY_MADE_UP):
+        return ("as AIIMPL_SECRET_KEY is not set (this process has a random key of its own)",
+                "set AIIMPL_SECRET_KEY to the key they were stored with")
+    return ("with the current AIIMPL_SECRET_KEY (was the key changed?)",
+            f"set {'it' if count == 1 else 'them'} again")
 
 
 def unreadable() -> list[tuple[str, str]]:

@@ -417,3 +417,21 @@ def test_a_global_secret_a_later_mapping_collides_with_fails_the_check(app, add_
         "failed", "global secret(s) named with a team key prefix, stored before that team's mapping was "
                   "made: NEW_TOKEN (NEW_); they can be deleted but not set again: store them under "
                   "another name")
+
+
+def test_secrets_a_process_without_the_key_cannot_decrypt_say_to_set_the_key(app, add_mapping, caplog):
+    """A process started without AIIMPL_SECRET_KEY has a random key of its own: setting the secrets
+    again, as the check and the log said, would not help (it is refused), setting the key does."""
+    from aiimpl_core.services import secrets as secrets_service
+
+    add_mapping("ENG", provider="checked")
+    secrets_service.set_secret("ENG", "ENG_TOKEN", "team-value-never-shown")
+    app.config.update({"AIIMPL_SECRET_KEY": "a-random-key-of-this-process-0123456789",
+                       secrets_service.KEY_MADE_UP: True})
+    status, detail = rows()[("secrets", "secrets", "decryptable")]
+    why = "as AIIMPL_SECRET_KEY is not set (this process has a random key of its own)"
+    what = "set AIIMPL_SECRET_KEY to the key they were stored with"
+    assert status == "failed"
+    assert detail == f"1 stored secret(s) cannot be decrypted {why}: ENG_TOKEN (ENG); {what}"
+    assert secrets_service.values_for_team("ENG") == {}
+    assert f"the secret ENG_TOKEN (ENG) cannot be decrypted {why}: {what}" in caplog.text
