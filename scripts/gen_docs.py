@@ -59,6 +59,13 @@ def api_reference(spec: dict[str, Any]) -> str:
             if security is not None:
                 names = sorted({n for req in security for n in req}) if security else []
                 out += [f"Auth: {', '.join(f'`{n}`' for n in names) if names else 'none'}", ""]
+            query = [p for p in op.get("parameters", []) if p.get("in") == "query"]
+            if query:
+                out += ["| query parameter | meaning | values |", "|---|---|---|"]
+                for p in query:
+                    out.append(f"| `{p['name']}` | {_cell(p.get('description', ''))} | "
+                               f"{_values(p.get('schema', {}))} |")
+                out.append("")
             body = op.get("requestBody")
             if body:
                 out += [f"Body: {_schema_name(body.get('content'))}", ""]
@@ -68,6 +75,17 @@ def api_reference(spec: dict[str, Any]) -> str:
                 out.append(f"| {status} | {desc} | {_schema_name(resp.get('content'))} |")
             out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _values(schema: dict) -> str:
+    """What a query parameter takes: its values, else its type (its description gives bounds)."""
+    if "enum" in schema:
+        return ", ".join(f"`{v}`" for v in schema["enum"])
+    return str(schema.get("type", ""))
 
 
 def configuration() -> str:

@@ -17,7 +17,7 @@ from ..schemas import admin as schemas
 from ..schemas.common import ApiError
 from ..services import mappings as mapping_service
 from ..services.dispatch import checked_page
-from ..types import STAGE_TITLES, Stage, TrackerIssue
+from ..types import ACTIVE_STATUSES, STAGE_TITLES, Stage, TrackerIssue
 
 bp = Blueprint("admin_jobs", __name__)
 log = logging.getLogger(__name__)
@@ -98,7 +98,9 @@ def list_jobs():  # noqa: ANN201
     """
     query = schemas.load_ordered(schemas.JobsQuerySchema(), request.args.to_dict(), schemas.JOBS_QUERY_RULES)
     stmt = select(Job).order_by(Job.id.desc()).limit(query["limit"])
-    if "status" in query:
+    if query.get("status") == "active":
+        stmt = stmt.where(Job.status.in_([s.value for s in ACTIVE_STATUSES]))
+    elif "status" in query:
         stmt = stmt.where(Job.status == query["status"])
     if "team" in query:
         stmt = stmt.where(Job.team_key == query["team"])

@@ -117,12 +117,17 @@ def _limit(order: str) -> fields.Integer:
     )
 
 
+#: what ``GET /api/jobs`` filters a status by: a status, or ``active`` (any not terminal)
+JOB_STATUS_FILTERS = [*(s.value for s in JobStatus), "active"]
+
+
 class JobsQuerySchema(_Lenient):
     """Filters of ``GET /api/jobs``."""
 
     status = StrictString(
-        validate=validate.OneOf([s.value for s in JobStatus]),
-        metadata={"description": "only jobs in this status"},
+        validate=validate.OneOf(JOB_STATUS_FILTERS),
+        metadata={"description": "only jobs in this status; `active`: in any status not terminal (unknown, "
+                                 "dispatched, running), as `aiimpl jobs list --status active`"},
     )
     team = StrictString(
         validate=[validate.Length(min=1, max=64), _no_nul], metadata={"description": "only this team's jobs"}
@@ -134,7 +139,7 @@ class JobsQuerySchema(_Lenient):
 
 
 JOBS_QUERY_RULES = (
-    ("status", "status must be one of: " + ", ".join(s.value for s in JobStatus)),
+    ("status", "status must be one of: " + ", ".join(JOB_STATUS_FILTERS)),
     ("team", "team must be 1 to 64 characters"),
     ("issue", "issue must be 1 to 64 characters"),
     LIMIT_RULE,

@@ -132,6 +132,12 @@ def test_jobs_list_filters_and_detail(client, admin_headers) -> None:
     )
     by_status = client.get("/api/jobs?status=running", headers=admin_headers).get_json()
     assert [j["id"] for j in by_status] == [second.id]
+    waiting = make_job("WEB-4", status="dispatched")
+    # every job not ended, as aiimpl jobs list --status active lists them
+    active = client.get("/api/jobs?status=active", headers=admin_headers).get_json()
+    assert [j["id"] for j in active] == [waiting.id, second.id]
+    db.session.delete(waiting)
+    db.session.commit()
     by_team = client.get("/api/jobs?team=ENG&limit=1", headers=admin_headers).get_json()
     assert [j["id"] for j in by_team] == [third.id]
     by_issue = client.get("/api/jobs?issue=ENG-1", headers=admin_headers).get_json()
@@ -160,7 +166,7 @@ def test_jobs_list_filters_and_detail(client, admin_headers) -> None:
         (
             "status=bogus",
             "status must be one of: unknown, dispatched, running, completed, review_failed, "
-            "failed, timed_out",
+            "failed, timed_out, active",
         ),
         ("team=" + "x" * 65, "team must be 1 to 64 characters"),
         ("issue=", "issue must be 1 to 64 characters"),

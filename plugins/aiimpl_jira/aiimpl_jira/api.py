@@ -167,6 +167,7 @@ def field_options() -> Any:
         - in: query
           name: fieldId
           required: true
+          description: the field's id (`customfield_10010`)
           schema: {type: string, example: customfield_10010}
       responses:
         200:
@@ -251,6 +252,7 @@ def webhook() -> Any:
         - in: query
           name: secret
           required: false
+          description: "`AIIMPL_JIRA_WEBHOOK_SECRET`, unless the header or the signature carries it"
           schema: {type: string}
       requestBody:
         required: true
