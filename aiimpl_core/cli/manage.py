@@ -265,7 +265,8 @@ def _mapping_options(func):  # noqa: ANN001, ANN202
         click.option("--provider", help="Model provider id (anthropic, bedrock, …)."),
         click.option("--aws-region", "awsRegion", help="AWS region (provider bedrock)."),
         click.option("--execution-mode", "executionMode",
-                     help="Runner backend id (github-actions, fly-machines, …)."),
+                     help="Runner backend id (github-actions, fly-machines, …); local Docker is not "
+                          "named here: the runner mode local selects it."),
         click.option("--machine-cpus", "machineCpus", type=int, help="CPUs of a session machine."),
         click.option("--machine-memory-mb", "machineMemoryMb", type=int,
                      help="Memory of a session machine (MB)."),
@@ -357,7 +358,7 @@ def _mapping_body(team_key: str, values: dict[str, Any]) -> dict[str, Any]:
 def mappings_create(team_key: str, as_json: bool, **values: Any) -> None:
     """Create a mapping for TEAM_KEY (or update it when it exists)."""
     sent = _mapping_body(team_key, values)
-    body = ApiCall()("POST", "/api/mappings", sent)
+    body = _saved(ApiCall(), sent)
     echo_json(body) if as_json else click.echo(f"Mapping {team_key} saved.")
     _warn_uninstalled_backend(body)
     _warn_secret_names(sent)
@@ -374,10 +375,27 @@ def mappings_update(team_key: str, as_json: bool, **values: Any) -> None:
     # 404 "Team not found" when it does not exist
     call("GET", f"/api/mappings/{_segment(team_key, TEAM_NOT_FOUND)}")
     sent = _mapping_body(team_key, values)
-    body = call("POST", "/api/mappings", sent)
+    body = _saved(call, sent)
     echo_json(body) if as_json else click.echo(f"Mapping {team_key} updated.")
     _warn_uninstalled_backend(body)
     _warn_secret_names(sent)
+
+
+def _saved(call: Any, sent: dict[str, Any]) -> Any:
+    """``POST /api/mappings``; an ``executionMode`` naming an installed backend that a runner mode
+    selects instead (local Docker: ``local``) is refused with the API's message and how to use it."""
+    try:
+        return call("POST", "/api/mappings", sent)
+    except click.ClickException as exc:
+        mode = sent.get("executionMode")
+        runners = current_app.extensions["aiimpl"].classes["runner"]
+        runner = runners.get(mode) if isinstance(mode, str) else None
+        selected_by = getattr(runner, "runner_mode", None)
+        if (selected_by and not getattr(runner, "mapping_selectable", True)
+                and exc.message.startswith("executionMode must be")):
+            exc.message += (f" ({mode} is not named by a mapping: it runs every mapping's sessions while "
+                            f"the runner mode is {selected_by}: aiimpl runner-mode set {selected_by})")
+        raise
 
 
 #: a variable's name that says it holds a secret (a word of it, ``_``-separated)
