@@ -126,6 +126,11 @@ def _flask() -> Flask:
     return app
 
 
+#: ``create_app`` override of a process that reads no secret and signs nothing (``aiimpl db``): a key
+#: it makes up for itself when none is set is not warned of
+SIGNS_NOTHING = "AIIMPL_SIGNS_NOTHING"
+
+
 def database_url(configured: str | None, instance_path: str | None = None) -> str:
     """The database URL in force: ``configured`` (``AIIMPL_DATABASE_URL``), else SQLite in the
     instance folder (made when missing). One the app cannot use raises :class:`ConfigError`."""
@@ -247,9 +252,11 @@ def create_app(
     app.config.update(overrides)
 
     if not app.config.get("AIIMPL_SECRET_KEY"):
-        # (said as what it allows: a poller or dispatcher then refuses to run on it, with the reason)
-        log.warning("AIIMPL_SECRET_KEY is not set: this process signs with a random key of its own, "
-                    "which no other process shares (stored secrets and run tokens need the shared key)")
+        # (said as what it allows: a poller or dispatcher then refuses to run on it, with the reason;
+        # not by a process that reads no secret and signs nothing, aiimpl db)
+        if not app.config.get(SIGNS_NOTHING):
+            log.warning("AIIMPL_SECRET_KEY is not set: this process signs with a random key of its own, "
+                        "which no other process shares (stored secrets and run tokens need the shared key)")
         app.config["AIIMPL_SECRET_KEY"] = _secrets.token_hex(32)
         app.config["AIIMPL_SECRET_KEY_MADE_UP"] = True  # stored secrets are refused
     elif warning := config_mod.secret_key_warning(str(app.config["AIIMPL_SECRET_KEY"])):

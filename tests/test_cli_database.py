@@ -158,7 +158,8 @@ def test_db_upgrade_logs_in_the_configured_format(tmp_path):
 
 
 def test_db_current_says_the_revision_without_alembics_own_lines(tmp_path):
-    """Alembic's engine name and DDL note at every run are no news to an operator (at DEBUG only)."""
+    """Alembic's engine name and DDL note at every run are no news to an operator (at DEBUG only).
+    Nor is AIIMPL_SECRET_KEY unset, to a command that reads no secret and signs nothing."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("AIIMPL_")}
     environ.update(AIIMPL_DATABASE_URL=f"sqlite:///{tmp_path}/a.db")
     run = [sys.executable, "-m", "aiimpl_core.cli", "db"]
@@ -167,7 +168,12 @@ def test_db_current_says_the_revision_without_alembics_own_lines(tmp_path):
     done = subprocess.run([*run, "current"], env=environ, capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stdout) == (0, ""), done.stderr
     assert "no revision: the database has no schema yet: run `aiimpl db upgrade`" in done.stderr
-    assert subprocess.run([*run, "upgrade"], env=environ, capture_output=True, timeout=120).returncode == 0
+    assert "AIIMPL_SECRET_KEY" not in done.stderr
+    done = subprocess.run([*run, "upgrade"], env=environ, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "AIIMPL_SECRET_KEY" not in done.stderr, done.stderr
+    listed = subprocess.run([sys.executable, "-m", "aiimpl_core.cli", "jobs", "list"], env=environ,
+                            capture_output=True, text=True, timeout=120)
+    assert "AIIMPL_SECRET_KEY is not set" in listed.stderr  # a command that may sign still says it
     for level, shown in (("", False), ("DEBUG", True)):
         done = subprocess.run([*run, "current"], env={**environ, "AIIMPL_LOG_LEVEL": level},
                               capture_output=True, text=True, timeout=120)

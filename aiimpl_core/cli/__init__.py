@@ -28,12 +28,21 @@ from ..errors import AiimplError
 
 def _create_app():  # noqa: ANN202
     from .. import create_app
+    from ..app import SIGNS_NOTHING
 
     # Every command builds the app, and with AIIMPL_SCHEDULER set the app would start poll cycles in
     # the command's own process: dispatching from `aiimpl jobs list`, polling while `aiimpl db upgrade`
     # migrates, a second loop beside `aiimpl poll`, a cycle cut short when the command exits. Only
     # `aiimpl serve`, a web process, runs the scheduler (see `serve`).
-    return create_app({"AIIMPL_SCHEDULER": False})
+    # `aiimpl db` reads no secret and signs nothing: a key missing is no concern of its own. (The
+    # app is built as the command's name is looked up: Flask-Migrate's `db` is the app's command.)
+    ctx = click.get_current_context(silent=True)
+    migrating = ctx is not None and ctx.find_root().meta.get(_COMMAND) == "db"
+    return create_app({"AIIMPL_SCHEDULER": False, **({SIGNS_NOTHING: True} if migrating else {})})
+
+
+#: ``ctx.meta`` key (of the root context) of the name of the command being run
+_COMMAND = "aiimpl.command"
 
 
 #: ``ctx.meta`` key of the project error that kept the help from loading the app
@@ -185,6 +194,7 @@ class AiimplGroup(FlaskGroup):
 
     def resolve_command(self, ctx: click.Context, args: list[str]):  # noqa: ANN201
         # a command the app adds (`db`, a plugin's group) builds the app to be found, its help too
+        ctx.find_root().meta.setdefault(_COMMAND, args[0] if args else None)
         if "--help" not in args[1:]:
             return super().resolve_command(ctx, args)
         with _start_up_warnings_hidden():
