@@ -86,6 +86,7 @@ def test_no_panel_is_wider_than_a_phone(phone, app, tracker):
 
     tracker.add("ENG-7", title="A long issue title " * 5)
     mapping = add_mapping("ENG")
+    add_mapping("T" * 64)  # a team key as long as they come: the Secrets scope list names it
     launch.create_job(mapping, "ENG-7", phase=Phase.IMPLEMENTATION, provider="fake-tracker",
                       choice=launch.BackendChoice("github-actions", "default", False))
     db.session.commit()

@@ -311,6 +311,8 @@ function initSignin() {
       // too soon after wrong codes: the code was not checked, so say when to try again
       err.textContent = e.retryAfter
         ? `${e.message}: too many wrong codes, try again in ${e.retryAfter} s` : e.message;
+      form.code.focus();  // (to type it again)
+      form.code.select();
     }
   });
 }
@@ -512,16 +514,36 @@ function initProjects() {
           await load().catch(() => {});
           return;
         }
+      } else if (typeof body.teamKey === "string" && body.teamKey) {
+        // a new mapping under a team key that has one would replace it, every setting not typed
+        // here reset (POST /api/mappings creates or updates): refused, its Edit does that
+        const team = body.teamKey;
+        let exists = true;
+        try { await api("GET", `/api/mappings/${encodeURIComponent(team)}`); } catch (e) {
+          if (e.status !== 404) throw e;
+          exists = false;
+        }
+        if (exists) {
+          showFieldError(form, "teamKey", `The team ${team} has a mapping already: change it with its Edit `
+            + "button (a new one would replace all its settings).");
+          return;
+        }
       }
       await api("POST", "/api/mappings", body);
       flash(`Mapping ${body.teamKey} saved`);
       form.reset();
       await load();
+      // the form below the list is emptied: what happened is said above the list, brought into view
+      document.getElementById("flash").scrollIntoView({block: "nearest"});
     } catch (e) {
       if (!showFieldError(form, fieldOfMessage(e.message, form), e.message)) general.textContent = e.message;
     }
   });
-  form.addEventListener("reset", () => editing(form, null));
+  form.addEventListener("reset", () => {
+    editing(form, null);
+    clearFieldErrors(form);  // (the last save's words are about values no longer there)
+    document.getElementById("mapping-error").textContent = "";
+  });
   // a value the browser refuses (a pattern) is said by the browser: the last action's words go
   form.addEventListener("invalid", clearFlash, true);
   const draft = restoreDraft(form);
@@ -642,8 +664,13 @@ function initSessions() {
     if (!btn) return;
     const id = btn.closest("tr").dataset.id;
     if (!confirm(`Destroy session ${id}?`)) return;
-    try { await api("DELETE", `/api/sessions/${encodeURIComponent(id)}`); flash(`Session ${id} destroyed`); await load(); }
-    catch (e) { flash(e.message, "error"); }
+    const index = rowIndex(btn.closest("tr"));
+    const ran = await oneAtATime(btn, async () => {
+      try { await api("DELETE", `/api/sessions/${encodeURIComponent(id)}`); flash(`Session ${id} destroyed`); await load(); }
+      catch (e) { flash(e.message, "error"); }
+    });
+    // (the session destroyed leaves the list: the focus goes to the next one's Destroy)
+    if (ran) refocusRow("#sessions-table", (tr) => tr.dataset.id === id, ["destroy"], index);
   });
 }
 
@@ -760,18 +787,22 @@ function initSecrets() {
   });
   // a name the browser refuses (its pattern) is said by the browser: the last action's words go
   document.getElementById("secret-form").addEventListener("invalid", clearFlash, true);
-  document.getElementById("secret-form").addEventListener("submit", async (ev) => {
+  document.getElementById("secret-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const form = ev.target;
     const err = document.getElementById("secret-error");
-    err.textContent = "";
-    clearFlash();
-    try {
-      await api("POST", pathOf(scope.value), {name: form.name.value, value: form.value.value});
-      flash(`Secret ${form.name.value} set`);
-      form.reset();
-      await load();
-    } catch (e) { err.textContent = e.message; }
+    // a second click while the first is on its way sends nothing (the form is emptied after it)
+    oneAtATime(submit, async () => {
+      err.textContent = "";
+      clearFlash();
+      const name = form.name.value;
+      try {
+        await api("POST", pathOf(scope.value), {name, value: form.value.value});
+        flash(`Secret ${name} set`);
+        form.reset();
+        await load();
+      } catch (e) { err.textContent = e.message; }
+    });
   });
   document.querySelector("#secrets-table").addEventListener("click", async (ev) => {
     const btn = ev.target.closest("button[data-act=delete]");

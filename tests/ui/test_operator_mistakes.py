@@ -1,0 +1,144 @@
+"""What operators do by mistake in the panels: a new mapping typed under a team key that has one,
+Clear after a failed save, a double click on Set secret, a long value in a table, and the icon
+every page asks for."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aiimpl_core.extensions import db
+from aiimpl_core.services import mappings, secrets
+from aiimpl_core.testing.fakes import add_mapping
+
+from .conftest import WAIT_MS
+from .test_browser import fill_mapping, sign_in
+
+pytestmark = pytest.mark.browser
+
+
+def test_a_new_mapping_under_a_team_key_that_has_one_does_not_replace_it(page, app):
+    """POST /api/mappings creates or updates: the form, not editing, replaced the mapping and reset
+    every setting not typed (its CPUs, its cap, its execution mode)."""
+    add_mapping("OPS", machine_cpus=4, max_in_progress=2)
+    sign_in(page)
+    page.locator('#mappings-table tr[data-team="OPS"]').wait_for()
+    fill_mapping(page, "OPS", "other")
+    page.get_by_role("button", name="Save mapping").click()
+    said = ("The team OPS has a mapping already: change it with its Edit button (a new one would replace "
+            "all its settings).")
+    page.locator("#e-teamKey").get_by_text(said).wait_for()
+    assert page.get_by_label("Team key").evaluate("(el) => el === document.activeElement")
+    db.session.rollback()
+    stored = mappings.get("OPS")
+    assert (stored["repo"], stored["machineCpus"], stored["maxInProgressAiIssues"]) == ("ops", 4, 2)
+    # a key that has none is saved as before, and the message brought into view
+    page.get_by_label("Team key").fill("WEB")
+    page.get_by_label("Ticketing (JSON object)").fill('{"provider": "fake-tracker"}')
+    page.get_by_role("button", name="Save mapping").click()
+    page.locator("#flash.ok").get_by_text("Mapping WEB saved").wait_for()
+    assert page.locator("#e-teamKey").inner_text() == ""
+    in_view = "(() => { const r = document.getElementById('flash').getBoundingClientRect(); " \
+              "return r.top > -2 && r.bottom <= innerHeight + 2; })()"
+    assert page.evaluate(in_view)
+    db.session.rollback()
+    assert mappings.get("WEB")["repo"] == "other"
+
+
+def test_clear_takes_the_last_saves_errors_away(page, app):
+    sign_in(page)
+    fill_mapping(page, "ENG", "api")
+    page.get_by_label("Concurrency cap").fill("abc")
+    page.get_by_role("button", name="Save mapping").click()
+    cap = page.get_by_label("Concurrency cap")
+    page.locator("#e-maxInProgressAiIssues").get_by_text("maxInProgressAiIssues must be a positive integer") \
+        .wait_for()
+    assert cap.get_attribute("aria-invalid") == "true"
+    page.get_by_role("button", name="Clear").click()
+    page.wait_for_function("document.getElementById('e-maxInProgressAiIssues').textContent === ''")
+    assert cap.get_attribute("aria-invalid") is None and cap.input_value() == ""
+    assert page.locator("#mapping-error").inner_text() == ""
+
+
+def test_a_double_click_on_set_secret_sets_it_once_and_says_its_name(page, app):
+    """The second click, while the first was on its way, sent the value again and then said
+    'Secret  set', the form emptied by the first."""
+    sign_in(page)
+    page.get_by_role("link", name="Secrets").click()
+    page.locator("#secrets-table").get_by_text("No secrets in this scope.").wait_for()
+    held, posts = [], []
+
+    def hold(route):  # noqa: ANN001, ANN202
+        if route.request.method == "POST":
+            posts.append(route.request.post_data_json)
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/api/global-secrets", hold)
+    page.get_by_label("Name").fill("NPM_TOKEN")
+    page.get_by_label("Value").fill("s3cr3t-value")
+    button = page.get_by_role("button", name="Set secret")
+    button.click()
+    page.wait_for_function("document.querySelector('#secret-form button[type=submit]').dataset.busy === '1'")
+    button.click()  # while the first is on its way
+    page.evaluate("() => new Promise((done) => setTimeout(done, 200))")
+    assert len(posts) == 1 and len(held) == 1
+    held.pop().continue_()
+    page.locator("#flash.ok").get_by_text("Secret NPM_TOKEN set", exact=True).wait_for()
+    assert len(posts) == 1
+    assert [s["name"] for s in secrets.list_secrets(secrets.GLOBAL)] == ["NPM_TOKEN"]
+
+
+def test_destroying_a_session_keeps_the_focus_in_the_list(page, app):
+    page.on("dialog", lambda dialog: dialog.accept())
+    listed = [{"id": f"m-{n}", "backend": "fly-machines", "state": "started", "jobId": n,
+               "issueKey": f"ENG-{n}"} for n in (1, 2)]
+    deleted = []
+
+    def sessions(route):  # noqa: ANN001, ANN202
+        if route.request.method == "DELETE":
+            gone = route.request.url.rsplit("/", 1)[1]
+            deleted.append(gone)
+            listed[:] = [s for s in listed if s["id"] != gone]
+            route.fulfill(status=200, content_type="application/json", body=json.dumps({"deleted": True}))
+        else:
+            route.fulfill(status=200, content_type="application/json", body=json.dumps(listed))
+
+    sign_in(page)
+    page.route("**/api/sessions**", sessions)
+    page.goto("/ui/sessions")
+    page.get_by_role("button", name="Destroy session m-1", exact=True).focus()
+    page.keyboard.press("Enter")
+    page.get_by_text("Session m-1 destroyed").wait_for()
+    page.locator('#sessions-table tr[data-id="m-1"]').wait_for(state="detached")
+    from playwright.sync_api import expect
+
+    expect(page.get_by_role("button", name="Destroy session m-2", exact=True)).to_be_focused(timeout=WAIT_MS)
+    assert deleted == ["m-1"]
+
+
+def test_a_long_value_wraps_in_its_cell_and_the_row_buttons_stay_in_view(page, app):
+    add_mapping("T" * 64, repo="r" * 100, default_branch="b" * 100)
+    sign_in(page)
+    page.locator("#mappings-table tbody tr[data-team]").wait_for()
+    fits = """() => { const table = document.querySelector('#mappings-table');
+        return [table.scrollWidth, table.parentElement.clientWidth]; }"""
+    width, room = page.evaluate(fits)
+    assert width <= room, (width, room)
+    edit = page.get_by_role("button", name=f"Edit mapping {'T' * 64}")
+    box = edit.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= page.viewport_size["width"]
+
+
+def test_pages_ask_for_no_icon_they_do_not_have(page, app):
+    """Every page asked for /favicon.ico, a 404 in the browser's console."""
+    missing = []
+    page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
+    page.goto("/ui/signin")
+    page.wait_for_load_state("networkidle")
+    sign_in(page)
+    page.wait_for_load_state("networkidle")
+    assert missing == []
+    icon = page.evaluate("document.querySelector('link[rel=icon]').href")
+    assert page.request.get(icon).status == 200
