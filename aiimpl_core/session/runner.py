@@ -755,7 +755,9 @@ class Session:
         with self.step("pull-request") as detail:
             title = f"{cfg.issue_key}: {(issue.get('title') or '').strip()}".rstrip(": ")
             link = f"[{cfg.issue_key}]({issue['url']})" if issue.get("url") else cfg.issue_key
-            description = (issue.get("description") or "").strip()
+            # masked whole before it is cut or quoted: a cut through a secret, or a "> " put into
+            # one the description wraps over two lines, would leave a piece no mask matches
+            description = self.redactor.text((issue.get("description") or "").strip())
             if len(description) > 4000:
                 description = description[:4000] + "…"
             body = f"Resolves {link}.\n\n"

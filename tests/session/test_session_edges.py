@@ -62,6 +62,26 @@ def test_a_secret_in_the_issue_title_is_masked_in_the_commit_message_as_in_the_p
     assert pr.title == "ENG-1: Rotate the key [REDACTED]"
 
 
+def test_a_secret_the_cut_of_a_long_description_goes_through_is_masked_in_the_pull_request(
+    world: World,
+) -> None:
+    """The pull request quotes the issue's description, cut at 4,000 characters: cut first, a secret
+    across the cut lost its end, and the piece left was no longer masked (39 of its 40 characters
+    went to GitHub). So was a secret a line break of the description splits, each line quoted."""
+    value = "legacy-0123456789abcdef0123456789abcdef"
+    world.mapping()
+    description = f"Rotate {value[:20]}\n{value[20:]} too.\n" + "a" * (4000 - 40 - len(value) // 2) + value
+    job_id = world.dispatch(description=description)
+
+    code, out = world.run_session(job_id, LEGACY_API_TOKEN=value)
+
+    assert code == 0, out
+    [pr] = world.github.pull_requests("acme", "eng")
+    body = pr.body or ""
+    assert "Resolves" in body and "aaaa" in body and body.count("[REDACTED]") == 2, body[:300]
+    assert value[:12] not in body and value[-12:] not in body, body
+
+
 def test_sigterm_during_the_push_saves_the_work_on_the_reserve(world: World) -> None:
     """Stopped while ``git push`` runs: the commit exists, and the push is done again on the
     session's reserve, as after a stop during the commit; the work is not lost."""
