@@ -145,6 +145,13 @@ class HttpClient:
                     "line break or spaces around it: check the credential settings for a trailing "
                     "newline)", provider=self.provider,
                 ) from None
+            except requests.exceptions.InvalidJSONError:
+                # a body JSON cannot write (NaN, an infinity): nothing was sent, and sending it
+                # again would fail the same way (it is no outage to wait out)
+                raise ProviderError(
+                    f"{self.provider}: {method} {path} was not sent: its body is not valid JSON (a "
+                    "number JSON cannot write, such as NaN)", provider=self.provider,
+                ) from None
             except requests.RequestException as exc:
                 if attempt <= self.retries and (method in IDEMPOTENT or retry_unsafe):
                     self.sleep(self.backoff * 2 ** (attempt - 1))

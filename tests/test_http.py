@@ -166,6 +166,19 @@ def test_a_header_value_with_a_line_break_is_said_without_its_value(recorder) ->
     assert "ghp_secret-value" not in caught.value.message and seen == []
 
 
+def test_a_body_json_cannot_write_is_said_as_not_sent_and_not_retried(recorder) -> None:
+    """A NaN in a body: requests refuses to encode it (InvalidJSONError), which was said as an
+    answer that never came, and retried as an outage."""
+    url, seen = recorder
+    client = HttpClient(url, provider="orchestrator", retries=3, sleep=lambda _s: None)
+    with pytest.raises(ProviderError) as caught:
+        client.request("POST", "/runner/result", json={"costUsd": float("nan")}, retry_unsafe=True)
+    assert caught.value.message == (
+        "orchestrator: POST /runner/result was not sent: its body is not valid JSON (a number JSON "
+        "cannot write, such as NaN)")
+    assert seen == []
+
+
 @pytest.mark.parametrize(
     ("url", "host"),
     [

@@ -9,6 +9,7 @@ and edits files can take Claude Code's place. Claude Code's ``--output-format js
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shlex
@@ -49,7 +50,14 @@ class AgentRun:
     @property
     def cost_usd(self) -> float | None:
         value = (self.report or {}).get("total_cost_usd")
-        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return None
+        try:
+            cost = float(value)
+        except OverflowError:  # an integer past a float's range
+            return None
+        # (JSON reads NaN, Infinity and 1e999, which no cost is and no JSON body can carry)
+        return cost if math.isfinite(cost) else None
 
     @property
     def turns(self) -> int | None:

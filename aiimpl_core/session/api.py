@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -125,8 +126,10 @@ def _texts(value: dict[str, Any] | list[Any]) -> Iterator[tuple[Any, Any, str]]:
 def sendable(body: dict[str, Any], limit: int = MAX_BODY_BYTES) -> dict[str, Any]:
     """``body`` as the orchestrator takes it: a NUL or a lone surrogate in any text (an agent that
     printed a binary file) becomes U+FFFD, and the longest texts are cut, their start kept, until
-    its JSON takes at most ``limit`` bytes: one refused body would lose the whole report."""
-    body = map_strings(body, _sendable_text)
+    its JSON takes at most ``limit`` bytes: one refused body would lose the whole report. A number
+    JSON cannot write (NaN, an infinity: an agent's cost of ``1e999``) is left out (``null``):
+    the body could not be sent at all."""
+    body = _finite(map_strings(body, _sendable_text))
     for _ in range(64):
         excess = len(json.dumps(body)) - limit
         if excess <= 0:
@@ -142,6 +145,17 @@ def sendable(body: dict[str, Any], limit: int = MAX_BODY_BYTES) -> dict[str, Any
         keep = max(0, len(text) - excess - marker)
         container[key] = text[:keep] + CUT.format(len(text) - keep)
     return body
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every float that is not finite replaced by ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def describe_answer(resp: requests.Response) -> str:

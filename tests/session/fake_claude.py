@@ -10,7 +10,7 @@ the model API key (plain, split across lines, URL-encoded) and fails; ``slow`` e
 sleeps ``FAKE_AGENT_SLEEP`` seconds; ``hang`` edits, then never finishes; ``dotenv`` edits and
 writes the model API key into ``.env`` (``dotenv_max_turns``: and ends at its turn limit);
 ``verify_rewrite`` edits and rewrites ``.ai-implement/verify.sh`` to ``exit 0``, ``verify_delete``
-edits and deletes it.
+edits and deletes it. ``FAKE_AGENT_COST`` sets the cost an edit reports.
 The post-push review answers as ``FAKE_REVIEW`` says (``approve``, ``block``, ``mumble``, or
 ``unapproved`` without a blocker that says anything).
 """
@@ -133,7 +133,8 @@ def main(argv: list[str]) -> int:
             with open(marker, "w", encoding="utf-8") as fh:
                 fh.write("started")
         time.sleep(600)
-    report("Added greeting.txt.", turns=7, cost=0.25)
+    # FAKE_AGENT_COST: the cost as written (NaN, 1e999: JSON reads them; no JSON body can carry them)
+    report("Added greeting.txt.", turns=7, cost=float(os.environ.get("FAKE_AGENT_COST", "0.25")))
     return 0
 
 

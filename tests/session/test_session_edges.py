@@ -7,6 +7,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from aiimpl_core.session import prompts
 
 from .conftest import FULL_GITHUB, World, git, script
@@ -80,6 +82,24 @@ def test_a_secret_the_cut_of_a_long_description_goes_through_is_masked_in_the_pu
     body = pr.body or ""
     assert "Resolves" in body and "aaaa" in body and body.count("[REDACTED]") == 2, body[:300]
     assert value[:12] not in body and value[-12:] not in body, body
+
+
+@pytest.mark.parametrize("cost", ["NaN", "1e999"])
+def test_a_cost_json_cannot_write_loses_no_report(world: World, cost: str) -> None:
+    """An agent's answer may hold a number JSON reads and cannot write (``NaN``, ``1e999``, read as
+    an infinity): the bodies that carried it could not be sent, taken as the orchestrator being
+    unreachable, and the result was given up on after the PR was open (the job stayed running)."""
+    world.mapping(FAKE_AGENT_COST=cost)
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id)
+
+    assert code == 0, out
+    job = world.job(job_id)
+    assert job.status == "completed", (job.status, job.error, out)
+    assert job.cost_usd == pytest.approx(0.05)  # the review's; the agent's said nothing
+    assert "unreachable" not in out and "InvalidJSONError" not in out, out
+    assert world.steps(job_id)["agent"].status == "succeeded"
 
 
 def test_sigterm_during_the_push_saves_the_work_on_the_reserve(world: World) -> None:
