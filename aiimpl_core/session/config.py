@@ -85,6 +85,22 @@ def _url(var: E.EnvVar, value: str, *, web: bool = True) -> str:
     return value
 
 
+#: the longest link the orchestrator takes as a session's ``logUrl``
+MAX_LOG_URL_CHARS = 2000
+
+
+def _log_url(value: str | None) -> str | None:
+    """``AIIMPL_LOG_URL`` as the orchestrator takes it (an http or https URL of at most 2,000
+    characters): one it refuses would lose the 🚀 comment of every session, said in a log line only."""
+    if value is None:
+        return None
+    value = _url(E.LOG_URL, value)
+    if len(value) > MAX_LOG_URL_CHARS:
+        raise ConfigError(f"{E.LOG_URL.name} must be at most {MAX_LOG_URL_CHARS} characters, not "
+                          f"{len(value)}")
+    return value
+
+
 def branch_refused(name: str, environ: Mapping[str, str]) -> bool:
     """Whether git refuses ``name`` as a branch name: ``git check-ref-format --branch``, the very
     rules ``git checkout -B`` applies (no spaces, ``..``, ``@{``, a leading ``-``, a component
@@ -233,7 +249,7 @@ class SessionConfig:
             setup_command=opt(E.SETUP_COMMAND),
             verify_command=opt(E.VERIFY_COMMAND),
             workdir=opt(E.WORKDIR),
-            log_url=opt(E.LOG_URL),
+            log_url=_log_url(opt(E.LOG_URL)),
             refresh_margin=float(_int(environ, E.TOKEN_REFRESH_SECONDS, minimum=0)),
             report_retry=float(_int(environ, E.REPORT_RETRY_SECONDS, minimum=0)),
             author_name=opt(E.GIT_AUTHOR_NAME) or "AI-Implement",

@@ -82,7 +82,8 @@ VERIFY_COMMAND = EnvVar(
     "The mapping's verification command (bash), used when the repository has no .ai-implement/verify.sh",
 )
 WORKDIR = EnvVar("AIIMPL_WORKDIR", "Directory the session clones into (default: a fresh temporary directory)")
-LOG_URL = EnvVar("AIIMPL_LOG_URL", "Link to this session's logs, shown in the progress comments")
+LOG_URL = EnvVar("AIIMPL_LOG_URL", "Link to this session's logs, shown in the progress comments (an "
+                 "http:// or https:// URL of at most 2,000 characters)")
 LOG_LEVEL = EnvVar(
     "AIIMPL_LOG_LEVEL",
     "Level of the session program's own log lines on standard error (DEBUG, INFO, WARNING, ERROR or "

@@ -352,7 +352,10 @@ def _run_token(phase: str) -> str:
 
 
 def test_config_defaults() -> None:
+    assert SessionConfig.from_environ(base_env(AIIMPL_LOG_URL="https://logs.test/s/1")).log_url == (
+        "https://logs.test/s/1")
     cfg = SessionConfig.from_environ(base_env())
+    assert cfg.log_url is None
     assert cfg.url == "http://o.test" and cfg.max_turns == 50 and cfg.lifetime == 3600
     assert cfg.clone_url == "https://github.com/acme/api.git"
     assert cfg.agent_command.startswith("claude -p {prompt}") and cfg.review_command == cfg.agent_command
@@ -376,6 +379,12 @@ def test_config_defaults() -> None:
         # the orchestrator refused the result (phase_mismatch) once the work was done
         ({"AIIMPL_PHASE": "planning", "AIIMPL_RESULT_TOKEN": _run_token("implementation")},
          "AIIMPL_PHASE is planning, but the run tokens are for implementation"),
+        # the orchestrator refused it with session_created, whose 🚀 comment every session then
+        # lacked (and a session that died got no ⚠️ comment from the reconciler either)
+        ({"AIIMPL_LOG_URL": "grafana.internal/d/logs"},
+         "AIIMPL_LOG_URL must be an http:// or https:// URL with a host, not 'grafana.internal/d/logs'"),
+        ({"AIIMPL_LOG_URL": "https://logs.test/" + "x" * 2000},
+         "AIIMPL_LOG_URL must be at most 2000 characters"),
     ],
 )
 def test_config_errors_name_the_variable(env: dict[str, str], message: str) -> None:
