@@ -240,9 +240,8 @@ class SessionConfig:
             git_base_url=_url(E.GIT_BASE_URL, (opt(E.GIT_BASE_URL) or web_base(api_url)).rstrip("/"),
                               web=False),
             agent_command=agent_command,
-            review_command=_command(environ, E.REVIEW_COMMAND)
-            if environ.get(E.REVIEW_COMMAND.name)
-            else agent_command,
+            # (blank, as the other settings: unset)
+            review_command=_command(environ, E.REVIEW_COMMAND) if opt(E.REVIEW_COMMAND) else agent_command,
             max_turns=_int(environ, E.MAX_TURNS),
             review_max_turns=_int(environ, E.REVIEW_MAX_TURNS),
             review_enabled=_bool(opt(E.REVIEW) or "true"),

@@ -356,6 +356,9 @@ def test_config_defaults() -> None:
         "https://logs.test/s/1")
     cfg = SessionConfig.from_environ(base_env())
     assert cfg.log_url is None
+    # a blank review command is none, as every blank setting (it stopped the session: "is empty")
+    blank = SessionConfig.from_environ(base_env(AIIMPL_REVIEW_COMMAND="  "))
+    assert blank.review_command == cfg.agent_command
     assert cfg.url == "http://o.test" and cfg.max_turns == 50 and cfg.lifetime == 3600
     assert cfg.clone_url == "https://github.com/acme/api.git"
     assert cfg.agent_command.startswith("claude -p {prompt}") and cfg.review_command == cfg.agent_command
