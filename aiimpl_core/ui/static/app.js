@@ -386,6 +386,15 @@ function editing(form, team) {
   note.textContent = team ? `Editing the mapping of ${team}; its team key stays. Clear to create another mapping.` : "";
 }
 
+/* Whether the team has a mapping now (its 404 is the answer; any other failure is thrown). */
+async function mappingExists(team) {
+  try { await api("GET", `/api/mappings/${encodeURIComponent(team)}`); } catch (e) {
+    if (e.status !== 404) throw e;
+    return false;
+  }
+  return true;
+}
+
 function fillMappingForm(form, m) {
   editing(form, m.teamKey);
   for (const el of form.elements) {
@@ -506,8 +515,7 @@ function initProjects() {
         // saving an edit updates the mapping; one deleted meanwhile would be created again, with
         // none of its secrets: said instead, and a second Save creates it
         const team = form.dataset.editing;
-        try { await api("GET", `/api/mappings/${encodeURIComponent(team)}`); } catch (e) {
-          if (e.status !== 404) throw e;
+        if (!await mappingExists(team)) {
           editing(form, null);
           general.textContent = `The mapping of ${team} was deleted meanwhile (its team secrets with it): `
             + "Save again to create it anew.";
@@ -518,12 +526,7 @@ function initProjects() {
         // a new mapping under a team key that has one would replace it, every setting not typed
         // here reset (POST /api/mappings creates or updates): refused, its Edit does that
         const team = body.teamKey;
-        let exists = true;
-        try { await api("GET", `/api/mappings/${encodeURIComponent(team)}`); } catch (e) {
-          if (e.status !== 404) throw e;
-          exists = false;
-        }
-        if (exists) {
+        if (await mappingExists(team)) {
           showFieldError(form, "teamKey", `The team ${team} has a mapping already: change it with its Edit `
             + "button (a new one would replace all its settings).");
           return;
