@@ -38,9 +38,10 @@ def test_a_new_mapping_under_a_team_key_that_has_one_does_not_replace_it(page, a
     page.get_by_role("button", name="Save mapping").click()
     page.locator("#flash.ok").get_by_text("Mapping WEB saved").wait_for()
     assert page.locator("#e-teamKey").inner_text() == ""
-    in_view = "(() => { const r = document.getElementById('flash').getBoundingClientRect(); " \
-              "return r.top > -2 && r.bottom <= innerHeight + 2; })()"
-    assert page.evaluate(in_view)
+    # (brought into view once the list is loaded again, after the words are said: waited for)
+    in_view = "() => { const r = document.getElementById('flash').getBoundingClientRect(); " \
+              "return r.top > -2 && r.bottom <= innerHeight + 2; }"
+    page.wait_for_function(in_view, timeout=5000)
     db.session.rollback()
     assert mappings.get("WEB")["repo"] == "other"
 
