@@ -5,11 +5,17 @@ Git's output is returned to the caller, which redacts it before it goes anywhere
 
 from __future__ import annotations
 
+import codecs
+import os
+import re
+import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from . import procs
+from .redact import Scan
 
 
 @dataclass
@@ -39,17 +45,76 @@ class RefusedChanges(GitError):
         return self.output
 
 
-def added_lines(patch: str) -> dict[str, str]:
-    """The lines a ``git diff --unified=0`` patch adds, per file (binary files as git prints them)."""
-    out: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in patch.splitlines():
-        if line.startswith("diff --git "):
-            path = line.split(" b/", 1)[-1]
-            current = out.setdefault(path, [])
-        elif current is not None and line.startswith("+") and not line.startswith("+++ "):
-            current.append(line[1:])
-    return {path: "\n".join(lines) for path, lines in out.items()}
+#: how much of a patch the secret check reads at a time (a file of gigabytes is read, not held)
+READ_BYTES = 1 << 20
+
+
+#: a line that starts a file's part of a patch, or a hunk of it
+_MARK = re.compile(rb"^(?:diff --git |@@)", re.M)
+#: an added line's text (without its "+")
+_ADDED = re.compile(rb"^\+([^\n]*\n?)", re.M)
+
+
+def files_adding(patch: BinaryIO, holds: Callable[[], Scan]) -> list[str]:
+    """The files whose added lines, in a ``git diff --unified=0`` patch (or several, one after
+    another), ``holds`` finds something in: each file's added lines are given to a fresh scan
+    from ``holds()`` as their text, a line break after each, a part at a time, a file named twice
+    (changed by two commits) read twice. The patch is read from a file, never held whole."""
+    found: list[str] = []
+    path = ""
+    scan: Scan | None = None
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    pending: list[bytes] = []
+    in_hunk = False  # past the file's header (its "--- a/" and "+++ b/" lines), in its hunks
+    continued: bool | None = None  # the last read ended inside a line: whether that line is added
+
+    def take(data: bytes, last: bool = False) -> None:
+        if scan is None or scan.found:
+            return
+        if data:
+            pending.append(data)
+        if last or sum(map(len, pending)) >= READ_BYTES:
+            scan.feed(decoder.decode(b"".join(pending), final=last))
+            pending.clear()
+
+    def close() -> None:
+        nonlocal scan
+        take(b"", last=True)
+        if scan is not None and scan.end() and path not in found:
+            found.append(path)
+        decoder.reset()
+        scan = None
+
+    while block := patch.read(READ_BYTES):
+        if not block.endswith(b"\n"):  # the rest of its last line (a line longer than a read: a part)
+            block += patch.readline(READ_BYTES)
+        at = 0
+        if continued is not None:
+            end = block.find(b"\n") + 1 or len(block)
+            if continued:
+                take(block[:end])
+            at = end
+            if block.endswith(b"\n") or end < len(block):
+                continued = None
+        for mark in _MARK.finditer(block, at):
+            if in_hunk:
+                take(b"".join(_ADDED.findall(block, at, mark.start())))
+            end = block.find(b"\n", mark.start()) + 1 or len(block)
+            if block.startswith(b"diff --git ", mark.start()):
+                close()
+                line = block[mark.start() : end].rstrip(b"\n")
+                path = line.decode("utf-8", "replace").split(" b/", 1)[-1]
+                scan, in_hunk = holds(), False
+            else:
+                in_hunk = True
+            at = end
+        if continued is None and not block.endswith(b"\n"):  # its last line goes on in the next read
+            start = block.rfind(b"\n") + 1
+            continued = in_hunk and start >= at and block.startswith(b"+", start)
+        if in_hunk:
+            take(b"".join(_ADDED.findall(block, at)))
+    close()
+    return found
 
 
 class Git:
@@ -134,35 +199,49 @@ class Git:
         self,
         message: str,
         *,
-        refuse: Callable[[dict[str, str]], str | None] | None = None,
+        holds: Callable[[], Scan] | None = None,
+        refuse: Callable[[list[str]], str] | None = None,
         since: str | None = None,
         **kw: object,
     ) -> str | None:
         """Stage everything and commit; ``None`` when there was nothing to commit.
 
-        :param refuse: given the lines each staged file adds (path → text), a reason not to commit
-            them; the files are then unstaged and :class:`RefusedChanges` raised.
-        :param since: with ``refuse``, the commit the work started from: the lines that commits
-            made since (by an agent that commits on its own) add are read by ``refuse`` too, since
-            the push sends them along.
+        :param holds: a fresh scan for each staged file's added lines (:func:`files_adding`); the
+            files it finds something in are unstaged, :class:`RefusedChanges` raised with
+            ``refuse(files)``.
+        :param since: with ``holds``, the commit the work started from: the lines that commits
+            made since (by an agent that commits on its own) add are read too, since the push
+            sends them along.
         """
         self.run("add", "--all", **kw)  # type: ignore[arg-type]
         staged = self.run("diff", "--cached", "--quiet", check=False, **kw)  # type: ignore[arg-type]
-        if refuse is not None:
-            plain = ("--text", "--no-color", "--no-ext-diff", "--unified=0")
-            patch = self.run("diff", "--cached", *plain, **kw).stdout  # type: ignore[arg-type]
-            if since:
-                commits = self.run("log", "--format=", "--patch", *plain, f"{since}..HEAD",
-                                   **kw)  # type: ignore[arg-type]
-                patch += "\n" + commits.stdout
-            reason = refuse(added_lines(patch))
-            if reason:
+        if holds is not None:
+            files = self._files_adding(holds, since, **kw)
+            if files:
                 self.run("reset", "-q", **kw)  # type: ignore[arg-type]
-                raise RefusedChanges("commit", 1, reason)
+                raise RefusedChanges("commit", 1, refuse(files) if refuse else ", ".join(files))
         if staged.code == 0:
             return None
         self.run("commit", "--no-verify", "-q", "-m", message, **kw)  # type: ignore[arg-type]
         return self.run("rev-parse", "HEAD", **kw).stdout.strip()  # type: ignore[arg-type]
+
+    def _files_adding(self, holds: Callable[[], Scan], since: str | None, **kw: object) -> list[str]:
+        # written to a file by git and read from it a part at a time: a staged file of gigabytes
+        # (a dataset, a build's output) would take the session's memory many times over as text
+        plain = ("--text", "--no-color", "--no-ext-diff", "--unified=0")
+        with tempfile.TemporaryDirectory(prefix="aiimpl-check-") as tmp:
+            staged, commits = os.path.join(tmp, "staged.patch"), os.path.join(tmp, "commits.patch")
+            self.run("diff", "--cached", *plain, f"--output={staged}", **kw)  # type: ignore[arg-type]
+            patches = [staged]
+            if since:
+                self.run("log", "--format=", "--patch", *plain, f"--output={commits}", f"{since}..HEAD",
+                         **kw)  # type: ignore[arg-type]
+                patches.append(commits)
+            files: list[str] = []
+            for name in patches:
+                with open(name, "rb") as patch:
+                    files += [f for f in files_adding(patch, holds) if f not in files]
+            return files
 
     def push(self, branch: str, *, replacing: str | None = None, **kw: object) -> None:
         """Push ``HEAD`` to ``branch``. Never forced: the branch may hold an earlier attempt's work,

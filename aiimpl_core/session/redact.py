@@ -125,6 +125,7 @@ class Redactor:
         self._pending: set[str] = set()
         self._chunks: tuple[re.Pattern[str], ...] = ()
         self._long: tuple[str, ...] = ()
+        self._longest = 0  # the length of the longest variant compiled
         self._lock = threading.Lock()
         self.add(*values)
 
@@ -166,6 +167,7 @@ class Redactor:
                 if short:
                     self._chunks += (_compile(short),)
                 self._long += tuple(variants - short)
+                self._longest = max(self._longest, *map(len, variants), 0)
                 self._pending = set()
             return self._chunks, self._long
 
@@ -218,10 +220,52 @@ class Redactor:
         out.append(value[written:])
         return "".join(out)
 
+    def scan(self) -> Scan:
+        """A :class:`Scan` for a text too large to hold, read a part at a time."""
+        chunks, long = self._compiled()
+        return Scan(chunks, long, self._longest)
+
     def data(self, value: Any, keep: Iterable[str] = ()) -> Any:
         """A JSON-like value with every string masked, an object's keys included; top-level keys
         in ``keep`` pass unchanged with their values (the nonce a request must carry)."""
         return map_strings(value, self.text, keep)
+
+
+class Scan:
+    """Whether a text given a part at a time holds a secret: what :meth:`Redactor.known` would mask
+    in the whole text is found wherever the parts cut it (a secret split by a cut, or by a line
+    break as well). Only the end of what was read is kept, as long as the longest form of a secret."""
+
+    def __init__(self, chunks: tuple[re.Pattern[str], ...], long: tuple[str, ...], longest: int) -> None:
+        self._chunks = chunks
+        self._long = long
+        self._keep = longest  # (a secret found across a cut is in the end kept and the next part)
+        self._carry = ""  # the end of the squeezed text read so far
+        self._backslash = False  # a part ended in a backslash: with the next part's "n", a line break
+        self.found = False
+
+    def feed(self, text: str) -> bool:
+        """Read the next part; whether a secret was found so far."""
+        if self.found or not (self._chunks or self._long):
+            return self.found
+        if self._backslash:
+            text = "\\" + text
+        # (squeezed apart, two parts are as squeezed together unless the first ends in a backslash)
+        self._backslash = text.endswith("\\")
+        return self._read(text[:-1] if self._backslash else text)
+
+    def _read(self, text: str) -> bool:
+        squeezed = self._carry + _squeezed(text)
+        self.found = any(v in squeezed for v in self._long) or any(c.search(squeezed) for c in self._chunks)
+        self._carry = squeezed[-self._keep :] if self._keep else ""
+        return self.found
+
+    def end(self) -> bool:
+        """The text has been read whole: whether it holds a secret."""
+        if self._backslash and not self.found:
+            self._backslash = False
+            self._read("\\")
+        return self.found
 
 
 def map_strings(value: Any, text: Callable[[str], str], keep: Iterable[str] = ()) -> Any:

@@ -664,8 +664,9 @@ class Session:
         allowance = min(now + SAVE_ALLOWANCE, max(now + SAVE_MIN, end - REPORT_TIME))
         try:
             sha = self.git.commit_all(
-                f"{self.cfg.issue_key}: work in progress ({why})", refuse=self._secrets_in,
-                since=self.state.start_sha, deadline=allowance, ignore_stop=True,
+                f"{self.cfg.issue_key}: work in progress ({why})", holds=self.redactor.scan,
+                refuse=self._secrets_refused, since=self.state.start_sha, deadline=allowance,
+                ignore_stop=True,
             )
             head = self.git.run("rev-parse", "HEAD", deadline=allowance, ignore_stop=True).stdout.strip()
             if sha is None and head == self.state.start_sha:
@@ -680,16 +681,14 @@ class Session:
             self._learn_tokens()
             return self.redactor.text(f"Saving the work so far failed: {exc}")
 
-    def _secrets_in(self, added: dict[str, str]) -> str | None:
-        """Why the agent's changes must not be committed: files that add the value of a secret the
-        session knows (a ``.env`` the agent wrote, an environment dump), or ``None``."""
-        # the values themselves: a URL with credentials in the changes (a test database's
-        # postgres://app:app@localhost) is no secret of the session
-        files = sorted(path for path, text in added.items() if self.redactor.known(text) != text)
-        if not files:
-            return None
-        return (f"The changes hold the value of a secret of the session (in {', '.join(files)}): nothing "
-                "was committed or pushed. Keep secrets out of the repository and re-run")
+    @staticmethod
+    def _secrets_refused(files: list[str]) -> str:
+        """Why the agent's changes were not committed: ``files`` add the value of a secret the
+        session knows (a ``.env`` the agent wrote, an environment dump). The values themselves: a
+        URL with credentials in the changes (a test database's postgres://app:app@localhost) is no
+        secret of the session."""
+        return (f"The changes hold the value of a secret of the session (in {', '.join(sorted(files))}): "
+                "nothing was committed or pushed. Keep secrets out of the repository and re-run")
 
     def _commit(self) -> bool:
         cfg = self.cfg
@@ -704,7 +703,8 @@ class Session:
             # pushed to the repository, as the pull request's title is sent to GitHub: masked the same
             message = self.redactor.text(message)
             try:
-                self.git.commit_all(message, refuse=self._secrets_in, since=self.state.start_sha)
+                self.git.commit_all(message, holds=self.redactor.scan, refuse=self._secrets_refused,
+                                    since=self.state.start_sha)
                 head = self.state.commit = self.git.head()
                 has_work = self._has_work()
             except RefusedChanges as exc:

@@ -1,0 +1,162 @@
+"""The check that keeps a secret of the session out of what it commits: it reads the staged changes
+(and the agent's own commits) a part at a time, so a staged file of gigabytes never takes the
+session's memory, and finds what masking the whole text would find, wherever the parts are cut."""
+
+from __future__ import annotations
+
+import io
+import random
+import subprocess
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from aiimpl_core.session import git as G
+from aiimpl_core.session.git import Git, RefusedChanges, files_adding
+from aiimpl_core.session.redact import Redactor
+
+SECRET = "sk-ant-api03-Zq9xW2vB7nM4kL1pR8tY"
+# a token, a PEM-like secret of several lines, a long one (matched by substring, not pattern)
+SECRETS = [SECRET, "ghs_" + "A1b2C3d4" * 4,
+           "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEF\n-----END KEY-----",
+           "L" * 300 + "ong" + "q" * 300]
+
+
+def _scanned(redactor: Redactor, parts: list[str]) -> bool:
+    scan = redactor.scan()
+    for part in parts:
+        scan.feed(part)
+    return scan.end()
+
+
+def _cuts(text: str, rng: random.Random) -> list[str]:
+    points = sorted(rng.sample(range(1, len(text)), min(len(text) - 1, rng.randint(1, 6))))
+    return [text[a:b] for a, b in zip([0, *points], [*points, len(text)], strict=True)]
+
+
+def test_a_scan_finds_what_masking_the_whole_text_finds_wherever_it_is_cut() -> None:
+    """Thousands of texts: a secret's shapes (as is, URL-encoded, JSON-escaped, base64, broken by
+    line breaks and escaped line breaks), near misses, cut anywhere (between a backslash and its
+    "n" too): the scan says a secret is there exactly when :meth:`Redactor.known` masks one."""
+    redactor = Redactor(SECRETS)
+    rng = random.Random(7)
+    filler = ["x", " ", "\n", "\\", "\\n", "n", "%2F", "==", "\r", "é", "abc "]
+    found = missed = 0
+    for _ in range(3000):
+        secret = rng.choice(SECRETS)
+        shape = rng.choice([secret, secret[:-1], secret[1:], secret.replace("-", "%2D"),
+                            secret.replace("\n", "\\n"), secret[:9] + "\n" + secret[9:],
+                            secret[:12] + "\\n" + secret[12:], secret[:5] + "\\" + secret[5:]])
+        text = "".join(rng.choice(filler) for _ in range(rng.randint(0, 30))) + shape + \
+            "".join(rng.choice(filler) for _ in range(rng.randint(0, 30)))
+        expected = redactor.known(text) != text
+        assert _scanned(redactor, _cuts(text, rng)) == expected, (text, expected)
+        found, missed = found + expected, missed + (not expected)
+    assert found > 500 and missed > 500  # (both answers were tried, many times)
+
+
+def test_a_scan_of_a_redactor_without_secrets_finds_nothing() -> None:
+    assert not _scanned(Redactor(), ["anything", SECRET])
+
+
+def _patch(*files: tuple[str, list[bytes]]) -> bytes:
+    out = b""
+    for path, lines in files:
+        out += f"diff --git a/{path} b/{path}\nindex 1..2 100644\n--- a/{path}\n+++ b/{path}\n".encode()
+        out += b"@@ -1,0 +1,%d @@ def f():\n" % len(lines) + b"".join(b"+" + line + b"\n" for line in lines)
+    return out
+
+
+def test_the_files_read_are_the_ones_whose_added_lines_hold_a_secret() -> None:
+    redactor = Redactor([SECRET])
+    patch = _patch(("clean.txt", [b"hello"]), (".env", [b"KEY=" + SECRET.encode()]),
+                   ("wrapped.txt", [SECRET[:10].encode(), SECRET[10:].encode()]),
+                   # an added line that begins "++ " is shown "+++ ": still an added line, not a header
+                   ("notes.md", [b"++ " + SECRET.encode()]),
+                   # a carriage return inside a line does not end it
+                   ("crlf.txt", [b"a\rb " + SECRET.encode() + b"\r"]),
+                   # bytes that are no UTF-8 around it
+                   ("blob.bin", [b"\xff\xfe" + SECRET.encode() + b"\x80"]))
+    # removed lines, the headers' paths and hunk headers are not read
+    patch += (f"diff --git a/{SECRET} b/{SECRET}\n--- a/{SECRET}\n+++ b/{SECRET}\n"
+              f"@@ -1 +0,0 @@ {SECRET}\n-{SECRET}\n\\ No newline at end of file\n").encode()
+    assert files_adding(io.BytesIO(patch), redactor.scan) == [".env", "wrapped.txt", "notes.md", "crlf.txt",
+                                                              "blob.bin"]
+
+
+def test_a_line_longer_than_a_read_and_a_character_across_two_reads_are_read_right(monkeypatch) -> None:
+    monkeypatch.setattr(G, "READ_BYTES", 64)
+    redactor = Redactor([SECRET, "pässwört-geheim"])
+    long_line = b"y" * 1000 + SECRET.encode() + b"z" * 1000
+    assert files_adding(io.BytesIO(_patch(("a.txt", [long_line]))), redactor.scan) == ["a.txt"]
+    for pad in range(8):  # the "ä" (two bytes) falls on every side of a read's end
+        line = b"w" * (61 + pad) + "pässwört-geheim".encode()
+        assert files_adding(io.BytesIO(_patch(("b.txt", [b"+" * pad, line]))), redactor.scan) == ["b.txt"]
+    # a line of only "+" characters longer than a read: its parts after the first are not headers
+    plus = b"+" * 200 + SECRET.encode()
+    assert files_adding(io.BytesIO(_patch(("c.txt", [plus]))), redactor.scan) == ["c.txt"]
+    assert files_adding(io.BytesIO(_patch(("d.txt", [b"q" * 5000]))), redactor.scan) == []
+
+
+def _repo(tmp_path: Path) -> Git:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    work = tmp_path / "work"
+    work.mkdir()
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    (work / "README").write_text("start\n")
+    git = Git(str(work), env)
+    git.commit_all("start")
+    return git
+
+
+def _refusal(files: list[str]) -> str:
+    return "refused: " + ", ".join(files)
+
+
+@pytest.mark.parametrize("secret_at_end", [False, True])
+def test_a_staged_file_of_many_megabytes_is_checked_in_little_memory(
+    tmp_path: Path, secret_at_end: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """8 MB of staged text (a dataset the agent wrote), read 128 KB at a time: the check holds a
+    few reads' worth of it at once. It read the whole diff as text, split in lines, joined again:
+    several times its size (a file of gigabytes took the session's memory)."""
+    monkeypatch.setattr(G, "READ_BYTES", 128 * 1024)
+    git = _repo(tmp_path)
+    line = b"0123456789abcdef" * 4 + b"\n"
+    with open(Path(git.cwd) / "data.csv", "wb") as f:
+        for _ in range(8):
+            f.write(line * ((1 << 20) // len(line)))
+        if secret_at_end:
+            f.write(b"token," + SECRET.encode() + b"\n")
+    redactor = Redactor([SECRET])
+    tracemalloc.start()
+    try:
+        if secret_at_end:
+            with pytest.raises(RefusedChanges, match="refused: data.csv"):
+                git.commit_all("data", holds=redactor.scan, refuse=_refusal)
+        else:
+            assert git.commit_all("data", holds=redactor.scan, refuse=_refusal)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20, f"{peak / 2**20:.1f} MB"
+    staged = git.run("diff", "--cached", "--name-only").stdout.split()
+    assert staged == []  # committed, or unstaged when refused
+
+
+def test_the_agents_own_commits_are_checked_and_a_file_named_twice_is_said_once(tmp_path: Path) -> None:
+    git = _repo(tmp_path)
+    start = git.head()
+    work = Path(git.cwd)
+    (work / ".env").write_text(f"KEY={SECRET}\n")
+    git.run("add", ".env")
+    git.run("commit", "-q", "-m", "the agent's own")
+    (work / ".env").write_text(f"KEY={SECRET}\nOTHER={SECRET}\n")
+    (work / "clean.txt").write_text("hello\n")
+    with pytest.raises(RefusedChanges) as refused:
+        git.commit_all("more", holds=Redactor([SECRET]).scan, refuse=_refusal, since=start)
+    assert refused.value.output == "refused: .env"
+    # without a secret known, the same changes are committed
+    assert git.commit_all("more", holds=Redactor().scan, refuse=_refusal, since=start)
