@@ -4,12 +4,14 @@ every page asks for."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from aiimpl_core.extensions import db
 from aiimpl_core.services import mappings, secrets
 from aiimpl_core.testing.fakes import add_mapping
+from aiimpl_core.testing.pytest_plugin import TEST_ADMIN_CODE
 
 from .conftest import WAIT_MS
 from .test_browser import fill_mapping, sign_in
@@ -143,3 +145,36 @@ def test_pages_ask_for_no_icon_they_do_not_have(page, app):
     assert missing == []
     icon = page.evaluate("document.querySelector('link[rel=icon]').href")
     assert page.request.get(icon).status == 200
+
+
+def test_an_action_the_ended_admin_session_refused_is_said_not_done_once_signed_in_again(page, app):
+    """Set secret after the admin session ended (it lasts 12 hours) led to the sign-in and back to
+    the panel, where nothing said the secret had not been set (its value is never kept)."""
+    sign_in(page)
+    page.get_by_role("link", name="Secrets").click()
+    page.locator("#secrets-table").get_by_text("No secrets in this scope.").wait_for()
+    page.evaluate("sessionStorage.setItem('aiimpl.token', 'a session that has ended')")
+    page.get_by_label("Name").fill("NPM_TOKEN")
+    page.get_by_label("Value").fill("s3cr3t-value")
+    page.get_by_role("button", name="Set secret").click()
+    page.wait_for_url(re.compile(r"/ui/signin"))
+    page.get_by_label("Access code").fill(TEST_ADMIN_CODE)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/ui/secrets"))
+    said = ("Signed in again: what you last did was not done (the admin session had ended first). "
+            "Do it again.")
+    page.locator("#flash.error").get_by_text(said, exact=True).wait_for()
+    assert secrets.list_secrets(secrets.GLOBAL) == []
+    assert "s3cr3t-value" not in json.dumps(page.evaluate("Object.values(sessionStorage)"))
+    # said once; and a page only read when the session ended (a reload) says nothing of the kind
+    page.reload()
+    page.locator("#secrets-table").get_by_text("No secrets in this scope.").wait_for()
+    assert page.locator("#flash").inner_text() == ""
+    page.evaluate("sessionStorage.setItem('aiimpl.token', 'a session that has ended')")
+    page.reload()
+    page.wait_for_url(re.compile(r"/ui/signin"))
+    page.get_by_label("Access code").fill(TEST_ADMIN_CODE)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/ui/secrets"))
+    page.locator("#secrets-table").get_by_text("No secrets in this scope.").wait_for()
+    assert page.locator("#flash").inner_text() == ""

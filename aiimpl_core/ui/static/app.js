@@ -2,6 +2,7 @@
 "use strict";
 
 const TOKEN_KEY = "aiimpl.token";
+const UNDONE_KEY = "aiimpl.undone";  // (see sayUndone)
 const REFRESH_MS = 3000;
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
@@ -65,6 +66,7 @@ async function api(method, path, body) {
   if (resp.status === 401 && path !== "/api/auth") {
     sessionStorage.removeItem(TOKEN_KEY);
     keepDrafts();
+    if (method !== "GET") sessionStorage.setItem(UNDONE_KEY, location.pathname);
     location.assign(`/ui/signin?next=${encodeURIComponent(location.pathname)}`);
     throw new ApiError(401, data);
   }
@@ -292,6 +294,20 @@ function restoreDraft(form) {
   }
   flash("Signed in again: the form holds what you had typed. Check it and save it again.");
   return {values, readOnly: Array.isArray(draft.readOnly) ? draft.readOnly : []};
+}
+
+/* An action refused because the admin session had ended (a secret set, a job cancelled, the
+   runner mode changed) was not done: once signed in again, back on its page, that is said, unless
+   a kept draft says it already. A secret's value is never kept: it is typed again. */
+
+function sayUndone() {
+  const where = sessionStorage.getItem(UNDONE_KEY);
+  if (where === null) return;
+  sessionStorage.removeItem(UNDONE_KEY);
+  const said = document.getElementById("flash");
+  if (where !== location.pathname || (said && said.textContent)) return;
+  flash("Signed in again: what you last did was not done (the admin session had ended first). "
+    + "Do it again.", "error");
 }
 
 /* ---- sign in ---------------------------------------------------------------------------- */
@@ -936,5 +952,6 @@ document.addEventListener("DOMContentLoaded", () => {
   if (out) out.addEventListener("click", signOut);
   const init = PANELS[document.body.dataset.panel];
   if (init) init();
+  sayUndone();
   enableForms();
 });
