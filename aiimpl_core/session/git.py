@@ -55,6 +55,21 @@ _MARK = re.compile(rb"^(?:diff --git |@@)", re.M)
 _ADDED = re.compile(rb"^\+([^\n]*\n?)", re.M)
 
 
+def header_path(line: bytes) -> str:
+    """The file a ``diff --git a/… b/…`` line is about (its ``b/`` side), as it is named: git
+    quotes a name with a quote, a backslash or a control character in it C-style (``"b/a\\tb"``)."""
+    rest = line[len(b"diff --git ") :].rstrip(b"\n")
+    quoted = rest.endswith(b'"') and rest.rfind(b' "b/')
+    if quoted and quoted > 0:
+        name = codecs.escape_decode(rest[quoted + 4 : -1])[0]
+    else:
+        # "a/NAME b/NAME": a name may hold " b/" itself (no renames: both sides are the same name)
+        size = (len(rest) - 5) // 2
+        same = rest[2 : 2 + size] == rest[-size:] and rest[2 + size : 5 + size] == b" b/"
+        name = rest[-size:] if size > 0 and same else rest.split(b" b/", 1)[-1]
+    return name.decode("utf-8", "replace")
+
+
 def files_adding(patch: BinaryIO, holds: Callable[[], Scan]) -> list[str]:
     """The files whose added lines, in a ``git diff --unified=0`` patch (or several, one after
     another), ``holds`` finds something in: each file's added lines are given to a fresh scan
@@ -102,8 +117,7 @@ def files_adding(patch: BinaryIO, holds: Callable[[], Scan]) -> list[str]:
             end = block.find(b"\n", mark.start()) + 1 or len(block)
             if block.startswith(b"diff --git ", mark.start()):
                 close()
-                line = block[mark.start() : end].rstrip(b"\n")
-                path = line.decode("utf-8", "replace").split(" b/", 1)[-1]
+                path = header_path(block[mark.start() : end])
                 scan, in_hunk = holds(), False
             else:
                 in_hunk = True
@@ -153,9 +167,12 @@ class Git:
         check: bool = True,
         deadline: float | None = None,
         ignore_stop: bool = False,
+        config: tuple[str, ...] = (),
     ) -> procs.ProcessResult:
+        """``git <args>`` (``config``: ``name=value`` settings for this command alone)."""
+        settings = [arg for setting in config for arg in ("-c", setting)]
         result = procs.run(
-            ["git", *SAFE_CONFIG, *args],
+            ["git", *SAFE_CONFIG, *settings, *args],
             cwd=cwd or self.cwd,
             env=self.network_env if args[0] in NETWORK_COMMANDS else self.env,
             deadline=deadline if deadline is not None else self.deadline,
@@ -228,7 +245,10 @@ class Git:
     def _files_adding(self, holds: Callable[[], Scan], since: str | None, **kw: object) -> list[str]:
         # written to a file by git and read from it a part at a time: a staged file of gigabytes
         # (a dataset, a build's output) would take the session's memory many times over as text
-        plain = ("--text", "--no-color", "--no-ext-diff", "--unified=0")
+        # (no renames: a file moved is read as added, and a header names the same file twice)
+        plain = ("--text", "--no-color", "--no-ext-diff", "--no-renames", "--unified=0")
+        # (names as they are, not with their letters beyond ASCII as octal escapes: they are said)
+        kw = {**kw, "config": ("core.quotePath=false",)}
         with tempfile.TemporaryDirectory(prefix="aiimpl-check-") as tmp:
             staged, commits = os.path.join(tmp, "staged.patch"), os.path.join(tmp, "commits.patch")
             self.run("diff", "--cached", *plain, f"--output={staged}", **kw)  # type: ignore[arg-type]

@@ -160,3 +160,16 @@ def test_the_agents_own_commits_are_checked_and_a_file_named_twice_is_said_once(
     assert refused.value.output == "refused: .env"
     # without a secret known, the same changes are committed
     assert git.commit_all("more", holds=Redactor().scan, refuse=_refusal, since=start)
+
+
+def test_a_file_is_named_as_it_is_whatever_its_name_holds(tmp_path: Path) -> None:
+    """Letters beyond ASCII, a space, a tab, a quote: git quotes such names ("b/geheim-\\303\\244"),
+    which the refusal said as quoted, its closing quote included."""
+    git = _repo(tmp_path)
+    names = ["geheim-ä.env", "my b/dir.env", "tab\there.env", 'say "hi".env']
+    (Path(git.cwd) / "my b").mkdir()
+    for name in names:
+        (Path(git.cwd) / name).write_text(f"KEY={SECRET}\n")
+    with pytest.raises(RefusedChanges) as refused:
+        git.commit_all("names", holds=Redactor([SECRET]).scan, refuse=lambda files: "\n".join(sorted(files)))
+    assert refused.value.output.split("\n") == sorted(names)
