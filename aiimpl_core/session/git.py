@@ -49,6 +49,9 @@ class RefusedChanges(GitError):
 READ_BYTES = 1 << 20
 
 
+#: bytes read past the end of what is kept of a diff, and masked with it: a secret the read cuts
+#: runs less far into what was read (a multi-line one is masked line by line too)
+DIFF_MARGIN = 64 * 1024
 #: a line that starts a file's part of a patch, or a hunk of it
 _MARK = re.compile(rb"^(?:diff --git |@@)", re.M)
 #: an added line's text (without its "+")
@@ -272,8 +275,21 @@ class Git:
         self.run("push", *lease, "origin", f"HEAD:refs/heads/{branch}", **kw)  # type: ignore[arg-type]
 
     def diff(self, since: str, limit: int = 60000) -> str:
-        # what the branch changed since it left ``since``'s line (three dots: from their merge
-        # base), never the base's own later commits shown as undone
-        # masked whole, then cut: a cut never leaves a part of a secret behind
-        text = self.clean(self.run("diff", "--stat", "--patch", f"{since}...HEAD").stdout)
-        return text if len(text) <= limit else text[:limit] + "\n… (diff truncated)\n"
+        """What the branch changed since it left ``since``'s line (three dots: from their merge
+        base), never the base's own later commits shown as undone: its first ``limit`` characters,
+        masked by ``clean``.
+
+        Only the start git writes to a file is read (a diff of gigabytes would take the session's
+        memory), with a margin past ``limit`` that is masked and then cut off with the rest: a
+        cut never leaves a part of a secret behind."""
+        with tempfile.TemporaryDirectory(prefix="aiimpl-diff-") as tmp:
+            name = os.path.join(tmp, "diff.patch")
+            self.run("diff", "--stat", "--patch", f"--output={name}", f"{since}...HEAD")
+            with open(name, "rb") as out:
+                start = out.read(4 * limit + DIFF_MARGIN)  # (up to four bytes a character)
+                cut = bool(out.read(1))
+        text = self.clean(start.decode("utf-8", "replace"))
+        if cut:  # the margin's end may hold the start of a secret the read cut: never kept (the
+            # margin's bytes are as many characters at least as a quarter of them)
+            text = text[: max(0, len(text) - DIFF_MARGIN // 4)]
+        return text if len(text) <= limit and not cut else text[:limit] + "\n… (diff truncated)\n"

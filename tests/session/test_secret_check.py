@@ -173,3 +173,50 @@ def test_a_file_is_named_as_it_is_whatever_its_name_holds(tmp_path: Path) -> Non
     with pytest.raises(RefusedChanges) as refused:
         git.commit_all("names", holds=Redactor([SECRET]).scan, refuse=lambda files: "\n".join(sorted(files)))
     assert refused.value.output.split("\n") == sorted(names)
+
+
+def test_the_diff_for_the_review_reads_only_its_start_and_masks_it(tmp_path: Path) -> None:
+    """A branch that adds 32 MB: the review is given its first 60,000 characters, masked; git's
+    whole output was read as text (and masked whole) first."""
+    git = _repo(tmp_path)
+    start = git.head()
+    redactor = Redactor([SECRET])
+    git.clean = redactor.text
+    (Path(git.cwd) / "a.txt").write_text(f"token {SECRET}\n")
+    with open(Path(git.cwd) / "big.csv", "wb") as f:
+        f.write((b"0123456789abcdef" * 4 + b"\n") * (32 * 2**20 // 65))
+    git.commit_all("big")
+    tracemalloc.start()
+    try:
+        text = git.diff(start)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20, f"{peak / 2**20:.1f} MB"
+    assert len(text) == 60000 + len("\n… (diff truncated)\n") and text.endswith("… (diff truncated)\n")
+    assert "+token [REDACTED]" in text and SECRET not in text
+    assert " big.csv | " in text  # (the summary comes first)
+    # a short diff is given whole
+    (Path(git.cwd) / "a.txt").write_text("changed\n")
+    git.commit_all("small")
+    assert git.diff(git.head() + "~1").endswith("+changed\n")
+
+
+def test_a_secret_the_end_of_what_is_read_of_the_diff_cuts_is_never_kept(tmp_path: Path) -> None:
+    """Letters of four bytes, and masks much shorter than the secrets they replace before it: what
+    is kept of the masked text could reach the read's end, where a secret may be cut in two."""
+    git = _repo(tmp_path)
+    start = git.head()
+    long = SECRETS[3]
+    git.clean = Redactor([SECRET, long]).text
+    path = Path(git.cwd) / "x.txt"
+    path.write_text((long + "\n") * 150 + SECRET + "\n")
+    git.commit_all("x")
+    at = git.run("diff", "--stat", "--patch", f"{start}...HEAD").stdout.encode().index(SECRET.encode())
+    gap = 4 * 60000 + G.DIFF_MARGIN - 10 - at  # the read ends 10 bytes into the secret
+    path.write_text((long + "\n") * 150 + "a" * (gap % 4) + "\U0001f600" * (gap // 4) + SECRET + "\n")
+    git.commit_all("moved")
+    text = git.diff(start)
+    assert text.endswith("… (diff truncated)\n") and text.count("[REDACTED]") == 150
+    assert SECRET[:6] not in text
+    assert len(text) > 30000  # (what is left of it after the masks is kept, up to the margin)
