@@ -180,6 +180,7 @@ class Git:
             env=self.network_env if args[0] in NETWORK_COMMANDS else self.env,
             deadline=deadline if deadline is not None else self.deadline,
             stop=None if ignore_stop else self.stop,
+            keep_bytes=procs.KEEP_OUTPUT_BYTES,
         )
         # a stopped command's answer means nothing, even where a failure is an answer (check=False)
         if result.stopped is not None or (check and not result.ok):

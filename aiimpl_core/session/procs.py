@@ -20,8 +20,8 @@ from typing import Any
 
 #: seconds a stopped process gets to exit after SIGTERM before SIGKILL
 GRACE_SECONDS = 10.0
-#: how much of the agent's, setup's or verification's output (each stream) is read back: the end
-#: (git's own output, which the secret check reads whole, is not cut)
+#: how much of a command's output (each stream) is read back: the end (git's too: what the session
+#: reads whole, a patch, git writes to a file of its own)
 KEEP_OUTPUT_BYTES = 8 * 1024 * 1024
 #: how far into what is kept of a cut output the end of the line the cut landed in is looked for
 PARTIAL_LINE_BYTES = 64 * 1024

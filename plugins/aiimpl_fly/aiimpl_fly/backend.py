@@ -341,16 +341,23 @@ class FlyMachinesBackend(RunnerBackend):
         )
         return found
 
-    def _of_request(self, machine: Mapping[str, Any], request: DispatchRequest) -> bool:
-        """Whether a listed machine is the live one this orchestrator created for the request's job."""
-        meta = (machine.get("config") or {}).get("metadata") or {}
+    def _of_request(self, machine: Mapping[str, Any], request: DispatchRequest | InFlightRun) -> bool:
+        """Whether a listed machine is the live one this orchestrator created for the job."""
         return (
-            self.ours(machine)
-            and meta.get(config.META_JOB) == str(request.job_id)
-            and meta.get(config.META_ISSUE) == request.issue_key
+            self._of_job(machine, request)
             and machine.get("state") not in GONE_STATES
             and isinstance(machine.get("id"), str)
             and bool(machine["id"])
+        )
+
+    def _of_job(self, machine: Mapping[str, Any], job: DispatchRequest | InFlightRun) -> bool:
+        """Whether a listed machine is one this orchestrator created for the job: its number and its
+        issue (a database restored, or reset, numbers jobs again; an old machine is not theirs)."""
+        meta = (machine.get("config") or {}).get("metadata") or {}
+        return (
+            self.ours(machine)
+            and meta.get(config.META_JOB) == str(job.job_id)
+            and meta.get(config.META_ISSUE) == job.issue_key
         )
 
     def _refuse(self, request: DispatchRequest, exc: ProviderError) -> NoReturn:
@@ -370,17 +377,11 @@ class FlyMachinesBackend(RunnerBackend):
         machines = client.list_machines(include_deleted=True)  # the one remote call of the cycle
         ours = [m for m in machines if self.ours(m)]
         by_id = {str(m.get("id")): m for m in ours}
-        by_job: dict[str, dict[str, Any]] = {}
-        for m in ours:
-            job = str(m["config"]["metadata"][config.META_JOB])
-            # a live machine wins over a destroyed one of an earlier attempt
-            if job not in by_job or by_job[job].get("state") in GONE_STATES:
-                by_job[job] = m
         now = _aware(self.context.clock())
         states: list[RunState] = []
         reported: set[str] = set()
         for run in runs:
-            machine = by_id.get(run.run_id or "") or by_job.get(str(run.job_id))
+            machine = by_id.get(run.run_id or "") or self._linked(ours, run)
             if machine is None:
                 states.append(RunState(job_id=run.job_id, phase=RunPhase.NOT_FOUND, run_id=run.run_id))
                 continue
@@ -389,6 +390,13 @@ class FlyMachinesBackend(RunnerBackend):
         lifetime = max(run.lifetime_seconds for run in runs)
         self._sweep(client, [m for m in ours if str(m.get("id")) not in reported], now, lifetime)
         return states
+
+    def _linked(self, machines: Sequence[dict[str, Any]], run: InFlightRun) -> dict[str, Any] | None:
+        """The machine of a run its dispatch did not link (its answer was lost): the job's live
+        one, else a destroyed one of it."""
+        of_job = [m for m in machines if self._of_job(m, run)]
+        # a live machine wins over a destroyed one of an earlier attempt
+        return next((m for m in of_job if m.get("state") not in GONE_STATES), of_job[0] if of_job else None)
 
     def _state(
         self, client: FlyClient, run: InFlightRun, machine: Mapping[str, Any], now: datetime
@@ -528,15 +536,29 @@ class FlyMachinesBackend(RunnerBackend):
                 self.log.warning("destroying machine %s past its lifetime failed: %s", machine.get("id"), exc)
 
     def cancel(self, run: InFlightRun) -> None:
-        if run.run_id and self.is_configured():
+        """Stop and destroy the run's machine (best effort). A run its dispatch did not link (the
+        creation's answer was lost, or refused) is found by its job's metadata: the machine Fly may
+        have created all the same holds the session's secrets, and its agent would work on."""
+        if not self.is_configured():
+            return
+        try:
+            client = self.client()
+            if run.run_id:
+                found = client.get_machine(run.run_id)
+                machines = [found] if found is not None else []
+            else:
+                machines = [m for m in client.list_machines() if self._of_request(m, run)]
+        except ProviderError as exc:
+            self.log.warning("job %s: finding its machine failed: %s", run.job_id, exc)
+            return
+        for machine in machines:
+            machine_id = str(machine.get("id"))
+            if machine.get("state") in GONE_STATES:
+                continue
             try:
-                client = self.client()
-                machine = client.get_machine(run.run_id)
-                if machine is None or machine.get("state") in GONE_STATES:
-                    return
-                self._remove(client, run.run_id, stop=machine.get("state") not in ENDED_STATES)
+                self._remove(client, machine_id, stop=machine.get("state") not in ENDED_STATES)
             except ProviderError as exc:
-                self.log.warning("job %s: destroying machine %s failed: %s", run.job_id, run.run_id, exc)
+                self.log.warning("job %s: destroying machine %s failed: %s", run.job_id, machine_id, exc)
 
     # -- sessions --
 

@@ -453,6 +453,41 @@ def test_a_failed_lookup_after_a_lost_answer_leaves_the_machine_to_the_polls(
     assert state.run_id == machine["id"]
 
 
+def test_cancelling_a_run_its_dispatch_did_not_link_destroys_the_machine_fly_created(
+    fly_config: dict[str, Any], fake_fly: FakeFly, clock: Clock
+) -> None:
+    """The creation's answer lost and the lookup failing: the job is cancelled (an operator, or the
+    core once the job ended) with no run id. Nothing was done: the machine ran on with the session's
+    secrets, its agent at work, until the lifetime sweep an hour later."""
+    backend, _ = backend_with(fly_config, clock, retries=0)
+    other = backend.dispatch(request_for(36))  # another job's machine stays
+    fake_fly.lose_next_answer("POST", "/machines", 504)
+    fake_fly.fail_next("GET", f"/apps/{APP}/machines", 503, "service unavailable")
+    req = request_for(35)
+    with pytest.raises(DispatchUnanswered):
+        backend.dispatch(req)
+    [machine] = [m for m in fake_fly.live() if m["id"] != other.run_id]
+    backend.cancel(in_flight(req, None, clock))
+    assert fake_fly.machines[machine["id"]]["state"] == "destroyed"
+    assert [m["id"] for m in fake_fly.live()] == [other.run_id]
+    assert len(fake_fly.server.requests_to("POST", f"/machines/{machine['id']}/stop")) == 1
+    backend.cancel(in_flight(req, None, clock))  # again: nothing left to do, nothing raised
+
+
+def test_a_machine_of_the_same_job_number_for_another_issue_is_not_the_runs(
+    backend: FlyMachinesBackend, fake_fly: FakeFly, clock: Clock
+) -> None:
+    """A database restored (or reset) numbers jobs again: job 40 of ENG-2 is not the old machine of
+    job 40 of ENG-1, which the poll linked and read the outcome of, and a cancel would destroy."""
+    old = backend.dispatch(request_for(40))
+    req = dataclasses.replace(request_for(40), issue_key="ENG-2")
+    run = in_flight(req, None, clock)
+    [state] = backend.poll_runs([run])
+    assert state.phase is RunPhase.NOT_FOUND
+    backend.cancel(run)
+    assert [m["id"] for m in fake_fly.live()] == [old.run_id]
+
+
 def test_a_creation_never_sent_fails_without_a_lookup(fly_config: dict[str, Any], clock: Clock) -> None:
     # nothing listens: the request never went out, so no machine can exist and the job fails as
     # on a refusal (the dispatcher backs off all the same: no status)
