@@ -652,14 +652,17 @@ class LocalDockerBackend(RunnerBackend):
             return []
         summaries = self._ours()
         by_id = {str(s.get("Id")): s for s in summaries}
-        by_job: dict[str, dict[str, Any]] = {}
+        # a run its dispatch did not link: the container of its job's number and issue (a database
+        # restored, or reset, numbers jobs again: an old container of the number is not the run's)
+        by_job: dict[tuple[str, str], dict[str, Any]] = {}
         for s in summaries:
-            by_job.setdefault(str((s.get("Labels") or {}).get(config.LABEL_JOB)), s)
+            labels = s.get("Labels") or {}
+            by_job.setdefault((str(labels.get(config.LABEL_JOB)), str(labels.get(config.LABEL_ISSUE))), s)
         now = _aware(self.context.clock())
         states: list[RunState] = []
         seen: set[str] = set()
         for run in runs:
-            summary = by_id.get(run.run_id or "") or by_job.get(str(run.job_id))
+            summary = by_id.get(run.run_id or "") or by_job.get((str(run.job_id), run.issue_key))
             if summary is None:
                 states.append(RunState(job_id=run.job_id, phase=RunPhase.NOT_FOUND, run_id=run.run_id))
                 continue
@@ -855,7 +858,8 @@ class LocalDockerBackend(RunnerBackend):
             if run.run_id:
                 refs = [run.run_id]
             else:
-                refs = [str(s.get("Id")) for s in self._of_job_listed(run.job_id)]
+                refs = [str(s.get("Id")) for s in self._of_job_listed(run.job_id)
+                        if (s.get("Labels") or {}).get(config.LABEL_ISSUE) == run.issue_key]
             for ref in refs:
                 info = self._inspect(ref)
                 if info is not None:

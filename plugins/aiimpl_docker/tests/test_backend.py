@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -83,6 +84,29 @@ def test_success_reports_succeeded_and_keeps_the_container_until_the_job_ends(
 
     backend.cleanup_job(11)  # the job ended
     assert ours(engine) == []
+
+
+def test_a_container_of_the_same_job_number_for_another_issue_is_not_the_runs(
+    engine: Any, make_backend: Any, clock: Clock
+) -> None:
+    """A database restored (or reset) numbers jobs again: job 41 of ENG-2, its dispatch unanswered,
+    is not the old container of job 41 of ENG-1, which the poll linked (and read the outcome of)
+    and a cancel stopped."""
+    backend = make_backend("sh -c 'sleep 30'")
+    old = backend.dispatch(request_for(41)).run_id
+    run = in_flight(dataclasses.replace(request_for(41), issue_key="ENG-2"), None, clock)
+    [state] = backend.poll_runs([run])
+    assert state.phase is RunPhase.NOT_FOUND
+    backend.cancel(run)
+    [container] = ours(engine)
+    container.reload()
+    assert (container.id, container.status) == (old, "running")
+    # the run of the container's own job and issue is found
+    mine = in_flight(request_for(41), None, clock)
+    [state] = backend.poll_runs([mine])
+    assert state.run_id == old
+    backend.cancel(mine)
+    backend.cleanup_job(41)
 
 
 def test_cleanup_waits_for_a_container_still_finishing(engine: Any, make_backend: Any) -> None:
