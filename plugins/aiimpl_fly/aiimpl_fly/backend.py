@@ -54,7 +54,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, NoReturn
 
-from aiimpl_core.errors import DispatchError, DispatchUnanswered, ProviderError
+from aiimpl_core.errors import DispatchError, DispatchUnanswered, ProviderConfigError, ProviderError
 from aiimpl_core.http import host_only_address, url_setting_problem
 from aiimpl_core.providers import RunnerBackend
 from aiimpl_core.types import (
@@ -253,11 +253,24 @@ class FlyMachinesBackend(RunnerBackend):
 
     # -- dispatch --
 
+    def validate_mapping(self, mapping: Mapping[str, Any]) -> None:
+        """A machine size Fly refuses (memory not in steps of 256 MB, or beyond 256 MB to 2 GB a
+        shared CPU) is said when the mapping is saved, not by every dispatch of it failing."""
+        cpus, memory_mb = mapping.get("machineCpus"), mapping.get("machineMemoryMb")
+        if not isinstance(cpus, int) or isinstance(cpus, bool):
+            cpus = None
+        if not isinstance(memory_mb, int) or isinstance(memory_mb, bool):
+            memory_mb = None
+        problem = config.guest_problem(*config.guest(cpus, memory_mb))
+        if problem:
+            raise ProviderConfigError(problem, provider=self.id)
+
     def machine_request(self, request: DispatchRequest) -> dict[str, Any]:
         """The ``CreateMachineRequest`` body for one session."""
         mapping = request.mapping
         env = {str(k): str(v) for k, v in request.env.items()}
         env.setdefault("AIIMPL_SESSION_MODE", mapping.session_mode or "autonomous")
+        cpus, memory_mb = config.guest(mapping.machine_cpus or None, mapping.machine_memory_mb or None)
         # no AIIMPL_LOG_URL: the comments link the run's URL, this machine's own page (its logs),
         # which the machine cannot know before it is created (the app's page shows every machine)
         body: dict[str, Any] = {
@@ -265,11 +278,7 @@ class FlyMachinesBackend(RunnerBackend):
             "config": {
                 "image": self.image,
                 "env": env,
-                "guest": {
-                    "cpu_kind": "shared",
-                    "cpus": int(mapping.machine_cpus or config.DEFAULT_CPUS),
-                    "memory_mb": int(mapping.machine_memory_mb or config.DEFAULT_MEMORY_MB),
-                },
+                "guest": {"cpu_kind": "shared", "cpus": cpus, "memory_mb": memory_mb},
                 "restart": {"policy": "no"},
                 "auto_destroy": True,
                 "stop_config": dict(config.STOP_CONFIG),

@@ -19,6 +19,39 @@ DEFAULT_IMAGE = f"registry.fly.io/{DEFAULT_IMAGE_APP}:latest"
 DEFAULT_INSTANCE = "default"
 DEFAULT_CPUS = 2
 DEFAULT_MEMORY_MB = 4096
+#: the memory Fly gives a machine of shared CPUs: in steps of 256 MB, 256 MB to 2 GB a CPU
+MEMORY_STEP_MB = 256
+MIN_MEMORY_PER_CPU_MB = 256
+MAX_MEMORY_PER_CPU_MB = 2048
+
+
+def guest(cpus: int | None, memory_mb: int | None) -> tuple[int, int]:
+    """The shared CPUs and memory of a machine for a mapping's ``machineCpus`` and
+    ``machineMemoryMb``: either one unset is a default that fits the other (1 CPU with the default
+    4 GB was a size Fly refuses: at most 2 GB a CPU)."""
+    if cpus is None and memory_mb is None:
+        return DEFAULT_CPUS, DEFAULT_MEMORY_MB
+    if memory_mb is None:
+        assert cpus is not None
+        fits = min(DEFAULT_MEMORY_MB, MAX_MEMORY_PER_CPU_MB * cpus)
+        return cpus, max(fits, MIN_MEMORY_PER_CPU_MB * cpus)
+    if cpus is None:
+        if memory_mb > MAX_MEMORY_PER_CPU_MB * DEFAULT_CPUS:
+            return -(-memory_mb // MAX_MEMORY_PER_CPU_MB), memory_mb
+        return max(1, min(DEFAULT_CPUS, memory_mb // MIN_MEMORY_PER_CPU_MB)), memory_mb
+    return cpus, memory_mb
+
+
+def guest_problem(cpus: int, memory_mb: int) -> str | None:
+    """Why Fly refuses a machine of ``cpus`` shared CPUs and ``memory_mb`` of memory, or ``None``."""
+    if memory_mb % MEMORY_STEP_MB:
+        return f"machineMemoryMb must be a multiple of {MEMORY_STEP_MB} on Fly Machines, not {memory_mb}"
+    low, high = MIN_MEMORY_PER_CPU_MB * cpus, MAX_MEMORY_PER_CPU_MB * cpus
+    if not low <= memory_mb <= high:
+        return (f"machineMemoryMb must be between {low} and {high} for {cpus} shared "
+                f"CPU{'s' if cpus != 1 else ''} on Fly Machines ({MIN_MEMORY_PER_CPU_MB} to "
+                f"{MAX_MEMORY_PER_CPU_MB} a CPU), not {memory_mb}")
+    return None
 #: how a stop Fly itself or an operator asks for (``fly machine stop``, host maintenance) ends the
 #: machine: SIGTERM (Fly's default is SIGINT), which the entrypoint passes on to the session, and
 #: 120 s before the kill (Fly's default: 5 s) for the session's stop path: its child's 10 s grace

@@ -264,6 +264,31 @@ def test_bedrock_is_refused_on_fly_machines(app: Any, client: Any, admin_headers
     }
 
 
+@pytest.mark.parametrize(
+    ("size", "said"),
+    [
+        ({"machineMemoryMb": 1000}, "machineMemoryMb must be a multiple of 256 on Fly Machines, not 1000"),
+        ({"machineCpus": 1, "machineMemoryMb": 4096},
+         "machineMemoryMb must be between 256 and 2048 for 1 shared CPU on Fly Machines (256 to 2048 a CPU), "
+         "not 4096"),
+        ({"machineCpus": 4, "machineMemoryMb": 768},
+         "machineMemoryMb must be between 1024 and 8192 for 4 shared CPUs on Fly Machines (256 to 2048 a "
+         "CPU), not 768"),
+    ],
+)
+def test_a_machine_size_fly_refuses_is_refused_when_the_mapping_is_saved(
+    app: Any, client: Any, admin_headers: dict[str, str], size: dict[str, int], said: str
+) -> None:
+    """Saved, the mapping failed every dispatch at Fly (memory in steps of 256 MB, 256 MB to 2 GB a
+    shared CPU); the reference's own checks of the two fields come first."""
+    body = {"teamKey": "ENG", "owner": "acme", "repo": "api", "defaultBranch": "main",
+            "executionMode": "fly-machines", "ticketing": {"provider": "fake-tracker"}, **size}
+    resp = client.post("/api/mappings", json=body, headers=admin_headers)
+    assert (resp.status_code, resp.get_json()) == (400, {"error": said})
+    resp = client.post("/api/mappings", json={**body, "machineMemoryMb": 255}, headers=admin_headers)
+    assert resp.get_json() == {"error": "machineMemoryMb must be an integer >= 256"}
+
+
 @pytest.mark.parametrize("configured", [False])
 def test_not_configured_sessions_are_empty_and_secrets_503(
     app: Any, client: Any, admin_headers: dict[str, str], app_fly: FakeFly

@@ -488,6 +488,34 @@ def test_a_machine_of_the_same_job_number_for_another_issue_is_not_the_runs(
     assert [m["id"] for m in fake_fly.live()] == [old.run_id]
 
 
+@pytest.mark.parametrize(
+    ("cpus", "memory", "guest"),
+    [(None, None, (2, 4096)), (1, None, (1, 2048)), (16, None, (16, 4096)), (None, 8192, (4, 8192)),
+     (None, 256, (1, 256)), (None, 1024, (2, 1024)), (8, 16384, (8, 16384))],
+)
+def test_a_size_one_setting_leaves_open_is_one_fly_takes(
+    backend: FlyMachinesBackend, fake_fly: FakeFly, cpus: int | None, memory: int | None,
+    guest: tuple[int, int],
+) -> None:
+    """machineCpus 1 alone was sent with the default 4 GB, machineMemoryMb 8192 alone with the
+    default 2 CPUs: sizes Fly refuses (at most 2 GB a shared CPU), every dispatch failing."""
+    mapping = sample_mapping(machine_cpus=cpus, machine_memory_mb=memory)
+    req = sample_dispatch_request(50, mapping=mapping)
+    backend.validate_mapping({"machineCpus": cpus, "machineMemoryMb": memory})
+    assert backend.machine_request(req)["config"]["guest"] == {
+        "cpu_kind": "shared", "cpus": guest[0], "memory_mb": guest[1]}
+    run_id = backend.dispatch(req).run_id
+    assert fake_fly.machines[str(run_id)]["config"]["guest"]["memory_mb"] == guest[1]
+
+
+def test_the_fake_refuses_a_size_fly_refuses(backend: FlyMachinesBackend, fake_fly: FakeFly) -> None:
+    req = sample_dispatch_request(51, mapping=sample_mapping(machine_cpus=1, machine_memory_mb=4096))
+    with pytest.raises(DispatchError) as info:
+        backend.dispatch(req)
+    assert info.value.status == 400 and "invalid memory size 4096MB for 1 shared CPUs" in info.value.message
+    assert fake_fly.live() == []
+
+
 def test_a_creation_never_sent_fails_without_a_lookup(fly_config: dict[str, Any], clock: Clock) -> None:
     # nothing listens: the request never went out, so no machine can exist and the job fails as
     # on a refusal (the dispatcher backs off all the same: no status)

@@ -276,6 +276,10 @@ class FakeFly:
         @app.post(f"{base}/apps/<app>/machines")
         def create(app: str) -> Any:
             body = flask.request.get_json(force=True)
+            guest = (body.get("config") or {}).get("guest") or {}
+            refused = _guest_refused(guest)
+            if refused:  # (Fly's sizing rules, which its description does not state; its words differ)
+                return error(400, refused)
             with self._lock:
                 machine_id = f"{next(self._ids):014x}"
                 now = self._now()
@@ -364,3 +368,19 @@ class FakeFly:
 
 
 __all__ = ["FakeFly", "Hold", "fly_description", "fly_spec_path"]
+
+
+def _guest_refused(guest: dict[str, Any]) -> str | None:
+    """Why Fly refuses a machine's ``guest`` of shared CPUs: memory in steps of 256 MB, 256 MB to
+    2 GB a CPU (Fly's machine sizing guide)."""
+    if guest.get("cpu_kind", "shared") != "shared":
+        return None
+    cpus, memory = guest.get("cpus", 1), guest.get("memory_mb", 256)
+    if not isinstance(cpus, int) or not isinstance(memory, int) or cpus < 1:
+        return None  # (the description's types are checked with the whole request)
+    if memory % 256:
+        return f"invalid memory size {memory}MB: must be a multiple of 256MB"
+    if not 256 * cpus <= memory <= 2048 * cpus:
+        return (f"invalid memory size {memory}MB for {cpus} shared CPUs: between {256 * cpus}MB and "
+                f"{2048 * cpus}MB")
+    return None
