@@ -79,6 +79,8 @@ PENDING_STATES = frozenset({"created", "starting"})
 ENDED_STATES = frozenset({"stopped", "destroying", "destroyed", "suspended", "failed"})
 #: states not worth listing as sessions
 GONE_STATES = frozenset({"destroying", "destroyed"})
+#: seconds a machine of ours that ended, and no run asks about, is kept before a sweep destroys it
+ENDED_SWEEP_SECONDS = 300
 #: an image reference: ``[registry[:port]/]path[:tag][@sha256:digest]``, lower-case path
 IMAGE_RE = re.compile(
     r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
@@ -530,19 +532,27 @@ class FlyMachinesBackend(RunnerBackend):
         now: datetime,
         lifetime: int,
     ) -> None:
-        """Destroy our machines past their lifetime whose job already ended (an interactive
-        session held open, or a machine left behind): best effort, from the same listing."""
+        """Destroy our machines no run asked about: past their lifetime (an interactive session
+        held open, or a machine left behind), or ended for :data:`ENDED_SWEEP_SECONDS` (one Fly
+        could not start, or suspended: not destroyed by itself, it kept the session's environment,
+        secrets included, for the whole lifetime). Best effort, from the same listing."""
         for machine in machines:
             if machine.get("state") in GONE_STATES:
                 continue
             created = _parse_time(machine.get("created_at"))
-            if created is None or (now - created).total_seconds() < lifetime:
+            if created is not None and (now - created).total_seconds() >= lifetime:
+                self._sweep_one(client, machine, "past its lifetime")
                 continue
-            try:
-                self._remove(client, str(machine.get("id")), stop=machine.get("state") not in ENDED_STATES)
-                self.log.info("destroyed machine %s past its lifetime", machine.get("id"))
-            except ProviderError as exc:
-                self.log.warning("destroying machine %s past its lifetime failed: %s", machine.get("id"), exc)
+            ended = _parse_time(machine.get("updated_at")) if machine.get("state") in ENDED_STATES else None
+            if ended is not None and (now - ended).total_seconds() >= ENDED_SWEEP_SECONDS:
+                self._sweep_one(client, machine, f"{machine.get('state')} for a while")
+
+    def _sweep_one(self, client: FlyClient, machine: Mapping[str, Any], why: str) -> None:
+        try:
+            self._remove(client, str(machine.get("id")), stop=machine.get("state") not in ENDED_STATES)
+            self.log.info("destroyed machine %s (%s)", machine.get("id"), why)
+        except ProviderError as exc:
+            self.log.warning("destroying machine %s (%s) failed: %s", machine.get("id"), why, exc)
 
     def cancel(self, run: InFlightRun) -> None:
         """Stop and destroy the run's machine (best effort). A run its dispatch did not link (the

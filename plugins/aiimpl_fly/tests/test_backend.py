@@ -289,6 +289,32 @@ def test_with_no_job_in_flight_a_sweep_destroys_what_ended_jobs_left(
     assert fake_fly.machines[foreign]["state"] != "destroyed"  # not ours
 
 
+def test_a_machine_that_ended_without_being_destroyed_is_swept_minutes_later(
+    backend: FlyMachinesBackend, fake_fly: FakeFly, clock: Clock
+) -> None:
+    """One Fly could not start (failed) or suspended is not destroyed by itself: once its job
+    ended, it kept the session's environment, secrets included, until the lifetime sweep (an hour
+    after its creation). A machine a run still asks about is left to the run."""
+    failed = backend.dispatch(request_for(60)).run_id
+    fake_fly.machines[failed]["state"] = "failed"
+    fake_fly.machines[failed]["updated_at"] = clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+    req = request_for(61)
+    asked = backend.dispatch(req).run_id
+    fake_fly.machines[asked]["state"] = "suspended"
+    running = backend.dispatch(request_for(62)).run_id
+    fake_fly.start(running)  # (its job ended: an interactive session held open)
+    clock.advance(minutes=4)
+    backend.poll_runs([in_flight(req, asked, clock)])
+    assert fake_fly.machines[failed]["state"] == "failed"  # not yet
+    clock.advance(minutes=2)
+    backend.poll_runs([in_flight(req, asked, clock)])
+    assert fake_fly.machines[failed]["state"] == "destroyed"
+    assert fake_fly.machines[asked]["state"] == "suspended"  # its run's
+    assert fake_fly.machines[running]["state"] == "started"  # held until its lifetime
+    [stop] = fake_fly.server.requests_to("DELETE", f"/machines/{failed}")
+    assert fake_fly.server.requests_to("POST", f"/machines/{failed}/stop") == []  # (nothing to stop)
+
+
 def test_sessions_list_only_our_live_machines(backend: FlyMachinesBackend, fake_fly: FakeFly) -> None:
     ours = backend.dispatch(request_for(5)).run_id
     fake_fly.start(ours)
