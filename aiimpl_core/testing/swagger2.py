@@ -28,7 +28,7 @@ resolve wherever they appear; ``x-nullable: true`` is read as "``null`` is accep
 
 Public API:
 
-* :class:`SwaggerDescription` — ``find``, ``schema_errors``, ``validate_request``,
+* :class:`SwaggerDescription` — ``find``, ``schema_errors``, ``undeclared``, ``validate_request``,
   ``validate_response``, ``from_file`` (cached per path, default options), ``base_path``,
   ``operations``, ``document``. What differs between APIs is given to its constructor:
 
@@ -37,7 +37,9 @@ Public API:
   - ``booleans``: the spellings a boolean parameter accepts (default ``true``/``false``);
   - ``extra_query``: undocumented query parameters allowed per ``(METHOD, template)``;
   - ``slashed_prefixes``: path templates under these prefixes take parameters spanning ``/``;
-  - ``json_answers_only``: check only answer bodies sent as JSON (streams and text pass).
+  - ``json_answers_only``: check only answer bodies sent as JSON (streams and text pass);
+  - ``closed_request_bodies``: a request body's properties its schema does not declare are
+    violations (:meth:`SwaggerDescription.undeclared`).
 
 * :class:`Operation` — one documented operation (method, template, pattern, definition,
   parameters with ``$ref`` resolved).
@@ -98,6 +100,8 @@ class SwaggerDescription:
         containing ``/`` (image names, for the Docker engine).
     :param json_answers_only: check an answer's body only when there is one and it is sent as
         JSON (a stream or plain text passes); otherwise every body is checked as JSON.
+    :param closed_request_bodies: report the properties of a request body its schema does not
+        declare (a name misspelt), where its objects declare theirs.
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class SwaggerDescription:
         extra_query: Mapping[tuple[str, str], Collection[str]] | None = None,
         slashed_prefixes: tuple[str, ...] = (),
         json_answers_only: bool = False,
+        closed_request_bodies: bool = False,
     ) -> None:
         if document.get("swagger") != "2.0":
             raise ValueError("not a Swagger 2.0 description")
@@ -124,6 +129,7 @@ class SwaggerDescription:
         self._extra_query = {key: frozenset(names) for key, names in (extra_query or {}).items()}
         self._slashed_prefixes = slashed_prefixes
         self._json_answers_only = json_answers_only
+        self._closed_request_bodies = closed_request_bodies
         self.operations = self._operations()
 
     @classmethod
@@ -193,6 +199,40 @@ class SwaggerDescription:
             for e in sorted(errors, key=lambda e: list(e.absolute_path))
         ]
 
+    def undeclared(self, schema: Mapping[str, Any], instance: Any, at: str = "") -> list[str]:
+        """The properties of ``instance`` that ``schema`` does not declare, wherever its objects
+        declare theirs (``properties``, those of every ``allOf`` part together) and take no others
+        (no ``additionalProperties``): what a server reading it as typed fields ignores, a name
+        misspelt (``auto_destory``) quietly left out. An object a schema declares no properties
+        of is free-form."""
+        schema = self._deref(schema)
+        if isinstance(instance, list):
+            items = schema.get("items")
+            if not isinstance(items, Mapping):
+                return []
+            return [m for i, item in enumerate(instance) for m in self.undeclared(items, item, f"{at}/{i}")]
+        if not isinstance(instance, dict):
+            return []
+        declared: dict[str, Any] = {}
+        extra: Any = None
+        parts = [schema]
+        while parts:
+            part = self._deref(parts.pop())
+            declared.update(part.get("properties") or {})
+            if part.get("additionalProperties") not in (None, False):
+                extra = part["additionalProperties"]
+            parts += list(part.get("allOf") or [])
+        problems: list[str] = []
+        for key, value in instance.items():
+            where = f"{at}/{key}"
+            if key in declared:
+                problems += self.undeclared(declared[key], value, where)
+            elif isinstance(extra, Mapping):
+                problems += self.undeclared(extra, value, where)
+            elif declared and extra is None:
+                problems.append(f"at {where.lstrip('/')}: {key!r} is no property the description declares")
+        return problems
+
     def validate_request(
         self,
         method: str,
@@ -246,6 +286,8 @@ class SwaggerDescription:
                     problems.append("the body is not JSON")
                 else:
                     problems += [f"body {m}" for m in self.schema_errors(schema, payload)]
+                    if self._closed_request_bodies:
+                        problems += [f"body {m}" for m in self.undeclared(schema, payload)]
         return [f"request {op.method} {path}: {p}" for p in problems]
 
     def _consumes(self, op: Operation) -> list[str]:

@@ -469,7 +469,10 @@ class LocalDockerBackend(RunnerBackend):
         # (spaces around it are not part of it, as the check reads it)
         network = str(self.context.setting(config.NETWORK) or "").strip()
         if network:
-            options["network"] = network
+            # HostConfig.NetworkMode alone, which joins the container to that network: the SDK's
+            # `network` adds NetworkingConfig {"<network>": null}, no property of the Engine API's
+            # (ignored); the CLI's EndpointsConfig Podman refuses with host networking
+            options["network_mode"] = network
         command = self.context.setting(config.COMMAND)
         if command:
             # replaces the entrypoint too: the session image's entrypoint would take it as arguments

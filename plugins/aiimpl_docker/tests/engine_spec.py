@@ -46,4 +46,6 @@ def engine_description() -> SwaggerDescription:
         extra_query=_SDK_EXTRAS,
         slashed_prefixes=("/images/", "/distribution/"),
         json_answers_only=True,
+        # (a property the description does not declare is one the engine ignores: a name misspelt)
+        closed_request_bodies=True,
     )

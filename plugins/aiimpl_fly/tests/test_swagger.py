@@ -7,6 +7,7 @@ import json
 import pytest
 
 from aiimpl_fly.testing import SwaggerDescription, fly_spec_path
+from aiimpl_fly.testing.fake_fly import fly_description
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +73,27 @@ def test_responses_are_checked(fly: SwaggerDescription) -> None:
     assert any("0/id" in p for p in fly.validate_response("GET", "/v1/apps/a/machines", 200, bad))
     assert fly.validate_response("GET", "/v1/apps/a/machines", 200, b'{"machines": []}')
     assert fly.validate_response("GET", "/v1/apps/a/machines", 201, b"[]")  # undocumented status
+
+
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        ({"auto_destory": True}, "at config/auto_destory: 'auto_destory' is no property the description"),
+        ({"restart": {"polciy": "no"}}, "at config/restart/polciy: 'polciy' is no property"),
+        ({"guest": {"memroy_mb": 512}}, "at config/guest/memroy_mb: 'memroy_mb' is no property"),
+        ({"stop_config": {"timeout": "forever"}}, "at config/stop_config/timeout: 'forever' does not match"),
+    ],
+)
+def test_the_fakes_description_refuses_a_misspelt_field_and_a_duration_fly_cannot_read(
+    config: dict, said: str
+) -> None:
+    """Fly's decoder ignores a property it does not know: auto_destory would quietly leave machines
+    behind, and the fake took it (the description declares no additionalProperties)."""
+    body = json.dumps({"config": {"image": "img:1", **config}}).encode()
+    problems = fly_description().validate_request("POST", "/v1/apps/a/machines", {}, body, "application/json")
+    assert any(said in p for p in problems), problems
+    # what the backend sends, maps (env, metadata) free-form, passes
+    good = {"config": {"image": "i", "env": {"ANY_NAME": "x"}, "metadata": {"aiimpl_job": "1"},
+                       "stop_config": {"signal": "SIGTERM", "timeout": "2m30s"}, "auto_destroy": True}}
+    assert fly_description().validate_request(
+        "POST", "/v1/apps/a/machines", {}, json.dumps(good).encode(), "application/json") == []

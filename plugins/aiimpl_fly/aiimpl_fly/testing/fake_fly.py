@@ -45,8 +45,11 @@ def fly_description() -> SwaggerDescription:
     """
     with open(fly_spec_path(), encoding="utf-8") as fh:
         document = json.load(fh)
-    document["definitions"]["fly.Duration"] = {"type": ["string", "integer"]}
-    return SwaggerDescription(document)
+    document["definitions"]["fly.Duration"] = {
+        "type": ["string", "integer"], "pattern": r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"}
+    # a property the description does not declare is one Fly's decoder ignores: a name misspelt
+    # (auto_destory) would quietly leave machines behind
+    return SwaggerDescription(document, closed_request_bodies=True)
 
 
 class Hold:
