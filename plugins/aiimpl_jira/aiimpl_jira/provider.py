@@ -3,7 +3,8 @@
 The trigger is the status ``Ready``; each lifecycle stage is a status (the reference's "Issue
 lifecycle" table). Stages are set by finding the workflow transition whose target status has
 the stage's name, so the workflow must offer it: when it does not, the error names the gap. A
-transition's screen may require fields: a resolution is chosen, another field takes its default.
+transition's screen may require fields: a resolution is chosen, another field keeps the value the
+issue has, else takes its default.
 Comments go out as Atlassian Document Format rendered from our Markdown; each one the outbox
 queues carries its identity in a comment property, so a retry finds a copy whose answer was lost.
 """
@@ -234,27 +235,51 @@ def _field_value(field_id: str, meta: Mapping[str, Any]) -> Any:
     return [value] if schema.get("type") == "array" else value
 
 
-def screen_values(screen: Mapping[str, Any], transition: str) -> dict[str, Any]:
-    """The ``fields`` of a transition request: a value for each required field of the screen.
+def _is_empty(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}
 
-    A resolution takes "Done" (else "Fixed", else the first allowed); another required field its
-    default value. A required field without a default cannot be filled in by the orchestrator: the
-    error (status 400, as Jira's own refusal, so the outbox gives up on it) names the field and the
-    transition, for a person to give the field a default or take it off the screen.
+
+def _needs_current_value(field_id: str, meta: Any) -> bool:
+    """Whether the issue's value of a screen field is read before the transition: a required field
+    other than the resolution (which the plugin always chooses)."""
+    if not isinstance(meta, Mapping) or not meta.get("required"):
+        return False
+    schema = meta.get("schema") if isinstance(meta.get("schema"), Mapping) else {}
+    return "resolution" not in (field_id, schema.get("system"))
+
+
+def screen_values(
+    screen: Mapping[str, Any], transition: str, current: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``fields`` of a transition request: a value for each required field of the screen that
+    the issue does not already have.
+
+    A resolution takes "Done" (else "Fixed", else the first allowed). Another required field that
+    has a value on the issue (``current``) is left out: Jira checks a required field against the
+    issue after the transition, and a field left out keeps its value (Summary, Reporter, a custom
+    field set earlier all pass), whereas sending the default would overwrite it. An empty one takes
+    its default value. An empty required field without a default cannot be filled in by the
+    orchestrator: the error (status 400, as Jira's own refusal, so the outbox gives up on it) names
+    the field and the transition, for a person to fill it in or fix the screen.
 
     :param screen: the transition's ``fields`` (field id → ``FieldMetadata``).
     :param transition: how the error names the transition.
+    :param current: the issue's ``fields`` as read for the screen's required fields; a field not
+        in it counts as empty.
     """
+    current = current or {}
     values: dict[str, Any] = {}
     for field_id, meta in screen.items():
         if not isinstance(meta, Mapping) or not meta.get("required"):
+            continue
+        if _needs_current_value(str(field_id), meta) and not _is_empty(current.get(str(field_id))):
             continue
         value = _field_value(str(field_id), meta)
         if value is None:
             raise ProviderError(
                 f"{transition} requires the field '{meta.get('name') or field_id}' ({field_id}), which "
-                "has no default value to fill in: give the field a default value or take it off the "
-                "transition's screen in Jira",
+                "is empty on the issue and has no default value to fill in: fill it in on the issue, "
+                "give the field a default value or take it off the transition's screen in Jira",
                 provider="jira",
                 status=400,
             )
@@ -503,7 +528,8 @@ class JiraProvider(TicketingProvider):
         return _status(raw.get("fields") or {}), [t for t in transitions if isinstance(t, Mapping)]
 
     def _transition(self, key: str, current: str, transition: Mapping[str, Any]) -> None:
-        """Post ``transition``, filling the required fields of its screen (:func:`screen_values`)."""
+        """Post ``transition``, filling the required fields of its screen that the issue leaves
+        empty (:func:`screen_values`)."""
         transition_id = str(transition["id"])
         screen = transition.get("fields")
         if not isinstance(screen, Mapping):
@@ -513,7 +539,11 @@ class JiraProvider(TicketingProvider):
                 listed = self.client.transitions(key, transition_id=transition_id)
                 found = next((t for t in listed if str(t.get("id")) == transition_id), {})
                 screen = found.get("fields") if isinstance(found.get("fields"), Mapping) else {}
-        values = screen_values(screen, _describe_transition(key, current, transition))
+        # The issue's values of the screen's required fields (one read, only when there are any):
+        # those it has are left as they are, as Jira would.
+        wanted = [str(f) for f, meta in screen.items() if _needs_current_value(str(f), meta)]
+        values_now = (self.client.get_issue(key, fields=wanted).get("fields") or {}) if wanted else {}
+        values = screen_values(screen, _describe_transition(key, current, transition), values_now)
         self.client.transition(key, transition_id, fields=values)
 
     def move_to_status(self, key: str, target: str) -> bool:
@@ -521,9 +551,9 @@ class JiraProvider(TicketingProvider):
 
         :raises ProviderError: status 400, which no retry changes (Jira's own answer to a
             transition not available from the issue's status): when the workflow offers no
-            transition to ``target``, or when the transition's screen requires a field the plugin
-            cannot fill in (:func:`screen_values`). The outbox gives such a change up after a few
-            tries, so that the issue's later comments go out.
+            transition to ``target``, or when the transition's screen requires a field the issue
+            leaves empty and the plugin cannot fill in (:func:`screen_values`). The outbox gives
+            such a change up after a few tries, so that the issue's later comments go out.
         """
         status, transitions = self._status_and_transitions(key)
         current = str(status.get("name") or "")

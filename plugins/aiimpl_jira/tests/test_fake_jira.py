@@ -221,3 +221,53 @@ def test_a_transition_screen_lists_its_fields_and_refuses_a_missing_required_one
         timeout=5,
     ).json()
     assert issue["fields"]["status"]["name"] == "Done" and issue["fields"]["resolution"]["name"] == "Done"
+
+
+def test_a_required_field_the_issue_has_needs_not_be_sent(jira: FakeJira) -> None:
+    """As in Jira, a required screen field is checked against the issue after the transition: one
+    with a value on the issue passes left out of the request; an empty one is refused in Jira's
+    ``errors`` object keyed by the field's id. Before, the fake refused every required field left
+    out, even Summary."""
+    jira.add_issue("ENG-1", summary="Fix the login page")
+    jira.add_issue("ENG-2")
+    jira.add_screen_field("Planning", "summary", "Summary")
+    jira.add_screen_field("Planning", "customfield_10050", "Root cause")
+    jira.set_field_value("ENG-1", "customfield_10050", "A race")
+    listed = requests.get(
+        f"{jira.url}/rest/api/3/issue/ENG-1/transitions", auth=_auth(jira), timeout=5
+    ).json()["transitions"]
+    planning = next(t["id"] for t in listed if t["to"]["name"] == "Planning")
+
+    def transition(key: str, **fields: object) -> requests.Response:
+        body: dict[str, object] = {"transition": {"id": planning}}
+        if fields:
+            body["fields"] = fields
+        return requests.post(
+            f"{jira.url}/rest/api/3/issue/{key}/transitions", json=body, auth=_auth(jira), timeout=5
+        )
+
+    refused = transition("ENG-2")
+    assert refused.status_code == 400
+    assert refused.json() == {"errorMessages": [], "errors": {"customfield_10050": "Root cause is required."}}
+    emptied = transition("ENG-1", summary="")
+    assert emptied.json()["errors"] == {"summary": "Summary is required."}, "a value sent empty counts"
+    assert jira.issues["ENG-1"].status == "Ready"
+
+    assert transition("ENG-1").status_code == 204
+    assert jira.issues["ENG-1"].status == "Planning"
+    assert jira.issues["ENG-1"].summary == "Fix the login page"
+    assert transition("ENG-2", customfield_10050="Found it").status_code == 204
+    read = requests.get(
+        f"{jira.url}/rest/api/3/issue/ENG-2",
+        params={"fields": "customfield_10050,summary"},
+        auth=_auth(jira),
+        timeout=5,
+    ).json()
+    assert read["fields"] == {"customfield_10050": "Found it", "summary": "An issue"}
+    unknown = requests.get(
+        f"{jira.url}/rest/api/3/issue/ENG-1",
+        params={"fields": "customfield_10099,labels"},
+        auth=_auth(jira),
+        timeout=5,
+    ).json()
+    assert unknown["fields"] == {"labels": []}, "a field the site does not have is not listed"

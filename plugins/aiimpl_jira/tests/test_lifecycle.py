@@ -311,8 +311,9 @@ def test_a_required_screen_field_is_refused_not_retried_for_hours(
     assert item.op == "stage" and item.attempts == 1
     assert item.last_error == (
         "the transition 'Move to Implementing' of ENG-3 (from 'Ready' to 'Implementing') requires the "
-        "field 'Root cause' (customfield_10050), which has no default value to fill in: give the field "
-        "a default value or take it off the transition's screen in Jira"
+        "field 'Root cause' (customfield_10050), which is empty on the issue and has no default value to "
+        "fill in: fill it in on the issue, give the field a default value or take it off the "
+        "transition's screen in Jira"
     )
     later = utcnow()
     for _ in range(MAX_ATTEMPTS_REFUSED - 1):

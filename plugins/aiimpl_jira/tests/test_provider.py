@@ -384,11 +384,69 @@ def test_a_required_field_without_a_default_is_refused_by_name(
     assert err.value.status == 400, "refused: no retry fills the field in"
     assert str(err.value) == (
         "the transition 'Move to Planning' of ENG-1 (from 'Ready' to 'Planning') requires the field "
-        "'Root cause' (customfield_10050), which has no default value to fill in: give the field a "
-        "default value or take it off the transition's screen in Jira"
+        "'Root cause' (customfield_10050), which is empty on the issue and has no default value to fill "
+        "in: fill it in on the issue, give the field a default value or take it off the transition's "
+        "screen in Jira"
     )
     assert jira.issues["ENG-1"].status == "Ready"
     assert jira.requests_to("POST", "/transitions") == []
+
+
+def test_a_required_field_the_issue_already_has_is_left_as_it_is(
+    jira: FakeJira, provider: JiraProvider
+) -> None:
+    """Summary and a custom field set earlier are required on the screen without a default: the
+    transition is made without them and they keep their values, as Jira checks required fields
+    against the issue after the transition. Before, the plugin refused the stage change itself
+    (400, "has no default value to fill in") without sending the transition; a required field
+    with a default that the issue had already set would have been overwritten with the default."""
+    options = [{"id": "20001", "value": "Backend"}, {"id": "20002", "value": "Frontend"}]
+    jira.add_screen_field("Planning", "summary", "Summary")
+    jira.add_screen_field("Planning", "customfield_10050", "Root cause")
+    jira.add_screen_field(
+        "Planning",
+        "customfield_10060",
+        "Component area",
+        schema={"type": "option", "custom": "com.atlassian.jira.plugin.system.customfieldtypes:select"},
+        allowed_values=options,
+        default=options[1],
+    )
+    jira.require_resolution("Planning")  # a resolution is still chosen: the plugin does not read it
+    jira.add_issue("ENG-1", summary="Fix the login page")
+    jira.set_field_value("ENG-1", "customfield_10050", "A race in the session store")
+    jira.set_field_value("ENG-1", "customfield_10060", options[0])
+
+    provider.set_stage("ENG-1", Stage.PLANNING)
+
+    issue = jira.issues["ENG-1"]
+    assert issue.status == "Planning"
+    [posted] = jira.requests_to("POST", "/issue/ENG-1/transitions")
+    assert set(posted.json["fields"]) == {"resolution"}, "the fields the issue has are left out"
+    assert issue.summary == "Fix the login page"
+    assert issue.values["customfield_10050"] == "A race in the session store"
+    assert issue.values["customfield_10060"] == options[0], "not overwritten with the default"
+    # the issue's values of the required fields were read in one request, the resolution's not
+    [_, read] = jira.requests_to("GET", "/issue/ENG-1")
+    assert set(read.query["fields"][0].split(",")) == {"summary", "customfield_10050", "customfield_10060"}
+
+
+def test_an_empty_required_field_is_still_refused_and_a_default_still_fills_it(
+    jira: FakeJira, provider: JiraProvider
+) -> None:
+    """Reading the issue's values changes nothing for an empty field: with a default it is sent,
+    without one the stage change is refused by name before any transition is sent."""
+    jira.add_screen_field("Planning", "customfield_10060", "Component area", default="Backend")
+    jira.add_screen_field("Implementing", "customfield_10050", "Root cause")
+    jira.add_issue("ENG-1")
+    jira.set_field_value("ENG-1", "customfield_10050", "")  # emptied: as good as never set
+
+    provider.set_stage("ENG-1", Stage.PLANNING)
+    [posted] = jira.requests_to("POST", "/issue/ENG-1/transitions")
+    assert posted.json["fields"] == {"customfield_10060": "Backend"}
+    with pytest.raises(ProviderError, match=r"'Root cause' \(customfield_10050\), which is empty"):
+        provider.set_stage("ENG-1", Stage.IMPLEMENTING)
+    assert jira.issues["ENG-1"].status == "Planning"
+    assert len(jira.requests_to("POST", "/issue/ENG-1/transitions")) == 1
 
 
 def test_without_screen_fields_the_requests_are_unchanged(jira: FakeJira, provider: JiraProvider) -> None:

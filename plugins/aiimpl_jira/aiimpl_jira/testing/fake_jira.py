@@ -4,7 +4,8 @@
 a workflow, fields with their contexts and options, and answers the REST v3 operations the plugin
 uses the way Jira does: the token-paginated ``search/jql`` with a real (small) JQL evaluator,
 ``jql/parse`` with Jira's error messages, transitions limited by the workflow (with screens whose
-required fields a transition must set, :meth:`FakeJira.add_screen_field`), ADF comments with
+required fields must have a value once the transition is made, sent with it or already on the
+issue, :meth:`FakeJira.add_screen_field`), ADF comments with
 their entity properties (listed with ``expand=properties``, newest first with ``orderBy=-created``).
 :meth:`FakeJira.fail_next` answers a request with an error instead of carrying it out;
 :meth:`FakeJira.lose_next_answer` carries it out and loses the answer (a proxy's 502, a dropped
@@ -227,7 +228,8 @@ class FakeIssue:
     description: dict[str, Any] | None = None
     labels: list[str] = field(default_factory=list)
     comments: list[FakeComment] = field(default_factory=list)
-    #: fields set through a transition's screen (``resolution`` …): field id → the value as stored
+    #: the other fields' values (``resolution``, custom fields …), set through a transition's screen
+    #: or :meth:`FakeJira.set_field_value`: field id → the value as stored
     values: dict[str, Any] = field(default_factory=dict)
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
     updated: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -391,6 +393,11 @@ class FakeJira:
         self.issues[key].status = status
         self.issues[key].updated = self._tick()
 
+    def set_field_value(self, key: str, field_id: str, value: Any) -> None:
+        """Give an issue's field a value as a person would (``None`` empties it)."""
+        with self.lock:
+            _store_value(self.issues[key], field_id, value)
+
     def add_screen_field(
         self,
         target: str,
@@ -405,9 +412,10 @@ class FakeJira:
         """Put a field on the screen of the transitions to ``target`` and return its metadata (a
         ``FieldMetadata``, as ``expand=transitions.fields`` lists it).
 
-        A transition then refuses (400) a request that leaves a required field out, gives a value
-        that is not among ``allowed_values`` (matched by ``id``, ``name`` or ``value``), or sets a
-        field its screen does not have.
+        A transition then refuses (400) a request that leaves out a required field the issue has no
+        value for (one it has keeps its value, as in Jira), gives a value that is not among
+        ``allowed_values`` (matched by ``id``, ``name`` or ``value``), or sets a field its screen
+        does not have.
         """
         if target not in self.statuses:
             raise ValueError(f"unknown status {target!r}")
@@ -690,6 +698,10 @@ class FakeJira:
             "comment": self._comments_page(issue, 0, 5),  # Jira embeds a first page only
             "resolution": issue.values.get("resolution"),
         }
+        values.update({k: v for k, v in issue.values.items() if k not in values})
+        # a field of the site the issue has no value for is listed as null when asked for by id
+        known = {str(f["id"]) for f in self.fields} | {f for screen in self.screens.values() for f in screen}
+        values.update({k: None for k in wanted if k in known and k not in values})
         return {k: v for k, v in values.items() if everything or k in wanted}
 
     def _issue_json(self, issue: FakeIssue, wanted: Sequence[str], expand: str = "") -> dict[str, Any]:
@@ -734,9 +746,16 @@ class FakeJira:
             out.append(transition)
         return out
 
-    def _screen_input(self, target: str, given: Any) -> tuple[dict[str, Any], dict[str, str]]:
-        """The field values a transition to ``target`` stores, and Jira's errors by field for what
-        it refuses (a field off the screen, a value not allowed, a required field left out)."""
+    def _screen_input(
+        self, target: str, given: Any, issue: FakeIssue
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The field values a transition of ``issue`` to ``target`` stores, and Jira's errors by
+        field for what it refuses (a field off the screen, a value not allowed, a required field
+        empty after the transition).
+
+        As in Jira, a required field is checked against the issue's value after the transition: a
+        field left out of the request keeps the value it has, so only an empty one is refused.
+        """
         screen = self.screens.get(target) or {}
         given = given if isinstance(given, dict) else {}
         values: dict[str, Any] = {}
@@ -757,7 +776,8 @@ class FakeJira:
                 value = chosen if isinstance(value, list) else chosen[0]
             values[field_id] = value
         for field_id, meta in screen.items():
-            if meta["required"] and values.get(field_id) in (None, "", []) and field_id not in problems:
+            after = values[field_id] if field_id in values else _current_value(issue, field_id)
+            if meta["required"] and after in (None, "", [], {}) and field_id not in problems:
                 problems[field_id] = f"{meta['name']} is required."
         return values, problems
 
@@ -986,11 +1006,12 @@ class FakeJira:
                 if match is None:
                     return error(400, f"Transition id '{wanted}' is not valid for this issue.")
                 target = match["to"]["name"]
-                values, problems = fake._screen_input(target, body.get("fields"))
+                values, problems = fake._screen_input(target, body.get("fields"), found)
                 if problems:
                     return error(400, **problems)
                 found.status = target
-                found.values.update(values)
+                for field_id, value in values.items():
+                    _store_value(found, field_id, value)
                 found.updated = fake._tick()
             # Jira answers 204 with no body; the description declares a JSON body for it, which no
             # real answer has, so this answer is exempt from response validation.
@@ -1079,6 +1100,25 @@ class FakeJira:
             "updated": _stamp(issue.updated),
             "_natural_key": (project, int(number) if number.isdigit() else 0),
         }
+
+
+def _current_value(issue: FakeIssue, field_id: str) -> Any:
+    """An issue's value of a field, as a transition's required-field check reads it."""
+    own = {"summary": issue.summary, "description": issue.description, "labels": issue.labels}
+    return own[field_id] if field_id in own else issue.values.get(field_id)
+
+
+def _store_value(issue: FakeIssue, field_id: str, value: Any) -> None:
+    if field_id == "summary":
+        issue.summary = str(value or "")
+    elif field_id == "description":
+        issue.description = value
+    elif field_id == "labels":
+        issue.labels = list(value or [])
+    elif value is None:
+        issue.values.pop(field_id, None)
+    else:
+        issue.values[field_id] = value
 
 
 def _allowed(allowed: Sequence[Any], given: Any) -> Any:
