@@ -36,6 +36,26 @@ def _key(issue_key: str) -> str:
     return quote(issue_key, safe="")
 
 
+#: The status a comment refused for Jira's per-issue limit is raised with: one the core's outbox
+#: counts as a refusal (``REFUSED_STATUSES``), so it gives the comment up after its few attempts for
+#: a refusal instead of retrying it for hours while the issue's later comments wait. Jira's own 413
+#: is no such status (the outbox would take it for a passing failure); the message keeps it.
+COMMENT_LIMIT_STATUS = 422
+
+
+def comment_limit_reached(key: str, exc: ProviderError) -> ProviderError:
+    """The error for Jira's 413 to a new comment: the issue has reached the per-issue limit on
+    comments (5,000 on Jira Cloud), so no comment can be added until some are deleted."""
+    return ProviderError(
+        f"Jira's per-issue comment limit is reached on {key} (HTTP 413: the issue holds as many comments "
+        "as Jira allows, 5,000 on Jira Cloud): the comment was not posted; delete old comments of the "
+        "issue in Jira, then send it again with `aiimpl outbox retry ID`",
+        provider="jira",
+        status=COMMENT_LIMIT_STATUS,
+        detail=exc.detail,
+    )
+
+
 class JiraClient:
     """Jira REST v3 operations over one authenticated :class:`HttpClient`.
 
@@ -151,11 +171,21 @@ class JiraClient:
         self, key: str, adf_body: dict[str, Any], *, properties: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         """``POST /issue/{key}/comment``; ``properties`` (key → JSON value) are stored with the
-        comment as its entity properties, in the same request."""
+        comment as its entity properties, in the same request.
+
+        :raises ProviderError: status :data:`COMMENT_LIMIT_STATUS` when the issue holds as many
+            comments as Jira allows (Jira's 413), which no retry changes.
+        """
         body: dict[str, Any] = {"body": adf_body}
         if properties:
             body["properties"] = [{"key": k, "value": v} for k, v in properties.items()]
-        return self.http.json(self.http.post(f"{API}/issue/{_key(key)}/comment", json=body, expected=(201,)))
+        try:
+            resp = self.http.post(f"{API}/issue/{_key(key)}/comment", json=body, expected=(201,))
+        except ProviderError as exc:
+            if exc.status == 413:
+                raise comment_limit_reached(key, exc) from exc
+            raise
+        return self.http.json(resp)
 
     def transitions(self, key: str, *, transition_id: str | None = None) -> list[dict[str, Any]]:
         """The transitions available to an issue, each with the fields of its screen

@@ -182,6 +182,86 @@ def test_the_outbox_posts_a_comment_once_when_jiras_answer_was_lost(app: Any, ji
     assert [r.method for r in jira.requests if r.path.endswith("/issue/ENG-1/comment")] == ["POST", "GET"]
 
 
+def test_a_comment_past_jiras_per_issue_limit_is_given_up_not_retried_for_hours(
+    app: Any, jira: FakeJira
+) -> None:
+    """Jira answers 413 to a comment on an issue holding as many comments as it allows: the outbox
+    gives the comment up after its few attempts for a refusal, its error saying what to do, so the
+    issue's later writes go out. Before, the 413 reached the outbox as is, a status it does not
+    count as a refusal: it retried the comment for some 16 hours, holding the issue's later writes
+    back all that time."""
+    jira.add_issue("ENG-1")
+    jira.comment_limit = 2
+    jira.add_comment("ENG-1", "first")
+    jira.add_comment("ENG-1", "second")
+    item_id = enqueue_comment("ENG-1", "✅ PR opened", provider="jira", kind="outcome")
+    db.session.commit()
+
+    later = utcnow()
+    for _ in range(outbox.MAX_ATTEMPTS_REFUSED):
+        assert outbox.deliver(issue_keys=["ENG-1"], now=later)["failed"] == 1
+        later += timedelta(hours=2)
+
+    db.session.expire_all()
+    item = db.session.get(OutboxItem, item_id)
+    assert (item.state, item.attempts) == ("dead", outbox.MAX_ATTEMPTS_REFUSED)
+    assert item.last_error == (
+        "Jira's per-issue comment limit is reached on ENG-1 (HTTP 413: the issue holds as many comments "
+        "as Jira allows, 5,000 on Jira Cloud): the comment was not posted; delete old comments of the "
+        "issue in Jira, then send it again with `aiimpl outbox retry ID`"
+    )
+    assert _texts(jira, "ENG-1") == ["first", "second"]
+
+
+def test_the_comment_limit_is_a_refusal_on_every_path(jira: FakeJira) -> None:
+    """A first try, a retry and a plain post all raise the refusal (not Jira's 413 as is), keeping
+    Jira's answer in the error's detail; the fake answers 413 at its limit and takes comments again
+    once some are deleted."""
+    from aiimpl_core.services.outbox import REFUSED_STATUSES
+
+    provider = JiraProvider(make_context(jira.config()))
+    jira.add_issue("ENG-1")
+    jira.comment_limit = 1
+    jira.add_comment("ENG-1", "the one comment it may hold")
+    for post in (
+        lambda: provider.post_comment_once("ENG-1", "hello", ref=REF, retry=False),
+        lambda: provider.post_comment_once("ENG-1", "hello", ref=REF, retry=True),
+        lambda: provider.post_comment("ENG-1", "hello"),
+    ):
+        with pytest.raises(ProviderError) as refused:
+            post()
+        assert refused.value.status in REFUSED_STATUSES and refused.value.retry_after is None
+        assert "per-issue comment limit is reached on ENG-1" in refused.value.message
+        assert refused.value.detail == {
+            "errorMessages": ["This issue has reached the limit of 1 comments."], "errors": {}
+        }
+    assert [r.status for r in jira.requests_to("POST", "/issue/ENG-1/comment")] == [413, 413, 413]
+    jira.issues["ENG-1"].comments.clear()
+    assert provider.post_comment("ENG-1", "hello").id
+
+
+def test_the_fake_refuses_a_comment_longer_than_jira_takes(jira: FakeJira) -> None:
+    """32,767 characters of text, counted as Jira (Java) counts them: an emoji is two."""
+    provider = JiraProvider(make_context(jira.config()))
+    jira.add_issue("ENG-1")
+
+    def doc(text: str) -> dict[str, Any]:
+        paragraph = {"type": "paragraph", "content": [{"type": "text", "text": text}]}
+        return {"type": "doc", "version": 1, "content": [paragraph]}
+
+    assert provider.client.add_comment("ENG-1", doc("x" * 32_767))["id"]
+    for text in ("x" * 32_768, "🚀" * 16_384):
+        with pytest.raises(ProviderError) as refused:
+            provider.client.add_comment("ENG-1", doc(text))
+        assert refused.value.status == 400
+        assert refused.value.detail == {
+            "errorMessages": [],
+            "errors": {"comment": "The entered text is too long. It exceeds the allowed limit of 32,767 "
+                                  "characters."},
+        }
+    assert len(jira.issues["ENG-1"].comments) == 1
+
+
 def test_the_fake_refuses_a_property_jira_would_refuse() -> None:
     with FakeJira() as jira:
         jira.add_issue("ENG-1")

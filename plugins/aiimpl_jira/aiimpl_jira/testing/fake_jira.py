@@ -6,7 +6,9 @@ uses the way Jira does: the token-paginated ``search/jql`` with a real (small) J
 ``jql/parse`` with Jira's error messages, transitions limited by the workflow (with screens whose
 required fields must have a value once the transition is made, sent with it or already on the
 issue, :meth:`FakeJira.add_screen_field`), ADF comments with
-their entity properties (listed with ``expand=properties``, newest first with ``orderBy=-created``).
+their entity properties (listed with ``expand=properties``, newest first with ``orderBy=-created``),
+refused past Jira's limits: 32,767 characters of text (400) and a number of comments per issue
+(413, :attr:`FakeJira.comment_limit`).
 :meth:`FakeJira.fail_next` answers a request with an error instead of carrying it out;
 :meth:`FakeJira.lose_next_answer` carries it out and loses the answer (a proxy's 502, a dropped
 connection).
@@ -59,6 +61,10 @@ DEFAULT_STATUSES: dict[str, str] = {
 }
 #: The resolutions of the fake site (a Done transition's screen offers them).
 DEFAULT_RESOLUTIONS: tuple[str, ...] = ("Won't Do", "Duplicate", "Done", "Cannot Reproduce")
+#: Jira's longest comment text, in characters (UTF-16 code units, as Java counts them)
+COMMENT_MAX_CHARS = 32_767
+#: Jira Cloud's limit on comments per issue; past it a new comment is refused with 413
+COMMENTS_PER_ISSUE = 5_000
 _CATEGORY = {
     "new": (2, "blue-gray", "To Do"),
     "indeterminate": (4, "yellow", "In Progress"),
@@ -287,6 +293,9 @@ class FakeJira:
         #: (method, path suffix) → queue of what replaces the answer of a request carried out:
         #: a status (a proxy's error page), or ``None`` (the connection is dropped)
         self.lost_answers: dict[tuple[str, str], list[int | None]] = {}
+        #: the comments an issue may hold: at this many, ``POST …/comment`` answers 413 as Jira
+        #: does (a test lowers it rather than adding thousands of comments)
+        self.comment_limit = COMMENTS_PER_ISSUE
         self.lock = threading.RLock()
         self._ids = itertools.count(10001)
         self._clock = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -968,10 +977,21 @@ class FakeJira:
                     fake.violations.append(f"comment property on {key}: {problem}")
                     return error(400, problem)
                 properties[prop["key"]] = prop["value"]
+            if _text_units(body["body"]) > COMMENT_MAX_CHARS:
+                return error(
+                    400,
+                    comment=f"The entered text is too long. It exceeds the allowed limit of "
+                    f"{COMMENT_MAX_CHARS:,} characters.",
+                )
             with fake.lock:
                 found = get_issue_or_404(key)
                 if isinstance(found, Response):
                     return found
+                if len(found.comments) >= fake.comment_limit:
+                    # (the description: "the per-issue limit has been breached for … comments")
+                    return error(
+                        413, f"This issue has reached the limit of {fake.comment_limit:,} comments."
+                    )
                 comment = FakeComment(
                     id=str(next(fake._ids)), body=body["body"], created=fake._tick(), properties=properties
                 )
@@ -1100,6 +1120,16 @@ class FakeJira:
             "updated": _stamp(issue.updated),
             "_natural_key": (project, int(number) if number.isdigit() else 0),
         }
+
+
+def _text_units(node: Any) -> int:
+    """The length of the text of an ADF node, in UTF-16 code units as Jira (Java) counts it."""
+    if isinstance(node, list):
+        return sum(_text_units(child) for child in node)
+    if not isinstance(node, dict):
+        return 0
+    own = len(node["text"].encode("utf-16-le")) // 2 if isinstance(node.get("text"), str) else 0
+    return own + _text_units(node.get("content"))
 
 
 def _current_value(issue: FakeIssue, field_id: str) -> Any:
