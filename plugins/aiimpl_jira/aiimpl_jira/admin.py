@@ -11,7 +11,7 @@ from typing import Any
 
 from aiimpl_core.errors import AiimplError, ProviderError
 
-from .config import ORDER_BY
+from .config import SORTS, clause_problem
 from .provider import JiraProvider
 
 # Jira answers these for fields that have no contexts or whose type has no options (system
@@ -61,8 +61,12 @@ def check_jql(provider: JiraProvider, jql: str) -> JqlCheck:
     errors = [str(e) for e in entry.get("errors") or ()]
     if errors:
         raise JqlInvalid("; ".join(errors))
-    if ORDER_BY.search(jql):
+    # (an ORDER BY inside a string, ``summary ~ "order by"``, is text and does not sort)
+    problem = clause_problem(jql)
+    if problem == SORTS:
         raise JqlInvalid("The JQL clause must not contain ORDER BY")
+    if problem:
+        raise JqlInvalid(f"The JQL clause {problem}")
     return JqlCheck(
         jql=str(entry.get("query") or jql), warnings=[str(w) for w in entry.get("warnings") or ()]
     )

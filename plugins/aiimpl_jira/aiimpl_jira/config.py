@@ -116,6 +116,54 @@ class JiraSettings:
 
 
 ORDER_BY = re.compile(r"\border\s+by\b", re.IGNORECASE)
+#: :func:`clause_problem`'s findings, said after the field's name (``ticketing.jql …``)
+SORTS = "must be a filter clause without ORDER BY"
+UNBALANCED = "has unbalanced quotes or parentheses"
+
+
+def clause_problem(jql: str) -> str | None:
+    """What makes ``jql`` unfit to be ANDed, in parentheses, to the trigger query; ``None`` when
+    nothing does.
+
+    Read as JQL reads it: text inside '…' or "…" (where a backslash escapes the next character,
+    as it does outside them) is a value, so its parentheses, quotes and words count for nothing
+    (``summary ~ "order by"``, ``summary ~ ":("``). Outside strings the parentheses must nest: a
+    ``)`` that closes more than was opened would close the parentheses the clause is put in, and
+    what follows it (``labels = x) OR (project is not EMPTY``) would widen the search to every
+    project's issues.
+    """
+    outside: list[str] = []  # the clause with each string's text taken out
+    quote: str | None = None
+    depth = 0
+    escaped = False
+    for char in jql:
+        if escaped:
+            escaped = False
+            if quote is None:
+                outside.append("_")  # part of an unquoted word (``a\ order`` is one value)
+            continue
+        if char == "\\":
+            escaped = True
+            continue
+        if quote is not None:
+            if char == quote:
+                quote = None
+                outside.append(char)
+            continue
+        if char in "'\"":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0:
+                return UNBALANCED
+        outside.append(char)
+    if quote is not None or escaped or depth != 0:
+        return UNBALANCED
+    if ORDER_BY.search("".join(outside)):
+        return SORTS
+    return None
 
 
 class TicketingSettingsSchema(Schema):
@@ -140,10 +188,9 @@ class TicketingSettingsSchema(Schema):
     def _jql(self, value: str | None, **_: Any) -> None:
         if value is None:
             return
-        if ORDER_BY.search(value):
-            raise ValidationError("must be a filter clause without ORDER BY")
-        if value.count('"') % 2 or value.count("(") != value.count(")"):
-            raise ValidationError("has unbalanced quotes or parentheses")
+        problem = clause_problem(value)
+        if problem:
+            raise ValidationError(problem)
 
 
 def ticketing_errors(settings: object) -> str | None:

@@ -144,6 +144,16 @@ def test_validate_jql_refuses_a_sorting_clause(
     }
 
 
+def test_validate_jql_takes_order_by_inside_a_string_as_text(
+    client: Any, admin_headers: dict[str, str], jira: FakeJira
+) -> None:
+    """Before, any "order by" in the clause was refused, though Jira reads it as a value here."""
+    resp = client.post(
+        "/api/jira/validate-jql", json={"jql": 'summary ~ "order by"'}, headers=admin_headers
+    )
+    assert resp.status_code == 200 and resp.get_json()["valid"] is True
+
+
 def test_validate_jql_500_when_jira_fails(client: Any, admin_headers: dict[str, str], jira: FakeJira) -> None:
     jira.fail_next("POST", "/jql/parse", 503, headers={"Retry-After": "0"}, times=3)
     resp = client.post("/api/jira/validate-jql", json={"jql": "labels = x"}, headers=admin_headers)

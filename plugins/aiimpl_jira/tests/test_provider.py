@@ -596,6 +596,64 @@ def test_validate_mapping_accepts_a_clause() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "jql",
+    [
+        'summary ~ "order by"',
+        "summary ~ ':('",
+        """summary ~ 'say "hi'""",
+        'summary ~ "a \\"quoted\\" (word" AND labels in (a, "b)")',
+        "summary ~ 'it\\'s (done'",
+        "labels = a\\ order AND labels = x",
+    ],
+)
+def test_a_clause_is_read_with_its_strings(jql: str) -> None:
+    """Parentheses, quotes and ORDER BY inside a JQL string are text. Before, the local check
+    counted them: ``summary ~ "order by"`` was refused as sorting, ``summary ~ ":("`` and
+    ``summary ~ 'say "hi'`` as unbalanced."""
+    JiraProvider(make_context({})).validate_mapping(
+        {"teamKey": "ENG", "ticketing": {"provider": "jira", "jql": jql}}
+    )
+
+
+@pytest.mark.parametrize(
+    ("jql", "problem"),
+    [
+        ("labels = x) OR (project is not EMPTY", "has unbalanced quotes or parentheses"),
+        ("labels = x)) OR ((project is not EMPTY", "has unbalanced quotes or parentheses"),
+        ("(labels = x", "has unbalanced quotes or parentheses"),
+        ('summary ~ ")" OR (labels = x', "has unbalanced quotes or parentheses"),
+        ("summary ~ 'open", "has unbalanced quotes or parentheses"),
+        ('summary ~ "ends in an escaped quote\\"', "has unbalanced quotes or parentheses"),
+        ("labels = x\\", "has unbalanced quotes or parentheses"),
+        ('summary ~ "order by" order by created', "must be a filter clause without ORDER BY"),
+    ],
+)
+def test_a_clause_that_would_escape_its_parentheses_is_refused(jql: str, problem: str) -> None:
+    """Before, ``labels = x) OR (project is not EMPTY`` passed the local check (as many ``(`` as
+    ``)``), and the trigger query became ``… (project = "ENG" AND (labels = x) OR (project is not
+    EMPTY))``: every Ready issue of the site. The parentheses must now nest outside strings."""
+    with pytest.raises(ProviderConfigError) as err:
+        JiraProvider(make_context({})).validate_mapping(
+            {"teamKey": "ENG", "ticketing": {"provider": "jira", "jql": jql}}
+        )
+    assert str(err.value) == f"ticketing.jql {problem}"
+
+
+def test_a_clause_with_a_string_that_looks_like_order_by_selects_its_issues(jira: FakeJira) -> None:
+    """The clause is accepted by the local check and by Jira's parser, and the poll's query keeps
+    it in its parentheses: only the project's matching issue is listed."""
+    jira.add_issue("ENG-1", summary="Fix the order by clause")
+    jira.add_issue("ENG-2", summary="Something else")
+    jira.add_issue("OPS-1", summary="Fix the order by clause")
+    mapping = {"teamKey": "ENG", "ticketing": {"provider": "jira", "jql": 'summary ~ "order by"'}}
+    mappings = [sample_mapping(team_key="ENG", ticketing=mapping["ticketing"])]
+    provider = JiraProvider(make_context(jira.config(), mappings=lambda: mappings))
+    provider.validate_mapping(mapping)
+    [page] = provider.iter_triggered(["ENG"])
+    assert [i.key for i in page.issues] == ["ENG-1"]
+
+
 def test_an_invalid_mapping_clause_is_named(jira: FakeJira) -> None:
     jira.add_issue("ENG-1")
     mappings = [
