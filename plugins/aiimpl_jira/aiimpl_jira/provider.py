@@ -11,6 +11,7 @@ queues carries its identity in a comment property, so a retry finds a copy whose
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -41,6 +42,22 @@ if TYPE_CHECKING:
 def jql_string(value: str) -> str:
     """A JQL string literal (double-quoted, with ``\\`` and ``"`` escaped)."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+#: Jira's refusal of a search naming a project it does not show
+_NO_SUCH_PROJECT = re.compile(r"^The value '(.+)' does not exist for the field 'project'\.$")
+
+
+def unknown_projects(exc: ProviderError, projects: Sequence[str]) -> list[str]:
+    """The projects of ``projects`` that Jira's refusal of a search says it does not know (or does
+    not show to the account): its ``errorMessages``, one a project."""
+    detail = exc.detail if isinstance(exc.detail, Mapping) else {}
+    named = set()
+    for message in detail.get("errorMessages") or ():
+        match = _NO_SUCH_PROJECT.match(str(message))
+        if match:
+            named.add(match.group(1).casefold())
+    return [p for p in projects if p.casefold() in named]
 
 
 def trigger_jql(projects: Sequence[str], clauses: Mapping[str, str] | None = None) -> str:
@@ -362,9 +379,41 @@ class JiraProvider(TicketingProvider):
             yield TriggeredPage((), complete=True)
             return
         clauses = {p: c for p, c in self._mapping_clauses().items() if p in projects}
-        jql = trigger_jql(projects, clauses)
-        pages = self.client.search(jql, fields=ISSUE_FIELDS, max_results=self.page_size)
+        left_out: list[str] = []
         while True:
+            jql = trigger_jql(projects, clauses)
+            pages = self.client.search(jql, fields=ISSUE_FIELDS, max_results=self.page_size)
+            try:
+                page = next(pages)
+                break
+            except StopIteration:
+                return
+            except ProviderError as exc:
+                gone = unknown_projects(exc, projects) if exc.status == 400 else []
+                if not gone:
+                    if exc.status == 400 and clauses:
+                        self._raise_for_bad_clause(clauses, exc)
+                    raise
+            # one mapping naming a project Jira does not show (deleted, renamed, or that the
+            # account may not browse) made Jira refuse the whole search: every project waited
+            left_out += gone
+            self.log.warning(
+                "Jira does not know the project of the mappings %s, or does not show it to this account "
+                "(deleted, renamed, not browsable): their issues are not polled, the others are; fix or "
+                "delete those mappings (`aiimpl jira check` names them)", ", ".join(gone),
+            )
+            projects = [p for p in projects if p not in gone]
+            clauses = {p: c for p, c in clauses.items() if p in projects}
+            if not projects:
+                yield TriggeredPage((), complete=False)
+                return
+        while True:
+            issues = tuple(self.to_issue(raw) for raw in page.get("issues") or ())
+            last = bool(page.get("isLast", not page.get("nextPageToken"))) or not page.get("nextPageToken")
+            # (a listing that left projects out is no account of which issues carry the trigger)
+            yield TriggeredPage(issues, complete=last and not left_out)
+            if last:
+                return
             try:
                 page = next(pages)
             except StopIteration:
@@ -373,9 +422,6 @@ class JiraProvider(TicketingProvider):
                 if exc.status == 400 and clauses:
                     self._raise_for_bad_clause(clauses, exc)
                 raise
-            issues = tuple(self.to_issue(raw) for raw in page.get("issues") or ())
-            last = bool(page.get("isLast", not page.get("nextPageToken"))) or not page.get("nextPageToken")
-            yield TriggeredPage(issues, complete=last)
 
     def _clause_errors(self, clauses: Mapping[str, str]) -> dict[str, list[str]]:
         """Jira's parser's errors for each mapping's ``ticketing.jql`` (by project), in one call."""

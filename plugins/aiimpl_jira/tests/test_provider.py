@@ -96,6 +96,51 @@ def test_iter_triggered_adds_the_mapping_jql_clause(jira: FakeJira) -> None:
     assert keys == ["ENG-1", "OPS-1"]
 
 
+def test_a_mapping_of_a_project_jira_does_not_show_leaves_the_others_polled(
+    jira: FakeJira, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A mapping naming a project deleted, renamed or that the account may not browse made Jira
+    refuse the whole search ("The value 'GONE' does not exist for the field 'project'."): no
+    issue of any Jira project was dispatched until the mapping was fixed."""
+    jira.add_issue("ENG-1")
+    jira.add_issue("OPS-1", labels=["x"])
+    mappings = [
+        sample_mapping(team_key="ENG", ticketing={"provider": "jira"}),
+        sample_mapping(team_key="GONE", ticketing={"provider": "jira"}),
+        sample_mapping(team_key="OLD", ticketing={"provider": "jira", "jql": "labels = x"}),
+        sample_mapping(team_key="OPS", ticketing={"provider": "jira", "jql": "labels = x"}),
+    ]
+    provider = JiraProvider(make_context(jira.config(), mappings=lambda: mappings))
+
+    with caplog.at_level("WARNING"):
+        pages = list(provider.iter_triggered(["ENG", "GONE", "OLD", "OPS"]))
+
+    assert sorted(i.key for p in pages for i in p.issues) == ["ENG-1", "OPS-1"]
+    # (a listing that left projects out says nothing of which of their issues carry the trigger)
+    assert [p.complete for p in pages] == [False]
+    first, second = (r.json["jql"] for r in jira.requests_to("POST", "/search/jql"))
+    assert '"GONE"' in first and '"OLD"' in first and '"GONE"' not in second and '"OLD"' not in second
+    [said] = [r.getMessage() for r in caplog.records if "does not know the project" in r.getMessage()]
+    assert said.startswith("Jira does not know the project of the mappings GONE, OLD, or does not show it")
+
+    # none it knows: one empty page, incomplete, and no search more
+    pages = list(provider.iter_triggered(["GONE"]))
+    assert [(p.issues, p.complete) for p in pages] == [((), False)]
+    assert len(jira.requests_to("POST", "/search/jql")) == 3
+
+
+def test_the_fake_refuses_a_search_naming_a_project_it_does_not_have(jira: FakeJira) -> None:
+    jira.add_project("ENG")
+    provider = JiraProvider(make_context(jira.config()))
+    with pytest.raises(ProviderError) as info:
+        next(provider.client.search('project in ("ENG", "NOPE") AND project != "ALSO"', fields=["id"]))
+    assert info.value.status == 400
+    assert info.value.detail["errorMessages"] == [
+        "The value 'NOPE' does not exist for the field 'project'.",
+        "The value 'ALSO' does not exist for the field 'project'.",
+    ]
+
+
 def test_iter_triggered_without_projects_asks_nothing(jira: FakeJira, provider: JiraProvider) -> None:
     pages = list(provider.iter_triggered([]))
     assert len(pages) == 1 and pages[0].complete and not pages[0].issues

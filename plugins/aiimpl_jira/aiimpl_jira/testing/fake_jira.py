@@ -892,6 +892,12 @@ class FakeJira:
                     "Unbounded JQL queries are not allowed here. Please add a search restriction "
                     "to your query.",
                 )
+            with fake.lock:
+                known = {p.casefold() for p in fake.projects}
+            unknown = [p for p in dict.fromkeys(query.projects) if p.casefold() not in known]
+            if unknown:  # (a project deleted, renamed, or that the account may not browse: Jira's words)
+                said = (f"The value '{p}' does not exist for the field 'project'." for p in unknown)
+                return error(400, *said)
             limit = int(body.get("maxResults") or 50)
             offset = 0
             token = body.get("nextPageToken")

@@ -85,6 +85,7 @@ class _Parser:
     def __init__(self, query: str) -> None:
         self.tokens = tokenize(query)
         self.pos = 0
+        self.projects: list[str] = []
 
     def peek(self, offset: int = 0) -> Token | None:
         index = self.pos + offset
@@ -188,8 +189,12 @@ class _Parser:
             raise JqlError(f"Error in the JQL Query: Expecting operator but got '{op_token.value}'.")
         if op == "in":
             values = self.value_list()
+            if field == "project":
+                self.projects += values
             return lambda issue: _matches_any(issue, field, values) != negate
         value = self.value()
+        if field == "project":
+            self.projects.append(value)
         if op == "=":
             return lambda issue: _matches_any(issue, field, [value])
         if op == "!=":
@@ -262,6 +267,8 @@ class Query:
 
     predicate: Predicate | None
     order: list[tuple[str, bool]]
+    #: the values the query compares ``project`` with (Jira refuses one naming no project it shows)
+    projects: tuple[str, ...] = ()
 
     def matches(self, issue: dict[str, Any]) -> bool:
         return self.predicate is None or self.predicate(issue)
@@ -278,5 +285,6 @@ class Query:
 
 def parse(query: str) -> Query:
     """Parse a JQL query; :class:`JqlError` with Jira's message when it is invalid."""
-    predicate, order = _Parser(query).parse()
-    return Query(predicate, order)
+    parser = _Parser(query)
+    predicate, order = parser.parse()
+    return Query(predicate, order, tuple(parser.projects))
