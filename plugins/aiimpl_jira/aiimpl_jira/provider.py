@@ -32,6 +32,7 @@ from .config import (
     TRIGGER_STATUS,
     JiraSettings,
     TicketingSettingsSchema,
+    clause_problem,
     ticketing_errors,
 )
 
@@ -379,7 +380,17 @@ class JiraProvider(TicketingProvider):
             yield TriggeredPage((), complete=True)
             return
         clauses = {p: c for p, c in self._mapping_clauses().items() if p in projects}
-        left_out: list[str] = []
+        # a clause saved before the check was what it is (or written to the database) that would
+        # break out of its parentheses and widen the search: its project is left out, not widened
+        left_out = [p for p, c in clauses.items() if clause_problem(c)]
+        for project in left_out:
+            self.log.warning("the JQL clause of mapping %s (ticketing.jql) %s: its issues are not polled; "
+                             "fix the clause", project, clause_problem(clauses[project]))
+        projects = [p for p in projects if p not in left_out]
+        clauses = {p: c for p, c in clauses.items() if p in projects}
+        if not projects:
+            yield TriggeredPage((), complete=False)
+            return
         while True:
             jql = trigger_jql(projects, clauses)
             pages = self.client.search(jql, fields=ISSUE_FIELDS, max_results=self.page_size)
@@ -458,6 +469,11 @@ class JiraProvider(TicketingProvider):
         clause = self._mapping_clauses(mappings).get(project)
         if not clause:
             return True
+        problem = clause_problem(clause)
+        if problem:  # as in the poll: out of scope, never a search it would widen
+            self.log.warning("the JQL clause of mapping %s (ticketing.jql) %s: %s is not taken as "
+                             "triggered; fix the clause", project, problem, issue.key)
+            return False
         issue_id = issue.remote_id or ""
         try:
             page = self.client.search_page(

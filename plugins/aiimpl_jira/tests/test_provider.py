@@ -129,6 +129,35 @@ def test_a_mapping_of_a_project_jira_does_not_show_leaves_the_others_polled(
     assert len(jira.requests_to("POST", "/search/jql")) == 3
 
 
+def test_a_stored_clause_that_would_widen_the_search_leaves_its_project_out(
+    jira: FakeJira, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A clause saved before it was checked as JQL reads it (or written to the database) that
+    closes the parentheses it is put in selected every Ready issue of the site, in the poll and
+    for a webhook's issue: its project is left out of both, with a warning."""
+    jira.add_issue("ENG-1", labels=["y"])
+    jira.add_issue("WEB-1")
+    jira.add_issue("OPS-1", labels=["x"])
+    mappings = [
+        sample_mapping(team_key="ENG",
+                       ticketing={"provider": "jira", "jql": "labels = x) OR (status = Ready"}),
+        sample_mapping(team_key="OPS", ticketing={"provider": "jira", "jql": "labels = x"}),
+    ]
+    provider = JiraProvider(make_context(jira.config(), mappings=lambda: mappings))
+    with caplog.at_level("WARNING"):
+        pages = list(provider.iter_triggered(["ENG", "OPS"]))
+        assert [i.key for p in pages for i in p.issues] == ["OPS-1"] and not pages[-1].complete
+        [search] = jira.requests_to("POST", "/search/jql")
+        assert "OR (status = Ready" not in search.json["jql"]
+        assert provider.get_issue("ENG-1").triggered is False
+    said = [r.getMessage() for r in caplog.records]
+    assert ("the JQL clause of mapping ENG (ticketing.jql) has unbalanced quotes or parentheses: its issues "
+            "are not polled; fix the clause") in said
+    assert any(m.startswith("the JQL clause of mapping ENG") and "ENG-1 is not taken as triggered" in m
+               for m in said)
+    assert provider.get_issue("OPS-1").triggered is True
+
+
 def test_the_fake_refuses_a_search_naming_a_project_it_does_not_have(jira: FakeJira) -> None:
     jira.add_project("ENG")
     provider = JiraProvider(make_context(jira.config()))
