@@ -20,6 +20,11 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validates
 
 CONFIG_VARS: tuple[ConfigVar, ...] = (
     ConfigVar("AIIMPL_JIRA_URL", "Jira Cloud site URL, e.g. https://acme.atlassian.net"),
+    ConfigVar(
+        "AIIMPL_JIRA_SITE_URL",
+        "Site URL of the issue links (…/browse/KEY) when AIIMPL_JIRA_URL is not the site, as with "
+        "OAuth 2.0's https://api.atlassian.com/ex/jira/<cloudId> (default: AIIMPL_JIRA_URL)",
+    ),
     ConfigVar("AIIMPL_JIRA_EMAIL", "Account email for basic authentication (with AIIMPL_JIRA_API_TOKEN)"),
     ConfigVar("AIIMPL_JIRA_API_TOKEN", "API token of that account (basic authentication)", sensitive=True),
     ConfigVar(
@@ -82,6 +87,8 @@ class JiraSettings:
     bearer_token: str | None
     webhook_secret: str | None
     projects: tuple[str, ...]
+    #: the site the issue links lead to, when ``url`` (the API's base) is not it
+    site_url: str | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> JiraSettings:
@@ -97,6 +104,7 @@ class JiraSettings:
             bearer_token=get("AIIMPL_JIRA_BEARER_TOKEN"),
             webhook_secret=get("AIIMPL_JIRA_WEBHOOK_SECRET"),
             projects=_split(config.get("AIIMPL_JIRA_PROJECTS")),
+            site_url=(get("AIIMPL_JIRA_SITE_URL") or "").rstrip("/") or None,
         )
 
     @property

@@ -345,7 +345,8 @@ class JiraProvider(TicketingProvider):
 
     @property
     def site(self) -> str:
-        return self.settings.url or ""
+        """Where issue links lead: the site, which the API's base is not with OAuth 2.0."""
+        return self.settings.site_url or self.settings.url or ""
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -176,6 +176,19 @@ def test_iter_triggered_without_projects_asks_nothing(jira: FakeJira, provider: 
     assert jira.requests == []
 
 
+def test_the_issue_links_lead_to_the_site_when_the_api_base_is_not_it(jira: FakeJira) -> None:
+    """With an OAuth 2.0 token the API's base is https://api.atlassian.com/ex/jira/<cloudId>,
+    which has no /browse pages: every comment's and pull request's link to the issue was dead."""
+    jira.add_issue("ENG-1")
+    site = "https://acme.atlassian.net"
+    provider = JiraProvider(make_context(jira.config(AIIMPL_JIRA_SITE_URL=site + "/")))
+    assert provider.get_issue("ENG-1").url == f"{site}/browse/ENG-1"
+    [page] = provider.iter_triggered(["ENG"])
+    assert [i.url for i in page.issues] == [f"{site}/browse/ENG-1"]
+    blank = JiraProvider(make_context(jira.config(AIIMPL_JIRA_SITE_URL=" ")))
+    assert blank.get_issue("ENG-1").url == f"{jira.url}/browse/ENG-1"
+
+
 def test_trigger_jql_quotes_keys_and_clauses() -> None:
     jql = trigger_jql(["ENG", 'A"B'], {"ENG": "labels = x"})
     assert jql == (
