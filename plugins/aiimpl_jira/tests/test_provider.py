@@ -831,3 +831,21 @@ def test_a_long_retry_after_is_reported_not_slept(jira: FakeJira, provider: Jira
         list(provider.iter_triggered(["ENG"]))
     assert err.value.status == 429 and err.value.retry_after == 120.0
     assert len(jira.requests_to("POST", "/search/jql")) == 1
+
+
+@pytest.mark.parametrize(
+    ("stamp", "utc"),
+    [("2026-12-07T10:00:00.000+0000", "2026-12-07T10:00:00+00:00"),
+     ("2026-12-07T15:30:00.123+0530", "2026-12-07T10:00:00.123000+00:00"),
+     ("2026-12-07T10:00:00.000-0100", "2026-12-07T11:00:00+00:00"),
+     ("2026-12-07T10:00:00Z", "2026-12-07T10:00:00+00:00")],
+)
+def test_jiras_timestamps_are_read_with_their_offsets(stamp: str, utc: str) -> None:
+    """Jira writes offsets without a colon (+0000), which its fake, answering what its description's
+    date-time format accepts, never did."""
+    from datetime import UTC
+
+    from aiimpl_jira.provider import _parse_time
+
+    parsed = _parse_time(stamp)
+    assert parsed is not None and parsed.astimezone(UTC).isoformat() == utc
