@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from . import procs
+from .api import sendable_text
 from .redact import map_strings
 
 MAX_TURNS_RE = re.compile(r"Reached max turns(?: \((\d+)\))?", re.IGNORECASE)
@@ -167,6 +168,9 @@ def run_agent(
         session's redaction) before anything is read from them: the reason and excerpts are cut
         from masked text, so a cut never leaves a part of a secret behind.
     """
+    # a NUL or half an emoji from the issue's comments, a test's output or the diff: no command
+    # line holds a NUL, no UTF-8 file a lone surrogate (the step failed on either, the PR open)
+    prompt = sendable_text(prompt)
     prompt_file = os.path.join(state_dir, f"{name}-prompt.md")
     with open(prompt_file, "w", encoding="utf-8") as fh:
         fh.write(prompt)

@@ -109,7 +109,9 @@ CUT = "\n… ({} characters cut)"
 _UNSENDABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
-def _sendable_text(text: str) -> str:
+def sendable_text(text: str) -> str:
+    """``text`` with what no body (nor a file written as UTF-8, nor a command line) can hold
+    replaced by U+FFFD."""
     return _UNSENDABLE.sub("\ufffd", text)
 
 
@@ -129,7 +131,7 @@ def sendable(body: dict[str, Any], limit: int = MAX_BODY_BYTES) -> dict[str, Any
     its JSON takes at most ``limit`` bytes: one refused body would lose the whole report. A number
     JSON cannot write (NaN, an infinity: an agent's cost of ``1e999``) is left out (``null``):
     the body could not be sent at all."""
-    body = _finite(map_strings(body, _sendable_text))
+    body = _finite(map_strings(body, sendable_text))
     for _ in range(64):
         excess = len(json.dumps(body)) - limit
         if excess <= 0:

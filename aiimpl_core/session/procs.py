@@ -147,6 +147,8 @@ def run(
             return ProcessResult(126, "", f"{argv[0]}: permission denied", None, 0.0)
         except OSError as exc:  # E2BIG (an argument or the environment too large) and the like
             return ProcessResult(126, "", f"{argv[0]}: {exc.strerror or type(exc).__name__}", None, 0.0)
+        except (ValueError, UnicodeError) as exc:  # an argument holding a NUL, or no UTF-8
+            return ProcessResult(126, "", f"{argv[0]}: {exc}", None, 0.0)
         if stdin is not None:
             # written beside the wait below, so that a program that never reads its input is still
             # stopped at the deadline or on a stop, not left blocking this write

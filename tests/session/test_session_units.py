@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -998,6 +999,27 @@ def test_a_prompt_too_long_for_an_argument_points_the_agent_at_its_file(tmp_path
     # an argument the kernel refuses all the same is a failed run, never a crash of the session
     refused = procs.run([sys.executable, "-c", "pass", "x" * 200_000])
     assert refused.code == 126 and "too long" in refused.stderr.lower()
+
+
+@pytest.mark.parametrize("template", ["{python} -c {script} {prompt}", "{python} -c {script} -"])
+def test_a_prompt_holding_a_nul_or_half_an_emoji_still_runs_the_agent(tmp_path: Path, template: str) -> None:
+    """A NUL (a test's output quoted in the review's prompt, a tracker comment) or a lone surrogate
+    (half an emoji): the agent step failed with 'the session program failed unexpectedly
+    (ValueError: embedded null byte)', a PR already open. Each is written as U+FFFD."""
+    from aiimpl_core.session.agent import run_agent
+
+    script = ("import sys; t = sys.argv[1] if sys.argv[1] != '-' else sys.stdin.read(); "
+              "print(ascii(t)); print(ascii(open(__import__('os').environ['AIIMPL_PROMPT_FILE']).read()))")
+    command = template.format(python=sys.executable, script=shlex.quote(script), prompt="{prompt}")
+    run = run_agent(command, "snapshot mismatch: \x00\x01 and \ud83d!", max_turns=1, cwd=str(tmp_path),
+                    env=dict(os.environ), state_dir=str(tmp_path))
+    assert run.process.code == 0, run.process.output
+    assert run.process.stdout.split("\n")[:2] == ["'snapshot mismatch: \\ufffd\\x01 and \\ufffd!'"] * 2
+    # and a command line that holds one all the same is a run that failed, never a crash
+    refused = procs.run(["echo", "a\x00b"])
+    assert refused.code == 126 and "null" in refused.stderr
+    refused = procs.run(["echo", "ok"], env={"A": "b\x00"})
+    assert refused.code == 126
 
 
 def test_an_agent_that_never_reads_its_input_is_still_stopped_at_the_deadline() -> None:
