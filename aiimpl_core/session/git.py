@@ -58,6 +58,22 @@ _MARK = re.compile(rb"^(?:diff --git |@@)", re.M)
 _ADDED = re.compile(rb"^\+([^\n]*\n?)", re.M)
 
 
+#: what of a commit ``git log`` writes for the secret check: its author, its committer, its message
+COMMIT_TEXT = "%an <%ae>%n%cn <%ce>%n%B"
+#: how a refusal names the messages of the commits the agent made itself
+COMMIT_MESSAGES = "the message of a commit the agent made"
+
+
+def holds_text(stream: BinaryIO, scan: Scan) -> bool:
+    """Whether ``scan`` finds something in the text of ``stream``, read a part at a time."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    while part := stream.read(READ_BYTES):
+        if scan.feed(decoder.decode(part)):
+            return True
+    scan.feed(decoder.decode(b"", final=True))
+    return scan.end()
+
+
 def header_path(line: bytes) -> str:
     """The file a ``diff --git a/… b/…`` line is about (its ``b/`` side), as it is named: git
     quotes a name with a quote, a backslash or a control character in it C-style (``"b/a\\tb"``)."""
@@ -257,11 +273,18 @@ class Git:
             staged, commits = os.path.join(tmp, "staged.patch"), os.path.join(tmp, "commits.patch")
             self.run("diff", "--cached", *plain, f"--output={staged}", **kw)  # type: ignore[arg-type]
             patches = [staged]
+            files: list[str] = []
             if since:
                 self.run("log", "--format=", "--patch", *plain, f"--output={commits}", f"{since}..HEAD",
                          **kw)  # type: ignore[arg-type]
                 patches.append(commits)
-            files: list[str] = []
+                # their messages and names go with them too
+                messages = os.path.join(tmp, "messages.txt")
+                self.run("log", f"--format={COMMIT_TEXT}", f"--output={messages}", f"{since}..HEAD",
+                         **kw)  # type: ignore[arg-type]
+                with open(messages, "rb") as text:
+                    if holds_text(text, holds()):
+                        files.append(COMMIT_MESSAGES)
             for name in patches:
                 with open(name, "rb") as patch:
                     files += [f for f in files_adding(patch, holds) if f not in files]

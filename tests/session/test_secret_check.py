@@ -220,3 +220,21 @@ def test_a_secret_the_end_of_what_is_read_of_the_diff_cuts_is_never_kept(tmp_pat
     assert text.endswith("… (diff truncated)\n") and text.count("[REDACTED]") == 150
     assert SECRET[:6] not in text
     assert len(text) > 30000  # (what is left of it after the masks is kept, up to the margin)
+
+
+@pytest.mark.parametrize("where", ["message", "author"])
+def test_a_secret_in_a_commit_the_agent_made_itself_is_refused(tmp_path: Path, where: str) -> None:
+    """The agent's own commits were read for the lines they add, not for their messages nor their
+    names: `git commit -m "configure key $ANTHROPIC_API_KEY"` went to the remote."""
+    git = _repo(tmp_path)
+    start = git.head()
+    (Path(git.cwd) / "a.txt").write_text("clean\n")
+    git.run("add", "a.txt")
+    message = f"configure key {SECRET}" if where == "message" else "configure"
+    author = f"agent <{SECRET}@example.test>" if where == "author" else "agent <agent@example.test>"
+    git.run("commit", "-q", "-m", message, f"--author={author}")
+    with pytest.raises(RefusedChanges) as refused:
+        git.commit_all("more", holds=Redactor([SECRET]).scan, refuse=_refusal, since=start)
+    assert refused.value.output == f"refused: {G.COMMIT_MESSAGES}"
+    assert git.commit_all("more", holds=Redactor(["something-else-entirely"]).scan, refuse=_refusal,
+                          since=start) is None  # (nothing staged: nothing to commit, nothing refused)
