@@ -166,7 +166,10 @@ class HttpClient:
             retryable = resp.status_code in RETRY_STATUSES or (
                 resp.status_code == 403 and wait is not None  # GitHub's secondary rate limit
             )
-            may_repeat = method in IDEMPOTENT or retry_unsafe or resp.status_code == 429
+            # a rate limit's refusal (a 429, GitHub's 403 saying when to come back) was not carried
+            # out: sending it again does it once, whatever the method
+            limited = resp.status_code == 429 or (resp.status_code == 403 and wait is not None)
+            may_repeat = method in IDEMPOTENT or retry_unsafe or limited
             if retryable and may_repeat and attempt <= self.retries:
                 delay = wait if wait is not None else self.backoff * 2 ** (attempt - 1)
                 if delay <= self.max_wait:

@@ -165,12 +165,18 @@ def _message(exc: ProviderError) -> str:
     return exc.message.split(": ", 2)[-1]
 
 
+#: the longest wait GitHub's rate limit asks for that a call waits out (its secondary rate limit
+#: asks for a minute or so), the budget's end and a stop cutting it short
+RATE_LIMIT_WAIT = 90.0
+
+
 def _client(api_url: str, token: str, budget: Budget) -> HttpClient:
     return HttpClient(
         api_url,
         provider="github",
         timeout=budget.timeout(),
         sleep=budget.sleep,
+        max_wait=RATE_LIMIT_WAIT,
         headers={
             "Accept": "application/vnd.github+json",
             "Authorization": f"Bearer {token}",

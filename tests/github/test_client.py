@@ -327,6 +327,27 @@ def test_secondary_rate_limit_is_retried(gh: FakeGitHub) -> None:
     assert sleeps == [2.0]
 
 
+def test_a_post_refused_by_the_secondary_rate_limit_is_sent_again_once(gh: FakeGitHub) -> None:
+    """GitHub carries out nothing it refuses for a rate limit: a POST so refused (403 saying when to
+    come back) was given up, though sending it again creates the pull request once."""
+    sleeps: list[float] = []
+    from aiimpl_core.http import HttpClient
+
+    client = GitHub(
+        gh.url, token=gh.personal_token, http=lambda base, **kw: HttpClient(base, sleep=sleeps.append, **kw)
+    )
+    gh.add_repo("acme", "api", branches=("ai/ENG-1",))
+    gh.fail_next("POST", "/pulls$", 403, "You have exceeded a secondary rate limit",
+                 headers={"Retry-After": "3"})
+    pr = client.repo("acme", "api").create_pull(title="t", body="b", head="ai/ENG-1", base="main")
+    assert sleeps == [3.0] and [p.number for p in gh.pulls[("acme", "api")]] == [pr["number"]]
+    # a 403 that says no such thing is a refusal: not sent again
+    gh.fail_next("POST", "/pulls$", 403, "Resource not accessible by integration")
+    with pytest.raises(ProviderError) as err:
+        client.repo("acme", "api").create_pull(title="t", body="b", head="ai/ENG-1", base="main")
+    assert err.value.status == 403 and sleeps == [3.0]
+
+
 def test_token_mint_is_retried_after_a_server_error(gh: FakeGitHub) -> None:
     sleeps: list[float] = []
     from aiimpl_core.http import HttpClient

@@ -34,6 +34,7 @@ from aiimpl_core.session.github import (
     PullRequestError,
     find_ended_pull_request,
     find_open_pull_request,
+    open_pull_request,
     web_base,
 )
 from aiimpl_core.session.redact import MASK, Redactor
@@ -585,6 +586,21 @@ def test_find_ended_pull_request_matches_branch_base_and_the_commit_it_was_merge
     assert {tuple(sorted((k, tuple(v)) for k, v in r.query.items())) for r in requests_made} == {(
         ("base", ("main",)), ("head", ("acme:ai/ENG-1",)), ("per_page", ("100",)), ("state", ("closed",))
     )}
+
+
+def test_the_pull_request_is_opened_after_the_minute_githubs_secondary_rate_limit_asks_for(
+    full_github: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run failed with 'PR creation failed with HTTP 403: You have exceeded a secondary rate
+    limit', its branch pushed: a POST was not sent again, and no wait over 10 s was waited."""
+    waited: list[float] = []
+    monkeypatch.setattr(Budget, "sleep", lambda self, seconds: waited.append(seconds))
+    full_github.fail_next("POST", "/pulls$", 403, "You have exceeded a secondary rate limit.",
+                          headers={"retry-after": "60"})
+    pr = open_pull_request(full_github.url, full_github.personal_token, "acme", "eng", title="ENG-1: t",
+                           body="b", head="ai/ENG-1", base="main")
+    assert waited == [60.0] and pr["number"] == 1
+    assert len(full_github.pulls[("acme", "eng")]) == 1
 
 
 def test_find_open_pull_request_raises_githubs_refusal(full_github: FakeGitHub) -> None:
