@@ -178,6 +178,8 @@ class Git:
         self.deadline = deadline
         self.stop = stop
         self.clean = clean or (lambda text: text)
+        #: the nested repositories the last :meth:`commit_all` left out
+        self.left_out: list[str] = []
 
     def run(
         self,
@@ -250,7 +252,12 @@ class Git:
             made since (by an agent that commits on its own) add are read too, since the push
             sends them along.
         """
-        self.run("add", "--all", **kw)  # type: ignore[arg-type]
+        # a git repository of its own inside the work tree (a clone, a `git init` of the agent's)
+        # is left out: added, it failed the whole add (one without a commit) or became a pointer to
+        # a commit no remote has, its files in no pull request
+        self.left_out = self.nested_repositories(**kw)
+        leave_out = [f":(exclude,literal,top){path}" for path in self.left_out]
+        self.run("add", "--all", *(["--", ".", *leave_out] if leave_out else []), **kw)  # type: ignore[arg-type]
         staged = self.run("diff", "--cached", "--quiet", check=False, **kw)  # type: ignore[arg-type]
         if holds is not None:
             files = self._files_adding(holds, since, **kw)
@@ -261,6 +268,11 @@ class Git:
             return None
         self.run("commit", "--no-verify", "-q", "-m", message, **kw)  # type: ignore[arg-type]
         return self.run("rev-parse", "HEAD", **kw).stdout.strip()  # type: ignore[arg-type]
+
+    def nested_repositories(self, **kw: object) -> list[str]:
+        """The untracked git repositories inside the work tree (git lists each as ``path/``)."""
+        listed = self.run("ls-files", "--others", "--exclude-standard", "-z", **kw)  # type: ignore[arg-type]
+        return [entry[:-1] for entry in listed.stdout.split("\0") if entry.endswith("/")]
 
     def _files_adding(self, holds: Callable[[], Scan], since: str | None, **kw: object) -> list[str]:
         # written to a file by git and read from it a part at a time: a staged file of gigabytes

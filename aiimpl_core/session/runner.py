@@ -716,6 +716,14 @@ class Session:
                 if interrupted:
                     raise interrupted from None
                 raise Failure(self.redactor.text(str(exc)), excerpt=self._excerpt(exc.output)) from None
+            left_out = ""
+            if self.git.left_out:
+                names = ", ".join(f"`{path}`" for path in self.git.left_out[:10])
+                left_out = self.redactor.text(
+                    f"Not committed: {names}{' …' if len(self.git.left_out) > 10 else ''}: git "
+                    "repositories of their own inside the work tree (cloned or created during the run), "
+                    "whose files git would not add (add them as files, or as submodules)")
+                detail["leftOut"] = [self.redactor.text(p) for p in self.git.left_out[:50]]
             if not has_work:
                 if cfg.phase is Phase.GAP_ANALYSIS:
                     detail["skipped"] = True
@@ -723,8 +731,11 @@ class Session:
                 raise Failure(
                     NO_CHANGES,
                     label=LogLabel.PR_NOT_FOUND,
-                    excerpt="The agent finished without changing any file in the working tree.",
+                    excerpt="The agent finished without changing any file in the working tree."
+                    + (f" {left_out}." if left_out else ""),
                 )
+            if left_out:
+                self.state.notes.append(f"⚠️ {left_out}.")
             detail["commit"] = head
             return True
 

@@ -121,6 +121,34 @@ def test_sigterm_during_the_push_saves_the_work_on_the_reserve(world: World) -> 
     world.assert_no_secret_anywhere(job_id)
 
 
+def test_git_repositories_the_agent_left_in_the_work_tree_are_left_out_and_said(world: World) -> None:
+    """A `git init` without a commit failed the commit step ('git add failed (exit 128): error:
+    'vendor/lib/' does not have a commit checked out'), the agent's work lost; a clone became a
+    pointer to a commit no remote has, its files in no pull request and never checked for secrets."""
+    agent = world.tmp / "nesting-agent.sh"
+    agent.write_text(script(f"""
+        echo "hello from the agent" > greeting.txt
+        mkdir -p vendor/lib && git -C vendor/lib init -q && echo y > vendor/lib/y.txt
+        git clone -q {world.remote.bare} "ref upstream"
+        echo "Done."
+    """))
+    world.mapping(AIIMPL_AGENT_COMMAND=f"bash {agent} {{prompt_file}}", AIIMPL_REVIEW="false")
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id)
+
+    assert code == 0, out
+    assert world.job(job_id).status == "completed", world.job(job_id).error
+    assert world.remote.show("ai/ENG-1", "greeting.txt") == "hello from the agent\n"
+    tree = git("ls-tree", "-r", "ai/ENG-1", cwd=world.remote.bare)
+    assert "160000" not in tree and "vendor" not in tree and "upstream" not in tree
+    said = ("⚠️ Not committed: `ref upstream`, `vendor/lib`: git repositories of their own inside the "
+            "work tree (cloned or created during the run), whose files git would not add (add them as "
+            "files, or as submodules).")
+    assert said in world.comments()
+    assert world.steps(job_id)["commit"].detail["leftOut"] == ["ref upstream", "vendor/lib"]
+
+
 def test_a_secret_the_agent_committed_itself_is_never_pushed(world: World) -> None:
     """Agents that commit on their own (aider does by default; Claude Code with wider
     permissions may): their commits are checked for secrets like the session's own."""
