@@ -228,6 +228,14 @@ class Git:
         """Whether the remote has ``branch``."""
         return self.remote_branch_tip(branch) is not None
 
+    def related(self, one: str, other: str) -> bool:
+        """Whether two commits share history (a merge base): a branch without one into the other
+        can be no pull request (GitHub: "no history in common")."""
+        found = self.run("merge-base", one, other, check=False)
+        if found.code not in (0, 1):
+            raise GitError("merge-base", found.code, self.clean(found.output))
+        return found.code == 0
+
     def commits_since(self, since: str) -> int:
         return int(self.run("rev-list", "--count", f"{since}..HEAD").stdout.strip() or 0)
 

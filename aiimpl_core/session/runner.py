@@ -447,8 +447,13 @@ class Session:
                     # request closed without a merge
                     tip = git.remote_branch_tip(cfg.branch)
                     ended = self._ended_pull_request(tip) if tip else None
-                    self.state.resumed = tip is not None and ended is None
-                    self.state.replacing = tip if ended is not None else None
+                    # a branch with no history in common with the base (its history rewritten, the
+                    # base's replaced) can be no pull request into it: started over too, not
+                    # continued for GitHub to refuse its pull request once the work is done
+                    unrelated = (tip is not None and ended is None
+                                 and not git.related(tip, self.state.base_sha))
+                    self.state.resumed = tip is not None and ended is None and not unrelated
+                    self.state.replacing = tip if ended is not None or unrelated else None
                     git.checkout_new(cfg.branch, f"origin/{cfg.branch}" if self.state.resumed else None)
                 self.state.start_sha = git.head()
             except GitError as exc:
@@ -462,6 +467,8 @@ class Session:
             )
             if ended is not None:
                 detail["mergedPrNumber" if ended.get("merged_at") else "closedPrNumber"] = ended["number"]
+            elif self.state.replacing:
+                detail["unrelatedBranch"] = cfg.branch
 
     def _ended_pull_request(self, tip: str) -> dict[str, Any] | None:
         """The pull request that merged ``AIIMPL_BRANCH`` into the base branch as it stands (at

@@ -545,6 +545,31 @@ def test_a_rerun_after_the_pull_request_was_squash_merged_starts_over_from_the_b
     assert lookup.query["head"] == ["acme:ai/ENG-1"] and lookup.query["base"] == ["main"]
 
 
+@FULL_GITHUB
+def test_a_branch_with_no_history_in_common_with_the_base_is_started_over(world: World) -> None:
+    """The branch's history rewritten (or main's replaced): the session continued from it, the agent
+    worked on a tree that is not main's, and GitHub refused the pull request at the end (no history
+    in common). It starts over from main and replaces the branch, as a merged one is."""
+    world.mapping()
+    orphan = world.tmp / "orphan"
+    git("init", "-q", "-b", "x", str(orphan), cwd=world.tmp)
+    (orphan / "other.txt").write_text("another history\n")
+    git("add", "-A", cwd=orphan)
+    git("-c", "user.name=a", "-c", "user.email=a@example.test", "commit", "-q", "-m", "other", cwd=orphan)
+    git("push", "-q", str(world.remote.bare), "HEAD:refs/heads/ai/ENG-1", cwd=orphan)
+    main = world.remote.branches()["main"]
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id)
+
+    assert code == 0, out
+    assert world.job(job_id).status == "completed", world.job(job_id).error
+    tip = world.remote.branches()["ai/ENG-1"]
+    assert git("rev-parse", f"{tip}^", cwd=world.remote.bare).strip() == main
+    clone = world.steps(job_id)["clone"].detail
+    assert clone["resumedFrom"] is None and clone["unrelatedBranch"] == "ai/ENG-1"
+
+
 def _push_by_hand(world: World, text: str) -> str:
     """A commit of someone's own pushed to the branch (``later.txt`` holding ``text``); the branch's
     commit then."""
