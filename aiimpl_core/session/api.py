@@ -322,6 +322,9 @@ class Orchestrator:
         #: ``unreachable_at`` as a report saying the run failed left it: that pause holds back the
         #: next such report too
         self.final_unreachable_at: float | None = None
+        #: ``time.monotonic()`` until which progress reports are held back: a report given up on a
+        #: 429 (a proxy's rate limit) waits no longer than that, and nor do the next ones
+        self.rate_limited_until: float | None = None
         self.nonce = nonce
         self.tokens = tokens
         self.redactor = redactor
@@ -476,6 +479,11 @@ class Orchestrator:
             report back as any other.
         """
         now = self.clock()
+        if not final and self.rate_limited_until is not None and now < self.rate_limited_until:
+            # sent now, it would meet the same 429 and wait it out again, report after report
+            log.warning("%s was not sent: the orchestrator asked to wait %.0fs more (HTTP 429)", what,
+                        self.rate_limited_until - now)
+            return False
         paused = self.unreachable_at is not None and now - self.unreachable_at < REPORT_PAUSE
         if paused and not (final and self.final_unreachable_at != self.unreachable_at):
             log.warning("%s was not sent: the orchestrator was unreachable %.0fs ago", what,
@@ -495,6 +503,9 @@ class Orchestrator:
         except ProviderError as exc:
             if final:
                 self.final_unreachable_at = self.unreachable_at
+            if exc.status == 429:
+                asked = min(exc.retry_after or REPORT_PAUSE, MAX_RETRY_AFTER)
+                self.rate_limited_until = self.clock() + asked
             log.warning("%s was not accepted: %s", what, self.redactor.text(exc.message))
             return False
         return True

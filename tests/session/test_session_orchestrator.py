@@ -588,6 +588,35 @@ def test_a_progress_report_rides_out_a_short_deploy_and_respects_retry_after(dep
         stop()
 
 
+def test_a_rate_limit_holds_the_next_reports_back_as_long_as_it_asks() -> None:
+    """A proxy's 429 with Retry-After: each report tried three times and waited it out, report after
+    report (some 20 s each), the session finishing minutes late. The next reports are held back
+    for as long as it asked; the one saying the run failed is still tried."""
+    state = {"limited": True}
+
+    def proxy(request: Request) -> Response:
+        if state["limited"]:
+            return Response('{"error": "rate limited"}', status=429, headers={"Retry-After": "25"},
+                            mimetype="application/json")
+        return json_answer("{}")
+
+    url, seen, stop = _server(proxy)
+    try:
+        client = Orchestrator(url, "nonce-1", {"runner:progress": "p"}, Redactor())
+        clock = Clock(client)
+        assert client.step(STEP) is False
+        assert len(seen) == 1 and clock.waits == []  # (25 s is past a report's patience)
+        assert client.status("agent_started") is False and client.step(STEP) is False
+        assert len(seen) == 1  # held back, not sent to wait again
+        assert client.status("session_failed", final=True, reason="x") is False
+        assert len(seen) == 2  # the last word is still tried
+        clock.now += 25
+        state["limited"] = False
+        assert client.step(STEP) is True and len(seen) == 3
+    finally:
+        stop()
+
+
 def test_the_orchestrators_own_refusals_are_not_waited_out() -> None:
     """Its own 500 (a bug, a database error) is no deploy: a report keeps its three tries; the
     result its full patience, the last try at its end, then it is given up."""
