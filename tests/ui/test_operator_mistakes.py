@@ -178,3 +178,36 @@ def test_an_action_the_ended_admin_session_refused_is_said_not_done_once_signed_
     page.wait_for_url(re.compile(r"/ui/secrets"))
     page.locator("#secrets-table").get_by_text("No secrets in this scope.").wait_for()
     assert page.locator("#flash").inner_text() == ""
+
+
+def test_a_half_filled_mapping_form_survives_a_reload_and_another_panel_but_not_a_sign_out(page, app):
+    """A reload (or Back, or a look at another panel) emptied a mapping typed half-way; only the end
+    of the admin session kept it. What is put back says so; Clear and a sign-out leave nothing."""
+    left = "The form holds what you had typed before leaving the page: save it, or Clear it."
+    sign_in(page)
+    page.locator("#mappings-table").get_by_text("No mappings yet").wait_for()
+    fill_mapping(page, "WEB", "web", "trunk")
+    page.reload()
+    page.locator("#flash").get_by_text(left, exact=True).wait_for()
+    assert page.get_by_label("Team key").input_value() == "WEB"
+    assert page.get_by_label("Default branch").input_value() == "trunk"
+    page.get_by_role("link", name="Secrets").click()
+    page.locator("#secrets-table").get_by_text("No secrets in this scope.").wait_for()
+    page.get_by_role("link", name="Projects").click()
+    page.locator("#flash").get_by_text(left, exact=True).wait_for()
+    assert page.get_by_label("Repository").input_value() == "web"
+    # Clear: nothing is kept
+    page.get_by_role("button", name="Clear").click()
+    page.reload()
+    page.locator("#mappings-table").get_by_text("No mappings yet").wait_for()
+    assert page.get_by_label("Team key").input_value() == "" and page.locator("#flash").inner_text() == ""
+    # a sign-out takes what was typed with it
+    fill_mapping(page, "OPS", "ops")
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/ui/signin"))
+    assert page.evaluate("Object.keys(sessionStorage).filter((k) => k.startsWith('aiimpl.draft'))") == []
+    page.get_by_label("Access code").fill(TEST_ADMIN_CODE)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/ui/projects"))
+    page.locator("#mappings-table").get_by_text("No mappings yet").wait_for()
+    assert page.get_by_label("Team key").input_value() == ""

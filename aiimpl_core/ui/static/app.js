@@ -65,7 +65,7 @@ async function api(method, path, body) {
   try { data = await resp.json(); } catch (_) { data = null; }
   if (resp.status === 401 && path !== "/api/auth") {
     sessionStorage.removeItem(TOKEN_KEY);
-    keepDrafts();
+    keepDrafts("signin");
     if (method !== "GET") sessionStorage.setItem(UNDONE_KEY, location.pathname);
     location.assign(`/ui/signin?next=${encodeURIComponent(location.pathname)}`);
     throw new ApiError(401, data);
@@ -253,10 +253,11 @@ function statusBadge(status, extra) {
   return `<span class="status s-${esc(status)}">${esc(status)}${extra ? ` (${esc(extra)})` : ""}</span>`;
 }
 
-/* A form marked data-keep-draft outlives the end of the admin session: what was typed is kept in
-   this tab's session storage when a request is refused for it, and put back once signed in again
-   (never a password field's value). A form as it was served (nothing typed, nothing filled in by
-   Edit) is not kept: there is nothing to put back, nor to say was put back. */
+/* A form marked data-keep-draft outlives the end of the admin session and the page: what was
+   typed is kept in this tab's session storage when a request is refused for it, or the page is
+   left (a reload, Back, another panel), and put back on the form's next page (never a password
+   field's value; none once signed out). A form as it was served (nothing typed, nothing filled in
+   by Edit) is not kept: there is nothing to put back, nor to say was put back. */
 function draftKey(form) { return `aiimpl.draft:${location.pathname}:${form.id}`; }
 
 function edited(el) {
@@ -265,7 +266,11 @@ function edited(el) {
   return el.value !== el.defaultValue;
 }
 
-function keepDrafts() {
+let draftsKept = false;  // (by the end of the admin session: leaving the page then keeps its reason)
+
+function keepDrafts(reason) {
+  if (draftsKept) return;
+  draftsKept = reason === "signin";
   document.querySelectorAll("form[data-keep-draft]").forEach((form) => {
     if (![...form.elements].some((el) => el.name && el.type !== "password" && edited(el))) return;
     const values = {};
@@ -274,7 +279,8 @@ function keepDrafts() {
       values[el.name] = el.type === "checkbox" ? el.checked : el.value;
     }
     // (a mapping's form editing one: its team key read-only, which the restored form keeps)
-    const draft = {values, readOnly: [...form.elements].filter((el) => el.name && el.readOnly).map((el) => el.name)};
+    const readOnly = [...form.elements].filter((el) => el.name && el.readOnly).map((el) => el.name);
+    const draft = {values, readOnly, reason};
     sessionStorage.setItem(draftKey(form), JSON.stringify(draft));
   });
 }
@@ -292,7 +298,9 @@ function restoreDraft(form) {
     if (!el.name || el.type === "password" || !(el.name in values)) continue;
     if (el.type === "checkbox") el.checked = !!values[el.name]; else el.value = values[el.name];
   }
-  flash("Signed in again: the form holds what you had typed. Check it and save it again.");
+  flash(draft.reason === "left"
+    ? "The form holds what you had typed before leaving the page: save it, or Clear it."
+    : "Signed in again: the form holds what you had typed. Check it and save it again.");
   return {values, readOnly: Array.isArray(draft.readOnly) ? draft.readOnly : []};
 }
 
@@ -939,6 +947,10 @@ async function signOut() {
   } catch (_) { resp = null; }
   if (resp && (resp.ok || resp.status === 401)) {
     sessionStorage.removeItem(TOKEN_KEY);
+    // what was typed goes with the session: none is kept for whoever signs in next in this tab
+    draftsKept = true;
+    Object.keys(sessionStorage).filter((k) => k.startsWith("aiimpl.draft:"))
+      .forEach((k) => sessionStorage.removeItem(k));
     location.assign("/ui/signin");
     return;
   }
@@ -953,5 +965,7 @@ document.addEventListener("DOMContentLoaded", () => {
   const init = PANELS[document.body.dataset.panel];
   if (init) init();
   sayUndone();
+  // a reload, Back or another panel: what was typed in a form is put back when the page is again
+  window.addEventListener("pagehide", () => keepDrafts("left"));
   enableForms();
 });
