@@ -173,13 +173,17 @@ class LinearProvider(TicketingProvider):
         client = self.client
         after: str | None = None
         page_size = self.settings.page_size
+        mapped = {team.upper() for team in teams}
+        left_out: list[str] = []  # issues whose other relations could not be read
         while True:
             data = client.execute(
                 "TriggeredIssues", {"first": page_size, "after": after, "label": TRIGGER_LABEL}
             )
             connection = data.get("issues") or {}
             issues = tuple(
-                self._issue(self._with_all_relations(node), listed=True) for node in _nodes(connection)
+                self._issue(node, listed=True)
+                for node in (self._listed_relations(n, mapped, left_out) for n in _nodes(connection))
+                if node is not None
             )
             info = connection.get("pageInfo") or {}
             cursor = info.get("endCursor")
@@ -190,7 +194,8 @@ class LinearProvider(TicketingProvider):
             # collections, each walking every object of the process (two per cycle at 10,000
             # triggered issues instead of one).
             del data, connection, info
-            yield TriggeredPage(issues, complete=not more)
+            # (a listing that left issues out says nothing of whether they still carry the trigger)
+            yield TriggeredPage(issues, complete=not more and not left_out)
             if not more:
                 return
             after = cursor
@@ -202,6 +207,36 @@ class LinearProvider(TicketingProvider):
             raise NotFound(f"Linear issue {key} not found")
         node = self._with_all_pages(node, "comments", "IssueComments")
         return self._issue(self._with_all_relations(node), with_comments=True)
+
+    def _listed_relations(
+        self, node: dict[str, Any], mapped: set[str], left_out: list[str]
+    ) -> dict[str, Any] | None:
+        """A listed issue with every one of its relations, or ``None`` when they could not be
+        read (the issue is then left out of this listing, and read again by the next one).
+
+        Only the issues of mapped teams have the rest of their relations read (one query more
+        each): another team's triggered issue is shown as a ``no-mapping`` blocker, which its
+        relations do not change. One issue whose relations cannot be read (deleted meanwhile, a
+        rate limit on that query) no longer fails the listing of every team; after one such
+        failure the listing asks for no more of them."""
+        team = str((node.get("team") or {}).get("key") or "").upper()
+        if team not in mapped:
+            return node
+        if left_out:
+            key = str(node.get("identifier") or node.get("id"))
+            info = (node.get("inverseRelations") or {}).get("pageInfo") or {}
+            if info.get("hasNextPage"):
+                left_out.append(key)
+                return None
+            return node
+        try:
+            return self._with_all_relations(node)
+        except ProviderError as exc:
+            key = str(node.get("identifier") or node.get("id"))
+            left_out.append(key)
+            self.log.warning("the relations of %s could not be read (%s): it is left out of this listing, "
+                             "and read again by the next one", key, exc.message)
+            return None
 
     def _with_all_relations(self, node: dict[str, Any]) -> dict[str, Any]:
         """``node`` with every one of its inverse relations: a relation that blocks the issue

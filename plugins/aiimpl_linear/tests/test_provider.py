@@ -135,6 +135,29 @@ def test_blocker_past_the_listed_relations_is_read_with_one_more_call(
     assert fake.requests[1].variables["after"] is not None
 
 
+def test_one_issue_whose_relations_cannot_be_read_is_left_out_not_the_listing(
+    fake: FakeLinear, provider: LinearProvider
+) -> None:
+    """The relations past the listed page of one issue could not be read (a rate limit on that
+    query, the issue deleted meanwhile): the whole listing failed, and the backed-off connection
+    dispatched no issue of any team. That issue is left out (the listing not complete); the others
+    are listed; another team's issue, shown as `no-mapping`, needs no relations read at all."""
+    fake.add_team("OPS")
+    many, other, unmapped = (fake.add_issue(team, title)["identifier"]
+                             for team, title in (("ENG", "Many"), ("ENG", "Plain"), ("OPS", "Unmapped")))
+    for key in (many, unmapped):
+        for n in range(LIST_RELATIONS + 1):
+            fake.add_relation(fake.add_issue("ENG", f"Related {key} {n}", labels=[])["identifier"], key)
+    fake.limit_endpoint("IssueInverseRelations", times=5, retry_in=900)
+    fake.requests.clear()
+
+    pages = list(provider.iter_triggered(["ENG"]))
+
+    assert sorted(i.key for p in pages for i in p.issues) == sorted([other, unmapped])
+    assert [p.complete for p in pages] == [False]
+    assert fake.operations().count("IssueInverseRelations") == 1  # the unmapped team's: none
+
+
 @pytest.mark.parametrize("state", ["Done", "Canceled", "Duplicate"])
 def test_blocker_in_a_closed_state_no_longer_blocks(
     fake: FakeLinear, provider: LinearProvider, state: str
