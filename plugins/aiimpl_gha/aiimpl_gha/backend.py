@@ -78,6 +78,13 @@ def _workflow_file_problem(name: str, value: Any, example: str = config.DEFAULT_
             f"ending in .yml or .yaml), e.g. {example}")
 
 
+def _outage(exc: ProviderError) -> bool:
+    """Whether GitHub's failure concerns it all (no answer, a 5xx, a rate limit, credentials it
+    refuses), not one repository (a 404, a 403 without a wait, a 422)."""
+    status = exc.status
+    return status is None or status >= 500 or status in (401, 429) or exc.retry_after is not None
+
+
 class GitHubActionsBackend(RunnerBackend):
     """Runs sessions as GitHub Actions workflow runs in the mapping's repository."""
 
@@ -301,7 +308,11 @@ class GitHubActionsBackend(RunnerBackend):
         """One listing per repository for all its in-flight jobs; runs matched by name (or id).
 
         A repository whose listing fails is left out of this cycle (its jobs keep their status);
-        when every listing fails the error is raised so the reconciler backs off.
+        when every listing fails for an outage of GitHub's (no answer, a 5xx, a rate limit, the
+        credentials refused) the error is raised so the reconciler backs off. A refusal that
+        concerns the repositories asked about (404: renamed, deleted, the App removed from them;
+        403 without a wait: Actions disabled) is no outage: backing the whole backend off for it
+        held the dispatch of every other repository's issues until those jobs ran out.
         """
         by_repo: dict[tuple[str, str], list[InFlightRun]] = defaultdict(list)
         for run in runs:
@@ -333,8 +344,9 @@ class GitHubActionsBackend(RunnerBackend):
                             continue
                 lifetime_ends = _aware(run.dispatched_at) + timedelta(seconds=run.lifetime_seconds)
                 states.append(run_state(run.job_id, found, lifetime_ends=lifetime_ends))
-        if errors and len(errors) == len(by_repo):
-            raise errors[0]
+        outages = [e for e in errors if _outage(e)]
+        if outages and len(errors) == len(by_repo):
+            raise outages[0]
         return states
 
     def cancel(self, run: InFlightRun) -> None:

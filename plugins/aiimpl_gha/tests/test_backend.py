@@ -412,10 +412,15 @@ def test_poll_ignores_runs_older_than_the_dispatch(gh: FakeGitHub, backend: GitH
 
 
 def test_poll_failure_of_every_repository_raises(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
+    """An outage of GitHub's (a 5xx) is raised, for the reconciler to back off; a refusal that
+    concerns the repository (its 404) leaves its jobs as they are without."""
     install(gh, backend)
-    gh.fail_next("GET", "/actions/runs", 404, "Not Found", times=5)
+    gh.fail_next("GET", "/actions/runs", 503, "Service Unavailable", times=5)
     with pytest.raises(ProviderError):
         backend.poll_runs([in_flight(full_request())])
+    gh.failures.clear()
+    gh.fail_next("GET", "/actions/runs", 404, "Not Found", times=5)
+    assert backend.poll_runs([in_flight(full_request())]) == []
 
 
 def test_sync_twice_writes_once(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:

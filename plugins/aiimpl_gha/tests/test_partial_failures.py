@@ -125,3 +125,28 @@ def test_a_rate_limited_dispatch_backs_off_as_long_as_github_asked(
     assert backoff is not None and backoff.until >= started + timedelta(seconds=at_least)
     statuses = [j.status for j in jobs().values()]
     assert statuses.count("failed") <= 1, statuses
+
+
+@pytest.mark.parametrize(("status", "message"), [(404, "Not Found"), (403, "Actions is disabled")])
+def test_a_repository_github_refuses_does_not_hold_the_dispatch_of_the_others(
+    app: Any, gh: FakeGitHub, tracker: FakeTracker, mappings: None, status: int, message: str
+) -> None:
+    """Every in-flight job in one repository GitHub now refuses (renamed, deleted, the App removed
+    from it, Actions turned off): the failed listing backed the whole backend off, and no issue of
+    any other repository was dispatched until those jobs ran out, some 70 minutes."""
+    tracker.add("WEB-1")
+    run_cycle(reconcile=False)
+    gh.fail_next("GET", r"/repos/acme/web/actions/runs$", status, message, times=100)
+
+    report = reconcile()
+
+    assert report.skipped == {} and poller.backoff_of("runner", "github-actions") is None
+    assert jobs()["WEB-1"].status == "dispatched"  # (it keeps its status, as on any failed listing)
+    tracker.add("ENG-1")
+    run_cycle()
+    assert jobs()["ENG-1"].status == "dispatched"
+    # an outage of GitHub's still backs the backend off
+    gh.failures.clear()
+    gh.fail_next("GET", r"/actions/runs$", 502, "Bad Gateway", times=100)
+    report = reconcile()
+    assert "github-actions" in report.skipped and poller.backoff_of("runner", "github-actions") is not None
