@@ -111,6 +111,14 @@ class TokenCache:
         with self._guard:
             self._tokens[key] = token
 
+    def discard(self, key: tuple[object, ...], token: str) -> None:
+        """Drop ``token`` cached under ``key`` (GitHub refused it: revoked before its expiry),
+        unless another has replaced it meanwhile."""
+        with self._guard:
+            cached = self._tokens.get(key)
+            if cached is not None and cached.token == token:
+                del self._tokens[key]
+
     def clear(self) -> None:
         with self._guard:
             self._tokens.clear()

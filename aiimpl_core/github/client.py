@@ -259,6 +259,16 @@ class GitHub:
             )
             return token.token, token.expires_at
 
+    def forget_token(self, owner: str, repo: str, permissions: Mapping[str, str], token: str) -> bool:
+        """Drop an installation token GitHub refused (401: revoked before its expiry, as when the
+        App is suspended or reinstalled, or the token was found pushed somewhere public); whether
+        there was one to drop (a personal token is the setting's: nothing to mint anew)."""
+        if self._require() == "token":
+            return False
+        key = (self.api_url, self.app_id, owner.lower(), repo.lower(), permissions_key(dict(permissions)))
+        self.cache.discard(key, token)
+        return True
+
     def repo(self, owner: str, repo: str, permissions: Mapping[str, str] | None = None) -> Repo:
         """A client for one repository, authenticated with :meth:`repository_token`."""
         return Repo(self, owner, repo, dict(permissions or ORCHESTRATOR_PERMISSIONS))
@@ -282,7 +292,22 @@ class Repo:
         token, _ = self.github.repository_token(self.owner, self.name, self.permissions)
         return {"Authorization": f"Bearer {token}"}
 
+    def _refused_token(self, exc: ProviderError, headers: Mapping[str, str]) -> bool:
+        """Whether ``exc`` is GitHub refusing an installation token revoked before its expiry (as
+        when the App is suspended or reinstalled, or the token was found pushed somewhere public),
+        which is then dropped: cached, it failed every call on the repository for the rest of its
+        hour. A request refused with 401 was not carried out: it is sent once more, with a fresh
+        token."""
+        token = headers["Authorization"].removeprefix("Bearer ")
+        return exc.status == 401 and self.github.forget_token(self.owner, self.name, self.permissions, token)
+
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = self._auth()
+        try:
+            return self.github.http.request(method, self.base + path, headers=headers, **kwargs)
+        except ProviderError as exc:
+            if not self._refused_token(exc, headers):
+                raise
         return self.github.http.request(method, self.base + path, headers=self._auth(), **kwargs)
 
     def _json(self, resp: Any) -> Any:
@@ -345,13 +370,17 @@ class Repo:
 
     def _send_dispatch(self, path: str, body: dict[str, Any]) -> Any:
         """POST a dispatch; a failure after it may have reached GitHub is :class:`DispatchUnanswered`."""
-        headers = self._auth()  # a token that cannot be had: nothing was sent
-        try:
-            return self.github.http.request("POST", self.base + path, headers=headers, json=body)
-        except ProviderError as exc:
-            if not may_have_been_done(exc):
-                raise
-            raise DispatchUnanswered.of(exc) from None
+        for attempt in (1, 2):
+            headers = self._auth()  # a token that cannot be had: nothing was sent
+            try:
+                return self.github.http.request("POST", self.base + path, headers=headers, json=body)
+            except ProviderError as exc:
+                if attempt == 1 and self._refused_token(exc, headers):
+                    continue  # (a 401 did nothing)
+                if not may_have_been_done(exc):
+                    raise
+                raise DispatchUnanswered.of(exc) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def get_workflow(self, workflow: str) -> dict[str, Any] | None:
         """A workflow (file name or id) as GitHub has registered it, ``state`` included (``active``,

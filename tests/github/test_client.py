@@ -348,6 +348,27 @@ def test_a_post_refused_by_the_secondary_rate_limit_is_sent_again_once(gh: FakeG
     assert err.value.status == 403 and sleeps == [3.0]
 
 
+def test_an_installation_token_revoked_before_its_expiry_is_minted_anew(gh: FakeGitHub) -> None:
+    """GitHub revokes installation tokens early (the App suspended or reinstalled, a token found
+    pushed somewhere public): the cached one failed every call on the repository with 401 Bad
+    credentials, poll after poll, for the rest of its hour."""
+    client = app_client(gh)
+    gh.add_workflow("acme", "api", "w.yml")
+    repo = client.repo("acme", "api")
+    gh.put_file("acme", "api", "a.txt", "a")
+    assert repo.get_file("a.txt") is not None and len(gh.issued_tokens) == 1
+    gh.tokens.clear()  # revoked
+    assert repo.get_file("a.txt") is not None and len(gh.issued_tokens) == 2
+    gh.tokens.clear()
+    repo.dispatch_workflow("w.yml", "main", {})  # (a dispatch refused with 401 did nothing)
+    assert len(gh.issued_tokens) == 3 and len(gh.runs) == 1
+    # a token refused again right after a fresh one is GitHub's answer: said, not looped over
+    gh.fail_next("GET", "/contents/", 401, "Bad credentials", times=2)
+    with pytest.raises(ProviderError) as err:
+        repo.get_file("a.txt")
+    assert err.value.status == 401 and len(gh.issued_tokens) == 4
+
+
 def test_token_mint_is_retried_after_a_server_error(gh: FakeGitHub) -> None:
     sleeps: list[float] = []
     from aiimpl_core.http import HttpClient
