@@ -290,8 +290,11 @@ def sync(repo: Repo, mapping: MappingView, templates: list[WorkflowTemplate]) ->
             # the API shows this message as the 500 row's "(underlying error message)"
             message = github_message(exc)
             if exc.status == 404 and isinstance(exc.detail, dict):  # GitHub's own "Not Found" names nothing
+                # (a workflow file wants a permission of its own, whose lack GitHub answers 404)
                 message += (f": GitHub answered 404 writing {tpl.path} to {branch} of {repo.full_name} (no "
-                            "such repository or branch, or these credentials cannot see it or write to it)")
+                            "such repository or branch, or these credentials cannot see it or write to it: "
+                            "a workflow file needs a personal token's `workflow` scope, or an App's "
+                            "Workflows: write permission)")
             raise ProviderError(message, provider="github-actions", status=exc.status,
                                 detail=exc.detail) from None
     return SyncResult(created=tuple(created), updated=tuple(updated), unchanged=tuple(unchanged))

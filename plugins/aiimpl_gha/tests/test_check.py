@@ -256,7 +256,8 @@ def test_a_repository_a_token_does_not_see_is_not_said_to_lack_only_its_files(gh
         backend.sync_workflows(mapping)
     assert synced.value.message == (
         "Not Found: GitHub answered 404 writing .github/workflows/ai-implement.yml to main of "
-        "acme/nosuchrepo (no such repository or branch, or these credentials cannot see it or write to it)")
+        "acme/nosuchrepo (no such repository or branch, or these credentials cannot see it or write to it: a "
+        "workflow file needs a personal token's `workflow` scope, or an App's Workflows: write permission)")
 
 
 def test_check_without_mappings_asks_nothing(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
