@@ -29,6 +29,8 @@ from .errors import ProviderError
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: seconds waited after a rate limit's refusal that says no time to come back
+RATE_LIMIT_WAIT = 60.0
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
@@ -163,6 +165,10 @@ class HttpClient:
             if ok:
                 return resp
             wait = parse_retry_after(resp.headers)
+            if wait is None and resp.status_code == 403 and "rate limit" in remote_message(resp).lower():
+                # GitHub's secondary rate limit may say no time to come back: "wait for at least one
+                # minute", its documentation asks (a 403 without a wait was a refusal for good)
+                wait = RATE_LIMIT_WAIT
             retryable = resp.status_code in RETRY_STATUSES or (
                 resp.status_code == 403 and wait is not None  # GitHub's secondary rate limit
             )

@@ -108,6 +108,9 @@ def test_jobs_of_a_repository_whose_listing_failed_keep_their_status(
         (403, {"retry-after": "120"}, 110),  # secondary rate limit
         (403, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "+1800"}, 1700),  # primary
         (429, {"retry-after": "600"}, 590),
+        # a secondary rate limit that says no time to come back: a minute, as GitHub asks (every
+        # issue of the cycle was dispatched and failed in turn, no back-off set)
+        (403, {}, 50),
     ],
 )
 def test_a_rate_limited_dispatch_backs_off_as_long_as_github_asked(
