@@ -259,6 +259,25 @@ def template_text(name: str) -> str:
     return resources.files(__package__).joinpath("templates", name).read_text(encoding="utf-8")
 
 
+def _write(
+    repo: Repo, path: str, content: bytes, message: str, *, branch: str, sha: str | None = None
+) -> None:
+    """Write a file; a write GitHub carried out though its answer was lost is done.
+
+    The client sends a PUT again after a gateway's error or no answer, as it sends any PUT: the
+    contents API's is not idempotent, and the second try of a write the first made is refused
+    (422 ``"sha" wasn't supplied``, or a 409 for the ``sha`` no longer the file's). The file is read
+    again then: holding what was written, the sync succeeded."""
+    try:
+        repo.put_file(path, content, message, sha=sha, branch=branch)
+    except ProviderError as exc:
+        if exc.status not in (409, 422):
+            raise
+        written = repo.get_file(path, ref=branch)
+        if written is None or written.content != content:
+            raise
+
+
 def sync(repo: Repo, mapping: MappingView, templates: list[WorkflowTemplate]) -> SyncResult:
     """Create or update each template in the repository; report what changed.
 
@@ -277,14 +296,13 @@ def sync(repo: Repo, mapping: MappingView, templates: list[WorkflowTemplate]) ->
         try:
             current = repo.get_file(tpl.path, ref=branch)
             if current is None:
-                repo.put_file(tpl.path, wanted, f"AI-Implement: add {tpl.path}", branch=branch)
+                _write(repo, tpl.path, wanted, f"AI-Implement: add {tpl.path}", branch=branch)
                 created.append(tpl.path)
             elif current.content == wanted:
                 unchanged.append(tpl.path)
             else:
-                repo.put_file(
-                    tpl.path, wanted, f"AI-Implement: update {tpl.path}", sha=current.sha, branch=branch
-                )
+                _write(repo, tpl.path, wanted, f"AI-Implement: update {tpl.path}", branch=branch,
+                       sha=current.sha)
                 updated.append(tpl.path)
         except ProviderError as exc:
             # the API shows this message as the 500 row's "(underlying error message)"

@@ -423,6 +423,23 @@ def test_poll_failure_of_every_repository_raises(gh: FakeGitHub, backend: GitHub
     assert backend.poll_runs([in_flight(full_request())]) == []
 
 
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_write_github_made_though_its_answer_was_lost_is_a_sync_done(
+    gh: FakeGitHub, backend: GitHubActionsBackend, existing: bool
+) -> None:
+    """A gateway's 502 after GitHub wrote the file: the client's second PUT was refused (422 "sha"
+    wasn't supplied, or 409 for a sha no longer the file's) and the sync failed, the file written."""
+    mapping = sample_mapping()
+    if existing:
+        gh.put_file("acme", "api", ".github/workflows/ai-implement.yml", "an old version")
+    gh.fail_next("PUT", "/contents/.github/workflows/ai-implement.yml", 502, "Bad Gateway", done=True)
+    result = backend.sync_workflows(mapping)
+    assert ".github/workflows/ai-implement.yml" in (result.updated if existing else result.created)
+    puts = [r for r in gh.requests if r.method == "PUT" and r.path.endswith("/ai-implement.yml")]
+    assert len(puts) == 2
+    assert backend.sync_workflows(mapping).unchanged  # (as written)
+
+
 def test_sync_twice_writes_once(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
     mapping = sample_mapping()
     first = backend.sync_workflows(mapping)
