@@ -78,6 +78,12 @@ def _workflow_file_problem(name: str, value: Any, example: str = config.DEFAULT_
             f"ending in .yml or .yaml), e.g. {example}")
 
 
+#: what a run needs of an App's installation: dispatch, read and cancel workflow runs
+RUN_PERMISSIONS: Mapping[str, str] = {"actions": "write"}
+#: what the check reads: the workflow files and the repository's runs
+CHECK_PERMISSIONS: Mapping[str, str] = {"actions": "read", "contents": "read"}
+
+
 def _outage(exc: ProviderError) -> bool:
     """Whether GitHub's failure concerns it all (no answer, a 5xx, a rate limit, credentials it
     refuses), not one repository (a 404, a 403 without a wait, a 422)."""
@@ -136,8 +142,11 @@ class GitHubActionsBackend(RunnerBackend):
             raise ProviderConfigError(problem, provider=self.id)
         return value
 
-    def _repo(self, mapping: MappingView) -> Repo:
-        return self.github().repo(mapping.owner, mapping.repo, ORCHESTRATOR_PERMISSIONS)
+    def _repo(self, mapping: MappingView, permissions: Mapping[str, str] = RUN_PERMISSIONS) -> Repo:
+        """The mapping's repository, with a token limited to ``permissions`` (an App's): those of a
+        run (dispatch, poll, cancel) by default. Every token asked for the sync's as well (contents
+        and workflows write) failed every dispatch and poll of an installation without them."""
+        return self.github().repo(mapping.owner, mapping.repo, permissions)
 
     def workflow_file(self, phase: Phase, mapping: MappingView) -> str:
         """Which workflow runs a phase: the mapping's planning workflow, the gap-fill workflow,
@@ -387,7 +396,8 @@ class GitHubActionsBackend(RunnerBackend):
         only this host reaches (the default ``http://127.0.0.1:8000`` among them), which GitHub's
         runners cannot reach: the files are written all the same (a runner on this very host
         reaches it), as ``aiimpl check`` fails its ``public URL`` line for it."""
-        result = workflows.sync(self._repo(mapping), mapping, self.templates(mapping))
+        repo = self._repo(mapping, ORCHESTRATOR_PERMISSIONS)  # (the files: contents and workflows write)
+        result = workflows.sync(repo, mapping, self.templates(mapping))
         unreachable = self._public_url_result([mapping])
         if unreachable is None:
             return result
@@ -434,7 +444,7 @@ class GitHubActionsBackend(RunnerBackend):
                 results.append(CheckResult(label, False, f"could not read {where}: not asked, as reading "
                                                          f"{failed[(owner, name)]}"))
                 continue
-            repo = self._repo(mapping)
+            repo = self._repo(mapping, CHECK_PERMISSIONS)
             try:
                 current = repo.get_file(tpl.path, ref=mapping.default_branch)
             except ProviderError as exc:

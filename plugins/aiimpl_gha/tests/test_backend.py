@@ -440,6 +440,30 @@ def test_a_write_github_made_though_its_answer_was_lost_is_a_sync_done(
     assert backend.sync_workflows(mapping).unchanged  # (as written)
 
 
+@pytest.mark.parametrize("gh", ["full"], indirect=True)
+def test_an_installation_without_workflows_write_still_dispatches_and_polls(
+    gh: FakeGitHub, backend: GitHubActionsBackend
+) -> None:
+    """Every token asked for the sync's permissions too (contents and workflows write): an
+    installation without them (an organisation installing the workflow files itself, a new
+    permission not yet accepted) could neither dispatch nor poll. Only the sync needs them."""
+    install(gh, backend)  # (the files, by the first installation)
+    gh.installations.clear()
+    gh.add_installation("acme", permissions={"actions": "write", "contents": "read", "metadata": "read"})
+    TOKENS.clear()
+    request = full_request()
+    result = backend.dispatch(request)
+    [state] = backend.poll_runs([in_flight(request, run_id=result.run_id)])
+    assert state.run_id == result.run_id
+    backend.cancel(in_flight(request, run_id=result.run_id))
+    assert all(r.ok for r in backend.check([sample_mapping()]) if r.name.startswith(("workflow", "gap-fill")))
+    with pytest.raises(ProviderError) as refused:
+        backend.sync_workflows(sample_mapping())
+    assert refused.value.status == 422 and "not granted" in refused.value.message
+    asked = [r.json["permissions"] for r in gh.requests if r.path.endswith("/access_tokens")]
+    assert {"actions": "write"} in asked and {"actions": "read", "contents": "read"} in asked
+
+
 def test_sync_twice_writes_once(gh: FakeGitHub, backend: GitHubActionsBackend) -> None:
     mapping = sample_mapping()
     first = backend.sync_workflows(mapping)
