@@ -19,6 +19,14 @@ from .test_browser import fill_mapping, sign_in
 pytestmark = pytest.mark.browser
 
 
+def _sign_in_again(page, panel: str) -> None:  # noqa: ANN001
+    """At the sign-in the end of the admin session led to: the code, and back to ``panel``."""
+    page.wait_for_url(re.compile(r"/ui/signin"))
+    page.get_by_label("Access code").fill(TEST_ADMIN_CODE)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(f"/ui/{panel}"))
+
+
 def test_a_new_mapping_under_a_team_key_that_has_one_does_not_replace_it(page, app):
     """POST /api/mappings creates or updates: the form, not editing, replaced the mapping and reset
     every setting not typed (its CPUs, its cap, its execution mode)."""
@@ -157,10 +165,7 @@ def test_an_action_the_ended_admin_session_refused_is_said_not_done_once_signed_
     page.get_by_label("Name").fill("NPM_TOKEN")
     page.get_by_label("Value").fill("s3cr3t-value")
     page.get_by_role("button", name="Set secret").click()
-    page.wait_for_url(re.compile(r"/ui/signin"))
-    page.get_by_label("Access code").fill(TEST_ADMIN_CODE)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r"/ui/secrets"))
+    _sign_in_again(page, "secrets")
     said = ("Signed in again: what you last did was not done (the admin session had ended first). "
             "Do it again.")
     page.locator("#flash.error").get_by_text(said, exact=True).wait_for()
@@ -172,10 +177,7 @@ def test_an_action_the_ended_admin_session_refused_is_said_not_done_once_signed_
     assert page.locator("#flash").inner_text() == ""
     page.evaluate("sessionStorage.setItem('aiimpl.token', 'a session that has ended')")
     page.reload()
-    page.wait_for_url(re.compile(r"/ui/signin"))
-    page.get_by_label("Access code").fill(TEST_ADMIN_CODE)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r"/ui/secrets"))
+    _sign_in_again(page, "secrets")
     page.locator("#secrets-table").get_by_text("No secrets in this scope.").wait_for()
     assert page.locator("#flash").inner_text() == ""
 

@@ -387,12 +387,12 @@ class JiraProvider(TicketingProvider):
         for project in left_out:
             self.log.warning("the JQL clause of mapping %s (ticketing.jql) %s: its issues are not polled; "
                              "fix the clause", project, clause_problem(clauses[project]))
-        projects = [p for p in projects if p not in left_out]
-        clauses = {p: c for p, c in clauses.items() if p in projects}
-        if not projects:
-            yield TriggeredPage((), complete=False)
-            return
         while True:
+            projects = [p for p in projects if p not in left_out]
+            clauses = {p: c for p, c in clauses.items() if p in projects}
+            if not projects:
+                yield TriggeredPage((), complete=False)
+                return
             jql = trigger_jql(projects, clauses)
             pages = self.client.search(jql, fields=ISSUE_FIELDS, max_results=self.page_size)
             try:
@@ -414,11 +414,6 @@ class JiraProvider(TicketingProvider):
                 "(deleted, renamed, not browsable): their issues are not polled, the others are; fix or "
                 "delete those mappings (`aiimpl jira check` names them)", ", ".join(gone),
             )
-            projects = [p for p in projects if p not in gone]
-            clauses = {p: c for p, c in clauses.items() if p in projects}
-            if not projects:
-                yield TriggeredPage((), complete=False)
-                return
         while True:
             issues = tuple(self.to_issue(raw) for raw in page.get("issues") or ())
             last = bool(page.get("isLast", not page.get("nextPageToken"))) or not page.get("nextPageToken")
