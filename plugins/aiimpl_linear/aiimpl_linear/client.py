@@ -40,6 +40,8 @@ RATE_LIMITED_CODE = "RATELIMITED"
 DEFAULT_MAX_WAIT = 10.0
 #: Added to a reset time: it is rounded to milliseconds and our clock is not Linear's.
 RESET_MARGIN = 0.25
+#: seconds a rate limit that names no reset is waited out, once the call's own short tries failed
+NO_RESET_WAIT = 30.0
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -56,6 +58,21 @@ def rate_limit_wait(headers: Mapping[str, str], now: float) -> float | None:
         except ValueError:
             pass
     waits = [wait for budget in BUDGETS if (wait := _budget_wait(headers, budget, now)) is not None]
+    return max(waits) if waits else None
+
+
+def latest_reset_wait(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds until the latest reset of any budget the answer names, whatever it says remains:
+    Linear refuses a query that costs more than is left of a budget (``X-Complexity`` above
+    ``…-Remaining``), which is then not spent."""
+    waits = []
+    for budget in (*BUDGETS, ENDPOINT_BUDGET):
+        reset = _header(headers, f"X-RateLimit-{budget}-Reset")
+        try:
+            if reset is not None:
+                waits.append(max(0.0, float(reset) / 1000.0 - now) + RESET_MARGIN)
+        except ValueError:
+            continue
     return max(waits) if waits else None
 
 
@@ -159,11 +176,17 @@ class LinearClient:
             limited = resp.status_code == 429 or _has_code(errors, RATE_LIMITED_CODE)
             if limited:
                 waits = [w for w in (wait, own) if w is not None]
-                delay = max(waits) if waits else 1.0 * attempt
+                # no budget spent: the latest reset any names, else a guess, short inside the
+                # call and at least NO_RESET_WAIT for the poller's back-off (it was 3 s: every cycle
+                # sent three more refused requests)
+                fallback = latest_reset_wait(resp.headers, now)
+                delay = max(waits) if waits else (fallback if fallback is not None else 1.0 * attempt)
                 if delay <= self.max_wait and attempt <= self.retries:
                     log.info("Linear %s rate-limited, retrying in %.1fs", operation, delay)
                     self.sleep(delay)
                     continue
+                if not waits and fallback is None:
+                    delay = max(delay, NO_RESET_WAIT)
                 if wait is None and own is not None:
                     self._hold(operation, now + delay)  # only this operation's budget is spent
                 else:

@@ -246,3 +246,31 @@ def test_credentials_never_reach_the_logs(fake: FakeLinear, caplog: pytest.LogCa
         provider.get_issue(key)
     text = caplog.text + str(err.value)
     assert fake.api_key not in text and fake.webhook_secret not in text
+
+
+def test_a_rate_limit_with_budget_left_waits_for_the_reset_it_names(
+    fake: FakeLinear, client: LinearClient, sleeper: Sleeper
+) -> None:
+    """Linear refuses a query that costs more than is left of a budget (RATELIMITED, "remaining"
+    still above 0): the client tried three times a few seconds apart and told the poller to come
+    back in 3 s, every cycle. It waits for the latest reset the answer names."""
+    fake.add_issue("ENG")
+    fake.set_budget(remaining=500, reset_in=1800)
+    fake.fail("TriggeredIssues", "Rate limit exceeded", code="RATELIMITED", status=400, times=5)
+    with pytest.raises(ProviderError) as err:
+        client.execute("TriggeredIssues", {"first": 10, "after": None, "label": "AI-Implement"})
+    assert err.value.retry_after is not None and 1790 < err.value.retry_after <= 1801
+    assert sleeper.waits == [] and len(fake.requests) == 1
+
+
+def test_a_rate_limit_that_names_no_reset_is_waited_out_half_a_minute(
+    fake: FakeLinear, client: LinearClient, sleeper: Sleeper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiimpl_linear import client as module
+
+    monkeypatch.setattr(module, "latest_reset_wait", lambda headers, now: None)
+    fake.add_issue("ENG")
+    fake.fail("TriggeredIssues", "Rate limit exceeded", code="RATELIMITED", status=400, times=5)
+    with pytest.raises(ProviderError) as err:
+        client.execute("TriggeredIssues", {"first": 10, "after": None, "label": "AI-Implement"})
+    assert err.value.retry_after == 30.0 and sleeper.waits == [1.0, 2.0]
