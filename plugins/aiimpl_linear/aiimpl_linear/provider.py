@@ -118,6 +118,9 @@ class LinearProvider(TicketingProvider):
         # a cached id that Linear no longer knows is forgotten and looked up again.
         self._issue_refs: dict[str, tuple[str, str]] = {}  # identifier -> (issue id, team id)
         self._labels: dict[tuple[str, str], str] = {}  # (team id, folded name) -> label id
+        #: the ids our stage labels have had in each team, kept when the names' ids are looked up
+        #: again: a label a person renamed is still ours to take off
+        self._ours: dict[str, set[str]] = {}
         self._done_states: dict[str, str] = {}  # team id -> workflow state id
 
     # -- connection ---------------------------------------------------------------------------
@@ -423,11 +426,13 @@ class LinearProvider(TicketingProvider):
                 if label.get("name") and label.get("id")
             }
             # Only our own labels are touched (added/removed ids, never the full list): a label a
-            # person adds at the same moment survives.
+            # person adds at the same moment survives. Ours by name, or by the id cached for one of
+            # our names (a person renamed it: "AI Working (old)" stays ours to take off)
+            known = set(self._ours.get(team_id, ()))
             removed = [
                 label_id
                 for name, label_id in current.items()
-                if name in ai and name != (target or "").casefold()
+                if (name in ai or label_id in known) and name != (target or "").casefold()
             ]
             added = []
             if target is not None and target.casefold() not in current:
@@ -452,6 +457,15 @@ class LinearProvider(TicketingProvider):
                     f"Linear UpdateIssueLabels failed: the labels of {key} were not changed",
                     provider=PROVIDER_ID,
                 )
+            labels = (((data.get("issueUpdate") or {}).get("issue") or {}).get("labels")) or {}
+            now = {str(label.get("name") or "").casefold() for label in _nodes(labels)}
+            if target is not None and target.casefold() not in now and not last_try:
+                # the id cached for the label is now another name's (a person renamed the label):
+                # the team's labels are looked up again, and the label made anew when it is gone
+                self.log.info("Linear label %r of team %s was renamed: looking the team's labels up again",
+                              target, team_id)
+                self._forget_labels(team_id)
+                continue
             return
 
     def _label_id(self, team_id: str, name: str) -> str:
@@ -498,7 +512,7 @@ class LinearProvider(TicketingProvider):
             # a team label of the same name wins over the workspace one
             found.setdefault(folded, label_id)
         for folded, label_id in found.items():
-            self._labels[(team_id, folded)] = label_id
+            self._cache_label(team_id, folded, label_id)
         return found
 
     def _create_label(self, team_id: str, name: str) -> str:
@@ -524,8 +538,13 @@ class LinearProvider(TicketingProvider):
                 f"Linear CreateLabel failed: label {name!r} was not created", provider=PROVIDER_ID
             )
         self.log.info("created Linear label %r in team %s", name, team_id)
-        self._labels[(team_id, name.casefold())] = str(label["id"])
+        self._cache_label(team_id, name.casefold(), str(label["id"]))
         return str(label["id"])
+
+    def _cache_label(self, team_id: str, folded: str, label_id: str) -> None:
+        self._labels[(team_id, folded)] = label_id
+        if folded in {name.casefold() for name in AI_LABELS}:
+            self._ours.setdefault(team_id, set()).add(label_id)
 
     def mark_done(self, key: str) -> None:
         # workflow states belong to a team, so the issue's current team matters here

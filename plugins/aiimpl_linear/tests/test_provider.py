@@ -379,6 +379,24 @@ def test_label_deleted_and_created_again_in_linear_is_looked_up_again(
     assert fake.issue(first)["labelIds"] == [new["id"]]
 
 
+def test_a_label_a_person_renamed_is_taken_off_and_its_name_made_anew(
+    fake: FakeLinear, provider: LinearProvider
+) -> None:
+    """A person renames "AI-Working": the process kept adding its cached id (now "AI Working (old)")
+    and never took it off at the next stage (labels were removed by name), while a fresh process
+    made a new "AI-Working": the processes disagreed."""
+    first = fake.add_issue("ENG")["identifier"]
+    second = fake.add_issue("ENG")["identifier"]
+    provider.set_stage(first, Stage.IMPLEMENTING)  # creates AI-Working; its id is cached
+    old = fake._label_named("AI-Working", fake.team("ENG")["id"])
+    old["name"] = "AI Working (old)"
+
+    provider.set_stage(second, Stage.IMPLEMENTING)
+    assert fake.labels_of(second) == ["AI-Working"]  # made anew, under its name
+    provider.set_stage(first, Stage.PR_OPENED)
+    assert fake.labels_of(first) == ["Ready for Review"]  # the renamed one taken off too
+
+
 def test_label_refused_again_after_a_fresh_lookup_is_not_found(
     fake: FakeLinear, provider: LinearProvider
 ) -> None:
