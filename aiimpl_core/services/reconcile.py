@@ -319,7 +319,8 @@ def reconcile(
             run = by_run.get(job.id)
             try:
                 if run is not None and _overran(job, by_job.get(job.id), now, limits):
-                    _stop_overrun(job, run, backend, report, limits.lifetime_reason)
+                    _stop_overrun(job, run, backend, report, limits.lifetime_reason,
+                                  state=by_job.get(job.id), now=now)
             except Exception:  # noqa: BLE001 - one job's trouble must not stop the pass
                 db.session.rollback()
                 log.exception("stopping the overrunning run of job %s failed", job.id)
@@ -603,18 +604,31 @@ def _overrun_due(job: Job, now: datetime, lifetime: timedelta) -> bool:
 
 
 def _stop_overrun(
-    job: Job, run: InFlightRun, backend: Any, report: ReconcileReport, reason: TimeoutReason
+    job: Job, run: InFlightRun, backend: Any, report: ReconcileReport, reason: TimeoutReason,
+    *, state: RunState | None = None, now: datetime | None = None,
 ) -> None:
     """Cancel an overrunning run (when its backend could be asked this cycle: ``backend`` is
-    ``None`` while it backs off) and end its job as the lifetime timeout."""
+    ``None`` while it backs off) and end its job as the lifetime timeout.
+
+    A run the backend still reports pending never started: its excerpt says so (no runner picked
+    it up, a machine never booted), where the lifetime's words alone had a person look for a
+    session that overran."""
     if backend is not None:
         try:
             backend.cancel(run)
         except Exception:  # noqa: BLE001 - best effort; the job ends either way
             log.warning("cancelling the overrunning run of job %s failed", job.id, exc_info=True)
+    excerpt = None
+    if state is not None and state.phase is RunPhase.PENDING:
+        minutes = int(((now or utcnow()) - _since_dispatch(job)).total_seconds() // 60)
+        excerpt = (f"The run never started: it was still waiting to start {minutes} min after its "
+                   "dispatch (no runner took it up: for GitHub Actions, none matching the workflow's "
+                   "runs-on labels was free), and was stopped.")
+        if state.run_url:
+            excerpt += f" Run: {state.run_url}"
     with serialized():
         db.session.refresh(job)
-        _end(job, Outcome(JobStatus.TIMED_OUT, timeout_reason=reason.value), report)
+        _end(job, Outcome(JobStatus.TIMED_OUT, timeout_reason=reason.value, log_excerpt=excerpt), report)
 
 
 def _reload(ids: list[int]) -> None:

@@ -326,6 +326,34 @@ def test_a_run_far_past_its_lifetime_is_cancelled_on_github(
 
 
 @pytest.mark.parametrize("gh", ["full"], indirect=True)  # cancelling is outside the fast subset
+def test_a_run_no_runner_ever_took_up_says_so_when_it_is_stopped(
+    app: Any, gh: FakeGitHub, tracker: FakeTracker, mapping: MappingRow
+) -> None:
+    """A run that stayed queued (no runner matching its runs-on labels): its job ended with the
+    lifetime's words alone, a person looking for a session that overran when none ever started."""
+    tracker.add("ENG-8")
+    run_cycle(reconcile=False)
+    job = job_of("ENG-8")
+    run = gh.run_named(f"job-{job.id}")
+    reconcile()
+    assert job_of("ENG-8").status == "dispatched" and gh.runs[run.id].status == "queued"
+
+    reconcile(now=utcnow() + timedelta(minutes=75))
+
+    job = job_of("ENG-8")
+    assert (job.status, job.timeout_reason) == ("timed_out", "machine_timeout")
+    assert (gh.runs[run.id].status, gh.runs[run.id].conclusion) == ("completed", "cancelled")
+    run_cycle()  # (the comments go out)
+    failure, excerpt = tracker.comments["ENG-8"]
+    assert failure == "⚠️ Implementation failed: the session machine exceeded its lifetime (machine_timeout)"
+    said = ("The run never started: it was still waiting to start 75 min after its dispatch (no runner "
+            "took it up: for GitHub Actions, none matching the workflow's runs-on labels was free), and "
+            "was stopped.")
+    assert said in excerpt
+    assert f"Run: {job.run_url}" in excerpt and job.run_url
+
+
+@pytest.mark.parametrize("gh", ["full"], indirect=True)  # cancelling is outside the fast subset
 @pytest.mark.parametrize("run_details", ["returned", "ignored"])
 def test_an_operators_cancel_before_a_reconcile_cycle_cancels_the_run_on_github(
     app: Any,
