@@ -307,7 +307,6 @@ function restoreDraft(form) {
 /* An action refused because the admin session had ended (a secret set, a job cancelled, the
    runner mode changed) was not done: once signed in again, back on its page, that is said, unless
    a kept draft says it already. A secret's value is never kept: it is typed again. */
-
 function sayUndone() {
   const where = sessionStorage.getItem(UNDONE_KEY);
   if (where === null) return;
