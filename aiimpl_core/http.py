@@ -269,6 +269,14 @@ _NOT_SENT = (
 )
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failure is one worth waiting out: no answer (a timeout, a connection refused), a
+    ``429`` or ``5xx``, or an answer saying when to come back (``Retry-After``)."""
+    if not isinstance(exc, ProviderError):
+        return False
+    return exc.status is None or exc.status == 429 or exc.status >= 500 or exc.retry_after is not None
+
+
 def may_have_been_done(exc: ProviderError) -> bool:
     """Whether a request :class:`HttpClient` raised ``exc`` for may have been carried out all the
     same: a ``5xx``, or no answer to a request that went out (a read timeout, a connection dropped

@@ -37,6 +37,7 @@ from .. import logs
 from ..database import CLOCK_TOLERANCE, advisory_lock, clock_skew, failure_message, serialized, upsert
 from ..errors import ProviderConfigError, ProviderError, ProviderNotConfigured, describe_plugin_error
 from ..extensions import db
+from ..http import is_transient
 from ..orm import Lease, Setting, utcnow
 
 log = logging.getLogger(__name__)
@@ -160,13 +161,6 @@ def backoff_from(value: Any, now: datetime | None = None) -> Backoff | None:
     if until <= (now or utcnow()):
         return None
     return Backoff(until, failures, str(value.get("error") or ""))
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Errors worth waiting out: no answer (timeout, refused), 429, 5xx."""
-    if not isinstance(exc, ProviderError):
-        return False
-    return exc.status is None or exc.status == 429 or exc.status >= 500 or exc.retry_after is not None
 
 
 def is_outage(exc: BaseException) -> bool:

@@ -318,9 +318,9 @@ def reconcile(
         for job in backend_jobs:
             run = by_run.get(job.id)
             try:
-                if run is not None and _overran(job, by_job.get(job.id), now, limits):
-                    _stop_overrun(job, run, backend, report, limits.lifetime_reason,
-                                  state=by_job.get(job.id), now=now)
+                state = by_job.get(job.id)
+                if run is not None and _overran(job, state, now, limits):
+                    _stop_overrun(job, run, backend, report, limits.lifetime_reason, state=state, now=now)
             except Exception:  # noqa: BLE001 - one job's trouble must not stop the pass
                 db.session.rollback()
                 log.exception("stopping the overrunning run of job %s failed", job.id)

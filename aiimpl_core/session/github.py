@@ -167,7 +167,7 @@ def _message(exc: ProviderError) -> str:
 
 #: the longest wait GitHub's rate limit asks for that a call waits out (its secondary rate limit
 #: asks for a minute or so), the budget's end and a stop cutting it short
-RATE_LIMIT_WAIT = 90.0
+LONGEST_RATE_LIMIT_WAIT = 90.0
 
 
 def _client(api_url: str, token: str, budget: Budget) -> HttpClient:
@@ -176,7 +176,7 @@ def _client(api_url: str, token: str, budget: Budget) -> HttpClient:
         provider="github",
         timeout=budget.timeout(),
         sleep=budget.sleep,
-        max_wait=RATE_LIMIT_WAIT,
+        max_wait=LONGEST_RATE_LIMIT_WAIT,
         headers={
             "Accept": "application/vnd.github+json",
             "Authorization": f"Bearer {token}",

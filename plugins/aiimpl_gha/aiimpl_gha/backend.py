@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 from aiimpl_core import session_package
 from aiimpl_core.errors import DispatchError, ProviderConfigError, ProviderError
 from aiimpl_core.github import ORCHESTRATOR_PERMISSIONS, DispatchUnanswered, GitHub, Repo, github_message
-from aiimpl_core.http import host_only_address
+from aiimpl_core.http import host_only_address, is_transient
 from aiimpl_core.providers import RunnerBackend
 from aiimpl_core.types import (
     CheckResult,
@@ -85,10 +85,9 @@ CHECK_PERMISSIONS: Mapping[str, str] = {"actions": "read", "contents": "read"}
 
 
 def _outage(exc: ProviderError) -> bool:
-    """Whether GitHub's failure concerns it all (no answer, a 5xx, a rate limit, credentials it
-    refuses), not one repository (a 404, a 403 without a wait, a 422)."""
-    status = exc.status
-    return status is None or status >= 500 or status in (401, 429) or exc.retry_after is not None
+    """Whether GitHub's failure concerns it all (no answer, a 5xx, a rate limit: one worth waiting
+    out; credentials it refuses), not one repository (a 404, a 403 without a wait, a 422)."""
+    return is_transient(exc) or exc.status == 401
 
 
 class GitHubActionsBackend(RunnerBackend):

@@ -383,10 +383,11 @@ class JiraProvider(TicketingProvider):
         clauses = {p: c for p, c in self._mapping_clauses().items() if p in projects}
         # a clause saved before the check was what it is (or written to the database) that would
         # break out of its parentheses and widen the search: its project is left out, not widened
-        left_out = [p for p, c in clauses.items() if clause_problem(c)]
-        for project in left_out:
+        problems = {p: problem for p, c in clauses.items() if (problem := clause_problem(c))}
+        for project, problem in problems.items():
             self.log.warning("the JQL clause of mapping %s (ticketing.jql) %s: its issues are not polled; "
-                             "fix the clause", project, clause_problem(clauses[project]))
+                             "fix the clause", project, problem)
+        left_out = list(problems)
         while True:
             projects = [p for p in projects if p not in left_out]
             clauses = {p: c for p, c in clauses.items() if p in projects}
@@ -403,8 +404,7 @@ class JiraProvider(TicketingProvider):
             except ProviderError as exc:
                 gone = unknown_projects(exc, projects) if exc.status == 400 else []
                 if not gone:
-                    if exc.status == 400 and clauses:
-                        self._raise_for_bad_clause(clauses, exc)
+                    self._raise_for_bad_clause(clauses, exc)
                     raise
             # one mapping naming a project Jira does not show (deleted, renamed, or that the
             # account may not browse) made Jira refuse the whole search: every project waited
@@ -426,8 +426,7 @@ class JiraProvider(TicketingProvider):
             except StopIteration:
                 return
             except ProviderError as exc:
-                if exc.status == 400 and clauses:
-                    self._raise_for_bad_clause(clauses, exc)
+                self._raise_for_bad_clause(clauses, exc)
                 raise
 
     def _clause_errors(self, clauses: Mapping[str, str]) -> dict[str, list[str]]:
@@ -439,7 +438,10 @@ class JiraProvider(TicketingProvider):
         }
 
     def _raise_for_bad_clause(self, clauses: Mapping[str, str], exc: ProviderError) -> None:
-        """Name the mapping whose ``ticketing.jql`` made Jira refuse the whole search."""
+        """Name the mapping whose ``ticketing.jql`` made Jira refuse the whole search (a 400), when
+        one of ``clauses`` did; else return, for ``exc`` to be raised as it is."""
+        if exc.status != 400 or not clauses:
+            return
         for project, errors in self._clause_errors(clauses).items():
             if errors:
                 raise ProviderError(
@@ -480,8 +482,7 @@ class JiraProvider(TicketingProvider):
                 reconcile_issues=[int(issue_id)] if issue_id.isdigit() else (),
             )
         except ProviderError as exc:
-            if exc.status == 400:
-                self._raise_for_bad_clause({project: clause}, exc)
+            self._raise_for_bad_clause({project: clause}, exc)
             raise
         return bool(page.get("issues"))
 

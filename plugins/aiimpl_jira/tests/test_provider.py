@@ -442,7 +442,9 @@ def test_the_resolution_is_fixed_else_the_first_without_done(
     assert jira.issues["ENG-1"].values["resolution"]["name"] == chosen
 
 
-def test_a_required_field_with_a_default_gets_it(jira: FakeJira, provider: JiraProvider) -> None:
+def _component_area(jira: FakeJira) -> list[dict[str, str]]:
+    """A required select field on the Planning screen, whose default is its option "Frontend"; its
+    options."""
     options = [{"id": "20001", "value": "Backend"}, {"id": "20002", "value": "Frontend"}]
     jira.add_screen_field(
         "Planning",
@@ -452,6 +454,11 @@ def test_a_required_field_with_a_default_gets_it(jira: FakeJira, provider: JiraP
         allowed_values=options,
         default=options[1],
     )
+    return options
+
+
+def test_a_required_field_with_a_default_gets_it(jira: FakeJira, provider: JiraProvider) -> None:
+    _component_area(jira)
     jira.add_screen_field("Planning", "customfield_10061", "Notes", required=False)
     jira.add_issue("ENG-1")
     provider.set_stage("ENG-1", Stage.PLANNING)
@@ -487,17 +494,9 @@ def test_a_required_field_the_issue_already_has_is_left_as_it_is(
     against the issue after the transition. Before, the plugin refused the stage change itself
     (400, "has no default value to fill in") without sending the transition; a required field
     with a default that the issue had already set would have been overwritten with the default."""
-    options = [{"id": "20001", "value": "Backend"}, {"id": "20002", "value": "Frontend"}]
     jira.add_screen_field("Planning", "summary", "Summary")
     jira.add_screen_field("Planning", "customfield_10050", "Root cause")
-    jira.add_screen_field(
-        "Planning",
-        "customfield_10060",
-        "Component area",
-        schema={"type": "option", "custom": "com.atlassian.jira.plugin.system.customfieldtypes:select"},
-        allowed_values=options,
-        default=options[1],
-    )
+    options = _component_area(jira)
     jira.require_resolution("Planning")  # a resolution is still chosen: the plugin does not read it
     jira.add_issue("ENG-1", summary="Fix the login page")
     jira.set_field_value("ENG-1", "customfield_10050", "A race in the session store")

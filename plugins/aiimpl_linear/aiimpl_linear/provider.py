@@ -52,6 +52,10 @@ LABEL_COLORS = {
 }
 
 
+#: our labels' names as Linear compares them (it ignores case)
+_AI_FOLDED = frozenset(name.casefold() for name in AI_LABELS)
+
+
 def _parse_time(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
@@ -412,7 +416,6 @@ class LinearProvider(TicketingProvider):
             self.mark_done(key)
             return
         target = STAGE_LABELS.get(stage)  # failed stages: no label, every AI label goes
-        ai = {name.casefold() for name in AI_LABELS}
         for last_try in (False, True):
             node = self.client.execute("IssueLabelsOfIssue", {"id": key}).get("issue")
             if not isinstance(node, dict) or not node.get("id"):
@@ -432,7 +435,7 @@ class LinearProvider(TicketingProvider):
             removed = [
                 label_id
                 for name, label_id in current.items()
-                if (name in ai or label_id in known) and name != (target or "").casefold()
+                if (name in _AI_FOLDED or label_id in known) and name != (target or "").casefold()
             ]
             added = []
             if target is not None and target.casefold() not in current:
@@ -543,7 +546,7 @@ class LinearProvider(TicketingProvider):
 
     def _cache_label(self, team_id: str, folded: str, label_id: str) -> None:
         self._labels[(team_id, folded)] = label_id
-        if folded in {name.casefold() for name in AI_LABELS}:
+        if folded in _AI_FOLDED:
             self._ours.setdefault(team_id, set()).add(label_id)
 
     def mark_done(self, key: str) -> None:
