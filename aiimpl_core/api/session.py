@@ -36,8 +36,8 @@ def github_token():  # noqa: ANN201
     post:
       summary: Exchange the job nonce for a short-lived GitHub installation token
       description: >-
-        The token is limited to the job's repository. Only `nonce` and `owner` are read; any other
-        field (`repo`, say) is ignored, whatever its type.
+        The token is limited to the job's repository. Only `nonce`, `owner` and
+        `refusedTokenSha256` are read; any other field (`repo`, say) is ignored, whatever its type.
       tags: [session]
       security:
         - nonce: []
@@ -76,7 +76,8 @@ def github_token():  # noqa: ANN201
         return jsonify(error=callbacks.TOKEN_FAILED), 500
     try:
         data = schemas.load(_TOKEN_REQUEST, body, not_object="nonce and owner are required")
-        return jsonify(callbacks.github_token(data["nonce"], data["owner"])), 200
+        refused = schemas.refused_token_digest(data)
+        return jsonify(callbacks.github_token(data["nonce"], data["owner"], refused)), 200
     except (schemas.BodyError, callbacks.CallbackError) as exc:
         return _refusal(exc)
 

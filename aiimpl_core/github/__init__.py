@@ -42,6 +42,12 @@ def repository_token(
     return from_app().repository_token(owner, repo, permissions)
 
 
+def forget_refused_token(owner: str, repo: str, digest: str) -> bool:
+    """Drop this process's cached session token for ``owner/repo`` if its SHA-256 is ``digest``
+    (a session says GitHub refused it: revoked before its expiry); needs a Flask app context."""
+    return from_app().forget_refused_token(owner, repo, digest)
+
+
 __all__ = [
     "API_VERSION",
     "ORCHESTRATOR_PERMISSIONS",
@@ -50,6 +56,7 @@ __all__ = [
     "GitHub",
     "Repo",
     "RepoFile",
+    "forget_refused_token",
     "from_app",
     "github_message",
     "repository_token",

@@ -10,6 +10,7 @@ and ``X-GitHub-Api-Version: 2022-11-28``.
 from __future__ import annotations
 
 import base64
+import hmac
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -21,7 +22,15 @@ from urllib.parse import quote
 from .. import logs
 from ..errors import DispatchUnanswered, ProviderError, ProviderNotConfigured
 from ..http import HttpClient, may_have_been_done
-from .app_auth import TOKENS, CachedToken, TokenCache, app_jwt, load_private_key, permissions_key
+from .app_auth import (
+    TOKENS,
+    CachedToken,
+    TokenCache,
+    app_jwt,
+    load_private_key,
+    permissions_key,
+    token_digest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +276,22 @@ class GitHub:
             return False
         key = (self.api_url, self.app_id, owner.lower(), repo.lower(), permissions_key(dict(permissions)))
         self.cache.discard(key, token)
+        return True
+
+    def forget_refused_token(
+        self, owner: str, repo: str, digest: str, permissions: Mapping[str, str] | None = None
+    ) -> bool:
+        """Drop the cached installation token whose SHA-256 (hexadecimal) is ``digest``: a session
+        GitHub refused it told us so (``POST /api/token``'s ``refusedTokenSha256``); whether one
+        was dropped. A token other than the one refused (another worker's, or minted since) stays."""
+        if self._require() == "token":
+            return False
+        perms = dict(permissions or SESSION_PERMISSIONS)
+        key = (self.api_url, self.app_id, owner.lower(), repo.lower(), permissions_key(perms))
+        cached = self.cache.get(key, self.clock())
+        if cached is None or not hmac.compare_digest(token_digest(cached.token), digest.lower()):
+            return False
+        self.cache.discard(key, cached.token)
         return True
 
     def repo(self, owner: str, repo: str, permissions: Mapping[str, str] | None = None) -> Repo:

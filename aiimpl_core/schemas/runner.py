@@ -436,6 +436,26 @@ class TokenRequestSchema(OrderedRulesSchema):
 
     nonce = StrictString(required=True, validate=validate.Length(min=1))
     owner = StrictString(required=True, validate=validate.Length(min=1))
+    # a hint, never a reason to refuse: anything but a SHA-256 in hexadecimal is ignored
+    refusedTokenSha256 = fields.Raw(
+        load_default=None,
+        metadata={
+            "type": "string",
+            "description": (
+                "SHA-256 (hexadecimal) of a token GitHub refused the session (401: revoked before "
+                "its expiry). The orchestrator's cached token, when it is that one, is replaced by a "
+                "fresh one; anything else in this field is ignored."
+            ),
+        },
+    )
+
+
+def refused_token_digest(data: Mapping[str, Any]) -> str | None:
+    """A token request's ``refusedTokenSha256`` when it is one (64 hexadecimal digits), else ``None``."""
+    value = data.get("refusedTokenSha256")
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdefABCDEF" for c in value):
+        return value.lower()
+    return None
 
 
 class TokenResponseSchema(Schema):

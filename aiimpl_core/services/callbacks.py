@@ -684,9 +684,11 @@ def _int_or_none(value: Any) -> int | None:
 TOKEN_FAILED = "Failed to generate token"
 
 
-def github_token(nonce: str, owner: str) -> dict[str, str]:
+def github_token(nonce: str, owner: str, refused: str | None = None) -> dict[str, str]:
     """A short-lived GitHub token for the job's repository.
 
+    :param refused: the SHA-256 of a token GitHub refused the session (revoked before its
+        expiry): when it is the one this process has cached, a new one is minted instead.
     :raises CallbackError: ``Invalid or expired nonce`` / ``Owner mismatch`` (403),
         ``Failed to generate token`` (500).
     """
@@ -701,6 +703,9 @@ def github_token(nonce: str, owner: str) -> dict[str, str]:
     try:
         from .. import github
 
+        if refused and github.forget_refused_token(job_owner, job_repo, refused):
+            log.info("GitHub refused job %s the token cached for %s/%s: minting another", job_id, job_owner,
+                     job_repo)
         token, expires_at = github.repository_token(job_owner, job_repo)
     except AiimplError as exc:
         log.warning("GitHub token for job %s (%s/%s) failed: %s", job_id, job_owner, job_repo, exc.message)

@@ -20,6 +20,7 @@ met.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -202,6 +203,8 @@ class RepoToken:
 
     token: str
     expires_at: float | None
+    #: GitHub refused it (401: revoked before its expiry); kept only to be masked and named
+    refused: bool = False
 
     def fresh(self, margin: float, now: float | None = None) -> bool:
         if self.expires_at is None:
@@ -239,7 +242,7 @@ class TokenCache:
         except (OSError, ValueError):
             return []
         return [
-            RepoToken(r["token"], r.get("expiresAt"))
+            RepoToken(r["token"], r.get("expiresAt"), r.get("refused") is True)
             for r in rows
             if isinstance(r, dict) and isinstance(r.get("token"), str)
         ]
@@ -248,11 +251,16 @@ class TokenCache:
         self._write([*self.load(), token])
 
     def discard(self, value: str) -> None:
-        """Mark a token GitHub refused as expired (kept in the file: it must still be redacted)."""
-        self._write([RepoToken(t.token, 0.0) if t.token == value else t for t in self.load()])
+        """Mark a token GitHub refused as expired and refused (kept in the file: it must still be
+        redacted, and the next request for a token names it)."""
+        self._write([RepoToken(t.token, 0.0, True) if t.token == value else t for t in self.load()])
+
+    def last_refused(self) -> str | None:
+        """The token GitHub refused last, if any: the orchestrator may still have it cached."""
+        return next((t.token for t in reversed(self.load()) if t.refused), None)
 
     def _write(self, tokens: list[RepoToken]) -> None:
-        rows = [{"token": t.token, "expiresAt": t.expires_at} for t in tokens]
+        rows = [{"token": t.token, "expiresAt": t.expires_at, "refused": t.refused} for t in tokens]
         directory = os.path.dirname(self.path) or "."
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tokens-")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -402,11 +410,17 @@ class Orchestrator:
         orchestrator's own 429 or 5xx gets :data:`REFUSED_TRIES` tries."""
         return self._call(what, send, Patience(self.needed_patience, last_at_end=True))
 
-    def repository_token(self, owner: str) -> RepoToken:
-        """``POST /api/token``: a fresh installation token for the job's repository."""
+    def repository_token(self, owner: str, refused: str | None = None) -> RepoToken:
+        """``POST /api/token``: a fresh installation token for the job's repository.
+
+        :param refused: a token GitHub refused (revoked before its expiry), named by its SHA-256
+            for the orchestrator to mint another rather than hand back the one it has cached.
+        """
         what = "POST /api/token"
         # minting is safe to repeat: a proxy's 502 or a dropped answer is tried again like a read
         body = {"nonce": self.nonce, "owner": owner}
+        if refused:
+            body["refusedTokenSha256"] = hashlib.sha256(refused.encode("utf-8")).hexdigest()
         resp = self._needed(what, lambda: self.http.post("/api/token", json=body))
         answer = json_object(resp, what)
         token = answer.get("token")

@@ -87,7 +87,8 @@ def answer(environ: Mapping[str, str]) -> str:
     if token is None:
         client = orchestrator(environ)
         owner = environ[session_env.REPOSITORY.name].split("/", 1)[0]
-        token = client.repository_token(owner)
+        # a token GitHub refused is named: the orchestrator would otherwise hand back its cached copy
+        token = client.repository_token(owner, refused=cache.last_refused())
         cache.add(token)  # the session learns it from here (redaction, reuse)
     return f"username={USERNAME}\npassword={token.token}\n"
 

@@ -160,6 +160,9 @@ class Git:
     :param clean: applied to the whole output of a failed command before :class:`GitError` holds
         it (the session's redaction): its message and excerpts are cut from the masked text, so a
         cut never leaves a part of a secret behind.
+    :param refused: the token the credential helper was last told was refused (its ``erase``),
+        or ``None``: a command that reaches the remote and fails having had a token refused is run
+        once more (see :meth:`run`).
     """
 
     def __init__(
@@ -171,8 +174,10 @@ class Git:
         deadline: float | None = None,
         stop: threading.Event | None = None,
         clean: Callable[[str], str] | None = None,
+        refused: Callable[[], str | None] | None = None,
     ) -> None:
         self.cwd = cwd
+        self.refused = refused
         self.env = dict(env)
         self.network_env = dict(credentials) if credentials is not None else dict(env)
         self.deadline = deadline
@@ -190,16 +195,31 @@ class Git:
         ignore_stop: bool = False,
         config: tuple[str, ...] = (),
     ) -> procs.ProcessResult:
-        """``git <args>`` (``config``: ``name=value`` settings for this command alone)."""
+        """``git <args>`` (``config``: ``name=value`` settings for this command alone).
+
+        A command that reaches the remote and fails after GitHub refused its token (revoked
+        before its expiry: git tells the credential helper to drop it, then gives up) is run once
+        more, with the fresh token the helper then fetches. It did nothing: a clone refused
+        removes what it made, a push or fetch refused sent nothing.
+        """
         settings = [arg for setting in config for arg in ("-c", setting)]
-        result = procs.run(
-            ["git", *SAFE_CONFIG, *settings, *args],
-            cwd=cwd or self.cwd,
-            env=self.network_env if args[0] in NETWORK_COMMANDS else self.env,
-            deadline=deadline if deadline is not None else self.deadline,
-            stop=None if ignore_stop else self.stop,
-            keep_bytes=procs.KEEP_OUTPUT_BYTES,
-        )
+        network = args[0] in NETWORK_COMMANDS
+        refused = self.refused() if network and self.refused is not None else None
+        for _ in range(2):
+            result = procs.run(
+                ["git", *SAFE_CONFIG, *settings, *args],
+                cwd=cwd or self.cwd,
+                env=self.network_env if network else self.env,
+                deadline=deadline if deadline is not None else self.deadline,
+                stop=None if ignore_stop else self.stop,
+                keep_bytes=procs.KEEP_OUTPUT_BYTES,
+            )
+            if result.ok or result.stopped is not None or not network or self.refused is None:
+                break
+            newly_refused = self.refused()
+            if newly_refused == refused:
+                break
+            refused = newly_refused
         # a stopped command's answer means nothing, even where a failure is an answer (check=False)
         if result.stopped is not None or (check and not result.ok):
             code = result.code if result.stopped is None else procs.NOT_STARTED

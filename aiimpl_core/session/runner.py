@@ -23,10 +23,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from .. import logs
 from ..errors import ProviderError
@@ -67,6 +67,8 @@ VERIFY_SCRIPT = ".ai-implement/verify.sh"
 #: a :class:`Failure`'s ``kind`` for how the session ended a command or call (``ProcessResult.stopped``,
 #: ``Interrupted.stopped``)
 STOPPED_KINDS = {"signal": "stopped", "deadline": "timed_out"}
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -259,9 +261,29 @@ class Session:
         self._learn_tokens()
         token = self.cache.current(self.cfg.refresh_margin)
         if token is None:
-            token = self.api.repository_token(self.cfg.owner)
+            token = self.api.repository_token(self.cfg.owner, refused=self.cache.last_refused())
             self.cache.add(token)
         return token
+
+    def _with_repo_token(self, call: Callable[[str], T], used: list[str] | None = None) -> T:
+        """``call(token)`` with a repository token valid for a while, made once more with a fresh
+        one when GitHub refuses it with 401 (revoked before its expiry: the App suspended or
+        reinstalled, the token found pushed somewhere public), as the credential helper does for
+        git. ``used`` gets each token tried."""
+        token = self.repo_token()
+        try:
+            if used is not None:
+                used.append(token.token)
+            return call(token.token)
+        except PullRequestError as exc:
+            if exc.status != 401:
+                raise
+        self.cache.discard(token.token)
+        self.log("GitHub refused the repository token (401): asking the orchestrator for another")
+        token = self.repo_token()
+        if used is not None:
+            used.append(token.token)
+        return call(token.token)
 
     def _interrupted(self) -> str | None:
         """``stopped`` once the runner sent a stop signal, ``timed_out`` once the budget ran out,
@@ -420,7 +442,7 @@ class Session:
             # a session restarted on the same machine finds its earlier clone: start clean
             shutil.rmtree(dest, ignore_errors=True)
             git = Git(dest, self.git_env, credentials=self.git_network_env, deadline=self.deadline,
-                      stop=self.stop, clean=self._clean)
+                      stop=self.stop, clean=self._clean, refused=self.cache.last_refused)
             try:
                 git.clone(cfg.clone_url, cfg.base_branch, dest)
             except GitError as exc:
@@ -488,15 +510,21 @@ class Session:
         an earlier attempt's work, not merged.
         """
         cfg = self.cfg
-        try:
-            token = self.repo_token()
-            ended = find_ended_pull_request(cfg.github_api_url, token.token, cfg.owner, cfg.repo,
+
+        def ended_pull_request(token: str) -> dict[str, Any] | None:
+            ended = find_ended_pull_request(cfg.github_api_url, token, cfg.owner, cfg.repo,
                                             head=cfg.branch, base=cfg.base_branch, sha=tip,
                                             budget=self.github_budget)
             if ended is not None and not ended.get("merged_at") and find_open_pull_request(
-                cfg.github_api_url, token.token, cfg.owner, cfg.repo, head=cfg.branch, base=cfg.base_branch,
+                cfg.github_api_url, token, cfg.owner, cfg.repo, head=cfg.branch, base=cfg.base_branch,
                 budget=self.github_budget,
             ) is not None:
+                return None  # opened again: continued
+            return ended
+
+        try:
+            ended = self._with_repo_token(ended_pull_request)
+            if ended is None:
                 return None
         except Interrupted as exc:
             kind = STOPPED_KINDS[exc.stopped]
@@ -782,13 +810,12 @@ class Session:
             if description:
                 body += "".join(f"> {line}\n" for line in description.splitlines()) + "\n"
             body += f"---\nOpened by AI-Implement (job {cfg.job_id}) from branch `{cfg.branch}`."
-            token: RepoToken | None = None
-            try:
-                token = self.repo_token()
+
+            def open_it(token: str) -> dict[str, Any]:
                 try:
-                    pr = open_pull_request(
+                    return open_pull_request(
                         cfg.github_api_url,
-                        token.token,
+                        token,
                         cfg.owner,
                         cfg.repo,
                         title=self.redactor.text(title),
@@ -798,10 +825,18 @@ class Session:
                         budget=self.github_budget,
                     )
                 except PullRequestError as refused:
-                    pr = self._open_pr_of_branch(token.token, refused)
+                    if refused.status == 401:
+                        raise  # the token: tried again with a fresh one
+                    pr = self._open_pr_of_branch(token, refused)
                     detail["reused"] = True
+                    return pr
+
+            used: list[str] = []
+            try:
+                pr = self._with_repo_token(open_it, used)
             except Interrupted as exc:
-                raise self._interrupted_opening_pr(STOPPED_KINDS[exc.stopped], token) from None
+                kind = STOPPED_KINDS[exc.stopped]
+                raise self._interrupted_opening_pr(kind, used[-1] if used else None) from None
             except PullRequestError as exc:
                 raise Failure(self.redactor.text(str(exc))) from None
             except ProviderError as exc:
@@ -817,13 +852,13 @@ class Session:
             detail.update(prNumber=self.state.pr_number, prUrl=self.state.pr_url)
         self.api.status("pr_opened", prNumber=self.state.pr_number, prUrl=self.state.pr_url)
 
-    def _interrupted_opening_pr(self, kind: str, token: RepoToken | None = None) -> Failure:
+    def _interrupted_opening_pr(self, kind: str, token: str | None = None) -> Failure:
         """The failure of a run stopped, or out of time, while the pull request was being opened
         (or before GitHub answered): the work is pushed, and GitHub may have opened the pull
         request all the same (a request it had received, an answer given up on). It is looked
         for once, briefly, whatever the stop: one found goes with the result (its link is posted
         on the ticket), as one GitHub answered with would have."""
-        pr = self._opened_all_the_same(token.token) if token is not None else None
+        pr = self._opened_all_the_same(token) if token is not None else None
         if pr is not None:
             self.state.pr_number, self.state.pr_url = pr["number"], pr.get("html_url") or ""
         what = self._interruption(kind, "the creation of the pull request")

@@ -164,6 +164,34 @@ class TestAgainstTheFakeGitHub:
         assert issued.repositories == {"api"}
         assert body["expiresAt"] == issued.expires_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
+    def test_a_token_github_refused_the_session_is_minted_anew(self, client, cb_job, gh):
+        """A session GitHub refused the token (revoked before its expiry) names it by its SHA-256:
+        the orchestrator's cached copy is replaced, not handed back for the rest of its hour."""
+        import hashlib
+
+        _, nonce = cb_job()
+        first = client.post(URL, json={"nonce": nonce, "owner": "acme"}).get_json()["token"]
+        assert client.post(URL, json={"nonce": nonce, "owner": "acme"}).get_json()["token"] == first
+        digest = hashlib.sha256(first.encode()).hexdigest()
+        gh.tokens.pop(first)  # revoked
+
+        second = client.post(URL, json={"nonce": nonce, "owner": "acme", "refusedTokenSha256": digest})
+        assert second.status_code == 200 and second.get_json()["token"] not in (first, None)
+        fresh = second.get_json()["token"]
+        # the same refusal again (another request of the session, late) leaves the fresh one be
+        again = client.post(URL, json={"nonce": nonce, "owner": "acme", "refusedTokenSha256": digest.upper()})
+        assert again.get_json()["token"] == fresh and len(gh.issued_tokens) == 2
+
+    @pytest.mark.parametrize(
+        "value", [5, None, [], {"a": 1}, "", "zz" * 32, "ab" * 31, "ab" * 33, "x" * 5000]
+    )
+    def test_a_refused_token_field_that_is_no_digest_is_ignored(self, client, cb_job, gh, value):
+        """A hint, never a reason to refuse the session its token."""
+        _, nonce = cb_job()
+        first = client.post(URL, json={"nonce": nonce, "owner": "acme"}).get_json()["token"]
+        resp = client.post(URL, json={"nonce": nonce, "owner": "acme", "refusedTokenSha256": value})
+        assert (resp.status_code, resp.get_json()["token"]) == (200, first)
+
     def test_uninstalled_app_is_the_reference_500(self, client, cb_job, gh, caplog):
         _, nonce = cb_job()
         gh.installations.clear()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import FULL_GITHUB, World, script, wait_until
+from .conftest import FULL_GITHUB, OWNER, REPO, World, script, wait_until
 
 
 def _stop_once(world: World, job_id: int, marker: Path, **overrides: str) -> tuple[subprocess.Popen, str]:
@@ -250,3 +250,49 @@ def test_sigterm_while_nothing_runs_in_the_clone_step_ends_the_run_there(world: 
         "failed", "The session was stopped by its runner (SIGTERM) during the clone")
     assert world.agent_calls() == []
 
+
+
+# -- a token GitHub revoked before its expiry ------------------------------------------------------
+
+
+def test_a_token_github_revoked_is_replaced_though_the_orchestrator_still_has_it_cached(world: World) -> None:
+    """GitHub revokes installation tokens before their hour is out (the App suspended or
+    reinstalled, a token found pushed somewhere public). The orchestrator had handed the same
+    cached token to every session of the repository for the rest of its hour: the clone's 401 made
+    git drop it, and the new one asked for was that one again."""
+    from aiimpl_core import github
+
+    world.mapping()
+    job_id = world.dispatch()
+    with world.app.app_context():
+        revoked, _ = github.repository_token(OWNER, REPO)  # cached by an earlier session's request
+    world.github.tokens.clear()  # revoked
+
+    code, out = world.run_session(job_id)
+
+    assert code == 0, out
+    assert world.job(job_id).status == "completed" and world.job(job_id).pr_number
+    tried = [r for r in world.git_server.requests if r.password == revoked]
+    assert tried and {r.status for r in tried} == {401}
+    assert world.git_server.pushes()[-1].status == 200
+    assert len(world.github.issued_tokens) == 2  # one new token, not one per git command
+    world.assert_no_secret_anywhere(job_id)
+
+
+def test_a_pull_request_refused_for_its_token_is_opened_with_a_fresh_one(world: World) -> None:
+    """GitHub answered the pull request 401 Bad credentials (the token revoked after the push):
+    the run failed with the work pushed and no pull request."""
+    world.mapping()
+    job_id = world.dispatch()
+    world.github.fail_next("POST", "/pulls$", 401, "Bad credentials")
+
+    code, out = world.run_session(job_id)
+
+    assert code == 0, out
+    assert world.job(job_id).status == "completed" and world.job(job_id).pr_number
+    opened = [r for r in world.github.requests if r.method == "POST" and r.path.endswith("/pulls")]
+    assert [r.status for r in opened] == [401, 201]
+    tokens = [r.header("Authorization") for r in opened]
+    assert tokens[0] != tokens[1]  # the orchestrator minted another instead of its cached one
+    assert len(world.github.issued_tokens) == 2
+    world.assert_no_secret_anywhere(job_id)
