@@ -22,6 +22,7 @@ from ..orm import Mapping as MappingRow
 from ..types import ACTIVE_STATUSES, Phase
 from .callbacks import CallbackError
 from .launch import BackendChoice, choose_backend, create_job, launch
+from .mappings import lock_mapping
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +131,18 @@ def trigger_gap_fill(issue_key: str, pr_number: int) -> dict[str, Any]:
     choice = gap_fill_backend(mapping)
     base_branch = pr_branch(mapping, issue_key, pr_number)
     provider = mapping.view().ticketing_provider or ""
-    mapping_id = mapping.id
+    mapping_id, team_key = mapping.id, mapping.team_key
     _require_issue(provider, issue_key)
     try:
         with serialized():
-            mapping = db.session.get(MappingRow, mapping_id)
+            # the mapping as it is now, held: a pause (or deletion) committed while the tracker
+            # was asked is seen, and none lands before the job is made
+            lock_mapping(team_key)
+            mapping = db.session.get(MappingRow, mapping_id, populate_existing=True)
             if mapping is None:
                 raise CallbackError(404, "mapping_not_found")
+            if mapping.paused:
+                raise CallbackError(423, "project_paused", {"teamKey": mapping.team_key})
             active = db.session.scalar(
                 select(Job.id).where(
                     Job.issue_key == issue_key, Job.status.in_([s.value for s in ACTIVE_STATUSES])

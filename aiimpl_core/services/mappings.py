@@ -30,7 +30,7 @@ from flask import current_app
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from ..database import advisory_lock, serialized
+from ..database import advisory_locks, serialized
 from ..errors import NotFound, ProviderConfigError, ValidationError, describe_plugin_error
 from ..extensions import db
 from ..orm import Mapping, Secret, iso_z
@@ -485,9 +485,13 @@ def lock_mapping(team_key: Any) -> None:
     each validated against the stored mapping, and each wrote its own change over the other's (one
     enabling planning, one removing its workflow file: stored, a mapping no validation passes), and
     a team secret saved as the mapping was deleted outlived it, for the next mapping of that team
-    to receive. The lock covers a mapping not created yet, which no row lock could."""
+    to receive. The lock covers a mapping not created yet, which no row lock could.
+
+    The team's own lock (``team:``, which a dispatch claim holds as it reads the mapping) is taken
+    too: a pause, a lower cap or a deletion answered while a claim that had read the mapping before
+    it was still open let that claim start a run after the operator saw the project paused."""
     if isinstance(team_key, str) and team_key:
-        advisory_lock(f"mapping:{team_key}")
+        advisory_locks([f"mapping:{team_key}", f"team:{team_key}"])
 
 
 def _row_of(team_key: Any) -> Mapping | None:

@@ -113,6 +113,31 @@ def test_gap_fill_table_423_project_paused(client, cb_mapping):
     assert _jobs() == []
 
 
+def test_gap_fill_for_a_project_paused_while_the_tracker_was_asked_is_423(
+    client, cb_mapping, cb_runner, cb_tracker, monkeypatch
+):
+    """The pause was checked before the tracker was asked whether the issue exists (seconds, at
+    times), and not again: a pause committed meanwhile was answered 202 and the run started."""
+    from sqlalchemy import update
+    from sqlalchemy.orm import Session
+
+    from aiimpl_core.orm import Mapping
+
+    cb_mapping("ENG")
+    original = cb_tracker.provider_class.get_issue
+
+    def get_issue(self, key):
+        with Session(db.engine) as other:  # the operator's pause, on another worker
+            other.execute(update(Mapping).where(Mapping.team_key == "ENG").values(paused=True))
+            other.commit()
+        return original(self, key)
+
+    monkeypatch.setattr(cb_tracker.provider_class, "get_issue", get_issue)
+    resp = post(client, {"issueKey": "ENG-1", "prNumber": 42})
+    assert (resp.status_code, resp.get_json()) == (423, {"error": "project_paused", "teamKey": "ENG"})
+    assert _jobs() == [] and cb_runner.runs == {}
+
+
 @pytest.mark.parametrize("aiimpl_config", [{}, {"AIIMPL_TRIGGER_SECRET": ""}])
 def test_gap_fill_table_501_not_configured(client, cb_mapping, aiimpl_config):
     cb_mapping()
