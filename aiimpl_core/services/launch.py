@@ -299,17 +299,24 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
             # the run may have been made: the job waits for the backend to find it by its name
             # (or ends run_not_found), and the dispatcher backs off all the same
             with serialized(keep=(job,)):
-                transition(job, JobStatus.DISPATCHED,
-                           reason=f"dispatch to {name} without an answer: {message}; its run is looked "
-                                  "for by its name")
+                moved = transition(job, JobStatus.DISPATCHED,
+                                   reason=f"dispatch to {name} without an answer: {message}; its run is "
+                                          "looked for by its name")
+            if not moved:
+                # ended meanwhile (a cancel saw nothing launched to stop): the run it may have is
+                # found by its name and stopped, as when the answer came; the reconciler never
+                # looks for the run of an ended job
+                _stop_if_ended(backend, job)
             raise DispatchUnanswered(
                 message, provider=provider, status=status, detail=detail, retry_after=retry_after
             ) from exc
         with serialized(keep=(job,)):
             db.session.refresh(job)
             end_job(job, Outcome(JobStatus.FAILED, reason=f"dispatch to {name} failed: {message}"))
-        if answered is not _NO_ANSWER:
-            _stop_refused_run(backend, job, request, answered)
+        if answered is not _NO_ANSWER or isinstance(exc, DispatchUnanswered):
+            # a run the refused answer names, or (a gap fill's dispatch without an answer) one
+            # that may have been made all the same: its job has ended, so it is stopped
+            _stop_refused_run(backend, job, request, None if answered is _NO_ANSWER else answered)
         raise DispatchError(
             message, provider=provider, status=status, detail=detail, retry_after=retry_after
         ) from exc
@@ -322,11 +329,17 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
             # (cancelled, or run_not_found), whose run is then stopped below (none was linked to stop)
             _link_run(job, result)
     if not moved and not job.shadow:
-        if _cancelled(job):
-            _stop_run_of_ended_job(backend, job, "was cancelled while its run was started")
-        elif _ended_run_not_found(job):
-            _stop_run_of_ended_job(backend, job, "was ended run_not_found while its run was started")
+        _stop_if_ended(backend, job)
     return result
+
+
+def _stop_if_ended(backend: Any, job: Job) -> None:
+    """Stop the run of a job that ended (cancelled, or ``run_not_found``) while its dispatch was
+    under way."""
+    if _cancelled(job):
+        _stop_run_of_ended_job(backend, job, "was cancelled while its run was started")
+    elif _ended_run_not_found(job):
+        _stop_run_of_ended_job(backend, job, "was ended run_not_found while its run was started")
 
 
 #: what ``answered`` holds until the backend's dispatch returned

@@ -802,6 +802,12 @@ def _after_success_without_result(
     key = _grace_key(job.id)
     row = db.session.get(Setting, key, populate_existing=True)
     if row is None:
+        # the job held first (PostgreSQL; SQLite's writer lock holds it already): a result that
+        # ended it since it was read found no row to take with it, and is seen here; one that
+        # comes later waits for this row's commit, then takes it
+        db.session.refresh(job, with_for_update={"key_share": True})
+        if JobStatus(job.status).terminal:
+            return
         db.session.add(Setting(key=key, value={"seen": now.isoformat()}))
         return
     try:

@@ -186,6 +186,8 @@ def test_gap_fill_502_when_the_dispatch_got_no_answer(client, cb_mapping, cb_run
     assert resp.get_json() == {"error": "dispatch_failed", "detail": "Bad Gateway", "dispatchStatus": 502}
     [job] = _jobs()
     assert job.status == "failed"
+    # the run may have been made all the same: its job has ended, so it is looked for and stopped
+    assert cb_runner.destroyed == [str(job.id)]
 
 
 @pytest.mark.parametrize("cb_runner", [FakeRunner(gap_fill=False)])

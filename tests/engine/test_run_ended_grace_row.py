@@ -5,6 +5,7 @@ operator cancels the job. Nothing prunes settings: a row left behind would stay 
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from aiimpl_core.extensions import db
@@ -57,3 +58,40 @@ def test_a_late_result_leaves_what_the_reconciler_ended(app, client, tracker, ru
     resp = post_result(client, runner, job_id, outcome="success", prUrl="https://github.com/acme/eng/pull/3")
     assert resp.get_json()["ended"] is False
     assert jobs_of("ENG-1")[0].status == "failed"
+
+
+def test_a_result_that_ends_the_job_as_the_grace_starts_leaves_no_grace_row(
+    app, tracker, runner, add_mapping, monkeypatch
+):
+    """The pass read the job in flight; the result ended it (finding no grace row to take with
+    it) before the pass wrote the row, which then stayed for good (PostgreSQL: SQLite's pass
+    holds the writer's lock from its read to its commit)."""
+    from aiimpl_core.services import reconcile as reconcile_mod
+    from aiimpl_core.testing import orchestrator
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite: the reconciler holds the write lock from its read to its commit")
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    run_cycle(reconcile=False)
+    [job] = jobs_of("ENG-1")
+    job_id = job.id
+    runner.set_state(job_id, RunPhase.SUCCEEDED)  # the run is over; its result is on its way
+    original = reconcile_mod._after_success_without_result
+    answers = []
+
+    def result_lands_first(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if not answers:  # another worker: the session's result, after the pass read the job
+            answers.append(orchestrator.Worker(app, "result", lambda: post_result(
+                app.test_client(), runner, job_id, outcome="success",
+                prUrl="https://github.com/acme/eng/pull/3")).join())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(reconcile_mod, "_after_success_without_result", result_lands_first)
+    db.session.commit()
+    reconcile()
+
+    [answer] = answers
+    assert answer.status_code == 200 and answer.get_json()["ended"] is True
+    assert jobs_of("ENG-1")[0].status == "completed"
+    assert _grace_rows() == []
