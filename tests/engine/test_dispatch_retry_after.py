@@ -60,32 +60,3 @@ def test_a_dispatch_without_an_answer_keeps_its_job_dispatched_and_backs_the_run
     assert report.errors == ["ENG-1: no answer to the dispatch"]
     assert tracker.comments["ENG-1"] == []  # no failure said on the ticket
 
-
-def test_a_cancel_while_a_dispatch_without_an_answer_made_the_run_stops_that_run(
-    app, client, admin_headers, tracker, runner, add_mapping, monkeypatch
-):
-    """The operator cancelled while the backend was starting the run (the job still ``unknown``:
-    nothing launched to stop), and the dispatch's answer was then lost. The launch lost its move
-    to ``dispatched`` and stopped nothing, and the reconciler never looks at an ended job: the run
-    went on with the session's secrets until its lifetime."""
-    from aiimpl_core.errors import DispatchUnanswered
-    from aiimpl_core.services.cancel import CANCELLED
-
-    add_mapping("ENG")
-    tracker.add("ENG-3")
-    backend = app.extensions["aiimpl"].runner("github-actions")
-    dispatch = type(backend).dispatch
-    cancels = []
-
-    def made_then_answer_lost(self, request):  # noqa: ANN001, ANN202
-        dispatch(self, request)  # the run is made ...
-        cancels.append(client.post(f"/api/jobs/{request.job_id}/cancel", headers=admin_headers))
-        raise DispatchUnanswered("github-actions: POST … failed: read timed out", provider="github-actions")
-
-    monkeypatch.setattr(type(backend), "dispatch", made_then_answer_lost)
-    run_cycle(reconcile=False)
-
-    assert [c.status_code for c in cancels] == [200]
-    [job] = jobs_of("ENG-3")
-    assert (job.status, job.error) == ("failed", CANCELLED) and job.id in runner.runs
-    assert runner.destroyed == [str(job.id)]  # found by its name (no run linked), and stopped
