@@ -158,6 +158,50 @@ def test_config_hides_the_credentials_of_any_url_setting():
     assert "-SECRET" not in r.output
 
 
+@pytest.mark.parametrize("value", [
+    # pip's arguments, as the setting's help has them (`--index-url …`)
+    "aiimpl-core --index-url https://deploy:idx-pass-5b4a3c2d@pypi.acme.example/simple",
+    # a git URL with a token as its user, as GitHub documents a clone with a token
+    "git+https://ghp_0123456789abcdefABCDEF0123456789abcd@github.com/acme/aiimpl-core.git",
+    "aiimpl-core @ git+https://x-access-token:ghs_0123456789abcdefABCDEF0123456789abcd@github.com/a/b",
+    "aiimpl-core --index-url https://pypi.acme.example/simple?token=idx-pass-5b4a3c2d",
+    # a token pasted outside a URL: masked by its shape
+    "aiimpl-core ghp_0123456789abcdefABCDEF0123456789abcd",
+])
+def test_config_hides_the_credentials_of_a_url_within_a_value(tmp_path, value):
+    """Only a value that was a URL as a whole had its password hidden, and a token standing as the
+    user (``https://TOKEN@``) never: a package to install given as pip's arguments or as a git URL
+    was printed with its index's password or its token."""
+    r = CliRunner().invoke(cli, ["config"], env={"AIIMPL_DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+                                                 "AIIMPL_GHA_SESSION_PACKAGE": value})
+    assert r.exit_code == 0, r.output
+    (line,) = [line for line in r.output.splitlines() if line.startswith("AIIMPL_GHA_SESSION_PACKAGE ")]
+    assert "idx-pass-5b4a3c2d" not in line and "0123456789abcdef" not in line, line
+    assert "aiimpl-core" in line  # the rest as it is
+
+
+def test_config_masks_a_sensitive_value_another_setting_quotes(tmp_path):
+    """A value shown is masked as a log line is: a sensitive setting's value (shown as ``(set)``)
+    was printed in clear where another setting quoted it."""
+    r = CliRunner().invoke(cli, ["config"], env={
+        "AIIMPL_DATABASE_URL": f"sqlite:///{tmp_path}/x.db", "AIIMPL_LINEAR_API_KEY": "lin-key-7a6b5c4d",
+        "AIIMPL_GHA_SESSION_PACKAGE": "aiimpl-core --extra-index-url=lin-key-7a6b5c4d"})
+    assert r.exit_code == 0, r.output
+    assert "lin-key-7a6b5c4d" not in r.output
+
+
+def test_credentials_hidden_keeps_what_is_not_secret():
+    from aiimpl_core.cli import _credentials_hidden
+
+    assert _credentials_hidden("aiimpl-core==1.2 --index-url https://deploy:p@ss@pypi.example/simple#x") == (
+        "aiimpl-core==1.2 --index-url https://deploy:***@pypi.example/simple#x")
+    assert _credentials_hidden("https://TOKEN@github.com/a/b.git") == "https://***@github.com/a/b.git"
+    assert _credentials_hidden("https://h/p?x=1&api_token=t&Secret=s#frag") == (
+        "https://h/p?x=1&api_token=***&Secret=***#frag")
+    assert _credentials_hidden("https://ai.example.com/api/@team") == "https://ai.example.com/api/@team"
+    assert _credentials_hidden("no URL: a@b") == "no URL: a@b"
+
+
 @pytest.mark.parametrize(("env", "error"), [
     ({"AIIMPL_POLL_INTERVAL": "0"}, "Error: AIIMPL_POLL_INTERVAL: must be at least 1, not 0"),
     ({"AIIMPL_DATABASE_URL": "mysql://u@db/aiimpl"},

@@ -434,19 +434,35 @@ def _safe_url(app) -> str:  # noqa: ANN001
 SECRET_QUERY_WORDS = ("password", "passwd", "pwd", "secret", "token")
 
 
-def _url_with_secrets(value: str) -> bool:
-    """Whether ``value`` is a URL carrying a password (``user:password@``) or a query parameter
-    named like one (a tracker's or GitHub's API URL can, though it should not)."""
-    from urllib.parse import parse_qsl, urlsplit
+#: a URL wherever it stands in a value (pip's arguments, a package's git URL): from its scheme to
+#: the next space or quote
+_URL_IN_TEXT = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s\"'<>`]*")
+#: a URL's user-info: all of its authority before the last ``@`` (a password may hold an ``@``)
+_USER_INFO = re.compile(r"^([^:/?#]+://)([^/?#]*)@")
+_QUERY_PARAMETER = re.compile(r"([^&;=]+)=([^&;]*)")
 
-    if "://" not in value:
-        return False
-    try:
-        parts = urlsplit(value)
-        return parts.password is not None or any(
-            word in name.lower() for name, _ in parse_qsl(parts.query) for word in SECRET_QUERY_WORDS)
-    except ValueError:
-        return True  # unparsable: shown as such, never as it is
+
+def _credentials_hidden(text: str) -> str:
+    """``text`` with the credentials of every URL in it, whole value or not, shown as ``***``: the
+    password of ``user:password@``, a user standing alone (a token is put there: ``https://TOKEN@``)
+    and the values of query parameters named like a password, secret or token (a tracker's or
+    GitHub's API URL can carry one, though it should not)."""
+
+    def user_info(match: re.Match[str]) -> str:
+        user, colon, _ = match.group(2).partition(":")
+        return f"{match.group(1)}{user}:***@" if colon else f"{match.group(1)}***@"
+
+    def parameter(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return f"{name}=***" if any(word in name.lower() for word in SECRET_QUERY_WORDS) else match.group()
+
+    def hidden(match: re.Match[str]) -> str:
+        url = _USER_INFO.sub(user_info, match.group(), count=1)
+        base, question, rest = url.partition("?")
+        query, hash_, fragment = rest.partition("#")
+        return base + question + _QUERY_PARAMETER.sub(parameter, query) + hash_ + fragment
+
+    return _URL_IN_TEXT.sub(hidden, text) if "://" in text else text
 
 
 def _hide_password(url: str) -> str:
@@ -533,7 +549,7 @@ def plugins_table(rows: list[dict[str, Any]]) -> str:
 def config_cmd(markdown: bool) -> None:
     """Show the configuration variables (values of sensitive ones are never shown, nor a
     password or token within a URL)."""
-    from ..config import SETTINGS, _list, markdown_table
+    from ..config import SETTINGS, _list, markdown_table, sensitive_names
     from ..plugins import Plugins
 
     # the plugins as the other commands load them (disabled ones left out, a collision listed, not
@@ -548,10 +564,18 @@ def config_cmd(markdown: bool) -> None:
     names = [(s.name, s.sensitive, s.default) for s in SETTINGS] + [
         (v.name, v.sensitive, v.default) for _, v in extra
     ]
+    # what is shown of the values set, masked as a log line is (the sensitive values, should another
+    # setting quote one) and with a GitHub token's shape masked: such a token is put in a package's
+    # git URL, and the value of no setting that is shown is meant to hold one
+    from ..services.redaction import _GITHUB_TOKEN
+    from ..session.redact import MASK
+
+    logs.mask(*(os.environ.get(name) for name in sensitive_names(extra)))
     for name, sensitive, default in names:
         value = os.environ.get(name)
-        if value and (name == "AIIMPL_DATABASE_URL" or _url_with_secrets(value)):
-            value = _hide_password(value)
+        if value and not sensitive:
+            value = _hide_password(value) if name == "AIIMPL_DATABASE_URL" else _credentials_hidden(value)
+            value = _GITHUB_TOKEN.sub(MASK, masked(value))
         if value:
             shown = "(set)" if sensitive else value
         else:
