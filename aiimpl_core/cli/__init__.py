@@ -225,8 +225,9 @@ class AiimplGroup(FlaskGroup):
         try:
             return self._invoke(ctx)
         except click.ClickException as exc:
-            # (a project error may quote a remote answer, a failed request's credentials and all)
-            exc.message = masked(exc.message)
+            # (a project error may quote a remote answer, a failed request's credentials and all, and
+            # the terminal's control characters: shown escaped, as a log line shows them)
+            exc.message = "\n".join(logs.one_line(line) for line in masked(exc.message).split("\n"))
             raise
         except KeyboardInterrupt:
             # as before a command starts, and as the demo's: a script tells an interrupt from a failure

@@ -7,6 +7,7 @@ import sys
 import click
 from flask.cli import with_appcontext
 
+from .. import logs
 from . import cli, echo_json, masked
 
 
@@ -34,7 +35,8 @@ def check_cmd(as_json: bool) -> None:
         for r in rows:
             mark = {"ok": "ok    ", "failed": "FAILED", "skipped": "skip  "}[r.status]
             who = f"{r.kind} {r.provider}"
-            click.echo(masked(f"{mark}  {who:<{width}}  {r.name}: {r.detail}"))
+            # (a tracker's or a backend's answer: one line, with no terminal control in it)
+            click.echo(logs.one_line(masked(f"{mark}  {who:<{width}}  {r.name}: {r.detail}")))
         click.echo(summary(rows))
     if any(r.status == FAILED for r in rows):
         sys.exit(1)

@@ -157,7 +157,8 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
         if as_json:
             echo_json(report.as_dict(), lines=not once)  # a loop's reports: one line each
             return
-        # (a tracker's or backend's error may quote the request's credentials: masked, as in the log)
+        # (a tracker's or backend's error may quote the request's credentials: masked, as in the log;
+        # and it may hold a terminal's control characters: each line is one, with none in it)
         lines = [f"[{report.started_at:%Y-%m-%d %H:%M:%S}] {report.summary()}"]
         for key, blocked in sorted(report.blocked.items()):
             lines.append(f"  blocked {key}: {blocked['message']}")
@@ -168,7 +169,7 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
             lines.append(f"  skipped {backend_id}: {why}")
         for error in report.errors:
             lines.append(f"  error: {error}")
-        click.echo("\n".join(masked(lines)))
+        click.echo("\n".join(logs.one_line(line) for line in masked(lines)))
 
     # a cycle on an older schema would write with this version's statements (a cycle from cron as
     # well as a service, which would fail every cycle: it stops at once, and a service manager
@@ -285,9 +286,14 @@ def dispatch_cmd(issue_key: str, phase: str | None, force: bool, as_json: bool) 
         raise click.ClickException(exc.message) from None
     if as_json:
         echo_json(report.as_dict())
+
+    def shown(text: object) -> str:
+        """What the tracker, a backend or a blocker said: masked, one line, no terminal control in it."""
+        return logs.one_line(masked(str(text)))
+
     for entry in report.dispatched:
         if not as_json:
-            state = f"{entry.status}" + (f" ({entry.error})" if entry.error else "")
+            state = f"{entry.status}" + (f" ({shown(entry.error)})" if entry.error else "")
             what = (f"job {entry.job_id}, {entry.phase} on "
                     f"{entry.backend or '-'}{' (shadow)' if entry.shadow else ''}: {state}")
             if entry.error:  # the job was made, and ended at its dispatch
@@ -301,9 +307,9 @@ def dispatch_cmd(issue_key: str, phase: str | None, force: bool, as_json: bool) 
     if issue_key in report.blocked:
         blocked = report.blocked[issue_key]
         if not as_json:
-            click.echo(f"Not dispatched ({blocked['reason']}): {blocked['message']}", err=True)
+            click.echo(f"Not dispatched ({blocked['reason']}): {shown(blocked['message'])}", err=True)
     elif not as_json:
-        click.echo(f"Not dispatched: {report.skipped.get(issue_key, 'nothing to do')}", err=True)
+        click.echo(f"Not dispatched: {shown(report.skipped.get(issue_key, 'nothing to do'))}", err=True)
     sys.exit(1)
 
 
@@ -352,6 +358,7 @@ def jobs_list(
               r["status"] + (f"/{r['timeoutReason']}" if r["timeoutReason"] else ""),
               (r["backend"] or "-") + (" (shadow)" if r["shadow"] else ""), (r["createdAt"] or "")[:19])
              for r in rows]
+    lines = [tuple(logs.one_line(cell) for cell in line) for line in lines]  # (a tracker's issue key too)
     header = ("ID", "ISSUE", "PHASE", "STATUS", "BACKEND", "CREATED")
     # columns as wide as their longest value (timed_out/machine_timeout ran into BACKEND)
     click.echo("\n".join(aligned([header, *lines], right=(0,))))

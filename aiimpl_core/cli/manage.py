@@ -19,6 +19,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from .. import logs
 from ..config import not_utf8
 from ..schemas.admin import LIST_MAX, OUTBOX_STATES
 from . import WholeNumber, aligned, cli, echo_json, masked, not_empty, not_utf8_error
@@ -73,11 +74,14 @@ class ApiCall:
 
 
 def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
+    """``rows`` as a text table: each cell one line, with no terminal control in it (a tracker's or
+    a backend's text, an outbox item's error, a session's state), and masked."""
     if not rows:
         click.echo("(none)")
         return
     header = tuple(title for _, title in columns)
-    lines = [tuple(str(r.get(key) if r.get(key) is not None else "") for key, _ in columns) for r in rows]
+    lines = [tuple(logs.one_line(masked(str(r.get(key) if r.get(key) is not None else "")))
+                   for key, _ in columns) for r in rows]
     click.echo("\n".join(aligned([header, *lines])))
 
 
@@ -231,7 +235,8 @@ def mappings_show(team_key: str, as_json: bool) -> None:
         mapping = body.get("mapping", body) if isinstance(body, dict) else body
         for key, value in mapping.items():
             # as the API writes each value (null, false, {}), not as Python does (None, False); text as it is
-            click.echo(f"{key:<24} {value if isinstance(value, str) else json.dumps(value)}")
+            # (one line each, no terminal control: any API client may have written the text)
+            click.echo(f"{key:<24} {logs.one_line(value) if isinstance(value, str) else json.dumps(value)}")
 
 
 #: ``--cap none``: what the API takes as "no cap" (``null``)
@@ -545,7 +550,7 @@ def mappings_sync(team_key: str | None, all_: bool, as_json: bool) -> None:
             said = result.get("error") if isinstance(result, dict) and "error" in result else "ok"
             if isinstance(result, dict) and "skipped" in result:
                 said = f"skipped ({result['skipped']})"
-            click.echo(masked(f"{team}: {said}"))
+            click.echo(logs.one_line(masked(f"{team}: {said}")))  # (GitHub's or a backend's text)
     for team, result in results.items():
         _warn(result, about=f"{team}: ")
     if failures:
@@ -658,11 +663,11 @@ def runner_mode_get(as_json: bool) -> None:
 
 def _warn(body: Any, *, about: str = "") -> None:
     """An answer's ``warnings`` (a sync whose runs will fail, a runner mode whose backend is not
-    installed) on standard error, masked, each after ``about`` (``ENG: ``); with ``--json`` too,
-    whose output keeps them in the answer."""
+    installed) on standard error, masked and one line each, each after ``about`` (``ENG: ``); with
+    ``--json`` too, whose output keeps them in the answer."""
     warnings = body.get("warnings") if isinstance(body, dict) else None
     for warning in warnings if isinstance(warnings, list) else ():
-        click.echo(masked(f"Warning: {about}{warning}"), err=True)
+        click.echo(logs.one_line(masked(f"Warning: {about}{warning}")), err=True)
 
 
 @runner_mode.command("set")
@@ -738,7 +743,8 @@ def _outbox_row(item: dict[str, Any]) -> dict[str, Any]:
     write = item.get("op") or ""
     if item.get("stage") or item.get("kind"):
         write += f" {item.get('stage') or item.get('kind')}"
-    error = " ".join(str(item.get("lastError") or "").split())
+    # (escaped before it is cut: the table's width counts what the terminal shows)
+    error = logs.one_line(" ".join(str(item.get("lastError") or "").split()))
     if len(error) > ERROR_WIDTH:
         error = error[: ERROR_WIDTH - 1] + "…"
     return {**item, "write": write, "lastError": error}
