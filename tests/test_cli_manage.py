@@ -177,6 +177,30 @@ def test_secrets_set_on_a_terminal_asks_for_the_value_hidden(run, monkeypatch):
     assert len(asked) == 1
 
 
+@pytest.mark.parametrize(("name", "said"), [
+    ("NPM-TOKEN", "name must contain only letters, digits, and underscores"),
+    ("ENG_TOKEN", "Secret name must not start with a team key prefix (ENG_)"),  # a global one
+    ("eng_token", "Secret name must not start with a team key prefix (ENG_)"),
+    ("N" * 256, "name must be at most 255 characters"),
+], ids=["character", "team-prefix", "team-prefix-any-case", "length"])
+def test_secrets_set_refuses_a_bad_name_before_asking_for_the_value(run, monkeypatch, name, said):
+    """The team, the schema and the secret store were checked before the value was asked for, but
+    a name the API refuses was only said once the value had been typed at the hidden prompt."""
+    import click
+
+    from aiimpl_core.cli import manage
+
+    run("mappings", "create", "ENG", "--owner", "acme", "--repo", "api", "--default-branch", "main")
+    asked: list[str] = []
+    monkeypatch.setattr(manage, "_on_a_terminal", lambda: True)
+    monkeypatch.setattr(click, "prompt", lambda text, **_kw: asked.append(text) or "typed-value")
+    r = run("secrets", "set", name)
+    assert (r.exit_code, r.output.strip()) == (1, f"Error: {said}")
+    assert asked == []
+    r = run("secrets", "set", name.replace("-", "_"), "--team", "ENG")  # a team's own: its prefix is fine
+    assert (r.exit_code == 0) == (len(name) <= 255), r.output
+
+
 def test_update_of_a_mapping_whose_tracker_is_gone_says_so(app, run):
     from aiimpl_core.testing.fakes import add_mapping
 

@@ -599,6 +599,7 @@ def secrets_set(name: str, team: str | None, as_json: bool) -> None:
     # so are a team without a mapping, a database without the schema, and a secret store no runner
     # backend reads (503): the value is not typed, or read from a pipe, for nothing
     call("GET", path)
+    _check_secret_name(name, team)
     if sys.stdin is None:  # (closed: `<&-`)
         raise click.ClickException("standard input is closed: the value is read from it, or asked for "
                                    "on a terminal")
@@ -625,6 +626,22 @@ def secrets_set(name: str, team: str | None, as_json: bool) -> None:
         raise click.ClickException(f"value must be at most {MAX_VALUE:,} characters")
     body = call("POST", path, {"name": name, "value": value})
     echo_json(body) if as_json else click.echo(f"Secret {name} set.")
+
+
+def _check_secret_name(name: str, team: str | None) -> None:
+    """Refuse a name the API would refuse (its characters, its length, a global one that starts with
+    a team's prefix), by the API's own rules and words, before the value is typed or read."""
+    from ..api.admin_secrets import MAX_NAME
+    from ..errors import ValidationError
+    from ..services.secrets import GLOBAL, validate
+
+    try:
+        # (a value stands in for the one not asked for yet: only the name is checked here)
+        validate(name, "-", scope=GLOBAL if team is None else team)
+    except ValidationError as exc:
+        raise click.ClickException(exc.message) from None
+    if len(name) > MAX_NAME:
+        raise click.ClickException(f"name must be at most {MAX_NAME} characters")
 
 
 @secrets.command("delete")
