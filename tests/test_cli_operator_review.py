@@ -267,6 +267,39 @@ def test_a_job_id_that_is_not_ascii_digits_is_a_usage_error(run, job_id):
         assert f"Invalid value for 'JOB_ID': {job_id!r} is not a valid integer." in r.output
 
 
+@pytest.mark.parametrize("args", [
+    ("mappings", "set-cap", "ENG", "{}"),
+    ("mappings", "update", "ENG", "--cap", "{}"),
+    ("mappings", "update", "ENG", "--machine-cpus", "{}"),
+    ("mappings", "update", "ENG", "--machine-memory-mb", "{}"),
+    ("mappings", "create", "OPS", "--owner", "acme", "--repo", "api", "--default-branch", "main",
+     "--machine-cpus", "{}"),
+    ("jobs", "list", "--limit", "{}"),
+    ("outbox", "list", "--limit", "{}"),
+    ("prune", "--older-than", "{}"),
+    ("openapi", "--indent", "{}"),
+], ids=lambda args: "-".join(a for a in args[:3] if a != "{}"))
+@pytest.mark.parametrize("number", ["1_0", " 5", "+5", "\u0663"])
+def test_a_number_option_that_is_not_ascii_digits_is_a_usage_error(run, args, number):
+    """Only ids were ASCII digits: a cap, a machine's size and a limit took what ``int()`` takes,
+    ``1_0`` as 10 and ``\u0663`` (ARABIC-INDIC DIGIT THREE) as 3, which the API's own numbers refuse."""
+    _create(run, "ENG")
+    r = run(*(number if arg == "{}" else arg for arg in args))
+    assert r.exit_code == 2, r.output
+    assert f"{number!r} is not a valid integer." in r.output
+
+
+def test_a_number_option_keeps_its_range(run):
+    """The number options still say their range, in the help and when a value is out of it."""
+    r = run("jobs", "list", "--limit", "0")
+    assert r.exit_code == 2 and "0 is not in the range 1<=x<=10000." in r.output
+    assert "[default: 50; 1<=x<=10000]" in " ".join(run("jobs", "list", "--help").output.split())
+    _create(run, "ENG")
+    r = run("mappings", "update", "ENG", "--machine-cpus", "2", "--machine-memory-mb", "2048", "--json")
+    assert r.exit_code == 0, r.output
+    assert (_mapping(run)["machineCpus"], _mapping(run)["machineMemoryMb"]) == (2, 2048)
+
+
 def test_a_job_id_of_zero_or_less_is_not_found(run):
     assert run("jobs", "show", "--", "-3").output.strip() == "Error: job -3: job not found"
     assert run("jobs", "cancel", "0").output.strip() == "Error: job 0: job not found"

@@ -92,18 +92,24 @@ def not_utf8_error() -> click.ClickException:
     return _CommandLineError(f"{given!r} is not UTF-8 text" if given else "a value given is not UTF-8 text")
 
 
-class WholeNumber(click.ParamType):
-    """An id on the command line as the API's paths take it: ASCII digits, a minus before them
-    (click's int takes what ``int()`` takes, ``1_0``, `` 5`` and other scripts' digits too)."""
+class WholeNumber(click.IntRange):
+    """A number on the command line as the API takes one, in its paths and its queries: ASCII
+    digits, a minus before them (click's int takes what ``int()`` takes, ``1_0``, `` 5`` and other
+    scripts' digits too); optionally within ``min`` and ``max``, said as ``click.IntRange`` says it."""
 
-    name = "integer"
+    def __init__(self, min: int | None = None, max: int | None = None) -> None:  # noqa: A002
+        super().__init__(min, max)
+        if min is None and max is None:
+            self.name = "integer"  # (an id: no range to show in the help)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value):
-            return int(value)
-        self.fail(f"{value!r} is not a valid integer.", param, ctx)
+        if isinstance(value, bool) or not isinstance(value, int | str) or (
+                isinstance(value, str) and not re.fullmatch(r"-?[0-9]+", value)):
+            self.fail(f"{value!r} is not a valid integer.", param, ctx)
+        return super().convert(value, param, ctx)
+
+    def _describe_range(self) -> str:
+        return super()._describe_range() if self.min is not None or self.max is not None else ""
 
 
 def not_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -328,7 +334,7 @@ def _a_host(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, callback=_a_host,
               help="Interface to listen on.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535),
+@click.option("--port", default=8000, show_default=True, type=WholeNumber(1, 65535),
               help="Port to listen on.")
 @with_appcontext
 def serve(host: str, port: int) -> None:

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from . import cli
+from . import WholeNumber, cli
 
 
 def _a_number(ctx: click.Context, param: click.Parameter, value: float) -> float:
@@ -23,7 +23,7 @@ def _a_number(ctx: click.Context, param: click.Parameter, value: float) -> float
 @click.option("--dir", "workdir", default="aiimpl-demo", show_default=True,
               help="Working directory of the demo: a new or empty one, or one an earlier demo made "
                    "(emptied first); any other is refused.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535),
+@click.option("--port", default=8000, show_default=True, type=WholeNumber(1, 65535),
               help="Port of the orchestrator and its UI.")
 @click.option("--exit-when-done", is_flag=True,
               help="Exit once the demo job has ended (status 0 if it opened a PR).")

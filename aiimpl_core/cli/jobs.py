@@ -218,7 +218,7 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
 
 @cli.command("prune")
 @click.option(
-    "--older-than", "days", type=click.IntRange(min=0, max=MAX_RETENTION_DAYS), default=None,
+    "--older-than", "days", type=WholeNumber(min=0, max=MAX_RETENTION_DAYS), default=None,
     help="Retention in days (default AIIMPL_RETENTION_DAYS, 90; at least 7, 0 keeps the writes, "
          "deliveries and tokens).",
 )
@@ -330,7 +330,7 @@ def jobs_group() -> None:
 )
 @click.option("--issue", "issue_key", default=None, callback=not_empty, help="Only this issue's jobs.")
 @click.option("--team", "team_key", default=None, callback=not_empty, help="Only this team's jobs.")
-@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True, help="Newest first.")
+@click.option("--limit", type=WholeNumber(1, 10000), default=50, show_default=True, help="Newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @with_appcontext
 def jobs_list(

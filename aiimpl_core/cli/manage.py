@@ -258,7 +258,7 @@ class CapType(click.ParamType):
             return NO_CAP
         if self.options_as_arguments and ctx is not None:
             _not_an_option(ctx, param, value)
-        return click.INT.convert(value, param, ctx)
+        return WholeNumber().convert(value, param, ctx)
 
 
 def _mapping_options(func):  # noqa: ANN001, ANN202
@@ -272,8 +272,8 @@ def _mapping_options(func):  # noqa: ANN001, ANN202
         click.option("--execution-mode", "executionMode",
                      help="Runner backend id (github-actions, fly-machines, …); local Docker is not "
                           "named here: the runner mode local selects it."),
-        click.option("--machine-cpus", "machineCpus", type=int, help="CPUs of a session machine."),
-        click.option("--machine-memory-mb", "machineMemoryMb", type=int,
+        click.option("--machine-cpus", "machineCpus", type=WholeNumber(), help="CPUs of a session machine."),
+        click.option("--machine-memory-mb", "machineMemoryMb", type=WholeNumber(),
                      help="Memory of a session machine (MB)."),
         click.option("--session-mode", "sessionMode", help="autonomous, interactive or hybrid."),
         click.option("--branch-prefix", "branchPrefix", help="Prefix of the work branch (default ai/)."),
@@ -771,7 +771,7 @@ def _outbox_row(item: dict[str, Any]) -> dict[str, Any]:
 @click.option("--state", type=click.Choice(OUTBOX_STATES), default="dead", show_default=True,
               help="Only the items in this state.")
 @click.option("--issue", callback=not_empty, help="Only this issue's items.")
-@click.option("--limit", type=click.IntRange(1, LIST_MAX),
+@click.option("--limit", type=WholeNumber(1, LIST_MAX),
               help="At most this many, newest first (default 100).")
 @json_option
 @with_appcontext

@@ -8,11 +8,11 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import cli
+from . import WholeNumber, cli
 
 
 @cli.command("openapi")
-@click.option("--indent", default=2, show_default=True, type=click.IntRange(0, 16),
+@click.option("--indent", default=2, show_default=True, type=WholeNumber(0, 16),
               help="JSON indentation (0: one line).")
 @click.option(
     "--output", "-o", type=click.File("w"), default="-", help="Write to this file instead of stdout."
