@@ -574,15 +574,14 @@ def config_cmd(markdown: bool) -> None:
     # what is shown of the values set, masked as a log line is (the sensitive values, should another
     # setting quote one) and with a GitHub token's shape masked: such a token is put in a package's
     # git URL, and the value of no setting that is shown is meant to hold one
-    from ..services.redaction import _GITHUB_TOKEN
-    from ..session.redact import MASK
+    from ..services.redaction import github_tokens_masked
 
     logs.mask(*(os.environ.get(name) for name in sensitive_names(extra)))
     for name, sensitive, default in names:
         value = os.environ.get(name)
         if value and not sensitive:
             value = _hide_password(value) if name == "AIIMPL_DATABASE_URL" else _credentials_hidden(value)
-            value = _GITHUB_TOKEN.sub(MASK, masked(value))
+            value = github_tokens_masked(masked(value))
         if value:
             shown = "(set)" if sensitive else value
         else:

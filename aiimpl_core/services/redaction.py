@@ -247,6 +247,16 @@ def _encoded_github_token(match: re.Match[str]) -> str:
     return match.group(0)
 
 
+def github_tokens_masked(text: str) -> str:
+    """``text`` with every GitHub token masked by its shape, plain or inside base64 (a ``Basic``
+    header), whoever minted it."""
+    if "gh" in text:
+        text = _GITHUB_TOKEN.sub(MASK, text)
+    if len(text) >= 40:
+        text = _BASE64_RUN.sub(_encoded_github_token, text)
+    return text
+
+
 class JobRedactor:
     """The redactor of a job's team (:func:`redactor`), which also masks the job's own run
     credentials, which no secret row holds: a run token this orchestrator signed (any job's: its
@@ -277,10 +287,7 @@ class JobRedactor:
         out = self.base.text(value)
         if "eyJ" in out:
             out = _JWT.sub(self._token, out)
-        if "gh" in out:
-            out = _GITHUB_TOKEN.sub(MASK, out)
-        if len(out) >= 40:
-            out = _BASE64_RUN.sub(_encoded_github_token, out)
+        out = github_tokens_masked(out)
         if self.nonce_hash and len(out) >= 43:
             out = _NONCE.sub(self._nonce, out)
         return out
