@@ -1,6 +1,8 @@
 """The HTTP API: blueprints, the admin guard and the error handlers."""
 from __future__ import annotations
 
+import re
+
 from flask import Flask, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
@@ -12,6 +14,10 @@ from ..errors import AiimplError
 from ..schemas.common import UNAUTHORIZED, ApiError, UnreadableBody
 
 #: Blueprint modules, each exposing ``bp``: grouped as the reference groups the endpoints.
+#: Paths whose errors are the reference's slugs ("For /runner/* and /trigger/gap-fill, a stable slug
+#: code"); every other path answers a human-readable message.
+SLUG_PATHS = ("/runner/", "/trigger/")
+
 BLUEPRINT_MODULES = (
     "health",
     "metrics",
@@ -62,7 +68,7 @@ def _install_hardening(app: Flask) -> None:
             request.view_args = {k: v.replace("\x00", "\ufffd") if isinstance(v, str) else v
                                  for k, v in args.items()}
             return None
-        return jsonify(error="Not Found"), 404
+        return jsonify(error="not_found" if _answers_slugs() else "Not Found"), 404
 
     @app.after_request
     def _headers(resp):  # noqa: ANN001, ANN202
@@ -116,7 +122,7 @@ def _install_error_handlers(app: Flask) -> None:
         # a body over the size cap, or one the server could not read (a chunked body whose framing
         # broke), is answered as its endpoint answers one it cannot parse
         untaken = exc.code == 413 or isinstance(exc, UnreadableBody)
-        if untaken and request.path.startswith(("/runner/", "/trigger/")):
+        if untaken and _answers_slugs():
             return jsonify(error="invalid_body"), 400
         if untaken:
             # the tracker webhooks' tables say "Invalid JSON payload" (their views read the body unguarded)
@@ -124,7 +130,8 @@ def _install_error_handlers(app: Flask) -> None:
             if request.path in tracker_webhooks:
                 return jsonify(error="Invalid JSON payload"), 400
             return jsonify(error="Invalid request body"), 400
-        resp = jsonify(error=exc.description or exc.name)
+        # no route, or a method the route does not take: werkzeug's sentence, or its name as a slug
+        resp = jsonify(error=_slug(exc) if _answers_slugs() else exc.description or exc.name)
         for name, value in exc.get_headers():  # a 405's Allow above all (RFC 9110 wants it)
             if name.lower() != "content-type":
                 resp.headers[name] = value
@@ -149,9 +156,26 @@ def _install_error_handlers(app: Flask) -> None:
             # said (no second call to it: it may be unreachable), never a driver's traceback or a
             # statement's parameters
             app.logger.error("database error on %s %s: %s", request.method, _path(), failure_reason(exc))
-            return jsonify(error="Internal server error"), 500
+            return _internal_error()
         app.logger.exception("unhandled error on %s %s", request.method, _path())
-        return jsonify(error="Internal server error"), 500
+        return _internal_error()
+
+
+def _answers_slugs() -> bool:
+    """Whether the current request's errors are slugs (:data:`SLUG_PATHS`) rather than messages."""
+    return request.path.startswith(SLUG_PATHS)
+
+
+def _slug(exc: HTTPException) -> str:
+    """werkzeug's name of an HTTP error as a slug: ``Not Found`` is ``not_found``, ``Method Not
+    Allowed`` ``method_not_allowed``."""
+    return re.sub(r"[^a-z]+", "_", exc.name.lower()).strip("_") or "error"
+
+
+def _internal_error():  # noqa: ANN202
+    """The 500 of an unexpected or a database error: the reference's message, or a slug on the
+    paths that answer slugs (the reference's tables list no 500 of theirs)."""
+    return jsonify(error="internal_error" if _answers_slugs() else "Internal server error"), 500
 
 
 def _path() -> str:
