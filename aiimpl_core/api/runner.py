@@ -101,8 +101,9 @@ def runner_progress(claims: RunClaims):  # noqa: ANN201
       description: >-
         The first report moves the job to `running`. Reports after the job ended are recorded
         but never change its status. Validation answers the first failing rule in the order of
-        the table below; a wrongly typed or too long optional step field (`finished_at`) gives
-        `invalid_field` with `field` (`step.finished_at`).
+        the table below; an empty `step.id` counts as a missing one (`invalid_step_id`); a wrongly
+        typed or too long optional step field (`finished_at`) gives `invalid_field` with `field`
+        (`step.finished_at`).
       tags: [runner]
       security:
         - runToken: []

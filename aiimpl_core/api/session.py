@@ -119,7 +119,7 @@ def status_event():  # noqa: ANN201
             application/json:
               schema: CallbackErrorSchema
         403:
-          description: Invalid or expired nonce
+          description: Invalid or expired nonce (an empty nonce too, which no job has)
           content:
             application/json:
               schema: CallbackErrorSchema
@@ -168,7 +168,7 @@ def step_report():  # noqa: ANN201
             application/json:
               schema: CallbackErrorSchema
         403:
-          description: Invalid or expired nonce
+          description: Invalid or expired nonce (an empty nonce too, which no job has)
           content:
             application/json:
               schema: CallbackErrorSchema

@@ -356,7 +356,8 @@ class StepReportSchema(OrderedRulesSchema):
     # beyond the reference: a required field that is a string, only too long, says so
     TOO_LONG_ANSWER = "{field} must be a string of {limit}"
 
-    nonce = StrictString(required=True, validate=validate.Length(min=1))
+    # (an empty nonce is a string, so not "nonce is required": no active job matches it, 403)
+    nonce = StrictString(required=True)
     step = fields.Nested(StepSchema, required=True)
 
 
@@ -498,7 +499,8 @@ class StatusEventSchema(OrderedRulesSchema):
     # beyond the reference: a required field that is a string, only too long, says so
     TOO_LONG_ANSWER = "{field} must be a string of {limit}"
 
-    nonce = StrictString(required=True, validate=validate.Length(min=1))
+    # (an empty nonce is a string, so not "nonce is required": no active job matches it, 403)
+    nonce = StrictString(required=True)
     event = StrictString(required=True)
     prNumber = ScalarField(allow_none=True)
     prUrl = StrictString(allow_none=True, validate=validate.Length(max=MAX_URL_CHARS))

@@ -58,6 +58,8 @@ BODY_ROWS = [
     ("invalid_step_id", {"step": without("id")}, None),
     ("invalid_step_id", {"step": step(id=3)}, None),
     ("invalid_step_id", {"step": step(id=None)}, None),
+    # (beyond the table: an empty id names no step, and counts as a missing one, as on /api/step-report)
+    ("invalid_step_id", {"step": step(id="")}, None),
     # invalid_step_started_at: step.started_at is missing or not a string
     ("invalid_step_started_at", {"step": without("started_at")}, None),
     ("invalid_step_started_at", {"step": step(started_at=1732856400)}, None),

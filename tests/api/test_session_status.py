@@ -46,6 +46,8 @@ ROWS = [
     (400, "Unknown event type: ", lambda n: {"nonce": n, "event": ""}, None),
     # 403 Invalid or expired nonce: No active job matches the nonce
     (403, "Invalid or expired nonce", lambda n: {"nonce": "guess", "event": "session_created"}, None),
+    # an empty nonce is a string (not "nonce is required", which was answered) that no job has
+    (403, "Invalid or expired nonce", lambda n: {"nonce": "", "event": "session_created"}, None),
 ]
 
 

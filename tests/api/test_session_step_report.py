@@ -61,6 +61,8 @@ ROWS = [
     ),
     # 403 Invalid or expired nonce: No active job matches the nonce
     (403, "Invalid or expired nonce", lambda n: {"nonce": "nope", "step": step()}, None),
+    # an empty nonce is a string (not "nonce is required", which was answered) that no job has
+    (403, "Invalid or expired nonce", lambda n: {"nonce": "", "step": step()}, None),
 ]
 
 
