@@ -584,7 +584,7 @@ def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
     """
     event = data["event"]
     if event not in comments_mod.PROGRESS_EVENTS:
-        raise CallbackError(400, f"Unknown event type: {event[:200]}")
+        raise CallbackError(400, f"Unknown event type: {event}")
     now = utcnow()
     with serialized():
         job = active_job_for_nonce(nonce)
