@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify
 from sqlalchemy import select
 
 from ..database import chunks
@@ -91,12 +91,14 @@ def list_jobs():  # noqa: ANN201
                 type: array
                 items: JobSchema
         400:
-          description: A filter is invalid
+          description: >-
+            A filter is invalid (its message names it), or a filter is given more than once:
+            status given more than once (team, issue, limit alike)
           content:
             application/json:
               schema: ErrorSchema
     """
-    query = schemas.load_ordered(schemas.JobsQuerySchema(), request.args.to_dict(), schemas.JOBS_QUERY_RULES)
+    query = schemas.load_query(schemas.JobsQuerySchema(), schemas.JOBS_QUERY_RULES)
     stmt = select(Job).order_by(Job.id.desc()).limit(query["limit"])
     if query.get("status") == "active":
         stmt = stmt.where(Job.status.in_([s.value for s in ACTIVE_STATUSES]))
@@ -341,7 +343,9 @@ def list_issues():  # noqa: ANN201
                 type: array
                 items: IssueSchema
         400:
-          description: limit must be an integer between 1 and 500
+          description: >-
+            limit must be an integer between 1 and 500; limit given more than once, refresh given
+            more than once
           content:
             application/json:
               schema: ErrorSchema
@@ -351,9 +355,7 @@ def list_issues():  # noqa: ANN201
             application/json:
               schema: ErrorSchema
     """
-    query = schemas.load_ordered(
-        schemas.IssuesQuerySchema(), request.args.to_dict(), schemas.ISSUES_QUERY_RULES
-    )
+    query = schemas.load_query(schemas.IssuesQuerySchema(), schemas.ISSUES_QUERY_RULES)
     if query.get("refresh", "").lower() in ("1", "true", "yes"):
         live = _newest_first(_live_triggered())[: query["limit"]]
         latest = _latest_jobs([i.key for i in live])
@@ -393,14 +395,13 @@ def list_blockers():  # noqa: ANN201
                 type: array
                 items: BlockerSchema
         400:
-          description: limit must be an integer between 1 and 500
+          description: >-
+            limit must be an integer between 1 and 500; limit given more than once
           content:
             application/json:
               schema: ErrorSchema
     """
-    query = schemas.load_ordered(
-        schemas.BlockersQuerySchema(), request.args.to_dict(), schemas.BLOCKERS_QUERY_RULES
-    )
+    query = schemas.load_query(schemas.BlockersQuerySchema(), schemas.BLOCKERS_QUERY_RULES)
     rows = db.session.scalars(
         select(Blocker).order_by(Blocker.first_seen_at, Blocker.issue_key).limit(query["limit"])
     )

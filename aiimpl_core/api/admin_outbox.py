@@ -16,7 +16,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 from sqlalchemy import and_, exists, func, not_, select, update
 from sqlalchemy.orm import aliased
 
@@ -105,14 +105,14 @@ def list_outbox():  # noqa: ANN201
             application/json:
               schema: OutboxListSchema
         400:
-          description: A filter is invalid
+          description: >-
+            A filter is invalid (its message names it), or a filter is given more than once:
+            state given more than once (issueKey, limit alike)
           content:
             application/json:
               schema: ErrorSchema
     """
-    query = schemas.load_ordered(
-        schemas.OutboxQuerySchema(), request.args.to_dict(), schemas.OUTBOX_QUERY_RULES
-    )
+    query = schemas.load_query(schemas.OutboxQuerySchema(), schemas.OUTBOX_QUERY_RULES)
     stmt = select(OutboxItem).where(OutboxItem.state == query["state"])
     issue_key = query.get("issueKey")
     if issue_key is not None:

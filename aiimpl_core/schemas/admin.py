@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from flask import request
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
 from ..services.settings import RUNNER_MODES
@@ -47,6 +48,21 @@ def load_ordered(schema: Schema, data: Any, rules: Sequence[tuple[str, str]]) ->
             if field_name in failed:
                 raise ApiError(400, message) from None
         raise ApiError(400, INVALID_BODY) from None
+
+
+def load_query(schema: Schema, rules: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The request's query parameters, validated with ``schema`` as :func:`load_ordered` does.
+
+    A parameter the schema reads that is given more than once is refused first (``status given
+    more than once``): taking one of its values would answer a question the client did not ask
+    (``status=failed&status=completed`` listed the failed jobs only). One it does not read is
+    ignored however often it is given, as any parameter it does not read.
+    """
+    read = {field.data_key or name for name, field in schema.load_fields.items()}
+    for name in request.args:
+        if name in read and len(request.args.getlist(name)) > 1:
+            raise ApiError(400, f"{name} given more than once")
+    return load_ordered(schema, request.args.to_dict(), rules)
 
 
 class _Lenient(Schema):

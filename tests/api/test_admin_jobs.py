@@ -182,6 +182,39 @@ def test_jobs_list_rejects_bad_filters(client, admin_headers, query, message) ->
     assert (resp.status_code, resp.get_json()) == (400, {"error": message})
 
 
+@pytest.mark.parametrize(
+    ("path", "query", "name"),
+    [
+        ("/api/jobs", "status=failed&status=completed", "status"),
+        ("/api/jobs", "limit=5&limit=abc", "limit"),
+        ("/api/jobs", "limit=abc&limit=5", "limit"),
+        ("/api/jobs", "team=ENG&team=ENG", "team"),
+        ("/api/jobs", "status=bogus&issue=ENG-1&issue=ENG-2", "issue"),
+        ("/api/issues", "refresh=1&refresh=0", "refresh"),
+        ("/api/issues", "limit=2&limit=3", "limit"),
+        ("/api/blockers", "limit=2&limit=2", "limit"),
+    ],
+)
+def test_a_filter_given_more_than_once_is_refused(
+    client, admin_headers, adm_tracker, path, query, name
+) -> None:
+    """A repeated filter was cut to its first value (``request.args.to_dict()``):
+    ``status=failed&status=completed`` listed the failed jobs alone, and ``limit=5&limit=abc`` was 200
+    while ``limit=abc&limit=5`` was 400. It is refused, before any value is looked at."""
+    make_job("ENG-1", status="failed")
+    make_job("ENG-2", status="completed")
+    resp = client.get(f"{path}?{query}", headers=admin_headers)
+    assert (resp.status_code, resp.get_json()) == (400, {"error": f"{name} given more than once"})
+    assert not [op for op, _ in adm_tracker.calls if op == "iter_triggered"]  # no tracker was asked
+
+
+def test_a_parameter_the_list_does_not_read_may_repeat(client, admin_headers) -> None:
+    """(a cache buster, say: it is ignored, however often it is given)"""
+    make_job("ENG-1", status="failed")
+    resp = client.get("/api/jobs?status=failed&_=1&_=2", headers=admin_headers)
+    assert resp.status_code == 200 and [j["issueKey"] for j in resp.get_json()] == ["ENG-1"]
+
+
 def test_issues_with_stage_and_latest_job(client, admin_headers) -> None:
     db.session.add_all(
         [

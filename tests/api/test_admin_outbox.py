@@ -111,6 +111,16 @@ def test_bad_filters_answer_400_naming_the_parameter(client, admin_headers, quer
     assert (resp.status_code, resp.get_json()) == (400, {"error": message})
 
 
+@pytest.mark.parametrize("query", ["state=dead&state=pending", "issueKey=ENG-1&issueKey=ENG-2",
+                                   "limit=5&limit=abc"])
+def test_a_filter_given_more_than_once_is_refused(client, admin_headers, query) -> None:
+    """A repeated filter was cut to its first value: ``state=dead&state=pending`` listed the dead
+    items alone. It is refused, naming the filter."""
+    resp = client.get(f"{LIST}?{query}", headers=admin_headers)
+    name = query.split("=")[0]
+    assert (resp.status_code, resp.get_json()) == (400, {"error": f"{name} given more than once"})
+
+
 def test_the_limit_allows_500(client, admin_headers) -> None:
     assert client.get(f"{LIST}?limit=500&unknown=1", headers=admin_headers).status_code == 200
 
