@@ -13,11 +13,11 @@ from ..database import failure_reason
 from ..errors import AiimplError
 from ..schemas.common import UNAUTHORIZED, ApiError, UnreadableBody
 
-#: Blueprint modules, each exposing ``bp``: grouped as the reference groups the endpoints.
 #: Paths whose errors are the reference's slugs ("For /runner/* and /trigger/gap-fill, a stable slug
 #: code"); every other path answers a human-readable message.
 SLUG_PATHS = ("/runner/", "/trigger/")
 
+#: Blueprint modules, each exposing ``bp``: grouped as the reference groups the endpoints.
 BLUEPRINT_MODULES = (
     "health",
     "metrics",
