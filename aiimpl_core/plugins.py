@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pluggy
 
 from . import hookspecs
+from .config import SETTINGS
 from .errors import AiimplError, DuplicateProviderError, NotFound, PluginContractError, ProviderError
 from .providers import ConfigVar, ModelProvider, Provider, ProviderContext, RunnerBackend, TicketingProvider
 
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from .types import JobStatus, Stage
 
 log = logging.getLogger(__name__)
+#: the core's own settings: no provider declares one again (see :func:`_refusal`)
+CORE_SETTINGS = frozenset(setting.name for setting in SETTINGS)
 
 PROJECT = hookspecs.PROJECT
 ENTRY_POINT_GROUP = "aiimpl"
@@ -318,6 +321,12 @@ def _refusal(cls: object, base: type[Provider]) -> str | None:
         if not isinstance(var, ConfigVar):
             return (f"registered {cls.__qualname__}, whose config_vars holds a {type(var).__name__} "
                     f"({var!r:.60}), not an aiimpl_core.providers.ConfigVar")
+        if var.name in CORE_SETTINGS:
+            # declared again, it would be shown and documented as the plugin says (a secret of the
+            # core's said not sensitive is printed by `aiimpl config`): a plugin reads a core setting
+            # from the app's configuration, as it is
+            return (f"registered {cls.__qualname__}, whose config_vars declares {var.name}, a setting of "
+                    "the core's: read it from the provider context's config instead")
     if issubclass(cls, RunnerBackend):
         for flag in ("mapping_selectable", "supports_sessions", "supports_secrets", "supports_workflow_sync",
                      "supports_gap_fill"):

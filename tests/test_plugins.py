@@ -296,6 +296,19 @@ def test_register_refuses_config_vars_that_are_not_a_tuple_of_config_vars():
     assert all(name.startswith("AIIMPL_") for _pid, var in facade.config_vars() for name in [var.name])
 
 
+def test_register_refuses_a_config_var_named_like_a_core_setting():
+    """Declared again, not sensitive, a core secret was printed in clear by ``aiimpl config``
+    (``AIIMPL_GITHUB_TOKEN``, ``AIIMPL_SECRET_KEY``) and documented as the plugin said."""
+    from aiimpl_core.providers import ConfigVar
+
+    token = ConfigVar("AIIMPL_GITHUB_TOKEN", "GitHub token", sensitive=False)
+    again = _backend("Again", config_vars=(token,))
+    facade = Plugins(load_entrypoints=False, extra=[_runner_plugin(again)])
+    assert "declares AIIMPL_GITHUB_TOKEN, a setting of the core's" in facade.failures()["plugin-Again"]
+    assert facade.ids("runner") == []
+    assert "AIIMPL_GITHUB_TOKEN" not in [var.name for _pid, var in facade.config_vars()]
+
+
 def test_register_refuses_a_constructor_that_does_not_take_the_context():
     def __init__(self):  # noqa: ANN001, ANN202, N807
         pass

@@ -568,22 +568,25 @@ def config_cmd(markdown: bool) -> None:
     if markdown:
         click.echo(markdown_table(extra))
         return
-    names = [(s.name, s.sensitive, s.default) for s in SETTINGS] + [
-        (v.name, v.sensitive, v.default) for _, v in extra
-    ]
+    # each name once, sensitive when any declaration says so (two providers of one plugin may
+    # share a variable; one that declared a core setting's name again is refused at its loading)
+    sensitive = sensitive_names(extra)
+    names: dict[str, tuple[bool, Any]] = {}
+    for name, default in [(s.name, s.default) for s in SETTINGS] + [(v.name, v.default) for _, v in extra]:
+        names.setdefault(name, (name in sensitive, default))
     # what is shown of the values set, masked as a log line is (the sensitive values, should another
     # setting quote one) and with a GitHub token's shape masked: such a token is put in a package's
     # git URL, and the value of no setting that is shown is meant to hold one
     from ..services.redaction import github_tokens_masked
 
-    logs.mask(*(os.environ.get(name) for name in sensitive_names(extra)))
-    for name, sensitive, default in names:
+    logs.mask(*(os.environ.get(name) for name in sensitive))
+    for name, (secret, default) in names.items():
         value = os.environ.get(name)
-        if value and not sensitive:
+        if value and not secret:
             value = _hide_password(value) if name == "AIIMPL_DATABASE_URL" else _credentials_hidden(value)
             value = github_tokens_masked(masked(value))
         if value:
-            shown = "(set)" if sensitive else value
+            shown = "(set)" if secret else value
         else:
             # unset: what applies instead (a default that is a list or a flag is said as such)
             # (0 is a default as any number is: 0 == False in Python)
@@ -606,7 +609,7 @@ def config_cmd(markdown: bool) -> None:
         sys.exit(1)
     # the plugins' own settings, as each reads them (the server starts on one that is not valid, and
     # every call of that plugin fails with its message)
-    problems = _plugin_settings_problems(facade, {name: os.environ.get(name) for name, _, _ in names})
+    problems = _plugin_settings_problems(facade, {name: os.environ.get(name) for name in names})
     if problems:
         for problem in problems:
             click.echo(masked(f"Error: {problem}"), err=True)
