@@ -189,7 +189,9 @@ class DispatchRequest:
     ``env`` is the complete environment of the session program (``AIIMPL_*`` variables, model
     provider variables, ``extraEnv`` and, for backends that support secrets, the team's secrets).
     ``secret_names`` lists which keys of ``env`` hold secret values: a backend must keep those
-    private (never in a public log, a label or a workflow input).
+    private (never in a public log, a label or a workflow input). ``env`` is left out of the
+    request's ``repr``: a request a plugin logs whole (``log.info("dispatching %r", request)``)
+    does not put the job's nonce, run tokens and secrets in the log.
     """
 
     job_id: int
@@ -199,7 +201,7 @@ class DispatchRequest:
     branch: str
     base_branch: str
     run_name: str
-    env: Mapping[str, str]
+    env: Mapping[str, str] = field(repr=False)
     secret_names: frozenset[str] = frozenset()
     pr_number: int | None = None
     lifetime_seconds: int = 3600

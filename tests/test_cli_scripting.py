@@ -232,3 +232,21 @@ def test_ctrl_c_while_the_command_line_loads_exits_130(monkeypatch, capsys):
     # the script installed is this entry point
     (script,) = entry_points(group="console_scripts", name="aiimpl")
     assert script.value == "aiimpl_core._entry:main"
+
+
+def test_a_tracker_whose_team_of_raises_does_not_fail_dispatch_with_a_traceback(run, tracker, monkeypatch):
+    """``team_of`` (which a tracker overrides for other key shapes) was called unguarded for every
+    installed tracker: any ``aiimpl dispatch`` ended in Python's traceback. The key names its team
+    before its last dash then, as the gap-fill trigger already took it."""
+    _create(run)
+    tracker.add("ENG-1")
+
+    def broken(self: Any, key: str) -> str:
+        raise ValueError("weird key")
+
+    monkeypatch.setattr(tracker.provider_class, "team_of", broken)
+    r = run("dispatch", "ZZ-1")
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.exception
+    assert r.output.strip().splitlines()[-1].startswith("Error: ZZ-1: No mapping for team ZZ"), r.output
+    r = run("dispatch", "ENG-1")
+    assert "Traceback" not in r.output and "job " in r.output, r.output

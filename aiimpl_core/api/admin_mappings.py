@@ -13,6 +13,7 @@ from flask import Blueprint, current_app, jsonify
 from ..errors import NotFound, ProviderError, ValidationError
 from ..schemas.common import INVALID_BODY, NOT_JSON, ApiError, read_json
 from ..services import mappings as service
+from ..types import SyncResult
 
 bp = Blueprint("admin_mappings", __name__)
 log = logging.getLogger(__name__)
@@ -239,6 +240,12 @@ def sync_workflows(teamKey: str):  # noqa: ANN201, N803
     except Exception as exc:  # noqa: BLE001 - the reference's 500 row, without a traceback
         log.exception("sync-workflows of %s failed", teamKey)
         raise ApiError(500, f"{backend.display_name}: {type(exc).__name__}") from None
+    problem = _sync_answer_problem(result)
+    if problem is not None:
+        # the plugin's broken contract, said as its failure is (read outside the call, it was a 500
+        # with a traceback in the log)
+        log.error("sync-workflows of %s: %s answered %s", teamKey, backend.id, problem)
+        raise ApiError(500, f"{backend.display_name}: sync_workflows answered {problem}") from None
     return jsonify(
         teamKey=row.team_key,
         backend=backend.id,
@@ -247,3 +254,14 @@ def sync_workflows(teamKey: str):  # noqa: ANN201, N803
         unchanged=list(result.unchanged),
         warnings=list(result.warnings),
     )
+
+
+def _sync_answer_problem(result: object) -> str | None:
+    """What is wrong with a ``sync_workflows`` answer (the rest of "answered …"), or ``None``."""
+    if not isinstance(result, SyncResult):
+        return f"{type(result).__name__}, not a SyncResult"
+    for name in ("created", "updated", "unchanged", "warnings"):
+        value = getattr(result, name)
+        if not isinstance(value, (tuple, list)) or not all(isinstance(item, str) for item in value):
+            return f"a SyncResult whose {name} is not a tuple of strings"
+    return None

@@ -66,7 +66,7 @@ from ..types import (
 from . import blockers, outbox, poller, settings
 from .jobs import set_stage
 from .launch import BackendChoice, Prepared, choose_backend, create_job, launch, prepare
-from .mappings import set_tracker_command
+from .mappings import set_tracker_command, team_of_key
 
 log = logging.getLogger(__name__)
 
@@ -1357,7 +1357,7 @@ def resolve_provider(issue_key: str) -> tuple[str, MappingRow | None]:
     for provider_id, teams in by_provider.items():
         if provider_id not in installed:
             continue
-        team = facade.ticketing(provider_id).team_of(issue_key)
+        team = team_of_key(provider_id, issue_key)
         if team in teams:
             row = _mapping_for(provider_id, team)
             return provider_id, row[0] if row is not None else None

@@ -22,7 +22,7 @@ from ..orm import Mapping as MappingRow
 from ..types import ACTIVE_STATUSES, Phase
 from .callbacks import CallbackError
 from .launch import BackendChoice, choose_backend, create_job, launch
-from .mappings import lock_mapping
+from .mappings import lock_mapping, team_of_key
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +36,10 @@ def owning_mapping(issue_key: str) -> MappingRow | None:
     installed = set(facade.ids("ticketing"))
     for mapping in db.session.scalars(select(MappingRow).order_by(MappingRow.id)):
         provider_id = mapping.view().ticketing_provider
-        team = issue_key.rsplit("-", 1)[0]
         if provider_id in installed:
-            try:
-                team = facade.ticketing(provider_id).team_of(issue_key)
-            except Exception:  # noqa: BLE001 - a tracker that cannot be set up must not fail the others
-                log.warning("the tracker %r could not say the team of %s; its keys are taken to name "
-                            "their team before the dash", provider_id, issue_key, exc_info=True)
+            team = team_of_key(provider_id, issue_key)
+        else:
+            team = issue_key.rsplit("-", 1)[0]
         if team == mapping.team_key:
             return mapping
     return None

@@ -479,6 +479,19 @@ def _save(body: Any) -> tuple[dict[str, Any], bool]:
     raise AssertionError("unreachable: the last try returns or raises")
 
 
+def team_of_key(provider_id: str, issue_key: str) -> str:
+    """The team ``issue_key`` names as its installed tracker ``provider_id`` reads it (``ENG-12`` is
+    ``ENG`` unless the tracker says otherwise); a tracker whose ``team_of`` raises (one that cannot
+    be set up, a plugin's bug) is not let fail the caller: the key then names its team before its
+    last dash."""
+    try:
+        return current_app.extensions["aiimpl"].ticketing(provider_id).team_of(issue_key)
+    except Exception:  # noqa: BLE001 - one tracker's trouble must not fail the others, nor the caller
+        log.warning("the tracker %r could not say the team of %s; its keys are taken to name their "
+                    "team before the dash", provider_id, issue_key, exc_info=True)
+        return issue_key.rsplit("-", 1)[0]
+
+
 def lock_mapping(team_key: Any) -> None:
     """Hold the team's mapping, and its secrets, for the rest of the transaction (PostgreSQL; SQLite's
     :func:`~aiimpl_core.database.serialized` holds every writer already): at READ COMMITTED two saves

@@ -16,6 +16,7 @@ from aiimpl_core.extensions import db
 from aiimpl_core.orm import Mapping, Secret
 from aiimpl_core.services import mappings as service
 from aiimpl_core.services import secrets as secrets_service
+from aiimpl_core.types import SyncResult
 
 VALID: dict[str, Any] = {
     "teamKey": "ENG",
@@ -500,6 +501,24 @@ def test_sync_workflows_table(client, admin_headers, adm_mapping, adm_runner, mo
     monkeypatch.setattr(adm_runner.backend_class, "sync_workflows", crash)
     crashed = client.post("/api/mappings/ENG/sync-workflows", headers=admin_headers)
     assert (crashed.status_code, crashed.get_json()) == (500, {"error": "Fake github-actions: KeyError"})
+
+
+@pytest.mark.parametrize(("answer", "said"), [
+    ({"created": []}, "dict, not a SyncResult"),
+    (None, "NoneType, not a SyncResult"),
+    (SyncResult(created="a.yml"), "a SyncResult whose created is not a tuple of strings"),
+    (SyncResult(warnings=(1,)), "a SyncResult whose warnings is not a tuple of strings"),
+])
+def test_sync_workflows_refuses_an_answer_that_is_no_sync_result(
+    client, admin_headers, adm_mapping, adm_runner, monkeypatch, answer, said
+) -> None:
+    """A plugin's broken answer was read outside the call: a 500 "Internal server error", a
+    traceback in the log, and the CLI's ``Error: Internal server error``."""
+    adm_mapping("ENG")
+    monkeypatch.setattr(adm_runner.backend_class, "sync_workflows", lambda self, mapping: answer)
+    resp = client.post("/api/mappings/ENG/sync-workflows", headers=admin_headers)
+    assert (resp.status_code, resp.get_json()) == (
+        500, {"error": f"Fake github-actions: sync_workflows answered {said}"})
 
 
 @pytest.mark.parametrize(

@@ -177,6 +177,15 @@ def test_no_secret_in_logs(played_run, sec_logs):
     _assert_clean("the logs", text, _secret_values(env))
 
 
+def test_a_dispatch_request_a_plugin_logs_whole_holds_no_secret(played_run, sec_runner):
+    """A backend that logs its request (``log.info("dispatching %r", request)``) put the job's
+    nonce and run tokens, and the team's secrets, in the server log while the job ran."""
+    job_id, env = played_run
+    request = sec_runner.runs[job_id].request
+    assert request.env == env  # (what the backend was handed)
+    _assert_clean("a dispatch request's repr", repr(request), _secret_values(env))
+
+
 def test_no_secret_in_any_stored_row(played_run):
     job_id, env = played_run
     rows = dump_rows()
