@@ -11,6 +11,7 @@ import pytest
 from aiimpl_core.providers import ConfigVar, RunnerBackend
 from aiimpl_core.testing.contract import (
     RunnerBackendContract,
+    _another_request,
     make_context,
     sample_dispatch_request,
     sample_in_flight_run,
@@ -64,12 +65,16 @@ def _fails(test: str, backend: RunnerBackend, **fixtures: Any) -> str:
     return str(err.value)
 
 
-def _run(test: str, backend: RunnerBackend, **fixtures: Any) -> None:
-    if test == "test_contract_another_instance_polls_and_cancels_the_run":
+def _run(test: str, backend: RunnerBackend, contract: type = RunnerBackendContract, **fixtures: Any) -> None:
+    """``test`` of ``contract`` on ``backend``, with the contract's default fixtures."""
+    parameters = inspect.signature(getattr(contract, test)).parameters
+    if "another_runner_backend" in parameters:
         fixtures.setdefault("another_runner_backend", type(backend)(backend.context))
-    if "dispatch_request" in inspect.signature(getattr(RunnerBackendContract, test)).parameters:
+    if "dispatch_request" in parameters:
         fixtures.setdefault("dispatch_request", sample_dispatch_request(job_id=7))
-    getattr(RunnerBackendContract(), test)(backend, **fixtures)
+    if "another_dispatch_request" in parameters:
+        fixtures.setdefault("another_dispatch_request", _another_request(fixtures["dispatch_request"]))
+    getattr(contract(), test)(backend, **fixtures)
 
 
 @pytest.fixture(autouse=True)
@@ -78,7 +83,8 @@ def _empty_store() -> None:
 
 
 RUN_TESTS = ["test_contract_dispatch_then_poll", "test_contract_secrets_stay_out_of_run_ids_and_urls",
-             "test_contract_another_instance_polls_and_cancels_the_run"]
+             "test_contract_another_instance_polls_and_cancels_the_run",
+             "test_contract_polls_two_runs_in_one_call"]
 
 
 @pytest.mark.parametrize("test", [*RUN_TESTS, "test_contract_constructs_without_settings",
@@ -236,4 +242,73 @@ def test_sample_in_flight_run_is_the_run_the_reconciler_asks_about() -> None:
     assert (run.job_id, run.run_id, run.run_name, run.issue_key) == (3, "r3", request.run_name, "ENG-1")
     assert sample_in_flight_run(request).run_id is None
     assert sample_in_flight_run(request, lifetime_seconds=60).lifetime_seconds == 60
+
+
+
+# -- two runs polled in one call --------------------------------------------------------------
+
+
+def _by_position(run_ids: bool) -> Any:
+    """A ``poll_runs`` that lists the runs once (newest first) and pairs them with the runs asked
+    about by position."""
+    def poll_runs(self: Any, runs: Any) -> list[RunState]:
+        listing = sorted(_Store.runs, reverse=True)
+        return [RunState(run.job_id, RunPhase.RUNNING if index < len(listing) else RunPhase.NOT_FOUND,
+                         run_id=f"run-{listing[index]}" if run_ids and index < len(listing) else None)
+                for index, run in enumerate(runs)]
+    return poll_runs
+
+
+def test_runner_contract_fails_a_poll_that_pairs_runs_with_a_listing_by_position() -> None:
+    """Cancelling one of two runs shows on the other job: the reconciler would end the wrong job."""
+    message = _fails("test_contract_polls_two_runs_in_one_call", _backend(poll_runs=_by_position(False)))
+    assert message.startswith("poll_runs answered not_found for job 8, whose run nobody cancelled, after job "
+                              "7's run was cancelled (it answered running before)"), message
+    assert "not by position" in message
+
+
+def test_runner_contract_fails_a_poll_that_answers_a_run_with_another_runs_id() -> None:
+    message = _fails("test_contract_polls_two_runs_in_one_call", _backend(poll_runs=_by_position(True)))
+    assert message.startswith("poll_runs answered job 7 with run_id 'run-8', job 8's run"), message
+
+
+def test_runner_contract_fails_a_poll_that_answers_one_of_two_runs() -> None:
+    def poll_runs(self: Any, runs: Any) -> list[RunState]:
+        return Good.poll_runs(self, runs[:1])
+
+    message = _fails("test_contract_polls_two_runs_in_one_call", _backend(poll_runs=poll_runs))
+    assert message.startswith("poll_runs left out job 8 of jobs [7, 8], asked about in one call"), message
+
+
+def test_another_dispatch_request_is_for_the_next_job_and_issue() -> None:
+    request = _another_request(sample_dispatch_request(job_id=7))
+    assert (request.job_id, request.issue_key, request.branch) == (8, "ENG-2", "ai/ENG-2")
+    assert request.run_name == "AI-Implement ENG-2 implementation job-8"
+    assert request.env["AIIMPL_JOB_ID"] == "8" and request.env["AIIMPL_NONCE"] == "n0nce"
+
+
+# -- a run just dispatched is found ------------------------------------------------------------
+
+
+def _never_finds() -> RunnerBackend:
+    return _backend(poll_runs=lambda self, runs: [RunState(r.job_id, RunPhase.NOT_FOUND) for r in runs])
+
+
+@pytest.mark.parametrize("test", ["test_contract_dispatch_then_poll",
+                                  "test_contract_polls_two_runs_in_one_call",
+                                  "test_contract_another_instance_polls_and_cancels_the_run"])
+def test_runner_contract_fails_a_backend_that_never_finds_its_runs(test: str) -> None:
+    """Every job would end ``run_not_found``."""
+    message = _fails(test, _never_finds())
+    assert message.startswith("poll_runs answered NOT_FOUND for job 7 (run_id 'run-7') right after its "
+                              "dispatch"), message
+    assert "runs_listed_late = True" in message
+
+
+class _ListedLate(RunnerBackendContract):
+    runs_listed_late = True
+
+
+def test_runner_contract_takes_not_found_right_after_dispatch_from_a_remote_that_lists_runs_late() -> None:
+    _run("test_contract_dispatch_then_poll", _never_finds(), contract=_ListedLate)
 

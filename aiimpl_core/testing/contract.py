@@ -311,12 +311,26 @@ class RunnerBackendContract(_ProviderBasics):
                 for name in methods:
                     assert getattr(cls, name) is not getattr(RunnerBackend, name), f"{flag} needs {name}()"
 
+    #: ``True`` when the remote lists a run some time after ``dispatch`` answered (an eventually
+    #: consistent API): the contract then takes ``NOT_FOUND`` for a run polled right after its dispatch.
+    #: Otherwise a run just dispatched must be found (a backend that never finds its runs ends every
+    #: job ``run_not_found``).
+    runs_listed_late = False
+
     @pytest.fixture
     def another_runner_backend(self, provider: RunnerBackend) -> RunnerBackend:
         """A second instance on the same configuration, as another process builds it (the poller
         that dispatched is not the one that polls next, nor the server that cancels). Override it
         when your fixture does more than ``YourBackend(context)``."""
         return type(provider)(provider.context)
+
+    @pytest.fixture
+    def another_dispatch_request(self, dispatch_request: DispatchRequest) -> DispatchRequest:
+        """A request for another job and issue than ``dispatch_request``'s, in flight at the same
+        time: by default ``dispatch_request`` with the next job id and issue number (``ENG-1`` job 7
+        → ``ENG-2`` job 8) in its fields, run name and env. Override it when that is not one your
+        backend can dispatch."""
+        return _another_request(dispatch_request)
 
     def test_contract_dispatch_then_poll(
         self, provider: RunnerBackend, dispatch_request: DispatchRequest
@@ -331,8 +345,57 @@ class RunnerBackendContract(_ProviderBasics):
                 "is no such run); a run left out is left as it is, and its job waits until 10 minutes "
                 "past its lifetime"
             )
+            self._assert_found(states, run, "right after its dispatch")
         finally:
             _cancel(provider, run, "after polling it")
+
+    def _assert_found(self, states: Sequence[RunState], run: InFlightRun, when: str,
+                      backend: str = "poll_runs") -> None:
+        """A run the backend has is not ``NOT_FOUND`` (unless the class sets ``runs_listed_late``)."""
+        if self.runs_listed_late:
+            return
+        phase = _phase_of(states, run)
+        assert phase is not RunPhase.NOT_FOUND, (
+            f"{backend} answered NOT_FOUND for job {run.job_id} (run_id {run.run_id!r}) {when}: the "
+            "reconciler ends a job whose run is not found (run_not_found); find the run by the run_id "
+            "dispatch answered, or by request.run_name (set runs_listed_late = True on the contract's "
+            "subclass when the remote lists a run only some time after its dispatch)"
+        )
+
+    def test_contract_polls_two_runs_in_one_call(
+        self, provider: RunnerBackend, dispatch_request: DispatchRequest,
+        another_dispatch_request: DispatchRequest,
+    ) -> None:
+        """The reconciler polls all of a backend's runs in one call: each state is its own run's,
+        whatever the order of the runs asked about (not paired with a listing by position)."""
+        first = sample_in_flight_run(dispatch_request, _dispatched(provider, dispatch_request))
+        second = sample_in_flight_run(another_dispatch_request,
+                                      _dispatched(provider, another_dispatch_request))
+        runs = [first, second]
+        try:
+            for asked in (runs, runs[::-1]):
+                states = _states(provider.poll_runs(asked), provider, asked)
+                _assert_each_answered(states, asked)
+                _assert_own_run_ids(states, runs)
+                for run in runs:
+                    self._assert_found(states, run, "right after its dispatch, polled with another run")
+            # a change to one run (its cancel) shows on that run's job alone
+            _cancel(provider, first, "after polling it")
+            before = {s.job_id: RunPhase(s.phase) for s in states}
+            for asked in (runs, runs[::-1]):
+                states = _states(provider.poll_runs(asked), provider, asked)
+                _assert_each_answered(states, asked, "after one of them was cancelled")
+                _assert_own_run_ids(states, runs)
+                phase = _phase_of(states, second)
+                assert phase not in _ENDED or before.get(second.job_id) in _ENDED, (
+                    f"poll_runs answered {phase} for job {second.job_id}, whose run nobody cancelled, "
+                    f"after job {first.job_id}'s run was cancelled (it answered "
+                    f"{before.get(second.job_id)} before), polling jobs {[r.job_id for r in asked]} in one "
+                    "call: match each run to its own state (by its run_id or run_name), not by position"
+                )
+        finally:
+            _cancel(provider, first, "after polling it")
+            _cancel(provider, second, "after polling it")
 
     def test_contract_unconfigured_dispatch_raises_a_project_error(
         self, provider: RunnerBackend, dispatch_request: DispatchRequest
@@ -384,7 +447,9 @@ class RunnerBackendContract(_ProviderBasics):
         is gone, raise nothing (one poll that raises leaves every run of the backend unreconciled)."""
         result = _dispatched(provider, dispatch_request)
         run = sample_in_flight_run(dispatch_request, result)
-        seen = {s.job_id: s.phase for s in _states(provider.poll_runs([run]), provider, [run])}
+        states = _states(provider.poll_runs([run]), provider, [run])
+        self._assert_found(states, run, "right after its dispatch")
+        seen = {s.job_id: s.phase for s in states}
         other = {s.job_id: s.phase
                  for s in _states(another_runner_backend.poll_runs([run]), another_runner_backend, [run])}
         if seen.get(run.job_id, RunPhase.NOT_FOUND) is not RunPhase.NOT_FOUND:
@@ -414,6 +479,59 @@ class RunnerBackendContract(_ProviderBasics):
 
     def test_contract_validate_mapping_accepts_valid(self, provider: RunnerBackend) -> None:
         provider.validate_mapping(_valid_mapping_dict(executionMode=type(provider).id))
+
+
+_ENDED = frozenset({RunPhase.NOT_FOUND, RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.TIMED_OUT})
+
+
+def _another_request(request: DispatchRequest) -> DispatchRequest:
+    """``request`` for the next job id and the issue numbered one more, in each field that names
+    them."""
+    job_id = request.job_id + 1
+    found = re.fullmatch(r"(.*?)([0-9]+)", request.issue_key)
+    key = f"{found[1]}{int(found[2]) + 1}" if found else f"{request.issue_key}-2"
+
+    def moved(text: str) -> str:
+        if text == str(request.job_id):  # AIIMPL_JOB_ID
+            return str(job_id)
+        return re.sub(rf"{re.escape(request.issue_key)}(?![0-9])", key, text)
+
+    run_name = request.run_name
+    if run_name == run_name_for(request.issue_key, request.phase.value, request.job_id):
+        run_name = run_name_for(key, request.phase.value, job_id)
+    else:
+        run_name = re.sub(rf"(?<![0-9]){request.job_id}(?![0-9])", str(job_id), moved(run_name))
+    return dataclasses.replace(
+        request, job_id=job_id, issue_key=key, branch=moved(request.branch), run_name=run_name,
+        env={name: moved(value) if isinstance(value, str) else value for name, value in request.env.items()},
+    )
+
+
+def _phase_of(states: Sequence[RunState], run: InFlightRun) -> RunPhase:
+    return next((RunPhase(s.phase) for s in states if s.job_id == run.job_id), RunPhase.NOT_FOUND)
+
+
+def _assert_each_answered(states: Sequence[RunState], runs: Sequence[InFlightRun], when: str = "") -> None:
+    answered = {s.job_id for s in states}
+    left = [run.job_id for run in runs if run.job_id not in answered]
+    assert not left, (
+        f"poll_runs left out job {', '.join(map(str, left))} of jobs {[r.job_id for r in runs]}, asked about "
+        f"in one call{' ' + when if when else ''}: answer a RunState for every run asked about (the "
+        "reconciler polls all of a backend's runs in one call), matched by its run_id or run_name"
+    )
+
+
+def _assert_own_run_ids(states: Sequence[RunState], runs: Sequence[InFlightRun]) -> None:
+    """No state names the run id of another run asked about."""
+    ids = {run.job_id: run.run_id for run in runs if run.run_id}
+    for state in states:
+        others = {job_id for job_id, run_id in ids.items()
+                  if run_id == state.run_id and job_id != state.job_id}
+        assert not others or ids.get(state.job_id) == state.run_id, (
+            f"poll_runs answered job {state.job_id} with run_id {state.run_id!r}, job "
+            f"{min(others)}'s run: match each run to its own state (by its run_id or run_name), not by "
+            "position in a listing"
+        )
 
 
 def _unconfigured(provider: Any) -> Any:
