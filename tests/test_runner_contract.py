@@ -4,6 +4,9 @@ why, and passes what the orchestrator takes."""
 from __future__ import annotations
 
 import inspect
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +15,7 @@ from aiimpl_core.providers import ConfigVar, RunnerBackend
 from aiimpl_core.testing.contract import (
     RunnerBackendContract,
     _another_request,
+    another_instance,
     make_context,
     sample_dispatch_request,
     sample_in_flight_run,
@@ -69,7 +73,7 @@ def _run(test: str, backend: RunnerBackend, contract: type = RunnerBackendContra
     """``test`` of ``contract`` on ``backend``, with the contract's default fixtures."""
     parameters = inspect.signature(getattr(contract, test)).parameters
     if "another_runner_backend" in parameters:
-        fixtures.setdefault("another_runner_backend", type(backend)(backend.context))
+        fixtures.setdefault("another_runner_backend", another_instance(backend))
     if "dispatch_request" in parameters:
         fixtures.setdefault("dispatch_request", sample_dispatch_request(job_id=7))
     if "another_dispatch_request" in parameters:
@@ -311,4 +315,51 @@ class _ListedLate(RunnerBackendContract):
 
 def test_runner_contract_takes_not_found_right_after_dispatch_from_a_remote_that_lists_runs_late() -> None:
     _run("test_contract_dispatch_then_poll", _never_finds(), contract=_ListedLate)
+
+
+# -- another instance is another process's -----------------------------------------------------
+
+
+class InItsModule(Good):
+    """Keeps its runs in its module (``_Store``), which another process does not share."""
+
+
+class Spooled(Good):
+    """Keeps its runs in files, where every process finds them."""
+
+    def dispatch(self, request: Any) -> DispatchResult:
+        Path(self.context.setting("AIIMPL_GOOD_DIR"), str(request.job_id)).write_text(
+            json.dumps(request.env))
+        return DispatchResult(run_id=f"run-{request.job_id}")
+
+    def phase(self, run: InFlightRun) -> Any:
+        found = os.path.exists(os.path.join(self.context.setting("AIIMPL_GOOD_DIR"), str(run.job_id)))
+        return RunPhase.RUNNING if found else RunPhase.NOT_FOUND
+
+    def cancel(self, run: InFlightRun) -> None:
+        Path(self.context.setting("AIIMPL_GOOD_DIR"), str(run.job_id)).unlink(missing_ok=True)
+
+
+def test_runner_contract_fails_a_backend_that_keeps_its_runs_in_its_module() -> None:
+    message = _fails("test_contract_another_instance_polls_and_cancels_the_run",
+                     InItsModule(make_context({"AIIMPL_GOOD_DIR": "/runs"})))
+    assert message.startswith(
+        "the instance that dispatched reports running, another instance not_found"), message
+    assert "nor in a module" in message
+
+
+def test_runner_contract_passes_a_backend_that_keeps_its_runs_where_every_process_finds_them(
+    tmp_path: Path,
+) -> None:
+    _run("test_contract_another_instance_polls_and_cancels_the_run",
+         Spooled(make_context({"AIIMPL_GOOD_DIR": str(tmp_path)})))
+
+
+def test_another_instance_is_of_a_fresh_copy_of_the_backends_module() -> None:
+    backend = InItsModule(make_context({"AIIMPL_GOOD_DIR": "/runs"}))
+    other = another_instance(backend)
+    assert type(other) is not InItsModule and type(other).__qualname__ == "InItsModule"
+    assert isinstance(other, RunnerBackend) and other.context is backend.context
+    made_in_a_function = _backend()  # no fresh copy defines it: built as it is
+    assert type(another_instance(made_in_a_function)) is type(made_in_a_function)
 

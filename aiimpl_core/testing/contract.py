@@ -23,6 +23,7 @@ class then runs against your provider::
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import inspect
 import re
 import uuid
@@ -320,9 +321,11 @@ class RunnerBackendContract(_ProviderBasics):
     @pytest.fixture
     def another_runner_backend(self, provider: RunnerBackend) -> RunnerBackend:
         """A second instance on the same configuration, as another process builds it (the poller
-        that dispatched is not the one that polls next, nor the server that cancels). Override it
-        when your fixture does more than ``YourBackend(context)``."""
-        return type(provider)(provider.context)
+        that dispatched is not the one that polls next, nor the server that cancels): by default
+        :func:`another_instance`, the class of a fresh copy of the backend's module, so that what
+        the module keeps is not shared. Override it when your fixture does more than
+        ``YourBackend(context)`` (``another_instance(your_backend)`` keeps the fresh module)."""
+        return another_instance(provider)
 
     @pytest.fixture
     def another_dispatch_request(self, dispatch_request: DispatchRequest) -> DispatchRequest:
@@ -456,7 +459,8 @@ class RunnerBackendContract(_ProviderBasics):
             assert other.get(run.job_id, RunPhase.NOT_FOUND) is not RunPhase.NOT_FOUND, (
                 f"the instance that dispatched reports {seen[run.job_id]}, another instance "
                 f"{other.get(run.job_id, 'nothing')}: keep what poll_runs needs in the remote system, the "
-                "run id or your own storage, not on the instance"
+                "run id or your own storage, not on the instance nor in a module (another process has "
+                "its own; the other instance is of a fresh copy of the backend's module)"
             )
         _cancel(another_runner_backend, run, "from another instance than the one that dispatched it")
         _cancel(another_runner_backend, run, "for a run it had cancelled already")
@@ -482,6 +486,33 @@ class RunnerBackendContract(_ProviderBasics):
 
 
 _ENDED = frozenset({RunPhase.NOT_FOUND, RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.TIMED_OUT})
+
+
+def another_instance(backend: RunnerBackend) -> RunnerBackend:
+    """An instance of ``backend``'s class on its context, as another process builds it: the class
+    is taken from a fresh copy of the module that defines it (executed again, not put in
+    ``sys.modules``), so that state kept in that module is not shared with ``backend``. A class the
+    fresh copy does not define under the same name (one made in a function) is built as it is."""
+    cls = type(backend)
+    fresh = _fresh_module(cls.__module__)
+    found: Any = fresh
+    for part in cls.__qualname__.split("."):
+        found = getattr(found, part, None)
+    if not (isinstance(found, type) and issubclass(found, RunnerBackend)):
+        found = cls
+    return found(backend.context)
+
+
+def _fresh_module(name: str) -> Any:
+    try:
+        spec = importlib.util.find_spec(name) if name != "__main__" else None
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _another_request(request: DispatchRequest) -> DispatchRequest:
