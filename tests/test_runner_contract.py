@@ -29,6 +29,7 @@ class _Store:
     """Where the backends below keep their runs: shared by every instance, as a remote system is."""
 
     runs: dict[int, str] = {}
+    env: dict[int, dict[str, str]] = {}
 
 
 class Good(RunnerBackend):
@@ -45,6 +46,7 @@ class Good(RunnerBackend):
         if not self.is_configured():
             raise self.not_configured()
         _Store.runs[request.job_id] = "running"
+        _Store.env[request.job_id] = dict(request.env)
         return DispatchResult(run_id=f"run-{request.job_id}")
 
     def poll_runs(self, runs: Any) -> list[RunState]:
@@ -78,17 +80,21 @@ def _run(test: str, backend: RunnerBackend, contract: type = RunnerBackendContra
         fixtures.setdefault("dispatch_request", sample_dispatch_request(job_id=7))
     if "another_dispatch_request" in parameters:
         fixtures.setdefault("another_dispatch_request", _another_request(fixtures["dispatch_request"]))
+    if "contract_session_env" in parameters:
+        fixtures.setdefault("contract_session_env", lambda run: _Store.env.get(run.job_id))
     getattr(contract(), test)(backend, **fixtures)
 
 
 @pytest.fixture(autouse=True)
 def _empty_store() -> None:
     _Store.runs.clear()
+    _Store.env.clear()
 
 
 RUN_TESTS = ["test_contract_dispatch_then_poll", "test_contract_secrets_stay_out_of_run_ids_and_urls",
              "test_contract_another_instance_polls_and_cancels_the_run",
-             "test_contract_polls_two_runs_in_one_call"]
+             "test_contract_polls_two_runs_in_one_call", "test_contract_polls_and_cancels_an_unlinked_run",
+             "test_contract_dispatch_hands_the_env_to_the_run"]
 
 
 @pytest.mark.parametrize("test", [*RUN_TESTS, "test_contract_constructs_without_settings",
@@ -363,3 +369,44 @@ def test_another_instance_is_of_a_fresh_copy_of_the_backends_module() -> None:
     made_in_a_function = _backend()  # no fresh copy defines it: built as it is
     assert type(another_instance(made_in_a_function)) is type(made_in_a_function)
 
+
+# -- a run not linked yet ----------------------------------------------------------------------
+
+
+def test_runner_contract_fails_a_poll_that_raises_for_an_unlinked_run() -> None:
+    """After ``DispatchUnanswered`` the reconciler polls the run with ``run_id`` ``None``."""
+    def poll_runs(self: Any, runs: Any) -> list[RunState]:
+        return [RunState(r.job_id, RunPhase.RUNNING, run_id=r.run_id.strip()) for r in runs]
+
+    message = _fails("test_contract_polls_and_cancels_an_unlinked_run", _backend(poll_runs=poll_runs))
+    assert message.startswith("poll_runs raised AttributeError ('NoneType' object has no attribute 'strip') "
+                              "for a run with run_id None"), message
+
+
+def test_runner_contract_fails_a_cancel_that_raises_for_an_unlinked_run() -> None:
+    def cancel(self: Any, run: InFlightRun) -> None:
+        _Store.runs.pop(int(run.run_id.removeprefix("run-")), None)
+
+    message = _fails("test_contract_polls_and_cancels_an_unlinked_run", _backend(cancel=cancel))
+    assert message.startswith("cancel raised AttributeError ('NoneType' object has no attribute "
+                              "'removeprefix') for a run with run_id None"), message
+
+
+# -- the env reaches the run -------------------------------------------------------------------
+
+
+def test_runner_contract_fails_a_dispatch_that_drops_the_env() -> None:
+    """The session could never call back."""
+    def dispatch(self: Any, request: Any) -> DispatchResult:
+        _Store.runs[request.job_id] = "running"
+        _Store.env[request.job_id] = {}
+        return DispatchResult(run_id=f"run-{request.job_id}")
+
+    message = _fails("test_contract_dispatch_hands_the_env_to_the_run", _backend(dispatch=dispatch))
+    assert message.startswith("the run of job 7 started without AIIMPL_JOB_ID, AIIMPL_NONCE, AIIMPL_URL of "
+                              "request.env"), message
+
+
+def test_runner_contract_skips_the_env_without_a_contract_session_env_fixture() -> None:
+    with pytest.raises(pytest.skip.Exception):
+        _run("test_contract_dispatch_hands_the_env_to_the_run", _backend(), contract_session_env=None)

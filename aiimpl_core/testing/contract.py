@@ -335,6 +335,14 @@ class RunnerBackendContract(_ProviderBasics):
         backend can dispatch."""
         return _another_request(dispatch_request)
 
+    @pytest.fixture
+    def contract_session_env(self) -> Any:
+        """``None``, or a function taking the :class:`InFlightRun` of a dispatched run and answering
+        the environment the remote system starts its session with, as your fake remote sees it:
+        the contract then checks that ``request.env`` reached the run (without it the session
+        cannot call back)."""
+        return None
+
     def test_contract_dispatch_then_poll(
         self, provider: RunnerBackend, dispatch_request: DispatchRequest
     ) -> None:
@@ -399,6 +407,45 @@ class RunnerBackendContract(_ProviderBasics):
         finally:
             _cancel(provider, first, "after polling it")
             _cancel(provider, second, "after polling it")
+
+    def test_contract_polls_and_cancels_an_unlinked_run(
+        self, provider: RunnerBackend, dispatch_request: DispatchRequest
+    ) -> None:
+        """After a dispatch whose answer was lost (``DispatchUnanswered``) the reconciler polls and
+        cancels the job's run with ``run_id`` ``None``: find it by ``run.run_name`` (or answer
+        ``NOT_FOUND``); one poll that raises leaves every run of the backend unreconciled."""
+        run = sample_in_flight_run(dispatch_request, _dispatched(provider, dispatch_request))
+        unlinked = sample_in_flight_run(dispatch_request)
+        try:
+            try:
+                answer = provider.poll_runs([unlinked])
+            except Exception as exc:  # noqa: BLE001 - the contract names what was raised
+                raise AssertionError(
+                    f"poll_runs raised {_raised(exc)} for a run with run_id None (not linked yet: its "
+                    "dispatch was not answered): find it by run.run_name, or answer NOT_FOUND"
+                ) from exc
+            _states(answer, provider, [unlinked])
+            _cancel(provider, unlinked, "for a run with run_id None (not linked yet)")
+        finally:
+            _cancel(provider, run, "after polling it")
+
+    def test_contract_dispatch_hands_the_env_to_the_run(
+        self, provider: RunnerBackend, dispatch_request: DispatchRequest, contract_session_env: Any
+    ) -> None:
+        """The session calls back with ``request.env`` (the orchestrator's URL, its job id, its
+        nonce): a run started without it never reports."""
+        if contract_session_env is None:
+            pytest.skip("no contract_session_env fixture: the env a run starts with is not checked")
+        run = sample_in_flight_run(dispatch_request, _dispatched(provider, dispatch_request))
+        try:
+            env = dict(contract_session_env(run) or {})
+            missing = sorted(name for name, value in dispatch_request.env.items() if env.get(name) != value)
+            assert not missing, (
+                f"the run of job {run.job_id} started without {', '.join(missing)} of request.env (or with "
+                "another value): the session reads them to call back; pass request.env to the run"
+            )
+        finally:
+            _cancel(provider, run, "after dispatching it")
 
     def test_contract_unconfigured_dispatch_raises_a_project_error(
         self, provider: RunnerBackend, dispatch_request: DispatchRequest

@@ -57,6 +57,13 @@ class TestDockerContract(RunnerBackendContract):
     def dispatch_request(self) -> DispatchRequest:
         return request_for()
 
+    @pytest.fixture
+    def contract_session_env(self, engine: Any) -> Any:
+        def env(run: InFlightRun) -> dict[str, str]:
+            listed = engine.containers.get(run.run_id).attrs["Config"]["Env"] or []
+            return dict(item.split("=", 1) for item in listed)
+        return env
+
 
 def test_flags() -> None:
     assert LocalDockerBackend.id == "local-docker" and LocalDockerBackend.runner_mode == "local"

@@ -62,6 +62,10 @@ class TestFlyContract(RunnerBackendContract):
     def dispatch_request(self) -> DispatchRequest:
         return request_for()
 
+    @pytest.fixture
+    def contract_session_env(self, fake_fly: FakeFly) -> Any:
+        return lambda run: fake_fly.machines[run.run_id]["config"]["env"]
+
 
 def test_flags_and_identity() -> None:
     assert FlyMachinesBackend.id == "fly-machines" and FlyMachinesBackend.runner_mode == "fly"

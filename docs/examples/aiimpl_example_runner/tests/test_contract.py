@@ -1,6 +1,8 @@
 """The example runner passes the core's runner contract."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from aiimpl_core.errors import ProviderNotConfigured
 from aiimpl_core.testing.contract import (
@@ -22,6 +24,10 @@ class TestSpoolBackendContract(RunnerBackendContract):
     @pytest.fixture
     def dispatch_request(self):
         return sample_dispatch_request(job_id=7)
+
+    @pytest.fixture
+    def contract_session_env(self, tmp_path):
+        return lambda run: json.loads((tmp_path / f"{run.job_id}.json").read_text())["env"]
 
 
 def test_spool_reports_state_written_by_the_consumer(tmp_path):
