@@ -267,7 +267,22 @@ class TicketingProviderContract(_ProviderBasics):
             assert twice.stage == stage
 
     def test_contract_mark_done(self, provider: TicketingProvider, contract_issue_key: str) -> None:
+        """``mark_done`` closes the issue out where ``get_issue`` reads it (its ``state``, ``stage``
+        or ``triggered``), and a second call, as the outbox may send, keeps it so."""
+        before = provider.get_issue(contract_issue_key)
         provider.mark_done(contract_issue_key)
+        done = provider.get_issue(contract_issue_key)
+        assert _done_view(done) != _done_view(before), (
+            f"get_issue reads {contract_issue_key} after mark_done as before it (state {done.state!r}, "
+            f"stage {done.stage}, triggered {done.triggered}): close the issue out in the tracker (a "
+            "done status or state), so that get_issue reports it"
+        )
+        provider.mark_done(contract_issue_key)
+        again = provider.get_issue(contract_issue_key)
+        assert _done_view(again) == _done_view(done), (
+            f"a second mark_done changed {contract_issue_key} again ({_done_view(done)} → "
+            f"{_done_view(again)}): an issue already done stays as it is"
+        )
 
     def test_contract_validate_mapping_accepts_its_own_settings(self, provider: TicketingProvider) -> None:
         provider.validate_mapping(_valid_mapping_dict(ticketing={"provider": type(provider).id}))
@@ -279,6 +294,11 @@ def _missing_key(key: str) -> str:
         pytest.fail(f"{key!r} does not end with a number: override the contract_missing_issue_key "
                     "fixture with a key the tracker has no issue of")
     return f"{found[1]}{int(found[2]) + 100_000}"
+
+
+def _done_view(issue: TrackerIssue) -> tuple[Any, ...]:
+    """What of an issue tells it is done: its state, stage and whether it carries the trigger."""
+    return issue.state, issue.stage, issue.triggered
 
 
 def _marker() -> str:

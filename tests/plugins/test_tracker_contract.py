@@ -127,3 +127,25 @@ def test_the_sample_dispatch_request_names_its_run_as_the_orchestrator_does() ->
 
     assert sample_dispatch_request(7).run_name == run_name_for("ENG-1", "implementation", 7)
     assert sample_dispatch_request(7).run_name == "AI-Implement ENG-1 implementation job-7"
+
+
+def test_tracker_contract_fails_a_mark_done_that_does_nothing() -> None:
+    tracker = FakeTracker()
+    tracker.add("ENG-1")
+
+    message = _fails("test_contract_mark_done", _tracker_with(tracker, mark_done=lambda self, key: None),
+                     "ENG-1")
+
+    assert message.startswith("get_issue reads ENG-1 after mark_done as before it")
+
+
+def test_tracker_contract_fails_a_mark_done_that_is_not_idempotent() -> None:
+    tracker = FakeTracker()
+    tracker.add("ENG-1")
+
+    def mark_done(self: Any, key: str) -> None:  # reopens an issue already done
+        tracker.issues[key].done = not tracker.issues[key].done
+
+    message = _fails("test_contract_mark_done", _tracker_with(tracker, mark_done=mark_done), "ENG-1")
+
+    assert message.startswith("a second mark_done changed ENG-1 again")
