@@ -195,6 +195,25 @@ class TicketingProviderContract(_ProviderBasics):
         assert found, "the triggered issue is listed"
         assert found[0].team_key == team and found[0].triggered and found[0].provider == type(provider).id
 
+    def test_contract_iter_triggered_of_no_team_answers(self, provider: TicketingProvider) -> None:
+        """The core lists a tracker that no mapping names too, with ``[]`` (its triggered issues show
+        as ``no-mapping``): it answers without error, with one empty complete page when it can only
+        search mapped teams (a listing that raises backs the tracker off, cycle after cycle)."""
+        try:
+            pages = list(provider.iter_triggered([]))
+        except Exception as exc:  # noqa: BLE001 - the contract names what was raised
+            raise AssertionError(
+                f"iter_triggered([]) raised {_raised(exc)}: the core calls it with no team while no "
+                "mapping names the tracker; yield one empty, complete TriggeredPage when the tracker "
+                "can only search mapped teams"
+            ) from exc
+        assert pages, "iter_triggered([]) yielded no page: yield one empty, complete TriggeredPage"
+        assert all(isinstance(p, TriggeredPage) for p in pages), (
+            f"iter_triggered([]) yielded {', '.join(sorted({type(p).__name__ for p in pages}))}, not only "
+            "TriggeredPages")
+        assert pages[-1].complete, "the last page of iter_triggered([]) is not complete"
+        assert all(isinstance(i, TrackerIssue) for p in pages for i in p.issues)
+
     def test_contract_get_issue(self, provider: TicketingProvider, contract_issue_key: str) -> None:
         issue = provider.get_issue(contract_issue_key)
         assert isinstance(issue, TrackerIssue) and issue.key == contract_issue_key

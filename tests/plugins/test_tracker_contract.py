@@ -3,6 +3,7 @@ and a tracker that posts a queued comment once per ``ref``; and what it says to 
 it."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from aiimpl_core.errors import ProviderError
 from aiimpl_core.testing.contract import TicketingProviderContract, _missing_key, make_context
 from aiimpl_core.testing.fakes import FakeTracker
-from aiimpl_core.types import Comment
+from aiimpl_core.types import Comment, TriggeredPage
 
 
 def _tracker_with(tracker: FakeTracker, **methods: Any) -> Any:
@@ -149,3 +150,35 @@ def test_tracker_contract_fails_a_mark_done_that_is_not_idempotent() -> None:
     message = _fails("test_contract_mark_done", _tracker_with(tracker, mark_done=mark_done), "ENG-1")
 
     assert message.startswith("a second mark_done changed ENG-1 again")
+
+
+def _provider_of(tracker: FakeTracker, **methods: Any) -> Any:
+    tracker.add("ENG-1")
+    return _tracker_with(tracker, **methods)
+
+
+def test_tracker_contract_fails_a_listing_of_no_team_that_raises() -> None:
+    tracker = FakeTracker()
+
+    def iter_triggered(self: Any, teams: Any) -> Any:
+        query = " OR ".join(f"team = {team}" for team in teams)
+        if not query:
+            raise ValueError("empty query")
+        yield from tracker.provider_class.iter_triggered(self, teams)
+
+    provider = _provider_of(tracker, iter_triggered=iter_triggered)
+    with pytest.raises(AssertionError) as err:
+        TicketingProviderContract().test_contract_iter_triggered_of_no_team_answers(provider)
+
+    assert str(err.value).startswith("iter_triggered([]) raised ValueError (empty query)")
+    assert list(provider.iter_triggered(["ENG"]))  # a mapped team's listing works
+
+
+@pytest.mark.parametrize(("pages", "said"), [
+    ((), "iter_triggered([]) yielded no page"),
+    ((TriggeredPage((), complete=False),), "the last page of iter_triggered([]) is not complete"),
+])
+def test_tracker_contract_fails_a_listing_of_no_team_without_a_complete_page(pages: Any, said: str) -> None:
+    provider = _provider_of(FakeTracker(), iter_triggered=lambda self, teams: iter(pages))
+    with pytest.raises(AssertionError, match=re.escape(said)):
+        TicketingProviderContract().test_contract_iter_triggered_of_no_team_answers(provider)
