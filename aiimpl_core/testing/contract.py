@@ -285,6 +285,27 @@ class TicketingProviderContract(_ProviderBasics):
         if stage in (Stage.PLANNING, Stage.IMPLEMENTING, Stage.PR_OPENED):
             assert twice.stage == stage
 
+    @pytest.mark.parametrize("stage", [Stage.PLANNING, Stage.IMPLEMENTING])
+    def test_contract_set_stage_takes_the_issue_out_of_the_listing(
+        self, provider: TicketingProvider, contract_issue_key: str, stage: Stage
+    ) -> None:
+        """The stage the core sets when it dispatches an issue takes the trigger away in the listing
+        too: a listing that still shows it triggered, once the stage change is delivered, dispatches
+        the issue again (docs/engine.md, "Once per trigger"). The contract's fake server shows a
+        write in the listing at once; a real tracker's search that lags behind is the core's to
+        handle."""
+        team = provider.team_of(contract_issue_key)
+        provider.set_stage(contract_issue_key, stage)
+        listed = [i for p in provider.iter_triggered([team]) for i in p.issues
+                  if isinstance(i, TrackerIssue) and i.key == contract_issue_key and i.triggered]
+        assert not listed, (
+            f"iter_triggered([{team!r}]) still lists {contract_issue_key} as triggered after "
+            f"set_stage({contract_issue_key!r}, {stage}): list only the issues that carry the trigger now, "
+            "with triggered as get_issue reads it"
+        )
+        assert not provider.get_issue(contract_issue_key).triggered, (
+            f"get_issue reads {contract_issue_key} as triggered after set_stage(…, {stage})")
+
     def test_contract_mark_done(self, provider: TicketingProvider, contract_issue_key: str) -> None:
         """``mark_done`` closes the issue out where ``get_issue`` reads it (its ``state``, ``stage``
         or ``triggered``), and a second call, as the outbox may send, keeps it so."""

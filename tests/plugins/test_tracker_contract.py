@@ -3,6 +3,7 @@ and a tracker that posts a queued comment once per ``ref``; and what it says to 
 it."""
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from aiimpl_core.errors import ProviderError
 from aiimpl_core.testing.contract import TicketingProviderContract, _missing_key, make_context
 from aiimpl_core.testing.fakes import FakeTracker
-from aiimpl_core.types import Comment, TriggeredPage
+from aiimpl_core.types import Comment, Stage, TriggeredPage
 
 
 def _tracker_with(tracker: FakeTracker, **methods: Any) -> Any:
@@ -182,3 +183,25 @@ def test_tracker_contract_fails_a_listing_of_no_team_without_a_complete_page(pag
     provider = _provider_of(FakeTracker(), iter_triggered=lambda self, teams: iter(pages))
     with pytest.raises(AssertionError, match=re.escape(said)):
         TicketingProviderContract().test_contract_iter_triggered_of_no_team_answers(provider)
+
+
+def test_tracker_contract_fails_a_listing_that_keeps_an_issue_set_stage_moved_on() -> None:
+    tracker = FakeTracker()
+    ever: set[str] = set()
+
+    def set_stage(self: Any, key: str, stage: Stage) -> None:
+        ever.add(key)
+        tracker.provider_class.set_stage(self, key, stage)
+
+    def iter_triggered(self: Any, teams: Any) -> Any:  # lists every issue that ever had the trigger
+        now = [i for page in tracker.provider_class.iter_triggered(self, teams) for i in page.issues]
+        before = [dataclasses.replace(self.get_issue(key), triggered=True, comments=()) for key in ever]
+        yield TriggeredPage((*now, *before), complete=True)
+
+    provider = _provider_of(tracker, set_stage=set_stage, iter_triggered=iter_triggered)
+    message = _fails("test_contract_set_stage_takes_the_issue_out_of_the_listing", provider, "ENG-1",
+                     stage=Stage.IMPLEMENTING)
+
+    assert message.startswith("iter_triggered(['ENG']) still lists ENG-1 as triggered after "
+                              "set_stage('ENG-1', implementing)")
+    assert not provider.get_issue("ENG-1").triggered  # which the idempotence test checks alone
