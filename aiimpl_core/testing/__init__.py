@@ -11,6 +11,8 @@
 * :mod:`aiimpl_core.testing.orchestrator` — drive jobs as the poller does (``poll_once``,
   ``dispatch_issue``, ``reconcile``), play a session's callbacks (``post_result``,
   ``post_progress``) and read jobs afresh (``jobs``, ``fresh``).
+* :mod:`aiimpl_core.testing.imports` — ``assert_public_core_api(package)``: fails when a plugin's
+  source uses a module of the core that is not public.
 * :mod:`aiimpl_core.testing.clock` — ``Clock``, the time the test app's providers read as
   ``context.clock()`` (the ``aiimpl_clock`` fixture).
 * :mod:`aiimpl_core.testing.sql` — ``statements()``, the SQL the app sends inside a block (for
