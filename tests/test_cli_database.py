@@ -383,3 +383,30 @@ def test_a_failed_db_command_says_error_as_every_command_does(tmp_path):
     done = subprocess.run([sys.executable, "-m", "aiimpl_core.cli", "db", "upgrade", "bogus"], env=environ,
                           capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stderr) == (1, "Error: Can't locate revision identified by 'bogus'\n")
+
+
+def _url(kind: str, tmp_path, request) -> str:  # noqa: ANN001
+    """A new, empty database of ``kind``: SQLite in ``tmp_path``, or a scratch PostgreSQL one."""
+    return f"sqlite:///{tmp_path}/a.db" if kind == "sqlite" else request.getfixturevalue("scratch_postgres")
+
+
+KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_db_upgrade_sql_is_refused_in_one_line_before_any_script(kind, tmp_path, request):
+    """`aiimpl db upgrade --sql` (offline mode, offered by its --help) printed half a script, then
+    an AttributeError traceback: 0003's `create_index_again` (PostgreSQL) and 0006 (both) read the
+    database through `op.get_bind()`, which is None offline. It is refused before it writes."""
+    url = _url(kind, tmp_path, request)
+    for command in (("db", "upgrade", "--sql"), ("db", "downgrade", "--sql", "0010:0005")):
+        done = _cli(*command, url=url)
+        assert (done.returncode, done.stdout) == (1, ""), done.stderr[-600:]
+        assert done.stderr.startswith("Error: --sql (a script to run later) is not supported: ")
+        assert len(done.stderr.splitlines()) == 1
+    engine = create_engine(url)
+    try:
+        assert schema_revision(engine) is None  # nothing was run either
+    finally:
+        engine.dispose()
+    assert "--sql" not in _cli("db", "upgrade", "--help", url=url).stdout

@@ -663,7 +663,10 @@ def _operator_db_commands() -> None:
     for name in ("upgrade", "downgrade"):
         command = db_group.commands.get(name)
         if command is not None and command.callback is not None:
-            command.callback = _marked_migrating(command.callback)
+            command.callback = _marked_migrating(_online_only(command.callback))
+            for param in command.params:
+                if param.name == "sql" and isinstance(param, click.Option):
+                    param.hidden = True  # refused: see _online_only
 
 
 #: set in the command line's context meta once a migration has started (an interrupt is then
@@ -675,6 +678,29 @@ def _marked_migrating(migrate: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(migrate)
     def run(*args: Any, **kwargs: Any) -> Any:
         click.get_current_context().meta[_MIGRATING] = True
+        return migrate(*args, **kwargs)
+
+    return run
+
+
+#: why ``aiimpl db upgrade --sql`` (and ``downgrade --sql``) are refused
+OFFLINE_REFUSED = (
+    "--sql (a script to run later) is not supported: the migrations read the database as they go; "
+    "run `aiimpl db upgrade` against the database, as a user that may change its schema"
+)
+
+
+def _online_only(migrate: Callable[..., Any]) -> Callable[..., Any]:
+    """Refuse Alembic's offline mode (``--sql``) before anything is written: some migrations read
+    the database to decide what to write (0006 the highest outbox id, 0007 SQLite's sequence,
+    the index migrations whether an interrupted build left an index invalid), which a script
+    written without a database cannot, and SQLite's table changes are copies made from the table
+    as the database has it. The script stopped with a traceback halfway through."""
+
+    @functools.wraps(migrate)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("sql"):
+            raise click.ClickException(OFFLINE_REFUSED)
         return migrate(*args, **kwargs)
 
     return run
