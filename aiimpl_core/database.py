@@ -450,6 +450,10 @@ MIGRATIONS_DIR = os.path.join(os.path.dirname(__file__), "migrations")
 MIGRATION_LOCK = "aiimpl:migrations"
 #: seconds between two attempts at :data:`MIGRATION_LOCK`
 MIGRATION_LOCK_POLL = 0.5
+#: the Alembic config attribute that says whether a run changes the schema (``upgrade``,
+#: ``downgrade``, ``stamp``), which takes :data:`MIGRATION_LOCK`; one that only reads (``aiimpl db
+#: current``) is false. Not set: a run started without the CLI, taken as changing the schema
+MIGRATING = "aiimpl.migrating"
 
 
 @contextmanager

@@ -281,7 +281,7 @@ class AiimplGroup(FlaskGroup):
                 raise click.ClickException(f"the database could not be reached: {reason}") from None
             # (the command's app context has ended by now: the schema is read in a new one)
             # a migration that failed is not fixed by running it again
-            describe = migration_failure_message if ctx.invoked_subcommand == "db" else failure_message
+            describe = migration_failure_message if ctx.meta.get(_MIGRATING) else failure_message
             with app.app_context():
                 raise click.ClickException(describe(exc)) from None
 
@@ -667,11 +667,34 @@ def _operator_db_commands() -> None:
             for param in command.params:
                 if param.name == "sql" and isinstance(param, click.Option):
                     param.hidden = True  # refused: see _online_only
+    stamp = db_group.commands.get("stamp")
+    if stamp is not None and stamp.callback is not None:
+        stamp.callback = _marked_migrating(stamp.callback)  # (writes the revision: under the lock too)
+    from ..extensions import migrate
+
+    if _whether_it_migrates not in migrate.configure_callbacks:
+        migrate.configure(_whether_it_migrates)
 
 
-#: set in the command line's context meta once a migration has started (an interrupt is then
-#: said as the migration's)
+#: set in the command line's context meta once a migration (``upgrade``, ``downgrade``, ``stamp``)
+#: has started: an interrupt is then said as the migration's, a database error as its failure, and
+#: the run takes the migration lock
 _MIGRATING = "aiimpl.migrating"
+
+
+def _whether_it_migrates(config: Any) -> Any:
+    """Flask-Migrate's configure callback: tells env.py (:data:`~aiimpl_core.database.MIGRATING`)
+    whether an ``aiimpl db`` command changes the schema. ``db current`` and the others that only
+    read took the migration lock too: on SQLite they waited out a long upgrade's write lock and then
+    said "the migration failed …: database is locked", on PostgreSQL they queued behind it. A run
+    that no ``aiimpl db`` command started (``flask_migrate.upgrade()`` from the demo, a test) is
+    told nothing, and env.py takes it as migrating."""
+    from ..database import MIGRATING
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.parent is not None and ctx.parent.info_name == "db":
+        config.attributes[MIGRATING] = bool(ctx.meta.get(_MIGRATING))
+    return config
 
 
 def _marked_migrating(migrate: Callable[..., Any]) -> Callable[..., Any]:

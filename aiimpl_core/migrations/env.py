@@ -1,10 +1,11 @@
+import contextlib
 import logging
 
 from alembic import context
 from alembic.util import CommandError
 from flask import current_app
 
-from aiimpl_core.database import newer_schema_problem, one_migration_at_a_time
+from aiimpl_core.database import MIGRATING, newer_schema_problem, one_migration_at_a_time
 from aiimpl_core.errors import AiimplError
 
 # this is the Alembic Config object, which provides
@@ -115,7 +116,14 @@ def run_migrations_online():
     def waiting():
         logger.info('Another migration run is under way: waiting for it to end.')
 
-    with connectable.connect() as connection, one_migration_at_a_time(connection, waiting) as options:
+    def held(connection):
+        # a command that only reads (`aiimpl db current`) answers while a migration runs: it neither
+        # waits for the lock nor, on SQLite, takes the write lock itself
+        if config.attributes.get(MIGRATING, True):
+            return one_migration_at_a_time(connection, waiting)
+        return contextlib.nullcontext({})
+
+    with connectable.connect() as connection, held(connection) as options:
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),
