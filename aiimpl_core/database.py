@@ -529,12 +529,39 @@ def schema_behind(revision: str | None) -> bool:
     return revision is None or (revision in known and revision not in heads)
 
 
-def schema_problem(revision: str | None) -> str | None:
+#: a database with AI-Implement's tables and no ``alembic_version`` (made by ``db.create_all()``,
+#: a partial restore, its version table dropped): ``aiimpl db upgrade`` would create them again
+#: and fail with "… already exists"
+NO_REVISION = (
+    "the database has AI-Implement's tables but no schema revision (no alembic_version table): if they "
+    "are this version's, record it with `aiimpl db stamp head`; if not, empty the database, then "
+    "`aiimpl db upgrade` makes them"
+)
+
+
+def tables_without_revision(engine: Any = None) -> bool:
+    """Whether a database without a schema revision holds any of AI-Implement's tables, through
+    ``engine`` (the app's by default; outside an app, without one, false: not looked at)."""
+    from flask import has_app_context
+    from sqlalchemy import inspect
+
+    from . import orm  # noqa: F401 - the metadata's tables
+
+    if engine is None and not has_app_context():
+        return False
+    with (engine or db.engine).connect() as conn:
+        return not set(db.metadata.tables).isdisjoint(inspect(conn).get_table_names())
+
+
+def schema_problem(revision: str | None, engine: Any = None) -> str | None:
     """What an operator must do about a database at ``revision``, or ``None`` when this code can
-    use it."""
+    use it. A database without a revision is looked at (through ``engine``, the app's by default):
+    an empty one needs ``aiimpl db upgrade``, one with tables :data:`NO_REVISION`'s repair."""
     if not schema_behind(revision):
         return None
     if revision is None:
+        if tables_without_revision(engine):
+            return NO_REVISION
         return "the database has no schema yet: run `aiimpl db upgrade`"
     heads = ", ".join(sorted(schema_heads()[0]))
     return (f"the database schema (revision {revision}) is older than this version's ({heads}): "
@@ -568,8 +595,11 @@ def migration_failure_message(exc: Exception) -> str:
     try:
         db.session.rollback()
         revision = schema_revision()
+        orphaned = revision is None and tables_without_revision()
     except Exception:  # noqa: BLE001 - the database does not answer at all
         return f"the database could not be reached: {reason}"
+    if orphaned:
+        return f"the migration failed; {NO_REVISION}: {reason}"
     if revision is None:
         return f"the migration failed; the database has no schema revision: {reason}"
     return f"the migration failed; the database schema stays at revision {revision}: {reason}"

@@ -216,6 +216,14 @@ def test_check_fails_on_a_schema_older_than_this_version_s(tmp_path):
         assert done.stdout == ""
 
 
+#: what a database with AI-Implement's tables but no Alembic revision is told
+NO_REVISION = (
+    "the database has AI-Implement's tables but no schema revision (no alembic_version table): if they "
+    "are this version's, record it with `aiimpl db stamp head`; if not, empty the database, then "
+    "`aiimpl db upgrade` makes them"
+)
+
+
 def test_a_failed_upgrade_says_what_the_database_refused_not_to_upgrade(tmp_path):
     """`aiimpl db upgrade` that fails must not answer "run `aiimpl db upgrade`": it names the
     revision the database stays at and what stopped the migration."""
@@ -237,8 +245,7 @@ def test_a_failed_upgrade_says_what_the_database_refused_not_to_upgrade(tmp_path
     done = _cli("db", "upgrade", url=f"sqlite:///{tmp_path}/b.db")
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
-        "Error: the migration failed; the database has no schema revision: "
-        "table auth_failures already exists")
+        f"Error: the migration failed; {NO_REVISION}: table auth_failures already exists")
 
 
 #: an ``aiimpl`` command line (``ARGS``) with Ctrl-C pressed as the database is sent a statement
@@ -459,3 +466,32 @@ def test_db_current_answers_while_a_migration_holds_the_lock(scratch_postgres):
                                env=_environ(scratch_postgres), capture_output=True, timeout=5)
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_tables_without_a_revision_are_not_sent_round_in_a_circle(kind, tmp_path, request):
+    """A database with this version's tables but no `alembic_version` (made by `db.create_all()`,
+    restored from a partial dump, its version table dropped): every command said "the database has
+    no schema yet: run `aiimpl db upgrade`", and that upgrade failed with "… already exists", its
+    message saying only that the database had no schema revision. Both say what repairs it."""
+    from sqlalchemy import text
+
+    url = _url(kind, tmp_path, request)
+    migrate(url)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE alembic_version"))
+    finally:
+        engine.dispose()
+    told = _cli("jobs", "list", url=url)
+    assert (told.returncode, told.stderr) == (1, f"Error: {NO_REVISION}\n")
+    upgraded = _cli("db", "upgrade", url=url)
+    assert upgraded.returncode == 1
+    said = upgraded.stderr.strip().splitlines()[-1]
+    assert said.startswith(f"Error: the migration failed; {NO_REVISION}: ") and "already exists" in said
+    current = _cli("db", "current", url=url)
+    assert (current.returncode, current.stdout, current.stderr) == (0, "", f"no revision: {NO_REVISION}\n")
+    # the repair it names: the tables are this version's
+    assert _cli("db", "stamp", "head", url=url).returncode == 0
+    assert _cli("jobs", "list", url=url).stdout.strip() == "(no jobs)"
