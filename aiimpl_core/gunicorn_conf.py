@@ -253,7 +253,7 @@ def _schema_problem(server, url: str | None) -> str | None:  # noqa: ANN001
     except ConfigError as exc:
         return exc.message
     try:
-        return schema_problem(schema_revision(engine))
+        return schema_problem(schema_revision(engine), engine)
     except SQLAlchemyError as exc:
         server.log.warning("the database does not answer yet: %s", failure_reason(exc))
         return None

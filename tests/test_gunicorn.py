@@ -175,6 +175,20 @@ def test_a_database_without_the_schema_stops_gunicorn_with_what_to_do(tmp_path):
     assert "Traceback" not in output and "Booting worker" not in output
 
 
+def test_a_database_with_the_tables_but_no_revision_stops_gunicorn_with_its_repair(tmp_path):
+    """The master read the schema without an app, and said "no schema yet: run `aiimpl db upgrade`",
+    which then fails with "… already exists"."""
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "aiimpl.db") as conn:
+        conn.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY)")  # (made by create_all, say)
+    proc, _port = _gunicorn(tmp_path)
+    assert proc.wait(timeout=60) == 1
+    output = _output(tmp_path)
+    assert "has AI-Implement's tables but no schema revision" in output and "db stamp head" in output
+    assert "Traceback" not in output and "Booting worker" not in output
+
+
 @pytest.mark.parametrize(("code", "said"), [
     (None, "AIIMPL_ADMIN_ACCESS_CODE is not set: every sign-in to the admin UI and API is refused"),
     ("open-sesame", "AIIMPL_ADMIN_ACCESS_CODE has 11 characters: sign-in is throttled per client, not across "
