@@ -495,3 +495,17 @@ def test_tables_without_a_revision_are_not_sent_round_in_a_circle(kind, tmp_path
     # the repair it names: the tables are this version's
     assert _cli("db", "stamp", "head", url=url).returncode == 0
     assert _cli("jobs", "list", url=url).stdout.strip() == "(no jobs)"
+
+
+def test_db_downgrade_to_base_asks_first(tmp_path):
+    """``aiimpl db downgrade base`` removed every table and all its data (jobs, mappings, secrets)
+    unasked; a script (no terminal to confirm on) says so with --yes."""
+    url = f"sqlite:///{tmp_path}/x.db"
+    assert _cli("db", "upgrade", url=url).returncode == 0
+    refused = _cli("db", "downgrade", "base", url=url)
+    assert refused.returncode == 2, refused.stderr
+    assert "base removes every table and all its data; give --yes" in refused.stderr
+    assert _cli("jobs", "list", url=url).stdout.strip() == "(no jobs)"  # nothing was removed
+    done = _cli("db", "downgrade", "base", "--yes", url=url)
+    assert done.returncode == 0, done.stderr
+    assert "no schema yet" in _cli("jobs", "list", url=url).stderr

@@ -667,6 +667,12 @@ def _operator_db_commands() -> None:
             for param in command.params:
                 if param.name == "sql" and isinstance(param, click.Option):
                     param.hidden = True  # refused: see _online_only
+    downgrade = db_group.commands.get("downgrade")
+    if downgrade is not None and downgrade.callback is not None:
+        downgrade.params.append(click.Option(
+            ["--yes"], is_flag=True,
+            help="Downgrade to base (every table and its data removed) without asking."))
+        downgrade.callback = _confirmed_to_base(downgrade.callback)
     stamp = db_group.commands.get("stamp")
     if stamp is not None and stamp.callback is not None:
         stamp.callback = _marked_migrating(stamp.callback)  # (writes the revision: under the lock too)
@@ -702,6 +708,24 @@ def _marked_migrating(migrate: Callable[..., Any]) -> Callable[..., Any]:
     def run(*args: Any, **kwargs: Any) -> Any:
         click.get_current_context().meta[_MIGRATING] = True
         return migrate(*args, **kwargs)
+
+    return run
+
+
+def _confirmed_to_base(downgrade: Callable[..., Any]) -> Callable[..., Any]:
+    """``aiimpl db downgrade base`` removes every table and all its data, jobs, secrets and
+    mappings included: it goes ahead once confirmed on the terminal, or with ``--yes`` (a script
+    has no terminal to confirm on). Any other downgrade removes only what its revisions added."""
+
+    @functools.wraps(downgrade)
+    def run(*args: Any, yes: bool = False, **kwargs: Any) -> Any:
+        if str(kwargs.get("revision") or "").strip().lower() == "base" and not yes:
+            if not (sys.stdin is not None and sys.stdin.isatty()):
+                raise click.UsageError("not downgraded: base removes every table and all its data; give "
+                                       "--yes to downgrade without a terminal to confirm on")
+            click.confirm("Downgrade to base? Every table of AI-Implement and all its data (jobs, "
+                          "mappings, secrets) will be removed", abort=True)
+        return downgrade(*args, **kwargs)
 
     return run
 
