@@ -200,6 +200,11 @@ def test_credentials_hidden_keeps_what_is_not_secret():
         "https://h/p?x=1&api_token=***&Secret=***#frag")
     assert _credentials_hidden("https://ai.example.com/api/@team") == "https://ai.example.com/api/@team"
     assert _credentials_hidden("no URL: a@b") == "no URL: a@b"
+    # a value that is a URL keeps its password hidden whatever it holds (a URL found inside longer
+    # text ends at a space or a quote: the password was shown)
+    for password in ("pa ss", "p'ss", 'p"s', "p<s>s", "p`s"):
+        assert _credentials_hidden(f"https://user:{password}@ghe.example/api") == (
+            "https://user:***@ghe.example/api"), password
 
 
 @pytest.mark.parametrize(("env", "error"), [

@@ -444,6 +444,8 @@ SECRET_QUERY_WORDS = ("password", "passwd", "pwd", "secret", "token")
 #: a URL wherever it stands in a value (pip's arguments, a package's git URL): from its scheme to
 #: the next space or quote
 _URL_IN_TEXT = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s\"'<>`]*")
+#: a value that is a URL (from its start)
+_URL_AT_START = re.compile(r"(?i)[a-z][a-z0-9+.-]*://")
 #: a URL's user-info: all of its authority before the last ``@`` (a password may hold an ``@``)
 _USER_INFO = re.compile(r"^([^:/?#]+://)([^/?#]*)@")
 _QUERY_PARAMETER = re.compile(r"([^&;=]+)=([^&;]*)")
@@ -463,13 +465,19 @@ def _credentials_hidden(text: str) -> str:
         name = match.group(1)
         return f"{name}=***" if any(word in name.lower() for word in SECRET_QUERY_WORDS) else match.group()
 
-    def hidden(match: re.Match[str]) -> str:
-        url = _USER_INFO.sub(user_info, match.group(), count=1)
+    def hidden(url: str) -> str:
+        url = _USER_INFO.sub(user_info, url, count=1)
         base, question, rest = url.partition("?")
         query, hash_, fragment = rest.partition("#")
         return base + question + _QUERY_PARAMETER.sub(parameter, query) + hash_ + fragment
 
-    return _URL_IN_TEXT.sub(hidden, text) if "://" in text else text
+    if "://" not in text:
+        return text
+    if _URL_AT_START.match(text):
+        # the value is a URL: its user-info runs to its last "@" whatever the password holds (a
+        # space or a quote, which end a URL found inside longer text)
+        return hidden(text)
+    return _URL_IN_TEXT.sub(lambda match: hidden(match.group()), text)
 
 
 def _hide_password(url: str) -> str:
