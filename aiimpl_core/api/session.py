@@ -111,9 +111,8 @@ def status_event():  # noqa: ANN201
         400:
           description: >-
             event is required; Invalid JSON body; nonce is required; Unknown event type: {type}
-            (quoted whole); beyond the reference, an event type longer than any:
-            event must be a string of at most 64 characters; an optional field that is wrongly
-            typed or too long:
+            (quoted whole); beyond the reference, an optional field that is wrongly typed or too
+            long:
             prNumber, detail, duration or reason must be a string or a number;
             prUrl must be a string of at most 2000 characters;
             logUrl must be an http(s) URL of at most 2000 characters

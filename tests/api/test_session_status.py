@@ -291,20 +291,11 @@ def test_wrongly_typed_optional_fields(client, cb_job, cb_tracker, field, value,
 
 def test_an_unknown_event_type_is_quoted_whole(client, cb_job, cb_tracker):
     """``Unknown event type: {type}`` quoted only the first 200 characters of a longer type, so the
-    answer named a type that was not sent. An event type is at most 64 characters (the longest known
-    one has 20): within it an unknown one is quoted whole, a longer one says how long it may be."""
+    answer named a type that was not sent; the reference's row is for any type not allowed."""
     _, nonce = cb_job()
-    event, too_long_answer = "x" * 64, {"error": "event must be a string of at most 64 characters"}
-    resp = client.post(URL, json={"nonce": nonce, "event": event})
-    assert (resp.status_code, resp.get_json()) == (400, {"error": f"Unknown event type: {event}"})
-    for too_long in ("x" * 65, "x" * 300, "session_created" + " " * 50):
-        resp = client.post(URL, json={"nonce": nonce, "event": too_long})
-        assert (resp.status_code, resp.get_json()) == (400, too_long_answer)
-    # it comes after the nonce's own 400, as "event is required" does, and before the nonce is looked up
-    resp = client.post(URL, json={"event": "x" * 65})
-    assert resp.get_json() == {"error": "nonce is required"}
-    resp = client.post(URL, json={"nonce": "guess", "event": "x" * 65})
-    assert (resp.status_code, resp.get_json()) == (400, too_long_answer)
+    for event in ("x" * 64, "x" * 300, "session_created" + " " * 50):
+        resp = client.post(URL, json={"nonce": nonce, "event": event})
+        assert (resp.status_code, resp.get_json()) == (400, {"error": f"Unknown event type: {event}"})
     assert cb_tracker.comments["ENG-1"] == []
 
 
