@@ -36,6 +36,10 @@ class GitError(Exception):
 SAFE_CONFIG = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
 #: the commands that talk to the remote: the only ones given the credential helper
 NETWORK_COMMANDS = frozenset({"clone", "fetch", "push"})
+#: tries of a command (or a GitHub call) while GitHub refuses each token it is given: revoked
+#: before their expiry (the App suspended or reinstalled), every orchestrator process's cached
+#: token is refused, and the next request for a token may reach another process with its own
+REFUSED_TOKEN_TRIES = 4
 
 
 class RefusedChanges(GitError):
@@ -198,14 +202,15 @@ class Git:
         """``git <args>`` (``config``: ``name=value`` settings for this command alone).
 
         A command that reaches the remote and fails after GitHub refused its token (revoked
-        before its expiry: git tells the credential helper to drop it, then gives up) is run once
-        more, with the fresh token the helper then fetches. It did nothing: a clone refused
-        removes what it made, a push or fetch refused sent nothing.
+        before its expiry: git tells the credential helper to drop it, then gives up) is run again,
+        with the fresh token the helper then fetches, while each try has a new token refused (up to
+        :data:`REFUSED_TOKEN_TRIES` in all). It did nothing: a clone refused removes what it made,
+        a push or fetch refused sent nothing.
         """
         settings = [arg for setting in config for arg in ("-c", setting)]
         network = args[0] in NETWORK_COMMANDS
         refused = self.refused() if network and self.refused is not None else None
-        for _ in range(2):
+        for _ in range(REFUSED_TOKEN_TRIES):
             result = procs.run(
                 ["git", *SAFE_CONFIG, *settings, *args],
                 cwd=cwd or self.cwd,

@@ -37,7 +37,7 @@ from .agent import AgentRun, run_agent
 from .api import Orchestrator, RepoToken, TokenCache
 from .config import SessionConfig, token_claim, url_problem
 from .credential import git_environment
-from .git import Git, GitError, RefusedChanges
+from .git import REFUSED_TOKEN_TRIES, Git, GitError, RefusedChanges
 from .github import (
     Budget,
     Interrupted,
@@ -266,24 +266,24 @@ class Session:
         return token
 
     def _with_repo_token(self, call: Callable[[str], T], used: list[str] | None = None) -> T:
-        """``call(token)`` with a repository token valid for a while, made once more with a fresh
-        one when GitHub refuses it with 401 (revoked before its expiry: the App suspended or
-        reinstalled, the token found pushed somewhere public), as the credential helper does for
-        git. ``used`` gets each token tried."""
-        token = self.repo_token()
-        try:
+        """``call(token)`` with a repository token valid for a while, made again with a fresh one
+        while GitHub refuses each with 401 (revoked before its expiry: the App suspended or
+        reinstalled, the token found pushed somewhere public), as git's commands are (up to
+        :data:`~aiimpl_core.session.git.REFUSED_TOKEN_TRIES` in all, and never twice with one
+        token). ``used`` gets each token tried."""
+        tried: set[str] = set()
+        while True:
+            token = self.repo_token()
             if used is not None:
                 used.append(token.token)
-            return call(token.token)
-        except PullRequestError as exc:
-            if exc.status != 401:
-                raise
-        self.cache.discard(token.token)
-        self.log("GitHub refused the repository token (401): asking the orchestrator for another")
-        token = self.repo_token()
-        if used is not None:
-            used.append(token.token)
-        return call(token.token)
+            try:
+                return call(token.token)
+            except PullRequestError as exc:
+                if exc.status != 401 or token.token in tried or len(tried) + 1 >= REFUSED_TOKEN_TRIES:
+                    raise
+                tried.add(token.token)
+            self.cache.discard(token.token)
+            self.log("GitHub refused the repository token (401): asking the orchestrator for another")
 
     def _interrupted(self) -> str | None:
         """``stopped`` once the runner sent a stop signal, ``timed_out`` once the budget ran out,

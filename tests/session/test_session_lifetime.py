@@ -279,20 +279,35 @@ def test_a_token_github_revoked_is_replaced_though_the_orchestrator_still_has_it
     world.assert_no_secret_anywhere(job_id)
 
 
-def test_a_pull_request_refused_for_its_token_is_opened_with_a_fresh_one(world: World) -> None:
+@pytest.mark.parametrize("refusals", [1, 2])
+def test_a_pull_request_refused_for_its_token_is_opened_with_a_fresh_one(world: World, refusals: int) -> None:
     """GitHub answered the pull request 401 Bad credentials (the token revoked after the push):
-    the run failed with the work pushed and no pull request."""
+    the run failed with the work pushed and no pull request. Each orchestrator process has a
+    token of its own cached, all revoked at once: a fresh one may be refused too (twice here)."""
     world.mapping()
     job_id = world.dispatch()
-    world.github.fail_next("POST", "/pulls$", 401, "Bad credentials")
+    world.github.fail_next("POST", "/pulls$", 401, "Bad credentials", times=refusals)
 
     code, out = world.run_session(job_id)
 
     assert code == 0, out
     assert world.job(job_id).status == "completed" and world.job(job_id).pr_number
     opened = [r for r in world.github.requests if r.method == "POST" and r.path.endswith("/pulls")]
-    assert [r.status for r in opened] == [401, 201]
+    assert [r.status for r in opened] == [401] * refusals + [201]
     tokens = [r.header("Authorization") for r in opened]
-    assert tokens[0] != tokens[1]  # the orchestrator minted another instead of its cached one
-    assert len(world.github.issued_tokens) == 2
+    assert len(set(tokens)) == len(tokens)  # the orchestrator minted another instead of its cached one
+    assert len(world.github.issued_tokens) == 1 + refusals
     world.assert_no_secret_anywhere(job_id)
+
+
+def test_a_pull_request_github_keeps_refusing_fails_after_a_few_tokens(world: World) -> None:
+    world.mapping()
+    job_id = world.dispatch()
+    world.github.fail_next("POST", "/pulls$", 401, "Bad credentials", times=10)
+
+    code, out = world.run_session(job_id)
+
+    assert world.job(job_id).status == "failed", out
+    opened = [r for r in world.github.requests if r.method == "POST" and r.path.endswith("/pulls")]
+    assert [r.status for r in opened] == [401] * 4
+    assert "PR creation failed with HTTP 401" in (world.job(job_id).error or "")
