@@ -540,8 +540,10 @@ NO_REVISION = (
 
 
 def tables_without_revision(engine: Any = None) -> bool:
-    """Whether a database without a schema revision holds any of AI-Implement's tables, through
-    ``engine`` (the app's by default; outside an app, without one, false: not looked at)."""
+    """Whether a database without a schema revision holds AI-Implement's tables (most of them: a
+    database shared with another application may have a ``jobs`` or ``settings`` table of its
+    own, and "stamp it" would be wrong advice there), through ``engine`` (the app's by default;
+    outside an app, without one, false: not looked at)."""
     from flask import has_app_context
     from sqlalchemy import inspect
 
@@ -550,7 +552,8 @@ def tables_without_revision(engine: Any = None) -> bool:
     if engine is None and not has_app_context():
         return False
     with (engine or db.engine).connect() as conn:
-        return not set(db.metadata.tables).isdisjoint(inspect(conn).get_table_names())
+        ours = set(db.metadata.tables)
+        return len(ours & set(inspect(conn).get_table_names())) * 2 > len(ours)
 
 
 def schema_problem(revision: str | None, engine: Any = None) -> str | None:

@@ -497,6 +497,17 @@ def test_tables_without_a_revision_are_not_sent_round_in_a_circle(kind, tmp_path
     assert _cli("jobs", "list", url=url).stdout.strip() == "(no jobs)"
 
 
+def test_another_applications_table_of_the_same_name_is_not_taken_for_ours(tmp_path):
+    """A database shared with another application, which has a ``jobs`` table of its own, is not
+    told to be stamped as this version's schema."""
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "shared.db") as conn:
+        conn.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY)")
+    told = _cli("jobs", "list", url=f"sqlite:///{tmp_path}/shared.db")
+    assert told.stderr.strip() == "Error: the database has no schema yet: run `aiimpl db upgrade`"
+
+
 def test_db_downgrade_to_base_asks_first(tmp_path):
     """``aiimpl db downgrade base`` removed every table and all its data (jobs, mappings, secrets)
     unasked; a script (no terminal to confirm on) says so with --yes."""

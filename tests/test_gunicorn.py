@@ -180,8 +180,12 @@ def test_a_database_with_the_tables_but_no_revision_stops_gunicorn_with_its_repa
     which then fails with "… already exists"."""
     import sqlite3
 
-    with sqlite3.connect(tmp_path / "aiimpl.db") as conn:
-        conn.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY)")  # (made by create_all, say)
+    from aiimpl_core import orm  # noqa: F401 - the tables
+    from aiimpl_core.extensions import db
+
+    with sqlite3.connect(tmp_path / "aiimpl.db") as conn:  # (made by create_all, say)
+        for table in db.metadata.tables:
+            conn.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY)")
     proc, _port = _gunicorn(tmp_path)
     assert proc.wait(timeout=60) == 1
     output = _output(tmp_path)
