@@ -186,7 +186,7 @@ def field_options() -> Any:
                     contextName: {type: string}
                     parentId: {type: string, nullable: true}
         400:
-          description: "`fieldId query param required`."
+          description: "`fieldId query param required`; `fieldId given more than once`."
           content: {application/json: {schema: {type: object, properties: {error: {type: string}}}}}
         401:
           description: "`Unauthorized`: no valid admin session."
@@ -201,6 +201,9 @@ def field_options() -> Any:
     provider = _configured_provider()
     if provider is None:
         return _error(NOT_CONFIGURED, 501)
+    if len(request.args.getlist("fieldId")) > 1:
+        # (one of them taken would answer a question not asked: as the core's admin lists answer)
+        return _error("fieldId given more than once", 400)
     field_id = (request.args.get("fieldId") or "").strip()
     if not field_id:
         return _error("fieldId query param required", 400)

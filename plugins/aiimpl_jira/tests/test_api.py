@@ -200,6 +200,16 @@ def test_field_options_require_field_id(client: Any, admin_headers: dict[str, st
         assert resp.status_code == 400 and resp.get_json() == {"error": "fieldId query param required"}
 
 
+def test_field_options_refuse_a_field_id_given_twice(
+    client: Any, admin_headers: dict[str, str], jira: FakeJira
+) -> None:
+    """The first of two was taken: the options of one field answered a question about two."""
+    jira.add_select_field("customfield_10010", "Area", {"Default": ["API"]})
+    resp = client.get("/api/jira/field-options?fieldId=customfield_10010&fieldId=customfield_10011",
+                      headers=admin_headers)
+    assert (resp.status_code, resp.get_json()) == (400, {"error": "fieldId given more than once"})
+
+
 def test_field_options_over_every_context(client: Any, admin_headers: dict[str, str], jira: FakeJira) -> None:
     jira.add_select_field("customfield_10010", "Area", {"Default": ["API", "UI"], "Ops projects": ["Infra"]})
     resp = client.get("/api/jira/field-options?fieldId=customfield_10010", headers=admin_headers)
