@@ -13,6 +13,13 @@ def _auth(jira: FakeJira) -> tuple[str, str]:
     return (jira.email, jira.api_token)
 
 
+def _issue(jira: FakeJira, key: str, fields: str) -> dict:
+    """``GET /rest/api/3/issue/{key}?fields=…``, as the plugin reads an issue."""
+    return requests.get(
+        f"{jira.url}/rest/api/3/issue/{key}", params={"fields": fields}, auth=_auth(jira), timeout=5
+    ).json()
+
+
 def test_a_request_off_the_description_is_recorded(jira: FakeJira) -> None:
     resp = requests.post(
         f"{jira.url}/rest/api/3/search/jql",
@@ -214,12 +221,7 @@ def test_a_transition_screen_lists_its_fields_and_refuses_a_missing_required_one
         timeout=5,
     )
     assert ok.status_code == 204
-    issue = requests.get(
-        f"{jira.url}/rest/api/3/issue/ENG-1",
-        params={"fields": "status,resolution"},
-        auth=_auth(jira),
-        timeout=5,
-    ).json()
+    issue = _issue(jira, "ENG-1", "status,resolution")
     assert issue["fields"]["status"]["name"] == "Done" and issue["fields"]["resolution"]["name"] == "Done"
 
 
@@ -257,17 +259,7 @@ def test_a_required_field_the_issue_has_needs_not_be_sent(jira: FakeJira) -> Non
     assert jira.issues["ENG-1"].status == "Planning"
     assert jira.issues["ENG-1"].summary == "Fix the login page"
     assert transition("ENG-2", customfield_10050="Found it").status_code == 204
-    read = requests.get(
-        f"{jira.url}/rest/api/3/issue/ENG-2",
-        params={"fields": "customfield_10050,summary"},
-        auth=_auth(jira),
-        timeout=5,
-    ).json()
+    read = _issue(jira, "ENG-2", "customfield_10050,summary")
     assert read["fields"] == {"customfield_10050": "Found it", "summary": "An issue"}
-    unknown = requests.get(
-        f"{jira.url}/rest/api/3/issue/ENG-1",
-        params={"fields": "customfield_10099,labels"},
-        auth=_auth(jira),
-        timeout=5,
-    ).json()
+    unknown = _issue(jira, "ENG-1", "customfield_10099,labels")
     assert unknown["fields"] == {"labels": []}, "a field the site does not have is not listed"
