@@ -477,14 +477,9 @@ class RunnerBackendContract(_ProviderBasics):
         run = sample_in_flight_run(dispatch_request, _dispatched(provider, dispatch_request))
         unlinked = sample_in_flight_run(dispatch_request)
         try:
-            try:
-                answer = provider.poll_runs([unlinked])
-            except Exception as exc:  # noqa: BLE001 - the contract names what was raised
-                raise AssertionError(
-                    f"poll_runs raised {_raised(exc)} for a run with run_id None (not linked yet: its "
-                    "dispatch was not answered): find it by run.run_name, or answer NOT_FOUND"
-                ) from exc
-            _states(answer, provider, [unlinked])
+            _polled(provider, [unlinked],
+                    "for a run with run_id None (not linked yet: its dispatch was not answered)",
+                    "find it by run.run_name, or answer NOT_FOUND")
             _cancel(provider, unlinked, "for a run with run_id None (not linked yet)")
         finally:
             _cancel(provider, run, "after polling it")
@@ -571,15 +566,9 @@ class RunnerBackendContract(_ProviderBasics):
             )
         _cancel(another_runner_backend, run, "from another instance than the one that dispatched it")
         _cancel(another_runner_backend, run, "for a run it had cancelled already")
-        try:
-            answer = provider.poll_runs([run])
-        except Exception as exc:  # noqa: BLE001 - the contract names what was raised
-            raise AssertionError(
-                f"poll_runs raised {_raised(exc)} for a run that was cancelled: answer NOT_FOUND for a run "
-                "that is gone (a poll that raises leaves every run of the backend as it is, and backs "
-                "the backend off)"
-            ) from exc
-        _states(answer, provider, [run])
+        _polled(provider, [run], "for a run that was cancelled",
+                "answer NOT_FOUND for a run that is gone (a poll that raises leaves every run of the "
+                "backend as it is, and backs the backend off)")
 
     def test_contract_poll_nothing_is_empty(self, provider: RunnerBackend) -> None:
         assert list(provider.poll_runs([])) == []
@@ -728,6 +717,16 @@ def _cancel(backend: RunnerBackend, run: InFlightRun, when: str) -> None:
             "runs that may have ended or gone (an operator's cancel, an overrun): do nothing for such "
             "a run"
         ) from exc
+
+
+def _polled(backend: RunnerBackend, runs: Sequence[InFlightRun], when: str, advice: str) -> list[RunState]:
+    """``poll_runs(runs)``'s answer, checked by :func:`_states`; a poll that raises is named, with
+    ``when`` it was and ``advice``."""
+    try:
+        answer = backend.poll_runs(list(runs))
+    except Exception as exc:  # noqa: BLE001 - the contract names what was raised
+        raise AssertionError(f"poll_runs raised {_raised(exc)} {when}: {advice}") from exc
+    return _states(answer, backend, runs)
 
 
 def _states(
