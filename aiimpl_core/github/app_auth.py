@@ -9,7 +9,6 @@ that ask again get the same token instead of minting one per call.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Mapping
@@ -77,11 +76,6 @@ def app_jwt(app_id: str | int, private_key_pem: str, now: datetime | None = None
 class CachedToken:
     token: str
     expires_at: datetime
-
-
-def token_digest(token: str) -> str:
-    """How a session names a token GitHub refused, without sending it: its SHA-256, hexadecimal."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def permissions_key(permissions: Mapping[str, str]) -> tuple[tuple[str, str], ...]:

@@ -22,6 +22,7 @@ from urllib.parse import quote
 from .. import logs
 from ..errors import DispatchUnanswered, ProviderError, ProviderNotConfigured
 from ..http import HttpClient, may_have_been_done
+from ..session.api import token_digest
 from .app_auth import (
     TOKENS,
     CachedToken,
@@ -29,7 +30,6 @@ from .app_auth import (
     app_jwt,
     load_private_key,
     permissions_key,
-    token_digest,
 )
 
 log = logging.getLogger(__name__)

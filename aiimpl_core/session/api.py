@@ -197,6 +197,12 @@ def json_object(resp: requests.Response, what: str) -> dict[str, Any]:
     return body
 
 
+def token_digest(token: str) -> str:
+    """How a session names a token GitHub refused to ``POST /api/token`` without sending it
+    (``refusedTokenSha256``): its SHA-256, hexadecimal."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
 @dataclass(frozen=True)
 class RepoToken:
     """A GitHub installation token for the job's repository and when it expires (epoch seconds)."""
@@ -420,7 +426,7 @@ class Orchestrator:
         # minting is safe to repeat: a proxy's 502 or a dropped answer is tried again like a read
         body = {"nonce": self.nonce, "owner": owner}
         if refused:
-            body["refusedTokenSha256"] = hashlib.sha256(refused.encode("utf-8")).hexdigest()
+            body["refusedTokenSha256"] = token_digest(refused)
         resp = self._needed(what, lambda: self.http.post("/api/token", json=body))
         answer = json_object(resp, what)
         token = answer.get("token")
