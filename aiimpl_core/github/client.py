@@ -232,7 +232,7 @@ class GitHub:
             assert self._token is not None
             return self._token, self.clock() + PERSONAL_TOKEN_LIFETIME
         perms = dict(permissions or SESSION_PERMISSIONS)
-        key = (self.api_url, self.app_id, owner.lower(), repo.lower(), permissions_key(perms))
+        key = self._token_key(owner, repo, perms)
         now = self.clock()
         cached = self.cache.get(key, now)
         if cached is not None:
@@ -268,13 +268,17 @@ class GitHub:
             )
             return token.token, token.expires_at
 
+    def _token_key(self, owner: str, repo: str, permissions: Mapping[str, str]) -> tuple[object, ...]:
+        """Where an installation token for ``owner/repo`` with ``permissions`` is cached."""
+        return (self.api_url, self.app_id, owner.lower(), repo.lower(), permissions_key(dict(permissions)))
+
     def forget_token(self, owner: str, repo: str, permissions: Mapping[str, str], token: str) -> bool:
         """Drop an installation token GitHub refused (401: revoked before its expiry, as when the
         App is suspended or reinstalled, or the token was found pushed somewhere public); whether
         there was one to drop (a personal token is the setting's: nothing to mint anew)."""
         if self._require() == "token":
             return False
-        key = (self.api_url, self.app_id, owner.lower(), repo.lower(), permissions_key(dict(permissions)))
+        key = self._token_key(owner, repo, permissions)
         self.cache.discard(key, token)
         return True
 
@@ -287,7 +291,7 @@ class GitHub:
         if self._require() == "token":
             return False
         perms = dict(permissions or SESSION_PERMISSIONS)
-        key = (self.api_url, self.app_id, owner.lower(), repo.lower(), permissions_key(perms))
+        key = self._token_key(owner, repo, perms)
         cached = self.cache.get(key, self.clock())
         if cached is None or not hmac.compare_digest(token_digest(cached.token), digest.lower()):
             return False
