@@ -728,7 +728,9 @@ def _confirmed_to_base(downgrade: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(downgrade)
     def run(*args: Any, yes: bool = False, **kwargs: Any) -> Any:
         if str(kwargs.get("revision") or "").strip().lower() == "base" and not yes:
-            if not (sys.stdin is not None and sys.stdin.isatty()):
+            from .manage import _on_a_terminal
+
+            if not _on_a_terminal():
                 raise click.UsageError("not downgraded: base removes every table and all its data; give "
                                        "--yes to downgrade without a terminal to confirm on")
             click.confirm("Downgrade to base? Every table of AI-Implement and all its data (jobs, "
