@@ -1190,7 +1190,8 @@ def _poll_provider(
         close = getattr(pages, "close", None)
         if close is not None:
             close()
-    poller.record_success("ticketing", provider_id)
+    # (a failure another host recorded while this listing was read stands)
+    poller.record_success("ticketing", provider_id, since=listed_since)
     report.listed.setdefault(provider_id, 0)
     if complete and issue_keys is None:
         _after_complete_listing(provider_id, seen, listed_since, now)

@@ -200,7 +200,10 @@ def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetim
         else:
             longest = MAX_BACKOFF if is_outage(exc) else MAX_BACKOFF_NOT_TRANSIENT
             wait = min(longest, MIN_BACKOFF * 2 ** min(failures - 1, 10))
-        value: dict[str, Any] = {"until": (now + wait).isoformat(), "failures": failures, "error": message}
+        # ``at``: when it was recorded, by the wall clock as record_success's ``since`` (``now`` may be
+        # the start of a cycle)
+        value: dict[str, Any] = {"until": (now + wait).isoformat(), "failures": failures, "error": message,
+                                 "at": utcnow().isoformat()}
         if row is None:
             session.add(Setting(key=key, value=value))
         else:
@@ -212,16 +215,32 @@ def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetim
     return Backoff(now + wait, failures, message)
 
 
-def record_success(kind: str, provider_id: str) -> None:
-    """Forget a connection's failures (no write when there were none)."""
+def record_success(kind: str, provider_id: str, since: datetime | None = None) -> None:
+    """Forget a connection's failures (no write when there were none).
+
+    :param since: when the call that succeeded began. A failure recorded after it (by another
+        host's poller or a webhook, whose call failed while this one was under way) is kept: this
+        success says nothing of the connection after it began, and the other's back-off stands.
+    """
     key = backoff_key(kind, provider_id)
     if db.session.scalar(select(Setting.key).where(Setting.key == key)) is None:
         db.session.commit()
         return
-    with serialized():
-        row = db.session.get(Setting, key, populate_existing=True)
-        if row is not None:
-            db.session.delete(row)
+    with serialized() as session:
+        advisory_lock(f"backoff:{key}", session)  # (as record_failure: one reads after the other wrote)
+        row = session.get(Setting, key, populate_existing=True)
+        if row is not None and not (since is not None and _recorded_after(row.value, since)):
+            session.delete(row)
+
+
+def _recorded_after(value: Any, since: datetime) -> bool:
+    """Whether a back-off's failure was recorded after ``since`` (a row without the time, written by
+    an earlier version or by hand, was not)."""
+    try:
+        at = datetime.fromisoformat(str(value["at"]))
+    except (KeyError, ValueError, TypeError):
+        return False
+    return (at if at.tzinfo is not None else at.replace(tzinfo=UTC)) > since
 
 
 # -- stopping a cycle -------------------------------------------------------------------------

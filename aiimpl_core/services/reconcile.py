@@ -291,6 +291,7 @@ def reconcile(
         if backoff is None:
             try:
                 backend = facade.runner(backend_id)
+                asked_at = utcnow()
                 by_job = _matched_states(_run_states(backend.poll_runs(runs), backend_id), backend_id)
             except Exception as exc:  # noqa: BLE001 - one backend's failure must not stop the others
                 db.session.rollback()
@@ -301,7 +302,7 @@ def reconcile(
                     f"poll failed: {exc if isinstance(exc, AiimplError) else type(exc).__name__}"
                 )
             else:
-                poller.record_success("runner", backend_id)
+                poller.record_success("runner", backend_id, since=asked_at)
                 report.polled[backend_id] = len(runs)
                 asked = {run.job_id for run in runs}
                 unknown = sorted(job_id for job_id in by_job if job_id not in asked)

@@ -233,6 +233,59 @@ def test_the_live_check_reads_the_back_off_and_the_runner_mode_with_the_mapping(
     assert [d.issue_key for d in report.dispatched] == ["ENG-1"] and not jobs_of("ENG-1")[0].shadow
 
 
+def _failing_on_another_host(database_url: str, kind: str, provider_id: str) -> None:
+    """Record a failure of the connection as another host's poller does: its own app, its own
+    database connection, in a thread of its own (this thread's call is under way meanwhile)."""
+    import threading
+
+    from aiimpl_core.app import create_app
+    from aiimpl_core.testing.pytest_plugin import TEST_SECRET_KEY
+
+    other = create_app({"AIIMPL_DATABASE_URL": database_url, "AIIMPL_SECRET_KEY": TEST_SECRET_KEY,
+                        "TESTING": True}, load_entrypoints=False, environ={})
+
+    def fail() -> None:
+        with other.app_context():
+            poller.record_failure(kind, provider_id, fail_with(503, "unavailable"))
+
+    thread = threading.Thread(target=fail)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive()
+
+
+def test_a_success_does_not_clear_a_back_off_recorded_while_it_was_under_way(
+    app, tracker, runner, add_mapping, database_url, monkeypatch
+):
+    """Another host's poller fails on a connection while this one's call to it is under way and
+    then succeeds: the success says nothing of the connection after it began, so the other's
+    back-off stands (it was cleared, and the connection asked again at once by every host). A
+    success begun after the failure clears it, as before."""
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    run_cycle(reconcile=False)
+    poll_runs, listing = runner.backend_class.poll_runs, tracker.provider_class.iter_triggered
+
+    def polled_meanwhile(self, runs):  # noqa: ANN001, ANN202
+        _failing_on_another_host(database_url, "runner", "github-actions")
+        return poll_runs(self, runs)
+
+    def listed_meanwhile(self, teams):  # noqa: ANN001, ANN202
+        _failing_on_another_host(database_url, "ticketing", "fake-tracker")
+        yield from listing(self, teams)
+
+    monkeypatch.setattr(runner.backend_class, "poll_runs", polled_meanwhile)
+    monkeypatch.setattr(tracker.provider_class, "iter_triggered", listed_meanwhile)
+    assert run_cycle().reconciled["polled"] == {"github-actions": 1}
+    assert poller.backoff_of("runner", "github-actions").error == "unavailable"
+    assert poller.backoff_of("ticketing", "fake-tracker") is not None
+    # the next calls, begun after the failures, answer: the back-offs are cleared
+    monkeypatch.undo()
+    run_cycle(now=later(minutes=5))
+    assert poller.backoff_of("runner", "github-actions") is None
+    assert poller.backoff_of("ticketing", "fake-tracker") is None
+
+
 # -- a tracker that breaks its contract is that tracker's failure only -----------------------------
 
 
