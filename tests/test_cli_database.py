@@ -522,3 +522,25 @@ def test_db_downgrade_to_base_asks_first(tmp_path):
     done = _cli("db", "downgrade", "base", "--yes", url=url)
     assert done.returncode == 0, done.stderr
     assert "no schema yet" in _cli("jobs", "list", url=url).stderr
+
+
+def test_db_downgrade_to_base_by_steps_asks_first(tmp_path):
+    """As many steps down as there are revisions (``-N`` from the database's, ``REV-N`` from REV)
+    ends at base as well: asked first. One step fewer keeps the first revision's tables."""
+    from aiimpl_core.database import schema_heads
+
+    url = f"sqlite:///{tmp_path}/x.db"
+    assert _cli("db", "upgrade", url=url).returncode == 0
+    (head,) = schema_heads()[0]
+    depth = int(head)  # (the revisions are numbered from 0001)
+    for target in (f"-{depth}", f"-{depth + 3}", f"{head}-{depth}", "BASE"):
+        refused = _cli("db", "downgrade", "--", target, url=url)
+        assert refused.returncode == 2, (target, refused.stderr)
+        assert "base removes every table and all its data; give --yes" in refused.stderr
+    assert _cli("jobs", "list", url=url).stdout.strip() == "(no jobs)"  # nothing was removed
+    done = _cli("db", "downgrade", "--", f"-{depth - 1}", url=url)
+    assert done.returncode == 0, done.stderr
+    assert "0001" in _cli("db", "current", url=url).stdout
+    done = _cli("db", "downgrade", "--yes", "--", "-1", url=url)
+    assert done.returncode == 0, done.stderr
+    assert "no schema yet" in _cli("jobs", "list", url=url).stderr

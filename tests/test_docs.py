@@ -119,6 +119,8 @@ def test_every_command_and_option_the_operator_docs_name_exists(tmp_path):
         command = next((root.commands[first] for root in roots if first in root.commands), None)
         assert command is not None, f"{said}: no command {first}"
         for n, word in enumerate(words[1:], 1):
+            if word == "--":
+                break  # (what follows is arguments, `aiimpl db downgrade -- -2`)
             if word.startswith("-"):
                 options = {opt for param in command.params for opt in param.opts} | {"--help"}
                 assert word.split("=")[0] in options, f"{said}: {command.name} has no option {word}"

@@ -727,7 +727,7 @@ def _confirmed_to_base(downgrade: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(downgrade)
     def run(*args: Any, yes: bool = False, **kwargs: Any) -> Any:
-        if str(kwargs.get("revision") or "").strip().lower() == "base" and not yes:
+        if not yes and _reaches_base(str(kwargs.get("revision") or ""), kwargs.get("directory")):
             from .manage import _on_a_terminal
 
             if not _on_a_terminal():
@@ -738,6 +738,42 @@ def _confirmed_to_base(downgrade: Callable[..., Any]) -> Callable[..., Any]:
         return downgrade(*args, **kwargs)
 
     return run
+
+
+#: a relative downgrade target: ``-N`` steps below the database's revision, or ``REV-N`` below REV
+_RELATIVE = re.compile(r"(?P<start>[^+-]+)?-(?P<steps>[0-9]+)")
+
+
+def _reaches_base(revision: str, directory: str | None) -> bool:
+    """Whether a downgrade to ``revision`` ends at base: ``base``, or as many steps down (``-N``,
+    ``REV-N``) as there are revisions up to where it starts. (A start that cannot be read, a
+    database not reached: ``False``, and alembic says what is wrong.)"""
+    revision = revision.strip()
+    if revision.lower() == "base":
+        return True
+    relative = _RELATIVE.fullmatch(revision)
+    if relative is None:
+        return False
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..extensions import db, migrate
+
+    try:
+        start = relative["start"]
+        if start is None:
+            with db.engine.connect() as connection:
+                start = MigrationContext.configure(connection).get_current_revision()
+        if start is None:
+            return False  # no schema: nothing to remove
+        script = ScriptDirectory.from_config(migrate.get_config(directory))
+        depth = sum(1 for _ in script.iterate_revisions(start, "base"))
+    except (SQLAlchemyError, CommandError, RevisionError):
+        return False
+    return int(relative["steps"]) >= depth
 
 
 #: why ``aiimpl db upgrade --sql`` (and ``downgrade --sql``) are refused
