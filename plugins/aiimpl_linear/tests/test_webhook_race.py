@@ -71,7 +71,9 @@ def assert_dispatched_once(fake: FakeLinear, runner: FakeRunner, key: str, answe
         assert body["reason"] in (*SEEN_DISPATCHED, "not triggered"), body
     for report in reports:
         assert not report.errors and key not in report.blocked, report.as_dict()
-        assert report.dispatched or report.skipped[key] in SEEN_DISPATCHED, report.as_dict()
+        # (a listing read once the webhook's stage change took the label off shows no issue at all)
+        assert (report.dispatched or report.skipped.get(key) in SEEN_DISPATCHED
+                or report.listed.get("linear") == 0), report.as_dict()
     assert body["dispatched"] + sum(len(report.dispatched) for report in reports) == 1
 
 
