@@ -165,7 +165,8 @@ def _mask_settings(app: Flask, facade: Plugins) -> None:
     from sqlalchemy.engine import make_url
 
     names = config_mod.sensitive_names(facade.config_vars())
-    logs.mask(*(value for name in sorted(names) if isinstance(value := app.config.get(name), str)))
+    logs.mask(*(value for name in sorted(names)
+                for value in config_mod.secret_strings(name, app.config.get(name))))
     try:
         logs.mask(make_url(app.config["SQLALCHEMY_DATABASE_URI"]).password)
     except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot read is refused by the engine, with its error
@@ -238,7 +239,7 @@ def create_app(
     logs.configure(str(app.config.get("AIIMPL_LOG_LEVEL") or "INFO"),
                    str(app.config.get("AIIMPL_LOG_FORMAT") or "text"))
     logs.mask(*(value for name in sorted(config_mod.sensitive_names())
-                if isinstance(value := app.config.get(name), str)))
+                for value in config_mod.secret_strings(name, app.config.get(name))))
 
     facade = Plugins(
         load_entrypoints=load_entrypoints,

@@ -32,6 +32,18 @@ def _list(value: str) -> list[str]:
 RUNNER_MODES = ("default", "gha", "fly", "local", "shadow")
 
 
+def _key_list(value: str) -> tuple[str, ...]:
+    """Keys separated by commas (spaces around each are not part of it), each once."""
+    return tuple(dict.fromkeys(_list(value)))
+
+
+def secret_keys(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """``AIIMPL_SECRET_KEY``, then its fallbacks (``AIIMPL_SECRET_KEY_FALLBACKS``) but the current
+    one again: the keys a run token or a stored secret may have been made with."""
+    current = str(config["AIIMPL_SECRET_KEY"])
+    return (current, *(key for key in config.get("AIIMPL_SECRET_KEY_FALLBACKS") or () if key != current))
+
+
 def _runner_mode(value: str) -> str | None:
     mode = value.strip()
     if mode and mode not in RUNNER_MODES:
@@ -191,6 +203,12 @@ SETTINGS: tuple[Setting, ...] = (
             "makes up a key for its own process and stores no secret. Use at least 32 random characters "
             "(`openssl rand -hex 32`): a shorter key is warned about at start-up (under gunicorn once, "
             "by its master).", None, sensitive=True),
+    Setting("AIIMPL_SECRET_KEY_FALLBACKS", "Earlier values of `AIIMPL_SECRET_KEY`, separated by commas, "
+            "kept while the key is changed: run tokens signed with one are still accepted (the runs "
+            "dispatched before the change) and stored secrets encrypted with one still read, until "
+            "`aiimpl secrets rekey` encrypts them with the current key. What is signed or stored anew uses "
+            "`AIIMPL_SECRET_KEY` only; admin sessions signed with an earlier key end. See the operator "
+            "guide's key rotation.", None, _key_list, sensitive=True),
     Setting("AIIMPL_ADMIN_ACCESS_CODE", "Access code for the admin UI and API (`POST /api/auth`). "
             "Admin sign-in is refused while unset. Use at least 16 random characters (`openssl rand -hex "
             "16`): sign-in is throttled per client, and gunicorn and `aiimpl serve` warn about a shorter "
@@ -350,6 +368,20 @@ def markdown_table(extra: list[tuple[str, Any]] = ()) -> str:  # type: ignore[as
             f"| `{var.name}` | {default} | {'yes' if var.sensitive else ''} | {var.help} (`{provider_id}`) |"
         )
     return "\n".join(lines)
+
+
+#: sensitive settings that hold several values separated by commas: each value is masked on its own
+SEVERAL_VALUES = frozenset({"AIIMPL_SECRET_KEY_FALLBACKS"})
+
+
+def secret_strings(name: str, value: Any) -> tuple[str, ...]:
+    """The secrets a sensitive setting's value holds, each to be masked on its own: the value as
+    read from the environment, or as parsed (a list of keys)."""
+    if isinstance(value, str):
+        return _key_list(value) if name in SEVERAL_VALUES else ((value,) if value else ())
+    if isinstance(value, tuple | list):
+        return tuple(item for item in value if isinstance(item, str) and item)
+    return ()
 
 
 def sensitive_names(extra: list[tuple[str, Any]] = ()) -> set[str]:  # type: ignore[assignment]

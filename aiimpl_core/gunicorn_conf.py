@@ -115,7 +115,7 @@ def _mask_raw_env(cfg) -> None:  # noqa: ANN001
         if not isinstance(value, str):
             continue
         if name in sensitive or LIKELY_SECRET_NAME.search(name):
-            _logs.mask(value)
+            _logs.mask(*_config.secret_strings(name, value))
         elif name == "AIIMPL_DATABASE_URL":
             try:
                 _logs.mask(make_url(value).password)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from flask import current_app, request
 
+from ..config import secret_keys
 from . import bearer_refused, tokens
 from .admin import bearer
 
@@ -35,9 +36,7 @@ def run_token_required(audience: str) -> Callable[[F], F]:
             if token is None:
                 return bearer_refused("missing_bearer")
             try:
-                claims = tokens.verify_run_token(
-                    str(current_app.config["AIIMPL_SECRET_KEY"]), token, audience
-                )
+                claims = tokens.verify_run_token(secret_keys(current_app.config), token, audience)
             except tokens.TokenError as exc:
                 return bearer_refused(exc.slug)
             return view(*args, claims=claims, **kwargs)

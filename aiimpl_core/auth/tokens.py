@@ -1,8 +1,8 @@
 """Run tokens and job nonces.
 
-Run tokens are JWTs (HS256, key ``AIIMPL_SECRET_KEY``) with ``sub`` (job id), ``phase``, ``aud``
-(the one endpoint they open), ``iat``, ``exp`` and ``jti``. A job's nonce has 256 random bits and
-is stored only as its SHA-256.
+Run tokens are JWTs (HS256, key ``AIIMPL_SECRET_KEY``, checked with its fallbacks too) with
+``sub`` (job id), ``phase``, ``aud`` (the one endpoint they open), ``iat``, ``exp`` and ``jti``. A
+job's nonce has 256 random bits and is stored only as its SHA-256.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import hashlib
 import secrets
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -66,13 +67,26 @@ def issue_run_tokens(secret: str, job_id: int, phase: str, ttl_seconds: int) -> 
     return {aud: issue_run_token(secret, job_id, phase, aud, ttl_seconds) for aud in AUDIENCES}
 
 
-def verify_run_token(secret: str, token: str, audience: str) -> RunClaims:
+def verify_run_token(secret: str | Sequence[str], token: str, audience: str) -> RunClaims:
     """Check signature, expiry, shape and audience; raise :class:`TokenError` with the slug.
 
     A runner presents the same token with every progress report: a token once verified is
     remembered (a bounded cache of valid tokens only), and only its expiry is checked again.
+
+    :param secret: the key, or the keys a token may be signed with, the current one first
+        (:func:`~aiimpl_core.config.secret_keys`): a token no key signed is ``bad_signature``.
     """
-    claims = _verified(secret, token, audience)
+    keys = (secret,) if isinstance(secret, str) else tuple(secret)
+    for key in keys[:-1]:
+        try:
+            claims = _verified(key, token, audience)
+        except TokenError as exc:
+            if exc.slug != "bad_signature":
+                raise
+        else:
+            break
+    else:
+        claims = _verified(keys[-1], token, audience)
     if claims.expires_at.timestamp() <= time.time():
         raise TokenError("expired")
     return claims

@@ -512,7 +512,7 @@ def plugins_list(as_json: bool, strict: bool) -> None:
     warnings. Exits 1 when two plugins collide (the server would refuse to start), and with
     --strict when a plugin failed to load."""
     from ..app import probe_registrations
-    from ..config import load, sensitive_names
+    from ..config import load, secret_strings, sensitive_names
     from ..plugins import Plugins
 
     settings = load()
@@ -522,7 +522,7 @@ def plugins_list(as_json: bool, strict: bool) -> None:
     # a plugin's error may quote a setting (its exception's message): the sensitive ones are
     # masked, as in the server's log, though no app is made here
     logs.mask(*(value for name in sensitive_names(facade.config_vars())
-                if isinstance(value := settings.get(name, os.environ.get(name)), str)))
+                for value in secret_strings(name, settings.get(name, os.environ.get(name)))))
     rows = facade.listing()
     if as_json:
         echo_json(rows)
@@ -564,7 +564,7 @@ def plugins_table(rows: list[dict[str, Any]]) -> str:
 def config_cmd(markdown: bool) -> None:
     """Show the configuration variables (values of sensitive ones are never shown, nor a
     password or token within a URL)."""
-    from ..config import SETTINGS, _list, markdown_table, sensitive_names
+    from ..config import SETTINGS, _list, markdown_table, secret_strings, sensitive_names
     from ..plugins import Plugins
 
     # the plugins as the other commands load them (disabled ones left out, a collision listed, not
@@ -587,7 +587,7 @@ def config_cmd(markdown: bool) -> None:
     # git URL, and the value of no setting that is shown is meant to hold one
     from ..services.redaction import github_tokens_masked
 
-    logs.mask(*(os.environ.get(name) for name in sensitive))
+    logs.mask(*(value for name in sensitive for value in secret_strings(name, os.environ.get(name))))
     for name, (secret, default) in names.items():
         value = os.environ.get(name)
         if value and not secret:

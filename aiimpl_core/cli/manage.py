@@ -655,6 +655,36 @@ def secrets_delete(name: str, team: str | None, as_json: bool) -> None:
     echo_json(body) if as_json else click.echo(f"Secret {name} deleted.")
 
 
+@secrets.command("rekey")
+@json_option
+@with_appcontext
+def secrets_rekey(as_json: bool) -> None:
+    """Encrypt with AIIMPL_SECRET_KEY every stored secret a key of AIIMPL_SECRET_KEY_FALLBACKS
+    encrypted (the last step of changing the key, before the fallback is removed). Exits 1 when a
+    secret no key decrypts is left (set it again)."""
+    from ..database import schema_problem, schema_revision
+    from ..errors import ConfigError
+    from ..services import secrets as secrets_service
+
+    problem = schema_problem(schema_revision())
+    if problem:
+        raise click.ClickException(problem)
+    try:
+        done, lost = secrets_service.rekey()
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
+    names = [f"{name} ({scope or 'global'})" for scope, name in lost]
+    if as_json:
+        echo_json({"rekeyed": done, "undecryptable": [{"scope": scope or None, "name": name}
+                                                       for scope, name in lost]})
+    else:
+        click.echo(f"{done} secret(s) encrypted with the current key.")
+    if lost:
+        why, what = secrets_service.undecryptable(len(lost))
+        raise click.ClickException(f"{len(lost)} stored secret(s) cannot be decrypted {why}: "
+                                   f"{', '.join(names)}; {what}")
+
+
 # -- runner mode ---------------------------------------------------------------------------------------
 
 @cli.group("runner-mode")

@@ -493,11 +493,14 @@ def _cap_rows(installed: Sequence[str]) -> list[CheckRow]:
 
 
 def _secret_rows() -> list[CheckRow]:
-    """Stored secrets the current ``AIIMPL_SECRET_KEY`` cannot decrypt: each a failure (they are
-    left out of sessions and of the trackers' credentials until set again)."""
+    """Stored secrets no key (``AIIMPL_SECRET_KEY`` or a fallback) can decrypt: each a failure (they
+    are left out of sessions and of the trackers' credentials until set again); those only a
+    fallback decrypts are said on a passing row (to re-encrypt before the fallback is removed)."""
     from . import secrets as secrets_service
 
     lost = secrets_service.unreadable()
+    fallbacks = current_app.config.get("AIIMPL_SECRET_KEY_FALLBACKS")
+    earlier = secrets_service.of_earlier_keys() if fallbacks else []
     colliding = secrets_service.colliding_global_names()
     db.session.commit()
     out: list[CheckRow] = []
@@ -506,6 +509,12 @@ def _secret_rows() -> list[CheckRow]:
         why, what = secrets_service.undecryptable(len(lost))
         out.append(CheckRow("secrets", "secrets", "decryptable", FAILED,
                             f"{len(lost)} stored secret(s) cannot be decrypted {why}: {names}; {what}"))
+    if earlier:
+        names = ", ".join(f"{name} ({scope or 'global'})" for scope, name in earlier)
+        out.append(CheckRow("secrets", "secrets", "current key", OK,
+                            f"{len(earlier)} stored secret(s) are read with a key of "
+                            f"AIIMPL_SECRET_KEY_FALLBACKS: {names}; run `aiimpl secrets rekey` before "
+                            f"removing it"))
     if colliding:
         names = ", ".join(f"{name} ({prefix})" for name, prefix in colliding)
         out.append(CheckRow("secrets", "secrets", "global names", FAILED,

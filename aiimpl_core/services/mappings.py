@@ -580,7 +580,7 @@ def _secret_held(env: dict[str, str], team_key: str) -> tuple[str, str] | None:
     if not given:
         return None
     known: dict[str, str] = {}
-    for name, value in redaction.sensitive_settings().items():
+    for name, value in redaction.sensitive_settings():
         known.setdefault(value.strip(), f"the setting {name}")
     for scope, name, value in secrets_service.stored_values(team_key):
         known.setdefault(value.strip(), f"the {'global' if scope == secrets_service.GLOBAL else 'team'} "

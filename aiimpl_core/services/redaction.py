@@ -32,7 +32,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from ..auth import tokens
-from ..config import sensitive_names
+from ..config import secret_keys, secret_strings, sensitive_names
 from ..extensions import db
 from ..orm import Job, Secret
 from ..orm import Mapping as MappingRow
@@ -140,16 +140,17 @@ def known_secret_values(team_key: str, mapping_id: int | None) -> list[str]:
         view = mapping.view()
         env = model.session_env(view)
         values += [env[name] for name in model.secret_env_names(view) if env.get(name)]
-    values += sensitive_settings().values()
+    values += [value for _name, value in sensitive_settings()]
     return values
 
 
-def sensitive_settings() -> dict[str, str]:
+def sensitive_settings() -> list[tuple[str, str]]:
     """The orchestrator's own sensitive settings that are set (the core's and every installed
-    plugin's: tracker keys, backend tokens…), by name, in the order of their names."""
+    plugin's: tracker keys, backend tokens…), as (name, value) in the order of their names; a
+    setting of several values (the earlier secret keys) once for each."""
     facade = current_app.extensions["aiimpl"]
-    return {name: value for name in sorted(sensitive_names(facade.config_vars()))
-            if isinstance(value := current_app.config.get(name), str) and value}
+    return [(name, value) for name in sorted(sensitive_names(facade.config_vars()))
+            for value in secret_strings(name, current_app.config.get(name))]
 
 
 _CONFIG_EXTENSION = "aiimpl.config-redactor"
@@ -158,7 +159,7 @@ _CONFIG_EXTENSION = "aiimpl.config-redactor"
 def config_redactor() -> Redactor:
     """A redactor of the orchestrator's own sensitive settings (the core's and every plugin's:
     tracker keys, backend tokens…), for remote text shown to operators (kept per app and values)."""
-    values = tuple(sorted(sensitive_settings().values()))
+    values = tuple(sorted(value for _name, value in sensitive_settings()))
     kept = current_app.extensions.get(_CONFIG_EXTENSION)
     if kept is None or kept[0] != values:
         kept = current_app.extensions[_CONFIG_EXTENSION] = (values, Redactor(values))
@@ -266,18 +267,20 @@ class JobRedactor:
     it: masked by its shape). A session masks them in what it reports; a backend's log excerpt (a
     container that printed its environment) or a plugin's error need not have."""
 
-    def __init__(self, base: Redactor, nonce_hash: str | None, key: str) -> None:
+    def __init__(self, base: Redactor, nonce_hash: str | None, keys: tuple[str, ...]) -> None:
         self.base = base
         self.nonce_hash = nonce_hash
-        self.key = key
+        self.keys = keys  # (the secret key, and its fallbacks: a run dispatched before the key changed)
 
     def _token(self, match: re.Match[str]) -> str:
-        try:
-            jwt.decode(match.group(0), self.key, algorithms=[tokens.ALGORITHM],
-                       options={"verify_exp": False, "verify_aud": False, "verify_iat": False})
-        except jwt.PyJWTError:
-            return match.group(0)
-        return MASK
+        for key in self.keys:
+            try:
+                jwt.decode(match.group(0), key, algorithms=[tokens.ALGORITHM],
+                           options={"verify_exp": False, "verify_aud": False, "verify_iat": False})
+            except jwt.PyJWTError:
+                continue
+            return MASK
+        return match.group(0)
 
     def _nonce(self, match: re.Match[str]) -> str:
         return MASK if tokens.hash_nonce(match.group(0)) == self.nonce_hash else match.group(0)
@@ -301,7 +304,7 @@ def redactor_for(job: Job | Owner) -> JobRedactor:
     job, or from the job's owner as :data:`JOB_OWNER` read it, with the state read with it)."""
     state = job.state if isinstance(job, Owner) else None
     return JobRedactor(redactor(job.team_key, job.mapping_id, state=state), job.nonce_hash,
-                       str(current_app.config["AIIMPL_SECRET_KEY"]))
+                       secret_keys(current_app.config))
 
 
 def redact_data(job: Job, data: Any, keep: tuple[str, ...] = ()) -> Any:

@@ -1,4 +1,5 @@
-"""Team and global secrets: encrypted at rest with a key derived from ``AIIMPL_SECRET_KEY``.
+"""Team and global secrets: encrypted at rest with a key derived from ``AIIMPL_SECRET_KEY`` (and
+read with one derived from a fallback, ``AIIMPL_SECRET_KEY_FALLBACKS``, while the key changes).
 
 Values leave this module only towards a session's environment; the API lists names and times.
 """
@@ -9,11 +10,12 @@ import hashlib
 import logging
 import re
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from flask import Flask, current_app, has_app_context
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from .. import logs
+from ..config import secret_keys
 from ..database import serialized
 from ..errors import ConfigError, NotFound, ValidationError
 from ..extensions import db
@@ -29,10 +31,14 @@ KEY_MADE_UP = "AIIMPL_SECRET_KEY_MADE_UP"
 NAME_RE = re.compile(r"[A-Za-z0-9_]+")
 
 
-def _fernet(app: Flask | None = None) -> Fernet:
-    app = app or current_app
-    digest = hashlib.sha256(b"aiimpl-secrets:" + str(app.config["AIIMPL_SECRET_KEY"]).encode()).digest()
+def _fernet_of(key: str) -> Fernet:
+    digest = hashlib.sha256(b"aiimpl-secrets:" + key.encode()).digest()
     return Fernet(base64.urlsafe_b64encode(digest))
+
+
+def _fernet(app: Flask | None = None) -> MultiFernet:
+    """Encrypts with the current key; decrypts with it or a fallback."""
+    return MultiFernet([_fernet_of(key) for key in secret_keys((app or current_app).config)])
 
 
 def team_prefix(team_key: str) -> str:
@@ -163,19 +169,75 @@ def undecryptable(count: int) -> tuple[str, str]:
         return ("as AIIMPL_SECRET_KEY is not set (this process has a random key of its own)",
                 "set AIIMPL_SECRET_KEY to the key they were stored with")
     return ("with the current AIIMPL_SECRET_KEY (was the key changed?)",
-            f"set {'it' if count == 1 else 'them'} again")
+            f"set {'it' if count == 1 else 'them'} again, or give the key "
+            f"{'it was' if count == 1 else 'they were'} stored with in AIIMPL_SECRET_KEY_FALLBACKS")
 
 
 def unreadable() -> list[tuple[str, str]]:
-    """The secrets (scope, name) the current key cannot decrypt (``aiimpl check`` reports them)."""
-    f = _fernet()
-    out = []
+    """The secrets (scope, name) neither the current key nor a fallback can decrypt (``aiimpl
+    check`` reports them)."""
+    return [(scope, name) for scope, name, readable in _by_key() if not readable]
+
+
+def of_earlier_keys() -> list[tuple[str, str]]:
+    """The secrets (scope, name) only a fallback key decrypts: to encrypt with the current key
+    (:func:`rekey`) before that fallback is removed."""
+    return [(scope, name) for scope, name, readable in _by_key() if readable == "fallback"]
+
+
+def _by_key() -> list[tuple[str, str, str | None]]:
+    """Every secret (scope, name) with what decrypts it: ``current``, ``fallback`` or ``None``."""
+    current, fallbacks = _fernet_of(secret_keys(current_app.config)[0]), _fernet()
+    out: list[tuple[str, str, str | None]] = []
     for row in db.session.scalars(select(Secret).order_by(Secret.scope, Secret.name)):
+        token = row.value_encrypted.encode()
+        readable: str | None = "current"
         try:
-            f.decrypt(row.value_encrypted.encode())
+            current.decrypt(token)
         except InvalidToken:
-            out.append((row.scope, row.name))
+            try:
+                fallbacks.decrypt(token)
+                readable = "fallback"
+            except InvalidToken:
+                readable = None
+        out.append((row.scope, row.name, readable))
     return out
+
+
+def rekey() -> tuple[int, list[tuple[str, str]]]:
+    """Encrypt with the current key every secret only a fallback decrypts, in one transaction;
+    how many were, and the secrets (scope, name) no key decrypts (left as they are).
+
+    :raises ConfigError: ``AIIMPL_SECRET_KEY`` is not set.
+    """
+    if current_app.config.get(KEY_MADE_UP):
+        raise ConfigError("AIIMPL_SECRET_KEY is not set: give the key the secrets are to be encrypted with")
+    current, keys = _fernet_of(secret_keys(current_app.config)[0]), _fernet()
+    done, lost = 0, []
+    with serialized() as session:
+        rows = session.execute(select(Secret.id, Secret.scope, Secret.name, Secret.value_encrypted)
+                               .order_by(Secret.scope, Secret.name)).all()
+        for row in rows:
+            token = row.value_encrypted.encode()
+            try:
+                current.decrypt(token)
+                continue
+            except InvalidToken:
+                pass
+            try:
+                again = keys.rotate(token).decode()
+            except InvalidToken:
+                lost.append((row.scope, row.name))
+                continue
+            # compare-and-set: a value set meanwhile (PostgreSQL) is the current key's already; the
+            # time it was set stays, as the value did not change
+            done += session.execute(
+                update(Secret)
+                .where(Secret.id == row.id, Secret.value_encrypted == row.value_encrypted)
+                .values(value_encrypted=again, updated_at=Secret.updated_at),
+                execution_options={"synchronize_session": False},
+            ).rowcount
+    return done, lost
 
 
 def read_value(app: Flask, name: str, scope: str | None = None) -> str | None:

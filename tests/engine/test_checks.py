@@ -337,7 +337,8 @@ def test_secrets_the_key_cannot_decrypt_fail_the_check(app, add_mapping, caplog)
     status, detail = rows()[("secrets", "secrets", "decryptable")]
     assert status == "failed"
     assert detail == ("2 stored secret(s) cannot be decrypted with the current AIIMPL_SECRET_KEY (was the "
-                      "key changed?): LINEAR_API_KEY (global), ENG_TOKEN (ENG); set them again")
+                      "key changed?): LINEAR_API_KEY (global), ENG_TOKEN (ENG); set them again, or give "
+                      "the key they were stored with in AIIMPL_SECRET_KEY_FALLBACKS")
     assert secrets_service.values_for_team("ENG") == {}
     assert "the secret ENG_TOKEN (ENG) cannot be decrypted with the current AIIMPL_SECRET_KEY" in caplog.text
     assert "never_shown" not in caplog.text and "never-shown" not in caplog.text
