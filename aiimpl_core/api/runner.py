@@ -135,6 +135,13 @@ def runner_progress(claims: RunClaims):  # noqa: ANN201
           content:
             application/json:
               schema: CallbackErrorSchema
+        409:
+          description: >-
+            too_many_steps (beyond the reference): the job has 1000 steps, none of this `step.id`
+            (a step it has is still updated)
+          content:
+            application/json:
+              schema: CallbackErrorSchema
     """
     try:
         data = schemas.load(

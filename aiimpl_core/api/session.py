@@ -173,6 +173,13 @@ def step_report():  # noqa: ANN201
           content:
             application/json:
               schema: CallbackErrorSchema
+        409:
+          description: >-
+            A job keeps at most 1000 steps (beyond the reference): the job has that many, none of
+            this `step.id` (a step it has is still updated)
+          content:
+            application/json:
+              schema: CallbackErrorSchema
         500:
           description: Internal server error (persisting the step failed)
           content:

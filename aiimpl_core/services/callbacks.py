@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Connection, String, bindparam, literal_column, select, update
+from sqlalchemy import Connection, String, bindparam, exists, func, literal_column, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import logs
@@ -280,6 +280,24 @@ def _step_upsert(with_detail: bool) -> Any:
     )
 
 
+#: the most steps a job keeps: the progress token and the nonce are in the session's environment,
+#: readable by the agent and whatever the repository runs, and each new step id was a new row of up
+#: to a body's size, all answered at once by the admin's steps view. A step the job has is still
+#: updated at the cap. (Reports at once may each take the last place: a few over, never without
+#: bound.)
+MAX_JOB_STEPS = 1000
+TOO_MANY_STEPS = "too_many_steps"
+
+
+def _at_step_cap(job_id: int, step_id: str) -> bool:
+    """Whether the job has :data:`MAX_JOB_STEPS` steps, none of them ``step_id`` (read in the
+    session's transaction)."""
+    steps = JobStep.__table__
+    count = select(func.count()).where(steps.c.job_id == job_id).scalar_subquery()
+    known = exists().where(steps.c.job_id == job_id, steps.c.step_id == step_id)
+    return bool(db.session.scalar(select((count >= MAX_JOB_STEPS) & ~known)))
+
+
 def _upsert_step(job: Job, step: dict[str, Any], source: str) -> str:
     """Insert the step, or update it when the job already has a step of that id, in one atomic
     statement (two reports of one step at once cannot both insert). The step keeps the source
@@ -287,9 +305,12 @@ def _upsert_step(job: Job, step: dict[str, Any], source: str) -> str:
     with the job's secrets.
 
     :returns: the step's id as stored.
+    :raises CallbackError: 409 when the job has :data:`MAX_JOB_STEPS` steps and not this one.
     """
     detail = _detail_of(step)
     values = _redacted_step(redaction.redactor_for(job), _step_values(job.id, step, source), detail)
+    if _at_step_cap(job.id, values["step_id"]):
+        raise CallbackError(409, f"A job keeps at most {MAX_JOB_STEPS} steps")
     db.session.execute(_step_upsert(detail is not None), values)
     return values["step_id"]
 
@@ -359,10 +380,14 @@ def _progress_upsert(with_detail: bool) -> Any:
     mapping, secrets = redaction.state_columns(bindparam("team_key"), bindparam("mapping_id"))
     # SQLite reads ``INSERT … SELECT … ON CONFLICT`` unambiguously only when the SELECT has a
     # WHERE clause, which this one always has
+    # (a new step only below the cap: a step the job has is updated whatever its number of steps)
+    known = exists().where(steps.c.job_id == jobs.c.id, steps.c.step_id == bindparam("step_id"))
+    count = select(func.count()).where(steps.c.job_id == jobs.c.id).scalar_subquery()
     rows = select(jobs.c.id, *(bindparam(n, type_=steps.c[n].type) for n in names)).where(
         jobs.c.id == bindparam("job_id"),
         mapping.is_not_distinct_from(bindparam("mapping_state", type_=String())),
         secrets.is_not_distinct_from(bindparam("secrets_state", type_=String())),
+        or_(known, count < bindparam("max_steps")),
     )
     insert = upsert(steps).from_select(["job_id", *names], rows)
     insert = insert.on_conflict_do_update(
@@ -439,13 +464,21 @@ def record_progress(job_id: int, step: dict[str, Any]) -> dict[str, Any]:
             owner = _job_owner(job_id)
         values = _redacted_step(redaction.redactor_for(owner), _step_values(job_id, step, "runner"), detail)
         values.update(team_key=owner.team_key, mapping_id=owner.mapping_id,
-                      mapping_state=owner.state[0], secrets_state=owner.state[1])
+                      mapping_state=owner.state[0], secrets_state=owner.state[1], max_steps=MAX_JOB_STEPS)
         statement = _progress_upsert(detail is not None)
         with _one_statement() as connection:
             written = connection.execute(statement, values).first()
         if written is not None:
             break
-        owner = None
+        # nothing written: the job is gone (404), its secrets or mapping changed (written again
+        # with the state read now), or, the state unchanged, it is at the step cap (asked only
+        # then: a report that is written costs no more statements)
+        seen, owner = owner, _job_owner(job_id)
+        if owner.state == seen.state:
+            capped = _at_step_cap(job_id, values["step_id"])
+            db.session.commit()
+            if capped:
+                raise CallbackError(409, TOO_MANY_STEPS)
     else:
         raise RuntimeError(f"the secrets of job {job_id} kept changing while its progress was recorded")
     if owner is not remembered:
