@@ -1,5 +1,5 @@
 """What operators do by mistake in the panels: a new mapping typed under a team key that has one,
-Clear after a failed save, a double click on Set secret, a long value in a table, and the icon
+Clear after a failed save, a double click on Set secret or Save mapping, a long value in a table, and the icon
 every page asks for."""
 from __future__ import annotations
 
@@ -99,6 +99,38 @@ def test_a_double_click_on_set_secret_sets_it_once_and_says_its_name(page, app):
     page.locator("#flash.ok").get_by_text("Secret NPM_TOKEN set", exact=True).wait_for()
     assert len(posts) == 1
     assert [s["name"] for s in secrets.list_secrets(secrets.GLOBAL)] == ["NPM_TOKEN"]
+
+
+def test_a_second_save_of_the_mapping_form_while_the_first_is_on_its_way_sends_nothing(page, app):
+    """A double click (or Enter after a click) sent the mapping twice; once the first had created
+    it, the second said the new mapping's team key was taken, under a form emptied by the first."""
+    sign_in(page)
+    page.locator("#mappings-table").get_by_text("No mappings yet").wait_for()
+    held, posts = [], []
+
+    def hold(route):  # noqa: ANN001, ANN202
+        if route.request.method == "POST":
+            posts.append(route.request.post_data_json)
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/api/mappings", hold)
+    fill_mapping(page, "ENG", "api")
+    page.get_by_label("Ticketing (JSON object)").fill('{"provider": "fake-tracker"}')
+    save = page.get_by_role("button", name="Save mapping")
+    with page.expect_request(lambda request: request.method == "POST"):
+        save.click()
+    save.click()  # while the first is on its way
+    page.get_by_label("Default branch").press("Enter")
+    page.evaluate("() => new Promise((done) => setTimeout(done, 300))")
+    assert len(posts) == 1
+    held.pop().continue_()
+    page.locator("#flash.ok").get_by_text("Mapping ENG saved", exact=True).wait_for()
+    page.locator('#mappings-table tr[data-team="ENG"]').wait_for()
+    assert len(posts) == 1
+    assert page.locator("#e-teamKey").inner_text() == ""
+    assert [m["teamKey"] for m in mappings.list_mappings()] == ["ENG"]
 
 
 def test_destroying_a_session_keeps_the_focus_in_the_list(page, app):

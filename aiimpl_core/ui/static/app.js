@@ -525,8 +525,14 @@ function initProjects() {
     ev.preventDefault();
     ev.target.parentElement.querySelector("button[data-act=cap]").click();
   });
-  form.addEventListener("submit", async (ev) => {
+  // a second click (or Enter) while a save is on its way sends nothing: it sent the same mapping
+  // again, or, once the first had created it, said the new one's team key was taken
+  const save = form.querySelector("button[type=submit]");
+  form.addEventListener("submit", (ev) => {
     ev.preventDefault();
+    oneAtATime(save, () => saveMapping());
+  });
+  const saveMapping = async () => {
     clearFieldErrors(form);
     clearFlash();
     const general = document.getElementById("mapping-error");
@@ -564,7 +570,7 @@ function initProjects() {
     } catch (e) {
       if (!showFieldError(form, fieldOfMessage(e.message, form), e.message)) general.textContent = e.message;
     }
-  });
+  };
   form.addEventListener("reset", () => {
     editing(form, null);
     clearFieldErrors(form);  // (the last save's words are about values no longer there)
