@@ -192,3 +192,33 @@ def test_retry_moves_the_focus_to_the_next_items_retry(page, app):
     page.locator(f'#outbox-table tr[data-id="{top}"]').wait_for(state="detached")
     _has_focus(page.get_by_role("button", name=f"Retry item {other}"))
     assert {first, second} == {int(top), int(other)}
+
+
+def test_a_second_click_on_delete_or_cancel_while_the_first_is_on_its_way_asks_and_sends_nothing(page, app):
+    """Delete secret sent its request again, which was refused and said 'deleted meanwhile'; Cancel
+    asked a second time whether to cancel the job its first click was cancelling."""
+    from .test_dispatch_log import add_job
+
+    asked: list[str] = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    add_mapping("ENG")
+    job = add_job()
+    secrets.set_secret(secrets.GLOBAL, "A_TOKEN", "value")
+    sign_in(page)
+    held: list = []
+    for panel, path, button, said in (
+            ("secrets", "**/api/global-secrets/A_TOKEN", "Delete secret A_TOKEN", "Secret A_TOKEN deleted"),
+            ("jobs", f"**/api/jobs/{job.id}/cancel", f"Cancel job {job.id}", f"Job {job.id} cancelled")):
+        page.goto(f"/ui/{panel}")
+        page.route(path, lambda route: held.append(route))
+        action = page.get_by_role("button", name=button, exact=True)
+        with page.expect_request(path):
+            action.click()
+        action.click()  # while the first is on its way
+        page.evaluate("() => new Promise((done) => setTimeout(done, 300))")
+        assert len(held) == 1 and len(asked) == 1
+        held.pop().continue_()
+        page.locator("#flash.ok").get_by_text(said, exact=True).wait_for()
+        asked.clear()
+    db.session.rollback()  # (the reads above began a snapshot of their own)
+    assert secrets.list_secrets(secrets.GLOBAL) == []

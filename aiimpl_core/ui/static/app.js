@@ -670,9 +670,11 @@ function initJobs() {
         .catch((e) => flash(e.message, "error"));
       return;
     }
-    if (btn.dataset.act !== "cancel" || !confirm(`Cancel job ${id}? It ends failed and its run is stopped.`)) return;
+    if (btn.dataset.act !== "cancel") return;
     const index = rowIndex(btn.closest("tr"));
+    // (asked within: a second click while the first cancel is on its way asks nothing)
     const ran = await oneAtATime(btn, async () => {
+      if (!confirm(`Cancel job ${id}? It ends failed and its run is stopped.`)) return;
       try { await api("POST", `/api/jobs/${encodeURIComponent(id)}/cancel`); flash(`Job ${id} cancelled`); await load(); }
       catch (e) { flash(e.message, "error"); }
     });
@@ -695,9 +697,9 @@ function initSessions() {
     const btn = ev.target.closest("button[data-act=destroy]");
     if (!btn) return;
     const id = btn.closest("tr").dataset.id;
-    if (!confirm(`Destroy session ${id}?`)) return;
     const index = rowIndex(btn.closest("tr"));
     const ran = await oneAtATime(btn, async () => {
+      if (!confirm(`Destroy session ${id}?`)) return;
       try { await api("DELETE", `/api/sessions/${encodeURIComponent(id)}`); flash(`Session ${id} destroyed`); await load(); }
       catch (e) { flash(e.message, "error"); }
     });
@@ -841,16 +843,19 @@ function initSecrets() {
     const team = tbody.dataset.scope;
     if (!btn || team === undefined) return;
     const name = btn.closest("tr").dataset.name;
-    if (!confirm(`Delete secret ${name} (${scopeName(team)})?`)) return;
     const index = rowIndex(btn.closest("tr"));
-    try { await api("DELETE", `${pathOf(team)}/${encodeURIComponent(name)}`); flash(`Secret ${name} deleted`); await load(); }
-    catch (e) {
-      // deleted meanwhile: said so, and the list read again
-      const gone = e.status === 404 && e.message === "Secret not found";
-      flash(gone ? `Secret ${name} no longer exists: it was deleted meanwhile.` : e.message, "error");
-      if (e.status === 404) await load().catch(() => {});
-    }
-    refocusRow("#secrets-table", (tr) => tr.dataset.name === name, ["delete"], index,
+    // a second click while the delete is on its way sends nothing (it was refused as deleted meanwhile)
+    const ran = await oneAtATime(btn, async () => {
+      if (!confirm(`Delete secret ${name} (${scopeName(team)})?`)) return;
+      try { await api("DELETE", `${pathOf(team)}/${encodeURIComponent(name)}`); flash(`Secret ${name} deleted`); await load(); }
+      catch (e) {
+        // deleted meanwhile: said so, and the list read again
+        const gone = e.status === 404 && e.message === "Secret not found";
+        flash(gone ? `Secret ${name} no longer exists: it was deleted meanwhile.` : e.message, "error");
+        if (e.status === 404) await load().catch(() => {});
+      }
+    });
+    if (ran) refocusRow("#secrets-table", (tr) => tr.dataset.name === name, ["delete"], index,
       document.querySelector("#secret-form [name=name]"));
   });
   reload();
