@@ -208,6 +208,9 @@ def test_a_second_click_on_sync_workflows_while_the_first_is_on_its_way_sends_no
     sync.focus()
     with page.expect_request("**/sync-workflows"):
         sync.click()
+    # it says it is busy (a screen reader too): the clicks meanwhile are not taken
+    assert sync.get_attribute("aria-busy") == "true"
+    assert sync.evaluate("(button) => getComputedStyle(button).cursor") == "progress"
     sync.click()
     page.keyboard.press("Enter")
     settle(page)
@@ -217,7 +220,7 @@ def test_a_second_click_on_sync_workflows_while_the_first_is_on_its_way_sends_no
     page.locator("#flash.ok").get_by_text("Workflows of ENG synced").wait_for()
     page.unroute("**/api/mappings/ENG/sync-workflows")
     # once the list is read again, which ends the action (on a busy machine, a while after the flash)
-    sync.and_(page.locator(":not([data-busy])")).wait_for()
+    sync.and_(page.locator(":not([data-busy]):not([aria-busy])")).wait_for()
     with page.expect_request("**/sync-workflows"):  # and it can be clicked again
         sync.click()
 

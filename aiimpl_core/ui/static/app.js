@@ -240,12 +240,19 @@ function rowIndex(tr) { return [...tr.parentElement.children].indexOf(tr); }
 
 /* Runs `fn` for a click on `btn` unless the last click's run is still on its way (a second Sync
    workflows would write the same files again, and race the first; a second Cancel or Retry would
-   be refused): a flag, not `disabled`, as a button disabled loses the keyboard focus. Answers
+   be refused): a flag, not `disabled`, as a button disabled loses the keyboard focus. A row's
+   action ends once its list has been read again (the row then shows what the action did: a Delete
+   clicked again before would be said deleted meanwhile), which a slow server makes a while: the
+   button says it is busy meanwhile (aria-busy, shown), not taking a click it drops. Answers
    whether `fn` ran. */
 async function oneAtATime(btn, fn) {
   if (btn.dataset.busy) return false;
   btn.dataset.busy = "1";
-  try { await fn(); } finally { delete btn.dataset.busy; }
+  btn.setAttribute("aria-busy", "true");
+  try { await fn(); } finally {
+    delete btn.dataset.busy;
+    btn.removeAttribute("aria-busy");
+  }
   return true;
 }
 
@@ -753,7 +760,6 @@ function initChecks() {
   const btn = document.getElementById("checks-run");
   const summary = document.getElementById("checks-summary");
   btn.addEventListener("click", () => oneAtATime(btn, async () => {
-    btn.setAttribute("aria-busy", "true");
     summary.textContent = "Checking…";
     try {
       const body = await api("GET", "/api/checks");
@@ -763,7 +769,6 @@ function initChecks() {
         <td>${esc(c.detail)}</td></tr>`), 4, "Nothing to check.");
       summary.textContent = body.summary;
     } catch (e) { summary.textContent = ""; flash(e.message, "error"); }
-    btn.removeAttribute("aria-busy");
   }));
 }
 
