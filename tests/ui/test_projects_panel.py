@@ -73,6 +73,7 @@ def test_a_field_emptied_in_the_edit_form_is_cleared(page, app):
     add_mapping("ENG", machine_cpus=4, planning_workflow_file="plan.yml", extra_env={"NODE_ENV": "test"})
     sign_in(page)
     page.locator('#mappings-table tr[data-team="ENG"]').get_by_role("button", name="Edit").click()
+    page.get_by_text("Editing the mapping of ENG").wait_for()  # (Edit reads the mapping anew)
     assert page.get_by_label("Machine CPUs").input_value() == "4"
     page.get_by_label("Machine CPUs").fill("")
     page.get_by_label("Planning workflow file").fill("")

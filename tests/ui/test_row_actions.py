@@ -100,6 +100,7 @@ def test_an_action_on_a_mapping_deleted_meanwhile_says_so_and_drops_the_row(page
         add_mapping(team)
     sign_in(page)
     page.locator('#mappings-table tr[data-team="OPS"]').get_by_role("button", name="Edit mapping OPS").click()
+    page.get_by_text("Editing the mapping of OPS").wait_for()  # (Edit reads the mapping anew)
     page.get_by_label("Default branch").fill("trunk")
     for team, button in (("ENG", "Delete mapping ENG"), ("OPS", "Pause mapping OPS"),
                          ("WEB", "Set cap of WEB")):
@@ -135,6 +136,7 @@ def test_an_edit_kept_across_a_sign_in_is_still_an_edit(page, app):
     add_mapping("ENG")
     sign_in(page)
     page.locator('#mappings-table tr[data-team="ENG"]').get_by_role("button", name="Edit mapping ENG").click()
+    page.get_by_text("Editing the mapping of ENG").wait_for()  # (Edit reads the mapping anew)
     page.get_by_label("Default branch").fill("trunk")
     save_after_the_session_ended(page)
     page.get_by_text("Signed in again: the form holds what you had typed.").wait_for()
@@ -222,3 +224,24 @@ def test_a_second_click_on_delete_or_cancel_while_the_first_is_on_its_way_asks_a
         asked.clear()
     db.session.rollback()  # (the reads above began a snapshot of their own)
     assert secrets.list_secrets(secrets.GLOBAL) == []
+
+
+def test_edit_shows_the_mapping_as_it_is_now_not_as_listed(page, app):
+    """The Projects list is read once: Edit filled the form from it, and saving that edit put back
+    what another admin had changed meanwhile."""
+    add_mapping("ENG")
+    sign_in(page)
+    row = page.locator('#mappings-table tr[data-team="ENG"]')
+    row.wait_for()
+    mappings.patch("ENG", {"maxInProgressAiIssues": 7})  # another admin
+    db.session.commit()
+    row.get_by_role("button", name="Edit mapping ENG").click()
+    page.get_by_text("Editing the mapping of ENG").wait_for()
+    assert page.get_by_label("Concurrency cap").input_value() == "7"
+    page.wait_for_function("document.getElementById('cap-ENG').value === '7'")  # and its row
+    page.get_by_label("Default branch").fill("trunk")
+    page.get_by_role("button", name="Save mapping").click()
+    page.get_by_text("Mapping ENG saved").wait_for()
+    db.session.rollback()  # (the read above began a snapshot of its own)
+    assert mappings.get("ENG")["maxInProgressAiIssues"] == 7
+    assert mappings.get("ENG")["defaultBranch"] == "trunk"

@@ -475,7 +475,12 @@ function initProjects() {
         [{pause: "resume", resume: "pause"}[act] || act, act], index, form.querySelector("[name=teamKey]"));
       try {
         switch (act) {
-          case "edit": fillMappingForm(form, mappings.find((m) => m.teamKey === team)); return;
+          case "edit":
+            // the mapping as it is now, not as the list (read once) showed it: a save of what another
+            // admin (or `aiimpl mappings`) changed meanwhile put the old values back; its row follows
+            fillMappingForm(form, await api("GET", path));
+            load().catch(() => {});
+            return;
           case "pause": await api("PATCH", path, {paused: true}); flash(`${team} paused`); break;
           case "resume": await api("PATCH", path, {paused: false}); flash(`${team} resumed`); break;
           case "cap": {
