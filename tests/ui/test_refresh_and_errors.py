@@ -62,6 +62,36 @@ def test_a_refresh_that_changes_nothing_keeps_the_focus_and_a_selection(page, ap
     assert page.evaluate("getSelection().toString()").endswith("comment rejected")
 
 
+def test_a_refresh_keeps_a_selection_in_the_open_jobs_steps_and_its_failure(page, app):
+    """The open job's steps and failure reason were written anew with each refresh: an operator
+    selecting a step's error to copy it lost the selection every 3 seconds."""
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import JobStep
+    from aiimpl_core.services.jobs import transition
+    from aiimpl_core.types import JobStatus
+
+    add_mapping("ENG")
+    job = add_job()
+    db.session.add(JobStep(job_id=job.id, step_id="clone", type="clone", status="failed",
+                           started_at="2026-11-29T05:00:00Z", detail={"error": "git clone failed (exit 128)"},
+                           source="runner"))
+    transition(job, JobStatus.FAILED, error="Cloning the repository failed")
+    db.session.commit()
+    page.clock.install()
+    sign_in(page)
+    page.get_by_role("link", name="Dispatch log").click()
+    page.get_by_role("button", name=f"Steps of job {job.id}", exact=True).click()
+    for selected, text in (("#steps-list .step-error", "git clone failed (exit 128)"),
+                           ("#steps-error", "Cloning the repository failed")):
+        page.locator(selected).evaluate("(el) => getSelection().selectAllChildren(el)")
+        for _ in range(2):
+            with page.expect_request(f"**/api/jobs/{job.id}/steps"):
+                page.clock.run_for(REFRESH_MS)
+            page.wait_for_load_state("networkidle")
+            settle(page)
+        assert page.evaluate("getSelection().toString()") == text
+
+
 def test_a_row_that_changed_is_shown_anew_and_the_others_keep_the_focus(page, app):
     from aiimpl_core.extensions import db
     from aiimpl_core.services.jobs import transition

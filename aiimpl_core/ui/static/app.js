@@ -631,20 +631,35 @@ function initBlockers() {
   });
 }
 
-/* A job's steps, each failed one with its reason, under the job's own failure reason (if any). */
+/* Puts `text` in `el` unless it is there already: as fillRows does for rows, a refresh that changes
+   nothing leaves the text (and a selection in it) in place. */
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+/* A job's steps, each failed one with its reason, under the job's own failure reason (if any).
+   The open job's are read again with each refresh of the list: steps that did not change are left
+   as they are (an operator selecting a step's error to copy it lost the selection every 3 s). */
+const STEPS_HTML = new WeakMap();
+
 async function showSteps(jobId, error) {
   const section = document.getElementById("job-steps");
   const steps = asList(await api("GET", `/api/jobs/${encodeURIComponent(jobId)}/steps`), "steps", "items");
-  document.getElementById("steps-job").textContent = jobId;
+  setText(document.getElementById("steps-job"), String(jobId));
   const failure = document.getElementById("steps-error");
-  failure.textContent = error || "";
+  setText(failure, error || "");
   failure.hidden = !error;
-  document.getElementById("steps-list").innerHTML = steps.length ? steps.map((s) => {
+  const list = document.getElementById("steps-list");
+  const html = steps.length ? steps.map((s) => {
     const reason = pick(s.detail, "error");
     return `<li><span class="step-type">${esc(pick(s, "type"))}</span> ${statusBadge(pick(s, "status"))}
       <span class="muted">${when(pick(s, "startedAt", "started_at"))}${pick(s, "finishedAt", "finished_at") ? " → " + when(pick(s, "finishedAt", "finished_at")) : ""}</span>
       ${reason ? `<div class="step-error">${esc(reason)}</div>` : ""}</li>`;
   }).join("") : "<li>No steps reported yet.</li>";
+  if (STEPS_HTML.get(list) !== html) {
+    list.innerHTML = html;
+    STEPS_HTML.set(list, html);
+  }
   section.hidden = false;
   section.dataset.job = jobId;
 }
