@@ -1,6 +1,6 @@
 """What operators do by mistake in the panels: a new mapping typed under a team key that has one,
-Clear after a failed save, a double click on Set secret or Save mapping, a long value in a table, and the icon
-every page asks for."""
+Clear after a failed save, a double click on Set secret or Save mapping, a long value in a table or
+a message, and the icon every page asks for."""
 from __future__ import annotations
 
 import json
@@ -172,6 +172,38 @@ def test_a_long_value_wraps_in_its_cell_and_the_row_buttons_stay_in_view(page, a
     edit = page.get_by_role("button", name=f"Edit mapping {'T' * 64}")
     box = edit.bounding_box()
     assert box is not None and box["x"] + box["width"] <= page.viewport_size["width"]
+
+
+def test_a_message_quoting_a_long_word_wraps_in_the_page(page, app):
+    """A remote error quoting a URL (GitHub's, a tracker's) or a job's failure with a long path
+    widened the page past the screen: the flash, a form's error and the job's failure reason."""
+    from aiimpl_core.services.jobs import transition
+    from aiimpl_core.types import JobStatus
+
+    from .test_dispatch_log import add_job
+
+    word = "https://api.github.com/repos/acme/" + "x" * 300
+    add_mapping("ENG")
+    job = add_job()
+    transition(job, JobStatus.FAILED, error=f"Pushing the branch failed: {word}")
+    db.session.commit()
+    fits = "() => document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+    sign_in(page)
+    page.route("**/api/mappings/ENG", lambda route: route.fulfill(
+        status=500, content_type="application/json", body=json.dumps({"error": word})))
+    page.get_by_role("button", name="Pause mapping ENG").click()
+    page.locator("#flash.error").get_by_text(word).wait_for()
+    assert page.evaluate(fits)
+    page.route("**/api/mappings", lambda route: route.fulfill(
+        status=400, content_type="application/json", body=json.dumps({"error": word})))
+    fill_mapping(page, "WEB", "web")
+    page.get_by_role("button", name="Save mapping").click()
+    page.locator("#mapping-error").get_by_text(word).wait_for()
+    assert page.evaluate(fits)
+    page.goto("/ui/jobs")
+    page.get_by_role("button", name=f"Steps of job {job.id}", exact=True).click()
+    page.locator("#steps-error").get_by_text(word).wait_for()
+    assert page.evaluate(fits)
 
 
 def test_pages_ask_for_no_icon_they_do_not_have(page, app):
