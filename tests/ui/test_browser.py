@@ -74,6 +74,24 @@ def test_sign_in_too_soon_after_wrong_codes_says_when_to_try_again(page, monkeyp
     page.wait_for_url(re.compile(r"/ui/projects"))
 
 
+def test_the_sign_in_says_the_admin_session_ended_when_it_did(page):
+    """A panel open when the session ended went to the sign-in without a word: the operator
+    watching the dispatch log saw it go away unexplained."""
+    page.goto("/ui/signin")
+    assert page.locator("#flash").inner_text() == ""  # (nobody was signed in)
+    sign_in(page)
+    page.get_by_role("link", name="Dispatch log").click()
+    page.evaluate("sessionStorage.setItem('aiimpl.token', 'a session that has ended')")
+    page.wait_for_url(re.compile(r"/ui/signin\?next=%2Fui%2Fjobs"))  # (its next refresh)
+    page.locator("#flash.info").get_by_text("The admin session has ended: sign in again to go on.").wait_for()
+    page.get_by_label("Access code").fill(TEST_ADMIN_CODE)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/ui/jobs"))
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/ui/signin$"))
+    assert page.locator("#flash").inner_text() == ""  # (signed out, not ended)
+
+
 def test_create_mapping_with_validation_error_then_success_then_pause(page):
     sign_in(page)
     fill_mapping(page, "ENG", "api")

@@ -3,6 +3,7 @@
 
 const TOKEN_KEY = "aiimpl.token";
 const UNDONE_KEY = "aiimpl.undone";  // (see sayUndone)
+const ENDED_KEY = "aiimpl.ended";  // (see initSignin)
 const REFRESH_MS = 3000;
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
@@ -65,6 +66,7 @@ async function api(method, path, body) {
   try { data = await resp.json(); } catch (_) { data = null; }
   if (resp.status === 401 && path !== "/api/auth") {
     sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.setItem(ENDED_KEY, "1");
     keepDrafts("signin");
     if (method !== "GET") sessionStorage.setItem(UNDONE_KEY, location.pathname);
     location.assign(`/ui/signin?next=${encodeURIComponent(location.pathname)}`);
@@ -328,6 +330,12 @@ function sayUndone() {
 
 function initSignin() {
   const form = document.getElementById("signin-form");
+  // led here by a request the server refused: the session ended (its time was up, or a sign-out
+  // elsewhere ended it), which an operator watching a panel saw as the page going away unexplained
+  if (sessionStorage.getItem(ENDED_KEY) !== null) {
+    sessionStorage.removeItem(ENDED_KEY);
+    flash("The admin session has ended: sign in again to go on.", "info");
+  }
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const err = document.getElementById("signin-error");
