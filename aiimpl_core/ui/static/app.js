@@ -935,12 +935,28 @@ function initRunnerMode() {
 function initJira() {
   const form = document.getElementById("jql-form");
   const result = document.getElementById("jql-result");
+  /* The result is that of the clause in the field: one typed since has none yet (the last one's
+     "Valid JQL" read as this one's), and an answer for another clause, or one a later answer
+     overtook, is dropped. Jira's warnings (a value no issue has, a field it does not know) are
+     said with a valid clause: it matches nothing it was meant to. */
+  const checked = answerOrder();
+  const say = (kind, text) => { result.className = kind; result.textContent = text; };
+  form.jql.addEventListener("input", () => say("", ""));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
+    const jql = form.jql.value;
+    const mayShow = checked();
+    say("", "Checking…");
+    let kind;
+    let text;
     try {
-      const body = await api("POST", "/api/jira/validate-jql", {jql: form.jql.value});
-      result.className = "ok"; result.textContent = body && body.valid === false ? "Invalid" : "Valid JQL";
-    } catch (e) { result.className = "error"; result.textContent = e.message; }
+      const body = await api("POST", "/api/jira/validate-jql", {jql});
+      const warnings = asList(body && body.warnings);
+      if (body && body.valid === false) [kind, text] = ["error", "Invalid"];
+      else if (warnings.length) [kind, text] = ["warning", `Valid JQL, but Jira warns: ${warnings.join(" ")}`];
+      else [kind, text] = ["ok", "Valid JQL"];
+    } catch (e) { [kind, text] = ["error", e.message]; }
+    if (form.jql.value === jql && mayShow()) say(kind, text);
   });
   const fieldSel = document.getElementById("jira-field");
   const optSel = document.getElementById("jira-option");
