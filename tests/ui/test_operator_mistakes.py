@@ -206,6 +206,21 @@ def test_a_message_quoting_a_long_word_wraps_in_the_page(page, app):
     assert page.evaluate(fits)
 
 
+def test_a_field_with_an_error_shows_the_keyboard_focus_when_it_has_it(page, app):
+    """The error's outline took the place of the focus ring on a text area (Extra environment,
+    Ticketing): the field the error put the focus in did not look focused."""
+    sign_in(page)
+    fill_mapping(page, "ENG", "api")
+    page.get_by_label("Extra environment (JSON object)").fill("{not json")
+    page.get_by_role("button", name="Save mapping").click()
+    page.locator("#e-extraEnv").get_by_text("extraEnv must be valid JSON").wait_for()
+    outline = "(el) => [document.activeElement === el, getComputedStyle(el).outlineColor]"
+    focus_ring = page.get_by_label("Team key").evaluate(
+        "(el) => { el.focus(); return getComputedStyle(el).outlineColor; }")
+    page.get_by_label("Extra environment (JSON object)").focus()
+    assert page.get_by_label("Extra environment (JSON object)").evaluate(outline) == [True, focus_ring]
+
+
 def test_pages_ask_for_no_icon_they_do_not_have(page, app):
     """Every page asked for /favicon.ico, a 404 in the browser's console."""
     missing = []
