@@ -164,3 +164,51 @@ def test_a_team_has_a_duplicate_state_as_in_linear(fake: FakeLinear) -> None:
     query = 'query Q { issues(filter: { state: { type: { nin: ["duplicate"] } } }) { nodes { id } } }'
     listed = post(fake, query, name="Q").json()
     assert listed["data"]["issues"]["nodes"] == []
+
+
+LABELS = "query L { issueLabels { nodes { id name retiredAt } } }"
+ADD = """
+mutation A($id: String!, $labels: [String!]) {
+  issueUpdate(id: $id, input: { addedLabelIds: $labels }) { success issue { labels { nodes { name } } } }
+}
+"""
+
+
+def test_a_retired_label_is_listed_with_its_time_and_applied_to_no_new_issue(fake: FakeLinear) -> None:
+    """As the schema's ``issueLabelRetire`` says: retired labels are still visible but cannot be
+    applied to new issues, and the issues that carry one keep it."""
+    key = fake.add_issue("ENG", labels=["legacy"])["identifier"]
+    other = fake.add_issue("ENG", labels=[])["identifier"]
+    label = fake.retire_label(fake._label_named("legacy", fake.team("ENG")["id"])["id"])
+
+    listed = post(fake, LABELS, name="L").json()["data"]["issueLabels"]["nodes"]
+    assert listed == [{"id": label["id"], "name": "legacy", "retiredAt": label["retiredAt"]}]
+    assert label["retiredAt"] is not None
+    refused = post(fake, ADD, {"id": other, "labels": [label["id"]]}, "A").json()
+    assert refused["data"] is None and refused["errors"][0]["extensions"]["code"] == "INVALID_INPUT"
+    kept = post(fake, ADD, {"id": key, "labels": [label["id"]]}, "A").json()
+    assert kept["data"]["issueUpdate"]["issue"]["labels"]["nodes"] == [{"name": "legacy"}]
+    assert fake.labels_of(key) == ["legacy"] and fake.labels_of(other) == []
+    with pytest.raises(ValueError, match="retired"):
+        fake.add_labels(other, "legacy")  # nor can a person add it
+
+
+def test_a_label_is_retired_and_restored_through_the_api(fake: FakeLinear) -> None:
+    label = fake.add_label("legacy", "ENG")
+    key = fake.add_issue("ENG", labels=[])["identifier"]
+    mutation = "mutation M($id: String!) { %s(id: $id) { success issueLabel { id retiredAt } } }"
+
+    retired = post(fake, mutation % "issueLabelRetire", {"id": label["id"]}, "M").json()["data"]
+    assert retired["issueLabelRetire"]["issueLabel"]["retiredAt"] == label["retiredAt"] is not None
+    restored = post(fake, mutation % "issueLabelRestore", {"id": label["id"]}, "M").json()["data"]
+    assert restored["issueLabelRestore"]["issueLabel"] == {"id": label["id"], "retiredAt": None}
+    assert post(fake, ADD, {"id": key, "labels": [label["id"]]}, "A").json()["data"]["issueUpdate"]["success"]
+    unknown = post(fake, mutation % "issueLabelRestore", {"id": "nope"}, "M").json()
+    assert unknown["errors"][0]["message"] == "Entity not found: IssueLabel"
+
+
+def test_a_person_adds_the_active_label_of_a_name_not_a_retired_one(fake: FakeLinear) -> None:
+    retired = fake.add_label("triage", None, retired=True)
+    active = fake.add_label("triage", "ENG")
+    key = fake.add_issue("ENG", labels=["triage"])["identifier"]
+    assert fake.issue(key)["labelIds"] == [active["id"]] != [retired["id"]]

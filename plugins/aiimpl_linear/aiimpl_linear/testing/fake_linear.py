@@ -13,7 +13,10 @@ by ``first``, default 50; over 10,000 points is refused), the request budget wit
 ``X-RateLimit-Requests-*`` headers (429 with ``RATELIMITED`` when exhausted), the request budget
 of a single query or mutation (``X-RateLimit-Endpoint-*``, :meth:`FakeLinear.limit_endpoint`),
 error injection per operation, answers lost after the request was carried out
-(:meth:`FakeLinear.lose_answer`), and signed webhook deliveries shaped like
+(:meth:`FakeLinear.lose_answer`), retired labels (``retiredAt``; :meth:`FakeLinear.retire_label`,
+``issueLabelRetire`` and ``issueLabelRestore``: a retired label stays on the issues that carry it
+and is applied to no other -- the schema says so, but not in which words Linear refuses it, so the
+fake's ``INVALID_INPUT`` error is assumed), and signed webhook deliveries shaped like
 ``IssueWebhookPayload``::
 
     with FakeLinear() as fake:
@@ -100,6 +103,15 @@ def _not_found(kind: str) -> GraphQLError:
             "userPresentableMessage": f"Could not find referenced {kind}.",
         },
     )
+
+
+def _unsupported(field_name: str) -> Callable[..., Any]:
+    """A resolver for a field the fake does not model: asked for, it is an error, not a guess."""
+
+    def resolve(info: Any, **args: Any) -> Any:
+        raise _error(f"fake Linear does not implement {field_name}", "UNSUPPORTED")
+
+    return resolve
 
 
 # -- filters ----------------------------------------------------------------------------------
@@ -360,7 +372,9 @@ class FakeLinear:
                 return team
         raise KeyError(f"no team {key}")
 
-    def add_label(self, name: str, team_key: str | None = None, *, is_group: bool = False) -> dict[str, Any]:
+    def add_label(
+        self, name: str, team_key: str | None = None, *, is_group: bool = False, retired: bool = False
+    ) -> dict[str, Any]:
         with self.lock:
             label = {
                 "id": str(uuid.uuid4()),
@@ -368,8 +382,17 @@ class FakeLinear:
                 "color": "#000000",
                 "isGroup": is_group,
                 "teamId": self.team(team_key)["id"] if team_key else None,
+                "retiredAt": _now_iso() if retired else None,
             }
             self.store.labels[label["id"]] = label
+            return label
+
+    def retire_label(self, label_id: str) -> dict[str, Any]:
+        """A person retires a label: it stays on the issues that carry it, is still listed (with
+        its ``retiredAt``), and can no longer be added to an issue until it is restored."""
+        with self.lock:
+            label = self.store.labels[label_id]
+            label["retiredAt"] = label["retiredAt"] or _now_iso()
             return label
 
     def delete_label(self, label_id: str) -> None:
@@ -381,10 +404,21 @@ class FakeLinear:
                     issue["labelIds"].remove(label_id)
 
     def _label_named(self, name: str, team_id: str) -> dict[str, Any] | None:
-        for label in self.store.labels.values():
-            if label["name"].casefold() == name.casefold() and label["teamId"] in (team_id, None):
-                return label
-        return None
+        """The label ``name`` usable in the team: an active one rather than a retired one."""
+        named = [
+            label
+            for label in self.store.labels.values()
+            if label["name"].casefold() == name.casefold() and label["teamId"] in (team_id, None)
+        ]
+        return min(named, key=lambda label: label["retiredAt"] is not None, default=None)
+
+    def _label_to_add(self, name: str, team_key: str) -> dict[str, Any]:
+        """The label a person adds by name (created in the team when missing); a retired one cannot
+        be, as Linear's schema says of ``issueLabelRetire`` (it "cannot be applied to new issues")."""
+        label = self._label_named(name, self.team(team_key)["id"]) or self.add_label(name, team_key)
+        if label["retiredAt"] is not None:
+            raise ValueError(f"label {name} is retired: it cannot be added to an issue")
+        return label
 
     def add_issue(
         self,
@@ -399,10 +433,7 @@ class FakeLinear:
         with self.lock:
             team = self.team(team_key)
             number = next(self._numbers[team["id"]])
-            label_ids = []
-            for name in labels:
-                label = self._label_named(name, team["id"]) or self.add_label(name, team_key)
-                label_ids.append(label["id"])
+            label_ids = [self._label_to_add(name, team_key)["id"] for name in labels]
             state_row = next(
                 s for s in self.store.states.values() if s["teamId"] == team["id"] and s["name"] == state
             )
@@ -467,7 +498,7 @@ class FakeLinear:
             issue = self.issue(identifier)
             team_key = self.store.teams[issue["teamId"]]["key"]
             for name in names:
-                label = self._label_named(name, issue["teamId"]) or self.add_label(name, team_key)
+                label = self._label_to_add(name, team_key)
                 if label["id"] not in issue["labelIds"]:
                     issue["labelIds"].append(label["id"])
 
@@ -796,6 +827,8 @@ class FakeLinear:
             "issueUpdate": self._m_issue_update,
             "commentCreate": self._m_comment_create,
             "issueLabelCreate": self._m_label_create,
+            "issueLabelRestore": self._m_label_restore,
+            "issueLabelRetire": self._m_label_retire,
         }
 
     def _connection(self, nodes: list[Any], args: dict[str, Any]) -> dict[str, Any]:
@@ -924,6 +957,8 @@ class FakeLinear:
             "name": label["name"],
             "color": label["color"],
             "isGroup": label["isGroup"],
+            "retiredAt": label["retiredAt"],
+            "retiredBy": _unsupported("IssueLabel.retiredBy"),
             "team": (lambda info, **a: self._team_view(self.store.teams[label["teamId"]]))
             if label["teamId"]
             else None,
@@ -1115,6 +1150,9 @@ class FakeLinear:
                 raise _error("Label does not belong to the issue's team")
             if label["isGroup"]:
                 raise _error("A label group cannot be applied to an issue")
+            if label["retiredAt"] is not None and label_id not in issue["labelIds"]:
+                # a retired label stays on the issues that carry it but is applied to no other
+                raise _error("A retired label cannot be applied to an issue")
         if input.get("stateId") is not None:
             state = self.store.states.get(input["stateId"])
             if state is None:
@@ -1170,6 +1208,9 @@ class FakeLinear:
         input: dict[str, Any],
         replaceTeamLabels: bool | None = None,  # noqa: A002,N803
     ) -> dict[str, Any]:
+        """``issueLabelCreate``. A name already used by a label the team can use (its own or the
+        workspace's) is refused, a retired one's too: the schema does not say whether Linear takes
+        a second label named like a retired one, so the fake assumes it does not."""
         unknown = set(input) - {"name", "teamId", "color", "description"}
         if unknown:
             raise _error(
@@ -1193,9 +1234,24 @@ class FakeLinear:
             "color": input.get("color") or "#000000",
             "isGroup": False,
             "teamId": team["id"] if team else None,
+            "retiredAt": None,
         }
         self.store.labels[label["id"]] = label
         self.created_labels.append((label["name"], team["key"] if team else None))
+        return {"success": True, "lastSyncId": float(next(self._sync)), "issueLabel": self._label_view(label)}
+
+    def _m_label_restore(self, info: Any, id: str) -> dict[str, Any]:  # noqa: A002 - the schema's name
+        """``issueLabelRestore``: the label can be applied again (``retiredAt`` null)."""
+        label = self.store.labels.get(id)
+        if label is None:
+            raise _not_found("IssueLabel")
+        label["retiredAt"] = None
+        return {"success": True, "lastSyncId": float(next(self._sync)), "issueLabel": self._label_view(label)}
+
+    def _m_label_retire(self, info: Any, id: str) -> dict[str, Any]:  # noqa: A002 - the schema's name
+        if id not in self.store.labels:
+            raise _not_found("IssueLabel")
+        label = self.retire_label(id)
         return {"success": True, "lastSyncId": float(next(self._sync)), "issueLabel": self._label_view(label)}
 
 
