@@ -423,23 +423,24 @@ class LinearProvider(TicketingProvider):
             issue_id = str(node["id"])
             team_id = str((node.get("team") or {}).get("id") or "")
             self._issue_refs[key] = (issue_id, team_id)
+            # label id -> (folded name, retired): a retired label stays on the issues that carry it
             current = {
-                str(label["name"]).casefold(): str(label["id"])
+                str(label["id"]): (str(label["name"]).casefold(), bool(label.get("retiredAt")))
                 for label in _nodes(node.get("labels"))
                 if label.get("name") and label.get("id")
             }
+            target_id = self._target_label(team_id, target, current) if target is not None else None
             # Only our own labels are touched (added/removed ids, never the full list): a label a
             # person adds at the same moment survives. Ours by name, or by the id cached for one of
-            # our names (a person renamed it: "AI Working (old)" stays ours to take off)
+            # our names (a person renamed it: "AI Working (old)" stays ours to take off). A retired
+            # label of the stage's name goes too, when an active one shows the stage instead.
             known = set(self._ours.get(team_id, ()))
             removed = [
                 label_id
-                for name, label_id in current.items()
-                if (name in _AI_FOLDED or label_id in known) and name != (target or "").casefold()
+                for label_id, (name, _retired) in current.items()
+                if (name in _AI_FOLDED or label_id in known) and label_id != target_id
             ]
-            added = []
-            if target is not None and target.casefold() not in current:
-                added.append(self._label_id(team_id, target))
+            added = [target_id] if target_id is not None and target_id not in current else []
             if not added and not removed:
                 return  # already there: setting a stage is idempotent and costs one read
             try:
@@ -453,6 +454,17 @@ class LinearProvider(TicketingProvider):
                 # perhaps created it again). Forget the team's ids and try once more with the
                 # issue's labels and ours looked up afresh.
                 self.log.info("Linear refused a label id for %s: looking the team's labels up again", key)
+                self._forget_labels(team_id)
+                continue
+            except ProviderError as exc:
+                answered = exc.status in ANSWERED_STATUSES and exc.retry_after is None
+                if last_try or not added or not answered:
+                    raise
+                # The label we cached may have been retired since: Linear applies a retired label
+                # to no issue (in words it does not document, so any refusal of the update counts).
+                # Look the team's labels up again, which restores it, and try once more.
+                self.log.info("Linear refused the labels of %s (%s): looking the team's labels up again",
+                              key, exc.message)
                 self._forget_labels(team_id)
                 continue
             if not (data.get("issueUpdate") or {}).get("success"):
@@ -471,26 +483,53 @@ class LinearProvider(TicketingProvider):
                 continue
             return
 
+    def _target_label(self, team_id: str, name: str, current: Mapping[str, tuple[str, bool]]) -> str:
+        """The id of the label ``name`` that shows the stage on an issue carrying ``current``
+        (label id -> (folded name, retired)): an active one of that name already on it, else the
+        team's (see :meth:`_label_id`)."""
+        folded = name.casefold()
+        on_issue = [label_id for label_id, (n, retired) in current.items() if n == folded and not retired]
+        if on_issue:
+            return on_issue[0]
+        if self._labels.get((team_id, folded)) in {i for i, (n, _retired) in current.items() if n == folded}:
+            # the id cached for the name is on the issue, retired since: look the name up again
+            self._labels.pop((team_id, folded), None)
+        return self._label_id(team_id, name)
+
     def _label_id(self, team_id: str, name: str) -> str:
-        """The id of label ``name`` usable in the team (a team label or a workspace label);
-        created in the team on first use, then cached."""
+        """The id of an active label ``name`` usable in the team (a team label or a workspace
+        label): looked up (a retired one is restored when no active one exists), else created in
+        the team on first use; then cached."""
         cache_key = (team_id, name.casefold())
         # read with get(): another thread may forget the team's labels at any moment
         label_id = self._labels.get(cache_key)
         if label_id is None:
-            label_id = self._load_labels(team_id, name).get(name.casefold())
+            label_id = self._find_label(team_id, name)
         if label_id is None:
             label_id = self._create_label(team_id, name)
         return label_id
+
+    def _find_label(self, team_id: str, name: str) -> str | None:
+        """The id of the label ``name`` the team can use, looked up now: an active one, else a
+        retired one, restored (Linear applies a retired label to no issue). ``None`` when the team
+        has neither."""
+        active, retired = self._load_labels(team_id, name)
+        folded = name.casefold()
+        if folded in active:
+            return active[folded]
+        if folded in retired:
+            return self._restore_label(team_id, name, retired[folded])
+        return None
 
     def _forget_labels(self, team_id: str) -> None:
         """Drop the cached label ids of the team (list() first: other threads may add some)."""
         for cache_key in [k for k in list(self._labels) if k[0] == team_id]:
             self._labels.pop(cache_key, None)
 
-    def _load_labels(self, team_id: str, name: str) -> dict[str, str]:
-        """Cache the team's and the workspace's labels named like ``name`` or any AI label; return
-        the ids found, by folded name."""
+    def _load_labels(self, team_id: str, name: str) -> tuple[dict[str, str], dict[str, str]]:
+        """Cache the team's and the workspace's active labels named like ``name`` or any AI label;
+        return their ids by folded name, and those of the retired ones of these names (which can
+        be applied to no issue, so they are not cached)."""
         names = sorted({name, *AI_LABELS}, key=str.casefold)
         label_filter = {
             "and": [
@@ -500,23 +539,22 @@ class LinearProvider(TicketingProvider):
             ]
         }
         data = self.client.execute("LabelsByName", {"filter": label_filter})
-        found: dict[str, str] = {}
-        workspace: dict[str, str] = {}
+        # (team's, workspace's) labels by folded name, the active ones and the retired ones
+        found: tuple[dict[str, str], dict[str, str]] = ({}, {})
+        retired: tuple[dict[str, str], dict[str, str]] = ({}, {})
         for label in _nodes(data.get("issueLabels")):
             if label.get("isGroup") or not label.get("id") or not label.get("name"):
                 continue  # a label group cannot be put on an issue
             owner = (label.get("team") or {}).get("id")
-            folded = str(label["name"]).casefold()
-            if owner == team_id:
-                found[folded] = str(label["id"])
-            elif owner is None:
-                workspace.setdefault(folded, str(label["id"]))
-        for folded, label_id in workspace.items():
-            # a team label of the same name wins over the workspace one
-            found.setdefault(folded, label_id)
-        for folded, label_id in found.items():
+            if owner not in (team_id, None):
+                continue
+            kept = retired if label.get("retiredAt") else found
+            kept[owner is None].setdefault(str(label["name"]).casefold(), str(label["id"]))
+        # a team label of the same name wins over the workspace one
+        active = {**found[1], **found[0]}
+        for folded, label_id in active.items():
             self._cache_label(team_id, folded, label_id)
-        return found
+        return active, {**retired[1], **retired[0]}
 
     def _create_label(self, team_id: str, name: str) -> str:
         if not team_id:
@@ -530,7 +568,7 @@ class LinearProvider(TicketingProvider):
         except ProviderError:
             # Another orchestrator process (or a person) may have created it since we looked:
             # use that one rather than fail.
-            existing = self._load_labels(team_id, name).get(name.casefold())
+            existing = self._find_label(team_id, name)
             if existing is not None:
                 return existing
             raise
@@ -543,6 +581,34 @@ class LinearProvider(TicketingProvider):
         self.log.info("created Linear label %r in team %s", name, team_id)
         self._cache_label(team_id, name.casefold(), str(label["id"]))
         return str(label["id"])
+
+    def _restore_label(self, team_id: str, name: str, label_id: str) -> str | None:
+        """Restore the retired label ``label_id`` (``name``, which the team has no active label
+        of) and cache it; ``None`` when Linear no longer has it (deleted meanwhile)."""
+        try:
+            data = self.client.execute("RestoreLabel", {"id": label_id})
+        except NotFound:
+            return None
+        except ProviderError as exc:
+            if exc.retry_after is not None:
+                raise
+            raise ProviderError(
+                f"Linear: label {name!r} is retired and could not be restored ({exc.message}): restore "
+                "it in Linear, or delete it so that it is created anew",
+                provider=PROVIDER_ID,
+                status=exc.status,
+                detail=exc.detail,
+            ) from None
+        payload = data.get("issueLabelRestore") or {}
+        label = payload.get("issueLabel") or {}
+        if not payload.get("success") or label.get("retiredAt"):
+            raise ProviderError(
+                f"Linear RestoreLabel failed: label {name!r} is still retired", provider=PROVIDER_ID
+            )
+        self.log.warning("restored the retired Linear label %r (%s) to use it in team %s",
+                         name, label_id, team_id)
+        self._cache_label(team_id, name.casefold(), label_id)
+        return label_id
 
     def _cache_label(self, team_id: str, folded: str, label_id: str) -> None:
         self._labels[(team_id, folded)] = label_id

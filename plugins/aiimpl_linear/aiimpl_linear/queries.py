@@ -147,7 +147,7 @@ query IssueLabelsOfIssue($id: String!) {
     id
     identifier
     team { id key }
-    labels(first: 100) { nodes { id name } }
+    labels(first: 100) { nodes { id name retiredAt } }
   }
 }
 """,
@@ -167,7 +167,7 @@ LABELS_BY_NAME = _document(
     """
 query LabelsByName($filter: IssueLabelFilter!) {
   issueLabels(first: 100, filter: $filter) {
-    nodes { id name isGroup team { id } }
+    nodes { id name isGroup retiredAt team { id } }
   }
 }
 """,
@@ -180,6 +180,22 @@ mutation CreateLabel($name: String!, $teamId: String!, $color: String) {
   issueLabelCreate(input: { name: $name, teamId: $teamId, color: $color }) {
     success
     issueLabel { id name team { id } }
+  }
+}
+""",
+)
+
+# A retired label (``retiredAt`` set) is still listed but can be applied to no issue; the schema
+# documents ``issueLabelRestore`` to make it usable again (and nothing on whether a second label
+# may be created under a retired one's name), so that is what is done when no active label of a
+# stage's name exists.
+RESTORE_LABEL = _document(
+    "RestoreLabel",
+    """
+mutation RestoreLabel($id: String!) {
+  issueLabelRestore(id: $id) {
+    success
+    issueLabel { id name retiredAt team { id } }
   }
 }
 """,

@@ -409,6 +409,102 @@ def test_label_refused_again_after_a_fresh_lookup_is_not_found(
     assert fake.operations().count("UpdateIssueLabels") == 2  # tried once more, not in a loop
 
 
+@pytest.mark.parametrize("retired_in", ["ENG", None])
+def test_an_active_label_is_used_rather_than_a_retired_one_of_its_name(
+    fake: FakeLinear, provider: LinearProvider, retired_in: str | None
+) -> None:
+    """A retired label cannot be applied to an issue: the team's or the workspace's active label
+    of that name is, whichever of them is retired."""
+    fake.add_label("AI-Working", retired_in, retired=True)
+    active = fake.add_label("AI-Working", None if retired_in else "ENG")
+    key = fake.add_issue("ENG")["identifier"]
+
+    provider.set_stage(key, Stage.IMPLEMENTING)
+
+    assert fake.issue(key)["labelIds"] == [active["id"]]
+    assert fake.created_labels == [] and "RestoreLabel" not in fake.operations()
+
+
+def test_a_retired_stage_label_is_restored_not_made_twice(fake: FakeLinear, provider: LinearProvider) -> None:
+    """Only a retired label of the name exists: it is restored (``issueLabelRestore``), as the schema
+    offers, rather than a second label made under a retired one's name."""
+    retired = fake.add_label("AI-Working", "ENG", retired=True)
+    key = fake.add_issue("ENG")["identifier"]
+
+    provider.set_stage(key, Stage.IMPLEMENTING)
+
+    assert fake.issue(key)["labelIds"] == [retired["id"]]
+    assert retired["retiredAt"] is None
+    assert fake.created_labels == []
+    assert fake.operations() == ["IssueLabelsOfIssue", "LabelsByName", "RestoreLabel", "UpdateIssueLabels"]
+
+
+def test_a_stage_label_retired_after_it_was_cached_is_restored(
+    fake: FakeLinear, provider: LinearProvider
+) -> None:
+    first = fake.add_issue("ENG")["identifier"]
+    second = fake.add_issue("ENG")["identifier"]
+    provider.set_stage(first, Stage.IMPLEMENTING)  # creates AI-Working; its id is cached
+    label = fake.retire_label(fake.issue(first)["labelIds"][0])
+    fake.requests.clear()
+
+    provider.set_stage(second, Stage.IMPLEMENTING)
+
+    assert fake.issue(second)["labelIds"] == [label["id"]] and label["retiredAt"] is None
+    assert fake.operations() == [
+        "IssueLabelsOfIssue",
+        "UpdateIssueLabels",  # refused: the cached label is retired
+        "IssueLabelsOfIssue",
+        "LabelsByName",
+        "RestoreLabel",
+        "UpdateIssueLabels",
+    ]
+    assert [r.status for r in fake.requests if r.operation == "UpdateIssueLabels"] == [200, 200]
+    assert fake.created_labels == [("AI-Working", "ENG")]
+
+
+def test_a_retired_stage_label_on_the_issue_is_swapped_for_the_active_one(
+    fake: FakeLinear, provider: LinearProvider
+) -> None:
+    """The issue carries a retired "AI-Working" (put on before it was retired) and a workspace
+    label of the name is active: the stage is shown by the active one, the retired one taken off."""
+    key = fake.add_issue("ENG", labels=["AI-Working", "bug"])["identifier"]
+    retired = fake.retire_label(fake._label_named("AI-Working", fake.team("ENG")["id"])["id"])
+    active = fake.add_label("AI-Working", None)
+
+    provider.set_stage(key, Stage.IMPLEMENTING)
+
+    labels = fake.issue(key)["labelIds"]
+    assert active["id"] in labels and retired["id"] not in labels
+    assert fake.labels_of(key) == ["AI-Working", "bug"] and retired["retiredAt"] is not None
+
+
+def test_a_retired_stage_label_on_the_issue_is_restored_when_it_is_the_only_one(
+    fake: FakeLinear, provider: LinearProvider
+) -> None:
+    key = fake.add_issue("ENG", labels=["AI-Working"])["identifier"]
+    retired = fake.retire_label(fake.issue(key)["labelIds"][0])
+
+    provider.set_stage(key, Stage.IMPLEMENTING)
+
+    assert fake.issue(key)["labelIds"] == [retired["id"]] and retired["retiredAt"] is None
+    assert "UpdateIssueLabels" not in fake.operations()  # it is on the issue already
+
+
+def test_a_retired_label_that_cannot_be_restored_is_a_clear_error(
+    fake: FakeLinear, provider: LinearProvider
+) -> None:
+    fake.add_label("AI-Working", None, retired=True)  # a workspace label: restoring it may be refused
+    key = fake.add_issue("ENG")["identifier"]
+    fake.fail("RestoreLabel", "Forbidden", code="FORBIDDEN")
+
+    with pytest.raises(ProviderError, match="label 'AI-Working' is retired") as caught:
+        provider.set_stage(key, Stage.IMPLEMENTING)
+
+    assert "restore it in Linear" in caught.value.message
+    assert fake.created_labels == [] and fake.labels_of(key) == ["AI-Implement"]
+
+
 def test_label_of_another_team_is_not_used(fake: FakeLinear, provider: LinearProvider) -> None:
     fake.add_team("OPS")
     fake.add_label("AI-Working", "OPS")
