@@ -275,14 +275,24 @@ class LinearProvider(TicketingProvider):
         self, node: dict[str, Any], *, with_comments: bool = False, listed: bool = False
     ) -> TrackerIssue:
         """A :class:`TrackerIssue` from an issue node. ``listed``: the node comes from the
-        triggered listing, whose filter already guarantees the trigger label (the listing reads
-        only a short page of labels, which might not include it)."""
+        triggered listing, whose filter already guarantees a label of the trigger's name (the
+        listing reads only a short page of labels, which might not include it).
+
+        A retired label stays on the issues that carry it but can be added to none: an issue whose
+        only labels of the trigger's name are retired is not triggered (it was labelled before the
+        label was retired, and no one can ask for a run with it now)."""
         team = node.get("team") or {}
         identifier = str(node.get("identifier") or "")
         if node.get("id") and team.get("id"):
             self._issue_refs[identifier] = (str(node["id"]), str(team["id"]))
         labels = tuple(str(label.get("name")) for label in _nodes(node.get("labels")) if label.get("name"))
-        folded = {name.casefold() for name in labels}
+        trigger = [
+            label
+            for label in _nodes(node.get("labels"))
+            if str(label.get("name") or "").casefold() == TRIGGER_LABEL.casefold()
+        ]
+        # one the listing's page of labels left out is taken as active
+        carries_trigger = any(not label.get("retiredAt") for label in trigger) or (listed and not trigger)
         state = node.get("state") or {}
         blockers = []
         for relation in _nodes(node.get("inverseRelations")):
@@ -315,8 +325,7 @@ class LinearProvider(TicketingProvider):
             state=state.get("name"),
             labels=labels,
             stage=stage_of(labels),
-            triggered=(listed or TRIGGER_LABEL.casefold() in folded)
-            and state.get("type") not in CLOSED_STATE_TYPES,
+            triggered=carries_trigger and state.get("type") not in CLOSED_STATE_TYPES,
             blocked_by=tuple(blockers),
             comments=comments,
             remote_id=node.get("id"),

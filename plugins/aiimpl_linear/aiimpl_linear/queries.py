@@ -25,12 +25,14 @@ def _document(name: str, text: str) -> str:
 # Linear prices a query by its shape: 0.1 point per scalar, 1 per object, and a connection's
 # nodes multiplied by its ``first`` -- so nested connections in a page of issues multiply by the
 # page size, and a query above 10,000 points is refused. The listing reads a short page of each
-# issue's labels and relations (about 37 points per issue: 250 issues fit); the single issue read
+# issue's labels and relations (about 39 points per issue: 250 issues fit); the single issue read
 # takes longer pages. A blocking relation may be anywhere among an issue's relations (they cannot
 # be filtered by type), so both read the relations' ``pageInfo``, and the rare issue with more
 # relations than the page has the rest read by ``IssueInverseRelations``. Every comment goes into
 # the agent's context (the orchestrator alone posts several per run), so the single issue read
 # takes a first page of comments with its ``pageInfo`` and ``IssueComments`` reads the rest.
+# A label's ``retiredAt`` is read with its name: an issue whose only trigger label is retired is not
+# triggered (labels cannot be filtered on it, so the listing returns such issues all the same).
 LIST_LABELS = 12
 LIST_RELATIONS = 5
 #: Relations per ``IssueInverseRelations`` page. Not Linear's largest (250): the listing reads the
@@ -61,7 +63,7 @@ fragment {name} on Issue {{
   updatedAt
   team {{ id key }}
   state {{ name type }}
-  labels(first: {labels}) {{ nodes {{ name }} }}
+  labels(first: {labels}) {{ nodes {{ name retiredAt }} }}
   inverseRelations(first: {relations}) {{
     nodes {{ {_RELATION_FIELDS} }}
     pageInfo {{ hasNextPage endCursor }}

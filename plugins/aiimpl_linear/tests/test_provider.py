@@ -191,6 +191,25 @@ def test_issue_in_a_closed_state_is_not_triggered(
     assert provider.get_issue(open_issue).triggered
 
 
+def test_an_issue_carrying_a_retired_trigger_label_is_not_triggered(
+    fake: FakeLinear, provider: LinearProvider
+) -> None:
+    """A retired label stays on the issues that carry it, but no one can add it any more: the
+    issue is not taken for a request to implement it, listed or read on its own (as a webhook's
+    check does). An active trigger label of the team still triggers."""
+    old = fake.add_issue("ENG", "Labelled before the label was retired")["identifier"]
+    fake.retire_label(fake.issue(old)["labelIds"][0])
+    fake.add_label("AI-Implement", None)  # the workspace's label, active
+    new = fake.add_issue("ENG", "Labelled since")["identifier"]
+
+    listed = {i.key: i for p in provider.iter_triggered(["ENG"]) for i in p.issues}
+
+    assert {key: issue.triggered for key, issue in listed.items()} == {old: False, new: True}
+    assert not provider.get_issue(old).triggered
+    assert provider.get_issue(new).triggered
+    assert provider.get_issue(old).labels == ("AI-Implement",)  # still shown: it is on the issue
+
+
 # -- reading one issue ----------------------------------------------------------------------------
 
 
