@@ -38,7 +38,8 @@ def check(teams: tuple[str, ...], as_json: bool) -> None:
     """Check the credentials and that each team exists, has a completed workflow state and can
     use the trigger label AI-Implement.
 
-    Stage labels the team does not have yet are listed; they are created on first use.
+    Stage labels the team does not have yet are listed; they are created on first use (those it
+    has only retired are restored then).
     Exits with status 1 when something is wrong.
     """
     provider = current_app.extensions["aiimpl"].ticketing(PROVIDER_ID)
@@ -70,6 +71,8 @@ def check(teams: tuple[str, ...], as_json: bool) -> None:
             line = f"{key} ({entry['name']}): done state {entry['done'] or '-'}"
             if entry["missing"]:
                 line += f"; labels created on first use: {', '.join(entry['missing'])}"
+            if entry["retired"]:
+                line += f"; retired labels restored on first use: {', '.join(entry['retired'])}"
             if entry["problems"]:
                 line += f"; {'; '.join(entry['problems'])}"
             click.echo(line)

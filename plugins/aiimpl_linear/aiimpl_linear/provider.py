@@ -689,6 +689,8 @@ class LinearProvider(TicketingProvider):
             detail = f"{entry['name']}: trigger label {TRIGGER_LABEL} found; done state {entry['done']}"
             if entry["missing"]:
                 detail += f"; stage labels created on first use: {', '.join(entry['missing'])}"
+            if entry["retired"]:
+                detail += f"; retired stage labels restored on first use: {', '.join(entry['retired'])}"
             results.append(CheckResult(f"team {key}", True, detail))
         return results
 
@@ -697,10 +699,12 @@ class LinearProvider(TicketingProvider):
         can use the trigger label (its own or the workspace's) -- in one request per
         :data:`SETUP_CHECK_TEAMS` teams.
 
-        Missing stage labels are reported but are not a problem: they are created on first use.
-        The trigger label is never created (a person adds it): without it nothing is triggered.
+        Missing stage labels are reported but are not a problem: they are created on first use,
+        and those the team has only retired are restored then. The trigger label is never created
+        nor restored (a person adds it): without an active one nothing is triggered.
         Returns ``{"ok", "viewer", "teams": {key: {"found", "name", "done", "labels", "missing",
-        "problems"}}}``; ``missing`` lists the stage labels the team does not have yet.
+        "retired", "problems"}}}``; ``labels`` lists the AI labels the team can use (active ones),
+        ``missing`` the stage labels it does not have yet, ``retired`` those it has only retired.
         """
         keys = sorted(set(team_keys))
         viewer: dict[str, Any] = {}
@@ -734,13 +738,17 @@ class LinearProvider(TicketingProvider):
                 report["ok"] = False
                 continue
             done = sorted(_nodes(team.get("states")), key=lambda s: float(s.get("position") or 0))
-            usable = {
-                str(label["name"]).casefold()
-                for label in labels
-                if (label.get("team") or {}).get("key") in (key, None)
-            }
+            own = [label for label in labels if (label.get("team") or {}).get("key") in (key, None)]
+            # a retired label is still listed but can be added to no issue
+            usable = {str(label["name"]).casefold() for label in own if not label.get("retiredAt")}
+            retired = {str(label["name"]).casefold() for label in own if label.get("retiredAt")} - usable
             problems = []
-            if TRIGGER_LABEL.casefold() not in usable:
+            if TRIGGER_LABEL.casefold() in retired:
+                problems.append(
+                    f"label {TRIGGER_LABEL} is retired: restore it in Linear; it is the trigger, and an "
+                    "issue carrying a retired one is not dispatched"
+                )
+            elif TRIGGER_LABEL.casefold() not in usable:
                 problems.append(
                     f"label {TRIGGER_LABEL} not found: add it in Linear "
                     f"(a workspace label or a label of team {key}); it is the trigger"
@@ -752,7 +760,8 @@ class LinearProvider(TicketingProvider):
                 "name": team.get("name"),
                 "done": done[0].get("name") if done else None,
                 "labels": [n for n in AI_LABELS if n.casefold() in usable],
-                "missing": [n for n in STAGE_LABELS.values() if n.casefold() not in usable],
+                "missing": [n for n in STAGE_LABELS.values() if n.casefold() not in usable | retired],
+                "retired": [n for n in STAGE_LABELS.values() if n.casefold() in retired],
                 "problems": problems,
             }
             report["ok"] = report["ok"] and not problems

@@ -277,7 +277,7 @@ query SetupCheck($teamKeys: [String!]!, $labelFilter: IssueLabelFilter!) {
       states(first: 50, filter: { type: { eq: "completed" } }) { nodes { name position } }
     }
   }
-  issueLabels(first: 250, filter: $labelFilter) { nodes { name isGroup team { key } } }
+  issueLabels(first: 250, filter: $labelFilter) { nodes { name isGroup retiredAt team { key } } }
 }
 """,
 )

@@ -123,6 +123,41 @@ def test_check_ignores_a_label_group_named_like_the_trigger(
     assert not _by_name(provider.check(_mappings("ENG")))["team ENG"].ok
 
 
+def test_check_reports_a_retired_trigger_label(fake: FakeLinear, provider: LinearProvider) -> None:
+    """A retired label cannot be added to an issue, and an issue carrying one is not triggered:
+    the team cannot use its trigger until a person restores it (the orchestrator never does)."""
+    fake.add_label("AI-Implement", "ENG", retired=True)
+
+    eng = _by_name(provider.check(_mappings("ENG")))["team ENG"]
+
+    assert not eng.ok
+    assert eng.detail.startswith("Engineering: label AI-Implement is retired: restore it in Linear")
+    assert fake.operations() == ["SetupCheck"]
+
+
+def test_check_lists_retired_stage_labels_as_restored_on_first_use(
+    fake: FakeLinear, provider: LinearProvider
+) -> None:
+    fake.add_label("AI-Implement", None)
+    fake.add_label("AI-Implement", "ENG", retired=True)  # the workspace's active one serves
+    fake.add_label("AI-Working", "ENG", retired=True)
+    fake.add_label("AI-Planning", None, retired=True)
+    fake.add_label("AI-Planning", "ENG")
+
+    eng = _by_name(provider.check(_mappings("ENG")))["team ENG"]
+
+    assert eng.ok, eng
+    assert eng.detail == (
+        "Engineering: trigger label AI-Implement found; done state Done; "
+        "stage labels created on first use: Plan-Complete, Ready for Review; "
+        "retired stage labels restored on first use: AI-Working"
+    )
+    report = provider.check_setup(["ENG"])["teams"]["ENG"]
+    assert report["labels"] == ["AI-Implement", "AI-Planning"]
+    assert report["missing"] == ["Plan-Complete", "Ready for Review"]
+    assert report["retired"] == ["AI-Working"]
+
+
 def test_check_reports_a_team_without_done_state(fake: FakeLinear, provider: LinearProvider) -> None:
     fake.add_team("ODD", "Odd", states=[("Todo", "unstarted"), ("Doing", "started")])
     fake.add_label("AI-Implement", None)

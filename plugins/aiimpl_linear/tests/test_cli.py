@@ -37,6 +37,18 @@ def test_check_reports_teams_done_states_and_labels(app, fake: FakeLinear) -> No
     assert eng["missing"] == ["AI-Planning", "Plan-Complete", "Ready for Review"]
 
 
+def test_check_lists_retired_labels_and_fails_for_a_retired_trigger(app, fake: FakeLinear) -> None:
+    fake.add_label("AI-Implement", "ENG", retired=True)
+    fake.add_label("AI-Working", None, retired=True)
+    result = app.test_cli_runner().invoke(linear_group, ["check", "--team", "ENG"])
+    assert result.exit_code == 1
+    assert (
+        "ENG (Engineering): done state Done; labels created on first use: AI-Planning, Plan-Complete, "
+        "Ready for Review; retired labels restored on first use: AI-Working; label AI-Implement is "
+        "retired: restore it in Linear"
+    ) in result.output
+
+
 def test_check_fails_for_an_unknown_team_and_a_team_without_done_state(app, fake: FakeLinear) -> None:
     fake.add_team("ODD", states=[("Todo", "unstarted")])
     result = app.test_cli_runner().invoke(linear_group, ["check", "--team", "NOPE", "--team", "ODD"])
