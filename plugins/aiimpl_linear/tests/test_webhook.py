@@ -288,6 +288,23 @@ def test_the_answer_names_the_blocker_that_holds_the_issue(app, client, fake, ru
     assert [j.issue_key for j in db.session.scalars(db.select(Job))] == [first]
 
 
+def test_an_issue_whose_trigger_label_is_retired_is_not_dispatched(
+    app, client, fake, runner, add_mapping
+) -> None:
+    """A delivery names the issue's labels without their ``retiredAt``: the check reads the issue,
+    whose only trigger label is retired, and dispatches nothing."""
+    add_mapping("ENG")
+    key = fake.add_issue("ENG", labels=["AI-Implement"])["identifier"]
+    fake.retire_label(fake.issue(key)["labelIds"][0])
+
+    resp = deliver(client, fake, fake.issue_webhook_payload(key))
+
+    assert resp.status_code == 200
+    assert resp.get_json() == {"ok": True, "issue": key, "dispatched": False, "reason": "not triggered"}
+    assert db.session.scalars(db.select(Job)).all() == []
+    assert fake.labels_of(key) == ["AI-Implement"]
+
+
 def test_an_issue_of_a_team_without_a_mapping_is_not_dispatched(
     app, client, fake, runner, add_mapping
 ) -> None:
