@@ -18,13 +18,13 @@ from functools import lru_cache
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from ..config import SETTINGS_BY_NAME
-from ..database import chunks, rows_by_issue_key, write_seen_rows
+from ..database import chunks, one_of, rows_by_issue_key, write_seen_rows
 from ..extensions import db
 from ..orm import Blocker as BlockerRow
-from ..orm import Job, utcnow
+from ..orm import Job, TrackedIssue, utcnow
 from ..orm import Mapping as MappingRow
 from ..types import ACTIVE_STATUSES, MappingView, TrackerIssue
 
@@ -311,6 +311,7 @@ def record_many(
     *,
     fresh_for: timedelta = timedelta(0),
     known: dict[str, Any] | None = None,
+    fetched_at: datetime | None = None,
 ) -> None:
     """:func:`record` for many issues at once, in a few statements whatever their number (the caller
     commits). A poll cycle over a busy install finds most issues held for the same reason as in the
@@ -320,6 +321,8 @@ def record_many(
     :param known: the issues' blocker rows (each with ``issue_key`` and :data:`ROW_COLUMNS`), read
         under the caller's locks in this transaction; an issue missing from it has none. Without
         it they are read here.
+    :param fetched_at: when the listing that shows the issues triggered began (see
+        :func:`_dedup_seen_again`).
     """
     latest = {issue.key: (issue, blocked) for issue, blocked in held}
 
@@ -351,17 +354,26 @@ def record_many(
             on_insert={"first_seen_at": now},
             on_change=new_wait,
         )
+    if fetched_at is not None:
+        _dedup_seen_again([key for key, (_, held) in latest.items() if held.reason == DEDUP], fetched_at)
 
 
 _UNREAD = object()
 
 
 def record(
-    issue: TrackerIssue, blocked: Blocked, now: datetime | None = None, *, row: object = _UNREAD
+    issue: TrackerIssue,
+    blocked: Blocked,
+    now: datetime | None = None,
+    *,
+    row: object = _UNREAD,
+    fetched_at: datetime | None = None,
 ) -> None:
     """Create or refresh the issue's blocker row (the caller commits).
 
     :param row: the issue's current row (or ``None``) when the caller read it already.
+    :param fetched_at: when the listing (or the read) that shows the issue triggered began (see
+        :func:`_dedup_seen_again`).
     """
     now = now or utcnow()
     if row is _UNREAD:
@@ -380,15 +392,49 @@ def record(
                 last_seen_at=now,
             )
         )
-        return
-    if row.reason != blocked.reason:
-        row.first_seen_at = now  # a new reason is a new wait
-    row.reason = blocked.reason
-    row.message = blocked.message
-    row.title = issue.title
-    row.team_key = issue.team_key
-    row.provider = issue.provider
-    row.last_seen_at = now
+    else:
+        if row.reason != blocked.reason:
+            row.first_seen_at = now  # a new reason is a new wait
+        row.reason = blocked.reason
+        row.message = blocked.message
+        row.title = issue.title
+        row.team_key = issue.team_key
+        row.provider = issue.provider
+        row.last_seen_at = now
+    if fetched_at is not None and blocked.reason == DEDUP:
+        _dedup_seen_again([issue.key], fetched_at)
+
+
+def _dedup_seen_again(keys: Sequence[str], fetched_at: datetime) -> None:
+    """The ``dedup`` waits of these issues that began no later than their trigger was last taken off
+    (``trigger_cleared_at``: the job's stage change reached the tracker, or a complete listing no
+    longer showed the trigger) begin again at ``fetched_at`` when the listing that shows them
+    triggered began after that: the trigger it shows is one a person applied again, not the one the
+    in-flight job took, and the job's end tells the two apart by when the wait began
+    (:func:`.outcomes._triggered_again`). Without this, a wait seen before the job's stage change was
+    sent (or stamped by a cycle that began before it) kept its first sighting, the newer trigger
+    was taken for the old one, and the job's end took it off.
+
+    One statement, run once the caller wrote the rows, under its team locks, comparing with the
+    issues' tracked rows as committed when it runs (a stage change sent meanwhile included).
+    """
+    cleared = (
+        select(TrackedIssue.trigger_cleared_at)
+        .where(TrackedIssue.issue_key == BlockerRow.issue_key)
+        .scalar_subquery()
+    )
+    for chunk in chunks(keys):
+        db.session.execute(
+            update(BlockerRow)
+            .where(
+                one_of(BlockerRow.issue_key, chunk),
+                BlockerRow.reason == DEDUP,
+                BlockerRow.first_seen_at <= cleared,
+                cleared < fetched_at,
+            )
+            .values(first_seen_at=fetched_at, last_seen_at=fetched_at),
+            execution_options={"synchronize_session": False},
+        )
 
 
 def clear(issue_key: str) -> None:

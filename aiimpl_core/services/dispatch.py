@@ -736,7 +736,7 @@ def _record_held(
     dispatched = _touch_many(issues, now, force=force, fresh_for=fresh_for, known=known,
                              known_locked=known_locked, fetched_at=fetched_at)
     recorded = [(issue, blocked) for issue, blocked in held if issue.key not in dispatched]
-    blockers.record_many(recorded, now, fresh_for=fresh_for, known=known_blockers)
+    blockers.record_many(recorded, now, fresh_for=fresh_for, known=known_blockers, fetched_at=fetched_at)
     return dispatched, recorded
 
 
@@ -833,7 +833,7 @@ def consider(
                 report.skipped[key] = verdict
                 return None
             if isinstance(verdict, blockers.Blocked):
-                blockers.record(issue, verdict, now)
+                blockers.record(issue, verdict, now, fetched_at=fetched_at)
                 report.hold(key, verdict)
                 return None
             mapping = verdict.mapping
@@ -885,7 +885,8 @@ def consider(
         with serialized():
             advisory_locks([f"team:{issue.team_key}"])
             dedup = blockers.dedup()
-            blockers.record(issue, dedup, now)
+            # (--force passes the trigger's checks: its dispatch is no sighting of a trigger)
+            blockers.record(issue, dedup, now, fetched_at=None if force else fetched_at)
         report.hold(key, dedup)
         return None
     except _MappingGone:
@@ -1099,7 +1100,7 @@ def _settle_waiting_page(
                     return snapshot  # some issue goes on to its claim: commit, releasing the locks
             dispatched, recorded = _record_held(held, now, force=False, fresh_for=SEEN_REFRESH,
                                                 known=snapshot.tracked_rows, known_locked=True,
-                                                known_blockers=snapshot.blocker_rows)
+                                                known_blockers=snapshot.blocker_rows, fetched_at=fetched_at)
     except Exception as exc:  # noqa: BLE001 - a check's own error is reported issue by issue below
         # Another poller inserting one of these rows meanwhile (an issue seen under another team)
         # is expected: the one-at-a-time path records the page again, reading every row afresh.

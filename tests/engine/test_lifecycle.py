@@ -8,10 +8,11 @@ import re
 import pytest
 
 from aiimpl_core.extensions import db
-from aiimpl_core.orm import Job
-from aiimpl_core.services import settings
-from aiimpl_core.services.dispatch import run_cycle
+from aiimpl_core.orm import Job, utcnow
+from aiimpl_core.services import outbox, settings
+from aiimpl_core.services.dispatch import run_cycle, run_cycle_for_issues
 from aiimpl_core.services.reconcile import reconcile
+from aiimpl_core.testing.fakes import fail_with
 from aiimpl_core.types import LogLabel, RunPhase, TimeoutReason
 
 from .conftest import (
@@ -237,6 +238,89 @@ def test_a_trigger_the_job_never_took_off_is_no_new_one(app, client, tracker, ru
     outbox.deliver(now=utcnow() + timedelta(hours=9))
     assert "AI-Implement" not in tracker.issues["ENG-6"].labels
     assert run_cycle().dispatched == [] and len(jobs_of("ENG-6")) == 1
+
+
+def _old_trigger_waits_undelivered(tracker, key: str) -> Job:
+    """Dispatch ``key`` and have a cycle record its `dedup` wait while the job's own stage change
+    has not reached the tracker (it failed once and waits for its retry): the wait is for the
+    trigger the job took. It comes about as on Jira: a webhook dispatched the issue the moment it
+    moved to Ready, and the search, which lags behind the tracker, did not list it yet."""
+    tracker.add(key, labels=set())
+    tracker.lag_listing(key)
+    tracker.trigger(key)
+    tracker.fail["set_stage"] = fail_with(503, "unavailable")
+    run_cycle_for_issues("fake-tracker", [key])
+    [job] = jobs_of(key)
+    run_cycle()  # a complete listing without the trigger: the job's trigger counts as taken off
+    tracker.catch_up()
+    assert run_cycle().blocked[key]["reason"] == "dedup"
+    assert tracker.stage_labels(key) == {"AI-Implement"}  # the job's stage change is still to be sent
+    return job
+
+
+@pytest.mark.parametrize("seen_by", ["listing", "listing with a dispatch", "webhook"])
+def test_a_trigger_applied_again_after_a_wait_for_the_old_one_is_kept(
+    app, client, tracker, runner, add_mapping, seen_by
+):
+    """A `dedup` wait was first seen while the job's own stage change had not reached the tracker:
+    it was the trigger the job took. Then the stage change took that trigger off, and a person
+    applied it again before a cycle saw the issue untriggered (the wait went on). That trigger is a
+    new one all the same: kept, and dispatched by the next cycle once the job ends. (Seen by a
+    listing page that only waits, by one where another issue is dispatched, or by a webhook.)"""
+    add_mapping("ENG")
+    job = _old_trigger_waits_undelivered(tracker, "ENG-7")
+    del tracker.fail["set_stage"]
+    outbox.deliver(now=later(hours=1))
+    assert tracker.stage_labels("ENG-7") == {"AI-Working"}  # the trigger was taken off
+    tracker.trigger("ENG-7")
+    if seen_by == "listing with a dispatch":
+        tracker.add("ENG-70")
+    if seen_by == "webhook":
+        report = run_cycle_for_issues("fake-tracker", ["ENG-7"])
+    else:
+        report = run_cycle()
+    assert report.blocked["ENG-7"]["reason"] == "dedup"
+    dispatched = ["ENG-70"] if seen_by == "listing with a dispatch" else []
+    assert [d.issue_key for d in report.dispatched] == dispatched
+    post_result(client, runner, job.id, outcome="failure", error="git clone failed (exit 128): denied")
+    assert tracker.comments["ENG-7"][0] == "⚠️ Implementation failed: git clone failed (exit 128): denied"
+    assert "AI-Implement" in tracker.issues["ENG-7"].labels
+    assert len(run_cycle().dispatched) == 1 and len(jobs_of("ENG-7")) == 2
+
+
+def test_a_trigger_applied_again_is_kept_when_the_cycle_began_before_the_job_took_the_trigger_off(
+    app, client, tracker, runner, add_mapping
+):
+    """The cycle that saw the new trigger began before the job's stage change reached the tracker
+    and read the listing after it (a long cycle; the change sent by the session's callback or by
+    another host meanwhile): its wait is no older than that listing."""
+    add_mapping("ENG")
+    tracker.add("ENG-8")
+    begun = utcnow()
+    run_cycle()
+    [job] = jobs_of("ENG-8")
+    assert tracker.stage_labels("ENG-8") == {"AI-Working"}  # the trigger was taken off
+    tracker.trigger("ENG-8")
+    assert run_cycle(now=begun).blocked["ENG-8"]["reason"] == "dedup"
+    post_result(client, runner, job.id, outcome="failure", error="git clone failed (exit 128): denied")
+    assert "AI-Implement" in tracker.issues["ENG-8"].labels
+    assert len(run_cycle().dispatched) == 1 and len(jobs_of("ENG-8")) == 2
+
+
+def test_a_wait_for_the_old_trigger_is_no_new_trigger_while_the_job_s_stage_change_waits(
+    app, client, tracker, runner, add_mapping
+):
+    """The cycles that see the issue while the job's own stage change waits for its retry see the
+    trigger the job took: the job that ends meanwhile sets its stage as ever, and once the stage
+    changes are sent (in order) the trigger is off and the issue is not run again."""
+    add_mapping("ENG")
+    job = _old_trigger_waits_undelivered(tracker, "ENG-9")
+    assert run_cycle().blocked["ENG-9"]["reason"] == "dedup"
+    post_result(client, runner, job.id, outcome="failure", error="git clone failed (exit 128): denied")
+    del tracker.fail["set_stage"]
+    outbox.deliver(now=later(hours=1))
+    assert "AI-Implement" not in tracker.issues["ENG-9"].labels
+    assert run_cycle().dispatched == [] and len(jobs_of("ENG-9")) == 1
 
 
 def test_planning_failure_comment(app, client, tracker, runner, add_mapping):
