@@ -301,6 +301,7 @@ ROW_COLUMNS = (
     BlockerRow.title,
     BlockerRow.reason,
     BlockerRow.message,
+    BlockerRow.first_seen_at,
     BlockerRow.last_seen_at,
 )
 
@@ -321,8 +322,9 @@ def record_many(
     :param known: the issues' blocker rows (each with ``issue_key`` and :data:`ROW_COLUMNS`), read
         under the caller's locks in this transaction; an issue missing from it has none. Without
         it they are read here.
-    :param fetched_at: when the listing that shows the issues triggered began (see
-        :func:`_dedup_seen_again`).
+    :param fetched_at: when the read of the tracker that shows the issues triggered began (see
+        :func:`_dedup_seen_again`); ``None`` for a listing, which may lag behind the tracker
+        (:func:`unconfirmed`).
     """
     latest = {issue.key: (issue, blocked) for issue, blocked in held}
 
@@ -372,8 +374,9 @@ def record(
     """Create or refresh the issue's blocker row (the caller commits).
 
     :param row: the issue's current row (or ``None``) when the caller read it already.
-    :param fetched_at: when the listing (or the read) that shows the issue triggered began (see
-        :func:`_dedup_seen_again`).
+    :param fetched_at: when the read of the tracker that shows the issue triggered began (see
+        :func:`_dedup_seen_again`); ``None`` for a listing, which may lag behind the tracker
+        (:func:`unconfirmed`).
     """
     now = now or utcnow()
     if row is _UNREAD:
@@ -408,12 +411,13 @@ def record(
 def _dedup_seen_again(keys: Sequence[str], fetched_at: datetime) -> None:
     """The ``dedup`` waits of these issues that began no later than their trigger was last taken off
     (``trigger_cleared_at``: the job's stage change reached the tracker, or a complete listing no
-    longer showed the trigger) begin again at ``fetched_at`` when the listing that shows them
-    triggered began after that: the trigger it shows is one a person applied again, not the one the
-    in-flight job took, and the job's end tells the two apart by when the wait began
-    (:func:`.outcomes._triggered_again`). Without this, a wait seen before the job's stage change was
-    sent (or stamped by a cycle that began before it) kept its first sighting, the newer trigger
-    was taken for the old one, and the job's end took it off.
+    longer showed the trigger) begin again at ``fetched_at`` when the read that shows them triggered
+    began after that: the trigger it shows is one a person applied again, not the one the in-flight
+    job took (a read with ``get_issue``, not a listing: a search lagging behind the tracker still
+    shows the trigger taken off, see :func:`unconfirmed`), and the job's end tells the two apart by
+    when the wait began (:func:`.outcomes._triggered_again`). Without this, a wait seen before the
+    job's stage change was sent (or stamped by a cycle that began before it) kept its first
+    sighting, the newer trigger was taken for the old one, and the job's end took it off.
 
     One statement, run once the caller wrote the rows, under its team locks, comparing with the
     issues' tracked rows as committed when it runs (a stage change sent meanwhile included).
@@ -435,6 +439,51 @@ def _dedup_seen_again(keys: Sequence[str], fetched_at: datetime) -> None:
             .values(first_seen_at=fetched_at, last_seen_at=fetched_at),
             execution_options={"synchronize_session": False},
         )
+
+
+def unconfirmed(
+    keys: Sequence[str], *, tracked: dict[str, Any] | None = None, rows: dict[str, Any] | None = None
+) -> set[str]:
+    """The issues among ``keys``, held by ``dedup``, whose wait recorded from a listing would count
+    as the trigger applied again (:func:`.outcomes._triggered_again`): their trigger was taken off
+    (``trigger_cleared_at``), and their wait is none that began after that. A tracker's search may
+    lag behind its writes and still show the trigger taken off: such a sighting counts only once a
+    read of the issue (``get_issue``) shows the trigger; until then it is not recorded.
+
+    :param tracked: the issues' tracked rows and ``rows`` their blocker rows (with
+        :data:`ROW_COLUMNS`), read under the caller's locks in this transaction; without them,
+        one query reads what is compared.
+    """
+    if tracked is not None and rows is not None:
+        return {key for key in keys if _counts_as_new(tracked.get(key), rows.get(key))}
+    counted = (
+        select(BlockerRow.id)
+        .where(
+            BlockerRow.issue_key == TrackedIssue.issue_key,
+            BlockerRow.reason == DEDUP,
+            BlockerRow.first_seen_at > TrackedIssue.trigger_cleared_at,
+        )
+        .exists()
+    )
+    found: set[str] = set()
+    for chunk in chunks(keys):
+        found.update(
+            db.session.scalars(
+                select(TrackedIssue.issue_key).where(
+                    one_of(TrackedIssue.issue_key, chunk),
+                    TrackedIssue.trigger_cleared_at.is_not(None),
+                    ~counted,
+                )
+            )
+        )
+    return found
+
+
+def _counts_as_new(tracked: Any, row: Any) -> bool:
+    cleared = tracked.trigger_cleared_at if tracked is not None else None
+    if cleared is None:
+        return False
+    return row is None or row.reason != DEDUP or row.first_seen_at <= cleared
 
 
 def clear(issue_key: str) -> None:

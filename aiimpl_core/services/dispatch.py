@@ -680,7 +680,8 @@ def hold_all(
     fresh_for: timedelta = timedelta(0),
     snapshot: _Snapshot | None = None,
     fetched_at: datetime | None = None,
-) -> None:
+    listed: bool = False,
+) -> list[TrackerIssue]:
     """Record blockers found without locks, in one transaction, except for issues another poller
     (or a webhook) dispatched meanwhile.
 
@@ -691,27 +692,32 @@ def hold_all(
         rows are read there, as other pollers write them too).
     :param fetched_at: when the listing (or the single read) the checks saw began: an issue whose
         trigger was cleared since was dispatched meanwhile too (see :func:`_touch_many`).
+    :param listed: the issues come from a listing, which may lag behind the tracker (see
+        :func:`_record_held`).
+    :returns: the issues left to be read again before they are recorded (:func:`_record_held`).
 
     The teams' locks (one of which each claim holds, taken here in a fixed order) make "dispatched
     meanwhile" visible. Two pollers may insert the same rows at once: the loser retries, reading
     every row afresh.
     """
     if not held:
-        return
+        return []
     for attempt in range(3):
         known = snapshot if attempt == 0 else None
         try:
             with serialized():
                 advisory_locks(f"team:{team}" for team in sorted({issue.team_key for issue, _ in held}))
                 tracked_rows = known.tracked_rows if known is not None else None
-                dispatched, recorded = _record_held(
-                    held, now, force=force, fresh_for=fresh_for, known=tracked_rows, fetched_at=fetched_at
+                dispatched, recorded, unread = _record_held(
+                    held, now, force=force, fresh_for=fresh_for, known=tracked_rows, fetched_at=fetched_at,
+                    listed=listed,
                 )
             break
         except IntegrityError:
             if attempt == 2:
                 raise
     _report_held(report, dispatched, recorded)
+    return unread
 
 
 def _record_held(
@@ -724,20 +730,35 @@ def _record_held(
     known_locked: bool = False,
     known_blockers: dict[str, Any] | None = None,
     fetched_at: datetime | None = None,
-) -> tuple[set[str], list[tuple[TrackerIssue, blockers.Blocked]]]:
+    listed: bool = False,
+) -> tuple[set[str], list[tuple[TrackerIssue, blockers.Blocked]], list[TrackerIssue]]:
     """The writes of waiting issues, under the caller's locks: their tracked rows (see
     :func:`_touch_many`) and the blockers of those whose trigger no job consumed meanwhile.
 
     :param known_blockers: the issues' blocker rows, read under the caller's locks in this
         transaction (else they are read here, see :func:`blockers.record_many`).
-    :returns: the keys of the issues dispatched meanwhile, and the issues recorded as waiting.
+    :param listed: the issues come from a listing, which may lag behind the tracker: a ``dedup``
+        wait that would count as the trigger applied again (:func:`blockers.unconfirmed`) is left
+        out, for the caller to read the issue again first (:func:`_check_read_again`), and no wait
+        begins again at the listing (that is a fresh read's to say).
+    :returns: the keys of the issues dispatched meanwhile, the issues recorded as waiting, and the
+        issues left to be read again.
     """
+    unread: list[TrackerIssue] = []
+    waits = [issue.key for issue, blocked in held if blocked.reason == blockers.DEDUP]
+    if listed and not force and waits:
+        both = known_locked and known is not None and known_blockers is not None
+        to_read = blockers.unconfirmed(waits, tracked=known if both else None,
+                                       rows=known_blockers if both else None)
+        unread = [issue for issue, _ in held if issue.key in to_read]
+        held = [(issue, blocked) for issue, blocked in held if issue.key not in to_read]
     issues = [issue for issue, _ in held]
     dispatched = _touch_many(issues, now, force=force, fresh_for=fresh_for, known=known,
                              known_locked=known_locked, fetched_at=fetched_at)
     recorded = [(issue, blocked) for issue, blocked in held if issue.key not in dispatched]
-    blockers.record_many(recorded, now, fresh_for=fresh_for, known=known_blockers, fetched_at=fetched_at)
-    return dispatched, recorded
+    blockers.record_many(recorded, now, fresh_for=fresh_for, known=known_blockers,
+                         fetched_at=None if listed else fetched_at)
+    return dispatched, recorded, unread
 
 
 def _report_held(
@@ -770,6 +791,7 @@ def consider(
     snapshot: _Snapshot | None = None,
     held: list[tuple[TrackerIssue, blockers.Blocked]] | None = None,
     listed: bool = False,
+    to_read: list[TrackerIssue] | None = None,
 ) -> Job | None:
     """Check one triggered issue and, when nothing holds it, claim and launch its job.
 
@@ -786,6 +808,9 @@ def consider(
         record in one go (:func:`hold_all`); else they are recorded at once.
     :param listed: the issue comes from a listing (a search), which may lag behind the tracker:
         an issue whose trigger we cleared before is read again (``get_issue``) before its claim.
+    :param to_read: with ``listed``, where an issue whose ``dedup`` wait would count as the trigger
+        applied again is appended unrecorded, for the caller to read it again
+        (:func:`_check_read_again`); the waits in ``held`` are sorted out when they are recorded.
     :returns: the created job, or ``None`` when the issue was not dispatched.
     """
     now = now or utcnow()
@@ -796,12 +821,15 @@ def consider(
         # end the live read. (A snapshot check reads nothing: committing after each of a page's
         # issues would only expire every row the session holds, a large cost on a busy install.)
         db.session.commit()
+    # (a listed issue not read again may show a trigger the tracker no longer has)
+    unread = listed and not force
     if listed and isinstance(first, _Go) and _ran_before(reads.trigger(key)):
         fetched_at = utcnow()
         issue = _read_again(issue)
         if issue is None:
             report.skipped[key] = TRIGGER_GONE_ON_READ
             return None
+        unread = False
         first = _verdict(issue, reads, fetched_at=fetched_at, now=now, force=force)
         if snapshot is None:
             db.session.commit()
@@ -812,7 +840,10 @@ def consider(
         if held is not None:
             held.append((issue, first))
         else:
-            hold_all([(issue, first)], now, report, force=force, fetched_at=fetched_at)
+            left = hold_all([(issue, first)], now, report, force=force, fetched_at=fetched_at, listed=unread)
+            if left:
+                assert to_read is not None, "a listed issue's check needs to_read"
+                to_read.extend(left)
         return None
 
     job: Job | None = None
@@ -833,7 +864,11 @@ def consider(
                 report.skipped[key] = verdict
                 return None
             if isinstance(verdict, blockers.Blocked):
-                blockers.record(issue, verdict, now, fetched_at=fetched_at)
+                if unread and verdict.reason == blockers.DEDUP and blockers.unconfirmed([key]):
+                    assert to_read is not None, "a listed issue's check needs to_read"
+                    to_read.append(issue)
+                    return None
+                blockers.record(issue, verdict, now, fetched_at=None if unread else fetched_at)
                 report.hold(key, verdict)
                 return None
             mapping = verdict.mapping
@@ -885,8 +920,14 @@ def consider(
         with serialized():
             advisory_locks([f"team:{issue.team_key}"])
             dedup = blockers.dedup()
-            # (--force passes the trigger's checks: its dispatch is no sighting of a trigger)
-            blockers.record(issue, dedup, now, fetched_at=None if force else fetched_at)
+            left = unread and bool(blockers.unconfirmed([key]))
+            if not left:
+                # (--force passes the trigger's checks: its dispatch is no sighting of a trigger)
+                blockers.record(issue, dedup, now, fetched_at=None if force or unread else fetched_at)
+        if left:
+            assert to_read is not None, "a listed issue's check needs to_read"
+            to_read.append(issue)
+            return None
         report.hold(key, dedup)
         return None
     except _MappingGone:
@@ -1040,30 +1081,56 @@ def _handle_page(
     report.listed[provider_id] = report.listed.get(provider_id, 0) + len(wanted)
     if issue_keys is not None:
         wanted = [i for i in wanted if i.key in issue_keys]
-    snapshot = _settle_waiting_page(provider_id, wanted, report, now=now, fetched_at=fetched_at,
-                                    listing=listing)
-    if snapshot is None:
-        return
-    held: list[tuple[TrackerIssue, blockers.Blocked]] = []
-    for issue in wanted:
-        if _stopping(report):  # the issues not checked yet are checked by the next cycle
+    snapshot, to_read = _settle_waiting_page(provider_id, wanted, report, now=now, fetched_at=fetched_at,
+                                             listing=listing)
+    if snapshot is not None:
+        held: list[tuple[TrackerIssue, blockers.Blocked]] = []
+        for issue in wanted:
+            if _stopping(report):  # the issues not checked yet are checked by the next cycle
+                break
+            try:
+                consider(issue, fetched_at=fetched_at, report=report, now=now, snapshot=snapshot, held=held,
+                         listed=True, to_read=to_read)
+            except Exception as exc:  # noqa: BLE001 - reported; the next cycle tries again
+                _check_failed(issue.key, exc, report)
+        try:
+            to_read += hold_all(held, now, report, fresh_for=SEEN_REFRESH, snapshot=snapshot,
+                                fetched_at=fetched_at, listed=True)
+        except Exception as exc:  # noqa: BLE001 - the blockers are recorded again next cycle
+            db.session.rollback()
+            log.exception("recording blockers failed")
+            report.errors.append(f"blockers: {type(exc).__name__}")
+    for issue in to_read:
+        if _stopping(report):
             break
         try:
-            consider(issue, fetched_at=fetched_at, report=report, now=now, snapshot=snapshot, held=held,
-                     listed=True)
+            _check_read_again(issue, report, now)
         except Exception as exc:  # noqa: BLE001 - reported; the next cycle tries again
-            db.session.rollback()
-            if not isinstance(exc, AiimplError):
-                log.exception("dispatching %s failed", issue.key)
-            report.errors.append(
-                f"{issue.key}: {exc.message if isinstance(exc, AiimplError) else type(exc).__name__}"
-            )
-    try:
-        hold_all(held, now, report, fresh_for=SEEN_REFRESH, snapshot=snapshot, fetched_at=fetched_at)
-    except Exception as exc:  # noqa: BLE001 - the blockers are recorded again next cycle
-        db.session.rollback()
-        log.exception("recording blockers failed")
-        report.errors.append(f"blockers: {type(exc).__name__}")
+            _check_failed(issue.key, exc, report)
+
+
+def _check_failed(key: str, exc: Exception, report: CycleReport) -> None:
+    db.session.rollback()
+    if not isinstance(exc, AiimplError):
+        log.exception("dispatching %s failed", key)
+    report.errors.append(f"{key}: {exc.message if isinstance(exc, AiimplError) else type(exc).__name__}")
+
+
+def _check_read_again(issue: TrackerIssue, report: CycleReport, now: datetime) -> None:
+    """Check a listed issue once more with what the tracker says now (``get_issue``), outside any
+    lock: the listing showed it triggered while its job runs, after the trigger was taken off, and
+    its ``dedup`` wait would count as a person's new trigger (:func:`blockers.unconfirmed`), which
+    the job's end keeps by leaving its own stage change out. A search lagging behind the tracker
+    (Jira's index) shows the trigger that change took off: taken for a new one, the issue was left
+    in the job's stage with no job once it ended. Skipped when the read no longer shows the trigger;
+    else checked as a webhook's read is (its wait then counts, or the job ended meanwhile and it
+    is dispatched)."""
+    fetched_at = utcnow()
+    fresh = _read_again(issue)
+    if fresh is None:
+        report.skipped[issue.key] = TRIGGER_GONE_ON_READ
+        return
+    consider(fresh, fetched_at=fetched_at, report=report, now=now)
 
 
 def _settle_waiting_page(
@@ -1074,15 +1141,15 @@ def _settle_waiting_page(
     now: datetime,
     fetched_at: datetime,
     listing: _ListingReads | None,
-) -> _Snapshot | None:
+) -> tuple[_Snapshot | None, list[TrackerIssue]]:
     """Read the page's snapshot under the locks of its teams and, when it lets no issue through —
     most pages, cycle after cycle: the waiting issues of a busy install — record the page in the
     same transaction (:func:`hold_all`'s writes, :func:`_record_held`, on rows read under the
     same locks, so nothing is read again). ``None`` when the page is done; else its snapshot, for
     the checks one issue at a time and their claims (the locks are released first: a claim takes
-    its own)."""
+    its own). With it, the waiting issues left to be read again (:func:`_check_read_again`)."""
     if not wanted:
-        return None
+        return None, []
     held: list[tuple[TrackerIssue, blockers.Blocked]] = []
     skipped: dict[str, str] = {}
     try:
@@ -1097,10 +1164,11 @@ def _settle_waiting_page(
                 elif isinstance(first, blockers.Blocked):
                     held.append((issue, first))
                 else:
-                    return snapshot  # some issue goes on to its claim: commit, releasing the locks
-            dispatched, recorded = _record_held(held, now, force=False, fresh_for=SEEN_REFRESH,
-                                                known=snapshot.tracked_rows, known_locked=True,
-                                                known_blockers=snapshot.blocker_rows, fetched_at=fetched_at)
+                    return snapshot, []  # some issue goes on to its claim: commit, releasing the locks
+            dispatched, recorded, unread = _record_held(
+                held, now, force=False, fresh_for=SEEN_REFRESH, known=snapshot.tracked_rows,
+                known_locked=True, known_blockers=snapshot.blocker_rows, fetched_at=fetched_at, listed=True,
+            )
     except Exception as exc:  # noqa: BLE001 - a check's own error is reported issue by issue below
         # Another poller inserting one of these rows meanwhile (an issue seen under another team)
         # is expected: the one-at-a-time path records the page again, reading every row afresh.
@@ -1108,10 +1176,10 @@ def _settle_waiting_page(
         db.session.rollback()
         if not isinstance(exc, IntegrityError):
             log.debug("checking the page at once failed; checking its issues one by one", exc_info=True)
-        return _Snapshot(provider_id, [i.key for i in wanted], now, listing)
+        return _Snapshot(provider_id, [i.key for i in wanted], now, listing), []
     report.skipped.update(skipped)
     _report_held(report, dispatched, recorded)
-    return None
+    return None, unread
 
 
 def _listing_failed(provider_id: str, exc: Exception, report: CycleReport, now: datetime) -> None:

@@ -154,11 +154,12 @@ def _triggered_again(job: Job) -> bool:
     """Whether a person applied the trigger again while ``job`` ran: its issue was seen triggered
     (its ``dedup`` blocker, "Waiting for the in-flight job") first after the job's own stage change
     had taken the trigger off (a wait that began before, for the job's own trigger, begins again when
-    a listing read after that shows the trigger: :func:`.blockers.record_many`). Its end-of-run
-    stage change is then left out — it would take the newer trigger off too (on Jira, move the
-    issue out of Ready), and the wait would never end in a dispatch — and the next cycle
-    dispatches the issue again. A stage change of the job never delivered (given up on, or shadow
-    mode) took no trigger off: the ending sets its stage."""
+    a read of the issue after that shows the trigger: :func:`.blockers.record_many`; a listing,
+    which may lag behind the tracker, counts only once such a read confirms it:
+    :func:`.blockers.unconfirmed`). Its end-of-run stage change is then left out — it would take
+    the newer trigger off too (on Jira, move the issue out of Ready), and the wait would never end
+    in a dispatch — and the next cycle dispatches the issue again. A stage change of the job never
+    delivered (given up on, or shadow mode) took no trigger off: the ending sets its stage."""
     started = (
         select(func.min(OutboxItem.done_at))
         .where(OutboxItem.job_id == job.id, OutboxItem.op == "stage", OutboxItem.state == "done")

@@ -323,6 +323,97 @@ def test_a_wait_for_the_old_trigger_is_no_new_trigger_while_the_job_s_stage_chan
     assert run_cycle().dispatched == [] and len(jobs_of("ENG-9")) == 1
 
 
+def _reads(tracker, key: str) -> int:
+    return sum(1 for op, arg in tracker.calls if op == "get_issue" and arg == key)
+
+
+@pytest.mark.parametrize("page", ["only waits", "with a dispatch"])
+def test_a_lagging_listing_after_the_job_took_the_trigger_off_is_no_new_trigger(
+    app, client, tracker, runner, add_mapping, page
+):
+    """The search lags behind the tracker (Jira's index): a listing read after the job's stage
+    change took the trigger off still shows it. The issue is read again, which no longer shows
+    it: no person applied it again, so the job's end sets its stage (the issue is not left In
+    Progress with no job), and nothing runs again."""
+    from aiimpl_core.services.dispatch import TRIGGER_GONE_ON_READ
+
+    add_mapping("ENG")
+    tracker.add("ENG-20")
+    tracker.lag_listing("ENG-20")  # the search goes on showing the issue as triggered
+    run_cycle()
+    [job] = jobs_of("ENG-20")
+    assert tracker.stage_labels("ENG-20") == {"AI-Working"}  # the trigger was taken off
+    if page == "with a dispatch":
+        tracker.add("ENG-21")
+    report = run_cycle()
+    assert report.skipped["ENG-20"] == TRIGGER_GONE_ON_READ and "ENG-20" not in report.blocked
+    assert _reads(tracker, "ENG-20") == 1
+    assert [d.issue_key for d in report.dispatched] == (["ENG-21"] if page == "with a dispatch" else [])
+    post_result(client, runner, job.id, outcome="failure", error="git clone failed (exit 128): denied")
+    assert tracker.stage_labels("ENG-20") == set()  # Implementation Failed: not left In Progress
+    tracker.catch_up()
+    assert run_cycle().dispatched == [] and len(jobs_of("ENG-20")) == 1
+
+
+@pytest.mark.parametrize("page", ["only waits", "with a dispatch"])
+def test_a_lagging_listing_does_not_begin_a_wait_for_the_old_trigger_again(
+    app, client, tracker, runner, add_mapping, page
+):
+    """A `dedup` wait was first seen while the job's own stage change waited for its retry (the
+    trigger the job took). The change then took the trigger off, and a listing read after it
+    still shows it because the search lags: the wait does not begin again (which would take it for
+    a person's new trigger), and the job's end sets its stage."""
+    add_mapping("ENG")
+    job = _old_trigger_waits_undelivered(tracker, "ENG-22")
+    tracker.lag_listing("ENG-22")
+    del tracker.fail["set_stage"]
+    outbox.deliver(now=later(hours=1))
+    assert tracker.stage_labels("ENG-22") == {"AI-Working"}  # the trigger was taken off
+    if page == "with a dispatch":
+        tracker.add("ENG-23")
+    tracker.calls.clear()
+    report = run_cycle()
+    assert "ENG-22" not in report.blocked and _reads(tracker, "ENG-22") == 1
+    post_result(client, runner, job.id, outcome="failure", error="git clone failed (exit 128): denied")
+    assert tracker.stage_labels("ENG-22") == set()
+    tracker.catch_up()
+    assert run_cycle().dispatched == [] and len(jobs_of("ENG-22")) == 1
+
+
+def test_a_trigger_applied_again_is_kept_when_the_listing_lags(app, client, tracker, runner, add_mapping):
+    """A listing lagging behind the tracker shows the old trigger, then a person applies it again:
+    the read of the cycle after says so, and the trigger is kept. Each cycle reads the issue once
+    until the wait is known to be a new trigger's; then no more."""
+    from aiimpl_core.services.dispatch import TRIGGER_GONE_ON_READ
+
+    add_mapping("ENG")
+    tracker.add("ENG-24")
+    tracker.lag_listing("ENG-24")
+    run_cycle()
+    [job] = jobs_of("ENG-24")
+    assert run_cycle().skipped["ENG-24"] == TRIGGER_GONE_ON_READ
+    tracker.trigger("ENG-24")
+    assert run_cycle().blocked["ENG-24"]["reason"] == "dedup"
+    assert _reads(tracker, "ENG-24") == 2
+    assert run_cycle().blocked["ENG-24"]["reason"] == "dedup"
+    assert _reads(tracker, "ENG-24") == 2  # a wait known to be a new trigger's reads nothing
+    post_result(client, runner, job.id, outcome="failure", error="git clone failed (exit 128): denied")
+    assert "AI-Implement" in tracker.issues["ENG-24"].labels  # the newer trigger stays
+    tracker.catch_up()
+    assert len(run_cycle().dispatched) == 1 and len(jobs_of("ENG-24")) == 2
+
+
+def test_a_wait_while_the_job_s_stage_change_waits_reads_nothing(app, tracker, runner, add_mapping):
+    """Only an issue whose trigger was taken off is read again: while the job's stage change waits
+    for its retry, the listing that shows the trigger holds the issue as ever, without a read."""
+    add_mapping("ENG")
+    tracker.add("ENG-25")
+    tracker.fail["set_stage"] = fail_with(503, "unavailable")
+    run_cycle()
+    assert run_cycle().skipped["ENG-25"] == "trigger already dispatched"
+    assert _reads(tracker, "ENG-25") == 0
+
+
 def test_planning_failure_comment(app, client, tracker, runner, add_mapping):
     add_mapping("ENG", planning_enabled=True, planning_workflow_file="ai-plan.yml")
     tracker.add("ENG-4")
