@@ -2,8 +2,7 @@
 
 The delivery is verified first (``X-Hub-Signature-256``, HMAC-SHA256 of the raw body with
 ``AIIMPL_GITHUB_WEBHOOK_SECRET``); with no secret configured every delivery is refused. Events
-other than a merged pull request answer 200 and are ignored. Each ``X-GitHub-Delivery`` acts once,
-and a merged pull request's delivery once whatever its id: it is known by its signed body.
+other than a merged pull request answer 200 and are ignored. Each ``X-GitHub-Delivery`` acts once.
 """
 
 from __future__ import annotations
@@ -80,9 +79,7 @@ def github_webhook():  # noqa: ANN201
       description: >-
         Verified with `X-Hub-Signature-256`. Only a `pull_request` event with action `closed` and
         `merged: true` acts; every other event answers 200 with `ignored: true`. A delivery id
-        (`X-GitHub-Delivery`) seen before answers 200 with `duplicate: true` and does nothing; so
-        does a merged pull request's body seen before, whatever its delivery id (GitHub signs the
-        body, not the id: a copy of a delivery sent again is the same delivery).
+        (`X-GitHub-Delivery`) seen before answers 200 with `duplicate: true` and does nothing.
         The merge is recorded and the tracker writes queued before the answer; these are sent
         within `AIIMPL_WEBHOOK_ANSWER_SECONDS` (4 s) or, from a slower tracker, after the answer.
       tags: [webhook]
@@ -144,8 +141,7 @@ def github_webhook():  # noqa: ANN201
     pr = merged_pull_request(payload)
     if pr is None:
         return jsonify(error=MISSING_FIELDS), 400
-    # (known by its signed body: the delivery id is not signed, a replay could carry any or none)
-    result = merge.handle_merged(pr, delivery_id=delivery, event=event, body=raw)
+    result = merge.handle_merged(pr, delivery_id=delivery, event=event)
     return jsonify(
         ignored=False, duplicate=result.duplicate, matched=result.job_id is not None, jobId=result.job_id
     ), 200

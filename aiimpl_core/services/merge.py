@@ -11,7 +11,6 @@ the post-push review) ends later without moving the issue out of "done": see :mo
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -93,29 +92,16 @@ def record_delivery(delivery_id: str | None, event: str | None) -> bool:
     return True
 
 
-def body_key(body: bytes) -> str:
-    """The key a merged-PR delivery is recorded under: its body's SHA-256. GitHub signs the body,
-    not ``X-GitHub-Delivery``: a signed body sent again under another delivery id, or none, is
-    the same delivery (a redelivery of GitHub's sends the same body under the same id)."""
-    return "sha256:" + hashlib.sha256(body).hexdigest()
-
-
 class _Duplicate(Exception):
     pass
 
 
-def handle_merged(pr: MergedPullRequest, *, delivery_id: str | None, event: str | None,
-                  body: bytes | None = None) -> MergeResult:
+def handle_merged(pr: MergedPullRequest, *, delivery_id: str | None, event: str | None) -> MergeResult:
     """Act once per delivery: record the merge and queue the tracker writes, then send them (for at
-    most ``AIIMPL_WEBHOOK_ANSWER_SECONDS`` before the answer; they go on after it).
-
-    :param body: the signed body of the delivery: when given, the delivery is known by it
-        (:func:`body_key`), else by ``delivery_id``.
-    """
-    key = body_key(body) if body is not None else delivery_id
+    most ``AIIMPL_WEBHOOK_ANSWER_SECONDS`` before the answer; they go on after it)."""
     try:
         with serialized():
-            if not record_delivery(key, event):
+            if not record_delivery(delivery_id, event):
                 raise _Duplicate()
             job = find_job(pr)
             if job is None:
