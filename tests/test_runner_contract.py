@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,7 @@ def _empty_store() -> None:
 RUN_TESTS = ["test_contract_dispatch_then_poll", "test_contract_secrets_stay_out_of_run_ids_and_urls",
              "test_contract_another_instance_polls_and_cancels_the_run",
              "test_contract_polls_two_runs_in_one_call", "test_contract_polls_and_cancels_an_unlinked_run",
-             "test_contract_dispatch_hands_the_env_to_the_run"]
+             "test_contract_dispatch_hands_the_env_to_the_run", "test_contract_cancel_ends_the_run"]
 
 
 @pytest.mark.parametrize("test", [*RUN_TESTS, "test_contract_constructs_without_settings",
@@ -410,3 +411,40 @@ def test_runner_contract_fails_a_dispatch_that_drops_the_env() -> None:
 def test_runner_contract_skips_the_env_without_a_contract_session_env_fixture() -> None:
     with pytest.raises(pytest.skip.Exception):
         _run("test_contract_dispatch_hands_the_env_to_the_run", _backend(), contract_session_env=None)
+
+
+# -- a cancel stops the run --------------------------------------------------------------------
+
+
+class _QuickCancel(RunnerBackendContract):
+    cancel_ends_within = 0.5
+
+
+def test_runner_contract_fails_a_cancel_that_stops_nothing() -> None:
+    """The run's session would go on with the job's branch and credentials after the job ended."""
+    backend = _backend(cancel=lambda self, run: None)
+    with pytest.raises(FAILED) as err:
+        _run("test_contract_cancel_ends_the_run", backend, contract=_QuickCancel)
+    assert str(err.value).startswith("poll_runs still answered running for job 7 (run_id 'run-7') 0.5 s "
+                                     "after cancel returned"), err.value
+    assert "set cancel_ends_within" in str(err.value)
+
+
+def test_runner_contract_waits_for_a_run_its_cancel_stops_in_the_background() -> None:
+    """As a container's stop grace, or GitHub's asynchronous cancel: reported ended some time later."""
+    def cancel(self: Any, run: InFlightRun) -> None:
+        stop = threading.Timer(0.3, _Store.runs.pop, (run.job_id, None))
+        stop.start()
+        self.stops.append(stop)
+
+    backend = _backend(cancel=cancel, stops=[])
+    _run("test_contract_cancel_ends_the_run", backend)
+    assert not backend.stops[0].is_alive()  # polled until the first cancel's stop was over
+    for stop in backend.stops:
+        stop.join()
+
+
+def test_runner_contract_skips_the_cancel_check_of_a_backend_that_keeps_the_base_cancel() -> None:
+    """The base class's ``cancel`` does nothing, as documented: its runs meet their lifetime."""
+    with pytest.raises(pytest.skip.Exception, match="cancel is the base class's"):
+        _run("test_contract_cancel_ends_the_run", _backend(cancel=RunnerBackend.cancel))

@@ -269,8 +269,9 @@ class RunnerBackend(Provider):
         """
 
     def cancel(self, run: InFlightRun) -> None:  # noqa: B027 - optional
-        """Stop and clean up a run (best effort). It may be called for a run that has ended or gone:
-        do nothing then. An exception is logged and ignored."""
+        """Stop and clean up a run (best effort); :meth:`poll_runs` then reports it ended (the stop
+        may go on in the background). It may be called for a run that has ended or gone: do nothing
+        then. An exception is logged and ignored."""
 
     def sweep(self, lifetime_seconds: int) -> None:  # noqa: B027 - optional
         """Remove what ended sessions left behind (a machine or container that still holds a

@@ -26,6 +26,7 @@ import dataclasses
 import importlib.util
 import inspect
 import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -378,6 +379,12 @@ class RunnerBackendContract(_ProviderBasics):
     #: job ``run_not_found``).
     runs_listed_late = False
 
+    #: Seconds the contract polls a run for after ``cancel`` returned, until ``poll_runs`` reports it
+    #: ended: a remote that stops a run in the background (a container's stop grace, GitHub's
+    #: asynchronous cancel) may report it ``RUNNING`` until then. Raise it on the contract's subclass
+    #: when your fake remote takes longer.
+    cancel_ends_within = 30.0
+
     @pytest.fixture
     def another_runner_backend(self, provider: RunnerBackend) -> RunnerBackend:
         """A second instance on the same configuration, as another process builds it (the poller
@@ -483,6 +490,38 @@ class RunnerBackendContract(_ProviderBasics):
             _cancel(provider, unlinked, "for a run with run_id None (not linked yet)")
         finally:
             _cancel(provider, run, "after polling it")
+
+    def test_contract_cancel_ends_the_run(
+        self, provider: RunnerBackend, dispatch_request: DispatchRequest
+    ) -> None:
+        """``cancel`` stops the run: the core cancels the run of a job an operator cancelled, and of
+        one past its lifetime, and counts on it no longer working (its session would go on with the
+        job's branch and credentials). ``poll_runs`` then reports the run ended (``NOT_FOUND``,
+        ``FAILED``, ``SUCCEEDED`` or ``TIMED_OUT``), within ``cancel_ends_within`` seconds. A class
+        that keeps the base class's ``cancel`` (which does nothing: a run meets its lifetime) is
+        skipped."""
+        if type(provider).cancel is RunnerBackend.cancel:
+            pytest.skip("cancel is the base class's: a run meets its lifetime")
+        run = sample_in_flight_run(dispatch_request, _dispatched(provider, dispatch_request))
+        try:
+            _cancel(provider, run, "after dispatching it")
+            deadline = time.monotonic() + self.cancel_ends_within
+            while True:
+                phase = _phase_of(_polled(provider, [run], "for a run that was cancelled",
+                                          "answer NOT_FOUND for a run that is gone"), run)
+                if phase in _ENDED or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.2)
+            assert phase in _ENDED, (
+                f"poll_runs still answered {phase} for job {run.job_id} (run_id {run.run_id!r}) "
+                f"{self.cancel_ends_within:g} s after cancel returned: cancel stops the run (the core "
+                "cancels the run of a job an operator cancelled, or past its lifetime, and no longer "
+                "follows it), and poll_runs then reports it ended (NOT_FOUND, FAILED, SUCCEEDED or "
+                "TIMED_OUT); set cancel_ends_within on the contract's subclass when your remote stops a "
+                "run in the background for longer"
+            )
+        finally:
+            _cancel(provider, run, "for a run it had cancelled already")
 
     def test_contract_dispatch_hands_the_env_to_the_run(
         self, provider: RunnerBackend, dispatch_request: DispatchRequest, contract_session_env: Any

@@ -43,15 +43,20 @@ def in_flight(req: DispatchRequest, run_id: str | None, clock: Clock, lifetime: 
     return sample_in_flight_run(req, run_id=run_id, dispatched_at=clock(), lifetime_seconds=lifetime)
 
 
+#: a session that outlasts the contract's wait after a cancel: one that ended by itself would pass
+#: for a cancel that stopped nothing (every contract test cancels the runs it dispatched)
+CONTRACT_SESSION = "sh -c 'sleep 120'"
+
+
 class TestDockerContract(RunnerBackendContract):
     @pytest.fixture
     def runner_backend(self, make_backend: Any) -> LocalDockerBackend:
-        return make_backend("sh -c 'sleep 5'")
+        return make_backend(CONTRACT_SESSION)
 
     @pytest.fixture
     def another_runner_backend(self, make_backend: Any) -> LocalDockerBackend:
         # (made by make_backend, whose end waits for the stops its cancels started)
-        return make_backend("sh -c 'sleep 5'")
+        return make_backend(CONTRACT_SESSION)
 
     @pytest.fixture
     def dispatch_request(self) -> DispatchRequest:
