@@ -21,7 +21,7 @@ from aiimpl_core.testing.contract import (
     sample_dispatch_request,
     sample_in_flight_run,
 )
-from aiimpl_core.types import DispatchResult, InFlightRun, RunPhase, RunState
+from aiimpl_core.types import DispatchResult, InFlightRun, RunPhase, RunState, SessionInfo
 
 FAILED = (AssertionError, pytest.fail.Exception)
 
@@ -31,6 +31,7 @@ class _Store:
 
     runs: dict[int, str] = {}
     env: dict[int, dict[str, str]] = {}
+    shown: dict[int, dict[str, Any]] = {}  # what the remote shows of a run (its name, its labels)
 
 
 class Good(RunnerBackend):
@@ -48,7 +49,11 @@ class Good(RunnerBackend):
             raise self.not_configured()
         _Store.runs[request.job_id] = "running"
         _Store.env[request.job_id] = dict(request.env)
+        _Store.shown[request.job_id] = {"name": request.run_name, "labels": self.labels(request)}
         return DispatchResult(run_id=f"run-{request.job_id}")
+
+    def labels(self, request: Any) -> dict[str, str]:
+        return {"job": str(request.job_id), "issue": request.issue_key}
 
     def poll_runs(self, runs: Any) -> list[RunState]:
         return [RunState(r.job_id, self.phase(r)) for r in runs]
@@ -83,6 +88,8 @@ def _run(test: str, backend: RunnerBackend, contract: type = RunnerBackendContra
         fixtures.setdefault("another_dispatch_request", _another_request(fixtures["dispatch_request"]))
     if "contract_session_env" in parameters:
         fixtures.setdefault("contract_session_env", lambda run: _Store.env.get(run.job_id))
+    if "contract_run_metadata" in parameters:
+        fixtures.setdefault("contract_run_metadata", lambda run: _Store.shown.get(run.job_id))
     getattr(contract(), test)(backend, **fixtures)
 
 
@@ -90,12 +97,14 @@ def _run(test: str, backend: RunnerBackend, contract: type = RunnerBackendContra
 def _empty_store() -> None:
     _Store.runs.clear()
     _Store.env.clear()
+    _Store.shown.clear()
 
 
 RUN_TESTS = ["test_contract_dispatch_then_poll", "test_contract_secrets_stay_out_of_run_ids_and_urls",
              "test_contract_another_instance_polls_and_cancels_the_run",
              "test_contract_polls_two_runs_in_one_call", "test_contract_polls_and_cancels_an_unlinked_run",
-             "test_contract_dispatch_hands_the_env_to_the_run", "test_contract_cancel_ends_the_run"]
+             "test_contract_dispatch_hands_the_env_to_the_run", "test_contract_cancel_ends_the_run",
+             "test_contract_secrets_stay_out_of_what_the_remote_shows"]
 
 
 @pytest.mark.parametrize("test", [*RUN_TESTS, "test_contract_constructs_without_settings",
@@ -448,3 +457,64 @@ def test_runner_contract_skips_the_cancel_check_of_a_backend_that_keeps_the_base
     """The base class's ``cancel`` does nothing, as documented: its runs meet their lifetime."""
     with pytest.raises(pytest.skip.Exception, match="cancel is the base class's"):
         _run("test_contract_cancel_ends_the_run", _backend(cancel=RunnerBackend.cancel))
+
+
+# -- what the remote shows of a run ------------------------------------------------------------
+
+
+def _labelled_with(*names: str) -> Any:
+    """A ``labels`` that also labels the run with these variables of its environment."""
+    def labels(self: Any, request: Any) -> dict[str, str]:
+        return {**Good.labels(self, request), **{name.lower(): request.env[name] for name in names}}
+    return labels
+
+
+def test_runner_contract_fails_a_secret_in_a_runs_labels() -> None:
+    """Whoever can list the remote's runs would read the job's nonce, and could report its result."""
+    message = _fails("test_contract_secrets_stay_out_of_what_the_remote_shows",
+                     _backend(labels=_labelled_with("AIIMPL_NONCE")))
+    assert message.startswith("the remote shows a secret of request.env with the run of job 7: AIIMPL_NONCE "
+                              "in contract_run_metadata(run)['labels']['aiimpl_nonce']"), message
+
+
+def test_runner_contract_takes_what_is_not_a_secret_in_a_runs_labels() -> None:
+    _run("test_contract_secrets_stay_out_of_what_the_remote_shows",
+         _backend(labels=_labelled_with("AIIMPL_URL", "AIIMPL_JOB_ID")))
+
+
+class _NonceShown(RunnerBackendContract):
+    public_secret_names = frozenset({"AIIMPL_NONCE"})
+
+
+def test_runner_contract_leaves_out_the_secrets_a_remote_shows_on_purpose() -> None:
+    """As GitHub Actions' workflow inputs carry the session's one-time nonce: the others are still read."""
+    _run("test_contract_secrets_stay_out_of_what_the_remote_shows",
+         _backend(labels=_labelled_with("AIIMPL_NONCE")), contract=_NonceShown)
+    request = sample_dispatch_request(
+        job_id=7, env={**sample_dispatch_request(job_id=7).env, "TEAM_TOKEN": "t0ken-value"},
+        secret_names=frozenset({"AIIMPL_NONCE", "TEAM_TOKEN"}))
+    with pytest.raises(FAILED, match="TEAM_TOKEN in contract_run_metadata"):
+        _run("test_contract_secrets_stay_out_of_what_the_remote_shows",
+             _backend(labels=_labelled_with("AIIMPL_NONCE", "TEAM_TOKEN")), contract=_NonceShown,
+             dispatch_request=request)
+
+
+def test_runner_contract_fails_a_secret_in_a_listed_session() -> None:
+    """``GET /api/sessions`` shows what ``list_sessions`` answers, unmasked."""
+    def list_sessions(self: Any) -> list[SessionInfo]:
+        return [SessionInfo(id=f"run-{job_id}", backend="good", state="running", job_id=job_id,
+                            log_url=f"https://runs.test/{job_id}?nonce={env['AIIMPL_NONCE']}")
+                for job_id, env in _Store.env.items()]
+
+    backend = _backend(supports_sessions=True, list_sessions=list_sessions,
+                       destroy_session=lambda self, session_id: True)
+    message = _fails("test_contract_secrets_stay_out_of_what_the_remote_shows", backend,
+                     contract_run_metadata=None)
+    assert message.startswith("the remote shows a secret of request.env with the run of job 7: AIIMPL_NONCE "
+                              "in list_sessions()[0]['log_url']"), message
+
+
+def test_runner_contract_skips_what_the_remote_shows_without_a_fixture_or_sessions() -> None:
+    with pytest.raises(pytest.skip.Exception, match="no contract_run_metadata fixture"):
+        _run("test_contract_secrets_stay_out_of_what_the_remote_shows", _backend(),
+             contract_run_metadata=None)

@@ -379,6 +379,12 @@ class RunnerBackendContract(_ProviderBasics):
     #: job ``run_not_found``).
     runs_listed_late = False
 
+    #: Names in ``request.env`` of the secrets your remote shows with a run on purpose (the
+    #: github-actions backend's workflow inputs carry the session's one-time nonce and run tokens:
+    #: readable by whoever reads the repository's Actions, masked in the run's logs): the check of
+    #: what the remote shows of a run (``contract_run_metadata``) leaves their values out.
+    public_secret_names: frozenset[str] = frozenset()
+
     #: Seconds the contract polls a run for after ``cancel`` returned, until ``poll_runs`` reports it
     #: ended: a remote that stops a run in the background (a container's stop grace, GitHub's
     #: asynchronous cancel) may report it ``RUNNING`` until then. Raise it on the contract's subclass
@@ -408,6 +414,15 @@ class RunnerBackendContract(_ProviderBasics):
         the environment the remote system starts its session with, as your fake remote sees it:
         the contract then checks that ``request.env`` reached the run (without it the session
         cannot call back)."""
+        return None
+
+    @pytest.fixture
+    def contract_run_metadata(self) -> Any:
+        """``None``, or a function taking the :class:`InFlightRun` of a dispatched run and answering
+        what your fake remote shows of the run to whoever can see it there, beyond its id and URL:
+        its name, labels or tags, metadata, command line, workflow inputs (a string, or mappings and
+        sequences of them, read whole, keys too). The contract then checks that no secret of
+        ``request.env`` (those ``request.secret_names`` names) is in it."""
         return None
 
     def test_contract_dispatch_then_poll(
@@ -583,6 +598,37 @@ class RunnerBackendContract(_ProviderBasics):
         finally:
             _cancel(provider, run, "after polling it")
 
+    def test_contract_secrets_stay_out_of_what_the_remote_shows(
+        self, provider: RunnerBackend, dispatch_request: DispatchRequest, contract_run_metadata: Any
+    ) -> None:
+        """A run's name, labels, metadata and workflow inputs, and the sessions ``list_sessions``
+        answers (``GET /api/sessions``), are shown unmasked to whoever can see them: the request's
+        secrets (the job's nonce, its run tokens, the team's secrets) stay in the session's
+        environment. Without ``contract_run_metadata`` only the sessions are read."""
+        if contract_run_metadata is None and not type(provider).supports_sessions:
+            pytest.skip("no contract_run_metadata fixture: what the remote shows of a run is not checked")
+        secrets = {name: value for name, value in dispatch_request.env.items()
+                   if name in dispatch_request.secret_names and name not in self.public_secret_names
+                   and isinstance(value, str) and value}
+        run = sample_in_flight_run(dispatch_request, _dispatched(provider, dispatch_request))
+        try:
+            shown = list(_texts(contract_run_metadata(run), "contract_run_metadata(run)")
+                         if contract_run_metadata is not None else ())
+            if type(provider).supports_sessions:
+                for index, session in enumerate(provider.list_sessions()):
+                    shown += _texts(dataclasses.asdict(session), f"list_sessions()[{index}]")
+            found = sorted({f"{name} in {where}" for where, text in shown
+                            for name, value in secrets.items() if value in text})
+            assert not found, (
+                f"the remote shows a secret of request.env with the run of job {run.job_id}: "
+                f"{'; '.join(found)}. Names, labels, metadata and workflow inputs are public to whoever "
+                "can see the run: pass secrets in the session's environment only (set "
+                "public_secret_names on the contract's subclass for a secret your remote shows on "
+                "purpose)"
+            )
+        finally:
+            _cancel(provider, run, "after dispatching it")
+
     def test_contract_another_instance_polls_and_cancels_the_run(
         self, provider: RunnerBackend, another_runner_backend: RunnerBackend,
         dispatch_request: DispatchRequest,
@@ -671,6 +717,25 @@ def _another_request(request: DispatchRequest) -> DispatchRequest:
         request, job_id=job_id, issue_key=key, branch=moved(request.branch), run_name=run_name,
         env={name: moved(value) if isinstance(value, str) else value for name, value in request.env.items()},
     )
+
+
+def _texts(shown: Any, where: str) -> list[tuple[str, str]]:
+    """Each string in ``shown`` (mappings' keys and values, sequences' items, other values as
+    ``str``), with where it is (``labels['job']``)."""
+    if shown is None:
+        return []
+    if isinstance(shown, bytes):
+        return [(where, shown.decode(errors="replace"))]
+    if isinstance(shown, str):
+        return [(where, shown)]
+    if isinstance(shown, Mapping):
+        out = []
+        for key, value in shown.items():
+            out += [(where, str(key)), *_texts(value, f"{where}[{key!r}]")]
+        return out
+    if isinstance(shown, Iterable):
+        return [text for index, item in enumerate(shown) for text in _texts(item, f"{where}[{index}]")]
+    return [(where, str(shown))]
 
 
 def _phase_of(states: Sequence[RunState], run: InFlightRun) -> RunPhase:

@@ -69,6 +69,17 @@ class TestDockerContract(RunnerBackendContract):
             return dict(item.split("=", 1) for item in listed)
         return env
 
+    @pytest.fixture
+    def contract_run_metadata(self, engine: Any) -> Any:
+        """What ``docker ps`` shows of a container to whoever may list the engine's: its name,
+        image, command and labels."""
+        def shown(run: InFlightRun) -> dict[str, Any]:
+            attrs = engine.containers.get(run.run_id).attrs
+            config = attrs.get("Config") or {}
+            return {"Name": attrs.get("Name"), "Path": attrs.get("Path"), "Args": attrs.get("Args"),
+                    **{key: config.get(key) for key in ("Image", "Cmd", "Entrypoint", "Labels")}}
+        return shown
+
 
 def test_flags() -> None:
     assert LocalDockerBackend.id == "local-docker" and LocalDockerBackend.runner_mode == "local"

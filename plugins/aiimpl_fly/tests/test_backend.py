@@ -66,6 +66,17 @@ class TestFlyContract(RunnerBackendContract):
     def contract_session_env(self, fake_fly: FakeFly) -> Any:
         return lambda run: fake_fly.machines[run.run_id]["config"]["env"]
 
+    @pytest.fixture
+    def contract_run_metadata(self, fake_fly: FakeFly) -> Any:
+        """What anyone listing the app's machines sees of one besides its environment: its name,
+        region, image, command and metadata."""
+        def shown(run: InFlightRun) -> dict[str, Any]:
+            machine = fake_fly.machines[run.run_id]
+            config = machine["config"]
+            return {"name": machine.get("name"), "region": machine.get("region"),
+                    **{key: config.get(key) for key in ("image", "init", "metadata")}}
+        return shown
+
 
 def test_flags_and_identity() -> None:
     assert FlyMachinesBackend.id == "fly-machines" and FlyMachinesBackend.runner_mode == "fly"

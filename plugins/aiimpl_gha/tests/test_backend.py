@@ -22,6 +22,7 @@ from aiimpl_core.testing.fake_github import FakeGitHub, Run
 from aiimpl_core.types import DispatchRequest, InFlightRun, LogLabel, Phase, RunPhase, TimeoutReason
 
 from aiimpl_gha.backend import GitHubActionsBackend
+from aiimpl_gha.config import CREDENTIAL_INPUTS
 
 from .conftest import fake_github, github_config, list_runs_late, synced
 
@@ -73,6 +74,10 @@ def install(gh: FakeGitHub, backend: GitHubActionsBackend, **mapping_kw: object)
 
 
 class TestContract(RunnerBackendContract):
+    # the session's own credentials travel in their own workflow inputs, which the workflow masks
+    # (README, "Inputs are visible to anyone who can read the repository's Actions")
+    public_secret_names = frozenset(CREDENTIAL_INPUTS.values())
+
     @pytest.fixture
     def gh(self, aiimpl_specs_dir: str) -> Iterator[FakeGitHub]:
         """The contract cancels the runs it dispatched (found by name before they are linked):
@@ -88,6 +93,15 @@ class TestContract(RunnerBackendContract):
     @pytest.fixture
     def dispatch_request(self) -> DispatchRequest:
         return full_request()
+
+    @pytest.fixture
+    def contract_run_metadata(self, gh: FakeGitHub) -> object:
+        """What GitHub shows of a workflow run to whoever reads the repository's Actions: its name
+        (``display_title``), branch and ``workflow_dispatch`` inputs."""
+        def shown(run: InFlightRun) -> dict[str, object]:
+            found = gh.runs[int(run.run_id)] if run.run_id else gh.run_named(run.run_name)
+            return {"display_title": found.title, "head_branch": found.head_branch, "inputs": found.inputs}
+        return shown
 
 
 def test_flags() -> None:

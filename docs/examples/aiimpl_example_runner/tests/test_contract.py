@@ -29,6 +29,16 @@ class TestSpoolBackendContract(RunnerBackendContract):
     def contract_session_env(self, tmp_path):
         return lambda run: json.loads((tmp_path / f"{run.job_id}.json").read_text())["env"]
 
+    @pytest.fixture
+    def contract_run_metadata(self, tmp_path):
+        """What the system that picks the spool up may show of a run: the spool's file names and
+        the payload's fields but the session's environment."""
+        def shown(run):
+            payload = json.loads((tmp_path / f"{run.job_id}.json").read_text())
+            return {"files": sorted(p.name for p in tmp_path.iterdir()),
+                    **{key: value for key, value in payload.items() if key != "env"}}
+        return shown
+
 
 def test_spool_reports_state_written_by_the_consumer(tmp_path):
     backend = SpoolBackend(make_context({"AIIMPL_EXAMPLE_SPOOL_DIR": str(tmp_path)}))
