@@ -208,7 +208,10 @@ class TicketingProvider(Provider):
 
     @abstractmethod
     def mark_done(self, key: str) -> None:
-        """Close an issue out after its pull request merged.
+        """Close an issue out after its pull request merged: move it to a done state of the
+        tracker's (a completed workflow state, a status of the done category), which
+        :meth:`get_issue` reports as its ``state`` (or ``stage`` ``Stage.DONE``), with no
+        trigger. Taking the trigger away alone leaves the issue open.
 
         Must be idempotent: an issue already done stays done without an error (the outbox may send
         this twice, as it may a stage change; a comment it sends once).

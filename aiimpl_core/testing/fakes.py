@@ -42,6 +42,9 @@ STAGE_LABELS = {
 }
 TRIGGER_LABEL = "AI-Implement"
 AI_LABELS = {TRIGGER_LABEL, *STAGE_LABELS.values()}
+#: the workflow state ``get_issue`` reports for an issue ``mark_done`` closed (Linear's and Jira's
+#: usual completed state); an open issue reports none
+DONE_STATE = "Done"
 
 
 @dataclass
@@ -59,7 +62,8 @@ class FakeIssue:
 
 
 class FakeTracker:
-    """A label-based tracker (Linear's lifecycle) kept in memory.
+    """A label-based tracker (Linear's lifecycle) kept in memory. ``mark_done`` closes an issue
+    (:attr:`FakeIssue.done`): ``get_issue`` then reports its ``state`` as :data:`DONE_STATE`.
 
     :param provider_id: the ticketing provider id it registers.
     :param page_size: issues per page of ``iter_triggered``.
@@ -122,6 +126,7 @@ class FakeTracker:
             provider=self.provider_id,
             description=issue.description,
             url=f"https://tracker.test/{issue.key}",
+            state=DONE_STATE if issue.done else None,
             labels=tuple(sorted(issue.labels)),
             stage=stage,
             triggered=TRIGGER_LABEL in issue.labels and not issue.done,

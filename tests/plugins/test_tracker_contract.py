@@ -11,7 +11,7 @@ import pytest
 
 from aiimpl_core.errors import ProviderError
 from aiimpl_core.testing.contract import TicketingProviderContract, _missing_key, make_context
-from aiimpl_core.testing.fakes import FakeTracker
+from aiimpl_core.testing.fakes import DONE_STATE, TRIGGER_LABEL, FakeTracker
 from aiimpl_core.types import Comment, Stage, TriggeredPage
 
 
@@ -136,9 +136,70 @@ def test_tracker_contract_fails_a_mark_done_that_does_nothing() -> None:
     tracker.add("ENG-1")
 
     message = _fails("test_contract_mark_done", _tracker_with(tracker, mark_done=lambda self, key: None),
-                     "ENG-1")
+                     "ENG-1", contract_done_states=frozenset({"Done"}))
 
-    assert message.startswith("get_issue reads ENG-1 after mark_done as before it")
+    assert message.startswith("get_issue reads ENG-1 after mark_done with state None and stage None, not "
+                              "done"), message
+
+
+def test_tracker_contract_fails_a_mark_done_that_only_takes_the_trigger_away() -> None:
+    """The issue would stay open in the tracker after its pull request merged."""
+    tracker = FakeTracker()
+    tracker.add("ENG-1")
+
+    def mark_done(self: Any, key: str) -> None:
+        tracker.issues[key].labels.discard(TRIGGER_LABEL)
+
+    message = _fails("test_contract_mark_done", _tracker_with(tracker, mark_done=mark_done), "ENG-1",
+                     contract_done_states=frozenset({"Done"}))
+
+    assert message.startswith("get_issue reads ENG-1 after mark_done with state None and stage None, not "
+                              "done"), message
+    assert "taking the trigger away alone leaves the issue open" in message
+    assert not tracker.provider_class(make_context()).get_issue("ENG-1").triggered
+
+
+def test_tracker_contract_fails_a_mark_done_that_leaves_the_trigger() -> None:
+    tracker = FakeTracker()
+    tracker.add("ENG-1")
+
+    def get_issue(self: Any, key: str) -> Any:  # reads the trigger label whatever the state
+        issue = tracker.provider_class.get_issue(self, key)
+        return dataclasses.replace(issue, triggered=TRIGGER_LABEL in issue.labels)
+
+    message = _fails("test_contract_mark_done", _tracker_with(tracker, get_issue=get_issue), "ENG-1",
+                     contract_done_states=frozenset({"Done"}))
+
+    assert message.startswith("get_issue reads ENG-1 as triggered after mark_done"), message
+
+
+@pytest.mark.parametrize(("state", "stage", "done_states"), [
+    ("Done", None, {"Done"}),
+    ("done", None, {"Done"}),
+    ("Closed", None, {"Closed", "Resolved"}),
+    (None, Stage.DONE, {"Done"}),
+])
+def test_tracker_contract_takes_a_done_state_or_stage(state: Any, stage: Any, done_states: set[str]) -> None:
+    tracker = FakeTracker()
+    tracker.add("ENG-1")
+
+    def get_issue(self: Any, key: str) -> Any:
+        issue = tracker.provider_class.get_issue(self, key)
+        if tracker.issues[key].done:
+            issue = dataclasses.replace(issue, state=state, stage=stage)
+        return issue
+
+    TicketingProviderContract().test_contract_mark_done(
+        _tracker_with(tracker, get_issue=get_issue), "ENG-1", frozenset(done_states))
+
+
+def test_fake_tracker_reports_a_done_issue_in_its_done_state() -> None:
+    tracker = FakeTracker()
+    tracker.add("ENG-1")
+    provider = tracker.provider_class(make_context())
+    assert provider.get_issue("ENG-1").state is None
+    provider.mark_done("ENG-1")
+    assert provider.get_issue("ENG-1").state == DONE_STATE == "Done"
 
 
 def test_tracker_contract_fails_a_mark_done_that_is_not_idempotent() -> None:
@@ -148,7 +209,8 @@ def test_tracker_contract_fails_a_mark_done_that_is_not_idempotent() -> None:
     def mark_done(self: Any, key: str) -> None:  # reopens an issue already done
         tracker.issues[key].done = not tracker.issues[key].done
 
-    message = _fails("test_contract_mark_done", _tracker_with(tracker, mark_done=mark_done), "ENG-1")
+    message = _fails("test_contract_mark_done", _tracker_with(tracker, mark_done=mark_done), "ENG-1",
+                     contract_done_states=frozenset({"Done"}))
 
     assert message.startswith("a second mark_done changed ENG-1 again")
 
