@@ -71,13 +71,10 @@ def test_clear_takes_the_last_saves_errors_away(page, app):
     assert page.locator("#mapping-error").inner_text() == ""
 
 
-def test_a_double_click_on_set_secret_sets_it_once_and_says_its_name(page, app):
-    """The second click, while the first was on its way, sent the value again and then said
-    'Secret  set', the form emptied by the first."""
-    sign_in(page)
-    page.get_by_role("link", name="Secrets").click()
-    page.locator("#secrets-table").get_by_text("No secrets in this scope.").wait_for()
-    held, posts = [], []
+def _holding_posts(page, pattern: str) -> tuple[list, list]:  # noqa: ANN001
+    """Hold every POST to ``pattern`` until the test lets it go (``held``), with its body (``posts``)."""
+    held: list = []
+    posts: list = []
 
     def hold(route):  # noqa: ANN001, ANN202
         if route.request.method == "POST":
@@ -86,7 +83,17 @@ def test_a_double_click_on_set_secret_sets_it_once_and_says_its_name(page, app):
         else:
             route.continue_()
 
-    page.route("**/api/global-secrets", hold)
+    page.route(pattern, hold)
+    return held, posts
+
+
+def test_a_double_click_on_set_secret_sets_it_once_and_says_its_name(page, app):
+    """The second click, while the first was on its way, sent the value again and then said
+    'Secret  set', the form emptied by the first."""
+    sign_in(page)
+    page.get_by_role("link", name="Secrets").click()
+    page.locator("#secrets-table").get_by_text("No secrets in this scope.").wait_for()
+    held, posts = _holding_posts(page, "**/api/global-secrets")
     page.get_by_label("Name").fill("NPM_TOKEN")
     page.get_by_label("Value").fill("s3cr3t-value")
     button = page.get_by_role("button", name="Set secret")
@@ -106,16 +113,7 @@ def test_a_second_save_of_the_mapping_form_while_the_first_is_on_its_way_sends_n
     it, the second said the new mapping's team key was taken, under a form emptied by the first."""
     sign_in(page)
     page.locator("#mappings-table").get_by_text("No mappings yet").wait_for()
-    held, posts = [], []
-
-    def hold(route):  # noqa: ANN001, ANN202
-        if route.request.method == "POST":
-            posts.append(route.request.post_data_json)
-            held.append(route)
-        else:
-            route.continue_()
-
-    page.route("**/api/mappings", hold)
+    held, posts = _holding_posts(page, "**/api/mappings")
     fill_mapping(page, "ENG", "api")
     page.get_by_label("Ticketing (JSON object)").fill('{"provider": "fake-tracker"}')
     save = page.get_by_role("button", name="Save mapping")
