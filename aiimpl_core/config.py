@@ -41,7 +41,9 @@ def secret_keys(config: Mapping[str, Any]) -> tuple[str, ...]:
     """``AIIMPL_SECRET_KEY``, then its fallbacks (``AIIMPL_SECRET_KEY_FALLBACKS``) but the current
     one again: the keys a run token or a stored secret may have been made with."""
     current = str(config["AIIMPL_SECRET_KEY"])
-    return (current, *(key for key in config.get("AIIMPL_SECRET_KEY_FALLBACKS") or () if key != current))
+    # (a value given as text, as create_app's config may give it, is the environment's list)
+    fallbacks = secret_strings("AIIMPL_SECRET_KEY_FALLBACKS", config.get("AIIMPL_SECRET_KEY_FALLBACKS"))
+    return (current, *(key for key in fallbacks if key != current))
 
 
 def _runner_mode(value: str) -> str | None:

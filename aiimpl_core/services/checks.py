@@ -498,9 +498,9 @@ def _secret_rows() -> list[CheckRow]:
     fallback decrypts are said on a passing row (to re-encrypt before the fallback is removed)."""
     from . import secrets as secrets_service
 
-    lost = secrets_service.unreadable()
-    fallbacks = current_app.config.get("AIIMPL_SECRET_KEY_FALLBACKS")
-    earlier = secrets_service.of_earlier_keys() if fallbacks else []
+    read_by = secrets_service.by_key()
+    lost = [(scope, name) for scope, name, key in read_by if key is None]
+    earlier = [(scope, name) for scope, name, key in read_by if key == "fallback"]
     colliding = secrets_service.colliding_global_names()
     db.session.commit()
     out: list[CheckRow] = []
@@ -511,10 +511,18 @@ def _secret_rows() -> list[CheckRow]:
                             f"{len(lost)} stored secret(s) cannot be decrypted {why}: {names}; {what}"))
     if earlier:
         names = ", ".join(f"{name} ({scope or 'global'})" for scope, name in earlier)
-        out.append(CheckRow("secrets", "secrets", "current key", OK,
-                            f"{len(earlier)} stored secret(s) are read with a key of "
-                            f"AIIMPL_SECRET_KEY_FALLBACKS: {names}; run `aiimpl secrets rekey` before "
-                            f"removing it"))
+        if current_app.config.get(secrets_service.KEY_MADE_UP):
+            # (a process without the key: what it stores, and the run tokens it signs, no other reads)
+            out.append(CheckRow("secrets", "secrets", "current key", FAILED,
+                                f"{len(earlier)} stored secret(s) are read with a key of "
+                                f"AIIMPL_SECRET_KEY_FALLBACKS while AIIMPL_SECRET_KEY is not set: {names}; "
+                                f"set AIIMPL_SECRET_KEY (the same for every process), then run `aiimpl "
+                                f"secrets rekey`"))
+        else:
+            out.append(CheckRow("secrets", "secrets", "current key", OK,
+                                f"{len(earlier)} stored secret(s) are read with a key of "
+                                f"AIIMPL_SECRET_KEY_FALLBACKS: {names}; run `aiimpl secrets rekey` before "
+                                f"removing it"))
     if colliding:
         names = ", ".join(f"{name} ({prefix})" for name, prefix in colliding)
         out.append(CheckRow("secrets", "secrets", "global names", FAILED,

@@ -1101,10 +1101,20 @@ def _handle_page(
             log.exception("recording blockers failed")
             report.errors.append(f"blockers: {type(exc).__name__}")
     for issue in to_read:
-        if _stopping(report):
+        if _stopping(report):  # (not recorded: the next cycle's listing shows them again)
             break
+        fetched = utcnow()
         try:
-            _check_read_again(issue, report, now)
+            fresh = _read_again(issue)
+        except Exception as exc:  # noqa: BLE001 - reported; the next cycle tries again
+            _check_failed(issue.key, exc, report)
+            if isinstance(exc, ProviderError) and poller.is_transient(exc):
+                # the tracker fails: backed off as a failed listing, the rest read by a later cycle
+                poller.record_failure("ticketing", provider_id, exc, now)
+                break
+            continue
+        try:
+            _check_read_again(issue, fresh, fetched, report, now)
         except Exception as exc:  # noqa: BLE001 - reported; the next cycle tries again
             _check_failed(issue.key, exc, report)
 
@@ -1116,17 +1126,17 @@ def _check_failed(key: str, exc: Exception, report: CycleReport) -> None:
     report.errors.append(f"{key}: {exc.message if isinstance(exc, AiimplError) else type(exc).__name__}")
 
 
-def _check_read_again(issue: TrackerIssue, report: CycleReport, now: datetime) -> None:
-    """Check a listed issue once more with what the tracker says now (``get_issue``), outside any
-    lock: the listing showed it triggered while its job runs, after the trigger was taken off, and
-    its ``dedup`` wait would count as a person's new trigger (:func:`blockers.unconfirmed`), which
-    the job's end keeps by leaving its own stage change out. A search lagging behind the tracker
-    (Jira's index) shows the trigger that change took off: taken for a new one, the issue was left
-    in the job's stage with no job once it ended. Skipped when the read no longer shows the trigger;
-    else checked as a webhook's read is (its wait then counts, or the job ended meanwhile and it
-    is dispatched)."""
-    fetched_at = utcnow()
-    fresh = _read_again(issue)
+def _check_read_again(
+    issue: TrackerIssue, fresh: TrackerIssue | None, fetched_at: datetime, report: CycleReport, now: datetime
+) -> None:
+    """Check a listed issue once more with what the tracker says now (``fresh``, read with
+    ``get_issue`` from ``fetched_at`` by :func:`_read_again`, outside any lock): the listing showed
+    it triggered while its job runs, after the trigger was taken off, and its ``dedup`` wait would
+    count as a person's new trigger (:func:`blockers.unconfirmed`), which the job's end keeps by
+    leaving its own stage change out. A search lagging behind the tracker (Jira's index) shows the
+    trigger that change took off: taken for a new one, the issue was left in the job's stage with
+    no job once it ended. Skipped when the read no longer shows the trigger; else checked as a
+    webhook's read is (its wait then counts, or the job ended meanwhile and it is dispatched)."""
     if fresh is None:
         report.skipped[issue.key] = TRIGGER_GONE_ON_READ
         return

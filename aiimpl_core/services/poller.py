@@ -229,7 +229,9 @@ def record_success(kind: str, provider_id: str, since: datetime | None = None) -
     with serialized() as session:
         advisory_lock(f"backoff:{key}", session)  # (as record_failure: one reads after the other wrote)
         row = session.get(Setting, key, populate_existing=True)
-        if row is not None and not (since is not None and _recorded_after(row.value, since)):
+        # (another host's clock may be behind this one's by the tolerance: its failure is kept then too)
+        kept = since is not None and _recorded_after(row.value, since - timedelta(seconds=CLOCK_TOLERANCE))
+        if row is not None and not kept:
             session.delete(row)
 
 

@@ -174,34 +174,38 @@ def undecryptable(count: int) -> tuple[str, str]:
 
 
 def unreadable() -> list[tuple[str, str]]:
-    """The secrets (scope, name) neither the current key nor a fallback can decrypt (``aiimpl
-    check`` reports them)."""
-    return [(scope, name) for scope, name, readable in _by_key() if not readable]
+    """The secrets (scope, name) neither the current key nor a fallback can decrypt."""
+    return [(scope, name) for scope, name, read_by in by_key() if read_by is None]
 
 
-def of_earlier_keys() -> list[tuple[str, str]]:
-    """The secrets (scope, name) only a fallback key decrypts: to encrypt with the current key
-    (:func:`rekey`) before that fallback is removed."""
-    return [(scope, name) for scope, name, readable in _by_key() if readable == "fallback"]
-
-
-def _by_key() -> list[tuple[str, str, str | None]]:
-    """Every secret (scope, name) with what decrypts it: ``current``, ``fallback`` or ``None``."""
-    current, fallbacks = _fernet_of(secret_keys(current_app.config)[0]), _fernet()
+def by_key() -> list[tuple[str, str, str | None]]:
+    """Every secret (scope, name) with the key that decrypts it: ``current``, ``fallback`` (to be
+    encrypted with the current key by :func:`rekey` before that fallback is removed) or ``None``
+    (``aiimpl check`` reports both)."""
+    keys = _keys()
+    rows = db.session.execute(select(Secret.scope, Secret.name, Secret.value_encrypted)
+                              .order_by(Secret.scope, Secret.name))
     out: list[tuple[str, str, str | None]] = []
-    for row in db.session.scalars(select(Secret).order_by(Secret.scope, Secret.name)):
-        token = row.value_encrypted.encode()
-        readable: str | None = "current"
-        try:
-            current.decrypt(token)
-        except InvalidToken:
-            try:
-                fallbacks.decrypt(token)
-                readable = "fallback"
-            except InvalidToken:
-                readable = None
-        out.append((row.scope, row.name, readable))
+    for row in rows:
+        read = _read_with(row.value_encrypted.encode(), keys)
+        out.append((row.scope, row.name, None if read is None else "fallback" if read[0] else "current"))
     return out
+
+
+def _keys() -> list[Fernet]:
+    """The current key's, then each fallback's."""
+    return [_fernet_of(key) for key in secret_keys(current_app.config)]
+
+
+def _read_with(token: bytes, keys: list[Fernet]) -> tuple[int, bytes] | None:
+    """Which of ``keys`` decrypts ``token`` (its index: 0 is the current key) and the value;
+    ``None`` when none does."""
+    for index, key in enumerate(keys):
+        try:
+            return index, key.decrypt(token)
+        except InvalidToken:
+            continue
+    return None
 
 
 def rekey() -> tuple[int, list[tuple[str, str]]]:
@@ -212,29 +216,24 @@ def rekey() -> tuple[int, list[tuple[str, str]]]:
     """
     if current_app.config.get(KEY_MADE_UP):
         raise ConfigError("AIIMPL_SECRET_KEY is not set: give the key the secrets are to be encrypted with")
-    current, keys = _fernet_of(secret_keys(current_app.config)[0]), _fernet()
+    keys = _keys()
     done, lost = 0, []
     with serialized() as session:
         rows = session.execute(select(Secret.id, Secret.scope, Secret.name, Secret.value_encrypted)
                                .order_by(Secret.scope, Secret.name)).all()
         for row in rows:
-            token = row.value_encrypted.encode()
-            try:
-                current.decrypt(token)
-                continue
-            except InvalidToken:
-                pass
-            try:
-                again = keys.rotate(token).decode()
-            except InvalidToken:
+            read = _read_with(row.value_encrypted.encode(), keys)
+            if read is None:
                 lost.append((row.scope, row.name))
                 continue
+            if read[0] == 0:
+                continue  # the current key's already
             # compare-and-set: a value set meanwhile (PostgreSQL) is the current key's already; the
             # time it was set stays, as the value did not change
             done += session.execute(
                 update(Secret)
                 .where(Secret.id == row.id, Secret.value_encrypted == row.value_encrypted)
-                .values(value_encrypted=again, updated_at=Secret.updated_at),
+                .values(value_encrypted=keys[0].encrypt(read[1]).decode(), updated_at=Secret.updated_at),
                 execution_options={"synchronize_session": False},
             ).rowcount
     return done, lost

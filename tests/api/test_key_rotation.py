@@ -127,14 +127,14 @@ def test_a_value_set_while_rekeying_is_kept(app, cb_mapping, monkeypatch):
     secrets_service.set_secret("", "DEPLOY_KEY", "old-value")
     db.session.commit()
     app.config.update(AIIMPL_SECRET_KEY=NEW_KEY, AIIMPL_SECRET_KEY_FALLBACKS=(TEST_SECRET_KEY,))
-    rotate = secrets_service.MultiFernet.rotate
+    read_with = secrets_service._read_with
 
-    def set_meanwhile(self, token):  # noqa: ANN001, ANN202
+    def set_meanwhile(token, keys):  # noqa: ANN001, ANN202
         db.session.execute(Secret.__table__.update().values(
             value_encrypted=secrets_service._fernet().encrypt(b"set-meanwhile").decode()))
-        return rotate(self, token)
+        return read_with(token, keys)
 
-    monkeypatch.setattr(secrets_service.MultiFernet, "rotate", set_meanwhile)
+    monkeypatch.setattr(secrets_service, "_read_with", set_meanwhile)
     try:
         assert secrets_service.rekey() == (0, [])
         assert secrets_service.values_for_team("ENG") == {"DEPLOY_KEY": "set-meanwhile"}
@@ -167,3 +167,35 @@ def test_the_fallback_keys_are_masked_as_the_key_is(app, caplog, cb_job, cb_toke
     old = cb_token(job_id, "implementation", tokens.AUD_RESULT)  # (the test key: now the fallback)
     job = db.session.get(Job, job_id)
     assert redaction.redactor_for(job).text(f"token {old} leaked") == "token [REDACTED] leaked"
+
+
+def test_fallbacks_given_as_text_are_the_list_the_environment_gives():
+    """A configuration handed to the app as it is (``create_app``'s config, a test's or an
+    embedder's) holds the text: split as the environment's is, never into one-character keys."""
+    from aiimpl_core.config import secret_keys
+
+    given = {"AIIMPL_SECRET_KEY": NEW_KEY, "AIIMPL_SECRET_KEY_FALLBACKS": " old-key ,older-key"}
+    assert secret_keys(given) == (NEW_KEY, "old-key", "older-key")
+    assert secret_keys({"AIIMPL_SECRET_KEY": NEW_KEY, "AIIMPL_SECRET_KEY_FALLBACKS": NEW_KEY}) == (NEW_KEY,)
+    assert secret_keys({"AIIMPL_SECRET_KEY": NEW_KEY}) == (NEW_KEY,)
+
+
+def test_secrets_read_with_a_fallback_by_a_process_without_the_key_fail_the_check(app):
+    """A process that made up its key reads the secrets through a fallback, but could not rekey
+    them (refused): the check says to set the key, not to run the rekey."""
+    from aiimpl_core.services.checks import run_checks
+
+    secrets_service.set_secret("", "DEPLOY_KEY", "stored-with-the-test-key")
+    db.session.commit()
+    app.config.update({"AIIMPL_SECRET_KEY": "made-up-for-this-process-000000000000",
+                       secrets_service.KEY_MADE_UP: True,
+                       "AIIMPL_SECRET_KEY_FALLBACKS": (TEST_SECRET_KEY,)})
+    try:
+        [row] = [row for row in run_checks() if row.kind == "secrets"]
+        assert (row.name, row.status) == ("current key", "failed")
+        assert row.detail.endswith("while AIIMPL_SECRET_KEY is not set: DEPLOY_KEY (global); set "
+                                   "AIIMPL_SECRET_KEY (the same for every process), then run `aiimpl "
+                                   "secrets rekey`")
+    finally:
+        app.config.update({"AIIMPL_SECRET_KEY": TEST_SECRET_KEY, secrets_service.KEY_MADE_UP: False,
+                           "AIIMPL_SECRET_KEY_FALLBACKS": None})

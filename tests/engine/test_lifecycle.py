@@ -403,6 +403,28 @@ def test_a_trigger_applied_again_is_kept_when_the_listing_lags(app, client, trac
     assert len(run_cycle().dispatched) == 1 and len(jobs_of("ENG-24")) == 2
 
 
+def test_a_tracker_failing_the_reads_again_is_backed_off_once_not_read_issue_by_issue(
+    app, tracker, runner, add_mapping
+):
+    """The listing lags for two issues and the tracker then fails their reads: the first failure
+    backs the tracker off, as a failed listing does, and the other issue is not read (each read
+    would wait out the same outage); nothing is recorded as a new trigger."""
+    from aiimpl_core.services import poller
+
+    add_mapping("ENG", max_in_progress=5)
+    for key in ("ENG-26", "ENG-27"):
+        tracker.add(key)
+        tracker.lag_listing(key)
+    run_cycle()
+    tracker.calls.clear()
+    tracker.fail["get_issue"] = fail_with(503, "unavailable")
+    report = run_cycle()
+    assert _reads(tracker, "ENG-26") + _reads(tracker, "ENG-27") == 1
+    assert poller.backoff_of("ticketing", "fake-tracker").error == "unavailable"
+    assert len(report.errors) == 1 and report.errors[0].endswith("unavailable"), report.errors
+    assert not report.blocked
+
+
 def test_a_wait_while_the_job_s_stage_change_waits_reads_nothing(app, tracker, runner, add_mapping):
     """Only an issue whose trigger was taken off is read again: while the job's stage change waits
     for its retry, the listing that shows the trigger holds the issue as ever, without a read."""

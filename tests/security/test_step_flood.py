@@ -24,7 +24,7 @@ CAP = 3
 
 @pytest.fixture
 def few_steps(monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setattr(callbacks, "MAX_JOB_STEPS", CAP, raising=False)
+    monkeypatch.setattr(callbacks, "MAX_JOB_STEPS", CAP)
     return CAP
 
 
@@ -47,6 +47,12 @@ def _steps(job_id: int) -> int:
     return db.session.scalar(select(func.count()).select_from(JobStep).where(JobStep.job_id == job_id))
 
 
+def _status_of(job_id: int, step_id: str) -> str:
+    db.session.commit()
+    mine = (JobStep.job_id == job_id) & (JobStep.step_id == step_id)
+    return db.session.scalar(select(JobStep.status).where(mine))
+
+
 def test_a_jobs_steps_stop_at_the_cap_over_runner_progress(client, sec_mapping, sec_launch, few_steps):
     sec_mapping()
     job, env = sec_launch("ENG-1")
@@ -57,7 +63,7 @@ def test_a_jobs_steps_stop_at_the_cap_over_runner_progress(client, sec_mapping, 
     # a step the job has is still reported on
     again = _progress(client, env, _step("s0", "succeeded"))
     assert again.status_code == 200 and again.get_json()["stepId"] == "s0"
-    assert _steps(job) == CAP
+    assert _steps(job) == CAP and _status_of(job, "s0") == "succeeded"
 
 
 def test_a_jobs_steps_stop_at_the_cap_over_step_report(client, sec_mapping, sec_launch, few_steps):
@@ -70,7 +76,7 @@ def test_a_jobs_steps_stop_at_the_cap_over_step_report(client, sec_mapping, sec_
     assert refused.get_json() == {"error": f"A job keeps at most {CAP} steps"}
     again = _report(client, env, _step("s1", "succeeded"))
     assert again.status_code == 200
-    assert _steps(job) == CAP
+    assert _steps(job) == CAP and _status_of(job, "s1") == "succeeded"
 
 
 def test_the_cap_is_per_job(client, sec_mapping, sec_launch, few_steps):
