@@ -201,9 +201,9 @@ def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetim
             longest = MAX_BACKOFF if is_outage(exc) else MAX_BACKOFF_NOT_TRANSIENT
             wait = min(longest, MIN_BACKOFF * 2 ** min(failures - 1, 10))
         # ``at``: when it was recorded, by the wall clock as record_success's ``since`` (``now`` may be
-        # the start of a cycle)
+        # the start of a cycle), and on which host's clock
         value: dict[str, Any] = {"until": (now + wait).isoformat(), "failures": failures, "error": message,
-                                 "at": utcnow().isoformat()}
+                                 "at": utcnow().isoformat(), "host": socket.gethostname()[:255]}
         if row is None:
             session.add(Setting(key=key, value=value))
         else:
@@ -229,19 +229,20 @@ def record_success(kind: str, provider_id: str, since: datetime | None = None) -
     with serialized() as session:
         advisory_lock(f"backoff:{key}", session)  # (as record_failure: one reads after the other wrote)
         row = session.get(Setting, key, populate_existing=True)
-        # (another host's clock may be behind this one's by the tolerance: its failure is kept then too)
-        kept = since is not None and _recorded_after(row.value, since - timedelta(seconds=CLOCK_TOLERANCE))
-        if row is not None and not kept:
+        if row is not None and not (since is not None and _recorded_after(row.value, since)):
             session.delete(row)
 
 
 def _recorded_after(value: Any, since: datetime) -> bool:
-    """Whether a back-off's failure was recorded after ``since`` (a row without the time, written by
-    an earlier version or by hand, was not)."""
+    """Whether a back-off's failure was recorded after ``since`` by this host's clock; by another
+    host's, which may be behind this one's by the clock tolerance, after that much before ``since``.
+    (A row without the time, written by an earlier version or by hand, was not.)"""
     try:
         at = datetime.fromisoformat(str(value["at"]))
     except (KeyError, ValueError, TypeError):
         return False
+    if value.get("host") != socket.gethostname():
+        since -= timedelta(seconds=CLOCK_TOLERANCE)
     return (at if at.tzinfo is not None else at.replace(tzinfo=UTC)) > since
 
 

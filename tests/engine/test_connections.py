@@ -299,6 +299,29 @@ def test_a_success_does_not_clear_a_back_off_recorded_while_it_was_under_way(
     assert poller.backoff_of("ticketing", "fake-tracker") is None
 
 
+def test_a_back_off_of_another_host_a_little_before_a_success_began_is_kept(app):
+    """Another host's clock may be behind this one's by the clock tolerance: its failure recorded a
+    few seconds "before" a success began here may have come after it, and is kept. This host's own
+    clock orders its failures and successes as they were."""
+    import socket
+    from datetime import timedelta
+
+    from aiimpl_core.database import CLOCK_TOLERANCE
+    from aiimpl_core.extensions import db
+    from aiimpl_core.orm import Setting, utcnow
+
+    began = utcnow()
+    for host, kept in (("another-host", True), (socket.gethostname(), False)):
+        poller.record_failure("runner", "github-actions", fail_with(503, "unavailable"))
+        row = db.session.get(Setting, poller.backoff_key("runner", "github-actions"))
+        at = began - timedelta(seconds=CLOCK_TOLERANCE / 2)
+        row.value = {**row.value, "at": at.isoformat(), "host": host}
+        db.session.commit()
+        poller.record_success("runner", "github-actions", since=began)
+        assert (poller.backoff_of("runner", "github-actions") is not None) is kept, host
+        poller.record_success("runner", "github-actions")
+
+
 # -- a tracker that breaks its contract is that tracker's failure only -----------------------------
 
 
