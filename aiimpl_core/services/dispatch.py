@@ -821,8 +821,11 @@ def consider(
         # end the live read. (A snapshot check reads nothing: committing after each of a page's
         # issues would only expire every row the session holds, a large cost on a busy install.)
         db.session.commit()
+    if listed and to_read is None:
+        raise TypeError("consider: a listed issue's check needs to_read")
     # (a listed issue not read again may show a trigger the tracker no longer has)
     unread = listed and not force
+    later = to_read if to_read is not None else []  # (to_read itself whenever unread)
     if listed and isinstance(first, _Go) and _ran_before(reads.trigger(key)):
         fetched_at = utcnow()
         issue = _read_again(issue)
@@ -841,9 +844,7 @@ def consider(
             held.append((issue, first))
         else:
             left = hold_all([(issue, first)], now, report, force=force, fetched_at=fetched_at, listed=unread)
-            if left:
-                assert to_read is not None, "a listed issue's check needs to_read"
-                to_read.extend(left)
+            later.extend(left)
         return None
 
     job: Job | None = None
@@ -865,8 +866,7 @@ def consider(
                 return None
             if isinstance(verdict, blockers.Blocked):
                 if unread and verdict.reason == blockers.DEDUP and blockers.unconfirmed([key]):
-                    assert to_read is not None, "a listed issue's check needs to_read"
-                    to_read.append(issue)
+                    later.append(issue)
                     return None
                 blockers.record(issue, verdict, now, fetched_at=None if unread else fetched_at)
                 report.hold(key, verdict)
@@ -925,8 +925,7 @@ def consider(
                 # (--force passes the trigger's checks: its dispatch is no sighting of a trigger)
                 blockers.record(issue, dedup, now, fetched_at=None if force or unread else fetched_at)
         if left:
-            assert to_read is not None, "a listed issue's check needs to_read"
-            to_read.append(issue)
+            later.append(issue)
             return None
         report.hold(key, dedup)
         return None
