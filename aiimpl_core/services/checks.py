@@ -511,18 +511,14 @@ def _secret_rows() -> list[CheckRow]:
                             f"{len(lost)} stored secret(s) cannot be decrypted {why}: {names}; {what}"))
     if earlier:
         names = ", ".join(f"{name} ({scope or 'global'})" for scope, name in earlier)
+        status, advice = OK, ": {names}; run `aiimpl secrets rekey` before removing it"
         if current_app.config.get(secrets_service.KEY_MADE_UP):
             # (a process without the key: what it stores, and the run tokens it signs, no other reads)
-            out.append(CheckRow("secrets", "secrets", "current key", FAILED,
-                                f"{len(earlier)} stored secret(s) are read with a key of "
-                                f"AIIMPL_SECRET_KEY_FALLBACKS while AIIMPL_SECRET_KEY is not set: {names}; "
-                                f"set AIIMPL_SECRET_KEY (the same for every process), then run `aiimpl "
-                                f"secrets rekey`"))
-        else:
-            out.append(CheckRow("secrets", "secrets", "current key", OK,
-                                f"{len(earlier)} stored secret(s) are read with a key of "
-                                f"AIIMPL_SECRET_KEY_FALLBACKS: {names}; run `aiimpl secrets rekey` before "
-                                f"removing it"))
+            status, advice = FAILED, (" while AIIMPL_SECRET_KEY is not set: {names}; set AIIMPL_SECRET_KEY "
+                                      "(the same for every process), then run `aiimpl secrets rekey`")
+        out.append(CheckRow("secrets", "secrets", "current key", status,
+                            f"{len(earlier)} stored secret(s) are read with a key of "
+                            f"AIIMPL_SECRET_KEY_FALLBACKS" + advice.format(names=names)))
     if colliding:
         names = ", ".join(f"{name} ({prefix})" for name, prefix in colliding)
         out.append(CheckRow("secrets", "secrets", "global names", FAILED,

@@ -36,9 +36,14 @@ def _fernet_of(key: str) -> Fernet:
     return Fernet(base64.urlsafe_b64encode(digest))
 
 
+def _keys(app: Flask | None = None) -> list[Fernet]:
+    """The current key's, then each fallback's."""
+    return [_fernet_of(key) for key in secret_keys((app or current_app).config)]
+
+
 def _fernet(app: Flask | None = None) -> MultiFernet:
     """Encrypts with the current key; decrypts with it or a fallback."""
-    return MultiFernet([_fernet_of(key) for key in secret_keys((app or current_app).config)])
+    return MultiFernet(_keys(app))
 
 
 def team_prefix(team_key: str) -> str:
@@ -190,11 +195,6 @@ def by_key() -> list[tuple[str, str, str | None]]:
         read = _read_with(row.value_encrypted.encode(), keys)
         out.append((row.scope, row.name, None if read is None else "fallback" if read[0] else "current"))
     return out
-
-
-def _keys() -> list[Fernet]:
-    """The current key's, then each fallback's."""
-    return [_fernet_of(key) for key in secret_keys(current_app.config)]
 
 
 def _read_with(token: bytes, keys: list[Fernet]) -> tuple[int, bytes] | None:
