@@ -52,13 +52,18 @@ if [ "$status" -gt 128 ]; then
   [ "$again" -ne 127 ] && status=$again
 fi
 
-mode=${AIIMPL_SESSION_MODE:-autonomous}
+# The mode as the session program reads it: white space around it ignored, empty meaning autonomous.
+# Another value the session refused (exit 2) before any work: nothing to hold.
+mode=${AIIMPL_SESSION_MODE:-}
+mode=${mode#"${mode%%[![:space:]]*}"}
+mode=${mode%"${mode##*[![:space:]]}"}
+mode=${mode:-autonomous}
 hold=no
 case $mode in
   interactive) hold=yes ;;
   hybrid) [ "$status" -eq 1 ] && hold=yes ;;
   autonomous) ;;
-  *) echo "aiimpl-session: unknown AIIMPL_SESSION_MODE '$mode', treated as autonomous" >&2 ;;
+  *) echo "aiimpl-session: unknown AIIMPL_SESSION_MODE '$mode' (autonomous, interactive or hybrid): nothing holds" >&2 ;;
 esac
 [ "$stopped" = yes ] && hold=no  # the runner is stopping the machine: nobody would attach
 

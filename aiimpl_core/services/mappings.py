@@ -36,11 +36,11 @@ from ..extensions import db
 from ..orm import Mapping, Secret, iso_z
 from ..plugins import Plugins
 from ..schemas.common import is_given, require_strings
+from ..session.env import SESSION_MODES
 
 log = logging.getLogger(__name__)
 
 MAX_INT = 2**31 - 1  # the database's INTEGER
-SESSION_MODES = ("autonomous", "interactive", "hybrid")
 MIN_MEMORY_MB = 256
 
 #: API field → ORM column, in the order the API shows them.

@@ -160,6 +160,8 @@ class SessionConfig:
     author_name: str
     author_email: str
     pr_number: int | None = None
+    #: one of :data:`~.env.SESSION_MODES`
+    session_mode: str = "autonomous"
 
     @property
     def clone_url(self) -> str:
@@ -184,6 +186,12 @@ class SessionConfig:
             raise ConfigError(
                 f"{E.PHASE.name} must be planning, implementation or gap-analysis, not {phase_raw!r}"
             ) from None
+        # a typo set by hand (a workflow's env, a Docker command) is refused, not taken as autonomous:
+        # the operator who asked for a machine held for them would find it gone
+        session_mode = (environ.get(E.SESSION_MODE.name) or "").strip() or "autonomous"
+        if session_mode not in E.SESSION_MODES:
+            raise ConfigError(f"{E.SESSION_MODE.name} must be autonomous, interactive or hybrid, not "
+                              f"{session_mode[:40]!r}")
         repository = need(E.REPOSITORY)
         owner, _, repo = repository.partition("/")
         if not owner or not repo or "/" in repo:
@@ -254,4 +262,5 @@ class SessionConfig:
             author_name=opt(E.GIT_AUTHOR_NAME) or "AI-Implement",
             author_email=opt(E.GIT_AUTHOR_EMAIL) or "ai-implement@users.noreply.github.com",
             pr_number=pr_number,
+            session_mode=session_mode,
         )

@@ -30,7 +30,13 @@ REPOSITORY = EnvVar("AIIMPL_REPOSITORY", "owner/repo of the target repository")
 BASE_BRANCH = EnvVar("AIIMPL_BASE_BRANCH", "Branch the work starts from (the PR branch for gap-analysis)")
 BRANCH = EnvVar("AIIMPL_BRANCH", "Branch the session pushes: {branchPrefix}{issue key}")
 PR_NUMBER = EnvVar("AIIMPL_PR_NUMBER", "Pull request number (gap-analysis only)")
-SESSION_MODE = EnvVar("AIIMPL_SESSION_MODE", "autonomous, interactive or hybrid")
+#: the session modes, as a mapping's ``sessionMode`` takes them
+SESSION_MODES = ("autonomous", "interactive", "hybrid")
+SESSION_MODE = EnvVar(
+    "AIIMPL_SESSION_MODE",
+    "autonomous, interactive or hybrid, in lower case (white space around it is ignored; unset or empty: "
+    "autonomous); another value ends the session before any work, as a configuration it cannot use",
+)
 HELD_BY = EnvVar(
     "AIIMPL_SESSION_HOLDER",
     "Internal: set by the session image's entrypoint, which holds the machine after the session as "

@@ -1105,7 +1105,7 @@ class Session:
             # a stopped session is never held (the entrypoint ends with it), and without the
             # entrypoint (a GitHub Actions run) nothing holds the machine whatever the mode says
             return False
-        mode = (self.environ.get(E.SESSION_MODE.name) or "autonomous").strip()
+        mode = self.cfg.session_mode
         return mode == "interactive" or (mode == "hybrid" and body.get("outcome") != "success")
 
     def _finish(self, body: dict[str, Any]) -> int:

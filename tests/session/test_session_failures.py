@@ -759,6 +759,44 @@ def test_a_configuration_wrong_about_the_phase_or_branch_ends_the_job_at_once(
     assert world.agent_calls() == [] and world.remote.branches() == before
 
 
+@pytest.mark.parametrize("holder", [True, False], ids=["entrypoint", "no-entrypoint"])
+@pytest.mark.parametrize("mode", ["interactve", "Interactive"])
+def test_an_unknown_session_mode_ends_the_job_at_once(world: World, mode: str, holder: bool) -> None:
+    """A session mode set by hand with a typo (a workflow's env, a Docker command) was taken as
+    autonomous: the run went on and the machine a person meant to attach to was torn down. It is
+    a configuration the session cannot use, said as the others are, before any work."""
+    world.mapping()
+    job_id = world.dispatch()
+    before = world.remote.branches()
+
+    held = {"AIIMPL_SESSION_HOLDER": "session-entrypoint"} if holder else {}
+    code, out = world.run_session(job_id, AIIMPL_SESSION_MODE=mode, **held)
+
+    assert code == 2, out
+    job = world.job(job_id)
+    reason = ("the session configuration is invalid: AIIMPL_SESSION_MODE must be autonomous, interactive "
+              f"or hybrid, not {mode!r}")
+    assert (job.status, job.error) == ("failed", reason)
+    assert world.first_lines()[0] == f"⚠️ Session failed: {reason}. Machine will be cleaned up."
+    assert f"⚠️ Implementation failed: {as_text(reason)}" in world.comments()
+    assert world.agent_calls() == [] and world.remote.branches() == before
+    assert "the work tree is kept" not in out
+
+
+@pytest.mark.parametrize("mode", ["", "  ", " hybrid\n"])
+def test_a_session_mode_is_read_without_white_space_and_empty_is_autonomous(world: World, mode: str) -> None:
+    world.mapping(FAKE_AGENT_MODE="error")
+    job_id = world.dispatch()
+
+    code, out = world.run_session(job_id, AIIMPL_SESSION_MODE=mode,
+                                  AIIMPL_SESSION_HOLDER="session-entrypoint")
+
+    assert code == 1, out
+    assert world.job(job_id).status == "failed"
+    # hybrid holds after a failure (the work tree is kept); autonomous never does
+    assert ("the work tree is kept for a person to attach" in out) is (mode.strip() == "hybrid")
+
+
 def test_the_repositorys_hooks_and_filters_never_run_with_the_sessions_credentials(
     world: World,
 ) -> None:

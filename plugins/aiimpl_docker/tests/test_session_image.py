@@ -55,6 +55,9 @@ def run(stub: Path, mode: str, exit_code: int, lifetime: int) -> tuple[int, floa
         # when its run succeeded, and the orchestrator sends nobody to attach
         ("hybrid", 2, False),
         ("bogus", 1, False),
+        # read as the session program reads it: white space around it ignored, empty autonomous
+        (" interactive\n", 0, True),
+        ("", 1, False),
     ],
 )
 def test_session_modes_hold_as_documented(session_stub: Path, mode: str, exit_code: int, holds: bool) -> None:
