@@ -119,7 +119,9 @@ def read_snapshot(now: datetime) -> Snapshot:
             last_cycle = last_cycle_from(value)
             continue
         kind, _, provider_id = key.removeprefix(BACKOFF_PREFIX).partition(":")
-        backoff = backoff_from(value, now)  # (its error text is never exported: it may quote a request)
+        # (its error text is never exported: it may quote a request; one of a key refused to a
+        # process with another key does not hold this one back)
+        backoff = backoff_from(value, now, kind=kind, provider_id=provider_id)
         if backoff is not None and kind and provider_id:
             backoffs[(kind, provider_id)] = (backoff.until - now).total_seconds()
     session.rollback()  # read only: end the transaction now, not at the end of the request

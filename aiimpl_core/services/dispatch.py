@@ -408,7 +408,7 @@ class _Live:
 
     def backoff(self, backend_id: str, now: datetime) -> poller.Backoff | None:
         if backend_id in self._backoffs:
-            return poller.backoff_from(self._backoffs[backend_id], now)
+            return poller.backoff_from(self._backoffs[backend_id], now, kind="runner", provider_id=backend_id)
         return poller.backoff_of("runner", backend_id, now)
 
 

@@ -9,7 +9,10 @@ the database:
   prevents double dispatch).
 - **Back-offs** (:class:`~aiimpl_core.orm.Setting` rows ``backoff:<kind>:<id>``): a tracker or
   runner backend that failed (timeout, 5xx, 429) is left alone until its "not before" time, by
-  every poller; the others carry on.
+  every poller; the others carry on. A failure that is no outage (a refused key, a setting the
+  plugin refuses) holds back only the processes with the same settings of that connection
+  (:func:`settings_fingerprint`): an operator's ``aiimpl poll --once`` with a wrong key in their
+  shell does not stop the server's poller, whose key is fine.
 
 A poll loop that is asked to stop ends its cycle after the step it is in (:func:`stoppable`), so
 that a deploy's grace period is not outlasted by a long cycle and the cycle is not cut mid-way.
@@ -17,6 +20,9 @@ that a deploy's grace period is not outlasted by a long cycle and the cycle is n
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import logging
 import math
 import os
@@ -141,15 +147,50 @@ def backoff_key(kind: str, provider_id: str) -> str:
     return f"backoff:{kind}:{provider_id}"[:64]
 
 
+def settings_fingerprint(kind: str, provider_id: str) -> str | None:
+    """What a back-off records of the settings this process has for a connection: the variables its
+    provider declares (``config_vars``: the key or token, the URL …) as this process's configuration
+    holds them, hashed with ``AIIMPL_SECRET_KEY`` (never the values themselves). A stored secret is
+    the same for every process and is not part of it. ``None`` when the provider is not installed
+    here."""
+    facade = current_app.extensions.get("aiimpl")
+    cls = facade.classes.get(kind, {}).get(provider_id) if facade is not None else None
+    if cls is None:
+        return None
+    values = {var.name: str(current_app.config.get(var.name) or "") for var in cls.config_vars}
+    text = json.dumps([kind, provider_id, values], sort_keys=True)
+    key = str(current_app.config.get("AIIMPL_SECRET_KEY") or "").encode()
+    return hmac.new(key, b"aiimpl-backoff-settings:" + text.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _holds_here(value: dict[str, Any], kind: str, provider_id: str) -> bool:
+    """Whether a back-off holds this process back: every back-off of an outage does; one of a
+    failure that is no outage only when it was recorded with this process's settings (a key
+    refused to a process with another key says nothing of this process's key)."""
+    recorded = value.get("settings")
+    if not recorded:
+        return True
+    ours = settings_fingerprint(kind, provider_id)
+    return ours is None or hmac.compare_digest(str(recorded), ours)
+
+
 def backoff_of(kind: str, provider_id: str, now: datetime | None = None) -> Backoff | None:
-    """The connection's back-off while it is in force, else ``None``."""
+    """The connection's back-off while it is in force for this process, else ``None``."""
     row = db.session.scalar(select(Setting).where(Setting.key == backoff_key(kind, provider_id)))
-    return backoff_from(row.value if row is not None else None, now)
+    return backoff_from(row.value if row is not None else None, now, kind=kind, provider_id=provider_id)
 
 
-def backoff_from(value: Any, now: datetime | None = None) -> Backoff | None:
-    """The back-off a setting's value holds while it is in force, else ``None``."""
+def backoff_from(
+    value: Any, now: datetime | None = None, *, kind: str | None = None, provider_id: str | None = None
+) -> Backoff | None:
+    """The back-off a setting's value holds while it is in force, else ``None``.
+
+    :param kind: with ``provider_id``, the connection the setting is of: a back-off recorded with
+        other settings of it than this process's (:func:`settings_fingerprint`) is not in force here.
+    """
     if not isinstance(value, dict):
+        return None
+    if kind is not None and provider_id is not None and not _holds_here(value, kind, provider_id):
         return None
     try:
         until = datetime.fromisoformat(str(value["until"]))
@@ -178,10 +219,14 @@ def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetim
 
     ``Retry-After`` is honoured as given, up to an hour (:data:`MAX_RETRY_AFTER`); otherwise the
     wait doubles per failure in a row, from 30 seconds up to 15 minutes for an outage
-    (:func:`is_outage`), up to 2 minutes for any other failure.
+    (:func:`is_outage`), up to 2 minutes for any other failure. Any other failure is recorded
+    with this process's settings of the connection (:func:`settings_fingerprint`), and holds back
+    only the processes with the same settings.
     """
     now = now or utcnow()
     key = backoff_key(kind, provider_id)
+    outage = is_outage(exc)
+    settings = None if outage else settings_fingerprint(kind, provider_id)
     retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
     # stored, and shown in cycle reports: a foreign exception by its class only (its message may
     # quote a setting); the log line below has the whole message, masked of the known secrets
@@ -192,18 +237,21 @@ def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetim
         advisory_lock(f"backoff:{key}", session)
         row = session.get(Setting, key, populate_existing=True)
         failures = 1
-        if row is not None and isinstance(row.value, dict):
+        if row is not None and isinstance(row.value, dict) and _holds_here(row.value, kind, provider_id):
+            # (the failures of a process with other settings are not this process's in a row)
             failures = int(row.value.get("failures") or 0) + 1
         if retry_after is not None:
             # (the connection is not tried meanwhile)
             wait = retry_after_wait(retry_after, MAX_RETRY_AFTER)
         else:
-            longest = MAX_BACKOFF if is_outage(exc) else MAX_BACKOFF_NOT_TRANSIENT
+            longest = MAX_BACKOFF if outage else MAX_BACKOFF_NOT_TRANSIENT
             wait = min(longest, MIN_BACKOFF * 2 ** min(failures - 1, 10))
         # ``at``: when it was recorded, by the wall clock as record_success's ``since`` (``now`` may be
         # the start of a cycle), and on which host's clock
         value: dict[str, Any] = {"until": (now + wait).isoformat(), "failures": failures, "error": message,
                                  "at": utcnow().isoformat(), "host": socket.gethostname()[:255]}
+        if settings is not None:
+            value["settings"] = settings
         if row is None:
             session.add(Setting(key=key, value=value))
         else:
