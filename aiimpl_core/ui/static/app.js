@@ -42,6 +42,19 @@ function link(url, text) {
 
 const UNREACHABLE = "The server could not be reached";
 
+/* How long a request may go unanswered (ms): then it is given up, and the button that sent it takes
+   clicks again (a request left waiting for good left its button busy for good). A read, or a
+   sign-in, changed nothing; any other request may have been done all the same, its answer lost on
+   the way back (or still to come): that is said, not that it failed. */
+const ANSWER_MS = 30000;
+
+function unanswered(method, path, timedOut) {
+  const changesNothing = method === "GET" || path === "/api/auth";
+  if (!timedOut && changesNothing) return UNREACHABLE;
+  const why = timedOut ? `The server did not answer within ${ANSWER_MS / 1000} s` : `${UNREACHABLE}, or its answer was lost`;
+  return changesNothing ? why : `${why}: this may have been done all the same. Refresh the page to see whether it was.`;
+}
+
 class ApiError extends Error {
   constructor(status, body) {
     super((body && body.error) || `HTTP ${status}`);
@@ -54,16 +67,23 @@ async function api(method, path, body) {
   const headers = {"Accept": "application/json"};
   if (token()) headers["Authorization"] = `Bearer ${token()}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  const ask = new AbortController();
+  const timer = setTimeout(() => ask.abort(), ANSWER_MS);
   let resp;
-  try {
-    resp = await fetch(path, {method, headers, body: body === undefined ? undefined : JSON.stringify(body)});
-  } catch (_) {
-    // no answer at all (the server is down, the network gone): said in words, not in the
-    // browser's own ("Failed to fetch", "NetworkError when attempting to fetch resource.")
-    throw new ApiError(0, {error: UNREACHABLE});
-  }
   let data = null;
-  try { data = await resp.json(); } catch (_) { data = null; }
+  try {
+    try {
+      resp = await fetch(path, {method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+        signal: ask.signal});
+    } catch (_) {
+      // no answer at all (the server is down, the network gone, ANSWER_MS passed): said in words, not
+      // in the browser's own ("Failed to fetch", "NetworkError when attempting to fetch resource.")
+      throw new ApiError(0, {error: unanswered(method, path, ask.signal.aborted)});
+    }
+    try { data = await resp.json(); } catch (_) { data = null; }
+    // (an answer whose body did not come in time is not taken for an empty one)
+    if (ask.signal.aborted) throw new ApiError(0, {error: unanswered(method, path, true)});
+  } finally { clearTimeout(timer); }
   if (resp.status === 401 && path !== "/api/auth") {
     sessionStorage.removeItem(TOKEN_KEY);
     sessionStorage.setItem(ENDED_KEY, "1");
@@ -101,13 +121,10 @@ function clearFlash() {
 /* Run fn now and every few seconds: a refresh that fails says why (the server or the database
    is down), and the next one that succeeds takes that message away again. A refresh is not asked
    for again while the last one is on its way (a slow server is not sent one more request every few
-   seconds by every open panel), unless it has gone unanswered for STALLED_MS, which is said too.
+   seconds by every open panel); one unanswered for ANSWER_MS fails, which is said too (see api).
    A list (`table`, a selector) whose first refresh fails says why in place of "Loading…". */
-const STALLED_MS = 30000;
-
 function every(fn, table = null) {
-  let asked = 0;
-  let since = null;  // when the refresh on its way was asked for
+  let waiting = false;  // (a refresh is on its way)
   const failed = (message) => {
     flash(`Could not refresh: ${message}`, "error");
     document.getElementById("flash").dataset.refresh = "1";
@@ -118,12 +135,8 @@ function every(fn, table = null) {
     }
   };
   const run = () => {
-    if (since !== null) {
-      if (Date.now() - since < STALLED_MS) return;
-      failed(`the server has not answered for ${Math.round((Date.now() - since) / 1000)} s`);
-    }
-    const mine = ++asked;
-    since = Date.now();
+    if (waiting) return;
+    waiting = true;
     Promise.resolve().then(fn).then(() => {
       const el = document.getElementById("flash");
       if (el && el.dataset.refresh) {
@@ -131,7 +144,7 @@ function every(fn, table = null) {
         el.className = "";
         delete el.dataset.refresh;
       }
-    }, (e) => failed(e.message)).finally(() => { if (mine === asked) since = null; });
+    }, (e) => failed(e.message)).finally(() => { waiting = false; });
   };
   run();
   const id = setInterval(() => { if (!document.hidden) run(); }, REFRESH_MS);
