@@ -245,3 +245,43 @@ def test_edit_shows_the_mapping_as_it_is_now_not_as_listed(page, app):
     db.session.rollback()  # (the read above began a snapshot of its own)
     assert mappings.get("ENG")["maxInProgressAiIssues"] == 7
     assert mappings.get("ENG")["defaultBranch"] == "trunk"
+
+
+def test_an_action_declined_at_its_confirm_sends_nothing_and_keeps_the_focus(page, app):
+    """Cancel, Destroy and Delete ask first: No sends nothing, and the keyboard focus is back on the
+    button that asked (a keyboard user goes on from there, not from the page's start)."""
+    import json
+
+    from .test_dispatch_log import add_job
+
+    add_mapping("ENG")
+    job = add_job()
+    secrets.set_secret(secrets.GLOBAL, "A_TOKEN", "value")
+    asked: list[str] = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    sign_in(page)
+    sent: list[str] = []
+    page.on("request", lambda request: request.method != "GET" and sent.append(request.method))
+    listed = [{"id": "m-1", "backend": "fly-machines", "state": "started", "jobId": job.id,
+               "issueKey": "ENG-7"}]
+    page.route("**/api/sessions**", lambda route: route.fulfill(
+        status=200, content_type="application/json", body=json.dumps(listed)))
+    for panel, button in (("projects", "Delete mapping ENG"), ("jobs", f"Cancel job {job.id}"),
+                          ("sessions", "Destroy session m-1"), ("secrets", "Delete secret A_TOKEN")):
+        page.goto(f"/ui/{panel}")
+        action = page.get_by_role("button", name=button, exact=True)
+        for press in ("keyboard", "mouse"):
+            with page.expect_event("dialog"):
+                if press == "keyboard":
+                    action.focus()
+                    page.keyboard.press("Enter")
+                else:
+                    action.click()
+            page.evaluate("() => new Promise((done) => setTimeout(done, 100))")  # (the handler has run)
+            assert _focused(page) == button, (panel, press)
+            assert action.get_attribute("aria-busy") is None
+            page.evaluate("() => document.activeElement.blur()")
+        assert len(asked) == 2, panel
+        asked.clear()
+    assert sent == []
+    assert mappings.get("ENG") is not None
