@@ -285,3 +285,48 @@ def test_an_action_declined_at_its_confirm_sends_nothing_and_keeps_the_focus(pag
         asked.clear()
     assert sent == []
     assert mappings.get("ENG") is not None
+
+
+def test_edit_s_form_takes_nothing_until_the_mapping_has_come(page, app):
+    """Edit fills the form once the mapping has been read: meanwhile the form held what it held
+    before (here the edit of another mapping), open to typing and Save. It is disabled and busy until
+    then; a mapping that cannot be read is said so, and leaves the form as it was."""
+    import json
+
+    from playwright.sync_api import expect
+
+    add_mapping("ENG", repo="eng-repo")
+    add_mapping("OPS", repo="ops-repo")
+    sign_in(page)
+    fields = page.locator("#mapping-fields")
+    repo = page.get_by_label("Repository", exact=True)
+    page.get_by_role("button", name="Edit mapping OPS").click()
+    page.get_by_text("Editing the mapping of OPS").wait_for()
+    expect(repo).to_have_value("ops-repo")
+
+    held: list = []
+    page.route("**/api/mappings/ENG", lambda route: held.append(route))
+    with page.expect_request("**/api/mappings/ENG"):
+        page.get_by_role("button", name="Edit mapping ENG").click()
+    expect(repo).to_be_disabled()
+    expect(page.get_by_label("GitHub owner", exact=True)).to_be_disabled()
+    expect(page.get_by_role("button", name="Save mapping")).to_be_disabled()
+    expect(fields).to_have_attribute("aria-busy", "true")
+    page.locator("#mapping-editing").get_by_text("Reading the mapping of ENG…", exact=True).wait_for()
+    held.pop().continue_()
+    page.get_by_text("Editing the mapping of ENG").wait_for()
+    expect(fields).not_to_have_attribute("aria-busy", "true")
+    expect(repo).to_have_value("eng-repo")
+    expect(repo).to_be_enabled()
+    expect(page.get_by_label("GitHub owner", exact=True)).to_be_focused()
+
+    page.route("**/api/mappings/OPS", lambda route: route.fulfill(
+        status=500, content_type="application/json", body=json.dumps({"error": "database unavailable"})))
+    page.get_by_role("button", name="Edit mapping OPS").click()
+    page.locator("#flash.error").get_by_text(
+        "Could not read the mapping of OPS to edit it (the form is as it was): database unavailable",
+        exact=True).wait_for()
+    expect(fields).to_be_enabled()
+    page.get_by_text("Editing the mapping of ENG").wait_for()
+    expect(repo).to_have_value("eng-repo")
+    expect(page.get_by_role("button", name="Save mapping")).to_be_enabled()

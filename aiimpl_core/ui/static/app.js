@@ -461,6 +461,26 @@ function fillMappingForm(form, m) {
 
 function initProjects() {
   const form = document.getElementById("mapping-form");
+  /* Edit fills the form once the mapping has been read: until then the form holds what it held
+     before (another mapping's edit, what was typed, or nothing), which is not to be typed in nor
+     saved as that edit, so its fields are disabled and busy meanwhile. The last Edit's answer is
+     the one shown (answerOrder). */
+  const fields = document.getElementById("mapping-fields");
+  const opened = answerOrder();
+  let reading = 0;  // (Edits whose mapping is on its way)
+  const readingMapping = (team) => {
+    reading += team ? 1 : -1;
+    fields.disabled = reading > 0;
+    if (reading > 0) {
+      fields.setAttribute("aria-busy", "true");
+      const note = document.getElementById("mapping-editing");
+      note.hidden = false;
+      note.textContent = `Reading the mapping of ${team}…`;
+    } else {
+      fields.removeAttribute("aria-busy");
+      editing(form, form.dataset.editing || null);
+    }
+  };
   // the backends with workflow files: another mapping's Sync workflows could only be refused
   const syncs = new Set(JSON.parse(document.getElementById("mappings-table").dataset.syncBackends || "[]"));
   let mappings = [];
@@ -496,12 +516,21 @@ function initProjects() {
         [{pause: "resume", resume: "pause"}[act] || act, act], index, form.querySelector("[name=teamKey]"));
       try {
         switch (act) {
-          case "edit":
+          case "edit": {
             // the mapping as it is now, not as the list (read once) showed it: a save of what another
             // admin (or `aiimpl mappings`) changed meanwhile put the old values back; its row follows
-            fillMappingForm(form, await api("GET", path));
+            const mayShow = opened();
+            let m;
+            readingMapping(team);
+            try { m = await api("GET", path); } catch (e) {
+              if (e.status === 404) throw e;  // (deleted meanwhile: said below)
+              flash(`Could not read the mapping of ${team} to edit it (the form is as it was): ${e.message}`, "error");
+              return;
+            } finally { readingMapping(null); }
+            if (mayShow()) fillMappingForm(form, m);
             load().catch(() => {});
             return;
+          }
           case "pause": await api("PATCH", path, {paused: true}); flash(`${team} paused`); break;
           case "resume": await api("PATCH", path, {paused: false}); flash(`${team} resumed`); break;
           case "cap": {
