@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import requests
 import requests.utils
@@ -130,6 +130,15 @@ class HttpClient:
         """Send a request; return the response for 2xx (or ``expected``) statuses, raise otherwise."""
         method = method.upper()
         url = self.url(path)
+        if not path.startswith(("http://", "https://")) and any(
+            _dot_segment(segment) for segment in urlsplit(path).path.split("/")
+        ):
+            # resolved by urllib3 before it is sent, it would reach another resource: an id put in
+            # the path without path_segment()
+            raise ProviderError(
+                f"{self.provider}: {method} {path} was not sent: a '.' or '..' segment of its path would "
+                "name another resource", provider=self.provider,
+            )
         kwargs.setdefault("timeout", self.timeout)
         if not self.session.trust_env and "proxies" not in kwargs:
             kwargs["proxies"] = self._proxies_for(url)
@@ -348,6 +357,67 @@ def url_setting_problem(config: Mapping[str, Any], name: str) -> str | None:
     url = str(config.get(name) or "").strip()
     problem = http_url_problem(url) if url else None
     return f"{name} {problem}" if problem else None
+
+
+#: what a value given at input may not hold to be put in a URL path as one segment: a separator (a
+#: backslash is one to some servers), what ends the path, and ``%`` (an encoded form of any of them,
+#: or of a dot)
+_NOT_IN_A_SEGMENT = "/\\?#%"
+
+
+def _dot_segment(value: str) -> bool:
+    """Whether ``value``, percent-decoded as many times as it decodes, is ``.`` or ``..``: a segment
+    that names the path itself or its parent. urllib3 resolves a literal one before the request is
+    sent and decodes ``%2E`` into a dot (a server may then resolve it), so no encoding of it is safe."""
+    for _ in range(8):
+        if value in (".", ".."):
+            return True
+        decoded = unquote(value)
+        if decoded == value:
+            return False
+        value = decoded
+    return True  # still decoding: encoded more times than any id is
+
+
+def path_segment_problem(value: object) -> str | None:
+    """What keeps ``value``, an id given at input (a Jira field's id, a session's machine id), from
+    being put in a URL path as one segment, said after the field's name (``fieldId must be an id
+    that fits one segment of a URL path …``), or ``None``. Empty, ``.`` or ``..``, or holding
+    ``/``, ``\\``, ``?``, ``#`` or ``%``, it would name another resource once in the path
+    (``/machines/..`` is the app), or be an encoded form of one.
+
+    A view or a settings check refuses such a value with it, naming the field; a value a remote
+    answered goes through :func:`path_segment` instead."""
+    text = str(value)
+    if not text or _dot_segment(text) or any(c in text for c in _NOT_IN_A_SEGMENT):
+        return ("must be an id that fits one segment of a URL path (not empty, '.' or '..', without '/', "
+                f"'\\', '?', '#' or '%'), not {text[:100]!r}")
+    return None
+
+
+def path_segment(value: object, *, provider: str = "http", what: str = "id") -> str:
+    """``value`` percent-encoded as one segment of a URL path: every ``/``, ``?``, ``#``, ``%`` and
+    anything else not plain in a path is encoded, so it names one resource whatever it holds.
+
+    Every id a client of :class:`HttpClient` puts in a path (a machine id, an issue key, a field id,
+    a repository's name) goes through it: one a remote answered or the database kept, as one an
+    operator gave (which its view or settings check refused already with
+    :func:`path_segment_problem`, naming the field).
+
+    :param provider: the remote's id, which the error names (``fly``, ``jira`` …).
+    :param what: what the value is, for the error (``machine id``).
+    :raises ProviderError: for an empty value, ``.`` or ``..``, or an encoded form of either: no
+        encoding keeps them from naming the path itself or its parent (urllib3 resolves them, and
+        decodes an encoded dot), so the request is not sent.
+    """
+    text = str(value)
+    if not text or _dot_segment(text):
+        raise ProviderError(
+            f"{provider}: the {what} {text[:100]!r} cannot be put in a URL path (it would name another "
+            "resource): nothing was sent",
+            provider=provider,
+        )
+    return quote(text, safe="")
 
 
 def host_only_address(url: str) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from ..errors import NotFound, ProviderError
+from ..http import path_segment_problem
 from ..schemas.common import ApiError
 from ..services import sessions as service
 
@@ -56,6 +57,14 @@ def destroy_session(machineId: str):  # noqa: ANN201, N803 - the reference's par
           content:
             application/json:
               schema: SessionDestroyedSchema
+        400:
+          description: >-
+            machineId must be an id that fits one segment of a URL path (…): it is empty, '.' or
+            '..', or holds '/', '\\', '?', '#' or '%' (a backend puts it in the path of its own API,
+            where it would name another resource)
+          content:
+            application/json:
+              schema: ErrorSchema
         404:
           description: Session not found
           content:
@@ -74,6 +83,8 @@ def destroy_session(machineId: str):  # noqa: ANN201, N803 - the reference's par
             application/json:
               schema: ErrorSchema
     """
+    if problem := path_segment_problem(machineId):
+        raise ApiError(400, f"machineId {problem}")
     try:
         return jsonify(service.destroy(machineId))
     except service.SessionsNotConfigured as exc:

@@ -17,11 +17,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 
 from .. import logs
 from ..errors import DispatchUnanswered, ProviderError, ProviderNotConfigured
-from ..http import HttpClient, may_have_been_done
+from ..http import HttpClient, may_have_been_done, path_segment
 from ..session.api import token_digest
 from .app_auth import (
     TOKENS,
@@ -62,6 +61,21 @@ HttpFactory = Callable[..., HttpClient]
 
 def _default_http(base_url: str = "", **kwargs: Any) -> HttpClient:
     return HttpClient(base_url, **kwargs)
+
+
+def _segment(value: str, what: str) -> str:
+    """An owner, repository name or workflow file as one segment of a path (``..`` refused:
+    :func:`~aiimpl_core.http.path_segment`)."""
+    return path_segment(value, provider="github", what=what)
+
+
+def _workflow(file: str) -> str:
+    return _segment(file, "workflow file")
+
+
+def _file_path(path: str) -> str:
+    """A file's path in a repository, each of its segments encoded apart (``..`` refused)."""
+    return "/".join(_segment(part, "file path") for part in path.split("/"))
 
 
 def github_message(exc: ProviderError) -> str:
@@ -198,7 +212,7 @@ class GitHub:
         self._require()
         try:
             resp = self.http.get(
-                f"/repos/{quote(owner, safe='')}/{quote(repo, safe='')}/installation",
+                f"/repos/{_segment(owner, 'owner')}/{_segment(repo, 'repository name')}/installation",
                 headers=self._app_headers(),
             )
         except ProviderError as exc:
@@ -311,7 +325,7 @@ class Repo:
         self.owner = owner
         self.name = name
         self.permissions = permissions
-        self.base = f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
+        self.base = f"/repos/{_segment(owner, 'owner')}/{_segment(name, 'repository name')}"
 
     @property
     def full_name(self) -> str:
@@ -359,7 +373,7 @@ class Repo:
         :raises ProviderError: when GitHub refuses, or the dispatch could not be sent (no token, no
             connection): no run was made.
         """
-        path = f"/actions/workflows/{quote(workflow, safe='')}/dispatches"
+        path = f"/actions/workflows/{_workflow(workflow)}/dispatches"
         body: dict[str, Any] = {"ref": ref, "inputs": dict(inputs)}
         refused_at = _REFUSED_RUN_DETAILS.get(self.github.api_url)
         ask = refused_at is None or time.monotonic() - refused_at >= RUN_DETAILS_RECHECK
@@ -415,7 +429,7 @@ class Repo:
         """A workflow (file name or id) as GitHub has registered it, ``state`` included (``active``,
         ``disabled_manually``, ``disabled_inactivity``, ``disabled_fork``, …); ``None`` on a 404,
         which is also GitHub's answer for a file it has not registered as a workflow (yet)."""
-        resp = self._call("GET", f"/actions/workflows/{quote(workflow, safe='')}", expected=(200, 404))
+        resp = self._call("GET", f"/actions/workflows/{_workflow(workflow)}", expected=(200, 404))
         if resp.status_code == 404:
             return None
         body = self._json(resp)
@@ -442,7 +456,7 @@ class Repo:
             params["event"] = event
         if branch:
             params["branch"] = branch
-        path = f"/actions/workflows/{quote(workflow, safe='')}/runs" if workflow else "/actions/runs"
+        path = f"/actions/workflows/{_workflow(workflow)}/runs" if workflow else "/actions/runs"
         return self._json(self._call("GET", path, params=params))
 
     def iter_workflow_runs(
@@ -493,7 +507,7 @@ class Repo:
         """A file's bytes and blob sha; ``None`` when it does not exist."""
         resp = self._call(
             "GET",
-            f"/contents/{quote(path, safe='/')}",
+            f"/contents/{_file_path(path)}",
             params={"ref": ref} if ref else None,
             expected=(200, 404),
         )
@@ -513,7 +527,7 @@ class Repo:
             body["sha"] = sha
         if branch:
             body["branch"] = branch
-        return self._json(self._call("PUT", f"/contents/{quote(path, safe='/')}", json=body))
+        return self._json(self._call("PUT", f"/contents/{_file_path(path)}", json=body))
 
     # -- pull requests and comments --
 

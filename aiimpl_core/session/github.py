@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ..errors import ProviderError
-from ..http import HttpClient
+from ..http import HttpClient, path_segment
 
 API_VERSION = "2022-11-28"
 #: GitHub refuses a longer pull request title: 422 "title is too long (maximum is 256 characters)"
@@ -200,6 +200,13 @@ def open_pull_request(
                                     base=base, budget=budget))
 
 
+def _pulls_path(owner: str, repo: str) -> str:
+    """``/repos/{owner}/{repo}/pulls``, each name one segment (``..`` refused: a pull request is
+    never opened or looked for elsewhere)."""
+    owner = path_segment(owner, provider="github", what="owner")
+    return f"/repos/{owner}/{path_segment(repo, provider='github', what='repository name')}/pulls"
+
+
 def _open(
     api_url: str, token: str, owner: str, repo: str, *, title: str, body: str, head: str, base: str,
     budget: Budget,
@@ -209,7 +216,7 @@ def _open(
     client = _client(api_url, token, budget)
     try:
         resp = client.post(
-            f"/repos/{owner}/{repo}/pulls", json={"title": title, "head": head, "base": base, "body": body}
+            _pulls_path(owner, repo), json={"title": title, "head": head, "base": base, "body": body}
         )
         data = client.json(resp)  # not JSON: no status, as no answer (GitHub may have created it)
     except ProviderError as exc:
@@ -286,7 +293,7 @@ def _list(
     client = _client(api_url, token, budget)
     try:
         resp = client.get(
-            f"/repos/{owner}/{repo}/pulls",
+            _pulls_path(owner, repo),
             params={"head": f"{owner}:{head}", "base": base, "state": state, "per_page": 100},
         )
         data = client.json(resp)

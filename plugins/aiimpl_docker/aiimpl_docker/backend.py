@@ -581,6 +581,7 @@ class LocalDockerBackend(RunnerBackend):
         already ended would run its session again. Whether it started is read instead; a container
         still ``created`` may yet be started by the first request (:class:`DispatchUnanswered`).
         """
+        container_id = engine.container(container_id)
         api = self.docker().api
         try:
             engine.call("starting the session container", lambda: api.start(container_id))
@@ -722,12 +723,12 @@ class LocalDockerBackend(RunnerBackend):
                 # improper", after the stop's whole timeout), so it is resumed first
                 try:
                     engine.call("resuming a paused container past its lifetime",
-                                lambda: self.docker().api.unpause(container_id))
+                                lambda: self.docker().api.unpause(engine.container(container_id)))
                 except ProviderError as exc:
                     self.log.warning("job %s: %s", run.job_id, exc.message)
             engine.call(
                 "stopping a container past its lifetime",
-                lambda: self.docker().api.stop(container_id, timeout=config.STOP_TIMEOUT),
+                lambda: self.docker().api.stop(engine.container(container_id), timeout=config.STOP_TIMEOUT),
             )
             # kept until the job has ended (see the module's docstring): a later poll that reads it
             # again reports the same timeout from when it ended
@@ -767,6 +768,7 @@ class LocalDockerBackend(RunnerBackend):
 
     def _read(self, container_id: str) -> _Ended:
         """An ended container's exit code, end time and log tail, redacted of the session's secrets."""
+        container_id = engine.container(container_id)
         api = self.docker().api
         info = engine.call("inspecting a container", lambda: api.inspect_container(container_id))
         state = info.get("State") or {}
@@ -782,6 +784,7 @@ class LocalDockerBackend(RunnerBackend):
         return _Ended(code if isinstance(code, int) else None, finished, tail, state.get("OOMKilled") is True)
 
     def _remove(self, container_id: str) -> bool:
+        container_id = engine.container(container_id)
         try:
             # v: with the anonymous volumes of the image's VOLUMEs, which nothing else would remove
             engine.call(
@@ -833,7 +836,9 @@ class LocalDockerBackend(RunnerBackend):
                 try:
                     engine.call(
                         "waiting for a container",
-                        lambda cid=container_id: self.docker().api.wait(cid, timeout=lifetime + 60),
+                        lambda cid=container_id: self.docker().api.wait(
+                            engine.container(cid), timeout=lifetime + 60
+                        ),
                     )
                 except ProviderError as exc:  # still running after its lifetime: removed all the same
                     self.log.info("container %s did not exit in time: %s", container_id[:12], exc)
@@ -874,6 +879,7 @@ class LocalDockerBackend(RunnerBackend):
 
     def _inspect(self, container_id: str) -> dict[str, Any] | None:
         """A container's ``inspect``; ``None`` when the engine does not know it."""
+        container_id = engine.container(container_id)
         api = self.docker().api
         try:
             return dict(engine.call("inspecting a container", lambda: api.inspect_container(container_id)))
@@ -917,6 +923,7 @@ class LocalDockerBackend(RunnerBackend):
         """The background half of :meth:`_end`: the stop, which answers once the container has
         stopped, then the removal. A refused stop is logged and the container removed all the
         same (forced: SIGKILL), so that none is left behind."""
+        container_id = engine.container(container_id)
         short = container_id[:12]
         try:
             try:

@@ -20,6 +20,7 @@ from functools import cache
 from typing import Any, TypeVar
 
 from aiimpl_core.errors import ProviderError
+from aiimpl_core.http import path_segment_problem
 
 from . import config
 
@@ -75,6 +76,23 @@ def engine_errors(action: str) -> Iterator[None]:
         raise ProviderError(
             f"local-docker: {action} failed: {_explain(exc)}", provider="local-docker"
         ) from None
+
+
+def container(container_id: str) -> str:
+    """``container_id`` to give the SDK, which puts it in the request's path with ``/`` left as is:
+    an id or name the engine answered, the database kept or an operator gave (a session destroyed)
+    that holds a ``/``, or is ``.`` or ``..``, would reach another resource (``../images/…``), and is
+    refused instead (no container id or name holds one).
+
+    :raises ProviderError: when it is no container's id (nothing is sent).
+    """
+    if path_segment_problem(container_id):
+        raise ProviderError(
+            f"local-docker: {str(container_id)[:100]!r} is no container id or name (it would name "
+            "another resource in the engine's API): nothing was sent",
+            provider="local-docker",
+        )
+    return container_id
 
 
 def call(action: str, fn: Callable[[], T]) -> T:

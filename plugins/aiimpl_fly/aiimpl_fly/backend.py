@@ -55,7 +55,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, NoReturn
 
 from aiimpl_core.errors import DispatchError, DispatchUnanswered, ProviderConfigError, ProviderError
-from aiimpl_core.http import host_only_address, url_setting_problem
+from aiimpl_core.http import host_only_address, path_segment_problem, url_setting_problem
 from aiimpl_core.providers import RunnerBackend
 from aiimpl_core.types import (
     CheckResult,
@@ -142,6 +142,9 @@ class FlyMachinesBackend(RunnerBackend):
 
     @classmethod
     def settings_problem(cls, settings: Mapping[str, Any]) -> str | None:
+        app = str(settings.get(config.APP) or "").strip()
+        if app and (problem := path_segment_problem(app)):
+            return f"{config.APP} {problem}"  # (it is put in every path of the Machines API)
         return url_setting_problem(settings, config.API_URL)
 
     def is_configured(self) -> bool:

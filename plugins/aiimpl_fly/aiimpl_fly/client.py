@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
 
 from aiimpl_core.errors import DispatchUnanswered, ProviderError
-from aiimpl_core.http import HttpClient, may_have_been_done
+from aiimpl_core.http import HttpClient, may_have_been_done, path_segment
 
 #: Fly's ``ErrorResponse.status`` when it cannot place a machine (the description's
 #: ``main.statusCode``, ``capacityErr``)
@@ -44,10 +43,16 @@ class FlyClient:
         self.http = http
         self.app = app
 
+    def _app(self) -> str:
+        return f"/apps/{path_segment(self.app, provider='fly', what='app name')}"
+
     def _machines(self, machine_id: str | None = None, action: str | None = None) -> str:
-        path = f"/apps/{quote(self.app, safe='')}/machines"
+        """The path of the app's machines, of one of them, or of an action on it. A machine id comes
+        from an operator (a session destroyed), Fly's answers or the database: ``..`` would be the
+        app itself (:func:`~aiimpl_core.http.path_segment` refuses it)."""
+        path = f"{self._app()}/machines"
         if machine_id is not None:
-            path += f"/{quote(machine_id, safe='')}"
+            path += f"/{path_segment(machine_id, provider='fly', what='machine id')}"
         if action:
             path += f"/{action}"
         return path
@@ -55,7 +60,7 @@ class FlyClient:
     def get_app(self) -> dict[str, Any] | None:
         """``GET /apps/{app}``: the app (``name``, ``status``, ``organization``); ``None`` when Fly
         knows no such app, or not for this token."""
-        resp = self.http.get(f"/apps/{quote(self.app, safe='')}", expected=(200, 404))
+        resp = self.http.get(self._app(), expected=(200, 404))
         return None if resp.status_code == 404 else _object(self.http.json(resp))
 
     def create_machine(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiimpl_core.auth import public_endpoint
 from aiimpl_core.errors import AiimplError, ProviderError
+from aiimpl_core.http import path_segment_problem
 from aiimpl_core.webhooks import CHECK_FAILED, NOT_JSON, check_issues, parse_json, read_json
 from flask import Blueprint, Response, current_app, jsonify, request
 
@@ -186,7 +187,10 @@ def field_options() -> Any:
                     contextName: {type: string}
                     parentId: {type: string, nullable: true}
         400:
-          description: "`fieldId query param required`; `fieldId given more than once`."
+          description: >-
+            `fieldId query param required`; `fieldId given more than once`; `fieldId must be an id
+            that fits one segment of a URL path (…)`: empty, '.' or '..', or holding '/', '\\', '?',
+            '#' or '%' (it is put in the path of Jira's API, where it would name another resource).
           content: {application/json: {schema: {type: object, properties: {error: {type: string}}}}}
         401:
           description: "`Unauthorized`: no valid admin session."
@@ -207,6 +211,8 @@ def field_options() -> Any:
     field_id = (request.args.get("fieldId") or "").strip()
     if not field_id:
         return _error("fieldId query param required", 400)
+    if problem := path_segment_problem(field_id):
+        return _error(f"fieldId {problem}", 400)
     try:
         options = admin.field_options(provider, field_id)
     except ProviderError as exc:

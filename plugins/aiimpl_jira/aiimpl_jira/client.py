@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
 
 from aiimpl_core.errors import NotFound, ProviderError
-from aiimpl_core.http import HttpClient
+from aiimpl_core.http import HttpClient, path_segment
 
 from . import __version__
 from .config import JiraSettings
@@ -33,7 +32,13 @@ ISSUE_FIELDS: tuple[str, ...] = (
 
 
 def _key(issue_key: str) -> str:
-    return quote(issue_key, safe="")
+    return path_segment(issue_key, provider="jira", what="issue key")
+
+
+def _segment(value: object, what: str) -> str:
+    """A project key, field id or context id (an operator's, or one Jira answered) as one segment of
+    a path: ``..`` would name another resource (:func:`~aiimpl_core.http.path_segment`)."""
+    return path_segment(value, provider="jira", what=what)
 
 
 #: The status a comment refused for Jira's per-issue limit is raised with: one the core's outbox
@@ -212,7 +217,8 @@ class JiraClient:
     def project_statuses(self, project: str) -> list[dict[str, Any]]:
         """Each issue type of a project with the statuses its workflow has."""
         try:
-            return list(self.http.json(self.http.get(f"{API}/project/{quote(project, safe='')}/statuses")))
+            path = f"{API}/project/{_segment(project, 'project key')}/statuses"
+            return list(self.http.json(self.http.get(path)))
         except ProviderError as exc:
             if exc.status == 404:
                 raise NotFound(f"Jira project {project} not found") from None
@@ -232,11 +238,12 @@ class JiraClient:
         return list(self.http.json(self.http.get(f"{API}/field")))
 
     def field_contexts(self, field_id: str) -> list[dict[str, Any]]:
-        return self._paged(f"{API}/field/{quote(field_id, safe='')}/context", page_size=50)
+        return self._paged(f"{API}/field/{_segment(field_id, 'field id')}/context", page_size=50)
 
     def context_options(self, field_id: str, context_id: str) -> list[dict[str, Any]]:
         return self._paged(
-            f"{API}/field/{quote(field_id, safe='')}/context/{quote(str(context_id), safe='')}/option",
+            f"{API}/field/{_segment(field_id, 'field id')}/context/{_segment(context_id, 'field context id')}"
+            "/option",
             page_size=100,
         )
 

@@ -232,6 +232,21 @@ def test_field_options_empty_list_when_the_field_has_none(
     assert resp.status_code == 200 and resp.get_json() == []
 
 
+@pytest.mark.parametrize(
+    "field_id", ["..", ".", "%2e%2e", "%2E.", "../field", "customfield_1?x", "a#b", "a\\b"]
+)
+def test_field_options_refuse_a_field_id_that_is_no_path_segment_before_asking_jira(
+    client: Any, admin_headers: dict[str, str], jira: FakeJira, field_id: str
+) -> None:
+    """``..`` was sent as ``/field/../context``, which urllib3 resolves to ``/context``: another
+    resource of Jira's API, whose 404 then answered an empty list."""
+    jira.add_select_field("customfield_10010", "Area", {"Default": ["API"]})
+    resp = client.get("/api/jira/field-options", query_string={"fieldId": field_id}, headers=admin_headers)
+    assert resp.status_code == 400, resp.get_json()
+    assert resp.get_json()["error"].startswith("fieldId must be an id that fits one segment of a URL path")
+    assert jira.requests == []
+
+
 def test_field_options_500_when_jira_fails(
     client: Any, admin_headers: dict[str, str], jira: FakeJira
 ) -> None:

@@ -848,3 +848,30 @@ def test_jiras_timestamps_are_read_with_their_offsets(stamp: str, utc: str) -> N
 
     parsed = _parse_time(stamp)
     assert parsed is not None and parsed.astimezone(UTC).isoformat() == utc
+
+
+@pytest.mark.parametrize("value", ["..", ".", "%2e%2e", "%252E%252E"])
+def test_an_id_that_is_a_dot_segment_never_reaches_another_path(
+    jira: FakeJira, provider: JiraProvider, value: str
+) -> None:
+    """An issue key Jira or a webhook gave, a project key, a field's id or a context's id Jira
+    answered: ``..`` in the path would be resolved (``/issue/../transitions`` is ``/transitions``)."""
+    jira.add_select_field("customfield_10010", "Area", {"Default": ["API"]})
+    client = provider.client
+    calls = [
+        lambda: client.get_issue(value),
+        lambda: client.transitions(value),
+        lambda: client.project_statuses(value),
+        lambda: client.field_contexts(value),
+        lambda: client.context_options("customfield_10010", value),
+    ]
+    for call in calls:
+        with pytest.raises(ProviderError, match="cannot be put in a URL path"):
+            call()
+    assert jira.requests == []
+
+
+def test_an_issue_key_with_a_query_stays_one_segment(jira: FakeJira, provider: JiraProvider) -> None:
+    with pytest.raises(NotFound):
+        provider.client.get_issue("ENG-1?fields=x")
+    assert [r.path for r in jira.requests] == ["/rest/api/3/issue/ENG-1?fields=x"]
