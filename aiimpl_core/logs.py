@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from .session.redact import MIN_LENGTH, Redactor
+from .session.redact import Redactor
 
 #: loggers whose INFO lines tell an operator nothing (alembic names each of its autogenerate plugins
 #: whenever it is imported); they still show at DEBUG
@@ -117,9 +117,11 @@ class SecretMask(logging.Filter):
         self._lock = threading.Lock()
 
     def add(self, *values: str | None) -> None:
-        """Mask these values from now on (empty and very short ones are ignored, as redaction does)."""
+        """Mask these values from now on (empty ones are ignored; one shorter than ``MIN_LENGTH`` is
+        masked in its distinctive base64 forms only, as redaction does: see
+        :data:`~aiimpl_core.session.redact.MIN_BASE64_LENGTH`)."""
         for value in values:
-            if not isinstance(value, str) or len(value.strip()) < MIN_LENGTH:
+            if not isinstance(value, str) or not value.strip():
                 continue
             with self._lock:
                 if value in self._values:
@@ -151,7 +153,7 @@ class SecretMask(logging.Filter):
             if self._redactor is None and self._values:
                 self._redactor, self._dropped = Redactor(self._values), 0
             own = [self._redactor] if self._redactor is not None else []
-            return own + [r for r in self._followed if r.values]
+            return own + [r for r in self._followed if r.masks_any]
 
     def filter(self, record: logging.LogRecord) -> bool:
         redactors = self.redactors()

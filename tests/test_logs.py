@@ -209,6 +209,36 @@ def test_encoded_forms_and_short_values_and_followed_redactors(masked_handler):
     assert len(logs.SECRETS.redactors()) == 1
 
 
+@pytest.mark.parametrize(
+    ("user", "shown"),
+    [("", "[REDACTED]"), ("u", "dTp[REDACTED]"), ("us", "dXM6[REDACTED]"),
+     ("x-access-token", "eC1hY2Nlc3MtdG9rZW46[REDACTED]")],
+)
+def test_a_short_secret_is_masked_in_its_base64_forms_and_not_as_written(masked_handler, user, shown):
+    """A secret shorter than six characters is not masked as written (``hunt2`` may be any text's),
+    but its base64 forms are: a ``Basic`` header carrying it, whatever the user name before it."""
+    import base64
+
+    logger, _handler, stream = masked_handler
+    logs.mask("hunt2")
+    header = base64.b64encode(f"{user}:hunt2".encode() if user else b"hunt2").decode()
+    logger.error("Authorization: Basic %s (password hunt2)", header)
+    assert stream.getvalue() == f"Authorization: Basic {shown} (password hunt2)\n"
+
+
+def test_a_short_secrets_base64_forms_that_look_like_words_or_are_too_short_are_not_masked(masked_handler):
+    """Forms shorter than six characters (``YQ==`` of ``a``, ``hYmNk`` of ``abcd`` after two bytes)
+    and forms shaped like a word or a number (``Fiamdh`` of ``abjga`` after one byte) could be any
+    text's: left as they are, as the value is. ``abcd`` alone or after ``us:`` is masked."""
+    import base64
+
+    logger, _handler, stream = masked_handler
+    logs.mask("a", "on", "abcd", "abjga")
+    logger.error("a on YQ== b24= dTphYmNk Fiamdh | %s %s", base64.b64encode(b"abcd").decode(),
+                 base64.b64encode(b"us:abcd").decode())
+    assert stream.getvalue() == "a on YQ== b24= dTphYmNk Fiamdh | [REDACTED] dXM6[REDACTED]\n"
+
+
 def test_a_secret_of_bytes_that_are_no_utf8_is_masked_as_sent():
     """A plugin's setting read from the environment may hold such bytes (kept by Python as lone
     surrogates): masking it fails nothing, and finds it as written and as a URL would carry it."""

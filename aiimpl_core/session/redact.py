@@ -17,8 +17,18 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 MASK = "[REDACTED]"
-#: shorter values are not redacted: masking "1" or "on" everywhere would garble every text
+#: shorter values are not redacted as written: masking "1" or "on" everywhere would garble every text
+#: (their base64 forms are, where they are distinctive: :data:`MIN_BASE64_LENGTH`)
 MIN_LENGTH = 6
+#: the shortest base64 form of a value shorter than :data:`MIN_LENGTH` that is masked. A base64 form
+#: is no word of the text around it, but the short fragments a value of a few bytes leaves (``YWJj``,
+#: ``hYmNk`` of ``abcd``) turn up inside other base64, hashes and identifiers; from six characters on
+#: a form is as long as the shortest value masked as written, and one shaped like a word or a number
+#: (letters of one case, or a capital and small letters, or digits only) is left out as well, as such
+#: a value would be (:func:`_distinctive`)
+MIN_BASE64_LENGTH = 6
+#: what a base64 form of a short value may not look like: an ordinary word or number
+_WORD_SHAPED = re.compile(r"[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 #: what may come between two characters of a secret in an output: a real line break or space, or
 #: a line break escaped inside a JSON string
 _BREAK = re.compile(r"\s|\\n|\\r")
@@ -55,6 +65,24 @@ def _base64_variants(data: bytes) -> set[str]:
         end = len(encoded) - 1 if (before + len(data)) % 3 else len(encoded)
         out.add(encoded[start:end])
     return out
+
+
+def _short_base64_variants(data: bytes) -> set[str]:
+    """The base64 forms of a value shorter than :data:`MIN_LENGTH` that are masked (it is not masked
+    as written): those of :func:`_base64_variants`, and, as the value ends what was encoded (the
+    password of a ``Basic`` header, ``echo -n VALUE | base64``), each alignment's end whole with its
+    ``=`` padding (``YWJjZA==`` of ``abcd``), kept when :func:`_distinctive`."""
+    out = set(_base64_variants(data))
+    for before in range(3):
+        out.add(base64.b64encode(b"\0" * before + data).decode()[(0, 2, 3)[before]:])
+    return {v for v in out if _distinctive(v)}
+
+
+def _distinctive(variant: str) -> bool:
+    """Whether a base64 form of a short value may be masked wherever it appears: at least
+    :data:`MIN_BASE64_LENGTH` characters, and not shaped like a word or a number (``Secret``,
+    ``NOTICE``, ``123456`` may be base64 too)."""
+    return len(variant) >= MIN_BASE64_LENGTH and not _WORD_SHAPED.fullmatch(variant)
 
 
 def _json_escaped(value: str) -> set[str]:
@@ -122,6 +150,8 @@ class Redactor:
     def __init__(self, values: Iterable[str] = (), *, url_credentials: bool = False) -> None:
         self.url_credentials = url_credentials  # mask the credentials of every URL (see above)
         self._values: set[str] = set()
+        #: values shorter than MIN_LENGTH, masked in their base64 forms only
+        self._short: set[str] = set()
         self._pending: set[str] = set()
         self._chunks: tuple[re.Pattern[str], ...] = ()
         self._long: tuple[str, ...] = ()
@@ -131,21 +161,33 @@ class Redactor:
 
     @property
     def values(self) -> frozenset[str]:
+        """The values masked as written (those of at least :data:`MIN_LENGTH` characters)."""
         return frozenset(self._values)
 
+    @property
+    def masks_any(self) -> bool:
+        """Whether it knows any value, a short one masked in its base64 forms only included."""
+        return bool(self._values or self._short)
+
     def add(self, *values: str | None) -> None:
-        """Learn more secret values (empty and very short ones are ignored)."""
-        fresh = {v.strip() for v in values if v and len(v.strip()) >= MIN_LENGTH} - self._values
-        if not fresh:
+        """Learn more secret values (empty ones are ignored; one shorter than :data:`MIN_LENGTH` is
+        masked in its distinctive base64 forms only, see :data:`MIN_BASE64_LENGTH`)."""
+        stripped = {v.strip() for v in values if v and v.strip()}
+        fresh = {v for v in stripped if len(v) >= MIN_LENGTH} - self._values
+        short = {v for v in stripped if len(v) < MIN_LENGTH} - self._short
+        if not fresh and not short:
             return
         with self._lock:
             self._values |= fresh
-            self._pending |= fresh
+            self._short |= short
+            self._pending |= fresh | short
 
     def _variants(self, value: str) -> set[str]:
         # (a value from the environment may hold bytes that are no UTF-8, which Python keeps as lone
         # surrogates: encoded back to those bytes, as they would be sent)
         data = value.encode("utf-8", "surrogateescape")
+        if len(value) < MIN_LENGTH:
+            return _short_base64_variants(data)
         out = {value, quote(data, safe=""), quote_plus(data, safe=""), *_json_escaped(value)}
         out |= _base64_variants(data)
         # a multi-line secret's (a PEM key's) lines, each a secret on its own
@@ -159,7 +201,7 @@ class Redactor:
         with self._lock:
             if self._pending:
                 if len(self._chunks) >= MAX_CHUNKS:
-                    self._pending, self._chunks, self._long = set(self._values), (), ()
+                    self._pending, self._chunks, self._long = self._values | self._short, (), ()
                 variants: set[str] = set()
                 for value in self._pending:
                     variants |= self._variants(value)
