@@ -98,6 +98,21 @@ FAKE_ENGINE_IMAGE = "localhost/aiimpl-session:test"
 
 
 @pytest.fixture
+def backend(fake_engine: Any, clock: Clock) -> Iterator[Any]:
+    """The plugin's backend on the fake engine (on the test's clock), which holds
+    :data:`FAKE_ENGINE_IMAGE`; every stop it began has ended by the test's end. (A module that
+    builds its backend otherwise defines its own.)"""
+    from aiimpl_core.testing.contract import make_context
+
+    from aiimpl_docker.backend import LocalDockerBackend
+
+    fake_engine.images[FAKE_ENGINE_IMAGE] = "sha256:" + "5e" * 32
+    made = LocalDockerBackend(make_context({"AIIMPL_DOCKER_IMAGE": FAKE_ENGINE_IMAGE}, clock=clock))
+    yield made
+    assert made.wait_for_stops(timeout=10)
+
+
+@pytest.fixture
 def app_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The fake engine on real time (the orchestrator's clock), as ``DOCKER_HOST``, holding
     :data:`FAKE_ENGINE_IMAGE`."""

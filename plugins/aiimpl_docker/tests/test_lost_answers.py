@@ -60,14 +60,6 @@ def _short_timeout(settings: Any) -> None:
     settings["AIIMPL_DOCKER_TIMEOUT_SECONDS"] = SHORT_TIMEOUT
 
 
-@pytest.fixture
-def backend(fake_engine: FakeEngine, clock: Clock) -> Iterator[LocalDockerBackend]:
-    fake_engine.images[IMAGE] = "sha256:" + "5e" * 32
-    made = LocalDockerBackend(make_context({"AIIMPL_DOCKER_IMAGE": IMAGE}, clock=clock))
-    yield made
-    assert made.wait_for_stops(timeout=10)
-
-
 def _request(job_id: int = 5) -> DispatchRequest:
     return sample_dispatch_request(
         job_id,

@@ -4,24 +4,13 @@ image's inspect)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from aiimpl_core.errors import ProviderError
-from aiimpl_core.testing.contract import make_context
 
 from aiimpl_docker.backend import LocalDockerBackend
 
-from .conftest import FAKE_ENGINE_IMAGE, Clock
+from .conftest import FAKE_ENGINE_IMAGE
 from .fake_engine import FakeEngine
-
-
-@pytest.fixture
-def backend(fake_engine: FakeEngine, clock: Clock) -> Iterator[LocalDockerBackend]:
-    fake_engine.images[FAKE_ENGINE_IMAGE] = "sha256:" + "5e" * 32
-    made = LocalDockerBackend(make_context({"AIIMPL_DOCKER_IMAGE": FAKE_ENGINE_IMAGE}, clock=clock))
-    yield made
-    assert made.wait_for_stops(timeout=10)
 
 
 @pytest.mark.parametrize(
