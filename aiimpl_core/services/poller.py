@@ -40,6 +40,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .. import logs
+from ..config import secret_keys
 from ..database import CLOCK_TOLERANCE, advisory_lock, clock_skew, failure_message, serialized, upsert
 from ..errors import ProviderConfigError, ProviderError, ProviderNotConfigured, describe_plugin_error
 from ..extensions import db
@@ -153,25 +154,39 @@ def settings_fingerprint(kind: str, provider_id: str) -> str | None:
     holds them, hashed with ``AIIMPL_SECRET_KEY`` (never the values themselves). A stored secret is
     the same for every process and is not part of it. ``None`` when the provider is not installed
     here."""
+    fingerprints = settings_fingerprints(kind, provider_id)
+    return fingerprints[0] if fingerprints else None
+
+
+def settings_fingerprints(kind: str, provider_id: str) -> tuple[str, ...]:
+    """:func:`settings_fingerprint` hashed with ``AIIMPL_SECRET_KEY``, then with each key of
+    ``AIIMPL_SECRET_KEY_FALLBACKS``: while the key changes, a process on the new key and one still on
+    the old one (or a back-off recorded before the change) have the same settings all the same.
+    Empty when the provider is not installed here."""
     facade = current_app.extensions.get("aiimpl")
     cls = facade.classes.get(kind, {}).get(provider_id) if facade is not None else None
     if cls is None:
-        return None
+        return ()
     values = {var.name: str(current_app.config.get(var.name) or "") for var in cls.config_vars}
-    text = json.dumps([kind, provider_id, values], sort_keys=True)
-    key = str(current_app.config.get("AIIMPL_SECRET_KEY") or "").encode()
-    return hmac.new(key, b"aiimpl-backoff-settings:" + text.encode(), hashlib.sha256).hexdigest()[:32]
+    text = b"aiimpl-backoff-settings:" + json.dumps([kind, provider_id, values], sort_keys=True).encode()
+    return tuple(hmac.new(key.encode(), text, hashlib.sha256).hexdigest()[:32]
+                 for key in secret_keys(current_app.config))
 
 
 def _holds_here(value: dict[str, Any], kind: str, provider_id: str) -> bool:
     """Whether a back-off holds this process back: every back-off of an outage does; one of a
     failure that is no outage only when it was recorded with this process's settings (a key
-    refused to a process with another key says nothing of this process's key)."""
+    refused to a process with another key says nothing of this process's key), hashed with any
+    key this process knows, or any the recording process knew."""
     recorded = value.get("settings")
     if not recorded:
         return True
-    ours = settings_fingerprint(kind, provider_id)
-    return ours is None or hmac.compare_digest(str(recorded), ours)
+    ours = settings_fingerprints(kind, provider_id)
+    if not ours:
+        return True
+    theirs = [recorded] if isinstance(recorded, str) else recorded if isinstance(recorded, list) else []
+    return any(isinstance(one, str) and hmac.compare_digest(one.encode(), mine.encode())
+               for one in theirs for mine in ours)
 
 
 def backoff_of(kind: str, provider_id: str, now: datetime | None = None) -> Backoff | None:
@@ -226,7 +241,8 @@ def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetim
     now = now or utcnow()
     key = backoff_key(kind, provider_id)
     outage = is_outage(exc)
-    settings = None if outage else settings_fingerprint(kind, provider_id)
+    # (under every key this process knows: one still on a key it keeps as a fallback matches it too)
+    settings = None if outage else list(settings_fingerprints(kind, provider_id)) or None
     retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
     # stored, and shown in cycle reports: a foreign exception by its class only (its message may
     # quote a setting); the log line below has the whole message, masked of the known secrets

@@ -99,3 +99,40 @@ def test_a_refusal_holds_back_the_processes_with_its_key_and_an_outage_every_pro
     finally:
         with other.app_context():
             db.engine.dispose()
+
+
+def test_a_refusal_holds_back_the_processes_with_its_settings_while_the_secret_key_changes(
+    app, fake: FakeLinear, database_url: str
+) -> None:
+    """A process on a new ``AIIMPL_SECRET_KEY`` that keeps the old one in ``AIIMPL_SECRET_KEY_FALLBACKS``
+    has the same settings of the connection as one still on the old key (a rolling restart), and as
+    the back-offs recorded before the change: a refused key holds both back, whichever recorded it."""
+    from datetime import timedelta
+
+    from aiimpl_core.app import create_app
+    from aiimpl_core.orm import utcnow
+    from aiimpl_core.testing.fakes import fail_with
+
+    import aiimpl_linear.plugin
+
+    new_key = "test-secret-key-rotated-0123456789"
+    rotated = create_app({"AIIMPL_DATABASE_URL": database_url, "AIIMPL_SECRET_KEY": new_key,
+                          "AIIMPL_SECRET_KEY_FALLBACKS": TEST_SECRET_KEY, "TESTING": True, **fake.config()},
+                         plugins=[aiimpl_linear.plugin], load_entrypoints=False, environ={})
+    soon = utcnow() + timedelta(seconds=5)
+    refused = fail_with(401, "Authentication required")
+    try:
+        # recorded by the process on the old key (before the change, or not restarted yet)
+        poller.record_failure("ticketing", "linear", refused)
+        db.session.rollback()
+        with rotated.app_context():
+            assert poller.backoff_of("ticketing", "linear", soon) is not None
+            # recorded by the process on the new key: the one on the old key is held back too, and
+            # the failures in a row of both are counted together
+            assert poller.record_failure("ticketing", "linear", refused).failures == 2
+        db.session.rollback()
+        assert poller.backoff_of("ticketing", "linear", soon) is not None
+        assert poller.record_failure("ticketing", "linear", refused).failures == 3
+    finally:
+        with rotated.app_context():
+            db.engine.dispose()
