@@ -330,3 +330,37 @@ def test_edit_s_form_takes_nothing_until_the_mapping_has_come(page, app):
     page.get_by_text("Editing the mapping of ENG").wait_for()
     expect(repo).to_have_value("eng-repo")
     expect(page.get_by_role("button", name="Save mapping")).to_be_enabled()
+
+
+def test_an_edit_superseded_by_one_that_could_not_read_its_mapping_is_not_shown(page, app):
+    """Edit ENG, then Edit OPS before ENG's mapping has come: OPS's cannot be read, which is said with
+    the form as it was. ENG's answer, come after, is that of an Edit the admin left: it is not shown
+    either (the form stays as the message says it is)."""
+    import json
+
+    from playwright.sync_api import expect
+
+    add_mapping("ENG", repo="eng-repo")
+    add_mapping("OPS", repo="ops-repo")
+    sign_in(page)
+    fields = page.locator("#mapping-fields")
+    repo = page.get_by_label("Repository", exact=True)
+
+    held: list = []
+    page.route("**/api/mappings/ENG", lambda route: held.append(route))
+    with page.expect_request("**/api/mappings/ENG"):
+        page.get_by_role("button", name="Edit mapping ENG").click()
+    page.route("**/api/mappings/OPS", lambda route: route.fulfill(
+        status=500, content_type="application/json", body=json.dumps({"error": "database unavailable"})))
+    page.get_by_role("button", name="Edit mapping OPS").click()
+    page.locator("#flash.error").get_by_text(
+        "Could not read the mapping of OPS to edit it (the form is as it was): database unavailable",
+        exact=True).wait_for()
+
+    with page.expect_response("**/api/mappings/ENG"):
+        held.pop().continue_()
+    expect(fields).to_be_enabled()
+    expect(fields).not_to_have_attribute("aria-busy", "true")
+    page.evaluate("() => new Promise((done) => setTimeout(done, 200))")  # (ENG's answer handled)
+    expect(repo).to_have_value("")
+    expect(page.locator("#mapping-editing")).to_be_hidden()

@@ -523,6 +523,8 @@ function initProjects() {
             let m;
             readingMapping(team);
             try { m = await api("GET", path); } catch (e) {
+              // (what is said of it is what is shown: an earlier Edit's answer, come after, is not)
+              mayShow();
               if (e.status === 404) throw e;  // (deleted meanwhile: said below)
               flash(`Could not read the mapping of ${team} to edit it (the form is as it was): ${e.message}`, "error");
               return;
