@@ -324,3 +324,20 @@ def test_an_error_line_shows_the_path_as_sent_so_a_client_cannot_write_lines_of_
     assert resp.status_code == 500
     lines = [r.getMessage() for r in caplog.records if "error on GET" in r.getMessage()]
     assert lines == [f"unhandled error on GET /api/boom/{forged}"]
+
+
+def test_a_five_character_secret_whose_form_after_one_byte_is_shaped_like_a_word_is_not_masked_there(
+    masked_handler,
+):
+    """What the documentation says of a five-character value: masked in a ``Basic`` header, but for
+    the six-character form it takes after one byte (after ``abc:``) when that one is shaped like a
+    word (``VXWWRG`` of ``UWYdF``, capitals only); after another user name it is masked."""
+    import base64
+
+    logger, _handler, stream = masked_handler
+    logs.mask("UWYdF")
+    after_abc = base64.b64encode(b"abc:UWYdF").decode()
+    after_us = base64.b64encode(b"us:UWYdF").decode()
+    logger.error("%s %s", after_abc, after_us)
+    assert after_abc == "YWJjOlVXWWRG"
+    assert stream.getvalue() == f"{after_abc} dXM6[REDACTED]\n"
