@@ -94,13 +94,19 @@ def test_an_edit_of_a_mapping_deleted_meanwhile_is_not_saved_as_a_new_one(page, 
 
 def test_an_action_on_a_mapping_deleted_meanwhile_says_so_and_drops_the_row(page, app):
     """Delete said "HTTP 404", Pause "Team not found" and Set cap "Cap of … not changed", the row
-    left in the list; an edit of the mapping under way keeps what was typed, no longer an edit."""
+    left in the list; an edit of the mapping under way keeps what was typed, no longer an edit.
+
+    Each mapping is deleted while no read of the list is on its way: one answered after the deletion
+    drops the row before its button can be pressed (Edit reads the list again, and does not wait)."""
     _accept_dialogs(page)
     for team in ("ENG", "OPS", "WEB"):
         add_mapping(team)
     sign_in(page)
+    page.locator('#mappings-table tr[data-team="OPS"]').wait_for()  # (the first read of the list)
+    add_mapping("DOC")  # another admin: only a read of the list after Edit's click shows it
     page.locator('#mappings-table tr[data-team="OPS"]').get_by_role("button", name="Edit mapping OPS").click()
     page.get_by_text("Editing the mapping of OPS").wait_for()  # (Edit reads the mapping anew)
+    page.locator('#mappings-table tr[data-team="DOC"]').wait_for()  # and then the list
     page.get_by_label("Default branch").fill("trunk")
     for team, button in (("ENG", "Delete mapping ENG"), ("OPS", "Pause mapping OPS"),
                          ("WEB", "Set cap of WEB")):
