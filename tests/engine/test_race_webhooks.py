@@ -111,8 +111,11 @@ def test_a_webhook_waits_for_the_poll_cycle_s_claim_and_skips_the_issue(
                                               lambda: Worker(app, "webhook", webhook_check))
     assert_dispatched_once(tracker, runner, polled, hooked)
     assert [d.issue_key for d in polled.dispatched] == [KEY]
-    # (on SQLite the poller may have sent its stage change before the webhook's claim got its turn)
-    assert hooked.skipped[KEY] in SEEN_DISPATCHED
+    # (on SQLite the poller may have sent its stage change before the webhook's claim got its turn;
+    # and as SQLite cannot show the webhook waiting, only half a second passes before the poller
+    # goes on: a webhook slower than that reads the issue once that change has taken the trigger off)
+    seen = SEEN_DISPATCHED if db.engine.dialect.name == "postgresql" else (*SEEN_DISPATCHED, "not triggered")
+    assert hooked.skipped[KEY] in seen
 
 
 def test_a_webhook_check_that_straddles_a_whole_poll_cycle_leaves_no_blocker(
