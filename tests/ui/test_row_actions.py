@@ -73,6 +73,39 @@ def test_deleting_the_mapping_being_edited_leaves_the_edit(page, app):
     _has_focus(page.get_by_role("button", name="Delete mapping OPS"))
 
 
+def test_a_read_of_the_list_answered_after_a_later_one_is_not_shown(page, app):
+    """Edit reads the Projects list again without waiting for it: that read, answered after the one
+    of a later Delete, put the deleted mapping's row back, its buttons acting on nothing."""
+    _accept_dialogs(page)
+    add_mapping("ENG")
+    add_mapping("OPS")
+    sign_in(page)
+    row = page.locator('#mappings-table tr[data-team="ENG"]')
+    row.wait_for()
+    late: list = []
+
+    def edit_s_read_answered_late(route) -> None:  # noqa: ANN001
+        if route.request.method == "GET" and not late:
+            late.append((route, route.fetch()))  # read now (ENG listed), answered later
+        else:
+            route.fallback()
+
+    page.route("**/api/mappings", edit_s_read_answered_late)
+    row.get_by_role("button", name="Edit mapping ENG").click()
+    page.get_by_text("Editing the mapping of ENG").wait_for()
+    row.get_by_role("button", name="Delete mapping ENG").click()
+    page.locator("#flash.ok").get_by_text("ENG deleted").wait_for()
+    row.wait_for(state="detached")
+    page.get_by_role("button", name="Pause mapping OPS").click()
+    page.get_by_role("button", name="Resume mapping OPS").wait_for()
+    route, answer = late[0]
+    with page.expect_event("requestfinished"):
+        route.fulfill(response=answer)  # ENG listed, OPS not paused
+    page.evaluate("() => new Promise((done) => setTimeout(done, 300))")  # (the answer has been read)
+    assert row.count() == 0
+    assert page.get_by_role("button", name="Resume mapping OPS").count() == 1
+
+
 def test_an_edit_of_a_mapping_deleted_meanwhile_is_not_saved_as_a_new_one(page, app):
     add_mapping("ENG")
     sign_in(page)

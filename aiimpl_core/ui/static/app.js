@@ -484,8 +484,13 @@ function initProjects() {
   // the backends with workflow files: another mapping's Sync workflows could only be refused
   const syncs = new Set(JSON.parse(document.getElementById("mappings-table").dataset.syncBackends || "[]"));
   let mappings = [];
+  // (Edit reads the list again without waiting for it: a later action's read may be answered first)
+  const listed = answerOrder();
   const load = async () => {
-    mappings = asList(await api("GET", "/api/mappings"), "mappings", "items");
+    const mayShow = listed();
+    const body = await api("GET", "/api/mappings");
+    if (!mayShow()) return;
+    mappings = asList(body, "mappings", "items");
     fillRows("#mappings-table", mappings.map((m) => {
       const team = esc(m.teamKey);
       const paused = !!m.paused;
