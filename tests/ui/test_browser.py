@@ -47,7 +47,7 @@ def test_sign_in_refuses_a_wrong_code_then_accepts_the_right_one(page):
     page.get_by_role("button", name="Sign in").click()
     page.get_by_text("Invalid access code").wait_for()
     # the focus is back in the field, to type the code again (it stayed on the button)
-    page.wait_for_function("document.activeElement && document.activeElement.name === 'code'")
+    page.wait_for_function("() => document.activeElement && document.activeElement.name === 'code'")
     page.keyboard.type(TEST_ADMIN_CODE)  # (the wrong code selected: typing replaces it)
     assert page.get_by_label("Access code").input_value() == TEST_ADMIN_CODE
     page.keyboard.press("Enter")  # keyboard use works

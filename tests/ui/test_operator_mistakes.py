@@ -66,7 +66,7 @@ def test_clear_takes_the_last_saves_errors_away(page, app):
         .wait_for()
     assert cap.get_attribute("aria-invalid") == "true"
     page.get_by_role("button", name="Clear").click()
-    page.wait_for_function("document.getElementById('e-maxInProgressAiIssues').textContent === ''")
+    page.wait_for_function("() => document.getElementById('e-maxInProgressAiIssues').textContent === ''")
     assert cap.get_attribute("aria-invalid") is None and cap.input_value() == ""
     assert page.locator("#mapping-error").inner_text() == ""
 
@@ -98,7 +98,8 @@ def test_a_double_click_on_set_secret_sets_it_once_and_says_its_name(page, app):
     page.get_by_label("Value").fill("s3cr3t-value")
     button = page.get_by_role("button", name="Set secret")
     button.click()
-    page.wait_for_function("document.querySelector('#secret-form button[type=submit]').dataset.busy === '1'")
+    page.wait_for_function(
+        "() => document.querySelector('#secret-form button[type=submit]').dataset.busy === '1'")
     button.click()  # while the first is on its way
     page.evaluate("() => new Promise((done) => setTimeout(done, 200))")
     assert len(posts) == 1 and len(held) == 1

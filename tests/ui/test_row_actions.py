@@ -216,7 +216,7 @@ def test_a_name_the_browser_refuses_takes_away_the_last_success(page, app):
     page.get_by_label("Name").fill("bad-name")
     page.get_by_label("Value").fill("another")
     page.get_by_role("button", name="Set secret").click()
-    page.wait_for_function("document.getElementById('flash').textContent === ''")
+    page.wait_for_function("() => document.getElementById('flash').textContent === ''")
 
 
 def test_retry_moves_the_focus_to_the_next_items_retry(page, app):
@@ -277,7 +277,7 @@ def test_edit_shows_the_mapping_as_it_is_now_not_as_listed(page, app):
     row.get_by_role("button", name="Edit mapping ENG").click()
     page.get_by_text("Editing the mapping of ENG").wait_for()
     assert page.get_by_label("Concurrency cap").input_value() == "7"
-    page.wait_for_function("document.getElementById('cap-ENG').value === '7'")  # and its row
+    page.wait_for_function("() => document.getElementById('cap-ENG').value === '7'")  # and its row
     page.get_by_label("Default branch").fill("trunk")
     page.get_by_role("button", name="Save mapping").click()
     page.get_by_text("Mapping ENG saved").wait_for()
