@@ -192,6 +192,49 @@ def test_an_action_the_server_never_answers_is_given_up_and_said_it_may_have_bee
     page.get_by_role("button", name="Resume mapping ENG").wait_for()
 
 
+def test_a_sign_out_the_server_never_answers_is_given_up_and_keeps_the_session_here(page, app):
+    """Sign-out's request, unanswered, left the page waiting for good with no word, and took a
+    second click meanwhile. It is given up after ANSWER_MS: the session is kept here and that is
+    said; the server ended it all the same (the answer was lost), which the next try finds."""
+    from playwright.sync_api import expect
+
+    from .conftest import WAIT_MS
+
+    page.clock.install()
+    sign_in(page)
+    held = page.evaluate("sessionStorage.getItem('aiimpl.token')")
+    lost: list[Any] = []
+
+    def answer_lost(route: Any) -> None:
+        if route.request.method != "DELETE":
+            route.continue_()
+            return
+        route.fetch()  # the server ends the session; its answer never reaches the page
+        lost.append(route)
+
+    page.route("**/api/auth", answer_lost)
+    sign_out = page.get_by_role("button", name="Sign out")
+    sign_out.click()
+    for _ in range(WAIT_MS // 100):
+        if lost:
+            break
+        settle(page)
+    assert lost and sign_out.get_attribute("aria-busy") == "true"
+    sign_out.click()  # (taken by nothing while the first is on its way)
+    settle(page)
+    assert len(lost) == 1
+    page.clock.run_for(ANSWER_MS)
+    page.locator("#flash.error").get_by_text(
+        "Not signed out: the server did not answer within 30 s. Try again.", exact=True).wait_for()
+    expect(sign_out).not_to_have_attribute("aria-busy", "true")
+    assert page.evaluate("sessionStorage.getItem('aiimpl.token')") == held
+
+    page.unroute("**/api/auth")
+    sign_out.click()  # the server ended it already: its 401 signs the page out
+    page.wait_for_url(re.compile(r"/ui/signin"))
+    assert page.evaluate("sessionStorage.getItem('aiimpl.token')") is None
+
+
 @pytest.mark.parametrize("panel,table", [("sessions", "#sessions-table"), ("jobs", "#jobs-table"),
                                          ("outbox", "#outbox-table")])
 def test_a_list_whose_first_refresh_fails_says_why_in_place_of_loading(page, app, panel, table):
