@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
+import time
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -311,7 +314,9 @@ def test_dispatch_answers_the_run_when_asked_as_the_description_says(gh: FakeGit
         gh.assert_clean()
 
 
-def test_a_late_failure_or_delay_does_the_work_first(gh: FakeGitHub) -> None:
+def test_a_late_failure_or_delay_does_the_work_first(gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiimpl_core.testing import fake_github
+
     headers = token_headers(gh)
     gh.put_file("acme", "api", ".github/workflows/impl.yml", WORKFLOW)
     url = f"{gh.url}/repos/acme/api/actions/workflows/impl.yml/dispatches"
@@ -321,9 +326,24 @@ def test_a_late_failure_or_delay_does_the_work_first(gh: FakeGitHub) -> None:
     assert late.status_code == 504 and late.json()["message"].startswith("We couldn't respond")
     assert len(gh.runs) == 1 and gh.undocumented  # made, though the answer says otherwise
     gh.delay_next("POST", "/dispatches$", 0.5)
-    with pytest.raises(requests.exceptions.ReadTimeout):
-        requests.post(url, headers=headers, json=body, timeout=0.2)
-    assert len(gh.runs) == 2
+    # the delay is held until the test has looked (a loaded machine may reach the request after the
+    # client's 0.2 s are up): the run is made while its answer is still held back
+    answer, delays = threading.Event(), []
+
+    def held(seconds: float) -> None:
+        delays.append(seconds)
+        assert answer.wait(30), "never answered"
+
+    monkeypatch.setattr(fake_github, "time", types.SimpleNamespace(sleep=held))
+    try:
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            requests.post(url, headers=headers, json=body, timeout=0.2)
+        deadline = time.monotonic() + 30
+        while not delays and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert delays == [0.5] and len(gh.runs) == 2
+    finally:
+        answer.set()
     assert requests.post(url, headers=headers, json=body, timeout=5).status_code == 204  # used once
     gh.assert_clean()
 
