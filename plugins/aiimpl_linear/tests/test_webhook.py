@@ -235,7 +235,9 @@ def test_a_dispatch_slower_than_linear_waits_is_answered_in_time_and_goes_on(
         took = time.monotonic() - called.at
     finally:
         release.set()
-    assert resp.status_code == 200 and took < 3, took
+    # the answer's second, and room for a loaded machine to build it: an answer that waited for the
+    # dispatch (held 30 s) would come far later
+    assert resp.status_code == 200 and took < 1 + 10, took
     [job] = jobs_of(key)
     assert resp.get_json() == {
         "ok": True, "issue": key, "dispatched": True, "jobId": job.id, "status": "unknown", "running": True}
