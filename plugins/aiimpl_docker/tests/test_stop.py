@@ -69,7 +69,7 @@ def _running(backend: LocalDockerBackend, clock: Clock, job_id: int = 7) -> InFl
     )
 
 
-def _until(condition: Callable[[], bool], timeout: float = 5) -> None:
+def _until(condition: Callable[[], bool], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"
@@ -134,7 +134,9 @@ def test_a_session_that_ignores_sigterm_is_killed_when_its_grace_runs_out(
 
     started = time.monotonic()
     backend.cancel(run)
-    assert time.monotonic() - started < 2  # the cancel does not wait out the grace
+    # the cancel does not wait out the grace: it returns before the kill (however long its own
+    # request to the engine took on a loaded machine)
+    assert (container_id, "SIGKILL") not in fake_engine.signals and container_id in fake_engine.containers
     assert backend.wait_for_stops(timeout=10)
 
     assert time.monotonic() - started >= 2  # the grace, then SIGKILL
@@ -329,7 +331,7 @@ def test_real_engine_the_session_gets_sigterm_and_its_grace(
 
     started = time.monotonic()
     _stopping(backend, run, how)
-    assert time.monotonic() - started < 3  # not the 3 s the session takes to save its work
+    assert seen == {}  # returned before the removal: not after the 3 s the session takes to save its work
 
     assert backend.wait_for_stops(timeout=40)
     assert "got SIGTERM" in seen["logs"] and "work saved" in seen["logs"]
