@@ -78,7 +78,7 @@ def test_sigterm_ends_a_hold_at_once(session_stub: Path) -> None:
         **os.environ,
         "AIIMPL_SESSION_COMMAND": str(session_stub),
         "AIIMPL_SESSION_MODE": "interactive",
-        "AIIMPL_LIFETIME_SECONDS": "30",
+        "AIIMPL_LIFETIME_SECONDS": "60",
         "STUB_EXIT": "0",
     }
     proc = subprocess.Popen(
@@ -90,10 +90,10 @@ def test_sigterm_ends_a_hold_at_once(session_stub: Path) -> None:
         while "staying up" not in (line := proc.stdout.readline()) and time.monotonic() < deadline:
             pass
         assert "staying up" in line
-        started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=5) == 0
-        assert time.monotonic() - started < 3
+        # ended long before the hold's 60 s were up (a loaded machine's shell may take a while to run
+        # its trap)
+        assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
