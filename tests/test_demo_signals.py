@@ -216,9 +216,10 @@ def _stubborn(tmp_path) -> subprocess.Popen[bytes]:  # noqa: ANN001
                                "pathlib.Path(sys.argv[1]).write_text(''); time.sleep(60)", str(ready)],
         start_new_session=True,
     )
-    until = time.monotonic() + 10
+    until = time.monotonic() + 60  # (a Python starting on a loaded machine)
     while not ready.exists() and time.monotonic() < until:
         time.sleep(0.02)
+    assert ready.exists(), "the stubborn process never ignored SIGTERM"
     return proc
 
 
