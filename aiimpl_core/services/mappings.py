@@ -123,6 +123,18 @@ def execution_modes() -> list[str]:
     return ordered("runner", _facade().selectable_execution_modes()) or list(REFERENCE_EXECUTION_MODES)
 
 
+def _missing_backend(value: Any, stored: dict[str, Any] | None) -> str:
+    """`` ('github-actions' is not installed, or is disabled)`` where ``value`` names a backend a
+    mapping could run on were its plugin installed: one of the reference's values, or the one the
+    stored mapping names (its plugin removed or disabled since it was saved). Any other value gets
+    nothing, and its message stays the reference's."""
+    if not isinstance(value, str) or value in _facade().ids("runner"):
+        return ""
+    if value in REFERENCE_EXECUTION_MODES or (stored is not None and stored.get("executionMode") == value):
+        return f" ('{value}' is not installed, or is disabled)"
+    return ""
+
+
 def tracker_ids() -> list[str]:
     return ordered("ticketing", _facade().ids("ticketing"))
 
@@ -308,7 +320,8 @@ def validate(body: Any, stored: dict[str, Any] | None = None) -> dict[str, Any]:
     # -- group 3: where sessions run ------------------------------------------------------------
     modes = execution_modes()
     if merged["executionMode"] not in modes:
-        raise ValidationError(f"executionMode must be {one_of(modes)}")
+        missing = _missing_backend(merged["executionMode"], stored)
+        raise ValidationError(f"executionMode must be {one_of(modes)}{missing}")
     _whole(merged.get("machineCpus"), 1, "machineCpus", "machineCpus must be a positive integer")
     _whole(merged.get("machineMemoryMb"), MIN_MEMORY_MB, "machineMemoryMb",
            f"machineMemoryMb must be an integer >= {MIN_MEMORY_MB}")

@@ -799,6 +799,27 @@ class TestWithoutGitHubActionsInstalled:
         answer = post(client, admin_headers, merged(executionMode="another-runner"))
         assert answer.status_code == 201, answer.get_json()
 
+    def test_a_reference_backend_not_installed_is_said_so(self, client, admin_headers):
+        answer = post(client, admin_headers, merged(executionMode="github-actions"))
+        assert answer.get_json() == {
+            "error": "executionMode must be 'fly-machines' ('github-actions' is not installed, or is "
+                     "disabled)"}
+        answer = post(client, admin_headers, merged(executionMode="k8s"))
+        assert answer.get_json() == {"error": "executionMode must be 'fly-machines'"}
+
+    @pytest.mark.parametrize("others", [["another-runner"]], indirect=True)
+    def test_an_update_of_a_mapping_whose_backend_was_removed_says_so(self, app, client, admin_headers,
+                                                                        adm_mapping):
+        """Its plugin uninstalled since: any update (its cap alone) was refused as if the stored value
+        were a mistake of the request's, where the tracker's own removal is named."""
+        adm_mapping("ENG", executionMode="another-runner")
+        app.extensions["aiimpl"].classes["runner"].pop("another-runner")
+        answer = post(client, admin_headers, {"teamKey": "ENG", "maxInProgressAiIssues": 3})
+        assert answer.status_code == 400
+        assert answer.get_json() == {
+            "error": "executionMode must be 'fly-machines' ('another-runner' is not installed, or is "
+                     "disabled)"}
+
 
 class TestWithOnlyLocalDockerInstalled:
     """A build host running sessions in local Docker only (runner mode ``local``): no installed
