@@ -56,3 +56,30 @@ def test_the_project_s_distributions_are_installed_by_path():
                 where = os.path.relpath(path, ROOT)
                 assert name not in own, f"{where}: pip install {arg} (install it by path)"
     assert seen > 5
+
+
+def _core_path(arg: str) -> bool:
+    return arg == "." or arg.startswith(".[")
+
+
+def test_a_plugin_is_installed_with_the_core_or_where_it_is():
+    """``pip install ./plugins/aiimpl_fly`` into an environment without the core has pip look
+    ``aiimpl-core`` up on the package index (where it is not published): each command that installs
+    one of the project's plugins by path installs the core beside it, or says it goes where the core
+    is installed."""
+    plugin_dirs = ("plugins/", "docs/examples/")
+    seen = 0
+    for path in _hand_written_docs():
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        for match in re.finditer(r"pip install ([^\n`#]+)", text):
+            words = [w for w in shlex.split(match.group(1)) if not w.startswith("-")]
+            if not any(w.lstrip("./").startswith(plugin_dirs) for w in words):
+                continue
+            seen += 1
+            after = " ".join(text[match.end():match.end() + 80].split())
+            where = os.path.relpath(path, ROOT)
+            assert any(_core_path(w) for w in words) or "where the core is installed" in after, (
+                f"{where}: pip install {match.group(1).strip()} (install the core beside it, or say it "
+                "goes where the core is installed)")
+    assert seen >= 5
