@@ -11,7 +11,7 @@ the database:
   runner backend that failed (timeout, 5xx, 429) is left alone until its "not before" time, by
   every poller; the others carry on. A failure that is no outage (a refused key, a setting the
   plugin refuses) holds back only the processes with the same settings of that connection
-  (:func:`settings_fingerprint`): an operator's ``aiimpl poll --once`` with a wrong key in their
+  (:func:`settings_fingerprints`): an operator's ``aiimpl poll --once`` with a wrong key in their
   shell does not stop the server's poller, whose key is fine.
 
 A poll loop that is asked to stop ends its cycle after the step it is in (:func:`stoppable`), so
@@ -148,21 +148,14 @@ def backoff_key(kind: str, provider_id: str) -> str:
     return f"backoff:{kind}:{provider_id}"[:64]
 
 
-def settings_fingerprint(kind: str, provider_id: str) -> str | None:
+def settings_fingerprints(kind: str, provider_id: str) -> tuple[str, ...]:
     """What a back-off records of the settings this process has for a connection: the variables its
     provider declares (``config_vars``: the key or token, the URL …) as this process's configuration
-    holds them, hashed with ``AIIMPL_SECRET_KEY`` (never the values themselves). A stored secret is
-    the same for every process and is not part of it. ``None`` when the provider is not installed
-    here."""
-    fingerprints = settings_fingerprints(kind, provider_id)
-    return fingerprints[0] if fingerprints else None
-
-
-def settings_fingerprints(kind: str, provider_id: str) -> tuple[str, ...]:
-    """:func:`settings_fingerprint` hashed with ``AIIMPL_SECRET_KEY``, then with each key of
-    ``AIIMPL_SECRET_KEY_FALLBACKS``: while the key changes, a process on the new key and one still on
-    the old one (or a back-off recorded before the change) have the same settings all the same.
-    Empty when the provider is not installed here."""
+    holds them, hashed (never the values themselves) with ``AIIMPL_SECRET_KEY``, then with each key
+    of ``AIIMPL_SECRET_KEY_FALLBACKS``: while the key changes, a process on the new key and one still
+    on the old one (or a back-off recorded before the change) have the same settings all the same.
+    A stored secret is the same for every process and is not part of it. Empty when the provider is
+    not installed here."""
     facade = current_app.extensions.get("aiimpl")
     cls = facade.classes.get(kind, {}).get(provider_id) if facade is not None else None
     if cls is None:
@@ -184,7 +177,7 @@ def _holds_here(value: dict[str, Any], kind: str, provider_id: str) -> bool:
     ours = settings_fingerprints(kind, provider_id)
     if not ours:
         return True
-    theirs = [recorded] if isinstance(recorded, str) else recorded if isinstance(recorded, list) else []
+    theirs = recorded if isinstance(recorded, list) else []
     return any(isinstance(one, str) and hmac.compare_digest(one.encode(), mine.encode())
                for one in theirs for mine in ours)
 
@@ -201,7 +194,7 @@ def backoff_from(
     """The back-off a setting's value holds while it is in force, else ``None``.
 
     :param kind: with ``provider_id``, the connection the setting is of: a back-off recorded with
-        other settings of it than this process's (:func:`settings_fingerprint`) is not in force here.
+        other settings of it than this process's (:func:`settings_fingerprints`) is not in force here.
     """
     if not isinstance(value, dict):
         return None
@@ -235,7 +228,7 @@ def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetim
     ``Retry-After`` is honoured as given, up to an hour (:data:`MAX_RETRY_AFTER`); otherwise the
     wait doubles per failure in a row, from 30 seconds up to 15 minutes for an outage
     (:func:`is_outage`), up to 2 minutes for any other failure. Any other failure is recorded
-    with this process's settings of the connection (:func:`settings_fingerprint`), and holds back
+    with this process's settings of the connection (:func:`settings_fingerprints`), and holds back
     only the processes with the same settings.
     """
     now = now or utcnow()
