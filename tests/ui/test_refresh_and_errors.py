@@ -28,6 +28,31 @@ def settle(page: Any) -> None:
     page.wait_for_timeout(200)
 
 
+def click_with_its_answer_lost(page: Any, url: str, method: str, button: Any) -> list[Any]:
+    """Click ``button``, whose ``method`` request to ``url`` reaches the server (which does what it
+    asks) while its answer never reaches the page; answers the requests so held once the first has
+    reached the server, the button busy meanwhile."""
+    from .conftest import WAIT_MS
+
+    lost: list[Any] = []
+
+    def answer_lost(route: Any) -> None:
+        if route.request.method != method:
+            route.continue_()
+            return
+        route.fetch()
+        lost.append(route)
+
+    page.route(url, answer_lost)
+    button.click()
+    for _ in range(WAIT_MS // 100):
+        if lost:
+            break
+        settle(page)
+    assert lost and button.get_attribute("aria-busy") == "true"
+    return lost
+
+
 def focused_name(page: Any) -> str | None:
     return page.evaluate("document.activeElement && document.activeElement.getAttribute('aria-label')")
 
@@ -156,28 +181,11 @@ def test_an_action_the_server_never_answers_is_given_up_and_said_it_may_have_bee
     from aiimpl_core.extensions import db
     from aiimpl_core.services import mappings
 
-    from .conftest import WAIT_MS
-
     add_mapping("ENG")
     page.clock.install()
     sign_in(page)
-    lost: list[Any] = []
-
-    def answer_lost(route: Any) -> None:
-        if route.request.method != "PATCH":
-            route.continue_()
-            return
-        route.fetch()  # the server does it; its answer never reaches the page
-        lost.append(route)
-
-    page.route("**/api/mappings/ENG", answer_lost)
     pause = page.get_by_role("button", name="Pause mapping ENG")
-    pause.click()
-    for _ in range(WAIT_MS // 100):
-        if lost:
-            break
-        settle(page)
-    assert lost and pause.get_attribute("aria-busy") == "true"
+    click_with_its_answer_lost(page, "**/api/mappings/ENG", "PATCH", pause)  # (the server pauses it)
     page.clock.run_for(ANSWER_MS)
     page.locator("#flash.error").get_by_text(
         "The server did not answer within 30 s: this may have been done all the same. "
@@ -198,28 +206,12 @@ def test_a_sign_out_the_server_never_answers_is_given_up_and_keeps_the_session_h
     said; the server ended it all the same (the answer was lost), which the next try finds."""
     from playwright.sync_api import expect
 
-    from .conftest import WAIT_MS
-
     page.clock.install()
     sign_in(page)
     held = page.evaluate("sessionStorage.getItem('aiimpl.token')")
-    lost: list[Any] = []
-
-    def answer_lost(route: Any) -> None:
-        if route.request.method != "DELETE":
-            route.continue_()
-            return
-        route.fetch()  # the server ends the session; its answer never reaches the page
-        lost.append(route)
-
-    page.route("**/api/auth", answer_lost)
     sign_out = page.get_by_role("button", name="Sign out")
-    sign_out.click()
-    for _ in range(WAIT_MS // 100):
-        if lost:
-            break
-        settle(page)
-    assert lost and sign_out.get_attribute("aria-busy") == "true"
+    # (the server ends the session)
+    lost = click_with_its_answer_lost(page, "**/api/auth", "DELETE", sign_out)
     sign_out.click()  # (taken by nothing while the first is on its way)
     settle(page)
     assert len(lost) == 1

@@ -326,11 +326,22 @@ def test_an_action_declined_at_its_confirm_sends_nothing_and_keeps_the_focus(pag
     assert mappings.get("ENG") is not None
 
 
+def _edit_that_cannot_read_its_mapping(page, team: str) -> None:  # noqa: ANN001
+    """Click Edit of ``team``, whose mapping the server fails to read (500), and see that said."""
+    import json
+
+    page.route(f"**/api/mappings/{team}", lambda route: route.fulfill(
+        status=500, content_type="application/json", body=json.dumps({"error": "database unavailable"})))
+    page.get_by_role("button", name=f"Edit mapping {team}").click()
+    page.locator("#flash.error").get_by_text(
+        f"Could not read the mapping of {team} to edit it (the form is as it was): database unavailable",
+        exact=True).wait_for()
+
+
 def test_edit_s_form_takes_nothing_until_the_mapping_has_come(page, app):
     """Edit fills the form once the mapping has been read: meanwhile the form held what it held
     before (here the edit of another mapping), open to typing and Save. It is disabled and busy until
     then; a mapping that cannot be read is said so, and leaves the form as it was."""
-    import json
 
     from playwright.sync_api import expect
 
@@ -359,12 +370,7 @@ def test_edit_s_form_takes_nothing_until_the_mapping_has_come(page, app):
     expect(repo).to_be_enabled()
     expect(page.get_by_label("GitHub owner", exact=True)).to_be_focused()
 
-    page.route("**/api/mappings/OPS", lambda route: route.fulfill(
-        status=500, content_type="application/json", body=json.dumps({"error": "database unavailable"})))
-    page.get_by_role("button", name="Edit mapping OPS").click()
-    page.locator("#flash.error").get_by_text(
-        "Could not read the mapping of OPS to edit it (the form is as it was): database unavailable",
-        exact=True).wait_for()
+    _edit_that_cannot_read_its_mapping(page, "OPS")
     expect(fields).to_be_enabled()
     page.get_by_text("Editing the mapping of ENG").wait_for()
     expect(repo).to_have_value("eng-repo")
@@ -375,7 +381,6 @@ def test_an_edit_superseded_by_one_that_could_not_read_its_mapping_is_not_shown(
     """Edit ENG, then Edit OPS before ENG's mapping has come: OPS's cannot be read, which is said with
     the form as it was. ENG's answer, come after, is that of an Edit the admin left: it is not shown
     either (the form stays as the message says it is)."""
-    import json
 
     from playwright.sync_api import expect
 
@@ -389,12 +394,7 @@ def test_an_edit_superseded_by_one_that_could_not_read_its_mapping_is_not_shown(
     page.route("**/api/mappings/ENG", lambda route: held.append(route))
     with page.expect_request("**/api/mappings/ENG"):
         page.get_by_role("button", name="Edit mapping ENG").click()
-    page.route("**/api/mappings/OPS", lambda route: route.fulfill(
-        status=500, content_type="application/json", body=json.dumps({"error": "database unavailable"})))
-    page.get_by_role("button", name="Edit mapping OPS").click()
-    page.locator("#flash.error").get_by_text(
-        "Could not read the mapping of OPS to edit it (the form is as it was): database unavailable",
-        exact=True).wait_for()
+    _edit_that_cannot_read_its_mapping(page, "OPS")
 
     with page.expect_response("**/api/mappings/ENG"):
         held.pop().continue_()
