@@ -166,15 +166,21 @@ def settings_fingerprints(kind: str, provider_id: str) -> tuple[str, ...]:
                  for key in secret_keys(current_app.config))
 
 
-def _holds_here(value: dict[str, Any], kind: str, provider_id: str) -> bool:
+def _holds_here(
+    value: dict[str, Any], kind: str, provider_id: str, ours: tuple[str, ...] | None = None
+) -> bool:
     """Whether a back-off holds this process back: every back-off of an outage does; one of a
     failure that is no outage only when it was recorded with this process's settings (a key
     refused to a process with another key says nothing of this process's key), hashed with any
-    key this process knows, or any the recording process knew."""
+    key this process knows, or any the recording process knew.
+
+    :param ours: this process's :func:`settings_fingerprints` of the connection, when the caller
+        has them already (else worked out here, only for a back-off that has any)."""
     recorded = value.get("settings")
     if not recorded:
         return True
-    ours = settings_fingerprints(kind, provider_id)
+    if ours is None:
+        ours = settings_fingerprints(kind, provider_id)
     if not ours:
         return True
     theirs = recorded if isinstance(recorded, list) else []
@@ -234,8 +240,9 @@ def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetim
     now = now or utcnow()
     key = backoff_key(kind, provider_id)
     outage = is_outage(exc)
+    ours = settings_fingerprints(kind, provider_id)
     # (under every key this process knows: one still on a key it keeps as a fallback matches it too)
-    settings = None if outage else list(settings_fingerprints(kind, provider_id)) or None
+    settings = None if outage else list(ours) or None
     retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
     # stored, and shown in cycle reports: a foreign exception by its class only (its message may
     # quote a setting); the log line below has the whole message, masked of the known secrets
@@ -246,7 +253,9 @@ def record_failure(kind: str, provider_id: str, exc: BaseException, now: datetim
         advisory_lock(f"backoff:{key}", session)
         row = session.get(Setting, key, populate_existing=True)
         failures = 1
-        if row is not None and isinstance(row.value, dict) and _holds_here(row.value, kind, provider_id):
+        counts_on = row is not None and isinstance(row.value, dict) and _holds_here(
+            row.value, kind, provider_id, ours)
+        if counts_on:
             # (the failures of a process with other settings are not this process's in a row)
             failures = int(row.value.get("failures") or 0) + 1
         if retry_after is not None:
