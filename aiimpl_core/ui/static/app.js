@@ -1047,35 +1047,27 @@ function enableForms() {
 }
 
 /* Sign-out ends the session on the server, for every copy of its token; only then is it dropped
-   here. A server that cannot be reached, or leaves it unanswered for ANSWER_MS, leaves the session
-   open here, and says so (the button busy meanwhile, taking no second click): a sign-out whose
-   answer was lost ended it on the server all the same, which the next try finds (401). */
+   here. A server that cannot be reached, or leaves it unanswered for ANSWER_MS (see api), leaves the
+   session open here, and says so (the button busy meanwhile, taking no second click): a sign-out
+   whose answer was lost ended it on the server all the same, which the next try finds (401). */
 async function signOut(event) {
   await oneAtATime(event.currentTarget, async () => {
-    const ask = new AbortController();
-    const timer = setTimeout(() => ask.abort(), ANSWER_MS);
-    let resp = null;
     try {
-      resp = await fetch("/api/auth", {method: "DELETE", signal: ask.signal,
-        headers: {"Accept": "application/json", "Authorization": `Bearer ${token()}`}});
-    } catch (_) { resp = null; } finally { clearTimeout(timer); }
-    signedOut(resp, ask.signal.aborted);
-  });
-}
-
-function signedOut(resp, timedOut) {
-  if (resp && (resp.ok || resp.status === 401)) {
+      await api("DELETE", "/api/auth");
+    } catch (e) {
+      if (e.status !== 401) {
+        const why = e.status ? `the server answered ${e.status}` : e.message.charAt(0).toLowerCase() + e.message.slice(1);
+        flash(`Not signed out: ${why}. Try again.`, "error");
+        return;
+      }
+    }
     sessionStorage.removeItem(TOKEN_KEY);
     // what was typed goes with the session: none is kept for whoever signs in next in this tab
     draftsKept = true;
     Object.keys(sessionStorage).filter((k) => k.startsWith("aiimpl.draft:"))
       .forEach((k) => sessionStorage.removeItem(k));
     location.assign("/ui/signin");
-    return;
-  }
-  const why = resp ? `the server answered ${resp.status}`
-    : timedOut ? `the server did not answer within ${ANSWER_MS / 1000} s` : "the server could not be reached";
-  flash(`Not signed out: ${why}. Try again.`, "error");
+  });
 }
 
 document.addEventListener("DOMContentLoaded", () => {
