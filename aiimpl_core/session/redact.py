@@ -51,31 +51,35 @@ def mask_url_credentials(text: str) -> str:
     return _URL_TOKEN.sub(lambda m: m.group(1) + MASK, _URL_PASSWORD.sub(lambda m: m.group(1) + MASK, text))
 
 
-def _base64_variants(data: bytes) -> set[str]:
+def _base64_variants(data: bytes, *, padded_ends: bool = False) -> set[str]:
     """``data`` base64-encoded wherever it starts in what is encoded (after ``user:`` in a
     ``Basic`` header, inside an encoded file or JSON object): each of the three alignments encodes
     it differently. What depends on the bytes around it is left out: the characters the bytes
     before it share (the first two after one byte, the first three after two: the next ones hold
     the secret's own bits, which are matched), and the last one when its last group is not whole
-    (the bytes after it share that one)."""
+    (the bytes after it share that one).
+
+    :param padded_ends: also each alignment's end whole with its ``=`` padding (``YWJjZA==`` of
+        ``abcd``), as it is where the value ends what was encoded (the password of a ``Basic``
+        header, ``echo -n VALUE | base64``).
+    """
     out = set()
     for before in range(3):
-        encoded = base64.b64encode(b"\0" * before + data).decode().rstrip("=")
+        padded = base64.b64encode(b"\0" * before + data).decode()
+        encoded = padded.rstrip("=")
         start = (0, 2, 3)[before]
         end = len(encoded) - 1 if (before + len(data)) % 3 else len(encoded)
         out.add(encoded[start:end])
+        if padded_ends:
+            out.add(padded[start:])
     return out
 
 
 def _short_base64_variants(data: bytes) -> set[str]:
     """The base64 forms of a value shorter than :data:`MIN_LENGTH` that are masked (it is not masked
-    as written): those of :func:`_base64_variants`, and, as the value ends what was encoded (the
-    password of a ``Basic`` header, ``echo -n VALUE | base64``), each alignment's end whole with its
-    ``=`` padding (``YWJjZA==`` of ``abcd``), kept when :func:`_distinctive`."""
-    out = set(_base64_variants(data))
-    for before in range(3):
-        out.add(base64.b64encode(b"\0" * before + data).decode()[(0, 2, 3)[before]:])
-    return {v for v in out if _distinctive(v)}
+    as written): those of :func:`_base64_variants`, its padded ends included, kept when
+    :func:`_distinctive`."""
+    return {v for v in _base64_variants(data, padded_ends=True) if _distinctive(v)}
 
 
 def _distinctive(variant: str) -> bool:
