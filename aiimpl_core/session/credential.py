@@ -75,7 +75,7 @@ def orchestrator(environ: Mapping[str, str]) -> Orchestrator:
 
 def answer(environ: Mapping[str, str]) -> str:
     """The helper's answer to ``get``: ``username=…`` and ``password=…`` lines."""
-    from .api import TokenCache
+    from .token_cache import TokenCache
 
     cache = TokenCache(environ[session_env.CREDENTIAL_CACHE.name])
     margin = float(
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if operation == "erase" and request.get("password"):
         # GitHub refused this token (revoked, expired early): the next "get" fetches a new one
-        from .api import TokenCache
+        from .token_cache import TokenCache
 
         TokenCache(os.environ[session_env.CREDENTIAL_CACHE.name]).discard(request["password"])
         return 0

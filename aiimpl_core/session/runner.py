@@ -34,7 +34,7 @@ from ..types import LogLabel, Phase
 from . import env as E
 from . import procs, prompts
 from .agent import AgentRun, run_agent
-from .api import Orchestrator, RepoToken, TokenCache
+from .api import Orchestrator
 from .config import SessionConfig, token_claim, url_problem
 from .credential import git_environment
 from .git import REFUSED_TOKEN_TRIES, Git, GitError, RefusedChanges
@@ -47,6 +47,7 @@ from .github import (
     open_pull_request,
 )
 from .redact import Redactor
+from .token_cache import RepoToken, TokenCache
 
 NO_CHANGES = "Nothing to commit: Claude left no file changes in the working tree"
 EXCERPT_CHARS = 4000

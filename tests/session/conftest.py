@@ -95,6 +95,16 @@ class Remote:
 
 
 @pytest.fixture
+def database_url(aiimpl_databases: Any) -> str:
+    """The orchestrator's database: SQLite. These tests' subject is the session program itself
+    (git, the agent, budgets, failures, hostile output); the orchestrator's side of every callback
+    is tested on both databases in tests/api and tests/engine, and the modules of the round trips
+    between a session and the orchestrator (``test_session_e2e``, ``test_session_orchestrator``)
+    take the core's fixture back, to run on both. (All on both took a fifth of the suite's time.)"""
+    return aiimpl_databases.get("sqlite")
+
+
+@pytest.fixture
 def github(request: pytest.FixtureRequest, aiimpl_specs_dir: str) -> Iterator[FakeGitHub]:
     """The fake GitHub, checked against the fast subset of GitHub's description; a test whose
     session lists pull requests (an operation outside the subset) asks for the complete one with

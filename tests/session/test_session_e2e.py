@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from aiimpl_core.testing.pytest_plugin import database_url  # noqa: F401 - on both databases (see conftest)
+
 from .conftest import World, script
 
 PROGRESS_SUCCESS = [

@@ -17,6 +17,7 @@ from werkzeug.wrappers import Request, Response
 from aiimpl_core.errors import ProviderError
 from aiimpl_core.session.api import REPORT_PAUSE, Orchestrator
 from aiimpl_core.session.redact import Redactor
+from aiimpl_core.testing.pytest_plugin import database_url  # noqa: F401 - on both databases (see conftest)
 from aiimpl_core.testing.serving import QuietRequestHandler, ServerThread, serve_wsgi
 
 from .conftest import World
@@ -817,7 +818,7 @@ def test_the_credential_helper_rides_out_a_deploy(
     then failed the push (and the work was lost with the machine); the helper waits for it, for
     the session's ``AIIMPL_REPORT_RETRY_SECONDS``."""
     from aiimpl_core.session import credential
-    from aiimpl_core.session.api import TokenCache
+    from aiimpl_core.session.token_cache import TokenCache
 
     real = credential.orchestrator
     made: list[tuple[Orchestrator, Clock]] = []

@@ -25,7 +25,7 @@ from aiimpl_core.errors import ConfigError
 from aiimpl_core.session import env as E
 from aiimpl_core.session import procs, prompts
 from aiimpl_core.session.agent import AgentRun, build_command, parse_report
-from aiimpl_core.session.api import Orchestrator, RepoToken, TokenCache
+from aiimpl_core.session.api import Orchestrator
 from aiimpl_core.session.config import SessionConfig
 from aiimpl_core.session.credential import git_environment
 from aiimpl_core.session.github import (
@@ -39,6 +39,7 @@ from aiimpl_core.session.github import (
 )
 from aiimpl_core.session.redact import MASK, Redactor
 from aiimpl_core.session.runner import format_duration
+from aiimpl_core.session.token_cache import RepoToken, TokenCache
 from aiimpl_core.testing.fake_github import FakeGitHub, PullRequest
 from aiimpl_core.testing.serving import QuietRequestHandler, ServerThread, serve_wsgi
 

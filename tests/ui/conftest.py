@@ -21,8 +21,10 @@ def _chromium() -> str | None:
     return path if os.path.exists(path) else None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
+    """One Chromium for the worker's browser tests (each test has a context of its own: see
+    :func:`open_page`)."""
     exe = _chromium()
     if exe is None:
         pytest.skip("Chromium is not installed (scripts/setup-chromium.sh installs Debian's chromium)")
