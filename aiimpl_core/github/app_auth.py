@@ -9,6 +9,7 @@ that ask again get the same token instead of minting one per call.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Mapping
@@ -64,12 +65,22 @@ def app_jwt(app_id: str | int, private_key_pem: str, now: datetime | None = None
         "iss": str(app_id),
     }
     try:
-        return jwt.encode(payload, private_key_pem, algorithm="RS256")
+        return jwt.encode(payload, _signing_key(private_key_pem), algorithm="RS256")
     except (ValueError, TypeError, jwt.PyJWTError):
         # the library's message may quote key material: say only what is wrong
         raise ProviderConfigError(
             "AIIMPL_GITHUB_PRIVATE_KEY is not a usable RSA private key", provider="github"
         ) from None
+
+
+@functools.lru_cache(maxsize=8)
+def _signing_key(private_key_pem: str) -> object:
+    """The key of a PEM text, read once: reading it checks the RSA key whole, some 20-50 ms of CPU,
+    which every JWT (each installation lookup and token) paid again. An unreadable key raises
+    ``ValueError`` (or ``TypeError``) each time; nothing is kept of it."""
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.load_pem_private_key(private_key_pem.encode("utf-8"), password=None)
 
 
 @dataclass(frozen=True)

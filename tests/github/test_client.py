@@ -51,6 +51,31 @@ def test_app_jwt_is_rs256_backdated_and_short() -> None:
     assert claims["exp"] - int(now.timestamp()) <= 600
 
 
+def test_the_key_is_read_once_for_every_jwt_and_an_unusable_one_is_named_without_it(monkeypatch) -> None:
+    """Reading a PEM key checks the RSA key whole (tens of ms of CPU): each App JWT read it again."""
+    from cryptography.hazmat.primitives import serialization
+
+    from aiimpl_core.github import app_auth
+
+    reads: list[bytes] = []
+    real = serialization.load_pem_private_key
+    monkeypatch.setattr(serialization, "load_pem_private_key",
+                        lambda data, **kw: reads.append(data) or real(data, **kw))
+    app_auth._signing_key.cache_clear()
+    gh = FakeGitHub()
+    minutes = [datetime(2026, 1, 1, 0, m, tzinfo=UTC) for m in range(3)]
+    tokens = {app_jwt(gh.app_id, gh.private_key_pem, when) for when in minutes}
+    assert len(tokens) == 3 and len(reads) == 1
+    for token in tokens:
+        jwt.decode(token, gh.public_key_pem, algorithms=["RS256"], options={"verify_exp": False})
+    broken = "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAKj34GkxFhD9\n-----END RSA PRIVATE KEY-----\n"
+    for _ in range(2):  # refused each time, never kept as if read
+        with pytest.raises(ProviderConfigError) as err:
+            app_jwt(gh.app_id, broken)
+        assert str(err.value) == "AIIMPL_GITHUB_PRIVATE_KEY is not a usable RSA private key"
+    assert len(reads) == 3
+
+
 def test_private_key_from_pem_text_escaped_text_or_path(tmp_path: Any) -> None:
     pem = FakeGitHub().private_key_pem
     assert load_private_key(pem).startswith("-----BEGIN")
