@@ -11,6 +11,7 @@ YAML is still described.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import logging
 import re
@@ -148,6 +149,14 @@ def _operation(
     return op
 
 
+@functools.lru_cache(maxsize=1024)
+def _documented(doc: str) -> dict[str, Any]:
+    """The operations a view's docstring describes (its YAML after ``---``), read once per text:
+    reading YAML took most of the time of building the document, for each app a process builds
+    (the tests build hundreds). Not to be changed: :func:`_operation` copies what it takes."""
+    return load_operations_from_docstring(doc) or {}
+
+
 def build_spec(app: Flask) -> dict[str, Any]:
     """The OpenAPI document of ``app`` (its own and its plugins' endpoints) as a dict."""
     from . import __version__
@@ -173,7 +182,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
     for rule in described_rules(app):
         view = app.view_functions[rule.endpoint]
         try:
-            documented = load_operations_from_docstring(view.__doc__ or "") or {}
+            documented = _documented(view.__doc__ or "")
         except yaml.YAMLError as exc:  # one plugin's bad docstring must not hide the others
             log.warning("OpenAPI: the docstring of %s is not valid YAML: %s", rule.endpoint, exc)
             documented = {}
