@@ -94,7 +94,8 @@ def permissions_key(permissions: Mapping[str, str]) -> tuple[tuple[str, str], ..
 
 
 class TokenCache:
-    """Installation tokens by (API URL, App id, repository, permissions), thread-safe.
+    """Installation tokens by (API URL, App id, repository, permissions), thread-safe, and the
+    installation each repository was found in.
 
     A lock per key makes concurrent callers for the same repository wait for one mint instead of
     each minting their own.
@@ -103,6 +104,9 @@ class TokenCache:
     def __init__(self, margin: timedelta = REFRESH_MARGIN) -> None:
         self.margin = margin
         self._tokens: dict[tuple[object, ...], CachedToken] = {}
+        # (API URL, App id, repository) -> installation id: a repository's installation is the
+        # App's on its owner, whose id changes only when the App is installed anew
+        self._installations: dict[tuple[object, ...], int] = {}
         self._locks: dict[tuple[object, ...], threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -130,9 +134,25 @@ class TokenCache:
             if cached is not None and cached.token == token:
                 del self._tokens[key]
 
+    def installation(self, key: tuple[object, ...]) -> int | None:
+        with self._guard:
+            return self._installations.get(key)
+
+    def put_installation(self, key: tuple[object, ...], installation: int) -> None:
+        with self._guard:
+            self._installations[key] = installation
+
+    def discard_installation(self, key: tuple[object, ...], installation: int) -> None:
+        """Forget that ``key``'s repository is in ``installation`` (GitHub refused a token of it),
+        unless another id has replaced it meanwhile."""
+        with self._guard:
+            if self._installations.get(key) == installation:
+                del self._installations[key]
+
     def clear(self) -> None:
         with self._guard:
             self._tokens.clear()
+            self._installations.clear()
 
 
 #: one cache per process: tokens are keyed by API URL and App id, so apps and tests never share one

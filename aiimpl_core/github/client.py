@@ -255,14 +255,7 @@ class GitHub:
             cached = self.cache.get(key, self.clock())
             if cached is not None:  # another thread minted it while we waited
                 return cached.token, cached.expires_at
-            installation = self.installation_id(owner, repo)
-            resp = self.http.post(
-                f"/app/installations/{installation}/access_tokens",
-                headers=self._app_headers(),
-                json={"repositories": [repo], "permissions": perms},
-                # minting twice is harmless (the spare token just expires), so a 5xx is retried
-                retry_unsafe=True,
-            )
+            resp = self._mint(owner, repo, perms)
             try:
                 body = resp.json()
                 token = CachedToken(str(body["token"]), _parse_time(str(body["expires_at"])))
@@ -282,9 +275,46 @@ class GitHub:
             )
             return token.token, token.expires_at
 
+    def _mint(self, owner: str, repo: str, permissions: dict[str, str]) -> Any:
+        """GitHub's answer to a new installation token for ``owner/repo``. The repository's
+        installation is looked up once and remembered (each use's permissions are a token of their
+        own, each minted hourly); a token GitHub refuses under a remembered installation, 404 (the
+        App installed anew: the old installation is gone) or 422 (the repository taken out of it),
+        is asked for once more under the installation looked up now, if it is another."""
+        where = self._installation_key(owner, repo)
+        remembered = self.cache.installation(where)
+        if remembered is None:
+            installation = self.installation_id(owner, repo)
+            self.cache.put_installation(where, installation)
+            return self._token_request(installation, repo, permissions)
+        try:
+            return self._token_request(remembered, repo, permissions)
+        except ProviderError as exc:
+            if exc.status not in (404, 422):
+                raise
+            self.cache.discard_installation(where, remembered)
+            installation = self.installation_id(owner, repo)  # (404: the App is not installed there)
+            self.cache.put_installation(where, installation)
+            if installation == remembered:
+                raise  # (a refusal of the token's own: a permission the installation lacks)
+            return self._token_request(installation, repo, permissions)
+
+    def _token_request(self, installation: int, repo: str, permissions: dict[str, str]) -> Any:
+        return self.http.post(
+            f"/app/installations/{installation}/access_tokens",
+            headers=self._app_headers(),
+            json={"repositories": [repo], "permissions": permissions},
+            # minting twice is harmless (the spare token just expires), so a 5xx is retried
+            retry_unsafe=True,
+        )
+
+    def _installation_key(self, owner: str, repo: str) -> tuple[object, ...]:
+        """Where the installation of ``owner/repo`` is remembered."""
+        return (self.api_url, self.app_id, owner.lower(), repo.lower())
+
     def _token_key(self, owner: str, repo: str, permissions: Mapping[str, str]) -> tuple[object, ...]:
         """Where an installation token for ``owner/repo`` with ``permissions`` is cached."""
-        return (self.api_url, self.app_id, owner.lower(), repo.lower(), permissions_key(dict(permissions)))
+        return (*self._installation_key(owner, repo), permissions_key(dict(permissions)))
 
     def forget_token(self, owner: str, repo: str, permissions: Mapping[str, str], token: str) -> bool:
         """Drop an installation token GitHub refused (401: revoked before its expiry, as when the

@@ -394,6 +394,51 @@ def test_an_installation_token_revoked_before_its_expiry_is_minted_anew(gh: Fake
     assert err.value.status == 401 and len(gh.issued_tokens) == 4
 
 
+def test_a_repositorys_installation_is_looked_up_once_for_the_tokens_of_each_use(gh: FakeGitHub) -> None:
+    """Each use asks for a token with its own permissions (a dispatch's, a poll's, a session's): the
+    installation lookup before each mint was a second App call per token."""
+    client = app_client(gh)
+    client.repository_token("acme", "api", ORCHESTRATOR_PERMISSIONS)
+    client.repository_token("acme", "api", SESSION_PERMISSIONS)
+    client.repository_token("acme", "api", {"actions": "read"})
+    client.repository_token("acme", "web", {"actions": "read"})
+    assert len(gh.issued_tokens) == 4
+    assert [r.path for r in gh.server.requests_to("GET", "/installation")] == [
+        "/repos/acme/api/installation", "/repos/acme/web/installation"]
+
+
+def test_an_app_installed_anew_is_looked_up_again(gh: FakeGitHub) -> None:
+    client = app_client(gh)
+    (old,) = gh.installations
+    client.repository_token("acme", "api", SESSION_PERMISSIONS)
+    del gh.installations[old]  # uninstalled, then installed again: another installation id
+    new = gh.add_installation("acme")
+    token, _ = client.repository_token("acme", "api", ORCHESTRATOR_PERMISSIONS)
+    assert gh.tokens[token].installation_id == new
+    assert len(gh.server.requests_to("POST", f"/app/installations/{old}/access_tokens")) == 2  # (one refused)
+    client.repository_token("acme", "api", {"actions": "read"})  # the new one is remembered
+    assert len(gh.server.requests_to("GET", "/installation")) == 2
+    assert len(gh.server.requests_to("POST", f"/app/installations/{new}/access_tokens")) == 2
+
+
+def test_a_repository_taken_out_of_the_installation_is_said_to_be_so(gh: FakeGitHub) -> None:
+    client = app_client(gh)
+    (installation,) = gh.installations.values()
+    client.repository_token("acme", "api", SESSION_PERMISSIONS)
+    installation.repositories = {"web"}
+    with pytest.raises(ProviderError) as err:
+        client.repository_token("acme", "api", ORCHESTRATOR_PERMISSIONS)  # 422, then the lookup's 404
+    assert err.value.status == 404 and "not installed on acme/api" in err.value.message
+    # a permission the installation does not grant is GitHub's 422, its installation the same
+    installation.repositories = None
+    with pytest.raises(ProviderError) as err:
+        client.repository_token("acme", "api", {"administration": "write"})
+    assert err.value.status == 422 and "permissions requested are not granted" in err.value.message
+    client.repository_token("acme", "api", ORCHESTRATOR_PERMISSIONS)
+    # the first lookup, the one that found the repository gone, the one after it; none since
+    assert len(gh.server.requests_to("GET", "/installation")) == 3
+
+
 def test_token_mint_is_retried_after_a_server_error(gh: FakeGitHub) -> None:
     sleeps: list[float] = []
     from aiimpl_core.http import HttpClient
