@@ -208,7 +208,8 @@ class GitHub:
         return {"Authorization": f"Bearer {app_jwt(self.app_id, self._private_key)}"}
 
     def installation_id(self, owner: str, repo: str) -> int:
-        """The App's installation on a repository (404 from GitHub: the App is not installed there)."""
+        """The App's installation on a repository (404 from GitHub: the App is not installed there),
+        looked up now; the tokens of the repository are then asked for under it."""
         self._require()
         try:
             resp = self.http.get(
@@ -225,13 +226,15 @@ class GitHub:
                 ) from None
             raise
         try:
-            return int(resp.json()["id"])
+            installation = int(resp.json()["id"])
         except (ValueError, KeyError, TypeError):
             raise ProviderError(
                 f"github: the installation answer for {owner}/{repo} could not be read",
                 provider="github",
                 status=resp.status_code,
             ) from None
+        self.cache.put_installation(self._installation_key(owner, repo), installation)  # (for _mint)
+        return installation
 
     def repository_token(
         self, owner: str, repo: str, permissions: Mapping[str, str] | None = None
@@ -284,9 +287,7 @@ class GitHub:
         where = self._installation_key(owner, repo)
         remembered = self.cache.installation(where)
         if remembered is None:
-            installation = self.installation_id(owner, repo)
-            self.cache.put_installation(where, installation)
-            return self._token_request(installation, repo, permissions)
+            return self._token_request(self.installation_id(owner, repo), repo, permissions)
         try:
             return self._token_request(remembered, repo, permissions)
         except ProviderError as exc:
@@ -294,7 +295,6 @@ class GitHub:
                 raise
             self.cache.discard_installation(where, remembered)
             installation = self.installation_id(owner, repo)  # (404: the App is not installed there)
-            self.cache.put_installation(where, installation)
             if installation == remembered:
                 raise  # (a refusal of the token's own: a permission the installation lacks)
             return self._token_request(installation, repo, permissions)

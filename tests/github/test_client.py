@@ -421,6 +421,19 @@ def test_an_app_installed_anew_is_looked_up_again(gh: FakeGitHub) -> None:
     assert len(gh.server.requests_to("POST", f"/app/installations/{new}/access_tokens")) == 2
 
 
+def test_an_installation_looked_up_anew_is_the_one_tokens_are_asked_for_under(gh: FakeGitHub) -> None:
+    """``aiimpl check`` reads the installation afresh: what it finds serves the next token."""
+    client = app_client(gh)
+    (old,) = gh.installations
+    client.repository_token("acme", "api", SESSION_PERMISSIONS)
+    del gh.installations[old]
+    new = gh.add_installation("acme")
+    assert client.installation_id("acme", "api") == new
+    client.repository_token("acme", "api", ORCHESTRATOR_PERMISSIONS)
+    assert len(gh.server.requests_to("POST", f"/app/installations/{old}/access_tokens")) == 1  # none refused
+    assert len(gh.server.requests_to("GET", "/installation")) == 2
+
+
 def test_a_repository_taken_out_of_the_installation_is_said_to_be_so(gh: FakeGitHub) -> None:
     client = app_client(gh)
     (installation,) = gh.installations.values()
