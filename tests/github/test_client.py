@@ -395,8 +395,8 @@ def test_an_installation_token_revoked_before_its_expiry_is_minted_anew(gh: Fake
 
 
 def test_a_repositorys_installation_is_looked_up_once_for_the_tokens_of_each_use(gh: FakeGitHub) -> None:
-    """Each use asks for a token with its own permissions (a dispatch's, a poll's, a session's): the
-    installation lookup before each mint was a second App call per token."""
+    """Each use asks for a token with its own permissions (a run's, a check's, a workflow sync's, a
+    session's): the installation lookup before each mint was a second App call per token."""
     client = app_client(gh)
     client.repository_token("acme", "api", ORCHESTRATOR_PERMISSIONS)
     client.repository_token("acme", "api", SESSION_PERMISSIONS)
