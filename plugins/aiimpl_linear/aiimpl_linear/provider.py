@@ -96,7 +96,7 @@ class LinearProvider(TicketingProvider):
     trigger_hint: ClassVar[str] = f"add the `{TRIGGER_LABEL}` label"
     setup_hint: ClassVar[str] = (
         "set AIIMPL_LINEAR_API_KEY or AIIMPL_LINEAR_OAUTH_TOKEN, or store the global secret "
-        f"{API_KEY_SECRET} (where a runner backend keeps secrets: Fly Machines, local Docker)"
+        f"{API_KEY_SECRET} (`aiimpl secrets set`, once a runner backend that keeps secrets is configured)"
     )
     config_vars = CONFIG_VARS
     supports_webhooks: ClassVar[bool] = True

@@ -79,8 +79,8 @@ def test_check_without_credentials_says_what_to_set(app, fake: FakeLinear) -> No
     # (the aiimpl command prints it as `Error: <message>`, exit status 1)
     assert result.exception.message == (
         "Linear is not configured: set AIIMPL_LINEAR_API_KEY or AIIMPL_LINEAR_OAUTH_TOKEN, "
-        "or store the global secret LINEAR_API_KEY (where a runner backend keeps secrets: Fly Machines, "
-        "local Docker)")
+        "or store the global secret LINEAR_API_KEY (`aiimpl secrets set`, once a runner backend that "
+        "keeps secrets is configured)")
 
 
 def test_check_on_a_database_without_its_schema_says_so(tmp_path) -> None:
