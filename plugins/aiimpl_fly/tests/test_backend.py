@@ -389,18 +389,28 @@ def test_a_creation_whose_answer_was_lost_still_dispatches_its_machine(
 
 
 def backend_with(
-    fly_config: dict[str, Any], clock: Clock, **http: Any
+    fly_config: dict[str, Any], clock: Clock, client: type[HttpClient] = HttpClient, **http: Any
 ) -> tuple[FlyMachinesBackend, list[HttpClient]]:
-    """A backend whose HTTP clients take ``http`` (a short timeout, no retries), and the clients it
-    made (their ``calls`` count the requests, sent or not)."""
+    """A backend whose HTTP clients (of class ``client``) take ``http`` (a short timeout, no
+    retries), and the clients it made (their ``calls`` count the requests, sent or not)."""
     clients: list[HttpClient] = []
 
     def make_http(base_url: str = "", **kw: Any) -> HttpClient:
-        clients.append(HttpClient(base_url, **{**kw, **http}))
+        clients.append(client(base_url, **{**kw, **http}))
         return clients[-1]
 
     context = dataclasses.replace(make_context(fly_config, clock=clock), http=make_http)
     return FlyMachinesBackend(context), clients
+
+
+class _ImpatientCreation(HttpClient):
+    """A client that gives up on a creation's answer after 1 s, and waits as long as the default
+    for the rest: the lookup that follows is not timed out on a busy machine."""
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        if method.upper() == "POST" and path.endswith("/machines"):
+            kwargs.setdefault("timeout", 1.0)
+        return super().request(method, path, **kwargs)
 
 
 def test_a_creation_fly_carries_out_after_the_client_gave_up_is_unanswered_then_polled(
@@ -410,7 +420,7 @@ def test_a_creation_fly_carries_out_after_the_client_gave_up_is_unanswered_then_
     # right after lists no machine yet. Failing the job would leave the machine Fly then creates
     # to nobody: the dispatch is unanswered (the core keeps the job dispatched without a run), and
     # the next poll finds the machine by the job's metadata
-    impatient, _ = backend_with(fly_config, clock, timeout=1.0)
+    impatient, _ = backend_with(fly_config, clock, client=_ImpatientCreation)
     hold = fake_fly.hold_next("POST", "/machines")
     req = request_for(34)
     with pytest.raises(DispatchUnanswered) as info:
