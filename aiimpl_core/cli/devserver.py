@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import errno
+import json
+from http import HTTPStatus
 from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, ThreadedWSGIServer, WSGIRequestHandler
@@ -21,13 +23,39 @@ class PathOnlyRequestHandler(WSGIRequestHandler):
     werkzeug does."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        target = getattr(self, "path", None)
-        if target is None:  # (a request line too bad to be parsed)
-            line = self.requestline
+        if not self.command:
+            # a request line too bad to be parsed (or too long to be read): it may carry a query
+            # string, which is not shown (the path of an earlier request on the connection is stale)
+            line = "(request line not shown)"
         else:
             # (not urlsplit: it would take the first segment of `//a/b` for a host)
-            line = f"{self.command} {target.partition('?')[0]} {self.request_version}"
+            line = f"{self.command} {self.path.partition('?')[0]} {self.request_version}"
         self.log("info", '"%s" %s %s', line.translate(self._control_char_table), code, size)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The server's own answer to a request it could not read (a request line or header it
+        cannot parse, 400/414/431/505): a JSON body of the status's phrase, as the API's errors and
+        gunicorn's are answered in production, in place of ``http.server``'s HTML page. Neither the
+        answer nor the log quotes the request (``http.server``'s message may quote its request line
+        and with it a query string's secret)."""
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "Error"
+        self.log("error", "code %d, %s: the request could not be read (not quoted)", code, phrase)
+        body = json.dumps({"error": phrase}).encode()
+        if self.request_version == "HTTP/0.9":  # (a request line not read: its version is not known)
+            self.request_version = "HTTP/1.0"  # a status line and headers, which HTTP/0.9 has not
+        self.send_response(code, phrase)
+        self.send_header("Connection", "close")
+        self.close_connection = True
+        if self.command == "HEAD" or code < 200 or code in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED):
+            self.end_headers()
+            return
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
 
 class _CannotListen(Exception):
