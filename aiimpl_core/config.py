@@ -282,7 +282,8 @@ SETTINGS: tuple[Setting, ...] = (
             90, _retention_days),
     Setting("AIIMPL_DISABLED_PLUGINS", "Comma-separated plugin names not to load.", [], _list),
     Setting("AIIMPL_TRACE_PLUGINS", "Log every hook call, with the plugins called and what they "
-            "answered, at debug level (with `AIIMPL_LOG_LEVEL=DEBUG`).", False, _bool),
+            "answered, and every call of a provider's methods (the argument and answer types, not their "
+            "values, and how long it took), at debug level (with `AIIMPL_LOG_LEVEL=DEBUG`).", False, _bool),
     Setting("AIIMPL_LOG_LEVEL", "Log level: `DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL` (another "
             "value is refused at start-up). The CLI logs warnings and above unless it is set.", "INFO",
             _log_level),

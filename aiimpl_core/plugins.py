@@ -13,6 +13,7 @@ import inspect
 import logging
 import os
 import reprlib
+import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -422,6 +423,54 @@ def _trace_hook_calls(pm: pluggy.PluginManager) -> None:
     pm.add_hookcall_monitoring(before, after)
 
 
+#: the provider methods the core calls, per kind: what ``AIIMPL_TRACE_PLUGINS`` logs besides hooks
+TRACED_METHODS: dict[str, tuple[str, ...]] = {
+    "ticketing": ("check", "iter_triggered", "get_issue", "post_comment", "post_comment_once", "set_stage",
+                  "mark_done", "team_of"),
+    "runner": ("check", "dispatch", "dispatch_gap_fill", "poll_runs", "cancel", "sweep", "list_sessions",
+               "destroy_session", "sync_workflows"),
+    "model": ("check", "session_env", "secret_env_names", "required_env_names"),
+}
+
+
+def _shape(value: object) -> str:
+    """What a traced call was given or answered, without its value (which may be a secret: a
+    dispatch request's environment, a model provider's session variables): its type, and the
+    number of items of a collection."""
+    name = type(value).__name__
+    if isinstance(value, (list, tuple, set, frozenset, dict)):
+        return f"{name}[{len(value)}]"
+    return name
+
+
+def _trace_provider_calls(inst: Provider, kind: str, provider_id: str) -> None:
+    """Log each call of ``inst``'s provider methods (:data:`TRACED_METHODS`) at debug level: the
+    method, the types of its arguments, then what it answered or raised and how long it took.
+    Values are never logged. The instance's own attributes wrap the methods: its class, and
+    what the core learns from it, stay as they are."""
+    for name in TRACED_METHODS.get(kind, ()):
+        method = getattr(inst, name, None)
+        if method is None or not callable(method):
+            continue
+
+        def traced(*args: Any, _method: Any = method, _name: str = name, **kwargs: Any) -> Any:
+            shown = ", ".join([_shape(a) for a in args] + [f"{k}={_shape(v)}" for k, v in kwargs.items()])
+            call = f"{kind} {provider_id}.{_name}({shown})"
+            log.debug("provider call: %s", call)
+            began = time.perf_counter()
+            try:
+                answer = _method(*args, **kwargs)
+            except BaseException as exc:
+                took = (time.perf_counter() - began) * 1000
+                log.debug("provider call: %s raised %s in %.1f ms", call, type(exc).__name__, took)
+                raise
+            took = (time.perf_counter() - began) * 1000
+            log.debug("provider call: %s -> %s in %.1f ms", call, _shape(answer), took)
+            return answer
+
+        setattr(inst, name, traced)
+
+
 class Plugins:
     """Typed facade over the plugin manager, one per application (``app.extensions["aiimpl"]``).
 
@@ -441,8 +490,9 @@ class Plugins:
         trace: bool | None = None,
         strict: bool = True,
     ) -> None:
-        """:param trace: log every hook call at debug level (``AIIMPL_TRACE_PLUGINS``); ``None``
-            reads that setting from the environment, so the command line's own facade traces too.
+        """:param trace: log every hook call and provider call at debug level
+            (``AIIMPL_TRACE_PLUGINS``); ``None`` reads that setting from the environment, so the
+            command line's own facade traces too.
         :param strict: raise :class:`DuplicateProviderError` when two plugins claim one provider id
             or one runner mode (the server must not start: which one runs a job would be a guess);
             with ``strict=False`` the later plugin is only marked failed with the reason (``aiimpl
@@ -453,7 +503,9 @@ class Plugins:
         #: names ``disabled`` gives that no plugin has (a misspelt one disables nothing)
         known = set(self.records) | {name.rsplit(":", 1)[-1] for name in self.records}
         self.unknown_disabled = sorted(set(disabled) - known)
-        if _trace_from_environ() if trace is None else trace:
+        #: whether hook calls and provider calls are logged (``AIIMPL_TRACE_PLUGINS``)
+        self.trace = _trace_from_environ() if trace is None else trace
+        if self.trace:
             _trace_hook_calls(self.pm)
         self.classes: dict[str, dict[str, type[Provider]]] = {kind: {} for kind in KINDS}
         self._owner: dict[tuple[str, str], str] = {}
@@ -632,6 +684,8 @@ class Plugins:
                     "the orchestrator's log has the details",
                     provider=provider_id,
                 ) from exc
+            if self.trace:
+                _trace_provider_calls(inst, kind, provider_id)
             self._instances[key] = inst
         assert isinstance(inst, expected)
         return inst

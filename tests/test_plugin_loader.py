@@ -421,6 +421,62 @@ def test_no_tracing_without_the_setting(caplog: pytest.LogCaptureFixture, monkey
     assert _hook_lines(caplog) == []
 
 
+def _provider_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("provider call: ")]
+
+
+def test_tracing_logs_each_provider_call_with_its_time_and_no_value(caplog: pytest.LogCaptureFixture):
+    """A plugin author sees what the core asked of the plugin's providers, in order, and what came
+    back or was raised, by type only: a dispatch request's environment holds the session's
+    secrets, a model provider's session variables its key."""
+    from aiimpl_core.providers import RunnerBackend
+    from aiimpl_core.testing.contract import sample_dispatch_request, sample_in_flight_run
+    from aiimpl_core.testing.fakes import fail_with
+
+    fake = FakeRunner()
+    facade = Plugins(load_entrypoints=False, extra=[fake.plugin], trace=True)
+    facade.bind(make_context({}))
+    backend = facade.runner("github-actions")
+    request = sample_dispatch_request(7, env={"AIIMPL_NONCE": "n0nce-kept-out-of-the-log"})
+    with caplog.at_level(logging.DEBUG, logger="aiimpl_core.plugins"):
+        result = backend.dispatch(request)
+        backend.poll_runs([sample_in_flight_run(request, result)])
+        fake.dispatch_error = fail_with(503, "down")
+        with pytest.raises(Exception, match="down"):
+            backend.dispatch(request)
+
+    lines = _provider_lines(caplog)
+    assert [line.split(" in ")[0] for line in lines] == [
+        "provider call: runner github-actions.dispatch(DispatchRequest)",
+        "provider call: runner github-actions.dispatch(DispatchRequest) -> DispatchResult",
+        "provider call: runner github-actions.poll_runs(list[1])",
+        "provider call: runner github-actions.poll_runs(list[1]) -> list[1]",
+        "provider call: runner github-actions.dispatch(DispatchRequest)",
+        "provider call: runner github-actions.dispatch(DispatchRequest) raised ProviderError",
+    ]
+    assert all(line.endswith(" ms") for line in lines[1::2]), lines
+    assert "n0nce" not in caplog.text and "run-" not in caplog.text
+    # the wrappers are the instance's: its class is the plugin's as it was (what the core and the
+    # contract tests learn from it, such as an optional method left to the base class, too)
+    assert isinstance(backend, RunnerBackend) and "dispatch" in vars(backend)
+    assert type(backend).dispatch.__qualname__.endswith("Backend.dispatch")
+
+
+def test_no_provider_call_is_traced_without_the_setting(caplog: pytest.LogCaptureFixture,
+                                                        monkeypatch: pytest.MonkeyPatch):
+    from aiimpl_core.testing.contract import sample_dispatch_request
+
+    monkeypatch.delenv("AIIMPL_TRACE_PLUGINS", raising=False)
+    fake = FakeRunner()
+    facade = Plugins(load_entrypoints=False, extra=[fake.plugin])
+    facade.bind(make_context({}))
+    backend = facade.runner("github-actions")
+    with caplog.at_level(logging.DEBUG, logger="aiimpl_core.plugins"):
+        backend.dispatch(sample_dispatch_request(7))
+
+    assert _provider_lines(caplog) == [] and "dispatch" not in vars(backend)
+
+
 def test_the_app_logs_the_registration_trace_in_the_operators_format(tmp_path: Path):
     """As under gunicorn: nothing set up logging before the app factory, which sets it up before it
     loads the plugins, so their registration lines are not lost."""
