@@ -394,6 +394,24 @@ def test_a_failed_db_command_says_error_as_every_command_does(tmp_path):
     assert (done.returncode, done.stderr) == (1, "Error: Can't locate revision identified by 'bogus'\n")
 
 
+@pytest.mark.parametrize(("command", "revision"), [
+    (["upgrade"], ""), (["upgrade"], "head+1"), (["downgrade", "--yes"], "0001@"), (["stamp"], "@"),
+    (["show"], "-99"),
+])
+def test_a_revision_alembic_fails_on_is_said_as_one_it_cannot_locate(tmp_path, command, revision):
+    """Alembic fails on these with an ``assert`` or an ``AttributeError`` of its own: they were
+    tracebacks. Nothing is migrated."""
+    url = f"sqlite:///{tmp_path}/a.db"
+    migrate(url)
+    done = _cli("db", *command, "--", revision, url=url)
+    assert (done.returncode, done.stderr) == (1, f"Error: Can't locate revision identified by {revision!r}\n")
+    engine = create_engine(url)
+    try:
+        assert {schema_revision(engine)} == set(schema_heads()[0])
+    finally:
+        engine.dispose()
+
+
 def _url(kind: str, tmp_path, request) -> str:  # noqa: ANN001
     """A new, empty database of ``kind``: SQLite in ``tmp_path``, or a scratch PostgreSQL one."""
     return f"sqlite:///{tmp_path}/a.db" if kind == "sqlite" else request.getfixturevalue("scratch_postgres")

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
@@ -684,6 +685,10 @@ def _operator_db_commands() -> None:
     stamp = db_group.commands.get("stamp")
     if stamp is not None and stamp.callback is not None:
         stamp.callback = _marked_migrating(stamp.callback)  # (writes the revision: under the lock too)
+    for name in ("upgrade", "downgrade", "stamp", "show"):
+        command = db_group.commands.get(name)
+        if command is not None and command.callback is not None:
+            command.callback = _unresolved_revision_said(command.callback)
     from ..extensions import migrate
 
     if _whether_it_migrates not in migrate.configure_callbacks:
@@ -716,6 +721,28 @@ def _marked_migrating(migrate: Callable[..., Any]) -> Callable[..., Any]:
     def run(*args: Any, **kwargs: Any) -> Any:
         click.get_current_context().meta[_MIGRATING] = True
         return migrate(*args, **kwargs)
+
+    return run
+
+
+def _unresolved_revision_said(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A revision Alembic cannot resolve is said as Alembic says an unknown one (``Error: Can't
+    locate revision identified by '…'``, exit status 1). Some it does not say but fails on with an
+    ``assert`` or an ``AttributeError`` of its own, which was a traceback: an empty revision or
+    one whose branch label names none (``''``, ``'@'``, ``'0001@'``), a relative step past the
+    ends (``head+1``, ``0005+99``; ``db show -99``). Those raised elsewhere are not taken for it."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (AssertionError, AttributeError) as exc:
+            frames = traceback.extract_tb(exc.__traceback__)
+            if not frames or f"{os.sep}alembic{os.sep}" not in frames[-1].filename:
+                raise
+            raise click.ClickException(
+                f"Can't locate revision identified by {kwargs.get('revision')!r}"
+            ) from None
 
     return run
 
