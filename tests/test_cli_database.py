@@ -396,15 +396,17 @@ def test_a_failed_db_command_says_error_as_every_command_does(tmp_path):
 
 @pytest.mark.parametrize(("command", "revision"), [
     (["upgrade"], ""), (["upgrade"], "head+1"), (["downgrade", "--yes"], "0001@"), (["stamp"], "@"),
-    (["show"], "-99"),
+    (["show"], "-99"), (["history", "--rev-range"], "@:"), (["history", "--rev-range"], "a:b:c"),
 ])
 def test_a_revision_alembic_fails_on_is_said_as_one_it_cannot_locate(tmp_path, command, revision):
-    """Alembic fails on these with an ``assert`` or an ``AttributeError`` of its own: they were
-    tracebacks. Nothing is migrated."""
+    """Alembic fails on these with an ``assert``, an ``AttributeError`` or a ``ValueError`` of its
+    own: they were tracebacks. Nothing is migrated."""
     url = f"sqlite:///{tmp_path}/a.db"
     migrate(url)
-    done = _cli("db", *command, "--", revision, url=url)
-    assert (done.returncode, done.stderr) == (1, f"Error: Can't locate revision identified by {revision!r}\n")
+    done = _cli("db", *command, *(() if command[0] == "history" else ("--",)), revision, url=url)
+    said = ("History range requires [start]:[end], [start]:, or :[end]" if revision == "a:b:c"
+            else f"Can't locate revision identified by {revision!r}")
+    assert (done.returncode, done.stderr) == (1, f"Error: {said}\n")
     engine = create_engine(url)
     try:
         assert {schema_revision(engine)} == set(schema_heads()[0])

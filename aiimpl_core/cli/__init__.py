@@ -685,7 +685,7 @@ def _operator_db_commands() -> None:
     stamp = db_group.commands.get("stamp")
     if stamp is not None and stamp.callback is not None:
         stamp.callback = _marked_migrating(stamp.callback)  # (writes the revision: under the lock too)
-    for name in ("upgrade", "downgrade", "stamp", "show"):
+    for name in ("upgrade", "downgrade", "stamp", "show", "history"):
         command = db_group.commands.get(name)
         if command is not None and command.callback is not None:
             command.callback = _unresolved_revision_said(command.callback)
@@ -725,24 +725,33 @@ def _marked_migrating(migrate: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+#: where Alembic reads a revision the command line gave (the revision map, and its commands before
+#: they run a migration): an error raised there is the revision's, not a migration's
+_ALEMBIC_RESOLVING = (os.path.join("alembic", "script", "revision.py"), os.path.join("alembic", "command.py"))
+#: what Alembic says of a history range it cannot read (``db history -r``)
+HISTORY_RANGE_FORM = "History range requires [start]:[end], [start]:, or :[end]"
+
+
 def _unresolved_revision_said(command: Callable[..., Any]) -> Callable[..., Any]:
     """A revision Alembic cannot resolve is said as Alembic says an unknown one (``Error: Can't
     locate revision identified by '…'``, exit status 1). Some it does not say but fails on with an
-    ``assert`` or an ``AttributeError`` of its own, which was a traceback: an empty revision or
-    one whose branch label names none (``''``, ``'@'``, ``'0001@'``), a relative step past the
-    ends (``head+1``, ``0005+99``; ``db show -99``). Those raised elsewhere are not taken for it."""
+    ``assert``, an ``AttributeError`` or a ``ValueError`` of its own, which was a traceback: an
+    empty revision or one whose branch label names none (``''``, ``'@'``, ``'0001@'``), a relative
+    step past the ends (``head+1``, ``0005+99``; ``db show -99``), a history range of more than two
+    ends (``a:b:c``). Those raised elsewhere (a migration's) are not taken for it."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (AssertionError, AttributeError) as exc:
+        except (AssertionError, AttributeError, ValueError) as exc:
             frames = traceback.extract_tb(exc.__traceback__)
-            if not frames or f"{os.sep}alembic{os.sep}" not in frames[-1].filename:
+            if not frames or not frames[-1].filename.endswith(_ALEMBIC_RESOLVING):
                 raise
-            raise click.ClickException(
-                f"Can't locate revision identified by {kwargs.get('revision')!r}"
-            ) from None
+            if "rev_range" in kwargs and isinstance(exc, ValueError):
+                raise click.ClickException(HISTORY_RANGE_FORM) from None
+            revision = kwargs.get("rev_range") if "rev_range" in kwargs else kwargs.get("revision")
+            raise click.ClickException(f"Can't locate revision identified by {revision!r}") from None
 
     return run
 
