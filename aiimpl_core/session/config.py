@@ -63,6 +63,21 @@ def _int(environ: Mapping[str, str], var: E.EnvVar, minimum: int = 1) -> int:
     return value
 
 
+def header_safe(token: str) -> bool:
+    """Whether ``token`` can be sent as a bearer token: printable ASCII without spaces, as every run
+    token the orchestrator issues is (an HTTP header cannot carry other characters: the request
+    would fail as it is built, after the work was done)."""
+    return token.isascii() and token.isprintable() and " " not in token
+
+
+def _run_token(var: E.EnvVar, value: str | None) -> str | None:
+    if value is not None and not header_safe(value):
+        # (the value is a secret: not quoted)
+        raise ConfigError(f"{var.name} is not a run token the orchestrator issued: it holds characters "
+                          "an HTTP header cannot carry")
+    return value
+
+
 def url_problem(value: str, *, web: bool = True) -> str | None:
     """Why ``value`` is no URL the session can call (``web``: an http or https one), or ``None``."""
     try:
@@ -208,8 +223,9 @@ class SessionConfig:
         # the dispatcher's for every job: without the result token nothing can be reported (all the
         # work would be done for nothing), without the context token the issue cannot be read.
         # Without the progress token the steps go to /api/step-report with the nonce instead.
-        result_token, context_token = need(E.RESULT_TOKEN), need(E.CONTEXT_TOKEN)
-        progress_token = opt(E.PROGRESS_TOKEN)
+        result_token = _run_token(E.RESULT_TOKEN, need(E.RESULT_TOKEN)) or ""
+        context_token = _run_token(E.CONTEXT_TOKEN, need(E.CONTEXT_TOKEN)) or ""
+        progress_token = _run_token(E.PROGRESS_TOKEN, opt(E.PROGRESS_TOKEN))
         token_phase = token_claim(result_token, "phase")
         if isinstance(token_phase, str) and token_phase != phase.value:
             # the orchestrator would refuse the result (phase_mismatch) once the work is done

@@ -35,7 +35,7 @@ from . import env as E
 from . import procs, prompts
 from .agent import AgentRun, run_agent
 from .api import Orchestrator
-from .config import SessionConfig, token_claim, url_problem
+from .config import SessionConfig, header_safe, token_claim, url_problem
 from .credential import git_environment
 from .git import REFUSED_TOKEN_TRIES, Git, GitError, RefusedChanges
 from .github import (
@@ -1173,8 +1173,8 @@ def report_config_error(environ: Mapping[str, str], message: str, out: TextIO) -
     phase = token_claim(token, "phase") or environ.get(E.PHASE.name)
     if not isinstance(phase, str) or phase not in {p.value for p in Phase}:
         return
-    if not url or not token or url_problem(url):
-        return  # nowhere to report it (AIIMPL_URL may be the very variable that is wrong)
+    if not url or not token or url_problem(url) or not header_safe(token):
+        return  # nowhere to report it (AIIMPL_URL or the token may be the very variable that is wrong)
     names = [n.strip() for n in (environ.get(E.SECRET_NAMES.name) or "").split(",")]
     names += [n for n in environ if E.LIKELY_SECRET_NAME.search(n)]
     # the nonce as the session reads it (a value from a file may end with a line break)

@@ -382,6 +382,13 @@ def test_config_defaults() -> None:
         # without it the work was done, pushed and opened, and then could not be reported
         ({"AIIMPL_RESULT_TOKEN": ""}, "AIIMPL_RESULT_TOKEN is not set"),
         ({"AIIMPL_CONTEXT_TOKEN": " "}, "AIIMPL_CONTEXT_TOKEN is not set"),
+        # a header cannot carry it: the report failed as it was built, with a traceback, once the
+        # work was done
+        ({"AIIMPL_RESULT_TOKEN": "eyJ.t\u00f6ken.x"},
+         "AIIMPL_RESULT_TOKEN is not a run token the orchestrator issued: it holds characters an HTTP "
+         "header cannot carry"),
+        ({"AIIMPL_CONTEXT_TOKEN": "eyJ. .x"}, "AIIMPL_CONTEXT_TOKEN is not a run token"),
+        ({"AIIMPL_PROGRESS_TOKEN": "eyJ.\n.x"}, "AIIMPL_PROGRESS_TOKEN is not a run token"),
         # the orchestrator refused the result (phase_mismatch) once the work was done
         ({"AIIMPL_PHASE": "planning", "AIIMPL_RESULT_TOKEN": _run_token("implementation")},
          "AIIMPL_PHASE is planning, but the run tokens are for implementation"),
@@ -396,6 +403,24 @@ def test_config_defaults() -> None:
 def test_config_errors_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         SessionConfig.from_environ(base_env(**env))
+
+
+def test_a_result_token_a_header_cannot_carry_ends_the_session_with_its_message(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Nowhere to report the configuration error with it: said, exit status 2, no traceback, and the
+    token (a secret) not quoted."""
+    import io
+
+    from aiimpl_core.session.runner import main
+
+    out = io.StringIO()
+    token = "eyJ.t\u00f6ken-\U0001f680.x"
+    assert main(base_env(AIIMPL_RESULT_TOKEN=token, AIIMPL_URL="http://127.0.0.1:9"), out) == 2
+    said = out.getvalue()
+    assert said == ("aiimpl session: AIIMPL_RESULT_TOKEN is not a run token the orchestrator issued: it "
+                    "holds characters an HTTP header cannot carry\n")
+    assert token not in said + capsys.readouterr().err
 
 
 @pytest.mark.parametrize("branch", [
