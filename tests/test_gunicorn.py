@@ -5,7 +5,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import pytest
 from aiimpl_core import logs
 from aiimpl_core.testing.ports import free_port
 from aiimpl_core.testing.pytest_plugin import migrate
+from aiimpl_core.testing.serving import raw_exchange
 
 pytest.importorskip("gunicorn")
 
@@ -245,27 +245,12 @@ REFUSED = {
 }
 
 
-def _raw(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
-    """``request`` sent as it is; the answer's status line, headers and body, read until the server
-    closes the connection."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status, *lines = head.decode("latin-1").split("\r\n")
-    fields = (line.partition(":") for line in lines)
-    headers = {name.strip().lower(): value.strip() for name, _, value in fields}
-    return status, headers, body
-
-
 def _answers(tmp_path, *args: str) -> dict[str, tuple[str, dict[str, str], bytes]]:
     _upgrade(tmp_path)
     proc, port = _gunicorn(tmp_path, *args)
     try:
         assert _get(port, "/healthz") == 200
-        answers = {name: _raw(port, request) for name, request in REFUSED.items()}
+        answers = {name: raw_exchange(port, request) for name, request in REFUSED.items()}
         assert _get(port, "/healthz") == 200  # the worker serves on
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -13,6 +13,7 @@ the thread, so the port is free again once the block ends.
 
 from __future__ import annotations
 
+import socket
 import socketserver
 import ssl
 import threading
@@ -116,3 +117,19 @@ def serve_wsgi(
 
 
 __all__ = ["POLL_INTERVAL", "QuietRequestHandler", "ServerThread", "serve_wsgi"]
+
+
+def raw_exchange(port: int, request: bytes, host: str = "127.0.0.1") -> tuple[str, dict[str, str], bytes]:
+    """``request`` sent as it is to a server's own port (bytes no HTTP client would send: a request
+    line or header the server cannot read); the answer's status line, headers (names in lower case)
+    and body, read until the server closes the connection."""
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    fields = (line.partition(":") for line in lines)
+    headers = {name.strip().lower(): value.strip() for name, _, value in fields}
+    return status, headers, body

@@ -644,21 +644,6 @@ def test_dev_server_access_log_does_not_carry_the_jira_secret(full_app, sec_logs
     assert secret not in text  # ... without its secret
 
 
-def _raw_exchange(url: str, request: bytes) -> bytes:
-    """What a server answers to ``request`` sent as is on a new connection, until it closes."""
-    import socket
-    from urllib.parse import urlsplit
-
-    where = urlsplit(url)
-    with socket.create_connection((where.hostname, where.port), timeout=10) as conn:
-        conn.sendall(request)
-        conn.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := conn.recv(65536):
-            answer += chunk
-    return answer
-
-
 @pytest.mark.parametrize(("request_line", "status", "phrase"), [
     (b"GET /api/jira/webhook?secret={} HTTP/1.1 extra", 400, "Bad Request"),  # http.server quoted it
     (b"GET /api/jira/webhook?secret={} HTTP/9.x", 400, "Bad Request"),
@@ -674,29 +659,24 @@ def test_dev_server_answers_a_request_it_cannot_read_in_json_quoting_nothing(
 ):
     """``http.server``'s own answers, before the app sees the request, were HTML pages quoting
     the request line, and its log lines quoted it whole, query string and secret included."""
+    import requests
+
     from aiimpl_core.cli.devserver import make_dev_server
-    from aiimpl_core.testing.serving import ServerThread
+    from aiimpl_core.testing.serving import ServerThread, raw_exchange
 
     secret = SECRETS["AIIMPL_JIRA_WEBHOOK_SECRET"]
     with ServerThread(make_dev_server("127.0.0.1", 0, full_app)) as live:
-        answer = _raw_exchange(live.url, request_line.replace(b"{}", secret.encode()) + b"\r\n\r\n")
-        after = requests_get(f"{live.url}/healthz")  # and the server goes on
-    head, _, body = answer.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    assert lines[0] == f"HTTP/1.1 {status} {phrase}", answer[:300]
-    assert "Content-Type: application/json" in lines and "Connection: close" in lines
+        answer = raw_exchange(live.port, request_line.replace(b"{}", secret.encode()) + b"\r\n\r\n")
+        after = requests.get(f"{live.url}/healthz", timeout=10)  # and the server goes on
+    line, headers, body = answer
+    assert line == f"HTTP/1.1 {status} {phrase}", answer
+    assert headers["content-type"] == "application/json" and headers["connection"] == "close"
     assert json.loads(body) == {"error": phrase}
-    assert secret not in answer.decode("latin-1")
+    assert secret not in repr(answer)
     text = "\n".join(r.getMessage() for r in sec_logs.records if r.name == "werkzeug")
     assert f"code {status}, {phrase}: the request could not be read (not quoted)" in text
     assert secret not in text and "pad=" not in text
     assert after.status_code == 200
-
-
-def requests_get(url: str) -> Any:
-    import requests
-
-    return requests.get(url, timeout=10)
 
 
 def test_no_secret_in_any_get_answer_with_the_real_plugins(full_app, sec_logs):
