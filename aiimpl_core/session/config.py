@@ -70,12 +70,12 @@ def header_safe(token: str) -> bool:
     return token.isascii() and token.isprintable() and " " not in token
 
 
-def _run_token(var: E.EnvVar, value: str | None) -> str | None:
-    if value is not None and not header_safe(value):
-        # (the value is a secret: not quoted)
-        raise ConfigError(f"{var.name} is not a run token the orchestrator issued: it holds characters "
-                          "an HTTP header cannot carry")
-    return value
+def _check_run_tokens(tokens: Mapping[E.EnvVar, str | None]) -> None:
+    for var, value in tokens.items():
+        if value is not None and not header_safe(value):
+            # (the value is a secret: not quoted)
+            raise ConfigError(f"{var.name} is not a run token the orchestrator issued: it holds "
+                              "characters an HTTP header cannot carry")
 
 
 def url_problem(value: str, *, web: bool = True) -> str | None:
@@ -223,9 +223,10 @@ class SessionConfig:
         # the dispatcher's for every job: without the result token nothing can be reported (all the
         # work would be done for nothing), without the context token the issue cannot be read.
         # Without the progress token the steps go to /api/step-report with the nonce instead.
-        result_token = _run_token(E.RESULT_TOKEN, need(E.RESULT_TOKEN)) or ""
-        context_token = _run_token(E.CONTEXT_TOKEN, need(E.CONTEXT_TOKEN)) or ""
-        progress_token = _run_token(E.PROGRESS_TOKEN, opt(E.PROGRESS_TOKEN))
+        result_token, context_token = need(E.RESULT_TOKEN), need(E.CONTEXT_TOKEN)
+        progress_token = opt(E.PROGRESS_TOKEN)
+        _check_run_tokens({E.RESULT_TOKEN: result_token, E.CONTEXT_TOKEN: context_token,
+                           E.PROGRESS_TOKEN: progress_token})
         token_phase = token_claim(result_token, "phase")
         if isinstance(token_phase, str) and token_phase != phase.value:
             # the orchestrator would refuse the result (phase_mismatch) once the work is done
