@@ -148,7 +148,7 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
     (exit status 0); a second one stops it at once, in the middle of the step (130, 143).
     """
     from ..services.dispatch import run_cycle
-    from ..services.poller import Poller, stoppable
+    from ..services.poller import Poller, housekeep, stoppable
     from ..services.scheduler import give_back_leases
 
     _require_shared_key()
@@ -188,6 +188,11 @@ def poll(once: bool, interval: float | None, as_json: bool) -> None:
                 # pollers (so it takes none, and has none to give back when it is stopped)
                 report = run_cycle()
             show(report)
+            if not stop.is_set():
+                # a cycle run from cron is the only poller some installs have: without it, what
+                # only guards against repeats (delivered writes, handled deliveries, used tokens)
+                # would never be removed (at most hourly over all the pollers, as a loop does)
+                housekeep()
         return
     poller = Poller(interval)
     #: the reader of the reports went away (`aiimpl poll | head`): the loop ends, as any command ends

@@ -379,6 +379,19 @@ def last_cycle_from(value: Any) -> tuple[datetime, int] | None:
         return None
 
 
+def housekeep(holder: str | None = None) -> None:
+    """After a cycle: the hourly housekeeping of all the pollers together
+    (:func:`~aiimpl_core.services.housekeeping.maybe_prune`, nothing when one ran it within the
+    hour). A failure is logged and waits for the next hour; the cycle's work stands."""
+    from . import housekeeping
+
+    try:
+        housekeeping.maybe_prune(holder=holder)
+    except Exception:  # noqa: BLE001 - housekeeping waits for the next hour, polling goes on
+        db.session.rollback()
+        log.exception("housekeeping failed")
+
+
 class Poller:
     """Runs poll cycles every ``interval`` seconds until :meth:`stop` is called.
 
@@ -404,7 +417,6 @@ class Poller:
         return self._stop.is_set()
 
     def run_once(self) -> Any:
-        from . import housekeeping
         from .dispatch import run_cycle
 
         try:
@@ -419,13 +431,8 @@ class Poller:
             except Exception:  # noqa: BLE001 - only the heartbeat is missed; the next cycle writes it
                 db.session.rollback()
                 log.exception("recording the poll cycle failed")
-            if self.stopping:
-                return report  # housekeeping is left to the poller that takes over
-            try:
-                housekeeping.maybe_prune(holder=self.holder)
-            except Exception:  # noqa: BLE001 - housekeeping waits for the next hour, polling goes on
-                db.session.rollback()
-                log.exception("housekeeping failed")
+            if not self.stopping:  # (when stopped, housekeeping is left to the poller that takes over)
+                housekeep(self.holder)
             return report
         finally:
             self.cycles += 1

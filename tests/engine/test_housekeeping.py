@@ -150,6 +150,23 @@ def test_the_poller_prunes_once_an_hour_over_all_pollers(app, add_mapping):
     assert _left(OutboxItem, OutboxItem.id) == {recent}
 
 
+def test_a_poll_run_from_cron_prunes_as_a_poll_loop_does(app, add_mapping):
+    """``aiimpl poll --once`` is all the poller an install that polls from cron has: it prunes
+    too, at most once an hour over all the pollers (it pruned nothing, and the tables grew)."""
+    old = utcnow() - OLD
+    for _ in range(2):
+        queue_outbox_item(state="done", created_at=old)
+    recent = queue_outbox_item(state="done", created_at=utcnow() - RECENT)
+    obj = ScriptInfo(create_app=lambda: app)
+    result = CliRunner().invoke(cli, ["poll", "--once"], obj=obj)
+    assert result.exit_code == 0, result.output
+    assert _left(OutboxItem, OutboxItem.id) == {recent}
+    queue_outbox_item(state="done", created_at=old)
+    Poller(60).run_once()  # a loop's cycle within the hour: pruned already
+    assert CliRunner().invoke(cli, ["poll", "--once"], obj=obj).exit_code == 0
+    assert len(_left(OutboxItem, OutboxItem.id)) == 2
+
+
 @pytest.mark.postgres
 def test_pollers_racing_for_the_housekeeping_prune_once(app, add_mapping):
     if db.engine.dialect.name != "postgresql":
