@@ -141,10 +141,6 @@ def progress(event: str, fields: dict[str, object], at: datetime, log_url: str |
     return stamp(text, at, log_url)
 
 
-#: a detail's output as the session sends it: in a fence of backticks on lines of their own
-_FENCED = re.compile(r"\A(`{3,})[^\n]*\n(.*?)\n?\1\s*\Z", re.DOTALL)
-
-
 def _with_output(detail: str) -> str:
     """A verification's detail, its first line (``exit 1``) as text and the rest, the script's
     output, as a code block the trackers show as it is (one the session fenced already is taken
@@ -152,9 +148,22 @@ def _with_output(detail: str) -> str:
     together)."""
     lines = detail.replace("\r\n", "\n").replace("\r", "\n")
     first, _, output = lines.strip("\n").partition("\n")
-    fenced = _FENCED.match(output.strip("\n"))
-    output = fenced.group(2) if fenced else output
+    output = _unfenced(output.strip("\n"))
     return f"{as_text(first)}\n\n{_code_block(output)}"
+
+
+def _unfenced(output: str) -> str:
+    """``output`` taken out of the fence the session sends it in (a line that opens with three or
+    more backticks, the output, then the same run of backticks with only blanks after it), or as
+    it is when it is not so fenced. Read in one pass: a pattern with a back-reference to the fence
+    took seconds on a few KB of backticks (a runner's detail), the request and the database's
+    write lock held all the while."""
+    opening, newline, rest = output.partition("\n")
+    fence = opening[: len(opening) - len(opening.lstrip("`"))]
+    rest = rest.rstrip()
+    if len(fence) < 3 or not newline or not rest.endswith(fence):
+        return output
+    return rest[: -len(fence)].removesuffix("\n")
 
 
 def _code_block(text: str) -> str:

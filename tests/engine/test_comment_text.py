@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -183,3 +184,31 @@ def test_any_log_excerpt_stays_inside_its_code_block(excerpt) -> None:
     out = MD.render(comments.log_excerpt(LogLabel.SESSION_FAILED, excerpt))
     blocks = re.findall(r"<pre><code[^>]*>(.*?)</code></pre>", out, re.DOTALL)
     assert len(blocks) == 1 and html.unescape(blocks[0]).rstrip("\n") == excerpt.rstrip().rstrip("\n"), out
+
+
+def test_a_long_run_of_backticks_in_a_verifications_output_is_read_at_once() -> None:
+    """A runner's detail of a few KB that opens a fence and never closes it as such took seconds
+    (7-10 s for 9 KB: a pattern with a back-reference to the fence, backtracking), the request and
+    the database's write lock held all the while."""
+    n = 3000
+    detail = "exit 1\n" + "`" * n + "\n" + "`" * n + " " * n + "x"
+    started = time.monotonic()
+    body = comments.progress("verification_failed", {"detail": detail}, AT)
+    assert time.monotonic() - started < 2
+    assert body.startswith("❌ Verification failed: exit 1\n\n" + "`" * (n + 1) + "\n" + "`" * n)
+
+
+@pytest.mark.parametrize(("output", "inside"), [
+    ("```\nabc\n```", "abc"),
+    ("```text\nabc\n\n```  \n", "abc\n"),  # an info string; the closing fence's blanks after it
+    ("````\nx `y` ```\n````", "x `y` ```"),
+    ("```\n```", ""),
+    ("`````\nabc\n```", "`````\nabc\n```"),  # not closed by its own fence: shown as it is
+    ("``\nabc\n``", "``\nabc\n``"),  # two backticks are no fence
+    ("no fence\n```", "no fence\n```"),
+])
+def test_a_verifications_fenced_output_is_taken_out_of_its_fence(output, inside) -> None:
+    body = comments.progress("verification_failed", {"detail": f"exit 1\n{output}"}, AT)
+    out = MD.render(body.split("\n\n_")[0])
+    block = html.escape(inside.rstrip(), quote=False)
+    assert out == f"<p>❌ Verification failed: exit 1</p>\n<pre><code>{block}\n</code></pre>\n"
