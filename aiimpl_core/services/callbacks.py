@@ -661,9 +661,14 @@ def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
             mine = db.session.execute(_QUEUED, {"dedupe_key": dedupe_key}).one()
             item_id, state = mine.id, mine.state
             if state == "pending" and mine.next_attempt_at > now:
-                # the runner retries: try again at once
+                # the runner retries: try again at once; only while it is still waiting (a poller
+                # that took it since holds its lease in the same column: overwritten, the lease
+                # would have seemed to run out, and this retry would have posted it a second time)
                 db.session.execute(
-                    update(OutboxItem).where(OutboxItem.id == item_id).values(next_attempt_at=now),
+                    update(OutboxItem)
+                    .where(OutboxItem.id == item_id, OutboxItem.state == "pending",
+                           OutboxItem.next_attempt_at > now)
+                    .values(next_attempt_at=now),
                     execution_options={"synchronize_session": False},
                 )
         issue_key = job.issue_key
