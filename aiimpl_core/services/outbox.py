@@ -36,6 +36,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    exists,
     func,
     literal,
     literal_column,
@@ -45,6 +46,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 
 from .. import logs
 from ..database import dialect_name, one_of, per_dialect, serialized, upsert
@@ -454,17 +456,21 @@ def deliver(
         or_(OutboxItem.state == "pending", OutboxItem.state == "sending"),
         OutboxItem.next_attempt_at <= now,
     )
-    # an earlier item of the same issue still waiting (not due) holds the later ones back
-    waiting_query = select(OutboxItem.issue_key).where(
-        OutboxItem.state.in_(("pending", "sending")), OutboxItem.next_attempt_at > now
-    )
+    # an earlier item of the same issue still waiting (not due: backing off, or another sender's)
+    # holds the later ones back: left out by the statement itself, before its limit (read and then
+    # passed over, the held-back items of a failing issue filled every pass, and no other issue's
+    # write was read while its tracker failed)
+    held = aliased(OutboxItem)
+    query = query.where(~exists().where(
+        held.issue_key == OutboxItem.issue_key,
+        held.state.in_(("pending", "sending")),
+        held.next_attempt_at > now,
+    ))
     if keys is not None:
         query = query.where(OutboxItem.issue_key.in_(keys))
-        waiting_query = waiting_query.where(OutboxItem.issue_key.in_(keys))
     if ids is not None:
         query = query.where(OutboxItem.id.in_(list(ids)))
     rows = _stopping_last(db.session.execute(query.order_by(OutboxItem.id).limit(limit)).all())
-    waiting = set(db.session.scalars(waiting_query).all())
     # On SQLite a transaction that began with a read cannot write once another connection has
     # committed ("database is locked" at once, without waiting): end every read transaction
     # before writing, and write the outcome of each send in a transaction of its own.
@@ -485,7 +491,7 @@ def deliver(
         if r.op not in IDEMPOTENT_OPS or r.stopped or r.issue_key in taken_alone:
             alone.add(r.id)
             taken_alone.add(r.issue_key)
-    taken = _claim_many([r.id for r in rows if r.id not in alone and r.issue_key not in waiting], now)
+    taken = _claim_many([r.id for r in rows if r.id not in alone], now)
     counts = {"sent": 0, "failed": 0, "skipped": 0, "left": 0}
     blocked_issues: set[str] = set()
     postponed_providers: set[str] = set()
@@ -495,7 +501,7 @@ def deliver(
             # given back below)
             counts["left"] = len(rows) - index
             break
-        if issue_key in blocked_issues or provider_id in postponed_providers or issue_key in waiting:
+        if issue_key in blocked_issues or provider_id in postponed_providers:
             counts["skipped"] += 1
             continue
         if item_id in alone:
