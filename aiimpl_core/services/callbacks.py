@@ -173,11 +173,12 @@ TIMEOUT_LABELS = (LogLabel.MACHINE_TIMEOUT, LogLabel.CONTAINER_TIMEOUT)
 
 def _timeout_of(job: Job) -> LogLabel:
     """The lifetime timeout of the job's runner (:func:`~.reconcile.lifetime_reason`); a machine's
-    when its backend is no longer installed."""
-    facade = current_app.extensions["aiimpl"]
-    if job.backend not in facade.ids("runner"):
+    when its backend is no longer installed. Its class says it, as for the reconciler: an instance
+    whose set-up fails in this process (a setting the web process lacks) refused the result."""
+    backend = current_app.extensions["aiimpl"].classes["runner"].get(job.backend or "")
+    if backend is None:
         return LogLabel.MACHINE_TIMEOUT
-    return LogLabel(reconcile.lifetime_reason(facade.runner(job.backend)).value)
+    return LogLabel(reconcile.lifetime_reason(backend).value)
 
 
 def record_result(claims: RunClaims, data: dict[str, Any]) -> dict[str, Any]:

@@ -347,6 +347,27 @@ def test_a_failure_labelled_as_a_timeout_ends_timed_out(
     assert f"Log excerpt (`{reason}`):\n\n```\nlast lines of the log\n```" in posted
 
 
+def test_a_timeout_result_needs_no_instance_of_its_runner_backend(
+    app, client, cb_job, cb_token, cb_runner, cb_tracker, monkeypatch
+):
+    """The timeout's reason is its runner's (a container's or a machine's), which the backend's
+    class says: an instance that could not be set up in the web process (a setting it lacks)
+    refused the result with a 400 of its own, and the job, its error and excerpt were lost."""
+    job_id, _ = cb_job()
+
+    def set_up_fails(self, context):  # noqa: ANN001, ARG001
+        raise RuntimeError("AIIMPL_GITHUB_APP_ID is not set")
+
+    monkeypatch.setattr(cb_runner.backend_class, "__init__", set_up_fails)
+    app.extensions["aiimpl"]._instances.clear()
+    body = {"outcome": "failure", "phase": "implementation", "comments": [], "error": "out of time",
+            "logLabel": "machine_timeout", "logExcerpt": "last lines of the log"}
+    resp = _post(client, cb_token(job_id, "implementation", tokens.AUD_RESULT), body)
+    assert resp.get_json() == {"jobId": job_id, "status": "timed_out", "ended": True}
+    job = _job(job_id)
+    assert (job.status, job.timeout_reason, job.error) == ("timed_out", "machine_timeout", "out of time")
+
+
 def test_a_reason_already_naming_its_phase_is_not_repeated(client, cb_job, cb_token, cb_tracker):
     job_id, _ = cb_job()
     body = {
