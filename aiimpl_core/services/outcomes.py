@@ -199,6 +199,11 @@ def _report(job: Job, outcome: Outcome) -> None:
             )
             plan = outcome.plan or job.plan or "(empty plan)"
             _comment(job, "plan", comments.plan_ready(plan, approve_hint(provider)))
+        elif phase is Phase.GAP_ANALYSIS:
+            # its PR was open already: the stage and plan are left as they are (a plan
+            # planned since waits for its approval), the link is posted again as the branch changed
+            if job.pr_url and not done:
+                _comment(job, "pr", comments.pr_link(job.pr_number, job.pr_url))
         else:
             tracked.plan = None  # a plan is used once; a new trigger plans again
             if done:  # merged already: not "ready for review", and "done" stays

@@ -151,6 +151,39 @@ def test_gap_fill_on_a_pr_the_engine_opened(app, client, tracker, runner, add_ma
     assert resp.status_code == 423 and resp.get_json() == {"error": "project_paused", "teamKey": "ENG"}
 
 
+def test_a_gap_analysis_that_succeeds_leaves_the_issues_stage_and_plan(
+    app, client, tracker, runner, add_mapping
+):
+    """A gap-analysis works on a PR open already: its ending leaves the issue where it is. It went
+    the implementation's way: a plan planned since, waiting at Plan-Complete for its approval, was
+    dropped and the issue moved to "Ready for Review" (approving it then planned again)."""
+    from .conftest import tracked
+
+    add_mapping("ENG", planning_enabled=True, planning_workflow_file="ai-plan.yml")
+    tracker.add("ENG-5")
+    run_cycle()
+    post_result(client, runner, jobs_of("ENG-5")[-1].id, outcome="success", plan="plan one")
+    tracker.trigger("ENG-5")  # approved
+    run_cycle()
+    pr = "https://github.com/acme/eng/pull/77"
+    post_result(client, runner, jobs_of("ENG-5")[-1].id, outcome="success", prUrl=pr)
+    tracker.trigger("ENG-5")  # planned afresh
+    run_cycle()
+    post_result(client, runner, jobs_of("ENG-5")[-1].id, outcome="success", plan="plan two")
+    assert (tracked("ENG-5").stage, tracked("ENG-5").plan) == ("plan_complete", "plan two")
+
+    resp = client.post("/trigger/gap-fill", json={"issueKey": "ENG-5", "prNumber": 77},
+                       headers={"Authorization": f"Bearer {TRIGGER_SECRET}"})
+    assert resp.status_code == 202, resp.get_json()
+    tracker.comments["ENG-5"].clear()
+    answer = post_result(client, runner, resp.get_json()["jobId"], phase="gap-analysis", outcome="success",
+                         prUrl=pr, prNumber=77)
+    assert answer.get_json()["status"] == "completed"
+    assert (tracked("ENG-5").stage, tracked("ENG-5").plan) == ("plan_complete", "plan two")
+    assert tracker.stage_labels("ENG-5") == {"Plan-Complete"}
+    assert [c.split("\n")[0] for c in tracker.comments["ENG-5"]] == [f"🔗 PR #77 is ready for review: {pr}"]
+
+
 def merged_comments(tracker: Any, key: str) -> list[str]:
     return [c for c in tracker.comments[key] if "merged" in c.split("\n", 1)[0]]
 
