@@ -14,6 +14,7 @@ import os
 import re
 import ssl
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -155,6 +156,16 @@ class HttpClient:
                     f"{self.provider}: {method} {path} was not sent: a header value is not valid (a "
                     "line break or spaces around it: check the credential settings for a trailing "
                     "newline)", provider=self.provider,
+                ) from None
+            except UnicodeEncodeError as exc:
+                if not _in_putheader(exc):
+                    raise
+                # a header's value with a character no header carries (HTTP's are Latin-1): a token
+                # pasted with a typographic quote, say (http.client refuses it before anything is sent)
+                raise ProviderError(
+                    f"{self.provider}: {method} {path} was not sent: a header value is not valid (a "
+                    "character a header cannot carry: check the credential settings for a character "
+                    "pasted in with the value)", provider=self.provider,
                 ) from None
             except requests.exceptions.InvalidJSONError:
                 # a body JSON cannot write (NaN, an infinity): nothing was sent, and sending it
@@ -363,6 +374,12 @@ def url_setting_problem(config: Mapping[str, Any], name: str) -> str | None:
 #: backslash is one to some servers), what ends the path, and ``%`` (an encoded form of any of them,
 #: or of a dot)
 _NOT_IN_A_SEGMENT = "/\\?#%"
+
+
+def _in_putheader(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised where http.client encodes a header's value."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and frames[-1].name == "putheader"
 
 
 def _dot_segment(value: str) -> bool:

@@ -166,6 +166,20 @@ def test_a_header_value_with_a_line_break_is_said_without_its_value(recorder) ->
     assert "ghp_secret-value" not in caught.value.message and seen == []
 
 
+def test_a_header_value_with_a_character_no_header_carries_is_said_without_its_value(recorder) -> None:
+    """A token setting pasted with a typographic quote: http.client refuses the header with a
+    UnicodeEncodeError, which escaped every caller (a 500 of the Jira admin endpoints, a traceback
+    of `aiimpl check`); nothing is sent, and the value is never quoted."""
+    url, seen = recorder
+    client = HttpClient(url, provider="jira", headers={"Authorization": "Bearer tok\u2019en-secret"})
+    with pytest.raises(ProviderError) as caught:
+        client.get("/rest/api/3/myself")
+    assert caught.value.message == (
+        "jira: GET /rest/api/3/myself was not sent: a header value is not valid (a character a header "
+        "cannot carry: check the credential settings for a character pasted in with the value)")
+    assert "secret" not in caught.value.message and seen == []
+
+
 def test_a_body_json_cannot_write_is_said_as_not_sent_and_not_retried(recorder) -> None:
     """A NaN in a body: requests refuses to encode it (InvalidJSONError), which was said as an
     answer that never came, and retried as an outage."""
