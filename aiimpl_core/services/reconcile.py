@@ -587,11 +587,18 @@ def _overran(job: Job, state: RunState | None, now: datetime, limits: _Limits) -
     if JobStatus(job.status).terminal:
         return False
     if state is None:
-        if not job.run_id:
+        if not _linked(job):
             return False  # never linked: ended run_not_found by _omitted_too_long
     elif state.phase not in (RunPhase.RUNNING, RunPhase.PENDING):
         return False
     return _overrun_due(job, now, limits.lifetime(job))
+
+
+def _linked(job: Job) -> bool:
+    """Whether the job has had a run: one the backend named, or a session that reported (a run
+    the backend never named, GitHub's found by its name later, ran all the same: never
+    ``run_not_found``, which is a run never linked)."""
+    return bool(job.run_id) or job.status == JobStatus.RUNNING.value
 
 
 def _session_start(job: Job) -> datetime:
@@ -661,11 +668,13 @@ def _unchanged(job: Job, state: RunState | None, *, now: datetime, limits: _Limi
         return True
     overdue = _since_dispatch(job) + limits.window <= now
     if state is None:
-        return bool(job.run_id) or not _omitted_too_long(job, now, limits)
+        return _linked(job) or not _omitted_too_long(job, now, limits)
     if state.phase is RunPhase.NOT_FOUND:
+        if not job.run_id and _linked(job):
+            return not _overrun_due(job, now, limits.lifetime(job))
         return not overdue
     if state.phase is RunPhase.PENDING:
-        return not _needs_link(job, state) and (bool(job.run_id) or not overdue)
+        return not _needs_link(job, state) and (_linked(job) or not overdue)
     if state.phase is RunPhase.RUNNING:
         return job.status == JobStatus.RUNNING.value and not _needs_link(job, state)
     return False
@@ -695,7 +704,7 @@ def _apply(
         return
     overdue = _since_dispatch(job) + limits.window <= now
     if state is None:
-        if not job.run_id and _omitted_too_long(job, now, limits):
+        if not _linked(job) and _omitted_too_long(job, now, limits):
             _run_not_found(job, report)
         return
     phase = state.phase
@@ -704,13 +713,19 @@ def _apply(
             return
         if job.run_id:
             _run_gone(job, now=now, limits=limits, report=report)
+        elif _linked(job):
+            # its session reported, but the backend cannot name its run (GitHub's, found by its
+            # name, listed past the pages read): not gone for that, and ended as the lifetime's
+            # timeout once past it, as a run left out of the answers is
+            if _overrun_due(job, now, limits.lifetime(job)):
+                _end(job, Outcome(JobStatus.TIMED_OUT, timeout_reason=limits.lifetime_reason.value), report)
         else:
             _run_not_found(job, report)
         return
     if phase is RunPhase.PENDING:
         if _link(job, state):
             report.linked += 1
-        elif not job.run_id and overdue:
+        elif not _linked(job) and overdue:
             _run_not_found(job, report)
         return
     if phase is RunPhase.RUNNING:

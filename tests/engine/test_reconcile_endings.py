@@ -473,3 +473,54 @@ def test_a_session_that_said_how_it_ended_is_not_said_again(app, tracker, runner
     said = tracker.comments["ENG-13"]
     assert [c.split(":")[0] for c in said if c.startswith("⚠️ Session")] == ["⚠️ Session failed"]
     assert said[2].startswith("⚠️ Implementation failed: ")
+
+
+def _running_without_a_run_id(app: Any, tracker: Any, runner: FakeRunner, key: str) -> Job:
+    """A job whose session reported, though the backend never named its run (GitHub's dispatch
+    answers no run; the run is found by its name later)."""
+    runner.link_on_dispatch = False
+    tracker.add(key)
+    run_cycle(reconcile=False)
+    [job] = jobs_of(key)
+    assert post_status(app.test_client(), runner, job.id, "session_created").status_code == 200
+    [job] = jobs_of(key)
+    assert (job.status, job.run_id) == ("running", None)
+    return job
+
+
+def test_a_run_that_reported_but_was_never_named_is_no_run_not_found_when_left_out(
+    app, tracker, runner, add_mapping, monkeypatch
+):
+    """Left out of the backend's answers (its repository's listing fails) past its lifetime, it is
+    stopped and ends as the lifetime's timeout. It ended ``run_not_found`` — "a run was never
+    linked", under the session's own "Session machine created" — and was never stopped."""
+    add_mapping("ENG")
+    job = _running_without_a_run_id(app, tracker, runner, "ENG-1")
+    answer = runner.backend_class.poll_runs
+
+    def left_out(self: Any, runs: Sequence[InFlightRun]) -> Sequence[RunState]:
+        return [state for state in answer(self, runs) if state.job_id != job.id]
+
+    monkeypatch.setattr(runner.backend_class, "poll_runs", left_out)
+    run_cycle(now=later(minutes=30))
+    assert jobs_of("ENG-1")[0].status == "running"
+    run_cycle(now=later(minutes=71))
+    [job] = jobs_of("ENG-1")
+    assert (job.status, job.timeout_reason) == ("timed_out", "machine_timeout")
+    assert runner.destroyed == [str(job.id)]  # (a run without an id: by its job)
+
+
+def test_a_run_that_reported_but_was_never_named_is_not_gone_when_not_found(
+    app, tracker, runner, add_mapping
+):
+    """The backend answers it not found (GitHub lists it past the pages it reads): its session
+    reports, so it waits out its lifetime, then ends as the lifetime's timeout. It ended
+    ``run_not_found`` at the window's end, 10 minutes in."""
+    add_mapping("ENG")
+    job = _running_without_a_run_id(app, tracker, runner, "ENG-2")
+    runner.runs.pop(job.id)
+    run_cycle(now=later(minutes=20))
+    assert jobs_of("ENG-2")[0].status == "running"
+    run_cycle(now=later(minutes=71))
+    [job] = jobs_of("ENG-2")
+    assert (job.status, job.timeout_reason) == ("timed_out", "machine_timeout")
