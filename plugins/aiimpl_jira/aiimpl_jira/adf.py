@@ -24,7 +24,9 @@ Node = dict[str, Any]
 
 #: A code fence line (also how :func:`.provider.fit_comment` finds the block a cut falls in).
 FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})\s*(?P<lang>[^`\s]*)\s*$")
-_HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+#: An ATX heading line: its opening ``#`` run, then (after a space or tab) its text, which may end
+#: with a closing run; :func:`_heading_text` takes that off.
+_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*))?$")
 _RULE = re.compile(r"^ {0,3}([-*_])(\s*\1){2,}\s*$")
 _QUOTE = re.compile(r"^ {0,3}> ?(.*)$")
 _ITEM = re.compile(r"^(?P<indent>\s*)(?P<marker>[-*+]|\d{1,9}[.)])\s+(?P<text>.*)$")
@@ -389,6 +391,23 @@ def _paragraph(lines: Sequence[str]) -> Node:
     return {"type": "paragraph", "content": content}
 
 
+def _heading_text(text: str | None) -> str:
+    """The text of a heading, from what follows its opening ``#`` run, without a closing run.
+
+    In CommonMark a closing run of ``#`` counts only after a space or tab (``## Port it to C#``
+    keeps its ``#``), or when it is all the text (``## ##`` is an empty heading). Read with string
+    methods, not a pattern: one that tries each place the text could end is quadratic or worse on a
+    long line of spaces.
+    """
+    text = (text or "").strip(" \t")
+    bare = text.rstrip("#")
+    if not bare:
+        return ""
+    if bare != text and bare[-1] in " \t":
+        return bare.rstrip(" \t")
+    return text
+
+
 def _starts_block(line: str) -> bool:
     return bool(
         FENCE.match(line)
@@ -450,7 +469,7 @@ def _blocks(lines: list[str], depth: int = 0) -> list[Node]:
                 {
                     "type": "heading",
                     "attrs": {"level": len(heading.group(1))},
-                    "content": _inline(heading.group(2)),
+                    "content": _inline(_heading_text(heading.group(2))),
                 }
             )
             i += 1
@@ -592,6 +611,10 @@ def markdown_to_adf(markdown: str) -> Node:
 # -- ADF -> Markdown ---------------------------------------------------------------------------
 
 
+#: Nodes that sit in a line of text; any other node with content is a block, on lines of its own.
+_INLINE_NODES = frozenset({"text", "hardBreak", "mention", "emoji", "inlineCard", "status", "date"})
+
+
 def _marked(text: str, marks: Sequence[Node]) -> str:
     kinds = {m.get("type"): m for m in marks or ()}
     if kinds and text.strip() and text != text.strip():
@@ -703,16 +726,18 @@ def _block_md(node: Node) -> str:
             if r == 0:
                 rows.append("|" + "---|" * len(cells))
         return "\n".join(rows)
-    if kind in ("mediaSingle", "mediaGroup", "media"):
+    if kind in _INLINE_NODES:
+        # where a block was expected (beside blocks in a node we do not know): still its text
+        return _inline_md([node])
+    if kind == "media":
+        # an attachment, which has no text; a mediaSingle's caption is read through its children
         return ""
     if kind in ("blockCard", "embedCard"):
         # a link shown as a card: its address is all the text it has
         return str(attrs.get("url") or (attrs.get("data") or {}).get("url") or "")
     if kind == "taskList":
         return _task_list_md(content)
-    if content and all(
-        c.get("type") in ("text", "hardBreak", "mention", "emoji", "inlineCard") for c in content
-    ):
+    if content and all(c.get("type") in _INLINE_NODES for c in content):
         return _inline_md(content)
     return _blocks_md(content)
 
@@ -737,10 +762,6 @@ def adf_to_markdown(doc: object) -> str:
             # so that one issue's description does not fail the listing of every issue
             return _plain_text(doc)
     return ""
-
-
-#: Nodes that sit in a line of text; any other node with content is a block, on lines of its own.
-_INLINE_NODES = frozenset({"text", "hardBreak", "mention", "emoji", "inlineCard", "status", "date"})
 
 
 def _plain_text(doc: object) -> str:

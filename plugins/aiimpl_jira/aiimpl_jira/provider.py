@@ -105,36 +105,41 @@ def _utf16_prefix(text: str, units: int) -> str:
 
 def _open_fence(text: str) -> str | None:
     """The opening fence (three or more backticks or tildes) of the code block ``text`` ends
-    inside, or ``None``.
+    inside, with the spaces it is indented by, or ``None``.
 
     Read as :func:`.adf.markdown_to_adf` reads it: a block closes only at a bare fence of its own
     character at least as long as its opening one, so three-backtick lines inside a block opened
     with four are code.
     """
-    opener: str | None = None
+    opener: re.Match[str] | None = None
     for line in text.split("\n"):
         fence = FENCE.match(line)
         if fence is None:
             continue
         marker = fence.group("fence")
         if opener is None:
-            opener = marker
-        elif marker[0] == opener[0] and len(marker) >= len(opener) and not fence.group("lang"):
+            opener = fence
+        elif (
+            marker[0] == opener.group("fence")[0]
+            and len(marker) >= len(opener.group("fence"))
+            and not fence.group("lang")
+        ):
             opener = None
-    return opener
+    return None if opener is None else opener.group("indent") + opener.group("fence")
 
 
 def fit_comment(body: str, limit: int = MAX_COMMENT_CHARS) -> str:
     """``body`` cut to Jira's comment size, ending with a notice when it was cut.
 
     Sizes count UTF-16 code units, as Jira does (an emoji counts two), and a cut never splits a
-    character. A cut inside a fenced code block closes it with its own fence, so the notice shows
-    as text.
+    character. A cut inside a fenced code block closes it with its own fence, indented as its
+    opening one (in a list item, a fence at the line's start would end the item and open a new
+    block), so the notice shows as text.
     """
     if utf16_len(body) <= limit:
         return body
     budget = limit - utf16_len(TRUNCATED_NOTICE)
-    room = 0  # what the closing fence takes
+    room = 0  # what the closing fence takes, its indentation included
     while True:
         head = _utf16_prefix(body, budget - room)
         opener = _open_fence(head)

@@ -232,6 +232,39 @@ def test_headings_quotes_rules_and_line_breaks() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("markdown", "text"),
+    [
+        ("## Port the parser to C#", "Port the parser to C#"),
+        ("# foo#", "foo#"),
+        ("## C# ##", "C#"),
+        ("### foo ### b", "foo ### b"),
+        ("## foo ##   ", "foo"),
+        ("### foo \\###", "foo ###"),
+        ("## ##", ""),
+        ("##", ""),
+        ("#", ""),
+    ],
+)
+def test_a_closing_run_of_hashes_counts_only_after_a_space(markdown: str, text: str) -> None:
+    """CommonMark: a heading's closing ``#`` run follows a space or tab, or is all its text."""
+    [heading] = markdown_to_adf(markdown)["content"]
+    assert heading["type"] == "heading"
+    assert adf_text(heading) == text
+
+
+@pytest.mark.parametrize(
+    "line", ["# a" + " " * 50_000 + "x", "## x" + " #" * 25_000 + " y", "#" + " " * 50_000]
+)
+def test_a_long_heading_line_converts_in_linear_time(line: str) -> None:
+    import time
+
+    started = time.process_time()
+    [heading] = markdown_to_adf(line)["content"]
+    assert time.process_time() - started < 3  # (milliseconds; a pattern that backtracks: minutes)
+    assert heading["type"] == "heading"
+
+
 def test_empty_markdown_is_an_empty_document() -> None:
     assert markdown_to_adf("") == {"type": "doc", "version": 1, "content": []}
 
@@ -379,6 +412,38 @@ def test_adf_to_markdown_keeps_cards_task_states_and_dates() -> None:
     assert adf_to_markdown(doc) == (
         "https://x.test/spec\n\nhttps://x.test/design\n\n- [x] Export CSV\n- [ ] Export PDF\n\nDue 2026-01-01"
     )
+
+
+def test_adf_to_markdown_keeps_a_decision_with_a_date_or_a_status() -> None:
+    decision = {
+        "type": "decisionItem",
+        "attrs": {"localId": "d1", "state": "DECIDED"},
+        "content": [
+            _t("Ship by "),
+            {"type": "date", "attrs": {"timestamp": "1767225600000"}},
+            _t(", rollout "),
+            {"type": "status", "attrs": {"text": "Approved", "color": "green", "localId": "s"}},
+        ],
+    }
+    doc = {
+        "type": "doc",
+        "version": 1,
+        "content": [{"type": "decisionList", "attrs": {"localId": "l"}, "content": [decision]}],
+    }
+    assert adf_to_markdown(doc) == "Ship by 2026-01-01, rollout [Approved]"
+
+
+def test_adf_to_markdown_keeps_the_caption_of_an_image() -> None:
+    image = {
+        "type": "mediaSingle",
+        "attrs": {"layout": "center"},
+        "content": [
+            {"type": "media", "attrs": {"id": "f1", "type": "file", "collection": "c"}},
+            {"type": "caption", "content": [_t("The "), _t("new", {"type": "strong"}), _t(" login screen")]},
+        ],
+    }
+    doc = {"type": "doc", "version": 1, "content": [_para(_t("Before:")), image, _para(_t("After."))]}
+    assert adf_to_markdown(doc) == "Before:\n\nThe **new** login screen\n\nAfter."
 
 
 def test_adf_to_markdown_of_missing_or_plain_descriptions() -> None:

@@ -9,7 +9,7 @@ from aiimpl_core.errors import NotFound, ProviderConfigError, ProviderError, Pro
 from aiimpl_core.testing.contract import TicketingProviderContract, make_context, sample_mapping
 from aiimpl_core.types import Stage
 
-from aiimpl_jira.adf import adf_text
+from aiimpl_jira.adf import adf_text, markdown_to_adf
 from aiimpl_jira.config import JiraSettings
 from aiimpl_jira.provider import (
     MAX_COMMENT_CHARS,
@@ -19,7 +19,7 @@ from aiimpl_jira.provider import (
     trigger_jql,
     utf16_len,
 )
-from aiimpl_jira.testing.fake_jira import FakeJira
+from aiimpl_jira.testing.fake_jira import FakeJira, adf_violations
 
 
 class TestJiraContract(TicketingProviderContract):
@@ -797,6 +797,22 @@ def test_a_cut_inside_a_four_backtick_fence_closes_that_fence(jira: FakeJira, pr
     # a cut after the block is closed adds no fence
     closed = "````\n```\n````\n" + "y" * 40_000
     assert fit_comment(closed).endswith("y" + TRUNCATED_NOTICE)
+
+
+@pytest.mark.parametrize("indent", ["", "   "], ids=["top-level", "in-a-list-item"])
+def test_a_cut_inside_a_fence_in_a_list_item_closes_it_inside_the_item(indent: str) -> None:
+    """Closed at column 0, a fence opened in a list item would end the item and open a new block
+    at the top, so the notice would be code; closed with the item's indentation it is text."""
+    intro = "1. Run the migration:\n" if indent else "Run the migration:\n\n"
+    body = intro + indent + "```bash\n" + (indent + "echo step\n") * 5_000
+    fitted = fit_comment(body)
+    assert fitted.endswith("\n" + indent + "```" + TRUNCATED_NOTICE)
+    assert utf16_len(fitted) <= MAX_COMMENT_CHARS
+    doc = markdown_to_adf(fitted)
+    assert adf_violations(doc) == []
+    [notice] = [n for n in doc["content"] if "truncated" in adf_text(n)]
+    assert notice["type"] == "paragraph"
+    assert doc["content"][0]["type"] == ("orderedList" if indent else "paragraph")
 
 
 def test_validate_mapping_leaves_other_trackers_alone() -> None:
