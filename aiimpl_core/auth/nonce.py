@@ -19,7 +19,9 @@ INVALID_NONCE = "Invalid or expired nonce"
 _ACTIVE_BY_HASH = select(Job).where(
     Job.nonce_hash == bindparam("nonce_hash"), Job.status.in_([s.value for s in ACTIVE_STATUSES])
 )
-_ACTIVE_BY_HASH_FOR_UPDATE = _ACTIVE_BY_HASH.with_for_update()
+#: (``FOR NO KEY UPDATE`` on PostgreSQL: it waits for, and holds off, another transaction's change
+#: of the job, such as its ending, yet not the rows that only refer to it)
+_ACTIVE_BY_HASH_FOR_UPDATE = _ACTIVE_BY_HASH.with_for_update(key_share=True)
 
 
 def active_job_for_nonce(nonce: str, *, for_update: bool = False) -> Job | None:

@@ -621,7 +621,11 @@ def status_event(nonce: str, data: dict[str, Any]) -> dict[str, Any]:
         raise CallbackError(400, f"Unknown event type: {event}")
     now = utcnow()
     with serialized():
-        job = active_job_for_nonce(nonce)
+        # under the job's row lock: an ending of the job (the reconciler's, a result's) under way
+        # is waited for, and the event is then refused (403); else the ending waits for this one,
+        # and sees its comment (a session's "Session failed" and the reconciler's "Session timed
+        # out" were both posted)
+        job = active_job_for_nonce(nonce, for_update=True)
         if job is None:
             raise CallbackError(403, INVALID_NONCE)
         # the runner's text is redacted before any of it is stored or posted
