@@ -54,10 +54,26 @@ def gap_fill_backend(mapping: MappingRow) -> BackendChoice:
         return choice
     if choice.backend_id in facade.ids("runner") and _gap_fill_ready(facade, choice.backend_id):
         return choice
-    for backend in facade.runners():
+    set_up = facade.runners()
+    for backend in set_up:
         if backend.supports_gap_fill and backend.is_configured():
             return BackendChoice(backend.id, choice.runner_mode, False)
-    raise CallbackError(502, "dispatch_failed", {"detail": NO_GAP_FILL_BACKEND, "dispatchStatus": None})
+    raise CallbackError(502, "dispatch_failed", {"detail": _none_for_gap_fill(facade, set_up),
+                                                 "dispatchStatus": None})
+
+
+def _none_for_gap_fill(facade: Any, set_up: list[Any]) -> str:
+    """Why no backend takes the gap fill: none installed supports it, or each that does is named
+    with what keeps it out (an operator with GitHub Actions installed was told none was)."""
+    ready = {backend.id for backend in set_up}
+    kept_out = [
+        f"{backend_id}: {'not configured' if backend_id in ready else 'could not be set up'}"
+        for backend_id, cls in sorted(facade.classes["runner"].items())
+        if getattr(cls, "supports_gap_fill", False)
+    ]
+    if not kept_out:
+        return NO_GAP_FILL_BACKEND
+    return f"no configured runner backend supports gap-fill dispatch ({'; '.join(kept_out)})"
 
 
 def _gap_fill_ready(facade: Any, backend_id: str) -> bool:

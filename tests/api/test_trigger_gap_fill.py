@@ -190,6 +190,24 @@ def test_gap_fill_502_when_the_dispatch_got_no_answer(client, cb_mapping, cb_run
     assert cb_runner.destroyed == [str(job.id)]
 
 
+def test_gap_fill_502_names_the_backend_that_supports_it_but_is_not_configured(
+    client, cb_mapping, cb_runner, monkeypatch
+):
+    """The mapping's backend takes no gap fill, and GitHub Actions, which does, is installed but
+    not configured: it is named as such (the answer said no installed backend supported gap-fill,
+    and an operator looked for a missing plugin)."""
+    monkeypatch.setattr(cb_runner.backend_class, "is_configured", lambda _self: False)
+    cb_mapping(execution_mode="fly-machines")
+    resp = post(client, {"issueKey": "ENG-1", "prNumber": 5})
+    assert resp.status_code == 502
+    assert resp.get_json() == {
+        "error": "dispatch_failed",
+        "detail": "no configured runner backend supports gap-fill dispatch (github-actions: not configured)",
+        "dispatchStatus": None,
+    }
+    assert _jobs() == []
+
+
 @pytest.mark.parametrize("cb_runner", [FakeRunner(gap_fill=False)])
 def test_gap_fill_502_when_no_backend_supports_it(client, cb_mapping, cb_runner):
     cb_mapping()

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from aiimpl_core.services.gapfill import NO_GAP_FILL_BACKEND
 from aiimpl_core.testing.fakes import FakeRunner
 
 from .conftest import jobs_of
@@ -48,6 +47,8 @@ def test_a_runner_backend_that_cannot_be_set_up_is_a_failed_dispatch(app, client
     resp = client.post("/trigger/gap-fill", json={"issueKey": "ENG-5", "prNumber": 77}, headers=HEADERS)
     assert resp.status_code == 502, resp.get_json()
     assert resp.get_json() == {
-        "error": "dispatch_failed", "detail": NO_GAP_FILL_BACKEND, "dispatchStatus": None
+        "error": "dispatch_failed", "dispatchStatus": None,
+        "detail": "no configured runner backend supports gap-fill dispatch "
+                  "(github-actions: could not be set up)",
     }
     assert jobs_of("ENG-5") == []
