@@ -824,6 +824,11 @@ def _after_success_without_result(
         db.session.refresh(job, with_for_update={"key_share": True})
         if JobStatus(job.status).terminal:
             return
+        if db.session.get(Setting, key, populate_existing=True) is not None:
+            # another pass (an operator's `poll --once` beside a loop) held the job first and
+            # began the grace: its row stands (added again, the insert failed this job's pass
+            # with a traceback in the log)
+            return
         db.session.add(Setting(key=key, value={"seen": now.isoformat()}))
         return
     try:

@@ -95,3 +95,33 @@ def test_a_result_that_ends_the_job_as_the_grace_starts_leaves_no_grace_row(
     assert answer.status_code == 200 and answer.get_json()["ended"] is True
     assert jobs_of("ENG-1")[0].status == "completed"
     assert _grace_rows() == []
+
+
+def test_two_passes_that_see_the_run_over_at_once_begin_one_grace(
+    app, tracker, runner, add_mapping, monkeypatch, caplog
+):
+    """Two reconcile passes without the lease (an operator's ``poll --once`` beside a poll loop)
+    both found no grace row; the second waited for the first's hold on the job, then added the row
+    again, and its pass of the job failed with a traceback in the log (PostgreSQL)."""
+    from aiimpl_core.services import reconcile as reconcile_mod
+    from aiimpl_core.testing import orchestrator
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite: the reconciler holds the write lock from its read to its commit")
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    run_cycle(reconcile=False)
+    [job] = jobs_of("ENG-1")
+    runner.set_state(job.id, RunPhase.SUCCEEDED)
+    db.session.commit()
+    pause = orchestrator.Pause(monkeypatch, reconcile_mod, "_after_success_without_result", "first")
+    first = orchestrator.Worker(app, "first", reconcile)
+    assert pause.entered.wait(30)
+    second = orchestrator.Worker(app, "second", reconcile)
+    orchestrator.wait_until_blocked(app, second)
+    pause.release()
+    first.join()
+    second.join()
+    assert "reconciling job" not in caplog.text
+    assert _grace_rows() == [f"run-ended:{job.id}"]
+    assert jobs_of("ENG-1")[0].status == "dispatched"  # within the grace the result gets
