@@ -86,7 +86,8 @@ IMAGE_RE = re.compile(
     r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
 )
-#: how far Fly's clock (exit events) may be behind ours when a stop is matched to a lifetime
+#: how far Fly's clock may be from ours: when a stop (an exit event) is matched to a lifetime, and
+#: when a machine's creation is compared with its job's dispatch
 CLOCK_SLACK = timedelta(minutes=1)
 
 
@@ -304,10 +305,11 @@ class FlyMachinesBackend(RunnerBackend):
 
     def dispatch(self, request: DispatchRequest) -> DispatchResult:
         client = self.client()
+        started = _aware(self.context.clock())
         try:
             machine = client.create_machine(self.machine_request(request))
         except DispatchUnanswered as exc:
-            machine = self._created_anyway(client, request, exc)
+            machine = self._created_anyway(client, request, exc, started)
         except ProviderError as exc:
             self._refuse(request, exc)
         machine_id = str(machine["id"])
@@ -315,7 +317,7 @@ class FlyMachinesBackend(RunnerBackend):
         return DispatchResult(run_id=machine_id, run_url=self.machine_url(machine_id), linked=True)
 
     def _created_anyway(
-        self, client: FlyClient, request: DispatchRequest, exc: DispatchUnanswered
+        self, client: FlyClient, request: DispatchRequest, exc: DispatchUnanswered, started: datetime
     ) -> dict[str, Any]:
         """The job's machine, when the creation's answer was lost but Fly created it all the same.
 
@@ -339,7 +341,7 @@ class FlyMachinesBackend(RunnerBackend):
             found = None
             unseen = "its machines could not be listed"
         else:
-            found = next((m for m in machines if self._of_request(m, request)), None)
+            found = next((m for m in machines if self._of_request(m, request, started)), None)
             unseen = "Fly lists no machine of the job yet"
         if found is None:
             raise DispatchUnanswered(
@@ -355,23 +357,31 @@ class FlyMachinesBackend(RunnerBackend):
         )
         return found
 
-    def _of_request(self, machine: Mapping[str, Any], request: DispatchRequest | InFlightRun) -> bool:
+    def _of_request(
+        self, machine: Mapping[str, Any], request: DispatchRequest | InFlightRun, since: datetime
+    ) -> bool:
         """Whether a listed machine is the live one this orchestrator created for the job."""
         return (
-            self._of_job(machine, request)
+            self._of_job(machine, request, since)
             and machine.get("state") not in GONE_STATES
             and isinstance(machine.get("id"), str)
             and bool(machine["id"])
         )
 
-    def _of_job(self, machine: Mapping[str, Any], job: DispatchRequest | InFlightRun) -> bool:
+    def _of_job(
+        self, machine: Mapping[str, Any], job: DispatchRequest | InFlightRun, since: datetime
+    ) -> bool:
         """Whether a listed machine is one this orchestrator created for the job: its number and its
-        issue (a database restored, or reset, numbers jobs again; an old machine is not theirs)."""
+        issue, created since its dispatch began (``since``). A database restored, or reset, numbers
+        jobs again: an old machine is not theirs, not even one of the same issue triggered again,
+        whose exit was taken as the new job's run and which a cancel destroyed."""
         meta = (machine.get("config") or {}).get("metadata") or {}
+        created = _parse_time(machine.get("created_at"))
         return (
             self.ours(machine)
             and meta.get(config.META_JOB) == str(job.job_id)
             and meta.get(config.META_ISSUE) == job.issue_key
+            and (created is None or created >= since - CLOCK_SLACK)
         )
 
     def _refuse(self, request: DispatchRequest, exc: ProviderError) -> NoReturn:
@@ -408,7 +418,7 @@ class FlyMachinesBackend(RunnerBackend):
     def _linked(self, machines: Sequence[dict[str, Any]], run: InFlightRun) -> dict[str, Any] | None:
         """The machine of a run its dispatch did not link (its answer was lost): the job's live
         one, else a destroyed one of it."""
-        of_job = [m for m in machines if self._of_job(m, run)]
+        of_job = [m for m in machines if self._of_job(m, run, _aware(run.dispatched_at))]
         # a live machine wins over a destroyed one of an earlier attempt
         return next((m for m in of_job if m.get("state") not in GONE_STATES), of_job[0] if of_job else None)
 
@@ -569,7 +579,8 @@ class FlyMachinesBackend(RunnerBackend):
                 found = client.get_machine(run.run_id)
                 machines = [found] if found is not None else []
             else:
-                machines = [m for m in client.list_machines() if self._of_request(m, run)]
+                since = _aware(run.dispatched_at)
+                machines = [m for m in client.list_machines() if self._of_request(m, run, since)]
         except ProviderError as exc:
             self.log.warning("job %s: finding its machine failed: %s", run.job_id, exc)
             return
@@ -628,8 +639,9 @@ def _fly_error(exc: ProviderError) -> str:
 
 
 def _redact(text: str, request: DispatchRequest) -> str:
-    for name in request.secret_names:
-        value = request.env.get(name)
-        if value:
-            text = text.replace(value, "***")
+    """``text`` without the session's secret values, the longest first: a value that holds another
+    (a password in a connection URL) would otherwise keep its rest shown once the shorter went."""
+    values = {request.env.get(name) for name in request.secret_names} - {None, ""}
+    for value in sorted(values, key=len, reverse=True):
+        text = text.replace(value, "***")
     return text

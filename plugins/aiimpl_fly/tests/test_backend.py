@@ -539,6 +539,49 @@ def test_a_machine_of_the_same_job_number_for_another_issue_is_not_the_runs(
     assert [m["id"] for m in fake_fly.live()] == [old.run_id]
 
 
+def test_a_machine_of_the_same_job_number_and_issue_made_before_the_dispatch_is_not_the_runs(
+    backend: FlyMachinesBackend, fake_fly: FakeFly, clock: Clock
+) -> None:
+    """The same issue triggered again after a restore: job 40 of ENG-1 is not the machine job 40 of
+    ENG-1 had days before (Fly lists destroyed ones too), whose exit the poll took as the new job's
+    outcome, nor a live one made before its dispatch, which a cancel destroyed."""
+    done = backend.dispatch(request_for(40)).run_id
+    fake_fly.start(done)
+    fake_fly.exit(done, 0)
+    clock.advance(days=3)
+    [state] = backend.poll_runs([in_flight(request_for(40), None, clock)])
+    assert (state.phase, state.run_id) == (RunPhase.NOT_FOUND, None)
+
+    live = backend.dispatch(request_for(41)).run_id
+    fake_fly.start(live)
+    clock.advance(minutes=30)
+    run = in_flight(request_for(41), None, clock)
+    [state] = backend.poll_runs([run])
+    assert state.phase is RunPhase.NOT_FOUND
+    backend.cancel(run)
+    assert fake_fly.machines[str(live)]["state"] == "started"
+
+
+def test_a_secret_value_holding_another_is_redacted_whole(
+    backend: FlyMachinesBackend, fake_fly: FakeFly
+) -> None:
+    """Fly's error text is redacted of the session's secret values: a shorter one replaced first
+    left the rest of one that holds it shown (``***-tail…``), which no mask then knew."""
+    base = request_for(42)
+    env, names, longs = dict(base.env), set(base.secret_names), []
+    for i in range(12):  # whatever order a set iterates in, some shorter value comes first
+        short = f"pw{i:02d}Zq7"
+        env[f"SHORT_{i}"], env[f"LONG_{i}"] = short, f"{short}-tail-{i:02d}-K9xVbN3mQe"
+        names |= {f"SHORT_{i}", f"LONG_{i}"}
+        longs.append(env[f"LONG_{i}"])
+    request = dataclasses.replace(base, env=env, secret_names=frozenset(names))
+    fake_fly.fail_next("POST", "/machines", 422, "invalid env: " + " ".join(longs))
+    with pytest.raises(DispatchError) as caught:
+        backend.dispatch(request)
+    assert "tail" not in caught.value.message
+    assert caught.value.message.endswith("invalid env: " + " ".join(["***"] * 12))
+
+
 @pytest.mark.parametrize(
     ("cpus", "memory", "guest"),
     [(None, None, (2, 4096)), (1, None, (1, 2048)), (16, None, (16, 4096)), (None, 8192, (4, 8192)),
