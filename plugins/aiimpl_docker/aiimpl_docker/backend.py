@@ -63,7 +63,7 @@ import shlex
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -92,12 +92,23 @@ PENDING = frozenset({"created", "configured", "initialized"})
 SECRET_NAMES_VAR = "AIIMPL_SECRET_NAMES"
 #: ended containers of jobs no longer in flight are swept once at least this old
 SWEEP_AFTER = timedelta(minutes=5)
-#: how far the engine's clock may be behind ours when a container's end is matched to its lifetime
+#: how far the engine's clock may be from ours: when a container's end is matched to its lifetime,
+#: and when its creation is compared with its job's dispatch
 CLOCK_SLACK = timedelta(minutes=1)
 
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _made_since(run: InFlightRun, summaries: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The containers of ``summaries`` made since the run's dispatch (an old container of the same
+    job number and issue, after a database restore, is not the run's)."""
+    since = _aware(run.dispatched_at) - CLOCK_SLACK
+    for summary in summaries:
+        created = _parse_time(summary.get("Created"))
+        if created is None or created >= since:
+            yield summary
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -656,17 +667,21 @@ class LocalDockerBackend(RunnerBackend):
             return []
         summaries = self._ours()
         by_id = {str(s.get("Id")): s for s in summaries}
-        # a run its dispatch did not link: the container of its job's number and issue (a database
-        # restored, or reset, numbers jobs again: an old container of the number is not the run's)
-        by_job: dict[tuple[str, str], dict[str, Any]] = {}
+        # a run its dispatch did not link: a container of its job's number and issue made since its
+        # dispatch (a database restored, or reset, numbers jobs again: an old container of the
+        # number is not the run's, not even one of the same issue triggered again)
+        by_job: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for s in summaries:
             labels = s.get("Labels") or {}
-            by_job.setdefault((str(labels.get(config.LABEL_JOB)), str(labels.get(config.LABEL_ISSUE))), s)
+            key = (str(labels.get(config.LABEL_JOB)), str(labels.get(config.LABEL_ISSUE)))
+            by_job.setdefault(key, []).append(s)
         now = _aware(self.context.clock())
         states: list[RunState] = []
         seen: set[str] = set()
         for run in runs:
-            summary = by_id.get(run.run_id or "") or by_job.get((str(run.job_id), run.issue_key))
+            summary = by_id.get(run.run_id or "") or next(
+                _made_since(run, by_job.get((str(run.job_id), run.issue_key), ())), None
+            )
             if summary is None:
                 states.append(RunState(job_id=run.job_id, phase=RunPhase.NOT_FOUND, run_id=run.run_id))
                 continue
@@ -866,7 +881,7 @@ class LocalDockerBackend(RunnerBackend):
             if run.run_id:
                 refs = [run.run_id]
             else:
-                refs = [str(s.get("Id")) for s in self._of_job_listed(run.job_id)
+                refs = [str(s.get("Id")) for s in _made_since(run, self._of_job_listed(run.job_id))
                         if (s.get("Labels") or {}).get(config.LABEL_ISSUE) == run.issue_key]
             for ref in refs:
                 info = self._inspect(ref)

@@ -132,6 +132,26 @@ def test_a_container_of_the_same_job_number_for_another_issue_is_not_the_runs(
     backend.cleanup_job(41)
 
 
+def test_a_container_of_the_same_job_number_and_issue_made_before_the_dispatch_is_not_the_runs(
+    engine: Any, make_backend: Any, clock: Clock
+) -> None:
+    """The same issue triggered again after a restore: job 42 of ENG-1, its dispatch unanswered,
+    is not the container job 42 of ENG-1 made before its dispatch, which the poll linked and a
+    cancel stopped."""
+    backend = make_backend("sh -c 'sleep 30'")
+    old = backend.dispatch(request_for(42)).run_id
+    clock.advance(minutes=30)
+    run = in_flight(request_for(42), None, clock)
+    [state] = backend.poll_runs([run])
+    assert state.phase is RunPhase.NOT_FOUND
+    backend.cancel(run)
+    [container] = ours(engine)
+    container.reload()
+    assert (container.id, container.status) == (old, "running")
+    backend.cancel(in_flight(request_for(42), old, clock))
+    backend.cleanup_job(42)
+
+
 def test_cleanup_waits_for_a_container_still_finishing(engine: Any, make_backend: Any) -> None:
     backend = make_backend("sh -c 'sleep 1; exit 4'")
     backend.dispatch(request_for(21))
