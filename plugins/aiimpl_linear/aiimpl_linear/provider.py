@@ -238,7 +238,7 @@ class LinearProvider(TicketingProvider):
             return node
         try:
             return self._with_all_relations(node)
-        except ProviderError as exc:
+        except (ProviderError, NotFound) as exc:  # (NotFound: the issue deleted since the page)
             key = str(node.get("identifier") or node.get("id"))
             left_out.append(key)
             self.log.warning("the relations of %s could not be read (%s): it is left out of this listing, "

@@ -23,7 +23,7 @@ from aiimpl_core.webhooks import CHECK_FAILED, CHECK_RUNNING, NOT_JSON, check_is
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from .config import PROVIDER_ID, TRIGGER_LABEL, WEBHOOK_WINDOW_SECONDS, LinearSettings
+from .config import PROVIDER_ID, TRIGGER_LABEL, WEBHOOK_WINDOW_SECONDS, webhook_secret
 
 if TYPE_CHECKING:
     from aiimpl_core.webhooks import CycleReport
@@ -152,7 +152,9 @@ def make_blueprint() -> Blueprint:
               description: "`Linear webhook not configured`: no signing secret is set"
               content: {application/json: {schema: ErrorSchema}}
         """
-        secret = LinearSettings.from_config(current_app.config).webhook_secret
+        # (the secret alone: a listing setting out of range answered every delivery, unsigned ones
+        # too, with its own 400, before the signature was looked at)
+        secret = webhook_secret(current_app.config)
         if not secret:
             return jsonify(error="Linear webhook not configured"), 501
         raw = request.get_data(cache=True)

@@ -158,6 +158,23 @@ def test_one_issue_whose_relations_cannot_be_read_is_left_out_not_the_listing(
     assert fake.operations().count("IssueInverseRelations") == 1  # the unmapped team's: none
 
 
+def test_an_issue_deleted_before_its_other_relations_are_read_is_left_out_not_the_listing(
+    fake: FakeLinear, provider: LinearProvider
+) -> None:
+    """Linear answers the read of a deleted issue's relations "not found", which is no remote
+    failure: it escaped, and failed the listing of every team."""
+    many = fake.add_issue("ENG", "Many relations")
+    other = fake.add_issue("ENG", "Plain")["identifier"]
+    for n in range(LIST_RELATIONS + 1):
+        fake.add_relation(fake.add_issue("ENG", f"Related {n}", labels=[])["identifier"], many["identifier"])
+    fake.before("IssueInverseRelations", lambda: fake.store.issues.pop(many["id"]))  # deleted meanwhile
+
+    pages = list(provider.iter_triggered(["ENG"]))
+
+    assert [i.key for p in pages for i in p.issues] == [other]
+    assert [p.complete for p in pages] == [False]
+
+
 @pytest.mark.parametrize("state", ["Done", "Canceled", "Duplicate"])
 def test_blocker_in_a_closed_state_no_longer_blocks(
     fake: FakeLinear, provider: LinearProvider, state: str

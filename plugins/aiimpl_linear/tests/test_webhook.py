@@ -102,6 +102,24 @@ def test_bad_signature_is_401(client, fake, cycles) -> None:
     assert cycles == []
 
 
+class TestAListingSettingOutOfRange:
+    """A setting the webhook does not use (the listing's page size) out of range fails each call of
+    the connection, and answered every delivery, unsigned ones too, with its message (400), before
+    the signature was looked at: Linear kept sending deliveries that could never succeed."""
+
+    @pytest.fixture
+    def aiimpl_config(self, fake: FakeLinear) -> dict[str, Any]:
+        return {**fake.config(), "AIIMPL_LINEAR_PAGE_SIZE": "500"}
+
+    def test_deliveries_are_still_verified_and_checked(self, client, fake, cycles) -> None:
+        key = fake.add_issue("ENG")["identifier"]
+        resp = client.post(URL, json=fake.issue_webhook_payload(key))
+        assert resp.status_code == 401 and resp.get_json() == {"error": "Invalid signature"}
+        resp = deliver(client, fake, fake.issue_webhook_payload(key))
+        assert resp.status_code == 200, resp.get_json()
+        assert cycles == [[key]]
+
+
 def test_non_ascii_signature_is_401(client, fake, cycles) -> None:
     # any byte may arrive in a header (WSGI decodes them as latin-1): refused, never a 500
     body = json.dumps(fake.issue_webhook_payload(fake.add_issue("ENG")["identifier"])).encode()
