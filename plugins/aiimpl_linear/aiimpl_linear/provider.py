@@ -325,7 +325,10 @@ class LinearProvider(TicketingProvider):
             state=state.get("name"),
             labels=labels,
             stage=stage_of(labels),
-            triggered=carries_trigger and state.get("type") not in CLOSED_STATE_TYPES,
+            # (an issue archived or in the trash, which a listing leaves out, is read by its id
+            # all the same: a webhook's delivery of one still labelled dispatched it)
+            triggered=carries_trigger and state.get("type") not in CLOSED_STATE_TYPES
+            and not node.get("archivedAt") and not node.get("trashed"),
             blocked_by=tuple(blockers),
             comments=comments,
             remote_id=node.get("id"),

@@ -52,7 +52,10 @@ _RELATION_FIELDS = "type issue { identifier title state { type } }"
 _COMMENT_FIELDS = "id body createdAt user { name }"
 
 
-def _issue_fields(name: str, labels: int, relations: int) -> str:
+def _issue_fields(name: str, labels: int, relations: int, *, archived: bool = False) -> str:
+    """An issue's fields; ``archived``: whether it is archived or in the trash too (an issue read
+    by its id may be; a listing leaves those out)."""
+    archive = "\n  archivedAt\n  trashed" if archived else ""
     return f"""
 fragment {name} on Issue {{
   id
@@ -60,7 +63,7 @@ fragment {name} on Issue {{
   title
   description
   url
-  updatedAt
+  updatedAt{archive}
   team {{ id key }}
   state {{ name type }}
   labels(first: {labels}) {{ nodes {{ name retiredAt }} }}
@@ -110,7 +113,7 @@ query IssueWithComments($id: String!) {{
   }}
 }}
 """
-    + _issue_fields("FullIssue", 100, 50),
+    + _issue_fields("FullIssue", 100, 50, archived=True),
 )
 
 ISSUE_COMMENTS = _document(

@@ -175,6 +175,19 @@ def test_an_issue_deleted_before_its_other_relations_are_read_is_left_out_not_th
     assert [p.complete for p in pages] == [False]
 
 
+@pytest.mark.parametrize("trash", [False, True], ids=["archived", "trashed"])
+def test_an_issue_archived_or_in_the_trash_is_not_triggered(
+    fake: FakeLinear, provider: LinearProvider, trash: bool
+) -> None:
+    """Read by its id (a webhook's check), an issue archived or moved to the trash with its trigger
+    label still on was triggered, and dispatched; the listing never shows it."""
+    key = fake.add_issue("ENG", "Gone")["identifier"]
+    assert provider.get_issue(key).triggered
+    fake.archive(key, trash=trash)
+    assert not provider.get_issue(key).triggered
+    assert [i.key for p in provider.iter_triggered(["ENG"]) for i in p.issues] == []
+
+
 @pytest.mark.parametrize("state", ["Done", "Canceled", "Duplicate"])
 def test_blocker_in_a_closed_state_no_longer_blocks(
     fake: FakeLinear, provider: LinearProvider, state: str

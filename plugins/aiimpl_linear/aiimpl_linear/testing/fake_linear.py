@@ -453,6 +453,15 @@ class FakeLinear:
             self.store.issues[issue["id"]] = issue
             return issue
 
+    def archive(self, ref: str, *, trash: bool = False) -> None:
+        """Archive the issue, or move it to the trash (Linear archives a trashed issue too): the
+        listing leaves it out; it is still read by its id."""
+        with self.lock:
+            issue = self.issue(ref)
+            issue["archivedAt"] = _now_iso()
+            if trash:
+                issue["trashed"] = True
+
     def issue(self, ref: str) -> dict[str, Any]:
         found = self._find_issue(ref)
         if found is None:
@@ -548,6 +557,8 @@ class FakeLinear:
             "url": self._issue_url(issue),
             "createdAt": issue["createdAt"],
             "updatedAt": issue["updatedAt"],
+            "archivedAt": issue.get("archivedAt"),
+            "trashed": issue.get("trashed"),
             "priority": 0.0,
             "priorityLabel": "No priority",
             "prioritySortOrder": 0.0,
@@ -880,6 +891,8 @@ class FakeLinear:
             "url": self._issue_url(issue),
             "createdAt": issue["createdAt"],
             "updatedAt": issue["updatedAt"],
+            "archivedAt": issue.get("archivedAt"),
+            "trashed": issue.get("trashed"),
             "priority": 0.0,
             "team": lambda info, **a: self._team_view(self.store.teams[issue["teamId"]]),
             "state": lambda info, **a: self._state_view(self.store.states[issue["stateId"]]),
@@ -1082,6 +1095,8 @@ class FakeLinear:
     def _q_issues(self, info: Any, **a: Any) -> dict[str, Any]:
         order = a.get("orderBy") or "createdAt"
         rows = sorted(self.store.issues.values(), key=lambda i: (i[order], i["number"]))
+        if not a.get("includeArchived"):  # Linear's default: archived (and trashed) issues left out
+            rows = [i for i in rows if not i.get("archivedAt")]
         return self._connection(
             [self._issue_view(i) for i in rows if self._issue_match(i, a.get("filter"))], a
         )
