@@ -487,13 +487,22 @@ def remote_message(resp: requests.Response) -> str:
     text = str(body).strip()
     if _is_html(resp, text):
         # a proxy's or gateway's error page: its title says what happened, its markup nothing
-        title = _HTML_TITLE.search(text)
-        shown = " ".join(html.unescape(title.group(1)).split())[:200] if title else ""
+        title = _html_title(text)
+        shown = " ".join(html.unescape(title).split())[:200] if title else ""
         return f"{shown or resp.reason or 'no message'} (an HTML page)"
     return text[:300] or resp.reason or "no message"
 
 
-_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TITLE_OPENS, _TITLE_CLOSES = re.compile("<title", re.IGNORECASE), re.compile("</title>", re.IGNORECASE)
+
+
+def _html_title(text: str) -> str | None:
+    """The text of a page's first ``<title …>…</title>``, found in one pass (a pattern tried each
+    ``<title`` against the rest of the page: quadratic on a remote's page of them)."""
+    opened = _TITLE_OPENS.search(text)
+    start = text.find(">", opened.end()) if opened else -1
+    closed = _TITLE_CLOSES.search(text, start + 1) if start >= 0 else None
+    return text[start + 1 : closed.start()] if closed else None
 
 
 def media_type(resp: requests.Response) -> str:
