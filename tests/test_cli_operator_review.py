@@ -207,6 +207,20 @@ def test_credentials_hidden_keeps_what_is_not_secret():
             "https://user:***@ghe.example/api"), password
 
 
+def test_credentials_are_hidden_in_time_linear_in_the_value():
+    """A setting of up to 128 KiB (the most a variable may hold): a long dotted run before a
+    ``://``, or a long query name without ``=``, took seconds (each position tried against the rest)."""
+    import time
+
+    from aiimpl_core.cli import _credentials_hidden
+
+    started = time.process_time()
+    _credentials_hidden(" " + "a." * 60_000 + " ://")
+    assert _credentials_hidden("https://h/?" + "a" * 120_000) == "https://h/?" + "a" * 120_000
+    assert time.process_time() - started < 3
+    assert _credentials_hidden("https://h/?=token=s;a=1") == "https://h/?=token=***;a=1"
+
+
 @pytest.mark.parametrize(("env", "error"), [
     ({"AIIMPL_POLL_INTERVAL": "0"}, "Error: AIIMPL_POLL_INTERVAL: must be at least 1, not 0"),
     ({"AIIMPL_DATABASE_URL": "mysql://u@db/aiimpl"},

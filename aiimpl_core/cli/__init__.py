@@ -443,13 +443,16 @@ SECRET_QUERY_WORDS = ("password", "passwd", "pwd", "secret", "token")
 
 
 #: a URL wherever it stands in a value (pip's arguments, a package's git URL): from its scheme to
-#: the next space or quote
-_URL_IN_TEXT = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s\"'<>`]*")
+#: the next space or quote. (A scheme is short: unbounded, every word of a long dotted run was
+#: tried against the rest of it, quadratic on the value.)
+_URL_IN_TEXT = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{0,31}://[^\s\"'<>`]*")
 #: a value that is a URL (from its start)
 _URL_AT_START = re.compile(r"(?i)[a-z][a-z0-9+.-]*://")
 #: a URL's user-info: all of its authority before the last ``@`` (a password may hold an ``@``)
 _USER_INFO = re.compile(r"^([^:/?#]+://)([^/?#]*)@")
-_QUERY_PARAMETER = re.compile(r"([^&;=]+)=([^&;]*)")
+#: a query's parameter, its name from the start of the query or after ``&``, ``;`` or ``=`` (from
+#: anywhere, each character of a long name without ``=`` was tried against the rest of it)
+_QUERY_PARAMETER = re.compile(r"(?<![^&;=])([^&;=]+)=([^&;]*)")
 
 
 def _credentials_hidden(text: str) -> str:

@@ -51,7 +51,9 @@ TEMPLATE_AGENT_LINE = re.compile(rf"^( *){re.escape(NPM_INSTALL)}@anthropic-ai/c
 #: one word of an install setting: a requirement, a version range, a URL, an option. Never a quote,
 #: ``$``, a backquote, a backslash, a brace, a parenthesis, ``|``, ``;`` or a control character
 WORD_RE = re.compile(r"[A-Za-z0-9._~^*+=!<>,:/?#&%@\[\]-]+")
-URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^ ]*")
+#: a URL in a word, from its scheme (a scheme is short: unbounded, each letter of a long word was
+#: tried against the rest of it, quadratic on the setting)
+URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}://[^ ]*")
 
 
 @dataclass(frozen=True)

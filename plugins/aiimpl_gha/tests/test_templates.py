@@ -117,3 +117,19 @@ def test_template_preparation_steps_mask_and_export(name: str, tmp_path: Path) -
     assert "AIIMPL_BRANCH<<" in text and "\nai/ENG-1\n" in text
     assert "\nline one\nline two\n" in text
     assert "n-1" not in text  # credentials are not exported through the env input
+
+
+def test_an_install_setting_is_read_in_time_linear_in_it() -> None:
+    """A long word (a setting may hold 128 KiB): each of its letters was tried as a URL's scheme
+    against the rest of it, quadratic (5.5 s at 64 KB); a URL after a long prefix is still seen."""
+    import time
+
+    from aiimpl_core.errors import ProviderConfigError
+
+    from aiimpl_gha.workflows import install_words
+
+    started = time.process_time()
+    assert install_words("AIIMPL_GHA_SESSION_PACKAGE", "a" * 120_000) == ("a" * 120_000,)
+    assert time.process_time() - started < 2
+    with pytest.raises(ProviderConfigError, match="must not carry credentials"):
+        install_words("AIIMPL_GHA_SESSION_PACKAGE", "x" * 100 + "git+https://u:pw@git.example/p.git")
