@@ -22,8 +22,11 @@ Node = dict[str, Any]
 
 # -- Markdown -> ADF ---------------------------------------------------------------------------
 
-#: A code fence line (also how :func:`.provider.fit_comment` finds the block a cut falls in).
-FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})\s*(?P<lang>[^`\s]*)\s*$")
+#: A code fence line (also how :func:`.provider.fit_comment` finds the block a cut falls in). The
+#: possessive ``*+`` never gives back what it took, which could not make a match anyway (the
+#: language holds no blank, the line ends after the last one): with backtracking, a line of
+#: blanks ending in a backtick took time quadratic in its length.
+FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})\s*+(?P<lang>[^`\s]*+)\s*+$")
 #: An ATX heading line: its opening ``#`` run, then (after a space or tab) its text, which may end
 #: with a closing run; :func:`_heading_text` takes that off.
 _HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*))?$")
@@ -36,7 +39,10 @@ _ITEM = re.compile(r"^(?P<indent>\s*)(?P<marker>[-*+]|\d{1,9}[.)])\s+(?P<text>.*
 # target ``…/run_42/output_.log``) never opens or closes emphasis. At any position the first
 # alternative that matches wins, which gives code spans priority over links and links over bare URLs.
 _ESCAPE = r"(?P<escape>\\[!-/:-@\[-`{-~])"  # (CommonMark: a backslash escapes ASCII punctuation)
-_CODE = r"(?P<code>(?P<ticks>`+)(?P<code_text>.+?)(?P=ticks))"
+#: A code span, matched only within the bounds (``pos`` to ``endpos``) where :class:`_CodeSpans`
+#: finds one: CommonMark closes it at the first run of the opening's length, which a pattern finds
+#: only by trying every opening length at every closing place (cubic on a line of backticks).
+_CODE = r"(?P<code>(?P<ticks>`++)(?P<code_text>.+)(?P=ticks)\Z)"
 _URL = r"(?P<url>https?://[^\s<>()\[\]]+)"
 _ATOM = re.compile(
     "|".join((
@@ -47,8 +53,9 @@ _ATOM = re.compile(
         _URL,
     ))
 )
-#: The atoms that open with neither ``[`` nor ``<``: :func:`_atoms` finds links and autolinks itself.
-_UNBRACKETED_ATOM = re.compile("|".join((_ESCAPE, _CODE, _URL)))
+#: The atoms that open with none of ``[``, ``<`` and a backtick: :func:`_atoms` finds links,
+#: autolinks and code spans itself.
+_UNBRACKETED_ATOM = re.compile("|".join((_ESCAPE, _URL)))
 # Emphasis, matched on the text with the delimiters inside atoms masked (see :func:`_masked`); at
 # any position the first alternative that matches wins. :class:`_EmphasisFinder` finds what a search
 # of this pattern finds, without its cost: from every delimiter that closes nothing the search scans
@@ -318,22 +325,89 @@ class _Brackets:
         return end is not None and end > p + 1 + len(scheme) and text[end] == ">"
 
 
+class _CodeSpans:
+    """Where the code spans of a text open and close, from one scan of its backtick runs.
+
+    CommonMark: a run of backticks opens a code span that the next run of exactly as many closes
+    (a longer or shorter run is part of the code); a run that none closes is text, all of it. A
+    span does not cross a line break. Each run's closer is found by a lookup in the runs of its
+    length, not by a pattern that tries every closing place for every opening length: that took
+    time cubic in the length of a line of backticks.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.runs: list[tuple[int, int]] = []
+        self.lines: list[int] = []  # the line of each run
+        line = 0
+        if "`" in text:
+            for match in re.finditer(r"`+|\n", text):
+                if match.group() == "\n":
+                    line += 1
+                else:
+                    self.runs.append(match.span())
+                    self.lines.append(line)
+        self.starts = [start for start, _end in self.runs]
+        self.by_length: dict[int, list[int]] = {}  # the indexes of the runs of each length, in order
+        for index, (start, end) in enumerate(self.runs):
+            self.by_length.setdefault(end - start, []).append(index)
+        #: the runs that open a span: where each opens, and where its span ends
+        self.opens: list[int] = []
+        self.ends: list[int] = []
+        for index, (start, end) in enumerate(self.runs):
+            closer = self._closer(index, end - start)
+            if closer is not None:
+                self.opens.append(start)
+                self.ends.append(self.runs[closer][1])
+
+    def _closer(self, index: int, length: int) -> int | None:
+        """The run that closes a span opening with the last ``length`` backticks of run ``index``:
+        the next run of that length, on the same line."""
+        same = self.by_length.get(length, [])
+        after = bisect.bisect_right(same, index)
+        if after < len(same) and self.lines[same[after]] == self.lines[index]:
+            return same[after]
+        return None
+
+    def first_from(self, pos: int) -> tuple[int, int] | None:
+        """Where the first code span opening at or after ``pos`` starts and ends.
+
+        A ``pos`` inside a run (after a backslash-escaped backtick: the escape took the first one)
+        opens with the rest of that run.
+        """
+        index = bisect.bisect_right(self.starts, pos) - 1
+        if index >= 0 and self.runs[index][0] < pos < self.runs[index][1]:
+            closer = self._closer(index, self.runs[index][1] - pos)
+            if closer is not None:
+                return pos, self.runs[closer][1]
+        i = bisect.bisect_left(self.opens, pos)
+        return (self.opens[i], self.ends[i]) if i < len(self.opens) else None
+
+
 def _atoms(text: str) -> list[re.Match[str]]:
-    """What ``_ATOM.finditer(text)`` gives, in time linear in ``text``: links and autolinks are
-    found by :class:`_Brackets`, the other atoms by their own pattern; each atom taken is matched
-    by :data:`_ATOM` where it starts, so it is the match the pattern gives."""
+    """The atoms of ``text`` in order, each a match of :data:`_ATOM`, in time linear in ``text``.
+
+    Read from left to right, the first atom that opens at or after where the last one ended is
+    taken (two never open at one position: each kind opens with its own character). Links and
+    autolinks are found by :class:`_Brackets`, code spans by :class:`_CodeSpans`, escapes and
+    bare URLs by their own pattern; each atom taken is matched by :data:`_ATOM` where it starts.
+    """
     found: list[re.Match[str]] = []
     unbracketed = _Next(lambda pos: _UNBRACKETED_ATOM.search(text, pos))
     brackets = _Brackets(text)
+    code_spans = _CodeSpans(text)
     pos = 0
     while True:
+        start = brackets.first_from(pos)
         other = unbracketed.at(pos)
-        bracket = brackets.first_from(pos)
-        if other is None and bracket is None:
+        if other is not None and (start is None or other.start() < start):
+            start = other.start()
+        code = code_spans.first_from(pos)
+        if code is not None and (start is None or code[0] < start):
+            match = _ATOM.match(text, *code)
+        elif start is not None:
+            match = _ATOM.match(text, start)
+        else:
             return found
-        if other is not None and (bracket is None or other.start() < bracket):
-            bracket = other.start()
-        match = _ATOM.match(text, bracket)
         assert match is not None
         found.append(match)
         pos = match.end()

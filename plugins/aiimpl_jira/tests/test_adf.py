@@ -185,6 +185,47 @@ def test_emphasis_never_closes_in_a_code_span_or_on_an_escaped_delimiter() -> No
     ]
 
 
+CODE = {"type": "code"}
+
+
+@pytest.mark.parametrize(
+    ("markdown", "content"),
+    [
+        ("``a`b``", [_t("a`b", CODE)]),
+        # CommonMark: only a run of exactly the opening's length closes (a longer one or a shorter
+        # one is code), and a run that none closes is text, all of its backticks
+        ("`a``b` and ``c```d``", [_t("a``b", CODE), _t(" and "), _t("c```d", CODE)]),
+        ("```a``", [_t("```a``")]),
+        ("a ``b` c", [_t("a ``b` c")]),
+        ("an ``unclosed run then `x`", [_t("an ``unclosed run then "), _t("x", CODE)]),
+        ("` `` `", [_t("``", CODE)]),
+        # a code span does not cross a line break
+        ("`a\nb`", [_t("`a"), {"type": "hardBreak"}, _t("b`")]),
+        # an escaped backtick is text, and the rest of its run opens; a backslash in code is code
+        ("\\``a` b", [_t("`"), _t("a", CODE), _t(" b")]),
+        ("`a\\`b`", [_t("a\\", CODE), _t("b`")]),
+        # beside and inside links and emphasis
+        (
+            "*see `a*b`* and [`c`](https://x.test/c) `[d](https://x.test/d)`",
+            [
+                _t("see ", EM),
+                _t("a*b", CODE),
+                _t(" and "),
+                _t("c", {"type": "link", "attrs": {"href": "https://x.test/c"}}, CODE),
+                _t(" "),
+                _t("[d](https://x.test/d)", CODE),
+            ],
+        ),
+        ("**a ``b`` c** `https://x.test/e`", [_t("a ", STRONG), _t("b", CODE), _t(" c", STRONG), _t(" "),
+                                              _t("https://x.test/e", CODE)]),
+    ],
+)
+def test_a_code_span_closes_at_the_next_run_of_its_own_length(markdown: str, content: list) -> None:
+    doc = markdown_to_adf(markdown)
+    assert doc["content"] == [_para(*content)]
+    assert adf_violations(doc) == []
+
+
 def test_code_block_with_language_and_longer_fence() -> None:
     doc = markdown_to_adf("````text\nline ``` inside\n````")
     assert doc["content"] == [
@@ -603,9 +644,63 @@ def test_a_line_of_unclosed_openers_converts_in_linear_time(unit: str) -> None:
     assert re.sub("[^A-Za-z]", "", adf_text(doc)) == re.sub("[^A-Za-z]", "", markdown)
 
 
+#: A long run of backticks that no run of its length closes, and a code fence line whose blanks
+#: end in a backtick: a pattern that tries every opening length with every closing place took
+#: minutes on the first two (time cubic in the run's length), one that backtracks over the
+#: blanks seconds on the last.
+BACKTICK_LINES = ["x" + "`" * 31_999, "a" + "`" * 16_000 + "a" * 15_999, "```" + " " * 31_996 + "`"]
+
+
+@pytest.mark.parametrize("line", BACKTICK_LINES, ids=["run-at-the-end", "run-then-text", "fence"])
+def test_a_line_of_backtick_runs_converts_in_linear_time(line: str) -> None:
+    import gc
+    import time
+
+    gc.disable()  # (the conversion's own CPU time, as above)
+    try:
+        started = time.process_time()
+        doc = markdown_to_adf(line)
+        took = time.process_time() - started
+    finally:
+        gc.enable()
+    assert took < 3  # (milliseconds)
+    assert adf_violations(doc) == []
+    assert adf_text(doc).strip("` ") == line.strip("` ")
+
+
+def _reference_atoms(text: str) -> list[tuple]:
+    """The atoms of ``text`` by their definition, slowly: at each position in turn, a run of
+    backticks is a code span up to the next run of its length on its line, or text when there is
+    none; anything else is what ``_ATOM`` matches there."""
+    from aiimpl_jira import adf
+
+    found: list[tuple] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos] == "`":
+            opened = len(text) - len(text[pos:].lstrip("`"))
+            ticks = opened - pos
+            line = text[opened:].split("\n")[0]
+            close = next((m for m in re.finditer("`+", line) if len(m.group()) == ticks), None)
+            if close is None:
+                pos = opened
+                continue
+            found.append((pos, opened + close.end(), "code", text[opened : opened + close.start()]))
+            pos = opened + close.end()
+            continue
+        match = adf._ATOM.match(text, pos)
+        if match is None:
+            pos += 1
+            continue
+        found.append((*match.span(), match.lastgroup, None))
+        pos = match.end()
+    return found
+
+
 def test_the_linear_finders_find_what_the_patterns_find() -> None:
-    """:class:`_EmphasisFinder` and :func:`_atoms` stand in for searches of ``_EMPHASIS`` and
-    ``_ATOM``: on any text (here many random ones of the characters that matter) they agree."""
+    """:class:`_EmphasisFinder` and :func:`_atoms` stand in for searches of ``_EMPHASIS`` and for
+    :func:`_reference_atoms`: on any text (here many random ones of the characters that matter)
+    they agree."""
     import random
 
     from aiimpl_jira import adf
@@ -616,16 +711,16 @@ def test_the_linear_finders_find_what_the_patterns_find() -> None:
         group = match.lastgroup  # type: ignore[attr-defined]
         return (match.start(), match.end(), group, match.start(group), match.end(group))  # type: ignore
 
-    alphabet = [*"*_~`[]()<>\\ \n\ta1.!-\x00\u00a0é", "http://", "https://", "**", "__", "~~"]
+    alphabet = [*"*_~`[]()<>\\ \n\ta1.!-\x00\u00a0é", "http://", "https://", "**", "__", "~~", "``", "```"]
     rng = random.Random(7)
     for _ in range(2000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
         finder = adf._EmphasisFinder(text)
         for pos in range(len(text) + 1):
             assert described(finder.search(pos)) == described(adf._EMPHASIS.search(text, pos)), (text, pos)
-        assert [m.span() + (m.lastgroup,) for m in adf._atoms(text)] == [
-            m.span() + (m.lastgroup,) for m in adf._ATOM.finditer(text)
-        ], text
+        assert [
+            (*m.span(), m.lastgroup, m.group("code_text")) for m in adf._atoms(text)
+        ] == _reference_atoms(text), text
 
 
 @pytest.mark.parametrize(
