@@ -127,7 +127,8 @@ def stamp(text: str, at: datetime, log_url: str | None = None) -> str:
 
 def progress(event: str, fields: dict[str, object], at: datetime, log_url: str | None = None) -> str:
     values = dict(EVENT_FIELDS.get(event, {}))
-    values.update({k: str(v) for k, v in fields.items() if v not in (None, "")})
+    # (a field of white space alone is no value either: "❌ Verification failed: " was posted)
+    values.update({k: str(v) for k, v in fields.items() if v is not None and str(v).strip()})
     if "reason" in values:
         # the template puts the full stop after the reason: a reason that ends a sentence (the
         # session's "… (commit abc1234).") must not make it two

@@ -100,6 +100,18 @@ def test_fields_a_runner_left_out_read_as_text_not_as_a_gap(app, client, tracker
     ]
 
 
+def test_fields_a_runner_sent_blank_read_as_left_out(app, client, tracker, runner, add_mapping):
+    job = _dispatched(tracker, add_mapping)
+    for event, field in (("verification_failed", "detail"), ("session_cleaned_up", "duration"),
+                         ("session_failed", "reason")):
+        assert post_status(client, runner, job.id, event, **{field: " \n\t "}).status_code == 200
+    assert first_lines(tracker.comments["ENG-1"]) == [
+        "❌ Verification failed: see the logs",
+        "🧹 Session machine cleaned up. Duration: unknown",
+        "⚠️ Session failed: unknown error. Machine will be cleaned up.",
+    ]
+
+
 def test_a_review_without_a_message_still_says_why(app, client, tracker, runner, add_mapping):
     job = _dispatched(tracker, add_mapping)
     url = "https://github.com/acme/eng/pull/3"
