@@ -97,16 +97,48 @@ def review(ctx: dict[str, Any], diff: str, verification: str | None) -> str:
     return "\n".join(parts) + "\n"
 
 
+#: how much of the text after a "{" is decoded at first (a verdict is short); doubled while the
+#: decoder stops at the end of what it was given, where the rest of the text may decide
+REVIEW_WINDOW = 1024
+#: how far past the place its error names the JSON decoder may have read: a literal it did not
+#: match (``-Infinity``), a pair of ``\u`` escapes, an exponent without digits: a dozen characters
+_DECODER_LOOKAHEAD = 64
+
+
+def _decode_at(decoder: json.JSONDecoder, text: str, start: int) -> Any:
+    """The JSON value that starts at ``text[start]``, as ``decoder.raw_decode(text, start)`` gives
+    it, or its ``ValueError``.
+
+    A ``JSONDecodeError`` counts the lines of its whole document up to its position: decoded in
+    place, every failed try from a "{" of a long answer would cost the length of the text before
+    it (``"{" * 400_000`` took half a minute). A window of the text after the "{" is decoded
+    instead, ended by a NUL, which is no part of any JSON value (the strict decoder's strings
+    refuse control characters): a value decoded from it is the one the whole text gives, and an
+    error well before its end is one the rest of the text cannot change. Only an error at its end
+    needs more.
+    """
+    size = REVIEW_WINDOW
+    while start + size < len(text):
+        try:
+            return decoder.raw_decode(text[start : start + size] + "\0")[0]
+        except json.JSONDecodeError as error:
+            if error.pos < size - _DECODER_LOOKAHEAD:
+                raise
+        size *= 2
+    return decoder.raw_decode(text[start:])[0]
+
+
 def parse_review(text: str) -> tuple[bool, list[str]] | None:
     """``(approved, blockers)`` from the reviewer's answer, or ``None`` when it gave no verdict."""
     # the last JSON object that decodes, read from each "{" backwards: a blocker that quotes code
     # (``returns {}``, ``${VAR}``) holds braces of its own, which a pattern cannot balance
+    # (only a "{" that a key follows: any other one is no object, or an empty one, never a verdict)
     decoder = json.JSONDecoder()
-    starts = [m.start() for m in re.finditer(r"\{", text)]
+    starts = [m.start() for m in re.finditer(r'\{(?=[ \t\n\r]*")', text)]
     for start in reversed(starts):
         try:
-            value, _ = decoder.raw_decode(text, start)
-        except ValueError:
+            value = _decode_at(decoder, text, start)
+        except (ValueError, RecursionError):  # (nested deeper than Python's stack: no verdict)
             continue
         if isinstance(value, dict) and isinstance(value.get("approved"), bool):
             blockers = value.get("blockers") or []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import random
 import subprocess
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -97,6 +98,36 @@ def test_a_line_longer_than_a_read_and_a_character_across_two_reads_are_read_rig
     plus = b"+" * 200 + SECRET.encode()
     assert files_adding(io.BytesIO(_patch(("c.txt", [plus]))), redactor.scan) == ["c.txt"]
     assert files_adding(io.BytesIO(_patch(("d.txt", [b"q" * 5000]))), redactor.scan) == []
+
+
+@pytest.mark.parametrize("secret_at_end", [False, True])
+def test_a_patch_of_many_one_line_hunks_is_read_in_linear_time(secret_at_end: bool) -> None:
+    """A change to every other line of a file is a hunk a line: the bytes waiting for the scan
+    were summed again at each hunk, and 1 MB of such hunks took four minutes."""
+    patch = b"diff --git a/x b/x\n" + b"@@\n+a\n" * (1_000_000 // 6)
+    if secret_at_end:
+        patch += b"@@\n+" + SECRET.encode() + b"\n"
+    started = time.process_time()
+    assert files_adding(io.BytesIO(patch), Redactor([SECRET]).scan) == (["x"] if secret_at_end else [])
+    assert time.process_time() - started < 3
+
+
+def test_added_lines_of_many_hunks_are_scanned_as_one_text_across_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The added lines of a file's hunks go to its scan together, a read's worth at a time: a
+    secret broken over two hunks, wherever the reads cut them, is found; one in another file's
+    hunks is not counted for this one."""
+    monkeypatch.setattr(G, "READ_BYTES", 64)
+    redactor = Redactor([SECRET])
+    for pad in range(0, 40, 3):
+        hunks = [b"f" * (i % 7) for i in range(pad)] + [SECRET[:12].encode()]
+        files = [(b"a.txt", [*hunks, SECRET[12:].encode(), b"z"] * 3), (b"b.txt", hunks), (b"c.txt", hunks)]
+        patch = b"".join(
+            b"diff --git a/%s b/%s\n" % (name, name) + b"".join(b"@@\n+" + line + b"\n" for line in lines)
+            for name, lines in files
+        )
+        assert files_adding(io.BytesIO(patch), redactor.scan) == ["a.txt"], pad
 
 
 def _repo(tmp_path: Path) -> Git:

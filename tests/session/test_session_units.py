@@ -327,6 +327,65 @@ def test_review_verdicts(text: str, verdict: object) -> None:
     assert prompts.parse_review(text) == verdict
 
 
+def test_review_verdict_of_an_answer_nested_deeper_than_the_stack_is_none_not_a_crash():
+    """Objects nested deeper than Python's stack: the decoder's RecursionError ended the review
+    step with a traceback; such a "{" gives no verdict, and one before it still counts."""
+    assert prompts.parse_review('{"a":' * 2000) is None
+    assert prompts.parse_review('{"approved": false, "blockers": ["b"]} ' + '{"a":' * 2000) == (False, ["b"])
+
+
+@pytest.mark.parametrize(
+    ("text", "verdict"),
+    [
+        ("{" * 400_000, None),
+        ('{"' * 200_000, None),
+        ("{ \n" * 130_000 + "APPROVE", (True, [])),
+        ('{"approved": false, "blockers": ["x"]}\n' + "{" * 400_000, (False, ["x"])),
+        ('{"approved": false, "blockers": ["x"]}\n' + '{"' * 200_000, (False, ["x"])),
+    ],
+    ids=["braces", "braces-quotes", "braces-line-breaks", "verdict-then-braces", "verdict-then-quotes"],
+)
+def test_review_verdict_of_an_answer_full_of_braces_is_found_in_linear_time(
+    text: str, verdict: object
+) -> None:
+    """Every failed try to decode from a "{" once counted the lines of the whole answer before it:
+    400 000 of them took half a minute of the session's time."""
+    started = time.process_time()
+    assert prompts.parse_review(text) == verdict
+    assert time.process_time() - started < 3
+
+
+@pytest.mark.parametrize(
+    ("text", "verdict"),
+    [
+        # a verdict longer than the first window, and one holding every token the decoder reads past
+        ('{"approved": false, "blockers": [' + ", ".join(['"fix {it}"'] * 400) + "]}",
+         (False, ["fix {it}"] * 400)),
+        ('Done.\n{"approved": false, "blockers": ["uses \\ud83d\\ude00 in {names}", "a \\"b\\" \\\\ c"], '
+         '"seen": [true, false, null, NaN, Infinity, -Infinity, 1e+5, -0.25E-3, 10, "\\u00e9"], '
+         '"n": {"m": {}}}\n',
+         (False, ["uses \U0001f600 in {names}", 'a "b" \\ c'])),
+        # the last verdict is broken far from its start: the one before it is the answer
+        ('{"approved": false, "blockers": ["a"]}\n'
+         '{"approved": true, "blockers": [], "x": [' + "1, " * 120 + "tru]}",
+         (False, ["a"])),
+        ('{"approved": true, "blockers": []}\n{"approved": true, "blockers": ["' + "x" * 300, (True, [])),
+        ('{"approved": true, "blockers": [], "x": ' + "-" * 200 + "Infinity}", None),
+        ('{"approved": true, "blockers": [], "n": 1.' + "5" * 200 + "e}", None),
+        ('{"approved": true, "blockers": [], "n": 1.' + "5" * 200 + "e-1}", (True, [])),
+    ],
+    ids=["long", "every-token", "broken-far-in", "unterminated", "dashes", "exponent-cut", "long-number"],
+)
+def test_review_verdict_is_the_same_wherever_the_decoded_window_ends(
+    monkeypatch: pytest.MonkeyPatch, text: str, verdict: object
+) -> None:
+    """The answer is decoded a window at a time: wherever a window ends (inside a literal, an
+    escape, a number, a string), the verdict is the one decoding the whole answer gives."""
+    for window in range(65, len(text) + 2, 7 if len(text) > 1000 else 1):
+        monkeypatch.setattr(prompts, "REVIEW_WINDOW", window)
+        assert prompts.parse_review(text) == verdict, window
+
+
 # -- configuration ---------------------------------------------------------------------------------
 
 
