@@ -101,10 +101,21 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _made_since(run: InFlightRun, summaries: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """The containers of ``summaries`` made since the run's dispatch (an old container of the same
-    job number and issue, after a database restore, is not the run's)."""
-    since = _aware(run.dispatched_at) - CLOCK_SLACK
+#: how long before a job is recorded dispatched its container may have been made, at the least:
+#: the dispatch waits for the engine's answers first (a lost one for the engine's timeout, more
+#: than once), and the container found after an answer lost is the run's
+MATCH_WINDOW = timedelta(minutes=10)
+
+
+def _made_since(
+    run: InFlightRun, summaries: Iterable[dict[str, Any]], timeout_seconds: float
+) -> Iterator[dict[str, Any]]:
+    """The containers of ``summaries`` made since the run's dispatch began: at most
+    :data:`MATCH_WINDOW`, or three of the engine's timeouts, before it was recorded (a container of
+    the same job number and issue made earlier, before a database restore numbered jobs again, is
+    not the run's)."""
+    window = max(MATCH_WINDOW, timedelta(seconds=3 * timeout_seconds))
+    since = _aware(run.dispatched_at) - window - CLOCK_SLACK
     for summary in summaries:
         created = _parse_time(summary.get("Created"))
         if created is None or created >= since:
@@ -680,7 +691,8 @@ class LocalDockerBackend(RunnerBackend):
         seen: set[str] = set()
         for run in runs:
             summary = by_id.get(run.run_id or "") or next(
-                _made_since(run, by_job.get((str(run.job_id), run.issue_key), ())), None
+                _made_since(run, by_job.get((str(run.job_id), run.issue_key), ()), self.timeout_seconds),
+                None,
             )
             if summary is None:
                 states.append(RunState(job_id=run.job_id, phase=RunPhase.NOT_FOUND, run_id=run.run_id))
@@ -881,7 +893,8 @@ class LocalDockerBackend(RunnerBackend):
             if run.run_id:
                 refs = [run.run_id]
             else:
-                refs = [str(s.get("Id")) for s in _made_since(run, self._of_job_listed(run.job_id))
+                listed = _made_since(run, self._of_job_listed(run.job_id), self.timeout_seconds)
+                refs = [str(s.get("Id")) for s in listed
                         if (s.get("Labels") or {}).get(config.LABEL_ISSUE) == run.issue_key]
             for ref in refs:
                 info = self._inspect(ref)

@@ -89,6 +89,10 @@ IMAGE_RE = re.compile(
 #: how far Fly's clock may be from ours: when a stop (an exit event) is matched to a lifetime, and
 #: when a machine's creation is compared with its job's dispatch
 CLOCK_SLACK = timedelta(minutes=1)
+#: how long before a job is recorded dispatched its machine may have been made, at the least: the
+#: dispatch waits for Fly's answer first (a lost one for the client's timeout), then lists the
+#: machines, each call retried, and the machine found after an answer lost is the run's
+MATCH_WINDOW = timedelta(minutes=10)
 
 
 def _aware(value: datetime) -> datetime:
@@ -372,16 +376,17 @@ class FlyMachinesBackend(RunnerBackend):
         self, machine: Mapping[str, Any], job: DispatchRequest | InFlightRun, since: datetime
     ) -> bool:
         """Whether a listed machine is one this orchestrator created for the job: its number and its
-        issue, created since its dispatch began (``since``). A database restored, or reset, numbers
-        jobs again: an old machine is not theirs, not even one of the same issue triggered again,
-        whose exit was taken as the new job's run and which a cancel destroyed."""
+        issue, created since its dispatch began (at most :data:`MATCH_WINDOW` before ``since``: when
+        the dispatch was recorded, or began for an answer lost). A database restored, or reset,
+        numbers jobs again: an old machine is not theirs, not even one of the same issue triggered
+        again, whose exit was taken as the new job's run and which a cancel destroyed."""
         meta = (machine.get("config") or {}).get("metadata") or {}
         created = _parse_time(machine.get("created_at"))
         return (
             self.ours(machine)
             and meta.get(config.META_JOB) == str(job.job_id)
             and meta.get(config.META_ISSUE) == job.issue_key
-            and (created is None or created >= since - CLOCK_SLACK)
+            and (created is None or created >= since - MATCH_WINDOW - CLOCK_SLACK)
         )
 
     def _refuse(self, request: DispatchRequest, exc: ProviderError) -> NoReturn:
