@@ -561,6 +561,13 @@ def test_a_machine_of_the_same_job_number_and_issue_made_before_the_dispatch_is_
     backend.cancel(run)
     assert fake_fly.machines[str(live)]["state"] == "started"
 
+    # a dispatch recorded minutes after its machine was made (its answer lost, the wait and the
+    # listing retried) keeps it
+    made = backend.dispatch(request_for(43)).run_id
+    clock.advance(minutes=5)
+    [state] = backend.poll_runs([in_flight(request_for(43), None, clock)])
+    assert state.run_id == made
+
 
 def test_a_secret_value_holding_another_is_redacted_whole(
     backend: FlyMachinesBackend, fake_fly: FakeFly
