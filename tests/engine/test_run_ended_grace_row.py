@@ -22,6 +22,16 @@ def _grace_rows() -> list[str]:
     return list(db.session.scalars(select(Setting.key).where(Setting.key.like("run-ended:%"))))
 
 
+def _run_over(tracker, runner, add_mapping) -> int:  # noqa: ANN001
+    """A job dispatched (not yet reconciled) whose run is over, its result still to come."""
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    run_cycle(reconcile=False)
+    [job] = jobs_of("ENG-1")
+    runner.set_state(job.id, RunPhase.SUCCEEDED)
+    return job.id
+
+
 def _run_seen_over(tracker, runner, add_mapping) -> int:  # noqa: ANN001
     add_mapping("ENG")
     tracker.add("ENG-1")
@@ -71,12 +81,7 @@ def test_a_result_that_ends_the_job_as_the_grace_starts_leaves_no_grace_row(
 
     if db.engine.dialect.name != "postgresql":
         pytest.skip("SQLite: the reconciler holds the write lock from its read to its commit")
-    add_mapping("ENG")
-    tracker.add("ENG-1")
-    run_cycle(reconcile=False)
-    [job] = jobs_of("ENG-1")
-    job_id = job.id
-    runner.set_state(job_id, RunPhase.SUCCEEDED)  # the run is over; its result is on its way
+    job_id = _run_over(tracker, runner, add_mapping)  # the run is over; its result is on its way
     original = reconcile_mod._after_success_without_result
     answers = []
 
@@ -108,11 +113,7 @@ def test_two_passes_that_see_the_run_over_at_once_begin_one_grace(
 
     if db.engine.dialect.name != "postgresql":
         pytest.skip("SQLite: the reconciler holds the write lock from its read to its commit")
-    add_mapping("ENG")
-    tracker.add("ENG-1")
-    run_cycle(reconcile=False)
-    [job] = jobs_of("ENG-1")
-    runner.set_state(job.id, RunPhase.SUCCEEDED)
+    job_id = _run_over(tracker, runner, add_mapping)
     db.session.commit()
     pause = orchestrator.Pause(monkeypatch, reconcile_mod, "_after_success_without_result", "first")
     first = orchestrator.Worker(app, "first", reconcile)
@@ -123,5 +124,5 @@ def test_two_passes_that_see_the_run_over_at_once_begin_one_grace(
     first.join()
     second.join()
     assert "reconciling job" not in caplog.text
-    assert _grace_rows() == [f"run-ended:{job.id}"]
+    assert _grace_rows() == [f"run-ended:{job_id}"]
     assert jobs_of("ENG-1")[0].status == "dispatched"  # within the grace the result gets

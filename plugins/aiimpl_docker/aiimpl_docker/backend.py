@@ -687,12 +687,12 @@ class LocalDockerBackend(RunnerBackend):
             key = (str(labels.get(config.LABEL_JOB)), str(labels.get(config.LABEL_ISSUE)))
             by_job.setdefault(key, []).append(s)
         now = _aware(self.context.clock())
+        timeout = self.timeout_seconds
         states: list[RunState] = []
         seen: set[str] = set()
         for run in runs:
             summary = by_id.get(run.run_id or "") or next(
-                _made_since(run, by_job.get((str(run.job_id), run.issue_key), ()), self.timeout_seconds),
-                None,
+                _made_since(run, by_job.get((str(run.job_id), run.issue_key), ()), timeout), None
             )
             if summary is None:
                 states.append(RunState(job_id=run.job_id, phase=RunPhase.NOT_FOUND, run_id=run.run_id))

@@ -423,7 +423,8 @@ class FlyMachinesBackend(RunnerBackend):
     def _linked(self, machines: Sequence[dict[str, Any]], run: InFlightRun) -> dict[str, Any] | None:
         """The machine of a run its dispatch did not link (its answer was lost): the job's live
         one, else a destroyed one of it."""
-        of_job = [m for m in machines if self._of_job(m, run, _aware(run.dispatched_at))]
+        since = _aware(run.dispatched_at)
+        of_job = [m for m in machines if self._of_job(m, run, since)]
         # a live machine wins over a destroyed one of an earlier attempt
         return next((m for m in of_job if m.get("state") not in GONE_STATES), of_job[0] if of_job else None)
 
