@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from datetime import datetime
 
 
 class AiimplError(Exception):
@@ -111,6 +112,18 @@ class DispatchUnanswered(DispatchError):
         ``Retry-After`` and detail."""
         return cls(exc.message, provider=exc.provider, status=exc.status, retry_after=exc.retry_after,
                    detail=exc.detail)
+
+
+class DispatchDeferred(DispatchError):
+    """The backend rate-limited a dispatch (``429``, or a refusal that names a wait): nothing was
+    started. The core raises it, never a plugin: the job stays ``unknown`` and the dispatcher tries
+    it again from ``until`` (:attr:`~aiimpl_core.orm.Job.launch_after`), once the backend's
+    back-off has passed too.
+    """
+
+    def __init__(self, message: str, *, until: datetime, **extra: object) -> None:
+        super().__init__(message, **extra)  # type: ignore[arg-type]
+        self.until = until
 
 
 def describe_plugin_error(

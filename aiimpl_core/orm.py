@@ -202,6 +202,9 @@ class Job(db.Model):
     #: the session lifetime its session was dispatched with (``AIIMPL_SESSION_LIFETIME_SECONDS``
     #: then): a later change of the setting does not move it (none: dispatched before 0010)
     lifetime_seconds: Mapped[int | None] = mapped_column(Integer)
+    #: while its backend has rate-limited the dispatch (the job still ``unknown``, nothing started):
+    #: when the dispatcher may try it again; cleared by the poller that takes the try
+    launch_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

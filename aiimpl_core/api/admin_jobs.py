@@ -58,6 +58,7 @@ def job_summary(job: Job) -> dict[str, Any]:
         "dispatchedAt": iso_z(job.dispatched_at),
         "runningAt": iso_z(job.running_at),
         "finishedAt": iso_z(job.finished_at),
+        "launchAfter": iso_z(job.launch_after),
     }
 
 

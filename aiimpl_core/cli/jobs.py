@@ -55,6 +55,7 @@ def job_dict(job: Job, *, details: bool = False) -> dict[str, Any]:
                 "logUrl": job.log_url,
                 "mergeSha": job.merge_sha,
                 "error": job.error,
+                "launchAfter": iso_z(job.launch_after),
                 "logLabel": job.log_label,
                 "forced": job.forced,
                 "plan": job.plan,
@@ -301,7 +302,10 @@ def dispatch_cmd(issue_key: str, phase: str | None, force: bool, as_json: bool) 
             state = f"{entry.status}" + (f" ({shown(entry.error)})" if entry.error else "")
             what = (f"job {entry.job_id}, {entry.phase} on "
                     f"{entry.backend or '-'}{' (shadow)' if entry.shadow else ''}: {state}")
-            if entry.error:  # the job was made, and ended at its dispatch
+            if entry.deferred_until is not None:  # the job was made, and waits for its backend
+                click.echo(f"Dispatch of {entry.issue_key} was rate-limited: {what}; the poller tries it "
+                           f"again from {iso_z(entry.deferred_until)}", err=True)
+            elif entry.error:  # the job was made, and ended at its dispatch
                 click.echo(f"Dispatch of {entry.issue_key} failed: {what}", err=True)
             else:
                 click.echo(f"Dispatched {entry.issue_key}: {what}")
@@ -414,6 +418,7 @@ def jobs_show(job_id: int, as_json: bool) -> None:
         ("Pull request", "prUrl"),
         ("Merge commit", "mergeSha"),
         ("Error", "error"),
+        ("Tried again", "launchAfter"),  # (a rate-limited dispatch)
         ("Log label", "logLabel"),
     ):
         if data.get(key):

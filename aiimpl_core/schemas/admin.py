@@ -201,6 +201,9 @@ class JobSchema(Schema):
     dispatchedAt = fields.String(allow_none=True)
     runningAt = fields.String(allow_none=True)
     finishedAt = fields.String(allow_none=True)
+    launchAfter = fields.String(allow_none=True, metadata={
+        "description": "the backend rate-limited the dispatch: the job, still unknown, is tried again "
+                       "from this time"})
 
 
 class JobDetailSchema(JobSchema):

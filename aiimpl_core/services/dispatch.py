@@ -42,6 +42,7 @@ from ..database import (
 from ..errors import (
     AiimplError,
     ConfigError,
+    DispatchDeferred,
     DispatchError,
     DispatchUnanswered,
     NotFound,
@@ -85,6 +86,8 @@ class Dispatched:
     shadow: bool
     status: str = "unknown"
     error: str | None = None
+    #: the backend rate-limited the dispatch: the job waits, ``unknown``, to be tried again then
+    deferred_until: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +98,7 @@ class Dispatched:
             "shadow": self.shadow,
             "status": self.status,
             "error": self.error,
+            "deferredUntil": iso_z(self.deferred_until),
         }
 
 
@@ -153,13 +157,19 @@ class CycleReport:
         """The claimed issues whose dispatch the backend refused (their jobs ended ``failed``)."""
         return sum(1 for d in self.dispatched if d.status == JobStatus.FAILED.value)
 
+    @property
+    def deferred_dispatches(self) -> int:
+        """The dispatches the backend rate-limited (their jobs wait to be tried again)."""
+        return sum(1 for d in self.dispatched if d.deferred_until is not None)
+
     def summary(self) -> str:
         listed = sum(self.listed.values())
-        failed = self.failed_dispatches
+        failed, deferred = self.failed_dispatches, self.deferred_dispatches
         parts = [
             f"{listed} triggered issue(s) read",
-            f"{len(self.dispatched) - failed} dispatched",
+            f"{len(self.dispatched) - failed - deferred} dispatched",
             *([f"{failed} failed to dispatch"] if failed else []),
+            *([f"{deferred} rate-limited (tried again later)"] if deferred else []),
             f"{len(self.blocked)} blocked",
         ]
         if self.providers_skipped:
@@ -991,6 +1001,14 @@ def _launch(
 ) -> None:
     try:
         launch(job, prepared=prepared)
+    except DispatchDeferred as exc:
+        # the backend rate-limited it: the job waits, unknown, for a later cycle to try it again;
+        # the backend is backed off as after any failure, so the next issues wait for it too
+        entry.error = exc.message
+        entry.deferred_until = exc.until
+        report.errors.append(f"{job.issue_key}: {exc.message} (tried again from {iso_z(exc.until)})")
+        if job.backend:
+            poller.record_failure("runner", job.backend, exc, now)
     except DispatchError as exc:
         # launch ended the job failed and queued its comments (or, the dispatch's answer lost, left
         # it dispatched for its run to be found); a backend that is down is left alone for a while
@@ -1010,6 +1028,48 @@ def _launch(
         entry.error = exc.message
         report.errors.append(f"{job.issue_key}: {exc.message}")
     entry.status = job.status  # launch's last transaction keeps it loaded
+
+
+def launch_deferred(report: CycleReport, now: datetime) -> None:
+    """Try again the dispatches a backend rate-limited whose wait has passed (``launch_after``).
+
+    Each job is taken by clearing its ``launch_after`` in a compare-and-set (still ``unknown``,
+    still due): of several pollers, one launches it. A backend still backing off is not tried
+    (its jobs stay due for a later cycle, or end ``run_not_found`` after the window). The launch
+    is the claim's (fresh credentials, the backend called outside any transaction); rate-limited
+    again, the job is deferred again.
+    """
+    due = db.session.execute(
+        select(Job.id, Job.backend)
+        .where(Job.status == JobStatus.UNKNOWN.value, Job.launch_after.is_not(None), Job.launch_after <= now)
+        .order_by(Job.launch_after, Job.id)
+    ).all()
+    db.session.commit()
+    held: dict[str, bool] = {}
+    for job_id, backend_id in due:
+        if _stopping(report):
+            return
+        if backend_id:
+            if backend_id not in held:
+                held[backend_id] = poller.backoff_of("runner", backend_id, now) is not None
+            if held[backend_id]:
+                continue
+        with serialized():
+            taken = db.session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.UNKNOWN.value,
+                       Job.launch_after.is_not(None), Job.launch_after <= now)
+                .values(launch_after=None),
+                execution_options={"synchronize_session": False},
+            ).rowcount
+        if not taken:
+            continue  # another poller took it, or it ended meanwhile
+        job = db.session.get_one(Job, job_id, populate_existing=True)
+        entry = Dispatched(job.issue_key, job.id, job.phase, job.backend, job.shadow)
+        report.dispatched.append(entry)
+        _launch(job, entry, report, now)
+        if entry.deferred_until is not None and backend_id:
+            held[backend_id] = True  # rate-limited again: the backend is backed off now
 
 
 # -- listings -------------------------------------------------------------------------------
@@ -1305,6 +1365,9 @@ def run_cycle(
     facade = current_app.extensions["aiimpl"]
     installed = set(facade.ids("ticketing"))
     mapped = _teams_by_provider()
+    if wanted is None:
+        # first: a rate-limited job already holds its team's slot, and waited longer than any issue
+        launch_deferred(report, now)
     # Every configured tracker is read, whether or not a mapping names it: on a fresh install, or
     # once its last mapping is deleted, its triggered issues are still shown (``no-mapping``), and
     # the blockers of a deleted mapping's team are checked again instead of keeping their reason.

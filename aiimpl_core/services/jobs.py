@@ -134,6 +134,14 @@ def transition(
     return True
 
 
+def record_note(job: Job, reason: str, now: datetime | None = None) -> None:
+    """Add an event to the job's history that keeps its status (a transition to the status it has:
+    a rate-limited dispatch that is tried again later); the caller commits. No hook hears of it."""
+    db.session.add(JobTransition(
+        job_id=job.id, from_status=job.status, to_status=job.status, reason=reason, at=now or utcnow()
+    ))
+
+
 _JOBS, _TRANSITIONS = Job.__table__, JobTransition.__table__
 
 

@@ -5,22 +5,25 @@ checks caps and blockers under a lock); :func:`launch` runs after that commit: i
 session's environment with fresh credentials and calls the backend. The claim may build them
 itself with :func:`prepare` (one transaction fewer per dispatch). A crash between the claim and
 the backend call leaves a job in ``unknown`` that the reconciler ends (``run_not_found``); it is
-never launched twice.
+never launched twice. A dispatch the backend rate-limited leaves its job ``unknown`` too, with the
+time from which the dispatcher tries it again (``launch_after``, taken by one poller only).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import func, update
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..auth import tokens
 from ..database import serialized
 from ..errors import (
+    DispatchDeferred,
     DispatchError,
     DispatchUnanswered,
     PluginContractError,
@@ -29,14 +32,15 @@ from ..errors import (
     describe_plugin_error,
 )
 from ..extensions import db
-from ..orm import Job
+from ..orm import Job, iso_z, utcnow
 from ..orm import Mapping as MappingRow
 from ..session import env as session_env
 from ..types import DispatchRequest, DispatchResult, InFlightRun, JobStatus, LogLabel, Phase, TimeoutReason
 from . import redaction, settings
 from . import secrets as secrets_service
-from .jobs import record_created, transition
+from .jobs import record_created, record_note, transition
 from .outcomes import Outcome, end_job
+from .poller import MAX_RETRY_AFTER, retry_after_wait
 from .reconcile import (
     OVERRUN_GRACE,
     in_flight_run,
@@ -242,6 +246,9 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
         (the dispatcher's claim); without it, the first step reads the job and its mapping again and
         builds it.
     :raises DispatchError: after ending the job ``failed``, when the backend refused.
+    :raises DispatchDeferred: when the backend rate-limited the dispatch, after leaving the job
+        ``unknown`` for the dispatcher to try again (:func:`defer_launch`; a gap fill's ends
+        ``failed``, as its caller is answered at once).
     :raises DispatchUnanswered: when the dispatch's answer was lost (the backend raised it), after
         moving the job to ``dispatched`` without a run (a gap fill's ends ``failed`` instead).
     """
@@ -310,6 +317,14 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
             raise DispatchUnanswered(
                 message, provider=provider, status=status, detail=detail, retry_after=retry_after
             ) from exc
+        until = None if gap_fill or answered is not _NO_ANSWER else _deferred_until(job, exc)
+        if until is not None:
+            with serialized(keep=(job,)):
+                deferred = defer_launch(job, until, f"dispatch to {name} rate-limited: {message}")
+            if deferred:
+                raise DispatchDeferred(message, until=until, provider=provider, status=status,
+                                       detail=detail, retry_after=retry_after) from exc
+            # ended meanwhile (an operator's cancel): nothing was started, nothing to try again
         with serialized(keep=(job,)):
             db.session.refresh(job)
             end_job(job, Outcome(JobStatus.FAILED, reason=f"dispatch to {name} failed: {message}"))
@@ -331,6 +346,58 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
     if not moved and not job.shadow:
         _stop_if_ended(backend, job)
     return result
+
+
+#: the wait of a rate limit that names none (a bare ``429``)
+DEFAULT_RATE_LIMIT_WAIT = timedelta(seconds=30)
+
+
+def _deferred_until(job: Job, exc: BaseException) -> datetime | None:
+    """When the job's dispatch may be tried again, if the backend rate-limited it; else ``None``.
+
+    A rate limit is a refusal (not a lost answer: :class:`DispatchUnanswered`) with status 429 or
+    a ``Retry-After`` (GitHub's rate limits answer 403 with one): the backend started nothing and
+    said to come back. The try is deferred only while it still falls within the run-not-found
+    window from the job's creation: a later one would come after the reconciler ended the job
+    ``run_not_found`` (an unlinked job's limit), so such a wait ends the job ``failed`` at once,
+    with the backend's answer as the reason.
+    """
+    if not isinstance(exc, ProviderError) or isinstance(exc, DispatchUnanswered):
+        return None
+    if exc.retry_after is None and exc.status != 429:
+        return None
+    now = utcnow()
+    if exc.retry_after is None:
+        wait = DEFAULT_RATE_LIMIT_WAIT
+    else:
+        try:
+            wait = retry_after_wait(exc.retry_after, MAX_RETRY_AFTER)
+        except (TypeError, ValueError, OverflowError):
+            return None  # a plugin's wait that is no number of seconds: refused as before
+    until = now + wait
+    created = job.created_at or now
+    return until if until < created + run_not_found_window() else None
+
+
+def defer_launch(job: Job, until: datetime, reason: str) -> bool:
+    """Leave the ``unknown`` job for the dispatcher to try again from ``until``; the caller commits.
+
+    A compare-and-set on the status: a job an operator cancelled while its dispatch was refused is
+    left ended. The refusal is kept in the job's history (a transition that keeps its status).
+    """
+    moved = db.session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == JobStatus.UNKNOWN.value)
+        .values(launch_after=until, updated_at=utcnow()),
+        execution_options={"synchronize_session": False},
+    ).rowcount
+    if not moved:
+        db.session.refresh(job)
+        return False
+    set_committed_value(job, "launch_after", until)
+    record_note(job, f"{reason}; tried again from {iso_z(until)}")
+    log.info("dispatch of %s (job %s) rate-limited: tried again from %s", job.issue_key, job.id, iso_z(until))
+    return True
 
 
 def _stop_if_ended(backend: Any, job: Job) -> None:

@@ -356,8 +356,9 @@ def record_last_cycle(report: Any, holder: str) -> None:
         "startedAt": report.started_at.isoformat(),
         "finishedAt": finished.isoformat(),
         "holder": holder,
-        # (those the backend refused are errors of the cycle, not dispatches)
-        "dispatched": len(report.dispatched) - getattr(report, "failed_dispatches", 0),
+        # (those the backend refused or rate-limited are errors of the cycle, not dispatches)
+        "dispatched": len(report.dispatched) - getattr(report, "failed_dispatches", 0)
+        - getattr(report, "deferred_dispatches", 0),
         # a tracker whose listing failed is an error of the cycle too: its issues were not read
         "errors": len(report.errors) + len(getattr(report, "providers_failed", ())),
     }

@@ -735,7 +735,7 @@ function initJobs() {
     byId = new Map(jobs.map((j) => [String(j.id), j]));
     fillRows("#jobs-table", jobs.map((j) => `<tr data-job="${esc(j.id)}"><th scope="row">${esc(j.id)}</th>
       <td>${esc(pick(j, "issueKey"))}</td><td>${esc(j.phase)}</td><td>${esc(j.backend)}${j.shadow ? " (shadow)" : ""}</td>
-      <td>${statusBadge(j.status, pick(j, "timeoutReason"))}</td><td>${link(pick(j, "prUrl"), j.prNumber ? `#${j.prNumber}` : "PR")}</td>
+      <td>${statusBadge(j.status, pick(j, "timeoutReason"))}${pick(j, "launchAfter") ? ` <span class="muted">rate-limited, tried again ${when(pick(j, "launchAfter"))}</span>` : ""}</td><td>${link(pick(j, "prUrl"), j.prNumber ? `#${j.prNumber}` : "PR")}</td>
       <td>${when(pick(j, "createdAt"))}</td><td><button type="button" data-act="steps" aria-label="Steps of job ${esc(j.id)}">Steps</button>
       ${ACTIVE_STATUSES.includes(j.status) ? `<button type="button" class="danger" data-act="cancel" aria-label="Cancel job ${esc(j.id)}">Cancel</button>` : ""}</td></tr>`),
     8, "No jobs yet.");

@@ -306,7 +306,7 @@ def test_webhook_secret_as_query_parameter(client: Any, jira: FakeJira, cycles: 
     assert (body["accepted"], body["issueKey"], body["dispatched"]) == (True, "ENG-1", True)
     assert body["result"]["dispatched"] == [{
         "issueKey": "ENG-1", "jobId": 7, "phase": "implementation", "backend": "github-actions",
-        "shadow": False, "status": "unknown", "error": None,
+        "shadow": False, "status": "unknown", "error": None, "deferredUntil": None,
     }]
     assert cycles == [("jira", ["ENG-1"])]
 
