@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -71,6 +71,26 @@ def _nodes(connection: Any) -> list[dict[str, Any]]:
     return []
 
 
+def _next_cursor(info: Mapping[str, Any], after: str | None) -> str:
+    """The cursor of the next page of the listing, from a page that says more issues follow.
+
+    :raises ProviderError: when the page gives no usable cursor. Taken for the end of the listing,
+        such a page dropped every issue after it without a word; as a failed listing, the poll
+        cycle says so and the next one reads it all again.
+    """
+    cursor = info.get("endCursor")
+    if not isinstance(cursor, str) or not cursor:
+        problem = "gives no cursor to read them from"
+    elif cursor == after:
+        problem = "gives back the cursor it was read from"  # read again, it would never end
+    else:
+        return cursor
+    raise ProviderError(
+        f"Linear TriggeredIssues failed: the page says more issues follow but {problem} (pageInfo.endCursor)",
+        provider=PROVIDER_ID,
+    )
+
+
 def _comment(node: dict[str, Any], body: str = "") -> Comment:
     """A :class:`Comment` from a comment node (``body``: the text sent, should Linear echo none)."""
     return Comment(
@@ -86,6 +106,32 @@ def stage_of(labels: Sequence[str]) -> Stage | None:
     found = [LABEL_STAGES[name.casefold()] for name in labels if name.casefold() in LABEL_STAGES]
     order = list(STAGE_LABELS)
     return max(found, key=order.index) if found else None
+
+
+class MappedTeams:
+    """The team keys of the Linear mappings, found from a team key as Linear writes it.
+
+    Linear's team keys are upper-case (issues ``ENG-1``, ``ENG-2``), but a mapping may have been
+    saved as ``eng``; the core finds an issue's mapping by the exact key the provider reports, so
+    an issue is reported under its team's key as the mapping spells it, or no mapping would ever
+    match it. Of mappings whose keys differ only in case, the one spelled as Linear spells the key
+    wins, else the first in sorted order: the same one whichever call asks.
+    """
+
+    def __init__(self, team_keys: Iterable[str]) -> None:
+        self._keys = frozenset(team_keys)
+        self._folded: dict[str, str] = {}
+        for key in sorted(self._keys):
+            self._folded.setdefault(key.casefold(), key)
+
+    def __contains__(self, team_key: object) -> bool:
+        return isinstance(team_key, str) and team_key.casefold() in self._folded
+
+    def spelled(self, team_key: str) -> str:
+        """``team_key`` as its mapping spells it; unchanged for a team without a mapping."""
+        if team_key in self._keys:
+            return team_key
+        return self._folded.get(team_key.casefold(), team_key)
 
 
 class LinearProvider(TicketingProvider):
@@ -180,21 +226,22 @@ class LinearProvider(TicketingProvider):
         client = self.client
         after: str | None = None
         page_size = self.settings.page_size
-        mapped = {team.upper() for team in teams}
+        mapped = MappedTeams(teams)
         left_out: list[str] = []  # issues whose other relations could not be read
         while True:
             data = client.execute(
                 "TriggeredIssues", {"first": page_size, "after": after, "label": TRIGGER_LABEL}
             )
             connection = data.get("issues") or {}
+            info = connection.get("pageInfo") or {}
+            more = bool(info.get("hasNextPage"))
+            # checked first: a broken answer costs no read of its issues' other relations
+            cursor = _next_cursor(info, after) if more else None
             issues = tuple(
-                self._issue(node, listed=True)
+                self._issue(node, mapped, listed=True)
                 for node in (self._listed_relations(n, mapped, left_out) for n in _nodes(connection))
                 if node is not None
             )
-            info = connection.get("pageInfo") or {}
-            cursor = info.get("endCursor")
-            more = bool(info.get("hasNextPage")) and bool(cursor) and cursor != after
             # The parsed answer is let go before the page is handed over: held while the caller
             # checks and records the page, its thousands of dicts and lists outlived the garbage
             # collector's young generations, and moving them to the oldest one brought on full
@@ -213,10 +260,19 @@ class LinearProvider(TicketingProvider):
         if not isinstance(node, dict):
             raise NotFound(f"Linear issue {key} not found")
         node = self._with_all_pages(node, "comments", "IssueComments")
-        return self._issue(self._with_all_relations(node), with_comments=True)
+        return self._issue(self._with_all_relations(node), self._mapped_teams(), with_comments=True)
+
+    def team_of(self, key: str) -> str:
+        """The team of an issue key as its mapping spells it (``ENG-12`` is team ``eng`` when the
+        mapping was saved so): the core compares it with the mappings' keys as they are."""
+        return self._mapped_teams().spelled(super().team_of(key))
+
+    def _mapped_teams(self) -> MappedTeams:
+        """The team keys of the Linear mappings, read now: a mapping saved a moment ago counts."""
+        return MappedTeams(m.team_key for m in self.context.mappings() if m.ticketing_provider == PROVIDER_ID)
 
     def _listed_relations(
-        self, node: dict[str, Any], mapped: set[str], left_out: list[str]
+        self, node: dict[str, Any], mapped: MappedTeams, left_out: list[str]
     ) -> dict[str, Any] | None:
         """A listed issue with every one of its relations, or ``None`` when they could not be
         read (the issue is then left out of this listing, and read again by the next one).
@@ -226,8 +282,7 @@ class LinearProvider(TicketingProvider):
         relations do not change. One issue whose relations cannot be read (deleted meanwhile, a
         rate limit on that query) no longer fails the listing of every team; after one such
         failure the listing asks for no more of them."""
-        team = str((node.get("team") or {}).get("key") or "").upper()
-        if team not in mapped:
+        if (node.get("team") or {}).get("key") not in mapped:
             return node
         if left_out:
             key = str(node.get("identifier") or node.get("id"))
@@ -272,11 +327,12 @@ class LinearProvider(TicketingProvider):
             after = cursor
 
     def _issue(
-        self, node: dict[str, Any], *, with_comments: bool = False, listed: bool = False
+        self, node: dict[str, Any], mapped: MappedTeams, *, with_comments: bool = False, listed: bool = False
     ) -> TrackerIssue:
-        """A :class:`TrackerIssue` from an issue node. ``listed``: the node comes from the
-        triggered listing, whose filter already guarantees a label of the trigger's name (the
-        listing reads only a short page of labels, which might not include it).
+        """A :class:`TrackerIssue` from an issue node, its team named as ``mapped`` spells it (see
+        :class:`MappedTeams`). ``listed``: the node comes from the triggered listing, whose filter
+        already guarantees a label of the trigger's name (the listing reads only a short page of
+        labels, which might not include it).
 
         A retired label stays on the issues that carry it but can be added to none: an issue whose
         only labels of the trigger's name are retired is not triggered (it was labelled before the
@@ -317,7 +373,7 @@ class LinearProvider(TicketingProvider):
             )
         return TrackerIssue(
             key=identifier,
-            team_key=str(team.get("key") or self.team_of(identifier)),
+            team_key=mapped.spelled(str(team.get("key") or super().team_of(identifier))),
             title=str(node.get("title") or ""),
             provider=PROVIDER_ID,
             description=str(node.get("description") or ""),
@@ -689,7 +745,9 @@ class LinearProvider(TicketingProvider):
                 prefix = f"{entry['name']}: " if entry.get("name") else ""
                 results.append(CheckResult(f"team {key}", False, prefix + "; ".join(entry["problems"])))
                 continue
-            detail = f"{entry['name']}: trigger label {TRIGGER_LABEL} found; done state {entry['done']}"
+            # (Linear's key too, where the mapping spells it in another case)
+            name = entry["name"] if entry["key"] == key else f"{entry['name']} (Linear key {entry['key']})"
+            detail = f"{name}: trigger label {TRIGGER_LABEL} found; done state {entry['done']}"
             if entry["missing"]:
                 detail += f"; stage labels created on first use: {', '.join(entry['missing'])}"
             if entry["retired"]:
@@ -717,17 +775,24 @@ class LinearProvider(TicketingProvider):
         # labels of many teams would not fit on it (those left off would be reported missing)
         chunks = [keys[i : i + SETUP_CHECK_TEAMS] for i in range(0, len(keys), SETUP_CHECK_TEAMS)]
         for chunk in chunks or [[]]:
+            # A mapping's key may be in another case than Linear's (``eng`` for ``ENG``), as the
+            # listing and the webhook accept it: compared ignoring case (the schema has no ``in``
+            # that does), and the teams found are matched to the keys asked for the same way.
+            # No key asked for: a filter that matches no team, as ``in: []`` does.
+            same_key = [{"key": {"eqIgnoreCase": key}} for key in chunk] or [{"key": {"in": []}}]
             label_filter = {
                 "and": [
                     {"or": [{"name": {"eqIgnoreCase": n}} for n in AI_LABELS]},
                     # only these teams' labels and the workspace's: other teams' copies of our
                     # labels cannot fill the page and hide the ones that count
-                    {"or": [{"team": {"key": {"in": chunk}}}, {"team": {"null": True}}]},
+                    {"or": [*({"team": f} for f in same_key), {"team": {"null": True}}]},
                 ]
             }
-            data = self.client.execute("SetupCheck", {"teamKeys": chunk, "labelFilter": label_filter})
+            data = self.client.execute(
+                "SetupCheck", {"teamFilter": {"or": same_key}, "labelFilter": label_filter}
+            )
             viewer = viewer or data.get("viewer") or {}
-            teams.update((str(t.get("key")), t) for t in _nodes(data.get("teams")))
+            teams.update((str(t.get("key")).casefold(), t) for t in _nodes(data.get("teams")))
             labels.extend(
                 label
                 for label in _nodes(data.get("issueLabels"))
@@ -735,13 +800,13 @@ class LinearProvider(TicketingProvider):
             )
         report: dict[str, Any] = {"ok": True, "viewer": viewer, "teams": {}}
         for key in keys:
-            team = teams.get(key)
+            team = teams.get(key.casefold())
             if team is None:
                 report["teams"][key] = {"found": False, "problems": [f"no Linear team with key {key}"]}
                 report["ok"] = False
                 continue
             done = sorted(_nodes(team.get("states")), key=lambda s: float(s.get("position") or 0))
-            own = [label for label in labels if (label.get("team") or {}).get("key") in (key, None)]
+            own = [label for label in labels if (label.get("team") or {}).get("key") in (team["key"], None)]
             # a retired label is still listed but can be added to no issue
             usable = {str(label["name"]).casefold() for label in own if not label.get("retiredAt")}
             retired = {str(label["name"]).casefold() for label in own if label.get("retiredAt")} - usable
@@ -760,6 +825,7 @@ class LinearProvider(TicketingProvider):
                 problems.append("no workflow state of type completed (needed when a PR merges)")
             report["teams"][key] = {
                 "found": True,
+                "key": team.get("key"),
                 "name": team.get("name"),
                 "done": done[0].get("name") if done else None,
                 "labels": [n for n in AI_LABELS if n.casefold() in usable],

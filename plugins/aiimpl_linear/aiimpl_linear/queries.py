@@ -270,9 +270,9 @@ mutation SetIssueState($id: String!, $stateId: String!) {
 SETUP_CHECK = _document(
     "SetupCheck",
     """
-query SetupCheck($teamKeys: [String!]!, $labelFilter: IssueLabelFilter!) {
+query SetupCheck($teamFilter: TeamFilter!, $labelFilter: IssueLabelFilter!) {
   viewer { name email }
-  teams(first: 100, filter: { key: { in: $teamKeys } }) {
+  teams(first: 100, filter: $teamFilter) {
     nodes {
       id
       key

@@ -103,6 +103,26 @@ def test_check_reports_a_missing_team(fake: FakeLinear, provider: LinearProvider
     assert fake.operations() == ["SetupCheck"]
 
 
+def test_check_finds_the_team_of_a_mapping_whose_key_is_in_lower_case(
+    fake: FakeLinear, provider: LinearProvider
+) -> None:
+    """Linear's team keys are upper-case: the team of a mapping saved as ``eng`` is ENG, with its
+    own labels, as the listing and the webhook find its issues."""
+    fake.add_label("AI-Implement", "ENG")  # the team's own label, not the workspace's
+    fake.add_label("AI-Working", "ENG")
+
+    results = _by_name(provider.check(_mappings("eng")))
+
+    assert results["team eng"].ok, results
+    assert results["team eng"].detail == (
+        "Engineering (Linear key ENG): trigger label AI-Implement found; done state Done; "
+        "stage labels created on first use: AI-Planning, Plan-Complete, Ready for Review"
+    )
+    report = provider.check_setup(["eng"])
+    assert report["ok"] and report["teams"]["eng"]["key"] == "ENG"
+    assert report["teams"]["eng"]["labels"] == ["AI-Implement", "AI-Working"]
+
+
 def test_check_reports_a_missing_trigger_label(fake: FakeLinear, provider: LinearProvider) -> None:
     fake.add_team("OPS")
     fake.add_label("AI-Implement", "OPS")  # another team's label is no use to ENG

@@ -10,11 +10,12 @@ import pytest
 from aiimpl_core.extensions import db
 from aiimpl_core.orm import Job, Mapping, utcnow
 from aiimpl_core.services import poller
-from aiimpl_core.services.dispatch import run_cycle
+from aiimpl_core.services.dispatch import dispatch_issue, run_cycle
 from aiimpl_core.services.merge import MergedPullRequest, handle_merged
 from aiimpl_core.testing.fakes import FakeRunner
 from aiimpl_core.webhooks import check_issues
 
+from aiimpl_linear.client import LinearClient
 from aiimpl_linear.queries import LIST_RELATIONS
 
 
@@ -184,6 +185,56 @@ def test_unmapped_team_is_a_no_mapping_blocker(app, fake, runner, add_mapping) -
     key = fake.add_issue("OPS", "Rotate keys")["identifier"]
     report = run_cycle()
     assert report.blocked[key]["message"] == "No mapping for team OPS. Add one in Projects."
+
+
+def test_a_mapping_whose_team_key_is_in_lower_case_dispatches_its_team(
+    app, fake, runner, add_mapping
+) -> None:
+    """Linear's team keys are upper-case (issues ENG-1, ENG-2): a mapping saved as ``eng`` was
+    accepted but matched no issue, each held as a ``no-mapping`` blocker."""
+    add_mapping("eng")
+    key = fake.add_issue("ENG", "Add a health endpoint", labels=["AI-Implement", "backend"])["identifier"]
+
+    report = run_cycle()
+
+    assert [d.issue_key for d in report.dispatched] == [key], report.as_dict()
+    assert key not in report.blocked
+    [job] = jobs_of(key)
+    assert job.status == "dispatched" and runner.runs[job.id].request.mapping.team_key == "eng"
+    assert fake.labels_of(key) == ["AI-Working", "backend"]
+
+    # `aiimpl dispatch ENG-2` finds the team's mapping too
+    again = fake.add_issue("ENG", "Add a readiness endpoint", labels=["AI-Implement"])["identifier"]
+    assert [d.issue_key for d in dispatch_issue(again).dispatched] == [again]
+
+
+def test_a_listing_page_without_its_next_cursor_fails_the_cycle_visibly(
+    app, fake, runner, add_mapping, monkeypatch
+) -> None:
+    """A page saying more issues follow without the cursor to read them from was taken for the end
+    of the listing, and the issues after it were silently never seen: the listing fails, the cycle
+    reports it, and the connection is tried again after its back-off."""
+    add_mapping("ENG")
+    app.config["AIIMPL_LINEAR_PAGE_SIZE"] = "1"
+    keys = [fake.add_issue("ENG", f"Issue {n}")["identifier"] for n in range(2)]
+    real = LinearClient.execute
+
+    def execute(self: LinearClient, operation: str, variables: Any = None) -> dict[str, Any]:
+        data = real(self, operation, variables)
+        if operation == "TriggeredIssues":
+            data["issues"]["pageInfo"]["endCursor"] = None
+        return data
+
+    monkeypatch.setattr(LinearClient, "execute", execute)
+
+    report = run_cycle()
+
+    assert report.dispatched == [] and [j for key in keys for j in jobs_of(key)] == []
+    assert report.providers_skipped["linear"] == (
+        "listing failed: Linear TriggeredIssues failed: the page says more issues follow but gives "
+        "no cursor to read them from (pageInfo.endCursor)"
+    )
+    assert poller.backoff_of("ticketing", "linear") is not None
 
 
 def test_rate_limited_listing_postpones_only_linear(app, fake, runner, add_mapping) -> None:

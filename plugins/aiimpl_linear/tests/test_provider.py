@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiimpl_core.errors import NotFound, ProviderConfigError, ProviderError, ProviderNotConfigured
-from aiimpl_core.testing.contract import TicketingProviderContract, make_context
+from aiimpl_core.testing.contract import TicketingProviderContract, make_context, sample_mapping
 from aiimpl_core.types import Stage
 
+from aiimpl_linear.client import LinearClient
 from aiimpl_linear.provider import LinearProvider
 from aiimpl_linear.queries import COMMENTS_PAGE, FIRST_COMMENTS, LIST_RELATIONS
 from aiimpl_linear.testing import FakeLinear
@@ -107,10 +109,120 @@ def test_iter_triggered_lets_go_of_each_answer_before_handing_its_page_over(
     pages.close()
 
 
+def _broken_listing(
+    monkeypatch: pytest.MonkeyPatch, page_info: Callable[[dict[str, Any]], dict[str, Any] | None]
+) -> None:
+    """Have each ``TriggeredIssues`` answer carry the ``pageInfo`` that ``page_info`` makes of the
+    request's variables (``None``: the answer as Linear gave it). The request itself still goes to
+    the fake, which checks it against the schema."""
+    real = LinearClient.execute
+
+    def execute(self: LinearClient, operation: str, variables: Any = None) -> dict[str, Any]:
+        data = real(self, operation, variables)
+        if operation == "TriggeredIssues" and (info := page_info(dict(variables or {}))) is not None:
+            data["issues"]["pageInfo"] = info
+        return data
+
+    monkeypatch.setattr(LinearClient, "execute", execute)
+
+
+@pytest.mark.parametrize(
+    "page_info",
+    [{"hasNextPage": True, "endCursor": None}, {"hasNextPage": True}, {"hasNextPage": True, "endCursor": ""}],
+    ids=["null", "missing", "empty"],
+)
+def test_a_listing_page_that_says_more_follow_without_a_cursor_is_an_error(
+    fake: FakeLinear, monkeypatch: pytest.MonkeyPatch, page_info: dict[str, Any]
+) -> None:
+    """Taken for the end of the listing, such a page silently dropped every issue after it: the
+    listing fails instead, so the poll cycle says so and the next one reads it all again."""
+    for n in range(3):
+        fake.add_issue("ENG", f"Issue {n}")
+    provider = LinearProvider(make_context({**fake.config(), "AIIMPL_LINEAR_PAGE_SIZE": "2"}))
+    _broken_listing(monkeypatch, lambda variables: page_info)
+
+    with pytest.raises(ProviderError) as caught:
+        list(provider.iter_triggered(["ENG"]))
+
+    assert caught.value.provider == "linear"
+    assert caught.value.message == (
+        "Linear TriggeredIssues failed: the page says more issues follow but gives no cursor to "
+        "read them from (pageInfo.endCursor)"
+    )
+    assert fake.operations() == ["TriggeredIssues"]  # nothing more is read of a broken answer
+
+
+def test_a_listing_page_that_gives_back_the_cursor_it_was_read_from_is_an_error(
+    fake: FakeLinear, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read again from the same cursor, the listing would never end; taken for its end, it dropped
+    every issue after the page."""
+    for n in range(5):
+        fake.add_issue("ENG", f"Issue {n}")
+    provider = LinearProvider(make_context({**fake.config(), "AIIMPL_LINEAR_PAGE_SIZE": "2"}))
+    # the first page as Linear answers it; the second gives back the cursor it was read from
+    _broken_listing(
+        monkeypatch, lambda v: {"hasNextPage": True, "endCursor": v["after"]} if v["after"] else None
+    )
+
+    pages = provider.iter_triggered(["ENG"])
+    first = next(pages)
+    assert len(first.issues) == 2 and not first.complete
+    with pytest.raises(ProviderError) as caught:
+        next(pages)
+
+    assert caught.value.message == (
+        "Linear TriggeredIssues failed: the page says more issues follow but gives back the cursor "
+        "it was read from (pageInfo.endCursor)"
+    )
+
+
 def test_trigger_label_is_matched_case_insensitively(fake: FakeLinear, provider: LinearProvider) -> None:
     issue = fake.add_issue("ENG", "Lowercase", labels=["ai-implement"])
     keys = [i.key for p in provider.iter_triggered(["ENG"]) for i in p.issues]
     assert keys == [issue["identifier"]]
+
+
+def _provider_with_mappings(fake: FakeLinear, *team_keys: str) -> LinearProvider:
+    """A provider whose orchestrator has Linear mappings of ``team_keys`` (and one of a Jira project)."""
+    mappings = [sample_mapping(team_key=key, ticketing={"provider": "linear"}) for key in team_keys]
+    mappings.append(sample_mapping(team_key="ops", ticketing={"provider": "jira"}))
+    return LinearProvider(make_context(fake.config(), mappings=lambda: mappings))
+
+
+def test_a_team_mapped_under_its_key_in_lower_case_is_that_mapping_s_team(fake: FakeLinear) -> None:
+    """Linear's team keys are upper-case (issues ENG-1, ENG-2); the core finds an issue's mapping by
+    the exact key the provider reports. A mapping saved as ``eng`` was accepted and matched no
+    issue: each is reported under the key as the mapping spells it."""
+    fake.add_team("OPS")
+    provider = _provider_with_mappings(fake, "eng")
+    key = fake.add_issue("ENG", "Blocked")["identifier"]
+    for n in range(LIST_RELATIONS):  # a mapped team's issue has its other relations read
+        fake.add_relation(fake.add_issue("ENG", f"Related {n}", labels=[])["identifier"], key)
+    blocker = fake.add_issue("ENG", "Blocker", labels=[])["identifier"]
+    fake.add_blocker(blocker, key)
+    other = fake.add_issue("OPS", "Not a Linear mapping's")["identifier"]
+
+    listed = {i.key: i for p in provider.iter_triggered(["eng"]) for i in p.issues}
+
+    assert listed[key].team_key == "eng"
+    assert [b.key for b in listed[key].open_blockers] == [blocker]
+    assert listed[other].team_key == "OPS"  # (the mapping "ops" is a Jira project's)
+    # read on its own (a webhook's check), and its key read as the core reads it (`aiimpl dispatch`)
+    assert provider.get_issue(key).team_key == "eng"
+    assert provider.team_of(key) == "eng"
+    assert provider.team_of(other) == "OPS"
+
+
+def test_of_mappings_whose_keys_differ_only_in_case_the_one_spelled_as_linear_wins(fake: FakeLinear) -> None:
+    provider = _provider_with_mappings(fake, "eng", "ENG", "Eng")
+    key = fake.add_issue("ENG", "Fix login")["identifier"]
+    assert [i.team_key for p in provider.iter_triggered(["eng", "ENG", "Eng"]) for i in p.issues] == ["ENG"]
+    assert provider.get_issue(key).team_key == "ENG" and provider.team_of(key) == "ENG"
+    # without it, the one first in sorted order, whichever call asks
+    provider = _provider_with_mappings(fake, "eng", "Eng")
+    assert [i.team_key for p in provider.iter_triggered(["eng", "Eng"]) for i in p.issues] == ["Eng"]
+    assert provider.get_issue(key).team_key == "Eng" and provider.team_of(key) == "Eng"
 
 
 def test_blocker_past_the_listed_relations_is_read_with_one_more_call(

@@ -236,6 +236,23 @@ def test_label_added_in_linear_dispatches_at_once(app, client, fake, runner, add
     assert len(db.session.scalars(db.select(Job).where(Job.issue_key == key)).all()) == 1
 
 
+def test_an_issue_of_a_team_mapped_under_its_key_in_lower_case_dispatches_at_once(
+    app, client, fake, runner, add_mapping
+) -> None:
+    """Linear's team keys are upper-case (its delivery names ENG-1): the check of an issue of a team
+    mapped as ``eng`` found no mapping, and dispatched nothing."""
+    add_mapping("eng")
+    key = fake.add_issue("ENG", "Add export", labels=["AI-Implement"])["identifier"]
+
+    resp = deliver(client, fake, fake.issue_webhook_payload(key))
+
+    [job] = jobs_of(key)
+    assert resp.status_code == 200
+    assert resp.get_json() == {
+        "ok": True, "issue": key, "dispatched": True, "jobId": job.id, "status": "dispatched"}
+    assert fake.labels_of(key) == ["AI-Working"]
+
+
 def test_a_dispatch_slower_than_linear_waits_is_answered_in_time_and_goes_on(
     app, client, fake, runner, add_mapping, monkeypatch
 ) -> None:
