@@ -257,6 +257,10 @@ def launch(job: Job, *, gap_fill: bool = False, prepared: Prepared | None = None
         unprepared = ""
         with serialized(keep=(job,)):
             db.session.refresh(job)
+            if JobStatus(job.status).terminal:
+                # ended before its launch (a rate-limited job cancelled, or ended run_not_found,
+                # after the poller took its try): nothing is started for it
+                return None
             mapping = db.session.get(MappingRow, job.mapping_id) if job.mapping_id else None
             if mapping is None:
                 deleted = "the project mapping was deleted before dispatch"

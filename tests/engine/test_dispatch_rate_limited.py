@@ -200,3 +200,27 @@ def test_the_cli_says_a_rate_limited_dispatch_waits(app, tracker, runner, add_ma
     shown = invoke(app, "jobs", "show", str(job.id))
     assert shown.exit_code == 0, shown.output
     assert "Tried again:" in shown.output and "unknown -> unknown" in shown.output
+
+
+def test_a_job_ended_after_its_try_was_taken_is_not_launched(app, tracker, runner, add_mapping, monkeypatch):
+    """The reconciler (or a cancel) ends the job between a poller's taking its try and the launch:
+    nothing is started for it."""
+    from aiimpl_core.services import dispatch
+
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    runner.next_dispatch_errors.append(_rate_limit(60))
+    run_cycle(reconcile=False)
+    [job] = jobs_of("ENG-1")
+    original = dispatch._launch
+
+    def ended_first(job, *args, **kw):
+        cancel_job(job.id)
+        return original(job, *args, **kw)
+
+    monkeypatch.setattr(dispatch, "_launch", ended_first)
+    report = CycleReport(started_at=utcnow())
+    launch_deferred(report, later(seconds=65))
+
+    [job] = jobs_of("ENG-1")
+    assert job.status == "failed" and runner.runs == {}
