@@ -153,3 +153,28 @@ def test_a_repository_github_refuses_does_not_hold_the_dispatch_of_the_others(
     gh.fail_next("GET", r"/actions/runs$", 502, "Bad Gateway", times=100)
     report = reconcile()
     assert "github-actions" in report.skipped and poller.backoff_of("runner", "github-actions") is not None
+
+
+def test_a_dispatch_github_rate_limited_is_made_once_the_wait_has_passed(
+    app: Any, gh: FakeGitHub, tracker: FakeTracker, mappings: None
+) -> None:
+    """GitHub's secondary rate limit on workflow dispatches (many issues triggered at once): the
+    job waits, unknown, with no word on the ticket, and the cycle after GitHub's wait makes its run
+    (one run in all), instead of ending it failed and the issue at Planning failed."""
+    gh.fail_next("POST", r"/dispatches$", 403, "You have exceeded a secondary rate limit",
+                 headers={"retry-after": "60"})
+    tracker.add("ENG-1")
+
+    report = run_cycle(reconcile=False)
+
+    job = jobs()["ENG-1"]
+    assert (job.status, job.run_id, job.launch_after is not None) == ("unknown", None, True), report.errors
+    assert gh.runs == {} and tracker.comments.get("ENG-1", []) == []
+
+    report = run_cycle(now=utcnow() + timedelta(seconds=65), reconcile=False)
+
+    job = jobs()["ENG-1"]
+    assert (job.status, job.launch_after) == ("dispatched", None), report.errors
+    [run] = gh.runs.values()
+    assert job.run_id == str(run.id) and f"job-{job.id}" in run.title
+    assert tracker.comments.get("ENG-1", []) == []
