@@ -71,12 +71,15 @@ def _nodes(connection: Any) -> list[dict[str, Any]]:
     return []
 
 
-def _next_cursor(info: Mapping[str, Any], after: str | None) -> str:
-    """The cursor of the next page of the listing, from a page that says more issues follow.
+def _next_cursor(operation: str, info: Mapping[str, Any], after: str | None, what: str = "issues") -> str:
+    """The cursor of the next page of a connection, from a page (read by ``operation``, from the
+    cursor ``after``) that says more ``what`` follow.
 
-    :raises ProviderError: when the page gives no usable cursor. Taken for the end of the listing,
-        such a page dropped every issue after it without a word; as a failed listing, the poll
-        cycle says so and the next one reads it all again.
+    :raises ProviderError: when the page gives no usable cursor. Taken for the end of the
+        connection, such a page dropped everything after it without a word: the triggered issues
+        after it, an issue's relations (a blocker among them, and a blocked issue was dispatched)
+        or its comments (context the agent never saw). As a failed read, it is reported as any
+        other failure of that read is, and read again next time.
     """
     cursor = info.get("endCursor")
     if not isinstance(cursor, str) or not cursor:
@@ -86,7 +89,7 @@ def _next_cursor(info: Mapping[str, Any], after: str | None) -> str:
     else:
         return cursor
     raise ProviderError(
-        f"Linear TriggeredIssues failed: the page says more issues follow but {problem} (pageInfo.endCursor)",
+        f"Linear {operation} failed: the page says more {what} follow but {problem} (pageInfo.endCursor)",
         provider=PROVIDER_ID,
     )
 
@@ -236,7 +239,7 @@ class LinearProvider(TicketingProvider):
             info = connection.get("pageInfo") or {}
             more = bool(info.get("hasNextPage"))
             # checked first: a broken answer costs no read of its issues' other relations
-            cursor = _next_cursor(info, after) if more else None
+            cursor = _next_cursor("TriggeredIssues", info, after) if more else None
             issues = tuple(
                 self._issue(node, mapped, listed=True)
                 for node in (self._listed_relations(n, mapped, left_out) for n in _nodes(connection))
@@ -259,8 +262,9 @@ class LinearProvider(TicketingProvider):
         node = data.get("issue")
         if not isinstance(node, dict):
             raise NotFound(f"Linear issue {key} not found")
-        node = self._with_all_pages(node, "comments", "IssueComments")
-        return self._issue(self._with_all_relations(node), self._mapped_teams(), with_comments=True)
+        node = self._with_all_pages(node, "comments", "IssueWithComments", "IssueComments", "comments")
+        node = self._with_all_relations(node, "IssueWithComments")
+        return self._issue(node, self._mapped_teams(), with_comments=True)
 
     def team_of(self, key: str) -> str:
         """The team of an issue key as its mapping spells it (``ENG-12`` is team ``eng`` when the
@@ -292,7 +296,7 @@ class LinearProvider(TicketingProvider):
                 return None
             return node
         try:
-            return self._with_all_relations(node)
+            return self._with_all_relations(node, "TriggeredIssues")
         except (ProviderError, NotFound) as exc:  # (NotFound: the issue deleted since the page)
             key = str(node.get("identifier") or node.get("id"))
             left_out.append(key)
@@ -300,31 +304,36 @@ class LinearProvider(TicketingProvider):
                              "and read again by the next one", key, exc.message)
             return None
 
-    def _with_all_relations(self, node: dict[str, Any]) -> dict[str, Any]:
-        """``node`` with every one of its inverse relations: a relation that blocks the issue
-        may be on any page of them."""
-        return self._with_all_pages(node, "inverseRelations", "IssueInverseRelations")
+    def _with_all_relations(self, node: dict[str, Any], read_by: str) -> dict[str, Any]:
+        """``node`` (read by the query ``read_by``) with every one of its inverse relations: a
+        relation that blocks the issue may be on any page of them."""
+        return self._with_all_pages(node, "inverseRelations", read_by, "IssueInverseRelations", "relations")
 
-    def _with_all_pages(self, node: dict[str, Any], field: str, operation: str) -> dict[str, Any]:
-        """``node`` with every node of its connection ``field``. A query reads only a first page
-        (with its ``pageInfo``); the rest are read here with ``operation`` (variables ``id`` and
-        ``after``), for the few issues that have more."""
+    def _with_all_pages(
+        self, node: dict[str, Any], field: str, read_by: str, operation: str, what: str
+    ) -> dict[str, Any]:
+        """``node`` with every node of its connection ``field``. The query ``read_by`` read only a
+        first page (with its ``pageInfo``); the rest are read here with ``operation`` (variables
+        ``id`` and ``after``), for the few issues that have more.
+
+        :raises ProviderError: when a page says more ``what`` follow without a new cursor to read
+            them from (see :func:`_next_cursor`), naming the query that gave it.
+        """
         connection = node.get(field)
         info = (connection.get("pageInfo") if isinstance(connection, dict) else None) or {}
-        after = info.get("endCursor")
         issue_id = node.get("id") or node.get("identifier")
-        if not info.get("hasNextPage") or not after or not issue_id:
+        if not info.get("hasNextPage") or not issue_id:
             return node
+        after = _next_cursor(read_by, info, None, what)  # (the first page was read from no cursor)
         nodes = _nodes(connection)
         while True:
             data = self.client.execute(operation, {"id": issue_id, "after": after})
             page = (data.get("issue") or {}).get(field) or {}
             nodes.extend(_nodes(page))
             info = page.get("pageInfo") or {}
-            cursor = info.get("endCursor")
-            if not info.get("hasNextPage") or not cursor or cursor == after:
+            if not info.get("hasNextPage"):
                 return {**node, field: {"nodes": nodes}}
-            after = cursor
+            after = _next_cursor(operation, info, after, what)
 
     def _issue(
         self, node: dict[str, Any], mapped: MappedTeams, *, with_comments: bool = False, listed: bool = False

@@ -179,6 +179,39 @@ def test_blocker_among_many_relations_holds_the_dispatch(app, fake, runner, add_
     assert blocker in report.blocked[key]["message"]
 
 
+def test_a_blocked_issue_whose_relations_page_has_no_next_cursor_is_not_dispatched(
+    app, fake, runner, add_mapping, monkeypatch
+) -> None:
+    """The listing's page of the issue's relations said more follow without the cursor to read
+    them from: taken for all of them, the blocker past it went unseen and the blocked issue was
+    dispatched. The issue is left out of that cycle, and read again by the next."""
+    add_mapping("ENG")
+    key = fake.add_issue("ENG", "Use new schema")["identifier"]
+    for n in range(LIST_RELATIONS):  # older related links fill the listing's page of relations
+        fake.add_relation(fake.add_issue("ENG", f"Related {n}", labels=[])["identifier"], key)
+    blocker = fake.add_issue("ENG", "Migrate schema", labels=[])["identifier"]
+    fake.add_blocker(blocker, key)
+    real = LinearClient.execute
+
+    def execute(self: LinearClient, operation: str, variables: Any = None) -> dict[str, Any]:
+        data = real(self, operation, variables)
+        if operation == "TriggeredIssues":
+            for node in data["issues"]["nodes"]:
+                node["inverseRelations"]["pageInfo"]["endCursor"] = None
+        return data
+
+    monkeypatch.setattr(LinearClient, "execute", execute)
+
+    report = run_cycle()
+
+    assert report.dispatched == [] and jobs_of(key) == [], report.as_dict()
+    assert fake.labels_of(key) == ["AI-Implement"]
+
+    monkeypatch.undo()  # Linear answers whole again: the blocker holds the dispatch
+    report = run_cycle()
+    assert report.dispatched == [] and blocker in report.blocked[key]["message"]
+
+
 def test_unmapped_team_is_a_no_mapping_blocker(app, fake, runner, add_mapping) -> None:
     add_mapping("ENG")
     fake.add_team("OPS")

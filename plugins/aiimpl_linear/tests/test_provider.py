@@ -12,7 +12,7 @@ from aiimpl_core.types import Stage
 
 from aiimpl_linear.client import LinearClient
 from aiimpl_linear.provider import LinearProvider
-from aiimpl_linear.queries import COMMENTS_PAGE, FIRST_COMMENTS, LIST_RELATIONS
+from aiimpl_linear.queries import COMMENTS_PAGE, FIRST_COMMENTS, LIST_RELATIONS, RELATIONS_PAGE
 from aiimpl_linear.testing import FakeLinear
 
 AI = {"AI-Implement", "AI-Planning", "Plan-Complete", "AI-Working", "Ready for Review"}
@@ -109,21 +109,50 @@ def test_iter_triggered_lets_go_of_each_answer_before_handing_its_page_over(
     pages.close()
 
 
+def _altered_answers(
+    monkeypatch: pytest.MonkeyPatch, operation: str, alter: Callable[[dict[str, Any], dict[str, Any]], None]
+) -> None:
+    """Have each ``operation`` answer altered in place by ``alter(data, variables)`` before the
+    provider reads it. The request itself still goes to the fake, which checks it against the
+    schema."""
+    real = LinearClient.execute
+
+    def execute(self: LinearClient, op: str, variables: Any = None) -> dict[str, Any]:
+        data = real(self, op, variables)
+        if op == operation:
+            alter(data, dict(variables or {}))
+        return data
+
+    monkeypatch.setattr(LinearClient, "execute", execute)
+
+
 def _broken_listing(
     monkeypatch: pytest.MonkeyPatch, page_info: Callable[[dict[str, Any]], dict[str, Any] | None]
 ) -> None:
     """Have each ``TriggeredIssues`` answer carry the ``pageInfo`` that ``page_info`` makes of the
-    request's variables (``None``: the answer as Linear gave it). The request itself still goes to
-    the fake, which checks it against the schema."""
-    real = LinearClient.execute
+    request's variables (``None``: the answer as Linear gave it)."""
 
-    def execute(self: LinearClient, operation: str, variables: Any = None) -> dict[str, Any]:
-        data = real(self, operation, variables)
-        if operation == "TriggeredIssues" and (info := page_info(dict(variables or {}))) is not None:
+    def alter(data: dict[str, Any], variables: dict[str, Any]) -> None:
+        if (info := page_info(variables)) is not None:
             data["issues"]["pageInfo"] = info
-        return data
 
-    monkeypatch.setattr(LinearClient, "execute", execute)
+    _altered_answers(monkeypatch, "TriggeredIssues", alter)
+
+
+#: ``pageInfo`` of a page that says more follow without a usable cursor, made of the request's
+#: variables, with the end of the error it is met with.
+_NO_CURSOR = "gives no cursor to read them from (pageInfo.endCursor)"
+_SAME_CURSOR = "gives back the cursor it was read from (pageInfo.endCursor)"
+_BROKEN_FIRST_PAGES = {
+    "null": (lambda v: {"hasNextPage": True, "endCursor": None}, _NO_CURSOR),
+    "missing": (lambda v: {"hasNextPage": True}, _NO_CURSOR),
+    "empty": (lambda v: {"hasNextPage": True, "endCursor": ""}, _NO_CURSOR),
+}
+#: (a page read from a cursor may give that cursor back too)
+_BROKEN_PAGES = {
+    **_BROKEN_FIRST_PAGES,
+    "same": (lambda v: {"hasNextPage": True, "endCursor": v["after"]}, _SAME_CURSOR),
+}
 
 
 @pytest.mark.parametrize(
@@ -287,6 +316,77 @@ def test_an_issue_deleted_before_its_other_relations_are_read_is_left_out_not_th
     assert [p.complete for p in pages] == [False]
 
 
+@pytest.mark.parametrize("broken", _BROKEN_FIRST_PAGES.values(), ids=_BROKEN_FIRST_PAGES.keys())
+def test_an_issue_whose_listed_relations_say_more_follow_without_a_cursor_is_left_out(
+    fake: FakeLinear,
+    provider: LinearProvider,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    broken: tuple[Callable[[dict[str, Any]], dict[str, Any]], str],
+) -> None:
+    """The listing's page of an issue's relations said more follow without a cursor: taken for all
+    of them, the blocker past that page went unseen and the blocked issue was listed unblocked. It
+    is left out of the listing with a warning, as an issue whose relations could not be read is."""
+    page_info, problem = broken
+    key = fake.add_issue("ENG", "Blocked")["identifier"]
+    for n in range(LIST_RELATIONS):  # older links of another type fill the listing's page of relations
+        fake.add_relation(fake.add_issue("ENG", f"Related {n}", labels=[])["identifier"], key)
+    fake.add_blocker(fake.add_issue("ENG", "Blocker", labels=[])["identifier"], key)
+    other = fake.add_issue("ENG", "Plain")["identifier"]
+
+    def alter(data: dict[str, Any], variables: dict[str, Any]) -> None:
+        for node in data["issues"]["nodes"]:
+            if node["identifier"] == key:
+                node["inverseRelations"]["pageInfo"] = page_info(variables)
+
+    _altered_answers(monkeypatch, "TriggeredIssues", alter)
+    fake.requests.clear()
+
+    pages = list(provider.iter_triggered(["ENG"]))
+
+    assert [i.key for p in pages for i in p.issues] == [other]
+    assert [p.complete for p in pages] == [False]
+    assert fake.operations() == ["TriggeredIssues"]  # nothing more is read of a broken answer
+    assert (
+        f"the relations of {key} could not be read (Linear TriggeredIssues failed: the page says more "
+        f"relations follow but {problem})"
+    ) in caplog.text
+
+
+@pytest.mark.parametrize("broken", _BROKEN_PAGES.values(), ids=_BROKEN_PAGES.keys())
+def test_an_issue_whose_further_relations_say_more_follow_without_a_new_cursor_is_left_out(
+    fake: FakeLinear,
+    provider: LinearProvider,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    broken: tuple[Callable[[dict[str, Any]], dict[str, Any]], str],
+) -> None:
+    """A page of ``IssueInverseRelations`` said more follow without a new cursor: taken for the
+    last, the blocker on the page after it went unseen and the blocked issue was listed unblocked."""
+    page_info, problem = broken
+    key = fake.add_issue("ENG", "Blocked")["identifier"]
+    for n in range(LIST_RELATIONS + RELATIONS_PAGE):  # the listing's page and a whole page more
+        fake.add_relation(fake.add_issue("ENG", f"Related {n}", labels=[])["identifier"], key)
+    fake.add_blocker(fake.add_issue("ENG", "Blocker", labels=[])["identifier"], key)
+    other = fake.add_issue("ENG", "Plain")["identifier"]
+
+    def alter(data: dict[str, Any], variables: dict[str, Any]) -> None:
+        data["issue"]["inverseRelations"]["pageInfo"] = page_info(variables)
+
+    _altered_answers(monkeypatch, "IssueInverseRelations", alter)
+    fake.requests.clear()
+
+    pages = list(provider.iter_triggered(["ENG"]))
+
+    assert [i.key for p in pages for i in p.issues] == [other]
+    assert [p.complete for p in pages] == [False]
+    assert fake.operations() == ["TriggeredIssues", "IssueInverseRelations"]
+    assert (
+        f"the relations of {key} could not be read (Linear IssueInverseRelations failed: the page says "
+        f"more relations follow but {problem})"
+    ) in caplog.text
+
+
 @pytest.mark.parametrize("trash", [False, True], ids=["archived", "trashed"])
 def test_an_issue_archived_or_in_the_trash_is_not_triggered(
     fake: FakeLinear, provider: LinearProvider, trash: bool
@@ -408,6 +508,57 @@ def test_get_issue_reads_every_relation(fake: FakeLinear, provider: LinearProvid
     assert max(r.complexity for r in fake.requests) <= 10_000
     # a page of the rest of the relations is cheap: the listing may read one for an issue each poll
     assert max(r.complexity for r in fake.requests if r.operation == "IssueInverseRelations") <= 200
+
+
+#: (the query whose page breaks, the connection, what the error calls its nodes, the broken page)
+_GET_ISSUE_PAGES = [
+    *(("IssueWithComments", "comments", "comments", b) for b in _BROKEN_FIRST_PAGES.items()),
+    *(("IssueComments", "comments", "comments", b) for b in _BROKEN_PAGES.items()),
+    *(("IssueWithComments", "inverseRelations", "relations", b) for b in _BROKEN_FIRST_PAGES.items()),
+    *(("IssueInverseRelations", "inverseRelations", "relations", b) for b in _BROKEN_PAGES.items()),
+]
+
+
+@pytest.mark.parametrize(
+    ("operation", "field", "what", "broken"),
+    _GET_ISSUE_PAGES,
+    ids=[f"{op}-{field}-{name}" for op, field, _, (name, _) in _GET_ISSUE_PAGES],
+)
+def test_get_issue_whose_page_says_more_follow_without_a_new_cursor_is_an_error(
+    fake: FakeLinear,
+    provider: LinearProvider,
+    monkeypatch: pytest.MonkeyPatch,
+    operation: str,
+    field: str,
+    what: str,
+    broken: tuple[str, tuple[Callable[[dict[str, Any]], dict[str, Any]], str]],
+) -> None:
+    """Taken for the last, such a page of comments lost the agent the comments after it, and such a
+    page of relations the blockers after it (a blocked issue read as unblocked, and dispatched):
+    the read fails, as any other failed read of the issue does, naming the query that broke."""
+    page_info, problem = broken[1]
+    key = fake.add_issue("ENG", "Many of them")["identifier"]
+    if field == "comments":  # the first page, a whole IssueComments page, and one more
+        for n in range(FIRST_COMMENTS + COMMENTS_PAGE + 1):
+            fake.add_comment(key, f"comment {n}", created_at=f"2024-05-01T10:{n // 60:02d}:{n % 60:02d}.000Z")
+    else:  # get_issue's first 50, a whole IssueInverseRelations page, and one more
+        for n in range(50 + RELATIONS_PAGE + 1):
+            fake.add_relation(fake.add_issue("ENG", f"Related {n}", labels=[])["identifier"], key)
+
+    def alter(data: dict[str, Any], variables: dict[str, Any]) -> None:
+        data["issue"][field]["pageInfo"] = page_info(variables)
+
+    _altered_answers(monkeypatch, operation, alter)
+    fake.requests.clear()
+
+    with pytest.raises(ProviderError) as caught:
+        provider.get_issue(key)
+
+    assert caught.value.provider == "linear"
+    assert caught.value.message == (
+        f"Linear {operation} failed: the page says more {what} follow but {problem}"
+    )
+    assert fake.operations()[-1] == operation  # nothing more is read of a broken answer
 
 
 def test_get_issue_unknown_is_not_found(fake: FakeLinear, provider: LinearProvider) -> None:
