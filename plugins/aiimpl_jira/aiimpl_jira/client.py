@@ -103,16 +103,41 @@ class JiraClient:
         return self.http.json(self.http.post(f"{API}/search/jql", json=body, retry_unsafe=True))
 
     def search(
-        self, jql: str, *, fields: Sequence[str] = ISSUE_FIELDS, max_results: int = 50
+        self,
+        jql: str,
+        *,
+        fields: Sequence[str] = ISSUE_FIELDS,
+        max_results: int = 50,
+        reconcile_issues: Sequence[int] = (),
     ) -> Iterator[dict[str, Any]]:
-        """Every page of a search, one request each; stops on ``isLast`` or a missing token."""
+        """Every page of a search, one request each, up to the last (:func:`search_page_is_last`).
+
+        :raises ProviderError: on a page that says more issues follow but gives no
+            ``nextPageToken``, or one the search was already read from, before that page is
+            yielded. Taken for the last, such a page lost every issue after it without a word (the
+            poll took the listing for complete); read again, a token given back never ends.
+        """
         token: str | None = None
+        sent: set[str] = set()
         while True:
-            page = self.search_page(jql, fields=fields, max_results=max_results, next_page_token=token)
-            yield page
-            token = page.get("nextPageToken")
-            if page.get("isLast", token is None) or not token:
+            page = self.search_page(
+                jql, fields=fields, max_results=max_results, next_page_token=token,
+                reconcile_issues=reconcile_issues,
+            )
+            if search_page_is_last(page):
+                yield page
                 return
+            following = page.get("nextPageToken")
+            if not isinstance(following, str) or not following:
+                problem = "gives no nextPageToken to read them from"
+            elif following in sent:  # (read from it again, the same pages would come back for ever)
+                problem = "gives back a nextPageToken the search was already read from"
+            else:
+                yield page
+                token = following
+                sent.add(token)
+                continue
+            raise _broken_page(f"POST {API}/search/jql", f"the page says more issues follow but {problem}")
 
     # -- issues -------------------------------------------------------------------------------
 
@@ -130,19 +155,8 @@ class JiraClient:
             raise
 
     def comments(self, key: str, *, page_size: int = 100) -> list[dict[str, Any]]:
-        """All comments of an issue, oldest first (``startAt`` pagination)."""
-        out: list[dict[str, Any]] = []
-        start = 0
-        while True:
-            page = self.http.json(self.http.get(
-                f"{API}/issue/{_key(key)}/comment",
-                params={"startAt": start, "maxResults": page_size, "orderBy": "created"},
-            ))
-            batch = page.get("comments") or []
-            out.extend(batch)
-            start += len(batch)
-            if not batch or start >= int(page.get("total", start)):
-                return out
+        """All comments of an issue, oldest first (``startAt`` pagination, :meth:`_comment_pages`)."""
+        return [c for batch in self._comment_pages(key, "created", page_size, page_size) for c in batch]
 
     def comments_newest_first(
         self, key: str, *, first_page: int, page_size: int = 100
@@ -151,24 +165,61 @@ class JiraClient:
         time as the caller goes on (``first_page`` comments, then ``page_size`` at a time): per
         page, ``GET …/issue/{key}/comment?orderBy=-created`` for their ids (that operation expands
         only ``renderedBody``), then ``POST …/comment/list?expand=properties``. A comment added
-        meanwhile moves the others down a place, so one may be read twice, never skipped."""
+        meanwhile moves the others down a place, so one may be read twice, never skipped.
+
+        :raises ProviderError: on a broken page of the listing (:meth:`_comment_pages`), or when
+            ``comment/list`` says more of the comments asked for follow (``isLast: false``), which
+            that operation has no parameter to read: the comment looked for may be among them.
+        """
+        for batch in self._comment_pages(key, "-created", first_page, page_size):
+            ids = [int(c["id"]) for c in batch if str(c.get("id") or "").isdigit()]
+            if not ids:
+                continue
+            listed = self.http.json(self.http.post(
+                f"{API}/comment/list", params={"expand": "properties"}, json={"ids": ids},
+                retry_unsafe=True,
+            ))
+            if listed.get("isLast") is False:
+                raise _broken_page(
+                    f"POST {API}/comment/list",
+                    f"the answer to {len(ids)} comment ids of {key} says more of them follow (isLast: "
+                    "false), which this operation cannot be asked for",
+                )
+            by_id = {str(c.get("id")): c for c in listed.get("values") or []}
+            yield from (by_id[str(i)] for i in ids if str(i) in by_id)
+
+    def _comment_pages(
+        self, key: str, order: str, first_page: int, page_size: int
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The comments of an issue a page at a time (``GET …/issue/{key}/comment``, ``startAt``
+        pagination in the order ``order``): ``first_page`` comments, then ``page_size`` at a time,
+        up to the ``total`` the last page read says.
+
+        :raises ProviderError: on a page that does not say how many comments there are (no
+            ``total``), answers from another ``startAt`` than the one asked (a site that ignores it
+            gives the first page again, and the comments after it were never read), or holds no
+            comment while its ``total`` says more follow. Taken for the last, such a page lost the
+            comments after it: context of the issue, or the copy a retry looks for.
+        """
+        path = f"{API}/issue/{_key(key)}/comment"
         start, size = 0, first_page
         while True:
             page = self.http.json(self.http.get(
-                f"{API}/issue/{_key(key)}/comment",
-                params={"startAt": start, "maxResults": size, "orderBy": "-created"},
+                path, params={"startAt": start, "maxResults": size, "orderBy": order}
             ))
-            batch = page.get("comments") or []
-            ids = [int(c["id"]) for c in batch if str(c.get("id") or "").isdigit()]
-            if ids:
-                listed = self.http.json(self.http.post(
-                    f"{API}/comment/list", params={"expand": "properties"}, json={"ids": ids},
-                    retry_unsafe=True,
-                ))
-                by_id = {str(c.get("id")): c for c in listed.get("values") or []}
-                yield from (by_id[str(i)] for i in ids if str(i) in by_id)
+            request = f"GET {path}?startAt={start}"
+            _check_start(page, start, request)
+            total = page.get("total")
+            if not _is_count(total):
+                raise _broken_page(request, "the page does not say how many comments there are (total)")
+            batch = list(page.get("comments") or [])
+            if not batch and start < total:
+                raise _broken_page(
+                    request, f"the page says there are {total} comments but holds none from startAt {start}"
+                )
+            yield batch
             start += len(batch)
-            if not batch or start >= int(page.get("total", start)):
+            if start >= total:
                 return
             size = page_size
 
@@ -248,13 +299,60 @@ class JiraClient:
         )
 
     def _paged(self, path: str, *, page_size: int) -> list[dict[str, Any]]:
-        """Every ``values`` of a ``PageBean`` listing (``startAt``/``isLast`` pagination)."""
+        """Every ``values`` of a ``PageBean`` listing (``startAt`` pagination): up to the page whose
+        ``isLast`` is true, or (a page without ``isLast``) that reaches its ``total``.
+
+        :raises ProviderError: on a page that says more follow but holds none, answers from another
+            ``startAt`` than the one asked, or says neither ``isLast`` nor ``total``. Taken for the
+            last, such a page lost the options or contexts after it without a word.
+        """
         out: list[dict[str, Any]] = []
         start = 0
         while True:
             page = self.http.json(self.http.get(path, params={"startAt": start, "maxResults": page_size}))
-            values = page.get("values") or []
+            request = f"GET {path}?startAt={start}"
+            _check_start(page, start, request)
+            values = list(page.get("values") or [])
+            last = page.get("isLast")
+            if not isinstance(last, bool):
+                total = page.get("total")
+                if not _is_count(total):
+                    raise _broken_page(
+                        request,
+                        "the page says neither whether more follow (isLast) nor how many there are (total)",
+                    )
+                last = start + len(values) >= total
+            if not last and not values:
+                raise _broken_page(request, f"the page says more follow but holds none from startAt {start}")
             out.extend(values)
             start += len(values)
-            if page.get("isLast", True) or not values:
+            if last:
                 return out
+
+
+def search_page_is_last(page: Mapping[str, Any]) -> bool:
+    """Whether a page of ``search/jql`` is the last: what its ``isLast`` says, else (an answer
+    without it) whether it gives no ``nextPageToken``. A page that says it is the last ends the
+    search even with a token: Jira documents the token as absent on the last page."""
+    last = page.get("isLast")
+    return last if isinstance(last, bool) else not page.get("nextPageToken")
+
+
+def _broken_page(request: str, problem: str) -> ProviderError:
+    """The failed read of a page that breaks its pagination: ``jira: <request> failed: <problem>``.
+
+    It has no ``status``, as a timeout has none: each read treats it as it treats its other
+    failures (a listing fails, reading one issue raises, a comment's try fails and is tried again).
+    """
+    return ProviderError(f"jira: {request} failed: {problem}", provider="jira")
+
+
+def _check_start(page: Mapping[str, Any], start: int, request: str) -> None:
+    """Refuse a page of ``startAt`` pagination that answers from another index than ``start``."""
+    answered = page.get("startAt")
+    if _is_count(answered) and answered != start:
+        raise _broken_page(request, f"the page answers from startAt {answered}, not the {start} asked")
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -23,7 +23,7 @@ from aiimpl_core.providers import TicketingProvider
 from aiimpl_core.types import BlockingLink, CheckResult, Comment, Stage, TrackerIssue, TriggeredPage
 
 from .adf import FENCE, adf_to_markdown, markdown_to_adf
-from .client import ISSUE_FIELDS, JiraClient
+from .client import ISSUE_FIELDS, JiraClient, search_page_is_last
 from .config import (
     CONFIG_VARS,
     DONE_CATEGORY,
@@ -421,7 +421,7 @@ class JiraProvider(TicketingProvider):
             )
         while True:
             issues = tuple(self.to_issue(raw) for raw in page.get("issues") or ())
-            last = bool(page.get("isLast", not page.get("nextPageToken"))) or not page.get("nextPageToken")
+            last = search_page_is_last(page)  # (a page saying more follow without a token raised)
             # (a listing that left projects out is no account of which issues carry the trigger)
             yield TriggeredPage(issues, complete=last and not left_out)
             if last:
@@ -478,18 +478,22 @@ class JiraProvider(TicketingProvider):
                              "triggered; fix the clause", project, problem, issue.key)
             return False
         issue_id = issue.remote_id or ""
+        pages = self.client.search(
+            f"key = {jql_string(issue.key)} AND ({clause})",
+            fields=("id",),
+            max_results=1,
+            # a webhook reads the issue right after a change, which the search index may lag
+            reconcile_issues=[int(issue_id)] if issue_id.isdigit() else (),
+        )
         try:
-            page = self.client.search_page(
-                f"key = {jql_string(issue.key)} AND ({clause})",
-                fields=("id",),
-                max_results=1,
-                # a webhook reads the issue right after a change, which the search index may lag
-                reconcile_issues=[int(issue_id)] if issue_id.isdigit() else (),
-            )
+            # Jira may answer a page with fewer issues than asked, none even, and more to follow:
+            # the issue is matched when any page holds it, not only the first
+            return any(page.get("issues") for page in pages)
         except ProviderError as exc:
             self._raise_for_bad_clause({project: clause}, exc)
             raise
-        return bool(page.get("issues"))
+        finally:
+            pages.close()
 
     def to_issue(self, raw: Mapping[str, Any], comments: Sequence[Mapping[str, Any]] = ()) -> TrackerIssue:
         """A :class:`TrackerIssue` from an ``IssueBean``; ``triggered`` reads the status alone."""
@@ -532,10 +536,13 @@ class JiraProvider(TicketingProvider):
         trigger is narrowed, so a webhook dispatches no issue that the poll would skip.
         """
         raw = self.client.get_issue(key, fields=(*ISSUE_FIELDS, "comment"))
-        page = (raw.get("fields") or {}).get("comment") or {}
-        comments = list(page.get("comments") or []) if isinstance(page, Mapping) else []
-        # The issue carries the first page of comments only; fetch the rest when there are more.
-        if isinstance(page, Mapping) and int(page.get("total", len(comments)) or 0) > len(comments):
+        embedded = (raw.get("fields") or {}).get("comment")
+        page: Mapping[str, Any] = embedded if isinstance(embedded, Mapping) else {}
+        comments = list(page.get("comments") or [])
+        total = page.get("total")
+        # The issue carries the first page of comments only; fetch them all when there are more, or
+        # when the page does not say how many there are (taken for all, it lost the others).
+        if not isinstance(total, int) or isinstance(total, bool) or total > len(comments):
             comments = self.client.comments(key)
         issue = self.to_issue(raw, comments)
         if issue.triggered and not self._in_trigger_scope(issue):

@@ -48,6 +48,30 @@ def test_an_invalid_adf_comment_is_refused_and_recorded(jira: FakeJira) -> None:
     jira.violations.clear()
 
 
+def test_an_altered_answer_is_still_checked_against_the_description(jira: FakeJira) -> None:
+    """:meth:`FakeJira.alter_answers` makes the fake answer as a broken Jira would, within Jira's
+    description: an answer altered off it is recorded like any other."""
+    jira.add_issue("ENG-1")
+    asked: list[dict] = []
+
+    def alter(page: dict, body: dict) -> dict:
+        asked.append(body)
+        return {**page, "isLast": "no"}
+
+    jira.alter_answers("POST", "/search/jql", alter)
+    search = {"jql": 'status = "Ready"', "fields": ["summary"]}
+
+    resp = requests.post(f"{jira.url}/rest/api/3/search/jql", auth=_auth(jira), timeout=5, json=search)
+
+    assert resp.json()["isLast"] == "no" and [i["key"] for i in resp.json()["issues"]] == ["ENG-1"]
+    assert asked == [search]
+    assert any("isLast" in v for v in jira.server.violations)
+    jira.server.reset()
+    jira.alter_answers("POST", "/search/jql", None)
+    resp = requests.post(f"{jira.url}/rest/api/3/search/jql", auth=_auth(jira), timeout=5, json=search)
+    assert resp.json()["isLast"] is True and jira.server.violations == []
+
+
 def test_unauthenticated_requests_are_refused(jira: FakeJira) -> None:
     resp = requests.get(f"{jira.url}/rest/api/3/field", auth=("bot@acme.test", "nope"), timeout=5)
     assert resp.status_code == 401

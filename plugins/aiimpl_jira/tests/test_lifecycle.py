@@ -178,6 +178,40 @@ def test_planning_approval_implementation_merge(
     assert len(jira.requests_to("POST", "/search/jql")) == 1
 
 
+def test_a_search_page_saying_more_follow_without_a_token_fails_the_poll_not_ends_it(
+    app: Any, jira: FakeJira, runner: FakeRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taken for the last page of a complete listing, such a page had the poll dispatch the issues
+    before it and never see those after it, reporting nothing (and a complete listing tells the core
+    that an issue it does not show no longer carries the trigger). The listing fails, the cycle says
+    so, and a later cycle reads it all."""
+    from aiimpl_jira.provider import JiraProvider
+
+    monkeypatch.setattr(JiraProvider, "page_size", 1)
+    _mapping()
+    jira.add_issue("ENG-1")
+    jira.add_issue("ENG-2")
+
+    def no_token(page: dict[str, Any], asked: dict[str, Any]) -> None:
+        page["isLast"] = False
+        page.pop("nextPageToken", None)
+
+    jira.alter_answers("POST", "/search/jql", no_token)
+
+    report = run_cycle()
+
+    assert report.dispatched == [] and _jobs("ENG-1") == [] and _jobs("ENG-2") == []
+    assert report.providers_failed == {"jira"}
+    assert report.providers_skipped["jira"] == (
+        "listing failed: jira: POST /rest/api/3/search/jql failed: the page says more issues follow but "
+        "gives no nextPageToken to read them from"
+    )
+
+    jira.alter_answers("POST", "/search/jql", None)  # Jira answers whole again, after the back-off
+    report = run_cycle(now=utcnow() + timedelta(hours=1))
+    assert sorted(d.issue_key for d in report.dispatched) == ["ENG-1", "ENG-2"]
+
+
 def test_implementation_failure_moves_to_implementation_failed(
     app: Any, client: Any, jira: FakeJira, runner: FakeRunner
 ) -> None:

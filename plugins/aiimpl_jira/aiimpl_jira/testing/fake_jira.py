@@ -11,7 +11,8 @@ refused past Jira's limits: 32,767 characters of text (400) and a number of comm
 (413, :attr:`FakeJira.comment_limit`).
 :meth:`FakeJira.fail_next` answers a request with an error instead of carrying it out;
 :meth:`FakeJira.lose_next_answer` carries it out and loses the answer (a proxy's 502, a dropped
-connection).
+connection); :meth:`FakeJira.alter_answers` changes what it answers (a broken or inconsistent page,
+still within Jira's description).
 
 Served through :class:`aiimpl_core.testing.fakeserver.OpenAPIFakeServer`, every request and every
 answer is validated against ``jira/swagger-v3.v3.json``; on top of that the fake checks what the
@@ -33,7 +34,7 @@ import itertools
 import json
 import socket
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -293,6 +294,8 @@ class FakeJira:
         #: (method, path suffix) → queue of what replaces the answer of a request carried out:
         #: a status (a proxy's error page), or ``None`` (the connection is dropped)
         self.lost_answers: dict[tuple[str, str], list[int | None]] = {}
+        #: (method, path suffix) → what changes each JSON answer to a matching request (:meth:`alter_answers`)
+        self.answer_changes: dict[tuple[str, str], Callable[[Any, dict[str, Any]], Any]] = {}
         #: the comments an issue may hold: at this many, ``POST …/comment`` answers 413 as Jira
         #: does (a test lowers it rather than adding thousands of comments)
         self.comment_limit = COMMENTS_PER_ISSUE
@@ -547,6 +550,24 @@ class FakeJira:
         ``status`` (an HTML error page) replaces each, or with ``status=None`` the connection is
         dropped before any answer, as when the client's timeout ran out first."""
         self.lost_answers.setdefault((method.upper(), path_suffix), []).extend([status] * times)
+
+    def alter_answers(
+        self, method: str, path_suffix: str, alter: Callable[[Any, dict[str, Any]], Any] | None
+    ) -> None:
+        """Have ``alter(answer, asked)`` change the JSON of each successful answer to a matching
+        request, from now on (``None``: answer as before). ``asked`` is the request's JSON body, or
+        for a ``GET`` its query parameters (as strings); ``alter`` returns the answer to send, or
+        ``None`` when it changed the one given in place.
+
+        A test makes the fake answer as a broken or inconsistent Jira would (a page that says more
+        follow without a token, a ``total`` no page reaches): the answer is still validated against
+        Jira's description, and the request still is.
+        """
+        with self.lock:
+            if alter is None:
+                self.answer_changes.pop((method.upper(), path_suffix), None)
+            else:
+                self.answer_changes[(method.upper(), path_suffix)] = alter
 
     def add_comment(
         self,
@@ -871,6 +892,27 @@ class FakeJira:
 
             # a proxy's page: not Jira's, so not in Jira's description
             return Response(page, status, content_type="text/html", headers={UNDOCUMENTED_HEADER: "1"})
+
+        @app.after_request
+        def _alter_answer(resp: Response) -> Response:
+            # (registered after _lose_answer, so run before it: a lost answer stays lost)
+            with fake.lock:
+                alter = next(
+                    (
+                        change
+                        for (method, suffix), change in fake.answer_changes.items()
+                        if request.method == method and request.path.endswith(suffix)
+                    ),
+                    None,
+                )
+            if alter is None or not resp.is_json or not 200 <= resp.status_code < 300:
+                return resp
+            answer = resp.get_json()
+            body = request.get_json(silent=True) if request.method != "GET" else None
+            asked = body if isinstance(body, dict) else request.args.to_dict()
+            changed = alter(answer, dict(asked))
+            resp.set_data(json.dumps(answer if changed is None else changed))
+            return resp
 
         def get_issue_or_404(key: str) -> FakeIssue | Response:
             issue = fake.issues.get(key) or next((i for i in fake.issues.values() if i.id == key), None)
