@@ -55,6 +55,16 @@ ORCHESTRATOR_PERMISSIONS: Mapping[str, str] = {
 RUN_DETAILS = "return_run_details"
 #: personal tokens carry no expiry we could read; a session is told a day, far beyond its life
 PERSONAL_TOKEN_LIFETIME = timedelta(days=1)
+#: runs a page of a workflow run listing asks for (GitHub's most)
+RUNS_PER_PAGE = 100
+#: GitHub lists at most this many runs of a listing filtered by ``event`` (or ``branch``, ``status``,
+#: ``created``, …): the pages past them come back empty
+FILTERED_RUNS_LIMIT = 1000
+#: pages of runs read at most: as deep as a filtered listing goes
+RUN_PAGES = FILTERED_RUNS_LIMIT // RUNS_PER_PAGE
+#: comments a page of an issue's comments asks for (GitHub's most), and pages read at most
+COMMENTS_PER_PAGE = 100
+COMMENT_PAGES = 100
 
 HttpFactory = Callable[..., HttpClient]
 
@@ -109,6 +119,19 @@ def _refuses_run_details(exc: ProviderError) -> bool:
 #: passed (the server may have been upgraded meanwhile)
 _REFUSED_RUN_DETAILS: dict[str, float] = {}
 RUN_DETAILS_RECHECK = 3600.0
+
+
+class ListingIncomplete(ProviderError):
+    """A listing GitHub ended before every item asked for: the pages read at most were all full, a
+    page held fewer items than GitHub counts, or a page repeated the one before it. The items read
+    before it are good; those past it are unknown, not missing.
+
+    :param reached: the ``created_at`` of the oldest run read (``None``: none was).
+    """
+
+    def __init__(self, message: str, *, reached: datetime | None, **extra: Any) -> None:
+        super().__init__(message, provider="github", **extra)
+        self.reached = reached
 
 
 @dataclass(frozen=True)
@@ -495,25 +518,95 @@ class Repo:
         *,
         workflow: str | None = None,
         event: str | None = None,
-        per_page: int = 100,
-        max_pages: int = 10,
+        per_page: int | None = None,
+        max_pages: int | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Runs created at or after ``since``, newest first, paging only as deep as needed.
+        """Runs created at or after ``since``, newest first, paging only as deep as needed
+        (``per_page`` runs a page, :data:`RUNS_PER_PAGE` by default; at most ``max_pages`` pages,
+        :data:`RUN_PAGES`: as deep as GitHub lists a filtered listing).
 
         GitHub's ``created`` filter would do this server-side, but its description types the
         parameter as a plain date-time while the service expects search syntax (``>=…``); paging
         newest-first and stopping at the first older run needs no such parameter.
+
+        Pages are asked for by number, never by following an answer's ``Link`` header: no answer
+        can send the next request, and the token with it, anywhere but this listing.
+
+        :raises ListingIncomplete: after yielding every run read, when runs since ``since`` may lie
+            past them: the pages read at most were all full (GitHub lists no more of a filtered
+            listing), a page held fewer runs than asked though its ``total_count`` counts more, or
+            a page repeated the one before it (its ``page`` dropped on the way). Taking the end of
+            what was read for the end of the runs called a run past it missing.
+        :raises ProviderError: when a page cannot be read (no ``workflow_runs`` list of runs with
+            their ``created_at``), as when GitHub refuses.
         """
+        per_page = per_page or RUNS_PER_PAGE
+        max_pages = max_pages or RUN_PAGES
+        reached: datetime | None = None
+        previous: list[Any] | None = None
         for page in range(1, max_pages + 1):
             body = self.list_workflow_runs(workflow, event=event, per_page=per_page, page=page)
-            runs = body.get("workflow_runs") or []
-            for run in runs:
-                created = run.get("created_at")
-                if created and _parse_time(created) < since:
+            runs, total = self._runs_page(body, page)
+            ids = [run.get("id") for run, _ in runs]
+            if runs and ids == previous:
+                raise ListingIncomplete(
+                    f"github: page {page} of the workflow runs of {self.full_name} repeats page "
+                    f"{page - 1} (is the page parameter dropped on the way?): the runs past it were not read",
+                    reached=reached,
+                )
+            for run, created in runs:
+                if created < since:
                     return
+                reached = created
                 yield run
             if len(runs) < per_page:
+                listed = (page - 1) * per_page + len(runs)
+                # (a filtered listing's total_count counts runs past those GitHub lists of it)
+                reachable = None if total is None else min(total, FILTERED_RUNS_LIMIT) if event else total
+                if reachable is not None and listed < reachable:
+                    raise ListingIncomplete(
+                        f"github: page {page} of the workflow runs of {self.full_name} holds {len(runs)} "
+                        f"runs of the {per_page} asked for, though GitHub counts {total}: the runs past "
+                        f"the {listed} listed were not read",
+                        reached=reached,
+                    )
                 return
+            previous = ids
+        oldest = (reached or since).isoformat()
+        raise ListingIncomplete(
+            f"github: the workflow runs of {self.full_name} since {since.isoformat()} fill all "
+            f"{max_pages} pages of {per_page} read (GitHub lists at most {FILTERED_RUNS_LIMIT} runs of "
+            f"a filtered listing): those created before {oldest} were not read",
+            reached=reached,
+        )
+
+    def _runs_page(self, body: Any, page: int) -> tuple[list[tuple[dict[str, Any], datetime]], int | None]:
+        """A page of a run listing: each run with its ``created_at``, and GitHub's ``total_count``
+        (``None`` when it gives none).
+
+        :raises ProviderError: when the page is no object with a ``workflow_runs`` list of runs,
+            each with a readable ``created_at``: a broken answer is a failed read, never the end of
+            the listing (like an answer that is not JSON, it has no ``status``).
+        """
+        runs = body.get("workflow_runs") if isinstance(body, dict) else None
+        out: list[tuple[dict[str, Any], datetime]] = []
+        for run in runs if isinstance(runs, list) else ():
+            created = run.get("created_at") if isinstance(run, dict) else None
+            try:
+                when = _parse_time(created) if isinstance(created, str) else None
+            except ValueError:
+                when = None
+            if when is None:
+                break
+            out.append((run, when if when.tzinfo else when.replace(tzinfo=UTC)))
+        if not isinstance(runs, list) or len(out) != len(runs):
+            what = "no workflow_runs list" if not isinstance(runs, list) else "a run without its created_at"
+            raise ProviderError(
+                f"github: page {page} of the workflow runs of {self.full_name} could not be read ({what})",
+                provider="github",
+            )
+        total = body.get("total_count")
+        return out, total if isinstance(total, int) and not isinstance(total, bool) else None
 
     def get_run(self, run_id: int | str) -> dict[str, Any]:
         return self._json(self._call("GET", f"/actions/runs/{int(run_id)}"))
@@ -573,4 +666,39 @@ class Repo:
         return self._json(self._call("POST", f"/issues/{int(number)}/comments", json={"body": body}))
 
     def list_issue_comments(self, number: int) -> list[dict[str, Any]]:
-        return self._json(self._call("GET", f"/issues/{int(number)}/comments", params={"per_page": 100}))
+        """Every comment of an issue or pull request, oldest first, read page by page (by number,
+        as :meth:`iter_workflow_runs` does) up to a page with fewer than asked for.
+
+        :raises ProviderError: when a page cannot be read (not a list of comments) or repeats the
+            one before it (its ``page`` dropped on the way: every page would be the first), or
+            there are more than :data:`COMMENT_PAGES` pages: comments are never left out unsaid.
+        """
+        path = f"/issues/{int(number)}/comments"
+        comments: list[dict[str, Any]] = []
+        previous: list[Any] | None = None
+        for page in range(1, COMMENT_PAGES + 1):
+            resp = self._call("GET", path, params={"per_page": COMMENTS_PER_PAGE, "page": page})
+            body = self._json(resp)
+            if not isinstance(body, list) or not all(isinstance(c, dict) for c in body):
+                raise ProviderError(
+                    f"github: page {page} of the comments of #{number} in {self.full_name} could not be "
+                    "read (not a list of comments)",
+                    provider="github",
+                )
+            ids = [c.get("id") for c in body]
+            if body and ids == previous:
+                raise ProviderError(
+                    f"github: page {page} of the comments of #{number} in {self.full_name} repeats page "
+                    f"{page - 1} (is the page parameter dropped on the way?): the comments past it were "
+                    "not read",
+                    provider="github",
+                )
+            comments.extend(body)
+            if len(body) < COMMENTS_PER_PAGE:
+                return comments
+            previous = ids
+        raise ProviderError(
+            f"github: #{number} in {self.full_name} has more than {COMMENT_PAGES * COMMENTS_PER_PAGE} "
+            "comments: not all were read",
+            provider="github",
+        )

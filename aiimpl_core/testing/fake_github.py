@@ -1238,7 +1238,11 @@ class FakeGitHub:
             gh._check_token(flask.request.headers.get("Authorization"), r, "issues", "read")
             gh._issue_or_404(r, number)
             items = gh.comments.get((r.owner.lower(), r.name.lower(), number), [])
-            return json_response([gh._comment_json(r, c) for c in items])
+            # paged as GitHub pages it (30 a page by default, 100 at most)
+            per_page = min(int(flask.request.args.get("per_page", 30)), 100)
+            page = max(int(flask.request.args.get("page", 1)), 1)
+            chunk = items[(page - 1) * per_page : page * per_page]
+            return json_response([gh._comment_json(r, c) for c in chunk])
 
         @app.post("/repos/<owner>/<repo>/issues/<int:number>/comments")
         def create_comment(owner: str, repo: str, number: int) -> flask.Response:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 import pytest
+import requests
 
 from aiimpl_core import github
 from aiimpl_core.errors import ProviderConfigError, ProviderError, ProviderNotConfigured
@@ -525,3 +528,208 @@ def test_client_calls_against_the_full_description(aiimpl_specs_dir: str) -> Non
         assert err.value.status == 422
         assert github_message(err.value) == "Cannot trigger a 'workflow_dispatch' on a disabled workflow"
         full.assert_clean()
+
+
+# -- paged reads: a page that says less than all, or that cannot be read, is never the end --------
+
+
+class Proxy(requests.Session):
+    """What sits between the client and the fake GitHub, rewriting the query of a request
+    (``query(path, params) -> params``) or the JSON of its answer (``answer(path, body) -> body``):
+    every request still reaches the fake."""
+
+    def __init__(
+        self,
+        query: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
+        answer: Callable[[str, Any], Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.trust_env = False
+        self.query = query
+        self.answer = answer
+
+    def request(self, method: str, url: str, *args: Any, **kw: Any) -> requests.Response:  # type: ignore[override]
+        path = urlsplit(url).path
+        if self.query is not None and kw.get("params") is not None:
+            kw["params"] = self.query(path, dict(kw["params"]))
+        resp = super().request(method, url, *args, **kw)
+        if self.answer is not None and resp.ok and resp.content:
+            resp._content = json.dumps(self.answer(path, resp.json())).encode()
+        return resp
+
+
+def proxied(gh: FakeGitHub, proxy: Proxy) -> GitHub:
+    return app_client(gh, http=lambda base, **kw: HttpClient(base, session=proxy, **kw))
+
+
+def dispatched(gh: FakeGitHub, client: GitHub, runs: int) -> list[int]:
+    """``runs`` runs of w.yml, a minute apart, the newest now; their ids, newest first."""
+    gh.add_workflow("acme", "api", "w.yml")
+    for _ in range(runs):
+        client.repo("acme", "api").dispatch_workflow("w.yml", "main", {})
+    made = sorted(gh.runs_of("acme", "api"), key=lambda r: r.id, reverse=True)
+    for age, run in enumerate(made):
+        run.created_at = datetime.now(UTC) - timedelta(minutes=age)
+    return [r.id for r in made]
+
+
+def test_a_runs_page_short_of_githubs_total_count_is_a_listing_cut_short(gh: FakeGitHub) -> None:
+    """A server that answers fewer runs a page than asked for (a proxy or an Enterprise Server
+    capping ``per_page``): the short first page ended the listing, and every run past it was taken
+    for missing."""
+    capped = Proxy(query=lambda path, q: {**q, "per_page": 2} if path.endswith("/runs") else q)
+    client = proxied(gh, capped)
+    ids = dispatched(gh, client, 5)
+    seen: list[int] = []
+    with pytest.raises(github.ListingIncomplete) as err:
+        for run in client.repo("acme", "api").iter_workflow_runs(
+            datetime.now(UTC) - timedelta(hours=1), event="workflow_dispatch"
+        ):
+            seen.append(run["id"])
+    assert seen == ids[:2], "the runs read are handed out before the failure"
+    assert err.value.reached is not None and err.value.message == (
+        "github: page 1 of the workflow runs of acme/api holds 2 runs of the 100 asked for, though "
+        "GitHub counts 5: the runs past the 2 listed were not read"
+    )
+    assert len(gh.server.requests_to("GET", "/actions/runs")) == 1
+
+
+def test_a_filtered_listing_ends_where_github_stops_listing_it(
+    gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitHub lists at most 1,000 runs of a listing filtered by ``event`` though its ``total_count``
+    counts them all: the short page at that limit is the end of what can be read."""
+    from aiimpl_core.github import client as github_client
+
+    monkeypatch.setattr(github_client, "FILTERED_RUNS_LIMIT", 3)
+    counted = Proxy(answer=lambda path, body: {**body, "total_count": 40} if path.endswith("/runs") else body)
+    client = proxied(gh, counted)
+    ids = dispatched(gh, client, 3)
+    runs = client.repo("acme", "api").iter_workflow_runs(
+        datetime.now(UTC) - timedelta(hours=1), event="workflow_dispatch", per_page=2
+    )
+    assert [r["id"] for r in runs] == ids
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param(lambda body: {"total_count": body["total_count"]}, id="no workflow_runs"),
+        pytest.param(lambda body: {**body, "workflow_runs": None}, id="workflow_runs null"),
+        pytest.param(lambda body: body["workflow_runs"], id="a list, not the object"),
+        pytest.param(lambda body: {**body, "workflow_runs": ["run"]}, id="a run that is no object"),
+        pytest.param(lambda body: {**body, "workflow_runs": [
+            {k: v for k, v in r.items() if k != "created_at"} for r in body["workflow_runs"]]},
+            id="a run without created_at"),
+        pytest.param(lambda body: {**body, "workflow_runs": [
+            {**r, "created_at": "yesterday"} for r in body["workflow_runs"]]}, id="an unreadable created_at"),
+    ],
+)
+def test_a_runs_page_that_cannot_be_read_fails_the_listing(
+    gh: FakeGitHub, broken: Callable[[Any], Any]
+) -> None:
+    """A page without its runs ended the listing as if GitHub had none (or crashed it with an
+    AttributeError): the runs were taken for missing."""
+    garbled = Proxy(answer=lambda path, body: broken(body) if path.endswith("/runs") else body)
+    client = proxied(gh, garbled)
+    dispatched(gh, client, 2)
+    with pytest.raises(ProviderError) as err:
+        list(client.repo("acme", "api").iter_workflow_runs(datetime.now(UTC) - timedelta(hours=1)))
+    assert not isinstance(err.value, github.ListingIncomplete)
+    assert err.value.message.startswith("github: page 1 of the workflow runs of acme/api could not be read (")
+
+
+def test_a_runs_page_repeating_the_one_before_ends_the_listing_as_cut_short(gh: FakeGitHub) -> None:
+    """A proxy that drops ``page`` answers page 1 again and again: its runs were handed out ten
+    times over and the listing ended at its page limit as if it were complete."""
+    dropped = Proxy(query=lambda path, q: {k: v for k, v in q.items() if k != "page"})
+    client = proxied(gh, dropped)
+    ids = dispatched(gh, client, 5)
+    seen: list[int] = []
+    with pytest.raises(github.ListingIncomplete) as err:
+        for run in client.repo("acme", "api").iter_workflow_runs(
+            datetime.now(UTC) - timedelta(hours=1), per_page=2
+        ):
+            seen.append(run["id"])
+    assert seen == ids[:2]
+    assert "page 2 of the workflow runs of acme/api repeats page 1" in err.value.message
+    assert len(gh.server.requests_to("GET", "/actions/runs")) == 2
+
+
+def test_runs_past_the_pages_read_end_the_listing_as_cut_short(gh: FakeGitHub) -> None:
+    """Every page read full and no run older than asked for yet: the runs past the last page are
+    unknown, not missing."""
+    client = app_client(gh)
+    ids = dispatched(gh, client, 3)
+    seen: list[dict[str, Any]] = []
+    with pytest.raises(github.ListingIncomplete) as err:
+        for run in client.repo("acme", "api").iter_workflow_runs(
+            datetime.now(UTC) - timedelta(hours=1), per_page=1, max_pages=2
+        ):
+            seen.append(run)
+    assert [r["id"] for r in seen] == ids[:2]
+    assert err.value.reached == datetime.fromisoformat(seen[-1]["created_at"].replace("Z", "+00:00"))
+    assert "fill all 2 pages of 1 read" in err.value.message
+    # reaching a run older than asked for on the last page is the end
+    since = datetime.fromisoformat(seen[-1]["created_at"].replace("Z", "+00:00"))
+    assert [r["id"] for r in client.repo("acme", "api").iter_workflow_runs(since, per_page=1, max_pages=3)] \
+        == ids[:2]
+
+
+def test_the_token_never_follows_a_redirect_to_another_host(gh: FakeGitHub) -> None:
+    """Pages are asked for by number, never from an answer's ``Link``; an answer that redirects
+    elsewhere is followed without the token (requests drops ``Authorization`` for another host or
+    port)."""
+    with FakeGitHub() as elsewhere:
+        elsewhere.add_repo("acme", "api")
+        gh.fail_next("GET", r"/actions/runs$", 302, "Found",
+                     headers={"Location": f"{elsewhere.url}/repos/acme/api/actions/runs?page=2"})
+        # (the other host's 401 is taken for the token refused: asked again, with a fresh one)
+        assert list(app_client(gh).repo("acme", "api").iter_workflow_runs(datetime.now(UTC))) == []
+        [followed] = elsewhere.server.requests_to("GET", "/actions/runs")
+        assert "Authorization" not in followed.headers
+    asked = gh.server.requests_to("GET", "/actions/runs")
+    assert len(asked) == 2 and all(r.headers["Authorization"].startswith("Bearer ") for r in asked)
+
+
+def many_comments(gh: FakeGitHub, count: int) -> int:
+    """A pull request of acme/api with ``count`` comments; its number."""
+    gh.add_branch("acme", "api", "ai/ENG-1")
+    pr = app_client(gh).repo("acme", "api", SESSION_PERMISSIONS).create_pull("ai/ENG-1", "main", "ENG-1")
+    from aiimpl_core.testing.fake_github import IssueComment
+
+    gh.comments[("acme", "api", pr["number"])] = [
+        IssueComment(10_000 + n, pr["number"], f"comment {n}") for n in range(count)
+    ]
+    return int(pr["number"])
+
+
+def test_every_comment_is_read_page_by_page(gh: FakeGitHub) -> None:
+    """Only the first hundred comments were read, the rest left out unsaid."""
+    number = many_comments(gh, 150)
+    repo = app_client(gh).repo("acme", "api", SESSION_PERMISSIONS)
+    assert [c["body"] for c in repo.list_issue_comments(number)] == [f"comment {n}" for n in range(150)]
+    pages = gh.server.requests_to("GET", f"/issues/{number}/comments")
+    assert [(r.query["per_page"], r.query["page"]) for r in pages] == [(["100"], ["1"]), (["100"], ["2"])]
+
+
+def test_a_comments_page_repeated_unreadable_or_past_the_limit_fails_the_read(
+    gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    number = many_comments(gh, 150)
+    dropped = Proxy(query=lambda path, q: {k: v for k, v in q.items() if k != "page"})
+    with pytest.raises(ProviderError) as err:
+        proxied(gh, dropped).repo("acme", "api", SESSION_PERMISSIONS).list_issue_comments(number)
+    assert f"page 2 of the comments of #{number} in acme/api repeats page 1" in err.value.message
+
+    garbled = Proxy(answer=lambda path, body: {"comments": body} if path.endswith("/comments") else body)
+    with pytest.raises(ProviderError) as err:
+        proxied(gh, garbled).repo("acme", "api", SESSION_PERMISSIONS).list_issue_comments(number)
+    assert "could not be read (not a list of comments)" in err.value.message
+
+    from aiimpl_core.github import client as github_client
+
+    monkeypatch.setattr(github_client, "COMMENT_PAGES", 1)
+    with pytest.raises(ProviderError) as err:
+        app_client(gh).repo("acme", "api", SESSION_PERMISSIONS).list_issue_comments(number)
+    assert err.value.message == f"github: #{number} in acme/api has more than 100 comments: not all were read"

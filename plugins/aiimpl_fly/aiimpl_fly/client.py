@@ -105,12 +105,23 @@ class FlyClient:
         return machine
 
     def list_machines(self, *, include_deleted: bool = False) -> list[dict[str, Any]]:
-        """``GET /apps/{app}/machines``: every machine of the app (one call)."""
+        """``GET /apps/{app}/machines``: every machine of the app (one call).
+
+        Not paged: Fly pages this listing only when asked to (``limit`` or ``cursor``), and then
+        answers an object, which is refused here like any answer that is not the array.
+
+        :raises ProviderError: when Fly refuses, or the answer is not an array of machine objects
+            (an entry that is not one is a broken answer, never a machine left out unsaid: the run
+            it was would be reported not found).
+        """
         params = {"include_deleted": "true"} if include_deleted else None
         body = self.http.json(self.http.get(self._machines(), params=params))
         if not isinstance(body, list):
             raise ProviderError("fly: the machine list is not a JSON array", provider="fly")
-        return [m for m in body if isinstance(m, dict)]
+        if not all(isinstance(m, dict) for m in body):
+            raise ProviderError("fly: the machine list holds an entry that is not a machine object",
+                                provider="fly")
+        return body
 
     def get_machine(self, machine_id: str) -> dict[str, Any] | None:
         """``GET /apps/{app}/machines/{id}``; ``None`` when Fly knows no such machine."""

@@ -7,6 +7,7 @@ test at teardown on any violation).
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
 from datetime import timedelta
 from typing import Any
@@ -693,3 +694,27 @@ def test_a_machine_created_before_machines_carried_their_instance_is_the_default
     staging = FlyMachinesBackend(make_context({**fly_config, "AIIMPL_FLY_INSTANCE": "staging"}, clock=clock))
     assert [s.id for s in backend.list_sessions()] == [machine_id]
     assert staging.list_sessions() == []
+
+
+class _GarbledList(HttpClient):
+    """A client whose machine listings come back (from the fake Fly) with an entry that is no
+    machine object appended, as a broken proxy or a changed API might answer."""
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = super().request(method, path, **kwargs)
+        if method.upper() == "GET" and path.endswith("/machines"):
+            resp._content = json.dumps([*resp.json(), "machine"]).encode()
+        return resp
+
+
+def test_a_machine_list_with_an_entry_that_is_no_machine_fails_the_poll(
+    fly_config: dict[str, Any], fake_fly: FakeFly, clock: Clock
+) -> None:
+    """The entry was dropped and the list taken as whole: a run whose machine it was would be
+    reported not found, and its job ended though its machine ran."""
+    backend, _ = backend_with(fly_config, clock, _GarbledList)
+    req = request_for(41)
+    machine_id = backend.dispatch(req).run_id
+    with pytest.raises(ProviderError, match="an entry that is not a machine object"):
+        backend.poll_runs([in_flight(req, machine_id, clock)])
+    assert fake_fly.server.requests_to("GET", f"/apps/{APP}/machines")

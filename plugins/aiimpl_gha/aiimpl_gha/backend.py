@@ -26,7 +26,14 @@ from typing import Any, ClassVar
 
 from aiimpl_core import session_package
 from aiimpl_core.errors import DispatchError, ProviderConfigError, ProviderError
-from aiimpl_core.github import ORCHESTRATOR_PERMISSIONS, DispatchUnanswered, GitHub, Repo, github_message
+from aiimpl_core.github import (
+    ORCHESTRATOR_PERMISSIONS,
+    DispatchUnanswered,
+    GitHub,
+    ListingIncomplete,
+    Repo,
+    github_message,
+)
 from aiimpl_core.http import host_only_address, is_transient
 from aiimpl_core.providers import RunnerBackend
 from aiimpl_core.types import (
@@ -321,6 +328,13 @@ class GitHubActionsBackend(RunnerBackend):
         concerns the repositories asked about (404: renamed, deleted, the App removed from them;
         403 without a wait: Actions disabled) is no outage: backing the whole backend off for it
         held the dispatch of every other repository's issues until those jobs ran out.
+
+        A listing GitHub ended before the oldest dispatch (:class:`ListingIncomplete`: as many
+        pages as it lists were full, a page was short of its ``total_count``, or a page repeated
+        the one before it) is used as far as it goes: a linked run past it is read by its id, and a
+        job not linked yet whose run may lie past it (dispatched before the oldest run listed) is
+        left out of this cycle, as on a failed listing, rather than reported not found: that ended
+        it ``run_not_found`` though its run ran.
         """
         by_repo: dict[tuple[str, str], list[InFlightRun]] = defaultdict(list)
         for run in runs:
@@ -331,15 +345,20 @@ class GitHubActionsBackend(RunnerBackend):
             since = min(_aware(r.dispatched_at) for r in repo_runs) - CLOCK_SLACK
             repo = self._repo(repo_runs[0].mapping)
             try:
-                listed = list(repo.iter_workflow_runs(since, event="workflow_dispatch"))
+                listed, cut = _dispatched_runs(repo, since)
             except ProviderError as exc:
                 self.log.warning("listing workflow runs of %s/%s failed: %s", owner, name, exc.message)
                 errors.append(exc)
                 continue
+            if cut is not None:
+                self.log.warning("%s; jobs not linked yet whose run may lie past them are left as they are",
+                                 cut.message)
             by_id = {str(r.get("id")): r for r in listed}
             by_title = runs_by_name(listed)
             for run in repo_runs:
                 found = by_id.get(run.run_id or "") or by_title.get(run.run_name)
+                if found is None and not run.run_id and cut is not None and not _listed_back_to(cut, run):
+                    continue  # (its run may lie past the runs listed: not known to be missing)
                 if found is None and run.run_id:
                     # linked, but beyond the pages read: ask for it rather than call it lost
                     try:
@@ -573,10 +592,39 @@ def runs_by_name(listed: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _dispatched_runs(repo: Repo, since: datetime) -> tuple[list[dict[str, Any]], ListingIncomplete | None]:
+    """The ``workflow_dispatch`` runs created at or after ``since``, newest first (one listing),
+    and, when GitHub's listing ended before ``since``, how far it went (the runs read are good).
+
+    :raises ProviderError: when the listing fails.
+    """
+    listed: list[dict[str, Any]] = []
+    try:
+        for run in repo.iter_workflow_runs(since, event="workflow_dispatch"):
+            listed.append(run)
+    except ListingIncomplete as cut:
+        return listed, cut
+    return listed, None
+
+
+def _listed_back_to(cut: ListingIncomplete, run: InFlightRun) -> bool:
+    """Whether a listing cut short still reaches back to ``run``'s dispatch: its run, made after
+    the dispatch, would then be among the runs listed."""
+    return cut.reached is not None and _aware(run.dispatched_at) - CLOCK_SLACK > cut.reached
+
+
 def _run_named(repo: Repo, name: str, since: datetime) -> dict[str, Any] | None:
     """The newest ``workflow_dispatch`` run named ``name`` created at or after ``since`` (one
-    listing), ``None`` when GitHub lists none."""
-    return runs_by_name(repo.iter_workflow_runs(since, event="workflow_dispatch")).get(name)
+    listing), ``None`` when GitHub lists none.
+
+    :raises ListingIncomplete: when none of the runs read is it and GitHub's listing ended before
+        ``since``: it may lie past them.
+    """
+    listed, cut = _dispatched_runs(repo, since)
+    found = runs_by_name(listed).get(name)
+    if found is None and cut is not None:
+        raise cut
+    return found
 
 
 def _aware(value: datetime) -> datetime:

@@ -682,3 +682,67 @@ def test_cancel_of_a_run_not_linked_yet_finds_it_by_its_name(
     assert cancel.path.endswith(f"/actions/runs/{run.id}/cancel")
     assert (gh.runs[run.id].status, gh.runs[run.id].conclusion) == ("completed", "cancelled")
     assert [r.status for r in gh.runs.values() if r.id != run.id] == ["queued"]
+
+
+def test_a_listing_github_ends_before_the_oldest_dispatch_calls_no_run_past_it_missing(
+    gh: FakeGitHub, backend: GitHubActionsBackend, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """GitHub lists at most 1,000 runs of a listing filtered by event (here: two pages of one). A
+    job not linked yet whose run lay past the pages read was reported not found, and ended
+    ``run_not_found`` though its run ran; it is left as it is for the cycle, as on a failed listing."""
+    from aiimpl_core.github import client as github_client
+
+    monkeypatch.setattr(github_client, "RUNS_PER_PAGE", 1)
+    monkeypatch.setattr(github_client, "RUN_PAGES", 2)
+    install(gh, backend)
+    now = datetime.now(UTC)
+    requests_ = {n: full_request(n) for n in (1, 2, 3, 4, 5)}
+    for n in (1, 2, 3):
+        backend.dispatch(requests_[n])
+        gh.run_named(f"job-{n}").created_at = now - timedelta(minutes=40 - 10 * n)  # 30, 20, 10 ago
+    minutes_ago = {1: 31, 2: 21, 3: 11, 4: 5, 5: 45}  # dispatched; 4 and 5 made no run
+    runs = [in_flight(requests_[n], dispatched_at=now - timedelta(minutes=m)) for n, m in minutes_ago.items()]
+    gh.server.reset()
+
+    states = {s.job_id: s for s in backend.poll_runs(runs)}
+
+    assert len(gh.server.requests_to("GET", "/actions/runs")) == 2, "two pages, all there are"
+    assert states[3].phase is RunPhase.PENDING and states[2].phase is RunPhase.PENDING
+    # job 4 was dispatched after the oldest run listed: its run would have been listed
+    assert states[4].phase is RunPhase.NOT_FOUND
+    # jobs 1 and 5 were dispatched before it: their runs may lie past what GitHub listed
+    assert 1 not in states and 5 not in states
+    assert "fill all 2 pages of 1 read" in caplog.text and "left as they are" in caplog.text
+    # a linked run past the pages read is read by its id, as before
+    run1 = gh.run_named("job-1")
+    linked = in_flight(requests_[1], run_id=str(run1.id), dispatched_at=now - timedelta(minutes=31))
+    [state] = backend.poll_runs([linked])
+    assert state.phase is RunPhase.PENDING and state.run_id == str(run1.id)
+
+
+@pytest.mark.parametrize("gh", ["full"], indirect=True)  # cancelling is outside the fast subset
+def test_cancel_of_a_run_not_linked_past_a_listing_cut_short_says_so(
+    gh: FakeGitHub, backend: GitHubActionsBackend, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The run was said not to be listed yet (and left to go on) when the listing merely ended
+    before it; one among the pages read is found and cancelled."""
+    from aiimpl_core.github import client as github_client
+
+    monkeypatch.setattr(github_client, "RUNS_PER_PAGE", 1)
+    monkeypatch.setattr(github_client, "RUN_PAGES", 1)
+    install(gh, backend)
+    old, new = full_request(1), full_request(2)
+    backend.dispatch(old)
+    gh.run_named("job-1").created_at = datetime.now(UTC) - timedelta(minutes=10)
+    backend.dispatch(new)
+    caplog.set_level("INFO")
+    backend.cancel(in_flight(old, dispatched_at=datetime.now(UTC) - timedelta(minutes=11)))
+    assert gh.server.requests_to("POST", "/cancel") == []
+    assert "no workflow run named" not in caplog.text
+    assert "cancelling workflow run 'AI-Implement ENG-1 implementation job-1' failed" in caplog.text
+    assert "fill all 1 pages of 1 read" in caplog.text
+    backend.cancel(in_flight(new, dispatched_at=datetime.now(UTC) - timedelta(minutes=11)))
+    [cancel] = gh.server.requests_to("POST", "/cancel")
+    assert cancel.path.endswith(f"/actions/runs/{gh.run_named('job-2').id}/cancel")
