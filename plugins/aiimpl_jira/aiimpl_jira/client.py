@@ -100,7 +100,8 @@ class JiraClient:
         if reconcile_issues:
             body["reconcileIssues"] = list(reconcile_issues)
         # A search changes nothing, so repeating it after a 5xx is safe.
-        return self.http.json(self.http.post(f"{API}/search/jql", json=body, retry_unsafe=True))
+        answer = self.http.json(self.http.post(f"{API}/search/jql", json=body, retry_unsafe=True))
+        return _object(answer, f"POST {API}/search/jql")
 
     def search(
         self,
@@ -148,11 +149,12 @@ class JiraClient:
         if expand:
             params["expand"] = expand
         try:
-            return self.http.json(self.http.get(f"{API}/issue/{_key(key)}", params=params))
+            answer = self.http.json(self.http.get(f"{API}/issue/{_key(key)}", params=params))
         except ProviderError as exc:
             if exc.status == 404:
                 raise NotFound(f"Jira issue {key} not found") from None
             raise
+        return _object(answer, f"GET {API}/issue/{_key(key)}")
 
     def comments(self, key: str, *, page_size: int = 100) -> list[dict[str, Any]]:
         """All comments of an issue, oldest first (``startAt`` pagination, :meth:`_comment_pages`)."""
@@ -175,10 +177,10 @@ class JiraClient:
             ids = [int(c["id"]) for c in batch if str(c.get("id") or "").isdigit()]
             if not ids:
                 continue
-            listed = self.http.json(self.http.post(
+            listed = _object(self.http.json(self.http.post(
                 f"{API}/comment/list", params={"expand": "properties"}, json={"ids": ids},
                 retry_unsafe=True,
-            ))
+            )), f"POST {API}/comment/list")
             if listed.get("isLast") is False:
                 raise _broken_page(
                     f"POST {API}/comment/list",
@@ -204,10 +206,10 @@ class JiraClient:
         path = f"{API}/issue/{_key(key)}/comment"
         start, size = 0, first_page
         while True:
-            page = self.http.json(self.http.get(
-                path, params={"startAt": start, "maxResults": size, "orderBy": order}
-            ))
             request = f"GET {path}?startAt={start}"
+            page = _object(self.http.json(self.http.get(
+                path, params={"startAt": start, "maxResults": size, "orderBy": order}
+            )), request)
             _check_start(page, start, request)
             total = page.get("total")
             if not _is_count(total):
@@ -309,8 +311,9 @@ class JiraClient:
         out: list[dict[str, Any]] = []
         start = 0
         while True:
-            page = self.http.json(self.http.get(path, params={"startAt": start, "maxResults": page_size}))
             request = f"GET {path}?startAt={start}"
+            answer = self.http.json(self.http.get(path, params={"startAt": start, "maxResults": page_size}))
+            page = _object(answer, request)
             _check_start(page, start, request)
             values = list(page.get("values") or [])
             last = page.get("isLast")
@@ -345,6 +348,20 @@ def _broken_page(request: str, problem: str) -> ProviderError:
     failures (a listing fails, reading one issue raises, a comment's try fails and is tried again).
     """
     return ProviderError(f"jira: {request} failed: {problem}", provider="jira")
+
+
+#: how an answer that is not the JSON object asked for is named
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+
+
+def _object(answer: Any, request: str) -> dict[str, Any]:
+    """``answer`` when it is a JSON object, as every paginated read and an issue are: anything else
+    (a proxy's array, ``null``) is that read's failure, said as such, not an ``AttributeError``
+    further on that a poll cycle could only report as a plugin's bug."""
+    if isinstance(answer, dict):
+        return answer
+    kind = "null" if answer is None else _JSON_KINDS.get(type(answer), "no object")
+    raise _broken_page(request, f"the answer is {kind}, not a JSON object")
 
 
 def _check_start(page: Mapping[str, Any], start: int, request: str) -> None:

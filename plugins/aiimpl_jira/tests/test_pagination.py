@@ -400,3 +400,39 @@ def test_the_admin_ui_is_told_when_a_page_of_a_fields_contexts_breaks(
     assert resp.get_json()["error"] == (
         f"jira: GET {path}?startAt=1 failed: the page says more follow but holds none from startAt 1"
     )
+
+
+@pytest.mark.parametrize(("answer", "kind"), [([], "an array"), (None, "null"), ("ok", "a string")])
+@pytest.mark.parametrize("read", ["listing", "issue", "comments"])
+def test_an_answer_that_is_no_json_object_fails_the_read_it_answers(
+    jira: FakeJira, provider: JiraProvider, monkeypatch: pytest.MonkeyPatch, answer: Any, kind: str, read: str
+) -> None:
+    """A proxy's (or a broken site's) JSON that is no object, where a page or an issue is: the read
+    fails, named by its request, instead of an ``AttributeError`` the poll could only report as
+    the plugin's bug."""
+    from aiimpl_core.http import HttpClient
+
+    jira.add_issue("ENG-1")
+    path = {"listing": "/search/jql", "issue": "/issue/ENG-1", "comments": "/issue/ENG-1/comment"}[read]
+    original = HttpClient.json
+
+    def json(self: HttpClient, resp: Any) -> Any:
+        return answer if resp.request.path_url.split("?")[0].endswith(path) else original(self, resp)
+
+    monkeypatch.setattr(HttpClient, "json", json)
+    if read == "comments":  # (an issue without its first page of comments reads them all)
+        jira.alter_answers("GET", "/issue/ENG-1", _drop_comment_page)
+
+    with pytest.raises(ProviderError) as failed:
+        if read == "listing":
+            list(provider.iter_triggered(["ENG"]))
+        else:
+            provider.get_issue("ENG-1")
+
+    assert failed.value.message.startswith("jira: ") and failed.value.status is None
+    assert failed.value.message.endswith(f"failed: the answer is {kind}, not a JSON object")
+    assert path in failed.value.message
+
+
+def _drop_comment_page(issue: dict[str, Any], asked: dict[str, Any]) -> None:
+    issue["fields"].pop("comment", None)
