@@ -71,9 +71,10 @@ def _nodes(connection: Any) -> list[dict[str, Any]]:
     return []
 
 
-def _next_cursor(operation: str, info: Mapping[str, Any], after: str | None, what: str = "issues") -> str:
-    """The cursor of the next page of a connection, from a page (read by ``operation``, from the
-    cursor ``after``) that says more ``what`` follow.
+def _next_cursor(operation: str, info: Mapping[str, Any], read_from: set[str], what: str = "issues") -> str:
+    """The cursor of the next page of a connection, from a page (read by ``operation``; the
+    connection was read from the cursors ``read_from``, to which the new one is added) that says
+    more ``what`` follow.
 
     :raises ProviderError: when the page gives no usable cursor. Taken for the end of the
         connection, such a page dropped everything after it without a word: the triggered issues
@@ -84,9 +85,10 @@ def _next_cursor(operation: str, info: Mapping[str, Any], after: str | None, wha
     cursor = info.get("endCursor")
     if not isinstance(cursor, str) or not cursor:
         problem = "gives no cursor to read them from"
-    elif cursor == after:
-        problem = "gives back the cursor it was read from"  # read again, it would never end
+    elif cursor in read_from:
+        problem = "gives back a cursor it was read from"  # read again, it would never end
     else:
+        read_from.add(cursor)
         return cursor
     raise ProviderError(
         f"Linear {operation} failed: the page says more {what} follow but {problem} (pageInfo.endCursor)",
@@ -231,6 +233,7 @@ class LinearProvider(TicketingProvider):
         page_size = self.settings.page_size
         mapped = MappedTeams(teams)
         left_out: list[str] = []  # issues whose other relations could not be read
+        read_from: set[str] = set()
         while True:
             data = client.execute(
                 "TriggeredIssues", {"first": page_size, "after": after, "label": TRIGGER_LABEL}
@@ -239,7 +242,7 @@ class LinearProvider(TicketingProvider):
             info = connection.get("pageInfo") or {}
             more = bool(info.get("hasNextPage"))
             # checked first: a broken answer costs no read of its issues' other relations
-            cursor = _next_cursor("TriggeredIssues", info, after) if more else None
+            cursor = _next_cursor("TriggeredIssues", info, read_from) if more else None
             issues = tuple(
                 self._issue(node, mapped, listed=True)
                 for node in (self._listed_relations(n, mapped, left_out) for n in _nodes(connection))
@@ -324,7 +327,8 @@ class LinearProvider(TicketingProvider):
         issue_id = node.get("id") or node.get("identifier")
         if not info.get("hasNextPage") or not issue_id:
             return node
-        after = _next_cursor(read_by, info, None, what)  # (the first page was read from no cursor)
+        read_from: set[str] = set()  # (the first page was read from no cursor)
+        after = _next_cursor(read_by, info, read_from, what)
         nodes = _nodes(connection)
         while True:
             data = self.client.execute(operation, {"id": issue_id, "after": after})
@@ -333,7 +337,7 @@ class LinearProvider(TicketingProvider):
             info = page.get("pageInfo") or {}
             if not info.get("hasNextPage"):
                 return {**node, field: {"nodes": nodes}}
-            after = _next_cursor(operation, info, after, what)
+            after = _next_cursor(operation, info, read_from, what)
 
     def _issue(
         self, node: dict[str, Any], mapped: MappedTeams, *, with_comments: bool = False, listed: bool = False

@@ -142,7 +142,7 @@ def _broken_listing(
 #: ``pageInfo`` of a page that says more follow without a usable cursor, made of the request's
 #: variables, with the end of the error it is met with.
 _NO_CURSOR = "gives no cursor to read them from (pageInfo.endCursor)"
-_SAME_CURSOR = "gives back the cursor it was read from (pageInfo.endCursor)"
+_SAME_CURSOR = "gives back a cursor it was read from (pageInfo.endCursor)"
 _BROKEN_FIRST_PAGES = {
     "null": (lambda v: {"hasNextPage": True, "endCursor": None}, _NO_CURSOR),
     "missing": (lambda v: {"hasNextPage": True}, _NO_CURSOR),
@@ -201,9 +201,33 @@ def test_a_listing_page_that_gives_back_the_cursor_it_was_read_from_is_an_error(
         next(pages)
 
     assert caught.value.message == (
-        "Linear TriggeredIssues failed: the page says more issues follow but gives back the cursor "
+        "Linear TriggeredIssues failed: the page says more issues follow but gives back a cursor "
         "it was read from (pageInfo.endCursor)"
     )
+
+
+def test_a_listing_page_that_gives_back_an_earlier_cursor_is_an_error(
+    fake: FakeLinear, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cursor of two pages back (A, B, A …) reads the same pages for ever too."""
+    for n in range(7):
+        fake.add_issue("ENG", f"Issue {n}")
+    provider = LinearProvider(make_context({**fake.config(), "AIIMPL_LINEAR_PAGE_SIZE": "2"}))
+    read_from: list[str] = []
+
+    def page_info(variables: dict[str, Any]) -> dict[str, Any] | None:
+        if variables["after"]:
+            read_from.append(variables["after"])
+        # the third page gives back the cursor the second was read from
+        return {"hasNextPage": True, "endCursor": read_from[0]} if len(read_from) == 2 else None
+
+    _broken_listing(monkeypatch, page_info)
+
+    with pytest.raises(ProviderError) as caught:
+        list(provider.iter_triggered(["ENG"]))
+
+    assert "gives back a cursor it was read from" in caught.value.message
+    assert fake.operations() == ["TriggeredIssues"] * 3
 
 
 def test_trigger_label_is_matched_case_insensitively(fake: FakeLinear, provider: LinearProvider) -> None:
