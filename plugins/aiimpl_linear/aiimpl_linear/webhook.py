@@ -91,8 +91,9 @@ def make_blueprint() -> Blueprint:
             `Issue` create/update events whose labels include `AI-Implement` run a dispatch check
             for that issue; every other event is acknowledged and ignored. The answer says what the
             check did. `dispatched` is true when this delivery's check dispatched the issue (with
-            its `jobId`, and its `status` after the launch - `failed` if the backend refused it),
-            else `reason` says why not - the blocker's message (and its slug in
+            its `jobId`, and its `status` after the launch - `failed` if the backend refused it,
+            `unknown` with `deferredUntil` if it rate-limited it and the job waits to be tried
+            again), else `reason` says why not - the blocker's message (and its slug in
             `blocker`), why the issue needs nothing (another check dispatched it, say), or that
             the check failed; the next poll cycle retries what a failed check missed. The answer
             comes within `AIIMPL_WEBHOOK_ANSWER_SECONDS` (4 s; Linear counts a delivery not
@@ -213,8 +214,11 @@ def outcome(report: CycleReport, identifier: str) -> dict[str, Any]:
     if dispatched is not None:
         # the job's status after its launch: "failed" when the backend refused it (the failure is
         # commented on the issue, as for a poll cycle's dispatch); "unknown" while a launch that
-        # outlasted the answer's time goes on
-        return {"dispatched": True, "jobId": dispatched.job_id, "status": dispatched.status, **running}
+        # outlasted the answer's time goes on, or (with the time) when the backend rate-limited it
+        until = dispatched.as_dict()["deferredUntil"]
+        deferred = {"deferredUntil": until} if until else {}
+        return {"dispatched": True, "jobId": dispatched.job_id, "status": dispatched.status, **deferred,
+                **running}
     if identifier in report.blocked:
         held = report.blocked[identifier]
         return {"dispatched": False, "blocker": held["reason"], "reason": held["message"], **running}

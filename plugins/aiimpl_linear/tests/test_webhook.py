@@ -397,6 +397,25 @@ def test_a_launch_the_backend_refused_is_answered_with_the_failed_job(
         "ok": True, "issue": key, "dispatched": True, "jobId": job.id, "status": "failed"}
 
 
+def test_a_launch_the_backend_rate_limited_is_answered_with_the_waiting_job(
+    app, client, fake, runner, add_mapping
+) -> None:
+    from aiimpl_core.testing.fakes import fail_with
+
+    add_mapping("ENG")
+    key = fake.add_issue("ENG", labels=["AI-Implement"])["identifier"]
+    runner.dispatch_error = fail_with(429, "rate limited", retry_after=60)
+
+    resp = deliver(client, fake, fake.issue_webhook_payload(key))
+
+    db.session.expire_all()
+    [job] = db.session.scalars(db.select(Job).where(Job.issue_key == key)).all()
+    assert (job.status, job.launch_after is not None) == ("unknown", True)
+    body = resp.get_json()
+    assert body.pop("deferredUntil").startswith(job.launch_after.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert body == {"ok": True, "issue": key, "dispatched": True, "jobId": job.id, "status": "unknown"}
+
+
 def test_an_issue_moved_to_another_team_is_answered_under_its_new_identifier(
     client, fake, monkeypatch, caplog
 ) -> None:
