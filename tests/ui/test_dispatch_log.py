@@ -95,6 +95,36 @@ def test_times_say_their_zone_and_a_time_without_one_is_shown_as_given(new_york,
     assert "step 1" in items.filter(has_text="type-c").inner_text()
 
 
+def test_a_rate_limited_job_says_when_it_is_tried_again_and_another_unknown_job_does_not(new_york, app):
+    """A dispatch its backend rate-limited stays ``unknown`` with ``launch_after``: its row says so
+    after the status, with the time as a <time> (the API's launchAfter), shown in the browser's zone."""
+    from datetime import UTC, datetime
+
+    from aiimpl_core.extensions import db
+    from aiimpl_core.services import launch
+
+    add_mapping("ENG")
+    waiting, other = add_job("ENG-7"), add_job("ENG-8")
+    assert launch.defer_launch(waiting, datetime(2026, 12, 8, 5, 30, tzinfo=UTC), "GitHub answered 429")
+    db.session.commit()
+
+    page = new_york
+    sign_in(page)
+    page.get_by_role("link", name="Dispatch log").click()
+    row = page.locator(f'#jobs-table tr[data-job="{waiting.id}"]')
+    status = row.locator("td").nth(3)
+    status.get_by_text("unknown", exact=True).wait_for()
+    note = status.locator("span.muted")
+    assert note.count() == 1, status.inner_html()  # (a row is drawn whole: no waiting for the note)
+    assert note.inner_text() == "rate-limited, tried again 12/8/2026, 12:30:00 AM EST"
+    assert note.locator("time").get_attribute("datetime") == "2026-12-08T05:30:00Z"
+    # the same status without a wait: no note
+    other_status = page.locator(f'#jobs-table tr[data-job="{other.id}"] td').nth(3)
+    other_status.get_by_text("unknown", exact=True).wait_for()
+    assert "rate-limited" not in other_status.inner_text()
+    assert other_status.locator("time").count() == 0
+
+
 def test_a_dispatch_log_longer_than_a_page_says_so_and_shows_more(page, app):
     add_mapping("ENG")
     for n in range(101):
