@@ -29,6 +29,9 @@ TIMEOUT = 30.0
 #: hangs is given up (well within the time kept back to save the work and report)
 ANSWER_GRACE = 5.0
 
+#: pull requests one listing asks for (GitHub's most)
+PER_PAGE = 100
+
 T = TypeVar("T")
 
 
@@ -221,9 +224,25 @@ def _open(
         data = client.json(resp)  # not JSON: no status, as no answer (GitHub may have created it)
     except ProviderError as exc:
         raise PullRequestError(exc.status, _message(exc)) from None
-    if not isinstance(data, dict) or not isinstance(data.get("number"), int):
+    # a pull request without its number or link is none the session can report (the orchestrator
+    # refuses a success without its link): looked up instead, as one not answered
+    if not _readable(data):
         raise PullRequestError(resp.status_code, "GitHub answered without a pull request")
     return data
+
+
+def _readable(pr: Any) -> bool:
+    """Whether ``pr`` is a pull request as GitHub answers one: an object with its number, its link
+    and its head and base."""
+    return (
+        isinstance(pr, dict)
+        and isinstance(pr.get("number"), int)
+        and not isinstance(pr.get("number"), bool)
+        and isinstance(pr.get("html_url"), str)
+        and bool(pr["html_url"])
+        and isinstance(pr.get("head"), dict)
+        and isinstance(pr.get("base"), dict)
+    )
 
 
 def find_open_pull_request(
@@ -238,10 +257,15 @@ def find_open_pull_request(
     :raises PullRequestError: when GitHub refuses the listing or cannot be reached.
     :raises Interrupted: the budget ended before the call, or before its answer.
     """
-    listed = _pull_requests(api_url, token, owner, repo, head=head, base=base, state="open", budget=budget)
+    listed, whole, status = _pull_requests(api_url, token, owner, repo, head=head, base=base, state="open",
+                                           budget=budget)
     for pr in listed:
         if _is_open_pull(pr, f"{owner}/{repo}", head, base):
             return pr
+    if not whole:
+        # none among those read is no answer: the one open may be among the rest (a branch started
+        # over for a pull request closed would then replace the work of the one open)
+        raise PullRequestError(status, "GitHub answered a list of pull requests not read whole")
     return None
 
 
@@ -260,8 +284,10 @@ def find_ended_pull_request(
     :raises PullRequestError: when GitHub refuses the listing or cannot be reached.
     :raises Interrupted: the budget ended before the call, or before its answer.
     """
-    listed = _pull_requests(api_url, token, owner, repo, head=head, base=base, state="closed",
-                            budget=budget)
+    # none found among those read is the answer "none" (the branch continued) whether or not more
+    # were left unread: what "GitHub cannot say" leads to as well
+    listed, _whole, _status = _pull_requests(api_url, token, owner, repo, head=head, base=base,
+                                             state="closed", budget=budget)
     ended = [pr for pr in listed if pr.get("state") == "closed" and _head_sha(pr) == sha
              and _is_from(pr, f"{owner}/{repo}", head, base)]
     return next((pr for pr in ended if pr.get("merged_at")), ended[0] if ended else None)
@@ -275,9 +301,10 @@ def _head_sha(pr: dict[str, Any]) -> Any:
 def _pull_requests(
     api_url: str, token: str, owner: str, repo: str, *, head: str, base: str, state: str,
     budget: Budget | None,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], bool, int]:
     """``GET /repos/{owner}/{repo}/pulls?head={owner}:{head}&base={base}&state={state}``: the first
-    hundred, those that are objects.
+    hundred, those that are pull requests as GitHub answers them (:func:`_readable`); whether they
+    are all GitHub has (none left out as unreadable, no page after this one); the answer's status.
 
     :raises PullRequestError: when GitHub refuses the listing or cannot be reached.
     :raises Interrupted: the budget ended before the call, or before its answer.
@@ -289,19 +316,21 @@ def _pull_requests(
 
 def _list(
     api_url: str, token: str, owner: str, repo: str, *, head: str, base: str, state: str, budget: Budget
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], bool, int]:
     client = _client(api_url, token, budget)
     try:
         resp = client.get(
             _pulls_path(owner, repo),
-            params={"head": f"{owner}:{head}", "base": base, "state": state, "per_page": 100},
+            params={"head": f"{owner}:{head}", "base": base, "state": state, "per_page": PER_PAGE},
         )
         data = client.json(resp)
     except ProviderError as exc:
         raise PullRequestError(exc.status, _message(exc)) from None
     if not isinstance(data, list):
         raise PullRequestError(resp.status_code, "GitHub answered without a list of pull requests")
-    return [pr for pr in data if isinstance(pr, dict)]
+    listed = [pr for pr in data if _readable(pr)]
+    whole = len(listed) == len(data) and len(data) < PER_PAGE and "next" not in resp.links
+    return listed, whole, resp.status_code
 
 
 def _is_from(pr: dict[str, Any], full_name: str, head: str, base: str) -> bool:

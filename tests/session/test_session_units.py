@@ -1199,3 +1199,77 @@ def test_the_pull_request_looked_for_after_a_stop_keeps_out_of_the_time_to_repor
     asked.clear()
     session.started = now - 100 + runner.REPORT_TIME - 1  # within the last seconds kept to report
     assert runner.Session._opened_all_the_same(session, "token") is None and asked == []
+
+
+class _Answering:
+    """A GitHub client whose every call is answered ``data`` (status 200, or 201 to a POST)."""
+
+    def __init__(self, data: Any, links: dict[str, Any] | None = None) -> None:
+        self.data, self.links = data, links or {}
+
+    def get(self, path: str, params: dict[str, Any]) -> Any:
+        return type("Resp", (), {"status_code": 200, "links": self.links})()
+
+    def post(self, path: str, json: dict[str, Any]) -> Any:
+        return type("Resp", (), {"status_code": 201, "links": self.links})()
+
+    def json(self, resp: Any) -> Any:
+        return self.data
+
+
+def _listed(number: int, head: str = "ai/ENG-1") -> dict[str, Any]:
+    return {"number": number, "state": "open", "merged_at": None,
+            "html_url": f"https://github.com/acme/eng/pull/{number}",
+            "head": {"ref": head, "sha": "a" * 40, "repo": {"full_name": "acme/eng"}},
+            "base": {"ref": "main"}}
+
+
+@pytest.mark.parametrize("answer, links", [
+    (["not a pull request"], None),  # the one open, unreadable
+    ([{"number": 1, "state": "open"}], None),  # no head, base nor link: unreadable too
+    ([_listed(n, head="other") for n in range(1, 101)], None),  # a full page: more may follow
+    ([_listed(1, head="other")], {"next": {"url": "https://api.github.com/x?page=2"}}),
+])
+def test_find_open_pull_request_does_not_conclude_none_from_a_listing_not_read_whole(
+    monkeypatch: pytest.MonkeyPatch, answer: list[Any], links: dict[str, Any] | None
+) -> None:
+    """"None open" would start a branch over (its push replacing an open pull request's work)."""
+    from aiimpl_core.session import github
+
+    monkeypatch.setattr(github, "_client", lambda *args: _Answering(answer, links))
+    with pytest.raises(PullRequestError) as err:
+        find_open_pull_request("https://api.github.com", "t", "acme", "eng", head="ai/ENG-1", base="main")
+    assert str(err.value) == (
+        "PR creation failed with HTTP 200: GitHub answered a list of pull requests not read whole")
+
+
+def test_find_open_pull_request_concludes_none_from_a_listing_read_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiimpl_core.session import github
+
+    monkeypatch.setattr(github, "_client", lambda *args: _Answering([_listed(1, head="other")]))
+    assert find_open_pull_request("https://api.github.com", "t", "acme", "eng", head="ai/ENG-1",
+                                  base="main") is None
+    monkeypatch.setattr(github, "_client", lambda *args: _Answering(["junk", _listed(2)]))
+    pr = find_open_pull_request("https://api.github.com", "t", "acme", "eng", head="ai/ENG-1", base="main")
+    assert pr is not None and pr["number"] == 2
+
+
+@pytest.mark.parametrize("answer", [
+    {k: v for k, v in _listed(5).items() if k != "html_url"},
+    {**_listed(5), "html_url": 5},
+    {**_listed(5), "number": True},
+])
+def test_a_created_pull_request_answered_without_its_number_or_link_is_no_pull_request(
+    monkeypatch: pytest.MonkeyPatch, answer: dict[str, Any]
+) -> None:
+    """Taken as opened, the run would report a success without the pull request's link (which the
+    orchestrator refuses: missing_prUrl); refused instead, the open one is looked up."""
+    from aiimpl_core.session import github
+
+    monkeypatch.setattr(github, "_client", lambda *args: _Answering(answer))
+    with pytest.raises(PullRequestError) as err:
+        open_pull_request("https://api.github.com", "t", "acme", "eng", title="ENG-1: t", body="b",
+                          head="ai/ENG-1", base="main")
+    assert str(err.value) == "PR creation failed with HTTP 201: GitHub answered without a pull request"
