@@ -140,6 +140,57 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
+def _broken(action: str, problem: str) -> ProviderError:
+    """The engine answered something that is not what the Engine API describes: the read fails
+    (a cycle skipped, an error shown) rather than take it for a container missing, ended or of
+    another job."""
+    return ProviderError(
+        f"local-docker: {action} failed: the engine's answer {problem}", provider="local-docker"
+    )
+
+
+def _listed(answer: Any, action: str) -> list[dict[str, Any]]:
+    """``GET /containers/json``'s answer as summaries, each with an ``Id``, ``Labels`` and
+    ``State``: an entry left out or read without them would leave its job's run not found (its job
+    ended ``run_not_found``), or report a container running whose state is not known.
+
+    :raises ProviderError: when the answer is not a list of such objects.
+    """
+    if not isinstance(answer, list):
+        raise _broken(action, f"is a {type(answer).__name__}, not a list of containers")
+    for index, entry in enumerate(answer):
+        if not isinstance(entry, dict):
+            raise _broken(action, f"lists a {type(entry).__name__} (entry {index}), not a container")
+        problem = (
+            "no Id" if not isinstance(entry.get("Id"), str) or not entry["Id"]
+            else "no Labels object" if not isinstance(entry.get("Labels"), dict)
+            else "no State" if not isinstance(entry.get("State"), str)
+            else None
+        )
+        if problem:
+            raise _broken(action, f"lists a container with {problem} (entry {index})")
+    return [dict(entry) for entry in answer]
+
+
+def _inspected(answer: Any, action: str) -> dict[str, Any]:
+    """``GET /containers/{id}/json``'s answer, with its ``Id`` and its ``State`` object (a
+    ``Status`` string): without them a container would be taken for another (an id ``None``) or
+    for one whose process runs.
+
+    :raises ProviderError: when the answer is not such an object.
+    """
+    if not isinstance(answer, dict):
+        raise _broken(action, f"is a {type(answer).__name__}, not a container")
+    state = answer.get("State")
+    if not isinstance(answer.get("Id"), str) or not answer["Id"]:
+        raise _broken(action, "has no container Id")
+    if not isinstance(state, dict) or not isinstance(state.get("Status"), str):
+        raise _broken(action, "has no State with a Status")
+    if not isinstance(answer.get("Config") or {}, dict):
+        raise _broken(action, "has a Config that is not an object")
+    return dict(answer)
+
+
 @dataclass(frozen=True)
 class _Ended:
     """What an ended container says about its run."""
@@ -663,15 +714,15 @@ class LocalDockerBackend(RunnerBackend):
     def _ours(self) -> list[dict[str, Any]]:
         """Our containers' summaries, in any state: one list call (``sparse``: no inspect per
         container)."""
-        containers = engine.call(
+        # the API client's listing, not the SDK's models: those fail with a bare Exception on an entry
+        # that is not an object, and keep one without an Id
+        answer = engine.call(
             "listing containers",
-            lambda: self.docker().containers.list(
-                all=True,
-                sparse=True,
-                filters={"label": [config.LABEL_JOB, f"{config.LABEL_INSTANCE}={self.instance}"]},
+            lambda: self.docker().api.containers(
+                all=True, filters={"label": [config.LABEL_JOB, f"{config.LABEL_INSTANCE}={self.instance}"]}
             ),
         )
-        return [dict(c.attrs) for c in containers]
+        return _listed(answer, "listing containers")
 
     def poll_runs(self, runs: Sequence[InFlightRun]) -> Sequence[RunState]:
         if not runs:
@@ -797,18 +848,29 @@ class LocalDockerBackend(RunnerBackend):
         """An ended container's exit code, end time and log tail, redacted of the session's secrets."""
         container_id = engine.container(container_id)
         api = self.docker().api
-        info = engine.call("inspecting a container", lambda: api.inspect_container(container_id))
-        state = info.get("State") or {}
+        action = "inspecting a container"
+        info = _inspected(engine.call(action, lambda: api.inspect_container(container_id)), action)
+        state = info["State"]
         code = state.get("ExitCode")
+        if type(code) is not int:  # (a bool is no exit code) an ended container has one
+            raise _broken(action, f"has no ExitCode for container {container_id[:12]}")
         finished = _parse_time(state.get("FinishedAt"))
-        env = dict(e.split("=", 1) for e in ((info.get("Config") or {}).get("Env") or []) if "=" in e)
-        raw = engine.call(
-            "reading a container's logs",
-            lambda: api.logs(container_id, stdout=True, stderr=True, tail=config.LOG_TAIL_LINES),
-        )
+        listed = (info.get("Config") or {}).get("Env") or []
+        if not isinstance(listed, list) or not all(isinstance(e, str) for e in listed):
+            # the session's secrets are named there: the tail is not read unredacted
+            raise _broken(action, "has a Config.Env that is not a list of strings")
+        env = dict(e.split("=", 1) for e in listed if "=" in e)
+        action = "reading a container's logs"
+        try:
+            raw = engine.call(
+                action, lambda: api.logs(container_id, stdout=True, stderr=True, tail=config.LOG_TAIL_LINES)
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            # the SDK reads the container's inspect again (Config.Tty) to tell how to split the output
+            raise _broken(action, f"could not be read ({type(exc).__name__}: {str(exc)[:100]})") from None
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         tail = redact(text, env).strip()[-config.LOG_TAIL_CHARS :]
-        return _Ended(code if isinstance(code, int) else None, finished, tail, state.get("OOMKilled") is True)
+        return _Ended(code, finished, tail, state.get("OOMKilled") is True)
 
     def _remove(self, container_id: str) -> bool:
         container_id = engine.container(container_id)
@@ -873,17 +935,16 @@ class LocalDockerBackend(RunnerBackend):
 
     def _of_job_listed(self, job_id: int) -> list[dict[str, Any]]:
         """The summaries of a job's containers (one list call, by label)."""
-        containers = engine.call(
+        answer = engine.call(
             "listing containers",
-            lambda: self.docker().containers.list(
+            lambda: self.docker().api.containers(
                 all=True,
-                sparse=True,
                 filters={
                     "label": [f"{config.LABEL_JOB}={job_id}", f"{config.LABEL_INSTANCE}={self.instance}"]
                 },
             ),
         )
-        return [dict(c.attrs) for c in containers]
+        return _listed(answer, "listing containers")
 
     def cancel(self, run: InFlightRun) -> None:
         """Stop the run's container, letting its session save its work, and remove it (best
@@ -910,11 +971,12 @@ class LocalDockerBackend(RunnerBackend):
         container_id = engine.container(container_id)
         api = self.docker().api
         try:
-            return dict(engine.call("inspecting a container", lambda: api.inspect_container(container_id)))
+            answer = engine.call("inspecting a container", lambda: api.inspect_container(container_id))
         except ProviderError as exc:
             if exc.status == 404:
                 return None
             raise
+        return _inspected(answer, "inspecting a container")
 
     def _end(self, container_id: str, info: Mapping[str, Any]) -> bool:
         """Remove a container; one whose process may still run is stopped first, in the background.
