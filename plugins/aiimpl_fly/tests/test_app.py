@@ -246,6 +246,28 @@ def test_no_capacity_fails_the_job_at_once_and_backs_the_dispatcher_off(
     assert backoff is not None and "no capacity" in backoff.error
 
 
+def test_a_rate_limited_creation_waits_and_a_later_cycle_creates_its_machine_once(
+    app: Any, tracker: FakeTracker, app_fly: FakeFly
+) -> None:
+    # Fly rate-limited the creation (429, its retries too): nothing was created, so the job waits
+    # unknown for a later cycle instead of failing, and that cycle creates its one machine
+    add_mapping()
+    for _ in range(3):  # the creation and the HTTP client's two retries of a 429, which did nothing
+        app_fly.fail_next("POST", f"/apps/{APP}/machines", 429, "rate limit exceeded")
+    job = dispatch(tracker)
+
+    assert (job.status, job.run_id, job.launch_after is not None) == ("unknown", None, True)
+    assert app_fly.live() == [] and tracker.comments.get(job.issue_key, []) == []
+
+    run_cycle(now=utcnow() + timedelta(minutes=3), reconcile=False)
+
+    db.session.expire_all()
+    job = db.session.get(Job, job.id)
+    [machine] = app_fly.live()
+    assert (job.status, job.run_id, job.launch_after) == ("dispatched", machine["id"], None)
+    assert len(app_fly.server.requests_to("POST", f"/apps/{APP}/machines")) == 4
+
+
 def test_bedrock_is_refused_on_fly_machines(app: Any, client: Any, admin_headers: dict[str, str]) -> None:
     body = {
         "teamKey": "ENG",
