@@ -849,6 +849,17 @@ class FakeJira:
             resp.status_code = status
             return _undocumented_if_needed(resp)
 
+        def for_this_request(entries: dict[tuple[str, str], Any]) -> Any:
+            """The first non-empty entry keyed by this request's method and a suffix of its path."""
+            return next(
+                (
+                    entry
+                    for (method, suffix), entry in entries.items()
+                    if entry and request.method == method and request.path.endswith(suffix)
+                ),
+                None,
+            )
+
         @app.before_request
         def _auth_and_failures() -> Response | None:
             auth = request.headers.get("Authorization", "")
@@ -860,26 +871,19 @@ class FakeJira:
                 )
                 return _undocumented_if_needed(resp)
             with fake.lock:
-                for (method, suffix), queue in fake.failures.items():
-                    if queue and request.method == method and request.path.endswith(suffix):
-                        status, body, headers = queue.pop(0)
-                        resp = jsonify(body)
-                        resp.status_code = status
-                        resp.headers.update(headers)
-                        return _undocumented_if_needed(resp)
+                queue = for_this_request(fake.failures)
+                if queue:
+                    status, body, headers = queue.pop(0)
+                    resp = jsonify(body)
+                    resp.status_code = status
+                    resp.headers.update(headers)
+                    return _undocumented_if_needed(resp)
             return None
 
         @app.after_request
         def _lose_answer(resp: Response) -> Response:
             with fake.lock:
-                lost = next(
-                    (
-                        queue
-                        for (method, suffix), queue in fake.lost_answers.items()
-                        if queue and request.method == method and request.path.endswith(suffix)
-                    ),
-                    None,
-                )
+                lost = for_this_request(fake.lost_answers)
                 if lost is None:
                     return resp
                 status = lost.pop(0)
@@ -897,14 +901,7 @@ class FakeJira:
         def _alter_answer(resp: Response) -> Response:
             # (registered after _lose_answer, so run before it: a lost answer stays lost)
             with fake.lock:
-                alter = next(
-                    (
-                        change
-                        for (method, suffix), change in fake.answer_changes.items()
-                        if request.method == method and request.path.endswith(suffix)
-                    ),
-                    None,
-                )
+                alter = for_this_request(fake.answer_changes)
             if alter is None or not resp.is_json or not 200 <= resp.status_code < 300:
                 return resp
             answer = resp.get_json()
