@@ -166,13 +166,20 @@ def test_issue_closed_as_a_duplicate_is_not_dispatched(app, fake, runner, add_ma
     assert jobs_of(key) == [] and fake.labels_of(key) == ["AI-Implement"]
 
 
-def test_blocker_among_many_relations_holds_the_dispatch(app, fake, runner, add_mapping) -> None:
-    add_mapping("ENG")
+def _blocked_past_the_listed_relations(fake: Any) -> tuple[str, str]:
+    """An issue whose blocker comes after older related links that fill the listing's page of its
+    relations: its key and the blocker's."""
     key = fake.add_issue("ENG", "Use new schema")["identifier"]
-    for n in range(LIST_RELATIONS):  # older related links fill the listing's page of relations
+    for n in range(LIST_RELATIONS):
         fake.add_relation(fake.add_issue("ENG", f"Related {n}", labels=[])["identifier"], key)
     blocker = fake.add_issue("ENG", "Migrate schema", labels=[])["identifier"]
     fake.add_blocker(blocker, key)
+    return key, blocker
+
+
+def test_blocker_among_many_relations_holds_the_dispatch(app, fake, runner, add_mapping) -> None:
+    add_mapping("ENG")
+    key, blocker = _blocked_past_the_listed_relations(fake)
 
     report = run_cycle()
     assert report.dispatched == [] and key in report.blocked
@@ -186,11 +193,7 @@ def test_a_blocked_issue_whose_relations_page_has_no_next_cursor_is_not_dispatch
     them from: taken for all of them, the blocker past it went unseen and the blocked issue was
     dispatched. The issue is left out of that cycle, and read again by the next."""
     add_mapping("ENG")
-    key = fake.add_issue("ENG", "Use new schema")["identifier"]
-    for n in range(LIST_RELATIONS):  # older related links fill the listing's page of relations
-        fake.add_relation(fake.add_issue("ENG", f"Related {n}", labels=[])["identifier"], key)
-    blocker = fake.add_issue("ENG", "Migrate schema", labels=[])["identifier"]
-    fake.add_blocker(blocker, key)
+    key, blocker = _blocked_past_the_listed_relations(fake)
     real = LinearClient.execute
 
     def execute(self: LinearClient, operation: str, variables: Any = None) -> dict[str, Any]:

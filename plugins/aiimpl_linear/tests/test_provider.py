@@ -278,14 +278,21 @@ def test_of_mappings_whose_keys_differ_only_in_case_the_one_spelled_as_linear_wi
     assert provider.get_issue(key).team_key == "Eng" and provider.team_of(key) == "Eng"
 
 
-def test_blocker_past_the_listed_relations_is_read_with_one_more_call(
-    fake: FakeLinear, provider: LinearProvider
-) -> None:
+def _blocked_past(fake: FakeLinear, related: int) -> tuple[str, str]:
+    """An issue ``Blocked`` with ``related`` older links of another type, which fill its first
+    pages of relations, and then a blocker: its key and the blocker's."""
     key = fake.add_issue("ENG", "Blocked")["identifier"]
-    for n in range(LIST_RELATIONS):  # older links of another type fill the listing's page of relations
+    for n in range(related):
         fake.add_relation(fake.add_issue("ENG", f"Related {n}", labels=[])["identifier"], key)
     blocker = fake.add_issue("ENG", "Blocker", labels=[])["identifier"]
     fake.add_blocker(blocker, key)
+    return key, blocker
+
+
+def test_blocker_past_the_listed_relations_is_read_with_one_more_call(
+    fake: FakeLinear, provider: LinearProvider
+) -> None:
+    key, blocker = _blocked_past(fake, LIST_RELATIONS)
     few = fake.add_issue("ENG", "Few relations")["identifier"]
     fake.add_relation(blocker, few)
     fake.requests.clear()
@@ -352,10 +359,7 @@ def test_an_issue_whose_listed_relations_say_more_follow_without_a_cursor_is_lef
     of them, the blocker past that page went unseen and the blocked issue was listed unblocked. It
     is left out of the listing with a warning, as an issue whose relations could not be read is."""
     page_info, problem = broken
-    key = fake.add_issue("ENG", "Blocked")["identifier"]
-    for n in range(LIST_RELATIONS):  # older links of another type fill the listing's page of relations
-        fake.add_relation(fake.add_issue("ENG", f"Related {n}", labels=[])["identifier"], key)
-    fake.add_blocker(fake.add_issue("ENG", "Blocker", labels=[])["identifier"], key)
+    key, _blocker = _blocked_past(fake, LIST_RELATIONS)
     other = fake.add_issue("ENG", "Plain")["identifier"]
 
     def alter(data: dict[str, Any], variables: dict[str, Any]) -> None:
@@ -388,10 +392,7 @@ def test_an_issue_whose_further_relations_say_more_follow_without_a_new_cursor_i
     """A page of ``IssueInverseRelations`` said more follow without a new cursor: taken for the
     last, the blocker on the page after it went unseen and the blocked issue was listed unblocked."""
     page_info, problem = broken
-    key = fake.add_issue("ENG", "Blocked")["identifier"]
-    for n in range(LIST_RELATIONS + RELATIONS_PAGE):  # the listing's page and a whole page more
-        fake.add_relation(fake.add_issue("ENG", f"Related {n}", labels=[])["identifier"], key)
-    fake.add_blocker(fake.add_issue("ENG", "Blocker", labels=[])["identifier"], key)
+    key, _blocker = _blocked_past(fake, LIST_RELATIONS + RELATIONS_PAGE)  # the listing's page and one more
     other = fake.add_issue("ENG", "Plain")["identifier"]
 
     def alter(data: dict[str, Any], variables: dict[str, Any]) -> None:
