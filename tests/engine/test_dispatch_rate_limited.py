@@ -28,6 +28,17 @@ def _rate_limit(retry_after: float | None = 60, status: int = 429):
     return fail_with(status, "secondary rate limit", retry_after=retry_after)
 
 
+def _first_cycle(tracker, runner, add_mapping, *errors: Exception) -> Job:
+    """ENG-1 triggered and claimed by a cycle whose backend answers ``errors`` to its dispatches
+    first: its job."""
+    add_mapping("ENG")
+    tracker.add("ENG-1")
+    runner.next_dispatch_errors.extend(errors)
+    run_cycle(reconcile=False)
+    [job] = jobs_of("ENG-1")
+    return job
+
+
 def test_a_rate_limited_dispatch_leaves_its_job_waiting_and_a_later_cycle_launches_it(
     app, tracker, runner, add_mapping
 ):
@@ -70,11 +81,7 @@ def test_a_rate_limited_dispatch_leaves_its_job_waiting_and_a_later_cycle_launch
 
 
 def test_a_second_rate_limit_defers_it_again(app, tracker, runner, add_mapping):
-    add_mapping("ENG")
-    tracker.add("ENG-1")
-    runner.next_dispatch_errors.extend([_rate_limit(60), _rate_limit(90)])
-    run_cycle(reconcile=False)
-    first = jobs_of("ENG-1")[0].launch_after
+    first = _first_cycle(tracker, runner, add_mapping, _rate_limit(60), _rate_limit(90)).launch_after
 
     run_cycle(now=later(seconds=65), reconcile=False)
 
@@ -93,13 +100,8 @@ def test_a_second_rate_limit_defers_it_again(app, tracker, runner, add_mapping):
     ],
 )
 def test_what_counts_as_a_rate_limit(app, tracker, runner, add_mapping, error, why):
-    add_mapping("ENG")
-    tracker.add("ENG-1")
-    runner.next_dispatch_errors.append(error)
+    job = _first_cycle(tracker, runner, add_mapping, error)
 
-    run_cycle(reconcile=False)
-
-    [job] = jobs_of("ENG-1")
     assert job.status == "unknown" and job.launch_after is not None, why
 
 
@@ -112,23 +114,14 @@ def test_what_counts_as_a_rate_limit(app, tracker, runner, add_mapping, error, w
     ],
 )
 def test_other_refusals_still_end_the_job_failed(app, tracker, runner, add_mapping, error, why):
-    add_mapping("ENG")
-    tracker.add("ENG-1")
-    runner.next_dispatch_errors.append(error)
+    job = _first_cycle(tracker, runner, add_mapping, error)
 
-    run_cycle(reconcile=False)
-
-    [job] = jobs_of("ENG-1")
     assert (job.status, job.launch_after) == ("failed", None), why
     assert job.error.startswith("dispatch to ")
 
 
 def test_a_job_cancelled_while_it_waits_is_never_launched(app, tracker, runner, add_mapping):
-    add_mapping("ENG")
-    tracker.add("ENG-1")
-    runner.next_dispatch_errors.append(_rate_limit(60))
-    run_cycle(reconcile=False)
-    [job] = jobs_of("ENG-1")
+    job = _first_cycle(tracker, runner, add_mapping, _rate_limit(60))
 
     cancel_job(job.id)
     run_cycle(now=later(seconds=65), reconcile=False)
@@ -140,10 +133,7 @@ def test_a_job_cancelled_while_it_waits_is_never_launched(app, tracker, runner, 
 def test_a_job_still_waiting_at_the_window_ends_run_not_found(app, tracker, runner, add_mapping):
     """The backend backs off past the window (a second rate limit answered elsewhere): the job is
     never launched, and the reconciler ends it as any job whose run was never linked."""
-    add_mapping("ENG")
-    tracker.add("ENG-1")
-    runner.next_dispatch_errors.append(_rate_limit(60))
-    run_cycle(reconcile=False)
+    _first_cycle(tracker, runner, add_mapping, _rate_limit(60))
     poller.record_failure("runner", "github-actions", _rate_limit(3000), utcnow())
 
     run_cycle(now=later(seconds=120), reconcile=False)
@@ -207,11 +197,7 @@ def test_a_job_ended_after_its_try_was_taken_is_not_launched(app, tracker, runne
     nothing is started for it."""
     from aiimpl_core.services import dispatch
 
-    add_mapping("ENG")
-    tracker.add("ENG-1")
-    runner.next_dispatch_errors.append(_rate_limit(60))
-    run_cycle(reconcile=False)
-    [job] = jobs_of("ENG-1")
+    _first_cycle(tracker, runner, add_mapping, _rate_limit(60))
     original = dispatch._launch
 
     def ended_first(job, *args, **kw):
