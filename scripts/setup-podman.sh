@@ -109,11 +109,21 @@ fi
 
 # 5. the Docker-API service
 answers() { curl -sf --max-time 2 --unix-socket "$SOCK_PATH" http://d/_ping >/dev/null 2>&1; }
+# A service started from a checkout that was deleted since (an earlier clean clone's run) still
+# answers the ping, but every container start fails ("write child: broken pipe"): it is stopped and
+# started again, from /, which no clone's removal takes away.
+for old in $(pgrep -f "podman system service --time=0 $SOCK" || true); do
+  if [[ $(readlink "/proc/$old/cwd" 2>/dev/null) == *" (deleted)" ]]; then
+    say "stopping podman service $old: the directory it was started from was deleted"
+    kill "$old" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
+  fi
+done
 if answers; then
   say "podman service already answers on $SOCK"
 else
   rm -f "$SOCK_PATH"
-  nohup podman system service --time=0 "$SOCK" >/tmp/aiimpl-podman.log 2>&1 &
+  (cd / && exec nohup podman system service --time=0 "$SOCK" >/tmp/aiimpl-podman.log 2>&1) &
   pid=$!
   for _ in $(seq 100); do answers && break; sleep 0.1; done
   answers || fail "podman system service did not answer on $SOCK (see /tmp/aiimpl-podman.log)"
