@@ -281,6 +281,8 @@ def create_app(
     if _uses_psycopg(url):
         with app.app_context():
             database.check_connections_at_checkout(db.engine)
+            if app.config["AIIMPL_DB_PREPARED"]:
+                database.prepare_marked_statements(db.engine)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True, compare_type=True)
 
     def make_http(base_url: str = "", **kwargs: Any) -> HttpClient:

@@ -199,6 +199,11 @@ SETTINGS: tuple[Setting, ...] = (
             _at_least(1, 1000)),
     Setting("AIIMPL_DB_MAX_OVERFLOW", "PostgreSQL: connections a process may open beyond "
             "`AIIMPL_DB_POOL_SIZE` at a peak, closed once returned.", 10, _at_least(0, 1000)),
+    Setting("AIIMPL_DB_PREPARED", "PostgreSQL: the runner callbacks' statements (each a lookup by key) "
+            "are prepared once per connection rather than planned at every run, which halves what "
+            "PostgreSQL spends on a progress report. Set to `false` behind a PgBouncer in transaction "
+            "mode older than 1.21 or without `max_prepared_statements`, which cannot carry prepared "
+            "statements.", True, _bool),
     Setting("AIIMPL_SECRET_KEY", "Signs run tokens (JWT HS256) and admin sessions, and encrypts stored "
             "secrets; every process and host shares it. gunicorn (the production configuration), "
             "`aiimpl poll` and `aiimpl dispatch` refuse to start without it; `aiimpl serve` then "

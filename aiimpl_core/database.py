@@ -125,6 +125,40 @@ def _ping(dbapi_connection: Any) -> bool:
     return True
 
 
+#: execution option of a statement PostgreSQL is to plan once per connection (a server-side
+#: prepared statement, see :func:`prepare_marked_statements`) rather than at every run
+PREPARED = "aiimpl_prepared"
+
+
+def prepare_marked_statements(engine: Engine) -> None:
+    """Have ``engine``'s psycopg connections prepare the statements marked :data:`PREPARED`, and
+    only those (the app's connections are opened with psycopg's preparing turned off).
+
+    Planning is most of what PostgreSQL spends on a runner callback's statement (an upsert of a
+    step with its checks: 0.7 ms of the server's CPU planned at every run, 0.3 ms prepared), and
+    every callback runs the same few. They are marked because each reads rows by key (a job by
+    its id or nonce, a step by its job and id, an outbox item by its id or its issue), which no
+    growth of a table makes a different plan for, and PostgreSQL plans a prepared statement again
+    when a table's statistics change. The statements of a poll cycle or a listing are not marked:
+    a plan made while a table was small would stay in use as it grows.
+    """
+    event.listen(engine, "do_execute", _execute_marked)
+
+
+def _execute_marked(cursor, statement, parameters, context):  # noqa: ANN001, ANN202
+    if not context.execution_options.get(PREPARED):
+        return None  # executed as usual
+    connection = cursor.connection
+    threshold = connection.prepare_threshold
+    # (psycopg prepares nothing while its threshold is None, not even a statement it is told to)
+    connection.prepare_threshold = 0
+    try:
+        cursor.execute(statement, parameters, prepare=True)
+    finally:
+        connection.prepare_threshold = threshold
+    return True
+
+
 @event.listens_for(Engine, "begin")
 def _on_begin(conn):  # noqa: ANN001, ANN202
     if conn.dialect.name == "sqlite":

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
@@ -581,19 +582,73 @@ def test_serialized_keeps_the_objects_it_is_asked_to_keep_loaded_past_its_commit
     assert job.status == "running"
 
 
-def test_postgres_connections_prepare_no_statements(app):
+def _prepared_on(driver: Any) -> list[str]:
+    """The statements prepared on a psycopg connection (which is left idle, its cache as it was)."""
+    with driver.cursor() as cur:
+        cur.execute("SELECT statement FROM pg_prepared_statements ORDER BY prepare_time")
+        names = [" ".join(row[0].split()) for row in cur.fetchall()]
+    driver.commit()  # (a rollback would have psycopg deallocate them)
+    return names
+
+
+def test_postgres_connections_prepare_only_the_statements_marked_prepared(app):
     """A generic plan prepared while a table was small stays in use as the table grows (found by the
-    poll-cycle benchmark: a sequential scan per listing page at 10,000 issues); connections
-    therefore plan every statement afresh."""
+    poll-cycle benchmark: a sequential scan per listing page at 10,000 issues): connections plan
+    every statement afresh but those marked :data:`~aiimpl_core.database.PREPARED` (the runner
+    callbacks' lookups by key), which each connection prepares once and then only runs. A
+    rollback, after which psycopg deallocates what it prepared, leaves them working."""
+    from sqlalchemy import bindparam, literal_column, select
+
+    from aiimpl_core.database import PREPARED
     from aiimpl_core.extensions import db
 
     if db.engine.dialect.name != "postgresql":
         pytest.skip("a PostgreSQL connection setting")
-    raw = db.engine.raw_connection()
-    try:
-        assert raw.driver_connection.prepare_threshold is None
-    finally:
-        raw.close()
+    marked = select(literal_column("'marked'"), bindparam("n")).execution_options(**{PREPARED: True})
+    plain = select(literal_column("'plain'"), bindparam("n"))
+    with db.engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        assert driver.prepare_threshold is None
+        for n in range(3):
+            assert conn.execute(marked, {"n": n}).all() == [("marked", n)]
+            assert conn.execute(plain, {"n": n}).all() == [("plain", n)]
+        conn.commit()
+        assert driver.prepare_threshold is None
+        prepared = _prepared_on(driver)
+        assert len(prepared) == 1 and "'marked'" in prepared[0], prepared
+        conn.rollback()
+        conn.execute(text("SELECT 1"))
+        conn.rollback()  # (a transaction to roll back: psycopg now deallocates what it prepared)
+        assert conn.execute(marked, {"n": 7}).all() == [("marked", 7)]
+        conn.commit()
+        prepared = _prepared_on(driver)
+        assert len(prepared) == 1 and "'marked'" in prepared[0], prepared
+        conn.rollback()
+
+
+def test_with_db_prepared_off_no_statement_is_prepared(database_url):
+    """``AIIMPL_DB_PREPARED=false`` (behind a PgBouncer that cannot carry prepared statements):
+    the marked statements are planned at every run too."""
+    from sqlalchemy import bindparam, literal_column, select
+
+    from aiimpl_core import create_app
+    from aiimpl_core.database import PREPARED
+    from aiimpl_core.extensions import db
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL connection setting")
+    app = create_app({"AIIMPL_DATABASE_URL": database_url}, load_entrypoints=False,
+                     environ={"AIIMPL_DB_PREPARED": "false"})
+    marked = select(literal_column("'marked'"), bindparam("n")).execution_options(**{PREPARED: True})
+    with app.app_context():
+        try:
+            with db.engine.connect() as conn:
+                for n in range(3):
+                    assert conn.execute(marked, {"n": n}).all() == [("marked", n)]
+                conn.commit()
+                assert _prepared_on(conn.connection.driver_connection) == []
+        finally:
+            db.engine.dispose()
 
 
 def test_one_of_is_one_statement_text_whatever_the_number_of_values(app):

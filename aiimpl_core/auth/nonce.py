@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import bindparam, select
 
+from ..database import PREPARED
 from ..extensions import db
 from ..orm import Job
 from ..types import ACTIVE_STATUSES
@@ -18,7 +19,7 @@ INVALID_NONCE = "Invalid or expired nonce"
 # built once: sessions call on every status event and step report
 _ACTIVE_BY_HASH = select(Job).where(
     Job.nonce_hash == bindparam("nonce_hash"), Job.status.in_([s.value for s in ACTIVE_STATUSES])
-)
+).execution_options(**{PREPARED: True})
 #: (``FOR NO KEY UPDATE`` on PostgreSQL: it waits for, and holds off, another transaction's change
 #: of the job, such as its ending, yet not the rows that only refer to it)
 _ACTIVE_BY_HASH_FOR_UPDATE = _ACTIVE_BY_HASH.with_for_update(key_share=True)

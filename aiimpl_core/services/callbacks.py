@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from .. import logs
 from ..auth.nonce import INVALID_NONCE, active_job_for_nonce
 from ..auth.tokens import RunClaims
-from ..database import dialect_name, per_dialect, serialized, upsert
+from ..database import PREPARED, dialect_name, per_dialect, serialized, upsert
 from ..errors import AiimplError
 from ..extensions import db
 from ..orm import ConsumedToken, Job, JobStep, OutboxItem, TrackedIssue, iso_z, utcnow
@@ -401,7 +401,7 @@ def _progress_upsert(with_detail: bool) -> Any:
         f"(SELECT {jobs.name}.status FROM {jobs.name} WHERE {jobs.name}.id = {steps.name}.job_id)",
         type_=jobs.c.status.type,
     )
-    return insert.returning(status)
+    return insert.returning(status).execution_options(**{PREPARED: True})
 
 
 @contextmanager

@@ -49,7 +49,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
 from .. import logs
-from ..database import dialect_name, one_of, per_dialect, serialized, upsert
+from ..database import PREPARED, dialect_name, one_of, per_dialect, serialized, upsert
 from ..errors import AiimplError, NotFound, ProviderError
 from ..extensions import db
 from ..orm import OutboxItem, Setting, TrackedIssue, utcnow
@@ -263,6 +263,7 @@ def _insert_taken() -> Any:
         .from_select(columns, row)
         .on_conflict_do_nothing(index_elements=[c.dedupe_key])
         .returning(c.id, c.state)
+        .execution_options(**{PREPARED: True})
     )
 
 
@@ -559,6 +560,7 @@ _MARK_DONE = (
     update(_OUTBOX)
     .where(_OUTBOX.c.id == bindparam("item_id"), _OUTBOX.c.state != "done")
     .values(state="done", done_at=bindparam("when"), remote_id=bindparam("remote"))
+    .execution_options(**{PREPARED: True})
 )
 #: our own write removed the trigger from the tracker: a trigger seen after now is new
 _TRIGGER_CLEARED = (

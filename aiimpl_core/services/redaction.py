@@ -33,6 +33,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from ..auth import tokens
 from ..config import secret_keys, secret_strings, sensitive_names
+from ..database import PREPARED
 from ..extensions import db
 from ..orm import Job, Secret
 from ..orm import Mapping as MappingRow
@@ -99,7 +100,7 @@ _OWNER_MAPPING, _OWNER_SECRETS = state_columns(
 JOB_OWNER = select(
     Job.team_key, Job.mapping_id, Job.nonce_hash, _OWNER_MAPPING.label("mapping"),
     _OWNER_SECRETS.label("secrets"),
-).where(Job.id == bindparam("job_id"))
+).where(Job.id == bindparam("job_id")).execution_options(**{PREPARED: True})
 _EXTENSION = "aiimpl.redactors"
 _OWNERS = "aiimpl.job-owners"
 #: jobs whose team and mapping a process remembers (they never change for a job)
