@@ -34,7 +34,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -211,6 +211,34 @@ def serialized(
     for obj, values in kept:
         for key, value in values.items():
             set_committed_value(obj, key, value)
+
+
+@contextmanager
+def one_statement() -> Iterator[Connection]:
+    """A connection for one write that is a transaction of its own, committed when the block ends
+    (a transaction of the session under way is committed first).
+
+    On PostgreSQL the statement runs in autocommit (a single statement is atomic by itself): the
+    server gets no ``BEGIN`` and no ``COMMIT``, one round trip instead of three, and both ends
+    spend less CPU than on those two messages (switching the connection to autocommit and back
+    included). On SQLite, a transaction whose statement takes the write lock itself
+    (:func:`serialized` with ``writes_first``).
+    """
+    if dialect_name() != "postgresql":
+        with serialized(writes_first=True) as session:
+            yield session.connection()
+        return
+    session = db.session()
+    if session.in_transaction():
+        session.commit()
+    # the commit gives the connection back to the pool, which sets its isolation level back
+    connection = session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    try:
+        yield connection
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
 
 
 def _loaded_columns(session: Session, objects: Iterable[object]) -> list[tuple[object, dict[str, Any]]]:

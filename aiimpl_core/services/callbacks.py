@@ -10,19 +10,18 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Connection, String, bindparam, exists, func, literal_column, or_, select, update
+from sqlalchemy import String, bindparam, exists, func, literal_column, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import logs
 from ..auth.nonce import INVALID_NONCE, active_job_for_nonce
 from ..auth.tokens import RunClaims
-from ..database import PREPARED, dialect_name, per_dialect, serialized, upsert
+from ..database import PREPARED, one_statement, per_dialect, serialized, upsert
 from ..errors import AiimplError
 from ..extensions import db
 from ..orm import ConsumedToken, Job, JobStep, OutboxItem, TrackedIssue, iso_z, utcnow
@@ -404,33 +403,6 @@ def _progress_upsert(with_detail: bool) -> Any:
     return insert.returning(status).execution_options(**{PREPARED: True})
 
 
-@contextmanager
-def _one_statement() -> Iterator[Connection]:
-    """A connection for one write that is a transaction of its own, committed when the block ends.
-
-    On PostgreSQL the statement runs in autocommit (a single statement is atomic by itself): the
-    server gets no ``BEGIN`` and no ``COMMIT``, one round trip instead of three, and both ends
-    spend less CPU than on those two messages (switching the connection to autocommit and back
-    included). On SQLite, a transaction whose statement takes the write lock itself
-    (:func:`~aiimpl_core.database.serialized`).
-    """
-    if dialect_name() != "postgresql":
-        with serialized(writes_first=True) as session:
-            yield session.connection()
-        return
-    session = db.session()
-    if session.in_transaction():
-        session.commit()
-    # the commit gives the connection back to the pool, which sets its isolation level back
-    connection = session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    try:
-        yield connection
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-
-
 def _job_owner(job_id: int) -> redaction.Owner:
     """The job's team and mapping with the state of its secrets and mapping, read now.
 
@@ -467,7 +439,7 @@ def record_progress(job_id: int, step: dict[str, Any]) -> dict[str, Any]:
         values.update(team_key=owner.team_key, mapping_id=owner.mapping_id,
                       mapping_state=owner.state[0], secrets_state=owner.state[1], max_steps=MAX_JOB_STEPS)
         statement = _progress_upsert(detail is not None)
-        with _one_statement() as connection:
+        with one_statement() as connection:
             written = connection.execute(statement, values).first()
         if written is not None:
             break

@@ -49,7 +49,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
 from .. import logs
-from ..database import PREPARED, dialect_name, one_of, per_dialect, serialized, upsert
+from ..database import PREPARED, dialect_name, one_of, one_statement, per_dialect, serialized, upsert
 from ..errors import AiimplError, NotFound, ProviderError
 from ..extensions import db
 from ..orm import OutboxItem, Setting, TrackedIssue, utcnow
@@ -626,13 +626,14 @@ def _send_and_record(facade, item: Claimed, now: datetime) -> Exception | None: 
         return exc
     done = {"item_id": item.id, "when": utcnow(), "remote": item.remote_id, "item_issue": item.issue_key}
     cleared = item.op == "stage" and item.stage != Stage.TRIGGERED.value
+    if dialect_name() == "postgresql":  # one statement, a transaction of its own
+        with one_statement() as connection:
+            connection.execute(_MARK_DONE_CLEARED if cleared else _MARK_DONE, done)
+        return None
     with serialized(writes_first=True):  # updates only
-        if cleared and dialect_name() == "postgresql":
-            db.session.execute(_MARK_DONE_CLEARED, done)
-        else:
-            db.session.execute(_MARK_DONE, done)
-            if cleared:
-                db.session.execute(_TRIGGER_CLEARED, done)
+        db.session.execute(_MARK_DONE, done)
+        if cleared:
+            db.session.execute(_TRIGGER_CLEARED, done)
     return None
 
 

@@ -177,7 +177,9 @@ def test_a_retried_event_is_never_posted_twice(client, cb_job, cb_tracker):
 def test_an_event_costs_three_statements_as_does_its_retry(client, cb_job, cb_tracker):
     """The usual event reads its job, queues its comment already taken (one statement that also
     sees whether anything of the issue waits, and skips a key queued already), and records it
-    sent after the post; a retry of a posted event queues nothing and finds its item by key."""
+    sent after the post; a retry of a posted event queues nothing and finds its item by key. On
+    PostgreSQL that record is a transaction of its own in autocommit (no ``BEGIN`` and ``COMMIT``
+    to send), and the job's read and the queueing one transaction."""
     from sqlalchemy import event
 
     from aiimpl_core.services import outbox
@@ -185,10 +187,12 @@ def test_an_event_costs_three_statements_as_does_its_retry(client, cb_job, cb_tr
     _, nonce = cb_job(status="running")
     outbox.install()  # the database's own id, read once per process (the first comment's identity)
     statements: list[str] = []
+    autocommit: list[bool] = []
 
     def count(conn, cursor, statement, *args):
         if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK")):
             statements.append(" ".join(statement.split()).upper())
+            autocommit.append(bool(getattr(cursor.connection, "autocommit", False)))
 
     event.listen(db.engine, "before_cursor_execute", count)
     try:
@@ -201,6 +205,8 @@ def test_an_event_costs_three_statements_as_does_its_retry(client, cb_job, cb_tr
     assert len(posted) == 3, posted
     assert posted[0].startswith("SELECT JOBS.") and posted[1].startswith("INSERT INTO OUTBOX")
     assert posted[2].startswith("UPDATE OUTBOX")
+    if db.engine.dialect.name == "postgresql":
+        assert autocommit[:3] == [False, False, True]
     retry = statements[len(posted):]
     assert len(retry) == 3 and retry[2].startswith("SELECT OUTBOX."), retry
     assert len(cb_tracker.comments["ENG-1"]) == 1
